@@ -1,0 +1,237 @@
+"""The evidence record (`metadata.json`): its schema, how it is filled, and its one writer.
+
+Every tool that leaves evidence (train, trace, benchmarks) builds an `EvidenceRecord` and hands
+it to `write_evidence`, which writes atomically: a temporary file in the same directory,
+fsync, then rename. A reader therefore sees the old record or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.errors import BadInput
+
+SCHEMA_VERSION = 1
+EVIDENCE_FILE = "metadata.json"
+
+JsonScalar = str | int | float | bool | None
+JsonValue = JsonScalar | list[Any] | dict[str, Any]
+
+
+class Record(BaseModel):
+    """Base of the evidence schema: unknown keys are refused so tampering shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    WARN = "WARN"
+    WAIVED = "WAIVED"
+    NOT_RUN = "NOT_RUN"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    INTERRUPTED = "interrupted"
+    HALTED = "halted"  # a gate fired
+    FAILED = "failed"  # anything else went wrong
+
+
+class RunInfo(Record):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: str  # train | trace | benchmark | ...
+    argv: list[str]
+    started: datetime
+    finished: datetime | None = None
+    status: RunStatus
+    stop_reason: str | None = None
+
+
+class CodeInfo(Record):
+    git_sha: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    git_dirty: bool
+    diff_sha256: str | None = None
+
+
+class EnvInfo(Record):
+    python: str
+    platform: str
+    torch: str | None = None
+    triton: str | None = None
+    cuda: str | None = None
+    device: str
+
+
+class Determinism(Record):
+    seeds: dict[str, int] = Field(default_factory=dict)
+    flags: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class SpecRef(Record):
+    version: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class DataRef(Record):
+    manifest_sha256: str | None = None
+    tokenizer_sha256: str | None = None
+
+
+class GateResult(Record):
+    id: str = Field(pattern=r"^(GATE)-[A-Z]+-\d{3}$")
+    revision: int = Field(ge=1)
+    verdict: Verdict
+    measured: JsonValue = None
+    threshold: JsonValue = None
+    step: int | None = None
+
+
+class Waiver(Record):
+    gate: str = Field(pattern=r"^(GATE)-[A-Z]+-\d{3}$")
+    reason: str = Field(min_length=1)
+
+
+class Artifact(Record):
+    path: str  # relative to the directory holding metadata.json
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class EvidenceRecord(Record):
+    schema_version: int = SCHEMA_VERSION
+    run: RunInfo
+    code: CodeInfo
+    env: EnvInfo
+    determinism: Determinism = Field(default_factory=Determinism)
+    spec: SpecRef
+    contract_mode: str
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    config_sha256: str | None = None
+    data: DataRef = Field(default_factory=DataRef)
+    gates: list[GateResult] = Field(default_factory=list)
+    waivers: list[Waiver] = Field(default_factory=list)
+    metrics: dict[str, JsonValue] = Field(default_factory=dict)
+    artifacts: list[Artifact] = Field(default_factory=list)
+
+
+def now() -> datetime:
+    """The current time in UTC, the only clock evidence uses."""
+    return datetime.now(UTC)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large weights don't fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_sha256(value: JsonValue) -> str:
+    """Hex sha256 of a JSON value in canonical form (sorted keys, no spaces)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def artifact(path: Path, run_dir: Path) -> Artifact:
+    """Describe one file produced by a run, by its path relative to the run directory."""
+    return Artifact(
+        path=path.relative_to(run_dir).as_posix(),
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+    )
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
+
+
+def collect_code(repo: Path) -> CodeInfo:
+    """The commit the code came from, whether the tree was dirty, and a hash of the diff."""
+    head = _git(repo, "rev-parse", "HEAD")
+    if head.returncode != 0:
+        return CodeInfo(git_sha=None, git_dirty=True, diff_sha256=None)
+    # Untracked files count as dirty too: they may be the code that ran.
+    status = _git(repo, "status", "--porcelain", "--untracked-files=normal").stdout
+    diff = _git(repo, "diff", "HEAD").stdout
+    return CodeInfo(
+        git_sha=head.stdout.decode().strip(),
+        git_dirty=bool(status.strip()),
+        diff_sha256=hashlib.sha256(diff).hexdigest() if diff else None,
+    )
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect_env(device: str, cuda: str | None = None) -> EnvInfo:
+    """Interpreter, platform and library versions; read from package metadata, importing nothing."""
+    return EnvInfo(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        torch=_version("torch"),
+        triton=_version("triton"),
+        cuda=cuda,
+        device=device,
+    )
+
+
+def read_evidence(path: Path) -> EvidenceRecord:
+    """Load and validate one metadata.json; bad JSON or schema errors are BadInput."""
+    try:
+        return EvidenceRecord.model_validate_json(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise BadInput(f"no evidence record at {path}") from None
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise BadInput(f"{path} is not a valid evidence record: {' '.join(first[:3])}") from None
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` so that readers see the old or the new file, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def write_evidence(run_dir: Path, record: EvidenceRecord) -> Path:
+    """Validate `record` and write it as run_dir/metadata.json, atomically."""
+    record = EvidenceRecord.model_validate(record.model_dump())
+    path = Path(run_dir) / EVIDENCE_FILE
+    atomic_write_bytes(path, (record.model_dump_json(indent=2) + "\n").encode())
+    return path

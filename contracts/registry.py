@@ -1,0 +1,58 @@
+"""The model registry (`evidence/registry.yaml`): what was released, from what, with which evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from contracts.errors import BadInput
+
+REGISTRY_FILE = Path("evidence") / "registry.yaml"
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegistryArtifact(Entry):
+    """A released file: a repository-relative path, or a URL for weights kept elsewhere."""
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> RegistryArtifact:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("an artifact names exactly one of path or url")
+        return self
+
+
+class ReleasedModel(Entry):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str
+    spec_version: str
+    git_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
+    evidence: list[str] = Field(min_length=1)  # run ids under evidence/runs/
+    artifacts: list[RegistryArtifact] = Field(default_factory=list)
+    license: str
+    card: str  # a repository-relative path to the model card
+
+
+class Registry(Entry):
+    models: list[ReleasedModel] = Field(default_factory=list)
+
+
+def read_registry(path: Path) -> Registry:
+    """Load and validate a registry file; problems are BadInput naming the file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return Registry.model_validate(data)
+    except FileNotFoundError:
+        raise BadInput(f"no registry at {path}") from None
+    except (yaml.YAMLError, ValidationError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise BadInput(f"{path} is not a valid registry: {text}") from None

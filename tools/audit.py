@@ -1,0 +1,228 @@
+"""What the auditors read: gate citations, falsifier tests, contract bindings and evidence.
+
+Shared by check_integrity.py (which judges) and render_site.py (which shows). Everything here
+reads files as text or syntax trees; nothing imports or runs the stack, so a repository can be
+audited even when its code is broken, and a test can plant a defect in a scratch copy.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` importable
+    sys.path.insert(0, str(ROOT))
+
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord  # noqa: E402
+from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
+
+# Where gate ids may be cited, relative to the repository root.
+CITING_DIRS = ("stack", "contracts", "tools", "tests", "benchmarks", "docs", "evidence")
+CITING_FILES = ("README.md", "mkdocs.yml", "Makefile")
+TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".jsonl", ".toml", ".txt", ".csv", ""}
+SKIP_DIRS = {"__pycache__", ".venv", "site", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+BINDING_FUNCS = {"gate_require", "gate_ensure"}
+RUNS_DIR = Path("evidence") / "runs"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in the repository: file relative to the root, line, and an optional name."""
+
+    file: str
+    line: int
+    name: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where} ({self.name})" if self.name else where
+
+
+@dataclass
+class LoadedEvidence:
+    """One metadata.json: its path, and the record or why it failed to validate."""
+
+    path: Path
+    record: EvidenceRecord | None
+    error: str | None = None
+    raw: bytes = b""
+
+
+@dataclass
+class CoverageRow:
+    """One gate and everything that makes it real."""
+
+    gate: Gate
+    bindings: list[Location] = field(default_factory=list)
+    falsifiers: list[Location] = field(default_factory=list)
+    verdicts: list[tuple[str, str, int]] = field(default_factory=list)  # (run id, verdict, revision)
+
+    @property
+    def covered(self) -> bool:
+        """Whether the gate has what INTEG-002 asks of it."""
+        if not self.falsifiers:
+            return False
+        return self.gate.kind is not GateKind.RUNTIME or bool(self.bindings)
+
+
+def _walk(root: Path, rel_dir: str, suffixes: set[str] | None = None) -> Iterator[Path]:
+    base = root / rel_dir
+    if not base.is_dir():
+        return
+    stack = [base]
+    while stack:
+        current = stack.pop()
+        for entry in sorted(current.iterdir()):
+            if entry.is_dir():
+                if entry.name not in SKIP_DIRS:
+                    stack.append(entry)
+            elif suffixes is None or entry.suffix in suffixes:
+                yield entry
+
+
+def citing_files(root: Path) -> Iterator[Path]:
+    """Every text file in which a gate id may be cited."""
+    for rel_dir in CITING_DIRS:
+        yield from _walk(root, rel_dir, TEXT_SUFFIXES)
+    for name in CITING_FILES:
+        if (root / name).is_file():
+            yield root / name
+
+
+def scan_citations(root: Path) -> dict[str, list[Location]]:
+    """gate id → every file and line that mentions it."""
+    found: dict[str, list[Location]] = {}
+    for path in citing_files(root):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if "GATE-" not in text:
+            continue
+        rel = path.relative_to(root).as_posix()
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for match in GATE_ID_IN_TEXT_RE.finditer(line):
+                found.setdefault(match.group(0), []).append(Location(rel, lineno))
+    return found
+
+
+def _dotted(node: ast.AST) -> str:
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def _first_str_arg(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def _parse(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def scan_falsifiers(root: Path) -> dict[str, list[Location]]:
+    """gate id → tests marked `@pytest.mark.gate("ID")` (or a module-level `pytestmark`)."""
+    found: dict[str, list[Location]] = {}
+    for path in _walk(root, "tests", {".py"}):
+        tree = _parse(path)
+        if tree is None:
+            continue
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                marks, name = node.decorator_list, node.name
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+            ):
+                value = node.value
+                marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
+                name = "pytestmark"
+            else:
+                continue
+            for mark in marks:
+                if isinstance(mark, ast.Call) and _dotted(mark.func).endswith("mark.gate"):
+                    for arg in mark.args:
+                        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                            loc = Location(rel, mark.lineno, name)
+                            found.setdefault(arg.value, []).append(loc)
+    return found
+
+
+def scan_bindings(root: Path) -> dict[str, list[Location]]:
+    """gate id → each `gate_require("ID", …)` / `gate_ensure("ID", …)` in stack/ and contracts/."""
+    found: dict[str, list[Location]] = {}
+    for rel_dir in ("stack", "contracts"):
+        for path in _walk(root, rel_dir, {".py"}):
+            tree = _parse(path)
+            if tree is None:
+                continue
+            rel = path.relative_to(root).as_posix()
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                if _dotted(node.func).split(".")[-1] not in BINDING_FUNCS:
+                    continue
+                gate_id = _first_str_arg(node)
+                if gate_id is not None:
+                    found.setdefault(gate_id, []).append(Location(rel, node.lineno))
+    return found
+
+
+def evidence_paths(root: Path) -> list[Path]:
+    """Every evidence/runs/<run-id>/metadata.json, sorted by run id."""
+    runs = root / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    return sorted(p / EVIDENCE_FILE for p in runs.iterdir() if (p / EVIDENCE_FILE).is_file())
+
+
+def load_evidence(path: Path) -> LoadedEvidence:
+    """Read and validate one evidence record, keeping the error instead of raising."""
+    raw = path.read_bytes()
+    try:
+        return LoadedEvidence(path, EvidenceRecord.model_validate_json(raw), raw=raw)
+    except ValueError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return LoadedEvidence(path, None, "; ".join(lines[:3]), raw=raw)
+
+
+def coverage(
+    spec: Spec,
+    bindings: dict[str, list[Location]],
+    falsifiers: dict[str, list[Location]],
+    evidence: list[LoadedEvidence],
+) -> list[CoverageRow]:
+    """One row per gate of the spec, in id order, with verdicts newest run first."""
+    rows = {
+        gid: CoverageRow(g, bindings.get(gid, []), falsifiers.get(gid, [])) for gid, g in spec.gates.items()
+    }
+    dated = sorted(
+        (e for e in evidence if e.record is not None),
+        key=lambda e: e.record.run.started,  # type: ignore[union-attr]
+        reverse=True,
+    )
+    for loaded in dated:
+        record = loaded.record
+        assert record is not None
+        for result in record.gates:
+            if result.id in rows:
+                rows[result.id].verdicts.append((record.run.id, result.verdict.value, result.revision))
+    return [rows[k] for k in sorted(rows)]
+
+
+def active(gate: Gate) -> bool:
+    """Whether the gate is in force."""
+    return gate.status is GateStatus.ACTIVE
