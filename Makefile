@@ -39,7 +39,7 @@ integrity: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python tools/render_site.py
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 ## bench: measure, and write the results as evidence under evidence/runs/
 bench: $(STAMP)

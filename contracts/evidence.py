@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import BadInput
+from contracts.spec import load_spec
 
 SCHEMA_VERSION = 1
 EVIDENCE_FILE = "metadata.json"
@@ -194,6 +195,29 @@ def collect_env(device: str, cuda: str | None = None) -> EnvInfo:
         triton=_version("triton"),
         cuda=cuda,
         device=device,
+    )
+
+
+def run_id(prefix: str) -> str:
+    """A run id that sorts by time: `<prefix>-<UTC yyyymmddThhmmss>`."""
+    return f"{prefix}-{now():%Y%m%dT%H%M%S}"
+
+
+def new_record(
+    kind: str, rid: str, argv: list[str], device: str, cuda: str | None = None, mode: str = "boundary"
+) -> EvidenceRecord:
+    """A record in status `running`, with code, environment and spec filled in.
+
+    Every tool that leaves evidence starts from here, so no record misses its provenance.
+    """
+    spec = load_spec()
+    repo = Path(__file__).resolve().parent.parent
+    return EvidenceRecord(
+        run=RunInfo(id=rid, kind=kind, argv=argv, started=now(), status=RunStatus.RUNNING),
+        code=collect_code(repo),
+        env=collect_env(device, cuda),
+        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        contract_mode=mode,
     )
 
 

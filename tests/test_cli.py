@@ -1,0 +1,37 @@
+"""The `stack` command: sub-commands exist, and bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stack.cli import main
+
+
+def test_gates_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gates", "--json", "--area", "integ"]) == 0
+    gates = json.loads(capsys.readouterr().out)
+    assert {g["id"] for g in gates} == {"GATE-INTEG-001", "GATE-INTEG-002"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["gates", "GATE-NOPE-001"], "unknown gate id 'GATE-NOPE-001'"),
+        (["gates", "--area", "nowhere"], "unknown area 'nowhere'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_module_entry_point_runs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "stack", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "gatestack" in proc.stdout

@@ -1,0 +1,207 @@
+"""Falsifiers of the integrity gates: plant one defect at a time and see check_integrity name it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from check_integrity import main, run_checks
+from scratch import git, make_record, make_repo
+
+from contracts.evidence import Verdict
+
+pytestmark = pytest.mark.gate("GATE-INTEG-001")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, str]:
+    root = tmp_path / "repo"
+    root.mkdir()
+    return root, make_repo(root)
+
+
+def messages(root: Path) -> list[str]:
+    return [f.line() for f in run_checks(root, []).violations]
+
+
+def test_clean_repository_passes(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS}, artifact_text="{}\n")
+    assert messages(root) == []
+    assert main(["--root", str(root)]) == 0
+
+
+def test_missing_artifact_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, artifact_text="{}\n")
+    (root / "evidence/runs/run-a/metrics.jsonl").unlink()
+    assert any("does not exist" in m and "run-a" in m for m in messages(root))
+
+
+def test_checksum_mismatch_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, artifact_text='{"loss": 1.0}\n')
+    (root / "evidence/runs/run-a/metrics.jsonl").write_text('{"loss": 0.5}\n')
+    assert any("sha256 does not match" in m for m in messages(root))
+
+
+def test_path_escaping_the_repository_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    path = make_record(root, "run-a", sha, artifact_text="{}\n")
+    data = json.loads(path.read_text())
+    data["artifacts"][0]["path"] = "../../../../etc/hostname"
+    path.write_text(json.dumps(data))
+    assert any("leaves" in m for m in messages(root))
+
+
+def test_unknown_gate_id_in_evidence_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, {"GATE-NOPE-001": Verdict.PASS})
+    assert any("unknown gate GATE-NOPE-001" in m for m in messages(root))
+
+
+def test_unknown_gate_id_in_docs_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    (root / "docs").mkdir()
+    (root / "docs" / "page.md").write_text("See GATE-DATA-001 and GATE-DATA-999.\n")
+    found = messages(root)
+    assert any("docs/page.md" in m and "GATE-DATA-999" in m for m in found)
+    assert not any("GATE-DATA-001" in m for m in found)
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_orphan_binding_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    (root / "stack").mkdir()
+    (root / "stack" / "thing.py").write_text(
+        "from contracts.gates import gate_require\n\n"
+        '@gate_require("GATE-GHOST-001", lambda x: x)\n'
+        "def f(x):\n    return x\n"
+    )
+    assert any("orphan binding: GATE-GHOST-001" in m for m in messages(root))
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_falsifier_citing_unknown_gate_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    (root / "tests" / "test_ghost.py").write_text(
+        'import pytest\n\n@pytest.mark.gate("GATE-GHOST-002")\ndef test_x():\n    assert False\n'
+    )
+    assert any("falsifier cites unknown gate GATE-GHOST-002" in m for m in messages(root))
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_active_gate_without_falsifier_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    (root / "tests" / "test_integ.py").write_text(
+        'import pytest\n\n@pytest.mark.gate("GATE-INTEG-001")\ndef test_x():\n    assert True\n'
+    )
+    assert any("GATE-INTEG-002" in m and "no falsifier" in m for m in messages(root))
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_active_runtime_gate_without_binding_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    gates = root / "spec/gates/train.yaml"
+    text = gates.read_text()
+    start = text.index("id: GATE-TRAIN-003")
+    end = text.index("status: PROPOSED", start)
+    gates.write_text(text[:end] + "status: ACTIVE" + text[end + len("status: PROPOSED") :])
+    (root / "tests" / "test_train.py").write_text(
+        'import pytest\n\n@pytest.mark.gate("GATE-TRAIN-003")\ndef test_x():\n    assert True\n'
+    )
+    found = messages(root)
+    assert any("GATE-TRAIN-003" in m and "no contract binding" in m for m in found)
+    assert not any("GATE-TRAIN-003" in m and "no falsifier" in m for m in found)
+
+
+def test_tampered_evidence_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    path = make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS})
+    data = json.loads(path.read_text())
+    data["gates"][0]["verdict"] = "PASSED WITH FLYING COLOURS"
+    data["injected"] = True
+    path.write_text(json.dumps(data))
+    assert any("run-a/metadata.json" in m and "does not validate" in m for m in messages(root))
+
+
+def test_duplicate_gate_id_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    integ = root / "spec/gates/integ.yaml"
+    (root / "spec/gates/zz_copy.yaml").write_text(integ.read_text())
+    found = messages(root)
+    assert len(found) == 1 and "duplicate gate id GATE-INTEG-001" in found[0]
+
+
+def test_stale_revision_is_reported_outdated(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS})
+    integ = root / "spec/gates/integ.yaml"
+    integ.write_text(integ.read_text().replace("revision: 1", "revision: 2", 1))
+    report = run_checks(root, [])
+    assert report.violations == []
+    assert any(w.rule == "OUTDATED" and "GATE-INTEG-001" in w.message for w in report.warnings)
+
+
+def test_unknown_commit_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    make_record(root, "run-a", "0" * 40)
+    assert any("not in this repository's history" in m for m in messages(root))
+
+
+def test_registry_citing_dirty_evidence_is_reported(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-dirty", sha, dirty=True)
+    (root / "MODEL_CARD.md").write_text("# tiny\n")
+    (root / "evidence/registry.yaml").write_text(
+        "models:\n"
+        "  - name: tiny\n    version: 0.1.0\n    spec_version: 1.0.0\n"
+        f"    git_sha: {sha}\n    evidence: [run-dirty, run-missing]\n"
+        "    license: Apache-2.0\n    card: MODEL_CARD.md\n"
+    )
+    found = messages(root)
+    assert any("made from a dirty tree" in m for m in found)
+    assert any("run-missing" in m for m in found)
+
+
+def test_registry_artifact_checksum_is_verified(repo: tuple[Path, str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha)
+    (root / "weights.bin").write_bytes(b"\x00" * 16)
+    (root / "MODEL_CARD.md").write_text("# tiny\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "weights")
+    (root / "evidence/registry.yaml").write_text(
+        "models:\n"
+        "  - name: tiny\n    version: 0.1.0\n    spec_version: 1.0.0\n"
+        f"    git_sha: {sha}\n    evidence: [run-a]\n"
+        f"    artifacts:\n      - path: weights.bin\n        sha256: {'a' * 64}\n        bytes: 16\n"
+        "    license: Apache-2.0\n    card: MODEL_CARD.md\n"
+    )
+    assert any("weights.bin: sha256 does not match" in m for m in messages(root))
+
+
+def test_extra_run_directory_is_checked(repo: tuple[Path, str], tmp_path: Path) -> None:
+    root, sha = repo
+    path = make_record(root, "run-a", sha, artifact_text="{}\n")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "metadata.json").write_bytes(path.read_bytes())
+    report = run_checks(root, [outside])
+    assert any("metrics.jsonl" in f.message and "does not exist" in f.message for f in report.violations)
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--root", str(tmp_path)]) == 2
+    assert "no spec/ directory" in capsys.readouterr().err
+    assert main(["--root", str(Path(__file__).parent.parent), "--run", str(tmp_path)]) == 2
+
+
+def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    root, sha = repo
+    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.FAIL})
+    assert main(["--root", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    row = next(r for r in report["coverage"] if r["gate"] == "GATE-INTEG-001")
+    assert report["ok"] and row["latest"] == "FAIL" and row["falsifiers"]
