@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from contracts.errors import BadInput
 from contracts.evidence import (
     CodeInfo,
-    EnvInfo,
     EvidenceRecord,
     RunInfo,
     RunStatus,

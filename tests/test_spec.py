@@ -51,13 +51,13 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_unknown_field_is_refused(spec_copy: Path) -> None:
     _edit(spec_copy / "gates" / "eval.yaml", "    kind: runtime", "    kind: runtime\n    colour: red")
-    with pytest.raises(BadInput, match="eval.yaml.*colour"):
+    with pytest.raises(BadInput, match=r"eval\.yaml.*colour"):
         load_spec_from(spec_copy)
 
 
 def test_bad_gate_id_is_refused(spec_copy: Path) -> None:
     _edit(spec_copy / "gates" / "eval.yaml", "id: GATE-EVAL-001", "id: GATE-eval-1")
-    with pytest.raises(BadInput, match="eval.yaml"):
+    with pytest.raises(BadInput, match=r"eval\.yaml"):
         load_spec_from(spec_copy)
 
 

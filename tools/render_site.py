@@ -125,9 +125,10 @@ def run_page(loaded: LoadedEvidence) -> str:
     if record.gates:
         out.append("| gate | revision | verdict | measured | threshold | step |\n|---|---|---|---|---|---|")
         for g in record.gates:
+            step = g.step if g.step is not None else "—"
             out.append(
                 f"| [{g.id}](../gates/{g.id}.md) | {g.revision} | **{g.verdict.value}** | "
-                f"{_cell(json.dumps(g.measured))} | {_cell(json.dumps(g.threshold))} | {g.step if g.step is not None else '—'} |"
+                f"{_cell(json.dumps(g.measured))} | {_cell(json.dumps(g.threshold))} | {step} |"
             )
     else:
         out.append("This run judged no gate.")
