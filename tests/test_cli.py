@@ -20,7 +20,7 @@ def test_gates_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["gates", "GATE-NOPE-001"], "unknown gate id 'GATE-NOPE-001'"),
+        (["gates", "GATE-NOPE-001"], "unknown gate id 'GATE-NOPE-001'"),  # integrity: planted
         (["gates", "--area", "nowhere"], "unknown area 'nowhere'"),
     ],
 )

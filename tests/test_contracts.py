@@ -74,7 +74,7 @@ def test_waiver_turns_failure_into_waived() -> None:
 
 def test_waiver_for_unknown_gate_is_bad_input() -> None:
     with pytest.raises(BadInput, match="unknown gate id"):
-        Ledger([Waiver(gate="GATE-NOPE-001", reason="x")])
+        Ledger([Waiver(gate="GATE-NOPE-001", reason="x")])  # integrity: planted
 
 
 def test_not_run_gates_are_listed() -> None:

@@ -13,6 +13,12 @@ from contracts.evidence import Verdict
 
 pytestmark = pytest.mark.gate("GATE-INTEG-001")
 
+# Ids the spec does not define, planted on purpose; the marker keeps the real check off them.
+UNKNOWN = "GATE-NOPE-001"  # integrity: planted
+UNKNOWN_IN_DOCS = "GATE-DATA-999"  # integrity: planted
+GHOST_BINDING = "GATE-GHOST-001"  # integrity: planted
+GHOST_TEST = "GATE-GHOST-002"  # integrity: planted
+
 
 @pytest.fixture
 def repo(tmp_path: Path) -> tuple[Path, str]:
@@ -57,16 +63,16 @@ def test_path_escaping_the_repository_is_reported(repo: tuple[Path, str]) -> Non
 
 def test_unknown_gate_id_in_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha, {"GATE-NOPE-001": Verdict.PASS})
-    assert any("unknown gate GATE-NOPE-001" in m for m in messages(root))
+    make_record(root, "run-a", sha, {UNKNOWN: Verdict.PASS})
+    assert any(f"unknown gate {UNKNOWN}" in m for m in messages(root))
 
 
 def test_unknown_gate_id_in_docs_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     (root / "docs").mkdir()
-    (root / "docs" / "page.md").write_text("See GATE-DATA-001 and GATE-DATA-999.\n")
+    (root / "docs" / "page.md").write_text(f"See GATE-DATA-001 and {UNKNOWN_IN_DOCS}.\n")
     found = messages(root)
-    assert any("docs/page.md" in m and "GATE-DATA-999" in m for m in found)
+    assert any("docs/page.md" in m and UNKNOWN_IN_DOCS in m for m in found)
     assert not any("GATE-DATA-001" in m for m in found)
 
 
@@ -76,19 +82,19 @@ def test_orphan_binding_is_reported(repo: tuple[Path, str]) -> None:
     (root / "stack").mkdir()
     (root / "stack" / "thing.py").write_text(
         "from contracts.gates import gate_require\n\n"
-        '@gate_require("GATE-GHOST-001", lambda x: x)\n'
+        f'@gate_require("{GHOST_BINDING}", lambda x: x)\n'
         "def f(x):\n    return x\n"
     )
-    assert any("orphan binding: GATE-GHOST-001" in m for m in messages(root))
+    assert any(f"orphan binding: {GHOST_BINDING}" in m for m in messages(root))
 
 
 @pytest.mark.gate("GATE-INTEG-002")
 def test_falsifier_citing_unknown_gate_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     (root / "tests" / "test_ghost.py").write_text(
-        'import pytest\n\n@pytest.mark.gate("GATE-GHOST-002")\ndef test_x():\n    assert False\n'
+        f'import pytest\n\n@pytest.mark.gate("{GHOST_TEST}")\ndef test_x():\n    assert False\n'
     )
-    assert any("falsifier cites unknown gate GATE-GHOST-002" in m for m in messages(root))
+    assert any(f"falsifier cites unknown gate {GHOST_TEST}" in m for m in messages(root))
 
 
 @pytest.mark.gate("GATE-INTEG-002")

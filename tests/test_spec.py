@@ -33,7 +33,7 @@ def test_threshold_lookup_and_unknowns() -> None:
     with pytest.raises(BadInput, match="no threshold 'nope'"):
         spec.threshold("GATE-EVAL-001", "nope")
     with pytest.raises(BadInput, match="unknown gate id"):
-        spec.gate("GATE-EVAL-999")
+        spec.gate("GATE-EVAL-999")  # integrity: planted
 
 
 def test_sha256_changes_with_any_spec_byte(spec_copy: Path) -> None:
