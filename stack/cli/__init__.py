@@ -15,7 +15,7 @@ import sys
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from stack import __version__
 
-COMMANDS = ("gates",)
+COMMANDS = ("gates", "prepare", "train", "sample", "eval", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command and map its failures to exit codes."""
     args = build_parser().parse_args(argv)
+    args.argv = ["stack", *(argv if argv is not None else sys.argv[1:])]  # recorded in evidence
     try:
         return int(args.func(args) or 0)
     except BadInput as exc:

@@ -1,0 +1,47 @@
+"""Progress for long work: a live rich bar on a terminal, plain lines everywhere else.
+
+Used by every command that runs for more than a moment, so logs in CI and files stay readable
+and a person at a terminal sees the run move.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def step_progress(total: int, every: int) -> Iterator[Callable[[int, dict[str, Any]], None]]:
+    """Yield `update(step, line)`; the line's loss and throughput are shown beside the bar."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("train", total=total, info="")
+
+            def update(step: int, line: dict[str, Any]) -> None:
+                info = f"loss {line['loss']:.4f} · {line['tokens_per_s']:.0f} tok/s"
+                bar.update(task, completed=step, info=info)
+
+            yield update
+        return
+
+    def plain(step: int, line: dict[str, Any]) -> None:
+        if step % every == 0 or step == total:
+            print(
+                f"step {step}/{total} loss {line['loss']:.4f} lr {line['lr']:.2e} "
+                f"grad_norm {line['grad_norm']:.3f} {line['tokens_per_s']:.0f} tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    yield plain

@@ -1,0 +1,76 @@
+"""`stack train`: train (or resume) a model under every training gate, leaving evidence."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "train",
+        help="train or resume a model under the training gates",
+        description="Train a model on a prepared DATA_DIR into RUN_DIR, or --resume RUN_DIR. "
+        "Configuration: --preset, then --config FILE.toml, then each --set section.key=value.",
+    )
+    parser.add_argument("--data", type=Path, help="a directory written by `stack prepare`")
+    parser.add_argument("--out", type=Path, help="the new run directory")
+    parser.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue this run from its latest valid checkpoint"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="a TOML file with [model] [train] [eval] [ckpt] [monitor] [data]"
+    )
+    parser.add_argument("--preset", help="smoke | tiny | demo | small")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    parser.add_argument(
+        "--waive",
+        action="append",
+        default=[],
+        metavar="GATE-ID",
+        help="accept a config below a gate's minimum; needs --reason",
+    )
+    parser.add_argument(
+        "--reason", action="append", default=[], help="why the matching --waive is acceptable"
+    )
+    parser.add_argument(
+        "--evidence-dir", type=Path, help="also file the evidence record in this ledger directory"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the request and hand it to the run orchestrator."""
+    from contracts.errors import BadInput
+    from contracts.evidence import Waiver
+    from contracts.spec import load_spec
+    from stack.cli.progress import step_progress
+    from stack.train.run import TrainRequest, train
+
+    if len(args.waive) != len(args.reason):
+        raise BadInput('every --waive GATE-ID needs its own --reason "..."')
+    for gate_id in args.waive:
+        load_spec().gate(gate_id)
+    if args.resume is not None and (args.out is not None or args.preset is not None):
+        raise BadInput(
+            "--resume continues an existing run: drop --out and --preset (use --set to change keys)"
+        )
+    request = TrainRequest(
+        data_dir=args.data,
+        out=args.out,
+        resume=args.resume,
+        preset=args.preset,
+        config_file=args.config,
+        sets=args.sets,
+        waivers=[Waiver(gate=g, reason=r) for g, r in zip(args.waive, args.reason, strict=True)],
+        evidence_dir=args.evidence_dir,
+        argv=args.argv,
+    )
+    return train(request, step_progress)

@@ -1,0 +1,1 @@
+"""The training loop and the monitors it calls at step boundaries."""

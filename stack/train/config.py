@@ -1,0 +1,196 @@
+"""A run's configuration: six typed sections, merged from preset, file and `--set`, saved and hashed.
+
+Resolution order: a preset (`--preset`), then a TOML file (`--config`), then each
+`--set section.key=value`. The resolved configuration is written to RUN_DIR/config.toml and
+its sha256 goes into the evidence, so a run can always say exactly what it ran with.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import Field
+
+from contracts.errors import BadInput
+from contracts.evidence import canonical_sha256
+from stack.config import Section, parse_section
+from stack.model.config import ModelConfig
+from stack.train.presets import PRESETS
+
+Precision = Literal["fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class TrainSection(Section):
+    steps: int = Field(gt=0, description="optimizer steps to run")
+    batch_size: int = Field(default=8, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(default=1, gt=0, description="micro-batches per optimizer step")
+    lr: float = Field(default=3e-3, gt=0, description="peak learning rate")
+    min_lr: float = Field(default=3e-4, ge=0, description="learning rate at the end of the cosine")
+    warmup_steps: int = Field(default=20, ge=0, description="linear warmup steps")
+    weight_decay: float = Field(default=0.1, ge=0, description="decoupled weight decay on matrices")
+    beta1: float = Field(default=0.9, gt=0, lt=1)
+    beta2: float = Field(default=0.95, gt=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    clip_norm: float = Field(default=1.0, ge=0, description="global gradient-norm clip (0 = off)")
+    precision: Precision = "fp32"
+    device: Device = "auto"
+    compile: bool = Field(default=False, description="torch.compile the model")
+    seed: int = 0
+    log_every: int = Field(default=10, gt=0, description="steps between progress lines off a terminal")
+
+
+class EvalSection(Section):
+    every: int = Field(default=50, gt=0, description="steps between held-out evaluations")
+    batches: int | None = Field(
+        default=None, gt=0, description="held-out batches (default: the spec minimum)"
+    )
+    early_stop: bool = True
+    patience: int = Field(default=5, gt=0, description="evaluations without improvement before stopping")
+    min_epochs: float = Field(default=3.0, ge=0, description="epochs before early stopping may fire")
+
+
+class CkptSection(Section):
+    every: int = Field(default=100, gt=0, description="steps between checkpoints")
+    keep_last: int = Field(default=2, gt=0, description="checkpoints kept besides the best")
+
+
+class MonitorSection(Section):
+    sample_every: int = Field(default=50, gt=0, description="steps between coherence samples")
+    prompts: list[str] = Field(default_factory=lambda: ["def ", "import ", "class "], min_length=1)
+    tokens: int = Field(default=48, gt=0, description="tokens generated per prompt")
+    temperature: float = Field(default=0.8, gt=0)
+    top_k: int | None = Field(default=40, gt=0)
+
+
+class DataSection(Section):
+    wrap: bool = Field(default=True, description="start a new epoch when the corpus is exhausted")
+    weights: dict[str, float] = Field(default_factory=dict, description="per-source sampling weights")
+    exclude: list[str] = Field(default_factory=list, description="sources never sampled")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "train": TrainSection,
+    "eval": EvalSection,
+    "ckpt": CkptSection,
+    "monitor": MonitorSection,
+    "data": DataSection,
+}
+
+
+class RunConfig(Section):
+    model: ModelConfig
+    train: TrainSection
+    eval: EvalSection = EvalSection()
+    ckpt: CkptSection = CkptSection()
+    monitor: MonitorSection = MonitorSection()
+    data: DataSection = DataSection()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, None values dropped (TOML has no null)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    @property
+    def sha256(self) -> str:
+        return canonical_sha256(self.as_dict())
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in update.items():
+        if not isinstance(values, dict):
+            raise BadInput(
+                f"config key {section!r} must be a [section]; sections: model, {', '.join(SECTIONS)}"
+            )
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def _parse_value(text: str) -> Any:
+    """A `--set` value as TOML (numbers, booleans, lists, quoted strings); bare words stay strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(assignments: list[str]) -> dict[str, Any]:
+    """`["train.steps=100", ...]` → nested dict; malformed ones are BadInput."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise BadInput(f"--set {item!r} is not section.key=value (e.g. --set train.steps=200)")
+        out.setdefault(section, {})[name] = _parse_value(value.strip())
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict; missing or malformed files are BadInput."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def resolve(
+    preset: str | None,
+    config_file: Path | None,
+    sets: list[str],
+    vocab: int | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Merge base (a resumed run's saved config) or preset, file and overrides into one RunConfig.
+
+    `vocab` comes from the data's tokenizer; a config that names another vocab is refused.
+    """
+    data: dict[str, Any] = dict(base or {})
+    if preset is not None:
+        if preset not in PRESETS:
+            raise BadInput(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        data = _merge(data, PRESETS[preset])
+    if config_file is not None:
+        data = _merge(data, read_toml(config_file))
+    data = _merge(data, parse_sets(sets))
+    unknown = sorted(set(data) - {"model", *SECTIONS})
+    if unknown:
+        raise BadInput(
+            f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}"
+        )
+    model = dict(data.get("model", {}))
+    if vocab is not None:
+        if model.get("vocab", vocab) != vocab:
+            raise BadInput(
+                f"model.vocab {model['vocab']} differs from the tokenizer's vocab {vocab}; drop the key"
+            )
+        model["vocab"] = vocab
+    if "train" not in data:
+        raise BadInput("no [train] section: pass --preset, --config FILE or --set train.steps=N")
+    sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}
+    return RunConfig(model=parse_section(ModelConfig, "model", model), **sections)
+
+
+def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configurations."""
+    keys = []
+    for section in sorted(set(before) | set(after)):
+        old, new = before.get(section, {}), after.get(section, {})
+        keys += [f"{section}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return keys
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved configuration as TOML."""
+    Path(path).write_text(tomli_w.dumps(config.as_dict()), encoding="utf-8")

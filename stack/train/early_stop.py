@@ -1,0 +1,128 @@
+"""Early stopping that judges signal, not noise (GATE-EVAL-001, GATE-EVAL-002).
+
+A run stopped on one noisy evaluation loses everything it would have learnt after. Three guards
+stand between noise and a stop: the held-out set must be large enough to judge (EVAL-001), the
+configuration must be patient in evaluations and in epochs (EVAL-002), and an evaluation counts
+as an improvement only when it beats the best loss by more than its own standard error (EVAL-002).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from contracts.gates import Outcome, gate_require
+from contracts.spec import load_spec
+
+
+def mean_and_stderr(losses: list[float]) -> tuple[float, float]:
+    """Mean of per-batch held-out losses and its standard error (sample std / sqrt(n)).
+
+    Needs two losses at least: one batch has no spread to estimate, and an unknown error would let
+    any improvement look significant.
+    """
+    if len(losses) < 2:
+        raise ValueError(f"a standard error needs at least 2 held-out losses, got {len(losses)}")
+    return statistics.fmean(losses), statistics.stdev(losses) / math.sqrt(len(losses))
+
+
+def _size_outcome(n_batches: int) -> Outcome:
+    minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
+    return Outcome(
+        ok=n_batches >= minimum,
+        message=f"the held-out set has {n_batches} batches, too few to judge early stopping on",
+        measured=n_batches,
+        threshold=minimum,
+    )
+
+
+@gate_require("GATE-EVAL-001", lambda n_batches: _size_outcome(n_batches))
+def check_heldout_size(n_batches: int) -> None:
+    """Refuse a held-out set smaller than `min_heldout_batches`; called when the eval set is built."""
+
+
+def _config_outcome(patience: int, min_epochs: float) -> Outcome:
+    spec = load_spec()
+    least_patience = spec.threshold("GATE-EVAL-002", "min_patience_evals")
+    least_epochs = spec.threshold("GATE-EVAL-002", "min_epochs")
+    return Outcome(
+        ok=patience >= least_patience and min_epochs >= least_epochs,
+        message=(
+            f"early stopping with patience {patience} evaluations and min_epochs {min_epochs} "
+            "would stop on noise"
+        ),
+        measured={"patience": patience, "min_epochs": min_epochs},
+        threshold={"patience": least_patience, "min_epochs": least_epochs},
+    )
+
+
+@gate_require("GATE-EVAL-002", lambda patience, min_epochs: _config_outcome(patience, min_epochs))
+def check_early_stop_config(patience: int, min_epochs: float) -> None:
+    """Refuse an impatient early-stopping configuration; a waiver of GATE-EVAL-002 lets it through."""
+
+
+def _stderr_outcome(heldout_stderr: float, step: int) -> Outcome:
+    return Outcome(
+        ok=math.isfinite(heldout_stderr) and heldout_stderr > 0,
+        message=(
+            "the held-out loss came without a positive, finite standard error, so every change "
+            "would count as an improvement"
+        ),
+        measured=heldout_stderr if math.isfinite(heldout_stderr) else str(heldout_stderr),
+        threshold=0,
+        step=step,
+    )
+
+
+class EarlyStopper:
+    """Decides when held-out loss has stopped improving; prevents stopping a run on noise.
+
+    Improvement is measured against the best loss at the last significant improvement, so a slow
+    steady descent whose single steps are each within the noise still adds up to an improvement.
+    The patience and epoch floor are judged by `check_early_stop_config`, which the loop calls at
+    start-up only when early stopping is on (a stopper may exist in a run that never consults it).
+    """
+
+    def __init__(self, patience: int, min_epochs: float) -> None:
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.stderr_multiple = load_spec().threshold("GATE-EVAL-002", "improvement_stderr_multiple")
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_improvement = 0
+        self.stop_reason: str | None = None
+
+    @gate_require("GATE-EVAL-002", lambda heldout_stderr, step: _stderr_outcome(heldout_stderr, step))
+    def observe(self, heldout_loss: float, heldout_stderr: float, epoch: float, step: int) -> bool:
+        """Take one held-out evaluation; True means stop now (and `stop_reason` says why)."""
+        if self.best is None or self.best - heldout_loss > self.stderr_multiple * heldout_stderr:
+            self.best = heldout_loss
+            self.best_step = step
+            self.evals_without_improvement = 0
+        else:
+            self.evals_without_improvement += 1
+        if self.evals_without_improvement >= self.patience and epoch >= self.min_epochs:
+            self.stop_reason = (
+                f"held-out loss has not improved by more than {self.stderr_multiple} standard "
+                f"error(s) on {self.best:.6g} (step {self.best_step}) for "
+                f"{self.evals_without_improvement} evaluations; epoch {epoch:.3g} >= {self.min_epochs}"
+            )
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best loss, where it was reached and the patience spent, JSON-serialisable."""
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "evals_without_improvement": self.evals_without_improvement,
+            "stop_reason": self.stop_reason,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, so a resumed run keeps the patience it has spent."""
+        self.best = state["best"]
+        self.best_step = state["best_step"]
+        self.evals_without_improvement = int(state["evals_without_improvement"])
+        self.stop_reason = state["stop_reason"]

@@ -1,0 +1,426 @@
+"""The gated training loop.
+
+One optimizer step, in order: gather `grad_accum` micro-batches from the reader (hashing their
+token ids), forward and backward, clip the global gradient norm, read loss and gradient norm to
+the host once, check both are finite (GATE-TRAIN-003), step AdamW at the scheduled learning
+rate, write the step's metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On a
+cadence: held-out evaluation with early stopping and overfit detection (GATE-EVAL-001…004),
+coherence samples (GATE-TRAIN-005) and checkpoints (GATE-CKPT-001/002). Everything the loop
+keeps between steps is in `TrainState` and goes into every checkpoint, which is what makes a
+resume exact (GATE-CKPT-003).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from stack.data.adequacy import corpus_adequacy
+from stack.data.hashing import batch_sha256
+from stack.data.heldout import heldout_batches
+from stack.data.reader import TokenReader
+from stack.data.tokenizer import Tokenizer
+from stack.model.gpt import GPT
+from stack.train import checkpoint as ckpt
+from stack.train import rng
+from stack.train.coherence import CoherenceMonitor, coherence_score
+from stack.train.config import RunConfig
+from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
+from stack.train.guards import check_finite, check_first_loss, check_stability
+from stack.train.metrics import MetricsLog
+from stack.train.overfit import OverfitDetector
+from stack.train.schedule import lr_at
+from stack.train.spikes import SpikeDetector
+from stack.train.trained import tokenizer_state
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; asking for CUDA without one is bad input."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BadInput("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    return torch.device(requested)
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed."""
+    train = config.train
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(
+        groups,
+        lr=train.lr,
+        betas=(train.beta1, train.beta2),
+        eps=train.eps,
+        fused=fused,
+        foreach=None if fused else True,
+    )
+
+
+@dataclass
+class TrainState:
+    """Everything the loop carries from one step to the next, besides weights and optimizer."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    last_heldout: float | None = None
+    best_heldout: float | None = None
+    best_checkpoint: str | None = None
+    stop_reason: str | None = None
+    monitor: CoherenceMonitor = field(default_factory=CoherenceMonitor)
+    early_stop: EarlyStopper | None = None
+    overfit: OverfitDetector = field(default_factory=OverfitDetector)
+    spikes: SpikeDetector = field(default_factory=SpikeDetector)
+    recent_train_losses: list[float] = field(default_factory=list)
+
+    def monitors_state(self) -> dict[str, Any]:
+        assert self.early_stop is not None
+        return {
+            "coherence": self.monitor.state_dict(),
+            "early_stop": self.early_stop.state_dict(),
+            "overfit": self.overfit.state_dict(),
+            "spikes": self.spikes.state_dict(),
+            "recent_train_losses": self.recent_train_losses,
+            "last_heldout": self.last_heldout,
+            "best_heldout": self.best_heldout,
+            "best_checkpoint": self.best_checkpoint,
+            "tokens_seen": self.tokens_seen,
+        }
+
+    def load_monitors(self, state: dict[str, Any]) -> None:
+        assert self.early_stop is not None
+        self.monitor.load_state_dict(state["coherence"])
+        self.early_stop.load_state_dict(state["early_stop"])
+        self.overfit.load_state_dict(state["overfit"])
+        self.spikes.load_state_dict(state["spikes"])
+        self.recent_train_losses = list(state["recent_train_losses"])
+        self.last_heldout = state["last_heldout"]
+        self.best_heldout = state["best_heldout"]
+        self.best_checkpoint = state["best_checkpoint"]
+        self.tokens_seen = state["tokens_seen"]
+
+
+class Signals:
+    """SIGTERM / Ctrl-C ask for a checkpoint and a clean stop; SIGUSR1 for a checkpoint now."""
+
+    def __init__(self) -> None:
+        self.stop: str | None = None
+        self.save_now = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Signals]:
+        def on_stop(signum: int, _frame: object) -> None:
+            self.stop = signal.Signals(signum).name
+
+        def on_usr1(_signum: int, _frame: object) -> None:
+            self.save_now = True
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class Trainer:
+    """Runs the loop for one run directory; `on_event` receives evidence-worthy moments."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        data_dir: Path,
+        run_dir: Path,
+        tokenizer: Tokenizer,
+        on_event: Callable[[str, Trainer], None],
+        progress: Callable[[int, dict[str, Any]], None],
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        self.tokenizer = tokenizer
+        self.on_event = on_event
+        self.progress = progress
+        train = config.train
+        self.device = pick_device(train.device)
+        if train.precision == "fp16" and self.device.type != "cuda":
+            raise BadInput("train.precision=fp16 needs CUDA (its loss scaler is CUDA-only); use bf16 or fp32")
+        check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
+        if config.eval.early_stop:
+            check_early_stop_config(config.eval.patience, config.eval.min_epochs)
+        torch.manual_seed(train.seed)
+        self.model = GPT(config.model, seed=train.seed).to(self.device)
+        self.forward_model: Callable[..., Any] = torch.compile(self.model) if train.compile else self.model
+        self.optimizer = build_optimizer(self.model, config, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=train.precision == "fp16")
+        seq_len = config.model.ctx
+        self.reader = TokenReader(
+            self.data_dir,
+            split="train",
+            batch_size=train.batch_size,
+            seq_len=seq_len,
+            seed=train.seed,
+            wrap=config.data.wrap,
+            source_weights=config.data.weights or None,
+            exclude=config.data.exclude or None,
+        )
+        self.heldout = heldout_batches(
+            self.data_dir, train.batch_size, seq_len, n_batches=config.eval.batches
+        )
+        check_heldout_size(len(self.heldout))
+        self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
+        self.metrics: MetricsLog | None = None
+        self.adequacy = corpus_adequacy(
+            planned_tokens=train.steps * self.tokens_per_step,
+            unique_train_tokens=self.reader.unique_tokens,
+            n_params=self.model.num_params(),
+        )
+
+    @property
+    def tokens_per_step(self) -> int:
+        train = self.config.train
+        return train.batch_size * train.grad_accum * self.config.model.ctx
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # -- resume -------------------------------------------------------------------------
+
+    def restore(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Continue exactly where `checkpoint` left off."""
+        state = checkpoint.state
+        ckpt.load_weights(checkpoint, self.model)
+        ckpt.load_optimizer(checkpoint, self.optimizer)
+        if state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.reader.load_state_dict(state["reader"])
+        self.state.step = checkpoint.step
+        self.state.load_monitors(state["monitors"])
+        rng.restore(state["rng"])
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The JSON half of a checkpoint (GATE-CKPT-001 lists what it must hold)."""
+        from contracts.spec import load_spec
+
+        return {
+            "epoch": self.reader.epoch,
+            "scheduler": {"kind": "warmup_cosine", "step": self.state.step},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": rng.capture(),
+            "reader": self.reader.state_dict(),
+            "monitors": self.state.monitors_state(),
+            "config": self.config.as_dict(),
+            "spec_version": load_spec().version,
+            "heldout_loss": self.state.last_heldout,
+            "tokenizer": tokenizer_state(self.tokenizer),
+        }
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step, prune old ones, and tell the evidence."""
+        path = ckpt.save_checkpoint(
+            self.run_dir, self.state.step, self.model, self.optimizer, self.checkpoint_state()
+        )
+        heldout = self.state.last_heldout
+        if heldout is not None and (
+            self.state.best_checkpoint is None or heldout <= (self.state.best_heldout or heldout)
+        ):
+            self.state.best_checkpoint = path.name
+        best = (
+            self.run_dir / ckpt.CKPT_DIR / self.state.best_checkpoint if self.state.best_checkpoint else None
+        )
+        ckpt.prune(self.run_dir, self.config.ckpt.keep_last, best)
+        self.metrics_log.write("event", step=self.state.step, event="checkpoint", path=path.name)
+        self.on_event("checkpoint", self)
+        return path
+
+    @property
+    def metrics_log(self) -> MetricsLog:
+        assert self.metrics is not None, "the loop opens the metrics log in run()"
+        return self.metrics
+
+    # -- the step -----------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step; returns its metrics line (already checked and written)."""
+        train = self.config.train
+        step = self.state.step + 1
+        started = time.perf_counter()
+        lr = lr_at(
+            step, lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps, total_steps=train.steps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        hashes = []
+        total = torch.zeros((), device=self.device)
+        for _ in range(train.grad_accum):
+            batch = self.reader.next_batch()
+            hashes.append(batch_sha256(batch))
+            batch = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
+            self.scaler.scale(loss / train.grad_accum).backward()
+            total += loss.detach()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
+        loss_value, grad_value = (
+            float(v) for v in torch.stack([total / train.grad_accum, grad_norm]).tolist()
+        )
+        check_finite(loss_value, grad_value, step)
+        if step == 1:
+            check_first_loss(loss_value, self.config.model.vocab, step)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step = step
+        self.state.tokens_seen += self.tokens_per_step
+        elapsed = time.perf_counter() - started
+        line: dict[str, Any] = {
+            "step": step,
+            "epoch": self.reader.epoch,
+            "loss": loss_value,
+            "lr": lr,
+            "grad_norm": grad_value,
+            "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
+            "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
+        }
+        if self.scaler.is_enabled():
+            line["loss_scale"] = float(self.scaler.get_scale())
+        self.metrics_log.step(line)
+        if self.state.spikes.observe(loss_value, step):
+            self.metrics_log.write("event", step=step, event="loss_spike", loss=loss_value)
+        self.state.recent_train_losses = [*self.state.recent_train_losses, loss_value][
+            -self.config.eval.every :
+        ]
+        return line
+
+    # -- evaluation and samples ---------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out loss over the fixed batches; feeds early stopping and overfit detection."""
+        self.model.eval()
+        losses = []
+        for batch in self.heldout:
+            batch = batch.to(self.device)
+            with self._autocast():
+                _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
+            losses.append(loss.float())
+        values = torch.stack(losses).tolist()
+        mean, stderr = mean_and_stderr(values)
+        step = self.state.step
+        train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
+        self.state.last_heldout = mean
+        if self.state.best_heldout is None or mean < self.state.best_heldout:
+            self.state.best_heldout = mean
+        overfit = self.state.overfit.observe(train_loss, mean, step)
+        assert self.state.early_stop is not None
+        stop = False
+        epoch = self.state.tokens_seen / max(self.reader.unique_tokens, 1)
+        if self.config.eval.early_stop:
+            stop = self.state.early_stop.observe(mean, stderr, epoch, step)
+        line = {
+            "step": step,
+            "heldout_loss": mean,
+            "heldout_stderr": stderr,
+            "batches": len(values),
+            "train_loss": train_loss,
+            "overfitting": overfit,
+            "early_stop": stop,
+        }
+        self.metrics_log.write("eval", **line)
+        if stop:
+            self.state.stop_reason = self.state.early_stop.stop_reason or "early stop"
+        self.on_event("eval", self)
+        return line
+
+    @torch.no_grad()
+    def sample(self) -> dict[str, Any]:
+        """Generate from the fixed prompts, score coherence, and let GATE-TRAIN-005 judge."""
+        monitor_cfg = self.config.monitor
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(
+            self.config.train.seed * 1_000_003 + self.state.step
+        )
+        texts, scores = [], []
+        room = self.config.model.ctx - monitor_cfg.tokens
+        for prompt in monitor_cfg.prompts:
+            ids = self.tokenizer.encode(prompt)[-max(room, 1) :]
+            idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+            out = self.model.generate(
+                idx,
+                min(monitor_cfg.tokens, self.config.model.ctx - len(ids)),
+                temperature=monitor_cfg.temperature,
+                top_k=monitor_cfg.top_k,
+                generator=generator,
+            )
+            text = self.tokenizer.decode(out[0, len(ids) :].tolist())
+            texts.append(text)
+            scores.append(coherence_score(text))
+        score = sum(scores) / len(scores)
+        self.metrics_log.write("sample", step=self.state.step, score=score, scores=scores, texts=texts)
+        self.state.monitor.observe(score, self.state.step)
+        return {"score": score, "texts": texts}
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self, resumed: bool) -> str:
+        """Train until the configured step, an early stop or a signal; returns the final status."""
+        train = self.config.train
+        self.metrics = MetricsLog(self.run_dir, resume_step=self.state.step if resumed else None)
+        signals = Signals()
+        status = "completed"
+        try:
+            with signals.installed():
+                while self.state.step < train.steps:
+                    line = self.train_step()
+                    step = line["step"]
+                    self.progress(step, line)
+                    if step % self.config.eval.every == 0 or step == train.steps:
+                        self.evaluate()
+                    if step % self.config.monitor.sample_every == 0 or step == train.steps:
+                        self.sample()
+                    if signals.save_now or step % self.config.ckpt.every == 0:
+                        signals.save_now = False
+                        self.save()
+                    if signals.stop is not None:
+                        self.state.stop_reason = f"{signals.stop} received"
+                        status = "interrupted"
+                        break
+                    if self.state.stop_reason is not None:
+                        break
+                self.state.monitor.require_ran(self.state.step, self.config.monitor.sample_every)
+                if not ckpt.step_dir(self.run_dir, self.state.step).exists():
+                    self.save()
+        finally:
+            self.metrics_log.close()
+        if self.state.stop_reason is None:
+            self.state.stop_reason = f"reached train.steps={train.steps}"
+        return status
+
+
+def batch_sha256_of(hashes: list[str]) -> str:
+    """One hash for the micro-batches of a step: the sha256 of their hashes in order."""
+    return hashlib.sha256("".join(hashes).encode()).hexdigest()

@@ -1,0 +1,65 @@
+"""RUN_DIR/metrics.jsonl: one typed JSON line per optimizer step, evaluation, sample and event.
+
+The file is the run's history. A resume appends to it; lines written after the checkpoint the
+run resumed from (by a run that died later) are moved to metrics.rolled-back.jsonl, so the
+history stays one unbroken sequence of steps and nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stack.train.guards import check_step_line
+
+METRICS_FILE = "metrics.jsonl"
+ROLLED_BACK_FILE = "metrics.rolled-back.jsonl"
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a metrics file (a torn last line, from a crash mid-write, is dropped)."""
+    if not Path(path).is_file():
+        return []
+    lines = []
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+class MetricsLog:
+    """Appends typed lines; step lines pass GATE-TRAIN-001 before they are written."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.path = Path(run_dir) / METRICS_FILE
+        self.last_step: int | None = None
+        if resume_step is not None:
+            self._roll_back_after(resume_step)
+            self.last_step = resume_step
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def _roll_back_after(self, step: int) -> None:
+        lines = read_lines(self.path)
+        keep = [ln for ln in lines if ln.get("step", 0) <= step]
+        later = [ln for ln in lines if ln.get("step", 0) > step]
+        if later:
+            with open(Path(self.path).parent / ROLLED_BACK_FILE, "a", encoding="utf-8") as out:
+                out.writelines(json.dumps(ln) + "\n" for ln in later)
+        self.path.write_text("".join(json.dumps(ln) + "\n" for ln in keep), encoding="utf-8")
+
+    def write(self, kind: str, **fields: Any) -> None:
+        """Append one line of type `kind` and flush it, so a crash loses at most this line."""
+        self._handle.write(json.dumps({"type": kind, **fields}) + "\n")
+        self._handle.flush()
+
+    def step(self, line: dict[str, Any]) -> None:
+        """Append an optimizer step's line after GATE-TRAIN-001 has checked it."""
+        check_step_line(line, self.last_step)
+        self.write("step", **line)
+        self.last_step = line["step"]
+
+    def close(self) -> None:
+        self._handle.close()

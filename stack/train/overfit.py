@@ -1,0 +1,70 @@
+"""Overfitting is noticed while it happens (GATE-EVAL-004), so the release is not the last step's weights.
+
+A warning gate: detection is recorded as WARN and in `OverfitDetector.detected_at_step`; the run
+goes on, and whoever picks the checkpoint to release knows where held-out loss turned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.gates import Outcome, gate_ensure
+from contracts.spec import load_spec
+
+
+def _overfit_outcome(detector: OverfitDetector, overfitting: bool, step: int) -> Outcome:
+    return Outcome(
+        ok=not overfitting,
+        message=(
+            f"held-out loss rose while train loss fell for {detector.diverging_evals} consecutive "
+            f"evaluations up to step {step}: the model is overfitting"
+        ),
+        measured=detector.diverging_evals,
+        threshold=detector.window_evals,
+        step=step,
+    )
+
+
+class OverfitDetector:
+    """Counts evaluations where held-out loss rose while train loss fell; prevents releasing an overfit model.
+
+    Each evaluation is compared with the previous one; `overfit_window_evals` such evaluations in
+    a row mean overfitting. Any other evaluation ends the streak.
+    """
+
+    def __init__(self) -> None:
+        self.window_evals = load_spec().threshold("GATE-EVAL-004", "overfit_window_evals")
+        self.previous: tuple[float, float] | None = None  # (train loss, held-out loss)
+        self.diverging_evals = 0
+        self.detected_at_step: int | None = None
+
+    @gate_ensure(
+        "GATE-EVAL-004",
+        lambda self, result, step: _overfit_outcome(self, result, step),
+    )
+    def observe(self, train_loss: float, heldout_loss: float, step: int) -> bool:
+        """Take one evaluation; True while the diverging streak is at least the window long."""
+        diverging = (
+            self.previous is not None and heldout_loss > self.previous[1] and train_loss < self.previous[0]
+        )
+        self.diverging_evals = self.diverging_evals + 1 if diverging else 0
+        self.previous = (train_loss, heldout_loss)
+        overfitting = self.diverging_evals >= self.window_evals
+        if overfitting and self.detected_at_step is None:
+            self.detected_at_step = step
+        return overfitting
+
+    def state_dict(self) -> dict[str, Any]:
+        """The last evaluation, the streak and the first detection, JSON-serialisable."""
+        return {
+            "previous": None if self.previous is None else list(self.previous),
+            "diverging_evals": self.diverging_evals,
+            "detected_at_step": self.detected_at_step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, so a streak spanning a resume is still seen."""
+        previous = state["previous"]
+        self.previous = None if previous is None else (float(previous[0]), float(previous[1]))
+        self.diverging_evals = int(state["diverging_evals"])
+        self.detected_at_step = state["detected_at_step"]

@@ -1,0 +1,253 @@
+"""A training run from start to evidence: set-up, resume, the loop, and the metadata.json record.
+
+The record is written when the run starts (status `running`), at every evaluation and
+checkpoint, and at the end, always through the one atomic writer. A gate that fires leaves the
+record `halted` with the gate named; a signal leaves it `interrupted` after a last checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput, GateViolation
+from contracts.evidence import (
+    EVIDENCE_FILE,
+    Artifact,
+    DataRef,
+    Determinism,
+    EvidenceRecord,
+    RunStatus,
+    Waiver,
+    artifact,
+    new_record,
+    now,
+    read_evidence,
+    write_evidence,
+)
+from contracts.gates import contract_mode
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.data.manifest import load_manifest
+from stack.data.tokenizer import load_tokenizer
+from stack.train import checkpoint as ckpt
+from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.loop import Trainer
+from stack.train.metrics import METRICS_FILE
+
+CONFIG_FILE = "config.toml"
+RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+# The gates a training run answers for; any it never evaluated is recorded NOT_RUN.
+TRAIN_GATES = [
+    "GATE-DATA-001",
+    "GATE-DATA-003",
+    "GATE-DATA-004",
+    "GATE-EVAL-001",
+    "GATE-EVAL-002",
+    "GATE-EVAL-004",
+    "GATE-TRAIN-001",
+    "GATE-TRAIN-002",
+    "GATE-TRAIN-003",
+    "GATE-TRAIN-004",
+    "GATE-TRAIN-005",
+    "GATE-TRAIN-006",
+    "GATE-CKPT-001",
+    "GATE-CKPT-002",
+]
+
+
+@dataclass
+class TrainRequest:
+    """What the command line asked for."""
+
+    data_dir: Path | None
+    out: Path | None
+    resume: Path | None
+    preset: str | None
+    config_file: Path | None
+    sets: list[str]
+    waivers: list[Waiver]
+    evidence_dir: Path | None
+    argv: list[str]
+
+
+def _check_run_dir_name(run_dir: Path) -> str:
+    name = run_dir.resolve().name
+    if not name or not set(name) <= RUN_ID_CHARS or name[0] in "._-":
+        raise BadInput(f"run directory name {name!r} must use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpoint | None, list[str]]:
+    """Validate the request: run dir, data dir, config, and the checkpoint to resume from."""
+    if request.resume is not None:
+        run_dir = request.resume
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise BadInput(
+                f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass the --out of an earlier run"
+            )
+        saved = read_toml(run_dir / CONFIG_FILE)
+        record = read_evidence(run_dir / EVIDENCE_FILE)
+        data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
+        path, notes = ckpt.latest_valid(run_dir)
+        for note in notes:
+            print(f"stack train: {note}", file=sys.stderr)
+        if path is None:
+            raise BadInput(f"{run_dir} has no valid checkpoint to resume from")
+        if notes:
+            print(f"stack train: resuming from {path.name} instead", file=sys.stderr)
+        checkpoint = ckpt.load_checkpoint(path)
+        tokenizer = load_tokenizer(data_dir)
+        config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
+        changes = changed_keys(saved, config.as_dict())
+        return run_dir, data_dir, config, checkpoint, changes
+    if request.out is None or request.data_dir is None:
+        raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
+    run_dir = request.out
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise BadInput(
+            f"{run_dir} already exists and is not empty; choose a new --out or continue it with --resume"
+        )
+    tokenizer = load_tokenizer(request.data_dir)
+    config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size)
+    return run_dir, request.data_dir, config, None, []
+
+
+class RunRecord:
+    """The run's evidence record and how it is refreshed from the trainer."""
+
+    def __init__(
+        self, run_dir: Path, record: EvidenceRecord, ledger: Ledger, evidence_dir: Path | None
+    ) -> None:
+        self.run_dir = run_dir
+        self.record = record
+        self.ledger = ledger
+        self.evidence_dir = evidence_dir
+
+    def refresh(
+        self, trainer: Trainer | None, status: RunStatus | None = None, reason: str | None = None
+    ) -> None:
+        record = self.record
+        if status is not None:
+            record.run.status = status
+            if status is not RunStatus.RUNNING:
+                record.run.finished = now()
+        if reason is not None:
+            record.run.stop_reason = reason
+        if trainer is not None:
+            state = trainer.state
+            adequacy = trainer.adequacy
+            record.metrics.update(
+                {
+                    "step": state.step,
+                    "tokens_seen": state.tokens_seen,
+                    "parameters": trainer.model.num_params(),
+                    "last_heldout_loss": state.last_heldout,
+                    "best_heldout_loss": state.best_heldout,
+                    "best_checkpoint": state.best_checkpoint,
+                    "planned_tokens": trainer.config.train.steps * trainer.tokens_per_step,
+                    "unique_train_tokens": trainer.reader.unique_tokens,
+                    "repeats": adequacy.repeats,
+                    "tokens_per_parameter": adequacy.tokens_per_parameter,
+                    "coherence_scores": [score for _, score in state.monitor.history][-20:],
+                    "loss_spikes": len(state.spikes.spikes),
+                    "overfit_at_step": state.overfit.detected_at_step,
+                }
+            )
+        record.gates = self.ledger.gate_results(expected=TRAIN_GATES)
+        record.artifacts = self._artifacts()
+        write_evidence(self.run_dir, record)
+
+    def _artifacts(self) -> list[Artifact]:
+        files = [self.run_dir / CONFIG_FILE, self.run_dir / METRICS_FILE]
+        latest = ckpt.list_checkpoints(self.run_dir)
+        if latest:
+            files += [latest[-1] / name for name in (*ckpt.FILES, ckpt.MANIFEST)]
+        return [artifact(f, self.run_dir) for f in files if f.is_file()]
+
+    def file_in_ledger(self) -> Path | None:
+        """Copy the record, config and metrics into EVIDENCE_DIR/<run-id>/ (weights stay behind)."""
+        if self.evidence_dir is None:
+            return None
+        target = self.evidence_dir / self.record.run.id
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_FILE, METRICS_FILE):
+            shutil.copy2(self.run_dir / name, target / name)
+        filed = self.record.model_copy(deep=True)
+        filed.artifacts = [artifact(target / name, target) for name in (CONFIG_FILE, METRICS_FILE)]
+        return write_evidence(target, filed)
+
+
+def train(request: TrainRequest, progress_factory: Any) -> int:
+    """Run (or resume) one training run; returns the exit code."""
+    run_dir, data_dir, config, checkpoint, changes = _prepare(request)
+    run_id = _check_run_dir_name(run_dir)
+    manifest = load_manifest(data_dir)
+    tokenizer = load_tokenizer(data_dir)
+    ledger = Ledger(request.waivers)
+    resumed = checkpoint is not None
+    if resumed:
+        record = read_evidence(run_dir / EVIDENCE_FILE)
+        ledger.results = {g.id: g for g in record.gates if g.verdict.value != "NOT_RUN"}
+        record.run.status = RunStatus.RUNNING
+        record.run.finished = None
+        resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
+        resumes.append({"from_step": checkpoint.step, "argv": request.argv, "changed": changes})
+        record.metrics["resumes"] = resumes
+        record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
+    else:
+        device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+        record = new_record("train", run_id, request.argv, device, torch.version.cuda, contract_mode().value)
+        record.waivers = request.waivers
+        record.metrics["data_dir"] = str(Path(data_dir).resolve())
+    record.config = config.as_dict()
+    record.config_sha256 = config.sha256
+    record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=tokenizer.sha256)
+    record.determinism = Determinism(
+        seeds={"train": config.train.seed},
+        flags={
+            "precision": config.train.precision,
+            "compile": config.train.compile,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        },
+    )
+    record.spec.version = load_spec().version
+    record.spec.sha256 = load_spec().sha256
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / CONFIG_FILE)
+    (run_dir / METRICS_FILE).touch()
+    evidence = RunRecord(run_dir, record, ledger, request.evidence_dir)
+    trainer: Trainer | None = None
+    with recording(ledger):
+        try:
+            evidence.refresh(None, RunStatus.RUNNING)
+            with progress_factory(config.train.steps, config.train.log_every) as progress:
+                trainer = Trainer(
+                    config, data_dir, run_dir, tokenizer, lambda _e, t: evidence.refresh(t), progress
+                )
+                if checkpoint is not None:
+                    trainer.restore(checkpoint)
+                status = trainer.run(resumed=resumed)
+        except GateViolation as exc:
+            evidence.refresh(trainer, RunStatus.HALTED, str(exc))
+            evidence.file_in_ledger()
+            raise
+        except BadInput as exc:
+            evidence.refresh(trainer, RunStatus.FAILED, str(exc))
+            raise
+        except Exception as exc:
+            evidence.refresh(trainer, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+    final = RunStatus.INTERRUPTED if status == "interrupted" else RunStatus.COMPLETED
+    evidence.refresh(trainer, final, trainer.state.stop_reason)
+    filed = evidence.file_in_ledger()
+    state = trainer.state
+    print(f"stack train: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
+    if filed is not None:
+        print(f"stack train: evidence filed at {filed}")
+    return 0

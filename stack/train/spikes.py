@@ -1,0 +1,74 @@
+"""Loss spikes are caught per step and kept (GATE-TRAIN-006), not smoothed away by a plot.
+
+A warning gate: a spike is recorded as WARN in the run's evidence and in `SpikeDetector.spikes`,
+and training goes on. The investigation is for a person; the detector makes sure one is possible.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from typing import Any
+
+from contracts.gates import Outcome, gate_ensure
+from contracts.spec import load_spec
+
+
+def _spike_outcome(detector: SpikeDetector, spiked: bool, loss: float, step: int) -> Outcome:
+    bound = detector.spikes[-1]["bound"] if spiked else None
+    return Outcome(
+        ok=not spiked,
+        message=(
+            f"loss {loss:.6g} at step {step} is more than {detector.sigma} standard deviations above "
+            f"the mean of the last {detector.window_steps} steps"
+        ),
+        measured=loss,
+        threshold=bound,
+        step=step,
+    )
+
+
+class SpikeDetector:
+    """Flags a loss far above its trailing window; prevents spikes vanishing between log lines.
+
+    A loss is a spike when it exceeds mean + `spike_sigma` · std of the trailing
+    `spike_window_steps` losses (population std), judged only once the window is full. Every loss,
+    spike or not, then joins the window: a lasting shift of the loss level stops counting as a
+    spike once the window has seen it.
+    """
+
+    def __init__(self) -> None:
+        spec = load_spec()
+        self.sigma = spec.threshold("GATE-TRAIN-006", "spike_sigma")
+        self.window_steps = int(spec.threshold("GATE-TRAIN-006", "spike_window_steps"))
+        self.window: deque[float] = deque(maxlen=self.window_steps)
+        self.spikes: list[dict[str, float | int]] = []
+
+    @gate_ensure("GATE-TRAIN-006", lambda self, result, loss, step: _spike_outcome(self, result, loss, step))
+    def observe(self, loss: float, step: int) -> bool:
+        """Take the loss of one step; True when it is a spike (recorded in `spikes`)."""
+        if not math.isfinite(loss):
+            # A NaN in the window would hide every spike for a window's length; TRAIN-003 halts first.
+            raise ValueError(f"loss {loss} at step {step} is not finite; GATE-TRAIN-003 must halt before")
+        spiked = False
+        if len(self.window) == self.window_steps:
+            mean = statistics.fmean(self.window)
+            std = statistics.pstdev(self.window, mu=mean)
+            bound = mean + self.sigma * std
+            if loss > bound:
+                spiked = True
+                self.spikes.append(
+                    {"step": step, "loss": float(loss), "mean": mean, "std": std, "bound": bound}
+                )
+        self.window.append(float(loss))
+        return spiked
+
+    def state_dict(self) -> dict[str, Any]:
+        """The trailing window and the spikes found, JSON-serialisable."""
+        return {"window": list(self.window), "spikes": [dict(s) for s in self.spikes]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned; a resumed run judges its next step as if never stopped."""
+        self.window = deque((float(x) for x in state["window"]), maxlen=self.window_steps)
+        self.spikes = [dict(s) for s in state["spikes"]]

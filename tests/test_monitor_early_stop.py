@@ -1,0 +1,145 @@
+"""Early stopping waits for enough held-out data, enough patience and a significant improvement."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.errors import GateViolation
+from contracts.evidence import Verdict, Waiver
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
+
+SIZE = "GATE-EVAL-001"
+PATIENCE = "GATE-EVAL-002"
+MIN_BATCHES = load_spec().threshold(SIZE, "min_heldout_batches")
+MIN_PATIENCE = load_spec().threshold(PATIENCE, "min_patience_evals")
+MIN_EPOCHS = load_spec().threshold(PATIENCE, "min_epochs")
+MULTIPLE = load_spec().threshold(PATIENCE, "improvement_stderr_multiple")
+STDERR = 0.01
+
+
+def test_mean_and_stderr_is_sample_std_over_root_n() -> None:
+    losses = [2.0, 2.2, 1.9, 2.1]
+    mean, stderr = mean_and_stderr(losses)
+    assert mean == pytest.approx(2.05)
+    assert stderr == pytest.approx(statistics.stdev(losses) / 2)
+
+
+def test_one_loss_has_no_stderr() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_and_stderr([2.0])
+
+
+@pytest.mark.gate(SIZE)
+def test_a_tiny_heldout_set_is_refused() -> None:
+    """Plant the two-batch held-out set of the gate's origin."""
+    with pytest.raises(GateViolation) as info:
+        check_heldout_size(2)
+    assert (info.value.measured, info.value.threshold) == (2, MIN_BATCHES)
+    check_heldout_size(MIN_BATCHES)
+
+
+@pytest.mark.gate(PATIENCE)
+@pytest.mark.parametrize(
+    ("patience", "min_epochs"), [(1, MIN_EPOCHS), (MIN_PATIENCE - 1, MIN_EPOCHS), (MIN_PATIENCE, 0.1)]
+)
+def test_an_impatient_config_is_refused(patience: int, min_epochs: float) -> None:
+    """Plant the origin's stopper (one evaluation, a fraction of an epoch): refused at start-up."""
+    with pytest.raises(GateViolation, match="would stop on noise"):
+        check_early_stop_config(patience, min_epochs)
+
+
+def test_a_waiver_lets_an_impatient_config_through() -> None:
+    ledger = Ledger([Waiver(gate=PATIENCE, reason="smoke run of ten steps")])
+    with recording(ledger):
+        check_early_stop_config(1, 0.0)
+    assert ledger.results[PATIENCE].verdict is Verdict.WAIVED
+
+
+def _stopper() -> EarlyStopper:
+    return EarlyStopper(MIN_PATIENCE, MIN_EPOCHS)
+
+
+@pytest.mark.gate(PATIENCE)
+def test_noise_is_not_an_improvement() -> None:
+    """Plant held-out losses that wiggle down by less than their standard error: patience still runs out."""
+    stopper = _stopper()
+    assert not stopper.observe(3.0, STDERR, epoch=MIN_EPOCHS, step=0)
+    wiggle = MULTIPLE * STDERR / 10
+    stops = [
+        stopper.observe(3.0 - (i + 1) * wiggle, STDERR, MIN_EPOCHS, 100 * (i + 1))
+        for i in range(MIN_PATIENCE)
+    ]
+    assert stops == [False] * (MIN_PATIENCE - 1) + [True]
+    assert (stopper.best, stopper.best_step) == (3.0, 0)
+    assert stopper.stop_reason is not None and "standard error" in stopper.stop_reason
+
+
+@pytest.mark.gate(PATIENCE)
+def test_a_loss_without_a_standard_error_is_refused() -> None:
+    """Plant a loop that passes stderr 0: every wiggle would count as an improvement."""
+    stopper = _stopper()
+    for bad in (0.0, math.nan, -STDERR):
+        with pytest.raises(GateViolation, match="standard error"):
+            stopper.observe(3.0, bad, epoch=1.0, step=10)
+
+
+def test_a_significant_improvement_resets_patience() -> None:
+    stopper = _stopper()
+    stopper.observe(3.0, STDERR, MIN_EPOCHS, 0)
+    for i in range(MIN_PATIENCE - 1):
+        assert not stopper.observe(3.0, STDERR, MIN_EPOCHS, 1 + i)
+    assert not stopper.observe(3.0 - 2 * MULTIPLE * STDERR, STDERR, MIN_EPOCHS, 50)
+    assert (stopper.best_step, stopper.evals_without_improvement) == (50, 0)
+
+
+def test_a_slow_steady_descent_adds_up_to_an_improvement() -> None:
+    """Steps each within the noise, measured against the last significant best, do count in sum."""
+    stopper = _stopper()
+    stopper.observe(3.0, STDERR, MIN_EPOCHS, 0)
+    step_down = 0.4 * MULTIPLE * STDERR
+    for i in range(1, 4):
+        stopper.observe(3.0 - i * step_down, STDERR, MIN_EPOCHS, i)
+    assert stopper.best_step == 3  # 1.2 standard errors below the best of step 0
+
+
+def test_no_stop_before_min_epochs() -> None:
+    stopper = _stopper()
+    early = MIN_EPOCHS / 2
+    stops = [stopper.observe(3.0, STDERR, early, i) for i in range(3 * MIN_PATIENCE)]
+    assert not any(stops) and stopper.stop_reason is None
+    assert stopper.observe(3.0, STDERR, MIN_EPOCHS, 1000)
+
+
+EVALS = st.lists(
+    st.tuples(st.floats(0.5, 5.0), st.floats(1e-4, 0.5), st.floats(0.0, 2 * MIN_EPOCHS)), max_size=25
+)
+
+
+def _run(stopper: EarlyStopper, evals: list[tuple[float, float, float]], first_step: int) -> list[bool]:
+    return [stopper.observe(loss, err, epoch, first_step + i) for i, (loss, err, epoch) in enumerate(evals)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(EVALS, st.data())
+def test_state_round_trips_through_json(evals: list[tuple[float, float, float]], data: st.DataObject) -> None:
+    """Stopping, saving to JSON and resuming decides exactly as an uninterrupted stopper."""
+    cut = data.draw(st.integers(0, len(evals)))
+    straight = _stopper()
+    expected = _run(straight, evals, 0)
+
+    first = _stopper()
+    stops = _run(first, evals[:cut], 0)
+    resumed = _stopper()
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    stops += _run(resumed, evals[cut:], cut)
+
+    assert stops == expected
+    assert resumed.state_dict() == straight.state_dict()

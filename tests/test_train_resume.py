@@ -1,0 +1,165 @@
+"""Checkpoints hold everything, are verified on load, and a resume continues bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts
+
+from contracts.errors import GateViolation
+from stack.train import checkpoint as ckpt
+from stack.train.loop import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "batch_sha256")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight steps without interruption, a checkpoint every two."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert train(smoke_args(data, run, "train.steps=8", "ckpt.every=2", "ckpt.keep_last=8")) == 0
+    return run
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    """Where two runs' step histories or final weights differ (empty when bit-identical)."""
+    found = []
+    lines_a, lines_b = step_lines(a), step_lines(b)
+    if len(lines_a) != len(lines_b):
+        found.append(f"{len(lines_a)} vs {len(lines_b)} steps")
+    for la, lb in zip(lines_a, lines_b, strict=False):
+        found += [f"step {la['step']} {k}" for k in COMPARED if la[k] != lb[k]]
+    wa = load_file(str(ckpt.list_checkpoints(a)[-1] / "model.safetensors"))
+    wb = load_file(str(ckpt.list_checkpoints(b)[-1] / "model.safetensors"))
+    found += [f"weight {k}" for k in wa if not wa[k].equal(wb[k])]
+    return found
+
+
+def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
+    """The straight run as if it had died right after its checkpoint at `at_step`."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for path in ckpt.list_checkpoints(run):
+        if int(path.name.split("-")[1]) > at_step:
+            shutil.rmtree(path)
+    return run
+
+
+@pytest.mark.gate("GATE-CKPT-003")
+def test_resume_is_bit_exact(straight: Path, tmp_path: Path) -> None:
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run)]) == 0
+    assert differences(straight, run) == []
+    lines = step_lines(run)
+    assert [ln["step"] for ln in lines] == list(range(1, 9))  # history unbroken, no duplicate steps
+    assert (run / "metrics.rolled-back.jsonl").is_file()  # what the dead run wrote after step 4
+    assert evidence(run)["metrics"]["resumes"][0]["from_step"] == 4
+
+
+@pytest.mark.gate("GATE-CKPT-003")
+def test_a_resume_that_forgets_the_reader_is_caught(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Trainer.restore
+
+    def forgetful(self: Trainer, checkpoint: ckpt.Checkpoint) -> None:
+        state = dict(checkpoint.state)
+        reader_state = self.reader.state_dict()  # the planted bug: the reader restarts from zero
+        original(self, ckpt.Checkpoint(checkpoint.path, state))
+        self.reader.load_state_dict(reader_state)
+
+    monkeypatch.setattr(Trainer, "restore", forgetful)
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run)]) == 0
+    assert any("batch_sha256" in d for d in differences(straight, run))
+
+
+@pytest.mark.gate("GATE-CKPT-001")
+def test_checkpoint_holds_the_whole_state(straight: Path) -> None:
+    path = ckpt.list_checkpoints(straight)[-1]
+    assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, ckpt.MANIFEST])
+    state = json.loads((path / "state.json").read_text())
+    assert set(ckpt.STATE_KEYS) <= set(state)
+    assert {"python", "numpy", "torch", "cuda", "torch_version"} <= set(state["rng"])
+    assert state["optimizer"]["param_groups"] and load_file(str(path / "optimizer.safetensors"))
+    assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
+
+
+@pytest.mark.gate("GATE-CKPT-001")
+def test_a_checkpoint_missing_its_rng_is_refused(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Trainer.checkpoint_state
+
+    def without_rng(self: Trainer) -> dict:
+        state = original(self)
+        del state["rng"]
+        return state
+
+    monkeypatch.setattr(Trainer, "checkpoint_state", without_rng)
+    assert train(smoke_args(data, tmp_path / "run")) == 3
+    assert verdicts(tmp_path / "run")["GATE-CKPT-001"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_a_corrupt_checkpoint_is_refused_and_resume_falls_back(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    newest = ckpt.list_checkpoints(run)[-1]
+    weights = newest / "model.safetensors"
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 0xFF  # one flipped bit in the last weight
+    weights.write_bytes(bytes(payload))
+    with pytest.raises(GateViolation, match=r"GATE-CKPT-002.*sha256"):
+        ckpt.load_checkpoint(newest)
+    assert train(["train", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "skipping step-0000006" in err and "resuming from step-0000004" in err
+    assert differences(straight, run) == []
+
+
+def test_no_temporary_directory_is_left_behind(straight: Path) -> None:
+    assert not [p for p in (straight / ckpt.CKPT_DIR).iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_checkpoints_and_resume_completes(data: Path, straight: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [
+        sys.executable,
+        "-m",
+        "stack",
+        *smoke_args(
+            data, run, "train.steps=400", "ckpt.every=1000", "eval.every=1000", "monitor.sample_every=1000"
+        ),
+    ]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+        time.sleep(0.2)
+    while time.time() < deadline and len(step_lines(run)) < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    record = evidence(run)
+    assert record["run"]["status"] == "interrupted" and "SIGTERM" in record["run"]["stop_reason"]
+    stopped = len(step_lines(run))
+    assert ckpt.list_checkpoints(run)[-1].name == f"step-{stopped:07d}"
+    assert stopped < 400

@@ -1,0 +1,97 @@
+"""Shared set-up for the training tests: a small generated corpus and a way to run `stack train`."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from stack.cli import main
+from stack.data.prepare import prepare_corpus
+
+WORDS = [
+    "gate",
+    "evidence",
+    "model",
+    "token",
+    "loss",
+    "batch",
+    "step",
+    "layer",
+    "attention",
+    "kernel",
+    "reader",
+    "shard",
+    "manifest",
+    "spec",
+    "contract",
+    "resume",
+    "checkpoint",
+    "sample",
+    "monitor",
+    "coherence",
+    "train",
+    "eval",
+    "split",
+    "window",
+    "epoch",
+    "seed",
+]
+
+
+def write_corpus(root: Path, documents: int = 80, seed: int = 0) -> Path:
+    """Files of varied, word-like text: enough for train and a held-out split of 16+ batches."""
+    rng = random.Random(seed)
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True)
+    for i in range(documents):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) for _ in range(12)]
+        (corpus / f"doc{i:03d}.txt").write_text(f"# document {i}\n" + "\n".join(lines) + "\n")
+    return corpus
+
+
+def prepared(root: Path) -> Path:
+    """A byte-tokenised DATA_DIR of the generated corpus."""
+    data = root / "data"
+    prepare_corpus([write_corpus(root)], data, val_fraction=0.25, seed=0)
+    return data
+
+
+def smoke_args(data: Path, out: Path, *sets: str) -> list[str]:
+    """`stack train` arguments for a run of a few seconds on CPU."""
+    argv = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        "smoke",
+        "--set",
+        "train.device='cpu'",
+    ]
+    for item in sets:
+        argv += ["--set", item]
+    return argv
+
+
+def train(argv: list[str]) -> int:
+    """Run the CLI in-process and return its exit code."""
+    return main(argv)
+
+
+def step_lines(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-step metrics lines of a run."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [ln for ln in lines if ln["type"] == "step"]
+
+
+def evidence(run_dir: Path) -> dict[str, Any]:
+    """The run's metadata.json as plain data."""
+    return json.loads((run_dir / "metadata.json").read_text())
+
+
+def verdicts(run_dir: Path) -> dict[str, str]:
+    """gate id → verdict, from the run's evidence."""
+    return {g["id"]: g["verdict"] for g in evidence(run_dir)["gates"]}
