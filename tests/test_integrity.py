@@ -211,3 +211,14 @@ def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.
     report = json.loads(capsys.readouterr().out)
     row = next(r for r in report["coverage"] if r["gate"] == "GATE-INTEG-001")
     assert report["ok"] and row["latest"] == "FAIL" and row["falsifiers"]
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_falsifier_named_by_a_module_constant_counts(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    (root / "tests" / "test_integ.py").write_text(
+        'import pytest\n\nGATE = "GATE-INTEG-002"\n\n'
+        '@pytest.mark.gate("GATE-INTEG-001")\ndef test_a():\n    assert True\n\n'
+        "@pytest.mark.gate(GATE)\ndef test_b():\n    assert True\n"
+    )
+    assert messages(root) == []

@@ -137,6 +137,19 @@ def _parse(path: Path) -> ast.Module | None:
         return None
 
 
+def _module_strings(tree: ast.Module) -> dict[str, str]:
+    """Module-level `NAME = "text"` constants, so `mark.gate(GATE)` resolves like `mark.gate("ID")`."""
+    found = {}
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            found.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+    return found
+
+
 def scan_falsifiers(root: Path) -> dict[str, list[Location]]:
     """gate id → tests marked `@pytest.mark.gate("ID")` (or a module-level `pytestmark`)."""
     found: dict[str, list[Location]] = {}
@@ -145,6 +158,7 @@ def scan_falsifiers(root: Path) -> dict[str, list[Location]]:
         if tree is None:
             continue
         rel = path.relative_to(root).as_posix()
+        constants = _module_strings(tree)
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 marks, name = node.decorator_list, node.name
@@ -160,8 +174,12 @@ def scan_falsifiers(root: Path) -> dict[str, list[Location]]:
                 if isinstance(mark, ast.Call) and _dotted(mark.func).endswith("mark.gate"):
                     for arg in mark.args:
                         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                            loc = Location(rel, mark.lineno, name)
-                            found.setdefault(arg.value, []).append(loc)
+                            gate_id = arg.value
+                        elif isinstance(arg, ast.Name) and arg.id in constants:
+                            gate_id = constants[arg.id]
+                        else:
+                            continue
+                        found.setdefault(gate_id, []).append(Location(rel, mark.lineno, name))
     return found
 
 

@@ -183,10 +183,14 @@ def spec_page(spec: Spec) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(root: Path) -> list[Path]:
-    """Replace docs/reference/ with pages generated from `root`'s spec and evidence."""
+def render(root: Path, extra_runs: list[Path] | None = None) -> list[Path]:
+    """Replace docs/reference/ with pages generated from `root`'s spec and evidence.
+
+    `extra_runs` are run directories outside the ledger (a `make demo` run, say) to show too.
+    """
     spec = load_spec_from(root / "spec")
-    records = [load_evidence(p) for p in evidence_paths(root)]
+    paths = evidence_paths(root) + [Path(r) / "metadata.json" for r in extra_runs or []]
+    records = [load_evidence(p) for p in paths]
     rows = coverage(spec, scan_bindings(root), scan_falsifiers(root), records)
     out_dir = root / GENERATED
     if out_dir.exists():
@@ -212,9 +216,14 @@ def render(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--run", type=Path, action="append", default=[], help="also show this run directory")
     args = parser.parse_args(argv)
+    for run_dir in args.run:
+        if not (run_dir / "metadata.json").is_file():
+            print(f"render_site: {run_dir} has no metadata.json; pass a run directory", file=sys.stderr)
+            return 2
     try:
-        written = render(args.root)
+        written = render(args.root, args.run)
     except BadInput as exc:
         print(f"render_site: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", type=Path, metavar="FILE", help="a UTF-8 text file")
     source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
+    parser.add_argument(
+        "--max-bytes", type=int, help="with --split: whole documents up to about this many bytes (default: all)"
+    )
     parser.add_argument("--data", type=Path, help="DATA_DIR for --split (default: the run's own)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
@@ -35,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             raise BadInput(f"--text {args.text} is not UTF-8 text") from None
     else:
-        from stack.data.split_text import split_text
+        from stack.eval.texts import split_text
 
-        text = split_text(args.data or _run_data_dir(trained.checkpoint.path), "val")
+        text = split_text(args.data or _run_data_dir(trained.checkpoint.path), "heldout", args.max_bytes)
     result = evaluate_text(
         trained.model, trained.tokenizer, text, trained.config.model.ctx, args.batch_size, args.device
     )

@@ -33,10 +33,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "ffn_hidden": 352,
             "ctx": 128,
         },
-        "train": {"steps": 600, "batch_size": 16, "warmup_steps": 30, "lr": 2e-3, "min_lr": 2e-4},
-        "eval": {"every": 100},
-        "ckpt": {"every": 200},
-        "monitor": {"sample_every": 100},
+        "train": {"steps": 1200, "batch_size": 32, "warmup_steps": 60, "lr": 2e-3, "min_lr": 2e-4},
+        "eval": {"every": 200},
+        "ckpt": {"every": 400},
+        "monitor": {"sample_every": 200},
     },
     "small": {
         "model": {
