@@ -29,6 +29,7 @@ from stack.data.hashing import batch_sha256
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import Tokenizer
+from stack.model.checks import check_attention_paths
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train import rng
@@ -168,6 +169,7 @@ class Trainer:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
         torch.manual_seed(train.seed)
         self.model = GPT(config.model, seed=train.seed).to(self.device)
+        check_attention_paths(self.model)
         self.forward_model: Callable[..., Any] = torch.compile(self.model) if train.compile else self.model
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=train.precision == "fp16")

@@ -1,0 +1,287 @@
+"""Flash attention in Triton: forward, backward, causal or not, with native grouped-query heads.
+
+    out = flash_attention(q, k, v, causal=True)   # q (B, H, N_q, D); k, v (B, H_kv, N_kv, D)
+
+The forward walks the keys in tiles of BLOCK_N with an online softmax, so the N_q x N_kv score
+matrix never exists; it saves the log-sum-exp of each row for the backward, which recomputes
+the probabilities tile by tile. Query head h reads key/value head h // (H // H_kv) directly, so
+grouped-query attention needs no repeat_interleave; the dK/dV program of one key/value head
+sums the contributions of its whole group of query heads in fp32 before storing once.
+
+Causal masking is aligned bottom-right: query i sees keys j <= i + (N_kv - N_q), which is
+ordinary causal masking when N_q == N_kv and the right thing for a KV-cache step. A row that
+sees no key at all (possible only when N_q > N_kv) gives zeros, not NaN, and no gradient.
+
+Without a GPU the kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1 set
+before triton is imported). The interpreter computes bf16/fp16 wrongly without a word, so there
+every tile is upcast to fp32 right after it is loaded. The device always comes from the tensors;
+the active driver is never queried.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from contracts.errors import BadInput
+
+BLOCK_M = 64  # query rows per program
+BLOCK_N = 64  # keys per tile of the inner loop
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+# Masks the scores of the keys past N_kv in the last, partial tile. Only GATE-KERNEL-001's
+# falsifier turns it off, to show that the tests catch a kernel that reads past the last tile.
+MASK_KV_TAIL = True
+
+
+@triton.jit
+def _load_tile(ptrs, mask, UPCAST: tl.constexpr):
+    """A masked tile load (out-of-range elements read as 0), in fp32 under the interpreter."""
+    tile = tl.load(ptrs, mask=mask, other=0.0)
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr):
+    """Scaled scores q·kᵀ of one tile, with hidden keys set to -inf; the only place scale is applied."""
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+    if MASK_TAIL:
+        s = tl.where(cols[None, :] < N_KV, s, float("-inf"))
+    if CAUSAL:
+        s = tl.where(cols[None, :] <= rows[:, None] + (N_KV - N_Q), s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V, Out, LSE,
+    scale, N_Q, N_KV,
+    H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One program: BLOCK_M query rows of one (batch, head) against all the keys they may see."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    bh_kv = (bh // H) * (H // GROUP) + (bh % H) // GROUP
+    rows = start_m + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, D)
+    q_tile = (bh * N_Q + rows[:, None]) * D + dims[None, :]
+    q = _load_tile(Q + q_tile, rows[:, None] < N_Q, UPCAST)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running row max
+    l_i = tl.zeros([BLOCK_M], tl.float32)  # running row sum of exp(s - m_i)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    hi = N_KV
+    if CAUSAL:  # tiles wholly right of this block's last visible key are skipped
+        hi = tl.minimum(N_KV, start_m + BLOCK_M + (N_KV - N_Q))
+    for start_n in range(0, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
+        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
+        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
+        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with no visible key yet has m_new = -inf; subtracting 0 keeps exp() at 0, not NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
+        m_i = m_new
+
+    seen = l_i > 0.0  # false only for rows that see no key: their output is 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    # lse = +inf makes the backward's exp(s - lse) exactly 0 for such rows.
+    lse = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("inf"))
+    tl.store(Out + q_tile, out.to(Out.dtype.element_ty), mask=rows[:, None] < N_Q)
+    tl.store(LSE + bh * N_Q + rows, lse, mask=rows < N_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO, LSE, DELTA, DK, DV,
+    scale, N_Q, N_KV,
+    H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One program: dK, dV of BLOCK_N keys of one key/value head, summed over its query heads."""
+    start_n = tl.program_id(0) * BLOCK_N
+    bh_kv = tl.program_id(1).to(tl.int64)
+    b = bh_kv // (H // GROUP)
+    h_kv = bh_kv % (H // GROUP)
+    cols = start_n + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, D)
+    kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
+    k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
+    v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
+
+    dk = tl.zeros([BLOCK_N, D], tl.float32)
+    dv = tl.zeros([BLOCK_N, D], tl.float32)
+    lo = 0
+    if CAUSAL:  # query blocks wholly above this tile's first key cannot see it
+        lo = (tl.maximum(start_n - (N_KV - N_Q), 0) // BLOCK_M) * BLOCK_M
+    for g in range(GROUP):
+        bh = b * H + h_kv * GROUP + g
+        for start_m in range(lo, N_Q, BLOCK_M):
+            rows = start_m + tl.arange(0, BLOCK_M)
+            q_tile = (bh * N_Q + rows[:, None]) * D + dims[None, :]
+            q = _load_tile(Q + q_tile, rows[:, None] < N_Q, UPCAST)
+            do = _load_tile(DO + q_tile, rows[:, None] < N_Q, UPCAST)
+            # Rows past N_q read lse = +inf, so their probabilities are exactly 0.
+            lse = tl.load(LSE + bh * N_Q + rows, mask=rows < N_Q, other=float("inf"))
+            delta = tl.load(DELTA + bh * N_Q + rows, mask=rows < N_Q, other=0.0)
+            s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+            p = tl.exp(s - lse[:, None])
+            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision="ieee")
+            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+            ds = p * (dp - delta[:, None])
+            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision="ieee")
+    tl.store(DK + kv_tile, (dk * scale).to(DK.dtype.element_ty), mask=cols[:, None] < N_KV)
+    tl.store(DV + kv_tile, dv.to(DV.dtype.element_ty), mask=cols[:, None] < N_KV)
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, LSE, DELTA, DQ,
+    scale, N_Q, N_KV,
+    H: tl.constexpr, GROUP: tl.constexpr, D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """One program: dQ of BLOCK_M query rows of one (batch, head), over the keys they see."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    bh_kv = (bh // H) * (H // GROUP) + (bh % H) // GROUP
+    rows = start_m + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, D)
+    q_tile = (bh * N_Q + rows[:, None]) * D + dims[None, :]
+    q = _load_tile(Q + q_tile, rows[:, None] < N_Q, UPCAST)
+    do = _load_tile(DO + q_tile, rows[:, None] < N_Q, UPCAST)
+    lse = tl.load(LSE + bh * N_Q + rows, mask=rows < N_Q, other=float("inf"))
+    delta = tl.load(DELTA + bh * N_Q + rows, mask=rows < N_Q, other=0.0)
+
+    dq = tl.zeros([BLOCK_M, D], tl.float32)
+    hi = N_KV
+    if CAUSAL:
+        hi = tl.minimum(N_KV, start_m + BLOCK_M + (N_KV - N_Q))
+    for start_n in range(0, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
+        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
+        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
+        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+        p = tl.exp(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+    tl.store(DQ + q_tile, (dq * scale).to(DQ.dtype.element_ty), mask=rows[:, None] < N_Q)
+
+
+def _launch_options(q: torch.Tensor, causal: bool) -> dict[str, object]:
+    """Compile-time switches shared by the three kernels."""
+    return {
+        "CAUSAL": causal,
+        "MASK_TAIL": MASK_KV_TAIL,
+        "UPCAST": isinstance(_attn_fwd, InterpretedFunction),
+        "BLOCK_M": BLOCK_M,
+        "BLOCK_N": BLOCK_N,
+        # Untuned guesses for Hopper-class GPUs; D = 128 keeps fewer tiles in flight to fit shared memory.
+        "num_warps": 8 if q.shape[-1] > 64 else 4,
+        "num_stages": 2 if q.shape[-1] > 64 else 3,
+    }
+
+
+class _FlashAttention(torch.autograd.Function):
+    """Autograd glue: the forward saves q, k, v, out and the row log-sum-exp, nothing N²."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        causal: bool,
+        scale: float,
+    ) -> torch.Tensor:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        batch, heads, n_q, dim = q.shape
+        heads_kv, n_kv = k.shape[1], k.shape[2]
+        out = torch.empty_like(q)
+        lse = torch.empty(batch, heads, n_q, device=q.device, dtype=torch.float32)
+        grid = (triton.cdiv(n_q, BLOCK_M), batch * heads)
+        _attn_fwd[grid](
+            q, k, v, out, lse, scale, n_q, n_kv,
+            H=heads, GROUP=heads // heads_kv, D=dim, **_launch_options(q, causal),
+        )  # fmt: skip
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return out
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, d_out: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+        q, k, v, out, lse = ctx.saved_tensors
+        d_out = d_out.contiguous()
+        batch, heads, n_q, dim = q.shape
+        heads_kv, n_kv = k.shape[1], k.shape[2]
+        # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the softmax backward's row term.
+        delta = (d_out.float() * out.float()).sum(-1).contiguous()
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        common = {"H": heads, "GROUP": heads // heads_kv, "D": dim, **_launch_options(q, ctx.causal)}
+        grid_kv = (triton.cdiv(n_kv, BLOCK_N), batch * heads_kv)
+        _attn_bwd_dkdv[grid_kv](q, k, v, d_out, lse, delta, dk, dv, ctx.scale, n_q, n_kv, **common)
+        grid_q = (triton.cdiv(n_q, BLOCK_M), batch * heads)
+        _attn_bwd_dq[grid_q](q, k, v, d_out, lse, delta, dq, ctx.scale, n_q, n_kv, **common)
+        return dq, dk, dv, None, None
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Refuse shapes, dtypes and devices the kernel does not handle, naming the fix."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        raise BadInput(
+            f"flash_attention wants q (B, H, N_q, D) and k, v (B, H_kv, N_kv, D); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.shape[1] % k.shape[1] != 0:
+        raise BadInput(
+            f"flash_attention: q {tuple(q.shape)} and k {tuple(k.shape)} must share B and D, "
+            "and H must be a multiple of H_kv"
+        )
+    if q.shape[3] not in HEAD_DIMS:
+        raise BadInput(f"flash_attention: head_dim {q.shape[3]} is not one of {HEAD_DIMS}; pick one of those")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in DTYPES:
+        raise BadInput(
+            f"flash_attention: q, k, v must share one dtype of fp32/fp16/bf16; got {q.dtype}, {k.dtype}, "
+            f"{v.dtype}"
+        )
+    if not (q.device == k.device == v.device):
+        raise BadInput(
+            f"flash_attention: q, k, v must share a device; got {q.device}, {k.device}, {v.device}"
+        )
+    if q.device.type != "cuda" and not isinstance(_attn_fwd, InterpretedFunction):
+        raise BadInput(
+            f"flash_attention: tensors on {q.device} need Triton's interpreter: set TRITON_INTERPRET=1 "
+            "before triton is imported, or use a CUDA device, or the sdpa attention path"
+        )
+
+
+def flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False, scale: float | None = None
+) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v for q (B, H, N_q, D) and k, v (B, H_kv, N_kv, D).
+
+    `scale` defaults to 1/sqrt(D) and is applied once, to the scores. The output has q's
+    shape and dtype; accumulation is fp32 whatever the input dtype.
+    """
+    _check_inputs(q, k, v)
+    return _FlashAttention.apply(q, k, v, causal, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)

@@ -1,0 +1,136 @@
+"""The start-up check of GATE-MODEL-001, which the training loop calls before step 1.
+
+`check_attention_paths` runs every attention path the device can run and compares each with a
+float64 attention written out here, sharing no code with the paths, so a path that scales twice
+(or not at all) is off by far more than rounding. It then checks that the model's own weights
+give the same logits on every path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from contracts.gates import Outcome, gate_ensure
+from contracts.spec import load_spec
+from stack.model.attention import PATHS
+from stack.model.gpt import GPT
+from stack.model.layers import Attention, apply_rope, rope_angles
+
+PROBE_BATCH = 2
+PROBE_LEN = 40
+
+
+def runnable_paths(device: torch.device) -> tuple[str, ...]:
+    """The attention paths that can run on `device`: triton needs CUDA or Triton's interpreter."""
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return PATHS
+    return tuple(p for p in PATHS if p != "triton")
+
+
+@contextmanager
+def _fp32_matmuls() -> Iterator[None]:
+    """True fp32 matmuls for the duration (no TF32), whatever the training loop chose."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def reference_attention(
+    attn: Attention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    """attn's output on x in float64: o(softmax(q kᵀ / sqrt(head_dim) + causal mask) v), spelled out."""
+    batch, length, _ = x.shape
+    heads, heads_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    x = x.double()
+    q = (x @ attn.q.weight.double().T).view(batch, length, heads, dim).transpose(1, 2)
+    k = (x @ attn.k.weight.double().T).view(batch, length, heads_kv, dim).transpose(1, 2)
+    v = (x @ attn.v.weight.double().T).view(batch, length, heads_kv, dim).transpose(1, 2)
+    q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
+    k = k.repeat_interleave(heads // heads_kv, dim=1)
+    v = v.repeat_interleave(heads // heads_kv, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dim)
+    future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+    y = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
+    return y.transpose(1, 2).reshape(batch, length, heads * dim) @ attn.o.weight.double().T
+
+
+@dataclass(frozen=True)
+class PathParity:
+    """Largest absolute deviation of each path: attention vs the fp64 formula, logits vs naive."""
+
+    attention_error: dict[str, float]
+    logits_error: dict[str, float]
+    failures: tuple[str, ...]  # "attention:<path>" / "logits:<path>" outside atol + rtol·|reference|
+
+    def outcome(self) -> Outcome:
+        """The GATE-MODEL-001 verdict of this comparison."""
+        spec = load_spec()
+        threshold = {
+            "path_atol": spec.threshold("GATE-MODEL-001", "path_atol"),
+            "path_rtol": spec.threshold("GATE-MODEL-001", "path_rtol"),
+        }
+        measured = {"attention": self.attention_error, "logits": self.logits_error}
+        if self.failures:
+            message = (
+                f"attention paths disagree ({', '.join(self.failures)}): is 1/sqrt(head_dim) applied "
+                "twice, or not at all, somewhere?"
+            )
+            return Outcome(ok=False, message=message, measured=measured, threshold=threshold)
+        return Outcome(ok=True, message="attention paths agree", measured=measured, threshold=threshold)
+
+
+def _close(actual: torch.Tensor, reference: torch.Tensor) -> tuple[float, bool]:
+    """Max |actual - reference| and whether every element is within atol + rtol·|reference|."""
+    spec = load_spec()
+    atol = spec.threshold("GATE-MODEL-001", "path_atol")
+    rtol = spec.threshold("GATE-MODEL-001", "path_rtol")
+    diff = (actual.double() - reference.double()).abs()
+    return diff.max().item(), bool((diff <= atol + rtol * reference.double().abs()).all())
+
+
+@gate_ensure("GATE-MODEL-001", lambda result: result.outcome())
+@torch.no_grad()
+def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
+    """Compare every runnable attention path on a probe, in fp32 on the model's device."""
+    config, device = model.config, model.embed.weight.device
+    generator = torch.Generator().manual_seed(seed)
+    length = min(config.ctx, PROBE_LEN)
+    paths = runnable_paths(device)
+    attention_error: dict[str, float] = {}
+    logits_error: dict[str, float] = {}
+    failures: list[str] = []
+    with _fp32_matmuls():
+        # Weights of std 1/sqrt(d_model) give scores of order 1, where a wrong scale shows.
+        probe = Attention(config)
+        for linear in (probe.q, probe.k, probe.v, probe.o):
+            torch.nn.init.normal_(linear.weight, std=config.d_model**-0.5, generator=generator)
+        probe = probe.to(device=device, dtype=torch.float32)
+        x = torch.randn(PROBE_BATCH, length, config.d_model, generator=generator).to(device)
+        cos, sin = rope_angles(config, 0, length, device, torch.float32)
+        reference = reference_attention(probe, x, cos, sin)
+        for path in paths:
+            probe.path = path
+            attention_error[path], ok = _close(probe(x, cos, sin), reference)
+            if not ok:
+                failures.append(f"attention:{path}")
+
+        twin = copy.deepcopy(model).float()
+        tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
+        twin.set_attention_path("naive")
+        reference_logits, _ = twin(tokens)
+        for path in paths:
+            twin.set_attention_path(path)
+            logits_error[path], ok = _close(twin(tokens)[0], reference_logits)
+            if not ok:
+                failures.append(f"logits:{path}")
+    return PathParity(attention_error, logits_error, tuple(failures))

@@ -1,0 +1,52 @@
+"""The model's configuration: one typed, validated record; unknown keys are refused."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stack.config import parse_section
+
+AttentionPath = Literal["naive", "sdpa", "triton"]
+
+
+class ModelConfig(BaseModel):
+    """Shape and initialisation of a decoder-only transformer (RMSNorm, RoPE, GQA, SwiGLU)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vocab: int = Field(ge=2, description="number of token ids")
+    d_model: int = Field(ge=1, description="width of the residual stream")
+    n_layers: int = Field(ge=1, description="number of transformer blocks")
+    n_heads: int = Field(ge=1, description="query heads per block")
+    n_kv_heads: int = Field(ge=1, description="key/value heads per block (grouped-query attention)")
+    ffn_hidden: int = Field(ge=1, description="hidden width of the SwiGLU feed-forward")
+    ctx: int = Field(ge=1, description="longest sequence the model accepts (RoPE table length)")
+    rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency")
+    norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon")
+    tie_embeddings: bool = Field(default=True, description="lm_head shares the embedding matrix")
+    init_std: float = Field(
+        default=0.02, gt=0, description="std of weight init; o and down use init_std / sqrt(2 n_layers)"
+    )
+    attention: AttentionPath = Field(default="sdpa", description="attention implementation")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of n_heads {self.n_heads}")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Validate a mapping (from TOML/YAML); problems become one-line BadInput naming the valid keys."""
+        return parse_section(cls, "model", data)

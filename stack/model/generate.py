@@ -1,0 +1,119 @@
+"""Sampling with a KV cache: one prefill over the prompt, then one token per step.
+
+Each new token is drawn from the last position's logits after, in this order, the repetition
+penalty, the temperature, top-k and top-p; `torch.multinomial` with the caller's generator makes
+the draw reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from contracts.errors import BadInput
+from stack.model.kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from stack.model.gpt import GPT
+
+
+def _check_sampling(
+    temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float
+) -> None:
+    if temperature < 0:
+        raise BadInput(f"temperature {temperature} is negative; use 0 for greedy or a positive value")
+    if top_k is not None and top_k < 1:
+        raise BadInput(f"top_k {top_k} must be at least 1 (or None for no cut)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise BadInput(f"top_p {top_p} must be in (0, 1] (or None for no cut)")
+    if repetition_penalty <= 0:
+        raise BadInput(f"repetition_penalty {repetition_penalty} must be positive; 1.0 turns it off")
+
+
+def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty: the logits of tokens already in `seen` move towards less likely."""
+    previous = logits.gather(1, seen)
+    previous = torch.where(previous > 0, previous / penalty, previous * penalty)
+    return logits.scatter(1, seen, previous)
+
+
+def keep_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits outside the k largest of each row become -inf."""
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def keep_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches p (at least one)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    repetition_penalty: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """One token id per row, (B, 1), from last-position logits (B, vocab)."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        logits = penalise_repeats(logits, seen, repetition_penalty)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = keep_top_k(logits, top_k)
+    if top_p is not None:
+        logits = keep_top_p(logits, top_p)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """idx (B, T) followed by max_new_tokens tokens sampled from `model`, using a KV cache."""
+    _check_sampling(temperature, top_k, top_p, repetition_penalty)
+    if max_new_tokens < 0:
+        raise BadInput(f"max_new_tokens {max_new_tokens} is negative")
+    if idx.dim() != 2 or idx.shape[1] == 0:
+        raise BadInput(f"the prompt must be (batch, time) with at least one token; got {tuple(idx.shape)}")
+    if idx.shape[1] + max_new_tokens > model.config.ctx:
+        raise BadInput(
+            f"prompt of {idx.shape[1]} + {max_new_tokens} new tokens exceeds ctx {model.config.ctx}; "
+            "shorten the prompt or ask for fewer tokens"
+        )
+    cache = KVCache(model.config, idx.shape[0], idx.device, model.embed.weight.dtype)
+    logits, _ = model(idx, cache=cache)
+    out = idx
+    for step in range(max_new_tokens):
+        token = sample_next(
+            logits[:, -1],
+            out,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            generator=generator,
+        )
+        out = torch.cat((out, token), dim=1)
+        if step + 1 < max_new_tokens:  # the last token needs no forward of its own
+            logits, _ = model(token, cache=cache)
+    return out

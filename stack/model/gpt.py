@@ -1,0 +1,131 @@
+"""The language model: embed, a stack of blocks, final_norm, lm_head (optionally tied to embed)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contracts.errors import BadInput
+from stack.model.attention import PATHS
+from stack.model.config import ModelConfig
+from stack.model.generate import generate
+from stack.model.kv_cache import KVCache
+from stack.model.layers import Block, RMSNorm, rope_angles
+
+
+def param_count_formula(config: ModelConfig) -> int:
+    """The number of parameters, from the config alone (a tied lm_head counts once)."""
+    d, kv_width = config.d_model, config.n_kv_heads * config.head_dim
+    attn = d * d + 2 * d * kv_width + d * d  # q, k, v, o
+    ffn = 3 * d * config.ffn_hidden  # gate, up, down
+    block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
+    head = 0 if config.tie_embeddings else config.vocab * d
+    return config.vocab * d + config.n_layers * block + d + head
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer over token ids.
+
+    Initialisation: every weight matrix ~ N(0, init_std²), except the two projections that
+    write into the residual stream (attn.o and ffn.down), whose std is init_std / sqrt(2 n_layers)
+    so the stream's variance does not grow with depth; norm weights start at 1. With `seed`
+    the initialisation is drawn from its own generator, bitwise reproducible on CPU.
+    """
+
+    def __init__(self, config: ModelConfig, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab, config.d_model)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.final_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.init_weights(None if seed is None else torch.Generator().manual_seed(seed))
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """(Re)draw every weight as the class docstring says, from `generator` or torch's global RNG."""
+        std = self.config.init_std
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        nn.init.normal_(self.embed.weight, std=std, generator=generator)
+        for layer in self.layers:
+            for linear in (layer.attn.q, layer.attn.k, layer.attn.v, layer.ffn.gate, layer.ffn.up):
+                nn.init.normal_(linear.weight, std=std, generator=generator)
+            for linear in (layer.attn.o, layer.ffn.down):
+                nn.init.normal_(linear.weight, std=residual_std, generator=generator)
+            nn.init.ones_(layer.attn_norm.weight)
+            nn.init.ones_(layer.ffn_norm.weight)
+        nn.init.ones_(self.final_norm.weight)
+        if not self.config.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=std, generator=generator)
+
+    def num_params(self) -> int:
+        """Parameters the model trains (a tied lm_head counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def set_attention_path(self, path: str) -> None:
+        """Switch every layer to another attention path; the config records the change."""
+        if path not in PATHS:
+            raise BadInput(f"unknown attention path {path!r}; use one of: {', '.join(PATHS)}")
+        self.config = self.config.model_copy(update={"attention": path})
+        for layer in self.layers:
+            layer.attn.path = path
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) of token ids idx (B, T), and the mean cross-entropy when targets are given.
+
+        targets[b, t] is the token that should follow idx[b, t] (already shifted by the caller);
+        -1 is ignored. With `cache`, idx continues the cached tokens and the cache is extended.
+        """
+        if idx.dim() != 2 or idx.dtype != torch.long:
+            raise BadInput(f"idx must be a (batch, time) LongTensor; got {idx.dtype} {tuple(idx.shape)}")
+        start = cache.length if cache is not None else 0
+        if start + idx.shape[1] > self.config.ctx:
+            raise BadInput(
+                f"sequence of {start + idx.shape[1]} tokens exceeds ctx {self.config.ctx}; "
+                "crop the input or raise ctx"
+            )
+        x = self.embed(idx)
+        cos, sin = rope_angles(self.config, start, idx.shape[1], x.device, x.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, cache.layers[i] if cache is not None else None, start)
+        if cache is not None:
+            cache.length += idx.shape[1]
+        logits = self.lm_head(self.final_norm(x))
+        if targets is None:
+            return logits, None
+        if targets.shape != idx.shape:
+            raise BadInput(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """idx (B, T) followed by max_new_tokens sampled tokens, decoded with a KV cache.
+
+        temperature 0 is greedy. The same generator state gives the same tokens.
+        """
+        return generate(
+            self,
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            generator=generator,
+        )

@@ -1,0 +1,38 @@
+"""The key/value cache of generation: each layer's keys and values for the tokens seen so far."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stack.model.config import ModelConfig
+
+
+@dataclass
+class LayerCache:
+    """One layer's keys and values, (B, H_kv, ctx, D), filled from position 0 up."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+
+    def extend(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new keys/values at `start` and return all of them up to the new end."""
+        end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        # In the caller's dtype: under autocast the new keys may be bf16 while the cache is fp32.
+        return self.k[:, :, :end].to(k.dtype), self.v[:, :, :end].to(v.dtype)
+
+
+class KVCache:
+    """Every layer's cache plus the shared length; preallocated to ctx so a step never copies it."""
+
+    def __init__(self, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, config.n_kv_heads, config.ctx, config.head_dim)
+
+        def buffer() -> torch.Tensor:
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        self.layers = [LayerCache(buffer(), buffer()) for _ in range(config.n_layers)]
+        self.length = 0  # tokens cached so far; the position of the next token

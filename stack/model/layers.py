@@ -1,0 +1,127 @@
+"""The parts of a block: RMSNorm, RoPE, grouped-query attention, the SwiGLU feed-forward.
+
+Module names are the trace sites: `attn_norm`, `attn.{q,k,v,o}`, `ffn_norm`,
+`ffn.{gate,up,down}` and `ffn.swiglu` (silu(gate) * up), so a forward hook on
+`layers.3.ffn.swiglu` sees exactly what the code calls that product.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stack.model.attention import attention
+from stack.model.config import ModelConfig
+from stack.model.kv_cache import LayerCache
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in at least fp32 so bf16 activations don't lose the mean square."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.to(x.dtype) * self.weight
+
+
+def rope_angles(
+    config: ModelConfig, start: int, length: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, (length, head_dim / 2), of positions start .. start+length-1.
+
+    Computed per forward in at least fp32 rather than kept as a buffer, so `model.to(bf16)`
+    cannot round the angles and `model.double()` gets fp64 ones.
+    """
+    dtype = torch.promote_types(dtype, torch.float32)
+    half = config.head_dim // 2
+    inv_freq = config.rope_theta ** (-torch.arange(half, device=device, dtype=dtype) / half)
+    positions = torch.arange(start, start + length, device=device, dtype=dtype)
+    angles = torch.outer(positions, inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the two halves of each head of x (B, H, T, D) by the position's angles."""
+    x1, x2 = x.to(cos.dtype).chunk(2, dim=-1)
+    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return rotated.to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention: n_heads query heads share n_kv_heads key/value heads."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
+        self.q = nn.Linear(config.d_model, self.n_heads * self.head_dim, bias=False)
+        self.k = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=False)
+        self.v = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=False)
+        self.o = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=False)
+        self.path = config.attention
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        batch, length, _ = x.shape
+        q = self.q(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.extend(k, v, start)
+        y = attention(q, k, v, causal=True, path=self.path)
+        return self.o(y.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
+
+
+class SwiGLU(nn.Module):
+    """silu(gate) * up, a module of its own so that a forward hook can observe the product."""
+
+    def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        return F.silu(gate) * up
+
+
+class FeedForward(nn.Module):
+    """The SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+        self.up = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
+        self.down = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
+        self.swiglu = SwiGLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(self.swiglu(self.gate(x), self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(attn_norm(x)), then + ffn(ffn_norm(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = Attention(config)
+        self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.ffn = FeedForward(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
+        return x + self.ffn(self.ffn_norm(x))

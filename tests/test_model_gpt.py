@@ -1,0 +1,145 @@
+"""The GPT: parameter count against its formula, forward and loss, determinism, and the first loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.errors import BadInput
+from contracts.spec import load_spec
+from stack.model import GPT, ModelConfig, param_count_formula
+
+CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, ctx=32)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    vocab=st.integers(2, 300),
+    heads_kv=st.integers(1, 3),
+    group=st.integers(1, 3),
+    head_half=st.integers(1, 8),
+    n_layers=st.integers(1, 3),
+    ffn_hidden=st.integers(1, 100),
+    tie=st.booleans(),
+)
+def test_param_count_matches_its_formula(
+    vocab: int, heads_kv: int, group: int, head_half: int, n_layers: int, ffn_hidden: int, tie: bool
+) -> None:
+    heads = heads_kv * group
+    config = ModelConfig(
+        vocab=vocab,
+        d_model=heads * 2 * head_half,
+        n_layers=n_layers,
+        n_heads=heads,
+        n_kv_heads=heads_kv,
+        ffn_hidden=ffn_hidden,
+        ctx=8,
+        tie_embeddings=tie,
+    )
+    assert GPT(config).num_params() == param_count_formula(config)
+
+
+def test_param_count_formula_by_hand() -> None:
+    # embed 97*64; per layer q,o 64*64 each, k,v 64*32 each, ffn 3*64*128, norms 2*64; final norm 64.
+    per_layer = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64
+    assert param_count_formula(CONFIG) == 97 * 64 + 2 * per_layer + 64
+    assert param_count_formula(CONFIG.model_copy(update={"tie_embeddings": False})) == (
+        param_count_formula(CONFIG) + 97 * 64
+    )
+
+
+def test_forward_shapes_and_loss() -> None:
+    model = GPT(CONFIG, seed=0)
+    idx = torch.randint(CONFIG.vocab, (3, 10))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 10, CONFIG.vocab) and loss is None
+    targets = torch.randint(CONFIG.vocab, (3, 10))
+    _, loss = model(idx, targets)
+    assert loss is not None and loss.shape == ()
+    ignored = targets.clone()
+    ignored[:, 5:] = -1
+    _, partial = model(idx, ignored)
+    expected = torch.nn.functional.cross_entropy(logits[:, :5].flatten(0, 1), targets[:, :5].flatten())
+    torch.testing.assert_close(partial, expected)
+
+
+def test_tied_head_shares_the_embedding() -> None:
+    tied = GPT(CONFIG)
+    assert tied.lm_head.weight is tied.embed.weight
+    untied = GPT(CONFIG.model_copy(update={"tie_embeddings": False}))
+    assert untied.lm_head.weight is not untied.embed.weight
+
+
+def test_output_projections_are_scaled_by_depth() -> None:
+    config = CONFIG.model_copy(update={"n_layers": 8, "d_model": 256, "n_heads": 8, "n_kv_heads": 4})
+    model = GPT(config, seed=0)
+    layer = model.layers[3]
+    assert layer.attn.q.weight.std().item() == pytest.approx(config.init_std, rel=0.05)
+    residual_std = config.init_std / math.sqrt(2 * config.n_layers)
+    assert layer.attn.o.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+    assert layer.ffn.down.weight.std().item() == pytest.approx(residual_std, rel=0.05)
+
+
+def test_bad_inputs_are_refused() -> None:
+    model = GPT(CONFIG)
+    with pytest.raises(BadInput, match="exceeds ctx 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    with pytest.raises(BadInput, match="LongTensor"):
+        model(torch.zeros(1, 4))
+    with pytest.raises(BadInput, match="targets"):
+        model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_same_seed_gives_bitwise_same_weights_and_forward() -> None:
+    idx = torch.randint(CONFIG.vocab, (2, 16), generator=torch.Generator().manual_seed(5))
+    a, b = GPT(CONFIG, seed=7), GPT(CONFIG, seed=7)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert torch.equal(a(idx)[0], b(idx)[0])
+    torch.manual_seed(3)
+    c = GPT(CONFIG)
+    torch.manual_seed(3)
+    assert torch.equal(c(idx)[0], GPT(CONFIG)(idx)[0])
+    assert not torch.equal(a.embed.weight, GPT(CONFIG, seed=8).embed.weight)
+
+
+def random_token_loss(model: GPT, seed: int = 0) -> float:
+    """The model's mean loss on uniform random tokens: a fresh model should be near ln(vocab) there."""
+    tokens = torch.randint(
+        model.config.vocab, (4, model.config.ctx + 1), generator=torch.Generator().manual_seed(seed)
+    )
+    with torch.no_grad():
+        _, loss = model(tokens[:, :-1], tokens[:, 1:])
+    assert loss is not None
+    return loss.item()
+
+
+def near_ln_vocab(loss: float, vocab: int) -> bool:
+    """GATE-TRAIN-004's rule, the model half: within first_loss_tolerance of ln(vocab)."""
+    return abs(loss - math.log(vocab)) <= load_spec().threshold("GATE-TRAIN-004", "first_loss_tolerance")
+
+
+@pytest.mark.gate("GATE-TRAIN-004")
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("d_model", [64, 256])
+def test_first_loss_is_near_ln_vocab(tie: bool, d_model: int) -> None:
+    config = CONFIG.model_copy(update={"tie_embeddings": tie, "d_model": d_model, "vocab": 1000})
+    assert near_ln_vocab(random_token_loss(GPT(config, seed=0)), config.vocab)
+
+
+@pytest.mark.gate("GATE-TRAIN-004")
+def test_falsifier_bad_init_fails_the_first_loss_check() -> None:
+    """Plant the origin's bug: weights drawn with std 1.0 instead of 0.02."""
+    loss = random_token_loss(GPT(CONFIG.model_copy(update={"init_std": 1.0}), seed=0))
+    assert not near_ln_vocab(loss, CONFIG.vocab)
+
+
+@pytest.mark.gate("GATE-TRAIN-004")
+def test_falsifier_unscaled_embedding_fails_the_first_loss_check() -> None:
+    model = GPT(CONFIG, seed=0)
+    torch.nn.init.normal_(model.embed.weight, std=1.0)  # a tied head now reads logits of std ~ sqrt(d)
+    assert not near_ln_vocab(random_token_loss(model), CONFIG.vocab)
