@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--evidence-dir", type=Path, help="also file the evidence record in this ledger directory"
     )
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes on this node (launches torchrun)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from stack.cli.progress import step_progress
     from stack.train.run import TrainRequest, train
 
+    if args.nproc < 1:
+        raise BadInput("--nproc must be at least 1")
+    if args.nproc > 1:
+        return launch(args.nproc, args.argv)
     if len(args.waive) != len(args.reason):
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
     for gate_id in args.waive:
@@ -74,3 +81,20 @@ def run(args: argparse.Namespace) -> int:
         argv=args.argv,
     )
     return train(request, step_progress)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under torchrun with `nproc` processes on this node; returns its exit code."""
+    import subprocess
+    import sys
+
+    rest, skip = [], False
+    for arg in argv[1:]:  # drop "stack" and every --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.run([*command, "-m", "stack", *rest], check=False).returncode

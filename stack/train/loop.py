@@ -32,7 +32,7 @@ from stack.data.tokenizer import Tokenizer
 from stack.model.checks import check_attention_paths
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
-from stack.train import rng
+from stack.train import distributed, rng
 from stack.train.coherence import CoherenceMonitor, coherence_score
 from stack.train.config import RunConfig
 from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
@@ -44,13 +44,13 @@ from stack.train.spikes import SpikeDetector
 from stack.train.trained import tokenizer_state
 
 
-def pick_device(requested: str) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     """`auto` is CUDA when present, else CPU; asking for CUDA without one is bad input."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
         raise BadInput("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    return torch.device(requested)
+    return torch.device("cuda", local_rank) if requested == "cuda" else torch.device("cpu")
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
@@ -161,7 +161,8 @@ class Trainer:
         self.on_event = on_event
         self.progress = progress
         train = config.train
-        self.device = pick_device(train.device)
+        self.world = distributed.join(pick_device(train.device).type)
+        self.device = pick_device(train.device, self.world.local_rank)
         if train.precision == "fp16" and self.device.type != "cuda":
             raise BadInput("train.precision=fp16 needs CUDA (its loss scaler is CUDA-only); use bf16 or fp32")
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
@@ -170,7 +171,11 @@ class Trainer:
         torch.manual_seed(train.seed)
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_attention_paths(self.model)
-        self.forward_model: Callable[..., Any] = torch.compile(self.model) if train.compile else self.model
+        wrapped: torch.nn.Module = self.model
+        if self.world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward_model: Callable[..., Any] = torch.compile(wrapped) if train.compile else wrapped
         self.optimizer = build_optimizer(self.model, config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=train.precision == "fp16")
         seq_len = config.model.ctx
@@ -180,6 +185,8 @@ class Trainer:
             batch_size=train.batch_size,
             seq_len=seq_len,
             seed=train.seed,
+            rank=self.world.rank,
+            world_size=self.world.size,
             wrap=config.data.wrap,
             source_weights=config.data.weights or None,
             exclude=config.data.exclude or None,
@@ -198,8 +205,9 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens of one optimizer step over all ranks."""
         train = self.config.train
-        return train.batch_size * train.grad_accum * self.config.model.ctx
+        return train.batch_size * train.grad_accum * self.config.model.ctx * self.world.size
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         precision = self.config.train.precision
@@ -240,21 +248,19 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write a checkpoint of the current step, prune old ones, and tell the evidence."""
-        path = ckpt.save_checkpoint(
-            self.run_dir, self.state.step, self.model, self.optimizer, self.checkpoint_state()
-        )
-        heldout = self.state.last_heldout
-        if heldout is not None and (
-            self.state.best_checkpoint is None or heldout <= (self.state.best_heldout or heldout)
-        ):
-            self.state.best_checkpoint = path.name
-        best = (
-            self.run_dir / ckpt.CKPT_DIR / self.state.best_checkpoint if self.state.best_checkpoint else None
-        )
-        ckpt.prune(self.run_dir, self.config.ckpt.keep_last, best)
-        self.metrics_log.write("event", step=self.state.step, event="checkpoint", path=path.name)
-        self.on_event("checkpoint", self)
+        """Write a checkpoint of the current step (rank 0), prune old ones, and tell the evidence."""
+        path = ckpt.step_dir(self.run_dir, self.state.step)
+        if self.world.is_main:
+            path = ckpt.save_checkpoint(
+                self.run_dir, self.state.step, self.model, self.optimizer, self.checkpoint_state()
+            )
+            if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
+                self.state.best_checkpoint = path.name
+            best = self.state.best_checkpoint
+            ckpt.prune(self.run_dir, self.config.ckpt.keep_last, path.parent / best if best else None)
+            self.metrics_log.write("event", step=self.state.step, event="checkpoint", path=path.name)
+            self.on_event("checkpoint", self)
+        distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
 
     @property
@@ -279,7 +285,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
-            hashes.append(batch_sha256(batch))
+            # The hash is of the global batch, so it is the same whatever the world size.
+            hashes.append(batch_sha256(distributed.gather_rows(self.world, batch)))
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
@@ -287,9 +294,8 @@ class Trainer:
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
-        loss_value, grad_value = (
-            float(v) for v in torch.stack([total / train.grad_accum, grad_norm]).tolist()
-        )
+        both = distributed.mean_across(self.world, torch.stack([total / train.grad_accum, grad_norm]))
+        loss_value, grad_value = (float(v) for v in both.tolist())
         check_finite(loss_value, grad_value, step)
         if step == 1:
             check_first_loss(loss_value, self.config.model.vocab, step)
@@ -324,13 +330,14 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Held-out loss over the fixed batches; feeds early stopping and overfit detection."""
         self.model.eval()
-        losses = []
-        for batch in self.heldout:
-            batch = batch.to(self.device)
+        # Each rank scores every world.size-th batch; the mean over ranks, times size, fills the rest.
+        losses = torch.zeros(len(self.heldout), device=self.device)
+        for i in range(self.world.rank, len(self.heldout), self.world.size):
+            batch = self.heldout[i].to(self.device)
             with self._autocast():
-                _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
-            losses.append(loss.float())
-        values = torch.stack(losses).tolist()
+                _, loss = self.model(batch[:, :-1], batch[:, 1:])
+            losses[i] = loss.float()
+        values = (distributed.mean_across(self.world, losses) * self.world.size).tolist()
         mean, stderr = mean_and_stderr(values)
         step = self.state.step
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
@@ -391,7 +398,8 @@ class Trainer:
     def run(self, resumed: bool) -> str:
         """Train until the configured step, an early stop or a signal; returns the final status."""
         train = self.config.train
-        self.metrics = MetricsLog(self.run_dir, resume_step=self.state.step if resumed else None)
+        resume_step = self.state.step if resumed else None
+        self.metrics = MetricsLog(self.run_dir, resume_step=resume_step, write=self.world.is_main)
         signals = Signals()
         status = "completed"
         try:
@@ -418,6 +426,7 @@ class Trainer:
                     self.save()
         finally:
             self.metrics_log.close()
+            distributed.leave(self.world)
         if self.state.stop_reason is None:
             self.state.stop_reason = f"reached train.steps={train.steps}"
         return status

@@ -8,6 +8,7 @@ history stays one unbroken sequence of steps and nothing is silently lost.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,19 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Appends typed lines; step lines pass GATE-TRAIN-001 before they are written."""
+    """Appends typed lines; step lines pass GATE-TRAIN-001 before they are written.
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    With `write=False` (every rank but 0 of a data-parallel run) lines are checked, not written.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, write: bool = True) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self.last_step: int | None = None
         if resume_step is not None:
-            self._roll_back_after(resume_step)
+            if write:
+                self._roll_back_after(resume_step)
             self.last_step = resume_step
-        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._handle = open(self.path if write else os.devnull, "a", encoding="utf-8")  # noqa: SIM115
 
     def _roll_back_after(self, step: int) -> None:
         lines = read_lines(self.path)

@@ -7,6 +7,8 @@ record `halted` with the gate named; a signal leaves it `interrupted` after a la
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -84,6 +86,11 @@ def _check_run_dir_name(run_dir: Path) -> str:
     return name
 
 
+def _is_main() -> bool:
+    """Rank 0 of a torchrun launch, or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpoint | None, list[str]]:
     """Validate the request: run dir, data dir, config, and the checkpoint to resume from."""
     if request.resume is not None:
@@ -110,7 +117,8 @@ def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpo
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
     run_dir = request.out
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # Only rank 0 judges: the other ranks of a data-parallel run start after it may have begun writing.
+    if _is_main() and run_dir.exists() and any(run_dir.iterdir()):
         raise BadInput(
             f"{run_dir} already exists and is not empty; choose a new --out or continue it with --resume"
         )
@@ -125,6 +133,7 @@ class RunRecord:
     def __init__(
         self, run_dir: Path, record: EvidenceRecord, ledger: Ledger, evidence_dir: Path | None
     ) -> None:
+        self.main = _is_main()  # only rank 0 writes evidence
         self.run_dir = run_dir
         self.record = record
         self.ledger = ledger
@@ -133,6 +142,9 @@ class RunRecord:
     def refresh(
         self, trainer: Trainer | None, status: RunStatus | None = None, reason: str | None = None
     ) -> None:
+        """Bring the record up to date with the trainer and write it (rank 0 only)."""
+        if not self.main:
+            return
         record = self.record
         if status is not None:
             record.run.status = status
@@ -141,6 +153,8 @@ class RunRecord:
         if reason is not None:
             record.run.stop_reason = reason
         if trainer is not None:
+            record.determinism.flags["world_size"] = trainer.world.size
+            record.determinism.flags["backend"] = trainer.world.backend
             state = trainer.state
             adequacy = trainer.adequacy
             record.metrics.update(
@@ -173,7 +187,7 @@ class RunRecord:
 
     def file_in_ledger(self) -> Path | None:
         """Copy the record, config and metrics into EVIDENCE_DIR/<run-id>/ (weights stay behind)."""
-        if self.evidence_dir is None:
+        if self.evidence_dir is None or not self.main:
             return None
         target = self.evidence_dir / self.record.run.id
         target.mkdir(parents=True, exist_ok=True)
@@ -219,15 +233,19 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     )
     record.spec.version = load_spec().version
     record.spec.sha256 = load_spec().sha256
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / CONFIG_FILE)
-    (run_dir / METRICS_FILE).touch()
+    if _is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+        (run_dir / METRICS_FILE).touch()
     evidence = RunRecord(run_dir, record, ledger, request.evidence_dir)
     trainer: Trainer | None = None
     with recording(ledger):
         try:
             evidence.refresh(None, RunStatus.RUNNING)
-            with progress_factory(config.train.steps, config.train.log_every) as progress:
+            # Rank 0 speaks for a data-parallel run; the other ranks train quietly.
+            shown = progress_factory(config.train.steps, config.train.log_every)
+            quiet = contextlib.nullcontext(lambda _step, _line: None)
+            with shown if _is_main() else quiet as progress:
                 trainer = Trainer(
                     config, data_dir, run_dir, tokenizer, lambda _e, t: evidence.refresh(t), progress
                 )
@@ -247,6 +265,8 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     final = RunStatus.INTERRUPTED if status == "interrupted" else RunStatus.COMPLETED
     evidence.refresh(trainer, final, trainer.state.stop_reason)
     filed = evidence.file_in_ledger()
+    if not _is_main():
+        return 0
     state = trainer.state
     print(f"stack train: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
     if filed is not None:

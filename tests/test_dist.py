@@ -1,0 +1,148 @@
+"""Data-parallel training under torchrun (gloo, 2 CPU processes) equals the single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from train_support import evidence, prepared, step_lines
+
+from contracts.spec import load_spec
+from stack.train import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parent.parent
+# Each rank reads the same slice: the bug of the "8-GPU run" that saw one GPU's data eight times.
+SAME_SHARD_BUG = """
+import stack.data.reader as reader
+_init = reader.TokenReader.__init__
+def _same_slice(self, *args, **kwargs):
+    kwargs["rank"] = 0
+    _init(self, *args, **kwargs)
+reader.TokenReader.__init__ = _same_slice
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("corpus"))
+
+
+def run_train(
+    *args: str | Path, plant: Path | None = None, expect: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """`python -m stack train ARGS` in a subprocess (with a planted bug on PYTHONPATH if given)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if plant is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(plant), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "stack", "train", *map(str, args)]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == expect, proc.stdout + proc.stderr
+    return proc
+
+
+def smoke(data: Path, out: Path, batch: int, *extra: str) -> list[str]:
+    """Arguments of a six-step smoke run with micro-batch `batch`, a checkpoint every three steps."""
+    sets = [
+        "train.device='cpu'",
+        f"train.batch_size={batch}",
+        "train.steps=6",
+        "ckpt.every=3",
+        "ckpt.keep_last=4",
+    ]
+    pairs = [arg for item in sets for arg in ("--set", item)]
+    return ["--data", str(data), "--out", str(out), "--preset", "smoke", *pairs, *extra]
+
+
+def mismatches(single: Path, parallel: Path) -> list[str]:
+    """Steps where the two runs differ in batch or beyond the spec's loss tolerance."""
+    atol = load_spec().threshold("GATE-DIST-001", "loss_atol")
+    found = []
+    for a, b in zip(step_lines(single), step_lines(parallel), strict=True):
+        if a["batch_sha256"] != b["batch_sha256"]:
+            found.append(f"step {a['step']}: different batches")
+        if abs(a["loss"] - b["loss"]) > atol:
+            found.append(f"step {a['step']}: loss {a['loss']} vs {b['loss']}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def single(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    run_train(*smoke(data, out, batch=4))
+    return out
+
+
+@pytest.fixture(scope="module")
+def parallel(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parallel") / "run"
+    run_train(*smoke(data, out, 2, "--nproc", "2"))
+    return out
+
+
+@pytest.mark.gate("GATE-DIST-001")
+def test_two_ranks_match_one_process(single: Path, parallel: Path) -> None:
+    assert mismatches(single, parallel) == []
+    flags = evidence(parallel)["determinism"]["flags"]
+    assert (flags["world_size"], flags["backend"]) == (2, "gloo")
+
+
+@pytest.mark.gate("GATE-DIST-001")
+def test_ranks_reading_the_same_slice_are_caught(data: Path, single: Path, tmp_path: Path) -> None:
+    plant = tmp_path / "plant"
+    plant.mkdir()
+    (plant / "sitecustomize.py").write_text(SAME_SHARD_BUG)
+    out = tmp_path / "run"
+    run_train(*smoke(data, out, 2, "--nproc", "2"), plant=plant)
+    assert any("different batches" in m for m in mismatches(single, out))
+
+
+def test_distributed_resume_continues_the_batches(data: Path, parallel: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(parallel, run)
+    shutil.rmtree(ckpt.step_dir(run, 6))
+    run_train("--resume", run, "--nproc", "2")
+    assert [ln["batch_sha256"] for ln in step_lines(run)] == [
+        ln["batch_sha256"] for ln in step_lines(parallel)
+    ]
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, 7))
+
+
+def test_a_changed_world_size_is_refused(parallel: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(parallel, run)
+    shutil.rmtree(ckpt.step_dir(run, 6))
+    proc = run_train("--resume", run, expect=2)
+    assert "world_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_a_dead_rank_stops_the_run_and_leaves_valid_checkpoints(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    long_run = smoke(data, out, 2, "--nproc", "2", "--set", "train.steps=100000", "--set", "ckpt.every=2")
+    argv = [sys.executable, "-m", "stack", "train", *long_run]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(ckpt.list_checkpoints(out)) < 2:
+        time.sleep(0.2)
+    launcher = _children(proc.pid)  # torchrun
+    workers = [w for pid in launcher for w in _children(pid)]
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    visible = ckpt.list_checkpoints(out)
+    assert visible and all(ckpt.verify(path) is None for path in visible)
+    assert json.loads((out / "metadata.json").read_text())["run"]["status"] != "completed"
