@@ -54,7 +54,8 @@ class Ledger:
         """Record one evaluation; keeps the worst verdict seen and its numbers."""
         previous = self.results.get(gate_id)
         if previous is None or _RANK[verdict] >= _RANK[previous.verdict]:
-            self.results[gate_id] = GateResult(
+            # model_construct: every step's bindings land here, and the fields are ours, not input.
+            self.results[gate_id] = GateResult.model_construct(
                 id=gate_id,
                 revision=load_spec().gate(gate_id).revision,
                 verdict=verdict,

@@ -52,7 +52,7 @@ def test_non_finite_loss_halts_the_run(
         logits, loss = original(self, idx, targets, **kw)
         if targets is not None and self.training and poisoned.calls >= 2:
             loss = loss * float("nan")
-        poisoned.calls += self.training
+        poisoned.calls += targets is not None and self.training
         return logits, loss
 
     poisoned.calls = 0

@@ -163,3 +163,15 @@ def test_sigterm_checkpoints_and_resume_completes(data: Path, straight: Path, tm
     stopped = len(step_lines(run))
     assert ckpt.list_checkpoints(run)[-1].name == f"step-{stopped:07d}"
     assert stopped < 400
+
+
+def test_a_changed_mixture_on_resume_is_applied_and_recorded(
+    data: Path, straight: Path, tmp_path: Path
+) -> None:
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", "data.weights={main = 0.5}"]) == 0
+    record = evidence(run)
+    assert record["metrics"]["resumes"][0]["changed"] == ["data.weights"]
+    assert record["config"]["data"]["weights"] == {"main": 0.5}
+    later = [ln["batch_sha256"] for ln in step_lines(run)][4:]
+    assert later != [ln["batch_sha256"] for ln in step_lines(straight)][4:]

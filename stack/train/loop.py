@@ -226,6 +226,8 @@ class Trainer:
         if state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.reader.load_state_dict(state["reader"])
+        if self.config.data.weights != state["config"]["data"].get("weights", {}):
+            self.reader.reweight(self.config.data.weights)  # recorded as a change by run.py
         self.state.step = checkpoint.step
         self.state.load_monitors(state["monitors"])
         rng.restore(state["rng"])

@@ -1,0 +1,119 @@
+"""`stack prepare`: tokenize files into verified shards, a document index and a manifest.
+
+    stack prepare INPUT... --out DATA_DIR [--tokenizer byte|bpe] [--source NAME] ...
+    stack prepare --default --out DATA_DIR          # the interpreter's standard library
+    stack prepare --verify --out DATA_DIR [--seq-len T --batch-size B]   # check, write nothing
+
+Formats, determinism and every error message are described in docs/data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from contracts.errors import BadInput
+from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `stack prepare` and its options."""
+    parser = sub.add_parser(
+        "prepare",
+        help="tokenize a corpus into shards and a manifest",
+        description="Tokenize files into token shards, a document index and manifest.json under DATA_DIR.",
+    )
+    parser.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="file or directory, read recursively; NAME=PATH puts PATH in source NAME",
+    )
+    parser.add_argument("--out", required=True, type=Path, metavar="DATA_DIR", help="directory to write")
+    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte", help="default: byte")
+    parser.add_argument(
+        "--vocab-size", type=int, help=f"bpe vocabulary, separator included (default {DEFAULT_BPE_VOCAB})"
+    )
+    parser.add_argument("--glob", help="only files whose path below an input matches, e.g. '*.py'")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULT_VAL_FRACTION,
+        help=f"share of documents held out, chosen by content hash (default {DEFAULT_VAL_FRACTION})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/held-out draw (default 0)")
+    parser.add_argument(
+        "--source",
+        default=DEFAULT_SOURCE,
+        help=f"source of INPUTs given without NAME= (default {DEFAULT_SOURCE})",
+    )
+    parser.add_argument(
+        "--default", action="store_true", help="add the standard library's .py files as source 'stdlib'"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace what an earlier prepare wrote in DATA_DIR (only that)"
+    )
+    parser.add_argument(
+        "--dtype", choices=("auto", "uint16", "uint32"), default="auto", help="shard token type"
+    )
+    parser.add_argument(
+        "--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard, about"
+    )
+    parser.add_argument("--verify", action="store_true", help="check an existing DATA_DIR and exit")
+    parser.add_argument(
+        "--seq-len", type=int, help="with --verify: also check the data can feed windows of this length"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="with --verify --seq-len (default 1)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prepare (or verify) DATA_DIR and print what it holds."""
+    started = time.perf_counter()
+    if args.verify:
+        if args.inputs or args.default:
+            raise BadInput("--verify checks an existing DATA_DIR; give it no INPUT and no --default")
+        from stack.data.verify import verify_data_dir
+
+        manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
+        verb = "verified"
+    else:
+        if args.seq_len is not None:
+            raise BadInput("--seq-len and --batch-size go with --verify")
+        from stack.data.prepare import prepare_corpus
+
+        manifest = prepare_corpus(
+            args.inputs,
+            args.out,
+            tokenizer=args.tokenizer,
+            vocab_size=args.vocab_size,
+            glob=args.glob,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            source=args.source,
+            default=args.default,
+            force=args.force,
+            dtype=args.dtype,
+            shard_tokens=args.shard_tokens,
+            progress=sys.stderr.isatty(),
+        )
+        verb = "prepared"
+    train, heldout = manifest.totals["train"], manifest.totals["heldout"]
+    skipped = {
+        key: sum(getattr(stats, key) for stats in manifest.sources.values())
+        for key in ("binary_skipped", "empty_skipped", "invalid_utf8_files")
+    }
+    print(
+        f"{verb} {args.out}: {manifest.tokenizer.name} tokenizer (vocab {manifest.tokenizer.vocab_size}, "
+        f"{manifest.dtype}), sources {', '.join(manifest.sources)}\n"
+        f"  train {train.tokens:,} tokens in {train.documents:,} documents; "
+        f"held-out {heldout.tokens:,} tokens in {heldout.documents:,} documents; "
+        f"{len(manifest.shards)} shard(s)\n"
+        f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s); "
+        f"{skipped['invalid_utf8_files']} file(s) had invalid UTF-8 (replaced with U+FFFD); "
+        f"{manifest.duplicate_documents} duplicate document(s)\n"
+        f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
+    )
+    return 0

@@ -1,0 +1,157 @@
+"""Finding and reading the corpus: which files become documents, which are skipped, and why.
+
+One file is one document. Directories are walked recursively in sorted order; hidden entries
+(names starting with "."), anything that is not a regular file, and DATA_DIR itself are left
+out. A file with a NUL byte in
+its first 8000 bytes is binary (git's rule) and is skipped and counted; an empty file likewise.
+Bytes that are not UTF-8 are replaced with U+FFFD and the file is counted, so the tokenizers
+always see valid text and the manifest says how much was repaired.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sysconfig
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from contracts.errors import BadInput
+from stack.data.manifest import SOURCE_NAME_PATTERN
+from stack.data.split import content_sha256
+
+BINARY_SNIFF_BYTES = 8000
+INVALID_UTF8_ACTION = "bytes that are not UTF-8 were replaced with U+FFFD; the rest of each file was kept"
+STDLIB_SOURCE = "stdlib"
+# Parts of the interpreter's library directory that are not the standard library's own text.
+STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+SOURCE_NAME_RE = re.compile(SOURCE_NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input path of one source, with the pattern its files must match."""
+
+    source: str
+    path: Path
+    glob: str = "*"
+    suffix: str | None = None
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file found under an input, with the source it belongs to."""
+
+    source: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Document:
+    """A file's text as valid UTF-8, its content hash, and whether bytes had to be replaced."""
+
+    source: str
+    data: bytes
+    sha: bytes
+    invalid_utf8: bool
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that is not a document, and why: the manifest counts these per source."""
+
+    source: str
+    reason: str  # "binary" | "empty"
+
+
+def stdlib_dir() -> Path:
+    """The running interpreter's standard library: the embedded default corpus."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def default_spec(glob: str | None) -> InputSpec:
+    """The default corpus: the standard library's .py files (narrowed by --glob when given)."""
+    return InputSpec(STDLIB_SOURCE, stdlib_dir(), glob or "*", suffix=".py")
+
+
+def parse_input(arg: str, default_source: str) -> tuple[str, Path]:
+    """`NAME=PATH` names the source of PATH; a bare PATH belongs to `default_source`.
+
+    Only a left part that is a valid source name (no "/") counts, so `./a=b` is the path `a=b`.
+    """
+    name, sep, rest = arg.partition("=")
+    if sep and SOURCE_NAME_RE.match(name) and rest:
+        return name, Path(rest)
+    return default_source, Path(arg)
+
+
+def check_source_name(name: str) -> str:
+    """A source name is a word of letters, digits, '_', '.', '-' (it becomes part of shard names)."""
+    if not SOURCE_NAME_RE.match(name):
+        raise BadInput(
+            f"source name {name!r} is not valid: use letters, digits, '_', '.', '-' (e.g. web, code)"
+        )
+    return name
+
+
+def _walk(spec: InputSpec, skip: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(spec.path):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and d not in STDLIB_SKIP_DIRS and (here / d).resolve() != skip
+        )
+        for name in sorted(filenames):
+            path = here / name
+            rel = PurePosixPath(path.relative_to(spec.path).as_posix())
+            if name.startswith(".") or not rel.match(spec.glob) or not path.is_file():
+                continue  # not is_file: sockets, pipes (a read would block) and broken links
+            if spec.suffix is None or path.suffix == spec.suffix:
+                yield path
+
+
+def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
+    """Every file the inputs name, ordered by source, then input, then path; none from `out_dir`."""
+    skip = out_dir.resolve()
+    found: list[tuple[str, int, InputFile]] = []
+    for number, spec in enumerate(specs):
+        check_source_name(spec.source)
+        if not spec.path.exists():
+            raise BadInput(f"input {spec.path} does not exist; give existing files or directories")
+        if spec.path.resolve().is_relative_to(skip):
+            raise BadInput(f"input {spec.path} is inside --out {out_dir}; prepare would read its own output")
+        if spec.path.is_file():
+            found.append((spec.source, number, InputFile(spec.source, spec.path)))
+        else:
+            found.extend((spec.source, number, InputFile(spec.source, p)) for p in _walk(spec, skip))
+    if not found:
+        where = ", ".join(str(s.path) for s in specs)
+        patterns = sorted({s.glob for s in specs})
+        raise BadInput(
+            f"no files matched --glob {' / '.join(patterns)} under {where}; check the paths and --glob"
+        )
+    found.sort(key=lambda item: (item[0], item[1]))  # stable: keeps each walk's sorted order
+    return [item[2] for item in found]
+
+
+def read_document(item: InputFile) -> Document | Skipped:
+    """Read one file as a document, or say why it is skipped."""
+    try:
+        data = item.path.read_bytes()
+    except OSError as exc:
+        raise BadInput(
+            f"cannot read {item.path}: {exc.strerror}; fix its permissions or leave it out"
+        ) from None
+    if not data:
+        return Skipped(item.source, "empty")
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        return Skipped(item.source, "binary")
+    try:
+        data.decode("utf-8")
+        invalid = False
+    except UnicodeDecodeError:
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+        invalid = True
+    return Document(item.source, data, content_sha256(data), invalid)

@@ -1,0 +1,216 @@
+"""manifest.json: every file `stack prepare` wrote, with its size and sha256, and the corpus totals.
+
+The readers trust nothing but the manifest: a shard it does not list is never read, and a path
+in it must stay inside DATA_DIR, so a manifest cannot be used to read files elsewhere. The
+manifest holds no absolute paths and no clock, so preparing the same corpus twice gives the
+same bytes, and its sha256 is a fingerprint of the data that reader states are tied to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from contracts.errors import BadInput
+from contracts.evidence import atomic_write_bytes
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+SPLITS = ("train", "heldout")
+SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# The largest vocabulary each shard dtype can hold (ids 0..limit-1).
+DTYPE_VOCAB_LIMITS = {"uint16": 1 << 16, "uint32": 1 << 32}
+
+Split = Literal["train", "heldout"]
+
+
+class Strict(BaseModel):
+    """Unknown keys are refused and values are immutable, so a hand-edited manifest shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _relative_inside(path: str) -> str:
+    pure = PurePosixPath(path)
+    if not path or "\\" in path or pure.is_absolute() or ".." in pure.parts or path.startswith("~"):
+        raise ValueError(f"path {path!r} must be relative to DATA_DIR and stay inside it")
+    return path
+
+
+class DataFile(Strict):
+    """One file of DATA_DIR, by its path relative to DATA_DIR."""
+
+    path: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+    _check_path = field_validator("path")(_relative_inside)
+
+
+class Shard(DataFile):
+    """One token shard: the documents of one source and one split, separated by EOT."""
+
+    split: Split
+    source: str = Field(pattern=SOURCE_NAME_PATTERN)
+    tokens: int = Field(ge=1)
+    documents: int = Field(ge=1)
+
+
+class TokenizerEntry(Strict):
+    """Which tokenizer made the shards; `bpe` keeps its trained vocabulary in a file beside them."""
+
+    name: Literal["byte", "bpe"]
+    vocab_size: int = Field(ge=2)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, path: str | None) -> str | None:
+        return None if path is None else _relative_inside(path)
+
+    @model_validator(mode="after")
+    def _file_iff_bpe(self) -> Self:
+        if (self.path is not None) != (self.name == "bpe"):
+            raise ValueError("a bpe tokenizer names its file; a byte tokenizer has none")
+        return self
+
+
+class SourceStats(Strict):
+    """What prepare found under one source's inputs, and what it did with it."""
+
+    files: int = Field(ge=0)
+    documents: int = Field(ge=0)
+    binary_skipped: int = Field(ge=0)
+    empty_skipped: int = Field(ge=0)
+    invalid_utf8_files: int = Field(ge=0)
+
+
+class SplitTotals(Strict):
+    """Tokens and documents of one split, summed over its shards."""
+
+    tokens: int = Field(ge=0)
+    documents: int = Field(ge=0)
+
+
+class Manifest(Strict):
+    """The whole DATA_DIR as data. `sha256` is the fingerprint of the manifest file's bytes."""
+
+    format_version: int
+    tokenizer: TokenizerEntry
+    dtype: Literal["uint16", "uint32"]
+    seed: int = Field(ge=0)
+    val_fraction: float = Field(ge=0.0, lt=1.0)
+    invalid_utf8_action: str
+    sources: dict[str, SourceStats]
+    shards: list[Shard]
+    documents: DataFile
+    totals: dict[Split, SplitTotals]
+    duplicate_documents: int = Field(ge=0)
+
+    _sha256: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.tokenizer.vocab_size > DTYPE_VOCAB_LIMITS[self.dtype]:
+            raise ValueError(f"vocab {self.tokenizer.vocab_size} does not fit dtype {self.dtype}")
+        paths = [s.path for s in self.shards]
+        if len(set(paths)) != len(paths):
+            raise ValueError("a shard path is listed twice")
+        for shard in self.shards:
+            if shard.source not in self.sources:
+                raise ValueError(f"shard {shard.path} names unknown source {shard.source!r}")
+        for split in SPLITS:
+            listed = self.totals.get(split, SplitTotals(tokens=0, documents=0))
+            tokens = sum(s.tokens for s in self.shards if s.split == split)
+            documents = sum(s.documents for s in self.shards if s.split == split)
+            if (listed.tokens, listed.documents) != (tokens, documents):
+                raise ValueError(f"totals for {split} do not add up to its shards")
+        return self
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of manifest.json as read (or as written): the data fingerprint."""
+        return self._sha256
+
+    def shards_of(self, split: str) -> list[Shard]:
+        """The shards of one split, ordered by source then path: the order windows are numbered in."""
+        return sorted((s for s in self.shards if s.split == split), key=lambda s: (s.source, s.path))
+
+    def files(self) -> list[str]:
+        """Every path this manifest owns, itself included: what `--force` may replace."""
+        owned = [s.path for s in self.shards] + [self.documents.path, MANIFEST_FILE]
+        return owned + ([self.tokenizer.path] if self.tokenizer.path else [])
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The canonical serialisation: fixed field order, so equal manifests have equal bytes."""
+    return (manifest.model_dump_json(indent=2) + "\n").encode()
+
+
+def write_manifest(data_dir: Path, manifest: Manifest) -> Manifest:
+    """Write manifest.json atomically and return the manifest stamped with its fingerprint."""
+    payload = manifest_bytes(manifest)
+    atomic_write_bytes(Path(data_dir) / MANIFEST_FILE, payload)
+    manifest._sha256 = hashlib.sha256(payload).hexdigest()
+    return manifest
+
+
+def parse_manifest(data_dir: Path, payload: bytes) -> Manifest:
+    """Validate manifest bytes that belong to `data_dir`; any defect is BadInput naming the file."""
+    where = Path(data_dir) / MANIFEST_FILE
+    fix = f"re-run `stack prepare ... --out {data_dir} --force`"
+    try:
+        raw = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{where} is corrupt: not JSON ({exc}); {fix}") from None
+    if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
+        raise BadInput(
+            f"{where} has format_version {raw.get('format_version')!r}; this code reads "
+            f"{FORMAT_VERSION}; {fix}"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "manifest"
+        raise BadInput(f"{where} is corrupt: {loc}: {first['msg']}; {fix}") from None
+    root = Path(data_dir).resolve()
+    for rel in manifest.files():
+        if not (root / rel).resolve().is_relative_to(root):
+            raise BadInput(
+                f"{where} names {rel!r}, which resolves outside {data_dir}; a manifest may only "
+                f"name files inside its own DATA_DIR; {fix}"
+            )
+    manifest._sha256 = hashlib.sha256(payload).hexdigest()
+    return manifest
+
+
+def load_manifest(data_dir: Path | str) -> Manifest:
+    """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise BadInput(
+            f"DATA_DIR {data_dir} does not exist; make it with `stack prepare INPUT --out {data_dir}`"
+        )
+    try:
+        payload = (data_dir / MANIFEST_FILE).read_bytes()
+    except FileNotFoundError:
+        raise BadInput(
+            f"{data_dir} has no {MANIFEST_FILE}: it is not a prepared DATA_DIR; "
+            f"make one with `stack prepare INPUT --out {data_dir}`"
+        ) from None
+    return parse_manifest(data_dir, payload)

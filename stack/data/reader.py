@@ -1,0 +1,320 @@
+"""TokenReader: (B, T+1) int64 windows whose order is a pure function of the run's coordinates.
+
+Order. Each epoch is a seeded permutation of window ids (see mixture.epoch_plan). Global step i
+of an epoch takes ids plan[i*B*W : (i+1)*B*W]; rank r takes the r-th block of B of them, so the
+ranks of a data-parallel run read disjoint windows. The batch at any (seed, epoch, step, rank,
+world size) can be recomputed without replaying the steps before it, which is what makes
+`load_state_dict` exact (GATE-DATA-002).
+
+End of an epoch. With wrap=True the reader logs and moves to epoch+1; with wrap=False it
+raises CorpusExhausted. It never serves anything that is not the planned next batch
+(GATE-DATA-001): every gathered chunk is checked to be the successor of the last one, inside
+the epoch, and to hold the planned windows' first tokens.
+
+Speed. Batches are gathered a chunk at a time (about CHUNK_TOKENS tokens), one vectorised
+gather per shard, and the gate checks run once per chunk, so their fixed cost is spread over
+several batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure
+from stack.data import mixture
+from stack.data.hashing import ids_sha256
+from stack.data.manifest import SPLITS, load_manifest
+from stack.data.shards import open_split
+from stack.data.split import read_index
+from stack.data.windows import WindowTable
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+# Batches are gathered and checked in chunks of about this many tokens: enough batches to spread
+# the fixed cost of a gate check, few enough that a chunk stays near the CPU's caches.
+CHUNK_TOKENS = 1 << 20
+
+
+class CorpusExhausted(Exception):
+    """The reader reached the end of an epoch and was told not to wrap (wrap=False)."""
+
+
+class ReaderState(BaseModel):
+    """What `state_dict` returns: enough to recompute the stream from the next step on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    manifest_sha256: str
+    split: str
+    seed: int = Field(ge=0)
+    epoch: int = Field(ge=0)
+    index: int = Field(ge=0)  # batches served in this epoch
+    step: int = Field(ge=0)  # batches served since the start of the run
+    batch_size: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    world_size: int = Field(ge=1)
+    source_weights: dict[str, float]
+    source_caps: dict[str, int]
+    next_sha256: str  # sha256 of the global window ids of the next step
+
+
+def _positive(name: str, value: int, minimum: int = 1) -> int:
+    if not isinstance(value, int) or value < minimum:
+        raise BadInput(f"{name}={value!r} must be an integer >= {minimum}")
+    return value
+
+
+def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torch.Tensor]) -> Outcome:
+    """GATE-DATA-001's check on a gathered chunk: the planned successor, inside its epoch, real tokens."""
+    last_epoch, last_end = reader._loaded_until
+    follows = (epoch, first) == (last_epoch, last_end) or (
+        (epoch, first) == (last_epoch + 1, 0) and last_end >= reader.steps_per_epoch
+    )
+    where = {"epoch": epoch, "step_in_epoch": first}
+    if not 0 <= first < reader.steps_per_epoch:
+        message = f"batch {first} of epoch {epoch} is past the epoch's end; the reader must wrap or stop"
+        return Outcome(False, message, measured=where, threshold=reader.steps_per_epoch)
+    if not follows:
+        message = (
+            f"batch {first} of epoch {epoch} does not follow the last one served ({last_end} of {last_epoch})"
+        )
+        return Outcome(False, message, measured=where, threshold={"epoch": last_epoch, "step": last_end})
+    shape = (reader.batch_size, reader.seq_len + 1)
+    shapes = {(tuple(batch.shape), batch.dtype) for batch in result}
+    if not result or shapes != {(shape, torch.int64)}:
+        return Outcome(False, f"batches of {shapes}, not int64 {shape}", measured=where)
+    expected = reader._table.first_tokens(reader._rank_ids(epoch, first, len(result)))
+    if not np.array_equal(np.concatenate([batch.numpy()[:, 0] for batch in result]), expected):
+        return Outcome(False, "batch does not hold the planned windows (a placeholder?)", measured=where)
+    return Outcome(True, "planned batches served", measured=where)
+
+
+def restore_outcome(reader: TokenReader, state: dict[str, Any]) -> Outcome:
+    """GATE-DATA-002's check after a restore: the next step is the one the saved reader would take."""
+    if reader._mixture.weights != state["source_weights"]:
+        return Outcome(True, "stream changed on purpose: excluded sources lost their weight")
+    restored = ids_sha256(reader._next_global_ids())
+    where = {"epoch": reader.epoch, "step_in_epoch": reader._index}
+    if restored != state["next_sha256"]:
+        message = "the restored reader would not continue the saved stream"
+        return Outcome(False, message, measured=restored[:16], threshold=state["next_sha256"][:16])
+    return Outcome(True, "restored stream continues the saved one", measured=where)
+
+
+class TokenReader:
+    """Batches of (batch_size, seq_len + 1) token windows of one split of a prepared DATA_DIR."""
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        split: str = "train",
+        *,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap: bool = True,
+        source_weights: dict[str, float] | None = None,
+        exclude: list[str] | None = None,
+        source_caps: dict[str, int] | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise BadInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        self.batch_size = _positive("batch_size", batch_size)
+        self.seq_len = _positive("seq_len", seq_len)
+        self.seed = _positive("seed", seed, minimum=0)
+        self.world_size = _positive("world_size", world_size)
+        if not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise BadInput(f"rank={rank!r} must be in 0..{world_size - 1} for world_size={world_size}")
+        self.rank, self.wrap, self.split = rank, wrap, split
+        self.data_dir = Path(data_dir)
+        self.manifest = load_manifest(self.data_dir)
+        shards = open_split(self.data_dir, self.manifest, split)
+        read_index(self.data_dir / self.manifest.documents.path)
+        self._table = WindowTable(shards, self.seq_len)
+        if self._table.total == 0:
+            raise BadInput(
+                f"context longer than the corpus: a window is seq_len+1 = {self.seq_len + 1} tokens but the "
+                f"longest {split} shard of {self.data_dir} has {self._table.longest_shard}; lower seq_len "
+                "or prepare more text"
+            )
+        known = self.manifest.sources
+        mixture.check_known("source_weights", source_weights or {}, known)
+        mixture.check_known("exclude", exclude or [], known)
+        mixture.check_known("source_caps", source_caps or {}, known)
+        self.exclude = frozenset(exclude or [])
+        self._chunk_batches = max(1, CHUNK_TOKENS // (self.batch_size * (self.seq_len + 1)))
+        self._set_mixture(source_weights or {}, source_caps or {}, "source_weights")
+        self._seek(epoch=0, index=0, step=0)
+
+    # -- the pure function -------------------------------------------------------------------
+
+    def _set_mixture(self, weights: dict[str, float], caps: dict[str, int], origin: str) -> None:
+        for name, cap in caps.items():
+            if not isinstance(cap, int) or cap < 0:
+                raise BadInput(f"cap {cap!r} for source {name!r} must be a token count >= 0")
+        effective = mixture.effective_weights(self._table.ranges, weights, self.exclude, origin)
+        self._mixture = mixture.Mixture(
+            ranges=dict(self._table.ranges),
+            weights=effective,
+            caps=dict(caps),
+            excluded=self.exclude,
+            seq_len=self.seq_len,
+        )
+        per_step = self.batch_size * self.world_size
+        self.steps_per_epoch = self._mixture.windows_per_epoch // per_step
+        if self.steps_per_epoch == 0:
+            raise BadInput(
+                f"one step needs {per_step} windows of {self.seq_len + 1} tokens (batch_size x world_size) "
+                f"but an epoch of the {self.split} split has {self._mixture.windows_per_epoch} with these "
+                "weights; lower batch_size or seq_len, or prepare more text"
+            )
+        self._plan_cache: tuple[int, np.ndarray] | None = None
+
+    def _plan(self, epoch: int) -> np.ndarray:
+        if self._plan_cache is None or self._plan_cache[0] != epoch:
+            self._plan_cache = (epoch, mixture.epoch_plan(self._mixture, self.seed, epoch))
+        return self._plan_cache[1]
+
+    def _global_ids(self, epoch: int, first: int, count: int) -> np.ndarray:
+        """Window ids of steps [first, first+count) of `epoch`, shaped (count, world_size, batch_size)."""
+        per_step = self.batch_size * self.world_size
+        ids = self._plan(epoch)[first * per_step : (first + count) * per_step]
+        return ids.reshape(-1, self.world_size, self.batch_size)
+
+    def _rank_ids(self, epoch: int, first: int, count: int) -> np.ndarray:
+        return self._global_ids(epoch, first, count)[:, self.rank, :].reshape(-1)
+
+    def _next_global_ids(self) -> np.ndarray:
+        epoch, index = self.epoch, self._index
+        if index >= self.steps_per_epoch:
+            epoch, index = epoch + 1, 0
+        return self._global_ids(epoch, index, 1)
+
+    # -- the stream --------------------------------------------------------------------------
+
+    def _seek(self, epoch: int, index: int, step: int) -> None:
+        self.epoch, self._index, self.step = epoch, index, step
+        self._chunk: list[torch.Tensor] = []
+        self._chunk_len = self._served = 0
+        self._loaded_until = (epoch, index)
+
+    @gate_ensure(
+        "GATE-DATA-001",
+        lambda self, epoch, first, result: chunk_outcome(self, epoch, first, result),
+    )
+    def _load_chunk(self, epoch: int, first: int) -> list[torch.Tensor]:
+        count = max(0, min(self._chunk_batches, self.steps_per_epoch - first))
+        tokens = self._table.gather(self._rank_ids(epoch, first, count))
+        return list(torch.from_numpy(tokens.reshape(count, self.batch_size, self.seq_len + 1)).unbind(0))
+
+    def _roll_epoch(self) -> None:
+        if not self.wrap:
+            raise CorpusExhausted(
+                f"the {self.split} split is exhausted after epoch {self.epoch} "
+                f"({self.steps_per_epoch} steps) and wrap=False"
+            )
+        log.info(
+            "%s split: epoch %d done after %d steps; wrapping to epoch %d",
+            self.split,
+            self.epoch,
+            self.steps_per_epoch,
+            self.epoch + 1,
+        )
+        self.epoch += 1
+        self._index = 0
+
+    def next_batch(self) -> torch.Tensor:
+        """The next (batch_size, seq_len + 1) int64 batch of this rank."""
+        if self._served == self._chunk_len:
+            if self._index >= self.steps_per_epoch:
+                self._roll_epoch()
+            self._chunk = self._load_chunk(self.epoch, self._index)
+            self._chunk_len = len(self._chunk)
+            self._loaded_until = (self.epoch, self._index + self._chunk_len)
+            self._served = 0
+        batch = self._chunk[self._served]
+        self._served += 1
+        self._index += 1
+        self.step += 1
+        return batch
+
+    @property
+    def unique_tokens(self) -> int:
+        """Tokens of this split in sources the reader may sample (weight > 0)."""
+        return sum(
+            tokens for name, tokens in self._table.tokens_by_source.items() if self._mixture.weights[name] > 0
+        )
+
+    def reweight(self, source_weights: dict[str, float]) -> None:
+        """Change the source mixture from the next batch on (a resumed run's "polish" of the curriculum).
+
+        The position in the epoch is kept; excluded sources stay at weight 0.
+        """
+        mixture.check_known("source_weights", source_weights, self.manifest.sources)
+        self._set_mixture(source_weights, dict(self._mixture.caps), "source_weights")
+        self._seek(self.epoch, self._index, self.step)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-able snapshot from which `load_state_dict` continues the exact stream."""
+        return ReaderState(
+            version=STATE_VERSION,
+            manifest_sha256=self.manifest.sha256,
+            split=self.split,
+            seed=self.seed,
+            epoch=self.epoch,
+            index=self._index,
+            step=self.step,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            world_size=self.world_size,
+            source_weights=dict(self._mixture.weights),
+            source_caps=dict(self._mixture.caps),
+            next_sha256=ids_sha256(self._next_global_ids()),
+        ).model_dump()
+
+    @gate_ensure("GATE-DATA-002", lambda self, state: restore_outcome(self, state))
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream a `state_dict` describes; a state for other data or shapes is refused.
+
+        The saved weights come back with the state, except that excluded sources stay at 0.
+        """
+        try:
+            saved = ReaderState.model_validate(state)
+        except ValidationError as exc:
+            raise BadInput(
+                f"not a reader state: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from None
+        if saved.version != STATE_VERSION:
+            raise BadInput(f"reader state version {saved.version}; this code reads {STATE_VERSION}")
+        if saved.manifest_sha256 != self.manifest.sha256:
+            raise BadInput(
+                f"reader state was made for manifest {saved.manifest_sha256[:12]}, but {self.data_dir} has "
+                f"manifest {self.manifest.sha256[:12]}: the data changed since the state was saved; resume "
+                "with the DATA_DIR it was made for"
+            )
+        mine = {
+            "split": self.split,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "world_size": self.world_size,
+        }
+        theirs = {key: getattr(saved, key) for key in mine}
+        if mine != theirs:
+            raise BadInput(f"reader state was made for {theirs}, this reader is {mine}; they must match")
+        mixture.check_known("restored source_weights", saved.source_weights, self.manifest.sources)
+        self._set_mixture(saved.source_weights, saved.source_caps, "the restored state")
+        self.seed = saved.seed
+        self._seek(saved.epoch, saved.index, saved.step)

@@ -1,0 +1,185 @@
+"""Tokenizers: `byte` (the UTF-8 bytes of the text) and `bpe` (byte-level BPE trained on the corpus).
+
+Both are lossless: decode(encode(s)) == s for every Python string that UTF-8 can encode, because
+both work on UTF-8 bytes and neither normalises. Each reserves its last id as the end-of-text
+separator (EOT) that `stack prepare` writes after every document, and `vocab_size` counts it:
+the byte tokenizer has 257 ids (256 bytes + EOT). The EOT id is never produced by `encode`, so
+a text that happens to contain a string like "<|endoftext|>" cannot smuggle a separator in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from contracts.errors import BadInput
+from contracts.evidence import canonical_sha256
+
+if TYPE_CHECKING:
+    import tokenizers
+
+    from stack.data.manifest import TokenizerEntry
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_NAMES = ("byte", "bpe")
+# 256 byte symbols, the EOT id, and at least one merge: anything smaller is not a BPE.
+BPE_MIN_VOCAB = 258
+
+
+class Tokenizer(ABC):
+    """What the rest of the stack may rely on: a name, a vocabulary size and a lossless round trip."""
+
+    name: str
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids, the EOT separator included."""
+
+    @property
+    def eot_id(self) -> int:
+        """The separator prepare writes after each document: always the last id."""
+        return self.vocab_size - 1
+
+    @property
+    @abstractmethod
+    def sha256(self) -> str:
+        """Identity of the tokenizer, recorded in the manifest and the evidence."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, without any separator."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`; EOT separators are dropped, bytes that are not UTF-8 become U+FFFD."""
+
+    @abstractmethod
+    def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
+        """Token ids of many UTF-8 documents at once, as arrays: prepare's fast path."""
+
+
+class ByteTokenizer(Tokenizer):
+    """Ids 0-255 are the UTF-8 bytes of the text; 256 is EOT."""
+
+    name = "byte"
+
+    @property
+    def vocab_size(self) -> int:
+        return 257
+
+    @property
+    def sha256(self) -> str:
+        # Nothing is trained, so the identity is the definition itself.
+        return canonical_sha256({"name": self.name, "vocab_size": self.vocab_size, "eot_id": self.eot_id})
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        array = np.asarray(ids, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() > self.eot_id):
+            raise ValueError(f"byte tokenizer ids are 0..{self.eot_id}; got {array.min()}..{array.max()}")
+        return array[array != self.eot_id].astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+
+    def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
+        return [np.frombuffer(doc, dtype=np.uint8) for doc in documents]
+
+
+class BpeTokenizer(Tokenizer):
+    """Byte-level BPE from the `tokenizers` library; EOT is one id past the trained vocabulary."""
+
+    name = "bpe"
+
+    def __init__(self, backend: tokenizers.Tokenizer) -> None:
+        self._backend = backend
+        self._json = backend.to_str()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size() + 1
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._json.encode("utf-8")).hexdigest()
+
+    def to_json(self) -> str:
+        """The tokenizer.json text whose sha256 is this tokenizer's identity."""
+        return self._json
+
+    def encode(self, text: str) -> list[int]:
+        return self._backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._backend.decode([int(i) for i in ids if i != self.eot_id], skip_special_tokens=False)
+
+    def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
+        # encode_batch runs on every core (the library's own thread pool).
+        texts = [doc.decode("utf-8") for doc in documents]
+        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(enc.ids, dtype=np.uint32) for enc in encodings]
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
+    """Train a byte-level BPE of at most `vocab_size` ids (EOT included) on `texts`.
+
+    A small corpus may yield fewer merges than asked for; `vocab_size` of the result is the truth.
+    """
+    if vocab_size < BPE_MIN_VOCAB:
+        raise BadInput(
+            f"--vocab-size {vocab_size} is too small for bpe: it needs at least {BPE_MIN_VOCAB} "
+            "(256 byte symbols, the separator and one merge)"
+        )
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,  # the last id is EOT, kept out of the library's reach
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return BpeTokenizer(backend)
+
+
+def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
+    """The tokenizer a manifest describes, verified against its recorded sha256 and size."""
+    if entry.name == "byte":
+        tokenizer: Tokenizer = ByteTokenizer()
+    else:
+        from tokenizers import Tokenizer as Backend
+
+        assert entry.path is not None  # the manifest model requires a path for bpe
+        path = Path(data_dir) / entry.path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read {path} ({exc}); re-run `stack prepare ... --force`") from None
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != entry.sha256:
+            raise BadInput(
+                f"{path} does not match the sha256 in the manifest: it was altered or copied from "
+                "another DATA_DIR; re-run `stack prepare ... --force`"
+            )
+        tokenizer = BpeTokenizer(Backend.from_str(text))
+    if tokenizer.sha256 != entry.sha256 or tokenizer.vocab_size != entry.vocab_size:
+        raise BadInput(
+            f"the manifest's {entry.name} tokenizer (vocab {entry.vocab_size}, sha256 "
+            f"{entry.sha256[:12]}) is not the one this code builds (vocab {tokenizer.vocab_size}, "
+            f"sha256 {tokenizer.sha256[:12]}); re-run `stack prepare ... --force`"
+        )
+    return tokenizer
+
+
+def load_tokenizer(data_dir: Path | str) -> Tokenizer:
+    """The tokenizer a prepared DATA_DIR was made with, checked against its manifest."""
+    from stack.data.manifest import load_manifest
+
+    return tokenizer_from_entry(Path(data_dir), load_manifest(data_dir).tokenizer)

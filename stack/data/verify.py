@@ -1,0 +1,33 @@
+"""Check a whole prepared DATA_DIR against its manifest, as `stack prepare --verify` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stack.data.manifest import SPLITS, Manifest, load_manifest
+from stack.data.shards import open_split
+from stack.data.split import read_index
+from stack.data.tokenizer import tokenizer_from_entry
+
+
+def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | None = None) -> Manifest:
+    """Manifest, tokenizer, every shard (GATE-DATA-003) and split disjointness (GATE-DATA-005).
+
+    With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
+    built and the held-out split holds its minimum number of batches, so a long run does not
+    find out at its first evaluation that the data cannot feed it. Returns the manifest; the
+    first problem is raised exactly as the reader would raise it.
+    """
+    data_dir = Path(data_dir)
+    manifest = load_manifest(data_dir)
+    tokenizer_from_entry(data_dir, manifest.tokenizer)
+    for split in SPLITS:
+        open_split(data_dir, manifest, split)
+    read_index(data_dir / manifest.documents.path)
+    if seq_len is not None:
+        from stack.data.heldout import heldout_batches
+        from stack.data.reader import TokenReader
+
+        TokenReader(data_dir, batch_size=batch_size, seq_len=seq_len, seed=0)
+        heldout_batches(data_dir, batch_size, seq_len)
+    return manifest

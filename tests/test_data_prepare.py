@@ -1,0 +1,339 @@
+"""`stack prepare`: what it writes, what it refuses, and that it never touches what it did not write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput
+from stack.cli import main
+from stack.data import split as splitting
+from stack.data.corpus import STDLIB_SOURCE, stdlib_dir
+from stack.data.manifest import MANIFEST_FILE, load_manifest
+from stack.data.prepare import prepare_corpus
+from stack.data.shards import HEADER, MAGIC, dtype_for
+from stack.data.tokenizer import load_tokenizer
+
+
+def write_docs(root: Path, docs: dict[str, str | bytes]) -> Path:
+    """Write {relative path: text or bytes} under root."""
+    for rel, content in docs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def text_docs(n: int, seed: int = 0) -> dict[str, str]:
+    """n distinct documents of random words."""
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", "gamma", "delta", "löwe", "数据", "x", "yield", "return", "\n"]
+    return {f"doc{i:03d}.txt": f"doc {i}: " + " ".join(rng.choice(words, 40 + i)) for i in range(n)}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Exit code and stderr of `stack ARGV`; a failure must be one line without a traceback."""
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    if code:
+        assert len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err
+    return code, err
+
+
+def shard_tokens(data: Path, split: str) -> np.ndarray:
+    manifest = load_manifest(data)
+    parts = [
+        np.fromfile(data / s.path, dtype="<u2", offset=HEADER.size).astype(np.int64)
+        for s in manifest.shards_of(split)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def test_manifest_shards_and_counts(tmp_path: Path) -> None:
+    docs = text_docs(30) | {
+        "bin/blob.dat": b"\x00\x01\x02binary",
+        "empty.txt": "",
+        "latin1.txt": b"caf\xe9 au lait\n",
+        ".hidden/secret.txt": "never read",
+    }
+    data = tmp_path / "data"
+    corpus = write_docs(tmp_path / "in", docs)
+    os.mkfifo(corpus / "pipe")  # reading it would block forever
+    (corpus / "dangling").symlink_to(tmp_path / "gone")
+    manifest = prepare_corpus([corpus], data, val_fraction=0.2)
+    stats = manifest.sources["main"]
+    assert (stats.files, stats.binary_skipped, stats.empty_skipped, stats.invalid_utf8_files) == (33, 1, 1, 1)
+    assert stats.documents == 31 == manifest.totals["train"].documents + manifest.totals["heldout"].documents
+    assert manifest.totals["heldout"].documents > 0
+    assert manifest.dtype == "uint16" and manifest.tokenizer.vocab_size == 257
+    assert manifest.sha256 == load_manifest(data).sha256
+    for shard in manifest.shards:
+        assert not Path(shard.path).is_absolute()
+        magic, version, itemsize, tokens, documents = HEADER.unpack(
+            (data / shard.path).read_bytes()[: HEADER.size]
+        )
+        assert (magic, version, itemsize, tokens, documents) == (MAGIC, 1, 2, shard.tokens, shard.documents)
+    # Documents are separated by EOT, and the text comes back (invalid bytes as U+FFFD).
+    tok = load_tokenizer(data)
+    texts = {
+        tok.decode(part.tolist())
+        for split in ("train", "heldout")
+        for part in np.split(
+            shard_tokens(data, split), np.flatnonzero(shard_tokens(data, split) == tok.eot_id) + 1
+        )
+        if part.size
+    }
+    assert "caf\ufffd au lait\n" in texts and docs["doc007.txt"] in texts and "never read" not in texts
+
+
+def test_prepare_is_deterministic(tmp_path: Path) -> None:
+    corpus = write_docs(tmp_path / "in", text_docs(20))
+    first = prepare_corpus([corpus], tmp_path / "a", val_fraction=0.3)
+    second = prepare_corpus([corpus], tmp_path / "b", val_fraction=0.3)
+    assert first.sha256 == second.sha256
+    assert (tmp_path / "a" / MANIFEST_FILE).read_bytes() == (tmp_path / "b" / MANIFEST_FILE).read_bytes()
+    third = prepare_corpus([corpus], tmp_path / "c", val_fraction=0.3, seed=1)
+    assert third.sha256 != first.sha256
+
+
+def test_split_follows_content_not_path(tmp_path: Path) -> None:
+    docs = text_docs(40)
+    copies = {f"copies/{rel}": text for rel, text in docs.items()}
+    manifest = prepare_corpus([write_docs(tmp_path / "in", docs | copies)], tmp_path / "d", val_fraction=0.3)
+    assert manifest.duplicate_documents == 40
+    index = np.load(tmp_path / "d" / splitting.INDEX_FILE)
+    for doc in np.unique(index["doc"]):
+        assert len(set(index["heldout"][index["doc"] == doc])) == 1
+    for rel, text in docs.items():
+        sha = splitting.content_sha256(text.encode())
+        assert splitting.assign_split(sha, 0, 0.3) == splitting.assign_split(sha, 0, 0.3), rel
+
+
+def test_sources_by_name_and_glob(tmp_path: Path) -> None:
+    web = write_docs(tmp_path / "web", text_docs(8, seed=1) | {"page.html": "<p>skip me</p>"})
+    code = write_docs(tmp_path / "code", {"a.py": "print('a')\n" * 30, "pkg/b.py": "x = 1\n" * 30})
+    manifest = prepare_corpus(
+        [f"web={web}", code], tmp_path / "d", source="code", glob="*.txt", val_fraction=0
+    )
+    assert set(manifest.sources) == {"web", "code"}
+    assert manifest.sources["web"].documents == 8 and manifest.sources["code"].files == 0
+    assert all(s.path.startswith(f"shards/train-{s.source}-") for s in manifest.shards)
+    manifest = prepare_corpus([code], tmp_path / "e", glob="pkg/*.py", val_fraction=0)
+    assert manifest.sources["main"].documents == 1
+
+
+def test_input_containing_the_output_is_not_read_back(tmp_path: Path) -> None:
+    corpus = write_docs(tmp_path / "in", text_docs(5))
+    first = prepare_corpus([corpus], corpus / "data", val_fraction=0)
+    again = prepare_corpus([corpus], corpus / "data", val_fraction=0, force=True)
+    assert again.sha256 == first.sha256
+    with pytest.raises(BadInput, match="inside --out"):
+        prepare_corpus([corpus / "data" / "shards"], corpus / "data", force=True)
+
+
+def test_bpe_prepare_writes_its_tokenizer(tmp_path: Path) -> None:
+    docs = text_docs(12)
+    data = tmp_path / "d"
+    manifest = prepare_corpus(
+        [write_docs(tmp_path / "in", docs)], data, tokenizer="bpe", vocab_size=320, val_fraction=0
+    )
+    assert manifest.tokenizer.path == "tokenizer.json" and (data / "tokenizer.json").is_file()
+    assert manifest.tokenizer.vocab_size <= 320 and manifest.dtype == "uint16"
+    tok = load_tokenizer(data)
+    ids = shard_tokens(data, "train")
+    assert manifest.totals["train"].tokens == len(ids) < sum(len(t.encode()) for t in docs.values())
+    first_doc = ids[: int(np.flatnonzero(ids == tok.eot_id)[0])]
+    assert tok.decode(first_doc.tolist()) == docs["doc000.txt"]
+
+
+def test_dtype_follows_the_vocabulary() -> None:
+    assert (
+        dtype_for(257) == "uint16" and dtype_for(1 << 16) == "uint16" and dtype_for((1 << 16) + 1) == "uint32"
+    )
+
+
+def test_default_corpus_whole_in_seconds(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    manifest = prepare_corpus([], tmp_path / "d", default=True)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 20, elapsed
+    assert list(manifest.sources) == [STDLIB_SOURCE]
+    total = manifest.totals["train"].tokens + manifest.totals["heldout"].tokens
+    assert total > 10_000_000 and manifest.totals["heldout"].tokens > 0
+    assert manifest.sources[STDLIB_SOURCE].files == sum(
+        1
+        for p in stdlib_dir().rglob("*.py")
+        if not ({"site-packages", "dist-packages", "__pycache__"} & set(p.parts))
+        and not any(part.startswith(".") for part in p.relative_to(stdlib_dir()).parts)
+    )
+
+
+def test_default_corpus_subset_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run_cli(capsys, "prepare", "--default", "--glob", "json/*.py", "--out", str(tmp_path / "d"))
+    assert code == 0
+    manifest = load_manifest(tmp_path / "d")
+    assert 3 <= manifest.sources[STDLIB_SOURCE].documents < 20
+
+
+# -- --force: replace only what prepare wrote --------------------------------------------------
+
+
+def test_existing_data_dir_needs_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = write_docs(tmp_path / "in", text_docs(5))
+    data = tmp_path / "d"
+    assert run_cli(capsys, "prepare", str(corpus), "--out", str(data), "--val-fraction", "0")[0] == 0
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(data))
+    assert code == EXIT_BAD_INPUT and "already exists" in err and "--force" in err
+
+
+def test_force_replaces_only_its_own_files(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    prepare_corpus([write_docs(tmp_path / "one", {"a.txt": "first corpus " * 50})], data, val_fraction=0)
+    old = {s.path for s in load_manifest(data).shards}
+    (data / "notes.md").write_text("mine", encoding="utf-8")
+    (data / "shards" / "keep.bin").write_bytes(b"user file")
+    prepare_corpus(
+        [f"other={write_docs(tmp_path / 'two', {'b.txt': 'second ' * 50})}"], data, force=True, val_fraction=0
+    )
+    new = {s.path for s in load_manifest(data).shards}
+    assert old.isdisjoint(new) and all((data / p).is_file() for p in new)
+    assert not any((data / p).exists() for p in old)
+    assert (data / "notes.md").read_text(encoding="utf-8") == "mine"
+    assert (data / "shards" / "keep.bin").read_bytes() == b"user file"
+    assert not [p for p in data.iterdir() if p.name.startswith(".prepare-")]
+
+
+def test_force_never_overwrites_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d"
+    write_docs(data, {"documents.npy": b"a user's own file"})
+    corpus = write_docs(tmp_path / "in", text_docs(5))
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(data), "--force")
+    assert code == EXIT_BAD_INPUT and "refusing to overwrite" in err and "documents.npy" in err
+    assert (data / "documents.npy").read_bytes() == b"a user's own file"
+    assert sorted(p.name for p in data.iterdir()) == ["documents.npy"]
+
+
+def test_force_with_a_corrupt_manifest_deletes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "d"
+    prepare_corpus([write_docs(tmp_path / "in", text_docs(5))], data, val_fraction=0)
+    (data / MANIFEST_FILE).write_text("{not json", encoding="utf-8")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    code, err = run_cli(capsys, "prepare", str(tmp_path / "in"), "--out", str(data), "--force")
+    assert code == EXIT_BAD_INPUT and "manifest.json" in err and "not JSON" in err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+# -- bad input: one line, exit 2 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("docs", "extra", "needle"),
+    [
+        ({"a.bin": b"\x00\x00", "b.txt": ""}, [], "empty corpus"),
+        ({"a.txt": "text"}, ["--glob", "*.md"], "no files matched --glob *.md"),
+        (
+            {"a.txt": "text"},
+            ["--tokenizer", "bpe", "--vocab-size", "70000", "--dtype", "uint16"],
+            "does not fit",
+        ),
+        ({"a.txt": "text"}, ["--vocab-size", "300"], "--vocab-size applies to --tokenizer bpe"),
+        ({"a.txt": "text"}, ["--val-fraction", "1.5"], "--val-fraction"),
+        ({"a.txt": "text"}, ["--source", "no/slash"], "source name"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], docs: dict, extra: list[str], needle: str
+) -> None:
+    corpus = write_docs(tmp_path / "in", docs)
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(tmp_path / "d"), *extra)
+    assert code == EXIT_BAD_INPUT and needle in err
+    assert not (tmp_path / "d").exists()  # a failed prepare leaves no DATA_DIR it created
+
+
+def test_missing_input_and_no_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(capsys, "prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "d"))
+    assert code == EXIT_BAD_INPUT and "does not exist" in err
+    code, err = run_cli(capsys, "prepare", "--out", str(tmp_path / "d"))
+    assert code == EXIT_BAD_INPUT and "nothing to prepare" in err
+
+
+def _prepared(tmp_path: Path, name: str = "d", seed: int = 0) -> Path:
+    data = tmp_path / name
+    prepare_corpus([write_docs(tmp_path / f"in-{name}", text_docs(20, seed))], data, val_fraction=0.2)
+    return data
+
+
+def test_corrupt_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _prepared(tmp_path)
+    raw = json.loads((data / MANIFEST_FILE).read_text(encoding="utf-8"))
+    raw["shards"][0]["tokens"] += 1  # totals no longer add up
+    (data / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+    assert code == EXIT_BAD_INPUT and "manifest.json is corrupt" in err
+    (data / MANIFEST_FILE).write_text("[]", encoding="utf-8")
+    assert run_cli(capsys, "prepare", "--verify", "--out", str(data))[0] == EXIT_BAD_INPUT
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(tmp_path / "none"))
+    assert code == EXIT_BAD_INPUT and "does not exist" in err
+
+
+def test_manifest_pointing_outside_data_dir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, other = _prepared(tmp_path), _prepared(tmp_path, "other", seed=1)
+    raw = json.loads((data / MANIFEST_FILE).read_text(encoding="utf-8"))
+    for path in (f"../other/{raw['shards'][0]['path']}", str(other / raw["shards"][0]["path"])):
+        raw["shards"][0]["path"] = path
+        (data / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+        code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+        assert code == EXIT_BAD_INPUT and "stay inside" in err
+    (data / "shards" / "link.bin").symlink_to(other / raw["shards"][0]["path"].split("other/")[-1])
+    raw["shards"][0]["path"] = "shards/link.bin"
+    (data / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+    assert code == EXIT_BAD_INPUT and "resolves outside" in err
+
+
+def test_shard_from_another_data_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, other = _prepared(tmp_path), _prepared(tmp_path, "other", seed=1)
+    shard = load_manifest(data).shards_of("train")[0].path
+    shutil.copyfile(other / shard, data / shard)
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+    assert code == EXIT_BAD_INPUT and shard in err and "GATE-DATA-003" in err
+
+
+def test_verify_preflight_catches_a_context_longer_than_the_corpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _prepared(tmp_path)
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data), "--seq-len", "100000")
+    assert code == EXIT_BAD_INPUT and "context longer than the corpus" in err
+    seq_len = load_manifest(data).totals["heldout"].tokens // 8  # 8 held-out windows, fewer than 16
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data), "--seq-len", str(seq_len))
+    assert code == EXIT_BAD_INPUT and "held-out split" in err
+    assert run_cli(capsys, "prepare", "--verify", "--out", str(data))[0] == 0
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_split_by_position_is_caught_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant the bug: split by position in the walk, so a duplicated file lands on both sides."""
+    text = text_docs(1)["doc000.txt"]
+    corpus = write_docs(tmp_path / "in", {"a/copy.txt": text, "b/copy.txt": text} | text_docs(6, seed=3))
+    turn = iter(range(1000))
+    monkeypatch.setattr(splitting, "assign_split", lambda *_: "heldout" if next(turn) % 2 else "train")
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(tmp_path / "d"))
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "in both train and held-out" in err
+    assert not (tmp_path / "d").exists()
