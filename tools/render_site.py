@@ -24,6 +24,7 @@ from audit import (
     scan_bindings,
     scan_falsifiers,
 )
+from plots import training_curves
 
 from contracts.errors import BadInput
 from contracts.schemas import json_schemas
@@ -101,8 +102,35 @@ def gates_index(rows: list[CoverageRow], spec: Spec) -> str:
     return "\n".join(out) + "\n"
 
 
-def run_page(loaded: LoadedEvidence) -> str:
-    """One evidence record: what ran, on what, and every gate's verdict."""
+def read_jsonl(path: Path) -> list[dict]:
+    """The lines of a JSON-lines file; a missing file has none, a torn line is skipped."""
+    if not path.is_file():
+        return []
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except json.JSONDecodeError:
+            continue
+    return lines
+
+
+def run_plots(loaded: LoadedEvidence) -> dict[str, str]:
+    """plot name → SVG for one run, from the metrics.jsonl beside its record."""
+    return training_curves(read_jsonl(loaded.path.parent / "metrics.jsonl"))
+
+
+PLOT_TITLES = {
+    "loss": "Loss and held-out loss",
+    "lr": "Learning rate",
+    "grad_norm": "Gradient norm",
+    "tokens_per_s": "Throughput",
+    "coherence": "Coherence of samples",
+}
+
+
+def run_page(loaded: LoadedEvidence, plots: list[str]) -> str:
+    """One evidence record: what ran, on what, every gate's verdict, and its curves."""
     record = loaded.record
     assert record is not None
     run = record.run
@@ -132,6 +160,10 @@ def run_page(loaded: LoadedEvidence) -> str:
             )
     else:
         out.append("This run judged no gate.")
+    if plots:
+        out.append("\n## Curves\n")
+        for name in plots:
+            out.append(f"### {PLOT_TITLES.get(name, name)}\n\n![{name}]({run.id}/{name}.svg)\n")
     if record.waivers:
         out.append("\n## Waivers\n")
         out += [f"- {w.gate}: {_cell(w.reason)}" for w in record.waivers]
@@ -161,6 +193,33 @@ def evidence_index(records: list[LoadedEvidence]) -> str:
             f"| [{r.run.id}]({r.run.id}.md) | {r.run.kind} | {r.run.status.value} | "
             f"{r.run.started:%Y-%m-%d %H:%M} | {len(r.gates)} | {fails} |"
         )
+    return "\n".join(out) + "\n"
+
+
+def benchmarks_page(spec: Spec, records: list[LoadedEvidence]) -> str:
+    """Each benchmark goal of the spec with its latest measurement from the ledger."""
+    out = [BANNER, "# Benchmarks\n"]
+    out.append(
+        "Goals come from `spec/benchmarks.yaml`; measurements from the newest benchmark evidence "
+        "record of each. A benchmark measures and records; it never fails a build.\n"
+    )
+    out.append("| benchmark | goal | measured | met | run |\n|---|---|---|---|---|")
+    dated = sorted((e for e in records if e.record), key=lambda e: e.record.run.started, reverse=True)  # type: ignore[union-attr]
+    for goal in spec.benchmarks.values():
+        latest = next((e.record for e in dated if e.record.metrics.get("benchmark") == goal.name), None)  # type: ignore[union-attr]
+        op = "≤" if goal.direction == "at_most" else "≥"
+        if latest is None:
+            out.append(f"| {_cell(goal.title)} | {goal.metric} {op} {goal.goal} | not measured yet | — | — |")
+            continue
+        measured = latest.metrics.get(goal.metric)
+        met = latest.metrics.get("met")
+        note = latest.metrics.get("note")
+        shown = "—" if measured is None else measured
+        verdict = {True: "yes", False: "**no**", None: "n/a"}.get(met, str(met))  # type: ignore[arg-type]
+        if note:
+            verdict += f" ({_cell(note)})"
+        link = f"[{latest.run.id}](evidence/{latest.run.id}.md)"
+        out.append(f"| {_cell(goal.title)} | {goal.metric} {op} {goal.goal} | {shown} | {verdict} | {link} |")
     return "\n".join(out) + "\n"
 
 
@@ -199,12 +258,17 @@ def render(root: Path, extra_runs: list[Path] | None = None) -> list[Path]:
         out_dir / "spec.md": spec_page(spec),
         out_dir / "gates" / "index.md": gates_index(rows, spec),
         out_dir / "evidence" / "index.md": evidence_index(records),
+        out_dir / "benchmarks.md": benchmarks_page(spec, records),
     }
     for row in rows:
         pages[out_dir / "gates" / f"{row.gate.id}.md"] = gate_page(row, spec)
     for loaded in records:
         if loaded.record is not None:
-            pages[out_dir / "evidence" / f"{loaded.record.run.id}.md"] = run_page(loaded)
+            plots = run_plots(loaded)
+            run_id = loaded.record.run.id
+            for name, svg in plots.items():
+                pages[out_dir / "evidence" / run_id / f"{name}.svg"] = svg
+            pages[out_dir / "evidence" / f"{run_id}.md"] = run_page(loaded, list(plots))
     for name, schema in json_schemas().items():
         pages[out_dir / "schemas" / f"{name}.schema.json"] = json.dumps(schema, indent=2) + "\n"
     for path, text in pages.items():
