@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest integrity site bench clean-site
+.PHONY: demo test lint pytest browser-deps integrity site bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,8 +42,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser-deps
 	$(BIN)/python -m pytest
+
+# The site's browser test drives Debian's Chromium; install it when missing and we may.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing and not root: the browser test will be skipped (CI installs it)"; fi; }
 
 integrity: $(STAMP)
 	$(BIN)/python tools/check_integrity.py
