@@ -196,6 +196,14 @@ def evidence_index(records: list[LoadedEvidence]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _benchmarks_of(loaded: LoadedEvidence) -> list[str]:
+    """The benchmark goals a record measured: its `benchmark`, plus any it lists under `also`."""
+    assert loaded.record is not None
+    metrics = loaded.record.metrics
+    also = metrics.get("also")
+    return [str(metrics.get("benchmark")), *(also if isinstance(also, list) else [])]
+
+
 def benchmarks_page(spec: Spec, records: list[LoadedEvidence]) -> str:
     """Each benchmark goal of the spec with its latest measurement from the ledger."""
     out = [BANNER, "# Benchmarks\n"]
@@ -206,16 +214,18 @@ def benchmarks_page(spec: Spec, records: list[LoadedEvidence]) -> str:
     out.append("| benchmark | goal | measured | met | run |\n|---|---|---|---|---|")
     dated = sorted((e for e in records if e.record), key=lambda e: e.record.run.started, reverse=True)  # type: ignore[union-attr]
     for goal in spec.benchmarks.values():
-        latest = next((e.record for e in dated if e.record.metrics.get("benchmark") == goal.name), None)  # type: ignore[union-attr]
+        latest = next((e.record for e in dated if goal.name in _benchmarks_of(e)), None)
         op = "≤" if goal.direction == "at_most" else "≥"
         if latest is None:
             out.append(f"| {_cell(goal.title)} | {goal.metric} {op} {goal.goal} | not measured yet | — | — |")
             continue
         measured = latest.metrics.get(goal.metric)
-        met = latest.metrics.get("met")
         note = latest.metrics.get("note")
         shown = "—" if measured is None else measured
-        verdict = {True: "yes", False: "**no**", None: "n/a"}.get(met, str(met))  # type: ignore[arg-type]
+        # The spec's goal judges the number; a record's own opinion is not consulted.
+        verdict = (
+            "n/a" if not isinstance(measured, int | float) else ("yes" if goal.met(measured) else "**no**")
+        )
         if note:
             verdict += f" ({_cell(note)})"
         link = f"[{latest.run.id}](evidence/{latest.run.id}.md)"
