@@ -63,3 +63,7 @@ site: $(STAMP)
 ## bench: measure, and write the results as evidence under evidence/runs/
 bench: $(STAMP)
 	$(BIN)/python benchmarks/integrity.py
+	$(BIN)/python benchmarks/reader.py
+	$(BIN)/python benchmarks/attention.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/smoke.py
