@@ -22,13 +22,20 @@ GOAL = "smoke_wall_time"
 def main() -> int:
     record = new_record("benchmark", run_id("bench-smoke"), sys.argv, device="cpu")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_smoke.py"], cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "tests/test_smoke.py"], cwd=ROOT, check=False
+    )
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         print("bench-smoke: the smoke test failed; nothing recorded", file=sys.stderr)
         return 1
     goal = load_spec().benchmark(GOAL)
-    record.metrics = {"benchmark": GOAL, "seconds": round(seconds, 2), "goal": goal.goal, "met": goal.met(seconds)}
+    record.metrics = {
+        "benchmark": GOAL,
+        "seconds": round(seconds, 2),
+        "goal": goal.goal,
+        "met": goal.met(seconds),
+    }
     record.run.status, record.run.finished = RunStatus.COMPLETED, now()
     path = write_evidence(ROOT / "evidence" / "runs" / record.run.id, record)
     print(f"{GOAL}: {seconds:.1f} s (goal ≤ {goal.goal} s) -> {path.relative_to(ROOT)}")
