@@ -146,3 +146,17 @@ def test_a_dead_rank_stops_the_run_and_leaves_valid_checkpoints(data: Path, tmp_
     visible = ckpt.list_checkpoints(out)
     assert visible and all(ckpt.verify(path) is None for path in visible)
     assert json.loads((out / "metadata.json").read_text())["run"]["status"] != "completed"
+
+
+@pytest.mark.gate("GATE-DIST-001")
+def test_fsdp_matches_one_process_and_resumes_exactly(data: Path, single: Path, tmp_path: Path) -> None:
+    sharded = tmp_path / "fsdp"
+    run_train(*smoke(data, sharded, 2, "--nproc", "2", "--set", "train.parallel='fsdp'"))
+    assert mismatches(single, sharded) == []
+    resumed = tmp_path / "resumed"
+    shutil.copytree(sharded, resumed)
+    shutil.rmtree(ckpt.step_dir(resumed, 6))
+    run_train("--resume", resumed, "--nproc", "2")
+    assert [(ln["loss"], ln["batch_sha256"]) for ln in step_lines(resumed)] == [
+        (ln["loss"], ln["batch_sha256"]) for ln in step_lines(sharded)
+    ]

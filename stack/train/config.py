@@ -39,6 +39,9 @@ class TrainSection(Section):
     precision: Precision = "fp32"
     device: Device = "auto"
     compile: bool = Field(default=False, description="torch.compile the model")
+    parallel: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="data-parallel strategy under torchrun: replicate (ddp) or shard (fsdp)"
+    )
     seed: int = 0
     log_every: int = Field(default=10, gt=0, description="steps between progress lines off a terminal")
 

@@ -88,3 +88,70 @@ def barrier(world: World) -> None:
     """Wait for every rank (a no-op for a world of one)."""
     if world.distributed:
         dist.barrier()
+
+
+def shard(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> None:
+    """FSDP2: shard each transformer block, then the rest, so no rank holds the whole model."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks:
+        fully_shard(block)
+    fully_shard(model)
+
+
+def _full_options(cpu_offload: bool):  # -> StateDictOptions
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+
+
+def gather_full(
+    world: World,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    plain_model: torch.nn.Module | None,
+    plain_optimizer: torch.optim.Optimizer | None,
+) -> None:
+    """Copy a sharded model's and optimizer's full state into unsharded twins on rank 0.
+
+    A collective: every rank calls it; only rank 0 passes (and fills) the twins. Checkpoints are
+    then written from the twins in the single-process format, so one loader reads both.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = _full_options(cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=options)
+    if world.is_main:
+        assert plain_model is not None and plain_optimizer is not None
+        plain_model.load_state_dict(model_state)
+        set_optimizer_state_dict(plain_model, plain_optimizer, optim_state, options=_full_options(False))
+
+
+def scatter_full(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    plain_model: torch.nn.Module,
+    plain_optimizer: torch.optim.Optimizer,
+) -> None:
+    """Load unsharded twins (read from a checkpoint on every rank) into the sharded model and optimizer."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = _full_options(cpu_offload=False)
+    set_model_state_dict(model, plain_model.state_dict(), options=options)
+    full_optim = get_optimizer_state_dict(plain_model, plain_optimizer, options=options)
+    set_optimizer_state_dict(model, optimizer, full_optim, options=options)
+
+
+def local_value(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a DTensor (FSDP2's gradient norm), or the tensor itself."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if callable(full) else tensor

@@ -172,7 +172,10 @@ class Trainer:
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_attention_paths(self.model)
         wrapped: torch.nn.Module = self.model
-        if self.world.distributed:
+        self.sharded = self.world.distributed and train.parallel == "fsdp"
+        if self.sharded:
+            distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
+        elif self.world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward_model: Callable[..., Any] = torch.compile(wrapped) if train.compile else wrapped
@@ -221,8 +224,14 @@ class Trainer:
     def restore(self, checkpoint: ckpt.Checkpoint) -> None:
         """Continue exactly where `checkpoint` left off."""
         state = checkpoint.state
-        ckpt.load_weights(checkpoint, self.model)
-        ckpt.load_optimizer(checkpoint, self.optimizer)
+        if self.sharded:
+            plain_model, plain_optimizer = self._plain_twins()
+            ckpt.load_weights(checkpoint, plain_model)
+            ckpt.load_optimizer(checkpoint, plain_optimizer)
+            distributed.scatter_full(self.model, self.optimizer, plain_model, plain_optimizer)
+        else:
+            ckpt.load_weights(checkpoint, self.model)
+            ckpt.load_optimizer(checkpoint, self.optimizer)
         if state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.reader.load_state_dict(state["reader"])
@@ -249,12 +258,22 @@ class Trainer:
             "tokenizer": tokenizer_state(self.tokenizer),
         }
 
+    def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
+        """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
+        plain = GPT(self.config.model)
+        return plain, build_optimizer(plain, self.config, torch.device("cpu"))
+
     def save(self) -> Path:
         """Write a checkpoint of the current step (rank 0), prune old ones, and tell the evidence."""
         path = ckpt.step_dir(self.run_dir, self.state.step)
+        model, optimizer = self.model, self.optimizer
+        if self.sharded:  # every rank takes part in gathering the full state; rank 0 receives it
+            model, optimizer = self._plain_twins() if self.world.is_main else (None, None)
+            distributed.gather_full(self.world, self.model, self.optimizer, model, optimizer)
         if self.world.is_main:
+            assert model is not None and optimizer is not None
             path = ckpt.save_checkpoint(
-                self.run_dir, self.state.step, self.model, self.optimizer, self.checkpoint_state()
+                self.run_dir, self.state.step, model, optimizer, self.checkpoint_state()
             )
             if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
                 self.state.best_checkpoint = path.name
@@ -295,7 +314,9 @@ class Trainer:
             self.scaler.scale(loss / train.grad_accum).backward()
             total += loss.detach()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
+        grad_norm = distributed.local_value(
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
+        )
         both = distributed.mean_across(self.world, torch.stack([total / train.grad_accum, grad_norm]))
         loss_value, grad_value = (float(v) for v in both.tolist())
         check_finite(loss_value, grad_value, step)
@@ -332,14 +353,15 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Held-out loss over the fixed batches; feeds early stopping and overfit detection."""
         self.model.eval()
-        # Each rank scores every world.size-th batch; the mean over ranks, times size, fills the rest.
+        # Replicas split the batches and sum their shares; shards must all run every forward together.
+        share = 1 if self.sharded else self.world.size
         losses = torch.zeros(len(self.heldout), device=self.device)
-        for i in range(self.world.rank, len(self.heldout), self.world.size):
+        for i in range(self.world.rank % share, len(self.heldout), share):
             batch = self.heldout[i].to(self.device)
             with self._autocast():
                 _, loss = self.model(batch[:, :-1], batch[:, 1:])
             losses[i] = loss.float()
-        values = (distributed.mean_across(self.world, losses) * self.world.size).tolist()
+        values = (losses if self.sharded else distributed.mean_across(self.world, losses) * share).tolist()
         mean, stderr = mean_and_stderr(values)
         step = self.state.step
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
