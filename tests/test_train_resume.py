@@ -175,3 +175,35 @@ def test_a_changed_mixture_on_resume_is_applied_and_recorded(
     assert record["config"]["data"]["weights"] == {"main": 0.5}
     later = [ln["batch_sha256"] for ln in step_lines(run)][4:]
     assert later != [ln["batch_sha256"] for ln in step_lines(straight)][4:]
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(data: Path, straight: Path, tmp_path: Path) -> None:
+    run = tmp_path / "finetune"
+    assert (
+        train(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--preset",
+                "smoke",
+                "--init-from",
+                str(straight),
+            ]
+        )
+        == 0
+    )
+    first = step_lines(run)[0]
+    assert first["step"] == 1 and first["loss"] < step_lines(straight)[-1]["loss"] + 0.5
+    record = evidence(run)
+    assert record["metrics"]["init_from"]["step"] == 8
+    assert verdicts(run)["GATE-TRAIN-004"] == "NOT_RUN"  # a trained start is not a fresh init
+
+
+def test_init_from_and_resume_together_is_bad_input(
+    straight: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(["train", "--resume", str(straight), "--init-from", str(straight)]) == 2
+    assert "pick one" in capsys.readouterr().err

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reason", action="append", default=[], help="why the matching --waive is acceptable"
     )
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="RUN_DIR|CKPT",
+        help="start a new run from these weights (fine-tuning)",
+    )
+    parser.add_argument(
         "--evidence-dir", type=Path, help="also file the evidence record in this ledger directory"
     )
     parser.add_argument(
@@ -65,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
     for gate_id in args.waive:
         load_spec().gate(gate_id)
+    if args.resume is not None and args.init_from is not None:
+        raise BadInput(
+            "--resume continues a run with its own weights; --init-from starts a new run: pick one"
+        )
     if args.resume is not None and (args.out is not None or args.preset is not None):
         raise BadInput(
             "--resume continues an existing run: drop --out and --preset (use --set to change keys)"
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         waivers=[Waiver(gate=g, reason=r) for g, r in zip(args.waive, args.reason, strict=True)],
         evidence_dir=args.evidence_dir,
         argv=args.argv,
+        init_from=args.init_from,
     )
     return train(request, step_progress)
 

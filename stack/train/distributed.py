@@ -139,16 +139,19 @@ def scatter_full(
     plain_optimizer: torch.optim.Optimizer,
 ) -> None:
     """Load unsharded twins (read from a checkpoint on every rank) into the sharded model and optimizer."""
-    from torch.distributed.checkpoint.state_dict import (
-        get_optimizer_state_dict,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 
     options = _full_options(cpu_offload=False)
-    set_model_state_dict(model, plain_model.state_dict(), options=options)
+    scatter_model(model, plain_model)
     full_optim = get_optimizer_state_dict(plain_model, plain_optimizer, options=options)
     set_optimizer_state_dict(model, optimizer, full_optim, options=options)
+
+
+def scatter_model(model: torch.nn.Module, plain_model: torch.nn.Module) -> None:
+    """Load an unsharded model's weights into the sharded `model`."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(model, plain_model.state_dict(), options=_full_options(cpu_offload=False))
 
 
 def local_value(tensor: torch.Tensor) -> torch.Tensor:

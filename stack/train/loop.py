@@ -173,6 +173,7 @@ class Trainer:
         check_attention_paths(self.model)
         wrapped: torch.nn.Module = self.model
         self.sharded = self.world.distributed and train.parallel == "fsdp"
+        self.fine_tuning = False
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -258,6 +259,16 @@ class Trainer:
             "tokenizer": tokenizer_state(self.tokenizer),
         }
 
+    def start_from(self, checkpoint: ckpt.Checkpoint) -> None:
+        """Begin a new run from another run's (or an imported model's) weights: fine-tuning."""
+        if self.sharded:
+            plain_model, _ = self._plain_twins()
+            ckpt.load_weights(checkpoint, plain_model)
+            distributed.scatter_model(self.model, plain_model)
+        else:
+            ckpt.load_weights(checkpoint, self.model)
+        self.fine_tuning = True
+
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
         plain = GPT(self.config.model)
@@ -320,7 +331,7 @@ class Trainer:
         both = distributed.mean_across(self.world, torch.stack([total / train.grad_accum, grad_norm]))
         loss_value, grad_value = (float(v) for v in both.tolist())
         check_finite(loss_value, grad_value, step)
-        if step == 1:
+        if step == 1 and not self.fine_tuning:  # a trained start is meant to be far below ln(vocab)
             check_first_loss(loss_value, self.config.model.vocab, step)
         self.scaler.step(self.optimizer)
         self.scaler.update()

@@ -37,10 +37,12 @@ from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import load_tokenizer
+from stack.model.config import ModelConfig
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.loop import Trainer
 from stack.train.metrics import METRICS_FILE
+from stack.train.trained import resolve_checkpoint
 
 CONFIG_FILE = "config.toml"
 RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -77,6 +79,7 @@ class TrainRequest:
     waivers: list[Waiver]
     evidence_dir: Path | None
     argv: list[str]
+    init_from: Path | None = None
 
 
 def _check_run_dir_name(run_dir: Path) -> str:
@@ -124,7 +127,21 @@ def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpo
         )
     tokenizer = load_tokenizer(request.data_dir)
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size)
+    if request.init_from is not None:
+        config = _with_model_of(config, request.init_from)
     return run_dir, request.data_dir, config, None, []
+
+
+def _with_model_of(config: RunConfig, init_from: Path) -> RunConfig:
+    """The run's config with the model shape of the checkpoint it starts from (attention path kept)."""
+    source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
+    model = {**source.state["config"]["model"], "attention": config.model.attention}
+    if model["vocab"] != config.model.vocab:
+        raise BadInput(
+            f"--init-from {init_from} has vocab {model['vocab']} but the data's tokenizer has "
+            f"{config.model.vocab}; prepare the data with the checkpoint's tokenizer"
+        )
+    return config.model_copy(update={"model": ModelConfig.model_validate(model)})
 
 
 class RunRecord:
@@ -251,6 +268,10 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
                 )
                 if checkpoint is not None:
                     trainer.restore(checkpoint)
+                elif request.init_from is not None:
+                    source = ckpt.load_checkpoint(resolve_checkpoint(request.init_from))
+                    trainer.start_from(source)
+                    record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
                 status = trainer.run(resumed=resumed)
         except GateViolation as exc:
             evidence.refresh(trainer, RunStatus.HALTED, str(exc))

@@ -1,0 +1,37 @@
+"""`stack import-hf`: a local Hugging Face Llama directory as a stack checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "import-hf",
+        help="import a local Hugging Face Llama directory as a stack checkpoint",
+        description="Read DIR (config.json, model.safetensors, and the tokenizer record that "
+        "`stack export --format hf` writes) into OUT/checkpoints/step-0000000 with a fresh optimizer "
+        "state, after checking that the stack computes the logits transformers computes "
+        "(GATE-EXPORT-001). Nothing is downloaded: DIR must be local.",
+    )
+    parser.add_argument("path", type=Path, metavar="DIR")
+    parser.add_argument("--out", type=Path, required=True, help="the new directory for the checkpoint")
+    parser.add_argument(
+        "--sample-text", type=Path, metavar="FILE", help="text to check parity on (default: built-in)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace OUT if it holds an earlier import")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Import, then say where the checkpoint is and what the parity check measured."""
+    from stack.export.importer import import_hf
+
+    result = import_hf(args.path, args.out, force=args.force, sample_text=args.sample_text)
+    check = result.record["parity"]
+    print(
+        f"wrote {result.checkpoint}: logits within {check['max_abs_diff']:.3g} of transformers' over "
+        f"{check['positions']} positions (threshold {check['threshold']})"
+    )
+    return 0

@@ -1,0 +1,36 @@
+"""The optional libraries of export and import, and the one-line fix when one is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+from importlib import metadata
+
+from contracts.errors import BadInput
+
+INSTALL_HINT = "pip install 'gatestack[export]'"
+# What each format needs: transformers is the reference for HF, onnxscript is what torch's
+# ONNX exporter is written in, onnxruntime runs and quantises the graphs.
+NEEDS = {
+    "hf": ("transformers",),
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+}
+# Recorded in export.json, so an export says which libraries checked it.
+RECORDED = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "gatestack")
+
+
+def require(fmt: str) -> None:
+    """Refuse, before any work, when a library the format needs is not installed."""
+    missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BadInput(f"{fmt} export/import needs {', '.join(missing)}: {INSTALL_HINT}")
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the libraries that took part, read from package metadata."""
+    found: dict[str, str | None] = {}
+    for name in RECORDED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

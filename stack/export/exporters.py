@@ -1,0 +1,185 @@
+"""`stack export`'s two formats, from checkpoint to a checked directory with its export.json.
+
+Both follow one order: load the checkpoint, compute the stack's logits on the sample, write the
+artefacts into a staging directory, load each back in its runtime and compare, give each file
+its verified name only if its check passed, write export.json (the export's evidence: format,
+opset, parity numbers, sha256 of every file, source checkpoint), move the directory into place,
+and only then let the gates speak. So a failed check still leaves the evidence of why, beside
+a file whose name says it is unverified, and the command exits 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
+from contracts.gates import Outcome
+from contracts.spec import load_spec
+from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
+from stack.export.sample import Sample, resolve_sample
+from stack.train import checkpoint as ckpt
+from stack.train.trained import Trained, load_trained, tokenizer_state
+
+if TYPE_CHECKING:
+    import torch
+
+RECORD = "export.json"
+FORMATS = ("hf", "onnx")
+Checks = list[tuple[parity.LogitsParity, Outcome]]
+
+
+@dataclass
+class ExportRequest:
+    """What the command line asked for."""
+
+    checkpoint: Path
+    fmt: str
+    out: Path
+    int8: bool = False
+    sample_text: Path | None = None
+    opset: int = onnx_export.DEFAULT_OPSET
+    force: bool = False
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportResult:
+    """Where the export went, its evidence record, and each artefact's measurement and verdict."""
+
+    out: Path
+    record: dict[str, Any]
+    checks: Checks
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for _, outcome in self.checks)
+
+
+def _validate(request: ExportRequest) -> None:
+    if request.fmt not in FORMATS:
+        raise BadInput(f"unknown --format {request.fmt!r}; use one of: {', '.join(FORMATS)}")
+    if request.int8 and request.fmt != "onnx":
+        raise BadInput("--int8 quantises an ONNX graph; use it with --format onnx")
+    deps.require(request.fmt)
+    outdir.check_out(request.out, request.force, RECORD)
+
+
+def _record(request: ExportRequest, trained: Trained, sample: Sample) -> dict[str, Any]:
+    path = trained.checkpoint.path
+    return {
+        "format": request.fmt,
+        "opset": None,
+        "source_checkpoint": {
+            "path": str(path.resolve()),
+            "step": trained.checkpoint.step,
+            "manifest_sha256": sha256_file(path / ckpt.MANIFEST),
+            "config_sha256": trained.config.sha256,
+        },
+        "tokenizer": {k: v for k, v in tokenizer_state(trained.tokenizer).items() if k != "json"},
+        "sample": sample.describe(),
+        "spec_version": load_spec().version,
+        "versions": deps.versions(),
+        "argv": request.argv,
+        "parity": {},
+    }
+
+
+def _settle(
+    written: Path, check: parity.LogitsParity, outcome: Outcome, record: dict[str, Any], gate: str
+) -> None:
+    """Name `written` by its verdict (`model.onnx` or `model.unverified.onnx`) and record the check."""
+    final = written.with_name(written.name.replace(outdir.UNVERIFIED, ""))
+    target = final if outcome.ok else outdir.unverified(final)
+    if written != target:
+        os.replace(written, target)
+    record["parity"][final.name] = {
+        **check.as_dict(),
+        "gate": gate,
+        "ok": outcome.ok,
+        "threshold": outcome.threshold,
+        "message": outcome.message,
+        "file": target.name,
+    }
+
+
+def _write_hf(
+    tmp: Path, trained: Trained, sample: Sample, reference: torch.Tensor, record: dict[str, Any]
+) -> Checks:
+    """config.json, model.safetensors and the tokenizer files, checked in transformers."""
+    from safetensors.torch import save_file
+
+    config = hf.hf_config(trained.config.model, trained.tokenizer)
+    (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    weights = tmp / "model.safetensors"  # the name transformers looks for; renamed below if unchecked
+    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
+    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    check = parity.compare_logits(weights.name, reference, runtimes.hf_logits(tmp, sample.windows))
+    outcome = parity.hf_outcome(check)
+    _settle(weights, check, outcome, record, parity.HF_GATE)
+    return [(check, outcome)]
+
+
+def _write_onnx(
+    tmp: Path,
+    trained: Trained,
+    sample: Sample,
+    reference: torch.Tensor,
+    record: dict[str, Any],
+    request: ExportRequest,
+) -> Checks:
+    """model.onnx (and with --int8 model.int8.onnx) plus the tokenizer files, checked in ONNX Runtime."""
+    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    fp32 = outdir.unverified(tmp / "model.onnx")
+    onnx_export.export_graph(trained.model, fp32, request.opset)
+    record["opset"] = onnx_export.graph_opset(fp32)
+    check = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
+    outcome = parity.fp32_outcome(check)
+    _settle(fp32, check, outcome, record, parity.ONNX_GATE)
+    checks = [(check, outcome)]
+    if not request.int8:
+        return checks
+    if not outcome.ok:
+        record["parity"]["model.int8.onnx"] = {"ok": False, "message": "not built: the fp32 graph failed"}
+        return checks
+    int8 = outdir.unverified(tmp / "model.int8.onnx")
+    onnx_export.quantize_int8(tmp / "model.onnx", int8)
+    record["int8_opset"] = onnx_export.graph_opset(int8)
+    check = parity.compare_logits("model.int8.onnx", reference, runtimes.onnx_logits(int8, sample.windows))
+    outcome = parity.int8_outcome(check)
+    _settle(int8, check, outcome, record, parity.ONNX_GATE)
+    return [*checks, (check, outcome)]
+
+
+def export(request: ExportRequest) -> ExportResult:
+    """Export a checkpoint, check it, and leave DIR with export.json; gates are left to `certify`."""
+    _validate(request)
+    trained = load_trained(request.checkpoint, attention="sdpa")  # the exportable path, whatever trained
+    model_config = trained.config.model
+    sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
+    reference = runtimes.stack_logits(trained.model, sample.windows)
+    record = _record(request, trained, sample)
+    with outdir.staging(request.out) as tmp:
+        if request.fmt == "hf":
+            checks = _write_hf(tmp, trained, sample, reference, record)
+        else:
+            checks = _write_onnx(tmp, trained, sample, reference, record, request)
+        record["status"] = "verified" if all(o.ok for _, o in checks) else "failed"
+        outdir.write_record(tmp, RECORD, record)
+        outdir.publish(tmp, request.out)
+    return ExportResult(request.out, record, checks)
+
+
+def certify(result: ExportResult) -> None:
+    """Let each check's gate speak (GATE-EXPORT-001 for HF, GATE-EXPORT-002 for ONNX): exit 3 on a failure."""
+    for check, _ in result.checks:
+        if result.record["format"] == "hf":
+            parity.certify_hf(check)
+        elif check.artefact == "model.onnx":
+            parity.certify_onnx_fp32(check)
+        else:
+            parity.certify_onnx_int8(check)

@@ -1,0 +1,150 @@
+"""The stack's GPT as a Hugging Face Llama: tensor names, config.json, and the way back.
+
+The two models compute the same function, so the conversion is a renaming:
+
+- RoPE. `stack.model.layers.apply_rope` rotates the two *halves* of each head,
+  (x1 cos - x2 sin, x1 sin + x2 cos), with inverse frequencies theta^(-i / (head_dim/2)); HF's
+  Llama does exactly this through `rotate_half` with 1 / theta^(2i / head_dim). The rows of
+  q and k therefore pass through unchanged. The permutation in HF's conversion script for
+  Meta's checkpoints (which rotate *interleaved* pairs) must NOT be applied: it is what the
+  falsifier of GATE-EXPORT-001 plants.
+- GQA. q has n_heads * head_dim rows, k and v n_kv_heads * head_dim, head-major in both.
+- Tied embeddings. The stack stores one matrix; HF omits `lm_head.weight` and sets
+  `tie_word_embeddings`. An untied model exports both.
+- RMSNorm. Both compute x * rsqrt(mean(x²) + eps) * weight in fp32; eps goes to `rms_norm_eps`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from contracts.errors import BadInput
+from stack.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from stack.data.tokenizer import Tokenizer
+    from stack.model.gpt import GPT
+
+# Within block i: stack name → HF name (both prefixed by the layer).
+BLOCK_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn.q.weight": "self_attn.q_proj.weight",
+    "attn.k.weight": "self_attn.k_proj.weight",
+    "attn.v.weight": "self_attn.v_proj.weight",
+    "attn.o.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn.gate.weight": "mlp.gate_proj.weight",
+    "ffn.up.weight": "mlp.up_proj.weight",
+    "ffn.down.weight": "mlp.down_proj.weight",
+}
+TOP_NAMES = {
+    "embed.weight": "model.embed_tokens.weight",
+    "final_norm.weight": "model.norm.weight",
+    "lm_head.weight": "lm_head.weight",
+}
+# Older transformers saved RoPE's inverse frequencies as a buffer; they are recomputed, not weights.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def name_table(config: ModelConfig) -> dict[str, str]:
+    """Every stack tensor name → its HF name, for a model of this shape (lm_head only when untied)."""
+    table = {k: v for k, v in TOP_NAMES.items() if k != "lm_head.weight" or not config.tie_embeddings}
+    for i in range(config.n_layers):
+        table |= {f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in BLOCK_NAMES.items()}
+    return table
+
+
+def to_hf_tensors(model: GPT) -> dict[str, torch.Tensor]:
+    """The model's weights under HF Llama names, as separate contiguous tensors (safetensors-ready)."""
+    state = model.state_dict()
+    return {
+        hf: state[ours].detach().cpu().contiguous().clone() for ours, hf in name_table(model.config).items()
+    }
+
+
+def from_hf_tensors(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """HF Llama weights → a state dict for `GPT(config)` in fp32; missing or unknown tensors are refused."""
+    import torch
+
+    table = name_table(config)
+    present = {k: v for k, v in tensors.items() if not k.endswith(IGNORED_SUFFIXES)}
+    extra = set(present) - set(table.values())
+    if config.tie_embeddings and "lm_head.weight" in extra:
+        # Some writers store a tied head anyway; accept it only if it really is the embedding.
+        if not torch.equal(present["lm_head.weight"], present.get(TOP_NAMES["embed.weight"], torch.empty(0))):
+            raise BadInput("tie_word_embeddings is true but lm_head.weight differs from embed_tokens")
+        extra.discard("lm_head.weight")
+    missing = sorted(set(table.values()) - set(present))
+    if missing or extra:
+        raise BadInput(
+            f"the weights do not fit a Llama of this config.json: missing {missing[:3] or 'none'}, "
+            f"unexpected {sorted(extra)[:3] or 'none'}; is the config.json from the same checkpoint?"
+        )
+    state = {ours: present[hf].to(torch.float32) for ours, hf in table.items()}
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["embed.weight"]
+    return state
+
+
+def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+    """config.json of a `LlamaForCausalLM` that computes what `GPT(config)` computes."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab,
+        "hidden_size": config.d_model,
+        "intermediate_size": config.ffn_hidden,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.ctx,
+        "rms_norm_eps": config.norm_eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
+        "rope_theta": config.rope_theta,  # where transformers before 5.0 reads it
+        "tie_word_embeddings": config.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "initializer_range": config.init_std,
+        "bos_token_id": tokenizer.eot_id,
+        "eos_token_id": tokenizer.eot_id,
+        "dtype": "float32",
+        "use_cache": True,
+    }
+
+
+def model_config_from_hf(hf: Any) -> dict[str, Any]:
+    """The stack's [model] section for a transformers `LlamaConfig`; refuses what the stack lacks."""
+    if hf.model_type != "llama":
+        raise BadInput(
+            f"config.json has model_type {hf.model_type!r}; import-hf reads Llama checkpoints only"
+        )
+    rope = dict(getattr(hf, "rope_parameters", None) or {})
+    problems = []
+    if hf.hidden_act != "silu":
+        problems.append(f"hidden_act={hf.hidden_act!r} (the stack's feed-forward is SwiGLU: silu)")
+    if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
+        problems.append("biases in attention or MLP")
+    if rope.get("rope_type", "default") != "default":
+        problems.append(f"rope_type={rope['rope_type']!r} (only plain RoPE)")
+    if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
+        problems.append(f"head_dim={hf.head_dim} != hidden_size / num_attention_heads")
+    if problems:
+        raise BadInput(f"this Llama has {'; '.join(problems)}, which the stack's model does not implement")
+    return {
+        "vocab": hf.vocab_size,
+        "d_model": hf.hidden_size,
+        "n_layers": hf.num_hidden_layers,
+        "n_heads": hf.num_attention_heads,
+        "n_kv_heads": hf.num_key_value_heads or hf.num_attention_heads,
+        "ffn_hidden": hf.intermediate_size,
+        "ctx": hf.max_position_embeddings,
+        "rope_theta": float(rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))),
+        "norm_eps": hf.rms_norm_eps,
+        "tie_embeddings": bool(hf.tie_word_embeddings),
+        "init_std": hf.initializer_range,
+    }

@@ -1,0 +1,153 @@
+"""`stack import-hf`: a local Hugging Face Llama directory → a stack checkpoint, checked both ways.
+
+The output is laid out like a run directory (`OUT/config.toml`, `OUT/checkpoints/step-0000000/`,
+plus `OUT/import.json`, the import's evidence), so every command that takes RUN_DIR|CKPT
+(`stack inspect`, `stack sample`, `stack eval`, `stack export`) takes it. The checkpoint holds
+the weights in fp32, a fresh AdamW state (no step taken), and the configuration built from
+config.json; its reader and monitor states are empty, because no data has been read yet.
+
+Before anything is written the stack model is compared with transformers' own reading of the
+same directory (GATE-EXPORT-001's logits_atol), so a model the stack would compute differently
+is refused, not imported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
+from contracts.gates import violation
+from contracts.spec import load_spec
+from stack.export import deps, hf, hf_tokenizer, outdir, parity, runtimes
+from stack.export.sample import resolve_sample
+from stack.model.gpt import GPT
+from stack.train import checkpoint as ckpt
+from stack.train import rng
+from stack.train.config import RunConfig, resolve, save_config
+from stack.train.loop import build_optimizer
+from stack.train.trained import tokenizer_state
+
+RECORD = "import.json"
+# A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.
+TRAIN_PLACEHOLDER = {"steps": 1}
+
+
+@dataclass
+class ImportResult:
+    """Where the checkpoint went and what the import measured."""
+
+    out: Path
+    checkpoint: Path
+    record: dict[str, Any]
+
+
+def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of model.safetensors, or of the shards a model.safetensors.index.json lists."""
+    from safetensors.torch import load_file
+
+    single, index = hf_dir / "model.safetensors", hf_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(str(single))
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        tensors: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            tensors |= load_file(str(hf_dir / shard))
+        return tensors
+    if any(hf_dir.glob("*.bin")):
+        raise BadInput(
+            f"{hf_dir} holds pickled .bin weights; the stack reads safetensors only: re-save the model "
+            "with transformers' save_pretrained(dir, safe_serialization=True)"
+        )
+    raise BadInput(f"{hf_dir} has no model.safetensors (or model.safetensors.index.json)")
+
+
+def _run_config(hf_dir: Path, vocab: int) -> RunConfig:
+    from transformers import AutoConfig
+
+    with runtimes.quiet_transformers():
+        try:
+            config = AutoConfig.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise BadInput(f"cannot read {hf_dir / 'config.json'}: {detail}") from None
+    model = hf.model_config_from_hf(config)
+    return resolve(None, None, [], vocab=vocab, base={"model": model, "train": TRAIN_PLACEHOLDER})
+
+
+def fresh_state(
+    config: RunConfig, tokenizer_record: dict[str, Any], source: dict[str, Any]
+) -> dict[str, Any]:
+    """state.json of a checkpoint at step 0: nothing trained or read, every key GATE-CKPT-001 asks for."""
+    return {
+        "epoch": 0,
+        "scheduler": {"kind": "warmup_cosine", "step": 0},
+        "scaler": None,
+        "rng": rng.capture(),
+        "reader": None,
+        "monitors": None,
+        "config": config.as_dict(),
+        "spec_version": load_spec().version,
+        "heldout_loss": None,
+        "tokenizer": tokenizer_record,
+        "imported_from": source,
+    }
+
+
+def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | None = None) -> ImportResult:
+    """Import `hf_dir` into a new stack checkpoint under `out` (see the module docstring)."""
+    hf_dir = Path(hf_dir)
+    if not (hf_dir / "config.json").is_file():
+        raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
+    deps.require("hf")
+    outdir.check_out(out, force, RECORD)
+    tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
+    config = _run_config(hf_dir, tokenizer.vocab_size)
+    model = GPT(config.model)
+    state = hf.from_hf_tensors(read_hf_weights(hf_dir), config.model)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise BadInput(f"the weights of {hf_dir} do not fit its config.json: {detail}") from None
+    model.eval()
+    sample = resolve_sample(tokenizer, config.model.ctx, sample_text)
+    check = parity.compare_logits(
+        str(hf_dir), runtimes.hf_logits(hf_dir, sample.windows), runtimes.stack_logits(model, sample.windows)
+    )
+    outcome = parity.hf_outcome(check)
+    parity.certify_hf(check)  # nothing is written for a model the stack computes differently,
+    if not outcome.ok:  # not even with the contracts switched off
+        raise violation(parity.HF_GATE, outcome)
+    source = {
+        "path": str(hf_dir.resolve()),
+        "files": {p.name: sha256_file(p) for p in sorted(hf_dir.iterdir()) if p.is_file()},
+    }
+    record = {
+        "source": source,
+        "sample": sample.describe(),
+        "parity": {
+            **check.as_dict(),
+            "gate": parity.HF_GATE,
+            "ok": outcome.ok,
+            "threshold": outcome.threshold,
+        },
+        "spec_version": load_spec().version,
+        "versions": deps.versions(),
+    }
+    with outdir.staging(out) as tmp:
+        optimizer = build_optimizer(model, config, torch.device("cpu"))
+        written = ckpt.save_checkpoint(
+            tmp, 0, model, optimizer, fresh_state(config, tokenizer_state(tokenizer), source)
+        )
+        save_config(config, tmp / "config.toml")
+        record["checkpoint"] = written.relative_to(tmp).as_posix()
+        outdir.write_record(tmp, RECORD, record)
+        outdir.publish(tmp, out)
+    return ImportResult(Path(out), Path(out) / record["checkpoint"], record)

@@ -1,0 +1,101 @@
+"""Parity of an export with the stack: the measurements, the verdicts, and the gate bindings.
+
+A measurement (`compare_logits`) is plain numbers; an outcome function turns it into a
+verdict against the spec's threshold; a `certify_*` function binds that verdict to its gate, so
+an export that fails its check ends the command with exit 3 naming the gate. The command
+decides an artefact's name (verified or `.unverified`) from the same outcome function, so the
+name and the verdict cannot disagree, even with the contracts switched off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from contracts.gates import Outcome, gate_require
+from contracts.spec import load_spec
+
+HF_GATE = "GATE-EXPORT-001"
+ONNX_GATE = "GATE-EXPORT-002"
+
+
+@dataclass(frozen=True)
+class LogitsParity:
+    """How one artefact's logits compare with the stack's on the same windows."""
+
+    artefact: str
+    max_abs_diff: float  # inf when the shapes differ, nan when a logit is not finite
+    finite: bool
+    argmax_agreement: float  # fraction of positions whose most likely next token is the same
+    positions: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe: a non-finite difference becomes the string "inf" or "nan", which JSON can hold."""
+        data = asdict(self)
+        if not math.isfinite(self.max_abs_diff):
+            data["max_abs_diff"] = str(self.max_abs_diff)
+        return data
+
+
+def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tensor) -> LogitsParity:
+    """Compare `candidate` logits (N, T, vocab) with the stack's `reference`."""
+    positions = reference.shape[0] * reference.shape[1]
+    if candidate.shape != reference.shape:
+        return LogitsParity(artefact, float("inf"), bool(candidate.isfinite().all()), 0.0, positions)
+    finite = bool(candidate.isfinite().all())
+    diff = float((candidate.double() - reference.double()).abs().max()) if finite else float("nan")
+    agreement = float((candidate.argmax(-1) == reference.argmax(-1)).double().mean())
+    return LogitsParity(artefact, diff, finite, agreement, positions)
+
+
+def _within_atol(parity: LogitsParity, gate_id: str, threshold: str, what: str) -> Outcome:
+    atol = float(load_spec().threshold(gate_id, threshold))
+    ok = parity.finite and parity.max_abs_diff <= atol
+    return Outcome(
+        ok=ok,
+        message=f"{what} {parity.artefact} differ from the stack's by up to {parity.max_abs_diff:.3g} "
+        f"over {parity.positions} positions (finite: {parity.finite})",
+        measured=parity.max_abs_diff,
+        threshold=atol,
+    )
+
+
+def hf_outcome(parity: LogitsParity) -> Outcome:
+    """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's."""
+    return _within_atol(parity, HF_GATE, "logits_atol", "transformers' logits of")
+
+
+def fp32_outcome(parity: LogitsParity) -> Outcome:
+    """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's."""
+    return _within_atol(parity, ONNX_GATE, "fp32_logits_atol", "ONNX Runtime's logits of")
+
+
+def int8_outcome(parity: LogitsParity) -> Outcome:
+    """GATE-EXPORT-002, int8 graph: finite, and next-token argmax agreement at least int8_argmax_agreement."""
+    least = float(load_spec().threshold(ONNX_GATE, "int8_argmax_agreement"))
+    ok = parity.finite and parity.argmax_agreement >= least
+    return Outcome(
+        ok=ok,
+        message=f"the int8 graph {parity.artefact} agrees with the fp32 reference on the next token at "
+        f"{parity.argmax_agreement:.1%} of {parity.positions} positions (finite: {parity.finite})",
+        measured=parity.argmax_agreement,
+        threshold=least,
+    )
+
+
+@gate_require("GATE-EXPORT-001", lambda parity: hf_outcome(parity))
+def certify_hf(parity: LogitsParity) -> None:
+    """Raise GATE-EXPORT-001 unless the HF export reproduces the stack's logits."""
+
+
+@gate_require("GATE-EXPORT-002", lambda parity: fp32_outcome(parity))
+def certify_onnx_fp32(parity: LogitsParity) -> None:
+    """Raise GATE-EXPORT-002 unless the fp32 graph reproduces PyTorch's logits."""
+
+
+@gate_require("GATE-EXPORT-002", lambda parity: int8_outcome(parity))
+def certify_onnx_int8(parity: LogitsParity) -> None:
+    """Raise GATE-EXPORT-002 unless the int8 graph is finite and keeps the next-token argmax."""

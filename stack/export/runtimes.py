@@ -1,0 +1,75 @@
+"""Logits from the foreign runtimes an export is made for, on the same token windows.
+
+Each loads the exported files the way a user would (transformers' `AutoModelForCausalLM` with
+no custom code and no hub access; an ONNX Runtime CPU session), so a check passes only if the
+files on disk are right, not just the tensors in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from contracts.errors import BadInput
+from stack.export.onnx_export import INPUT, OUTPUT
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and notices for the duration (the CLI prints its own lines)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def load_hf_model(hf_dir: Path) -> torch.nn.Module:
+    """The directory as transformers loads it: AutoModelForCausalLM, fp32, local files only, eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(hf_dir), dtype=torch.float32, local_files_only=True, trust_remote_code=False
+        )
+    return model.eval()
+
+
+@torch.no_grad()
+def hf_logits(hf_dir: Path, windows: torch.Tensor) -> torch.Tensor:
+    """Logits (N, T, vocab) of the HF directory's model on `windows`."""
+    return load_hf_model(hf_dir)(input_ids=windows).logits.float()
+
+
+def onnx_logits(graph: Path, windows: torch.Tensor) -> torch.Tensor:
+    """Logits (N, T, vocab) of an ONNX graph on `windows`, run by ONNX Runtime on CPU."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only; warnings about unused initialisers are noise here
+    try:
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except (ort_errors.InvalidGraph, ort_errors.NotImplemented, ort_errors.Fail) as exc:
+        # Typically an --opset newer than this onnxruntime implements.
+        raise BadInput(
+            f"onnxruntime {ort.__version__} cannot load the exported graph ({str(exc)[:160]}); "
+            "choose a lower --opset (18 is the default) or upgrade onnxruntime"
+        ) from None
+    (logits,) = session.run([OUTPUT], {INPUT: windows.numpy()})
+    return torch.from_numpy(logits).float()
+
+
+@torch.no_grad()
+def stack_logits(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """The stack model's own logits on `windows`: the reference every export is held to."""
+    logits, _ = model(windows)
+    return logits.float()

@@ -1,0 +1,184 @@
+"""GATE-EXPORT-001: a Hugging Face export computes the stack's logits, and export → import is lossless.
+
+Each falsifier plants one of the classic conversion bugs (Meta's interleaved-RoPE permutation,
+gate/up swapped, a wrong norm eps, a tied head declared untied) into the exporter and shows
+the command turning red: exit 3, the weights renamed unverified, export.json saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_export_support import make_checkpoint
+
+from contracts.errors import GateViolation
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.data.tokenizer import Tokenizer
+from stack.export import exporters, hf, parity
+from stack.export.exporters import ExportRequest
+from stack.model.config import ModelConfig
+from stack.model.gpt import GPT
+from stack.train.trained import load_trained
+
+GATE = "GATE-EXPORT-001"
+
+CONFIGS = {
+    "gqa-tied-2layers": {"d_model": 48, "n_heads": 6, "n_kv_heads": 2, "ffn_hidden": 72, "n_layers": 2},
+    "mha-untied-odd": {
+        "d_model": 40,
+        "n_heads": 5,
+        "n_kv_heads": 5,
+        "ffn_hidden": 37,
+        "tie_embeddings": False,
+        "norm_eps": 1e-6,
+        "rope_theta": 500.0,
+    },
+    "mqa-large-logits": {"d_model": 64, "n_heads": 4, "n_kv_heads": 1, "ffn_hidden": 100, "init_std": 0.1},
+}
+
+
+def export_hf(checkpoint: Path, out: Path) -> exporters.ExportResult:
+    return exporters.export(ExportRequest(checkpoint=checkpoint, fmt="hf", out=out))
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_transformers_reproduces_the_stacks_logits(name: str, tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path, **CONFIGS[name])
+    result = export_hf(checkpoint, tmp_path / "hf")
+    exporters.certify(result)
+    check = result.record["parity"]["model.safetensors"]
+    assert check["ok"] and check["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
+    assert check["positions"] == 8 * 32
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert ("lm_head.weight" in load_file(tmp_path / "hf" / "model.safetensors")) != config[
+        "tie_word_embeddings"
+    ]
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize("name", ["gqa-tied-2layers", "mha-untied-odd"])
+def test_export_then_import_gives_identical_weights(name: str, tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path, **CONFIGS[name])
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert weight_differences(checkpoint, tmp_path / "back") == []
+
+
+def weight_differences(a: Path, b: Path) -> list[str]:
+    """Tensors of two checkpoints that are not bitwise equal (or not shaped alike)."""
+    left = load_trained(a).model.state_dict()
+    right = load_trained(b).model.state_dict()
+    return sorted(k for k in left if k not in right or not torch.equal(left[k], right[k]))
+
+
+@pytest.mark.gate(GATE)
+def test_round_trip_check_sees_a_single_changed_weight(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(tmp_path)
+    export_hf(checkpoint, tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.layers.0.mlp.up_proj.weight"][3, 5] += 1e-3  # planted: one weight altered in transit
+    save_file(tensors, weights, metadata={"format": "pt"})
+    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert weight_differences(checkpoint, tmp_path / "back") == ["layers.0.ffn.up.weight"]
+
+
+def meta_rope_permutation(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """HF's conversion permutation for Meta checkpoints (interleaved pairs → halves): wrong for ours."""
+    rows, cols = weight.shape
+    return weight.view(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+WeightTamper = Callable[[dict[str, torch.Tensor], ModelConfig], None]
+ConfigTamper = Callable[[dict[str, Any], ModelConfig], None]
+
+
+def plant_weights(monkeypatch: pytest.MonkeyPatch, tamper: WeightTamper) -> None:
+    """Make the exporter's converter apply `tamper` to the HF tensors it produces."""
+    real = hf.to_hf_tensors
+
+    def planted(model: GPT) -> dict[str, torch.Tensor]:
+        tensors = real(model)
+        tamper(tensors, model.config)
+        return tensors
+
+    monkeypatch.setattr(hf, "to_hf_tensors", planted)
+
+
+def permute_rope(tensors: dict[str, torch.Tensor], config: ModelConfig) -> None:
+    for name in list(tensors):
+        if name.endswith("q_proj.weight"):
+            tensors[name] = meta_rope_permutation(tensors[name], config.n_heads)
+        if name.endswith("k_proj.weight"):
+            tensors[name] = meta_rope_permutation(tensors[name], config.n_kv_heads)
+
+
+def swap_gate_up(tensors: dict[str, torch.Tensor], _config: ModelConfig) -> None:
+    gate, up = "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    tensors[gate], tensors[up] = tensors[up], tensors[gate]
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    "tamper", [permute_rope, swap_gate_up], ids=["meta-rope-permutation", "gate-up-swap"]
+)
+def test_planted_weight_bug_fails_the_export(
+    tamper: WeightTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = make_checkpoint(tmp_path, **CONFIGS["gqa-tied-2layers"])
+    plant_weights(monkeypatch, tamper)
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    assert not (out / "model.safetensors").exists()  # transformers will not load it by accident
+    assert (out / "model.unverified.safetensors").is_file()
+    record = json.loads((out / "export.json").read_text())
+    assert record["status"] == "failed" and not record["parity"]["model.safetensors"]["ok"]
+
+
+def eps_times_ten(config: dict[str, Any], model: ModelConfig) -> None:
+    config["rms_norm_eps"] = model.norm_eps * 10
+
+
+def flip_tie(config: dict[str, Any], model: ModelConfig) -> None:
+    config["tie_word_embeddings"] = not model.tie_embeddings
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    "tamper", [eps_times_ten, flip_tie], ids=["norm-eps-x10", "tied-head-declared-untied"]
+)
+def test_planted_config_bug_fails_the_check(
+    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = make_checkpoint(tmp_path)
+    real = hf.hf_config
+
+    def planted(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+        written = real(config, tokenizer)
+        tamper(written, config)
+        return written
+
+    monkeypatch.setattr(hf, "hf_config", planted)
+    result = export_hf(checkpoint, tmp_path / "hf")
+    with pytest.raises(GateViolation) as fired:
+        exporters.certify(result)
+    assert fired.value.gate_id == GATE
+    assert fired.value.measured > load_spec().threshold(GATE, "logits_atol")
+
+
+def test_parity_outcome_reads_its_threshold_from_the_spec() -> None:
+    atol = float(load_spec().threshold(GATE, "logits_atol"))
+    reference = torch.zeros(1, 4, 3)
+    assert parity.hf_outcome(parity.compare_logits("m", reference, reference + atol / 2)).ok
+    assert not parity.hf_outcome(parity.compare_logits("m", reference, reference + atol * 2)).ok
+    assert not parity.hf_outcome(parity.compare_logits("m", reference, torch.zeros(1, 4, 4))).ok
