@@ -31,7 +31,7 @@ if not torch.cuda.is_available():  # the interpreter must be on before triton is
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contracts.evidence import RunStatus, new_record, now, run_id, write_evidence  # noqa: E402
+from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.gates import contract_mode  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.model.attention import attention  # noqa: E402
@@ -173,8 +173,7 @@ def main() -> int:
             "note": "speed needs a CUDA GPU; Triton's interpreter only shows that the kernel computes right",
         }
     record.metrics = metrics
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = write_evidence(ROOT / "evidence" / "runs" / record.run.id, record)
+    path = file_completed(record)
     summary = f"ratio {metrics['ratio']} (goal ≥ {goal.goal})" if gpu else f"parity {metrics['parity']}"
     print(f"{GOAL}: {summary} -> {path.relative_to(ROOT)}")
     return 0

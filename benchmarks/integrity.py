@@ -18,11 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from audit import RUNS_DIR  # noqa: E402
 from check_integrity import run_checks  # noqa: E402
 from scratch import make_record, make_repo  # noqa: E402
 
-from contracts.evidence import RunStatus, Verdict, new_record, now, run_id, write_evidence  # noqa: E402
+from contracts.evidence import Verdict, file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 
 GOAL = "integrity_10k"
@@ -56,8 +55,7 @@ def main() -> int:
     args = parser.parse_args()
     record = new_record("benchmark", run_id("bench-integrity"), sys.argv, device="cpu")
     record.metrics = {"benchmark": GOAL, **measure(args.records)}
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = write_evidence(ROOT / RUNS_DIR / record.run.id, record)
+    path = file_completed(record)
     print(
         f"{GOAL}: {record.metrics['records']} records in {record.metrics['seconds']} s "
         f"(goal ≤ {record.metrics['goal']} s, met: {record.metrics['met']}) -> {path.relative_to(ROOT)}"

@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from contracts.evidence import RunStatus, new_record, now, run_id, write_evidence  # noqa: E402
+from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.gates import contract_mode  # noqa: E402
 from contracts.ledger import Ledger, recording  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
@@ -146,8 +146,7 @@ def main() -> int:
     record.data.tokenizer_sha256 = manifest.tokenizer.sha256
     record.gates = ledger.gate_results()
     record.metrics = metrics
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = write_evidence(RUNS_DIR / record.run.id, record)
+    path = file_completed(record)
     print(
         f"reader {metrics['tokens_per_s']:,} tokens/s, "
         f"bare memmap gather {metrics['baseline_tokens_per_s']:,}: "

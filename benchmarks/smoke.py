@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from contracts.evidence import RunStatus, new_record, now, run_id, write_evidence
+from contracts.evidence import file_completed, new_record, run_id
 from contracts.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,7 @@ def main() -> int:
         "goal": goal.goal,
         "met": goal.met(seconds),
     }
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = write_evidence(ROOT / "evidence" / "runs" / record.run.id, record)
+    path = file_completed(record)
     print(f"{GOAL}: {seconds:.1f} s (goal ≤ {goal.goal} s) -> {path.relative_to(ROOT)}")
     return 0
 

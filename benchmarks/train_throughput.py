@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-from contracts.evidence import RunStatus, new_record, now, run_id, write_evidence  # noqa: E402
+from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.cli import main as stack  # noqa: E402
 from stack.data.prepare import prepare_corpus  # noqa: E402
@@ -102,8 +102,7 @@ def main() -> int:
         "steps": args.steps,
         "preset": "demo",
     }
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = write_evidence(ROOT / "evidence" / "runs" / record.run.id, record)
+    path = file_completed(record)
     print(json.dumps(record.metrics, indent=2))
     print(f"-> {path.relative_to(ROOT)}")
     return 0

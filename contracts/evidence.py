@@ -27,6 +27,8 @@ from contracts.spec import load_spec
 
 SCHEMA_VERSION = 1
 EVIDENCE_FILE = "metadata.json"
+LEDGER_DIR = Path("evidence") / "runs"  # the repository's ledger of runs, relative to its root
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 JsonScalar = str | int | float | bool | None
 JsonValue = JsonScalar | list[Any] | dict[str, Any]
@@ -211,14 +213,19 @@ def new_record(
     Every tool that leaves evidence starts from here, so no record misses its provenance.
     """
     spec = load_spec()
-    repo = Path(__file__).resolve().parent.parent
     return EvidenceRecord(
         run=RunInfo(id=rid, kind=kind, argv=argv, started=now(), status=RunStatus.RUNNING),
-        code=collect_code(repo),
+        code=collect_code(REPO_ROOT),
         env=collect_env(device, cuda),
         spec=SpecRef(version=spec.version, sha256=spec.sha256),
         contract_mode=mode,
     )
+
+
+def file_completed(record: EvidenceRecord) -> Path:
+    """Mark `record` completed now and write it into the repository's ledger (benchmarks use this)."""
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    return write_evidence(REPO_ROOT / LEDGER_DIR / record.run.id, record)
 
 
 def read_evidence(path: Path) -> EvidenceRecord:

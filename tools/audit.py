@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` importable
     sys.path.insert(0, str(ROOT))
 
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord  # noqa: E402
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord  # noqa: E402
 from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
 
 # Where gate ids may be cited, relative to the repository root.
@@ -28,7 +28,7 @@ SKIP_DIRS = {"__pycache__", ".venv", "site", ".git", ".pytest_cache", ".ruff_cac
 BINDING_FUNCS = {"gate_require", "gate_ensure"}
 # A line carrying this marker cites an unknown gate id on purpose (a planted-defect test).
 PLANTED_MARKER = "integrity: planted"
-RUNS_DIR = Path("evidence") / "runs"
+RUNS_DIR = LEDGER_DIR
 
 
 @dataclass(frozen=True)
