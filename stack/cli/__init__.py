@@ -15,7 +15,7 @@ import sys
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from stack import __version__
 
-COMMANDS = ("gates", "prepare", "train", "sample", "eval", "inspect")
+COMMANDS = ("gates", "prepare", "train", "sample", "eval", "inspect", "export", "import-hf", "trace")
 
 
 def build_parser() -> argparse.ArgumentParser:

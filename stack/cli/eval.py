@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--text", type=Path, metavar="FILE", help="a UTF-8 text file")
     source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
     parser.add_argument(
-        "--max-bytes", type=int, help="with --split: whole documents up to about this many bytes (default: all)"
+        "--max-bytes",
+        type=int,
+        help="with --split: whole documents up to about this many bytes (default: all)",
     )
     parser.add_argument("--data", type=Path, help="DATA_DIR for --split (default: the run's own)")
     parser.add_argument("--batch-size", type=int, default=8)

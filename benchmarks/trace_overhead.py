@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""What tracing costs: traced ÷ untraced forward time of one model on one batch.
+
+Builds a random model of the `small` preset's shape (or `--preset NAME`), times the plain
+forward and `trace_forward` (statistics of every site, no values kept) alternately, and files
+the ratio of the medians as evidence under evidence/runs/bench-trace-<time>/. The goal is read
+from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
+never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
+from contracts.spec import load_spec  # noqa: E402
+from stack.model import GPT, ModelConfig  # noqa: E402
+from stack.trace.tracer import trace_forward  # noqa: E402
+from stack.train.presets import PRESETS  # noqa: E402
+
+GOAL = "trace_overhead"
+
+
+def _seconds(fn: object, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, device: torch.device) -> dict:
+    """Median untraced and traced forward times, alternating so drift hits both alike."""
+    config = ModelConfig(vocab=vocab, **PRESETS[preset]["model"])
+    model = GPT(config, seed=0).to(device).eval()
+    length = tokens or config.ctx
+    idx = torch.randint(vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
+    plain, traced = [], []
+    for _ in range(3):  # warm-up: allocator, kernels, caches
+        model(idx)
+        trace_forward(model, idx)
+    for _ in range(repeats):
+        plain.append(_seconds(lambda: model(idx), device))
+        traced.append(_seconds(lambda: trace_forward(model, idx), device))
+    ratio = statistics.median(traced) / statistics.median(plain)
+    goal = load_spec().benchmark(GOAL)
+    return {
+        "preset": preset,
+        "parameters": model.num_params(),
+        "batch": batch,
+        "tokens": length,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "untraced_ms": round(1e3 * statistics.median(plain), 3),
+        "traced_ms": round(1e3 * statistics.median(traced), 3),
+        "ratio": round(ratio, 4),
+        "goal": goal.goal,
+        "met": goal.met(ratio),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=0, help="sequence length (default: the preset's ctx)")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    record = new_record("benchmark", run_id("bench-trace"), sys.argv, device=device.type)
+    metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device)
+    record.metrics = {"benchmark": GOAL, **metrics}
+    path = file_completed(record)
+    print(
+        f"{GOAL}: traced {metrics['traced_ms']} ms / untraced {metrics['untraced_ms']} ms "
+        f"= {metrics['ratio']} (goal ≤ {metrics['goal']}, met: {metrics['met']}) -> {path.relative_to(ROOT)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""`stack trace`: where, layer and sub-operation, a model or a backend first goes wrong.
+
+    stack trace CKPT --prompt TEXT                         table, first anomaly and its cascade
+    stack trace CKPT --prompt TEXT --against CKPT_B        first site where B diverges from A
+    stack trace CKPT --prompt TEXT --backend-b triton      the same weights under another backend
+    stack trace CKPT --prompt TEXT --dtype-b bf16          ... or in another dtype
+    stack trace CKPT --prompt TEXT --dump A.json           a dump to compare elsewhere
+    stack trace --compare A.json B.json                    two dumps, made anywhere
+    stack trace CKPT --prompt TEXT --ablate layers.1.attn_out [--sample 32]
+
+Exit 0: clean / the paths agree / ablation done; 3: an anomaly, a divergence or a NaN/Inf
+producer was found; 2: bad input. Every trace writes an evidence record (stack.trace.record).
+See docs/trace.md for a walk through a bisection.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from stack.trace.modes import Result
+
+DTYPE_NAMES = ("fp32", "bf16", "fp16", "fp64")
+BACKENDS = ("naive", "sdpa", "triton")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `stack trace` and its options (grouped: what to show, path B, evidence)."""
+    parser = sub.add_parser(
+        "trace",
+        help="trace a forward site by site: anomalies, bisection between two paths, dumps, ablation",
+        description="Trace a forward site by site; name the first site where things go wrong.",
+    )
+    parser.add_argument(
+        "path", type=Path, nargs="?", metavar="CKPT", help="run directory or checkpoint (path A)"
+    )
+    parser.add_argument("--prompt", help="text to trace (encoded by the checkpoint's tokenizer)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, help="attention backend of A (default: the checkpoint's)"
+    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help="dtype of A")
+    show = parser.add_argument_group("what to show")
+    show.add_argument("--layers", metavar="A-B", help="only these layers, e.g. 2-5 (inclusive)")
+    show.add_argument("--sites", metavar="GLOB", help="only sites matching, e.g. 'ffn_*' or 'layers.3.*'")
+    show.add_argument("--stat", default="std", help="statistic shown in the table (default std)")
+    show.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
+    show.add_argument("--csv", type=Path, metavar="OUT", help="write one row per site as CSV")
+    two = parser.add_argument_group("bisection: path B")
+    two.add_argument("--against", type=Path, metavar="CKPT_B", help="another checkpoint")
+    two.add_argument("--backend-b", choices=BACKENDS, help="A's weights under this attention backend")
+    two.add_argument("--dtype-b", choices=DTYPE_NAMES, help="A's weights in this dtype")
+    two.add_argument(
+        "--dump", type=Path, metavar="FILE", help="write this trace as a dump (single path only)"
+    )
+    two.add_argument("--compare", type=Path, nargs=2, metavar=("A.json", "B.json"), help="bisect two dumps")
+    two.add_argument("--atol", action="append", default=[], metavar="[GLOB=]V", help="absolute tolerance")
+    two.add_argument("--rtol", action="append", default=[], metavar="[GLOB=]V", help="relative tolerance")
+    two.add_argument(
+        "--shadow", action="store_true", help="feed B's layer i with A's input: local vs inherited"
+    )
+    parser.add_argument(
+        "--stop-on-nonfinite", action="store_true", help="name the first site producing NaN/Inf"
+    )
+    parser.add_argument("--ablate", action="append", default=[], metavar="SITE", help="zero this site")
+    parser.add_argument(
+        "--sample", type=int, default=0, metavar="N", help="with --ablate: greedy N tokens both ways"
+    )
+    where = parser.add_argument_group("evidence")
+    where.add_argument(
+        "--out", type=Path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
+    )
+    where.add_argument("--evidence-dir", type=Path, metavar="DIR", help="write the record to DIR/<run-id>/")
+    parser.set_defaults(func=run)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Refuse option combinations that would be ignored or cannot work."""
+    from contracts.errors import BadInput
+    from stack.trace.sites import STATS
+
+    b_path = args.against is not None or args.backend_b is not None or args.dtype_b is not None
+    if args.compare is not None:
+        if args.path is not None or args.prompt is not None or b_path or args.dump or args.ablate:
+            raise BadInput(
+                "--compare A.json B.json reads everything from the dumps; give no CKPT, --prompt or path B"
+            )
+    elif args.path is None:
+        raise BadInput(
+            "give a checkpoint to trace (stack trace CKPT --prompt TEXT), or --compare A.json B.json"
+        )
+    elif not args.prompt:
+        raise BadInput("give a non-empty --prompt TEXT to trace")
+    if args.dump is not None and b_path:
+        raise BadInput("--dump writes one path; dump A and B separately, then --compare them")
+    if args.shadow and not b_path:
+        raise BadInput("--shadow needs a path B in this process (--against, --backend-b or --dtype-b)")
+    if (args.atol or args.rtol) and not (b_path or args.compare):
+        raise BadInput(
+            "--atol/--rtol apply to a bisection; add --against, --backend-b, --dtype-b or --compare"
+        )
+    if args.ablate and (b_path or args.dump):
+        raise BadInput("--ablate compares a path with itself ablated; drop path B and --dump")
+    if args.sample and not args.ablate:
+        raise BadInput("--sample shows an ablation's effect on text; add --ablate SITE")
+    if args.sample < 0:
+        raise BadInput(f"--sample {args.sample} is negative")
+    if args.stat not in STATS:
+        raise BadInput(f"--stat {args.stat!r} is not a statistic; use one of: {', '.join(STATS)}")
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    from contracts.errors import BadInput
+
+    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
+        raise BadInput(f"--device {name!r} is not available here; use cpu")
+    return torch.device(name)
+
+
+def _names(args: argparse.Namespace, n_layers: int) -> list[str]:
+    from stack.trace.sites import parse_layers, select, site_names
+
+    layers = parse_layers(args.layers, n_layers) if args.layers else None
+    return select(site_names(n_layers), layers, args.sites)
+
+
+def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[str, Any]) -> Result:
+    """Load path A (and B), encode the prompt, run the mode the options ask for."""
+    import torch
+
+    from contracts.errors import BadInput
+    from stack.trace import modes
+    from stack.trace.calibrate import TracePath
+    from stack.trace.compare import parse_rules
+    from stack.train.trained import load_trained
+
+    device = _device(args.device)
+    a = load_trained(checkpoint, device)
+    ids = a.tokenizer.encode(args.prompt)
+    if len(ids) > a.config.model.ctx - args.sample:
+        room = a.config.model.ctx - args.sample
+        raise BadInput(f"the prompt is {len(ids)} tokens; the model takes {room} here: shorten --prompt")
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    label = str(args.path)
+    path_a = TracePath(a.model, args.backend or a.config.model.attention, args.dtype, label)
+    names = _names(args, a.config.model.n_layers)
+    config.update(prompt=args.prompt, tokens=len(ids), path_a=path_a.describe())
+    if args.ablate:
+        config["ablate"] = args.ablate
+        result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.decode)
+    elif args.against or args.backend_b or args.dtype_b:
+        weights, label_b = a.model, "same weights"
+        if args.against is not None:
+            b = load_trained(args.against, device)
+            if b.tokenizer.sha256 != a.tokenizer.sha256:
+                raise BadInput("the two checkpoints use different tokenizers; the prompt would differ")
+            weights, label_b = b.model, str(args.against)
+        path_b = TracePath(weights, args.backend_b or path_a.backend, args.dtype_b or path_a.dtype, label_b)
+        config.update(path_b=path_b.describe(), shadow=args.shadow, atol=args.atol, rtol=args.rtol)
+        rules = parse_rules(args.atol, args.rtol)
+        result = modes.two_paths(path_a, path_b, idx, names, rules, args.shadow, args.stop_on_nonfinite)
+    else:
+        result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
+    return result
+
+
+def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
+    from stack.trace import modes
+    from stack.trace.bisect import check_comparable
+    from stack.trace.compare import parse_rules
+    from stack.trace.dump import read_dump
+
+    a, b = (read_dump(p) for p in args.compare)
+    check_comparable(a.trace, b.trace)
+    config.update(dumps=[str(p) for p in args.compare], atol=args.atol, rtol=args.rtol)
+    names = _names(args, a.trace.n_layers)
+    rules = parse_rules(args.atol, args.rtol)
+    labels = (str(args.compare[0]), str(args.compare[1]))
+    return modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)
+
+
+def _write_outputs(args: argparse.Namespace, result: Result) -> None:
+    import csv
+    import json
+
+    from contracts.evidence import atomic_write_bytes
+    from stack.trace.report import plain
+
+    if args.json is not None:
+        text = json.dumps(plain(result.payload()), indent=1, allow_nan=False) + "\n"
+        atomic_write_bytes(args.json, text.encode())
+    if args.csv is not None:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(result.csv[0]) if result.csv else [])
+            writer.writeheader()
+            writer.writerows(result.csv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trace, report, write the outputs asked for and the evidence record; 3 when something was found."""
+    from contracts.errors import EXIT_GATE, GateViolation
+    from contracts.gates import contract_mode
+    from contracts.ledger import Ledger, recording
+    from stack.trace.record import record_dir, run_dir_of, write_record
+    from stack.train.trained import resolve_checkpoint
+
+    _validate(args)
+    checkpoint = None if args.compare else resolve_checkpoint(args.path)
+    anchor = run_dir_of(checkpoint) if checkpoint is not None else args.compare[0].resolve().parent
+    config: dict[str, Any] = {
+        "layers": args.layers,
+        "sites": args.sites,
+        "stop_on_nonfinite": args.stop_on_nonfinite,
+    }
+    ledger = Ledger()
+    mode = contract_mode().value
+    with recording(ledger):
+        try:
+            result = _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
+        except GateViolation as exc:
+            directory, rid = record_dir(args.out, args.evidence_dir, anchor)
+            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc))
+            raise
+    _write_outputs(args, result)
+    directory, rid = record_dir(args.out, args.evidence_dir, anchor)
+    path = write_record(directory, rid, args.argv, args.device, mode, config, result.payload(), ledger)
+    print("\n".join(result.lines))
+    where = f" at {result.first}" if result.first else ""
+    print(f"verdict: {result.verdict}{where}   evidence: {path}")
+    return EXIT_GATE if result.found else 0

@@ -1,0 +1,97 @@
+"""Bisection: the first site, in forward order, where path B leaves path A.
+
+Forward order is a topological order of the data flow, so at the first diverging site every
+input still agreed: that site is where the error was made. Later sites may only inherit it.
+Shadow mode tells the two apart everywhere: B's block i is fed A's input to block i, so a
+layer that still diverges makes error of its own, and one that agrees in shadow only inherits.
+
+`nonfinite` does the same for NaN/Inf within one trace: a producer is a site with non-finite
+values whose inputs (stack.trace.sites.inputs_of) are all finite; every other non-finite site
+only passes them on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.errors import BadInput
+from stack.trace.compare import SiteComparison, TolerancePolicy, compare_site
+from stack.trace.sites import inputs_of, split
+from stack.trace.tracer import Trace
+
+
+@dataclass(frozen=True)
+class Bisection:
+    """A against B over the selected sites, in forward order."""
+
+    comparisons: list[SiteComparison]
+
+    @property
+    def first(self) -> SiteComparison | None:
+        """The first site that diverges, or None when the paths agree."""
+        return next((c for c in self.comparisons if not c.passed), None)
+
+    @property
+    def failing(self) -> list[SiteComparison]:
+        return [c for c in self.comparisons if not c.passed]
+
+    def layer_verdicts(self) -> dict[int, SiteComparison | None]:
+        """Per layer, its first diverging site (None if the layer agrees)."""
+        verdicts: dict[int, SiteComparison | None] = {}
+        for comparison in self.comparisons:
+            layer = split(comparison.name)[0]
+            if layer is not None and verdicts.get(layer) is None:
+                verdicts[layer] = None if comparison.passed else comparison
+        return verdicts
+
+
+def check_comparable(a: Trace, b: Trace) -> None:
+    """Traces of different depth, or made at different schema versions, cannot be bisected."""
+    if a.schema_version != b.schema_version:
+        raise BadInput(
+            f"trace schema versions differ ({a.schema_version} vs {b.schema_version}); "
+            "make both with the same gatestack version"
+        )
+    if a.n_layers != b.n_layers:
+        raise BadInput(f"the paths have {a.n_layers} and {b.n_layers} layers; bisection needs the same depth")
+
+
+def bisect(a: Trace, b: Trace, policy: TolerancePolicy, names: list[str]) -> Bisection:
+    """Compare every selected site of A and B (values of both traces are needed)."""
+    check_comparable(a, b)
+    comparisons = [
+        compare_site(
+            name,
+            a.sites[name],
+            b.sites[name],
+            a.values[name],
+            b.values[name],
+            policy.for_site(name),
+            sampled=a.values[name].numel() < a.stat(name, "count"),
+        )
+        for name in names
+    ]
+    return Bisection(comparisons)
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """Where NaN/Inf appear in one trace: the sites that make them and those that pass them on."""
+
+    producers: list[str]
+    carriers: list[str]
+
+    @property
+    def first(self) -> str | None:
+        return self.producers[0] if self.producers else None
+
+
+def nonfinite(trace: Trace) -> NonFinite:
+    """The producers and carriers of non-finite values, in forward order."""
+    bad = {n for n, r in trace.sites.items() if r.stats["nan"] + r.stats["inf"] > 0}
+    producers, carriers = [], []
+    for name in trace.names:
+        if name in bad:
+            fed = any(source in bad for source in inputs_of(name, trace.n_layers))
+            (carriers if fed else producers).append(name)
+    return NonFinite(producers, carriers)

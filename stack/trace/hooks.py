@@ -1,0 +1,132 @@
+"""Forward hooks that show every site's tensor to a visitor, in forward order.
+
+The model's sub-modules are named for the sites (stack/model/layers.py), so almost every site
+is a module's output. Two are not: `attn_residual` is read as the input of `ffn_norm` (Block
+hands the residual stream to it unchanged), and `ffn_silu` lives inside `ffn.swiglu`, where a
+TorchFunctionMode, active only while that module runs, catches the result of `F.silu`. A model
+that stops calling F.silu there leaves the site unobserved, and GATE-TRACE-002 says so.
+
+A visitor may return a tensor to use in place of the one it was shown (ablation, and the
+planted bug of GATE-TRACE-001's falsifier); returning None leaves the forward untouched. The
+residual stream at `attn_residual` is only observed: replacing the ffn_norm input would not
+replace the stream, so a substitute there is refused.
+
+`feed` implements shadow mode: block i (and final_norm) receive the given tensor as input
+instead of the previous block's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from stack.model.gpt import GPT
+from stack.trace.sites import block_input
+
+Visitor = Callable[[str, torch.Tensor], torch.Tensor | None]
+
+# Sites a visitor may observe but not replace (see the docstring).
+OBSERVE_ONLY = ("attn_residual",)
+
+
+class _SiluProbe(TorchFunctionMode):
+    """Shows the visitor the output of every F.silu called while it is active."""
+
+    def __init__(self, visit: Visitor, name: str) -> None:
+        super().__init__()
+        self.visit, self.name = visit, name
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is F.silu:
+            replacement = self.visit(self.name, out)
+            return out if replacement is None else replacement
+        return out
+
+
+class SiteHooks:
+    """A context manager that hooks every site of `model` for the duration of a `with` block."""
+
+    def __init__(self, model: GPT, visit: Visitor, feed: Mapping[str, torch.Tensor] | None = None) -> None:
+        self.model, self.visit, self.feed = model, visit, feed
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._probe: _SiluProbe | None = None
+
+    def __enter__(self) -> SiteHooks:
+        model = self.model
+        self._output(model.embed, "embed")
+        for i, layer in enumerate(model.layers):
+            prefix = f"layers.{i}."
+            self._feed(layer, block_input(i))
+            self._output(layer.attn_norm, prefix + "attn_norm")
+            self._output(layer.attn.q, prefix + "q")
+            self._output(layer.attn.k, prefix + "k")
+            self._output(layer.attn.v, prefix + "v")
+            self._output(layer.attn, prefix + "attn_out")
+            self._input(layer.ffn_norm, prefix + "attn_residual")
+            self._output(layer.ffn_norm, prefix + "ffn_norm")
+            self._output(layer.ffn.gate, prefix + "ffn_gate")
+            self._output(layer.ffn.up, prefix + "ffn_up")
+            self._silu(layer.ffn.swiglu, prefix + "ffn_silu")
+            self._output(layer.ffn.swiglu, prefix + "ffn_swiglu")
+            self._output(layer.ffn, prefix + "ffn_out")
+            self._output(layer, prefix + "output")
+        self._feed(model.final_norm, block_input(len(model.layers)))
+        self._output(model.final_norm, "final_norm")
+        self._output(model.lm_head, "logits")
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close_probe()  # a forward that raised inside ffn.swiglu left it open
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _output(self, module: nn.Module, name: str) -> None:
+        def hook(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+            return self.visit(name, output)
+
+        self._handles.append(module.register_forward_hook(hook))
+
+    def _input(self, module: nn.Module, name: str) -> None:
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            if self.visit(name, args[0]) is not None:
+                raise ValueError(f"{name} can be observed but not replaced")
+
+        self._handles.append(module.register_forward_pre_hook(hook))
+
+    def _feed(self, module: nn.Module, source: str) -> None:
+        if self.feed is None:
+            return
+
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (self.feed[source].to(args[0].dtype), *args[1:])  # type: ignore[index]
+
+        self._handles.append(module.register_forward_pre_hook(hook))
+
+    def _silu(self, swiglu: nn.Module, name: str) -> None:
+        def enter(_module: nn.Module, _args: tuple[Any, ...]) -> None:
+            self._probe = _SiluProbe(self.visit, name)
+            self._probe.__enter__()
+
+        # Registered before the swiglu output hook, so the probe closes before ffn_swiglu is visited.
+        def leave(_module: nn.Module, _args: tuple[Any, ...], _output: torch.Tensor) -> None:
+            self._close_probe()
+
+        self._handles.append(swiglu.register_forward_pre_hook(enter))
+        self._handles.append(swiglu.register_forward_hook(leave))
+
+    def _close_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.__exit__(None, None, None)
+            self._probe = None

@@ -1,0 +1,61 @@
+"""The statistics of one site, computed on the tensor's device without a host sync.
+
+`site_stats` turns a tensor into one float64 vector (the STATS after `count`), built from a few
+reductions and never read back: the tracer stacks the vectors of a whole forward and moves
+them to the host once. `count` comes from the shape, so it needs no reduction at all.
+
+Conventions (documented in docs/trace.md): std is the population std (two-pass, so a large
+mean does not cancel it away); mean, std, min, max, absmax and l1_fp64 are over all elements,
+so a NaN anywhere makes them NaN (IEEE, on purpose: a NaN must not hide behind a finite mean);
+nan and inf count the non-finite elements; zero counts exact zeros. l1_fp64 is the sum of |x|
+accumulated in float64, so that a change of one ulp in one element still moves it: a
+fingerprint that two traces of bit-identical activations share.
+
+Counting NaN and Inf costs two of the most expensive passes, and almost always finds none.
+min and max already tell: a NaN makes both NaN, an Inf makes one of them infinite. For a tensor
+on the host (CPU) reading that answer is free, so the counts are skipped when it says finite.
+On an accelerator, reading it would synchronise the device, so there they are always counted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stack.trace.sites import STATS
+
+DEVICE_STATS = STATS[1:]  # what the vector holds, in order
+
+
+def on_host(x: torch.Tensor) -> bool:
+    """Whether reading a scalar of x is free (no device to synchronise)."""
+    return x.device.type == "cpu"
+
+
+def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """(nan, inf) counts of x, skipped on the host when min and max prove there are none."""
+    if on_host(x) and bool(low.isfinite() & high.isfinite()):
+        return torch.zeros(2, dtype=torch.int64)
+    return torch.stack([torch.count_nonzero(x.isnan()), torch.count_nonzero(x.isinf())])
+
+
+def site_stats(tensor: torch.Tensor) -> torch.Tensor:
+    """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero, l1."""
+    x = tensor.detach().reshape(-1)
+    # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    n = x.numel()
+    mean = x.sum() / n
+    centered = x - mean
+    std = (torch.dot(centered, centered) / n).sqrt()
+    low, high = torch.aminmax(x)
+    # A copy, never x itself: for an fp64 site .double() would return x, and abs_ would edit the model.
+    l1 = x.to(torch.float64, copy=True).abs_().sum()
+    moments = torch.stack([mean, std, low, high, torch.maximum(-low, high)]).double()
+    counts = torch.cat([_nonfinite_counts(x, low, high), (n - torch.count_nonzero(x)).view(1)]).double()
+    return torch.cat([moments, counts, l1.view(1)])
+
+
+def as_dict(count: int, row: list[float]) -> dict[str, float]:
+    """One host-side row of the statistics matrix as {statistic: value}, count included."""
+    return {"count": float(count), **dict(zip(DEVICE_STATS, row, strict=True))}

@@ -1,0 +1,140 @@
+"""The traced forward: one pass of the model that records the statistics of every site.
+
+Each site's statistics are one on-device vector (stack.trace.stats); the vectors of the whole
+forward are stacked and moved to the host once, after the pass, so tracing adds no device
+synchronisation per site or per statistic. The hooks only read: the traced logits are the
+untraced ones, bit for bit (GATE-TRACE-001). `trace_forward` is bound to GATE-TRACE-002: a
+trace that lacks a site of any layer, or a statistic of any site, is refused.
+
+`keep=True` also keeps a copy of every site's tensor, which bisection compares element by
+element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure
+from stack.model.gpt import GPT
+from stack.trace.hooks import OBSERVE_ONLY, SiteHooks
+from stack.trace.sites import STATS, TRACE_SCHEMA_VERSION, site_names, split
+from stack.trace.stats import as_dict, site_stats
+
+
+@dataclass(frozen=True)
+class SiteRecord:
+    """What a trace knows about one site without its values."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    stats: dict[str, float]
+
+
+@dataclass
+class Trace:
+    """The sites of one forward in the order they were recorded, and optionally their values.
+
+    `values` holds full tensors for a trace made in this process with keep=True, or for a trace
+    read back from a dump the site's flattened elements, or a fixed sample of them.
+    """
+
+    n_layers: int
+    sites: dict[str, SiteRecord]
+    values: dict[str, torch.Tensor] = field(default_factory=dict)
+    duplicates: tuple[str, ...] = ()
+    schema_version: int = TRACE_SCHEMA_VERSION
+
+    @property
+    def names(self) -> list[str]:
+        """The expected sites of this model in forward order (present or not)."""
+        return site_names(self.n_layers)
+
+    def stat(self, name: str, statistic: str) -> float:
+        """One statistic of one site."""
+        return self.sites[name].stats[statistic]
+
+    def completeness(self) -> Outcome:
+        """GATE-TRACE-002: every site of every layer present, once, with every statistic."""
+        missing = [n for n in self.names if n not in self.sites]
+        partial = [n for n, r in self.sites.items() if any(r.stats.get(s) is None for s in STATS)]
+        problems = {"missing": missing, "partial": partial, "recorded_twice": list(self.duplicates)}
+        ok = not (missing or partial or self.duplicates)
+        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v[:5])}" for k, v in problems.items() if v)
+        return Outcome(
+            ok=ok,
+            message="trace complete" if ok else f"trace is incomplete ({detail})",
+            measured={k: len(v) for k, v in problems.items()},
+            threshold={"sites": len(self.names), "statistics": list(STATS)},
+        )
+
+
+class _Recorder:
+    """The visitor of one traced forward: statistics on device, values when asked to keep them."""
+
+    def __init__(self, keep: bool, ablate: frozenset[str]) -> None:
+        self.keep, self.ablate = keep, ablate
+        self.order: list[str] = []
+        self.rows: list[torch.Tensor] = []
+        self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.values: dict[str, torch.Tensor] = {}
+        self.duplicates: list[str] = []
+
+    def __call__(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        replacement = torch.zeros_like(tensor) if name in self.ablate else None
+        seen = tensor if replacement is None else replacement
+        if name in self.meta:
+            self.duplicates.append(name)
+            return replacement
+        self.order.append(name)
+        self.rows.append(site_stats(seen))
+        self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
+        if self.keep:
+            # A copy, so that a later in-place write into the same storage cannot change the record.
+            self.values[name] = seen.detach().clone()
+        return replacement
+
+    def trace(self, n_layers: int) -> Trace:
+        table = torch.stack(self.rows).cpu().tolist()  # the one host transfer
+        sites = {}
+        for name, row in zip(self.order, table, strict=True):
+            shape, dtype = self.meta[name]
+            sites[name] = SiteRecord(name, shape, dtype, as_dict(math.prod(shape), row))
+        return Trace(n_layers, sites, self.values, duplicates=tuple(self.duplicates))
+
+
+def check_ablation(names: Sequence[str], n_layers: int) -> frozenset[str]:
+    """The sites to zero, validated: each must be a site of this model that can be replaced."""
+    known = set(site_names(n_layers))
+    for name in names:
+        if name not in known:
+            split(name)  # a malformed name gets the naming help
+            raise BadInput(f"--ablate {name}: the model has layers 0-{n_layers - 1}")
+        if split(name)[1] in OBSERVE_ONLY:
+            raise BadInput(
+                f"--ablate {name}: the residual stream is observed, not replaceable; "
+                "ablate the attn_out or output site that feeds it instead"
+            )
+    return frozenset(names)
+
+
+@gate_ensure("GATE-TRACE-002", lambda result: result[0].completeness())
+@torch.no_grad()
+def trace_forward(
+    model: GPT,
+    idx: torch.Tensor,
+    *,
+    keep: bool = False,
+    ablate: Sequence[str] = (),
+    feed: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[Trace, torch.Tensor]:
+    """Run model(idx) once with every site recorded; returns the trace and the logits."""
+    recorder = _Recorder(keep, check_ablation(ablate, len(model.layers)))
+    with SiteHooks(model, recorder, feed):
+        logits, _ = model(idx)
+    return recorder.trace(len(model.layers)), logits

@@ -1,0 +1,154 @@
+"""`stack trace` end to end on checkpoints on disk: exit codes, outputs, evidence, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from trace_support import save_run, tiny_model
+
+from contracts.evidence import read_evidence
+from stack.cli import main
+from stack.trace.sites import TRACE_SCHEMA_VERSION
+
+PROMPT = "the gate fired at layer one"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A run, a run with ffn.up of layer 1 edited, and one whose layer 2 makes an Inf."""
+    root = tmp_path_factory.mktemp("runs")
+    model = tiny_model()
+    save_run(root / "good", model)
+    with torch.no_grad():
+        model.layers[1].ffn.up.weight[7] *= 30
+    save_run(root / "edited", model)
+    with torch.no_grad():
+        model.layers[2].ffn.gate.weight[0] = float("inf")
+    save_run(root / "inf", model)
+    return {name: root / name for name in ("good", "edited", "inf")}
+
+
+def trace(*argv: str | Path) -> int:
+    return main(["trace", *map(str, argv)])
+
+
+def records(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "traces").glob("*/metadata.json"))
+
+
+def test_a_clean_model_exits_0_with_its_table_and_a_record_beside_the_run(
+    runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = len(records(runs["good"]))
+    assert trace(runs["good"], "--prompt", PROMPT, "--layers", "1-2", "--sites", "ffn_*") == 0
+    out = capsys.readouterr().out
+    assert "ffn_swiglu" in out and "layer 2" in out and "layer 0" not in out and "attn_norm" not in out
+    assert "verdict: clean" in out
+    written = records(runs["good"])
+    assert len(written) == before + 1
+    record = read_evidence(written[-1])
+    assert record.run.kind == "trace" and record.metrics["verdict"] == "clean"
+    assert record.metrics["trace_schema_version"] == TRACE_SCHEMA_VERSION
+    verdicts = {g.id: g.verdict.value for g in record.gates}
+    assert verdicts == {"GATE-CKPT-002": "PASS", "GATE-TRACE-002": "PASS"}  # the checkpoint was verified too
+    assert len(record.metrics["per_layer"]) == 3 and record.artifacts[0].path == "trace.json"
+
+
+def test_against_names_the_edited_site_and_exits_3(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        runs["good"],
+        "--prompt",
+        PROMPT,
+        "--against",
+        runs["edited"],
+        "--shadow",
+        "--out",
+        tmp_path / "rec",
+    ]
+    assert trace(*argv, "--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv") == 3
+    out = capsys.readouterr().out
+    assert "FIRST DIVERGENCE: layers.1.ffn_up (layer 1, site ffn_up)" in out
+    assert "minimum tolerance that passes" in out and "yes, at ffn_up" in out and "no, inherited" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["trace_schema_version"] == TRACE_SCHEMA_VERSION and report["first"] == "layers.1.ffn_up"
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert rows[0]["trace_schema_version"] == str(TRACE_SCHEMA_VERSION)
+    assert next(r["name"] for r in rows if r["passed"] == "False") == "layers.1.ffn_up"
+    assert read_evidence(tmp_path / "rec" / "metadata.json").metrics["first"] == "layers.1.ffn_up"
+
+
+def test_another_backend_and_dtype_of_the_same_weights_agree(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rec"
+    assert (
+        trace(runs["good"], "--prompt", PROMPT, "--backend-b", "naive", "--dtype-b", "bf16", "--out", out)
+        == 0
+    )
+    assert "paths agree at all 42 compared sites" in capsys.readouterr().out
+
+
+def test_dumps_made_apart_are_bisected_together(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert trace(runs["good"], "--prompt", PROMPT, "--dump", a, "--out", tmp_path / "ra") == 0
+    assert (
+        trace(runs["edited"], "--prompt", PROMPT, "--dtype", "bf16", "--dump", b, "--out", tmp_path / "rb")
+        == 0
+    )
+    evidence = tmp_path / "evidence"
+    assert trace("--compare", a, b, "--evidence-dir", evidence) == 3
+    assert "FIRST DIVERGENCE: layers.1.ffn_up" in capsys.readouterr().out
+    (record,) = evidence.glob("trace-*/metadata.json")
+    assert read_evidence(record).run.id == record.parent.name  # a ledger entry: directory = run id
+
+
+def test_stop_on_nonfinite_names_the_producer(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trace(runs["inf"], "--prompt", PROMPT, "--stop-on-nonfinite", "--out", tmp_path / "rec") == 3
+    out = capsys.readouterr().out
+    assert "first produced at layers.2.ffn_gate" in out and "passed on by" in out
+
+
+def test_ablation_reports_the_damage_and_exits_0(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [runs["good"], "--prompt", PROMPT, "--ablate", "layers.0.ffn_out", "--sample", "4"]
+    assert trace(*argv, "--out", tmp_path / "rec") == 0
+    out = capsys.readouterr().out
+    assert (
+        "ABLATION: layers.0.ffn_out zeroed" in out and "next-token argmax changes" in out and "ablated" in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        ([], "give a checkpoint"),
+        (["{good}"], "non-empty --prompt"),
+        (["{good}", "--prompt", "x", "--shadow"], "--shadow needs a path B"),
+        (["{good}", "--prompt", "x", "--layers", "7"], "outside the model's layers"),
+        (["{good}", "--prompt", "x", "--sites", "nope"], "matches no site"),
+        (["{good}", "--prompt", "x", "--atol", "1e-3"], "apply to a bisection"),
+        (["{good}", "--prompt", "x", "--backend-b", "naive", "--atol", "q=x"], "--atol"),
+        (["{good}", "--prompt", "x", "--ablate", "layers.0.attn_residual"], "not replaceable"),
+        (["{good}", "--prompt", "x" * 40], "shorten --prompt"),
+        (["{good}", "--prompt", "x", "--stat", "median"], "not a statistic"),
+        (["--compare", "{good}/a.json", "{good}/b.json"], "no trace dump"),
+        (["{good}/nothing", "--prompt", "x"], "neither a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    runs: dict[str, Path], argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert trace(*(a.format(good=runs["good"]) for a in argv)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err

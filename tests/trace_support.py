@@ -1,0 +1,46 @@
+"""Shared set-up for the trace tests: tiny random models, planted bugs, checkpoints on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from stack.data.tokenizer import ByteTokenizer
+from stack.model import GPT, ModelConfig
+from stack.train.checkpoint import save_checkpoint
+from stack.train.config import RunConfig, TrainSection
+from stack.train.trained import tokenizer_state
+
+# head_dim 16: the smallest the Triton kernel takes. Byte vocabulary, so a checkpoint can decode.
+CONFIG = ModelConfig(vocab=257, d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, ffn_hidden=48, ctx=32)
+
+
+def tiny_model(seed: int = 0, **changes: object) -> GPT:
+    """A small random model in eval mode; init_std 0.2 keeps every site well away from zero."""
+    config = CONFIG.model_copy(update={"init_std": 0.2, **changes})
+    return GPT(config, seed=seed).eval()
+
+
+def tokens(length: int = 12, seed: int = 0) -> torch.Tensor:
+    """(1, length) random token ids."""
+    return torch.randint(CONFIG.vocab, (1, length), generator=torch.Generator().manual_seed(seed))
+
+
+def save_run(run_dir: Path, model: GPT, step: int = 1) -> Path:
+    """Write `model` as a checkpoint of a run at run_dir, as the training loop would; returns its path."""
+    config = RunConfig(model=model.config, train=TrainSection(steps=step))
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {
+        "epoch": 0,
+        "scheduler": {"kind": "warmup_cosine", "step": step},
+        "scaler": None,
+        "rng": {},
+        "reader": {},
+        "monitors": {},
+        "config": config.as_dict(),
+        "spec_version": "1.0.0",
+        "heldout_loss": None,
+        "tokenizer": tokenizer_state(ByteTokenizer()),
+    }
+    return save_checkpoint(run_dir, step, model, optimizer, state)
