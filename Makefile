@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/stack train --data $(DEMO_DIR)/data --out $(DEMO_RUN) --preset demo
 	$(BIN)/stack sample $(DEMO_RUN) --prompt "def " --tokens 200 --seed 0
 	$(BIN)/stack eval $(DEMO_RUN) --split val --max-bytes 200000
+	$(BIN)/stack trace $(DEMO_RUN) --prompt "def main():"
 	$(BIN)/python tools/check_integrity.py --run $(DEMO_RUN)
 	$(BIN)/python tools/render_site.py --run $(DEMO_RUN)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from train_support import prepared, smoke_args, train
 
+from stack.cli import main as stack_main
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium")
@@ -40,6 +42,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("site")
     run = tmp / "smoke-run"
     assert train(smoke_args(prepared(tmp), run)) == 0
+    assert stack_main(["trace", str(run), "--prompt", "gate evidence"]) == 0  # lands in run/traces/
     subprocess.run([sys.executable, "tools/render_site.py", "--run", str(run)], cwd=ROOT, check=True)
     out = tmp / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
@@ -81,6 +84,6 @@ def test_run_page_shows_plots_and_verdicts(site: tuple[Path, str]) -> None:
     out, run_id = site
     page = browse(out / "reference" / "evidence" / run_id / "index.html", "run.png")
     assert "GATE-TRAIN-003" in page and "PASS" in page
-    for plot in ("loss.svg", "lr.svg", "grad_norm.svg", "tokens_per_s.svg", "coherence.svg"):
+    for plot in ("loss.svg", "lr.svg", "grad_norm.svg", "tokens_per_s.svg", "coherence.svg", "trace.svg"):
         assert plot in page, plot
         assert (out / "reference" / "evidence" / run_id / plot).stat().st_size > 1000

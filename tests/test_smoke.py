@@ -65,6 +65,12 @@ def test_twenty_second_run(tmp_path: Path) -> None:
     info = json.loads(stack("inspect", run, "--json"))
     assert info["step"] == 8 and info["checksums"] == "ok"
 
+    stack("trace", run, "--prompt", "gate evidence", "--out", tmp_path / "trace")
+    assert json.loads((tmp_path / "trace" / "metadata.json").read_text())["metrics"]["verdict"] == "clean"
+    stack("trace", run, "--prompt", "gate evidence", "--against", run, "--out", tmp_path / "against")
+    stack("export", run, "--format", "hf", "--out", tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "export.json").read_text())["format"] == "hf"
+
     integrity = subprocess.run(
         [sys.executable, "tools/check_integrity.py", "--run", str(run)],
         cwd=ROOT,

@@ -90,3 +90,22 @@ def heat_map(
         ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
     fig.colorbar(image, ax=ax, label=f"log10 {title}")
     return _svg(fig)
+
+
+def trace_heat_map(report: dict[str, Any]) -> str | None:
+    """The std of every layer × site of a `stack trace` report (trace.json), anomalies outlined."""
+    sites = [s for s in report.get("trace", {}).get("sites", []) if s.get("layer") is not None]
+    if not sites:
+        return None
+    layers = sorted({s["layer"] for s in sites})
+    names = list(dict.fromkeys(s["site"] for s in sites))  # forward order
+    grid: list[list[float | None]] = [[None] * len(names) for _ in layers]
+    for s in sites:
+        grid[layers.index(s["layer"])][names.index(s["site"])] = s["stats"].get("std")
+    flagged = {
+        (layers.index(entry["layer"]), names.index(site))
+        for entry in report.get("per_layer", [])
+        for site in entry.get("anomalies", [])
+        if entry["layer"] in layers and site in names
+    }
+    return heat_map([f"layer {i}" for i in layers], names, grid, flagged, "std")

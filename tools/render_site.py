@@ -24,7 +24,7 @@ from audit import (
     scan_bindings,
     scan_falsifiers,
 )
-from plots import training_curves
+from plots import trace_heat_map, training_curves
 
 from contracts.errors import BadInput
 from contracts.schemas import json_schemas
@@ -115,9 +115,26 @@ def read_jsonl(path: Path) -> list[dict]:
     return lines
 
 
+def _trace_report(run_dir: Path) -> dict | None:
+    """The trace.json of a trace record, or of the newest trace kept in a training run's traces/."""
+    candidates = [run_dir / "trace.json", *sorted(run_dir.glob("traces/*/trace.json"), reverse=True)]
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
 def run_plots(loaded: LoadedEvidence) -> dict[str, str]:
-    """plot name → SVG for one run, from the metrics.jsonl beside its record."""
-    return training_curves(read_jsonl(loaded.path.parent / "metrics.jsonl"))
+    """plot name → SVG for one run: curves from its metrics.jsonl, a heat map from its trace."""
+    plots = training_curves(read_jsonl(loaded.path.parent / "metrics.jsonl"))
+    report = _trace_report(loaded.path.parent)
+    heat = trace_heat_map(report) if report is not None else None
+    if heat is not None:
+        plots["trace"] = heat
+    return plots
 
 
 PLOT_TITLES = {
@@ -126,6 +143,7 @@ PLOT_TITLES = {
     "grad_norm": "Gradient norm",
     "tokens_per_s": "Throughput",
     "coherence": "Coherence of samples",
+    "trace": "Per-layer trace: std by layer × site (anomalies outlined in red)",
 }
 
 
