@@ -9,7 +9,7 @@ from contracts.errors import BadInput
 from contracts.spec import load_spec
 from stack.model import GPT, ModelConfig
 from stack.model.attention import PATHS
-from stack.model.generate import keep_top_k, keep_top_p, penalise_repeats
+from stack.model.generate import generate_long, keep_top_k, keep_top_p, penalise_repeats
 from stack.model.kv_cache import KVCache
 
 CONFIG = ModelConfig(vocab=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=40)
@@ -97,3 +97,23 @@ def test_bad_sampling_arguments_are_refused(kwargs: dict[str, float], message: s
     arguments: dict[str, float] = {"max_new_tokens": 3, **kwargs}
     with pytest.raises(BadInput, match=message):
         _model().generate(torch.zeros(1, 2, dtype=torch.long), **arguments)
+
+
+def test_generation_past_the_context_slides_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+    longest = []
+    forward = GPT.forward
+
+    def watched(
+        self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
+    ):
+        longest.append((cache.length if cache is not None else 0) + idx.shape[1])
+        return forward(self, idx, targets, cache=cache)
+
+    monkeypatch.setattr(GPT, "forward", watched)
+    prompt = torch.tensor([[1, 2, 3]])
+    out = generate_long(model, prompt, 3 * CONFIG.ctx, temperature=0.0)
+    assert out.shape == (1, 3 + 3 * CONFIG.ctx) and out[0, :3].tolist() == [1, 2, 3]
+    assert max(longest) <= CONFIG.ctx
+    again = generate_long(model, prompt, 3 * CONFIG.ctx, temperature=0.0)
+    assert torch.equal(out, again)

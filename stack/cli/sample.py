@@ -25,20 +25,19 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from contracts.errors import BadInput
+    from stack.model.generate import generate_long
     from stack.train.trained import load_trained
 
     if args.tokens < 1:
         raise BadInput("--tokens must be at least 1")
     trained = load_trained(args.path, args.device)
-    ctx = trained.config.model.ctx
-    if args.tokens >= ctx:
-        raise BadInput(f"--tokens {args.tokens} must be below the model's context of {ctx} tokens")
-    ids = trained.tokenizer.encode(args.prompt)[-(ctx - args.tokens) :] if args.prompt else []
+    ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
     if not ids:
         ids = [trained.tokenizer.eot_id]  # an empty prompt starts where a document would
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    out = trained.model.generate(
+    out = generate_long(
+        trained.model,
         idx,
         args.tokens,
         temperature=args.temperature,

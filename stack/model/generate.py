@@ -117,3 +117,18 @@ def generate(
         if step + 1 < max_new_tokens:  # the last token needs no forward of its own
             logits, _ = model(token, cache=cache)
     return out
+
+
+@torch.no_grad()
+def generate_long(model: GPT, idx: torch.Tensor, max_new_tokens: int, **sampling: object) -> torch.Tensor:
+    """Like `generate`, but past the model's context: once the window is full, its newest half
+    becomes the prompt of the next chunk, so the model never sees more than `ctx` tokens."""
+    ctx = model.config.ctx
+    out, remaining = idx, max_new_tokens
+    while remaining > 0:
+        window = out[:, -(ctx // 2) :] if out.shape[1] >= ctx else out
+        chunk = min(remaining, ctx - window.shape[1])
+        grown = generate(model, window, chunk, **sampling)  # type: ignore[arg-type]
+        out = torch.cat((out, grown[:, window.shape[1] :]), dim=1)
+        remaining -= chunk
+    return out
