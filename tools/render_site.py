@@ -27,6 +27,8 @@ from audit import (
 from plots import trace_heat_map, training_curves
 
 from contracts.errors import BadInput
+from contracts.evidence import EvidenceRecord
+from contracts.registry import REGISTRY_FILE, Registry, read_registry
 from contracts.schemas import json_schemas
 from contracts.spec import Spec, load_spec_from
 
@@ -115,9 +117,20 @@ def read_jsonl(path: Path) -> list[dict]:
     return lines
 
 
-def _trace_report(run_dir: Path) -> dict | None:
-    """The trace.json of a trace record, or of the newest trace kept in a training run's traces/."""
-    candidates = [run_dir / "trace.json", *sorted(run_dir.glob("traces/*/trace.json"), reverse=True)]
+def _traced_run(record: EvidenceRecord) -> str | None:
+    """The training run a trace record traced (its path A names a run or one of its checkpoints)."""
+    path_a = record.config.get("path_a")
+    if record.run.kind != "trace" or not isinstance(path_a, str):
+        return None
+    traced = Path(path_a.split(" (")[0])
+    return traced.parent.parent.name if traced.parent.name == "checkpoints" else traced.name
+
+
+def _trace_report(run_dir: Path, traces: list[Path]) -> dict | None:
+    """The trace.json of a trace record, of the newest trace in a run's traces/, or of a ledger
+    trace record that traced this run."""
+    local = [run_dir / "trace.json", *sorted(run_dir.glob("traces/*/trace.json"), reverse=True)]
+    candidates = local + [t / "trace.json" for t in traces]
     for path in candidates:
         if path.is_file():
             try:
@@ -127,10 +140,15 @@ def _trace_report(run_dir: Path) -> dict | None:
     return None
 
 
-def run_plots(loaded: LoadedEvidence) -> dict[str, str]:
+def run_plots(loaded: LoadedEvidence, records: list[LoadedEvidence]) -> dict[str, str]:
     """plot name → SVG for one run: curves from its metrics.jsonl, a heat map from its trace."""
     plots = training_curves(read_jsonl(loaded.path.parent / "metrics.jsonl"))
-    report = _trace_report(loaded.path.parent)
+    assert loaded.record is not None
+    traces = sorted(
+        (e.path.parent for e in records if e.record and _traced_run(e.record) == loaded.record.run.id),
+        reverse=True,
+    )
+    report = _trace_report(loaded.path.parent, traces)
     heat = trace_heat_map(report) if report is not None else None
     if heat is not None:
         plots["trace"] = heat
@@ -251,6 +269,30 @@ def benchmarks_page(spec: Spec, records: list[LoadedEvidence]) -> str:
     return "\n".join(out) + "\n"
 
 
+def registry_page(registry: Registry) -> str:
+    """The released models of evidence/registry.yaml, each linked to the evidence behind it."""
+    out = [BANNER, "# Released models\n"]
+    if not registry.models:
+        out.append("No model has been released yet.")
+        return "\n".join(out) + "\n"
+    for model in registry.models:
+        out.append(f"## {model.name} {model.version}\n")
+        out.append("| field | value |\n|---|---|")
+        runs = ", ".join(f"[{r}](evidence/{r}.md)" for r in model.evidence)
+        rows = [
+            ("spec", model.spec_version),
+            ("commit", f"`{model.git_sha}`"),
+            ("evidence", runs),
+            ("license", model.license),
+            ("card", f"`{model.card}`"),
+        ]
+        out += [f"| {k} | {v} |" for k, v in rows]
+        out.append("\n| artifact | bytes | sha256 |\n|---|---|---|")
+        out += [f"| `{a.path or a.url}` | {a.bytes} | `{a.sha256}` |" for a in model.artifacts]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def spec_page(spec: Spec) -> str:
     """The spec's version, its changelog and the benchmark goals."""
     out = [
@@ -287,12 +329,13 @@ def render(root: Path, extra_runs: list[Path] | None = None) -> list[Path]:
         out_dir / "gates" / "index.md": gates_index(rows, spec),
         out_dir / "evidence" / "index.md": evidence_index(records),
         out_dir / "benchmarks.md": benchmarks_page(spec, records),
+        out_dir / "models.md": registry_page(read_registry(root / REGISTRY_FILE)),
     }
     for row in rows:
         pages[out_dir / "gates" / f"{row.gate.id}.md"] = gate_page(row, spec)
     for loaded in records:
         if loaded.record is not None:
-            plots = run_plots(loaded)
+            plots = run_plots(loaded, records)
             run_id = loaded.record.run.id
             for name, svg in plots.items():
                 pages[out_dir / "evidence" / run_id / f"{name}.svg"] = svg
