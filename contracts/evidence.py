@@ -23,10 +23,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import BadInput
-from contracts.spec import load_spec
+from contracts.spec import GATE_ID_PATTERN, load_spec
 
 SCHEMA_VERSION = 1
 EVIDENCE_FILE = "metadata.json"
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a run id is also a directory name
 LEDGER_DIR = Path("evidence") / "runs"  # the repository's ledger of runs, relative to its root
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +58,7 @@ class RunStatus(StrEnum):
 
 
 class RunInfo(Record):
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    id: str = Field(pattern=RUN_ID_PATTERN)
     kind: str  # train | trace | benchmark | ...
     argv: list[str]
     started: datetime
@@ -97,7 +98,7 @@ class DataRef(Record):
 
 
 class GateResult(Record):
-    id: str = Field(pattern=r"^(GATE)-[A-Z]+-\d{3}$")
+    id: str = Field(pattern=GATE_ID_PATTERN)
     revision: int = Field(ge=1)
     verdict: Verdict
     measured: JsonValue = None
@@ -106,7 +107,7 @@ class GateResult(Record):
 
 
 class Waiver(Record):
-    gate: str = Field(pattern=r"^(GATE)-[A-Z]+-\d{3}$")
+    gate: str = Field(pattern=GATE_ID_PATTERN)
     reason: str = Field(min_length=1)
 
 

@@ -18,6 +18,7 @@ if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` i
     sys.path.insert(0, str(ROOT))
 
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord  # noqa: E402
+from contracts.gates import gate_ensure, gate_require  # noqa: E402
 from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
 
 # Where gate ids may be cited, relative to the repository root.
@@ -25,7 +26,7 @@ CITING_DIRS = ("stack", "contracts", "tools", "tests", "benchmarks", "docs", "ev
 CITING_FILES = ("README.md", "mkdocs.yml", "Makefile")
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".jsonl", ".toml", ".txt", ".csv", ""}
 SKIP_DIRS = {"__pycache__", ".venv", "site", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
-BINDING_FUNCS = {"gate_require", "gate_ensure"}
+BINDING_FUNCS = {gate_require.__name__, gate_ensure.__name__}
 # A line carrying this marker cites an unknown gate id on purpose (a planted-defect test).
 PLANTED_MARKER = "integrity: planted"
 RUNS_DIR = LEDGER_DIR

@@ -176,8 +176,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 def load_weights(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
     """Load the checkpoint's weights into `model` (strict: every tensor must match)."""
-    missing, unexpected = load_model(model, str(checkpoint.path / "model.safetensors"), strict=True)
-    assert not missing and not unexpected  # strict=True raises before this
+    load_model(model, str(checkpoint.path / "model.safetensors"), strict=True)
 
 
 def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
+    RUN_ID_PATTERN,
     Artifact,
     DataRef,
     Determinism,
@@ -45,7 +47,6 @@ from stack.train.metrics import METRICS_FILE
 from stack.train.trained import resolve_checkpoint
 
 CONFIG_FILE = "config.toml"
-RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 # The gates a training run answers for; any it never evaluated is recorded NOT_RUN.
 TRAIN_GATES = [
     "GATE-DATA-001",
@@ -84,7 +85,7 @@ class TrainRequest:
 
 def _check_run_dir_name(run_dir: Path) -> str:
     name = run_dir.resolve().name
-    if not name or not set(name) <= RUN_ID_CHARS or name[0] in "._-":
+    if re.fullmatch(RUN_ID_PATTERN, name) is None:
         raise BadInput(f"run directory name {name!r} must use letters, digits, '.', '_' and '-' only")
     return name
 
