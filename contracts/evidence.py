@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.errors import BadInput
 from contracts.spec import GATE_ID_PATTERN, load_spec
 
-SCHEMA_VERSION = 1
+# 2: gate results carry their thresholds' digest and message, records their checkpoint's hashes.
+# A version-1 record cannot be re-judged (its measured values predate the judges): it is stale.
+SCHEMA_VERSION = 2
 EVIDENCE_FILE = "metadata.json"
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a run id is also a directory name
 LEDGER_DIR = Path("evidence") / "runs"  # the repository's ledger of runs, relative to its root
@@ -100,10 +103,12 @@ class DataRef(Record):
 class GateResult(Record):
     id: str = Field(pattern=GATE_ID_PATTERN)
     revision: int = Field(ge=1)
+    thresholds_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     verdict: Verdict
     measured: JsonValue = None
-    threshold: JsonValue = None
+    threshold: JsonValue = None  # the thresholds of `revision` that judged `measured`
     step: int | None = None
+    message: str | None = None
 
 
 class Waiver(Record):
@@ -115,6 +120,20 @@ class Artifact(Record):
     path: str  # relative to the directory holding metadata.json
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+
+
+class FileHash(Record):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class CheckpointRef(Record):
+    """The run's last checkpoint by content: a filed copy of the record keeps these hashes, so a
+    released weights file can be traced to the checkpoint it came from."""
+
+    name: str
+    step: int = Field(ge=0)
+    files: dict[str, FileHash]
 
 
 class EvidenceRecord(Record):
@@ -132,6 +151,7 @@ class EvidenceRecord(Record):
     waivers: list[Waiver] = Field(default_factory=list)
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     artifacts: list[Artifact] = Field(default_factory=list)
+    checkpoint: CheckpointRef | None = None
 
 
 def now() -> datetime:
@@ -224,9 +244,45 @@ def new_record(
 
 
 def file_completed(record: EvidenceRecord) -> Path:
-    """Mark `record` completed now and write it into the repository's ledger (benchmarks use this)."""
+    """Mark `record` completed now and file it in the repository's ledger (benchmarks use this)."""
     record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    return write_evidence(REPO_ROOT / LEDGER_DIR / record.run.id, record)
+    return file_record(REPO_ROOT / LEDGER_DIR, record)
+
+
+def ledger_slot(ledger_dir: Path, run_id: str) -> Path:
+    """Where `run_id` would be filed in `ledger_dir`; refused when a record is already there.
+
+    The ledger is append-only: a record, once filed, is never replaced, so a run id can be filed
+    once per ledger. Tools call this before they start work, so a clash costs nothing.
+    """
+    target = Path(ledger_dir) / run_id
+    if target.exists():
+        raise BadInput(
+            f"{target} already exists and the ledger is append-only: a filed record is never replaced; "
+            "give the run a new directory name (its run id), or file it into another --evidence-dir"
+        )
+    return target
+
+
+def file_record(ledger_dir: Path, record: EvidenceRecord, files: tuple[Path, ...] = ()) -> Path:
+    """File `record` (and copies of `files`, listed as its artifacts) as LEDGER_DIR/<run-id>/.
+
+    The directory is created exclusively, so two writers cannot both file the same run id, and
+    an existing record is never overwritten (see `ledger_slot`).
+    """
+    target = ledger_slot(ledger_dir, record.run.id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir()
+    except FileExistsError:
+        ledger_slot(ledger_dir, record.run.id)  # raises the one-line refusal
+        raise
+    filed = record.model_copy(deep=True)
+    filed.artifacts = []
+    for source in files:
+        shutil.copy2(source, target / source.name)
+        filed.artifacts.append(artifact(target / source.name, target))
+    return write_evidence(target, filed)
 
 
 def read_evidence(path: Path) -> EvidenceRecord:

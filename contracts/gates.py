@@ -5,11 +5,13 @@ A binding ties one gate of the spec to one function of the stack:
     @gate_require("GATE-TRAIN-003", lambda loss, grad_norm: finite_outcome(loss, grad_norm))
     def optimizer_step(loss: float, grad_norm: float) -> None: ...
 
-The check receives the function's arguments by name (icontract resolves them) and returns an
-`Outcome`. Every outcome is recorded in the active `Ledger`, which is how verdicts reach the
-evidence record. A failure of a blocking gate raises `GateViolation`; a failure of a warning
-gate, or of a waived one, is recorded as WARN or WAIVED and the call goes on. Checks run on Python scalars
-at step boundaries, never per tensor op, so a binding costs no device synchronisation.
+The check receives the function's arguments by name (icontract resolves them), measures, and
+returns the `Outcome` that `measure` builds: the gate's judge in `contracts.judges` decides, the
+same judge `tools/check_integrity.py` re-runs on the record. Every outcome is recorded in the
+active `Ledger`, which is how verdicts reach the evidence record. A failure of a blocking gate
+raises `GateViolation`; a failure of a warning gate, or of a waived one, is recorded as WARN or
+WAIVED and the call goes on. Checks run on Python scalars at step boundaries, never per tensor
+op, so a binding costs no device synchronisation.
 
 Every binding is registered in `BINDINGS` at import time, so tools can list gate id → function.
 """
@@ -28,6 +30,7 @@ import icontract
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
+from contracts.judges import judge
 from contracts.ledger import Ledger, active_ledger
 from contracts.spec import load_spec
 
@@ -77,6 +80,18 @@ class Outcome:
     measured: Any = None
     threshold: Any = None
     step: int | None = None
+
+
+def measure(gate_id: str, measured: dict[str, Any], *, step: int | None = None, holds: str = "") -> Outcome:
+    """The outcome of one evaluation of a gate: its judge decides over `measured`.
+
+    `holds` is the message when the gate holds (default: the gate's title); when it does not,
+    the message is the judge's list of problems.
+    """
+    gate = load_spec().gate(gate_id)
+    problems = judge(gate_id, measured, gate.threshold_values)
+    message = "; ".join(problems) if problems else (holds or f"holds: {gate.title.lower()}")
+    return Outcome(not problems, message, measured, gate.threshold_values, step)
 
 
 @dataclass(frozen=True)

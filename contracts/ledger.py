@@ -2,7 +2,10 @@
 
 A binding that runs records its outcome in the active ledger (a context variable, so nested
 runs and threads in tests don't mix). A FAIL or WARN sticks: a later PASS of the same gate does
-not hide that the gate once fired. Waivers turn a failure into WAIVED, with the user's reason.
+not hide that the gate once fired, nor replace the numbers that made it fire. Outcomes of equal
+or worse rank merge their measured values, so a gate judged by several checks (early stopping's
+configuration and its standard error, say) keeps every check's values, and the verdict stored is
+the judge's over all of them. Waivers turn a failure into WAIVED, with the user's reason.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from contracts.evidence import GateResult, Verdict, Waiver
-from contracts.spec import Severity, load_spec
+from contracts.judges import judge
+from contracts.spec import Severity, Spec, load_spec
 
 if TYPE_CHECKING:
     from contracts.gates import Outcome
@@ -21,7 +25,39 @@ if TYPE_CHECKING:
 _ACTIVE: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("ledger", default=None)
 
 # A verdict only gives way to a worse one.
-_RANK = {Verdict.NOT_RUN: 0, Verdict.PASS: 1, Verdict.WAIVED: 2, Verdict.WARN: 3, Verdict.FAIL: 4}
+RANK = {Verdict.NOT_RUN: 0, Verdict.PASS: 1, Verdict.WAIVED: 2, Verdict.WARN: 3, Verdict.FAIL: 4}
+
+
+def verdict_of(spec: Spec, gate_id: str, holds: bool, waived: bool) -> Verdict:
+    """PASS when the gate holds; otherwise WAIVED, WARN or FAIL by waiver and severity.
+
+    The one mapping from a judge's finding to a verdict, used by the ledger at run time and by
+    the integrity check when it re-judges a record.
+    """
+    if holds:
+        return Verdict.PASS
+    if waived:
+        return Verdict.WAIVED
+    return Verdict.WARN if spec.gate(gate_id).severity is Severity.WARNING else Verdict.FAIL
+
+
+def judged_result(
+    spec: Spec, gate_id: str, measured: Any, waived: bool, step: int | None = None
+) -> GateResult:
+    """A gate result whose verdict, thresholds and message come from the gate's judge."""
+    gate = spec.gate(gate_id)
+    problems = judge(gate_id, measured, gate.threshold_values)
+    # model_construct: every step's bindings land here, and the fields are ours, not input.
+    return GateResult.model_construct(
+        id=gate_id,
+        revision=gate.revision,
+        thresholds_sha256=gate.thresholds_sha256,
+        verdict=verdict_of(spec, gate_id, not problems, waived),
+        measured=measured,
+        threshold=gate.threshold_values,
+        step=step,
+        message="; ".join(problems) if problems else None,
+    )
 
 
 class Ledger:
@@ -33,42 +69,37 @@ class Ledger:
             load_spec().gate(gate_id)  # an unknown gate id in a waiver is bad input
         self.results: dict[str, GateResult] = {}
 
-    def verdict_for(self, gate_id: str, ok: bool) -> Verdict:
-        """PASS when the check holds; otherwise WAIVED, WARN or FAIL by waiver and severity."""
-        if ok:
-            return Verdict.PASS
-        if gate_id in self.waivers:
-            return Verdict.WAIVED
-        if load_spec().gate(gate_id).severity is Severity.WARNING:
-            return Verdict.WARN
-        return Verdict.FAIL
-
-    def record(
-        self,
-        gate_id: str,
-        verdict: Verdict,
-        measured: Any = None,
-        threshold: Any = None,
-        step: int | None = None,
-    ) -> Verdict:
-        """Record one evaluation; keeps the worst verdict seen and its numbers."""
-        previous = self.results.get(gate_id)
-        if previous is None or _RANK[verdict] >= _RANK[previous.verdict]:
-            # model_construct: every step's bindings land here, and the fields are ours, not input.
-            self.results[gate_id] = GateResult.model_construct(
-                id=gate_id,
-                revision=load_spec().gate(gate_id).revision,
-                verdict=verdict,
-                measured=measured,
-                threshold=threshold,
-                step=step,
-            )
-        return verdict
-
     def record_outcome(self, gate_id: str, outcome: Outcome) -> Verdict:
-        """Record a binding's outcome and return the verdict it earned."""
-        verdict = self.verdict_for(gate_id, outcome.ok)
-        return self.record(gate_id, verdict, outcome.measured, outcome.threshold, outcome.step)
+        """Record a binding's outcome; returns the verdict the gate now stands at."""
+        spec = load_spec()
+        verdict = verdict_of(spec, gate_id, outcome.ok, gate_id in self.waivers)
+        previous = self.results.get(gate_id)
+        if previous is not None and RANK[verdict] < RANK[previous.verdict]:
+            return verdict  # a better outcome never hides a worse one
+        measured = outcome.measured
+        if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
+            measured = {**previous.measured, **measured}
+        result = judged_result(spec, gate_id, measured, gate_id in self.waivers, outcome.step)
+        self.results[gate_id] = result
+        return result.verdict
+
+    def carry(self, results: list[GateResult]) -> list[str]:
+        """Take verdicts from an earlier part of the same run (a resume), re-judged under this spec.
+
+        A carried result is judged again from its own measured values with the current thresholds
+        and stamped with the current revision, so no verdict keeps the name of a spec it was not
+        judged under. Returns the ids whose verdict changed in re-judging.
+        """
+        spec = load_spec()
+        changed = []
+        for old in results:
+            if old.verdict is Verdict.NOT_RUN or old.id not in spec.gates:
+                continue
+            new = judged_result(spec, old.id, old.measured, old.id in self.waivers, old.step)
+            if new.verdict is not old.verdict:
+                changed.append(old.id)
+            self.results[old.id] = new
+        return changed
 
     def gate_results(self, expected: list[str] | None = None) -> list[GateResult]:
         """Every recorded verdict, plus NOT_RUN for each expected gate that never ran."""
@@ -76,8 +107,13 @@ class Ledger:
         spec = load_spec()
         for gate_id in expected or []:
             if gate_id not in results:
+                gate = spec.gate(gate_id)
                 results[gate_id] = GateResult(
-                    id=gate_id, revision=spec.gate(gate_id).revision, verdict=Verdict.NOT_RUN
+                    id=gate_id,
+                    revision=gate.revision,
+                    thresholds_sha256=gate.thresholds_sha256,
+                    verdict=Verdict.NOT_RUN,
+                    threshold=gate.threshold_values,
                 )
         return [results[k] for k in sorted(results)]
 

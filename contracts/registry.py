@@ -31,15 +31,28 @@ class RegistryArtifact(Entry):
         return self
 
 
+class EvidenceCitation(Entry):
+    """A ledger record by id and by content: the sha256 of its metadata.json bytes."""
+
+    run: str  # the run id, a directory under evidence/runs/
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ReleasedModel(Entry):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str
     spec_version: str
     git_sha: str = Field(pattern=r"^[0-9a-f]{40}$")
-    evidence: list[str] = Field(min_length=1)  # run ids under evidence/runs/
+    evidence: list[EvidenceCitation] = Field(min_length=1)
     artifacts: list[RegistryArtifact] = Field(default_factory=list)
     license: str
     card: str  # a repository-relative path to the model card
+    # A release is never deleted; one that no longer stands is withdrawn, with the reason.
+    withdrawn: str | None = Field(default=None, min_length=1)
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
 
 
 class Registry(Entry):

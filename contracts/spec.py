@@ -7,7 +7,10 @@ quietly disable a gate.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import math
 import os
 import re
 from datetime import date
@@ -16,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
 
 from contracts.errors import BadInput
 
@@ -51,8 +54,27 @@ class GateStatus(StrEnum):
 
 
 class Threshold(Strict):
-    value: float | int
+    # Strict: a YAML `true` or `"5"` is refused rather than read as 1 or 5.
+    value: StrictFloat | StrictInt
     description: str
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | int) -> float | int:
+        # NaN compares false with everything, so a NaN threshold would pass every measurement.
+        if not math.isfinite(value):
+            raise ValueError(f"a threshold must be a finite number, not {value}")
+        return value
+
+
+def thresholds_digest(thresholds: dict[str, float | int]) -> str:
+    """sha256 of a gate's thresholds in canonical form (sorted names, values as floats).
+
+    Stored in every gate result, so a record says exactly which numbers judged it, and a
+    threshold edited without a revision bump cannot hide.
+    """
+    canonical = {name: float(value) for name, value in sorted(thresholds.items())}
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
 
 
 class Gate(Strict):
@@ -70,6 +92,39 @@ class Gate(Strict):
     def area(self) -> str:
         """The middle part of the id: DATA, EVAL, TRAIN, ..."""
         return self.id.split("-")[1]
+
+    @property
+    def threshold_values(self) -> dict[str, float | int]:
+        """name → value of every threshold, as judges and gate results see them."""
+        return {name: t.value for name, t in self.thresholds.items()}
+
+    @property
+    def thresholds_sha256(self) -> str:
+        """The digest of this revision's thresholds (see `thresholds_digest`)."""
+        return thresholds_digest(self.threshold_values)
+
+
+class RevisionEntry(Strict):
+    """One revision of one gate in spec/revisions.yaml: when it came, and its thresholds' digest."""
+
+    revision: int = Field(ge=1)
+    spec_version: str = Field(pattern=SEMVER_RE.pattern)
+    thresholds_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RevisionsFile(Strict):
+    revisions: dict[str, list[RevisionEntry]]
+
+
+class RunKind(Strict):
+    """A kind of evidence record and the gates every completed record of that kind must judge."""
+
+    description: str
+    gates: list[str] = Field(default_factory=list)
+
+
+class RunKindsFile(Strict):
+    run_kinds: dict[str, RunKind]
 
 
 class ChangelogEntry(Strict):
@@ -119,6 +174,8 @@ class Spec(Strict):
     gates: dict[str, Gate]
     gate_files: dict[str, str]  # gate id -> file it is defined in, relative to the spec dir
     benchmarks: dict[str, BenchmarkGoal]
+    revisions: dict[str, list[RevisionEntry]]
+    run_kinds: dict[str, RunKind]
     sha256: str
 
     @property
@@ -146,6 +203,11 @@ class Spec(Strict):
                 f"{gate_id} has no threshold {name!r}; it has: {', '.join(gate.thresholds) or 'none'}"
             ) from None
 
+    def required_gates(self, kind: str) -> list[str]:
+        """The gates a completed record of run kind `kind` must judge (none for an undeclared kind)."""
+        entry = self.run_kinds.get(kind)
+        return list(entry.gates) if entry else []
+
     def benchmark(self, name: str) -> BenchmarkGoal:
         """The goal of one benchmark in spec/benchmarks.yaml."""
         try:
@@ -162,7 +224,7 @@ def default_spec_dir() -> Path:
 
 def spec_files(spec_dir: Path) -> list[Path]:
     """The files whose bytes make up the spec, in a fixed order (hashed into evidence)."""
-    files = [spec_dir / "spec.yaml", spec_dir / "benchmarks.yaml"]
+    files = [spec_dir / name for name in ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml")]
     files += sorted((spec_dir / "gates").glob("*.yaml"))
     return files
 
@@ -181,7 +243,12 @@ def _validated(model: type[BaseModel], data: object, path: Path) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = list(first["loc"])
+        # gates.3.thresholds.x → GATE-…-NNN.thresholds.x: name the gate, not its position in the list.
+        if len(loc) > 1 and loc[0] == "gates" and isinstance(loc[1], int) and isinstance(data, dict):
+            with contextlib.suppress(KeyError, IndexError, TypeError):
+                loc[:2] = [str(data["gates"][loc[1]]["id"])]
+        where = ".".join(str(p) for p in loc)
         raise BadInput(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s))") from None
 
 
@@ -207,6 +274,15 @@ def load_spec_from(spec_dir: Path) -> Spec:
             gate_files[gate.id] = str(path.relative_to(spec_dir))
     bench_path = spec_dir / "benchmarks.yaml"
     bench = _validated(BenchmarkFile, _read_yaml(bench_path), bench_path)
+    revisions_path = spec_dir / "revisions.yaml"
+    revisions = _validated(RevisionsFile, _read_yaml(revisions_path), revisions_path).revisions
+    _check_revisions(revisions_path, header, gates, revisions)
+    kinds_path = spec_dir / "run_kinds.yaml"
+    kinds = _validated(RunKindsFile, _read_yaml(kinds_path), kinds_path).run_kinds
+    for name, kind in kinds.items():
+        for gate_id in kind.gates:
+            if gate_id not in gates:
+                raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
     digest = hashlib.sha256()
     for path in spec_files(spec_dir):
         digest.update(path.relative_to(spec_dir).as_posix().encode() + b"\0")
@@ -216,8 +292,55 @@ def load_spec_from(spec_dir: Path) -> Spec:
         gates=gates,
         gate_files=gate_files,
         benchmarks={b.name: b for b in bench.benchmarks},
+        revisions=revisions,
+        run_kinds=kinds,
         sha256=digest.hexdigest(),
     )
+
+
+def _check_revisions(
+    path: Path, header: SpecHeader, gates: dict[str, Gate], revisions: dict[str, list[RevisionEntry]]
+) -> None:
+    """The revision history must account for every gate's current thresholds.
+
+    A threshold edited in place changes its digest; unless the gate's revision is bumped and the
+    new digest added here, with the changelog naming `GATE-… rev N`, the spec refuses to load.
+    """
+    changelog = {entry.version: entry.summary for entry in header.changelog}
+    for gate_id in revisions:
+        if gate_id not in gates:
+            raise BadInput(f"{path}: lists {gate_id}, which no spec/gates/*.yaml defines")
+    for gate_id, gate in gates.items():
+        history = revisions.get(gate_id)
+        if not history:
+            raise BadInput(
+                f"{path}: {gate_id} has no revision history; add revision {gate.revision} with "
+                f"thresholds_sha256 {gate.thresholds_sha256}"
+            )
+        numbers = [entry.revision for entry in history]
+        if numbers != list(range(1, len(numbers) + 1)) or numbers[-1] != gate.revision:
+            raise BadInput(
+                f"{path}: {gate_id} lists revisions {numbers}, but the gate is at revision {gate.revision}; "
+                "the history must run 1, 2, ... up to it"
+            )
+        current = history[-1]
+        if current.thresholds_sha256 != gate.thresholds_sha256:
+            raise BadInput(
+                f"{gate_id} rev {gate.revision}: thresholds changed without a revision bump (their "
+                f"sha256 is {gate.thresholds_sha256}, {path.name} records {current.thresholds_sha256}); "
+                "bump the gate's revision, add the new digest and name the change in the changelog"
+            )
+        for entry in history:
+            if entry.spec_version not in changelog:
+                raise BadInput(
+                    f"{path}: {gate_id} rev {entry.revision} cites spec version {entry.spec_version}, "
+                    "which has no changelog entry"
+                )
+            if entry.revision > 1 and f"{gate_id} rev {entry.revision}" not in changelog[entry.spec_version]:
+                raise BadInput(
+                    f"{path}: the changelog of {entry.spec_version} does not name '{gate_id} rev "
+                    f"{entry.revision}'; every revision bump is named in the changelog"
+                )
 
 
 @lru_cache(maxsize=1)

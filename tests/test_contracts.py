@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import stack
 from contracts import gates as gates_module
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, Waiver
-from contracts.gates import BINDINGS, Outcome, contract_mode, gate_ensure, gate_require
+from contracts.gates import BINDINGS, contract_mode, gate_ensure, gate_require, measure
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 
@@ -24,38 +25,68 @@ BLOCKING = "GATE-TRAIN-003"
 WARNING = "GATE-DATA-004"
 
 
-@gate_require(BLOCKING, lambda x: Outcome(ok=x >= 0, message="x is negative", measured=x, threshold=0))
-def _needs_non_negative(x: float) -> float:
+@gate_require(BLOCKING, lambda x: measure(BLOCKING, {"loss": x, "grad_norm": 1.0}))
+def _needs_finite(x: float) -> float:
     return x
 
 
-@gate_ensure(
-    WARNING, lambda result: Outcome(ok=result < 10, message="too big", measured=result, threshold=10)
-)
+# Repeats of 50 are far past DATA-004's max_repeats; 1e9 tokens per parameter are plenty.
+@gate_ensure(WARNING, lambda result: measure(WARNING, {"repeats": result, "tokens_per_parameter": 1e9}))
 def _small(x: float) -> float:
     return x
 
 
+NAN = float("nan")
+
+
 def test_failing_precondition_raises_gate_violation() -> None:
     with pytest.raises(GateViolation) as info:
-        _needs_non_negative(-1.0)
+        _needs_finite(NAN)
     error = info.value
     assert error.gate_id == BLOCKING
     assert error.revision == load_spec().gate(BLOCKING).revision
-    assert (error.measured, error.threshold) == (-1.0, 0)
+    assert math.isnan(error.measured["loss"]) and error.threshold == {}
     assert str(error).startswith(f"{BLOCKING} rev ")
 
 
 def test_verdicts_land_in_the_active_ledger() -> None:
     ledger = Ledger()
     with recording(ledger):
-        _needs_non_negative(1.0)
+        _needs_finite(1.0)
         assert ledger.results[BLOCKING].verdict is Verdict.PASS
         with pytest.raises(GateViolation):
-            _needs_non_negative(-2.0)
-        _needs_non_negative(3.0)  # a later PASS does not hide the FAIL
-    assert ledger.results[BLOCKING].verdict is Verdict.FAIL
-    assert ledger.results[BLOCKING].measured == -2.0
+            _needs_finite(math.inf)
+        _needs_finite(3.0)  # a later PASS does not hide the FAIL, nor its numbers
+    result = ledger.results[BLOCKING]
+    assert result.verdict is Verdict.FAIL
+    assert result.measured == {"loss": math.inf, "grad_norm": 1.0}
+    assert result.thresholds_sha256 == load_spec().gate(BLOCKING).thresholds_sha256
+    assert result.message and "not finite" in result.message
+
+
+def test_checks_of_one_gate_merge_and_the_worst_stands() -> None:
+    """EVAL-002 is judged by its configuration and by each standard error: the record keeps both."""
+    ledger = Ledger()
+    with recording(ledger):
+        ledger.record_outcome("GATE-EVAL-002", measure("GATE-EVAL-002", {"patience": 9, "min_epochs": 9}))
+        ledger.record_outcome("GATE-EVAL-002", measure("GATE-EVAL-002", {"heldout_stderr": 0.0}))
+        ledger.record_outcome("GATE-EVAL-002", measure("GATE-EVAL-002", {"heldout_stderr": 0.1}))
+    result = ledger.results["GATE-EVAL-002"]
+    assert result.verdict is Verdict.FAIL
+    assert result.measured == {"patience": 9, "min_epochs": 9, "heldout_stderr": 0.0}
+
+
+def test_carried_verdicts_are_rejudged_under_the_current_spec() -> None:
+    """A resume re-judges what it carries: a PASS whose numbers fail today's thresholds is not kept."""
+    ledger = Ledger()
+    with recording(ledger):
+        _small(1.0)
+    carried = ledger.results[WARNING].model_copy(
+        update={"measured": {"repeats": 50.0, "tokens_per_parameter": 1e9}}
+    )
+    fresh = Ledger()
+    assert fresh.carry([carried]) == [WARNING]
+    assert fresh.results[WARNING].verdict is Verdict.WARN
 
 
 def test_warning_gate_records_warn_and_goes_on() -> None:
@@ -68,7 +99,7 @@ def test_warning_gate_records_warn_and_goes_on() -> None:
 def test_waiver_turns_failure_into_waived() -> None:
     ledger = Ledger([Waiver(gate=BLOCKING, reason="probing negative inputs on purpose")])
     with recording(ledger):
-        assert _needs_non_negative(-1.0) == -1.0
+        assert math.isnan(_needs_finite(NAN))
     assert ledger.results[BLOCKING].verdict is Verdict.WAIVED
 
 
@@ -84,7 +115,7 @@ def test_not_run_gates_are_listed() -> None:
 
 def test_mode_off_disables_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATESTACK_CONTRACTS", "off")
-    assert _needs_non_negative(-1.0) == -1.0
+    assert _needs_finite(math.inf) == math.inf
 
 
 def test_bad_mode_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

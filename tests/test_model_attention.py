@@ -71,8 +71,8 @@ def test_start_up_check_passes_and_is_recorded(tie: bool) -> None:
     model = GPT(CONFIG.model_copy(update={"tie_embeddings": tie}), seed=1)
     with recording(Ledger()) as ledger:
         parity = check_attention_paths(model)
-    assert set(parity.attention_error) == set(PATHS) == set(parity.logits_error)
-    assert parity.failures == ()
+    assert set(parity.errors("attention")) == set(PATHS) == set(parity.errors("logits"))
+    assert parity.outcome().ok
     assert ledger.results["GATE-MODEL-001"].verdict is Verdict.PASS
 
 

@@ -4,9 +4,13 @@
     python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--json]
 
 Exit 0 when clean, 1 when any violation is found (each names its file and record), 2 on bad
-usage. Warnings (evidence made under an older gate revision, PROPOSED gates not yet covered)
-are reported but do not fail the check. GATE-INTEG-001 and GATE-INTEG-002 are the rules it
-enforces.
+usage. It checks truth, not only form: every verdict of every record is re-judged from the
+record's measured values by the gate's own judge (tools/record_checks.py); a completed run must
+have judged every gate its run kind requires (spec/run_kinds.yaml); a release must rest on a
+record cited by content that passes every gate, made at the registry's commit from a clean tree.
+Warnings (stale verdicts made under an older revision or schema, PROPOSED gates not yet covered)
+are reported but do not fail the check, unless a release rests on them. GATE-INTEG-001 and
+GATE-INTEG-002 are the rules it enforces.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -31,14 +36,20 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from record_checks import TRAINING_KINDS, check_record_truth
 
 from contracts.errors import BadInput
-from contracts.evidence import EvidenceRecord
-from contracts.registry import REGISTRY_FILE, Registry, read_registry
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, Verdict
+from contracts.gates import Mode
+from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.spec import GateKind, Spec, load_spec_from
 
 INTEG_EVIDENCE = "GATE-INTEG-001"
 INTEG_COVERAGE = "GATE-INTEG-002"
+STALE = "STALE"
+# A ledger path cited in prose: evidence/runs/<run id>[/file].
+CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
+WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,7 @@ class Checker:
         self.violations: list[Finding] = []
         self.warnings: list[Finding] = []
         self._sha_cache: dict[Path, str] = {}
+        self.stale: dict[str, dict[str, str]] = {}  # run id → gate id → why it is stale
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.violations.append(Finding(rule, self._rel(file), record, message))
@@ -147,27 +159,15 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
-        for result in record.gates:
-            gate = self.spec.gates.get(result.id)
-            if gate is None:
-                self.fail(INTEG_EVIDENCE, loaded.path, run_id, f"cites unknown gate {result.id}")
-            elif result.revision > gate.revision:
-                self.fail(
-                    INTEG_EVIDENCE,
-                    loaded.path,
-                    run_id,
-                    f"{result.id} rev {result.revision} is newer than the spec's rev {gate.revision}",
-                )
-            elif result.revision < gate.revision:
-                self.warn(
-                    "OUTDATED",
-                    loaded.path,
-                    run_id,
-                    f"{result.id} judged under rev {result.revision}; the spec is at rev {gate.revision}",
-                )
-        for waiver in record.waivers:
-            if waiver.gate not in self.spec.gates:
-                self.fail(INTEG_EVIDENCE, loaded.path, run_id, f"waives unknown gate {waiver.gate}")
+        truth = check_record_truth(record, loaded.path.parent, self.spec)
+        for problem in truth.violations:
+            self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
+        for reason in sorted(set(truth.stale.values())):
+            gates = sorted(g for g, why in truth.stale.items() if why == reason)
+            self.warn(
+                STALE, loaded.path, run_id, f"{len(gates)} verdict(s) stale ({reason}): {', '.join(gates)}"
+            )
+        self.stale[run_id] = truth.stale
         for art in record.artifacts:
             self.check_file_ref(
                 loaded.path, run_id, loaded.path.parent, within, art.path, art.sha256, art.bytes
@@ -211,12 +211,12 @@ class Checker:
                 known.add(parts[0])
         return known
 
-    def check_registry(self, registry: Registry, records: dict[str, EvidenceRecord]) -> None:
-        """Released models cite existing, clean evidence and files that match their checksums."""
+    def check_registry(self, registry: Registry, records: dict[str, LoadedEvidence]) -> None:
+        """Released models rest on true, complete, clean evidence cited by content."""
         path = self.root / REGISTRY_FILE
         versions = {e.version for e in self.spec.header.changelog}
         for model in registry.models:
-            name = f"{model.name}@{model.version}"
+            name = model.key
             if model.spec_version not in versions:
                 self.fail(
                     INTEG_EVIDENCE,
@@ -231,19 +231,6 @@ class Checker:
                     name,
                     f"git sha {model.git_sha[:12]} is not in this repository's history",
                 )
-            for run_id in model.evidence:
-                record = records.get(run_id)
-                if record is None:
-                    self.fail(
-                        INTEG_EVIDENCE,
-                        path,
-                        name,
-                        f"cites evidence run {run_id!r}, which is not under {RUNS_DIR}",
-                    )
-                elif record.code.git_dirty:
-                    self.fail(
-                        INTEG_EVIDENCE, path, name, f"evidence run {run_id!r} was made from a dirty tree"
-                    )
             for art in model.artifacts:
                 if art.path is not None:
                     self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
@@ -255,6 +242,108 @@ class Checker:
                     name,
                     f"model card {model.card!r} does not resolve inside the repository",
                 )
+            for cited in model.evidence:
+                loaded = records.get(cited.run)
+                if loaded is None or loaded.record is None:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        name,
+                        f"cites evidence run {cited.run!r}, which is not under {RUNS_DIR}",
+                    )
+                    continue
+                if hashlib.sha256(loaded.raw).hexdigest() != cited.sha256:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        name,
+                        f"evidence run {cited.run!r}: its metadata.json does not match the cited sha256",
+                    )
+                if model.withdrawn is None:
+                    for problem in self._release_problems(model, loaded.record):
+                        self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
+
+    def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
+        """Why `record` cannot back the release `model` (empty when it can)."""
+        problems = []
+        if record.run.kind not in TRAINING_KINDS:
+            problems.append(f"is a {record.run.kind} record, not a training run")
+        if record.run.status is not RunStatus.COMPLETED:
+            problems.append(f"status is {record.run.status.value}, not completed")
+        if record.contract_mode == Mode.OFF.value:
+            problems.append("was made with the contracts off")
+        if record.code.git_dirty:
+            problems.append("was made from a dirty tree")
+        if record.code.git_sha != model.git_sha:
+            problems.append(
+                f"was made at {str(record.code.git_sha)[:12]}, the registry says {model.git_sha[:12]}"
+            )
+        by_id = {g.id: g for g in record.gates}
+        for gate_id in self.spec.required_gates(record.run.kind):
+            if gate_id not in by_id or by_id[gate_id].verdict is Verdict.NOT_RUN:
+                problems.append(f"did not judge {gate_id}")
+        problems += [f"{g.id} is {g.verdict.value}" for g in record.gates if g.verdict is Verdict.FAIL]
+        stale = self.stale.get(record.run.id, {})
+        problems += [f"{gate_id} is stale ({why})" for gate_id, why in sorted(stale.items())]
+        weights = [a for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
+        hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint else None
+        if not weights:
+            problems.append(f"the release has no {WEIGHTS_FILE} artifact")
+        elif hashed is None:
+            problems.append(f"records no checkpoint hash of {WEIGHTS_FILE} to trace the weights to")
+        elif any(w.sha256 != hashed.sha256 for w in weights):
+            problems.append(f"the released {WEIGHTS_FILE} is not the checkpoint the run hashed")
+        return problems
+
+    def check_ledger_dirs(self) -> None:
+        """Every directory of the ledger holds a metadata.json; a record never just disappears."""
+        runs = self.root / RUNS_DIR
+        if not runs.is_dir():
+            return
+        for entry in sorted(runs.iterdir()):
+            if entry.is_dir() and not (entry / EVIDENCE_FILE).is_file():
+                self.fail(INTEG_EVIDENCE, entry, entry.name, f"ledger directory without {EVIDENCE_FILE}")
+
+    def check_duplicates(self, records: list[LoadedEvidence]) -> None:
+        """No record is a copy of another under a new id (a fabricated citation)."""
+        seen: dict[tuple[str, str, str], str] = {}
+        for loaded in records:
+            record = loaded.record
+            if record is None or record.run.kind == "benchmark":
+                continue
+            key = (record.run.started.isoformat(), str(record.code.git_sha), record.run.kind)
+            if key in seen:
+                self.fail(
+                    INTEG_EVIDENCE,
+                    loaded.path,
+                    record.run.id,
+                    f"has the start time, commit and kind of {seen[key]!r}: a copy of another record",
+                )
+            else:
+                seen[key] = record.run.id
+
+    def check_prose_citations(self) -> None:
+        """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught)."""
+        sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
+        for source in sources:
+            if not source.is_file() or "reference" in source.relative_to(self.root).parts:
+                continue
+            text = source.read_text(encoding="utf-8")
+            for lineno, line in enumerate(text.splitlines(), 1):
+                for match in CITED_EVIDENCE_RE.finditer(line):
+                    if line[match.end() : match.end() + 1] in ("<", "-"):
+                        continue  # a pattern such as evidence/runs/bench-trace-<time>, not a citation
+                    run_dir = self.root / RUNS_DIR / match.group(1)
+                    target = (
+                        run_dir / match.group(2).lstrip("/") if match.group(2) else run_dir / EVIDENCE_FILE
+                    )
+                    if not target.is_file():
+                        self.fail(
+                            INTEG_EVIDENCE,
+                            source,
+                            f"line {lineno}",
+                            f"cites {match.group(0)}, which does not exist in the ledger",
+                        )
 
     def check_citations(self) -> None:
         """Every gate id cited in code, tests, docs, evidence or README is in the spec."""
@@ -311,14 +400,17 @@ def run_checks(root: Path, extra_runs: list[Path]) -> Report:
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
+    checker.check_ledger_dirs()
+    checker.check_duplicates(ledger)
     try:
         registry = read_registry(root / REGISTRY_FILE)
     except BadInput as exc:
         checker.fail(INTEG_EVIDENCE, root / REGISTRY_FILE, "", str(exc))
     else:
-        by_id = {e.record.run.id: e.record for e in ledger if e.record is not None}
+        by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
     checker.check_citations()
+    checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
     rows = coverage(spec, bindings, falsifiers, ledger + extra)
     checker.check_coverage(rows, bindings, falsifiers)

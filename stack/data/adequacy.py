@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure
+from contracts.gates import Outcome, gate_ensure, measure
+from contracts.judges import judge
 from contracts.spec import load_spec
 
 
@@ -28,29 +29,18 @@ class CorpusAdequacy:
     min_tokens_per_parameter: float
 
     @property
+    def measured(self) -> dict[str, float]:
+        """The two ratios as GATE-DATA-004's judge reads them."""
+        return {"repeats": self.repeats, "tokens_per_parameter": self.tokens_per_parameter}
+
+    @property
     def adequate(self) -> bool:
-        """Whether both ratios are within their limits."""
-        return self.repeats <= self.max_repeats and self.tokens_per_parameter >= self.min_tokens_per_parameter
+        """Whether both ratios are within their limits (the gate's judge decides)."""
+        return not judge("GATE-DATA-004", self.measured)
 
     def outcome(self) -> Outcome:
         """GATE-DATA-004's outcome for the ledger."""
-        problems = []
-        if self.repeats > self.max_repeats:
-            problems.append(f"the data would be repeated {self.repeats:.2f} times (limit {self.max_repeats})")
-        if self.tokens_per_parameter < self.min_tokens_per_parameter:
-            problems.append(
-                f"{self.tokens_per_parameter:.2f} training tokens per parameter "
-                f"(at least {self.min_tokens_per_parameter} wanted)"
-            )
-        return Outcome(
-            ok=not problems,
-            message="; ".join(problems) or "corpus adequate for the planned run",
-            measured={"repeats": self.repeats, "tokens_per_parameter": self.tokens_per_parameter},
-            threshold={
-                "max_repeats": self.max_repeats,
-                "min_tokens_per_parameter": self.min_tokens_per_parameter,
-            },
-        )
+        return measure("GATE-DATA-004", self.measured, holds="corpus adequate for the planned run")
 
 
 @gate_ensure("GATE-DATA-004", lambda result: result.outcome())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure
+from contracts.gates import Outcome, gate_ensure, measure
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,7 @@ def excluded_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
         lo, hi = mixture.ranges[name]
         if count := int(np.count_nonzero((plan >= lo) & (plan < hi))):
             hits[name] = count
-    message = (
-        f"excluded source(s) would be sampled: {hits}" if hits else "no excluded source in the epoch plan"
-    )
-    return Outcome(ok=not hits, message=message, measured=sum(hits.values()), threshold=0)
+    return measure("GATE-DATA-006", {"excluded_windows": sum(hits.values()), "by_source": hits})
 
 
 def _source_tag(name: str) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
-from contracts.gates import Outcome, gate_require
+from contracts.gates import Outcome, gate_require, measure
 from stack.data.manifest import DTYPE_VOCAB_LIMITS, DataFile, Manifest, Shard, Split
 
 MAGIC = b"GSTOKENS"
@@ -157,11 +157,8 @@ def split_outcome(data_dir: Path, manifest: Manifest, split: str) -> Outcome:
     ]
     if (problem := _file_problem(data_dir, manifest.documents, contents=True)) is not None:
         problems.append(problem)
-    if problems:
-        message = f"{len(problems)} file(s) of {data_dir} do not match the manifest; first: {problems[0]}"
-    else:
-        message = f"{split} shards of {data_dir} match the manifest"
-    return Outcome(ok=not problems, message=message, measured=len(problems), threshold=0)
+    measured = {"mismatched_files": len(problems), "first_problem": problems[0] if problems else None}
+    return measure("GATE-DATA-003", measured, holds=f"{split} shards of {data_dir} match the manifest")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, gate_require
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.data.manifest import Split
 
 INDEX_FILE = "documents.npy"
@@ -42,14 +42,8 @@ def disjoint_outcome(index: np.ndarray) -> Outcome:
     """GATE-DATA-005's check: no document hash is in both splits."""
     heldout = index["heldout"].astype(bool)
     shared = np.intersect1d(index["doc"][~heldout], index["doc"][heldout])
-    if shared.size:
-        example = f"{int(shared[0]):016x}"
-        message = f"{shared.size} document(s) are in both train and held-out, e.g. hash prefix {example}"
-    else:
-        message = (
-            f"train ({int((~heldout).sum())} docs) and held-out ({int(heldout.sum())} docs) are disjoint"
-        )
-    return Outcome(ok=shared.size == 0, message=message, measured=int(shared.size), threshold=0)
+    holds = f"train ({int((~heldout).sum())} docs) and held-out ({int(heldout.sum())} docs) are disjoint"
+    return measure("GATE-DATA-005", {"shared_documents": int(shared.size)}, holds=holds)
 
 
 @gate_require("GATE-DATA-005", lambda index: disjoint_outcome(index))

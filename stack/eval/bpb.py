@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure
+from contracts.gates import Outcome, gate_ensure, measure
 
 
 class Tokenizer(Protocol):
@@ -30,23 +30,18 @@ class Tokenizer(Protocol):
 
 def _round_trip_outcome(text: str, decoded: str) -> Outcome:
     if decoded == text:  # the common case stays one comparison, even for a large held-out text
-        clean = {"missing_chars": 0, "extra_chars": 0, "first_difference": None}
-        return Outcome(ok=True, message="the tokenizer round-trips the text", measured=clean, threshold=0)
-    missing = sum((Counter(text) - Counter(decoded)).values())
-    extra = sum((Counter(decoded) - Counter(text)).values())
-    first = next(
-        (i for i, (a, b) in enumerate(zip(text, decoded, strict=False)) if a != b),
-        min(len(text), len(decoded)),
-    )
-    return Outcome(
-        ok=False,
-        message=(
-            f"the tokenizer does not round-trip the text: {missing} character(s) lost, {extra} added, "
-            f"first difference at character {first}"
-        ),
-        measured={"missing_chars": missing, "extra_chars": extra, "first_difference": first},
-        threshold=0,
-    )
+        measured = {"missing_chars": 0, "extra_chars": 0, "first_difference": None, "chars": len(text)}
+    else:
+        measured = {
+            "missing_chars": sum((Counter(text) - Counter(decoded)).values()),
+            "extra_chars": sum((Counter(decoded) - Counter(text)).values()),
+            "first_difference": next(
+                (i for i, (a, b) in enumerate(zip(text, decoded, strict=False)) if a != b),
+                min(len(text), len(decoded)),
+            ),
+            "chars": len(text),
+        }
+    return measure("GATE-EVAL-003", measured, holds="the tokenizer round-trips the text")
 
 
 @gate_ensure(

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from contracts.gates import Outcome, gate_require
-from contracts.spec import load_spec
+from contracts.gates import Outcome, gate_require, measure
 
 HF_GATE = "GATE-EXPORT-001"
 ONNX_GATE = "GATE-EXPORT-002"
@@ -51,39 +50,34 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
     return LogitsParity(artefact, diff, finite, agreement, positions)
 
 
-def _within_atol(parity: LogitsParity, gate_id: str, threshold: str, what: str) -> Outcome:
-    atol = float(load_spec().threshold(gate_id, threshold))
-    ok = parity.finite and parity.max_abs_diff <= atol
-    return Outcome(
-        ok=ok,
-        message=f"{what} {parity.artefact} differ from the stack's by up to {parity.max_abs_diff:.3g} "
-        f"over {parity.positions} positions (finite: {parity.finite})",
-        measured=parity.max_abs_diff,
-        threshold=atol,
-    )
+def _diff(parity: LogitsParity) -> float | str:
+    return parity.max_abs_diff if math.isfinite(parity.max_abs_diff) else str(parity.max_abs_diff)
 
 
 def hf_outcome(parity: LogitsParity) -> Outcome:
     """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's."""
-    return _within_atol(parity, HF_GATE, "logits_atol", "transformers' logits of")
+    measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
+    return measure(HF_GATE, measured, holds=f"transformers' logits of {parity.artefact} match the stack's")
 
 
 def fp32_outcome(parity: LogitsParity) -> Outcome:
     """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's."""
-    return _within_atol(parity, ONNX_GATE, "fp32_logits_atol", "ONNX Runtime's logits of")
+    measured = {
+        "fp32_max_abs_diff": _diff(parity),
+        "fp32_finite": parity.finite,
+        "positions": parity.positions,
+    }
+    return measure(ONNX_GATE, measured, holds=f"ONNX Runtime's logits of {parity.artefact} match PyTorch's")
 
 
 def int8_outcome(parity: LogitsParity) -> Outcome:
     """GATE-EXPORT-002, int8 graph: finite, and next-token argmax agreement at least int8_argmax_agreement."""
-    least = float(load_spec().threshold(ONNX_GATE, "int8_argmax_agreement"))
-    ok = parity.finite and parity.argmax_agreement >= least
-    return Outcome(
-        ok=ok,
-        message=f"the int8 graph {parity.artefact} agrees with the fp32 reference on the next token at "
-        f"{parity.argmax_agreement:.1%} of {parity.positions} positions (finite: {parity.finite})",
-        measured=parity.argmax_agreement,
-        threshold=least,
-    )
+    measured = {
+        "int8_argmax_agreement": parity.argmax_agreement,
+        "int8_finite": parity.finite,
+        "positions": parity.positions,
+    }
+    return measure(ONNX_GATE, measured, holds=f"the int8 graph {parity.artefact} keeps the next-token argmax")
 
 
 @gate_require("GATE-EXPORT-001", lambda parity: hf_outcome(parity))

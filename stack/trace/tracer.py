@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure
+from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.gpt import GPT
 from stack.trace.hooks import OBSERVE_ONLY, SiteHooks
 from stack.trace.sites import STATS, TRACE_SCHEMA_VERSION, site_names, split
@@ -64,14 +64,10 @@ class Trace:
         missing = [n for n in self.names if n not in self.sites]
         partial = [n for n, r in self.sites.items() if any(r.stats.get(s) is None for s in STATS)]
         problems = {"missing": missing, "partial": partial, "recorded_twice": list(self.duplicates)}
-        ok = not (missing or partial or self.duplicates)
-        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(v[:5])}" for k, v in problems.items() if v)
-        return Outcome(
-            ok=ok,
-            message="trace complete" if ok else f"trace is incomplete ({detail})",
-            measured={k: len(v) for k, v in problems.items()},
-            threshold={"sites": len(self.names), "statistics": list(STATS)},
-        )
+        measured: dict[str, object] = {k: len(v) for k, v in problems.items()}
+        measured["examples"] = {k: v[:5] for k, v in problems.items() if v}
+        measured["sites"] = len(self.names)
+        return measure("GATE-TRACE-002", measured, holds="trace complete")
 
 
 class _Recorder:

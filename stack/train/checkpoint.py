@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from contracts.evidence import atomic_write_bytes, sha256_file
-from contracts.gates import Outcome, gate_ensure, gate_require
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
@@ -105,12 +105,7 @@ def _complete(result: Path) -> Outcome:
     manifest = json.loads((result / MANIFEST).read_text())
     state = json.loads((result / "state.json").read_text())
     missing = [f for f in FILES if f not in manifest["files"]] + [k for k in STATE_KEYS if k not in state]
-    return Outcome(
-        ok=not missing,
-        message=f"checkpoint {result.name} lacks {', '.join(missing)}",
-        measured=missing,
-        step=state.get("step"),
-    )
+    return measure("GATE-CKPT-001", {"checkpoint": result.name, "missing": missing}, step=state.get("step"))
 
 
 @gate_ensure("GATE-CKPT-001", lambda result: _complete(result))
@@ -141,31 +136,44 @@ def save_checkpoint(
     return final
 
 
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A checkpoint's manifest.json: step and the sha256 and size of each file."""
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
 def verify(path: Path) -> str | None:
     """None when every file matches the manifest; otherwise why the checkpoint is bad."""
+    return verify_files(path)[0]
+
+
+def verify_files(path: Path) -> tuple[str | None, list[str]]:
+    """Check every file of a checkpoint against its manifest: (the first problem or None, files verified)."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         files = manifest["files"]
-    except (OSError, ValueError, KeyError):
-        return f"{path / MANIFEST} is missing or unreadable"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path / MANIFEST} is missing or unreadable", []
+    verified: list[str] = []
     for name in FILES:
         entry = files.get(name)
         target = path / name
         if entry is None:
-            return f"{MANIFEST} does not list {name}"
+            return f"{MANIFEST} does not list {name}", verified
         if not target.is_file():
-            return f"{target} is missing"
+            return f"{target} is missing", verified
         if target.stat().st_size != entry["bytes"]:
-            return f"{target} has {target.stat().st_size} bytes, the manifest says {entry['bytes']}"
+            return f"{target} has {target.stat().st_size} bytes, the manifest says {entry['bytes']}", verified
         if sha256_file(target) != entry["sha256"]:
-            return f"{target} does not match its sha256 in {MANIFEST}"
-    return None
+            return f"{target} does not match its sha256 in {MANIFEST}", verified
+        verified.append(name)
+    return None, verified
 
 
 def _verified(path: Path) -> Outcome:
-    problem = verify(path)
-    return Outcome(ok=problem is None, message=f"refusing checkpoint: {problem}", measured=str(path))
+    problem, verified = verify_files(path)
+    measured = {"checkpoint": Path(path).name, "problem": problem, "files_verified": len(verified)}
+    return measure("GATE-CKPT-002", measured, holds=f"{Path(path).name}: every file matches its sha256")
 
 
 @gate_require("GATE-CKPT-002", lambda path: _verified(path))

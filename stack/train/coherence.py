@@ -13,7 +13,7 @@ import itertools
 import re
 from typing import Any
 
-from contracts.gates import Outcome, gate_ensure, gate_require
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.spec import load_spec
 
 # Words and single punctuation marks: code and prose both split into meaningful units this way.
@@ -64,31 +64,13 @@ def coherence_score(text: str) -> float:
     )
 
 
-def _streak_outcome(monitor: CoherenceMonitor, score: float, step: int) -> Outcome:
-    return Outcome(
-        ok=monitor.consecutive_low < monitor.max_consecutive_low,
-        message=(
-            f"{monitor.consecutive_low} consecutive samples scored below the coherence floor "
-            f"{monitor.min_score} (last {score:.1f} at step {step}): the model is degenerate"
-        ),
-        measured=monitor.consecutive_low,
-        threshold=monitor.max_consecutive_low,
-        step=step,
-    )
+def _streak_outcome(monitor: CoherenceMonitor, step: int) -> Outcome:
+    return measure("GATE-TRAIN-005", {"recent_scores": monitor.recent_scores()}, step=step)
 
 
 def _ran_outcome(monitor: CoherenceMonitor, total_steps: int, sample_every: int) -> Outcome:
-    if sample_every <= 0:
-        problem = f"sampling is switched off (sample_every={sample_every})"
-    else:
-        problem = f"{total_steps} steps ran with sampling every {sample_every} steps but no sample was scored"
-    return Outcome(
-        ok=monitor.observed_any or (sample_every > 0 and total_steps < sample_every),
-        message=f"{problem}: this training path skips the coherence monitor",
-        measured=len(monitor.history),
-        threshold=1,
-        step=total_steps,
-    )
+    measured = {"samples_scored": len(monitor.history), "steps": total_steps, "sample_every": sample_every}
+    return measure("GATE-TRAIN-005", measured, step=total_steps)
 
 
 class CoherenceMonitor:
@@ -111,7 +93,11 @@ class CoherenceMonitor:
         """Whether any sample was scored: the proof that the loop's sampling path ran."""
         return bool(self.history)
 
-    @gate_ensure("GATE-TRAIN-005", lambda self, score, step: _streak_outcome(self, score, step))
+    def recent_scores(self) -> list[float]:
+        """The scores of the current streak's window: what GATE-TRAIN-005's judge reads."""
+        return [score for _, score in self.history[-int(self.max_consecutive_low) :]]
+
+    @gate_ensure("GATE-TRAIN-005", lambda self, step: _streak_outcome(self, step))
     def observe(self, score: float, step: int) -> None:
         """Record the coherence score of the sample taken at `step`; fires on too long a low streak."""
         self.history.append((step, float(score)))

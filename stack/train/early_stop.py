@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any
 
-from contracts.gates import Outcome, gate_require
+from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
 
 
@@ -28,13 +28,7 @@ def mean_and_stderr(losses: list[float]) -> tuple[float, float]:
 
 
 def _size_outcome(n_batches: int) -> Outcome:
-    minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
-    return Outcome(
-        ok=n_batches >= minimum,
-        message=f"the held-out set has {n_batches} batches, too few to judge early stopping on",
-        measured=n_batches,
-        threshold=minimum,
-    )
+    return measure("GATE-EVAL-001", {"heldout_batches": n_batches})
 
 
 @gate_require("GATE-EVAL-001", lambda n_batches: _size_outcome(n_batches))
@@ -43,18 +37,7 @@ def check_heldout_size(n_batches: int) -> None:
 
 
 def _config_outcome(patience: int, min_epochs: float) -> Outcome:
-    spec = load_spec()
-    least_patience = spec.threshold("GATE-EVAL-002", "min_patience_evals")
-    least_epochs = spec.threshold("GATE-EVAL-002", "min_epochs")
-    return Outcome(
-        ok=patience >= least_patience and min_epochs >= least_epochs,
-        message=(
-            f"early stopping with patience {patience} evaluations and min_epochs {min_epochs} "
-            "would stop on noise"
-        ),
-        measured={"patience": patience, "min_epochs": min_epochs},
-        threshold={"patience": least_patience, "min_epochs": least_epochs},
-    )
+    return measure("GATE-EVAL-002", {"patience": patience, "min_epochs": min_epochs})
 
 
 @gate_require("GATE-EVAL-002", lambda patience, min_epochs: _config_outcome(patience, min_epochs))
@@ -63,16 +46,8 @@ def check_early_stop_config(patience: int, min_epochs: float) -> None:
 
 
 def _stderr_outcome(heldout_stderr: float, step: int) -> Outcome:
-    return Outcome(
-        ok=math.isfinite(heldout_stderr) and heldout_stderr > 0,
-        message=(
-            "the held-out loss came without a positive, finite standard error, so every change "
-            "would count as an improvement"
-        ),
-        measured=heldout_stderr if math.isfinite(heldout_stderr) else str(heldout_stderr),
-        threshold=0,
-        step=step,
-    )
+    stderr = heldout_stderr if math.isfinite(heldout_stderr) else str(heldout_stderr)
+    return measure("GATE-EVAL-002", {"heldout_stderr": stderr}, step=step)
 
 
 class EarlyStopper:

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.gates import Outcome, gate_ensure
-from contracts.spec import load_spec
+from contracts.gates import Outcome, gate_ensure, measure
+from contracts.judges import judge
 
 
-def _overfit_outcome(detector: OverfitDetector, overfitting: bool, step: int) -> Outcome:
-    return Outcome(
-        ok=not overfitting,
-        message=(
-            f"held-out loss rose while train loss fell for {detector.diverging_evals} consecutive "
-            f"evaluations up to step {step}: the model is overfitting"
-        ),
-        measured=detector.diverging_evals,
-        threshold=detector.window_evals,
-        step=step,
-    )
+def _overfit_outcome(detector: OverfitDetector, step: int) -> Outcome:
+    return measure("GATE-EVAL-004", {"diverging_evals": detector.diverging_evals}, step=step)
 
 
 class OverfitDetector:
@@ -33,14 +24,13 @@ class OverfitDetector:
     """
 
     def __init__(self) -> None:
-        self.window_evals = load_spec().threshold("GATE-EVAL-004", "overfit_window_evals")
         self.previous: tuple[float, float] | None = None  # (train loss, held-out loss)
         self.diverging_evals = 0
         self.detected_at_step: int | None = None
 
     @gate_ensure(
         "GATE-EVAL-004",
-        lambda self, result, step: _overfit_outcome(self, result, step),
+        lambda self, step: _overfit_outcome(self, step),
     )
     def observe(self, train_loss: float, heldout_loss: float, step: int) -> bool:
         """Take one evaluation; True while the diverging streak is at least the window long."""
@@ -49,7 +39,7 @@ class OverfitDetector:
         )
         self.diverging_evals = self.diverging_evals + 1 if diverging else 0
         self.previous = (train_loss, heldout_loss)
-        overfitting = self.diverging_evals >= self.window_evals
+        overfitting = bool(judge("GATE-EVAL-004", {"diverging_evals": self.diverging_evals}))
         if overfitting and self.detected_at_step is None:
             self.detected_at_step = step
         return overfitting

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,18 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
     RUN_ID_PATTERN,
+    SCHEMA_VERSION,
     Artifact,
+    CheckpointRef,
     DataRef,
     Determinism,
     EvidenceRecord,
+    FileHash,
     RunStatus,
     Waiver,
     artifact,
+    file_record,
+    ledger_slot,
     new_record,
     now,
     read_evidence,
@@ -47,24 +51,9 @@ from stack.train.metrics import METRICS_FILE
 from stack.train.trained import resolve_checkpoint
 
 CONFIG_FILE = "config.toml"
-# The gates a training run answers for; any it never evaluated is recorded NOT_RUN.
-TRAIN_GATES = [
-    "GATE-DATA-001",
-    "GATE-DATA-003",
-    "GATE-DATA-004",
-    "GATE-EVAL-001",
-    "GATE-EVAL-002",
-    "GATE-EVAL-004",
-    "GATE-MODEL-001",
-    "GATE-TRAIN-001",
-    "GATE-TRAIN-002",
-    "GATE-TRAIN-003",
-    "GATE-TRAIN-004",
-    "GATE-TRAIN-005",
-    "GATE-TRAIN-006",
-    "GATE-CKPT-001",
-    "GATE-CKPT-002",
-]
+# The run kinds of spec/run_kinds.yaml: which gates a run must judge is declared there.
+TRAIN_KIND = "train"
+FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far below ln(vocab)
 
 
 @dataclass
@@ -95,8 +84,12 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpoint | None, list[str]]:
-    """Validate the request: run dir, data dir, config, and the checkpoint to resume from."""
+def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, Path | None, list[str]]:
+    """Validate the request: run dir, data dir, config, and the checkpoint to resume from.
+
+    The checkpoint is only located here; it is loaded (and verified, GATE-CKPT-002) once the
+    run's ledger is recording, so the verification's verdict lands in the run's record.
+    """
     if request.resume is not None:
         run_dir = request.resume
         if not (run_dir / CONFIG_FILE).is_file():
@@ -105,6 +98,12 @@ def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpo
             )
         saved = read_toml(run_dir / CONFIG_FILE)
         record = read_evidence(run_dir / EVIDENCE_FILE)
+        if record.schema_version < SCHEMA_VERSION:
+            raise BadInput(
+                f"{run_dir}'s record has schema {record.schema_version}, older than the judges "
+                f"(schema {SCHEMA_VERSION}): its verdicts cannot be re-judged; start a new run from it "
+                f"with --init-from {run_dir}"
+            )
         data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
         path, notes = ckpt.latest_valid(run_dir)
         for note in notes:
@@ -113,11 +112,10 @@ def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, ckpt.Checkpo
             raise BadInput(f"{run_dir} has no valid checkpoint to resume from")
         if notes:
             print(f"stack train: resuming from {path.name} instead", file=sys.stderr)
-        checkpoint = ckpt.load_checkpoint(path)
         tokenizer = load_tokenizer(data_dir)
         config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
         changes = changed_keys(saved, config.as_dict())
-        return run_dir, data_dir, config, checkpoint, changes
+        return run_dir, data_dir, config, path, changes
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
     run_dir = request.out
@@ -192,8 +190,9 @@ class RunRecord:
                     "overfit_at_step": state.overfit.detected_at_step,
                 }
             )
-        record.gates = self.ledger.gate_results(expected=TRAIN_GATES)
+        record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
         record.artifacts = self._artifacts()
+        record.checkpoint = self._checkpoint_ref()
         write_evidence(self.run_dir, record)
 
     def _artifacts(self) -> list[Artifact]:
@@ -203,40 +202,51 @@ class RunRecord:
             files += [latest[-1] / name for name in (*ckpt.FILES, ckpt.MANIFEST)]
         return [artifact(f, self.run_dir) for f in files if f.is_file()]
 
+    def _checkpoint_ref(self) -> CheckpointRef | None:
+        """The newest checkpoint by content, from its manifest (kept when the record is filed)."""
+        latest = ckpt.list_checkpoints(self.run_dir)
+        if not latest:
+            return None
+        manifest = ckpt.read_manifest(latest[-1])
+        files = {name: FileHash(**entry) for name, entry in manifest["files"].items()}
+        return CheckpointRef(name=latest[-1].name, step=manifest["step"], files=files)
+
     def file_in_ledger(self) -> Path | None:
-        """Copy the record, config and metrics into EVIDENCE_DIR/<run-id>/ (weights stay behind)."""
+        """File the record with copies of config and metrics as EVIDENCE_DIR/<run-id>/ (no weights)."""
         if self.evidence_dir is None or not self.main:
             return None
-        target = self.evidence_dir / self.record.run.id
-        target.mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG_FILE, METRICS_FILE):
-            shutil.copy2(self.run_dir / name, target / name)
-        filed = self.record.model_copy(deep=True)
-        filed.artifacts = [artifact(target / name, target) for name in (CONFIG_FILE, METRICS_FILE)]
-        return write_evidence(target, filed)
+        files = (self.run_dir / CONFIG_FILE, self.run_dir / METRICS_FILE)
+        return file_record(self.evidence_dir, self.record, files)
 
 
 def train(request: TrainRequest, progress_factory: Any) -> int:
     """Run (or resume) one training run; returns the exit code."""
-    run_dir, data_dir, config, checkpoint, changes = _prepare(request)
+    run_dir, data_dir, config, checkpoint_path, changes = _prepare(request)
     run_id = _check_run_dir_name(run_dir)
+    if request.evidence_dir is not None and _is_main():
+        ledger_slot(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
     manifest = load_manifest(data_dir)
     tokenizer = load_tokenizer(data_dir)
-    ledger = Ledger(request.waivers)
-    resumed = checkpoint is not None
+    resumed = checkpoint_path is not None
     if resumed:
         record = read_evidence(run_dir / EVIDENCE_FILE)
-        ledger.results = {g.id: g for g in record.gates if g.verdict.value != "NOT_RUN"}
+        record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
+        ledger = Ledger(record.waivers)
+        # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
+        rejudged = ledger.carry(record.gates)
         record.run.status = RunStatus.RUNNING
         record.run.finished = None
         resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
-        resumes.append({"from_step": checkpoint.step, "argv": request.argv, "changed": changes})
+        resumes.append({"from": checkpoint_path.name, "argv": request.argv, "changed": changes})
+        if rejudged:
+            resumes[-1]["rejudged"] = rejudged
         record.metrics["resumes"] = resumes
-        record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
     else:
         device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-        record = new_record("train", run_id, request.argv, device, torch.version.cuda, contract_mode().value)
+        kind = FINETUNE_KIND if request.init_from is not None else TRAIN_KIND
+        record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
         record.waivers = request.waivers
+        ledger = Ledger(request.waivers)
         record.metrics["data_dir"] = str(Path(data_dir).resolve())
     record.config = config.as_dict()
     record.config_sha256 = config.sha256
@@ -267,13 +277,16 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
                 trainer = Trainer(
                     config, data_dir, run_dir, tokenizer, lambda _e, t: evidence.refresh(t), progress
                 )
-                if checkpoint is not None:
+                if checkpoint_path is not None:
+                    checkpoint = ckpt.load_checkpoint(checkpoint_path)  # GATE-CKPT-002, recorded
                     trainer.restore(checkpoint)
                 elif request.init_from is not None:
                     source = ckpt.load_checkpoint(resolve_checkpoint(request.init_from))
                     trainer.start_from(source)
                     record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
                 status = trainer.run(resumed=resumed)
+                if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
+                    ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
         except GateViolation as exc:
             evidence.refresh(trainer, RunStatus.HALTED, str(exc))
             evidence.file_in_ledger()

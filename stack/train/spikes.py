@@ -11,22 +11,13 @@ import statistics
 from collections import deque
 from typing import Any
 
-from contracts.gates import Outcome, gate_ensure
+from contracts.gates import Outcome, gate_ensure, measure
+from contracts.judges import judge
 from contracts.spec import load_spec
 
 
-def _spike_outcome(detector: SpikeDetector, spiked: bool, loss: float, step: int) -> Outcome:
-    bound = detector.spikes[-1]["bound"] if spiked else None
-    return Outcome(
-        ok=not spiked,
-        message=(
-            f"loss {loss:.6g} at step {step} is more than {detector.sigma} standard deviations above "
-            f"the mean of the last {detector.window_steps} steps"
-        ),
-        measured=loss,
-        threshold=bound,
-        step=step,
-    )
+def _spike_outcome(detector: SpikeDetector, loss: float, step: int) -> Outcome:
+    return measure("GATE-TRAIN-006", detector.last_measured, step=step)
 
 
 class SpikeDetector:
@@ -44,23 +35,26 @@ class SpikeDetector:
         self.window_steps = int(spec.threshold("GATE-TRAIN-006", "spike_window_steps"))
         self.window: deque[float] = deque(maxlen=self.window_steps)
         self.spikes: list[dict[str, float | int]] = []
+        self.last_measured: dict[str, float | int] = {}
 
-    @gate_ensure("GATE-TRAIN-006", lambda self, result, loss, step: _spike_outcome(self, result, loss, step))
+    @gate_ensure("GATE-TRAIN-006", lambda self, loss, step: _spike_outcome(self, loss, step))
     def observe(self, loss: float, step: int) -> bool:
         """Take the loss of one step; True when it is a spike (recorded in `spikes`)."""
         if not math.isfinite(loss):
             # A NaN in the window would hide every spike for a window's length; TRAIN-003 halts first.
             raise ValueError(f"loss {loss} at step {step} is not finite; GATE-TRAIN-003 must halt before")
-        spiked = False
-        if len(self.window) == self.window_steps:
-            mean = statistics.fmean(self.window)
-            std = statistics.pstdev(self.window, mu=mean)
+        mean = statistics.fmean(self.window) if self.window else 0.0
+        std = statistics.pstdev(self.window, mu=mean) if self.window else 0.0
+        self.last_measured = {
+            "loss": float(loss),
+            "window_mean": mean,
+            "window_std": std,
+            "window_len": len(self.window),
+        }
+        spiked = bool(judge("GATE-TRAIN-006", self.last_measured))
+        if spiked:
             bound = mean + self.sigma * std
-            if loss > bound:
-                spiked = True
-                self.spikes.append(
-                    {"step": step, "loss": float(loss), "mean": mean, "std": std, "bound": bound}
-                )
+            self.spikes.append({"step": step, "loss": float(loss), "mean": mean, "std": std, "bound": bound})
         self.window.append(float(loss))
         return spiked
 

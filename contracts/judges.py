@@ -1,0 +1,420 @@
+"""One judge per gate: the rule itself, as a pure function of measured values and thresholds.
+
+A judge takes what a run measured (a JSON object) and the thresholds of the gate's revision,
+and returns the problems it finds; no problem means the gate held. The runtime binding calls
+the judge to decide (`contracts.gates.measure`), and `tools/check_integrity.py` calls the same
+judge on every recorded result to recompute its verdict. So a record cannot say PASS over
+numbers that fail, and the rule lives in exactly one place.
+
+Judges never read the stack, the clock or the disk. Measured values that are missing or of the
+wrong type are a problem in themselves: a tampered or truncated record must not pass by
+omission.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from contracts.errors import BadInput
+from contracts.spec import load_spec
+
+Measured = Mapping[str, Any]
+Thresholds = Mapping[str, float | int]
+Judge = Callable[[Measured, Thresholds], list[str]]
+
+JUDGES: dict[str, Judge] = {}
+
+# Test-only mutation switch: gate ids (comma-separated) whose judge is forced to find nothing.
+# `make falsify` sets it to prove each gate's falsifiers turn red when the gate is off.
+FORCE_PASS_ENV = "GATESTACK_FORCE_PASS"
+
+# Outcomes of a falsifier test as the conformance record writes them.
+TEST_PASSED, TEST_FAILED, TEST_SKIPPED = "passed", "failed", "skipped"
+
+
+class Malformed(ValueError):
+    """Measured values a judge cannot read: missing keys or wrong types."""
+
+
+def judges(*gate_ids: str) -> Callable[[Judge], Judge]:
+    """Register `func` as the judge of `gate_ids`."""
+
+    def register(func: Judge) -> Judge:
+        for gate_id in gate_ids:
+            JUDGES[gate_id] = func
+        return func
+
+    return register
+
+
+def forced_pass() -> frozenset[str]:
+    """The gates switched off by FORCE_PASS_ENV; refused outside a pytest run."""
+    raw = os.environ.get(FORCE_PASS_ENV, "").strip()
+    if not raw:
+        return frozenset()
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        raise BadInput(f"{FORCE_PASS_ENV} switches gates off for mutation tests only; unset it")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+def judge(gate_id: str, measured: Any, thresholds: Thresholds | None = None) -> list[str]:
+    """The problems `measured` shows under `thresholds` (default: the current spec's); [] = holds."""
+    if gate_id in forced_pass():
+        return []
+    if thresholds is None:
+        thresholds = load_spec().gate(gate_id).threshold_values
+    rule = JUDGES.get(gate_id)
+    if rule is None:
+        return [f"{gate_id} has no judge in contracts.judges"]
+    if not isinstance(measured, Mapping):
+        return [f"measured values are {type(measured).__name__}, not an object of named values"]
+    try:
+        return rule(measured, thresholds)
+    except Malformed as exc:
+        return [f"measured values are malformed: {exc}"]
+
+
+# -- readers of measured values ------------------------------------------------------------
+
+
+def number(measured: Measured, key: str) -> float:
+    """A real number (bools refused, non-finite strings such as 'nan' read as floats)."""
+    if key not in measured:
+        raise Malformed(f"{key!r} is missing")
+    value = measured[key]
+    if isinstance(value, str) and value.strip().lower() in {"nan", "inf", "-inf", "infinity", "-infinity"}:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Malformed(f"{key!r} is {value!r}, not a number")
+    return float(value)
+
+
+def count(measured: Measured, key: str) -> int:
+    """A non-negative integer."""
+    value = measured.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Malformed(f"{key!r} is {value!r}, not a count")
+    return value
+
+
+def flag(measured: Measured, key: str) -> bool:
+    """A boolean."""
+    value = measured.get(key)
+    if not isinstance(value, bool):
+        raise Malformed(f"{key!r} is {value!r}, not true/false")
+    return value
+
+
+def items(measured: Measured, key: str) -> list[Any]:
+    """A list."""
+    value = measured.get(key)
+    if not isinstance(value, list):
+        raise Malformed(f"{key!r} is {value!r}, not a list")
+    return value
+
+
+def has(measured: Measured, *keys: str) -> bool:
+    """Whether a multi-check gate's record holds the values of one of its checks."""
+    return all(key in measured for key in keys)
+
+
+def at_least_one_check(measured: Measured, *checks: tuple[str, ...]) -> None:
+    """A multi-check gate must carry the values of at least one of its checks."""
+    if not any(has(measured, *keys) for keys in checks):
+        names = " or ".join("+".join(keys) for keys in checks)
+        raise Malformed(f"none of the checks' values are present (expected {names})")
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@judges("GATE-DATA-001")
+def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
+    epoch, first, per_epoch = count(m, "epoch"), count(m, "step_in_epoch"), count(m, "steps_per_epoch")
+    problems = []
+    if first >= per_epoch:
+        problems.append(f"batch {first} of epoch {epoch} is past the epoch's {per_epoch} steps")
+    if not flag(m, "follows"):
+        problems.append(f"batch {first} of epoch {epoch} does not follow the last one served")
+    if not flag(m, "shape_ok"):
+        problems.append("the batches are not int64 windows of the reader's shape")
+    if mismatched := count(m, "windows_mismatched"):
+        problems.append(
+            f"{mismatched} window(s) differ from the planned windows of the shards (a placeholder?)"
+        )
+    return problems
+
+
+@judges("GATE-DATA-002")
+def _restored_stream(m: Measured, t: Thresholds) -> list[str]:
+    if flag(m, "reweighted"):
+        return []  # the stream was changed on purpose (an excluded source lost its weight)
+    restored, saved = m.get("restored_next_sha256"), m.get("saved_next_sha256")
+    if not isinstance(restored, str) or not isinstance(saved, str):
+        raise Malformed("restored_next_sha256 and saved_next_sha256 must be strings")
+    return [] if restored == saved else ["the restored reader would not continue the saved stream"]
+
+
+@judges("GATE-DATA-003")
+def _shards_match(m: Measured, t: Thresholds) -> list[str]:
+    bad = count(m, "mismatched_files")
+    if not bad:
+        return []
+    first = m.get("first_problem")
+    return [f"{bad} file(s) do not match the manifest" + (f"; first: {first}" if first else "")]
+
+
+@judges("GATE-DATA-004")
+def _adequacy(m: Measured, t: Thresholds) -> list[str]:
+    repeats, per_param = number(m, "repeats"), number(m, "tokens_per_parameter")
+    problems = []
+    if not repeats <= t["max_repeats"]:
+        problems.append(f"the data would be repeated {repeats:.3g} times (limit {t['max_repeats']})")
+    if not per_param >= t["min_tokens_per_parameter"]:
+        problems.append(
+            f"{per_param:.3g} training tokens per parameter (at least {t['min_tokens_per_parameter']} wanted)"
+        )
+    return problems
+
+
+@judges("GATE-DATA-005")
+def _disjoint(m: Measured, t: Thresholds) -> list[str]:
+    shared = count(m, "shared_documents")
+    return [f"{shared} document(s) are in both train and held-out"] if shared else []
+
+
+@judges("GATE-DATA-006")
+def _excluded(m: Measured, t: Thresholds) -> list[str]:
+    hits = count(m, "excluded_windows")
+    return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
+
+
+# -- evaluation ----------------------------------------------------------------------------
+
+
+@judges("GATE-EVAL-001")
+def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
+    batches = count(m, "heldout_batches")
+    minimum = t["min_heldout_batches"]
+    return [] if batches >= minimum else [f"the held-out set has {batches} batches, fewer than {minimum}"]
+
+
+@judges("GATE-EVAL-002")
+def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("patience", "min_epochs"), ("heldout_stderr",))
+    problems = []
+    if has(m, "patience", "min_epochs"):
+        patience, min_epochs = number(m, "patience"), number(m, "min_epochs")
+        if not patience >= t["min_patience_evals"]:
+            problems.append(f"patience {patience:g} evaluations < {t['min_patience_evals']}")
+        if not min_epochs >= t["min_epochs"]:
+            problems.append(f"min_epochs {min_epochs:g} < {t['min_epochs']}")
+    if has(m, "heldout_stderr"):
+        stderr = number(m, "heldout_stderr")
+        if not (math.isfinite(stderr) and stderr > 0):
+            problems.append(
+                f"held-out standard error {stderr} is not positive and finite, so any change would "
+                "count as an improvement"
+            )
+    return problems
+
+
+@judges("GATE-EVAL-003")
+def _round_trip(m: Measured, t: Thresholds) -> list[str]:
+    missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
+    if missing or extra:
+        return [f"the tokenizer does not round-trip the text: {missing} character(s) lost, {extra} added"]
+    return []
+
+
+@judges("GATE-EVAL-004")
+def _overfitting(m: Measured, t: Thresholds) -> list[str]:
+    streak = count(m, "diverging_evals")
+    window = t["overfit_window_evals"]
+    if streak >= window:
+        return [f"held-out loss rose while train loss fell for {streak} evaluations (window {window})"]
+    return []
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+@judges("GATE-TRAIN-001")
+def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
+    missing = items(m, "missing")
+    step = count(m, "step")
+    previous = m.get("previous_step")
+    problems = [f"the metrics line lacks {', '.join(map(str, missing))}"] if missing else []
+    if previous is not None and step != count(m, "previous_step") + 1:
+        problems.append(f"the metrics jump from step {previous} to {step}")
+    return problems
+
+
+@judges("GATE-TRAIN-002")
+def _stability(m: Measured, t: Thresholds) -> list[str]:
+    clip, warmup, decay = number(m, "clip_norm"), number(m, "warmup_steps"), number(m, "weight_decay")
+    problems = []
+    if not 0 < clip <= t["max_clip_norm"]:
+        problems.append(f"gradient clip {clip:g} is not in (0, {t['max_clip_norm']}]")
+    if not warmup >= t["min_warmup_steps"]:
+        problems.append(f"warmup of {warmup:g} steps < {t['min_warmup_steps']}")
+    if not decay >= t["min_weight_decay"]:
+        problems.append(f"weight decay {decay:g} < {t['min_weight_decay']}")
+    return problems
+
+
+@judges("GATE-TRAIN-003")
+def _finite(m: Measured, t: Thresholds) -> list[str]:
+    loss, grad_norm = number(m, "loss"), number(m, "grad_norm")
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return []
+    return [f"loss {loss} / gradient norm {grad_norm} is not finite before the optimizer step"]
+
+
+@judges("GATE-TRAIN-004")
+def _first_loss(m: Measured, t: Thresholds) -> list[str]:
+    loss, vocab = number(m, "loss"), count(m, "vocab")
+    if vocab < 2:
+        raise Malformed(f"vocab {vocab} has no uniform loss to compare with")
+    expected, tolerance = math.log(vocab), t["first_loss_tolerance"]
+    if abs(loss - expected) <= tolerance:
+        return []
+    return [f"first loss {loss:.4f} is not within {tolerance} of ln({vocab}) = {expected:.4f}"]
+
+
+@judges("GATE-TRAIN-005")
+def _coherence(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("recent_scores",), ("samples_scored", "steps", "sample_every"))
+    problems = []
+    if has(m, "recent_scores"):
+        scores = [number({"score": s}, "score") for s in items(m, "recent_scores")]
+        window = int(t["max_consecutive_low"])
+        tail = scores[-window:]
+        if len(tail) >= window and all(s < t["min_coherence_score"] for s in tail):
+            problems.append(
+                f"{window} consecutive samples scored below the coherence floor {t['min_coherence_score']} "
+                f"(last {tail[-1]:.1f}): the model is degenerate"
+            )
+    if has(m, "samples_scored", "steps", "sample_every"):
+        scored, steps, every = count(m, "samples_scored"), count(m, "steps"), number(m, "sample_every")
+        if scored == 0 and not (every > 0 and steps < every):
+            problems.append(f"{steps} steps ran with sampling every {every:g} steps but no sample was scored")
+    return problems
+
+
+@judges("GATE-TRAIN-006")
+def _spike(m: Measured, t: Thresholds) -> list[str]:
+    loss, mean, std = number(m, "loss"), number(m, "window_mean"), number(m, "window_std")
+    if count(m, "window_len") < t["spike_window_steps"]:
+        return []  # judged only once the trailing window is full
+    bound = mean + t["spike_sigma"] * std
+    if loss > bound:
+        return [f"loss {loss:.6g} is above the trailing mean + {t['spike_sigma']}σ = {bound:.6g}"]
+    return []
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+@judges("GATE-CKPT-001")
+def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
+    missing = items(m, "missing")
+    return [f"the checkpoint lacks {', '.join(map(str, missing))}"] if missing else []
+
+
+@judges("GATE-CKPT-002")
+def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
+    problem = m.get("problem")
+    if problem is not None:
+        return [f"refusing checkpoint: {problem}"]
+    if count(m, "files_verified") < 1:
+        return ["no file of the checkpoint was verified"]
+    return []
+
+
+# -- model, trace, export ------------------------------------------------------------------
+
+
+@judges("GATE-MODEL-001")
+def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
+    paths = m.get("paths")
+    if not isinstance(paths, Mapping) or not paths:
+        raise Malformed("'paths' must name at least one compared path")
+    problems = []
+    for name, values in sorted(paths.items()):
+        if not isinstance(values, Mapping):
+            raise Malformed(f"path {name!r} has no values")
+        diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
+        allowed = t["path_atol"] + t["path_rtol"] * scale
+        if not diff <= allowed:
+            problems.append(f"{name} differs by {diff:.3g} (allowed {allowed:.3g})")
+    if problems:
+        problems.append("is 1/sqrt(head_dim) applied twice, or not at all, somewhere?")
+    return problems
+
+
+@judges("GATE-TRACE-002")
+def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
+    gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
+    bad = {key: value for key, value in gaps.items() if value}
+    return [f"the trace is incomplete: {bad}"] if bad else []
+
+
+def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:
+    diff, finite = number(m, f"{prefix}max_abs_diff"), flag(m, f"{prefix}finite")
+    if finite and diff <= atol:
+        return []
+    return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
+
+
+@judges("GATE-EXPORT-001")
+def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
+    return _logits_within(m, "", t["logits_atol"], "the Hugging Face export's")
+
+
+@judges("GATE-EXPORT-002")
+def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("fp32_max_abs_diff", "fp32_finite"), ("int8_argmax_agreement", "int8_finite"))
+    problems = []
+    if has(m, "fp32_max_abs_diff"):
+        problems += _logits_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
+    if has(m, "int8_argmax_agreement"):
+        agreement, finite = number(m, "int8_argmax_agreement"), flag(m, "int8_finite")
+        if not (finite and agreement >= t["int8_argmax_agreement"]):
+            problems.append(
+                f"the int8 graph keeps the next-token argmax at {agreement:.1%} of positions "
+                f"(at least {t['int8_argmax_agreement']:.0%}; finite: {finite})"
+            )
+    return problems
+
+
+# -- gates judged by their falsifier tests (the conformance record) --------------------------
+
+
+@judges(
+    "GATE-CKPT-003",
+    "GATE-DIST-001",
+    "GATE-KERNEL-001",
+    "GATE-MODEL-002",
+    "GATE-TRACE-001",
+    "GATE-TRACE-003",
+    "GATE-INTEG-001",
+    "GATE-INTEG-002",
+)
+def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
+    tests = m.get("falsifiers")
+    if not isinstance(tests, Mapping) or not tests:
+        raise Malformed("'falsifiers' must map at least one test to its outcome")
+    failed = sorted(name for name, outcome in tests.items() if outcome == TEST_FAILED)
+    unknown = sorted(
+        name for name, outcome in tests.items() if outcome not in {TEST_PASSED, TEST_FAILED, TEST_SKIPPED}
+    )
+    problems = [f"falsifier(s) failed: {', '.join(failed)}"] if failed else []
+    if unknown:
+        problems.append(f"falsifier outcome(s) not understood: {', '.join(unknown)}")
+    if not any(outcome == TEST_PASSED for outcome in tests.values()):
+        problems.append("no falsifier ran to a pass (all skipped?)")
+    return problems
