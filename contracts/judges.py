@@ -209,9 +209,11 @@ def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "patience", "min_epochs"):
         patience, min_epochs = number(m, "patience"), number(m, "min_epochs")
         if not patience >= t["min_patience_evals"]:
-            problems.append(f"patience {patience:g} evaluations < {t['min_patience_evals']}")
+            problems.append(
+                f"patience {patience:g} evaluations < {t['min_patience_evals']}: would stop on noise"
+            )
         if not min_epochs >= t["min_epochs"]:
-            problems.append(f"min_epochs {min_epochs:g} < {t['min_epochs']}")
+            problems.append(f"min_epochs {min_epochs:g} < {t['min_epochs']}: would stop on noise")
     if has(m, "heldout_stderr"):
         stderr = number(m, "heldout_stderr")
         if not (math.isfinite(stderr) and stderr > 0):
@@ -301,7 +303,12 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "samples_scored", "steps", "sample_every"):
         scored, steps, every = count(m, "samples_scored"), count(m, "steps"), number(m, "sample_every")
         if scored == 0 and not (every > 0 and steps < every):
-            problems.append(f"{steps} steps ran with sampling every {every:g} steps but no sample was scored")
+            what = (
+                f"sampling is switched off (sample_every={every:g})"
+                if every <= 0
+                else f"{steps} steps ran with sampling every {every:g} steps but no sample was scored"
+            )
+            problems.append(f"{what}: this training path skips the coherence monitor")
     return problems
 
 
@@ -359,8 +366,15 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
 @judges("GATE-TRACE-002")
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
-    bad = {key: value for key, value in gaps.items() if value}
-    return [f"the trace is incomplete: {bad}"] if bad else []
+    if not any(gaps.values()):
+        return []
+    examples = m.get("examples") if isinstance(m.get("examples"), Mapping) else {}
+    parts = [
+        f"{key.replace('_', ' ')}: {', '.join(map(str, examples.get(key, []))) or n}"
+        for key, n in gaps.items()
+        if n
+    ]
+    return [f"the trace is incomplete ({'; '.join(parts)})"]
 
 
 def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:

@@ -64,6 +64,7 @@ def test_a_tokenizer_that_drops_characters_is_refused() -> None:
         "missing_chars": dropped,
         "extra_chars": 0,
         "first_difference": TEXT.index("ï"),
+        "chars": len(TEXT),
     }
 
 

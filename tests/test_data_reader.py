@@ -205,6 +205,28 @@ def test_a_constant_placeholder_batch_is_caught(data: Path, monkeypatch: pytest.
         reader.next_batch()
 
 
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_batch_that_keeps_only_first_tokens_is_caught(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Padding behind each window's real first token: every token is compared, not a sample."""
+    real_gather = WindowTable.gather
+
+    def first_token_only(self: WindowTable, ids: np.ndarray) -> np.ndarray:
+        windows = real_gather(self, ids)
+        windows[:, 1:] = 0
+        return windows
+
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    monkeypatch.setattr(WindowTable, "gather", first_token_only)
+    with pytest.raises(GateViolation, match="placeholder"):
+        reader.next_batch()
+
+
+def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    ids = np.arange(reader._table.total)
+    assert np.array_equal(reader._table.reference_windows(ids), reader._table.gather(ids))
+
+
 # -- GATE-DATA-002: restore continues the exact stream -----------------------------------------
 
 

@@ -173,7 +173,7 @@ def test_planted_config_bug_fails_the_check(
     with pytest.raises(GateViolation) as fired:
         exporters.certify(result)
     assert fired.value.gate_id == GATE
-    assert fired.value.measured > load_spec().threshold(GATE, "logits_atol")
+    assert fired.value.measured["max_abs_diff"] > load_spec().threshold(GATE, "logits_atol")
 
 
 def test_parity_outcome_reads_its_threshold_from_the_spec() -> None:

@@ -79,7 +79,8 @@ def test_a_streak_of_degenerate_samples_halts_the_run() -> None:
     with pytest.raises(GateViolation) as info:
         monitor.observe(coherence_score(stuck_sample), step=999)
     assert info.value.gate_id == GATE
-    assert (info.value.measured, info.value.threshold) == (MAX_LOW, MAX_LOW)
+    assert len(info.value.measured["recent_scores"]) == MAX_LOW
+    assert info.value.threshold["max_consecutive_low"] == MAX_LOW
     assert monitor.history[-1][0] == 999  # the sample that fired is on record
 
 
@@ -103,7 +104,7 @@ def test_a_training_path_that_never_samples_is_caught() -> None:
     monitor = CoherenceMonitor()
     with pytest.raises(GateViolation, match="skips the coherence monitor") as info:
         monitor.require_ran(total_steps=200, sample_every=50)
-    assert info.value.measured == 0
+    assert info.value.measured["samples_scored"] == 0
 
 
 @pytest.mark.gate(GATE)

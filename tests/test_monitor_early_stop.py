@@ -42,7 +42,8 @@ def test_a_tiny_heldout_set_is_refused() -> None:
     """Plant the two-batch held-out set of the gate's origin."""
     with pytest.raises(GateViolation) as info:
         check_heldout_size(2)
-    assert (info.value.measured, info.value.threshold) == (2, MIN_BATCHES)
+    assert info.value.measured == {"heldout_batches": 2}
+    assert info.value.threshold["min_heldout_batches"] == MIN_BATCHES
     check_heldout_size(MIN_BATCHES)
 
 

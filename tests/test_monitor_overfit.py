@@ -35,7 +35,11 @@ def test_overfitting_is_recorded_as_a_warning() -> None:
         # The first evaluation has nothing to compare with, so WINDOW diverging evals end at index WINDOW.
         assert flags == [False] * WINDOW + [True]
         result = ledger.results[GATE]
-        assert (result.verdict, result.measured, result.step) == (Verdict.WARN, WINDOW, 100 * WINDOW)
+        assert (result.verdict, result.measured, result.step) == (
+            Verdict.WARN,
+            {"diverging_evals": WINDOW},
+            100 * WINDOW,
+        )
         assert detector.observe(*curve[-1], step=100 * (WINDOW + 1))  # still overfitting, still no halt
     assert detector.detected_at_step == 100 * WINDOW
 

@@ -39,7 +39,7 @@ def test_a_spike_is_recorded_as_a_warning_and_training_goes_on() -> None:
         assert not detector.observe(2.0, step=WINDOW + 11)
     result = ledger.results[GATE]
     assert result.verdict is Verdict.WARN
-    assert (result.measured, result.step) == (9.0, WINDOW + 10)
+    assert (result.measured["loss"], result.measured["window_len"], result.step) == (9.0, WINDOW, WINDOW + 10)
     [spike] = detector.spikes
     assert spike["step"] == WINDOW + 10 and spike["loss"] == 9.0
     assert spike["loss"] > spike["mean"] + SIGMA * spike["std"]

@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts
 
 from contracts.errors import GateViolation
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train.loop import Trainer
 
@@ -69,6 +72,16 @@ def test_resume_is_bit_exact(straight: Path, tmp_path: Path) -> None:
     assert [ln["step"] for ln in lines] == list(range(1, 9))  # history unbroken, no duplicate steps
     assert (run / "metrics.rolled-back.jsonl").is_file()  # what the dead run wrote after step 4
     assert evidence(run)["metrics"]["resumes"][0]["from_step"] == 4
+
+
+def test_a_resumed_record_is_true_and_judged_its_checkpoint(straight: Path, tmp_path: Path) -> None:
+    """The verified load of the resume lands in the record, and the integrity checker agrees with it."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run)]) == 0
+    assert verdicts(run)["GATE-CKPT-002"] == "PASS"
+    record = read_evidence(run / "metadata.json")
+    assert check_record_truth(record, run, load_spec()).violations == []
+    assert record.checkpoint is not None and record.checkpoint.name == "step-0000008"
 
 
 @pytest.mark.gate("GATE-CKPT-003")
@@ -199,7 +212,8 @@ def test_init_from_starts_a_new_run_from_trained_weights(data: Path, straight: P
     assert first["step"] == 1 and first["loss"] < step_lines(straight)[-1]["loss"] + 0.5
     record = evidence(run)
     assert record["metrics"]["init_from"]["step"] == 8
-    assert verdicts(run)["GATE-TRAIN-004"] == "NOT_RUN"  # a trained start is not a fresh init
+    # A trained start is not a fresh init: a fine-tuning run does not judge its first loss.
+    assert evidence(run)["run"]["kind"] == "finetune" and "GATE-TRAIN-004" not in verdicts(run)
 
 
 def test_init_from_and_resume_together_is_bad_input(

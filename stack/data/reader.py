@@ -88,7 +88,7 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
     mismatched = 0
     if shape_ok and 0 <= first < reader.steps_per_epoch:
         served = torch.cat(result).numpy()
-        planned = reader._table.gather(reader._rank_ids(epoch, first, len(result))).reshape(served.shape)
+        planned = reader._table.reference_windows(reader._rank_ids(epoch, first, len(result)))
         mismatched = int(np.count_nonzero((served != planned).any(axis=1)))
     measured = {
         "epoch": epoch,

@@ -21,11 +21,13 @@ class WindowTable:
     def __init__(self, shards: list[MappedShard], seq_len: int) -> None:
         self.seq_len = seq_len
         self.views: list[np.ndarray] = []
+        self.tokens: list[np.ndarray] = []
         self.ranges: dict[str, tuple[int, int]] = {}
         self.tokens_by_source: dict[str, int] = {}
         counts = []
         for shard in shards:
             tokens = np.asarray(shard.tokens)  # a plain ndarray view: memmap's subclass hooks cost time
+            self.tokens.append(tokens)
             n = max(0, (len(tokens) - 1) // seq_len)
             step = tokens.strides[0]
             self.views.append(
@@ -54,13 +56,15 @@ class WindowTable:
             out[rows] = self.views[k][ids[rows] - self.base[k]]
         return out
 
-    def first_tokens(self, ids: np.ndarray) -> np.ndarray:
-        """The first token of each window: a cheap sample of what `gather` must return."""
-        if len(self.views) == 1:
-            return self.views[0][ids, 0].astype(np.int64)
-        shard = self._shard_of(ids)
-        out = np.empty(len(ids), dtype=np.int64)
-        for k in np.unique(shard):
-            rows = shard == k
-            out[rows] = self.views[k][ids[rows] - self.base[k], 0]
+    def reference_windows(self, ids: np.ndarray) -> np.ndarray:
+        """The same windows as `gather`, sliced one by one straight from the shards' tokens.
+
+        A second, deliberately plain path: GATE-DATA-001 compares what the reader served with
+        this, so a gather that returns placeholders cannot vouch for itself.
+        """
+        out = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
+        for row, window in enumerate(ids.tolist()):
+            shard = int(np.searchsorted(self.base, window, side="right")) - 1
+            start = (window - int(self.base[shard])) * self.seq_len
+            out[row] = self.tokens[shard][start : start + self.seq_len + 1]
         return out

@@ -237,7 +237,8 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
         record.run.status = RunStatus.RUNNING
         record.run.finished = None
         resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
-        resumes.append({"from": checkpoint_path.name, "argv": request.argv, "changed": changes})
+        from_step = ckpt.read_manifest(checkpoint_path)["step"]
+        resumes.append({"from_step": from_step, "argv": request.argv, "changed": changes})
         if rejudged:
             resumes[-1]["rejudged"] = rejudged
         record.metrics["resumes"] = resumes
