@@ -197,14 +197,26 @@ def _excluded(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-EVAL-001")
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
-    batches = count(m, "heldout_batches")
+    """Batches are counted by their distinct windows: two batches repeated eight times are two."""
+    batches, distinct, size = (
+        count(m, "heldout_batches"),
+        count(m, "distinct_windows"),
+        count(m, "batch_size"),
+    )
     minimum = t["min_heldout_batches"]
-    return [] if batches >= minimum else [f"the held-out set has {batches} batches, fewer than {minimum}"]
+    if size < 1:
+        raise Malformed("batch_size must be at least 1")
+    if batches >= minimum and distinct >= minimum * size:
+        return []
+    return [
+        f"the held-out set has {distinct} distinct windows in {batches} batches of {size}, fewer than "
+        f"{minimum} batches' worth: too few to judge early stopping on"
+    ]
 
 
 @judges("GATE-EVAL-002")
 def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("patience", "min_epochs"), ("heldout_stderr",))
+    at_least_one_check(m, ("patience", "min_epochs"), ("heldout_stderr",), ("stop_epoch", "stop_evals"))
     problems = []
     if has(m, "patience", "min_epochs"):
         patience, min_epochs = number(m, "patience"), number(m, "min_epochs")
@@ -221,6 +233,12 @@ def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
                 f"held-out standard error {stderr} is not positive and finite, so any change would "
                 "count as an improvement"
             )
+    if has(m, "stop_epoch", "stop_evals"):
+        epoch, evals = number(m, "stop_epoch"), number(m, "stop_evals")
+        if not epoch >= t["min_epochs"]:
+            problems.append(f"early stopping fired at epoch {epoch:.3g} < {t['min_epochs']}")
+        if not evals >= t["min_patience_evals"]:
+            problems.append(f"early stopping fired after {evals:g} evaluations without improvement")
     return problems
 
 
@@ -257,14 +275,43 @@ def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-TRAIN-002")
 def _stability(m: Measured, t: Thresholds) -> list[str]:
-    clip, warmup, decay = number(m, "clip_norm"), number(m, "warmup_steps"), number(m, "weight_decay")
+    """Configured on, and seen working: the clip bounds the norm, warmup rises, matrices decay."""
+    at_least_one_check(
+        m,
+        ("clip_norm", "warmup_steps", "weight_decay"),
+        ("post_clip_norm", "clip_norm"),
+        ("warmup_lr", "warmup_step", "warmup_steps", "peak_lr"),
+        ("undecayed_matrices", "decayed_vectors", "matrix_weight_decay"),
+    )
     problems = []
-    if not 0 < clip <= t["max_clip_norm"]:
-        problems.append(f"gradient clip {clip:g} is not in (0, {t['max_clip_norm']}]")
-    if not warmup >= t["min_warmup_steps"]:
-        problems.append(f"warmup of {warmup:g} steps < {t['min_warmup_steps']}")
-    if not decay >= t["min_weight_decay"]:
-        problems.append(f"weight decay {decay:g} < {t['min_weight_decay']}")
+    if has(m, "clip_norm"):
+        clip = number(m, "clip_norm")
+        if not 0 < clip <= t["max_clip_norm"]:
+            problems.append(f"gradient clip {clip:g} is not in (0, {t['max_clip_norm']}]")
+        post = number(m, "post_clip_norm") if has(m, "post_clip_norm") else 0.0
+        if not post <= clip * (1 + t["post_clip_rtol"]):
+            problems.append(f"the gradient norm after clipping is {post:.6g}, above the clip {clip:g}: not clipped")
+    if has(m, "warmup_steps") and not number(m, "warmup_steps") >= t["min_warmup_steps"]:
+        problems.append(f"warmup of {number(m, 'warmup_steps'):g} steps < {t['min_warmup_steps']}")
+    if has(m, "weight_decay") and not number(m, "weight_decay") >= t["min_weight_decay"]:
+        problems.append(f"weight decay {number(m, 'weight_decay'):g} < {t['min_weight_decay']}")
+    if has(m, "warmup_lr"):
+        lr, step, peak = number(m, "warmup_lr"), count(m, "warmup_step"), number(m, "peak_lr")
+        previous = m.get("previous_warmup_lr")
+        if previous is not None and not lr > number(m, "previous_warmup_lr"):
+            problems.append(f"the applied learning rate did not rise during warmup (step {step}: {lr:.3g})")
+        if step < number(m, "warmup_steps") and not lr < peak:
+            problems.append(f"the applied learning rate is already {lr:.3g} = peak at warmup step {step}")
+    if has(m, "undecayed_matrices"):
+        undecayed, decayed_vectors = count(m, "undecayed_matrices"), count(m, "decayed_vectors")
+        matrix_decay = number(m, "matrix_weight_decay")
+        if undecayed or not matrix_decay >= t["min_weight_decay"]:
+            problems.append(
+                f"{undecayed} weight matri(x/ces) outside decoupled weight decay (smallest decay "
+                f"{matrix_decay:g} < {t['min_weight_decay']})"
+            )
+        if decayed_vectors:
+            problems.append(f"{decayed_vectors} norm/bias vector(s) are weight-decayed")
     return problems
 
 
@@ -324,6 +371,20 @@ def _spike(m: Measured, t: Thresholds) -> list[str]:
 
 
 # -- checkpoints ---------------------------------------------------------------------------
+
+
+@judges("GATE-CKPT-003")
+def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
+    """At run time: every restored state equals the checkpoint's; in conformance: the falsifiers."""
+    at_least_one_check(m, ("compared", "mismatched"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "compared", "mismatched"):
+        compared, mismatched = items(m, "compared"), items(m, "mismatched")
+        if not compared:
+            problems.append("no restored state was compared with the checkpoint")
+        if mismatched:
+            problems.append(f"restored state differs from the checkpoint: {', '.join(map(str, mismatched))}")
+    return problems
 
 
 @judges("GATE-CKPT-001")
@@ -409,14 +470,12 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
 
 
 @judges(
-    "GATE-CKPT-003",
     "GATE-DIST-001",
     "GATE-KERNEL-001",
     "GATE-MODEL-002",
     "GATE-TRACE-001",
     "GATE-TRACE-003",
     "GATE-INTEG-001",
-    "GATE-INTEG-002",
 )
 def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
     tests = m.get("falsifiers")
@@ -431,4 +490,36 @@ def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
         problems.append(f"falsifier outcome(s) not understood: {', '.join(unknown)}")
     if not any(outcome == TEST_PASSED for outcome in tests.values()):
         problems.append("no falsifier ran to a pass (all skipped?)")
+    return problems
+
+
+# -- the falsify record: every active gate proven by mutation --------------------------------
+
+
+@judges("GATE-INTEG-002")
+def _every_gate_turns_red(m: Measured, t: Thresholds) -> list[str]:
+    """A gate is proven only when its falsifiers pass with it on and one fails with it forced off.
+
+    Having a falsifier is not enough: a test that stays green with its gate switched off does
+    not depend on the gate, so it cannot show the gate firing. `make falsify` measures this.
+    """
+    gates = m.get("gates")
+    if not isinstance(gates, Mapping) or not gates:
+        raise Malformed("'gates' must map at least one gate to its falsifiers' summary")
+    untested, not_green, not_red = [], [], []
+    for gate_id, summary in sorted(gates.items()):
+        if not isinstance(summary, Mapping):
+            raise Malformed(f"gate {gate_id!r} has no summary")
+        if count(summary, "falsifiers") == 0:
+            untested.append(gate_id)
+            continue
+        if not flag(summary, "passed_on"):
+            not_green.append(gate_id)  # red with the gate off then proves nothing
+        elif not flag(summary, "red_off"):
+            not_red.append(gate_id)
+    problems = [f"no falsifier test: {', '.join(untested)}"] if untested else []
+    if not_green:
+        problems.append(f"falsifiers do not pass with the gate on: {', '.join(not_green)}")
+    if not_red:
+        problems.append(f"falsifiers stay green with the gate forced off: {', '.join(not_red)}")
     return problems

@@ -7,6 +7,7 @@ import math
 import statistics
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,20 @@ MIN_BATCHES = load_spec().threshold(SIZE, "min_heldout_batches")
 MIN_PATIENCE = load_spec().threshold(PATIENCE, "min_patience_evals")
 MIN_EPOCHS = load_spec().threshold(PATIENCE, "min_epochs")
 MULTIPLE = load_spec().threshold(PATIENCE, "improvement_stderr_multiple")
+BATCH = 4
+
+
+def batches(n: int) -> list[torch.Tensor]:
+    """n held-out batches of BATCH distinct windows each (distinct across batches too)."""
+    return [torch.arange(i * BATCH * 9, (i + 1) * BATCH * 9).reshape(BATCH, 9) for i in range(n)]
+
+
 STDERR = 0.01
+
+
+def losses(mean: float, stderr: float = STDERR) -> list[float]:
+    """Two per-batch losses whose mean and standard error are exactly `mean` and `stderr`."""
+    return [mean - stderr, mean + stderr]
 
 
 def test_mean_and_stderr_is_sample_std_over_root_n() -> None:
@@ -41,10 +55,22 @@ def test_one_loss_has_no_stderr() -> None:
 def test_a_tiny_heldout_set_is_refused() -> None:
     """Plant the two-batch held-out set of the gate's origin."""
     with pytest.raises(GateViolation) as info:
-        check_heldout_size(2)
-    assert info.value.measured == {"heldout_batches": 2}
+        check_heldout_size(batches(2))
+    assert info.value.measured == {"heldout_batches": 2, "distinct_windows": 2 * BATCH, "batch_size": BATCH}
     assert info.value.threshold["min_heldout_batches"] == MIN_BATCHES
-    check_heldout_size(MIN_BATCHES)
+    check_heldout_size(batches(MIN_BATCHES))
+
+
+@pytest.mark.gate(SIZE)
+def test_a_heldout_set_padded_with_repeats_is_refused() -> None:
+    """Plant two batches repeated to the minimum count: distinct windows, not batches, are counted."""
+    repeated = batches(2) * (MIN_BATCHES // 2)
+    assert len(repeated) >= MIN_BATCHES
+    with pytest.raises(GateViolation, match="distinct windows"):
+        check_heldout_size(repeated)
+    one_short = batches(MIN_BATCHES - 1) + batches(1)  # the last batch repeats the first
+    with pytest.raises(GateViolation, match="distinct windows"):
+        check_heldout_size(one_short)
 
 
 @pytest.mark.gate(PATIENCE)
@@ -72,51 +98,51 @@ def _stopper() -> EarlyStopper:
 def test_noise_is_not_an_improvement() -> None:
     """Plant held-out losses that wiggle down by less than their standard error: patience still runs out."""
     stopper = _stopper()
-    assert not stopper.observe(3.0, STDERR, epoch=MIN_EPOCHS, step=0)
+    assert not stopper.observe(losses(3.0), epoch=MIN_EPOCHS, step=0)
     wiggle = MULTIPLE * STDERR / 10
     stops = [
-        stopper.observe(3.0 - (i + 1) * wiggle, STDERR, MIN_EPOCHS, 100 * (i + 1))
+        stopper.observe(losses(3.0 - (i + 1) * wiggle), MIN_EPOCHS, 100 * (i + 1))
         for i in range(MIN_PATIENCE)
     ]
     assert stops == [False] * (MIN_PATIENCE - 1) + [True]
-    assert (stopper.best, stopper.best_step) == (3.0, 0)
+    assert (stopper.best, stopper.best_step) == (pytest.approx(3.0), 0)
     assert stopper.stop_reason is not None and "standard error" in stopper.stop_reason
 
 
 @pytest.mark.gate(PATIENCE)
 def test_a_loss_without_a_standard_error_is_refused() -> None:
-    """Plant a loop that passes stderr 0: every wiggle would count as an improvement."""
+    """Plant held-out batches with identical losses (stderr 0) or a NaN: every wiggle would count."""
     stopper = _stopper()
-    for bad in (0.0, math.nan, -STDERR):
+    for bad in ([3.0, 3.0], [3.0, math.nan]):
         with pytest.raises(GateViolation, match="standard error"):
-            stopper.observe(3.0, bad, epoch=1.0, step=10)
+            stopper.observe(bad, epoch=1.0, step=10)
 
 
 def test_a_significant_improvement_resets_patience() -> None:
     stopper = _stopper()
-    stopper.observe(3.0, STDERR, MIN_EPOCHS, 0)
+    stopper.observe(losses(3.0), MIN_EPOCHS, 0)
     for i in range(MIN_PATIENCE - 1):
-        assert not stopper.observe(3.0, STDERR, MIN_EPOCHS, 1 + i)
-    assert not stopper.observe(3.0 - 2 * MULTIPLE * STDERR, STDERR, MIN_EPOCHS, 50)
+        assert not stopper.observe(losses(3.0), MIN_EPOCHS, 1 + i)
+    assert not stopper.observe(losses(3.0 - 2 * MULTIPLE * STDERR), MIN_EPOCHS, 50)
     assert (stopper.best_step, stopper.evals_without_improvement) == (50, 0)
 
 
 def test_a_slow_steady_descent_adds_up_to_an_improvement() -> None:
     """Steps each within the noise, measured against the last significant best, do count in sum."""
     stopper = _stopper()
-    stopper.observe(3.0, STDERR, MIN_EPOCHS, 0)
+    stopper.observe(losses(3.0), MIN_EPOCHS, 0)
     step_down = 0.4 * MULTIPLE * STDERR
     for i in range(1, 4):
-        stopper.observe(3.0 - i * step_down, STDERR, MIN_EPOCHS, i)
+        stopper.observe(losses(3.0 - i * step_down), MIN_EPOCHS, i)
     assert stopper.best_step == 3  # 1.2 standard errors below the best of step 0
 
 
 def test_no_stop_before_min_epochs() -> None:
     stopper = _stopper()
     early = MIN_EPOCHS / 2
-    stops = [stopper.observe(3.0, STDERR, early, i) for i in range(3 * MIN_PATIENCE)]
+    stops = [stopper.observe(losses(3.0), early, i) for i in range(3 * MIN_PATIENCE)]
     assert not any(stops) and stopper.stop_reason is None
-    assert stopper.observe(3.0, STDERR, MIN_EPOCHS, 1000)
+    assert stopper.observe(losses(3.0), MIN_EPOCHS, 1000)
 
 
 EVALS = st.lists(
@@ -125,7 +151,10 @@ EVALS = st.lists(
 
 
 def _run(stopper: EarlyStopper, evals: list[tuple[float, float, float]], first_step: int) -> list[bool]:
-    return [stopper.observe(loss, err, epoch, first_step + i) for i, (loss, err, epoch) in enumerate(evals)]
+    return [
+        stopper.observe(losses(loss, err), epoch, first_step + i)
+        for i, (loss, err, epoch) in enumerate(evals)
+    ]
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,8 +9,9 @@ as an improvement only when it beats the best loss by more than its own standard
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
+
+import torch
 
 from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
@@ -24,16 +25,26 @@ def mean_and_stderr(losses: list[float]) -> tuple[float, float]:
     """
     if len(losses) < 2:
         raise ValueError(f"a standard error needs at least 2 held-out losses, got {len(losses)}")
-    return statistics.fmean(losses), statistics.stdev(losses) / math.sqrt(len(losses))
+    # Plain arithmetic rather than `statistics`: a NaN loss must come out as a NaN error, not a crash.
+    n = len(losses)
+    mean = math.fsum(losses) / n
+    variance = math.fsum((x - mean) ** 2 for x in losses) / (n - 1)
+    return mean, math.sqrt(variance) / math.sqrt(n)
 
 
-def _size_outcome(n_batches: int) -> Outcome:
-    return measure("GATE-EVAL-001", {"heldout_batches": n_batches})
+def _size_outcome(batches: list[torch.Tensor]) -> Outcome:
+    windows = {row.numpy().tobytes() for batch in batches for row in batch.cpu()}
+    measured = {
+        "heldout_batches": len(batches),
+        "distinct_windows": len(windows),
+        "batch_size": int(batches[0].shape[0]) if batches else 0,
+    }
+    return measure("GATE-EVAL-001", measured)
 
 
-@gate_require("GATE-EVAL-001", lambda n_batches: _size_outcome(n_batches))
-def check_heldout_size(n_batches: int) -> None:
-    """Refuse a held-out set smaller than `min_heldout_batches`; called when the eval set is built."""
+@gate_require("GATE-EVAL-001", lambda batches: _size_outcome(batches))
+def check_heldout_size(batches: list[torch.Tensor]) -> None:
+    """Refuse a held-out set smaller than `min_heldout_batches`, counted by distinct windows."""
 
 
 def _config_outcome(patience: int, min_epochs: float) -> Outcome:
@@ -48,6 +59,21 @@ def check_early_stop_config(patience: int, min_epochs: float) -> None:
 def _stderr_outcome(heldout_stderr: float, step: int) -> Outcome:
     stderr = heldout_stderr if math.isfinite(heldout_stderr) else str(heldout_stderr)
     return measure("GATE-EVAL-002", {"heldout_stderr": stderr}, step=step)
+
+
+def _stop_outcome(epoch: float, evals_without_improvement: int, step: int) -> Outcome:
+    measured = {"stop_epoch": epoch, "stop_evals": evals_without_improvement}
+    return measure("GATE-EVAL-002", measured, step=step, holds="the stop is patient and past the epoch floor")
+
+
+@gate_require("GATE-EVAL-002", _stop_outcome)
+def check_stop(epoch: float, evals_without_improvement: int, step: int) -> None:
+    """A stop about to fire is judged on the epoch and the patience it fires at."""
+
+
+@gate_require("GATE-EVAL-002", lambda heldout_stderr, step: _stderr_outcome(heldout_stderr, step))
+def check_stderr(heldout_stderr: float, step: int) -> None:
+    """Every evaluation: the standard error that decides improvements is positive and finite."""
 
 
 class EarlyStopper:
@@ -68,9 +94,14 @@ class EarlyStopper:
         self.evals_without_improvement = 0
         self.stop_reason: str | None = None
 
-    @gate_require("GATE-EVAL-002", lambda heldout_stderr, step: _stderr_outcome(heldout_stderr, step))
-    def observe(self, heldout_loss: float, heldout_stderr: float, epoch: float, step: int) -> bool:
-        """Take one held-out evaluation; True means stop now (and `stop_reason` says why)."""
+    def observe(self, heldout_losses: list[float], epoch: float, step: int) -> bool:
+        """Take one held-out evaluation's per-batch losses; True means stop now (`stop_reason` says why).
+
+        The standard error is computed here from the losses, so no caller can hand the stopper a
+        shrunken one that makes noise look like improvement.
+        """
+        heldout_loss, heldout_stderr = mean_and_stderr(heldout_losses)
+        check_stderr(heldout_stderr, step)
         if self.best is None or self.best - heldout_loss > self.stderr_multiple * heldout_stderr:
             self.best = heldout_loss
             self.best_step = step
@@ -78,6 +109,7 @@ class EarlyStopper:
         else:
             self.evals_without_improvement += 1
         if self.evals_without_improvement >= self.patience and epoch >= self.min_epochs:
+            check_stop(epoch, self.evals_without_improvement, step)
             self.stop_reason = (
                 f"held-out loss has not improved by more than {self.stderr_multiple} standard "
                 f"error(s) on {self.best:.6g} (step {self.best_step}) for "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from contracts.gates import Outcome, gate_require, measure
 
 
@@ -20,6 +22,59 @@ def _stability(clip_norm: float, warmup_steps: int, weight_decay: float) -> Outc
 @gate_require("GATE-TRAIN-002", _stability)
 def check_stability(clip_norm: float, warmup_steps: int, weight_decay: float) -> None:
     """Refuse a configuration without gradient clipping, warmup or decoupled weight decay."""
+
+
+def _clipped(post_clip_norm: float, clip_norm: float, step: int) -> Outcome:
+    measured = {"post_clip_norm": post_clip_norm, "clip_norm": clip_norm}
+    return measure("GATE-TRAIN-002", measured, step=step, holds="the clip bounds the gradient norm")
+
+
+@gate_require("GATE-TRAIN-002", _clipped)
+def check_clipped(post_clip_norm: float, clip_norm: float, step: int) -> None:
+    """Every step: the gradient norm the optimizer will see is within the clip (measured, not assumed)."""
+
+
+def _warmup(lr: float, previous_lr: float | None, step: int, warmup_steps: int, peak_lr: float) -> Outcome:
+    measured = {
+        "warmup_lr": lr,
+        "previous_warmup_lr": previous_lr,
+        "warmup_step": step,
+        "warmup_steps": warmup_steps,
+        "peak_lr": peak_lr,
+    }
+    return measure("GATE-TRAIN-002", measured, step=step, holds="the learning rate rises through warmup")
+
+
+@gate_require("GATE-TRAIN-002", _warmup)
+def check_warmup_lr(
+    lr: float, previous_lr: float | None, step: int, warmup_steps: int, peak_lr: float
+) -> None:
+    """During warmup: the rate read back from the optimizer rises, and stays below the peak until the end."""
+
+
+def decay_groups(optimizer: torch.optim.Optimizer) -> dict[str, float | int]:
+    """How the optimizer's parameter groups decay matrices and vectors (norm gains and biases)."""
+    undecayed, decayed_vectors, smallest = 0, 0, math.inf
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            if param.dim() >= 2:
+                smallest = min(smallest, group["weight_decay"])
+                undecayed += group["weight_decay"] == 0
+            else:
+                decayed_vectors += group["weight_decay"] != 0
+    return {
+        "undecayed_matrices": int(undecayed),
+        "decayed_vectors": int(decayed_vectors),
+        "matrix_weight_decay": smallest if math.isfinite(smallest) else 0.0,
+    }
+
+
+@gate_require(
+    "GATE-TRAIN-002",
+    lambda optimizer: measure("GATE-TRAIN-002", decay_groups(optimizer), holds="matrices decay"),
+)
+def check_decay_groups(optimizer: torch.optim.Optimizer) -> None:
+    """At start-up: every weight matrix, and no norm or bias, is in a group with decoupled weight decay."""
 
 
 def _finite(loss: float, grad_norm: float, step: int) -> Outcome:

@@ -36,9 +36,17 @@ from stack.train import distributed, rng
 from stack.train.coherence import CoherenceMonitor, coherence_score
 from stack.train.config import RunConfig
 from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
-from stack.train.guards import check_finite, check_first_loss, check_stability
+from stack.train.guards import (
+    check_clipped,
+    check_decay_groups,
+    check_finite,
+    check_first_loss,
+    check_stability,
+    check_warmup_lr,
+)
 from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector
+from stack.train.resume_check import check_restored
 from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
 from stack.train.trained import tokenizer_state
@@ -88,6 +96,7 @@ class TrainState:
     overfit: OverfitDetector = field(default_factory=OverfitDetector)
     spikes: SpikeDetector = field(default_factory=SpikeDetector)
     recent_train_losses: list[float] = field(default_factory=list)
+    last_warmup_lr: float | None = None
 
     def monitors_state(self) -> dict[str, Any]:
         assert self.early_stop is not None
@@ -101,6 +110,7 @@ class TrainState:
             "best_heldout": self.best_heldout,
             "best_checkpoint": self.best_checkpoint,
             "tokens_seen": self.tokens_seen,
+            "last_warmup_lr": self.last_warmup_lr,
         }
 
     def load_monitors(self, state: dict[str, Any]) -> None:
@@ -114,6 +124,7 @@ class TrainState:
         self.best_heldout = state["best_heldout"]
         self.best_checkpoint = state["best_checkpoint"]
         self.tokens_seen = state["tokens_seen"]
+        self.last_warmup_lr = state.get("last_warmup_lr")
 
 
 class Signals:
@@ -181,6 +192,7 @@ class Trainer:
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward_model: Callable[..., Any] = torch.compile(wrapped) if train.compile else wrapped
         self.optimizer = build_optimizer(self.model, config, self.device)
+        check_decay_groups(self.optimizer)
         self.scaler = torch.amp.GradScaler("cuda", enabled=train.precision == "fp16")
         seq_len = config.model.ctx
         self.reader = TokenReader(
@@ -198,7 +210,7 @@ class Trainer:
         self.heldout = heldout_batches(
             self.data_dir, train.batch_size, seq_len, n_batches=config.eval.batches
         )
-        check_heldout_size(len(self.heldout))
+        check_heldout_size(self.heldout)
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
         self.adequacy = corpus_adequacy(
@@ -236,11 +248,25 @@ class Trainer:
         if state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.reader.load_state_dict(state["reader"])
-        if self.config.data.weights != state["config"]["data"].get("weights", {}):
-            self.reader.reweight(self.config.data.weights)  # recorded as a change by run.py
         self.state.step = checkpoint.step
         self.state.load_monitors(state["monitors"])
         rng.restore(state["rng"])
+        check_restored(checkpoint, self._restored_states())
+        if self.config.data.weights != state["config"]["data"].get("weights", {}):
+            self.reader.reweight(self.config.data.weights)  # recorded as a change by run.py
+
+    def _restored_states(self) -> dict[str, Callable[[], Any]]:
+        """What GATE-CKPT-003 compares after a resume; sharded weights are compared on their twins."""
+        live: dict[str, Callable[[], Any]] = {
+            "rng": rng.capture,
+            "reader": self.reader.state_dict,
+            "monitors": self.state.monitors_state,
+            "scaler": lambda: self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+        if not self.sharded:  # an FSDP model holds shards; its full state was loaded into twins
+            live["model"] = self.model.state_dict
+            live["optimizer"] = lambda: ckpt.optimizer_tensors(self.optimizer)[0]
+        return live
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The JSON half of a checkpoint (GATE-CKPT-001 lists what it must hold)."""
@@ -312,6 +338,11 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        applied_lr = float(self.optimizer.param_groups[0]["lr"])  # what AdamW will use, not the config
+        if step <= train.warmup_steps:
+            previous = self.state.last_warmup_lr if step > 1 else None
+            check_warmup_lr(applied_lr, previous, step, train.warmup_steps, train.lr)
+            self.state.last_warmup_lr = applied_lr
         self.model.train()
         hashes = []
         total = torch.zeros((), device=self.device)
@@ -328,9 +359,15 @@ class Trainer:
         grad_norm = distributed.local_value(
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
         )
-        both = distributed.mean_across(self.world, torch.stack([total / train.grad_accum, grad_norm]))
-        loss_value, grad_value = (float(v) for v in both.tolist())
+        # The norm the optimizer will actually see, measured again after the clip.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        clipped = distributed.local_value(torch.nn.utils.get_total_norm(grads))
+        measured = torch.stack([total / train.grad_accum, grad_norm, clipped])
+        loss_value, grad_value, clipped_value = (
+            float(v) for v in distributed.mean_across(self.world, measured).tolist()
+        )
         check_finite(loss_value, grad_value, step)
+        check_clipped(clipped_value, train.clip_norm, step)
         if step == 1 and not self.fine_tuning:  # a trained start is meant to be far below ln(vocab)
             check_first_loss(loss_value, self.config.model.vocab, step)
         self.scaler.step(self.optimizer)
@@ -373,7 +410,7 @@ class Trainer:
                 _, loss = self.model(batch[:, :-1], batch[:, 1:])
             losses[i] = loss.float()
         values = (losses if self.sharded else distributed.mean_across(self.world, losses) * share).tolist()
-        mean, stderr = mean_and_stderr(values)
+        mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
         step = self.state.step
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
@@ -384,7 +421,7 @@ class Trainer:
         stop = False
         epoch = self.state.tokens_seen / max(self.reader.unique_tokens, 1)
         if self.config.eval.early_stop:
-            stop = self.state.early_stop.observe(mean, stderr, epoch, step)
+            stop = self.state.early_stop.observe(values, epoch, step)
         line = {
             "step": step,
             "heldout_loss": mean,
