@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` importable
     sys.path.insert(0, str(ROOT))
 
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord  # noqa: E402
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, SCHEMA_VERSION, EvidenceRecord  # noqa: E402
 from contracts.gates import gate_ensure, gate_require  # noqa: E402
 from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
 
@@ -55,6 +55,21 @@ class LoadedEvidence:
     raw: bytes = b""
 
 
+@dataclass(frozen=True)
+class GateVerdict:
+    """One record's verdict on one gate, and whether it is stale under today's spec."""
+
+    run: str
+    verdict: str
+    revision: int
+    stale: bool
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown: a stale one says so, since it cannot be re-judged today."""
+        return f"{self.verdict} (stale)" if self.stale else self.verdict
+
+
 @dataclass
 class CoverageRow:
     """One gate and everything that makes it real."""
@@ -62,7 +77,7 @@ class CoverageRow:
     gate: Gate
     bindings: list[Location] = field(default_factory=list)
     falsifiers: list[Location] = field(default_factory=list)
-    verdicts: list[tuple[str, str, int]] = field(default_factory=list)  # (run id, verdict, revision)
+    verdicts: list[GateVerdict] = field(default_factory=list)  # newest run first
 
     @property
     def covered(self) -> bool:
@@ -240,9 +255,12 @@ def coverage(
     for loaded in dated:
         record = loaded.record
         assert record is not None
+        legacy = record.schema_version < SCHEMA_VERSION
         for result in record.gates:
             if result.id in rows:
-                rows[result.id].verdicts.append((record.run.id, result.verdict.value, result.revision))
+                stale = legacy or result.revision < rows[result.id].gate.revision
+                verdict = GateVerdict(record.run.id, result.verdict.value, result.revision, stale)
+                rows[result.id].verdicts.append(verdict)
     return [rows[k] for k in sorted(rows)]
 
 

@@ -67,7 +67,9 @@ def gate_page(row: CoverageRow, spec: Spec) -> str:
     out.append("\n## Latest verdicts\n")
     if row.verdicts:
         out.append("| run | verdict | judged under revision |\n|---|---|---|")
-        out += [f"| [{run}](../evidence/{run}.md) | {v} | {rev} |" for run, v, rev in row.verdicts[:10]]
+        out += [
+            f"| [{v.run}](../evidence/{v.run}.md) | {v.label} | {v.revision} |" for v in row.verdicts[:10]
+        ]
     else:
         out.append("No evidence cites this gate yet.")
     return "\n".join(out) + "\n"
@@ -92,7 +94,7 @@ def gates_index(rows: list[CoverageRow], spec: Spec) -> str:
     for row in rows:
         gate = row.gate
         latest = (
-            f"{row.verdicts[0][1]} ([{row.verdicts[0][0]}](../evidence/{row.verdicts[0][0]}.md))"
+            f"{row.verdicts[0].label} ([{row.verdicts[0].run}](../evidence/{row.verdicts[0].run}.md))"
             if row.verdicts
             else "—"
         )
@@ -187,12 +189,14 @@ def run_page(loaded: LoadedEvidence, plots: list[str]) -> str:
     out += [f"| {k} | {_cell(v)} |" for k, v in rows]
     out.append("\n## Gate verdicts\n")
     if record.gates:
-        out.append("| gate | revision | verdict | measured | threshold | step |\n|---|---|---|---|---|---|")
+        out.append("| gate | revision | verdict | why | measured | threshold | step |")
+        out.append("|---|---|---|---|---|---|---|")
         for g in record.gates:
             step = g.step if g.step is not None else "—"
             out.append(
                 f"| [{g.id}](../gates/{g.id}.md) | {g.revision} | **{g.verdict.value}** | "
-                f"{_cell(json.dumps(g.measured))} | {_cell(json.dumps(g.threshold))} | {step} |"
+                f"{_cell(g.message or '')} | {_cell(json.dumps(g.measured))} | "
+                f"{_cell(json.dumps(g.threshold))} | {step} |"
             )
     else:
         out.append("This run judged no gate.")
