@@ -15,7 +15,18 @@ import sys
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from stack import __version__
 
-COMMANDS = ("gates", "prepare", "train", "sample", "eval", "inspect", "export", "import-hf", "trace")
+COMMANDS = (
+    "gates",
+    "prepare",
+    "train",
+    "sample",
+    "eval",
+    "inspect",
+    "export",
+    "import-hf",
+    "trace",
+    "release",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,16 +1,29 @@
-"""`stack eval`: held-out loss and bits per byte of a checkpoint, as JSON."""
+"""`stack eval`: held-out loss and bits per byte of a checkpoint, as JSON, judged and recorded.
+
+The scoring runs under the gates of an `eval` record (GATE-CKPT-002 when the checkpoint loads,
+GATE-EVAL-003 when the text is tokenised). `--record DIR` writes that record as DIR/metadata.json
+beside the result (DIR/eval.json); `--evidence-dir LEDGER` files it as LEDGER/<run-id>/. Without
+either the gates still fire, and only the JSON is printed.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stack.eval.evidence import CommandEvidence
+
+KIND = "eval"
+RESULT_FILE = "eval.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="loss and bits per byte of a run or checkpoint on a text")
     parser.add_argument("path", type=Path, metavar="RUN_DIR|CKPT")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", type=Path, metavar="FILE", help="a UTF-8 text file")
+    source.add_argument("--text", type=Path, metavar="FILE", help="a UTF-8 text file, scored byte for byte")
     source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
     parser.add_argument(
         "--max-bytes",
@@ -20,41 +33,146 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, help="DATA_DIR for --split (default: the run's own)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="DIR",
+        help=f"write the evidence record DIR/metadata.json and the result DIR/{RESULT_FILE} "
+        "(refused if DIR already holds a record)",
+    )
+    parser.add_argument(
+        "--evidence-dir",
+        type=Path,
+        metavar="LEDGER",
+        help="also file the evidence record into this ledger as LEDGER/<run-id>/ (append-only)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print {loss, bits_per_byte, tokens, bytes} for the chosen text."""
+    """Print {loss, bits_per_byte, tokens, bytes} for the chosen text, and keep its evidence."""
     import json
+    import sys
 
+    from contracts.errors import GateViolation
+    from contracts.evidence import RunStatus
+    from stack.eval.evidence import CommandEvidence
+
+    _check_record_dir(args.record)
+    evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
+    try:
+        with evidence.judging():
+            result = _score(args, evidence)
+    except GateViolation:
+        _keep(args, evidence, None)
+        raise
+    evidence.settle(RunStatus.COMPLETED)
+    for where in _keep(args, evidence, result):
+        print(f"stack eval: evidence in {where}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _check_record_dir(directory: Path | None) -> None:
+    """Refuse a --record DIR that is a file or already holds a record: a record is never overwritten."""
     from contracts.errors import BadInput
+    from contracts.evidence import EVIDENCE_FILE
+
+    if directory is None:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise BadInput(f"--record {directory} is a file; give a directory for the evidence record")
+    if (directory / EVIDENCE_FILE).exists():
+        raise BadInput(
+            f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
+            "choose a new --record DIR"
+        )
+
+
+def _read_text(path: Path) -> str:
+    """The file's text exactly as stored: CRLF line ends stay CRLF, so every byte is scored."""
+    from contracts.errors import BadInput
+
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"--text {path} does not exist") from None
+    except OSError as exc:
+        raise BadInput(f"--text {path} cannot be read ({exc.strerror}); pass a UTF-8 text file") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"--text {path} is not UTF-8 text") from None
+
+
+def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any]:
+    """Load the checkpoint, score the text, and describe both in the record."""
+    import hashlib
+
+    from contracts.evidence import DataRef, canonical_sha256
     from stack.eval.bpb import evaluate_text
     from stack.train.trained import load_trained
 
     trained = load_trained(args.path, args.device)
+    evidence.note_checkpoint(trained.checkpoint.path)
+    record = evidence.record
+    record.data = DataRef(tokenizer_sha256=trained.tokenizer.sha256)
+    config: dict[str, Any] = {
+        "checkpoint": str(trained.checkpoint.path.resolve()),
+        "batch_size": args.batch_size,
+        "seq_len": trained.config.model.ctx,
+    }
     if args.text is not None:
-        try:
-            text = args.text.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise BadInput(f"--text {args.text} does not exist") from None
-        except UnicodeDecodeError:
-            raise BadInput(f"--text {args.text} is not UTF-8 text") from None
+        text = _read_text(args.text)
+        config["text"] = str(args.text.resolve())
     else:
         from stack.eval.texts import split_text
 
-        text = split_text(args.data or _run_data_dir(trained.checkpoint.path), "heldout", args.max_bytes)
+        data_dir = args.data or _run_data_dir(trained.checkpoint.path)
+        text = split_text(data_dir, "heldout", args.max_bytes)
+        config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
+    record.config, record.config_sha256 = config, canonical_sha256(config)
+    record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     result = evaluate_text(
         trained.model, trained.tokenizer, text, trained.config.model.ctx, args.batch_size, args.device
     )
-    print(json.dumps(result, indent=2))
-    return 0
+    record.metrics.update(result)
+    return result
+
+
+def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str, Any] | None) -> list[Path]:
+    """Write the record (and the result) to --record DIR and file it into --evidence-dir; where it went."""
+    import json
+    import tempfile
+
+    from contracts.evidence import atomic_write_bytes
+
+    if args.record is None and args.evidence_dir is None:
+        return []
+    kept = []
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = args.record if args.record is not None else Path(scratch)
+        files = []
+        if result is not None:
+            files.append(directory / RESULT_FILE)
+            atomic_write_bytes(files[0], (json.dumps(result, indent=2) + "\n").encode())
+        if args.record is not None:
+            kept.append(evidence.write(args.record, files))
+        filed = evidence.file(tuple(files))
+        if filed is not None:
+            kept.append(filed)
+    return kept
 
 
 def _run_data_dir(checkpoint_path: Path) -> Path:
     """The DATA_DIR recorded in the evidence of the run that wrote this checkpoint."""
     from contracts.errors import BadInput
     from contracts.evidence import EVIDENCE_FILE, read_evidence
+    from stack.train.checkpoint import CKPT_DIR
 
+    if checkpoint_path.parent.name != CKPT_DIR:
+        raise BadInput(
+            f"{checkpoint_path} is not inside a run directory, so its DATA_DIR is unknown; "
+            "pass --data DATA_DIR (or --text FILE)"
+        )
     run_dir = checkpoint_path.parent.parent
     record = read_evidence(run_dir / EVIDENCE_FILE)
     data_dir = record.metrics.get("data_dir")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stack.export import exporters
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write DIR with the exported model, its tokenizer files and export.json (parity numbers, "
         "sha256 of every file, the source checkpoint). The export is loaded back in its runtime and its "
         "logits compared with the stack's (GATE-EXPORT-001 for hf, GATE-EXPORT-002 for onnx); a file "
-        "whose check fails keeps an '.unverified' name and the command exits 3.",
+        "whose check fails keeps an '.unverified' name and the command exits 3. Either way DIR also gets an "
+        "evidence record, metadata.json, of run kind export-hf or export-onnx.",
     )
     parser.add_argument("path", type=Path, metavar="RUN_DIR|CKPT")
     parser.add_argument("--format", dest="fmt", required=True, choices=("hf", "onnx"))
@@ -30,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--opset", type=int, default=None, help="onnx: the ai.onnx opset, 18 or newer (default 18)"
     )
     parser.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export")
+    parser.add_argument(
+        "--evidence-dir",
+        type=Path,
+        metavar="LEDGER",
+        help="also file the evidence record (with a copy of export.json) as LEDGER/<run-id>/ (append-only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -37,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     """Export, check, and report; a failed check exits 3 after the evidence is written."""
     import sys
 
-    from contracts.errors import EXIT_GATE, BadInput
+    from contracts.errors import EXIT_GATE, BadInput, GateViolation
+    from contracts.evidence import RunStatus
+    from stack.eval.evidence import CommandEvidence
     from stack.export import exporters, onnx_export
 
     if args.opset is not None and args.fmt != "onnx":
@@ -56,12 +69,36 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         argv=args.argv,
     )
-    result = exporters.export(request)
-    for name, check in result.record["parity"].items():
-        print(f"{name}: {'ok' if check['ok'] else 'FAILED'}: {check['message']}")
-    print(f"wrote {result.out} ({result.record['status']}; evidence in {result.out / exporters.RECORD})")
-    exporters.certify(result)
+    evidence = CommandEvidence(exporters.run_kind(args.fmt), args.argv, "cpu", args.evidence_dir)
+    result = None
+    try:
+        with evidence.judging():
+            result = exporters.export(request)
+            _report(result)
+            exporters.certify(result)
+    except GateViolation:
+        exporters.keep_evidence(evidence, request, result)
+        raise
     if not result.ok:  # only reached with the contracts switched off: the files still say unverified
+        evidence.settle(RunStatus.FAILED, "a parity check failed with the contracts off")
+        exporters.keep_evidence(evidence, request, result)
         print(f"stack export: {result.out} holds unverified files (contracts are off)", file=sys.stderr)
         return EXIT_GATE
+    evidence.settle(RunStatus.COMPLETED)
+    filed = exporters.keep_evidence(evidence, request, result)
+    if filed is not None:
+        print(f"stack export: evidence filed at {filed}")
     return 0
+
+
+def _report(result: exporters.ExportResult) -> None:
+    """One line per checked artefact, then where the export and its evidence are."""
+    from contracts.evidence import EVIDENCE_FILE
+    from stack.export import exporters
+
+    for name, check in result.record["parity"].items():
+        print(f"{name}: {'ok' if check['ok'] else 'FAILED'}: {check['message']}")
+    print(
+        f"wrote {result.out} ({result.record['status']}; evidence in {result.out / exporters.RECORD} "
+        f"and {result.out / EVIDENCE_FILE})"
+    )

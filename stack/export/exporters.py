@@ -6,6 +6,10 @@ its verified name only if its check passed, write export.json (the export's evid
 opset, parity numbers, sha256 of every file, source checkpoint), move the directory into place,
 and only then let the gates speak. So a failed check still leaves the evidence of why, beside
 a file whose name says it is unverified, and the command exits 3.
+
+Beside export.json the directory gets an evidence record, metadata.json, of run kind export-hf
+or export-onnx (`keep_evidence`): the gates' verdicts, the exported files as artifacts, and the
+source checkpoint by its hashes, so the integrity check can audit an export like any run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
-from contracts.evidence import sha256_file
+from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
 from contracts.spec import load_spec
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
@@ -27,6 +31,8 @@ from stack.train.trained import Trained, load_trained, tokenizer_state
 
 if TYPE_CHECKING:
     import torch
+
+    from stack.eval.evidence import CommandEvidence
 
 RECORD = "export.json"
 FORMATS = ("hf", "onnx")
@@ -58,6 +64,11 @@ class ExportResult:
     @property
     def ok(self) -> bool:
         return all(outcome.ok for _, outcome in self.checks)
+
+
+def run_kind(fmt: str) -> str:
+    """The run kind of an export's evidence record (spec/run_kinds.yaml)."""
+    return f"export-{fmt}"
 
 
 def _validate(request: ExportRequest) -> None:
@@ -183,3 +194,30 @@ def certify(result: ExportResult) -> None:
             parity.certify_onnx_fp32(check)
         else:
             parity.certify_onnx_int8(check)
+
+
+def keep_evidence(
+    evidence: CommandEvidence, request: ExportRequest, result: ExportResult | None
+) -> Path | None:
+    """Describe the export in its record, write it into DIR, and file it; returns the filed path.
+
+    With no result (the checkpoint was refused before anything was written), DIR is not this
+    export's, so the record goes only to the ledger, if one was given.
+    """
+    record = evidence.record
+    record.config = {
+        "format": request.fmt,
+        "checkpoint": str(Path(request.checkpoint).resolve()),
+        "int8": request.int8,
+        "opset": request.opset if request.fmt == "onnx" else None,
+        "sample_text": None if request.sample_text is None else str(request.sample_text),
+    }
+    record.config_sha256 = canonical_sha256(record.config)
+    if result is None:
+        return evidence.file()
+    evidence.note_checkpoint(Path(result.record["source_checkpoint"]["path"]))
+    record.data = DataRef(tokenizer_sha256=result.record["tokenizer"]["sha256"])
+    record.metrics = {key: result.record[key] for key in ("status", "opset", "sample", "parity")}
+    files = sorted(p for p in result.out.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)
+    evidence.write(result.out, files)
+    return evidence.file((result.out / RECORD,))

@@ -11,6 +11,11 @@ Layout of RUN_DIR/checkpoints/step-NNNNNNN/:
 No pickle anywhere. A checkpoint is assembled in a hidden temporary directory, every file is
 fsynced, and the directory is renamed into place, so a reader never sees half of one
 (GATE-CKPT-002). Loading recomputes every checksum first.
+
+A *weights-only* checkpoint (a released model, `stack release`) has a manifest that lists
+model.safetensors and state.json but no optimizer.safetensors. It is verified the same way and
+serves every reader (sample, eval, trace, export, --init-from), but it cannot be resumed: there
+is no optimizer state to continue with.
 """
 
 from __future__ import annotations
@@ -25,13 +30,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
-FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+OPTIMIZER_FILE = "optimizer.safetensors"
+FILES = ("model.safetensors", OPTIMIZER_FILE, "state.json")
+# What a weights-only checkpoint holds: enough to rebuild the model and its tokenizer.
+WEIGHTS_FILES = ("model.safetensors", "state.json")
 # What GATE-CKPT-001 requires state.json to hold.
 STATE_KEYS = (
     "format_version",
@@ -155,7 +164,9 @@ def verify_files(path: Path) -> tuple[str | None, list[str]]:
     except (OSError, ValueError, KeyError, TypeError):
         return f"{path / MANIFEST} is missing or unreadable", []
     verified: list[str] = []
-    for name in FILES:
+    # No optimizer in the manifest: a weights-only checkpoint, whose two files are all it needs.
+    expected = FILES if OPTIMIZER_FILE in files else WEIGHTS_FILES
+    for name in expected:
         entry = files.get(name)
         target = path / name
         if entry is None:
@@ -187,9 +198,19 @@ def load_weights(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
     load_model(model, str(checkpoint.path / "model.safetensors"), strict=True)
 
 
+def is_weights_only(path: Path) -> bool:
+    """Whether the checkpoint's manifest lists no optimizer state (a released model)."""
+    return OPTIMIZER_FILE not in read_manifest(path)["files"]
+
+
 def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> None:
-    """Restore the optimizer state saved with the checkpoint."""
-    tensors = load_file(str(checkpoint.path / "optimizer.safetensors"))
+    """Restore the optimizer state saved with the checkpoint; a weights-only one has none to give."""
+    if is_weights_only(checkpoint.path):
+        raise BadInput(
+            f"{checkpoint.path} is a weights-only checkpoint (a release) and holds no optimizer state "
+            f"to resume; start a new run from it with --init-from {checkpoint.path}"
+        )
+    tensors = load_file(str(checkpoint.path / OPTIMIZER_FILE))
     restore_optimizer(optimizer, tensors, checkpoint.state["optimizer"])
 
 

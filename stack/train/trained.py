@@ -2,18 +2,26 @@
 
 Used by every command that reads a checkpoint (sample, eval, inspect, trace, export). The
 tokenizer travels inside the checkpoint's state, so a checkpoint copied elsewhere still decodes.
+
+A released model's directory (`stack release`: model.safetensors, state.json and a manifest,
+under a repository's evidence/models/) is a weights-only checkpoint and loads like any other.
+Its manifest must also agree with the registry entry that released those files: loading then
+verifies each file against the manifest (GATE-CKPT-002), so the bytes read are the bytes the
+registry lists, not a copy swapped in beside a rewritten manifest.
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 
 from contracts.errors import BadInput
+from contracts.registry import REGISTRY_FILE, ReleasedModel, read_registry
+from contracts.release_rules import WEIGHTS_FILE
 from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
@@ -52,10 +60,68 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     return tokenizer
 
 
+def _release_root(path: Path) -> Path | None:
+    """The repository whose evidence/models/ holds `path`, or None when `path` is not a release."""
+    for parent in Path(path).resolve().parents:
+        if parent.name == "models" and parent.parent.name == REGISTRY_FILE.parent.name:
+            return parent.parent.parent
+    return None
+
+
+def _manifest_hashes(path: Path) -> dict[str, str] | None:
+    """file name → sha256 from the checkpoint's manifest; None when unreadable (GATE-CKPT-002 refuses it)."""
+    try:
+        return {name: entry["sha256"] for name, entry in ckpt.read_manifest(path)["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _registry_entry(root: Path, directory: str) -> ReleasedModel:
+    """The entry of root's registry that released `directory` (repository-relative), or refuse."""
+    registry = root / REGISTRY_FILE
+    weights = f"{directory}/{WEIGHTS_FILE}"
+    for entry in read_registry(registry).models:
+        if any(a.path == weights for a in entry.artifacts):
+            return entry
+    raise BadInput(
+        f"{root / directory} is under evidence/models/ but no entry of {registry} lists {weights}; "
+        "release it with `stack release`, or load a copy kept outside evidence/models/"
+    )
+
+
+def check_released(path: Path) -> None:
+    """Refuse a checkpoint under evidence/models/ unless its registry entry lists its files' hashes.
+
+    The registry's hashes are compared with the manifest's; loading then verifies each file
+    against the manifest (GATE-CKPT-002), which closes the chain from registry to bytes.
+    """
+    root = _release_root(path)
+    hashes = None if root is None else _manifest_hashes(path)
+    if root is None or hashes is None:
+        return
+    directory = Path(path).resolve().relative_to(root).as_posix()
+    entry = _registry_entry(root, directory)
+    for art in entry.artifacts:
+        where = PurePosixPath(str(art.path))
+        if (
+            art.path is not None
+            and where.parent.as_posix() == directory
+            and hashes.get(where.name) != art.sha256
+        ):
+            raise BadInput(
+                f"{path}: {where.name} is not the file {entry.key} released (its sha256 differs from "
+                f"the one in {root / REGISTRY_FILE}); restore the released file"
+            )
+    if entry.withdrawn is not None:
+        print(f"stack: note: {entry.key} is withdrawn: {' '.join(entry.withdrawn.split())}", file=sys.stderr)
+
+
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint directory as given, or a run directory's newest valid checkpoint."""
+    """A checkpoint directory as given (a release checked against its registry entry first), or a
+    run directory's newest valid checkpoint."""
     path = Path(path)
     if (path / ckpt.MANIFEST).is_file():
+        check_released(path)
         return path
     if (path / ckpt.CKPT_DIR).is_dir():
         latest, notes = ckpt.latest_valid(path)

@@ -1,0 +1,90 @@
+"""What an evidence record must be to back a released model: one set of rules, two callers.
+
+`stack release` refuses to release from a record these rules object to, and
+`tools/check_integrity.py` reports a registry entry whose record they object to. Both call
+`release_problems`, so a release the command made cannot be one the checker rejects, and a rule
+changed here changes for both. Staleness lives here too (the checker reads it through
+tools/record_checks.py): a verdict made under an older gate revision or record schema cannot be
+re-judged, so it cannot back a release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
+from contracts.gates import Mode
+from contracts.spec import Spec
+
+# Run kinds that leave weights behind: the only records a model can be released from.
+TRAINING_KINDS = ("train", "finetune")
+WEIGHTS_FILE = "model.safetensors"
+
+
+def stale_reason(record: EvidenceRecord, result: GateResult, spec: Spec) -> str | None:
+    """Why `result` cannot be re-judged under today's spec, or None when it can."""
+    if record.schema_version < SCHEMA_VERSION:
+        return f"schema {record.schema_version} predates the judges (schema {SCHEMA_VERSION})"
+    gate = spec.gates.get(result.id)
+    if gate is not None and result.revision < gate.revision:
+        return f"judged under rev {result.revision}; the spec is at rev {gate.revision}"
+    return None
+
+
+def stale_gates(record: EvidenceRecord, spec: Spec) -> dict[str, str]:
+    """gate id → why its verdict is stale, for every stale verdict of `record`."""
+    found = {result.id: stale_reason(record, result, spec) for result in record.gates}
+    return {gate_id: why for gate_id, why in found.items() if why is not None}
+
+
+def _run_problems(spec: Spec, record: EvidenceRecord, registry_git_sha: str | None) -> list[str]:
+    """Kind, status, contract mode, cleanliness, commit and the required gates of the run."""
+    problems = []
+    if record.run.kind not in TRAINING_KINDS:
+        problems.append(f"is a {record.run.kind} record, not a training run")
+    if record.run.status is not RunStatus.COMPLETED:
+        problems.append(f"status is {record.run.status.value}, not completed")
+    if record.contract_mode == Mode.OFF.value:
+        problems.append("was made with the contracts off")
+    if record.code.git_dirty:
+        problems.append("was made from a dirty tree")
+    if record.code.git_sha != registry_git_sha:
+        problems.append(
+            f"was made at {str(record.code.git_sha)[:12]}, the registry says {str(registry_git_sha)[:12]}"
+        )
+    by_id = {g.id: g for g in record.gates}
+    for gate_id in spec.required_gates(record.run.kind):
+        if gate_id not in by_id or by_id[gate_id].verdict is Verdict.NOT_RUN:
+            problems.append(f"did not judge {gate_id}")
+    problems += [f"{g.id} is {g.verdict.value}" for g in record.gates if g.verdict is Verdict.FAIL]
+    return problems
+
+
+def _weights_problems(record: EvidenceRecord, weights_sha256: Sequence[str]) -> list[str]:
+    """The released weights must be the checkpoint the run hashed."""
+    hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint else None
+    if not weights_sha256:
+        return [f"the release has no {WEIGHTS_FILE} artifact"]
+    if hashed is None:
+        return [f"records no checkpoint hash of {WEIGHTS_FILE} to trace the weights to"]
+    if any(sha != hashed.sha256 for sha in weights_sha256):
+        return [f"the released {WEIGHTS_FILE} is not the checkpoint the run hashed"]
+    return []
+
+
+def release_problems(
+    spec: Spec,
+    record: EvidenceRecord,
+    stale: dict[str, str],
+    weights_sha256: Sequence[str],
+    registry_git_sha: str | None,
+) -> list[str]:
+    """Why `record` cannot back a release of `weights_sha256` at `registry_git_sha` (empty: it can).
+
+    `stale` maps gate ids to why their verdict is stale (`stale_gates`); a release must rest on
+    a completed training run, with the contracts on, from a clean tree at the registry's commit,
+    that judged every gate its kind requires, failed none, and hashed the weights released.
+    """
+    problems = _run_problems(spec, record, registry_git_sha)
+    problems += [f"{gate_id} is stale ({why})" for gate_id, why in sorted(stale.items())]
+    return problems + _weights_problems(record, weights_sha256)

@@ -1,0 +1,80 @@
+"""The evidence record of a command that judges one piece of work: `stack eval` and `stack export`.
+
+Such a command loads a checkpoint (GATE-CKPT-002) and checks what it made of it (GATE-EVAL-003
+for a scoring, GATE-EXPORT-001/002 for an export). The work runs with the record's own ledger
+active, so the bindings' verdicts land in the record, and the gates its run kind requires
+(spec/run_kinds.yaml) are listed even when they never ran, as NOT_RUN. A gate that fires leaves
+the record halted with the gate named, and the record is still written: a refused scoring is
+evidence too. Filing into a ledger is append-only; the run id is claimed before the work starts,
+so a clash costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from contracts.errors import GateViolation
+from contracts.evidence import (
+    CheckpointRef,
+    EvidenceRecord,
+    FileHash,
+    RunStatus,
+    artifact,
+    file_record,
+    ledger_slot,
+    new_record,
+    now,
+    run_id,
+    write_evidence,
+)
+from contracts.gates import contract_mode
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.train import checkpoint as ckpt
+
+
+class CommandEvidence:
+    """One command's record, its ledger, and the ledger directory it is filed into (if any)."""
+
+    def __init__(self, kind: str, argv: list[str], device: str, ledger_dir: Path | None) -> None:
+        rid = run_id(kind)
+        if ledger_dir is not None:
+            ledger_slot(ledger_dir, rid)  # refuse a clash before any work is done
+        self.record: EvidenceRecord = new_record(kind, rid, argv, device, mode=contract_mode().value)
+        self.ledger = Ledger()
+        self.ledger_dir = ledger_dir
+
+    @contextmanager
+    def judging(self) -> Iterator[Ledger]:
+        """Run the work with this record's ledger active; a gate that fires settles it as halted."""
+        with recording(self.ledger):
+            try:
+                yield self.ledger
+            except GateViolation as exc:
+                self.settle(RunStatus.HALTED, str(exc))
+                raise
+
+    def settle(self, status: RunStatus, reason: str | None = None) -> None:
+        """End the run: its status, and every verdict, NOT_RUN for a required gate that never ran."""
+        record = self.record
+        record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
+        record.run.status, record.run.stop_reason, record.run.finished = status, reason, now()
+
+    def note_checkpoint(self, path: Path) -> None:
+        """Record which checkpoint the work read, by the hashes of its manifest."""
+        manifest = ckpt.read_manifest(path)
+        files = {name: FileHash(**entry) for name, entry in manifest["files"].items()}
+        self.record.checkpoint = CheckpointRef(name=Path(path).name, step=manifest["step"], files=files)
+
+    def write(self, directory: Path, files: Sequence[Path]) -> Path:
+        """Write the record as directory/metadata.json, with `files` (inside it) as its artifacts."""
+        self.record.artifacts = [artifact(path, directory) for path in files]
+        return write_evidence(directory, self.record)
+
+    def file(self, files: tuple[Path, ...] = ()) -> Path | None:
+        """File the record, with copies of `files`, into the ledger directory given (if any)."""
+        if self.ledger_dir is None:
+            return None
+        return file_record(self.ledger_dir, self.record, files)

@@ -1,0 +1,323 @@
+"""`stack release`: a finished training run's checkpoint as a model directory that loads as it is.
+
+A release is MODELS_DIR/NAME-VERSION/ holding model.safetensors and state.json (config and
+tokenizer) copied from the checkpoint the run's record hashed, a manifest.json listing exactly
+those two files (a weights-only checkpoint: every reader accepts it, `--resume` does not), and a
+MODEL_CARD.md written from the record. Its registry entry is appended to the registry file,
+whose earlier text is kept byte for byte, and cites the filed record by content.
+
+Nothing is written until every rule has been checked: the ledger record must be a filed copy of
+RUN_DIR's own record, the checkpoint it names must still hash as recorded, and the record must
+pass `contracts.release_rules.release_problems`, the same rules the integrity check applies to
+the registry. So a release this command makes is one the checker accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from contracts.errors import BadInput
+from contracts.evidence import (
+    EVIDENCE_FILE,
+    LEDGER_DIR,
+    CheckpointRef,
+    EvidenceRecord,
+    GateResult,
+    Verdict,
+    atomic_write_bytes,
+    read_evidence,
+    sha256_file,
+)
+from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
+from contracts.release_rules import WEIGHTS_FILE, release_problems, stale_gates
+from contracts.spec import SEMVER_RE, load_spec
+from stack.train import checkpoint as ckpt
+
+CARD_FILE = "MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What the command line asked for."""
+
+    run_dir: Path
+    ledger_record: Path
+    name: str
+    version: str
+    license: str
+    models_dir: Path
+    registry: Path
+
+
+@dataclass(frozen=True)
+class Release:
+    """Where the release went and the registry entry it got."""
+
+    directory: Path
+    entry: ReleasedModel
+
+
+def repository_of(registry: Path) -> Path:
+    """The repository a registry file belongs to: paths in the registry are relative to it."""
+    registry = Path(registry).resolve()
+    if registry.parts[-len(REGISTRY_FILE.parts) :] != REGISTRY_FILE.parts:
+        raise BadInput(
+            f"--registry {registry} is not <repository>/{REGISTRY_FILE.as_posix()}; pass the registry "
+            "file of the repository the model is released into"
+        )
+    if not registry.is_file():
+        raise BadInput(f"no registry at {registry}; run from the repository root or pass --registry")
+    return registry.parents[len(REGISTRY_FILE.parts) - 1]
+
+
+def filed_record(run_dir: Path, ledger_record: Path, root: Path) -> tuple[EvidenceRecord, bytes]:
+    """The ledger's copy of RUN_DIR's record, and its bytes (the registry cites them by sha256)."""
+    own = read_evidence(Path(run_dir) / EVIDENCE_FILE)
+    path = Path(ledger_record) / EVIDENCE_FILE
+    record = read_evidence(path)
+    if (record.run.id, record.run.started) != (own.run.id, own.run.started):
+        raise BadInput(
+            f"--ledger-record {ledger_record} is run {record.run.id!r}, not {run_dir}'s own run "
+            f"{own.run.id!r}; pass the record that run filed with --evidence-dir"
+        )
+    expected = root / LEDGER_DIR / record.run.id
+    if Path(ledger_record).resolve() != expected.resolve():
+        raise BadInput(
+            f"--ledger-record {ledger_record} is not {expected}: the registry cites records of its own "
+            f"repository's ledger; file the run there (stack train ... --evidence-dir {root / LEDGER_DIR})"
+        )
+    return record, path.read_bytes()
+
+
+def source_checkpoint(run_dir: Path, record: EvidenceRecord) -> tuple[Path, CheckpointRef]:
+    """RUN_DIR's checkpoint that the record hashed, verified file by file against those hashes."""
+    ref = record.checkpoint
+    if ref is None:
+        raise BadInput(
+            f"the record of {record.run.id} names no checkpoint to release; release a run whose "
+            "record hashes its last checkpoint (evidence schema 2 or later)"
+        )
+    source = Path(run_dir) / ckpt.CKPT_DIR / ref.name
+    for name in ckpt.WEIGHTS_FILES:
+        hashed, path = ref.files.get(name), source / name
+        if hashed is None:
+            raise BadInput(
+                f"the record of {record.run.id} hashes no {name} of {ref.name}; it cannot be released"
+            )
+        if not path.is_file():
+            raise BadInput(f"{path} is missing: {run_dir} no longer holds the checkpoint its record names")
+        if path.stat().st_size != hashed.bytes or sha256_file(path) != hashed.sha256:
+            raise BadInput(
+                f"{path} is not the file the record of {record.run.id} hashed; release from the run "
+                "directory that record describes"
+            )
+    return source, ref
+
+
+def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef) -> None:
+    """Refuse a record the integrity check would refuse to see released (contracts.release_rules)."""
+    spec = load_spec()
+    weights = ref.files[WEIGHTS_FILE].sha256
+    problems = release_problems(spec, record, stale_gates(record, spec), [weights], record.code.git_sha)
+    if problems:
+        raise BadInput(
+            f"cannot release from evidence run {record.run.id!r}: {'; '.join(problems)}; release a "
+            "completed training run made from a clean, committed tree that judged every gate and failed none"
+        )
+
+
+def _relative(path: Path, root: Path) -> str:
+    """`path` as the registry writes it: relative to the repository, in posix form."""
+    return Path(path).resolve().relative_to(root).as_posix()
+
+
+def release_entry(
+    request: ReleaseRequest, root: Path, target: Path, record: EvidenceRecord, ref: CheckpointRef, raw: bytes
+) -> ReleasedModel:
+    """The registry entry of this release; a bad --name is refused here, before anything is written."""
+    files = ref.files
+    data = {
+        "name": request.name,
+        "version": request.version,
+        "spec_version": load_spec().version,
+        "git_sha": record.code.git_sha,
+        "evidence": [{"run": record.run.id, "sha256": hashlib.sha256(raw).hexdigest()}],
+        "artifacts": [
+            {"path": _relative(target / name, root), "sha256": files[name].sha256, "bytes": files[name].bytes}
+            for name in ckpt.WEIGHTS_FILES
+        ],
+        "license": request.license,
+        "card": _relative(target / CARD_FILE, root),
+    }
+    try:
+        return ReleasedModel.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise BadInput(
+            f"the registry entry's {field} is invalid ({error['msg']}); a --name is lower-case letters, "
+            "digits, '.', '_' and '-'"
+        ) from None
+
+
+def release_target(request: ReleaseRequest, root: Path) -> Path:
+    """MODELS_DIR/NAME-VERSION, inside the repository and not there yet."""
+    if not SEMVER_RE.match(request.version):
+        raise BadInput(f"--version {request.version!r} is not a semantic version; use one such as 0.2.0")
+    target = Path(request.models_dir) / f"{request.name}-{request.version}"
+    if not target.resolve().is_relative_to(root):
+        raise BadInput(f"--models-dir {request.models_dir} is outside {root}, whose registry must cite it")
+    if target.exists():
+        raise BadInput(f"{target} already exists; a release is never replaced: choose a new --version")
+    return target
+
+
+def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> bytes:
+    """The registry file with `entry` appended after its last line; the earlier text is untouched.
+
+    The result is parsed back before anything is written: it must read as the old models plus
+    this one, which holds only when the models list is the file's last block.
+    """
+    if any(model.key == entry.key for model in registry.models):
+        raise BadInput(
+            f"{path} already lists {entry.key}; a release is never replaced: choose a new --version"
+        )
+    text = Path(path).read_text(encoding="utf-8")
+    block = yaml.safe_dump(
+        [entry.model_dump(mode="json", exclude_none=True)], sort_keys=False, allow_unicode=True, width=100
+    )
+    indented = "".join(f"  {line}" if line.strip() else line for line in block.splitlines(keepends=True))
+    new = text + ("\n" if text and not text.endswith("\n") else "") + indented
+    try:
+        parsed = Registry.model_validate(yaml.safe_load(new))
+    except (yaml.YAMLError, ValidationError):
+        parsed = None
+    if parsed is None or parsed.models != [*registry.models, entry]:
+        raise BadInput(
+            f"cannot append to {path}: its `models:` list must be the last block of the file, in block "
+            "style; move it to the end and try again"
+        )
+    return new.encode("utf-8")
+
+
+def _cell(text: object) -> str:
+    """A value as one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _verdict_note(result: GateResult, reasons: dict[str, str]) -> str:
+    if result.verdict is Verdict.WAIVED:
+        return f"waived: {reasons.get(result.id, 'no reason recorded')}" + (
+            f" ({result.message})" if result.message else ""
+        )
+    return result.message or ""
+
+
+def model_card(entry: ReleasedModel, record: EvidenceRecord, ref: CheckpointRef, directory: str) -> str:
+    """MODEL_CARD.md, written from the record: what was trained, how it was judged, how to load it."""
+    metrics, run = record.metrics, record.run
+    model = record.config.get("model", {})
+    shape = (
+        ", ".join(f"{key} {value}" for key, value in sorted(model.items())) if isinstance(model, dict) else ""
+    )
+    reasons = {waiver.gate: waiver.reason for waiver in record.waivers}
+    citation = entry.evidence[0]
+    lines = [
+        f"# {entry.name} {entry.version}",
+        "",
+        f"Released by `stack release` from the training run `{record.run.id}`. Everything below is read",
+        f"from its evidence record, `{LEDGER_DIR.as_posix()}/{citation.run}/{EVIDENCE_FILE}` (sha256",
+        f"`{citation.sha256}`), which `{REGISTRY_FILE.as_posix()}` cites by content.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| run | `{run.id}` ({run.kind}, {run.status.value}: {_cell(run.stop_reason)}) |",
+        f"| steps | {metrics.get('step')} (checkpoint `{ref.name}`) |",
+        f"| held-out loss | best {metrics.get('best_heldout_loss')}, last {metrics.get('last_heldout_loss')} "
+        "(nats per token) |",
+        f"| parameters | {metrics.get('parameters')} |",
+        f"| model | {_cell(shape)} |",
+        f"| tokenizer | sha256 `{record.data.tokenizer_sha256}` (in state.json) |",
+        f"| spec | judged under {record.spec.version}; released under {entry.spec_version} |",
+        f"| git sha | `{entry.git_sha}` (clean tree) |",
+        f"| license | {_cell(entry.license)} |",
+        "",
+        "## Gate verdicts",
+        "",
+        "| gate | verdict | note |",
+        "|---|---|---|",
+        *(f"| {g.id} | {g.verdict.value} | {_cell(_verdict_note(g, reasons))} |" for g in record.gates),
+        "",
+        "## Files",
+        "",
+        "| file | sha256 | bytes |",
+        "|---|---|---|",
+        *(f"| {Path(str(a.path)).name} | `{a.sha256}` | {a.bytes} |" for a in entry.artifacts),
+        "",
+        "## Using it",
+        "",
+        "The directory is a weights-only checkpoint: every command that reads one accepts it as it is.",
+        "Loading checks each file against manifest.json (GATE-CKPT-002), and the manifest against this",
+        "release's registry entry. It holds no optimizer state, so it cannot be resumed; start a new",
+        "run from it with `--init-from`.",
+        "",
+        "```sh",
+        f'stack sample {directory} --prompt "def "',
+        f"stack eval {directory} --text FILE",
+        f"stack export {directory} --format hf --out DIR",
+        f"stack train --data DATA_DIR --out RUN_DIR --preset tiny --init-from {directory}",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _copied(source: Path, staging: Path, ref: CheckpointRef) -> dict[str, dict[str, int | str]]:
+    """Copy the weights-only files into `staging`; their hashes, checked against the record's."""
+    files: dict[str, dict[str, int | str]] = {}
+    for name in ckpt.WEIGHTS_FILES:
+        shutil.copyfile(source / name, staging / name)
+        files[name] = {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
+        if files[name]["sha256"] != ref.files[name].sha256:
+            raise BadInput(f"the copy of {source / name} does not hash as the record says; check the disk")
+    return files
+
+
+def publish(target: Path, source: Path, ref: CheckpointRef, card: str) -> None:
+    """Assemble the release beside `target` (copies, manifest, card), then rename it into place."""
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)  # our own leftover from an earlier crash of this process id
+    staging.mkdir(parents=True)
+    try:
+        files = _copied(source, staging, ref)
+        manifest = {"format_version": ckpt.FORMAT_VERSION, "step": ref.step, "files": files}
+        atomic_write_bytes(staging / ckpt.MANIFEST, json.dumps(manifest, indent=1).encode())
+        atomic_write_bytes(staging / CARD_FILE, card.encode("utf-8"))
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def release(request: ReleaseRequest) -> Release:
+    """Check everything, then write MODELS_DIR/NAME-VERSION and append the registry entry."""
+    root = repository_of(request.registry)
+    record, raw = filed_record(request.run_dir, request.ledger_record, root)
+    source, ref = source_checkpoint(request.run_dir, record)
+    refuse_unreleasable(record, ref)
+    target = release_target(request, root)
+    entry = release_entry(request, root, target, record, ref, raw)
+    registry_text = appended_registry(request.registry, read_registry(request.registry), entry)
+    card = model_card(entry, record, ref, _relative(target, root))
+    publish(target, source, ref, card)
+    atomic_write_bytes(request.registry, registry_text)
+    return Release(target, entry)

@@ -1,0 +1,280 @@
+"""`stack release`: a released model's directory loads as it is, and only a sound record is released.
+
+The tests work in a scratch repository layout (evidence/runs, evidence/models,
+evidence/registry.yaml) under a temporary directory. The working tree the tests run in may be
+dirty, and a dirty tree must not be released, so the reference run is recorded as made from a
+clean tree at HEAD; the refusals are shown on copies of its record with one rule broken.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from audit import load_evidence
+from check_integrity import Checker
+from safetensors.torch import load_file, save_file
+from train_support import prepared, smoke_args, train
+
+import contracts.evidence
+from contracts.errors import BadInput
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, CodeInfo, RunStatus, read_evidence, sha256_file
+from contracts.registry import REGISTRY_FILE, read_registry
+from contracts.release_rules import release_problems, stale_gates
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.train import checkpoint as ckpt
+
+NAME, VERSION = "tiny", "0.1.0"
+KEY = f"{NAME}@{VERSION}"
+RELEASED = f"evidence/models/{NAME}-{VERSION}"
+
+
+def head() -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def release_argv(root: Path, run_dir: Path, version: str = VERSION) -> list[str]:
+    return [
+        "release",
+        str(run_dir),
+        "--ledger-record",
+        str(root / "evidence/runs" / run_dir.name),
+        "--name",
+        NAME,
+        "--version",
+        version,
+        "--models-dir",
+        str(root / "evidence/models"),
+        "--registry",
+        str(root / REGISTRY_FILE),
+    ]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch repository holding one run (filed in its ledger), the repository's registry, and
+    the run released as tiny@0.1.0."""
+    root = tmp_path_factory.mktemp("release") / "repo"
+    (root / "evidence").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / REGISTRY_FILE, root / REGISTRY_FILE)
+    clean = CodeInfo(git_sha=head(), git_dirty=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(contracts.evidence, "collect_code", lambda _repo: clean)
+        run_dir = root / "run"
+        argv = [*smoke_args(prepared(root.parent), run_dir), "--evidence-dir", str(root / "evidence/runs")]
+        assert train(argv) == 0
+    assert main(release_argv(root, run_dir)) == 0
+    return root
+
+
+@pytest.fixture
+def scratch(repo: Path, tmp_path: Path) -> Path:
+    """A copy of the scratch repository, for a test that breaks something in it."""
+    target = tmp_path / "repo"
+    shutil.copytree(repo, target)
+    return target
+
+
+def test_the_release_holds_weights_state_manifest_and_card(repo: Path) -> None:
+    released = repo / RELEASED
+    assert sorted(p.name for p in released.iterdir()) == [
+        "MODEL_CARD.md",
+        "manifest.json",
+        "model.safetensors",
+        "state.json",
+    ]
+    manifest = json.loads((released / ckpt.MANIFEST).read_text())
+    assert sorted(manifest["files"]) == ["model.safetensors", "state.json"]
+    record = read_evidence(repo / "evidence/runs/run" / EVIDENCE_FILE)
+    assert record.checkpoint is not None
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256_file(released / name) == record.checkpoint.files[name].sha256
+    card = (released / "MODEL_CARD.md").read_text()
+    assert "`run`" in card and str(record.code.git_sha) in card and record.spec.version in card
+    assert "| GATE-DATA-004 | WARN |" in card  # a smoke run is far too small for its parameters
+
+
+def test_the_registry_gains_one_entry_appended_after_its_old_text(repo: Path) -> None:
+    old = (REPO_ROOT / REGISTRY_FILE).read_text(encoding="utf-8")
+    new = (repo / REGISTRY_FILE).read_text(encoding="utf-8")
+    assert new.startswith(old)
+    registry = read_registry(repo / REGISTRY_FILE)
+    assert [m.key for m in registry.models] == [
+        *(m.key for m in read_registry(REPO_ROOT / REGISTRY_FILE).models),
+        KEY,
+    ]
+    entry = registry.models[-1]
+    cited = sha256_file(repo / "evidence/runs/run" / EVIDENCE_FILE)
+    assert (entry.evidence[0].run, entry.evidence[0].sha256) == ("run", cited)
+    assert entry.git_sha == head() and entry.spec_version == load_spec().version
+    assert {a.path for a in entry.artifacts} == {f"{RELEASED}/model.safetensors", f"{RELEASED}/state.json"}
+    assert entry.card == f"{RELEASED}/MODEL_CARD.md" and entry.license == "Apache-2.0"
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_the_integrity_check_accepts_the_release(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry entry and its record pass the same checks tools/check_integrity.py runs."""
+    checker = Checker(repo, load_spec())
+    history = Checker(REPO_ROOT, load_spec())
+    monkeypatch.setattr(checker, "_known_commits", history._known_commits)  # the scratch repo has no git
+    loaded = load_evidence(repo / "evidence/runs/run" / EVIDENCE_FILE)
+    checker.check_record(loaded, repo, in_ledger=True)
+    registry = read_registry(repo / REGISTRY_FILE)
+    checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), {"run": loaded})
+    assert [f.line() for f in checker.violations] == []
+
+
+def test_sample_eval_and_export_accept_the_release_as_it_is(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    released = repo / RELEASED
+    assert main(["sample", str(released), "--prompt", "gate ", "--tokens", "8"]) == 0
+    text = tmp_path / "text.txt"
+    text.write_text("gate evidence model token loss batch step\n" * 4)
+    assert main(["eval", str(released), "--text", str(text), "--record", str(tmp_path / "eval")]) == 0
+    record = read_evidence(tmp_path / "eval" / EVIDENCE_FILE)
+    assert record.run.status is RunStatus.COMPLETED
+    assert record.checkpoint is not None and record.checkpoint.name == f"{NAME}-{VERSION}"
+    assert main(["export", str(released), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["inspect", str(released), "--json"]) == 0
+    capsys.readouterr()
+
+
+def swap_weights(released: Path, rewrite_manifest: bool) -> None:
+    """Replace the released weights with altered ones (and, if asked, a manifest that agrees)."""
+    weights = released / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, weights)
+    if rewrite_manifest:
+        manifest = json.loads((released / ckpt.MANIFEST).read_text())
+        manifest["files"]["model.safetensors"] = {
+            "sha256": sha256_file(weights),
+            "bytes": weights.stat().st_size,
+        }
+        (released / ckpt.MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+@pytest.mark.parametrize(
+    ("rewrite_manifest", "code", "says"),
+    [(False, 3, "GATE-CKPT-002"), (True, 2, f"is not the file {KEY} released")],
+    ids=["manifest-kept", "manifest-rewritten"],
+)
+def test_swapped_weights_are_refused(
+    scratch: Path, rewrite_manifest: bool, code: int, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against the manifest (the gate), or, with a manifest rewritten to match, against the registry."""
+    released = scratch / RELEASED
+    swap_weights(released, rewrite_manifest)
+    assert main(["sample", str(released), "--tokens", "4"]) == code
+    assert says in capsys.readouterr().err
+
+
+def test_a_directory_under_evidence_models_with_no_registry_entry_is_refused(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stray = scratch / "evidence/models/stray"
+    shutil.copytree(scratch / RELEASED, stray)
+    assert main(["sample", str(stray), "--tokens", "4"]) == 2
+    assert "no entry of" in capsys.readouterr().err
+
+
+def test_a_release_cannot_be_resumed(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    released = repo / RELEASED
+    assert main(["train", "--resume", str(released)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    loaded = ckpt.load_checkpoint(released)
+    with pytest.raises(BadInput, match="weights-only"):
+        ckpt.load_optimizer(loaded, None)  # type: ignore[arg-type]  # refused before it is used
+
+
+def test_a_release_is_never_replaced(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (scratch / REGISTRY_FILE).read_bytes()
+    assert main(release_argv(scratch, scratch / "run")) == 2
+    assert "already exists" in capsys.readouterr().err
+    (scratch / "elsewhere").mkdir()
+    argv = release_argv(scratch, scratch / "run")
+    argv[argv.index("--models-dir") + 1] = str(scratch / "elsewhere")
+    assert main(argv) == 2
+    assert f"already lists {KEY}" in capsys.readouterr().err
+    assert (scratch / REGISTRY_FILE).read_bytes() == before
+    assert list((scratch / "elsewhere").iterdir()) == []
+
+
+def make_dirty(record: dict) -> None:
+    record["code"]["git_dirty"] = True
+
+
+def make_halted(record: dict) -> None:
+    record["run"]["status"] = "halted"
+
+
+def make_contracts_off(record: dict) -> None:
+    record["contract_mode"] = "off"
+
+
+def make_unjudged(record: dict) -> None:
+    record["gates"] = [g for g in record["gates"] if g["id"] != "GATE-CKPT-002"]
+
+
+def make_legacy(record: dict) -> None:
+    record["schema_version"] = 1
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        (make_dirty, "was made from a dirty tree"),
+        (make_halted, "status is halted, not completed"),
+        (make_contracts_off, "was made with the contracts off"),
+        (make_unjudged, "did not judge GATE-CKPT-002"),
+        (make_legacy, "is stale (schema 1 predates the judges"),
+    ],
+    ids=["dirty-tree", "halted", "contracts-off", "gate-not-judged", "stale"],
+)
+def test_a_record_that_breaks_a_release_rule_is_refused_before_anything_is_written(
+    scratch: Path, tamper: Callable[[dict], None], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's record and its filed copy carry the same defect; the release names it, writes nothing."""
+    for path in (scratch / "run" / EVIDENCE_FILE, scratch / "evidence/runs/run" / EVIDENCE_FILE):
+        record = json.loads(path.read_text())
+        tamper(record)
+        path.write_text(json.dumps(record))
+    before = (scratch / REGISTRY_FILE).read_bytes()
+    assert main(release_argv(scratch, scratch / "run", version="0.2.0")) == 2
+    assert says in capsys.readouterr().err
+    assert not (scratch / "evidence/models/tiny-0.2.0").exists()
+    assert (scratch / REGISTRY_FILE).read_bytes() == before
+
+
+def test_the_command_and_the_checker_apply_the_same_rules(repo: Path) -> None:
+    """A dirty-tree record, judged by the shared rules directly and by the checker's registry audit."""
+    record = read_evidence(repo / "evidence/runs/run" / EVIDENCE_FILE)
+    dirty = record.model_copy(update={"code": record.code.model_copy(update={"git_dirty": True})})
+    assert record.checkpoint is not None
+    weights = record.checkpoint.files["model.safetensors"].sha256
+    spec = load_spec()
+    found = release_problems(spec, dirty, stale_gates(dirty, spec), [weights], record.code.git_sha)
+    assert found == ["was made from a dirty tree"]
+    entry = read_registry(repo / REGISTRY_FILE).models[-1]
+    assert Checker(repo, spec)._release_problems(entry, dirty) == found
+
+
+def test_the_ledger_record_must_be_the_runs_own(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = scratch / "evidence/runs/run" / EVIDENCE_FILE
+    record = json.loads(other.read_text())
+    record["run"]["started"] = "2020-01-01T00:00:00Z"  # the same run id, but another run
+    other.write_text(json.dumps(record))
+    assert main(release_argv(scratch, scratch / "run", version="0.2.0")) == 2
+    assert "own run" in capsys.readouterr().err
+    assert not (scratch / "evidence/models/tiny-0.2.0").exists()
