@@ -290,7 +290,7 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
             problems.append(f"gradient clip {clip:g} is not in (0, {t['max_clip_norm']}]")
         post = number(m, "post_clip_norm") if has(m, "post_clip_norm") else 0.0
         if not post <= clip * (1 + t["post_clip_rtol"]):
-            problems.append(f"the gradient norm after clipping is {post:.6g}, above the clip {clip:g}: not clipped")
+            problems.append(f"the gradient norm after clipping is {post:.6g}, above the clip {clip:g}")
     if has(m, "warmup_steps") and not number(m, "warmup_steps") >= t["min_warmup_steps"]:
         problems.append(f"warmup of {number(m, 'warmup_steps'):g} steps < {t['min_warmup_steps']}")
     if has(m, "weight_decay") and not number(m, "weight_decay") >= t["min_weight_decay"]:
