@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench
+.PHONY: demo test lint pytest browser-deps integrity site bench conformance falsify
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,3 +68,13 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/smoke.py
+
+## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
+## conformance record filed under evidence/runs/
+conformance: $(STAMP)
+	$(BIN)/python -m pytest tests -m gate --conformance-ledger evidence/runs
+
+## falsify: every gate's falsifiers with the gate on, then again with it forced off
+## (GATESTACK_FORCE_PASS); a falsify record filed under evidence/runs/ judges GATE-INTEG-002
+falsify: $(STAMP)
+	$(BIN)/python -m pytest tests -m gate --falsify-ledger evidence/runs

@@ -21,3 +21,6 @@ os.environ.setdefault("GATESTACK_CONTRACTS", "full")
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
+
+# The conformance and falsify evidence records (`make conformance`, `make falsify`).
+pytest_plugins = ["gate_plugin"]

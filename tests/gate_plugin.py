@@ -1,0 +1,310 @@
+"""pytest plugin: evidence records written from the falsifier tests (`@pytest.mark.gate`).
+
+Two records, each asked for by an option (DIR gets DIR/metadata.json; LEDGER files the record
+append-only as LEDGER/<run-id>/, e.g. evidence/runs):
+
+* `--conformance-record DIR` / `--conformance-ledger LEDGER`: a record of run kind
+  "conformance". Test-kind gates have no runtime measurement; their verdict is their falsifiers'
+  outcomes, judged by the gate's own judge like any other measured value.
+* `--falsify-record DIR` / `--falsify-ledger LEDGER`: a record of run kind "falsify". Every
+  gate-marked test that passes is run again once per gate it marks, with that gate forced off
+  (GATESTACK_FORCE_PASS). A falsifier that stays green then does not depend on its gate, so a
+  gate is proven only when at least one of its falsifiers turns red; GATE-INTEG-002 judges that.
+
+The off runs reuse module- and session-scoped fixtures built with the gate on (only the test and
+its function-scoped fixtures run with it off), so a falsifier must plant its bug in the test
+itself. Off runs are not reported to pytest: they never change the terminal output or the exit
+status, except that a record with a FAILed gate makes the session exit 1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from _pytest.runner import runtestprotocol
+
+from contracts.errors import BadInput
+from contracts.evidence import (
+    EvidenceRecord,
+    GateResult,
+    RunStatus,
+    Verdict,
+    file_record,
+    ledger_slot,
+    new_record,
+    now,
+    run_id,
+    write_evidence,
+)
+from contracts.gates import contract_mode
+from contracts.judges import FORCE_PASS_ENV, TEST_FAILED, TEST_PASSED, TEST_SKIPPED
+from contracts.ledger import judged_result
+from contracts.spec import GateStatus, Spec, load_spec
+
+GATE_MARK = "gate"
+CONFORMANCE, FALSIFY = "conformance", "falsify"
+PLUGIN_NAME = "gatestack-gate-records"
+# pytest's exit statuses that mean the tests ran to the end (some may have failed).
+RAN_TO_END = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+
+
+@dataclass
+class Destination:
+    """Where one record goes: a run directory, or a ledger it is filed into append-only."""
+
+    path: Path
+    ledger: bool
+
+    def write(self, record: EvidenceRecord) -> Path:
+        """Write `record`; a ledger never replaces a record already filed (see `file_record`)."""
+        return file_record(self.path, record) if self.ledger else write_evidence(self.path, record)
+
+
+@dataclass
+class Falsifier:
+    """One gate-marked test: its gates, its reports with the gates on, and its off outcomes."""
+
+    gates: list[str]
+    reports: list[pytest.TestReport] = field(default_factory=list)
+    off: dict[str, str] = field(default_factory=dict)  # gate id → outcome with that gate forced off
+
+    @property
+    def outcome(self) -> str:
+        """The outcome with the gates on, from the reports pytest logged."""
+        return outcome_of(self.reports)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gatestack", "gatestack evidence records from the gate-marked tests")
+    for kind in (CONFORMANCE, FALSIFY):
+        group.addoption(
+            f"--{kind}-record", metavar="DIR", type=Path, help=f"write the {kind} record as DIR/metadata.json"
+        )
+        group.addoption(
+            f"--{kind}-ledger",
+            metavar="LEDGER",
+            type=Path,
+            help=f"file the {kind} record append-only as LEDGER/<run-id>/ (e.g. evidence/runs)",
+        )
+
+
+def destination(config: pytest.Config, kind: str) -> Destination | None:
+    """The destination the options give for records of `kind`; both forms at once are refused."""
+    record, ledger = config.getoption(f"{kind}_record"), config.getoption(f"{kind}_ledger")
+    if record is not None and ledger is not None:
+        raise pytest.UsageError(f"give --{kind}-record or --{kind}-ledger, not both")
+    if ledger is not None:
+        return Destination(ledger, ledger=True)
+    return Destination(record, ledger=False) if record is not None else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wanted = {kind: destination(config, kind) for kind in (CONFORMANCE, FALSIFY)}
+    targets = {kind: dest for kind, dest in wanted.items() if dest is not None}
+    if not targets:
+        return
+    if config.getoption("collectonly"):
+        raise pytest.UsageError("--collect-only runs no test, so it leaves no gate record; drop one of them")
+    if os.environ.get(FORCE_PASS_ENV):
+        # The gates-on runs would be made with gates off, and the records would lie.
+        raise pytest.UsageError(f"{FORCE_PASS_ENV} is set; unset it to write gate records")
+    config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
+
+
+def gate_ids(item: pytest.Item) -> list[str]:
+    """Every gate id the item's `gate` marks name (its own, its class's and its module's)."""
+    return sorted({arg for mark in item.iter_markers(GATE_MARK) for arg in mark.args if isinstance(arg, str)})
+
+
+def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
+    """One outcome for a test's setup, call and teardown: any failure fails it, then any skip."""
+    if any(report.failed for report in reports):
+        return TEST_FAILED
+    if any(report.skipped for report in reports):
+        return TEST_SKIPPED
+    return TEST_PASSED
+
+
+@contextmanager
+def gate_forced_off(gate_id: str) -> Iterator[None]:
+    """Switch `gate_id`'s judge off for the block (subprocesses inherit it), then on again.
+
+    Unset is the state to restore: `pytest_configure` refuses a session that starts with it set.
+    """
+    os.environ[FORCE_PASS_ENV] = gate_id
+    try:
+        yield
+    finally:
+        os.environ.pop(FORCE_PASS_ENV, None)
+
+
+def falsifiers_of(tests: dict[str, Falsifier]) -> dict[str, dict[str, Falsifier]]:
+    """gate id → nodeid → falsifier, for every gate some test marks."""
+    by_gate: dict[str, dict[str, Falsifier]] = {}
+    for nodeid, test in tests.items():
+        for gate_id in test.gates:
+            by_gate.setdefault(gate_id, {})[nodeid] = test
+    return by_gate
+
+
+def conformance_results(spec: Spec, tests: dict[str, Falsifier]) -> list[GateResult]:
+    """One judged result per gate the conformance kind judges and the run has falsifiers of."""
+    by_gate = falsifiers_of(tests)
+    results = []
+    for gate_id in sorted(spec.required_gates(CONFORMANCE)):
+        if gate_id in by_gate:
+            measured = {"falsifiers": {nodeid: t.outcome for nodeid, t in sorted(by_gate[gate_id].items())}}
+            results.append(judged_result(spec, gate_id, measured, waived=False))
+    return results
+
+
+def falsify_detail(spec: Spec, tests: dict[str, Falsifier]) -> dict[str, dict[str, dict]]:
+    """Per ACTIVE gate: each falsifier's outcome with the gate on, and whether it went red off."""
+    by_gate = falsifiers_of(tests)
+    detail = {}
+    for gate_id, gate in sorted(spec.gates.items()):
+        if gate.status is not GateStatus.ACTIVE:
+            continue
+        mine = sorted(by_gate.get(gate_id, {}).items())
+        detail[gate_id] = {
+            "falsifiers": {nodeid: t.outcome for nodeid, t in mine},
+            "red_with_gate_off": {nodeid: t.off.get(gate_id) == TEST_FAILED for nodeid, t in mine},
+        }
+    return detail
+
+
+def falsify_summary(detail: dict[str, dict[str, dict]]) -> dict[str, dict[str, int | bool]]:
+    """GATE-INTEG-002's measured value: per gate, how many falsifiers, green on, red off."""
+    summary: dict[str, dict[str, int | bool]] = {}
+    for gate_id, gate in detail.items():
+        outcomes = gate["falsifiers"].values()
+        summary[gate_id] = {
+            "falsifiers": len(outcomes),
+            "passed_on": TEST_PASSED in outcomes and TEST_FAILED not in outcomes,
+            "red_off": any(gate["red_with_gate_off"].values()),
+        }
+    return summary
+
+
+def outcome_counts(tests: dict[str, Falsifier]) -> dict[str, int]:
+    """How many gate-marked tests passed, failed and were skipped with the gates on."""
+    outcomes = [test.outcome for test in tests.values()]
+    counts = {name: outcomes.count(name) for name in (TEST_PASSED, TEST_FAILED, TEST_SKIPPED)}
+    return {"tests": len(outcomes), **counts}
+
+
+def fill_conformance(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]) -> None:
+    """The conformance record's verdicts and counts."""
+    record.gates = conformance_results(spec, tests)
+    record.metrics = {"counts": {**outcome_counts(tests), "gates": len(record.gates)}}
+
+
+def fill_falsify(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]) -> None:
+    """The falsify record: the verdict of each gate its run kind judges, and the per-test detail."""
+    detail = falsify_detail(spec, tests)
+    measured = {"gates": falsify_summary(detail)}
+    judged = spec.required_gates(FALSIFY)
+    record.gates = [judged_result(spec, gate_id, measured, waived=False) for gate_id in judged]
+    record.metrics = {"gates": detail, "counts": outcome_counts(tests)}
+
+
+FILLERS = {CONFORMANCE: fill_conformance, FALSIFY: fill_falsify}
+
+
+def run_status(exitstatus: int, gates: list[GateResult]) -> RunStatus:
+    """Halted when a gate FAILed (as a training run that a gate stopped), else how pytest ended."""
+    if any(result.verdict is Verdict.FAIL for result in gates):
+        return RunStatus.HALTED
+    if exitstatus in RAN_TO_END:
+        return RunStatus.COMPLETED
+    return RunStatus.INTERRUPTED if exitstatus == pytest.ExitCode.INTERRUPTED else RunStatus.FAILED
+
+
+class GateRecorder:
+    """Collects the gate-marked tests' outcomes, runs the off runs, and writes the records."""
+
+    def __init__(self, config: pytest.Config, targets: dict[str, Destination]) -> None:
+        self.targets = targets
+        self.spec = load_spec()
+        self.tests: dict[str, Falsifier] = {}
+        self.written: dict[str, tuple[Path, EvidenceRecord]] = {}
+        argv = ["pytest", *config.invocation_params.args]
+        self.records = {kind: self._start(kind, dest, argv) for kind, dest in targets.items()}
+
+    @staticmethod
+    def _start(kind: str, dest: Destination, argv: list[str]) -> EvidenceRecord:
+        """A running record, made before any test runs so it names the code that is tested."""
+        rid = run_id(kind)
+        if dest.ledger:
+            try:
+                ledger_slot(dest.path, rid)  # refuse a clash now, not after the tests
+            except BadInput as exc:
+                raise pytest.UsageError(str(exc)) from None
+        cuda = torch.cuda.is_available()  # the kernel falsifiers run on the GPU when there is one
+        device, version = ("cuda", torch.version.cuda) if cuda else ("cpu", None)
+        return new_record(kind, rid, argv, device=device, cuda=version, mode=contract_mode().value)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+        gates = gate_ids(item)
+        if gates:
+            self.tests[item.nodeid] = Falsifier(gates)
+        result = yield
+        if gates and FALSIFY in self.targets:
+            self._run_off(item, nextitem)
+        return result
+
+    def _run_off(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        """Run a test that passed again, once per ACTIVE gate it marks, with that gate forced off."""
+        test = self.tests[item.nodeid]
+        if test.outcome != TEST_PASSED:
+            return  # red with the gate off proves nothing about a test that is not green with it on
+        for gate_id in test.gates:
+            gate = self.spec.gates.get(gate_id)
+            if gate is None or gate.status is not GateStatus.ACTIVE:
+                continue
+            with gate_forced_off(gate_id):
+                test.off[gate_id] = outcome_of(runtestprotocol(item, log=False, nextitem=nextitem))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test = self.tests.get(report.nodeid)
+        if test is not None:
+            test.reports.append(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        for kind, record in self.records.items():
+            FILLERS[kind](record, self.spec, self.tests)
+            record.run.status, record.run.finished = run_status(exitstatus, record.gates), now()
+            failed = [g for g in record.gates if g.verdict is Verdict.FAIL]
+            if failed:
+                record.run.stop_reason = f"gate(s) FAILed: {', '.join(g.id for g in failed)}"
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a FAILed gate is not a green run
+            self.written[kind] = (self.targets[kind].write(record), record)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        for kind, (path, record) in sorted(self.written.items()):
+            terminalreporter.section(f"{kind} record")
+            terminalreporter.write_line(f"{path}  ({record.run.status.value})")
+            for result in record.gates:
+                verdict = f"{result.id:<18} {result.verdict.value:<5} {result.message or ''}"
+                terminalreporter.write_line(verdict)
+                if kind == FALSIFY:
+                    self._summarise_falsify(terminalreporter, result)
+
+    @staticmethod
+    def _summarise_falsify(terminalreporter: pytest.TerminalReporter, result: GateResult) -> None:
+        """The per-gate table: falsifiers, green with the gate on, red with it forced off."""
+        terminalreporter.write_line("gate               falsifiers  green-on  red-off")
+        assert isinstance(result.measured, dict)
+        for gate_id, row in result.measured["gates"].items():
+            terminalreporter.write_line(
+                f"{gate_id:<18} {row['falsifiers']:>10}  {'yes' if row['passed_on'] else 'no':>8}  "
+                f"{'yes' if row['red_off'] else 'no':>7}"
+            )

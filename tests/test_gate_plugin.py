@@ -1,0 +1,203 @@
+"""The gate plugin's records, the GATE-INTEG-002 judge, the test-only switch and tools/mutation.py.
+
+The plugin runs in a separate pytest on a tiny test file of its own, so the records it writes
+come from tests whose outcomes are known: one falsifier that calls the stack's judge (red with
+its gate forced off) and one that does not (green either way).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from audit import RUNS_DIR, evidence_paths, load_evidence
+from mutation import falsify_findings, latest_falsify
+from record_checks import check_record_truth
+from scratch import git, make_repo
+
+from contracts.evidence import (
+    CodeInfo,
+    EnvInfo,
+    EvidenceRecord,
+    RunInfo,
+    RunStatus,
+    SpecRef,
+    Verdict,
+    now,
+    read_evidence,
+    write_evidence,
+)
+from contracts.judges import FORCE_PASS_ENV, TEST_FAILED, judge
+from contracts.ledger import judged_result
+from contracts.spec import GateStatus, load_spec, load_spec_from
+
+TESTS = Path(__file__).resolve().parent
+PROVEN = "GATE-INTEG-002"
+DEPENDS = "test_tiny.py::test_depends_on_the_gate"
+INDEPENDENT = "test_tiny.py::test_independent_of_the_gate"
+TINY = """import pytest
+
+from contracts.judges import judge
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_depends_on_the_gate():
+    assert judge("GATE-TRAIN-003", {{"loss": float("nan"), "grad_norm": 1.0}})
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_independent_of_the_gate():
+    assert True
+
+
+@pytest.mark.gate(*{conformance!r})
+def test_every_conformance_gate():
+    assert True
+"""
+INI = "[pytest]\nmarkers =\n    gate(id): a falsifier of the named gate\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """One pytest over the tiny file writing both records; returns the process and its directory."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "pytest.ini").write_text(INI)
+    (root / "test_tiny.py").write_text(TINY.format(conformance=load_spec().required_gates("conformance")))
+    env = {key: value for key, value in os.environ.items() if key != FORCE_PASS_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q"]
+    argv += ["test_tiny.py", "--conformance-record", "conformance", "--falsify-record", "falsify"]
+    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    return proc, root
+
+
+def test_falsify_record_tells_a_dependent_falsifier_from_one_that_is_not(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    proc, root = tiny_run
+    record = read_evidence(root / "falsify" / "metadata.json")
+    detail = record.metrics["gates"]["GATE-TRAIN-003"]
+    assert detail["falsifiers"] == {DEPENDS: "passed", INDEPENDENT: "passed"}
+    assert detail["red_with_gate_off"] == {DEPENDS: True, INDEPENDENT: False}
+    (result,) = record.gates
+    assert result.id == PROVEN
+    assert result.measured["gates"]["GATE-TRAIN-003"] == {"falsifiers": 2, "passed_on": True, "red_off": True}
+    # The other ACTIVE gates have no falsifier in this run, so the gate fails and pytest exits 1.
+    assert result.verdict is Verdict.FAIL and "no falsifier test" in str(result.message)
+    assert record.run.status is RunStatus.HALTED and record.code.git_sha is not None
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert record.metrics["counts"] == {"tests": 3, "passed": 3, "failed": 0, "skipped": 0}
+    assert check_record_truth(record, root / "falsify", load_spec()).violations == []
+
+
+def test_conformance_record_is_true_and_re_judges_equal(
+    tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, root = tiny_run
+    spec = load_spec()
+    record = read_evidence(root / "conformance" / "metadata.json")
+    assert record.run.kind == "conformance" and record.run.status is RunStatus.COMPLETED
+    assert record.code.git_sha is not None
+    assert sorted(g.id for g in record.gates) == sorted(spec.required_gates("conformance"))
+    assert all(g.verdict is Verdict.PASS for g in record.gates)
+    assert check_record_truth(record, root / "conformance", spec).violations == []
+    # A falsifier that failed under a PASS: re-judging catches it.
+    record.gates[0].measured["falsifiers"]["test_tiny.py::test_every_conformance_gate"] = TEST_FAILED
+    assert check_record_truth(record, root / "conformance", spec).violations != []
+
+
+@pytest.mark.gate(PROVEN)
+def test_integ_002_judge_wants_every_gate_green_on_and_red_off() -> None:
+    proven = {"falsifiers": 2, "passed_on": True, "red_off": True}
+    assert judge(PROVEN, {"gates": {"GATE-TRAIN-003": proven}}) == []
+    defects = {
+        "GATE-TRAIN-003": ({"falsifiers": 0, "passed_on": False, "red_off": False}, "no falsifier"),
+        "GATE-DATA-001": ({**proven, "passed_on": False}, "do not pass with the gate on"),
+        "GATE-EVAL-001": ({**proven, "red_off": False}, "stay green with the gate forced off"),
+    }
+    for gate_id, (summary, why) in defects.items():
+        (problem,) = judge(PROVEN, {"gates": {"GATE-TRAIN-004": proven, gate_id: summary}})
+        assert why in problem and gate_id in problem and "GATE-TRAIN-004" not in problem
+    assert judge(PROVEN, {"gates": {}}) and judge(PROVEN, {"gates": {"GATE-TRAIN-003": {"falsifiers": 1}}})
+
+
+def test_force_pass_is_refused_outside_pytest() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
+    env[FORCE_PASS_ENV] = "GATE-TRAIN-003"
+    code = (
+        "from contracts.errors import BadInput\n"
+        "from contracts.judges import forced_pass\n"
+        "try:\n    forced_pass()\nexcept BadInput as exc:\n    print(exc)\n    raise SystemExit(0)\n"
+        "raise SystemExit(1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert FORCE_PASS_ENV in proc.stdout
+
+
+# -- tools/mutation.py: is the latest falsify record current? --------------------------------
+
+
+def file_falsify(root: Path, run: str, sha: str, proven: bool = True, dirty: bool = False) -> None:
+    """File a falsify record at `sha` whose every ACTIVE gate turned red (or none did)."""
+    spec = load_spec_from(root / "spec")
+    row = {"falsifiers": 1, "passed_on": True, "red_off": proven}
+    active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
+    record = EvidenceRecord(
+        run=RunInfo(id=run, kind="falsify", argv=["pytest"], started=now(), status=RunStatus.COMPLETED),
+        code=CodeInfo(git_sha=sha, git_dirty=dirty),
+        env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
+        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        contract_mode="full",
+        gates=[judged_result(spec, PROVEN, {"gates": dict.fromkeys(active, row)}, waived=False)],
+    )
+    write_evidence(root / RUNS_DIR / run, record)
+
+
+def findings(root: Path) -> list[str]:
+    """What the integrity check would report of `root`'s proof by mutation."""
+    return falsify_findings(
+        root, load_spec_from(root / "spec"), [load_evidence(p) for p in evidence_paths(root)]
+    )
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> tuple[Path, str]:
+    root = tmp_path / "repo"
+    root.mkdir()
+    return root, make_repo(root)
+
+
+def test_no_falsify_record_is_a_finding(scratch: tuple[Path, str]) -> None:
+    root, _ = scratch
+    assert latest_falsify(root) is None
+    assert any("no falsify record" in f for f in findings(root))
+
+
+def test_current_record_holds_until_a_proven_tree_changes(scratch: tuple[Path, str]) -> None:
+    root, sha = scratch
+    file_falsify(root, "falsify-a", sha)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "file the falsify record")
+    assert findings(root) == []
+    (root / "NOTES.md").write_text("outside the proven trees\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "notes")
+    assert findings(root) == []
+    (root / "tests" / "test_integ.py").write_text("def test_nothing():\n    assert True\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a falsifier changed")
+    assert any("not current" in f for f in findings(root))
+
+
+def test_dirty_or_failing_latest_record_is_a_finding(scratch: tuple[Path, str]) -> None:
+    root, sha = scratch
+    file_falsify(root, "falsify-a", sha, dirty=True)
+    assert any("dirty tree" in f for f in findings(root))
+    file_falsify(root, "falsify-b", sha, proven=False)
+    latest = latest_falsify(root)
+    assert latest is not None and latest[1].run.id == "falsify-b"
+    assert any(f"{PROVEN} is FAIL" in f for f in findings(root))
