@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """How long check_integrity takes over 10,000 synthetic evidence records.
 
-Builds a scratch repository (spec copy, one commit, N records each citing gates and one
-artifact), times `run_checks` on it, and files the measurement as evidence under
+Builds a scratch repository (spec copy, one commit, N records each with two judged gate
+results and one artifact), times `run_checks` on it, and files the measurement as evidence under
 evidence/runs/bench-integrity-<time>/. The goal is read from spec/benchmarks.yaml; the
 benchmark reports whether it was met and never asserts.
 """
@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 from check_integrity import run_checks  # noqa: E402
-from scratch import make_record, make_repo  # noqa: E402
+from scratch import make_record, make_repo, passed  # noqa: E402
 
-from contracts.evidence import Verdict, file_completed, new_record, run_id  # noqa: E402
+from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 
 GOAL = "integrity_10k"
@@ -32,9 +32,9 @@ def measure(records: int) -> dict[str, float | int | bool]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sha = make_repo(root)
-        verdicts = {"GATE-INTEG-001": Verdict.PASS, "GATE-INTEG-002": Verdict.PASS}
+        outcomes = passed("GATE-INTEG-001", "GATE-INTEG-002")
         for i in range(records):
-            make_record(root, f"run-{i:05d}", sha, verdicts, artifact_text=f'{{"step": {i}}}\n', minutes=i)
+            make_record(root, f"run-{i:05d}", sha, outcomes, artifact_text=f'{{"step": {i}}}\n', minutes=i)
         start = time.perf_counter()
         report = run_checks(root, [])
         seconds = time.perf_counter() - start

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from check_integrity import main, run_checks
-from scratch import git, make_record, make_repo
+from scratch import bump_revision, commit_all, make_record, make_repo, passed
 
-from contracts.evidence import Verdict
+from contracts.evidence import sha256_file
+from contracts.judges import TEST_FAILED
 
 pytestmark = pytest.mark.gate("GATE-INTEG-001")
 
@@ -33,7 +34,7 @@ def messages(root: Path) -> list[str]:
 
 def test_clean_repository_passes(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS}, artifact_text="{}\n")
+    make_record(root, "run-a", sha, passed("GATE-INTEG-001"), artifact_text="{}\n")
     assert messages(root) == []
     assert main(["--root", str(root)]) == 0
 
@@ -63,7 +64,7 @@ def test_path_escaping_the_repository_is_reported(repo: tuple[Path, str]) -> Non
 
 def test_unknown_gate_id_in_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha, {UNKNOWN: Verdict.PASS})
+    make_record(root, "run-a", sha, passed(UNKNOWN))
     assert any(f"unknown gate {UNKNOWN}" in m for m in messages(root))
 
 
@@ -124,7 +125,7 @@ def test_active_runtime_gate_without_binding_is_reported(repo: tuple[Path, str])
 
 def test_tampered_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    path = make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS})
+    path = make_record(root, "run-a", sha, passed("GATE-INTEG-001"))
     data = json.loads(path.read_text())
     data["gates"][0]["verdict"] = "PASSED WITH FLYING COLOURS"
     data["injected"] = True
@@ -140,14 +141,23 @@ def test_duplicate_gate_id_is_reported(repo: tuple[Path, str]) -> None:
     assert len(found) == 1 and "duplicate gate id GATE-INTEG-001" in found[0]
 
 
-def test_stale_revision_is_reported_outdated(repo: tuple[Path, str]) -> None:
+def test_stale_revision_is_reported_stale(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.PASS})
-    integ = root / "spec/gates/integ.yaml"
-    integ.write_text(integ.read_text().replace("revision: 1", "revision: 2", 1))
+    make_record(root, "run-a", sha, passed("GATE-INTEG-001"))
+    assert bump_revision(root, "GATE-INTEG-001") == 2
     report = run_checks(root, [])
     assert report.violations == []
-    assert any(w.rule == "OUTDATED" and "GATE-INTEG-001" in w.message for w in report.warnings)
+    assert any(
+        w.rule == "STALE" and "GATE-INTEG-001" in w.message and "rev 1" in w.message for w in report.warnings
+    )
+
+
+def test_revision_bump_without_history_is_reported(repo: tuple[Path, str]) -> None:
+    root, _ = repo
+    integ = root / "spec/gates/integ.yaml"
+    integ.write_text(integ.read_text().replace("revision: 1", "revision: 2", 1))
+    found = messages(root)
+    assert len(found) == 1 and "GATE-INTEG-001 lists revisions [1]" in found[0]
 
 
 def test_unknown_commit_is_reported(repo: tuple[Path, str]) -> None:
@@ -158,12 +168,13 @@ def test_unknown_commit_is_reported(repo: tuple[Path, str]) -> None:
 
 def test_registry_citing_dirty_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-dirty", sha, dirty=True)
+    dirty = sha256_file(make_record(root, "run-dirty", sha, dirty=True))
     (root / "MODEL_CARD.md").write_text("# tiny\n")
     (root / "evidence/registry.yaml").write_text(
         "models:\n"
         "  - name: tiny\n    version: 0.1.0\n    spec_version: 1.0.0\n"
-        f"    git_sha: {sha}\n    evidence: [run-dirty, run-missing]\n"
+        f"    git_sha: {sha}\n    evidence:\n"
+        f"      - {{run: run-dirty, sha256: '{dirty}'}}\n      - {{run: run-missing, sha256: '{'0' * 64}'}}\n"
         "    license: Apache-2.0\n    card: MODEL_CARD.md\n"
     )
     found = messages(root)
@@ -173,15 +184,14 @@ def test_registry_citing_dirty_evidence_is_reported(repo: tuple[Path, str]) -> N
 
 def test_registry_artifact_checksum_is_verified(repo: tuple[Path, str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha)
+    record = sha256_file(make_record(root, "run-a", sha))
     (root / "weights.bin").write_bytes(b"\x00" * 16)
     (root / "MODEL_CARD.md").write_text("# tiny\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "weights")
+    commit_all(root, "weights")
     (root / "evidence/registry.yaml").write_text(
         "models:\n"
         "  - name: tiny\n    version: 0.1.0\n    spec_version: 1.0.0\n"
-        f"    git_sha: {sha}\n    evidence: [run-a]\n"
+        f"    git_sha: {sha}\n    evidence: [{{run: run-a, sha256: '{record}'}}]\n"
         f"    artifacts:\n      - path: weights.bin\n        sha256: {'a' * 64}\n        bytes: 16\n"
         "    license: Apache-2.0\n    card: MODEL_CARD.md\n"
     )
@@ -206,7 +216,7 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
     root, sha = repo
-    make_record(root, "run-a", sha, {"GATE-INTEG-001": Verdict.FAIL})
+    make_record(root, "run-a", sha, {"GATE-INTEG-001": TEST_FAILED})  # a halted run, truly FAIL
     assert main(["--root", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     row = next(r for r in report["coverage"] if r["gate"] == "GATE-INTEG-001")

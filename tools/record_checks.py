@@ -3,8 +3,9 @@
 `tools/check_integrity.py` asks these questions of every record it reads; each returns the
 problems it finds as sentences, and the checker files them under the record's path. Nothing
 here trusts a verdict: every verdict is recomputed from the record's measured values by the
-gate's own judge (`contracts.ledger.judged_result`), under the thresholds of the revision the
-record cites, and a record whose revision or schema predates the spec is reported stale instead.
+gate's own judge and verdict mapping (those of `contracts.ledger.judged_result`), under the
+thresholds of the revision the record cites, and a record whose revision or schema predates the
+spec is reported stale instead.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
+from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
-from contracts.ledger import judged_result
+from contracts.judges import judge
+from contracts.ledger import verdict_of
+from contracts.release_rules import TRAINING_KINDS, stale_reason
 from contracts.spec import Spec
 
-# Run kinds whose metrics.jsonl the checker reads back against the record's summary.
-TRAINING_KINDS = ("train", "finetune")
 WAIVE_FLAG = "--waive"
 
 
@@ -30,16 +31,6 @@ class RecordFindings:
 
     violations: list[str] = field(default_factory=list)
     stale: dict[str, str] = field(default_factory=dict)  # gate id → why
-
-
-def stale_reason(record: EvidenceRecord, result: GateResult, spec: Spec) -> str | None:
-    """Why `result` cannot be re-judged under today's spec, or None when it can."""
-    if record.schema_version < SCHEMA_VERSION:
-        return f"schema {record.schema_version} predates the judges (schema {SCHEMA_VERSION})"
-    gate = spec.gates.get(result.id)
-    if gate is not None and result.revision < gate.revision:
-        return f"judged under rev {result.revision}; the spec is at rev {gate.revision}"
-    return None
 
 
 def waived_on_command_line(record: EvidenceRecord) -> set[str]:
@@ -60,8 +51,36 @@ def waived_on_command_line(record: EvidenceRecord) -> set[str]:
     return waived
 
 
+@dataclass(frozen=True)
+class CurrentRevision:
+    """What a gate's current revision judges with: its threshold values and their digest."""
+
+    values: dict[str, float | int]
+    digest: str
+
+
+_CURRENT: dict[str, dict[str, CurrentRevision]] = {}
+
+
+def current_revisions(spec: Spec) -> dict[str, CurrentRevision]:
+    """gate id → its current revision's thresholds, computed once per spec (keyed by the spec's
+    sha256, which covers every threshold): digesting them again for each of ten thousand records
+    would cost more than judging them."""
+    if spec.sha256 not in _CURRENT:
+        _CURRENT[spec.sha256] = {
+            gate_id: CurrentRevision(gate.threshold_values, gate.thresholds_sha256)
+            for gate_id, gate in spec.gates.items()
+        }
+    return _CURRENT[spec.sha256]
+
+
 def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
-    """Each gate result: known gate, the spec's thresholds, and a verdict its judge agrees with."""
+    """Each gate result: known gate, the spec's thresholds, and a verdict its judge agrees with.
+
+    The verdict is recomputed as `contracts.ledger.judged_result` computes it at run time: the
+    gate's judge over the measured values, mapped by `verdict_of`.
+    """
+    current = current_revisions(spec)
     waived = {w.gate for w in record.waivers}
     seen: set[str] = set()
     for result in record.gates:
@@ -80,24 +99,26 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
         if (reason := stale_reason(record, result, spec)) is not None:
             findings.stale[result.id] = reason
             continue
-        if result.thresholds_sha256 != gate.thresholds_sha256:
+        thresholds = current[result.id]
+        if result.thresholds_sha256 != thresholds.digest:
             findings.violations.append(
                 f"{result.id} rev {result.revision}: judged under thresholds "
                 f"{str(result.thresholds_sha256)[:12]}, but rev {gate.revision} of the spec has "
-                f"{gate.thresholds_sha256[:12]}: a threshold changed without a revision bump"
+                f"{thresholds.digest[:12]}: a threshold changed without a revision bump"
             )
             continue
-        if result.threshold != gate.threshold_values:
+        if result.threshold != thresholds.values:
             findings.violations.append(
                 f"{result.id}: the record's thresholds {result.threshold} are not the spec's "
-                f"{gate.threshold_values}"
+                f"{thresholds.values}"
             )
             continue
         if result.verdict is Verdict.NOT_RUN:
             if result.measured is not None:
                 findings.violations.append(f"{result.id} is NOT_RUN but carries measured values")
             continue
-        recomputed = judged_result(spec, result.id, result.measured, result.id in waived).verdict
+        problems = judge(result.id, result.measured, thresholds.values)
+        recomputed = verdict_of(spec, result.id, not problems, result.id in waived)
         if recomputed is not result.verdict:
             findings.violations.append(
                 f"{result.id}: recorded {result.verdict.value}, but its measured values re-judge "

@@ -1,7 +1,10 @@
-"""Scratch repositories for auditing: a copy of the spec, a git history and synthetic evidence.
+"""Scratch repositories for auditing: a copy of the spec, a git history and evidence.
 
 The integrity checker's tests plant one defect at a time in such a repository, and its
 benchmark fills one with thousands of records. Both build it here, so the two cannot drift.
+Two kinds are built: `make_repo`, a bare repository with the spec and synthetic records
+(`make_record`), and `copy_repo`, a copy of this repository with its history, its ledger and
+its registry, in which a real run can be trained and released.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import subprocess
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
+import yaml
 from audit import ROOT, RUNS_DIR
 
 from contracts.evidence import (
@@ -28,7 +33,9 @@ from contracts.evidence import (
     sha256_file,
     write_evidence,
 )
-from contracts.spec import Spec, load_spec_from
+from contracts.judges import TEST_PASSED
+from contracts.ledger import judged_result
+from contracts.spec import Spec, load_spec_from, spec_files, thresholds_digest
 
 FALSIFIERS = """import pytest
 
@@ -42,12 +49,33 @@ def test_integ_001():
 def test_integ_002():
     assert True
 """
+# What copy_repo takes from this repository's working tree: what the checker reads, and the
+# sources a run trained inside the copy imports.
+COPIED = (
+    "spec",
+    "evidence",
+    "docs",
+    "tests",
+    "stack",
+    "contracts",
+    "README.md",
+    "pyproject.toml",
+    ".gitignore",
+)
+NOT_COPIED = shutil.ignore_patterns("__pycache__", "reference", ".pytest_cache")
 
 
 def git(repo: Path, *args: str) -> str:
     """Run git in `repo` with a fixed identity; returns stdout."""
     cmd = ["git", "-C", str(repo), "-c", "user.name=scratch", "-c", "user.email=scratch@localhost", *args]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    """Commit everything in `repo`'s tree; returns the new commit's sha."""
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def make_repo(root: Path) -> str:
@@ -63,9 +91,32 @@ def make_repo(root: Path) -> str:
         if path.name != "integ.yaml":
             path.write_text(path.read_text().replace("status: ACTIVE", "status: PROPOSED"))
     git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "scratch")
-    return git(root, "rev-parse", "HEAD")
+    return commit_all(root, "scratch")
+
+
+def copy_repo(dst: Path) -> str:
+    """A copy of this repository at `dst`: its git history, with today's working tree committed
+    on top; returns that commit's sha.
+
+    The history is cloned because records and the registry cite commits of it; the working tree
+    is copied (not checked out) because it is what the checker reads now, uncommitted edits
+    included. The copy's own stack/ and contracts/ make a run started inside it record the copy's
+    commit, as a run of this repository records this one's.
+    """
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(dst)], check=True)
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dst / name, ignore=NOT_COPIED)
+        elif source.is_file():
+            shutil.copy2(source, dst / name)
+    return commit_all(dst, "scratch copy of the working tree")
+
+
+def falsifier_measured(gate_id: str, outcome: str) -> dict[str, Any]:
+    """Measured values of a test-judged gate: its scratch falsifier, and how that test ended."""
+    name = "test_" + gate_id.removeprefix("GATE-").lower().replace("-", "_")
+    return {"falsifiers": {f"tests/test_integ.py::{name}": outcome}}
 
 
 @lru_cache(maxsize=8)
@@ -73,18 +124,36 @@ def _spec(spec_dir: Path, mtime_ns: int) -> Spec:
     return load_spec_from(spec_dir)
 
 
+def scratch_spec(root: Path) -> Spec:
+    """The spec of a scratch repository, loaded again only when one of its files changed."""
+    spec_dir = root / "spec"
+    return _spec(spec_dir, max(p.stat().st_mtime_ns for p in spec_files(spec_dir)))
+
+
+def _result(spec: Spec, gate_id: str, outcome: str) -> GateResult:
+    """The result the run's ledger would write for a gate whose falsifier ended with `outcome`."""
+    measured = falsifier_measured(gate_id, outcome)
+    if gate_id not in spec.gates:  # no judge to ask: written as claimed, for the checker to refuse
+        return GateResult(id=gate_id, revision=1, verdict=Verdict.PASS, measured=measured)
+    return judged_result(spec, gate_id, measured, waived=False)
+
+
 def make_record(
     root: Path,
     run_id: str,
     git_sha: str,
-    gates: dict[str, Verdict] | None = None,
+    gates: dict[str, str] | None = None,
     artifact_text: str | None = None,
     dirty: bool = False,
     minutes: int = 0,
 ) -> Path:
-    """Write evidence/runs/<run_id>/metadata.json citing `gates` and, optionally, one artifact."""
-    gate_dir = root / "spec" / "gates"
-    spec = _spec(root / "spec", max(p.stat().st_mtime_ns for p in gate_dir.iterdir()))
+    """Write evidence/runs/<run_id>/metadata.json, a schema-2 record, with optionally one artifact.
+
+    `gates` maps a gate id to the outcome of its falsifier (TEST_PASSED, TEST_FAILED); each
+    result is judged from it by the gate's own judge, and a run with a FAIL is halted. The record
+    is thus true as written, so a test that plants one defect in it sees only that defect.
+    """
+    spec = scratch_spec(root)
     run_dir = root / RUNS_DIR / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts = []
@@ -92,19 +161,72 @@ def make_record(
         path = run_dir / "metrics.jsonl"
         path.write_text(artifact_text)
         artifacts.append(Artifact(path="metrics.jsonl", sha256=sha256_file(path), bytes=path.stat().st_size))
-    started = now() + timedelta(minutes=minutes)
+    results = [_result(spec, gate_id, outcome) for gate_id, outcome in (gates or {}).items()]
+    halted = any(r.verdict is Verdict.FAIL for r in results)
     record = EvidenceRecord(
         run=RunInfo(
-            id=run_id, kind="synthetic", argv=["scratch"], started=started, status=RunStatus.COMPLETED
+            id=run_id,
+            kind="synthetic",
+            argv=["scratch"],
+            started=now() + timedelta(minutes=minutes),
+            status=RunStatus.HALTED if halted else RunStatus.COMPLETED,
         ),
         code=CodeInfo(git_sha=git_sha, git_dirty=dirty),
         env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
         spec=SpecRef(version=spec.version, sha256=spec.sha256),
         contract_mode="full",
-        gates=[
-            GateResult(id=gid, revision=spec.gates[gid].revision if gid in spec.gates else 1, verdict=v)
-            for gid, v in (gates or {}).items()
-        ],
+        gates=results,
         artifacts=artifacts,
     )
     return write_evidence(run_dir, record)
+
+
+def passed(*gate_ids: str) -> dict[str, str]:
+    """`make_record`'s gates argument for gates whose falsifiers all passed."""
+    return dict.fromkeys(gate_ids, TEST_PASSED)
+
+
+def _gate_file(root: Path, gate_id: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    for path in sorted((root / "spec" / "gates").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for gate in data["gates"]:
+            if gate["id"] == gate_id:
+                return path, data, gate
+    raise KeyError(f"{gate_id} is in no spec/gates/*.yaml of {root}")
+
+
+def edit_gate(root: Path, gate_id: str, revision: int | None = None, **thresholds: object) -> None:
+    """Set one gate's revision and threshold values in place, and nothing else (no revision
+    history, no changelog): the edit an author makes by hand. Comments of the file are lost."""
+    path, data, gate = _gate_file(root, gate_id)
+    if revision is not None:
+        gate["revision"] = revision
+    for name, value in thresholds.items():
+        gate["thresholds"][name]["value"] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def bump_revision(root: Path, gate_id: str, named: bool = True, **thresholds: float) -> int:
+    """Raise `gate_id` to its next revision, with new threshold values if given, as the spec asks:
+    the gate file, the new digest in spec/revisions.yaml and, when `named`, a changelog line
+    naming 'GATE-… rev N' under the spec's current version. Returns the new revision."""
+    _, _, gate = _gate_file(root, gate_id)
+    revision = gate["revision"] + 1
+    edit_gate(root, gate_id, revision, **thresholds)
+    _, _, gate = _gate_file(root, gate_id)
+    values = {name: t["value"] for name, t in gate.get("thresholds", {}).items()}
+    header_path, revisions_path = root / "spec" / "spec.yaml", root / "spec" / "revisions.yaml"
+    header = yaml.safe_load(header_path.read_text(encoding="utf-8"))
+    history = yaml.safe_load(revisions_path.read_text(encoding="utf-8"))
+    history["revisions"][gate_id].append(
+        {
+            "revision": revision,
+            "spec_version": header["version"],
+            "thresholds_sha256": thresholds_digest(values),
+        }
+    )
+    revisions_path.write_text(yaml.safe_dump(history, sort_keys=False), encoding="utf-8")
+    if named:
+        header["changelog"][0]["summary"] += f" {gate_id} rev {revision}."
+        header_path.write_text(yaml.safe_dump(header, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return revision

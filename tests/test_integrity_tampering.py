@@ -1,0 +1,398 @@
+"""Falsifiers of the ledger's truth: tamper with a released model's evidence, one way at a time.
+
+One real run is trained with `stack train --preset smoke` inside a scratch copy of this
+repository (its history, spec, ledger, registry, docs, tests and sources), so its record names
+the copy's commit and a clean tree, and it is released in the copy's registry like any model.
+Each test then copies that repository, plants exactly one tampering, and asserts that
+check_integrity reports it, naming the file, the gate and what is wrong. A tampered record is
+re-cited in the registry by its new sha256, as a forger would, so what catches it is the
+record's truth and not merely its changed bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, run_checks
+from scratch import bump_revision, commit_all, copy_repo, edit_gate
+from train_support import prepared, smoke_args
+
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, read_evidence, sha256_file
+from contracts.spec import load_spec_from
+
+pytestmark = pytest.mark.gate("GATE-INTEG-001")
+
+RUN_ID = "scratch-release"
+RECORD = f"{LEDGER_DIR.as_posix()}/{RUN_ID}/{EVIDENCE_FILE}"
+REGISTRY = "evidence/registry.yaml"
+MODEL, VERSION = "scratch-smoke", "0.1.0"
+RELEASE = f"{MODEL}@{VERSION}"
+MODEL_DIR = f"evidence/models/{MODEL}-{VERSION}"
+CHECKER = Path(__file__).resolve().parent.parent / "tools" / "check_integrity.py"
+STACK = Path(sys.executable).with_name("stack")  # the installed CLI
+
+
+@dataclass(frozen=True)
+class Released:
+    """The scratch repository with one released run, and what the tests need to know of it."""
+
+    root: Path
+    sha: str  # the commit the run was trained at: the registry's git sha
+    data: Path  # the run's DATA_DIR, outside the repository
+
+
+def _release(root: Path, run_dir: Path, sha: str) -> None:
+    """Release the filed run as MODEL: its last checkpoint's weights, a card and a registry entry."""
+    record_path = root / RECORD
+    record = read_evidence(record_path)
+    assert record.checkpoint is not None, "the trained run hashed no checkpoint"
+    hashed = record.checkpoint.files[WEIGHTS_FILE].sha256
+    weights = next(p for p in run_dir.rglob(WEIGHTS_FILE) if sha256_file(p) == hashed)
+    model_dir = root / MODEL_DIR
+    model_dir.mkdir(parents=True)
+    shutil.copy2(weights, model_dir / WEIGHTS_FILE)
+    (model_dir / "MODEL_CARD.md").write_text(
+        f"# {MODEL} {VERSION}\n\nA smoke run, released to be tampered with.\n"
+    )
+    entry = {
+        "name": MODEL,
+        "version": VERSION,
+        "spec_version": record.spec.version,
+        "git_sha": sha,
+        "evidence": [{"run": RUN_ID, "sha256": sha256_file(record_path)}],
+        "artifacts": [
+            {
+                "path": f"{MODEL_DIR}/{WEIGHTS_FILE}",
+                "sha256": hashed,
+                "bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
+            }
+        ],
+        "license": "Apache-2.0",
+        "card": f"{MODEL_DIR}/MODEL_CARD.md",
+    }
+    edit_registry(root, lambda models: models.append(entry))
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> Released:
+    """Train once in a scratch copy (its own code, a clean tree) and release the run there."""
+    base = tmp_path_factory.mktemp("released")
+    root = base / "repo"
+    sha = copy_repo(root)
+    data = prepared(base)  # outside the copy: the tree stays clean
+    run_dir = base / "runs" / RUN_ID
+    env = {k: v for k, v in os.environ.items() if k != "GATESTACK_SPEC"}
+    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")  # the copy's stack, no __pycache__
+    argv = [
+        sys.executable,
+        "-m",
+        "stack",
+        *smoke_args(data, run_dir),
+        "--evidence-dir",
+        str(root / LEDGER_DIR),
+    ]
+    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    _release(root, run_dir, sha)
+    commit_all(root, f"release {RELEASE}")
+    return Released(root, sha, data)
+
+
+@pytest.fixture
+def repo(released: Released, tmp_path: Path) -> Path:
+    """A private copy of the released repository, git history included, to tamper with."""
+    root = tmp_path / "repo"
+    shutil.copytree(released.root, root, symlinks=True)
+    return root
+
+
+# -- tampering helpers -----------------------------------------------------------------------
+
+
+def edit_registry(root: Path, change: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Apply `change` to the registry's list of models and write it back."""
+    path = root / REGISTRY
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data["models"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def release_entry(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scratch release's entry among the registry's models."""
+    return next(m for m in models if m["name"] == MODEL and m["version"] == VERSION)
+
+
+def cite(root: Path, run_id: str) -> None:
+    """Make the release cite `run_id` by the sha256 of its metadata.json as it is now."""
+    digest = sha256_file(root / LEDGER_DIR / run_id / EVIDENCE_FILE)
+    edit_registry(
+        root, lambda models: release_entry(models).update(evidence=[{"run": run_id, "sha256": digest}])
+    )
+
+
+def tamper(root: Path, change: Callable[[dict[str, Any]], None], recite: bool = True) -> None:
+    """Edit the released record's JSON with `change`; re-cite it in the registry unless told not to."""
+    path = root / RECORD
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if recite:
+        cite(root, RUN_ID)
+
+
+def result(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
+    """One gate result of a record's JSON."""
+    return next(g for g in data["gates"] if g["id"] == gate_id)
+
+
+def violations(root: Path) -> list[str]:
+    return [finding.line() for finding in run_checks(root, []).violations]
+
+
+def named(found: list[str], *fragments: str) -> bool:
+    """Whether some violation names every fragment (its file, its gate, what is wrong)."""
+    return any(all(fragment in line for fragment in fragments) for line in found)
+
+
+def assert_caught(root: Path, *fragments: str) -> None:
+    found = violations(root)
+    assert named(found, *fragments), "\n".join(found)
+
+
+def stack_train(released: Released, out: Path, ledger: Path) -> subprocess.CompletedProcess[str]:
+    """The installed `stack train`, asked to file its record in `ledger`."""
+    argv = [str(STACK), *smoke_args(released.data, out), "--evidence-dir", str(ledger)]
+    return subprocess.run(argv, cwd=released.data.parent, capture_output=True, text=True, check=False)
+
+
+# -- the untampered copy -----------------------------------------------------------------------
+
+
+def test_untampered_copy_passes(released: Released, repo: Path) -> None:
+    record = read_evidence(repo / RECORD)
+    assert (record.code.git_sha, record.code.git_dirty) == (released.sha, False)
+    proc = subprocess.run(
+        [sys.executable, str(CHECKER), "--root", str(repo)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+# -- verdicts ----------------------------------------------------------------------------------
+
+
+def test_warn_flipped_to_pass_is_caught(repo: Path) -> None:
+    def flip(data: dict[str, Any]) -> None:
+        adequacy = result(data, "GATE-DATA-004")
+        assert adequacy["verdict"] == "WARN"  # a smoke run is far too short for its data
+        adequacy["verdict"], adequacy["message"] = "PASS", None
+
+    tamper(repo, flip)
+    proc = subprocess.run(
+        [sys.executable, str(CHECKER), "--root", str(repo)], capture_output=True, text=True, check=False
+    )
+    expected = f"{RECORD} [{RUN_ID}]: GATE-DATA-004: recorded PASS, but its measured values re-judge to WARN"
+    assert proc.returncode == 1 and expected in proc.stdout, proc.stdout
+
+
+def test_not_run_flipped_to_pass_is_caught(repo: Path) -> None:
+    def flip(data: dict[str, Any]) -> None:
+        # A gate the run never judged, as the ledger writes it (NOT_RUN, nothing measured), flipped.
+        result(data, "GATE-EVAL-004").update(measured=None, message=None, step=None, verdict="PASS")
+
+    tamper(repo, flip)
+    assert_caught(repo, RECORD, "GATE-EVAL-004: recorded PASS, but its measured values re-judge to")
+
+
+def test_edited_record_no_longer_matches_its_citation(repo: Path) -> None:
+    tamper(repo, lambda data: result(data, "GATE-DATA-004").update(verdict="PASS"), recite=False)
+    assert_caught(repo, REGISTRY, RELEASE, f"{RUN_ID!r}: its metadata.json does not match the cited sha256")
+
+
+def test_halted_record_still_released_is_caught(repo: Path) -> None:
+    def halt(data: dict[str, Any]) -> None:  # a true FAIL: the numbers fail and the run halted
+        leak = result(data, "GATE-DATA-005")
+        leak.update(measured={"shared_documents": 3}, verdict="FAIL", message="3 document(s) are shared")
+        data["run"].update(status="halted", stop_reason="GATE-DATA-005 fired")
+
+    tamper(repo, halt)
+    found = violations(repo)
+    report = "\n".join(found)
+    assert named(found, REGISTRY, RELEASE, RUN_ID, "status is halted, not completed"), report
+    assert named(found, REGISTRY, RELEASE, RUN_ID, "GATE-DATA-005 is FAIL"), report
+
+
+# -- measured values, thresholds, gates, mode, waivers, metrics ---------------------------------
+
+
+def test_first_loss_contradicting_its_pass_is_caught(repo: Path) -> None:
+    tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["measured"].update(loss=40.0))
+    assert_caught(repo, RECORD, "GATE-TRAIN-004: recorded PASS, but its measured values re-judge to FAIL")
+
+
+def test_heldout_batches_contradicting_their_pass_are_caught(repo: Path) -> None:
+    tamper(repo, lambda data: result(data, "GATE-EVAL-001")["measured"].update(heldout_batches=2))
+    assert_caught(repo, RECORD, "GATE-EVAL-001: recorded PASS, but its measured values re-judge to FAIL")
+
+
+def test_threshold_edited_in_the_record_is_caught(repo: Path) -> None:
+    tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["threshold"].update(first_loss_tolerance=100.0))
+    assert_caught(repo, RECORD, "GATE-TRAIN-004: the record's thresholds", "are not the spec's")
+
+
+def test_deleted_gate_result_is_caught(repo: Path) -> None:
+    def delete(data: dict[str, Any]) -> None:
+        data["gates"] = [g for g in data["gates"] if g["id"] != "GATE-EVAL-001"]
+
+    tamper(repo, delete)
+    found = violations(repo)
+    report = "\n".join(found)
+    assert named(found, RECORD, "a completed train run must judge GATE-EVAL-001; it is missing"), report
+    assert named(found, REGISTRY, RELEASE, "did not judge GATE-EVAL-001"), report
+
+
+def test_all_gate_results_deleted_are_caught(repo: Path) -> None:
+    tamper(repo, lambda data: data.update(gates=[]))
+    required = load_spec_from(repo / "spec").required_gates("train")
+    found = violations(repo)
+    unreported = [g for g in required if not named(found, RECORD, f"run must judge {g}; it is missing")]
+    assert required and unreported == [], "\n".join(found)
+
+
+def test_unknown_contract_mode_is_caught(repo: Path) -> None:
+    tamper(repo, lambda data: data.update(contract_mode="sometimes"))
+    assert_caught(repo, RECORD, "contract_mode 'sometimes' is not one of")
+
+
+def test_contracts_off_cannot_back_a_release(repo: Path) -> None:
+    tamper(repo, lambda data: data.update(contract_mode="off"))
+    assert_caught(repo, REGISTRY, RELEASE, RUN_ID, "was made with the contracts off")
+
+
+def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
+    def waive(data: dict[str, Any]) -> None:
+        data["waivers"] = [{"gate": "GATE-DATA-004", "reason": "it is only a smoke run"}]
+        result(data, "GATE-DATA-004")["verdict"] = "WAIVED"
+
+    tamper(repo, waive)
+    assert_caught(repo, RECORD, "waiver of GATE-DATA-004 was not asked for on any command line")
+
+
+@pytest.mark.parametrize(("key", "value"), [("step", 4), ("last_heldout_loss", 1.25)])
+def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
+    tamper(repo, lambda data: data["metrics"].update({key: value}))
+    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, metrics.jsonl says")
+
+
+# -- the registry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["as-is", "start-time-moved"])
+def test_fabricated_copy_cited_by_the_registry_is_caught(repo: Path, moved: bool) -> None:
+    forged = "scratch-forged"
+    shutil.copytree(repo / LEDGER_DIR / RUN_ID, repo / LEDGER_DIR / forged)
+    path = repo / LEDGER_DIR / forged / EVIDENCE_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["run"]["id"] = forged
+    if moved:  # a forger who knows duplicates are matched on start time, commit and kind
+        data["run"]["started"] = (
+            datetime.fromisoformat(data["run"]["started"]) + timedelta(seconds=1)
+        ).isoformat()
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    cite(repo, forged)
+    # The checker cannot tell which of the two is the copy; its finding names both.
+    assert_caught(repo, forged, RUN_ID, "a copy of another record")
+
+
+def test_release_citing_a_benchmark_record_is_caught(repo: Path) -> None:
+    bench = next(p.parent.name for p in sorted((repo / LEDGER_DIR).glob(f"bench-*/{EVIDENCE_FILE}")))
+    cite(repo, bench)
+    assert_caught(repo, REGISTRY, RELEASE, bench, "is a benchmark record, not a training run")
+
+
+def test_registry_git_sha_moved_to_another_commit_is_caught(released: Released, repo: Path) -> None:
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert head != released.sha
+    edit_registry(repo, lambda models: release_entry(models).update(git_sha=head))
+    assert_caught(repo, REGISTRY, RELEASE, f"was made at {released.sha[:12]}, the registry says {head[:12]}")
+
+
+def test_swapped_weights_are_caught(repo: Path) -> None:
+    weights = repo / MODEL_DIR / WEIGHTS_FILE
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 0xFF  # one flipped byte in the last tensor
+    weights.write_bytes(bytes(payload))
+    digest = sha256_file(weights)
+    edit_registry(repo, lambda models: release_entry(models)["artifacts"][0].update(sha256=digest))
+    assert_caught(
+        repo, REGISTRY, RELEASE, f"the released {WEIGHTS_FILE} is not the checkpoint the run hashed"
+    )
+
+
+# -- the spec ----------------------------------------------------------------------------------
+
+
+def test_threshold_changed_without_revision_bump_is_caught(repo: Path) -> None:
+    revision = load_spec_from(repo / "spec").gates["GATE-TRAIN-004"].revision
+    edit_gate(repo, "GATE-TRAIN-004", first_loss_tolerance=5.0)
+    assert_caught(repo, f"GATE-TRAIN-004 rev {revision}: thresholds changed without a revision bump")
+
+
+def test_threshold_bump_missing_from_the_changelog_is_caught(repo: Path) -> None:
+    revision = bump_revision(repo, "GATE-TRAIN-004", named=False, first_loss_tolerance=5.0)
+    assert_caught(repo, "revisions.yaml", f"does not name 'GATE-TRAIN-004 rev {revision}'")
+
+
+@pytest.mark.parametrize("value", [float("nan"), True, None], ids=["nan", "true", "null"])
+def test_threshold_that_is_not_a_finite_number_is_refused(repo: Path, value: object) -> None:
+    edit_gate(repo, "GATE-TRAIN-004", first_loss_tolerance=value)
+    assert_caught(repo, "spec/gates/train.yaml", "GATE-TRAIN-004.thresholds.first_loss_tolerance.value")
+
+
+# -- the ledger --------------------------------------------------------------------------------
+
+
+def test_training_over_an_existing_record_is_refused(released: Released, repo: Path, tmp_path: Path) -> None:
+    ledger = repo / LEDGER_DIR
+    existing = next(p.name for p in sorted(ledger.iterdir()) if p.name != RUN_ID)
+    before = (ledger / existing / EVIDENCE_FILE).read_bytes()
+    proc = stack_train(released, tmp_path / "x" / existing, ledger)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "append-only" in proc.stderr and existing in proc.stderr
+    assert (ledger / existing / EVIDENCE_FILE).read_bytes() == before
+
+
+def test_second_run_with_the_same_name_is_refused(released: Released, repo: Path, tmp_path: Path) -> None:
+    before = (repo / RECORD).read_bytes()
+    out = tmp_path / "second" / RUN_ID
+    proc = stack_train(released, out, repo / LEDGER_DIR)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "append-only" in proc.stderr and RUN_ID in proc.stderr
+    assert (repo / RECORD).read_bytes() == before and not out.exists()
+    assert violations(repo) == []
+
+
+def test_ledger_directory_without_its_record_is_caught(repo: Path) -> None:
+    (repo / RECORD).unlink()  # its config.toml and metrics.jsonl stay
+    assert_caught(
+        repo, f"{LEDGER_DIR.as_posix()}/{RUN_ID} [{RUN_ID}]: ledger directory without {EVIDENCE_FILE}"
+    )
+
+
+def test_readme_citing_a_deleted_record_is_caught(repo: Path) -> None:
+    cited = CITED_EVIDENCE_RE.search((repo / "README.md").read_text(encoding="utf-8"))
+    assert cited is not None, "README.md cites no evidence record"
+    shutil.rmtree(repo / LEDGER_DIR / cited.group(1))
+    assert_caught(repo, "README.md [line", f"cites {cited.group(0)}, which does not exist in the ledger")
