@@ -64,6 +64,12 @@ def contract_mode() -> Mode:
         raise BadInput(f"{MODE_ENV}={raw!r} is not a contract mode; use one of: {valid}") from None
 
 
+def weakest_mode(*modes: str) -> str:
+    """The least of several contract modes: a run resumed under a weaker mode is only that strong."""
+    order = [Mode.OFF.value, Mode.BOUNDARY.value, Mode.FULL.value]
+    return min(modes, key=lambda m: order.index(m) if m in order else -1)
+
+
 def _runs(level: Level) -> bool:
     mode = contract_mode()
     if mode is Mode.OFF:

@@ -103,9 +103,18 @@ def _walk(root: Path, rel_dir: str, suffixes: set[str] | None = None) -> Iterato
 
 
 def citing_files(root: Path) -> Iterator[Path]:
-    """Every text file in which a gate id may be cited."""
+    """Every text file in which a gate id may be cited.
+
+    Evidence records are left out: their gate results are validated record by record (unknown
+    gate, revision, re-judged verdict), and reading thousands of them twice is the checker's
+    largest cost.
+    """
+    ledger = root / LEDGER_DIR
     for rel_dir in CITING_DIRS:
-        yield from _walk(root, rel_dir, TEXT_SUFFIXES)
+        for path in _walk(root, rel_dir, TEXT_SUFFIXES):
+            if path.name == EVIDENCE_FILE and path.parent.parent == ledger:
+                continue
+            yield path
     for name in CITING_FILES:
         if (root / name).is_file():
             yield root / name

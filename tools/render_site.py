@@ -273,16 +273,22 @@ def benchmarks_page(spec: Spec, records: list[LoadedEvidence]) -> str:
     return "\n".join(out) + "\n"
 
 
-def registry_page(registry: Registry) -> str:
-    """The released models of evidence/registry.yaml, each linked to the evidence behind it."""
+def registry_page(registry: Registry, records: dict[str, EvidenceRecord]) -> str:
+    """The released models of evidence/registry.yaml, each linked to the evidence behind it.
+
+    A waived verdict in the evidence is shown with its reason: a release may rest on a waiver,
+    never silently.
+    """
     out = [BANNER, "# Released models\n"]
     if not registry.models:
         out.append("No model has been released yet.")
         return "\n".join(out) + "\n"
     for model in registry.models:
         out.append(f"## {model.name} {model.version}\n")
+        if model.withdrawn:
+            out.append(f'!!! warning "Withdrawn"\n    {_cell(model.withdrawn)}\n')
         out.append("| field | value |\n|---|---|")
-        runs = ", ".join(f"[{r}](evidence/{r}.md)" for r in model.evidence)
+        runs = ", ".join(f"[{c.run}](evidence/{c.run}.md) (`{c.sha256[:12]}`)" for c in model.evidence)
         rows = [
             ("spec", model.spec_version),
             ("commit", f"`{model.git_sha}`"),
@@ -293,6 +299,16 @@ def registry_page(registry: Registry) -> str:
         out += [f"| {k} | {v} |" for k, v in rows]
         out.append("\n| artifact | bytes | sha256 |\n|---|---|---|")
         out += [f"| `{a.path or a.url}` | {a.bytes} | `{a.sha256}` |" for a in model.artifacts]
+        waived = [
+            (c.run, w)
+            for c in model.evidence
+            if c.run in records
+            for w in records[c.run].waivers
+            if any(g.id == w.gate and g.verdict.value == "WAIVED" for g in records[c.run].gates)
+        ]
+        if waived:
+            out.append("\n**Waived verdicts** (the release rests on these waivers):\n")
+            out += [f"- {w.gate} in [{run}](evidence/{run}.md): {_cell(w.reason)}" for run, w in waived]
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -333,7 +349,10 @@ def render(root: Path, extra_runs: list[Path] | None = None) -> list[Path]:
         out_dir / "gates" / "index.md": gates_index(rows, spec),
         out_dir / "evidence" / "index.md": evidence_index(records),
         out_dir / "benchmarks.md": benchmarks_page(spec, records),
-        out_dir / "models.md": registry_page(read_registry(root / REGISTRY_FILE)),
+        out_dir / "models.md": registry_page(
+            read_registry(root / REGISTRY_FILE),
+            {r.record.run.id: r.record for r in records if r.record is not None},
+        ),
     }
     for row in rows:
         pages[out_dir / "gates" / f"{row.gate.id}.md"] = gate_page(row, spec)

@@ -38,7 +38,7 @@ from contracts.evidence import (
     read_evidence,
     write_evidence,
 )
-from contracts.gates import contract_mode
+from contracts.gates import contract_mode, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data.manifest import load_manifest
@@ -236,6 +236,7 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
         rejudged = ledger.carry(record.gates)
         record.run.status = RunStatus.RUNNING
         record.run.finished = None
+        record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
         resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
         from_step = ckpt.read_manifest(checkpoint_path)["step"]
         resumes.append({"from_step": from_step, "argv": request.argv, "changed": changes})
