@@ -13,26 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit import RUNS_DIR, evidence_paths, load_evidence
+from audit import evidence_paths, load_evidence
 from mutation import falsify_findings, latest_falsify
 from record_checks import check_record_truth
-from scratch import git, make_repo
+from scratch import file_falsify_record, git, make_repo
 
 from contracts.evidence import (
-    CodeInfo,
-    EnvInfo,
-    EvidenceRecord,
-    RunInfo,
     RunStatus,
-    SpecRef,
     Verdict,
-    now,
     read_evidence,
-    write_evidence,
 )
 from contracts.judges import FORCE_PASS_ENV, TEST_FAILED, judge
-from contracts.ledger import judged_result
-from contracts.spec import GateStatus, load_spec, load_spec_from
+from contracts.spec import load_spec, load_spec_from
 
 TESTS = Path(__file__).resolve().parent
 PROVEN = "GATE-INTEG-002"
@@ -141,22 +133,6 @@ def test_force_pass_is_refused_outside_pytest() -> None:
 # -- tools/mutation.py: is the latest falsify record current? --------------------------------
 
 
-def file_falsify(root: Path, run: str, sha: str, proven: bool = True, dirty: bool = False) -> None:
-    """File a falsify record at `sha` whose every ACTIVE gate turned red (or none did)."""
-    spec = load_spec_from(root / "spec")
-    row = {"falsifiers": 1, "passed_on": True, "red_off": proven}
-    active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
-    record = EvidenceRecord(
-        run=RunInfo(id=run, kind="falsify", argv=["pytest"], started=now(), status=RunStatus.COMPLETED),
-        code=CodeInfo(git_sha=sha, git_dirty=dirty),
-        env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
-        spec=SpecRef(version=spec.version, sha256=spec.sha256),
-        contract_mode="full",
-        gates=[judged_result(spec, PROVEN, {"gates": dict.fromkeys(active, row)}, waived=False)],
-    )
-    write_evidence(root / RUNS_DIR / run, record)
-
-
 def findings(root: Path) -> list[str]:
     """What the integrity check would report of `root`'s proof by mutation."""
     return falsify_findings(
@@ -168,7 +144,7 @@ def findings(root: Path) -> list[str]:
 def scratch(tmp_path: Path) -> tuple[Path, str]:
     root = tmp_path / "repo"
     root.mkdir()
-    return root, make_repo(root)
+    return root, make_repo(root, falsify=False)
 
 
 def test_no_falsify_record_is_a_finding(scratch: tuple[Path, str]) -> None:
@@ -179,7 +155,7 @@ def test_no_falsify_record_is_a_finding(scratch: tuple[Path, str]) -> None:
 
 def test_current_record_holds_until_a_proven_tree_changes(scratch: tuple[Path, str]) -> None:
     root, sha = scratch
-    file_falsify(root, "falsify-a", sha)
+    file_falsify_record(root, sha, "falsify-a")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "file the falsify record")
     assert findings(root) == []
@@ -195,9 +171,9 @@ def test_current_record_holds_until_a_proven_tree_changes(scratch: tuple[Path, s
 
 def test_dirty_or_failing_latest_record_is_a_finding(scratch: tuple[Path, str]) -> None:
     root, sha = scratch
-    file_falsify(root, "falsify-a", sha, dirty=True)
+    file_falsify_record(root, sha, "falsify-a", dirty=True)
     assert any("dirty tree" in f for f in findings(root))
-    file_falsify(root, "falsify-b", sha, proven=False)
+    file_falsify_record(root, sha, "falsify-b", proven=False)
     latest = latest_falsify(root)
     assert latest is not None and latest[1].run.id == "falsify-b"
     assert any(f"{PROVEN} is FAIL" in f for f in findings(root))

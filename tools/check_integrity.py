@@ -41,6 +41,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from mutation import falsify_findings
 from record_checks import check_record_truth
 
 from contracts.errors import BadInput
@@ -425,6 +426,8 @@ def run_checks(root: Path, extra_runs: list[Path]) -> Report:
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
     rows = coverage(spec, bindings, falsifiers, ledger + extra)
     checker.check_coverage(rows, bindings, falsifiers)
+    for problem in falsify_findings(root, spec, ledger):
+        checker.fail(INTEG_COVERAGE, root / RUNS_DIR, "falsify", problem)
     return Report(checker.violations, checker.warnings, rows, len(ledger) + len(extra))
 
 

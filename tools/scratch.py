@@ -35,7 +35,7 @@ from contracts.evidence import (
 )
 from contracts.judges import TEST_PASSED
 from contracts.ledger import judged_result
-from contracts.spec import Spec, load_spec_from, spec_files, thresholds_digest
+from contracts.spec import GateStatus, Spec, load_spec_from, spec_files, thresholds_digest
 
 FALSIFIERS = """import pytest
 
@@ -78,9 +78,10 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def make_repo(root: Path) -> str:
-    """A repository with this project's spec, falsifiers for the ACTIVE gates, an empty registry
-    and one commit; returns that commit's sha."""
+def make_repo(root: Path, falsify: bool = True) -> str:
+    """A repository with this project's spec, falsifiers for the ACTIVE gates, an empty registry,
+    and (unless `falsify` is False) a current passing falsify record; returns the sha of the
+    commit that holds the code."""
     shutil.copytree(ROOT / "spec", root / "spec")
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "test_integ.py").write_text(FALSIFIERS)
@@ -91,7 +92,32 @@ def make_repo(root: Path) -> str:
         if path.name != "integ.yaml":
             path.write_text(path.read_text().replace("status: ACTIVE", "status: PROPOSED"))
     git(root, "init", "-q", "-b", "main")
-    return commit_all(root, "scratch")
+    sha = commit_all(root, "scratch")
+    if falsify:
+        file_falsify_record(root, sha)
+        commit_all(root, "scratch: falsify record")
+    return sha
+
+
+def file_falsify_record(
+    root: Path, sha: str, run: str = "falsify-scratch", proven: bool = True, dirty: bool = False
+) -> Path:
+    """The record `make falsify` would file for `root` at `sha`: every ACTIVE gate's falsifier
+    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds)."""
+    spec = scratch_spec(root)
+    row = {"falsifiers": 1, "passed_on": True, "red_off": proven}
+    active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
+    run_dir = root / RUNS_DIR / run
+    run_dir.mkdir(parents=True)
+    record = EvidenceRecord(
+        run=RunInfo(id=run, kind="falsify", argv=["scratch"], started=now(), status=RunStatus.COMPLETED),
+        code=CodeInfo(git_sha=sha, git_dirty=dirty),
+        env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
+        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        contract_mode="full",
+        gates=[judged_result(spec, "GATE-INTEG-002", {"gates": dict.fromkeys(active, row)}, waived=False)],
+    )
+    return write_evidence(run_dir, record)
 
 
 def copy_repo(dst: Path) -> str:
