@@ -424,6 +424,31 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+@judges("GATE-KERNEL-001")
+def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
+    """Each output within atol + rtol × the reference's largest magnitude, per input precision.
+
+    The conformance record (the falsifier tests' outcomes) is judged too, like any test gate.
+    """
+    at_least_one_check(m, ("outputs", "low_precision"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "outputs", "low_precision"):
+        prefix = "lowp" if flag(m, "low_precision") else "fp32"
+        atol, rtol = t[f"{prefix}_atol"], t[f"{prefix}_rtol"]
+        outputs = m["outputs"]
+        if not isinstance(outputs, Mapping) or not outputs:
+            raise Malformed("'outputs' must name at least one compared output")
+        for name, values in sorted(outputs.items()):
+            if not isinstance(values, Mapping):
+                raise Malformed(f"output {name!r} has no values")
+            diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
+            if not diff <= atol + rtol * scale:
+                problems.append(
+                    f"{name} differs from the reference by {diff:.3g} (allowed {atol + rtol * scale:.3g})"
+                )
+    return problems
+
+
 @judges("GATE-TRACE-002")
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
@@ -471,7 +496,6 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-DIST-001",
-    "GATE-KERNEL-001",
     "GATE-MODEL-002",
     "GATE-TRACE-001",
     "GATE-TRACE-003",
