@@ -449,6 +449,63 @@ def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+@judges("GATE-MODEL-002")
+def _tiny_model_overfits(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("best_loss", "steps"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "best_loss", "steps"):
+        loss, steps = number(m, "best_loss"), count(m, "steps")
+        if not loss < t["overfit_max_loss"]:
+            problems.append(f"the tiny model's best loss {loss:.4g} is not below {t['overfit_max_loss']}")
+        if steps > t["overfit_max_steps"]:
+            problems.append(f"it took {steps} steps, more than the budget of {t['overfit_max_steps']:g}")
+    return problems
+
+
+@judges("GATE-TRACE-001")
+def _tracing_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("differing_elements", "same_dtype"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "differing_elements", "same_dtype"):
+        if not flag(m, "same_dtype"):
+            problems.append("the traced logits have another shape or dtype than the untraced ones")
+        elif differing := count(m, "differing_elements"):
+            problems.append(f"tracing changed {differing} logit(s)")
+    return problems
+
+
+@judges("GATE-DIST-001")
+def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
+    at_least_one_check(m, ("max_loss_diff", "batches_differ_at", "steps_missing"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "max_loss_diff", "batches_differ_at", "steps_missing"):
+        diff, differ = number(m, "max_loss_diff"), items(m, "batches_differ_at")
+        if differ:
+            problems.append(f"different batches at step(s) {', '.join(map(str, differ[:5]))}")
+        if not diff <= t["loss_atol"]:
+            problems.append(f"losses differ by up to {diff:.3g} (atol {t['loss_atol']})")
+        if count(m, "steps_missing"):
+            problems.append(f"{count(m, 'steps_missing')} step(s) logged by one run only")
+    return problems
+
+
+@judges("GATE-TRACE-003")
+def _anomaly(m: Measured, t: Thresholds) -> list[str]:
+    """A site stands out: its std beyond anomaly_std_multiple × its baseline, or not finite.
+
+    Read as "this site is anomalous": anomaly mode flags every site this judge finds a problem in.
+    """
+    at_least_one_check(m, ("std_ratio", "nonfinite"), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "std_ratio", "nonfinite"):
+        ratio = number(m, "std_ratio")
+        if flag(m, "nonfinite"):
+            problems.append("the site holds NaN or Inf")
+        elif ratio > t["anomaly_std_multiple"]:
+            problems.append(f"its std is {ratio:.3g}x the same site's median in the other layers")
+    return problems
+
+
 @judges("GATE-TRACE-002")
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
@@ -494,13 +551,7 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
 # -- gates judged by their falsifier tests (the conformance record) --------------------------
 
 
-@judges(
-    "GATE-DIST-001",
-    "GATE-MODEL-002",
-    "GATE-TRACE-001",
-    "GATE-TRACE-003",
-    "GATE-INTEG-001",
-)
+@judges("GATE-INTEG-001")
 def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
     tests = m.get("falsifiers")
     if not isinstance(tests, Mapping) or not tests:

@@ -122,3 +122,12 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
             twin.set_attention_path(path)
             compared[f"logits:{path}"] = _deviation(twin(tokens)[0], reference_logits)
     return PathParity(compared)
+
+
+def overfit_outcome(best_loss: float, steps: int) -> Outcome:
+    """GATE-MODEL-002: did a tiny model memorise its repeated text (best loss within the step budget)?
+
+    The overfit test trains; this says whether what it reached is enough, by the gate's judge.
+    """
+    loss = best_loss if math.isfinite(best_loss) else str(best_loss)
+    return measure("GATE-MODEL-002", {"best_loss": loss, "steps": steps}, holds="the tiny model overfits")

@@ -13,6 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.trace.sites import split
 from stack.trace.tracer import Trace
@@ -39,7 +40,6 @@ def std_multiple() -> float:
 
 def find_anomalies(trace: Trace, names: list[str]) -> list[Anomaly]:
     """The anomalous sites among `names`, in forward order (none for a one-layer model)."""
-    k = std_multiple()
     found = []
     for name in names:
         layer, site = split(name)
@@ -53,7 +53,9 @@ def find_anomalies(trace: Trace, names: list[str]) -> list[Anomaly]:
         std = record.stats["std"]
         bad = record.stats["nan"] + record.stats["inf"] > 0 or not math.isfinite(std)
         ratio = _ratio(std, baseline)
-        if bad or ratio > k:
+        # GATE-TRACE-003's judge decides; JSON has no infinity, the judge reads "inf" back.
+        measured = {"std_ratio": ratio if math.isfinite(ratio) else str(ratio), "nonfinite": bad}
+        if judge("GATE-TRACE-003", measured):
             found.append(Anomaly(name, layer, site, std, baseline, used, ratio, bad))
     return found
 

@@ -134,3 +134,11 @@ def trace_forward(
     with SiteHooks(model, recorder, feed):
         logits, _ = model(idx)
     return recorder.trace(len(model.layers)), logits
+
+
+def unchanged_outcome(traced: torch.Tensor, untraced: torch.Tensor) -> Outcome:
+    """GATE-TRACE-001: the traced forward's logits against the untraced ones, bit for bit."""
+    same_shape = traced.shape == untraced.shape and traced.dtype == untraced.dtype
+    differing = int((traced != untraced).sum().item()) if same_shape else untraced.numel()
+    measured = {"differing_elements": differing, "elements": untraced.numel(), "same_dtype": same_shape}
+    return measure("GATE-TRACE-001", measured, holds="tracing changed nothing")
