@@ -148,7 +148,6 @@ def test_batch_sha256_hashes_int64_ids() -> None:
 # -- GATE-DATA-001: never a placeholder ---------------------------------------------------------
 
 
-@pytest.mark.gate("GATE-DATA-001")
 def test_without_wrap_the_end_of_the_corpus_raises(data: Path) -> None:
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0, wrap=False)
     batches = [reader.next_batch() for _ in range(reader.steps_per_epoch)]
@@ -230,7 +229,6 @@ def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:
 # -- GATE-DATA-002: restore continues the exact stream -----------------------------------------
 
 
-@pytest.mark.gate("GATE-DATA-002")
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -402,7 +400,6 @@ def test_unknown_sources_and_negative_weights_are_bad_input(two_sources: Path, o
         TokenReader(two_sources, batch_size=1, seq_len=T, seed=0, **options)
 
 
-@pytest.mark.gate("GATE-DATA-006")
 def test_an_excluded_source_stays_excluded_after_a_restore(
     two_sources: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

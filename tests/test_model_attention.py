@@ -10,24 +10,28 @@ from hypothesis import strategies as st
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
 from contracts.ledger import Ledger, recording
-from contracts.spec import load_spec
 from stack.model import GPT, ModelConfig
 from stack.model import attention as attention_module
 from stack.model.attention import PATHS, attention
-from stack.model.checks import check_attention_paths, runnable_paths
+from stack.model.checks import PathParity, check_attention_paths, runnable_paths
 
 CONFIG = ModelConfig(vocab=50, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=48)
 
 
-def _tolerance() -> dict[str, float]:
-    spec = load_spec()
-    return {
-        "atol": spec.threshold("GATE-MODEL-001", "path_atol"),
-        "rtol": spec.threshold("GATE-MODEL-001", "path_rtol"),
-    }
+def _parity(outputs: dict[str, torch.Tensor], reference: torch.Tensor) -> PathParity:
+    """The GATE-MODEL-001 comparison of each path's output with the reference's."""
+    scale = reference.double().abs().max().item()
+    return PathParity(
+        {
+            f"attention:{path}": {
+                "max_abs_diff": (out.double() - reference.double()).abs().max().item(),
+                "ref_absmax": scale,
+            }
+            for path, out in outputs.items()
+        }
+    )
 
 
-@pytest.mark.gate("GATE-MODEL-001")
 @settings(max_examples=8, deadline=None)
 @given(
     heads_kv=st.integers(1, 2),
@@ -46,8 +50,10 @@ def test_paths_agree_on_drawn_shapes(
     k = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator)
     v = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator)
     reference = attention(q, k, v, causal=causal, path="naive")
-    for path in ("sdpa", "triton"):
-        torch.testing.assert_close(attention(q, k, v, causal=causal, path=path), reference, **_tolerance())
+    outcome = _parity(
+        {path: attention(q, k, v, causal=causal, path=path) for path in ("sdpa", "triton")}, reference
+    ).outcome()
+    assert outcome.ok, outcome.message
 
 
 def test_rows_that_see_no_key_are_zero_on_every_path() -> None:
@@ -65,7 +71,6 @@ def test_unknown_path_is_bad_input() -> None:
         GPT(CONFIG).set_attention_path("flash")
 
 
-@pytest.mark.gate("GATE-MODEL-001")
 @pytest.mark.parametrize("tie", [True, False])
 def test_start_up_check_passes_and_is_recorded(tie: bool) -> None:
     model = GPT(CONFIG.model_copy(update={"tie_embeddings": tie}), seed=1)
@@ -99,6 +104,30 @@ def test_falsifier_one_path_scaling_twice_is_caught(monkeypatch: pytest.MonkeyPa
     with pytest.raises(GateViolation, match="attention:sdpa") as caught:
         check_attention_paths(GPT(CONFIG, seed=1))
     assert "attention:naive" not in caught.value.message and "attention:triton" not in caught.value.message
+
+
+@pytest.mark.gate("GATE-MODEL-001")
+@pytest.mark.parametrize(
+    ("ref_absmax", "past", "inside"),
+    [
+        (0.0, 1.5e-4, 7e-5),  # a reference of magnitude 0: path_atol 1e-4 alone
+        (10.0, 1.5e-3, 8e-4),  # magnitude 10: 1e-4 + path_rtol 1e-4 x 10 = 1.1e-3
+    ],
+    ids=["atol", "rtol"],
+)
+def test_a_path_just_past_the_tolerance_fails_and_one_just_inside_holds(
+    ref_absmax: float, past: float, inside: float
+) -> None:
+    """Each value lies strictly inside the tolerance's double or half.
+
+    So a tolerance widened or narrowed twofold (or set to 0.05) turns this red.
+    """
+
+    def off_by(diff: float) -> bool:
+        return PathParity({"attention:sdpa": {"max_abs_diff": diff, "ref_absmax": ref_absmax}}).outcome().ok
+
+    assert not off_by(past)
+    assert off_by(inside)
 
 
 def test_triton_is_only_compared_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:

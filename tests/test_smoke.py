@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from train_support import step_lines, write_corpus
 
 from stack.train import checkpoint as ckpt
@@ -34,7 +33,6 @@ def stack(*args: str | Path, expect: int = 0) -> str:
     return proc.stdout
 
 
-@pytest.mark.gate("GATE-CKPT-001")
 def test_twenty_second_run(tmp_path: Path) -> None:
     data, run, straight = tmp_path / "data", tmp_path / "run", tmp_path / "straight"
     stack("prepare", write_corpus(tmp_path), "--out", data, "--val-fraction", "0.25")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -78,6 +80,31 @@ def test_anomaly_mode_names_the_layer_that_stands_out(layer: int, site: str) -> 
     first = found[0]
     assert first.name == f"layers.{layer}.{site}"
     assert first.ratio > k and first.baseline_layers == tuple(j for j in range(4) if j != layer)
+
+
+def _flagged_at(multiple: float) -> bool:
+    """Whether anomaly mode flags the last layer's ffn_up at `multiple` × the other layers' median std.
+
+    ffn_up is a linear of a normed input, so its std scales exactly with its weights; in the last
+    layer the plant changes no other layer's statistics, so the median stays where it was measured.
+    """
+    model = tiny_model(n_layers=4)
+    clean, _ = trace_forward(model, tokens())
+    median = statistics.median(clean.stat(f"layers.{j}.ffn_up", "std") for j in range(3))
+    with torch.no_grad():
+        model.layers[3].ffn.up.weight *= multiple * median / clean.stat("layers.3.ffn_up", "std")
+    found = find_anomalies(trace_forward(model, tokens())[0], site_names(4))
+    return "layers.3.ffn_up" in {anomaly.name for anomaly in found}
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_a_site_at_12_times_the_median_is_an_anomaly_and_one_at_6_is_not() -> None:
+    """anomaly_std_multiple 8; 12 and 6 lie strictly inside its double and its half.
+
+    So a multiple widened or narrowed twofold (or set to 1000) turns this red.
+    """
+    assert _flagged_at(12.0)
+    assert not _flagged_at(6.0)
 
 
 def test_a_nonfinite_site_is_an_anomaly_whatever_its_std() -> None:

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from record_checks import check_record_truth
 from safetensors.torch import load_file
-from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts
+from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
-from stack.train.loop import Trainer
+from stack.train import rng
+from stack.train.coherence import CoherenceMonitor
+from stack.train.loop import Trainer, TrainState
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "batch_sha256")
@@ -63,7 +68,6 @@ def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
     return run
 
 
-@pytest.mark.gate("GATE-CKPT-003")
 def test_resume_is_bit_exact(straight: Path, tmp_path: Path) -> None:
     run = interrupted_copy(straight, tmp_path, at_step=4)
     assert train(["train", "--resume", str(run)]) == 0
@@ -79,6 +83,7 @@ def test_a_resumed_record_is_true_and_judged_its_checkpoint(straight: Path, tmp_
     run = interrupted_copy(straight, tmp_path, at_step=4)
     assert train(["train", "--resume", str(run)]) == 0
     assert verdicts(run)["GATE-CKPT-002"] == "PASS"
+    assert unjudged(run) == {}  # the earlier part's verdicts were carried: TRAIN-004 ran at step 1 only
     record = read_evidence(run / "metadata.json")
     assert check_record_truth(record, run, load_spec()).violations == []
     assert record.checkpoint is not None and record.checkpoint.name == "step-0000008"
@@ -102,7 +107,6 @@ def test_a_resume_that_forgets_the_reader_is_caught(
     assert any("batch_sha256" in d for d in differences(straight, run))
 
 
-@pytest.mark.gate("GATE-CKPT-001")
 def test_checkpoint_holds_the_whole_state(straight: Path) -> None:
     path = ckpt.list_checkpoints(straight)[-1]
     assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, ckpt.MANIFEST])
@@ -111,6 +115,45 @@ def test_checkpoint_holds_the_whole_state(straight: Path) -> None:
     assert {"python", "numpy", "torch", "cuda", "torch_version"} <= set(state["rng"])
     assert state["optimizer"]["param_groups"] and load_file(str(path / "optimizer.safetensors"))
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.pkl"))
+
+
+def _mismatched(run: Path) -> list[str]:
+    """The restored states GATE-CKPT-003 found different from the checkpoint, from the record."""
+    (result,) = [g for g in evidence(run)["gates"] if g["id"] == "GATE-CKPT-003"]
+    assert result["verdict"] == "FAIL"
+    return result["measured"]["mismatched"]
+
+
+@pytest.mark.gate("GATE-CKPT-003")
+def test_a_resume_that_leaves_the_rng_unrestored_halts(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rng, "restore", lambda state: None)  # the planted bug
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    before = random.getstate()
+    random.seed(20261122)  # a resumed process's generators are not where the checkpoint left them
+    try:
+        assert train(["train", "--resume", str(run)]) == 3
+    finally:
+        random.setstate(before)
+    assert _mismatched(run) == ["rng"]
+
+
+@pytest.mark.gate("GATE-CKPT-003")
+def test_a_resume_that_forgets_a_monitor_halts(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = TrainState.load_monitors
+
+    def forgetful(self: TrainState, state: dict) -> None:
+        load(self, {**state, "coherence": CoherenceMonitor().state_dict()})  # the planted bug
+
+    monkeypatch.setattr(TrainState, "load_monitors", forgetful)
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    saved = json.loads((ckpt.step_dir(run, 6) / "state.json").read_text())
+    assert saved["monitors"]["coherence"] != CoherenceMonitor().state_dict()  # step 5 was sampled
+    assert train(["train", "--resume", str(run)]) == 3
+    assert _mismatched(run) == ["monitors"]
 
 
 @pytest.mark.gate("GATE-CKPT-001")
@@ -129,17 +172,57 @@ def test_a_checkpoint_missing_its_rng_is_refused(
     assert verdicts(tmp_path / "run")["GATE-CKPT-001"] == "FAIL"
 
 
+def _flip_last_byte(path: Path) -> None:
+    payload = bytearray(path.read_bytes())
+    payload[-1] ^= 0xFF
+    path.write_bytes(bytes(payload))
+
+
+def _flip_a_weight_bit(checkpoint: Path) -> None:
+    _flip_last_byte(checkpoint / "model.safetensors")
+
+
+def _flip_a_moment_bit(checkpoint: Path) -> None:
+    _flip_last_byte(checkpoint / ckpt.OPTIMIZER_FILE)
+
+
+def _miscount_tokens_seen(checkpoint: Path) -> None:
+    """state.json still parses; one counter of the monitors is off by one."""
+    state = json.loads((checkpoint / "state.json").read_text())
+    state["monitors"]["tokens_seen"] += 1
+    (checkpoint / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+
+
+def _misstate_a_size(checkpoint: Path) -> None:
+    """manifest.json still parses; it claims one byte more for state.json."""
+    manifest = json.loads((checkpoint / ckpt.MANIFEST).read_text())
+    manifest["files"]["state.json"]["bytes"] += 1
+    (checkpoint / ckpt.MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
 @pytest.mark.gate("GATE-CKPT-002")
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (_flip_a_weight_bit, "model.safetensors"),
+        (_flip_a_moment_bit, "optimizer.safetensors"),
+        (_miscount_tokens_seen, "state.json"),
+        (_misstate_a_size, "state.json"),  # the manifest is the reference: its lie names the file
+    ],
+    ids=["model", "optimizer", "state", "manifest"],
+)
 def test_a_corrupt_checkpoint_is_refused_and_resume_falls_back(
-    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    straight: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], None],
+    named: str,
 ) -> None:
+    """Every file of a checkpoint is verified on load, and a damaged newest one is skipped on resume."""
     run = interrupted_copy(straight, tmp_path, at_step=6)
     newest = ckpt.list_checkpoints(run)[-1]
-    weights = newest / "model.safetensors"
-    payload = bytearray(weights.read_bytes())
-    payload[-1] ^= 0xFF  # one flipped bit in the last weight
-    weights.write_bytes(bytes(payload))
-    with pytest.raises(GateViolation, match=r"GATE-CKPT-002.*sha256"):
+    damage(newest)
+    with pytest.raises(GateViolation, match=rf"GATE-CKPT-002.*{re.escape(named)}"):
         ckpt.load_checkpoint(newest)
     assert train(["train", "--resume", str(run)]) == 0
     err = capsys.readouterr().err

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from contracts.evidence import Verdict
+from contracts.spec import Severity, load_spec
 from stack.cli import main
 from stack.data.prepare import prepare_corpus
+from stack.data.tokenizer import load_tokenizer
+from stack.train.config import resolve
+from stack.train.loop import Trainer
+from stack.train.metrics import MetricsLog
 
 WORDS = [
     "gate",
@@ -95,3 +103,40 @@ def evidence(run_dir: Path) -> dict[str, Any]:
 def verdicts(run_dir: Path) -> dict[str, str]:
     """gate id → verdict, from the run's evidence."""
     return {g["id"]: g["verdict"] for g in evidence(run_dir)["gates"]}
+
+
+def unjudged(run_dir: Path, kind: str = "train") -> dict[str, str]:
+    """Gates `kind` must judge that the run's record does not show holding: gate id → verdict.
+
+    A gate absent from the record reads "missing". WARN counts as holding only for a gate of
+    severity warning, which records what it saw and lets the run go on by design; a blocking
+    gate at WARN, NOT_RUN or FAIL is a gate the run did not show holding.
+    """
+    spec, got = load_spec(), verdicts(run_dir)
+    found = {}
+    for gate_id in spec.required_gates(kind):
+        verdict = got.get(gate_id, "missing")
+        held = {Verdict.PASS.value}
+        if spec.gate(gate_id).severity is Severity.WARNING:
+            held.add(Verdict.WARN.value)
+        if verdict not in held:
+            found[gate_id] = verdict
+    return found
+
+
+@contextmanager
+def smoke_trainer(data: Path, run_dir: Path, *sets: str) -> Iterator[Trainer]:
+    """A Trainer of the smoke preset on CPU, built as `stack train` builds it, its metrics log open.
+
+    For tests that drive the real loop one `train_step()` at a time and look at its state in
+    between, which a whole `stack train` run does not let them do.
+    """
+    tokenizer = load_tokenizer(data)
+    config = resolve("smoke", None, ["train.device='cpu'", *sets], vocab=tokenizer.vocab_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, data, run_dir, tokenizer, lambda _event, _t: None, lambda _step, _line: None)
+    trainer.metrics = MetricsLog(run_dir)
+    try:
+        yield trainer
+    finally:
+        trainer.metrics_log.close()

@@ -1,0 +1,46 @@
+"""The default contract mode, as a user gets it: without the FULL mode tests/conftest.py sets.
+
+Every other test runs with GATESTACK_CONTRACTS=full, so nothing there shows what a plain
+`stack train` runs under. These tests start a fresh interpreter with the variable removed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contracts.gates import MODE_ENV, Mode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A boundary-level gate fed a NaN loss: GATE-TRAIN-003's finite check before the optimizer step.
+PROBE = """
+from contracts.errors import GateViolation
+from contracts.gates import contract_mode
+from stack.train.guards import check_finite
+
+print(contract_mode().value)
+try:
+    check_finite(float("nan"), 1.0, 1)
+except GateViolation as exc:
+    print(exc.gate_id)
+"""
+
+
+def run_without_mode(code: str) -> list[str]:
+    """Run `code` in a fresh interpreter whose environment has no GATESTACK_CONTRACTS; its stdout lines."""
+    env = {name: value for name, value in os.environ.items() if name != MODE_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_the_default_mode_is_boundary_and_its_gates_fire() -> None:
+    assert run_without_mode(PROBE) == [Mode.BOUNDARY.value, "GATE-TRAIN-003"]
