@@ -72,7 +72,7 @@ bench: $(STAMP)
 ## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
 ## conformance record filed under evidence/runs/
 conformance: $(STAMP)
-	$(BIN)/python -m pytest tests -m gate --conformance-ledger evidence/runs
+	$(BIN)/python -m pytest tests -m "gate or holds" --conformance-ledger evidence/runs
 
 ## falsify: every gate's falsifiers with the gate on, then again with it forced off
 ## (GATESTACK_FORCE_PASS); a falsify record filed under evidence/runs/ judges GATE-INTEG-002

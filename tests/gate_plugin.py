@@ -48,6 +48,9 @@ from contracts.ledger import judged_result
 from contracts.spec import GateStatus, Spec, load_spec
 
 GATE_MARK = "gate"
+# A test that shows a gate holds on a clean path plants nothing, so it is no falsifier; it still
+# counts in the conformance record (a DDP regression must turn GATE-DIST-001 red there).
+HOLDS_MARK = "holds"
 CONFORMANCE, FALSIFY = "conformance", "falsify"
 PLUGIN_NAME = "gatestack-gate-records"
 # pytest's exit statuses that mean the tests ran to the end (some may have failed).
@@ -71,6 +74,7 @@ class Falsifier:
     """One gate-marked test: its gates, its reports with the gates on, and its off outcomes."""
 
     gates: list[str]
+    holds: list[str] = field(default_factory=list)  # gates this test shows holding (no plant)
     reports: list[pytest.TestReport] = field(default_factory=list)
     off: dict[str, str] = field(default_factory=dict)  # gate id → outcome with that gate forced off
 
@@ -117,9 +121,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
 
 
-def gate_ids(item: pytest.Item) -> list[str]:
-    """Every gate id the item's `gate` marks name (its own, its class's and its module's)."""
-    return sorted({arg for mark in item.iter_markers(GATE_MARK) for arg in mark.args if isinstance(arg, str)})
+def gate_ids(item: pytest.Item, mark_name: str = GATE_MARK) -> list[str]:
+    """Every gate id the item's `mark_name` marks name (its own, its class's and its module's)."""
+    return sorted({arg for mark in item.iter_markers(mark_name) for arg in mark.args if isinstance(arg, str)})
 
 
 def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
@@ -144,18 +148,18 @@ def gate_forced_off(gate_id: str) -> Iterator[None]:
         os.environ.pop(FORCE_PASS_ENV, None)
 
 
-def falsifiers_of(tests: dict[str, Falsifier]) -> dict[str, dict[str, Falsifier]]:
-    """gate id → nodeid → falsifier, for every gate some test marks."""
+def falsifiers_of(tests: dict[str, Falsifier], with_holds: bool = False) -> dict[str, dict[str, Falsifier]]:
+    """gate id → nodeid → test, for every gate some test marks (`holds` marks too when asked)."""
     by_gate: dict[str, dict[str, Falsifier]] = {}
     for nodeid, test in tests.items():
-        for gate_id in test.gates:
+        for gate_id in test.gates + (test.holds if with_holds else []):
             by_gate.setdefault(gate_id, {})[nodeid] = test
     return by_gate
 
 
 def conformance_results(spec: Spec, tests: dict[str, Falsifier]) -> list[GateResult]:
     """One judged result per gate the conformance kind judges and the run has falsifiers of."""
-    by_gate = falsifiers_of(tests)
+    by_gate = falsifiers_of(tests, with_holds=True)
     results = []
     for gate_id in sorted(spec.required_gates(CONFORMANCE)):
         if gate_id in by_gate:
@@ -252,9 +256,9 @@ class GateRecorder:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
-        gates = gate_ids(item)
-        if gates:
-            self.tests[item.nodeid] = Falsifier(gates)
+        gates, holds = gate_ids(item), gate_ids(item, HOLDS_MARK)
+        if gates or holds:
+            self.tests[item.nodeid] = Falsifier(gates, holds)
         result = yield
         if gates and FALSIFY in self.targets:
             self._run_off(item, nextitem)

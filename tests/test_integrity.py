@@ -12,8 +12,6 @@ from scratch import bump_revision, commit_all, make_record, make_repo, passed
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
 
-pytestmark = pytest.mark.gate("GATE-INTEG-001")
-
 # Ids the spec does not define, planted on purpose; the marker keeps the real check off them.
 UNKNOWN = "GATE-NOPE-001"  # integrity: planted
 UNKNOWN_IN_DOCS = "GATE-DATA-999"  # integrity: planted
@@ -32,6 +30,7 @@ def messages(root: Path) -> list[str]:
     return [f.line() for f in run_checks(root, []).violations]
 
 
+@pytest.mark.holds("GATE-INTEG-001")
 def test_clean_repository_passes(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, passed("GATE-INTEG-001"), artifact_text="{}\n")
@@ -39,6 +38,7 @@ def test_clean_repository_passes(repo: tuple[Path, str]) -> None:
     assert main(["--root", str(root)]) == 0
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_missing_artifact_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, artifact_text="{}\n")
@@ -46,6 +46,7 @@ def test_missing_artifact_is_reported(repo: tuple[Path, str]) -> None:
     assert any("does not exist" in m and "run-a" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_checksum_mismatch_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, artifact_text='{"loss": 1.0}\n')
@@ -53,6 +54,7 @@ def test_checksum_mismatch_is_reported(repo: tuple[Path, str]) -> None:
     assert any("sha256 does not match" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_path_escaping_the_repository_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     path = make_record(root, "run-a", sha, artifact_text="{}\n")
@@ -62,12 +64,14 @@ def test_path_escaping_the_repository_is_reported(repo: tuple[Path, str]) -> Non
     assert any("leaves" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_unknown_gate_id_in_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, passed(UNKNOWN))
     assert any(f"unknown gate {UNKNOWN}" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_unknown_gate_id_in_docs_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     (root / "docs").mkdir()
@@ -77,6 +81,7 @@ def test_unknown_gate_id_in_docs_is_reported(repo: tuple[Path, str]) -> None:
     assert not any("GATE-DATA-001" in m for m in found)
 
 
+@pytest.mark.gate("GATE-INTEG-002")
 @pytest.mark.gate("GATE-INTEG-002")
 def test_orphan_binding_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
@@ -90,6 +95,7 @@ def test_orphan_binding_is_reported(repo: tuple[Path, str]) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-002")
+@pytest.mark.gate("GATE-INTEG-002")
 def test_falsifier_citing_unknown_gate_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     (root / "tests" / "test_ghost.py").write_text(
@@ -99,6 +105,7 @@ def test_falsifier_citing_unknown_gate_is_reported(repo: tuple[Path, str]) -> No
 
 
 @pytest.mark.gate("GATE-INTEG-002")
+@pytest.mark.gate("GATE-INTEG-002")
 def test_active_gate_without_falsifier_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     (root / "tests" / "test_integ.py").write_text(
@@ -107,6 +114,7 @@ def test_active_gate_without_falsifier_is_reported(repo: tuple[Path, str]) -> No
     assert any("GATE-INTEG-002" in m and "no falsifier" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-002")
 @pytest.mark.gate("GATE-INTEG-002")
 def test_active_runtime_gate_without_binding_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
@@ -123,6 +131,7 @@ def test_active_runtime_gate_without_binding_is_reported(repo: tuple[Path, str])
     assert not any("GATE-TRAIN-003" in m and "no falsifier" in m for m in found)
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_tampered_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     path = make_record(root, "run-a", sha, passed("GATE-INTEG-001"))
@@ -133,6 +142,7 @@ def test_tampered_evidence_is_reported(repo: tuple[Path, str]) -> None:
     assert any("run-a/metadata.json" in m and "does not validate" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_duplicate_gate_id_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     integ = root / "spec/gates/integ.yaml"
@@ -141,6 +151,7 @@ def test_duplicate_gate_id_is_reported(repo: tuple[Path, str]) -> None:
     assert len(found) == 1 and "duplicate gate id GATE-INTEG-001" in found[0]
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_stale_revision_is_reported_stale(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, passed("GATE-INTEG-001"))
@@ -152,6 +163,7 @@ def test_stale_revision_is_reported_stale(repo: tuple[Path, str]) -> None:
     )
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_revision_bump_without_history_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     integ = root / "spec/gates/integ.yaml"
@@ -160,12 +172,14 @@ def test_revision_bump_without_history_is_reported(repo: tuple[Path, str]) -> No
     assert len(found) == 1 and "GATE-INTEG-001 lists revisions [1]" in found[0]
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_unknown_commit_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
     make_record(root, "run-a", "0" * 40)
     assert any("not in this repository's history" in m for m in messages(root))
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_registry_citing_dirty_evidence_is_reported(repo: tuple[Path, str]) -> None:
     root, sha = repo
     dirty = sha256_file(make_record(root, "run-dirty", sha, dirty=True))
@@ -182,6 +196,7 @@ def test_registry_citing_dirty_evidence_is_reported(repo: tuple[Path, str]) -> N
     assert any("run-missing" in m for m in found)
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_registry_artifact_checksum_is_verified(repo: tuple[Path, str]) -> None:
     root, sha = repo
     record = sha256_file(make_record(root, "run-a", sha))
@@ -198,6 +213,7 @@ def test_registry_artifact_checksum_is_verified(repo: tuple[Path, str]) -> None:
     assert any("weights.bin: sha256 does not match" in m for m in messages(root))
 
 
+@pytest.mark.holds("GATE-INTEG-001")
 def test_extra_run_directory_is_checked(repo: tuple[Path, str], tmp_path: Path) -> None:
     root, sha = repo
     path = make_record(root, "run-a", sha, artifact_text="{}\n")
@@ -208,12 +224,14 @@ def test_extra_run_directory_is_checked(repo: tuple[Path, str], tmp_path: Path) 
     assert any("metrics.jsonl" in f.message and "does not exist" in f.message for f in report.violations)
 
 
+@pytest.mark.holds("GATE-INTEG-001")
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--root", str(tmp_path)]) == 2
     assert "no spec/ directory" in capsys.readouterr().err
     assert main(["--root", str(Path(__file__).parent.parent), "--run", str(tmp_path)]) == 2
 
 
+@pytest.mark.holds("GATE-INTEG-001")
 def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, {"GATE-INTEG-001": TEST_FAILED})  # a halted run, truly FAIL
@@ -223,6 +241,7 @@ def test_json_report_is_machine_readable(repo: tuple[Path, str], capsys: pytest.
     assert report["ok"] and row["latest"] == "FAIL" and row["falsifiers"]
 
 
+@pytest.mark.gate("GATE-INTEG-002")
 @pytest.mark.gate("GATE-INTEG-002")
 def test_falsifier_named_by_a_module_constant_counts(repo: tuple[Path, str]) -> None:
     root, _ = repo

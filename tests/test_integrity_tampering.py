@@ -31,8 +31,6 @@ from train_support import prepared, smoke_args
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, read_evidence, sha256_file
 from contracts.spec import load_spec_from
 
-pytestmark = pytest.mark.gate("GATE-INTEG-001")
-
 RUN_ID = "scratch-release"
 RECORD = f"{LEDGER_DIR.as_posix()}/{RUN_ID}/{EVIDENCE_FILE}"
 REGISTRY = "evidence/registry.yaml"
@@ -179,6 +177,7 @@ def stack_train(released: Released, out: Path, ledger: Path) -> subprocess.Compl
 # -- the untampered copy -----------------------------------------------------------------------
 
 
+@pytest.mark.holds("GATE-INTEG-001")
 def test_untampered_copy_passes(released: Released, repo: Path) -> None:
     record = read_evidence(repo / RECORD)
     assert (record.code.git_sha, record.code.git_dirty) == (released.sha, False)
@@ -191,6 +190,7 @@ def test_untampered_copy_passes(released: Released, repo: Path) -> None:
 # -- verdicts ----------------------------------------------------------------------------------
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_warn_flipped_to_pass_is_caught(repo: Path) -> None:
     def flip(data: dict[str, Any]) -> None:
         adequacy = result(data, "GATE-DATA-004")
@@ -205,6 +205,7 @@ def test_warn_flipped_to_pass_is_caught(repo: Path) -> None:
     assert proc.returncode == 1 and expected in proc.stdout, proc.stdout
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_not_run_flipped_to_pass_is_caught(repo: Path) -> None:
     def flip(data: dict[str, Any]) -> None:
         # A gate the run never judged, as the ledger writes it (NOT_RUN, nothing measured), flipped.
@@ -214,11 +215,13 @@ def test_not_run_flipped_to_pass_is_caught(repo: Path) -> None:
     assert_caught(repo, RECORD, "GATE-EVAL-004: recorded PASS, but its measured values re-judge to")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_edited_record_no_longer_matches_its_citation(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-DATA-004").update(verdict="PASS"), recite=False)
     assert_caught(repo, REGISTRY, RELEASE, f"{RUN_ID!r}: its metadata.json does not match the cited sha256")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_halted_record_still_released_is_caught(repo: Path) -> None:
     def halt(data: dict[str, Any]) -> None:  # a true FAIL: the numbers fail and the run halted
         leak = result(data, "GATE-DATA-005")
@@ -235,21 +238,25 @@ def test_halted_record_still_released_is_caught(repo: Path) -> None:
 # -- measured values, thresholds, gates, mode, waivers, metrics ---------------------------------
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_first_loss_contradicting_its_pass_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["measured"].update(loss=40.0))
     assert_caught(repo, RECORD, "GATE-TRAIN-004: recorded PASS, but its measured values re-judge to FAIL")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_heldout_batches_contradicting_their_pass_are_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-EVAL-001")["measured"].update(heldout_batches=2))
     assert_caught(repo, RECORD, "GATE-EVAL-001: recorded PASS, but its measured values re-judge to FAIL")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_threshold_edited_in_the_record_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["threshold"].update(first_loss_tolerance=100.0))
     assert_caught(repo, RECORD, "GATE-TRAIN-004: the record's thresholds", "are not the spec's")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_deleted_gate_result_is_caught(repo: Path) -> None:
     def delete(data: dict[str, Any]) -> None:
         data["gates"] = [g for g in data["gates"] if g["id"] != "GATE-EVAL-001"]
@@ -261,6 +268,7 @@ def test_deleted_gate_result_is_caught(repo: Path) -> None:
     assert named(found, REGISTRY, RELEASE, "did not judge GATE-EVAL-001"), report
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_all_gate_results_deleted_are_caught(repo: Path) -> None:
     tamper(repo, lambda data: data.update(gates=[]))
     required = load_spec_from(repo / "spec").required_gates("train")
@@ -269,16 +277,19 @@ def test_all_gate_results_deleted_are_caught(repo: Path) -> None:
     assert required and unreported == [], "\n".join(found)
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_unknown_contract_mode_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: data.update(contract_mode="sometimes"))
     assert_caught(repo, RECORD, "contract_mode 'sometimes' is not one of")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_contracts_off_cannot_back_a_release(repo: Path) -> None:
     tamper(repo, lambda data: data.update(contract_mode="off"))
     assert_caught(repo, REGISTRY, RELEASE, RUN_ID, "was made with the contracts off")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
     def waive(data: dict[str, Any]) -> None:
         data["waivers"] = [{"gate": "GATE-DATA-004", "reason": "it is only a smoke run"}]
@@ -288,6 +299,7 @@ def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
     assert_caught(repo, RECORD, "waiver of GATE-DATA-004 was not asked for on any command line")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(("key", "value"), [("step", 4), ("last_heldout_loss", 1.25)])
 def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
     tamper(repo, lambda data: data["metrics"].update({key: value}))
@@ -297,6 +309,7 @@ def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
 # -- the registry ------------------------------------------------------------------------------
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize("moved", [False, True], ids=["as-is", "start-time-moved"])
 def test_fabricated_copy_cited_by_the_registry_is_caught(repo: Path, moved: bool) -> None:
     forged = "scratch-forged"
@@ -314,12 +327,14 @@ def test_fabricated_copy_cited_by_the_registry_is_caught(repo: Path, moved: bool
     assert_caught(repo, forged, RUN_ID, "a copy of another record")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_release_citing_a_benchmark_record_is_caught(repo: Path) -> None:
     bench = next(p.parent.name for p in sorted((repo / LEDGER_DIR).glob(f"bench-*/{EVIDENCE_FILE}")))
     cite(repo, bench)
     assert_caught(repo, REGISTRY, RELEASE, bench, "is a benchmark record, not a training run")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_registry_git_sha_moved_to_another_commit_is_caught(released: Released, repo: Path) -> None:
     head = subprocess.run(
         ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
@@ -329,6 +344,7 @@ def test_registry_git_sha_moved_to_another_commit_is_caught(released: Released, 
     assert_caught(repo, REGISTRY, RELEASE, f"was made at {released.sha[:12]}, the registry says {head[:12]}")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_swapped_weights_are_caught(repo: Path) -> None:
     weights = repo / MODEL_DIR / WEIGHTS_FILE
     payload = bytearray(weights.read_bytes())
@@ -344,17 +360,20 @@ def test_swapped_weights_are_caught(repo: Path) -> None:
 # -- the spec ----------------------------------------------------------------------------------
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_threshold_changed_without_revision_bump_is_caught(repo: Path) -> None:
     revision = load_spec_from(repo / "spec").gates["GATE-TRAIN-004"].revision
     edit_gate(repo, "GATE-TRAIN-004", first_loss_tolerance=5.0)
     assert_caught(repo, f"GATE-TRAIN-004 rev {revision}: thresholds changed without a revision bump")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_threshold_bump_missing_from_the_changelog_is_caught(repo: Path) -> None:
     revision = bump_revision(repo, "GATE-TRAIN-004", named=False, first_loss_tolerance=5.0)
     assert_caught(repo, "revisions.yaml", f"does not name 'GATE-TRAIN-004 rev {revision}'")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize("value", [float("nan"), True, None], ids=["nan", "true", "null"])
 def test_threshold_that_is_not_a_finite_number_is_refused(repo: Path, value: object) -> None:
     edit_gate(repo, "GATE-TRAIN-004", first_loss_tolerance=value)
@@ -364,6 +383,7 @@ def test_threshold_that_is_not_a_finite_number_is_refused(repo: Path, value: obj
 # -- the ledger --------------------------------------------------------------------------------
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_training_over_an_existing_record_is_refused(released: Released, repo: Path, tmp_path: Path) -> None:
     ledger = repo / LEDGER_DIR
     existing = next(p.name for p in sorted(ledger.iterdir()) if p.name != RUN_ID)
@@ -374,6 +394,7 @@ def test_training_over_an_existing_record_is_refused(released: Released, repo: P
     assert (ledger / existing / EVIDENCE_FILE).read_bytes() == before
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_second_run_with_the_same_name_is_refused(released: Released, repo: Path, tmp_path: Path) -> None:
     before = (repo / RECORD).read_bytes()
     out = tmp_path / "second" / RUN_ID
@@ -384,6 +405,7 @@ def test_second_run_with_the_same_name_is_refused(released: Released, repo: Path
     assert violations(repo) == []
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_ledger_directory_without_its_record_is_caught(repo: Path) -> None:
     (repo / RECORD).unlink()  # its config.toml and metrics.jsonl stay
     assert_caught(
@@ -391,6 +413,7 @@ def test_ledger_directory_without_its_record_is_caught(repo: Path) -> None:
     )
 
 
+@pytest.mark.gate("GATE-INTEG-001")
 def test_readme_citing_a_deleted_record_is_caught(repo: Path) -> None:
     cited = CITED_EVIDENCE_RE.search((repo / "README.md").read_text(encoding="utf-8"))
     assert cited is not None, "README.md cites no evidence record"

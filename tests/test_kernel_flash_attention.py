@@ -72,14 +72,14 @@ def mismatches(
     ]
 
 
-@pytest.mark.gate("GATE-KERNEL-001")
+@pytest.mark.holds("GATE-KERNEL-001")
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n", LENGTHS)
 def test_matches_reference_around_the_tile_size(n: int, causal: bool) -> None:
     assert mismatches(2, 4, 2, n, n, 16, causal) == []
 
 
-@pytest.mark.gate("GATE-KERNEL-001")
+@pytest.mark.holds("GATE-KERNEL-001")
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batch=st.integers(1, 2),
@@ -95,19 +95,19 @@ def test_matches_reference_on_drawn_shapes(
     assert mismatches(batch, heads_kv * group, heads_kv, n, n, dim, causal) == []
 
 
-@pytest.mark.gate("GATE-KERNEL-001")
+@pytest.mark.holds("GATE-KERNEL-001")
 @pytest.mark.parametrize("dim", fa.HEAD_DIMS)
 def test_every_head_dim(dim: int) -> None:
     assert mismatches(1, 2, 1, 65, 65, dim, causal=True) == []
 
 
-@pytest.mark.gate("GATE-KERNEL-001")
+@pytest.mark.holds("GATE-KERNEL-001")
 @pytest.mark.parametrize(("n_q", "n_kv"), [(1, 70), (5, 70), (70, 5)])
 def test_cache_shaped_causal_is_aligned_bottom_right(n_q: int, n_kv: int) -> None:
     assert mismatches(1, 2, 1, n_q, n_kv, 32, causal=True) == []
 
 
-@pytest.mark.gate("GATE-KERNEL-001")
+@pytest.mark.holds("GATE-KERNEL-001")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_accumulate_in_fp32(dtype: torch.dtype) -> None:
     assert mismatches(1, 2, 1, 65, 65, 32, causal=True, dtype=dtype) == []
@@ -138,14 +138,14 @@ def test_falsifier_kernel_without_tail_mask_fails(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.gate("GATE-KERNEL-001")
 @pytest.mark.parametrize("low_precision", [False, True])
 def test_tolerance_is_pinned(low_precision: bool) -> None:
-    """A deviation twice the absolute tolerance fires, half of it holds (reference of zeros: rtol adds nothing).
+    """1.5 x the absolute tolerance fires, 0.7 x holds (a reference of zeros: rtol adds nothing).
 
-    fp32_atol is 2e-4 and lowp_atol 2e-2; a tolerance widened or narrowed twofold turns this red.
+    fp32_atol is 2e-4 and lowp_atol 2e-2: a tolerance widened or narrowed twofold turns this red.
     """
     atol = 2e-2 if low_precision else 2e-4
     reference = {"out": torch.zeros(8)}
-    assert not kernel_parity({"out": torch.full((8,), 2.0 * atol)}, reference, low_precision).ok
-    assert kernel_parity({"out": torch.full((8,), 0.5 * atol)}, reference, low_precision).ok
+    assert not kernel_parity({"out": torch.full((8,), 1.5 * atol)}, reference, low_precision).ok
+    assert kernel_parity({"out": torch.full((8,), 0.7 * atol)}, reference, low_precision).ok
 
 
 def test_refuses_what_it_cannot_compute() -> None:

@@ -13,12 +13,14 @@ import torch
 
 from contracts.spec import load_spec
 from stack.model import GPT, ModelConfig
+from stack.model.checks import overfit_outcome
 
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs. " * 100
 WINDOW = 64
 BATCH = 16
 CONTEXT_WARMUP = 8
 EVAL_EVERY = 25
+MAX_STEPS = int(load_spec().threshold("GATE-MODEL-002", "overfit_max_steps"))
 
 
 def _tokens() -> tuple[torch.Tensor, int]:
@@ -36,11 +38,12 @@ def _windows(data: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tens
 
 
 def overfits(loss: float) -> bool:
-    """GATE-MODEL-002's verdict on a best loss: below the spec's overfit_max_loss.
+    """GATE-MODEL-002's verdict on a best loss reached within the budget, by the gate's judge.
 
-    The one place the bound is read, so the positive test and the falsifiers judge by the same rule.
+    The one rule for the positive test and the falsifiers; switched off in a mutation run, it
+    lets the planted models through.
     """
-    return loss < load_spec().threshold("GATE-MODEL-002", "overfit_max_loss")
+    return overfit_outcome(loss, MAX_STEPS).ok
 
 
 def best_loss_within_budget(model: GPT, data: torch.Tensor, lr: float = 1e-2) -> float:
@@ -48,17 +51,16 @@ def best_loss_within_budget(model: GPT, data: torch.Tensor, lr: float = 1e-2) ->
 
     `lr` is the gate's 1e-2 unless a falsifier stunts it.
     """
-    max_steps = int(load_spec().threshold("GATE-MODEL-002", "overfit_max_steps"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
     probe = _windows(data, torch.Generator().manual_seed(1))
     best = float("inf")
-    for step in range(1, max_steps + 1):
+    for step in range(1, MAX_STEPS + 1):
         _, loss = model(*_windows(data, generator))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % EVAL_EVERY == 0 or step == max_steps:
+        if step % EVAL_EVERY == 0 or step == MAX_STEPS:
             with torch.no_grad():
                 best = min(best, model(*probe)[1].item())
             if overfits(best):
@@ -71,7 +73,7 @@ def _tiny_model(vocab: int) -> GPT:
     return GPT(ModelConfig(vocab=vocab, ctx=WINDOW, **shape), seed=0)
 
 
-@pytest.mark.gate("GATE-MODEL-002")
+@pytest.mark.holds("GATE-MODEL-002")
 def test_tiny_model_overfits_repeated_text() -> None:
     assert len(TEXT.encode()) <= 10_000
     data, vocab = _tokens()

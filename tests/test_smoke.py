@@ -70,7 +70,7 @@ def test_twenty_second_run(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "hf" / "export.json").read_text())["format"] == "hf"
 
     integrity = subprocess.run(
-        [sys.executable, "tools/check_integrity.py", "--run", str(run)],
+        [sys.executable, "tools/check_integrity.py", "--runs-only", "--run", str(run)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -99,7 +99,7 @@ def test_bisection_names_the_planted_layer_and_site(kind: str, layer: int, delta
     assert first_divergence(model, broken) == expected  # green without the plant: see the next test
 
 
-@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.holds("GATE-TRACE-003")
 @pytest.mark.parametrize(
     ("backend", "dtype"), [("sdpa", "fp32"), ("naive", "fp32"), ("triton", "fp32"), ("sdpa", "bf16")]
 )
@@ -108,7 +108,7 @@ def test_the_same_weights_under_another_backend_or_dtype_agree(backend: str, dty
     assert first_divergence(model, model, backend=backend, dtype=dtype) is None
 
 
-@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.holds("GATE-TRACE-003")
 def test_calibration_is_what_lets_bf16_drift_pass() -> None:
     model = tiny_model()
     a, b = TracePath(model, "sdpa", "fp32", "A"), TracePath(model, "sdpa", "bf16", "B")

@@ -68,6 +68,7 @@ def interrupted_copy(straight: Path, tmp_path: Path, at_step: int) -> Path:
     return run
 
 
+@pytest.mark.holds("GATE-CKPT-003")
 def test_resume_is_bit_exact(straight: Path, tmp_path: Path) -> None:
     run = interrupted_copy(straight, tmp_path, at_step=4)
     assert train(["train", "--resume", str(run)]) == 0
@@ -107,6 +108,7 @@ def test_a_resume_that_forgets_the_reader_is_caught(
     assert any("batch_sha256" in d for d in differences(straight, run))
 
 
+@pytest.mark.holds("GATE-CKPT-001")
 def test_checkpoint_holds_the_whole_state(straight: Path) -> None:
     path = ckpt.list_checkpoints(straight)[-1]
     assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, ckpt.MANIFEST])

@@ -394,8 +394,12 @@ def collector_paused() -> Iterator[None]:
 
 
 @collector_paused()
-def run_checks(root: Path, extra_runs: list[Path]) -> Report:
-    """Every check over one repository (and any extra run directories)."""
+def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> Report:
+    """Every check over one repository and any extra run directories.
+
+    `runs_only` checks just the extra runs (their schema, truth, artifacts and commit) against the
+    repository's spec: what a user's CI asks of its own runs, whatever the state of the ledger.
+    """
     root = root.resolve()
     try:
         spec = load_spec_from(root / "spec")
@@ -403,7 +407,7 @@ def run_checks(root: Path, extra_runs: list[Path]) -> Report:
         finding = Finding(INTEG_EVIDENCE, "spec", "", str(exc))
         return Report([finding], [], [], 0)
     checker = Checker(root, spec)
-    ledger = [load_evidence(p) for p in evidence_paths(root)]
+    ledger = [] if runs_only else [load_evidence(p) for p in evidence_paths(root)]
     for loaded in ledger:
         checker.check_record(loaded, root, in_ledger=True)
     extra = []
@@ -412,6 +416,8 @@ def run_checks(root: Path, extra_runs: list[Path]) -> Report:
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
+    if runs_only:
+        return Report(checker.violations, checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
     checker.check_duplicates(ledger)
     try:
@@ -433,7 +439,7 @@ def run_checks(root: Path, extra_runs: list[Path]) -> Report:
 
 def render_human(report: Report) -> str:
     """The report as a person reads it: coverage table, then warnings, then violations."""
-    lines = ["gate               status      kind       bindings  falsifiers  latest"]
+    lines = ["gate               status      kind       bindings  falsifiers  latest"] if report.rows else []
     for row in report.rows:
         latest = row.verdicts[0].label if row.verdicts else "-"
         lines.append(
@@ -442,9 +448,8 @@ def render_human(report: Report) -> str:
         )
     active_rows = [r for r in report.rows if active(r.gate)]
     covered = sum(r.covered for r in active_rows)
-    lines.append(
-        f"\n{covered}/{len(active_rows)} ACTIVE gates covered; {report.records} evidence record(s) checked"
-    )
+    coverage_line = f"{covered}/{len(active_rows)} ACTIVE gates covered; " if report.rows else ""
+    lines.append(f"\n{coverage_line}{report.records} evidence record(s) checked")
     for finding in report.warnings:
         lines.append(f"warning  {finding.line()}")
     for finding in report.violations:
@@ -466,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run", type=Path, action="append", default=[], help="also check the evidence of this run directory"
     )
+    parser.add_argument(
+        "--runs-only",
+        action="store_true",
+        help="check only the --run directories (their records' truth), not the repository's ledger",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not (args.root / "spec").is_dir():
@@ -478,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (run_dir / "metadata.json").is_file():
             print(f"check_integrity: {run_dir} has no metadata.json; pass a run directory", file=sys.stderr)
             return 2
-    report = run_checks(args.root, args.run)
+    if args.runs_only and not args.run:
+        print("check_integrity: --runs-only needs at least one --run RUN_DIR", file=sys.stderr)
+        return 2
+    report = run_checks(args.root, args.run, runs_only=args.runs_only)
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
     return 1 if report.violations else 0
 

@@ -122,11 +122,12 @@ def file_falsify_record(
 
 def copy_repo(dst: Path) -> str:
     """A copy of this repository at `dst`: its git history, with today's working tree committed
-    on top; returns that commit's sha.
+    on top, then a falsify record for it; returns the sha of HEAD.
 
     The history is cloned because records and the registry cite commits of it; the working tree
     is copied (not checked out) because it is what the checker reads now, uncommitted edits
-    included. The copy's own stack/ and contracts/ make a run started inside it record the copy's
+    included. A passing falsify record for the copy's commit is filed on top. The copy's own
+    stack/ and contracts/ make a run started inside it record the copy's
     commit, as a run of this repository records this one's.
     """
     subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(dst)], check=True)
@@ -136,7 +137,11 @@ def copy_repo(dst: Path) -> str:
             shutil.copytree(source, dst / name, ignore=NOT_COPIED)
         elif source.is_file():
             shutil.copy2(source, dst / name)
-    return commit_all(dst, "scratch copy of the working tree")
+    sha = commit_all(dst, "scratch copy of the working tree")
+    # The copy's code is not the commit any real falsify record proved; a scratch one stands in,
+    # so the copy is clean whether or not this repository's own proof is current.
+    file_falsify_record(dst, sha)
+    return commit_all(dst, "scratch: falsify record")
 
 
 def falsifier_measured(gate_id: str, outcome: str) -> dict[str, Any]:
