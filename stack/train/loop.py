@@ -297,7 +297,7 @@ class Trainer:
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
-        plain = GPT(self.config.model)
+        plain = GPT(self.config.model, seed=self.config.train.seed)  # no draw from the global RNG
         return plain, build_optimizer(plain, self.config, torch.device("cpu"))
 
     def save(self) -> Path:
