@@ -24,6 +24,7 @@ from audit import (
     scan_bindings,
     scan_falsifiers,
 )
+from mutation import is_current, latest_of
 from plots import trace_heat_map, training_curves
 
 from contracts.errors import BadInput
@@ -79,8 +80,27 @@ def _mark(items: list) -> str:
     return f"✔ {len(items)}" if items else "✘"
 
 
-def gates_index(rows: list[CoverageRow], spec: Spec) -> str:
-    """The catalogue with the traceability matrix: gate × binding / falsifier / evidence."""
+def mutation_verdicts(root: Path, records: list[LoadedEvidence]) -> tuple[dict[str, str], str]:
+    """gate id → "proven" / "not proven" by the latest falsify record, and a line about that record."""
+    latest = latest_of(records)
+    if latest is None:
+        return {}, "No falsify record yet: run `make falsify` on a clean tree."
+    _, record = latest
+    result = next((g for g in record.gates if g.id == "GATE-INTEG-002"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    gates = measured.get("gates") if isinstance(measured.get("gates"), dict) else {}
+    verdicts = {
+        gate_id: "✔ red when off" if row.get("red_off") and row.get("passed_on") else "✘ not proven"
+        for gate_id, row in gates.items()
+        if isinstance(row, dict)
+    }
+    current = record.code.git_sha is not None and is_current(root, record.code.git_sha)
+    state = "current" if current and not record.code.git_dirty else "NOT current: re-run `make falsify`"
+    return verdicts, f"Mutation verdicts from [{record.run.id}](../evidence/{record.run.id}.md) ({state})."
+
+
+def gates_index(rows: list[CoverageRow], spec: Spec, mutation: tuple[dict[str, str], str]) -> str:
+    """The catalogue with the traceability matrix: gate × binding / falsifier / mutation / evidence."""
     active = [r for r in rows if r.gate.status.value == "ACTIVE"]
     covered = sum(r.covered for r in active)
     out = [BANNER, f"# Gates and traceability (spec {spec.version})\n"]
@@ -89,8 +109,15 @@ def gates_index(rows: list[CoverageRow], spec: Spec) -> str:
         "covered when it has a contract binding and a falsifier test; any other gate when it has a "
         "falsifier. Counts are computed from the source on every build.\n"
     )
-    out.append("| gate | title | status | kind | bindings | falsifiers | latest verdict |")
-    out.append("|---|---|---|---|---|---|---|")
+    verdicts, provenance = mutation
+    out.append(
+        "*Has a falsifier* means a test plants the gate's bug; *proven by mutation* means that test "
+        f"fails when the gate is forced off (`make falsify`). {provenance}\n"
+    )
+    out.append(
+        "| gate | title | status | kind | bindings | falsifiers | proven by mutation | latest verdict |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|")
     for row in rows:
         gate = row.gate
         latest = (
@@ -101,7 +128,8 @@ def gates_index(rows: list[CoverageRow], spec: Spec) -> str:
         bindings = _mark(row.bindings) if gate.kind.value == "runtime" else "n/a"
         out.append(
             f"| [{gate.id}]({gate.id}.md) | {_cell(gate.title)} | {gate.status.value} | "
-            f"{gate.kind.value} | {bindings} | {_mark(row.falsifiers)} | {latest} |"
+            f"{gate.kind.value} | {bindings} | {_mark(row.falsifiers)} | {verdicts.get(gate.id, '—')} | "
+            f"{latest} |"
         )
     return "\n".join(out) + "\n"
 
@@ -346,7 +374,7 @@ def render(root: Path, extra_runs: list[Path] | None = None) -> list[Path]:
         shutil.rmtree(out_dir)
     pages: dict[Path, str] = {
         out_dir / "spec.md": spec_page(spec),
-        out_dir / "gates" / "index.md": gates_index(rows, spec),
+        out_dir / "gates" / "index.md": gates_index(rows, spec, mutation_verdicts(root, records)),
         out_dir / "evidence" / "index.md": evidence_index(records),
         out_dir / "benchmarks.md": benchmarks_page(spec, records),
         out_dir / "models.md": registry_page(
