@@ -8,23 +8,23 @@ import pytest
 from render_site import GENERATED, main, render
 from scratch import make_record, make_repo
 
-from contracts.evidence import Verdict
+from contracts.judges import TEST_FAILED
 
 
-@pytest.mark.gate("GATE-INTEG-002")
 def test_pages_for_gates_matrix_and_runs(tmp_path: Path) -> None:
     sha = make_repo(tmp_path)
-    make_record(tmp_path, "run-a", sha, {"GATE-INTEG-001": Verdict.WARN}, artifact_text="{}\n")
+    make_record(tmp_path, "run-a", sha, {"GATE-INTEG-001": TEST_FAILED}, artifact_text="{}\n")
     written = render(tmp_path)
     out = tmp_path / GENERATED
     assert out / "gates" / "GATE-INTEG-001.md" in written
     gate_page = (out / "gates" / "GATE-INTEG-001.md").read_text()
-    assert "test_integ_001" in gate_page and "WARN" in gate_page and "run-a" in gate_page
+    assert "test_integ_001" in gate_page and "FAIL" in gate_page and "run-a" in gate_page
     matrix = (out / "gates" / "index.md").read_text()
     assert "| [GATE-DATA-001](GATE-DATA-001.md) |" in matrix
     assert "2 ACTIVE, 2 of them covered" in matrix
     run_page = (out / "evidence" / "run-a.md").read_text()
-    assert "**WARN**" in run_page and "metrics.jsonl" in run_page
+    assert "**FAIL**" in run_page and "metrics.jsonl" in run_page
+    assert "✔ red when off" in matrix  # the scratch repository's falsify record proves its gates
     assert "run-a" in (out / "evidence" / "index.md").read_text()
     assert (out / "schemas" / "evidence.schema.json").is_file()
 
