@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench conformance falsify
+.PHONY: demo test lint pytest browser-deps integrity site bench conformance falsify proofs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -78,3 +78,7 @@ conformance: $(STAMP)
 ## (GATESTACK_FORCE_PASS); a falsify record filed under evidence/runs/ judges GATE-INTEG-002
 falsify: $(STAMP)
 	$(BIN)/python -m pytest tests -m gate --falsify-ledger evidence/runs
+
+## proofs: both records from one pytest session (what a commit that changes code files)
+proofs: $(STAMP)
+	$(BIN)/python -m pytest tests -m "gate or holds" --conformance-ledger evidence/runs --falsify-ledger evidence/runs

@@ -552,6 +552,15 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
 
 
 @judges("GATE-INTEG-001")
+def _evidence_resolves(m: Measured, t: Thresholds) -> list[str]:
+    """The integrity check's own verdict: no finding of this gate remains (or, in conformance, its tests)."""
+    at_least_one_check(m, ("violations",), ("falsifiers",))
+    problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
+    if has(m, "violations") and (n := count(m, "violations")):
+        problems.append(f"{n} integrity violation(s): the evidence does not resolve or is not true")
+    return problems
+
+
 def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
     tests = m.get("falsifiers")
     if not isinstance(tests, Mapping) or not tests:

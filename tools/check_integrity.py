@@ -46,6 +46,7 @@ from record_checks import check_record_truth
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
+from contracts.judges import judge
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems
 from contracts.spec import GateKind, Spec, load_spec_from
@@ -113,6 +114,17 @@ class Checker:
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.violations.append(Finding(rule, self._rel(file), record, message))
+
+    def verdict(self) -> list[Finding]:
+        """The violations that stand: GATE-INTEG-001's judge decides over its findings.
+
+        Only a mutation run (the gate forced off) can make the judge accept findings; then they
+        are dropped, which is what turns the auditor's falsifiers red.
+        """
+        evidence = [f for f in self.violations if f.rule == INTEG_EVIDENCE]
+        if judge(INTEG_EVIDENCE, {"violations": len(evidence)}):
+            return self.violations
+        return [f for f in self.violations if f.rule != INTEG_EVIDENCE]
 
     def warn(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.warnings.append(Finding(rule, self._rel(file), record, message))
@@ -417,7 +429,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
     if runs_only:
-        return Report(checker.violations, checker.warnings, [], len(extra))
+        return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
     checker.check_duplicates(ledger)
     try:
@@ -434,7 +446,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     checker.check_coverage(rows, bindings, falsifiers)
     for problem in falsify_findings(root, spec, ledger):
         checker.fail(INTEG_COVERAGE, root / RUNS_DIR, "falsify", problem)
-    return Report(checker.violations, checker.warnings, rows, len(ledger) + len(extra))
+    return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra))
 
 
 def render_human(report: Report) -> str:
