@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--opset", type=int, default=None, help="onnx: the ai.onnx opset, 18 or newer (default 18)"
     )
-    parser.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace DIR, but only if all it holds is an earlier export, unchanged (per its export.json)",
+    )
     parser.add_argument(
         "--evidence-dir",
         type=Path,

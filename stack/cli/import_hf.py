@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--sample-text", type=Path, metavar="FILE", help="text to check parity on (default: built-in)"
     )
-    parser.add_argument("--force", action="store_true", help="replace OUT if it holds an earlier import")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUT, but only if all it holds is an earlier import, unchanged (per its import.json)",
+    )
     parser.set_defaults(func=run)
 
 

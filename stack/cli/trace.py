@@ -75,6 +75,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
     )
     where.add_argument("--evidence-dir", type=Path, metavar="DIR", help="write the record to DIR/<run-id>/")
+    where.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --json/--csv/--dump FILE or --out DIR, but only one a trace wrote",
+    )
     parser.set_defaults(func=run)
 
 
@@ -185,8 +190,19 @@ def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
     return modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that exists and that --force may not replace."""
+    from stack.trace.record import check_out_dir, check_output_file
+
+    for option, path in (("--json", args.json), ("--csv", args.csv), ("--dump", args.dump)):
+        check_output_file(path, option, args.force)
+    if args.out is not None:
+        check_out_dir(args.out, args.force)
+
+
 def _write_outputs(args: argparse.Namespace, result: Result) -> None:
     import csv
+    import io
     import json
 
     from contracts.evidence import atomic_write_bytes
@@ -196,11 +212,11 @@ def _write_outputs(args: argparse.Namespace, result: Result) -> None:
         text = json.dumps(plain(result.payload()), indent=1, allow_nan=False) + "\n"
         atomic_write_bytes(args.json, text.encode())
     if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(result.csv[0]) if result.csv else [])
-            writer.writeheader()
-            writer.writerows(result.csv)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=list(result.csv[0]) if result.csv else [])
+        writer.writeheader()
+        writer.writerows(result.csv)
+        atomic_write_bytes(args.csv, table.getvalue().encode())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     from stack.train.trained import resolve_checkpoint
 
     _validate(args)
+    _check_outputs(args)
     checkpoint = None if args.compare else resolve_checkpoint(args.path)
     anchor = run_dir_of(checkpoint) if checkpoint is not None else args.compare[0].resolve().parent
     config: dict[str, Any] = {

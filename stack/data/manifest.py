@@ -152,8 +152,18 @@ class Manifest(Strict):
 
     def files(self) -> list[str]:
         """Every path this manifest owns, itself included: what `--force` may replace."""
-        owned = [s.path for s in self.shards] + [self.documents.path, MANIFEST_FILE]
-        return owned + ([self.tokenizer.path] if self.tokenizer.path else [])
+        return [*self.hashes(), MANIFEST_FILE]
+
+    def hashes(self) -> dict[str, str]:
+        """Every file it lists (itself excepted) with the sha256 prepare recorded for it.
+
+        `--force` replaces a listed file only when it still has this sha256: a file changed
+        since, or put there by someone else under a listed name, is not prepare's to delete.
+        """
+        listed = {s.path: s.sha256 for s in self.shards} | {self.documents.path: self.documents.sha256}
+        if self.tokenizer.path is not None:
+            listed[self.tokenizer.path] = self.tokenizer.sha256  # the sha256 of the file's bytes
+        return listed
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
@@ -202,6 +212,10 @@ def parse_manifest(data_dir: Path, payload: bytes) -> Manifest:
 def load_manifest(data_dir: Path | str) -> Manifest:
     """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix."""
     data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise BadInput(
+            f"DATA_DIR {data_dir} is a file, not a directory; give the directory `stack prepare` wrote"
+        )
     if not data_dir.is_dir():
         raise BadInput(
             f"DATA_DIR {data_dir} does not exist; make it with `stack prepare INPUT --out {data_dir}`"
@@ -212,5 +226,10 @@ def load_manifest(data_dir: Path | str) -> Manifest:
         raise BadInput(
             f"{data_dir} has no {MANIFEST_FILE}: it is not a prepared DATA_DIR; "
             f"make one with `stack prepare INPUT --out {data_dir}`"
+        ) from None
+    except OSError as exc:
+        raise BadInput(
+            f"cannot read {data_dir / MANIFEST_FILE} ({exc.strerror}); fix its permissions or re-run "
+            f"`stack prepare ... --out {data_dir} --force`"
         ) from None
     return parse_manifest(data_dir, payload)

@@ -1,29 +1,34 @@
 """`stack prepare`: turn files into verified token shards, a document index and a manifest.
 
-The work happens in a hidden staging directory inside DATA_DIR and is published only when it
-is complete: the files an earlier prepare listed in its manifest are removed, the new ones are
-moved in, and manifest.json is written last. Nothing prepare did not write is ever deleted or
-overwritten, with or without --force.
+One writer at a time: prepare holds DATA_DIR/.lock (stack.runlock) while it writes. The work
+happens in a hidden staging directory inside DATA_DIR and is published only when complete
+(stack.data.ownership): the files an earlier prepare listed in its manifest, and still holding
+the sha256 it recorded, are replaced, the new ones are moved in, and manifest.json comes last.
+Nothing prepare did not write is ever deleted or overwritten, with or without --force, and a
+failure (a full disk included) removes what this run wrote and names the file it was writing.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.data import ownership
 from stack.data import split as splitting
 from stack.data.corpus import (
     INVALID_UTF8_ACTION,
     Document,
+    InputFile,
     InputSpec,
     Skipped,
     check_source_name,
@@ -43,10 +48,9 @@ from stack.data.manifest import (
     Split,
     SplitTotals,
     TokenizerEntry,
-    parse_manifest,
     write_manifest,
 )
-from stack.data.shards import ShardWriter, dtype_for
+from stack.data.shards import ShardWriter, dtype_for, naming
 from stack.data.tokenizer import (
     BPE_MIN_VOCAB,
     TOKENIZER_FILE,
@@ -56,6 +60,9 @@ from stack.data.tokenizer import (
     Tokenizer,
     train_bpe,
 )
+from stack.runlock import exclusive
+
+log = logging.getLogger(__name__)
 
 # Documents are tokenized in groups of about this many bytes (bpe encodes a group on all cores).
 ENCODE_GROUP_BYTES = 4 << 20
@@ -74,31 +81,6 @@ def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default:
             "nothing to prepare: give INPUT files or directories, or --default for the built-in corpus"
         )
     return specs
-
-
-def _claim(out: Path, force: bool) -> set[str]:
-    """The files of `out` that prepare may replace: those an earlier prepare's manifest lists."""
-    if not out.exists():
-        return set()
-    if not out.is_dir():
-        raise BadInput(f"--out {out} exists and is not a directory; choose another --out")
-    if not any(out.iterdir()):
-        return set()
-    if not force:
-        raise BadInput(
-            f"DATA_DIR {out} already exists and is not empty; pass --force to replace what an earlier "
-            "`stack prepare` wrote there (nothing else is touched), or choose another --out"
-        )
-    manifest_path = out / MANIFEST_FILE
-    if not manifest_path.is_file():
-        return set()
-    try:
-        return set(parse_manifest(out, manifest_path.read_bytes()).files())
-    except BadInput as exc:
-        raise BadInput(
-            f"--force replaces only what prepare wrote, and {manifest_path} is not a manifest it can "
-            f"trust ({exc}); move it away or choose another --out"
-        ) from None
 
 
 def _groups(items: Iterable[Document | Skipped]) -> Iterator[list[Document | Skipped]]:
@@ -162,10 +144,19 @@ class _Collector:
             counts["documents"] += 1
             counts["invalid_utf8_files"] += doc.invalid_utf8
 
+    def close(self) -> None:
+        """Finish every open shard (where a full disk may still show, when buffers are flushed)."""
+        for writer in self.writers.values():
+            writer.close()
+
+    def discard(self) -> None:
+        """Close every open shard after a failure, dropping what is still buffered."""
+        for writer in self.writers.values():
+            writer.discard()
+
     def shards(self) -> list[Shard]:
-        """Close every writer; the manifest entries of all shards, by path."""
-        written = [shard for writer in self.writers.values() for shard in writer.close()]
-        return sorted(written, key=lambda s: s.path)
+        """The manifest entries of all shards written, by path."""
+        return sorted((s for writer in self.writers.values() for s in writer.written), key=lambda s: s.path)
 
 
 def _texts(items: Iterable[Document | Skipped], advance: Callable[[int], None]) -> Iterator[str]:
@@ -183,22 +174,6 @@ def _totals(shards: list[Shard]) -> dict[Split, SplitTotals]:
         )
         for split in ("train", "heldout")
     }
-
-
-def _publish(staging: Path, out: Path, owned: set[str]) -> None:
-    """Move staged files into `out`, replacing only files in `owned` (refusing any other)."""
-    staged = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-    for rel in [*staged, MANIFEST_FILE]:
-        if (out / rel).exists() and rel not in owned:
-            raise BadInput(
-                f"refusing to overwrite {out / rel}: it was not written by `stack prepare`; "
-                "move it away or choose another --out"
-            )
-    for rel in sorted(owned):
-        (out / rel).unlink(missing_ok=True)
-    for rel in staged:
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / rel, out / rel)
 
 
 def _progress(
@@ -226,6 +201,110 @@ def _progress(
     return bar, task
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one prepare builds, once its arguments are checked."""
+
+    files: list[InputFile]
+    sources: set[str]
+    tokenizer: str
+    vocab_size: int
+    dtype: str
+    seed: int
+    val_fraction: float
+    shard_tokens: int
+    progress: bool
+
+
+def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
+    """Train the tokenizer if it is bpe, then write every document's tokens into staged shards."""
+    bar, task = _progress(plan.progress, len(plan.files))
+    with bar:
+        if plan.tokenizer == "bpe":
+            texts = _texts(map(read_document, plan.files), task("reading for bpe"))
+            tok: Tokenizer = train_bpe(texts, plan.vocab_size)
+        else:
+            tok = ByteTokenizer()
+        final_dtype = dtype_for(tok.vocab_size, plan.dtype)
+        collector = _Collector(
+            staging, tok, final_dtype, plan.seed, plan.val_fraction, plan.shard_tokens, plan.sources
+        )
+        advance = task("tokenizing")
+        try:
+            for group in _groups(map(read_document, plan.files)):
+                collector.add(group)
+                advance(len(group))
+            collector.close()
+        except BaseException:
+            collector.discard()
+            raise
+    return tok, final_dtype, collector
+
+
+def _build(staging: Path, plan: _Plan) -> Manifest:
+    """Write shards, the document index, the tokenizer and manifest.json into `staging`."""
+    tok, final_dtype, collector = _tokenize(staging, plan)
+    shards = collector.shards()
+    totals = _totals(shards)
+    documents = totals["train"].documents + totals["heldout"].documents
+    if documents == 0:
+        raise BadInput(
+            f"empty corpus: {len(plan.files)} file(s) found under the inputs, all binary or empty; "
+            "give text files"
+        )
+    if totals["train"].documents == 0:
+        raise BadInput(
+            f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
+            f"(now {plan.val_fraction}) or add documents"
+        )
+    index_path = staging / splitting.INDEX_FILE
+    with naming(index_path):
+        splitting.write_index(index_path, np.array(collector.rows, dtype=splitting.INDEX_DTYPE))
+    tokenizer_path = None
+    if isinstance(tok, BpeTokenizer):
+        tokenizer_path = TOKENIZER_FILE
+        with naming(staging / TOKENIZER_FILE):
+            (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        tokenizer=TokenizerEntry(
+            name=tok.name, vocab_size=tok.vocab_size, sha256=tok.sha256, path=tokenizer_path
+        ),
+        dtype=final_dtype,
+        seed=plan.seed,
+        val_fraction=plan.val_fraction,
+        invalid_utf8_action=INVALID_UTF8_ACTION,
+        sources={
+            name: SourceStats(**{f: counts[f] for f in SourceStats.model_fields})
+            for name, counts in sorted(collector.stats.items())
+        },
+        shards=shards,
+        documents=DataFile(
+            path=splitting.INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)
+        ),
+        totals=totals,
+        duplicate_documents=collector.duplicates,
+    )
+    with naming(staging / MANIFEST_FILE):
+        return write_manifest(staging, manifest)
+
+
+def _write(out: Path, created: Path | None, found: ownership.Claim, plan: _Plan) -> Manifest:
+    """Under DATA_DIR's lock: stage the build, publish it, and clean up whatever happens."""
+    ownership.take_over(out, found)
+    staging = Path(tempfile.mkdtemp(prefix=ownership.staging_prefix(), dir=out))
+    try:
+        manifest = _build(staging, plan)
+        ownership.publish(staging, out, found.owned)
+        return manifest
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def prepare_corpus(
     inputs: Sequence[str | Path],
     out: Path | str,
@@ -245,7 +324,8 @@ def prepare_corpus(
     """Prepare a DATA_DIR from `inputs` (paths, or NAME=PATH to name their source) and/or --default.
 
     Returns the manifest written, stamped with its sha256. Every problem the user can fix is
-    BadInput; a split that is not disjoint is GATE-DATA-005 firing.
+    BadInput, raised before DATA_DIR is touched where it can be known then; a split that is not
+    disjoint is GATE-DATA-005 firing.
     """
     if tokenizer not in TOKENIZER_NAMES:
         raise BadInput(f"unknown --tokenizer {tokenizer!r}; use one of: {', '.join(TOKENIZER_NAMES)}")
@@ -267,74 +347,15 @@ def prepare_corpus(
     dtype_for(vocab_size, dtype)  # refuse a vocabulary that cannot fit before any work is done
     out = Path(out)
     specs = _specs(inputs, source, glob, default)
-    owned = _claim(out, force)
+    sources = {spec.source for spec in specs}
+    created = ownership.check_out(out)
+    found = ownership.claim(out, force, sources, bpe=tokenizer == "bpe")
     files = discover(specs, out)
-
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out))
-    bar, task = _progress(progress, len(files))
+    plan = _Plan(files, sources, tokenizer, vocab_size, dtype, seed, val_fraction, shard_tokens, progress)
     try:
-        with bar:
-            if tokenizer == "bpe":
-                texts = _texts(map(read_document, files), task("reading for bpe"))
-                tok: Tokenizer = train_bpe(texts, vocab_size)
-            else:
-                tok = ByteTokenizer()
-            final_dtype = dtype_for(tok.vocab_size, dtype)
-            collector = _Collector(
-                staging, tok, final_dtype, seed, val_fraction, shard_tokens, {spec.source for spec in specs}
-            )
-            advance = task("tokenizing")
-            for group in _groups(map(read_document, files)):
-                collector.add(group)
-                advance(len(group))
-        shards = collector.shards()
-        totals = _totals(shards)
-        documents = totals["train"].documents + totals["heldout"].documents
-        if documents == 0:
-            raise BadInput(
-                f"empty corpus: {len(files)} file(s) found under the inputs, all binary or empty; "
-                "give text files"
-            )
-        if totals["train"].documents == 0:
-            raise BadInput(
-                f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
-                f"(now {val_fraction}) or add documents"
-            )
-        index = np.array(collector.rows, dtype=splitting.INDEX_DTYPE)
-        splitting.write_index(staging / splitting.INDEX_FILE, index)
-        tokenizer_path = None
-        if isinstance(tok, BpeTokenizer):
-            tokenizer_path = TOKENIZER_FILE
-            (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            tokenizer=TokenizerEntry(
-                name=tok.name, vocab_size=tok.vocab_size, sha256=tok.sha256, path=tokenizer_path
-            ),
-            dtype=final_dtype,
-            seed=seed,
-            val_fraction=val_fraction,
-            invalid_utf8_action=INVALID_UTF8_ACTION,
-            sources={
-                name: SourceStats(**{f: counts[f] for f in SourceStats.model_fields})
-                for name, counts in sorted(collector.stats.items())
-            },
-            shards=shards,
-            documents=DataFile(
-                path=splitting.INDEX_FILE,
-                bytes=(staging / splitting.INDEX_FILE).stat().st_size,
-                sha256=sha256_file(staging / splitting.INDEX_FILE),
-            ),
-            totals=totals,
-            duplicate_documents=collector.duplicates,
-        )
-        _publish(staging, out, owned)
-        return write_manifest(out, manifest)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with exclusive(out, "prepare") as note:
+            if note is not None:
+                log.warning(f"note: {note}")
+            return _write(out, created, found, plan)
+    except OSError as exc:
+        raise BadInput(ownership.write_failure(exc, out)) from None

@@ -11,12 +11,19 @@ A shard is a 32-byte little-endian header followed by the token ids:
     32      ...   token ids, little-endian, documents each followed by the EOT id
 
 Before any token of a split is read, every shard of it is checked against its manifest entry:
-present, size, header, token count and sha256 (GATE-DATA-003). A failure names the file.
+present, size, header, token count, sha256, and that every id is below the vocabulary size
+(GATE-DATA-003). A failure names the file. The id check matters because a shard can be
+rewritten together with its manifest sha256: an id past the embedding table would pass every
+hash and then fail the first forward pass (an IndexError on CPU, a device-side assert on CUDA).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +39,9 @@ SHARD_VERSION = 1
 HEADER = struct.Struct("<8sIIQQ")
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 SHARD_DIR = "shards"
+# The names ShardWriter gives: shards/<split>-<source>-<number>.bin (a source may hold "-").
+SHARD_NAME = re.compile(rf"^{SHARD_DIR}/(train|heldout)-(.+)-([0-9]{{5,}})\.bin$")
+SCAN_BYTES = 1 << 24
 
 
 def dtype_for(vocab_size: int, requested: str = "auto") -> str:
@@ -51,6 +61,21 @@ def dtype_for(vocab_size: int, requested: str = "auto") -> str:
             f"(at most {DTYPE_VOCAB_LIMITS[requested]} ids); use --dtype auto or a smaller --vocab-size"
         )
     return requested
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Give an OSError raised while writing `path` the file's name: a failed write() carries none.
+
+    A full disk shows as ENOSPC from a write, a flush or a close; without the name, prepare
+    could only say that the disk is full, not which file it was writing.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 class ShardWriter:
@@ -75,9 +100,9 @@ class ShardWriter:
         if self._handle is None:
             self._path = self.root / SHARD_DIR / f"{self.split}-{self.source}-{len(self.written):05d}.bin"
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self._path, "wb")  # noqa: SIM115 - closed by _finish
-            self._handle.write(bytes(HEADER.size))
-        self._handle.write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
+            self._handle = open(self._path, "wb")  # noqa: SIM115 - closed by _finish or discard
+            self._write(bytes(HEADER.size))
+        self._write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
         self._tokens += len(tokens)
         self._documents += 1
 
@@ -87,12 +112,33 @@ class ShardWriter:
             self._finish()
         return self.written
 
+    def discard(self) -> None:
+        """Close the open shard after a failure, dropping what it still buffers.
+
+        Its file is about to be removed with the staging directory; left to the garbage
+        collector, a buffer that cannot be flushed (a full disk) would print a second error.
+        """
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            with suppress(OSError):
+                handle.close()
+
+    def _write(self, payload: bytes) -> None:
+        assert self._handle is not None
+        try:
+            with naming(self._path):
+                self._handle.write(payload)
+        except OSError:
+            self.discard()
+            raise
+
     def _finish(self) -> None:
         assert self._handle is not None
         self._handle.seek(0)
-        self._handle.write(header_bytes(self.dtype.itemsize, self._tokens, self._documents))
-        self._handle.close()
-        self._handle = None
+        self._write(header_bytes(self.dtype.itemsize, self._tokens, self._documents))
+        handle, self._handle = self._handle, None
+        with naming(self._path):
+            handle.close()  # flushes, so a full disk may show only here; the file is closed either way
         self.written.append(
             Shard(
                 path=self._path.relative_to(self.root).as_posix(),
@@ -119,18 +165,46 @@ def _file_problem(data_dir: Path, entry: DataFile, contents: bool) -> str | None
     size = path.stat().st_size
     if size != entry.bytes:
         return f"{entry.path} has {size} bytes, the manifest says {entry.bytes} (truncated or replaced)"
-    if contents and sha256_file(path) != entry.sha256:
+    if contents and _sha256(path) != entry.sha256:
         return f"{entry.path} does not match its sha256 in the manifest (altered, or from another DATA_DIR)"
     return None
 
 
-def shard_problem(data_dir: Path, entry: Shard, dtype: str, contents: bool) -> str | None:
-    """What is wrong with one shard, or None; `contents` adds the sha256 of the whole file."""
+def _sha256(path: Path) -> str | None:
+    """sha256 of a file, or None when it cannot be read (which the caller reports as a mismatch)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def _scan(path: Path, dtype: np.dtype) -> tuple[str, int]:
+    """sha256 of a whole shard and its largest token id, from one read of the file."""
+    digest, largest = hashlib.sha256(), -1
+    with open(path, "rb") as handle:
+        digest.update(handle.read(HEADER.size))
+        while block := handle.read(SCAN_BYTES):
+            digest.update(block)
+            ids = np.frombuffer(block, dtype=dtype, count=len(block) // dtype.itemsize)
+            if ids.size:
+                largest = max(largest, int(ids.max()))
+    return digest.hexdigest(), largest
+
+
+def shard_problem(data_dir: Path, entry: Shard, dtype: str, vocab_size: int, contents: bool) -> str | None:
+    """What is wrong with one shard, or None.
+
+    `contents` adds one read of the whole file: its sha256, and that no token id reaches
+    `vocab_size`.
+    """
     problem = _file_problem(data_dir, entry, contents=False)
     if problem is not None:
         return problem
-    with open(data_dir / entry.path, "rb") as handle:
-        raw = handle.read(HEADER.size)
+    try:
+        with open(data_dir / entry.path, "rb") as handle:
+            raw = handle.read(HEADER.size)
+    except OSError as exc:
+        return f"{entry.path} cannot be read ({exc.strerror})"
     if len(raw) < HEADER.size:
         return f"{entry.path} is shorter than a shard header ({len(raw)} bytes)"
     magic, version, itemsize, tokens, documents = HEADER.unpack(raw)
@@ -143,17 +217,29 @@ def shard_problem(data_dir: Path, entry: Shard, dtype: str, contents: bool) -> s
         )
     if entry.bytes != HEADER.size + tokens * itemsize:
         return f"{entry.path}: {entry.bytes} bytes cannot hold a header and {tokens} tokens"
-    if contents:
-        return _file_problem(data_dir, entry, contents=True)
+    if not contents:
+        return None
+    try:
+        sha256, largest = _scan(data_dir / entry.path, DTYPES[dtype])
+    except OSError as exc:
+        return f"{entry.path} cannot be read ({exc.strerror})"
+    if sha256 != entry.sha256:
+        return f"{entry.path} does not match its sha256 in the manifest (altered, or from another DATA_DIR)"
+    if largest >= vocab_size:
+        return (
+            f"{entry.path} holds token id {largest}, but the vocabulary has {vocab_size} ids "
+            f"(0..{vocab_size - 1}): the shard was altered or made with another tokenizer"
+        )
     return None
 
 
 def split_outcome(data_dir: Path, manifest: Manifest, split: str) -> Outcome:
     """GATE-DATA-003's check: every shard of `split`, and the document index, match the manifest."""
+    vocab = manifest.tokenizer.vocab_size
     problems = [
         problem
         for entry in manifest.shards_of(split)
-        if (problem := shard_problem(data_dir, entry, manifest.dtype, contents=True)) is not None
+        if (problem := shard_problem(data_dir, entry, manifest.dtype, vocab, contents=True)) is not None
     ]
     if (problem := _file_problem(data_dir, manifest.documents, contents=True)) is not None:
         problems.append(problem)
@@ -171,10 +257,10 @@ class MappedShard:
 
 @gate_require("GATE-DATA-003", lambda data_dir, manifest, split: split_outcome(data_dir, manifest, split))
 def _map_split(data_dir: Path, manifest: Manifest, split: str) -> list[MappedShard]:
-    mapped = []
+    mapped, vocab = [], manifest.tokenizer.vocab_size
     for entry in manifest.shards_of(split):
         # The structural check runs even with contracts off: mapping a short file would crash.
-        if (problem := shard_problem(data_dir, entry, manifest.dtype, contents=False)) is not None:
+        if (problem := shard_problem(data_dir, entry, manifest.dtype, vocab, contents=False)) is not None:
             raise BadInput(f"{problem}; re-run `stack prepare ... --out {data_dir} --force`")
         tokens = np.memmap(
             data_dir / entry.path,

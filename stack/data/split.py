@@ -10,6 +10,7 @@ so readers can re-check the disjointness of what they are about to read.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,11 @@ def disjoint_outcome(index: np.ndarray) -> Outcome:
 @gate_require("GATE-DATA-005", lambda index: disjoint_outcome(index))
 def write_index(path: Path, index: np.ndarray) -> None:
     """Save the document index; a split that is not disjoint is never written."""
+    payload = io.BytesIO()
+    np.save(payload, np.ascontiguousarray(index, dtype=INDEX_DTYPE), allow_pickle=False)
     with open(path, "wb") as handle:
-        np.save(handle, np.ascontiguousarray(index, dtype=INDEX_DTYPE), allow_pickle=False)
+        # One plain write: numpy's own file path reports a full disk as a byte count, without ENOSPC.
+        handle.write(payload.getbuffer())
 
 
 @gate_ensure("GATE-DATA-005", lambda result: disjoint_outcome(result))

@@ -100,6 +100,24 @@ class BpeTokenizer(Tokenizer):
         self._backend = backend
         self._json = backend.to_str()
 
+    @classmethod
+    def from_json(cls, text: str, where: str) -> BpeTokenizer:
+        """The tokenizer a tokenizer.json text describes; text the library cannot load is BadInput.
+
+        The library raises a bare Exception with a multi-line message for anything it cannot
+        parse, so a hand-edited or corrupted record would otherwise end in a traceback.
+        """
+        from tokenizers import Tokenizer as Backend
+
+        try:
+            return cls(Backend.from_str(text))
+        except Exception as exc:  # the library raises nothing narrower
+            detail = " ".join(str(exc).split())[:200]
+            raise BadInput(
+                f"{where} is not a tokenizer the tokenizers library can load ({detail}); "
+                "re-run `stack prepare ... --force`"
+            ) from None
+
     @property
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size() + 1
@@ -155,8 +173,6 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
     if entry.name == "byte":
         tokenizer: Tokenizer = ByteTokenizer()
     else:
-        from tokenizers import Tokenizer as Backend
-
         assert entry.path is not None  # the manifest model requires a path for bpe
         path = Path(data_dir) / entry.path
         try:
@@ -168,7 +184,7 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
                 f"{path} does not match the sha256 in the manifest: it was altered or copied from "
                 "another DATA_DIR; re-run `stack prepare ... --force`"
             )
-        tokenizer = BpeTokenizer(Backend.from_str(text))
+        tokenizer = BpeTokenizer.from_json(text, str(path))
     if tokenizer.sha256 != entry.sha256 or tokenizer.vocab_size != entry.vocab_size:
         raise BadInput(
             f"the manifest's {entry.name} tokenizer (vocab {entry.vocab_size}, sha256 "

@@ -181,7 +181,7 @@ def export(request: ExportRequest) -> ExportResult:
             checks = _write_onnx(tmp, trained, sample, reference, record, request)
         record["status"] = "verified" if all(o.ok for _, o in checks) else "failed"
         outdir.write_record(tmp, RECORD, record)
-        outdir.publish(tmp, request.out)
+        outdir.publish(tmp, request.out, RECORD)
     return ExportResult(request.out, record, checks)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from stack.train.loop import build_optimizer
 from stack.train.trained import tokenizer_state
 
 RECORD = "import.json"
+WEIGHT_INDEX = "model.safetensors.index.json"
 # A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.
 TRAIN_PLACEHOLDER = {"steps": 1}
 
@@ -47,25 +48,72 @@ class ImportResult:
     record: dict[str, Any]
 
 
-def read_hf_weights(hf_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of model.safetensors, or of the shards a model.safetensors.index.json lists."""
-    from safetensors.torch import load_file
+def weight_files(hf_dir: Path) -> list[Path]:
+    """The safetensors files holding the weights: model.safetensors, or the shards its index lists.
 
-    single, index = hf_dir / "model.safetensors", hf_dir / "model.safetensors.index.json"
+    Checked before anything is read: a shard the index names must be a file inside `hf_dir`. A
+    missing one is the usual partial download; a `../x` or absolute name would read elsewhere.
+    """
+    single, index = hf_dir / "model.safetensors", hf_dir / WEIGHT_INDEX
     if single.is_file():
-        return load_file(str(single))
+        return [single]
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            tensors |= load_file(str(hf_dir / shard))
-        return tensors
+        return [_shard(hf_dir, index, name) for name in _weight_map(index)]
     if any(hf_dir.glob("*.bin")):
         raise BadInput(
             f"{hf_dir} holds pickled .bin weights; the stack reads safetensors only: re-save the model "
             "with transformers' save_pretrained(dir, safe_serialization=True)"
         )
-    raise BadInput(f"{hf_dir} has no model.safetensors (or model.safetensors.index.json)")
+    raise BadInput(f"{hf_dir} has no model.safetensors (or {WEIGHT_INDEX})")
+
+
+def _weight_map(index: Path) -> list[str]:
+    """The distinct file names of an index's weight_map."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted({str(name) for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInput(
+            f"{index} is not a safetensors index ({type(exc).__name__}: {exc}); download the model again"
+        ) from None
+    if not names:
+        raise BadInput(f"{index} lists no weight files in its weight_map; download the model again")
+    return names
+
+
+def _shard(hf_dir: Path, index: Path, name: str) -> Path:
+    """One file of the weight_map, refused unless it is a file inside the model directory."""
+    pure = PurePosixPath(name)
+    escapes = not name or pure.is_absolute() or ".." in pure.parts or "\\" in name
+    if escapes or not (hf_dir / name).resolve().is_relative_to(hf_dir.resolve()):
+        raise BadInput(
+            f"{index} names weight file {name!r}, which is outside {hf_dir}; a weight_map may only name "
+            "files in the model directory: fix the index or download the model again"
+        )
+    path = hf_dir / name
+    if not path.is_file():
+        raise BadInput(
+            f"{path} is missing: {index.name} lists it in its weight_map (an incomplete download?); "
+            "download the model again"
+        )
+    return path
+
+
+def read_hf_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    """Every tensor of the weight files; a file safetensors cannot read is refused by name."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for path in files:
+        try:
+            tensors |= load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise BadInput(
+                f"{path} is not a readable safetensors file ({detail}); download it again"
+            ) from None
+    return tensors
 
 
 def _run_config(hf_dir: Path, vocab: int) -> RunConfig:
@@ -105,12 +153,13 @@ def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | 
     hf_dir = Path(hf_dir)
     if not (hf_dir / "config.json").is_file():
         raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
+    files = weight_files(hf_dir)
     deps.require("hf")
     outdir.check_out(out, force, RECORD)
     tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
     config = _run_config(hf_dir, tokenizer.vocab_size)
     model = GPT(config.model)
-    state = hf.from_hf_tensors(read_hf_weights(hf_dir), config.model)
+    state = hf.from_hf_tensors(read_hf_weights(files), config.model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -149,5 +198,5 @@ def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | 
         save_config(config, tmp / "config.toml")
         record["checkpoint"] = written.relative_to(tmp).as_posix()
         outdir.write_record(tmp, RECORD, record)
-        outdir.publish(tmp, out)
+        outdir.publish(tmp, out, RECORD)
     return ImportResult(Path(out), Path(out) / record["checkpoint"], record)

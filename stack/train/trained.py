@@ -52,9 +52,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     if state["name"] == "byte":
         tokenizer: Tokenizer = ByteTokenizer()
     else:
-        from tokenizers import Tokenizer as Backend
-
-        tokenizer = BpeTokenizer(Backend.from_str(state["json"]))
+        tokenizer = BpeTokenizer.from_json(str(state["json"]), "the checkpoint's bpe tokenizer record")
     if tokenizer.sha256 != state["sha256"]:
         raise BadInput(f"the checkpoint's {state['name']} tokenizer does not match its recorded sha256")
     return tokenizer
