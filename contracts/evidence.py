@@ -58,6 +58,7 @@ class RunStatus(StrEnum):
     INTERRUPTED = "interrupted"
     HALTED = "halted"  # a gate fired
     FAILED = "failed"  # anything else went wrong
+    EXHAUSTED = "exhausted"  # the corpus ran out with data.wrap=false; the last step is checkpointed
 
 
 class RunInfo(Record):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,7 +212,13 @@ def test_a_loop_that_does_not_clip_halts_at_the_first_step(
     ids=["matrices-undecayed", "norms-decayed"],
 )
 def test_an_optimizer_that_misplaces_weight_decay_halts_at_start_up(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group: int, decay: float, counted: str
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    group: int,
+    decay: float,
+    counted: str,
 ) -> None:
     build = loop.build_optimizer
 
@@ -223,7 +230,9 @@ def test_an_optimizer_that_misplaces_weight_decay_halts_at_start_up(
     monkeypatch.setattr(loop, "build_optimizer", misplaced)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
-    assert _measured(run, "GATE-TRAIN-002")[counted] > 0 and step_lines(run) == []
+    # Refused at set-up: the one line carries what was measured, and no run directory is left.
+    assert re.search(rf"GATE-TRAIN-002.*'{counted}': [1-9]", capsys.readouterr().err)
+    assert not run.exists()
 
 
 @pytest.mark.gate("GATE-TRAIN-002")

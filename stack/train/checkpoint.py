@@ -10,7 +10,14 @@ Layout of RUN_DIR/checkpoints/step-NNNNNNN/:
 
 No pickle anywhere. A checkpoint is assembled in a hidden temporary directory, every file is
 fsynced, and the directory is renamed into place, so a reader never sees half of one
-(GATE-CKPT-002). Loading recomputes every checksum first.
+(GATE-CKPT-002). Deleting is the same in reverse: a checkpoint that goes (pruned, or replaced by
+a re-save of its step) is first renamed out of sight, then deleted, so a crash mid-delete
+leaves a hidden leftover, never a visible half checkpoint. Leftovers whose writer is dead are
+swept at the next start (`sweep_leftovers`).
+
+Loading checks, in order: manifest.json against its schema (bad input, naming the key), every
+file against the manifest's sha256 and size (GATE-CKPT-002), state.json against its schema, and
+each safetensors header (every tensor's declared bytes inside the file) before torch reads it.
 
 A *weights-only* checkpoint (a released model, `stack release`) has a manifest that lists
 model.safetensors and state.json but no optimizer.safetensors. It is verified the same way and
@@ -21,13 +28,17 @@ is no optimizer state to continue with.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from contracts.errors import BadInput
@@ -37,10 +48,11 @@ from contracts.gates import Outcome, gate_ensure, gate_require, measure
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
+STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
-FILES = ("model.safetensors", OPTIMIZER_FILE, "state.json")
+FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
 # What a weights-only checkpoint holds: enough to rebuild the model and its tokenizer.
-WEIGHTS_FILES = ("model.safetensors", "state.json")
+WEIGHTS_FILES = ("model.safetensors", STATE_FILE)
 # What GATE-CKPT-001 requires state.json to hold.
 STATE_KEYS = (
     "format_version",
@@ -56,6 +68,126 @@ STATE_KEYS = (
     "optimizer",
     "tokenizer",
 )
+# A checkpoint of the run is exactly this; `step-0000005-my-backup` is the user's, never ours.
+STEP_NAME = re.compile(r"step-\d{7}")
+# Hidden directories of a writer: a checkpoint being assembled, or one on its way out.
+LEFTOVER_NAME = re.compile(r"\.(tmp|retired)-step-\d{7}-(\d+)")
+# Bytes per element of each safetensors dtype.
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
+RESTORE = "restore the checkpoint from a good copy"
+
+
+class _Strict(BaseModel):
+    """A file we wrote ourselves: an unknown key means it is not ours, or was tampered with."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileEntry(_Strict):
+    """One file of the checkpoint as the manifest vouches for it."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: NonNegativeInt
+
+
+class Manifest(_Strict):
+    """manifest.json: what every file of the checkpoint must hash to."""
+
+    format_version: int
+    step: NonNegativeInt
+    files: dict[str, FileEntry]
+
+
+class TokenizerRecord(BaseModel):
+    """The tokenizer a reader rebuilds (`trained.tokenizer_from_state`)."""
+
+    name: str
+    sha256: str
+    vocab_size: int = Field(ge=2)
+    json_text: str | None = Field(alias="json")
+
+
+class CheckpointState(BaseModel):
+    """What every reader of a checkpoint needs from state.json: its step, config and tokenizer.
+
+    Other keys are allowed here, so `stack inspect` can still show a checkpoint that lacks them;
+    a resume asks for all of them (`ResumableState`).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    step: NonNegativeInt
+    config: dict[str, Any]
+    tokenizer: TokenizerRecord
+
+
+class RngRecord(BaseModel):
+    """What `rng.restore` reads."""
+
+    torch_version: str
+    python: dict[str, Any]
+    numpy: dict[str, Any]
+    torch: str
+    cuda: list[str]
+
+
+class MonitorsRecord(BaseModel):
+    """What `TrainState.load_monitors` reads."""
+
+    coherence: dict[str, Any]
+    early_stop: dict[str, Any]
+    overfit: dict[str, Any]
+    spikes: dict[str, Any]
+    recent_train_losses: list[float]
+    last_heldout: float | None
+    best_heldout: float | None
+    best_checkpoint: str | None
+    tokens_seen: NonNegativeInt
+
+
+class OptimizerRecord(BaseModel):
+    """The JSON half of the optimizer state (`restore_optimizer`); its tensors are in safetensors."""
+
+    param_groups: list[dict[str, Any]]
+    scalars: dict[str, Any]
+
+
+class ResumableState(CheckpointState):
+    """Everything a resume restores (GATE-CKPT-001's keys), each in the form the restore reads."""
+
+    format_version: int
+    epoch: NonNegativeInt
+    scheduler: dict[str, Any]
+    scaler: dict[str, float | int] | None
+    rng: RngRecord
+    reader: dict[str, Any]
+    monitors: MonitorsRecord
+    spec_version: str
+    optimizer: OptimizerRecord
+
+
+class TensorEntry(_Strict):
+    """One tensor of a safetensors header."""
+
+    dtype: str
+    shape: list[NonNegativeInt]
+    data_offsets: tuple[NonNegativeInt, NonNegativeInt]
 
 
 @dataclass(frozen=True)
@@ -112,9 +244,18 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 def _complete(result: Path) -> Outcome:
     manifest = json.loads((result / MANIFEST).read_text())
-    state = json.loads((result / "state.json").read_text())
+    state = json.loads((result / STATE_FILE).read_text())
     missing = [f for f in FILES if f not in manifest["files"]] + [k for k in STATE_KEYS if k not in state]
     return measure("GATE-CKPT-001", {"checkpoint": result.name, "missing": missing}, step=state.get("step"))
+
+
+def _retire(path: Path) -> Path:
+    """Rename a checkpoint out of sight before it is deleted, so it never shows half deleted."""
+    retired = path.parent / f".retired-{path.name}-{os.getpid()}"
+    if retired.exists():  # this process's own leftover of an earlier failed delete
+        shutil.rmtree(retired)
+    os.rename(path, retired)
+    return retired
 
 
 @gate_ensure("GATE-CKPT-001", lambda result: _complete(result))
@@ -129,25 +270,118 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     tensors, meta = optimizer_tensors(optimizer)
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    save_file(tensors, str(tmp / OPTIMIZER_FILE))
     full_state = {"format_version": FORMAT_VERSION, **state, "step": step, "optimizer": meta}
-    (tmp / "state.json").write_text(json.dumps(full_state, indent=1, sort_keys=True))
+    (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1, sort_keys=True))
     files = {}
     for name in FILES:
         _fsync(tmp / name)
         files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
     manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files}
     atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
-    if final.exists():  # a re-save of the same step (e.g. SIGUSR1 right after a periodic save)
-        shutil.rmtree(final)
+    # A re-save of the same step (e.g. SIGUSR1 right after a periodic save) retires the old one.
+    retired = _retire(final) if final.exists() else None
     os.replace(tmp, final)
     _fsync(final.parent)
+    if retired is not None:
+        shutil.rmtree(retired)
     return final
 
 
+def _schema_problem(file: Path, exc: ValidationError) -> str:
+    """The first schema error of `file` as one line naming the key."""
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "missing":
+        problem = f"{file} lacks key {key!r}"
+    elif key:
+        problem = f"{file}: key {key!r}: {first['msg']}"
+    else:
+        problem = f"{file} is not a checkpoint's {file.name} ({first['msg']})"
+    return f"{problem}; {RESTORE} or resume from an earlier one"
+
+
+def _json_of(file: Path) -> Any:
+    """The JSON of one file of a checkpoint; a missing or garbled one is bad input naming it."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{file} is missing; {file.parent} is not a complete checkpoint") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInput(f"{file} is not valid JSON ({exc}); {RESTORE}") from None
+
+
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A checkpoint's manifest.json: step and the sha256 and size of each file."""
-    return json.loads((Path(path) / MANIFEST).read_text())
+    """A checkpoint's manifest.json, checked against its schema: step and each file's sha256 and size."""
+    file = Path(path) / MANIFEST
+    try:
+        return Manifest.model_validate(_json_of(file)).model_dump()
+    except ValidationError as exc:
+        raise BadInput(_schema_problem(file, exc)) from None
+
+
+def read_state(path: Path, schema: type[CheckpointState] = CheckpointState) -> dict[str, Any]:
+    """A checkpoint's state.json as written, after checking it against `schema`.
+
+    `CheckpointState` for a reader of the weights, `ResumableState` for a resume.
+    """
+    file = Path(path) / STATE_FILE
+    state = _json_of(file)
+    try:
+        schema.model_validate(state)
+    except ValidationError as exc:
+        raise BadInput(_schema_problem(file, exc)) from None
+    return state
+
+
+def check_tensor_file(file: Path) -> None:
+    """Refuse a safetensors file whose header declares bytes it does not hold, before torch reads it.
+
+    The header is 8 bytes of little-endian length, then JSON naming each tensor's dtype, shape
+    and [begin, end) offsets into the data that follows; every tensor must fit in that data and
+    be exactly as large as its shape and dtype say.
+    """
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        prefix = handle.read(8)
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else None
+        if length is None or length > size - 8:
+            raise BadInput(f"{file} has no complete safetensors header; {RESTORE}")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise BadInput(f"{file}'s safetensors header is not a JSON object; {RESTORE}")
+    data_bytes = size - 8 - length
+    for name, entry in header.items():
+        if name != "__metadata__":
+            _check_tensor_entry(file, name, entry, data_bytes)
+
+
+def _check_tensor_entry(file: Path, name: str, entry: Any, data_bytes: int) -> None:
+    """One tensor of a safetensors header: known dtype, bytes inside the data, as many as its shape."""
+    try:
+        tensor = TensorEntry.model_validate(entry)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BadInput(f"{file}: tensor {name!r}: {where}: {first['msg']}; {RESTORE}") from None
+    begin, end = tensor.data_offsets
+    if tensor.dtype not in DTYPE_BYTES:
+        raise BadInput(f"{file}: tensor {name!r} has unknown dtype {tensor.dtype!r}; {RESTORE}")
+    if not begin <= end <= data_bytes:
+        raise BadInput(
+            f"{file}: tensor {name!r} declares bytes {begin}..{end} but the file holds {data_bytes} "
+            f"data bytes; {RESTORE}"
+        )
+    expected = math.prod(tensor.shape) * DTYPE_BYTES[tensor.dtype]
+    if end - begin != expected:
+        raise BadInput(
+            f"{file}: tensor {name!r} spans {end - begin} bytes but its shape {tensor.shape} of "
+            f"{tensor.dtype} needs {expected}; {RESTORE}"
+        )
 
 
 def verify(path: Path) -> str | None:
@@ -158,11 +392,12 @@ def verify(path: Path) -> str | None:
 def verify_files(path: Path) -> tuple[str | None, list[str]]:
     """Check every file of a checkpoint against its manifest: (the first problem or None, files verified)."""
     path = Path(path)
+    if not (path / MANIFEST).is_file():
+        return f"{path / MANIFEST} is missing", []
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        files = manifest["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{path / MANIFEST} is missing or unreadable", []
+        files = read_manifest(path)["files"]
+    except BadInput as exc:
+        return str(exc), []
     verified: list[str] = []
     # No optimizer in the manifest: a weights-only checkpoint, whose two files are all it needs.
     expected = FILES if OPTIMIZER_FILE in files else WEIGHTS_FILES
@@ -182,6 +417,8 @@ def verify_files(path: Path) -> tuple[str | None, list[str]]:
 
 
 def _verified(path: Path) -> Outcome:
+    if (Path(path) / MANIFEST).is_file():
+        read_manifest(path)  # a manifest that is not one is bad input, named by its key
     problem, verified = verify_files(path)
     measured = {"checkpoint": Path(path).name, "problem": problem, "files_verified": len(verified)}
     return measure("GATE-CKPT-002", measured, holds=f"{Path(path).name}: every file matches its sha256")
@@ -189,8 +426,14 @@ def _verified(path: Path) -> Outcome:
 
 @gate_require("GATE-CKPT-002", lambda path: _verified(path))
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint's state after verifying every checksum (tensors are loaded separately)."""
-    return Checkpoint(Path(path), json.loads((Path(path) / "state.json").read_text()))
+    """Read a checkpoint's state once every checksum holds; its schema and tensor headers are checked
+    here too, so nothing later (torch included) reads a malformed file."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    state = read_state(path)
+    for name in (n for n in FILES if n.endswith(".safetensors") and n in manifest["files"]):
+        check_tensor_file(path / name)
+    return Checkpoint(path, state)
 
 
 def load_weights(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
@@ -215,28 +458,108 @@ def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> 
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint directories of a run, oldest first (temporary ones excluded)."""
+    """The run's checkpoint directories (named exactly step-NNNNNNN), oldest first."""
     base = Path(run_dir) / CKPT_DIR
     if not base.is_dir():
         return []
-    return sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    return sorted(p for p in base.iterdir() if p.is_dir() and STEP_NAME.fullmatch(p.name))
 
 
-def latest_valid(run_dir: Path) -> tuple[Path | None, list[str]]:
-    """The newest checkpoint that verifies, and a note for each newer one that did not."""
+def saved_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints that hold a manifest, oldest first: what pruning and the record count.
+
+    A step directory without one was never finished by the atomic writer (or was damaged); it
+    is left for `latest_valid` to report and for the user to look at.
+    """
+    return [p for p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
+
+
+def latest_manifest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint whose manifest reads, with that manifest: what a run's record cites.
+
+    A newer one with a garbled manifest (which a resume skipped, and which the run replaces
+    when it gets to that step) is passed over rather than stopping the record being written.
+    """
+    for path in reversed(saved_checkpoints(run_dir)):
+        try:
+            return path, read_manifest(path)
+        except BadInput:
+            continue
+    return None
+
+
+def _tensor_files(path: Path) -> list[Path]:
+    """The safetensors files a checkpoint's manifest lists."""
+    listed = read_manifest(path)["files"]
+    return [Path(path) / name for name in FILES if name.endswith(".safetensors") and name in listed]
+
+
+def problem(path: Path, resumable: bool = False) -> str | None:
+    """Why a checkpoint cannot be loaded (checksums, state schema, tensor headers), or None.
+
+    `resumable` also asks for everything a resume restores: the whole state and the optimizer.
+    """
+    found = verify(path)
+    if found is not None:
+        return found
+    if resumable and is_weights_only(path):
+        return "it holds no optimizer state (a weights-only checkpoint)"
+    try:
+        read_state(path, ResumableState if resumable else CheckpointState)
+        for file in _tensor_files(path):
+            check_tensor_file(file)
+    except BadInput as exc:
+        return str(exc)
+    return None
+
+
+def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that loads (or, with `resumable`, that a resume can continue from),
+    and a note for each newer one that does not."""
     notes: list[str] = []
     for path in reversed(list_checkpoints(run_dir)):
-        problem = verify(path)
-        if problem is None:
+        found = problem(path, resumable)
+        if found is None:
             return path, notes
-        notes.append(f"skipping {path.name}: {problem}")
+        notes.append(f"skipping {path.name}: {found}")
     return None, notes
 
 
 def prune(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
-    """Delete checkpoints beyond the newest `keep_last`, always keeping `best`; returns what went."""
-    paths = list_checkpoints(run_dir)
+    """Delete checkpoints beyond the newest `keep_last`, always keeping `best`; returns what went.
+
+    Only the run's own checkpoints are candidates: a directory named exactly step-NNNNNNN that
+    holds a manifest. Each is retired (renamed out of sight) before it is deleted.
+    """
+    paths = saved_checkpoints(run_dir)
     doomed = [p for p in paths[:-keep_last] if best is None or p.resolve() != best.resolve()]
     for path in doomed:
-        shutil.rmtree(path)
+        shutil.rmtree(_retire(path))
     return doomed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_leftovers(run_dir: Path) -> list[str]:
+    """Delete hidden .tmp-step-* and .retired-step-* directories whose writer (the pid in the name)
+    is dead: a checkpoint that was never finished, or one that was never finished being deleted.
+    Returns their names; a live writer's are left alone."""
+    base = Path(run_dir) / CKPT_DIR
+    if not base.is_dir():
+        return []
+    removed = []
+    for path in sorted(base.iterdir()):
+        match = LEFTOVER_NAME.fullmatch(path.name)
+        if match is not None and path.is_dir() and int(match[2]) > 0 and not _alive(int(match[2])):
+            shutil.rmtree(path)
+            removed.append(path.name)
+    return removed

@@ -8,6 +8,10 @@ cadence: held-out evaluation with early stopping and overfit detection (GATE-EVA
 coherence samples (GATE-TRAIN-005) and checkpoints (GATE-CKPT-001/002). Everything the loop
 keeps between steps is in `TrainState` and goes into every checkpoint, which is what makes a
 resume exact (GATE-CKPT-003).
+
+The end of the corpus: with data.wrap=false the loop stops before a step the corpus cannot
+finish and checkpoints the last one (status `exhausted`); with data.wrap=true each wrap to a
+new epoch is an event line in metrics.jsonl and is said on stderr.
 """
 
 from __future__ import annotations
@@ -174,8 +178,6 @@ class Trainer:
         train = config.train
         self.world = distributed.join(pick_device(train.device).type)
         self.device = pick_device(train.device, self.world.local_rank)
-        if train.precision == "fp16" and self.device.type != "cuda":
-            raise BadInput("train.precision=fp16 needs CUDA (its loss scaler is CUDA-only); use bf16 or fp32")
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
         if config.eval.early_stop:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
@@ -193,7 +195,8 @@ class Trainer:
         self.forward_model: Callable[..., Any] = torch.compile(wrapped) if train.compile else wrapped
         self.optimizer = build_optimizer(self.model, config, self.device)
         check_decay_groups(self.optimizer)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=train.precision == "fp16")
+        # fp16 needs loss scaling on any device; torch's GradScaler has a CPU implementation too.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         seq_len = config.model.ctx
         self.reader = TokenReader(
             self.data_dir,
@@ -344,6 +347,7 @@ class Trainer:
             check_warmup_lr(applied_lr, previous, step, train.warmup_steps, train.lr)
             self.state.last_warmup_lr = applied_lr
         self.model.train()
+        epoch = self.reader.epoch
         hashes = []
         total = torch.zeros((), device=self.device)
         for _ in range(train.grad_accum):
@@ -388,6 +392,9 @@ class Trainer:
         if self.scaler.is_enabled():
             line["loss_scale"] = float(self.scaler.get_scale())
         self.metrics_log.step(line)
+        if self.reader.epoch != epoch:  # the reader wrapped (data.wrap=true): said, not only logged
+            self.metrics_log.write("event", step=step, event="wrap", epoch=self.reader.epoch)
+            self.on_event("wrap", self)
         if self.state.spikes.observe(loss_value, step):
             self.metrics_log.write("event", step=step, event="loss_spike", loss=loss_value)
         self.state.recent_train_losses = [*self.state.recent_train_losses, loss_value][
@@ -467,8 +474,24 @@ class Trainer:
 
     # -- the run ------------------------------------------------------------------------
 
+    def exhausted(self) -> bool:
+        """With data.wrap=false, whether the corpus has fewer batches left than one step takes.
+
+        Asked before a step starts, so no step is half read: the checkpoint written at
+        exhaustion holds the reader exactly where the last whole step left it, and a resume
+        with data.wrap=true (or more data) continues from there.
+        """
+        if self.config.data.wrap:
+            return False
+        left = self.reader.steps_per_epoch - self.reader.state_dict()["index"]
+        return left < self.config.train.grad_accum
+
     def run(self, resumed: bool) -> str:
-        """Train until the configured step, an early stop or a signal; returns the final status."""
+        """Train until the configured step, an early stop, a signal or the end of an unwrapped corpus.
+
+        Returns the final status: completed, interrupted or exhausted; every way out of the loop
+        but a gate or a crash ends with a checkpoint of the last step.
+        """
         train = self.config.train
         resume_step = self.state.step if resumed else None
         self.metrics = MetricsLog(self.run_dir, resume_step=resume_step, write=self.world.is_main)
@@ -477,6 +500,13 @@ class Trainer:
         try:
             with signals.installed():
                 while self.state.step < train.steps:
+                    if self.exhausted():
+                        self.state.stop_reason = (
+                            f"GATE-DATA-001: the train split is exhausted after epoch {self.reader.epoch} "
+                            f"({self.reader.steps_per_epoch} batches) and data.wrap=false"
+                        )
+                        status = "exhausted"
+                        break
                     line = self.train_step()
                     step = line["step"]
                     self.progress(step, line)

@@ -1,8 +1,16 @@
 """A training run from start to evidence: set-up, resume, the loop, and the metadata.json record.
 
+One writer per run directory: `stack train` holds RUN_DIR/.lock (stack.runlock) from before
+set-up to the end of the run, so a second writer is refused naming the holder's pid.
+
+Nothing is written into the run directory before set-up has passed (arguments, paths, data,
+config, a resume's compatibility with its checkpoint, the start-up gates): a refusal leaves a
+resumed run byte for byte as it was, and a new one as if never asked for.
+
 The record is written when the run starts (status `running`), at every evaluation and
 checkpoint, and at the end, always through the one atomic writer. A gate that fires leaves the
-record `halted` with the gate named; a signal leaves it `interrupted` after a last checkpoint.
+record `halted` with the gate named; a signal leaves it `interrupted` after a last checkpoint;
+the end of a corpus read with data.wrap=false leaves it `exhausted` after a last checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ import contextlib
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +52,9 @@ from contracts.gates import contract_mode, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data.manifest import load_manifest
-from stack.data.tokenizer import load_tokenizer
+from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.model.config import ModelConfig
+from stack.runlock import LOCK_FILE, exclusive
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.loop import Trainer
@@ -54,6 +65,14 @@ CONFIG_FILE = "config.toml"
 # The run kinds of spec/run_kinds.yaml: which gates a run must judge is declared there.
 TRAIN_KIND = "train"
 FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far below ln(vocab)
+# Keys a resume cannot change besides the model's (see `_shape_changes`).
+FIXED_ON_RESUME = ("train.batch_size", "train.seed")
+# The record's status for each way `Trainer.run` returns.
+FINAL_STATUS = {
+    "completed": RunStatus.COMPLETED,
+    "interrupted": RunStatus.INTERRUPTED,
+    "exhausted": RunStatus.EXHAUSTED,
+}
 
 
 @dataclass
@@ -72,6 +91,19 @@ class TrainRequest:
     init_from: Path | None = None
 
 
+@dataclass
+class Plan:
+    """What set-up decided, before anything is written: where, with what, from which checkpoint."""
+
+    run_dir: Path
+    data_dir: Path
+    config: RunConfig
+    tokenizer: Tokenizer
+    record: EvidenceRecord  # a new record, or the resumed run's, brought up to date in memory
+    ledger: Ledger
+    checkpoint: Path | None = None  # the checkpoint a resume continues from
+
+
 def _check_run_dir_name(run_dir: Path) -> str:
     name = run_dir.resolve().name
     if re.fullmatch(RUN_ID_PATTERN, name) is None:
@@ -84,51 +116,235 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _prepare(request: TrainRequest) -> tuple[Path, Path, RunConfig, Path | None, list[str]]:
-    """Validate the request: run dir, data dir, config, and the checkpoint to resume from.
+def _world_size() -> int:
+    """Processes of this launch, as torchrun announces them (a plain process is a world of one)."""
+    raw = os.environ.get("WORLD_SIZE", "1")
+    if not raw.isdigit():
+        raise BadInput(f"WORLD_SIZE={raw!r} is not an integer (set by torchrun)")
+    return int(raw)
 
-    The checkpoint is only located here; it is loaded (and verified, GATE-CKPT-002) once the
-    run's ledger is recording, so the verification's verdict lands in the run's record.
+
+def _check_writable_dir(path: Path, flag: str) -> None:
+    """Refuse, before any work, a directory the run could not write into at its end.
+
+    The directory may not exist yet (it is created), but it must not be a file, nor lie under
+    one, and the nearest directory that exists must be writable.
     """
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{flag} {path} is a file, not a directory; choose a directory path")
+    nearest = next(p for p in (path, *path.parents) if p.exists())
+    if not nearest.is_dir():
+        raise BadInput(
+            f"{flag} {path} lies under {nearest}, which is a file; choose a path under a directory"
+        )
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {path}: {nearest} is not writable; choose a directory you can write to")
+
+
+def _run_dir_of(request: TrainRequest) -> Path:
+    """The run directory the request writes, checked before anything is read or written."""
     if request.resume is not None:
         run_dir = request.resume
         if not (run_dir / CONFIG_FILE).is_file():
             raise BadInput(
                 f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass the --out of an earlier run"
             )
-        saved = read_toml(run_dir / CONFIG_FILE)
-        record = read_evidence(run_dir / EVIDENCE_FILE)
-        if record.schema_version < SCHEMA_VERSION:
-            raise BadInput(
-                f"{run_dir}'s record has schema {record.schema_version}, older than the judges "
-                f"(schema {SCHEMA_VERSION}): its verdicts cannot be re-judged; start a new run from it "
-                f"with --init-from {run_dir}"
-            )
-        data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
-        path, notes = ckpt.latest_valid(run_dir)
-        for note in notes:
-            print(f"stack train: {note}", file=sys.stderr)
-        if path is None:
-            raise BadInput(f"{run_dir} has no valid checkpoint to resume from")
-        if notes:
-            print(f"stack train: resuming from {path.name} instead", file=sys.stderr)
-        tokenizer = load_tokenizer(data_dir)
-        config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
-        changes = changed_keys(saved, config.as_dict())
-        return run_dir, data_dir, config, path, changes
+        _check_writable_dir(run_dir, "--resume")
+        return run_dir
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    run_dir = request.out
-    # Only rank 0 judges: the other ranks of a data-parallel run start after it may have begun writing.
-    if _is_main() and run_dir.exists() and any(run_dir.iterdir()):
+    _check_writable_dir(request.out, "--out")
+    return request.out
+
+
+def _require_empty(run_dir: Path) -> None:
+    """A new run starts in an empty directory; its own lock file does not count."""
+    if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         raise BadInput(
             f"{run_dir} already exists and is not empty; choose a new --out or continue it with --resume"
         )
-    tokenizer = load_tokenizer(request.data_dir)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove directories this invocation created, innermost first, as long as they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:  # something else now lives there (or it is gone): it is not ours to remove
+            return
+
+
+@contextmanager
+def _sole_writer(run_dir: Path, fresh: bool) -> Iterator[Callable[[], None]]:
+    """Hold RUN_DIR/.lock (rank 0) for the whole run; yields `commit`, called once set-up has passed.
+
+    The run directory is written only after set-up (config, data, the start-up gates) has
+    passed: set-up runs under the lock but writes nothing, and if it fails before `commit`, what
+    this invocation created for the lock (the lock file; the directory and its parents, when it
+    made them) is removed again, so the same command can simply be run again. Nothing that was
+    there before is removed. After `commit` the directory stays whatever happens: a run that
+    fails later keeps its record as evidence. Other ranks of a torchrun launch neither lock nor
+    write.
+    """
+    if not _is_main():
+        yield lambda: None
+        return
+    absolute = run_dir.absolute()
+    created = [p for p in (absolute, *absolute.parents) if not p.exists()]  # innermost first
+    lock = run_dir / LOCK_FILE
+    lock_created = not lock.exists()
+    committed = False
+
+    def commit() -> None:
+        nonlocal committed
+        committed = True
+
+    try:
+        with exclusive(run_dir, "training") as note:
+            if note is not None:
+                print(f"stack train: {note}", file=sys.stderr)
+            try:
+                if fresh:
+                    _require_empty(run_dir)
+                yield commit
+            finally:
+                if not committed and lock_created:
+                    lock.unlink(missing_ok=True)  # while still held: no later holder loses its file
+    finally:
+        if not committed:
+            _remove_empty(created)
+
+
+def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
+    """What the record says about this part of the run: config, data, determinism, spec."""
+    record.config = config.as_dict()
+    record.config_sha256 = config.sha256
+    manifest = load_manifest(data_dir)
+    record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=tokenizer.sha256)
+    record.determinism = Determinism(
+        seeds={"train": config.train.seed},
+        flags={
+            "precision": config.train.precision,
+            "compile": config.train.compile,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        },
+    )
+    record.spec.version = load_spec().version
+    record.spec.sha256 = load_spec().sha256
+
+
+def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
+    """A new run: its data, resolved config and a fresh record (nothing written yet)."""
+    assert request.data_dir is not None
+    data_dir = request.data_dir
+    tokenizer = load_tokenizer(data_dir)
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size)
     if request.init_from is not None:
         config = _with_model_of(config, request.init_from)
-    return run_dir, request.data_dir, config, None, []
+    device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    kind = FINETUNE_KIND if request.init_from is not None else TRAIN_KIND
+    record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
+    record.waivers = request.waivers
+    record.metrics["data_dir"] = str(Path(data_dir).resolve())
+    _stamp(record, config, data_dir, tokenizer)
+    return Plan(run_dir, data_dir, config, tokenizer, record, Ledger(request.waivers))
+
+
+def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
+    """A resume: the checkpoint to continue from, and a config checked against it.
+
+    Everything that cannot change under a checkpoint is refused here, before a byte of the run
+    directory is written: a refused resume leaves config.toml and metadata.json as they were.
+    """
+    saved = read_toml(run_dir / CONFIG_FILE)
+    record = read_evidence(run_dir / EVIDENCE_FILE)
+    if record.schema_version < SCHEMA_VERSION:
+        raise BadInput(
+            f"{run_dir}'s record has schema {record.schema_version}, older than the judges "
+            f"(schema {SCHEMA_VERSION}): its verdicts cannot be re-judged; start a new run from it "
+            f"with --init-from {run_dir}"
+        )
+    data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
+    path, notes = ckpt.latest_valid(run_dir, resumable=True)
+    for note in notes:
+        print(f"stack train: {note}", file=sys.stderr)
+    if path is None:
+        raise BadInput(f"{run_dir} has no valid checkpoint to resume from")
+    if notes:
+        print(f"stack train: resuming from {path.name} instead", file=sys.stderr)
+    state = ckpt.read_state(path, ckpt.ResumableState)
+    tokenizer = load_tokenizer(data_dir)
+    _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
+    config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
+    _refuse_changes(run_dir, path, _shape_changes(state, config))
+    record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
+    ledger = Ledger(record.waivers)
+    # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
+    rejudged = ledger.carry(record.gates)
+    record.run.status = RunStatus.RUNNING
+    record.run.finished = None
+    record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
+    resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
+    changes = changed_keys(saved, config.as_dict())
+    resumes.append({"from_step": state["step"], "argv": request.argv, "changed": changes})
+    if rejudged:
+        resumes[-1]["rejudged"] = rejudged
+    record.metrics["resumes"] = resumes
+    _stamp(record, config, data_dir, tokenizer)
+    return Plan(run_dir, data_dir, config, tokenizer, record, ledger, path)
+
+
+def _data_changes(state: dict[str, Any], data_dir: Path, tokenizer: Tokenizer) -> list[str]:
+    """What the checkpoint's batch stream was made from and by, against this resume's."""
+    reader = state["reader"]
+    now = {
+        "data manifest": (reader.get("manifest_sha256"), load_manifest(data_dir).sha256),
+        "tokenizer": (state["tokenizer"]["sha256"], tokenizer.sha256),
+        "world_size": (reader.get("world_size"), _world_size()),
+    }
+    return [_change(key, old, new) for key, (old, new) in now.items() if old != new]
+
+
+def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
+    """Keys whose new value the checkpoint cannot continue with.
+
+    Every model key but the attention path (the weights have the old shape and meaning), the
+    batch size (the reader's position counts batches of it), the seed (the batch order is drawn
+    from it) and a change to or from fp16 (the checkpoint holds a loss scaler only for fp16).
+    """
+    before, after = state["config"], config.as_dict()
+    fixed = [
+        key
+        for key in changed_keys(before, after)
+        if (key.startswith("model.") and key != "model.attention") or key in FIXED_ON_RESUME
+    ]
+    old, new = before.get("train", {}).get("precision"), config.train.precision
+    if (old == "fp16") != (new == "fp16"):
+        fixed.append("train.precision")
+    return [_change(key, _lookup(before, key), _lookup(after, key)) for key in fixed]
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in a config dict (None where absent)."""
+    section, name = key.split(".", 1)
+    return config.get(section, {}).get(name)
+
+
+def _change(key: str, old: Any, new: Any) -> str:
+    """`key (old -> new)` for the refusal; a sha256 is shortened to the prefix people compare."""
+    shown = [v[:12] if isinstance(v, str) and len(v) == 64 else v for v in (old, new)]
+    return f"{key} ({shown[0]} -> {shown[1]})"
+
+
+def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
+    """One line naming every key that cannot change, with the ways forward."""
+    if changes:
+        raise BadInput(
+            f"cannot resume {run_dir} from {checkpoint.name} with a changed {', '.join(changes)}: "
+            "the checkpoint was made for the old values; drop those --set/--config keys, use the run's "
+            "own --data and --nproc, or start a new run with --out"
+        )
 
 
 def _with_model_of(config: RunConfig, init_from: Path) -> RunConfig:
@@ -140,7 +356,7 @@ def _with_model_of(config: RunConfig, init_from: Path) -> RunConfig:
             f"--init-from {init_from} has vocab {model['vocab']} but the data's tokenizer has "
             f"{config.model.vocab}; prepare the data with the checkpoint's tokenizer"
         )
-    return config.model_copy(update={"model": ModelConfig.model_validate(model)})
+    return config.model_copy(update={"model": ModelConfig.from_dict(model)})
 
 
 class RunRecord:
@@ -197,19 +413,19 @@ class RunRecord:
 
     def _artifacts(self) -> list[Artifact]:
         files = [self.run_dir / CONFIG_FILE, self.run_dir / METRICS_FILE]
-        latest = ckpt.list_checkpoints(self.run_dir)
-        if latest:
-            files += [latest[-1] / name for name in (*ckpt.FILES, ckpt.MANIFEST)]
+        latest = ckpt.latest_manifest(self.run_dir)
+        if latest is not None:
+            files += [latest[0] / name for name in (*ckpt.FILES, ckpt.MANIFEST)]
         return [artifact(f, self.run_dir) for f in files if f.is_file()]
 
     def _checkpoint_ref(self) -> CheckpointRef | None:
         """The newest checkpoint by content, from its manifest (kept when the record is filed)."""
-        latest = ckpt.list_checkpoints(self.run_dir)
-        if not latest:
+        latest = ckpt.latest_manifest(self.run_dir)
+        if latest is None:
             return None
-        manifest = ckpt.read_manifest(latest[-1])
+        path, manifest = latest
         files = {name: FileHash(**entry) for name, entry in manifest["files"].items()}
-        return CheckpointRef(name=latest[-1].name, step=manifest["step"], files=files)
+        return CheckpointRef(name=path.name, step=manifest["step"], files=files)
 
     def file_in_ledger(self) -> Path | None:
         """File the record with copies of config and metrics as EVIDENCE_DIR/<run-id>/ (no weights)."""
@@ -220,92 +436,122 @@ class RunRecord:
 
 
 def train(request: TrainRequest, progress_factory: Any) -> int:
-    """Run (or resume) one training run; returns the exit code."""
-    run_dir, data_dir, config, checkpoint_path, changes = _prepare(request)
+    """Run (or resume) one training run; returns the exit code.
+
+    Order: every argument is checked (paths included), the run directory's lock is taken, set-up
+    runs (config, data, the start-up gates) writing nothing, and only then is the run directory
+    written (see `_sole_writer`).
+    """
+    run_dir = _run_dir_of(request)
     run_id = _check_run_dir_name(run_dir)
     if request.evidence_dir is not None and _is_main():
+        _check_writable_dir(request.evidence_dir, "--evidence-dir")
         ledger_slot(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
-    manifest = load_manifest(data_dir)
-    tokenizer = load_tokenizer(data_dir)
-    resumed = checkpoint_path is not None
-    if resumed:
-        record = read_evidence(run_dir / EVIDENCE_FILE)
-        record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
-        ledger = Ledger(record.waivers)
-        # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
-        rejudged = ledger.carry(record.gates)
-        record.run.status = RunStatus.RUNNING
-        record.run.finished = None
-        record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
-        resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
-        from_step = ckpt.read_manifest(checkpoint_path)["step"]
-        resumes.append({"from_step": from_step, "argv": request.argv, "changed": changes})
-        if rejudged:
-            resumes[-1]["rejudged"] = rejudged
-        record.metrics["resumes"] = resumes
-    else:
-        device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-        kind = FINETUNE_KIND if request.init_from is not None else TRAIN_KIND
-        record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
-        record.waivers = request.waivers
-        ledger = Ledger(request.waivers)
-        record.metrics["data_dir"] = str(Path(data_dir).resolve())
-    record.config = config.as_dict()
-    record.config_sha256 = config.sha256
-    record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=tokenizer.sha256)
-    record.determinism = Determinism(
-        seeds={"train": config.train.seed},
-        flags={
-            "precision": config.train.precision,
-            "compile": config.train.compile,
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        },
+    with _sole_writer(run_dir, fresh=request.resume is None) as commit:
+        if request.resume is not None:
+            plan = _resume_plan(request, run_dir)
+        else:
+            plan = _new_plan(request, run_dir, run_id)
+        with recording(plan.ledger):
+            trainer = _set_up(plan, request.init_from)
+            commit()
+            return _run(plan, trainer, request.evidence_dir, progress_factory)
+
+
+def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
+    """Build the trainer (its start-up gates judge the config) and load --init-from's weights.
+
+    Nothing here writes: the trainer's event and progress callbacks, which do, are attached by
+    `_run` once the run directory is open.
+    """
+    trainer = Trainer(
+        plan.config, plan.data_dir, plan.run_dir, plan.tokenizer, lambda _e, _t: None, lambda _s, _l: None
     )
-    record.spec.version = load_spec().version
-    record.spec.sha256 = load_spec().sha256
+    if init_from is not None:
+        source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
+        trainer.start_from(source)
+        plan.record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
+    return trainer
+
+
+def _open_run_dir(run_dir: Path, config: RunConfig) -> None:
+    """The first writes of a run that passed set-up: leftovers of dead writers go, config is saved."""
+    swept = ckpt.sweep_leftovers(run_dir)
+    if swept:
+        print(
+            f"stack train: removed what dead processes left in {run_dir / ckpt.CKPT_DIR}: {', '.join(swept)}",
+            file=sys.stderr,
+        )
+    save_config(config, run_dir / CONFIG_FILE)
+    (run_dir / METRICS_FILE).touch()
+
+
+def _on_event(evidence: RunRecord, event: str, trainer: Trainer) -> None:
+    """A wrap of the corpus is said on stderr; evaluations and checkpoints refresh the record."""
+    if event != "wrap":
+        evidence.refresh(trainer)
+    elif evidence.main:
+        print(
+            f"stack train: step {trainer.state.step}: the train split wrapped to epoch "
+            f"{trainer.reader.epoch} (data.wrap=true)",
+            file=sys.stderr,
+        )
+
+
+def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_factory: Any) -> int:
+    """Train from a passed set-up to a settled record; a gate or a crash leaves it halted or failed."""
+    run_dir, config = plan.run_dir, plan.config
     if _is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / CONFIG_FILE)
-        (run_dir / METRICS_FILE).touch()
-    evidence = RunRecord(run_dir, record, ledger, request.evidence_dir)
-    trainer: Trainer | None = None
-    with recording(ledger):
-        try:
-            evidence.refresh(None, RunStatus.RUNNING)
-            # Rank 0 speaks for a data-parallel run; the other ranks train quietly.
-            shown = progress_factory(config.train.steps, config.train.log_every)
-            quiet = contextlib.nullcontext(lambda _step, _line: None)
-            with shown if _is_main() else quiet as progress:
-                trainer = Trainer(
-                    config, data_dir, run_dir, tokenizer, lambda _e, t: evidence.refresh(t), progress
-                )
-                if checkpoint_path is not None:
-                    checkpoint = ckpt.load_checkpoint(checkpoint_path)  # GATE-CKPT-002, recorded
-                    trainer.restore(checkpoint)
-                elif request.init_from is not None:
-                    source = ckpt.load_checkpoint(resolve_checkpoint(request.init_from))
-                    trainer.start_from(source)
-                    record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
-                status = trainer.run(resumed=resumed)
-                if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
-                    ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
-        except GateViolation as exc:
-            evidence.refresh(trainer, RunStatus.HALTED, str(exc))
-            evidence.file_in_ledger()
-            raise
-        except BadInput as exc:
-            evidence.refresh(trainer, RunStatus.FAILED, str(exc))
-            raise
-        except Exception as exc:
-            evidence.refresh(trainer, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
-            raise
-    final = RunStatus.INTERRUPTED if status == "interrupted" else RunStatus.COMPLETED
-    evidence.refresh(trainer, final, trainer.state.stop_reason)
+        _open_run_dir(run_dir, config)
+    evidence = RunRecord(run_dir, plan.record, plan.ledger, evidence_dir)
+    trainer.on_event = lambda event, t: _on_event(evidence, event, t)
+    try:
+        evidence.refresh(None, RunStatus.RUNNING)
+        # Rank 0 speaks for a data-parallel run; the other ranks train quietly.
+        shown = progress_factory(config.train.steps, config.train.log_every)
+        quiet = contextlib.nullcontext(lambda _step, _line: None)
+        with shown if _is_main() else quiet as progress:
+            trainer.progress = progress
+            if plan.checkpoint is not None:
+                trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
+            status = trainer.run(resumed=plan.checkpoint is not None)
+            if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
+                ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
+    except GateViolation as exc:
+        evidence.refresh(trainer, RunStatus.HALTED, str(exc))
+        evidence.file_in_ledger()
+        raise
+    except BadInput as exc:
+        evidence.refresh(trainer, RunStatus.FAILED, str(exc))
+        raise
+    except Exception as exc:
+        evidence.refresh(trainer, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    final = FINAL_STATUS[status]
+    state = trainer.state
+    evidence.refresh(trainer, final, state.stop_reason)
     filed = evidence.file_in_ledger()
+    if final is RunStatus.EXHAUSTED:
+        raise _exhausted(run_dir, state.step)
     if not _is_main():
         return 0
-    state = trainer.state
     print(f"stack train: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
     if filed is not None:
         print(f"stack train: evidence filed at {filed}")
     return 0
+
+
+def _exhausted(run_dir: Path, step: int) -> GateViolation:
+    """The one line of a run stopped by the end of an unwrapped corpus, in GATE-DATA-001's name.
+
+    The gate held (the reader served no placeholder); the run did not reach its steps, so it
+    ends with exit 3, its record `exhausted`, and every step kept in its last checkpoint.
+    """
+    gate = load_spec().gate("GATE-DATA-001")
+    return GateViolation(
+        gate.id,
+        gate.revision,
+        f"the train split is exhausted and data.wrap=false: stopped at step {step}, which is saved in "
+        f"{ckpt.step_dir(run_dir, step).name}; continue with `stack train --resume {run_dir} --set "
+        "data.wrap=true`, or prepare more data",
+    )

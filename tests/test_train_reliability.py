@@ -1,0 +1,484 @@
+"""Every way `stack train` and its checkpoints end badly: one line, the right exit code, nothing lost.
+
+One writer per run directory; a resume checked against its checkpoint before it writes; a set-up
+refusal that leaves nothing behind; checkpoints pruned atomically and validated by schema before
+torch reads them; the end of a corpus as a clean stop; fp16 loss scaling on CPU, resumed exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from record_checks import check_record_truth
+from safetensors.torch import load_file
+from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts, write_corpus
+
+from contracts.errors import BadInput
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
+from stack.data.prepare import prepare_corpus
+from stack.data.reader import TokenReader
+from stack.runlock import LOCK_FILE, exclusive
+from stack.train import checkpoint as ckpt
+
+# A corpus that runs out after a few steps: 8 windows of 65 tokens per micro-batch, 8 per step.
+EXHAUSTING = ("train.batch_size=8", "model.ctx=64", "train.grad_accum=8", "train.steps=1000")
+FP16 = ("train.precision='fp16'", "train.steps=6", "ckpt.every=2", "ckpt.keep_last=8")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def finished(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed four-step run with checkpoints at steps 2 and 4."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    assert train(smoke_args(data, run, "train.steps=4", "ckpt.every=2", "ckpt.keep_last=8")) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def fp16_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six fp16 steps on CPU without interruption, a checkpoint every two."""
+    run = tmp_path_factory.mktemp("fp16") / "run"
+    assert train(smoke_args(data, run, *FP16)) == 0
+    return run
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file (path → sha256) and directory (path → "") under `root`, the lock file included."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_file()
+        else ""
+        for path in sorted(root.rglob("*"))
+    }
+
+
+def copy_of(run: Path, tmp_path: Path, keep_until: int | None = None) -> Path:
+    """A copy of `run`, as if it had died right after its checkpoint at `keep_until`."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for path in ckpt.list_checkpoints(copy):
+        if keep_until is not None and int(path.name.split("-")[1]) > keep_until:
+            shutil.rmtree(path)
+    return copy
+
+
+def one_line(err: str) -> str:
+    """The only line of stderr (a refusal says one thing)."""
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
+def rehash(checkpoint: Path, name: str) -> None:
+    """Make the manifest vouch for `name` as it now is: the checksums hold, the content is the damage."""
+    manifest = json.loads((checkpoint / ckpt.MANIFEST).read_text())
+    payload = (checkpoint / name).read_bytes()
+    manifest["files"][name] = {"sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload)}
+    (checkpoint / ckpt.MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+# -- one writer per run directory --------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_touches_nothing(
+    data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    with exclusive(run, "training"):  # a live writer: this process, through its own open of the lock
+        before = snapshot(run)
+        for argv in (["train", "--resume", str(run)], smoke_args(data, run)):
+            assert train(argv) == 2
+            line = one_line(capsys.readouterr().err)
+            assert f"being written by another process (pid {os.getpid()}, training)" in line
+        assert snapshot(run) == before
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory holding only a dead writer's lock file is empty to a new run, which takes it over."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pid = dead_pid()
+    (run / LOCK_FILE).write_text(f"{pid}\n")
+    assert train(smoke_args(data, run, "train.steps=2")) == 0
+    assert f"took over {run / LOCK_FILE}: its previous holder (pid {pid}) is gone" in capsys.readouterr().err
+    assert evidence(run)["run"]["status"] == "completed"
+
+
+def test_a_new_run_into_a_used_directory_is_refused_and_touches_nothing(
+    data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    before = snapshot(run)
+    assert train(smoke_args(data, run)) == 2
+    assert "already exists and is not empty" in one_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
+# -- a resume is checked against its checkpoint before it writes -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "named"),
+    [
+        (["train.batch_size=2"], ["train.batch_size (4 -> 2)"]),
+        (["model.n_layers=2"], ["model.n_layers (1 -> 2)"]),
+        (["model.d_model=64", "train.batch_size=2"], ["model.d_model (32 -> 64)", "train.batch_size"]),
+        (["train.precision='fp16'"], ["train.precision (fp32 -> fp16)"]),
+        (["train.seed=7"], ["train.seed (0 -> 7)"]),
+    ],
+    ids=["batch-size", "layers", "width-and-batch", "fp16", "seed"],
+)
+def test_a_resume_that_cannot_continue_its_checkpoint_is_refused_touching_nothing(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], sets: list[str], named: list[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    before = snapshot(run)
+    argv = ["train", "--resume", str(run)]
+    for item in sets:
+        argv += ["--set", item]
+    assert train(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"stack train: error: cannot resume {run} from step-0000004 with a changed ")
+    assert all(key in line for key in named)
+    assert snapshot(run) == before
+
+
+def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothing(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    before = snapshot(run)
+    other = tmp_path / "other-data"
+    prepare_corpus([write_corpus(tmp_path / "other", seed=1)], other, val_fraction=0.25, seed=0)
+    assert train(["train", "--resume", str(run), "--data", str(other)]) == 2
+    assert "with a changed data manifest (" in one_line(capsys.readouterr().err)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun announces to a resume under --nproc 2
+    assert train(["train", "--resume", str(run)]) == 2
+    assert "with a changed world_size (1 -> 2)" in one_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
+def test_after_refused_resumes_a_plain_resume_continues(finished: Path, tmp_path: Path) -> None:
+    """The bug this guards: a refused resume used to rewrite config.toml, so every later one failed."""
+    run = copy_of(finished, tmp_path, keep_until=2)
+    assert train(["train", "--resume", str(run), "--set", "train.batch_size=2"]) == 2
+    assert train(["train", "--resume", str(run), "--set", "model.n_layers=2"]) == 2
+    assert train(["train", "--resume", str(run)]) == 0
+    assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]
+    assert [line["batch_sha256"] for line in step_lines(run)] == [
+        line["batch_sha256"] for line in step_lines(finished)
+    ]
+    assert evidence(run)["metrics"]["resumes"][-1] == {
+        "from_step": 2,
+        "argv": ["stack", "train", "--resume", str(run)],
+        "changed": [],
+    }
+
+
+# -- a refused set-up leaves nothing that blocks the same command -----------------------------
+
+
+def _bad_config(data: Path, out: Path) -> list[str]:
+    return smoke_args(data, out, "train.nope=1")
+
+
+def _missing_data(data: Path, out: Path) -> list[str]:
+    return smoke_args(data.parent / "no-such-data", out)
+
+
+def _unclipped(data: Path, out: Path) -> list[str]:
+    return smoke_args(data, out, "train.clip_norm=0")  # GATE-TRAIN-002 refuses it at start-up
+
+
+@pytest.mark.parametrize(
+    ("argv_of", "code", "said"),
+    [
+        (_bad_config, 2, "unknown train config key(s) nope"),
+        (_missing_data, 2, "no-such-data"),
+        (_unclipped, 3, "GATE-TRAIN-002"),
+    ],
+    ids=["bad-config", "missing-data", "start-up-gate"],
+)
+def test_a_refused_set_up_leaves_nothing_behind(
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv_of: Callable[[Path, Path], list[str]],
+    code: int,
+    said: str,
+) -> None:
+    """The run directory and the parents this command made are gone, so running it again says the same."""
+    out = tmp_path / "new" / "nested" / "run"
+    for _ in range(2):
+        assert train(argv_of(data, out)) == code
+        assert said in one_line(capsys.readouterr().err)
+        assert not (tmp_path / "new").exists()
+
+
+def test_a_refused_set_up_removes_only_what_it_created(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mine" / "run"
+    out.mkdir(parents=True)
+    (tmp_path / "mine" / "notes.txt").write_text("the user's\n")
+    before = snapshot(tmp_path / "mine")
+    assert train(_unclipped(data, out)) == 3
+    assert "GATE-TRAIN-002" in one_line(capsys.readouterr().err)
+    assert snapshot(tmp_path / "mine") == before  # the empty run directory stays, without a lock file
+
+
+# -- checkpoints: atomic pruning, leftovers swept, schema and headers checked on load ---------
+
+
+def test_pruning_spares_what_is_not_a_checkpoint(finished: Path, tmp_path: Path) -> None:
+    run = copy_of(finished, tmp_path)
+    base = run / ckpt.CKPT_DIR
+    shutil.copytree(base / "step-0000002", base / "step-0000001-my-backup")
+    shutil.copytree(base / "step-0000002", base / "step-0000003")
+    (base / "step-0000003" / ckpt.MANIFEST).unlink()  # not one of the run's checkpoints: no manifest
+    gone = ckpt.prune(run, keep_last=1, best=None)
+    assert [p.name for p in gone] == ["step-0000002"]
+    assert sorted(p.name for p in base.iterdir()) == [
+        "step-0000001-my-backup",
+        "step-0000003",
+        "step-0000004",
+    ]
+
+
+def test_a_prune_that_dies_mid_delete_leaves_no_half_checkpoint_in_sight(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = copy_of(finished, tmp_path)
+
+    def dies_after_one_file(path: Path) -> None:  # the process is killed while deleting
+        next(p for p in Path(path).iterdir() if p.is_file()).unlink()
+        raise OSError("killed mid-delete")
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", dies_after_one_file)
+    with pytest.raises(OSError, match="killed mid-delete"):
+        ckpt.prune(run, keep_last=1, best=None)
+    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000004"]
+    assert (run / ckpt.CKPT_DIR / f".retired-step-0000002-{os.getpid()}").is_dir()
+
+
+def test_leftovers_of_dead_writers_are_swept_at_start(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    base, dead = run / ckpt.CKPT_DIR, dead_pid()
+    for name in (
+        f".tmp-step-0000006-{dead}",
+        f".retired-step-0000002-{dead}",
+        f".tmp-step-0000008-{os.getpid()}",
+    ):
+        shutil.copytree(base / "step-0000002", base / name)
+    assert train(["train", "--resume", str(run)]) == 0  # already at its last step: nothing to train
+    swept = [line for line in capsys.readouterr().err.splitlines() if "dead processes" in line]
+    assert swept == [
+        f"stack train: removed what dead processes left in {base}: "
+        f".retired-step-0000002-{dead}, .tmp-step-0000006-{dead}"
+    ]
+    assert sorted(p.name for p in base.iterdir() if p.name.startswith(".")) == [
+        f".tmp-step-0000008-{os.getpid()}"  # a live writer's is not ours to remove
+    ]
+
+
+def _manifest_is_a_list(checkpoint: Path) -> None:
+    (checkpoint / ckpt.MANIFEST).write_text("[]")
+
+
+def _manifest_lacks_a_checksum(checkpoint: Path) -> None:
+    manifest = json.loads((checkpoint / ckpt.MANIFEST).read_text())
+    del manifest["files"]["state.json"]["sha256"]
+    (checkpoint / ckpt.MANIFEST).write_text(json.dumps(manifest))
+
+
+def _state_lacks_its_tokenizer(checkpoint: Path) -> None:
+    state = json.loads((checkpoint / ckpt.STATE_FILE).read_text())
+    del state["tokenizer"]
+    (checkpoint / ckpt.STATE_FILE).write_text(json.dumps(state))
+    rehash(checkpoint, ckpt.STATE_FILE)
+
+
+def _tensor_past_the_end(checkpoint: Path) -> None:
+    """The header claims 4 bytes more for one tensor than the file holds after it."""
+    path = checkpoint / "model.safetensors"
+    payload = path.read_bytes()
+    length = struct.unpack("<Q", payload[:8])[0]
+    header = json.loads(payload[8 : 8 + length])
+    name = max((n for n in header if n != "__metadata__"), key=lambda n: header[n]["data_offsets"][1])
+    header[name]["data_offsets"][1] += 4
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload[8 + length :])
+    rehash(checkpoint, "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (_manifest_is_a_list, r"manifest\.json is not a checkpoint's manifest\.json"),
+        (_manifest_lacks_a_checksum, r"manifest\.json lacks key 'files\.state\.json\.sha256'"),
+        (_state_lacks_its_tokenizer, r"state\.json lacks key 'tokenizer'"),
+        (
+            _tensor_past_the_end,
+            r"model\.safetensors: tensor '.+' declares bytes \d+\.\.\d+ but the file holds",
+        ),
+    ],
+    ids=["manifest-list", "manifest-key", "state-key", "tensor-header"],
+)
+def test_a_malformed_checkpoint_is_bad_input_naming_file_and_key(
+    finished: Path, tmp_path: Path, damage: Callable[[Path], None], named: str
+) -> None:
+    """Form, not checksum: the checksums hold (or cannot be read), so it is bad input, not GATE-CKPT-002."""
+    run = copy_of(finished, tmp_path)
+    newest = ckpt.list_checkpoints(run)[-1]
+    damage(newest)
+    with pytest.raises(BadInput, match=named) as refused:
+        ckpt.load_checkpoint(newest)
+    assert "\n" not in str(refused.value)
+
+
+def _state_lacks_its_rng(checkpoint: Path) -> None:
+    state = json.loads((checkpoint / ckpt.STATE_FILE).read_text())
+    del state["rng"]
+    (checkpoint / ckpt.STATE_FILE).write_text(json.dumps(state))
+    rehash(checkpoint, ckpt.STATE_FILE)
+
+
+@pytest.mark.parametrize(
+    ("damage", "note"),
+    [
+        (_state_lacks_its_rng, "state.json lacks key 'rng'"),
+        (_manifest_is_a_list, "manifest.json is not a checkpoint's manifest.json"),
+    ],
+    ids=["state-key", "manifest-list"],
+)
+def test_a_resume_passes_over_a_malformed_checkpoint(
+    finished: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], None],
+    note: str,
+) -> None:
+    """Skipped with a note naming file and key; the run continues from the one before and replaces it."""
+    run = copy_of(finished, tmp_path)
+    damage(ckpt.step_dir(run, 4))
+    assert train(["train", "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping step-0000004: {ckpt.step_dir(run, 4)}/{note}" in err
+    assert "resuming from step-0000002 instead" in err
+    assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]
+    assert ckpt.problem(ckpt.step_dir(run, 4), resumable=True) is None  # written again at step 4
+    assert evidence(run)["checkpoint"]["name"] == "step-0000004"
+
+
+# -- the end of the corpus is a clean stop ------------------------------------------------------
+
+
+def test_an_exhausted_corpus_stops_cleanly_and_resumes_with_wrap(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *EXHAUSTING, "data.wrap=false")) == 3
+    err = capsys.readouterr().err  # the progress lines, then the one line that ends the run
+    last_line = err.splitlines()[-1]
+    assert "Traceback" not in err and last_line.startswith("stack train: gate fired: GATE-DATA-001")
+    assert "data.wrap=true" in last_line
+    batches = TokenReader(data, batch_size=8, seq_len=64, seed=0).steps_per_epoch
+    last = batches // 8  # whole steps of 8 micro-batches in one epoch
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, last + 1))
+    assert ckpt.list_checkpoints(run)[-1].name == f"step-{last:07d}"
+    record = read_evidence(run / "metadata.json")
+    assert record.run.status.value == "exhausted" and "GATE-DATA-001" in str(record.run.stop_reason)
+    assert verdicts(run)["GATE-DATA-001"] == "PASS"  # the reader served no placeholder
+    assert check_record_truth(record, run, load_spec()).violations == []
+
+    more = ["--set", "data.wrap=true", "--set", f"train.steps={last + 2}"]
+    assert train(["train", "--resume", str(run), *more]) == 0
+    assert f"stack train: step {last + 1}: the train split wrapped to epoch 1" in capsys.readouterr().err
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"type": "event", "step": last + 1, "event": "wrap", "epoch": 1} in lines
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, last + 3))
+    assert evidence(run)["run"]["status"] == "completed"
+
+
+# -- fp16 loss scaling on CPU, resumed exactly ---------------------------------------------------
+
+
+@pytest.mark.holds("GATE-CKPT-003")
+def test_fp16_on_cpu_resumes_bit_exact_with_its_loss_scaler(fp16_run: Path, tmp_path: Path) -> None:
+    run = copy_of(fp16_run, tmp_path, keep_until=2)
+    assert train(["train", "--resume", str(run)]) == 0
+    keys = ("step", "loss", "grad_norm", "loss_scale", "batch_sha256")
+    assert [[ln[k] for k in keys] for ln in step_lines(run)] == [
+        [ln[k] for k in keys] for ln in step_lines(fp16_run)
+    ]
+    saved = [
+        json.loads((ckpt.step_dir(r, 6) / ckpt.STATE_FILE).read_text())["scaler"] for r in (run, fp16_run)
+    ]
+    assert saved[0] == saved[1] and saved[0]["_growth_tracker"] == 6  # counted on from 2, not restarted
+    weights = [load_file(str(ckpt.step_dir(r, 6) / "model.safetensors")) for r in (run, fp16_run)]
+    assert all(weights[0][name].equal(weights[1][name]) for name in weights[1])
+
+
+@pytest.mark.gate("GATE-CKPT-003")
+def test_a_resume_that_forgets_the_loss_scaler_halts(
+    fp16_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict", lambda self, state: None)  # the planted bug
+    run = copy_of(fp16_run, tmp_path, keep_until=2)
+    assert train(["train", "--resume", str(run)]) == 3
+    (result,) = [g for g in evidence(run)["gates"] if g["id"] == "GATE-CKPT-003"]
+    assert result["verdict"] == "FAIL" and result["measured"]["mismatched"] == ["scaler"]
+
+
+# -- destinations that cannot be written are refused before any work ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "where", "said"),
+    [
+        ("--out", "a-file", "is a file, not a directory"),
+        ("--out", "a-file/run", "which is a file"),
+        ("--out", "/proc/self/run", "/proc/self is not writable"),
+        ("--evidence-dir", "a-file", "is a file, not a directory"),
+        ("--evidence-dir", "a-file/ledger", "which is a file"),
+    ],
+    ids=["out-file", "out-under-file", "out-unwritable", "ledger-file", "ledger-under-file"],
+)
+def test_an_unusable_destination_is_refused_before_any_work(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, where: str, said: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    target = Path(where) if where.startswith("/") else tmp_path / where
+    argv = smoke_args(data, tmp_path / "run") if flag == "--evidence-dir" else smoke_args(data, target)
+    if flag == "--evidence-dir":
+        argv += [flag, str(target)]
+    before = snapshot(tmp_path)
+    assert train(argv) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"error: {flag} {target.absolute()}" in line and said in line
+    assert snapshot(tmp_path) == before
