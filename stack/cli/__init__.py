@@ -2,18 +2,36 @@
 
 Each module in COMMANDS exposes `register(subparsers)`, which adds its parser and sets
 `func`. Modules import heavy libraries (torch) inside their functions, so `stack --help`
-stays fast. Every failure a user can fix ends in one line and exit 2; a gate that fires ends in
-one line naming the gate and exit 3; neither shows a traceback.
+stays fast.
+
+Every way a command ends badly is decided here, once, so no command can leak a traceback or
+lose an error (docs/reliability.md tables each case):
+
+- exit 2, one line naming the problem and the fix: a usage error, `BadInput`, an `OSError`
+  (named by its errno, with the path), a file that does not decode (UTF-8, JSON, TOML, YAML) and
+  a malformed safetensors header;
+- exit 3, one line naming the gate: a `GateViolation`;
+- exit 1, one line naming a crash file that holds the full traceback: anything else, which is a
+  bug of gatestack's to report. The file goes under $GATESTACK_CRASH_DIR, else
+  $XDG_STATE_HOME/gatestack/crashes (~/.local/state/gatestack/crashes), else, when that cannot
+  be written, the system temp dir's gatestack-crashes/.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from stack import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 COMMANDS = (
     "gates",
@@ -27,13 +45,55 @@ COMMANDS = (
     "trace",
     "release",
 )
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+CRASH_DIR_ENV = "GATESTACK_CRASH_DIR"
+MESSAGE_LIMIT = 500  # characters of an unexpected exception's message shown on the terminal
+
+# What an errno means for the user, and the fix; {path} is the file the operating system named.
+_ERRNO_LINES: dict[int, str] = {
+    errno.ENOSPC: "the disk is full writing {path}; free some space or write elsewhere, then run again",
+    errno.EDQUOT: "the disk quota is used up writing {path}; free some space or write elsewhere",
+    errno.EACCES: "permission denied: {path}; change its permissions or choose another path",
+    errno.EPERM: "permission denied: {path}; change its permissions or choose another path",
+    errno.ENOTDIR: "a path component of {path} is a file, not a directory; fix the path",
+    errno.ELOOP: "too many symlinks at {path} (a symlink loop?); fix or remove the link",
+    errno.EISDIR: "{path} is a directory; give a file",
+    errno.ENOENT: "no such file: {path}; check the path",
+    errno.EROFS: "{path} is on a read-only file system; choose a writable place",
+    errno.ENAMETOOLONG: "the name is too long: {path}; use a shorter path",
+    errno.EEXIST: "{path} already exists; remove it or choose another path",
+    errno.ENOTEMPTY: "{path} is a directory that is not empty; empty it or choose another path",
+    errno.EXDEV: "{path} cannot be moved across file systems; keep both on one file system",
+    errno.EMFILE: "too many open files at {path}; raise the limit (ulimit -n) and run again",
+    errno.ENFILE: "the system ran out of open files at {path}; close other programs and run again",
+    errno.EFBIG: "{path} would grow past what its file system allows; write elsewhere",
+    errno.EIO: "an input/output error at {path}; check the disk and run again",
+    errno.EBUSY: "{path} is busy; stop what holds it and run again",
+    errno.ETXTBSY: "{path} is busy; stop what holds it and run again",
+    errno.ENXIO: "{path} is not a usable device; give a regular file",
+    errno.ENODEV: "{path} is not a usable device; give a regular file",
+    errno.EPIPE: "the output was closed before it was all written (broken pipe); read it to the end",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage error is one line: the problem, then where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        """Refuse `--opt=--` as a missing value: Python 3.11's argparse drops the '--' and hands
+        the option an empty list, which no command expects."""
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected one argument")
+        return super()._get_values(action, arg_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser, with every sub-command registered."""
-    parser = argparse.ArgumentParser(
-        prog="stack", description="Train small language models under acceptance gates."
-    )
+    parser = Parser(prog="stack", description="Train small language models under acceptance gates.")
     parser.add_argument("--version", action="version", version=f"gatestack {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -42,17 +102,225 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one sub-command and map its failures to exit codes."""
-    args = build_parser().parse_args(argv)
-    args.argv = ["stack", *(argv if argv is not None else sys.argv[1:])]  # recorded in evidence
+    """Run one sub-command; every failure becomes one line on stderr and its exit code."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = _command_name(given)
     try:
-        return int(args.func(args) or 0)
-    except BadInput as exc:
-        print(f"stack {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except GateViolation as exc:
-        print(f"stack {args.command}: gate fired: {exc}", file=sys.stderr)
-        return EXIT_GATE
+        return _dispatch(given)
     except KeyboardInterrupt:
-        print(f"stack {args.command}: interrupted", file=sys.stderr)
-        return 130
+        _say(f"{command}: interrupted")
+        return EXIT_INTERRUPTED
+    except SystemExit:  # a command's own exit carries its own status and message
+        raise
+    except BaseException as exc:  # every failure ends here, even those outside Exception (a Rust panic)
+        return report_failure(command, given, exc)
+
+
+def _command_name(argv: list[str]) -> str:
+    """'stack NAME' for the sub-command the arguments name, 'stack' before one is known."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return f"stack {first}" if first in COMMANDS else "stack"
+
+
+def _dispatch(argv: list[str]) -> int:
+    """Parse, then run the sub-command; argparse's own exits (--help, usage errors) are returned."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the help, the version or its one-line error
+        return int(exc.code or 0)
+    args.argv = ["stack", *argv]  # recorded in evidence
+    return int(args.func(args) or 0)
+
+
+def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
+    """Print the one line for `exc` and return its exit code; unexpected ones leave a crash file."""
+    if isinstance(exc, GateViolation):
+        _say(f"{command}: gate fired: {exc}")
+        return EXIT_GATE
+    problem = describe(exc)
+    if problem is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+            _silence_stdout()
+        _say(f"{command}: error: {problem}")
+        return EXIT_BAD_INPUT
+    return _internal_error(command, argv, exc)
+
+
+def _internal_error(command: str, argv: list[str], exc: BaseException) -> int:
+    """One line naming the exception and the crash file that holds its traceback; exit 1."""
+    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if len(summary) > MESSAGE_LIMIT:
+        summary = summary[:MESSAGE_LIMIT] + "…"
+    report = crash_report(argv, exc)
+    crash_file = write_crash_file(command, report)
+    if crash_file is None:  # nowhere to write: the traceback goes to the terminal rather than nowhere
+        _say(f"{command}: internal error: {summary}; no crash directory is writable, traceback follows")
+        print(report, file=sys.stderr)
+        return EXIT_INTERNAL
+    where = f"full traceback written to {crash_file}, please report it"
+    _say(f"{command}: internal error: {summary}; {where}")
+    return EXIT_INTERNAL
+
+
+def describe(exc: BaseException) -> str | None:
+    """The problem and its fix for a failure the user can act on; None for an unexpected one."""
+    import json
+    import tomllib
+
+    import yaml
+    from safetensors import SafetensorError
+
+    if isinstance(exc, BadInput):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_error_line(exc)
+    loop = exc.__context__
+    if isinstance(exc, RuntimeError) and isinstance(loop, OSError) and loop.errno == errno.ELOOP:
+        return os_error_line(loop)  # Python 3.11's Path.resolve() reports a symlink loop this way
+    if isinstance(exc, UnicodeDecodeError):
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        return (
+            f"a file it read is not {exc.encoding} text (byte 0x{byte} at offset {exc.start}: "
+            f"{exc.reason}); pass UTF-8 text, or re-create the file if it was edited"
+        )
+    if isinstance(exc, json.JSONDecodeError):
+        return (
+            f"a JSON file it read is malformed ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "restore it, or re-create it with the command that wrote it"
+        )
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"a TOML file it read is malformed ({exc}); fix the file's syntax"
+    if isinstance(exc, yaml.YAMLError):
+        return f"a YAML file it read is malformed ({_yaml_problem(exc)}); fix the file's syntax"
+    if isinstance(exc, SafetensorError):
+        return f"a .safetensors file it read is malformed ({exc}); restore it or re-create it"
+    return None
+
+
+def _yaml_problem(exc: BaseException) -> str:
+    """PyYAML's problem and where it is, without the quoted snippet its message spreads over lines."""
+    import yaml
+
+    mark = getattr(exc, "problem_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError) or mark is None:
+        return " ".join(str(exc).split())
+    where = f"line {mark.line + 1} column {mark.column + 1}"
+    if not mark.name.startswith("<"):  # a file's name; "<unicode string>" when parsed from text
+        where += f" of {mark.name}"
+    return f"{exc.problem} at {where}"
+
+
+def os_error_line(exc: OSError) -> str:
+    """What the operating system refused, on which path, and the fix (by errno)."""
+    if exc.filename is None:
+        path = "a file whose name was not reported"
+    else:
+        path = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else str(exc.filename)
+        if exc.filename2 is not None:
+            path += f" -> {os.fsdecode(exc.filename2) if isinstance(exc.filename2, bytes) else exc.filename2}"
+    template = _ERRNO_LINES.get(exc.errno) if exc.errno is not None else None
+    if template is not None:
+        return template.format(path=path)
+    if exc.errno is None:
+        return f"{exc}; check the files and paths given"
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{exc.strerror} ({name}) at {path}; check the path and the system, then run again"
+
+
+def crash_report(argv: list[str], exc: BaseException) -> str:
+    """Everything a bug report needs: version, command line, interpreter, and the whole traceback."""
+    import datetime
+    import platform
+    import traceback
+
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    lines = [
+        f"gatestack {__version__} internal error at {when}",
+        f"command: {' '.join(['stack', *argv])!r}",
+        f"python: {sys.version.split()[0]} on {platform.platform()}",
+        f"cwd: {_cwd()}",
+        "",
+        *traceback.format_exception(exc),
+    ]
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+def _cwd() -> str:
+    """The working directory, or a note that it was removed while the command ran."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return "(removed)"
+
+
+def crash_dirs() -> list[Path]:
+    """Where a crash file may go, first choice first (see the module docstring)."""
+    import tempfile
+
+    override = os.environ.get(CRASH_DIR_ENV)
+    first = Path(override) if override else _state_dir()
+    fallback = Path(tempfile.gettempdir()) / "gatestack-crashes"
+    return [fallback] if first is None else [first, fallback]
+
+
+def _state_dir() -> Path | None:
+    """$XDG_STATE_HOME/gatestack/crashes, or its default under the home directory; None without a home."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if os.path.isabs(state):  # the XDG spec: a relative value is invalid and ignored
+        return Path(state) / "gatestack" / "crashes"
+    try:
+        return Path.home() / ".local" / "state" / "gatestack" / "crashes"
+    except RuntimeError:  # no HOME and no password entry to find one
+        return None
+
+
+def write_crash_file(command: str, report: str) -> Path | None:
+    """Write `report` to a new file in the first crash directory that takes it; None if none does."""
+    import tempfile
+    import time
+
+    prefix = f"{command.replace(' ', '-')}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+    for directory in crash_dirs():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=".txt", dir=directory)
+            with open(handle, "w", encoding="utf-8", errors="backslashreplace") as out:
+                out.write(report)
+        except OSError:
+            continue
+        return Path(name)
+    return None
+
+
+def data_console() -> Console:
+    """A rich console for names and values read from files: markup and emoji codes in them are
+    printed as they are, and a closed pipe is raised to `main` (one line, exit 2), where rich
+    would exit 1 without a word."""
+    from rich.console import Console
+
+    class DataConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    return DataConsole(markup=False, emoji=False, highlight=False)
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line: line breaks, control characters and undecodable bytes escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _say(line: str) -> None:
+    """Print one line on stderr, whatever the message held."""
+    print(one_line(line), file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail on the closed pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # not a real file (captured output): nothing will be flushed to a pipe
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

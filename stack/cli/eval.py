@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stack.cli import values
+
 if TYPE_CHECKING:
     from stack.eval.evidence import CommandEvidence
 
@@ -21,28 +23,30 @@ RESULT_FILE = "eval.json"
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("eval", help="loss and bits per byte of a run or checkpoint on a text")
-    parser.add_argument("path", type=Path, metavar="RUN_DIR|CKPT")
+    parser.add_argument("path", type=values.utf8_path, metavar="RUN_DIR|CKPT")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", type=Path, metavar="FILE", help="a UTF-8 text file, scored byte for byte")
+    source.add_argument(
+        "--text", type=values.utf8_path, metavar="FILE", help="a UTF-8 text file, scored byte for byte"
+    )
     source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
     parser.add_argument(
         "--max-bytes",
-        type=int,
+        type=values.positive_int,
         help="with --split: whole documents up to about this many bytes (default: all)",
     )
-    parser.add_argument("--data", type=Path, help="DATA_DIR for --split (default: the run's own)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", type=values.utf8_path, help="DATA_DIR for --split (default: the run's own)")
+    parser.add_argument("--batch-size", type=values.positive_int, default=8, help="windows per forward")
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument(
         "--record",
-        type=Path,
+        type=values.utf8_path,
         metavar="DIR",
         help=f"write the evidence record DIR/metadata.json and the result DIR/{RESULT_FILE} "
         "(refused if DIR already holds a record)",
     )
     parser.add_argument(
         "--evidence-dir",
-        type=Path,
+        type=values.utf8_path,
         metavar="LEDGER",
         help="also file the evidence record into this ledger as LEDGER/<run-id>/ (append-only)",
     )
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from contracts.evidence import RunStatus
     from stack.eval.evidence import CommandEvidence
 
+    _check_split_options(args)
     _check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     try:
@@ -71,6 +76,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"stack eval: evidence in {where}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _check_split_options(args: argparse.Namespace) -> None:
+    """Refuse --max-bytes and --data beside --text: they shape the held-out split, and would be ignored."""
+    from contracts.errors import BadInput
+
+    options = {"--max-bytes": args.max_bytes, "--data": args.data}
+    given = [name for name, value in options.items() if value is not None]
+    if args.text is not None and given:
+        raise BadInput(f"{' and '.join(given)} go with --split val; drop them when scoring --text FILE")
 
 
 def _check_record_dir(directory: Path | None) -> None:

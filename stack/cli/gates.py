@@ -19,8 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the selected gates; an unknown id or area is bad input."""
-    from rich.console import Console
     from rich.table import Table
+
+    from stack.cli import data_console
 
     spec = load_spec()
     gates = [spec.gate(gid) for gid in args.ids] if args.ids else list(spec.gates.values())
@@ -51,5 +52,5 @@ def run(args: argparse.Namespace) -> int:
             gate.title,
             thresholds,
         )
-    Console().print(table)
+    data_console().print(table)
     return 0

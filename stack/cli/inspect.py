@@ -1,9 +1,15 @@
-"""`stack inspect`: what a checkpoint holds, and whether its checksums still hold."""
+"""`stack inspect`: what a checkpoint holds, and whether its checksums still hold.
+
+Inspecting is how a damaged checkpoint is diagnosed, so once the checksums verify it shows what
+state.json holds rather than failing on what it lacks: missing keys are listed, not tripped over.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,17 +23,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify the checkpoint, then list its tensors and state."""
-    import json
-
-    from safetensors import safe_open
-
     from stack.train import checkpoint as ckpt
     from stack.train.trained import resolve_checkpoint
 
     path = resolve_checkpoint(args.path)
     loaded = ckpt.load_checkpoint(path)  # verifies every checksum first (GATE-CKPT-002)
+    state = loaded.state
+    tensors = _tensors(path / "model.safetensors")
+    summary = {
+        "path": str(path),
+        "checksums": "ok",
+        "step": state.get("step"),
+        "epoch": state.get("epoch"),
+        "spec_version": state.get("spec_version"),
+        "parameters": sum(t["numel"] for t in tensors),
+        "config": state.get("config"),
+        "state_keys_missing": [key for key in ckpt.STATE_KEYS if key not in state],
+        "tensors": tensors,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_tables(summary)
+    return 0
+
+
+def _tensors(weights: Path) -> list[dict[str, Any]]:
+    """Name, shape, dtype and element count of each tensor, read from the header only."""
+    from safetensors import safe_open
+
     tensors = []
-    with safe_open(str(path / "model.safetensors"), framework="pt") as handle:
+    with safe_open(str(weights), framework="pt") as handle:
         for name in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
             sliced = handle.get_slice(name)
             shape = sliced.get_shape()
@@ -35,33 +61,27 @@ def run(args: argparse.Namespace) -> int:
             for dim in shape:
                 count *= dim
             tensors.append({"name": name, "shape": shape, "dtype": sliced.get_dtype(), "numel": count})
-    state = loaded.state
-    summary = {
-        "path": str(path),
-        "checksums": "ok",
-        "step": loaded.step,
-        "epoch": state["epoch"],
-        "spec_version": state["spec_version"],
-        "parameters": sum(t["numel"] for t in tensors),
-        "config": state["config"],
-        "tensors": tensors,
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    from rich.console import Console
+    return tensors
+
+
+def _print_tables(summary: dict[str, Any]) -> None:
+    """The summary as tables, names and values printed as they are."""
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]{path}[/] step {loaded.step}, spec {state['spec_version']}, checksums ok")
+    from stack.cli import data_console
+
+    console = data_console()
+    console.print(f"{summary['path']} step {summary['step']}, spec {summary['spec_version']}, checksums ok")
     console.print(f"parameters: {summary['parameters']:,} (a tied embedding is stored once)")
+    if summary["state_keys_missing"]:
+        console.print(f"state.json lacks: {', '.join(summary['state_keys_missing'])}")
     table = Table("tensor", "shape", "dtype")
-    for t in tensors:
+    for t in summary["tensors"]:
         table.add_row(t["name"], "×".join(map(str, t["shape"])), t["dtype"])
     console.print(table)
     config = Table("section", "key", "value")
-    for section, values in state["config"].items():
-        for key, value in values.items():
+    sections = summary["config"] if isinstance(summary["config"], dict) else {}
+    for section, values in sections.items():
+        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
             config.add_row(section, key, json.dumps(value))
     console.print(config)
-    return 0

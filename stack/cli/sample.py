@@ -1,22 +1,34 @@
-"""`stack sample`: generate text from a trained checkpoint, deterministically for a fixed seed."""
+"""`stack sample`: generate text from a trained checkpoint, deterministically for a fixed seed.
+
+Every sampling option is checked while the command line is parsed (stack.cli.values), so a NaN
+temperature or an impossible seed is a one-line usage error before the checkpoint is read.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from stack.cli import values
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("sample", help="generate text from a run or checkpoint")
     parser.add_argument("path", type=Path, metavar="RUN_DIR|CKPT")
-    parser.add_argument("--prompt", default="", help="text to continue (default: empty)")
-    parser.add_argument("--tokens", type=int, default=200, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 is greedy")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument(
+        "--prompt", type=values.utf8_text, default="", help="UTF-8 text to continue (default: empty)"
+    )
+    parser.add_argument("--tokens", type=values.positive_int, default=200, help="tokens to generate")
+    parser.add_argument(
+        "--temperature", type=values.temperature, default=0.8, help="0 is greedy; else at least 0.001"
+    )
+    parser.add_argument("--top-k", type=values.positive_int, default=None, help="keep the k likeliest")
+    parser.add_argument("--top-p", type=values.probability, default=None, help="from 0.000001 to 1")
+    parser.add_argument(
+        "--repetition-penalty", type=values.factor, default=1.0, help="1.0 is off; from 0.001 to 1000"
+    )
+    parser.add_argument("--seed", type=values.seed, default=0, help=f"0 to {values.SEED_MAX}")
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     parser.set_defaults(func=run)
 
 
@@ -24,12 +36,9 @@ def run(args: argparse.Namespace) -> int:
     """Print the prompt followed by its continuation."""
     import torch
 
-    from contracts.errors import BadInput
     from stack.model.generate import generate_long
     from stack.train.trained import load_trained
 
-    if args.tokens < 1:
-        raise BadInput("--tokens must be at least 1")
     trained = load_trained(args.path, args.device)
     ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
     if not ids:

@@ -1,0 +1,146 @@
+"""Argument types shared by the sub-commands: each refuses a bad value while the command line is parsed.
+
+A value that would only fail deep inside a run (a NaN temperature turning every probability into
+NaN, a seed torch cannot hold, a device torch cannot parse) is refused here instead, before any
+file is read, as argparse's one-line usage error (exit 2) naming the option, the value and the
+range that would work. The commands share them, so the same option means the same thing and
+fails the same way in each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
+COUNT_MAX = 2**63 - 1  # torch's sizes are signed 64-bit; a larger count overflows inside it
+# Logits are float32 (largest 3.4e38): divided by a temperature below this, or scaled by a
+# repetition penalty outside FACTOR_RANGE, they overflow to inf and the sampling fails with NaN.
+# Below it a temperature is greedy in all but name anyway.
+MIN_TEMPERATURE = 1e-3
+FACTOR_RANGE = (1e-3, 1e3)
+# A top-p below this keeps only the likeliest token whatever the vocabulary (up to a million ids),
+# and one below float32's smallest number compares as 0, which keeps no token at all.
+MIN_PROBABILITY = 1e-6
+
+
+def _integer(text: str) -> int:
+    """`text` as a whole number, or a usage error that says so."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    """`text` as a finite number: NaN and infinity would poison the arithmetic downstream silently."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed: a whole number torch's generators accept, 0 to 2**64 - 1."""
+    value = _integer(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a seed from 0 to {SEED_MAX}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A count (tokens, batch size, bytes, top-k): at least 1, at most COUNT_MAX."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value > COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is more than {COUNT_MAX}, the most torch can count")
+    return value
+
+
+def temperature(text: str) -> float:
+    """A sampling temperature: 0 means greedy decoding, else finite and at least MIN_TEMPERATURE."""
+    value = _number(text)
+    if value != 0 and value < MIN_TEMPERATURE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; give 0 for greedy or a temperature of at least {MIN_TEMPERATURE}"
+        )
+    return value
+
+
+def factor(text: str) -> float:
+    """A factor the logits are scaled by (a repetition penalty): 0 or below would flip or zero them,
+    and one outside FACTOR_RANGE would overflow them."""
+    value = _number(text)
+    low, high = FACTOR_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a factor from {low} to {high}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A probability mass to keep (top-p), from MIN_PROBABILITY to 1."""
+    value = _number(text)
+    if not MIN_PROBABILITY <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range; give a probability from {MIN_PROBABILITY} to 1"
+        )
+    return value
+
+
+def device(text: str) -> str:
+    """`cpu`, `cuda` or `cuda:N`, and present on this machine: checked before a checkpoint is loaded."""
+    name, colon, index = text.partition(":")
+    if name == "cpu" and not colon:
+        return text
+    if name != "cuda" or (colon and not (index.isascii() and index.isdigit())):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; use cpu")
+    if colon and int(index) >= count:
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has cuda:0 to cuda:{count - 1}")
+    return text
+
+
+def _not_utf8_at(text: str) -> int | None:
+    """Where `text` holds bytes that are not UTF-8, or None.
+
+    Python hands argv bytes that do not decode as lone surrogates; text holding them cannot be
+    encoded for the model or written into a JSON record, so it fails later, after the work.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def utf8_text(text: str) -> str:
+    """Text from the command line (a prompt) that is valid UTF-8."""
+    at = _not_utf8_at(text)
+    if at is not None:
+        raise argparse.ArgumentTypeError(
+            f"holds bytes that are not UTF-8 (at character {at}); pass UTF-8 text"
+        )
+    return text
+
+
+def utf8_path(text: str) -> Path:
+    """A path with a UTF-8 name, for a command that names it in its JSON evidence record.
+
+    Such a name is a valid path on Linux, but the record could not hold it as it is.
+    """
+    at = _not_utf8_at(text)
+    if at is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds bytes that are not UTF-8 (at character {at}); "
+            "the evidence record can only name UTF-8 paths: rename it"
+        )
+    return Path(text)
