@@ -1063,6 +1063,30 @@ FINDINGS: dict[str, Finding] = {
             "state.json", Damage(TreeEdit(("optimizer", "param_groups", 1, "params"), "delete")), True
         ),
     ),
+    "resume-rng-state": Finding(
+        "stack/train/rng.py (restore: state.json's RNG states are not checked)",
+        ("train", "--resume", Place("run")),
+        "IndexError: index 623 is out of bounds for axis 0 with size 623 (numpy's MT19937 state setter)",
+        lambda world, words, d: _resume_with_changed(world, words, d, "rng"),
+        CheckpointDamage("state.json", Damage(TreeEdit(("rng", "numpy", "keys", 0), "delete")), True),
+    ),
+    "waiver-empty-reason": Finding(
+        "stack/cli/train.py (builds Waiver(gate, reason) unchecked)",
+        (
+            "train",
+            "--data",
+            Place("data"),
+            "--out",
+            Place("fresh"),
+            "--waive",
+            "GATE-CKPT-001",
+            "--reason",
+            "",
+        ),
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for Waiver reason String should "
+        "have at least 1 character [type=string_too_short, input_value='', input_type=str]",
+        lambda world, words, d: words[:1] == ["train"] and "" in _values_of(words, "--reason"),
+    ),
     "bpe-record-panic": Finding(
         "stack/data/tokenizer.py (BpeTokenizer.from_json)",
         ("prepare", "--verify", "--out", Place("bpe")),
