@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +17,9 @@ if not torch.cuda.is_available():
 
 # Tests run with the law fully on unless a test says otherwise.
 os.environ.setdefault("GATESTACK_CONTRACTS", "full")
+
+# A crash file a test provokes goes to a directory of this session, not the user's state dir.
+os.environ.setdefault("GATESTACK_CRASH_DIR", tempfile.mkdtemp(prefix="gatestack-test-crashes-"))
 
 # tools/ holds scripts, not a package: make its modules importable for the auditors' tests.
 TOOLS = Path(__file__).resolve().parent.parent / "tools"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tree_snapshot import snapshot
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput
 from contracts.evidence import Verdict, sha256_file
@@ -28,26 +30,14 @@ from contracts.ledger import Ledger, recording
 from stack.cli import main
 from stack.data import ownership, shards, split
 from stack.data.manifest import MANIFEST_FILE, load_manifest, manifest_bytes, parse_manifest
+from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
 from stack.data.shards import HEADER
+from stack.data.tokenizer import BpeTokenizer
 from stack.runlock import LOCK_FILE, exclusive
 
 REPO = Path(__file__).resolve().parent.parent
 SHARD = "shards/train-main"
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under `root`, hidden ones included → sha256 of a file, 'dir', or a link's target."""
-    entries = {}
-    for base, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(base) / name
-            rel = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                entries[rel] = f"link -> {os.readlink(path)}"
-            else:
-                entries[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
-    return entries
 
 
 def corpus(root: Path, n: int = 12, word: str = "alpha") -> Path:
@@ -354,9 +344,20 @@ def test_a_garbage_bpe_tokenizer_is_one_line(tmp_path: Path, capsys: pytest.Capt
     sha = hashlib.sha256(garbage.encode()).hexdigest()
     rewrite_manifest(data, tokenizer=manifest.tokenizer.model_copy(update={"sha256": sha}))
     code, err = prepare(capsys, "--verify", "--out", str(data))
-    assert (
-        code == EXIT_BAD_INPUT and "tokenizer.json is not a tokenizer the tokenizers library can load" in err
-    )
+    assert code == EXIT_BAD_INPUT
+    assert "tokenizer.json is not a BPE tokenizer record: its model.vocab is not a map" in err
+
+
+def test_a_bpe_vocabulary_with_a_hole_is_refused_before_the_library_panics(tmp_path: Path) -> None:
+    """An entry deleted from model.vocab makes the tokenizers library panic in Rust (not an
+    Exception, and a Rust backtrace on stderr); the record is checked before it is handed over."""
+    data = tmp_path / "d"
+    prepare_corpus([corpus(tmp_path / "in")], data, tokenizer="bpe", vocab_size=300)
+    record = json.loads((data / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = record["model"]["vocab"]
+    del vocab[max(vocab, key=len)]
+    with pytest.raises(BadInput, match=r"model\.vocab ids are not 0\.\.\d+, each once"):
+        BpeTokenizer.from_json(json.dumps(record), "the record")
 
 
 # -- paths -------------------------------------------------------------------------------------------

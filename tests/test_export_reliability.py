@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file, save_file
-from test_data_reliability import snapshot
 from test_export_support import make_checkpoint
+from tree_snapshot import snapshot
 
 from contracts.errors import EXIT_BAD_INPUT
 from stack.cli import main

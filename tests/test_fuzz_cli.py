@@ -18,7 +18,9 @@ The examples are fixed (derandomized) so the suite is the same on every run and 
 GATESTACK_FUZZ=explore draws new, and twenty times more, examples: how the findings below were
 found. A finding in a module this suite does not own is kept as a strict xfail reproducer in
 FINDINGS, and the fuzzer steers around it, so the suite stays green and the finding is not lost;
-fixing the module turns the reproducer into an XPASS, which fails until its entry is removed.
+fixing the module turns the reproducer into an XPASS, which fails until its entry is closed
+(`open=False`). A closed finding stays as a regression test that must hold the contract, and the
+fuzzer draws its examples again.
 """
 
 from __future__ import annotations
@@ -955,14 +957,15 @@ def test_a_damaged_config_is_refused_in_one_line(world: World, tmp_path: Path) -
 
 @dataclass(frozen=True)
 class Finding:
-    """A reproducer, the module at fault, the last line of its traceback, and the drawn examples it
-    covers (which the fuzzer steers around while the finding is open)."""
+    """A reproducer, the module at fault, the last line of its traceback, the drawn examples it
+    covers (which the fuzzer steers around while the finding is open), and whether it is open."""
 
     module: str
     words: tuple[str | Place, ...]
     last_line: str
     covers: Callable[[World, list[str | Place], object], bool]
     damage: CheckpointDamage | RecordDamage | None = None
+    open: bool = True
 
 
 def _parses(data: bytes) -> bool:
@@ -1031,6 +1034,7 @@ FINDINGS: dict[str, Finding] = {
             and _parses(_header(d.damage.apply((world.checkpoint / d.name).read_bytes())))
         ),
         CheckpointDamage("model.safetensors", Damage(ByteEdit("flip", 59, 0)), resealed=True),
+        open=False,
     ),
     "tokenizer-larger-than-model": Finding(
         "stack/train/trained.py (tokenizer_from_state does not hold the tokenizer's vocab to the model's)",
@@ -1043,6 +1047,7 @@ FINDINGS: dict[str, Finding] = {
             and _parses(d.damage.apply(_bpe_record(world).read_bytes()))
         ),
         CheckpointDamage("state.json", Damage(ByteEdit("flip", 1505, 0)), resealed=True, bpe=True),
+        open=False,
     ),
     "resume-monitor-state": Finding(
         "stack/train/overfit.py and coherence.py (load_state_dict), from stack/train/loop.py (restore): "
@@ -1053,6 +1058,7 @@ FINDINGS: dict[str, Finding] = {
         CheckpointDamage(
             "state.json", Damage(TreeEdit(("monitors", "overfit", "previous", 0), "delete")), True
         ),
+        open=False,
     ),
     "resume-optimizer-state": Finding(
         "stack/train/checkpoint.py (restore_optimizer: state.json's optimizer param_groups are not checked)",
@@ -1062,6 +1068,7 @@ FINDINGS: dict[str, Finding] = {
         CheckpointDamage(
             "state.json", Damage(TreeEdit(("optimizer", "param_groups", 1, "params"), "delete")), True
         ),
+        open=False,
     ),
     "resume-rng-state": Finding(
         "stack/train/rng.py (restore: state.json's RNG states are not checked)",
@@ -1069,6 +1076,7 @@ FINDINGS: dict[str, Finding] = {
         "IndexError: index 623 is out of bounds for axis 0 with size 623 (numpy's MT19937 state setter)",
         lambda world, words, d: _resume_with_changed(world, words, d, "rng"),
         CheckpointDamage("state.json", Damage(TreeEdit(("rng", "numpy", "keys", 0), "delete")), True),
+        open=False,
     ),
     "waiver-empty-reason": Finding(
         "stack/cli/train.py (builds Waiver(gate, reason) unchecked)",
@@ -1086,6 +1094,7 @@ FINDINGS: dict[str, Finding] = {
         "pydantic_core._pydantic_core.ValidationError: 1 validation error for Waiver reason String should "
         "have at least 1 character [type=string_too_short, input_value='', input_type=str]",
         lambda world, words, d: words[:1] == ["train"] and "" in _values_of(words, "--reason"),
+        open=False,
     ),
     "bpe-record-panic": Finding(
         "stack/data/tokenizer.py (BpeTokenizer.from_json)",
@@ -1098,6 +1107,7 @@ FINDINGS: dict[str, Finding] = {
             and _parses(d.damage.apply(_bpe_record(world).read_bytes()))
         ),
         RecordDamage(Damage(TreeEdit(("model", "vocab", "oherence"), "delete")), resealed=True),
+        open=False,
     ),
     "prepare-out-not-utf8": Finding(
         "stack/cli/prepare.py (its summary prints --out; stack.cli.values.utf8_path would refuse it)",
@@ -1105,6 +1115,7 @@ FINDINGS: dict[str, Finding] = {
         "UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcc3' in position 12: "
         "surrogates not allowed (after DATA_DIR was written)",
         lambda world, words, d: words[:1] == ["prepare"] and any(_not_utf8(str(w)) for w in words),
+        open=False,
     ),
     "train-seed-out-of-range": Finding(
         "stack/train/config.py (train.seed is not bounded), failing in stack/train/loop.py (Trainer)",
@@ -1121,6 +1132,7 @@ FINDINGS: dict[str, Finding] = {
         ),
         "ValueError: Overflow when unpacking long long",
         lambda world, words, d: words[:1] == ["train"] and f"train.seed={2**64}" in words,
+        open=False,
     ),
     "verify-seq-len-overflow": Finding(
         "stack/cli/prepare.py (--seq-len and --batch-size are not bounded), failing in stack/data/windows.py",
@@ -1130,6 +1142,7 @@ FINDINGS: dict[str, Finding] = {
             words[:1] == ["prepare"]
             and any(_huge(v) for option in ("--seq-len", "--batch-size") for v in _values_of(words, option))
         ),
+        open=False,
     ),
     "trace-out-not-utf8": Finding(
         "stack/cli/trace.py and stack/trace/record.py (a path that is not UTF-8 goes into the JSON record)",
@@ -1138,6 +1151,7 @@ FINDINGS: dict[str, Finding] = {
         "UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcc3' in position 3: "
         "surrogates not allowed",
         lambda world, words, d: words[:1] == ["trace"] and _not_utf8_besides(words, "--prompt"),
+        open=False,
     ),
     "import-hf-out-not-utf8": Finding(
         "stack/cli/import_hf.py (its summary prints --out; stack.cli.values.utf8_path would refuse it)",
@@ -1145,6 +1159,7 @@ FINDINGS: dict[str, Finding] = {
         "UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcc3' in position 9: surrogates not "
         "allowed (after the checkpoint was written; where stdout is strict UTF-8, as under a UTF-8 locale)",
         lambda world, words, d: words[:1] == ["import-hf"] and any(_not_utf8(str(w)) for w in words),
+        open=False,
     ),
     "trace-prompt-not-utf8": Finding(
         "stack/cli/trace.py (--prompt is not checked; stack.cli.values.utf8_text would refuse it)",
@@ -1152,13 +1167,14 @@ FINDINGS: dict[str, Finding] = {
         "UnicodeEncodeError: 'utf-8' codec can't encode character '\\udcc3' in position 3: "
         "surrogates not allowed",
         lambda world, words, d: words[:1] == ["trace"] and any(map(_not_utf8, _values_of(words, "--prompt"))),
+        open=False,
     ),
 }
 
 
 def known(world: World, words: list[str | Place], damage: object) -> bool:
     """Whether an open finding covers this example: the fuzzer steers around it until it is fixed."""
-    return any(finding.covers(world, words, damage) for finding in FINDINGS.values())
+    return any(finding.open and finding.covers(world, words, damage) for finding in FINDINGS.values())
 
 
 @pytest.mark.parametrize(
@@ -1166,14 +1182,16 @@ def known(world: World, words: list[str | Place], damage: object) -> bool:
     [
         pytest.param(
             name,
-            marks=pytest.mark.xfail(raises=AssertionError, strict=True, reason=f"{f.module}: {f.last_line}"),
+            marks=pytest.mark.xfail(raises=AssertionError, strict=True, reason=f"{f.module}: {f.last_line}")
+            if f.open
+            else (),
         )
         for name, f in FINDINGS.items()
     ],
 )
 def test_finding_holds_the_contract(name: str, world: World, tmp_path: Path) -> None:
-    """Fails until the module is fixed; then the strict xfail fails too: delete the entry, which
-    also lets the fuzzer draw its case again."""
+    """An open finding fails until its module is fixed; then the strict xfail fails too: close the
+    entry, which keeps it as a regression test and lets the fuzzer draw its case again."""
     damage = FINDINGS[name].damage
     write = no_damage if damage is None else lambda maker: damage.apply(world, maker)
     fuzz_case(world, tmp_path, list(FINDINGS[name].words), write)

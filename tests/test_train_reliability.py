@@ -22,6 +22,7 @@ import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts, write_corpus
+from tree_snapshot import snapshot
 
 from contracts.errors import BadInput
 from contracts.evidence import read_evidence
@@ -55,16 +56,6 @@ def fp16_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("fp16") / "run"
     assert train(smoke_args(data, run, *FP16)) == 0
     return run
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file (path → sha256) and directory (path → "") under `root`, the lock file included."""
-    return {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        if path.is_file()
-        else ""
-        for path in sorted(root.rglob("*"))
-    }
 
 
 def copy_of(run: Path, tmp_path: Path, keep_until: int | None = None) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stack.cli import values
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -16,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(GATE-EXPORT-001). Nothing is downloaded: DIR must be local.",
     )
     parser.add_argument("path", type=Path, metavar="DIR")
-    parser.add_argument("--out", type=Path, required=True, help="the new directory for the checkpoint")
+    parser.add_argument(
+        "--out", type=values.utf8_path, required=True, help="the new directory for the checkpoint"
+    )
     parser.add_argument(
         "--sample-text", type=Path, metavar="FILE", help="text to check parity on (default: built-in)"
     )

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from contracts.errors import BadInput
+from stack.cli import values
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
 
 
@@ -31,10 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="INPUT",
         help="file or directory, read recursively; NAME=PATH puts PATH in source NAME",
     )
-    parser.add_argument("--out", required=True, type=Path, metavar="DATA_DIR", help="directory to write")
+    parser.add_argument(
+        "--out", required=True, type=values.utf8_path, metavar="DATA_DIR", help="directory to write"
+    )
     parser.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte", help="default: byte")
     parser.add_argument(
-        "--vocab-size", type=int, help=f"bpe vocabulary, separator included (default {DEFAULT_BPE_VOCAB})"
+        "--vocab-size",
+        type=values.positive_int,
+        help=f"bpe vocabulary, separator included (default {DEFAULT_BPE_VOCAB})",
     )
     parser.add_argument("--glob", help="only files whose path below an input matches, e.g. '*.py'")
     parser.add_argument(
@@ -43,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_VAL_FRACTION,
         help=f"share of documents held out, chosen by content hash (default {DEFAULT_VAL_FRACTION})",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/held-out draw (default 0)")
+    parser.add_argument(
+        "--seed", type=values.seed, default=0, help="seed of the train/held-out draw (default 0)"
+    )
     parser.add_argument(
         "--source",
         default=DEFAULT_SOURCE,
@@ -59,13 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype", choices=("auto", "uint16", "uint32"), default="auto", help="shard token type"
     )
     parser.add_argument(
-        "--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard, about"
+        "--shard-tokens",
+        type=values.positive_int,
+        default=DEFAULT_SHARD_TOKENS,
+        help="tokens per shard, about",
     )
     parser.add_argument("--verify", action="store_true", help="check an existing DATA_DIR and exit")
     parser.add_argument(
-        "--seq-len", type=int, help="with --verify: also check the data can feed windows of this length"
+        "--seq-len",
+        type=values.positive_int,
+        help="with --verify: also check the data can feed windows of this length",
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="with --verify --seq-len (default 1)")
+    parser.add_argument(
+        "--batch-size", type=values.positive_int, default=1, help="with --verify --seq-len (default 1)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -19,6 +19,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stack.cli import values
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,10 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Trace a forward site by site; name the first site where things go wrong.",
     )
     parser.add_argument(
-        "path", type=Path, nargs="?", metavar="CKPT", help="run directory or checkpoint (path A)"
+        "path", type=values.utf8_path, nargs="?", metavar="CKPT", help="run directory or checkpoint (path A)"
     )
-    parser.add_argument("--prompt", help="text to trace (encoded by the checkpoint's tokenizer)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument(
+        "--prompt", type=values.utf8_text, help="text to trace (encoded by the checkpoint's tokenizer)"
+    )
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument(
         "--backend", choices=BACKENDS, help="attention backend of A (default: the checkpoint's)"
     )
@@ -48,16 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--layers", metavar="A-B", help="only these layers, e.g. 2-5 (inclusive)")
     show.add_argument("--sites", metavar="GLOB", help="only sites matching, e.g. 'ffn_*' or 'layers.3.*'")
     show.add_argument("--stat", default="std", help="statistic shown in the table (default std)")
-    show.add_argument("--json", type=Path, metavar="OUT", help="write the full report as JSON")
-    show.add_argument("--csv", type=Path, metavar="OUT", help="write one row per site as CSV")
+    show.add_argument("--json", type=values.utf8_path, metavar="OUT", help="write the full report as JSON")
+    show.add_argument("--csv", type=values.utf8_path, metavar="OUT", help="write one row per site as CSV")
     two = parser.add_argument_group("bisection: path B")
-    two.add_argument("--against", type=Path, metavar="CKPT_B", help="another checkpoint")
+    two.add_argument("--against", type=values.utf8_path, metavar="CKPT_B", help="another checkpoint")
     two.add_argument("--backend-b", choices=BACKENDS, help="A's weights under this attention backend")
     two.add_argument("--dtype-b", choices=DTYPE_NAMES, help="A's weights in this dtype")
     two.add_argument(
-        "--dump", type=Path, metavar="FILE", help="write this trace as a dump (single path only)"
+        "--dump", type=values.utf8_path, metavar="FILE", help="write this trace as a dump (single path only)"
     )
-    two.add_argument("--compare", type=Path, nargs=2, metavar=("A.json", "B.json"), help="bisect two dumps")
+    two.add_argument(
+        "--compare", type=values.utf8_path, nargs=2, metavar=("A.json", "B.json"), help="bisect two dumps"
+    )
     two.add_argument("--atol", action="append", default=[], metavar="[GLOB=]V", help="absolute tolerance")
     two.add_argument("--rtol", action="append", default=[], metavar="[GLOB=]V", help="relative tolerance")
     two.add_argument(
@@ -68,13 +74,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--ablate", action="append", default=[], metavar="SITE", help="zero this site")
     parser.add_argument(
-        "--sample", type=int, default=0, metavar="N", help="with --ablate: greedy N tokens both ways"
+        "--sample",
+        type=values.natural,
+        default=0,
+        metavar="N",
+        help="with --ablate: greedy N tokens both ways",
     )
     where = parser.add_argument_group("evidence")
     where.add_argument(
-        "--out", type=Path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
+        "--out", type=values.utf8_path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
     )
-    where.add_argument("--evidence-dir", type=Path, metavar="DIR", help="write the record to DIR/<run-id>/")
+    where.add_argument(
+        "--evidence-dir", type=values.utf8_path, metavar="DIR", help="write the record to DIR/<run-id>/"
+    )
     where.add_argument(
         "--force",
         action="store_true",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from stack.cli import values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,13 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a model on a prepared DATA_DIR into RUN_DIR, or --resume RUN_DIR. "
         "Configuration: --preset, then --config FILE.toml, then each --set section.key=value.",
     )
-    parser.add_argument("--data", type=Path, help="a directory written by `stack prepare`")
-    parser.add_argument("--out", type=Path, help="the new run directory")
+    parser.add_argument("--data", type=values.utf8_path, help="a directory written by `stack prepare`")
+    parser.add_argument("--out", type=values.utf8_path, help="the new run directory")
     parser.add_argument(
-        "--resume", type=Path, metavar="RUN_DIR", help="continue this run from its latest valid checkpoint"
+        "--resume",
+        type=values.utf8_path,
+        metavar="RUN_DIR",
+        help="continue this run from its latest valid checkpoint",
     )
     parser.add_argument(
-        "--config", type=Path, help="a TOML file with [model] [train] [eval] [ckpt] [monitor] [data]"
+        "--config",
+        type=values.utf8_path,
+        help="a TOML file with [model] [train] [eval] [ckpt] [monitor] [data]",
     )
     parser.add_argument("--preset", help="smoke | tiny | demo | small")
     parser.add_argument(
@@ -38,16 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="accept a config below a gate's minimum; needs --reason",
     )
     parser.add_argument(
-        "--reason", action="append", default=[], help="why the matching --waive is acceptable"
+        "--reason",
+        action="append",
+        type=values.utf8_text,
+        default=[],
+        help="why the matching --waive is acceptable",
     )
     parser.add_argument(
         "--init-from",
-        type=Path,
+        type=values.utf8_path,
         metavar="RUN_DIR|CKPT",
         help="start a new run from these weights (fine-tuning)",
     )
     parser.add_argument(
-        "--evidence-dir", type=Path, help="also file the evidence record in this ledger directory"
+        "--evidence-dir", type=values.utf8_path, help="also file the evidence record in this ledger directory"
     )
     parser.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes on this node (launches torchrun)"
@@ -69,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         return launch(args.nproc, args.argv)
     if len(args.waive) != len(args.reason):
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
+    if any(not reason.strip() for reason in args.reason):
+        raise BadInput("a --reason is empty: say in words why the waived gate is acceptable for this run")
     for gate_id in args.waive:
         load_spec().gate(gate_id)
     if args.resume is not None and args.init_from is not None:

@@ -62,6 +62,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural(text: str) -> int:
+    """A count where 0 means none (tokens to sample after an ablation): 0 to COUNT_MAX."""
+    value = _integer(text)
+    if not 0 <= value <= COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a count from 0 to {COUNT_MAX}")
+    return value
+
+
 def temperature(text: str) -> float:
     """A sampling temperature: 0 means greedy decoding, else finite and at least MIN_TEMPERATURE."""
     value = _number(text)

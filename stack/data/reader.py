@@ -145,13 +145,15 @@ class TokenReader:
         self.manifest = load_manifest(self.data_dir)
         shards = open_split(self.data_dir, self.manifest, split)
         read_index(self.data_dir / self.manifest.documents.path)
-        self._table = WindowTable(shards, self.seq_len)
-        if self._table.total == 0:
+        # Checked before any window view is built: a seq_len wider than every shard (up to 2**63)
+        # must be this message, not an overflow inside numpy's strided view.
+        longest = max((len(shard.tokens) for shard in shards), default=0)
+        if longest <= self.seq_len:
             raise BadInput(
                 f"context longer than the corpus: a window is seq_len+1 = {self.seq_len + 1} tokens but the "
-                f"longest {split} shard of {self.data_dir} has {self._table.longest_shard}; lower seq_len "
-                "or prepare more text"
+                f"longest {split} shard of {self.data_dir} has {longest}; lower seq_len or prepare more text"
             )
+        self._table = WindowTable(shards, self.seq_len)
         known = self.manifest.sources
         mixture.check_known("source_weights", source_weights or {}, known)
         mixture.check_known("exclude", exclude or [], known)

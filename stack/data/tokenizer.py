@@ -10,6 +10,7 @@ a text that happens to contain a string like "<|endoftext|>" cannot smuggle a se
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -91,6 +92,28 @@ class ByteTokenizer(Tokenizer):
         return [np.frombuffer(doc, dtype=np.uint8) for doc in documents]
 
 
+def bpe_record_problem(text: str) -> str | None:
+    """What makes a tokenizer.json text unfit for the library's BPE loader, or None.
+
+    The library trusts the record's vocabulary: ids with a hole in them (an entry deleted by hand
+    or by corruption) make its Rust code panic, which Python cannot catch as an Exception and
+    which prints a Rust backtrace. So the vocabulary is checked first: ids 0..n-1, each once.
+    """
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc})"
+    model = record.get("model") if isinstance(record, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        return "its 'model' is not a BPE model"
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        return "its model.vocab is not a map from token to integer id"
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        return f"its model.vocab ids are not 0..{len(vocab) - 1}, each once"
+    return None
+
+
 class BpeTokenizer(Tokenizer):
     """Byte-level BPE from the `tokenizers` library; EOT is one id past the trained vocabulary."""
 
@@ -109,6 +132,11 @@ class BpeTokenizer(Tokenizer):
         """
         from tokenizers import Tokenizer as Backend
 
+        problem = bpe_record_problem(text)
+        if problem is not None:
+            raise BadInput(
+                f"{where} is not a BPE tokenizer record: {problem}; re-run `stack prepare ... --force`"
+            )
         try:
             return cls(Backend.from_str(text))
         except Exception as exc:  # the library raises nothing narrower

@@ -30,8 +30,12 @@ class WindowTable:
             self.tokens.append(tokens)
             n = max(0, (len(tokens) - 1) // seq_len)
             step = tokens.strides[0]
+            # A shard too short for one window gets an empty view: a strided view seq_len+1 wide
+            # would overflow numpy's sizes for a seq_len near 2**63, and it is never gathered from.
             self.views.append(
                 as_strided(tokens, shape=(n, seq_len + 1), strides=(seq_len * step, step), writeable=False)
+                if n
+                else tokens[:0].reshape(0, 0)
             )
             source = shard.entry.source
             lo = sum(counts)
@@ -40,7 +44,6 @@ class WindowTable:
             counts.append(n)
         self.base = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
         self.total = int(self.base[-1])
-        self.longest_shard = max((len(s.tokens) for s in shards), default=0)
 
     def _shard_of(self, ids: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.base, ids, side="right") - 1

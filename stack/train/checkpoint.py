@@ -27,12 +27,14 @@ is no optimizer state to continue with.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -437,8 +439,36 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def load_weights(checkpoint: Checkpoint, model: torch.nn.Module) -> None:
-    """Load the checkpoint's weights into `model` (strict: every tensor must match)."""
-    load_model(model, str(checkpoint.path / "model.safetensors"), strict=True)
+    """Load the checkpoint's weights into `model` (strict: every tensor must match).
+
+    The file passed its checksum, so a renamed or reshaped tensor means the manifest was resealed
+    over a different file: bad input naming the file, not torch's multi-line report.
+    """
+    file = checkpoint.path / "model.safetensors"
+    try:
+        load_model(model, str(file), strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise BadInput(
+            f"{file} does not hold the weights of the model its state.json describes ({detail}); {RESTORE}"
+        ) from None
+
+
+@contextlib.contextmanager
+def restoring(checkpoint: Checkpoint, part: str) -> Iterator[None]:
+    """Turn a failure to restore one part of state.json (`part`: optimizer, rng, monitors, ...)
+    into one line naming the file and the part.
+
+    state.json passed its checksum and its schema, so what fails here is a value of the right
+    type in the wrong form (a list one short, a key renamed): the file is not what the run wrote.
+    """
+    try:
+        yield
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+        raise BadInput(
+            f"{checkpoint.path / STATE_FILE}: its {part} state cannot be restored "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())}); {RESTORE} or resume from an earlier one"
+        ) from None
 
 
 def is_weights_only(path: Path) -> bool:
@@ -454,7 +484,8 @@ def load_optimizer(checkpoint: Checkpoint, optimizer: torch.optim.Optimizer) -> 
             f"to resume; start a new run from it with --init-from {checkpoint.path}"
         )
     tensors = load_file(str(checkpoint.path / OPTIMIZER_FILE))
-    restore_optimizer(optimizer, tensors, checkpoint.state["optimizer"])
+    with restoring(checkpoint, "optimizer"):
+        restore_optimizer(optimizer, tensors, checkpoint.state["optimizer"])
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -42,7 +42,13 @@ class TrainSection(Section):
     parallel: Literal["ddp", "fsdp"] = Field(
         default="ddp", description="data-parallel strategy under torchrun: replicate (ddp) or shard (fsdp)"
     )
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="seed of weights, batch order and sampling; below 2**32 so that the seeds derived "
+        "from it per step and per rank still fit torch's 64-bit generators",
+    )
     log_every: int = Field(default=10, gt=0, description="steps between progress lines off a terminal")
 
 

@@ -249,11 +249,15 @@ class Trainer:
             ckpt.load_weights(checkpoint, self.model)
             ckpt.load_optimizer(checkpoint, self.optimizer)
         if state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        self.reader.load_state_dict(state["reader"])
+            with ckpt.restoring(checkpoint, "scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        with ckpt.restoring(checkpoint, "reader"):
+            self.reader.load_state_dict(state["reader"])
         self.state.step = checkpoint.step
-        self.state.load_monitors(state["monitors"])
-        rng.restore(state["rng"])
+        with ckpt.restoring(checkpoint, "monitors"):
+            self.state.load_monitors(state["monitors"])
+        with ckpt.restoring(checkpoint, "rng"):
+            rng.restore(state["rng"])
         check_restored(checkpoint, self._restored_states())
         if self.config.data.weights != state["config"]["data"].get("weights", {}):
             self.reader.reweight(self.config.data.weights)  # recorded as a change by run.py

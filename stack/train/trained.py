@@ -138,7 +138,15 @@ def load_trained(path: Path, device: str | torch.device = "cpu", attention: str 
     model_config = (
         config.model if attention is None else config.model.model_copy(update={"attention": attention})
     )
+    tokenizer = tokenizer_from_state(checkpoint.state["tokenizer"])
+    if tokenizer.vocab_size != model_config.vocab:
+        # Training ties the two (stack.train.config.resolve); a tokenizer with more ids than the
+        # embedding has rows would index past it on the first unseen id.
+        raise BadInput(
+            f"{checkpoint.path / ckpt.STATE_FILE}: its tokenizer has {tokenizer.vocab_size} ids but the "
+            f"model's vocab is {model_config.vocab}; the two were not saved together: {ckpt.RESTORE}"
+        )
     model = GPT(model_config)
     ckpt.load_weights(checkpoint, model)
     model.to(device).eval()
-    return Trained(model, config, checkpoint, tokenizer_from_state(checkpoint.state["tokenizer"]))
+    return Trained(model, config, checkpoint, tokenizer)
