@@ -34,7 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", required=True, type=values.utf8_path, metavar="DATA_DIR", help="directory to write"
     )
-    parser.add_argument("--tokenizer", choices=("byte", "bpe"), default="byte", help="default: byte")
+    parser.add_argument(
+        "--tokenizer",
+        default="byte",
+        metavar="byte|bpe|hf:DIR",
+        help="byte (default), bpe trained on the corpus, or hf:DIR: the tokenizer.json of a local "
+        "Hugging Face model directory",
+    )
     parser.add_argument(
         "--vocab-size",
         type=values.positive_int,

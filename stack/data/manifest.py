@@ -70,12 +70,14 @@ class Shard(DataFile):
 
 
 class TokenizerEntry(Strict):
-    """Which tokenizer made the shards; `bpe` keeps its trained vocabulary in a file beside them."""
+    """Which tokenizer made the shards; `bpe` and `hf` keep their tokenizer.json in a file beside them."""
 
-    name: Literal["byte", "bpe"]
+    name: Literal["byte", "bpe", "hf"]
     vocab_size: int = Field(ge=2)
     sha256: str = Field(pattern=SHA256_PATTERN)
     path: str | None = None
+    # hf only: the token written after every document (the model's eos_token), by its text.
+    eot_token: str | None = None
 
     @field_validator("path")
     @classmethod
@@ -84,8 +86,10 @@ class TokenizerEntry(Strict):
 
     @model_validator(mode="after")
     def _file_iff_bpe(self) -> Self:
-        if (self.path is not None) != (self.name == "bpe"):
-            raise ValueError("a bpe tokenizer names its file; a byte tokenizer has none")
+        if (self.path is not None) != (self.name != "byte"):
+            raise ValueError("a bpe or hf tokenizer names its file; a byte tokenizer has none")
+        if (self.eot_token is not None) != (self.name == "hf"):
+            raise ValueError("an hf tokenizer names its eot_token; the stack's own tokenizers have none")
         return self
 
 

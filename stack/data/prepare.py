@@ -50,6 +50,7 @@ from stack.data.manifest import (
     TokenizerEntry,
     write_manifest,
 )
+from stack.data.pretrained import PretrainedTokenizer, directory_of
 from stack.data.shards import ShardWriter, dtype_for, naming
 from stack.data.tokenizer import (
     BPE_MIN_VOCAB,
@@ -208,6 +209,7 @@ class _Plan:
     files: list[InputFile]
     sources: set[str]
     tokenizer: str
+    pretrained: PretrainedTokenizer | None
     vocab_size: int
     dtype: str
     seed: int
@@ -220,9 +222,12 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
     """Train the tokenizer if it is bpe, then write every document's tokens into staged shards."""
     bar, task = _progress(plan.progress, len(plan.files))
     with bar:
-        if plan.tokenizer == "bpe":
+        tok: Tokenizer
+        if plan.pretrained is not None:
+            tok = plan.pretrained
+        elif plan.tokenizer == "bpe":
             texts = _texts(map(read_document, plan.files), task("reading for bpe"))
-            tok: Tokenizer = train_bpe(texts, plan.vocab_size)
+            tok = train_bpe(texts, plan.vocab_size)
         else:
             tok = ByteTokenizer()
         final_dtype = dtype_for(tok.vocab_size, plan.dtype)
@@ -261,14 +266,18 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     with naming(index_path):
         splitting.write_index(index_path, np.array(collector.rows, dtype=splitting.INDEX_DTYPE))
     tokenizer_path = None
-    if isinstance(tok, BpeTokenizer):
+    if isinstance(tok, BpeTokenizer | PretrainedTokenizer):
         tokenizer_path = TOKENIZER_FILE
         with naming(staging / TOKENIZER_FILE):
             (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         tokenizer=TokenizerEntry(
-            name=tok.name, vocab_size=tok.vocab_size, sha256=tok.sha256, path=tokenizer_path
+            name=tok.name,
+            vocab_size=tok.vocab_size,
+            sha256=tok.sha256,
+            path=tokenizer_path,
+            eot_token=tok.eot_token if isinstance(tok, PretrainedTokenizer) else None,
         ),
         dtype=final_dtype,
         seed=plan.seed,
@@ -327,8 +336,12 @@ def prepare_corpus(
     BadInput, raised before DATA_DIR is touched where it can be known then; a split that is not
     disjoint is GATE-DATA-005 firing.
     """
-    if tokenizer not in TOKENIZER_NAMES:
-        raise BadInput(f"unknown --tokenizer {tokenizer!r}; use one of: {', '.join(TOKENIZER_NAMES)}")
+    pretrained_dir = directory_of(tokenizer)
+    pretrained = None if pretrained_dir is None else PretrainedTokenizer.from_dir(pretrained_dir)
+    if pretrained is None and tokenizer not in TOKENIZER_NAMES:
+        raise BadInput(
+            f"unknown --tokenizer {tokenizer!r}; use one of: {', '.join(TOKENIZER_NAMES)}, or hf:DIR"
+        )
     if not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.05")
     if seed < 0:
@@ -341,6 +354,12 @@ def prepare_corpus(
                 f"--vocab-size applies to --tokenizer bpe; byte has {ByteTokenizer().vocab_size} ids"
             )
         vocab_size = ByteTokenizer().vocab_size
+    if pretrained is not None:
+        if vocab_size is not None:
+            raise BadInput(
+                f"--vocab-size applies to --tokenizer bpe; {tokenizer} has {pretrained.vocab_size} ids"
+            )
+        vocab_size = pretrained.vocab_size
     vocab_size = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
     if tokenizer == "bpe" and vocab_size < BPE_MIN_VOCAB:
         raise BadInput(f"--vocab-size {vocab_size} is too small for bpe: it needs at least {BPE_MIN_VOCAB}")
@@ -349,9 +368,11 @@ def prepare_corpus(
     specs = _specs(inputs, source, glob, default)
     sources = {spec.source for spec in specs}
     created = ownership.check_out(out)
-    found = ownership.claim(out, force, sources, bpe=tokenizer == "bpe")
+    found = ownership.claim(out, force, sources, bpe=tokenizer != "byte")
     files = discover(specs, out)
-    plan = _Plan(files, sources, tokenizer, vocab_size, dtype, seed, val_fraction, shard_tokens, progress)
+    plan = _Plan(
+        files, sources, tokenizer, pretrained, vocab_size, dtype, seed, val_fraction, shard_tokens, progress
+    )
     try:
         with exclusive(out, "prepare") as note:
             if note is not None:

@@ -201,7 +201,7 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
     if entry.name == "byte":
         tokenizer: Tokenizer = ByteTokenizer()
     else:
-        assert entry.path is not None  # the manifest model requires a path for bpe
+        assert entry.path is not None  # the manifest model requires a path for bpe and hf
         path = Path(data_dir) / entry.path
         try:
             text = path.read_text(encoding="utf-8")
@@ -212,7 +212,13 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
                 f"{path} does not match the sha256 in the manifest: it was altered or copied from "
                 "another DATA_DIR; re-run `stack prepare ... --force`"
             )
-        tokenizer = BpeTokenizer.from_json(text, str(path))
+        if entry.name == "hf":
+            from stack.data.pretrained import PretrainedTokenizer
+
+            assert entry.eot_token is not None  # the manifest model requires it for hf
+            tokenizer = PretrainedTokenizer(text, entry.eot_token, str(path))
+        else:
+            tokenizer = BpeTokenizer.from_json(text, str(path))
     if tokenizer.sha256 != entry.sha256 or tokenizer.vocab_size != entry.vocab_size:
         raise BadInput(
             f"the manifest's {entry.name} tokenizer (vocab {entry.vocab_size}, sha256 "

@@ -123,6 +123,7 @@ class TokenizerRecord(BaseModel):
     sha256: str
     vocab_size: int = Field(ge=2)
     json_text: str | None = Field(alias="json")
+    eot_token: str | None = None  # an hf tokenizer's end-of-sequence token
 
 
 class CheckpointState(BaseModel):

@@ -22,6 +22,7 @@ import torch
 from contracts.errors import BadInput
 from contracts.registry import REGISTRY_FILE, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE
+from stack.data.pretrained import PretrainedTokenizer
 from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
@@ -37,22 +38,31 @@ class Trained:
 
 
 def tokenizer_state(tokenizer: Tokenizer) -> dict[str, Any]:
-    """The tokenizer as JSON-safe data for state.json."""
-    text = tokenizer.to_json() if isinstance(tokenizer, BpeTokenizer) else None
-    return {
+    """The tokenizer as JSON-safe data for state.json (an hf one with the token ending documents)."""
+    text = tokenizer.to_json() if isinstance(tokenizer, BpeTokenizer | PretrainedTokenizer) else None
+    state: dict[str, Any] = {
         "name": tokenizer.name,
         "sha256": tokenizer.sha256,
         "vocab_size": tokenizer.vocab_size,
         "json": text,
     }
+    if isinstance(tokenizer, PretrainedTokenizer):
+        state["eot_token"] = tokenizer.eot_token
+    return state
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     """Rebuild the tokenizer saved by `tokenizer_state`, refusing one whose identity changed."""
+    where = f"the checkpoint's {state['name']} tokenizer record"
+    tokenizer: Tokenizer
     if state["name"] == "byte":
-        tokenizer: Tokenizer = ByteTokenizer()
+        tokenizer = ByteTokenizer()
+    elif state["name"] == "hf":
+        if not isinstance(state.get("eot_token"), str):
+            raise BadInput(f"{where} names no eot_token; {ckpt.RESTORE}")
+        tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where)
     else:
-        tokenizer = BpeTokenizer.from_json(str(state["json"]), "the checkpoint's bpe tokenizer record")
+        tokenizer = BpeTokenizer.from_json(str(state["json"]), where)
     if tokenizer.sha256 != state["sha256"]:
         raise BadInput(f"the checkpoint's {state['name']} tokenizer does not match its recorded sha256")
     return tokenizer
@@ -139,9 +149,9 @@ def load_trained(path: Path, device: str | torch.device = "cpu", attention: str 
         config.model if attention is None else config.model.model_copy(update={"attention": attention})
     )
     tokenizer = tokenizer_from_state(checkpoint.state["tokenizer"])
-    if tokenizer.vocab_size != model_config.vocab:
-        # Training ties the two (stack.train.config.resolve); a tokenizer with more ids than the
-        # embedding has rows would index past it on the first unseen id.
+    if tokenizer.vocab_size > model_config.vocab:
+        # A tokenizer with more ids than the embedding has rows would index past it on the first
+        # such id. (An imported model's embedding may be padded past its tokenizer: fewer is fine.)
         raise BadInput(
             f"{checkpoint.path / ckpt.STATE_FILE}: its tokenizer has {tokenizer.vocab_size} ids but the "
             f"model's vocab is {model_config.vocab}; the two were not saved together: {ckpt.RESTORE}"
