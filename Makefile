@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench conformance falsify proofs
+.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check conformance falsify proofs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/smoke.py
+
+## gpu-check: once, on a CUDA GPU: kernel parity and speed, bf16 training, a bit-exact fp16 resume,
+## compile and --nproc; files a gpu-check record under evidence/runs/ (exit 2 without CUDA)
+gpu-check: $(STAMP)
+	$(BIN)/python tools/gpu_check.py
 
 ## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
 ## conformance record filed under evidence/runs/

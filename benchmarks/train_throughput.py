@@ -32,12 +32,25 @@ from stack.train.config import resolve  # noqa: E402
 WARMUP = 5
 
 
+def steady_sets(steps: int, device: str) -> list[str]:
+    """`--set` items for a throughput run on `device`: evaluation, samples and a checkpoint happen
+    once, at the end, so the steady state is what is measured."""
+    return [
+        f"train.device='{device}'",
+        f"eval.every={steps}",
+        f"monitor.sample_every={steps}",
+        f"ckpt.every={steps}",
+        "train.warmup_steps=2",
+    ]
+
+
 def plain_loop(data: Path, sets: list[str], steps: int) -> float:
-    """Median tokens/s of a hand-written eager loop with the run's model and optimizer settings."""
+    """Median tokens/s of a hand-written eager loop with the run's model, optimizer and device."""
     config = resolve("demo", None, sets, vocab=257)
     train = config.train
+    device = torch.device("cuda" if train.device == "cuda" else "cpu")
     torch.manual_seed(train.seed)
-    model = GPT(config.model, seed=train.seed)
+    model = GPT(config.model, seed=train.seed).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True
     )
@@ -45,7 +58,7 @@ def plain_loop(data: Path, sets: list[str], steps: int) -> float:
     rates = []
     for _ in range(steps):
         start = time.perf_counter()
-        batch = reader.next_batch()
+        batch = reader.next_batch().to(device)
         _, loss = model(batch[:, :-1], batch[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
@@ -56,15 +69,25 @@ def plain_loop(data: Path, sets: list[str], steps: int) -> float:
     return statistics.median(rates[WARMUP:])
 
 
-def stack_run(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> float:
-    """Median tokens/s that `stack train` itself recorded in metrics.jsonl."""
+def stack_argv(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> list[str]:
+    """`stack train` arguments of a demo-preset run of `steps` steps, compiled or eager."""
     argv = ["train", "--data", str(data), "--out", str(out), "--preset", "demo"]
     for item in [*sets, f"train.steps={steps}", f"train.compile={str(compile_model).lower()}"]:
         argv += ["--set", item]
-    assert stack(argv) == 0
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return argv
+
+
+def median_rate(run_dir: Path) -> float:
+    """Median tokens/s that `stack train` itself recorded in metrics.jsonl, past the warm-up steps."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [ln["tokens_per_s"] for ln in lines if ln["type"] == "step"]
     return statistics.median(rates[WARMUP:])
+
+
+def stack_run(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> float:
+    """Median tokens/s of one in-process `stack train` run."""
+    assert stack(stack_argv(data, out, sets, steps, compile_model)) == 0
+    return median_rate(out)
 
 
 def main() -> int:
@@ -72,14 +95,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--compile", action="store_true", help="also measure stack train with torch.compile")
     args = parser.parse_args()
-    # Evaluation, samples and checkpoints happen once, at the end: the steady state is what is measured.
-    sets = [
-        "train.device='cpu'",
-        f"eval.every={args.steps}",
-        f"monitor.sample_every={args.steps}",
-        f"ckpt.every={args.steps}",
-        "train.warmup_steps=2",
-    ]
+    sets = steady_sets(args.steps, "cpu")
     record = new_record("benchmark", run_id("bench-train"), sys.argv, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"

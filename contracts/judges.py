@@ -192,6 +192,26 @@ def _excluded(m: Measured, t: Thresholds) -> list[str]:
     return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
 
 
+@judges("GATE-DATA-007")
+def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
+    """Identity by sha256, not by size: two tokenizers of one vocabulary size map ids to other strings."""
+    shas = {side: m.get(f"{side}_tokenizer_sha256") for side in ("data", "model")}
+    if not all(isinstance(sha, str) for sha in shas.values()):
+        raise Malformed("data_tokenizer_sha256 and model_tokenizer_sha256 must be strings")
+    data_vocab, model_vocab = count(m, "data_vocab_size"), count(m, "model_vocab")
+    problems = []
+    if shas["data"] != shas["model"]:
+        problems.append(
+            f"the data's tokenizer ({m.get('data_tokenizer')} {str(shas['data'])[:12]}) is not the one the "
+            f"model learned its weights with ({m.get('model_tokenizer')} {str(shas['model'])[:12]})"
+        )
+    if data_vocab > model_vocab:
+        problems.append(
+            f"the data's tokenizer has {data_vocab} ids, the model's embedding {model_vocab} rows"
+        )
+    return problems
+
+
 # -- evaluation ----------------------------------------------------------------------------
 
 
@@ -607,3 +627,96 @@ def _every_gate_turns_red(m: Measured, t: Thresholds) -> list[str]:
     if not_red:
         problems.append(f"falsifiers stay green with the gate forced off: {', '.join(not_red)}")
     return problems
+
+
+# -- lenses and activation patching ----------------------------------------------------------
+
+
+def _bit_for_bit(m: Measured, what: str) -> list[str]:
+    """An identity that must hold exactly: no element of the compared logits may differ."""
+    differing = count(m, "differing_elements")
+    return [f"{what} changed {differing} of {count(m, 'elements')} logit(s)"] if differing else []
+
+
+@judges("GATE-LENS-001")
+def _untrained_lens_is_logit_lens(m: Measured, t: Thresholds) -> list[str]:
+    return _bit_for_bit(m, "the untrained tuned lens, against the logit lens,")
+
+
+@judges("GATE-LENS-002")
+def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
+    stuck, broken = [], []
+    for probe in items(m, "probes"):
+        if not isinstance(probe, Mapping):
+            raise Malformed("each entry of 'probes' must be an object")
+        layer, norm = count(probe, "layer"), number(probe, "norm")
+        if not (flag(probe, "finite") and math.isfinite(norm)):
+            broken.append(str(layer))
+        elif norm <= t["min_probe_norm"]:
+            stuck.append(f"{layer} (norm {norm:.3g})")
+    problems = [f"probe(s) of layer(s) {', '.join(broken)} are not finite"] if broken else []
+    if stuck:
+        problems.append(
+            f"probe(s) of layer(s) {', '.join(stuck)} never moved from the identity "
+            f"(norm at most {t['min_probe_norm']:g}): they received no gradient"
+        )
+    return problems
+
+
+@judges("GATE-LENS-003")
+def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    for row in items(m, "layers"):
+        if not isinstance(row, Mapping):
+            raise Malformed("each entry of 'layers' must be an object")
+        layer, logit, tuned = count(row, "layer"), number(row, "kl_logit"), number(row, "kl_tuned")
+        if not tuned - logit <= t["max_kl_excess_nats"]:
+            problems.append(
+                f"layer {layer}: held-out KL {tuned:.4g} nats through the tuned lens, "
+                f"{logit:.4g} through the logit lens"
+            )
+    return problems
+
+
+@judges("GATE-LENS-004")
+def _lens_fits_model(m: Measured, t: Thresholds) -> list[str]:
+    problems = [] if flag(m, "final_norm") else ["the model has no final norm for the lens to read through"]
+    expected = m.get("lens_model_sha256")
+    if expected is not None and expected != m.get("model_sha256"):
+        problems.append(
+            f"the lens was trained on a model whose final norm and unembedding hash to "
+            f"{str(expected)[:12]}…, this model's to {str(m.get('model_sha256'))[:12]}…"
+        )
+    return problems
+
+
+@judges("GATE-LENS-005")
+def _lens_reads_pre_norm(m: Measured, t: Thresholds) -> list[str]:
+    wrong = [s for s in items(m, "sites") if not (s == "embed" or _is_block_output(s))]
+    problems = [f"the lens reads {', '.join(map(str, wrong))}, not the residual stream"] if wrong else []
+    return problems + _bit_for_bit(m, "read at the last block, the logit lens")
+
+
+def _is_block_output(site: object) -> bool:
+    parts = site.split(".") if isinstance(site, str) else []
+    return len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] == "output"
+
+
+@judges("GATE-PATCH-001")
+def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
+    return _bit_for_bit(m, "patching the run with its own activations")
+
+
+@judges("GATE-PATCH-002")
+def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
+    return _bit_for_bit(m, "against the clean run, patching the embedding at every position still")
+
+
+@judges("GATE-PATCH-003")
+def _no_hook_left(m: Measured, t: Thresholds) -> list[str]:
+    hooks, modes, when = count(m, "hooks"), count(m, "function_modes"), m.get("when")
+    if not hooks and not modes:
+        return []
+    return [
+        f"at the {when} of the patching run the model holds {hooks} hook(s), {modes} torch function mode(s)"
+    ]

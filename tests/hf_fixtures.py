@@ -1,19 +1,32 @@
 """Hugging Face model directories built offline, as the models people bring would ship them.
 
 Nothing is downloaded: tokenizers are trained here with the `tokenizers` library on a small text,
-in the two styles real checkpoints use.
-- `llama3_tokenizer`: byte-level BPE (as Llama 3, Qwen2, SmolLM2), special tokens added after
-  the trained vocabulary, `<|end_of_text|>` the end-of-sequence token.
+in the styles real checkpoints use.
+- `llama3_tokenizer`: byte-level BPE (as Llama 3, SmolLM2), special tokens added after the
+  trained vocabulary, `<|end_of_text|>` the end-of-sequence token.
+- `qwen2_tokenizer`: byte-level BPE as Qwen2's, `<|endoftext|>` ending documents, chat markers
+  added after it.
 - `llama2_tokenizer`: SentencePiece-style BPE (as Llama 2, TinyLlama): "▁" for spaces, a "▁"
   prepended to the text, byte fallback through `<0xNN>` tokens, `</s>` the end-of-sequence
   token at id 2.
 Each writes tokenizer.json and tokenizer_config.json into a directory and returns it.
+
+Whole model directories (`llama_model`, `qwen2_model`) add config.json and safetensors weights
+written by transformers itself, from its own config classes, at odd sizes (head_dim 12, three
+layers, grouped-query attention) with config.json's vocab_size padded past the tokenizer's, as
+Qwen2 ships. Norm weights and q/k/v biases are drawn at random rather than left at transformers'
+1 and 0, so a converter that drops or misplaces them changes the logits.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 TEXT = (
     "The gate holds when the run does what the spec says. A tokenizer that drops characters "
@@ -22,13 +35,13 @@ TEXT = (
 ) * 8
 
 
-def _write_config(directory: Path, eos: str, bos: str) -> None:
+def _write_config(directory: Path, eos: str, bos: str | None) -> None:
     config = {"bos_token": bos, "eos_token": {"content": eos, "special": True}, "model_max_length": 2048}
     (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
-def llama3_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
-    """A Llama-3-style byte-level BPE tokenizer in `directory` (created)."""
+def _byte_level_bpe(directory: Path, vocab_size: int, specials: list[str], eos: str, bos: str | None) -> Path:
+    """A byte-level BPE trained on TEXT, `specials` added after its vocabulary, in `directory` (created)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -39,10 +52,22 @@ def llama3_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
     backend.train_from_iterator([TEXT], trainer=trainer)
-    backend.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>"])
+    backend.add_special_tokens(specials)
     backend.save(str(directory / "tokenizer.json"))
-    _write_config(directory, eos="<|end_of_text|>", bos="<|begin_of_text|>")
+    _write_config(directory, eos=eos, bos=bos)
     return directory
+
+
+def llama3_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+    """A Llama-3-style byte-level BPE tokenizer in `directory` (created)."""
+    specials = ["<|begin_of_text|>", "<|end_of_text|>"]
+    return _byte_level_bpe(directory, vocab_size, specials, eos="<|end_of_text|>", bos="<|begin_of_text|>")
+
+
+def qwen2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+    """A Qwen2-style byte-level BPE tokenizer in `directory` (created); it has no bos token."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    return _byte_level_bpe(directory, vocab_size, specials, eos="<|endoftext|>", bos=None)
 
 
 def llama2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
@@ -64,3 +89,99 @@ def llama2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
     backend.save(str(directory / "tokenizer.json"))
     _write_config(directory, eos="</s>", bos="<s>")
     return directory
+
+
+# Odd on purpose: head_dim 12, three layers, three query heads per key/value head.
+SHAPE = {
+    "hidden_size": 72,
+    "intermediate_size": 100,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 6,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "initializer_range": 0.08,  # logits of order one, as a trained model's, not transformers' near-zero
+}
+# config.json's vocab_size exceeds the tokenizer's by this many rows, as Qwen2's 151936 over 151646.
+VOCAB_PADDING = 13
+
+
+def _tokenizer_ids(directory: Path) -> tuple[int, int]:
+    """(vocabulary size with added tokens, id of the end-of-sequence token) of a tokenizer directory."""
+    from tokenizers import Tokenizer
+
+    backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    eos = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))["eos_token"]
+    return backend.get_vocab_size(with_added_tokens=True), backend.token_to_id(eos["content"])
+
+
+def _draw_small_parameters(model: torch.nn.Module, seed: int) -> None:
+    """Norm weights around 1 and biases around 0, drawn, so that every one of them shows in the logits."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1 + 0.2 * torch.randn(param.shape, generator=generator))
+            elif name.endswith(".bias"):
+                param.copy_(0.5 * torch.randn(param.shape, generator=generator))
+
+
+def _save_model(
+    directory: Path,
+    config_class: Callable[..., Any],
+    model_class: Callable[[Any], torch.nn.Module],
+    config: dict[str, Any],
+    dtype: str,
+    max_shard_size: str | None,
+    seed: int,
+) -> Path:
+    """config.json and weights, written by transformers' own save_pretrained beside the tokenizer
+    files already in `directory`; `config` overrides SHAPE and the vocabulary the tokenizer sets."""
+    import torch
+
+    vocab, eos = _tokenizer_ids(directory)
+    hf_config = config_class(**{**SHAPE, "vocab_size": vocab + VOCAB_PADDING, "eos_token_id": eos, **config})
+    torch.manual_seed(seed)
+    model = model_class(hf_config)
+    _draw_small_parameters(model, seed)
+    shards = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.to(getattr(torch, dtype)).save_pretrained(str(directory), **shards)
+    return directory
+
+
+def llama_model(
+    directory: Path,
+    tokenizer: Callable[[Path], Path] = llama3_tokenizer,
+    *,
+    tie: bool = False,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    seed: int = 0,
+    **config: Any,
+) -> Path:
+    """A Llama checkpoint directory (LlamaForCausalLM) with its own tokenizer; `config` overrides."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer(directory)
+    rope = {"rope_type": "default", "rope_theta": 500000.0}
+    config = {"rms_norm_eps": 1e-5, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
+    return _save_model(directory, LlamaConfig, LlamaForCausalLM, config, dtype, max_shard_size, seed)
+
+
+def qwen2_model(
+    directory: Path,
+    *,
+    tie: bool = True,
+    dtype: str = "float32",
+    max_shard_size: str | None = None,
+    seed: int = 0,
+    **config: Any,
+) -> Path:
+    """A Qwen2 checkpoint directory (Qwen2ForCausalLM: q/k/v biases) with its own tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    qwen2_tokenizer(directory)
+    rope = {"rope_type": "default", "rope_theta": 1000000.0}
+    config = {"rms_norm_eps": 1e-6, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
+    return _save_model(directory, Qwen2Config, Qwen2ForCausalLM, config, dtype, max_shard_size, seed)

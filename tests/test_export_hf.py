@@ -1,8 +1,9 @@
 """GATE-EXPORT-001: a Hugging Face export computes the stack's logits, and export → import is lossless.
 
 Each falsifier plants one of the classic conversion bugs (Meta's interleaved-RoPE permutation,
-gate/up swapped, a wrong norm eps, a tied head declared untied) into the exporter and shows
-the command turning red: exit 3, the weights renamed unverified, export.json saying why.
+gate/up swapped, a wrong norm eps, a tied head declared untied, q/k/v biases dropped) into the
+exporter and shows the command turning red: exit 3, the weights renamed unverified, export.json
+saying why. A model with q/k/v biases exports as a Qwen2, never as a Llama that would lose them.
 """
 
 from __future__ import annotations
@@ -182,3 +183,40 @@ def test_parity_outcome_reads_its_threshold_from_the_spec() -> None:
     assert parity.hf_outcome(parity.compare_logits("m", reference, reference + atol / 2)).ok
     assert not parity.hf_outcome(parity.compare_logits("m", reference, reference + atol * 2)).ok
     assert not parity.hf_outcome(parity.compare_logits("m", reference, torch.zeros(1, 4, 4))).ok
+
+
+def biased_checkpoint(root: Path) -> Path:
+    """A checkpoint with qkv_bias fitted to the sample text, so its biases are far from their zero init."""
+    checkpoint = make_checkpoint(root, qkv_bias=True, fitted=True, **CONFIGS["gqa-tied-2layers"])
+    assert all(bool(layer.attn.q.bias.abs().max() > 1e-3) for layer in load_trained(checkpoint).model.layers)
+    return checkpoint
+
+
+@pytest.mark.holds(GATE)
+def test_a_model_with_qkv_biases_exports_as_qwen2_and_imports_back_identical(tmp_path: Path) -> None:
+    checkpoint = biased_checkpoint(tmp_path)
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["architectures"] == ["Qwen2ForCausalLM"]
+    assert "model.layers.1.self_attn.v_proj.bias" in load_file(tmp_path / "hf" / "model.safetensors")
+    assert main(["import-hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert weight_differences(checkpoint, tmp_path / "back") == []
+    assert load_trained(tmp_path / "back").config.model.qkv_bias
+
+
+def drop_biases(tensors: dict[str, torch.Tensor], _config: ModelConfig) -> None:
+    for name in [n for n in tensors if n.endswith("_proj.bias")]:
+        del tensors[name]
+
+
+@pytest.mark.gate(GATE)
+def test_an_export_that_drops_the_qkv_biases_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """transformers fills missing biases with zeros and runs: only the logits show the loss."""
+    checkpoint = biased_checkpoint(tmp_path)
+    plant_weights(monkeypatch, drop_biases)
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    assert (out / "model.unverified.safetensors").is_file() and not (out / "model.safetensors").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,17 @@ def test_bpe_model_round_trips_with_its_tokenizer(tmp_path: Path) -> None:
     assert load_trained(tmp_path / "back").tokenizer.sha256 == bpe.sha256
 
 
+def test_without_the_stack_record_an_export_imports_with_its_tokenizer_json(tmp_path: Path) -> None:
+    """The stack's record wins when present; without it the directory is a model like any other."""
+    source = exported(tmp_path)
+    (source / hf_tokenizer.STATE_FILE).unlink()
+    assert main(["import-hf", str(source), "--out", str(tmp_path / "back")]) == 0
+    tokenizer = load_trained(tmp_path / "back").tokenizer
+    assert tokenizer.name == "hf" and tokenizer.eot_id == ByteTokenizer().eot_id
+    assert tokenizer.sha256 == hashlib.sha256((source / "tokenizer.json").read_bytes()).hexdigest()
+    assert tokenizer.encode(TEXTS[0]) == ByteTokenizer().encode(TEXTS[0])
+
+
 def edit_config(directory: Path, **changes: object) -> None:
     path = directory / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
@@ -124,11 +136,11 @@ def edit_config(directory: Path, **changes: object) -> None:
 @pytest.mark.parametrize(
     ("breakage", "needle"),
     [
-        ("no-tokenizer-record", "supports only the stack's own tokenizers (byte, bpe)"),
+        ("no-tokenizer-at-all", "has no tokenizer: neither tokenizer.json"),
         ("pickled-weights", "pickled .bin weights"),
         ("rope-scaling", "rope_type='linear'"),
         ("other-architecture", "model_type 'gpt2'"),
-        ("bias", "biases in attention or MLP"),
+        ("bias", "attention_bias or mlp_bias"),
         ("not-a-model-dir", "no config.json"),
     ],
 )
@@ -136,8 +148,9 @@ def test_import_refuses_what_it_cannot_read(
     breakage: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     source = exported(tmp_path)
-    if breakage == "no-tokenizer-record":
-        (source / hf_tokenizer.STATE_FILE).unlink()
+    if breakage == "no-tokenizer-at-all":
+        for name in (hf_tokenizer.STATE_FILE, "tokenizer.json"):
+            (source / name).unlink()
     elif breakage == "pickled-weights":
         (source / "model.safetensors").rename(source / "pytorch_model.bin")
     elif breakage == "rope-scaling":

@@ -572,6 +572,24 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
     "trace": [
         ["trace", Place("run"), "--prompt", "gate", "--out", Place("fresh")],
         ["trace", "--compare", Place("dump"), Place("dump"), "--out", Place("fresh")],
+        [
+            "trace",
+            Place("run"),
+            "--prompt",
+            "the gate",
+            "--patch",
+            "the step",
+            "--target",
+            "e",
+            "--patch-sweep",
+            "output",
+            "--out",
+            Place("fresh"),
+        ],
+    ],
+    "lens": [
+        ["lens", Place("run"), "--prompt", "gate", "--out", Place("fresh")],
+        ["lens", Place("run"), "--train", "--steps", "2", "--seq-len", "16", "--save", Place("fresh")],
     ],
     "release": [
         [
@@ -766,6 +784,7 @@ EXAMPLES = {
     "export": 6,
     "import-hf": 8,
     "trace": 25,
+    "lens": 12,
     "release": 12,
 }
 

@@ -16,6 +16,9 @@ from stack.model.attention import PATHS, attention
 from stack.model.checks import PathParity, check_attention_paths, runnable_paths
 
 CONFIG = ModelConfig(vocab=50, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, ctx=48)
+# Where every path can run: the triton kernel takes CUDA tensors, or CPU ones under its interpreter
+# (which conftest turns on only where there is no GPU).
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _parity(outputs: dict[str, torch.Tensor], reference: torch.Tensor) -> PathParity:
@@ -46,9 +49,9 @@ def test_paths_agree_on_drawn_shapes(
 ) -> None:
     """Including cache-shaped calls (more keys than queries), where causal aligns bottom-right."""
     generator = torch.Generator().manual_seed(n_q * 100 + extra_kv)
-    q = torch.randn(2, heads_kv * group, n_q, dim, generator=generator)
-    k = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator)
-    v = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator)
+    q = torch.randn(2, heads_kv * group, n_q, dim, generator=generator).to(DEVICE)
+    k = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator).to(DEVICE)
+    v = torch.randn(2, heads_kv, n_q + extra_kv, dim, generator=generator).to(DEVICE)
     reference = attention(q, k, v, causal=causal, path="naive")
     outcome = _parity(
         {path: attention(q, k, v, causal=causal, path=path) for path in ("sdpa", "triton")}, reference
@@ -57,7 +60,7 @@ def test_paths_agree_on_drawn_shapes(
 
 
 def test_rows_that_see_no_key_are_zero_on_every_path() -> None:
-    q, k, v = torch.randn(1, 2, 6, 16), torch.randn(1, 1, 4, 16), torch.randn(1, 1, 4, 16)
+    q, k, v = (torch.randn(shape, device=DEVICE) for shape in ((1, 2, 6, 16), (1, 1, 4, 16), (1, 1, 4, 16)))
     for path in PATHS:
         out = attention(q, k, v, causal=True, path=path)
         assert torch.isfinite(out).all() and (out[:, :, :2] == 0).all(), path
@@ -73,7 +76,7 @@ def test_unknown_path_is_bad_input() -> None:
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_start_up_check_passes_and_is_recorded(tie: bool) -> None:
-    model = GPT(CONFIG.model_copy(update={"tie_embeddings": tie}), seed=1)
+    model = GPT(CONFIG.model_copy(update={"tie_embeddings": tie}), seed=1).to(DEVICE)
     with recording(Ledger()) as ledger:
         parity = check_attention_paths(model)
     assert set(parity.errors("attention")) == set(PATHS) == set(parity.errors("logits"))
@@ -86,7 +89,7 @@ def test_falsifier_scale_applied_twice_everywhere_is_caught(monkeypatch: pytest.
     """Every path agrees with every other, all wrong: only the fp64 formula can tell."""
     monkeypatch.setattr(attention_module, "softmax_scale", lambda head_dim: 1.0 / head_dim)
     with recording(Ledger()) as ledger, pytest.raises(GateViolation) as caught:
-        check_attention_paths(GPT(CONFIG, seed=1))
+        check_attention_paths(GPT(CONFIG, seed=1).to(DEVICE))
     assert caught.value.gate_id == "GATE-MODEL-001"
     assert ledger.results["GATE-MODEL-001"].verdict is Verdict.FAIL
     assert all(f"attention:{path}" in caught.value.message for path in PATHS)

@@ -1,14 +1,22 @@
-"""The generated pages show each gate, the traceability matrix and every run of the ledger."""
+"""The generated pages show the ledger dashboard, each gate, the traceability matrix, every run and
+comparisons of runs, with verdicts as badges and measured values as readable rows."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pytest
 from render_site import GENERATED, main, render
-from scratch import make_record, make_repo
+from scratch import git, make_record, make_repo, passed
+from site_format import number, tally, text, value_rows, verdict_badge
 
 from contracts.judges import TEST_FAILED
+
+
+def shown(path: Path) -> str:
+    """A generated page as its reader sees the text: entities (which keep markup out) decoded."""
+    return html.unescape(path.read_text(encoding="utf-8"))
 
 
 def test_pages_for_gates_matrix_and_runs(tmp_path: Path) -> None:
@@ -17,16 +25,121 @@ def test_pages_for_gates_matrix_and_runs(tmp_path: Path) -> None:
     written = render(tmp_path)
     out = tmp_path / GENERATED
     assert out / "gates" / "GATE-INTEG-001.md" in written
-    gate_page = (out / "gates" / "GATE-INTEG-001.md").read_text()
-    assert "test_integ_001" in gate_page and "FAIL" in gate_page and "run-a" in gate_page
-    matrix = (out / "gates" / "index.md").read_text()
-    assert "| [GATE-DATA-001](GATE-DATA-001.md) |" in matrix
-    assert "2 ACTIVE, 2 of them covered" in matrix
-    run_page = (out / "evidence" / "run-a.md").read_text()
-    assert "**FAIL**" in run_page and "metrics.jsonl" in run_page
-    assert "✔ red when off" in matrix  # the scratch repository's falsify record proves its gates
-    assert "run-a" in (out / "evidence" / "index.md").read_text()
+    gate_page = shown(out / "gates" / "GATE-INTEG-001.md")
+    assert "test_integ_001" in gate_page and "gs-v-fail" in gate_page and "run-a" in gate_page
+    matrix = shown(out / "gates" / "index.md")
+    assert "| [GATE-DATA-001](GATE-DATA-001.md)<br>" in matrix
+    assert "2 ACTIVE, 2 of them covered, 2 proven by mutation" in matrix
+    run_page = shown(out / "evidence" / "run-a.md")
+    assert '<span class="gs-badge gs-v-fail" title="FAIL">FAIL</span>' in run_page
+    assert "metrics.jsonl" in run_page
+    assert ">proven<" in matrix  # the scratch repository's falsify record proves its gates
+    assert "run-a" in shown(out / "evidence" / "index.md")
     assert (out / "schemas" / "evidence.schema.json").is_file()
+
+
+def test_dashboard_counts_from_the_evidence_and_filters_by_kind_and_status(tmp_path: Path) -> None:
+    sha = make_repo(tmp_path)
+    make_record(tmp_path, "run-a", sha, {"GATE-INTEG-001": TEST_FAILED})
+    make_record(tmp_path, "run-b", sha, passed("GATE-INTEG-001"), minutes=1)
+    render(tmp_path)
+    out = tmp_path / GENERATED
+    dashboard = shown(out / "index.md")
+    # run-a, run-b and the scratch falsify record; 3 verdicts: INTEG-001 twice, INTEG-002 once.
+    assert "**3 run(s)** (2 completed, 1 halted)" in dashboard
+    assert "**3 verdicts**" in dashboard and ">1 FAIL<" in dashboard and ">2 PASS<" in dashboard
+    assert "[INTEG-001](gates/GATE-INTEG-001.md)" in dashboard
+    assert "(ledger/all--halted.md)" in dashboard and "(ledger/synthetic--all.md)" in dashboard
+    halted = shown(out / "ledger" / "all--halted.md")
+    assert "run-a" in halted and "run-b" not in halted
+    # The newest verdict of GATE-INTEG-001 is run-b's PASS: nothing to attend to for it.
+    assert "GATE-INTEG-001](gates/GATE-INTEG-001.md): latest verdict" not in dashboard
+
+
+def test_verdict_values_are_rows_with_units_and_limits() -> None:
+    rows = value_rows(
+        {"repeats": 0.16296387902571127, "tokens_per_parameter": 6.372386325921009, "patience": 5},
+        {"max_repeats": 4.0, "min_tokens_per_parameter": 20.0, "min_patience_evals": 5, "sigma": 4.0},
+    )
+    shown = {r.name: (r.value, r.limit) for r in rows}
+    assert shown["repeats"] == ("0.163×", "≤ 4×")
+    assert shown["tokens_per_parameter"] == ("6.372 tokens/param", "≥ 20 tokens/param")
+    assert shown["patience"] == ("5", "≥ 5 evals")
+    assert shown["limit sigma"] == ("4 σ", "")  # a threshold bounding no single value has its own row
+    many = value_rows({"falsifiers": {f"t{i}": "passed" for i in range(30)} | {"t_last": "failed"}}, {})
+    assert [(r.name, r.value) for r in many] == [("falsifiers", "30 passed, 1 failed")]
+    assert number(1.0678993764834388e-06) == "1.068e-6" and number(4915200) == "4,915,200"
+    assert number(3088816, "B") == "2.95 MiB"
+
+
+def test_badges_carry_text_and_text_cannot_become_markup() -> None:
+    assert ">PASS · stale<" in verdict_badge("PASS", stale=True)
+    assert ">N<" in verdict_badge("NOT_RUN", short=True)
+    assert ">1 WARN<" in tally(["PASS", "WARN"]) and ">1 PASS<" in tally(["PASS", "WARN"])
+    hostile = text("a | b\n<script>*x*</script> [l](u) `c`")
+    for markup in ("|", "<script", "*", "[", "`"):
+        assert markup not in hostile
+
+
+def test_compare_writes_a_page_that_diffs_two_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sha = make_repo(tmp_path)
+    make_record(tmp_path, "run-a", sha, {"GATE-INTEG-001": TEST_FAILED})
+    make_record(tmp_path, "run-b", sha, passed("GATE-INTEG-001"), minutes=1)
+    assert main(["--root", str(tmp_path), "--compare", "run-a", "run-b"]) == 0
+    assert "compare/run-a--run-b.md" in capsys.readouterr().out
+    page = shown(tmp_path / GENERATED / "compare" / "run-a--run-b.md")
+    assert "1 of 1 gate(s) changed verdict" in page and "gs-v-fail" in page and "gs-v-pass" in page
+    assert "(../evidence/run-a.md)" in page and "run-a--run-b.md" in shown(
+        tmp_path / GENERATED / "compare" / "index.md"
+    )
+    assert "[compare with run-b](../compare/run-a--run-b.md)" in shown(
+        tmp_path / GENERATED / "evidence" / "run-a.md"
+    )
+
+
+def test_compare_of_an_unknown_run_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_repo(tmp_path)
+    assert main(["--root", str(tmp_path), "--compare", "nope", "falsify-scratch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope" in err
+
+
+def test_gate_pages_link_bindings_and_falsifiers_to_the_source(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    render(tmp_path)
+    out = tmp_path / GENERATED
+    page = shown(out / "gates" / "GATE-INTEG-001.md")
+    assert "(../source/tests/test_integ.py.md#L-4)" in page  # its falsifier, at its decorator's line
+    copy = shown(out / "source" / "tests" / "test_integ.py.md")
+    assert 'id="L-4"' in copy and "search:\n  exclude: true" in copy
+
+
+def test_a_repository_url_links_the_commit_instead_of_a_copy(tmp_path: Path) -> None:
+    make_repo(tmp_path)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "site_config.toml").write_text(
+        'repository_url = "https://example.org/gatestack/"\n'
+    )
+    render(tmp_path)
+    head = git(tmp_path, "rev-parse", "HEAD")
+    page = shown(tmp_path / GENERATED / "gates" / "GATE-INTEG-001.md")
+    assert f"(https://example.org/gatestack/blob/{head}/tests/test_integ.py#L4)" in page
+    assert not (tmp_path / GENERATED / "source").exists()
+
+
+def test_a_malformed_site_config_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_repo(tmp_path)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "site_config.toml").write_text('compare = [["only-one"]]\n')
+    assert main(["--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compare" in err
 
 
 def test_stale_generated_pages_are_removed(tmp_path: Path) -> None:

@@ -30,47 +30,72 @@ def _series(lines: list[dict[str, Any]], kind: str, key: str) -> tuple[list[int]
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
-def training_curves(lines: list[dict[str, Any]]) -> dict[str, str]:
-    """name → SVG of: loss with held-out loss, learning rate, gradient norm, tokens/s, coherence."""
-    plots: dict[str, str] = {}
-    steps, loss = _series(lines, "step", "loss")
-    if not steps:
-        return plots
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.plot(steps, loss, lw=1, label="train loss")
-    eval_steps, heldout = _series(lines, "eval", "heldout_loss")
-    if eval_steps:
-        _, stderr = _series(lines, "eval", "heldout_stderr")
-        ax.errorbar(eval_steps, heldout, yerr=stderr, fmt="o-", ms=4, lw=1.5, label="held-out loss ± s.e.")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
+def _named(label: str, what: str) -> str:
+    return f"{label}: {what}" if label else what
+
+
+def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, legend: bool) -> str:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
-    plots["loss"] = _svg(fig)
-    for key, label, log in (
-        ("lr", "learning rate", False),
-        ("grad_norm", "gradient norm (before clipping)", True),
-        ("tokens_per_s", "tokens / s", False),
+    if legend:
+        ax.legend(fontsize=8)
+    return _svg(fig)
+
+
+def curves(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """name → SVG of loss with held-out loss ± s.e., learning rate, gradient norm, tokens/s and
+    coherence, one colour per run: a run page passes one run (label ""), a comparison two."""
+    plots: dict[str, str] = {}
+    runs = {label: lines for label, lines in runs.items() if _series(lines, "step", "loss")[0]}
+    if not runs:
+        return plots
+    several = len(runs) > 1
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for index, (label, lines) in enumerate(runs.items()):
+        colour = f"C{index}"
+        steps, loss = _series(lines, "step", "loss")
+        ax.plot(
+            steps, loss, lw=1, color=colour, alpha=0.6 if several else 1.0, label=_named(label, "train loss")
+        )
+        eval_steps, heldout = _series(lines, "eval", "heldout_loss")
+        if eval_steps:
+            _, stderr = _series(lines, "eval", "heldout_stderr")
+            ax.errorbar(
+                eval_steps,
+                heldout,
+                yerr=stderr if len(stderr) == len(heldout) else None,
+                fmt="o-" if not several else "s--",
+                color=colour if several else None,
+                ms=4,
+                lw=1.5,
+                label=_named(label, "held-out loss ± s.e."),
+            )
+    plots["loss"] = _finish(fig, ax, "step", "loss (nats/token)", legend=True)
+    for key, label_y, log, kind, style in (
+        ("lr", "learning rate", False, "step", "-"),
+        ("grad_norm", "gradient norm (before clipping)", True, "step", "-"),
+        ("tokens_per_s", "tokens / s", False, "step", "-"),
+        ("score", "coherence score", False, "sample", "o-"),
     ):
-        xs, ys = _series(lines, "step", key)
+        series = {label: _series(lines, kind, key) for label, lines in runs.items()}
+        if not any(xs for xs, _ in series.values()):
+            continue
         fig, ax = plt.subplots(figsize=(7, 2.4))
-        ax.plot(xs, ys, lw=1)
-        if log and all(y > 0 for y in ys):
+        for index, (label, (xs, ys)) in enumerate(series.items()):
+            ax.plot(xs, ys, style, lw=1, ms=4, color=f"C{index}", label=label or None)
+        values = [y for _, ys in series.values() for y in ys]
+        if log and values and all(y > 0 for y in values):
             ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        plots[key] = _svg(fig)
-    sample_steps, scores = _series(lines, "sample", "score")
-    if sample_steps:
-        fig, ax = plt.subplots(figsize=(7, 2.4))
-        ax.plot(sample_steps, scores, "o-", ms=4)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel("step")
-        ax.set_ylabel("coherence score")
-        ax.grid(alpha=0.3)
-        plots["coherence"] = _svg(fig)
+        if key == "score":
+            ax.set_ylim(0, 100)
+        plots["coherence" if key == "score" else key] = _finish(fig, ax, "step", label_y, legend=several)
     return plots
+
+
+def training_curves(lines: list[dict[str, Any]]) -> dict[str, str]:
+    """name → SVG of one run's curves (see `curves`)."""
+    return curves({"": lines})
 
 
 def heat_map(

@@ -43,6 +43,7 @@ COMMANDS = (
     "export",
     "import-hf",
     "trace",
+    "lens",
     "release",
 )
 EXIT_INTERNAL = 1

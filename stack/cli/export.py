@@ -1,4 +1,6 @@
-"""`stack export`: a checkpoint as a Hugging Face Llama directory or an ONNX graph, checked first."""
+"""`stack export`: a checkpoint as a Hugging Face directory or an ONNX graph, checked first.
+
+The Hugging Face family follows the model: Llama, or Qwen2 when q, k and v carry biases."""
 
 from __future__ import annotations
 

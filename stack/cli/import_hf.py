@@ -1,4 +1,4 @@
-"""`stack import-hf`: a local Hugging Face Llama directory as a stack checkpoint."""
+"""`stack import-hf`: a local Hugging Face Llama or Qwen2 directory as a stack checkpoint."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from stack.cli import values
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "import-hf",
-        help="import a local Hugging Face Llama directory as a stack checkpoint",
-        description="Read DIR (config.json, model.safetensors, and the tokenizer record that "
-        "`stack export --format hf` writes) into OUT/checkpoints/step-0000000 with a fresh optimizer "
+        help="import a local Hugging Face Llama or Qwen2 directory as a stack checkpoint",
+        description="Read DIR (config.json, model.safetensors or its shards, and the model's own "
+        "tokenizer.json + tokenizer_config.json, or the stack's tokenizer record that `stack export "
+        "--format hf` writes) into OUT/checkpoints/step-0000000 with fp32 weights and a fresh optimizer "
         "state, after checking that the stack computes the logits transformers computes "
-        "(GATE-EXPORT-001). Nothing is downloaded: DIR must be local.",
+        "(GATE-EXPORT-001). A config the stack cannot compute exactly (rope scaling, a head_dim of its "
+        "own, an activation other than silu, biases beyond Qwen2's q/k/v, sliding windows) is refused. "
+        "Nothing is downloaded: DIR must be local.",
     )
     parser.add_argument("path", type=Path, metavar="DIR")
     parser.add_argument(
@@ -37,9 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from stack.export.importer import import_hf
 
     result = import_hf(args.path, args.out, force=args.force, sample_text=args.sample_text)
-    check = result.record["parity"]
+    record = result.record
+    check, tokenizer = record["parity"], record["tokenizer"]
     print(
         f"wrote {result.checkpoint}: logits within {check['max_abs_diff']:.3g} of transformers' over "
-        f"{check['positions']} positions (threshold {check['threshold']})"
+        f"{check['positions']} positions (threshold {check['threshold']['logits_atol']})"
+    )
+    print(
+        f"  {record['family']}, weights {'/'.join(record['weights']['source_dtypes'])} → float32, "
+        f"vocab {record['model_vocab']}, {tokenizer['name']} tokenizer of {tokenizer['vocab_size']} ids "
+        f"(sha256 {tokenizer['sha256'][:12]})"
     )
     return 0

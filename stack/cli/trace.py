@@ -7,10 +7,13 @@
     stack trace CKPT --prompt TEXT --dump A.json           a dump to compare elsewhere
     stack trace --compare A.json B.json                    two dumps, made anywhere
     stack trace CKPT --prompt TEXT --ablate layers.1.attn_out [--sample 32]
+    stack trace CKPT --prompt CLEAN --patch CORRUPTED --target TOKEN --patch-site layers.1.output
+    stack trace CKPT --prompt CLEAN --patch CORRUPTED --target TOKEN --patch-sweep output
 
-Exit 0: clean / the paths agree / ablation done; 3: an anomaly, a divergence or a NaN/Inf
-producer was found; 2: bad input. Every trace writes an evidence record (stack.trace.record).
-See docs/trace.md for a walk through a bisection.
+Exit 0: clean / the paths agree / ablation or patching done; 3: an anomaly, a divergence or a
+NaN/Inf producer was found, or a gate fired; 2: bad input. Every trace writes an evidence record
+(stack.trace.record), of run kind `patch` for patching. See docs/trace.md for a walk through a
+bisection and a patching sweep.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from stack.cli import values
 if TYPE_CHECKING:
     import torch
 
+    from stack.data.tokenizer import Tokenizer
+    from stack.model.gpt import GPT
     from stack.trace.modes import Result
+    from stack.train.trained import Trained
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16", "fp64")
 BACKENDS = ("naive", "sdpa", "triton")
@@ -80,6 +86,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="with --ablate: greedy N tokens both ways",
     )
+    patch = parser.add_argument_group("activation patching: from --prompt (clean) into --patch")
+    patch.add_argument(
+        "--patch",
+        type=values.utf8_text,
+        metavar="CORRUPTED",
+        help="the corrupted prompt, as long as --prompt",
+    )
+    patch.add_argument(
+        "--target", type=values.utf8_text, metavar="TOKEN", help="the token whose score returns"
+    )
+    patch.add_argument(
+        "--foil", type=values.utf8_text, metavar="TOKEN", help="score logit(target) - logit(foil), not log p"
+    )
+    patch.add_argument("--patch-site", metavar="SITE", help="patch this site, e.g. layers.1.output")
+    patch.add_argument(
+        "--patch-position",
+        type=values.natural,
+        metavar="N",
+        help="with --patch-site: this position (default last)",
+    )
+    patch.add_argument(
+        "--patch-sweep", metavar="KIND", help="patch site KIND (e.g. output) at every layer × position"
+    )
     where = parser.add_argument_group("evidence")
     where.add_argument(
         "--out", type=values.utf8_path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
@@ -128,9 +157,37 @@ def _validate(args: argparse.Namespace) -> None:
         raise BadInput(f"--sample {args.sample} is negative")
     if args.stat not in STATS:
         raise BadInput(f"--stat {args.stat!r} is not a statistic; use one of: {', '.join(STATS)}")
+    _validate_patch(args, b_path)
 
 
-def _device(name: str) -> torch.device:
+def _validate_patch(args: argparse.Namespace, b_path: bool) -> None:
+    """Patching needs a corrupted prompt, a target and one site or a sweep, and no other mode."""
+    from contracts.errors import BadInput
+
+    options = (args.target, args.foil, args.patch_site, args.patch_position, args.patch_sweep)
+    if args.patch is None:
+        if any(o is not None for o in options):
+            raise BadInput(
+                "--target, --foil, --patch-site, --patch-position and --patch-sweep need --patch CORRUPTED"
+            )
+        return
+    if args.compare is not None or b_path or args.dump or args.ablate or args.stop_on_nonfinite:
+        raise BadInput(
+            "--patch runs one model on two prompts; drop path B, --compare, --dump, --ablate and "
+            "--stop-on-nonfinite"
+        )
+    if not args.target:
+        raise BadInput("--patch needs --target TOKEN, the token whose score the patch should recover")
+    if (args.patch_site is None) == (args.patch_sweep is None):
+        raise BadInput(
+            "--patch needs one of --patch-site SITE (one activation) or --patch-sweep KIND (a grid)"
+        )
+    if args.patch_position is not None and args.patch_site is None:
+        raise BadInput("--patch-position goes with --patch-site; a sweep covers every position")
+
+
+def torch_device(name: str) -> torch.device:
+    """The torch device of --device, refused when this machine has none (shared with `stack lens`)."""
     import torch
 
     from contracts.errors import BadInput
@@ -157,7 +214,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     from stack.trace.compare import parse_rules
     from stack.train.trained import load_trained
 
-    device = _device(args.device)
+    device = torch_device(args.device)
     a = load_trained(checkpoint, device)
     ids = a.tokenizer.encode(args.prompt)
     if len(ids) > a.config.model.ctx - args.sample:
@@ -168,7 +225,9 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     path_a = TracePath(a.model, args.backend or a.config.model.attention, args.dtype, label)
     names = _names(args, a.config.model.n_layers)
     config.update(prompt=args.prompt, tokens=len(ids), path_a=path_a.describe())
-    if args.ablate:
+    if args.patch is not None:
+        result = _patching(args, a, path_a.model(), idx, config)
+    elif args.ablate:
         config["ablate"] = args.ablate
         result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.decode)
     elif args.against or args.backend_b or args.dtype_b:
@@ -185,6 +244,49 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     else:
         result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
     return result
+
+
+def _one_token(tokenizer: Tokenizer, text: str, option: str) -> int:
+    """The id of `text`, which must be exactly one token of the checkpoint's tokenizer."""
+    from contracts.errors import BadInput
+
+    ids = tokenizer.encode(text)
+    if len(ids) != 1:
+        raise BadInput(f"{option} {text!r} is {len(ids)} tokens for this tokenizer; give exactly one token")
+    return ids[0]
+
+
+def _patching(
+    args: argparse.Namespace, a: Trained, model: GPT, idx: torch.Tensor, config: dict[str, Any]
+) -> Result:
+    """Patch from the clean prompt into the corrupted one: one site and position, or a sweep."""
+    import torch
+
+    from contracts.errors import BadInput
+    from stack.trace.patch import Metric, patch_runs, sweep_sites
+    from stack.trace.patch_report import patch_result
+
+    corrupted = a.tokenizer.encode(args.patch)
+    length = idx.shape[1]
+    metric = Metric(
+        _one_token(a.tokenizer, args.target, "--target"),
+        None if args.foil is None else _one_token(a.tokenizer, args.foil, "--foil"),
+    )
+    if args.patch_sweep is not None:
+        sites, positions = sweep_sites(args.patch_sweep, len(model.layers)), list(range(length))
+    else:
+        position = length - 1 if args.patch_position is None else args.patch_position
+        if position >= length:
+            raise BadInput(
+                f"--patch-position {position} is past the prompt's {length} tokens (0-{length - 1})"
+            )
+        sites, positions = [args.patch_site], [position]
+    config.update(
+        patch=args.patch, target=metric.target, foil=metric.foil, patch_sites=sites, patch_positions=positions
+    )
+    bad = torch.tensor([corrupted], dtype=torch.long, device=idx.device)
+    run = patch_runs(model, idx, bad, metric, sites, positions)
+    return patch_result(run, metric, idx[0].tolist(), a.tokenizer.decode, args.patch_sweep is not None)
 
 
 def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
@@ -212,7 +314,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         check_out_dir(args.out, args.force)
 
 
-def _write_outputs(args: argparse.Namespace, result: Result) -> None:
+def write_outputs(args: argparse.Namespace, result: Result) -> None:
+    """Write --json and --csv, if asked for (shared with `stack lens`)."""
     import csv
     import io
     import json
@@ -236,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     from contracts.errors import EXIT_GATE, GateViolation
     from contracts.gates import contract_mode
     from contracts.ledger import Ledger, recording
-    from stack.trace.record import record_dir, run_dir_of, write_record
+    from stack.trace.record import TRACE_KIND, record_dir, run_dir_of, write_record
     from stack.train.trained import resolve_checkpoint
 
     _validate(args)
@@ -250,16 +353,18 @@ def run(args: argparse.Namespace) -> int:
     }
     ledger = Ledger()
     mode = contract_mode().value
+    kind = "patch" if args.patch is not None else TRACE_KIND
     with recording(ledger):
         try:
             result = _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
         except GateViolation as exc:
-            directory, rid = record_dir(args.out, args.evidence_dir, anchor)
-            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc))
+            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
             raise
-    _write_outputs(args, result)
-    directory, rid = record_dir(args.out, args.evidence_dir, anchor)
-    path = write_record(directory, rid, args.argv, args.device, mode, config, result.payload(), ledger)
+    write_outputs(args, result)
+    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+    payload = result.payload()
+    path = write_record(directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind)
     print("\n".join(result.lines))
     where = f" at {result.first}" if result.first else ""
     print(f"verdict: {result.verdict}{where}   evidence: {path}")

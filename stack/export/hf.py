@@ -1,17 +1,23 @@
-"""The stack's GPT as a Hugging Face Llama: tensor names, config.json, and the way back.
+"""The stack's GPT as a Hugging Face Llama or Qwen2: tensor names, config.json, and the way back.
 
-The two models compute the same function, so the conversion is a renaming:
+The models compute the same function, so the conversion is a renaming:
 
 - RoPE. `stack.model.layers.apply_rope` rotates the two *halves* of each head,
   (x1 cos - x2 sin, x1 sin + x2 cos), with inverse frequencies theta^(-i / (head_dim/2)); HF's
-  Llama does exactly this through `rotate_half` with 1 / theta^(2i / head_dim). The rows of
-  q and k therefore pass through unchanged. The permutation in HF's conversion script for
+  Llama and Qwen2 do exactly this through `rotate_half` with 1 / theta^(2i / head_dim). The rows
+  of q and k therefore pass through unchanged. The permutation in HF's conversion script for
   Meta's checkpoints (which rotate *interleaved* pairs) must NOT be applied: it is what the
   falsifier of GATE-EXPORT-001 plants.
 - GQA. q has n_heads * head_dim rows, k and v n_kv_heads * head_dim, head-major in both.
 - Tied embeddings. The stack stores one matrix; HF omits `lm_head.weight` and sets
   `tie_word_embeddings`. An untied model exports both.
 - RMSNorm. Both compute x * rsqrt(mean(x²) + eps) * weight in fp32; eps goes to `rms_norm_eps`.
+- Families. A Qwen2 is a Llama whose q, k and v projections carry biases (o and the MLP none):
+  the stack's `qkv_bias`. A model with them exports as Qwen2, one without as Llama, so no bias is
+  ever dropped on the way out.
+
+What the stack's model cannot compute exactly is refused when a config.json is read
+(`model_config_from_hf`), one line naming every reason, rather than imported approximately.
 """
 
 from __future__ import annotations
@@ -44,20 +50,36 @@ TOP_NAMES = {
     "final_norm.weight": "model.norm.weight",
     "lm_head.weight": "lm_head.weight",
 }
+# The q/k/v biases of a `qkv_bias` model (Qwen2), named like the weights.
+BIAS_NAMES = {
+    "attn.q.bias": "self_attn.q_proj.bias",
+    "attn.k.bias": "self_attn.k_proj.bias",
+    "attn.v.bias": "self_attn.v_proj.bias",
+}
 # Older transformers saved RoPE's inverse frequencies as a buffer; they are recomputed, not weights.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# model_type → the class transformers builds for it; the stack reads and writes these two only.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+# `swish` is transformers' other name for SiLU (both map to nn.SiLU).
+SILU_NAMES = ("silu", "swish")
+
+
+def family(config: ModelConfig) -> str:
+    """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, else llama."""
+    return "qwen2" if config.qkv_bias else "llama"
 
 
 def name_table(config: ModelConfig) -> dict[str, str]:
     """Every stack tensor name → its HF name, for a model of this shape (lm_head only when untied)."""
     table = {k: v for k, v in TOP_NAMES.items() if k != "lm_head.weight" or not config.tie_embeddings}
+    block = BLOCK_NAMES | (BIAS_NAMES if config.qkv_bias else {})
     for i in range(config.n_layers):
-        table |= {f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in BLOCK_NAMES.items()}
+        table |= {f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in block.items()}
     return table
 
 
 def to_hf_tensors(model: GPT) -> dict[str, torch.Tensor]:
-    """The model's weights under HF Llama names, as separate contiguous tensors (safetensors-ready)."""
+    """The model's weights under HF names, as separate contiguous tensors (safetensors-ready)."""
     state = model.state_dict()
     return {
         hf: state[ours].detach().cpu().contiguous().clone() for ours, hf in name_table(model.config).items()
@@ -65,7 +87,8 @@ def to_hf_tensors(model: GPT) -> dict[str, torch.Tensor]:
 
 
 def from_hf_tensors(tensors: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """HF Llama weights → a state dict for `GPT(config)` in fp32; missing or unknown tensors are refused."""
+    """HF weights → a state dict for `GPT(config)` in fp32 (bf16/fp16 upcast exactly); missing or
+    unknown tensors are refused."""
     import torch
 
     table = name_table(config)
@@ -79,8 +102,9 @@ def from_hf_tensors(tensors: dict[str, torch.Tensor], config: ModelConfig) -> di
     missing = sorted(set(table.values()) - set(present))
     if missing or extra:
         raise BadInput(
-            f"the weights do not fit a Llama of this config.json: missing {missing[:3] or 'none'}, "
-            f"unexpected {sorted(extra)[:3] or 'none'}; is the config.json from the same checkpoint?"
+            f"the weights do not fit a {family(config)} of this config.json: missing "
+            f"{missing[:3] or 'none'}, unexpected {sorted(extra)[:3] or 'none'}; is the config.json from "
+            "the same checkpoint?"
         )
     state = {ours: present[hf].to(torch.float32) for ours, hf in table.items()}
     if config.tie_embeddings:
@@ -89,10 +113,12 @@ def from_hf_tensors(tensors: dict[str, torch.Tensor], config: ModelConfig) -> di
 
 
 def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-    """config.json of a `LlamaForCausalLM` that computes what `GPT(config)` computes."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    """config.json of a `LlamaForCausalLM`, or a `Qwen2ForCausalLM` with q/k/v biases, that computes
+    what `GPT(config)` computes."""
+    model_type = family(config)
+    written: dict[str, Any] = {
+        "architectures": [ARCHITECTURES[model_type]],
+        "model_type": model_type,
         "vocab_size": config.vocab,
         "hidden_size": config.d_model,
         "intermediate_size": config.ffn_hidden,
@@ -106,35 +132,63 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},
         "rope_theta": config.rope_theta,  # where transformers before 5.0 reads it
         "tie_word_embeddings": config.tie_embeddings,
-        "attention_bias": False,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
         "initializer_range": config.init_std,
         "bos_token_id": tokenizer.eot_id,
         "eos_token_id": tokenizer.eot_id,
         "dtype": "float32",
         "use_cache": True,
     }
+    if model_type == "qwen2":  # every layer attends to the whole context, as the stack's do
+        return written | {"use_sliding_window": False, "layer_types": ["full_attention"] * config.n_layers}
+    return written | {"attention_bias": False, "mlp_bias": False}
+
+
+def _problems(hf: Any) -> list[str]:
+    """Everything in a Llama or Qwen2 config that the stack's model would compute differently."""
+    problems = []
+    if hf.hidden_act not in SILU_NAMES:
+        problems.append(f"hidden_act={hf.hidden_act!r} (the feed-forward is SwiGLU: silu)")
+    if hf.model_type == "llama" and (getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False)):
+        problems.append("attention_bias or mlp_bias (a Llama's would bias o or the MLP too; only q/k/v can)")
+    rope = dict(getattr(hf, "rope_parameters", None) or {})
+    if rope.get("rope_type", "default") != "default":
+        problems.append(f"rope_type={rope['rope_type']!r} from rope_scaling (only plain RoPE)")
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        problems.append(f"partial_rotary_factor={rope['partial_rotary_factor']} (RoPE rotates whole heads)")
+    if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
+        problems.append(
+            f"head_dim={hf.head_dim} != hidden_size / num_attention_heads = "
+            f"{hf.hidden_size // hf.num_attention_heads}"
+        )
+    windowed = [kind for kind in getattr(hf, "layer_types", None) or [] if kind != "full_attention"]
+    if windowed:
+        problems.append(
+            f"use_sliding_window (layer_types has {len(windowed)} {windowed[0]!r} layers; "
+            "every layer must attend to the whole context)"
+        )
+    return problems
 
 
 def model_config_from_hf(hf: Any) -> dict[str, Any]:
-    """The stack's [model] section for a transformers `LlamaConfig`; refuses what the stack lacks."""
-    if hf.model_type != "llama":
+    """The stack's [model] section for a transformers `LlamaConfig` or `Qwen2Config`.
+
+    Refuses, in one line naming every reason, a config whose model the stack would compute
+    differently: the parity check would catch most of these too, but only after reading every
+    weight, and with a number instead of the reason.
+    """
+    if hf.model_type not in ARCHITECTURES:
         raise BadInput(
-            f"config.json has model_type {hf.model_type!r}; import-hf reads Llama checkpoints only"
+            f"config.json has model_type {hf.model_type!r}; import-hf reads {' and '.join(ARCHITECTURES)} "
+            "checkpoints only"
+        )
+    problems = _problems(hf)
+    if problems:
+        raise BadInput(
+            f"this {hf.model_type} config.json has {'; '.join(problems)}, which the stack's model does "
+            "not compute exactly: import a checkpoint without them"
         )
     rope = dict(getattr(hf, "rope_parameters", None) or {})
-    problems = []
-    if hf.hidden_act != "silu":
-        problems.append(f"hidden_act={hf.hidden_act!r} (the stack's feed-forward is SwiGLU: silu)")
-    if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
-        problems.append("biases in attention or MLP")
-    if rope.get("rope_type", "default") != "default":
-        problems.append(f"rope_type={rope['rope_type']!r} (only plain RoPE)")
-    if getattr(hf, "head_dim", None) not in (None, hf.hidden_size // hf.num_attention_heads):
-        problems.append(f"head_dim={hf.head_dim} != hidden_size / num_attention_heads")
-    if problems:
-        raise BadInput(f"this Llama has {'; '.join(problems)}, which the stack's model does not implement")
     return {
         "vocab": hf.vocab_size,
         "d_model": hf.hidden_size,
@@ -147,4 +201,5 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
         "norm_eps": hf.rms_norm_eps,
         "tie_embeddings": bool(hf.tie_word_embeddings),
         "init_std": hf.initializer_range,
+        "qkv_bias": hf.model_type == "qwen2",
     }

@@ -8,7 +8,10 @@ produce EOT from text. The byte tokenizer becomes a BPE with no merges whose 256
 GPT-2's byte-to-unicode table, so id b is byte b.
 
 `gatestack_tokenizer.json` holds the stack's own record of the tokenizer (name, sha256, vocab,
-BPE JSON): `stack import-hf` restores the tokenizer from it, identity-checked by sha256.
+BPE JSON): `stack import-hf` restores the tokenizer from it, identity-checked by sha256. A model
+made elsewhere has no such record; it brings its own tokenizer.json and tokenizer_config.json,
+which the import then uses as they are (`stack.data.pretrained.PretrainedTokenizer`) and an
+export of such a model writes back unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
+from stack.data.pretrained import TOKENIZER_CONFIG, TOKENIZER_JSON, PretrainedTokenizer
 from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
 from stack.train.trained import tokenizer_from_state, tokenizer_state
 
@@ -65,29 +69,43 @@ def hf_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
 
 
 def write_tokenizer_files(out: Path, tokenizer: Tokenizer, max_length: int) -> None:
-    """tokenizer.json, tokenizer_config.json, special_tokens_map.json and the stack's own record."""
-    hf_backend(tokenizer).save(str(out / "tokenizer.json"))
+    """tokenizer.json, tokenizer_config.json, special_tokens_map.json and the stack's own record.
+
+    A pretrained tokenizer (an imported model's, or `--tokenizer hf:DIR`'s) goes out as it came
+    in, its tokenizer.json byte for byte and its own end-of-sequence token, so the sha256 that
+    names it is unchanged; the stack's own tokenizers are converted by `hf_backend`.
+    """
+    if isinstance(tokenizer, PretrainedTokenizer):
+        (out / TOKENIZER_JSON).write_text(tokenizer.to_json(), encoding="utf-8")
+        eos = tokenizer.eot_token
+    else:
+        hf_backend(tokenizer).save(str(out / TOKENIZER_JSON))
+        eos = EOT_TOKEN
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "eos_token": EOT_TOKEN,
+        "eos_token": eos,
         "model_max_length": max_length,
         "clean_up_tokenization_spaces": False,
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps({"eos_token": EOT_TOKEN}, indent=1) + "\n")
+    (out / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    (out / "special_tokens_map.json").write_text(json.dumps({"eos_token": eos}, indent=1) + "\n")
     (out / STATE_FILE).write_text(json.dumps(tokenizer_state(tokenizer), indent=1) + "\n")
 
 
 def read_tokenizer(hf_dir: Path) -> Tokenizer:
-    """The stack tokenizer recorded in an HF directory written by `stack export --format hf`."""
-    path = Path(hf_dir) / STATE_FILE
-    if not path.is_file():
-        raise BadInput(
-            f"{hf_dir} has no {STATE_FILE}: import-hf supports only the stack's own tokenizers (byte, bpe) "
-            "as written by `stack export --format hf`; others cannot drive the stack's data pipeline"
-        )
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        return tokenizer_from_state(state)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"{path} is not a tokenizer record written by `stack export` ({exc})") from None
+    """The tokenizer of an HF directory: the stack's own record where `stack export` left one (it
+    restores the stack tokenizer exactly), else the model's own tokenizer.json, used as it is."""
+    hf_dir = Path(hf_dir)
+    path = hf_dir / STATE_FILE
+    if path.is_file():
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            return tokenizer_from_state(state)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadInput(f"{path} is not a tokenizer record written by `stack export` ({exc})") from None
+    if (hf_dir / TOKENIZER_JSON).is_file():
+        return PretrainedTokenizer.from_dir(hf_dir)
+    raise BadInput(
+        f"{hf_dir} has no tokenizer: neither {TOKENIZER_JSON} (with {TOKENIZER_CONFIG}) nor {STATE_FILE}; "
+        "copy the model's tokenizer files beside its weights"
+    )

@@ -1,10 +1,17 @@
-"""`stack import-hf`: a local Hugging Face Llama directory → a stack checkpoint, checked both ways.
+"""`stack import-hf`: a local Hugging Face Llama or Qwen2 directory → a stack checkpoint, checked.
 
 The output is laid out like a run directory (`OUT/config.toml`, `OUT/checkpoints/step-0000000/`,
 plus `OUT/import.json`, the import's evidence), so every command that takes RUN_DIR|CKPT
-(`stack inspect`, `stack sample`, `stack eval`, `stack export`) takes it. The checkpoint holds
-the weights in fp32, a fresh AdamW state (no step taken), and the configuration built from
-config.json; its reader and monitor states are empty, because no data has been read yet.
+(`stack inspect`, `stack sample`, `stack eval`, `stack trace`, `stack export`, `stack train
+--init-from`) takes it. The checkpoint holds the weights in fp32 (bf16 and fp16 weights are
+upcast, which is exact; import.json records what they were), a fresh AdamW state (no step
+taken), and the configuration built from config.json; its reader and monitor states are empty,
+because no data has been read yet.
+
+The tokenizer is the stack's own when `stack export` wrote the directory, else the model's own
+tokenizer.json (`hf_tokenizer.read_tokenizer`). The model's vocabulary is config.json's
+vocab_size, which may exceed the tokenizer's (an embedding padded for speed, as Qwen2's 151936
+rows over a 151646-id tokenizer): every id the tokenizer makes must have a row, never the reverse.
 
 Before anything is written the stack model is compared with transformers' own reading of the
 same directory (GATE-EXPORT-001's logits_atol), so a model the stack would compute differently
@@ -24,6 +31,7 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from contracts.gates import violation
 from contracts.spec import load_spec
+from stack.data.tokenizer import Tokenizer
 from stack.export import deps, hf, hf_tokenizer, outdir, parity, runtimes
 from stack.export.sample import resolve_sample
 from stack.model.gpt import GPT
@@ -116,17 +124,31 @@ def read_hf_weights(files: list[Path]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _run_config(hf_dir: Path, vocab: int) -> RunConfig:
+def _run_config(hf_dir: Path, tokenizer: Tokenizer) -> RunConfig:
+    """The run configuration of config.json's model, refused when `tokenizer` has ids it lacks."""
     from transformers import AutoConfig
 
     with runtimes.quiet_transformers():
         try:
             config = AutoConfig.from_pretrained(str(hf_dir), local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError) as exc:
             detail = " ".join(str(exc).split())[:300]
             raise BadInput(f"cannot read {hf_dir / 'config.json'}: {detail}") from None
     model = hf.model_config_from_hf(config)
-    return resolve(None, None, [], vocab=vocab, base={"model": model, "train": TRAIN_PLACEHOLDER})
+    if tokenizer.vocab_size > model["vocab"]:
+        raise BadInput(
+            f"{hf_dir}: its tokenizer has {tokenizer.vocab_size} ids but config.json's vocab_size is "
+            f"{model['vocab']}, so ids from {model['vocab']} up have no embedding row; the tokenizer "
+            "files are not this model's: copy the model's own"
+        )
+    return resolve(
+        None, None, [], vocab=tokenizer.vocab_size, base={"model": model, "train": TRAIN_PLACEHOLDER}
+    )
+
+
+def source_dtypes(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The dtypes the weights were stored in (e.g. ["bfloat16"]), before the upcast to fp32."""
+    return sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
 
 
 def fresh_state(
@@ -157,9 +179,12 @@ def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | 
     deps.require("hf")
     outdir.check_out(out, force, RECORD)
     tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
-    config = _run_config(hf_dir, tokenizer.vocab_size)
+    config = _run_config(hf_dir, tokenizer)
     model = GPT(config.model)
-    state = hf.from_hf_tensors(read_hf_weights(files), config.model)
+    tensors = read_hf_weights(files)
+    dtypes = source_dtypes(tensors)
+    state = hf.from_hf_tensors(tensors, config.model)
+    del tensors  # a bf16 source's originals; the fp32 state is all that is used from here
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -180,6 +205,14 @@ def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | 
     }
     record = {
         "source": source,
+        "family": hf.family(config.model),
+        "weights": {
+            "files": [p.name for p in files],
+            "source_dtypes": dtypes,
+            "imported_as": "float32",
+        },
+        "tokenizer": {k: v for k, v in tokenizer_state(tokenizer).items() if k != "json"},
+        "model_vocab": config.model.vocab,
         "sample": sample.describe(),
         "parity": {
             **check.as_dict(),

@@ -26,11 +26,18 @@ PROBE_BATCH = 2
 PROBE_LEN = 40
 
 
-def runnable_paths(device: torch.device) -> tuple[str, ...]:
-    """The attention paths that can run on `device`: triton needs CUDA or Triton's interpreter."""
-    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
-        return PATHS
-    return tuple(p for p in PATHS if p != "triton")
+def runnable_paths(device: torch.device, head_dim: int | None = None) -> tuple[str, ...]:
+    """The attention paths that can run on `device`: triton needs CUDA or Triton's interpreter and,
+    given `head_dim`, a head width its kernel is built for (an imported model's may be another)."""
+    without_triton = tuple(p for p in PATHS if p != "triton")
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return without_triton
+    if head_dim is not None:
+        from stack.kernels.flash_attention import HEAD_DIMS  # imports triton: only where it can run
+
+        if head_dim not in HEAD_DIMS:
+            return without_triton
+    return PATHS
 
 
 @contextmanager
@@ -44,16 +51,25 @@ def _fp32_matmuls() -> Iterator[None]:
         torch.set_float32_matmul_precision(previous)
 
 
+def _project(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
+    """x Wᵀ (+ b, for a projection with a bias) in float64."""
+    y = x @ linear.weight.double().T
+    return y if linear.bias is None else y + linear.bias.double()
+
+
 def reference_attention(
     attn: Attention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
-    """attn's output on x in float64: o(softmax(q kᵀ / sqrt(head_dim) + causal mask) v), spelled out."""
+    """attn's output on x in float64: o(softmax(q kᵀ / sqrt(head_dim) + causal mask) v), spelled out.
+
+    q, k and v include their biases when the model has them (`qkv_bias`).
+    """
     batch, length, _ = x.shape
     heads, heads_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
     x = x.double()
-    q = (x @ attn.q.weight.double().T).view(batch, length, heads, dim).transpose(1, 2)
-    k = (x @ attn.k.weight.double().T).view(batch, length, heads_kv, dim).transpose(1, 2)
-    v = (x @ attn.v.weight.double().T).view(batch, length, heads_kv, dim).transpose(1, 2)
+    q = _project(x, attn.q).view(batch, length, heads, dim).transpose(1, 2)
+    k = _project(x, attn.k).view(batch, length, heads_kv, dim).transpose(1, 2)
+    v = _project(x, attn.v).view(batch, length, heads_kv, dim).transpose(1, 2)
     q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
     k = k.repeat_interleave(heads // heads_kv, dim=1)
     v = v.repeat_interleave(heads // heads_kv, dim=1)
@@ -99,13 +115,16 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
     config, device = model.config, model.embed.weight.device
     generator = torch.Generator().manual_seed(seed)
     length = min(config.ctx, PROBE_LEN)
-    paths = runnable_paths(device)
+    paths = runnable_paths(device, config.head_dim)
     compared: dict[str, dict[str, float]] = {}
     with _fp32_matmuls():
         # Weights of std 1/sqrt(d_model) give scores of order 1, where a wrong scale shows.
         probe = Attention(config)
         for linear in (probe.q, probe.k, probe.v, probe.o):
             torch.nn.init.normal_(linear.weight, std=config.d_model**-0.5, generator=generator)
+        if config.qkv_bias:  # drawn only then, so a model without biases sees the same probe as ever
+            for linear in (probe.q, probe.k, probe.v):
+                torch.nn.init.normal_(linear.bias, std=1.0, generator=generator)
         probe = probe.to(device=device, dtype=torch.float32)
         x = torch.randn(PROBE_BATCH, length, config.d_model, generator=generator).to(device)
         cos, sin = rope_angles(config, 0, length, device, torch.float32)

@@ -26,6 +26,13 @@ class ModelConfig(BaseModel):
     rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency")
     norm_eps: float = Field(default=1e-5, gt=0, description="RMSNorm epsilon")
     tie_embeddings: bool = Field(default=True, description="lm_head shares the embedding matrix")
+    # Left out of the saved configuration while off, so every configuration (and its sha256) from
+    # before the option existed reads back unchanged.
+    qkv_bias: bool = Field(
+        default=False,
+        exclude_if=lambda on: not on,
+        description="q, k and v projections carry biases (the Qwen2 family); o never does",
+    )
     init_std: float = Field(
         default=0.02, gt=0, description="std of weight init; o and down use init_std / sqrt(2 n_layers)"
     )

@@ -20,6 +20,8 @@ def param_count_formula(config: ModelConfig) -> int:
     """The number of parameters, from the config alone (a tied lm_head counts once)."""
     d, kv_width = config.d_model, config.n_kv_heads * config.head_dim
     attn = d * d + 2 * d * kv_width + d * d  # q, k, v, o
+    if config.qkv_bias:
+        attn += d + 2 * kv_width  # one bias per output of q, k and v
     ffn = 3 * d * config.ffn_hidden  # gate, up, down
     block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
     head = 0 if config.tie_embeddings else config.vocab * d
@@ -31,7 +33,8 @@ class GPT(nn.Module):
 
     Initialisation: every weight matrix ~ N(0, init_std²), except the two projections that
     write into the residual stream (attn.o and ffn.down), whose std is init_std / sqrt(2 n_layers)
-    so the stream's variance does not grow with depth; norm weights start at 1. With `seed`
+    so the stream's variance does not grow with depth; norm weights start at 1 and q/k/v biases
+    (`qkv_bias`) at 0, so a fresh model with biases computes what one without them does. With `seed`
     the initialisation is drawn from its own generator, bitwise reproducible on CPU.
     """
 
@@ -57,6 +60,9 @@ class GPT(nn.Module):
                 nn.init.normal_(linear.weight, std=std, generator=generator)
             for linear in (layer.attn.o, layer.ffn.down):
                 nn.init.normal_(linear.weight, std=residual_std, generator=generator)
+            if self.config.qkv_bias:
+                for linear in (layer.attn.q, layer.attn.k, layer.attn.v):
+                    nn.init.zeros_(linear.bias)
             nn.init.ones_(layer.attn_norm.weight)
             nn.init.ones_(layer.ffn_norm.weight)
         nn.init.ones_(self.final_norm.weight)

@@ -54,14 +54,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    """Causal grouped-query self-attention: n_heads query heads share n_kv_heads key/value heads."""
+    """Causal grouped-query self-attention: n_heads query heads share n_kv_heads key/value heads.
+
+    With `qkv_bias` the q, k and v projections add a bias, as Qwen2's do; the bias is part of what
+    the `q`, `k` and `v` trace sites observe, because it is part of those modules' outputs.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
-        self.q = nn.Linear(config.d_model, self.n_heads * self.head_dim, bias=False)
-        self.k = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=False)
-        self.v = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=False)
+        bias = config.qkv_bias
+        self.q = nn.Linear(config.d_model, self.n_heads * self.head_dim, bias=bias)
+        self.k = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v = nn.Linear(config.d_model, self.n_kv_heads * self.head_dim, bias=bias)
         self.o = nn.Linear(self.n_heads * self.head_dim, config.d_model, bias=False)
         self.path = config.attention
 

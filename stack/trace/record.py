@@ -44,6 +44,8 @@ from stack.train.checkpoint import CKPT_DIR
 
 REPORT_FILE = "trace.json"
 TRACE_KIND = "trace"  # spec/run_kinds.yaml says which gates a trace record must judge
+# The kinds of record that look inside a model and share this module; --force replaces any of them.
+DIAGNOSTIC_KINDS = (TRACE_KIND, "patch", "lens", "lens-train")
 MOVE_AWAY = "move it away or choose another path"
 
 
@@ -64,10 +66,10 @@ def _earlier_record(out: Path) -> list[Path]:
         record = read_evidence(evidence) if evidence.is_file() else None
     except BadInput:
         record = None
-    if record is None or record.run.kind != TRACE_KIND:
+    if record is None or record.run.kind not in DIAGNOSTIC_KINDS:
         raise BadInput(
-            f"--force replaces only an earlier trace record, and {out} holds no trace {EVIDENCE_FILE}; "
-            "choose a new --out"
+            f"--force replaces only an earlier trace record, and {out} holds no trace {EVIDENCE_FILE} "
+            "(nor a patch or lens one); choose a new --out"
         )
     expected = {a.path: a.sha256 for a in record.artifacts}
     folders = {parent.as_posix() for rel in expected for parent in PurePosixPath(rel).parents}
@@ -154,13 +156,15 @@ def check_output_file(path: Path | None, option: str, force: bool) -> None:
         )
 
 
-def record_dir(out: Path | None, evidence_dir: Path | None, anchor: Path) -> tuple[Path, str]:
-    """The directory of this trace's record and its run id (unique within its parent).
+def record_dir(
+    out: Path | None, evidence_dir: Path | None, anchor: Path, kind: str = TRACE_KIND
+) -> tuple[Path, str]:
+    """The directory of this record and its run id, `<kind>-<time>` (unique within its parent).
 
     An `out` that `check_out_dir` let through with --force is checked again and emptied of the
     earlier record, so no artifact of it outlives the new record that does not list it.
     """
-    rid = run_id("trace")
+    rid = run_id(kind)
     if out is not None:
         if Path(out).is_dir() and any(Path(out).iterdir()):
             for path in _earlier_record(Path(out)):
@@ -183,12 +187,13 @@ def write_record(
     payload: dict[str, Any] | None,
     ledger: Ledger,
     stop_reason: str | None = None,
+    kind: str = TRACE_KIND,
 ) -> Path:
-    """Write trace.json (when there is a report) and metadata.json; returns the record's path."""
-    record = new_record(TRACE_KIND, rid, argv, device=device, mode=mode)
+    """Write trace.json (when there is a report) and metadata.json of run kind `kind`; returns its path."""
+    record = new_record(kind, rid, argv, device=device, mode=mode)
     record.config = config
     record.config_sha256 = canonical_sha256(config)
-    record.gates = ledger.gate_results(expected=load_spec().required_gates(TRACE_KIND))
+    record.gates = ledger.gate_results(expected=load_spec().required_gates(kind))
     if payload is None:
         record.run.status, record.run.stop_reason = RunStatus.HALTED, stop_reason
         record.metrics = {"trace_schema_version": TRACE_SCHEMA_VERSION}

@@ -163,7 +163,10 @@ def resolve(
 ) -> RunConfig:
     """Merge base (a resumed run's saved config) or preset, file and overrides into one RunConfig.
 
-    `vocab` comes from the data's tokenizer; a config that names another vocab is refused.
+    `vocab` comes from the tokenizer. The rule is that every id the tokenizer makes has a row in
+    the embedding: model.vocab defaults to the tokenizer's vocab and may exceed it (an embedding
+    padded past its tokenizer, as imported models have: Qwen2's 151936 rows over 151646 ids), but
+    a model.vocab below it is refused.
     """
     data: dict[str, Any] = dict(base or {})
     if preset is not None:
@@ -180,11 +183,12 @@ def resolve(
         )
     model = dict(data.get("model", {}))
     if vocab is not None:
-        if model.get("vocab", vocab) != vocab:
+        given = model.setdefault("vocab", vocab)
+        if isinstance(given, int) and given < vocab:  # other types are refused by ModelConfig below
             raise BadInput(
-                f"model.vocab {model['vocab']} differs from the tokenizer's vocab {vocab}; drop the key"
+                f"model.vocab {given} is smaller than the tokenizer's vocab {vocab}: ids {given} and up "
+                "would have no embedding row; drop the key"
             )
-        model["vocab"] = vocab
     if "train" not in data:
         raise BadInput("no [train] section: pass --preset, --config FILE or --set train.steps=N")
     sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}

@@ -48,7 +48,7 @@ from contracts.evidence import (
     read_evidence,
     write_evidence,
 )
-from contracts.gates import contract_mode, weakest_mode
+from contracts.gates import Outcome, contract_mode, gate_require, measure, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data.manifest import load_manifest
@@ -348,15 +348,38 @@ def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None
 
 
 def _with_model_of(config: RunConfig, init_from: Path) -> RunConfig:
-    """The run's config with the model shape of the checkpoint it starts from (attention path kept)."""
+    """The run's config with the model shape of the checkpoint it starts from (attention path kept).
+
+    Whether the data suits that model is GATE-DATA-007's to say (`check_data_tokenizer`), judged
+    in `_set_up` so that its verdict is in the run's ledger.
+    """
     source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
     model = {**source.state["config"]["model"], "attention": config.model.attention}
-    if model["vocab"] != config.model.vocab:
-        raise BadInput(
-            f"--init-from {init_from} has vocab {model['vocab']} but the data's tokenizer has "
-            f"{config.model.vocab}; prepare the data with the checkpoint's tokenizer"
-        )
     return config.model_copy(update={"model": ModelConfig.from_dict(model)})
+
+
+def _tokenizer_outcome(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> Outcome:
+    """GATE-DATA-007's measurement: the data's tokenizer against the one the checkpoint learned with."""
+    model_tokenizer = checkpoint.state["tokenizer"]
+    measured = {
+        "data_tokenizer": data_tokenizer.name,
+        "data_tokenizer_sha256": data_tokenizer.sha256,
+        "data_vocab_size": data_tokenizer.vocab_size,
+        "model_tokenizer": model_tokenizer["name"],
+        "model_tokenizer_sha256": model_tokenizer["sha256"],
+        "model_vocab": checkpoint.state["config"]["model"]["vocab"],
+    }
+    return measure(
+        "GATE-DATA-007", measured, holds=f"the data was tokenized by {checkpoint.path}'s own tokenizer"
+    )
+
+
+@gate_require("GATE-DATA-007", _tokenizer_outcome)
+def check_data_tokenizer(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> None:
+    """Refuse to fine-tune `checkpoint` on data another tokenizer made: its ids would mean other strings.
+
+    Sizes are not enough (Llama 2 and Mistral both have 32000 ids); the identity is the sha256.
+    """
 
 
 class RunRecord:
@@ -459,16 +482,20 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
 
 
 def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
-    """Build the trainer (its start-up gates judge the config) and load --init-from's weights.
+    """Build the trainer (its start-up gates judge the config) and load --init-from's weights, once
+    GATE-DATA-007 has found the data tokenized by that checkpoint's own tokenizer.
 
     Nothing here writes: the trainer's event and progress callbacks, which do, are attached by
     `_run` once the run directory is open.
     """
+    source = None
+    if init_from is not None:  # before the trainer: a model on the wrong data is not worth building
+        source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
+        check_data_tokenizer(plan.tokenizer, source)
     trainer = Trainer(
         plan.config, plan.data_dir, plan.run_dir, plan.tokenizer, lambda _e, _t: None, lambda _s, _l: None
     )
-    if init_from is not None:
-        source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
+    if source is not None:
         trainer.start_from(source)
         plan.record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
     return trainer

@@ -1,0 +1,238 @@
+"""`stack lens`: what each layer of a model would predict, through the logit lens or a tuned lens.
+
+    stack lens CKPT --prompt TEXT                         the logit lens, per layer, at the last position
+    stack lens CKPT --prompt TEXT --lens FILE             the tuned lens of FILE
+    stack lens CKPT --train --data DATA_DIR --save FILE   fit a tuned lens, the model frozen
+
+Exit 0: read / trained (a layer where the tuned lens loses to the logit lens on held-out text
+is a warning, GATE-LENS-003); 3: a gate fired; 2: bad input. Every run writes an evidence record
+of run kind `lens` or `lens-train` (stack.trace.record). See docs/trace.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from stack.cli import values
+
+if TYPE_CHECKING:
+    from contracts.ledger import Ledger
+    from stack.trace.modes import Result
+    from stack.train.trained import Trained
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `stack lens` and its options (reading, training, evidence)."""
+    parser = sub.add_parser(
+        "lens",
+        help="logit lens and tuned lens: each layer's prediction, its entropy and KL to the final one",
+        description="Read each layer's residual stream through the model's final norm and unembedding.",
+    )
+    parser.add_argument("path", type=values.utf8_path, metavar="CKPT", help="run directory or checkpoint")
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda")
+    read = parser.add_argument_group("reading a prompt")
+    read.add_argument("--prompt", type=values.utf8_text, help="text to read (the checkpoint's tokenizer)")
+    read.add_argument(
+        "--lens", type=values.utf8_path, metavar="FILE", help="a tuned lens (default: logit lens)"
+    )
+    read.add_argument(
+        "--top-k", type=values.positive_int, default=5, metavar="K", help="tokens shown per layer"
+    )
+    read.add_argument(
+        "--position", type=values.natural, metavar="N", help="position shown (default: the last)"
+    )
+    read.add_argument("--json", type=values.utf8_path, metavar="OUT", help="write the full reading as JSON")
+    read.add_argument("--csv", type=values.utf8_path, metavar="OUT", help="one row per layer × position")
+    train = parser.add_argument_group("training a tuned lens (SGD with Nesterov momentum, model frozen)")
+    train.add_argument("--train", action="store_true", help="fit the probes instead of reading a prompt")
+    train.add_argument("--data", type=values.utf8_path, metavar="DATA_DIR", help="a prepared DATA_DIR")
+    train.add_argument(
+        "--save", type=values.utf8_path, metavar="FILE", help="where the lens goes (safetensors)"
+    )
+    train.add_argument("--steps", type=values.positive_int, default=250, help="optimizer steps (default 250)")
+    train.add_argument("--batch-size", type=values.positive_int, default=8, help="sequences per step")
+    train.add_argument("--seq-len", type=values.positive_int, default=128, help="tokens per sequence (≤ ctx)")
+    train.add_argument("--lr", type=values.factor, default=1.0, help="learning rate (default 1.0)")
+    train.add_argument("--momentum", type=values.probability, default=0.9, help="Nesterov momentum")
+    train.add_argument("--seed", type=values.seed, default=0, help="order of the training windows")
+    train.add_argument(
+        "--heldout-batches", type=values.positive_int, default=8, help="held-out batches of the comparison"
+    )
+    where = parser.add_argument_group("evidence")
+    where.add_argument("--out", type=values.utf8_path, metavar="DIR", help="write the record here")
+    where.add_argument(
+        "--evidence-dir", type=values.utf8_path, metavar="DIR", help="write the record to DIR/<run-id>/"
+    )
+    where.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an output, --save FILE or --out DIR an earlier run wrote",
+    )
+    parser.set_defaults(func=run)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Reading needs a prompt; training needs data and a place for the lens; neither takes the other's."""
+    from contracts.errors import BadInput
+
+    if args.train:
+        if args.prompt is not None or args.lens is not None or args.position is not None:
+            raise BadInput(
+                "--train fits a lens on --data; read a prompt with it in a second run (--lens FILE)"
+            )
+        if args.data is None or args.save is None:
+            raise BadInput("--train needs --data DATA_DIR to fit on and --save FILE for the lens")
+        return
+    if args.data is not None or args.save is not None:
+        raise BadInput("--data and --save go with --train")
+    if not args.prompt:
+        raise BadInput("give a non-empty --prompt TEXT to read, or --train to fit a tuned lens")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that exists and that --force may not replace."""
+    from contracts.errors import BadInput
+    from stack.lens.probes import lens_metadata
+    from stack.trace.record import check_out_dir, check_output_file
+
+    for option, path in (("--json", args.json), ("--csv", args.csv)):
+        check_output_file(path, option, args.force)
+    if args.out is not None:
+        check_out_dir(args.out, args.force)
+    if args.save is not None and (args.save.exists() or args.save.is_symlink()):
+        if not args.force:
+            raise BadInput(
+                f"--save {args.save} already exists; choose another path, or --force to replace a lens"
+            )
+        if args.save.is_symlink() or lens_metadata(args.save) is None:
+            raise BadInput(
+                f"refusing to replace {args.save}: it is not a tuned-lens file; choose another path"
+            )
+
+
+def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) -> Result:
+    """Read the prompt through the logit lens, or the tuned lens of --lens."""
+    import torch
+
+    from contracts.errors import BadInput
+    from contracts.evidence import sha256_file
+    from stack.lens.probes import load_lens
+    from stack.lens.readout import read
+    from stack.lens.report import lens_result
+    from stack.lens.residual import capture
+    from stack.trace.sites import TRACE_SCHEMA_VERSION
+
+    model = trained.model
+    ids = trained.tokenizer.encode(args.prompt)
+    if len(ids) > model.config.ctx:
+        raise BadInput(
+            f"the prompt is {len(ids)} tokens; the model takes {model.config.ctx}: shorten --prompt"
+        )
+    position = len(ids) - 1 if args.position is None else args.position
+    if position >= len(ids):
+        raise BadInput(f"--position {position} is past the prompt's {len(ids)} tokens (0-{len(ids) - 1})")
+    device = model.lm_head.weight.device
+    lens = None if args.lens is None else load_lens(args.lens, device)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    readings = read(model, capture(model, idx), lens, args.top_k)
+    which = "logit lens" if lens is None else f"tuned lens {args.lens}"
+    config.update(prompt=args.prompt, tokens=len(ids), lens=None if lens is None else str(args.lens))
+    config.update(lens_sha256=None if lens is None else sha256_file(args.lens), top_k=args.top_k)
+    header = (
+        f"stack lens: {args.path} on {len(ids)} tokens, {len(model.layers)} layers, {which}, "
+        f"trace schema {TRACE_SCHEMA_VERSION}"
+    )
+    mode = "logit-lens" if lens is None else "tuned-lens"
+    return lens_result(readings, ids, trained.tokenizer.decode, position, header, mode)
+
+
+def _lens_warning(ledger: Ledger) -> str | None:
+    """GATE-LENS-003's message when it warned, else None."""
+    from contracts.evidence import Verdict
+
+    for result in ledger.gate_results():
+        if result.id == "GATE-LENS-003" and result.verdict is Verdict.WARN:
+            return result.message
+    return None
+
+
+def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], ledger: Ledger) -> Result:
+    """Fit the probes on --data, compare on its held-out split, save the lens to --save."""
+    import time
+
+    from contracts.errors import BadInput
+    from contracts.evidence import sha256_file
+    from stack.cli.progress import step_progress
+    from stack.data.tokenizer import load_tokenizer
+    from stack.lens.probes import save_lens
+    from stack.lens.report import training_result
+    from stack.lens.train import LensTraining, heldout_comparison, train_lens
+
+    if load_tokenizer(args.data).sha256 != trained.tokenizer.sha256:
+        raise BadInput(f"--data {args.data} was prepared with another tokenizer than the checkpoint's")
+    settings = LensTraining(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        momentum=args.momentum,
+        seed=args.seed,
+        heldout_batches=args.heldout_batches,
+    )
+    losses: list[float] = []
+    with step_progress(settings.steps, max(1, settings.steps // 10)) as update:
+        clock = time.perf_counter()
+
+        def progress(step: int, line: dict[str, Any]) -> None:
+            losses.append(line["loss"])
+            tokens = step * settings.batch_size * min(settings.seq_len, trained.model.config.ctx)
+            update(step, {**line, "lr": settings.lr, "tokens_per_s": tokens / (time.perf_counter() - clock)})
+
+        lens = train_lens(trained.model, args.data, settings, progress)
+    per_layer = heldout_comparison(trained.model, lens, args.data, settings)
+    metadata = {key: str(value) for key, value in vars(settings).items()}
+    args.save.parent.mkdir(parents=True, exist_ok=True)
+    save_lens(args.save, lens, metadata)
+    config.update(
+        vars(settings), data=str(args.data), save=str(args.save), lens_sha256=sha256_file(args.save)
+    )
+    header = f"stack lens: trained a tuned lens of {args.path} on {args.data} ({settings.steps} steps)"
+    result = training_result(per_layer, (losses[0], losses[-1]), header, _lens_warning(ledger))
+    result.lines.append(f"lens: {args.save}")
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
+    from contracts.errors import GateViolation
+    from contracts.gates import contract_mode
+    from contracts.ledger import Ledger, recording
+    from stack.cli.trace import torch_device, write_outputs
+    from stack.trace.record import record_dir, run_dir_of, write_record
+    from stack.train.trained import load_trained, resolve_checkpoint
+
+    _validate(args)
+    _check_outputs(args)
+    checkpoint = resolve_checkpoint(args.path)
+    anchor = run_dir_of(checkpoint)
+    kind = "lens-train" if args.train else "lens"
+    config: dict[str, Any] = {"checkpoint": str(args.path)}
+    ledger = Ledger()
+    mode = contract_mode().value
+    with recording(ledger):
+        try:
+            trained = load_trained(checkpoint, torch_device(args.device))
+            result = _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
+        except GateViolation as exc:
+            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
+            raise
+    write_outputs(args, result)
+    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+    path = write_record(
+        directory, rid, args.argv, args.device, mode, config, result.payload(), ledger, kind=kind
+    )
+    print("\n".join(result.lines))
+    print(f"verdict: {result.verdict}   evidence: {path}")
+    return 0

@@ -1,0 +1,139 @@
+"""Fitting a tuned lens: the model frozen, only the probes learn, then judged on held-out text.
+
+Each step reads a batch of the DATA_DIR's train split (TokenReader, seeded), captures the
+residual stream, and lowers the sum over lens layers of KL(final ‖ lens layer), the loss of
+the tuned lens's authors, with SGD and Nesterov momentum. Before the first step the lens must
+be the logit lens bit for bit (GATE-LENS-001); after the last, every probe must have moved
+(GATE-LENS-002). Then both lenses are read on batches of the held-out split; a layer where the
+tuned lens is further from the final distribution than the logit lens is a warning
+(GATE-LENS-003).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.reader import TokenReader
+from stack.lens.probes import TunedLens, for_model, health_outcome
+from stack.lens.readout import kl_to_final, layer_log_probs, mean_kl
+from stack.lens.residual import Residuals, capture, read_through
+from stack.model.gpt import GPT
+from stack.trace.identity import exact_outcome
+
+Progress = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class LensTraining:
+    """How to fit the probes; every field is recorded with the lens."""
+
+    steps: int
+    batch_size: int
+    seq_len: int
+    lr: float
+    momentum: float
+    seed: int
+    heldout_batches: int
+
+
+@contextmanager
+def frozen(model: GPT) -> Iterator[None]:
+    """The model's parameters take no gradient for the duration; their flags are restored after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def identity_outcome(model: GPT, lens: TunedLens, residuals: Residuals) -> Outcome:
+    """GATE-LENS-001: every layer of the lens about to be trained reads exactly as the logit lens."""
+    tuned = torch.stack(layer_log_probs(model, residuals, lens))
+    logit = torch.stack(layer_log_probs(model, residuals, None))
+    return exact_outcome("GATE-LENS-001", tuned, logit, "the untrained tuned lens is the logit lens")
+
+
+@gate_ensure("GATE-LENS-001", lambda model, lens, residuals: identity_outcome(model, lens, residuals))
+def check_start(model: GPT, lens: TunedLens, residuals: Residuals) -> None:
+    """Judge the lens before its first step against the logit lens on the first batch."""
+
+
+def lens_loss(model: GPT, lens: TunedLens, residuals: Residuals) -> torch.Tensor:
+    """Sum over lens layers of KL(final ‖ lens layer), averaged over positions; gradients reach the probes."""
+    final = residuals.logits.double().log_softmax(-1)
+    total = torch.zeros((), dtype=torch.float64, device=final.device)
+    for layer, state in enumerate(residuals.states):
+        reading = read_through(model, lens(layer, state)).double().log_softmax(-1)
+        total = total + kl_to_final(final, reading).mean()
+    return total
+
+
+def _reader(model: GPT, data_dir: Path, split: str, settings: LensTraining) -> TokenReader:
+    seq_len = min(settings.seq_len, model.config.ctx)
+    return TokenReader(data_dir, split, batch_size=settings.batch_size, seq_len=seq_len, seed=settings.seed)
+
+
+def _batches(reader: TokenReader, device: torch.device) -> Iterator[torch.Tensor]:
+    while True:
+        yield reader.next_batch()[:, :-1].to(device)
+
+
+@gate_ensure("GATE-LENS-002", lambda result: health_outcome(result))
+def train_lens(
+    model: GPT,
+    data_dir: Path,
+    settings: LensTraining,
+    progress: Progress,
+    lens: TunedLens | None = None,
+) -> TunedLens:
+    """Fit `lens` (default: a fresh one) to `model` on data_dir's train split; the model is not changed."""
+    device = model.lm_head.weight.device
+    batches = _batches(_reader(model, data_dir, "train", settings), device)
+    lens = for_model(model) if lens is None else lens
+    optimizer = torch.optim.SGD(lens.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True)
+    with frozen(model):
+        for step in range(1, settings.steps + 1):
+            residuals = capture(model, next(batches))
+            if step == 1:
+                check_start(model, lens, residuals)
+            loss = lens_loss(model, lens, residuals)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(lens.parameters(), float("inf"))  # measures only
+            optimizer.step()
+            progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm)})
+    return lens.eval()
+
+
+def heldout_outcome(per_layer: list[dict[str, float]]) -> Outcome:
+    """GATE-LENS-003 over the held-out comparison's rows (one warning line per layer that loses)."""
+    return measure("GATE-LENS-003", {"layers": per_layer}, holds="the tuned lens is no worse at any layer")
+
+
+@gate_ensure("GATE-LENS-003", lambda result: heldout_outcome(result))
+def heldout_comparison(
+    model: GPT, lens: TunedLens, data_dir: Path, settings: LensTraining
+) -> list[dict[str, float]]:
+    """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens."""
+    reader = _reader(model, data_dir, "heldout", settings)
+    batches = _batches(reader, model.lm_head.weight.device)
+    logit = torch.zeros(lens.n_layers, dtype=torch.float64)
+    tuned = torch.zeros(lens.n_layers, dtype=torch.float64)
+    for _ in range(settings.heldout_batches):
+        residuals = capture(model, next(batches))
+        logit += torch.tensor(mean_kl(model, residuals, None), dtype=torch.float64)
+        tuned += torch.tensor(mean_kl(model, residuals, lens), dtype=torch.float64)
+    logit, tuned = logit / settings.heldout_batches, tuned / settings.heldout_batches
+    return [
+        {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
+        for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
+    ]

@@ -1,0 +1,260 @@
+"""`stack lens`: the logit lens and the tuned lens on a trained model, and the gates that keep them honest.
+
+Falsifiers plant each lens bug in the stack's own code path: probes that do not start at the
+identity, probes cut from the gradient (the validation doc's bug), probes that lose to the
+logit lens, a lens read through another model or no final norm, a lens fed post-norm states.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+from trace_support import save_run, tiny_model
+from train_support import prepared, smoke_args, train
+
+from contracts.errors import BadInput, GateViolation
+from contracts.evidence import Verdict, read_evidence
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.lens import probes, residual
+from stack.lens.probes import TunedLens, for_model, health_outcome, model_sha256
+from stack.lens.readout import read
+from stack.lens.residual import capture
+from stack.lens.train import LensTraining, heldout_comparison, train_lens
+from stack.trace.sites import block_input
+from stack.train.trained import load_trained
+
+PROMPT = "gate evidence model"
+QUICK = LensTraining(steps=4, batch_size=2, seq_len=16, lr=1.0, momentum=0.9, seed=0, heldout_batches=2)
+
+
+def _quiet(step: int, line: dict[str, float]) -> None:
+    """Progress that prints nothing."""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A two-layer model trained by `stack train` on a generated corpus, and a tuned lens of it."""
+    root = tmp_path_factory.mktemp("lens")
+    data = prepared(root)
+    run = root / "run"
+    steps = [
+        "model.n_layers=2",
+        "train.steps=20",
+        "eval.every=20",
+        "ckpt.every=20",
+        "monitor.sample_every=20",
+    ]
+    assert train(smoke_args(data, run, *steps)) == 0
+    lens = root / "lens.safetensors"
+    argv = ["lens", str(run), "--train", "--data", str(data), "--save", str(lens), "--steps", "60"]
+    assert main([*argv, "--seq-len", "32", "--out", str(root / "train-record")]) == 0
+    return {"data": data, "run": run, "lens": lens, "train_record": root / "train-record"}
+
+
+def _verdicts(record_dir: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(record_dir / "metadata.json").gates}
+
+
+def _ids(n: int = 12) -> torch.Tensor:
+    return torch.randint(256, (1, n), generator=torch.Generator().manual_seed(1))
+
+
+# -- the clean path, through the real CLI -------------------------------------------------
+
+
+@pytest.mark.holds("GATE-LENS-004", "GATE-LENS-005")
+def test_logit_lens_table_json_csv_and_record(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, js, table = tmp_path / "rec", tmp_path / "lens.json", tmp_path / "lens.csv"
+    argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(out), "--json", str(js)]
+    assert main([*argv, "--csv", str(table), "--top-k", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "logit lens" in text and "final  logits" in text and "verdict: read" in text
+    record = read_evidence(out / "metadata.json")
+    assert record.run.kind == "lens" and record.metrics["mode"] == "logit-lens"
+    assert _verdicts(out) == {"GATE-CKPT-002": "PASS", "GATE-LENS-004": "PASS", "GATE-LENS-005": "PASS"}
+    rows = record.metrics["per_layer"]  # the site's heat map: a row per layer, a cell per position
+    assert [r["site"] for r in rows] == ["embed", "layers.0.output"]
+    assert all(len(r["kl"]) == len(PROMPT) == len(r["top1"]) for r in rows)
+    payload = json.loads(js.read_text())
+    assert payload["readings"][-1]["kl"] == [0.0] * len(PROMPT)  # the model's own distribution
+    lines = list(csv.DictReader(table.open()))
+    assert len(lines) == 3 * len(PROMPT) and lines[0]["name"] == "embed"
+
+
+@pytest.mark.holds("GATE-LENS-001", "GATE-LENS-002", "GATE-LENS-003")
+def test_training_saves_a_lens_of_this_model_and_reading_it_holds(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    verdicts = _verdicts(trained["train_record"])
+    assert {g: verdicts[g] for g in load_spec().required_gates("lens-train")} == dict.fromkeys(
+        load_spec().required_gates("lens-train"), "PASS"
+    )
+    with safe_open(str(trained["lens"]), framework="pt") as handle:
+        metadata = handle.metadata()
+    model = load_trained(trained["run"]).model
+    assert metadata["model_sha256"] == model_sha256(model) and metadata["layers"] == "2"
+    rows = read_evidence(trained["train_record"] / "metadata.json").metrics["per_layer"]
+    assert all(r["kl_tuned"] <= r["kl_logit"] for r in rows)
+    argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--lens", str(trained["lens"])]
+    assert main([*argv, "--out", str(tmp_path / "rec")]) == 0
+    assert "tuned lens" in capsys.readouterr().out
+    assert _verdicts(tmp_path / "rec")["GATE-LENS-004"] == "PASS"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--train"], "--train needs --data"),
+        (["--prompt", "x", "--data", "d"], "--data and --save go with --train"),
+        ([], "give a non-empty --prompt"),
+        (["--prompt", "abc", "--position", "9"], "--position 9 is past"),
+        (["--prompt", "abc", "--lens", "{run}/../data/manifest.json"], "is not a tuned-lens file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    trained: dict[str, Path], extra: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = [e.format(run=trained["run"]) for e in extra]
+    assert main(["lens", str(trained["run"]), *extra]) == 2
+    assert needle in capsys.readouterr().err
+
+
+# -- falsifiers ------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-LENS-001")
+def test_probes_that_do_not_start_at_the_identity_are_refused(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_trained(trained["run"]).model
+    train_lens(model, trained["data"], QUICK, _quiet)  # zero init: the identity holds
+
+    zero = TunedLens.reset
+
+    def forgetful_reset(self: TunedLens) -> None:  # the planted bug: one weight of A left at 1e-3
+        zero(self)
+        with torch.no_grad():
+            self.probes[1].weight[0, 0] = 1e-3
+
+    monkeypatch.setattr(TunedLens, "reset", forgetful_reset)
+    with pytest.raises(GateViolation, match="GATE-LENS-001"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_probe_cut_from_the_gradient_fires(trained: dict[str, Path]) -> None:
+    model = load_trained(trained["run"]).model
+    lens = for_model(model)
+    lens.probes[1].requires_grad_(False)  # the validation doc's bug: the optimizer never sees it
+    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*layer\(s\) 1 \(norm 0\)"):
+        train_lens(model, trained["data"], QUICK, _quiet, lens=lens)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_probe_norm_just_beyond_the_threshold_fires_and_just_inside_holds() -> None:
+    limit = load_spec().threshold("GATE-LENS-002", "min_probe_norm")
+    lens = TunedLens(1, 4, "0" * 64)
+    with torch.no_grad():
+        lens.probes[0].bias[0] = 0.9 * limit
+    assert not health_outcome(lens).ok
+    with torch.no_grad():
+        lens.probes[0].bias[0] = 1.1 * limit
+    assert health_outcome(lens).ok
+    with torch.no_grad():
+        lens.probes[0].bias[0] = float("nan")
+    assert "not finite" in health_outcome(lens).message
+
+
+@pytest.mark.gate("GATE-LENS-003")
+def test_a_lens_worse_than_the_logit_lens_warns_per_layer(trained: dict[str, Path]) -> None:
+    model = load_trained(trained["run"]).model
+    ledger = Ledger()
+    with recording(ledger):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)  # equal: excess 0, inside
+    assert {r.id: r.verdict for r in ledger.gate_results()}["GATE-LENS-003"] is Verdict.PASS
+    spoiled = for_model(model)
+    with torch.no_grad():
+        spoiled.probes[0].bias.fill_(0.5)  # layer 0 reads a shifted stream; layer 1 is untouched
+    ledger = Ledger()
+    with recording(ledger):
+        heldout_comparison(model, spoiled, trained["data"], QUICK)
+    result = {r.id: r for r in ledger.gate_results()}["GATE-LENS-003"]
+    assert result.verdict is Verdict.WARN
+    assert "layer 0:" in (result.message or "") and "layer 1:" not in (result.message or "")
+
+
+@pytest.mark.gate("GATE-LENS-004")
+def test_a_lens_read_through_another_model_exits_3(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = load_trained(trained["run"]).model
+    with torch.no_grad():
+        model.lm_head.weight[3, 0] += 1e-3  # another checkpoint's unembedding, one element apart
+    other = tmp_path / "other"
+    save_run(other, model)
+    argv = [
+        "lens",
+        str(other),
+        "--prompt",
+        PROMPT,
+        "--lens",
+        str(trained["lens"]),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 3
+    assert "GATE-LENS-004" in capsys.readouterr().err
+    assert _verdicts(tmp_path / "r")["GATE-LENS-004"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-LENS-004")
+def test_a_model_without_its_final_norm_is_refused() -> None:
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    read(model, residuals, None, 3)  # with it: holds
+    model.final_norm = nn.Identity()  # type: ignore[assignment]
+    with pytest.raises(GateViolation, match=r"GATE-LENS-004.*no final norm"):
+        read(model, residuals, None, 3)
+
+
+@pytest.mark.gate("GATE-LENS-005")
+def test_a_lens_fed_post_norm_states_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    with torch.no_grad():
+        model.final_norm.weight.mul_(1.5)  # trained norms are not 1
+    capture(model, _ids())  # the stream: holds
+    n = len(model.layers)
+    stream = [block_input(i) for i in range(n)]
+    monkeypatch.setattr(residual, "stream_sites", lambda _n: [*stream, "final_norm"])
+    with pytest.raises(GateViolation, match=r"GATE-LENS-005.*final_norm.*changed"):
+        capture(model, _ids())
+    post_norm = [f"layers.{i}.attn_norm" for i in range(n)]
+    monkeypatch.setattr(residual, "stream_sites", lambda _n: [*post_norm, f"layers.{n - 1}.output"])
+    with pytest.raises(GateViolation, match=r"GATE-LENS-005.*layers\.0\.attn_norm"):
+        capture(model, _ids())
+
+
+def test_lens_file_round_trips_and_refuses_damage(tmp_path: Path) -> None:
+    model = tiny_model()
+    lens = for_model(model)
+    with torch.no_grad():
+        lens.probes[2].weight[1, 2] = 0.25
+    path = tmp_path / "l.safetensors"
+    probes.save_lens(path, lens, {"steps": "1"})
+    again = probes.load_lens(path, torch.device("cpu"))
+    assert again.model_sha256 == lens.model_sha256 and torch.equal(
+        again.probes[2].weight, lens.probes[2].weight
+    )
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(BadInput, match=r"not a tuned-lens file|damaged"):
+        probes.load_lens(path, torch.device("cpu"))

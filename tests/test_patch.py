@@ -1,0 +1,205 @@
+"""`stack trace --patch`: activation patching on a trained model, and the identities it must keep.
+
+Falsifiers plant each patching bug in the stack's own code path: a splice that rounds what it
+writes, one that drops the last position, a hook left registered before or after a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from trace_support import tiny_model, tokens
+from train_support import prepared, smoke_args, train
+
+from contracts.errors import BadInput, GateViolation
+from contracts.evidence import read_evidence
+from stack.cli import main
+from stack.trace import patch
+from stack.trace.hooks import SiteHooks
+from stack.trace.patch import Metric, patch_runs, sweep_sites
+
+CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-layer model trained by `stack train` on a generated corpus."""
+    root = tmp_path_factory.mktemp("patch")
+    out = root / "run"
+    steps = [
+        "model.n_layers=2",
+        "train.steps=20",
+        "eval.every=20",
+        "ckpt.every=20",
+        "monitor.sample_every=20",
+    ]
+    assert train(smoke_args(prepared(root), out, *steps)) == 0
+    return out
+
+
+def _verdicts(record_dir: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(record_dir / "metadata.json").gates}
+
+
+def _experiment(model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """A tiny random model and a clean and a corrupted prompt that differ at positions 3, 7 and the last."""
+    model = model or tiny_model()
+    clean = tokens(10)
+    corrupted = clean.clone()
+    corrupted[0, 3], corrupted[0, 7], corrupted[0, 9] = 11, 42, 99
+    return model, [clean, corrupted]
+
+
+def _patch(model: torch.nn.Module, clean: torch.Tensor, corrupted: torch.Tensor) -> patch.PatchRun:
+    sites = sweep_sites("output", len(model.layers))
+    return patch_runs(model, clean, corrupted, Metric(target=5), sites, list(range(clean.shape[1])))
+
+
+# -- the clean path, through the real CLI -------------------------------------------------
+
+
+@pytest.mark.holds("GATE-PATCH-001", "GATE-PATCH-002", "GATE-PATCH-003")
+def test_sweep_through_the_cli_records_the_grid_and_its_controls(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rec"
+    argv = [
+        "trace",
+        str(run),
+        "--prompt",
+        CLEAN,
+        "--patch",
+        CORRUPTED,
+        "--target",
+        " ",
+        "--patch-sweep",
+        "output",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recovered fraction per layer × position" in text and "verdict: patched" in text
+    record = read_evidence(out / "metadata.json")
+    assert record.run.kind == "patch" and record.metrics["mode"] == "patch-sweep"
+    assert _verdicts(out) == dict.fromkeys(
+        ["GATE-CKPT-002", "GATE-PATCH-001", "GATE-PATCH-002", "GATE-PATCH-003"], "PASS"
+    )
+    grid = record.metrics["per_layer"]  # the site's heat map: a row per layer, a cell per position
+    assert [row["site"] for row in grid] == ["layers.0.output", "layers.1.output"]
+    last = grid[-1]["recovered"]
+    # At the last layer only the last position reaches the last position's logits: all or nothing.
+    assert last[-1] == 1.0 and last[:-1] == [0.0] * (len(CLEAN) - 1)
+
+
+def test_one_patch_writes_json_and_csv(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    js, table = tmp_path / "p.json", tmp_path / "p.csv"
+    argv = ["trace", str(run), "--prompt", CLEAN, "--patch", CORRUPTED, "--target", " ", "--foil", "e"]
+    argv += [
+        "--patch-site",
+        "layers.0.attn_out",
+        "--patch-position",
+        "7",
+        "--json",
+        str(js),
+        "--csv",
+        str(table),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "rec")]) == 0
+    assert "PATCH layers.0.attn_out at position 7 ('i')" in capsys.readouterr().out
+    payload = json.loads(js.read_text())
+    assert payload["mode"] == "patch" and payload["per_layer"][0]["positions"] == [7]
+    assert [row["position"] for row in csv.DictReader(table.open())] == ["7"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--target", " ", "--patch-site", "layers.0.output"], "--target, --foil"),
+        (["--patch", CORRUPTED, "--patch-site", "layers.0.output"], "--patch needs --target"),
+        (["--patch", CORRUPTED, "--target", " "], "one of --patch-site SITE"),
+        (["--patch", CORRUPTED, "--target", "ab", "--patch-sweep", "output"], "is 2 tokens"),
+        (["--patch", "gate model", "--target", " ", "--patch-sweep", "output"], "prompts of the same length"),
+        (["--patch", CORRUPTED, "--target", " ", "--patch-sweep", "attn_residual"], "that can be patched"),
+        (["--patch", CORRUPTED, "--target", " ", "--patch-site", "layers.9.output"], "layers 0-1"),
+        (["--patch", CORRUPTED, "--target", " ", "--patch-sweep", "v", "--patch-position", "1"], "goes with"),
+        (["--patch", CLEAN, "--target", " ", "--patch-sweep", "output"], "nothing to recover"),
+    ],
+)
+def test_bad_patching_input_is_one_line_and_exit_2(
+    run: Path, extra: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["trace", str(run), "--prompt", CLEAN, *extra]) == 2
+    assert needle in capsys.readouterr().err
+
+
+# -- falsifiers ------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-PATCH-001")
+def test_a_patch_that_rounds_what_it_writes_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, (clean, corrupted) = _experiment()
+    _patch(model, clean, corrupted)  # the exact splice: holds
+    exact = patch.splice
+
+    def rounding(tensor: torch.Tensor, source: torch.Tensor, positions: patch.Positions) -> torch.Tensor:
+        return exact(tensor, source.bfloat16().to(source.dtype), positions)  # the planted bug
+
+    monkeypatch.setattr(patch, "splice", rounding)
+    with pytest.raises(GateViolation, match="GATE-PATCH-001"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_a_patch_that_drops_the_last_position_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, (clean, corrupted) = _experiment()
+    exact = patch.splice
+
+    def off_by_one(tensor: torch.Tensor, source: torch.Tensor, positions: patch.Positions) -> torch.Tensor:
+        if positions == patch.EVERY_POSITION:
+            positions = slice(0, tensor.shape[1] - 1)  # the planted bug: the last token is missed
+        return exact(tensor, source, positions)
+
+    monkeypatch.setattr(patch, "splice", off_by_one)
+    with pytest.raises(GateViolation, match="GATE-PATCH-002"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-003")
+def test_a_hook_left_by_an_earlier_call_fires_at_the_start() -> None:
+    model, (clean, corrupted) = _experiment()
+    _patch(model, clean, corrupted)  # no hook before, none after: holds
+    stray = model.layers[0].register_forward_hook(lambda *_: None)
+    try:
+        with pytest.raises(GateViolation, match=r"GATE-PATCH-003.*start.*1 hook"):
+            _patch(model, clean, corrupted)
+    finally:
+        stray.remove()
+
+
+@pytest.mark.gate("GATE-PATCH-003")
+def test_hooks_that_are_not_removed_fire_at_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, (clean, corrupted) = _experiment()
+    remove_all = SiteHooks.__exit__
+
+    def leaky_exit(self: SiteHooks, *exc: object) -> None:
+        self._handles.pop()  # the planted leak: the last hook (on lm_head, patching nothing) stays
+        remove_all(self, *exc)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SiteHooks, "__exit__", leaky_exit)
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-003.*end"):
+        _patch(model, clean, corrupted)
+    monkeypatch.undo()  # the code is right again, but the model still holds the hooks it leaked
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-003.*start"):
+        _patch(model, clean, corrupted)
+
+
+def test_metric_reads_the_last_position() -> None:
+    logits = torch.zeros(1, 3, 4)
+    logits[0, -1] = torch.tensor([0.0, 2.0, 1.0, 0.0])
+    assert Metric(target=1, foil=2)(logits) == 1.0
+    assert Metric(target=1)(logits) == pytest.approx(float(logits[0, -1].log_softmax(-1)[1]))
+    with pytest.raises(BadInput, match="same length"):
+        patch_runs(tiny_model(), tokens(5), tokens(6), Metric(1), ["embed"], [0])
