@@ -144,6 +144,7 @@ def test_ablation_reports_the_damage_and_exits_0(
         (["{good}", "--prompt", "x", "--stat", "median"], "not a statistic"),
         (["--compare", "{good}/a.json", "{good}/b.json"], "no trace dump"),
         (["{good}/nothing", "--prompt", "x"], "neither a run directory"),
+        (["{good}", "--prompt", "x", "--out", "{good}/o", "--evidence-dir", "{good}/e"], "give one"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

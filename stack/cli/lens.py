@@ -75,7 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> None:
     """Reading needs a prompt; training needs data and a place for the lens; neither takes the other's."""
     from contracts.errors import BadInput
+    from stack.trace.record import check_one_place
 
+    check_one_place(args.out, args.evidence_dir)
     if args.train:
         if args.prompt is not None or args.lens is not None or args.position is not None:
             raise BadInput(

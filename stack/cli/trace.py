@@ -127,8 +127,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> None:
     """Refuse option combinations that would be ignored or cannot work."""
     from contracts.errors import BadInput
+    from stack.trace.record import check_one_place
     from stack.trace.sites import STATS
 
+    check_one_place(args.out, args.evidence_dir)
     b_path = args.against is not None or args.backend_b is not None or args.dtype_b is not None
     if args.compare is not None:
         if args.path is not None or args.prompt is not None or b_path or args.dump or args.ablate:

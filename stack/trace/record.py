@@ -156,6 +156,16 @@ def check_output_file(path: Path | None, option: str, force: bool) -> None:
         )
 
 
+def check_one_place(out: Path | None, evidence_dir: Path | None) -> None:
+    """--out and --evidence-dir each say where the one record goes: both at once would leave one
+    of them silently ignored, so the pair is refused before any work."""
+    if out is not None and evidence_dir is not None:
+        raise BadInput(
+            "--out DIR and --evidence-dir LEDGER both say where the record goes; give one "
+            "(--evidence-dir files it as LEDGER/<run-id>/)"
+        )
+
+
 def record_dir(
     out: Path | None, evidence_dir: Path | None, anchor: Path, kind: str = TRACE_KIND
 ) -> tuple[Path, str]:
