@@ -720,3 +720,320 @@ def _no_hook_left(m: Measured, t: Thresholds) -> list[str]:
     return [
         f"at the {when} of the patching run the model holds {hooks} hook(s), {modes} torch function mode(s)"
     ]
+
+
+# -- weight surgery ----------------------------------------------------------------------------
+
+
+def _rows(m: Measured, key: str) -> list[Mapping[str, Any]]:
+    """A list of per-matrix objects, each naming its matrix."""
+    rows = items(m, key)
+    if not all(isinstance(row, Mapping) and isinstance(row.get("matrix"), str) for row in rows):
+        raise Malformed(f"each entry of {key!r} must be an object naming its 'matrix'")
+    return rows
+
+
+@judges("GATE-LASER-001")
+def _full_rank_is_identity(m: Measured, t: Thresholds) -> list[str]:
+    differing = count(m, "differing_elements")
+    if not differing:
+        return []
+    return [f"LASER at ρ = 1 changed {differing} of {count(m, 'elements')} weight(s) of the targets"]
+
+
+@judges("GATE-LASER-002")
+def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    for row in _rows(m, "matrices"):
+        error, discarded, norm = number(row, "error"), number(row, "discarded_norm"), number(row, "norm")
+        if not abs(error - discarded) <= t["frobenius_rtol"] * norm:
+            problems.append(
+                f"{row['matrix']}: ‖W − W_k‖_F = {error:.6g}, but the discarded singular values' norm is "
+                f"{discarded:.6g} (‖W‖_F {norm:.6g})"
+            )
+    return problems
+
+
+@judges("GATE-LASER-003")
+def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
+    targets = {str(name) for name in items(m, "targets")}
+    stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
+    return [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
+
+
+@judges("GATE-HQQ-001")
+def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    for row in _rows(m, "matrices"):
+        hqq, rtn = number(row, "hqq_error"), number(row, "rtn_error")
+        if not hqq <= t["max_error_ratio"] * rtn:
+            problems.append(f"{row['matrix']}: HQQ error {hqq:.6g} > round-to-nearest's {rtn:.6g}")
+    return problems
+
+
+@judges("GATE-HQQ-002")
+def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
+    kl = number(m, "mean_kl_nats")
+    if kl <= t["max_mean_kl_nats"]:
+        return []
+    return [
+        f"held-out mean KL(original ‖ quantised) is {kl:.4g} nats per position over "
+        f"{count(m, 'positions')} positions, above {t['max_mean_kl_nats']:g}"
+    ]
+
+
+@judges("GATE-HQQ-003")
+def _ties_kept(m: Measured, t: Thresholds) -> list[str]:
+    if not flag(m, "tied_config"):
+        return []
+    problems = [] if flag(m, "same_storage") else ["lm_head.weight is no longer embed.weight's storage"]
+    differing = count(m, "differing_elements")
+    if differing:
+        problems.append(f"lm_head.weight differs from embed.weight in {differing} element(s)")
+    return problems
+
+
+# -- architecture options: mixture of experts ----------------------------------------------
+
+
+@judges("GATE-ARCH-001")
+def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
+    """The back-propagated loss must be the cross-entropy plus each weighted term (coefficient > 0)."""
+    objective, ce, terms = number(m, "objective"), number(m, "ce"), m.get("terms")
+    if not isinstance(terms, Mapping) or not terms:
+        raise Malformed("'terms' must map each auxiliary loss to its coefficient and value")
+    expected, added = ce, []
+    for name, term in terms.items():
+        if not isinstance(term, Mapping):
+            raise Malformed(f"term {name!r} is {term!r}, not {{coefficient, value}}")
+        coefficient, value = number(term, "coefficient"), number(term, "value")
+        if coefficient > 0:
+            expected += coefficient * value
+            added.append(f"{coefficient:g} × {name} {value:.4g}")
+    allowed = t["objective_atol"] + t["objective_rtol"] * abs(expected)
+    if not abs(objective - expected) <= allowed:
+        return [
+            f"the step back-propagated {objective:.6g}, not cross-entropy {ce:.6g} + "
+            f"{' + '.join(added) or 'nothing'} = {expected:.6g} (allowed {allowed:.3g}): "
+            "an auxiliary loss was computed but not trained on"
+        ]
+    return []
+
+
+@judges("GATE-ARCH-002")
+def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
+    """Each expert's share of assignments within [min, max] × 1/E, per MoE layer."""
+    routed = m.get("routed")
+    if not isinstance(routed, Mapping) or not routed:
+        raise Malformed("'routed' must map each MoE layer to its per-expert counts")
+    problems = []
+    for layer, counts in routed.items():
+        if not isinstance(counts, list) or not counts:
+            raise Malformed(f"{layer}: {counts!r} is not a list of counts")
+        values = [count({"n": c}, "n") for c in counts]
+        total, uniform = sum(values), 1 / len(values)
+        if total == 0:
+            problems.append(f"{layer}: no token was routed in the window")
+            continue
+        low, high = t["min_share_ratio"] * uniform, t["max_share_ratio"] * uniform
+        for e, n in enumerate(values):
+            share = n / total
+            if not low <= share <= high:
+                allowed = f"{low:.3g}-{high:.3g}"
+                problems.append(
+                    f"{layer}.expert{e} received {share:.3g} of the assignments (allowed {allowed})"
+                )
+    return problems
+
+
+@judges("GATE-ARCH-003")
+def _single_expert_is_dense(m: Measured, t: Thresholds) -> list[str]:
+    diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
+    allowed = t["dense_atol"] + t["dense_rtol"] * scale
+    if not diff <= allowed:
+        return [f"the one-expert mixture differs from the dense FFN by {diff:.3g} (allowed {allowed:.3g})"]
+    return []
+
+
+@judges("GATE-ARCH-004")
+def _experts_loaded(m: Measured, t: Thresholds) -> list[str]:
+    experts = m.get("experts")
+    if not isinstance(experts, Mapping) or not experts:
+        raise Malformed("'experts' must map each expert to the sha256 it was given and the one it holds")
+    missing = sorted(name for name, h in experts.items() if isinstance(h, Mapping) and h.get("given") is None)
+    differ = sorted(
+        name
+        for name, h in experts.items()
+        if not isinstance(h, Mapping) or (h.get("given") is not None and h.get("given") != h.get("held"))
+    )
+    problems = [f"the loaded weights lack {', '.join(missing)} (left at initialisation)"] if missing else []
+    if differ:
+        problems.append(f"{', '.join(differ)} do not hold the weights they were given")
+    return problems
+
+
+# -- data: mixture policies ----------------------------------------------------------------
+
+
+def _shares(m: Measured, key: str) -> dict[str, float]:
+    """A map of source → number."""
+    value = m.get(key)
+    if not isinstance(value, Mapping):
+        raise Malformed(f"{key!r} is {value!r}, not a map of sources to numbers")
+    return {str(name): number(value, name) for name in value}
+
+
+@judges("GATE-DATA-008")
+def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
+    """Each source's realised share within share_sigmas multinomial standard errors (plus
+    share_slack_windows windows) of the policy's, inside [floor, cap] by the same tolerance;
+    an excluded source has neither a share nor a window."""
+    n = count(m, "windows")
+    served = {name: count(m["served"], name) for name in _shares(m, "served")}
+    expected, caps, floors = _shares(m, "expected_share"), _shares(m, "caps"), _shares(m, "floors")
+    excluded = set(map(str, items(m, "excluded")))
+    problems = [
+        f"excluded source {name} has policy share {expected.get(name, 0.0):.4g} and {served.get(name, 0)} "
+        "window(s) served"
+        for name in sorted(excluded)
+        if expected.get(name, 0.0) > 0 or served.get(name, 0) > 0
+    ]
+    if n == 0:
+        return problems
+    for name in sorted(set(served) | set(expected)):
+        share, wanted = served.get(name, 0) / n, expected.get(name, 0.0)
+        tolerance = (
+            t["share_sigmas"] * math.sqrt(max(wanted * (1 - wanted), 0.0) / n) + t["share_slack_windows"] / n
+        )
+        if abs(share - wanted) > tolerance:
+            problems.append(
+                f"{name} was {share:.4g} of {n} windows, the policy's share {wanted:.4g} (± {tolerance:.3g})"
+            )
+        cap, floor = caps.get(name, 1.0), floors.get(name, 0.0)
+        for what, value in (("realised", share), ("policy", wanted)):
+            if value > cap + tolerance:
+                problems.append(
+                    f"{name}'s {what} share {value:.4g} is above its cap {cap:g} (± {tolerance:.3g})"
+                )
+            if value < floor - tolerance:
+                problems.append(
+                    f"{name}'s {what} share {value:.4g} is below its floor {floor:g} (± {tolerance:.3g})"
+                )
+    return problems
+
+
+@judges("GATE-DATA-009")
+def _phase_switch(m: Measured, t: Thresholds) -> list[str]:
+    """Step s belongs to the last phase whose after_step is below s."""
+    step, phase = count(m, "step"), count(m, "phase")
+    after = [count({"after_step": a}, "after_step") for a in items(m, "after_steps")]
+    due = max((i for i, a in enumerate(after) if a < step), default=0)
+    if phase == due:
+        return []
+    return [
+        f"step {step} was served by phase {phase}, but the configuration puts it in phase {due} ({after})"
+    ]
+
+
+@judges("GATE-DATA-010")
+def _policy_round_trip(m: Measured, t: Thresholds) -> list[str]:
+    saved, restored = _shares(m, "saved_next_shares"), _shares(m, "restored_next_shares")
+    differ = sorted(name for name in set(saved) | set(restored) if saved.get(name) != restored.get(name))
+    if not differ:
+        return []
+    return [
+        f"the restored policy would give {name} {restored.get(name)}, the saved one {saved.get(name)}"
+        for name in differ
+    ]
+
+
+@judges("GATE-DATA-011")
+def _concentration(m: Measured, t: Thresholds) -> list[str]:
+    """A share above max_suspect_share on a source whose text compresses below min_compression_ratio
+    (repetitive) or scores below min_source_coherence (incoherent)."""
+    shares, profiles = _shares(m, "shares"), m.get("profiles")
+    if not isinstance(profiles, Mapping):
+        raise Malformed(f"'profiles' is {profiles!r}, not a map of sources to their text profile")
+    problems = []
+    for name, share in sorted(shares.items()):
+        if share <= t["max_suspect_share"] or name not in profiles:
+            continue
+        ratio, coherence = number(profiles[name], "compression_ratio"), number(profiles[name], "coherence")
+        why = []
+        if ratio < t["min_compression_ratio"]:
+            why.append(f"compresses to {ratio:.3g}")
+        if coherence < t["min_source_coherence"]:
+            why.append(f"scores {coherence:.3g} on coherence")
+        if why:
+            problems.append(
+                f"the policy gives {share:.3g} of the windows (more than {t['max_suspect_share']}) to "
+                f"{name}, whose text {' and '.join(why)}: a repetitive source lowers the loss trivially"
+            )
+    return problems
+
+
+# -- evolution strategies ------------------------------------------------------------------
+
+
+@judges("GATE-ES-001")
+def _no_graph(m: Measured, t: Thresholds) -> list[str]:
+    evaluations = count(m, "evaluations")
+    if not evaluations:
+        return ["no fitness evaluation was checked"]
+    found = {
+        "grad_enabled": "ran with gradient recording on",
+        "graph_outputs": "returned a value that requires a gradient or carries a graph",
+    }
+    problems = [
+        f"{count(m, key)} of {evaluations} fitness evaluation(s) {what}"
+        for key, what in found.items()
+        if count(m, key)
+    ]
+    if count(m, "grads_set"):
+        problems.append(f"{count(m, 'grads_set')} parameter tensor(s) hold a .grad after the step")
+    return problems
+
+
+@judges("GATE-ES-002")
+def _mirrored(m: Measured, t: Thresholds) -> list[str]:
+    population, pairs = count(m, "population"), count(m, "pairs")
+    problems = (
+        []
+        if pairs and population == 2 * pairs
+        else [f"a population of {population} is not {pairs} ± pair(s)"]
+    )
+    largest = number(m, "max_pair_sum")
+    if largest != 0:
+        problems.append(
+            f"the two members of a pair are not each other's negation (|ε⁺ + ε⁻| up to {largest:.3g})"
+        )
+    if not number(m, "min_noise_norm") > 0:
+        problems.append("a member's noise is zero")
+    return problems
+
+
+@judges("GATE-ES-003")
+def _weights_centered(m: Measured, t: Thresholds) -> list[str]:
+    total = number(m, "weight_sum")
+    if abs(total) <= t["max_abs_weight_sum"]:
+        return []
+    return [
+        f"the {count(m, 'population')} shaped weights sum to {total:.6g}, not 0: the fitness was not shaped"
+    ]
+
+
+@judges("GATE-ES-004")
+def _estimate_points_true(m: Measured, t: Thresholds) -> list[str]:
+    case = {"dimension": "toy_dimension", "pairs": "toy_pairs", "sigma": "toy_sigma"}
+    problems = [
+        f"the self-test used {key} {number(m, key):g}, the spec's case has {t[name]:g}"
+        for key, name in case.items()
+        if number(m, key) != t[name]
+    ]
+    angle = number(m, "angle_degrees")
+    if not angle <= t["max_angle_degrees"]:
+        problems.append(
+            f"on the planted quadratic the estimated gradient is {angle:.2f}° from the true one "
+            f"(allowed {t['max_angle_degrees']:g}°)"
+        )
+    return problems

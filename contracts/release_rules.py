@@ -53,7 +53,7 @@ def _run_problems(spec: Spec, record: EvidenceRecord, registry_git_sha: str | No
             f"was made at {str(record.code.git_sha)[:12]}, the registry says {str(registry_git_sha)[:12]}"
         )
     by_id = {g.id: g for g in record.gates}
-    for gate_id in spec.required_gates(record.run.kind):
+    for gate_id in spec.required_gates(record.run.kind, record.config):
         if gate_id not in by_id or by_id[gate_id].verdict is Verdict.NOT_RUN:
             problems.append(f"did not judge {gate_id}")
     problems += [f"{g.id} is {g.verdict.value}" for g in record.gates if g.verdict is Verdict.FAIL]

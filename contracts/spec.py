@@ -17,6 +17,7 @@ from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
@@ -116,11 +117,25 @@ class RevisionsFile(Strict):
     revisions: dict[str, list[RevisionEntry]]
 
 
+class OptionGates(Strict):
+    """Gates a record must also judge when its config turns an option on.
+
+    A gate that only applies to an option (the MoE gates to a model with experts) cannot be
+    required of every record of the kind, yet must not be skippable where the option is on:
+    the option is a dotted key of the record's config, on when its value is truthy (a non-zero
+    count, true, a non-empty list).
+    """
+
+    option: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")
+    gates: list[str] = Field(min_length=1)
+
+
 class RunKind(Strict):
     """A kind of evidence record and the gates every completed record of that kind must judge."""
 
     description: str
     gates: list[str] = Field(default_factory=list)
+    options: list[OptionGates] = Field(default_factory=list)
 
 
 class RunKindsFile(Strict):
@@ -203,10 +218,17 @@ class Spec(Strict):
                 f"{gate_id} has no threshold {name!r}; it has: {', '.join(gate.thresholds) or 'none'}"
             ) from None
 
-    def required_gates(self, kind: str) -> list[str]:
-        """The gates a completed record of run kind `kind` must judge (none for an undeclared kind)."""
+    def required_gates(self, kind: str, config: dict[str, Any] | None = None) -> list[str]:
+        """The gates a completed record of run kind `kind` must judge (none for an undeclared kind):
+        the kind's own, and those of every option its `config` turns on."""
         entry = self.run_kinds.get(kind)
-        return list(entry.gates) if entry else []
+        if entry is None:
+            return []
+        required = list(entry.gates)
+        for option in entry.options:
+            if _option_on(config or {}, option.option):
+                required += [g for g in option.gates if g not in required]
+        return required
 
     def benchmark(self, name: str) -> BenchmarkGoal:
         """The goal of one benchmark in spec/benchmarks.yaml."""
@@ -280,7 +302,7 @@ def load_spec_from(spec_dir: Path) -> Spec:
     kinds_path = spec_dir / "run_kinds.yaml"
     kinds = _validated(RunKindsFile, _read_yaml(kinds_path), kinds_path).run_kinds
     for name, kind in kinds.items():
-        for gate_id in kind.gates:
+        for gate_id in [*kind.gates, *(g for option in kind.options for g in option.gates)]:
             if gate_id not in gates:
                 raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
     digest = hashlib.sha256()
@@ -347,3 +369,13 @@ def _check_revisions(
 def load_spec() -> Spec:
     """The project's spec, loaded once per process."""
     return load_spec_from(default_spec_dir())
+
+
+def _option_on(config: dict[str, Any], dotted: str) -> bool:
+    """Whether the config value at a dotted key (model.moe_experts) is truthy; absent is off."""
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return bool(value)

@@ -591,6 +591,36 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ["lens", Place("run"), "--prompt", "gate", "--out", Place("fresh")],
         ["lens", Place("run"), "--train", "--steps", "2", "--seq-len", "16", "--save", Place("fresh")],
     ],
+    "laser": [["laser", Place("run"), "--targets", "ffn_*", "--rho", "0.5", "--out", Place("fresh")]],
+    "es": [
+        [
+            "es",
+            Place("run"),
+            "--data",
+            Place("data"),
+            "--out",
+            Place("fresh"),
+            "--steps",
+            "1",
+            "--population",
+            "2",
+        ],
+        ["es", "--resume", Place("run"), "--steps", "2"],
+    ],
+    "quantize": [
+        [
+            "quantize",
+            Place("run"),
+            "--targets",
+            "ffn_*",
+            "--bits",
+            "8",
+            "--group-size",
+            "16",
+            "--out",
+            Place("fresh"),
+        ]
+    ],
     "release": [
         [
             "release",
@@ -785,6 +815,9 @@ EXAMPLES = {
     "import-hf": 8,
     "trace": 25,
     "lens": 12,
+    "laser": 8,
+    "quantize": 8,
+    "es": 6,
     "release": 12,
 }
 

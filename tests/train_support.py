@@ -114,7 +114,7 @@ def unjudged(run_dir: Path, kind: str = "train") -> dict[str, str]:
     """
     spec, got = load_spec(), verdicts(run_dir)
     found = {}
-    for gate_id in spec.required_gates(kind):
+    for gate_id in spec.required_gates(kind, evidence(run_dir).get("config")):
         verdict = got.get(gate_id, "missing")
         held = {Verdict.PASS.value}
         if spec.gate(gate_id).severity is Severity.WARNING:

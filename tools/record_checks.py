@@ -146,7 +146,7 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
             )
     by_id = {g.id: g for g in record.gates}
     if record.run.status is RunStatus.COMPLETED:
-        for gate_id in spec.required_gates(record.run.kind):
+        for gate_id in spec.required_gates(record.run.kind, record.config):
             result = by_id.get(gate_id)
             if result is None:
                 findings.violations.append(

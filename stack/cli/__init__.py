@@ -44,6 +44,9 @@ COMMANDS = (
     "import-hf",
     "trace",
     "lens",
+    "laser",
+    "quantize",
+    "es",
     "release",
 )
 EXIT_INTERNAL = 1

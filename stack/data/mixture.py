@@ -8,6 +8,11 @@ a weight had to be overridden: the "zombie arm" was a removed source resurrected
 
 The epoch plan is a seeded permutation of the chosen window ids, a pure function of
 (seed, epoch) and the mixture, so any step of any epoch can be recomputed on its own.
+
+Shares. A mixture policy (stack.data.policy) speaks in shares of windows instead: a cap is a
+source's maximum share, a floor its minimum, and `project_shares` turns any wanted shares into
+ones that keep both and sum to 1. An excluded source has cap 0 and floor 0, whatever else is
+configured: the post-mortem's belt and braces against the zombie arm.
 """
 
 from __future__ import annotations
@@ -107,3 +112,83 @@ def epoch_plan(mixture: Mixture, seed: int, epoch: int) -> np.ndarray:
         parts.append(lo + np.tile(np.arange(n, dtype=np.int64), repeats))
         parts.append(lo + rng.permutation(n)[:rest].astype(np.int64))
     return np.random.default_rng([seed, epoch, 0]).permutation(np.concatenate(parts))
+
+
+def check_bounds(
+    where: str, caps: Mapping[str, float], floors: Mapping[str, float], exclude: Iterable[str]
+) -> None:
+    """Caps and floors of one mixture, checked together: shares in [0, 1], floor <= cap, floors
+    summing to at most 1, and an excluded source capped at 0 with no floor (exclude => cap 0)."""
+    for kind, bounds in (("cap", caps), ("floor", floors)):
+        for name, value in bounds.items():
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise BadInput(
+                    f"config {where}: {kind} {value!r} of source {name!r} must be a share in [0, 1]"
+                )
+    for name in sorted(set(caps) & set(floors)):
+        if floors[name] > caps[name]:
+            raise BadInput(
+                f"config {where}: source {name!r} has floor {floors[name]} above its cap {caps[name]}"
+            )
+    if (total := math.fsum(floors.values())) > 1.0:
+        raise BadInput(f"config {where}: floors sum to {total:.6g}; shares cannot sum to 1 above that")
+    for name in sorted(set(exclude)):
+        if caps.get(name, 0.0) > 0 or floors.get(name, 0.0) > 0:
+            raise BadInput(
+                f"config {where}: source {name!r} is excluded but given a cap or floor above 0; an excluded "
+                "source is capped at 0: drop its cap and floor"
+            )
+
+
+def share_bounds(
+    sources: Iterable[str], caps: Mapping[str, float], floors: Mapping[str, float], exclude: Iterable[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(caps, floors) for every source: 1 and 0 where unset, 0 and 0 for an excluded source."""
+    excluded = set(exclude)
+    cap = {name: 0.0 if name in excluded else float(caps.get(name, 1.0)) for name in sorted(sources)}
+    floor = {name: 0.0 if name in excluded else float(floors.get(name, 0.0)) for name in sorted(sources)}
+    if math.fsum(cap.values()) < 1.0:
+        raise BadInput(
+            f"caps of the sources add up to {math.fsum(cap.values()):.6g} (excluded sources count 0): "
+            "shares cannot sum to 1; raise a cap or drop one"
+        )
+    return cap, floor
+
+
+def project_shares(
+    wanted: Mapping[str, float], caps: Mapping[str, float], floors: Mapping[str, float]
+) -> dict[str, float]:
+    """Shares in [floor, cap] per source that sum to 1, in the ratios of `wanted` where no bound binds.
+
+    share(τ) = clip(τ·wanted, floor, cap) is piecewise linear in τ, with breaks where a source
+    reaches its floor or cap; the segment where the sum crosses 1 is found among the breaks and
+    τ solved there exactly. Scaling (not adding) keeps a source the policy gave nothing at its floor.
+    """
+    names = sorted(caps)
+    weight = {n: float(wanted.get(n, 0.0)) for n in names}
+
+    def share(n: str, tau: float) -> float:
+        # Compared as τ against the source's breaks, so a source at a break is exactly at its bound.
+        if weight[n] == 0 or tau <= floors[n] / weight[n]:
+            return floors[n]
+        return caps[n] if tau >= caps[n] / weight[n] else tau * weight[n]
+
+    def shares(tau: float) -> dict[str, float]:
+        return {n: share(n, tau) for n in names}
+
+    def total(tau: float) -> float:
+        return math.fsum(shares(tau).values())
+
+    breaks = sorted({0.0, *(b / weight[n] for n in names if weight[n] > 0 for b in (floors[n], caps[n]))})
+    if total(breaks[-1]) < 1.0:
+        raise BadInput(
+            "the mixture cannot sum to 1: the sources with weight > 0 reach their caps first; give "
+            "another source weight, raise a cap or a floor"
+        )
+    upper = next(i for i, tau in enumerate(breaks) if total(tau) >= 1.0)
+    if upper == 0 or total(breaks[upper]) == 1.0:
+        return shares(breaks[upper])
+    inside = shares((breaks[upper - 1] + breaks[upper]) / 2)
+    free = [n for n in names if weight[n] > 0 and floors[n] < inside[n] < caps[n]]
+    tau = (1.0 - math.fsum(inside[n] for n in names if n not in free)) / math.fsum(weight[n] for n in free)
+    return {**inside, **{n: tau * weight[n] for n in free}}

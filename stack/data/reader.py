@@ -11,6 +11,10 @@ raises CorpusExhausted. It never serves anything that is not the planned next ba
 (GATE-DATA-001): every gathered chunk is checked to be the successor of the last one, inside
 the epoch, and to hold the planned windows' first tokens.
 
+Sources served. Every batch's global window ids are counted per source (`take_served`), so the
+training loop can log the realised shares of each evaluation window and a mixture policy can
+be judged against what was actually read (GATE-DATA-008).
+
 Speed. Batches are gathered a chunk at a time (about CHUNK_TOKENS tokens), one vectorised
 gather per shard, and the gate checks run once per chunk, so their fixed cost is spread over
 several batches.
@@ -162,6 +166,10 @@ class TokenReader:
         self._chunk_batches = max(1, CHUNK_TOKENS // (self.batch_size * (self.seq_len + 1)))
         self._set_mixture(source_weights or {}, source_caps or {}, "source_weights")
         self._seek(epoch=0, index=0, step=0)
+        # Sources ordered by the end of their id range, so searchsorted maps a window id to its source.
+        self._by_end = sorted(self._table.ranges, key=lambda name: self._table.ranges[name][::-1])
+        self._ends = np.array([self._table.ranges[name][1] for name in self._by_end], dtype=np.int64)
+        self._served_windows = np.zeros(len(self._by_end), dtype=np.int64)
 
     # -- the pure function -------------------------------------------------------------------
 
@@ -250,6 +258,10 @@ class TokenReader:
             self._loaded_until = (self.epoch, self._index + self._chunk_len)
             self._served = 0
         batch = self._chunk[self._served]
+        global_ids = self._global_ids(self.epoch, self._index, 1).reshape(-1)
+        self._served_windows += np.bincount(
+            np.searchsorted(self._ends, global_ids, side="right"), minlength=len(self._by_end)
+        )
         self._served += 1
         self._index += 1
         self.step += 1
@@ -261,6 +273,32 @@ class TokenReader:
         return sum(
             tokens for name, tokens in self._table.tokens_by_source.items() if self._mixture.weights[name] > 0
         )
+
+    @property
+    def source_windows(self) -> dict[str, int]:
+        """Windows of each source in this split: what a share of an epoch is counted in."""
+        return {name: hi - lo for name, (lo, hi) in sorted(self._table.ranges.items())}
+
+    def take_served(self) -> dict[str, int]:
+        """Windows served per source (all ranks) since the last call."""
+        served = {name: int(n) for name, n in zip(self._by_end, self._served_windows, strict=True)}
+        self._served_windows[:] = 0
+        return dict(sorted(served.items()))
+
+    def source_tokens(self, name: str, windows: int) -> np.ndarray:
+        """The first `windows` windows of source `name`, as (n, seq_len + 1) token ids."""
+        lo, hi = self._table.ranges[name]
+        return self._table.gather(np.arange(lo, min(hi, lo + windows), dtype=np.int64))
+
+    def set_shares(self, shares: dict[str, float]) -> None:
+        """Serve each source's share of an epoch's windows from the next batch on (a policy's mixture).
+
+        A share p of a source with n windows is weight p * N / n, N the split's windows: its quota
+        is then floor(p * N) windows of an epoch of about N. A source with no windows takes none.
+        """
+        sizes = self.source_windows
+        total = sum(sizes.values())
+        self.reweight({name: shares.get(name, 0.0) * total / n for name, n in sizes.items() if n})
 
     def reweight(self, source_weights: dict[str, float]) -> None:
         """Change the source mixture from the next batch on (a resumed run's "polish" of the curriculum).

@@ -65,7 +65,16 @@ SILU_NAMES = ("silu", "swish")
 
 
 def family(config: ModelConfig) -> str:
-    """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, else llama."""
+    """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, else llama.
+
+    An architecture option neither family has (experts) is refused here, before anything is
+    written, rather than exported as a model that computes something else.
+    """
+    if config.moe:
+        raise BadInput(
+            f"a model with moe_experts={config.moe_experts} cannot be exported as a Hugging Face Llama "
+            "or Qwen2 (they have no experts); use --format onnx"
+        )
     return "qwen2" if config.qkv_bias else "llama"
 
 

@@ -10,6 +10,9 @@ from stack.config import parse_section
 
 AttentionPath = Literal["naive", "sdpa", "triton"]
 
+# The keys that mean something only when moe_experts > 0.
+_MOE_KEYS = ("moe_top_k", "moe_shared_expert", "moe_balance_coef", "moe_z_coef")
+
 
 class ModelConfig(BaseModel):
     """Shape and initialisation of a decoder-only transformer (RMSNorm, RoPE, GQA, SwiGLU)."""
@@ -37,6 +40,34 @@ class ModelConfig(BaseModel):
         default=0.02, gt=0, description="std of weight init; o and down use init_std / sqrt(2 n_layers)"
     )
     attention: AttentionPath = Field(default="sdpa", description="attention implementation")
+    # The architecture options below are all off by default and, like qkv_bias, left out of the
+    # saved configuration while they hold their defaults, so older configurations hash the same.
+    moe_experts: int = Field(
+        default=0,
+        ge=0,
+        exclude_if=lambda n: n == 0,
+        description="feed-forward experts per block (mixture of experts); 0 is the dense SwiGLU",
+    )
+    moe_top_k: int = Field(
+        default=2, ge=1, exclude_if=lambda k: k == 2, description="experts each token is routed to"
+    )
+    moe_shared_expert: bool = Field(
+        default=False,
+        exclude_if=lambda on: not on,
+        description="one more expert that every token passes through, outside the routing",
+    )
+    moe_balance_coef: float = Field(
+        default=0.01,
+        ge=0,
+        exclude_if=lambda c: c == 0.01,
+        description="weight of the load-balancing loss in the training loss (0: not added)",
+    )
+    moe_z_coef: float = Field(
+        default=0.001,
+        ge=0,
+        exclude_if=lambda c: c == 0.001,
+        description="weight of the router z-loss in the training loss (0: not added)",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
@@ -47,6 +78,21 @@ class ModelConfig(BaseModel):
         if self.head_dim % 2 != 0:
             raise ValueError(f"head_dim {self.head_dim} must be even for RoPE")
         return self
+
+    @model_validator(mode="after")
+    def _moe_consistent(self) -> ModelConfig:
+        if self.moe_experts == 0:
+            changed = [k for k in _MOE_KEYS if getattr(self, k) != ModelConfig.model_fields[k].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} only apply with moe_experts > 0")
+        elif self.moe_top_k > self.moe_experts:
+            raise ValueError(f"moe_top_k {self.moe_top_k} exceeds moe_experts {self.moe_experts}")
+        return self
+
+    @property
+    def moe(self) -> bool:
+        """Whether the feed-forward of every block is a mixture of experts."""
+        return self.moe_experts > 0
 
     @property
     def head_dim(self) -> int:

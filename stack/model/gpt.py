@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,8 @@ from stack.model.config import ModelConfig
 from stack.model.generate import generate
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Block, RMSNorm, rope_angles
+from stack.model.moe import MoE, feed_forwards, routers
+from stack.model.moe_checks import check_expert_weights
 
 
 def param_count_formula(config: ModelConfig) -> int:
@@ -23,6 +27,8 @@ def param_count_formula(config: ModelConfig) -> int:
     if config.qkv_bias:
         attn += d + 2 * kv_width  # one bias per output of q, k and v
     ffn = 3 * d * config.ffn_hidden  # gate, up, down
+    if config.moe:  # E routed experts, the router, and the shared expert when there is one
+        ffn = ffn * (config.moe_experts + int(config.moe_shared_expert)) + d * config.moe_experts
     block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
     head = 0 if config.tie_embeddings else config.vocab * d
     return config.vocab * d + config.n_layers * block + d + head
@@ -56,9 +62,13 @@ class GPT(nn.Module):
         residual_std = std / math.sqrt(2 * self.config.n_layers)
         nn.init.normal_(self.embed.weight, std=std, generator=generator)
         for layer in self.layers:
-            for linear in (layer.attn.q, layer.attn.k, layer.attn.v, layer.ffn.gate, layer.ffn.up):
+            ffns = list(feed_forwards(layer.feed_forward))
+            for linear in (layer.attn.q, layer.attn.k, layer.attn.v, *routers(layer.feed_forward)):
                 nn.init.normal_(linear.weight, std=std, generator=generator)
-            for linear in (layer.attn.o, layer.ffn.down):
+            for ffn in ffns:
+                nn.init.normal_(ffn.gate.weight, std=std, generator=generator)
+                nn.init.normal_(ffn.up.weight, std=std, generator=generator)
+            for linear in (layer.attn.o, *(ffn.down for ffn in ffns)):
                 nn.init.normal_(linear.weight, std=residual_std, generator=generator)
             if self.config.qkv_bias:
                 for linear in (layer.attn.q, layer.attn.k, layer.attn.v):
@@ -72,6 +82,34 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         """Parameters the model trains (a tied lm_head counts once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def moe_layers(self) -> list[tuple[str, MoE]]:
+        """(name, module) of every mixture-of-experts feed-forward, in layer order."""
+        return [(name, module) for name, module in self.named_modules() if isinstance(module, MoE)]
+
+    def aux_losses(self) -> dict[str, tuple[float, torch.Tensor]]:
+        """The last forward's auxiliary losses, each (coefficient, mean over the MoE layers); {} if dense."""
+        moes = [module for _, module in self.moe_layers()]
+        if not moes:
+            return {}
+        coefficients = {"load_balance": self.config.moe_balance_coef, "router_z": self.config.moe_z_coef}
+        return {
+            name: (coef, torch.stack([m.aux[name] for m in moes]).mean())
+            for name, coef in coefficients.items()
+        }
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """torch's load, then (with experts) GATE-ARCH-004: every expert now holds the given weights.
+
+        A loader that skips or renames expert tensors without strictness would leave experts at
+        their initialisation and the model would still run; the per-expert hashes catch it.
+        """
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if self.config.moe:
+            check_expert_weights(self, state_dict)
+        return result
 
     def set_attention_path(self, path: str) -> None:
         """Switch every layer to another attention path; the config records the change."""

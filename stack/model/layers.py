@@ -1,4 +1,4 @@
-"""The parts of a block: RMSNorm, RoPE, grouped-query attention, the SwiGLU feed-forward.
+"""The parts of a block: RMSNorm, RoPE, grouped-query attention, the feed-forward (feedforward.py, moe.py).
 
 Module names are the trace sites: `attn_norm`, `attn.{q,k,v,o}`, `ffn_norm`,
 `ffn.{gate,up,down}` and `ffn.swiglu` (silu(gate) * up), so a forward hook on
@@ -8,12 +8,15 @@ Module names are the trace sites: `attn_norm`, `attn.{q,k,v,o}`, `ffn_norm`,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stack.model.attention import attention
 from stack.model.config import ModelConfig
+from stack.model.feedforward import FeedForward, SwiGLU
 from stack.model.kv_cache import LayerCache
+from stack.model.moe import MoE
+
+__all__ = ["Attention", "Block", "FeedForward", "RMSNorm", "SwiGLU", "apply_rope", "rope_angles"]
 
 
 class RMSNorm(nn.Module):
@@ -89,36 +92,27 @@ class Attention(nn.Module):
         return self.o(y.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
 
 
-class SwiGLU(nn.Module):
-    """silu(gate) * up, a module of its own so that a forward hook can observe the product."""
-
-    def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        return F.silu(gate) * up
-
-
-class FeedForward(nn.Module):
-    """The SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.gate = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
-        self.up = nn.Linear(config.d_model, config.ffn_hidden, bias=False)
-        self.down = nn.Linear(config.ffn_hidden, config.d_model, bias=False)
-        self.swiglu = SwiGLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.swiglu(self.gate(x), self.up(x)))
-
-
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(attn_norm(x)), then + ffn(ffn_norm(x))."""
+    """Pre-norm transformer block: x + attn(attn_norm(x)), then + ffn(ffn_norm(x)).
+
+    With `moe_experts` the feed-forward is a mixture of experts named `moe` rather than `ffn`,
+    so that no trace site or tensor name of a dense model ever means something else.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.attn = Attention(config)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.ffn = FeedForward(config)
+        if config.moe:
+            self.moe = MoE(config)
+        else:
+            self.ffn = FeedForward(config)
+
+    @property
+    def feed_forward(self) -> nn.Module:
+        """The block's feed-forward, dense or mixture of experts."""
+        return self.moe if hasattr(self, "moe") else self.ffn
 
     def forward(
         self,
@@ -129,4 +123,4 @@ class Block(nn.Module):
         start: int = 0,
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
-        return x + self.ffn(self.ffn_norm(x))
+        return x + self.feed_forward(self.ffn_norm(x))

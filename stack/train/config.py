@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
 from stack.config import Section, parse_section
+from stack.data.curriculum import Phase
+from stack.data.mixture import check_bounds
 from stack.model.config import ModelConfig
 from stack.train.presets import PRESETS
 
@@ -75,10 +77,84 @@ class MonitorSection(Section):
     top_k: int | None = Field(default=40, gt=0)
 
 
+class PhaseSection(Section):
+    """One `[[data.phases]]` entry: the mixture that serves every step after `after_step`."""
+
+    after_step: int = Field(gt=0, description="the phase serves steps after_step+1, after_step+2, ...")
+    weights: dict[str, float] = Field(default_factory=dict, description="per-source weights in this phase")
+    caps: dict[str, float] = Field(default_factory=dict, description="per-source maximum share")
+    floors: dict[str, float] = Field(default_factory=dict, description="per-source minimum share")
+
+
+class BanditSection(Section):
+    """`[data.bandit]`: EXP3 over the sources (data.policy = "bandit"); see docs/training.md."""
+
+    reward: Literal["improvement", "excess"] = Field(
+        default="improvement",
+        description="relative drop of a source's held-out loss over a window, or its excess over "
+        "`reference`; never the raw loss, which rewards whatever is easiest to predict",
+    )
+    reference: dict[str, float] = Field(
+        default_factory=dict, description="per-source reference loss in nats per token (reward = excess)"
+    )
+    warmup_steps: int = Field(default=0, ge=0, description="steps of uniform sampling before exploiting")
+    gamma: float = Field(default=0.1, gt=0, le=1, description="share of uniform exploration in EXP3")
+    eta: float = Field(default=1.0, gt=0, description="step size of the exponential weights")
+    heldout_batches: int = Field(default=1, gt=0, description="held-out batches per source for the reward")
+
+
 class DataSection(Section):
+    """`[data]`: the mixture of sources. Keys left unset are absent from the saved config, so a run
+    without caps, floors, phases or a bandit hashes as it did before they existed."""
+
     wrap: bool = Field(default=True, description="start a new epoch when the corpus is exhausted")
     weights: dict[str, float] = Field(default_factory=dict, description="per-source sampling weights")
     exclude: list[str] = Field(default_factory=list, description="sources never sampled")
+    caps: dict[str, float] | None = Field(default=None, description="per-source maximum share")
+    floors: dict[str, float] | None = Field(default=None, description="per-source minimum share")
+    phases: list[PhaseSection] | None = Field(default=None, description="a curriculum of later mixtures")
+    policy: Literal["static", "bandit"] | None = Field(default=None, description="static (default) or bandit")
+    bandit: BanditSection | None = Field(default=None, description="the bandit's settings")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataSection:
+        """Caps, floors, exclusions and phases are checked together: one wrong share is one line."""
+        for where, (caps, floors) in self.mixtures().items():
+            check_bounds(where, caps, floors, self.exclude)
+        after = [phase.after_step for phase in self.phases or []]
+        if after != sorted(set(after)):
+            raise ValueError(f"phases must have strictly increasing after_step, not {after}")
+        if self.bandit is not None and self.policy != "bandit":
+            raise ValueError('[data.bandit] is set but data.policy is not "bandit"')
+        return self
+
+    def mixtures(self) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+        """(caps, floors) of the base mixture and of each phase, by where they were written."""
+        found = {"data": (self.caps or {}, self.floors or {})}
+        for i, phase in enumerate(self.phases or []):
+            found[f"data.phases[{i}]"] = (phase.caps, phase.floors)
+        return found
+
+    @property
+    def configured(self) -> bool:
+        """Whether a mixture policy drives the reader (anything beyond weights and exclude)."""
+        return any(v is not None for v in (self.caps, self.floors, self.phases, self.policy, self.bandit))
+
+    @staticmethod
+    def mixture_of(data: dict[str, Any]) -> dict[str, Any]:
+        """A saved `[data]` table without `wrap`: what a resume compares to find a new mixture."""
+        return {key: value for key, value in data.items() if key != "wrap"}
+
+    def bandit_settings(self) -> dict[str, Any] | None:
+        """`[data.bandit]` with its defaults when data.policy = "bandit", else None."""
+        if self.policy != "bandit":
+            return None
+        return (self.bandit or BanditSection()).model_dump()
+
+    def curriculum(self) -> list[Phase]:
+        """The base mixture (phase 0, from the first step) followed by the configured phases."""
+        base = Phase(0, self.weights, self.caps or {}, self.floors or {})
+        return [base, *(Phase(p.after_step, p.weights, p.caps, p.floors) for p in self.phases or [])]
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import time
@@ -32,14 +33,23 @@ from contracts.errors import BadInput
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import heldout_batches
+from stack.data.policy import build_policy, source_heldout
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import Tokenizer
 from stack.model.checks import check_attention_paths
 from stack.model.gpt import GPT
+from stack.model.moe import AUX_TERMS, weighted_aux
+from stack.model.moe_checks import (
+    check_aux_in_loss,
+    check_expert_shares,
+    check_single_expert,
+    reset_routed,
+    routed_counts,
+)
 from stack.train import checkpoint as ckpt
 from stack.train import distributed, rng
 from stack.train.coherence import CoherenceMonitor, coherence_score
-from stack.train.config import RunConfig
+from stack.train.config import DataSection, RunConfig
 from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
 from stack.train.guards import (
     check_clipped,
@@ -55,6 +65,9 @@ from stack.train.resume_check import check_restored
 from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
 from stack.train.trained import tokenizer_state
+
+# Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
+POLICY_ARCHIVE = "policy-archive"
 
 
 def repeatable_cuda() -> None:
@@ -200,6 +213,8 @@ class Trainer:
         torch.manual_seed(train.seed)
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_attention_paths(self.model)
+        if config.model.moe:
+            check_single_expert(config.model)
         wrapped: torch.nn.Module = self.model
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
@@ -237,6 +252,18 @@ class Trainer:
             unique_train_tokens=self.reader.unique_tokens,
             n_params=self.model.num_params(),
         )
+        # The mixture policy: caps, floors, phases, a bandit (docs/training.md); inactive by default.
+        data, bandit = config.data, config.data.bandit_settings()
+        self.policy = build_policy(
+            self.reader, data.curriculum(), data.exclude, active=data.configured, bandit=bandit
+        )
+        if self.policy.active:
+            self.policy.profile_sources(tokenizer.decode, coherence_score)
+        self.source_heldout = {}
+        if bandit is not None and self.policy.bandit is not None:
+            arms, per_arm = self.policy.bandit.arms, bandit["heldout_batches"]
+            self.source_heldout = source_heldout(self.data_dir, arms, train.batch_size, seq_len, per_arm)
+        self.policy_archive: Path | None = None  # where a polish pivot put the replaced policy's state
 
     @property
     def tokens_per_step(self) -> int:
@@ -275,8 +302,29 @@ class Trainer:
         with ckpt.restoring(checkpoint, "rng"):
             rng.restore(state["rng"])
         check_restored(checkpoint, self._restored_states())
-        if self.config.data.weights != state["config"]["data"].get("weights", {}):
-            self.reader.reweight(self.config.data.weights)  # recorded as a change by run.py
+        saved_mixture = DataSection.mixture_of(state["config"]["data"])
+        if DataSection.mixture_of(self.config.as_dict()["data"]) != saved_mixture:
+            self._pivot(checkpoint)  # recorded as a change by run.py
+        elif self.policy.active:
+            with ckpt.restoring(checkpoint, "policy"):
+                self.policy.load_state_dict(state.get("policy"), checkpoint.step)
+
+    def _pivot(self, checkpoint: ckpt.Checkpoint) -> None:
+        """The polish pivot: a resume with a new mixture keeps weights, optimizer and loss history,
+        starts the new policy fresh, and archives the replaced mixture and policy state in the run
+        directory (RUN_DIR/policy-archive/<checkpoint>.json), where run.py's evidence points."""
+        if self.world.is_main:
+            path = self.run_dir / POLICY_ARCHIVE / f"{checkpoint.path.name}.json"
+            path.parent.mkdir(exist_ok=True)
+            replaced = {
+                "step": checkpoint.step,
+                "data": checkpoint.state["config"]["data"],
+                "policy": checkpoint.state.get("policy"),
+            }
+            path.write_text(json.dumps(replaced, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            self.policy_archive = path
+        if not self.policy.active:
+            self.reader.reweight(self.config.data.weights)
 
     def _restored_states(self) -> dict[str, Callable[[], Any]]:
         """What GATE-CKPT-003 compares after a resume; sharded weights are compared on their twins."""
@@ -302,6 +350,7 @@ class Trainer:
             "rng": rng.capture(),
             "reader": self.reader.state_dict(),
             "monitors": self.state.monitors_state(),
+            **({"policy": self.policy.state_dict(self.state.step)} if self.policy.active else {}),
             "config": self.config.as_dict(),
             "spec_version": load_spec().version,
             "heldout_loss": self.state.last_heldout,
@@ -367,9 +416,12 @@ class Trainer:
             check_warmup_lr(applied_lr, previous, step, train.warmup_steps, train.lr)
             self.state.last_warmup_lr = applied_lr
         self.model.train()
+        phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
         epoch = self.reader.epoch
         hashes = []
         total = torch.zeros((), device=self.device)
+        # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
+        aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
             # The hash is of the global batch, so it is the same whatever the world size.
@@ -377,8 +429,13 @@ class Trainer:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
-            self.scaler.scale(loss / train.grad_accum).backward()
+                aux = self.model.aux_losses()
+                objective = loss + weighted_aux(aux)
+            self.scaler.scale(objective / train.grad_accum).backward()
             total += loss.detach()
+            if aux:
+                aux_totals += torch.stack([objective.detach(), *(aux[n][1].detach() for n in AUX_TERMS)])
+        self.policy.after_step()
         self.scaler.unscale_(self.optimizer)
         grad_norm = distributed.local_value(
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
@@ -386,11 +443,19 @@ class Trainer:
         # The norm the optimizer will actually see, measured again after the clip.
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         clipped = distributed.local_value(torch.nn.utils.get_total_norm(grads))
-        measured = torch.stack([total / train.grad_accum, grad_norm, clipped])
-        loss_value, grad_value, clipped_value = (
+        measured = torch.cat(
+            [torch.stack([total / train.grad_accum, grad_norm, clipped]), aux_totals / train.grad_accum]
+        )
+        loss_value, grad_value, clipped_value, *aux_values = (
             float(v) for v in distributed.mean_across(self.world, measured).tolist()
         )
         check_finite(loss_value, grad_value, step)
+        # aux_values is empty for a dense model, and then so are the terms.
+        terms = {
+            n: {"coefficient": aux[n][0], "value": v} for n, v in zip(AUX_TERMS, aux_values[1:], strict=False)
+        }
+        if terms:
+            check_aux_in_loss(aux_values[0], loss_value, terms, step)
         check_clipped(clipped_value, train.clip_norm, step)
         if step == 1 and not self.fine_tuning:  # a trained start is meant to be far below ln(vocab)
             check_first_loss(loss_value, self.config.model.vocab, step)
@@ -409,9 +474,13 @@ class Trainer:
             "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
             "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
         }
+        for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
+            line[f"moe_{name}"] = term["value"]
         if self.scaler.is_enabled():
             line["loss_scale"] = float(self.scaler.get_scale())
         self.metrics_log.step(line)
+        if phase is not None:  # a curriculum switch (GATE-DATA-009 judged it)
+            self.metrics_log.write("event", step=step, event="phase", phase=phase)
         if self.reader.epoch != epoch:  # the reader wrapped (data.wrap=true): said, not only logged
             self.metrics_log.write("event", step=step, event="wrap", epoch=self.reader.epoch)
             self.on_event("wrap", self)
@@ -431,6 +500,7 @@ class Trainer:
         # Replicas split the batches and sum their shares; shards must all run every forward together.
         share = 1 if self.sharded else self.world.size
         losses = torch.zeros(len(self.heldout), device=self.device)
+        reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         for i in range(self.world.rank % share, len(self.heldout), share):
             batch = self.heldout[i].to(self.device)
             with self._autocast():
@@ -439,6 +509,8 @@ class Trainer:
         values = (losses if self.sharded else distributed.mean_across(self.world, losses) * share).tolist()
         mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
         step = self.state.step
+        if self.config.model.moe:
+            check_expert_shares(routed_counts(self.model), step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
         if self.state.best_heldout is None or mean < self.state.best_heldout:
@@ -457,12 +529,28 @@ class Trainer:
             "train_loss": train_loss,
             "overfitting": overfit,
             "early_stop": stop,
+            "source_shares": self.policy.close_window(step),  # realised; GATE-DATA-008 judged them
         }
+        if self.source_heldout:
+            line["bandit_rewards"] = self.policy.update(self._source_losses())
         self.metrics_log.write("eval", **line)
         if stop:
             self.state.stop_reason = self.state.early_stop.stop_reason or "early stop"
         self.on_event("eval", self)
         return line
+
+    def _source_losses(self) -> dict[str, float]:
+        """Held-out loss of each bandit arm on its own held-out batches (every rank runs them all)."""
+        losses = {}
+        for name, batches in self.source_heldout.items():
+            total = 0.0
+            for batch in batches:
+                batch = batch.to(self.device)
+                with self._autocast():
+                    _, loss = self.model(batch[:, :-1], batch[:, 1:])
+                total += float(loss)
+            losses[name] = total / len(batches)
+        return losses
 
     @torch.no_grad()
     def sample(self) -> dict[str, Any]:

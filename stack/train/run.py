@@ -429,6 +429,8 @@ class RunRecord:
                     "overfit_at_step": state.overfit.detected_at_step,
                 }
             )
+            if trainer.policy.switches:  # the curriculum's switches, as GATE-DATA-009 judged them
+                record.metrics["phase_switches"] = trainer.policy.switches
         record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
         record.artifacts = self._artifacts()
         record.checkpoint = self._checkpoint_ref()
@@ -541,6 +543,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             trainer.progress = progress
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
+                _record_pivot(plan.record, trainer)
             status = trainer.run(resumed=plan.checkpoint is not None)
             if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
                 ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
@@ -566,6 +569,15 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     if filed is not None:
         print(f"stack train: evidence filed at {filed}")
     return 0
+
+
+def _record_pivot(record: EvidenceRecord, trainer: Trainer) -> None:
+    """A resume with a new mixture (the polish pivot) names, in its resume entry, where the replaced
+    mixture and policy state were archived; the changed keys are already listed there."""
+    if trainer.policy_archive is not None:
+        resumes = record.metrics["resumes"]
+        assert isinstance(resumes, list)
+        resumes[-1]["policy_archive"] = str(trainer.policy_archive.relative_to(trainer.run_dir))
 
 
 def _exhausted(run_dir: Path, step: int) -> GateViolation:

@@ -1,0 +1,85 @@
+"""The evolution-strategies loop: sample ± pairs, evaluate, shape, estimate, take an Adam step.
+
+One step, as in OpenAI-ES (Salimans et al., 2017) with mirrored sampling and fitness shaping:
+
+1. draw P/2 seeds from the run's generator; each gives a + and a − member (GATE-ES-002);
+2. evaluate every member's fitness on the step's batch, building no graph (GATE-ES-001);
+3. replace the fitness values by centered ranks, which sum to zero (GATE-ES-003);
+4. ĝ = 1/(P·σ) Σ w_i ε_i, and Adam climbs it: θ ← θ + lr · m̂ / (√v̂ + eps).
+
+Everything a step changes is in `EsState` (the step, the generator, the optimizer holding θ and
+its moments) plus the reader's position, and all of it is saved with each checkpoint, so a run
+resumed from one continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from stack.data.reader import TokenReader
+from stack.es import estimate, noise, shaping
+from stack.es.optimizer import EsAdam
+from stack.es.population import Fitness, InProcess, Pool, check_graph_free, evaluator, write_flat
+from stack.es.settings import EsSettings
+from stack.model.gpt import GPT
+
+
+@dataclass
+class EsState:
+    """What a step changes: how many steps were taken, the noise generator, and Adam over θ."""
+
+    step: int
+    generator: torch.Generator
+    optimizer: EsAdam
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one step saw: its population's fitness and the size of the gradient estimate."""
+
+    step: int
+    fitness_mean: float
+    fitness_best: float
+    grad_norm: float
+
+
+def es_step(
+    model: GPT, state: EsState, population: InProcess | Pool, batch: torch.Tensor, settings: EsSettings
+) -> StepReport:
+    """One ES step on `batch`: θ (and the model's weights) updated, under GATE-ES-001..003."""
+    theta = state.optimizer.theta
+    members = noise.mirrored(state.generator, settings.population // 2)
+    noise.check_pairs(members, theta.numel())
+    evaluations, grads = population.evaluate(theta, batch, members, settings.sigma)
+    check_graph_free(evaluations, grads + int(theta.grad is not None))
+    fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
+    weights = shaping.centered_ranks(fitness)
+    shaping.check_weights(weights)
+    gradient = estimate.gradient_estimate(members, weights, settings.sigma, theta.numel(), theta.dtype)
+    state.optimizer.ascend(gradient)
+    write_flat(model, theta)
+    state.step += 1
+    return StepReport(state.step, float(fitness.mean()), float(fitness.max()), float(gradient.norm()))
+
+
+def evolve(
+    model: GPT,
+    state: EsState,
+    reader: TokenReader,
+    settings: EsSettings,
+    fitness: Fitness,
+    on_step: Callable[[StepReport], None],
+    save: Callable[[EsState], None],
+) -> None:
+    """Step until `settings.steps`, saving every `save_every` steps and after the last."""
+    population = evaluator(model, fitness, settings.workers)
+    try:
+        while state.step < settings.steps:
+            on_step(es_step(model, state, population, reader.next_batch(), settings))
+            if state.step % settings.save_every == 0 or state.step == settings.steps:
+                save(state)
+    finally:
+        population.close()

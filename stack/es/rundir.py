@@ -1,0 +1,230 @@
+"""A `stack es` run directory: started from a checkpoint, resumed from its own, with evidence.
+
+    OUT/config.toml                  the source's configuration (ES changes weights, not shapes)
+    OUT/checkpoints/step-NNNNNNN/    the weights after step N; Adam's moments and step count
+                                     (optimizer.safetensors); in state.json the reader's position,
+                                     the noise generator's state, the settings, the data and the
+                                     source checkpoint with the sha256 of its manifest
+    OUT/metadata.json                the evidence record of the latest invocation, run kind es
+
+Every reader of a run reads OUT (`stack sample OUT`, `eval`, `trace`, `train --init-from`).
+`--resume OUT` continues from OUT's newest valid checkpoint with everything a step depends on
+restored, so it reaches the weights the uninterrupted run would have, bit for bit (at the same
+number of workers). Each invocation first runs the estimator's self-test (GATE-ES-004); a gate
+that fires leaves its halted record as OUT/metadata.json. A resume writes a new record over the
+previous one; `--evidence-dir` files every record, append-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput, GateViolation
+from contracts.evidence import DataRef, RunStatus, canonical_sha256, sha256_file
+from contracts.spec import load_spec
+from stack.data.reader import TokenReader
+from stack.data.tokenizer import load_tokenizer
+from stack.es.loop import EsSettings, EsState, StepReport, evolve
+from stack.es.optimizer import EsAdam
+from stack.es.population import Fitness, flatten, lm_fitness
+from stack.es.selftest import check_estimator
+from stack.eval.evidence import CommandEvidence
+from stack.train import checkpoint as ckpt
+from stack.train import rng
+from stack.train.config import save_config
+from stack.train.run import check_data_tokenizer
+from stack.train.trained import Trained, load_trained, resolve_checkpoint, tokenizer_state
+
+KIND = "es"
+CONFIG_FILE = "config.toml"
+
+
+@dataclass
+class Invocation:
+    """How this invocation was asked for, and what it reports to."""
+
+    argv: list[str]
+    evidence_dir: Path | None = None
+    fitness: Fitness = lm_fitness
+    on_step: Callable[[StepReport], None] = lambda report: None
+    reports: list[StepReport] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """Everything a run needs once its start (or resume) is set up."""
+
+    trained: Trained
+    reader: TokenReader
+    state: EsState
+    settings: EsSettings
+    data: Path
+    source: dict[str, Any]
+    resumed_from: int | None
+
+
+def _encode(generator: torch.Generator) -> str:
+    return base64.b64encode(generator.get_state().numpy().tobytes()).decode()
+
+
+def _decode(text: str) -> torch.Generator:
+    generator = torch.Generator()
+    generator.set_state(torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone())
+    return generator
+
+
+def _reader(data: Path, settings: EsSettings) -> TokenReader:
+    return TokenReader(
+        data, "train", batch_size=settings.batch_size, seq_len=settings.seq_len, seed=settings.seed
+    )
+
+
+def _checkpoint_state(job: Job) -> dict[str, Any]:
+    """state.json of an ES checkpoint: every key GATE-CKPT-001 asks for, and the ES state under `es`."""
+    return {
+        "epoch": job.reader.epoch,
+        "scheduler": {"kind": "constant", "lr": job.settings.lr},
+        "scaler": None,
+        "rng": rng.capture(),
+        "reader": job.reader.state_dict(),
+        "monitors": None,
+        "config": job.trained.config.as_dict(),
+        "spec_version": load_spec().version,
+        "tokenizer": tokenizer_state(job.trained.tokenizer),
+        "es": {
+            "settings": asdict(job.settings),
+            "generator": _encode(job.state.generator),
+            "data": str(job.data),
+            "source": job.source,
+        },
+    }
+
+
+def check_fresh_out(out: Path) -> None:
+    """Refuse an OUT that holds anything: a run is continued with --resume, never overwritten."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise BadInput(f"--out {out} is not a directory; give a new directory path")
+    if out.is_dir() and any(out.iterdir()):
+        raise BadInput(
+            f"{out} exists and is not empty; choose another --out, or continue it with --resume {out}"
+        )
+
+
+def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation: Invocation) -> Path:
+    """A new ES run from `source` on `data` into `out`; returns its last checkpoint."""
+    check_fresh_out(out)
+    evidence = CommandEvidence(KIND, invocation.argv, "cpu", invocation.evidence_dir)
+    with _recorded(evidence, out):
+        checkpoint = resolve_checkpoint(source)
+        trained = load_trained(checkpoint)
+        settings = settings.resolved(trained.model.config.ctx)
+        check_data_tokenizer(load_tokenizer(data), trained.checkpoint)
+        theta = flatten(trained.model)
+        state = EsState(0, torch.Generator().manual_seed(settings.seed), EsAdam(theta, settings.lr))
+        provenance = {
+            "checkpoint": str(checkpoint.resolve()),
+            "manifest_sha256": sha256_file(checkpoint / ckpt.MANIFEST),
+        }
+        job = Job(trained, _reader(data, settings), state, settings, data.resolve(), provenance, None)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(trained.config, out / CONFIG_FILE)
+        return _run(job, out, evidence, invocation)
+
+
+def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> Path:
+    """Continue the ES run in `out` from its newest valid checkpoint up to `steps` in all."""
+    path, notes = ckpt.latest_valid(out)
+    for note in notes:
+        print(f"stack: {note}", file=sys.stderr)
+    if path is None:
+        raise BadInput(f"{out} has no valid checkpoint to resume; start a new run with `stack es CKPT --out`")
+    evidence = CommandEvidence(KIND, invocation.argv, "cpu", invocation.evidence_dir)
+    with _recorded(evidence, out):
+        trained = load_trained(path)
+        job = _restored(trained, steps, data)
+        return _run(job, out, evidence, invocation)
+
+
+def _restored(trained: Trained, steps: int, data: Path | None) -> Job:
+    """The job an ES checkpoint describes, to run on to `steps`."""
+    checkpoint = trained.checkpoint
+    es = checkpoint.state.get("es")
+    if not isinstance(es, dict):
+        raise BadInput(
+            f"{checkpoint.path} was not written by `stack es`; "
+            "a training run resumes with `stack train --resume`"
+        )
+    if steps <= checkpoint.step:
+        raise BadInput(
+            f"{checkpoint.path} is at step {checkpoint.step} already; give --steps above {checkpoint.step}"
+        )
+    with ckpt.restoring(checkpoint, "es"):
+        settings = replace(EsSettings(**es["settings"]), steps=steps).resolved(trained.model.config.ctx)
+        generator = _decode(es["generator"])
+    data = data if data is not None else Path(es["data"])
+    check_data_tokenizer(load_tokenizer(data), checkpoint)
+    reader = _reader(data, settings)
+    reader.load_state_dict(checkpoint.state["reader"])
+    optimizer = EsAdam(flatten(trained.model), settings.lr)
+    ckpt.load_optimizer(checkpoint, optimizer)
+    state = EsState(checkpoint.step, generator, optimizer)
+    return Job(trained, reader, state, settings, data.resolve(), es["source"], checkpoint.step)
+
+
+def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation) -> Path:
+    """Self-test the estimator, then step to the end, saving as the settings ask; judged throughout."""
+    record = evidence.record
+    record.config = {"source": job.source, "data": str(job.data), **asdict(job.settings)}
+    record.config_sha256 = canonical_sha256(record.config)
+    record.data = DataRef(
+        manifest_sha256=job.reader.manifest.sha256, tokenizer_sha256=job.trained.tokenizer.sha256
+    )
+    check_estimator(job.settings.seed)
+    saved: list[Path] = []
+
+    def report(step: StepReport) -> None:
+        invocation.reports.append(step)
+        invocation.on_step(step)
+
+    def save(state: EsState) -> None:
+        saved.append(
+            ckpt.save_checkpoint(out, state.step, job.trained.model, state.optimizer, _checkpoint_state(job))
+        )
+
+    evolve(job.trained.model, job.state, job.reader, job.settings, invocation.fitness, report, save)
+    record.metrics = {"resumed_from": job.resumed_from, "steps": [asdict(r) for r in invocation.reports]}
+    evidence.note_checkpoint(saved[-1])
+    evidence.settle(RunStatus.COMPLETED)
+    return saved[-1]
+
+
+@contextmanager
+def _recorded(evidence: CommandEvidence, out: Path) -> Iterator[None]:
+    """Judge the work under the record's ledger; write the record into OUT (and the ledger) whether
+    the work completes or a gate halts it."""
+    try:
+        with evidence.judging():
+            yield
+    except GateViolation:
+        _write(evidence, out)
+        raise
+    _write(evidence, out)
+
+
+def _write(evidence: CommandEvidence, out: Path) -> None:
+    """OUT/metadata.json naming config.toml and the last checkpoint's files; filed when asked."""
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = evidence.record.checkpoint
+    files = [out / CONFIG_FILE] if (out / CONFIG_FILE).is_file() else []
+    if checkpoint is not None:
+        files += sorted(p for p in (out / ckpt.CKPT_DIR / checkpoint.name).iterdir() if p.is_file())
+    evidence.write(out, files)
+    evidence.file()

@@ -1,0 +1,134 @@
+"""The bindings of the mixture-of-experts gates (GATE-ARCH-001 … 004).
+
+Each gate's rule is its judge in contracts/judges.py; here the stack measures and hands the
+numbers over. The checks run only when the model has experts: a dense model never records them,
+which is why no run kind requires them (spec/run_kinds.yaml) and a record judges them when present.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from stack.model.config import ModelConfig
+from stack.model.feedforward import FeedForward
+from stack.model.moe import MoE
+
+PROBE_TOKENS = 64
+
+
+@gate_require(
+    "GATE-ARCH-001",
+    lambda objective, ce, terms, step: measure(
+        "GATE-ARCH-001",
+        {"objective": objective, "ce": ce, "terms": terms},
+        step=step,
+        holds="the auxiliary losses are in the training loss",
+    ),
+)
+def check_aux_in_loss(objective: float, ce: float, terms: dict[str, dict[str, float]], step: int) -> None:
+    """The loss the step back-propagated is the cross-entropy plus every weighted auxiliary term.
+
+    `terms` maps each auxiliary loss to {"coefficient", "value"}; the measured values are the
+    step's means over its micro-batches, so the judge can recompute the sum from the record.
+    """
+
+
+@gate_require(
+    "GATE-ARCH-002",
+    lambda routed, step: measure(
+        "GATE-ARCH-002", {"routed": routed}, step=step, holds="every expert receives its share of tokens"
+    ),
+)
+def check_expert_shares(routed: dict[str, list[int]], step: int) -> None:
+    """Each expert's share of the evaluation window's assignments is within the floor and the cap.
+
+    `routed` maps each MoE layer to its per-expert assignment counts; the record keeps them, so a
+    WARN says which experts starved.
+    """
+
+
+def routed_counts(model: nn.Module) -> dict[str, list[int]]:
+    """Per MoE layer, the assignments each expert received since the counts were last reset."""
+    return {name: m.routed.tolist() for name, m in model.named_modules() if isinstance(m, MoE)}
+
+
+def reset_routed(model: nn.Module) -> None:
+    """Reset every MoE layer's assignment counts (the start of an evaluation window)."""
+    for module in model.modules():
+        if isinstance(module, MoE):
+            module.reset_routed()
+
+
+def _deviation(actual: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    diff = (actual.double() - reference.double()).abs().max().item()
+    return {"max_abs_diff": diff, "ref_absmax": reference.double().abs().max().item()}
+
+
+@gate_ensure(
+    "GATE-ARCH-003", lambda result: measure("GATE-ARCH-003", result, holds="one expert is the dense FFN")
+)
+@torch.no_grad()
+def check_single_expert(config: ModelConfig, *, seed: int = 0) -> dict[str, float]:
+    """A one-expert, top-1 mixture computes what the dense feed-forward with its weights computes.
+
+    The router then gives every token weight exactly 1, so any difference is a routing or
+    combining bug (tokens sent to the wrong rows, weights not renormalised, a scale applied
+    twice), which a many-expert model would hide among its other errors.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    single = config.model_copy(update={"moe_experts": 1, "moe_top_k": 1, "moe_shared_expert": False})
+    dense = FeedForward(config)
+    for linear in (dense.gate, dense.up, dense.down):
+        nn.init.normal_(linear.weight, std=linear.in_features**-0.5, generator=generator)
+    moe = MoE(single)
+    moe.expert0.load_state_dict(copy.deepcopy(dense.state_dict()))
+    x = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator)
+    return _deviation(moe(x), dense(x))
+
+
+def _sha256(tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def expert_hashes(model: nn.Module, state_dict: Mapping[str, Any]) -> dict[str, dict[str, str | None]]:
+    """Per expert (and router, and shared expert): the sha256 of the weights given and of those held.
+
+    The given tensors are cast to the held dtype first, so a bf16 file loaded into an fp32
+    model compares what the load produced; an expert whose tensors the state dict lacks has
+    `given` None.
+    """
+    found: dict[str, dict[str, str | None]] = {}
+    for name, moe in model.named_modules():
+        if not isinstance(moe, MoE):
+            continue
+        for part, module in moe.named_children():
+            prefix = f"{name}.{part}."
+            held = dict(module.state_dict(prefix=prefix))
+            given = [state_dict.get(key) for key in held]
+            found[f"{name}.{part}"] = {
+                "given": None
+                if any(g is None for g in given)
+                else _sha256([g.to(h.dtype) for g, h in zip(given, held.values(), strict=True)]),
+                "held": _sha256(list(held.values())),
+            }
+    return found
+
+
+@gate_ensure("GATE-ARCH-004", lambda result: result)
+def check_expert_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> Outcome:
+    """After a load, every expert holds exactly the weights it was given (GATE-ARCH-004)."""
+    return measure(
+        "GATE-ARCH-004",
+        {"experts": expert_hashes(model, state_dict)},
+        holds="every expert holds its saved weights",
+    )

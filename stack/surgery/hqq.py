@@ -1,0 +1,141 @@
+"""Half-quadratic quantisation (HQQ) of a matrix, and round-to-nearest (RTN) as its baseline.
+
+Both quantise each group of `group` consecutive weights of a row (along the input dimension)
+to `bits` bits on an affine grid w ≈ s·(q − z), q an integer in [0, 2^bits − 1]:
+
+* RTN takes the min-max grid: s = (max − min) / (2^bits − 1), z = −min / s, and rounds.
+* HQQ (Badri & Shaji, 2023) keeps that scale and optimises the zero-point z by half-quadratic
+  splitting of the sparsity-promoting loss ‖W − s·(q − z)‖_p^p, p = 0.7: alternately shrink the
+  error with the l_p proximal operator and set z to the mean of q − (W − W_e)/s over the group,
+  with β growing by κ each step (the authors' defaults: p 0.7, β 10, κ 1.01, 20 steps). It needs
+  no calibration data. Per group the zero-point with the smallest squared error seen is kept, the
+  RTN one included, so HQQ can only lose to RTN through a bug (GATE-HQQ-001 checks it is none).
+
+The result is stored dequantised, in the matrix's dtype, as the tinygpt validation doc did: the
+model is then an ordinary checkpoint every command reads, with the quantisation's error and none
+of its memory win. The win needs the integers and the per-group (s, z) stored packed and a
+kernel that multiplies by them, which this module does not provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure, measure
+from stack.surgery.targets import Target
+
+
+@dataclass(frozen=True)
+class HalfQuadratic:
+    """The optimiser's settings (the HQQ authors' defaults)."""
+
+    lp_norm: float = 0.7
+    beta: float = 10.0
+    kappa: float = 1.01
+    iters: int = 20
+
+
+@dataclass(frozen=True)
+class Quantised:
+    """One matrix quantised and stored dequantised, with its grid."""
+
+    site: str
+    weight: torch.Tensor
+    bits: int
+    group: int
+
+
+def grouped(weight: torch.Tensor, group: int, site: str) -> torch.Tensor:
+    """The weights as (groups, group) rows in float64; refused when `group` does not divide a row."""
+    columns = weight.shape[-1]
+    if columns % group:
+        raise BadInput(
+            f"--group-size {group} does not divide the {columns} columns of {site}; "
+            f"choose a divisor of {columns}"
+        )
+    return weight.detach().double().reshape(-1, group)
+
+
+def minmax_grid(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per group the scale and zero-point that map [min, max] onto [0, 2^bits − 1]."""
+    low, high = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    scale = (high - low) / (2**bits - 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant group: any scale is exact
+    return scale, -low / scale
+
+
+def levels(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """The integer level of each weight on the grid (scale, zero)."""
+    return torch.clamp(torch.round(w / scale + zero), 0, 2**bits - 1)
+
+
+def dequantised(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """What the grid (scale, zero) stores of `w`: s·(q − z)."""
+    return scale * (levels(w, scale, zero, bits) - zero)
+
+
+def _squared_error(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    return (w - dequantised(w, scale, zero, bits)).square().sum(dim=1, keepdim=True)
+
+
+def _shrink(x: torch.Tensor, beta: float, p: float) -> torch.Tensor:
+    """The proximal operator of the l_p penalty (p < 1), as the HQQ paper's generalised soft threshold."""
+    magnitude = x.abs()
+    return torch.sign(x) * torch.relu(magnitude - magnitude.clamp_min(1e-12).pow(p - 1) / beta)
+
+
+def optimise_zero(
+    w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, settings: HalfQuadratic
+) -> torch.Tensor:
+    """The zero-points after half-quadratic splitting, each group keeping its best seen (RTN's first)."""
+    best, best_error = zero, _squared_error(w, scale, zero, bits)
+    beta = settings.beta
+    for _ in range(settings.iters):
+        q = levels(w, scale, zero, bits)
+        w_e = _shrink(w - scale * (q - zero), beta, settings.lp_norm)
+        zero = (q - (w - w_e) / scale).mean(dim=1, keepdim=True)
+        beta *= settings.kappa
+        error = _squared_error(w, scale, zero, bits)
+        better = error < best_error
+        best, best_error = torch.where(better, zero, best), torch.where(better, error, best_error)
+    return best
+
+
+def rtn(weight: torch.Tensor, bits: int, group: int, site: str) -> torch.Tensor:
+    """Round-to-nearest on the min-max grid, dequantised, in the weight's shape and dtype."""
+    w = grouped(weight, group, site)
+    return dequantised(w, *minmax_grid(w, bits), bits).reshape(weight.shape).to(weight.dtype)
+
+
+def hqq(weight: torch.Tensor, bits: int, group: int, site: str, settings: HalfQuadratic) -> torch.Tensor:
+    """HQQ on the min-max scale with an optimised zero-point, dequantised, in the weight's shape and dtype."""
+    w = grouped(weight, group, site)
+    scale, zero = minmax_grid(w, bits)
+    zero = optimise_zero(w, scale, zero, bits, settings)
+    return dequantised(w, scale, zero, bits).reshape(weight.shape).to(weight.dtype)
+
+
+def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
+    """GATE-HQQ-001: per matrix, the Frobenius error of HQQ as stored against RTN's at its bits and group."""
+    rows = []
+    for target, q in zip(targets, quantised, strict=True):
+        original = target.weight.detach().double()
+        baseline = rtn(target.weight, q.bits, q.group, q.site).double()
+        rows.append(
+            {
+                "matrix": q.site,
+                "hqq_error": float(torch.linalg.matrix_norm(original - q.weight.double())),
+                "rtn_error": float(torch.linalg.matrix_norm(original - baseline)),
+            }
+        )
+    return measure("GATE-HQQ-001", {"matrices": rows}, holds="HQQ is no worse than round-to-nearest")
+
+
+@gate_ensure("GATE-HQQ-001", lambda targets, result: error_outcome(targets, result))
+@torch.no_grad()
+def quantise(targets: list[Target], bits: int, group: int, settings: HalfQuadratic) -> list[Quantised]:
+    """Every target quantised by HQQ; the model is not changed (`changes.write_weights` does)."""
+    return [Quantised(t.site, hqq(t.weight, bits, group, t.site, settings), bits, group) for t in targets]

@@ -1,0 +1,123 @@
+"""The output of a surgery: a new run-like directory that every reader of a checkpoint takes.
+
+    OUT/config.toml                      the source's resolved configuration
+    OUT/checkpoints/step-0000000/        the changed weights, a fresh optimizer state, the tokenizer
+    OUT/surgery.json                     provenance: the source checkpoint and its sha256, the
+                                         targets, the settings, what each matrix measured; the
+                                         sha256 of every file above
+    OUT/metadata.json                    the evidence record (run kind laser or quantize)
+
+So `stack sample`, `eval`, `trace`, `lens`, `export`, `inspect` and `train --init-from` read OUT
+as they read a run. The checkpoint is at step 0 with nothing read (stack.export.importer's
+fresh state, whose `imported_from` names the source and the surgery), so it can be fine-tuned
+from but not resumed as if it were the source run.
+
+OUT is built aside and moved into place (stack.export.outdir): an existing OUT is refused, and
+with --force replaced only when all it holds is an earlier surgery's output, unchanged. A gate
+that fires leaves OUT holding the halted evidence record and surgery.json, and no checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import GateViolation
+from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
+from contracts.spec import load_spec
+from stack.eval.evidence import CommandEvidence
+from stack.export import outdir
+from stack.export.importer import fresh_state
+from stack.model.gpt import GPT
+from stack.train import checkpoint as ckpt
+from stack.train.config import save_config
+from stack.train.loop import build_optimizer
+from stack.train.trained import Trained, load_trained, resolve_checkpoint, tokenizer_state
+
+RECORD = "surgery.json"
+
+
+@dataclass
+class Request:
+    """One surgery as the command line asked for it."""
+
+    kind: str  # the run kind: laser | quantize
+    source: Path
+    out: Path
+    force: bool
+    argv: list[str]
+    evidence_dir: Path | None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Operated:
+    """What an operation made: the changed model and the numbers it measured."""
+
+    model: GPT
+    measured: dict[str, Any]
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse, before any work, an OUT that --force may not replace (see the module docstring)."""
+    outdir.check_out(out, force, RECORD)
+
+
+def _source(checkpoint: Path) -> dict[str, Any]:
+    """Where the weights came from: the checkpoint, and the sha256 of its manifest and weights."""
+    return {
+        "checkpoint": str(checkpoint.resolve()),
+        "manifest_sha256": sha256_file(checkpoint / ckpt.MANIFEST),
+        "model_sha256": sha256_file(checkpoint / "model.safetensors"),
+    }
+
+
+def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -> Path:
+    """The checkpoint and config.toml of the changed model, inside the staging directory."""
+    optimizer = build_optimizer(model, trained.config, torch.device("cpu"))
+    state = fresh_state(trained.config, tokenizer_state(trained.tokenizer), provenance)
+    written = ckpt.save_checkpoint(tmp, 0, model, optimizer, state)
+    save_config(trained.config, tmp / "config.toml")
+    return written
+
+
+def _finish(tmp: Path, request: Request, evidence: CommandEvidence, record: dict[str, Any]) -> None:
+    """Write surgery.json and the evidence record into the staging directory, move it into place, file it."""
+    outdir.write_record(tmp, RECORD, record)
+    files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)
+    evidence.write(tmp, files)
+    outdir.publish(tmp, request.out, RECORD)
+    evidence.file((request.out / RECORD,))
+
+
+def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[str, Any]:
+    """Load the source, operate on it under the run kind's gates, write OUT; returns surgery.json's data."""
+    check_out(request.out, request.force)
+    checkpoint = resolve_checkpoint(request.source)
+    evidence = CommandEvidence(request.kind, request.argv, "cpu", request.evidence_dir)
+    evidence.record.config = {"source": str(request.source), **request.settings}
+    evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
+    source = {**_source(checkpoint), "surgery": request.kind}
+    record: dict[str, Any] = {"kind": request.kind, "source": source, "settings": request.settings}
+    record["spec_version"] = load_spec().version
+    with outdir.staging(request.out) as tmp:
+        try:
+            with evidence.judging():
+                trained = load_trained(checkpoint)
+                evidence.note_checkpoint(trained.checkpoint.path)
+                evidence.record.data = DataRef(tokenizer_sha256=trained.tokenizer.sha256)
+                operated = operate(trained)
+            record["measured"] = evidence.record.metrics = operated.measured
+            written = _save(tmp, trained, operated.model, {**source, "settings": request.settings})
+            record.update(status="completed", checkpoint=written.relative_to(tmp).as_posix())
+            evidence.settle(RunStatus.COMPLETED)
+        except GateViolation as exc:
+            record.update(status="halted", stopped_by=str(exc))
+            _finish(tmp, request, evidence, record)
+            raise
+        _finish(tmp, request, evidence, record)
+    return record

@@ -1,0 +1,90 @@
+"""The matrices a surgery may touch, named by the trace site each one produces.
+
+A matrix takes the name of the site its output is observed at (docs/trace.md), so the trace and
+the surgery share one vocabulary: `layers.<i>.q`, `k`, `v`, `attn_out` (attn.o), `ffn_gate`,
+`ffn_up`, `ffn_out` (ffn.down), and the model-level `embed` and `logits` (lm_head). A tied model
+has one tensor behind `embed` and `logits`; choosing either chooses that tensor once, with both of
+its state-dict names, so a surgery cannot treat the two halves differently.
+
+`--targets GLOB` matches the full or the short name; `--layers A-B` keeps only the matrices of
+those blocks (the model-level ones belong to no block and are dropped by it). A selection that
+matches nothing is bad input, so a typo cannot make a surgery that does nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+from torch import nn
+
+from contracts.errors import BadInput
+from stack.model.gpt import GPT
+from stack.trace.sites import parse_layers
+
+# Trace site → the module, within a block, whose weight produces it.
+BLOCK_MATRICES = {
+    "q": "attn.q",
+    "k": "attn.k",
+    "v": "attn.v",
+    "attn_out": "attn.o",
+    "ffn_gate": "ffn.gate",
+    "ffn_up": "ffn.up",
+    "ffn_out": "ffn.down",
+}
+MODEL_MATRICES = {"embed": "embed", "logits": "lm_head"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One matrix to operate on: its site name, every state-dict key that holds it, the tensor."""
+
+    site: str
+    keys: tuple[str, ...]
+    weight: nn.Parameter
+
+    @property
+    def short(self) -> str:
+        """The site without its layer: `ffn_up` for `layers.2.ffn_up`."""
+        return self.site.rsplit(".", 1)[-1]
+
+
+def _candidates(model: GPT) -> list[tuple[str, int | None, str]]:
+    """(site, layer, module path) of every matrix, in forward order."""
+    found: list[tuple[str, int | None, str]] = [("embed", None, "embed")]
+    for layer in range(len(model.layers)):
+        found += [(f"layers.{layer}.{s}", layer, f"layers.{layer}.{m}") for s, m in BLOCK_MATRICES.items()]
+    return [*found, ("logits", None, "lm_head")]
+
+
+def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[Target]:
+    """The matrices whose site matches `pattern` (in `layers`, when given), each tensor once."""
+    chosen = parse_layers(layers, len(model.layers)) if layers else None
+    modules = dict(model.named_modules())
+    targets: list[Target] = []
+    for site, layer, path in _candidates(model):
+        if chosen is not None and (layer is None or layer not in chosen):
+            continue
+        short = site.rsplit(".", 1)[-1]
+        if not (fnmatch.fnmatchcase(site, pattern) or fnmatch.fnmatchcase(short, pattern)):
+            continue
+        weight = modules[path].weight
+        if any(t.weight is weight for t in targets):
+            continue  # the tied head: already chosen as `embed`
+        targets.append(Target(site, keys_of(model, weight), weight))
+    if not targets:
+        names = ", ".join((*MODEL_MATRICES, *BLOCK_MATRICES))
+        raise BadInput(
+            f"--targets {pattern!r}{f' in --layers {layers}' if layers else ''} matches no matrix; "
+            f"matrices are named {names} (globs allowed, e.g. 'ffn_*' or 'layers.1.q')"
+        )
+    return targets
+
+
+def keys_of(model: GPT, weight: nn.Parameter) -> tuple[str, ...]:
+    """Every state-dict key whose tensor is `weight` (two for a tied embedding)."""
+    return tuple(
+        f"{name}.weight"
+        for name, module in model.named_modules(remove_duplicate=False)
+        if getattr(module, "weight", None) is weight
+    )

@@ -1,0 +1,93 @@
+"""A whole `stack train` under a curriculum, caps and a bandit: its gates, its resume, its polish pivot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_data_policy import mixed_corpus
+from train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
+
+from stack.train import checkpoint as ckpt
+
+MIXTURE = (
+    "train.steps=12",
+    "eval.every=4",
+    "eval.batches=32",  # a third of the held-out windows are garbage, all alike (GATE-EVAL-001)
+    "ckpt.every=4",
+    "ckpt.keep_last=4",
+    "data.caps={garbage = 0.2}",
+    "data.weights={garbage = 0}",
+    "data.phases=[{after_step = 6, caps = {garbage = 0.2}}]",
+    "data.policy='bandit'",
+    "data.bandit={warmup_steps = 2}",
+)
+COMPARED = ("step", "loss", "grad_norm", "batch_sha256")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mixed_corpus(tmp_path_factory.mktemp("bandit"))
+
+
+@pytest.fixture(scope="module")
+def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("straight") / "run"
+    assert train(smoke_args(data, run, *MIXTURE)) == 0
+    return run
+
+
+def _lines(run: Path, kind: str) -> list[dict]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [line for line in lines if line["type"] == kind]
+
+
+def _from_step_4(straight: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    for path in ckpt.list_checkpoints(run):
+        if int(path.name.split("-")[1]) > 4:
+            shutil.rmtree(path)
+    return run
+
+
+@pytest.mark.holds("GATE-DATA-008")
+@pytest.mark.holds("GATE-DATA-009")
+@pytest.mark.holds("GATE-DATA-011")
+def test_a_curriculum_bandit_run_judges_its_mixture(straight: Path) -> None:
+    assert unjudged(straight) == {}
+    assert {
+        g: verdicts(straight)[g] for g in ("GATE-DATA-008", "GATE-DATA-009", "GATE-DATA-011")
+    } == dict.fromkeys(("GATE-DATA-008", "GATE-DATA-009", "GATE-DATA-011"), "PASS")
+    events = [line for line in _lines(straight, "event") if line["event"] == "phase"]
+    assert [(e["step"], e["phase"]) for e in events] == [(7, 1)]
+    assert evidence(straight)["metrics"]["phase_switches"] == [{"phase": 1, "step": 7}]
+    shares = [line["source_shares"] for line in _lines(straight, "eval")]
+    assert shares[0]["garbage"] == 0.0 and 0 < shares[-1]["garbage"] <= 0.2 + 0.15
+    assert all("bandit_rewards" in line for line in _lines(straight, "eval"))
+
+
+@pytest.mark.holds("GATE-DATA-010")
+def test_a_bandit_run_resumes_bit_for_bit(straight: Path, tmp_path: Path) -> None:
+    run = _from_step_4(straight, tmp_path)
+    assert train(["train", "--resume", str(run)]) == 0
+    assert verdicts(run)["GATE-DATA-010"] == "PASS"
+    pick = [[{k: line[k] for k in COMPARED} for line in step_lines(r)] for r in (straight, run)]
+    assert pick[0] == pick[1]
+    assert [line["source_shares"] for line in _lines(run, "eval")] == [
+        line["source_shares"] for line in _lines(straight, "eval")
+    ]
+
+
+def test_a_polish_pivot_keeps_the_history_and_archives_the_policy(straight: Path, tmp_path: Path) -> None:
+    run = _from_step_4(straight, tmp_path)
+    assert train(["train", "--resume", str(run), "--set", "data.caps={garbage = 0.1}"]) == 0
+    resumed = evidence(run)["metrics"]["resumes"][0]
+    assert resumed["changed"] == ["data.caps"]
+    archived = json.loads((run / resumed["policy_archive"]).read_text())
+    assert archived["step"] == 4 and archived["data"]["caps"] == {"garbage": 0.2}
+    assert archived["policy"]["bandit"]["pulls"]["chat"] > 0
+    history = [line["loss"] for line in step_lines(run)]
+    assert history[:4] == [line["loss"] for line in step_lines(straight)][:4] and len(history) == 12

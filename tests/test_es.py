@@ -1,0 +1,227 @@
+"""`stack es`: evolution strategies from a checkpoint into a new run dir, under GATE-ES-001..004.
+
+Falsifiers plant each bug in the stack's own code path: a fitness evaluated with autograd on, a
+sampler that stops mirroring, fitness left unshaped; and the self-test's planted quadratic is
+where unmirrored noise is shown to point the wrong way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from trace_support import save_run, tiny_model
+from train_support import prepared
+
+from contracts.errors import GateViolation
+from contracts.evidence import read_evidence
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.es import noise, population, shaping
+from stack.es.noise import Member, check_pairs
+from stack.es.population import InProcess, Pool, flatten, lm_fitness
+from stack.es.rundir import Invocation, start
+from stack.es.settings import EsSettings
+from stack.model.gpt import GPT
+from stack.train.trained import load_trained
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A three-layer byte-level model saved as a run, and a byte-tokenised DATA_DIR."""
+    root = tmp_path_factory.mktemp("es")
+    save_run(root / "source", tiny_model())
+    return {"source": root / "source", "data": prepared(root)}
+
+
+def _es(world: dict[str, Path], out: Path, *options: str) -> int:
+    argv = ["es", str(world["source"]), "--data", str(world["data"]), "--out", str(out)]
+    return main([*argv, "--population", "4", "--steps", "2", *options])
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(out / "metadata.json").gates}
+
+
+def _unmirrored(generator: torch.Generator, pairs: int) -> list[Member]:
+    """The planted bug: a fresh seed for every member, all applied with +."""
+    seeds = torch.randint(0, noise.SEED_BOUND, (2 * pairs,), generator=generator).tolist()
+    return [Member(seed, 1) for seed in seeds]
+
+
+# -- the clean path, through the real CLI ------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-003", "GATE-ES-004")
+def test_es_writes_a_run_every_reader_takes(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert _es(world, out) == 0
+    printed = capsys.readouterr().out
+    assert "step 2: population loss mean" in printed and "wrote" in printed
+    required = load_spec().required_gates("es")
+    assert {gate: verdict for gate, verdict in _verdicts(out).items() if gate in required} == dict.fromkeys(
+        required, "PASS"
+    )
+    before, after = load_trained(world["source"]).model, load_trained(out).model
+    assert not torch.equal(flatten(before), flatten(after))
+    assert after.lm_head.weight is after.embed.weight  # written in place: still tied
+    assert main(["sample", str(out), "--tokens", "4", "--prompt", "ab"]) == 0
+
+
+@pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-003")
+def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) -> None:
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert _es(world, straight, "--steps", "4", "--save-every", "2") == 0
+    assert _es(world, halves, "--steps", "2") == 0
+    assert main(["es", "--resume", str(halves), "--steps", "4"]) == 0
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        a = load_file(str(straight / "checkpoints" / "step-0000004" / name))
+        b = load_file(str(halves / "checkpoints" / "step-0000004" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    states = [
+        json.loads((run / "checkpoints/step-0000004/state.json").read_text()) for run in (straight, halves)
+    ]
+    assert states[0]["es"]["generator"] == states[1]["es"]["generator"]
+    assert states[0]["reader"] == states[1]["reader"]
+    assert read_evidence(halves / "metadata.json").metrics["resumed_from"] == 2
+
+
+_calls: list[int] = []
+
+
+def _counting_reward(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """A user reward: how likely the model finds the byte 'e' after each position."""
+    _calls.append(1)
+    return model(batch[:, :-1])[0].log_softmax(-1)[..., ord("e")].mean()
+
+
+@pytest.mark.holds("GATE-ES-001")
+def test_the_api_takes_a_user_reward(world: dict[str, Path], tmp_path: Path) -> None:
+    _calls.clear()
+    settings = EsSettings(steps=2, population=4, sigma=0.01, lr=0.01, seed=0, batch_size=2, seq_len=16)
+    invocation = Invocation(["test"], fitness=_counting_reward)
+    written = start(world["source"], world["data"], tmp_path / "out", settings, invocation)
+    assert written.name == "step-0000002" and len(_calls) == 2 * 4
+    assert [r.step for r in invocation.reports] == [1, 2]
+
+
+@pytest.mark.holds("GATE-ES-001")
+def test_worker_processes_score_the_members_as_this_process_does(world: dict[str, Path]) -> None:
+    model = load_trained(world["source"]).model
+    theta, batch = flatten(model), torch.randint(257, (2, 17), generator=torch.Generator().manual_seed(0))
+    members = noise.mirrored(torch.Generator().manual_seed(0), 3)
+    here, here_grads = InProcess(model, lm_fitness).evaluate(theta, batch, members, 0.01)
+    pool = Pool(model, lm_fitness, 2)
+    try:
+        there, there_grads = pool.evaluate(theta, batch, members, 0.01)
+    finally:
+        pool.close()
+    assert here_grads == there_grads == 0
+    assert [e.fitness for e in there] == pytest.approx([e.fitness for e in here], rel=1e-5)
+    assert not any(e.grad_enabled or e.graph for e in there)
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert _es(world, out, "--population", "5") == 2
+    assert "even number" in capsys.readouterr().err
+    assert _es(world, out, "--seq-len", "999") == 2
+    assert main(["es", str(world["source"]), "--out", str(out)]) == 2
+    assert not out.exists()
+    assert _es(world, out) == 0
+    assert _es(world, out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["es", "--resume", str(out), "--steps", "2"]) == 2
+    assert "at step 2 already" in capsys.readouterr().err
+    assert main(["es", "--resume", str(out), "--population", "8"]) == 2
+    assert "drop --population" in capsys.readouterr().err
+    assert main(["es", "--resume", str(world["source"]), "--steps", "9"]) == 2
+    assert "not written by `stack es`" in capsys.readouterr().err
+
+
+# -- falsifiers --------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-ES-001")
+def test_an_evaluation_that_records_a_graph_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(population, "graph_free", contextlib.nullcontext)  # the planted bug: autograd on
+    out = tmp_path / "out"
+    assert _es(world, out) == 3
+    assert "GATE-ES-001" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-ES-001"] == "FAIL"
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_a_population_that_is_not_mirrored_fires() -> None:
+    check_pairs(noise.mirrored(torch.Generator().manual_seed(0), 4), 32)  # ± pairs: holds
+    with pytest.raises(GateViolation, match="GATE-ES-002"):
+        check_pairs(_unmirrored(torch.Generator().manual_seed(0), 4), 32)
+    doubled = [Member(m.seed, 1) for m in noise.mirrored(torch.Generator().manual_seed(0), 4)]
+    with pytest.raises(GateViolation, match="GATE-ES-002"):  # the pair's seed shared, its sign lost
+        check_pairs(doubled, 32)
+
+
+@pytest.mark.gate("GATE-ES-003")
+def test_unshaped_fitness_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(shaping, "centered_ranks", lambda fitness: fitness)  # the planted bug: raw fitness
+    out = tmp_path / "out"
+    assert _es(world, out) == 3
+    assert "GATE-ES-003" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-ES-003"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-ES-003")
+def test_a_weight_sum_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    limit = load_spec().threshold("GATE-ES-003", "max_abs_weight_sum")
+    assert not measure("GATE-ES-003", {"population": 8, "weight_sum": -1.1 * limit}).ok
+    assert measure("GATE-ES-003", {"population": 8, "weight_sum": 0.9 * limit}).ok
+
+
+@pytest.mark.gate("GATE-ES-004")
+def test_unmirrored_noise_on_the_planted_quadratic_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(noise, "mirrored", _unmirrored)
+    out = tmp_path / "out"
+    assert _es(world, out) == 3
+    assert "GATE-ES-004" in capsys.readouterr().err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-ES-004")
+    limit = load_spec().threshold("GATE-ES-004", "max_angle_degrees")
+    assert result.verdict.value == "FAIL" and result.measured["angle_degrees"] > limit  # type: ignore[index]
+
+
+@pytest.mark.gate("GATE-ES-004")
+def test_an_angle_just_beyond_the_limit_fires_and_just_inside_holds() -> None:
+    spec = load_spec()
+    case = {
+        "dimension": spec.threshold("GATE-ES-004", "toy_dimension"),
+        "pairs": spec.threshold("GATE-ES-004", "toy_pairs"),
+        "sigma": spec.threshold("GATE-ES-004", "toy_sigma"),
+    }
+    limit = spec.threshold("GATE-ES-004", "max_angle_degrees")
+    assert not measure("GATE-ES-004", {**case, "angle_degrees": 1.01 * limit}).ok
+    assert measure("GATE-ES-004", {**case, "angle_degrees": 0.99 * limit}).ok
+    assert not measure("GATE-ES-004", {**case, "pairs": 8, "angle_degrees": 1.0}).ok  # an easier case

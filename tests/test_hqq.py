@@ -1,0 +1,175 @@
+"""`stack quantize --method hqq`: group-wise half-quadratic quantisation into a new run-like directory.
+
+Falsifiers plant each bug in the stack's own code path: a zero-point search that moves the wrong
+way (worse than round-to-nearest), a quantisation too coarse for the model whose weight error
+still beats round-to-nearest (only the held-out KL sees it), and a writer that unties the head.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from trace_support import save_run, tiny_model
+
+from contracts.errors import GateViolation
+from contracts.evidence import read_evidence
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.surgery import changes, hqq
+from stack.surgery.hqq import HalfQuadratic, quantise
+from stack.surgery.targets import Target, select_targets
+from stack.train.trained import load_trained
+
+QUANTIZE = ["--targets", "ffn_*", "--group-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-layer tied model saved as a run."""
+    run = tmp_path_factory.mktemp("hqq") / "run"
+    save_run(run, tiny_model())
+    return run
+
+
+def _results(out: Path) -> dict[str, tuple[str, object]]:
+    return {g.id: (g.verdict.value, g.measured) for g in read_evidence(out / "metadata.json").gates}
+
+
+# -- the clean path, through the real CLI -------------------------------------------------
+
+
+@pytest.mark.holds("GATE-HQQ-001", "GATE-HQQ-002", "GATE-HQQ-003", "GATE-LASER-003")
+def test_quantize_writes_a_run_on_the_grid(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), *QUANTIZE, "--bits", "4", "--out", str(out)]) == 0
+    assert "held-out mean KL to the original" in capsys.readouterr().out
+    results = _results(out)
+    assert {g: v for g, (v, _) in results.items()} == dict.fromkeys(
+        load_spec().required_gates("quantize"), "PASS"
+    )
+    rows = results["GATE-HQQ-001"][1]["matrices"]  # type: ignore[index]
+    assert len(rows) == 9 and all(r["hqq_error"] < r["rtn_error"] for r in rows)
+    record = json.loads((out / "surgery.json").read_text())
+    assert record["settings"]["bits"] == 4 and record["measured"]["storage"].startswith("dequantised")
+    weight = load_trained(out).model.layers[1].ffn.up.weight.detach()
+    for group in weight.reshape(-1, 16):  # 4 bits: at most 16 distinct values per group
+        assert len(torch.unique(group)) <= 16
+    assert main(["sample", str(out), "--tokens", "4", "--prompt", "ab"]) == 0
+
+
+@pytest.mark.holds("GATE-HQQ-003")
+def test_quantizing_the_tied_embedding_keeps_it_tied(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "quantize",
+                str(source),
+                "--targets",
+                "embed",
+                "--bits",
+                "8",
+                "--group-size",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    model = load_trained(out).model
+    assert model.lm_head.weight is model.embed.weight
+    assert _results(out)["GATE-LASER-003"][1]["changed"] == ["embed.weight", "lm_head.weight"]  # type: ignore[index]
+
+
+def test_a_group_size_that_does_not_divide_a_row_is_refused(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["quantize", str(source), "--targets", "q", "--group-size", "24", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "does not divide the 32 columns of layers.0.q" in capsys.readouterr().err
+    assert main(["quantize", str(source), "--targets", "q", "--bits", "5", "--out", str(tmp_path / "o")]) == 2
+
+
+# -- falsifiers ------------------------------------------------------------------------------
+
+
+def _targets(source: Path) -> list[Target]:
+    return select_targets(load_trained(source).model, "ffn_*")
+
+
+@pytest.mark.gate("GATE-HQQ-001")
+def test_a_zero_point_search_that_goes_the_wrong_way_fires(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    targets = _targets(source)
+    quantise(targets, 4, 16, HalfQuadratic())  # holds
+    real = hqq.optimise_zero
+
+    def wrong_way(
+        w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, s: HalfQuadratic
+    ) -> torch.Tensor:
+        return (
+            2 * zero - real(w, scale, zero, bits, s) + 1.0
+        )  # the planted bug: the step reversed, and a level off
+
+    monkeypatch.setattr(hqq, "optimise_zero", wrong_way)
+    with pytest.raises(GateViolation, match=r"GATE-HQQ-001.*layers\.0\.ffn_gate"):
+        quantise(targets, 4, 16, HalfQuadratic())
+
+
+@pytest.mark.gate("GATE-HQQ-001")
+def test_an_error_just_above_round_to_nearest_fires_and_just_below_holds() -> None:
+    ratio = load_spec().threshold("GATE-HQQ-001", "max_error_ratio")
+
+    def rows(factor: float) -> dict[str, object]:
+        return {"matrices": [{"matrix": "layers.0.q", "hqq_error": factor * ratio * 0.5, "rtn_error": 0.5}]}
+
+    assert not measure("GATE-HQQ-001", rows(1.0001)).ok
+    assert measure("GATE-HQQ-001", rows(0.9999)).ok
+
+
+@pytest.mark.gate("GATE-HQQ-002")
+def test_too_coarse_a_quantisation_fires_though_its_weight_error_beats_rtn(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "coarse"
+    assert main(["quantize", str(source), *QUANTIZE, "--bits", "2", "--out", str(out)]) == 3
+    assert "GATE-HQQ-002" in capsys.readouterr().err
+    results = _results(out)
+    assert results["GATE-HQQ-001"][0] == "PASS" and results["GATE-HQQ-002"][0] == "FAIL"
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.gate("GATE-HQQ-002")
+def test_a_kl_just_beyond_the_bound_fires_and_just_inside_holds() -> None:
+    limit = load_spec().threshold("GATE-HQQ-002", "max_mean_kl_nats")
+    assert not measure("GATE-HQQ-002", {"mean_kl_nats": limit * 1.01, "positions": 64}).ok
+    assert measure("GATE-HQQ-002", {"mean_kl_nats": limit * 0.99, "positions": 64}).ok
+
+
+@pytest.mark.gate("GATE-HQQ-003")
+def test_a_writer_that_unties_the_head_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["quantize", str(source), "--targets", "embed", "--bits", "8", "--group-size", "16"]
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+
+    def untying(model: nn.Module, targets: list[Target], weights: list[torch.Tensor]) -> None:
+        """The planted bug: each module given a new Parameter, so the head gets one of its own."""
+        for target, weight in zip(targets, weights, strict=True):
+            for key in target.keys:
+                model.get_submodule(key.removesuffix(".weight")).weight = nn.Parameter(weight.clone())
+
+    monkeypatch.setattr(changes, "write_weights", untying)
+    out = tmp_path / "untied"
+    assert main([*argv, "--out", str(out)]) == 3
+    assert "GATE-HQQ-003" in capsys.readouterr().err
+    assert _results(out)["GATE-HQQ-003"][0] == "FAIL"

@@ -1,0 +1,164 @@
+"""`stack laser`: rank-ρ truncation of chosen matrices into a new run-like directory, under its gates.
+
+Falsifiers plant each bug in the stack's own code path: a truncation that recomposes U·S·Vᵀ when
+it drops nothing, one that keeps the smallest singular values instead of the largest, and a
+writer whose target names miss the tied head it writes through.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from trace_support import save_run, tiny_model
+
+from contracts.errors import GateViolation
+from contracts.evidence import read_evidence, sha256_file
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.surgery import laser as laser_module
+from stack.surgery import targets as targets_module
+from stack.surgery.laser import laser
+from stack.surgery.targets import select_targets
+from stack.train.trained import load_trained
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-layer tied model saved as a run."""
+    run = tmp_path_factory.mktemp("laser") / "run"
+    save_run(run, tiny_model())
+    return run
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(out / "metadata.json").gates}
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_trained(path).model.state_dict()
+
+
+# -- the clean path, through the real CLI -------------------------------------------------
+
+
+@pytest.mark.holds("GATE-LASER-001", "GATE-LASER-002", "GATE-LASER-003")
+def test_laser_writes_a_run_that_differs_only_in_its_targets(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["laser", str(source), "--targets", "ffn_*", "--layers", "1-2", "--rho", "0.25", "--out", str(out)]
+    assert main(argv) == 0
+    assert "layers.2.ffn_out: kept 8 of 32 singular values" in capsys.readouterr().out
+    assert _verdicts(out) == dict.fromkeys(load_spec().required_gates("laser"), "PASS")
+    record = json.loads((out / "surgery.json").read_text())
+    assert record["settings"] == {"targets": "ffn_*", "layers": "1-2", "rho": 0.25}
+    manifest = source / "checkpoints" / "step-0000001" / "manifest.json"
+    assert record["source"]["manifest_sha256"] == sha256_file(manifest)
+    before, after = _state(source), _state(out)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"layers.{i}.ffn.{m}.weight" for i in (1, 2) for m in ("gate", "up", "down")}
+    assert torch.linalg.matrix_rank(after["layers.1.ffn.up.weight"], rtol=1e-5) == 8  # float32 rounding aside
+    text = tmp_path / "t.txt"
+    text.write_text("the gate fired at layer one\n" * 4)
+    assert main(["sample", str(out), "--tokens", "4", "--prompt", "ab"]) == 0
+    assert main(["eval", str(out), "--text", str(text)]) == 0
+    assert main(["trace", str(out), "--prompt", "gate", "--out", str(tmp_path / "trace")]) == 0
+
+
+@pytest.mark.holds("GATE-LASER-001")
+def test_rho_one_keeps_every_weight_bit_for_bit(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["laser", str(source), "--targets", "*", "--rho", "1", "--out", str(out)]) == 0
+    before, after = _state(source), _state(out)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["laser", str(source), "--targets", "nope", "--rho", "0.5", "--out", str(out)]) == 2
+    assert "matches no matrix" in capsys.readouterr().err
+    assert (
+        main(["laser", str(source), "--targets", "q", "--layers", "7", "--rho", "0.5", "--out", str(out)])
+        == 2
+    )
+    assert main(["laser", str(source), "--targets", "q", "--rho", "0", "--out", str(out)]) == 2
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    assert main(["laser", str(source), "--targets", "q", "--rho", "0.5", "--out", str(out)]) == 2
+    assert main(["laser", str(source), "--targets", "q", "--rho", "0.5", "--out", str(out), "--force"]) == 2
+    assert "holds no surgery.json" in capsys.readouterr().err
+    assert (out / "mine.txt").read_text() == "a user's file"
+
+
+# -- falsifiers ------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-LASER-001")
+def test_a_truncation_that_always_recomposes_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["laser", str(source), "--targets", "q", "--rho", "1"]
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0
+
+    def recomposing(weight: torch.Tensor, rho: float) -> tuple[torch.Tensor, int, float]:
+        """The planted bug: U·S·Vᵀ, in the weights' float32, even when every singular value is kept."""
+        u, s, vh = torch.linalg.svd(weight.detach(), full_matrices=False)
+        return ((u * s) @ vh).to(weight.dtype), len(s), 0.0
+
+    monkeypatch.setattr(laser_module, "truncate", recomposing)
+    out = tmp_path / "recomposed"
+    assert main([*argv, "--out", str(out)]) == 3
+    assert "GATE-LASER-001" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-LASER-001"] == "FAIL"
+    assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.gate("GATE-LASER-002")
+def test_a_truncation_that_keeps_the_smallest_values_fires(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = load_trained(source).model
+    targets = select_targets(model, "ffn_up")
+    laser(targets, 0.5)  # the largest values kept: holds
+
+    def smallest(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, k: int) -> torch.Tensor:
+        return (u[:, -k:] * s[-k:]) @ vh[-k:]  # the planted bug: the wrong end of the spectrum
+
+    monkeypatch.setattr(laser_module, "low_rank", smallest)
+    with pytest.raises(GateViolation, match=r"GATE-LASER-002.*layers\.0\.ffn_up"):
+        laser(targets, 0.5)
+
+
+@pytest.mark.gate("GATE-LASER-002")
+def test_an_error_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    rtol = load_spec().threshold("GATE-LASER-002", "frobenius_rtol")
+
+    def row(excess: float) -> dict[str, object]:
+        return {"matrix": "layers.0.q", "error": 2.0 + excess * 10.0, "discarded_norm": 2.0, "norm": 10.0}
+
+    assert not measure("GATE-LASER-002", {"matrices": [row(1.1 * rtol)]}).ok
+    assert measure("GATE-LASER-002", {"matrices": [row(0.9 * rtol)]}).ok
+
+
+@pytest.mark.gate("GATE-LASER-003")
+def test_a_target_that_misses_its_tied_head_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["laser", str(source), "--targets", "embed", "--rho", "0.5"]
+    assert main([*argv, "--out", str(tmp_path / "clean")]) == 0  # both names of the tied tensor: holds
+    real = targets_module.keys_of
+    monkeypatch.setattr(targets_module, "keys_of", lambda model, weight: real(model, weight)[:1])
+    out = tmp_path / "untracked"
+    assert main([*argv, "--out", str(out)]) == 3  # the head changed through the shared tensor, unnamed
+    assert "GATE-LASER-003" in capsys.readouterr().err and "lm_head.weight" in _verdict_message(out)
+
+
+def _verdict_message(out: Path) -> str:
+    record = read_evidence(out / "metadata.json")
+    return next(g.message or "" for g in record.gates if g.id == "GATE-LASER-003")
