@@ -1,6 +1,8 @@
 """`stack prepare`: tokenize files into verified shards, a document index and a manifest.
 
     stack prepare INPUT... --out DATA_DIR [--tokenizer byte|bpe] [--source NAME] ...
+    stack prepare stories.txt --doc-sep '<|endoftext|>' --out DATA_DIR   # many documents per file
+    stack prepare shards/ --glob '*.parquet' --out DATA_DIR             # JSONL and Parquet by suffix
     stack prepare --default --out DATA_DIR          # the interpreter's standard library
     stack prepare --verify --out DATA_DIR [--seq-len T --batch-size B]   # check, write nothing
 
@@ -10,12 +12,27 @@ Formats, determinism and every error message are described in docs/data.md.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
 from contracts.errors import BadInput
 from stack.cli import values
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
+
+ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
+
+
+def separator(text: str) -> str:
+    """A --doc-sep value: literal text in which \\n, \\r, \\t and \\\\ stand for what they do in Python."""
+    unknown = [m[1] for m in re.finditer(r"\\(.?)", text) if m[1] not in ESCAPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has the escape \\{unknown[0]}; only \\n, \\r, \\t and \\\\ are known "
+            "(write \\\\ for a backslash)"
+        )
+    return re.sub(r"\\(.)", lambda m: ESCAPES[m[1]], text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +93,48 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_SHARD_TOKENS,
         help="tokens per shard, about",
     )
+    parser.add_argument(
+        "--format",
+        choices=("auto", "text", "jsonl", "parquet"),
+        default="auto",
+        help="how input files are read (default auto: .jsonl/.ndjson are JSONL, .parquet Parquet, "
+        "the rest text)",
+    )
+    parser.add_argument(
+        "--doc-sep",
+        type=separator,
+        metavar="SEP",
+        help="text files hold many documents separated by SEP, e.g. '<|endoftext|>', or '\\n\\n' for "
+        "blank lines (default: one file is one document)",
+    )
+    parser.add_argument(
+        "--text-field",
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="JSONL field or Parquet column that holds a document's text (default text)",
+    )
+    parser.add_argument(
+        "--source-field",
+        "--source-column",
+        metavar="NAME",
+        help="JSONL field or Parquet column that names each document's source (default: the input's)",
+    )
+    parser.add_argument(
+        "--working-set",
+        type=parse_size,
+        default=DEFAULT_WORKING_SET,
+        metavar="SIZE",
+        help="memory for reading and tokenizing, e.g. 1G; changes speed, never the data "
+        f"(default {format_size(DEFAULT_WORKING_SET)})",
+    )
+    parser.add_argument(
+        "--bpe-sample",
+        type=parse_size,
+        default=DEFAULT_BPE_SAMPLE,
+        metavar="SIZE",
+        help=f"bpe trains on a seeded sample of this much text (default {format_size(DEFAULT_BPE_SAMPLE)})",
+    )
     parser.add_argument("--verify", action="store_true", help="check an existing DATA_DIR and exit")
     parser.add_argument(
         "--seq-len",
@@ -101,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
+        from stack.data.formats import Layout
         from stack.data.prepare import prepare_corpus
 
         manifest = prepare_corpus(
@@ -116,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             dtype=args.dtype,
             shard_tokens=args.shard_tokens,
+            layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field),
+            working_set=args.working_set,
+            bpe_sample=args.bpe_sample,
             progress=sys.stderr.isatty(),
         )
         verb = "prepared"
@@ -130,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
         f"  train {train.tokens:,} tokens in {train.documents:,} documents; "
         f"held-out {heldout.tokens:,} tokens in {heldout.documents:,} documents; "
         f"{len(manifest.shards)} shard(s)\n"
-        f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s); "
+        f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s) or "
+        "record(s); "
         f"{skipped['invalid_utf8_files']} file(s) had invalid UTF-8 (replaced with U+FFFD); "
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"

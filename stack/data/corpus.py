@@ -1,11 +1,11 @@
-"""Finding and reading the corpus: which files become documents, which are skipped, and why.
+"""Finding the corpus and what reading it yields: documents, long documents, and skipped input.
 
-One file is one document. Directories are walked recursively in sorted order; hidden entries
-(names starting with "."), anything that is not a regular file, and DATA_DIR itself are left
-out. A file with a NUL byte in
-its first 8000 bytes is binary (git's rule) and is skipped and counted; an empty file likewise.
-Bytes that are not UTF-8 are replaced with U+FFFD and the file is counted, so the tokenizers
-always see valid text and the manifest says how much was repaired.
+Directories are walked recursively in sorted order; hidden entries (names starting with "."),
+anything that is not a regular file, and DATA_DIR itself are left out. How a file becomes
+documents depends on its format (stack.data.formats): a text file is one document, or many
+with a separator; a JSONL or Parquet file holds one document per record. A document is valid
+UTF-8 (stack.data.utf8 replaces what is not, and the manifest counts it) identified by the
+sha256 of its bytes, so the train/held-out split is a pure function of content.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from contracts.errors import BadInput
 from stack.data.manifest import SOURCE_NAME_PATTERN
 from stack.data.split import content_sha256
+from stack.data.utf8 import repaired
 
 BINARY_SNIFF_BYTES = 8000
 INVALID_UTF8_ACTION = "bytes that are not UTF-8 were replaced with U+FFFD; the rest of each file was kept"
@@ -49,7 +50,7 @@ class InputFile:
 
 @dataclass(frozen=True)
 class Document:
-    """A file's text as valid UTF-8, its content hash, and whether bytes had to be replaced."""
+    """A document's text as valid UTF-8, its content hash, and whether bytes had to be replaced."""
 
     source: str
     data: bytes
@@ -58,11 +59,52 @@ class Document:
 
 
 @dataclass(frozen=True)
-class Skipped:
-    """A file that is not a document, and why: the manifest counts these per source."""
+class FileRegion:
+    """A document too long to hold in the working set: bytes `start` to `end` of a file.
+
+    It is read again, in blocks, when it is sampled or encoded; its hash is known only then.
+    """
 
     source: str
-    reason: str  # "binary" | "empty"
+    path: Path
+    start: int
+    end: int
+
+    def raw_blocks(self, size: int) -> Iterator[bytes]:
+        """The region's bytes as read from disk, `size` at a time."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.start)
+                left = self.end - self.start
+                while left > 0 and (block := handle.read(min(size, left))):
+                    left -= len(block)
+                    yield block
+        except OSError as exc:
+            raise unreadable(self.path, exc) from None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Input that is not a document, and why: the manifest counts these per source."""
+
+    source: str
+    reason: str  # "binary" (a file) | "empty" (a file, or a record without text)
+
+
+def document(source: str, raw: bytes) -> Document:
+    """The document of `raw` bytes: repaired to valid UTF-8, then hashed."""
+    data, invalid = repaired(raw)
+    return Document(source, data, content_sha256(data), invalid)
+
+
+def unreadable(path: Path, exc: OSError) -> BadInput:
+    """The one line for an input file that cannot be read."""
+    return BadInput(f"cannot read {path}: {exc.strerror}; fix its permissions or leave it out")
+
+
+def is_binary(head: bytes) -> bool:
+    """git's rule: a NUL byte in the first BINARY_SNIFF_BYTES bytes makes a file binary."""
+    return b"\0" in head[:BINARY_SNIFF_BYTES]
 
 
 def stdlib_dir() -> Path:
@@ -134,24 +176,3 @@ def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
         )
     found.sort(key=lambda item: (item[0], item[1]))  # stable: keeps each walk's sorted order
     return [item[2] for item in found]
-
-
-def read_document(item: InputFile) -> Document | Skipped:
-    """Read one file as a document, or say why it is skipped."""
-    try:
-        data = item.path.read_bytes()
-    except OSError as exc:
-        raise BadInput(
-            f"cannot read {item.path}: {exc.strerror}; fix its permissions or leave it out"
-        ) from None
-    if not data:
-        return Skipped(item.source, "empty")
-    if b"\0" in data[:BINARY_SNIFF_BYTES]:
-        return Skipped(item.source, "binary")
-    try:
-        data.decode("utf-8")
-        invalid = False
-    except UnicodeDecodeError:
-        data = data.decode("utf-8", errors="replace").encode("utf-8")
-        invalid = True
-    return Document(item.source, data, content_sha256(data), invalid)

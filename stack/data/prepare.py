@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections import Counter
+from array import array
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data import ownership
 from stack.data import split as splitting
+from stack.data.batches import Long, batched, is_long
+from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     INVALID_UTF8_ACTION,
     Document,
@@ -35,9 +38,10 @@ from stack.data.corpus import (
     default_spec,
     discover,
     parse_input,
-    read_document,
 )
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.formats import Layout, read_documents
+from stack.data.long_documents import LongDocument, Spill
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -51,7 +55,9 @@ from stack.data.manifest import (
     write_manifest,
 )
 from stack.data.pretrained import PretrainedTokenizer, directory_of
-from stack.data.shards import ShardWriter, dtype_for, naming
+from stack.data.read_ahead import read_ahead
+from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
+from stack.data.split import content_sha256
 from stack.data.tokenizer import (
     BPE_MIN_VOCAB,
     TOKENIZER_FILE,
@@ -59,14 +65,19 @@ from stack.data.tokenizer import (
     BpeTokenizer,
     ByteTokenizer,
     Tokenizer,
+    byte_level_cut,
     train_bpe,
+)
+from stack.data.working_set import (
+    DEFAULT_BPE_SAMPLE,
+    DEFAULT_WORKING_SET,
+    MIN_WORKING_SET,
+    WorkingSet,
+    format_size,
 )
 from stack.runlock import exclusive
 
 log = logging.getLogger(__name__)
-
-# Documents are tokenized in groups of about this many bytes (bpe encodes a group on all cores).
-ENCODE_GROUP_BYTES = 4 << 20
 
 
 def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default: bool) -> list[InputSpec]:
@@ -84,66 +95,85 @@ def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default:
     return specs
 
 
-def _groups(items: Iterable[Document | Skipped]) -> Iterator[list[Document | Skipped]]:
-    group: list[Document | Skipped] = []
-    size = 0
-    for item in items:
-        group.append(item)
-        size += len(item.data) if isinstance(item, Document) else 0
-        if size >= ENCODE_GROUP_BYTES:
-            yield group
-            group, size = [], 0
-    if group:
-        yield group
-
-
 class _Collector:
-    """Splits documents, writes their tokens, and counts everything the manifest reports."""
+    """Encodes documents in batches, splits them, writes their tokens, and counts everything.
 
-    def __init__(
-        self,
-        staging: Path,
-        tokenizer: Tokenizer,
-        dtype: str,
-        seed: int,
-        val_fraction: float,
-        shard_tokens: int,
-        sources: Iterable[str],
-    ) -> None:
-        self.staging, self.tokenizer, self.dtype = staging, tokenizer, dtype
-        self.seed, self.val_fraction, self.shard_tokens = seed, val_fraction, shard_tokens
-        self.stats = {name: Counter[str]() for name in sources}
+    The next batch is read on a thread while this one is encoded (stack.data.read_ahead); a
+    document longer than a batch goes through stack.data.long_documents. Documents are written
+    in the order they were read.
+    """
+
+    def __init__(self, staging: Path, tokenizer: Tokenizer, dtype: str, plan: _Plan) -> None:
+        self.staging, self.tokenizer, self.dtype, self.plan = staging, tokenizer, dtype, plan
+        self.working = plan.working_set
+        self.stats: defaultdict[str, Counter[str]] = defaultdict(
+            Counter, {s: Counter() for s in plan.sources}
+        )
         self.writers: dict[tuple[Split, str], ShardWriter] = {}
-        self.rows: list[tuple[int, int]] = []
-        self.seen: set[bytes] = set()
-        self.duplicates = 0
+        # The document index, 9 bytes a document: the only memory that grows with the corpus.
+        self._shas = array("Q")
+        self._heldout = array("B")
 
-    def add(self, group: list[Document | Skipped]) -> None:
-        """Count, split, tokenize and write one group of read files."""
-        documents = [item for item in group if isinstance(item, Document)]
-        for item in group:
-            counts = self.stats[item.source]
-            counts["files"] += 1
-            if isinstance(item, Skipped):
-                counts[f"{item.reason}_skipped"] += 1
-        encoded = self.tokenizer.encode_documents([doc.data for doc in documents])
-        for doc, ids in zip(documents, encoded, strict=True):
-            split = splitting.assign_split(doc.sha, self.seed, self.val_fraction)
-            tokens = np.empty(len(ids) + 1, dtype=np.uint32)
-            tokens[:-1] = ids
-            tokens[-1] = self.tokenizer.eot_id
-            key = (split, doc.source)
-            if key not in self.writers:
-                self.writers[key] = ShardWriter(
-                    self.staging, split, doc.source, self.dtype, self.shard_tokens
-                )
-            self.writers[key].add(tokens)
-            self.rows.append(splitting.index_row(doc.sha, split))
-            self.duplicates += doc.sha in self.seen
-            self.seen.add(doc.sha)
-            counts = self.stats[doc.source]
-            counts["documents"] += 1
-            counts["invalid_utf8_files"] += doc.invalid_utf8
+    def add_files(self, advance: Callable[[int], None]) -> None:
+        """Read every input file and write its documents; skipped input is counted."""
+        long_invalid = False  # a long document of the file being read had invalid UTF-8
+        for event in read_ahead(batched(self.plan.files, self.plan.layout, self.working, advance)):
+            if isinstance(event, list):
+                self.add(event)
+            elif isinstance(event, Long):
+                long_invalid |= self._add_long(event)
+            elif isinstance(event, Skipped):
+                self.stats[event.source][f"{event.reason}_skipped"] += 1
+            else:  # FileEnd: the file's own counts
+                counts = self.stats[event.item.source]
+                counts["files"] += 1
+                counts["invalid_utf8_files"] += event.invalid_utf8 or long_invalid
+                long_invalid = False
+
+    def _writer(self, source: str, sha: bytes) -> ShardWriter:
+        """The writer of a document's split and source; the document is entered in the index."""
+        split = splitting.assign_split(sha, self.plan.seed, self.plan.val_fraction)
+        key = (split, source)
+        if key not in self.writers:
+            self.writers[key] = ShardWriter(self.staging, split, source, self.dtype, self.plan.shard_tokens)
+        doc, heldout = splitting.index_row(sha, split)
+        self._shas.append(doc)
+        self._heldout.append(heldout)
+        self.stats[source]["documents"] += 1
+        return self.writers[key]
+
+    def add(self, group: list[Document]) -> None:
+        """Encode one batch of documents (on every core the tokenizer uses) and write them."""
+        encoded = self.tokenizer.encode_documents([doc.data for doc in group])
+        # One array for the batch, every document followed by EOT: numpy works per batch, not per document.
+        eot = np.array([self.tokenizer.eot_id], dtype=np.uint32)
+        tokens = np.concatenate([part for ids in encoded for part in (ids, eot)]).astype(DTYPES[self.dtype])
+        start = 0
+        for doc, end in zip(group, np.cumsum([len(ids) + 1 for ids in encoded]).tolist(), strict=True):
+            self._writer(doc.source, doc.sha).add(tokens[start:end])
+            start = end
+
+    def _add_long(self, long: Long) -> bool:
+        """Encode a long document in pieces through a spill file; whether it had invalid UTF-8."""
+        document = LongDocument(long.document, self.working.piece_bytes)
+        pieces = document.pieces(self.tokenizer.cut_point, self.working.piece_bytes)
+        spill = Spill(self.staging, self.dtype)
+        try:
+            for group in _groups(pieces, self.working.batch_bytes):
+                if len(group) == 1 and len(group[0]) > self.working.batch_bytes:
+                    log.warning(
+                        f"note: {long.item.path}: {format_size(len(group[0]))} of one document has no "
+                        f"point where the {self.tokenizer.name} tokenizer can cut it safely; it is encoded "
+                        "in one piece, beyond the working set"
+                    )
+                for ids in self.tokenizer.encode_documents(group):
+                    spill.write(ids)
+            end = np.array([self.tokenizer.eot_id], dtype=np.uint32)
+            writer = self._writer(document.source, document.sha)
+            writer.add_blocks(_then(spill.blocks(self.working.batch_bytes), end), spill.tokens + 1)
+        finally:
+            spill.remove()
+        return document.invalid_utf8
 
     def close(self) -> None:
         """Finish every open shard (where a full disk may still show, when buffers are flushed)."""
@@ -159,12 +189,58 @@ class _Collector:
         """The manifest entries of all shards written, by path."""
         return sorted((s for writer in self.writers.values() for s in writer.written), key=lambda s: s.path)
 
+    def index(self) -> np.ndarray:
+        """The document index, in the order documents were written."""
+        index = np.empty(len(self._shas), dtype=splitting.INDEX_DTYPE)
+        index["doc"] = np.frombuffer(self._shas, dtype=np.uint64) if self._shas else 0
+        index["heldout"] = np.frombuffer(self._heldout, dtype=np.uint8) if self._heldout else 0
+        return index
 
-def _texts(items: Iterable[Document | Skipped], advance: Callable[[int], None]) -> Iterator[str]:
-    for item in items:
-        advance(1)
-        if isinstance(item, Document):
-            yield item.data.decode("utf-8")
+    def duplicates(self) -> int:
+        """Documents whose content hash (its 64-bit prefix, as in the index) appeared earlier."""
+        return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
+
+
+def _groups(pieces: Iterable[bytes], limit: int) -> Iterator[list[bytes]]:
+    """Pieces in groups of at most `limit` bytes (a piece longer than that alone)."""
+    group: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if group and size + len(piece) > limit:
+            yield group
+            group, size = [], 0
+        group.append(piece)
+        size += len(piece)
+    if group:
+        yield group
+
+
+def _then(blocks: Iterator[np.ndarray], last: np.ndarray) -> Iterator[np.ndarray]:
+    yield from blocks
+    yield last
+
+
+def _sample(plan: _Plan, advance: Callable[[int], None]) -> BpeSample:
+    """The seeded sample of the corpus that bpe trains on (stack.data.bpe_sample)."""
+    sample = BpeSample(plan.bpe_sample, plan.seed)
+    working = plan.working_set
+    for item in plan.files:
+        for found in read_documents(item, plan.layout, working.batch_bytes, advance):
+            if isinstance(found, Skipped):
+                continue
+            if isinstance(found, Document) and not is_long(found, working):
+                sample.offer(found.data, found.sha)
+                continue
+            # The BPE to be trained cuts where every byte-level BPE made by train_bpe does.
+            for piece in LongDocument(found, working.piece_bytes).pieces(byte_level_cut, working.piece_bytes):
+                sample.offer(piece, content_sha256(piece))
+    if not sample.complete:
+        log.warning(
+            f"note: bpe trains on a seeded sample of the corpus: {sample.units:,} of "
+            f"{sample.offered_units:,} documents or pieces, {format_size(sample.text_bytes)} of "
+            f"{format_size(sample.offered_bytes)} (--bpe-sample {format_size(plan.bpe_sample)})"
+        )
+    return sample
 
 
 def _totals(shards: list[Shard]) -> dict[Split, SplitTotals]:
@@ -180,16 +256,16 @@ def _totals(shards: list[Shard]) -> dict[Split, SplitTotals]:
 def _progress(
     enabled: bool, total: int
 ) -> tuple[AbstractContextManager[object], Callable[[str], Callable[[int], None]]]:
-    """A rich progress bar on the terminal, or nothing; returns (context, task factory)."""
+    """A rich progress bar of input bytes on the terminal, or nothing; returns (context, task factory)."""
     if not enabled:
         return nullcontext(), lambda _label: lambda _n: None
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        DownloadColumn(binary_units=True),
         TimeElapsedColumn(),
         console=Console(stderr=True),
         transient=True,
@@ -208,6 +284,7 @@ class _Plan:
 
     files: list[InputFile]
     sources: set[str]
+    layout: Layout
     tokenizer: str
     pretrained: PretrainedTokenizer | None
     vocab_size: int
@@ -215,30 +292,27 @@ class _Plan:
     seed: int
     val_fraction: float
     shard_tokens: int
+    working_set: WorkingSet
+    bpe_sample: int
     progress: bool
 
 
 def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
     """Train the tokenizer if it is bpe, then write every document's tokens into staged shards."""
-    bar, task = _progress(plan.progress, len(plan.files))
+    bar, task = _progress(plan.progress, sum(item.path.stat().st_size for item in plan.files))
     with bar:
         tok: Tokenizer
         if plan.pretrained is not None:
             tok = plan.pretrained
         elif plan.tokenizer == "bpe":
-            texts = _texts(map(read_document, plan.files), task("reading for bpe"))
-            tok = train_bpe(texts, plan.vocab_size)
+            tok = train_bpe(_sample(plan, task("sampling for bpe")).texts(), plan.vocab_size)
         else:
             tok = ByteTokenizer()
         final_dtype = dtype_for(tok.vocab_size, plan.dtype)
-        collector = _Collector(
-            staging, tok, final_dtype, plan.seed, plan.val_fraction, plan.shard_tokens, plan.sources
-        )
+        collector = _Collector(staging, tok, final_dtype, plan)
         advance = task("tokenizing")
         try:
-            for group in _groups(map(read_document, plan.files)):
-                collector.add(group)
-                advance(len(group))
+            collector.add_files(advance)
             collector.close()
         except BaseException:
             collector.discard()
@@ -264,7 +338,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         )
     index_path = staging / splitting.INDEX_FILE
     with naming(index_path):
-        splitting.write_index(index_path, np.array(collector.rows, dtype=splitting.INDEX_DTYPE))
+        splitting.write_index(index_path, collector.index())
     tokenizer_path = None
     if isinstance(tok, BpeTokenizer | PretrainedTokenizer):
         tokenizer_path = TOKENIZER_FILE
@@ -292,7 +366,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
             path=splitting.INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)
         ),
         totals=totals,
-        duplicate_documents=collector.duplicates,
+        duplicate_documents=collector.duplicates(),
     )
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
@@ -328,9 +402,16 @@ def prepare_corpus(
     force: bool = False,
     dtype: str = "auto",
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    layout: Layout | None = None,
+    working_set: int = DEFAULT_WORKING_SET,
+    bpe_sample: int = DEFAULT_BPE_SAMPLE,
     progress: bool = False,
 ) -> Manifest:
     """Prepare a DATA_DIR from `inputs` (paths, or NAME=PATH to name their source) and/or --default.
+
+    `layout` says how files become documents (stack.data.formats); `working_set` bounds the
+    memory of reading and tokenizing and never changes what is written; bpe trains on a seeded
+    sample of at most `bpe_sample` bytes (stack.data.bpe_sample).
 
     Returns the manifest written, stamped with its sha256. Every problem the user can fix is
     BadInput, raised before DATA_DIR is touched where it can be known then; a split that is not
@@ -348,6 +429,13 @@ def prepare_corpus(
         raise BadInput(f"--seed {seed} must be 0 or more")
     if shard_tokens < 1:
         raise BadInput(f"--shard-tokens {shard_tokens} must be 1 or more")
+    if working_set < MIN_WORKING_SET:
+        raise BadInput(
+            f"--working-set {working_set} bytes is too small: give at least {format_size(MIN_WORKING_SET)}, "
+            "e.g. 256M"
+        )
+    if bpe_sample < 1:
+        raise BadInput(f"--bpe-sample {bpe_sample} must be at least 1 byte, e.g. 64M")
     if tokenizer == "byte":
         if vocab_size not in (None, ByteTokenizer().vocab_size):
             raise BadInput(
@@ -371,7 +459,19 @@ def prepare_corpus(
     found = ownership.claim(out, force, sources, bpe=tokenizer != "byte")
     files = discover(specs, out)
     plan = _Plan(
-        files, sources, tokenizer, pretrained, vocab_size, dtype, seed, val_fraction, shard_tokens, progress
+        files,
+        sources,
+        layout or Layout(),
+        tokenizer,
+        pretrained,
+        vocab_size,
+        dtype,
+        seed,
+        val_fraction,
+        shard_tokens,
+        WorkingSet(working_set),
+        bpe_sample,
+        progress,
     )
     try:
         with exclusive(out, "prepare") as note:

@@ -95,15 +95,25 @@ class ShardWriter:
 
     def add(self, tokens: np.ndarray) -> None:
         """Append one document's ids (its EOT included)."""
-        if self._handle is not None and self._tokens + len(tokens) > self.shard_tokens:
+        self.add_blocks(iter([tokens]), len(tokens))
+
+    def add_blocks(self, blocks: Iterator[np.ndarray], tokens: int) -> None:
+        """Append one document of `tokens` ids (its EOT included), given block by block.
+
+        A long document's ids arrive in blocks so that it is never held whole; the shard is
+        finished first if the document would overfill it, decided on its whole length, so a
+        document lands where it would have landed given at once.
+        """
+        if self._handle is not None and self._tokens + tokens > self.shard_tokens:
             self._finish()
         if self._handle is None:
             self._path = self.root / SHARD_DIR / f"{self.split}-{self.source}-{len(self.written):05d}.bin"
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self._path, "wb")  # noqa: SIM115 - closed by _finish or discard
             self._write(bytes(HEADER.size))
-        self._write(np.ascontiguousarray(tokens, dtype=self.dtype).tobytes())
-        self._tokens += len(tokens)
+        for block in blocks:
+            self._write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+            self._tokens += len(block)
         self._documents += 1
 
     def close(self) -> list[Shard]:

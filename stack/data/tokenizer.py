@@ -5,14 +5,19 @@ both work on UTF-8 bytes and neither normalises. Each reserves its last id as th
 separator (EOT) that `stack prepare` writes after every document, and `vocab_size` counts it:
 the byte tokenizer has 257 ids (256 bytes + EOT). The EOT id is never produced by `encode`, so
 a text that happens to contain a string like "<|endoftext|>" cannot smuggle a separator in.
+
+A document too long to encode at once is encoded in pieces cut where the tokenizer gives the
+same ids as on the whole text (`cut_point`, `safe_pieces`); a tokenizer that cannot promise such
+points has none, and its documents are encoded whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +35,13 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_NAMES = ("byte", "bpe")
 # 256 byte symbols, the EOT id, and at least one merge: anything smaller is not a BPE.
 BPE_MIN_VOCAB = 258
+# Byte-level BPE cuts text into pre-tokens with GPT-2's pattern before it merges anything, and
+# no pre-token spans a printable ASCII character followed by a space or a newline: no branch of
+# the pattern carries a non-space character on into whitespace, and none looks behind, so the
+# text after such a point is split exactly as it would be on its own. Cut there, a document
+# encodes to the same ids in pieces as whole (tests/test_data_formats.py checks it).
+BYTE_LEVEL_CUT = re.compile(rb"[\x21-\x7e](?=[ \n])")
+CUT_SEARCH_BYTES = 4096
 
 
 class Tokenizer(ABC):
@@ -64,6 +76,15 @@ class Tokenizer(ABC):
     def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
         """Token ids of many UTF-8 documents at once, as arrays: prepare's fast path."""
 
+    def cut_point(self, data: bytes | bytearray, start: int = 0) -> int:
+        """The last point at or after `start` where UTF-8 `data` can be cut without changing its ids.
+
+        Whatever text follows, encoding `data[:i]` and the rest apart gives the ids of the whole.
+        0 when there is none, or when the tokenizer cannot promise one: then a document is
+        encoded whole, however long.
+        """
+        return 0
+
 
 class ByteTokenizer(Tokenizer):
     """Ids 0-255 are the UTF-8 bytes of the text; 256 is EOT."""
@@ -90,6 +111,10 @@ class ByteTokenizer(Tokenizer):
 
     def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
         return [np.frombuffer(doc, dtype=np.uint8) for doc in documents]
+
+    def cut_point(self, data: bytes | bytearray, start: int = 0) -> int:
+        # A byte is a token: any point is safe, the last one included.
+        return len(data) if len(data) > start else 0
 
 
 def bpe_record_problem(text: str) -> str | None:
@@ -122,6 +147,7 @@ class BpeTokenizer(Tokenizer):
     def __init__(self, backend: tokenizers.Tokenizer) -> None:
         self._backend = backend
         self._json = backend.to_str()
+        self._byte_level = is_plain_byte_level(json.loads(self._json))
 
     @classmethod
     def from_json(cls, text: str, where: str) -> BpeTokenizer:
@@ -169,6 +195,62 @@ class BpeTokenizer(Tokenizer):
         texts = [doc.decode("utf-8") for doc in documents]
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(enc.ids, dtype=np.uint32) for enc in encodings]
+
+    def cut_point(self, data: bytes | bytearray, start: int = 0) -> int:
+        return byte_level_cut(data, start) if self._byte_level else 0
+
+
+def is_plain_byte_level(record: dict[str, object]) -> bool:
+    """Whether a tokenizer.json is byte-level BPE as train_bpe makes it, which BYTE_LEVEL_CUT is proved for.
+
+    A normaliser, a prefix space, added tokens (matched before pre-tokenizing) or dropout
+    would each make a cut change the ids, so a record with any of them gets no cut points.
+    """
+    model = record.get("model")
+    return (
+        record.get("normalizer") is None
+        and not record.get("added_tokens")
+        and record.get("pre_tokenizer")
+        == {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        and isinstance(model, dict)
+        and model.get("type") == "BPE"
+        and model.get("dropout") is None
+    )
+
+
+def byte_level_cut(data: bytes | bytearray, start: int = 0) -> int:
+    """The last BYTE_LEVEL_CUT point at or after `start`, or 0; searched from the end, in growing windows."""
+    floor, window = max(start - 1, 0), CUT_SEARCH_BYTES
+    while True:
+        low = max(floor, len(data) - window)
+        last = None
+        for last in BYTE_LEVEL_CUT.finditer(data, low):  # noqa: B007 - the last match is the answer
+            pass
+        if last is not None:
+            return last.end()
+        if low == floor:
+            return 0
+        window *= 8
+
+
+def safe_pieces(blocks: Iterable[bytes], cut: Callable[[bytearray, int], int], size: int) -> Iterator[bytes]:
+    """One document's valid UTF-8 `blocks`, regrouped into pieces of at least `size` bytes cut by `cut`.
+
+    Each piece ends at the last cut point of what has been read (so a piece is a little longer
+    than `size`); when `cut` finds none, the piece grows until one comes, or the document ends.
+    """
+    held, searched = bytearray(), 0
+    for block in blocks:
+        held += block
+        if len(held) < size:
+            continue
+        point = cut(held, searched)
+        if point:
+            yield bytes(held[:point])
+            del held[:point]
+        searched = len(held)
+    if held:
+        yield bytes(held)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:

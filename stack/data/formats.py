@@ -1,0 +1,73 @@
+"""Input formats: how one input file becomes a stream of documents.
+
+| format  | chosen for            | a document is                                                   |
+|---------|-----------------------|-----------------------------------------------------------------|
+| text    | any other file        | the whole file, or each text between two `--doc-sep` separators |
+| jsonl   | `.jsonl`, `.ndjson`   | the `--text-field` string of each line's JSON object            |
+| parquet | `.parquet`            | the `--text-column` value of each row                           |
+
+`--format` names one format for every file instead of going by suffix. Every format yields
+documents hashed by content (stack.data.corpus), so the same text gets the same id, and lands in
+the same split, whatever file, format or position it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.errors import BadInput
+from stack.data.corpus import Document, FileRegion, InputFile, Skipped
+from stack.data.record_input import Fields, jsonl_documents, parquet_documents
+from stack.data.text_input import text_documents
+
+FORMATS = ("auto", "text", "jsonl", "parquet")
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+Item = Document | FileRegion | Skipped
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How input files are read: their format (`auto`: by suffix) and the options of each format."""
+
+    format: str = "auto"
+    doc_sep: str | None = None
+    text_field: str = "text"
+    source_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise BadInput(f"unknown --format {self.format!r}; use one of: {', '.join(FORMATS)}")
+        if self.doc_sep == "":
+            raise BadInput(
+                "--doc-sep is empty; give the text between documents, e.g. '<|endoftext|>' or '\\n\\n'"
+            )
+        if not self.text_field:
+            raise BadInput("--text-field is empty; name the field or column that holds the text")
+        if self.source_field == "":
+            raise BadInput("--source-field is empty; name the field or column that holds the source")
+
+    def format_of(self, path: Path) -> str:
+        """The format `path` is read in."""
+        if self.format != "auto":
+            return self.format
+        return SUFFIX_FORMATS.get(path.suffix.lower(), "text")
+
+
+def read_documents(
+    item: InputFile, layout: Layout, batch_bytes: int, advance: Callable[[int], None]
+) -> Iterator[Item]:
+    """The documents of one input file, in file order; `advance` is told how many input bytes were read.
+
+    A text document longer than `batch_bytes` comes as a FileRegion, read again when it is used.
+    """
+    fields = Fields(layout.text_field, layout.source_field)
+    kind = layout.format_of(item.path)
+    if kind == "jsonl":
+        return jsonl_documents(item, fields, advance)
+    if kind == "parquet":
+        return parquet_documents(item, fields, batch_bytes, advance)
+    separator = None if layout.doc_sep is None else layout.doc_sep.encode("utf-8")
+    return text_documents(item, separator, batch_bytes, advance)

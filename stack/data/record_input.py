@@ -1,0 +1,225 @@
+"""Record files: JSON Lines and Parquet, one document per record.
+
+A record's text is taken from a named field (JSONL) or column (Parquet), `text` unless told
+otherwise, and its source from another one when `--source-field` names it (else the file's
+source). A record whose text is empty or null is no document; it is counted as skipped-empty.
+A line that is not a JSON object, a missing field or column, or text that is not a string is
+refused, naming the file and line (or row): a corpus that half parses is not trusted.
+
+Parquet is read with pyarrow one batch of rows at a time, each about the working set's batch
+size of text (from the file's own column statistics), never the whole file. A JSONL line is
+read whole, since a JSON text cannot be cut; an unusually long line costs its own size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from contracts.errors import BadInput
+from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Skipped, document, unreadable
+from stack.data.split import content_sha256
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+Item = Document | Skipped
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Which field (JSONL) or column (Parquet) holds a record's text, and which its source, if any."""
+
+    text: str = "text"
+    source: str | None = None
+
+
+def _json_kind(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words."""
+    if isinstance(value, bool):
+        return "true or false"
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), "null")
+
+
+def _text_bytes(text: str) -> tuple[bytes, bool]:
+    """A JSON string as UTF-8; lone surrogates (valid JSON, not valid text) become U+FFFD."""
+    try:
+        return text.encode("utf-8"), False
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").encode("utf-8"), True
+
+
+def _source_name(where: str, value: object, column: str) -> str:
+    if not isinstance(value, str) or not SOURCE_NAME_RE.match(value):
+        raise BadInput(
+            f"{where}: source {column!r} is {value!r}, not a source name (letters, digits, '_', '.', "
+            "'-'); fix the data or leave out --source-field"
+        )
+    return value
+
+
+def _json_object(where: str, line: bytes) -> tuple[dict[str, Any], bool]:
+    try:
+        text, invalid = line.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, invalid = line.decode("utf-8", errors="replace"), True
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(
+            f"{where} is not JSON ({exc.msg}, column {exc.colno}); each line of a JSONL file must be "
+            "one JSON object: fix the line, or read the file as text with --format text"
+        ) from None
+    if not isinstance(record, dict):
+        raise BadInput(
+            f"{where} is {_json_kind(record)}, not an object; each line of a JSONL file must be one "
+            'object such as {"text": "..."}'
+        )
+    return record, invalid
+
+
+def _field(where: str, record: dict[str, Any], name: str, option: str) -> object:
+    if name not in record:
+        fields = ", ".join(sorted(record)) or "none"
+        raise BadInput(f"{where} has no field {name!r}; its fields are: {fields}; pass {option} NAME")
+    return record[name]
+
+
+def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
+    """One document per non-blank line of a JSONL file."""
+    try:
+        with open(item.path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                advance(len(line))
+                if line.strip():
+                    yield _jsonl_record(f"{item.path}:{number}", line, item.source, fields)
+    except OSError as exc:
+        raise unreadable(item.path, exc) from None
+
+
+def _jsonl_record(where: str, line: bytes, default_source: str, fields: Fields) -> Item:
+    record, invalid = _json_object(where, line)
+    text = _field(where, record, fields.text, "--text-field")
+    source = default_source
+    if fields.source is not None:
+        source = _source_name(where, _field(where, record, fields.source, "--source-field"), fields.source)
+    if text is None or text == "":
+        return Skipped(source, "empty")
+    if not isinstance(text, str):
+        raise BadInput(
+            f"{where}: field {fields.text!r} holds {_json_kind(text)}, not a string; "
+            "pass --text-field the field that holds the text"
+        )
+    data, replaced = _text_bytes(text)
+    return Document(source, data, content_sha256(data), invalid or replaced)
+
+
+def _arrow_failure(path: Path, exc: Exception) -> BadInput:
+    detail = " ".join(str(exc).split())[:200]
+    return BadInput(
+        f"{path} cannot be read as Parquet ({detail}); give a Parquet file, or name the format of "
+        "this one with --format text or --format jsonl"
+    )
+
+
+def _column(path: Path, schema: pa.Schema, name: str, option: str) -> pa.DataType:
+    if name not in schema.names:
+        raise BadInput(
+            f"{path} has no column {name!r}; its columns are: {', '.join(schema.names) or 'none'}; "
+            f"pass {option} NAME"
+        )
+    return schema.field(name).type
+
+
+def _check_text_column(path: Path, schema: pa.Schema, name: str) -> None:
+    import pyarrow as pa
+
+    kind = _column(path, schema, name, "--text-column")
+    textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    if not (_is_view(kind) or any(test(kind) for test in textual)):
+        raise BadInput(
+            f"{path}: column {name!r} holds {kind}, not text; pass --text-column the column that holds it"
+        )
+
+
+def _is_view(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(getattr(pa.types, "is_string_view", lambda _kind: False)(kind))
+
+
+def _batch_rows(parquet: pq.ParquetFile, column: str, batch_bytes: int) -> int:
+    """Rows per read so that a batch holds about `batch_bytes` of text, from the column's statistics."""
+    meta = parquet.metadata
+    size = 0
+    for group in range(meta.num_row_groups):
+        chunks = meta.row_group(group)
+        size += sum(
+            chunks.column(i).total_uncompressed_size
+            for i in range(chunks.num_columns)
+            if chunks.column(i).path_in_schema == column
+        )
+    per_row = max(size // max(meta.num_rows, 1), 1)
+    return max(batch_bytes // per_row, 1)
+
+
+def _strings(array: pa.Array) -> tuple[list[int], memoryview, np.ndarray]:
+    """Offsets, bytes and validity of a string or binary array, without making Python strings."""
+    import numpy as np
+    import pyarrow as pa
+
+    if _is_view(array.type):
+        array = array.cast(pa.large_string())
+    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
+    _, offsets, data = array.buffers()
+    width = np.int64 if large else np.int32
+    bounds = np.frombuffer(offsets, dtype=width)[array.offset : array.offset + len(array) + 1]
+    view = memoryview(data) if data is not None else memoryview(b"")
+    return bounds.tolist(), view, array.is_valid().to_numpy(zero_copy_only=False)
+
+
+def parquet_documents(
+    item: InputFile, fields: Fields, batch_bytes: int, advance: Callable[[int], None]
+) -> Iterator[Item]:
+    """One document per row of a Parquet file, read in batches of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(item.path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _arrow_failure(item.path, exc) from None
+    schema = parquet.schema_arrow
+    _check_text_column(item.path, schema, fields.text)
+    columns = [fields.text]
+    if fields.source is not None:
+        _column(item.path, schema, fields.source, "--source-column")
+        columns.append(fields.source)
+    size, rows, done, row = item.path.stat().st_size, max(parquet.metadata.num_rows, 1), 0, 0
+    batches = parquet.iter_batches(batch_size=_batch_rows(parquet, fields.text, batch_bytes), columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as exc:
+            raise _arrow_failure(item.path, exc) from None
+        if batch is None:
+            return
+        bounds, data, valid = _strings(batch.column(0))
+        sources = batch.column(1).to_pylist() if fields.source is not None else None
+        for i in range(batch.num_rows):
+            source = item.source
+            if sources is not None:
+                source = _source_name(f"{item.path} row {row + i}", sources[i], columns[1])
+            if not valid[i] or bounds[i] == bounds[i + 1]:
+                yield Skipped(source, "empty")
+            else:
+                yield document(source, bytes(data[bounds[i] : bounds[i + 1]]))
+        row += batch.num_rows
+        advance(size * row // rows - done)
+        done = size * row // rows

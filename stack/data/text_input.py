@@ -1,0 +1,138 @@
+"""Text files: one file is one document, or, with a separator (`--doc-sep`), many.
+
+Files are read in blocks of the working set's batch size, so a file of any size costs the same
+memory. A separator is searched across block borders (the last `len(sep) - 1` bytes of a block
+are kept for the next search). Between separators, a document is the text with its leading and
+trailing ASCII whitespace removed: TinyStories writes `story\\n<|endoftext|>\\nstory`, and the
+newlines around the separator belong to neither story. Text that is only whitespace (two
+separators in a row, one at the end of the file) is no document. A document that outgrows the
+batch size while it is read is not held: it becomes a FileRegion, read again when it is encoded.
+A file that is one document keeps its bytes exactly as they are, whitespace included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from stack.data.corpus import (
+    BINARY_SNIFF_BYTES,
+    Document,
+    FileRegion,
+    InputFile,
+    Skipped,
+    document,
+    is_binary,
+    unreadable,
+)
+
+WHITESPACE = b" \t\r\n\f\v"
+
+Item = Document | FileRegion | Skipped
+
+
+def text_documents(
+    item: InputFile, separator: bytes | None, batch_bytes: int, advance: Callable[[int], None]
+) -> Iterator[Item]:
+    """The documents of one text file; `advance` is told how many of its bytes were read."""
+    try:
+        if separator is None:
+            yield from _whole_file(item, batch_bytes, advance)
+        else:
+            yield from _separated(item, separator, batch_bytes, advance)
+    except OSError as exc:
+        raise unreadable(item.path, exc) from None
+
+
+def _whole_file(item: InputFile, batch_bytes: int, advance: Callable[[int], None]) -> Iterator[Item]:
+    size = item.path.stat().st_size
+    if size <= batch_bytes:
+        data = item.path.read_bytes()
+        advance(len(data))
+        if not data:
+            yield Skipped(item.source, "empty")
+        elif is_binary(data):
+            yield Skipped(item.source, "binary")
+        else:
+            yield document(item.source, data)
+        return
+    with open(item.path, "rb") as handle:
+        head = handle.read(BINARY_SNIFF_BYTES)
+    yield Skipped(item.source, "binary") if is_binary(head) else FileRegion(item.source, item.path, 0, size)
+    advance(size)
+
+
+class _Between:
+    """The document being read between two separators: held while short, tracked by offsets once long."""
+
+    def __init__(self, source: str, path: Path, limit: int) -> None:
+        self.source, self.path, self.limit = source, path, limit
+        self._held = bytearray()
+        self._held_at = 0
+        self._long = False
+        self._start: int | None = None  # file offsets of the first and past the last non-blank byte
+        self._end = 0
+
+    def add(self, data: bytes, offset: int) -> None:
+        """Append the bytes found at file `offset`."""
+        if self._long:
+            self._track(data, offset)
+            return
+        if not self._held:
+            self._held_at = offset
+        self._held += data
+        if len(self._held) > self.limit:
+            self._long = True
+            held, self._held = bytes(self._held), bytearray()
+            self._track(held, self._held_at)
+
+    def _track(self, data: bytes, offset: int) -> None:
+        if self._start is None:
+            blank = len(data) - len(data.lstrip(WHITESPACE))
+            if blank < len(data):
+                self._start = offset + blank
+        if kept := len(data.rstrip(WHITESPACE)):
+            self._end = offset + kept
+
+    def finish(self) -> Document | FileRegion | None:
+        """The document read since the last separator (None when it was only whitespace); starts anew."""
+        found: Document | FileRegion | None = None
+        if self._long and self._start is not None:
+            found = FileRegion(self.source, self.path, self._start, self._end)
+        elif not self._long and (text := bytes(self._held).strip(WHITESPACE)):
+            found = document(self.source, text)
+        self._held, self._long, self._start, self._end = bytearray(), False, None, 0
+        return found
+
+
+def _separated(
+    item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
+) -> Iterator[Item]:
+    between = _Between(item.source, item.path, batch_bytes)
+    found = 0
+    tail, offset = b"", 0  # unsearched bytes from the last block, and their file offset
+    with open(item.path, "rb") as handle:
+        head = handle.read(BINARY_SNIFF_BYTES)
+        if is_binary(head):
+            advance(item.path.stat().st_size)
+            yield Skipped(item.source, "binary")
+            return
+        handle.seek(0)
+        while block := handle.read(batch_bytes):
+            advance(len(block))
+            buf, pos = tail + block, 0
+            while (hit := buf.find(separator, pos)) >= 0:
+                between.add(buf[pos:hit], offset + pos)
+                if (doc := between.finish()) is not None:
+                    found += 1
+                    yield doc
+                pos = hit + len(separator)
+            keep = max(pos, len(buf) - len(separator) + 1)  # a separator may start in the kept tail
+            between.add(buf[pos:keep], offset + pos)
+            tail, offset = buf[keep:], offset + keep
+    between.add(tail, offset)
+    if (doc := between.finish()) is not None:
+        found += 1
+        yield doc
+    if not found:
+        yield Skipped(item.source, "empty")
