@@ -1,7 +1,9 @@
 """The twenty-second run: a tiny model trained from scratch through the real CLIs, as a user would.
 
-Every command runs as a subprocess (`python -m stack ...`), so argument parsing, exit codes,
-files on disk and evidence are exercised exactly as on a terminal. The steps and their wall
+The training, sampling, evaluation, trace and export legs run as subprocesses (`python -m stack
+...`), so argument parsing, exit codes, files on disk and evidence are exercised exactly as on a
+terminal; the lens, patching, surgery and evolution-strategies legs call the same entry point
+in-process (`stack.cli.main`), which costs no interpreter start each. The steps and their wall
 times are what benchmarks/smoke.py records.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from train_support import step_lines, write_corpus
 
+from stack.cli import main
 from stack.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +71,90 @@ def test_twenty_second_run(tmp_path: Path) -> None:
     stack("trace", run, "--prompt", "gate evidence", "--against", run, "--out", tmp_path / "against")
     stack("export", run, "--format", "hf", "--out", tmp_path / "hf")
     assert json.loads((tmp_path / "hf" / "export.json").read_text())["format"] == "hf"
+
+    # The tools that look inside and operate on a model, in-process (the CLI's own entry point).
+    lens = tmp_path / "lens.safetensors"
+    assert main(["lens", str(run), "--prompt", "gate evidence", "--out", str(tmp_path / "lens")]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                str(run),
+                "--train",
+                "--data",
+                str(data),
+                "--save",
+                str(lens),
+                "--steps",
+                "3",
+                "--seq-len",
+                "16",
+                "--heldout-batches",
+                "2",
+                "--out",
+                str(tmp_path / "lens-train"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "trace",
+                str(run),
+                "--prompt",
+                "the gate",
+                "--patch",
+                "the step",
+                "--target",
+                "e",
+                "--patch-sweep",
+                "output",
+                "--out",
+                str(tmp_path / "patch"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["laser", str(run), "--targets", "ffn_*", "--rho", "0.5", "--out", str(tmp_path / "laser")]) == 0
+    )
+    assert (
+        main(
+            [
+                "quantize",
+                str(run),
+                "--targets",
+                "ffn_*",
+                "--bits",
+                "8",
+                "--group-size",
+                "16",
+                "--out",
+                str(tmp_path / "hqq"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "es",
+                str(run),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "es"),
+                "--steps",
+                "1",
+                "--population",
+                "2",
+            ]
+        )
+        == 0
+    )
+    for record in ("lens", "lens-train", "patch", "laser", "hqq", "es"):
+        assert json.loads((tmp_path / record / "metadata.json").read_text())["run"]["status"] == "completed"
 
     integrity = subprocess.run(
         [sys.executable, "tools/check_integrity.py", "--runs-only", "--run", str(run)],
