@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 
 import pytest
+from plots import lens_training_chart, position_map
 from render_site import GENERATED, main, render
 from scratch import git, make_record, make_repo, passed
 from site_format import number, tally, text, value_rows, verdict_badge
@@ -156,3 +157,17 @@ def test_broken_spec_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "spec" / "spec.yaml").write_text("spec_id: x\n")
     assert main(["--root", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_lens_and_patch_records_get_their_heat_maps() -> None:
+    """A lens reading and a patch sweep are shown as layer × position grids, a tuned-lens training as
+    its per-layer comparison; a trace report gets neither (it has its own heat map)."""
+    tokens = ["d", "e", "f"]
+    lens = {"mode": "tuned-lens", "tokens": tokens, "per_layer": [{"layer": 0, "kl": [0.5, 1.0, 2.0]}]}
+    sweep = {"mode": "patch-sweep", "tokens": tokens, "per_layer": [{"layer": 0, "recovered": [0, 0.2, 1]}]}
+    training = {"mode": "lens-train", "per_layer": [{"layer": 0, "kl_logit": 8.4, "kl_tuned": 1.6}]}
+    assert "<svg" in position_map(lens) and "KL to the final distribution" in position_map(lens)
+    assert "recovered fraction" in position_map(sweep)
+    assert "<svg" in lens_training_chart(training)
+    assert position_map(training) is None and lens_training_chart(lens) is None
+    assert position_map({"mode": "clean", "per_layer": []}) is None

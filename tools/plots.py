@@ -134,3 +134,43 @@ def trace_heat_map(report: dict[str, Any]) -> str | None:
         if entry["layer"] in layers and site in names
     }
     return heat_map([f"layer {i}" for i in layers], names, grid, flagged, "std")
+
+
+def position_map(report: dict[str, Any]) -> str | None:
+    """A layer × position grid of a `stack lens` reading (KL to the final distribution, nats) or
+    of a `stack trace --patch-sweep` (recovered fraction: 0 the corrupted run, 1 the clean one),
+    read from the record's trace.json; None for any other report."""
+    mode, rows = report.get("mode"), report.get("per_layer") or []
+    key = {"logit-lens": "kl", "tuned-lens": "kl", "patch-sweep": "recovered"}.get(str(mode))
+    if key is None or not rows or not all(isinstance(r.get(key), list) for r in rows):
+        return None
+    grid = [[float(v) for v in r[key]] for r in rows]
+    tokens = [repr(t)[1:-1] or " " for t in report.get("tokens") or []]
+    width = max(len(row) for row in grid)
+    labels = tokens if len(tokens) == width else [str(i) for i in range(width)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * width), max(2.5, 0.4 * len(grid))))
+    if key == "recovered":  # diverging around 0, full recovery at 1
+        image = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
+        label = "recovered fraction of the logit difference"
+    else:
+        image = ax.imshow(grid, aspect="auto", cmap="magma_r", vmin=0)
+        label = f"KL to the final distribution, nats ({mode})"
+    ax.set_xticks(range(width), labels, fontsize=8)
+    ax.set_yticks(range(len(grid)), [f"layer {r.get('layer')}" for r in rows], fontsize=8)
+    ax.set_xlabel("position (token)")
+    fig.colorbar(image, ax=ax, label=label)
+    return _svg(fig)
+
+
+def lens_training_chart(report: dict[str, Any]) -> str | None:
+    """Per layer, the held-out KL of the logit lens and of the trained tuned lens (GATE-LENS-003
+    warns at a layer where the tuned lens is the worse), from a `stack lens --train` record."""
+    rows = report.get("per_layer") or []
+    if report.get("mode") != "lens-train" or not rows:
+        return None
+    layers = [r.get("layer") for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot(layers, [r.get("kl_logit") for r in rows], marker="o", label="logit lens")
+    ax.plot(layers, [r.get("kl_tuned") for r in rows], marker="o", label="tuned lens")
+    ax.set_xticks(layers)
+    return _finish(fig, ax, "layer", "held-out KL to the final distribution, nats", legend=True)

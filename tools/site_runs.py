@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import LoadedEvidence
-from plots import trace_heat_map, training_curves
+from plots import lens_training_chart, position_map, trace_heat_map, training_curves
 from site_format import (
     BANNER,
     code,
@@ -44,6 +44,9 @@ PLOT_TITLES = {
     "tokens_per_s": "Throughput",
     "coherence": "Coherence of samples",
     "trace": "Per-layer trace: std by layer × site (anomalies outlined in red)",
+    "lens": "Lens: KL to the final distribution by layer × position",
+    "lens_training": "Tuned lens against the logit lens on held-out text",
+    "patch": "Activation patching: recovered fraction by layer × position",
 }
 MANIFEST_FILE = "manifest.json"
 # Sample steps shown in full on a run page: the first few and the latest (the rest are in
@@ -99,6 +102,10 @@ def run_plots(loaded: LoadedEvidence, ledger: Ledger) -> dict[str, str]:
     heat = trace_heat_map(report) if report is not None else None
     if heat is not None:
         plots["trace"] = heat
+    if report is not None:
+        for name, svg in (("lens", position_map(report)), ("lens_training", lens_training_chart(report))):
+            if svg is not None:
+                plots["patch" if record.run.kind == "patch" else name] = svg
     return plots
 
 
