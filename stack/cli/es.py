@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=values.positive_int,
         help=f"members per step, an even number (default {DEFAULTS.population})",
     )
-    run.add_argument("--sigma", type=values.factor, help=f"noise scale σ (default {DEFAULTS.sigma})")
-    run.add_argument("--lr", type=values.factor, help=f"Adam's learning rate (default {DEFAULTS.lr})")
+    run.add_argument("--sigma", type=values.step_size, help=f"noise scale σ (default {DEFAULTS.sigma})")
+    run.add_argument("--lr", type=values.step_size, help=f"Adam's learning rate (default {DEFAULTS.lr})")
     run.add_argument(
         "--seed", type=values.seed, help=f"seeds the noise and the batch order (default {DEFAULTS.seed})"
     )

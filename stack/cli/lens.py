@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=values.positive_int, default=250, help="optimizer steps (default 250)")
     train.add_argument("--batch-size", type=values.positive_int, default=8, help="sequences per step")
     train.add_argument("--seq-len", type=values.positive_int, default=128, help="tokens per sequence (≤ ctx)")
-    train.add_argument("--lr", type=values.factor, default=1.0, help="learning rate (default 1.0)")
+    train.add_argument("--lr", type=values.step_size, default=1.0, help="learning rate (default 1.0)")
     train.add_argument("--momentum", type=values.probability, default=0.9, help="Nesterov momentum")
     train.add_argument("--seed", type=values.seed, default=0, help="order of the training windows")
     train.add_argument(

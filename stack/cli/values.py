@@ -20,6 +20,9 @@ COUNT_MAX = 2**63 - 1  # torch's sizes are signed 64-bit; a larger count overflo
 # Below it a temperature is greedy in all but name anyway.
 MIN_TEMPERATURE = 1e-3
 FACTOR_RANGE = (1e-3, 1e3)
+# A learning rate or noise scale: float32 has 24 bits of mantissa, so a step below about 1e-8 of
+# a weight near 1 rounds away; the bound leaves a decade of room below that.
+STEP_RANGE = (1e-9, 1e3)
 # A top-p below this keeps only the likeliest token whatever the vocabulary (up to a million ids),
 # and one below float32's smallest number compares as 0, which keeps no token at all.
 MIN_PROBABILITY = 1e-6
@@ -87,6 +90,19 @@ def factor(text: str) -> float:
     low, high = FACTOR_RANGE
     if not low <= value <= high:
         raise argparse.ArgumentTypeError(f"{value} is out of range; give a factor from {low} to {high}")
+    return value
+
+
+def step_size(text: str) -> float:
+    """A learning rate or noise scale: finite, from STEP_RANGE's low end to its high end.
+
+    Fine-tuning a trained model by evolution strategies wants a σ and a rate well below 1e-3;
+    below STEP_RANGE's low end an fp32 weight of order one no longer moves at all.
+    """
+    value = _number(text)
+    low, high = STEP_RANGE
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a step size from {low} to {high}")
     return value
 
 
