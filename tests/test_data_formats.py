@@ -20,9 +20,9 @@ import pytest
 from hf_fixtures import llama3_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_data_prepare import run_cli
 from train_support import WORDS, smoke_args, train
 
-from stack.cli import main
 from stack.data import split as splitting
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
 from stack.data.formats import Layout
@@ -96,16 +96,6 @@ KINDS: dict[str, tuple[Callable[[Path, Sequence[str]], Path], Layout]] = {
 def written(data: Path, manifest: Manifest) -> tuple[list[tuple[str, str]], str]:
     """What prepare wrote, minus the per-file counts: shards by path and sha256, and the index's sha256."""
     return [(s.path, s.sha256) for s in manifest.shards], manifest.documents.sha256
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Exit code and stderr of `stack ARGV`; a failure must be one line without a traceback."""
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    if code:
-        assert len(err.strip().splitlines()) == 1, err
-        assert "Traceback" not in err
-    return code, err
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ import pytest
 import torch
 from trace_support import save_run, tiny_model
 
-from contracts.errors import GateViolation
+from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.model.config import ModelConfig
+from stack.model.gpt import GPT
 from stack.surgery import laser as laser_module
 from stack.surgery import targets as targets_module
 from stack.surgery.laser import laser
@@ -162,3 +164,16 @@ def test_a_target_that_misses_its_tied_head_fires(
 def _verdict_message(out: Path) -> str:
     record = read_evidence(out / "metadata.json")
     return next(g.message or "" for g in record.gates if g.id == "GATE-LASER-003")
+
+
+def test_a_mixture_of_experts_model_offers_no_ffn_matrix_and_names_what_it_has() -> None:
+    """Its blocks hold experts, not one dense feed-forward: ffn_* is one line naming the rest,
+    never a lookup of a module that is not there."""
+    model = GPT(
+        ModelConfig(
+            vocab=40, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_hidden=48, ctx=16, moe_experts=2
+        )
+    )
+    with pytest.raises(BadInput, match=r"this model's matrices are named embed, q, k, v, attn_out, logits"):
+        select_targets(model, "ffn_*")
+    assert [t.site for t in select_targets(model, "q")] == ["layers.0.q", "layers.1.q"]

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 from trace_support import save_run, tiny_model
-from train_support import prepared, smoke_args, train
+from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, read_evidence
@@ -43,16 +43,7 @@ def _quiet(step: int, line: dict[str, float]) -> None:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A two-layer model trained by `stack train` on a generated corpus, and a tuned lens of it."""
     root = tmp_path_factory.mktemp("lens")
-    data = prepared(root)
-    run = root / "run"
-    steps = [
-        "model.n_layers=2",
-        "train.steps=20",
-        "eval.every=20",
-        "ckpt.every=20",
-        "monitor.sample_every=20",
-    ]
-    assert train(smoke_args(data, run, *steps)) == 0
+    data, run = two_layer_run(root)
     lens = root / "lens.safetensors"
     argv = ["lens", str(run), "--train", "--data", str(data), "--save", str(lens), "--steps", "60"]
     assert main([*argv, "--seq-len", "32", "--out", str(root / "train-record")]) == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from trace_support import tiny_model, tokens
-from train_support import prepared, smoke_args, train
+from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
@@ -28,17 +28,7 @@ CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-layer model trained by `stack train` on a generated corpus."""
-    root = tmp_path_factory.mktemp("patch")
-    out = root / "run"
-    steps = [
-        "model.n_layers=2",
-        "train.steps=20",
-        "eval.every=20",
-        "ckpt.every=20",
-        "monitor.sample_every=20",
-    ]
-    assert train(smoke_args(prepared(root), out, *steps)) == 0
-    return out
+    return two_layer_run(tmp_path_factory.mktemp("patch"))[1]
 
 
 def _verdicts(record_dir: Path) -> dict[str, str]:

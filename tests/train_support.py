@@ -66,6 +66,21 @@ def prepared(root: Path) -> Path:
     return data
 
 
+def two_layer_run(root: Path) -> tuple[Path, Path]:
+    """(DATA_DIR, RUN_DIR): a two-layer smoke model trained 20 steps on the generated corpus, the
+    smallest run with more than one layer for the tools that look across layers (lens, patching)."""
+    data, run = prepared(root), root / "run"
+    steps = [
+        "model.n_layers=2",
+        "train.steps=20",
+        "eval.every=20",
+        "ckpt.every=20",
+        "monitor.sample_every=20",
+    ]
+    assert train(smoke_args(data, run, *steps)) == 0
+    return data, run
+
+
 def smoke_args(data: Path, out: Path, *sets: str) -> list[str]:
     """`stack train` arguments for a run of a few seconds on CPU."""
     argv = [

@@ -15,6 +15,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from stack.cli import values
+from stack.cli.trace import add_record_options
 
 if TYPE_CHECKING:
     from contracts.ledger import Ledger
@@ -59,16 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--heldout-batches", type=values.positive_int, default=8, help="held-out batches of the comparison"
     )
-    where = parser.add_argument_group("evidence")
-    where.add_argument("--out", type=values.utf8_path, metavar="DIR", help="write the record here")
-    where.add_argument(
-        "--evidence-dir", type=values.utf8_path, metavar="DIR", help="write the record to DIR/<run-id>/"
-    )
-    where.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an output, --save FILE or --out DIR an earlier run wrote",
-    )
+    add_record_options(parser, "replace an output, --save FILE or --out DIR an earlier run wrote")
     parser.set_defaults(func=run)
 
 
@@ -207,11 +199,8 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
 
 def run(args: argparse.Namespace) -> int:
     """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
-    from contracts.errors import GateViolation
-    from contracts.gates import contract_mode
-    from contracts.ledger import Ledger, recording
-    from stack.cli.trace import torch_device, write_outputs
-    from stack.trace.record import record_dir, run_dir_of, write_record
+    from stack.cli.trace import run_recorded, torch_device
+    from stack.trace.record import run_dir_of
     from stack.train.trained import load_trained, resolve_checkpoint
 
     _validate(args)
@@ -220,21 +209,11 @@ def run(args: argparse.Namespace) -> int:
     anchor = run_dir_of(checkpoint)
     kind = "lens-train" if args.train else "lens"
     config: dict[str, Any] = {"checkpoint": str(args.path)}
-    ledger = Ledger()
-    mode = contract_mode().value
-    with recording(ledger):
-        try:
-            trained = load_trained(checkpoint, torch_device(args.device))
-            result = _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
-        except GateViolation as exc:
-            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
-            raise
-    write_outputs(args, result)
-    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-    path = write_record(
-        directory, rid, args.argv, args.device, mode, config, result.payload(), ledger, kind=kind
-    )
-    print("\n".join(result.lines))
+
+    def compute(ledger: Ledger) -> Result:
+        trained = load_trained(checkpoint, torch_device(args.device))
+        return _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
+
+    result, path = run_recorded(args, anchor, kind, config, compute)
     print(f"verdict: {result.verdict}   evidence: {path}")
     return 0

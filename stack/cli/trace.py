@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any
 from stack.cli import values
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
+    from contracts.ledger import Ledger
     from stack.data.tokenizer import Tokenizer
     from stack.model.gpt import GPT
     from stack.trace.modes import Result
@@ -109,6 +112,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     patch.add_argument(
         "--patch-sweep", metavar="KIND", help="patch site KIND (e.g. output) at every layer × position"
     )
+    add_record_options(
+        parser, "replace an existing --json/--csv/--dump FILE or --out DIR, but only one a trace wrote"
+    )
+    parser.set_defaults(func=run)
+
+
+def add_record_options(parser: argparse.ArgumentParser, force_help: str) -> None:
+    """Where the evidence record of a trace-like command goes (--out or --evidence-dir, never both:
+    `stack.trace.record.check_one_place`), and --force, whose scope the command says."""
     where = parser.add_argument_group("evidence")
     where.add_argument(
         "--out", type=values.utf8_path, metavar="DIR", help="write the record here (default RUN/traces/ID)"
@@ -116,12 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument(
         "--evidence-dir", type=values.utf8_path, metavar="DIR", help="write the record to DIR/<run-id>/"
     )
-    where.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing --json/--csv/--dump FILE or --out DIR, but only one a trace wrote",
-    )
-    parser.set_defaults(func=run)
+    where.add_argument("--force", action="store_true", help=force_help)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -336,12 +343,42 @@ def write_outputs(args: argparse.Namespace, result: Result) -> None:
         atomic_write_bytes(args.csv, table.getvalue().encode())
 
 
-def run(args: argparse.Namespace) -> int:
-    """Trace, report, write the outputs asked for and the evidence record; 3 when something was found."""
-    from contracts.errors import EXIT_GATE, GateViolation
+def run_recorded(
+    args: argparse.Namespace,
+    anchor: Path,
+    kind: str,
+    config: dict[str, Any],
+    compute: Callable[[Ledger], Result],
+) -> tuple[Result, Path]:
+    """Run `compute` under a ledger, write the outputs asked for and the evidence record of `kind`,
+    and print the result's lines (shared with `stack lens`). A gate that fires still leaves its
+    record, naming the gate, before the violation goes on to the CLI's exit 3."""
+    from contracts.errors import GateViolation
     from contracts.gates import contract_mode
     from contracts.ledger import Ledger, recording
-    from stack.trace.record import TRACE_KIND, record_dir, run_dir_of, write_record
+    from stack.trace.record import record_dir, write_record
+
+    ledger = Ledger()
+    mode = contract_mode().value
+    with recording(ledger):
+        try:
+            result = compute(ledger)
+        except GateViolation as exc:
+            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
+            raise
+    write_outputs(args, result)
+    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+    payload = result.payload()
+    path = write_record(directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind)
+    print("\n".join(result.lines))
+    return result, path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Trace, report, write the outputs asked for and the evidence record; 3 when something was found."""
+    from contracts.errors import EXIT_GATE
+    from stack.trace.record import TRACE_KIND, run_dir_of
     from stack.train.trained import resolve_checkpoint
 
     _validate(args)
@@ -353,21 +390,16 @@ def run(args: argparse.Namespace) -> int:
         "sites": args.sites,
         "stop_on_nonfinite": args.stop_on_nonfinite,
     }
-    ledger = Ledger()
-    mode = contract_mode().value
     kind = "patch" if args.patch is not None else TRACE_KIND
-    with recording(ledger):
-        try:
-            result = _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
-        except GateViolation as exc:
-            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
-            raise
-    write_outputs(args, result)
-    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-    payload = result.payload()
-    path = write_record(directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind)
-    print("\n".join(result.lines))
+    result, path = run_recorded(
+        args,
+        anchor,
+        kind,
+        config,
+        lambda _ledger: (
+            _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
+        ),
+    )
     where = f" at {result.first}" if result.first else ""
     print(f"verdict: {result.verdict}{where}   evidence: {path}")
     return EXIT_GATE if result.found else 0

@@ -20,16 +20,12 @@ Identity: the sha256 of the tokenizer.json bytes, as copied into DATA_DIR and in
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from contracts.errors import BadInput
-from stack.data.tokenizer import Tokenizer, bpe_record_problem
+from stack.data.tokenizer import LibraryTokenizer, bpe_record_problem, library_backend
 
 if TYPE_CHECKING:
     import tokenizers
@@ -39,15 +35,14 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 PREFIX = "hf:"
 
 
-class PretrainedTokenizer(Tokenizer):
+class PretrainedTokenizer(LibraryTokenizer):
     """A Hugging Face tokenizer.json and the token that ends a document."""
 
     name = "hf"
 
     def __init__(self, json_text: str, eot_token: str, where: str) -> None:
-        self._json = json_text
+        super().__init__(_backend(json_text, where), json_text)
         self.eot_token = eot_token
-        self._backend = _backend(json_text, where)
         eot = self._backend.token_to_id(eot_token)
         if eot is None:
             raise BadInput(f"{where}: its end-of-sequence token {eot_token!r} is not in the vocabulary")
@@ -72,25 +67,6 @@ class PretrainedTokenizer(Tokenizer):
     @property
     def eot_id(self) -> int:
         return self._eot
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self._json.encode("utf-8")).hexdigest()
-
-    def to_json(self) -> str:
-        """The tokenizer.json text, byte for byte as read: its sha256 is this tokenizer's identity."""
-        return self._json
-
-    def encode(self, text: str) -> list[int]:
-        return self._backend.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._backend.decode([int(i) for i in ids if i != self._eot], skip_special_tokens=False)
-
-    def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
-        texts = [doc.decode("utf-8") for doc in documents]
-        encodings = self._backend.encode_batch(texts, add_special_tokens=False)
-        return [np.asarray(enc.ids, dtype=np.uint32) for enc in encodings]
 
 
 def directory_of(spec: str) -> Path | None:
@@ -132,8 +108,6 @@ def _read_text(file: Path) -> str:
 
 def _backend(json_text: str, where: str) -> tokenizers.Tokenizer:
     """The library's tokenizer, special tokens in text encoded as text; a bad file is one line."""
-    from tokenizers import Tokenizer as Backend
-
     try:
         record = json.loads(json_text)
     except json.JSONDecodeError as exc:
@@ -143,10 +117,6 @@ def _backend(json_text: str, where: str) -> tokenizers.Tokenizer:
         problem = bpe_record_problem(json_text)  # a hole in the ids panics the library
         if problem is not None:
             raise BadInput(f"{where} is not a usable tokenizer: {problem}")
-    try:
-        backend = Backend.from_str(json_text)
-    except Exception as exc:  # the library raises nothing narrower
-        detail = " ".join(str(exc).split())[:200]
-        raise BadInput(f"{where} is not a tokenizer the tokenizers library can load ({detail})") from None
+    backend = library_backend(json_text, where, "")
     backend.encode_special_tokens = True
     return backend

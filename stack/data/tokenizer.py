@@ -139,42 +139,29 @@ def bpe_record_problem(text: str) -> str | None:
     return None
 
 
-class BpeTokenizer(Tokenizer):
-    """Byte-level BPE from the `tokenizers` library; EOT is one id past the trained vocabulary."""
+def library_backend(text: str, where: str, fix: str) -> tokenizers.Tokenizer:
+    """The `tokenizers` library's tokenizer of a tokenizer.json text; one it cannot load is BadInput.
 
-    name = "bpe"
+    The library raises a bare Exception with a multi-line message for anything it cannot parse,
+    so a hand-edited or corrupted record would otherwise end in a traceback. `fix` ends the line.
+    """
+    from tokenizers import Tokenizer as Backend
 
-    def __init__(self, backend: tokenizers.Tokenizer) -> None:
+    try:
+        return Backend.from_str(text)
+    except Exception as exc:  # the library raises nothing narrower
+        detail = " ".join(str(exc).split())[:200]
+        raise BadInput(
+            f"{where} is not a tokenizer the tokenizers library can load ({detail}){fix}"
+        ) from None
+
+
+class LibraryTokenizer(Tokenizer):
+    """A tokenizer the `tokenizers` library runs from a tokenizer.json text, which is its identity."""
+
+    def __init__(self, backend: tokenizers.Tokenizer, json_text: str) -> None:
         self._backend = backend
-        self._json = backend.to_str()
-        self._byte_level = is_plain_byte_level(json.loads(self._json))
-
-    @classmethod
-    def from_json(cls, text: str, where: str) -> BpeTokenizer:
-        """The tokenizer a tokenizer.json text describes; text the library cannot load is BadInput.
-
-        The library raises a bare Exception with a multi-line message for anything it cannot
-        parse, so a hand-edited or corrupted record would otherwise end in a traceback.
-        """
-        from tokenizers import Tokenizer as Backend
-
-        problem = bpe_record_problem(text)
-        if problem is not None:
-            raise BadInput(
-                f"{where} is not a BPE tokenizer record: {problem}; re-run `stack prepare ... --force`"
-            )
-        try:
-            return cls(Backend.from_str(text))
-        except Exception as exc:  # the library raises nothing narrower
-            detail = " ".join(str(exc).split())[:200]
-            raise BadInput(
-                f"{where} is not a tokenizer the tokenizers library can load ({detail}); "
-                "re-run `stack prepare ... --force`"
-            ) from None
-
-    @property
-    def vocab_size(self) -> int:
-        return self._backend.get_vocab_size() + 1
+        self._json = json_text
 
     @property
     def sha256(self) -> str:
@@ -195,6 +182,29 @@ class BpeTokenizer(Tokenizer):
         texts = [doc.decode("utf-8") for doc in documents]
         encodings = self._backend.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(enc.ids, dtype=np.uint32) for enc in encodings]
+
+
+class BpeTokenizer(LibraryTokenizer):
+    """Byte-level BPE from the `tokenizers` library; EOT is one id past the trained vocabulary."""
+
+    name = "bpe"
+
+    def __init__(self, backend: tokenizers.Tokenizer) -> None:
+        super().__init__(backend, backend.to_str())
+        self._byte_level = is_plain_byte_level(json.loads(self._json))
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> BpeTokenizer:
+        """The tokenizer a tokenizer.json text describes; a record that is not one is BadInput."""
+        fix = "; re-run `stack prepare ... --force`"
+        problem = bpe_record_problem(text)
+        if problem is not None:
+            raise BadInput(f"{where} is not a BPE tokenizer record: {problem}{fix}")
+        return cls(library_backend(text, where, fix))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size() + 1
 
     def cut_point(self, data: bytes | bytearray, start: int = 0) -> int:
         return byte_level_cut(data, start) if self._byte_level else 0

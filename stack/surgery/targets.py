@@ -49,11 +49,19 @@ class Target:
         return self.site.rsplit(".", 1)[-1]
 
 
-def _candidates(model: GPT) -> list[tuple[str, int | None, str]]:
-    """(site, layer, module path) of every matrix, in forward order."""
+def _candidates(model: GPT, modules: dict[str, nn.Module]) -> list[tuple[str, int | None, str]]:
+    """(site, layer, module path) of every matrix the model has, in forward order.
+
+    A block without a dense feed-forward (a mixture-of-experts block) has no ffn_* matrix to
+    name, so those are not offered rather than looked up and missed.
+    """
     found: list[tuple[str, int | None, str]] = [("embed", None, "embed")]
     for layer in range(len(model.layers)):
-        found += [(f"layers.{layer}.{s}", layer, f"layers.{layer}.{m}") for s, m in BLOCK_MATRICES.items()]
+        found += [
+            (f"layers.{layer}.{s}", layer, f"layers.{layer}.{m}")
+            for s, m in BLOCK_MATRICES.items()
+            if f"layers.{layer}.{m}" in modules
+        ]
     return [*found, ("logits", None, "lm_head")]
 
 
@@ -61,8 +69,9 @@ def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[
     """The matrices whose site matches `pattern` (in `layers`, when given), each tensor once."""
     chosen = parse_layers(layers, len(model.layers)) if layers else None
     modules = dict(model.named_modules())
+    candidates = _candidates(model, modules)
     targets: list[Target] = []
-    for site, layer, path in _candidates(model):
+    for site, layer, path in candidates:
         if chosen is not None and (layer is None or layer not in chosen):
             continue
         short = site.rsplit(".", 1)[-1]
@@ -73,10 +82,11 @@ def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[
             continue  # the tied head: already chosen as `embed`
         targets.append(Target(site, keys_of(model, weight), weight))
     if not targets:
-        names = ", ".join((*MODEL_MATRICES, *BLOCK_MATRICES))
+        names = ", ".join(dict.fromkeys(site.rsplit(".", 1)[-1] for site, _, _ in candidates))
         raise BadInput(
             f"--targets {pattern!r}{f' in --layers {layers}' if layers else ''} matches no matrix; "
-            f"matrices are named {names} (globs allowed, e.g. 'ffn_*' or 'layers.1.q')"
+            f"this model's matrices are named {names} (globs allowed, e.g. 'ffn_*' or 'layers.1.q'; "
+            "a mixture-of-experts block has no ffn_* matrix)"
         )
     return targets
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
+from contracts.evidence import atomic_write_bytes
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import heldout_batches
@@ -314,14 +315,14 @@ class Trainer:
         starts the new policy fresh, and archives the replaced mixture and policy state in the run
         directory (RUN_DIR/policy-archive/<checkpoint>.json), where run.py's evidence points."""
         if self.world.is_main:
+            # Derived from the checkpoint alone, so a second pivot from it writes the same bytes.
             path = self.run_dir / POLICY_ARCHIVE / f"{checkpoint.path.name}.json"
-            path.parent.mkdir(exist_ok=True)
             replaced = {
                 "step": checkpoint.step,
                 "data": checkpoint.state["config"]["data"],
                 "policy": checkpoint.state.get("policy"),
             }
-            path.write_text(json.dumps(replaced, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            atomic_write_bytes(path, (json.dumps(replaced, indent=1, sort_keys=True) + "\n").encode("utf-8"))
             self.policy_archive = path
         if not self.policy.active:
             self.reader.reweight(self.config.data.weights)
