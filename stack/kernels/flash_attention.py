@@ -21,6 +21,7 @@ the active driver is never queried.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 import triton
@@ -29,8 +30,25 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from contracts.errors import BadInput
 
-BLOCK_M = 64  # query rows per program
-BLOCK_N = 64  # keys per tile of the inner loop
+
+@dataclass(frozen=True)
+class Tile:
+    """One kernel's launch shape: query rows and keys per tile, warps, and software-pipeline stages."""
+
+    BLOCK_M: int
+    BLOCK_N: int
+    num_warps: int
+    num_stages: int
+
+
+# Each kernel's tile per head dim (D <= 64, and 128), chosen on an H100 by
+# benchmarks/attention_tiles.py from the candidates it lists; its record is cited in docs/gpu.md.
+# The interpreter runs the same tiles, so the CPU tests cover the masks of the shapes a GPU runs.
+TILES: dict[str, dict[int, Tile]] = {
+    "fwd": {64: Tile(64, 64, 4, 3), 128: Tile(64, 64, 8, 2)},
+    "dkdv": {64: Tile(64, 64, 4, 3), 128: Tile(64, 64, 8, 2)},
+    "dq": {64: Tile(64, 64, 4, 3), 128: Tile(64, 64, 8, 2)},
+}
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -60,6 +78,39 @@ def _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL: tl.constexpr, MASK_TAIL:
 
 
 @triton.jit
+def _unmasked_keys(start_m, N_Q, N_KV, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """End of the leading key tiles that rows start_m.. all see whole (a multiple of BLOCK_N)."""
+    full = (N_KV // BLOCK_N) * BLOCK_N
+    if CAUSAL:  # a tile is whole to the block when its last key is visible to the block's first row
+        full = tl.minimum(full, (tl.maximum(start_m + (N_KV - N_Q) + 1, 0) // BLOCK_N) * BLOCK_N)
+    return full
+
+
+@triton.jit
+def _fwd_tiles(
+    acc, l_i, m_i, q, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, lo, hi,
+    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """The online softmax over key tiles lo..hi of one query block; returns acc, l_i, m_i."""
+    D = q.shape[1]
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
+        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
+        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
+        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # A row with no visible key yet has m_new = -inf; subtracting 0 keeps exp() at 0, not NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _attn_fwd(
     Q, K, V, Out, LSE,
     scale, N_Q, N_KV,
@@ -82,20 +133,16 @@ def _attn_fwd(
     hi = N_KV
     if CAUSAL:  # tiles wholly right of this block's last visible key are skipped
         hi = tl.minimum(N_KV, start_m + BLOCK_M + (N_KV - N_Q))
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + tl.arange(0, BLOCK_N)
-        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
-        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
-        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
-        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # A row with no visible key yet has m_new = -inf; subtracting 0 keeps exp() at 0, not NaN.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
-        m_i = m_new
+    # Tiles every row of the block sees whole need no mask; only the diagonal and the tail do.
+    full = _unmasked_keys(start_m, N_Q, N_KV, BLOCK_N, CAUSAL)
+    acc, l_i, m_i = _fwd_tiles(
+        acc, l_i, m_i, q, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, 0, full,
+        BLOCK_N, False, False, UPCAST,
+    )  # fmt: skip
+    acc, l_i, m_i = _fwd_tiles(
+        acc, l_i, m_i, q, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, full, hi,
+        BLOCK_N, CAUSAL, MASK_TAIL, UPCAST,
+    )  # fmt: skip
 
     seen = l_i > 0.0  # false only for rows that see no key: their output is 0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
@@ -103,6 +150,30 @@ def _attn_fwd(
     lse = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("inf"))
     tl.store(Out + q_tile, out.to(Out.dtype.element_ty), mask=rows[:, None] < N_Q)
     tl.store(LSE + bh * N_Q + rows, lse, mask=rows < N_Q)
+
+
+@triton.jit
+def _dkdv_tiles(
+    dk, dv, k, v, Q, DO, LSE, DELTA, bh, cols, dims, scale, N_Q, N_KV, lo, hi,
+    BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """dK (unscaled) and dV of one key tile, summed over query blocks lo..hi of head bh."""
+    D = k.shape[1]
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + tl.arange(0, BLOCK_M)
+        q_tile = (bh * N_Q + rows[:, None]) * D + dims[None, :]
+        q = _load_tile(Q + q_tile, rows[:, None] < N_Q, UPCAST)
+        do = _load_tile(DO + q_tile, rows[:, None] < N_Q, UPCAST)
+        # Rows past N_q read lse = +inf, so their probabilities are exactly 0.
+        lse = tl.load(LSE + bh * N_Q + rows, mask=rows < N_Q, other=float("inf"))
+        delta = tl.load(DELTA + bh * N_Q + rows, mask=rows < N_Q, other=0.0)
+        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+        p = tl.exp(s - lse[:, None])
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision="ieee")
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        ds = p * (dp - delta[:, None])
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision="ieee")
+    return dk, dv
 
 
 @triton.jit
@@ -129,24 +200,43 @@ def _attn_bwd_dkdv(
     lo = 0
     if CAUSAL:  # query blocks wholly above this tile's first key cannot see it
         lo = (tl.maximum(start_n - (N_KV - N_Q), 0) // BLOCK_M) * BLOCK_M
+    # Query blocks from `mid` on see every key of this tile: no causal mask there.
+    mid = lo
+    if CAUSAL:
+        first_whole = start_n + BLOCK_N - 1 - (N_KV - N_Q)  # the first row that sees the tile's last key
+        mid = lo + tl.cdiv(tl.maximum(first_whole - lo, 0), BLOCK_M) * BLOCK_M
     for g in range(GROUP):
         bh = b * H + h_kv * GROUP + g
-        for start_m in range(lo, N_Q, BLOCK_M):
-            rows = start_m + tl.arange(0, BLOCK_M)
-            q_tile = (bh * N_Q + rows[:, None]) * D + dims[None, :]
-            q = _load_tile(Q + q_tile, rows[:, None] < N_Q, UPCAST)
-            do = _load_tile(DO + q_tile, rows[:, None] < N_Q, UPCAST)
-            # Rows past N_q read lse = +inf, so their probabilities are exactly 0.
-            lse = tl.load(LSE + bh * N_Q + rows, mask=rows < N_Q, other=float("inf"))
-            delta = tl.load(DELTA + bh * N_Q + rows, mask=rows < N_Q, other=0.0)
-            s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
-            p = tl.exp(s - lse[:, None])
-            dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision="ieee")
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-            ds = p * (dp - delta[:, None])
-            dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision="ieee")
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, Q, DO, LSE, DELTA, bh, cols, dims, scale, N_Q, N_KV, lo, tl.minimum(mid, N_Q),
+            BLOCK_M, CAUSAL, MASK_TAIL, UPCAST,
+        )  # fmt: skip
+        dk, dv = _dkdv_tiles(
+            dk, dv, k, v, Q, DO, LSE, DELTA, bh, cols, dims, scale, N_Q, N_KV, mid, N_Q,
+            BLOCK_M, False, MASK_TAIL, UPCAST,
+        )  # fmt: skip
     tl.store(DK + kv_tile, (dk * scale).to(DK.dtype.element_ty), mask=cols[:, None] < N_KV)
     tl.store(DV + kv_tile, dv.to(DV.dtype.element_ty), mask=cols[:, None] < N_KV)
+
+
+@triton.jit
+def _dq_tiles(
+    dq, q, do, lse, delta, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, lo, hi,
+    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASK_TAIL: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """dQ's sum over key tiles lo..hi of one query block (unscaled)."""
+    D = q.shape[1]
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + tl.arange(0, BLOCK_N)
+        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
+        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
+        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
+        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
+        p = tl.exp(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+    return dq
 
 
 @triton.jit
@@ -173,31 +263,31 @@ def _attn_bwd_dq(
     hi = N_KV
     if CAUSAL:
         hi = tl.minimum(N_KV, start_m + BLOCK_M + (N_KV - N_Q))
-    for start_n in range(0, hi, BLOCK_N):
-        cols = start_n + tl.arange(0, BLOCK_N)
-        kv_tile = (bh_kv * N_KV + cols[:, None]) * D + dims[None, :]
-        k = _load_tile(K + kv_tile, cols[:, None] < N_KV, UPCAST)
-        v = _load_tile(V + kv_tile, cols[:, None] < N_KV, UPCAST)
-        s = _scores(q, k, scale, rows, cols, N_Q, N_KV, CAUSAL, MASK_TAIL)
-        p = tl.exp(s - lse[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+    full = _unmasked_keys(start_m, N_Q, N_KV, BLOCK_N, CAUSAL)
+    dq = _dq_tiles(
+        dq, q, do, lse, delta, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, 0, full,
+        BLOCK_N, False, False, UPCAST,
+    )  # fmt: skip
+    dq = _dq_tiles(
+        dq, q, do, lse, delta, K, V, bh_kv, rows, dims, scale, N_Q, N_KV, full, hi,
+        BLOCK_N, CAUSAL, MASK_TAIL, UPCAST,
+    )  # fmt: skip
     tl.store(DQ + q_tile, (dq * scale).to(DQ.dtype.element_ty), mask=rows[:, None] < N_Q)
 
 
-def _launch_options(q: torch.Tensor, causal: bool) -> dict[str, object]:
-    """Compile-time switches shared by the three kernels."""
+def _launch_options(kernel: str, q: torch.Tensor, causal: bool) -> dict[str, object]:
+    """Compile-time switches and the tile of one of the three kernels."""
     return {
         "CAUSAL": causal,
         "MASK_TAIL": MASK_KV_TAIL,
         "UPCAST": isinstance(_attn_fwd, InterpretedFunction),
-        "BLOCK_M": BLOCK_M,
-        "BLOCK_N": BLOCK_N,
-        # Untuned guesses for Hopper-class GPUs; D = 128 keeps fewer tiles in flight to fit shared memory.
-        "num_warps": 8 if q.shape[-1] > 64 else 4,
-        "num_stages": 2 if q.shape[-1] > 64 else 3,
+        **asdict(tile_of(kernel, q.shape[-1])),
     }
+
+
+def tile_of(kernel: str, dim: int) -> Tile:
+    """The tile `kernel` ("fwd", "dkdv" or "dq") runs with at head dim `dim`."""
+    return TILES[kernel][64 if dim <= 64 else 128]
 
 
 class _FlashAttention(torch.autograd.Function):
@@ -217,10 +307,10 @@ class _FlashAttention(torch.autograd.Function):
         heads_kv, n_kv = k.shape[1], k.shape[2]
         out = torch.empty_like(q)
         lse = torch.empty(batch, heads, n_q, device=q.device, dtype=torch.float32)
-        grid = (triton.cdiv(n_q, BLOCK_M), batch * heads)
+        grid = (triton.cdiv(n_q, tile_of("fwd", dim).BLOCK_M), batch * heads)
         _attn_fwd[grid](
             q, k, v, out, lse, scale, n_q, n_kv,
-            H=heads, GROUP=heads // heads_kv, D=dim, **_launch_options(q, causal),
+            H=heads, GROUP=heads // heads_kv, D=dim, **_launch_options("fwd", q, causal),
         )  # fmt: skip
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.causal, ctx.scale = causal, scale
@@ -237,11 +327,17 @@ class _FlashAttention(torch.autograd.Function):
         # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the softmax backward's row term.
         delta = (d_out.float() * out.float()).sum(-1).contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        common = {"H": heads, "GROUP": heads // heads_kv, "D": dim, **_launch_options(q, ctx.causal)}
-        grid_kv = (triton.cdiv(n_kv, BLOCK_N), batch * heads_kv)
-        _attn_bwd_dkdv[grid_kv](q, k, v, d_out, lse, delta, dk, dv, ctx.scale, n_q, n_kv, **common)
-        grid_q = (triton.cdiv(n_q, BLOCK_M), batch * heads)
-        _attn_bwd_dq[grid_q](q, k, v, d_out, lse, delta, dq, ctx.scale, n_q, n_kv, **common)
+        shape = {"H": heads, "GROUP": heads // heads_kv, "D": dim}
+        grid_kv = (triton.cdiv(n_kv, tile_of("dkdv", dim).BLOCK_N), batch * heads_kv)
+        _attn_bwd_dkdv[grid_kv](
+            q, k, v, d_out, lse, delta, dk, dv, ctx.scale, n_q, n_kv,
+            **shape, **_launch_options("dkdv", q, ctx.causal),
+        )  # fmt: skip
+        grid_q = (triton.cdiv(n_q, tile_of("dq", dim).BLOCK_M), batch * heads)
+        _attn_bwd_dq[grid_q](
+            q, k, v, d_out, lse, delta, dq, ctx.scale, n_q, n_kv,
+            **shape, **_launch_options("dq", q, ctx.causal),
+        )  # fmt: skip
         return dq, dk, dv, None, None
 
 
