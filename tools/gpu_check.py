@@ -389,10 +389,21 @@ def check_bf16_training(data: Path, work: Path, device: str) -> Step:
 
         rate = median_rate(run_dir)
         loss = run.record.metrics.get("last_heldout_loss")
-        measured |= {"tokens_per_s": round(rate), "last_heldout_loss": loss}
+        utilisation = run_mfu(run.record, rate)
+        measured |= {"tokens_per_s": round(rate), "mfu": utilisation, "last_heldout_loss": loss}
         held_out = f"held-out loss {loss:.3f}" if isinstance(loss, int | float) else "no held-out loss"
-        summary = f"{BF16_STEPS} steps of `{PRESET}`, {rate:,.0f} tokens/s, {held_out}; {run.verdicts()}"
+        mfu_text = "MFU unknown for this GPU" if utilisation is None else f"MFU {utilisation:.1%}"
+        speed = f"{rate:,.0f} tokens/s ({mfu_text})"
+        summary = f"{BF16_STEPS} steps of `{PRESET}`, {speed}, {held_out}; {run.verdicts()}"
     return judged_step("bf16 training", summary, run.results, run.problem, measured=measured)
+
+
+def run_mfu(record: EvidenceRecord, tokens_per_s: float) -> float | None:
+    """Model FLOPs utilisation of a training record's run at `tokens_per_s` (stack.train.flops)."""
+    from stack.model.config import ModelConfig
+    from stack.train.flops import mfu
+
+    return mfu(tokens_per_s, ModelConfig.from_dict(record.config["model"]), torch.cuda.get_device_name(0))
 
 
 def interrupted_copy(run_dir: Path, copy: Path, at_step: int) -> Path:
