@@ -6,6 +6,12 @@ from a memory-mapped array, and nothing else. `stack train` adds the reader, has
 checks, metrics lines, evidence and the coherence monitor; its overhead is the ratio of the two
 medians of per-step throughput (steady state: the first steps are dropped). With `--compile`
 the stack also runs with torch.compile. Results go to evidence/runs/bench-train-<time>/.
+
+`--options` measures instead every architecture option of spec/options_matrix.yaml under
+`stack train` (benchmark `train_options`, no goal: it records). Each option runs at equal active
+parameters with dense: its ffn_hidden is chosen so a token passes through as many parameters in
+training as in the dense model (top-k of E experts, a routed block's capacity C), and its median
+tokens/s is recorded with its ratio to dense's.
 """
 
 from __future__ import annotations
@@ -26,10 +32,14 @@ from contracts.spec import load_spec  # noqa: E402
 from stack.cli import main as stack  # noqa: E402
 from stack.data.prepare import prepare_corpus  # noqa: E402
 from stack.data.reader import TokenReader  # noqa: E402
+from stack.model.config import ModelConfig  # noqa: E402
 from stack.model.gpt import GPT  # noqa: E402
+from stack.options_matrix import OptionSpec, load_matrix, unknown_settings  # noqa: E402
 from stack.train.config import resolve  # noqa: E402
+from stack.train.loop import repeatable_cuda  # noqa: E402
 
 WARMUP = 5
+FFN_MULTIPLE = 8  # an equal-active ffn_hidden is rounded to this
 
 
 def steady_sets(steps: int, device: str) -> list[str]:
@@ -45,14 +55,26 @@ def steady_sets(steps: int, device: str) -> list[str]:
 
 
 def plain_loop(data: Path, sets: list[str], steps: int) -> float:
-    """Median tokens/s of a hand-written eager loop with the run's model, optimizer and device."""
+    """Median tokens/s of a hand-written eager loop with the run's model, optimizer and device.
+
+    Like for like with `stack train`: on CUDA the loop asks for the same deterministic kernels
+    (their cost is determinism's, not the stack's: docs/gpu.md) and uses the fused AdamW the
+    stack uses there; on CPU both use the foreach AdamW.
+    """
     config = resolve("demo", None, sets, vocab=257)
     train = config.train
     device = torch.device("cuda" if train.device == "cuda" else "cpu")
+    if device.type == "cuda":
+        repeatable_cuda()
     torch.manual_seed(train.seed)
     model = GPT(config.model, seed=train.seed).to(device)
+    fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train.lr, weight_decay=train.weight_decay, foreach=True
+        model.parameters(),
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        fused=fused,
+        foreach=None if fused else True,
     )
     reader = TokenReader(data, batch_size=train.batch_size, seq_len=config.model.ctx, seed=train.seed)
     rates = []
@@ -90,12 +112,77 @@ def stack_run(data: Path, out: Path, sets: list[str], steps: int, compile_model:
     return median_rate(out)
 
 
+def active_params(config: ModelConfig) -> float:
+    """Parameters one training token passes through, on average: of a mixture only its top-k
+    experts (and the shared one), of a routed block only the capacity C of the tokens."""
+    model = GPT(config)
+    outside = model.num_params() - sum(p.numel() for layer in model.layers for p in layer.parameters())
+    total = float(outside)
+    for i, layer in enumerate(model.layers):
+        block = float(sum(p.numel() for p in layer.parameters()))
+        if config.moe:
+            routed = sum(p.numel() for expert in layer.moe.experts for p in expert.parameters())
+            block -= routed * (1 - config.moe_top_k / config.moe_experts)
+        total += block * (config.mod_capacity if config.mod_block(i) else 1.0)
+    return total
+
+
+def equal_active(base: ModelConfig, option: OptionSpec) -> ModelConfig:
+    """The option on `base` with the ffn_hidden at which a token meets as many parameters as in `base`.
+
+    Active parameters are affine in ffn_hidden, so two evaluations find it.
+    """
+
+    def at(hidden: int) -> ModelConfig:
+        return ModelConfig(**{**base.model_dump(), **option.model, "ffn_hidden": hidden})
+
+    low, high = at(FFN_MULTIPLE), at(2 * FFN_MULTIPLE)
+    slope = (active_params(high) - active_params(low)) / FFN_MULTIPLE
+    hidden = FFN_MULTIPLE + (active_params(base) - active_params(low)) / slope
+    return at(max(FFN_MULTIPLE, FFN_MULTIPLE * round(hidden / FFN_MULTIPLE)))
+
+
+def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[dict[str, object]]:
+    """Per option of the spec's matrix: its equal-active shape and `stack train`'s median tokens/s."""
+    base = resolve("demo", None, sets, vocab=257).model
+    rows: list[dict[str, object]] = []
+    for option in load_matrix().options:
+        if unknown_settings(option):
+            rows.append({"option": option.name, "missing": unknown_settings(option)})
+            continue
+        config = equal_active(base, option)
+        model_sets = [
+            f"model.{k}={json.dumps(v)}" for k, v in {**option.model, "ffn_hidden": config.ffn_hidden}.items()
+        ]
+        # The option's name may hold '+', which a run directory's name may not.
+        rate = stack_run(data, work / option.name / "run", [*sets, *model_sets], steps, compile_model=False)
+        rows.append(
+            {
+                "option": option.name,
+                "ffn_hidden": config.ffn_hidden,
+                "active_params": round(active_params(config)),
+                "params": GPT(config).num_params(),
+                "tokens_per_s": round(rate),
+            }
+        )
+    dense = next((r["tokens_per_s"] for r in rows if r["option"] == "dense"), None)
+    for row in rows:
+        if dense and "tokens_per_s" in row:
+            row["vs_dense"] = round(float(row["tokens_per_s"]) / float(dense), 3)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--compile", action="store_true", help="also measure stack train with torch.compile")
+    parser.add_argument(
+        "--options", action="store_true", help="measure every option of spec/options_matrix.yaml instead"
+    )
     args = parser.parse_args()
     sets = steady_sets(args.steps, "cpu")
+    if args.options:
+        return options_main(sets, args.steps)
     record = new_record("benchmark", run_id("bench-train"), sys.argv, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -118,6 +205,20 @@ def main() -> int:
         "steps": args.steps,
         "preset": "demo",
     }
+    path = file_completed(record)
+    print(json.dumps(record.metrics, indent=2))
+    print(f"-> {path.relative_to(ROOT)}")
+    return 0
+
+
+def options_main(sets: list[str], steps: int) -> int:
+    """The `--options` measurement, filed as its own benchmark record."""
+    record = new_record("benchmark", run_id("bench-train-options"), sys.argv, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        prepare_corpus([], data, default=True)
+        rows = options_rows(data, Path(tmp), sets, steps)
+    record.metrics = {"benchmark": "train_options", "steps": steps, "preset": "demo", "options": rows}
     path = file_completed(record)
     print(json.dumps(record.metrics, indent=2))
     print(f"-> {path.relative_to(ROOT)}")

@@ -1037,3 +1037,15 @@ def _estimate_points_true(m: Measured, t: Thresholds) -> list[str]:
             f"(allowed {t['max_angle_degrees']:g}°)"
         )
     return problems
+
+
+# -- judges kept in their own modules ------------------------------------------------------
+# Areas added since spec 1.6.0 keep their judges in contracts/judges_<area>.py; each module
+# registers with `@judges` when imported here, after the readers above exist.
+import contracts.judges_arch_options  # noqa: E402
+import contracts.judges_data_filters  # noqa: E402
+import contracts.judges_ft  # noqa: E402
+import contracts.judges_lora  # noqa: E402
+import contracts.judges_options  # noqa: E402
+import contracts.judges_sft  # noqa: E402
+import contracts.judges_tune  # noqa: E402,F401

@@ -246,7 +246,8 @@ def default_spec_dir() -> Path:
 
 def spec_files(spec_dir: Path) -> list[Path]:
     """The files whose bytes make up the spec, in a fixed order (hashed into evidence)."""
-    files = [spec_dir / name for name in ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml")]
+    names = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
+    files = [spec_dir / name for name in names]
     files += sorted((spec_dir / "gates").glob("*.yaml"))
     return files
 

@@ -168,6 +168,7 @@ def test_default_corpus_whole_in_seconds(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 20, elapsed
     assert list(manifest.sources) == [STDLIB_SOURCE]
+    assert manifest.filters[STDLIB_SOURCE].dropped == {}  # the default filters keep all of it (docs/data.md)
     total = manifest.totals["train"].tokens + manifest.totals["heldout"].tokens
     assert total > 10_000_000 and manifest.totals["heldout"].tokens > 0
     assert manifest.sources[STDLIB_SOURCE].files == sum(

@@ -316,6 +316,8 @@ PLACES = (
     "long",
     "dump",
     "ledger-record",
+    "items",
+    "prefs",
 )
 
 
@@ -357,6 +359,14 @@ class Maker:
             "binary": bytes(range(256)) * 4,
             "empty": b"",
             "config": world.config_text.encode(),
+            # held-out items and training examples for evalmatrix, texts for memorization
+            "items": b"".join(
+                b'{"id": "%d", "prompt": "the gate ", "completion": "fired %d"}\n' % (i, i) for i in range(4)
+            ),
+            # preference pairs for dpo, short enough for the smoke run's context
+            "prefs": b"".join(
+                b'{"prompt": "Q%d?", "chosen": " yes", "rejected": " no %d"}\n' % (i, i) for i in range(4)
+            ),
         }
         if kind in files:
             target = box / f"{kind}.file"
@@ -480,6 +490,8 @@ OVERRIDES: dict[tuple[str, str], st.SearchStrategy[str | Place]] = {
     ("sample", "tokens"): st.one_of(st.integers(-2, 40).map(str), st.sampled_from(("x", "nan", ""))),
     ("prepare", "shard_tokens"): st.sampled_from(("-1", "0", "1000", "x", str(2**64))),
     ("prepare", "inputs"): st.one_of(PLACE.filter(lambda p: p.kind not in ("run", "ckpt")), TEXT),
+    ("prepare", "filter"): st.one_of(st.sampled_from(("leak", "dedup", "script", "nope")), TEXT),
+    ("prepare", "no_filter"): st.one_of(st.sampled_from(("main", "ghost")), TEXT),
     ("gates", "ids"): st.one_of(st.sampled_from(GATE_IDS), TEXT),
     ("gates", "area"): st.one_of(st.sampled_from(("data", "TRAIN", "integ")), TEXT),
     ("trace", "layers"): st.one_of(st.sampled_from(("0-0", "0-2", "2-1", "-1", "0-99", "a-b")), TEXT),
@@ -490,6 +502,17 @@ OVERRIDES: dict[tuple[str, str], st.SearchStrategy[str | Place]] = {
     ("trace", "rtol"): st.one_of(st.sampled_from(("1e-3", "*=2", "nan", "a=b=c")), TEXT),
     ("release", "version"): st.one_of(st.sampled_from(("0.1.0", "1.0.0-rc.1", "1", "v1")), TEXT),
     ("release", "name"): st.one_of(st.sampled_from(("model", "Bad Name", "a" * 200)), TEXT),
+    # dpo, distill and synth: a few steps or samples at most, a batch the smoke model runs at once.
+    ("dpo", "steps"): st.sampled_from(("-1", "0", "1", "2", "3", "x")),
+    ("distill", "steps"): st.sampled_from(("-1", "0", "1", "2", "3", "x")),
+    ("distill", "batch_size"): st.sampled_from(("0", "1", "2", "x")),
+    ("distill", "preset"): st.one_of(st.just("smoke"), TEXT),
+    ("distill", "sets"): st.one_of(st.sampled_from(SETS), TEXT),
+    ("synth", "samples"): st.sampled_from(("-1", "0", "1", "2", "x")),
+    ("synth", "max_response_tokens"): st.sampled_from(("0", "1", "4", "x")),
+    ("synth", "max_instruction_tokens"): st.sampled_from(("0", "1", "4", "x")),
+    # A real DATA_DIR runs the whole matrix (seconds); test_options_matrix runs it, the fuzzer need not.
+    ("options-matrix", "data"): st.one_of(PLACE.filter(lambda p: p.kind != "data"), TEXT),
 }
 # Options never drawn: --default prepares the whole standard library (minutes; test_data_prepare).
 LEFT_OUT = {("prepare", "default")}
@@ -549,6 +572,18 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
     "prepare": [
         ["prepare", Place("text"), "--out", Place("fresh")],
         ["prepare", "--verify", "--out", Place("data")],
+        ["prepare", Place("text"), "--format", "chat", "--pack-len", "32", "--out", Place("fresh")],
+        [
+            "prepare",
+            Place("text"),
+            "--filter",
+            "dedup",
+            "--out",
+            Place("fresh"),
+            "--evidence-dir",
+            Place("dir"),
+        ],
+        ["prepare", Place("text"), "--no-filter", "main", "--reason", "checked", "--out", Place("fresh")],
     ],
     "train": [
         [
@@ -563,6 +598,20 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
             "train.steps=2",
         ],
         ["train", "--resume", Place("run")],
+    ],
+    "sft": [
+        [
+            "sft",
+            "--data",
+            Place("data"),
+            "--init-from",
+            Place("run"),
+            "--out",
+            Place("fresh"),
+            "--set",
+            "train.steps=2",
+        ],
+        ["sft", "--resume", Place("run")],
     ],
     "sample": [["sample", Place("run"), "--tokens", "8"]],
     "eval": [["eval", Place("run"), "--split", "val"], ["eval", Place("ckpt"), "--text", Place("text")]],
@@ -592,6 +641,11 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ["lens", Place("run"), "--train", "--steps", "2", "--seq-len", "16", "--save", Place("fresh")],
     ],
     "laser": [["laser", Place("run"), "--targets", "ffn_*", "--rho", "0.5", "--out", Place("fresh")]],
+    "lora": [
+        ["lora", "merge", Place("run"), "--out", Place("fresh")],
+        ["lora", "merge", Place("fresh"), "--base", Place("run"), "--out", Place("fresh")],
+        ["lora", "inspect", Place("run")],
+    ],
     "es": [
         [
             "es",
@@ -607,6 +661,40 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ],
         ["es", "--resume", Place("run"), "--steps", "2"],
     ],
+    "dpo": [
+        [
+            "dpo",
+            Place("run"),
+            "--pairs",
+            Place("prefs"),
+            "--out",
+            Place("fresh"),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        ["dpo", "--resume", Place("run"), "--steps", "3"],
+    ],
+    "distill": [
+        [
+            "distill",
+            Place("run"),
+            "--data",
+            Place("data"),
+            "--out",
+            Place("fresh"),
+            "--preset",
+            "smoke",
+            "--steps",
+            "2",
+        ],
+        ["distill", "--resume", Place("run"), "--steps", "3"],
+    ],
+    "synth": [
+        ["synth", Place("run"), "--out", Place("fresh"), "--samples", "1", "--max-response-tokens", "4"]
+    ],
+    "options-matrix": [["options-matrix", "--data", Place("text"), "--out", Place("fresh")]],
     "quantize": [
         [
             "quantize",
@@ -620,6 +708,26 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
             "--out",
             Place("fresh"),
         ]
+    ],
+    "evalmatrix": [
+        ["evalmatrix", Place("run"), "--items", Place("items"), "--train", Place("items"), "--shots", "1"],
+        [
+            "evalmatrix",
+            Place("run"),
+            "--items",
+            Place("items"),
+            "--train",
+            Place("items"),
+            "--adapter",
+            Place("ckpt"),
+            "--docs",
+            Place("dir"),
+            "--exact-match",
+        ],
+    ],
+    "memorization": [
+        ["memorization", Place("run"), "--base", Place("ckpt"), "--data", Place("data"), "--n", "2"],
+        ["memorization", Place("run"), "--base", Place("run"), "--examples", Place("items"), "--prefix", "4"],
     ],
     "release": [
         [
@@ -806,8 +914,9 @@ def no_damage(_maker: Maker) -> None:
 
 EXAMPLES = {
     "gates": 25,
-    "prepare": 20,
+    "prepare": 24,
     "train": 12,
+    "sft": 8,
     "sample": 20,
     "eval": 20,
     "inspect": 15,
@@ -816,8 +925,15 @@ EXAMPLES = {
     "trace": 25,
     "lens": 12,
     "laser": 8,
+    "lora": 8,
     "quantize": 8,
     "es": 6,
+    "dpo": 6,
+    "distill": 6,
+    "synth": 6,
+    "options-matrix": 6,
+    "evalmatrix": 8,
+    "memorization": 6,
     "release": 12,
 }
 

@@ -56,6 +56,19 @@ def test_off_by_default_changes_nothing() -> None:
 
 
 @pytest.mark.parametrize("shared", [False, True])
+def test_experts_train_under_bf16_autocast(shared: bool) -> None:
+    """Under autocast the experts compute in bf16 while the residual stream stays fp32 (this
+    crashed on an H100 in index_add, which needs one dtype); the logits follow autocast."""
+    model = moe_model(moe_shared_expert=shared)
+    idx = torch.randint(SHAPE["vocab"], (2, SHAPE["ctx"] + 1), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx[:, :-1], idx[:, 1:])
+    loss.backward()
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("shared", [False, True])
 def test_parameter_count_formula(shared: bool) -> None:
     model = moe_model(moe_shared_expert=shared)
     assert model.num_params() == param_count_formula(model.config)
@@ -96,6 +109,26 @@ def test_falsifier_tokens_sent_to_wrong_rows(monkeypatch: pytest.MonkeyPatch) ->
         check_single_expert(moe_model().config)
     assert caught.value.gate_id == "GATE-ARCH-003"
     assert ledger.results["GATE-ARCH-003"].verdict is Verdict.FAIL
+
+
+# A combine whose weights miss 1 by ε: the output grows by ε × its size (largest |output| ≈ 4.2
+# here), against dense_atol + dense_rtol × 4.2 ≈ 5.2e-6 allowed. 1.6e-6 lands at ≈ 6.5e-6, just
+# beyond; 1.0e-6 at ≈ 4.0e-6, just inside. Widening or narrowing either tolerance turns one red.
+@pytest.mark.gate("GATE-ARCH-003")
+@pytest.mark.parametrize(("epsilon", "fires"), [(1.6e-6, True), (1.0e-6, False)])
+def test_falsifier_weights_off_by_epsilon(
+    monkeypatch: pytest.MonkeyPatch, epsilon: float, fires: bool
+) -> None:
+    forward = moe_module.MoE.forward
+    monkeypatch.setattr(moe_module.MoE, "forward", lambda self, x: forward(self, x) * (1 + epsilon))
+    with recording(Ledger()) as ledger:
+        if fires:
+            with pytest.raises(GateViolation, match="GATE-ARCH-003"):
+                check_single_expert(moe_model().config)
+        else:
+            assert check_single_expert(moe_model().config)["max_abs_diff"] > 0  # the plant is there
+    expected = Verdict.FAIL if fires else Verdict.PASS
+    assert ledger.results["GATE-ARCH-003"].verdict is expected
 
 
 @pytest.mark.gate("GATE-ARCH-001")
@@ -161,7 +194,7 @@ def test_falsifier_experts_left_at_init_after_load(tmp_path: Path) -> None:
 def test_validation_workflow_train_save_reload_sample_inspect(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The tinygpt validation doc's MoE workflow: train a tiny MoE, reload it, sample, inspect."""
+    """The tinygpt validation doc's MoE workflow: train a tiny MoE, reload it, sample, inspect, trace."""
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "model.moe_experts=4", "model.moe_shared_expert=true")) == 0
     got = verdicts(run)
@@ -187,4 +220,6 @@ def test_validation_workflow_train_save_reload_sample_inspect(
     } <= names
     assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 2
     assert "cannot be exported as a Hugging Face Llama" in capsys.readouterr().err
-    assert main(["trace", str(run), "--prompt", "gate"]) == 2
+    # The trace names the sites of every expert (tests/test_trace_options.py checks them).
+    assert main(["trace", str(run), "--prompt", "gate"]) == 0
+    assert "moe.expert3" in capsys.readouterr().out

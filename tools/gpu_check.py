@@ -514,9 +514,12 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
         return judged_step("compile", "", results, "; ".join(problems))
     eager, compiled = median_rate(work / "eager"), median_rate(work / "compiled")
     overhead, speedup = 1 - eager / plain, compiled / plain
+    record = runs["compiled"].record
+    utilisation = None if record is None else run_mfu(record, compiled)
+    mfu_text = "" if utilisation is None else f", MFU {utilisation:.1%}"
     summary = (
         f"demo preset, tokens/s: plain loop {plain:,.0f}, stack eager {eager:,.0f} "
-        f"(overhead {overhead:.1%}), stack compiled {compiled:,.0f} ({speedup:.2f}x the plain loop)"
+        f"(overhead {overhead:.1%}), stack compiled {compiled:,.0f} ({speedup:.2f}x the plain loop{mfu_text})"
     )
     return judged_step(
         "compile",
@@ -527,6 +530,7 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
             "plain_tokens_per_s": round(plain),
             "stack_tokens_per_s": round(eager),
             "compiled_tokens_per_s": round(compiled),
+            "compiled_mfu": utilisation,
             "steps": THROUGHPUT_STEPS,
             "preset": "demo",
         },

@@ -14,6 +14,8 @@ from typing import Any
 
 from audit import LoadedEvidence
 from plots import lens_training_chart, position_map, trace_heat_map, training_curves
+from site_filters import drops_section
+from site_finetune import finetune_section
 from site_format import (
     BANNER,
     code,
@@ -326,6 +328,8 @@ def run_page(
     out += _facts(record)
     out.append("\n## Gate verdicts\n")
     out += _verdicts(record, ledger, page)
+    out += drops_section(record)
+    out += finetune_section(record)
     out += _samples(record, lines)
     out += _resumes(record)
     out += _events(lines)

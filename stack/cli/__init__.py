@@ -37,6 +37,7 @@ COMMANDS = (
     "gates",
     "prepare",
     "train",
+    "sft",
     "sample",
     "eval",
     "inspect",
@@ -47,6 +48,13 @@ COMMANDS = (
     "laser",
     "quantize",
     "es",
+    "lora",
+    "dpo",
+    "distill",
+    "synth",
+    "evalmatrix",
+    "memorization",
+    "options-matrix",
     "release",
 )
 EXIT_INTERNAL = 1

@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus
-    from stack.eval.evidence import CommandEvidence
+    from stack.eval.evidence import CommandEvidence, check_record_dir
 
     _check_split_options(args)
-    _check_record_dir(args.record)
+    check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     try:
         with evidence.judging():
@@ -86,22 +86,6 @@ def _check_split_options(args: argparse.Namespace) -> None:
     given = [name for name, value in options.items() if value is not None]
     if args.text is not None and given:
         raise BadInput(f"{' and '.join(given)} go with --split val; drop them when scoring --text FILE")
-
-
-def _check_record_dir(directory: Path | None) -> None:
-    """Refuse a --record DIR that is a file or already holds a record: a record is never overwritten."""
-    from contracts.errors import BadInput
-    from contracts.evidence import EVIDENCE_FILE
-
-    if directory is None:
-        return
-    if directory.exists() and not directory.is_dir():
-        raise BadInput(f"--record {directory} is a file; give a directory for the evidence record")
-    if (directory / EVIDENCE_FILE).exists():
-        raise BadInput(
-            f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
-            "choose a new --record DIR"
-        )
 
 
 def _read_text(path: Path) -> str:
@@ -155,26 +139,9 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
 def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str, Any] | None) -> list[Path]:
     """Write the record (and the result) to --record DIR and file it into --evidence-dir; where it went."""
-    import json
-    import tempfile
+    from stack.eval.evidence import keep
 
-    from contracts.evidence import atomic_write_bytes
-
-    if args.record is None and args.evidence_dir is None:
-        return []
-    kept = []
-    with tempfile.TemporaryDirectory() as scratch:
-        directory = args.record if args.record is not None else Path(scratch)
-        files = []
-        if result is not None:
-            files.append(directory / RESULT_FILE)
-            atomic_write_bytes(files[0], (json.dumps(result, indent=2) + "\n").encode())
-        if args.record is not None:
-            kept.append(evidence.write(args.record, files))
-        filed = evidence.file(tuple(files))
-        if filed is not None:
-            kept.append(filed)
-    return kept
+    return keep(evidence, args.record, RESULT_FILE, result)
 
 
 def _run_data_dir(checkpoint_path: Path) -> Path:

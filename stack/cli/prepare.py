@@ -5,6 +5,7 @@
     stack prepare shards/ --glob '*.parquet' --out DATA_DIR             # JSONL and Parquet by suffix
     stack prepare --default --out DATA_DIR          # the interpreter's standard library
     stack prepare --verify --out DATA_DIR [--seq-len T --batch-size B]   # check, write nothing
+    stack prepare chats.jsonl --format chat --out DATA_DIR [--template FILE] [--pack-len T]  # SFT
 
 Formats, determinism and every error message are described in docs/data.md.
 """
@@ -15,11 +16,16 @@ import argparse
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
 from stack.cli import values
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.prepare_record import recorded
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
+
+if TYPE_CHECKING:
+    from stack.data.manifest import Manifest
 
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
 
@@ -95,10 +101,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("auto", "text", "jsonl", "parquet"),
+        choices=("auto", "text", "jsonl", "parquet", "chat", "prompt-completion"),
         default="auto",
         help="how input files are read (default auto: .jsonl/.ndjson are JSONL, .parquet Parquet, "
-        "the rest text)",
+        "the rest text); chat and prompt-completion read JSONL fine-tuning examples "
+        "(docs/finetuning.md)",
+    )
+    parser.add_argument(
+        "--template",
+        metavar="NAME|FILE",
+        help="with --format chat|prompt-completion: a shipped chat template by name, or a YAML file "
+        "(default chat, stack/data/templates/chat.yaml)",
+    )
+    parser.add_argument(
+        "--pack-len",
+        type=values.positive_int,
+        metavar="T",
+        help="with --format chat|prompt-completion: tokens per packed window, at most the model's ctx "
+        "(default 128)",
     )
     parser.add_argument(
         "--doc-sep",
@@ -135,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SIZE",
         help=f"bpe trains on a seeded sample of this much text (default {format_size(DEFAULT_BPE_SAMPLE)})",
     )
+    add_filter_options(parser)
     parser.add_argument("--verify", action="store_true", help="check an existing DATA_DIR and exit")
     parser.add_argument(
         "--seq-len",
@@ -147,39 +168,154 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _prepare_sft(args: argparse.Namespace) -> Manifest:
+    """`--format chat|prompt-completion`: fine-tuning examples (stack.data.sft_prepare)."""
+    from stack.data.sft_prepare import DEFAULT_PACK_LEN, prepare_sft
+
+    if args.default or args.doc_sep is not None or args.glob is not None or args.seq_len is not None:
+        raise BadInput(
+            f"--format {args.format} reads the JSONL files given as INPUT; drop --default, --doc-sep, "
+            "--glob and --seq-len"
+        )
+    waivers = _waivers(args)
+    return recorded(
+        args.argv,
+        args.evidence_dir,
+        _record_config(args, waivers),
+        lambda: prepare_sft(
+            args.inputs,
+            args.out,
+            fmt=args.format,
+            template=args.template,
+            pack_len=args.pack_len or DEFAULT_PACK_LEN,
+            tokenizer=args.tokenizer,
+            vocab_size=args.vocab_size,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            source=args.source,
+            force=args.force,
+            filters=args.filter,
+            filter_settings=args.filters,
+            no_filter=waivers,
+        ),
+    )
+
+
+def add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """The document filters, their settings and waivers, and where the evidence record goes."""
+    parser.add_argument(
+        "--filter",
+        action="append",
+        type=values.utf8_text,
+        metavar="NAME",
+        help="run this filter (repeatable): leak, oversize, diversity, script, dedup "
+        "(default: leak, oversize, diversity, script; see docs/data.md#filters)",
+    )
+    parser.add_argument(
+        "--filters",
+        type=values.utf8_path,
+        metavar="FILE",
+        help="YAML filter settings over the built-in ones (stack/data/filters/defaults.yaml)",
+    )
+    parser.add_argument(
+        "--no-filter",
+        action="append",
+        type=values.utf8_text,
+        default=[],
+        metavar="SOURCE",
+        help="leave SOURCE unfiltered; needs a --reason, recorded in the manifest (repeatable, in pairs)",
+    )
+    parser.add_argument(
+        "--reason",
+        action="append",
+        type=values.utf8_text,
+        default=[],
+        metavar="TEXT",
+        help="why the --no-filter SOURCE before it needs no filtering",
+    )
+    parser.add_argument(
+        "--evidence-dir",
+        type=values.utf8_path,
+        metavar="LEDGER",
+        help="also file a `prepare` evidence record (the filter gates' verdicts) as LEDGER/<run-id>/",
+    )
+
+
+def _waivers(args: argparse.Namespace) -> dict[str, str]:
+    """--no-filter SOURCE --reason TEXT pairs, in order; unpaired or repeated ones are BadInput."""
+    if len(args.no_filter) != len(args.reason):
+        raise BadInput(
+            f"{len(args.no_filter)} --no-filter and {len(args.reason)} --reason: give each "
+            '--no-filter SOURCE its own --reason "why it needs no filtering"'
+        )
+    if len(set(args.no_filter)) != len(args.no_filter):
+        raise BadInput("a source is named twice by --no-filter; give each source once")
+    return dict(zip(args.no_filter, args.reason, strict=True))
+
+
+def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[str, object]:
+    """What the evidence record keeps of the request: inputs, tokenizer, and the resolved filter settings."""
+    from stack.data.filters.settings import load_settings
+
+    return {
+        "inputs": [str(item) for item in args.inputs] + (["--default"] if args.default else []),
+        "out": str(args.out),
+        "tokenizer": args.tokenizer,
+        "filters": args.filter,
+        "filter_settings": load_settings(args.filters).model_dump(),
+        "waivers": waivers,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Prepare (or verify) DATA_DIR and print what it holds."""
     started = time.perf_counter()
     if args.verify:
         if args.inputs or args.default:
             raise BadInput("--verify checks an existing DATA_DIR; give it no INPUT and no --default")
+        if args.filter or args.filters or args.no_filter or args.reason or args.evidence_dir:
+            raise BadInput("--filter, --filters, --no-filter, --reason and --evidence-dir go with preparing")
         from stack.data.verify import verify_data_dir
 
         manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
         verb = "verified"
+    elif args.format in ("chat", "prompt-completion"):
+        manifest = _prepare_sft(args)
+        verb = "prepared"
     else:
+        if args.template is not None or args.pack_len is not None:
+            raise BadInput("--template and --pack-len go with --format chat or prompt-completion")
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
         from stack.data.formats import Layout
         from stack.data.prepare import prepare_corpus
 
-        manifest = prepare_corpus(
-            args.inputs,
-            args.out,
-            tokenizer=args.tokenizer,
-            vocab_size=args.vocab_size,
-            glob=args.glob,
-            val_fraction=args.val_fraction,
-            seed=args.seed,
-            source=args.source,
-            default=args.default,
-            force=args.force,
-            dtype=args.dtype,
-            shard_tokens=args.shard_tokens,
-            layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field),
-            working_set=args.working_set,
-            bpe_sample=args.bpe_sample,
-            progress=sys.stderr.isatty(),
+        waivers = _waivers(args)
+        manifest = recorded(
+            args.argv,
+            args.evidence_dir,
+            _record_config(args, waivers),
+            lambda: prepare_corpus(
+                args.inputs,
+                args.out,
+                tokenizer=args.tokenizer,
+                vocab_size=args.vocab_size,
+                glob=args.glob,
+                val_fraction=args.val_fraction,
+                seed=args.seed,
+                source=args.source,
+                default=args.default,
+                force=args.force,
+                dtype=args.dtype,
+                shard_tokens=args.shard_tokens,
+                layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field),
+                working_set=args.working_set,
+                bpe_sample=args.bpe_sample,
+                progress=sys.stderr.isatty(),
+                filters=args.filter,
+                filter_settings=args.filters,
+                no_filter=waivers,
+            ),
         )
         verb = "prepared"
     train, heldout = manifest.totals["train"], manifest.totals["heldout"]
@@ -199,4 +335,9 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    if manifest.filters:
+        from stack.data.filters.report import drop_lines
+
+        reports = {name: report.model_dump() for name, report in manifest.filters.items()}
+        print("  filters, per source:\n" + "\n".join(drop_lines(reports)))
     return 0

@@ -45,3 +45,30 @@ def step_progress(total: int, every: int) -> Iterator[Callable[[int, dict[str, A
             )
 
     yield plain
+
+
+@contextmanager
+def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
+    """Yield `advance(part)` for work counted in items (rows of an evaluation, models of a run):
+    a live bar on a terminal, else one stderr line when a new part starts."""
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(
+            TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[part]}")
+        ) as bar:
+            task = bar.add_task(label, total=total, part="")
+
+            def advance(part: str) -> None:
+                bar.update(task, advance=1, part=part)
+
+            yield advance
+        return
+    started: set[str] = set()
+
+    def plain(part: str) -> None:
+        if part not in started:
+            started.add(part)
+            print(f"{label}: {part}", file=sys.stderr, flush=True)
+
+    yield plain

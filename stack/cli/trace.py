@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from stack.data.tokenizer import Tokenizer
     from stack.model.gpt import GPT
     from stack.trace.modes import Result
+    from stack.trace.sites import Layout
     from stack.train.trained import Trained
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16", "fp64")
@@ -206,11 +207,11 @@ def torch_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _names(args: argparse.Namespace, n_layers: int) -> list[str]:
+def _names(args: argparse.Namespace, n_layers: int, layout: Layout) -> list[str]:
     from stack.trace.sites import parse_layers, select, site_names
 
     layers = parse_layers(args.layers, n_layers) if args.layers else None
-    return select(site_names(n_layers), layers, args.sites)
+    return select(site_names(n_layers, layout), layers, args.sites)
 
 
 def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[str, Any]) -> Result:
@@ -221,6 +222,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     from stack.trace import modes
     from stack.trace.calibrate import TracePath
     from stack.trace.compare import parse_rules
+    from stack.trace.sites import layout_for
     from stack.train.trained import load_trained
 
     device = torch_device(args.device)
@@ -232,7 +234,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     label = str(args.path)
     path_a = TracePath(a.model, args.backend or a.config.model.attention, args.dtype, label)
-    names = _names(args, a.config.model.n_layers)
+    names = _names(args, a.config.model.n_layers, layout_for(a.config.model))
     config.update(prompt=args.prompt, tokens=len(ids), path_a=path_a.describe())
     if args.patch is not None:
         result = _patching(args, a, path_a.model(), idx, config)
@@ -274,6 +276,7 @@ def _patching(
     from contracts.errors import BadInput
     from stack.trace.patch import Metric, patch_runs, sweep_sites
     from stack.trace.patch_report import patch_result
+    from stack.trace.sites import layout_for
 
     corrupted = a.tokenizer.encode(args.patch)
     length = idx.shape[1]
@@ -282,7 +285,8 @@ def _patching(
         None if args.foil is None else _one_token(a.tokenizer, args.foil, "--foil"),
     )
     if args.patch_sweep is not None:
-        sites, positions = sweep_sites(args.patch_sweep, len(model.layers)), list(range(length))
+        layout = layout_for(model.config)
+        sites, positions = sweep_sites(args.patch_sweep, len(model.layers), layout), list(range(length))
     else:
         position = length - 1 if args.patch_position is None else args.patch_position
         if position >= length:
@@ -307,7 +311,7 @@ def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
     a, b = (read_dump(p) for p in args.compare)
     check_comparable(a.trace, b.trace)
     config.update(dumps=[str(p) for p in args.compare], atol=args.atol, rtol=args.rtol)
-    names = _names(args, a.trace.n_layers)
+    names = _names(args, a.trace.n_layers, a.trace.layout)
     rules = parse_rules(args.atol, args.rtol)
     labels = (str(args.compare[0]), str(args.compare[1]))
     return modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)

@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a model on a prepared DATA_DIR into RUN_DIR, or --resume RUN_DIR. "
         "Configuration: --preset, then --config FILE.toml, then each --set section.key=value.",
     )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a training run, shared by `stack train` and `stack sft` (one loop, one surface)."""
     parser.add_argument("--data", type=values.utf8_path, help="a directory written by `stack prepare`")
     parser.add_argument("--out", type=values.utf8_path, help="the new run directory")
     parser.add_argument(
@@ -62,7 +68,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes on this node (launches torchrun)"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -116,6 +116,14 @@ def probability(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A mixing weight (distillation's α, DPO's label smoothing): from 0 to 1, both included."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; give a weight from 0 to 1")
+    return value
+
+
 def device(text: str) -> str:
     """`cpu`, `cuda` or `cuda:N`, and present on this machine: checked before a checkpoint is loaded."""
     name, colon, index = text.partition(":")

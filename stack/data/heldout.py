@@ -56,6 +56,11 @@ def heldout_batches(
             f"{n} batches of {batch_size} need {need}: prepare with a larger --val-fraction or more text, "
             "or lower batch_size / seq_len"
         )
-    ids = (np.arange(need, dtype=np.int64) * table.total) // need
+    ids = spread_ids(table.total, need)
     tokens = torch.from_numpy(table.gather(ids).reshape(n, batch_size, seq_len + 1))
     return list(tokens.unbind(0))
+
+
+def spread_ids(total: int, need: int) -> np.ndarray:
+    """`need` window ids spread evenly over `total` windows (i * total // need): the held-out choice."""
+    return (np.arange(need, dtype=np.int64) * total) // need

@@ -110,6 +110,49 @@ class SplitTotals(Strict):
     documents: int = Field(ge=0)
 
 
+class LabelFile(DataFile):
+    """The labels of one token shard of supervised fine-tuning data (stack.data.sft_prepare)."""
+
+    shard: str
+    tokens: int = Field(ge=1)
+
+
+class SftEntry(Strict):
+    """What `stack prepare --format chat|prompt-completion` adds: how examples were rendered and packed.
+
+    `labels` hold, per token of each shard, the example it belongs to and whether it is
+    supervised. The marker and supervision counts are what GATE-SFT-001/002 judged at prepare;
+    a training run judges them again from these files and this entry.
+    """
+
+    format: Literal["chat", "prompt-completion"]
+    template: str
+    template_sha256: str = Field(pattern=SHA256_PATTERN)
+    pack_len: int = Field(ge=2)
+    examples: dict[Split, int]
+    supervised_tokens: dict[Split, int]
+    assistant_turns: int = Field(ge=0)
+    markers_missing: int = Field(ge=0)
+    labels: list[LabelFile]
+
+
+class FilterReport(Strict):
+    """What the filters did to one source (stack.data.filters): which ran, or the waiver, and the counts.
+
+    documents_in = documents_out + Σ dropped (GATE-DATA-014); `unread` documents were too long
+    to hold and were judged by their length only.
+    """
+
+    filters: list[str]
+    kind: str
+    pre_clean: bool
+    waiver: str | None
+    documents_in: int = Field(ge=0)
+    documents_out: int = Field(ge=0)
+    unread: int = Field(ge=0)
+    dropped: dict[str, int]
+
+
 class Manifest(Strict):
     """The whole DATA_DIR as data. `sha256` is the fingerprint of the manifest file's bytes."""
 
@@ -124,6 +167,8 @@ class Manifest(Strict):
     documents: DataFile
     totals: dict[Split, SplitTotals]
     duplicate_documents: int = Field(ge=0)
+    sft: SftEntry | None = None  # supervised fine-tuning data only; absent from other manifests
+    filters: dict[str, FilterReport] = {}  # per source; absent from manifests made before filters
 
     _sha256: str = PrivateAttr(default="")
 
@@ -167,12 +212,18 @@ class Manifest(Strict):
         listed = {s.path: s.sha256 for s in self.shards} | {self.documents.path: self.documents.sha256}
         if self.tokenizer.path is not None:
             listed[self.tokenizer.path] = self.tokenizer.sha256  # the sha256 of the file's bytes
+        if self.sft is not None:
+            listed |= {labels.path: labels.sha256 for labels in self.sft.labels}
         return listed
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
-    """The canonical serialisation: fixed field order, so equal manifests have equal bytes."""
-    return (manifest.model_dump_json(indent=2) + "\n").encode()
+    """The canonical serialisation: fixed field order, so equal manifests have equal bytes.
+
+    A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
+    tied to their sha256) are what they were before the field existed."""
+    exclude = {name for name in ("sft", "filters") if not getattr(manifest, name)} or None
+    return (manifest.model_dump_json(indent=2, exclude=exclude) + "\n").encode()
 
 
 def write_manifest(data_dir: Path, manifest: Manifest) -> Manifest:

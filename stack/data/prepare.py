@@ -15,8 +15,8 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +26,12 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data import ownership
 from stack.data import split as splitting
-from stack.data.batches import Long, batched, is_long
+from stack.data.batches import Event, Long, batched, is_long
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     INVALID_UTF8_ACTION,
     Document,
+    FileRegion,
     InputFile,
     InputSpec,
     Skipped,
@@ -40,12 +41,15 @@ from stack.data.corpus import (
     parse_input,
 )
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.filters.gates import check_reports, open_filters
+from stack.data.filters.runner import FilterRunner
 from stack.data.formats import Layout, read_documents
 from stack.data.long_documents import LongDocument, Spill
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     DataFile,
+    FilterReport,
     Manifest,
     Shard,
     SourceStats,
@@ -117,7 +121,10 @@ class _Collector:
     def add_files(self, advance: Callable[[int], None]) -> None:
         """Read every input file and write its documents; skipped input is counted."""
         long_invalid = False  # a long document of the file being read had invalid UTF-8
-        for event in read_ahead(batched(self.plan.files, self.plan.layout, self.working, advance)):
+        events = _screened(
+            batched(self.plan.files, self.plan.layout, self.working, advance), self.plan.filters
+        )
+        for event in read_ahead(events):
             if isinstance(event, list):
                 self.add(event)
             elif isinstance(event, Long):
@@ -199,6 +206,29 @@ class _Collector:
     def duplicates(self) -> int:
         """Documents whose content hash (its 64-bit prefix, as in the index) appeared earlier."""
         return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
+
+
+def _screened(events: Generator[Event, None, None], filters: FilterRunner) -> Generator[Event, None, None]:
+    """The events with the documents the filters drop taken out (counted by the runner).
+
+    It runs on the read-ahead thread, so the filters' Python work overlaps the encoding of the
+    batch before (the tokenizers library releases the GIL while it encodes).
+    """
+    with closing(events):  # stopped early, the reader below closes its files at once
+        for event in events:
+            if isinstance(event, list):
+                if kept := [doc for doc in event if filters.keep(doc.source, doc.sha, doc.data)]:
+                    yield kept
+            elif isinstance(event, Long):
+                if filters.keep_unread(event.item.source, _length(event.document)):
+                    yield event
+            else:
+                yield event
+
+
+def _length(found: Document | FileRegion) -> int:
+    """A document's length in bytes, known without reading a long one."""
+    return len(found.data) if isinstance(found, Document) else found.end - found.start
 
 
 def _groups(pieces: Iterable[bytes], limit: int) -> Iterator[list[bytes]]:
@@ -295,6 +325,7 @@ class _Plan:
     working_set: WorkingSet
     bpe_sample: int
     progress: bool
+    filters: FilterRunner
 
 
 def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
@@ -323,6 +354,7 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
 def _build(staging: Path, plan: _Plan) -> Manifest:
     """Write shards, the document index, the tokenizer and manifest.json into `staging`."""
     tok, final_dtype, collector = _tokenize(staging, plan)
+    check_reports(plan.filters, {name: counts["documents"] for name, counts in collector.stats.items()})
     shards = collector.shards()
     totals = _totals(shards)
     documents = totals["train"].documents + totals["heldout"].documents
@@ -367,17 +399,36 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         ),
         totals=totals,
         duplicate_documents=collector.duplicates(),
+        filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
     )
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 
 
-def _write(out: Path, created: Path | None, found: ownership.Claim, plan: _Plan) -> Manifest:
+def write_locked(
+    out: Path, created: Path | None, found: ownership.Claim, build: Callable[[Path], Manifest]
+) -> Manifest:
+    """Take DATA_DIR's lock, `build` into a staging directory, publish it; a failed write is BadInput.
+
+    Shared by every kind of prepare (stack.data.sft_prepare too), so all publish by the same rules.
+    """
+    try:
+        with exclusive(out, "prepare") as note:
+            if note is not None:
+                log.warning(f"note: {note}")
+            return _write(out, created, found, build)
+    except OSError as exc:
+        raise BadInput(ownership.write_failure(exc, out)) from None
+
+
+def _write(
+    out: Path, created: Path | None, found: ownership.Claim, build: Callable[[Path], Manifest]
+) -> Manifest:
     """Under DATA_DIR's lock: stage the build, publish it, and clean up whatever happens."""
     ownership.take_over(out, found)
     staging = Path(tempfile.mkdtemp(prefix=ownership.staging_prefix(), dir=out))
     try:
-        manifest = _build(staging, plan)
+        manifest = build(staging)
         ownership.publish(staging, out, found.owned)
         return manifest
     except BaseException:
@@ -406,12 +457,18 @@ def prepare_corpus(
     working_set: int = DEFAULT_WORKING_SET,
     bpe_sample: int = DEFAULT_BPE_SAMPLE,
     progress: bool = False,
+    filters: Sequence[str] | None = None,
+    filter_settings: Path | None = None,
+    no_filter: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Prepare a DATA_DIR from `inputs` (paths, or NAME=PATH to name their source) and/or --default.
 
     `layout` says how files become documents (stack.data.formats); `working_set` bounds the
     memory of reading and tokenizing and never changes what is written; bpe trains on a seeded
-    sample of at most `bpe_sample` bytes (stack.data.bpe_sample).
+    sample of at most `bpe_sample` bytes (stack.data.bpe_sample). Every document passes the
+    `filters` named (default: the settings' default list) with the settings of `filter_settings`
+    over the built-in ones, except in the sources `no_filter` waives ({source: reason});
+    stack.data.filters says what each drops, and the manifest counts it per source and reason.
 
     Returns the manifest written, stamped with its sha256. Every problem the user can fix is
     BadInput, raised before DATA_DIR is touched where it can be known then; a split that is not
@@ -455,6 +512,7 @@ def prepare_corpus(
     out = Path(out)
     specs = _specs(inputs, source, glob, default)
     sources = {spec.source for spec in specs}
+    runner = open_filters(filters, filter_settings, no_filter or {}, sources)
     created = ownership.check_out(out)
     found = ownership.claim(out, force, sources, bpe=tokenizer != "byte")
     files = discover(specs, out)
@@ -472,11 +530,6 @@ def prepare_corpus(
         WorkingSet(working_set),
         bpe_sample,
         progress,
+        runner,
     )
-    try:
-        with exclusive(out, "prepare") as note:
-            if note is not None:
-                log.warning(f"note: {note}")
-            return _write(out, created, found, plan)
-    except OSError as exc:
-        raise BadInput(ownership.write_failure(exc, out)) from None
+    return write_locked(out, created, found, lambda staging: _build(staging, plan))

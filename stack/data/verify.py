@@ -24,6 +24,11 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
     for split in SPLITS:
         open_split(data_dir, manifest, split)
     read_index(data_dir / manifest.documents.path)
+    if manifest.sft is not None:  # fine-tuning data: its label files, and GATE-SFT-001/002 on them
+        from stack.data.sft_reader import check_split
+
+        for split in SPLITS:
+            check_split(data_dir, manifest, split)
     if seq_len is not None:
         from stack.data.heldout import heldout_batches
         from stack.data.reader import TokenReader

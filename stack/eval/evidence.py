@@ -11,17 +11,22 @@ so a clash costs nothing.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from contracts.errors import GateViolation
+from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
+    EVIDENCE_FILE,
     CheckpointRef,
     EvidenceRecord,
     FileHash,
     RunStatus,
     artifact,
+    atomic_write_bytes,
     file_record,
     ledger_slot,
     new_record,
@@ -59,7 +64,9 @@ class CommandEvidence:
     def settle(self, status: RunStatus, reason: str | None = None) -> None:
         """End the run: its status, and every verdict, NOT_RUN for a required gate that never ran."""
         record = self.record
-        record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
+        record.gates = self.ledger.gate_results(
+            expected=load_spec().required_gates(record.run.kind, record.config)
+        )
         record.run.status, record.run.stop_reason, record.run.finished = status, reason, now()
 
     def note_checkpoint(self, path: Path) -> None:
@@ -78,3 +85,38 @@ class CommandEvidence:
         if self.ledger_dir is None:
             return None
         return file_record(self.ledger_dir, self.record, files)
+
+
+def check_record_dir(directory: Path | None) -> None:
+    """Refuse a --record DIR that is a file or already holds a record: a record is never overwritten."""
+    if directory is None:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise BadInput(f"--record {directory} is a file; give a directory for the evidence record")
+    if (directory / EVIDENCE_FILE).exists():
+        raise BadInput(
+            f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
+            "choose a new --record DIR"
+        )
+
+
+def keep(
+    evidence: CommandEvidence, record_dir: Path | None, result_file: str, result: dict[str, Any] | None
+) -> list[Path]:
+    """Write the record (and the result as `result_file`) to --record DIR and file both into the
+    ledger directory given (if any); where they went."""
+    if record_dir is None and evidence.ledger_dir is None:
+        return []
+    kept = []
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = record_dir if record_dir is not None else Path(scratch)
+        files = []
+        if result is not None:
+            files.append(directory / result_file)
+            atomic_write_bytes(files[0], (json.dumps(result, indent=2) + "\n").encode())
+        if record_dir is not None:
+            kept.append(evidence.write(record_dir, files))
+        filed = evidence.file(tuple(files))
+        if filed is not None:
+            kept.append(filed)
+    return kept

@@ -26,6 +26,7 @@ from contracts.gates import Outcome
 from contracts.spec import load_spec
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
+from stack.model.lora import has_lora
 from stack.train import checkpoint as ckpt
 from stack.train.trained import Trained, load_trained, tokenizer_state
 
@@ -170,6 +171,11 @@ def export(request: ExportRequest) -> ExportResult:
     """Export a checkpoint, check it, and leave DIR with export.json; gates are left to `certify`."""
     _validate(request)
     trained = load_trained(request.checkpoint, attention="sdpa")  # the exportable path, whatever trained
+    if request.fmt == "hf" and has_lora(trained.model):
+        raise BadInput(
+            f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face Llama has no "
+            "place for; merge them first: stack lora merge RUN_DIR --out MERGED, then export MERGED"
+        )
     model_config = trained.config.model
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
     reference = runtimes.stack_logits(trained.model, sample.windows)

@@ -75,6 +75,12 @@ def family(config: ModelConfig) -> str:
             f"a model with moe_experts={config.moe_experts} cannot be exported as a Hugging Face Llama "
             "or Qwen2 (they have no experts); use --format onnx"
         )
+    if config.diff_attn or config.mod:
+        option = "diff_attn=true" if config.diff_attn else f"mod_every={config.mod_every}"
+        raise BadInput(
+            f"a model with {option} cannot be exported as a Hugging Face Llama or Qwen2 (they have "
+            "no differential attention or depth routing); use --format onnx"
+        )
     return "qwen2" if config.qkv_bias else "llama"
 
 

@@ -19,6 +19,7 @@ import torch
 
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.attention import PATHS
+from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.layers import Attention, apply_rope, rope_angles
 
@@ -57,6 +58,36 @@ def _project(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
     return y if linear.bias is None else y + linear.bias.double()
 
 
+def reference_heads(
+    attn: Attention,
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    q_proj: torch.nn.Linear,
+    k_proj: torch.nn.Linear,
+) -> torch.Tensor:
+    """Per-head softmax(q kᵀ / sqrt(head_dim) + causal mask) v in float64, (B, H, T, head_dim), for
+    the queries and keys of `q_proj`, `k_proj` (a differential attention's two branches differ there)."""
+    batch, length, _ = x.shape
+    heads, heads_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    x = x.double()
+    q = _project(x, q_proj).view(batch, length, heads, dim).transpose(1, 2)
+    k = _project(x, k_proj).view(batch, length, heads_kv, dim).transpose(1, 2)
+    v = _project(x, attn.v).view(batch, length, heads_kv, dim).transpose(1, 2)
+    q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
+    k = k.repeat_interleave(heads // heads_kv, dim=1)
+    v = v.repeat_interleave(heads // heads_kv, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dim)
+    future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
+
+
+def reference_output(attn: Attention, heads: torch.Tensor) -> torch.Tensor:
+    """o of float64 heads (B, H, T, head_dim) laid side by side."""
+    batch, _, length, _ = heads.shape
+    return heads.transpose(1, 2).reshape(batch, length, -1) @ attn.o.weight.double().T
+
+
 def reference_attention(
     attn: Attention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> torch.Tensor:
@@ -64,19 +95,28 @@ def reference_attention(
 
     q, k and v include their biases when the model has them (`qkv_bias`).
     """
-    batch, length, _ = x.shape
-    heads, heads_kv, dim = attn.n_heads, attn.n_kv_heads, attn.head_dim
-    x = x.double()
-    q = _project(x, attn.q).view(batch, length, heads, dim).transpose(1, 2)
-    k = _project(x, attn.k).view(batch, length, heads_kv, dim).transpose(1, 2)
-    v = _project(x, attn.v).view(batch, length, heads_kv, dim).transpose(1, 2)
-    q, k = apply_rope(q, cos.double(), sin.double()), apply_rope(k, cos.double(), sin.double())
-    k = k.repeat_interleave(heads // heads_kv, dim=1)
-    v = v.repeat_interleave(heads // heads_kv, dim=1)
-    scores = q @ k.transpose(-1, -2) / math.sqrt(dim)
-    future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-    y = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v
-    return y.transpose(1, 2).reshape(batch, length, heads * dim) @ attn.o.weight.double().T
+    return reference_output(attn, reference_heads(attn, x, cos, sin, attn.q, attn.k))
+
+
+def reference_head_norm(attn: DiffAttention, heads: torch.Tensor) -> torch.Tensor:
+    """(1 − λ_init) · RMSNorm(heads) over head_dim with head_norm's weight, in float64."""
+    rms = torch.rsqrt(heads.pow(2).mean(-1, keepdim=True) + attn.head_norm.eps)
+    return heads * rms * attn.head_norm.weight.double() * (1.0 - attn.lambda_init)
+
+
+def reference_diff_attention(
+    attn: DiffAttention, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
+    """A differential attention's output on x in float64: o((1 − λ_init) RMSNorm(A₁V − λ A₂V)), with
+    λ = exp(λ_q1·λ_k1) − exp(λ_q2·λ_k2) + λ_init, all spelled out (stack.model.diff_attention)."""
+    lam = (
+        torch.exp((attn.lambda_q1.double() * attn.lambda_k1.double()).sum())
+        - torch.exp((attn.lambda_q2.double() * attn.lambda_k2.double()).sum())
+        + attn.lambda_init
+    )
+    first = reference_heads(attn, x, cos, sin, attn.q, attn.k)
+    second = reference_heads(attn, x, cos, sin, attn.q2, attn.k2)
+    return reference_output(attn, reference_head_norm(attn, first - lam * second))
 
 
 @dataclass(frozen=True)
@@ -102,7 +142,19 @@ class PathParity:
         return measure("GATE-MODEL-001", {"paths": self.paths}, holds="attention paths agree")
 
 
-def _deviation(actual: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+def draw_diff_probe(probe: DiffAttention, generator: torch.Generator) -> None:
+    """A differential probe's own tensors: q2, k2 like q, k; λ vectors and head_norm off their init,
+    so that λ ≠ λ_init and a norm applied without its weight shows."""
+    for linear in (probe.q2, probe.k2):
+        torch.nn.init.normal_(linear.weight, std=probe.q.in_features**-0.5, generator=generator)
+        if linear.bias is not None:
+            torch.nn.init.normal_(linear.bias, std=1.0, generator=generator)
+    for vector in (probe.lambda_q1, probe.lambda_k1, probe.lambda_q2, probe.lambda_k2):
+        torch.nn.init.normal_(vector, std=0.5, generator=generator)
+    torch.nn.init.uniform_(probe.head_norm.weight, 0.5, 1.5, generator=generator)
+
+
+def deviation(actual: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
     """Max |actual - reference| and max |reference|, in float64."""
     diff = (actual.double() - reference.double()).abs().max().item()
     return {"max_abs_diff": diff, "ref_absmax": reference.double().abs().max().item()}
@@ -116,22 +168,29 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
     generator = torch.Generator().manual_seed(seed)
     length = min(config.ctx, PROBE_LEN)
     paths = runnable_paths(device, config.head_dim)
+    if config.diff_attn or config.mod:  # options the Triton kernel cannot run (the config refuses it)
+        paths = tuple(p for p in paths if p != "triton")
     compared: dict[str, dict[str, float]] = {}
     with _fp32_matmuls():
         # Weights of std 1/sqrt(d_model) give scores of order 1, where a wrong scale shows.
-        probe = Attention(config)
+        probe = Attention(config) if not config.diff_attn else DiffAttention(config, config.n_layers - 1)
         for linear in (probe.q, probe.k, probe.v, probe.o):
             torch.nn.init.normal_(linear.weight, std=config.d_model**-0.5, generator=generator)
         if config.qkv_bias:  # drawn only then, so a model without biases sees the same probe as ever
             for linear in (probe.q, probe.k, probe.v):
                 torch.nn.init.normal_(linear.bias, std=1.0, generator=generator)
+        if isinstance(probe, DiffAttention):  # likewise: the second branch and λ, after the rest
+            draw_diff_probe(probe, generator)
         probe = probe.to(device=device, dtype=torch.float32)
         x = torch.randn(PROBE_BATCH, length, config.d_model, generator=generator).to(device)
         cos, sin = rope_angles(config, 0, length, device, torch.float32)
-        reference = reference_attention(probe, x, cos, sin)
+        if isinstance(probe, DiffAttention):
+            reference = reference_diff_attention(probe, x, cos, sin)
+        else:
+            reference = reference_attention(probe, x, cos, sin)
         for path in paths:
             probe.path = path
-            compared[f"attention:{path}"] = _deviation(probe(x, cos, sin), reference)
+            compared[f"attention:{path}"] = deviation(probe(x, cos, sin), reference)
 
         twin = copy.deepcopy(model).float()
         tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
@@ -139,7 +198,7 @@ def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:
         reference_logits, _ = twin(tokens)
         for path in paths:
             twin.set_attention_path(path)
-            compared[f"logits:{path}"] = _deviation(twin(tokens)[0], reference_logits)
+            compared[f"logits:{path}"] = deviation(twin(tokens)[0], reference_logits)
     return PathParity(compared)
 
 

@@ -69,6 +69,25 @@ class ModelConfig(BaseModel):
         description="weight of the router z-loss in the training loss (0: not added)",
     )
 
+    diff_attn: bool = Field(
+        default=False,
+        exclude_if=lambda on: not on,
+        description="differential attention: two softmax maps per head, the second subtracted × λ",
+    )
+    mod_every: int = Field(
+        default=0,
+        ge=0,
+        exclude_if=lambda n: n == 0,
+        description="mixture of depths in every n-th block (2: every other block); 0 is off",
+    )
+    mod_capacity: float = Field(
+        default=0.125,
+        gt=0,
+        le=1,
+        exclude_if=lambda c: c == 0.125,
+        description="fraction C of each sequence's tokens a mixture-of-depths block computes (⌊C·T⌋)",
+    )
+
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
         if self.d_model % self.n_heads != 0:
@@ -88,6 +107,31 @@ class ModelConfig(BaseModel):
         elif self.moe_top_k > self.moe_experts:
             raise ValueError(f"moe_top_k {self.moe_top_k} exceeds moe_experts {self.moe_experts}")
         return self
+
+    @model_validator(mode="after")
+    def _options_consistent(self) -> ModelConfig:
+        if self.mod_every == 0 and self.mod_capacity != ModelConfig.model_fields["mod_capacity"].default:
+            raise ValueError("mod_capacity only applies with mod_every > 0")
+        if self.mod_every > self.n_layers:
+            raise ValueError(
+                f"mod_every {self.mod_every} exceeds n_layers {self.n_layers}: no block would route; "
+                "lower mod_every (2 routes every other block)"
+            )
+        if self.attention == "triton" and (self.diff_attn or self.mod_every):
+            option = "diff_attn" if self.diff_attn else "mod_every"
+            raise ValueError(
+                f'{option} has no Triton kernel path; set attention = "sdpa" (or "naive") to use it'
+            )
+        return self
+
+    @property
+    def mod(self) -> bool:
+        """Whether some blocks are mixture-of-depths blocks."""
+        return self.mod_every > 0
+
+    def mod_block(self, index: int) -> bool:
+        """Whether block `index` routes (every mod_every-th block: 1, 3, 5, … for mod_every 2)."""
+        return self.mod_every > 0 and index % self.mod_every == self.mod_every - 1
 
     @property
     def moe(self) -> bool:

@@ -13,6 +13,8 @@ from torch import nn
 from contracts.errors import BadInput
 from stack.model.attention import PATHS
 from stack.model.config import ModelConfig
+from stack.model.depth_router import DepthRoutedBlock
+from stack.model.diff_attention import LAMBDA_STD, DiffAttention
 from stack.model.generate import generate
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Block, RMSNorm, rope_angles
@@ -29,9 +31,18 @@ def param_count_formula(config: ModelConfig) -> int:
     ffn = 3 * d * config.ffn_hidden  # gate, up, down
     if config.moe:  # E routed experts, the router, and the shared expert when there is one
         ffn = ffn * (config.moe_experts + int(config.moe_shared_expert)) + d * config.moe_experts
+    if config.diff_attn:  # q2 and k2 as q and k, the four λ vectors and head_norm
+        attn += d * d + d * kv_width + (d + kv_width if config.qkv_bias else 0) + 5 * config.head_dim
     block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
     head = 0 if config.tie_embeddings else config.vocab * d
-    return config.vocab * d + config.n_layers * block + d + head
+    depth_routers = sum(d for i in range(config.n_layers) if config.mod_block(i))  # mixture of depths
+    return config.vocab * d + config.n_layers * block + depth_routers + d + head
+
+
+def build_block(config: ModelConfig, index: int) -> Block:
+    """Block `index` of a model: its attention differential with `diff_attn`, routed by `mod_every`."""
+    attn = DiffAttention(config, depth=index) if config.diff_attn else None
+    return DepthRoutedBlock(config, attn) if config.mod_block(index) else Block(config, attn)
 
 
 class GPT(nn.Module):
@@ -48,7 +59,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab, config.d_model)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(build_block(config, i) for i in range(config.n_layers))
         self.final_norm = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab, bias=False)
         if config.tie_embeddings:
@@ -75,9 +86,28 @@ class GPT(nn.Module):
                     nn.init.zeros_(linear.bias)
             nn.init.ones_(layer.attn_norm.weight)
             nn.init.ones_(layer.ffn_norm.weight)
+            # The options' tensors are drawn after everything a plain block draws, so a model
+            # without them consumes the generator exactly as before they existed.
+            if isinstance(layer.attn, DiffAttention):
+                self._init_diff_attention(layer.attn, std, generator)
+            if isinstance(layer, DepthRoutedBlock):
+                nn.init.normal_(layer.router.weight, std=std, generator=generator)
+                layer.route_threshold.zero_()
         nn.init.ones_(self.final_norm.weight)
         if not self.config.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, std=std, generator=generator)
+
+    def _init_diff_attention(
+        self, attn: DiffAttention, std: float, generator: torch.Generator | None
+    ) -> None:
+        """q2, k2 like q, k (zero biases); λ vectors ~ N(0, LAMBDA_STD²); head_norm at 1."""
+        for linear in (attn.q2, attn.k2):
+            nn.init.normal_(linear.weight, std=std, generator=generator)
+            if linear.bias is not None:
+                nn.init.zeros_(linear.bias)
+        for vector in (attn.lambda_q1, attn.lambda_k1, attn.lambda_q2, attn.lambda_k2):
+            nn.init.normal_(vector, std=LAMBDA_STD, generator=generator)
+        nn.init.ones_(attn.head_norm.weight)
 
     def num_params(self) -> int:
         """Parameters the model trains (a tied lm_head counts once)."""
@@ -115,17 +145,25 @@ class GPT(nn.Module):
         """Switch every layer to another attention path; the config records the change."""
         if path not in PATHS:
             raise BadInput(f"unknown attention path {path!r}; use one of: {', '.join(PATHS)}")
-        self.config = self.config.model_copy(update={"attention": path})
+        # Validated again, so a path the model's options cannot run (triton with diff_attn) is refused.
+        self.config = ModelConfig.from_dict({**self.config.model_dump(), "attention": path})
         for layer in self.layers:
             layer.attn.path = path
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        docs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab) of token ids idx (B, T), and the mean cross-entropy when targets are given.
 
         targets[b, t] is the token that should follow idx[b, t] (already shifted by the caller);
         -1 is ignored. With `cache`, idx continues the cached tokens and the cache is extended.
+        `docs` (B, T), the document id of each token of a packed window, keeps attention inside
+        each document (stack.model.attention); positions keep counting across the window.
         """
         if idx.dim() != 2 or idx.dtype != torch.long:
             raise BadInput(f"idx must be a (batch, time) LongTensor; got {idx.dtype} {tuple(idx.shape)}")
@@ -138,7 +176,7 @@ class GPT(nn.Module):
         x = self.embed(idx)
         cos, sin = rope_angles(self.config, start, idx.shape[1], x.device, x.dtype)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, cache.layers[i] if cache is not None else None, start)
+            x = layer(x, cos, sin, cache.layers[i] if cache is not None else None, start, docs)
         if cache is not None:
             cache.length += idx.shape[1]
         logits = self.lm_head(self.final_norm(x))

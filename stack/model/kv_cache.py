@@ -15,6 +15,8 @@ class LayerCache:
 
     k: torch.Tensor
     v: torch.Tensor
+    # Mixture-of-depths blocks keep which cached positions they routed, (B, ctx), made on first use.
+    routed: torch.Tensor | None = None
 
     def extend(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new keys/values at `start` and return all of them up to the new end."""
@@ -29,10 +31,13 @@ class KVCache:
     """Every layer's cache plus the shared length; preallocated to ctx so a step never copies it."""
 
     def __init__(self, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
-        shape = (batch, config.n_kv_heads, config.ctx, config.head_dim)
+        # Differential attention caches the keys of both its branches (stack.model.diff_attention).
+        key_heads = config.n_kv_heads * (2 if config.diff_attn else 1)
 
-        def buffer() -> torch.Tensor:
-            return torch.zeros(shape, device=device, dtype=dtype)
+        def buffer(heads: int) -> torch.Tensor:
+            return torch.zeros((batch, heads, config.ctx, config.head_dim), device=device, dtype=dtype)
 
-        self.layers = [LayerCache(buffer(), buffer()) for _ in range(config.n_layers)]
+        self.layers = [
+            LayerCache(buffer(key_heads), buffer(config.n_kv_heads)) for _ in range(config.n_layers)
+        ]
         self.length = 0  # tokens cached so far; the position of the next token

@@ -80,15 +80,26 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         cache: LayerCache | None = None,
         start: int = 0,
+        docs: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        batch, length, _ = x.shape
-        q = self.q(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v(x).view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.heads(self.q(x), self.n_heads)
+        k = self.heads(self.k(x), self.n_kv_heads)
+        v = self.heads(self.v(x), self.n_kv_heads)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.extend(k, v, start)
-        y = attention(q, k, v, causal=True, path=self.path)
+        y = attention(q, k, v, causal=True, path=self.path, docs=docs, key_mask=key_mask)
+        return self.merge_heads(y)
+
+    def heads(self, projected: torch.Tensor, n_heads: int) -> torch.Tensor:
+        """(B, T, n_heads · head_dim) → (B, n_heads, T, head_dim)."""
+        batch, length, _ = projected.shape
+        return projected.view(batch, length, n_heads, self.head_dim).transpose(1, 2)
+
+    def merge_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """o of the heads (B, H, T, head_dim) laid side by side again."""
+        batch, _, length, _ = y.shape
         return self.o(y.transpose(1, 2).reshape(batch, length, self.n_heads * self.head_dim))
 
 
@@ -96,13 +107,15 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + attn(attn_norm(x)), then + ffn(ffn_norm(x)).
 
     With `moe_experts` the feed-forward is a mixture of experts named `moe` rather than `ffn`,
-    so that no trace site or tensor name of a dense model ever means something else.
+    so that no trace site or tensor name of a dense model ever means something else. `attn`, when
+    given, replaces the ordinary attention (gpt.build_block passes a DiffAttention with
+    `diff_attn`), so this module need not import the options built on top of it.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, attn: Attention | None = None) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.attn = Attention(config)
+        self.attn = attn if attn is not None else Attention(config)
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         if config.moe:
             self.moe = MoE(config)
@@ -121,6 +134,7 @@ class Block(nn.Module):
         sin: torch.Tensor,
         cache: LayerCache | None = None,
         start: int = 0,
+        docs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start)
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start, docs)
         return x + self.feed_forward(self.ffn_norm(x))

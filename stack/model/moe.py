@@ -63,7 +63,8 @@ class MoE(nn.Module):
             # (data-parallel training needs every parameter used in every step).
             rows, slot = (top_i == e).nonzero(as_tuple=True)
             y = expert(tokens[rows])
-            out = out.index_add(0, rows, y * weights[rows, slot, None].to(y.dtype))
+            # Under autocast y is bf16/fp16 while the residual stream stays fp32: add in out's dtype.
+            out = out.index_add(0, rows, (y * weights[rows, slot, None].to(y.dtype)).to(out.dtype))
         if self.shared is not None:
             out = out + self.shared(tokens)
         counts = torch.bincount(top_i.flatten(), minlength=self.n_experts)

@@ -8,24 +8,17 @@ was not named as a target fails GATE-LASER-003.
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.gpt import GPT
+from stack.model.lora import tensor_sha256
 from stack.surgery.targets import Target
 
 
 def tensor_hashes(model: GPT) -> dict[str, str]:
     """state-dict key → sha256 of the tensor's dtype, shape and bytes (on the host)."""
-    hashes = {}
-    for key, tensor in model.state_dict().items():
-        data = tensor.detach().to("cpu").contiguous()
-        digest = hashlib.sha256(f"{data.dtype}:{tuple(data.shape)}\0".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-        hashes[key] = digest.hexdigest()
-    return hashes
+    return {key: tensor_sha256(tensor) for key, tensor in model.state_dict().items()}
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import torch
 from stack.model.gpt import GPT
 from stack.trace.compare import SiteComparison, Tolerance, compare_site
 from stack.trace.hooks import SiteHooks
+from stack.trace.sites import layout_for
 from stack.trace.tracer import Trace, check_ablation
 
 EXACT = Tolerance(0.0, 0.0, "exact: any change counts")
@@ -55,7 +56,7 @@ def ablation_effect(intact: Trace, ablated: Trace, sites: tuple[str, ...]) -> Ab
 @torch.no_grad()
 def greedy_sample(model: GPT, idx: torch.Tensor, tokens: int, ablate: tuple[str, ...] = ()) -> list[int]:
     """`tokens` greedy continuation ids of idx, with the given sites zeroed at every step."""
-    zeroed = check_ablation(ablate, len(model.layers))
+    zeroed = check_ablation(ablate, len(model.layers), layout_for(model.config))
 
     def visit(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
         return torch.zeros_like(tensor) if name in zeroed else None

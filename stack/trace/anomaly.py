@@ -43,10 +43,13 @@ def find_anomalies(trace: Trace, names: list[str]) -> list[Anomaly]:
     found = []
     for name in names:
         layer, site = split(name)
-        if layer is None or trace.n_layers < 2:
+        if layer is None:
+            continue
+        # The same site in the other blocks that have it (a routed block has sites others lack).
+        others = [j for j in range(trace.n_layers) if j != layer and f"layers.{j}.{site}" in trace.sites]
+        if not others:
             continue
         record = trace.sites[name]
-        others = [j for j in range(trace.n_layers) if j != layer]
         stds = {j: trace.stat(f"layers.{j}.{site}", "std") for j in others}
         used = tuple(j for j in others if math.isfinite(stds[j]))  # a NaN layer is no baseline
         baseline = statistics.median(stds[j] for j in used) if used else math.nan

@@ -54,6 +54,8 @@ def check_comparable(a: Trace, b: Trace) -> None:
         )
     if a.n_layers != b.n_layers:
         raise BadInput(f"the paths have {a.n_layers} and {b.n_layers} layers; bisection needs the same depth")
+    if a.layout != b.layout:
+        raise BadInput("the paths' blocks have different sites (dense against experts, or other experts)")
 
 
 def bisect(a: Trace, b: Trace, policy: TolerancePolicy, names: list[str]) -> Bisection:
@@ -92,6 +94,6 @@ def nonfinite(trace: Trace) -> NonFinite:
     producers, carriers = [], []
     for name in trace.names:
         if name in bad:
-            fed = any(source in bad for source in inputs_of(name, trace.n_layers))
+            fed = any(source in bad for source in inputs_of(name, trace.n_layers, trace.layout))
             (carriers if fed else producers).append(name)
     return NonFinite(producers, carriers)

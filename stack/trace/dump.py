@@ -10,7 +10,8 @@ site. Sites of at most SAMPLE_LIMIT elements are stored whole; a larger one is s
 SAMPLE_LIMIT elements at evenly spaced flat positions, which depend only on its size, so two
 dumps of the same model sample the same positions. Values are little-endian float32 in base64
 (exact for fp32, bf16 and fp16), float64 for an fp64 trace. A dump is thus at most about
-11 kB per site: ~600 kB for a 4-layer model, whatever the prompt length.
+11 kB per site: ~600 kB for a 4-layer model, whatever the prompt length. The dump of a model
+whose blocks are not dense (a mixture of experts) also holds their site layout (sites.Layout).
 
 Statistics always describe the whole tensor; element-wise errors of a sampled site describe
 the sample, and the report says so.
@@ -29,7 +30,7 @@ import torch
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from stack.trace.report import plain
-from stack.trace.sites import TRACE_SCHEMA_VERSION
+from stack.trace.sites import DENSE, TRACE_SCHEMA_VERSION, Layout
 from stack.trace.tracer import SiteRecord, Trace
 
 FORMAT = "gatestack-trace-dump"
@@ -68,7 +69,10 @@ def _encode(values: torch.Tensor) -> tuple[str, str]:
 
 def _decode(text: str, dtype: str) -> torch.Tensor:
     raw = bytearray(base64.b64decode(text))
-    return torch.frombuffer(raw, dtype=torch.float64 if dtype == "float64" else torch.float32).clone()
+    wide = torch.float64 if dtype == "float64" else torch.float32
+    if not raw:  # an empty site (an expert no token chose); frombuffer refuses an empty buffer
+        return torch.empty(0, dtype=wide)
+    return torch.frombuffer(raw, dtype=wide).clone()
 
 
 def write_dump(
@@ -100,6 +104,8 @@ def write_dump(
         "tokens": tokens,
         "sites": sites,
     }
+    if trace.layout != DENSE:  # a dense dump reads as it always has
+        payload["layout"] = trace.layout.as_json()
     atomic_write_bytes(Path(out), (json.dumps(payload, allow_nan=False) + "\n").encode())
 
 
@@ -133,7 +139,8 @@ def read_dump(path: Path) -> Dump:
             sites[name] = SiteRecord(name, tuple(site["shape"]), site["dtype"], stats)
             values[name] = _decode(site["values"], site["values_dtype"])
             errors[name] = float(site["reference_error"])
-        trace = Trace(int(payload["n_layers"]), sites, values)
+        layout = Layout.from_json(payload["layout"]) if "layout" in payload else DENSE
+        trace = Trace(int(payload["n_layers"]), sites, values, layout=layout)
         return Dump(
             trace, list(payload["tokens"]), dict(payload["path"]), errors, int(payload["sample_limit"])
         )

@@ -11,6 +11,12 @@ planted bug of GATE-TRACE-001's falsifier); returning None leaves the forward un
 residual stream at `attn_residual` is only observed: replacing the ffn_norm input would not
 replace the stream, so a substitute there is refused.
 
+The architecture options show the sites of their layout (stack.trace.sites): a mixture of
+experts (stack/model/moe.py) its router's output, each expert's input (observed only, like the
+residual stream) and output, the shared expert's output and the mixture's output as `moe_out`,
+in place of the ffn sites; differential attention its `q2`, `k2` and `head_norm` outputs; a
+mixture-of-depths block its router's output.
+
 `feed` implements shadow mode: block i (and final_norm) receive the given tensor as input
 instead of the previous block's output.
 """
@@ -26,14 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from contracts.errors import BadInput
+from stack.model.depth_router import DepthRoutedBlock
+from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
+from stack.model.moe import MoE
 from stack.trace.sites import block_input
 
 Visitor = Callable[[str, torch.Tensor], torch.Tensor | None]
-
-# Sites a visitor may observe but not replace (see the docstring).
-OBSERVE_ONLY = ("attn_residual",)
 
 
 class _SiluProbe(TorchFunctionMode):
@@ -63,12 +68,6 @@ class SiteHooks:
 
     def __enter__(self) -> SiteHooks:
         model = self.model
-        if model.config.moe:
-            # The site list (sites.py) is the dense block's; per-expert sites are not named yet, and a
-            # trace missing its ffn sites would only fail GATE-TRACE-002 further on.
-            raise BadInput(
-                "stack trace does not name the sites of a mixture-of-experts model yet (moe_experts > 0)"
-            )
         self._output(model.embed, "embed")
         for i, layer in enumerate(model.layers):
             prefix = f"layers.{i}."
@@ -77,14 +76,23 @@ class SiteHooks:
             self._output(layer.attn.q, prefix + "q")
             self._output(layer.attn.k, prefix + "k")
             self._output(layer.attn.v, prefix + "v")
+            if isinstance(layer.attn, DiffAttention):
+                self._output(layer.attn.q2, prefix + "q2")
+                self._output(layer.attn.k2, prefix + "k2")
+                self._output(layer.attn.head_norm, prefix + "attn_head_norm")
+            if isinstance(layer, DepthRoutedBlock):
+                self._output(layer.router, prefix + "router")
             self._output(layer.attn, prefix + "attn_out")
             self._input(layer.ffn_norm, prefix + "attn_residual")
             self._output(layer.ffn_norm, prefix + "ffn_norm")
-            self._output(layer.ffn.gate, prefix + "ffn_gate")
-            self._output(layer.ffn.up, prefix + "ffn_up")
-            self._silu(layer.ffn.swiglu, prefix + "ffn_silu")
-            self._output(layer.ffn.swiglu, prefix + "ffn_swiglu")
-            self._output(layer.ffn, prefix + "ffn_out")
+            if isinstance(layer.feed_forward, MoE):
+                self._mixture(layer.feed_forward, prefix)
+            else:
+                self._output(layer.ffn.gate, prefix + "ffn_gate")
+                self._output(layer.ffn.up, prefix + "ffn_up")
+                self._silu(layer.ffn.swiglu, prefix + "ffn_silu")
+                self._output(layer.ffn.swiglu, prefix + "ffn_swiglu")
+                self._output(layer.ffn, prefix + "ffn_out")
             self._output(layer, prefix + "output")
         self._feed(model.final_norm, block_input(len(model.layers)))
         self._output(model.final_norm, "final_norm")
@@ -98,6 +106,16 @@ class SiteHooks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+
+    def _mixture(self, moe: MoE, prefix: str) -> None:
+        """The sites of a mixture-of-experts feed-forward, in the order its forward computes them."""
+        self._output(moe.router, prefix + "moe.router")
+        for e, expert in enumerate(moe.experts):
+            self._input(expert, f"{prefix}moe.expert{e}.input")
+            self._output(expert, f"{prefix}moe.expert{e}")
+        if moe.shared is not None:
+            self._output(moe.shared, prefix + "moe.shared")
+        self._output(moe, prefix + "moe_out")
 
     def _output(self, module: nn.Module, name: str) -> None:
         def hook(_module: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:

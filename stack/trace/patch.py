@@ -23,9 +23,10 @@ import torch
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.model.gpt import GPT
-from stack.trace.hooks import OBSERVE_ONLY, SiteHooks
+from stack.trace.hooks import SiteHooks
 from stack.trace.identity import exact_outcome
-from stack.trace.sites import LAYER_SITES, site_names, split
+from stack.trace.sites import DENSE, BlockLayout, Layout, layout_for, split
+from stack.trace.tracer import check_site
 
 EVERY_POSITION = slice(None)
 STREAM_AT_LAYER_0 = "embed"  # the residual stream entering block 0
@@ -86,26 +87,36 @@ def forward_with(
     return logits, kept
 
 
-def check_sites(sites: list[str], n_layers: int) -> None:
-    """Each site must exist in this model and be one a hook can replace."""
-    known = set(site_names(n_layers))
+def check_sites(sites: list[str], n_layers: int, layout: Layout = DENSE) -> None:
+    """Each site must exist in this model and be one a hook can replace at a position."""
     for name in sites:
-        if name not in known:
-            split(name)  # a malformed name gets the naming help
-            raise BadInput(f"--patch-site {name}: the model has layers 0-{n_layers - 1}")
-        if split(name)[1] in OBSERVE_ONLY:
+        block, kind = check_site(name, "--patch-site", n_layers, layout), split(name)[1]
+        if block is None:
+            continue
+        if kind in block.observe_only:
             raise BadInput(
                 f"--patch-site {name}: the residual stream there is observed, not replaceable; "
                 "patch the output site of the block before it"
             )
+        if kind in block.token_rows:
+            raise BadInput(
+                f"--patch-site {name}: the site has no positions to patch (it holds routed tokens' rows, "
+                f"or heads); patch one of this block's {', '.join(patchable(block))}"
+            )
 
 
-def sweep_sites(kind: str, n_layers: int) -> list[str]:
-    """The site `kind` (e.g. output, attn_out) at every layer."""
-    if kind not in LAYER_SITES or kind in OBSERVE_ONLY:
-        usable = ", ".join(s for s in LAYER_SITES if s not in OBSERVE_ONLY)
+def patchable(block: BlockLayout) -> list[str]:
+    """The site kinds of a block that can be patched at a position."""
+    return [k for k in block.kinds if k not in block.observe_only | block.token_rows]
+
+
+def sweep_sites(kind: str, n_layers: int, layout: Layout = DENSE) -> list[str]:
+    """The site `kind` (e.g. output, attn_out) at every layer whose block can patch it."""
+    layers = [layer for layer in range(n_layers) if kind in patchable(layout.block(layer))]
+    if not layers:
+        usable = ", ".join(dict.fromkeys(k for i in range(n_layers) for k in patchable(layout.block(i))))
         raise BadInput(f"--patch-sweep {kind!r} is not a site kind that can be patched; use one of: {usable}")
-    return [f"layers.{layer}.{kind}" for layer in range(n_layers)]
+    return [f"layers.{layer}.{kind}" for layer in layers]
 
 
 def hook_count(model: GPT) -> int:
@@ -164,7 +175,7 @@ def patch_runs(
             f"the clean prompt is {clean.shape[1]} tokens and the corrupted one {corrupted.shape[1]}; "
             "patching pairs positions, so give prompts of the same length"
         )
-    check_sites(sites, len(model.layers))
+    check_sites(sites, len(model.layers), layout_for(model.config))
     clean_logits, values = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
     corrupted_logits, _ = forward_with(model, corrupted, {})
     self_patch(model, clean, {site: values[site] for site in sites}, clean_logits)

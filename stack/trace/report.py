@@ -15,7 +15,7 @@ from stack.trace.ablation import AblationEffect
 from stack.trace.anomaly import Anomaly
 from stack.trace.bisect import Bisection, NonFinite
 from stack.trace.compare import ErrorStats, SiteComparison
-from stack.trace.sites import LAYER_SITES, MODEL_SITES, STATS, TRACE_SCHEMA_VERSION, inputs_of, split
+from stack.trace.sites import MODEL_SITES, STATS, TRACE_SCHEMA_VERSION, inputs_of, split
 from stack.trace.tracer import SiteRecord, Trace
 
 SHOWN_STATS = ("mean", "std", "min", "max", "absmax", "nan", "inf", "zero")
@@ -41,8 +41,9 @@ def grid(trace: Trace, names: list[str], statistic: str, marked: set[str]) -> li
     layers = sorted({layer for layer in (split(n)[0] for n in names) if layer is not None})
     lines = [f"{statistic} per site × layer" + ("  (! = anomaly)" if marked else "")]
     if layers:
-        lines.append(f"{'site':<14}" + "".join(f"{'layer ' + str(i):>11}" for i in layers))
-        for site in LAYER_SITES:
+        width = max(14, *(len(k) + 1 for k in trace.layout.kinds))
+        lines.append(f"{'site':<{width}}" + "".join(f"{'layer ' + str(i):>11}" for i in layers))
+        for site in trace.layout.kinds:
             cells = []
             for layer in layers:
                 name = f"layers.{layer}.{site}"
@@ -53,7 +54,7 @@ def grid(trace: Trace, names: list[str], statistic: str, marked: set[str]) -> li
                 )
                 cells.append(f"{text:>11}")
             if any(c.strip() for c in cells):
-                lines.append(f"{site:<14}" + "".join(cells))
+                lines.append(f"{site:<{width}}" + "".join(cells))
     model = [f"{n} {num(trace.stat(n, statistic))}" for n in MODEL_SITES if n in chosen]
     if model:
         lines.append("model sites:   " + "   ".join(model))
@@ -170,10 +171,11 @@ def nonfinite_lines(found: NonFinite, trace: Trace, label: str) -> list[str]:
     if found.first is None:
         return [f"{label}: no NaN/Inf at any site"]
     record = trace.sites[found.first]
+    inputs = ", ".join(inputs_of(found.first, trace.n_layers, trace.layout))
     lines = [
         f"NON-FINITE in {label}: first produced at {found.first}",
         f"  nan {num(record.stats['nan'])}, inf {num(record.stats['inf'])} of {num(record.stats['count'])} "
-        f"elements, while its inputs ({', '.join(inputs_of(found.first, trace.n_layers))}) are finite",
+        f"elements, while its inputs ({inputs}) are finite",
     ]
     if found.producers[1:]:
         lines += _listing("also produced (inputs finite) at: ", found.producers[1:])

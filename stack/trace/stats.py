@@ -15,6 +15,9 @@ Counting NaN and Inf costs two of the most expensive passes, and almost always f
 min and max already tell: a NaN makes both NaN, an Inf makes one of them infinite. For a tensor
 on the host (CPU) reading that answer is free, so the counts are skipped when it says finite.
 On an accelerator, reading it would synchronise the device, so there they are always counted.
+
+A site may be empty: an expert that no token was routed to sees zero rows. Its statistics are
+all zero (count 0), not NaN, since nothing was computed and nothing went wrong.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def site_stats(tensor: torch.Tensor) -> torch.Tensor:
     if x.dtype not in (torch.float32, torch.float64):
         x = x.float()
     n = x.numel()
+    if n == 0:
+        return torch.zeros(len(DEVICE_STATS), dtype=torch.float64, device=x.device)
     mean = x.sum() / n
     centered = x - mean
     std = (torch.dot(centered, centered) / n).sqrt()

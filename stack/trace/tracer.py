@@ -21,8 +21,17 @@ import torch
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.gpt import GPT
-from stack.trace.hooks import OBSERVE_ONLY, SiteHooks
-from stack.trace.sites import STATS, TRACE_SCHEMA_VERSION, site_names, split
+from stack.trace.hooks import SiteHooks
+from stack.trace.sites import (
+    DENSE,
+    STATS,
+    TRACE_SCHEMA_VERSION,
+    BlockLayout,
+    Layout,
+    layout_for,
+    site_names,
+    split,
+)
 from stack.trace.stats import as_dict, site_stats
 
 
@@ -49,11 +58,12 @@ class Trace:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     duplicates: tuple[str, ...] = ()
     schema_version: int = TRACE_SCHEMA_VERSION
+    layout: Layout = DENSE
 
     @property
     def names(self) -> list[str]:
         """The expected sites of this model in forward order (present or not)."""
-        return site_names(self.n_layers)
+        return site_names(self.n_layers, self.layout)
 
     def stat(self, name: str, statistic: str) -> float:
         """One statistic of one site."""
@@ -95,26 +105,33 @@ class _Recorder:
             self.values[name] = seen.detach().clone()
         return replacement
 
-    def trace(self, n_layers: int) -> Trace:
+    def trace(self, n_layers: int, layout: Layout) -> Trace:
         table = torch.stack(self.rows).cpu().tolist()  # the one host transfer
         sites = {}
         for name, row in zip(self.order, table, strict=True):
             shape, dtype = self.meta[name]
             sites[name] = SiteRecord(name, shape, dtype, as_dict(math.prod(shape), row))
-        return Trace(n_layers, sites, self.values, duplicates=tuple(self.duplicates))
+        return Trace(n_layers, sites, self.values, duplicates=tuple(self.duplicates), layout=layout)
 
 
-def check_ablation(names: Sequence[str], n_layers: int) -> frozenset[str]:
+def check_site(name: str, option: str, n_layers: int, layout: Layout) -> BlockLayout | None:
+    """Bad input unless `name` is a site of this model; returns its block's layout (None: a model site)."""
+    layer, kind = split(name)  # a malformed name gets the naming help
+    if name not in site_names(n_layers, layout):
+        if layer is not None and layer < n_layers:
+            raise BadInput(f"{option} {name}: block {layer} of this model has no {kind} site")
+        raise BadInput(f"{option} {name}: the model has layers 0-{n_layers - 1}")
+    return None if layer is None else layout.block(layer)
+
+
+def check_ablation(names: Sequence[str], n_layers: int, layout: Layout = DENSE) -> frozenset[str]:
     """The sites to zero, validated: each must be a site of this model that can be replaced."""
-    known = set(site_names(n_layers))
     for name in names:
-        if name not in known:
-            split(name)  # a malformed name gets the naming help
-            raise BadInput(f"--ablate {name}: the model has layers 0-{n_layers - 1}")
-        if split(name)[1] in OBSERVE_ONLY:
+        block = check_site(name, "--ablate", n_layers, layout)
+        if block is not None and split(name)[1] in block.observe_only:
             raise BadInput(
-                f"--ablate {name}: the residual stream is observed, not replaceable; "
-                "ablate the attn_out or output site that feeds it instead"
+                f"--ablate {name}: an input (the residual stream, or an expert's routed tokens) is "
+                "observed, not replaceable; ablate the site that feeds it instead"
             )
     return frozenset(names)
 
@@ -130,10 +147,11 @@ def trace_forward(
     feed: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[Trace, torch.Tensor]:
     """Run model(idx) once with every site recorded; returns the trace and the logits."""
-    recorder = _Recorder(keep, check_ablation(ablate, len(model.layers)))
+    layout = layout_for(model.config)
+    recorder = _Recorder(keep, check_ablation(ablate, len(model.layers), layout))
     with SiteHooks(model, recorder, feed):
         logits, _ = model(idx)
-    return recorder.trace(len(model.layers)), logits
+    return recorder.trace(len(model.layers), layout), logits
 
 
 def unchanged_outcome(traced: torch.Tensor, untraced: torch.Tensor) -> Outcome:

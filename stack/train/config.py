@@ -52,6 +52,11 @@ class TrainSection(Section):
         "from it per step and per rank still fit torch's 64-bit generators",
     )
     log_every: int = Field(default=10, gt=0, description="steps between progress lines off a terminal")
+    task: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="the objective (stack.train.objective.OBJECTIVES): unset is pretrain; sft, ...",
+    )
 
 
 class EvalSection(Section):
@@ -157,6 +162,19 @@ class DataSection(Section):
         return [base, *(Phase(p.after_step, p.weights, p.caps, p.floors) for p in self.phases or [])]
 
 
+class LoraSection(Section):
+    """`[lora]`: low-rank adapters on chosen projections, base frozen (stack/model/lora.py). Absent
+    unless a lora key is set, so every configuration without it hashes as it did before."""
+
+    r: int = Field(default=8, ge=1, description="rank of each adapter")
+    alpha: float = Field(default=16.0, gt=0, description="scale numerator: Δ = (alpha / r)·B·A")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    targets: str = Field(
+        default="q,v", min_length=1, description="projections by trace site, comma-separated globs"
+    )
+    rslora: bool = Field(default=False, description="scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
+
+
 SECTIONS: dict[str, type[Section]] = {
     "train": TrainSection,
     "eval": EvalSection,
@@ -173,6 +191,7 @@ class RunConfig(Section):
     ckpt: CkptSection = CkptSection()
     monitor: MonitorSection = MonitorSection()
     data: DataSection = DataSection()
+    lora: LoraSection | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, None values dropped (TOML has no null)."""
@@ -252,10 +271,10 @@ def resolve(
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
     data = _merge(data, parse_sets(sets))
-    unknown = sorted(set(data) - {"model", *SECTIONS})
+    unknown = sorted(set(data) - {"model", "lora", *SECTIONS})
     if unknown:
         raise BadInput(
-            f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}"
+            f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}, lora"
         )
     model = dict(data.get("model", {}))
     if vocab is not None:
@@ -268,7 +287,8 @@ def resolve(
     if "train" not in data:
         raise BadInput("no [train] section: pass --preset, --config FILE or --set train.steps=N")
     sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}
-    return RunConfig(model=parse_section(ModelConfig, "model", model), **sections)
+    lora = parse_section(LoraSection, "lora", data["lora"]) if "lora" in data else None
+    return RunConfig(model=parse_section(ModelConfig, "model", model), lora=lora, **sections)
 
 
 def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -33,12 +33,13 @@ from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
-from stack.data.heldout import heldout_batches
 from stack.data.policy import build_policy, source_heldout
-from stack.data.reader import TokenReader
 from stack.data.tokenizer import Tokenizer
 from stack.model.checks import check_attention_paths
+from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
+from stack.model.lora import loading_base
+from stack.model.mod_checks import check_depth_routing
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     check_aux_in_loss,
@@ -60,7 +61,9 @@ from stack.train.guards import (
     check_stability,
     check_warmup_lr,
 )
+from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
+from stack.train.objective import objective_for
 from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import check_restored
 from stack.train.schedule import lr_at
@@ -96,8 +99,9 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed."""
     train = config.train
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]  # a LoRA run freezes its base
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -216,9 +220,14 @@ class Trainer:
         check_attention_paths(self.model)
         if config.model.moe:
             check_single_expert(config.model)
+        if config.model.diff_attn:
+            check_diff_attention(self.model)
+        if config.model.mod:
+            check_depth_routing(self.model)
         wrapped: torch.nn.Module = self.model
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
+        self.lora_modules = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -229,10 +238,11 @@ class Trainer:
         check_decay_groups(self.optimizer)
         # fp16 needs loss scaling on any device; torch's GradScaler has a CPU implementation too.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
-        seq_len = config.model.ctx
-        self.reader = TokenReader(
+        # The task's objective owns the reader, the held-out batches and the loss (stack.train.objective).
+        self.objective = objective_for(train.task)
+        seq_len = self.seq_len = self.objective.window(self.data_dir, config.model.ctx)
+        self.reader = self.objective.open_reader(
             self.data_dir,
-            split="train",
             batch_size=train.batch_size,
             seq_len=seq_len,
             seed=train.seed,
@@ -242,10 +252,8 @@ class Trainer:
             source_weights=config.data.weights or None,
             exclude=config.data.exclude or None,
         )
-        self.heldout = heldout_batches(
-            self.data_dir, train.batch_size, seq_len, n_batches=config.eval.batches
-        )
-        check_heldout_size(self.heldout)
+        self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
+        check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
         self.adequacy = corpus_adequacy(
@@ -270,7 +278,7 @@ class Trainer:
     def tokens_per_step(self) -> int:
         """Tokens of one optimizer step over all ranks."""
         train = self.config.train
-        return train.batch_size * train.grad_accum * self.config.model.ctx * self.world.size
+        return train.batch_size * train.grad_accum * self.seq_len * self.world.size
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         precision = self.config.train.precision
@@ -365,7 +373,8 @@ class Trainer:
             ckpt.load_weights(checkpoint, plain_model)
             distributed.scatter_model(self.model, plain_model)
         else:
-            ckpt.load_weights(checkpoint, self.model)
+            with loading_base(self.model):  # the base's keys; with [lora] it becomes the adapters' base
+                ckpt.load_weights(checkpoint, self.model)
         self.fine_tuning = True
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
@@ -423,19 +432,24 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
         aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
+        # The objective's extra scalars (none for pretraining), summed over micro-batches.
+        extra_names = self.objective.metric_names
+        extra_totals = torch.zeros(len(extra_names), device=self.device)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
             # The hash is of the global batch, so it is the same whatever the world size.
-            hashes.append(batch_sha256(distributed.gather_rows(self.world, batch)))
-            batch = batch.to(self.device, non_blocking=True)
+            hashes.append(batch_sha256(distributed.gather_rows(self.world, self.objective.tokens(batch))))
+            batch = self.objective.to_device(batch, self.device)
             with self._autocast():
-                _, loss = self.forward_model(batch[:, :-1], batch[:, 1:])
+                step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
-                objective = loss + weighted_aux(aux)
+                objective = step_loss.backprop + weighted_aux(aux)
             self.scaler.scale(objective / train.grad_accum).backward()
-            total += loss.detach()
+            total += step_loss.logged.detach()
             if aux:
                 aux_totals += torch.stack([objective.detach(), *(aux[n][1].detach() for n in AUX_TERMS)])
+            if extra_names:
+                extra_totals += torch.stack([step_loss.metrics[n].detach().float() for n in extra_names])
         self.policy.after_step()
         self.scaler.unscale_(self.optimizer)
         grad_norm = distributed.local_value(
@@ -445,11 +459,16 @@ class Trainer:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         clipped = distributed.local_value(torch.nn.utils.get_total_norm(grads))
         measured = torch.cat(
-            [torch.stack([total / train.grad_accum, grad_norm, clipped]), aux_totals / train.grad_accum]
+            [
+                torch.stack([total / train.grad_accum, grad_norm, clipped]),
+                aux_totals / train.grad_accum,
+                extra_totals / train.grad_accum,
+            ]
         )
-        loss_value, grad_value, clipped_value, *aux_values = (
+        loss_value, grad_value, clipped_value, *rest = (
             float(v) for v in distributed.mean_across(self.world, measured).tolist()
         )
+        aux_values, extra_values = rest[: len(rest) - len(extra_names)], rest[len(rest) - len(extra_names) :]
         check_finite(loss_value, grad_value, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = {
@@ -477,6 +496,7 @@ class Trainer:
         }
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
+        line.update(zip(extra_names, extra_values, strict=True))
         if self.scaler.is_enabled():
             line["loss_scale"] = float(self.scaler.get_scale())
         self.metrics_log.step(line)
@@ -503,9 +523,9 @@ class Trainer:
         losses = torch.zeros(len(self.heldout), device=self.device)
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         for i in range(self.world.rank % share, len(self.heldout), share):
-            batch = self.heldout[i].to(self.device)
+            batch = self.objective.to_device(self.heldout[i], self.device)
             with self._autocast():
-                _, loss = self.model(batch[:, :-1], batch[:, 1:])
+                loss = self.objective.heldout_loss(self.model, batch)
             losses[i] = loss.float()
         values = (losses if self.sharded else distributed.mean_across(self.world, losses) * share).tolist()
         mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
@@ -606,6 +626,7 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir, resume_step=resume_step, write=self.world.is_main)
         signals = Signals()
         status = "completed"
+        self.objective.start(self.model, self.heldout)
         try:
             with signals.installed():
                 while self.state.step < train.steps:

@@ -58,6 +58,7 @@ from stack.runlock import LOCK_FILE, exclusive
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.loop import Trainer
+from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
 from stack.train.trained import resolve_checkpoint
 
@@ -65,8 +66,9 @@ CONFIG_FILE = "config.toml"
 # The run kinds of spec/run_kinds.yaml: which gates a run must judge is declared there.
 TRAIN_KIND = "train"
 FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far below ln(vocab)
+SFT_KIND = "sft"  # --init-from with train.task=sft: finetune's gates and the SFT gates
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
-FIXED_ON_RESUME = ("train.batch_size", "train.seed")
+FIXED_ON_RESUME = ("train.batch_size", "train.seed", "train.task")
 # The record's status for each way `Trainer.run` returns.
 FINAL_STATUS = {
     "completed": RunStatus.COMPLETED,
@@ -239,16 +241,39 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     assert request.data_dir is not None
     data_dir = request.data_dir
     tokenizer = load_tokenizer(data_dir)
-    config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size)
-    if request.init_from is not None:
-        config = _with_model_of(config, request.init_from)
+    source_model = None
+    if request.init_from is not None:  # the model is the checkpoint's, so no preset has to name one
+        source_model = ckpt.load_checkpoint(resolve_checkpoint(request.init_from)).state["config"]["model"]
+    # Its vocab is left to GATE-DATA-007 (judged in `_set_up`), not to resolve's check against the data.
+    base = (
+        None if source_model is None else {"model": {k: v for k, v in source_model.items() if k != "vocab"}}
+    )
+    config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
+    if source_model is not None:
+        config = _with_model_of(config, source_model)
     device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-    kind = FINETUNE_KIND if request.init_from is not None else TRAIN_KIND
+    kind = _kind_of(config, request.init_from)
     record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
     record.waivers = request.waivers
     record.metrics["data_dir"] = str(Path(data_dir).resolve())
     _stamp(record, config, data_dir, tokenizer)
     return Plan(run_dir, data_dir, config, tokenizer, record, Ledger(request.waivers))
+
+
+def _kind_of(config: RunConfig, init_from: Path | None) -> str:
+    """The run kind of spec/run_kinds.yaml this run's record is judged as.
+
+    Supervised fine-tuning starts from a trained model: its loss is meant to start far below
+    ln(vocab), and without --init-from there is no model whose behaviour it would tune.
+    """
+    if config.train.task == SFT_KIND:
+        if init_from is None:
+            raise BadInput(
+                "train.task=sft fine-tunes a trained model: pass --init-from RUN_DIR (a run, or a model "
+                "imported with `stack import-hf`)"
+            )
+        return SFT_KIND
+    return FINETUNE_KIND if init_from is not None else TRAIN_KIND
 
 
 def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
@@ -317,7 +342,9 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     fixed = [
         key
         for key in changed_keys(before, after)
-        if (key.startswith("model.") and key != "model.attention") or key in FIXED_ON_RESUME
+        if (key.startswith("model.") and key != "model.attention")
+        or key.startswith("lora.")  # the adapters' shapes, scale and dropout draws are in the checkpoint
+        or key in FIXED_ON_RESUME
     ]
     old, new = before.get("train", {}).get("precision"), config.train.precision
     if (old == "fp16") != (new == "fp16"):
@@ -347,14 +374,13 @@ def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None
         )
 
 
-def _with_model_of(config: RunConfig, init_from: Path) -> RunConfig:
+def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig:
     """The run's config with the model shape of the checkpoint it starts from (attention path kept).
 
     Whether the data suits that model is GATE-DATA-007's to say (`check_data_tokenizer`), judged
     in `_set_up` so that its verdict is in the run's ledger.
     """
-    source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
-    model = {**source.state["config"]["model"], "attention": config.model.attention}
+    model = {**source_model, "attention": config.model.attention}
     return config.model_copy(update={"model": ModelConfig.from_dict(model)})
 
 
@@ -547,6 +573,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             status = trainer.run(resumed=plan.checkpoint is not None)
             if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
                 ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
+                finish_lora(trainer.model, run_dir, config)  # [lora]: GATE-LORA-004, RUN_DIR/adapter
     except GateViolation as exc:
         evidence.refresh(trainer, RunStatus.HALTED, str(exc))
         evidence.file_in_ledger()

@@ -25,6 +25,7 @@ from contracts.release_rules import WEIGHTS_FILE
 from stack.data.pretrained import PretrainedTokenizer
 from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
 from stack.model.gpt import GPT
+from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, resolve
 
@@ -157,6 +158,9 @@ def load_trained(path: Path, device: str | torch.device = "cpu", attention: str 
             f"model's vocab is {model_config.vocab}; the two were not saved together: {ckpt.RESTORE}"
         )
     model = GPT(model_config)
+    if config.lora is not None:  # a LoRA run's checkpoint holds base and adapters (stack.model.lora)
+        lora = config.lora
+        apply_lora(model, lora.targets, lora.r, lora.alpha, lora.dropout, lora.rslora)
     ckpt.load_weights(checkpoint, model)
     model.to(device).eval()
     return Trained(model, config, checkpoint, tokenizer)

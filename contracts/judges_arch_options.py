@@ -1,0 +1,103 @@
+"""Judges of the differential-attention and mixture-of-depths gates (GATE-ARCH-005 … 011).
+
+Each is a pure function of what the start-up probes measured (stack/model/diff_checks.py,
+stack/model/mod_checks.py) and the gate's thresholds. The formulas the gates are about (λ_init of
+the Diff Transformer, ⌊C·T⌋) are written here again on purpose: the judge recomputes the rule
+from the record instead of trusting the number the stack computed with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from contracts.judges import Malformed, Measured, Thresholds, count, judges, number
+
+
+def _layers(m: Measured, key: str) -> Mapping[str, object]:
+    """A non-empty map of layer name → per-layer measurement."""
+    value = m.get(key)
+    if not isinstance(value, Mapping) or not value:
+        raise Malformed(f"{key!r} must map each layer to what was measured there")
+    return value
+
+
+def _within(diff: float, allowed: float, what: str) -> list[str]:
+    return [] if diff <= allowed else [f"{what} by {diff:.3g} (allowed {allowed:.3g})"]
+
+
+@judges("GATE-ARCH-005")
+def _lambda_init(m: Measured, t: Thresholds) -> list[str]:
+    """λ_init of block l is 0.8 − 0.6 · exp(−0.3 · l); l is the block's index, read from the record."""
+    layers = m.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise Malformed("'layers' must list each block's index and λ_init")
+    problems = []
+    for entry in layers:
+        if not isinstance(entry, Mapping):
+            raise Malformed(f"{entry!r} is not {{index, lambda_init}}")
+        index, value = count(entry, "index"), number(entry, "lambda_init")
+        expected = 0.8 - 0.6 * math.exp(-0.3 * index)
+        if not abs(value - expected) <= t["lambda_init_atol"]:
+            problems.append(
+                f"block {index} has λ_init {value:.9g}, not 0.8 − 0.6·exp(−0.3·{index}) = {expected:.9g}"
+            )
+    return problems
+
+
+@judges("GATE-ARCH-006", "GATE-ARCH-011")
+def _future_leak(m: Measured, t: Thresholds) -> list[str]:
+    """Logits at or before `prefix` do not move when only later tokens change."""
+    diff, prefix = number(m, "max_abs_diff"), count(m, "prefix")
+    return _within(diff, t["causal_atol"], f"changing tokens after position {prefix} moved earlier logits")
+
+
+@judges("GATE-ARCH-007")
+def _reduces_to_attention(m: Measured, t: Thresholds) -> list[str]:
+    diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
+    allowed = t["reduce_atol"] + t["reduce_rtol"] * scale
+    return _within(diff, allowed, "with λ = 0 the layer differs from normalised ordinary attention")
+
+
+@judges("GATE-ARCH-008")
+def _capacity(m: Measured, t: Thresholds) -> list[str]:
+    """Each sequence of each layer routed ⌊capacity · length⌋ tokens, within max_count_error."""
+    capacity, length = number(m, "capacity"), count(m, "length")
+    expected = math.floor(capacity * length)
+    problems = []
+    for layer, counts in _layers(m, "routed").items():
+        if not isinstance(counts, list) or not counts:
+            raise Malformed(f"{layer}: {counts!r} is not a list of per-sequence counts")
+        for row, n in enumerate(count({"n": c}, "n") for c in counts):
+            if not abs(n - expected) <= t["max_count_error"]:
+                problems.append(
+                    f"{layer} routed {n} tokens of sequence {row}, not ⌊{capacity:g}·{length}⌋ = {expected}"
+                )
+    return problems
+
+
+@judges("GATE-ARCH-009")
+def _skipped_unchanged(m: Measured, t: Thresholds) -> list[str]:
+    """No more than max_changed_skipped skipped tokens differ from their input, per layer and mode."""
+    problems = []
+    for layer, modes in _layers(m, "changed").items():
+        if not isinstance(modes, Mapping) or not modes:
+            raise Malformed(f"{layer}: {modes!r} is not a map of routing mode to a count")
+        for mode in modes:
+            n = count(modes, mode)
+            if n > t["max_changed_skipped"]:
+                problems.append(f"{layer} changed {n} tokens it skipped ({mode} routing)")
+    return problems
+
+
+@judges("GATE-ARCH-010")
+def _router_gradient(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    for layer in _layers(m, "grad_absmax"):
+        grad = number(m["grad_absmax"], layer)
+        if not grad > t["min_router_grad"]:
+            problems.append(
+                f"{layer}.router received gradient {grad:.3g} (must exceed {t['min_router_grad']:g}): "
+                "the router weight does not scale the routed outputs"
+            )
+    return problems

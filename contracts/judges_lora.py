@@ -1,0 +1,91 @@
+"""The judges of the LoRA gates (spec/gates/lora.yaml): adapters against the base they adapt."""
+
+from __future__ import annotations
+
+from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
+
+
+def _names(m: Measured, key: str) -> list[str]:
+    return [str(name) for name in items(m, key)]
+
+
+def _some_adapters(m: Measured) -> list[str]:
+    """A record over no adapter has shown nothing: the gate holds of something, or fails."""
+    return [] if count(m, "adapters") else ["no LoRA adapter was checked"]
+
+
+@judges("GATE-LORA-001")
+def _identity_at_init(m: Measured, t: Thresholds) -> list[str]:
+    problems = _some_adapters(m)
+    differing, elements = count(m, "differing_elements"), count(m, "elements")
+    if differing:
+        problems.append(
+            f"{differing} of {elements} logit(s) of the model with fresh adapters differ from the base's"
+        )
+    return problems
+
+
+@judges("GATE-LORA-002")
+def _merge_parity(m: Measured, t: Thresholds) -> list[str]:
+    problems = _some_adapters(m)
+    diff, scale = number(m, "max_abs_diff"), number(m, "max_abs_logit")
+    allowed = t["logits_atol"] + t["logits_rtol"] * scale
+    if not diff <= allowed:
+        problems.append(
+            f"merged logits differ from unmerged ones by up to {diff:.3g} (allowed {allowed:.3g})"
+        )
+    mismatched = m.get("mismatched_elements")
+    if not isinstance(mismatched, dict):
+        raise Malformed(f"'mismatched_elements' is {mismatched!r}, not a map of adapter to a count")
+    # Per adapter, the elements of the merged weight that are not W_base + Δ rounded once.
+    wrong = sorted(f"{name} ({n} elements)" for name, n in mismatched.items() if n != 0)
+    if wrong:
+        problems.append(f"the merged weight is not the base plus the delta once in: {', '.join(wrong)}")
+    return problems
+
+
+@judges("GATE-LORA-003")
+def _unmerge_restores(m: Measured, t: Thresholds) -> list[str]:
+    problems = _some_adapters(m)
+    differing = _names(m, "differing")
+    if differing:
+        problems.append(f"after unmerge the weight is not the base's (sha256) in: {', '.join(differing)}")
+    return problems
+
+
+@judges("GATE-LORA-004")
+def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
+    problems = _some_adapters(m)
+    moved, zero, trainable = _names(m, "base_moved"), _names(m, "zero_b"), _names(m, "trainable_base")
+    if moved:
+        problems.append(f"the base weight moved during training in: {', '.join(moved)}")
+    if trainable:
+        problems.append(f"base tensor(s) left trainable: {', '.join(trainable)}")
+    if zero:
+        problems.append(f"adapter(s) never trained (B is still zero): {', '.join(zero)}")
+    return problems
+
+
+@judges("GATE-LORA-005")
+def _strict_load(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    for key, what in (
+        ("missing", "the adapter file lacks"),
+        ("unexpected", "the model has no adapter for"),
+        ("mismatched", "shapes differ for"),
+    ):
+        names = _names(m, key)
+        if names:
+            problems.append(f"{what} {', '.join(names)}")
+    recorded, base = str(m.get("adapter_base_sha256")), str(m.get("base_sha256"))
+    if recorded != base:
+        problems.append(f"the adapter belongs to base {recorded[:12]}…, not to this base {base[:12]}…")
+    return problems
+
+
+@judges("GATE-LORA-006")
+def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
+    problems = ["the merge changed the input embedding"] if flag(m, "embed_changed") else []
+    if flag(m, "tied") and not flag(m, "head_is_embed"):
+        problems.append("lm_head is no longer the tied embedding's tensor")
+    return problems

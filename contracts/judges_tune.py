@@ -1,0 +1,188 @@
+"""Judges of the preference-tuning and distillation gates (GATE-DPO-…, GATE-KD-…, GATE-SYNTH-…).
+
+Imported at the end of contracts.judges, which registers them; each is a pure function of what
+a `stack dpo`, `stack distill` or `stack synth` run measured and the thresholds of the gate.
+"""
+
+from __future__ import annotations
+
+from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
+
+
+@judges("GATE-DPO-001")
+def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
+    loss, ln2, reward = number(m, "loss"), number(m, "ln2"), number(m, "max_abs_reward")
+    problems = []
+    if not abs(loss - ln2) <= t["loss_atol"]:
+        problems.append(
+            f"with the policy equal to the reference the loss is {loss:.9g}, not ln 2 = {ln2:.9g} "
+            f"(|Δ| {abs(loss - ln2):.3g} > {t['loss_atol']:g}): the reference is not the starting policy"
+        )
+    if not reward <= t["reward_atol"]:
+        problems.append(
+            f"an implicit reward of {reward:.3g} at the start (allowed {t['reward_atol']:g}): "
+            "the reference scores differently (another checkpoint, dtype or mode?)"
+        )
+    return problems
+
+
+@judges("GATE-DPO-002", "GATE-KD-002")
+def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
+    before, after = m.get("sha256_before"), m.get("sha256_after")
+    if not isinstance(before, str) or not isinstance(after, str):
+        raise Malformed("sha256_before and sha256_after must be strings")
+    problems = []
+    if before != after:
+        problems.append("the frozen model's weights changed during the run (sha256 differs)")
+    if flag(m, "training_mode"):
+        problems.append("the frozen model is in train mode")
+    if requires := count(m, "requires_grad"):
+        problems.append(f"{requires} of the frozen model's parameters require a gradient")
+    if graded := count(m, "with_grad"):
+        problems.append(f"{graded} of the frozen model's parameters hold a .grad")
+    return problems
+
+
+@judges("GATE-DPO-003")
+def _padding_invariant(m: Measured, t: Thresholds) -> list[str]:
+    diff, appended, room = number(m, "max_abs_diff"), count(m, "appended"), number(m, "room")
+    problems = []
+    wanted = min(int(t["probe_pad_tokens"]), max(int(room), 0))
+    if appended < wanted:
+        problems.append(f"the probe appended {appended} pad token(s), not {wanted}")
+    if not diff <= t["max_abs_diff"]:
+        problems.append(
+            f"appending {appended} pad token(s) moved a sequence's log-probability by {diff:.3g} nats "
+            f"(allowed {t['max_abs_diff']:g}): padding is scored or attended to"
+        )
+    return problems
+
+
+@judges("GATE-DPO-004")
+def _learns(m: Measured, t: Thresholds) -> list[str]:
+    beta, trainable = number(m, "beta"), count(m, "trainable_parameters")
+    margins, accuracies = items(m, "margins"), items(m, "accuracies")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in margins + accuracies):
+        raise Malformed("margins and accuracies must be lists of numbers")
+    problems = []
+    if not beta > 0:
+        problems.append(f"β is {beta:g}; the DPO loss is then ln 2 whatever the policy does")
+    if not trainable:
+        problems.append("the policy has no trainable parameters")
+    span = max(margins) - min(margins) if margins else 0.0
+    if not span >= t["min_margin_span"]:
+        problems.append(
+            f"over {len(margins)} step(s) the mean reward margin spans {span:.3g} "
+            f"(at least {t['min_margin_span']:g} wanted): the loss is stuck at ln 2"
+        )
+    if len(set(accuracies)) < 2:
+        problems.append(f"the accuracy never moved over {len(accuracies)} step(s)")
+    return problems
+
+
+@judges("GATE-DPO-005")
+def _completion_only(m: Measured, t: Thresholds) -> list[str]:
+    labels = {
+        "scored_prompt_tokens": "prompt token(s) are scored",
+        "scored_padding_tokens": "padding token(s) are scored",
+        "unscored_completion_tokens": "completion token(s) are not scored",
+    }
+    problems = [f"{count(m, key)} {text}" for key, text in labels.items() if count(m, key)]
+    if not count(m, "completion_tokens"):
+        problems.append("the batch holds no completion token to score")
+    return problems
+
+
+@judges("GATE-KD-001")
+def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
+    shas = (m.get("teacher_tokenizer_sha256"), m.get("student_tokenizer_sha256"))
+    if not all(isinstance(sha, str) for sha in shas):
+        raise Malformed("teacher_tokenizer_sha256 and student_tokenizer_sha256 must be strings")
+    teacher, student, ids = count(m, "teacher_vocab"), count(m, "student_vocab"), count(m, "tokenizer_ids")
+    declared = m.get("truncate_to")
+    if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)):
+        raise Malformed(f"truncate_to is {declared!r}, not a count or null")
+    problems = []
+    if shas[0] != shas[1]:
+        problems.append("teacher and student have different tokenizers (sha256); distillation compares ids")
+    if teacher != student and declared is None:
+        problems.append(
+            f"the teacher's vocabulary has {teacher} rows and the student's {student}; "
+            "declare a truncation to the smaller to distil over the common ids"
+        )
+    if declared is not None and declared != min(teacher, student):
+        problems.append(
+            f"the declared truncation to {declared} is not the smaller vocabulary, {min(teacher, student)}"
+        )
+    if declared is not None and declared < ids:
+        problems.append(f"the declared truncation to {declared} cuts ids of the {ids}-id tokenizer")
+    return problems
+
+
+@judges("GATE-KD-003")
+def _identities(m: Measured, t: Thresholds) -> list[str]:
+    diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
+    problems = []
+    if not diff <= t["alpha0_atol"]:
+        problems.append(
+            f"at α = 0 the loss differs from the plain NLL by {diff:.3g} (allowed {t['alpha0_atol']:g})"
+        )
+    if not self_kl <= t["self_kl_atol"]:
+        problems.append(
+            f"the KL of the student to itself is {self_kl:.3g}, not 0 (allowed {t['self_kl_atol']:g})"
+        )
+    return problems
+
+
+@judges("GATE-KD-004")
+def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
+    problems = [
+        f"the probe ran with {key} {number(m, key):g}, the spec's case has {t[name]:g}"
+        for key, name in (("temperature", "probe_temperature"), ("logit_scale", "probe_logit_scale"))
+        if number(m, key) != t[name]
+    ]
+    ratio = number(m, "grad_ratio")
+    if not t["min_grad_ratio"] <= ratio <= t["max_grad_ratio"]:
+        problems.append(
+            f"the soft term's gradient at T = {t['probe_temperature']:g} is {ratio:.3g} times its size "
+            f"at T = 1 (allowed {t['min_grad_ratio']:g}..{t['max_grad_ratio']:g}): "
+            "the T² factor is missing or doubled"
+        )
+    return problems
+
+
+# The reasons `stack synth` may drop a sample for (stack.tune.synth reads them from here).
+SYNTH_REASONS = ("short", "repetitive", "duplicate", "no_room")
+
+
+@judges("GATE-SYNTH-001")
+def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
+    generated, kept, lines = count(m, "generated"), count(m, "kept"), count(m, "lines")
+    dropped = m.get("dropped")
+    if not isinstance(dropped, dict):
+        raise Malformed(f"'dropped' is {dropped!r}, not an object of counts by reason")
+    problems = [
+        f"drops under an unknown reason {reason!r}" for reason in dropped if reason not in SYNTH_REASONS
+    ]
+    drops = sum(count(dropped, reason) for reason in dropped)
+    if kept + drops != generated:
+        problems.append(
+            f"{generated} generated but {kept} kept and {drops} dropped: "
+            f"{generated - kept - drops} unaccounted for"
+        )
+    if lines != kept:
+        problems.append(f"the file holds {lines} record(s), the report says {kept} were kept")
+    return problems
+
+
+@judges("GATE-SYNTH-002")
+def _replays(m: Measured, t: Thresholds) -> list[str]:
+    replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")
+    problems = []
+    if replayed < min(int(t["replay_samples"]), generated):
+        problems.append(
+            f"only {replayed} sample(s) were replayed, not {min(int(t['replay_samples']), generated)}"
+        )
+    if mismatched:
+        problems.append(f"{mismatched} of {replayed} sample(s) came out otherwise from the same seed")
+    return problems

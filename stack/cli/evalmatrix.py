@@ -1,0 +1,224 @@
+"""`stack evalmatrix`: held-out items scored by the base model, with few-shot examples, with an
+adapter and with retrieved passages, side by side, so an adapter is judged against prompting.
+
+    stack evalmatrix BASE --items HELDOUT.jsonl --train TRAIN.jsonl [--adapter TUNED] [--docs DIR]
+
+Items and training examples are JSONL lines {"id", "prompt", "completion"}. Rows: A base, B base
++ --shots examples drawn from --train (never the item itself: GATE-FT-002), C the --adapter's
+model (a fine-tuned or merged-LoRA checkpoint of BASE), D the adapter's model (else the base)
+with the --passages best BM25 passages of --docs before the prompt. Exit 0: the table (or --json)
+printed; GATE-FT-001 (warning) reports an adapter that does not beat few-shot; 3: a row scored
+other items than the rest, or an item was its own example (GATE-FT-002); 2: bad input. See
+docs/finetuning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stack.cli import values
+
+if TYPE_CHECKING:
+    from stack.eval.evidence import CommandEvidence
+    from stack.eval.matrix import Setup
+
+KIND = "evalmatrix"
+RESULT_FILE = "evalmatrix.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `stack evalmatrix` and its options."""
+    parser = sub.add_parser(
+        "evalmatrix",
+        help="score held-out items by base, base + few-shot, base + adapter, and with retrieval",
+        description="Bits per byte (and optional exact match) of every item's reference completion "
+        "under each row; the rows score the same item ids, and the adapter is judged against few-shot.",
+    )
+    parser.add_argument(
+        "path", type=values.utf8_path, metavar="BASE", help="the base model (run or checkpoint)"
+    )
+    parser.add_argument(
+        "--items",
+        type=values.utf8_path,
+        required=True,
+        metavar="JSONL",
+        help="held-out {id, prompt, completion}",
+    )
+    parser.add_argument(
+        "--train",
+        type=values.utf8_path,
+        required=True,
+        metavar="JSONL",
+        help="training {id, prompt, completion}: the pool few-shot examples are drawn from",
+    )
+    parser.add_argument(
+        "--shots", type=values.positive_int, default=2, help="few-shot examples per item (row B; default 2)"
+    )
+    parser.add_argument(
+        "--adapter",
+        type=values.utf8_path,
+        metavar="TUNED",
+        help="row C: the base fine-tuned: a run or checkpoint (a LoRA run, `stack lora merge` output) "
+        "or an adapter directory of BASE",
+    )
+    parser.add_argument(
+        "--docs",
+        type=values.utf8_path,
+        metavar="DIR",
+        help="row D: a folder of .txt/.md documents to retrieve from",
+    )
+    parser.add_argument(
+        "--passages", type=values.positive_int, default=1, help="passages retrieved per item (default 1)"
+    )
+    parser.add_argument(
+        "--exact-match", action="store_true", help="also decode greedily and count exact matches"
+    )
+    parser.add_argument("--seed", type=values.seed, default=0, help="the few-shot draw's seed (default 0)")
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    parser.add_argument(
+        "--record",
+        type=values.utf8_path,
+        metavar="DIR",
+        help=f"write the evidence record DIR/metadata.json and the result DIR/{RESULT_FILE}",
+    )
+    parser.add_argument(
+        "--evidence-dir",
+        type=values.utf8_path,
+        metavar="LEDGER",
+        help="also file the evidence record into this ledger as LEDGER/<run-id>/ (append-only)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score every row, keep the evidence, print the table (or JSON)."""
+    import json
+
+    from contracts.errors import GateViolation
+    from contracts.evidence import RunStatus, canonical_sha256
+    from stack.eval.evidence import CommandEvidence, check_record_dir, keep
+
+    check_record_dir(args.record)
+    evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
+    config = {
+        "models": {"base": str(args.path), "adapter": None if args.adapter is None else str(args.adapter)},
+        "items": str(args.items),
+        "train": str(args.train),
+        "shots": args.shots,
+        "docs": None if args.docs is None else str(args.docs),
+        "passages": args.passages,
+        "exact_match": args.exact_match,
+        "seed": args.seed,
+    }
+    evidence.record.config, evidence.record.config_sha256 = config, canonical_sha256(config)
+    try:
+        with evidence.judging():
+            result = _score(args, evidence)
+    except GateViolation:
+        keep(evidence, args.record, RESULT_FILE, None)
+        raise
+    evidence.settle(RunStatus.COMPLETED)
+    kept = keep(evidence, args.record, RESULT_FILE, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result)
+    _report(evidence, kept)
+    return 0
+
+
+def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, list[Any]]:
+    """Load the models, the items, the few-shot pool and the retriever; record what was read."""
+    from contracts.errors import BadInput
+    from contracts.evidence import DataRef
+    from stack.eval.items import read_items
+    from stack.eval.matrix import Setup
+    from stack.eval.retrieval import BM25, read_passages
+    from stack.eval.tuned import load_tuned
+    from stack.train.trained import load_trained
+
+    items, pool = read_items(args.items, "--items"), read_items(args.train, "--train")
+    retriever = None if args.docs is None else BM25(read_passages(args.docs))
+    base = load_trained(args.path, args.device)
+    evidence.note_checkpoint(base.checkpoint.path)
+    adapter = None
+    if args.adapter is not None:
+        adapter = load_tuned(args.adapter, args.path, args.device)
+        if adapter.tokenizer.sha256 != base.tokenizer.sha256:
+            raise BadInput(
+                f"--adapter {args.adapter} has another tokenizer than {args.path}; "
+                "give a fine-tune of this base model"
+            )
+        evidence.record.metrics["adapter_checkpoint"] = str(adapter.checkpoint.path.resolve())
+    evidence.record.data = DataRef(tokenizer_sha256=base.tokenizer.sha256)
+    setup = Setup(
+        base.model,
+        None if adapter is None else adapter.model,
+        base.tokenizer,
+        pool,
+        args.shots,
+        retriever,
+        args.passages,
+        args.seed,
+        args.exact_match,
+    )
+    return setup, items
+
+
+def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any]:
+    """The matrix, its adapter gain (GATE-FT-001 when there is an adapter), as the result JSON."""
+    from stack.cli.progress import count_progress
+    from stack.eval.matrix import adapter_gain, rows_of, score_matrix
+
+    setup, items = _setup(args, evidence)
+    with count_progress("evalmatrix", len(items) * len(rows_of(setup))) as advance:
+        matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"))
+    gain = adapter_gain(matrix) if setup.adapter is not None else None
+    rows = [r.summary() for r in matrix.rows]
+    evidence.record.metrics.update(rows=rows, adapter_gain_bpb=gain, items=len(items))
+    retrieved = {
+        item: [{k: p[k] for k in ("source", "paragraph", "score")} for p in found]
+        for item, found in matrix.retrieved.items()
+    }
+    return {
+        "items": [item.id for item in items],
+        "rows": rows,
+        "adapter_gain_bpb": gain,
+        "few_shot": [d.measured() for d in matrix.draws],
+        "retrieved": retrieved,
+    }
+
+
+def _table(result: dict[str, Any]) -> None:
+    """The rows as a rich table on stdout."""
+    from rich.table import Table
+
+    from stack.cli import data_console
+
+    table = Table(title=f"evaluation matrix over {len(result['items'])} items")
+    for column in ("row", "what", "bits/byte", "loss", "exact match", "context cut"):
+        table.add_column(column, justify="left" if column in ("row", "what") else "right")
+    for row in result["rows"]:
+        exact = "-" if row["exact_match"] is None else f"{row['exact_match']:.1%}"
+        cells = (row["row"], row["label"], f"{row['bits_per_byte']:.4f}", f"{row['loss']:.4f}", exact)
+        table.add_row(*cells, str(row["context_tokens_dropped"]))
+    console = data_console()
+    console.print(table)
+    if result["adapter_gain_bpb"] is not None:
+        console.print(f"adapter gain over few-shot: {result['adapter_gain_bpb']:.4f} bits per byte")
+
+
+def _report(evidence: CommandEvidence, kept: list[Path]) -> None:
+    """Say on stderr where the evidence went and which warning gate found something."""
+    import sys
+
+    from contracts.evidence import Verdict
+
+    for gate in evidence.record.gates:
+        if gate.verdict is Verdict.WARN:
+            print(f"stack evalmatrix: warning: {gate.id}: {gate.message}", file=sys.stderr)
+    for where in kept:
+        print(f"stack evalmatrix: evidence in {where}", file=sys.stderr)

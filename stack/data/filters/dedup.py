@@ -1,0 +1,97 @@
+"""Exact and near duplicates: the same text twice weighs twice, and leaks between splits as a near copy.
+
+Exact: the 64-bit prefix of a document's sha256 (the id the document index keeps) seen before.
+Near: MinHash over shingles of `shingle_bytes` UTF-8 bytes. A shingle's hash is a polynomial of
+its bytes (numpy, one pass per shingle position, wrapping in 64 bits); permutation i maps a
+hash h to a_i·h + c_i mod 2^64 with a_i odd (a bijection), and the signature keeps each
+permutation's minimum over the document's distinct shingles. The probability that two
+documents agree in one place is their Jaccard similarity, so the share of agreeing places
+estimates it. Lookups go by bands: the signature is cut into `bands` bands of
+permutations/bands rows, and documents that share a whole band are candidates; a candidate is a
+near duplicate when its estimated similarity with an earlier document is at least
+`min_jaccard`. The index holds only signatures (4 bytes a permutation) and one entry per band
+per document, never text: prepare stays streaming.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from contracts.errors import BadInput
+from stack.data.filters.settings import DedupSettings
+
+_BASE = np.uint64(0x100000001B3)  # the FNV-1a prime: an odd multiplier that mixes bytes well
+_CHUNK = 1 << 16  # shingles permuted at once: permutations × 512 KiB of memory
+
+
+def _permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed (a, c) pairs: the signature of a text never depends on the run."""
+    rng = np.random.default_rng(0x5EED)
+    a = rng.integers(1, 2**63, size=count, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    c = rng.integers(0, 2**63, size=count, dtype=np.uint64)
+    return a, c
+
+
+def shingle_hashes(data: bytes, width: int) -> np.ndarray:
+    """The distinct 64-bit hashes of every `width`-byte window of `data` (the whole, if shorter)."""
+    raw = np.frombuffer(data, dtype=np.uint8).astype(np.uint64)
+    if raw.size <= width:
+        raw = np.pad(raw, (0, width - raw.size + 1))
+    count = raw.size - width + 1
+    hashes = np.zeros(count, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for offset in range(width):
+            hashes = hashes * _BASE + raw[offset : offset + count] + np.uint64(1)
+    return np.unique(hashes)
+
+
+class NearDuplicates:
+    """The signatures of the documents kept so far, and the band index that finds candidates."""
+
+    def __init__(self, settings: DedupSettings) -> None:
+        if settings.permutations % settings.bands:
+            raise BadInput(
+                f"--filters: dedup.permutations {settings.permutations} must be a multiple of "
+                f"dedup.bands {settings.bands}"
+            )
+        self.settings = settings
+        self._a, self._c = _permutations(settings.permutations)
+        self._rows = settings.permutations // settings.bands
+        self._signatures: list[np.ndarray] = []
+        self._bands: list[dict[bytes, int]] = [{} for _ in range(settings.bands)]
+        self._exact: set[bytes] = set()
+
+    def signature(self, data: bytes) -> np.ndarray:
+        """The MinHash signature of a text: per permutation, the top half of its 64-bit minimum."""
+        hashes = shingle_hashes(data, self.settings.shingle_bytes)
+        least = np.full(self.settings.permutations, np.iinfo(np.uint64).max, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for start in range(0, hashes.size, _CHUNK):  # bounded memory for a long document
+                part = hashes[None, start : start + _CHUNK] * self._a[:, None] + self._c[:, None]
+                np.minimum(least, part.min(axis=1), out=least)
+        return (least >> np.uint64(32)).astype(np.uint32)
+
+    def similarity(self, first: np.ndarray, second: np.ndarray) -> float:
+        """The estimated Jaccard similarity of two signatures: the share of places they agree in."""
+        return float(np.mean(first == second))
+
+    def check(self, sha: bytes, data: bytes) -> str | None:
+        """`dedup_exact` or `dedup_near` when it repeats an earlier document; else None (it is indexed)."""
+        key = sha[:8]
+        if key in self._exact:
+            return "dedup_exact"
+        signature = self.signature(data)
+        keys = [
+            signature[b * self._rows : (b + 1) * self._rows].tobytes() for b in range(self.settings.bands)
+        ]
+        candidates = {band[k] for band, k in zip(self._bands, keys, strict=True) if k in band}
+        if any(
+            self.similarity(signature, self._signatures[c]) >= self.settings.min_jaccard for c in candidates
+        ):
+            return "dedup_near"
+        self._exact.add(key)
+        number = len(self._signatures)
+        self._signatures.append(signature)
+        for band, k in zip(self._bands, keys, strict=True):
+            band.setdefault(k, number)
+        return None

@@ -1,0 +1,339 @@
+"""`stack prepare --format chat|prompt-completion`: supervised examples into packed, labelled shards.
+
+Each JSONL record is rendered by the chat template (stack.data.sft_template) into ids and a
+mask, assigned to a split by the sha256 of its turns (as documents are), and packed in input
+order, whole, into windows of `pack_len` tokens: an example that does not fit the current
+window starts the next one, the rest of the window is padding (the EOS id, unsupervised,
+example 0), and an example longer than `pack_len` is refused. Each split and source becomes one
+token shard laid out as pretraining's (stack.data.shards), its windows back to back plus one
+trailing padding token, so the reader's windows of `pack_len + 1` tokens with stride `pack_len`
+are exactly the packed windows; and one label file beside it (`.labels`, the same 32-byte
+header with magic GSLABELS, then a uint32 `example * 2 + supervised` per token), hashed in the
+manifest like the shard. GATE-SFT-001 and GATE-SFT-002 are judged before anything is written.
+
+Publishing reuses prepare's rules (stack.data.ownership): the lock, the staging directory, and
+`--force` replacing only what an earlier prepare wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
+from stack.data import ownership
+from stack.data import split as splitting
+from stack.data.corpus import check_source_name
+from stack.data.defaults import DEFAULT_BPE_VOCAB
+from stack.data.filters.gates import check_reports, open_filters
+from stack.data.filters.runner import FilterRunner
+from stack.data.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    DataFile,
+    FilterReport,
+    LabelFile,
+    Manifest,
+    SftEntry,
+    Shard,
+    SourceStats,
+    Split,
+    SplitTotals,
+    TokenizerEntry,
+    write_manifest,
+)
+from stack.data.prepare import write_locked
+from stack.data.pretrained import PretrainedTokenizer, directory_of
+from stack.data.sft_gates import check_markers, check_supervision
+from stack.data.sft_template import (
+    ChatTemplate,
+    Rendered,
+    canonical_example,
+    example_turns,
+    load_template,
+    render,
+)
+from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
+from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, Tokenizer, train_bpe
+
+SFT_FORMATS = ("chat", "prompt-completion")
+LABELS_MAGIC = b"GSLABELS"
+LABELS_SUFFIX = ".labels"
+LABEL_DTYPE = np.dtype("<u4")
+DEFAULT_PACK_LEN = 128
+# One shard per split and source: fine-tuning sets are small, and a window never spans shards.
+SFT_SHARD_TOKENS = 1 << 62
+
+
+@dataclass
+class _Split:
+    """The rendered examples of one split, in input order."""
+
+    examples: list[Rendered] = field(default_factory=list)
+
+
+def labels_header(tokens: int, examples: int) -> bytes:
+    """The 32-byte header of a label file."""
+    return HEADER.pack(LABELS_MAGIC, SHARD_VERSION, LABEL_DTYPE.itemsize, tokens, examples)
+
+
+def pack(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Tokens and labels of whole examples packed greedily into windows of `pack_len`, plus one
+    trailing padding token; returns (tokens, labels, windows)."""
+    tokens: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    used, windows = pack_len, 0  # `used` of the current window; pack_len forces a first window
+    for number, example in enumerate(examples, start=1):
+        if used + len(example.ids) > pack_len:
+            if windows:
+                tokens.append(np.full(pack_len - used, eos_id, dtype=np.int64))
+                labels.append(np.zeros(pack_len - used, dtype=np.int64))
+            used, windows = 0, windows + 1
+        tokens.append(example.ids)
+        labels.append(number * 2 + example.mask.astype(np.int64))
+        used += len(example.ids)
+    tail = pack_len - used + 1  # pad the last window, then the one token its window reads past
+    tokens.append(np.full(tail, eos_id, dtype=np.int64))
+    labels.append(np.zeros(tail, dtype=np.int64))
+    return np.concatenate(tokens), np.concatenate(labels), windows
+
+
+def _tokenizer(spec: str, vocab_size: int | None, texts: list[str]) -> Tokenizer:
+    """byte, bpe trained on the examples' text, or hf:DIR."""
+    pretrained_dir = directory_of(spec)
+    if pretrained_dir is not None:
+        return PretrainedTokenizer.from_dir(pretrained_dir)
+    if spec == "byte":
+        return ByteTokenizer()
+    if spec == "bpe":
+        return train_bpe(texts, vocab_size or DEFAULT_BPE_VOCAB)
+    raise BadInput(f"unknown --tokenizer {spec!r}; use byte, bpe or hf:DIR")
+
+
+def _read_examples(paths: Sequence[Path], fmt: str) -> tuple[list[list[tuple[str, str]]], Counter[str]]:
+    """Every record's turns, in file and line order; blank lines are skipped."""
+    examples, counts = [], Counter[str]()
+    for path in paths:
+        if not path.is_file():
+            raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
+        counts["files"] += 1
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read {path} as UTF-8 text ({exc})") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                counts["empty_skipped"] += 1
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BadInput(f"{where}: not JSON ({exc.msg})") from None
+            examples.append(example_turns(record, fmt, where))
+    return examples, counts
+
+
+def _render_all(
+    examples: list[list[tuple[str, str]]], template: ChatTemplate, tok: Tokenizer, plan: SftPlan
+) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
+    """Render, split and index every example; refuse one longer than a window."""
+    splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
+    shas, heldout = [], []
+    turns_total = missing_total = 0
+    for i, turns in enumerate(examples):
+        rendered = render(template, tok, turns, f"example {i + 1}")
+        if len(rendered.ids) > plan.pack_len:
+            raise BadInput(
+                f"example {i + 1} has {len(rendered.ids)} tokens, more than --pack-len {plan.pack_len}: "
+                "raise --pack-len (at most the model's ctx) or shorten the example"
+            )
+        sha = splitting.content_sha256(canonical_example(turns))
+        which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
+        splits[which].examples.append(rendered)
+        doc, held = splitting.index_row(sha, which)
+        shas.append(doc)
+        heldout.append(held)
+        turns_total += rendered.assistant_turns
+        missing_total += rendered.markers_missing
+    index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
+    index["doc"], index["heldout"] = shas, heldout
+    return splits, index, turns_total, missing_total
+
+
+@dataclass(frozen=True)
+class SftPlan:
+    """What one supervised prepare builds, its arguments checked."""
+
+    files: list[Path]
+    fmt: str
+    template: str | None
+    pack_len: int
+    tokenizer: str
+    vocab_size: int | None
+    seed: int
+    val_fraction: float
+    source: str
+    filters: FilterRunner
+
+
+def _write_split(
+    staging: Path, split: Split, plan: SftPlan, rendered: _Split, eos_id: int, dtype: str
+) -> tuple[list[Shard], list[LabelFile], int]:
+    """The shard and label file of one split (none when it has no example)."""
+    if not rendered.examples:
+        return [], [], 0
+    tokens, labels, _ = pack(rendered.examples, plan.pack_len, eos_id)
+    check_supervision(tokens, labels, eos_id)
+    writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
+    writer.add(tokens)
+    shards = writer.close()
+    shard = shards[0]
+    path = staging / (shard.path.removesuffix(".bin") + LABELS_SUFFIX)
+    with naming(path):
+        path.write_bytes(
+            labels_header(len(labels), len(rendered.examples)) + labels.astype(LABEL_DTYPE).tobytes()
+        )
+    entry = LabelFile(
+        path=path.relative_to(staging).as_posix(),
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+        shard=shard.path,
+        tokens=len(labels),
+    )
+    return shards, [entry], int((labels & 1).sum())
+
+
+def _build(staging: Path, plan: SftPlan) -> Manifest:
+    """Render, check, pack and write everything into `staging`; the manifest comes last."""
+    template = load_template(plan.template)
+    examples, counts = _read_examples(plan.files, plan.fmt)
+    # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters).
+    examples = [
+        turns for turns in examples if plan.filters.keep_turns(plan.source, turns, canonical_example(turns))
+    ]
+    check_reports(plan.filters, {plan.source: len(examples)})
+    if not examples:
+        raise BadInput(f"no {plan.fmt} records in {', '.join(map(str, plan.files))}")
+    tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns in examples for _, c in turns])
+    splits, index, turns, missing = _render_all(examples, template, tok, plan)
+    check_markers(turns, missing)
+    if not splits["train"].examples:
+        raise BadInput(f"all {len(examples)} example(s) landed in the held-out split; lower --val-fraction")
+    dtype = dtype_for(tok.vocab_size)
+    shards, label_files, supervised = [], [], {}
+    for split in ("train", "heldout"):
+        written, labels, count = _write_split(staging, split, plan, splits[split], tok.eot_id, dtype)
+        shards += written
+        label_files += labels
+        supervised[split] = count
+    index_path = staging / splitting.INDEX_FILE
+    with naming(index_path):
+        splitting.write_index(index_path, index)
+    tokenizer_path = None
+    if isinstance(tok, BpeTokenizer | PretrainedTokenizer):
+        tokenizer_path = TOKENIZER_FILE
+        (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
+    totals = {
+        split: SplitTotals(
+            tokens=sum(s.tokens for s in shards if s.split == split),
+            documents=sum(s.documents for s in shards if s.split == split),
+        )
+        for split in ("train", "heldout")
+    }
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        tokenizer=TokenizerEntry(
+            name=tok.name,
+            vocab_size=tok.vocab_size,
+            sha256=tok.sha256,
+            path=tokenizer_path,
+            eot_token=tok.eot_token if isinstance(tok, PretrainedTokenizer) else None,
+        ),
+        dtype=dtype,
+        seed=plan.seed,
+        val_fraction=plan.val_fraction,
+        invalid_utf8_action="refuse",
+        sources={
+            plan.source: SourceStats(
+                files=counts["files"],
+                documents=len(examples),
+                binary_skipped=0,
+                empty_skipped=counts["empty_skipped"],
+                invalid_utf8_files=0,
+            )
+        },
+        shards=sorted(shards, key=lambda s: s.path),
+        documents=DataFile(
+            path=splitting.INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)
+        ),
+        totals=totals,
+        duplicate_documents=len(index) - len(np.unique(index["doc"])),
+        filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
+        sft=SftEntry(
+            format=plan.fmt,  # type: ignore[arg-type]
+            template=template.spec.name,
+            template_sha256=template.sha256,
+            pack_len=plan.pack_len,
+            examples={s: len(splits[s].examples) for s in ("train", "heldout")},  # type: ignore[misc]
+            supervised_tokens=supervised,
+            assistant_turns=turns,
+            markers_missing=missing,
+            labels=label_files,
+        ),
+    )
+    with naming(staging / MANIFEST_FILE):
+        return write_manifest(staging, manifest)
+
+
+def prepare_sft(
+    inputs: Sequence[str | Path],
+    out: Path | str,
+    *,
+    fmt: str,
+    template: str | None = None,
+    pack_len: int = DEFAULT_PACK_LEN,
+    tokenizer: str = "byte",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    source: str = "sft",
+    force: bool = False,
+    filters: Sequence[str] | None = None,
+    filter_settings: Path | None = None,
+    no_filter: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Prepare supervised fine-tuning data from JSONL `inputs` into DATA_DIR `out` (module docstring)."""
+    if fmt not in SFT_FORMATS:
+        raise BadInput(f"--format {fmt!r} is not one of {', '.join(SFT_FORMATS)}")
+    if not inputs:
+        raise BadInput(f"--format {fmt} needs INPUT JSONL files")
+    if pack_len < 2:
+        raise BadInput(f"--pack-len {pack_len} must be at least 2 (a marker and an EOS)")
+    if not 0.0 <= val_fraction < 1.0:
+        raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.1")
+    check_source_name(source)
+    runner = open_filters(filters, filter_settings, no_filter or {}, {source})
+    load_template(template)  # a bad template is refused before DATA_DIR is touched
+    plan = SftPlan(
+        [Path(i) for i in inputs],
+        fmt,
+        template,
+        pack_len,
+        tokenizer,
+        vocab_size,
+        seed,
+        val_fraction,
+        source,
+        runner,
+    )
+    out = Path(out)
+    created = ownership.check_out(out)
+    found = ownership.claim(out, force, {source}, bpe=tokenizer != "byte")
+    return write_locked(out, created, found, lambda staging: _build(staging, plan))

@@ -1,0 +1,204 @@
+"""Chat templates as data, and how one supervised example becomes token ids and a loss mask.
+
+A template is a YAML (or JSON) file: the text written before and after each role's turn, and
+the assistant marker. The stack ships `stack/data/templates/chat.yaml`; `--template FILE`
+reads a user's own. Rendering an example (a list of {role, content} turns ending with the
+assistant's) goes turn by turn:
+
+* a system or user turn adds `prefix + content + suffix` to the pending text;
+* an assistant turn adds `prefix + content`; the pending text is tokenized as one piece, the
+  assistant marker's ids are searched for in it (the last occurrence), and the tokens after the
+  marker are supervised; then the tokenizer's EOS id is appended, supervised, and the pending
+  text starts again.
+
+Searching the marker in the tokenized text, rather than tokenizing the marker apart, is what a
+completion-only collator does, and it has the trap such collators have: a BPE may merge the
+marker with its neighbours so that its ids never appear. That is GATE-SFT-002 firing for the
+whole preparation, not a warning that silently drops the example. Nothing but the mask is
+derived from the marker: the EOS is supervised by position, never by id, so a pad id equal to
+the EOS id cannot mask it (GATE-SFT-001 checks the result).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
+from stack.data.tokenizer import Tokenizer
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+DEFAULT_TEMPLATE = "chat"
+ROLES = ("system", "user", "assistant")
+
+
+class Turn(BaseModel):
+    """The text around one role's turns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prefix: str = ""
+    suffix: str = ""
+
+
+class TemplateFile(BaseModel):
+    """A template file as written; unknown keys are refused so a misspelt field shows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    roles: dict[str, Turn]
+    assistant_marker: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A loaded template and the sha256 of its file, which the manifest records."""
+
+    spec: TemplateFile
+    sha256: str
+    path: Path
+
+
+@dataclass
+class Rendered:
+    """One example as ids and a per-token supervision mask; `markers_missing` counts assistant
+    turns whose marker ids were not found (the mask of such a turn is left unsupervised)."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    assistant_turns: int
+    markers_missing: int
+
+
+def template_path(name_or_file: str | None) -> Path:
+    """A shipped template by name (default `chat`), or a user's file by path."""
+    if name_or_file is None:
+        return TEMPLATES_DIR / f"{DEFAULT_TEMPLATE}.yaml"
+    shipped = TEMPLATES_DIR / f"{name_or_file}.yaml"
+    return shipped if shipped.is_file() else Path(name_or_file)
+
+
+def load_template(name_or_file: str | None) -> ChatTemplate:
+    """Read and validate a template; any defect is BadInput naming the file."""
+    path = template_path(name_or_file)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        shipped = ", ".join(sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml")))
+        raise BadInput(
+            f"--template {name_or_file}: cannot read {path} ({exc.strerror}); give a YAML file or one of: "
+            f"{shipped}"
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--template {path} is not YAML or JSON: {' '.join(str(exc).split())[:160]}") from None
+    try:
+        spec = TemplateFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "template"
+        raise BadInput(f"--template {path}: {where}: {first['msg']} (see docs/finetuning.md)") from None
+    unknown = sorted(set(spec.roles) - set(ROLES))
+    if unknown or "assistant" not in spec.roles:
+        raise BadInput(
+            f"--template {path}: roles must include assistant and be among {', '.join(ROLES)}; "
+            f"got {', '.join(spec.roles)}"
+        )
+    if spec.roles["assistant"].suffix:
+        raise BadInput(
+            f"--template {path}: the assistant role has a suffix; an assistant turn ends with the EOS "
+            "the stack writes, so drop the suffix"
+        )
+    return ChatTemplate(spec, sha256_file(path), path)
+
+
+def example_turns(record: Any, fmt: str, where: str) -> list[tuple[str, str]]:
+    """(role, content) turns of one JSONL record of `--format chat` or `prompt-completion`."""
+    if not isinstance(record, dict):
+        raise BadInput(f"{where}: a record must be a JSON object")
+    if fmt == "prompt-completion":
+        prompt, completion = record.get("prompt"), record.get("completion")
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise BadInput(f"{where}: a prompt-completion record needs string fields prompt and completion")
+        return [("user", prompt), ("assistant", completion)]
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadInput(f"{where}: a chat record needs a non-empty list 'messages' of {{role, content}}")
+    turns = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if role not in ROLES or not isinstance(content, str):
+            raise BadInput(
+                f"{where}: messages[{i}] must be {{role: {'|'.join(ROLES)}, content: string}}, "
+                f"got {message!r}"
+            )
+        turns.append((role, content))
+    if turns[-1][0] != "assistant":
+        raise BadInput(
+            f"{where}: the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
+        )
+    return turns
+
+
+def _last_occurrence(ids: np.ndarray, marker: np.ndarray) -> int | None:
+    """Start of the last run of `marker` in `ids`, or None."""
+    n, m = len(ids), len(marker)
+    if m == 0 or m > n:
+        return None
+    windows = np.lib.stride_tricks.sliding_window_view(ids, m)
+    hits = np.flatnonzero((windows == marker).all(axis=1))
+    return int(hits[-1]) if hits.size else None
+
+
+def render(
+    template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple[str, str]], where: str
+) -> Rendered:
+    """Token ids and supervision mask of one example (see the module docstring)."""
+    spec = template.spec
+    marker_text = spec.assistant_marker
+    marker = np.asarray(tokenizer.encode(marker_text), dtype=np.int64)
+    pieces_ids: list[np.ndarray] = []
+    pieces_mask: list[np.ndarray] = []
+    pending, assistant_turns, missing = "", 0, 0
+    for role, content in turns:
+        if role not in spec.roles:
+            raise BadInput(f"{where}: the template {spec.name} has no role {role!r}")
+        turn = spec.roles[role]
+        if role != "assistant":
+            pending += turn.prefix + content + turn.suffix
+            continue
+        if marker_text in content:
+            raise BadInput(
+                f"{where}: an assistant message contains the assistant marker {marker_text!r}; "
+                "its supervised part would be ambiguous"
+            )
+        assistant_turns += 1
+        ids = np.asarray(tokenizer.encode(pending + turn.prefix + content), dtype=np.int64)
+        mask = np.zeros(len(ids) + 1, dtype=np.uint8)
+        found = _last_occurrence(ids, marker)
+        if found is None:
+            missing += 1
+        else:
+            mask[found + len(marker) :] = 1  # the content's tokens and the EOS after them
+        pieces_ids += [ids, np.array([tokenizer.eot_id], dtype=np.int64)]
+        pieces_mask.append(mask)
+        pending = ""
+    return Rendered(
+        ids=np.concatenate(pieces_ids),
+        mask=np.concatenate(pieces_mask),
+        assistant_turns=assistant_turns,
+        markers_missing=missing,
+    )
+
+
+def canonical_example(turns: list[tuple[str, str]]) -> bytes:
+    """The bytes an example's identity (its split, its index row) is hashed from."""
+    return json.dumps(turns, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,235 @@
+"""An evaluation matrix: the same held-out items scored four ways, so an adapter is judged against
+what prompting its base model already gets.
+
+| row | model           | before the item's prompt                                       |
+|-----|-----------------|----------------------------------------------------------------|
+| A   | base            | nothing                                                        |
+| B   | base            | k examples (prompt + completion) drawn from the training data  |
+| C   | base + adapter  | nothing                                                        |
+| D   | the adapter's model, else the base | the passages BM25 retrieves for the prompt  |
+
+Each row scores every item's reference completion (stack.eval.completion): bits per byte over
+the bytes of all completions, loss per completion token, and with `exact` the share of items
+whose greedy continuation is the completion. Rows C and D need an adapter and a document folder.
+
+Two gates judge the matrix. GATE-FT-002 (blocking): every row scored the same item ids in the
+same order, and no few-shot example is the item it precedes, by id or by content; the draw
+already leaves both out, and the gate shows it did. GATE-FT-001 (warning): row C beats row B by
+min_bpb_improvement bits per byte, or the adapter was not worth training.
+
+Few-shot draws are seeded per item (the seed and the item's id), so an item gets the same
+examples whatever the order or number of the items beside it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.tokenizer import Tokenizer
+from stack.eval.bpb import bits_per_byte
+from stack.eval.completion import score_completion
+from stack.eval.items import Item
+from stack.eval.retrieval import BM25
+from stack.model.gpt import GPT
+
+SEPARATOR = "\n\n"  # between few-shot examples, passages and the prompt
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the matrix: its letter, what it is, which model scores it, what comes before."""
+
+    name: str
+    label: str
+    model: str  # base | adapter
+    context: str  # none | few-shot | retrieval
+
+
+@dataclass(frozen=True)
+class Draw:
+    """The few-shot examples placed before one item."""
+
+    item: Item
+    examples: list[Item]
+
+    def measured(self) -> dict[str, Any]:
+        """The draw as GATE-FT-002 reads it: ids and content digests."""
+        examples = [{"id": e.id, "sha256": e.sha256} for e in self.examples]
+        return {"item": self.item.id, "item_sha256": self.item.sha256, "examples": examples}
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What one row measured over its items."""
+
+    row: Row
+    ids: list[str]
+    nll: float
+    tokens: int
+    bytes: int
+    bits_per_byte: float
+    dropped: int
+    exact_matches: int | None
+
+    def summary(self) -> dict[str, Any]:
+        """The row as the result JSON and the evidence record show it."""
+        exact = None if self.exact_matches is None else self.exact_matches / len(self.ids)
+        return {
+            "row": self.row.name,
+            "label": self.row.label,
+            "model": self.row.model,
+            "context": self.row.context,
+            "items": len(self.ids),
+            "bits_per_byte": self.bits_per_byte,
+            "loss": self.nll / self.tokens,
+            "completion_tokens": self.tokens,
+            "completion_bytes": self.bytes,
+            "context_tokens_dropped": self.dropped,
+            "exact_match": exact,
+        }
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Every row's result, the few-shot draws, and the passages retrieved per item."""
+
+    rows: list[RowResult]
+    draws: list[Draw]
+    retrieved: dict[str, list[dict[str, Any]]]
+
+    def row(self, name: str) -> RowResult:
+        """The result of the row named `name` (A, B, C, D)."""
+        return next(r for r in self.rows if r.row.name == name)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the matrix is asked to score with: models, the few-shot pool and the retriever."""
+
+    base: GPT
+    adapter: GPT | None
+    tokenizer: Tokenizer
+    pool: list[Item]
+    shots: int
+    retriever: BM25 | None
+    passages: int
+    seed: int
+    exact: bool
+
+
+def rows_of(setup: Setup) -> list[Row]:
+    """The rows this setup can score: A and B always, C with an adapter, D with documents."""
+    rows = [Row("A", "base", "base", "none"), Row("B", f"base + {setup.shots}-shot", "base", "few-shot")]
+    if setup.adapter is not None:
+        rows.append(Row("C", "base + adapter", "adapter", "none"))
+    if setup.retriever is not None:
+        model = "adapter" if setup.adapter is not None else "base"
+        rows.append(Row("D", f"{model} + retrieval", model, "retrieval"))
+    return rows
+
+
+def model_of(setup: Setup, row: Row) -> GPT:
+    """The model that scores `row`: the adapter's for rows that name it (only made when there is one)."""
+    return setup.adapter if row.model == "adapter" and setup.adapter is not None else setup.base
+
+
+def eligible_examples(item: Item, pool: list[Item]) -> list[Item]:
+    """The pool without the item itself: not its id, and not its content under another id."""
+    return [p for p in pool if p.id != item.id and p.sha256 != item.sha256]
+
+
+def draw_examples(item: Item, pool: list[Item], shots: int, seed: int) -> Draw:
+    """`shots` examples for `item`, drawn from the pool by a generator seeded with seed and the item's id."""
+    eligible = eligible_examples(item, pool)
+    if len(eligible) < shots:
+        raise BadInput(
+            f"item {item.id}: the training data has {len(eligible)} examples other than it, fewer than "
+            f"--shots {shots}; give more training examples or fewer shots"
+        )
+    return Draw(item, random.Random(f"{seed}:{item.id}").sample(eligible, shots))
+
+
+def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]:
+    """The passages placed before `item`: its prompt is the query."""
+    found = retriever.top(item.prompt, passages)
+    return [{"source": p.source, "paragraph": p.index, "score": score, "text": p.text} for p, score in found]
+
+
+def row_contexts(
+    row: Row, items: list[Item], draws: dict[str, Draw], retrieved: dict[str, list[dict[str, Any]]]
+) -> list[tuple[Item, str]]:
+    """Each item with the text the row puts before its completion."""
+    contexts = []
+    for item in items:
+        before: list[str] = []
+        if row.context == "few-shot":
+            before = [e.prompt + e.completion for e in draws[item.id].examples]
+        elif row.context == "retrieval":
+            before = [p["text"] for p in retrieved[item.id]]
+        contexts.append((item, "".join(text + SEPARATOR for text in before) + item.prompt))
+    return contexts
+
+
+def score_row(
+    row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
+) -> RowResult:
+    """Score every (item, context) of one row."""
+    nll, tokens, dropped, exact = 0.0, 0, 0, 0
+    for item, context in contexts:
+        where = f"row {row.name}, item {item.id}"
+        scored = score_completion(
+            model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
+        )
+        nll, tokens, dropped = nll + scored.nll, tokens + scored.tokens, dropped + scored.dropped
+        exact += bool(scored.exact)
+        advance()
+    completions = "".join(item.completion for item, _ in contexts)
+    return RowResult(
+        row,
+        [item.id for item, _ in contexts],
+        nll,
+        tokens,
+        len(completions.encode("utf-8")),
+        bits_per_byte(nll, completions),
+        dropped,
+        exact if setup.exact else None,
+    )
+
+
+def same_items_outcome(matrix: Matrix) -> Outcome:
+    """GATE-FT-002 over the matrix as scored: each row's item ids, and every few-shot draw."""
+    rows = {r.row.name: r.ids for r in matrix.rows}
+    measured = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
+    return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
+
+
+@gate_ensure("GATE-FT-002", lambda result: same_items_outcome(result))
+def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
+    """Every row of the setup over `items`; `advance(row)` after each item scored."""
+    draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
+    retrieved = {}
+    if setup.retriever is not None:
+        retrieved = {item.id: retrieve(setup.retriever, item, setup.passages) for item in items}
+    results = []
+    for row in rows_of(setup):
+        contexts = row_contexts(row, items, draws, retrieved)
+        results.append(score_row(row, model_of(setup, row), setup, contexts, partial(advance, row.name)))
+    return Matrix(results, list(draws.values()), retrieved)
+
+
+def adapter_outcome(matrix: Matrix) -> Outcome:
+    """GATE-FT-001: row C's bits per byte against row B's."""
+    measured = {"few_shot_bpb": matrix.row("B").bits_per_byte, "adapter_bpb": matrix.row("C").bits_per_byte}
+    return measure("GATE-FT-001", measured, holds="the adapter beats few-shot prompting of its base")
+
+
+@gate_ensure("GATE-FT-001", lambda matrix: adapter_outcome(matrix))
+def adapter_gain(matrix: Matrix) -> float:
+    """How many bits per byte the adapter (row C) saves over few-shot prompting (row B)."""
+    return matrix.row("B").bits_per_byte - matrix.row("C").bits_per_byte

@@ -1,0 +1,159 @@
+"""Verbatim recall of training examples: does a fine-tuned model recite what it was trained on?
+
+For each of N training examples with at least P + C tokens, the first P tokens are the prefix
+and the next C the true continuation. Each model continues the prefix greedily for C tokens
+(`generate_long`, so P + C may exceed the model's context); the example's score is the longest
+run of consecutive tokens the generated continuation shares, verbatim, with the true one
+(the longest common substring, found by dynamic programming in O(C²)). An example counts as
+reproduced when that run is at least the spec's min_verbatim_tokens; GATE-FT-003 (warning) fires
+when the fine-tuned model reproduces more than max_rate of the examples. The base model is
+measured on the same prefixes as a control: text any model of the language would continue the
+same way (licence headers, boilerplate) shows up in both.
+
+Examples are whole documents from a prepared DATA_DIR's train split, or lines of a JSONL file
+({"text"} or {"prompt", "completion"}, joined), drawn without replacement by a seeded generator.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.tokenizer import Tokenizer
+from stack.eval.texts import split_documents
+from stack.model.generate import generate_long
+from stack.model.gpt import GPT
+
+
+@dataclass(frozen=True)
+class Example:
+    """A training example's tokens, and where it came from (shown in the result)."""
+
+    source: str
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Per example, the longest verbatim run each model's continuation shares with the true one."""
+
+    sources: list[str]
+    prefix: int
+    continuation: int
+    tuned: list[int]
+    base: list[int]
+
+
+def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
+    """Indices of up to n examples of at least `length` tokens, drawn without replacement, in order."""
+    long_enough = [i for i, size in enumerate(lengths) if size >= length]
+    if not long_enough:
+        raise BadInput(
+            f"no training example has the {length} tokens a prefix and a continuation need; "
+            "lower --prefix or --continuation, or give longer examples"
+        )
+    return sorted(random.Random(seed).sample(long_enough, min(n, len(long_enough))))
+
+
+def data_examples(data_dir: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> list[Example]:
+    """n documents of a DATA_DIR's train split (tokenized by `tokenizer`, checked by the caller),
+    cut to `length` tokens; the split is read twice, so only the chosen documents are held."""
+    lengths = [len(tokens) for tokens in split_documents(data_dir, "train", tokenizer.eot_id)]
+    picked = set(choose(lengths, n, length, seed))
+    return [
+        Example(f"train document {i}", np.asarray(tokens[:length]).tolist())
+        for i, tokens in enumerate(split_documents(data_dir, "train", tokenizer.eot_id))
+        if i in picked
+    ]
+
+
+def _text_of(record: object, where: str) -> str:
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return record["text"]
+    if (
+        isinstance(record, dict)
+        and isinstance(record.get("prompt"), str)
+        and isinstance(record.get("completion"), str)
+    ):
+        return record["prompt"] + record["completion"]
+    raise BadInput(f"{where}: needs a string 'text', or a string 'prompt' and 'completion'")
+
+
+def jsonl_examples(path: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> list[Example]:
+    """n lines of a JSONL file, each tokenized as one text and cut to `length` tokens."""
+    examples = []
+    for number, line in enumerate(path.read_bytes().decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"--examples {path} line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{where}: not JSON ({exc.msg}); write one object per line") from None
+        examples.append(Example(f"line {number}", tokenizer.encode(_text_of(record, where))[:length]))
+    return [examples[i] for i in choose([len(e.tokens) for e in examples], n, length, seed)]
+
+
+def longest_common_run(generated: list[int], true: list[int]) -> int:
+    """The length of the longest run of consecutive tokens found, in order, in both sequences."""
+    best, previous = 0, [0] * (len(true) + 1)
+    for token in generated:
+        current = [0] * (len(true) + 1)
+        for j, other in enumerate(true, 1):
+            if token == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+@torch.inference_mode()
+def continue_greedily(model: GPT, prefixes: torch.Tensor, length: int, batch: int) -> list[list[int]]:
+    """Each prefix's greedy continuation of `length` tokens, `batch` prefixes per call."""
+    device = model.embed.weight.device
+    grown = [
+        generate_long(model, chunk.to(device), length, temperature=0.0)[:, prefixes.shape[1] :]
+        for chunk in prefixes.split(batch)
+    ]
+    return torch.cat(grown).tolist()
+
+
+def recall_outcome(recall: Recall) -> Outcome:
+    """GATE-FT-003 over the runs measured for both models."""
+    measured = {
+        "tuned_overlaps": recall.tuned,
+        "base_overlaps": recall.base,
+        "continuation_tokens": recall.continuation,
+    }
+    return measure(
+        "GATE-FT-003", measured, holds="the fine-tuned model does not recite its training examples"
+    )
+
+
+@gate_ensure("GATE-FT-003", lambda result: recall_outcome(result))
+def measure_recall(
+    tuned: GPT,
+    base: GPT,
+    examples: list[Example],
+    prefix: int,
+    continuation: int,
+    batch: int,
+    advance: Callable[[str], None],
+) -> Recall:
+    """Both models' longest verbatim runs over `examples` (each at least prefix + continuation long)."""
+    tokens = torch.tensor([e.tokens[: prefix + continuation] for e in examples], dtype=torch.long)
+    truth = tokens[:, prefix:].tolist()
+    runs = {}
+    for name, model in (("fine-tuned", tuned), ("base", base)):
+        advance(name)
+        generated = continue_greedily(model, tokens[:, :prefix], continuation, batch)
+        runs[name] = [longest_common_run(g, t) for g, t in zip(generated, truth, strict=True)]
+    return Recall([e.source for e in examples], prefix, continuation, runs["fine-tuned"], runs["base"])

@@ -1,0 +1,89 @@
+"""A lexical BM25 retriever over a folder of .txt and .md documents: no embeddings, no index files.
+
+Each document is cut into passages at blank lines; a passage and a query are bags of lower-cased
+words (`\\w+`). A passage p scores, for the query's words w,
+
+    score(p) = Σ_w idf(w) · f(w, p) · (k1 + 1) / (f(w, p) + k1 · (1 − b + b · |p| / avgdl))
+    idf(w)   = ln(1 + (N − n(w) + 0.5) / (n(w) + 0.5))
+
+with f(w, p) the count of w in p, |p| its length in words, avgdl the mean length, N passages and
+n(w) of them holding w (Robertson and Zaragoza's BM25 with the non-negative idf Lucene uses).
+k1 = 1.2 and b = 0.75 are the customary values. Passages that share no word with the query score
+0 and are never returned, so an unrelated folder adds nothing rather than noise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from contracts.errors import BadInput
+
+K1 = 1.2
+B = 0.75
+SUFFIXES = (".txt", ".md")
+WORD = re.compile(r"\w+")
+PARAGRAPH = re.compile(r"\n\s*\n")
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of `text`, in order."""
+    return WORD.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One paragraph of one document, and where it came from."""
+
+    source: str
+    index: int
+    text: str
+
+
+class BM25:
+    """Passages with their word counts, ready to be ranked against a query."""
+
+    def __init__(self, passages: list[Passage]) -> None:
+        self.passages = passages
+        self.counts = [Counter(words(p.text)) for p in passages]
+        self.lengths = [sum(c.values()) for c in self.counts]
+        self.avgdl = sum(self.lengths) / max(1, len(passages))
+        holding = Counter(word for c in self.counts for word in c)
+        n = len(passages)
+        self.idf = {w: math.log(1 + (n - held + 0.5) / (held + 0.5)) for w, held in holding.items()}
+
+    def score(self, query: str, at: int) -> float:
+        """BM25 of passage `at` for `query` (each distinct query word counted once)."""
+        counts, norm = self.counts[at], K1 * (1 - B + B * self.lengths[at] / self.avgdl)
+        return sum(
+            self.idf[w] * counts[w] * (K1 + 1) / (counts[w] + norm) for w in set(words(query)) if w in counts
+        )
+
+    def top(self, query: str, n: int) -> list[tuple[Passage, float]]:
+        """The n best passages scoring above 0, best first; ties keep the folder's order."""
+        scored = [(self.score(query, i), i) for i in range(len(self.passages))]
+        ranked = sorted((pair for pair in scored if pair[0] > 0), key=lambda pair: (-pair[0], pair[1]))
+        return [(self.passages[i], s) for s, i in ranked[:n]]
+
+
+def read_passages(folder: Path) -> list[Passage]:
+    """The paragraphs of every .txt and .md file under `folder`, in sorted path order."""
+    if not folder.is_dir():
+        raise BadInput(f"--docs {folder} is not a directory; give a folder of .txt or .md documents")
+    passages = []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(
+                f"--docs: {path} is not UTF-8 text; convert it or move it out of the folder"
+            ) from None
+        name = path.relative_to(folder).as_posix()
+        chunks = [c.strip() for c in PARAGRAPH.split(text)]
+        passages += [Passage(name, i, c) for i, c in enumerate(c for c in chunks if c)]
+    if not passages:
+        raise BadInput(f"--docs {folder} holds no .txt or .md text to retrieve from")
+    return passages

@@ -1,0 +1,169 @@
+"""LoRA adapters on disk: DIR/adapter.safetensors with DIR/adapter.json, loaded strictly onto their base.
+
+    adapter.safetensors   `<module path>.lora_A` (r × in) and `.lora_B` (out × r) of every adapter
+    adapter.json          format, the base's sha256 (`lora.base_sha256`: every base tensor by key),
+                          targets, r, alpha, dropout, rslora, the module paths, and the sha256 of
+                          adapter.safetensors
+
+An adapter only means something on the base it was trained on, so loading compares the base
+sha256 the manifest records with the base the caller holds, and refuses any missing, unexpected or
+reshaped tensor (GATE-LORA-005): peft only warns on a missing key, and an adapter saved under
+other module names then loads as nothing.
+
+Both files are written aside and renamed into place. An existing DIR is replaced only when it
+holds an adapter and nothing else, so a user's files are never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from contracts.errors import BadInput
+from contracts.evidence import atomic_write_bytes, sha256_file
+from contracts.gates import gate_require, measure
+from stack.model import lora
+from stack.model.gpt import GPT
+from stack.model.lora import adapter_state, adapters, apply_lora
+
+WEIGHTS = "adapter.safetensors"
+MANIFEST = "adapter.json"
+FORMAT = "gatestack-lora"
+FORMAT_VERSION = 1
+
+
+def settings_of(model: GPT) -> dict[str, Any]:
+    """r, alpha, dropout, rslora and targets of the model's adapters (one setting for all of them)."""
+    found = adapters(model)
+    if not found:
+        raise BadInput("the model carries no LoRA adapter to save")
+    wrapper = found[0][1]
+    return {
+        "r": wrapper.r,
+        "alpha": wrapper.alpha,
+        "dropout": wrapper.lora_dropout.p,
+        "rslora": wrapper.rslora,
+        "modules": [name for name, _ in found],
+    }
+
+
+def _check_dir(directory: Path) -> None:
+    """Refuse a DIR that holds anything but an earlier adapter (those two files may be replaced)."""
+    if directory.exists() and not directory.is_dir():
+        raise BadInput(f"{directory} exists and is not a directory; choose another adapter directory")
+    if directory.is_dir():
+        other = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, MANIFEST))
+        if other:
+            raise BadInput(
+                f"{directory} holds {', '.join(other)}, not only an adapter; choose an empty or new directory"
+            )
+
+
+def save_adapter(model: GPT, directory: Path, base_sha256: str, targets: str | None = None) -> Path:
+    """Write the model's adapters and their manifest into `directory`; returns the manifest's path.
+
+    `base_sha256` is `stack.model.lora.base_sha256` of the base the adapters belong to; `targets` the site
+    globs they were applied with (default: their module paths, which name the same projections).
+    """
+    directory = Path(directory)
+    _check_dir(directory)
+    settings = settings_of(model)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {key: t.to("cpu").contiguous() for key, t in adapter_state(model).items()}
+    tmp = directory / f".tmp-{WEIGHTS}-{os.getpid()}"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, directory / WEIGHTS)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "base_sha256": base_sha256,
+        "targets": targets if targets is not None else ",".join(settings["modules"]),
+        **settings,
+        "tensors": {key: list(t.shape) for key, t in sorted(tensors.items())},
+        "weights_sha256": sha256_file(directory / WEIGHTS),
+    }
+    atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+    return directory / MANIFEST
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """adapter.json, checked for its format and for the weights file it hashes."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{directory} holds no {MANIFEST}: it is not an adapter directory") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path} is not readable JSON ({exc}); restore the adapter") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BadInput(f"{path} is not a {FORMAT} manifest; restore the adapter")
+    needed = ("base_sha256", "targets", "r", "alpha", "dropout", "rslora", "weights_sha256")
+    lacking = [key for key in needed if key not in manifest]
+    if lacking:
+        raise BadInput(f"{path} lacks {', '.join(lacking)}; restore the adapter")
+    weights = directory / WEIGHTS
+    if not weights.is_file() or sha256_file(weights) != manifest["weights_sha256"]:
+        raise BadInput(f"{weights} is missing or is not the file {MANIFEST} hashes; restore the adapter")
+    return manifest
+
+
+def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(Path(directory) / WEIGHTS))
+    except (SafetensorError, OSError) as exc:
+        raise BadInput(f"{Path(directory) / WEIGHTS} is not a safetensors file ({exc})") from None
+
+
+def load_measured(
+    model: GPT, tensors: dict[str, torch.Tensor], recorded_base: str, base: str
+) -> dict[str, Any]:
+    """GATE-LORA-005's values: the file's tensors against the model's adapters, and the two bases."""
+    expected = {key: tuple(t.shape) for key, t in adapter_state(model).items()}
+    given = {key: tuple(t.shape) for key, t in tensors.items()}
+    return {
+        "missing": sorted(expected.keys() - given.keys()),
+        "unexpected": sorted(given.keys() - expected.keys()),
+        "mismatched": sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k]),
+        "adapter_base_sha256": recorded_base,
+        "base_sha256": base,
+    }
+
+
+@gate_require("GATE-LORA-005", lambda measured: measure("GATE-LORA-005", measured))
+def check_load(measured: dict[str, Any]) -> None:
+    """Judge an adapter load: every key matched both ways, every shape the same, the right base."""
+
+
+@torch.no_grad()
+def load_adapter(model: GPT, directory: Path, base_sha256: str) -> dict[str, Any]:
+    """Put the adapter of `directory` onto `model`, strictly (GATE-LORA-005); returns its manifest.
+
+    `base_sha256` is the sha256 of the base the caller holds (`lora.base_sha256(model)`); the
+    model must hash to it, and the manifest must name it. A model without adapters gets them
+    applied with the manifest's settings first. A refused load leaves the model unusable: discard it.
+    """
+    manifest = read_manifest(Path(directory))
+    own = lora.base_sha256(model)
+    if own != base_sha256:
+        raise BadInput(f"the model's base sha256 is {own[:12]}…, not the {base_sha256[:12]}… given")
+    tensors = _read_tensors(Path(directory))
+    if not adapters(model):
+        apply_lora(
+            model,
+            str(manifest["targets"]),
+            int(manifest["r"]),
+            float(manifest["alpha"]),
+            float(manifest["dropout"]),
+            bool(manifest["rslora"]),
+        )
+    check_load(load_measured(model, tensors, str(manifest["base_sha256"]), base_sha256))
+    for key, target in adapter_state(model).items():
+        target.copy_(tensors[key])
+    return manifest

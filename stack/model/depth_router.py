@@ -1,0 +1,159 @@
+"""Mixture-of-depths blocks (Raposo et al. 2024): a router picks the tokens a block computes.
+
+With `mod_every = n`, blocks n−1, 2n−1, … (every other block for n = 2) are `DepthRoutedBlock`s.
+The router (`router`, a d_model → 1 linear; its output is the trace site) scores each token; a
+routed token leaves the block as
+
+    x + w · (a + f),   a = attn(attn_norm(x)),  f = ffn(ffn_norm(x + a)),  w = sigmoid(score),
+
+which is the ordinary block's x + a + f with both residual branches scaled by w, the product
+through which the router receives its gradient (top-k itself has none). Every other token leaves
+the block bit for bit as it came in. Routed tokens attend only to routed tokens.
+
+Training and inference route differently, because top-k over a sequence reads the future:
+
+* training (module in train mode, no KV cache): the top ⌊C·T⌋ scores of each sequence, C =
+  mod_capacity; only those tokens are gathered, keep their positions (RoPE angles and order)
+  and run through the block, so the block costs C of the dense one;
+* inference (eval mode, or any forward with a KV cache: evaluation, sampling, export checks):
+  a token is routed when its score exceeds `route_threshold`, a buffer that training keeps as an
+  exponential moving average (momentum ROUTE_THRESHOLD_MOMENTUM) of each batch's mean ⌊C·T⌋-th
+  largest score. The decision reads the token alone, so it is causal; every token then runs
+  through attention with the unrouted keys masked (`key_mask`) and only routed tokens keep the
+  result. This is the paper's documented alternative to an auxiliary predictor: it adds no loss
+  term, and the routed fraction at inference approximates C rather than equalling it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stack.model.config import ModelConfig
+from stack.model.kv_cache import LayerCache
+from stack.model.layers import Attention, Block
+
+ROUTE_THRESHOLD_MOMENTUM = 0.9
+
+
+def capacity_tokens(capacity: float, length: int) -> int:
+    """⌊C·T⌋: how many of a sequence's T tokens a routed block computes in training."""
+    return math.floor(capacity * length)
+
+
+class DepthRoutedBlock(Block):
+    """A pre-norm block that computes only the tokens its router picks (module docstring)."""
+
+    def __init__(self, config: ModelConfig, attn: Attention | None = None) -> None:
+        super().__init__(config, attn)
+        self.capacity = config.mod_capacity
+        self.router = nn.Linear(config.d_model, 1, bias=False)
+        self.register_buffer("route_threshold", torch.zeros(()))
+        # Which tokens the last forward routed, (B, T) bool: what the capacity and skip gates read.
+        self.routed = torch.zeros(0, 0, dtype=torch.bool)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache | None = None,
+        start: int = 0,
+        docs: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        scores = self.router(x).squeeze(-1)
+        if self.training and cache is None:
+            return self._forward_top_k(x, scores, cos, sin, docs)
+        return self._forward_causal(x, scores, cos, sin, cache, start, docs)
+
+    def select(self, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, k) positions of each sequence's k largest scores, in position order (causality)."""
+        return scores.topk(k, dim=-1).indices.sort(dim=-1).values
+
+    def weight(self, scores: torch.Tensor) -> torch.Tensor:
+        """The router weight w = sigmoid(score) that scales a routed token's residual branches."""
+        return torch.sigmoid(scores)
+
+    def merge(self, x: torch.Tensor, rows: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x with the routed rows (B, k, d) replaced by y: the rest stay x, bit for bit."""
+        return x.scatter(1, rows, y)
+
+    def _branches(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache | None,
+        start: int,
+        docs: torch.Tensor | None,
+        key_mask: torch.Tensor | None = None,
+        computed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """a + f of the module docstring; with `computed` (B, T) the ffn runs on those tokens only."""
+        a = self.attn(self.attn_norm(x), cos, sin, cache, start, docs, key_mask)
+        h = x + a
+        if computed is None:
+            return a + self.feed_forward(self.ffn_norm(h))
+        f = torch.zeros_like(a)
+        f[computed] = self.feed_forward(self.ffn_norm(h[computed]))
+        return a + f
+
+    def _forward_top_k(
+        self,
+        x: torch.Tensor,
+        scores: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        docs: torch.Tensor | None,
+    ) -> torch.Tensor:
+        batch, length, width = x.shape
+        k = capacity_tokens(self.capacity, length)
+        idx = self.select(scores, k)
+        self.routed = torch.zeros(batch, length, dtype=torch.bool, device=x.device).scatter(1, idx, True)
+        if k == 0:
+            return x
+        with torch.no_grad():
+            kth = scores.detach().topk(k, dim=-1).values[:, -1].mean()
+            self.route_threshold.lerp_(kth.to(self.route_threshold.dtype), 1 - ROUTE_THRESHOLD_MOMENTUM)
+        rows = idx[..., None].expand(-1, -1, width)
+        chosen = x.gather(1, rows)
+        # The chosen tokens keep their positions: RoPE angles (B, 1, k, D/2) and document ids gathered.
+        cos_k, sin_k = cos[idx].unsqueeze(1), sin[idx].unsqueeze(1)
+        docs_k = docs.gather(1, idx) if docs is not None else None
+        branches = self._branches(chosen, cos_k, sin_k, None, 0, docs_k)
+        w = self.weight(scores.gather(1, idx))[..., None].to(branches.dtype)
+        return self.merge(x, rows, chosen + w * branches)
+
+    def _forward_causal(
+        self,
+        x: torch.Tensor,
+        scores: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: LayerCache | None,
+        start: int,
+        docs: torch.Tensor | None,
+    ) -> torch.Tensor:
+        batch, length, _ = x.shape
+        routed = scores > self.route_threshold.to(scores.dtype)
+        self.routed = routed
+        keys = routed
+        if cache is not None:  # earlier tokens' routing, for the keys they left in the cache
+            if cache.routed is None:
+                cache.routed = torch.zeros(batch, cache.k.shape[2], dtype=torch.bool, device=x.device)
+            cache.routed[:, start : start + length] = routed
+            keys = cache.routed[:, : start + length]
+        positions = torch.arange(keys.shape[1], device=x.device)
+        own = positions[None, :] == (start + torch.arange(length, device=x.device))[:, None]
+        # Every query sees the routed keys and itself, so no row is empty; unrouted rows are dropped.
+        key_mask = keys[:, None, :] | own
+        branches = self._branches(x, cos, sin, cache, start, docs, key_mask, computed=routed)
+        w = self.weight(scores)[..., None].to(branches.dtype)
+        return torch.where(routed[..., None], x + w * branches, x)
+
+
+def depth_routed_blocks(model: nn.Module) -> list[tuple[str, DepthRoutedBlock]]:
+    """(name, block) of every mixture-of-depths block of `model`, in layer order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, DepthRoutedBlock)]

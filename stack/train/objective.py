@@ -1,0 +1,127 @@
+"""Objectives: what one training loop optimises, chosen by `train.task` (a loop setting, not a loop).
+
+The loop in stack.train.loop is the same for every task: it reads a batch from the task's
+reader, asks the task's objective for a loss, adds the MoE auxiliary terms of the model's
+last forward, back-propagates, clips, steps and logs. What differs between pretraining and
+fine-tuning is only here:
+
+| method           | answers                                                                 |
+|------------------|-------------------------------------------------------------------------|
+| `open_reader`    | the train stream (a TokenReader or a subclass yielding richer batches)  |
+| `heldout`        | the fixed held-out batches, masked as training is                       |
+| `window`         | the sequence length the reader serves (ctx, or what the data fixes)     |
+| `tokens`         | the token ids of a batch, hashed into every metrics line                |
+| `to_device`      | the batch moved to the model's device                                   |
+| `loss`           | `StepLoss(backprop, logged, metrics)` of one micro-batch                |
+| `heldout_loss`   | the held-out loss of one batch (no gradient)                            |
+| `start`          | the task's start-up gates on the model, once the loop begins            |
+
+`backprop` is what is back-propagated (before the loop adds the MoE terms and divides by
+grad_accum); `logged` is the `loss` of the metrics line; `metrics` are extra scalars, averaged
+over micro-batches and ranks like the loss and logged under their own names. A task registers
+its objective in `OBJECTIVES` under the `train.task` value that selects it; `pretrain` is what
+an unset `train.task` means, so a pretraining run's config, metrics and hashes are those of
+the stack before tasks existed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from stack.data.heldout import heldout_batches
+from stack.data.reader import TokenReader
+
+DEFAULT_TASK = "pretrain"
+Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class StepLoss:
+    """One micro-batch's loss: what to back-propagate, what to log, and extra logged scalars."""
+
+    backprop: torch.Tensor
+    logged: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(ABC):
+    """A training task's data and loss; see the module docstring for the contract of each method."""
+
+    name: str
+    # Names of the extra scalars `loss` returns, in a fixed order (the loop logs them by name).
+    metric_names: tuple[str, ...] = ()
+
+    def window(self, data_dir: Path, ctx: int) -> int:
+        """Tokens of input per sequence: the model's context unless the data fixes a shorter one."""
+        return ctx
+
+    @abstractmethod
+    def open_reader(self, data_dir: Path, **options: Any) -> TokenReader:
+        """The train split's reader; `options` are TokenReader's keyword arguments."""
+
+    @abstractmethod
+    def heldout(self, data_dir: Path, batch_size: int, seq_len: int, n_batches: int | None) -> list[Any]:
+        """The held-out batches every evaluation of the run scores."""
+
+    @abstractmethod
+    def tokens(self, batch: Any) -> torch.Tensor:
+        """The (B, T+1) token ids of a batch: what its sha256 in the metrics line is of."""
+
+    @abstractmethod
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """The batch on `device`."""
+
+    @abstractmethod
+    def loss(self, forward: Forward, model: torch.nn.Module, batch: Any) -> StepLoss:
+        """The loss of one micro-batch under `forward` (the model, or its DDP/compiled wrapper)."""
+
+    def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
+        """The task's start-up gates on the model it is about to train (none for pretraining)."""
+
+    def heldout_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """The held-out loss of one batch: by default the logged loss of `loss` under the plain model."""
+        return self.loss(model, model, batch).logged
+
+
+class Pretrain(Objective):
+    """Next-token cross-entropy on every position of contiguous windows: the stack's pretraining."""
+
+    name = DEFAULT_TASK
+
+    def open_reader(self, data_dir: Path, **options: Any) -> TokenReader:
+        return TokenReader(data_dir, split="train", **options)
+
+    def heldout(self, data_dir: Path, batch_size: int, seq_len: int, n_batches: int | None) -> list[Any]:
+        return heldout_batches(data_dir, batch_size, seq_len, n_batches=n_batches)
+
+    def tokens(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+    def to_device(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return batch.to(device, non_blocking=True)
+
+    def loss(self, forward: Forward, model: torch.nn.Module, batch: torch.Tensor) -> StepLoss:
+        _, loss = forward(batch[:, :-1], batch[:, 1:])
+        assert loss is not None
+        return StepLoss(backprop=loss, logged=loss)
+
+
+# train.task -> objective; other modules add theirs (stack.train.sft_objective adds `sft`).
+OBJECTIVES: dict[str, Callable[[], Objective]] = {DEFAULT_TASK: Pretrain}
+
+
+def objective_for(task: str | None) -> Objective:
+    """The objective `train.task` names (unset: pretraining); an unknown task is bad input."""
+    import stack.train.sft_objective  # noqa: F401 - registers `sft`
+
+    name = task or DEFAULT_TASK
+    if name not in OBJECTIVES:
+        raise BadInput(f"unknown train.task {name!r}; tasks: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]()

@@ -1,0 +1,97 @@
+"""The supervised fine-tuning objective (`train.task = "sft"`): masked next-token loss on packed windows.
+
+Only supervised targets count (the assistant's tokens and its EOS, stack.data.sft_template);
+the loss is their mean cross-entropy, on training and held-out batches alike. Attention is
+block-diagonal by example (the model's `docs`), and GATE-SFT-003 checks at the start of every
+run, on the model being trained, that one example of a window cannot move another's logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_require, measure
+from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_heldout_batches
+from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
+
+# Logits of (idx, docs): the model with document masking, or a planted path without it.
+LogitsOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def isolation_outcome(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> Outcome:
+    """GATE-SFT-003's measurement on one window (T,) split into two examples at its middle.
+
+    The first example's tokens are rewritten (each id moved by one, within the vocabulary) and
+    the largest change of the second example's logits is measured. Splitting a real window in
+    two makes the check independent of how the data happened to be packed.
+    """
+    half = tokens.shape[0] // 2
+    docs = torch.cat([torch.ones(half, dtype=torch.long), torch.full((tokens.shape[0] - half,), 2)])
+    docs = docs.to(tokens.device)[None]
+    rewritten = tokens.clone()
+    rewritten[:half] = (rewritten[:half] + 1) % vocab
+    with torch.no_grad():
+        before = logits_of(tokens[None], docs)[0, half:].float()
+        after = logits_of(rewritten[None], docs)[0, half:].float()
+    measured = {
+        "max_abs_logit_diff": float((before - after).abs().max()),
+        "positions_compared": int(before.shape[0]),
+    }
+    return measure("GATE-SFT-003", measured, holds="packed examples do not see each other")
+
+
+@gate_require("GATE-SFT-003", lambda logits_of, tokens, vocab: isolation_outcome(logits_of, tokens, vocab))
+def check_isolation(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> None:
+    """Refuse to train when attention crosses the examples of a packed window."""
+
+
+class Sft(Objective):
+    """Masked next-token loss on packed SFT windows (see the module docstring)."""
+
+    name = "sft"
+    metric_names = ("supervised_tokens",)
+
+    def window(self, data_dir: Path, ctx: int) -> int:
+        pack_len = pack_len_of(data_dir)
+        if pack_len > ctx:
+            raise BadInput(
+                f"{data_dir} was packed into windows of {pack_len} tokens, longer than the model's ctx "
+                f"{ctx}; prepare again with --pack-len {ctx} or less"
+            )
+        return pack_len
+
+    def open_reader(self, data_dir: Path, **options: Any) -> SftReader:
+        return SftReader(data_dir, split="train", **options)
+
+    def heldout(self, data_dir: Path, batch_size: int, seq_len: int, n_batches: int | None) -> list[Any]:
+        return sft_heldout_batches(data_dir, batch_size, seq_len, n_batches)
+
+    def tokens(self, batch: SftBatch) -> torch.Tensor:
+        return batch.tokens
+
+    def to_device(self, batch: SftBatch, device: torch.device) -> SftBatch:
+        return batch.to(device)
+
+    def loss(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> StepLoss:
+        targets = batch.targets
+        _, loss = forward(batch.inputs, targets, docs=batch.docs)
+        assert loss is not None
+        return StepLoss(backprop=loss, logged=loss, metrics={"supervised_tokens": (targets >= 0).sum()})
+
+    def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
+        """GATE-SFT-003 on the model as training starts, over the first held-out window."""
+        was_training = model.training
+        model.eval()
+        tokens = heldout[0].inputs[0].to(next(model.parameters()).device)  # T tokens: at most ctx
+        try:
+            check_isolation(lambda idx, docs: model(idx, docs=docs)[0], tokens, model.config.vocab)
+        finally:
+            model.train(was_training)
+
+
+OBJECTIVES[Sft.name] = Sft

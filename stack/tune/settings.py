@@ -1,0 +1,77 @@
+"""The settings of `stack dpo`, `stack distill` and `stack synth` and their defaults: one home for both.
+
+Kept free of torch so that `stack --help` stays fast. β = 0.1 is DPO's usual default (TRL's
+too); T = 4 and α = 0.7 are the distillation defaults of issue #17. A resume may change only
+`steps`: every other setting is saved with each checkpoint and read back from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from contracts.errors import BadInput
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """What both commands share: the optimizer, the batches, the cadence."""
+
+    steps: int = 50
+    lr: float = 1e-5
+    batch_size: int = 4
+    seed: int = 0
+    save_every: int = 25
+    clip_norm: float = 1.0
+
+    def check(self) -> None:
+        """Refuse what the loop cannot honour, before any work."""
+        if self.steps < 2:
+            raise BadInput(f"--steps {self.steps}: a tuning run needs at least 2 steps to show it learns")
+
+
+@dataclass(frozen=True)
+class DpoSettings(TuneSettings):
+    """DPO's own settings: β and the label smoothing ε."""
+
+    lr: float = 1e-4
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise BadInput(f"--label-smoothing {self.label_smoothing} must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class DistillSettings(TuneSettings):
+    """Distillation's own settings: temperature, weight of the soft term, sequence length."""
+
+    lr: float = 1e-3
+    temperature: float = 4.0
+    alpha: float = 0.7
+    seq_len: int | None = None  # the student's context
+    truncate_vocab: int | None = None
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise BadInput(f"--alpha {self.alpha} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """How many samples, how they are drawn, and what the filters keep."""
+
+    samples: int = 32
+    seed: int = 0
+    temperature: float = 1.0
+    max_instruction_tokens: int = 64
+    max_response_tokens: int = 192
+    min_chars: int = 20
+    min_coherence: float = 30.0
+
+
+DPO_DEFAULTS = DpoSettings()
+DISTILL_DEFAULTS = DistillSettings()
+SYNTH_DEFAULTS = SynthSettings()

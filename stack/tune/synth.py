@@ -1,0 +1,225 @@
+"""Synthetic instruction data, Magpie-style: a chat model asked for a user turn, then its answer.
+
+For each sample, from one seeded generator:
+
+1. the model continues the template's user prefix (`User: `) up to the user suffix (or its
+   end-of-text, or `max_instruction_tokens`, or half the context): that is the instruction;
+2. it continues `user prefix + instruction + user suffix + assistant prefix` up to its
+   end-of-text (or `max_response_tokens`, or the context): that is the response.
+
+Quality filters, each a named reason with its count: `short` (instruction or response under
+`min_chars` characters), `repetitive` (a coherence score, stack.train.coherence, under
+`min_coherence`: a repetition loop), `duplicate` (the same instruction and response, by
+sha256, as an earlier sample), `no_room` (the instruction left no context for a response).
+The gates bound here:
+
+- GATE-SYNTH-001 the counts add up: every generated sample is kept or dropped for one reason,
+  and the file holds exactly the kept ones (`check_counts`);
+- GATE-SYNTH-002 same seed, same samples: the first samples are generated again from the seed
+  and must hash the same (`check_replay`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from contracts.gates import Outcome, gate_require, measure
+from contracts.judges_tune import SYNTH_REASONS
+from contracts.spec import load_spec
+from stack.data.sft_template import ChatTemplate
+from stack.data.tokenizer import Tokenizer
+from stack.model.generate import generate
+from stack.model.gpt import GPT
+from stack.train.coherence import coherence_score
+from stack.tune.settings import SynthSettings
+
+REASONS = SYNTH_REASONS
+USER, ASSISTANT = "user", "assistant"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated instruction and response, and the sha256 that names the pair."""
+
+    instruction: str
+    response: str
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the pair as canonical JSON: what deduplication and the replay compare."""
+        text = json.dumps([self.instruction, self.response], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Report:
+    """What a synthesis produced: the kept samples, the drop counts by reason, the raw hashes."""
+
+    kept: list[Sample] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    raw_sha256: list[str] = field(default_factory=list)
+
+    @property
+    def generated(self) -> int:
+        """How many samples the model generated (kept or not)."""
+        return len(self.raw_sha256)
+
+
+def new_generator(seed: int) -> torch.Generator:
+    """The one generator a synthesis draws from, in sample order."""
+    return torch.Generator().manual_seed(seed)
+
+
+def _continue(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str,
+    budget: int,
+    stop: str,
+    settings: SynthSettings,
+    rng: torch.Generator,
+) -> str | None:
+    """The model's continuation of `prompt`, cut at end-of-text or at `stop`; None without room."""
+    ids = tokenizer.encode(prompt)
+    budget = min(budget, model.config.ctx - len(ids))
+    if budget < 1:
+        return None
+    out = generate(model, torch.tensor([ids]), budget, temperature=settings.temperature, generator=rng)
+    new = out[0, len(ids) :].tolist()
+    if tokenizer.eot_id in new:
+        new = new[: new.index(tokenizer.eot_id)]
+    text = tokenizer.decode(new)
+    return text.split(stop)[0] if stop else text
+
+
+def draw(
+    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, rng: torch.Generator
+) -> Sample | None:
+    """One instruction and its response; None when the instruction leaves no room for a response."""
+    roles = template.spec.roles
+    user, assistant = roles[USER], roles[ASSISTANT]
+    # The instruction takes at most half the context left after the prefix: the rest is the response's.
+    half = (model.config.ctx - len(tokenizer.encode(user.prefix))) // 2
+    budget = min(settings.max_instruction_tokens, half)
+    instruction = _continue(model, tokenizer, user.prefix, budget, user.suffix, settings, rng)
+    if instruction is None:
+        return None
+    prompt = user.prefix + instruction + user.suffix + assistant.prefix
+    response = _continue(model, tokenizer, prompt, settings.max_response_tokens, "", settings, rng)
+    return None if response is None else Sample(instruction.strip(), response.strip())
+
+
+def drop_reason(sample: Sample, seen: set[str], settings: SynthSettings) -> str | None:
+    """The first filter `sample` fails, or None when it is kept."""
+    if min(len(sample.instruction), len(sample.response)) < settings.min_chars:
+        return "short"
+    if min(coherence_score(sample.instruction), coherence_score(sample.response)) < settings.min_coherence:
+        return "repetitive"
+    if sample.sha256 in seen:
+        return "duplicate"
+    return None
+
+
+@torch.no_grad()
+def synthesize(
+    model: GPT,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    settings: SynthSettings,
+    on_sample: Callable[[int], None] = lambda done: None,
+) -> Report:
+    """Generate `settings.samples` samples from the seed and filter them."""
+    model.eval()
+    rng, report, seen = new_generator(settings.seed), Report(), set()
+    for done in range(1, settings.samples + 1):
+        sample = draw(model, tokenizer, template, settings, rng)
+        if sample is None:
+            report.raw_sha256.append("")
+            report.dropped["no_room"] += 1
+        else:
+            report.raw_sha256.append(sample.sha256)
+            reason = drop_reason(sample, seen, settings)
+            seen.add(sample.sha256)
+            if reason is None:
+                report.kept.append(sample)
+            else:
+                report.dropped[reason] += 1
+        on_sample(done)
+    return report
+
+
+def write_records(path: Path, samples: list[Sample]) -> None:
+    """The kept samples as JSONL {instruction, response}, one per line."""
+    lines = [
+        json.dumps({"instruction": s.instruction, "response": s.response}, ensure_ascii=False)
+        for s in samples
+    ]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+# -- GATE-SYNTH-001: the counts add up -------------------------------------------------------
+
+
+def counts_measured(report: Report, written: Path) -> dict[str, object]:
+    """The report's counts and the lines of the file as written."""
+    lines = [line for line in written.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {
+        "generated": report.generated,
+        "kept": len(report.kept),
+        "dropped": dict(report.dropped),
+        "lines": len(lines),
+    }
+
+
+def counts_outcome(report: Report, written: Path) -> Outcome:
+    """GATE-SYNTH-001 over a synthesis and its file."""
+    return measure(
+        "GATE-SYNTH-001",
+        counts_measured(report, written),
+        holds="every sample is kept or dropped for a reason",
+    )
+
+
+@gate_require("GATE-SYNTH-001", lambda report, written: counts_outcome(report, written))
+def check_counts(report: Report, written: Path) -> None:
+    """Judge the report against the file once it is written."""
+
+
+# -- GATE-SYNTH-002: same seed, same samples -------------------------------------------------
+
+
+def replay_measured(
+    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, report: Report
+) -> dict[str, object]:
+    """The first samples generated again from the seed: how many, and how many hash otherwise."""
+    wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
+    count = min(wanted, report.generated)
+    again = synthesize(model, tokenizer, template, SynthSettings(**{**settings.__dict__, "samples": count}))
+    mismatched = sum(a != b for a, b in zip(again.raw_sha256, report.raw_sha256[:count], strict=True))
+    return {"replayed": count, "generated": report.generated, "mismatched": mismatched}
+
+
+def replay_outcome(
+    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, report: Report
+) -> Outcome:
+    """GATE-SYNTH-002 over a synthesis."""
+    measured = replay_measured(model, tokenizer, template, settings, report)
+    return measure("GATE-SYNTH-002", measured, holds="the seed gives the same samples again")
+
+
+@gate_require(
+    "GATE-SYNTH-002",
+    lambda model, tokenizer, template, settings, report: replay_outcome(
+        model, tokenizer, template, settings, report
+    ),
+)
+def check_replay(
+    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, report: Report
+) -> None:
+    """Judge the synthesis's determinism after it ran."""

@@ -1,0 +1,241 @@
+"""`stack evalmatrix`: the same held-out items scored by base, base + few-shot, base + adapter and
+adapter + retrieval, under GATE-FT-001 (the adapter beats few-shot) and GATE-FT-002 (the rows
+score the same items; no item is its own few-shot example).
+
+The "adapter" is a tiny random model whose own greedy continuations are the items' reference
+completions, so it scores them far better than the base (another seed) by construction. The
+falsifiers plant each bug in the matrix's own code path: a row that skips an item, a few-shot
+draw that does not leave the item out, and one that leaves it out by id only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ft_support import own_continuations, saved, write_jsonl
+from site_finetune import finetune_section
+
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.data.tokenizer import ByteTokenizer
+from stack.eval import matrix as matrix_module
+from stack.eval.items import Item
+from stack.eval.matrix import Matrix, Row, RowResult, adapter_outcome
+from stack.eval.retrieval import BM25, Passage, read_passages
+
+EOT = (ByteTokenizer().eot_id,)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Base (seed 1), adapter (seed 0), six items the adapter continues itself, a pool, documents."""
+    root = tmp_path_factory.mktemp("evalmatrix")
+    pairs = own_continuations(0, 8, 8, 10, lead=EOT)
+    items = [{"id": f"h{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[:6])]
+    pool = [{"id": f"t{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(pairs[6:])]
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text(f"# notes\n\n{items[0]['prompt']} is a gate\n\nunrelated words here\n")
+    return {
+        "base": saved(root, 1),
+        "adapter": saved(root, 0),
+        "items": items,
+        "pool": pool,
+        "items_file": write_jsonl(root / "items.jsonl", items),
+        "train_file": write_jsonl(root / "train.jsonl", pool),
+        "docs": docs,
+    }
+
+
+def _argv(world: dict[str, Any], record: Path, *extra: str) -> list[str]:
+    return [
+        "evalmatrix",
+        str(world["base"]),
+        "--items",
+        str(world["items_file"]),
+        "--train",
+        str(world["train_file"]),
+        "--record",
+        str(record),
+        *extra,
+    ]
+
+
+def _record(record: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    evidence = read_evidence(record / "metadata.json")
+    return {g.id: g.verdict.value for g in evidence.gates}, evidence.model_dump(mode="json")
+
+
+def _result(record: Path) -> dict[str, Any]:
+    return json.loads((record / "evalmatrix.json").read_text())
+
+
+# -- the clean path, through the real CLI ---------------------------------------------------
+
+
+@pytest.mark.holds("GATE-FT-001", "GATE-FT-002")
+def test_four_rows_score_the_same_items_and_the_adapter_wins(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = tmp_path / "rec"
+    extra = ("--adapter", str(world["adapter"]), "--docs", str(world["docs"]), "--exact-match")
+    assert main(_argv(world, record, *extra)) == 0
+    assert "evaluation matrix over 6 items" in capsys.readouterr().out
+    verdicts, evidence = _record(record)
+    assert verdicts == dict.fromkeys(load_spec().required_gates("evalmatrix", evidence["config"]), "PASS")
+    assert "GATE-FT-001" in verdicts
+    result = _result(record)
+    rows = {row["row"]: row for row in result["rows"]}
+    assert list(rows) == ["A", "B", "C", "D"] and all(row["items"] == 6 for row in rows.values())
+    assert rows["C"]["exact_match"] == 1.0 and rows["C"]["bits_per_byte"] < rows["A"]["bits_per_byte"]
+    assert result["adapter_gain_bpb"] == pytest.approx(
+        rows["B"]["bits_per_byte"] - rows["C"]["bits_per_byte"]
+    )
+    assert result["retrieved"]["h0"][0]["source"] == "notes.md"  # the passage that names h0's prompt
+    section = "\n".join(finetune_section(read_evidence(record / "metadata.json")))  # the site's run page
+    assert "## Evaluation matrix" in section and "base &#43; adapter" in section  # escaped, as the site shows
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_a_pool_holding_every_item_never_shows_an_item_itself(world: dict[str, Any], tmp_path: Path) -> None:
+    record = tmp_path / "rec"
+    argv = _argv(world, record, "--shots", "5")
+    argv[argv.index("--train") + 1] = str(world["items_file"])  # the pool is the held-out set itself
+    assert main(argv) == 0
+    assert _record(record)[0]["GATE-FT-002"] == "PASS"
+    for draw in _result(record)["few_shot"]:
+        assert len(draw["examples"]) == 5 and draw["item"] not in {e["id"] for e in draw["examples"]}
+
+
+def test_the_base_as_its_own_adapter_and_a_folder_that_matches_nothing_change_nothing(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "other.txt").write_text("zzz qqq\n")  # no word of any prompt: nothing is retrieved
+    argv = _argv(world, tmp_path / "rec", "--adapter", str(world["base"]), "--docs", str(docs), "--json")
+    assert main(argv) == 0
+    rows = {row["row"]: row for row in _result(tmp_path / "rec")["rows"]}
+    assert rows["C"]["bits_per_byte"] == rows["A"]["bits_per_byte"] == rows["D"]["bits_per_byte"]
+    assert _result(tmp_path / "rec")["retrieved"] == {item["id"]: [] for item in world["items"]}
+
+
+def test_a_repeated_item_id_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
+    items = write_jsonl(tmp_path / "items.jsonl", [world["items"][0], world["items"][0]])
+    argv = _argv(world, tmp_path / "rec")
+    argv[argv.index("--items") + 1] = str(items)
+    assert main(argv) == 2
+
+
+# -- GATE-FT-002: same items, no leak ------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_row_that_skips_an_item_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = matrix_module.row_contexts
+
+    def skipping(row: Row, *args: Any) -> list[tuple[Item, str]]:
+        contexts = real(row, *args)
+        return contexts[:-1] if row.context == "few-shot" else contexts  # the longest contexts, dropped
+
+    monkeypatch.setattr(matrix_module, "row_contexts", skipping)
+    record = tmp_path / "rec"
+    assert main(_argv(world, record)) == 3
+    verdicts, evidence = _record(record)
+    assert verdicts["GATE-FT-002"] == "FAIL" and evidence["run"]["status"] == "halted"
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_draw_that_keeps_the_item_in_the_pool_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(matrix_module, "eligible_examples", lambda item, pool: pool)
+    argv = _argv(world, tmp_path / "rec", "--shots", "6")
+    argv[argv.index("--train") + 1] = str(world["items_file"])  # every draw of all six holds the item
+    assert main(argv) == 3
+    assert _record(tmp_path / "rec")[0]["GATE-FT-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_the_item_under_another_id_is_a_leak(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        matrix_module, "eligible_examples", lambda item, pool: [p for p in pool if p.id != item.id]
+    )
+    copy = {**world["items"][0], "id": "renamed"}
+    pool = write_jsonl(tmp_path / "train.jsonl", [copy, *world["pool"]])
+    argv = _argv(world, tmp_path / "rec", "--shots", str(1 + len(world["pool"])))
+    argv[argv.index("--train") + 1] = str(pool)
+    assert main(argv) == 3
+    verdicts, evidence = _record(tmp_path / "rec")
+    assert verdicts["GATE-FT-002"] == "FAIL" and "same sha256" in evidence["run"]["stop_reason"]
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_an_example_sharing_only_the_prompt_is_no_leak(world: dict[str, Any], tmp_path: Path) -> None:
+    near = {**world["items"][0], "id": "near", "completion": world["items"][0]["completion"] + "!"}
+    pool = write_jsonl(tmp_path / "train.jsonl", [near, *world["pool"]])
+    argv = _argv(world, tmp_path / "rec", "--shots", str(1 + len(world["pool"])))
+    argv[argv.index("--train") + 1] = str(pool)
+    assert main(argv) == 0
+    assert _record(tmp_path / "rec")[0]["GATE-FT-002"] == "PASS"
+    first = _result(tmp_path / "rec")["few_shot"][0]
+    assert "near" in {e["id"] for e in first["examples"]}
+
+
+# -- GATE-FT-001: the adapter beats few-shot ------------------------------------------------
+
+
+def _matrix(few_shot_bpb: float, adapter_bpb: float) -> Matrix:
+    def row(name: str, bpb: float) -> RowResult:
+        return RowResult(Row(name, name, "base", "none"), ["a"], 1.0, 1, 1, bpb, 0, None)
+
+    return Matrix([row("A", 4.0), row("B", few_shot_bpb), row("C", adapter_bpb)], [], {})
+
+
+@pytest.mark.gate("GATE-FT-001")
+def test_an_adapter_short_of_the_margin_is_reported() -> None:
+    assert not adapter_outcome(_matrix(3.0, 2.991)).ok  # better by 0.009 bits per byte: not enough
+
+
+@pytest.mark.gate("GATE-FT-001")
+def test_an_adapter_just_past_the_margin_holds() -> None:
+    assert adapter_outcome(_matrix(3.0, 2.989)).ok  # better by 0.011
+
+
+@pytest.mark.gate("GATE-FT-001")
+def test_an_adapter_worse_than_few_shot_warns_through_the_cli(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = _argv(world, tmp_path / "rec", "--adapter", str(world["base"]))
+    argv[1] = str(world["adapter"])  # swapped: the "base" knows the items, the "adapter" does not
+    assert main(argv) == 0
+    assert _record(tmp_path / "rec")[0]["GATE-FT-001"] == "WARN"
+    assert "GATE-FT-001" in capsys.readouterr().err
+
+
+# -- the retriever ---------------------------------------------------------------------------
+
+
+def test_bm25_ranks_the_passage_sharing_rare_words_first() -> None:
+    passages = [Passage("a", 0, "the gate and the model"), Passage("b", 0, "the kernel reads shards")]
+    passages.append(Passage("c", 0, "the gate fired on the kernel shards"))
+    ranked = BM25(passages).top("kernel shards", 3)
+    assert [p.source for p, _ in ranked] == ["b", "c"]  # "a" shares no word and is never returned
+    assert ranked[0][1] > ranked[1][1] > 0
+
+
+def test_documents_are_cut_into_paragraphs(tmp_path: Path) -> None:
+    (tmp_path / "one.md").write_text("first para\n\n  \nsecond para\n")
+    (tmp_path / "skip.bin").write_bytes(b"\xff")
+    assert [(p.source, p.index, p.text) for p in read_passages(tmp_path)] == [
+        ("one.md", 0, "first para"),
+        ("one.md", 1, "second para"),
+    ]

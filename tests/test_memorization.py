@@ -1,0 +1,127 @@
+"""`stack memorization`: verbatim recall of training examples by a fine-tuned model and its base.
+
+The falsifiers plant memorisation without training: the "fine-tuned" model is a tiny random
+model, and the planted training examples are its own greedy continuations, so it reproduces them
+by construction while the base (another seed) does not. Planting 2 of 20 (rate 0.10) must fire
+GATE-FT-003; 1 of 20 (rate 0.05) beside one example reproduced for 31 tokens must not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ft_support import filler, own_continuations, saved, write_jsonl
+from hypothesis import given
+from hypothesis import strategies as st
+from site_finetune import finetune_section
+from train_support import prepared
+
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.eval.memorization import longest_common_run
+
+PREFIX, CONTINUATION, N = 8, 32, 20
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tuned model (seed 0), the base (seed 1), and texts the tuned one recites."""
+    root = tmp_path_factory.mktemp("memorization")
+    recited = own_continuations(0, PREFIX, CONTINUATION, 2)
+    return {"tuned": saved(root, 0), "base": saved(root, 1), "recited": recited}
+
+
+def _examples(path: Path, texts: list[str]) -> Path:
+    return write_jsonl(path, [{"text": t} for t in texts])
+
+
+def _run(world: dict[str, Any], examples: Path, record: Path, *extra: str) -> int:
+    argv = ["memorization", str(world["tuned"]), "--base", str(world["base"]), "--examples", str(examples)]
+    argv += ["--n", str(N), "--prefix", str(PREFIX), "--batch-size", str(N), "--record", str(record), *extra]
+    return main(argv)
+
+
+def _verdicts(record: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(record / "metadata.json").gates}
+
+
+@pytest.mark.holds("GATE-FT-003")
+def test_a_model_that_recites_nothing_passes(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = _examples(tmp_path / "train.jsonl", filler(N, PREFIX + CONTINUATION))
+    assert _run(world, examples, tmp_path / "rec") == 0
+    assert "verbatim recall of 20 training examples" in capsys.readouterr().out
+    assert _verdicts(tmp_path / "rec") == dict.fromkeys(load_spec().required_gates("memorization"), "PASS")
+    result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
+    assert result["models"]["fine-tuned"]["reproduced"] == 0 and result["continuation"] == CONTINUATION
+    section = "\n".join(finetune_section(read_evidence(tmp_path / "rec" / "metadata.json")))  # the run page
+    assert "## Verbatim recall" in section and "fine-tuned" in section
+
+
+@pytest.mark.gate("GATE-FT-003")
+def test_two_of_twenty_recited_fire_the_gate_and_name_the_remedies(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = [p + c for p, c in world["recited"]] + filler(N - 2, PREFIX + CONTINUATION)
+    assert _run(world, _examples(tmp_path / "train.jsonl", texts), tmp_path / "rec") == 0  # a warning
+    assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "WARN"
+    warning = capsys.readouterr().err
+    assert "reproduces 2 of 20" in warning and "fewer steps" in warning and "deduplicate" in warning
+    result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
+    assert result["models"]["fine-tuned"]["reproduced"] == 2 and result["models"]["base"]["reproduced"] == 0
+
+
+@pytest.mark.gate("GATE-FT-003")
+def test_one_recited_and_one_of_31_tokens_stay_inside(world: dict[str, Any], tmp_path: Path) -> None:
+    (prompt, whole), (other, almost) = world["recited"]
+    swapped = "!" if almost[CONTINUATION - 1] != "!" else "?"
+    near_miss = other + almost[: CONTINUATION - 1] + swapped  # the last token differs: a run of 31
+    texts = [prompt + whole, near_miss, *filler(N - 2, PREFIX + CONTINUATION)]
+    assert _run(world, _examples(tmp_path / "train.jsonl", texts), tmp_path / "rec") == 0
+    assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "PASS"
+    runs = json.loads((tmp_path / "rec" / "memorization.json").read_text())["tuned_runs"]
+    assert sorted(runs)[-2:] == [31, 32]
+
+
+def test_a_continuation_too_short_to_count_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
+    examples = _examples(tmp_path / "train.jsonl", filler(N, PREFIX + CONTINUATION))
+    assert _run(world, examples, tmp_path / "rec", "--continuation", "31") == 2
+    assert not (tmp_path / "rec").exists()
+
+
+@pytest.mark.holds("GATE-FT-003")
+def test_examples_from_a_prepared_data_dir(world: dict[str, Any], tmp_path: Path) -> None:
+    data = prepared(tmp_path)
+    argv = ["memorization", str(world["tuned"]), "--base", str(world["base"]), "--data", str(data)]
+    assert main([*argv, "--n", "3", "--prefix", "4", "--json", "--record", str(tmp_path / "rec")]) == 0
+    result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
+    assert len(result["examples"]) == 3 and all(e.startswith("train document") for e in result["examples"])
+    assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "PASS"
+
+
+# -- the longest verbatim run ---------------------------------------------------------------
+
+TOKENS = st.lists(st.integers(0, 9), max_size=24)
+
+
+@given(TOKENS)
+def test_a_sequence_shares_all_of_itself(a: list[int]) -> None:
+    assert longest_common_run(a, a) == len(a)
+
+
+@given(TOKENS, TOKENS)
+def test_the_run_is_symmetric_and_no_longer_than_either(a: list[int], b: list[int]) -> None:
+    run = longest_common_run(a, b)
+    assert run == longest_common_run(b, a) <= min(len(a), len(b))
+
+
+@given(TOKENS, st.lists(st.integers(10, 19), max_size=8), st.lists(st.integers(20, 29), max_size=8))
+def test_a_planted_run_between_disjoint_texts_is_found_exactly(
+    shared: list[int], left: list[int], right: list[int]
+) -> None:
+    assert longest_common_run(left + shared + left, right + shared + right) == len(shared)

@@ -1,0 +1,324 @@
+"""Supervised fine-tuning data: templates, loss masks, packing, the reader, GATE-SFT-001 and 002."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts.errors import BadInput, GateViolation
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.data.manifest import load_manifest
+from stack.data.sft_gates import check_supervision, supervision_outcome
+from stack.data.sft_prepare import pack, prepare_sft
+from stack.data.sft_reader import SftReader, sft_heldout_batches
+from stack.data.sft_template import Rendered, load_template, render
+from stack.data.tokenizer import ByteTokenizer, train_bpe
+
+CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+PROMPT_COMPLETION = Path(__file__).parent / "data" / "prompt_completion_small.jsonl"
+BYTE = ByteTokenizer()
+EOS = BYTE.eot_id
+
+
+@pytest.fixture(scope="module")
+def sft_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small chat set, byte-tokenized and packed into windows of 96 tokens."""
+    out = tmp_path_factory.mktemp("sft") / "data"
+    prepare_sft([CHAT], out, fmt="chat", pack_len=96, val_fraction=0.5)
+    return out
+
+
+def _template(tmp_path: Path, marker: str, prefix: str = "Assistant: ") -> Path:
+    """A template file like the shipped one, with its own assistant marker (and prefix)."""
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "test",
+                "roles": {
+                    "system": {"prefix": "System: ", "suffix": "\n"},
+                    "user": {"prefix": "User: ", "suffix": "\n"},
+                    "assistant": {"prefix": prefix},
+                },
+                "assistant_marker": marker,
+            }
+        )
+    )
+    return path
+
+
+def _supervised_text(rendered: Rendered) -> str:
+    """The supervised tokens of a rendering, EOS shown as <eos>."""
+    ids = rendered.ids[rendered.mask.astype(bool)]
+    return "".join("<eos>" if i == EOS else chr(i) for i in ids.tolist())
+
+
+# -- rendering and the mask ------------------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-SFT-001")
+def test_only_the_assistant_and_its_eos_are_supervised() -> None:
+    template = load_template(None)
+    turns = [("user", "What is 2 + 3?"), ("assistant", "5"), ("user", "And 2 + 4?"), ("assistant", "6")]
+    rendered = render(template, BYTE, turns, "example")
+    assert _supervised_text(rendered) == " 5<eos> 6<eos>"
+    assert rendered.ids.tolist().count(EOS) == 2 and rendered.mask[0] == 0
+
+
+safe_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20).filter(
+    lambda s: "Assistant:" not in s
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(turns=st.lists(st.tuples(safe_text, safe_text), min_size=1, max_size=3))
+def test_the_mask_selects_exactly_the_assistant_contents(turns: list[tuple[str, str]]) -> None:
+    """Round trip: the supervised ids decode to the assistant contents, each followed by its EOS."""
+    chat = [(role, text) for user, answer in turns for role, text in (("user", user), ("assistant", answer))]
+    rendered = render(load_template(None), BYTE, chat, "example")
+    supervised = rendered.ids[rendered.mask.astype(bool)].tolist()
+    expected: list[int] = []
+    for _, answer in turns:
+        expected += [*BYTE.encode(" " + answer), EOS]
+    assert supervised == expected
+    assert rendered.markers_missing == 0
+
+
+def test_prompt_completion_is_a_user_turn_and_an_assistant_turn(tmp_path: Path) -> None:
+    out = tmp_path / "pc"
+    manifest = prepare_sft([PROMPT_COMPLETION], out, fmt="prompt-completion", pack_len=64, val_fraction=0.25)
+    assert manifest.sft is not None and manifest.sft.assistant_turns == 40
+    assert sum(manifest.sft.examples.values()) == 40
+
+
+# -- GATE-SFT-001 ----------------------------------------------------------------------------
+
+
+def _packed(answers: list[str], template_file: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and labels of one-turn examples packed as prepare packs them."""
+    template = load_template(None if template_file is None else str(template_file))
+    examples = [render(template, BYTE, [("user", "Q?"), ("assistant", a)], "e") for a in answers]
+    tokens, labels, _ = pack(examples, 64, EOS)
+    return tokens, labels
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_a_pad_equal_to_eos_that_masks_the_real_eos_fires() -> None:
+    """The TRL trap: a collator masks every pad id, and pad = EOS, so the EOS leaves the loss."""
+    tokens, labels = _packed(["Paris.", "Rome."])
+    labels = np.where(tokens == EOS, labels & ~1, labels)  # the planted collator
+    with pytest.raises(GateViolation) as fired:
+        check_supervision(tokens, labels, EOS)
+    assert fired.value.gate_id == "GATE-SFT-001" and "never learns to stop" in str(fired.value)
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_one_unsupervised_eos_is_beyond_the_threshold() -> None:
+    tokens, labels = _packed(["Paris.", "Rome."])
+    first_eos = int(np.flatnonzero((tokens == EOS) & (labels > 1))[0])
+    labels[first_eos] &= ~1
+    outcome = supervision_outcome(tokens, labels, EOS)
+    assert (
+        outcome.measured["unsupervised_eos"]
+        == 1
+        == load_spec().threshold("GATE-SFT-001", "max_unsupervised_eos") + 1
+    )
+    with pytest.raises(GateViolation, match="GATE-SFT-001"):
+        check_supervision(tokens, labels, EOS)
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_an_example_that_supervises_nothing_fires_and_one_token_holds(tmp_path: Path) -> None:
+    """An empty answer after a marker that ends the prefix supervises its EOS alone: 1 token, the
+    minimum; with that EOS masked too, 0 fires."""
+    tokens, labels = _packed(["", "Rome."], _template(tmp_path, "A:", prefix="A:"))
+    outcome = supervision_outcome(tokens, labels, EOS)
+    assert outcome.measured["fewest_supervised_tokens"] == 1 and outcome.ok
+    check_supervision(tokens, labels, EOS)
+    labels = np.where((labels >> 1) == 1, labels & ~1, labels)  # example 1 left wholly unsupervised
+    with pytest.raises(GateViolation, match="GATE-SFT-001"):
+        check_supervision(tokens, labels, EOS)
+
+
+# -- GATE-SFT-002 ----------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-SFT-002")
+def test_a_marker_the_text_does_not_hold_fires_and_writes_nothing(tmp_path: Path) -> None:
+    one = tmp_path / "one.jsonl"
+    one.write_text(CHAT.read_text().splitlines()[0] + "\n")
+    out = tmp_path / "data"
+    with pytest.raises(GateViolation) as fired:
+        prepare_sft([one], out, fmt="chat", template=str(_template(tmp_path, "### Response:")))
+    assert fired.value.gate_id == "GATE-SFT-002"
+    assert "1 of 1 assistant turn" in str(fired.value)
+    assert not out.exists()
+
+
+@pytest.mark.holds("GATE-SFT-002")
+def test_the_same_example_with_the_written_marker_holds(tmp_path: Path) -> None:
+    one = tmp_path / "one.jsonl"
+    one.write_text(CHAT.read_text().splitlines()[0] + "\n")
+    manifest = prepare_sft(
+        [one],
+        tmp_path / "data",
+        fmt="chat",
+        template=str(_template(tmp_path, "Assistant:")),
+        val_fraction=0.0,
+    )
+    assert manifest.sft is not None and manifest.sft.markers_missing == 0
+
+
+@pytest.mark.gate("GATE-SFT-002")
+def test_a_bpe_that_joins_the_markers_space_to_the_answer_fires(tmp_path: Path) -> None:
+    """The marker `Assistant: ` tokenized alone ends in a space token; in the text, byte-level BPE
+    carries that space into the next word, so the marker's ids are never there."""
+    template = load_template(str(_template(tmp_path, "Assistant: ")))
+    bpe = train_bpe([m["content"] for line in CHAT.open() for m in json.loads(line)["messages"]], 400)
+    rendered = render(template, bpe, [("user", "What is 2 + 3?"), ("assistant", "5")], "e")
+    assert bpe.encode("Assistant: 5")[: len(bpe.encode("Assistant:"))] == bpe.encode("Assistant:")
+    assert rendered.markers_missing == 1
+    with pytest.raises(GateViolation, match="GATE-SFT-002"):
+        prepare_sft([CHAT], tmp_path / "data", fmt="chat", template=str(template.path), tokenizer="bpe")
+
+
+# -- packing ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(2, 32), min_size=1, max_size=12))
+def test_packing_keeps_every_example_whole_inside_one_window(lengths: list[int]) -> None:
+    examples = [
+        Rendered(np.full(n, 7, dtype=np.int64), np.r_[np.zeros(n - 1), 1].astype(np.uint8), 1, 0)
+        for n in lengths
+    ]
+    tokens, labels, windows = pack(examples, 32, EOS)
+    assert len(tokens) == len(labels) == windows * 32 + 1
+    example = labels >> 1
+    for number, n in enumerate(lengths, start=1):
+        where = np.flatnonzero(example == number)
+        assert len(where) == n and where[-1] - where[0] == n - 1
+        assert where[0] // 32 == where[-1] // 32  # never split across windows
+    assert int((labels & 1).sum()) == len(lengths)
+
+
+def test_a_window_packs_more_than_one_example(sft_data: Path) -> None:
+    batches = sft_heldout_batches(sft_data, 1, 96, 4)
+    assert max(len(set(b.docs[0].tolist()) - {0}) for b in batches) >= 2
+
+
+# -- the reader ------------------------------------------------------------------------------
+
+
+def test_targets_never_cross_from_one_example_into_the_next(sft_data: Path) -> None:
+    reader = SftReader(sft_data, batch_size=2, seq_len=96, seed=0)
+    for _ in range(4):
+        batch = reader.next_batch()
+        targets, docs, next_docs = batch.targets, batch.docs, batch.labels[:, 1:] >> 1
+        assert bool(((targets >= 0) <= (docs == next_docs)).all())
+        assert bool((targets[targets >= 0] == batch.tokens[:, 1:][targets >= 0]).all())
+        assert int((targets >= 0).sum()) > 0
+
+
+def test_the_reader_resumes_tokens_and_labels_exactly(sft_data: Path) -> None:
+    first = SftReader(sft_data, batch_size=2, seq_len=96, seed=3)
+    for _ in range(5):
+        first.next_batch()
+    state = first.state_dict()
+    second = SftReader(sft_data, batch_size=2, seq_len=96, seed=3)
+    second.load_state_dict(state)
+    for _ in range(12):  # past the end of an epoch, so the wrap is resumed too
+        a, b = first.next_batch(), second.next_batch()
+        assert torch.equal(a.tokens, b.tokens) and torch.equal(a.labels, b.labels)
+
+
+def test_a_window_length_other_than_the_packing_is_refused(sft_data: Path) -> None:
+    with pytest.raises(BadInput, match="packed into windows of 96"):
+        SftReader(sft_data, batch_size=1, seq_len=64, seed=0)
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_the_reader_judges_the_labels_it_maps(sft_data: Path, tmp_path: Path) -> None:
+    """Labels rewritten with the EOS masked, and their sha256 re-entered in the manifest, still fail."""
+    import hashlib
+    import shutil
+
+    from stack.data.manifest import manifest_bytes
+    from stack.data.shards import HEADER
+
+    data = tmp_path / "data"
+    shutil.copytree(sft_data, data)
+    manifest = load_manifest(data)
+    assert manifest.sft is not None
+    entries = []
+    for entry in manifest.sft.labels:
+        path = data / entry.path
+        raw = bytearray(path.read_bytes())
+        labels = np.frombuffer(bytes(raw[HEADER.size :]), dtype="<u4").copy()
+        tokens = np.fromfile(data / entry.shard, dtype="<u2", offset=HEADER.size)
+        labels[tokens == EOS] &= ~np.uint32(1)
+        path.write_bytes(bytes(raw[: HEADER.size]) + labels.tobytes())
+        entries.append(entry.model_copy(update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
+    sft = manifest.sft.model_copy(update={"labels": entries})
+    (data / "manifest.json").write_bytes(manifest_bytes(manifest.model_copy(update={"sft": sft})))
+    with pytest.raises(GateViolation, match="GATE-SFT-001"):
+        SftReader(data, batch_size=1, seq_len=96, seed=0)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_prepare_chat_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "data"
+    assert main(["prepare", str(CHAT), "--format", "chat", "--pack-len", "96", "--out", str(out)]) == 0
+    assert load_manifest(out).sft is not None
+    assert "prepared" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--format", "chat", "--default"], "drop --default"),
+        (["--template", "chat"], "go with --format chat"),
+        (["--format", "chat", "--pack-len", "16"], "more than --pack-len 16"),
+        (["--format", "chat", "--template", "nope.yaml"], "cannot read"),
+    ],
+)
+def test_bad_sft_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code = main(["prepare", str(CHAT), "--out", str(tmp_path / "data"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    code = main(["prepare", str(bad), "--format", "chat", "--out", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{bad}:1" in err and "ends with the assistant's" in err
+
+
+def test_verify_checks_the_label_files(
+    sft_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    assert main(["prepare", "--verify", "--out", str(sft_data)]) == 0
+    data = tmp_path / "data"
+    shutil.copytree(sft_data, data)
+    labels = next((data / "shards").glob("train-*.labels"))
+    raw = bytearray(labels.read_bytes())
+    raw[-8] ^= 1  # one label changed: its sha256 no longer matches the manifest
+    labels.write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert main(["prepare", "--verify", "--out", str(data)]) == 2
+    assert "does not match its sha256" in capsys.readouterr().err

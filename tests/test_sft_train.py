@@ -1,0 +1,231 @@
+"""Supervised fine-tuning in the one training loop: the objective, packing isolation (GATE-SFT-003),
+`stack sft` end to end with its evidence, and an exact resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
+
+from contracts.errors import BadInput, GateViolation
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.data.sft_prepare import prepare_sft
+from stack.data.sft_reader import SftBatch, sft_heldout_batches
+from stack.model.attention import naive_attention, sdpa_attention, softmax_scale, triton_attention
+from stack.model.config import ModelConfig
+from stack.model.gpt import GPT
+from stack.train.objective import OBJECTIVES, objective_for
+from stack.train.sft_objective import check_isolation, isolation_outcome
+
+CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+PACK = 96
+SFT_STEPS = [
+    "train.device='cpu'",
+    "train.batch_size=1",
+    "eval.every=4",
+    "ckpt.every=2",
+    "monitor.sample_every=4",
+    "monitor.tokens=8",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A smoke model pretrained with ctx 128, and the small chat set packed into windows of 96."""
+    root = tmp_path_factory.mktemp("sft-world")
+    data = prepared(root)
+    base = root / "base"
+    assert (
+        train(smoke_args(data, base, "model.ctx=128", "train.steps=2", "eval.every=2", "ckpt.every=2")) == 0
+    )
+    sft = root / "sft"
+    prepare_sft([CHAT], sft, fmt="chat", pack_len=PACK, val_fraction=0.5)
+    return {"base": base, "sft": sft, "text": data, "root": root}
+
+
+def _sft(world: dict[str, Path], out: Path, *sets: str) -> list[str]:
+    argv = ["sft", "--data", str(world["sft"]), "--init-from", str(world["base"]), "--out", str(out)]
+    for item in [*SFT_STEPS, *sets]:
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def sft_run(world: dict[str, Path]) -> Path:
+    out = world["root"] / "sft-run"
+    assert main(_sft(world, out, "train.steps=4")) == 0
+    return out
+
+
+def _model(path: str = "sdpa") -> GPT:
+    config = ModelConfig(vocab=257, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_hidden=64, ctx=64)
+    return GPT(config.model_copy(update={"attention": path}), seed=0).eval()
+
+
+# -- the objective registry ------------------------------------------------------------------
+
+
+def test_an_unset_task_is_pretraining_and_sft_is_registered() -> None:
+    assert objective_for(None).name == "pretrain"
+    assert objective_for("sft").name == "sft" and set(OBJECTIVES) >= {"pretrain", "sft"}
+    with pytest.raises(BadInput, match=r"unknown train\.task 'nope'"):
+        objective_for("nope")
+
+
+# -- GATE-SFT-003: packing isolation ---------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-SFT-003")
+@pytest.mark.parametrize("path", ["naive", "sdpa"])
+def test_rewriting_one_example_leaves_the_other_exactly_as_it_was(path: str) -> None:
+    model = _model(path)
+    tokens = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(1))
+    outcome = isolation_outcome(lambda idx, docs: model(idx, docs=docs)[0], tokens, 257)
+    assert outcome.ok and outcome.measured["max_abs_logit_diff"] == 0.0
+    check_isolation(lambda idx, docs: model(idx, docs=docs)[0], tokens, 257)
+
+
+@pytest.mark.gate("GATE-SFT-003")
+def test_a_batch_that_drops_its_document_ids_fires() -> None:
+    """The planted bug: the collator packs examples but the forward gets no document ids."""
+    model = _model()
+    tokens = torch.randint(0, 256, (40,), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(GateViolation) as fired:
+        check_isolation(lambda idx, docs: model(idx)[0], tokens, 257)
+    assert fired.value.gate_id == "GATE-SFT-003" and "attention crosses examples" in str(fired.value)
+
+
+@pytest.mark.gate("GATE-SFT-003")
+def test_a_difference_just_beyond_the_threshold_fires_and_just_inside_holds() -> None:
+    limit = float(load_spec().threshold("GATE-SFT-003", "max_abs_logit_diff"))
+    assert not measure("GATE-SFT-003", {"max_abs_logit_diff": limit * 1.01, "positions_compared": 8}).ok
+    assert measure("GATE-SFT-003", {"max_abs_logit_diff": limit * 0.99, "positions_compared": 8}).ok
+
+
+def test_the_document_mask_is_the_same_on_naive_and_sdpa_and_triton_refuses_it() -> None:
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 12, 8, generator=generator) for _ in range(3))
+    docs = torch.tensor([[1] * 5 + [2] * 4 + [0] * 3, [1] * 12])
+    scale = softmax_scale(8)
+    naive = naive_attention(q, k, v, causal=True, scale=scale, docs=docs)
+    sdpa = sdpa_attention(q, k, v, causal=True, scale=scale, docs=docs)
+    torch.testing.assert_close(naive, sdpa, atol=1e-6, rtol=1e-5)
+    # One document per row is plain causal attention.
+    torch.testing.assert_close(naive[1], naive_attention(q, k, v, causal=True, scale=scale)[1])
+    with pytest.raises(BadInput, match="no document mask"):
+        triton_attention(q, k, v, causal=True, scale=scale, docs=docs)
+
+
+# -- the loss --------------------------------------------------------------------------------
+
+
+def test_the_loss_ignores_padding_and_prompt_targets(world: dict[str, Path]) -> None:
+    """Rewriting padding changes nothing; the loss counts exactly the supervised targets."""
+    sft = objective_for("sft")
+    batch = sft_heldout_batches(world["sft"], 2, PACK, 2)[0]
+    model = GPT(
+        ModelConfig(vocab=257, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_hidden=64, ctx=128),
+        seed=0,
+    ).eval()
+    padding = (batch.labels >> 1) == 0
+    assert bool(padding.any())
+    rewritten = SftBatch(torch.where(padding, torch.full_like(batch.tokens, 65), batch.tokens), batch.labels)
+    with torch.no_grad():
+        before, after = sft.loss(model, model, batch), sft.loss(model, model, rewritten)
+    assert torch.equal(before.logged, after.logged)
+    assert int(before.metrics["supervised_tokens"]) == int((batch.targets >= 0).sum()) > 0
+
+
+# -- `stack sft` end to end ------------------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-SFT-001")
+@pytest.mark.holds("GATE-SFT-002")
+@pytest.mark.holds("GATE-SFT-003")
+def test_stack_sft_judges_every_gate_of_its_kind(sft_run: Path) -> None:
+    record = evidence(sft_run)
+    assert record["run"]["kind"] == "sft" and record["run"]["status"] == "completed"
+    assert record["config"]["train"]["task"] == "sft"
+    assert unjudged(sft_run, "sft") == {}
+    assert {verdicts(sft_run)[g] for g in ("GATE-SFT-001", "GATE-SFT-002", "GATE-SFT-003")} == {"PASS"}
+    lines = step_lines(sft_run)
+    assert len(lines) == 4 and all(line["supervised_tokens"] > 0 for line in lines)
+
+
+def test_a_resumed_sft_run_continues_bit_for_bit(
+    world: dict[str, Path], sft_run: Path, tmp_path: Path
+) -> None:
+    half = tmp_path / "half"
+    assert main(_sft(world, half, "train.steps=2")) == 0
+    assert main(["sft", "--resume", str(half), "--set", "train.steps=4"]) == 0
+    keys = ("loss", "grad_norm", "batch_sha256", "supervised_tokens")
+    whole = [{k: line[k] for k in keys} for line in step_lines(sft_run)]
+    resumed = [{k: line[k] for k in keys} for line in step_lines(half)]
+    assert resumed == whole
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sft", "--data", "{sft}", "--out", "{out}", "--set", "train.steps=1"], "pass --init-from"),
+        (
+            ["sft", "--data", "{text}", "--init-from", "{base}", "--out", "{out}", "--set", "train.steps=1"],
+            "holds pretraining text",
+        ),
+        (
+            [
+                "sft",
+                "--data",
+                "{sft}",
+                "--init-from",
+                "{base}",
+                "--out",
+                "{out}",
+                "--set",
+                "train.task=pretrain",
+            ],
+            "drop --set train.task",
+        ),
+        (
+            ["train", "--data", "{sft}", "--out", "{out}", "--preset", "smoke", "--set", "train.task=sft"],
+            "pass --init-from",
+        ),
+        (
+            ["train", "--data", "{text}", "--out", "{out}", "--preset", "smoke", "--set", "train.task=nope"],
+            "unknown",
+        ),
+    ],
+)
+def test_bad_sft_runs_are_one_line_and_exit_2(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    places = {"sft": world["sft"], "text": world["text"], "base": world["base"], "out": tmp_path / "out"}
+    code = main([a.format(**places) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.holds("GATE-SFT-003")
+def test_the_isolation_check_fits_a_window_as_long_as_the_context(world: dict[str, Path]) -> None:
+    sft = objective_for("sft")
+    model = GPT(
+        ModelConfig(vocab=257, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_hidden=64, ctx=PACK),
+        seed=0,
+    )
+    assert sft.window(world["sft"], PACK) == PACK
+    sft.start(model, sft.heldout(world["sft"], 1, PACK, 1))
+    with pytest.raises(BadInput, match="longer than the model's ctx"):
+        sft.window(world["sft"], PACK - 1)
+
+
+def test_an_unset_task_leaves_a_pretraining_config_and_its_hash_as_they_were() -> None:
+    from stack.train.config import resolve
+
+    plain = resolve("smoke", None, [], vocab=257)
+    assert "task" not in plain.as_dict()["train"]
+    assert resolve("smoke", None, ["train.task=sft"], vocab=257).sha256 != plain.sha256

@@ -1,0 +1,260 @@
+"""`stack distill`: a student trained against a frozen teacher, under GATE-KD-001..004.
+
+The pipeline test distils a trained dense teacher into a mixture-of-experts student, saves it,
+reloads it and samples from it. Falsifiers plant each bug in the stack's own code path: a student
+of another vocabulary, a teacher left trainable, a loss that tempers one side only or mixes its
+NLL differently, a soft term without its T². Thresholds are probed just beyond and just inside.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+from trace_support import save_run, tiny_model
+from train_support import prepared, smoke_args, train
+
+from contracts.errors import GateViolation
+from contracts.evidence import read_evidence
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.train.trained import load_trained
+from stack.tune import distill, frozen
+from stack.tune.distill import KdTerms
+
+STUDENT = ("--preset", "smoke", "--set", "model.moe_experts=2", "--set", "model.moe_top_k=1")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A dense teacher trained 10 steps on a byte-level DATA_DIR, and that DATA_DIR."""
+    root = tmp_path_factory.mktemp("distill")
+    data, teacher = prepared(root), root / "teacher"
+    cadence = ["train.steps=10", "eval.every=10", "ckpt.every=10", "monitor.sample_every=10"]
+    assert train(smoke_args(data, teacher, *cadence)) == 0
+    return {"data": data, "teacher": teacher}
+
+
+def _distill(world: dict[str, Path], out: Path, *options: str) -> int:
+    argv = ["distill", str(world["teacher"]), "--data", str(world["data"]), "--out", str(out)]
+    return main([*argv, "--steps", "3", "--batch-size", "4", *options])
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(out / "metadata.json").gates}
+
+
+def _tempered_student_only(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
+) -> KdTerms:
+    """The planted bug: the teacher's distribution is taken at T = 1, the student's at T."""
+    log_q = torch.log_softmax(student.float() / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher.float(), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    nll = F.cross_entropy(student.float().flatten(0, -2), targets.flatten(), ignore_index=-1)
+    return KdTerms(alpha * temperature**2 * kl + (1 - alpha) * nll, kl, nll)
+
+
+def _without_t_squared(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
+) -> KdTerms:
+    """The planted bug: the soft term is not multiplied by T²."""
+    terms = _kd_terms(student, teacher, targets, temperature, alpha)
+    soft = alpha * terms.kl
+    return KdTerms(soft + (1 - alpha) * terms.nll, terms.kl, terms.nll)
+
+
+_kd_terms = distill.kd_terms
+
+
+# -- the clean path, through the real CLI ------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-KD-001", "GATE-KD-002", "GATE-KD-003", "GATE-KD-004")
+def test_a_dense_teacher_distils_into_an_moe_student_that_reloads_and_samples(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "student"
+    assert _distill(world, out, *STUDENT) == 0
+    printed = capsys.readouterr().out
+    assert "step 3/3: loss" in printed and " kl " in printed and " aux " in printed
+    required = load_spec().required_gates("distill")
+    assert {g: v for g, v in _verdicts(out).items() if g in required} == dict.fromkeys(required, "PASS")
+    student = load_trained(out)
+    assert student.model.config.moe_experts == 2
+    assert student.tokenizer.sha256 == load_trained(world["teacher"]).tokenizer.sha256
+    assert main(["sample", str(out), "--tokens", "4", "--prompt", "gate"]) == 0
+
+
+@pytest.mark.holds("GATE-KD-001", "GATE-KD-002")
+def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) -> None:
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert _distill(world, straight, *STUDENT, "--steps", "4", "--save-every", "2") == 0
+    assert _distill(world, halves, *STUDENT, "--steps", "2") == 0
+    assert main(["distill", "--resume", str(halves), "--steps", "4"]) == 0
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        a = load_file(str(straight / "checkpoints" / "step-0000004" / name))
+        b = load_file(str(halves / "checkpoints" / "step-0000004" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    states = [json.loads((r / "checkpoints/step-0000004/state.json").read_text()) for r in (straight, halves)]
+    assert states[0]["reader"] == states[1]["reader"]
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        ((), "--student RUN|CKPT or as --preset NAME"),
+        (("--preset", "smoke", "--student", str(world["teacher"])), "one of the two"),
+        (("--preset", "nope"), "unknown preset"),
+        (("--preset", "smoke", "--seq-len", "999"), "longer than the student's context"),
+    ]
+    for options, problem in cases:
+        assert _distill(world, tmp_path / "out", *options) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and problem in err, err
+
+
+# -- properties --------------------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    temperature=st.floats(0.5, 8.0),
+    alpha=st.floats(0.0, 1.0),
+)
+def test_alpha_zero_is_the_nll_and_self_kl_is_zero(seed: int, temperature: float, alpha: float) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(2, 5, 11, generator=generator)
+    targets = torch.randint(11, (2, 5), generator=generator)
+    targets[0, 0] = -1
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    assert torch.equal(distill.kd_terms(logits, logits, targets, temperature, 0.0).loss, nll)
+    assert float(distill.kd_terms(logits, logits, targets, temperature, alpha).kl) == 0.0
+
+
+# -- falsifiers --------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-KD-001")
+def test_a_student_of_another_vocabulary_is_refused_unless_truncation_is_declared(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher_vocab = load_trained(world["teacher"]).model.config.vocab
+    padded = tmp_path / "padded"
+    save_run(padded, tiny_model(vocab=teacher_vocab + 7))
+    out = tmp_path / "out"
+    assert _distill(world, out, "--student", str(padded)) == 3
+    assert "GATE-KD-001" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-KD-001"] == "FAIL"
+    declared = tmp_path / "declared"
+    assert _distill(world, declared, "--student", str(padded), "--truncate-vocab", str(teacher_vocab)) == 0
+    assert read_evidence(declared / "metadata.json").config["truncate_vocab"] == teacher_vocab
+
+
+@pytest.mark.gate("GATE-KD-001")
+def test_a_truncation_that_cuts_tokenizer_ids_or_another_tokenizer_fires() -> None:
+    case = {
+        "teacher_tokenizer_sha256": "a" * 64,
+        "student_tokenizer_sha256": "a" * 64,
+        "teacher_vocab": 152064,
+        "student_vocab": 151936,
+        "tokenizer_ids": 151646,
+    }
+    assert measure("GATE-KD-001", {**case, "truncate_to": 151936}).ok
+    assert not measure("GATE-KD-001", {**case, "truncate_to": None}).ok
+    assert not measure("GATE-KD-001", {**case, "truncate_to": 151645, "student_vocab": 151645}).ok
+    assert not measure(
+        "GATE-KD-001", {**case, "truncate_to": 151936, "student_tokenizer_sha256": "b" * 64}
+    ).ok
+
+
+@pytest.mark.gate("GATE-KD-002")
+def test_a_teacher_left_trainable_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(frozen, "freeze", frozen.weights_sha256)  # the planted bug: hashed, never frozen
+    out = tmp_path / "out"
+    assert _distill(world, out, *STUDENT) == 3
+    assert "GATE-KD-002" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-KD-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-KD-002")
+def test_a_teacher_whose_weights_moved_fires() -> None:
+    teacher = tiny_model()
+    sha = frozen.freeze(teacher)
+    frozen.check_teacher(teacher, sha)  # untouched: holds
+    with torch.no_grad():
+        teacher.embed.weight[3, 0] += 1e-6
+    with pytest.raises(GateViolation, match="GATE-KD-002"):
+        frozen.check_teacher(teacher, sha)
+
+
+def _probe(model: torch.nn.Module) -> dict[str, float]:
+    tokens = torch.randint(257, (2, 17), generator=torch.Generator().manual_seed(0))
+    logits, nll = model(tokens[:, :-1], tokens[:, 1:])
+    return distill.identity_probe(logits, nll, tokens[:, 1:], 4.0)
+
+
+@pytest.mark.gate("GATE-KD-003")
+def test_a_loss_that_tempers_one_side_only_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    distill.check_identities(_probe(model))  # the stack's loss: holds
+    monkeypatch.setattr(distill, "kd_terms", _tempered_student_only)
+    with pytest.raises(GateViolation, match="GATE-KD-003"):
+        distill.check_identities(_probe(model))
+
+
+@pytest.mark.gate("GATE-KD-003")
+def test_identities_just_beyond_the_tolerance_fire_and_just_inside_hold() -> None:
+    spec = load_spec()
+    self_kl = spec.threshold("GATE-KD-003", "self_kl_atol")
+    assert spec.threshold("GATE-KD-003", "alpha0_atol") == 0.0  # bit for bit: any difference fires
+    assert not measure("GATE-KD-003", {"alpha0_abs_diff": 1e-12, "self_kl": 0.0}).ok
+    assert measure("GATE-KD-003", {"alpha0_abs_diff": 0.0, "self_kl": 0.9 * self_kl}).ok
+    assert not measure("GATE-KD-003", {"alpha0_abs_diff": 0.0, "self_kl": 1.1 * self_kl}).ok
+
+
+@pytest.mark.gate("GATE-KD-004")
+def test_a_soft_term_without_t_squared_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(distill, "kd_terms", _without_t_squared)
+    out = tmp_path / "out"
+    assert _distill(world, out, *STUDENT) == 3
+    assert "GATE-KD-004" in capsys.readouterr().err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-KD-004")
+    assert result.verdict.value == "FAIL" and result.measured["grad_ratio"] < 0.1  # type: ignore[index]
+
+
+@pytest.mark.gate("GATE-KD-004")
+def test_a_gradient_ratio_just_outside_the_band_fires_and_just_inside_holds() -> None:
+    spec = load_spec()
+    low, high = (
+        spec.threshold("GATE-KD-004", "min_grad_ratio"),
+        spec.threshold("GATE-KD-004", "max_grad_ratio"),
+    )
+    case = {
+        "temperature": spec.threshold("GATE-KD-004", "probe_temperature"),
+        "logit_scale": spec.threshold("GATE-KD-004", "probe_logit_scale"),
+    }
+    assert not measure("GATE-KD-004", {**case, "grad_ratio": 0.99 * low}).ok
+    assert measure("GATE-KD-004", {**case, "grad_ratio": 1.01 * low}).ok
+    assert measure("GATE-KD-004", {**case, "grad_ratio": 0.99 * high}).ok
+    assert not measure("GATE-KD-004", {**case, "grad_ratio": 1.01 * high}).ok
+    assert not measure("GATE-KD-004", {**case, "temperature": 1.0, "grad_ratio": 1.0}).ok  # a trivial probe

@@ -1,0 +1,132 @@
+"""`stack synth`: Magpie-style synthetic instruction data, under GATE-SYNTH-001..002.
+
+Falsifiers plant a write that loses the last record and a sampler that is not the seeded one;
+the filters are tested on planted samples of each reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from trace_support import save_run, tiny_model
+
+from contracts.evidence import read_evidence
+from contracts.gates import measure
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.tune import synth
+from stack.tune.settings import SynthSettings
+
+# Loose filters, so that a random model's samples are kept and the file is not empty.
+LOOSE = ("--min-chars", "1", "--min-coherence", "0.001", "--max-instruction-tokens", "12")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random byte-level model of context 128, room for an instruction and its response."""
+    root = tmp_path_factory.mktemp("synth")
+    save_run(root / "source", tiny_model(ctx=128))
+    return root / "source"
+
+
+def _synth(source: Path, out: Path, *options: str) -> int:
+    return main(
+        ["synth", str(source), "--out", str(out), "--samples", "3", "--max-response-tokens", "24", *options]
+    )
+
+
+def _verdicts(out: Path) -> dict[str, str]:
+    return {g.id: g.verdict.value for g in read_evidence(out / "metadata.json").gates}
+
+
+@pytest.mark.holds("GATE-SYNTH-001", "GATE-SYNTH-002")
+def test_the_same_seed_writes_the_same_file_and_the_counts_add_up(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert _synth(source, first, *LOOSE) == 0
+    assert "generated 3, kept" in capsys.readouterr().out
+    assert _synth(source, second, *LOOSE) == 0
+    assert (first / "synth.jsonl").read_bytes() == (second / "synth.jsonl").read_bytes()
+    sidecar = json.loads((first / "synth.json").read_text())
+    lines = (first / "synth.jsonl").read_text().splitlines()
+    assert sidecar["kept"] == len(lines) >= 1
+    assert sidecar["kept"] + sum(sidecar["dropped"].values()) == sidecar["generated"] == 3
+    assert sidecar["seed"] == 0 and len(sidecar["model"]["manifest_sha256"]) == 64
+    assert all(set(json.loads(line)) == {"instruction", "response"} for line in lines)
+    required = load_spec().required_gates("synth")
+    assert {g: v for g, v in _verdicts(first).items() if g in required} == dict.fromkeys(required, "PASS")
+
+
+def test_an_existing_out_is_never_written_over(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "synth.jsonl").write_text("mine\n")
+    assert _synth(source, out) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "synth.jsonl").read_text() == "mine\n"
+
+
+def test_each_filter_names_its_reason() -> None:
+    settings = SynthSettings(min_chars=20, min_coherence=30.0)
+    good = synth.Sample(
+        "Name three primary colours, please.", "Red, yellow and blue are the primary colours."
+    )
+    assert synth.drop_reason(good, set(), settings) is None
+    assert synth.drop_reason(synth.Sample("Hi?", good.response), set(), settings) == "short"
+    loop = synth.Sample(good.instruction, "the cat " * 20)
+    assert synth.drop_reason(loop, set(), settings) == "repetitive"
+    assert synth.drop_reason(good, {good.sha256}, settings) == "duplicate"
+
+
+# -- falsifiers --------------------------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-SYNTH-001")
+def test_a_write_that_loses_the_last_record_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write = synth.write_records
+    monkeypatch.setattr(synth, "write_records", lambda path, samples: write(path, samples[:-1]))
+    out = tmp_path / "out"
+    assert _synth(source, out, *LOOSE) == 3
+    assert "GATE-SYNTH-001" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-SYNTH-001"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-SYNTH-001")
+def test_one_sample_unaccounted_for_fires_and_exact_counts_hold() -> None:
+    dropped = dict.fromkeys(("short", "repetitive", "duplicate", "no_room"), 1)
+    assert measure("GATE-SYNTH-001", {"generated": 6, "kept": 2, "dropped": dropped, "lines": 2}).ok
+    assert not measure("GATE-SYNTH-001", {"generated": 7, "kept": 2, "dropped": dropped, "lines": 2}).ok
+    assert not measure("GATE-SYNTH-001", {"generated": 6, "kept": 2, "dropped": dropped, "lines": 1}).ok
+    odd = {**dropped, "short": 0, "mystery": 1}
+    assert not measure("GATE-SYNTH-001", {"generated": 6, "kept": 2, "dropped": odd, "lines": 2}).ok
+
+
+@pytest.mark.gate("GATE-SYNTH-002")
+def test_a_sampler_that_is_not_the_seeded_one_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    draws = itertools.count()
+    # The planted bug: each synthesis seeds its own generator afresh, ignoring the seed it was given.
+    monkeypatch.setattr(synth, "new_generator", lambda seed: torch.Generator().manual_seed(next(draws)))
+    out = tmp_path / "out"
+    assert _synth(source, out, *LOOSE) == 3
+    assert "GATE-SYNTH-002" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-SYNTH-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-SYNTH-002")
+def test_a_replay_one_sample_short_fires_and_a_full_one_holds() -> None:
+    wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
+    assert measure("GATE-SYNTH-002", {"replayed": wanted, "generated": 10, "mismatched": 0}).ok
+    assert not measure("GATE-SYNTH-002", {"replayed": wanted - 1, "generated": 10, "mismatched": 0}).ok
+    assert measure("GATE-SYNTH-002", {"replayed": 1, "generated": 1, "mismatched": 0}).ok
+    assert not measure("GATE-SYNTH-002", {"replayed": wanted, "generated": 10, "mismatched": 1}).ok
