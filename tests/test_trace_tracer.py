@@ -180,6 +180,40 @@ def test_statistics_match_a_float64_reference(
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
 
 
+@settings(max_examples=12, deadline=None)
+@given(
+    blocks=st.sampled_from([1, 2, 3]),
+    tail=st.integers(-5, 5),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-100, 100),
+    zeros=st.integers(0, 5),
+    nans=st.integers(0, 1),
+    infs=st.integers(0, 2),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_statistics_match_a_float64_reference_across_blocks(
+    blocks: int, tail: int, scale: float, offset: float, zeros: int, nans: int, infs: int, dtype, seed: int
+) -> None:
+    """The CUDA path's fused kernels (here in Triton's interpreter), over one block, several,
+    and a partial last one, with the same specials and the same reference as the torch path."""
+    from stack.kernels.site_stats import BLOCK, site_stats_fused
+
+    n = max(blocks * BLOCK + tail, 1)
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, generator=generator, dtype=torch.float64) * scale + offset).to(dtype)
+    positions = torch.randperm(n, generator=generator)
+    special = [0.0] * zeros + [math.nan] * nans + [math.inf] * infs
+    for position, value in zip(positions.tolist(), special, strict=False):
+        x[position] = value
+    got = dict(zip(STATS[1:], site_stats_fused(x).tolist(), strict=True))
+    for name, value in _reference_stats(x).items():
+        if math.isnan(value):
+            assert math.isnan(got[name]), name
+        else:
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+
+
 class _HostReads(TorchFunctionMode):
     """Counts the tensor methods that copy values to Python or to the host."""
 

@@ -16,6 +16,10 @@ min and max already tell: a NaN makes both NaN, an Inf makes one of them infinit
 on the host (CPU) reading that answer is free, so the counts are skipped when it says finite.
 On an accelerator, reading it would synchronise the device, so there they are always counted.
 
+On a CUDA device the torch ops' many small launches, not their arithmetic, are the cost, so a
+site that is not float64 goes to two fused Triton kernels instead (stack/kernels/site_stats.py),
+which compute the same statistics under the same conventions.
+
 A site may be empty: an expert that no token was routed to sees zero rows. Its statistics are
 all zero (count 0), not NaN, since nothing was computed and nothing went wrong.
 """
@@ -43,6 +47,10 @@ def _nonfinite_counts(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) ->
 
 def site_stats(tensor: torch.Tensor) -> torch.Tensor:
     """(len(DEVICE_STATS),) float64 on tensor's device: mean, std, min, max, absmax, nan, inf, zero, l1."""
+    if tensor.is_cuda and tensor.dtype != torch.float64:
+        from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
+
+        return site_stats_fused(tensor)
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
     if x.dtype not in (torch.float32, torch.float64):
