@@ -36,6 +36,7 @@ from stack.model.config import ModelConfig  # noqa: E402
 from stack.model.gpt import GPT  # noqa: E402
 from stack.options_matrix import OptionSpec, load_matrix, unknown_settings  # noqa: E402
 from stack.train.config import resolve  # noqa: E402
+from stack.train.flops import mfu  # noqa: E402
 from stack.train.loop import repeatable_cuda  # noqa: E402
 
 WARMUP = 5
@@ -179,11 +180,13 @@ def main() -> int:
     parser.add_argument(
         "--options", action="store_true", help="measure every option of spec/options_matrix.yaml instead"
     )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     args = parser.parse_args()
-    sets = steady_sets(args.steps, "cpu")
+    sets = steady_sets(args.steps, args.device)
     if args.options:
         return options_main(sets, args.steps)
-    record = new_record("benchmark", run_id("bench-train"), sys.argv, device="cpu")
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    record = new_record("benchmark", run_id("bench-train"), sys.argv, device=name)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         prepare_corpus([], data, default=True)
@@ -191,6 +194,7 @@ def main() -> int:
         gated = stack_run(data, Path(tmp) / "eager", sets, args.steps, compile_model=False)
         compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True) if args.compile else None
     overhead = 1 - gated / plain
+    demo = resolve("demo", None, sets, vocab=257)
     goal = load_spec().benchmark("train_overhead")
     record.metrics = {
         "benchmark": goal.name,
@@ -201,6 +205,9 @@ def main() -> int:
         "met": goal.met(overhead),
         "compiled_tokens_per_s": None if compiled is None else round(compiled),
         "compiled_speedup": None if compiled is None else round(compiled / plain, 3),
+        # Model FLOPs utilisation against the GPU's bf16 peak (stack/train/flops.py); None on CPU.
+        "stack_mfu": mfu(gated, demo.model, name),
+        "compiled_mfu": None if compiled is None else mfu(compiled, demo.model, name),
         "also": ["train_compile_speedup"],
         "steps": args.steps,
         "preset": "demo",
