@@ -10,7 +10,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
+# One intra-op thread, here and in every subprocess a test starts: the tests' models are tiny, so
+# a second thread buys nothing, and on a loaded machine OpenMP's threads spin waiting for each
+# other (a 0.1 s evaluation took 3.5 s with two threads while another job ran).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # after the thread count, which torch reads when it loads
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,25 +1,44 @@
-"""`stack distill`: a student trained on a DATA_DIR against a frozen teacher, into a new run dir.
+"""`stack distill`: a student trained against a frozen teacher: `stack train` with train.task=distill.
 
-    stack distill TEACHER_RUN|CKPT --data DATA_DIR --out OUT --preset tiny --steps 200
+    stack distill TEACHER_RUN|CKPT --data DATA_DIR --out OUT --preset tiny --steps 200 [--device cuda]
     stack distill TEACHER_RUN|CKPT --data DATA_DIR --out OUT --student RUN|CKPT --truncate-vocab 151936
     stack distill --resume OUT --steps 400
 
-The loss is α·T²·KL(teacher/T ‖ student/T) + (1 − α)·NLL, per token. A teacher from Hugging Face
-is imported first (`stack import-hf DIR --out RUN_DIR`). Exit 0: OUT written; 3: a gate fired
-(GATE-KD-001: one tokenizer and vocabulary; -002: the teacher never trains; -003: α = 0 is the NLL
-and self-KL is 0; -004: the T² is applied), the halted record in OUT; 2: bad input.
-See docs/preferences.md.
+The loss is α·T²·KL(teacher/T ‖ student/T) + (1 − α)·NLL, per token, and the run is the training
+loop's (stack.train.distill_objective): held-out evaluation, monitors, checkpoints, bit-exact
+resume, any device. The options below become config keys (`[distill]`, train.*, ckpt.every);
+--set sets any other. A teacher from Hugging Face is imported first (`stack import-hf DIR --out
+RUN_DIR`). Exit 0: OUT written; 3: a gate fired (GATE-KD-001: one tokenizer and vocabulary;
+-002: the teacher never trains; -003: α = 0 is the NLL and self-KL is 0; -004: the T² is
+applied), the halted record in OUT; 2: bad input. See docs/preferences.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.cli import values
-from stack.cli.tune_options import add_loop_options, given_settings, print_step, refuse_with_resume
+from stack.cli.tune_options import (
+    add_device_option,
+    add_loop_options,
+    given_settings,
+    loop_sets,
+    refuse_with_resume,
+    request_args,
+)
 from stack.tune.settings import DISTILL_DEFAULTS, DistillSettings
+
+TASK = "train.task=distill"
+# The distillation settings and the config keys they set (the loop's own are in tune_options).
+DISTILL_KEYS = {
+    "temperature": "distill.temperature",
+    "alpha": "distill.alpha",
+    "seq_len": "distill.seq_len",
+    "truncate_vocab": "distill.truncate_vocab",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,15 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "distill",
         help="knowledge distillation: a student trained against a frozen teacher, as a new run dir",
-        description="Write OUT (config.toml, checkpoints/step-…, metadata.json) with a student (--student "
-        "RUN|CKPT, or a fresh --preset) trained on DATA_DIR's train split against the teacher's soft "
-        "targets. --resume OUT continues.",
+        description="Write OUT (a run directory) with a student (--student RUN|CKPT, or a fresh --preset) "
+        "trained on DATA_DIR's train split against the teacher's soft targets, by the training loop "
+        "(`stack train --set train.task=distill`). --resume OUT continues.",
     )
     parser.add_argument(
         "path", nargs="?", type=values.utf8_path, metavar="TEACHER", help="the teacher's run or checkpoint"
     )
     parser.add_argument("--data", type=values.utf8_path, metavar="DATA_DIR", help="a prepared DATA_DIR")
     group = add_loop_options(parser, DISTILL_DEFAULTS)
+    add_device_option(parser)  # a resume may move the run: not one of the new run's settings
     group.add_argument("--student", type=values.utf8_path, metavar="RUN|CKPT", help="a student to start from")
     group.add_argument("--preset", type=values.utf8_text, help="a fresh student of this preset (e.g. tiny)")
     group.add_argument(
@@ -45,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         type=values.utf8_text,
         metavar="KEY=VALUE",
-        help="override a fresh student's config, e.g. model.moe_experts=4 (repeatable)",
+        help="override any config key, e.g. model.moe_experts=4 for a fresh student (repeatable)",
     )
     group.add_argument(
         "--temperature", type=values.factor, help=f"T (default {DISTILL_DEFAULTS.temperature})"
@@ -66,32 +86,55 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    """Start or resume the run, print one line per step and where the checkpoint went."""
-    from stack.tune import distill_run
+    """Turn the options into `stack train`'s request and run the training loop."""
+    from stack.cli import train
 
-    show = print_step(args.steps)
     if args.resume is not None:
         refuse_with_resume(
             args, DistillSettings, ("TEACHER", "--out", "--data", "--student", "--preset", "--sets")
         )
-        written = distill_run.resume(args.resume, args.steps, args.argv, args.evidence_dir, show)
-    else:
-        if args.path is None or args.data is None or args.out is None:
-            raise BadInput(
-                "a new distillation needs TEACHER, --data DATA_DIR and --out OUT (or --resume OUT)"
-            )
-        if (args.student is None) == (args.preset is None):
-            raise BadInput("give the student as --student RUN|CKPT or as --preset NAME, one of the two")
-        if args.sets and args.student is not None:
-            raise BadInput(
-                "--set configures a fresh --preset student; a --student checkpoint keeps its config"
-            )
-        student: Path | tuple[str, list[str]] = (
-            args.student if args.student is not None else (args.preset, args.sets)
+        _require_distillation(args.resume)
+        return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
+    if args.path is None or args.data is None or args.out is None:
+        raise BadInput("a new distillation needs TEACHER, --data DATA_DIR and --out OUT (or --resume OUT)")
+    if (args.student is None) == (args.preset is None):
+        raise BadInput("give the student as --student RUN|CKPT or as --preset NAME, one of the two")
+    if any(s.replace(" ", "").startswith(("train.task=", "distill.teacher=")) for s in args.sets):
+        raise BadInput("stack distill sets train.task and distill.teacher itself; drop those --set keys")
+    settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
+    settings.check()
+    sets = [
+        *_student_vocab(args),
+        f"train.steps={settings.steps}",
+        *loop_sets(args, settings),
+        *(f"{key}={value}" for name, key in DISTILL_KEYS.items() if (value := getattr(settings, name))),
+        *args.sets,
+        TASK,
+        f"distill.teacher={json.dumps(str(args.path.resolve()))}",
+    ]
+    args.init_from = args.student
+    return train.run(request_args(args, sets))
+
+
+def _student_vocab(args: argparse.Namespace) -> list[str]:
+    """A fresh student gets the teacher's vocabulary (padded rows included), as GATE-KD-001 asks."""
+    if args.preset is None:
+        return []  # a --student checkpoint keeps its own
+    from stack.train import checkpoint as ckpt
+    from stack.train.trained import resolve_checkpoint
+
+    state = ckpt.read_state(resolve_checkpoint(args.path))
+    return [f"model.vocab={state['config']['model']['vocab']}"]
+
+
+def _require_distillation(run_dir: Path) -> None:
+    """`--resume` continues a distillation only: another run is resumed by the command that wrote it."""
+    from stack.train.config import read_toml
+
+    config = run_dir / "config.toml"
+    task = read_toml(config).get("train", {}).get("task") if config.is_file() else None
+    if task != "distill":
+        raise BadInput(
+            f"{run_dir} is not a distillation run (train.task is {task!r}); resume it with the command "
+            "that wrote it (`stack train --resume`, `stack sft --resume`)"
         )
-        settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
-        written = distill_run.start(
-            args.path, args.data, args.out, student, settings, args.argv, args.evidence_dir, show
-        )
-    print(f"wrote {written} (evidence in {written.parent.parent})")
-    return 0

@@ -63,6 +63,57 @@ def refuse_with_resume(args: argparse.Namespace, settings_type: type, others: tu
         )
 
 
+# What `stack distill` sets in the run's config for each loop setting. The learning rate is
+# constant after one warmup step (min_lr = lr): the schedule then does not depend on train.steps,
+# so a resume that raises --steps continues exactly where a longer run would be.
+LOOP_KEYS = {
+    "lr": ("train.lr", "train.min_lr"),
+    "batch_size": ("train.batch_size",),
+    "seed": ("train.seed",),
+    "save_every": ("ckpt.every",),
+    "clip_norm": ("train.clip_norm",),
+}
+WARMUP = "train.warmup_steps=1"
+
+
+def add_device_option(parser: argparse._ActionsContainer) -> None:
+    """--device: where the training loop runs (train.device; a resume may move a run)."""
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        help="where the run trains: auto (CUDA when present), cpu or cuda (default auto)",
+    )
+
+
+def loop_sets(args: argparse.Namespace, settings: Any) -> list[str]:
+    """The `--set` assignments of the loop settings (every one, for a new run) and of --device."""
+    sets = [WARMUP] if settings else []
+    for name, keys in LOOP_KEYS.items():
+        if settings:
+            sets += [f"{key}={getattr(settings, name)}" for key in keys]
+    if getattr(args, "device", None) is not None:
+        sets.append(f"train.device={args.device}")
+    return sets
+
+
+def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespace:
+    """The namespace `stack train` reads, for a run (or resume) that these options describe."""
+    return argparse.Namespace(
+        data=getattr(args, "data", None),
+        out=args.out,
+        resume=args.resume,
+        config=None,
+        preset=getattr(args, "preset", None),
+        sets=sets,
+        waive=[],
+        reason=[],
+        init_from=getattr(args, "init_from", None),
+        evidence_dir=args.evidence_dir,
+        nproc=1,
+        argv=args.argv,
+    )
+
+
 def print_step(total: int) -> Callable[[int, dict[str, float]], None]:
     """One line per step on stdout, every metric of the step's line: a run's progress, like `stack es`."""
 

@@ -21,6 +21,7 @@ from stack.data.curriculum import Phase
 from stack.data.mixture import check_bounds
 from stack.model.config import ModelConfig
 from stack.train.presets import PRESETS
+from stack.tune.settings import DISTILL_DEFAULTS
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -175,6 +176,27 @@ class LoraSection(Section):
     rslora: bool = Field(default=False, description="scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
 
 
+class DistillSection(Section):
+    """`[distill]`: the frozen teacher of `train.task = "distill"` and the loss's T and α
+    (stack/train/distill_objective.py). Absent unless a distill key is set, so every other
+    configuration hashes as it did before. The defaults are stack.tune.settings' (issue #17's)."""
+
+    teacher: str = Field(min_length=1, description="the teacher: a run directory or checkpoint")
+    temperature: float = Field(
+        default=DISTILL_DEFAULTS.temperature, gt=0, description="T of the soft term α·T²·KL(p_T ‖ q_T)"
+    )
+    alpha: float = Field(
+        default=DISTILL_DEFAULTS.alpha, ge=0, le=1, description="the soft term's weight; 1 − α weighs the NLL"
+    )
+    truncate_vocab: int | None = Field(
+        default=None, ge=1, description="distil over ids below N only: the common part of padded vocabularies"
+    )
+    seq_len: int | None = Field(default=None, ge=1, description="tokens per sequence (unset: the ctx)")
+
+
+# Optional sections: absent from a configuration (and its hash) unless one of their keys is set.
+OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection}
+
 SECTIONS: dict[str, type[Section]] = {
     "train": TrainSection,
     "eval": EvalSection,
@@ -192,6 +214,7 @@ class RunConfig(Section):
     monitor: MonitorSection = MonitorSection()
     data: DataSection = DataSection()
     lora: LoraSection | None = None
+    distill: DistillSection | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, None values dropped (TOML has no null)."""
@@ -271,10 +294,11 @@ def resolve(
     if config_file is not None:
         data = _merge(data, read_toml(config_file))
     data = _merge(data, parse_sets(sets))
-    unknown = sorted(set(data) - {"model", "lora", *SECTIONS})
+    unknown = sorted(set(data) - {"model", *OPTIONAL, *SECTIONS})
     if unknown:
         raise BadInput(
-            f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}, lora"
+            f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}, "
+            f"{', '.join(OPTIONAL)}"
         )
     model = dict(data.get("model", {}))
     if vocab is not None:
@@ -287,8 +311,8 @@ def resolve(
     if "train" not in data:
         raise BadInput("no [train] section: pass --preset, --config FILE or --set train.steps=N")
     sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}
-    lora = parse_section(LoraSection, "lora", data["lora"]) if "lora" in data else None
-    return RunConfig(model=parse_section(ModelConfig, "model", model), lora=lora, **sections)
+    optional = {name: parse_section(cls, name, data[name]) for name, cls in OPTIONAL.items() if name in data}
+    return RunConfig(model=parse_section(ModelConfig, "model", model), **sections, **optional)
 
 
 def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

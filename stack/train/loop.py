@@ -39,6 +39,7 @@ from stack.model.checks import check_attention_paths
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.lora import loading_base
+from stack.model.lora_checks import check_identity, identity_measured
 from stack.model.mod_checks import check_depth_routing
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
@@ -240,6 +241,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         # The task's objective owns the reader, the held-out batches and the loss (stack.train.objective).
         self.objective = objective_for(train.task)
+        self.objective.bind(config, self.data_dir, self.device)  # a frozen teacher, on this device
         seq_len = self.seq_len = self.objective.window(self.data_dir, config.model.ctx)
         self.reader = self.objective.open_reader(
             self.data_dir,
@@ -375,6 +377,8 @@ class Trainer:
         else:
             with loading_base(self.model):  # the base's keys; with [lora] it becomes the adapters' base
                 ckpt.load_weights(checkpoint, self.model)
+            if self.lora_modules:  # GATE-LORA-001 again, on the base the adapters will actually train on
+                check_identity(identity_measured(self.model))
         self.fine_tuning = True
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
@@ -477,7 +481,8 @@ class Trainer:
         if terms:
             check_aux_in_loss(aux_values[0], loss_value, terms, step)
         check_clipped(clipped_value, train.clip_norm, step)
-        if step == 1 and not self.fine_tuning:  # a trained start is meant to be far below ln(vocab)
+        # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
+        if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(loss_value, self.config.model.vocab, step)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -593,7 +598,10 @@ class Trainer:
                 top_k=monitor_cfg.top_k,
                 generator=generator,
             )
-            text = self.tokenizer.decode(out[0, len(ids) :].tolist())
+            # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
+            # sample a padding row: it is no text, so it is left out rather than crash the monitor.
+            known = [t for t in out[0, len(ids) :].tolist() if t < self.tokenizer.vocab_size]
+            text = self.tokenizer.decode(known)
             texts.append(text)
             scores.append(coherence_score(text))
         score = sum(scores) / len(scores)
@@ -653,6 +661,7 @@ class Trainer:
                         break
                     if self.state.stop_reason is not None:
                         break
+                self.objective.finish(self.model)
                 self.state.monitor.require_ran(self.state.step, self.config.monitor.sample_every)
                 if not ckpt.step_dir(self.run_dir, self.state.step).exists():
                     self.save()

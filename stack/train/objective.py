@@ -15,13 +15,17 @@ fine-tuning is only here:
 | `loss`           | `StepLoss(backprop, logged, metrics)` of one micro-batch                |
 | `heldout_loss`   | the held-out loss of one batch (no gradient)                            |
 | `start`          | the task's start-up gates on the model, once the loop begins            |
+| `bind`           | what the task holds beside the model (a frozen teacher), on its device  |
+| `finish`         | the task's end-of-run gates (the frozen model did not move)             |
 
 `backprop` is what is back-propagated (before the loop adds the MoE terms and divides by
 grad_accum); `logged` is the `loss` of the metrics line; `metrics` are extra scalars, averaged
 over micro-batches and ranks like the loss and logged under their own names. A task registers
 its objective in `OBJECTIVES` under the `train.task` value that selects it; `pretrain` is what
 an unset `train.task` means, so a pretraining run's config, metrics and hashes are those of
-the stack before tasks existed.
+the stack before tasks existed. A task whose loss is not the next-token cross-entropy of a
+fresh model (distillation) sets `first_loss_is_ln_vocab = False`: GATE-TRAIN-004 does not
+apply to it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import torch
 from contracts.errors import BadInput
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
+from stack.train.config import RunConfig
 
 DEFAULT_TASK = "pretrain"
 Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -57,6 +62,12 @@ class Objective(ABC):
     name: str
     # Names of the extra scalars `loss` returns, in a fixed order (the loop logs them by name).
     metric_names: tuple[str, ...] = ()
+    # GATE-TRAIN-004 judges the first loss of a fresh model against ln(vocab): only where the loss
+    # is that cross-entropy.
+    first_loss_is_ln_vocab: bool = True
+
+    def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:  # noqa: B027
+        """Load what the task holds beside the trained model, on the run's device (optional hook)."""
 
     def window(self, data_dir: Path, ctx: int) -> int:
         """Tokens of input per sequence: the model's context unless the data fixes a shorter one."""
@@ -84,6 +95,9 @@ class Objective(ABC):
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
         """The task's start-up gates on the model it is about to train (none for pretraining)."""
+
+    def finish(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
+        """The task's gates judged once the loop has run its steps (none for pretraining)."""
 
     def heldout_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
         """The held-out loss of one batch: by default the logged loss of `loss` under the plain model."""
@@ -113,12 +127,13 @@ class Pretrain(Objective):
         return StepLoss(backprop=loss, logged=loss)
 
 
-# train.task -> objective; other modules add theirs (stack.train.sft_objective adds `sft`).
+# train.task -> objective; other modules add theirs (stack.train.sft_objective adds `sft`, …).
 OBJECTIVES: dict[str, Callable[[], Objective]] = {DEFAULT_TASK: Pretrain}
 
 
 def objective_for(task: str | None) -> Objective:
     """The objective `train.task` names (unset: pretraining); an unknown task is bad input."""
+    import stack.train.distill_objective  # registers `distill`
     import stack.train.sft_objective  # noqa: F401 - registers `sft`
 
     name = task or DEFAULT_TASK

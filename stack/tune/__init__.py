@@ -6,8 +6,10 @@
     frozen       the reference or teacher frozen and hashed; DPO-002, KD-002
     synth        Magpie-style generation, filters with counted reasons; SYNTH-001/002
     settings     every setting and its default (free of torch, for the command line)
-    rundir       the loop dpo and distill share: checkpoints, resume, the evidence record
-    dpo_run, distill_run, synth_run    each command's run: set-up, resume, the record
+    rundir       `stack dpo`'s own loop: checkpoints, resume, the evidence record
+    dpo_run, synth_run    each command's run: set-up, resume, the record
+
+Distillation runs in the training loop (stack.train.distill_objective, `train.task = "distill"`).
 
 docs/preferences.md describes the commands, the equations and the gates.
 """

@@ -1,16 +1,16 @@
-"""A `stack dpo` or `stack distill` run directory: the loop they share, checkpoints, resume, evidence.
+"""A `stack dpo` run directory: its loop, checkpoints, resume, evidence.
 
     OUT/config.toml                the trained model's configuration
     OUT/checkpoints/step-NNNNNNN/  weights, AdamW's state, and in state.json everything a resume
                                    needs: the batches' position, the settings, the frozen model's
                                    source and the step lines so far (under `tune`)
-    OUT/metadata.json              the evidence record of the latest invocation (run kind dpo or
-                                   distill); `--evidence-dir` files every record, append-only
+    OUT/metadata.json              the evidence record of the latest invocation (run kind dpo);
+                                   `--evidence-dir` files every record, append-only
 
-A task (stack.tune.dpo_run, stack.tune.distill_run) supplies the step's loss and its gates; the
-loop here is the same for both: AdamW at a constant learning rate, the global gradient norm
-clipped, a checkpoint every `save_every` steps and after the last. Every reader of a run reads
-OUT (`stack sample OUT`, `eval`, `train --init-from`).
+The task (stack.tune.dpo_run) supplies the step's loss and its gates; the loop here is AdamW
+at a constant learning rate, the global gradient norm clipped, a checkpoint every `save_every`
+steps and after the last. Every reader of a run reads OUT (`stack sample OUT`, `eval`,
+`train --init-from`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ StepLine = dict[str, float]
 
 
 class Task(Protocol):
-    """What the shared loop asks of DPO or distillation."""
+    """What the loop asks of DPO (distillation runs in stack.train's loop instead)."""
 
     kind: str
     model: GPT

@@ -1,8 +1,9 @@
 """The settings of `stack dpo`, `stack distill` and `stack synth` and their defaults: one home for both.
 
 Kept free of torch so that `stack --help` stays fast. β = 0.1 is DPO's usual default (TRL's
-too); T = 4 and α = 0.7 are the distillation defaults of issue #17. A resume may change only
-`steps`: every other setting is saved with each checkpoint and read back from it.
+too); T = 4 and α = 0.7 are the distillation defaults of issue #17 (the `[distill]` section of
+a run's config takes them from here). A resume may change only `steps` (and a distillation's
+`--device`): every other setting is saved with each checkpoint, or in the run's config.toml.
 """
 
 from __future__ import annotations

@@ -1,0 +1,116 @@
+"""The distillation objective (`train.task = "distill"`): a student trained against a frozen teacher.
+
+Per token, with the student's logits s, the teacher's z, temperature T and weight α (the
+`[distill]` section; stack.tune.distill holds the loss and its identities):
+
+    L = α · T² · KL(softmax(z/T) ‖ softmax(s/T)) + (1 − α) · NLL(s)
+
+The batches are pretraining's (contiguous windows of a DATA_DIR's train split), so the reader,
+held-out batches, resume and devices are the loop's. What the task adds is the teacher: loaded
+from `distill.teacher` at set-up, moved to the run's device, frozen and hashed (GATE-KD-002 is
+judged on it after the last step). Before the first step the pairing is judged (GATE-KD-001:
+one tokenizer and vocabulary, or a declared `distill.truncate_vocab`), and the loss against its
+identities on the first batch (GATE-KD-003, as it is scored) and its T² on a planted case
+(GATE-KD-004).
+The data must be tokenized by the teacher's tokenizer (GATE-DATA-007, judged at set-up).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from stack.data.tokenizer import Tokenizer, load_tokenizer
+from stack.model.gpt import GPT
+from stack.train.config import DistillSection, RunConfig
+from stack.train.objective import OBJECTIVES, Forward, Pretrain, StepLoss
+from stack.train.run import check_data_tokenizer
+from stack.train.trained import Trained, load_trained, resolve_checkpoint
+from stack.tune import distill, frozen
+
+
+def vocabulary_measured(
+    teacher: Trained, student: GPT, student_tokenizer: Tokenizer, truncate: int | None
+) -> dict[str, Any]:
+    """What GATE-KD-001 judges about a teacher and a student (the student reads the run's data)."""
+    return {
+        "teacher_tokenizer_sha256": teacher.tokenizer.sha256,
+        "student_tokenizer_sha256": student_tokenizer.sha256,
+        "teacher_vocab": teacher.model.config.vocab,
+        "student_vocab": student.config.vocab,
+        "tokenizer_ids": teacher.tokenizer.vocab_size,
+        "truncate_to": truncate,
+    }
+
+
+class Distill(Pretrain):
+    """Pretraining's batches, scored by the distillation loss against a frozen teacher."""
+
+    name = "distill"
+    metric_names = ("kl", "nll")
+    first_loss_is_ln_vocab = False  # α·T²·KL + (1 − α)·NLL is not ln(vocab) at initialisation
+
+    def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:
+        """Load the teacher onto the run's device, once the data is found to be in its tokens."""
+        if config.distill is None:
+            raise BadInput(
+                "train.task=distill needs a teacher: --set distill.teacher=RUN_DIR|CKPT, or `stack distill`"
+            )
+        self.settings: DistillSection = config.distill
+        self.data_tokenizer = load_tokenizer(data_dir)
+        self.teacher = load_trained(resolve_checkpoint(Path(self.settings.teacher)))
+        check_data_tokenizer(self.data_tokenizer, self.teacher.checkpoint)  # GATE-DATA-007
+        self.teacher.model.to(device)
+        self.teacher_sha256 = frozen.freeze(self.teacher.model)
+        self.probed = False
+
+    def window(self, data_dir: Path, ctx: int) -> int:
+        """`distill.seq_len`, at most the student's context (default: all of it)."""
+        seq_len = self.settings.seq_len or ctx
+        if seq_len > ctx:
+            raise BadInput(
+                f"distill.seq_len (--seq-len) {seq_len} is longer than the student's context of {ctx}; "
+                f"give at most {ctx}"
+            )
+        return seq_len
+
+    def _vocab(self, model: torch.nn.Module) -> int:
+        """The ids distilled over: the declared truncation, else the whole vocabulary."""
+        return self.settings.truncate_vocab or int(model.config.vocab)
+
+    def loss(self, forward: Forward, model: torch.nn.Module, batch: torch.Tensor) -> StepLoss:
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        with torch.no_grad():
+            teacher_logits, _ = self.teacher.model(inputs)
+        # The student's forward comes last: the loop reads its experts' auxiliary losses next.
+        logits, nll = forward(inputs, targets)
+        assert nll is not None  # targets were given
+        if not self.probed:  # GATE-KD-003 on the invocation's first batch, before its first update
+            self.probed = True
+            probe = distill.identity_probe(logits.detach(), nll.detach(), targets, self.settings.temperature)
+            distill.check_identities(probe)
+        vocab = self._vocab(model)
+        terms = distill.kd_terms(
+            distill.common_logits(logits, vocab),
+            distill.common_logits(teacher_logits, vocab),
+            targets,
+            self.settings.temperature,
+            self.settings.alpha,
+        )
+        return StepLoss(backprop=terms.loss, logged=terms.loss, metrics={"kl": terms.kl, "nll": terms.nll})
+
+    def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
+        """GATE-KD-001 on the pairing and GATE-KD-004 on the planted case, before the first step."""
+        truncate = self.settings.truncate_vocab
+        distill.check_vocabularies(vocabulary_measured(self.teacher, model, self.data_tokenizer, truncate))
+        distill.check_temperature_scale()
+
+    def finish(self, model: torch.nn.Module) -> None:
+        """GATE-KD-002: the teacher's weights hash as they did at set-up, and it is still frozen."""
+        frozen.check_teacher(self.teacher.model, self.teacher_sha256)
+
+
+OBJECTIVES[Distill.name] = Distill
