@@ -363,7 +363,7 @@ class Maker:
             "items": b"".join(
                 b'{"id": "%d", "prompt": "the gate ", "completion": "fired %d"}\n' % (i, i) for i in range(4)
             ),
-            # preference pairs for dpo, short enough for the smoke run's context
+            # preference pairs for `prepare --format prefs`, short enough for the smoke run's context
             "prefs": b"".join(
                 b'{"prompt": "Q%d?", "chosen": " yes", "rejected": " no %d"}\n' % (i, i) for i in range(4)
             ),
@@ -504,6 +504,7 @@ OVERRIDES: dict[tuple[str, str], st.SearchStrategy[str | Place]] = {
     ("release", "name"): st.one_of(st.sampled_from(("model", "Bad Name", "a" * 200)), TEXT),
     # dpo, distill and synth: a few steps or samples at most, a batch the smoke model runs at once.
     ("dpo", "steps"): st.sampled_from(("-1", "0", "1", "2", "3", "x")),
+    ("dpo", "device"): st.sampled_from(("cpu", "cuda", "gpu", "")),
     ("distill", "steps"): st.sampled_from(("-1", "0", "1", "2", "3", "x")),
     ("distill", "batch_size"): st.sampled_from(("0", "1", "2", "x")),
     ("distill", "preset"): st.one_of(st.just("smoke"), TEXT),
@@ -512,6 +513,7 @@ OVERRIDES: dict[tuple[str, str], st.SearchStrategy[str | Place]] = {
     ("synth", "samples"): st.sampled_from(("-1", "0", "1", "2", "x")),
     ("synth", "max_response_tokens"): st.sampled_from(("0", "1", "4", "x")),
     ("synth", "max_instruction_tokens"): st.sampled_from(("0", "1", "4", "x")),
+    ("synth", "device"): st.sampled_from(("cpu", "cuda", "cuda:x", "gpu", "")),
     # A real DATA_DIR runs the whole matrix (seconds); test_options_matrix runs it, the fuzzer need not.
     ("options-matrix", "data"): st.one_of(PLACE.filter(lambda p: p.kind != "data"), TEXT),
 }
@@ -574,6 +576,7 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ["prepare", Place("text"), "--out", Place("fresh")],
         ["prepare", "--verify", "--out", Place("data")],
         ["prepare", Place("text"), "--format", "chat", "--pack-len", "32", "--out", Place("fresh")],
+        ["prepare", Place("prefs"), "--format", "prefs", "--pack-len", "32", "--out", Place("fresh")],
         [
             "prepare",
             Place("text"),
@@ -666,14 +669,16 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         [
             "dpo",
             Place("run"),
-            "--pairs",
-            Place("prefs"),
+            "--data",
+            Place("data"),
             "--out",
             Place("fresh"),
             "--steps",
             "2",
             "--batch-size",
             "2",
+            "--device",
+            "cpu",
         ],
         ["dpo", "--resume", Place("run"), "--steps", "3"],
     ],
@@ -695,7 +700,18 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ["distill", "--resume", Place("run"), "--steps", "3"],
     ],
     "synth": [
-        ["synth", Place("run"), "--out", Place("fresh"), "--samples", "1", "--max-response-tokens", "4"]
+        [
+            "synth",
+            Place("run"),
+            "--out",
+            Place("fresh"),
+            "--samples",
+            "1",
+            "--max-response-tokens",
+            "4",
+            "--device",
+            "cpu",
+        ]
     ],
     "options-matrix": [["options-matrix", "--data", Place("text"), "--out", Place("fresh")]],
     "quantize": [

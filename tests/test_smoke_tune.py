@@ -1,8 +1,8 @@
 """The tuning smoke leg: `stack dpo`, `stack distill` and `stack synth` through the real CLI, in-process.
 
 A random byte-level model stands in for a trained one (the commands' gates are about the loss and
-the frozen model, not about quality): DPO tunes it on a handful of preference pairs for 4 steps,
-a fresh smoke-preset student is distilled from it for 4 steps by the training loop, and synth
+the frozen model, not about quality): DPO tunes it on prepared preference pairs for 4 steps by the
+training loop, a fresh smoke-preset student is distilled from it for 4 steps by the training loop, and synth
 draws 3 samples from it. Each command leaves an evidence record judging every gate of its kind.
 """
 
@@ -11,23 +11,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prefs_support import prepared_pairs
 from trace_support import save_run, tiny_model
 from train_support import prepared, unjudged
 
 from stack.cli import main
-
-PREFS = Path(__file__).parent / "data" / "prefs_small.jsonl"
 
 
 def test_dpo_distill_and_synth_leave_complete_records(tmp_path: Path) -> None:
     source = tmp_path / "source"
     save_run(source, tiny_model(ctx=128))
 
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(PREFS.read_text().splitlines(keepends=True)[:6]))
-    tuned = tmp_path / "dpo"
-    dpo = ["dpo", str(source), "--pairs", str(pairs), "--out", str(tuned), "--steps", "4", "--lr", "1e-3"]
-    assert main(dpo) == 0
+    pairs, tuned = prepared_pairs(tmp_path), tmp_path / "dpo"
+    dpo = ["dpo", str(source), "--data", str(pairs), "--out", str(tuned), "--steps", "4", "--lr", "1e-3"]
+    assert main([*dpo, "--batch-size", "1", "--device", "cpu"]) == 0
     assert unjudged(tuned, "dpo") == {}
 
     data, student = prepared(tmp_path), tmp_path / "student"

@@ -9,6 +9,7 @@ NLL differently, a soft term without its T². Thresholds are probed just beyond 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -125,10 +126,30 @@ def test_a_resume_keeps_the_teacher_and_the_loss_and_may_move_the_device(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "distill.temperature (4.0 -> 2.0)" in err
     assert main(["distill", "--resume", str(world["teacher"]), "--steps", "3"]) == 2  # not a distillation
-    assert "not a distillation run" in capsys.readouterr().err
+    assert "not a distill run" in capsys.readouterr().err
     assert main(["distill", "--resume", str(out), "--steps", "3", "--device", "cpu"]) == 0
     resumed = read_evidence(out / "metadata.json").metrics["resumes"][-1]
     assert resumed["changed"] == ["train.device", "train.steps"]
+
+
+def test_a_resume_whose_teacher_changed_is_refused_in_one_line(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    teacher, out = tmp_path / "teacher", tmp_path / "out"
+    shutil.copytree(world["teacher"], teacher)
+    argv = ["distill", str(teacher), "--data", str(world["data"]), "--out", str(out), *STUDENT]
+    assert main([*argv, "--steps", "2", "--batch-size", "4"]) == 0
+    state = json.loads((out / "checkpoints/step-0000002/state.json").read_text())
+    recorded = state["objective"]["teacher_sha256"]
+    assert recorded == frozen.weights_sha256(load_trained(teacher).model)
+    # The teacher's run goes on training: its path now names other weights.
+    more = ["train.steps=12", "eval.every=12", "ckpt.every=12", "monitor.sample_every=12"]
+    assert main(["train", "--resume", str(teacher), *(a for key in more for a in ("--set", key))]) == 0
+    capsys.readouterr()
+    assert main(["distill", "--resume", str(out), "--steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "changed since the run began" in err and recorded[:12] in err
+    assert not (out / "checkpoints/step-0000003").exists()
 
 
 def test_a_distill_task_without_a_teacher_is_one_line_and_exit_2(

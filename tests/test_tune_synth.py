@@ -116,7 +116,9 @@ def test_a_sampler_that_is_not_the_seeded_one_fires(
 ) -> None:
     draws = itertools.count()
     # The planted bug: each synthesis seeds its own generator afresh, ignoring the seed it was given.
-    monkeypatch.setattr(synth, "new_generator", lambda seed: torch.Generator().manual_seed(next(draws)))
+    monkeypatch.setattr(
+        synth, "new_generator", lambda seed, device: torch.Generator(device).manual_seed(next(draws))
+    )
     out = tmp_path / "out"
     assert _synth(source, out, *LOOSE) == 3
     assert "GATE-SYNTH-002" in capsys.readouterr().err
@@ -130,3 +132,24 @@ def test_a_replay_one_sample_short_fires_and_a_full_one_holds() -> None:
     assert not measure("GATE-SYNTH-002", {"replayed": wanted - 1, "generated": 10, "mismatched": 0}).ok
     assert measure("GATE-SYNTH-002", {"replayed": 1, "generated": 1, "mismatched": 0}).ok
     assert not measure("GATE-SYNTH-002", {"replayed": wanted, "generated": 10, "mismatched": 1}).ok
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda:99"])
+def test_a_device_that_is_not_one_is_one_line_and_exit_2(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], device: str
+) -> None:
+    assert _synth(source, tmp_path / "out", "--device", device) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("device" in err or "cuda" in err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.holds("GATE-SYNTH-001", "GATE-SYNTH-002")
+def test_the_device_is_where_it_samples_and_is_recorded(source: Path, tmp_path: Path) -> None:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        out = tmp_path / device
+        assert _synth(source, out, *LOOSE, "--device", device) == 0
+        record = read_evidence(out / "metadata.json")
+        assert record.env.device == device
+        assert {g.verdict.value for g in record.gates} == {"PASS"}

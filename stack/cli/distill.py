@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.cli import values
@@ -28,6 +27,7 @@ from stack.cli.tune_options import (
     loop_sets,
     refuse_with_resume,
     request_args,
+    require_task,
 )
 from stack.tune.settings import DISTILL_DEFAULTS, DistillSettings
 
@@ -93,7 +93,7 @@ def run_distill(args: argparse.Namespace) -> int:
         refuse_with_resume(
             args, DistillSettings, ("TEACHER", "--out", "--data", "--student", "--preset", "--sets")
         )
-        _require_distillation(args.resume)
+        require_task(args.resume, "distill")
         return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
     if args.path is None or args.data is None or args.out is None:
         raise BadInput("a new distillation needs TEACHER, --data DATA_DIR and --out OUT (or --resume OUT)")
@@ -125,16 +125,3 @@ def _student_vocab(args: argparse.Namespace) -> list[str]:
 
     state = ckpt.read_state(resolve_checkpoint(args.path))
     return [f"model.vocab={state['config']['model']['vocab']}"]
-
-
-def _require_distillation(run_dir: Path) -> None:
-    """`--resume` continues a distillation only: another run is resumed by the command that wrote it."""
-    from stack.train.config import read_toml
-
-    config = run_dir / "config.toml"
-    task = read_toml(config).get("train", {}).get("task") if config.is_file() else None
-    if task != "distill":
-        raise BadInput(
-            f"{run_dir} is not a distillation run (train.task is {task!r}); resume it with the command "
-            "that wrote it (`stack train --resume`, `stack sft --resume`)"
-        )

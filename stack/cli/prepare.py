@@ -101,23 +101,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("auto", "text", "jsonl", "parquet", "chat", "prompt-completion"),
+        choices=("auto", "text", "jsonl", "parquet", "chat", "prompt-completion", "prefs"),
         default="auto",
         help="how input files are read (default auto: .jsonl/.ndjson are JSONL, .parquet Parquet, "
         "the rest text); chat and prompt-completion read JSONL fine-tuning examples "
-        "(docs/finetuning.md)",
+        "(docs/finetuning.md), prefs JSONL preference pairs for `stack dpo` (docs/preferences.md)",
     )
     parser.add_argument(
         "--template",
         metavar="NAME|FILE",
-        help="with --format chat|prompt-completion: a shipped chat template by name, or a YAML file "
+        help="with --format chat|prompt-completion|prefs: a shipped chat template by name, or a YAML file "
         "(default chat, stack/data/templates/chat.yaml)",
     )
     parser.add_argument(
         "--pack-len",
         type=values.positive_int,
         metavar="T",
-        help="with --format chat|prompt-completion: tokens per packed window, at most the model's ctx "
+        help="with --format chat|prompt-completion: tokens per packed window, at most the model's ctx; "
+        "with --format prefs: tokens per sequence (a pair's window holds two), at most ctx + 1 "
         "(default 128)",
     )
     parser.add_argument(
@@ -169,7 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _prepare_sft(args: argparse.Namespace) -> Manifest:
-    """`--format chat|prompt-completion`: fine-tuning examples (stack.data.sft_prepare)."""
+    """`--format chat|prompt-completion|prefs`: fine-tuning examples or preference pairs
+    (stack.data.sft_prepare, stack.data.prefs_rows)."""
     from stack.data.sft_prepare import DEFAULT_PACK_LEN, prepare_sft
 
     if args.default or args.doc_sep is not None or args.glob is not None or args.seq_len is not None:
@@ -279,12 +281,12 @@ def run(args: argparse.Namespace) -> int:
 
         manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
         verb = "verified"
-    elif args.format in ("chat", "prompt-completion"):
+    elif args.format in ("chat", "prompt-completion", "prefs"):
         manifest = _prepare_sft(args)
         verb = "prepared"
     else:
         if args.template is not None or args.pack_len is not None:
-            raise BadInput("--template and --pack-len go with --format chat or prompt-completion")
+            raise BadInput("--template and --pack-len go with --format chat, prompt-completion or prefs")
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
         from stack.data.formats import Layout

@@ -1,6 +1,6 @@
 """`stack synth`: synthetic instruction data from a chat checkpoint, Magpie-style, filtered.
 
-    stack synth RUN_DIR|CKPT --out OUT --samples 200 --seed 0 --template chat
+    stack synth RUN_DIR|CKPT --out OUT --samples 200 --seed 0 --template chat [--device cuda]
 
 The model writes a user turn after the template's user prefix, then answers it. Samples too
 short, caught in a repetition loop, or duplicated are dropped and counted by reason. Exit 0:
@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             flag, dest=name, type=kind, help=f"{text} (default {getattr(SYNTH_DEFAULTS, name)})"
         )
     parser.add_argument(
+        "--device",
+        type=values.device,
+        default="cpu",
+        help="cpu | cuda | cuda:N: where the model samples (the seed's samples are per device)",
+    )
+    parser.add_argument(
         "--evidence-dir",
         type=values.utf8_path,
         metavar="LEDGER",
@@ -69,7 +75,9 @@ def run_synth(args: argparse.Namespace) -> int:
         if done % 10 == 0 or done == settings.samples:
             print(f"synth: {done}/{settings.samples} samples", file=sys.stderr, flush=True)
 
-    report = run(args.path, args.out, args.template, settings, args.argv, args.evidence_dir, progress)
+    report = run(
+        args.path, args.out, args.template, settings, args.argv, args.evidence_dir, progress, args.device
+    )
     dropped = ", ".join(f"{reason} {n}" for reason, n in report.dropped.items())
     print(f"generated {report.generated}, kept {len(report.kept)}; dropped: {dropped}")
     print(f"wrote {args.out / RECORDS} (evidence in {args.out})")

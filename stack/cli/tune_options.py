@@ -1,10 +1,10 @@
-"""Options shared by `stack dpo` and `stack distill`: the loop's settings, resume, evidence, progress."""
+"""Options shared by `stack dpo` and `stack distill`: the loop's settings, resume, evidence, device."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
@@ -105,8 +105,8 @@ def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespac
         config=None,
         preset=getattr(args, "preset", None),
         sets=sets,
-        waive=[],
-        reason=[],
+        waive=getattr(args, "waive", []),
+        reason=getattr(args, "reason", []),
         init_from=getattr(args, "init_from", None),
         evidence_dir=args.evidence_dir,
         nproc=1,
@@ -114,11 +114,16 @@ def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespac
     )
 
 
-def print_step(total: int) -> Callable[[int, dict[str, float]], None]:
-    """One line per step on stdout, every metric of the step's line: a run's progress, like `stack es`."""
+def require_task(run_dir: Path, task: str) -> None:
+    """`--resume` continues a run of this command's task only: another is resumed by the command that
+    wrote it (its train.task is in the run's config.toml)."""
+    from stack.train.config import read_toml
 
-    def show(step: int, line: dict[str, float]) -> None:
-        metrics = " ".join(f"{name} {value:.4g}" for name, value in line.items())
-        print(f"step {step}/{total}: {metrics}", flush=True)
-
-    return show
+    config = run_dir / "config.toml"
+    found = read_toml(config).get("train", {}).get("task") if config.is_file() else None
+    if found != task:
+        raise BadInput(
+            f"{run_dir} is not a {task} run (train.task is {found!r}); resume it with the command "
+            "that wrote it (`stack train --resume`, `stack sft --resume`, `stack distill --resume`, "
+            "`stack dpo --resume`)"
+        )

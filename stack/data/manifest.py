@@ -125,7 +125,7 @@ class SftEntry(Strict):
     a training run judges them again from these files and this entry.
     """
 
-    format: Literal["chat", "prompt-completion"]
+    format: Literal["chat", "prompt-completion", "prefs"]  # prefs: pairs, one per window
     template: str
     template_sha256: str = Field(pattern=SHA256_PATTERN)
     pack_len: int = Field(ge=2)

@@ -48,6 +48,7 @@ from stack.data.manifest import (
     TokenizerEntry,
     write_manifest,
 )
+from stack.data.prefs_rows import PREFS_FORMAT, pair_turns, render_pair
 from stack.data.prepare import write_locked
 from stack.data.pretrained import PretrainedTokenizer, directory_of
 from stack.data.sft_gates import check_markers, check_supervision
@@ -62,7 +63,7 @@ from stack.data.sft_template import (
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, Tokenizer, train_bpe
 
-SFT_FORMATS = ("chat", "prompt-completion")
+SFT_FORMATS = ("chat", "prompt-completion", PREFS_FORMAT)
 LABELS_MAGIC = b"GSLABELS"
 LABELS_SUFFIX = ".labels"
 LABEL_DTYPE = np.dtype("<u4")
@@ -85,7 +86,8 @@ def labels_header(tokens: int, examples: int) -> bytes:
 
 def pack(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Tokens and labels of whole examples packed greedily into windows of `pack_len`, plus one
-    trailing padding token; returns (tokens, labels, windows)."""
+    trailing padding token; returns (tokens, labels, windows). An example's own padding positions
+    (a pair's rows, stack.data.prefs_rows) are labelled as padding is: example 0, unsupervised."""
     tokens: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     used, windows = pack_len, 0  # `used` of the current window; pack_len forces a first window
@@ -96,7 +98,8 @@ def pack(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarr
                 labels.append(np.zeros(pack_len - used, dtype=np.int64))
             used, windows = 0, windows + 1
         tokens.append(example.ids)
-        labels.append(number * 2 + example.mask.astype(np.int64))
+        numbered = number * 2 + example.mask.astype(np.int64)
+        labels.append(numbered if example.padding is None else np.where(example.padding, 0, numbered))
         used += len(example.ids)
     tail = pack_len - used + 1  # pad the last window, then the one token its window reads past
     tokens.append(np.full(tail, eos_id, dtype=np.int64))
@@ -116,8 +119,11 @@ def _tokenizer(spec: str, vocab_size: int | None, texts: list[str]) -> Tokenizer
     raise BadInput(f"unknown --tokenizer {spec!r}; use byte, bpe or hf:DIR")
 
 
-def _read_examples(paths: Sequence[Path], fmt: str) -> tuple[list[list[tuple[str, str]]], Counter[str]]:
-    """Every record's turns, in file and line order; blank lines are skipped."""
+def _read_examples(
+    paths: Sequence[Path], fmt: str, template: ChatTemplate
+) -> tuple[list[list[tuple[str, str]]], Counter[str]]:
+    """Every record's turns (a pair's prompt, chosen, rejected), in file and line order; blank lines
+    are skipped."""
     examples, counts = [], Counter[str]()
     for path in paths:
         if not path.is_file():
@@ -136,7 +142,10 @@ def _read_examples(paths: Sequence[Path], fmt: str) -> tuple[list[list[tuple[str
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BadInput(f"{where}: not JSON ({exc.msg})") from None
-            examples.append(example_turns(record, fmt, where))
+            if fmt == PREFS_FORMAT:
+                examples.append(pair_turns(record, where, template))
+            else:
+                examples.append(example_turns(record, fmt, where))
     return examples, counts
 
 
@@ -148,7 +157,11 @@ def _render_all(
     shas, heldout = [], []
     turns_total = missing_total = 0
     for i, turns in enumerate(examples):
-        rendered = render(template, tok, turns, f"example {i + 1}")
+        where = f"example {i + 1}"
+        if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
+            rendered = render_pair(tok, turns, plan.pack_len // 2, where)
+        else:
+            rendered = render(template, tok, turns, where)
         if len(rendered.ids) > plan.pack_len:
             raise BadInput(
                 f"example {i + 1} has {len(rendered.ids)} tokens, more than --pack-len {plan.pack_len}: "
@@ -213,7 +226,7 @@ def _write_split(
 def _build(staging: Path, plan: SftPlan) -> Manifest:
     """Render, check, pack and write everything into `staging`; the manifest comes last."""
     template = load_template(plan.template)
-    examples, counts = _read_examples(plan.files, plan.fmt)
+    examples, counts = _read_examples(plan.files, plan.fmt, template)
     # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters).
     examples = [
         turns for turns in examples if plan.filters.keep_turns(plan.source, turns, canonical_example(turns))
@@ -316,6 +329,8 @@ def prepare_sft(
         raise BadInput(f"--format {fmt} needs INPUT JSONL files")
     if pack_len < 2:
         raise BadInput(f"--pack-len {pack_len} must be at least 2 (a marker and an EOS)")
+    if fmt == PREFS_FORMAT:
+        pack_len *= 2  # a window is a pair: two rows of --pack-len tokens (stack.data.prefs_rows)
     if not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.1")
     check_source_name(source)

@@ -76,6 +76,8 @@ class Rendered:
     mask: np.ndarray
     assistant_turns: int
     markers_missing: int
+    # Positions that are padding inside the example (a preference pair's rows): packed as example 0.
+    padding: np.ndarray | None = None
 
 
 def template_path(name_or_file: str | None) -> Path:

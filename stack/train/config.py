@@ -21,7 +21,7 @@ from stack.data.curriculum import Phase
 from stack.data.mixture import check_bounds
 from stack.model.config import ModelConfig
 from stack.train.presets import PRESETS
-from stack.tune.settings import DISTILL_DEFAULTS
+from stack.tune.settings import DISTILL_DEFAULTS, DPO_DEFAULTS
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -63,7 +63,9 @@ class TrainSection(Section):
 class EvalSection(Section):
     every: int = Field(default=50, gt=0, description="steps between held-out evaluations")
     batches: int | None = Field(
-        default=None, gt=0, description="held-out batches (default: the spec minimum)"
+        default=None,
+        ge=2,  # early stopping's standard error needs two held-out losses (GATE-EVAL-002)
+        description="held-out batches, at least 2 (default: the spec minimum)",
     )
     early_stop: bool = True
     patience: int = Field(default=5, gt=0, description="evaluations without improvement before stopping")
@@ -194,8 +196,20 @@ class DistillSection(Section):
     seq_len: int | None = Field(default=None, ge=1, description="tokens per sequence (unset: the ctx)")
 
 
+class DpoSection(Section):
+    """`[dpo]`: the frozen reference of `train.task = "dpo"` and the loss's β and ε
+    (stack/train/dpo_objective.py). Absent unless a dpo key is set, so every other configuration
+    hashes as it did before. The defaults are stack.tune.settings'."""
+
+    reference: str = Field(min_length=1, description="the reference: a run directory or checkpoint")
+    beta: float = Field(default=DPO_DEFAULTS.beta, gt=0, description="β, the scale of the implicit reward")
+    label_smoothing: float = Field(
+        default=DPO_DEFAULTS.label_smoothing, ge=0, lt=0.5, description="ε, the reversed preference's weight"
+    )
+
+
 # Optional sections: absent from a configuration (and its hash) unless one of their keys is set.
-OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection}
+OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection, "dpo": DpoSection}
 
 SECTIONS: dict[str, type[Section]] = {
     "train": TrainSection,
@@ -215,6 +229,7 @@ class RunConfig(Section):
     data: DataSection = DataSection()
     lora: LoraSection | None = None
     distill: DistillSection | None = None
+    dpo: DpoSection | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, None values dropped (TOML has no null)."""

@@ -65,6 +65,7 @@ class Distill(Pretrain):
         check_data_tokenizer(self.data_tokenizer, self.teacher.checkpoint)  # GATE-DATA-007
         self.teacher.model.to(device)
         self.teacher_sha256 = frozen.freeze(self.teacher.model)
+        self.started_sha256 = self.teacher_sha256  # the run's start; a resume restores it (`restore`)
         self.probed = False
 
     def window(self, data_dir: Path, ctx: int) -> int:
@@ -111,6 +112,23 @@ class Distill(Pretrain):
     def finish(self, model: torch.nn.Module) -> None:
         """GATE-KD-002: the teacher's weights hash as they did at set-up, and it is still frozen."""
         frozen.check_teacher(self.teacher.model, self.teacher_sha256)
+
+    def state(self) -> dict[str, Any]:
+        """The teacher's weights sha256 at the run's start, kept in every checkpoint."""
+        return {"teacher_sha256": self.started_sha256}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """A resume reloads the teacher from its path: refuse one whose weights are not the start's."""
+        recorded = (state or {}).get("teacher_sha256")
+        if recorded is None:
+            return  # a checkpoint from before the hash was recorded: nothing to compare
+        self.started_sha256 = recorded
+        if recorded != self.teacher_sha256:
+            raise BadInput(
+                f"the teacher {self.settings.teacher} changed since the run began (weights sha256 "
+                f"{self.teacher_sha256[:12]}, recorded {recorded[:12]}): restore the teacher the run "
+                "started with to resume, or start a new run with --out"
+            )
 
 
 OBJECTIVES[Distill.name] = Distill

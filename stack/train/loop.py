@@ -294,6 +294,7 @@ class Trainer:
     def restore(self, checkpoint: ckpt.Checkpoint) -> None:
         """Continue exactly where `checkpoint` left off."""
         state = checkpoint.state
+        self.objective.restore(state.get("objective"))  # a changed teacher or reference: refused first
         if self.sharded:
             plain_model, plain_optimizer = self._plain_twins()
             ckpt.load_weights(checkpoint, plain_model)
@@ -366,6 +367,7 @@ class Trainer:
             "spec_version": load_spec().version,
             "heldout_loss": self.state.last_heldout,
             "tokenizer": tokenizer_state(self.tokenizer),
+            **({"objective": bound} if (bound := self.objective.state()) else {}),
         }
 
     def start_from(self, checkpoint: ckpt.Checkpoint) -> None:

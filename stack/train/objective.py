@@ -17,6 +17,8 @@ fine-tuning is only here:
 | `start`          | the task's start-up gates on the model, once the loop begins            |
 | `bind`           | what the task holds beside the model (a frozen teacher), on its device  |
 | `finish`         | the task's end-of-run gates (the frozen model did not move)             |
+| `state`          | what a resume must find unchanged (a frozen model's hash), or nothing   |
+| `restore`        | refuse a resume whose bound inputs differ from that state               |
 
 `backprop` is what is back-propagated (before the loop adds the MoE terms and divides by
 grad_accum); `logged` is the `loss` of the metrics line; `metrics` are extra scalars, averaged
@@ -99,6 +101,14 @@ class Objective(ABC):
     def finish(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """The task's gates judged once the loop has run its steps (none for pretraining)."""
 
+    def state(self) -> dict[str, Any]:
+        """What each checkpoint records about the task's bound inputs (none for pretraining): an
+        empty dict leaves the checkpoint's state.json as it was before tasks existed."""
+        return {}
+
+    def restore(self, state: dict[str, Any] | None) -> None:  # noqa: B027 - optional hook
+        """Refuse, as bad input, a resume whose bound inputs are not the ones `state` recorded."""
+
     def heldout_loss(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
         """The held-out loss of one batch: by default the logged loss of `loss` under the plain model."""
         return self.loss(model, model, batch).logged
@@ -134,6 +144,7 @@ OBJECTIVES: dict[str, Callable[[], Objective]] = {DEFAULT_TASK: Pretrain}
 def objective_for(task: str | None) -> Objective:
     """The objective `train.task` names (unset: pretraining); an unknown task is bad input."""
     import stack.train.distill_objective  # registers `distill`
+    import stack.train.dpo_objective  # registers `dpo`
     import stack.train.sft_objective  # noqa: F401 - registers `sft`
 
     name = task or DEFAULT_TASK

@@ -68,6 +68,7 @@ TRAIN_KIND = "train"
 FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far below ln(vocab)
 SFT_KIND = "sft"  # --init-from with train.task=sft: finetune's gates and the SFT gates
 DISTILL_KIND = "distill"  # train.task=distill, from --init-from or a fresh model: the KD gates too
+DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the DPO gates
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.seed", "train.task")
 # The record's status for each way `Trainer.run` returns.
@@ -276,6 +277,12 @@ def _kind_of(config: RunConfig, init_from: Path | None) -> str:
         return SFT_KIND
     if config.train.task == DISTILL_KIND:
         return DISTILL_KIND
+    if config.train.task == DPO_KIND:
+        if init_from is None:
+            raise BadInput(
+                "train.task=dpo tunes a trained policy: pass --init-from RUN_DIR|CKPT (`stack dpo` does)"
+            )
+        return DPO_KIND
     return FINETUNE_KIND if init_from is not None else TRAIN_KIND
 
 
@@ -347,7 +354,7 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
         for key in changed_keys(before, after)
         if (key.startswith("model.") and key != "model.attention")
         or key.startswith("lora.")  # the adapters' shapes, scale and dropout draws are in the checkpoint
-        or key.startswith("distill.")  # the teacher and the loss the optimizer's state was built under
+        or key.startswith(("distill.", "dpo."))  # the frozen model and loss the optimizer's state follows
         or key in FIXED_ON_RESUME
     ]
     old, new = before.get("train", {}).get("precision"), config.train.precision

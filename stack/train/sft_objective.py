@@ -16,7 +16,9 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_require, measure
-from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_heldout_batches
+from stack.data.manifest import load_manifest
+from stack.data.prefs_rows import PREFS_FORMAT
+from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
 
 # Logits of (idx, docs): the model with document masking, or a planted path without it.
@@ -57,6 +59,11 @@ class Sft(Objective):
     metric_names = ("supervised_tokens",)
 
     def window(self, data_dir: Path, ctx: int) -> int:
+        if sft_entry(data_dir, load_manifest(data_dir)).format == PREFS_FORMAT:
+            raise BadInput(
+                f"{data_dir} holds preference pairs: supervised fine-tuning on them would teach the "
+                "rejected completions too; tune on them with `stack dpo --data`"
+            )
         pack_len = pack_len_of(data_dir)
         if pack_len > ctx:
             raise BadInput(

@@ -1,32 +1,26 @@
-"""Preference pairs: the JSONL reader, the tokenizer's view of a pair, and a resumable batcher.
+"""Preference pairs: a JSONL line's pair, and a batch of pair rows with the mask DPO scores by.
 
 A line is `{"prompt": str, "chosen": str, "rejected": str}`, or the chat form, where `prompt` is
 a list of `{"role", "content"}` messages and `chosen`/`rejected` each one assistant message (a
 list of one, or the message itself). Chat messages are rendered with the SFT chat template
-(stack/data/templates/, `--template`), the assistant's prefix ending the prompt, so the
-completion is only what the assistant said.
+(stack/data/templates/, `--template` of `stack prepare --format prefs`), the assistant's prefix
+ending the prompt, so the completion is only what the assistant said. stack.data.prefs_rows
+tokenizes prompt and completion apart into a DATA_DIR's rows, so the boundary between what is
+scored and what is not is a token index, never a guess made after the fact.
 
-Prompt and completion are tokenized apart (the completion followed by the end-of-text id), so
-the boundary between what is scored and what is not is a token index, never a guess made after
-the fact. A sequence that does not fit the model's context is refused, not cut: a silent cut
-of the completion changes what is preferred.
-
-The batcher serves the pairs in a seeded order per epoch; its state (epoch, position) goes into
-every checkpoint so that a resumed run sees the batches the uninterrupted one would have.
+A `PairBatch` is the rows of a batch of pairs with each row's bounds; its mask is built from
+those bounds by `completion_mask` alone, which is what GATE-DPO-005 checks it against.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from contracts.errors import BadInput
 from stack.data.sft_template import ChatTemplate
-from stack.data.tokenizer import Tokenizer
 
 ASSISTANT = "assistant"
 
@@ -38,15 +32,6 @@ class Pair:
     prompt: str
     chosen: str
     rejected: str
-
-
-@dataclass(frozen=True)
-class TokenPair:
-    """A pair as token ids: the prompt's, and each completion's (ending with end-of-text)."""
-
-    prompt: tuple[int, ...]
-    chosen: tuple[int, ...]
-    rejected: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -118,56 +103,10 @@ def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
     return Pair(prompt, chosen, rejected)
 
 
-def read_pairs(path: Path, template: ChatTemplate) -> list[Pair]:
-    """Every pair of a JSONL file (blank lines skipped), chat ones rendered by `template`; refuse a
-    file without any."""
-    pairs = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{path}:{number}: not JSON ({exc.msg}); one object per line") from None
-        pairs.append(parse_pair(record, f"{path}:{number}", template))
-    if not pairs:
-        raise BadInput(f"{path} holds no preference pairs; give a JSONL file of prompt/chosen/rejected")
-    return pairs
-
-
-def tokenize_pair(pair: Pair, tokenizer: Tokenizer, max_tokens: int) -> TokenPair:
-    """The pair's ids; refused when a sequence is longer than `max_tokens` (the context + 1)."""
-    prompt = tuple(tokenizer.encode(pair.prompt))
-    chosen = (*tokenizer.encode(pair.chosen), tokenizer.eot_id)
-    rejected = (*tokenizer.encode(pair.rejected), tokenizer.eot_id)
-    longest = len(prompt) + max(len(chosen), len(rejected))
-    if longest > max_tokens:
-        raise BadInput(
-            f"a pair of {longest} tokens does not fit the model's {max_tokens - 1}-token context "
-            f"(prompt {pair.prompt[:40]!r}…); shorten it or drop it"
-        )
-    return TokenPair(prompt, chosen, rejected)
-
-
 def completion_mask(prompt_len: int, length: int, width: int) -> torch.Tensor:
     """True at the completion's positions [prompt_len, length) of a row `width` wide."""
     positions = torch.arange(width)
     return (positions >= prompt_len) & (positions < length)
-
-
-def collate(pairs: list[TokenPair], pad_id: int, width: int | None = None) -> PairBatch:
-    """One batch, right-padded with `pad_id` to `width` (default: the longest sequence)."""
-    rows = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-    lengths = tuple(len(prompt) + len(completion) for prompt, completion in rows)
-    width = max(lengths) if width is None else width
-    if width < max(lengths):
-        raise BadInput(f"a batch of sequences up to {max(lengths)} tokens cannot be {width} wide")
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for row, (prompt, completion) in enumerate(rows):
-        tokens[row, : lengths[row]] = torch.tensor(prompt + completion, dtype=torch.long)
-    prompt_lens = tuple(len(prompt) for prompt, _ in rows)
-    mask = torch.stack([completion_mask(p, n, width) for p, n in zip(prompt_lens, lengths, strict=True)])
-    return PairBatch(tokens, mask, prompt_lens, lengths)
 
 
 def collate_width(batch: PairBatch, pad_id: int, width: int) -> PairBatch:
@@ -181,37 +120,9 @@ def collate_width(batch: PairBatch, pad_id: int, width: int) -> PairBatch:
     return PairBatch(tokens, mask, batch.prompt_lens, batch.lengths)
 
 
-class PairBatcher:
-    """Batches of `batch_size` pairs in a seeded order per epoch, resumable from `state_dict`."""
-
-    def __init__(self, pairs: list[TokenPair], batch_size: int, seed: int, pad_id: int) -> None:
-        if batch_size > len(pairs):
-            raise BadInput(f"--batch-size {batch_size} is more than the {len(pairs)} pairs given")
-        self.pairs, self.batch_size, self.seed, self.pad_id = pairs, batch_size, seed, pad_id
-        self.epoch, self.position = 0, 0
-
-    def _order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(len(self.pairs), generator=generator).tolist()
-
-    def next_batch(self) -> PairBatch:
-        """The next batch; an epoch's last partial batch is skipped, every batch is full."""
-        if self.position + self.batch_size > len(self.pairs):
-            self.epoch, self.position = self.epoch + 1, 0
-        chosen = self._order()[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return collate([self.pairs[i] for i in chosen], self.pad_id)
-
-    def state_dict(self) -> dict[str, int]:
-        """Where the batcher is: enough, with the pairs and the seed, to continue exactly."""
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "pairs": len(self.pairs)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from `state`; refused when it was saved over other pairs or another seed."""
-        if state.get("pairs") != len(self.pairs) or state.get("seed") != self.seed:
-            raise BadInput(
-                f"the checkpoint's batcher ran over {state.get('pairs')} pairs with seed "
-                f"{state.get('seed')}, not these {len(self.pairs)} with seed {self.seed}; "
-                "resume with the run's own --pairs file"
-            )
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+def rows_batch(tokens: torch.Tensor, prompt_lens: tuple[int, ...], lengths: tuple[int, ...]) -> PairBatch:
+    """Rows laid out already (a prepared DATA_DIR's pairs, stack.data.prefs_rows), cut to the
+    longest row and masked by `completion_mask` from each row's bounds."""
+    width = max(lengths)
+    mask = torch.stack([completion_mask(p, n, width) for p, n in zip(prompt_lens, lengths, strict=True)])
+    return PairBatch(tokens[:, :width], mask.to(tokens.device), prompt_lens, lengths)

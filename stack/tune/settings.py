@@ -1,9 +1,9 @@
 """The settings of `stack dpo`, `stack distill` and `stack synth` and their defaults: one home for both.
 
 Kept free of torch so that `stack --help` stays fast. β = 0.1 is DPO's usual default (TRL's
-too); T = 4 and α = 0.7 are the distillation defaults of issue #17 (the `[distill]` section of
-a run's config takes them from here). A resume may change only `steps` (and a distillation's
-`--device`): every other setting is saved with each checkpoint, or in the run's config.toml.
+too); T = 4 and α = 0.7 are the distillation defaults of issue #17 (the `[dpo]` and `[distill]`
+sections of a run's config take them from here). A resume may change only `steps` and
+`--device`: every other setting is in the run's config.toml.
 """
 
 from __future__ import annotations

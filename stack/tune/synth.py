@@ -71,9 +71,10 @@ class Report:
         return len(self.raw_sha256)
 
 
-def new_generator(seed: int) -> torch.Generator:
-    """The one generator a synthesis draws from, in sample order."""
-    return torch.Generator().manual_seed(seed)
+def new_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The one generator a synthesis draws from, in sample order, on the model's device (the
+    sampler draws where the logits are)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _continue(
@@ -90,7 +91,9 @@ def _continue(
     budget = min(budget, model.config.ctx - len(ids))
     if budget < 1:
         return None
-    out = generate(model, torch.tensor([ids]), budget, temperature=settings.temperature, generator=rng)
+    out = generate(
+        model, torch.tensor([ids], device=rng.device), budget, temperature=settings.temperature, generator=rng
+    )
     new = out[0, len(ids) :].tolist()
     if tokenizer.eot_id in new:
         new = new[: new.index(tokenizer.eot_id)]
@@ -136,7 +139,7 @@ def synthesize(
 ) -> Report:
     """Generate `settings.samples` samples from the seed and filter them."""
     model.eval()
-    rng, report, seen = new_generator(settings.seed), Report(), set()
+    rng, report, seen = new_generator(settings.seed, next(model.parameters()).device), Report(), set()
     for done in range(1, settings.samples + 1):
         sample = draw(model, tokenizer, template, settings, rng)
         if sample is None:

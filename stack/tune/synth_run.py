@@ -21,8 +21,9 @@ from contracts.evidence import RunStatus, canonical_sha256, sha256_file
 from stack.data.sft_template import load_template
 from stack.es.rundir import check_fresh_out
 from stack.eval.evidence import CommandEvidence
+from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained, resolve_checkpoint
-from stack.tune import rundir, synth
+from stack.tune import synth
 from stack.tune.settings import SynthSettings
 
 KIND = "synth"
@@ -37,19 +38,20 @@ def run(
     argv: list[str],
     evidence_dir: Path | None,
     on_sample: Callable[[int], None],
+    device: str = "cpu",
 ) -> synth.Report:
-    """Generate, filter, write and judge a synthesis from `source` into `out`."""
+    """Generate, filter, write and judge a synthesis from `source` into `out` on `device`."""
     check_fresh_out(out)
-    evidence = CommandEvidence(KIND, argv, "cpu", evidence_dir)
+    evidence = CommandEvidence(KIND, argv, device, evidence_dir)
     written: list[Path] = []
     try:
         with evidence.judging():
             checkpoint = resolve_checkpoint(source)
-            trained = load_trained(checkpoint)
+            trained = load_trained(checkpoint, device)
             evidence.note_checkpoint(checkpoint)
             template = load_template(template_name)
             sidecar = {
-                "model": rundir.source_record(checkpoint),
+                "model": source_record(checkpoint),
                 "template": {"path": str(template.path.resolve()), "sha256": template.sha256},
                 "settings": asdict(settings),
             }
@@ -74,6 +76,14 @@ def run(
         raise
     _write(evidence, out, written)
     return report
+
+
+def source_record(checkpoint: Path) -> dict[str, str]:
+    """The model a synthesis drew from: its checkpoint's path and the sha256 of its manifest."""
+    return {
+        "checkpoint": str(checkpoint.resolve()),
+        "manifest_sha256": sha256_file(checkpoint / ckpt.MANIFEST),
+    }
 
 
 def _write(evidence: CommandEvidence, out: Path, files: list[Path]) -> None:

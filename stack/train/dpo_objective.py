@@ -1,0 +1,200 @@
+"""The DPO objective (`train.task = "dpo"`): a policy tuned on preference pairs against a frozen reference.
+
+Per pair, with log π(y|x) summed over the completion's tokens (stack.tune.dpo holds the loss,
+its identities and gates):
+
+    h = β · ((log π(y_c|x) − log π(y_r|x)) − (log π_ref(y_c|x) − log π_ref(y_r|x)))
+    L = −(1 − ε) · log σ(h) − ε · log σ(−h)
+
+The data is a DATA_DIR of `stack prepare --format prefs` (stack.data.prefs_rows): one window
+per pair, its chosen row then its rejected row, so the reader, its shuffle, the held-out batches
+and the resume are the loop's own. Each batch's rows are rebuilt from the label file's
+supervised bits (a row's prompt ends at its first scored token, the row at its last), masked by
+stack.tune.pairs.completion_mask, and judged by GATE-DPO-005 before they are scored.
+
+What the task adds is the reference: loaded from `dpo.reference` at set-up, moved to the run's
+device, frozen and hashed (GATE-DPO-002 after the last step; the hash is kept in every
+checkpoint, and a resume whose reference hashes otherwise is refused). Before the first step,
+on the first held-out batch, the starting policy scores the pairs as the reference does
+(GATE-DPO-001: loss ln 2, rewards 0) and appended padding changes nothing (GATE-DPO-003). The
+margins and accuracies of every step are kept (in the checkpoints too) and GATE-DPO-004 judges
+at the end that they moved. The held-out loss is the same DPO loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contracts.errors import BadInput
+from stack.data.manifest import load_manifest
+from stack.data.prefs_rows import PREFS_FORMAT
+from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
+from stack.data.tokenizer import load_tokenizer
+from stack.model.gpt import GPT
+from stack.train.config import DpoSection, RunConfig
+from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
+from stack.train.run import check_data_tokenizer
+from stack.train.trained import Trained, load_trained, resolve_checkpoint
+from stack.tune import dpo, frozen, pairs
+
+
+def reference_model(path: Path, device: torch.device) -> Trained:
+    """The reference as the run holds it: the checkpoint at `path`, on `device`."""
+    return load_trained(path, device)
+
+
+def pair_rows(batch: SftBatch) -> pairs.PairBatch:
+    """A batch of pair windows as 2B rows, chosen rows first, with the stack's completion mask."""
+    width = batch.tokens.shape[1] // 2  # a window is 2·L tokens, plus the one the reader reads past
+    tokens, labels = batch.tokens[:, : 2 * width], batch.labels[:, : 2 * width]
+    rows = torch.cat([tokens[:, :width], tokens[:, width:]])
+    scored = (torch.cat([labels[:, :width], labels[:, width:]]) & 1).bool()
+    if not scored.any(dim=1).all():
+        raise BadInput("a preference row scores no token; prepare the pairs again with --format prefs")
+    positions = torch.arange(width, device=scored.device)
+    firsts = torch.where(scored, positions, width).min(dim=1).values
+    lasts = torch.where(scored, positions, -1).max(dim=1).values
+    return pairs.rows_batch(rows, tuple(firsts.tolist()), tuple((lasts + 1).tolist()))
+
+
+class Dpo(Objective):
+    """The DPO loss of preference pairs against a frozen reference (see the module docstring)."""
+
+    name = "dpo"
+    metric_names = ("chosen_reward", "rejected_reward", "margin", "accuracy")
+    first_loss_is_ln_vocab = False  # the DPO loss starts at ln 2, by GATE-DPO-001
+
+    def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:
+        """Load the reference onto the run's device, once the data is found to be pairs in its tokens."""
+        if config.dpo is None:
+            raise BadInput(
+                "train.task=dpo needs a reference: --set dpo.reference=RUN_DIR|CKPT, or `stack dpo`"
+            )
+        self.settings: DpoSection = config.dpo
+        entry = sft_entry(data_dir, load_manifest(data_dir))
+        if entry.format != PREFS_FORMAT:
+            raise BadInput(
+                f"{data_dir} holds {entry.format} examples, not preference pairs; prepare them with "
+                "`stack prepare PREFS.jsonl --format prefs --out DATA_DIR`"
+            )
+        tokenizer = load_tokenizer(data_dir)
+        self.pad_id = tokenizer.eot_id
+        self.reference_path = resolve_checkpoint(Path(self.settings.reference))
+        reference = reference_model(self.reference_path, device)
+        check_data_tokenizer(tokenizer, reference.checkpoint)  # GATE-DATA-007 on the reference
+        self.reference: GPT = reference.model
+        self.reference_sha256 = frozen.freeze(self.reference)
+        self.started_sha256 = self.reference_sha256  # the run's start; a resume restores it
+        self.device = device
+        self.resumed = False
+        self.margins: list[float] = []
+        self.accuracies: list[float] = []
+
+    def window(self, data_dir: Path, ctx: int) -> int:
+        """A pair's window: two rows, each at most the context plus the token it predicts last."""
+        pack_len = pack_len_of(data_dir)
+        if pack_len // 2 > ctx + 1:
+            raise BadInput(
+                f"{data_dir} holds sequences of {pack_len // 2} tokens, more than the model's ctx {ctx} + 1; "
+                f"prepare again with --pack-len {ctx + 1} or less"
+            )
+        return pack_len
+
+    def open_reader(self, data_dir: Path, **options: Any) -> SftReader:
+        return SftReader(data_dir, split="train", **options)
+
+    def heldout(self, data_dir: Path, batch_size: int, seq_len: int, n_batches: int | None) -> list[Any]:
+        return sft_heldout_batches(data_dir, batch_size, seq_len, n_batches)
+
+    def tokens(self, batch: SftBatch) -> torch.Tensor:
+        return batch.tokens
+
+    def to_device(self, batch: SftBatch, device: torch.device) -> SftBatch:
+        return batch.to(device)
+
+    def _loss_args(self) -> dict[str, float]:
+        return {"beta": self.settings.beta, "label_smoothing": self.settings.label_smoothing}
+
+    def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
+        """The pairs scored by the reference, then by the policy (its forward last: the loop reads
+        the experts' auxiliary losses of the policy's forward next)."""
+        with torch.no_grad():
+            reference = dpo.sequence_logprobs(self.reference, rows.tokens, rows.mask)
+        policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
+        return dpo.dpo_terms(policy, reference, **self._loss_args())
+
+    def loss(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> StepLoss:
+        rows = pair_rows(batch)
+        dpo.check_scored_tokens(rows)  # GATE-DPO-005, on every batch before it is scored
+        terms = self._terms(forward, rows)
+        self.margins.append(terms.margin)
+        self.accuracies.append(terms.accuracy)
+        chosen, rejected = terms.chosen_rewards, terms.rejected_rewards
+        metrics = {
+            "chosen_reward": chosen.mean(),
+            "rejected_reward": rejected.mean(),
+            "margin": (chosen - rejected).mean(),
+            "accuracy": (chosen > rejected).float().mean(),
+        }
+        return StepLoss(backprop=terms.loss, logged=terms.loss, metrics=metrics)
+
+    def heldout_loss(self, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
+        """The held-out DPO loss: the same pairs' loss, scored as training scores them."""
+        return self._terms(model, pair_rows(batch)).loss
+
+    def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
+        """GATE-DPO-001, -003 and -005 on the first held-out batch, before the first step."""
+        if model.config.vocab != self.reference.config.vocab:
+            raise BadInput(
+                f"the reference {self.reference_path} has {self.reference.config.vocab} ids, the policy "
+                f"{model.config.vocab}; give a reference of the policy's vocabulary"
+            )
+        rows = pair_rows(self.to_device(heldout[0], self.device))
+        dpo.check_scored_tokens(rows)
+        with torch.no_grad():
+            dpo.check_start_identity(self._terms(self._starting_policy(model), rows))
+        dpo.check_padding(model, rows, self.pad_id)
+
+    def _starting_policy(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What GATE-DPO-001 scores against the reference: the policy itself when a fresh run starts
+        from the reference's weights, else the reference checkpoint loaded a second time (a resumed
+        policy has moved, and a named reference is another model than the start)."""
+        plain = load_trained(self.reference_path, self.device).model
+        if not self.resumed and frozen.weights_sha256(model) == frozen.weights_sha256(plain):
+            return model
+        return plain.eval()
+
+    def finish(self, model: torch.nn.Module) -> None:
+        """GATE-DPO-002 on the reference and GATE-DPO-004 over every step of the run."""
+        frozen.check_reference(self.reference, self.reference_sha256)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        lines = [{"margin": m, "accuracy": a} for m, a in zip(self.margins, self.accuracies, strict=True)]
+        dpo.check_progress(self.settings.beta, trainable, lines)
+
+    def state(self) -> dict[str, Any]:
+        """The reference's sha256 at the start, and the margins and accuracies so far."""
+        return {
+            "reference_sha256": self.started_sha256,
+            "margins": self.margins,
+            "accuracies": self.accuracies,
+        }
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Refuse a resume whose reference hashes otherwise than at the start; take the run's history."""
+        if state is None:
+            raise BadInput("the checkpoint holds no DPO state; resume it with the command that wrote it")
+        self.resumed = True
+        self.started_sha256 = state["reference_sha256"]
+        if self.started_sha256 != self.reference_sha256:
+            raise BadInput(
+                f"the reference {self.settings.reference} changed since the run began (weights sha256 "
+                f"{self.reference_sha256[:12]}, recorded {self.started_sha256[:12]}): restore it to resume, "
+                "or start a new run with --out"
+            )
+        self.margins, self.accuracies = list(state["margins"]), list(state["accuracies"])
+
+
+OBJECTIVES[Dpo.name] = Dpo
