@@ -92,6 +92,44 @@ def plain_loop(data: Path, sets: list[str], steps: int) -> float:
     return statistics.median(rates[WARMUP:])
 
 
+# Library calls torch.compile hands back to the same BLAS / attention kernels eager uses.
+LIBRARY_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+)
+
+
+def compile_bound(data: Path, sets: list[str], steps: int) -> dict[str, float | int]:
+    """What bounds torch.compile here, measured on an eager forward and backward of the model:
+    the graphs and graph breaks dynamo makes of it, and the share of the ops' own time spent in
+    matrix products and attention kernels, which compiled code calls just the same. Compile can
+    only shrink the rest, so it cannot beat 1 / (1 - that share) (Amdahl's law)."""
+    config = resolve("demo", None, sets, vocab=257)
+    train = config.train
+    model = GPT(config.model, seed=train.seed)
+    reader = TokenReader(data, batch_size=train.batch_size, seq_len=config.model.ctx, seed=train.seed)
+    batch = reader.next_batch()
+    explained = torch._dynamo.explain(model)(batch[:, :-1], batch[:, 1:])
+    for _ in range(WARMUP):
+        model(batch[:, :-1], batch[:, 1:])[1].backward()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            model(batch[:, :-1], batch[:, 1:])[1].backward()
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    library = sum(e.self_cpu_time_total for e in events if e.key in LIBRARY_OPS)
+    share = library / total
+    return {
+        "graphs": explained.graph_count,
+        "graph_breaks": explained.graph_break_count,
+        "library_share": round(share, 4),
+        "amdahl_limit": round(1 / (1 - share), 2),
+    }
+
+
 def stack_argv(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> list[str]:
     """`stack train` arguments of a demo-preset run of `steps` steps, compiled or eager."""
     argv = ["train", "--data", str(data), "--out", str(out), "--preset", "demo"]
@@ -193,6 +231,7 @@ def main() -> int:
         plain = plain_loop(data, sets, args.steps)
         gated = stack_run(data, Path(tmp) / "eager", sets, args.steps, compile_model=False)
         compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True) if args.compile else None
+        bound = compile_bound(data, sets, args.steps) if args.compile else None
     overhead = 1 - gated / plain
     demo = resolve("demo", None, sets, vocab=257)
     goal = load_spec().benchmark("train_overhead")
@@ -205,6 +244,7 @@ def main() -> int:
         "met": goal.met(overhead),
         "compiled_tokens_per_s": None if compiled is None else round(compiled),
         "compiled_speedup": None if compiled is None else round(compiled / plain, 3),
+        "compile_bound": bound,
         # Model FLOPs utilisation against the GPU's bf16 peak (stack/train/flops.py); None on CPU.
         "stack_mfu": mfu(gated, demo.model, name),
         "compiled_mfu": None if compiled is None else mfu(compiled, demo.model, name),
