@@ -178,7 +178,7 @@ def test_the_item_under_another_id_is_a_leak(
     assert verdicts["GATE-FT-002"] == "FAIL" and "same sha256" in evidence["run"]["stop_reason"]
 
 
-@pytest.mark.gate("GATE-FT-002")
+@pytest.mark.holds("GATE-FT-002")
 def test_an_example_sharing_only_the_prompt_is_no_leak(world: dict[str, Any], tmp_path: Path) -> None:
     near = {**world["items"][0], "id": "near", "completion": world["items"][0]["completion"] + "!"}
     pool = write_jsonl(tmp_path / "train.jsonl", [near, *world["pool"]])
@@ -205,7 +205,7 @@ def test_an_adapter_short_of_the_margin_is_reported() -> None:
     assert not adapter_outcome(_matrix(3.0, 2.991)).ok  # better by 0.009 bits per byte: not enough
 
 
-@pytest.mark.gate("GATE-FT-001")
+@pytest.mark.holds("GATE-FT-001")
 def test_an_adapter_just_past_the_margin_holds() -> None:
     assert adapter_outcome(_matrix(3.0, 2.989)).ok  # better by 0.011
 

@@ -76,7 +76,7 @@ def test_two_of_twenty_recited_fire_the_gate_and_name_the_remedies(
     assert result["models"]["fine-tuned"]["reproduced"] == 2 and result["models"]["base"]["reproduced"] == 0
 
 
-@pytest.mark.gate("GATE-FT-003")
+@pytest.mark.holds("GATE-FT-003")
 def test_one_recited_and_one_of_31_tokens_stay_inside(world: dict[str, Any], tmp_path: Path) -> None:
     (prompt, whole), (other, almost) = world["recited"]
     swapped = "!" if almost[CONTINUATION - 1] != "!" else "?"

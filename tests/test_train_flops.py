@@ -6,6 +6,7 @@ model that config builds, so a new projection that the formula forgets turns the
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,13 +17,16 @@ from stack.model.moe import MoE
 from stack.train.flops import flops_per_token, mfu, peak_flops
 
 
-def _linear_weights(model: torch.nn.Module, routed_share: float = 1.0) -> float:
-    """Weights of every matmul a token passes, experts counted at the share of them it visits."""
+def _linear_weights(model: torch.nn.Module, routed_share: float = 1.0, block_share: float = 1.0) -> float:
+    """Weights of every matmul a token passes: experts counted at the share of them it visits, a
+    routed (mixture-of-depths) block's at the share of tokens it computes, its router whole."""
     total = 0.0
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
-            in_expert = ".expert" in name
-            total += module.weight.numel() * (routed_share if in_expert else 1.0)
+            share = routed_share if ".expert" in name else 1.0
+            if name.startswith("layers.1.") and not name.endswith("router"):
+                share *= block_share
+            total += module.weight.numel() * share
     return total
 
 
@@ -54,6 +58,22 @@ def test_experts_count_only_the_routed_ones():
     assert any(isinstance(m, MoE) for m in model.modules())
     scores = 12 * config.n_layers * config.n_heads * config.head_dim * config.ctx
     assert flops_per_token(config) == 6 * _linear_weights(model, routed_share=2 / 4) + scores
+
+
+def test_differential_attention_counts_its_second_branch():
+    config = _config(diff_attn=True)
+    model = GPT(config, seed=0)
+    # three score matmuls (two q·kᵀ maps and p·v) instead of two
+    scores = 12 * config.n_layers * config.n_heads * config.head_dim * config.ctx * 3 / 2
+    assert flops_per_token(config) == 6 * _linear_weights(model) + scores
+
+
+def test_a_routed_block_counts_its_capacity_of_tokens_and_keys():
+    config = _config(mod_every=2, mod_capacity=0.25)  # block 1 of 2 routes a quarter of the tokens
+    model = GPT(config, seed=0)
+    per_block = 12 * config.n_heads * config.head_dim * config.ctx
+    scores = per_block + 0.25 * 0.25 * per_block
+    assert flops_per_token(config) == pytest.approx(6 * _linear_weights(model, block_share=0.25) + scores)
 
 
 def test_mfu_reads_the_peak_of_the_named_gpu():

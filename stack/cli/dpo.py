@@ -20,6 +20,7 @@ import json
 
 from contracts.errors import BadInput
 from stack.cli import values
+from stack.cli.train import add_waiver_options
 from stack.cli.tune_options import (
     add_device_option,
     add_loop_options,
@@ -74,20 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override any other config key, e.g. eval.batches=4 (repeatable)",
     )
-    parser.add_argument(
-        "--waive",
-        action="append",
-        default=[],
-        metavar="GATE-ID",
-        help="accept a setting below a gate's minimum (a small held-out set: GATE-EVAL-001); needs --reason",
-    )
-    parser.add_argument(
-        "--reason",
-        action="append",
-        type=values.utf8_text,
-        default=[],
-        help="why the matching --waive is acceptable",
-    )
+    waive_help = "accept less than a gate's minimum (a small held-out set, GATE-EVAL-001); needs --reason"
+    add_waiver_options(parser, waive_help)
     parser.set_defaults(func=run_dpo)
 
 

@@ -36,12 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=values.utf8_path, help="DATA_DIR for --split (default: the run's own)")
     parser.add_argument("--batch-size", type=values.positive_int, default=8, help="windows per forward")
+    add_result_options(parser, RESULT_FILE)
+    parser.set_defaults(func=run)
+
+
+def add_result_options(parser: argparse.ArgumentParser, result_file: str) -> None:
+    """--device, --record DIR and --evidence-dir: shared by the commands that score a model
+    (eval, evalmatrix, memorization) and keep what they found beside its evidence record."""
     parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument(
         "--record",
         type=values.utf8_path,
         metavar="DIR",
-        help=f"write the evidence record DIR/metadata.json and the result DIR/{RESULT_FILE} "
+        help=f"write the evidence record DIR/metadata.json and the result DIR/{result_file} "
         "(refused if DIR already holds a record)",
     )
     parser.add_argument(
@@ -50,7 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LEDGER",
         help="also file the evidence record into this ledger as LEDGER/<run-id>/ (append-only)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

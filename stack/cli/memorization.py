@@ -15,6 +15,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from stack.cli import values
+from stack.cli.eval import add_result_options
 
 if TYPE_CHECKING:
     from stack.eval.evidence import CommandEvidence
@@ -63,20 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=values.positive_int, default=16, help="prefixes per forward (default 16)"
     )
     parser.add_argument("--seed", type=values.seed, default=0, help="the draw of the examples (default 0)")
-    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    parser.add_argument(
-        "--record",
-        type=values.utf8_path,
-        metavar="DIR",
-        help=f"write the evidence record DIR/metadata.json and the result DIR/{RESULT_FILE}",
-    )
-    parser.add_argument(
-        "--evidence-dir",
-        type=values.utf8_path,
-        metavar="LEDGER",
-        help="also file the evidence record into this ledger as LEDGER/<run-id>/ (append-only)",
-    )
+    add_result_options(parser, RESULT_FILE)
     parser.set_defaults(func=run)
 
 

@@ -18,6 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def add_waiver_options(parser: argparse._ActionsContainer, waive_help: str) -> None:
+    """--waive GATE-ID with its --reason, in pairs (checked by `run`, recorded in the evidence)."""
+    parser.add_argument("--waive", action="append", default=[], metavar="GATE-ID", help=waive_help)
+    parser.add_argument(
+        "--reason",
+        action="append",
+        type=values.utf8_text,
+        default=[],
+        help="why the matching --waive is acceptable",
+    )
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of a training run, shared by `stack train` and `stack sft` (one loop, one surface)."""
     parser.add_argument("--data", type=values.utf8_path, help="a directory written by `stack prepare`")
@@ -42,20 +54,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override one config key (repeatable)",
     )
-    parser.add_argument(
-        "--waive",
-        action="append",
-        default=[],
-        metavar="GATE-ID",
-        help="accept a config below a gate's minimum; needs --reason",
-    )
-    parser.add_argument(
-        "--reason",
-        action="append",
-        type=values.utf8_text,
-        default=[],
-        help="why the matching --waive is acceptable",
-    )
+    add_waiver_options(parser, "accept a config below a gate's minimum; needs --reason")
     parser.add_argument(
         "--init-from",
         type=values.utf8_path,

@@ -66,7 +66,8 @@ def sft_entry(data_dir: Path, manifest: Manifest) -> SftEntry:
     if manifest.sft is None:
         raise BadInput(
             f"{data_dir} holds pretraining text, not fine-tuning examples; prepare them with "
-            "`stack prepare FILE.jsonl --format chat|prompt-completion --out DATA_DIR`"
+            "`stack prepare FILE.jsonl --format chat|prompt-completion --out DATA_DIR` (sft) or "
+            "`--format prefs` (dpo)"
         )
     return manifest.sft
 

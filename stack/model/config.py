@@ -14,6 +14,13 @@ AttentionPath = Literal["naive", "sdpa", "triton"]
 _MOE_KEYS = ("moe_top_k", "moe_shared_expert", "moe_balance_coef", "moe_z_coef")
 
 
+def _option(default: Any, description: str, **constraints: Any) -> Any:
+    """A field of an architecture option, left out of the saved configuration while it holds its
+    default, so that every configuration from before the option existed hashes the same."""
+    at_default = lambda value: value == default  # noqa: E731  (pydantic takes a callable)
+    return Field(default=default, exclude_if=at_default, description=description, **constraints)
+
+
 class ModelConfig(BaseModel):
     """Shape and initialisation of a decoder-only transformer (RMSNorm, RoPE, GQA, SwiGLU)."""
 
@@ -31,61 +38,35 @@ class ModelConfig(BaseModel):
     tie_embeddings: bool = Field(default=True, description="lm_head shares the embedding matrix")
     # Left out of the saved configuration while off, so every configuration (and its sha256) from
     # before the option existed reads back unchanged.
-    qkv_bias: bool = Field(
-        default=False,
-        exclude_if=lambda on: not on,
-        description="q, k and v projections carry biases (the Qwen2 family); o never does",
-    )
+    qkv_bias: bool = _option(False, "q, k and v projections carry biases (the Qwen2 family); o never does")
     init_std: float = Field(
         default=0.02, gt=0, description="std of weight init; o and down use init_std / sqrt(2 n_layers)"
     )
     attention: AttentionPath = Field(default="sdpa", description="attention implementation")
     # The architecture options below are all off by default and, like qkv_bias, left out of the
     # saved configuration while they hold their defaults, so older configurations hash the same.
-    moe_experts: int = Field(
-        default=0,
-        ge=0,
-        exclude_if=lambda n: n == 0,
-        description="feed-forward experts per block (mixture of experts); 0 is the dense SwiGLU",
+    moe_experts: int = _option(
+        0, "feed-forward experts per block (mixture of experts); 0 is the dense SwiGLU", ge=0
     )
-    moe_top_k: int = Field(
-        default=2, ge=1, exclude_if=lambda k: k == 2, description="experts each token is routed to"
+    moe_top_k: int = _option(2, "experts each token is routed to", ge=1)
+    moe_shared_expert: bool = _option(
+        False, "one more expert that every token passes through, outside the routing"
     )
-    moe_shared_expert: bool = Field(
-        default=False,
-        exclude_if=lambda on: not on,
-        description="one more expert that every token passes through, outside the routing",
+    moe_balance_coef: float = _option(
+        0.01, "weight of the load-balancing loss in the training loss (0: not added)", ge=0
     )
-    moe_balance_coef: float = Field(
-        default=0.01,
-        ge=0,
-        exclude_if=lambda c: c == 0.01,
-        description="weight of the load-balancing loss in the training loss (0: not added)",
-    )
-    moe_z_coef: float = Field(
-        default=0.001,
-        ge=0,
-        exclude_if=lambda c: c == 0.001,
-        description="weight of the router z-loss in the training loss (0: not added)",
+    moe_z_coef: float = _option(
+        0.001, "weight of the router z-loss in the training loss (0: not added)", ge=0
     )
 
-    diff_attn: bool = Field(
-        default=False,
-        exclude_if=lambda on: not on,
-        description="differential attention: two softmax maps per head, the second subtracted × λ",
+    diff_attn: bool = _option(
+        False, "differential attention: two softmax maps per head, the second subtracted × λ"
     )
-    mod_every: int = Field(
-        default=0,
-        ge=0,
-        exclude_if=lambda n: n == 0,
-        description="mixture of depths in every n-th block (2: every other block); 0 is off",
+    mod_every: int = _option(
+        0, "mixture of depths in every n-th block (2: every other block); 0 is off", ge=0
     )
-    mod_capacity: float = Field(
-        default=0.125,
-        gt=0,
-        le=1,
-        exclude_if=lambda c: c == 0.125,
-        description="fraction C of each sequence's tokens a mixture-of-depths block computes (⌊C·T⌋)",
+    mod_capacity: float = _option(
+        0.125, "fraction C of each sequence's tokens a mixture-of-depths block computes (⌊C·T⌋)", gt=0, le=1
     )
 
     @model_validator(mode="after")

@@ -6,7 +6,9 @@ token goes through costs 2 FLOPs per weight forward and 4 backward (6 in all), a
 two matmuls over a context of T add 12·L·H·D_head·T (full, not halved for causal masking). The
 embedding lookup is no matmul and is not counted; the lm_head is, tied or not. A
 mixture-of-experts feed-forward counts the experts a token is routed to (top-k, plus the shared
-one), not all of them. Recomputation (activation checkpointing) is not counted: it is not model
+one), not all of them; differential attention its second q and k and its third score matmul; a
+mixture-of-depths block its router for every token and the rest for the capacity C of them, whose
+attention sees C of the keys. Recomputation (activation checkpointing) is not counted: it is not model
 FLOPs.
 """
 
@@ -33,15 +35,23 @@ def flops_per_token(config: ModelConfig) -> float:
     """Model FLOPs (forward + backward) of one trained token at context `config.ctx`."""
     d, hd = config.d_model, config.head_dim
     attention = d * config.n_heads * hd * 2 + d * config.n_kv_heads * hd * 2  # q, o; k, v
+    scores = 12 * config.n_heads * hd * config.ctx  # q·kᵀ and p·v, per block
+    if config.diff_attn:  # a second q and k, and a second q·kᵀ map: three score matmuls, not two
+        attention += d * config.n_heads * hd + d * config.n_kv_heads * hd
+        scores = scores * 3 / 2
     ffn = 3 * d * config.ffn_hidden  # SwiGLU: gate, up, down
     if config.moe:
         routed = config.moe_top_k + (1 if config.moe_shared_expert else 0)
         ffn = routed * ffn + d * config.moe_experts  # the experts a token visits, and the router
-    matmul_weights = config.n_layers * (attention + ffn) + d * config.vocab  # + lm_head
-    scores = 12 * config.n_layers * config.n_heads * hd * config.ctx
-    return 6.0 * matmul_weights + scores
-
-
+    block = 6.0 * (attention + ffn) + scores
+    total = 0.0
+    for index in range(config.n_layers):
+        if config.mod_block(index):  # a routed block computes C of the tokens, among C of the keys
+            c = config.mod_capacity
+            total += 6.0 * d + c * 6.0 * (attention + ffn) + c * c * scores  # + the router, every token
+        else:
+            total += block
+    return total + 6.0 * d * config.vocab  # the lm_head
 def peak_flops(device_name: str) -> float | None:
     """The bf16 dense peak of the GPU named `device_name`, or None when the table lacks it."""
     return next((peak for piece, peak in PEAK_BF16_FLOPS if piece in device_name), None)
