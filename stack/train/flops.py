@@ -52,6 +52,8 @@ def flops_per_token(config: ModelConfig) -> float:
         else:
             total += block
     return total + 6.0 * d * config.vocab  # the lm_head
+
+
 def peak_flops(device_name: str) -> float | None:
     """The bf16 dense peak of the GPU named `device_name`, or None when the table lacks it."""
     return next((peak for piece, peak in PEAK_BF16_FLOPS if piece in device_name), None)
