@@ -137,6 +137,23 @@ class CheckpointRef(Record):
     files: dict[str, FileHash]
 
 
+class ParentRef(Record):
+    """A model that a record's model was made from, by content (issue #37; tools/lineage.py checks it)."""
+
+    role: str = Field(min_length=1)  # init | reference | teacher | source
+    run: str | None = Field(default=None, pattern=RUN_ID_PATTERN)  # its record's id; None: it has none
+    checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the sha256 of the weights file read
+    path: str | None = None  # where it was read, as given
+
+
+class Lineage(Record):
+    """A derived model's parents; and, for a command whose record names its input as `checkpoint`
+    (an export, an import, a surgery or merge), the sha256 of the weights it made."""
+
+    parents: list[ParentRef] = Field(default_factory=list)
+    model_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
 class EvidenceRecord(Record):
     schema_version: int = SCHEMA_VERSION
     run: RunInfo
@@ -153,6 +170,7 @@ class EvidenceRecord(Record):
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
     artifacts: list[Artifact] = Field(default_factory=list)
     checkpoint: CheckpointRef | None = None
+    lineage: Lineage | None = None
 
 
 def now() -> datetime:

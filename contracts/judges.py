@@ -194,17 +194,22 @@ def _excluded(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-DATA-007")
 def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
-    """Identity by sha256, not by size: two tokenizers of one vocabulary size map ids to other strings."""
-    shas = {side: m.get(f"{side}_tokenizer_sha256") for side in ("data", "model")}
-    if not all(isinstance(sha, str) for sha in shas.values()):
-        raise Malformed("data_tokenizer_sha256 and model_tokenizer_sha256 must be strings")
+    """Identity by what the tokenizer does, witnessed twice: its canonical identity and its ids of a
+    fixed probe text. Not by size (two tokenizers of one size map ids to other strings), not by
+    the bytes of one file (one tokenizer is saved in several formats)."""
+    keys = [f"{side}_{what}" for what in ("tokenizer_identity", "probe_sha256") for side in ("data", "model")]
+    if not all(isinstance(m.get(key), str) for key in keys):
+        raise Malformed(f"{', '.join(keys)} must be strings")
     data_vocab, model_vocab = count(m, "data_vocab_size"), count(m, "model_vocab")
     problems = []
-    if shas["data"] != shas["model"]:
+    if m["data_tokenizer_identity"] != m["model_tokenizer_identity"]:
         problems.append(
-            f"the data's tokenizer ({m.get('data_tokenizer')} {str(shas['data'])[:12]}) is not the one the "
-            f"model learned its weights with ({m.get('model_tokenizer')} {str(shas['model'])[:12]})"
+            f"the data's tokenizer ({m.get('data_tokenizer')} {str(m['data_tokenizer_identity'])[:12]}) is "
+            f"not the one the model learned its weights with ({m.get('model_tokenizer')} "
+            f"{str(m['model_tokenizer_identity'])[:12]})"
         )
+    if m["data_probe_sha256"] != m["model_probe_sha256"]:
+        problems.append("the data's tokenizer encodes the probe text to other ids than the model's")
     if data_vocab > model_vocab:
         problems.append(
             f"the data's tokenizer has {data_vocab} ids, the model's embedding {model_vocab} rows"
@@ -395,8 +400,11 @@ def _spike(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-CKPT-003")
 def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
-    """At run time: every restored state equals the checkpoint's; in conformance: the falsifiers."""
-    at_least_one_check(m, ("compared", "mismatched"), ("falsifiers",))
+    """At run time: every restored state equals the checkpoint's, and the replayed steps repeat the
+    steps taken (bit for bit, or each loss within nondeterministic_loss_rtol when the run is not
+    deterministic); in conformance: the falsifiers."""
+    replay = ("replayed_steps", "bit_for_bit", "replay_mismatched", "max_loss_rel_diff")
+    at_least_one_check(m, ("compared", "mismatched"), ("falsifiers",), replay)
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "compared", "mismatched"):
         compared, mismatched = items(m, "compared"), items(m, "mismatched")
@@ -404,6 +412,17 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
             problems.append("no restored state was compared with the checkpoint")
         if mismatched:
             problems.append(f"restored state differs from the checkpoint: {', '.join(map(str, mismatched))}")
+    if has(m, *replay):
+        if count(m, "replayed_steps") < 1:
+            problems.append("no step was replayed")
+        differ = items(m, "replay_mismatched")
+        if differ:
+            problems.append(f"the replayed steps differ from the steps taken: {', '.join(map(str, differ))}")
+        gap, rtol = number(m, "max_loss_rel_diff"), t["nondeterministic_loss_rtol"]
+        if not flag(m, "bit_for_bit") and not gap <= rtol:
+            problems.append(
+                f"a replayed loss differs from the step taken by {gap:.3g} (relative), above {rtol}"
+            )
     return problems
 
 

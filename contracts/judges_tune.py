@@ -95,16 +95,16 @@ def _completion_only(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-KD-001")
 def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
-    shas = (m.get("teacher_tokenizer_sha256"), m.get("student_tokenizer_sha256"))
+    shas = (m.get("teacher_tokenizer_identity"), m.get("student_tokenizer_identity"))
     if not all(isinstance(sha, str) for sha in shas):
-        raise Malformed("teacher_tokenizer_sha256 and student_tokenizer_sha256 must be strings")
+        raise Malformed("teacher_tokenizer_identity and student_tokenizer_identity must be strings")
     teacher, student, ids = count(m, "teacher_vocab"), count(m, "student_vocab"), count(m, "tokenizer_ids")
     declared = m.get("truncate_to")
     if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)):
         raise Malformed(f"truncate_to is {declared!r}, not a count or null")
     problems = []
     if shas[0] != shas[1]:
-        problems.append("teacher and student have different tokenizers (sha256); distillation compares ids")
+        problems.append("teacher and student have different tokenizers (identity); distillation compares ids")
     if teacher != student and declared is None:
         problems.append(
             f"the teacher's vocabulary has {teacher} rows and the student's {student}; "

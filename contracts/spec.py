@@ -15,7 +15,7 @@ import os
 import re
 from datetime import date
 from enum import StrEnum
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,10 @@ class Gate(Strict):
         """name → value of every threshold, as judges and gate results see them."""
         return {name: t.value for name, t in self.thresholds.items()}
 
-    @property
+    @cached_property
     def thresholds_sha256(self) -> str:
-        """The digest of this revision's thresholds (see `thresholds_digest`)."""
+        """The digest of this revision's thresholds (see `thresholds_digest`); computed once, since
+        every gate result of every step carries it."""
         return thresholds_digest(self.threshold_values)
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 
 from stack.data.tokenizer import ByteTokenizer, Tokenizer
+from stack.data.tokenizer_record import tokenizer_state
 from stack.export.importer import fresh_state
 from stack.export.sample import BUILTIN_TEXT
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, resolve
 from stack.train.loop import build_optimizer
-from stack.train.trained import tokenizer_state
 
 SMALL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "ffn_hidden": 64, "ctx": 32}
 

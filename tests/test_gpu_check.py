@@ -171,3 +171,48 @@ def test_the_resume_comparison_is_bit_for_bit(tmp_path: Path) -> None:
         "model.safetensors w",
         "optimizer.safetensors w",
     ]
+
+
+def test_the_training_check_trains_the_base_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make gpu-check` trains `base` (issue #34), not `small`; what it passes to `stack train`."""
+    asked: list[tuple[str, ...]] = []
+
+    def refused(run_dir: Path, *args: str | Path) -> gpu_check.TrainRun:
+        asked.append(tuple(map(str, args)))
+        return gpu_check.TrainRun(run_dir, 2, "no corpus here", None, [])
+
+    monkeypatch.setattr(gpu_check, "train_run", refused)
+    step = gpu_check.check_bf16_training(tmp_path / "data", tmp_path, "cuda")
+    assert step.status == gpu_check.FAIL and "no corpus here" in step.summary
+    ((*_, preset_flag, preset), *_) = [args[:6] for args in asked]
+    assert (preset_flag, preset) == ("--preset", "base")
+
+
+def test_a_checkpoints_cost_is_its_logged_write_and_a_timed_verification(tmp_path: Path) -> None:
+    from stack.data.tokenizer import ByteTokenizer
+    from stack.data.tokenizer_record import tokenizer_state
+    from stack.model.config import ModelConfig
+    from stack.model.gpt import GPT
+    from stack.train import checkpoint as ckpt
+
+    model = GPT(ModelConfig(vocab=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=2, ffn_hidden=64, ctx=16))
+    # Every key a checkpoint must hold (GATE-CKPT-001), with what a reader needs of its tokenizer.
+    state: dict[str, object] = {key: {} for key in ckpt.STATE_KEYS if key not in ("format_version", "step")}
+    state["tokenizer"] = tokenizer_state(ByteTokenizer())
+    path = ckpt.save_checkpoint(tmp_path, 4, model, torch.optim.AdamW(model.parameters()), state)
+    events = [
+        {"type": "event", "event": "checkpoint", "step": s, "seconds": t} for s, t in ((2, 0.25), (4, 0.5))
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    timing = gpu_check.checkpoint_timing(tmp_path)
+    assert timing["write_seconds"] == 0.5 and timing["checkpoint_bytes"] == sum(
+        f.stat().st_size for f in path.iterdir()
+    )
+    assert isinstance(timing["verify_seconds"], float) and timing["verify_seconds"] >= 0
+    with open(path / "model.safetensors", "r+b") as weights:  # a flipped byte: the verification reads it
+        weights.seek(-1, 2)
+        last = weights.read(1)
+        weights.seek(-1, 2)
+        weights.write(bytes([last[0] ^ 1]))
+    with pytest.raises(Exception, match="sha256"):
+        gpu_check.checkpoint_timing(tmp_path)

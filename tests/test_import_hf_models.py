@@ -400,13 +400,16 @@ def test_fine_tuning_on_data_of_another_tokenizer_is_refused_and_leaves_nothing(
 def test_the_judge_compares_identities_not_sizes() -> None:
     same = {
         "data_tokenizer": "hf",
-        "data_tokenizer_sha256": "a" * 64,
+        "data_tokenizer_identity": "a" * 64,
+        "data_probe_sha256": "c" * 64,
         "data_vocab_size": 375,
         "model_tokenizer": "hf",
-        "model_tokenizer_sha256": "a" * 64,
+        "model_tokenizer_identity": "a" * 64,
+        "model_probe_sha256": "c" * 64,
         "model_vocab": 388,
     }
     assert judge(TOKENIZER_GATE, same) == []
-    assert judge(TOKENIZER_GATE, {**same, "model_tokenizer_sha256": "b" * 64}) != []
+    assert judge(TOKENIZER_GATE, {**same, "model_tokenizer_identity": "b" * 64}) != []
+    assert judge(TOKENIZER_GATE, {**same, "model_probe_sha256": "d" * 64}) != []
     assert judge(TOKENIZER_GATE, {**same, "data_vocab_size": 389}) != []
-    assert "malformed" in judge(TOKENIZER_GATE, {**same, "data_tokenizer_sha256": None})[0]
+    assert "malformed" in judge(TOKENIZER_GATE, {**same, "data_tokenizer_identity": None})[0]

@@ -306,6 +306,19 @@ def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
     assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, metrics.jsonl says")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_repeatability_claim_without_its_replay_is_caught(repo: Path) -> None:
+    """The smoke run replayed nothing (CPU): flipping its claim on is a record stating what no
+    check showed, as every record did before issue #39 for its deterministic flags."""
+
+    def claim(data: dict[str, Any]) -> None:
+        assert data["determinism"]["flags"]["repeatable"] is None
+        data["determinism"]["flags"]["repeatable"] = True
+
+    tamper(repo, claim)
+    assert_caught(repo, RECORD, "claims its run repeatable without a passing GATE-CKPT-003 replay")
+
+
 # -- the registry ------------------------------------------------------------------------------
 
 

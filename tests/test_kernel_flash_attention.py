@@ -161,3 +161,29 @@ def test_refuses_what_it_cannot_compute() -> None:
         fa.flash_attention(q.double(), kv.double(), kv.double())
     with pytest.raises(BadInput, match="wants q"):
         fa.flash_attention(q[0], kv, kv)
+
+
+def test_the_kernels_are_operators_torch_compile_keeps_whole() -> None:
+    """Under torch.compile (one graph) the kernels run as opaque operators and give the eager results
+    bit for bit; before, the compiler traced into Triton's launcher and failed (issue #39). The
+    aot_eager backend is dynamo and AOT autograd over fake tensors, where that failure was, without
+    Inductor's C++ build of the rest (tens of seconds here); Inductor runs them as the same
+    fallback calls."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v, d_out = (
+        torch.randn(*shape, generator=generator).to(DEVICE)
+        for shape in ((1, 4, 70, 16), (1, 2, 70, 16), (1, 2, 70, 16), (1, 4, 70, 16))
+    )
+
+    def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return fa.flash_attention(q, k, v, causal=True)
+
+    eager = _forward_backward(attention, q, k, v, d_out)
+    compiled = _forward_backward(
+        torch.compile(attention, fullgraph=True, backend="aot_eager"), q, k, v, d_out
+    )
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled, strict=True))
+    # The registration itself: schema, autograd and the fake (shape-only) implementation agree.
+    args = (q, k, v, True, softmax_scale(16))
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(torch.ops.stack.flash_attention_fwd.default, args, test_utils=checks)

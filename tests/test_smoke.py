@@ -91,7 +91,9 @@ def test_ten_second_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     latest = ckpt.list_checkpoints(run)[-1]
     assert latest.name == "step-0000008"
-    assert sorted(p.name for p in latest.iterdir()) == sorted([*ckpt.FILES, ckpt.MANIFEST])
+    assert sorted(p.name for p in latest.iterdir()) == sorted(
+        [*ckpt.FILES, ckpt.TOKENIZER_FILE, ckpt.MANIFEST]
+    )
     state = json.loads((latest / "state.json").read_text())
     assert set(ckpt.STATE_KEYS) <= set(state)
 

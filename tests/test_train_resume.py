@@ -111,7 +111,7 @@ def test_a_resume_that_forgets_the_reader_is_caught(
 @pytest.mark.holds("GATE-CKPT-001")
 def test_checkpoint_holds_the_whole_state(straight: Path) -> None:
     path = ckpt.list_checkpoints(straight)[-1]
-    assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, ckpt.MANIFEST])
+    assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, ckpt.TOKENIZER_FILE, ckpt.MANIFEST])
     state = json.loads((path / "state.json").read_text())
     assert set(ckpt.STATE_KEYS) <= set(state)
     assert {"python", "numpy", "torch", "cuda", "torch_version"} <= set(state["rng"])

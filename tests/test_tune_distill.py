@@ -218,8 +218,8 @@ def test_a_student_of_another_vocabulary_is_refused_unless_truncation_is_declare
 @pytest.mark.gate("GATE-KD-001")
 def test_a_truncation_that_cuts_tokenizer_ids_or_another_tokenizer_fires() -> None:
     case = {
-        "teacher_tokenizer_sha256": "a" * 64,
-        "student_tokenizer_sha256": "a" * 64,
+        "teacher_tokenizer_identity": "a" * 64,
+        "student_tokenizer_identity": "a" * 64,
         "teacher_vocab": 152064,
         "student_vocab": 151936,
         "tokenizer_ids": 151646,
@@ -228,7 +228,7 @@ def test_a_truncation_that_cuts_tokenizer_ids_or_another_tokenizer_fires() -> No
     assert not measure("GATE-KD-001", {**case, "truncate_to": None}).ok
     assert not measure("GATE-KD-001", {**case, "truncate_to": 151645, "student_vocab": 151645}).ok
     assert not measure(
-        "GATE-KD-001", {**case, "truncate_to": 151936, "student_tokenizer_sha256": "b" * 64}
+        "GATE-KD-001", {**case, "truncate_to": 151936, "student_tokenizer_identity": "b" * 64}
     ).ok
 
 

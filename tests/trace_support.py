@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from stack.data.tokenizer import ByteTokenizer
+from stack.data.tokenizer import ByteTokenizer, Tokenizer
+from stack.data.tokenizer_record import tokenizer_state
 from stack.model import GPT, ModelConfig
 from stack.train.checkpoint import save_checkpoint
 from stack.train.config import RunConfig, TrainSection
-from stack.train.trained import tokenizer_state
 
 # head_dim 16: the smallest the Triton kernel takes. Byte vocabulary, so a checkpoint can decode.
 CONFIG = ModelConfig(vocab=257, d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, ffn_hidden=48, ctx=32)
@@ -27,8 +27,10 @@ def tokens(length: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(CONFIG.vocab, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
-def save_run(run_dir: Path, model: GPT, step: int = 1) -> Path:
-    """Write `model` as a checkpoint of a run at run_dir, as the training loop would; returns its path."""
+def save_run(run_dir: Path, model: GPT, step: int = 1, tokenizer: Tokenizer | None = None) -> Path:
+    """Write `model` as a checkpoint of a run at run_dir, as the training loop would; returns its path.
+
+    Its tokenizer is the byte tokenizer unless `tokenizer` is given (of at most the model's vocab)."""
     config = RunConfig(model=model.config, train=TrainSection(steps=step))
     optimizer = torch.optim.AdamW(model.parameters())
     state = {
@@ -41,6 +43,6 @@ def save_run(run_dir: Path, model: GPT, step: int = 1) -> Path:
         "config": config.as_dict(),
         "spec_version": "1.0.0",
         "heldout_loss": None,
-        "tokenizer": tokenizer_state(ByteTokenizer()),
+        "tokenizer": tokenizer_state(tokenizer or ByteTokenizer()),
     }
     return save_checkpoint(run_dir, step, model, optimizer, state)

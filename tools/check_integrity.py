@@ -9,8 +9,9 @@ record's measured values by the gate's own judge (tools/record_checks.py); a com
 have judged every gate its run kind requires (spec/run_kinds.yaml); a release must rest on a
 record cited by content that passes every gate, made at the registry's commit from a clean tree.
 Warnings (stale verdicts made under an older revision or schema, PROPOSED gates not yet covered)
-are reported but do not fail the check, unless a release rests on them. GATE-INTEG-001 and
-GATE-INTEG-002 are the rules it enforces.
+are reported but do not fail the check, unless a release rests on them. A derived model's record
+must name its parents, and each parent's record must be among those checked and vouch for the
+weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rules it enforces.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from lineage import lineage_problems
 from mutation import falsify_findings
 from record_checks import check_record_truth
 
@@ -294,6 +296,13 @@ class Checker:
         stale = self.stale.get(record.run.id, {})
         return release_problems(self.spec, record, stale, weights, model.git_sha)
 
+    def check_lineage(self, records: list[LoadedEvidence]) -> None:
+        """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
+        loaded = {e.record.run.id: e for e in records if e.record is not None}
+        by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
+        for run_id, problem in lineage_problems(by_id):
+            self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
     def check_ledger_dirs(self) -> None:
         """Every directory of the ledger holds a metadata.json; a record never just disappears."""
         runs = self.root / RUNS_DIR
@@ -428,6 +437,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
+    checker.check_lineage(ledger + extra)
     if runs_only:
         return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()

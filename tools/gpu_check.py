@@ -13,7 +13,9 @@ scaler, compiled graphs or NCCL. Each of those is one step here:
   attention speed  forward+backward TFLOP/s of the kernel and of SDPA's flash path
                    (benchmarks/attention.py)
   prepare corpus   `stack prepare --default`
-  bf16 training    `stack train` in bf16 with the triton attention, under every gate
+  bf16 training    `stack train --preset base` (30 M parameters) in bf16 with the triton attention,
+                   under every gate: tokens/s and MFU, peak memory, and the seconds a
+                   checkpoint takes to write and to verify
   fp16 resume      fp16 with the CUDA loss scaler: N steps straight against N/2, a resume from
                    the mid checkpoint and N/2 more, compared bit for bit (GATE-CKPT-003)
   compile          `stack train` eager and compiled against a plain eager loop
@@ -99,8 +101,9 @@ DIST_GATE = "GATE-DIST-001"
 INTEGRITY_GATE = "GATE-INTEG-001"
 ATTENTION_GOAL = "attention_triton_vs_sdpa"
 
-# The training runs: the `small` preset (one GPU's worth) with the triton attention.
-PRESET = "small"
+# The training runs: the `base` preset (the smaller of the two sizes people train on one GPU),
+# with the triton attention.
+PRESET = "base"
 BF16_STEPS = 200
 FP16_STEPS = 100  # resumed from its checkpoint at FP16_STEPS // 2
 THROUGHPUT_STEPS = 40
@@ -277,10 +280,31 @@ def last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def metrics_lines(run_dir: Path) -> list[dict[str, Any]]:
+    """Every line of a run's metrics.jsonl."""
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+
 def step_lines(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step lines of a run's metrics.jsonl."""
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [line for line in lines if line.get("type") == "step"]
+    return [line for line in metrics_lines(run_dir) if line.get("type") == "step"]
+
+
+def checkpoint_timing(run_dir: Path) -> dict[str, JsonValue]:
+    """What a checkpoint of the run costs: its size, the slowest write the run logged (each
+    checkpoint event of metrics.jsonl carries its seconds), and the seconds its last checkpoint
+    takes to verify, every file against its sha256 as a resume loads it (GATE-CKPT-002), timed here."""
+    from stack.train import checkpoint as ckpt
+
+    writes = [line["seconds"] for line in metrics_lines(run_dir) if line.get("event") == "checkpoint"]
+    last = ckpt.list_checkpoints(run_dir)[-1]
+    started = time.perf_counter()
+    ckpt.load_checkpoint(last)
+    return {
+        "checkpoint_bytes": sum(f.stat().st_size for f in last.iterdir()),
+        "write_seconds": max(writes) if writes else None,
+        "verify_seconds": round(time.perf_counter() - started, 3),
+    }
 
 
 @dataclass
@@ -375,7 +399,8 @@ def check_prepare(data: Path) -> Step:
 
 
 def check_bf16_training(data: Path, work: Path, device: str) -> Step:
-    """A short `small`-preset run in bf16 with the triton attention, under every training gate."""
+    """A short `base`-preset run in bf16 with the triton attention, under every training gate; its
+    speed, utilisation, peak memory and the cost of its checkpoints."""
     run_dir = work / "bf16"
     run = train_run(
         run_dir,
@@ -390,11 +415,24 @@ def check_bf16_training(data: Path, work: Path, device: str) -> Step:
         rate = median_rate(run_dir)
         loss = run.record.metrics.get("last_heldout_loss")
         utilisation = run_mfu(run.record, rate)
-        measured |= {"tokens_per_s": round(rate), "mfu": utilisation, "last_heldout_loss": loss}
+        timing = checkpoint_timing(run_dir)
+        peak = run.record.metrics.get("peak_memory_bytes")
+        measured |= {
+            "tokens_per_s": round(rate),
+            "mfu": utilisation,
+            "last_heldout_loss": loss,
+            "peak_memory_bytes": peak,
+            **timing,
+        }
         held_out = f"held-out loss {loss:.3f}" if isinstance(loss, int | float) else "no held-out loss"
         mfu_text = "MFU unknown for this GPU" if utilisation is None else f"MFU {utilisation:.1%}"
         speed = f"{rate:,.0f} tokens/s ({mfu_text})"
-        summary = f"{BF16_STEPS} steps of `{PRESET}`, {speed}, {held_out}; {run.verdicts()}"
+        memory = f"peak {peak / 2**30:.1f} GiB, " if isinstance(peak, int) else ""
+        saved = (
+            f"checkpoint of {int(timing['checkpoint_bytes']) / 2**20:.0f} MiB written in "  # type: ignore[arg-type]
+            f"{timing['write_seconds']} s, verified in {timing['verify_seconds']} s"
+        )
+        summary = f"{BF16_STEPS} steps of `{PRESET}`, {speed}, {memory}{held_out}, {saved}; {run.verdicts()}"
     return judged_step("bf16 training", summary, run.results, run.problem, measured=measured)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from repeatability import repeatability_problems
+
 from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
 from contracts.judges import judge
@@ -230,4 +232,5 @@ def check_record_truth(record: EvidenceRecord, run_dir: Path, spec: Spec) -> Rec
     check_gate_results(record, spec, findings)
     check_run(record, spec, findings)
     check_metrics_log(record, run_dir, findings)
+    findings.violations += repeatability_problems(record)
     return findings

@@ -39,6 +39,7 @@ from site_format import (
 )
 from site_gates import gate_page, gates_index
 from site_ledger import Ledger, load_ledger, record_of
+from site_lineage import lineage_pages
 from site_runs import checkpoint_manifest, evidence_index, run_link, run_page, run_plots
 from site_source import SourceLinks
 
@@ -234,6 +235,7 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
         "models.md": registry_page(ledger.registry, ledger),
         "compare/index.md": compare_index(pairs),
         **dashboard_pages(ledger),
+        **lineage_pages(ledger),
     }
     for row in ledger.rows:
         pages[gate_path(row.gate.id)] = gate_page(row, ledger, sources)

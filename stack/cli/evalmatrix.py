@@ -136,7 +136,7 @@ def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, 
     adapter = None
     if args.adapter is not None:
         adapter = load_tuned(args.adapter, args.path, args.device)
-        if adapter.tokenizer.sha256 != base.tokenizer.sha256:
+        if adapter.tokenizer.identity != base.tokenizer.identity:
             raise BadInput(
                 f"--adapter {args.adapter} has another tokenizer than {args.path}; "
                 "give a fine-tune of this base model"

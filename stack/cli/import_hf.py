@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "state, after checking that the stack computes the logits transformers computes "
         "(GATE-EXPORT-001). A config the stack cannot compute exactly (rope scaling, a head_dim of its "
         "own, an activation other than silu, biases beyond Qwen2's q/k/v, sliding windows) is refused. "
-        "Nothing is downloaded: DIR must be local.",
+        "Nothing is downloaded: DIR must be local. OUT also gets an evidence record, metadata.json, of run "
+        "kind import-hf, whose lineage names DIR's weights.",
     )
     parser.add_argument("path", type=Path, metavar="DIR")
     parser.add_argument(
@@ -32,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace OUT, but only if all it holds is an earlier import, unchanged (per its import.json)",
     )
+    parser.add_argument(
+        "--evidence-dir",
+        type=values.utf8_path,
+        metavar="LEDGER",
+        help="also file the evidence record (with a copy of import.json) as LEDGER/<run-id>/ (append-only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -39,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
     """Import, then say where the checkpoint is and what the parity check measured."""
     from stack.export.importer import import_hf
 
-    result = import_hf(args.path, args.out, force=args.force, sample_text=args.sample_text)
+    result = import_hf(
+        args.path,
+        args.out,
+        force=args.force,
+        sample_text=args.sample_text,
+        argv=args.argv,
+        evidence_dir=args.evidence_dir,
+    )
     record = result.record
     check, tokenizer = record["parity"], record["tokenizer"]
     print(

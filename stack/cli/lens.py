@@ -163,7 +163,7 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
     from stack.lens.report import training_result
     from stack.lens.train import LensTraining, heldout_comparison, train_lens
 
-    if load_tokenizer(args.data).sha256 != trained.tokenizer.sha256:
+    if load_tokenizer(args.data).identity != trained.tokenizer.identity:
         raise BadInput(f"--data {args.data} was prepared with another tokenizer than the checkpoint's")
     settings = LensTraining(
         steps=args.steps,

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Example]:
-    """--n training examples of `length` tokens, from the DATA_DIR (same tokenizer, by sha256) or
+    """--n training examples of `length` tokens, from the DATA_DIR (same tokenizer, by identity) or
     the JSONL file."""
     from contracts.errors import BadInput
     from stack.data.tokenizer import load_tokenizer
@@ -136,7 +136,7 @@ def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Exa
 
     if args.examples is not None:
         return jsonl_examples(args.examples, tokenizer, args.n, length, args.seed)
-    if load_tokenizer(args.data).sha256 != tokenizer.sha256:
+    if load_tokenizer(args.data).identity != tokenizer.identity:
         raise BadInput(
             f"--data {args.data} was tokenized by another tokenizer than the model's; give its own data"
         )
@@ -155,7 +155,7 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
     tuned = load_tuned(args.path, args.base, args.device)
     evidence.note_checkpoint(tuned.checkpoint.path)
     base = load_trained(args.base, args.device)
-    if base.tokenizer.sha256 != tuned.tokenizer.sha256:
+    if base.tokenizer.identity != tuned.tokenizer.identity:
         raise BadInput(
             f"--base {args.base} has another tokenizer than {args.path}; give the model it was tuned from"
         )

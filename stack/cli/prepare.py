@@ -1,6 +1,6 @@
 """`stack prepare`: tokenize files into verified shards, a document index and a manifest.
 
-    stack prepare INPUT... --out DATA_DIR [--tokenizer byte|bpe] [--source NAME] ...
+    stack prepare INPUT... --out DATA_DIR [--tokenizer byte|bpe|hf:DIR|RUN_DIR] [--source NAME] ...
     stack prepare stories.txt --doc-sep '<|endoftext|>' --out DATA_DIR   # many documents per file
     stack prepare shards/ --glob '*.parquet' --out DATA_DIR             # JSONL and Parquet by suffix
     stack prepare --default --out DATA_DIR          # the interpreter's standard library
@@ -16,12 +16,14 @@ import argparse
 import re
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
 from stack.cli import values
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
 from stack.data.prepare_record import recorded
+from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -60,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tokenizer",
         default="byte",
-        metavar="byte|bpe|hf:DIR",
-        help="byte (default), bpe trained on the corpus, or hf:DIR: the tokenizer.json of a local "
-        "Hugging Face model directory",
+        metavar="byte|bpe|hf:DIR|RUN_DIR",
+        help="byte (default), bpe trained on the corpus, hf:DIR: the tokenizer.json of a local "
+        "Hugging Face model directory, or RUN_DIR: the tokenizer a model carries (a run, checkpoint, "
+        "surgery, merge, import or export directory; or a DATA_DIR's), to fine-tune that model",
     )
     parser.add_argument(
         "--vocab-size",
@@ -169,6 +172,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def tokenizer_option(value: str) -> str | Tokenizer:
+    """A --tokenizer value: a name or hf:DIR as it is, or the tokenizer of the model directory named.
+
+    The names win: a directory called `bpe` is given as `./bpe`.
+    """
+    from stack.data.pretrained import directory_of
+
+    if value in TOKENIZER_NAMES or directory_of(value) is not None or not Path(value).is_dir():
+        return value  # stack.data.pretrained.given_tokenizer refuses what is none of these
+    from stack.export.hf_tokenizer import model_tokenizer
+
+    return model_tokenizer(Path(value))
+
+
 def _prepare_sft(args: argparse.Namespace) -> Manifest:
     """`--format chat|prompt-completion|prefs`: fine-tuning examples or preference pairs
     (stack.data.sft_prepare, stack.data.prefs_rows)."""
@@ -190,7 +207,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             fmt=args.format,
             template=args.template,
             pack_len=args.pack_len or DEFAULT_PACK_LEN,
-            tokenizer=args.tokenizer,
+            tokenizer=tokenizer_option(args.tokenizer),
             vocab_size=args.vocab_size,
             val_fraction=args.val_fraction,
             seed=args.seed,
@@ -300,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
             lambda: prepare_corpus(
                 args.inputs,
                 args.out,
-                tokenizer=args.tokenizer,
+                tokenizer=tokenizer_option(args.tokenizer),
                 vocab_size=args.vocab_size,
                 glob=args.glob,
                 val_fraction=args.val_fraction,

@@ -245,7 +245,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
         weights, label_b = a.model, "same weights"
         if args.against is not None:
             b = load_trained(args.against, device)
-            if b.tokenizer.sha256 != a.tokenizer.sha256:
+            if b.tokenizer.identity != a.tokenizer.identity:
                 raise BadInput("the two checkpoints use different tokenizers; the prompt would differ")
             weights, label_b = b.model, str(args.against)
         path_b = TracePath(weights, args.backend_b or path_a.backend, args.dtype_b or path_a.dtype, label_b)

@@ -78,6 +78,9 @@ class TokenizerEntry(Strict):
     path: str | None = None
     # hf only: the token written after every document (the model's eos_token), by its text.
     eot_token: str | None = None
+    # What the tokenizer does, as one digest (stack.data.tokenizer_identity): the same for the
+    # model's checkpoint, its export and its re-import. None in a manifest written before it was.
+    identity: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
     @field_validator("path")
     @classmethod

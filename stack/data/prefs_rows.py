@@ -10,8 +10,11 @@ Packed with windows of 2·L, every window of the DATA_DIR is exactly one pair, s
 reader's shuffled windows are shuffled pairs, and its resume is the reader's own.
 
 The text of a pair is rendered as `stack dpo` always rendered it (stack.tune.pairs: plain or
-chat form, the chat template's assistant prefix ending the prompt). A row longer than L is
-refused, never cut: a cut completion changes what is preferred.
+chat form, the chat template's assistant prefix ending the prompt). The prompt is chat-format
+text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
+tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn);
+the completions are text, so a special token's string in one stays text. A row longer than L
+is refused, never cut: a cut completion changes what is preferred.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
-from stack.data.sft_template import ChatTemplate, Rendered
+from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
 PREFS_FORMAT = "prefs"
@@ -59,7 +62,7 @@ def render_pair(tokenizer: Tokenizer, turns: list[tuple[str, str]], width: int, 
     """The pair's 2·`width` ids and mask: its chosen row, then its rejected row (module docstring)."""
     (_, prompt), (_, chosen), (_, rejected) = turns
     eot = tokenizer.eot_id
-    prompt_ids = list(tokenizer.encode(prompt))
+    prompt_ids = encode_turn(tokenizer, [(prompt, True)])
     if not prompt_ids:
         raise BadInput(f"{where}: the prompt has no tokens; a completion must follow a prompt")
     rows = [

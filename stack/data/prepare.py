@@ -55,23 +55,20 @@ from stack.data.manifest import (
     SourceStats,
     Split,
     SplitTotals,
-    TokenizerEntry,
     write_manifest,
 )
-from stack.data.pretrained import PretrainedTokenizer, directory_of
+from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.read_ahead import read_ahead
 from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
 from stack.data.split import content_sha256
 from stack.data.tokenizer import (
     BPE_MIN_VOCAB,
-    TOKENIZER_FILE,
-    TOKENIZER_NAMES,
-    BpeTokenizer,
     ByteTokenizer,
     Tokenizer,
     byte_level_cut,
     train_bpe,
 )
+from stack.data.tokenizer_record import data_tokenizer_entry
 from stack.data.working_set import (
     DEFAULT_BPE_SAMPLE,
     DEFAULT_WORKING_SET,
@@ -315,8 +312,8 @@ class _Plan:
     files: list[InputFile]
     sources: set[str]
     layout: Layout
-    tokenizer: str
-    pretrained: PretrainedTokenizer | None
+    tokenizer: str | Tokenizer
+    pretrained: Tokenizer | None  # given ready-made: hf:DIR, or a model's (--tokenizer RUN_DIR)
     vocab_size: int
     dtype: str
     seed: int
@@ -371,20 +368,9 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     index_path = staging / splitting.INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, collector.index())
-    tokenizer_path = None
-    if isinstance(tok, BpeTokenizer | PretrainedTokenizer):
-        tokenizer_path = TOKENIZER_FILE
-        with naming(staging / TOKENIZER_FILE):
-            (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        tokenizer=TokenizerEntry(
-            name=tok.name,
-            vocab_size=tok.vocab_size,
-            sha256=tok.sha256,
-            path=tokenizer_path,
-            eot_token=tok.eot_token if isinstance(tok, PretrainedTokenizer) else None,
-        ),
+        tokenizer=data_tokenizer_entry(staging, tok),
         dtype=final_dtype,
         seed=plan.seed,
         val_fraction=plan.val_fraction,
@@ -443,7 +429,7 @@ def prepare_corpus(
     inputs: Sequence[str | Path],
     out: Path | str,
     *,
-    tokenizer: str = "byte",
+    tokenizer: str | Tokenizer = "byte",
     vocab_size: int | None = None,
     glob: str | None = None,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -474,12 +460,7 @@ def prepare_corpus(
     BadInput, raised before DATA_DIR is touched where it can be known then; a split that is not
     disjoint is GATE-DATA-005 firing.
     """
-    pretrained_dir = directory_of(tokenizer)
-    pretrained = None if pretrained_dir is None else PretrainedTokenizer.from_dir(pretrained_dir)
-    if pretrained is None and tokenizer not in TOKENIZER_NAMES:
-        raise BadInput(
-            f"unknown --tokenizer {tokenizer!r}; use one of: {', '.join(TOKENIZER_NAMES)}, or hf:DIR"
-        )
+    pretrained = given_tokenizer(tokenizer, vocab_size)
     if not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.05")
     if seed < 0:
@@ -500,10 +481,6 @@ def prepare_corpus(
             )
         vocab_size = ByteTokenizer().vocab_size
     if pretrained is not None:
-        if vocab_size is not None:
-            raise BadInput(
-                f"--vocab-size applies to --tokenizer bpe; {tokenizer} has {pretrained.vocab_size} ids"
-            )
         vocab_size = pretrained.vocab_size
     vocab_size = DEFAULT_BPE_VOCAB if vocab_size is None else vocab_size
     if tokenizer == "bpe" and vocab_size < BPE_MIN_VOCAB:
@@ -514,7 +491,7 @@ def prepare_corpus(
     sources = {spec.source for spec in specs}
     runner = open_filters(filters, filter_settings, no_filter or {}, sources)
     created = ownership.check_out(out)
-    found = ownership.claim(out, force, sources, bpe=tokenizer != "byte")
+    found = ownership.claim(out, force, sources, bpe=writes_tokenizer_file(tokenizer))
     files = discover(specs, out)
     plan = _Plan(
         files,

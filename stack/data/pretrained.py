@@ -15,7 +15,9 @@ Three differences from the stack's own tokenizers, each deliberate:
   guaranteed lossless. GATE-EVAL-003's round trip is what finds out, and bits per byte are always
   counted over the original bytes.
 
-Identity: the sha256 of the tokenizer.json bytes, as copied into DATA_DIR and into checkpoints.
+Two digests: `sha256`, of the tokenizer.json bytes as copied into DATA_DIR and into checkpoints
+(an integrity check of that file), and `identity`, of what the tokenizer does
+(stack.data.tokenizer_identity), which is what GATE-DATA-007 compares.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
-from stack.data.tokenizer import LibraryTokenizer, bpe_record_problem, library_backend
+from stack.data.tokenizer import (
+    TOKENIZER_NAMES,
+    ByteTokenizer,
+    LibraryTokenizer,
+    Tokenizer,
+    bpe_record_problem,
+    library_backend,
+)
 
 if TYPE_CHECKING:
     import tokenizers
@@ -68,6 +77,13 @@ class PretrainedTokenizer(LibraryTokenizer):
     def eot_id(self) -> int:
         return self._eot
 
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """The added tokens marked special (chat markers, bos, eos), and the end-of-sequence token."""
+        added = self._backend.get_added_tokens_decoder()
+        specials = {token.content: index for index, token in added.items() if token.special}
+        return {**specials, self.eot_token: self._eot}
+
 
 def directory_of(spec: str) -> Path | None:
     """DIR of a `--tokenizer hf:DIR` value, or None for the stack's own tokenizer names."""
@@ -77,6 +93,35 @@ def directory_of(spec: str) -> Path | None:
     if not directory:
         raise BadInput("--tokenizer hf: needs a directory, e.g. --tokenizer hf:models/SmolLM2-135M")
     return Path(directory)
+
+
+def given_tokenizer(spec: str | Tokenizer, vocab_size: int | None = None) -> Tokenizer | None:
+    """The tokenizer a `--tokenizer` value hands over ready-made, or None for `byte` and `bpe`.
+
+    `hf:DIR` reads a Hugging Face tokenizer directory; a Tokenizer is one the command line already
+    took from a model (`--tokenizer RUN_DIR`, stack.export.hf_tokenizer.model_tokenizer), and is
+    used as it is. Anything else is refused, naming what would do, and so is a `--vocab-size`
+    (`vocab_size`) for a tokenizer whose vocabulary is already made.
+    """
+    if isinstance(spec, Tokenizer):
+        given: Tokenizer = spec
+    elif (directory := directory_of(spec)) is not None:
+        given = PretrainedTokenizer.from_dir(directory)
+    elif spec in TOKENIZER_NAMES:
+        return None
+    else:
+        raise BadInput(
+            f"unknown --tokenizer {spec!r}; use {', '.join(TOKENIZER_NAMES)}, hf:DIR, or the directory of "
+            "a run, checkpoint, export or DATA_DIR whose tokenizer to use"
+        )
+    if vocab_size is not None:
+        raise BadInput(f"--vocab-size applies to --tokenizer bpe; {given.name} has {given.vocab_size} ids")
+    return given
+
+
+def writes_tokenizer_file(spec: str | Tokenizer) -> bool:
+    """Whether a prepare with this `--tokenizer` keeps a tokenizer.json in DATA_DIR (all but byte do)."""
+    return not (spec == "byte" or isinstance(spec, ByteTokenizer))
 
 
 def eos_token(directory: Path) -> str:

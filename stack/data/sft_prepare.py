@@ -45,12 +45,11 @@ from stack.data.manifest import (
     SourceStats,
     Split,
     SplitTotals,
-    TokenizerEntry,
     write_manifest,
 )
 from stack.data.prefs_rows import PREFS_FORMAT, pair_turns, render_pair
 from stack.data.prepare import write_locked
-from stack.data.pretrained import PretrainedTokenizer, directory_of
+from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.sft_gates import check_markers, check_supervision
 from stack.data.sft_template import (
     ChatTemplate,
@@ -61,7 +60,8 @@ from stack.data.sft_template import (
     render,
 )
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
-from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, Tokenizer, train_bpe
+from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
+from stack.data.tokenizer_record import data_tokenizer_entry
 
 SFT_FORMATS = ("chat", "prompt-completion", PREFS_FORMAT)
 LABELS_MAGIC = b"GSLABELS"
@@ -107,16 +107,14 @@ def pack(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarr
     return np.concatenate(tokens), np.concatenate(labels), windows
 
 
-def _tokenizer(spec: str, vocab_size: int | None, texts: list[str]) -> Tokenizer:
-    """byte, bpe trained on the examples' text, or hf:DIR."""
-    pretrained_dir = directory_of(spec)
-    if pretrained_dir is not None:
-        return PretrainedTokenizer.from_dir(pretrained_dir)
+def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) -> Tokenizer:
+    """A tokenizer given ready-made (hf:DIR, a model's), byte, or bpe trained on the examples' text."""
+    given = given_tokenizer(spec, vocab_size)
+    if given is not None:
+        return given
     if spec == "byte":
         return ByteTokenizer()
-    if spec == "bpe":
-        return train_bpe(texts, vocab_size or DEFAULT_BPE_VOCAB)
-    raise BadInput(f"unknown --tokenizer {spec!r}; use byte, bpe or hf:DIR")
+    return train_bpe(texts, vocab_size or DEFAULT_BPE_VOCAB)
 
 
 def _read_examples(
@@ -188,7 +186,7 @@ class SftPlan:
     fmt: str
     template: str | None
     pack_len: int
-    tokenizer: str
+    tokenizer: str | Tokenizer
     vocab_size: int | None
     seed: int
     val_fraction: float
@@ -249,10 +247,6 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     index_path = staging / splitting.INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, index)
-    tokenizer_path = None
-    if isinstance(tok, BpeTokenizer | PretrainedTokenizer):
-        tokenizer_path = TOKENIZER_FILE
-        (staging / TOKENIZER_FILE).write_text(tok.to_json(), encoding="utf-8")
     totals = {
         split: SplitTotals(
             tokens=sum(s.tokens for s in shards if s.split == split),
@@ -262,13 +256,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     }
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        tokenizer=TokenizerEntry(
-            name=tok.name,
-            vocab_size=tok.vocab_size,
-            sha256=tok.sha256,
-            path=tokenizer_path,
-            eot_token=tok.eot_token if isinstance(tok, PretrainedTokenizer) else None,
-        ),
+        tokenizer=data_tokenizer_entry(staging, tok),
         dtype=dtype,
         seed=plan.seed,
         val_fraction=plan.val_fraction,
@@ -312,7 +300,7 @@ def prepare_sft(
     fmt: str,
     template: str | None = None,
     pack_len: int = DEFAULT_PACK_LEN,
-    tokenizer: str = "byte",
+    tokenizer: str | Tokenizer = "byte",
     vocab_size: int | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -336,6 +324,7 @@ def prepare_sft(
     check_source_name(source)
     runner = open_filters(filters, filter_settings, no_filter or {}, {source})
     load_template(template)  # a bad template is refused before DATA_DIR is touched
+    tokenizer = given_tokenizer(tokenizer, vocab_size) or tokenizer  # and so is a bad --tokenizer
     plan = SftPlan(
         [Path(i) for i in inputs],
         fmt,
@@ -350,5 +339,5 @@ def prepare_sft(
     )
     out = Path(out)
     created = ownership.check_out(out)
-    found = ownership.claim(out, force, {source}, bpe=tokenizer != "byte")
+    found = ownership.claim(out, force, {source}, bpe=writes_tokenizer_file(tokenizer))
     return write_locked(out, created, found, lambda staging: _build(staging, plan))

@@ -11,6 +11,12 @@ assistant's) goes turn by turn:
   marker are supervised; then the tokenizer's EOS id is appended, supervised, and the pending
   text starts again.
 
+A template may write the tokenizer's own special tokens (`<|im_start|>`, `<|eot_id|>`, ...):
+where the model's tokenizer has such a token, the template's text of it becomes that one id
+(`encode_turn`), as the model met it in its own chat format; where it has none, it is text like
+any other. Only the template's text is read so: the same string inside a message's content is
+encoded as text, so an example cannot smuggle a special id in.
+
 Searching the marker in the tokenized text, rather than tokenizing the marker apart, is what a
 completion-only collator does, and it has the trap such collators have: a BPE may merge the
 marker with its neighbours so that its ids never appear. That is GATE-SFT-002 firing for the
@@ -22,6 +28,7 @@ the EOS id cannot mask it (GATE-SFT-001 checks the result).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,22 +167,49 @@ def _last_occurrence(ids: np.ndarray, marker: np.ndarray) -> int | None:
     return int(hits[-1]) if hits.size else None
 
 
+# A piece of an example's text and whether the template wrote it (True) or a message holds it.
+Segment = tuple[str, bool]
+
+
+def encode_turn(tokenizer: Tokenizer, segments: list[Segment]) -> list[int]:
+    """Token ids of one turn's text: the tokenizer's special tokens written by the template become
+    their ids; everything between them (template text and message text run together) is encoded
+    as one piece, as it would be without them, so a BPE merges across the seams as it always has."""
+    specials = tokenizer.special_tokens
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+    ids: list[int] = []
+    pending: list[str] = []
+    for text, by_template in segments:
+        if not by_template or not specials:
+            pending.append(text)
+            continue
+        start = 0
+        for match in pattern.finditer(text):
+            pending.append(text[start : match.start()])
+            ids += tokenizer.encode("".join(pending)) if any(pending) else []
+            ids.append(specials[match.group()])
+            pending, start = [], match.end()
+        pending.append(text[start:])
+    return ids + (tokenizer.encode("".join(pending)) if any(pending) else [])
+
+
 def render(
     template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple[str, str]], where: str
 ) -> Rendered:
     """Token ids and supervision mask of one example (see the module docstring)."""
     spec = template.spec
     marker_text = spec.assistant_marker
-    marker = np.asarray(tokenizer.encode(marker_text), dtype=np.int64)
+    marker = np.asarray(encode_turn(tokenizer, [(marker_text, True)]), dtype=np.int64)
     pieces_ids: list[np.ndarray] = []
     pieces_mask: list[np.ndarray] = []
-    pending, assistant_turns, missing = "", 0, 0
+    pending: list[Segment] = []
+    assistant_turns, missing = 0, 0
     for role, content in turns:
         if role not in spec.roles:
             raise BadInput(f"{where}: the template {spec.name} has no role {role!r}")
         turn = spec.roles[role]
         if role != "assistant":
-            pending += turn.prefix + content + turn.suffix
+            pending += [(turn.prefix, True), (content, False), (turn.suffix, True)]
             continue
         if marker_text in content:
             raise BadInput(
@@ -183,7 +217,8 @@ def render(
                 "its supervised part would be ambiguous"
             )
         assistant_turns += 1
-        ids = np.asarray(tokenizer.encode(pending + turn.prefix + content), dtype=np.int64)
+        segments = [*pending, (turn.prefix, True), (content, False)]
+        ids = np.asarray(encode_turn(tokenizer, segments), dtype=np.int64)
         mask = np.zeros(len(ids) + 1, dtype=np.uint8)
         found = _last_occurrence(ids, marker)
         if found is None:
@@ -192,7 +227,7 @@ def render(
             mask[found + len(marker) :] = 1  # the content's tokens and the EOS after them
         pieces_ids += [ids, np.array([tokenizer.eot_id], dtype=np.int64)]
         pieces_mask.append(mask)
-        pending = ""
+        pending = []
     return Rendered(
         ids=np.concatenate(pieces_ids),
         mask=np.concatenate(pieces_mask),

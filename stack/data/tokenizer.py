@@ -6,6 +6,11 @@ separator (EOT) that `stack prepare` writes after every document, and `vocab_siz
 the byte tokenizer has 257 ids (256 bytes + EOT). The EOT id is never produced by `encode`, so
 a text that happens to contain a string like "<|endoftext|>" cannot smuggle a separator in.
 
+Each tokenizer has two digests: `sha256`, of the file it is kept in (an integrity check of that
+file), and `identity`, of what it does (stack.data.tokenizer_identity), the same for the stack's
+BPE, its Hugging Face export and its re-import. Whether two tokenizers are one is asked of the
+identity (GATE-DATA-007), never of a file's bytes.
+
 A document too long to encode at once is encoded in pieces cut where the tokenizer gives the
 same ids as on the whole text (`cut_point`, `safe_pieces`); a tokenizer that cannot promise such
 points has none, and its documents are encoded whole.
@@ -18,6 +23,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,7 +68,26 @@ class Tokenizer(ABC):
     @property
     @abstractmethod
     def sha256(self) -> str:
-        """Identity of the tokenizer, recorded in the manifest and the evidence."""
+        """The sha256 of the file the tokenizer is kept in (the definition, for byte): an integrity
+        check of that file, which the manifest and the checkpoint record."""
+
+    @cached_property
+    def identity(self) -> str:
+        """What the tokenizer does, as one digest: the same in every file format it is saved in
+        (stack.data.tokenizer_identity). GATE-DATA-007 compares this, never `sha256`."""
+        from stack.data.tokenizer_identity import identity
+
+        return identity(self)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special token text → id: what a chat template may write to get the id itself.
+
+        The stack's own tokenizers have one, the end-of-text separator, by its Hugging Face name.
+        """
+        from stack.data.tokenizer_identity import EOT_TOKEN
+
+        return {EOT_TOKEN: self.eot_id}
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -168,7 +193,8 @@ class LibraryTokenizer(Tokenizer):
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()
 
     def to_json(self) -> str:
-        """The tokenizer.json text whose sha256 is this tokenizer's identity."""
+        """The tokenizer.json text this tokenizer is kept in: `sha256` is its digest; `identity` is
+        what the tokenizer does, the same whatever file it is kept in."""
         return self._json
 
     def encode(self, text: str) -> list[int]:

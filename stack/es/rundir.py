@@ -28,20 +28,22 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput, GateViolation
-from contracts.evidence import DataRef, RunStatus, canonical_sha256, sha256_file
+from contracts.evidence import DataRef, Lineage, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import load_tokenizer
+from stack.data.tokenizer_record import tokenizer_state
 from stack.es.loop import EsSettings, EsState, StepReport, evolve
 from stack.es.optimizer import EsAdam
 from stack.es.population import Fitness, flatten, lm_fitness
 from stack.es.selftest import check_estimator
 from stack.eval.evidence import CommandEvidence
+from stack.lineage import lineage
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
 from stack.train.run import check_data_tokenizer
-from stack.train.trained import Trained, load_trained, resolve_checkpoint, tokenizer_state
+from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 KIND = "es"
 CONFIG_FILE = "config.toml"
@@ -132,6 +134,8 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
         provenance = {
             "checkpoint": str(checkpoint.resolve()),
             "manifest_sha256": sha256_file(checkpoint / ckpt.MANIFEST),
+            # kept in every checkpoint, so a resume names the parent even if it has moved since
+            "lineage": lineage({"init": source}).model_dump(mode="json"),
         }
         job = Job(trained, _reader(data, settings), state, settings, data.resolve(), provenance, None)
         out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +191,7 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
     record.data = DataRef(
         manifest_sha256=job.reader.manifest.sha256, tokenizer_sha256=job.trained.tokenizer.sha256
     )
+    record.lineage = Lineage.model_validate(job.source["lineage"]) if "lineage" in job.source else None
     check_estimator(job.settings.seed)
     saved: list[Path] = []
 

@@ -24,11 +24,13 @@ from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
 from contracts.spec import load_spec
+from stack.data.tokenizer_record import tokenizer_state
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
+from stack.lineage import lineage
 from stack.model.lora import has_lora
 from stack.train import checkpoint as ckpt
-from stack.train.trained import Trained, load_trained, tokenizer_state
+from stack.train.trained import Trained, load_trained
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +67,10 @@ class ExportResult:
     @property
     def ok(self) -> bool:
         return all(outcome.ok for _, outcome in self.checks)
+
+
+# The model file of each format, by its verified name: what the export's lineage says it made.
+MODEL_FILES = {"hf": "model.safetensors", "onnx": "model.onnx"}
 
 
 def run_kind(fmt: str) -> str:
@@ -127,7 +133,7 @@ def _write_hf(
 
     config = hf.hf_config(trained.config.model, trained.tokenizer)
     (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    weights = tmp / "model.safetensors"  # the name transformers looks for; renamed below if unchecked
+    weights = tmp / MODEL_FILES["hf"]  # the name transformers looks for; renamed below if unchecked
     save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
     hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
     check = parity.compare_logits(weights.name, reference, runtimes.hf_logits(tmp, sample.windows))
@@ -146,7 +152,7 @@ def _write_onnx(
 ) -> Checks:
     """model.onnx (and with --int8 model.int8.onnx) plus the tokenizer files, checked in ONNX Runtime."""
     hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
-    fp32 = outdir.unverified(tmp / "model.onnx")
+    fp32 = outdir.unverified(tmp / MODEL_FILES["onnx"])
     onnx_export.export_graph(trained.model, fp32, request.opset)
     record["opset"] = onnx_export.graph_opset(fp32)
     check = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
@@ -222,6 +228,7 @@ def keep_evidence(
     if result is None:
         return evidence.file()
     evidence.note_checkpoint(Path(result.record["source_checkpoint"]["path"]))
+    record.lineage = lineage({"source": request.checkpoint}, result.out / MODEL_FILES[request.fmt])
     record.data = DataRef(tokenizer_sha256=result.record["tokenizer"]["sha256"])
     record.metrics = {key: result.record[key] for key in ("status", "opset", "sample", "parity")}
     files = sorted(p for p in result.out.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)

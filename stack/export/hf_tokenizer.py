@@ -7,8 +7,10 @@ transformers that literal string encodes to EOT, where the stack's own tokenizer
 produce EOT from text. The byte tokenizer becomes a BPE with no merges whose 256 symbols are
 GPT-2's byte-to-unicode table, so id b is byte b.
 
-`gatestack_tokenizer.json` holds the stack's own record of the tokenizer (name, sha256, vocab,
-BPE JSON): `stack import-hf` restores the tokenizer from it, identity-checked by sha256. A model
+`gatestack_tokenizer.json` holds the stack's own record of the tokenizer (name, sha256, identity,
+vocab, BPE JSON): `stack import-hf` restores the tokenizer from it, checked by sha256, and the
+tokenizer.json beside it must have the same identity (stack.data.tokenizer_identity): the stack's
+BPE, its export and its re-import are one tokenizer. A model
 made elsewhere has no such record; it brings its own tokenizer.json and tokenizer_config.json,
 which the import then uses as they are (`stack.data.pretrained.PretrainedTokenizer`) and an
 export of such a model writes back unchanged.
@@ -18,69 +20,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
+from stack.data.manifest import MANIFEST_FILE
 from stack.data.pretrained import TOKENIZER_CONFIG, TOKENIZER_JSON, PretrainedTokenizer
-from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
-from stack.train.trained import tokenizer_from_state, tokenizer_state
+from stack.data.tokenizer import Tokenizer, load_tokenizer
+from stack.data.tokenizer_identity import EOT_TOKEN, hf_json
+from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_state
+from stack.train import checkpoint as ckpt
+from stack.train.trained import resolve_checkpoint
 
-if TYPE_CHECKING:
-    import tokenizers
-
-EOT_TOKEN = "<|endoftext|>"
 STATE_FILE = "gatestack_tokenizer.json"
-
-
-def byte_symbols() -> list[str]:
-    """GPT-2's byte → printable-unicode table, the alphabet of every byte-level BPE (index = byte)."""
-    printable = {
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    }
-    shifted = iter(range(256, 512))  # bytes without a printable self get the next free code point
-    return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
-
-
-def hf_backend(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
-    """A `tokenizers.Tokenizer` that encodes like `tokenizer`, with EOT as special token at the last id."""
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as Backend
-
-    if isinstance(tokenizer, ByteTokenizer):
-        vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}
-        backend = Backend(models.BPE(vocab=vocab, merges=[]))
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        backend.decoder = decoders.ByteLevel()
-    elif isinstance(tokenizer, BpeTokenizer):
-        backend = Backend.from_str(tokenizer.to_json())
-    else:
-        raise BadInput(
-            f"no Hugging Face form for the {tokenizer.name!r} tokenizer; the stack's are byte and bpe"
-        )
-    backend.add_special_tokens([AddedToken(EOT_TOKEN, special=True)])
-    if backend.token_to_id(EOT_TOKEN) != tokenizer.eot_id:
-        raise BadInput(
-            f"cannot place {EOT_TOKEN} at id {tokenizer.eot_id} of the {tokenizer.name} tokenizer "
-            f"(it landed at {backend.token_to_id(EOT_TOKEN)}); the tokenizer already holds added tokens"
-        )
-    return backend
 
 
 def write_tokenizer_files(out: Path, tokenizer: Tokenizer, max_length: int) -> None:
     """tokenizer.json, tokenizer_config.json, special_tokens_map.json and the stack's own record.
 
     A pretrained tokenizer (an imported model's, or `--tokenizer hf:DIR`'s) goes out as it came
-    in, its tokenizer.json byte for byte and its own end-of-sequence token, so the sha256 that
-    names it is unchanged; the stack's own tokenizers are converted by `hf_backend`.
+    in, its tokenizer.json byte for byte and its own end-of-sequence token, so even the sha256 of
+    its file is unchanged; the stack's own tokenizers are converted (stack.data.tokenizer_identity
+    .hf_form). Either way the identity is the tokenizer's own.
     """
-    if isinstance(tokenizer, PretrainedTokenizer):
-        (out / TOKENIZER_JSON).write_text(tokenizer.to_json(), encoding="utf-8")
-        eos = tokenizer.eot_token
-    else:
-        hf_backend(tokenizer).save(str(out / TOKENIZER_JSON))
-        eos = EOT_TOKEN
+    (out / TOKENIZER_JSON).write_text(hf_json(tokenizer), encoding="utf-8")
+    eos = tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else EOT_TOKEN
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": eos,
@@ -94,18 +56,53 @@ def write_tokenizer_files(out: Path, tokenizer: Tokenizer, max_length: int) -> N
 
 def read_tokenizer(hf_dir: Path) -> Tokenizer:
     """The tokenizer of an HF directory: the stack's own record where `stack export` left one (it
-    restores the stack tokenizer exactly), else the model's own tokenizer.json, used as it is."""
+    restores the stack tokenizer exactly), else the model's own tokenizer.json, used as it is.
+
+    Where both are present they must be one tokenizer (one identity): a tokenizer.json replaced
+    by hand beside a stale record is refused, not silently overruled by the record.
+    """
     hf_dir = Path(hf_dir)
     path = hf_dir / STATE_FILE
     if path.is_file():
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-            return tokenizer_from_state(state)
+            tokenizer = tokenizer_from_state(state)
         except (ValueError, KeyError, TypeError) as exc:
             raise BadInput(f"{path} is not a tokenizer record written by `stack export` ({exc})") from None
+        if (hf_dir / TOKENIZER_JSON).is_file() and (hf_dir / TOKENIZER_CONFIG).is_file():
+            beside = PretrainedTokenizer.from_dir(hf_dir)
+            if beside.identity != tokenizer.identity:
+                raise BadInput(
+                    f"{hf_dir / TOKENIZER_JSON} (identity {beside.identity[:12]}) is not the tokenizer "
+                    f"{STATE_FILE} records (identity {tokenizer.identity[:12]}): one was replaced; "
+                    f"delete {STATE_FILE} to use the tokenizer.json, or restore the export"
+                )
+        return tokenizer
     if (hf_dir / TOKENIZER_JSON).is_file():
         return PretrainedTokenizer.from_dir(hf_dir)
     raise BadInput(
         f"{hf_dir} has no tokenizer: neither {TOKENIZER_JSON} (with {TOKENIZER_CONFIG}) nor {STATE_FILE}; "
         "copy the model's tokenizer files beside its weights"
+    )
+
+
+def model_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer a model carries, whatever directory holds it (`--tokenizer RUN_DIR`).
+
+    A run, a checkpoint, a surgery's, merge's or import's output: the tokenizer of its (newest
+    valid) checkpoint, verified against the checkpoint's manifest (GATE-CKPT-002). A Hugging
+    Face directory (an export, or a model made elsewhere): `read_tokenizer`. A prepared DATA_DIR:
+    the tokenizer its manifest names.
+    """
+    path = Path(path)
+    if (path / ckpt.CKPT_DIR).is_dir() or (path / ckpt.STATE_FILE).is_file():
+        checkpoint = ckpt.load_checkpoint(resolve_checkpoint(path))
+        return tokenizer_from_state(checkpoint.state["tokenizer"])
+    if (path / MANIFEST_FILE).is_file():  # a DATA_DIR's tokenizer.json is the stack's own record
+        return load_tokenizer(path)
+    if (path / STATE_FILE).is_file() or (path / TOKENIZER_JSON).is_file():
+        return read_tokenizer(path)
+    raise BadInput(
+        f"{path} holds no tokenizer: give a run, checkpoint, export or DATA_DIR directory (one with "
+        f"{ckpt.CKPT_DIR}/, {ckpt.STATE_FILE}, {TOKENIZER_JSON} or {MANIFEST_FILE})"
     )

@@ -1,7 +1,8 @@
 """`stack import-hf`: a local Hugging Face Llama or Qwen2 directory → a stack checkpoint, checked.
 
 The output is laid out like a run directory (`OUT/config.toml`, `OUT/checkpoints/step-0000000/`,
-plus `OUT/import.json`, the import's evidence), so every command that takes RUN_DIR|CKPT
+`OUT/tokenizer.json`, plus `OUT/import.json`, the import's own account, and `OUT/metadata.json`,
+its evidence record of run kind import-hf), so every command that takes RUN_DIR|CKPT
 (`stack inspect`, `stack sample`, `stack eval`, `stack trace`, `stack export`, `stack train
 --init-from`) takes it. The checkpoint holds the weights in fp32 (bf16 and fp16 weights are
 upcast, which is exact; import.json records what they were), a fresh AdamW state (no step
@@ -27,21 +28,24 @@ from typing import Any
 
 import torch
 
-from contracts.errors import BadInput
-from contracts.evidence import sha256_file
+from contracts.errors import BadInput, GateViolation
+from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.gates import violation
 from contracts.spec import load_spec
 from stack.data.tokenizer import Tokenizer
+from stack.data.tokenizer_record import tokenizer_state
+from stack.eval.evidence import CommandEvidence
 from stack.export import deps, hf, hf_tokenizer, outdir, parity, runtimes
 from stack.export.sample import resolve_sample
+from stack.lineage import lineage
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import RunConfig, resolve, save_config
 from stack.train.loop import build_optimizer
-from stack.train.trained import tokenizer_state
 
 RECORD = "import.json"
+KIND = "import-hf"
 WEIGHT_INDEX = "model.safetensors.index.json"
 # A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.
 TRAIN_PLACEHOLDER = {"steps": 1}
@@ -170,9 +174,46 @@ def fresh_state(
     }
 
 
-def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | None = None) -> ImportResult:
-    """Import `hf_dir` into a new stack checkpoint under `out` (see the module docstring)."""
+def import_hf(
+    hf_dir: Path,
+    out: Path,
+    force: bool = False,
+    sample_text: Path | None = None,
+    argv: list[str] | None = None,
+    evidence_dir: Path | None = None,
+) -> ImportResult:
+    """Import `hf_dir` into a new stack checkpoint under `out` (see the module docstring), with an
+    evidence record (OUT/metadata.json, run kind import-hf; filed into `evidence_dir` if given)
+    whose lineage names the directory's weights and, for a `stack export`, its record."""
     hf_dir = Path(hf_dir)
+    evidence = CommandEvidence(KIND, argv or ["stack", "import-hf", str(hf_dir)], "cpu", evidence_dir)
+    text = None if sample_text is None else str(sample_text)
+    evidence.record.config = {"source": str(hf_dir.resolve()), "sample_text": text}
+    evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
+    try:
+        with evidence.judging():
+            checked = _checked(hf_dir, out, force, sample_text)
+            with outdir.staging(out) as tmp:
+                result = _write(tmp, out, checked, evidence)
+    except GateViolation:
+        evidence.file()
+        raise
+    evidence.file((result.out / RECORD,))
+    return result
+
+
+@dataclass
+class _Checked:
+    """What the import read and checked, before anything is written."""
+
+    model: GPT
+    config: RunConfig
+    tokenizer: Tokenizer
+    record: dict[str, Any]
+
+
+def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> _Checked:
+    """Read the model, its config and tokenizer, and check its logits against transformers'."""
     if not (hf_dir / "config.json").is_file():
         raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
     files = weight_files(hf_dir)
@@ -223,13 +264,23 @@ def import_hf(hf_dir: Path, out: Path, force: bool = False, sample_text: Path | 
         "spec_version": load_spec().version,
         "versions": deps.versions(),
     }
-    with outdir.staging(out) as tmp:
-        optimizer = build_optimizer(model, config, torch.device("cpu"))
-        written = ckpt.save_checkpoint(
-            tmp, 0, model, optimizer, fresh_state(config, tokenizer_state(tokenizer), source)
-        )
-        save_config(config, tmp / "config.toml")
-        record["checkpoint"] = written.relative_to(tmp).as_posix()
-        outdir.write_record(tmp, RECORD, record)
-        outdir.publish(tmp, out, RECORD)
+    return _Checked(model, config, tokenizer, record)
+
+
+def _write(tmp: Path, out: Path, checked: _Checked, evidence: CommandEvidence) -> ImportResult:
+    """The checkpoint, config.toml, import.json and the evidence record, built in `tmp`, then published."""
+    config, record = checked.config, checked.record
+    optimizer = build_optimizer(checked.model, config, torch.device("cpu"))
+    state = fresh_state(config, tokenizer_state(checked.tokenizer), record["source"])
+    written = ckpt.save_checkpoint(tmp, 0, checked.model, optimizer, state)
+    save_config(config, tmp / "config.toml")
+    record["checkpoint"] = written.relative_to(tmp).as_posix()
+    outdir.write_record(tmp, RECORD, record)
+    evidence.note_checkpoint(written)  # what the import made: the record vouches for these weights
+    evidence.record.data = DataRef(tokenizer_sha256=checked.tokenizer.sha256)
+    evidence.record.metrics = {key: record[key] for key in ("family", "weights", "model_vocab", "parity")}
+    evidence.record.lineage = lineage({"source": Path(record["source"]["path"])})
+    evidence.settle(RunStatus.COMPLETED)
+    evidence.write(tmp, sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE))
+    outdir.publish(tmp, out, RECORD)
     return ImportResult(Path(out), Path(out) / record["checkpoint"], record)

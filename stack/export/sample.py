@@ -120,7 +120,7 @@ def _training_data_text(checkpoint: Path, tokenizer: Tokenizer, max_bytes: int) 
     try:
         recorded = read_evidence(record_path).metrics.get("data_dir")
         data_dir = Path(str(recorded))
-        if not recorded or not data_dir.is_dir() or load_tokenizer(data_dir).sha256 != tokenizer.sha256:
+        if not recorded or not data_dir.is_dir() or load_tokenizer(data_dir).identity != tokenizer.identity:
             return None
         return split_text(data_dir, "heldout", max_bytes=max_bytes), f"data:{data_dir} (heldout split)"
     except BadInput:

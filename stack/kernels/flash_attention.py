@@ -291,55 +291,111 @@ def tile_of(kernel: str, dim: int) -> Tile:
     return TILES[kernel][64 if dim <= 64 else 128]
 
 
-class _FlashAttention(torch.autograd.Function):
-    """Autograd glue: the forward saves q, k, v, out and the row log-sum-exp, nothing N²."""
+# The kernels are registered as torch operators, forward and backward, each with a fake (meta)
+# implementation that gives only shapes and dtypes: torch.compile then keeps them as opaque calls
+# instead of tracing into Triton's launcher, which Inductor cannot compile (issue #39: a
+# CompilationError at `_fwd_tiles` under train.compile=true). Eager and compiled run the same
+# kernels, so they agree bit for bit. The operators are declared through torch.library's
+# Library, not its custom_op decorator, which imports the whole of torch._dynamo (seconds) on an
+# op's first eager call.
+_LIBRARY = torch.library.Library("stack", "FRAGMENT")
+_LIBRARY.define(
+    "flash_attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) -> (Tensor, Tensor)"
+)
+_LIBRARY.define(
+    "flash_attention_bwd(Tensor d_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, bool causal, "
+    "float scale) -> (Tensor, Tensor, Tensor)"
+)
 
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        causal: bool,
-        scale: float,
-    ) -> torch.Tensor:
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        batch, heads, n_q, dim = q.shape
-        heads_kv, n_kv = k.shape[1], k.shape[2]
-        out = torch.empty_like(q)
-        lse = torch.empty(batch, heads, n_q, device=q.device, dtype=torch.float32)
-        grid = (triton.cdiv(n_q, tile_of("fwd", dim).BLOCK_M), batch * heads)
-        _attn_fwd[grid](
-            q, k, v, out, lse, scale, n_q, n_kv,
-            H=heads, GROUP=heads // heads_kv, D=dim, **_launch_options("fwd", q, causal),
-        )  # fmt: skip
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.causal, ctx.scale = causal, scale
-        return out
 
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, d_out: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
-        q, k, v, out, lse = ctx.saved_tensors
-        d_out = d_out.contiguous()
-        batch, heads, n_q, dim = q.shape
-        heads_kv, n_kv = k.shape[1], k.shape[2]
-        # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the softmax backward's row term.
-        delta = (d_out.float() * out.float()).sum(-1).contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        shape = {"H": heads, "GROUP": heads // heads_kv, "D": dim}
-        grid_kv = (triton.cdiv(n_kv, tile_of("dkdv", dim).BLOCK_N), batch * heads_kv)
-        _attn_bwd_dkdv[grid_kv](
-            q, k, v, d_out, lse, delta, dk, dv, ctx.scale, n_q, n_kv,
-            **shape, **_launch_options("dkdv", q, ctx.causal),
-        )  # fmt: skip
-        grid_q = (triton.cdiv(n_q, tile_of("dq", dim).BLOCK_M), batch * heads)
-        _attn_bwd_dq[grid_q](
-            q, k, v, d_out, lse, delta, dq, ctx.scale, n_q, n_kv,
-            **shape, **_launch_options("dq", q, ctx.causal),
-        )  # fmt: skip
-        return dq, dk, dv, None, None
+def _forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse): the attention output and each query row's log-sum-exp, which the backward reuses."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    batch, heads, n_q, dim = q.shape
+    heads_kv, n_kv = k.shape[1], k.shape[2]
+    out = torch.empty_like(q)
+    lse = torch.empty(batch, heads, n_q, device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(n_q, tile_of("fwd", dim).BLOCK_M), batch * heads)
+    _attn_fwd[grid](
+        q, k, v, out, lse, scale, n_q, n_kv,
+        H=heads, GROUP=heads // heads_kv, D=dim, **_launch_options("fwd", q, causal),
+    )  # fmt: skip
+    return out, lse
+
+
+def _forward_shapes(q: torch.Tensor, *_rest: object) -> tuple[torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+def _backward(
+    d_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    causal: bool,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) from the saved inputs, output and log-sum-exp; the probabilities are recomputed."""
+    d_out, q, k, v = d_out.contiguous(), q.contiguous(), k.contiguous(), v.contiguous()
+    batch, heads, n_q, dim = q.shape
+    heads_kv, n_kv = k.shape[1], k.shape[2]
+    # delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij: the softmax backward's row term.
+    delta = (d_out.float() * out.float()).sum(-1).contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    shape = {"H": heads, "GROUP": heads // heads_kv, "D": dim}
+    grid_kv = (triton.cdiv(n_kv, tile_of("dkdv", dim).BLOCK_N), batch * heads_kv)
+    _attn_bwd_dkdv[grid_kv](
+        q, k, v, d_out, lse, delta, dk, dv, scale, n_q, n_kv,
+        **shape, **_launch_options("dkdv", q, causal),
+    )  # fmt: skip
+    grid_q = (triton.cdiv(n_q, tile_of("dq", dim).BLOCK_M), batch * heads)
+    _attn_bwd_dq[grid_q](
+        q, k, v, d_out, lse, delta, dq, scale, n_q, n_kv,
+        **shape, **_launch_options("dq", q, causal),
+    )  # fmt: skip
+    return dq, dk, dv
+
+
+def _backward_shapes(
+    _d_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *_saved: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _save_for_backward(
+    ctx: torch.autograd.function.FunctionCtx,
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool, float],
+    output: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """The forward keeps q, k, v, out and the row log-sum-exp, nothing N²."""
+    q, k, v, causal, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.mark_non_differentiable(lse)
+    ctx.causal, ctx.scale = causal, scale  # type: ignore[attr-defined]
+
+
+def _gradients(
+    ctx: torch.autograd.function.FunctionCtx, d_out: torch.Tensor, _d_lse: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
+    q, k, v, out, lse = ctx.saved_tensors  # type: ignore[attr-defined]
+    dq, dk, dv = torch.ops.stack.flash_attention_bwd(d_out, q, k, v, out, lse, ctx.causal, ctx.scale)  # type: ignore[attr-defined]
+    return dq, dk, dv, None, None
+
+
+for _name, _kernel, _shapes in (
+    ("flash_attention_fwd", _forward, _forward_shapes),
+    ("flash_attention_bwd", _backward, _backward_shapes),
+):
+    _LIBRARY.impl(_name, _kernel, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"stack::{_name}", _shapes, lib=_LIBRARY)
+torch.library.register_autograd(
+    "stack::flash_attention_fwd", _gradients, setup_context=_save_for_backward, lib=_LIBRARY
+)
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -381,4 +437,8 @@ def flash_attention(
     shape and dtype; accumulation is fp32 whatever the input dtype.
     """
     _check_inputs(q, k, v)
-    return _FlashAttention.apply(q, k, v, causal, 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    # Contiguous before the op, so that what it saves for the backward is what the kernels read.
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    softmax_scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    out, _ = torch.ops.stack.flash_attention_fwd(q, k, v, causal, softmax_scale)
+    return out

@@ -29,14 +29,16 @@ import torch
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
+from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
 from stack.export import outdir
 from stack.export.importer import fresh_state
+from stack.lineage import WEIGHTS_FILE, lineage
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.config import save_config
 from stack.train.loop import build_optimizer
-from stack.train.trained import Trained, load_trained, resolve_checkpoint, tokenizer_state
+from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 RECORD = "surgery.json"
 
@@ -113,6 +115,7 @@ def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[st
                 operated = operate(trained)
             record["measured"] = evidence.record.metrics = operated.measured
             written = _save(tmp, trained, operated.model, {**source, "settings": request.settings})
+            evidence.record.lineage = lineage({"source": checkpoint}, written / WEIGHTS_FILE)
             record.update(status="completed", checkpoint=written.relative_to(tmp).as_posix())
             evidence.settle(RunStatus.COMPLETED)
         except GateViolation as exc:

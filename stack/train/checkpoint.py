@@ -5,7 +5,9 @@ Layout of RUN_DIR/checkpoints/step-NNNNNNN/:
     model.safetensors      weights (shared tensors such as tied embeddings stored once)
     optimizer.safetensors  every tensor of the optimizer state
     state.json             step, epoch, scheduler, scaler, RNG states, reader state, monitors,
-                           config, spec version, optimizer hyper-parameters
+                           config, spec version, optimizer hyper-parameters, the tokenizer record
+    tokenizer.json         the tokenizer in Hugging Face form (stack.data.tokenizer_record); a
+                           copy goes to RUN_DIR/tokenizer.json, so the run carries it too
     manifest.json          sha256 and size of each file above
 
 No pickle anywhere. A checkpoint is assembled in a hidden temporary directory, every file is
@@ -46,6 +48,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from stack.data.tokenizer import TOKENIZER_FILE
+from stack.data.tokenizer_record import write_tokenizer_file
 
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
@@ -210,6 +214,13 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step-{step:07d}"
 
 
+def writer_dir(run_dir: Path, step: int) -> Path:
+    """The hidden directory this process assembles the checkpoint of `step` in; once the process
+    is dead, `sweep_leftovers` removes what it left there."""
+    final = step_dir(run_dir, step)
+    return final.parent / f".tmp-{final.name}-{os.getpid()}"
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -267,7 +278,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint of `step` atomically and return its directory."""
     final = step_dir(run_dir, step)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    tmp = writer_dir(run_dir, step)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -276,8 +287,10 @@ def save_checkpoint(
     save_file(tensors, str(tmp / OPTIMIZER_FILE))
     full_state = {"format_version": FORMAT_VERSION, **state, "step": step, "optimizer": meta}
     (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1, sort_keys=True))
+    tokenizer_file = write_tokenizer_file(tmp, full_state["tokenizer"])
+    atomic_write_bytes(Path(run_dir) / TOKENIZER_FILE, tokenizer_file.read_bytes())
     files = {}
-    for name in FILES:
+    for name in (*FILES, TOKENIZER_FILE):
         _fsync(tmp / name)
         files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
     manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files}
@@ -404,6 +417,8 @@ def verify_files(path: Path) -> tuple[str | None, list[str]]:
     verified: list[str] = []
     # No optimizer in the manifest: a weights-only checkpoint, whose two files are all it needs.
     expected = FILES if OPTIMIZER_FILE in files else WEIGHTS_FILES
+    if TOKENIZER_FILE in files:  # a checkpoint written before the tokenizer travelled has none
+        expected = (*expected, TOKENIZER_FILE)
     for name in expected:
         entry = files.get(name)
         target = path / name

@@ -42,6 +42,17 @@ class TrainSection(Section):
     precision: Precision = "fp32"
     device: Device = "auto"
     compile: bool = Field(default=False, description="torch.compile the model")
+    deterministic: bool = Field(
+        default=True,
+        description="deterministic kernels only (strict): an op without one is refused; off, the run is "
+        "not claimed repeatable and its replay is judged within a tolerance (stack.train.determinism)",
+    )
+    replay_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="steps replayed from the start state of each invocation and compared with the "
+        "steps taken (GATE-CKPT-003); unset: 2 on CUDA in one process, else 0 (off)",
+    )
     parallel: Literal["ddp", "fsdp"] = Field(
         default="ddp", description="data-parallel strategy under torchrun: replicate (ddp) or shard (fsdp)"
     )

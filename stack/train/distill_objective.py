@@ -37,8 +37,8 @@ def vocabulary_measured(
 ) -> dict[str, Any]:
     """What GATE-KD-001 judges about a teacher and a student (the student reads the run's data)."""
     return {
-        "teacher_tokenizer_sha256": teacher.tokenizer.sha256,
-        "student_tokenizer_sha256": student_tokenizer.sha256,
+        "teacher_tokenizer_identity": teacher.tokenizer.identity,
+        "student_tokenizer_identity": student_tokenizer.identity,
         "teacher_vocab": teacher.model.config.vocab,
         "student_vocab": student.config.vocab,
         "tokenizer_ids": teacher.tokenizer.vocab_size,

@@ -17,9 +17,10 @@ new epoch is an event line in metrics.jsonl and is said on stderr.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
-import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +36,8 @@ from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.policy import build_policy, source_heldout
 from stack.data.tokenizer import Tokenizer
-from stack.model.checks import check_attention_paths
+from stack.data.tokenizer_record import tokenizer_state
+from stack.model.checks import check_attention_paths, runnable_paths
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.lora import loading_base
@@ -50,7 +52,7 @@ from stack.model.moe_checks import (
     routed_counts,
 )
 from stack.train import checkpoint as ckpt
-from stack.train import distributed, rng
+from stack.train import determinism, distributed, rng
 from stack.train.coherence import CoherenceMonitor, coherence_score
 from stack.train.config import DataSection, RunConfig
 from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
@@ -66,26 +68,29 @@ from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.objective import objective_for
 from stack.train.overfit import OverfitDetector
-from stack.train.resume_check import check_restored
+from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
-from stack.train.trained import tokenizer_state
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
 POLICY_ARCHIVE = "policy-archive"
 
 
-def repeatable_cuda() -> None:
-    """Ask CUDA for the deterministic kernels, so that a resume can be bit-exact (GATE-CKPT-003).
+# Steps the repeatability check replays at the start of each invocation on CUDA when
+# train.replay_steps is unset: two, so that the second step runs on weights the first one updated.
+REPLAY_STEPS = 2
 
-    Measured on an H100 (docs/gpu.md): the embedding's backward accumulates with atomics, so
-    two identical steps gave different gradients and an fp16 resume diverged two steps after
-    it began. cuBLAS needs its workspace fixed before its first call for the same reason. Ops
-    without a deterministic kernel warn rather than fail (warn_only): GATE-CKPT-003 still judges
-    what the resume actually did, and the evidence records the setting.
+
+def repeatable_cuda() -> None:
+    """The kernels `stack train` runs with by default (train.deterministic), for the rest of the
+    process: what a plain loop calls to run like it (benchmarks/train_throughput.py).
+
+    Measured on an H100 (docs/gpu.md): the embedding's backward accumulates with atomics, so two
+    identical steps gave different gradients unless deterministic algorithms are on; and warn-only
+    mode let SDPA's cuDNN backward run non-deterministically while the record said otherwise
+    (issue #39). stack.train.determinism says what is switched and why.
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    determinism.switch_on()
 
 
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -95,6 +100,17 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise BadInput("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     return torch.device("cuda", local_rank) if requested == "cuda" else torch.device("cpu")
+
+
+def check_runnable(path: str, device: torch.device, head_dim: int) -> None:
+    """Refuse at set-up, eager or compiled, an attention path this device cannot run, rather than
+    at the first step's forward (the Triton kernel needs CUDA or Triton's interpreter)."""
+    if path not in runnable_paths(device, head_dim):
+        raise BadInput(
+            f"model.attention='{path}' cannot run on {device.type} at head_dim {head_dim}: the Triton kernel "
+            "needs a CUDA device (or TRITON_INTERPRET=1 set before triton is imported) and a head_dim it "
+            "is built for (stack.kernels.flash_attention.HEAD_DIMS); use --set model.attention=sdpa"
+        )
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
@@ -211,14 +227,19 @@ class Trainer:
         train = config.train
         self.world = distributed.join(pick_device(train.device).type)
         self.device = pick_device(train.device, self.world.local_rank)
-        if self.device.type == "cuda":
-            repeatable_cuda()
+        # What PyTorch reports of non-deterministic ops (`stack train` hands in its run's), and the
+        # switches in force at the first step.
+        self.alerts = determinism.Alerts()
+        self.switches: determinism.Switches | None = None
+        self.replay_steps = self._replay_plan()
+        self.repeatability: dict[str, Any] | None = None  # what the replay compared and cost
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
         if config.eval.early_stop:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
         torch.manual_seed(train.seed)
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_attention_paths(self.model)
+        check_runnable(config.model.attention, self.device, config.model.head_dim)
         if config.model.moe:
             check_single_expert(config.model)
         if config.model.diff_attn:
@@ -236,6 +257,8 @@ class Trainer:
             wrapped = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.forward_model: Callable[..., Any] = torch.compile(wrapped) if train.compile else wrapped
         self.optimizer = build_optimizer(self.model, config, self.device)
+        # Listed once, in the model's order (the norms' summation order): every step clips them.
+        self.trained_parameters = [p for p in self.model.parameters() if p.requires_grad]
         check_decay_groups(self.optimizer)
         # fp16 needs loss scaling on any device; torch's GradScaler has a CPU implementation too.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
@@ -397,14 +420,18 @@ class Trainer:
             distributed.gather_full(self.world, self.model, self.optimizer, model, optimizer)
         if self.world.is_main:
             assert model is not None and optimizer is not None
+            started = time.perf_counter()
             path = ckpt.save_checkpoint(
                 self.run_dir, self.state.step, model, optimizer, self.checkpoint_state()
             )
+            seconds = round(time.perf_counter() - started, 3)  # the write's cost, logged with it
             if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
                 self.state.best_checkpoint = path.name
             best = self.state.best_checkpoint
             ckpt.prune(self.run_dir, self.config.ckpt.keep_last, path.parent / best if best else None)
-            self.metrics_log.write("event", step=self.state.step, event="checkpoint", path=path.name)
+            self.metrics_log.write(
+                "event", step=self.state.step, event="checkpoint", path=path.name, seconds=seconds
+            )
             self.on_event("checkpoint", self)
         distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
@@ -431,7 +458,8 @@ class Trainer:
             previous = self.state.last_warmup_lr if step > 1 else None
             check_warmup_lr(applied_lr, previous, step, train.warmup_steps, train.lr)
             self.state.last_warmup_lr = applied_lr
-        self.model.train()
+        if not self.model.training:  # evaluation and sampling leave it in eval mode; a walk of every module
+            self.model.train()
         phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
         epoch = self.reader.epoch
         hashes = []
@@ -443,14 +471,16 @@ class Trainer:
         extra_totals = torch.zeros(len(extra_names), device=self.device)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
-            # The hash is of the global batch, so it is the same whatever the world size.
-            hashes.append(batch_sha256(distributed.gather_rows(self.world, self.objective.tokens(batch))))
+            tokens = self.objective.tokens(batch)
             batch = self.objective.to_device(batch, self.device)
             with self._autocast():
                 step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
                 objective = step_loss.backprop + weighted_aux(aux)
             self.scaler.scale(objective / train.grad_accum).backward()
+            # Hashed on the host while the device works through the kernels just queued; of the
+            # global batch, so it is the same whatever the world size.
+            hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
             total += step_loss.logged.detach()
             if aux:
                 aux_totals += torch.stack([objective.detach(), *(aux[n][1].detach() for n in AUX_TERMS)])
@@ -459,10 +489,10 @@ class Trainer:
         self.policy.after_step()
         self.scaler.unscale_(self.optimizer)
         grad_norm = distributed.local_value(
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.clip_norm)
+            torch.nn.utils.clip_grad_norm_(self.trained_parameters, train.clip_norm)
         )
         # The norm the optimizer will actually see, measured again after the clip.
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.trained_parameters if p.grad is not None]
         clipped = distributed.local_value(torch.nn.utils.get_total_norm(grads))
         measured = torch.cat(
             [
@@ -611,6 +641,76 @@ class Trainer:
         self.state.monitor.observe(score, self.state.step)
         return {"score": score, "texts": texts}
 
+    # -- repeatability ------------------------------------------------------------------
+
+    def _replay_plan(self) -> int:
+        """Steps the repeatability check replays: train.replay_steps, or when unset REPLAY_STEPS on
+        CUDA in one process (where kernels may not repeat) and none elsewhere."""
+        asked = self.config.train.replay_steps
+        if asked is None:
+            return REPLAY_STEPS if self.device.type == "cuda" and not self.world.distributed else 0
+        if asked and self.world.distributed:
+            raise BadInput(
+                f"train.replay_steps={asked} replays steps within one process; under --nproc leave it unset "
+                "or set it to 0"
+            )
+        return asked
+
+    def rehearse(self, steps: int) -> Rehearsal:
+        """Take the next `steps` steps with nothing written, then put every state back from a
+        checkpoint of the start, by the resume's own path (GATE-CKPT-003 checks that restore).
+
+        The checkpoint is written under the hidden directory a checkpoint of the start step would
+        be assembled in, removed afterwards (and by the next run's sweep, if this process dies).
+        An inactive mixture policy keeps books no checkpoint holds (a resume starts them afresh);
+        they are put back by hand.
+        """
+        started = time.perf_counter()
+        books = copy.deepcopy(self.policy.window)
+        log, on_event = self.metrics_log, self.on_event
+        scratch = ckpt.writer_dir(self.run_dir, self.state.step)
+        try:
+            start = ckpt.save_checkpoint(
+                scratch, self.state.step, self.model, self.optimizer, self.checkpoint_state()
+            )
+            self.metrics = MetricsLog(self.run_dir, resume_step=self.state.step, write=False)
+            self.on_event = lambda _event, _trainer: None
+            try:
+                lines = [self.train_step() for _ in range(steps)]
+                end = end_state(self.model, self.optimizer) if self.config.train.deterministic else {}
+            finally:
+                self.metrics_log.close()
+                self.metrics, self.on_event = log, on_event
+            self.restore(ckpt.load_checkpoint(start))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if not self.policy.active:
+            self.policy.window = books
+        return Rehearsal(lines, end, time.perf_counter() - started)
+
+    def judge_replay(self, rehearsal: Rehearsal, taken: list[dict[str, Any]]) -> None:
+        """GATE-CKPT-003 over the steps taken against their rehearsal, its price recorded first."""
+        started = time.perf_counter()
+        bit_for_bit = self.config.train.deterministic
+        end = end_state(self.model, self.optimizer) if bit_for_bit else {}
+        step_seconds = [self.tokens_per_step / line["tokens_per_s"] for line in taken]
+        self.repeatability = {
+            "replayed_steps": len(taken),
+            "bit_for_bit": bit_for_bit,
+            "seconds": round(rehearsal.seconds + time.perf_counter() - started, 4),
+            "step_seconds": round(sum(step_seconds) / len(step_seconds), 4),
+        }
+        check_replay(rehearsal, taken, end, bit_for_bit)
+
+    def _replayable(self) -> int:
+        """Steps this invocation can replay: the plan, no more than are left to take, nor than an
+        unwrapped corpus has left."""
+        steps = min(self.replay_steps, self.config.train.steps - self.state.step)
+        if not self.config.data.wrap:
+            left = self.reader.steps_per_epoch - self.reader.state_dict()["index"]
+            steps = min(steps, left // self.config.train.grad_accum)
+        return max(steps, 0)
+
     # -- the run ------------------------------------------------------------------------
 
     def exhausted(self) -> bool:
@@ -638,7 +738,11 @@ class Trainer:
         status = "completed"
         self.objective.start(self.model, self.heldout)
         try:
-            with signals.installed():
+            with signals.installed(), self.alerts.watching():
+                self.switches = determinism.Switches.now()  # what the first step runs with
+                steps = self._replayable()
+                rehearsal = self.rehearse(steps) if steps else None
+                taken: list[dict[str, Any]] = []
                 while self.state.step < train.steps:
                     if self.exhausted():
                         self.state.stop_reason = (
@@ -648,6 +752,10 @@ class Trainer:
                         status = "exhausted"
                         break
                     line = self.train_step()
+                    if rehearsal is not None and len(taken) < len(rehearsal.lines):
+                        taken.append(line)
+                        if len(taken) == len(rehearsal.lines):  # before anything else reads the state
+                            self.judge_replay(rehearsal, taken)
                     step = line["step"]
                     self.progress(step, line)
                     if step % self.config.eval.every == 0 or step == train.steps:
@@ -667,6 +775,11 @@ class Trainer:
                 self.state.monitor.require_ran(self.state.step, self.config.monitor.sample_every)
                 if not ckpt.step_dir(self.run_dir, self.state.step).exists():
                     self.save()
+        except RuntimeError as exc:  # under train.deterministic, PyTorch raises on a non-deterministic op
+            refusal = self.alerts.refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from None
         finally:
             self.metrics_log.close()
             distributed.leave(self.world)

@@ -39,6 +39,7 @@ from contracts.evidence import (
     EvidenceRecord,
     FileHash,
     RunStatus,
+    Verdict,
     Waiver,
     artifact,
     file_record,
@@ -53,9 +54,13 @@ from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
+from stack.data.tokenizer_identity import probe_sha256
+from stack.data.tokenizer_record import tokenizer_from_state
+from stack.lineage import run_lineage
 from stack.model.config import ModelConfig
 from stack.runlock import LOCK_FILE, exclusive
 from stack.train import checkpoint as ckpt
+from stack.train import determinism
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
@@ -63,6 +68,11 @@ from stack.train.metrics import METRICS_FILE
 from stack.train.trained import resolve_checkpoint
 
 CONFIG_FILE = "config.toml"
+# The record's repeatability claim (determinism.flags), the verdict of its earlier parts, and the
+# gate whose replay measurement backs it.
+REPEATABLE = "repeatable"
+REPEATABLE_BEFORE = "repeatable_before"
+REPLAY_GATE = "GATE-CKPT-003"
 # The run kinds of spec/run_kinds.yaml: which gates a run must judge is declared there.
 TRAIN_KIND = "train"
 FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far below ln(vocab)
@@ -221,21 +231,36 @@ def _sole_writer(run_dir: Path, fresh: bool) -> Iterator[Callable[[], None]]:
 
 
 def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
-    """What the record says about this part of the run: config, data, determinism, spec."""
+    """What the record says about this part of the run: config, data, determinism, spec.
+
+    The determinism switches are not stamped here: the record states the ones in force when the
+    first step ran (`RunRecord.refresh`), not what set-up expected them to be. A resumed record
+    keeps its earlier parts' repeatability verdict, which this part can only keep or lose.
+    """
     record.config = config.as_dict()
     record.config_sha256 = config.sha256
     manifest = load_manifest(data_dir)
     record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=tokenizer.sha256)
+    earlier = record.determinism.flags  # empty for a new record
     record.determinism = Determinism(
         seeds={"train": config.train.seed},
         flags={
             "precision": config.train.precision,
             "compile": config.train.compile,
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic": config.train.deterministic,
+            **({REPEATABLE_BEFORE: earlier.get(REPEATABLE)} if earlier else {}),
         },
     )
     record.spec.version = load_spec().version
     record.spec.sha256 = load_spec().sha256
+
+
+def _combined(earlier: bool | None, now: bool | None) -> bool | None:
+    """Whether a run is repeatable from the verdicts of its parts: any part not (False) makes it not;
+    every part checked and held (True) makes it so; otherwise it is unchecked (None)."""
+    if earlier is False or now is False:
+        return False
+    return True if earlier and now else None
 
 
 def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
@@ -258,6 +283,7 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
     record.waivers = request.waivers
     record.metrics["data_dir"] = str(Path(data_dir).resolve())
+    record.lineage = run_lineage(request.init_from, config)
     _stamp(record, config, data_dir, tokenizer)
     return Plan(run_dir, data_dir, config, tokenizer, record, Ledger(request.waivers))
 
@@ -396,14 +422,17 @@ def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig
 
 
 def _tokenizer_outcome(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> Outcome:
-    """GATE-DATA-007's measurement: the data's tokenizer against the one the checkpoint learned with."""
-    model_tokenizer = checkpoint.state["tokenizer"]
+    """GATE-DATA-007's measurement: the data's tokenizer against the one the checkpoint learned with,
+    by what each does (its identity, and its ids of a fixed probe text), never by a file's bytes."""
+    model_tokenizer = tokenizer_from_state(checkpoint.state["tokenizer"])
     measured = {
         "data_tokenizer": data_tokenizer.name,
-        "data_tokenizer_sha256": data_tokenizer.sha256,
+        "data_tokenizer_identity": data_tokenizer.identity,
+        "data_probe_sha256": probe_sha256(data_tokenizer),
         "data_vocab_size": data_tokenizer.vocab_size,
-        "model_tokenizer": model_tokenizer["name"],
-        "model_tokenizer_sha256": model_tokenizer["sha256"],
+        "model_tokenizer": model_tokenizer.name,
+        "model_tokenizer_identity": model_tokenizer.identity,
+        "model_probe_sha256": probe_sha256(model_tokenizer),
         "model_vocab": checkpoint.state["config"]["model"]["vocab"],
     }
     return measure(
@@ -415,7 +444,9 @@ def _tokenizer_outcome(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -
 def check_data_tokenizer(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> None:
     """Refuse to fine-tune `checkpoint` on data another tokenizer made: its ids would mean other strings.
 
-    Sizes are not enough (Llama 2 and Mistral both have 32000 ids); the identity is the sha256.
+    Sizes are not enough (Llama 2 and Mistral both have 32000 ids), and neither are a file's
+    bytes (the stack's BPE, its Hugging Face export and its re-import are one tokenizer in three
+    files): the identity is what the tokenizer does (stack.data.tokenizer_identity).
     """
 
 
@@ -447,6 +478,7 @@ class RunRecord:
         if trainer is not None:
             record.determinism.flags["world_size"] = trainer.world.size
             record.determinism.flags["backend"] = trainer.world.backend
+            self._determinism(trainer)
             state = trainer.state
             adequacy = trainer.adequacy
             record.metrics.update(
@@ -466,12 +498,35 @@ class RunRecord:
                     "overfit_at_step": state.overfit.detected_at_step,
                 }
             )
+            if trainer.device.type == "cuda":  # what the presets' memory estimate is checked against
+                record.metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated(trainer.device)
             if trainer.policy.switches:  # the curriculum's switches, as GATE-DATA-009 judged them
                 record.metrics["phase_switches"] = trainer.policy.switches
         record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
         record.artifacts = self._artifacts()
         record.checkpoint = self._checkpoint_ref()
         write_evidence(self.run_dir, record)
+
+    def _determinism(self, trainer: Trainer) -> None:
+        """The switches in force at the first step, the non-deterministic ops PyTorch reported, the
+        replay's price, and whether the run is repeatable: True only when its replay held bit for
+        bit (tools/repeatability.py refuses the claim without it), False when train.deterministic
+        is off or a replay failed, None when nothing checked it."""
+        flags, record = self.record.determinism.flags, self.record
+        if trainer.switches is not None:
+            flags.update(trainer.switches.as_flags())
+        flags["non_deterministic_ops"] = trainer.alerts.as_flags()
+        replay = trainer.repeatability
+        if replay is not None:
+            record.metrics["repeatability"] = replay
+        judged = self.ledger.results.get(REPLAY_GATE)
+        if not trainer.config.train.deterministic:
+            now: bool | None = False
+        elif replay is None or judged is None:
+            now = None
+        else:
+            now = replay["bit_for_bit"] and judged.verdict is Verdict.PASS
+        flags[REPEATABLE] = _combined(flags.get(REPEATABLE_BEFORE, True), now)
 
     def _artifacts(self) -> list[Artifact]:
         files = [self.run_dir / CONFIG_FILE, self.run_dir / METRICS_FILE]
@@ -514,8 +569,9 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             plan = _resume_plan(request, run_dir)
         else:
             plan = _new_plan(request, run_dir, run_id)
-        with recording(plan.ledger):
+        with recording(plan.ledger), determinism.kernels(plan.config.train.deterministic) as alerts:
             trainer = _set_up(plan, request.init_from)
+            trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
             commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
 
@@ -569,6 +625,13 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     run_dir, config = plan.run_dir, plan.config
     if _is_main():
         _open_run_dir(run_dir, config)
+        if not config.train.deterministic:
+            print(
+                "stack train: train.deterministic=false: non-deterministic kernels may run; the run is not "
+                "claimed repeatable, and a replay of its steps is judged within GATE-CKPT-003's "
+                "nondeterministic_loss_rtol",
+                file=sys.stderr,
+            )
     evidence = RunRecord(run_dir, plan.record, plan.ledger, evidence_dir)
     trainer.on_event = lambda event, t: _on_event(evidence, event, t)
     try:

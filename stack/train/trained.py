@@ -15,15 +15,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import torch
 
 from contracts.errors import BadInput
 from contracts.registry import REGISTRY_FILE, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE
-from stack.data.pretrained import PretrainedTokenizer
-from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer
+from stack.data.tokenizer import Tokenizer
+from stack.data.tokenizer_record import tokenizer_from_state
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
@@ -36,37 +35,6 @@ class Trained:
     config: RunConfig
     checkpoint: ckpt.Checkpoint
     tokenizer: Tokenizer
-
-
-def tokenizer_state(tokenizer: Tokenizer) -> dict[str, Any]:
-    """The tokenizer as JSON-safe data for state.json (an hf one with the token ending documents)."""
-    text = tokenizer.to_json() if isinstance(tokenizer, BpeTokenizer | PretrainedTokenizer) else None
-    state: dict[str, Any] = {
-        "name": tokenizer.name,
-        "sha256": tokenizer.sha256,
-        "vocab_size": tokenizer.vocab_size,
-        "json": text,
-    }
-    if isinstance(tokenizer, PretrainedTokenizer):
-        state["eot_token"] = tokenizer.eot_token
-    return state
-
-
-def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
-    """Rebuild the tokenizer saved by `tokenizer_state`, refusing one whose identity changed."""
-    where = f"the checkpoint's {state['name']} tokenizer record"
-    tokenizer: Tokenizer
-    if state["name"] == "byte":
-        tokenizer = ByteTokenizer()
-    elif state["name"] == "hf":
-        if not isinstance(state.get("eot_token"), str):
-            raise BadInput(f"{where} names no eot_token; {ckpt.RESTORE}")
-        tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where)
-    else:
-        tokenizer = BpeTokenizer.from_json(str(state["json"]), where)
-    if tokenizer.sha256 != state["sha256"]:
-        raise BadInput(f"the checkpoint's {state['name']} tokenizer does not match its recorded sha256")
-    return tokenizer
 
 
 def _release_root(path: Path) -> Path | None:

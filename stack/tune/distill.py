@@ -10,7 +10,7 @@ gradient of KL at temperature T with respect to the student's logits is (q_T −
 q_T − p_T itself shrinks like 1/T, so without T² the soft targets fade as T grows. The gates
 bound here:
 
-- GATE-KD-001 teacher and student share the tokenizer (sha256) and vocabulary, or a declared
+- GATE-KD-001 teacher and student share the tokenizer (identity) and vocabulary, or a declared
   truncation covers every id the tokenizer has (`check_vocabularies`);
 - GATE-KD-003 α = 0 gives the plain NLL exactly, and a student distilled from itself has KL 0
   (`check_identities`);

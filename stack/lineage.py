@@ -1,0 +1,79 @@
+"""Where a model came from, as its evidence record says it: the parent's record id and weights.
+
+Every command that makes a model out of another (fine-tuning, SFT, DPO, distillation, LoRA and
+its merge, laser, quantize, ES, export, import) names its parents in its record's `lineage`
+(contracts.evidence.Lineage) with one call to `lineage`: for each model it read, the id of the
+record that made it and the sha256 of the weights file it read. tools/lineage.py then checks the
+chain: the parent's record is in the ledger, and it vouches for those very weights.
+
+A parent is found from the directory it was read from:
+- a run, a checkpoint, or a surgery's, merge's or import's output: its checkpoint's weights (the
+  sha256 its manifest holds, verified when it was loaded), and the record in the run directory
+  (RUN_DIR/metadata.json) that wrote the checkpoint;
+- a Hugging Face directory: its weights file (or, when sharded, the digest of its shards), and
+  the directory's own record when `stack export` wrote one. A model made elsewhere has no record:
+  its `run` is None, and only its weights name it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from contracts.evidence import EVIDENCE_FILE, Lineage, ParentRef, canonical_sha256, sha256_file
+from stack.train import checkpoint as ckpt
+from stack.train.config import RunConfig
+from stack.train.trained import resolve_checkpoint
+
+WEIGHTS_FILE = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def record_id(directory: Path) -> str | None:
+    """The run id of the evidence record in `directory`, or None when it holds none (or an unreadable one)."""
+    try:
+        return str(json.loads((Path(directory) / EVIDENCE_FILE).read_text(encoding="utf-8"))["run"]["id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def weights_sha256(directory: Path) -> str:
+    """The sha256 of a Hugging Face directory's weights: model.safetensors, or the digest of the
+    sha256 of each shard its index names."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_FILE).is_file():
+        return sha256_file(directory / WEIGHTS_FILE)
+    from stack.export.importer import weight_files  # the shards, checked as the import checks them
+
+    return canonical_sha256({p.name: sha256_file(p) for p in weight_files(directory)})
+
+
+def parent(path: Path, role: str) -> ParentRef:
+    """`path` (any directory a model is read from) as a parent of the given `role` (module docstring)."""
+    path = Path(path)
+    if (path / ckpt.CKPT_DIR).is_dir() or (path / ckpt.MANIFEST).is_file():
+        checkpoint = resolve_checkpoint(path)
+        sha = ckpt.read_manifest(checkpoint)["files"][WEIGHTS_FILE]["sha256"]
+        owner = checkpoint.parent.parent if checkpoint.parent.name == ckpt.CKPT_DIR else checkpoint
+        return ParentRef(role=role, run=record_id(owner), checkpoint_sha256=sha, path=str(path))
+    return ParentRef(role=role, run=record_id(path), checkpoint_sha256=weights_sha256(path), path=str(path))
+
+
+def lineage(parents: dict[str, Path | None], made: Path | None = None) -> Lineage:
+    """The lineage of a record: role → the directory each parent was read from (None: no such
+    parent), and `made`, the weights file the command wrote when its record's `checkpoint` names
+    its input rather than its output (none when that file was not written)."""
+    refs = [parent(path, role) for role, path in parents.items() if path is not None]
+    sha = sha256_file(made) if made is not None and made.is_file() else None
+    return Lineage(parents=refs, model_sha256=sha)
+
+
+def run_lineage(init_from: Path | None, config: RunConfig) -> Lineage | None:
+    """A training run's parents: the model it starts from (`--init-from`), and the frozen teacher
+    (distill) or reference (dpo) it learns against; None for a model trained from scratch."""
+    frozen = {
+        "teacher": config.distill.teacher if config.distill is not None else None,
+        "reference": config.dpo.reference if config.dpo is not None else None,
+    }
+    parents = {"init": init_from, **{role: Path(p) for role, p in frozen.items() if p is not None}}
+    return lineage(parents) if any(path is not None for path in parents.values()) else None

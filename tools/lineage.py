@@ -1,0 +1,131 @@
+"""Models' family trees from the evidence, and whether every link of them holds.
+
+A record of a derived model (contracts.evidence.Lineage, filled by stack.lineage) names each
+parent by the parent's record id and the sha256 of the weights it read. The chain holds when,
+for every parent that names a record:
+- that record is among the records checked (the ledger, and the run directories given), and
+- it vouches for those very weights: the weights it says it made (`lineage.model_sha256`: an
+  export's, an import's, a surgery's or a merge's output), or else those of the checkpoint it
+  names (a training run's, an ES run's newest checkpoint).
+And a completed record of a kind that derives a model (DERIVED_KINDS), made under a spec that
+asks for lineage (LINEAGE_SINCE on), names at least one parent. A parent with no record (a model
+made elsewhere) is named by its weights alone, and nothing more can be checked of it.
+
+tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
+draws the trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from contracts.evidence import EvidenceRecord, RunStatus
+
+# The run kinds whose model is made out of another one (spec/run_kinds.yaml).
+DERIVED_KINDS = frozenset(
+    {
+        "finetune",
+        "sft",
+        "dpo",
+        "distill",
+        "lora-merge",
+        "laser",
+        "quantize",
+        "es",
+        "export-hf",
+        "export-onnx",
+        "import-hf",
+    }
+)
+# The spec version from which a derived model's record must name its parents (issue #37).
+LINEAGE_SINCE = (1, 7, 0)
+WEIGHTS_FILE = "model.safetensors"
+
+
+def vouched_weights(record: EvidenceRecord) -> str | None:
+    """The sha256 of the weights a record vouches for: what it made, else its checkpoint's."""
+    if record.lineage is not None and record.lineage.model_sha256 is not None:
+        return record.lineage.model_sha256
+    if record.checkpoint is not None and WEIGHTS_FILE in record.checkpoint.files:
+        return record.checkpoint.files[WEIGHTS_FILE].sha256
+    return None
+
+
+def _asks_for_lineage(record: EvidenceRecord) -> bool:
+    try:
+        version = tuple(int(part) for part in record.spec.version.split(".")[:3])
+    except ValueError:
+        return True  # a version we cannot read is held to today's rule
+    return (
+        record.run.kind in DERIVED_KINDS
+        and record.run.status is RunStatus.COMPLETED
+        and version >= LINEAGE_SINCE
+    )
+
+
+def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
+    """(run id, problem) for every broken link among `records` (run id → record); see the module doc."""
+    problems = []
+    for run_id, record in records.items():
+        if record.lineage is None or not record.lineage.parents:
+            if _asks_for_lineage(record):
+                problems.append(
+                    (run_id, f"a {record.run.kind} record names no parent model (its lineage is empty)")
+                )
+            continue
+        for ref in record.lineage.parents:
+            if ref.run is None:
+                continue
+            parent = records.get(ref.run)
+            if parent is None:
+                problems.append(
+                    (
+                        run_id,
+                        f"its {ref.role} parent's record {ref.run!r} is not in the ledger: file it there "
+                        "(--evidence-dir), or check its run directory with --run too",
+                    )
+                )
+                continue
+            vouched = vouched_weights(parent)
+            if vouched != ref.checkpoint_sha256:
+                problems.append(
+                    (
+                        run_id,
+                        f"its {ref.role} parent {ref.run!r} vouches for weights "
+                        f"{str(vouched)[:12]}, not the {ref.checkpoint_sha256[:12]} this model was made from",
+                    )
+                )
+    return problems
+
+
+@dataclass
+class Node:
+    """One model of a family: its record, and the records made from it (with the parent's role)."""
+
+    run_id: str
+    record: EvidenceRecord | None  # None: a parent named by a record that is not in the ledger
+    children: list[tuple[str, Node]] = field(default_factory=list)
+
+
+def families(records: Mapping[str, EvidenceRecord]) -> list[Node]:
+    """The family trees among `records`: one root per model that has children but no parent in
+    the ledger, each child under its first parent (a DPO reference that is its policy's own start
+    is one edge, not two). Records that are in no family are left out."""
+    nodes: dict[str, Node] = {}
+
+    def node(run_id: str) -> Node:
+        if run_id not in nodes:
+            nodes[run_id] = Node(run_id, records.get(run_id))
+        return nodes[run_id]
+
+    has_parent: set[str] = set()
+    for run_id, record in sorted(records.items(), key=lambda item: item[1].run.started):
+        refs = [] if record.lineage is None else record.lineage.parents
+        named = [ref for ref in refs if ref.run is not None]
+        if not named:
+            continue
+        first = named[0]
+        node(first.run).children.append((first.role, node(run_id)))  # type: ignore[arg-type]
+        has_parent.add(run_id)
+    return [n for run_id, n in nodes.items() if run_id not in has_parent]
