@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
+from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.cli import main as stack  # noqa: E402
+from stack.data.manifest import load_manifest  # noqa: E402
 from stack.data.prepare import prepare_corpus  # noqa: E402
 from stack.data.reader import TokenReader  # noqa: E402
 from stack.model.config import ModelConfig  # noqa: E402
@@ -55,20 +56,22 @@ def steady_sets(steps: int, device: str) -> list[str]:
     ]
 
 
-def plain_loop(data: Path, sets: list[str], steps: int) -> float:
-    """Median tokens/s of a hand-written eager loop with the run's model, optimizer and device.
+def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> float:
+    """Median tokens/s of a hand-written loop with the run's model, optimizer, precision and device.
 
-    Like for like with `stack train`: on CUDA the loop asks for the same deterministic kernels
-    (their cost is determinism's, not the stack's: docs/gpu.md) and uses the fused AdamW the
-    stack uses there; on CPU both use the foreach AdamW.
+    Like for like with `stack train`: the same preset (batch, accumulation, bf16 autocast where the
+    preset trains in bf16), the deterministic kernels `train.deterministic` asks for (their cost
+    is determinism's, not the stack's: docs/gpu.md), the fused AdamW the stack uses on CUDA (foreach
+    on CPU), clipping, one read of the loss per step, and torch.compile when `compiled`.
     """
-    config = resolve("demo", None, sets, vocab=257)
+    config = resolve(preset, None, sets, vocab=data_vocab(data))
     train = config.train
     device = torch.device("cuda" if train.device == "cuda" else "cpu")
-    if device.type == "cuda":
+    if train.deterministic:
         repeatable_cuda()
     torch.manual_seed(train.seed)
     model = GPT(config.model, seed=train.seed).to(device)
+    forward = torch.compile(model) if compiled else model
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(
         model.parameters(),
@@ -78,18 +81,28 @@ def plain_loop(data: Path, sets: list[str], steps: int) -> float:
         foreach=None if fused else True,
     )
     reader = TokenReader(data, batch_size=train.batch_size, seq_len=config.model.ctx, seed=train.seed)
+    low_precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.precision)
     rates = []
     for _ in range(steps):
         start = time.perf_counter()
-        batch = reader.next_batch().to(device)
-        _, loss = model(batch[:, :-1], batch[:, 1:])
-        loss.backward()
+        for _ in range(train.grad_accum):
+            batch = reader.next_batch().to(device)
+            with torch.autocast(
+                device.type, dtype=low_precision or torch.float32, enabled=bool(low_precision)
+            ):
+                _, loss = forward(batch[:, :-1], batch[:, 1:])
+            (loss / train.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         float(loss.detach())  # the stack reads the loss once per step too
-        rates.append(batch[:, 1:].numel() / (time.perf_counter() - start))
+        rates.append(train.grad_accum * batch[:, 1:].numel() / (time.perf_counter() - start))
     return statistics.median(rates[WARMUP:])
+
+
+def data_vocab(data: Path) -> int:
+    """The vocabulary of a prepared DATA_DIR's tokenizer (what `stack train` sizes the model by)."""
+    return load_manifest(data).tokenizer.vocab_size
 
 
 # Library calls torch.compile hands back to the same BLAS / attention kernels eager uses.
@@ -102,12 +115,12 @@ LIBRARY_OPS = (
 )
 
 
-def compile_bound(data: Path, sets: list[str], steps: int) -> dict[str, float | int]:
+def compile_bound(data: Path, preset: str, sets: list[str], steps: int) -> dict[str, float | int]:
     """What bounds torch.compile here, measured on an eager forward and backward of the model:
     the graphs and graph breaks dynamo makes of it, and the share of the ops' own time spent in
     matrix products and attention kernels, which compiled code calls just the same. Compile can
     only shrink the rest, so it cannot beat 1 / (1 - that share) (Amdahl's law)."""
-    config = resolve("demo", None, sets, vocab=257)
+    config = resolve(preset, None, sets, vocab=data_vocab(data))
     train = config.train
     model = GPT(config.model, seed=train.seed)
     reader = TokenReader(data, batch_size=train.batch_size, seq_len=config.model.ctx, seed=train.seed)
@@ -130,9 +143,11 @@ def compile_bound(data: Path, sets: list[str], steps: int) -> dict[str, float | 
     }
 
 
-def stack_argv(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> list[str]:
-    """`stack train` arguments of a demo-preset run of `steps` steps, compiled or eager."""
-    argv = ["train", "--data", str(data), "--out", str(out), "--preset", "demo"]
+def stack_argv(
+    data: Path, out: Path, preset: str, sets: list[str], steps: int, compile_model: bool
+) -> list[str]:
+    """`stack train` arguments of a run of the preset for `steps` steps, compiled or eager."""
+    argv = ["train", "--data", str(data), "--out", str(out), "--preset", preset]
     for item in [*sets, f"train.steps={steps}", f"train.compile={str(compile_model).lower()}"]:
         argv += ["--set", item]
     return argv
@@ -145,9 +160,11 @@ def median_rate(run_dir: Path) -> float:
     return statistics.median(rates[WARMUP:])
 
 
-def stack_run(data: Path, out: Path, sets: list[str], steps: int, compile_model: bool) -> float:
+def stack_run(
+    data: Path, out: Path, sets: list[str], steps: int, compile_model: bool, preset: str = "demo"
+) -> float:
     """Median tokens/s of one in-process `stack train` run."""
-    assert stack(stack_argv(data, out, sets, steps, compile_model)) == 0
+    assert stack(stack_argv(data, out, preset, sets, steps, compile_model)) == 0
     return median_rate(out)
 
 
@@ -214,26 +231,41 @@ def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--compile", action="store_true", help="also measure stack train with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also measure both loops with torch.compile")
     parser.add_argument(
         "--options", action="store_true", help="measure every option of spec/options_matrix.yaml instead"
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
+    parser.add_argument("--preset", default="demo", help="the preset both loops train (default demo)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="a prepared DATA_DIR (default: the embedded corpus, byte tokens, prepared afresh)",
+    )
+    parser.add_argument(
+        "--ledger", type=Path, default=ROOT / "evidence/runs", help="where the record is filed"
+    )
     args = parser.parse_args()
     sets = steady_sets(args.steps, args.device)
     if args.options:
         return options_main(sets, args.steps)
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
-    record = new_record("benchmark", run_id("bench-train"), sys.argv, device=name)
+    record = new_record("benchmark", run_id("bench-train"), sys.argv, device=name, cuda=torch.version.cuda)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        prepare_corpus([], data, default=True)
-        plain = plain_loop(data, sets, args.steps)
-        gated = stack_run(data, Path(tmp) / "eager", sets, args.steps, compile_model=False)
-        compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True) if args.compile else None
-        bound = compile_bound(data, sets, args.steps) if args.compile else None
+        data = args.data
+        if data is None:
+            data = Path(tmp) / "data"
+            prepare_corpus([], data, default=True)
+        preset = args.preset
+        plain = plain_loop(data, preset, sets, args.steps)
+        gated = stack_run(data, Path(tmp) / "eager", sets, args.steps, False, preset)
+        compiled = plain_compiled = bound = None
+        if args.compile:
+            plain_compiled = plain_loop(data, preset, sets, args.steps, compiled=True)
+            compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True, preset)
+            bound = compile_bound(data, preset, sets, args.steps) if args.device == "cpu" else None
+        config = resolve(preset, None, sets, vocab=data_vocab(data))
     overhead = 1 - gated / plain
-    demo = resolve("demo", None, sets, vocab=257)
     goal = load_spec().benchmark("train_overhead")
     record.metrics = {
         "benchmark": goal.name,
@@ -242,19 +274,32 @@ def main() -> int:
         "overhead": round(overhead, 4),
         "goal": goal.goal,
         "met": goal.met(overhead),
+        "plain_compiled_tokens_per_s": None if plain_compiled is None else round(plain_compiled),
         "compiled_tokens_per_s": None if compiled is None else round(compiled),
         "compiled_speedup": None if compiled is None else round(compiled / plain, 3),
         "compile_bound": bound,
         # Model FLOPs utilisation against the GPU's bf16 peak (stack/train/flops.py); None on CPU.
-        "stack_mfu": mfu(gated, demo.model, name),
-        "compiled_mfu": None if compiled is None else mfu(compiled, demo.model, name),
+        "stack_mfu": mfu(gated, config.model, name),
+        "compiled_mfu": None if compiled is None else mfu(compiled, config.model, name),
         "also": ["train_compile_speedup"],
         "steps": args.steps,
-        "preset": "demo",
+        "preset": preset,
+        "model": config.model.model_dump(),
+        "batch_size": config.train.batch_size,
+        "grad_accum": config.train.grad_accum,
+        "precision": config.train.precision,
+        "deterministic": config.train.deterministic,
     }
-    path = file_completed(record)
+    if args.device == "cuda" and compiled is not None and plain_compiled is not None:
+        # The GPU goals: stack train against the plain loop, compiled, and its utilisation.
+        record.metrics["also"] = ["train_compile_speedup", "train_vs_plain_gpu", "train_mfu_gpu"]
+        record.metrics["ratio"] = round(compiled / plain_compiled, 4)
+        record.metrics["eager_ratio"] = round(gated / plain, 4)
+        record.metrics["mfu"] = record.metrics["compiled_mfu"]
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    path = file_record(args.ledger, record)
     print(json.dumps(record.metrics, indent=2))
-    print(f"-> {path.relative_to(ROOT)}")
+    print(f"-> {path}")
     return 0
 
 

@@ -540,11 +540,11 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
     from benchmarks.train_throughput import median_rate, plain_loop, stack_argv, steady_sets
 
     sets = steady_sets(THROUGHPUT_STEPS, device)
-    plain = plain_loop(data, sets, THROUGHPUT_STEPS)
+    plain = plain_loop(data, "demo", sets, THROUGHPUT_STEPS)
     runs = {}
     for name, compiled in (("eager", False), ("compiled", True)):
         out = work / name
-        argv = stack_argv(data, out, sets, THROUGHPUT_STEPS, compiled)
+        argv = stack_argv(data, out, "demo", sets, THROUGHPUT_STEPS, compiled)
         runs[name] = train_run(out, *argv[1:])  # argv[0] is the sub-command, "train"
     results = [r for run in runs.values() for r in run.results]
     problems = [f"{name}: {run.problem}" for name, run in runs.items() if run.problem is not None]

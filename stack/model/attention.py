@@ -93,18 +93,20 @@ def sdpa_attention(
     key_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """torch's scaled_dot_product_attention with native GQA; an explicit mask only when N_q != N_kv
-    or when documents are packed or keys masked."""
+    or when documents are packed or keys masked. GQA is asked for only when heads are shared:
+    a backend that cannot share heads is then still eligible for plain multi-head attention."""
     n_q, n_kv = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
     if causal and (docs is not None or key_mask is not None):
         mask = document_mask(docs) if docs is not None else causal_mask(n_q, n_kv, q.device)
         if key_mask is not None:
             mask = mask & key_mask[:, None]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
     if not causal or n_q == n_kv:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
     # is_causal aligns top-left; a cache step needs bottom-right, so spell the mask out.
     mask = causal_mask(n_q, n_kv, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
 
 
 def triton_attention(

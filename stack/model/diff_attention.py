@@ -29,6 +29,7 @@ from stack.model.attention import attention
 from stack.model.config import ModelConfig
 from stack.model.kv_cache import LayerCache
 from stack.model.layers import Attention, RMSNorm, apply_rope
+from stack.model.projection import project
 
 # The four λ vectors start N(0, LAMBDA_STD²), as the paper's code draws them.
 LAMBDA_STD = 0.1
@@ -72,11 +73,12 @@ class DiffAttention(Attention):
         docs: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        q1 = apply_rope(self.heads(self.q(x), self.n_heads), cos, sin)
-        q2 = apply_rope(self.heads(self.q2(x), self.n_heads), cos, sin)
-        k1 = apply_rope(self.heads(self.k(x), self.n_kv_heads), cos, sin)
-        k2 = apply_rope(self.heads(self.k2(x), self.n_kv_heads), cos, sin)
-        v = self.heads(self.v(x), self.n_kv_heads)
+        q1, q2, k1, k2, v = project(x, (self.q, self.q2, self.k, self.k2, self.v))
+        q1 = apply_rope(self.heads(q1, self.n_heads), cos, sin)
+        q2 = apply_rope(self.heads(q2, self.n_heads), cos, sin)
+        k1 = apply_rope(self.heads(k1, self.n_kv_heads), cos, sin)
+        k2 = apply_rope(self.heads(k2, self.n_kv_heads), cos, sin)
+        v = self.heads(v, self.n_kv_heads)
         if cache is not None:  # the cache's keys hold both branches, side by side on the head axis
             keys, v = cache.extend(torch.cat((k1, k2), dim=1), v, start)
             k1, k2 = keys.chunk(2, dim=1)

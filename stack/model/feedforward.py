@@ -11,12 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from stack.model.config import ModelConfig
+from stack.model.projection import project
 
 
 class SwiGLU(nn.Module):
-    """silu(gate) * up, a module of its own so that a forward hook can observe the product."""
+    """silu(gate) * up, a module of its own so that a forward hook can observe the product.
+
+    The gate arrives as a slice of the fused gate|up product (stack.model.projection). On the CPU,
+    silu's vectorised loop rounds the last elements of a strided row otherwise than those of a
+    contiguous one, so there the slice is made contiguous first: silu(gate) is then the same
+    bits whoever computes it from the gate (a trace reader, a test, an exported graph). CUDA's
+    silu rounds every element alike, and the copy is not paid there.
+    """
 
     def forward(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        if gate.device.type == "cpu":
+            gate = gate.contiguous()
         return F.silu(gate) * up
 
 
@@ -31,4 +41,5 @@ class FeedForward(nn.Module):
         self.swiglu = SwiGLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(self.swiglu(self.gate(x), self.up(x)))
+        gate, up = project(x, (self.gate, self.up))
+        return self.down(self.swiglu(gate, up))

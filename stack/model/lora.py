@@ -133,11 +133,17 @@ class LoRALinear(nn.Module):
         self._base_copy = None
         self.merges = 0
 
+    def adapter(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The adapter's term s·B·A·dropout(x), added to the base projection; None once merged.
+        (stack.model.projection adds it to this projection's slice of a shared product.)"""
+        if self.merged:
+            return None
+        return self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight, self.bias)
-        if self.merged:
-            return y
-        return y + self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        term = self.adapter(x)
+        return y if term is None else y + term
 
     def extra_repr(self) -> str:
         return (

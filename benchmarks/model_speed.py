@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Training-step tokens/s of the stack's GPT against a hand-written GPT of the same configuration.
+
+Issue #40: `stack.model.GPT` carries trace sites, options, LoRA and checks, and the promise is that
+they cost nothing. Both models (the reference is benchmarks/reference_gpt.py) train on the same
+random tokens with the same AdamW, under bf16 autocast on CUDA and in fp32 on CPU, eager and
+torch.compile'd; the ratio stack ÷ reference of the median step's tokens/s is judged against
+`model_vs_reference_gpu` or `model_vs_reference_cpu` (spec/benchmarks.yaml), the smaller of the
+eager and compiled ratios counting. On CUDA the record also holds each model's MFU, peak memory
+and the GPU kernels of one eager step by time (torch.profiler), so a gap can be read off it.
+
+    python benchmarks/model_speed.py                 # CPU, d 256 × 4 layers, ctx 256
+    python benchmarks/model_speed.py --device cuda   # the issue's shape: 12 × 768, ctx 1024, vocab 32768
+
+The models run under PyTorch's default kernel choices, not `train.deterministic`: this compares
+modules, and both get the same kernels (benchmarks/train_throughput.py compares the loops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # reference_gpt, beside this file
+from reference_gpt import ReferenceGPT
+
+from contracts.evidence import (
+    RunStatus,
+    file_record,
+    new_record,
+    now,
+    run_id,
+)
+from contracts.spec import load_spec
+from stack.model.config import ModelConfig
+from stack.model.gpt import GPT
+from stack.train.flops import mfu
+
+# The shapes measured: the issue's on CUDA (GPT-2 small's width and depth with this stack's
+# blocks), one a two-core CPU trains in seconds per step on CPU.
+SHAPES: dict[str, dict[str, int]] = {
+    "cuda": {"vocab": 32768, "d_model": 768, "n_layers": 12, "n_heads": 12, "ffn_hidden": 2048, "ctx": 1024},
+    "cpu": {"vocab": 4096, "d_model": 256, "n_layers": 4, "n_heads": 4, "ffn_hidden": 704, "ctx": 256},
+}
+BATCH = {"cuda": 16, "cpu": 8}
+STEPS = {"cuda": 30, "cpu": 12}
+WARMUP = 5  # steps dropped before the median: allocator, autotuning, compile's first calls
+TOP_KERNELS = 15
+
+
+def config_for(device: str) -> ModelConfig:
+    shape = SHAPES[device]
+    return ModelConfig(**shape, n_kv_heads=shape["n_heads"])
+
+
+def train_rate(
+    model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device, steps: int, compiled: bool
+) -> dict[str, Any]:
+    """Median tokens/s of `steps` AdamW steps (after WARMUP more), and the peak memory on CUDA."""
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=cuda, foreach=None if cuda else True)
+    forward: Callable[..., Any] = torch.compile(model) if compiled else model
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randint(config.vocab, (batch, config.ctx + 1), generator=generator) for _ in range(4)]
+    batches = [b.to(device) for b in batches]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    rates = []
+    for i in range(WARMUP + steps):
+        tokens = batches[i % len(batches)]
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            _, loss = forward(tokens[:, :-1], tokens[:, 1:])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+        rates.append(batch * config.ctx / (time.perf_counter() - start))
+    return {
+        "tokens_per_s": round(statistics.median(rates[WARMUP:])),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device) -> dict:
+    """The GPU kernels of one eager bf16 forward and backward: launches, and the top ones by time."""
+    tokens = torch.randint(config.vocab, (batch, config.ctx + 1), device=device)
+    activities = [torch.profiler.ProfilerActivity.CUDA]
+    for _ in range(2):  # warm: the first call pays for handles and autotuning
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+    with torch.profiler.profile(activities=activities) as profiler:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+        torch.cuda.synchronize(device)
+    kernels = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    model.zero_grad(set_to_none=True)
+    return {
+        "launches": sum(e.count for e in kernels),
+        "device_ms": round(sum(e.self_device_time_total for e in kernels) / 1e3, 3),
+        "top": [
+            {"kernel": e.key[:120], "calls": e.count, "ms": round(e.self_device_time_total / 1e3, 3)}
+            for e in kernels[:TOP_KERNELS]
+        ],
+    }
+
+
+def measure(device: torch.device, steps: int) -> dict[str, Any]:
+    """Both models, eager then compiled, from the same initial weights."""
+    config = config_for(device.type)
+    batch = BATCH[device.type]
+    rows: dict[str, Any] = {}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    for compiled in (False, True):
+        mode = "compiled" if compiled else "eager"
+        for label in ("reference", "stack"):
+            torch._dynamo.reset()
+            stack_model = GPT(config, seed=0)
+            model = stack_model if label == "stack" else ReferenceGPT(config).load_stack(stack_model)
+            model = model.to(device)
+            row = train_rate(model, config, batch, device, steps, compiled)
+            row["mfu"] = mfu(row["tokens_per_s"], config, name)
+            if device.type == "cuda" and not compiled:
+                row["profile"] = kernel_profile(model, config, batch, device)
+            rows[f"{label}_{mode}"] = row
+            print(f"{label:9} {mode:8} {row['tokens_per_s']:>10,} tokens/s", flush=True)
+            del model, stack_model
+    ratios = {
+        mode: round(rows[f"stack_{mode}"]["tokens_per_s"] / rows[f"reference_{mode}"]["tokens_per_s"], 4)
+        for mode in ("eager", "compiled")
+    }
+    return {"config": config.model_dump(), "batch": batch, "rows": rows, "ratios": ratios}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--steps", type=int, help="timed steps per measurement (default: 30 CUDA, 12 CPU)")
+    parser.add_argument(
+        "--ledger", type=Path, default=Path("evidence/runs"), help="where the record is filed"
+    )
+    parser.add_argument("--label", default="", help="a note kept in the record (what code was measured)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("model_speed: --device cuda needs a CUDA GPU; run it without --device on CPU", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if args.device == "cuda" else "cpu"
+    torch.manual_seed(0)
+    record = new_record("benchmark", run_id("bench-model"), sys.argv, device=name, cuda=torch.version.cuda)
+    measured = measure(device, args.steps or STEPS[args.device])
+    goal = load_spec().benchmark(f"model_vs_reference_{'gpu' if args.device == 'cuda' else 'cpu'}")
+    ratio = min(measured["ratios"].values())
+    record.metrics = {
+        "benchmark": goal.name,
+        "ratio": ratio,
+        "goal": goal.goal,
+        "met": goal.met(ratio),
+        "label": args.label,
+        **measured,
+    }
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    path = file_record(args.ledger, record)
+    print(json.dumps({k: record.metrics[k] for k in ("ratio", "goal", "met", "ratios")}))
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

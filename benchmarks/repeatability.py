@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Does `stack train` repeat itself? Two straight runs and a SIGTERM + `--resume`, compared bit for bit.
+
+Issue #39: on an H100 at 12 × 768, ctx 1024, two straight runs with the defaults differed from
+step 2, and the record said the deterministic setting was off when it was on. This runs, for
+eager and for compiled training (each mode's three runs side by side on the device):
+
+    A  the straight run                     B  the same command again
+    C  the same command, stopped by SIGTERM once it logged step --stop-at, then `--resume`d
+
+and compares B and C with A: every number of every step and held-out line of metrics.jsonl
+(except its timings) and the sha256 of the final weights. A and C are filed as train records
+(their `determinism.flags` and GATE-CKPT-003's run-time replay are what a reader checks); this
+record holds the comparison and is judged by `repeatable_runs_gpu` (spec/benchmarks.yaml): the
+number of runs that differ from their straight run, at most 0.
+
+    python benchmarks/repeatability.py --data DATA_DIR --preset gpt2 --set train.grad_accum=1
+
+The data must be a prepared DATA_DIR (the issue's: `stack prepare --default --tokenizer bpe
+--vocab-size 32768 --val-fraction 0.15`). On CPU it runs too (the tests use a tiny preset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from contracts.evidence import RunStatus, file_record, new_record, now, run_id
+from contracts.spec import load_spec
+from stack.train import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL = "repeatable_runs_gpu"
+# Keys of a metrics line that measure time, not what was computed.
+TIMINGS = ("tokens_per_s", "seconds")
+POLL_SECONDS = 0.2
+
+
+def train_argv(data: Path, out: Path, preset: str, sets: list[str], compiled: bool) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "stack",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--preset",
+        preset,
+    ]
+    for item in [*sets, f"train.compile={str(compiled).lower()}"]:
+        argv += ["--set", item]
+    return argv
+
+
+def launch(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "ab") as handle:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def logged_steps(run_dir: Path) -> int:
+    """The last step metrics.jsonl holds so far (0 before the first)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [json.loads(x).get("step", 0) for x in path.read_text().splitlines() if '"type": "step"' in x]
+    return max(steps, default=0)
+
+
+def stop_at(proc: subprocess.Popen[bytes], run_dir: Path, step: int) -> None:
+    """SIGTERM `proc` once its run has logged `step`, as a scheduler preempting a job would."""
+    while proc.poll() is None and logged_steps(run_dir) < step:
+        time.sleep(POLL_SECONDS)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+
+
+def computed(run_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """(line type, step) → the line without its timings, for every step and held-out line (the
+    last one written, where a resumed run logs a step again)."""
+    lines: dict[tuple[str, int], dict[str, Any]] = {}
+    for text in (run_dir / "metrics.jsonl").read_text().splitlines():
+        line = json.loads(text)
+        if line.get("type") in ("step", "eval"):
+            kept = {k: v for k, v in line.items() if not any(t in k for t in TIMINGS)}
+            lines[(line["type"], line["step"])] = kept
+    return lines
+
+
+def weights_sha256(run_dir: Path) -> str:
+    final = ckpt.list_checkpoints(run_dir)[-1]
+    return hashlib.sha256((final / "model.safetensors").read_bytes()).hexdigest()
+
+
+def differences(straight: Path, other: Path) -> list[str]:
+    """Where `other` differs from `straight`: a line missing or a value unequal, or the weights."""
+    a, b = computed(straight), computed(other)
+    found = [f"{kind} {step}: missing" for kind, step in sorted(set(a) ^ set(b))]
+    for key in sorted(set(a) & set(b)):
+        found += [
+            f"{key[0]} {key[1]} {k}"
+            for k in sorted(set(a[key]) | set(b[key]))
+            if a[key].get(k) != b[key].get(k)
+        ]
+    if weights_sha256(straight) != weights_sha256(other):
+        found.append("final weights")
+    return found
+
+
+def record_of(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metadata.json").read_text())
+
+
+def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, Any]:
+    """A, B and C of one mode, side by side; then C's resume; then the comparison."""
+    mode = "compiled" if compiled else "eager"
+    # The directory names are the runs' ids in the ledger: unique to this benchmark run.
+    dirs = {name: work / f"{args.stamp}-{mode}-{name}" for name in "ABC"}
+    evidence = ["--evidence-dir", str(args.ledger)]
+    procs = {}
+    for name, run_dir in dirs.items():
+        argv = train_argv(args.data, run_dir, args.preset, args.sets, compiled)
+        procs[name] = launch(argv + (evidence if name == "A" else []), work / f"{mode}-{name}.log")
+    stop_at(procs["C"], dirs["C"], args.stop_at)
+    codes = {name: proc.wait() for name, proc in procs.items()}
+    stopped_at = logged_steps(dirs["C"])
+    resume = [sys.executable, "-m", "stack", "train", "--resume", str(dirs["C"]), *evidence]
+    codes["C resumed"] = launch(resume, work / f"{mode}-C.log").wait()
+    if any(codes.values()):
+        return {"mode": mode, "exit_codes": codes, "error": f"a run failed: see {work}/{mode}-*.log"}
+    records = {name: record_of(run_dir) for name, run_dir in dirs.items()}
+    return {
+        "mode": mode,
+        "exit_codes": codes,
+        "stopped_at_step": stopped_at,
+        "steps": logged_steps(dirs["A"]),
+        "runs": {name: records[name]["run"]["id"] for name in ("A", "C")},
+        "B_differs": differences(dirs["A"], dirs["B"]),
+        "C_differs": differences(dirs["A"], dirs["C"]),
+        "flags": {name: r["determinism"]["flags"] for name, r in records.items()},
+        "replay": {name: r["metrics"].get("repeatability") for name, r in records.items()},
+        "tokens_per_s_median": {
+            name: sorted(
+                json.loads(x)["tokens_per_s"]
+                for x in (d / "metrics.jsonl").read_text().splitlines()
+                if '"type": "step"' in x
+            )[logged_steps(d) // 2]
+            for name, d in dirs.items()
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a prepared DATA_DIR")
+    parser.add_argument("--preset", default="gpt2")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="a config override")
+    parser.add_argument("--stop-at", type=int, default=16, help="the step after which run C gets SIGTERM")
+    parser.add_argument("--work", type=Path, required=True, help="a new directory for the runs")
+    parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs")
+    parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True)
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    record = new_record("benchmark", run_id("bench-repeat"), sys.argv, device=device, cuda=torch.version.cuda)
+    args.stamp = record.run.id
+    modes = [run_mode(args, args.work, mode == "compiled") for mode in args.modes.split(",")]
+    differing = sum(bool(m.get("B_differs", True)) + bool(m.get("C_differs", True)) for m in modes)
+    goal = load_spec().benchmark(GOAL)
+    record.metrics = {
+        "benchmark": GOAL,
+        "mismatched_runs": differing,
+        "goal": goal.goal,
+        "met": goal.met(differing),
+        "preset": args.preset,
+        "sets": args.sets,
+        "modes": modes,
+    }
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    path = file_record(args.ledger, record)
+    print(json.dumps(record.metrics, indent=1)[:4000])
+    print(f"-> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

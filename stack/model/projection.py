@@ -1,0 +1,98 @@
+"""Several linear projections of one input as one matrix product, each still a module of its own.
+
+A block projects its normed input three times for attention (q, k, v; five with differential
+attention) and twice for the feed-forward (gate, up). As separate modules that is three small
+matrix products where one wide one would do, three casts of the input under autocast, and, in
+the backward, three input gradients summed in fp32 by separate kernels. Measured on an H100 at
+12 × 768 under bf16 autocast (issue #40, docs/gpu.md), those costs were a large part of what the
+model lost against a hand-written GPT that fuses its projections.
+
+`project` runs the projections as one product over their stacked weights, then hands each its
+slice. The modules stay what the rest of the stack knows: the home of their weights under their
+own state-dict keys (checkpoints, imports, surgery and LoRA targets name them) and trace sites —
+each module's forward hooks run on its slice, in the modules' order, exactly as `Module.__call__`
+would run them, so a hook sees what it saw before and may replace it (ablation, patching).
+
+A LoRA wrapper joins the product with its base weight and adds its adapter's term to its slice
+(the `adapter` method), so adapted and bare models compute their base part by the same product
+(GATE-LORA-001 compares them element for element). Any other module, or one with hooks this
+cannot honour (pre-hooks, backward hooks, hooks with keyword arguments, global hooks), makes the
+whole group run module by module, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+
+def _global_hooks() -> bool:
+    """Whether any hook is registered for every module (nn.modules.module.register_module_*)."""
+    return any(
+        getattr(torch_module, name)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+
+
+def _joins(module: nn.Module) -> bool:
+    """Whether `module` can run as a slice of a shared product: a plain nn.Linear or a LoRA wrapper,
+    with no hook but plain forward hooks."""
+    linear = type(module) is nn.Linear or callable(getattr(module, "adapter", None))
+    return (
+        linear
+        and not module._forward_pre_hooks
+        and not module._forward_hooks_with_kwargs
+        and not module._backward_hooks
+        and not module._backward_pre_hooks
+    )
+
+
+def _hooked(module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """`output` after `module`'s forward hooks, run as Module.__call__ runs them: in registration
+    order, each given the module, its input and the output so far, a returned tensor replacing it."""
+    for hook in module._forward_hooks.values():
+        replaced = hook(module, (x,), output)
+        if replaced is not None:
+            output = replaced
+    return output
+
+
+def project(x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+    """Each module's output on `x`, computed as one product when every module can join it.
+
+    Every slice handed on is a view of the one product, whatever adapters or hooks there are: on
+    the CPU an elementwise kernel may round a strided view's last elements otherwise than a
+    contiguous copy's (the vectorised loop's tail), so a layout that changed with an adapter or
+    a trace hook would change the model's bits. An adapter's term is therefore added in place.
+    """
+    if _global_hooks() or not all(_joins(m) for m in modules):
+        return [m(x) for m in modules]
+    weights = [cast(torch.Tensor, m.weight) for m in modules]
+    biases = [cast(torch.Tensor | None, m.bias) for m in modules]
+    if all(b is None for b in biases):
+        bias = None
+    else:  # a module without a bias adds zeros to its slice
+        bias = torch.cat(
+            [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
+        )
+    fused = F.linear(x, torch.cat(weights), bias)
+    widths = [w.shape[0] for w in weights]
+    start = 0
+    for module, width in zip(modules, widths, strict=True):
+        adapter = cast(Callable[[torch.Tensor], Any] | None, getattr(module, "adapter", None))
+        term = adapter(x) if adapter is not None else None
+        if term is not None:
+            fused.narrow(-1, start, width).add_(term)
+        start += width
+    parts = fused.split(widths, dim=-1)  # after every in-place term: views, in the modules' order
+    return [_hooked(module, x, part) for module, part in zip(modules, parts, strict=True)]
