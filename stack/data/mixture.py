@@ -168,10 +168,13 @@ def project_shares(
     weight = {n: float(wanted.get(n, 0.0)) for n in names}
 
     def share(n: str, tau: float) -> float:
-        # Compared as τ against the source's breaks, so a source at a break is exactly at its bound.
-        if weight[n] == 0 or tau <= floors[n] / weight[n]:
+        # Compared as τ against the source's breaks, so a source at a break is exactly at its bound;
+        # the cap first, for a floor and cap so close that their breaks are one float.
+        if weight[n] == 0:
             return floors[n]
-        return caps[n] if tau >= caps[n] / weight[n] else tau * weight[n]
+        if tau >= caps[n] / weight[n]:
+            return caps[n]
+        return floors[n] if tau <= floors[n] / weight[n] else tau * weight[n]
 
     def shares(tau: float) -> dict[str, float]:
         return {n: share(n, tau) for n in names}
