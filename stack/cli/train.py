@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stack.cli import values
+from stack.train.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +46,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=values.utf8_path,
         help="a TOML file with [model] [train] [eval] [ckpt] [monitor] [data]",
     )
-    parser.add_argument("--preset", help="smoke | tiny | demo | small")
+    parser.add_argument("--preset", help=" | ".join(PRESETS))
     parser.add_argument(
         "--set",
         dest="sets",

@@ -16,9 +16,10 @@ on CUDA (metrics.peak_memory_bytes).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stack.model.config import ModelConfig
+if TYPE_CHECKING:  # an annotation only: `stack train --help` lists the presets without pydantic
+    from stack.model.config import ModelConfig
 
 # What the memory estimate counts, per parameter, per token and per logit (bytes):
 # fp32 weights and gradients and AdamW's two fp32 moments, held for the whole run;
