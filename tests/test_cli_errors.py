@@ -437,3 +437,67 @@ def test_the_installed_command_prints_one_line_too(tmp_path: Path) -> None:
         "stack sample: error: argument --prompt: holds bytes that are not UTF-8 (at character 3); "
         "pass UTF-8 text; see `stack sample --help`"
     ]
+
+
+# -- input too deep for a parser, or text that cannot be written: the input's fault, exit 2 ---------
+
+
+def _nested_json(depth: int) -> str:
+    return '{"messages": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "args", "expected"),
+    [
+        ("deep.jsonl", _nested_json(50_000), ["--format", "chat"], "nests deeper than the JSON reader"),
+        (
+            "lone.jsonl",
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": "hi \ud800"},
+                        {"role": "assistant", "content": "x"},
+                    ]
+                }
+            ),
+            ["--format", "chat"],
+            "lone surrogate (U+D800)",
+        ),
+    ],
+)
+def test_input_a_reader_cannot_follow_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, args: list[str], expected: str
+) -> None:
+    (tmp_path / name).write_text(text + "\n", encoding="utf-8")
+    code = main(["prepare", str(tmp_path / name), *args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expected in err and "internal error" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_filters_nested_deeper_than_yaml_reads_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "filters.yaml").write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    (tmp_path / "doc.txt").write_text("some text\n")
+    code = main(
+        [
+            "prepare",
+            str(tmp_path / "doc.txt"),
+            "--filters",
+            str(tmp_path / "filters.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "nests deeper than the YAML reader" in err
+
+
+def test_a_recursion_error_outside_a_reader_stays_an_internal_error() -> None:
+    def recurse(n: int) -> int:
+        return recurse(n + 1) + 1
+
+    with pytest.raises(RecursionError) as caught:
+        recurse(0)
+    assert describe(caught.value) is None

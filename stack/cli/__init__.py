@@ -189,6 +189,24 @@ def describe(exc: BaseException) -> str | None:
     loop = exc.__context__
     if isinstance(exc, RuntimeError) and isinstance(loop, OSError) and loop.errno == errno.ELOOP:
         return os_error_line(loop)  # Python 3.11's Path.resolve() reports a symlink loop this way
+    parser = _parser_frames(exc) if isinstance(exc, RecursionError) else None
+    if parser is not None:
+        return (
+            f"a file it read nests deeper than the {parser} reader can follow (Python's recursion "
+            "limit); flatten the nesting, or fix the file if it was not meant to nest"
+        )
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start : exc.end]
+        what = f"U+{ord(bad[0]):04X}" if bad else "a character"
+        if exc.reason == "surrogates not allowed":
+            return (
+                f"a text it read holds a lone surrogate ({what}), which is no character and cannot be "
+                f"written as {exc.encoding}; in JSON, \\uD800-\\uDFFF escapes must come as high/low "
+                "pairs: fix or drop that text"
+            )
+        return (
+            f"a text it read holds {what}, which cannot be written as {exc.encoding}; fix or drop that text"
+        )
     if isinstance(exc, UnicodeDecodeError):
         byte = exc.object[exc.start : exc.start + 1].hex()
         return (
@@ -206,6 +224,22 @@ def describe(exc: BaseException) -> str | None:
         return f"a YAML file it read is malformed ({_yaml_problem(exc)}); fix the file's syntax"
     if isinstance(exc, SafetensorError):
         return f"a .safetensors file it read is malformed ({exc}); restore it or re-create it"
+    return None
+
+
+# The readers of the formats users hand in; a RecursionError raised inside one is the input's
+# nesting, not a bug (a RecursionError anywhere else stays an internal error).
+PARSERS = {"json": "JSON", "yaml": "YAML", "tomllib": "TOML"}  # package → the format it reads
+
+
+def _parser_frames(exc: BaseException) -> str | None:
+    """The format whose reader the traceback of `exc` passes through, or None."""
+    import traceback
+
+    for frame in traceback.extract_tb(exc.__traceback__):
+        found = next((fmt for package, fmt in PARSERS.items() if package in Path(frame.filename).parts), None)
+        if found is not None:
+            return found
     return None
 
 
