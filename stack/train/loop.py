@@ -521,9 +521,10 @@ class Trainer:
             float(v) for v in values[: len(values) - len(CONSUMED_COUNTS)]
         )
         aux_values, extra_values = rest[: len(rest) - len(extra_names)], rest[len(rest) - len(extra_names) :]
-        check_finite(loss_value, grad_value, step)
+        # What the loss read comes first: a loss that scored nothing is NaN because of it.
         consumption = tally.measured(consumed)
         check_consumed(consumption, step)
+        check_finite(loss_value, grad_value, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = {
             n: {"coefficient": aux[n][0], "value": v} for n, v in zip(AUX_TERMS, aux_values[1:], strict=False)
