@@ -128,20 +128,6 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
             )
 
 
-def _release(version: str) -> tuple[int, ...]:
-    """The numbers of a spec version (`1.7.0` → (1, 7, 0)), a pre-release suffix left out."""
-    return tuple(int(part) for part in version.split("-", 1)[0].split("."))
-
-
-def _introduced_after(spec: Spec, gate_id: str, version: str) -> str | None:
-    """The spec version that brought `gate_id` in, when it is later than `version` (a record made
-    before the gate existed cannot have judged it: it is stale, not lying); else None."""
-    history = spec.revisions.get(gate_id)
-    if not history or _release(history[0].spec_version) <= _release(version):
-        return None
-    return history[0].spec_version
-
-
 def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
     """Contract mode, waivers asked for, required gates judged, and a halted run naming its gate."""
     if record.schema_version < SCHEMA_VERSION:
@@ -164,7 +150,7 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
     if record.run.status is RunStatus.COMPLETED:
         for gate_id in spec.required_gates(record.run.kind, record.config):
             result = by_id.get(gate_id)
-            if result is None and (since := _introduced_after(spec, gate_id, record.spec.version)):
+            if result is None and (since := spec.introduced_after(gate_id, record.spec.version)):
                 findings.stale[gate_id] = f"the gate came in spec {since}, after the record's"
             elif result is None:
                 findings.violations.append(
