@@ -36,38 +36,57 @@ def _ids(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype == torch.int64 else tensor.to(torch.int64)
 
 
+def same_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether `a` and `b` are the same elements of the same memory (two views of one batch): then
+    they are equal, and comparing them element by element would read the same bytes twice."""
+    return (
+        a.data_ptr() == b.data_ptr()
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.dtype == b.dtype
+    )
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor | None:
+    """How many of the first `width` columns differ (None: the same elements, so none)."""
+    if same_elements(a, b):
+        return None
+    return (_ids(a)[:, :width] != _ids(b)[:, :width]).sum()
+
+
 def compare(consumed: Consumed, stated: Consumed) -> torch.Tensor:
     """Counts (len(COUNTS),) on the device: targets scored by each side, then the positions where
     targets, inputs and document ids differ (a missing or extra document mask counts everywhere)."""
-    got, want = _ids(consumed.targets), _ids(stated.targets)
-    scored, stated_scored = (got >= 0).sum(), (want >= 0).sum()
+    got, want = consumed.targets, stated.targets
+    scored = (got >= 0).sum()
+    stated_scored = scored if same_elements(got, want) else (want >= 0).sum()
     if got.shape[0] != want.shape[0]:  # other rows: nothing can be compared position by position
-        everywhere = got.new_tensor(max(got.numel(), want.numel()))
+        everywhere = scored.new_tensor(max(got.numel(), want.numel()))
         return torch.stack([scored, stated_scored, everywhere, everywhere, everywhere])
     width = min(got.shape[1], want.shape[1])
-    targets = (
-        (got[:, :width] != want[:, :width]).sum() + (got[:, width:] >= 0).sum() + (want[:, width:] >= 0).sum()
-    )
-    inputs = (_ids(consumed.inputs)[:, :width] != _ids(stated.inputs)[:, :width]).sum()
-    if consumed.docs is None and stated.docs is None:
-        docs = torch.zeros_like(inputs)
-    elif consumed.docs is None or stated.docs is None:
-        docs = inputs.new_tensor(got.shape[0] * width)
+    targets = _differing(got, want, width)
+    if got.shape[1] != want.shape[1]:  # what the wider side scores past the narrower is a difference
+        beyond = (got[:, width:] >= 0).sum() + (want[:, width:] >= 0).sum()
+        targets = beyond if targets is None else targets + beyond
+    inputs = _differing(consumed.inputs, stated.inputs, width)
+    if consumed.docs is None or stated.docs is None:
+        docs = None if consumed.docs is stated.docs else scored.new_tensor(got.shape[0] * width)
     else:
-        docs = (_ids(consumed.docs)[:, :width] != _ids(stated.docs)[:, :width]).sum()
-    return torch.stack([scored, stated_scored, targets, inputs, docs])
+        docs = _differing(consumed.docs, stated.docs, width)
+    none = torch.zeros_like(scored)
+    return torch.stack([scored, stated_scored, *(none if n is None else n for n in (targets, inputs, docs))])
 
 
 def targets_sha256(targets: list[torch.Tensor]) -> str:
-    """sha256 of what each targets tensor (B, T) scores, in order: its row count, then the (row,
-    position) of every scored target and its id. Unscored columns past the last scored one do not
-    count, so a scoring cut to its longest row hashes as its statement does."""
+    """sha256 of what each targets tensor (B, T) scores, in order: its shape up to its last column
+    with a scored target, then those columns' ids. Unscored columns past that one do not count, so
+    a scoring cut to its longest row hashes as its statement does."""
     digest = hashlib.sha256()
     for tensor in targets:
-        scored = tensor >= 0
-        digest.update(repr(tensor.shape[0]).encode())
-        digest.update(scored.nonzero().numpy().tobytes())
-        digest.update(tensor[scored].numpy().tobytes())
+        columns = (tensor >= 0).any(dim=0).nonzero()
+        width = int(columns[-1]) + 1 if len(columns) else 0
+        digest.update(f"{tensor.shape[0]}x{width}|".encode())
+        digest.update(_ids(tensor[:, :width]).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -88,18 +107,25 @@ class Tally:
         self.stated_scorings += len(stated)
         for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: `scorings`
             self.counts += compare(got, want)
-        self._consumed += [_ids(c.targets.detach()).to("cpu", non_blocking=True) for c in consumed]
-        self._stated += [_ids(s.targets).to("cpu", non_blocking=True) for s in stated]
+        copies = [c.targets.detach().to("cpu", non_blocking=True) for c in consumed]
+        self._consumed += copies
+        for k, s in enumerate(stated):  # a statement that is a consumed tensor's memory shares its copy
+            mirror = k < len(consumed) and same_elements(consumed[k].targets, s.targets)
+            self._stated.append(copies[k] if mirror else s.targets.to("cpu", non_blocking=True))
 
     def measured(self, counts: list[float]) -> dict[str, Any]:
         """GATE-TRAIN-007's values, from `counts` (the step's COUNTS, summed over ranks and read back
         with the step's other values): call it after that read, when the host copies are complete."""
+        consumed_sha256 = targets_sha256(self._consumed)
+        same = len(self._stated) == len(self._consumed) and all(
+            a is b for a, b in zip(self._stated, self._consumed, strict=True)
+        )
         return {
             "scorings": self.scorings,
             "stated_scorings": self.stated_scorings,
             **{name: round(value) for name, value in zip(COUNTS, counts, strict=True)},
-            "targets_sha256": targets_sha256(self._consumed),
-            "stated_targets_sha256": targets_sha256(self._stated),
+            "targets_sha256": consumed_sha256,
+            "stated_targets_sha256": consumed_sha256 if same else targets_sha256(self._stated),
         }
 
 

@@ -483,13 +483,14 @@ class Trainer:
             batch = self.reader.next_batch()
             tokens = self.objective.tokens(batch)
             batch = self.objective.to_device(batch, self.device)
+            stated = self.objective.stated(batch)  # before the loss, which could change the batch
             with self._autocast():
                 with recording() as tape:
                     step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
                 objective = step_loss.backprop + weighted_aux(aux)
             self.scaler.scale(objective / train.grad_accum).backward()
-            tally.add(tape, self.objective.stated(batch))
+            tally.add(tape, stated)
             self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
             # Hashed on the host while the device works through the kernels just queued; of the
             # global batch, so it is the same whatever the world size.
