@@ -1,10 +1,14 @@
 """The gated training loop.
 
 One optimizer step, in order: gather `grad_accum` micro-batches from the reader (hashing their
-token ids), forward and backward, clip the global gradient norm, read loss and gradient norm to
-the host once, check both are finite (GATE-TRAIN-003), step AdamW at the scheduled learning
-rate, write the step's metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On a
-cadence: held-out evaluation with early stopping and overfit detection (GATE-EVAL-001…004),
+token ids), forward and backward (recording what each loss consumed, stack.model.consumed),
+clip the global gradient norm, read loss, gradient norm and the consumption counts to the host
+once, check that every loss consumed what its batch states (GATE-TRAIN-007) and that loss and
+norm are finite (GATE-TRAIN-003), step AdamW at the scheduled learning rate, write the step's
+metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On the first step of each
+invocation and at every evaluation, the objective's probe checks its identities on the batch the
+loss just used. On a cadence: held-out evaluation with early stopping and overfit detection
+(GATE-EVAL-001…004) and, with experts, routing balance and collapse (GATE-ARCH-002, -012),
 coherence samples (GATE-TRAIN-005) and checkpoints (GATE-CKPT-001/002). Everything the loop
 keeps between steps is in `TrainState` and goes into every checkpoint, which is what makes a
 resume exact (GATE-CKPT-003).

@@ -604,7 +604,7 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
     return trainer
 
 
-def refusal_id(ledger_dir: Path, run_id: str) -> str:
+def _refusal_id(ledger_dir: Path, run_id: str) -> str:
     """The ledger id of a set-up refusal of `run_id`: `<run-id>-refused-<UTC time>` (and `.2`, `.3`
     … within one second), so the run id itself stays free for the run that passes set-up."""
     stamped = evidence_run_id(f"{run_id}-refused")
@@ -620,7 +620,7 @@ def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> 
     if evidence_dir is None or not _is_main():
         return
     record = plan.record.model_copy(deep=True)
-    record.run.id = refusal_id(evidence_dir, plan.record.run.id)
+    record.run.id = _refusal_id(evidence_dir, plan.record.run.id)
     record.run.status = RunStatus.HALTED
     record.run.finished = now()
     record.run.stop_reason = f"refused at set-up: {exc}"
