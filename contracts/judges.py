@@ -1062,9 +1062,11 @@ def _estimate_points_true(m: Measured, t: Thresholds) -> list[str]:
 # Areas added since spec 1.6.0 keep their judges in contracts/judges_<area>.py; each module
 # registers with `@judges` when imported here, after the readers above exist.
 import contracts.judges_arch_options  # noqa: E402
+import contracts.judges_consumed  # noqa: E402
 import contracts.judges_data_filters  # noqa: E402
 import contracts.judges_ft  # noqa: E402
 import contracts.judges_lora  # noqa: E402
 import contracts.judges_options  # noqa: E402
+import contracts.judges_router  # noqa: E402
 import contracts.judges_sft  # noqa: E402
 import contracts.judges_tune  # noqa: E402,F401

@@ -6,7 +6,7 @@ judge in `contracts.judges`; imported at the end of that module so they register
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, judges, number
+from contracts.judges import Measured, Thresholds, at_least_one_check, count, has, judges, number
 
 
 @judges("GATE-SFT-001")
@@ -48,10 +48,27 @@ def _markers_found(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-SFT-003")
 def _packing_isolated(m: Measured, t: Thresholds) -> list[str]:
-    diff = number(m, "max_abs_logit_diff")
-    if diff <= t["max_abs_logit_diff"]:  # NaN compares false: a NaN difference fails
-        return []
-    return [
-        f"rewriting one example of a packed window moved another example's logits by {diff:.3g} (allowed "
-        f"{t['max_abs_logit_diff']:g}): attention crosses examples; the batch must carry document ids"
-    ]
+    """The start-up check on a window split in two (logits), the probe of a batch the loss used
+    (per-token losses through the loss), or both, each within its own threshold."""
+    at_least_one_check(m, ("max_abs_logit_diff",), ("max_abs_token_loss_diff", "probe_positions"))
+    problems = []
+    if has(m, "max_abs_logit_diff"):
+        diff = number(m, "max_abs_logit_diff")
+        if not diff <= t["max_abs_logit_diff"]:  # NaN compares false: a NaN difference fails
+            problems.append(
+                f"rewriting one example of a packed window moved another example's logits by {diff:.3g} "
+                f"(allowed {t['max_abs_logit_diff']:g}): attention crosses examples; the batch must carry "
+                "document ids"
+            )
+    if has(m, "max_abs_token_loss_diff", "probe_positions"):
+        diff, positions = number(m, "max_abs_token_loss_diff"), count(m, "probe_positions")
+        if not positions:
+            problems.append("the probe of the batch the loss used compared no position of another example")
+        if not diff <= t["max_abs_token_loss_diff"]:
+            problems.append(
+                f"rewriting the first example of each row of the batch the loss used moved another "
+                f"example's per-token loss by {diff:.3g} (allowed {t['max_abs_token_loss_diff']:g}) over "
+                f"{positions} position(s): the loss's forward lets examples attend to each other; pass "
+                "the batch's document ids (`docs`) to the model and keep attention block-diagonal"
+            )
+    return problems

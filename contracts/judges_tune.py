@@ -6,7 +6,18 @@ a `stack dpo`, `stack distill` or `stack synth` run measured and the thresholds 
 
 from __future__ import annotations
 
-from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
+from contracts.judges import (
+    Malformed,
+    Measured,
+    Thresholds,
+    at_least_one_check,
+    count,
+    flag,
+    has,
+    items,
+    judges,
+    number,
+)
 
 
 @judges("GATE-DPO-001")
@@ -80,16 +91,33 @@ def _learns(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+_MASK_COUNTS = {
+    "scored_prompt_tokens": "prompt token(s) are scored",
+    "scored_padding_tokens": "padding token(s) are scored",
+    "unscored_completion_tokens": "completion token(s) are not scored",
+}
+
+
 @judges("GATE-DPO-005")
 def _completion_only(m: Measured, t: Thresholds) -> list[str]:
-    labels = {
-        "scored_prompt_tokens": "prompt token(s) are scored",
-        "scored_padding_tokens": "padding token(s) are scored",
-        "unscored_completion_tokens": "completion token(s) are not scored",
-    }
-    problems = [f"{count(m, key)} {text}" for key, text in labels.items() if count(m, key)]
-    if not count(m, "completion_tokens"):
-        problems.append("the batch holds no completion token to score")
+    """The batch's mask against its rows' bounds, the loss's sums against their recomputation
+    by a plain forward masked by the labels, or both."""
+    at_least_one_check(m, (*_MASK_COUNTS, "completion_tokens"), ("max_abs_logprob_diff", "rows_compared"))
+    problems = []
+    if has(m, *_MASK_COUNTS, "completion_tokens"):
+        problems += [f"{count(m, key)} {text}" for key, text in _MASK_COUNTS.items() if count(m, key)]
+        if not count(m, "completion_tokens"):
+            problems.append("the batch holds no completion token to score")
+    if has(m, "max_abs_logprob_diff", "rows_compared"):
+        diff, rows = number(m, "max_abs_logprob_diff"), count(m, "rows_compared")
+        if not rows:
+            problems.append("no row's log-probability sum was recomputed")
+        if not diff <= t["max_abs_logprob_diff"]:
+            problems.append(
+                f"a row's summed log-probability as the loss took it differs by {diff:.3g} nats from a plain "
+                f"forward masked by the pairs' labels (allowed {t['max_abs_logprob_diff']:g}, {rows} rows): "
+                "the loss sums other tokens than the completions (a token skipped, a prompt token added)"
+            )
     return problems
 
 
@@ -121,16 +149,29 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-KD-003")
 def _identities(m: Measured, t: Thresholds) -> list[str]:
-    diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
+    """The identities on the first batch, the minimised KL against its recomputation, or both."""
+    at_least_one_check(m, ("alpha0_abs_diff", "self_kl"), ("kl_minimised", "kl_recomputed"))
     problems = []
-    if not diff <= t["alpha0_atol"]:
-        problems.append(
-            f"at α = 0 the loss differs from the plain NLL by {diff:.3g} (allowed {t['alpha0_atol']:g})"
-        )
-    if not self_kl <= t["self_kl_atol"]:
-        problems.append(
-            f"the KL of the student to itself is {self_kl:.3g}, not 0 (allowed {t['self_kl_atol']:g})"
-        )
+    if has(m, "alpha0_abs_diff", "self_kl"):
+        diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
+        if not diff <= t["alpha0_atol"]:
+            problems.append(
+                f"at α = 0 the loss differs from the plain NLL by {diff:.3g} (allowed {t['alpha0_atol']:g})"
+            )
+        if not self_kl <= t["self_kl_atol"]:
+            problems.append(
+                f"the KL of the student to itself is {self_kl:.3g}, not 0 (allowed {t['self_kl_atol']:g})"
+            )
+    if has(m, "kl_minimised", "kl_recomputed"):
+        minimised, recomputed = number(m, "kl_minimised"), number(m, "kl_recomputed")
+        allowed = t["kl_atol"] + t["kl_rtol"] * abs(recomputed)
+        if not abs(minimised - recomputed) <= allowed:
+            problems.append(
+                f"the loss minimised a KL of {minimised:.6g} where the teacher's and the student's logits "
+                f"give {recomputed:.6g} (allowed {allowed:.3g}): the soft term is not KL(teacher_T ‖ "
+                "student_T) over the scored tokens (a temperature on one side, the KL reversed, other "
+                "positions)"
+            )
     return problems
 
 

@@ -37,8 +37,11 @@ def stale_gates(record: EvidenceRecord, spec: Spec) -> dict[str, str]:
     return {gate_id: why for gate_id, why in found.items() if why is not None}
 
 
-def _run_problems(spec: Spec, record: EvidenceRecord, registry_git_sha: str | None) -> list[str]:
-    """Kind, status, contract mode, cleanliness, commit and the required gates of the run."""
+def _run_problems(
+    spec: Spec, record: EvidenceRecord, registry_git_sha: str | None, later: set[str]
+) -> list[str]:
+    """Kind, status, contract mode, cleanliness, commit and the required gates of the run (but
+    the `later` ones, which came in after the release)."""
     problems = []
     if record.run.kind not in TRAINING_KINDS:
         problems.append(f"is a {record.run.kind} record, not a training run")
@@ -54,6 +57,8 @@ def _run_problems(spec: Spec, record: EvidenceRecord, registry_git_sha: str | No
         )
     by_id = {g.id: g for g in record.gates}
     for gate_id in spec.required_gates(record.run.kind, record.config):
+        if gate_id in later:
+            continue
         if gate_id not in by_id or by_id[gate_id].verdict is Verdict.NOT_RUN:
             problems.append(f"did not judge {gate_id}")
     problems += [f"{g.id} is {g.verdict.value}" for g in record.gates if g.verdict is Verdict.FAIL]
@@ -78,13 +83,20 @@ def release_problems(
     stale: dict[str, str],
     weights_sha256: Sequence[str],
     registry_git_sha: str | None,
+    released_under: str | None = None,
 ) -> list[str]:
     """Why `record` cannot back a release of `weights_sha256` at `registry_git_sha` (empty: it can).
 
     `stale` maps gate ids to why their verdict is stale (`stale_gates`); a release must rest on
     a completed training run, with the contracts on, from a clean tree at the registry's commit,
     that judged every gate its kind requires, failed none, and hashed the weights released.
+    `released_under` is the spec version a registry entry was released under: a gate that came
+    in after it is not demanded of its record (`stack release`, releasing now, passes None).
     """
-    problems = _run_problems(spec, record, registry_git_sha)
-    problems += [f"{gate_id} is stale ({why})" for gate_id, why in sorted(stale.items())]
+    kind_gates = spec.required_gates(record.run.kind, record.config)
+    later = {g for g in kind_gates if released_under and spec.introduced_after(g, released_under)}
+    problems = _run_problems(spec, record, registry_git_sha, later)
+    problems += [
+        f"{gate_id} is stale ({why})" for gate_id, why in sorted(stale.items()) if gate_id not in later
+    ]
     return problems + _weights_problems(record, weights_sha256)

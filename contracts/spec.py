@@ -231,12 +231,28 @@ class Spec(Strict):
                 required += [g for g in option.gates if g not in required]
         return required
 
+    def introduced_after(self, gate_id: str, version: str) -> str | None:
+        """The spec version that brought `gate_id` in, when it is later than `version`; else None.
+
+        A record made (or a model released) under `version` cannot have judged a gate that came
+        later: the checkers call it stale for that gate, never a record that hid a verdict.
+        """
+        history = self.revisions.get(gate_id)
+        if not history or _release_numbers(history[0].spec_version) <= _release_numbers(version):
+            return None
+        return history[0].spec_version
+
     def benchmark(self, name: str) -> BenchmarkGoal:
         """The goal of one benchmark in spec/benchmarks.yaml."""
         try:
             return self.benchmarks[name]
         except KeyError:
             raise BadInput(f"no benchmark goal named {name!r} in spec/benchmarks.yaml") from None
+
+
+def _release_numbers(version: str) -> tuple[int, ...]:
+    """The numbers of a spec version (`1.7.0` → (1, 7, 0)); a pre-release suffix is left out."""
+    return tuple(int(part) for part in version.split("-", 1)[0].split("."))
 
 
 def default_spec_dir() -> Path:

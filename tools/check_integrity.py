@@ -294,7 +294,7 @@ class Checker:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
         weights = [a.sha256 for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
         stale = self.stale.get(record.run.id, {})
-        return release_problems(self.spec, record, stale, weights, model.git_sha)
+        return release_problems(self.spec, record, stale, weights, model.git_sha, model.spec_version)
 
     def check_lineage(self, records: list[LoadedEvidence]) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""

@@ -150,7 +150,9 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
     if record.run.status is RunStatus.COMPLETED:
         for gate_id in spec.required_gates(record.run.kind, record.config):
             result = by_id.get(gate_id)
-            if result is None:
+            if result is None and (since := spec.introduced_after(gate_id, record.spec.version)):
+                findings.stale[gate_id] = f"the gate came in spec {since}, after the record's"
+            elif result is None:
                 findings.violations.append(
                     f"a completed {record.run.kind} run must judge {gate_id}; it is missing"
                 )

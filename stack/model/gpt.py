@@ -13,6 +13,7 @@ from torch import nn
 from contracts.errors import BadInput
 from stack.model.attention import PATHS
 from stack.model.config import ModelConfig
+from stack.model.consumed import Consumed, record
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.diff_attention import LAMBDA_STD, DiffAttention
 from stack.model.generate import generate
@@ -185,6 +186,7 @@ class GPT(nn.Module):
         if targets.shape != idx.shape:
             raise BadInput(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        record(Consumed(idx, targets, docs))  # what this loss read (stack.model.consumed)
         return logits, loss
 
     def generate(

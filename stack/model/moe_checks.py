@@ -1,4 +1,4 @@
-"""The bindings of the mixture-of-experts gates (GATE-ARCH-001 … 004).
+"""The bindings of the mixture-of-experts gates (GATE-ARCH-001 … 004, and GATE-ARCH-012).
 
 Each gate's rule is its judge in contracts/judges.py; here the stack measures and hands the
 numbers over. The checks run only when the model has experts: a dense model never records them,
@@ -51,6 +51,25 @@ def check_expert_shares(routed: dict[str, list[int]], step: int) -> None:
 
     `routed` maps each MoE layer to its per-expert assignment counts; the record keeps them, so a
     WARN says which experts starved.
+    """
+
+
+def _collapse_outcome(
+    windows: list[dict[str, list[int]]], top_k: int, balance_coef: float, step: int
+) -> Outcome:
+    measured = {"windows": windows, "top_k": top_k, "balance_coef": balance_coef}
+    return measure("GATE-ARCH-012", measured, step=step, holds="the router has not collapsed")
+
+
+@gate_require("GATE-ARCH-012", _collapse_outcome)
+def check_router_collapse(
+    windows: list[dict[str, list[int]]], top_k: int, balance_coef: float, step: int
+) -> None:
+    """Stop a run whose router collapsed: an expert routed nothing in the latest evaluation window,
+    or taking nearly every token (or nearly none) in each of the last windows GATE-ARCH-012 names.
+
+    `windows` are the evaluation windows' counts, oldest first, the latest last; `balance_coef`
+    is the load-balancing loss's weight, which the message's fix names.
     """
 
 

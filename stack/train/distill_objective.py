@@ -11,7 +11,8 @@ from `distill.teacher` at set-up, moved to the run's device, frozen and hashed (
 judged on it after the last step). Before the first step the pairing is judged (GATE-KD-001:
 one tokenizer and vocabulary, or a declared `distill.truncate_vocab`), and the loss against its
 identities on the first batch (GATE-KD-003, as it is scored) and its T² on a planted case
-(GATE-KD-004).
+(GATE-KD-004). On the loop's probe cadence, the KL the loss minimises on the batch it just used
+is recomputed from the teacher's and the student's logits by another path (GATE-KD-003).
 The data must be tokenized by the teacher's tokenizer (GATE-DATA-007, judged at set-up).
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from contracts.errors import BadInput
 from stack.data.tokenizer import Tokenizer, load_tokenizer
@@ -44,6 +46,17 @@ def vocabulary_measured(
         "tokenizer_ids": teacher.tokenizer.vocab_size,
         "truncate_to": truncate,
     }
+
+
+def recomputed_kl(
+    student: torch.Tensor, teacher: torch.Tensor, scored: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher_T ‖ student_T) per scored position, averaged, by torch's `kl_div`: the independent
+    path GATE-KD-003 checks the minimised KL against (stack.tune.distill writes the sum out)."""
+    log_q = torch.log_softmax(student.float() / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher.float() / temperature, dim=-1)
+    per_position = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
+    return per_position[scored].mean()
 
 
 class Distill(Pretrain):
@@ -102,6 +115,17 @@ class Distill(Pretrain):
             self.settings.alpha,
         )
         return StepLoss(backprop=terms.loss, logged=terms.loss, metrics={"kl": terms.kl, "nll": terms.nll})
+
+    def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
+        """GATE-KD-003 on the batch the loss just used: the KL the loss minimises, by its own path,
+        against the KL recomputed from the student's and the teacher's logits (`recomputed_kl`)."""
+        minimised = self.loss(model, model, batch).metrics["kl"]
+        (stated,) = self.stated(batch)
+        vocab = self._vocab(model)
+        student, teacher = (m(stated.inputs)[0][..., :vocab] for m in (model, self.teacher.model))
+        recomputed = recomputed_kl(student, teacher, stated.targets >= 0, self.settings.temperature)
+        measured = {"kl_minimised": float(minimised), "kl_recomputed": float(recomputed)}
+        distill.check_minimised_kl(measured, step)
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
         """GATE-KD-001 on the pairing and GATE-KD-004 on the planted case, before the first step."""

@@ -33,6 +33,7 @@ from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.data.tokenizer import load_tokenizer
+from stack.model.consumed import Consumed
 from stack.model.gpt import GPT
 from stack.train.config import DpoSection, RunConfig
 from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
@@ -58,6 +59,39 @@ def pair_rows(batch: SftBatch) -> pairs.PairBatch:
     firsts = torch.where(scored, positions, width).min(dim=1).values
     lasts = torch.where(scored, positions, -1).max(dim=1).values
     return pairs.rows_batch(rows, tuple(firsts.tolist()), tuple((lasts + 1).tolist()))
+
+
+def stated_rows(batch: SftBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2B rows of a batch of pair windows (chosen rows first) and their scored positions, read
+    straight from the label file's supervised bits (`example * 2 + supervised`): what the data
+    states, independently of `pair_rows`, which the loss reads through."""
+    half = batch.tokens.shape[1] // 2
+    tokens, labels = batch.tokens[:, : 2 * half], batch.labels[:, : 2 * half]
+    rows = torch.cat([tokens[:, :half], tokens[:, half:]])
+    scored = torch.cat([labels[:, :half], labels[:, half:]]) % 2 == 1
+    return rows, scored
+
+
+@torch.no_grad()
+def plain_logprobs(model: torch.nn.Module, rows: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Each row's summed log-probability of its scored tokens by a plain forward of `model` over the
+    whole row: the independent path GATE-DPO-005 checks the loss's sums against."""
+    logits, _ = model(rows[:, :-1])
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, rows[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(~scored[:, 1:], 0.0).sum(dim=-1)
+
+
+def recompute_measured(
+    consumed: tuple[torch.Tensor, torch.Tensor], recomputed: list[torch.Tensor]
+) -> dict[str, float | int]:
+    """The largest difference between the sums the loss consumed (policy, reference) and the same
+    sums recomputed by `plain_logprobs`, over every row of both models."""
+    diffs = [(got.float() - want).abs().max() for got, want in zip(consumed, recomputed, strict=True)]
+    return {
+        "max_abs_logprob_diff": float(torch.stack(diffs).max()),
+        "rows_compared": int(consumed[0].numel()),
+    }
 
 
 class Dpo(Objective):
@@ -118,13 +152,18 @@ class Dpo(Objective):
     def _loss_args(self) -> dict[str, float]:
         return {"beta": self.settings.beta, "label_smoothing": self.settings.label_smoothing}
 
-    def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
-        """The pairs scored by the reference, then by the policy (its forward last: the loop reads
-        the experts' auxiliary losses of the policy's forward next)."""
+    def _logprobs(self, forward: Forward, rows: pairs.PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's summed completion log-probability under the policy and under the reference:
+        the reference scores first, the policy last (the loop reads the experts' auxiliary losses of
+        the policy's forward next)."""
         with torch.no_grad():
             reference = dpo.sequence_logprobs(self.reference, rows.tokens, rows.mask)
         policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
-        return dpo.dpo_terms(policy, reference, **self._loss_args())
+        return policy, reference
+
+    def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
+        """The DPO loss of the pairs, from the log-probabilities `_logprobs` sums."""
+        return dpo.dpo_terms(*self._logprobs(forward, rows), **self._loss_args())
 
     def loss(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> StepLoss:
         rows = pair_rows(batch)
@@ -140,6 +179,23 @@ class Dpo(Objective):
             "accuracy": (chosen > rejected).float().mean(),
         }
         return StepLoss(backprop=terms.loss, logged=terms.loss, metrics=metrics)
+
+    def stated(self, batch: SftBatch) -> list[Consumed]:
+        """The reference's scoring, then the policy's, each of the pairs' rows as the label file
+        marks them: a row's targets are its next tokens where their supervised bit is set."""
+        rows, scored = stated_rows(batch)
+        targets = torch.where(scored[:, 1:], rows[:, 1:], torch.full_like(rows[:, 1:], -1))
+        rows_read = Consumed(inputs=rows[:, :-1], targets=targets)
+        return [rows_read, rows_read]
+
+    def probe(self, model: torch.nn.Module, batch: SftBatch, step: int) -> None:
+        """GATE-DPO-005 on the batch the loss just used: the log-probability sums the loss takes
+        (its own path, from `pair_rows`) against a plain forward of each model over the rows,
+        masked by the labels' supervised bits."""
+        policy, reference = self._logprobs(model, pair_rows(batch))
+        rows, scored = stated_rows(batch)
+        recomputed = [plain_logprobs(m, rows, scored) for m in (model, self.reference)]
+        dpo.check_recomputed(recompute_measured((policy, reference), recomputed), step)
 
     def heldout_loss(self, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
         """The held-out DPO loss: the same pairs' loss, scored as training scores them."""

@@ -1,10 +1,14 @@
 """The gated training loop.
 
 One optimizer step, in order: gather `grad_accum` micro-batches from the reader (hashing their
-token ids), forward and backward, clip the global gradient norm, read loss and gradient norm to
-the host once, check both are finite (GATE-TRAIN-003), step AdamW at the scheduled learning
-rate, write the step's metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On a
-cadence: held-out evaluation with early stopping and overfit detection (GATE-EVAL-001…004),
+token ids), forward and backward (recording what each loss consumed, stack.model.consumed),
+clip the global gradient norm, read loss, gradient norm and the consumption counts to the host
+once, check that every loss consumed what its batch states (GATE-TRAIN-007) and that loss and
+norm are finite (GATE-TRAIN-003), step AdamW at the scheduled learning rate, write the step's
+metrics line (GATE-TRAIN-001), watch for spikes (GATE-TRAIN-006). On the first step of each
+invocation and at every evaluation, the objective's probe checks its identities on the batch the
+loss just used. On a cadence: held-out evaluation with early stopping and overfit detection
+(GATE-EVAL-001…004) and, with experts, routing balance and collapse (GATE-ARCH-002, -012),
 coherence samples (GATE-TRAIN-005) and checkpoints (GATE-CKPT-001/002). Everything the loop
 keeps between steps is in `TrainState` and goes into every checkpoint, which is what makes a
 resume exact (GATE-CKPT-003).
@@ -32,12 +36,14 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from contracts.spec import load_spec
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.policy import build_policy, source_heldout
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.model.checks import check_attention_paths, runnable_paths
+from stack.model.consumed import recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.lora import loading_base
@@ -47,6 +53,7 @@ from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     check_aux_in_loss,
     check_expert_shares,
+    check_router_collapse,
     check_single_expert,
     reset_routed,
     routed_counts,
@@ -55,6 +62,8 @@ from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
 from stack.train.coherence import CoherenceMonitor, coherence_score
 from stack.train.config import DataSection, RunConfig
+from stack.train.consumption import COUNTS as CONSUMED_COUNTS
+from stack.train.consumption import Tally, check_consumed
 from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
 from stack.train.guards import (
     check_clipped,
@@ -150,6 +159,8 @@ class TrainState:
     spikes: SpikeDetector = field(default_factory=SpikeDetector)
     recent_train_losses: list[float] = field(default_factory=list)
     last_warmup_lr: float | None = None
+    # The experts' assignment counts of the latest evaluation windows (GATE-ARCH-012's history).
+    routed_windows: list[dict[str, list[int]]] = field(default_factory=list)
 
     def monitors_state(self) -> dict[str, Any]:
         assert self.early_stop is not None
@@ -164,6 +175,8 @@ class TrainState:
             "best_checkpoint": self.best_checkpoint,
             "tokens_seen": self.tokens_seen,
             "last_warmup_lr": self.last_warmup_lr,
+            # Only with experts: a dense run's checkpoints hold what they held before.
+            **({"routed_windows": self.routed_windows} if self.routed_windows else {}),
         }
 
     def load_monitors(self, state: dict[str, Any]) -> None:
@@ -178,6 +191,7 @@ class TrainState:
         self.best_checkpoint = state["best_checkpoint"]
         self.tokens_seen = state["tokens_seen"]
         self.last_warmup_lr = state.get("last_warmup_lr")
+        self.routed_windows = list(state.get("routed_windows", []))
 
 
 class Signals:
@@ -298,6 +312,7 @@ class Trainer:
             arms, per_arm = self.policy.bandit.arms, bandit["heldout_batches"]
             self.source_heldout = source_heldout(self.data_dir, arms, train.batch_size, seq_len, per_arm)
         self.policy_archive: Path | None = None  # where a polish pivot put the replaced policy's state
+        self.last_batch: Any = None  # the last micro-batch a loss consumed, on the device
 
     @property
     def tokens_per_step(self) -> int:
@@ -376,8 +391,6 @@ class Trainer:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The JSON half of a checkpoint (GATE-CKPT-001 lists what it must hold)."""
-        from contracts.spec import load_spec
-
         return {
             "epoch": self.reader.epoch,
             "scheduler": {"kind": "warmup_cosine", "step": self.state.step},
@@ -469,15 +482,20 @@ class Trainer:
         # The objective's extra scalars (none for pretraining), summed over micro-batches.
         extra_names = self.objective.metric_names
         extra_totals = torch.zeros(len(extra_names), device=self.device)
+        tally = Tally(self.device)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
             tokens = self.objective.tokens(batch)
             batch = self.objective.to_device(batch, self.device)
+            stated = self.objective.stated(batch)  # before the loss, which could change the batch
             with self._autocast():
-                step_loss = self.objective.loss(self.forward_model, self.model, batch)
+                with recording() as tape:
+                    step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
                 objective = step_loss.backprop + weighted_aux(aux)
             self.scaler.scale(objective / train.grad_accum).backward()
+            tally.add(tape, stated)
+            self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
             # Hashed on the host while the device works through the kernels just queued; of the
             # global batch, so it is the same whatever the world size.
             hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
@@ -499,12 +517,18 @@ class Trainer:
                 torch.stack([total / train.grad_accum, grad_norm, clipped]),
                 aux_totals / train.grad_accum,
                 extra_totals / train.grad_accum,
+                tally.counts.float(),
             ]
         )
+        values = distributed.mean_across(self.world, measured).tolist()  # the step's one read
+        consumed = [v * self.world.size for v in values[len(values) - len(CONSUMED_COUNTS) :]]
         loss_value, grad_value, clipped_value, *rest = (
-            float(v) for v in distributed.mean_across(self.world, measured).tolist()
+            float(v) for v in values[: len(values) - len(CONSUMED_COUNTS)]
         )
         aux_values, extra_values = rest[: len(rest) - len(extra_names)], rest[len(rest) - len(extra_names) :]
+        # What the loss read comes first: a loss that scored nothing is NaN because of it.
+        consumption = tally.measured(consumed)
+        check_consumed(consumption, step)
         check_finite(loss_value, grad_value, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = {
@@ -530,6 +554,8 @@ class Trainer:
             "grad_norm": grad_value,
             "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
             "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
+            "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)
+            "targets_sha256": consumption["targets_sha256"],
         }
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
@@ -548,6 +574,20 @@ class Trainer:
             -self.config.eval.every :
         ]
         return line
+
+    # -- probes of the loss on the batch it used ----------------------------------------
+
+    @torch.no_grad()
+    def probe(self, step: int) -> None:
+        """The objective's identities checked on the step's last micro-batch (`Objective.probe`):
+        in eval mode, so adapter dropout draws nothing and every forward of the probe is the same
+        function, and in fp32, so an independent recomputation is compared at full precision."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.objective.probe(self.model, self.last_batch, step)
+        finally:
+            self.model.train(was_training)
 
     # -- evaluation and samples ---------------------------------------------------------
 
@@ -568,7 +608,7 @@ class Trainer:
         mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
         step = self.state.step
         if self.config.model.moe:
-            check_expert_shares(routed_counts(self.model), step)
+            self._judge_routing(step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
         if self.state.best_heldout is None or mean < self.state.best_heldout:
@@ -596,6 +636,16 @@ class Trainer:
             self.state.stop_reason = self.state.early_stop.stop_reason or "early stop"
         self.on_event("eval", self)
         return line
+
+    def _judge_routing(self, step: int) -> None:
+        """GATE-ARCH-002 (a warning) on this evaluation window's assignments, then GATE-ARCH-012 on
+        the latest windows, as many as its collapse_evaluations (kept in every checkpoint)."""
+        routed = routed_counts(self.model)
+        check_expert_shares(routed, step)
+        keep = int(load_spec().threshold("GATE-ARCH-012", "collapse_evaluations"))
+        self.state.routed_windows = [*self.state.routed_windows, routed][-keep:]
+        model = self.config.model
+        check_router_collapse(self.state.routed_windows, model.moe_top_k, model.moe_balance_coef, step)
 
     def _source_losses(self) -> dict[str, float]:
         """Held-out loss of each bandit arm on its own held-out batches (every rank runs them all)."""
@@ -743,6 +793,7 @@ class Trainer:
                 steps = self._replayable()
                 rehearsal = self.rehearse(steps) if steps else None
                 taken: list[dict[str, Any]] = []
+                probed = False  # the first step of every invocation is probed, then every evaluation's
                 while self.state.step < train.steps:
                     if self.exhausted():
                         self.state.stop_reason = (
@@ -758,6 +809,9 @@ class Trainer:
                             self.judge_replay(rehearsal, taken)
                     step = line["step"]
                     self.progress(step, line)
+                    if not probed or step % self.config.eval.every == 0 or step == train.steps:
+                        self.probe(step)
+                        probed = True
                     if step % self.config.eval.every == 0 or step == train.steps:
                         self.evaluate()
                     if step % self.config.monitor.sample_every == 0 or step == train.steps:

@@ -13,12 +13,20 @@ fine-tuning is only here:
 | `tokens`         | the token ids of a batch, hashed into every metrics line                |
 | `to_device`      | the batch moved to the model's device                                   |
 | `loss`           | `StepLoss(backprop, logged, metrics)` of one micro-batch                |
+| `stated`         | what a batch states its loss must read (GATE-TRAIN-007 compares)        |
+| `probe`          | the task's identities on the batch the loss just used, on a cadence     |
 | `heldout_loss`   | the held-out loss of one batch (no gradient)                            |
 | `start`          | the task's start-up gates on the model, once the loop begins            |
 | `bind`           | what the task holds beside the model (a frozen teacher), on its device  |
 | `finish`         | the task's end-of-run gates (the frozen model did not move)             |
 | `state`          | what a resume must find unchanged (a frozen model's hash), or nothing   |
 | `restore`        | refuse a resume whose bound inputs differ from that state               |
+
+Every loss is computed by the model's forward with targets, or by the preference scoring
+(stack.tune.dpo.sequence_logprobs); each records what it read (stack.model.consumed), and the
+loop compares that, every micro-batch, with `stated`: the inputs, targets and document ids read
+straight from the batch's own tensors (its tokens, and the labels prepare wrote), never through
+the code that builds the loss's targets, so a bug in that code shows as a difference.
 
 `backprop` is what is back-propagated (before the loop adds the MoE terms and divides by
 grad_accum); `logged` is the `loss` of the metrics line; `metrics` are extra scalars, averaged
@@ -43,6 +51,7 @@ import torch
 from contracts.errors import BadInput
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
+from stack.model.consumed import Consumed
 from stack.train.config import RunConfig
 
 DEFAULT_TASK = "pretrain"
@@ -95,6 +104,15 @@ class Objective(ABC):
     def loss(self, forward: Forward, model: torch.nn.Module, batch: Any) -> StepLoss:
         """The loss of one micro-batch under `forward` (the model, or its DDP/compiled wrapper)."""
 
+    @abstractmethod
+    def stated(self, batch: Any) -> list[Consumed]:
+        """Each scoring the loss of `batch` must make, in order, as the batch's own tensors state it."""
+
+    def probe(self, model: torch.nn.Module, batch: Any, step: int) -> None:  # noqa: B027 - optional hook
+        """Judge the task's identities on `batch`, the micro-batch the loss just used (none for
+        pretraining, whose windows pack no documents). The loop calls it on the first step of every
+        invocation and at every evaluation, with `model` in eval mode and gradients off."""
+
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
         """The task's start-up gates on the model it is about to train (none for pretraining)."""
 
@@ -135,6 +153,10 @@ class Pretrain(Objective):
         _, loss = forward(batch[:, :-1], batch[:, 1:])
         assert loss is not None
         return StepLoss(backprop=loss, logged=loss)
+
+    def stated(self, batch: torch.Tensor) -> list[Consumed]:
+        """A window of T+1 tokens: its first T are read and every one of its last T is a target."""
+        return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
 
 
 # train.task -> objective; other modules add theirs (stack.train.sft_objective adds `sft`, …).

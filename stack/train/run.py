@@ -5,7 +5,9 @@ set-up to the end of the run, so a second writer is refused naming the holder's 
 
 Nothing is written into the run directory before set-up has passed (arguments, paths, data,
 config, a resume's compatibility with its checkpoint, the start-up gates): a refusal leaves a
-resumed run byte for byte as it was, and a new one as if never asked for.
+resumed run byte for byte as it was, and a new one as if never asked for. A gate that fires
+during set-up still leaves evidence: with --evidence-dir its halted record is filed in the
+ledger under an id of its own (`<run-id>-refused-<time>`), so the same command can be run again.
 
 The record is written when the run starts (status `running`), at every evaluation and
 checkpoint, and at the end, always through the one atomic writer. A gate that fires leaves the
@@ -16,6 +18,7 @@ the end of a corpus read with data.wrap=false leaves it `exhausted` after a last
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import sys
@@ -49,6 +52,7 @@ from contracts.evidence import (
     read_evidence,
     write_evidence,
 )
+from contracts.evidence import run_id as evidence_run_id
 from contracts.gates import Outcome, contract_mode, gate_require, measure, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
@@ -570,7 +574,11 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
         else:
             plan = _new_plan(request, run_dir, run_id)
         with recording(plan.ledger), determinism.kernels(plan.config.train.deterministic) as alerts:
-            trainer = _set_up(plan, request.init_from)
+            try:
+                trainer = _set_up(plan, request.init_from)
+            except GateViolation as exc:  # nothing was written: the refusal's record goes to the ledger
+                _file_refusal(plan, request.evidence_dir, exc)
+                raise
             trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
             commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
@@ -594,6 +602,32 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
         trainer.start_from(source)
         plan.record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
     return trainer
+
+
+def _refusal_id(ledger_dir: Path, run_id: str) -> str:
+    """The ledger id of a set-up refusal of `run_id`: `<run-id>-refused-<UTC time>` (and `.2`, `.3`
+    … within one second), so the run id itself stays free for the run that passes set-up."""
+    stamped = evidence_run_id(f"{run_id}-refused")
+    ids = itertools.chain([stamped], (f"{stamped}.{n}" for n in itertools.count(2)))
+    return next(rid for rid in ids if not (Path(ledger_dir) / rid).exists())
+
+
+def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> None:
+    """File the record of a run a gate stopped during set-up: status `halted`, the gate's FAIL and
+    every verdict judged before it, the config and data it was asked for, and no artifact (none was
+    made). The run directory stays as if never asked for (a resumed one, as it was), so the same
+    command can simply be run again; without --evidence-dir the refusal's one line is all."""
+    if evidence_dir is None or not _is_main():
+        return
+    record = plan.record.model_copy(deep=True)
+    record.run.id = _refusal_id(evidence_dir, plan.record.run.id)
+    record.run.status = RunStatus.HALTED
+    record.run.finished = now()
+    record.run.stop_reason = f"refused at set-up: {exc}"
+    record.gates = plan.ledger.gate_results()
+    record.artifacts, record.checkpoint = [], None
+    filed = file_record(evidence_dir, record)
+    print(f"stack train: the refusal is filed at {filed}", file=sys.stderr)
 
 
 def _open_run_dir(run_dir: Path, config: RunConfig) -> None:

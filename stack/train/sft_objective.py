@@ -2,8 +2,10 @@
 
 Only supervised targets count (the assistant's tokens and its EOS, stack.data.sft_template);
 the loss is their mean cross-entropy, on training and held-out batches alike. Attention is
-block-diagonal by example (the model's `docs`), and GATE-SFT-003 checks at the start of every
-run, on the model being trained, that one example of a window cannot move another's logits.
+block-diagonal by example (the model's `docs`). GATE-SFT-003 checks that one example of a window
+cannot move another: at the start of every run on a held-out window split in two, and then on
+the batch the loss just used, through the loss itself, on the loop's probe cadence. Every step,
+GATE-TRAIN-007 compares the targets and document ids the loss read with the prepared labels.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_require, measure
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
+from stack.model.consumed import Consumed
 from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
 
 # Logits of (idx, docs): the model with document masking, or a planted path without it.
@@ -50,6 +54,56 @@ def isolation_outcome(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> 
 @gate_require("GATE-SFT-003", lambda logits_of, tokens, vocab: isolation_outcome(logits_of, tokens, vocab))
 def check_isolation(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> None:
     """Refuse to train when attention crosses the examples of a packed window."""
+
+
+def example_numbers(labels: torch.Tensor) -> torch.Tensor:
+    """The example each token of a window belongs to (0: padding), read from its prepared labels
+    (`example * 2 + supervised`, stack.data.sft_prepare)."""
+    return labels // 2
+
+
+def token_losses(loss: Callable[[SftBatch], object], model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
+    """The cross-entropy (B, T) of every position of `batch` against its next token, from the logits
+    of the model's last forward while `loss(batch)` ran: the forward the loss itself made."""
+    seen: list[torch.Tensor] = []
+    handle = model.register_forward_hook(lambda _module, _args, out: seen.append(out[0]))
+    try:
+        loss(batch)
+    finally:
+        handle.remove()
+    logits = seen[-1].float()
+    return F.cross_entropy(logits.flatten(0, 1), batch.tokens[:, 1:].flatten(), reduction="none").view(
+        logits.shape[:2]
+    )
+
+
+def batch_isolation(
+    loss: Callable[[SftBatch], object], model: torch.nn.Module, batch: SftBatch, vocab: int
+) -> dict[str, float | int]:
+    """GATE-SFT-003's measurement on a batch the loss used: the first example of every row is
+    rewritten (each id moved by one, within the vocabulary) and the per-token losses of every other
+    position of that row, computed through `loss`, are compared with the unrewritten batch's."""
+    examples = example_numbers(batch.labels)
+    first = examples[:, :1]
+    rewritten_at = (examples == first) & (first != 0)
+    tokens = torch.where(rewritten_at, (batch.tokens + 1) % vocab, batch.tokens)
+    compared = (examples[:, :-1] != first) & (first != 0)
+    before = token_losses(loss, model, batch)
+    after = token_losses(loss, model, SftBatch(tokens, batch.labels))
+    diff = (before - after).abs()[compared]
+    return {
+        "max_abs_token_loss_diff": float(diff.max()) if diff.numel() else 0.0,
+        "probe_positions": int(compared.sum()),
+    }
+
+
+def _batch_outcome(measured: dict[str, float | int], step: int) -> Outcome:
+    return measure("GATE-SFT-003", measured, step=step, holds="packed examples do not see each other")
+
+
+@gate_require("GATE-SFT-003", _batch_outcome)
+def check_batch_isolation(measured: dict[str, float | int], step: int) -> None:
+    """Refuse to go on when rewriting one example of the batch the loss used moved another's loss."""
 
 
 class Sft(Objective):
@@ -89,6 +143,20 @@ class Sft(Objective):
         _, loss = forward(batch.inputs, targets, docs=batch.docs)
         assert loss is not None
         return StepLoss(backprop=loss, logged=loss, metrics={"supervised_tokens": (targets >= 0).sum()})
+
+    def stated(self, batch: SftBatch) -> list[Consumed]:
+        """Read from the labels prepare wrote: a position's target is the next token when that token
+        is supervised and of the same example; attention keeps to each token's example."""
+        examples = example_numbers(batch.labels)
+        supervised = (batch.labels[:, 1:] % 2 == 1) & (examples[:, 1:] == examples[:, :-1])
+        targets = torch.where(supervised, batch.tokens[:, 1:], torch.full_like(batch.tokens[:, 1:], -1))
+        return [Consumed(inputs=batch.tokens[:, :-1], targets=targets, docs=examples[:, :-1])]
+
+    def probe(self, model: torch.nn.Module, batch: SftBatch, step: int) -> None:
+        """GATE-SFT-003 on the batch the loss just used, when a row of it packs a second example."""
+        measured = batch_isolation(lambda b: self.loss(model, model, b), model, batch, model.config.vocab)
+        if measured["probe_positions"]:
+            check_batch_isolation(measured, step)
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
         """GATE-SFT-003 on the model as training starts, over the first held-out window."""

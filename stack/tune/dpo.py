@@ -13,7 +13,8 @@ first step. The gates bound here:
 - GATE-DPO-001 the loss at the start is ln 2 and the rewards 0 (`check_start_identity`);
 - GATE-DPO-003 appending padding changes no sequence's log-probability (`check_padding`);
 - GATE-DPO-004 β > 0, something trains, and the margin and accuracy move (`check_progress`);
-- GATE-DPO-005 only completion tokens are scored (`check_scored_tokens`).
+- GATE-DPO-005 only completion tokens are scored: the mask, on every batch (`check_scored_tokens`),
+  and the sums the loss takes, recomputed on a cadence by an independent path (`check_recomputed`).
 
 GATE-DPO-002 (the reference stays frozen) is in stack.tune.frozen, shared with distillation.
 """
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
+from stack.model.consumed import Consumed, record
 from stack.model.gpt import GPT
 from stack.tune.pairs import PairBatch, collate_width
 
@@ -37,11 +39,15 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> t
     """Σ_t log p(tokens[b, t] | tokens[b, :t]) over the positions `mask` marks, per row (fp32).
 
     Position 0 has no prediction; a marked position there is never scored. `torch.where` (not a
-    product) keeps an unmarked position's value out even when it is −inf.
+    product) keeps an unmarked position's value out even when it is −inf. The sum is taken over
+    the scored targets it records (stack.model.consumed), so what GATE-TRAIN-007 compares with
+    the pairs' labels is what was summed.
     """
+    targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
+    record(Consumed(tokens[:, :-1], targets))
     logits, _ = model(tokens[:, :-1])
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    return torch.where(mask[:, 1:], logp, torch.zeros_like(logp)).sum(dim=-1)
+    return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 
 
 @dataclass(frozen=True)
@@ -178,3 +184,15 @@ def scored_outcome(batch: PairBatch) -> Outcome:
 @gate_require("GATE-DPO-005", lambda batch: scored_outcome(batch))
 def check_scored_tokens(batch: PairBatch) -> None:
     """Judge a batch's mask before it is scored."""
+
+
+def recomputed_outcome(measured: dict[str, float | int], step: int) -> Outcome:
+    """GATE-DPO-005 over the sums a batch's loss consumed and their independent recomputation."""
+    return measure(
+        "GATE-DPO-005", measured, step=step, holds="the summed log-probabilities are the completions'"
+    )
+
+
+@gate_require("GATE-DPO-005", lambda measured, step: recomputed_outcome(measured, step))
+def check_recomputed(measured: dict[str, float | int], step: int) -> None:
+    """Judge the loss's log-probability sums against a plain forward masked by the pairs' labels."""

@@ -1,0 +1,45 @@
+"""Judge of GATE-TRAIN-007: what a step's loss consumed against what its batch states.
+
+Imported at the end of contracts.judges, which registers it; a pure function of the counts and
+hashes `stack.train.consumption.Tally` measured, like every judge.
+"""
+
+from __future__ import annotations
+
+from contracts.judges import Malformed, Measured, Thresholds, count, judges
+
+# What a difference at a position means, said in the message of each count that is not zero.
+_MISMATCHES = {
+    "mismatched_targets": "target position(s) differ from the batch's (another mask, or other ids)",
+    "mismatched_inputs": "input token(s) differ from the batch's",
+    "mismatched_docs": (
+        "position(s) were given other document ids than the batch's (none at all: attention "
+        "crossed the packed examples)"
+    ),
+}
+
+
+@judges("GATE-TRAIN-007")
+def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
+    scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
+    hashes = (m.get("targets_sha256"), m.get("stated_targets_sha256"))
+    if not all(isinstance(h, str) for h in hashes):
+        raise Malformed("targets_sha256 and stated_targets_sha256 must be strings")
+    problems = []
+    if scorings != stated:
+        problems.append(
+            f"the loss recorded {scorings} scoring(s) of the batch where {stated} were due: a loss "
+            "computed outside the model's forward or the preference scoring, or a scoring left out"
+        )
+    targets, stated_targets = count(m, "targets"), count(m, "stated_targets")
+    if targets != stated_targets:
+        problems.append(
+            f"the loss scored {targets} target position(s), the batch marks {stated_targets}: it trains "
+            "on tokens the data does not supervise, or skips ones it does"
+        )
+    problems += [f"{count(m, key)} {what}" for key, what in _MISMATCHES.items() if count(m, key)]
+    if hashes[0] != hashes[1] and not problems:
+        problems.append(
+            f"the targets the loss consumed hash to {hashes[0][:12]}, the batch's to {hashes[1][:12]}"
+        )
+    return problems

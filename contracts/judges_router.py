@@ -1,0 +1,77 @@
+"""Judge of GATE-ARCH-012: a mixture of experts whose router collapsed.
+
+Imported at the end of contracts.judges, which registers it. GATE-ARCH-002 warns when a share
+leaves a mild band around uniform; this gate fails a run whose routing has collapsed: an expert
+that receives nothing, or one that takes (nearly) every token or (nearly) none for several
+evaluations in a row. Pure: the windows' counts, top-k and the balance coefficient are measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from contracts.judges import Malformed, Measured, Thresholds, count, items, judges, number
+
+
+def _window(window: Any) -> dict[str, list[int]]:
+    """One evaluation window's counts: MoE layer → per-expert assignments."""
+    if not isinstance(window, Mapping) or not window:
+        raise Malformed(f"a window is {window!r}, not a map of MoE layers to per-expert counts")
+    layers = {}
+    for layer, counts in window.items():
+        if not isinstance(counts, list) or not counts:
+            raise Malformed(f"{layer}: {counts!r} is not a list of counts")
+        layers[str(layer)] = [count({"n": c}, "n") for c in counts]
+    return layers
+
+
+def _fix(balance_coef: float) -> str:
+    """What to change, said once at the end of the message."""
+    if balance_coef <= 0:
+        return (
+            "the load-balancing loss is off (model.moe_balance_coef=0): set it (0.01 is usual) and train "
+            "again from a checkpoint before the collapse"
+        )
+    return (
+        f"raise model.moe_balance_coef above {balance_coef:g} or lower train.lr, and train again from a "
+        "checkpoint before the collapse"
+    )
+
+
+@judges("GATE-ARCH-012")
+def _router_collapse(m: Measured, t: Thresholds) -> list[str]:
+    windows = [_window(w) for w in items(m, "windows")]
+    if not windows:
+        raise Malformed("'windows' holds no evaluation window")
+    top_k, coef = count(m, "top_k"), number(m, "balance_coef")
+    if not top_k:
+        raise Malformed("'top_k' is 0")
+    latest, need = windows[-1], int(t["collapse_evaluations"])
+    recent = windows[-need:] if len(windows) >= need else []
+    problems = []
+    for layer, counts in latest.items():
+        if not sum(counts):
+            problems.append(f"{layer}: no token was routed in the window")
+            continue
+        idle = [e for e, n in enumerate(counts) if n == 0]
+        problems += [f"{layer}.expert{e} received no token in the window" for e in idle]
+        history = [w[layer] for w in recent if len(w.get(layer, [])) == len(counts) and sum(w[layer])]
+        if not recent or len(history) < len(recent):  # too few windows, or one routed nothing
+            continue
+        for e, n in enumerate(counts):
+            token_shares = [h[e] * top_k / sum(h) for h in history]
+            ratios = [h[e] * len(h) / sum(h) for h in history]
+            if all(s > t["max_token_share"] for s in token_shares):
+                problems.append(
+                    f"{layer}.expert{e} was routed {min(token_shares):.3g} or more of the tokens in each of "
+                    f"the last {need} windows (allowed {t['max_token_share']:g})"
+                )
+            if n and all(r < t["starved_share_ratio"] for r in ratios):
+                problems.append(
+                    f"{layer}.expert{e} received at most {max(ratios):.3g} × its uniform share in each of "
+                    f"the last {need} windows (a starved expert is below {t['starved_share_ratio']:g})"
+                )
+    if problems:
+        problems.append(f"the router collapsed; {_fix(coef)}")
+    return problems

@@ -1,0 +1,139 @@
+"""GATE-TRAIN-007: every step's loss consumed what its batch states.
+
+The tape of stack.model.consumed holds what each scoring of a micro-batch actually read: the
+input ids, the targets it scored (−1 elsewhere) and the document ids attention was given. The
+objective says what the batch states it should have read (`Objective.stated`: the next tokens
+of a pretraining window; the supervised bits of a fine-tuning window's prepared labels and its
+example numbers; the completion bits of a preference pair's rows), read straight from the
+batch's own tensors and never through the code that builds the loss's targets. `Tally` compares
+the two, scoring by scoring, and `check_consumed` judges the step.
+
+The comparison runs on the device, as the loss does, and costs a few element-wise passes over
+(B, T) integer tensors per micro-batch; its counts join the step's one read of measured values
+to the host (stack.train.loop), so it adds no synchronisation. The sha256 of the targets each
+side names is taken on the host after that read, from copies queued without blocking.
+
+A scoring may be narrower than its statement (DPO cuts a batch's rows to its longest sequence):
+positions beyond the narrower width are compared by what is scored there, which must be nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from contracts.gates import Outcome, gate_require, measure
+from stack.model.consumed import Consumed
+
+# The device counts of a step, in the order `Tally.counts` holds them.
+COUNTS = ("targets", "stated_targets", "mismatched_targets", "mismatched_inputs", "mismatched_docs")
+
+
+def _ids(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` as int64, the one type both sides are compared in."""
+    return tensor if tensor.dtype == torch.int64 else tensor.to(torch.int64)
+
+
+def same_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether `a` and `b` are the same elements of the same memory (two views of one batch): then
+    they are equal, and comparing them element by element would read the same bytes twice."""
+    return (
+        a.data_ptr() == b.data_ptr()
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.dtype == b.dtype
+    )
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor, width: int) -> torch.Tensor | None:
+    """How many of the first `width` columns differ (None: the same elements, so none)."""
+    if same_elements(a, b):
+        return None
+    return (_ids(a)[:, :width] != _ids(b)[:, :width]).sum()
+
+
+def compare(consumed: Consumed, stated: Consumed) -> torch.Tensor:
+    """Counts (len(COUNTS),) on the device: targets scored by each side, then the positions where
+    targets, inputs and document ids differ (a missing or extra document mask counts everywhere)."""
+    got, want = consumed.targets, stated.targets
+    scored = (got >= 0).sum()
+    stated_scored = scored if same_elements(got, want) else (want >= 0).sum()
+    if got.shape[0] != want.shape[0]:  # other rows: nothing can be compared position by position
+        everywhere = scored.new_tensor(max(got.numel(), want.numel()))
+        return torch.stack([scored, stated_scored, everywhere, everywhere, everywhere])
+    width = min(got.shape[1], want.shape[1])
+    targets = _differing(got, want, width)
+    if got.shape[1] != want.shape[1]:  # what the wider side scores past the narrower is a difference
+        beyond = (got[:, width:] >= 0).sum() + (want[:, width:] >= 0).sum()
+        targets = beyond if targets is None else targets + beyond
+    inputs = _differing(consumed.inputs, stated.inputs, width)
+    if consumed.docs is None or stated.docs is None:
+        docs = None if consumed.docs is stated.docs else scored.new_tensor(got.shape[0] * width)
+    else:
+        docs = _differing(consumed.docs, stated.docs, width)
+    none = torch.zeros_like(scored)
+    return torch.stack([scored, stated_scored, *(none if n is None else n for n in (targets, inputs, docs))])
+
+
+def targets_sha256(targets: list[torch.Tensor]) -> str:
+    """sha256 of what each targets tensor (B, T) scores, in order: its shape up to its last column
+    with a scored target, then those columns' ids. Unscored columns past that one do not count, so
+    a scoring cut to its longest row hashes as its statement does."""
+    digest = hashlib.sha256()
+    for tensor in targets:
+        columns = (tensor >= 0).any(dim=0).nonzero()
+        width = int(columns[-1]) + 1 if len(columns) else 0
+        digest.update(f"{tensor.shape[0]}x{width}|".encode())
+        digest.update(_ids(tensor[:, :width]).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Tally:
+    """What one optimizer step's micro-batches consumed against what they state."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.counts = torch.zeros(len(COUNTS), dtype=torch.int64, device=device)
+        self.scorings = 0
+        self.stated_scorings = 0
+        # Host copies of both sides' targets, queued without blocking; read after the step's sync.
+        self._consumed: list[torch.Tensor] = []
+        self._stated: list[torch.Tensor] = []
+
+    def add(self, consumed: list[Consumed], stated: list[Consumed]) -> None:
+        """One micro-batch: its tape (`consumed`) against its batch's statement (`stated`)."""
+        self.scorings += len(consumed)
+        self.stated_scorings += len(stated)
+        for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: `scorings`
+            self.counts += compare(got, want)
+        copies = [c.targets.detach().to("cpu", non_blocking=True) for c in consumed]
+        self._consumed += copies
+        for k, s in enumerate(stated):  # a statement that is a consumed tensor's memory shares its copy
+            mirror = k < len(consumed) and same_elements(consumed[k].targets, s.targets)
+            self._stated.append(copies[k] if mirror else s.targets.to("cpu", non_blocking=True))
+
+    def measured(self, counts: list[float]) -> dict[str, Any]:
+        """GATE-TRAIN-007's values, from `counts` (the step's COUNTS, summed over ranks and read back
+        with the step's other values): call it after that read, when the host copies are complete."""
+        consumed_sha256 = targets_sha256(self._consumed)
+        same = len(self._stated) == len(self._consumed) and all(
+            a is b for a, b in zip(self._stated, self._consumed, strict=True)
+        )
+        return {
+            "scorings": self.scorings,
+            "stated_scorings": self.stated_scorings,
+            **{name: round(value) for name, value in zip(COUNTS, counts, strict=True)},
+            "targets_sha256": consumed_sha256,
+            "stated_targets_sha256": consumed_sha256 if same else targets_sha256(self._stated),
+        }
+
+
+def consumed_outcome(measured: dict[str, Any], step: int) -> Outcome:
+    """GATE-TRAIN-007 over one step's tally."""
+    return measure("GATE-TRAIN-007", measured, step=step, holds="the loss consumed what its batch states")
+
+
+@gate_require("GATE-TRAIN-007", lambda measured, step: consumed_outcome(measured, step))
+def check_consumed(measured: dict[str, Any], step: int) -> None:
+    """Refuse to step on a loss that read other targets, inputs or documents than the batch states."""

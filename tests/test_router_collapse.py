@@ -1,0 +1,162 @@
+"""Router collapse is a failure (GATE-ARCH-012); mild imbalance stays GATE-ARCH-002's warning.
+
+The falsifiers plant the audit's two collapses in the real routing: the router's logits are
+replaced as it returns them, and the stack's own top-k, counting and evaluation do the rest,
+through `stack train`. Every token to expert 0 stops the run at its first evaluation; routing
+[2044, 2044, 4, 4] of every 4096 assignments with the balance loss zeroed stops it at its second
+(collapse_evaluations), and a run with only one such window goes on. Each threshold is probed just
+beyond and just inside through the judge.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_support import prepared, smoke_args, train
+
+from contracts.judges import judge
+from contracts.spec import load_spec
+from stack.model.moe import MoE
+from stack.train.loop import Trainer
+
+# Router logits that make a token's top-k the favoured experts: far above the others.
+FAVOUR = 20.0
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("collapse-data"))
+
+
+def plant_routing(monkeypatch: pytest.MonkeyPatch, experts_for: Callable[[int], tuple[int, ...]]) -> None:
+    """For the length of each training loop (set-up's checks run the model as it is), every MoE
+    layer's router returns logits favouring `experts_for(n)` for the n-th token it routes (counted
+    per layer and run), instead of what its weights compute: a router that collapsed in training."""
+    real_run = Trainer.run
+
+    def collapsing(self: Trainer, resumed: bool) -> str:
+        with _router_logits_replaced(experts_for):
+            return real_run(self, resumed)
+
+    monkeypatch.setattr(Trainer, "run", collapsing)
+
+
+@contextmanager
+def _router_logits_replaced(experts_for: Callable[[int], tuple[int, ...]]) -> Iterator[None]:
+    real = MoE.forward
+    seen: dict[int, int] = {}
+
+    def planted(self: MoE, x: torch.Tensor) -> torch.Tensor:
+        def replace(_module: Any, _args: Any, logits: torch.Tensor) -> torch.Tensor:
+            start = seen.get(id(self), 0)
+            seen[id(self)] = start + logits.shape[0]
+            favoured = torch.zeros_like(logits)
+            for row in range(logits.shape[0]):
+                favoured[row, list(experts_for(start + row))] = FAVOUR
+            return logits * 0 + favoured  # keeps the router in the graph, with no say
+
+        handle = self.router.register_forward_hook(replace)
+        try:
+            return real(self, x)
+        finally:
+            handle.remove()
+
+    MoE.forward = planted  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MoE.forward = real  # type: ignore[method-assign]
+
+
+def _train(data: Path, out: Path, *sets: str) -> int:
+    return train(smoke_args(data, out, "model.moe_experts=4", "train.steps=4", "ckpt.every=4", *sets))
+
+
+def _result(out: Path, gate_id: str) -> dict[str, Any]:
+    gates = json.loads((out / "metadata.json").read_text())["gates"]
+    return next(g for g in gates if g["id"] == gate_id)
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_every_token_to_expert_zero_stops_the_run_at_its_first_evaluation(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _train(data, tmp_path / "healthy", "model.moe_top_k=1", "eval.every=2") == 0
+    assert _result(tmp_path / "healthy", "GATE-ARCH-012")["verdict"] == "PASS"
+    plant_routing(monkeypatch, lambda n: (0,))
+    out = tmp_path / "collapsed"
+    assert _train(data, out, "model.moe_top_k=1", "eval.every=2") == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-012" in err and "layers.0.moe.expert1 received no token" in err
+    assert "raise model.moe_balance_coef" in err  # the fix, for a run whose balance loss is on
+    result = _result(out, "GATE-ARCH-012")
+    assert result["verdict"] == "FAIL" and result["step"] == 2
+    assert result["measured"]["windows"][-1]["layers.0.moe"][1:] == [0, 0, 0]
+    assert _result(out, "GATE-ARCH-002")["verdict"] == "WARN"  # the mild band still says its part
+
+
+def _two_experts_but_every_512th(n: int) -> tuple[int, ...]:
+    """[2044, 2044, 4, 4] of every 4096 assignments (top-2 of 2048 tokens)."""
+    return (2, 3) if n % 512 == 0 else (0, 1)
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_two_experts_taking_everything_stop_the_run_at_the_second_window_and_one_window_goes_on(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plant_routing(monkeypatch, _two_experts_but_every_512th)
+    zeroed = ("model.moe_balance_coef=0.0", "model.moe_z_coef=0.0")
+    once = tmp_path / "once"  # one evaluation window: collapse_evaluations is 2
+    assert _train(data, once, *zeroed, "eval.every=4") == 0
+    assert _result(once, "GATE-ARCH-012")["verdict"] == "PASS"
+    assert _result(once, "GATE-ARCH-012")["measured"]["windows"] == [{"layers.0.moe": [2044, 2044, 4, 4]}]
+    out = tmp_path / "twice"
+    assert _train(data, out, *zeroed, "eval.every=2") == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-012" in err and "layers.0.moe.expert0 was routed" in err
+    assert "model.moe_balance_coef=0" in err  # the fix names the zeroed balance loss
+    assert _result(out, "GATE-ARCH-012")["step"] == 4
+
+
+def _windows(*counts: list[int]) -> dict[str, Any]:
+    return {"windows": [{"layers.0.moe": c} for c in counts], "top_k": 2, "balance_coef": 0.01}
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_a_takeover_just_beyond_the_share_fires_and_just_inside_holds() -> None:
+    """Top-2 of 1000 tokens: an expert in 992 tokens' top-2 (0.992) in both windows fires, in 988
+    (0.988) holds, and in 992 for one window of the two holds."""
+    limit = load_spec().threshold("GATE-ARCH-012", "max_token_share")
+    assert 0.988 < limit < 0.992
+    beyond, inside = [992, 508, 250, 250], [988, 512, 250, 250]
+    assert judge("GATE-ARCH-012", _windows(beyond, beyond)) != []
+    assert judge("GATE-ARCH-012", _windows(inside, inside)) == []
+    assert judge("GATE-ARCH-012", _windows(inside, beyond)) == []
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_a_starved_expert_just_beyond_the_ratio_fires_and_just_inside_holds_and_none_fires_at_once() -> None:
+    """Of 4000 assignments over 4 experts the uniform share is 1000: 9 (0.009 of it) in both windows
+    fires, 11 (0.011) holds; 0 fires in a single window."""
+    ratio = load_spec().threshold("GATE-ARCH-012", "starved_share_ratio")
+    assert 0.009 < ratio < 0.011
+    beyond, inside = [1330, 1330, 1331, 9], [1330, 1330, 1329, 11]
+    assert judge("GATE-ARCH-012", _windows(beyond, beyond)) != []
+    assert judge("GATE-ARCH-012", _windows(inside, inside)) == []
+    problems = judge("GATE-ARCH-012", _windows([1333, 1333, 1334, 0]))
+    assert "layers.0.moe.expert3 received no token in the window" in problems
+    assert "the router collapsed; raise model.moe_balance_coef above 0.01" in problems[-1]
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_a_collapse_lasting_one_evaluation_less_than_the_spec_holds() -> None:
+    need = int(load_spec().threshold("GATE-ARCH-012", "collapse_evaluations"))
+    collapsed, healthy = [1990, 1990, 10, 10], [1000, 1000, 1000, 1000]
+    assert judge("GATE-ARCH-012", _windows(healthy, *[collapsed] * need)) != []
+    assert judge("GATE-ARCH-012", _windows(healthy, *[collapsed] * (need - 1))) == []
