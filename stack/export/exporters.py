@@ -24,6 +24,7 @@ from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
 from contracts.spec import load_spec
+from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_state
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
@@ -125,17 +126,27 @@ def _settle(
     }
 
 
+def write_hf_files(directory: Path, trained: Trained) -> Path:
+    """config.json, model.safetensors and the tokenizer files (with the model's chat template, when it
+    has one) of `trained.model` as it computes now; returns the weights' path."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = hf.hf_config(trained.config.model, trained.tokenizer)
+    (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    weights = directory / MODEL_FILES["hf"]  # the name transformers looks for
+    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
+    hf_tokenizer.write_tokenizer_files(
+        directory, trained.tokenizer, trained.config.model.ctx, chat_template_of(trained.checkpoint.state)
+    )
+    return weights
+
+
 def _write_hf(
     tmp: Path, trained: Trained, sample: Sample, reference: torch.Tensor, record: dict[str, Any]
 ) -> Checks:
     """config.json, model.safetensors and the tokenizer files, checked in transformers."""
-    from safetensors.torch import save_file
-
-    config = hf.hf_config(trained.config.model, trained.tokenizer)
-    (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    weights = tmp / MODEL_FILES["hf"]  # the name transformers looks for; renamed below if unchecked
-    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
-    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    weights = write_hf_files(tmp, trained)  # renamed below if unchecked
     check = parity.compare_logits(weights.name, reference, runtimes.hf_logits(tmp, sample.windows))
     outcome = parity.hf_outcome(check)
     _settle(weights, check, outcome, record, parity.HF_GATE)

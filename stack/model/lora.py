@@ -19,10 +19,12 @@ in floating point is not W. A merged wrapper refuses a second merge rather than 
 its config, which every checkpoint reader takes.
 
 Targets are named as `stack laser` names matrices (stack.surgery.targets): trace sites `q`, `k`,
-`v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, globs on the full or short name,
-comma-separated. `embed` is an embedding, not a projection, and `logits` of a model with tied
-embeddings is refused: its weight *is* the input embedding, and a delta merged into it would
-change what every token embeds to (GATE-LORA-006 checks that no merge does).
+`v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, or their Hugging Face names `q_proj`,
+`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `lm_head` (stack.model.names),
+globs on the full or short name, comma-separated. `embed` is an embedding, not a projection, and
+`logits` of a model with tied embeddings is refused: its weight *is* the input embedding, and a
+delta merged into it would change what every token embeds to (GATE-LORA-006 checks that no merge
+does).
 """
 
 from __future__ import annotations
