@@ -320,7 +320,7 @@ def test_a_loss_stuck_at_ln2_fires(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The planted bug: the loss is built with β = 0, whatever the settings say.
-    monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_smoothing": 0.0})
+    monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_noise": 0.0})
     out = tmp_path / "out"
     # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first: waived here.
     waiver = ("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss")

@@ -57,7 +57,8 @@ def test_the_same_seed_writes_the_same_file_and_the_counts_add_up(
     assert sidecar["kept"] == len(lines) >= 1
     assert sidecar["kept"] + sum(sidecar["dropped"].values()) == sidecar["generated"] == 3
     assert sidecar["seed"] == 0 and len(sidecar["model"]["manifest_sha256"]) == 64
-    assert all(set(json.loads(line)) == {"instruction", "response"} for line in lines)
+    roles = [[m["role"] for m in json.loads(line)["messages"]] for line in lines]
+    assert roles == [["user", "assistant"]] * len(lines)  # chat records, as `prepare --format chat` reads
     required = load_spec().required_gates("synth")
     assert {g: v for g, v in _verdicts(first).items() if g in required} == dict.fromkeys(required, "PASS")
 

@@ -22,9 +22,10 @@ an imported model's own Jinja. `stack export --format hf` writes it into tokeniz
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from stack.data.sft_template import ChatTemplate, TemplateFile
+from stack.data.sft_template import TemplateFile
 
 STATE_KEY = "chat_template"
 ASSISTANT = "assistant"
@@ -72,9 +73,14 @@ def render_text(
     return "".join(pieces)
 
 
-def template_record(template: ChatTemplate) -> dict[str, Any]:
-    """What a checkpoint keeps of the template its data was rendered with."""
-    return {"name": template.spec.name, "sha256": template.sha256, "jinja": jinja_of(template.spec)}
+def data_template(data_dir: Path) -> dict[str, Any] | None:
+    """The template record of a DATA_DIR whose examples a chat template rendered, else None."""
+    from stack.data.manifest import load_manifest
+
+    entry = load_manifest(data_dir).sft
+    if entry is None or entry.chat_template is None:
+        return None
+    return {"name": entry.template, "sha256": entry.template_sha256, "jinja": entry.chat_template}
 
 
 def chat_template_of(state: dict[str, Any]) -> str | None:

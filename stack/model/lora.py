@@ -323,7 +323,17 @@ def base_sha256(model: nn.Module) -> str:
     """
     if any(wrapper.merged for _, wrapper in adapters(model)):
         raise BadInput("the model's adapters are merged: unmerge them to hash the base")
+    return _state_sha256(base_state(model))
+
+
+def adapter_sha256(model: nn.Module) -> str:
+    """One sha256 over the adapters' A and B (key and tensor hash, sorted by key): which adapter a
+    model carries, whatever checkpoint or file it came from."""
+    return _state_sha256(adapter_state(model))
+
+
+def _state_sha256(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
-    for key, tensor in sorted(base_state(model).items()):
+    for key, tensor in sorted(state.items()):
         digest.update(f"{key}={tensor_sha256(tensor)}\n".encode())
     return digest.hexdigest()

@@ -116,7 +116,7 @@ class Dpo(Objective):
         return batch.to(device)
 
     def _loss_args(self) -> dict[str, float]:
-        return {"beta": self.settings.beta, "label_smoothing": self.settings.label_smoothing}
+        return {"beta": self.settings.beta, "label_noise": self.settings.label_noise}
 
     def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
         """The pairs scored by the reference, then by the policy (its forward last: the loop reads

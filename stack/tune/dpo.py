@@ -74,14 +74,16 @@ class DpoTerms:
 
 
 def dpo_terms(
-    policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float, label_smoothing: float = 0.0
+    policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float, label_noise: float = 0.0
 ) -> DpoTerms:
-    """The DPO loss of a batch whose rows are the chosen sequences, then the rejected ones."""
+    """The DPO loss of a batch whose rows are the chosen sequences, then the rejected ones; with
+    `label_noise` ε, conservative DPO's: the expected loss when each pair's preference is flipped
+    with probability ε."""
     pairs = policy_logps.shape[0] // 2
     chosen = policy_logps[:pairs] - reference_logps[:pairs]
     rejected = policy_logps[pairs:] - reference_logps[pairs:]
     h = beta * (chosen - rejected)
-    loss = -(1.0 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
+    loss = -(1.0 - label_noise) * F.logsigmoid(h) - label_noise * F.logsigmoid(-h)
     return DpoTerms(loss.mean(), beta * chosen.detach(), beta * rejected.detach())
 
 

@@ -157,12 +157,20 @@ def synthesize(
     return report
 
 
+def chat_record(sample: Sample) -> dict[str, list[dict[str, str]]]:
+    """One sample as a chat record, the form `stack prepare --format chat` (and TRL's conversational
+    datasets) read: the instruction as the user's message, the response as the assistant's."""
+    return {
+        "messages": [
+            {"role": USER, "content": sample.instruction},
+            {"role": ASSISTANT, "content": sample.response},
+        ]
+    }
+
+
 def write_records(path: Path, samples: list[Sample]) -> None:
-    """The kept samples as JSONL {instruction, response}, one per line."""
-    lines = [
-        json.dumps({"instruction": s.instruction, "response": s.response}, ensure_ascii=False)
-        for s in samples
-    ]
+    """The kept samples as JSONL chat records, one per line (`chat_record`)."""
+    lines = [json.dumps(chat_record(s), ensure_ascii=False) for s in samples]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
