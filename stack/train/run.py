@@ -643,10 +643,6 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             )
     evidence = RunRecord(run_dir, plan.record, plan.ledger, evidence_dir)
     trainer.on_event = lambda event, t: _on_event(evidence, event, t)
-    if config.train.tensorboard and _is_main():
-        trainer.board = tensorboard.Board(
-            run_dir, trainer.state.step if plan.checkpoint is not None else None
-        )
     try:
         evidence.refresh(None, RunStatus.RUNNING)
         # Rank 0 speaks for a data-parallel run; the other ranks train quietly.
@@ -657,6 +653,9 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
                 _record_pivot(plan.record, trainer)
+            if config.train.tensorboard and _is_main():  # from the step the run continues at
+                resumed = trainer.state.step if plan.checkpoint is not None else None
+                trainer.board = tensorboard.Board(run_dir, resumed)
             status = trainer.run(resumed=plan.checkpoint is not None)
             if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
                 ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
@@ -691,9 +690,8 @@ def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
     """Write the last verdicts into the TensorBoard files (when the run keeps them) and close them;
     the final record's verdicts are the ones refreshed here or before."""
     if trainer.board is not None:
-        trainer.board.gates(
-            evidence.ledger.gate_results(expected=load_spec().required_gates(evidence.record.run.kind))
-        )
+        expected = load_spec().required_gates(evidence.record.run.kind)
+        trainer.board.gates(evidence.ledger.gate_results(expected=expected))
         trainer.board.close()
         trainer.board = None
 
