@@ -34,6 +34,8 @@ from stack.model.gpt import GPT
 from stack.model.lora import ADAPTER_KEYS, adapter_state
 
 MODEL_SITES = {m.site for m in names.MODEL}
+# Sites in the order a forward pass meets them within a block (the model's head last).
+ORDER = {m.site: i for i, m in enumerate((*names.BLOCK, *names.MODEL))}
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -55,6 +57,13 @@ UNSUPPORTED = {
 }
 
 
+def _forward(site: str) -> tuple[int, int]:
+    """A site's place in the forward pass: its layer (the head after every layer), then its matrix."""
+    parts = site.split(".")
+    layer = int(parts[1]) if len(parts) == 3 else 1 << 30
+    return layer, ORDER[parts[-1]]
+
+
 @dataclass(frozen=True)
 class PeftAdapter:
     """A peft adapter read into the stack's terms: settings, `<module path>.lora_A|B` tensors, and the
@@ -71,11 +80,11 @@ class PeftAdapter:
     def targets(self, n_layers: int) -> str:
         """`lora.targets` for these sites in a model of `n_layers` blocks: the short names (`q,v`) when
         every block has the same adapted projections, else every site by its layer (`layers.1.q`)."""
-        shorts = list(dict.fromkeys(site.rsplit(".", 1)[-1] for site in self.sites))
+        shorts = sorted({site.rsplit(".", 1)[-1] for site in self.sites}, key=ORDER.__getitem__)
         blocks = [short for short in shorts if short not in MODEL_SITES]
         every = {f"layers.{i}.{short}" for i in range(n_layers) for short in blocks}
         every |= {short for short in shorts if short in MODEL_SITES}
-        return ",".join(shorts) if every == set(self.sites) else ",".join(self.sites)
+        return ",".join(shorts) if every == set(self.sites) else ",".join(sorted(self.sites, key=_forward))
 
 
 def peft_key(path: str, part: str) -> str:
