@@ -3,7 +3,7 @@
 For a pair (x, y_c, y_r), with log π(y|x) summed over the completion's tokens only:
 
     h = β · ((log π(y_c|x) − log π(y_r|x)) − (log π_ref(y_c|x) − log π_ref(y_r|x)))
-    L = −(1 − ε) · log σ(h) − ε · log σ(−h)          (ε: label smoothing, 0 by default)
+    L = −(1 − ε) · log σ(h) − ε · log σ(−h)          (ε: label noise, 0 by default)
 
 and the implicit rewards r_c = β (log π(y_c|x) − log π_ref(y_c|x)), r_r likewise; the margin is
 r_c − r_r = h and a pair is ranked right when it is positive. With the policy equal to the
