@@ -8,12 +8,14 @@ without the package is refused before it writes anything.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from train_support import prepared, smoke_args, step_lines, train
 
+from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 
 if TYPE_CHECKING:
@@ -66,3 +68,17 @@ def test_tensorboard_asked_for_without_the_package_is_refused_before_the_run(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "gatestack[tensorboard]" in err
     assert not run.exists()
+
+
+def test_a_resume_keeps_one_curve(tmp_path: Path) -> None:
+    """What a dead process logged after the checkpoint a resume starts from is dropped, as
+    metrics.jsonl rolls those lines back: every step appears once, with the resumed run's value."""
+    data, run = prepared(tmp_path), tmp_path / "run"
+    assert train(smoke_args(data, run, *STEPS)) == 0
+    shutil.rmtree(ckpt.list_checkpoints(run)[-1])  # as if the process died after step 4's line
+    assert train(["train", "--resume", str(run)]) == 0
+    curve = [(e.step, e.value) for e in _read(run).Scalars("train/loss")]
+    assert [step for step, _ in curve] == [1, 2, 3, 4]
+    assert [value for _, value in curve] == [
+        pytest.approx(line["loss"], rel=1e-6) for line in step_lines(run)
+    ]
