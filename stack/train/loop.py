@@ -64,7 +64,7 @@ from stack.train.guards import (
     check_stability,
     check_warmup_lr,
 )
-from stack.train.lora_setup import adapter_parameters, start_weights
+from stack.train.lora_setup import StartWeights, adapter_parameters, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.objective import objective_for
@@ -408,10 +408,10 @@ class Trainer:
             **({chat_jinja.STATE_KEY: self.chat_template} if self.chat_template else {}),
         }
 
-    def start_from(self, checkpoint: ckpt.Checkpoint) -> dict[str, Any] | None:
+    def start_from(self, checkpoint: ckpt.Checkpoint) -> StartWeights:
         """Begin a new run from another run's (or an imported model's) weights: fine-tuning. A LoRA
         run's adapter is merged in memory or continued (stack.train.lora_setup.start_weights);
-        returns what was done with it, for the record (None for a plain source)."""
+        returns what the run started from, for the record and the command's line."""
         start = start_weights(checkpoint, self.config)
         if self.sharded:
             plain_model, _ = self._plain_twins()
@@ -423,7 +423,7 @@ class Trainer:
                 check_identity(identity_measured(self.model))
         self.fine_tuning = True
         self.chat_template = self.chat_template or checkpoint.state.get(chat_jinja.STATE_KEY)  # inherited
-        return start.note
+        return start
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""

@@ -82,12 +82,14 @@ def finish(model: GPT, run_dir: Path, config: RunConfig) -> Path | None:
 @dataclass
 class StartWeights:
     """What a run starts from: a checkpoint's weights as they are, its LoRA run merged in memory
-    (`merged` holds the plain state), or its adapter continued; `note` is what the record keeps."""
+    (`merged` holds the plain state), or its adapter continued; `note` is what the record keeps,
+    `said` the line the command prints."""
 
     checkpoint: ckpt.Checkpoint
     mode: str  # "plain", "merged" or "continued"
     merged: dict[str, torch.Tensor] | None = None
     note: dict[str, Any] | None = None
+    said: str | None = None
 
     def load(self, model: torch.nn.Module) -> None:
         """Put the start into `model` (the run's model, or a plain twin of it), strictly."""
@@ -145,9 +147,7 @@ def _continue_refusal(checkpoint: ckpt.Checkpoint, source: GPT | None, own: Lora
 
 
 def start_weights(checkpoint: ckpt.Checkpoint, config: RunConfig) -> StartWeights:
-    """What a run started from `checkpoint` begins with (see the module docstring), said on stderr."""
-    import sys
-
+    """What a run started from `checkpoint` begins with (see the module docstring)."""
     source, own = _source_lora(checkpoint), config.lora
     if own is not None and own.continue_adapter:
         model = None if source is None else _source_model(checkpoint, source)
@@ -155,13 +155,13 @@ def start_weights(checkpoint: ckpt.Checkpoint, config: RunConfig) -> StartWeight
         if refusal is not None:
             raise BadInput(refusal)
         assert model is not None
-        note = {"lora": "continued", "adapter_sha256": lora.adapter_sha256(model)}
-        print(
-            f"stack train: --init-from {checkpoint.path} is a LoRA run: its adapter (sha256 "
-            f"{note['adapter_sha256'][:12]}) trains on over the same base",
-            file=sys.stderr,
+        adapter = lora.adapter_sha256(model)
+        note = {"lora": "continued", "adapter_sha256": adapter, "base_sha256": base_sha256(model)}
+        said = (
+            f"--init-from {checkpoint.path} is a LoRA run: its adapter (sha256 {adapter[:12]}) trains on "
+            "over the same base"
         )
-        return StartWeights(checkpoint, "continued", note=note | {"base_sha256": base_sha256(model)})
+        return StartWeights(checkpoint, "continued", note=note, said=said)
     if source is None:
         return StartWeights(checkpoint, "plain")
     model = _source_model(checkpoint, source)
@@ -169,10 +169,9 @@ def start_weights(checkpoint: ckpt.Checkpoint, config: RunConfig) -> StartWeight
     checked_merge(model)  # GATE-LORA-006 and -002, as `stack lora merge` judges them
     lora.fold(model)
     then = "fresh adapters train on the merged model" if own is not None else "the whole model trains"
-    print(
-        f"stack train: --init-from {checkpoint.path} is a LoRA run: its adapter (sha256 "
-        f"{note['adapter_sha256'][:12]}) is merged into its base in memory and {then} "
-        "(lora.continue_adapter=true trains the adapter on instead)",
-        file=sys.stderr,
+    said = (
+        f"--init-from {checkpoint.path} is a LoRA run: its adapter (sha256 {note['adapter_sha256'][:12]}) "
+        f"is merged into its base in memory and {then} (lora.continue_adapter=true trains the adapter on "
+        "instead)"
     )
-    return StartWeights(checkpoint, "merged", merged=model.state_dict(), note=note)
+    return StartWeights(checkpoint, "merged", merged=model.state_dict(), note=note, said=said)

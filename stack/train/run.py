@@ -596,11 +596,13 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
         plan.config, plan.data_dir, plan.run_dir, plan.tokenizer, lambda _e, _t: None, lambda _s, _l: None
     )
     if source is not None:
-        adapter = trainer.start_from(source)
+        start = trainer.start_from(source)
+        if start.said is not None and _is_main():
+            print(f"stack train: {start.said}", file=sys.stderr)
         plan.record.metrics["init_from"] = {
             "path": str(source.path),
             "step": source.step,
-            **({"adapter": adapter} if adapter is not None else {}),
+            **({"adapter": start.note} if start.note is not None else {}),
         }
     return trainer
 
