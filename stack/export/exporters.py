@@ -162,7 +162,8 @@ def _write_onnx(
     request: ExportRequest,
 ) -> Checks:
     """model.onnx (and with --int8 model.int8.onnx) plus the tokenizer files, checked in ONNX Runtime."""
-    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    template = chat_template_of(trained.checkpoint.state)
+    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx, template)
     fp32 = outdir.unverified(tmp / MODEL_FILES["onnx"])
     onnx_export.export_graph(trained.model, fp32, request.opset)
     record["opset"] = onnx_export.graph_opset(fp32)
