@@ -189,7 +189,10 @@ class LoraSection(Section):
     alpha: float = Field(default=16.0, gt=0, description="scale numerator: Δ = (alpha / r)·B·A")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on the adapter's input")
     targets: str = Field(
-        default="q,v", min_length=1, description="projections by trace site, comma-separated globs"
+        default="q,v",
+        min_length=1,
+        description="projections by trace site (q, attn_out) or Hugging Face name (q_proj, o_proj), "
+        "comma-separated globs",
     )
     rslora: bool = Field(default=False, description="scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
     weight_decay: float = Field(
