@@ -274,9 +274,8 @@ class Trainer:
         # The task's objective owns the reader, the held-out batches and the loss (stack.train.objective).
         self.objective = objective_for(train.task)
         self.objective.bind(config, self.data_dir, self.device)  # a frozen teacher, on this device
-        self.chat_template = chat_jinja.data_template(
-            self.data_dir
-        )  # the format the data taught, if a chat one
+        # The chat format the data taught (stack.data.chat_jinja), which the checkpoints carry.
+        self.chat_template = chat_jinja.data_template(self.data_dir)
         seq_len = self.seq_len = self.objective.window(self.data_dir, config.model.ctx)
         self.reader = self.objective.open_reader(
             self.data_dir,
