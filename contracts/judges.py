@@ -329,14 +329,22 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
             problems.append(f"the applied learning rate is already {lr:.3g} = peak at warmup step {step}")
     if has(m, "undecayed_matrices"):
         undecayed, decayed_vectors = count(m, "undecayed_matrices"), count(m, "decayed_vectors")
-        matrix_decay = number(m, "matrix_weight_decay")
-        if undecayed or not matrix_decay >= t["min_weight_decay"]:
+        # None: only LoRA adapters train, and their decay is judged below
+        matrix_decay = None if m.get("matrix_weight_decay") is None else number(m, "matrix_weight_decay")
+        if undecayed or (matrix_decay is not None and not matrix_decay >= t["min_weight_decay"]):
             problems.append(
                 f"{undecayed} weight matri(x/ces) outside decoupled weight decay (smallest decay "
                 f"{matrix_decay:g} < {t['min_weight_decay']})"
             )
         if decayed_vectors:
             problems.append(f"{decayed_vectors} norm/bias vector(s) are weight-decayed")
+    if has(m, "adapter_matrices"):
+        decays, configured = items(m, "adapter_weight_decays"), number(m, "lora_weight_decay")
+        if [float(d) for d in decays] != [configured]:
+            problems.append(
+                f"the LoRA adapters' matrices decay at {', '.join(f'{float(d):g}' for d in decays)}, not at "
+                f"lora.weight_decay {configured:g}"
+            )
     return problems
 
 

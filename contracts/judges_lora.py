@@ -89,3 +89,18 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     if flag(m, "tied") and not flag(m, "head_is_embed"):
         problems.append("lm_head is no longer the tied embedding's tensor")
     return problems
+
+
+@judges("GATE-LORA-007")
+def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
+    problems = _some_adapters(m)
+    unloaded = _names(m, "not_loaded")
+    if unloaded:
+        problems.append(f"peft loaded no tensor for: {', '.join(unloaded)}")
+    diff, finite = number(m, "max_abs_diff"), flag(m, "finite")
+    if not (finite and diff <= t["logits_atol"]):
+        problems.append(
+            f"peft's logits differ from the stack's by up to {diff:.3g} (atol {t['logits_atol']}; "
+            f"finite: {finite})"
+        )
+    return problems

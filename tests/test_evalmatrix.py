@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from ft_support import own_continuations, saved, write_jsonl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from site_finetune import finetune_section
 
 from contracts.evidence import read_evidence
@@ -230,6 +232,32 @@ def test_bm25_ranks_the_passage_sharing_rare_words_first() -> None:
     ranked = BM25(passages).top("kernel shards", 3)
     assert [p.source for p, _ in ranked] == ["b", "c"]  # "a" shares no word and is never returned
     assert ranked[0][1] > ranked[1][1] > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    query=st.lists(
+        st.sampled_from(["gate", "kernel", "model", "shards", "the", "absent"]), min_size=1, max_size=5
+    )
+)
+def test_bm25_counts_a_query_word_each_time_it_occurs(query: list[str]) -> None:
+    """The formula sums over the query's words as they occur (as rank_bm25 does): asking twice
+    scores twice."""
+    index = BM25([Passage("a", 0, "the gate and the model"), Passage("b", 0, "the kernel reads shards")])
+    once, twice = " ".join(query), " ".join(query + query)
+    for at in (0, 1):
+        assert index.score(twice, at) == pytest.approx(2 * index.score(once, at), rel=1e-12)
+
+
+def test_a_repeated_query_word_can_change_which_passage_ranks_first() -> None:
+    """`kernel` is rare and `gate` common: asked once each, the kernel passage wins; a query that
+    says gate four times is about the gate (counted once per distinct word, it would not be)."""
+    passages = [Passage("gate", 0, "gate one two three"), Passage("kernel", 0, "kernel one two three")]
+    passages += [Passage("other", i, f"gate filler words here {i}") for i in range(2)]
+    index = BM25(passages)
+    first = index.top("kernel gate", 1)[0][0].source
+    again = index.top("kernel gate gate gate gate", 1)[0][0].source
+    assert (first, again) == ("kernel", "gate")
 
 
 def test_documents_are_cut_into_paragraphs(tmp_path: Path) -> None:

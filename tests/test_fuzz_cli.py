@@ -649,6 +649,8 @@ TEMPLATES: dict[str, list[list[str | Place]]] = {
         ["lora", "merge", Place("run"), "--out", Place("fresh")],
         ["lora", "merge", Place("fresh"), "--base", Place("run"), "--out", Place("fresh")],
         ["lora", "inspect", Place("run")],
+        ["lora", "export", Place("run"), "--out", Place("fresh")],
+        ["lora", "import", Place("hf"), "--base", Place("run"), "--out", Place("fresh")],
     ],
     "es": [
         [

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from trace_support import save_run
 from train_support import evidence, prepared, smoke_args, train, unjudged, verdicts
@@ -19,7 +20,7 @@ from train_support import evidence, prepared, smoke_args, train, unjudged, verdi
 from contracts.evidence import read_evidence
 from stack.cli import main
 from stack.model.gpt import GPT
-from stack.model.lora import has_lora
+from stack.model.lora import adapter_sha256, base_sha256, has_lora
 from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained
 
@@ -137,3 +138,98 @@ def test_bad_input_is_one_line_and_exit_2(
     bad = ["train", "--data", str(runs["data"]), "--out", str(tmp_path / "t"), "--preset", "smoke"]
     assert _cli(capsys, *bad, "--set", "lora.r=0")[0] == 2
     assert _cli(capsys, *bad, "--set", "lora.targets='embed'")[0] == 2
+
+
+# -- a run started from a LoRA run: the SFT-then-DPO chain -----------------------------------
+
+
+def test_a_run_from_a_lora_run_merges_its_adapter_in_memory_and_says_so(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "full"
+    assert train([*smoke_args(runs["data"], run, *STEPS), "--init-from", str(runs["tuned"])]) == 0
+    assert "is merged into its base in memory" in capsys.readouterr().err
+    started = evidence(run)["metrics"]["init_from"]["adapter"]
+    assert started["lora"] == "merged"
+    assert started["adapter_sha256"] == adapter_sha256(load_trained(runs["tuned"]).model)
+    assert verdicts(run)["GATE-LORA-002"] == verdicts(run)["GATE-LORA-006"] == "PASS"
+    assert not has_lora(load_trained(run).model)
+
+
+def test_a_distillation_student_may_be_a_lora_run(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["distill", str(runs["base"]), "--student", str(runs["tuned"]), "--data", str(runs["data"])]
+    assert main([*argv, "--out", str(tmp_path / "kd"), "--steps", "2", "--device", "cpu"]) == 0
+    assert "is merged into its base in memory" in capsys.readouterr().err
+
+
+def test_where_neither_merge_nor_continue_applies_the_refusal_names_stack_lora_merge(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = [*smoke_args(runs["data"], tmp_path / "r8", *STEPS, "lora.r=8", "lora.continue_adapter=true")]
+    code, err = _cli(capsys, *other, "--init-from", str(runs["tuned"]))
+    assert code == 2 and "lora.r (4 -> 8)" in err and "stack lora merge" in err
+    plain = [*smoke_args(runs["data"], tmp_path / "p", *STEPS, *LORA, "lora.continue_adapter=true")]
+    code, err = _cli(capsys, *plain, "--init-from", str(runs["base"]))
+    assert code == 2 and "has none" in err
+    alone = [*smoke_args(runs["data"], tmp_path / "a", *STEPS), "--init-from", str(runs["tuned"] / "adapter")]
+    code, err = _cli(capsys, *alone)
+    assert code == 2 and "stack lora merge" in err and "Unexpected key" not in err
+    assert not (tmp_path / "r8").exists() and not (tmp_path / "a").exists()
+
+
+def test_a_continued_adapter_starts_where_its_run_ended(runs: dict[str, Path], tmp_path: Path) -> None:
+    same = ["lora.r=4", "lora.alpha=8", "lora.targets='q_proj,v_proj,gate_proj,up_proj,down_proj'"]
+    run = tmp_path / "on"
+    argv = [*smoke_args(runs["data"], run, *STEPS, *same, "lora.continue_adapter=true"), "--init-from"]
+    assert train([*argv, str(runs["tuned"])]) == 0
+    started = evidence(run)["metrics"]["init_from"]["adapter"]
+    tuned = load_trained(runs["tuned"]).model
+    assert started == {
+        "lora": "continued",
+        "adapter_sha256": adapter_sha256(tuned),
+        "base_sha256": base_sha256(tuned),
+    }
+    assert base_sha256(load_trained(run).model) == base_sha256(tuned)  # the base is still the first one
+
+
+# -- the adapters' weight decay ----------------------------------------------------------------
+
+
+def _adapter_decays(run: Path) -> set[float]:
+    """The weight decay of every optimizer group that holds parameters: in a LoRA run, only the
+    adapters' A and B train."""
+    state = json.loads((ckpt.list_checkpoints(run)[-1] / "state.json").read_text())
+    groups = state["optimizer"]["param_groups"]
+    return {g["weight_decay"] for g in groups if g["params"]}
+
+
+def test_lora_adapters_are_not_weight_decayed_by_default(runs: dict[str, Path]) -> None:
+    assert _adapter_decays(runs["tuned"]) == {0.0}  # the transformers Trainer's default
+    assert verdicts(runs["tuned"])["GATE-TRAIN-002"] == "PASS"
+
+
+@pytest.mark.gate("GATE-TRAIN-002")
+def test_adapters_decayed_otherwise_than_lora_weight_decay_fire(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stack.train import loop
+
+    decayed = tmp_path / "decayed"
+    argv = [*smoke_args(runs["data"], decayed, *STEPS, *LORA, "lora.weight_decay=0.1"), "--init-from"]
+    assert train([*argv, str(runs["base"])]) == 0  # asked for, and given: holds
+    assert _adapter_decays(decayed) == {0.1}
+    capsys.readouterr()
+    build = loop.build_optimizer
+
+    def old_groups(model: torch.nn.Module, config: object, device: torch.device) -> torch.optim.AdamW:
+        optimizer = build(model, config, device)  # type: ignore[arg-type]
+        optimizer.param_groups[-1]["weight_decay"] = 0.1  # the planted bug: adapters take train's decay
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", old_groups)
+    code, err = _cli(
+        capsys, *smoke_args(runs["data"], tmp_path / "run", *STEPS, *LORA), "--init-from", str(runs["base"])
+    )
+    assert code == 3 and "GATE-TRAIN-002" in err and "lora.weight_decay 0" in err

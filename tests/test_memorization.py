@@ -22,7 +22,9 @@ from train_support import prepared
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.eval.memorization import longest_common_run
+from stack.data.sft_template import load_template, render
+from stack.data.tokenizer import ByteTokenizer
+from stack.eval.memorization import jsonl_examples, longest_common_run
 
 PREFIX, CONTINUATION, N = 8, 32, 20
 
@@ -102,6 +104,22 @@ def test_examples_from_a_prepared_data_dir(world: dict[str, Any], tmp_path: Path
     result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
     assert len(result["examples"]) == 3 and all(e.startswith("train document") for e in result["examples"])
     assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "PASS"
+
+
+def test_chat_records_are_the_ids_sft_trained_on(world: dict[str, Any], tmp_path: Path) -> None:
+    """`stack prepare --format chat` renders a chat with its template and EOS ids; so do these."""
+    chats = [
+        [("user", f"What is {a} plus {b}, please?"), ("assistant", f"It is {a + b}, as you asked.")]
+        for a, b in ((1, 2), (3, 4), (5, 6))
+    ]
+    records = [{"messages": [{"role": r, "content": c} for r, c in turns]} for turns in chats]
+    path = write_jsonl(tmp_path / "chat.jsonl", records)
+    examples = jsonl_examples(path, ByteTokenizer(), 3, PREFIX + CONTINUATION, 0)
+    template = load_template(None)
+    rendered = [render(template, ByteTokenizer(), turns, "x").ids.tolist() for turns in chats]
+    assert [e.tokens for e in examples] == [ids[: PREFIX + CONTINUATION] for ids in rendered]
+    argv = ["memorization", str(world["tuned"]), "--base", str(world["base"]), "--examples", str(path)]
+    assert main([*argv, "--n", "3", "--prefix", str(PREFIX), "--record", str(tmp_path / "rec")]) == 0
 
 
 # -- the longest verbatim run ---------------------------------------------------------------

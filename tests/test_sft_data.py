@@ -91,11 +91,33 @@ def test_the_mask_selects_exactly_the_assistant_contents(turns: list[tuple[str, 
     assert rendered.markers_missing == 0
 
 
-def test_prompt_completion_is_a_user_turn_and_an_assistant_turn(tmp_path: Path) -> None:
+def test_prompt_completion_as_chat_turns_is_a_user_turn_and_an_assistant_turn(tmp_path: Path) -> None:
     out = tmp_path / "pc"
-    manifest = prepare_sft([PROMPT_COMPLETION], out, fmt="prompt-completion", pack_len=64, val_fraction=0.25)
+    manifest = prepare_sft(
+        [PROMPT_COMPLETION], out, fmt="prompt-completion", join="chat-turns", pack_len=64, val_fraction=0.25
+    )
     assert manifest.sft is not None and manifest.sft.assistant_turns == 40
     assert sum(manifest.sft.examples.values()) == 40
+
+
+def test_prompt_completion_is_joined_as_trl_joins_it_by_default(tmp_path: Path) -> None:
+    """The prompt, then the completion as written (no template text, no extra space) and EOS."""
+    records = tmp_path / "pc.jsonl"
+    records.write_text(json.dumps({"prompt": "2 times 3 is", "completion": " 6"}) + "\n")
+    out = tmp_path / "pc"
+    manifest = prepare_sft([records], out, fmt="prompt-completion", pack_len=32, val_fraction=0.0)
+    assert manifest.sft is not None and manifest.sft.join == "concatenate"
+    batch = SftReader(out, "train", batch_size=1, seq_len=32, seed=0).next_batch()
+    tokens, labels = batch.tokens[0].tolist(), batch.labels[0].tolist()
+    text = bytes(t for t in tokens if t != EOS).decode()
+    assert text == "2 times 3 is 6"
+    supervised = [t for t, label in zip(tokens, labels, strict=True) if label & 1]
+    assert supervised == [*BYTE.encode(" 6"), EOS]
+
+
+def test_join_goes_with_prompt_completion_only(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="--join goes with --format prompt-completion"):
+        prepare_sft([CHAT], tmp_path / "x", fmt="chat", join="concatenate")
 
 
 # -- GATE-SFT-001 ----------------------------------------------------------------------------

@@ -170,6 +170,12 @@ def test_bad_input_is_one_line_and_exit_2(
         (("--preset", "smoke", "--student", str(world["teacher"])), "one of the two"),
         (("--preset", "nope"), "unknown preset"),
         (("--preset", "smoke", "--seq-len", "999"), "longer than the student's context"),
+        # a student of a longer context than the teacher's (32): its windows are the teacher's limit
+        (("--preset", "smoke", "--set", "model.ctx=64"), "pass --seq-len 32 or less"),
+        (
+            ("--preset", "smoke", "--set", "model.ctx=64", "--seq-len", "48"),
+            "longer than the teacher's context",
+        ),
     ]
     for options, problem in cases:
         assert _distill(world, tmp_path / "out", *options) == 2

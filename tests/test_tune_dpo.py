@@ -192,6 +192,35 @@ def test_a_policy_equal_to_its_reference_has_loss_ln2_and_no_reward(
     assert not terms.chosen_rewards.any() and not terms.rejected_rewards.any()
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    logps=st.lists(st.floats(-50, 0, width=32), min_size=4, max_size=8).filter(lambda v: len(v) % 2 == 0),
+    noise=st.floats(0, 0.49),
+)
+def test_label_noise_is_the_expected_loss_when_each_preference_flips_with_that_probability(
+    logps: list[float], noise: float
+) -> None:
+    """Conservative DPO, named for what it computes: (1 − ε)·L(pairs) + ε·L(pairs with chosen and
+    rejected swapped), each the plain DPO loss."""
+    policy, reference = torch.tensor(logps), torch.tensor(logps).flip(0)
+    half = len(logps) // 2
+    swap = lambda t: torch.cat([t[half:], t[:half]])  # noqa: E731
+    plain = dpo.dpo_terms(policy, reference, 0.5).loss
+    flipped = dpo.dpo_terms(swap(policy), swap(reference), 0.5).loss
+    noisy = dpo.dpo_terms(policy, reference, 0.5, label_noise=noise).loss
+    assert float(noisy) == pytest.approx(float((1 - noise) * plain + noise * flipped), rel=1e-5, abs=1e-6)
+
+
+def test_the_old_name_label_smoothing_is_refused_naming_label_noise() -> None:
+    from contracts.errors import BadInput
+    from stack.train.config import resolve
+
+    sets = ["train.steps=1", "train.task='dpo'", "dpo.reference='RUN'", "dpo.label_smoothing=0.1"]
+    with pytest.raises(BadInput, match=r"dpo\.label_noise") as refused:
+        resolve("smoke", None, sets, vocab=257)
+    assert "TRL" in str(refused.value) and "\n" not in str(refused.value)
+
+
 @settings(max_examples=30, deadline=None)
 @given(size=st.integers(1, 12), width=st.integers(48, 64), pad=st.integers(0, 5))
 def test_the_mask_covers_exactly_the_completions(size: int, width: int, pad: int) -> None:
@@ -320,7 +349,7 @@ def test_a_loss_stuck_at_ln2_fires(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The planted bug: the loss is built with β = 0, whatever the settings say.
-    monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_smoothing": 0.0})
+    monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_noise": 0.0})
     out = tmp_path / "out"
     # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first: waived here.
     waiver = ("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss")

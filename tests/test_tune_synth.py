@@ -18,6 +18,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data.manifest import load_manifest
 from stack.tune import synth
 from stack.tune.settings import SynthSettings
 
@@ -57,9 +58,30 @@ def test_the_same_seed_writes_the_same_file_and_the_counts_add_up(
     assert sidecar["kept"] == len(lines) >= 1
     assert sidecar["kept"] + sum(sidecar["dropped"].values()) == sidecar["generated"] == 3
     assert sidecar["seed"] == 0 and len(sidecar["model"]["manifest_sha256"]) == 64
-    assert all(set(json.loads(line)) == {"instruction", "response"} for line in lines)
+    roles = [[m["role"] for m in json.loads(line)["messages"]] for line in lines]
+    assert roles == [["user", "assistant"]] * len(lines)  # chat records, as `prepare --format chat` reads
     required = load_spec().required_gates("synth")
     assert {g: v for g, v in _verdicts(first).items() if g in required} == dict.fromkeys(required, "PASS")
+
+
+def test_synth_output_is_sft_data_as_it_is(source: Path, tmp_path: Path) -> None:
+    """The seed's workflow, "pipe this into sft": prepare reads the file with no conversion."""
+    out, data = tmp_path / "synth", tmp_path / "data"
+    assert _synth(source, out, *LOOSE) == 0
+    kept = len((out / "synth.jsonl").read_text().splitlines())
+    argv = [
+        "prepare",
+        str(out / "synth.jsonl"),
+        "--format",
+        "chat",
+        "--pack-len",
+        "128",
+        "--tokenizer",
+        str(source),
+    ]
+    assert main([*argv, "--val-fraction", "0", "--out", str(data)]) == 0
+    entry = load_manifest(data).sft
+    assert entry is not None and entry.examples["train"] == kept and entry.assistant_turns == kept
 
 
 def test_an_existing_out_is_never_written_over(

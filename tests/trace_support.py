@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,10 +28,17 @@ def tokens(length: int = 12, seed: int = 0) -> torch.Tensor:
     return torch.randint(CONFIG.vocab, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
-def save_run(run_dir: Path, model: GPT, step: int = 1, tokenizer: Tokenizer | None = None) -> Path:
+def save_run(
+    run_dir: Path,
+    model: GPT,
+    step: int = 1,
+    tokenizer: Tokenizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write `model` as a checkpoint of a run at run_dir, as the training loop would; returns its path.
 
-    Its tokenizer is the byte tokenizer unless `tokenizer` is given (of at most the model's vocab)."""
+    Its tokenizer is the byte tokenizer unless `tokenizer` is given (of at most the model's vocab);
+    `extra` adds keys to its state (a chat template, say)."""
     config = RunConfig(model=model.config, train=TrainSection(steps=step))
     optimizer = torch.optim.AdamW(model.parameters())
     state = {
@@ -44,5 +52,6 @@ def save_run(run_dir: Path, model: GPT, step: int = 1, tokenizer: Tokenizer | No
         "spec_version": "1.0.0",
         "heldout_loss": None,
         "tokenizer": tokenizer_state(tokenizer or ByteTokenizer()),
+        **(extra or {}),
     }
     return save_checkpoint(run_dir, step, model, optimizer, state)

@@ -30,6 +30,8 @@ DERIVED_KINDS = frozenset(
         "dpo",
         "distill",
         "lora-merge",
+        "lora-export",
+        "lora-import",
         "laser",
         "quantize",
         "es",

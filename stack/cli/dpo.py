@@ -34,7 +34,7 @@ from stack.tune.settings import DPO_DEFAULTS, DpoSettings
 
 TASK = "train.task=dpo"
 # The DPO settings and the config keys they set (the loop's own are in tune_options).
-DPO_KEYS = {"beta": "dpo.beta", "label_smoothing": "dpo.label_smoothing"}
+DPO_KEYS = {"beta": "dpo.beta", "label_noise": "dpo.label_noise"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     group.add_argument("--beta", type=values.step_size, help=f"β (default {DPO_DEFAULTS.beta})")
     group.add_argument(
-        "--label-smoothing",
+        "--label-noise",
         type=values.fraction,
-        help=f"ε, the weight of the reversed preference, below 0.5 (default {DPO_DEFAULTS.label_smoothing})",
+        help="ε of conservative DPO, the probability that a pair's preference is flipped, below 0.5 "
+        f"(default {DPO_DEFAULTS.label_noise}; TRL's label_smoothing is this only for loss_type='sigmoid')",
     )
     group.add_argument(
         "--set",

@@ -65,4 +65,7 @@ def run(args: argparse.Namespace) -> int:
         f"vocab {record['model_vocab']}, {tokenizer['name']} tokenizer of {tokenizer['vocab_size']} ids "
         f"(sha256 {tokenizer['sha256'][:12]})"
     )
+    if record["chat_template"] is not None:
+        sha = record["chat_template"]["sha256"][:12]
+        print(f"  chat template read (sha256 {sha}): kept in the checkpoint, `stack export` writes it back")
     return 0

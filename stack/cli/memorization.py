@@ -51,7 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--examples",
         type=values.utf8_path,
         metavar="JSONL",
-        help='lines {"text"} or {"prompt", "completion"}',
+        help='lines {"text"}, {"prompt", "completion"} or chat {"messages"}',
+    )
+    parser.add_argument(
+        "--template",
+        type=values.utf8_text,
+        metavar="NAME|FILE",
+        help="with --examples: the chat template chat records were prepared with (default chat)",
     )
     parser.add_argument("--n", type=values.positive_int, default=100, help="examples to draw (default 100)")
     parser.add_argument("--prefix", type=values.positive_int, default=32, help="prefix tokens (default 32)")
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         "models": {"tuned": str(args.path), "base": str(args.base)},
         "data": None if args.data is None else str(args.data),
         "examples": None if args.examples is None else str(args.examples),
+        **({"template": args.template} if args.template is not None else {}),
         "n": args.n,
         "prefix": args.prefix,
         "continuation": continuation,
@@ -131,11 +138,15 @@ def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Exa
     """--n training examples of `length` tokens, from the DATA_DIR (same tokenizer, by identity) or
     the JSONL file."""
     from contracts.errors import BadInput
+    from stack.data.sft_template import load_template
     from stack.data.tokenizer import load_tokenizer
     from stack.eval.memorization import data_examples, jsonl_examples
 
     if args.examples is not None:
-        return jsonl_examples(args.examples, tokenizer, args.n, length, args.seed)
+        template = load_template(args.template)
+        return jsonl_examples(args.examples, tokenizer, args.n, length, args.seed, template)
+    if args.template is not None:
+        raise BadInput("--template goes with --examples (a DATA_DIR's documents are already tokens)")
     if load_tokenizer(args.data).identity != tokenizer.identity:
         raise BadInput(
             f"--data {args.data} was tokenized by another tokenizer than the model's; give its own data"

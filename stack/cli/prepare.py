@@ -117,6 +117,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default chat, stack/data/templates/chat.yaml)",
     )
     parser.add_argument(
+        "--join",
+        choices=("concatenate", "chat-turns"),
+        help="with --format prompt-completion: concatenate (default, as TRL joins them: the prompt, then "
+        "the completion and EOS supervised) or chat-turns (the prompt as the user's turn, the completion "
+        "as the assistant's, rendered by --template)",
+    )
+    parser.add_argument(
         "--pack-len",
         type=values.positive_int,
         metavar="T",
@@ -206,6 +213,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             args.out,
             fmt=args.format,
             template=args.template,
+            join=args.join,
             pack_len=args.pack_len or DEFAULT_PACK_LEN,
             tokenizer=tokenizer_option(args.tokenizer),
             vocab_size=args.vocab_size,
@@ -302,8 +310,10 @@ def run(args: argparse.Namespace) -> int:
         manifest = _prepare_sft(args)
         verb = "prepared"
     else:
-        if args.template is not None or args.pack_len is not None:
-            raise BadInput("--template and --pack-len go with --format chat, prompt-completion or prefs")
+        if args.template is not None or args.pack_len is not None or args.join is not None:
+            raise BadInput(
+                "--template, --pack-len and --join go with --format chat, prompt-completion or prefs"
+            )
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
         from stack.data.formats import Layout

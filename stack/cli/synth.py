@@ -4,7 +4,8 @@
 
 The model writes a user turn after the template's user prefix, then answers it. Samples too
 short, caught in a repetition loop, or duplicated are dropped and counted by reason. Exit 0:
-OUT/synth.jsonl, OUT/synth.json (seed, model sha256, counts) and OUT/metadata.json written;
+OUT/synth.jsonl (chat records: `stack prepare OUT/synth.jsonl --format chat` takes it as it is),
+OUT/synth.json (seed, model sha256, counts) and OUT/metadata.json written;
 3: a gate fired (GATE-SYNTH-001: the counts add up; -002: the seed gives the same samples);
 2: bad input. See docs/preferences.md.
 """
@@ -39,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "synth",
         help="synthetic instruction data (Magpie-style) from a chat checkpoint, filtered, as JSONL",
-        description="Write OUT/synth.jsonl ({instruction, response} per line), OUT/synth.json (seed, model "
-        "sha256, what was dropped and why) and OUT/metadata.json.",
+        description="Write OUT/synth.jsonl (chat records {messages: [user, assistant]} per line, ready for "
+        "`stack prepare --format chat`), OUT/synth.json (seed, model sha256, what was dropped and why) and "
+        "OUT/metadata.json.",
     )
     parser.add_argument("path", type=values.utf8_path, metavar="RUN_DIR|CKPT", help="a chat-capable model")
     parser.add_argument("--out", type=values.utf8_path, required=True, metavar="OUT", help="a new directory")

@@ -117,7 +117,7 @@ def probability(text: str) -> float:
 
 
 def fraction(text: str) -> float:
-    """A mixing weight (distillation's α, DPO's label smoothing): from 0 to 1, both included."""
+    """A mixing weight (distillation's α, DPO's label noise): from 0 to 1, both included."""
     value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{value} is out of range; give a weight from 0 to 1")

@@ -131,6 +131,11 @@ class SftEntry(Strict):
     format: Literal["chat", "prompt-completion", "prefs"]  # prefs: pairs, one per window
     template: str
     template_sha256: str = Field(pattern=SHA256_PATTERN)
+    # prompt-completion: joined as TRL joins them (concatenate) or rendered as two chat turns
+    join: Literal["concatenate", "chat-turns"] | None = None
+    # The template as Jinja (stack.data.chat_jinja) when it rendered the examples: what a model
+    # trained on them carries into its checkpoints and its Hugging Face export
+    chat_template: str | None = None
     pack_len: int = Field(ge=2)
     examples: dict[Split, int]
     supervised_tokens: dict[Split, int]

@@ -1,7 +1,9 @@
 """`stack prepare --format chat|prompt-completion`: supervised examples into packed, labelled shards.
 
 Each JSONL record is rendered by the chat template (stack.data.sft_template) into ids and a
-mask, assigned to a split by the sha256 of its turns (as documents are), and packed in input
+mask (a prompt-completion record, by default, is joined as TRL joins it instead: prompt, then
+completion and EOS, supervised; `join="chat-turns"` renders it as a user and an assistant turn),
+assigned to a split by the sha256 of its turns (as documents are), and packed in input
 order, whole, into windows of `pack_len` tokens: an example that does not fit the current
 window starts the next one, the rest of the window is padding (the EOS id, unsupervised,
 example 0), and an example longer than `pack_len` is refused. Each split and source becomes one
@@ -29,6 +31,7 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data import ownership
 from stack.data import split as splitting
+from stack.data.chat_jinja import jinja_of
 from stack.data.corpus import check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.gates import check_reports, open_filters
@@ -58,12 +61,16 @@ from stack.data.sft_template import (
     example_turns,
     load_template,
     render,
+    render_concatenated,
 )
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
 
 SFT_FORMATS = ("chat", "prompt-completion", PREFS_FORMAT)
+PROMPT_COMPLETION = "prompt-completion"
+# How a prompt-completion record becomes one example: as TRL joins it (the default), or as a chat.
+JOINS = ("concatenate", "chat-turns")
 LABELS_MAGIC = b"GSLABELS"
 LABELS_SUFFIX = ".labels"
 LABEL_DTYPE = np.dtype("<u4")
@@ -142,6 +149,7 @@ def _read_examples(
                 raise BadInput(f"{where}: not JSON ({exc.msg})") from None
             if fmt == PREFS_FORMAT:
                 examples.append(pair_turns(record, where, template))
+                counts["chat_prompts"] += isinstance(record.get("prompt"), list)
             else:
                 examples.append(example_turns(record, fmt, where))
     return examples, counts
@@ -158,6 +166,8 @@ def _render_all(
         where = f"example {i + 1}"
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
             rendered = render_pair(tok, turns, plan.pack_len // 2, where)
+        elif plan.join == "concatenate":  # (user, prompt), (assistant, completion)
+            rendered = render_concatenated(tok, turns[0][1], turns[1][1], where)
         else:
             rendered = render(template, tok, turns, where)
         if len(rendered.ids) > plan.pack_len:
@@ -192,6 +202,7 @@ class SftPlan:
     val_fraction: float
     source: str
     filters: FilterRunner
+    join: str | None = None  # prompt-completion only: concatenate or chat-turns
 
 
 def _write_split(
@@ -219,6 +230,14 @@ def _write_split(
         tokens=len(labels),
     )
     return shards, [entry], int((labels & 1).sum())
+
+
+def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
+    """Whether the chat template rendered the examples: chats, prompt-completion read as chat turns,
+    and pairs whose prompts are chat messages. Only then does the data's model learn its format."""
+    if plan.fmt == PREFS_FORMAT:
+        return counts["chat_prompts"] > 0
+    return plan.join != "concatenate"
 
 
 def _build(staging: Path, plan: SftPlan) -> Manifest:
@@ -281,6 +300,8 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             format=plan.fmt,  # type: ignore[arg-type]
             template=template.spec.name,
             template_sha256=template.sha256,
+            join=plan.join,
+            chat_template=jinja_of(template.spec) if _templated(plan, counts) else None,
             pack_len=plan.pack_len,
             examples={s: len(splits[s].examples) for s in ("train", "heldout")},  # type: ignore[misc]
             supervised_tokens=supervised,
@@ -299,6 +320,7 @@ def prepare_sft(
     *,
     fmt: str,
     template: str | None = None,
+    join: str | None = None,
     pack_len: int = DEFAULT_PACK_LEN,
     tokenizer: str | Tokenizer = "byte",
     vocab_size: int | None = None,
@@ -317,6 +339,14 @@ def prepare_sft(
         raise BadInput(f"--format {fmt} needs INPUT JSONL files")
     if pack_len < 2:
         raise BadInput(f"--pack-len {pack_len} must be at least 2 (a marker and an EOS)")
+    if fmt == PROMPT_COMPLETION:
+        join = join or JOINS[0]
+        if join not in JOINS:
+            raise BadInput(f"--join {join!r} is not one of {', '.join(JOINS)}")
+    elif join is not None:
+        raise BadInput(
+            f"--join goes with --format {PROMPT_COMPLETION}; {fmt} records are rendered by --template"
+        )
     if fmt == PREFS_FORMAT:
         pack_len *= 2  # a window is a pair: two rows of --pack-len tokens (stack.data.prefs_rows)
     if not 0.0 <= val_fraction < 1.0:
@@ -336,6 +366,7 @@ def prepare_sft(
         val_fraction,
         source,
         runner,
+        join,
     )
     out = Path(out)
     created = ownership.check_out(out)

@@ -236,6 +236,21 @@ def render(
     )
 
 
+def render_concatenated(tokenizer: Tokenizer, prompt: str, completion: str, where: str) -> Rendered:
+    """A prompt-completion record joined as TRL joins one: the prompt's ids (not supervised), then
+    the completion's and the EOS (supervised), with no template text between them. The two are
+    tokenized apart, so the boundary is a token index as generation meets it (the model continues
+    the prompt's own ids); TRL tokenizes prompt + completion as one text and masks the prompt's
+    token count, which differs only where a BPE merges across the seam."""
+    prompt_ids, completion_ids = tokenizer.encode(prompt), tokenizer.encode(completion)
+    if not completion_ids:
+        raise BadInput(f"{where}: the completion is empty; there is nothing to supervise")
+    ids = np.asarray([*prompt_ids, *completion_ids, tokenizer.eot_id], dtype=np.int64)
+    mask = np.zeros(len(ids), dtype=np.uint8)
+    mask[len(prompt_ids) :] = 1
+    return Rendered(ids=ids, mask=mask, assistant_turns=1, markers_missing=0)
+
+
 def canonical_example(turns: list[tuple[str, str]]) -> bytes:
     """The bytes an example's identity (its split, its index row) is hashed from."""
     return json.dumps(turns, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

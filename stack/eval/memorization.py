@@ -11,7 +11,8 @@ measured on the same prefixes as a control: text any model of the language would
 same way (licence headers, boilerplate) shows up in both.
 
 Examples are whole documents from a prepared DATA_DIR's train split, or lines of a JSONL file
-({"text"} or {"prompt", "completion"}, joined), drawn without replacement by a seeded generator.
+({"text"}, {"prompt", "completion"} joined, or a chat record {"messages"} rendered by the chat
+template into the ids SFT trained on), drawn without replacement by a seeded generator.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
 from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
 from stack.model.generate import generate_long
@@ -75,20 +77,28 @@ def data_examples(data_dir: Path, tokenizer: Tokenizer, n: int, length: int, see
     ]
 
 
-def _text_of(record: object, where: str) -> str:
+def _tokens_of(record: object, tokenizer: Tokenizer, template: ChatTemplate, where: str) -> list[int]:
+    """A record's token ids: a text, a prompt and completion joined (as `prepare` joins them by
+    default), or a chat rendered as `prepare --format chat` renders it (template text and EOS ids)."""
     if isinstance(record, dict) and isinstance(record.get("text"), str):
-        return record["text"]
+        return tokenizer.encode(record["text"])
     if (
         isinstance(record, dict)
         and isinstance(record.get("prompt"), str)
         and isinstance(record.get("completion"), str)
     ):
-        return record["prompt"] + record["completion"]
-    raise BadInput(f"{where}: needs a string 'text', or a string 'prompt' and 'completion'")
+        return tokenizer.encode(record["prompt"] + record["completion"])
+    if isinstance(record, dict) and "messages" in record:
+        return render(template, tokenizer, example_turns(record, "chat", where), where).ids.tolist()
+    raise BadInput(f"{where}: needs a string 'text', a string 'prompt' and 'completion', or chat 'messages'")
 
 
-def jsonl_examples(path: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> list[Example]:
-    """n lines of a JSONL file, each tokenized as one text and cut to `length` tokens."""
+def jsonl_examples(
+    path: Path, tokenizer: Tokenizer, n: int, length: int, seed: int, template: ChatTemplate | None = None
+) -> list[Example]:
+    """n lines of a JSONL file, each tokenized as one example and cut to `length` tokens; chat records
+    are rendered by `template` (default: the shipped one)."""
+    template = template or load_template(None)
     examples = []
     for number, line in enumerate(path.read_bytes().decode("utf-8").splitlines(), 1):
         if not line.strip():
@@ -98,7 +108,7 @@ def jsonl_examples(path: Path, tokenizer: Tokenizer, n: int, length: int, seed: 
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{where}: not JSON ({exc.msg}); write one object per line") from None
-        examples.append(Example(f"line {number}", tokenizer.encode(_text_of(record, where))[:length]))
+        examples.append(Example(f"line {number}", _tokens_of(record, tokenizer, template, where)[:length]))
     return [examples[i] for i in choose([len(e.tokens) for e in examples], n, length, seed)]
 
 

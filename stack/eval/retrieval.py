@@ -7,7 +7,9 @@ words (`\\w+`). A passage p scores, for the query's words w,
     idf(w)   = ln(1 + (N − n(w) + 0.5) / (n(w) + 0.5))
 
 with f(w, p) the count of w in p, |p| its length in words, avgdl the mean length, N passages and
-n(w) of them holding w (Robertson and Zaragoza's BM25 with the non-negative idf Lucene uses).
+n(w) of them holding w (Robertson and Zaragoza's BM25 with the non-negative idf Lucene uses). The
+sum runs over the query's words as they occur: a word the query repeats counts each time, as
+rank_bm25 (and the formula) counts it, so "the cat and the hat" weighs `the` twice.
 k1 = 1.2 and b = 0.75 are the customary values. Passages that share no word with the query score
 0 and are never returned, so an unrelated folder adds nothing rather than noise.
 """
@@ -56,10 +58,10 @@ class BM25:
         self.idf = {w: math.log(1 + (n - held + 0.5) / (held + 0.5)) for w, held in holding.items()}
 
     def score(self, query: str, at: int) -> float:
-        """BM25 of passage `at` for `query` (each distinct query word counted once)."""
+        """BM25 of passage `at` for `query` (a repeated query word counts each time it occurs)."""
         counts, norm = self.counts[at], K1 * (1 - B + B * self.lengths[at] / self.avgdl)
         return sum(
-            self.idf[w] * counts[w] * (K1 + 1) / (counts[w] + norm) for w in set(words(query)) if w in counts
+            self.idf[w] * counts[w] * (K1 + 1) / (counts[w] + norm) for w in words(query) if w in counts
         )
 
     def top(self, query: str, n: int) -> list[tuple[Passage, float]]:

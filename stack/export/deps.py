@@ -9,13 +9,15 @@ from contracts.errors import BadInput
 
 INSTALL_HINT = "pip install 'gatestack[export]'"
 # What each format needs: transformers is the reference for HF, onnxscript is what torch's
-# ONNX exporter is written in, onnxruntime runs and quantises the graphs.
+# ONNX exporter is written in, onnxruntime runs and quantises the graphs; peft loads a LoRA
+# adapter's export the way its users will.
 NEEDS = {
     "hf": ("transformers",),
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "peft": ("transformers", "peft"),
 }
 # Recorded in export.json, so an export says which libraries checked it.
-RECORDED = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "gatestack")
+RECORDED = ("torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime", "tokenizers", "gatestack")
 
 
 def require(fmt: str) -> None:

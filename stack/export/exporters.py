@@ -24,6 +24,7 @@ from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
 from contracts.spec import load_spec
+from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_state
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
@@ -125,17 +126,27 @@ def _settle(
     }
 
 
+def write_hf_files(directory: Path, trained: Trained) -> Path:
+    """config.json, model.safetensors and the tokenizer files (with the model's chat template, when it
+    has one) of `trained.model` as it computes now; returns the weights' path."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = hf.hf_config(trained.config.model, trained.tokenizer)
+    (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    weights = directory / MODEL_FILES["hf"]  # the name transformers looks for
+    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
+    hf_tokenizer.write_tokenizer_files(
+        directory, trained.tokenizer, trained.config.model.ctx, chat_template_of(trained.checkpoint.state)
+    )
+    return weights
+
+
 def _write_hf(
     tmp: Path, trained: Trained, sample: Sample, reference: torch.Tensor, record: dict[str, Any]
 ) -> Checks:
     """config.json, model.safetensors and the tokenizer files, checked in transformers."""
-    from safetensors.torch import save_file
-
-    config = hf.hf_config(trained.config.model, trained.tokenizer)
-    (tmp / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    weights = tmp / MODEL_FILES["hf"]  # the name transformers looks for; renamed below if unchecked
-    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
-    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    weights = write_hf_files(tmp, trained)  # renamed below if unchecked
     check = parity.compare_logits(weights.name, reference, runtimes.hf_logits(tmp, sample.windows))
     outcome = parity.hf_outcome(check)
     _settle(weights, check, outcome, record, parity.HF_GATE)
@@ -151,7 +162,8 @@ def _write_onnx(
     request: ExportRequest,
 ) -> Checks:
     """model.onnx (and with --int8 model.int8.onnx) plus the tokenizer files, checked in ONNX Runtime."""
-    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx)
+    template = chat_template_of(trained.checkpoint.state)
+    hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx, template)
     fp32 = outdir.unverified(tmp / MODEL_FILES["onnx"])
     onnx_export.export_graph(trained.model, fp32, request.opset)
     record["opset"] = onnx_export.graph_opset(fp32)
@@ -180,7 +192,8 @@ def export(request: ExportRequest) -> ExportResult:
     if request.fmt == "hf" and has_lora(trained.model):
         raise BadInput(
             f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face Llama has no "
-            "place for; merge them first: stack lora merge RUN_DIR --out MERGED, then export MERGED"
+            "place for; merge them first (stack lora merge RUN_DIR --out MERGED, then export MERGED), or "
+            "export the adapter for peft with its base: stack lora export RUN_DIR --out DIR"
         )
     model_config = trained.config.model
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)

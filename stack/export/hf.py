@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from stack.model import names
 from stack.model.config import ModelConfig
 
 if TYPE_CHECKING:
@@ -33,29 +34,15 @@ if TYPE_CHECKING:
     from stack.data.tokenizer import Tokenizer
     from stack.model.gpt import GPT
 
-# Within block i: stack name → HF name (both prefixed by the layer).
-BLOCK_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "attn.q.weight": "self_attn.q_proj.weight",
-    "attn.k.weight": "self_attn.k_proj.weight",
-    "attn.v.weight": "self_attn.v_proj.weight",
-    "attn.o.weight": "self_attn.o_proj.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "ffn.gate.weight": "mlp.gate_proj.weight",
-    "ffn.up.weight": "mlp.up_proj.weight",
-    "ffn.down.weight": "mlp.down_proj.weight",
+# Within block i: stack name → HF name (both prefixed by the layer), from the one table of names.
+BLOCK_NAMES = {f"{m.module}.weight": f"{m.hf}.weight" for m in names.BLOCK} | {
+    f"{ours}.weight": f"{theirs}.weight" for ours, theirs in names.BLOCK_NORMS.items()
 }
-TOP_NAMES = {
-    "embed.weight": "model.embed_tokens.weight",
-    "final_norm.weight": "model.norm.weight",
-    "lm_head.weight": "lm_head.weight",
+TOP_NAMES = {f"{m.module}.weight": f"{m.hf}.weight" for m in names.MODEL} | {
+    f"{ours}.weight": f"{theirs}.weight" for ours, theirs in names.MODEL_NORMS.items()
 }
 # The q/k/v biases of a `qkv_bias` model (Qwen2), named like the weights.
-BIAS_NAMES = {
-    "attn.q.bias": "self_attn.q_proj.bias",
-    "attn.k.bias": "self_attn.k_proj.bias",
-    "attn.v.bias": "self_attn.v_proj.bias",
-}
+BIAS_NAMES = {f"{m.module}.bias": f"{m.hf}.bias" for m in (names.block_matrix(site) for site in names.BIASED)}
 # Older transformers saved RoPE's inverse frequencies as a buffer; they are recomputed, not weights.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 # model_type → the class transformers builds for it; the stack reads and writes these two only.
@@ -89,7 +76,7 @@ def name_table(config: ModelConfig) -> dict[str, str]:
     table = {k: v for k, v in TOP_NAMES.items() if k != "lm_head.weight" or not config.tie_embeddings}
     block = BLOCK_NAMES | (BIAS_NAMES if config.qkv_bias else {})
     for i in range(config.n_layers):
-        table |= {f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in block.items()}
+        table |= {f"layers.{i}.{ours}": f"{names.HF_LAYERS}.{i}.{theirs}" for ours, theirs in block.items()}
     return table
 
 

@@ -31,15 +31,21 @@ from stack.train import checkpoint as ckpt
 from stack.train.trained import resolve_checkpoint
 
 STATE_FILE = "gatestack_tokenizer.json"
+CHAT_TEMPLATE = "chat_template"  # tokenizer_config.json's key
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
-def write_tokenizer_files(out: Path, tokenizer: Tokenizer, max_length: int) -> None:
+def write_tokenizer_files(
+    out: Path, tokenizer: Tokenizer, max_length: int, chat_template: str | None = None
+) -> None:
     """tokenizer.json, tokenizer_config.json, special_tokens_map.json and the stack's own record.
 
     A pretrained tokenizer (an imported model's, or `--tokenizer hf:DIR`'s) goes out as it came
     in, its tokenizer.json byte for byte and its own end-of-sequence token, so even the sha256 of
     its file is unchanged; the stack's own tokenizers are converted (stack.data.tokenizer_identity
-    .hf_form). Either way the identity is the tokenizer's own.
+    .hf_form). Either way the identity is the tokenizer's own. A model with a chat template
+    (stack.data.chat_jinja) gets it as tokenizer_config.json's `chat_template`, where
+    `apply_chat_template` reads it.
     """
     (out / TOKENIZER_JSON).write_text(hf_json(tokenizer), encoding="utf-8")
     eos = tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else EOT_TOKEN
@@ -48,6 +54,7 @@ def write_tokenizer_files(out: Path, tokenizer: Tokenizer, max_length: int) -> N
         "eos_token": eos,
         "model_max_length": max_length,
         "clean_up_tokenization_spaces": False,
+        **({CHAT_TEMPLATE: chat_template} if chat_template is not None else {}),
     }
     (out / TOKENIZER_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     (out / "special_tokens_map.json").write_text(json.dumps({"eos_token": eos}, indent=1) + "\n")
@@ -84,6 +91,24 @@ def read_tokenizer(hf_dir: Path) -> Tokenizer:
         f"{hf_dir} has no tokenizer: neither {TOKENIZER_JSON} (with {TOKENIZER_CONFIG}) nor {STATE_FILE}; "
         "copy the model's tokenizer files beside its weights"
     )
+
+
+def read_chat_template(hf_dir: Path) -> str | None:
+    """The Jinja chat template of an HF directory: chat_template.jinja (transformers 5 writes it
+    there), else tokenizer_config.json's `chat_template` (a string, or a list of named templates of
+    which `default` is the one used); None when the model has none."""
+    hf_dir = Path(hf_dir)
+    if (hf_dir / CHAT_TEMPLATE_FILE).is_file():
+        return (hf_dir / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    try:
+        config = json.loads((hf_dir / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    found = config.get(CHAT_TEMPLATE) if isinstance(config, dict) else None
+    if isinstance(found, list):
+        named = {t.get("name"): t.get("template") for t in found if isinstance(t, dict)}
+        found = named.get("default")
+    return found if isinstance(found, str) and found else None
 
 
 def model_tokenizer(path: Path) -> Tokenizer:

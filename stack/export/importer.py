@@ -13,6 +13,9 @@ The tokenizer is the stack's own when `stack export` wrote the directory, else t
 tokenizer.json (`hf_tokenizer.read_tokenizer`). The model's vocabulary is config.json's
 vocab_size, which may exceed the tokenizer's (an embedding padded for speed, as Qwen2's 151936
 rows over a 151646-id tokenizer): every id the tokenizer makes must have a row, never the reverse.
+A chat template the model ships (chat_template.jinja, or tokenizer_config.json's `chat_template`)
+is kept in the checkpoint's state as it came (stack.data.chat_jinja), so runs started from the
+import inherit it and `stack export` writes it back.
 
 Before anything is written the stack model is compared with transformers' own reading of the
 same directory (GATE-EXPORT-001's logits_atol), so a model the stack would compute differently
@@ -21,6 +24,7 @@ is refused, not imported.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -32,6 +36,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.gates import violation
 from contracts.spec import load_spec
+from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
@@ -156,10 +161,15 @@ def source_dtypes(tensors: dict[str, torch.Tensor]) -> list[str]:
 
 
 def fresh_state(
-    config: RunConfig, tokenizer_record: dict[str, Any], source: dict[str, Any]
+    config: RunConfig,
+    tokenizer_record: dict[str, Any],
+    source: dict[str, Any],
+    chat_template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """state.json of a checkpoint at step 0: nothing trained or read, every key GATE-CKPT-001 asks for."""
+    """state.json of a checkpoint at step 0: nothing trained or read, every key GATE-CKPT-001 asks for;
+    the model's chat template (stack.data.chat_jinja) when it has one."""
     return {
+        **({chat_jinja.STATE_KEY: chat_template} if chat_template is not None else {}),
         "epoch": 0,
         "scheduler": {"kind": "warmup_cosine", "step": 0},
         "scaler": None,
@@ -172,6 +182,11 @@ def fresh_state(
         "tokenizer": tokenizer_record,
         "imported_from": source,
     }
+
+
+def imported_template(jinja: str) -> dict[str, Any]:
+    """The checkpoint's record of a model's own Jinja chat template, kept as it came."""
+    return {"name": "imported", "sha256": hashlib.sha256(jinja.encode("utf-8")).hexdigest(), "jinja": jinja}
 
 
 def import_hf(
@@ -244,8 +259,10 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
         "path": str(hf_dir.resolve()),
         "files": {p.name: sha256_file(p) for p in sorted(hf_dir.iterdir()) if p.is_file()},
     }
+    jinja = hf_tokenizer.read_chat_template(hf_dir)
     record = {
         "source": source,
+        "chat_template": None if jinja is None else imported_template(jinja),
         "family": hf.family(config.model),
         "weights": {
             "files": [p.name for p in files],
@@ -271,7 +288,7 @@ def _write(tmp: Path, out: Path, checked: _Checked, evidence: CommandEvidence) -
     """The checkpoint, config.toml, import.json and the evidence record, built in `tmp`, then published."""
     config, record = checked.config, checked.record
     optimizer = build_optimizer(checked.model, config, torch.device("cpu"))
-    state = fresh_state(config, tokenizer_state(checked.tokenizer), record["source"])
+    state = fresh_state(config, tokenizer_state(checked.tokenizer), record["source"], record["chat_template"])
     written = ckpt.save_checkpoint(tmp, 0, checked.model, optimizer, state)
     save_config(config, tmp / "config.toml")
     record["checkpoint"] = written.relative_to(tmp).as_posix()

@@ -19,6 +19,7 @@ from contracts.gates import Outcome, gate_require, measure
 
 HF_GATE = "GATE-EXPORT-001"
 ONNX_GATE = "GATE-EXPORT-002"
+PEFT_GATE = "GATE-LORA-007"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,27 @@ def int8_outcome(parity: LogitsParity) -> Outcome:
         "positions": parity.positions,
     }
     return measure(ONNX_GATE, measured, holds=f"the int8 graph {parity.artefact} keeps the next-token argmax")
+
+
+def peft_outcome(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> Outcome:
+    """GATE-LORA-007: peft's logits of the adapter on the HF base within logits_atol of the stack's,
+    with every tensor of the adapter file loaded by peft as written."""
+    measured = {
+        "max_abs_diff": _diff(parity),
+        "finite": parity.finite,
+        "positions": parity.positions,
+        "adapters": adapters,
+        "not_loaded": not_loaded,
+    }
+    return measure(PEFT_GATE, measured, holds=f"peft's logits of {parity.artefact} match the stack's")
+
+
+@gate_require(
+    "GATE-LORA-007",
+    lambda parity, adapters, not_loaded: peft_outcome(parity, adapters, not_loaded),
+)
+def certify_peft(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> None:
+    """Raise GATE-LORA-007 unless peft reproduces the stack's adapted logits."""
 
 
 @gate_require("GATE-EXPORT-001", lambda parity: hf_outcome(parity))

@@ -8,6 +8,7 @@ files on disk are right, not just the tensors in memory.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,27 @@ def load_hf_model(hf_dir: Path) -> torch.nn.Module:
 def hf_logits(hf_dir: Path, windows: torch.Tensor) -> torch.Tensor:
     """Logits (N, T, vocab) of the HF directory's model on `windows`."""
     return load_hf_model(hf_dir)(input_ids=windows).logits.float()
+
+
+@torch.no_grad()
+def peft_logits(base_dir: Path, adapter_dir: Path, windows: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Logits (N, T, vocab) of peft's `PeftModel` (the adapter of `adapter_dir` on the HF model of
+    `base_dir`) on `windows`, and the adapter file's keys peft did not load as they are in the file
+    (peft only warns about keys that miss the model)."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from stack.export.peft_format import WEIGHTS
+
+    base = load_hf_model(base_dir)
+    with quiet_transformers(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notices of transformers' internals, not ours to act on
+        model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).eval()
+        loaded = get_peft_model_state_dict(model, save_embedding_layers=False)
+    written = load_file(str(Path(adapter_dir) / WEIGHTS))
+    not_loaded = sorted(k for k, v in written.items() if k not in loaded or not torch.equal(loaded[k], v))
+    return model(input_ids=windows).logits.float(), not_loaded
 
 
 def onnx_logits(graph: Path, windows: torch.Tensor) -> torch.Tensor:

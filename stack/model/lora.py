@@ -19,10 +19,12 @@ in floating point is not W. A merged wrapper refuses a second merge rather than 
 its config, which every checkpoint reader takes.
 
 Targets are named as `stack laser` names matrices (stack.surgery.targets): trace sites `q`, `k`,
-`v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, globs on the full or short name,
-comma-separated. `embed` is an embedding, not a projection, and `logits` of a model with tied
-embeddings is refused: its weight *is* the input embedding, and a delta merged into it would
-change what every token embeds to (GATE-LORA-006 checks that no merge does).
+`v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, or their Hugging Face names `q_proj`,
+`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `lm_head` (stack.model.names),
+globs on the full or short name, comma-separated. `embed` is an embedding, not a projection, and
+`logits` of a model with tied embeddings is refused: its weight *is* the input embedding, and a
+delta merged into it would change what every token embeds to (GATE-LORA-006 checks that no merge
+does).
 """
 
 from __future__ import annotations
@@ -321,7 +323,17 @@ def base_sha256(model: nn.Module) -> str:
     """
     if any(wrapper.merged for _, wrapper in adapters(model)):
         raise BadInput("the model's adapters are merged: unmerge them to hash the base")
+    return _state_sha256(base_state(model))
+
+
+def adapter_sha256(model: nn.Module) -> str:
+    """One sha256 over the adapters' A and B (key and tensor hash, sorted by key): which adapter a
+    model carries, whatever checkpoint or file it came from."""
+    return _state_sha256(adapter_state(model))
+
+
+def _state_sha256(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
-    for key, tensor in sorted(base_state(model).items()):
+    for key, tensor in sorted(state.items()):
         digest.update(f"{key}={tensor_sha256(tensor)}\n".encode())
     return digest.hexdigest()

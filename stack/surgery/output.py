@@ -29,6 +29,7 @@ import torch
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
+from stack.data import chat_jinja
 from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
 from stack.export import outdir
@@ -81,7 +82,8 @@ def _source(checkpoint: Path) -> dict[str, Any]:
 def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -> Path:
     """The checkpoint and config.toml of the changed model, inside the staging directory."""
     optimizer = build_optimizer(model, trained.config, torch.device("cpu"))
-    state = fresh_state(trained.config, tokenizer_state(trained.tokenizer), provenance)
+    carried = trained.checkpoint.state.get(chat_jinja.STATE_KEY)  # the source's chat template, if any
+    state = fresh_state(trained.config, tokenizer_state(trained.tokenizer), provenance, carried)
     written = ckpt.save_checkpoint(tmp, 0, model, optimizer, state)
     save_config(trained.config, tmp / "config.toml")
     return written

@@ -6,9 +6,11 @@ the surgery share one vocabulary: `layers.<i>.q`, `k`, `v`, `attn_out` (attn.o),
 has one tensor behind `embed` and `logits`; choosing either chooses that tensor once, with both of
 its state-dict names, so a surgery cannot treat the two halves differently.
 
-`--targets GLOB` matches the full or the short name; `--layers A-B` keeps only the matrices of
-those blocks (the model-level ones belong to no block and are dropped by it). A selection that
-matches nothing is bad input, so a typo cannot make a surgery that does nothing.
+`--targets GLOB` matches the full or the short name, or the matrix's Hugging Face name (`q_proj`,
+`o_proj`, `down_proj`, `layers.1.q_proj`: one table of the three vocabularies, stack.model.names);
+`--layers A-B` keeps only the matrices of those blocks (the model-level ones belong to no block
+and are dropped by it). A selection that matches nothing is bad input, so a typo cannot make a
+surgery that does nothing.
 """
 
 from __future__ import annotations
@@ -19,20 +21,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from contracts.errors import BadInput
+from stack.model import names
 from stack.model.gpt import GPT
 from stack.trace.sites import parse_layers
-
-# Trace site → the module, within a block, whose weight produces it.
-BLOCK_MATRICES = {
-    "q": "attn.q",
-    "k": "attn.k",
-    "v": "attn.v",
-    "attn_out": "attn.o",
-    "ffn_gate": "ffn.gate",
-    "ffn_up": "ffn.up",
-    "ffn_out": "ffn.down",
-}
-MODEL_MATRICES = {"embed": "embed", "logits": "lm_head"}
 
 
 @dataclass(frozen=True)
@@ -55,14 +46,15 @@ def _candidates(model: GPT, modules: dict[str, nn.Module]) -> list[tuple[str, in
     A block without a dense feed-forward (a mixture-of-experts block) has no ffn_* matrix to
     name, so those are not offered rather than looked up and missed.
     """
-    found: list[tuple[str, int | None, str]] = [("embed", None, "embed")]
+    embed, logits = names.MODEL
+    found: list[tuple[str, int | None, str]] = [(embed.site, None, embed.module)]
     for layer in range(len(model.layers)):
         found += [
-            (f"layers.{layer}.{s}", layer, f"layers.{layer}.{m}")
-            for s, m in BLOCK_MATRICES.items()
-            if f"layers.{layer}.{m}" in modules
+            (f"layers.{layer}.{m.site}", layer, f"layers.{layer}.{m.module}")
+            for m in names.BLOCK
+            if f"layers.{layer}.{m.module}" in modules
         ]
-    return [*found, ("logits", None, "lm_head")]
+    return [*found, (logits.site, None, logits.module)]
 
 
 def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[Target]:
@@ -74,19 +66,19 @@ def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[
     for site, layer, path in candidates:
         if chosen is not None and (layer is None or layer not in chosen):
             continue
-        short = site.rsplit(".", 1)[-1]
-        if not (fnmatch.fnmatchcase(site, pattern) or fnmatch.fnmatchcase(short, pattern)):
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names.aliases(site, path)):
             continue
         weight = modules[path].weight
         if any(t.weight is weight for t in targets):
             continue  # the tied head: already chosen as `embed`
         targets.append(Target(site, keys_of(model, weight), weight))
     if not targets:
-        names = ", ".join(dict.fromkeys(site.rsplit(".", 1)[-1] for site, _, _ in candidates))
+        listed = ", ".join(dict.fromkeys(site.rsplit(".", 1)[-1] for site, _, _ in candidates))
         raise BadInput(
             f"--targets {pattern!r}{f' in --layers {layers}' if layers else ''} matches no matrix; "
-            f"this model's matrices are named {names} (globs allowed, e.g. 'ffn_*' or 'layers.1.q'; "
-            "a mixture-of-experts block has no ffn_* matrix)"
+            f"this model's matrices are named {listed} (or by their Hugging Face names: q_proj, k_proj, "
+            "v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head; globs allowed, e.g. 'ffn_*' or "
+            "'layers.1.q'; a mixture-of-experts block has no ffn_* matrix)"
         )
     return targets
 

@@ -47,6 +47,11 @@ class TrainSection(Section):
         description="deterministic kernels only (strict): an op without one is refused; off, the run is "
         "not claimed repeatable and its replay is judged within a tolerance (stack.train.determinism)",
     )
+    tensorboard: bool | None = Field(
+        default=None,
+        description="also write TensorBoard event files into the run directory (`tensorboard --logdir "
+        "RUN_DIR`); unset: off, and left out of the saved config",
+    )
     replay_steps: int | None = Field(
         default=None,
         ge=0,
@@ -184,9 +189,22 @@ class LoraSection(Section):
     alpha: float = Field(default=16.0, gt=0, description="scale numerator: Δ = (alpha / r)·B·A")
     dropout: float = Field(default=0.0, ge=0, lt=1, description="dropout on the adapter's input")
     targets: str = Field(
-        default="q,v", min_length=1, description="projections by trace site, comma-separated globs"
+        default="q,v",
+        min_length=1,
+        description="projections by trace site (q, attn_out) or Hugging Face name (q_proj, o_proj), "
+        "comma-separated globs",
     )
     rslora: bool = Field(default=False, description="scale by alpha / sqrt(r) (rsLoRA) instead of alpha / r")
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0,
+        description="decoupled weight decay on the adapters' A and B (0, as transformers' Trainer defaults)",
+    )
+    continue_adapter: bool = Field(
+        default=False,
+        description="--init-from a LoRA run: train its adapter on (same r, alpha, rslora, targets) "
+        "rather than merge it into its base and start fresh adapters",
+    )
 
 
 class DistillSection(Section):
@@ -214,10 +232,22 @@ class DpoSection(Section):
 
     reference: str = Field(min_length=1, description="the reference: a run directory or checkpoint")
     beta: float = Field(default=DPO_DEFAULTS.beta, gt=0, description="β, the scale of the implicit reward")
-    label_smoothing: float = Field(
-        default=DPO_DEFAULTS.label_smoothing, ge=0, lt=0.5, description="ε, the reversed preference's weight"
+    label_noise: float = Field(
+        default=DPO_DEFAULTS.label_noise,
+        ge=0,
+        lt=0.5,
+        description="ε of conservative DPO: the probability that a pair's preference is flipped, so the "
+        "loss is −(1 − ε)·log σ(h) − ε·log σ(−h)",
     )
 
+
+# Keys renamed for what they compute: the old name is refused naming the new one, never ignored.
+RENAMED = {
+    ("dpo", "label_smoothing"): (
+        "dpo.label_noise (the same ε of conservative DPO, named for what it computes: TRL's "
+        "label_smoothing is this formula only for loss_type='sigmoid')"
+    ),
+}
 
 # Optional sections: absent from a configuration (and its hash) unless one of their keys is set.
 OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection, "dpo": DpoSection}
@@ -326,6 +356,9 @@ def resolve(
             f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}, "
             f"{', '.join(OPTIONAL)}"
         )
+    for (section, key), now in RENAMED.items():
+        if key in data.get(section, {}):
+            raise BadInput(f"config key {section}.{key} is now {now}; rename it")
     model = dict(data.get("model", {}))
     if vocab is not None:
         given = model.setdefault("vocab", vocab)

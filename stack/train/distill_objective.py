@@ -82,12 +82,21 @@ class Distill(Pretrain):
         self.probed = False
 
     def window(self, data_dir: Path, ctx: int) -> int:
-        """`distill.seq_len`, at most the student's context (default: all of it)."""
+        """`distill.seq_len`, at most the student's context (default: all of it) and the teacher's:
+        the teacher scores every window the student reads."""
         seq_len = self.settings.seq_len or ctx
         if seq_len > ctx:
             raise BadInput(
                 f"distill.seq_len (--seq-len) {seq_len} is longer than the student's context of {ctx}; "
                 f"give at most {ctx}"
+            )
+        teacher_ctx = self.teacher.model.config.ctx
+        if seq_len > teacher_ctx:
+            given = "--seq-len" if self.settings.seq_len else f"the student's context of {ctx} (no --seq-len)"
+            raise BadInput(
+                f"windows of {seq_len} tokens ({given}) are longer than the teacher's context of "
+                f"{teacher_ctx}, so the teacher cannot score them; pass --seq-len {teacher_ctx} or less "
+                "(distill.seq_len)"
             )
         return seq_len
 

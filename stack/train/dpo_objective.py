@@ -150,7 +150,7 @@ class Dpo(Objective):
         return batch.to(device)
 
     def _loss_args(self) -> dict[str, float]:
-        return {"beta": self.settings.beta, "label_smoothing": self.settings.label_smoothing}
+        return {"beta": self.settings.beta, "label_noise": self.settings.label_noise}
 
     def _logprobs(self, forward: Forward, rows: pairs.PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's summed completion log-probability under the policy and under the reference:

@@ -52,29 +52,49 @@ def check_warmup_lr(
     """During warmup: the rate read back from the optimizer rises, and stays below the peak until the end."""
 
 
-def decay_groups(optimizer: torch.optim.Optimizer) -> dict[str, float | int]:
-    """How the optimizer's parameter groups decay matrices and vectors (norm gains and biases)."""
+def decay_groups(
+    optimizer: torch.optim.Optimizer, adapters: set[int] = frozenset(), adapter_decay: float | None = None
+) -> dict[str, Any]:
+    """How the optimizer's parameter groups decay matrices and vectors (norm gains and biases), and,
+    apart, the LoRA adapters' matrices (`adapters`: their parameters' ids), configured to decay at
+    `adapter_decay` (lora.weight_decay)."""
     undecayed, decayed_vectors, smallest = 0, 0, math.inf
+    adapter_decays: set[float] = set()
     for group in optimizer.param_groups:
         for param in group["params"]:
-            if param.dim() >= 2:
+            if id(param) in adapters:
+                adapter_decays.add(float(group["weight_decay"]))
+            elif param.dim() >= 2:
                 smallest = min(smallest, group["weight_decay"])
                 undecayed += group["weight_decay"] == 0
             else:
                 decayed_vectors += group["weight_decay"] != 0
-    return {
+    measured: dict[str, Any] = {
         "undecayed_matrices": int(undecayed),
         "decayed_vectors": int(decayed_vectors),
-        "matrix_weight_decay": smallest if math.isfinite(smallest) else 0.0,
+        # None: no matrix but the adapters' trains (a LoRA run), so there is no decay to check
+        "matrix_weight_decay": smallest if math.isfinite(smallest) else None,
     }
+    if adapters:
+        measured |= {
+            "adapter_matrices": len(adapters),
+            "adapter_weight_decays": sorted(adapter_decays),
+            "lora_weight_decay": adapter_decay,
+        }
+    return measured
 
 
 @gate_require(
     "GATE-TRAIN-002",
-    lambda optimizer: measure("GATE-TRAIN-002", decay_groups(optimizer), holds="matrices decay"),
+    lambda optimizer, adapters=frozenset(), adapter_decay=None: measure(
+        "GATE-TRAIN-002", decay_groups(optimizer, adapters, adapter_decay), holds="matrices decay"
+    ),
 )
-def check_decay_groups(optimizer: torch.optim.Optimizer) -> None:
-    """At start-up: every weight matrix, and no norm or bias, is in a group with decoupled weight decay."""
+def check_decay_groups(
+    optimizer: torch.optim.Optimizer, adapters: set[int] = frozenset(), adapter_decay: float | None = None
+) -> None:
+    """At start-up: every weight matrix, and no norm or bias, is in a group with decoupled weight
+    decay; LoRA adapter matrices, all of them, in one with lora.weight_decay."""
 
 
 def _finite(loss: float, grad_norm: float, step: int) -> Outcome:

@@ -37,6 +37,7 @@ import torch
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.spec import load_spec
+from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.policy import build_policy, source_heldout
@@ -46,7 +47,6 @@ from stack.model.checks import check_attention_paths, runnable_paths
 from stack.model.consumed import recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
-from stack.model.lora import loading_base
 from stack.model.lora_checks import check_identity, identity_measured
 from stack.model.mod_checks import check_depth_routing
 from stack.model.moe import AUX_TERMS, weighted_aux
@@ -73,6 +73,7 @@ from stack.train.guards import (
     check_stability,
     check_warmup_lr,
 )
+from stack.train.lora_setup import StartWeights, adapter_parameters, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.objective import objective_for
@@ -80,6 +81,7 @@ from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
+from stack.train.tensorboard import Board
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
 POLICY_ARCHIVE = "policy-archive"
@@ -123,15 +125,21 @@ def check_runnable(path: str, device: torch.device, head_dim: int) -> None:
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed."""
+    """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed. LoRA
+    adapters' A and B are a third group, decayed at lora.weight_decay (default 0)."""
     train = config.train
-    trained = [p for p in model.parameters() if p.requires_grad]  # a LoRA run freezes its base
+    adapters = adapter_parameters(model)
+    trained = [p for p in model.parameters() if p.requires_grad and id(p) not in adapters]
     decay = [p for p in trained if p.dim() >= 2]
     no_decay = [p for p in trained if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if adapters:
+        assert config.lora is not None, "adapters without a [lora] section"
+        lora_params = [p for p in model.parameters() if id(p) in adapters]
+        groups.append({"params": lora_params, "weight_decay": config.lora.weight_decay})
     fused = device.type == "cuda"
     return torch.optim.AdamW(
         groups,
@@ -273,12 +281,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config, self.device)
         # Listed once, in the model's order (the norms' summation order): every step clips them.
         self.trained_parameters = [p for p in self.model.parameters() if p.requires_grad]
-        check_decay_groups(self.optimizer)
+        lora_decay = config.lora.weight_decay if config.lora is not None else None
+        check_decay_groups(self.optimizer, adapter_parameters(self.model), lora_decay)
         # fp16 needs loss scaling on any device; torch's GradScaler has a CPU implementation too.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         # The task's objective owns the reader, the held-out batches and the loss (stack.train.objective).
         self.objective = objective_for(train.task)
         self.objective.bind(config, self.data_dir, self.device)  # a frozen teacher, on this device
+        # The chat format the data taught (stack.data.chat_jinja), which the checkpoints carry.
+        self.chat_template = chat_jinja.data_template(self.data_dir)
         seq_len = self.seq_len = self.objective.window(self.data_dir, config.model.ctx)
         self.reader = self.objective.open_reader(
             self.data_dir,
@@ -295,6 +306,7 @@ class Trainer:
         check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
+        self.board: Board | None = None  # train.tensorboard: opened by `stack train` with the run dir
         self.adequacy = corpus_adequacy(
             planned_tokens=train.steps * self.tokens_per_step,
             unique_train_tokens=self.reader.unique_tokens,
@@ -333,6 +345,7 @@ class Trainer:
         """Continue exactly where `checkpoint` left off."""
         state = checkpoint.state
         self.objective.restore(state.get("objective"))  # a changed teacher or reference: refused first
+        self.chat_template = self.chat_template or state.get(chat_jinja.STATE_KEY)
         if self.sharded:
             plain_model, plain_optimizer = self._plain_twins()
             ckpt.load_weights(checkpoint, plain_model)
@@ -404,20 +417,25 @@ class Trainer:
             "heldout_loss": self.state.last_heldout,
             "tokenizer": tokenizer_state(self.tokenizer),
             **({"objective": bound} if (bound := self.objective.state()) else {}),
+            **({chat_jinja.STATE_KEY: self.chat_template} if self.chat_template else {}),
         }
 
-    def start_from(self, checkpoint: ckpt.Checkpoint) -> None:
-        """Begin a new run from another run's (or an imported model's) weights: fine-tuning."""
+    def start_from(self, checkpoint: ckpt.Checkpoint) -> StartWeights:
+        """Begin a new run from another run's (or an imported model's) weights: fine-tuning. A LoRA
+        run's adapter is merged in memory or continued (stack.train.lora_setup.start_weights);
+        returns what the run started from, for the record and the command's line."""
+        start = start_weights(checkpoint, self.config)
         if self.sharded:
             plain_model, _ = self._plain_twins()
-            ckpt.load_weights(checkpoint, plain_model)
+            start.load(plain_model)
             distributed.scatter_model(self.model, plain_model)
         else:
-            with loading_base(self.model):  # the base's keys; with [lora] it becomes the adapters' base
-                ckpt.load_weights(checkpoint, self.model)
-            if self.lora_modules:  # GATE-LORA-001 again, on the base the adapters will actually train on
+            start.load(self.model)
+            if self.lora_modules and start.mode != "continued":  # GATE-LORA-001 again, on the real base
                 check_identity(identity_measured(self.model))
         self.fine_tuning = True
+        self.chat_template = self.chat_template or checkpoint.state.get(chat_jinja.STATE_KEY)  # inherited
+        return start
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
@@ -783,7 +801,10 @@ class Trainer:
         """
         train = self.config.train
         resume_step = self.state.step if resumed else None
-        self.metrics = MetricsLog(self.run_dir, resume_step=resume_step, write=self.world.is_main)
+        mirror = self.board.line if self.board is not None else None
+        self.metrics = MetricsLog(
+            self.run_dir, resume_step=resume_step, write=self.world.is_main, mirror=mirror
+        )
         signals = Signals()
         status = "completed"
         self.objective.start(self.model, self.heldout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,19 @@ class MetricsLog:
     """Appends typed lines; step lines pass GATE-TRAIN-001 before they are written.
 
     With `write=False` (every rank but 0 of a data-parallel run) lines are checked, not written.
+    `mirror`, when given, is handed every line written (kind and fields): TensorBoard's
+    (stack.train.tensorboard), which takes the same host values.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None, write: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int | None = None,
+        write: bool = True,
+        mirror: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.path = Path(run_dir) / METRICS_FILE
+        self.mirror = mirror if write else None
         self.last_step: int | None = None
         if resume_step is not None:
             if write:
@@ -59,6 +69,8 @@ class MetricsLog:
         """Append one line of type `kind` and flush it, so a crash loses at most this line."""
         self._handle.write(json.dumps({"type": kind, **fields}) + "\n")
         self._handle.flush()
+        if self.mirror is not None:
+            self.mirror(kind, fields)
 
     def step(self, line: dict[str, Any]) -> None:
         """Append an optimizer step's line after GATE-TRAIN-001 has checked it."""

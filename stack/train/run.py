@@ -64,7 +64,7 @@ from stack.lineage import run_lineage
 from stack.model.config import ModelConfig
 from stack.runlock import LOCK_FILE, exclusive
 from stack.train import checkpoint as ckpt
-from stack.train import determinism
+from stack.train import determinism, tensorboard
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
@@ -383,7 +383,8 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
         key
         for key in changed_keys(before, after)
         if (key.startswith("model.") and key != "model.attention")
-        or key.startswith("lora.")  # the adapters' shapes, scale and dropout draws are in the checkpoint
+        # the adapters' shapes, scale and dropout draws are in the checkpoint (their decay is not)
+        or (key.startswith("lora.") and key != "lora.weight_decay")
         or key.startswith(("distill.", "dpo."))  # the frozen model and loss the optimizer's state follows
         or key in FIXED_ON_RESUME
     ]
@@ -507,6 +508,8 @@ class RunRecord:
             if trainer.policy.switches:  # the curriculum's switches, as GATE-DATA-009 judged them
                 record.metrics["phase_switches"] = trainer.policy.switches
         record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
+        if trainer is not None and trainer.board is not None:
+            trainer.board.gates(record.gates)
         record.artifacts = self._artifacts()
         record.checkpoint = self._checkpoint_ref()
         write_evidence(self.run_dir, record)
@@ -592,6 +595,8 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
     `_run` once the run directory is open.
     """
     source = None
+    if plan.config.train.tensorboard:
+        tensorboard.require()
     if init_from is not None:  # before the trainer: a model on the wrong data is not worth building
         source = ckpt.load_checkpoint(resolve_checkpoint(init_from))
         check_data_tokenizer(plan.tokenizer, source)
@@ -599,8 +604,14 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
         plan.config, plan.data_dir, plan.run_dir, plan.tokenizer, lambda _e, _t: None, lambda _s, _l: None
     )
     if source is not None:
-        trainer.start_from(source)
-        plan.record.metrics["init_from"] = {"path": str(source.path), "step": source.step}
+        start = trainer.start_from(source)
+        if start.said is not None and _is_main():
+            print(f"stack train: {start.said}", file=sys.stderr)
+        plan.record.metrics["init_from"] = {
+            "path": str(source.path),
+            "step": source.step,
+            **({"adapter": start.note} if start.note is not None else {}),
+        }
     return trainer
 
 
@@ -678,6 +689,9 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
                 _record_pivot(plan.record, trainer)
+            if config.train.tensorboard and _is_main():  # from the step the run continues at
+                resumed = trainer.state.step if plan.checkpoint is not None else None
+                trainer.board = tensorboard.Board(run_dir, resumed)
             status = trainer.run(resumed=plan.checkpoint is not None)
             if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
                 ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
@@ -692,6 +706,8 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     except Exception as exc:
         evidence.refresh(trainer, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        _close_board(trainer, evidence)
     final = FINAL_STATUS[status]
     state = trainer.state
     evidence.refresh(trainer, final, state.stop_reason)
@@ -704,6 +720,16 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     if filed is not None:
         print(f"stack train: evidence filed at {filed}")
     return 0
+
+
+def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
+    """Write the last verdicts into the TensorBoard files (when the run keeps them) and close them;
+    the final record's verdicts are the ones refreshed here or before."""
+    if trainer.board is not None:
+        expected = load_spec().required_gates(evidence.record.run.kind)
+        trainer.board.gates(evidence.ledger.gate_results(expected=expected))
+        trainer.board.close()
+        trainer.board = None
 
 
 def _record_pivot(record: EvidenceRecord, trainer: Trainer) -> None:

@@ -23,6 +23,8 @@ from contracts.registry import REGISTRY_FILE, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state
+from stack.export.peft_format import CONFIG as PEFT_CONFIG
+from stack.model.adapters import MANIFEST as ADAPTER_MANIFEST
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
@@ -107,6 +109,16 @@ def resolve_checkpoint(path: Path) -> Path:
         if latest is None:
             raise BadInput(f"{path} has no valid checkpoint")
         return latest
+    if (path / ADAPTER_MANIFEST).is_file():  # an adapter alone is no model: it needs its base
+        raise BadInput(
+            f"{path} is a LoRA adapter directory, not a model: merge it onto its base first "
+            f"(stack lora merge {path} --base BASE --out MERGED) and give MERGED"
+        )
+    if (path / PEFT_CONFIG).is_file():
+        raise BadInput(
+            f"{path} is a peft adapter directory, not a model: read it onto its base (stack lora import "
+            f"{path} --base BASE --out ADAPTER), then stack lora merge ADAPTER --base BASE --out MERGED"
+        )
     raise BadInput(f"{path} is neither a run directory nor a checkpoint directory (no {ckpt.MANIFEST})")
 
 

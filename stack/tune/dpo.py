@@ -3,7 +3,7 @@
 For a pair (x, y_c, y_r), with log π(y|x) summed over the completion's tokens only:
 
     h = β · ((log π(y_c|x) − log π(y_r|x)) − (log π_ref(y_c|x) − log π_ref(y_r|x)))
-    L = −(1 − ε) · log σ(h) − ε · log σ(−h)          (ε: label smoothing, 0 by default)
+    L = −(1 − ε) · log σ(h) − ε · log σ(−h)          (ε: label noise, 0 by default)
 
 and the implicit rewards r_c = β (log π(y_c|x) − log π_ref(y_c|x)), r_r likewise; the margin is
 r_c − r_r = h and a pair is ranked right when it is positive. With the policy equal to the
@@ -80,14 +80,16 @@ class DpoTerms:
 
 
 def dpo_terms(
-    policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float, label_smoothing: float = 0.0
+    policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float, label_noise: float = 0.0
 ) -> DpoTerms:
-    """The DPO loss of a batch whose rows are the chosen sequences, then the rejected ones."""
+    """The DPO loss of a batch whose rows are the chosen sequences, then the rejected ones; with
+    `label_noise` ε, conservative DPO's: the expected loss when each pair's preference is flipped
+    with probability ε."""
     pairs = policy_logps.shape[0] // 2
     chosen = policy_logps[:pairs] - reference_logps[:pairs]
     rejected = policy_logps[pairs:] - reference_logps[pairs:]
     h = beta * (chosen - rejected)
-    loss = -(1.0 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
+    loss = -(1.0 - label_noise) * F.logsigmoid(h) - label_noise * F.logsigmoid(-h)
     return DpoTerms(loss.mean(), beta * chosen.detach(), beta * rejected.detach())
 
 

@@ -32,16 +32,16 @@ class TuneSettings:
 
 @dataclass(frozen=True)
 class DpoSettings(TuneSettings):
-    """DPO's own settings: β and the label smoothing ε."""
+    """DPO's own settings: β and the label noise ε of conservative DPO."""
 
     lr: float = 1e-4
     beta: float = 0.1
-    label_smoothing: float = 0.0
+    label_noise: float = 0.0
 
     def check(self) -> None:
         super().check()
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise BadInput(f"--label-smoothing {self.label_smoothing} must be in [0, 0.5)")
+        if not 0.0 <= self.label_noise < 0.5:
+            raise BadInput(f"--label-noise {self.label_noise} must be in [0, 0.5)")
 
 
 @dataclass(frozen=True)

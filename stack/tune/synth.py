@@ -5,7 +5,11 @@ For each sample, from one seeded generator:
 1. the model continues the template's user prefix (`User: `) up to the user suffix (or its
    end-of-text, or `max_instruction_tokens`, or half the context): that is the instruction;
 2. it continues `user prefix + instruction + user suffix + assistant prefix` up to its
-   end-of-text (or `max_response_tokens`, or the context): that is the response.
+   end-of-text (or `max_response_tokens`, or the context less one position, kept for the
+   end-of-text that closes the turn when the sample is prepared as a chat): that is the response.
+
+The kept samples are written as chat records (`{"messages": [user, assistant]}`), which `stack
+prepare --format chat` reads as they are.
 
 Quality filters, each a named reason with its count: `short` (instruction or response under
 `min_chars` characters), `repetitive` (a coherence score, stack.train.coherence, under
@@ -85,10 +89,12 @@ def _continue(
     stop: str,
     settings: SynthSettings,
     rng: torch.Generator,
+    reserve: int = 0,
 ) -> str | None:
-    """The model's continuation of `prompt`, cut at end-of-text or at `stop`; None without room."""
+    """The model's continuation of `prompt`, cut at end-of-text or at `stop`, leaving `reserve`
+    positions of the context free; None without room."""
     ids = tokenizer.encode(prompt)
-    budget = min(budget, model.config.ctx - len(ids))
+    budget = min(budget, model.config.ctx - len(ids) - reserve)
     if budget < 1:
         return None
     out = generate(
@@ -114,7 +120,9 @@ def draw(
     if instruction is None:
         return None
     prompt = user.prefix + instruction + user.suffix + assistant.prefix
-    response = _continue(model, tokenizer, prompt, settings.max_response_tokens, "", settings, rng)
+    # One position is kept for the end-of-text that closes the assistant's turn in SFT data, so the
+    # sample, prepared as a chat, fits a window of the model's context.
+    response = _continue(model, tokenizer, prompt, settings.max_response_tokens, "", settings, rng, reserve=1)
     return None if response is None else Sample(instruction.strip(), response.strip())
 
 
@@ -157,12 +165,20 @@ def synthesize(
     return report
 
 
+def chat_record(sample: Sample) -> dict[str, list[dict[str, str]]]:
+    """One sample as a chat record, the form `stack prepare --format chat` (and TRL's conversational
+    datasets) read: the instruction as the user's message, the response as the assistant's."""
+    return {
+        "messages": [
+            {"role": USER, "content": sample.instruction},
+            {"role": ASSISTANT, "content": sample.response},
+        ]
+    }
+
+
 def write_records(path: Path, samples: list[Sample]) -> None:
-    """The kept samples as JSONL {instruction, response}, one per line."""
-    lines = [
-        json.dumps({"instruction": s.instruction, "response": s.response}, ensure_ascii=False)
-        for s in samples
-    ]
+    """The kept samples as JSONL chat records, one per line (`chat_record`)."""
+    lines = [json.dumps(chat_record(s), ensure_ascii=False) for s in samples]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 

@@ -1,6 +1,7 @@
 """`stack synth`: the output directory of a synthesis, its sidecar record and its evidence.
 
-    OUT/synth.jsonl    the kept samples, {instruction, response} per line
+    OUT/synth.jsonl    the kept samples as chat records, {"messages": [user, assistant]} per line,
+                       which `stack prepare OUT/synth.jsonl --format chat` reads as they are
     OUT/synth.json     the sidecar: seed, model (checkpoint and manifest sha256), template
                        (path and sha256), settings, counts generated, kept and dropped by reason,
                        and the sha256 of synth.jsonl

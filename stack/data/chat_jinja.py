@@ -1,0 +1,89 @@
+"""The chat template in the form other tools read it: a Jinja `chat_template`, and the text it renders.
+
+A model tuned on chat turns must be talked to in the format it learned. The stack's template
+(stack.data.sft_template) is data: a prefix and suffix per role, the assistant's turn ended by the
+tokenizer's end-of-text. `jinja_of` writes the same rule as the Jinja template a Hugging Face
+tokenizer renders with `apply_chat_template` (so do TRL, vLLM-style servers and lm-eval's chat
+mode): each message's prefix, content and suffix, the assistant's followed by `eos_token`, and
+with `add_generation_prompt` the assistant's prefix at the end. Every literal is written as a
+Python string literal, which Jinja reads back exactly (newlines, quotes and non-ASCII included),
+and the template has no line breaks of its own, so `trim_blocks` and `lstrip_blocks` cannot eat
+one. A role the template lacks raises, as the stack refuses it.
+
+`render_text` is the stack's own rendering of a conversation as text: the same pieces
+`sft_template.render` tokenizes, with the end-of-text id written as its token. The Jinja
+template must render every conversation to exactly this text (tests/test_chat_jinja.py checks
+both against transformers).
+
+A checkpoint carries its template under the state key `chat_template` ({name, sha256, jinja}):
+the template its training data was rendered with, else the one of the model it started from, or
+an imported model's own Jinja. `stack export --format hf` writes it into tokenizer_config.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stack.data.sft_template import TemplateFile
+
+STATE_KEY = "chat_template"
+ASSISTANT = "assistant"
+
+
+def _literal(text: str) -> str:
+    """`text` as a Jinja string literal (Jinja unescapes Python's escapes, so `repr` round-trips)."""
+    return repr(text)
+
+
+def jinja_of(spec: TemplateFile) -> str:
+    """The Jinja chat template that renders conversations as the stack's template `spec` does."""
+    branches = []
+    for role, turn in spec.roles.items():
+        end = "{{ eos_token }}" if role == ASSISTANT else f"{{{{ {_literal(turn.suffix)} }}}}"
+        body = f"{{{{ {_literal(turn.prefix)} }}}}{{{{ message['content'] }}}}{end}"
+        keyword = "if" if not branches else "elif"
+        branches.append(f"{{%- {keyword} message['role'] == {_literal(role)} -%}}{body}")
+    refusal = (
+        "{%- else -%}{{ raise_exception('the chat template "
+        + spec.name.replace("\\", "\\\\").replace("'", "\\'")
+        + " has no role ' + message['role']) }}"
+    )
+    prompt = spec.roles[ASSISTANT].prefix
+    return (
+        "{%- for message in messages -%}"
+        + "".join(branches)
+        + refusal
+        + "{%- endif -%}{%- endfor -%}"
+        + f"{{%- if add_generation_prompt -%}}{{{{ {_literal(prompt)} }}}}{{%- endif -%}}"
+    )
+
+
+def render_text(
+    spec: TemplateFile, turns: list[tuple[str, str]], eos_token: str, add_generation_prompt: bool = False
+) -> str:
+    """The stack's rendering of `turns` ((role, content) pairs) as text, `eos_token` after each
+    assistant turn, and the assistant's prefix at the end when a reply is to be generated."""
+    pieces = []
+    for role, content in turns:
+        turn = spec.roles[role]
+        pieces += [turn.prefix, content, eos_token if role == ASSISTANT else turn.suffix]
+    if add_generation_prompt:
+        pieces.append(spec.roles[ASSISTANT].prefix)
+    return "".join(pieces)
+
+
+def data_template(data_dir: Path) -> dict[str, Any] | None:
+    """The template record of a DATA_DIR whose examples a chat template rendered, else None."""
+    from stack.data.manifest import load_manifest
+
+    entry = load_manifest(data_dir).sft
+    if entry is None or entry.chat_template is None:
+        return None
+    return {"name": entry.template, "sha256": entry.template_sha256, "jinja": entry.chat_template}
+
+
+def chat_template_of(state: dict[str, Any]) -> str | None:
+    """The Jinja chat template a checkpoint's state carries, or None."""
+    record = state.get(STATE_KEY)
+    return str(record["jinja"]) if isinstance(record, dict) and record.get("jinja") else None

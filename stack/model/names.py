@@ -1,0 +1,119 @@
+"""The model's matrices under their three names: trace site, module path, Hugging Face module.
+
+One table, read by everything that names a matrix: surgery and LoRA targets
+(stack.surgery.targets, so `lora.targets` and `stack laser --targets` take either vocabulary),
+the Hugging Face export and import (stack.export.hf), and the peft adapter format
+(stack.export.peft). A matrix of a block is named
+
+    trace site   `q`, `k`, `v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`   (docs/trace.md)
+    module       `attn.q` … `attn.o`, `ffn.gate`, `ffn.up`, `ffn.down`         (the state-dict keys)
+    Hugging Face `self_attn.q_proj` … `self_attn.o_proj`, `mlp.gate_proj`, `mlp.up_proj`,
+                 `mlp.down_proj`                                              (Llama and Qwen2)
+
+within layer i (`layers.i.` here, `model.layers.i.` there); the model-level `embed` and `logits`
+are `embed` / `model.embed_tokens` and `lm_head` / `lm_head`. The Hugging Face short names
+(`q_proj`, `o_proj`, `down_proj`, …) are what peft's `target_modules` and most fine-tuning
+recipes use, so they are accepted wherever a site name is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HF_LAYERS = "model.layers"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """One matrix: its trace site, its module (in a block, or in the model) and its HF module."""
+
+    site: str
+    module: str
+    hf: str
+
+    @property
+    def hf_short(self) -> str:
+        """The last part of the HF module name: `q_proj`, `down_proj`, `lm_head`, `embed_tokens`."""
+        return self.hf.rsplit(".", 1)[-1]
+
+
+BLOCK = (
+    Matrix("q", "attn.q", "self_attn.q_proj"),
+    Matrix("k", "attn.k", "self_attn.k_proj"),
+    Matrix("v", "attn.v", "self_attn.v_proj"),
+    Matrix("attn_out", "attn.o", "self_attn.o_proj"),
+    Matrix("ffn_gate", "ffn.gate", "mlp.gate_proj"),
+    Matrix("ffn_up", "ffn.up", "mlp.up_proj"),
+    Matrix("ffn_out", "ffn.down", "mlp.down_proj"),
+)
+MODEL = (Matrix("embed", "embed", "model.embed_tokens"), Matrix("logits", "lm_head", "lm_head"))
+# The block's and the model's norms: no trace-site name of their own, only the two module names.
+BLOCK_NORMS = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
+MODEL_NORMS = {"final_norm": "model.norm"}
+# The projections that carry a bias in a `qkv_bias` model (a Qwen2).
+BIASED = ("q", "k", "v")
+
+
+def block_matrix(site: str) -> Matrix:
+    """The block matrix of a short site name (`q`, `ffn_out`)."""
+    return next(m for m in BLOCK if m.site == site)
+
+
+def hf_module(path: str) -> str | None:
+    """The HF module of a stack module path (`layers.3.attn.o` → `model.layers.3.self_attn.o_proj`),
+    or None for a module the table does not hold."""
+    for matrix in MODEL:
+        if path == matrix.module:
+            return matrix.hf
+    head, _, rest = path.partition(".")
+    layer, _, inner = rest.partition(".")
+    if head != "layers" or not layer.isdigit():
+        return None
+    for matrix in BLOCK:
+        if inner == matrix.module:
+            return f"{HF_LAYERS}.{layer}.{matrix.hf}"
+    return None
+
+
+def stack_module(hf_path: str) -> str | None:
+    """The stack module path of an HF module (the reverse of `hf_module`), or None."""
+    for matrix in MODEL:
+        if hf_path == matrix.hf:
+            return matrix.module
+    if not hf_path.startswith(f"{HF_LAYERS}."):
+        return None
+    layer, _, inner = hf_path.removeprefix(f"{HF_LAYERS}.").partition(".")
+    for matrix in BLOCK:
+        if layer.isdigit() and inner == matrix.hf:
+            return f"layers.{layer}.{matrix.module}"
+    return None
+
+
+def aliases(site: str, path: str) -> tuple[str, ...]:
+    """Every name a target pattern may match for the matrix at trace site `site` (`layers.2.q`) and
+    module path `path` (`layers.2.attn.q`): the site, its short name, the HF short name and that
+    within its layer (`q_proj`, `layers.2.q_proj`). Not the full HF path: `*attn*` would then
+    match q, k and v through `self_attn`, where it has always meant `attn_out`."""
+    short = site.rsplit(".", 1)[-1]
+    names = [site, short]
+    hf = hf_module(path)
+    if hf is not None:
+        hf_short = hf.rsplit(".", 1)[-1]
+        names.append(hf_short)
+        if site != short:
+            names.append(f"{site.rsplit('.', 1)[0]}.{hf_short}")
+    return tuple(dict.fromkeys(names))
+
+
+def site_of(path: str) -> str | None:
+    """The trace site of a stack module path (`layers.3.attn.o` → `layers.3.attn_out`,
+    `lm_head` → `logits`), or None for a module the table does not hold."""
+    for matrix in MODEL:
+        if path == matrix.module:
+            return matrix.site
+    head, _, rest = path.partition(".")
+    layer, _, inner = rest.partition(".")
+    for matrix in BLOCK:
+        if head == "layers" and layer.isdigit() and inner == matrix.module:
+            return f"layers.{layer}.{matrix.site}"
+    return None
