@@ -65,8 +65,8 @@ class LongDocument:
 class Spill:
     """The ids of one long document, in a scratch file of the final token dtype."""
 
-    def __init__(self, directory: Path, dtype: str) -> None:
-        self.path = directory / SPILL_FILE
+    def __init__(self, directory: Path, dtype: str, name: str = SPILL_FILE) -> None:
+        self.path = directory / name
         self.dtype = DTYPES[dtype]
         self.tokens = 0
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed by blocks() or remove()
