@@ -18,18 +18,18 @@ def _sources(m: Measured) -> Mapping[str, Any]:
     return sources
 
 
-def _proven(name: str, filter: str, tally: Any) -> str | None:
-    """Why a source's canaries do not prove that `filter` ran over it (None: they do)."""
+def _proven(name: str, filter_name: str, tally: Any) -> str | None:
+    """Why a source's canaries do not prove that filter `filter_name` ran over it (None: they do)."""
     if tally is None:
-        return f"source {name!r}: filter {filter!r} has no canary: nothing shows it ran over the source"
+        return f"source {name!r}: filter {filter_name!r} has no canary: nothing shows it ran over the source"
     if not isinstance(tally, Mapping):
-        raise Malformed(f"source {name!r}: the canaries of {filter!r} are {tally!r}, not an object")
+        raise Malformed(f"source {name!r}: the canaries of {filter_name!r} are {tally!r}, not an object")
     planted, dropped = count(tally, "planted"), count(tally, "dropped")
     if planted == 0:
-        return f"source {name!r}: no canary of filter {filter!r} was planted: nothing shows it ran"
+        return f"source {name!r}: no canary of filter {filter_name!r} was planted: nothing shows it ran"
     if dropped != planted:
         return (
-            f"source {name!r}: filter {filter!r} dropped {dropped} of its {planted} canaries: "
+            f"source {name!r}: filter {filter_name!r} dropped {dropped} of its {planted} canaries: "
             "it did not run over every document of the source"
         )
     return None
@@ -43,7 +43,8 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     if "sources" in m:
         for name, row in _sources(m).items():
-            if "leak" in items(row, "filters") and (found := _proven(name, "leak", row.get("leak"))):
+            held = count(row, "documents_in") > 0
+            if held and "leak" in items(row, "filters") and (found := _proven(name, "leak", row.get("leak"))):
                 problems.append(found)
     rows = items(m, "canaries")
     kinds = set()
@@ -64,15 +65,16 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
 @judges("GATE-DATA-013")
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver; each
-    filter that ran on a source is proven by its canaries, all dropped by it."""
+    filter that ran on a source that held documents is proven by its canaries, all dropped by it."""
     problems = []
     for name, row in _sources(m).items():
         canaries = row.get("canaries")
         if not isinstance(canaries, Mapping):
             raise Malformed(f"source {name!r}: 'canaries' is {canaries!r}, not an object of filters")
-        for filter in items(row, "filters"):
-            if found := _proven(name, filter, canaries.get(filter)):
-                problems.append(found)
+        if count(row, "documents_in"):
+            for filter_name in items(row, "filters"):
+                if found := _proven(name, filter_name, canaries.get(filter_name)):
+                    problems.append(found)
         filters, waiver, pre_clean = items(row, "filters"), row.get("waiver"), flag(row, "pre_clean")
         if waiver is not None and not (isinstance(waiver, str) and waiver.strip()):
             problems.append(f"source {name!r} is waived without a reason")

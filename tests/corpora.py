@@ -111,7 +111,7 @@ def dna_fasta(seed: int, bases: int = 6000) -> str:
 def abc_tune(seed: int, bars: int = 64) -> str:
     """A tune in ABC notation: a header, then bars of notes with lengths."""
     rng = random.Random(seed)
-    notes = list("CDEFGABcdefgab") + ["z"]
+    notes = [*list("CDEFGABcdefgab"), "z"]
     header = f"X:{seed}\nT:Reel number {seed}\nM:4/4\nL:1/8\nK:{rng.choice('GDAEC')}\n"
     body = []
     for bar in range(bars):

@@ -15,22 +15,22 @@ from pathlib import Path
 
 import pytest
 import yaml
+from corpora import five_words, loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from site_filters import drops_section
 
-from corpora import five_words, loop
-
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.filters import leak
 from stack.data.filters.dedup import NearDuplicates
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
-from stack.data.filters.gates import check_recorded, counts_outcome
-from stack.data.filters.runner import FilterRunner
+from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
+from stack.data.filters.runner import FilterRunner, Screen
 from stack.data.filters.script import source_scripts
 from stack.data.filters.settings import ScriptSettings, load_settings
 from stack.data.formats import Layout
@@ -224,9 +224,14 @@ def test_a_waived_source_is_recorded_with_its_reason(tmp_path: Path) -> None:
 def test_the_judge_wants_a_reason_for_every_unfiltered_source() -> None:
     def row(filters: list[str], waiver: str | None) -> dict:
         canaries = {name: {"planted": 1, "dropped": 1} for name in filters}
-        return {
-            "sources": {"s": {"filters": filters, "waiver": waiver, "pre_clean": True, "canaries": canaries}}
+        source = {
+            "filters": filters,
+            "waiver": waiver,
+            "pre_clean": True,
+            "documents_in": 1,
+            "canaries": canaries,
         }
+        return {"sources": {"s": source}}
 
     assert judge("GATE-DATA-013", row([], None)) == [
         "source 's' was not filtered and has no waiver (marked pre-clean, which waives nothing)"
@@ -240,24 +245,24 @@ def test_the_judge_wants_a_reason_for_every_unfiltered_source() -> None:
 def test_the_judge_wants_every_filter_proven_by_its_canaries() -> None:
     """A filter named but with a canary kept, none planted, or no tally at all is not proven to have run."""
 
-    def row(tallies: dict) -> dict:
-        return {
-            "sources": {
-                "s": {"filters": ["leak", "script"], "waiver": None, "pre_clean": False, "canaries": tallies}
-            }
-        }
+    def row(tallies: dict, documents_in: int = 5) -> dict:
+        filters = ["leak", "script"]
+        source = {"filters": filters, "waiver": None, "pre_clean": False, "documents_in": documents_in}
+        return {"sources": {"s": source | {"canaries": tallies}}}
 
     proven = {"leak": {"planted": 3, "dropped": 3}, "script": {"planted": 1, "dropped": 1}}
     assert judge("GATE-DATA-013", row(proven)) == []
     kept = proven | {"script": {"planted": 1, "dropped": 0}}
     assert judge("GATE-DATA-013", row(kept)) == [
-        "source 's': filter 'script' dropped 0 of its 1 canaries: it did not run over every document of the source"
+        "source 's': filter 'script' dropped 0 of its 1 canaries: "
+        "it did not run over every document of the source"
     ]
     assert (
         "no canary of filter 'script' was planted"
         in judge("GATE-DATA-013", row(proven | {"script": {"planted": 0, "dropped": 0}}))[0]
     )
     assert "filter 'script' has no canary" in judge("GATE-DATA-013", row({"leak": proven["leak"]}))[0]
+    assert judge("GATE-DATA-013", row({}, documents_in=0)) == []  # no document, nothing to prove
 
 
 # -- GATE-DATA-014: the drop counts add up ------------------------------------------------------
@@ -304,7 +309,8 @@ def test_a_drop_missing_from_the_drop_log_is_caught(tmp_path: Path, monkeypatch:
 
 @pytest.mark.gate("GATE-DATA-014")
 def test_verify_recounts_the_drop_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A drop log edited after the prepare, its sha256 in the manifest edited to match, is caught by --verify."""
+    """A drop log edited after the prepare, its sha256 in the manifest edited to match: --verify
+    catches it."""
     inputs = corpus(tmp_path, {"web": LEAKS | {"ok.txt": NEAR_MISSES["plain.txt"]}})
     data = tmp_path / "data"
     prepare_corpus(inputs, data, val_fraction=0)
@@ -562,3 +568,151 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
     report = manifest.filters["sft"]
     assert report.dropped == {"leak_headers": 1, "leak_phrase": 1}
     assert report.documents_out == len(shipped) + 1 == manifest.sources["sft"].documents
+
+
+# -- every source through every filter: the canaries (issue #28) ------------------------------------
+
+
+def leaky_corpus(root: Path) -> list[str]:
+    """The audit's corpus: ten leaked system prompts in a source of notes, and a clean source."""
+    leaks = {
+        f"leak{i}.txt": f"Note {i}.\n{LEAK.fingerprints[0].title()}. Answer in French." for i in range(10)
+    }
+    notes = {f"note{i}.txt": f"A note on the weather, day {i}. It rained, then cleared." for i in range(10)}
+    return corpus(root, {"web": leaks | notes, "books": {"b.txt": NEAR_MISSES["plain.txt"]}})
+
+
+def skip_source(monkeypatch: pytest.MonkeyPatch, source: str, filter_name: str | None = None) -> None:
+    """Plant the audit's bug: `source`'s documents skip its filters (or only `filter_name`), while
+    its report still names them."""
+    checks_of = Screen._checks_of
+
+    def skipping(self: Screen, name: str) -> list:
+        checks = checks_of(self, name)
+        if name != source:
+            return checks
+        return [] if filter_name is None else [c for c in checks if c[1].__name__ != CHECK_NAMES[filter_name]]
+
+    monkeypatch.setattr(Screen, "_checks_of", skipping)
+
+
+CHECK_NAMES = {"leak": "leaked", "oversize": "oversize", "diversity": "repetitive", "script": "foreign"}
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_a_source_whose_filtering_is_skipped_stops_the_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's mutant through the real CLI: exit 3 naming the gate, nothing published; the same
+    command unmutated drops the ten leaks and exits 0."""
+    inputs = leaky_corpus(tmp_path)
+    benign = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "benign"), "--val-fraction", "0")
+    assert benign[0] == 0 and "web: 20 in, 10 out, 50.00% dropped (leak_phrase 10)" in benign[1]
+    skip_source(monkeypatch, "web")
+    code, _, err = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0")
+    assert code == EXIT_GATE and "GATE-DATA-013" in err
+    assert "source 'web': filter 'leak' dropped 0 of its 3 canaries" in err and "source 'books'" not in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.gate("GATE-DATA-012")
+def test_leak_canaries_kept_in_a_source_fire_the_leak_gate() -> None:
+    """Once the corpus is read, a source the leak filter runs on must have had its planted leaks
+    dropped by it; one kept, or none planted, fires; a source with no document has nothing to prove."""
+    runner = FilterRunner(SETTINGS, None, {})
+    for canary in runner.screen.canaries("web"):
+        runner.count_canary("web", canary, "leak_phrase" if canary.filter == "leak" else None)
+    runner.report("web").documents_in = 1
+    assert stream_canaries_outcome(runner).ok
+    runner.report("web").canaries["leak"]["dropped"] -= 1
+    assert (
+        "source 'web': filter 'leak' dropped 2 of its 3 canaries" in stream_canaries_outcome(runner).message
+    )
+    runner.report("web").canaries.pop("leak")
+    assert "filter 'leak' has no canary" in stream_canaries_outcome(runner).message
+    runner.report("web").documents_in = 0
+    assert stream_canaries_outcome(runner).ok
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize("filter_name", ["oversize", "diversity", "script"])
+def test_one_filter_skipped_for_one_source_is_caught(
+    filter_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One filter left out for one source fires GATE-DATA-013 naming both; the other source is fine."""
+    inputs = leaky_corpus(tmp_path)
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)
+    skip_source(monkeypatch, "web", filter_name)
+    with pytest.raises(
+        GateViolation, match=f"GATE-DATA-013.*'web': filter '{filter_name}' dropped 0 of its 1"
+    ):
+        prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+
+
+@pytest.mark.holds("GATE-DATA-013")
+def test_canaries_are_counted_apart_and_never_written(tmp_path: Path) -> None:
+    manifest = prepare_corpus(leaky_corpus(tmp_path), tmp_path / "data", val_fraction=0)
+    web = manifest.filters["web"]
+    assert web.documents_in == 20 and web.dropped == {"leak_phrase": 10}  # the canaries are not in it
+    assert web.canaries == {
+        "diversity": {"planted": 1, "dropped": 1},
+        "leak": {"planted": 3, "dropped": 3},
+        "oversize": {"planted": 1, "dropped": 1},
+        "script": {"planted": 1, "dropped": 1},
+    }
+    runner = FilterRunner(SETTINGS, None, {})
+    runner.set_scripts({"web": web.scripts or []})
+    text = split_text(tmp_path / "data", "train")
+    assert not [c.name for c in runner.screen.canaries("web") if c.data.decode()[:40] in text]
+    logged = recount(tmp_path / "data" / DROP_LOG_FILE)
+    assert logged == {"web": {"leak_phrase": 10}}  # the drop log holds documents, not canaries
+
+
+# -- GATE-DATA-015: a source that loses most of its documents is announced ------------------------
+
+
+def losing(root: Path, dropped: int, total: int) -> list[str]:
+    """A source of `total` documents of which `dropped` are loops the diversity filter drops."""
+    texts = {f"loop{i}.txt": loop(f"loop {i} again and again. ") for i in range(dropped)}
+    texts |= {f"prose{i}.txt": five_words(i) for i in range(total - dropped)}
+    return corpus(root, {"web": texts})
+
+
+@pytest.mark.gate("GATE-DATA-015")
+def test_a_source_losing_more_than_the_share_is_a_warning_on_record_and_on_screen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Just beyond max_source_drop_share: WARN in the record, and the summary names the filter, an
+    example and the fix; exactly at it: PASS and no warning. The prepare goes on either way."""
+    share = load_spec().threshold("GATE-DATA-015", "max_source_drop_share")
+    total = 20
+    at = int(share * total)
+    for dropped, verdict in ((at, "PASS"), (at + 1, "WARN")):
+        root = tmp_path / f"d{dropped}"
+        argv = ["prepare", *losing(root, dropped, total), "--out", str(root / "data"), "--val-fraction", "0"]
+        code, out, err = run_cli(capsys, *argv, "--evidence-dir", str(root / "ledger"))
+        assert code == 0, err
+        (record,) = (root / "ledger").glob("prepare-*/metadata.json")
+        verdicts = {g["id"]: g["verdict"] for g in json.loads(record.read_text())["gates"]}
+        assert verdicts["GATE-DATA-015"] == verdict
+        warned = f"warning GATE-DATA-015: source 'web' lost {dropped} of {total} document(s)"
+        assert (warned in out) == (verdict == "WARN")
+        if verdict == "WARN":
+            assert "low_diversity" in out and "e.g. loop0.txt: 'loop 0 again and again." in out
+            assert "the cause is the diversity filter" in out and '--no-filter web --reason "..."' in out
+
+
+@pytest.mark.gate("GATE-DATA-015")
+def test_the_judge_names_the_reasons_largest_first_and_an_example() -> None:
+    share = load_spec().threshold("GATE-DATA-015", "max_source_drop_share")
+    row = {
+        "documents_in": 10,
+        "dropped": {"oversize": 1, "script_mismatch": 5},
+        "examples": {"script_mismatch": "a.txt: 'x'"},
+    }
+    assert judge("GATE-DATA-015", {"sources": {"s": row}}, {"max_source_drop_share": share}) == [
+        "source 's' lost 6 of 10 document(s) (60.0% > 50%) to the filters: script_mismatch 5, oversize 1; "
+        "e.g. a.txt: 'x'"
+    ]
+    row["dropped"] = {"script_mismatch": 5}
+    assert judge("GATE-DATA-015", {"sources": {"s": row}}, {"max_source_drop_share": share}) == []

@@ -64,7 +64,9 @@ class Fanout:
         if workers > 1:
             context = multiprocessing.get_context("spawn")
             threads = max(1, cores() // workers)
-            self._pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(threads,))
+            self._pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_start, initargs=(threads,)
+            )
 
     def __enter__(self) -> Fanout:
         return self

@@ -74,4 +74,4 @@ def read_documents(
     if kind == "parquet":
         return parquet_documents(item, fields, batch_bytes, advance)
     separator = None if layout.doc_sep is None else layout.doc_sep.encode("utf-8")
-    return text_documents(item, separator, layout.doc_bytes, batch_bytes, advance)
+    return text_documents(item, separator, batch_bytes, advance, layout.doc_bytes)

@@ -152,7 +152,9 @@ class _Collector:
         ids = part.ids
         if part.at is not None:
             assert spill is not None, "a worker's part comes with its spill file"
-            ids = np.concatenate([*read_spill(spill, self.dtype, part.at[1], part.at[1]), np.empty(0, DTYPES[self.dtype])])
+            ids = np.concatenate(
+                [*read_spill(spill, self.dtype, part.at[1], part.at[1]), np.empty(0, DTYPES[self.dtype])]
+            )
         start = 0
         for judged in part.docs:
             reason = self._verdict(judged)
@@ -233,7 +235,9 @@ def _survey(plan: _Plan, tasks: list[Task], fan: Fanout, advance: Callable[[int]
     found = Survey(sample=BpeSample(plan.bpe_sample, plan.seed) if sampling else None)
     if not (letters or sampling):
         return found
-    job = SurveyJob(plan.layout, plan.working_set, screen, letters, plan.bpe_sample if sampling else None, plan.seed)
+    job = SurveyJob(
+        plan.layout, plan.working_set, screen, letters, plan.bpe_sample if sampling else None, plan.seed
+    )
     if plan.workers == 1:
         for task in tasks:
             found.merge(survey(job, task, advance))

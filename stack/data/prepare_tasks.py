@@ -97,7 +97,9 @@ def is_long(found: Document | FileRegion, working: WorkingSet) -> bool:
 
 def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore) -> Survey:
     """Count one file's letters by script and source, and draw its bpe sample."""
-    found_survey = Survey(sample=None if job.sample_budget is None else BpeSample(job.sample_budget, job.seed))
+    found_survey = Survey(
+        sample=None if job.sample_budget is None else BpeSample(job.sample_budget, job.seed)
+    )
     piece_bytes = job.working.piece_bytes
     for found in read_documents(task.item, job.layout, job.working.batch_bytes, advance):
         if isinstance(found, Skipped):
@@ -206,12 +208,16 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
     planted = {task.item.source}
     batch = _Short()
     if task.plant:
-        batch.docs = [_judge_canary(screen, dedup, task.item.source, c) for c in screen.canaries(task.item.source)]
+        batch.docs = [
+            _judge_canary(screen, dedup, task.item.source, c) for c in screen.canaries(task.item.source)
+        ]
     invalid = False
     for found in read_documents(task.item, job.layout, working.batch_bytes, advance):
         if found.source not in planted:  # a record's own source, first met in this file
             planted.add(found.source)
-            batch.docs += [_judge_canary(screen, dedup, found.source, c) for c in screen.canaries(found.source)]
+            batch.docs += [
+                _judge_canary(screen, dedup, found.source, c) for c in screen.canaries(found.source)
+            ]
         if isinstance(found, Skipped):
             yield found
             continue
@@ -300,7 +306,9 @@ def _encode_long(job: EncodeJob, long: _Long, spill_dir: Path, name: str) -> tup
     return Part(docs=[long.judged], spill=spill, long=True, note=note), document.invalid_utf8
 
 
-def encode(job: EncodeJob, task: Task, spill_dir: Path, advance: Callable[[int], None] = _ignore) -> Iterator[Part]:
+def encode(
+    job: EncodeJob, task: Task, spill_dir: Path, advance: Callable[[int], None] = _ignore
+) -> Iterator[Part]:
     """The parts of one file, in reading order (see the module docstring)."""
     invalid_long = False
     with closing(_judged(job, task, advance)) as events:

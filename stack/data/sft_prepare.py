@@ -234,7 +234,9 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     runner = plan.filters
     letters = SourceLetters()
     for turns in examples:
-        letters.add(plan.source, runner.screen.text("\n".join(c for _, c in turns).encode()), runner.settings.script)
+        letters.add(
+            plan.source, runner.screen.text("\n".join(c for _, c in turns).encode()), runner.settings.script
+        )
     runner.set_scripts(letters.scripts(runner.settings.script))
     runner.log = DropLog(staging)
     runner.plant_turns(plan.source)

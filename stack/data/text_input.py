@@ -34,6 +34,7 @@ from stack.data.corpus import (
     is_binary,
     unreadable,
 )
+from stack.data.defaults import DEFAULT_DOC_BYTES
 
 WHITESPACE = b" \t\r\n\f\v"
 CUT_LOOKBACK = 1 << 16
@@ -44,9 +45,9 @@ Item = Document | FileRegion | Skipped
 def text_documents(
     item: InputFile,
     separator: bytes | None,
-    doc_bytes: int,
     batch_bytes: int,
     advance: Callable[[int], None],
+    doc_bytes: int = DEFAULT_DOC_BYTES,
 ) -> Iterator[Item]:
     """The documents of one text file; `advance` is told how many of its bytes were read."""
     try:
@@ -99,8 +100,10 @@ def _cut(handle: BinaryIO, start: int, limit: int) -> int:
     newline = tail.rfind(b"\n", 0, lookback)
     if newline >= 0:
         return limit - lookback + newline + 1
-    back = 0
-    while back < min(3, lookback - 1) and len(tail) > lookback - back and tail[lookback - back] & 0xC0 == 0x80:
+    back = 0  # past continuation bytes to the start of the character that would be cut
+    while (
+        back < min(3, lookback - 1) and lookback - back < len(tail) and tail[lookback - back] & 0xC0 == 0x80
+    ):
         back += 1
     return limit - back
 

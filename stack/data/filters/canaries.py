@@ -1,13 +1,14 @@
 """Canaries: documents planted in each source's stream that prove every filter ran over that source.
 
 A filter's canary is a document only that filter drops, built from the settings in force so
-that every filter before it in FILTER_NAMES keeps it (see Canary.delimited): a leaked prompt (one header over the
-limit, one character over the weight limit, a fingerprint phrase) for `leak`; a document one
-byte over `max_bytes`, judged by its length and never read, for `oversize`; a loop for
-`diversity`; letters of a script the source does not hold for `script`; and for `dedup` a short
-text without letters given twice, the second copy being the canary. They are counted apart from
-the source's documents (SourceReport.canaries) and never written. The ones that reach dedup's
-index carry digits hashed from the source's name, so they match no real document.
+that every filter before it in FILTER_NAMES keeps it (see Canary.delimited): a leaked prompt
+(one header over the limit, one character over the weight limit, a fingerprint phrase) for
+`leak`; a document one byte over `max_bytes`, judged by its length and never read, for
+`oversize`; a loop for `diversity`; letters of a script the source does not hold for `script`;
+and for `dedup` a short text without letters given twice, the second copy being the canary.
+They are counted apart from the source's documents (SourceReport.canaries) and never written.
+The ones that reach dedup's index carry digits hashed from the source's name, so they match no
+real document.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def _leak(settings: FilterSettings, kind: str, source: str) -> list[Canary]:
 
 def _foreign_letters(scripts: Collection[str], count: int, source: str) -> str:
     """`count` letters in words of the first script of ALPHABETS the source does not hold."""
-    alphabet = next((letters for name, letters in ALPHABETS.items() if name not in scripts), ALPHABETS["GREEK"])
+    alphabet = next(
+        (letters for name, letters in ALPHABETS.items() if name not in scripts), ALPHABETS["GREEK"]
+    )
     rng = random.Random(_tag(source, "script"))
     words, left = [], count
     while left > 0:

@@ -25,7 +25,7 @@ PROBE_BYTES = 16
 def repeats_itself(window: bytes) -> bool:
     """Whether one of the window's probes (16 bytes at 1/2, 3/4 and the end) occurs earlier in it."""
     for start in (len(window) // 2, len(window) * 3 // 4, len(window) - PROBE_BYTES):
-        if 0 < start and window.find(window[start : start + PROBE_BYTES]) < start:
+        if start > 0 and window.find(window[start : start + PROBE_BYTES]) < start:
             return True
     return False
 

@@ -33,7 +33,11 @@ def canaries_outcome(runner: FilterRunner) -> Outcome:
 def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
     """GATE-DATA-012 after reading: the same, and every source's planted leaks dropped by the leak filter."""
     sources = {
-        name: {"filters": report["filters"], "leak": report["canaries"].get("leak")}
+        name: {
+            "filters": report["filters"],
+            "documents_in": report["documents_in"],
+            "leak": report["canaries"].get("leak"),
+        }
         for name, report in runner.as_dict().items()
     }
     measured = {"canaries": runner.canary_results(), "sources": sources}
@@ -42,7 +46,7 @@ def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
 
 def coverage_outcome(reports: Reports) -> Outcome:
     """GATE-DATA-013: each source's filters and their canaries, its waiver and pre-clean mark."""
-    keys = ("filters", "pre_clean", "waiver", "canaries")
+    keys = ("filters", "pre_clean", "waiver", "documents_in", "canaries")
     sources = {name: {key: report[key] for key in keys} for name, report in reports.items()}
     return measure("GATE-DATA-013", {"sources": sources}, holds="every source filtered, each filter proven")
 

@@ -18,10 +18,10 @@ FIXES = {
     "leak": "if these are meant (a prompt-injection set, say), waive the source: --no-filter {source} "
     '--reason "..."',
     "oversize": "cut the documents with --doc-sep SEP, or raise oversize.max_bytes with --filters FILE",
-    "diversity": "if the repetition is the data, waive the source (--no-filter {source} --reason \"...\") or "
+    "diversity": 'if the repetition is the data, waive the source (--no-filter {source} --reason "...") or '
     "lower diversity.min_compression_ratio with --filters FILE",
     "script": "put each language in its own source (NAME=PATH), or name the scripts with --filters FILE "
-    "(script: {{expected: [...]}}), or waive the source: --no-filter {source} --reason \"...\"",
+    '(script: {{expected: [...]}}), or waive the source: --no-filter {source} --reason "..."',
     "dedup": "leave out --filter dedup if repeated documents are meant",
 }
 
@@ -59,7 +59,9 @@ def drop_lines(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
             continue
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in row["reasons"].items()) or "none"
         marked = " (marked pre-clean, filtered all the same)" if row["pre_clean"] else ""
-        scripts = f"; scripts kept: {', '.join(row['scripts']) or 'none'}" if row["scripts"] is not None else ""
+        scripts = (
+            f"; scripts kept: {', '.join(row['scripts']) or 'none'}" if row["scripts"] is not None else ""
+        )
         lines.append(
             f"  {row['source']}: {row['in']:,} in, {row['out']:,} out, {row['dropped_percent']:.2f}% "
             f"dropped ({reasons}){scripts}{marked}"
@@ -103,7 +105,9 @@ def empty_corpus(files: int, reports: Mapping[str, Mapping[str, Any]]) -> str:
     reason = top_reason(report)
     assert reason is not None
     example = report["examples"].get(reason, "")
-    return f"the filters dropped every document: {'; '.join(parts)}; e.g. {example}; {source_fix(name, report)}"
+    return (
+        f"the filters dropped every document: {'; '.join(parts)}; e.g. {example}; {source_fix(name, report)}"
+    )
 
 
 def drop_warnings(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:

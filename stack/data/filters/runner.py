@@ -93,7 +93,9 @@ class Screen:
     filters: tuple[str, ...]
     waivers: Mapping[str, str]
     scripts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    _checks: dict[str, list[tuple[bool, Check]]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _checks: dict[str, list[tuple[bool, Check]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
     # The most characters any filter reads of a document (a long one is judged on this much), and
     # the bytes that always hold them in valid UTF-8.
     window_chars: int = field(init=False, compare=False)
@@ -173,7 +175,9 @@ class Screen:
     def canaries(self, source: str) -> list[Canary]:
         """The canaries planted in `source`'s stream, one or more per filter that runs on it."""
         own = self.settings.source(source)
-        return canaries.planted(self.settings, self.filters_of(source), self.scripts_of(source), own.kind, source)
+        return canaries.planted(
+            self.settings, self.filters_of(source), self.scripts_of(source), own.kind, source
+        )
 
 
 @dataclass
@@ -237,7 +241,9 @@ class FilterRunner:
             own = self.settings.source(source)
             filters = list(self.screen.filters_of(source))
             scripts = list(self.screen.scripts_of(source)) if "script" in filters else None
-            self.reports[source] = SourceReport(filters, own.kind, own.pre_clean, self.waivers.get(source), scripts)
+            self.reports[source] = SourceReport(
+                filters, own.kind, own.pre_clean, self.waivers.get(source), scripts
+            )
         return self.reports[source]
 
     def duplicate(self, sha: bytes, signature: np.ndarray | None) -> str | None:
@@ -248,7 +254,8 @@ class FilterRunner:
     def count(
         self, source: str, reason: str | None, sha: bytes, where: str, text: str, unread: bool = False
     ) -> None:
-        """Count one document in, and out or dropped by `reason`; a drop goes to the log and may be the example."""
+        """Count one document in, and out or dropped by `reason`; a drop is logged, the first of its
+        reason kept as the example."""
         report = self.report(source)
         report.documents_in += 1
         report.unread += unread
@@ -285,9 +292,7 @@ class FilterRunner:
             found = self.duplicate(sha, self._dedup.signature(data))
         return found
 
-    def keep(
-        self, source: str, sha: bytes, data: bytes, head: str | None = None, where: str = ""
-    ) -> bool:
+    def keep(self, source: str, sha: bytes, data: bytes, head: str | None = None, where: str = "") -> bool:
         """Judge and count one document held in memory; whether it is kept."""
         found = self.verdict(source, data, sha, head=head)
         self.count(source, found, sha, where, self.screen.text(data))
@@ -306,7 +311,9 @@ class FilterRunner:
         for canary in self.screen.canaries(source):
             text = canary.data.decode("utf-8")
             sha = content_sha256(canary.data)
-            found = self.verdict(source, canary.data, sha, canary.length, head=text, delimited=canary.delimited)
+            found = self.verdict(
+                source, canary.data, sha, canary.length, head=text, delimited=canary.delimited
+            )
             self.count_canary(source, canary, found)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

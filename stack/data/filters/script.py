@@ -96,7 +96,7 @@ def source_scripts(counts: Mapping[str, int], settings: ScriptSettings) -> list[
 
 
 def held_share(counts: Mapping[str, int], scripts: Collection[str], settings: ScriptSettings) -> float | None:
-    """The share of a window's letters in `scripts` (None: fewer than `min_letters` letters, too few to tell)."""
+    """The share of a window's letters in `scripts` (None: under `min_letters` letters, too few to tell)."""
     letters = sum(counts.values())
     if letters < settings.min_letters:
         return None
