@@ -11,6 +11,8 @@ nothing to them (test_data_prepare), and the post-mortem's loop is dropped (test
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,7 @@ from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
 from stack.data.filters.runner import FilterRunner, Screen
-from stack.data.filters.script import source_scripts
+from stack.data.filters.script import letter_counts, script_of, source_scripts
 from stack.data.filters.settings import ScriptSettings, load_settings
 from stack.data.formats import Layout
 from stack.data.prepare import prepare_corpus
@@ -450,6 +452,14 @@ def test_script_share_at_the_limit_is_kept_and_below_dropped() -> None:
     assert runner.screen.reason("web", below, len(below)) == "script_mismatch"
     few = ("д" * (SETTINGS.script.min_letters - 1)).encode()
     assert runner.screen.reason("web", few, len(few)) is None  # too few letters to tell
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=80, deadline=None)
+def test_the_script_table_counts_each_letter_by_its_unicode_name(text: str) -> None:
+    """The code-point table behind letter_counts gives each letter the script of its Unicode name."""
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    assert letter_counts(text) == dict(Counter(script_of(c) for c in letters))
 
 
 def test_a_sources_scripts_are_those_above_source_share() -> None:

@@ -12,8 +12,8 @@ A file that is one document keeps its bytes exactly as they are, whitespace incl
 
 A file without a separator that is longer than `doc_bytes` (`--doc-bytes`, default 1 MiB) is
 cut into documents of at most that many bytes, each ending after the last newline of its last
-CUT_LOOKBACK bytes (else after its last whole character), so that the documents put back
-together are the file. The cut points depend on the file and `doc_bytes` alone. A classic
+CUT_LOOKBACK bytes (else after its last whole character; a piece holds one character at
+least), so that the documents put back together are the file. The cut points depend on the file and `doc_bytes` alone. A classic
 byte-level corpus (enwik8, text8: one file of 100 MB) so becomes a hundred documents, which the
 split spreads over train and held-out, rather than one document that no split can divide.
 """
@@ -93,19 +93,27 @@ def _whole_file(
 
 def _cut(handle: BinaryIO, start: int, limit: int) -> int:
     """Where a piece from `start` that may run to `limit` ends: after the last newline of its last
-    CUT_LOOKBACK bytes, else after its last whole UTF-8 character (never at `start`)."""
+    CUT_LOOKBACK bytes, else before the character that `limit` falls in (after it, when that is
+    the piece's first character: a piece holds at least one)."""
     lookback = min(CUT_LOOKBACK, limit - start)
     handle.seek(limit - lookback)
-    tail = handle.read(lookback + 1)  # and the byte after: a character may start at `limit`
+    tail = handle.read(lookback + 4)  # and the bytes after: a character may run on past `limit`
     newline = tail.rfind(b"\n", 0, lookback)
     if newline >= 0:
         return limit - lookback + newline + 1
-    back = 0  # past continuation bytes to the start of the character that would be cut
-    while (
-        back < min(3, lookback - 1) and lookback - back < len(tail) and tail[lookback - back] & 0xC0 == 0x80
-    ):
+
+    def continues(at: int) -> bool:
+        return at < len(tail) and tail[at] & 0xC0 == 0x80
+
+    back = 0
+    while back < 3 and continues(lookback - back):
         back += 1
-    return limit - back
+    if limit - back > start:
+        return limit - back
+    forward = 0
+    while forward < 3 and continues(lookback + forward):
+        forward += 1
+    return limit + forward
 
 
 class _Between:
