@@ -15,8 +15,7 @@ from stack.data.filters.runner import FILTER_OF
 
 # What to pass when a filter drops documents that belong in the corpus, by filter.
 FIXES = {
-    "leak": "if these are meant (a prompt-injection set, say), waive the source: --no-filter {source} "
-    '--reason "..."',
+    "leak": 'waive the source: --no-filter {source} --reason "..." (prompt injections kept on purpose, say)',
     "oversize": "cut the documents with --doc-sep SEP, or raise oversize.max_bytes with --filters FILE",
     "diversity": 'if the repetition is the data, waive the source (--no-filter {source} --reason "...") or '
     "lower diversity.min_compression_ratio with --filters FILE",
