@@ -84,8 +84,12 @@ from stack.runlock import exclusive
 
 log = logging.getLogger(__name__)
 
-# Input a worker process must have to repay its start (about a second), when --workers is not given.
+# When --workers is not given: input a worker process must have to repay its start (about a
+# second), and working set per worker: each costs about 100 MiB besides its share of the working
+# set (200 MiB reading Parquet, pyarrow's buffers), so the default 256 MiB allows eight, about
+# 1.9 GiB in all at the most (benchmarks/prepare_stream.py measures the sum).
 WORKER_BYTES = 16 << 20
+WORKER_SET = 32 << 20
 
 
 def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default: bool) -> list[InputSpec]:
@@ -414,15 +418,15 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         return write_manifest(staging, manifest)
 
 
-def _workers(requested: int | None, files: Sequence[InputFile]) -> int:
+def _workers(requested: int | None, files: Sequence[InputFile], working_set: int) -> int:
     """The worker processes of a prepare: as asked, else one per core for a corpus of many files
-    large enough to repay starting them (WORKER_BYTES of input per worker at least)."""
+    large enough to repay starting them, as many as the working set allows (WORKER_BYTES, WORKER_SET)."""
     if requested is not None:
         if requested < 1:
             raise BadInput(f"--workers {requested} must be 1 or more")
         return min(requested, max(len(files), 1))
     total = sum(item.path.stat().st_size for item in files)
-    return max(1, min(cores(), len(files), total // WORKER_BYTES))
+    return max(1, min(cores(), len(files), total // WORKER_BYTES, working_set // WORKER_SET))
 
 
 def _notes(files: Sequence[InputFile], layout: Layout) -> None:
@@ -559,6 +563,6 @@ def prepare_corpus(
         bpe_sample,
         progress,
         runner,
-        _workers(workers, files),
+        _workers(workers, files, working_set),
     )
     return write_locked(out, created, found, lambda staging: _build(staging, plan))
