@@ -10,7 +10,8 @@ held-out split (the salt makes the two draws independent). When the corpus fits 
 the sample is all of it.
 
 Offered in any order, a unit is kept while every unit of smaller priority seen so far fits
-with it; once a unit had to go, no unit of its priority or above can ever come back (`cutoff`).
+with it; once a unit had to go, no unit of its priority or above can ever come back (`cutoff`),
+so copies of one document (one priority) are kept or let go together.
 The samples of parts of a corpus therefore merge into the sample of the whole (`merge`): each
 part's sample holds every unit of the whole's that lies in the part, and its cutoff bounds the
 whole's.
@@ -62,18 +63,20 @@ class BpeSample:
 
     def _trim(self) -> None:
         while self.kept_bytes > self.budget and self._heap:
-            drawn, dropped = heapq.heappop(self._heap)  # the largest priority kept so far
+            self.cutoff = -self._heap[0][0]  # the largest priority kept so far goes, with its equals
+            self._drop_from_cutoff()
+
+    def _drop_from_cutoff(self) -> None:
+        while self._heap and -self._heap[0][0] >= self.cutoff:
+            _, dropped = heapq.heappop(self._heap)
             self.kept_bytes -= len(dropped) + UNIT_OVERHEAD
-            self.cutoff = -drawn
 
     def merge(self, part: BpeSample) -> None:
         """Take in the sample of another part of the corpus, drawn with the same seed and budget."""
         self.offered_units += part.offered_units
         self.offered_bytes += part.offered_bytes
         self.cutoff = min(self.cutoff, part.cutoff)
-        while self._heap and -self._heap[0][0] >= self.cutoff:
-            _, dropped = heapq.heappop(self._heap)
-            self.kept_bytes -= len(dropped) + UNIT_OVERHEAD
+        self._drop_from_cutoff()
         for drawn, text in part._heap:
             self._keep(-drawn, text)
 
