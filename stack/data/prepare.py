@@ -6,6 +6,13 @@ happens in a hidden staging directory inside DATA_DIR and is published only when
 the sha256 it recorded, are replaced, the new ones are moved in, and manifest.json comes last.
 Nothing prepare did not write is ever deleted or overwritten, with or without --force, and a
 failure (a full disk included) removes what this run wrote and names the file it was writing.
+
+The corpus is read in up to two passes, file by file (stack.data.prepare_tasks): a survey that
+measures each source's scripts for the script filter and draws bpe's training sample, when
+either is needed, then the pass that filters and encodes. The files may go to worker processes
+(stack.data.fanout); this process takes their results in file order and alone decides what
+depends on the documents before (dedup, the split, the shards, the counts), so the output is
+the same for any number of workers.
 """
 
 from __future__ import annotations
