@@ -13,9 +13,10 @@ A file that is one document keeps its bytes exactly as they are, whitespace incl
 A file without a separator that is longer than `doc_bytes` (`--doc-bytes`, default 1 MiB) is
 cut into documents of at most that many bytes, each ending after the last newline of its last
 CUT_LOOKBACK bytes (else after its last whole character; a piece holds one character at
-least), so that the documents put back together are the file. The cut points depend on the file and `doc_bytes` alone. A classic
-byte-level corpus (enwik8, text8: one file of 100 MB) so becomes a hundred documents, which the
-split spreads over train and held-out, rather than one document that no split can divide.
+least), so that the documents put back together are the file. The cut points depend on the
+file and `doc_bytes` alone. A classic byte-level corpus (enwik8, text8: one file of 100 MB) so
+becomes a hundred documents, which the split spreads over train and held-out, rather than one
+document that no split can divide.
 """
 
 from __future__ import annotations
