@@ -180,9 +180,9 @@ class _Collector:
         reason = judged.reason
         if reason is None and judged.signature is not None:
             reason = self.runner.duplicate(judged.sha, judged.signature)
-        if judged.canary is not None:
+        if judged.canary is not None:  # counted apart; a canary never has ids, so it is never written
             self.runner.count_canary(judged.source, judged.canary, reason)
-            return "canary"  # counted apart, never written
+            return reason
         self.runner.count(judged.source, reason, judged.sha, judged.where, judged.text, judged.unread)
         return reason
 
@@ -236,7 +236,9 @@ def _tasks(files: Sequence[InputFile]) -> list[Task]:
     return tasks
 
 
-def _survey(plan: _Plan, tasks: list[Task], fan: Fanout, advance: Callable[[int], None]) -> Survey:
+def _survey(
+    plan: _Plan, tasks: list[Task], fan: Fanout, task: Callable[[str], Callable[[int], None]]
+) -> Survey:
     """The survey pass, when one is needed: the sources' letters by script, bpe's sample."""
     screen = plan.filters.screen
     measured = plan.filters.settings.script.expected is None and "script" in screen.filters
@@ -246,16 +248,17 @@ def _survey(plan: _Plan, tasks: list[Task], fan: Fanout, advance: Callable[[int]
     found = Survey(sample=BpeSample(plan.bpe_sample, plan.seed) if sampling else None)
     if not (letters or sampling):
         return found
+    advance = task("surveying")
     job = SurveyJob(
         plan.layout, plan.working_set, screen, letters, plan.bpe_sample if sampling else None, plan.seed
     )
     if plan.workers == 1:
-        for task in tasks:
-            found.merge(survey(job, task, advance))
+        for one in tasks:
+            found.merge(survey(job, one, advance))
     else:
-        for task, part in zip(tasks, fan.ordered(survey, job, tasks), strict=True):
+        for one, part in zip(tasks, fan.ordered(survey, job, tasks), strict=True):
             found.merge(part)
-            advance(task.item.path.stat().st_size)
+            advance(one.item.path.stat().st_size)
     return found
 
 
@@ -358,7 +361,7 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
     bar, task = _progress(plan.progress, sum(item.path.stat().st_size for item in plan.files))
     tasks = _tasks(plan.files)
     with bar, Fanout(plan.workers, staging) as fan:
-        found = _survey(plan, tasks, fan, task("surveying"))
+        found = _survey(plan, tasks, fan, task)
         plan.filters.set_scripts(found.letters.scripts(plan.filters.settings.script))
         tok: Tokenizer
         if plan.pretrained is not None:
