@@ -5,7 +5,8 @@ Two corpora of the same kind of text are generated in a scratch directory (delet
 a single text file with TinyStories' `<|endoftext|>` between stories, and Parquet files of
 1,000-row row groups with a `text` column. Each is prepared by `stack prepare` in a child
 process, with the byte tokenizer and with bpe, at the default working set; the child's peak RSS
-is its own VmHWM (from the kernel), its time the wall clock's, start-up included.
+is its own VmHWM (from the kernel) or the sampled sum of its and its worker processes' resident
+memory, whichever is larger; its time the wall clock's, start-up included.
 
 The baseline is the Hugging Face `tokenizers` library's encode_batch on the same text, already
 in memory, in batches of prepare's batch size: for bpe the very tokenizer prepare trained, for
@@ -13,11 +14,17 @@ byte a byte-level BPE without merges (the library's way to produce byte ids). On
 encode_batch calls are timed, on the first `--baseline-bytes` of each corpus (the text is
 homogeneous), right after each prepare run. The machine may be shared, so there are
 `--rounds` of both, each side is judged by its best round, and every round and the load
-average before it are recorded. prepare's time is end to end: for bpe it includes the pass
-that samples the corpus and the training, a fixed cost that weighs less the larger the corpus.
+average before it are recorded. prepare's time is end to end, with its default filters on: for
+bpe it includes the pass that samples the corpus (and measures each source's scripts) and the
+training, a fixed cost that weighs less the larger the corpus.
+
+prepare shares the files of a corpus out to worker processes (one per core by default): the
+Parquet corpus, of several files, is prepared once more with `--workers 1` and with
+`--workers 2`, byte tokens, and the three manifests must be the same bytes.
 
 The goals (spec/benchmarks.yaml) are the largest peak RSS of the four runs and the smallest
-ratio of prepare's throughput over the baseline's. On a 2-core machine bpe cannot encode
+ratio of prepare's throughput over the baseline's; the record says whether the worker counts
+gave one manifest. On a 2-core machine bpe cannot encode
 gigabytes within the benchmark's time, so `--bpe-bytes` may prepare a prefix of each corpus for
 bpe; the record says so. The evidence goes to evidence/runs/bench-prepare-<time>/.
 """
@@ -25,6 +32,7 @@ bpe; the record says so. The evidence goes to evidence/runs/bench-prepare-<time>
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import os
 import random
@@ -151,20 +159,50 @@ def write_parquet(directory: Path, sizes: list[int], file_bytes: int, seed: int)
 
 # The child reports its own VmHWM: the kernel's ru_maxrss of a child counts the parent's memory
 # at the fork too (Linux carries the high-water mark across exec), which would charge prepare
-# for this process's corpora and baselines.
+# for this process's corpora and baselines. prepare's worker processes are its memory too: a
+# thread samples the resident memory of the process and all its descendants every 50 ms, and
+# the peak is the larger of the sampled sum and the process's own VmHWM.
 CHILD = """
-import sys
+import os, sys, threading
+from pathlib import Path
 from stack.cli import main
+
+def resident(pid):
+    try:
+        status = Path(f"/proc/{{pid}}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+
+def descendants(pid):
+    found = []
+    for task in Path(f"/proc/{{pid}}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += [child, *descendants(child)]
+    return found
+
+peak, done = [0], threading.Event()
+def sample():
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], sum(resident(pid) for pid in [os.getpid(), *descendants(os.getpid())]))
+threading.Thread(target=sample, daemon=True).start()
 code = main({argv!r})
-peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-open({peak_file!r}, "w").write(peak.split()[1])
+done.set()
+own = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+open({peak_file!r}, "w").write(str(max(int(own.split()[1]), peak[0])))
 sys.exit(code)
 """
 
 
-def run_prepare(corpus: Corpus, tokenizer: str, out: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of `stack prepare` on `corpus` in a child process."""
+def run_prepare(corpus: Corpus, tokenizer: str, out: Path, *extra: str) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS (bytes) and the manifest's sha256 of `stack prepare` on `corpus`, in a
+    child process."""
     argv = ["prepare", *map(str, corpus.inputs), "--out", str(out), "--tokenizer", tokenizer, *corpus.options]
+    argv += extra
     if tokenizer == "bpe":
         argv += ["--vocab-size", str(VOCAB)]
     peak_file = out.with_name(out.name + ".peak")
@@ -178,7 +216,8 @@ def run_prepare(corpus: Corpus, tokenizer: str, out: Path) -> tuple[float, int]:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"stack prepare failed on {corpus.name} ({tokenizer}); see its error above")
-    return seconds, int(peak_file.read_text()) * 1024
+    manifest = hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
+    return seconds, int(peak_file.read_text()) * 1024, manifest
 
 
 def byte_ids_tokenizer() -> object:
@@ -261,7 +300,7 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
     seconds, rates, loads, peak = [], [], [], 0
     for _ in range(rounds):
         loads.append(round(os.getloadavg()[0], 2))
-        took, used = run_prepare(corpus, tokenizer, out)
+        took, used, _ = run_prepare(corpus, tokenizer, out)
         seconds.append(round(took, 1))
         peak = max(peak, used)
         backend = (
@@ -285,6 +324,19 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
     )
     print(result, flush=True)
     return result
+
+
+def worker_manifests(corpus: Corpus, scratch: Path) -> dict[str, str]:
+    """The manifest sha256 of the byte-token prepare of `corpus` with 1 worker, 2, and the default."""
+    import shutil
+
+    found = {}
+    for name, extra in (("1", ["--workers", "1"]), ("2", ["--workers", "2"]), ("default", [])):
+        out = scratch / f"data-workers-{name}"
+        found[name] = run_prepare(corpus, "byte", out, *extra)[2]
+        shutil.rmtree(out)
+        print(f"--workers {name}: manifest {found[name]}", flush=True)
+    return found
 
 
 def main() -> int:
@@ -312,6 +364,7 @@ def main() -> int:
             by_size = dict(zip(sizes, corpora, strict=True))
             for tokenizer, size in (("byte", args.bytes), ("bpe", args.bpe_bytes)):
                 runs.append(measure(by_size[size], tokenizer, scratch, args.baseline_bytes, args.rounds))
+        manifests = worker_manifests(dict(zip(sizes, tables, strict=True))[args.bytes], scratch)
     spec = load_spec()
     peak = max(run.peak_rss_gib for run in runs)
     ratio = min(run.ratio for run in runs)
@@ -337,7 +390,9 @@ def main() -> int:
         "throughput_ratio": ratio,
         "goal_peak_rss_gib": rss_goal.goal,
         "goal_throughput_ratio": ratio_goal.goal,
-        "met": rss_goal.met(peak) and ratio_goal.met(ratio),
+        "met": rss_goal.met(peak) and ratio_goal.met(ratio) and len(set(manifests.values())) == 1,
+        "worker_manifests": manifests,
+        "manifests_identical": len(set(manifests.values())) == 1,
         "runs": [asdict(run) for run in runs],
         "generate_seconds": round(generate_seconds, 1),
     }
@@ -350,7 +405,9 @@ def main() -> int:
     path = file_completed(record)
     print(
         f"peak RSS {peak:.3f} GiB (goal <= {rss_goal.goal}), throughput ratio {ratio:.3f} "
-        f"(goal >= {ratio_goal.goal}); evidence: {path.relative_to(ROOT)}"
+        f"(goal >= {ratio_goal.goal}), manifests of 1, 2 and the default workers "
+        f"{'identical' if record.metrics['manifests_identical'] else 'DIFFER'}; "
+        f"evidence: {path.relative_to(ROOT)}"
     )
     return 0
 

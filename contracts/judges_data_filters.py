@@ -1,4 +1,4 @@
-"""Judges of the prepare filters' gates (GATE-DATA-012..014): pure functions of the filter report."""
+"""Judges of the prepare filters' gates (GATE-DATA-012..015): pure functions of the filter report."""
 
 from __future__ import annotations
 
@@ -18,11 +18,35 @@ def _sources(m: Measured) -> Mapping[str, Any]:
     return sources
 
 
+def _proven(name: str, filter_name: str, tally: Any) -> str | None:
+    """Why a source's canaries do not prove that filter `filter_name` ran over it (None: they do)."""
+    if tally is None:
+        return f"source {name!r}: filter {filter_name!r} has no canary: nothing shows it ran over the source"
+    if not isinstance(tally, Mapping):
+        raise Malformed(f"source {name!r}: the canaries of {filter_name!r} are {tally!r}, not an object")
+    planted, dropped = count(tally, "planted"), count(tally, "dropped")
+    if planted == 0:
+        return f"source {name!r}: no canary of filter {filter_name!r} was planted: nothing shows it ran"
+    if dropped != planted:
+        return (
+            f"source {name!r}: filter {filter_name!r} dropped {dropped} of its {planted} canaries: "
+            "it did not run over every document of the source"
+        )
+    return None
+
+
 @judges("GATE-DATA-012")
 def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
-    """Every canary that must be dropped is, every near miss is kept; both kinds must be there."""
-    rows = items(m, "canaries")
+    """Every canary that must be dropped is, every near miss is kept; both kinds must be there; and
+    once the corpus is read (`sources`), every source the leak filter runs on had its planted
+    leaks dropped by it."""
     problems = []
+    if "sources" in m:
+        for name, row in _sources(m).items():
+            held = count(row, "documents_in") > 0
+            if held and "leak" in items(row, "filters") and (found := _proven(name, "leak", row.get("leak"))):
+                problems.append(found)
+    rows = items(m, "canaries")
     kinds = set()
     for row in rows:
         if not isinstance(row, Mapping):
@@ -40,9 +64,17 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-DATA-013")
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
-    """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver."""
+    """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver; each
+    filter that ran on a source that held documents is proven by its canaries, all dropped by it."""
     problems = []
     for name, row in _sources(m).items():
+        canaries = row.get("canaries")
+        if not isinstance(canaries, Mapping):
+            raise Malformed(f"source {name!r}: 'canaries' is {canaries!r}, not an object of filters")
+        if count(row, "documents_in"):
+            for filter_name in items(row, "filters"):
+                if found := _proven(name, filter_name, canaries.get(filter_name)):
+                    problems.append(found)
         filters, waiver, pre_clean = items(row, "filters"), row.get("waiver"), flag(row, "pre_clean")
         if waiver is not None and not (isinstance(waiver, str) and waiver.strip()):
             problems.append(f"source {name!r} is waived without a reason")
@@ -54,15 +86,25 @@ def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
+    found = row.get(key)
+    if not isinstance(found, Mapping):
+        raise Malformed(f"source {name!r}: {key!r} is {found!r}, not an object of reasons")
+    return {reason: count(found, reason) for reason in found}
+
+
 @judges("GATE-DATA-014")
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
-    """Per source: in = out + Σ dropped, and out = the documents written."""
+    """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
+    the drop log's lines counted again (a reason with no drop may be left out of either)."""
     problems = []
     for name, row in _sources(m).items():
-        dropped = row.get("dropped")
-        if not isinstance(dropped, Mapping):
-            raise Malformed(f"source {name!r}: 'dropped' is {dropped!r}, not an object of reasons")
-        total = sum(count(dropped, reason) for reason in dropped)
+        dropped = _reasons(name, row, "dropped")
+        logged = _reasons(name, row, "logged")
+        nonzero = {reason: n for reason, n in dropped.items() if n}
+        if nonzero != {reason: n for reason, n in logged.items() if n}:
+            problems.append(f"source {name!r}: the report drops {nonzero} but the drop log holds {logged}")
+        total = sum(dropped.values())
         documents_in, documents_out = count(row, "documents_in"), count(row, "documents_out")
         if documents_in != documents_out + total:
             problems.append(
@@ -71,4 +113,26 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
         written = count(row, "written")
         if written != documents_out:
             problems.append(f"source {name!r}: {documents_out} document(s) kept but {written} written")
+    return problems
+
+
+@judges("GATE-DATA-015")
+def _drop_share(m: Measured, t: Thresholds) -> list[str]:
+    """No source loses more than max_source_drop_share of its documents to the filters; the problem
+    names the reasons, largest first, and the first example of the largest."""
+    problems = []
+    for name, row in _sources(m).items():
+        documents_in = count(row, "documents_in")
+        dropped = _reasons(name, row, "dropped")
+        lost = sum(dropped.values())
+        if documents_in and lost / documents_in > t["max_source_drop_share"]:
+            ranked = sorted(dropped.items(), key=lambda item: (-item[1], item[0]))
+            reasons = ", ".join(f"{reason} {n:,}" for reason, n in ranked if n)
+            examples = row.get("examples")
+            example = examples.get(ranked[0][0]) if isinstance(examples, Mapping) else None
+            problems.append(
+                f"source {name!r} lost {lost:,} of {documents_in:,} document(s) "
+                f"({100 * lost / documents_in:.1f}% > {100 * t['max_source_drop_share']:.0f}%) to the "
+                f"filters: {reasons}" + (f"; e.g. {example}" if example else "")
+            )
     return problems

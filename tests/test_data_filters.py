@@ -11,28 +11,37 @@ nothing to them (test_data_prepare), and the post-mortem's loop is dropped (test
 from __future__ import annotations
 
 import json
+import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
+from corpora import five_words, loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from site_filters import drops_section
 
-from contracts.errors import EXIT_BAD_INPUT, BadInput, GateViolation
-from contracts.evidence import read_evidence
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
+from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.filters import leak
 from stack.data.filters.dedup import NearDuplicates
-from stack.data.filters.gates import check_reports, counts_outcome
-from stack.data.filters.runner import FilterRunner
-from stack.data.filters.settings import load_settings
+from stack.data.filters.diversity import diversity_score
+from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
+from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
+from stack.data.filters.runner import FilterRunner, Screen
+from stack.data.filters.script import letter_counts, script_of, source_scripts
+from stack.data.filters.settings import ScriptSettings, load_settings
+from stack.data.formats import Layout
 from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
 from stack.data.split import content_sha256
+from stack.data.tokenizer import load_tokenizer
 from stack.data.working_set import MIN_WORKING_SET, WorkingSet
-from stack.eval.texts import split_text
+from stack.eval.texts import split_documents, split_text
 
 SETTINGS = load_settings()
 LEAK = SETTINGS.leak
@@ -216,7 +225,15 @@ def test_a_waived_source_is_recorded_with_its_reason(tmp_path: Path) -> None:
 @pytest.mark.gate("GATE-DATA-013")
 def test_the_judge_wants_a_reason_for_every_unfiltered_source() -> None:
     def row(filters: list[str], waiver: str | None) -> dict:
-        return {"sources": {"s": {"filters": filters, "waiver": waiver, "pre_clean": True}}}
+        canaries = {name: {"planted": 1, "dropped": 1} for name in filters}
+        source = {
+            "filters": filters,
+            "waiver": waiver,
+            "pre_clean": True,
+            "documents_in": 1,
+            "canaries": canaries,
+        }
+        return {"sources": {"s": source}}
 
     assert judge("GATE-DATA-013", row([], None)) == [
         "source 's' was not filtered and has no waiver (marked pre-clean, which waives nothing)"
@@ -226,26 +243,88 @@ def test_the_judge_wants_a_reason_for_every_unfiltered_source() -> None:
     assert judge("GATE-DATA-013", row(["leak"], None)) == []
 
 
+@pytest.mark.gate("GATE-DATA-013")
+def test_the_judge_wants_every_filter_proven_by_its_canaries() -> None:
+    """A filter named but with a canary kept, none planted, or no tally at all is not proven to have run."""
+
+    def row(tallies: dict, documents_in: int = 5) -> dict:
+        filters = ["leak", "script"]
+        source = {"filters": filters, "waiver": None, "pre_clean": False, "documents_in": documents_in}
+        return {"sources": {"s": source | {"canaries": tallies}}}
+
+    proven = {"leak": {"planted": 3, "dropped": 3}, "script": {"planted": 1, "dropped": 1}}
+    assert judge("GATE-DATA-013", row(proven)) == []
+    kept = proven | {"script": {"planted": 1, "dropped": 0}}
+    assert judge("GATE-DATA-013", row(kept)) == [
+        "source 's': filter 'script' dropped 0 of its 1 canaries: "
+        "it did not run over every document of the source"
+    ]
+    assert (
+        "no canary of filter 'script' was planted"
+        in judge("GATE-DATA-013", row(proven | {"script": {"planted": 0, "dropped": 0}}))[0]
+    )
+    assert "filter 'script' has no canary" in judge("GATE-DATA-013", row({"leak": proven["leak"]}))[0]
+    assert judge("GATE-DATA-013", row({}, documents_in=0)) == []  # no document, nothing to prove
+
+
 # -- GATE-DATA-014: the drop counts add up ------------------------------------------------------
 
 
 @pytest.mark.gate("GATE-DATA-014")
 def test_a_drop_that_is_never_counted_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plant the bug: a filter returns early for one document, dropping it without a reason."""
-    kept = FilterRunner.keep
+    """Plant the bug: the books take one document in and never count it out or dropped."""
+    counted = FilterRunner.count
     lost = {"count": 0}
 
-    def leaky(self: FilterRunner, source: str, sha: bytes, data: bytes, head: str | None = None) -> bool:
-        if b"drop me quietly" in data and not lost["count"]:
+    def leaky(self: FilterRunner, source: str, reason: str | None, *args: object, **kwargs: object) -> None:
+        if reason is None and not lost["count"]:
             lost["count"] += 1
             self.report(source).documents_in += 1
-            return False
-        return kept(self, source, sha, data, head)
+            return
+        counted(self, source, reason, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(FilterRunner, "keep", leaky)
+    monkeypatch.setattr(FilterRunner, "count", leaky)
     inputs = corpus(tmp_path, {"web": {"a.txt": "drop me quietly", "b.txt": "keep me", "c.txt": "and me"}})
     with pytest.raises(GateViolation, match=r"GATE-DATA-014.*'web': 3 document\(s\) in ≠ 2 out \+ 0 dropped"):
         prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_a_drop_missing_from_the_drop_log_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plant the bug: the report counts a drop that the drop log never gets; with the log whole it holds."""
+    inputs = corpus(tmp_path, {"web": LEAKS | {"ok.txt": NEAR_MISSES["plain.txt"]}})
+    manifest = prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)
+    assert recount(tmp_path / "benign" / DROP_LOG_FILE) == {"web": manifest.filters["web"].dropped}
+    added = DropLog.add
+    monkeypatch.setattr(
+        DropLog,
+        "add",
+        lambda self, source, reason, sha, where: (
+            None if reason == "leak_phrase" else added(self, source, reason, sha, where)
+        ),
+    )
+    with pytest.raises(
+        GateViolation, match=r"GATE-DATA-014.*'web': the report drops .*'leak_phrase': 1.* but the drop log"
+    ):
+        prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_verify_recounts_the_drop_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A drop log edited after the prepare, its sha256 in the manifest edited to match: --verify
+    catches it."""
+    inputs = corpus(tmp_path, {"web": LEAKS | {"ok.txt": NEAR_MISSES["plain.txt"]}})
+    data = tmp_path / "data"
+    prepare_corpus(inputs, data, val_fraction=0)
+    assert main(["prepare", "--verify", "--out", str(data)]) == 0
+    log = data / DROP_LOG_FILE
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[1:]))
+    raw = json.loads((data / "manifest.json").read_text())
+    raw["drop_log"] |= {"sha256": sha256_file(log), "bytes": log.stat().st_size}
+    (data / "manifest.json").write_text(json.dumps(raw, indent=2) + "\n")
+    capsys.readouterr()
+    assert main(["prepare", "--verify", "--out", str(data)]) == EXIT_GATE
+    assert "GATE-DATA-014" in capsys.readouterr().err
 
 
 @pytest.mark.gate("GATE-DATA-014")
@@ -254,12 +333,12 @@ def test_kept_documents_must_be_the_written_ones() -> None:
     runner = FilterRunner(SETTINGS, None, {})
     for text in ("one document", "another document"):
         runner.keep("web", content_sha256(text.encode()), text.encode())
-    assert counts_outcome(runner, {"web": 2}).ok
+    assert counts_outcome(runner.as_dict(), {"web": 2}, {}).ok
     for written in (1, 3):
         with pytest.raises(
             GateViolation, match=f"GATE-DATA-014.*2 document\\(s\\) kept but {written} written"
         ):
-            check_reports(runner, {"web": written})
+            check_recorded(runner.as_dict(), {"web": written}, {})
 
 
 @given(st.lists(st.sampled_from([*NEAR_MISSES.values(), *LEAKS.values(), "x" * 40]), max_size=12))
@@ -267,59 +346,131 @@ def test_kept_documents_must_be_the_written_ones() -> None:
 @pytest.mark.holds("GATE-DATA-014")
 def test_in_is_out_plus_drops_for_any_mix(texts: list[str]) -> None:
     runner = FilterRunner(SETTINGS, [*SETTINGS.default, "dedup"], {})
+    runner.set_scripts({"web": ["LATIN"]})
     kept = sum(runner.keep("web", content_sha256(t.encode()), t.encode()) for t in texts)
-    assert counts_outcome(runner, {"web": kept} if texts else {}).ok
+    logged = {name: report["dropped"] for name, report in runner.as_dict().items()}
+    assert counts_outcome(runner.as_dict(), {"web": kept} if texts else {}, logged).ok
 
 
 # -- the filters themselves, each at its limit -------------------------------------------------
 
 
+def separated(root: Path, source: str, texts: list[str]) -> list[str]:
+    """One file of `texts` between `<|endoftext|>` separators: documents a separator made."""
+    (root / source).mkdir(parents=True)
+    (root / source / "docs.txt").write_text("<|endoftext|>".join(texts), encoding="utf-8")
+    return [f"{source}={root / source}"]
+
+
+SEPARATED = Layout(doc_sep="<|endoftext|>")
+
+
 def test_oversize_at_the_limit_is_kept_and_one_byte_over_dropped(tmp_path: Path) -> None:
     limit = 200
     path = settings_file(tmp_path, {"oversize": {"max_bytes": limit}})
-    texts = {"at.txt": "a b c d " * (limit // 8), "over.txt": "a b c d " * (limit // 8) + "e"}
+    texts = ["a b c d " * (limit // 8), "a b c d " * (limit // 8) + "e"]
+    inputs = separated(tmp_path, "web", texts)
     manifest = prepare_corpus(
-        corpus(tmp_path, {"web": texts}), tmp_path / "data", filter_settings=path, val_fraction=0
+        inputs, tmp_path / "data", filter_settings=path, val_fraction=0, layout=SEPARATED
     )
     assert manifest.filters["web"].dropped == {"oversize": 1} and manifest.filters["web"].documents_out == 1
 
 
-def test_a_long_unread_document_is_judged_by_its_length(tmp_path: Path) -> None:
-    """A document longer than the working set's batch is never held: oversize still applies to it."""
+def test_a_file_read_whole_is_cut_by_size_not_judged_by_oversize(tmp_path: Path) -> None:
+    """Oversize judges what a separator made; a file without one is cut into --doc-bytes documents,
+    which put back together are the file."""
+    limit = 200
+    path = settings_file(tmp_path, {"oversize": {"max_bytes": limit}})
+    text = "".join(f"line {i} of a file that has no separator\n" for i in range(40))
+    inputs = corpus(tmp_path, {"web": {"whole.txt": text}})
+    layout = Layout(doc_bytes=300)
+    manifest = prepare_corpus(inputs, tmp_path / "data", filter_settings=path, val_fraction=0, layout=layout)
+    report = manifest.filters["web"]
+    tokenizer = load_tokenizer(tmp_path / "data")
+    pieces = [
+        tokenizer.decode(ids.tolist())
+        for ids in split_documents(tmp_path / "data", "train", tokenizer.eot_id)
+    ]
+    assert "".join(pieces) == text and len(pieces) > len(text) // 300  # in order, they are the file
+    assert all(piece.endswith("\n") and len(piece) <= 300 for piece in pieces)  # cut at line ends
+    assert report.dropped == {} and report.documents_out == len(pieces) == manifest.sources["web"].documents
+
+
+def test_a_long_unread_document_is_judged_on_its_first_window_and_length(tmp_path: Path) -> None:
+    """A document longer than the working set's batch is never held: oversize still applies to it,
+    and so do the filters that read the first window."""
     batch = WorkingSet(MIN_WORKING_SET).batch_bytes
     path = settings_file(tmp_path, {"oversize": {"max_bytes": 2 * batch}})
-    long_text = "a line of a long file\n" * (batch * 3 // 2 // 22)  # 1.5 batches: unread, under the limit
-    texts = {"long.txt": long_text, "huge.txt": long_text * 3, "short.txt": "short"}
+    long_text = " ".join(
+        f"word{i}" for i in range(batch * 3 // 2 // 8)
+    )  # 1.5 batches: unread, under the limit
+    loop = "region " * (batch * 3 // 2 // 7)  # as long, but a loop
+    inputs = separated(tmp_path, "web", [long_text, long_text + long_text + long_text, loop, "short"])
     manifest = prepare_corpus(
-        corpus(tmp_path, {"web": texts}),
+        inputs,
         tmp_path / "data",
         filter_settings=path,
         val_fraction=0,
         working_set=MIN_WORKING_SET,
+        layout=SEPARATED,
     )
     report = manifest.filters["web"]
-    assert report.dropped == {"oversize": 1} and report.unread == 1 and report.documents_out == 2
+    assert (
+        report.dropped == {"oversize": 1, "low_diversity": 1}
+        and report.unread == 3
+        and report.documents_out == 2
+    )
 
 
 def test_a_repeated_line_is_dropped_once_long_enough_to_tell() -> None:
-    runner = FilterRunner(SETTINGS, ["diversity"], {})
+    screen = FilterRunner(SETTINGS, ["diversity"], {}).screen
     loop = "region " * 1000  # the 120M run's garbage
-    short = loop[: SETTINGS.diversity.min_chars - 1]
-    enough = loop[: SETTINGS.diversity.min_chars]
-    assert runner.reason("web", short, b"", short.encode()) is None
-    assert runner.reason("web", enough, b"", enough.encode()) == "low_diversity"
+    short = loop[: SETTINGS.diversity.min_chars - 1].encode()
+    enough = loop[: SETTINGS.diversity.min_chars].encode()
+    assert screen.reason("web", short, len(short)) is None
+    assert screen.reason("web", enough, len(enough)) == "low_diversity"
+
+
+@pytest.mark.parametrize("text", [five_words(1), loop("The quick brown fox jumps over the lazy dog. ")])
+def test_diversity_at_the_limit_is_kept_and_just_below_dropped(text: str, tmp_path: Path) -> None:
+    """A window compressing to exactly min_compression_ratio is kept; with the limit a hair above, dropped."""
+    ratio = diversity_score(text, SETTINGS.diversity)
+    for limit, expected in ((ratio, None), (ratio + 1e-9, "low_diversity")):
+        path = settings_file(tmp_path, {"diversity": {"min_compression_ratio": limit}})
+        screen = FilterRunner(load_settings(path), ["diversity"], {}).screen
+        assert screen.reason("web", text.encode(), len(text.encode())) == expected
 
 
 def test_script_share_at_the_limit_is_kept_and_below_dropped() -> None:
     runner = FilterRunner(SETTINGS, ["script"], {})
+    runner.set_scripts({"web": ["LATIN"]})
     letters = max(SETTINGS.script.min_letters, 100)
     latin = round(letters * SETTINGS.script.min_share)
-    at = "a" * latin + "д" * (letters - latin)
-    below = "a" * (latin - 1) + "д" * (letters - latin + 1)
-    assert runner.reason("web", at, b"", at.encode()) is None
-    assert runner.reason("web", below, b"", below.encode()) == "script_mismatch"
-    few = "д" * (SETTINGS.script.min_letters - 1)
-    assert runner.reason("web", few, b"", few.encode()) is None  # too few letters to tell
+    at = ("a" * latin + "д" * (letters - latin)).encode()
+    below = ("a" * (latin - 1) + "д" * (letters - latin + 1)).encode()
+    assert runner.screen.reason("web", at, len(at)) is None
+    assert runner.screen.reason("web", below, len(below)) == "script_mismatch"
+    few = ("д" * (SETTINGS.script.min_letters - 1)).encode()
+    assert runner.screen.reason("web", few, len(few)) is None  # too few letters to tell
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=80, deadline=None)
+def test_the_script_table_counts_each_letter_by_its_unicode_name(text: str) -> None:
+    """The code-point table behind letter_counts gives each letter the script of its Unicode name."""
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    assert letter_counts(text) == dict(Counter(script_of(c) for c in letters))
+
+
+def test_a_sources_scripts_are_those_above_source_share() -> None:
+    """A script holding source_share of a source's letters is the source's; one just below is not."""
+    share = SETTINGS.script.source_share
+    total = 1000
+    at, below = round(total * share), round(total * share) - 1
+    assert source_scripts({"CYRILLIC": total - at, "LATIN": at}, SETTINGS.script) == ["CYRILLIC", "LATIN"]
+    assert source_scripts({"CYRILLIC": total - below, "LATIN": below}, SETTINGS.script) == ["CYRILLIC"]
+    named = ScriptSettings.model_validate(SETTINGS.script.model_dump() | {"expected": ["latin", "Greek"]})
+    assert source_scripts({"CYRILLIC": total}, named) == ["GREEK", "LATIN"]
 
 
 def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None:
@@ -327,9 +478,7 @@ def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None
     near = base.replace("word200", "wordXYZ")
     other = " ".join(f"term{i}" for i in range(400))
     runner = FilterRunner(SETTINGS, ["dedup"], {})
-    found = [
-        runner.reason("web", t, content_sha256(t.encode()), t.encode()) for t in (base, base, near, other)
-    ]
+    found = [runner.verdict("web", t.encode(), content_sha256(t.encode())) for t in (base, base, near, other)]
     assert found == [None, "dedup_exact", "dedup_near", None]
 
 
@@ -429,3 +578,151 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
     report = manifest.filters["sft"]
     assert report.dropped == {"leak_headers": 1, "leak_phrase": 1}
     assert report.documents_out == len(shipped) + 1 == manifest.sources["sft"].documents
+
+
+# -- every source through every filter: the canaries (issue #28) ------------------------------------
+
+
+def leaky_corpus(root: Path) -> list[str]:
+    """The audit's corpus: ten leaked system prompts in a source of notes, and a clean source."""
+    leaks = {
+        f"leak{i}.txt": f"Note {i}.\n{LEAK.fingerprints[0].title()}. Answer in French." for i in range(10)
+    }
+    notes = {f"note{i}.txt": f"A note on the weather, day {i}. It rained, then cleared." for i in range(10)}
+    return corpus(root, {"web": leaks | notes, "books": {"b.txt": NEAR_MISSES["plain.txt"]}})
+
+
+def skip_source(monkeypatch: pytest.MonkeyPatch, source: str, filter_name: str | None = None) -> None:
+    """Plant the audit's bug: `source`'s documents skip its filters (or only `filter_name`), while
+    its report still names them."""
+    checks_of = Screen._checks_of
+
+    def skipping(self: Screen, name: str) -> list:
+        checks = checks_of(self, name)
+        if name != source:
+            return checks
+        return [] if filter_name is None else [c for c in checks if c[1].__name__ != CHECK_NAMES[filter_name]]
+
+    monkeypatch.setattr(Screen, "_checks_of", skipping)
+
+
+CHECK_NAMES = {"leak": "leaked", "oversize": "oversize", "diversity": "repetitive", "script": "foreign"}
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_a_source_whose_filtering_is_skipped_stops_the_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's mutant through the real CLI: exit 3 naming the gate, nothing published; the same
+    command unmutated drops the ten leaks and exits 0."""
+    inputs = leaky_corpus(tmp_path)
+    benign = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "benign"), "--val-fraction", "0")
+    assert benign[0] == 0 and "web: 20 in, 10 out, 50.00% dropped (leak_phrase 10)" in benign[1]
+    skip_source(monkeypatch, "web")
+    code, _, err = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0")
+    assert code == EXIT_GATE and "GATE-DATA-013" in err
+    assert "source 'web': filter 'leak' dropped 0 of its 3 canaries" in err and "source 'books'" not in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.gate("GATE-DATA-012")
+def test_leak_canaries_kept_in_a_source_fire_the_leak_gate() -> None:
+    """Once the corpus is read, a source the leak filter runs on must have had its planted leaks
+    dropped by it; one kept, or none planted, fires; a source with no document has nothing to prove."""
+    runner = FilterRunner(SETTINGS, None, {})
+    for canary in runner.screen.canaries("web"):
+        runner.count_canary("web", canary, "leak_phrase" if canary.filter == "leak" else None)
+    runner.report("web").documents_in = 1
+    assert stream_canaries_outcome(runner).ok
+    runner.report("web").canaries["leak"]["dropped"] -= 1
+    assert (
+        "source 'web': filter 'leak' dropped 2 of its 3 canaries" in stream_canaries_outcome(runner).message
+    )
+    runner.report("web").canaries.pop("leak")
+    assert "filter 'leak' has no canary" in stream_canaries_outcome(runner).message
+    runner.report("web").documents_in = 0
+    assert stream_canaries_outcome(runner).ok
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize("filter_name", ["oversize", "diversity", "script"])
+def test_one_filter_skipped_for_one_source_is_caught(
+    filter_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One filter left out for one source fires GATE-DATA-013 naming both; the other source is fine."""
+    inputs = leaky_corpus(tmp_path)
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)
+    skip_source(monkeypatch, "web", filter_name)
+    with pytest.raises(
+        GateViolation, match=f"GATE-DATA-013.*'web': filter '{filter_name}' dropped 0 of its 1"
+    ):
+        prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+
+
+@pytest.mark.holds("GATE-DATA-013")
+def test_canaries_are_counted_apart_and_never_written(tmp_path: Path) -> None:
+    manifest = prepare_corpus(leaky_corpus(tmp_path), tmp_path / "data", val_fraction=0)
+    web = manifest.filters["web"]
+    assert web.documents_in == 20 and web.dropped == {"leak_phrase": 10}  # the canaries are not in it
+    assert web.canaries == {
+        "diversity": {"planted": 1, "dropped": 1},
+        "leak": {"planted": 3, "dropped": 3},
+        "oversize": {"planted": 1, "dropped": 1},
+        "script": {"planted": 1, "dropped": 1},
+    }
+    runner = FilterRunner(SETTINGS, None, {})
+    runner.set_scripts({"web": web.scripts or []})
+    text = split_text(tmp_path / "data", "train")
+    assert not [c.name for c in runner.screen.canaries("web") if c.data.decode()[:40] in text]
+    logged = recount(tmp_path / "data" / DROP_LOG_FILE)
+    assert logged == {"web": {"leak_phrase": 10}}  # the drop log holds documents, not canaries
+
+
+# -- GATE-DATA-015: a source that loses most of its documents is announced ------------------------
+
+
+def losing(root: Path, dropped: int, total: int) -> list[str]:
+    """A source of `total` documents of which `dropped` are loops the diversity filter drops."""
+    texts = {f"loop{i}.txt": loop(f"loop {i} again and again. ") for i in range(dropped)}
+    texts |= {f"prose{i}.txt": five_words(i) for i in range(total - dropped)}
+    return corpus(root, {"web": texts})
+
+
+@pytest.mark.gate("GATE-DATA-015")
+def test_a_source_losing_more_than_the_share_is_a_warning_on_record_and_on_screen(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Just beyond max_source_drop_share: WARN in the record, and the summary names the filter, an
+    example and the fix; exactly at it: PASS and no warning. The prepare goes on either way."""
+    share = load_spec().threshold("GATE-DATA-015", "max_source_drop_share")
+    total = 20
+    at = int(share * total)
+    for dropped, verdict in ((at, "PASS"), (at + 1, "WARN")):
+        root = tmp_path / f"d{dropped}"
+        argv = ["prepare", *losing(root, dropped, total), "--out", str(root / "data"), "--val-fraction", "0"]
+        code, out, err = run_cli(capsys, *argv, "--evidence-dir", str(root / "ledger"))
+        assert code == 0, err
+        (record,) = (root / "ledger").glob("prepare-*/metadata.json")
+        verdicts = {g["id"]: g["verdict"] for g in json.loads(record.read_text())["gates"]}
+        assert verdicts["GATE-DATA-015"] == verdict
+        warned = f"warning GATE-DATA-015: source 'web' lost {dropped} of {total} document(s)"
+        assert (warned in out) == (verdict == "WARN")
+        if verdict == "WARN":
+            assert "low_diversity" in out and "e.g. loop0.txt: 'loop 0 again and again." in out
+            assert "the cause is the diversity filter" in out and '--no-filter web --reason "..."' in out
+
+
+@pytest.mark.gate("GATE-DATA-015")
+def test_the_judge_names_the_reasons_largest_first_and_an_example() -> None:
+    share = load_spec().threshold("GATE-DATA-015", "max_source_drop_share")
+    row = {
+        "documents_in": 10,
+        "dropped": {"oversize": 1, "script_mismatch": 5},
+        "examples": {"script_mismatch": "a.txt: 'x'"},
+    }
+    assert judge("GATE-DATA-015", {"sources": {"s": row}}, {"max_source_drop_share": share}) == [
+        "source 's' lost 6 of 10 document(s) (60.0% > 50%) to the filters: script_mismatch 5, oversize 1; "
+        "e.g. a.txt: 'x'"
+    ]
+    row["dropped"] = {"script_mismatch": 5}
+    assert judge("GATE-DATA-015", {"sources": {"s": row}}, {"max_source_drop_share": share}) == []

@@ -24,6 +24,7 @@ from test_data_prepare import run_cli
 from train_support import WORDS, smoke_args, train
 
 from stack.data import split as splitting
+from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
 from stack.data.formats import Layout
 from stack.data.manifest import Manifest, load_manifest
@@ -328,6 +329,58 @@ def test_bpe_trains_on_a_seeded_sample_that_ignores_layout(
         seed=3,
     )
     assert reseeded.tokenizer.sha256 != sampled[0]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.binary(max_size=40)), max_size=30),
+    st.integers(1, 400),
+    st.randoms(use_true_random=False),
+    st.integers(1, 4),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_bpe_sample_is_the_same_whatever_the_order_and_the_parts(
+    units: list[tuple[int, bytes]], budget: int, rng: random.Random, parts: int
+) -> None:
+    """The sample is the longest run of units by priority that fits the budget: offered in any order,
+    or drawn by parts (a worker's files each) and merged, it is the same."""
+
+    def drawn(order: list[tuple[int, bytes]]) -> BpeSample:
+        sample = BpeSample(budget, 0)
+        for number, text in order:
+            sample.offer(text, number.to_bytes(8, "little"))
+        return sample
+
+    whole = drawn(units)
+    shuffled = rng.sample(units, len(units))
+    merged = BpeSample(budget, 0)
+    for part in range(parts):
+        merged.merge(drawn(shuffled[part::parts]))
+    for other in (drawn(shuffled), merged):
+        assert sorted(other._heap) == sorted(whole._heap) and other.offered_units == whole.offered_units
+
+
+@given(st.binary(max_size=3000) | st.text(max_size=1000).map(lambda t: t.encode()), st.integers(1, 700))
+@settings(max_examples=60, deadline=None)
+def test_a_file_without_separator_is_cut_into_pieces_that_make_it_up(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, doc_bytes: int
+) -> None:
+    """Pieces of at most --doc-bytes, cut after a newline or between characters, that put back
+    together are the file; whatever the batch size they are read in."""
+    data = data.replace(b"\0", b"a")  # no NUL: a file with one is binary
+    path = tmp_path_factory.mktemp("cut") / "file.txt"
+    path.write_bytes(data)
+    for batch_bytes in (64, 1 << 20):
+        found = list(
+            text_documents(InputFile("main", path, "file.txt"), None, batch_bytes, lambda _n: None, doc_bytes)
+        )
+        if not data:
+            assert found == [Skipped("main", "empty")]
+            continue
+        pieces = [next(f.raw_blocks(1 << 20), b"") if isinstance(f, FileRegion) else f.data for f in found]
+        assert all(not f.delimited for f in found)
+        if repaired(data)[0] == data:  # valid UTF-8: documents are the bytes, cut between characters
+            assert b"".join(pieces) == data
+            assert all(len(p) <= doc_bytes or len(p.decode("utf-8")) == 1 for p in pieces)
 
 
 # -- records: sources, empty and repaired text ----------------------------------------------------

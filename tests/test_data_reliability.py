@@ -29,6 +29,7 @@ from contracts.evidence import Verdict, sha256_file
 from contracts.ledger import Ledger, recording
 from stack.cli import main
 from stack.data import ownership, shards, split
+from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import MANIFEST_FILE, load_manifest, manifest_bytes, parse_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
@@ -161,12 +162,12 @@ prepare.prepare_corpus([sys.argv[1]], sys.argv[2], force=True, val_fraction=0.2)
 """
 
 STALL_WHILE_TOKENIZING = """
-add = prepare._Collector.add
-def stall(self, group):
-    add(self, group)
+take = prepare._Collector.take
+def stall(self, part, spill=None):
+    take(self, part, spill)
     Path(sys.argv[3]).touch()
     signal.pause()
-prepare._Collector.add = stall
+prepare._Collector.take = stall
 """
 
 DIE_HALFWAY_THROUGH_PUBLISHING = """
@@ -203,7 +204,13 @@ def test_a_killed_prepare_does_not_block_the_same_command(
     pid = kill_child(tmp_path, STALL_WHILE_TOKENIZING, inputs, out)
     assert [p.name for p in out.iterdir() if p.name.startswith(f".prepare-{pid}-")]  # what it left
     assert prepare(capsys, str(inputs), "--out", str(out), "--val-fraction", "0.2")[0] == 0
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE, "documents.npy", MANIFEST_FILE, "shards"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        LOCK_FILE,
+        "documents.npy",
+        DROP_LOG_FILE,
+        MANIFEST_FILE,
+        "shards",
+    ]
     notes = [r.getMessage() for r in caplog.records]
     assert any(f".prepare-{pid}-" in n and "interrupted stack prepare" in n for n in notes), notes
     assert any(f"pid {pid}" in n and "is gone" in n for n in notes), notes  # the lock, taken over
@@ -253,10 +260,10 @@ def test_an_interrupt_leaves_nothing_behind(
     out = prepared if existing else tmp_path / "new" / "d"
     before = snapshot(tmp_path)
 
-    def interrupted(self: object, group: object) -> None:
+    def interrupted(self: object, part: object, spill: object = None) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("stack.data.prepare._Collector.add", interrupted)
+    monkeypatch.setattr("stack.data.prepare._Collector.take", interrupted)
     assert main(["prepare", str(tmp_path / "in"), "--out", str(out), "--force"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert snapshot(tmp_path) == before  # no staging, no new DATA_DIR (nor its parent)

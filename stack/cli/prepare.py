@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
 from stack.cli import values
-from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.defaults import (
+    DEFAULT_BPE_VOCAB,
+    DEFAULT_DOC_BYTES,
+    DEFAULT_SHARD_TOKENS,
+    DEFAULT_SOURCE,
+    DEFAULT_VAL_FRACTION,
+)
 from stack.data.prepare_record import recorded
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
@@ -139,6 +145,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "blank lines (default: one file is one document)",
     )
     parser.add_argument(
+        "--doc-bytes",
+        type=parse_size,
+        default=DEFAULT_DOC_BYTES,
+        metavar="SIZE",
+        help="text files read without --doc-sep are cut into documents of at most SIZE, at line ends "
+        f"(default {format_size(DEFAULT_DOC_BYTES)})",
+    )
+    parser.add_argument(
         "--text-field",
         "--text-column",
         default="text",
@@ -165,6 +179,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_BPE_SAMPLE,
         metavar="SIZE",
         help=f"bpe trains on a seeded sample of this much text (default {format_size(DEFAULT_BPE_SAMPLE)})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=values.positive_int,
+        metavar="N",
+        help="worker processes the files are shared out to; never changes what is written "
+        "(default: one per core for a corpus of many files, see docs/data.md#speed)",
     )
     add_filter_options(parser)
     parser.add_argument("--verify", action="store_true", help="check an existing DATA_DIR and exit")
@@ -198,10 +219,11 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     (stack.data.sft_prepare, stack.data.prefs_rows)."""
     from stack.data.sft_prepare import DEFAULT_PACK_LEN, prepare_sft
 
-    if args.default or args.doc_sep is not None or args.glob is not None or args.seq_len is not None:
+    extra = (args.default, args.doc_sep, args.glob, args.seq_len, args.workers)
+    if any(value not in (None, False) for value in extra):
         raise BadInput(
             f"--format {args.format} reads the JSONL files given as INPUT; drop --default, --doc-sep, "
-            "--glob and --seq-len"
+            "--glob, --seq-len and --workers"
         )
     waivers = _waivers(args)
     return recorded(
@@ -300,8 +322,10 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         if args.inputs or args.default:
             raise BadInput("--verify checks an existing DATA_DIR; give it no INPUT and no --default")
-        if args.filter or args.filters or args.no_filter or args.reason or args.evidence_dir:
-            raise BadInput("--filter, --filters, --no-filter, --reason and --evidence-dir go with preparing")
+        if args.filter or args.filters or args.no_filter or args.reason or args.evidence_dir or args.workers:
+            raise BadInput(
+                "--filter, --filters, --no-filter, --reason, --evidence-dir and --workers go with preparing"
+            )
         from stack.data.verify import verify_data_dir
 
         manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
@@ -337,13 +361,14 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
                 dtype=args.dtype,
                 shard_tokens=args.shard_tokens,
-                layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field),
+                layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field, args.doc_bytes),
                 working_set=args.working_set,
                 bpe_sample=args.bpe_sample,
                 progress=sys.stderr.isatty(),
                 filters=args.filter,
                 filter_settings=args.filters,
                 no_filter=waivers,
+                workers=args.workers,
             ),
         )
         verb = "prepared"
@@ -365,8 +390,8 @@ def run(args: argparse.Namespace) -> int:
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
     if manifest.filters:
-        from stack.data.filters.report import drop_lines
+        from stack.data.filters.report import drop_lines, drop_warnings
 
         reports = {name: report.model_dump() for name, report in manifest.filters.items()}
-        print("  filters, per source:\n" + "\n".join(drop_lines(reports)))
+        print("\n".join(["  filters, per source:", *drop_lines(reports), *drop_warnings(reports)]))
     return 0

@@ -42,20 +42,37 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class InputFile:
-    """One file found under an input, with the source it belongs to."""
+    """One file found under an input, with the source it belongs to.
+
+    `name` is how messages and the drop log name it: its path below the input directory given
+    (the file's name when the input is the file), never an absolute path.
+    """
 
     source: str
     path: Path
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name messages use."""
+        return self.name or self.path.name
 
 
 @dataclass(frozen=True)
 class Document:
-    """A document's text as valid UTF-8, its content hash, and whether bytes had to be replaced."""
+    """A document's text as valid UTF-8, its content hash, and whether bytes had to be replaced.
+
+    `where` says where it was read (file, then line, row, document number or byte range), for
+    messages and the drop log. `delimited` is false for a text file read without a separator,
+    whole or cut by size: its length is the file's, which the oversize filter does not judge.
+    """
 
     source: str
     data: bytes
     sha: bytes
     invalid_utf8: bool
+    where: str = ""
+    delimited: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,8 @@ class FileRegion:
     path: Path
     start: int
     end: int
+    where: str = ""
+    delimited: bool = True
 
     def raw_blocks(self, size: int) -> Iterator[bytes]:
         """The region's bytes as read from disk, `size` at a time."""
@@ -91,10 +110,10 @@ class Skipped:
     reason: str  # "binary" (a file) | "empty" (a file, or a record without text)
 
 
-def document(source: str, raw: bytes) -> Document:
+def document(source: str, raw: bytes, where: str = "", delimited: bool = True) -> Document:
     """The document of `raw` bytes: repaired to valid UTF-8, then hashed."""
     data, invalid = repaired(raw)
-    return Document(source, data, content_sha256(data), invalid)
+    return Document(source, data, content_sha256(data), invalid, where, delimited)
 
 
 def unreadable(path: Path, exc: OSError) -> BadInput:
@@ -165,9 +184,12 @@ def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
         if spec.path.resolve().is_relative_to(skip):
             raise BadInput(f"input {spec.path} is inside --out {out_dir}; prepare would read its own output")
         if spec.path.is_file():
-            found.append((spec.source, number, InputFile(spec.source, spec.path)))
+            found.append((spec.source, number, InputFile(spec.source, spec.path, spec.path.name)))
         else:
-            found.extend((spec.source, number, InputFile(spec.source, p)) for p in _walk(spec, skip))
+            found.extend(
+                (spec.source, number, InputFile(spec.source, p, p.relative_to(spec.path).as_posix()))
+                for p in _walk(spec, skip)
+            )
     if not found:
         where = ", ".join(str(s.path) for s in specs)
         patterns = sorted({s.glob for s in specs})

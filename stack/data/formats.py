@@ -2,7 +2,7 @@
 
 | format  | chosen for            | a document is                                                   |
 |---------|-----------------------|-----------------------------------------------------------------|
-| text    | any other file        | the whole file, or each text between two `--doc-sep` separators |
+| text    | any other file        | the file (cut by `--doc-bytes`), or each text between `--doc-sep`s |
 | jsonl   | `.jsonl`, `.ndjson`   | the `--text-field` string of each line's JSON object            |
 | parquet | `.parquet`            | the `--text-column` value of each row                           |
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
+from stack.data.defaults import DEFAULT_DOC_BYTES
 from stack.data.record_input import Fields, jsonl_documents, parquet_documents
 from stack.data.text_input import text_documents
 
@@ -36,6 +37,7 @@ class Layout:
     doc_sep: str | None = None
     text_field: str = "text"
     source_field: str | None = None
+    doc_bytes: int = DEFAULT_DOC_BYTES
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -48,6 +50,8 @@ class Layout:
             raise BadInput("--text-field is empty; name the field or column that holds the text")
         if self.source_field == "":
             raise BadInput("--source-field is empty; name the field or column that holds the source")
+        if self.doc_bytes < 1:
+            raise BadInput(f"--doc-bytes {self.doc_bytes} must be at least 1 byte, e.g. 1M")
 
     def format_of(self, path: Path) -> str:
         """The format `path` is read in."""
@@ -70,4 +74,4 @@ def read_documents(
     if kind == "parquet":
         return parquet_documents(item, fields, batch_bytes, advance)
     separator = None if layout.doc_sep is None else layout.doc_sep.encode("utf-8")
-    return text_documents(item, separator, batch_bytes, advance)
+    return text_documents(item, separator, batch_bytes, advance, layout.doc_bytes)

@@ -22,8 +22,6 @@ from stack.data.shards import DTYPES, naming
 from stack.data.tokenizer import safe_pieces
 from stack.data.utf8 import Utf8Stream
 
-SPILL_FILE = ".long-document.ids"
-
 
 class LongDocument:
     """One long document read in blocks: repaired and hashed as it passes, cut into safe pieces."""
@@ -65,8 +63,8 @@ class LongDocument:
 class Spill:
     """The ids of one long document, in a scratch file of the final token dtype."""
 
-    def __init__(self, directory: Path, dtype: str) -> None:
-        self.path = directory / SPILL_FILE
+    def __init__(self, directory: Path, dtype: str, name: str) -> None:
+        self.path = directory / name
         self.dtype = DTYPES[dtype]
         self.tokens = 0
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed by blocks() or remove()

@@ -147,18 +147,24 @@ class SftEntry(Strict):
 class FilterReport(Strict):
     """What the filters did to one source (stack.data.filters): which ran, or the waiver, and the counts.
 
-    documents_in = documents_out + Σ dropped (GATE-DATA-014); `unread` documents were too long
-    to hold and were judged by their length only.
+    documents_in = documents_out + Σ dropped (GATE-DATA-014), each drop a line of the drop log;
+    `unread` documents were too long to hold, judged on their first window and length, not by
+    dedup. `scripts`: what the script filter kept (measured, or the settings' `expected`);
+    `examples`: the first document dropped for each reason; `canaries`: per filter, the planted
+    documents and how many of them that filter dropped (GATE-DATA-012/013).
     """
 
     filters: list[str]
     kind: str
     pre_clean: bool
     waiver: str | None
+    scripts: list[str] | None = None
     documents_in: int = Field(ge=0)
     documents_out: int = Field(ge=0)
     unread: int = Field(ge=0)
     dropped: dict[str, int]
+    examples: dict[str, str] = {}
+    canaries: dict[str, dict[str, int]] = {}
 
 
 class Manifest(Strict):
@@ -177,6 +183,7 @@ class Manifest(Strict):
     duplicate_documents: int = Field(ge=0)
     sft: SftEntry | None = None  # supervised fine-tuning data only; absent from other manifests
     filters: dict[str, FilterReport] = {}  # per source; absent from manifests made before filters
+    drop_log: DataFile | None = None  # drops.jsonl (stack.data.filters.droplog); absent before it was kept
 
     _sha256: str = PrivateAttr(default="")
 
@@ -222,6 +229,8 @@ class Manifest(Strict):
             listed[self.tokenizer.path] = self.tokenizer.sha256  # the sha256 of the file's bytes
         if self.sft is not None:
             listed |= {labels.path: labels.sha256 for labels in self.sft.labels}
+        if self.drop_log is not None:
+            listed[self.drop_log.path] = self.drop_log.sha256
         return listed
 
 
@@ -230,7 +239,7 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
     tied to their sha256) are what they were before the field existed."""
-    exclude = {name for name in ("sft", "filters") if not getattr(manifest, name)} or None
+    exclude = {name for name in ("sft", "filters", "drop_log") if not getattr(manifest, name)} or None
     return (manifest.model_dump_json(indent=2, exclude=exclude) + "\n").encode()
 
 

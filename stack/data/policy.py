@@ -19,7 +19,6 @@ reproduce bit for bit (GATE-DATA-010).
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from stack.data.curriculum import Phase, check_phase, phase_at
 from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
+from stack.data.repetition import compression_ratio
 
 # Tokens of each source read to profile it for GATE-DATA-011: enough that zlib's own overhead
 # (a few dozen bytes) does not hide repetition, few enough to read in a moment.
@@ -74,10 +74,9 @@ def check_restored_policy(saved: dict[str, float], restored: dict[str, float], s
 
 
 def text_profile(texts: Iterable[str], score: Callable[[str], float]) -> dict[str, float]:
-    """zlib's compressed/raw size over all the text, and the mean coherence score per text."""
+    """zlib's compressed/raw size over all the text (stack.data.repetition), and the mean coherence score."""
     texts = list(texts)
-    raw = "".join(texts).encode("utf-8", "replace")
-    ratio = len(zlib.compress(raw, 9)) / len(raw) if raw else 0.0
+    ratio = compression_ratio("".join(texts).encode("utf-8", "replace"))
     return {"compression_ratio": ratio, "coherence": math.fsum(map(score, texts)) / max(len(texts), 1)}
 
 

@@ -6,6 +6,13 @@ happens in a hidden staging directory inside DATA_DIR and is published only when
 the sha256 it recorded, are replaced, the new ones are moved in, and manifest.json comes last.
 Nothing prepare did not write is ever deleted or overwritten, with or without --force, and a
 failure (a full disk included) removes what this run wrote and names the file it was writing.
+
+The corpus is read in up to two passes, file by file (stack.data.prepare_tasks): a survey that
+measures each source's scripts for the script filter and draws bpe's training sample, when
+either is needed, then the pass that filters and encodes. The files may go to worker processes
+(stack.data.fanout); this process takes their results in file order and alone decides what
+depends on the documents before (dedup, the split, the shards, the counts), so the output is
+the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, closing, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -26,25 +34,23 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data import ownership
 from stack.data import split as splitting
-from stack.data.batches import Event, Long, batched, is_long
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     INVALID_UTF8_ACTION,
-    Document,
-    FileRegion,
     InputFile,
     InputSpec,
-    Skipped,
     check_source_name,
     default_spec,
     discover,
     parse_input,
 )
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
+from stack.data.fanout import Fanout, cores
+from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
+from stack.data.filters.report import empty_corpus
 from stack.data.filters.runner import FilterRunner
-from stack.data.formats import Layout, read_documents
-from stack.data.long_documents import LongDocument, Spill
+from stack.data.formats import Layout
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -57,17 +63,22 @@ from stack.data.manifest import (
     SplitTotals,
     write_manifest,
 )
-from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
-from stack.data.read_ahead import read_ahead
-from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
-from stack.data.split import content_sha256
-from stack.data.tokenizer import (
-    BPE_MIN_VOCAB,
-    ByteTokenizer,
-    Tokenizer,
-    byte_level_cut,
-    train_bpe,
+from stack.data.prepare_tasks import (
+    EncodeJob,
+    Judged,
+    Part,
+    Survey,
+    SurveyJob,
+    Task,
+    encode,
+    encode_in_worker,
+    read_spill,
+    spill_path,
+    survey,
 )
+from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
+from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
+from stack.data.tokenizer import BPE_MIN_VOCAB, ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
 from stack.data.working_set import (
     DEFAULT_BPE_SAMPLE,
@@ -79,6 +90,13 @@ from stack.data.working_set import (
 from stack.runlock import exclusive
 
 log = logging.getLogger(__name__)
+
+# When --workers is not given: input a worker process must have to repay its start (about a
+# second), and working set per worker: each costs about 100 MiB besides its share of the working
+# set (200 MiB reading Parquet, pyarrow's buffers), so the default 256 MiB allows eight, about
+# 1.9 GiB in all at the most (benchmarks/prepare_stream.py measures the sum).
+WORKER_BYTES = 16 << 20
+WORKER_SET = 32 << 20
 
 
 def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default: bool) -> list[InputSpec]:
@@ -97,16 +115,17 @@ def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default:
 
 
 class _Collector:
-    """Encodes documents in batches, splits them, writes their tokens, and counts everything.
+    """Takes the parts of every file in file order: asks dedup, counts, splits and writes what is kept.
 
-    The next batch is read on a thread while this one is encoded (stack.data.read_ahead); a
-    document longer than a batch goes through stack.data.long_documents. Documents are written
-    in the order they were read.
+    The one process that writes. A part's ids come from memory, a long document's spill file, or
+    a worker's spill file (stack.data.prepare_tasks); documents are written in the order they
+    were read, whichever process encoded them.
     """
 
     def __init__(self, staging: Path, tokenizer: Tokenizer, dtype: str, plan: _Plan) -> None:
         self.staging, self.tokenizer, self.dtype, self.plan = staging, tokenizer, dtype, plan
-        self.working = plan.working_set
+        self.runner = plan.filters
+        self.block_tokens = max(plan.working_set.batch_bytes // DTYPES[dtype].itemsize, 1)
         self.stats: defaultdict[str, Counter[str]] = defaultdict(
             Counter, {s: Counter() for s in plan.sources}
         )
@@ -114,25 +133,6 @@ class _Collector:
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
         self._heldout = array("B")
-
-    def add_files(self, advance: Callable[[int], None]) -> None:
-        """Read every input file and write its documents; skipped input is counted."""
-        long_invalid = False  # a long document of the file being read had invalid UTF-8
-        events = _screened(
-            batched(self.plan.files, self.plan.layout, self.working, advance), self.plan.filters
-        )
-        for event in read_ahead(events):
-            if isinstance(event, list):
-                self.add(event)
-            elif isinstance(event, Long):
-                long_invalid |= self._add_long(event)
-            elif isinstance(event, Skipped):
-                self.stats[event.source][f"{event.reason}_skipped"] += 1
-            else:  # FileEnd: the file's own counts
-                counts = self.stats[event.item.source]
-                counts["files"] += 1
-                counts["invalid_utf8_files"] += event.invalid_utf8 or long_invalid
-                long_invalid = False
 
     def _writer(self, source: str, sha: bytes) -> ShardWriter:
         """The writer of a document's split and source; the document is entered in the index."""
@@ -146,38 +146,59 @@ class _Collector:
         self.stats[source]["documents"] += 1
         return self.writers[key]
 
-    def add(self, group: list[Document]) -> None:
-        """Encode one batch of documents (on every core the tokenizer uses) and write them."""
-        encoded = self.tokenizer.encode_documents([doc.data for doc in group])
-        # One array for the batch, every document followed by EOT: numpy works per batch, not per document.
-        eot = np.array([self.tokenizer.eot_id], dtype=np.uint32)
-        tokens = np.concatenate([part for ids in encoded for part in (ids, eot)]).astype(DTYPES[self.dtype])
+    def take(self, part: Part, spill: BinaryIO | None = None) -> None:
+        """One part of a file; `spill` is the worker's spill file its `at` points into."""
+        if part.note is not None:
+            log.warning(part.note)
+        if part.skipped is not None:
+            source, reason = part.skipped
+            self.stats[source][f"{reason}_skipped"] += 1
+        if part.end is not None:
+            counts = self.stats[part.end.source]
+            counts["files"] += 1
+            counts["invalid_utf8_files"] += part.invalid_utf8
+        if part.long:
+            self._take_long(part, spill)
+            return
+        ids = part.ids
+        if part.at is not None:
+            assert spill is not None, "a worker's part comes with its spill file"
+            ids = np.concatenate(
+                [*read_spill(spill, self.dtype, part.at[1], part.at[1]), np.empty(0, DTYPES[self.dtype])]
+            )
         start = 0
-        for doc, end in zip(group, np.cumsum([len(ids) + 1 for ids in encoded]).tolist(), strict=True):
-            self._writer(doc.source, doc.sha).add(tokens[start:end])
-            start = end
+        for judged in part.docs:
+            reason = self._verdict(judged)
+            if judged.tokens:
+                assert ids is not None
+                if reason is None:
+                    self._writer(judged.source, judged.sha).add(ids[start : start + judged.tokens])
+                start += judged.tokens
 
-    def _add_long(self, long: Long) -> bool:
-        """Encode a long document in pieces through a spill file; whether it had invalid UTF-8."""
-        document = LongDocument(long.document, self.working.piece_bytes)
-        pieces = document.pieces(self.tokenizer.cut_point, self.working.piece_bytes)
-        spill = Spill(self.staging, self.dtype)
-        try:
-            for group in _groups(pieces, self.working.batch_bytes):
-                if len(group) == 1 and len(group[0]) > self.working.batch_bytes:
-                    log.warning(
-                        f"note: {long.item.path}: {format_size(len(group[0]))} of one document has no "
-                        f"point where the {self.tokenizer.name} tokenizer can cut it safely; it is encoded "
-                        "in one piece, beyond the working set"
-                    )
-                for ids in self.tokenizer.encode_documents(group):
-                    spill.write(ids)
-            end = np.array([self.tokenizer.eot_id], dtype=np.uint32)
-            writer = self._writer(document.source, document.sha)
-            writer.add_blocks(_then(spill.blocks(self.working.batch_bytes), end), spill.tokens + 1)
-        finally:
-            spill.remove()
-        return document.invalid_utf8
+    def _verdict(self, judged: Judged) -> str | None:
+        """dedup's word where it is still due, then the books: a canary's tally, or the document's counts."""
+        reason = judged.reason
+        if reason is None and judged.signature is not None:
+            reason = self.runner.duplicate(judged.sha, judged.signature)
+        if judged.canary is not None:  # counted apart; a canary never has ids, so it is never written
+            self.runner.count_canary(judged.source, judged.canary, reason)
+            return reason
+        self.runner.count(judged.source, reason, judged.sha, judged.where, judged.text, judged.unread)
+        return reason
+
+    def _take_long(self, part: Part, spill: BinaryIO | None) -> None:
+        """A long document kept: its ids, from its own spill file or the worker's, block by block."""
+        (judged,) = part.docs
+        self._verdict(judged)
+        writer = self._writer(judged.source, judged.sha)
+        if part.spill is not None:
+            try:
+                writer.add_blocks(part.spill.blocks(self.plan.working_set.batch_bytes), judged.tokens)
+            finally:
+                part.spill.remove()
+        else:
+            assert spill is not None and part.at is not None
+            writer.add_blocks(read_spill(spill, self.dtype, part.at[1], self.block_tokens), judged.tokens)
 
     def close(self) -> None:
         """Finish every open shard (where a full disk may still show, when buffers are flushed)."""
@@ -205,69 +226,49 @@ class _Collector:
         return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
 
 
-def _screened(events: Generator[Event, None, None], filters: FilterRunner) -> Generator[Event, None, None]:
-    """The events with the documents the filters drop taken out (counted by the runner).
-
-    It runs on the read-ahead thread, so the filters' Python work overlaps the encoding of the
-    batch before (the tokenizers library releases the GIL while it encodes).
-    """
-    with closing(events):  # stopped early, the reader below closes its files at once
-        for event in events:
-            if isinstance(event, list):
-                if kept := [doc for doc in event if filters.keep(doc.source, doc.sha, doc.data)]:
-                    yield kept
-            elif isinstance(event, Long):
-                if filters.keep_unread(event.item.source, _length(event.document)):
-                    yield event
-            else:
-                yield event
+def _tasks(files: Sequence[InputFile]) -> list[Task]:
+    """One task per file, in file order; a source's canaries are planted in its first file."""
+    seen: set[str] = set()
+    tasks = []
+    for number, item in enumerate(files):
+        tasks.append(Task(number, item, plant=item.source not in seen))
+        seen.add(item.source)
+    return tasks
 
 
-def _length(found: Document | FileRegion) -> int:
-    """A document's length in bytes, known without reading a long one."""
-    return len(found.data) if isinstance(found, Document) else found.end - found.start
+def _survey(
+    plan: _Plan, tasks: list[Task], fan: Fanout, task: Callable[[str], Callable[[int], None]]
+) -> Survey:
+    """The survey pass, when one is needed: the sources' letters by script, bpe's sample."""
+    screen = plan.filters.screen
+    measured = plan.filters.settings.script.expected is None and "script" in screen.filters
+    all_waived = plan.layout.source_field is None and all(name in screen.waivers for name in plan.sources)
+    letters = measured and not all_waived
+    sampling = plan.pretrained is None and plan.tokenizer == "bpe"
+    found = Survey(sample=BpeSample(plan.bpe_sample, plan.seed) if sampling else None)
+    if not (letters or sampling):
+        return found
+    advance = task("surveying")
+    job = SurveyJob(
+        plan.layout, plan.working_set, screen, letters, plan.bpe_sample if sampling else None, plan.seed
+    )
+    if plan.workers == 1:
+        for one in tasks:
+            found.merge(survey(job, one, advance))
+    else:
+        for one, part in zip(tasks, fan.ordered(survey, job, tasks), strict=True):
+            found.merge(part)
+            advance(one.item.path.stat().st_size)
+    return found
 
 
-def _groups(pieces: Iterable[bytes], limit: int) -> Iterator[list[bytes]]:
-    """Pieces in groups of at most `limit` bytes (a piece longer than that alone)."""
-    group: list[bytes] = []
-    size = 0
-    for piece in pieces:
-        if group and size + len(piece) > limit:
-            yield group
-            group, size = [], 0
-        group.append(piece)
-        size += len(piece)
-    if group:
-        yield group
-
-
-def _then(blocks: Iterator[np.ndarray], last: np.ndarray) -> Iterator[np.ndarray]:
-    yield from blocks
-    yield last
-
-
-def _sample(plan: _Plan, advance: Callable[[int], None]) -> BpeSample:
-    """The seeded sample of the corpus that bpe trains on (stack.data.bpe_sample)."""
-    sample = BpeSample(plan.bpe_sample, plan.seed)
-    working = plan.working_set
-    for item in plan.files:
-        for found in read_documents(item, plan.layout, working.batch_bytes, advance):
-            if isinstance(found, Skipped):
-                continue
-            if isinstance(found, Document) and not is_long(found, working):
-                sample.offer(found.data, found.sha)
-                continue
-            # The BPE to be trained cuts where every byte-level BPE made by train_bpe does.
-            for piece in LongDocument(found, working.piece_bytes).pieces(byte_level_cut, working.piece_bytes):
-                sample.offer(piece, content_sha256(piece))
+def _note_sample(sample: BpeSample, plan: _Plan) -> None:
     if not sample.complete:
         log.warning(
             f"note: bpe trains on a seeded sample of the corpus: {sample.units:,} of "
             f"{sample.offered_units:,} documents or pieces, {format_size(sample.text_bytes)} of "
             f"{format_size(sample.offered_bytes)} (--bpe-sample {format_size(plan.bpe_sample)})"
         )
-    return sample
 
 
 def _totals(shards: list[Shard]) -> dict[Split, SplitTotals]:
@@ -323,24 +324,58 @@ class _Plan:
     bpe_sample: int
     progress: bool
     filters: FilterRunner
+    workers: int
+
+
+def _encode_all(
+    plan: _Plan, tasks: list[Task], fan: Fanout, collector: _Collector, advance: Callable[[int], None]
+) -> None:
+    """The encode pass: every file's parts into the collector, in file order."""
+    job = EncodeJob(
+        plan.layout,
+        plan.working_set,
+        max(plan.working_set.batch_bytes // plan.workers, 1),
+        plan.filters.screen,
+        collector.tokenizer,
+        collector.dtype,
+        collector.staging,
+    )
+    if plan.workers == 1:
+        for task in tasks:
+            for part in encode(job, task, collector.staging, advance):
+                collector.take(part)
+        return
+    for task, parts in zip(tasks, fan.ordered(encode_in_worker, job, tasks), strict=True):
+        path = spill_path(collector.staging, task.number)
+        try:
+            with open(path, "rb") as spill:
+                for part in parts:
+                    collector.take(part, spill)
+        finally:
+            path.unlink(missing_ok=True)
+        advance(task.item.path.stat().st_size)
 
 
 def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
-    """Train the tokenizer if it is bpe, then write every document's tokens into staged shards."""
+    """Survey the corpus (scripts, bpe's sample), train bpe, then write every document's tokens."""
     bar, task = _progress(plan.progress, sum(item.path.stat().st_size for item in plan.files))
-    with bar:
+    tasks = _tasks(plan.files)
+    with bar, Fanout(plan.workers, staging) as fan:
+        found = _survey(plan, tasks, fan, task)
+        plan.filters.set_scripts(found.letters.scripts(plan.filters.settings.script))
         tok: Tokenizer
         if plan.pretrained is not None:
             tok = plan.pretrained
         elif plan.tokenizer == "bpe":
-            tok = train_bpe(_sample(plan, task("sampling for bpe")).texts(), plan.vocab_size)
+            assert found.sample is not None
+            _note_sample(found.sample, plan)
+            tok = train_bpe(found.sample.texts(), plan.vocab_size)
         else:
             tok = ByteTokenizer()
         final_dtype = dtype_for(tok.vocab_size, plan.dtype)
         collector = _Collector(staging, tok, final_dtype, plan)
-        advance = task("tokenizing")
         try:
-            collector.add_files(advance)
+            _encode_all(plan, tasks, fan, collector, task("tokenizing"))
             collector.close()
         except BaseException:
             collector.discard()
@@ -349,17 +384,18 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
 
 
 def _build(staging: Path, plan: _Plan) -> Manifest:
-    """Write shards, the document index, the tokenizer and manifest.json into `staging`."""
+    """Write shards, the document index, the drop log, the tokenizer and manifest.json into `staging`."""
+    log_file = DropLog(staging)
+    plan.filters.log = log_file
     tok, final_dtype, collector = _tokenize(staging, plan)
-    check_reports(plan.filters, {name: counts["documents"] for name, counts in collector.stats.items()})
+    log_path = log_file.close()
+    written = {name: counts["documents"] for name, counts in collector.stats.items()}
+    check_reports(plan.filters, written, recount(log_path))
     shards = collector.shards()
     totals = _totals(shards)
     documents = totals["train"].documents + totals["heldout"].documents
     if documents == 0:
-        raise BadInput(
-            f"empty corpus: {len(plan.files)} file(s) found under the inputs, all binary or empty; "
-            "give text files"
-        )
+        raise BadInput(empty_corpus(len(plan.files), plan.filters.as_dict()))
     if totals["train"].documents == 0:
         raise BadInput(
             f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
@@ -386,9 +422,34 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         totals=totals,
         duplicate_documents=collector.duplicates(),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
+        drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
     )
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
+
+
+def _workers(requested: int | None, files: Sequence[InputFile], working_set: int) -> int:
+    """The worker processes of a prepare: as asked, else one per core for a corpus of many files
+    large enough to repay starting them, as many as the working set allows (WORKER_BYTES, WORKER_SET)."""
+    if requested is not None:
+        if requested < 1:
+            raise BadInput(f"--workers {requested} must be 1 or more")
+        return min(requested, max(len(files), 1))
+    total = sum(item.path.stat().st_size for item in files)
+    return max(1, min(cores(), len(files), total // WORKER_BYTES, working_set // WORKER_SET))
+
+
+def _notes(files: Sequence[InputFile], layout: Layout) -> None:
+    """Say on screen which text files are cut into documents by size, and how to give a separator."""
+    for item in files:
+        size = item.path.stat().st_size
+        if layout.doc_sep is None and layout.format_of(item.path) == "text" and size > layout.doc_bytes:
+            pieces = -(-size // layout.doc_bytes)
+            log.warning(
+                f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into about "
+                f"{pieces:,} documents of at most {format_size(layout.doc_bytes)} at line ends (--doc-bytes "
+                "SIZE); give --doc-sep SEP if the file separates its documents"
+            )
 
 
 def write_locked(
@@ -446,11 +507,13 @@ def prepare_corpus(
     filters: Sequence[str] | None = None,
     filter_settings: Path | None = None,
     no_filter: Mapping[str, str] | None = None,
+    workers: int | None = None,
 ) -> Manifest:
     """Prepare a DATA_DIR from `inputs` (paths, or NAME=PATH to name their source) and/or --default.
 
     `layout` says how files become documents (stack.data.formats); `working_set` bounds the
-    memory of reading and tokenizing and never changes what is written; bpe trains on a seeded
+    memory of reading and tokenizing and never changes what is written, nor does `workers`, the
+    processes the files are shared out to (default: by the corpus, stack.data.fanout); bpe trains on a seeded
     sample of at most `bpe_sample` bytes (stack.data.bpe_sample). Every document passes the
     `filters` named (default: the settings' default list) with the settings of `filter_settings`
     over the built-in ones, except in the sources `no_filter` waives ({source: reason});
@@ -493,10 +556,12 @@ def prepare_corpus(
     created = ownership.check_out(out)
     found = ownership.claim(out, force, sources, bpe=writes_tokenizer_file(tokenizer))
     files = discover(specs, out)
+    layout = layout or Layout()
+    _notes(files, layout)
     plan = _Plan(
         files,
         sources,
-        layout or Layout(),
+        layout,
         tokenizer,
         pretrained,
         vocab_size,
@@ -508,5 +573,6 @@ def prepare_corpus(
         bpe_sample,
         progress,
         runner,
+        _workers(workers, files, working_set),
     )
     return write_locked(out, created, found, lambda staging: _build(staging, plan))

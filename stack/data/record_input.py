@@ -98,15 +98,16 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
             for number, line in enumerate(handle, 1):
                 advance(len(line))
                 if line.strip():
-                    yield _jsonl_record(f"{item.path}:{number}", line, item.source, fields)
+                    yield _jsonl_record(item, number, line, fields)
     except OSError as exc:
         raise unreadable(item.path, exc) from None
 
 
-def _jsonl_record(where: str, line: bytes, default_source: str, fields: Fields) -> Item:
+def _jsonl_record(item: InputFile, number: int, line: bytes, fields: Fields) -> Item:
+    where = f"{item.path}:{number}"
     record, invalid = _json_object(where, line)
     text = _field(where, record, fields.text, "--text-field")
-    source = default_source
+    source = item.source
     if fields.source is not None:
         source = _source_name(where, _field(where, record, fields.source, "--source-field"), fields.source)
     if text is None or text == "":
@@ -117,7 +118,7 @@ def _jsonl_record(where: str, line: bytes, default_source: str, fields: Fields) 
             "pass --text-field the field that holds the text"
         )
     data, replaced = _text_bytes(text)
-    return Document(source, data, content_sha256(data), invalid or replaced)
+    return Document(source, data, content_sha256(data), invalid or replaced, f"{item.label}:{number}")
 
 
 def _arrow_failure(path: Path, exc: Exception) -> BadInput:
@@ -219,7 +220,7 @@ def parquet_documents(
             if not valid[i] or bounds[i] == bounds[i + 1]:
                 yield Skipped(source, "empty")
             else:
-                yield document(source, bytes(data[bounds[i] : bounds[i + 1]]))
+                yield document(source, bytes(data[bounds[i] : bounds[i + 1]]), f"{item.label} row {row + i}")
         row += batch.num_rows
         advance(size * row // rows - done)
         done = size * row // rows

@@ -34,8 +34,11 @@ from stack.data import split as splitting
 from stack.data.chat_jinja import jinja_of
 from stack.data.corpus import check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
+from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
+from stack.data.filters.report import empty_corpus
 from stack.data.filters.runner import FilterRunner
+from stack.data.filters.script import SourceLetters
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -126,10 +129,10 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
 
 def _read_examples(
     paths: Sequence[Path], fmt: str, template: ChatTemplate
-) -> tuple[list[list[tuple[str, str]]], Counter[str]]:
-    """Every record's turns (a pair's prompt, chosen, rejected), in file and line order; blank lines
-    are skipped."""
-    examples, counts = [], Counter[str]()
+) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
+    """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line), in
+    file and line order; blank lines are skipped."""
+    examples, wheres, counts = [], [], Counter[str]()
     for path in paths:
         if not path.is_file():
             raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
@@ -152,7 +155,8 @@ def _read_examples(
                 counts["chat_prompts"] += isinstance(record.get("prompt"), list)
             else:
                 examples.append(example_turns(record, fmt, where))
-    return examples, counts
+            wheres.append(f"{path.name}:{number}")
+    return examples, wheres, counts
 
 
 def _render_all(
@@ -243,13 +247,28 @@ def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
 def _build(staging: Path, plan: SftPlan) -> Manifest:
     """Render, check, pack and write everything into `staging`; the manifest comes last."""
     template = load_template(plan.template)
-    examples, counts = _read_examples(plan.files, plan.fmt, template)
-    # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters).
+    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template)
+    # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters): the
+    # source's scripts measured over its examples, its canaries planted first, each drop logged.
+    runner = plan.filters
+    letters = SourceLetters()
+    for turns in examples:
+        letters.add(
+            plan.source, runner.screen.text("\n".join(c for _, c in turns).encode()), runner.settings.script
+        )
+    runner.set_scripts(letters.scripts(runner.settings.script))
+    runner.log = DropLog(staging)
+    runner.plant_turns(plan.source)
     examples = [
-        turns for turns in examples if plan.filters.keep_turns(plan.source, turns, canonical_example(turns))
+        turns
+        for turns, where in zip(examples, wheres, strict=True)
+        if runner.keep_turns(plan.source, turns, canonical_example(turns), where)
     ]
-    check_reports(plan.filters, {plan.source: len(examples)})
+    log_path = runner.log.close()
+    check_reports(runner, {plan.source: len(examples)}, recount(log_path))
     if not examples:
+        if runner.reports[plan.source].dropped:
+            raise BadInput(empty_corpus(len(plan.files), runner.as_dict()))
         raise BadInput(f"no {plan.fmt} records in {', '.join(map(str, plan.files))}")
     tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns in examples for _, c in turns])
     splits, index, turns, missing = _render_all(examples, template, tok, plan)
@@ -296,6 +315,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         totals=totals,
         duplicate_documents=len(index) - len(np.unique(index["doc"])),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
+        drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
             template=template.spec.name,

@@ -1,4 +1,5 @@
-"""Text files: one file is one document, or, with a separator (`--doc-sep`), many.
+"""Text files: one file is one document (cut into several when it is long), or, with a separator
+(`--doc-sep`), many.
 
 Files are read in blocks of the working set's batch size, so a file of any size costs the same
 memory. A separator is searched across block borders (the last `len(sep) - 1` bytes of a block
@@ -8,12 +9,21 @@ newlines around the separator belong to neither story. Text that is only whitesp
 separators in a row, one at the end of the file) is no document. A document that outgrows the
 batch size while it is read is not held: it becomes a FileRegion, read again when it is encoded.
 A file that is one document keeps its bytes exactly as they are, whitespace included.
+
+A file without a separator that is longer than `doc_bytes` (`--doc-bytes`, default 1 MiB) is
+cut into documents of at most that many bytes, each ending after the last newline of its last
+CUT_LOOKBACK bytes (else after its last whole character; a piece holds one character at
+least), so that the documents put back together are the file. The cut points depend on the
+file and `doc_bytes` alone. A classic byte-level corpus (enwik8, text8: one file of 100 MB) so
+becomes a hundred documents, which the split spreads over train and held-out, rather than one
+document that no split can divide.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from stack.data.corpus import (
     BINARY_SNIFF_BYTES,
@@ -25,28 +35,36 @@ from stack.data.corpus import (
     is_binary,
     unreadable,
 )
+from stack.data.defaults import DEFAULT_DOC_BYTES
 
 WHITESPACE = b" \t\r\n\f\v"
+CUT_LOOKBACK = 1 << 16
 
 Item = Document | FileRegion | Skipped
 
 
 def text_documents(
-    item: InputFile, separator: bytes | None, batch_bytes: int, advance: Callable[[int], None]
+    item: InputFile,
+    separator: bytes | None,
+    batch_bytes: int,
+    advance: Callable[[int], None],
+    doc_bytes: int = DEFAULT_DOC_BYTES,
 ) -> Iterator[Item]:
     """The documents of one text file; `advance` is told how many of its bytes were read."""
     try:
         if separator is None:
-            yield from _whole_file(item, batch_bytes, advance)
+            yield from _whole_file(item, doc_bytes, batch_bytes, advance)
         else:
             yield from _separated(item, separator, batch_bytes, advance)
     except OSError as exc:
         raise unreadable(item.path, exc) from None
 
 
-def _whole_file(item: InputFile, batch_bytes: int, advance: Callable[[int], None]) -> Iterator[Item]:
+def _whole_file(
+    item: InputFile, doc_bytes: int, batch_bytes: int, advance: Callable[[int], None]
+) -> Iterator[Item]:
     size = item.path.stat().st_size
-    if size <= batch_bytes:
+    if size <= min(batch_bytes, doc_bytes):
         data = item.path.read_bytes()
         advance(len(data))
         if not data:
@@ -54,19 +72,57 @@ def _whole_file(item: InputFile, batch_bytes: int, advance: Callable[[int], None
         elif is_binary(data):
             yield Skipped(item.source, "binary")
         else:
-            yield document(item.source, data)
+            yield document(item.source, data, item.label, delimited=False)
         return
     with open(item.path, "rb") as handle:
-        head = handle.read(BINARY_SNIFF_BYTES)
-    yield Skipped(item.source, "binary") if is_binary(head) else FileRegion(item.source, item.path, 0, size)
-    advance(size)
+        if is_binary(handle.read(BINARY_SNIFF_BYTES)):
+            advance(size)
+            yield Skipped(item.source, "binary")
+            return
+        start = 0
+        while start < size:
+            end = size if size - start <= doc_bytes else _cut(handle, start, start + doc_bytes)
+            where = item.label if (start, end) == (0, size) else f"{item.label} bytes {start}-{end}"
+            if end - start <= batch_bytes:
+                handle.seek(start)
+                yield document(item.source, handle.read(end - start), where, delimited=False)
+            else:
+                yield FileRegion(item.source, item.path, start, end, where, delimited=False)
+            advance(end - start)
+            start = end
+
+
+def _cut(handle: BinaryIO, start: int, limit: int) -> int:
+    """Where a piece from `start` that may run to `limit` ends: after the last newline of its last
+    CUT_LOOKBACK bytes, else before the character that `limit` falls in (after it, when that is
+    the piece's first character: a piece holds at least one)."""
+    lookback = min(CUT_LOOKBACK, limit - start)
+    handle.seek(limit - lookback)
+    tail = handle.read(lookback + 4)  # and the bytes after: a character may run on past `limit`
+    newline = tail.rfind(b"\n", 0, lookback)
+    if newline >= 0:
+        return limit - lookback + newline + 1
+
+    def continues(at: int) -> bool:
+        return at < len(tail) and tail[at] & 0xC0 == 0x80
+
+    back = 0
+    while back < 3 and continues(lookback - back):
+        back += 1
+    if limit - back > start:
+        return limit - back
+    forward = 0
+    while forward < 3 and continues(lookback + forward):
+        forward += 1
+    return limit + forward
 
 
 class _Between:
     """The document being read between two separators: held while short, tracked by offsets once long."""
 
-    def __init__(self, source: str, path: Path, limit: int) -> None:
-        self.source, self.path, self.limit = source, path, limit
+    def __init__(self, source: str, path: Path, label: str, limit: int) -> None:
+        self.source, self.path, self.label, self.limit = source, path, label, limit
+        self.number = 0  # documents found so far
         self._held = bytearray()
         self._held_at = 0
         self._long = False
@@ -94,13 +150,17 @@ class _Between:
         if kept := len(data.rstrip(WHITESPACE)):
             self._end = offset + kept
 
+    def _where(self) -> str:
+        self.number += 1
+        return f"{self.label} document {self.number}"
+
     def finish(self) -> Document | FileRegion | None:
         """The document read since the last separator (None when it was only whitespace); starts anew."""
         found: Document | FileRegion | None = None
         if self._long and self._start is not None:
-            found = FileRegion(self.source, self.path, self._start, self._end)
+            found = FileRegion(self.source, self.path, self._start, self._end, self._where())
         elif not self._long and (text := bytes(self._held).strip(WHITESPACE)):
-            found = document(self.source, text)
+            found = document(self.source, text, self._where())
         self._held, self._long, self._start, self._end = bytearray(), False, None, 0
         return found
 
@@ -108,7 +168,7 @@ class _Between:
 def _separated(
     item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
 ) -> Iterator[Item]:
-    between = _Between(item.source, item.path, batch_bytes)
+    between = _Between(item.source, item.path, item.label, batch_bytes)
     found = 0
     tail, offset = b"", 0  # unsearched bytes from the last block, and their file offset
     with open(item.path, "rb") as handle:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
 from stack.data.manifest import SPLITS, Manifest, load_manifest
 from stack.data.shards import open_split
 from stack.data.split import read_index
@@ -11,7 +13,8 @@ from stack.data.tokenizer import tokenizer_from_entry
 
 
 def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | None = None) -> Manifest:
-    """Manifest, tokenizer, every shard (GATE-DATA-003) and split disjointness (GATE-DATA-005).
+    """Manifest, tokenizer, every shard (GATE-DATA-003), split disjointness (GATE-DATA-005) and the
+    filters' drop counts against the drop log (GATE-DATA-014).
 
     With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
     built and the held-out split holds its minimum number of batches, so a long run does not
@@ -24,6 +27,8 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
     for split in SPLITS:
         open_split(data_dir, manifest, split)
     read_index(data_dir / manifest.documents.path)
+    if manifest.drop_log is not None:
+        _check_drop_log(data_dir, manifest)
     if manifest.sft is not None:  # fine-tuning data: its label files, and GATE-SFT-001/002 on them
         from stack.data.sft_reader import check_split
 
@@ -36,3 +41,21 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
         TokenReader(data_dir, batch_size=batch_size, seq_len=seq_len, seed=0)
         heldout_batches(data_dir, batch_size, seq_len)
     return manifest
+
+
+def _check_drop_log(data_dir: Path, manifest: Manifest) -> None:
+    """The drop log is the one the manifest lists, and its lines are the drops the manifest reports."""
+    from stack.data.filters.droplog import recount
+    from stack.data.filters.gates import check_recorded
+
+    assert manifest.drop_log is not None
+    path = data_dir / manifest.drop_log.path
+    found = sha256_file(path) if path.is_file() else None
+    if found != manifest.drop_log.sha256:
+        raise BadInput(
+            f"{path} is {'missing' if found is None else 'not the drop log the manifest lists'}; "
+            f"re-run `stack prepare ... --out {data_dir} --force`"
+        )
+    reports = {name: report.model_dump() for name, report in manifest.filters.items()}
+    written = {name: stats.documents for name, stats in manifest.sources.items()}
+    check_recorded(reports, written, recount(path))

@@ -77,10 +77,14 @@ class NearDuplicates:
 
     def check(self, sha: bytes, data: bytes) -> str | None:
         """`dedup_exact` or `dedup_near` when it repeats an earlier document; else None (it is indexed)."""
+        return self.check_signature(sha, None if sha[:8] in self._exact else self.signature(data))
+
+    def check_signature(self, sha: bytes, signature: np.ndarray | None) -> str | None:
+        """`check` with the signature made beforehand (by a worker process; None when it was not needed)."""
         key = sha[:8]
         if key in self._exact:
             return "dedup_exact"
-        signature = self.signature(data)
+        assert signature is not None, "a document not seen before needs its signature"
         keys = [
             signature[b * self._rows : (b + 1) * self._rows].tobytes() for b in range(self.settings.bands)
         ]

@@ -1,25 +1,45 @@
-"""Low n-gram diversity: boilerplate repeated, a line said a thousand times, a generated table.
+"""Low diversity: a document that repeats itself, the way a model stuck in a loop writes.
 
-The score is the one that judges a model's samples (stack.train.coherence.coherence_score: word,
-bigram and trigram distinct ratios and character variety, 0-100), on the document's first
-`window_chars` characters: the same yardstick for data and for samples, at a bounded cost per
-document whatever its length. A document shorter than `min_chars` is kept unscored: the ratios
-of a few dozen words say little (and "x = 1" thirty times is a test fixture, not a loop).
+A loop ("region region region", one sentence said a thousand times, boilerplate pasted over
+and over) compresses to a few per cent of its size; text with a small alphabet or vocabulary
+does not, because it does not repeat itself, it only has low entropy. So the score is the zlib
+compression ratio (stack.data.repetition) of the first `window_chars` characters, and a window
+below `min_compression_ratio` is dropped. It replaced the coherence score of model samples,
+which reads word and n-gram variety and so dropped DNA, music notation, tables and generated
+grammars along with the loops (docs/data.md gives the numbers measured on each).
+
+A window shorter than `min_chars` is kept unscored: a few dozen characters say little. A
+window is compressed only when it repeats one of three probes, its 16-byte stretches at half,
+three quarters and the end: a loop repeats every stretch of itself, while ordinary text seldom
+repeats a given 16-byte stretch, so most documents are kept after three substring searches.
 """
 
 from __future__ import annotations
 
 from stack.data.filters.settings import DiversitySettings
-from stack.train.coherence import coherence_score
+from stack.data.repetition import compression_ratio
+
+PROBE_BYTES = 16
+
+
+def repeats_itself(window: bytes) -> bool:
+    """Whether one of the window's probes (16 bytes at 1/2, 3/4 and the end) occurs earlier in it."""
+    for start in (len(window) // 2, len(window) * 3 // 4, len(window) - PROBE_BYTES):
+        if start > 0 and window.find(window[start : start + PROBE_BYTES]) < start:
+            return True
+    return False
 
 
 def diversity_score(text: str, settings: DiversitySettings) -> float:
-    """The coherence score of the document's first window."""
-    return coherence_score(text[: settings.window_chars])
+    """The compression ratio of the document's first window (lower: more repetitive)."""
+    return compression_ratio(text[: settings.window_chars].encode("utf-8"))
 
 
 def low_diversity(text: str, settings: DiversitySettings) -> bool:
-    """Whether the first window scores below `min_score` (a window under `min_chars` never does)."""
-    if len(text) < settings.min_chars:
+    """Whether the first window repeats itself and compresses below `min_compression_ratio`
+    (a window under `min_chars` never does)."""
+    window = text[: settings.window_chars]
+    if len(window) < settings.min_chars:
         return False
-    return diversity_score(text, settings) < settings.min_score
+    data = window.encode("utf-8")
+    return repeats_itself(data) and compression_ratio(data) < settings.min_compression_ratio

@@ -1,10 +1,14 @@
-"""The filter gates, judged once per prepare over the runner's report (contracts/judges_data_filters.py).
+"""The filter gates, judged over the runner's books (contracts/judges_data_filters.py).
 
 - GATE-DATA-012: the leak filter, with the settings in force, drops its planted leaked prompts
-  and keeps the near misses (stack.data.filters.leak.canaries);
-- GATE-DATA-013: every source was filtered, or waived by name with a reason;
-- GATE-DATA-014: per source, documents in = documents out + Σ dropped, and documents out =
-  documents written (the manifest's count).
+  and keeps the near misses (stack.data.filters.leak.canaries), judged before any document is
+  read; and, once all are read, the leak canaries planted in every source it runs on were
+  dropped by it (stack.data.filters.canaries);
+- GATE-DATA-013: every source was filtered, each of its filters proven by its canary, or waived
+  by name with a reason;
+- GATE-DATA-014: per source, documents in = documents out + Σ dropped, documents out =
+  documents written (the manifest's count), and the drops by reason = the drop log's lines;
+- GATE-DATA-015 (a warning): no source lost more than max_source_drop_share of its documents.
 """
 
 from __future__ import annotations
@@ -17,36 +21,64 @@ from contracts.gates import Outcome, gate_require, measure
 from stack.data.filters.runner import FilterRunner, check_waivers
 from stack.data.filters.settings import load_settings
 
+Reports = Mapping[str, Mapping[str, Any]]
+
 
 def canaries_outcome(runner: FilterRunner) -> Outcome:
-    """GATE-DATA-012 over the canaries of the leak settings in force."""
+    """GATE-DATA-012 before reading: the leak settings in force on their canaries."""
     measured = {"canaries": runner.canary_results()}
     return measure("GATE-DATA-012", measured, holds="planted leaks dropped, near misses kept")
 
 
-def coverage_outcome(runner: FilterRunner) -> Outcome:
-    """GATE-DATA-013: each source's filters, waiver and pre-clean mark."""
+def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
+    """GATE-DATA-012 after reading: the same, and every source's planted leaks dropped by the leak filter."""
     sources = {
-        name: {"filters": report["filters"], "pre_clean": report["pre_clean"], "waiver": report["waiver"]}
+        name: {
+            "filters": report["filters"],
+            "documents_in": report["documents_in"],
+            "leak": report["canaries"].get("leak"),
+        }
         for name, report in runner.as_dict().items()
     }
-    return measure("GATE-DATA-013", {"sources": sources}, holds="every source filtered or waived")
+    measured = {"canaries": runner.canary_results(), "sources": sources}
+    return measure("GATE-DATA-012", measured, holds="planted leaks dropped in every source filtered")
 
 
-def counts_outcome(runner: FilterRunner, written: Mapping[str, int]) -> Outcome:
-    """GATE-DATA-014: each source's in, out, drops by reason, and the documents written for it."""
+def coverage_outcome(reports: Reports) -> Outcome:
+    """GATE-DATA-013: each source's filters and their canaries, its waiver and pre-clean mark."""
+    keys = ("filters", "pre_clean", "waiver", "documents_in", "canaries")
+    sources = {name: {key: report[key] for key in keys} for name, report in reports.items()}
+    return measure("GATE-DATA-013", {"sources": sources}, holds="every source filtered, each filter proven")
+
+
+def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports) -> Outcome:
+    """GATE-DATA-014: each source's in, out, drops by reason, its drop log lines and documents written."""
     sources: dict[str, dict[str, Any]] = {
         name: {
             "documents_in": report["documents_in"],
             "documents_out": report["documents_out"],
             "dropped": report["dropped"],
+            "logged": dict(logged.get(name, {})),
             "written": written.get(name, 0),
         }
-        for name, report in runner.as_dict().items()
+        for name, report in reports.items()
     }
-    for name in sorted(set(written) - set(sources)):  # written but never seen by a filter
-        sources[name] = {"documents_in": 0, "documents_out": 0, "dropped": {}, "written": written[name]}
+    for name in sorted((set(written) | set(logged)) - set(sources)):  # never seen by a filter
+        sources[name] = {
+            "documents_in": 0,
+            "documents_out": 0,
+            "dropped": {},
+            "logged": dict(logged.get(name, {})),
+            "written": written.get(name, 0),
+        }
     return measure("GATE-DATA-014", {"sources": sources}, holds="drop counts add up per source")
+
+
+def share_outcome(reports: Reports) -> Outcome:
+    """GATE-DATA-015: each source's documents in and dropped by reason, and the first example of each."""
+    keys = ("documents_in", "dropped", "examples", "filters", "scripts")
+    sources = {name: {key: report[key] for key in keys} for name, report in reports.items()}
+    return measure("GATE-DATA-015", {"sources": sources}, holds="no source lost most of its documents")
 
 
 @gate_require("GATE-DATA-012", lambda runner: canaries_outcome(runner))
@@ -54,10 +86,20 @@ def check_canaries(runner: FilterRunner) -> None:
     """Judge the leak settings on their canaries before any document is read."""
 
 
-@gate_require("GATE-DATA-013", lambda runner: coverage_outcome(runner))
-@gate_require("GATE-DATA-014", lambda runner, written: counts_outcome(runner, written))
-def check_reports(runner: FilterRunner, written: Mapping[str, int]) -> None:
-    """Judge the filter reports once every document was read and written."""
+@gate_require("GATE-DATA-012", lambda runner, written, logged: stream_canaries_outcome(runner))
+@gate_require("GATE-DATA-013", lambda runner, written, logged: coverage_outcome(runner.as_dict()))
+@gate_require(
+    "GATE-DATA-014", lambda runner, written, logged: counts_outcome(runner.as_dict(), written, logged)
+)
+@gate_require("GATE-DATA-015", lambda runner, written, logged: share_outcome(runner.as_dict()))
+def check_reports(runner: FilterRunner, written: Mapping[str, int], logged: Reports) -> None:
+    """Judge the filter books once every document was read and written; `logged` is the drop log
+    counted again from its file (stack.data.filters.droplog.recount)."""
+
+
+@gate_require("GATE-DATA-014", lambda reports, written, logged: counts_outcome(reports, written, logged))
+def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports) -> None:
+    """Judge a prepared DATA_DIR's books against its drop log again (`stack prepare --verify`)."""
 
 
 def open_filters(

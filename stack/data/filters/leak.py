@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import cache
 
 from stack.data.filters.settings import LeakSettings
 
@@ -41,6 +42,8 @@ def head_region(text: str, settings: LeakSettings, head: str | None = None) -> s
 
 def count_headers(region: str, settings: LeakSettings) -> int:
     """Prose markdown headers in `region` (see the module docstring for what counts)."""
+    if "#" not in region:
+        return 0
     lines = region.split("\n")
     found = 0
     for i, line in enumerate(lines):
@@ -53,11 +56,18 @@ def count_headers(region: str, settings: LeakSettings) -> int:
     return found
 
 
+@cache
+def _lowered(phrases: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(phrase.lower() for phrase in phrases)
+
+
 def leak_reason(region: str, settings: LeakSettings, headers_apply: bool) -> str | None:
     """Why the head region is a leaked prompt (`leak_headers`, `leak_weight`, `leak_phrase`), or None."""
-    lowered = region.lower()
-    if any(phrase.lower() in lowered for phrase in settings.fingerprints):
-        return "leak_phrase"
+    if settings.fingerprints:
+        lowered = region.lower()
+        for phrase in _lowered(tuple(settings.fingerprints)):
+            if phrase in lowered:
+                return "leak_phrase"
     if not headers_apply:
         return None
     headers = count_headers(region, settings)

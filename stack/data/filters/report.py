@@ -1,13 +1,28 @@
-"""Drop reports as people read them: one line per source, and the reasons behind each drop.
+"""Drop reports as people read them: one line per source, the reasons behind each drop, and the fix.
 
 The same rows go to `stack prepare`'s output and to the site's prepare-record page
-(tools/site_runs.py), so what a user saw at the terminal is what the site shows.
+(tools/site_runs.py), so what a user saw at the terminal is what the site shows. When the
+filters take most of a source (GATE-DATA-015) or all of the corpus, the message names the
+filter, the counts, the first document it dropped, and what to pass if the documents belong.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from stack.data.filters.runner import FILTER_OF
+
+# What to pass when a filter drops documents that belong in the corpus, by filter.
+FIXES = {
+    "leak": 'waive the source: --no-filter {source} --reason "..." (prompt injections kept on purpose, say)',
+    "oversize": "cut the documents with --doc-sep SEP, or raise oversize.max_bytes with --filters FILE",
+    "diversity": 'if the repetition is the data, waive the source (--no-filter {source} --reason "...") or '
+    "lower diversity.min_compression_ratio with --filters FILE",
+    "script": "put each language in its own source (NAME=PATH), or name the scripts with --filters FILE "
+    '(script: {{expected: [...]}}), or waive the source: --no-filter {source} --reason "..."',
+    "dedup": "leave out --filter dedup if repeated documents are meant",
+}
 
 
 def drop_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -26,6 +41,7 @@ def drop_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "filters": list(report["filters"]),
                 "waiver": report["waiver"],
                 "pre_clean": bool(report["pre_clean"]),
+                "scripts": report.get("scripts"),
             }
         )
     return rows
@@ -42,8 +58,64 @@ def drop_lines(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
             continue
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in row["reasons"].items()) or "none"
         marked = " (marked pre-clean, filtered all the same)" if row["pre_clean"] else ""
+        scripts = (
+            f"; scripts kept: {', '.join(row['scripts']) or 'none'}" if row["scripts"] is not None else ""
+        )
         lines.append(
             f"  {row['source']}: {row['in']:,} in, {row['out']:,} out, {row['dropped_percent']:.2f}% "
-            f"dropped ({reasons}){marked}"
+            f"dropped ({reasons}){scripts}{marked}"
         )
+    return lines
+
+
+def fix_for(reason: str, source: str) -> str:
+    """What to pass when documents dropped for `reason` belong in `source`."""
+    return FIXES[FILTER_OF[reason]].format(source=source)
+
+
+def top_reason(report: Mapping[str, Any]) -> str | None:
+    """The reason that dropped most of a source's documents (the first by name on a tie)."""
+    dropped = {reason: n for reason, n in report["dropped"].items() if n}
+    return min(dropped, key=lambda reason: (-dropped[reason], reason)) if dropped else None
+
+
+def source_fix(name: str, report: Mapping[str, Any]) -> str:
+    """The cause of a source's largest drop, the filter (and the scripts it kept), and the fix."""
+    reason = top_reason(report)
+    if reason is None:
+        return ""
+    filter_name = FILTER_OF[reason]
+    detail = ""
+    if filter_name == "script" and report.get("scripts") is not None:
+        detail = f" (scripts kept for the source: {', '.join(report['scripts']) or 'none'})"
+    return f"the cause is the {filter_name} filter{detail}; if the documents belong, {fix_for(reason, name)}"
+
+
+def empty_corpus(files: int, reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """The one line that refuses a prepare with no document to write, naming the real cause."""
+    dropped = {name: report for name, report in reports.items() if sum(report["dropped"].values())}
+    if not dropped:
+        return f"empty corpus: {files} file(s) found under the inputs, all binary or empty; give text files"
+    parts = []
+    for name, report in sorted(dropped.items()):
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report["dropped"].items()) if n)
+        parts.append(f"{name}: {report['documents_in']:,} in, all dropped ({reasons})")
+    name, report = next(iter(sorted(dropped.items())))
+    reason = top_reason(report)
+    assert reason is not None
+    example = report["examples"].get(reason, "")
+    return (
+        f"the filters dropped every document: {'; '.join(parts)}; e.g. {example}; {source_fix(name, report)}"
+    )
+
+
+def drop_warnings(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """GATE-DATA-015's warning for each source that lost too much, as its judge words it, with the fix."""
+    from stack.data.filters.gates import share_outcome
+
+    lines = []
+    for name, report in sorted(reports.items()):
+        outcome = share_outcome({name: report})
+        if not outcome.ok:
+            lines.append(f"  warning GATE-DATA-015: {outcome.message}; {source_fix(name, report)}")
     return lines

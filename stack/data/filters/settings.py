@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.errors import BadInput
 
@@ -34,26 +34,33 @@ class LeakSettings(_Section):
 
 
 class OversizeSettings(_Section):
-    """Documents longer than max_bytes."""
+    """Documents a separator or a record format produced, longer than max_bytes."""
 
     max_bytes: int = Field(ge=1)
 
 
 class DiversitySettings(_Section):
-    """Low n-gram diversity: the coherence score of the first window."""
+    """A first window that repeats itself: its zlib compression ratio."""
 
     window_chars: int = Field(ge=1)
     min_chars: int = Field(ge=1)
-    min_score: float = Field(ge=0, le=100)
+    min_compression_ratio: float = Field(ge=0, le=1)
 
 
 class ScriptSettings(_Section):
-    """The share of letters in the expected Unicode scripts."""
+    """The share of letters in the scripts of the document's source: measured, or `expected` for all."""
 
-    expected: list[str] = Field(min_length=1)
+    expected: list[str] | None = Field(default=None, min_length=1)
+    source_share: float = Field(gt=0, le=1)
     min_share: float = Field(ge=0, le=1)
     window_chars: int = Field(ge=1)
     min_letters: int = Field(ge=1)
+
+    @field_validator("expected")
+    @classmethod
+    def _upper(cls, names: list[str] | None) -> list[str] | None:
+        """Scripts are named as in Unicode names, upper case: `cyrillic` means CYRILLIC."""
+        return None if names is None else [name.strip().upper() for name in names]
 
 
 class DedupSettings(_Section):
