@@ -66,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir
 
     _check_split_options(args)
+    check_inputs(KIND, args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     try:

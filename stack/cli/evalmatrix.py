@@ -88,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus, canonical_sha256
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir, keep
 
+    check_inputs(KIND, args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     config = {

@@ -199,11 +199,13 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
 
 def run(args: argparse.Namespace) -> int:
     """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
+    from stack.cli.inputs import check_inputs
     from stack.cli.trace import run_recorded, torch_device
     from stack.trace.record import run_dir_of
     from stack.train.trained import load_trained, resolve_checkpoint
 
     _validate(args)
+    check_inputs("lens", args)
     _check_outputs(args)
     checkpoint = resolve_checkpoint(args.path)
     anchor = run_dir_of(checkpoint)

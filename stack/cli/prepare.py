@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
 from stack.cli import values
+from stack.cli.inputs import check_inputs
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
 from stack.data.prepare_record import recorded
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
@@ -196,6 +197,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             f"--format {args.format} reads the JSONL files given as INPUT; drop --default, --doc-sep, "
             "--glob and --seq-len"
         )
+    check_inputs("prepare", args)
     waivers = _waivers(args)
     return recorded(
         args.argv,
@@ -294,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput("--verify checks an existing DATA_DIR; give it no INPUT and no --default")
         if args.filter or args.filters or args.no_filter or args.reason or args.evidence_dir:
             raise BadInput("--filter, --filters, --no-filter, --reason and --evidence-dir go with preparing")
+        check_inputs("prepare", args)
         from stack.data.verify import verify_data_dir
 
         manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
@@ -306,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput("--template and --pack-len go with --format chat, prompt-completion or prefs")
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
+        check_inputs("prepare", args)
         from stack.data.formats import Layout
         from stack.data.prepare import prepare_corpus
 

@@ -36,9 +36,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the prompt followed by its continuation."""
     import torch
 
+    from stack.cli.inputs import check_inputs
     from stack.model.generate import generate_long
     from stack.train.trained import load_trained
 
+    check_inputs("sample", args)
     trained = load_trained(args.path, args.device)
     ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
     if not ids:

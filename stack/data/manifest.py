@@ -268,8 +268,22 @@ def parse_manifest(data_dir: Path, payload: bytes) -> Manifest:
 
 
 def load_manifest(data_dir: Path | str) -> Manifest:
-    """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix."""
+    """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix.
+
+    A directory that is another kind of artifact (a checkpoint, whose manifest.json has the same
+    name; a run directory) is refused for what it is (stack.artifacts), not called corrupt."""
     data_dir = Path(data_dir)
+    try:
+        return _load_manifest(data_dir)
+    except BadInput:
+        if data_dir.is_dir():
+            from stack.artifacts import require
+
+            require(data_dir, "data")
+        raise
+
+
+def _load_manifest(data_dir: Path) -> Manifest:
     if data_dir.exists() and not data_dir.is_dir():
         raise BadInput(
             f"DATA_DIR {data_dir} is a file, not a directory; give the directory `stack prepare` wrote"

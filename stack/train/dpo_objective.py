@@ -64,6 +64,7 @@ class Dpo(Objective):
     """The DPO loss of preference pairs against a frozen reference (see the module docstring)."""
 
     name = "dpo"
+    data = "data-prefs"
     metric_names = ("chosen_reward", "rejected_reward", "margin", "accuracy")
     first_loss_is_ln_vocab = False  # the DPO loss starts at ln 2, by GATE-DPO-001
 

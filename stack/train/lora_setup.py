@@ -19,13 +19,12 @@ from pathlib import Path
 import torch
 
 from contracts.errors import BadInput
+from stack.artifacts import ADAPTER_DIR
 from stack.model.adapters import save_adapter
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora, base_sha256, has_lora
 from stack.model.lora_checks import check_identity, check_trained, identity_measured, trained_measured
 from stack.train.config import LoraSection, RunConfig
-
-ADAPTER_DIR = "adapter"
 
 
 def attach(model: GPT, config: RunConfig, sharded: bool) -> list[str]:

@@ -56,6 +56,7 @@ class Sft(Objective):
     """Masked next-token loss on packed SFT windows (see the module docstring)."""
 
     name = "sft"
+    data = "data-sft"
     metric_names = ("supervised_tokens",)
 
     def window(self, data_dir: Path, ctx: int) -> int:

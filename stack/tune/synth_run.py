@@ -18,6 +18,7 @@ from pathlib import Path
 
 from contracts.errors import GateViolation
 from contracts.evidence import RunStatus, canonical_sha256, sha256_file
+from stack.artifacts import SYNTH_RECORDS, SYNTH_SIDECAR
 from stack.data.sft_template import load_template
 from stack.es.rundir import check_fresh_out
 from stack.eval.evidence import CommandEvidence
@@ -27,7 +28,7 @@ from stack.tune import synth
 from stack.tune.settings import SynthSettings
 
 KIND = "synth"
-RECORDS, SIDECAR = "synth.jsonl", "synth.json"
+RECORDS, SIDECAR = SYNTH_RECORDS, SYNTH_SIDECAR
 
 
 def run(
