@@ -89,6 +89,7 @@ INPUTS: tuple[Input, ...] = (
     Input("export", "RUN_DIR|CKPT", "path", "model"),
     Input("export", "--sample-text", "sample_text", "text"),
     Input("import-hf", "DIR", "path", "hf"),
+    Input("import-hf", "--sample-text", "sample_text", "text"),
     Input("trace", "CKPT", "path", "model"),
     Input("trace", "--against", "against", "model"),
     Input("trace", "--compare", "compare", "trace-dump"),
