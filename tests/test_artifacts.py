@@ -260,6 +260,19 @@ def test_the_table_of_inputs_covers_every_path_argument_of_every_parser() -> Non
     assert all(kind in BY_NAME for need in NEEDS.values() for kind in need.kinds)
 
 
+def test_the_docs_table_is_the_definitions() -> None:
+    """docs/reliability.md's table is rendered from INPUTS and KINDS: a row per input, a row per kind."""
+    from site_accepts import SECTION, accepts_page
+
+    page = accepts_page()
+    inputs = page.split(f"[start:{SECTION}]")[1].split(f"[end:{SECTION}]")[0]
+    assert inputs.count("\n| <code>stack ") == len(INPUTS)
+    kinds = page.split("## The kinds")[1]
+    assert [line.split("</code>")[0].removeprefix("| <code>") for line in kinds.splitlines()[4:]] == [
+        kind.name for kind in KINDS
+    ]
+
+
 def test_a_refusal_routes_from_what_was_given() -> None:
     """The fix depends on what was given: a Hugging Face directory is imported, data is trained on."""
     hf = artifacts.Identity(Path("llama"), BY_NAME["hf-model"])
