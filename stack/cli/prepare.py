@@ -358,6 +358,13 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    if manifest.normalised:
+        marks = sum(n.byte_order_marks for n in manifest.normalised.values())
+        crlf = sum(n.crlf_files for n in manifest.normalised.values())
+        print(
+            f"  read as saved: {marks} file(s) began with a UTF-8 byte-order mark (dropped), "
+            f"{crlf} had CRLF line ends (read as LF)"
+        )
     if manifest.filters:
         from stack.data.filters.report import drop_lines
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
 from stack.data.formats import Layout, read_documents
+from stack.data.line_ends import Normalised
 from stack.data.working_set import WorkingSet
 
 
@@ -33,7 +34,7 @@ class FileEnd:
     invalid_utf8: bool
 
 
-Event = list[Document] | Long | Skipped | FileEnd
+Event = list[Document] | Long | Skipped | Normalised | FileEnd
 
 
 def is_long(found: Document | FileRegion, working: WorkingSet) -> bool:
@@ -50,7 +51,7 @@ def batched(
     for item in files:
         invalid = False
         for found in read_documents(item, layout, working.batch_bytes, advance):
-            if isinstance(found, Skipped):
+            if isinstance(found, Skipped | Normalised):
                 yield found
             elif is_long(found, working):
                 if batch:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal, Self
 
@@ -106,6 +107,21 @@ class SourceStats(Strict):
     invalid_utf8_files: int = Field(ge=0)
 
 
+class NormalisedInput(Strict):
+    """What the readers normalised in one source's files (stack.data.line_ends), so a file saved by
+    a Windows editor is read like any other and the manifest says so."""
+
+    byte_order_marks: int = Field(default=0, ge=0)  # files that began with a UTF-8 byte-order mark, dropped
+    crlf_files: int = Field(default=0, ge=0)  # files whose CRLF line ends were read as LF
+
+
+def normalised_input(counts: Mapping[str, Mapping[str, int]]) -> dict[str, NormalisedInput]:
+    """The manifest's `normalised`: each source where a reader normalised something, by source name."""
+    return {
+        source: NormalisedInput(**found) for source, found in sorted(counts.items()) if any(found.values())
+    }
+
+
 class SplitTotals(Strict):
     """Tokens and documents of one split, summed over its shards."""
 
@@ -172,6 +188,8 @@ class Manifest(Strict):
     duplicate_documents: int = Field(ge=0)
     sft: SftEntry | None = None  # supervised fine-tuning data only; absent from other manifests
     filters: dict[str, FilterReport] = {}  # per source; absent from manifests made before filters
+    # per source, where a reader dropped a byte-order mark or read CRLF as LF; absent when none did
+    normalised: dict[str, NormalisedInput] = {}
 
     _sha256: str = PrivateAttr(default="")
 
@@ -224,8 +242,9 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     """The canonical serialisation: fixed field order, so equal manifests have equal bytes.
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
-    tied to their sha256) are what they were before the field existed."""
-    exclude = {name for name in ("sft", "filters") if not getattr(manifest, name)} or None
+    tied to their sha256) are what they were before the field existed; so with `filters` and
+    `normalised` when they are empty."""
+    exclude = {name for name in ("sft", "filters", "normalised") if not getattr(manifest, name)} or None
     return (manifest.model_dump_json(indent=2, exclude=exclude) + "\n").encode()
 
 

@@ -44,6 +44,7 @@ from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT
 from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.runner import FilterRunner
 from stack.data.formats import Layout, read_documents
+from stack.data.line_ends import Normalised
 from stack.data.long_documents import LongDocument, Spill
 from stack.data.manifest import (
     FORMAT_VERSION,
@@ -55,6 +56,7 @@ from stack.data.manifest import (
     SourceStats,
     Split,
     SplitTotals,
+    normalised_input,
     write_manifest,
 )
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
@@ -110,6 +112,7 @@ class _Collector:
         self.stats: defaultdict[str, Counter[str]] = defaultdict(
             Counter, {s: Counter() for s in plan.sources}
         )
+        self.normalised: defaultdict[str, Counter[str]] = defaultdict(Counter)  # stack.data.line_ends
         self.writers: dict[tuple[Split, str], ShardWriter] = {}
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
@@ -128,6 +131,8 @@ class _Collector:
                 long_invalid |= self._add_long(event)
             elif isinstance(event, Skipped):
                 self.stats[event.source][f"{event.reason}_skipped"] += 1
+            elif isinstance(event, Normalised):
+                self.normalised[event.source][event.what] += 1
             else:  # FileEnd: the file's own counts
                 counts = self.stats[event.item.source]
                 counts["files"] += 1
@@ -253,7 +258,7 @@ def _sample(plan: _Plan, advance: Callable[[int], None]) -> BpeSample:
     working = plan.working_set
     for item in plan.files:
         for found in read_documents(item, plan.layout, working.batch_bytes, advance):
-            if isinstance(found, Skipped):
+            if isinstance(found, Skipped | Normalised):
                 continue
             if isinstance(found, Document) and not is_long(found, working):
                 sample.offer(found.data, found.sha)
@@ -386,6 +391,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         totals=totals,
         duplicate_documents=collector.duplicates(),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
+        normalised=normalised_input(collector.normalised),
     )
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)

@@ -33,6 +33,7 @@ from stack.data.corpus import check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.runner import FilterRunner
+from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -40,11 +41,13 @@ from stack.data.manifest import (
     FilterReport,
     LabelFile,
     Manifest,
+    NormalisedInput,
     SftEntry,
     Shard,
     SourceStats,
     Split,
     SplitTotals,
+    normalised_input,
     write_manifest,
 )
 from stack.data.prefs_rows import PREFS_FORMAT, pair_turns, render_pair
@@ -121,17 +124,15 @@ def _read_examples(
     paths: Sequence[Path], fmt: str, template: ChatTemplate
 ) -> tuple[list[list[tuple[str, str]]], Counter[str]]:
     """Every record's turns (a pair's prompt, chosen, rejected), in file and line order; blank lines
-    are skipped."""
+    are skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends)."""
     examples, counts = [], Counter[str]()
     for path in paths:
         if not path.is_file():
             raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
         counts["files"] += 1
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read {path} as UTF-8 text ({exc})") from None
-        for number, line in enumerate(lines, start=1):
+        lines, bom, crlf = text_lines(path, f"a JSONL file of {fmt} records")
+        counts.update(event.what for event in reported("", bom, crlf))
+        for number, line in lines:
             if not line.strip():
                 counts["empty_skipped"] += 1
                 continue
@@ -277,6 +278,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         totals=totals,
         duplicate_documents=len(index) - len(np.unique(index["doc"])),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
+        normalised=normalised_input({plan.source: {k: counts[k] for k in NormalisedInput.model_fields}}),
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
             template=template.spec.name,

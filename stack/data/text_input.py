@@ -7,7 +7,9 @@ trailing ASCII whitespace removed: TinyStories writes `story\\n<|endoftext|>\\ns
 newlines around the separator belong to neither story. Text that is only whitespace (two
 separators in a row, one at the end of the file) is no document. A document that outgrows the
 batch size while it is read is not held: it becomes a FileRegion, read again when it is encoded.
-A file that is one document keeps its bytes exactly as they are, whitespace included.
+A file that is one document keeps its bytes exactly as they are, whitespace included, but for
+what an editor adds (stack.data.line_ends): a leading UTF-8 byte-order mark is dropped, and a
+file whose head holds a CRLF is read with every CRLF as LF, before any separator is looked for.
 """
 
 from __future__ import annotations
@@ -25,10 +27,16 @@ from stack.data.corpus import (
     is_binary,
     unreadable,
 )
+from stack.data.line_ends import BOM, CRLF, Normalised, as_lf, reported
 
 WHITESPACE = b" \t\r\n\f\v"
 
-Item = Document | FileRegion | Skipped
+Item = Document | FileRegion | Skipped | Normalised
+
+
+def _line_ends(head: bytes) -> tuple[int, bool]:
+    """Where a file's text starts (after a byte-order mark) and whether it is read with CRLF as LF."""
+    return (len(BOM) if head.startswith(BOM) else 0), CRLF in head[:BINARY_SNIFF_BYTES]
 
 
 def text_documents(
@@ -49,24 +57,31 @@ def _whole_file(item: InputFile, batch_bytes: int, advance: Callable[[int], None
     if size <= batch_bytes:
         data = item.path.read_bytes()
         advance(len(data))
-        if not data:
-            yield Skipped(item.source, "empty")
-        elif is_binary(data):
+        start, crlf = _line_ends(data)
+        if is_binary(data):
             yield Skipped(item.source, "binary")
+        elif len(data) == start:
+            yield Skipped(item.source, "empty")
         else:
-            yield document(item.source, data)
+            yield from reported(item.source, start > 0, crlf)
+            yield document(item.source, as_lf(data[start:]) if crlf else data[start:])
         return
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
-    yield Skipped(item.source, "binary") if is_binary(head) else FileRegion(item.source, item.path, 0, size)
+    start, crlf = _line_ends(head)
+    if is_binary(head):
+        yield Skipped(item.source, "binary")
+    else:
+        yield from reported(item.source, start > 0, crlf)
+        yield FileRegion(item.source, item.path, start, size, crlf)
     advance(size)
 
 
 class _Between:
     """The document being read between two separators: held while short, tracked by offsets once long."""
 
-    def __init__(self, source: str, path: Path, limit: int) -> None:
-        self.source, self.path, self.limit = source, path, limit
+    def __init__(self, source: str, path: Path, limit: int, crlf: bool) -> None:
+        self.source, self.path, self.limit, self.crlf = source, path, limit, crlf
         self._held = bytearray()
         self._held_at = 0
         self._long = False
@@ -98,9 +113,9 @@ class _Between:
         """The document read since the last separator (None when it was only whitespace); starts anew."""
         found: Document | FileRegion | None = None
         if self._long and self._start is not None:
-            found = FileRegion(self.source, self.path, self._start, self._end)
+            found = FileRegion(self.source, self.path, self._start, self._end, self.crlf)
         elif not self._long and (text := bytes(self._held).strip(WHITESPACE)):
-            found = document(self.source, text)
+            found = document(self.source, as_lf(text) if self.crlf else text)
         self._held, self._long, self._start, self._end = bytearray(), False, None, 0
         return found
 
@@ -108,23 +123,44 @@ class _Between:
 def _separated(
     item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
 ) -> Iterator[Item]:
-    between = _Between(item.source, item.path, batch_bytes)
-    found = 0
-    tail, offset = b"", 0  # unsearched bytes from the last block, and their file offset
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
-        if is_binary(head):
-            advance(item.path.stat().st_size)
-            yield Skipped(item.source, "binary")
-            return
-        handle.seek(0)
+    if is_binary(head):
+        advance(item.path.stat().st_size)
+        yield Skipped(item.source, "binary")
+        return
+    start, crlf = _line_ends(head)
+    yield from reported(item.source, start > 0, crlf)
+    yield from _documents(item, as_crlf(separator) if crlf else separator, batch_bytes, advance, start, crlf)
+
+
+def as_crlf(separator: bytes) -> bytes:
+    """A separator as it is written in a file with CRLF line ends."""
+    return separator.replace(CRLF, b"\n").replace(b"\n", CRLF)
+
+
+def _documents(
+    item: InputFile,
+    separator: bytes,
+    batch_bytes: int,
+    advance: Callable[[int], None],
+    start: int,
+    crlf: bool,
+) -> Iterator[Item]:
+    """The documents between separators of a file read from byte `start`."""
+    between = _Between(item.source, item.path, batch_bytes, crlf)
+    count = 0
+    tail, offset = b"", start  # unsearched bytes from the last block, and their file offset
+    advance(start)
+    with open(item.path, "rb") as handle:
+        handle.seek(start)
         while block := handle.read(batch_bytes):
             advance(len(block))
             buf, pos = tail + block, 0
             while (hit := buf.find(separator, pos)) >= 0:
                 between.add(buf[pos:hit], offset + pos)
                 if (doc := between.finish()) is not None:
-                    found += 1
+                    count += 1
                     yield doc
                 pos = hit + len(separator)
             keep = max(pos, len(buf) - len(separator) + 1)  # a separator may start in the kept tail
@@ -132,7 +168,7 @@ def _separated(
             tail, offset = buf[keep:], offset + keep
     between.add(tail, offset)
     if (doc := between.finish()) is not None:
-        found += 1
+        count += 1
         yield doc
-    if not found:
+    if not count:
         yield Skipped(item.source, "empty")

@@ -27,6 +27,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.line_ends import text_lines
 from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
 from stack.model.generate import generate_long
@@ -90,7 +91,8 @@ def _text_of(record: object, where: str) -> str:
 def jsonl_examples(path: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> list[Example]:
     """n lines of a JSONL file, each tokenized as one text and cut to `length` tokens."""
     examples = []
-    for number, line in enumerate(path.read_bytes().decode("utf-8").splitlines(), 1):
+    lines, _, _ = text_lines(path, "a JSONL file of training examples")
+    for number, line in lines:
         if not line.strip():
             continue
         where = f"--examples {path} line {number}"
