@@ -358,6 +358,11 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    if manifest.sft is not None and manifest.sft.dropped:
+        left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
+        longest = manifest.sft.longest_dropped
+        admits = f" (the longest needs {longest} tokens: --pack-len {longest} admits it)" if longest else ""
+        print(f"  left out {sum(manifest.sft.dropped.values())} example(s): {left}{admits}")
     if manifest.normalised:
         marks = sum(n.byte_order_marks for n in manifest.normalised.values())
         crlf = sum(n.crlf_files for n in manifest.normalised.values())

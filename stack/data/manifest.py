@@ -153,6 +153,10 @@ class SftEntry(Strict):
     assistant_turns: int = Field(ge=0)
     markers_missing: int = Field(ge=0)
     labels: list[LabelFile]
+    # examples left out by rule (empty, too_long: stack.data.sft_prepare) and the tokens the
+    # longest too-long one needs; the filters' own drops are in `filters`
+    dropped: dict[str, int] = {}
+    longest_dropped: int | None = None
 
 
 class FilterReport(Strict):
