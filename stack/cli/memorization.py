@@ -161,6 +161,14 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
         raise BadInput(
             f"--base {args.base} has another tokenizer than {args.path}; give the model it was tuned from"
         )
+    for option, trained in ((f"TUNED {args.path}", tuned), (f"--base {args.base}", base)):
+        ctx = trained.config.model.ctx
+        if args.prefix + continuation > ctx:
+            raise BadInput(
+                f"--prefix {args.prefix} + --continuation {continuation} tokens do not fit the context of "
+                f"{option} ({ctx} tokens): past it the continuation would follow a cut prefix; give "
+                f"--prefix and --continuation that sum to at most {ctx}"
+            )
     evidence.record.data = DataRef(tokenizer_sha256=tuned.tokenizer.sha256)
     evidence.record.metrics["base_checkpoint"] = str(base.checkpoint.path.resolve())
     chosen = _examples(args, tuned.tokenizer, args.prefix + continuation)

@@ -190,7 +190,7 @@ def tokenizer_option(value: str) -> str | Tokenizer:
 def _prepare_sft(args: argparse.Namespace) -> Manifest:
     """`--format chat|prompt-completion|prefs`: fine-tuning examples or preference pairs
     (stack.data.sft_prepare, stack.data.prefs_rows)."""
-    from stack.data.sft_prepare import DEFAULT_PACK_LEN, prepare_sft
+    from stack.data.sft_prepare import prepare_sft
 
     if args.default or args.doc_sep is not None or args.glob is not None or args.seq_len is not None:
         raise BadInput(
@@ -199,6 +199,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
         )
     check_inputs("prepare", args)
     waivers = _waivers(args)
+    pack_len = _pack_len(args)
     return recorded(
         args.argv,
         args.evidence_dir,
@@ -208,7 +209,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             args.out,
             fmt=args.format,
             template=args.template,
-            pack_len=args.pack_len or DEFAULT_PACK_LEN,
+            pack_len=pack_len,
             tokenizer=tokenizer_option(args.tokenizer),
             vocab_size=args.vocab_size,
             val_fraction=args.val_fraction,
@@ -220,6 +221,34 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             no_filter=waivers,
         ),
     )
+
+
+def _pack_len(args: argparse.Namespace) -> int:
+    """--pack-len, checked before any work against the model whose tokenizer `--tokenizer RUN_DIR`
+    takes (the data is for it): longer is refused; the default is cut to fit, and says so."""
+    from stack.data.pretrained import directory_of
+    from stack.data.sft_prepare import DEFAULT_PACK_LEN, most_pack_len
+    from stack.export.hf_tokenizer import model_context
+
+    given = args.tokenizer not in TOKENIZER_NAMES
+    model = directory_of(args.tokenizer) or Path(args.tokenizer) if given else None
+    ctx = None if model is None else model_context(model)
+    if ctx is None:
+        return args.pack_len or DEFAULT_PACK_LEN
+    most = most_pack_len(args.format, ctx)
+    if args.pack_len is not None and args.pack_len > most:
+        raise BadInput(
+            f"--pack-len {args.pack_len} is longer than {model} reads (context {ctx}: at most {most}); "
+            f"give at most {most}"
+        )
+    if args.pack_len is None and most < DEFAULT_PACK_LEN:
+        print(
+            f"stack prepare: note: --pack-len {most}, the most {model} reads (the default "
+            f"{DEFAULT_PACK_LEN} would not fit)",
+            file=sys.stderr,
+        )
+        return most
+    return args.pack_len or DEFAULT_PACK_LEN
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:

@@ -38,6 +38,18 @@ def reported(source: str, bom: bool, crlf: bool) -> list[Normalised]:
     return [Normalised(source, what) for what, hit in ((BYTE_ORDER_MARKS, bom), (CRLF_FILES, crlf)) if hit]
 
 
+def text_start(head: bytes, sniff: int) -> tuple[int, bool]:
+    """Where a text file's text starts (after a byte-order mark), and whether it is read with CRLF
+    as LF: whether its first `sniff` bytes hold a CRLF."""
+    return (len(BOM) if head.startswith(BOM) else 0), CRLF in head[:sniff]
+
+
+def whole_text(data: bytes, sniff: int) -> tuple[bytes, bool, bool]:
+    """A text file's bytes as a reader takes them whole; whether a mark was dropped, CRLF read as LF."""
+    start, crlf = text_start(data, sniff)
+    return (as_lf(data[start:]) if crlf else data[start:]), start > 0, crlf
+
+
 def as_lf(data: bytes) -> bytes:
     """Every CRLF of `data` as LF."""
     return data.replace(CRLF, b"\n")

@@ -82,6 +82,12 @@ class _Split:
     examples: list[Rendered] = field(default_factory=list)
 
 
+def most_pack_len(fmt: str, ctx: int) -> int:
+    """The longest --pack-len a model of context `ctx` reads: a chat or prompt-completion window
+    holds ctx tokens, a pair's row its context and the one token it predicts last."""
+    return ctx + 1 if fmt == PREFS_FORMAT else ctx
+
+
 def labels_header(tokens: int, examples: int) -> bytes:
     """The 32-byte header of a label file."""
     return HEADER.pack(LABELS_MAGIC, SHARD_VERSION, LABEL_DTYPE.itemsize, tokens, examples)

@@ -27,7 +27,7 @@ from stack.data.corpus import (
     is_binary,
     unreadable,
 )
-from stack.data.line_ends import BOM, CRLF, Normalised, as_lf, reported
+from stack.data.line_ends import CRLF, Normalised, as_lf, reported, text_start, whole_text
 
 WHITESPACE = b" \t\r\n\f\v"
 
@@ -35,8 +35,7 @@ Item = Document | FileRegion | Skipped | Normalised
 
 
 def _line_ends(head: bytes) -> tuple[int, bool]:
-    """Where a file's text starts (after a byte-order mark) and whether it is read with CRLF as LF."""
-    return (len(BOM) if head.startswith(BOM) else 0), CRLF in head[:BINARY_SNIFF_BYTES]
+    return text_start(head, BINARY_SNIFF_BYTES)
 
 
 def text_documents(
@@ -57,14 +56,14 @@ def _whole_file(item: InputFile, batch_bytes: int, advance: Callable[[int], None
     if size <= batch_bytes:
         data = item.path.read_bytes()
         advance(len(data))
-        start, crlf = _line_ends(data)
+        text, bom, crlf = whole_text(data, BINARY_SNIFF_BYTES)
         if is_binary(data):
             yield Skipped(item.source, "binary")
-        elif len(data) == start:
+        elif not text:
             yield Skipped(item.source, "empty")
         else:
-            yield from reported(item.source, start > 0, crlf)
-            yield document(item.source, as_lf(data[start:]) if crlf else data[start:])
+            yield from reported(item.source, bom, crlf)
+            yield document(item.source, text)
         return
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)

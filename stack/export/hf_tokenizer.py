@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from contracts.errors import BadInput
-from stack.artifacts import require
+from stack.artifacts import HF_CONFIG, require
 from stack.data.pretrained import TOKENIZER_CONFIG, TOKENIZER_JSON, PretrainedTokenizer
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.data.tokenizer_identity import EOT_TOKEN, hf_json
@@ -101,3 +101,17 @@ def model_tokenizer(path: Path) -> Tokenizer:
     if identity.kind.family == "data":  # a DATA_DIR's tokenizer.json is the stack's own record
         return load_tokenizer(path)
     return read_tokenizer(path)
+
+
+def model_context(path: Path) -> int | None:
+    """The context of the model whose tokenizer `--tokenizer RUN_DIR` takes, so what is prepared
+    for it can be checked against it before any work: a stack model's `model.ctx`, a Hugging Face
+    model's `max_position_embeddings`; None for a DATA_DIR or a tokenizer alone."""
+    identity = require(path, "tokenizer-source")
+    if identity.kind.family == "model":
+        return int(ckpt.read_state(resolve_checkpoint(path))["config"]["model"]["ctx"])
+    config = Path(path) / HF_CONFIG
+    if identity.kind.family in ("export", "hf") and config.is_file():
+        found = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+        return found if isinstance(found, int) else None
+    return None

@@ -12,6 +12,7 @@ OUT must be new or empty: a synthesis never writes over data.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -55,7 +56,14 @@ def run(
                 "model": source_record(checkpoint),
                 "template": {"path": str(template.path.resolve()), "sha256": template.sha256},
                 "settings": asdict(settings),
+                "clamped": synth.clamps(trained.model, trained.tokenizer, template, settings),
             }
+            for name, cut in sidecar["clamped"].items():
+                print(
+                    f"stack synth: note: --{name.replace('_', '-')} {cut['asked']} is more than the model's "
+                    f"context of {cut['ctx']} leaves; at most {cut['at_most']} are generated",
+                    file=sys.stderr,
+                )
             evidence.record.config = sidecar
             evidence.record.config_sha256 = canonical_sha256(sidecar)
             report = synth.synthesize(trained.model, trained.tokenizer, template, settings, on_sample)
