@@ -24,6 +24,7 @@ files that define a kind are named here, and their writers import the names from
 from __future__ import annotations
 
 import json
+import re
 import struct
 import tomllib
 from collections.abc import Callable
@@ -36,12 +37,12 @@ from contracts.evidence import EVIDENCE_FILE
 from contracts.release_rules import WEIGHTS_FILE
 from stack.data.manifest import MANIFEST_FILE as DATA_MANIFEST
 from stack.data.pretrained import TOKENIZER_JSON
-from stack.data.shards import SHARD_DIR
 from stack.data.split import INDEX_FILE
 from stack.runlock import LOCK_FILE
 
 # The files that define the kinds below (their writers import these names from here).
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, RUN_DIR/checkpoints/step-NNNNNNN
+CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # `step-0000005-my-backup` is the user's, never ours
 CHECKPOINT_MANIFEST = "manifest.json"  # a checkpoint's sha256 per file (a DATA_DIR's has the same name)
 STATE_FILE = "state.json"  # a checkpoint's step, config, tokenizer and the rest of its state
 OPTIMIZER_FILE = "optimizer.safetensors"  # what a weights-only checkpoint (a release) lacks
@@ -170,7 +171,7 @@ def _data_manifest(look: Look) -> dict[str, Any] | None:
     manifest = look.json(DATA_MANIFEST)
     if manifest is not None and {"shards", "tokenizer"} <= manifest.keys():
         return manifest
-    if look.has(INDEX_FILE) or look.has_dir(SHARD_DIR):
+    if look.has(INDEX_FILE):  # a folder of the user's called shards/ is no DATA_DIR: the index is
         return {}
     return None
 
@@ -196,14 +197,22 @@ def _run_kind(look: Look) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _has_checkpoints(look: Look) -> bool:
+    """A checkpoints/ directory holding a step-NNNNNNN checkpoint (a folder of the user's that happens
+    to be called checkpoints/ does not make a run)."""
+    if not look.has_dir(CHECKPOINTS_DIR):
+        return False
+    return any(CHECKPOINT_NAME.fullmatch(p.name) for p in (look.path / CHECKPOINTS_DIR).iterdir())
+
+
 def _is_run_like(look: Look) -> bool:
-    """checkpoints/, or a run configuration beside the lock of the run's writer (a run stopped before
-    its first checkpoint; a ledger's copy of a run's record has the configuration but no lock)."""
-    return look.has_dir(CHECKPOINTS_DIR) or look.has(RUN_CONFIG, LOCK_FILE)
+    """Its checkpoints, or a run configuration beside the lock of the run's writer (a run stopped
+    before its first checkpoint; a ledger's copy of a run's record has the configuration, no lock)."""
+    return _has_checkpoints(look) or look.has(RUN_CONFIG, LOCK_FILE)
 
 
 def _is_es_run(look: Look) -> bool:
-    return look.has_dir(CHECKPOINTS_DIR) and _run_kind(look) == ES_RUN_KIND
+    return _has_checkpoints(look) and _run_kind(look) == ES_RUN_KIND
 
 
 def _is_lora_run(look: Look) -> bool:
@@ -350,7 +359,7 @@ KINDS: tuple[Kind, ...] = (
         "data-pretrain",
         "a prepared DATA_DIR of pretraining text",
         "stack prepare",
-        f"{DATA_MANIFEST} listing shards, with {INDEX_FILE} and {SHARD_DIR}/, and no sft entry",
+        f"{DATA_MANIFEST} listing shards (or its {INDEX_FILE}), and no sft entry",
         "data",
         lambda look: _data_format(look) in ("pretrain", ""),
         {
@@ -364,9 +373,9 @@ KINDS: tuple[Kind, ...] = (
         "import",
         "a Hugging Face model imported as a run directory",
         "stack import-hf",
-        f"{IMPORT_RECORD} beside {CHECKPOINTS_DIR}/",
+        f"{IMPORT_RECORD} beside {CHECKPOINTS_DIR}/step-NNNNNNN",
         "model",
-        lambda look: look.has(IMPORT_RECORD) and look.has_dir(CHECKPOINTS_DIR),
+        lambda look: look.has(IMPORT_RECORD) and _has_checkpoints(look),
         {
             "training-run": "it cannot be resumed: start a new run from it with --init-from {path}",
             "hf": "it is imported already: give it to the command that reads a model",
@@ -376,16 +385,16 @@ KINDS: tuple[Kind, ...] = (
         "surgery",
         "a surgery output",
         "stack laser | quantize | lora merge",
-        f"{SURGERY_RECORD} beside {CHECKPOINTS_DIR}/",
+        f"{SURGERY_RECORD} beside {CHECKPOINTS_DIR}/step-NNNNNNN",
         "model",
-        lambda look: look.has(SURGERY_RECORD) and look.has_dir(CHECKPOINTS_DIR),
+        lambda look: look.has(SURGERY_RECORD) and _has_checkpoints(look),
         {"training-run": "it cannot be resumed: start a new run from it with --init-from {path}"},
     ),
     Kind(
         "es-run",
         "an evolution-strategies run directory",
         "stack es",
-        f"{CHECKPOINTS_DIR}/ beside a {EVIDENCE_FILE} of run kind {ES_RUN_KIND}",
+        f"{CHECKPOINTS_DIR}/step-NNNNNNN beside a {EVIDENCE_FILE} of run kind {ES_RUN_KIND}",
         "model",
         _is_es_run,
         {"training-run": "resume it with `stack es --resume {path}`"},
@@ -406,7 +415,7 @@ KINDS: tuple[Kind, ...] = (
         "run",
         "a run directory",
         "stack train",
-        f"{CHECKPOINTS_DIR}/, or {RUN_CONFIG} beside the writer's {LOCK_FILE}",
+        f"{CHECKPOINTS_DIR}/step-NNNNNNN, or {RUN_CONFIG} beside the writer's {LOCK_FILE}",
         "model",
         _is_run_like,
         {

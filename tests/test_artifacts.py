@@ -229,6 +229,18 @@ def test_a_data_dir_whose_manifest_does_not_parse_is_left_to_its_reader(
     assert "needs a run directory or checkpoint" in capsys.readouterr().err
 
 
+def test_a_users_folders_named_like_ours_are_plain(tmp_path: Path) -> None:
+    """A corpus with folders called checkpoints/ and shards/, and a config.toml, is no run and no
+    DATA_DIR: what defines those is their checkpoints, their index and the writer's lock."""
+    corpus = tmp_path / "project"
+    for folder in ("checkpoints/old", "shards"):
+        (corpus / folder).mkdir(parents=True)
+    (corpus / "shards" / "part-0.txt").write_text("text\n")
+    (corpus / "config.toml").write_text("[tool]\n")
+    (corpus / "checkpoints" / "step-0000001-my-backup").mkdir()
+    assert identify(corpus).kind.name == "plain-dir"
+
+
 def _path_arguments(parser: argparse.ArgumentParser) -> dict[str, set[str]]:
     """command → the destinations of its arguments that name a path (by their type or metavar)."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
