@@ -11,6 +11,7 @@ held to the parsers, so a new path argument cannot be left out of it.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -183,6 +184,21 @@ def test_a_training_task_refuses_the_data_of_another_task(
         line = capsys.readouterr().err.strip()
         assert len(line.splitlines()) == 1 and BY_NAME[given].noun in line and need.noun in line, line
         assert fits in line and not out.exists()
+
+
+def test_a_model_named_in_the_config_is_identified_too(
+    kinds: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path no command line names (a DPO reference, a teacher) is refused for what it is as well."""
+    for key, task in (("dpo.reference", "dpo"), ("distill.teacher", "distill")):
+        data = kinds["data-prefs" if task == "dpo" else "data-pretrain"]
+        argv = ["train", "--data", str(data), "--init-from", str(kinds["run"]), "--out", str(tmp_path / task)]
+        sets = ["--set", f"train.task={task}", "--set", f"{key}={json.dumps(str(kinds['hf-model']))}"]
+        sets += ["--set", "train.steps=2"]
+        assert main([*argv, *sets, "--set", "train.device='cpu'"]) == 2
+        line = capsys.readouterr().err.strip()
+        assert BY_NAME["hf-model"].noun in line and "`stack import-hf" in line, line
+        assert not any(word in line.lower() for word in DAMAGE_WORDS)
 
 
 @pytest.mark.parametrize(
