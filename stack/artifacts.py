@@ -683,10 +683,19 @@ NEEDS: dict[str, Need] = {
 }
 
 
+# What an unsure identity is called: its family, and the file that would have told its kind.
+UNSURE = {
+    "data": f"a prepared DATA_DIR whose {DATA_MANIFEST} cannot be read",
+    "model": f"a run directory whose {EVIDENCE_FILE} cannot be read",
+}
+
+
 def refusal(identity: Identity, need: Need, who: str | None = None) -> str:
     """The one line for a valid artifact of the wrong kind: what it is, what is needed, how to get it."""
     given = identity.kind
     made = f" (written by `{given.written_by}`)" if given.written_by else ""
+    if not identity.sure:
+        return f"{identity.path} is {UNSURE[given.family]}; {who or 'this'} needs {need.noun}: {need.make}"
     route = given.routes.get(need.name) or given.routes.get(need.name.split("-")[0]) or need.make
     hint = route.format(path=identity.path)
     needs = f"{who} needs" if who else "this needs"

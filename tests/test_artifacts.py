@@ -242,7 +242,8 @@ def test_a_data_dir_whose_manifest_does_not_parse_is_left_to_its_reader(
     )
     assert "is corrupt" in capsys.readouterr().err
     assert main(["sample", str(copy)]) == 2
-    assert "needs a run directory or checkpoint" in capsys.readouterr().err
+    line = capsys.readouterr().err
+    assert "is a prepared DATA_DIR whose manifest.json cannot be read; `stack sample` needs a run" in line
 
 
 def test_a_users_folders_named_like_ours_are_plain(tmp_path: Path) -> None:
