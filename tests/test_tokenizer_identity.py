@@ -161,7 +161,7 @@ def _inputs(root: Path, fmt: str) -> tuple[list[str], list[str]]:
         pq.write_table(pa.table({"text": lines}), root / "docs.parquet")
         return [str(root / "docs.parquet")], []
     if fmt == "chat":
-        return [str(DATA / "chat_small.jsonl")], ["--format", "chat", "--pack-len", "96"]
+        return [str(DATA / "chat_small.jsonl")], ["--format", "chat", "--pack-len", "64"]
     if fmt == "prompt-completion":
         return [str(DATA / "prompt_completion_small.jsonl")], [
             "--format",
