@@ -39,9 +39,10 @@ from contracts.evidence import (
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
+from stack.artifacts import MODEL_CARD
 from stack.train import checkpoint as ckpt
 
-CARD_FILE = "MODEL_CARD.md"
+CARD_FILE = MODEL_CARD
 
 
 @dataclass(frozen=True)

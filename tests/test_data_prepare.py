@@ -265,7 +265,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_missing_input_and_no_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_cli(capsys, "prepare", str(tmp_path / "nope"), "--out", str(tmp_path / "d"))
-    assert code == EXIT_BAD_INPUT and "does not exist" in err
+    assert code == EXIT_BAD_INPUT and "is not there (no such file or directory)" in err
     code, err = run_cli(capsys, "prepare", "--out", str(tmp_path / "d"))
     assert code == EXIT_BAD_INPUT and "nothing to prepare" in err
 
@@ -286,7 +286,7 @@ def test_corrupt_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     (data / MANIFEST_FILE).write_text("[]", encoding="utf-8")
     assert run_cli(capsys, "prepare", "--verify", "--out", str(data))[0] == EXIT_BAD_INPUT
     code, err = run_cli(capsys, "prepare", "--verify", "--out", str(tmp_path / "none"))
-    assert code == EXIT_BAD_INPUT and "does not exist" in err
+    assert code == EXIT_BAD_INPUT and "is not there (no such file or directory)" in err
 
 
 def test_manifest_pointing_outside_data_dir_is_refused(

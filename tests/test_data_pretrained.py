@@ -98,7 +98,7 @@ def test_a_directory_without_the_files_a_tokenizer_needs_is_one_line(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["prepare", corpus, "--out", str(tmp_path / "a"), "--tokenizer", f"hf:{empty}"]) == 2
-    assert "has no tokenizer.json" in capsys.readouterr().err
+    assert "needs a Hugging Face directory with a tokenizer.json" in capsys.readouterr().err
     no_config = tmp_path / "no-config"
     no_config.mkdir()
     (no_config / "tokenizer.json").write_bytes((tokenizer_dirs["llama3"] / "tokenizer.json").read_bytes())

@@ -426,7 +426,7 @@ def test_an_out_prepare_cannot_write_is_one_line_naming_it(
 def test_verify_names_an_out_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "f").write_text("x")
     code, err = prepare(capsys, "--verify", "--out", str(tmp_path / "f"))
-    assert code == EXIT_BAD_INPUT and "is a file, not a directory" in err
+    assert code == EXIT_BAD_INPUT and "is a plain file; `stack prepare --verify --out` needs" in err
 
 
 def test_manifest_hashes_cover_every_listed_file(prepared: Path) -> None:

@@ -145,7 +145,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert main(["es", "--resume", str(out), "--population", "8"]) == 2
     assert "drop --population" in capsys.readouterr().err
     assert main(["es", "--resume", str(world["source"]), "--steps", "9"]) == 2
-    assert "not written by `stack es`" in capsys.readouterr().err
+    assert "needs an evolution-strategies run directory" in capsys.readouterr().err
 
 
 # -- falsifiers --------------------------------------------------------------------------------

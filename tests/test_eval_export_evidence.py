@@ -132,6 +132,7 @@ def test_eval_without_evidence_flags_prints_json_and_writes_nothing(
         "tokens",
         "predicted_tokens",
         "bytes",
+        "overlap",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crlf.txt"]
 

@@ -141,7 +141,7 @@ def edit_config(directory: Path, **changes: object) -> None:
         ("rope-scaling", "rope_type='linear'"),
         ("other-architecture", "model_type 'gpt2'"),
         ("bias", "attention_bias or mlp_bias"),
-        ("not-a-model-dir", "no config.json"),
+        ("not-a-model-dir", "needs a Hugging Face model directory"),
     ],
 )
 def test_import_refuses_what_it_cannot_read(

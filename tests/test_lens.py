@@ -109,7 +109,7 @@ def test_training_saves_a_lens_of_this_model_and_reading_it_holds(
         (["--prompt", "x", "--data", "d"], "--data and --save go with --train"),
         ([], "give a non-empty --prompt"),
         (["--prompt", "abc", "--position", "9"], "--position 9 is past"),
-        (["--prompt", "abc", "--lens", "{run}/../data/manifest.json"], "is not a tuned-lens file"),
+        (["--prompt", "abc", "--lens", "{run}/../data/manifest.json"], "needs a tuned-lens file"),
         (["--prompt", "abc", "--out", "{run}/o", "--evidence-dir", "{run}/e"], "give one"),
     ],
 )

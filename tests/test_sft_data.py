@@ -309,7 +309,7 @@ def test_prepare_chat_from_the_command_line(tmp_path: Path, capsys: pytest.Captu
     [
         (["--format", "chat", "--default"], "drop --default"),
         (["--template", "chat"], "go with --format chat"),
-        (["--format", "chat", "--pack-len", "16"], "more than --pack-len 16"),
+        (["--format", "chat", "--pack-len", "16"], "longer than --pack-len 16 (the longest needs"),
         (["--format", "chat", "--template", "nope.yaml"], "cannot read"),
     ],
 )

@@ -174,7 +174,7 @@ def test_a_resumed_sft_run_continues_bit_for_bit(
         (["sft", "--data", "{sft}", "--out", "{out}", "--set", "train.steps=1"], "pass --init-from"),
         (
             ["sft", "--data", "{text}", "--init-from", "{base}", "--out", "{out}", "--set", "train.steps=1"],
-            "holds pretraining text",
+            "is a prepared DATA_DIR of pretraining text (written by `stack prepare`); `stack sft --data`",
         ),
         (
             [

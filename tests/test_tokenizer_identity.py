@@ -161,7 +161,7 @@ def _inputs(root: Path, fmt: str) -> tuple[list[str], list[str]]:
         pq.write_table(pa.table({"text": lines}), root / "docs.parquet")
         return [str(root / "docs.parquet")], []
     if fmt == "chat":
-        return [str(DATA / "chat_small.jsonl")], ["--format", "chat", "--pack-len", "96"]
+        return [str(DATA / "chat_small.jsonl")], ["--format", "chat", "--pack-len", "64"]
     if fmt == "prompt-completion":
         return [str(DATA / "prompt_completion_small.jsonl")], [
             "--format",
@@ -216,8 +216,11 @@ def test_a_tokenizer_that_is_neither_a_name_nor_a_model_directory_is_refused(
 ) -> None:
     inputs, _ = _inputs(tmp_path / "in", "text")
     for value, needle in (
-        (str(tmp_path / "missing"), "unknown --tokenizer"),
-        (str(tmp_path / "in"), "holds no tokenizer: give a run, checkpoint, export or DATA_DIR"),
+        (str(tmp_path / "missing"), "is not there (no such file or directory); `stack prepare --tokenizer`"),
+        (
+            str(tmp_path / "in"),
+            "is a directory of plain files; `stack prepare --tokenizer` needs a directory",
+        ),
     ):
         assert (
             main(["prepare", *inputs, "--tokenizer", value, "--out", str(tmp_path / "data")])

@@ -142,8 +142,8 @@ def test_ablation_reports_the_damage_and_exits_0(
         (["{good}", "--prompt", "x", "--ablate", "layers.0.attn_residual"], "not replaceable"),
         (["{good}", "--prompt", "x" * 40], "shorten --prompt"),
         (["{good}", "--prompt", "x", "--stat", "median"], "not a statistic"),
-        (["--compare", "{good}/a.json", "{good}/b.json"], "no trace dump"),
-        (["{good}/nothing", "--prompt", "x"], "neither a run directory"),
+        (["--compare", "{good}/a.json", "{good}/b.json"], "needs a trace dump"),
+        (["{good}/nothing", "--prompt", "x"], "needs a run directory or checkpoint"),
         (["{good}", "--prompt", "x", "--out", "{good}/o", "--evidence-dir", "{good}/e"], "give one"),
     ],
 )

@@ -25,7 +25,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.data.prefs_rows import pair_turns, render_pair
+from stack.data.prefs_rows import pair_ids, pair_turns, render_pair
 from stack.data.sft_reader import SftBatch
 from stack.data.sft_template import load_template
 from stack.data.tokenizer import ByteTokenizer
@@ -63,7 +63,8 @@ def _steps(out: Path) -> list[dict[str, float]]:
 def _window(text: dict[str, str], width: int = ROW) -> SftBatch:
     """One pair's window as the reader serves it (2·width tokens and one read past), by prepare's code."""
     tokenizer = ByteTokenizer()
-    rendered = render_pair(tokenizer, pair_turns(text, "test", load_template(None)), width, "test")
+    pair = pair_ids(tokenizer, pair_turns(text, "test", load_template(None)))
+    rendered = render_pair(pair, width, tokenizer.eot_id)
     labels = np.where(rendered.padding, 0, 2 + rendered.mask.astype(np.int64))
     tokens = np.append(rendered.ids, tokenizer.eot_id)
     return SftBatch(torch.from_numpy(tokens)[None], torch.from_numpy(np.append(labels, 0))[None])
@@ -144,7 +145,7 @@ def test_a_resume_whose_reference_changed_is_refused_in_one_line(
     [
         ('{"prompt": "Q", "chosen": "a"}', "needs 'prompt', 'chosen' and 'rejected'"),
         ('{"prompt": "Q", "chosen": "a", "rejected": "a"}', "nothing to prefer"),
-        ('{"prompt": "' + "x" * 80 + '", "chosen": "a", "rejected": "b"}', "does not fit"),
+        ('{"prompt": "' + "x" * 80 + '", "chosen": "a", "rejected": "b"}', "1 longer than --pack-len 64"),
         ("not json", "not JSON"),
         ('{"prompt": [{"role": "assistant", "content": "hi"}], "chosen": "a", "rejected": "b"}', "role"),
     ],
@@ -390,4 +391,4 @@ def test_pairs_are_refused_as_sft_data_in_one_line(
     argv = ["sft", "--init-from", str(world["source"]), "--data", str(world["data"])]
     assert main([*argv, "--out", str(tmp_path / "out"), "--set", "train.steps=2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "stack dpo --data" in err
+    assert len(err.splitlines()) == 1 and "`stack dpo RUN_DIR --data" in err

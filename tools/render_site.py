@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 from audit import evidence_paths
+from site_accepts import PAGE as ACCEPTS_PAGE
+from site_accepts import accepts_page
 from site_compare import COMPARE_DIR, compare_index, compare_page, compare_path, compare_plots
 from site_config import load_site_config
 from site_dashboard import dashboard_pages
@@ -233,6 +235,7 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
         "evidence/index.md": evidence_index(ledger),
         "benchmarks.md": benchmarks_page(ledger),
         "models.md": registry_page(ledger.registry, ledger),
+        ACCEPTS_PAGE: accepts_page(),
         "compare/index.md": compare_index(pairs),
         **dashboard_pages(ledger),
         **lineage_pages(ledger),

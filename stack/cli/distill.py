@@ -88,11 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_distill(args: argparse.Namespace) -> int:
     """Turn the options into `stack train`'s request and run the training loop."""
     from stack.cli import train
+    from stack.cli.inputs import check_inputs
 
     if args.resume is not None:
         refuse_with_resume(
             args, DistillSettings, ("TEACHER", "--out", "--data", "--student", "--preset", "--sets")
         )
+        check_inputs("distill", args)
         require_task(args.resume, "distill")
         return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
     if args.path is None or args.data is None or args.out is None:
@@ -101,6 +103,7 @@ def run_distill(args: argparse.Namespace) -> int:
         raise BadInput("give the student as --student RUN|CKPT or as --preset NAME, one of the two")
     if any(s.replace(" ", "").startswith(("train.task=", "distill.teacher=")) for s in args.sets):
         raise BadInput("stack distill sets train.task and distill.teacher itself; drop those --set keys")
+    check_inputs("distill", args)
     settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
     settings.check()
     sets = [

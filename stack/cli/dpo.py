@@ -84,15 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_dpo(args: argparse.Namespace) -> int:
     """Turn the options into `stack train`'s request and run the training loop."""
     from stack.cli import train
+    from stack.cli.inputs import check_inputs
 
     if args.resume is not None:
         refuse_with_resume(args, DpoSettings, ("RUN_DIR|CKPT", "--out", "--data", "--reference", "--sets"))
+        check_inputs("dpo", args)
         require_task(args.resume, "dpo")
         return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
     if args.path is None or args.data is None or args.out is None:
         raise BadInput("a new DPO run needs RUN_DIR|CKPT, --data DATA_DIR and --out OUT (or --resume OUT)")
     if any(s.replace(" ", "").startswith(("train.task=", "dpo.reference=")) for s in args.sets):
         raise BadInput("stack dpo sets train.task and dpo.reference itself; drop those --set keys")
+    check_inputs("dpo", args)
     settings = DpoSettings(steps=args.steps, **given_settings(args, DpoSettings))
     settings.check()
     reference = args.reference if args.reference is not None else args.path

@@ -96,6 +96,7 @@ def _print_step(report: StepReport) -> None:
 
 def run_es(args: argparse.Namespace) -> int:
     """Start or resume the run, print one line per step and where the checkpoint went."""
+    from stack.cli.inputs import check_inputs
     from stack.es.rundir import Invocation, resume, start
 
     invocation = Invocation(args.argv, args.evidence_dir, on_step=_print_step)
@@ -108,10 +109,12 @@ def run_es(args: argparse.Namespace) -> int:
                 f"--resume continues with the run's own settings; drop {', '.join(extra)} "
                 "(only --steps and --data may be given)"
             )
+        check_inputs("es", args)
         written = resume(args.resume, args.steps, args.data, invocation)
     else:
         if args.path is None or args.data is None or args.out is None:
             raise BadInput("a new ES run needs RUN_DIR|CKPT, --data DATA_DIR and --out OUT (or --resume OUT)")
+        check_inputs("es", args)
         written = start(args.path, args.data, args.out, _settings(args), invocation)
     print(f"wrote {written} (evidence in {written.parent.parent})")
     return 0

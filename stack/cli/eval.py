@@ -66,9 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir
 
     _check_split_options(args)
+    check_inputs(KIND, args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     try:
@@ -114,6 +116,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
     from contracts.evidence import DataRef, canonical_sha256
     from stack.eval.bpb import evaluate_text
+    from stack.eval.overlap import heldout_overlap, text_overlap
     from stack.train.trained import load_trained
 
     trained = load_trained(args.path, args.device)
@@ -125,22 +128,46 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "batch_size": args.batch_size,
         "seq_len": trained.config.model.ctx,
     }
+    training = _recorded_data_dir(trained.checkpoint.path)
     if args.text is not None:
         text = _read_text(args.text)
         config["text"] = str(args.text.resolve())
+        overlap = text_overlap(text.encode("utf-8"), training) if training else {"training_data": None}
     else:
         from stack.eval.texts import split_text
 
         data_dir = args.data or _run_data_dir(trained.checkpoint.path)
         text = split_text(data_dir, "heldout", args.max_bytes)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
+        overlap = heldout_overlap(Path(data_dir), training) if training else {"training_data": None}
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     result = evaluate_text(
         trained.model, trained.tokenizer, text, trained.config.model.ctx, args.batch_size, args.device
     )
     record.metrics.update(result)
+    record.metrics["overlap"] = result["overlap"] = overlap
+    _warn_overlap(overlap)
     return result
+
+
+def _warn_overlap(overlap: dict[str, Any]) -> None:
+    """Say on the terminal when what was scored is not held out from the run's training data."""
+    import sys
+
+    if overlap.get("text_is_training_document"):
+        print(
+            f"stack eval: warning: the text is a training document of the run ({overlap['training_data']}): "
+            "its score is not a held-out score",
+            file=sys.stderr,
+        )
+    if overlap.get("heldout_documents_in_training"):
+        print(
+            f"stack eval: warning: {overlap['heldout_documents_in_training']} of the "
+            f"{overlap['heldout_documents']} held-out documents are training documents of the run "
+            f"({overlap['training_data']}): the score is not held out",
+            file=sys.stderr,
+        )
 
 
 def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str, Any] | None) -> list[Path]:
@@ -153,7 +180,6 @@ def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str,
 def _run_data_dir(checkpoint_path: Path) -> Path:
     """The DATA_DIR recorded in the evidence of the run that wrote this checkpoint."""
     from contracts.errors import BadInput
-    from contracts.evidence import EVIDENCE_FILE, read_evidence
     from stack.train.checkpoint import CKPT_DIR
 
     if checkpoint_path.parent.name != CKPT_DIR:
@@ -161,9 +187,23 @@ def _run_data_dir(checkpoint_path: Path) -> Path:
             f"{checkpoint_path} is not inside a run directory, so its DATA_DIR is unknown; "
             "pass --data DATA_DIR (or --text FILE)"
         )
-    run_dir = checkpoint_path.parent.parent
-    record = read_evidence(run_dir / EVIDENCE_FILE)
-    data_dir = record.metrics.get("data_dir")
-    if not isinstance(data_dir, str) or not Path(data_dir).is_dir():
-        raise BadInput(f"the run's DATA_DIR {data_dir!r} is gone; pass --data DATA_DIR")
+    data_dir = _recorded_data_dir(checkpoint_path)
+    if data_dir is None:
+        raise BadInput("the run's DATA_DIR is gone (or its record names none); pass --data DATA_DIR")
+    return data_dir
+
+
+def _recorded_data_dir(checkpoint_path: Path) -> Path | None:
+    """The DATA_DIR the run that wrote this checkpoint trained on, as its record names it; None when
+    the checkpoint is not in a run, or the record or the DATA_DIR is gone."""
+    from contracts.evidence import EVIDENCE_FILE, read_evidence
+    from stack.data.split import INDEX_FILE
+    from stack.train.checkpoint import CKPT_DIR
+
+    record_path = checkpoint_path.parent.parent / EVIDENCE_FILE
+    if checkpoint_path.parent.name != CKPT_DIR or not record_path.is_file():
+        return None
+    data_dir = read_evidence(record_path).metrics.get("data_dir")
+    if not isinstance(data_dir, str) or not (Path(data_dir) / INDEX_FILE).is_file():
+        return None
     return Path(data_dir)

@@ -88,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus, canonical_sha256
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir, keep
 
+    check_inputs(KIND, args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     config = {
@@ -161,13 +163,15 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     """The matrix, its adapter gain (GATE-FT-001 when there is an adapter), as the result JSON."""
     from stack.cli.progress import count_progress
     from stack.eval.matrix import adapter_gain, rows_of, score_matrix
+    from stack.eval.overlap import item_overlap
 
     setup, items = _setup(args, evidence)
     with count_progress("evalmatrix", len(items) * len(rows_of(setup))) as advance:
         matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"))
     gain = adapter_gain(matrix) if setup.adapter is not None else None
     rows = [r.summary() for r in matrix.rows]
-    evidence.record.metrics.update(rows=rows, adapter_gain_bpb=gain, items=len(items))
+    overlap = item_overlap(items, setup.pool)
+    evidence.record.metrics.update(rows=rows, adapter_gain_bpb=gain, items=len(items), overlap=overlap)
     retrieved = {
         item: [{k: p[k] for k in ("source", "paragraph", "score")} for p in found]
         for item, found in matrix.retrieved.items()
@@ -176,6 +180,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "items": [item.id for item in items],
         "rows": rows,
         "adapter_gain_bpb": gain,
+        "overlap": overlap,
         "few_shot": [d.measured() for d in matrix.draws],
         "retrieved": retrieved,
     }
@@ -209,5 +214,15 @@ def _report(evidence: CommandEvidence, kept: list[Path]) -> None:
     for gate in evidence.record.gates:
         if gate.verdict is Verdict.WARN:
             print(f"stack evalmatrix: warning: {gate.id}: {gate.message}", file=sys.stderr)
+    overlap = evidence.record.metrics["overlap"]
+    assert isinstance(overlap, dict)
+    if overlap["by_id"] or overlap["by_text"]:
+        print(
+            f"stack evalmatrix: warning: {len(overlap['by_id']) + len(overlap['by_text'])} held-out item(s) "
+            f"are also training items (by id: {', '.join(overlap['by_id']) or 'none'}; by prompt text: "
+            f"{', '.join(overlap['by_text']) or 'none'}): their scores are not held out, and few-shot "
+            "examples may show them",
+            file=sys.stderr,
+        )
     for where in kept:
         print(f"stack evalmatrix: evidence in {where}", file=sys.stderr)

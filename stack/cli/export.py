@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import EXIT_GATE, BadInput, GateViolation
     from contracts.evidence import RunStatus
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence
     from stack.export import exporters, onnx_export
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(
             f"--opset {args.opset}: torch's exporter writes opset {onnx_export.DEFAULT_OPSET} or newer"
         )
+    check_inputs("export", args)
     request = exporters.ExportRequest(
         checkpoint=args.path,
         fmt=args.fmt,

@@ -44,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import, then say where the checkpoint is and what the parity check measured."""
+    from stack.cli.inputs import check_inputs
     from stack.export.importer import import_hf
 
+    check_inputs("import-hf", args)
     result = import_hf(
         args.path,
         args.out,

@@ -23,9 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Verify the checkpoint, then list its tensors and state."""
+    from stack.cli.inputs import check_inputs
     from stack.train import checkpoint as ckpt
     from stack.train.trained import resolve_checkpoint
 
+    check_inputs("inspect", args)
     path = resolve_checkpoint(args.path)
     loaded = ckpt.load_checkpoint(path)  # verifies every checksum first (GATE-CKPT-002)
     state = loaded.state

@@ -89,8 +89,10 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
 
 def run(args: argparse.Namespace) -> int:
     """Operate, write OUT, and print one line per matrix."""
+    from stack.cli.inputs import check_inputs
     from stack.surgery.output import Request, perform
 
+    check_inputs("laser", args)
     settings = {"targets": args.targets, "layers": args.layers, "rho": args.rho}
     request = Request("laser", args.path, args.out, args.force, args.argv, args.evidence_dir, settings)
     record = perform(request, lambda trained: _operate(args, trained))

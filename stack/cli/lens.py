@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--steps", type=values.positive_int, default=250, help="optimizer steps (default 250)")
     train.add_argument("--batch-size", type=values.positive_int, default=8, help="sequences per step")
-    train.add_argument("--seq-len", type=values.positive_int, default=128, help="tokens per sequence (≤ ctx)")
+    train.add_argument(
+        "--seq-len",
+        type=values.positive_int,
+        help="tokens per sequence, at most the model's context (default: the context, at most 128)",
+    )
     train.add_argument("--lr", type=values.step_size, default=1.0, help="learning rate (default 1.0)")
     train.add_argument("--momentum", type=values.probability, default=0.9, help="Nesterov momentum")
     train.add_argument("--seed", type=values.seed, default=0, help="order of the training windows")
@@ -161,14 +165,14 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
     from stack.data.tokenizer import load_tokenizer
     from stack.lens.probes import save_lens
     from stack.lens.report import training_result
-    from stack.lens.train import LensTraining, heldout_comparison, train_lens
+    from stack.lens.train import LensTraining, heldout_comparison, sequence_length, train_lens
 
     if load_tokenizer(args.data).identity != trained.tokenizer.identity:
         raise BadInput(f"--data {args.data} was prepared with another tokenizer than the checkpoint's")
     settings = LensTraining(
         steps=args.steps,
         batch_size=args.batch_size,
-        seq_len=args.seq_len,
+        seq_len=sequence_length(args.seq_len, trained.model.config.ctx),
         lr=args.lr,
         momentum=args.momentum,
         seed=args.seed,
@@ -180,7 +184,7 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
 
         def progress(step: int, line: dict[str, Any]) -> None:
             losses.append(line["loss"])
-            tokens = step * settings.batch_size * min(settings.seq_len, trained.model.config.ctx)
+            tokens = step * settings.batch_size * settings.seq_len
             update(step, {**line, "lr": settings.lr, "tokens_per_s": tokens / (time.perf_counter() - clock)})
 
         lens = train_lens(trained.model, args.data, settings, progress)
@@ -191,7 +195,10 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
     config.update(
         vars(settings), data=str(args.data), save=str(args.save), lens_sha256=sha256_file(args.save)
     )
-    header = f"stack lens: trained a tuned lens of {args.path} on {args.data} ({settings.steps} steps)"
+    header = (
+        f"stack lens: trained a tuned lens of {args.path} on {args.data} ({settings.steps} steps of "
+        f"{settings.batch_size} × {settings.seq_len} tokens)"
+    )
     result = training_result(per_layer, (losses[0], losses[-1]), header, _lens_warning(ledger))
     result.lines.append(f"lens: {args.save}")
     return result
@@ -199,11 +206,13 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
 
 def run(args: argparse.Namespace) -> int:
     """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
+    from stack.cli.inputs import check_inputs
     from stack.cli.trace import run_recorded, torch_device
     from stack.trace.record import run_dir_of
     from stack.train.trained import load_trained, resolve_checkpoint
 
     _validate(args)
+    check_inputs("lens", args)
     _check_outputs(args)
     checkpoint = resolve_checkpoint(args.path)
     anchor = run_dir_of(checkpoint)

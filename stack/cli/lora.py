@@ -97,7 +97,10 @@ OPTIONS = {
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch on the action; options another action takes are refused."""
+    """Dispatch on the action; options another action takes are refused, then every input is
+    checked for its kind (stack.cli.inputs) before any work."""
+    from stack.cli.inputs import check_inputs
+
     given = {
         "--base": args.base is not None,
         "--out": args.out is not None,
@@ -110,40 +113,36 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"{', '.join(foreign)} do(es) not apply to `stack lora {args.action}`")
     if args.action != "inspect" and args.out is None:
         raise BadInput(f"stack lora {args.action} needs --out, the new directory")
+    if args.action == "import" and args.base is None:
+        raise BadInput("stack lora import needs --base RUN|CKPT, the model the peft adapter was trained on")
+    check_inputs("lora", args)
     if args.action == "merge":
         return run_merge(args)
     if args.action == "export":
         return run_export(args)
     if args.action == "import":
-        if args.base is None:
-            raise BadInput(
-                "stack lora import needs --base RUN|CKPT, the model the peft adapter was trained on"
-            )
         return run_import(args)
     return run_inspect(args)
 
 
-def _adapter_dir(path: Path) -> Path | None:
-    """`path` itself when it holds adapter.json, RUN_DIR/adapter for a run that wrote one, else None."""
-    from stack.model.adapters import MANIFEST
+def _adapter_dir(path: Path) -> Path:
+    """The adapter directory of a LoRA run (RUN_DIR/adapter) or an adapter directory itself."""
+    from stack.artifacts import identify
     from stack.train.lora_setup import ADAPTER_DIR
 
-    for candidate in (path, path / ADAPTER_DIR):
-        if (candidate / MANIFEST).is_file():
-            return candidate
-    return None
+    return path if identify(path).kind.name == "adapter" else path / ADAPTER_DIR
 
 
 def _source(args: argparse.Namespace) -> tuple[Path, Path | None]:
     """(the checkpoint to load, the adapter directory to put on it or None for a [lora] run)."""
-    from stack.model.adapters import MANIFEST
+    from stack.artifacts import identify
 
-    if (args.path / MANIFEST).is_file():
+    if identify(args.path).kind.name == "adapter":
         if args.base is None:
             raise BadInput(f"{args.path} is an adapter directory: name its base with --base RUN|CKPT")
         return args.base, args.path
     if args.base is not None:
-        raise BadInput(f"--base is for an adapter directory; {args.path} holds no {MANIFEST}")
+        raise BadInput(f"--base is for an adapter directory; {args.path} is a LoRA run: it holds its base")
     return args.path, None
 
 
@@ -191,12 +190,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     from safetensors.torch import load_file
 
     from stack.model.adapters import WEIGHTS, read_manifest
-    from stack.train.trained import resolve_checkpoint
 
     directory = _adapter_dir(args.path)
-    if directory is None:
-        resolve_checkpoint(args.path)  # a run without an adapter says so in its own words first
-        raise BadInput(f"{args.path} holds no adapter (no adapter.json, no adapter/adapter.json)")
     manifest = read_manifest(directory)
     tensors = load_file(str(directory / WEIGHTS))
     print(

@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
 
     from contracts.errors import GateViolation
     from contracts.evidence import RunStatus, Verdict, canonical_sha256
+    from stack.cli.inputs import check_inputs
     from stack.eval.evidence import CommandEvidence, check_record_dir, keep
 
+    check_inputs(KIND, args)
     check_record_dir(args.record)
     continuation = _continuation(args)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
@@ -170,6 +172,14 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
         raise BadInput(
             f"--base {args.base} has another tokenizer than {args.path}; give the model it was tuned from"
         )
+    for option, trained in ((f"TUNED {args.path}", tuned), (f"--base {args.base}", base)):
+        ctx = trained.config.model.ctx
+        if args.prefix + continuation > ctx:
+            raise BadInput(
+                f"--prefix {args.prefix} + --continuation {continuation} tokens do not fit the context of "
+                f"{option} ({ctx} tokens): past it the continuation would follow a cut prefix; give "
+                f"--prefix and --continuation that sum to at most {ctx}"
+            )
     evidence.record.data = DataRef(tokenizer_sha256=tuned.tokenizer.sha256)
     evidence.record.metrics["base_checkpoint"] = str(base.checkpoint.path.resolve())
     chosen = _examples(args, tuned.tokenizer, args.prefix + continuation)

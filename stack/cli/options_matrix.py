@@ -62,10 +62,12 @@ def _print_cell(option: str, path: str, cell: Cell) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the matrix, print each cell, write matrix.json and the evidence record."""
     from contracts.evidence import RunStatus, canonical_sha256
+    from stack.cli.inputs import check_inputs
     from stack.data.manifest import load_manifest
     from stack.eval.evidence import CommandEvidence
     from stack.options_matrix import load_matrix, run_cells, settle
 
+    check_inputs("options-matrix", args)
     _check_out(args.out)
     load_manifest(args.data)  # a DATA_DIR that is not one would fail every cell for the wrong reason
     matrix = load_matrix()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
 from stack.cli import values
+from stack.cli.inputs import check_inputs
 from stack.data.defaults import (
     DEFAULT_BPE_VOCAB,
     DEFAULT_DOC_BYTES,
@@ -217,7 +218,7 @@ def tokenizer_option(value: str) -> str | Tokenizer:
 def _prepare_sft(args: argparse.Namespace) -> Manifest:
     """`--format chat|prompt-completion|prefs`: fine-tuning examples or preference pairs
     (stack.data.sft_prepare, stack.data.prefs_rows)."""
-    from stack.data.sft_prepare import DEFAULT_PACK_LEN, prepare_sft
+    from stack.data.sft_prepare import prepare_sft
 
     extra = (args.default, args.doc_sep, args.glob, args.seq_len, args.workers)
     if any(value not in (None, False) for value in extra):
@@ -225,7 +226,9 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             f"--format {args.format} reads the JSONL files given as INPUT; drop --default, --doc-sep, "
             "--glob, --seq-len and --workers"
         )
+    check_inputs("prepare", args)
     waivers = _waivers(args)
+    pack_len = _pack_len(args)
     return recorded(
         args.argv,
         args.evidence_dir,
@@ -236,7 +239,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             fmt=args.format,
             template=args.template,
             join=args.join,
-            pack_len=args.pack_len or DEFAULT_PACK_LEN,
+            pack_len=pack_len,
             tokenizer=tokenizer_option(args.tokenizer),
             vocab_size=args.vocab_size,
             val_fraction=args.val_fraction,
@@ -248,6 +251,34 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             no_filter=waivers,
         ),
     )
+
+
+def _pack_len(args: argparse.Namespace) -> int:
+    """--pack-len, checked before any work against the model whose tokenizer `--tokenizer RUN_DIR`
+    takes (the data is for it): longer is refused; the default is cut to fit, and says so."""
+    from stack.data.pretrained import directory_of
+    from stack.data.sft_prepare import DEFAULT_PACK_LEN, most_pack_len
+    from stack.export.hf_tokenizer import model_context
+
+    given = args.tokenizer not in TOKENIZER_NAMES
+    model = directory_of(args.tokenizer) or Path(args.tokenizer) if given else None
+    ctx = None if model is None else model_context(model)
+    if ctx is None:
+        return args.pack_len or DEFAULT_PACK_LEN
+    most = most_pack_len(args.format, ctx)
+    if args.pack_len is not None and args.pack_len > most:
+        raise BadInput(
+            f"--pack-len {args.pack_len} is longer than {model} reads (context {ctx}: at most {most}); "
+            f"give at most {most}"
+        )
+    if args.pack_len is None and most < DEFAULT_PACK_LEN:
+        print(
+            f"stack prepare: note: --pack-len {most}, the most {model} reads (the default "
+            f"{DEFAULT_PACK_LEN} would not fit)",
+            file=sys.stderr,
+        )
+        return most
+    return args.pack_len or DEFAULT_PACK_LEN
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
@@ -326,6 +357,7 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(
                 "--filter, --filters, --no-filter, --reason, --evidence-dir and --workers go with preparing"
             )
+        check_inputs("prepare", args)
         from stack.data.verify import verify_data_dir
 
         manifest = verify_data_dir(args.out, args.batch_size, args.seq_len)
@@ -340,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
+        check_inputs("prepare", args)
         from stack.data.formats import Layout
         from stack.data.prepare import prepare_corpus
 
@@ -389,6 +422,18 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    if manifest.sft is not None and manifest.sft.dropped:
+        left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
+        longest = manifest.sft.longest_dropped
+        admits = f" (the longest needs {longest} tokens: --pack-len {longest} admits it)" if longest else ""
+        print(f"  left out {sum(manifest.sft.dropped.values())} example(s): {left}{admits}")
+    if manifest.normalised:
+        marks = sum(n.byte_order_marks for n in manifest.normalised.values())
+        crlf = sum(n.crlf_files for n in manifest.normalised.values())
+        print(
+            f"  read as saved: {marks} file(s) began with a UTF-8 byte-order mark (dropped), "
+            f"{crlf} had CRLF line ends (read as LF)"
+        )
     if manifest.filters:
         from stack.data.filters.report import drop_lines, drop_warnings
 

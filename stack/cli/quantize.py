@@ -83,8 +83,10 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
 
 def run(args: argparse.Namespace) -> int:
     """Operate, write OUT, and print the held-out agreement."""
+    from stack.cli.inputs import check_inputs
     from stack.surgery.output import Request, perform
 
+    check_inputs("quantize", args)
     settings = {
         "method": args.method,
         "bits": args.bits,

@@ -43,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Release, then say where the model went and which entry the registry got."""
+    from stack.cli.inputs import check_inputs
     from stack.release import ReleaseRequest, release
 
+    check_inputs("release", args)
     done = release(
         ReleaseRequest(
             run_dir=args.run_dir,

@@ -34,15 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the prompt followed by its continuation."""
+    import sys
+
     import torch
 
+    from stack.cli.inputs import check_inputs
     from stack.model.generate import generate_long
     from stack.train.trained import load_trained
 
+    check_inputs("sample", args)
     trained = load_trained(args.path, args.device)
     ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
     if not ids:
         ids = [trained.tokenizer.eot_id]  # an empty prompt starts where a document would
+    for note in context_notes(len(ids), args.tokens, trained.config.model.ctx):
+        print(f"stack sample: note: {note}", file=sys.stderr)
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = generate_long(
@@ -57,3 +63,21 @@ def run(args: argparse.Namespace) -> int:
     )
     print(args.prompt + trained.tokenizer.decode(out[0, len(ids) :].tolist()))
     return 0
+
+
+def context_notes(prompt: int, tokens: int, ctx: int) -> list[str]:
+    """What the model's context does to this request (stack.model.generate.generate_long): a prompt
+    that fills it is read from its last half, and tokens past it are generated in a sliding window.
+    Said on the terminal, so the text is not taken for a continuation of the whole prompt."""
+    notes = []
+    if prompt >= ctx:
+        notes.append(
+            f"the prompt is {prompt} tokens and the model's context {ctx}: the continuation follows "
+            f"only its last {ctx // 2}"
+        )
+    if prompt + tokens > ctx:
+        notes.append(
+            f"{prompt} + {tokens} tokens pass the model's context of {ctx}: past it, each token is "
+            f"generated from the last {ctx // 2} to {ctx - 1} tokens"
+        )
+    return notes

@@ -382,10 +382,12 @@ def run_recorded(
 def run(args: argparse.Namespace) -> int:
     """Trace, report, write the outputs asked for and the evidence record; 3 when something was found."""
     from contracts.errors import EXIT_GATE
+    from stack.cli.inputs import check_inputs
     from stack.trace.record import TRACE_KIND, run_dir_of
     from stack.train.trained import resolve_checkpoint
 
     _validate(args)
+    check_inputs("trace", args)
     _check_outputs(args)
     checkpoint = None if args.compare else resolve_checkpoint(args.path)
     anchor = run_dir_of(checkpoint) if checkpoint is not None else args.compare[0].resolve().parent

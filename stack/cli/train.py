@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from contracts.errors import BadInput
     from contracts.evidence import Waiver
     from contracts.spec import load_spec
+    from stack.cli.inputs import check_inputs
     from stack.cli.progress import step_progress
     from stack.train.run import TrainRequest, train
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(
             "--resume continues an existing run: drop --out and --preset (use --set to change keys)"
         )
+    check_inputs(getattr(args, "command", "train"), args)
     request = TrainRequest(
         data_dir=args.data,
         out=args.out,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from contracts.errors import BadInput
+from stack.data.line_ends import LfStream
 from stack.data.manifest import SOURCE_NAME_PATTERN
 from stack.data.split import content_sha256
 from stack.data.utf8 import repaired
@@ -88,9 +89,14 @@ class FileRegion:
     end: int
     where: str = ""
     delimited: bool = True
+    crlf: bool = False  # read every CRLF as LF (stack.data.line_ends)
 
     def raw_blocks(self, size: int) -> Iterator[bytes]:
-        """The region's bytes as read from disk, `size` at a time."""
+        """The region's bytes as read from disk, `size` at a time (CRLF as LF when `crlf`)."""
+        blocks = self._read(size)
+        return LfStream().blocks(blocks) if self.crlf else blocks
+
+    def _read(self, size: int) -> Iterator[bytes]:
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.start)

@@ -20,13 +20,14 @@ from pathlib import Path
 from contracts.errors import BadInput
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
 from stack.data.defaults import DEFAULT_DOC_BYTES
+from stack.data.line_ends import Normalised
 from stack.data.record_input import Fields, jsonl_documents, parquet_documents
 from stack.data.text_input import text_documents
 
 FORMATS = ("auto", "text", "jsonl", "parquet")
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 
-Item = Document | FileRegion | Skipped
+Item = Document | FileRegion | Skipped | Normalised
 
 
 @dataclass(frozen=True)

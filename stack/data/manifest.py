@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Literal, Self
 
@@ -106,6 +107,21 @@ class SourceStats(Strict):
     invalid_utf8_files: int = Field(ge=0)
 
 
+class NormalisedInput(Strict):
+    """What the readers normalised in one source's files (stack.data.line_ends), so a file saved by
+    a Windows editor is read like any other and the manifest says so."""
+
+    byte_order_marks: int = Field(default=0, ge=0)  # files that began with a UTF-8 byte-order mark, dropped
+    crlf_files: int = Field(default=0, ge=0)  # files whose CRLF line ends were read as LF
+
+
+def normalised_input(counts: Mapping[str, Mapping[str, int]]) -> dict[str, NormalisedInput]:
+    """The manifest's `normalised`: each source where a reader normalised something, by source name."""
+    return {
+        source: NormalisedInput(**found) for source, found in sorted(counts.items()) if any(found.values())
+    }
+
+
 class SplitTotals(Strict):
     """Tokens and documents of one split, summed over its shards."""
 
@@ -142,6 +158,10 @@ class SftEntry(Strict):
     assistant_turns: int = Field(ge=0)
     markers_missing: int = Field(ge=0)
     labels: list[LabelFile]
+    # examples left out by rule (empty, too_long: stack.data.sft_prepare) and the tokens the
+    # longest too-long one needs; the filters' own drops are in `filters`
+    dropped: dict[str, int] = {}
+    longest_dropped: int | None = None
 
 
 class FilterReport(Strict):
@@ -184,6 +204,8 @@ class Manifest(Strict):
     sft: SftEntry | None = None  # supervised fine-tuning data only; absent from other manifests
     filters: dict[str, FilterReport] = {}  # per source; absent from manifests made before filters
     drop_log: DataFile | None = None  # drops.jsonl (stack.data.filters.droplog); absent before it was kept
+    # per source, where a reader dropped a byte-order mark or read CRLF as LF; absent when none did
+    normalised: dict[str, NormalisedInput] = {}
 
     _sha256: str = PrivateAttr(default="")
 
@@ -238,8 +260,11 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     """The canonical serialisation: fixed field order, so equal manifests have equal bytes.
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
-    tied to their sha256) are what they were before the field existed."""
-    exclude = {name for name in ("sft", "filters", "drop_log") if not getattr(manifest, name)} or None
+    tied to their sha256) are what they were before the field existed; so with `filters`,
+    `drop_log` and `normalised` when they are empty."""
+    exclude = {
+        name for name in ("sft", "filters", "drop_log", "normalised") if not getattr(manifest, name)
+    } or None
     return (manifest.model_dump_json(indent=2, exclude=exclude) + "\n").encode()
 
 
@@ -282,8 +307,22 @@ def parse_manifest(data_dir: Path, payload: bytes) -> Manifest:
 
 
 def load_manifest(data_dir: Path | str) -> Manifest:
-    """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix."""
+    """The manifest of a prepared DATA_DIR; a missing or corrupt one is BadInput with the fix.
+
+    A directory that is another kind of artifact (a checkpoint, whose manifest.json has the same
+    name; a run directory) is refused for what it is (stack.artifacts), not called corrupt."""
     data_dir = Path(data_dir)
+    try:
+        return _load_manifest(data_dir)
+    except BadInput:
+        if data_dir.is_dir():
+            from stack.artifacts import require
+
+            require(data_dir, "data")
+        raise
+
+
+def _load_manifest(data_dir: Path) -> Manifest:
     if data_dir.exists() and not data_dir.is_dir():
         raise BadInput(
             f"DATA_DIR {data_dir} is a file, not a directory; give the directory `stack prepare` wrote"

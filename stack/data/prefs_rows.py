@@ -13,17 +13,18 @@ The text of a pair is rendered as `stack dpo` always rendered it (stack.tune.pai
 chat form, the chat template's assistant prefix ending the prompt). The prompt is chat-format
 text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
 tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn);
-the completions are text, so a special token's string in one stays text. A row longer than L
-is refused, never cut: a cut completion changes what is preferred.
+the completions are text, so a special token's string in one stays text. A pair whose longer
+row does not fit L is left out (and counted, stack.data.sft_prepare), never cut: a cut
+completion changes what is preferred.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from contracts.errors import BadInput
 from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
@@ -41,15 +42,10 @@ def pair_turns(record: Any, where: str, template: ChatTemplate) -> list[tuple[st
 
 
 def _row(
-    prompt: list[int], completion: list[int], width: int, eot: int, where: str
+    prompt: list[int], completion: list[int], width: int, eot: int
 ) -> tuple[list[int], list[int], list[bool]]:
     """One sequence's ids, mask and padding positions, right-padded with end-of-text to `width`."""
     ids = prompt + completion
-    if len(ids) > width:
-        raise BadInput(
-            f"{where}: a sequence of {len(ids)} tokens does not fit --pack-len {width}; raise --pack-len "
-            "(at most the model's ctx + 1) or shorten the pair"
-        )
     pad = width - len(ids)
     return (
         ids + [eot] * pad,
@@ -58,16 +54,33 @@ def _row(
     )
 
 
-def render_pair(tokenizer: Tokenizer, turns: list[tuple[str, str]], width: int, where: str) -> Rendered:
-    """The pair's 2·`width` ids and mask: its chosen row, then its rejected row (module docstring)."""
+@dataclass(frozen=True)
+class PairIds:
+    """A pair's token ids: the rendered prompt, and each completion with its end-of-text."""
+
+    prompt: list[int]
+    completions: tuple[list[int], list[int]]
+
+    @property
+    def length(self) -> int:
+        """The tokens of its longer sequence: what a row (--pack-len) must hold."""
+        return len(self.prompt) + max(len(c) for c in self.completions)
+
+
+def pair_ids(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> PairIds:
+    """The ids of one pair's prompt (chat-format text: special tokens become their ids) and of its
+    completions (text)."""
     (_, prompt), (_, chosen), (_, rejected) = turns
     eot = tokenizer.eot_id
-    prompt_ids = encode_turn(tokenizer, [(prompt, True)])
-    if not prompt_ids:
-        raise BadInput(f"{where}: the prompt has no tokens; a completion must follow a prompt")
-    rows = [
-        _row(prompt_ids, [*tokenizer.encode(text), eot], width, eot, where) for text in (chosen, rejected)
-    ]
+    completions = ([*tokenizer.encode(chosen), eot], [*tokenizer.encode(rejected), eot])
+    return PairIds(encode_turn(tokenizer, [(prompt, True)]), completions)
+
+
+def render_pair(pair: PairIds, width: int, eot: int) -> Rendered:
+    """The pair's 2·`width` ids and mask: its chosen row, then its rejected row (module docstring);
+    the caller has left out a pair longer than `width` or with an empty prompt."""
+    assert pair.prompt and pair.length <= width, "a pair that does not fit its rows is dropped, never cut"
+    rows = [_row(pair.prompt, completion, width, eot) for completion in pair.completions]
     ids = np.asarray(rows[0][0] + rows[1][0], dtype=np.int64)
     mask = np.asarray(rows[0][1] + rows[1][1], dtype=np.uint8)
     padding = np.asarray(rows[0][2] + rows[1][2], dtype=bool)

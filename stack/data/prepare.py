@@ -61,6 +61,7 @@ from stack.data.manifest import (
     SourceStats,
     Split,
     SplitTotals,
+    normalised_input,
     write_manifest,
 )
 from stack.data.prepare_tasks import (
@@ -129,6 +130,7 @@ class _Collector:
         self.stats: defaultdict[str, Counter[str]] = defaultdict(
             Counter, {s: Counter() for s in plan.sources}
         )
+        self.normalised: defaultdict[str, Counter[str]] = defaultdict(Counter)  # stack.data.line_ends
         self.writers: dict[tuple[Split, str], ShardWriter] = {}
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
@@ -153,6 +155,8 @@ class _Collector:
         if part.skipped is not None:
             source, reason = part.skipped
             self.stats[source][f"{reason}_skipped"] += 1
+        for event in part.normalised:
+            self.normalised[event.source][event.what] += 1
         if part.end is not None:
             counts = self.stats[part.end.source]
             counts["files"] += 1
@@ -423,6 +427,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         duplicate_documents=collector.duplicates(),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
+        normalised=normalised_input(collector.normalised),
     )
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)

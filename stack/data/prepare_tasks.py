@@ -31,6 +31,7 @@ from stack.data.filters.dedup import NearDuplicates
 from stack.data.filters.runner import Screen, snippet
 from stack.data.filters.script import SourceLetters
 from stack.data.formats import Layout, read_documents
+from stack.data.line_ends import Normalised
 from stack.data.long_documents import LongDocument, Spill
 from stack.data.read_ahead import read_ahead
 from stack.data.shards import DTYPES, naming
@@ -102,7 +103,7 @@ def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore)
     )
     piece_bytes = job.working.piece_bytes
     for found in read_documents(task.item, job.layout, job.working.batch_bytes, advance):
-        if isinstance(found, Skipped):
+        if isinstance(found, Skipped | Normalised):  # counted by the encode pass
             continue
         if job.letters:
             text = job.screen.text(head(found, job.screen.window_bytes))
@@ -167,6 +168,7 @@ class Part:
     at: tuple[int, int] | None = None
     long: bool = False  # the ids are one long document's, read back in blocks
     skipped: tuple[str, str] | None = None  # (source, "binary" | "empty")
+    normalised: list[Normalised] = field(default_factory=list)  # what a reader normalised (line_ends)
     end: InputFile | None = None
     invalid_utf8: bool = False  # with `end`: a document of the file had bytes replaced
     note: str | None = None
@@ -218,7 +220,7 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             batch.docs += [
                 _judge_canary(screen, dedup, found.source, c) for c in screen.canaries(found.source)
             ]
-        if isinstance(found, Skipped):
+        if isinstance(found, Skipped | Normalised):
             yield found
             continue
         long = is_long(found, working)
@@ -322,6 +324,8 @@ def encode(
                 yield part
             elif isinstance(event, Skipped):
                 yield Part(skipped=(event.source, event.reason))
+            elif isinstance(event, Normalised):
+                yield Part(normalised=[event])
             else:
                 assert isinstance(event, Part)
                 event.invalid_utf8 |= invalid_long

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
 from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Skipped, document, unreadable
+from stack.data.line_ends import BOM, CRLF, Normalised, reported
 from stack.data.split import content_sha256
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-Item = Document | Skipped
+Item = Document | Skipped | Normalised
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,21 @@ def _field(where: str, record: dict[str, Any], name: str, option: str) -> object
 
 
 def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
-    """One document per non-blank line of a JSONL file."""
+    """One document per non-blank line of a JSONL file; a leading byte-order mark is dropped, and
+    CRLF line ends are read as LF ends (stack.data.line_ends)."""
+    bom = crlf = False
     try:
         with open(item.path, "rb") as handle:
             for number, line in enumerate(handle, 1):
                 advance(len(line))
+                if number == 1 and line.startswith(BOM):
+                    line, bom = line[len(BOM) :], True
+                crlf |= line.endswith(CRLF)
                 if line.strip():
                     yield _jsonl_record(item, number, line, fields)
     except OSError as exc:
         raise unreadable(item.path, exc) from None
+    yield from reported(item.source, bom, crlf)
 
 
 def _jsonl_record(item: InputFile, number: int, line: bytes, fields: Fields) -> Item:

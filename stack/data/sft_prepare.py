@@ -39,6 +39,7 @@ from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
 from stack.data.filters.runner import FilterRunner
 from stack.data.filters.script import SourceLetters
+from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
@@ -46,14 +47,16 @@ from stack.data.manifest import (
     FilterReport,
     LabelFile,
     Manifest,
+    NormalisedInput,
     SftEntry,
     Shard,
     SourceStats,
     Split,
     SplitTotals,
+    normalised_input,
     write_manifest,
 )
-from stack.data.prefs_rows import PREFS_FORMAT, pair_turns, render_pair
+from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pair
 from stack.data.prepare import write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.sft_gates import check_markers, check_supervision
@@ -87,6 +90,12 @@ class _Split:
     """The rendered examples of one split, in input order."""
 
     examples: list[Rendered] = field(default_factory=list)
+
+
+def most_pack_len(fmt: str, ctx: int) -> int:
+    """The longest --pack-len a model of context `ctx` reads: a chat or prompt-completion window
+    holds ctx tokens, a pair's row its context and the one token it predicts last."""
+    return ctx + 1 if fmt == PREFS_FORMAT else ctx
 
 
 def labels_header(tokens: int, examples: int) -> bytes:
@@ -131,17 +140,16 @@ def _read_examples(
     paths: Sequence[Path], fmt: str, template: ChatTemplate
 ) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
     """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line), in
-    file and line order; blank lines are skipped."""
+    file and line order; blank lines are skipped, and a byte-order mark or CRLF line ends counted
+    (stack.data.line_ends)."""
     examples, wheres, counts = [], [], Counter[str]()
     for path in paths:
         if not path.is_file():
             raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
         counts["files"] += 1
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read {path} as UTF-8 text ({exc})") from None
-        for number, line in enumerate(lines, start=1):
+        lines, bom, crlf = text_lines(path, f"a JSONL file of {fmt} records")
+        counts.update(event.what for event in reported("", bom, crlf))
+        for number, line in lines:
             if not line.strip():
                 counts["empty_skipped"] += 1
                 continue
@@ -159,26 +167,52 @@ def _read_examples(
     return examples, wheres, counts
 
 
+@dataclass
+class Dropped:
+    """Examples left out by a rule of their own (the filters count theirs in their report): blank
+    for what is learnt (`empty`), or longer than the window (`too_long`, with the longest)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    longest: int = 0
+
+    def add(self, rule: str, length: int = 0) -> None:
+        self.counts[rule] += 1
+        self.longest = max(self.longest, length)
+
+
+def _empty(fmt: str, turns: list[tuple[str, str]]) -> bool:
+    """Nothing to learn: every assistant turn is blank (a chat or prompt-completion example)."""
+    return fmt != PREFS_FORMAT and all(not text.strip() for role, text in turns if role == "assistant")
+
+
 def _render_all(
     examples: list[list[tuple[str, str]]], template: ChatTemplate, tok: Tokenizer, plan: SftPlan
-) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
-    """Render, split and index every example; refuse one longer than a window."""
+) -> tuple[dict[Split, _Split], np.ndarray, int, int, Dropped]:
+    """Render, split and index every example; leave out (and count) the blank and the too long."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
     turns_total = missing_total = 0
+    dropped = Dropped()
     for i, turns in enumerate(examples):
-        where = f"example {i + 1}"
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
-            rendered = render_pair(tok, turns, plan.pack_len // 2, where)
-        elif plan.join == "concatenate":  # (user, prompt), (assistant, completion)
-            rendered = render_concatenated(tok, turns[0][1], turns[1][1], where)
+            pair, limit = pair_ids(tok, turns), plan.pack_len // 2
+            if not pair.prompt:
+                dropped.add("empty")
+                continue
+            length = pair.length
+            rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
+        elif _empty(plan.fmt, turns):
+            dropped.add("empty")
+            continue
         else:
-            rendered = render(template, tok, turns, where)
-        if len(rendered.ids) > plan.pack_len:
-            raise BadInput(
-                f"example {i + 1} has {len(rendered.ids)} tokens, more than --pack-len {plan.pack_len}: "
-                "raise --pack-len (at most the model's ctx) or shorten the example"
-            )
+            if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
+                rendered = render_concatenated(tok, turns[0][1], turns[1][1], f"example {i + 1}")
+            else:
+                rendered = render(template, tok, turns, f"example {i + 1}")
+            limit, length = plan.pack_len, len(rendered.ids)
+        if rendered is None or length > limit:
+            dropped.add("too_long", length)
+            continue
         sha = splitting.content_sha256(canonical_example(turns))
         which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
         splits[which].examples.append(rendered)
@@ -189,7 +223,35 @@ def _render_all(
         missing_total += rendered.markers_missing
     index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
     index["doc"], index["heldout"] = shas, heldout
-    return splits, index, turns_total, missing_total
+    return splits, index, turns_total, missing_total, dropped
+
+
+def _all_dropped(plan: SftPlan, read: int, blank: int, dropped: Dropped) -> BadInput:
+    """The refusal when no example is left: each rule with what it dropped, and what would admit them."""
+    files = ", ".join(map(str, plan.files))
+    if not read:
+        return BadInput(f"no {plan.fmt} records in {files}: {blank} blank line(s) and no record")
+    width = plan.pack_len // 2 if plan.fmt == PREFS_FORMAT else plan.pack_len
+    most = "the model's context + 1" if plan.fmt == PREFS_FORMAT else "the model's context"
+    reasons = []
+    if dropped.counts["too_long"]:
+        reasons.append(
+            f"{dropped.counts['too_long']} longer than --pack-len {width} (the longest needs "
+            f"{dropped.longest} tokens: --pack-len {dropped.longest} admits them, at most {most})"
+        )
+    if dropped.counts["empty"]:
+        blank_part = "a prompt" if plan.fmt == PREFS_FORMAT else "an assistant turn"
+        reasons.append(f"{dropped.counts['empty']} empty after the template (no text in {blank_part})")
+    filtered = plan.filters.report(plan.source).dropped
+    if filtered:
+        by = ", ".join(f"{reason} {n}" for reason, n in sorted(filtered.items()))
+        reasons.append(
+            f"{sum(filtered.values())} by the filters ({by}: --no-filter {plan.source} --reason TEXT "
+            "admits them on record, --filters FILE tunes them)"
+        )
+    return BadInput(
+        f"every one of the {read} {plan.fmt} record(s) in {files} was dropped: {'; '.join(reasons)}"
+    )
 
 
 @dataclass(frozen=True)
@@ -266,12 +328,15 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     ]
     log_path = runner.log.close()
     check_reports(runner, {plan.source: len(examples)}, recount(log_path))
+    read = runner.report(plan.source).documents_in
     if not examples:
-        if runner.reports[plan.source].dropped:
+        if runner.reports[plan.source].dropped:  # the filters took them all: name them, with an example
             raise BadInput(empty_corpus(len(plan.files), runner.as_dict()))
-        raise BadInput(f"no {plan.fmt} records in {', '.join(map(str, plan.files))}")
+        raise _all_dropped(plan, read, counts["empty_skipped"], Dropped())
     tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns in examples for _, c in turns])
-    splits, index, turns, missing = _render_all(examples, template, tok, plan)
+    splits, index, turns, missing, dropped = _render_all(examples, template, tok, plan)
+    if not splits["train"].examples and not splits["heldout"].examples:
+        raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
     if not splits["train"].examples:
         raise BadInput(f"all {len(examples)} example(s) landed in the held-out split; lower --val-fraction")
@@ -316,6 +381,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         duplicate_documents=len(index) - len(np.unique(index["doc"])),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
+        normalised=normalised_input({plan.source: {k: counts[k] for k in NormalisedInput.model_fields}}),
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
             template=template.spec.name,
@@ -324,6 +390,8 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             chat_template=jinja_of(template.spec) if _templated(plan, counts) else None,
             pack_len=plan.pack_len,
             examples={s: len(splits[s].examples) for s in ("train", "heldout")},  # type: ignore[misc]
+            dropped=dict(sorted(dropped.counts.items())),
+            longest_dropped=dropped.longest or None,
             supervised_tokens=supervised,
             assistant_turns=turns,
             markers_missing=missing,

@@ -8,7 +8,9 @@ trailing ASCII whitespace removed: TinyStories writes `story\\n<|endoftext|>\\ns
 newlines around the separator belong to neither story. Text that is only whitespace (two
 separators in a row, one at the end of the file) is no document. A document that outgrows the
 batch size while it is read is not held: it becomes a FileRegion, read again when it is encoded.
-A file that is one document keeps its bytes exactly as they are, whitespace included.
+A file that is one document keeps its bytes exactly as they are, whitespace included, but for
+what an editor adds (stack.data.line_ends): a leading UTF-8 byte-order mark is dropped, and a
+file whose head holds a CRLF is read with every CRLF as LF, before any separator is looked for.
 
 A file without a separator that is longer than `doc_bytes` (`--doc-bytes`, default 1 MiB) is
 cut into documents of at most that many bytes, each ending after the last newline of its last
@@ -36,11 +38,17 @@ from stack.data.corpus import (
     unreadable,
 )
 from stack.data.defaults import DEFAULT_DOC_BYTES
+from stack.data.line_ends import CRLF, Normalised, as_lf, reported, text_start, whole_text
 
 WHITESPACE = b" \t\r\n\f\v"
 CUT_LOOKBACK = 1 << 16
 
-Item = Document | FileRegion | Skipped
+Item = Document | FileRegion | Skipped | Normalised
+
+
+def _line_ends(head: bytes) -> tuple[int, bool]:
+    """Where the text starts (after a byte-order mark) and whether CRLF is read as LF."""
+    return text_start(head, BINARY_SNIFF_BYTES)
 
 
 def text_documents(
@@ -67,27 +75,34 @@ def _whole_file(
     if size <= min(batch_bytes, doc_bytes):
         data = item.path.read_bytes()
         advance(len(data))
-        if not data:
-            yield Skipped(item.source, "empty")
-        elif is_binary(data):
+        text, bom, crlf = whole_text(data, BINARY_SNIFF_BYTES)
+        if is_binary(data):
             yield Skipped(item.source, "binary")
+        elif not text:
+            yield Skipped(item.source, "empty")
         else:
-            yield document(item.source, data, item.label, delimited=False)
+            yield from reported(item.source, bom, crlf)
+            yield document(item.source, text, item.label, delimited=False)
         return
     with open(item.path, "rb") as handle:
-        if is_binary(handle.read(BINARY_SNIFF_BYTES)):
+        head = handle.read(BINARY_SNIFF_BYTES)
+        if is_binary(head):
             advance(size)
             yield Skipped(item.source, "binary")
             return
-        start = 0
+        start, crlf = _line_ends(head)
+        yield from reported(item.source, start > 0, crlf)
+        advance(start)
+        first = start  # past a byte-order mark
         while start < size:
             end = size if size - start <= doc_bytes else _cut(handle, start, start + doc_bytes)
-            where = item.label if (start, end) == (0, size) else f"{item.label} bytes {start}-{end}"
+            where = item.label if (start, end) == (first, size) else f"{item.label} bytes {start}-{end}"
             if end - start <= batch_bytes:
                 handle.seek(start)
-                yield document(item.source, handle.read(end - start), where, delimited=False)
+                piece = handle.read(end - start)
+                yield document(item.source, as_lf(piece) if crlf else piece, where, delimited=False)
             else:
-                yield FileRegion(item.source, item.path, start, end, where, delimited=False)
+                yield FileRegion(item.source, item.path, start, end, where, delimited=False, crlf=crlf)
             advance(end - start)
             start = end
 
@@ -120,8 +135,8 @@ def _cut(handle: BinaryIO, start: int, limit: int) -> int:
 class _Between:
     """The document being read between two separators: held while short, tracked by offsets once long."""
 
-    def __init__(self, source: str, path: Path, label: str, limit: int) -> None:
-        self.source, self.path, self.label, self.limit = source, path, label, limit
+    def __init__(self, source: str, path: Path, label: str, limit: int, crlf: bool) -> None:
+        self.source, self.path, self.label, self.limit, self.crlf = source, path, label, limit, crlf
         self.number = 0  # documents found so far
         self._held = bytearray()
         self._held_at = 0
@@ -158,9 +173,9 @@ class _Between:
         """The document read since the last separator (None when it was only whitespace); starts anew."""
         found: Document | FileRegion | None = None
         if self._long and self._start is not None:
-            found = FileRegion(self.source, self.path, self._start, self._end, self._where())
+            found = FileRegion(self.source, self.path, self._start, self._end, self._where(), crlf=self.crlf)
         elif not self._long and (text := bytes(self._held).strip(WHITESPACE)):
-            found = document(self.source, text, self._where())
+            found = document(self.source, as_lf(text) if self.crlf else text, self._where())
         self._held, self._long, self._start, self._end = bytearray(), False, None, 0
         return found
 
@@ -168,16 +183,37 @@ class _Between:
 def _separated(
     item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
 ) -> Iterator[Item]:
-    between = _Between(item.source, item.path, item.label, batch_bytes)
-    found = 0
-    tail, offset = b"", 0  # unsearched bytes from the last block, and their file offset
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
-        if is_binary(head):
-            advance(item.path.stat().st_size)
-            yield Skipped(item.source, "binary")
-            return
-        handle.seek(0)
+    if is_binary(head):
+        advance(item.path.stat().st_size)
+        yield Skipped(item.source, "binary")
+        return
+    start, crlf = _line_ends(head)
+    yield from reported(item.source, start > 0, crlf)
+    yield from _documents(item, as_crlf(separator) if crlf else separator, batch_bytes, advance, start, crlf)
+
+
+def as_crlf(separator: bytes) -> bytes:
+    """A separator as it is written in a file with CRLF line ends."""
+    return separator.replace(CRLF, b"\n").replace(b"\n", CRLF)
+
+
+def _documents(
+    item: InputFile,
+    separator: bytes,
+    batch_bytes: int,
+    advance: Callable[[int], None],
+    start: int,
+    crlf: bool,
+) -> Iterator[Item]:
+    """The documents between separators of a file read from byte `start`."""
+    between = _Between(item.source, item.path, item.label, batch_bytes, crlf)
+    found = 0
+    tail, offset = b"", start  # unsearched bytes from the last block, and their file offset
+    advance(start)
+    with open(item.path, "rb") as handle:
+        handle.seek(start)
         while block := handle.read(batch_bytes):
             advance(len(block))
             buf, pos = tail + block, 0

@@ -30,6 +30,7 @@ import torch
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import DataRef, Lineage, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
+from stack.artifacts import ES_RUN_KIND, RUN_CONFIG
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_state
@@ -45,8 +46,7 @@ from stack.train.config import save_config
 from stack.train.run import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
-KIND = "es"
-CONFIG_FILE = "config.toml"
+KIND, CONFIG_FILE = ES_RUN_KIND, RUN_CONFIG
 
 
 @dataclass

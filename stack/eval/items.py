@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import BadInput
+from stack.data.line_ends import text_lines
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,10 @@ def _item(where: str, line: str) -> Item:
 
 def read_items(path: Path, option: str) -> list[Item]:
     """The items of a JSONL file, in file order; refused when empty or when an id repeats."""
-    try:
-        lines = path.read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise BadInput(f"{option} {path} is not UTF-8 text; give a JSONL file") from None
+    lines, _, _ = text_lines(path, f"{option} as a JSONL file")
     found: list[Item] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, 1):
+    for number, line in lines:
         if not line.strip():
             continue
         item = _item(f"{option} {path} line {number}", line)

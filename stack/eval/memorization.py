@@ -28,6 +28,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.line_ends import text_lines
 from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
 from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
@@ -100,7 +101,8 @@ def jsonl_examples(
     are rendered by `template` (default: the shipped one)."""
     template = template or load_template(None)
     examples = []
-    for number, line in enumerate(path.read_bytes().decode("utf-8").splitlines(), 1):
+    lines, _, _ = text_lines(path, "a JSONL file of training examples")
+    for number, line in lines:
         if not line.strip():
             continue
         where = f"--examples {path} line {number}"

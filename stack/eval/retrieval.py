@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import BadInput
+from stack.data.line_ends import read_text
 
 K1 = 1.2
 B = 0.75
@@ -78,7 +79,7 @@ def read_passages(folder: Path) -> list[Passage]:
     passages = []
     for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()):
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = read_text(path.read_bytes())
         except UnicodeDecodeError:
             raise BadInput(
                 f"--docs: {path} is not UTF-8 text; convert it or move it out of the folder"

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stack.artifacts import identify
 from stack.model import adapters, lora
 from stack.train.trained import Trained, load_trained
 
 
 def load_tuned(path: Path, base: Path, device: str) -> Trained:
     """The fine-tuned model at `path`; an adapter directory is loaded onto the model at `base`."""
-    if not (Path(path) / adapters.MANIFEST).is_file():
+    if identify(path).kind.name != "adapter":
         return load_trained(path, device)
     tuned = load_trained(base, "cpu")
     adapters.load_adapter(tuned.model, Path(path), lora.base_sha256(tuned.model))

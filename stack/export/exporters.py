@@ -24,6 +24,7 @@ from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
 from contracts.spec import load_spec
+from stack.artifacts import EXPORT_RECORD, ONNX_MODEL, WEIGHTS_FILE
 from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_state
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 
     from stack.eval.evidence import CommandEvidence
 
-RECORD = "export.json"
+RECORD = EXPORT_RECORD
 FORMATS = ("hf", "onnx")
 Checks = list[tuple[parity.LogitsParity, Outcome]]
 
@@ -71,7 +72,7 @@ class ExportResult:
 
 
 # The model file of each format, by its verified name: what the export's lineage says it made.
-MODEL_FILES = {"hf": "model.safetensors", "onnx": "model.onnx"}
+MODEL_FILES = {"hf": WEIGHTS_FILE, "onnx": ONNX_MODEL}
 
 
 def run_kind(fmt: str) -> str:

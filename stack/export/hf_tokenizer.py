@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from contracts.errors import BadInput
-from stack.data.manifest import MANIFEST_FILE
+from stack.artifacts import HF_CONFIG, require
 from stack.data.pretrained import TOKENIZER_CONFIG, TOKENIZER_JSON, PretrainedTokenizer
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.data.tokenizer_identity import EOT_TOKEN, hf_json
@@ -117,17 +117,26 @@ def model_tokenizer(path: Path) -> Tokenizer:
     A run, a checkpoint, a surgery's, merge's or import's output: the tokenizer of its (newest
     valid) checkpoint, verified against the checkpoint's manifest (GATE-CKPT-002). A Hugging
     Face directory (an export, or a model made elsewhere): `read_tokenizer`. A prepared DATA_DIR:
-    the tokenizer its manifest names.
+    the tokenizer its manifest names. Anything else is refused for what it is (stack.artifacts).
     """
-    path = Path(path)
-    if (path / ckpt.CKPT_DIR).is_dir() or (path / ckpt.STATE_FILE).is_file():
+    identity = require(path, "tokenizer-source")
+    if identity.kind.family == "model":
         checkpoint = ckpt.load_checkpoint(resolve_checkpoint(path))
         return tokenizer_from_state(checkpoint.state["tokenizer"])
-    if (path / MANIFEST_FILE).is_file():  # a DATA_DIR's tokenizer.json is the stack's own record
+    if identity.kind.family == "data":  # a DATA_DIR's tokenizer.json is the stack's own record
         return load_tokenizer(path)
-    if (path / STATE_FILE).is_file() or (path / TOKENIZER_JSON).is_file():
-        return read_tokenizer(path)
-    raise BadInput(
-        f"{path} holds no tokenizer: give a run, checkpoint, export or DATA_DIR directory (one with "
-        f"{ckpt.CKPT_DIR}/, {ckpt.STATE_FILE}, {TOKENIZER_JSON} or {MANIFEST_FILE})"
-    )
+    return read_tokenizer(path)
+
+
+def model_context(path: Path) -> int | None:
+    """The context of the model whose tokenizer `--tokenizer RUN_DIR` takes, so what is prepared
+    for it can be checked against it before any work: a stack model's `model.ctx`, a Hugging Face
+    model's `max_position_embeddings`; None for a DATA_DIR or a tokenizer alone."""
+    identity = require(path, "tokenizer-source")
+    if identity.kind.family == "model":
+        return int(ckpt.read_state(resolve_checkpoint(path))["config"]["model"]["ctx"])
+    config = Path(path) / HF_CONFIG
+    if identity.kind.family in ("export", "hf") and config.is_file():
+        found = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+        return found if isinstance(found, int) else None
+    return None

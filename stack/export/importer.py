@@ -36,6 +36,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.gates import violation
 from contracts.spec import load_spec
+from stack.artifacts import IMPORT_RECORD
 from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
@@ -49,7 +50,7 @@ from stack.train import rng
 from stack.train.config import RunConfig, resolve, save_config
 from stack.train.loop import build_optimizer
 
-RECORD = "import.json"
+RECORD = IMPORT_RECORD
 KIND = "import-hf"
 WEIGHT_INDEX = "model.safetensors.index.json"
 # A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from contracts.errors import BadInput
+from stack.artifacts import PEFT_CONFIG, PEFT_WEIGHTS
 from stack.model import names
 from stack.model.adapters import settings_of
 from stack.model.gpt import GPT
@@ -36,8 +37,7 @@ from stack.model.lora import ADAPTER_KEYS, adapter_state
 MODEL_SITES = {m.site for m in names.MODEL}
 # Sites in the order a forward pass meets them within a block (the model's head last).
 ORDER = {m.site: i for i, m in enumerate((*names.BLOCK, *names.MODEL))}
-CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
+CONFIG, WEIGHTS = PEFT_CONFIG, PEFT_WEIGHTS  # the files a peft adapter directory is (stack.artifacts)
 PREFIX = "base_model.model."
 KEY = re.compile(rf"{re.escape(PREFIX)}(?P<module>.+)\.(?P<part>lora_A|lora_B)\.weight")
 # Settings of peft's LoraConfig that the stack's adapters have no counterpart for: each must be

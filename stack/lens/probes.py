@@ -24,10 +24,9 @@ from torch import nn
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, measure
+from stack.artifacts import LENS_FORMAT
 from stack.model.gpt import GPT
 from stack.model.layers import RMSNorm
-
-LENS_FORMAT = "gatestack-tuned-lens-1"
 
 
 class TunedLens(nn.Module):

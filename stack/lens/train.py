@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.reader import TokenReader
 from stack.lens.probes import TunedLens, for_model, health_outcome
@@ -28,6 +29,7 @@ from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
 
 Progress = Callable[[int, dict[str, Any]], None]
+DEFAULT_SEQ_LEN = 128  # tokens per training sequence when none is asked for (at most the context)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,19 @@ def lens_loss(model: GPT, lens: TunedLens, residuals: Residuals) -> torch.Tensor
     return total
 
 
+def sequence_length(asked: int | None, ctx: int) -> int:
+    """Tokens per training sequence: as asked, refused past the model's context (a lens fitted on
+    shorter windows than asked would be recorded as fitted on what was asked); by default the
+    context, at most DEFAULT_SEQ_LEN."""
+    if asked is None:
+        return min(DEFAULT_SEQ_LEN, ctx)
+    if asked > ctx:
+        raise BadInput(f"--seq-len {asked} is longer than the model's context of {ctx}; give at most {ctx}")
+    return asked
+
+
 def _reader(model: GPT, data_dir: Path, split: str, settings: LensTraining) -> TokenReader:
-    seq_len = min(settings.seq_len, model.config.ctx)
+    seq_len = sequence_length(settings.seq_len, model.config.ctx)
     return TokenReader(data_dir, split, batch_size=settings.batch_size, seq_len=seq_len, seed=settings.seed)
 
 

@@ -28,12 +28,12 @@ from safetensors.torch import load_file, save_file
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.gates import gate_require, measure
+from stack.artifacts import ADAPTER_MANIFEST, ADAPTER_WEIGHTS
 from stack.model import lora
 from stack.model.gpt import GPT
 from stack.model.lora import adapter_state, adapters, apply_lora
 
-WEIGHTS = "adapter.safetensors"
-MANIFEST = "adapter.json"
+WEIGHTS, MANIFEST = ADAPTER_WEIGHTS, ADAPTER_MANIFEST
 FORMAT = "gatestack-lora"
 FORMAT_VERSION = 1
 

@@ -29,6 +29,7 @@ import torch
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
+from stack.artifacts import SURGERY_RECORD
 from stack.data import chat_jinja
 from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
@@ -41,7 +42,7 @@ from stack.train.config import save_config
 from stack.train.loop import build_optimizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
-RECORD = "surgery.json"
+RECORD = SURGERY_RECORD
 
 
 @dataclass

@@ -29,11 +29,12 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from stack.artifacts import TRACE_DUMP_FORMAT
 from stack.trace.report import plain
 from stack.trace.sites import DENSE, TRACE_SCHEMA_VERSION, Layout
 from stack.trace.tracer import SiteRecord, Trace
 
-FORMAT = "gatestack-trace-dump"
+FORMAT = TRACE_DUMP_FORMAT
 # Elements kept per site: a format constant (both sides of a comparison must agree), not a threshold.
 SAMPLE_LIMIT = 2048
 

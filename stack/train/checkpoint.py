@@ -48,14 +48,12 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from stack.artifacts import CHECKPOINT_MANIFEST, CHECKPOINT_NAME, CHECKPOINTS_DIR, OPTIMIZER_FILE, STATE_FILE
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 
 FORMAT_VERSION = 1
-CKPT_DIR = "checkpoints"
-MANIFEST = "manifest.json"
-STATE_FILE = "state.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
+CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
 FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
 # What a weights-only checkpoint holds: enough to rebuild the model and its tokenizer.
 WEIGHTS_FILES = ("model.safetensors", STATE_FILE)
@@ -74,8 +72,7 @@ STATE_KEYS = (
     "optimizer",
     "tokenizer",
 )
-# A checkpoint of the run is exactly this; `step-0000005-my-backup` is the user's, never ours.
-STEP_NAME = re.compile(r"step-\d{7}")
+STEP_NAME = CHECKPOINT_NAME  # a checkpoint of the run is exactly this
 # Hidden directories of a writer: a checkpoint being assembled, or one on its way out.
 LEFTOVER_NAME = re.compile(r"\.(tmp|retired)-step-\d{7}-(\d+)")
 # Bytes per element of each safetensors dtype.

@@ -321,7 +321,7 @@ def parse_sets(assignments: list[str]) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a dict; missing or malformed files are BadInput."""
     try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))  # as an editor may save it
     except FileNotFoundError:
         raise BadInput(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:

@@ -31,6 +31,7 @@ import torch
 from contracts.errors import BadInput
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
+from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.data.tokenizer import load_tokenizer
 from stack.model.consumed import Consumed
@@ -98,6 +99,7 @@ class Dpo(Objective):
     """The DPO loss of preference pairs against a frozen reference (see the module docstring)."""
 
     name = "dpo"
+    data = "data-prefs"
     metric_names = ("chosen_reward", "rejected_reward", "margin", "accuracy")
     first_loss_is_ln_vocab = False  # the DPO loss starts at ln 2, by GATE-DPO-001
 
@@ -130,7 +132,7 @@ class Dpo(Objective):
     def window(self, data_dir: Path, ctx: int) -> int:
         """A pair's window: two rows, each at most the context plus the token it predicts last."""
         pack_len = pack_len_of(data_dir)
-        if pack_len // 2 > ctx + 1:
+        if pack_len // 2 > most_pack_len(PREFS_FORMAT, ctx):
             raise BadInput(
                 f"{data_dir} holds sequences of {pack_len // 2} tokens, more than the model's ctx {ctx} + 1; "
                 f"prepare again with --pack-len {ctx + 1} or less"

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
+from stack.artifacts import ADAPTER_DIR
 from stack.model import lora
 from stack.model.adapters import save_adapter
 from stack.model.gpt import GPT
@@ -47,8 +48,6 @@ from stack.model.lora_checks import (
 )
 from stack.train import checkpoint as ckpt
 from stack.train.config import LoraSection, RunConfig
-
-ADAPTER_DIR = "adapter"
 
 
 def attach(model: GPT, config: RunConfig, sharded: bool) -> list[str]:

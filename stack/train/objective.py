@@ -76,6 +76,8 @@ class Objective(ABC):
     # GATE-TRAIN-004 judges the first loss of a fresh model against ln(vocab): only where the loss
     # is that cross-entropy.
     first_loss_is_ln_vocab: bool = True
+    # The kind of DATA_DIR it reads, as a need of stack.artifacts: a run on another is refused first.
+    data: str = "data-pretrain"
 
     def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:  # noqa: B027
         """Load what the task holds beside the trained model, on the run's device (optional hook)."""

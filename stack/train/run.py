@@ -56,6 +56,7 @@ from contracts.evidence import run_id as evidence_run_id
 from contracts.gates import Outcome, contract_mode, gate_require, measure, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
+from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.data.tokenizer_identity import probe_sha256
@@ -69,9 +70,10 @@ from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
+from stack.train.objective import objective_for
 from stack.train.trained import resolve_checkpoint
 
-CONFIG_FILE = "config.toml"
+CONFIG_FILE = RUN_CONFIG
 # The record's repeatability claim (determinism.flags), the verdict of its earlier parts, and the
 # gate whose replay measurement backs it.
 REPEATABLE = "repeatable"
@@ -280,6 +282,7 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
         None if source_model is None else {"model": {k: v for k, v in source_model.items() if k != "vocab"}}
     )
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
+    check_task_data(config, data_dir, request.argv)
     if source_model is not None:
         config = _with_model_of(config, source_model)
     device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -290,6 +293,14 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     record.lineage = run_lineage(request.init_from, config)
     _stamp(record, config, data_dir, tokenizer)
     return Plan(run_dir, data_dir, config, tokenizer, record, Ledger(request.waivers))
+
+
+def check_task_data(config: RunConfig, data_dir: Path, argv: list[str]) -> None:
+    """Refuse a DATA_DIR of another kind than the task's objective reads (stack.artifacts), in words
+    that name both: chat examples given to pretraining say `stack sft`, not a shape mismatch."""
+    objective = objective_for(config.train.task)
+    command = " ".join(argv[:2]) if len(argv) > 1 else "stack train"
+    require(data_dir, objective.data, f"`{command}` (train.task {objective.name})")
 
 
 def _kind_of(config: RunConfig, init_from: Path | None) -> str:
@@ -342,6 +353,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
+    check_task_data(config, data_dir, request.argv)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
     record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
     ledger = Ledger(record.waivers)

@@ -21,6 +21,7 @@ from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_require, measure
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
+from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.model.consumed import Consumed
 from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
@@ -110,6 +111,7 @@ class Sft(Objective):
     """Masked next-token loss on packed SFT windows (see the module docstring)."""
 
     name = "sft"
+    data = "data-sft"
     metric_names = ("supervised_tokens",)
 
     def window(self, data_dir: Path, ctx: int) -> int:
@@ -119,7 +121,7 @@ class Sft(Objective):
                 "rejected completions too; tune on them with `stack dpo --data`"
             )
         pack_len = pack_len_of(data_dir)
-        if pack_len > ctx:
+        if pack_len > most_pack_len("chat", ctx):
             raise BadInput(
                 f"{data_dir} was packed into windows of {pack_len} tokens, longer than the model's ctx "
                 f"{ctx}; prepare again with --pack-len {ctx} or less"

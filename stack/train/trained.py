@@ -21,10 +21,9 @@ import torch
 from contracts.errors import BadInput
 from contracts.registry import REGISTRY_FILE, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE
+from stack.artifacts import require
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state
-from stack.export.peft_format import CONFIG as PEFT_CONFIG
-from stack.model.adapters import MANIFEST as ADAPTER_MANIFEST
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
@@ -97,29 +96,19 @@ def check_released(path: Path) -> None:
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint directory as given (a release checked against its registry entry first), or a
-    run directory's newest valid checkpoint."""
+    run directory's newest valid checkpoint. Anything else is refused for what it is
+    (stack.artifacts): a DATA_DIR is not a damaged checkpoint."""
     path = Path(path)
-    if (path / ckpt.MANIFEST).is_file():
+    identity = require(path, "model")
+    if identity.kind.name in ("checkpoint", "release"):
         check_released(path)
         return path
-    if (path / ckpt.CKPT_DIR).is_dir():
-        latest, notes = ckpt.latest_valid(path)
-        for note in notes:
-            print(f"stack: {note}", file=sys.stderr)
-        if latest is None:
-            raise BadInput(f"{path} has no valid checkpoint")
-        return latest
-    if (path / ADAPTER_MANIFEST).is_file():  # an adapter alone is no model: it needs its base
-        raise BadInput(
-            f"{path} is a LoRA adapter directory, not a model: merge it onto its base first "
-            f"(stack lora merge {path} --base BASE --out MERGED) and give MERGED"
-        )
-    if (path / PEFT_CONFIG).is_file():
-        raise BadInput(
-            f"{path} is a peft adapter directory, not a model: read it onto its base (stack lora import "
-            f"{path} --base BASE --out ADAPTER), then stack lora merge ADAPTER --base BASE --out MERGED"
-        )
-    raise BadInput(f"{path} is neither a run directory nor a checkpoint directory (no {ckpt.MANIFEST})")
+    latest, notes = ckpt.latest_valid(path)
+    for note in notes:
+        print(f"stack: {note}", file=sys.stderr)
+    if latest is None:
+        raise BadInput(f"{path} has no valid checkpoint")
+    return latest
 
 
 def load_trained(path: Path, device: str | torch.device = "cpu", attention: str | None = None) -> Trained:

@@ -11,6 +11,9 @@ For each sample, from one seeded generator:
 The kept samples are written as chat records (`{"messages": [user, assistant]}`), which `stack
 prepare --format chat` reads as they are.
 
+A length setting past what the context leaves is cut to it, and the cut is recorded (`clamps`:
+synth.json, the record's config, a note on the terminal).
+
 Quality filters, each a named reason with its count: `short` (instruction or response under
 `min_chars` characters), `repetitive` (a coherence score, stack.train.coherence, under
 `min_coherence`: a repetition loop), `duplicate` (the same instruction and response, by
@@ -30,6 +33,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -107,15 +111,42 @@ def _continue(
     return text.split(stop)[0] if stop else text
 
 
+def _instruction_room(model: GPT, tokenizer: Tokenizer, template: ChatTemplate) -> int:
+    """The most tokens an instruction may take: half the context left after the user prefix (the
+    rest is the response's)."""
+    return (model.config.ctx - len(tokenizer.encode(template.spec.roles[USER].prefix))) // 2
+
+
+def _response_room(model: GPT, tokenizer: Tokenizer, template: ChatTemplate) -> int:
+    """The most tokens a response may take: the context less the prompt around an empty instruction
+    (a longer instruction leaves less)."""
+    user, assistant = template.spec.roles[USER], template.spec.roles[ASSISTANT]
+    return model.config.ctx - len(tokenizer.encode(user.prefix + user.suffix + assistant.prefix))
+
+
+def clamps(
+    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings
+) -> dict[str, Any]:
+    """Each length setting the model's context cuts: what was asked and the most it can get. A
+    synthesis records these, so no sample is thought to have had room it did not have."""
+    found = {}
+    for name, room in (
+        ("max_instruction_tokens", _instruction_room(model, tokenizer, template)),
+        ("max_response_tokens", _response_room(model, tokenizer, template)),
+    ):
+        asked = getattr(settings, name)
+        if asked > room:
+            found[name] = {"asked": asked, "at_most": room, "ctx": model.config.ctx}
+    return found
+
+
 def draw(
     model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, rng: torch.Generator
 ) -> Sample | None:
     """One instruction and its response; None when the instruction leaves no room for a response."""
     roles = template.spec.roles
     user, assistant = roles[USER], roles[ASSISTANT]
-    # The instruction takes at most half the context left after the prefix: the rest is the response's.
-    half = (model.config.ctx - len(tokenizer.encode(user.prefix))) // 2
-    budget = min(settings.max_instruction_tokens, half)
+    budget = min(settings.max_instruction_tokens, _instruction_room(model, tokenizer, template))
     instruction = _continue(model, tokenizer, user.prefix, budget, user.suffix, settings, rng)
     if instruction is None:
         return None

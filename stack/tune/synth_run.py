@@ -13,12 +13,14 @@ OUT must be new or empty: a synthesis never writes over data.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from contracts.errors import GateViolation
 from contracts.evidence import RunStatus, canonical_sha256, sha256_file
+from stack.artifacts import SYNTH_RECORDS, SYNTH_SIDECAR
 from stack.data.sft_template import load_template
 from stack.es.rundir import check_fresh_out
 from stack.eval.evidence import CommandEvidence
@@ -28,7 +30,7 @@ from stack.tune import synth
 from stack.tune.settings import SynthSettings
 
 KIND = "synth"
-RECORDS, SIDECAR = "synth.jsonl", "synth.json"
+RECORDS, SIDECAR = SYNTH_RECORDS, SYNTH_SIDECAR
 
 
 def run(
@@ -55,7 +57,14 @@ def run(
                 "model": source_record(checkpoint),
                 "template": {"path": str(template.path.resolve()), "sha256": template.sha256},
                 "settings": asdict(settings),
+                "clamped": synth.clamps(trained.model, trained.tokenizer, template, settings),
             }
+            for name, cut in sidecar["clamped"].items():
+                print(
+                    f"stack synth: note: --{name.replace('_', '-')} {cut['asked']} is more than the model's "
+                    f"context of {cut['ctx']} leaves; at most {cut['at_most']} are generated",
+                    file=sys.stderr,
+                )
             evidence.record.config = sidecar
             evidence.record.config_sha256 = canonical_sha256(sidecar)
             report = synth.synthesize(trained.model, trained.tokenizer, template, settings, on_sample)

@@ -1,0 +1,82 @@
+"""Whether what an evaluation scores was held out: its items or texts against the training data.
+
+A score on text the model trained on measures memory, not generalisation, and reads the same as
+a held-out one. The evaluation commands say so in their output and their record:
+
+- `stack evalmatrix`: held-out items that are also training items (`--train`, the pool few-shot
+  examples are drawn from and an adapter was tuned on), by id or by prompt text;
+- `stack eval`: `--text FILE` that is a training document of the run, and the held-out documents
+  of `--split val --data DATA_DIR` that are training documents of the run (both by the content
+  hash of the document index, stack.data.split), when the run's DATA_DIR is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contracts.errors import BadInput
+from contracts.evidence import sha256_file
+from stack.data.corpus import BINARY_SNIFF_BYTES, document
+from stack.data.line_ends import whole_text
+from stack.data.manifest import load_manifest
+from stack.data.split import INDEX_DTYPE, index_row
+from stack.eval.items import Item
+
+
+def _prompt(text: str) -> str:
+    """A prompt as compared: its words, whatever the spacing."""
+    return " ".join(text.split())
+
+
+def item_overlap(items: list[Item], train: list[Item]) -> dict[str, list[str]]:
+    """The held-out items also in the training items: by id, and (under another id) by prompt text."""
+    ids = {item.id for item in train}
+    prompts = {_prompt(item.prompt) for item in train}
+    by_id = [item.id for item in items if item.id in ids]
+    by_text = [item.id for item in items if item.id not in ids and _prompt(item.prompt) in prompts]
+    return {"by_id": by_id, "by_text": by_text}
+
+
+def _index(data_dir: Path) -> np.ndarray:
+    """A DATA_DIR's document index, checked against its manifest first."""
+    manifest = load_manifest(data_dir)
+    path = data_dir / manifest.documents.path
+    if not path.is_file() or sha256_file(path) != manifest.documents.sha256:
+        raise BadInput(
+            f"{path} does not match its sha256 in the manifest; re-run `stack prepare ... --force`"
+        )
+    index = np.load(path, allow_pickle=False)
+    if index.dtype != INDEX_DTYPE:
+        raise BadInput(f"{path} is not a document index; re-run `stack prepare ... --force`")
+    return index
+
+
+def training_documents(data_dir: Path) -> np.ndarray:
+    """The 64-bit content ids of a DATA_DIR's training documents."""
+    index = _index(data_dir)
+    return index["doc"][index["heldout"] == 0]
+
+
+def text_overlap(text: bytes, training: Path) -> dict[str, Any]:
+    """Whether `text`, read as `stack prepare` reads a file, is a training document of `training`."""
+    body, _, _ = whole_text(text, BINARY_SNIFF_BYTES)
+    doc, _ = index_row(document("", body).sha, "train")
+    return {
+        "training_data": str(training),
+        "text_is_training_document": bool(doc in training_documents(training)),
+    }
+
+
+def heldout_overlap(data_dir: Path, training: Path) -> dict[str, Any]:
+    """How many held-out documents of `data_dir` are training documents of `training`."""
+    index = _index(data_dir)
+    heldout = index["doc"][index["heldout"] == 1]
+    shared = np.isin(heldout, training_documents(training))
+    return {
+        "training_data": str(training),
+        "heldout_documents": int(heldout.size),
+        "heldout_documents_in_training": int(shared.sum()),
+    }
