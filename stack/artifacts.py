@@ -35,12 +35,12 @@ from typing import Any
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE
 from contracts.release_rules import WEIGHTS_FILE
-from stack.data.manifest import MANIFEST_FILE as DATA_MANIFEST
-from stack.data.pretrained import TOKENIZER_JSON
-from stack.data.split import INDEX_FILE
-from stack.runlock import LOCK_FILE
 
 # The files that define the kinds below (their writers import these names from here).
+DATA_MANIFEST = "manifest.json"  # a DATA_DIR's manifest (`stack prepare`)
+INDEX_FILE = "documents.npy"  # a DATA_DIR's document index: which documents are held out
+TOKENIZER_JSON = "tokenizer.json"  # a tokenizer in the `tokenizers` library's format
+LOCK_FILE = ".lock"  # the one writer's lock of a run directory or DATA_DIR (stack.outputs.lock)
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, RUN_DIR/checkpoints/step-NNNNNNN
 CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # `step-0000005-my-backup` is the user's, never ours
 CHECKPOINT_MANIFEST = "manifest.json"  # a checkpoint's sha256 per file (a DATA_DIR's has the same name)

@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from contracts.errors import BadInput
-
-LOCK_FILE = ".lock"
+from stack.artifacts import LOCK_FILE
 
 
 def _holder(path: Path) -> str:

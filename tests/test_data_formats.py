@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from test_data_prepare import run_cli
 from train_support import WORDS, smoke_args, train
 
-from stack.data import split as splitting
+from stack.artifacts import INDEX_FILE
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import Document, FileRegion, InputFile, Skipped
 from stack.data.formats import Layout
@@ -138,10 +138,10 @@ def test_the_split_is_a_function_of_content_not_of_files_order_or_format(
     ]
     data = tmp_path / "data"
     manifest = prepare_corpus(inputs, data, val_fraction=0.25, layout=Layout(doc_sep=SEP))
-    index = np.load(data / splitting.INDEX_FILE)
+    index = np.load(data / INDEX_FILE)
     ref_data = tmp_path / "ref"
     ref = prepare_corpus([as_files(tmp_path / "files", docs)], ref_data, val_fraction=0.25)
-    ref_index = np.load(ref_data / splitting.INDEX_FILE)
+    ref_index = np.load(ref_data / INDEX_FILE)
     assert sorted(index.tolist()) == sorted(ref_index.tolist())
     assert manifest.totals == ref.totals
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput
+from stack.artifacts import INDEX_FILE
 from stack.cli import main
 from stack.data import split as splitting
 from stack.data.corpus import STDLIB_SOURCE, stdlib_dir
@@ -111,7 +112,7 @@ def test_split_follows_content_not_path(tmp_path: Path) -> None:
     copies = {f"copies/{rel}": text for rel, text in docs.items()}
     manifest = prepare_corpus([write_docs(tmp_path / "in", docs | copies)], tmp_path / "d", val_fraction=0.3)
     assert manifest.duplicate_documents == 40
-    index = np.load(tmp_path / "d" / splitting.INDEX_FILE)
+    index = np.load(tmp_path / "d" / INDEX_FILE)
     for doc in np.unique(index["doc"]):
         assert len(set(index["heldout"][index["doc"] == doc])) == 1
     for rel, text in docs.items():

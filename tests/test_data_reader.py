@@ -17,6 +17,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, sha256_file
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
+from stack.artifacts import INDEX_FILE
 from stack.data import mixture
 from stack.data import reader as reader_module
 from stack.data.hashing import batch_sha256
@@ -25,7 +26,7 @@ from stack.data.manifest import DataFile, load_manifest, write_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import CorpusExhausted, TokenReader
 from stack.data.shards import HEADER
-from stack.data.split import INDEX_DTYPE, INDEX_FILE
+from stack.data.split import INDEX_DTYPE
 from stack.data.windows import WindowTable
 
 B, T = 4, 16

@@ -20,9 +20,9 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.model.targets import Target, select_targets
 from stack.surgery import changes, hqq
 from stack.surgery.hqq import HalfQuadratic, quantise
-from stack.surgery.targets import Target, select_targets
 from stack.train.trained import load_trained
 
 QUANTIZE = ["--targets", "ffn_*", "--group-size", "16"]

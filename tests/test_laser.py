@@ -21,10 +21,10 @@ from contracts.spec import load_spec
 from stack.cli import main
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
+from stack.model.targets import select_targets
 from stack.surgery import laser as laser_module
 from stack.surgery import targets as targets_module
 from stack.surgery.laser import laser
-from stack.surgery.targets import select_targets
 from stack.train.trained import load_trained
 
 

@@ -12,8 +12,9 @@ from trace_support import tiny_model, tokens
 
 from contracts.errors import BadInput
 from contracts.spec import load_spec
+from stack.model.names import parse_layers
 from stack.trace.anomaly import find_anomalies
-from stack.trace.sites import LAYER_SITES, block_input, inputs_of, parse_layers, select, site_names, split
+from stack.trace.sites import LAYER_SITES, block_input, inputs_of, select, site_names, split
 from stack.trace.tracer import trace_forward
 
 

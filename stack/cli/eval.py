@@ -197,7 +197,7 @@ def _recorded_data_dir(checkpoint_path: Path) -> Path | None:
     """The DATA_DIR the run that wrote this checkpoint trained on, as its record names it; None when
     the checkpoint is not in a run, or the record or the DATA_DIR is gone."""
     from contracts.evidence import EVIDENCE_FILE, read_evidence
-    from stack.data.split import INDEX_FILE
+    from stack.artifacts import INDEX_FILE
     from stack.train.checkpoint import CKPT_DIR
 
     record_path = checkpoint_path.parent.parent / EVIDENCE_FILE

@@ -208,7 +208,8 @@ def torch_device(name: str) -> torch.device:
 
 
 def _names(args: argparse.Namespace, n_layers: int, layout: Layout) -> list[str]:
-    from stack.trace.sites import parse_layers, select, site_names
+    from stack.model.names import parse_layers
+    from stack.trace.sites import select, site_names
 
     layers = parse_layers(args.layers, n_layers) if args.layers else None
     return select(site_names(n_layers, layout), layers, args.sites)

@@ -26,9 +26,10 @@ from pydantic import (
 
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from stack.artifacts import DATA_MANIFEST as MANIFEST_FILE
+from stack.artifacts import require
 
 FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 SPLITS = ("train", "heldout")
 SOURCE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -316,8 +317,6 @@ def load_manifest(data_dir: Path | str) -> Manifest:
         return _load_manifest(data_dir)
     except BadInput:
         if data_dir.is_dir():
-            from stack.artifacts import require
-
             require(data_dir, "data")
         raise
 

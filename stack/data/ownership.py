@@ -28,9 +28,9 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.artifacts import INDEX_FILE
 from stack.data.manifest import MANIFEST_FILE, parse_manifest
 from stack.data.shards import SHARD_DIR, SHARD_NAME
-from stack.data.split import INDEX_FILE
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.runlock import LOCK_FILE
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.artifacts import INDEX_FILE
 from stack.data import ownership
 from stack.data import split as splitting
 from stack.data.bpe_sample import BpeSample
@@ -405,7 +406,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
             f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
             f"(now {plan.val_fraction}) or add documents"
         )
-    index_path = staging / splitting.INDEX_FILE
+    index_path = staging / INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, collector.index())
     manifest = Manifest(
@@ -420,9 +421,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
             for name, counts in sorted(collector.stats.items())
         },
         shards=shards,
-        documents=DataFile(
-            path=splitting.INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)
-        ),
+        documents=DataFile(path=INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)),
         totals=totals,
         duplicate_documents=collector.duplicates(),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},

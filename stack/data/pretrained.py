@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from stack.artifacts import TOKENIZER_JSON
 from stack.data.tokenizer import (
     TOKENIZER_NAMES,
     ByteTokenizer,
@@ -39,7 +40,6 @@ from stack.data.tokenizer import (
 if TYPE_CHECKING:
     import tokenizers
 
-TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 PREFIX = "hf:"
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.artifacts import INDEX_FILE
 from stack.data import ownership
 from stack.data import split as splitting
 from stack.data.chat_jinja import jinja_of
@@ -347,7 +348,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         shards += written
         label_files += labels
         supervised[split] = count
-    index_path = staging / splitting.INDEX_FILE
+    index_path = staging / INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, index)
     totals = {
@@ -374,9 +375,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             )
         },
         shards=sorted(shards, key=lambda s: s.path),
-        documents=DataFile(
-            path=splitting.INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)
-        ),
+        documents=DataFile(path=INDEX_FILE, bytes=index_path.stat().st_size, sha256=sha256_file(index_path)),
         totals=totals,
         duplicate_documents=len(index) - len(np.unique(index["doc"])),
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},

@@ -19,7 +19,6 @@ from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.data.manifest import Split
 
-INDEX_FILE = "documents.npy"
 INDEX_DTYPE = np.dtype([("doc", "<u8"), ("heldout", "u1")])
 
 

@@ -18,7 +18,7 @@ in floating point is not W. A merged wrapper refuses a second merge rather than 
 `fold` replaces merged wrappers by plain nn.Linear modules: the model is then an ordinary GPT of
 its config, which every checkpoint reader takes.
 
-Targets are named as `stack laser` names matrices (stack.surgery.targets): trace sites `q`, `k`,
+Targets are named as `stack laser` names matrices (stack.model.targets): trace sites `q`, `k`,
 `v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, or their Hugging Face names `q_proj`,
 `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `lm_head` (stack.model.names),
 globs on the full or short name, comma-separated. `embed` is an embedding, not a projection, and
@@ -40,6 +40,7 @@ from torch import nn
 
 from contracts.errors import BadInput
 from stack.model.gpt import GPT
+from stack.model.targets import select_targets
 
 ADAPTER_KEYS = ("lora_A", "lora_B")
 BASE_HASH_KEY = "lora_base_sha256"
@@ -196,8 +197,6 @@ def target_modules(model: GPT, targets: str) -> list[str]:
 
     A name that is exactly a matrix that cannot carry an adapter is refused; a glob passes over it.
     """
-    from stack.surgery.targets import select_targets
-
     paths: list[str] = []
     for pattern in (p.strip() for p in targets.split(",")):
         if not pattern:

@@ -1,7 +1,7 @@
 """The model's matrices under their three names: trace site, module path, Hugging Face module.
 
 One table, read by everything that names a matrix: surgery and LoRA targets
-(stack.surgery.targets, so `lora.targets` and `stack laser --targets` take either vocabulary),
+(stack.model.targets, so `lora.targets` and `stack laser --targets` take either vocabulary),
 the Hugging Face export and import (stack.export.hf), and the peft adapter format
 (stack.export.peft). A matrix of a block is named
 
@@ -18,7 +18,10 @@ recipes use, so they are accepted wherever a site name is.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from contracts.errors import BadInput
 
 HF_LAYERS = "model.layers"
 
@@ -117,3 +120,15 @@ def site_of(path: str) -> str | None:
         if head == "layers" and layer.isdigit() and inner == matrix.module:
             return f"layers.{layer}.{matrix.site}"
     return None
+
+
+def parse_layers(text: str, n_layers: int) -> range:
+    """`--layers a-b` (inclusive) or `--layers a` as a range of layer indices within the model."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if match is None:
+        raise BadInput(f"--layers {text!r} is not a layer or a range; write e.g. --layers 2 or --layers 0-3")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    if first > last or last >= n_layers:
+        raise BadInput(f"--layers {text!r} is outside the model's layers 0-{n_layers - 1}")
+    return range(first, last + 1)

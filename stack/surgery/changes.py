@@ -13,7 +13,7 @@ import torch
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.gpt import GPT
 from stack.model.lora import tensor_sha256
-from stack.surgery.targets import Target
+from stack.model.targets import Target
 
 
 def tensor_hashes(model: GPT) -> dict[str, str]:

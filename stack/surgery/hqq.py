@@ -25,7 +25,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
-from stack.surgery.targets import Target
+from stack.model.targets import Target
 
 
 @dataclass(frozen=True)

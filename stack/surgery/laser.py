@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from stack.surgery.targets import Target
+from stack.model.targets import Target
 
 
 @dataclass(frozen=True)

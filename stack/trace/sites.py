@@ -237,18 +237,6 @@ def inputs_of(name: str, n_layers: int, layout: Layout = DENSE) -> tuple[str, ..
     return tuple(block_input(layer) if s == "<input>" else f"layers.{layer}.{s}" for s in reads)
 
 
-def parse_layers(text: str, n_layers: int) -> range:
-    """`--layers a-b` (inclusive) or `--layers a` as a range of layer indices within the model."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
-    if match is None:
-        raise BadInput(f"--layers {text!r} is not a layer or a range; write e.g. --layers 2 or --layers 0-3")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    if first > last or last >= n_layers:
-        raise BadInput(f"--layers {text!r} is outside the model's layers 0-{n_layers - 1}")
-    return range(first, last + 1)
-
-
 def select(names: list[str], layers: range | None = None, pattern: str | None = None) -> list[str]:
     """The sites of `names` in the given layers whose full or short name matches the glob `pattern`.
 

@@ -1,4 +1,4 @@
-"""The matrices a surgery may touch, named by the trace site each one produces.
+"""The matrices a surgery or a LoRA adapter may target, named by the trace site each one produces.
 
 A matrix takes the name of the site its output is observed at (docs/trace.md), so the trace and
 the surgery share one vocabulary: `layers.<i>.q`, `k`, `v`, `attn_out` (attn.o), `ffn_gate`,
@@ -23,7 +23,6 @@ from torch import nn
 from contracts.errors import BadInput
 from stack.model import names
 from stack.model.gpt import GPT
-from stack.trace.sites import parse_layers
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def _candidates(model: GPT, modules: dict[str, nn.Module]) -> list[tuple[str, in
 
 def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[Target]:
     """The matrices whose site matches `pattern` (in `layers`, when given), each tensor once."""
-    chosen = parse_layers(layers, len(model.layers)) if layers else None
+    chosen = names.parse_layers(layers, len(model.layers)) if layers else None
     modules = dict(model.named_modules())
     candidates = _candidates(model, modules)
     targets: list[Target] = []
