@@ -29,7 +29,7 @@ import struct
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from contracts.errors import BadInput
@@ -59,6 +59,7 @@ SYNTH_RECORDS, SYNTH_SIDECAR = "synth.jsonl", "synth.json"  # `stack synth`
 EXPORT_RECORD = "export.json"  # `stack export`
 ONNX_MODEL = "model.onnx"
 HF_CONFIG = "config.json"  # a Hugging Face model's configuration
+HF_WEIGHT_INDEX = "model.safetensors.index.json"  # its shards, when its weights are sharded
 LENS_FORMAT = "gatestack-tuned-lens-1"  # the `format` in a tuned-lens file's safetensors metadata
 TRACE_DUMP_FORMAT = "gatestack-trace-dump"  # the `format` of a `stack trace --dump` file
 
@@ -730,3 +731,54 @@ def require(path: Path | str, need: str, who: str | None = None) -> Identity:
     if not wanted.takes(identity):
         raise BadInput(refusal(identity, wanted, who))
     return identity
+
+
+def weight_files(hf_dir: Path) -> list[Path]:
+    """The safetensors files holding the weights: model.safetensors, or the shards its index lists.
+
+    Checked before anything is read: a shard the index names must be a file inside `hf_dir`. A
+    missing one is the usual partial download; a `../x` or absolute name would read elsewhere.
+    """
+    single, index = hf_dir / WEIGHTS_FILE, hf_dir / HF_WEIGHT_INDEX
+    if single.is_file():
+        return [single]
+    if index.is_file():
+        return [_shard(hf_dir, index, name) for name in _weight_map(index)]
+    if any(hf_dir.glob("*.bin")):
+        raise BadInput(
+            f"{hf_dir} holds pickled .bin weights; the stack reads safetensors only: re-save the model "
+            "with transformers' save_pretrained(dir, safe_serialization=True)"
+        )
+    raise BadInput(f"{hf_dir} has no {WEIGHTS_FILE} (or {HF_WEIGHT_INDEX})")
+
+
+def _weight_map(index: Path) -> list[str]:
+    """The distinct file names of an index's weight_map."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted({str(name) for name in weight_map.values()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInput(
+            f"{index} is not a safetensors index ({type(exc).__name__}: {exc}); download the model again"
+        ) from None
+    if not names:
+        raise BadInput(f"{index} lists no weight files in its weight_map; download the model again")
+    return names
+
+
+def _shard(hf_dir: Path, index: Path, name: str) -> Path:
+    """One file of the weight_map, refused unless it is a file inside the model directory."""
+    pure = PurePosixPath(name)
+    escapes = not name or pure.is_absolute() or ".." in pure.parts or "\\" in name
+    if escapes or not (hf_dir / name).resolve().is_relative_to(hf_dir.resolve()):
+        raise BadInput(
+            f"{index} names weight file {name!r}, which is outside {hf_dir}; a weight_map may only name "
+            "files in the model directory: fix the index or download the model again"
+        )
+    path = hf_dir / name
+    if not path.is_file():
+        raise BadInput(
+            f"{path} is missing: {index.name} lists it in its weight_map (an incomplete download?); "
+            "download the model again"
+        )
+    return path

@@ -21,12 +21,12 @@ import json
 from pathlib import Path
 
 from contracts.evidence import EVIDENCE_FILE, Lineage, ParentRef, canonical_sha256, sha256_file
+from stack.artifacts import weight_files
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig
 from stack.train.trained import resolve_checkpoint
 
 WEIGHTS_FILE = "model.safetensors"
-SHARD_INDEX = "model.safetensors.index.json"
 
 
 def record_id(directory: Path) -> str | None:
@@ -43,8 +43,6 @@ def weights_sha256(directory: Path) -> str:
     directory = Path(directory)
     if (directory / WEIGHTS_FILE).is_file():
         return sha256_file(directory / WEIGHTS_FILE)
-    from stack.export.importer import weight_files  # the shards, checked as the import checks them
-
     return canonical_sha256({p.name: sha256_file(p) for p in weight_files(directory)})
 
 

@@ -22,12 +22,12 @@ from stack.data import bandit as bandit_module
 from stack.data import mixture
 from stack.data import policy as policy_module
 from stack.data.bandit import Exp3
+from stack.data.coherence import coherence_score
 from stack.data.curriculum import Phase
 from stack.data.policy import MixturePolicy, build_policy
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import load_tokenizer
-from stack.train.coherence import coherence_score
 from stack.train.config import resolve
 
 T = 16

@@ -31,11 +31,11 @@ from contracts.evidence import Verdict
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data import bandit as bandit_module
+from stack.data.coherence import coherence_score
 from stack.data.curriculum import Phase
 from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.tokenizer import load_tokenizer
-from stack.train.coherence import coherence_score
 
 
 @pytest.fixture(scope="module")

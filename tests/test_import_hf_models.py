@@ -22,10 +22,10 @@ from train_support import evidence, smoke_args, train, unjudged, verdicts, write
 
 from contracts.judges import judge
 from contracts.spec import load_spec
+from stack.artifacts import weight_files
 from stack.cli import main
 from stack.data.prepare import prepare_corpus
 from stack.export import hf, runtimes
-from stack.export.importer import weight_files
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt

@@ -13,7 +13,8 @@ from contracts.errors import GateViolation
 from contracts.evidence import Verdict
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
-from stack.train.coherence import CoherenceMonitor, coherence_score
+from stack.data.coherence import coherence_score
+from stack.train.coherence import CoherenceMonitor
 
 GATE = "GATE-TRAIN-005"
 FLOOR = load_spec().threshold(GATE, "min_coherence_score")

@@ -18,8 +18,8 @@ from stack.data.sft_reader import SftBatch, sft_heldout_batches
 from stack.model.attention import naive_attention, sdpa_attention, softmax_scale, triton_attention
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
-from stack.train.objective import OBJECTIVES, objective_for
 from stack.train.sft_objective import check_isolation, isolation_outcome
+from stack.train.tasks import OBJECTIVES, objective_for
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 PACK = 96

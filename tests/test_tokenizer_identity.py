@@ -27,7 +27,7 @@ from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer, load_to
 from stack.data.tokenizer_identity import PROBE_TEXT, hf_form, probe_sha256
 from stack.export.hf_tokenizer import STATE_FILE, model_tokenizer
 from stack.train import checkpoint as ckpt
-from stack.train.run import check_data_tokenizer
+from stack.train.tokenizer_match import check_data_tokenizer
 
 GATE = "GATE-DATA-007"
 DATA = Path(__file__).parent / "data"

@@ -25,7 +25,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.data.prefs_rows import pair_ids, pair_turns, render_pair
+from stack.data.prefs_rows import pair_ids, pair_turns, parse_pair, render_pair
 from stack.data.sft_reader import SftBatch
 from stack.data.sft_template import load_template
 from stack.data.tokenizer import ByteTokenizer
@@ -228,7 +228,7 @@ def test_the_mask_covers_exactly_the_completions(size: int, width: int, pad: int
     records = [json.loads(line) for line in PREFS.read_text().splitlines()][:size]
     batch = _batch(size, width)
     wide = pairs.collate_width(batch, ByteTokenizer().eot_id, batch.tokens.shape[1] + pad)
-    parsed = [pairs.parse_pair(record, "test", load_template(None)) for record in records]
+    parsed = [parse_pair(record, "test", load_template(None)) for record in records]
     completions = sum(len(f"{p.chosen}{p.rejected}".encode()) + 2 for p in parsed)  # bytes, two EOS
     assert int(batch.mask.sum()) == int(wide.mask.sum()) == completions
     assert dpo.scored_counts(wide)["completion_tokens"] == completions

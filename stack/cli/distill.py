@@ -29,7 +29,7 @@ from stack.cli.tune_options import (
     request_args,
     require_task,
 )
-from stack.tune.settings import DISTILL_DEFAULTS, DistillSettings
+from stack.train.tune_settings import DISTILL_DEFAULTS, DistillSettings
 
 TASK = "train.task=distill"
 # The distillation settings and the config keys they set (the loop's own are in tune_options).

@@ -30,7 +30,7 @@ from stack.cli.tune_options import (
     request_args,
     require_task,
 )
-from stack.tune.settings import DPO_DEFAULTS, DpoSettings
+from stack.train.tune_settings import DPO_DEFAULTS, DpoSettings
 
 TASK = "train.task=dpo"
 # The DPO settings and the config keys they set (the loop's own are in tune_options).

@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Truncate the targets, write them into the model, and check that nothing else moved."""
+    from stack.model.lora import tensor_hashes
     from stack.model.targets import select_targets
-    from stack.surgery.changes import check_changes, tensor_hashes, write_weights
+    from stack.surgery.changes import check_changes, write_weights
     from stack.surgery.laser import laser
     from stack.surgery.output import Operated
 

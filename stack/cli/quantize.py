@@ -54,9 +54,10 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     import copy
 
     from stack.export.sample import resolve_sample
+    from stack.model.lora import tensor_hashes
     from stack.model.targets import select_targets
     from stack.surgery.agreement import heldout_agreement
-    from stack.surgery.changes import check_changes, check_ties, tensor_hashes, write_weights
+    from stack.surgery.changes import check_changes, check_ties, write_weights
     from stack.surgery.hqq import HalfQuadratic, quantise
     from stack.surgery.output import Operated
 

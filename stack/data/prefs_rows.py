@@ -9,8 +9,11 @@ row's bounds (stack.train.dpo_objective) and GATE-DPO-005 checks the scored mask
 Packed with windows of 2·L, every window of the DATA_DIR is exactly one pair, so the training
 reader's shuffled windows are shuffled pairs, and its resume is the reader's own.
 
-The text of a pair is rendered as `stack dpo` always rendered it (stack.tune.pairs: plain or
-chat form, the chat template's assistant prefix ending the prompt). The prompt is chat-format
+A line is `{"prompt": str, "chosen": str, "rejected": str}`, or the chat form, where `prompt` is
+a list of `{"role", "content"}` messages and `chosen`/`rejected` each one assistant message (a
+list of one, or the message itself). Chat messages are rendered with the SFT chat template
+(stack/data/templates/, `--template`), the assistant's prefix ending the prompt, so the
+completion is only what the assistant said. The prompt is chat-format
 text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
 tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn);
 the completions are text, so a special token's string in one stays text. A pair whose longer
@@ -25,18 +28,76 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import BadInput
 from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
 PREFS_FORMAT = "prefs"
+ASSISTANT = "assistant"
 # The roles a pair's turns are hashed and filtered under (the prompt is the user's turn).
 PAIR_ROLES = ("user", "chosen", "rejected")
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One preference: a prompt and two completions, the first preferred."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate) -> str:
+    """Messages as the template writes them, then the assistant's prefix: what the completion follows."""
+    roles = template.spec.roles
+    for message in messages:
+        if message["role"] not in roles or message["role"] == ASSISTANT:
+            raise BadInput(
+                f"a prompt message has role {message['role']!r}; give "
+                f"{', '.join(r for r in roles if r != ASSISTANT)} turns before the completion"
+            )
+    text = "".join(roles[m["role"]].prefix + m["content"] + roles[m["role"]].suffix for m in messages)
+    return text + roles[ASSISTANT].prefix
+
+
+def _message(value: Any, where: str) -> dict[str, Any]:
+    """One message, checked: a dict with string role and content."""
+    if not isinstance(value, dict) or not isinstance(value.get("role"), str):
+        raise BadInput(f"{where}: a chat message must be an object with a string 'role' and 'content'")
+    if not isinstance(value.get("content"), str):
+        raise BadInput(f"{where}: a chat message must be an object with a string 'role' and 'content'")
+    return value
+
+
+def _completion(value: Any, where: str) -> str:
+    """A completion: a string, an assistant message, or a list of exactly one."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    message = _message(value, where)
+    if message["role"] != ASSISTANT:
+        raise BadInput(f"{where}: a completion must be the assistant's message, not {message['role']!r}")
+    return str(message["content"])
+
+
+def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
+    """A pair from one decoded JSONL line, in plain or chat form."""
+    if not isinstance(record, dict) or not {"prompt", "chosen", "rejected"} <= record.keys():
+        raise BadInput(f"{where}: a preference line needs 'prompt', 'chosen' and 'rejected'")
+    prompt = record["prompt"]
+    if isinstance(prompt, list):
+        prompt = render_prompt([_message(m, where) for m in prompt], template)
+    if not isinstance(prompt, str) or not prompt:
+        raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
+    chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
+    if chosen == rejected:
+        raise BadInput(f"{where}: 'chosen' and 'rejected' are the same text; there is nothing to prefer")
+    return Pair(prompt, chosen, rejected)
+
+
 def pair_turns(record: Any, where: str, template: ChatTemplate) -> list[tuple[str, str]]:
     """(role, text) of one JSONL pair: the rendered prompt, the chosen and the rejected completion."""
-    from stack.tune.pairs import parse_pair
-
     pair = parse_pair(record, where, template)
     return list(zip(PAIR_ROLES, (pair.prompt, pair.chosen, pair.rejected), strict=True))
 

@@ -43,7 +43,7 @@ from stack.lineage import lineage
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
-from stack.train.run import check_data_tokenizer
+from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 KIND, CONFIG_FILE = ES_RUN_KIND, RUN_CONFIG

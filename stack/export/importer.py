@@ -25,9 +25,8 @@ is refused, not imported.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
 from contracts.gates import violation
 from contracts.spec import load_spec
-from stack.artifacts import IMPORT_RECORD
+from stack.artifacts import IMPORT_RECORD, weight_files
 from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
@@ -52,7 +51,6 @@ from stack.train.loop import build_optimizer
 
 RECORD = IMPORT_RECORD
 KIND = "import-hf"
-WEIGHT_INDEX = "model.safetensors.index.json"
 # A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.
 TRAIN_PLACEHOLDER = {"steps": 1}
 
@@ -64,57 +62,6 @@ class ImportResult:
     out: Path
     checkpoint: Path
     record: dict[str, Any]
-
-
-def weight_files(hf_dir: Path) -> list[Path]:
-    """The safetensors files holding the weights: model.safetensors, or the shards its index lists.
-
-    Checked before anything is read: a shard the index names must be a file inside `hf_dir`. A
-    missing one is the usual partial download; a `../x` or absolute name would read elsewhere.
-    """
-    single, index = hf_dir / "model.safetensors", hf_dir / WEIGHT_INDEX
-    if single.is_file():
-        return [single]
-    if index.is_file():
-        return [_shard(hf_dir, index, name) for name in _weight_map(index)]
-    if any(hf_dir.glob("*.bin")):
-        raise BadInput(
-            f"{hf_dir} holds pickled .bin weights; the stack reads safetensors only: re-save the model "
-            "with transformers' save_pretrained(dir, safe_serialization=True)"
-        )
-    raise BadInput(f"{hf_dir} has no model.safetensors (or {WEIGHT_INDEX})")
-
-
-def _weight_map(index: Path) -> list[str]:
-    """The distinct file names of an index's weight_map."""
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = sorted({str(name) for name in weight_map.values()})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadInput(
-            f"{index} is not a safetensors index ({type(exc).__name__}: {exc}); download the model again"
-        ) from None
-    if not names:
-        raise BadInput(f"{index} lists no weight files in its weight_map; download the model again")
-    return names
-
-
-def _shard(hf_dir: Path, index: Path, name: str) -> Path:
-    """One file of the weight_map, refused unless it is a file inside the model directory."""
-    pure = PurePosixPath(name)
-    escapes = not name or pure.is_absolute() or ".." in pure.parts or "\\" in name
-    if escapes or not (hf_dir / name).resolve().is_relative_to(hf_dir.resolve()):
-        raise BadInput(
-            f"{index} names weight file {name!r}, which is outside {hf_dir}; a weight_map may only name "
-            "files in the model directory: fix the index or download the model again"
-        )
-    path = hf_dir / name
-    if not path.is_file():
-        raise BadInput(
-            f"{path} is missing: {index.name} lists it in its weight_map (an incomplete download?); "
-            "download the model again"
-        )
-    return path
 
 
 def read_hf_weights(files: list[Path]) -> dict[str, torch.Tensor]:

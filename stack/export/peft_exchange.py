@@ -36,10 +36,11 @@ import torch
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, canonical_sha256, sha256_file
 from contracts.spec import load_spec
+from stack.artifacts import weight_files
 from stack.eval.evidence import CommandEvidence
 from stack.export import deps, hf, outdir, parity, peft_format, runtimes
 from stack.export.exporters import write_hf_files
-from stack.export.importer import read_hf_weights, weight_files
+from stack.export.importer import read_hf_weights
 from stack.export.sample import resolve_sample
 from stack.lineage import lineage
 from stack.model import lora

@@ -54,6 +54,11 @@ def tensor_sha256(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def tensor_hashes(model: GPT) -> dict[str, str]:
+    """state-dict key → sha256 of the tensor's dtype, shape and bytes (on the host)."""
+    return {key: tensor_sha256(tensor) for key, tensor in model.state_dict().items()}
+
+
 def _digest_bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The sha256 of `tensor` as a (32,) uint8 tensor on its device, storable in a state dict."""
     digest = list(bytes.fromhex(tensor_sha256(tensor)))

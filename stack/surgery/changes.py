@@ -12,13 +12,8 @@ import torch
 
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.gpt import GPT
-from stack.model.lora import tensor_sha256
+from stack.model.lora import tensor_hashes
 from stack.model.targets import Target
-
-
-def tensor_hashes(model: GPT) -> dict[str, str]:
-    """state-dict key → sha256 of the tensor's dtype, shape and bytes (on the host)."""
-    return {key: tensor_sha256(tensor) for key, tensor in model.state_dict().items()}
 
 
 @torch.no_grad()

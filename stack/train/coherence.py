@@ -1,7 +1,7 @@
 """Coherence of generated samples (GATE-TRAIN-005): a model stuck on one token is caught, not trained on.
 
 The loss can keep falling while a model emits the same token forever; only reading samples shows
-it. `coherence_score` reads a sample the cheap way (how much of it repeats itself) and
+it. stack.data.coherence scores a sample the cheap way (how much of it repeats itself) and
 `CoherenceMonitor` halts the run after too many degenerate samples in a row. The monitor also
 proves it was fed: `require_ran` fails a run that trained past the sampling cadence without
 observing a single sample, so a training path that skips sampling cannot pass quietly.
@@ -9,59 +9,10 @@ observing a single sample, so a training path that skips sampling cannot pass qu
 
 from __future__ import annotations
 
-import itertools
-import re
 from typing import Any
 
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.spec import load_spec
-
-# Words and single punctuation marks: code and prose both split into meaningful units this way.
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-
-# Weights of the four diversity measures; they sum to 1 so the score spans 0-100.
-_WORD_WEIGHT = 0.25
-_BIGRAM_WEIGHT = 0.25
-_TRIGRAM_WEIGHT = 0.30
-_CHAR_WEIGHT = 0.20
-# Distinct characters at which character diversity saturates: a short English sentence has them.
-_CHAR_SATURATION = 20
-
-
-def _distinct_ratio(items: list[Any]) -> float:
-    """(distinct − 1) / (total − 1): 0 when every item repeats the first, 1 when none repeats.
-
-    Subtracting one removes the small-sample flattery of distinct/total ("the the" would score
-    1/2); fewer than two items give no evidence of diversity and score 0.
-    """
-    if len(items) < 2:
-        return 0.0
-    return (len(set(items)) - 1) / (len(items) - 1)
-
-
-def coherence_score(text: str) -> float:
-    """A 0-100 score of how far a sample is from degenerate repetition.
-
-    With tokens = the lower-cased words and punctuation marks of `text`, and
-    ratio(xs) = (distinct(xs) − 1) / (len(xs) − 1) (0 for fewer than two items):
-
-        score = 100 · (0.25 · ratio(tokens) + 0.25 · ratio(bigrams) + 0.30 · ratio(trigrams)
-                       + 0.20 · min(1, distinct characters / 20))
-
-    Repetition loops ("the the the", "aaaa", a sentence said twenty times) and empty text score
-    near 0; ordinary prose and source code score 60-90. It measures degeneracy, not meaning: random
-    characters score high, which is fine for a gate whose failure mode is a model stuck in a loop.
-    """
-    tokens = _TOKEN_RE.findall(text.lower())
-    bigrams = list(itertools.pairwise(tokens))
-    trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
-    chars = min(1.0, len(set(text)) / _CHAR_SATURATION)
-    return 100.0 * (
-        _WORD_WEIGHT * _distinct_ratio(tokens)
-        + _BIGRAM_WEIGHT * _distinct_ratio(bigrams)
-        + _TRIGRAM_WEIGHT * _distinct_ratio(trigrams)
-        + _CHAR_WEIGHT * chars
-    )
 
 
 def _streak_outcome(monitor: CoherenceMonitor, step: int) -> Outcome:

@@ -21,7 +21,7 @@ from stack.data.curriculum import Phase
 from stack.data.mixture import check_bounds
 from stack.model.config import ModelConfig
 from stack.train.presets import PRESETS
-from stack.tune.settings import DISTILL_DEFAULTS, DPO_DEFAULTS
+from stack.train.tune_settings import DISTILL_DEFAULTS, DPO_DEFAULTS
 
 Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -72,7 +72,7 @@ class TrainSection(Section):
     task: str | None = Field(
         default=None,
         pattern=r"^[a-z][a-z0-9_]*$",
-        description="the objective (stack.train.objective.OBJECTIVES): unset is pretrain; sft, ...",
+        description="the objective (stack.train.tasks.OBJECTIVES): unset is pretrain; sft, ...",
     )
 
 
@@ -210,7 +210,7 @@ class LoraSection(Section):
 class DistillSection(Section):
     """`[distill]`: the frozen teacher of `train.task = "distill"` and the loss's T and α
     (stack/train/distill_objective.py). Absent unless a distill key is set, so every other
-    configuration hashes as it did before. The defaults are stack.tune.settings' (issue #17's)."""
+    configuration hashes as it did before. The defaults are stack.train.tune_settings' (issue #17's)."""
 
     teacher: str = Field(min_length=1, description="the teacher: a run directory or checkpoint")
     temperature: float = Field(
@@ -228,7 +228,7 @@ class DistillSection(Section):
 class DpoSection(Section):
     """`[dpo]`: the frozen reference of `train.task = "dpo"` and the loss's β and ε
     (stack/train/dpo_objective.py). Absent unless a dpo key is set, so every other configuration
-    hashes as it did before. The defaults are stack.tune.settings'."""
+    hashes as it did before. The defaults are stack.train.tune_settings'."""
 
     reference: str = Field(min_length=1, description="the reference: a run directory or checkpoint")
     beta: float = Field(default=DPO_DEFAULTS.beta, gt=0, description="β, the scale of the implicit reward")

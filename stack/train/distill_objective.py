@@ -28,8 +28,8 @@ from contracts.errors import BadInput
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.model.gpt import GPT
 from stack.train.config import DistillSection, RunConfig
-from stack.train.objective import OBJECTIVES, Forward, Pretrain, StepLoss
-from stack.train.run import check_data_tokenizer
+from stack.train.objective import Forward, Pretrain, StepLoss
+from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune import distill, frozen
 
@@ -162,6 +162,3 @@ class Distill(Pretrain):
                 f"{self.teacher_sha256[:12]}, recorded {recorded[:12]}): restore the teacher the run "
                 "started with to resume, or start a new run with --out"
             )
-
-
-OBJECTIVES[Distill.name] = Distill

@@ -37,8 +37,8 @@ from stack.data.tokenizer import load_tokenizer
 from stack.model.consumed import Consumed
 from stack.model.gpt import GPT
 from stack.train.config import DpoSection, RunConfig
-from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
-from stack.train.run import check_data_tokenizer
+from stack.train.objective import Forward, Objective, StepLoss
+from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune import dpo, frozen, pairs
 
@@ -253,6 +253,3 @@ class Dpo(Objective):
                 "or start a new run with --out"
             )
         self.margins, self.accuracies = list(state["margins"]), list(state["accuracies"])
-
-
-OBJECTIVES[Dpo.name] = Dpo

@@ -39,6 +39,7 @@ from contracts.evidence import atomic_write_bytes
 from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
+from stack.data.coherence import coherence_score
 from stack.data.hashing import batch_sha256
 from stack.data.policy import build_policy, source_heldout
 from stack.data.tokenizer import Tokenizer
@@ -60,7 +61,7 @@ from stack.model.moe_checks import (
 )
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
-from stack.train.coherence import CoherenceMonitor, coherence_score
+from stack.train.coherence import CoherenceMonitor
 from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed
@@ -76,11 +77,11 @@ from stack.train.guards import (
 from stack.train.lora_setup import StartWeights, adapter_parameters, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
-from stack.train.objective import objective_for
 from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
+from stack.train.tasks import objective_for
 from stack.train.tensorboard import Board
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.

@@ -30,8 +30,8 @@ the code that builds the loss's targets, so a bug in that code shows as a differ
 
 `backprop` is what is back-propagated (before the loop adds the MoE terms and divides by
 grad_accum); `logged` is the `loss` of the metrics line; `metrics` are extra scalars, averaged
-over micro-batches and ranks like the loss and logged under their own names. A task registers
-its objective in `OBJECTIVES` under the `train.task` value that selects it; `pretrain` is what
+over micro-batches and ranks like the loss and logged under their own names. Each task's objective
+is listed in stack.train.tasks under the `train.task` value that selects it; `pretrain` is what
 an unset `train.task` means, so a pretraining run's config, metrics and hashes are those of
 the stack before tasks existed. A task whose loss is not the next-token cross-entropy of a
 fresh model (distillation) sets `first_loss_is_ln_vocab = False`: GATE-TRAIN-004 does not
@@ -48,7 +48,6 @@ from typing import Any
 
 import torch
 
-from contracts.errors import BadInput
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed
@@ -159,19 +158,3 @@ class Pretrain(Objective):
     def stated(self, batch: torch.Tensor) -> list[Consumed]:
         """A window of T+1 tokens: its first T are read and every one of its last T is a target."""
         return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
-
-
-# train.task -> objective; other modules add theirs (stack.train.sft_objective adds `sft`, …).
-OBJECTIVES: dict[str, Callable[[], Objective]] = {DEFAULT_TASK: Pretrain}
-
-
-def objective_for(task: str | None) -> Objective:
-    """The objective `train.task` names (unset: pretraining); an unknown task is bad input."""
-    import stack.train.distill_objective  # registers `distill`
-    import stack.train.dpo_objective  # registers `dpo`
-    import stack.train.sft_objective  # noqa: F401 - registers `sft`
-
-    name = task or DEFAULT_TASK
-    if name not in OBJECTIVES:
-        raise BadInput(f"unknown train.task {name!r}; tasks: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]()

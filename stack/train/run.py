@@ -53,14 +53,12 @@ from contracts.evidence import (
     write_evidence,
 )
 from contracts.evidence import run_id as evidence_run_id
-from contracts.gates import Outcome, contract_mode, gate_require, measure, weakest_mode
+from contracts.gates import contract_mode, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
-from stack.data.tokenizer_identity import probe_sha256
-from stack.data.tokenizer_record import tokenizer_from_state
 from stack.lineage import run_lineage
 from stack.model.config import ModelConfig
 from stack.runlock import LOCK_FILE, exclusive
@@ -70,7 +68,8 @@ from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
-from stack.train.objective import objective_for
+from stack.train.tasks import objective_for
+from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import resolve_checkpoint
 
 CONFIG_FILE = RUN_CONFIG
@@ -436,35 +435,6 @@ def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig
     """
     model = {**source_model, "attention": config.model.attention}
     return config.model_copy(update={"model": ModelConfig.from_dict(model)})
-
-
-def _tokenizer_outcome(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> Outcome:
-    """GATE-DATA-007's measurement: the data's tokenizer against the one the checkpoint learned with,
-    by what each does (its identity, and its ids of a fixed probe text), never by a file's bytes."""
-    model_tokenizer = tokenizer_from_state(checkpoint.state["tokenizer"])
-    measured = {
-        "data_tokenizer": data_tokenizer.name,
-        "data_tokenizer_identity": data_tokenizer.identity,
-        "data_probe_sha256": probe_sha256(data_tokenizer),
-        "data_vocab_size": data_tokenizer.vocab_size,
-        "model_tokenizer": model_tokenizer.name,
-        "model_tokenizer_identity": model_tokenizer.identity,
-        "model_probe_sha256": probe_sha256(model_tokenizer),
-        "model_vocab": checkpoint.state["config"]["model"]["vocab"],
-    }
-    return measure(
-        "GATE-DATA-007", measured, holds=f"the data was tokenized by {checkpoint.path}'s own tokenizer"
-    )
-
-
-@gate_require("GATE-DATA-007", _tokenizer_outcome)
-def check_data_tokenizer(data_tokenizer: Tokenizer, checkpoint: ckpt.Checkpoint) -> None:
-    """Refuse to fine-tune `checkpoint` on data another tokenizer made: its ids would mean other strings.
-
-    Sizes are not enough (Llama 2 and Mistral both have 32000 ids), and neither are a file's
-    bytes (the stack's BPE, its Hugging Face export and its re-import are one tokenizer in three
-    files): the identity is what the tokenizer does (stack.data.tokenizer_identity).
-    """
 
 
 class RunRecord:

@@ -24,7 +24,7 @@ from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.model.consumed import Consumed
-from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
+from stack.train.objective import Forward, Objective, StepLoss
 
 # Logits of (idx, docs): the model with document masking, or a planted path without it.
 LogitsOf = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -169,6 +169,3 @@ class Sft(Objective):
             check_isolation(lambda idx, docs: model(idx, docs=docs)[0], tokens, model.config.vocab)
         finally:
             model.train(was_training)
-
-
-OBJECTIVES[Sft.name] = Sft

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contracts.evidence import canonical_sha256
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.gpt import GPT
-from stack.surgery.changes import tensor_hashes
+from stack.model.lora import tensor_hashes
 
 
 def weights_sha256(model: GPT) -> str:

@@ -40,11 +40,11 @@ import torch
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges_tune import SYNTH_REASONS
 from contracts.spec import load_spec
+from stack.data.coherence import coherence_score
 from stack.data.sft_template import ChatTemplate
 from stack.data.tokenizer import Tokenizer
 from stack.model.generate import generate
 from stack.model.gpt import GPT
-from stack.train.coherence import coherence_score
 from stack.tune.settings import SynthSettings
 
 REASONS = SYNTH_REASONS
