@@ -1,6 +1,6 @@
 """Models' family trees from the evidence, and whether every link of them holds.
 
-A record of a derived model (contracts.evidence.Lineage, filled by stack.lineage) names each
+A record of a derived model (contracts.evidence.Lineage, filled by stack.train.lineage) names each
 parent by the parent's record id and the sha256 of the weights it read. The chain holds when,
 for every parent that names a record:
 - that record is among the records checked (the ledger, and the run directories given), and

@@ -16,8 +16,9 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
 from stack.cli import values
@@ -29,13 +30,13 @@ from stack.data.defaults import (
     DEFAULT_SOURCE,
     DEFAULT_VAL_FRACTION,
 )
-from stack.data.prepare_record import recorded
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
 
 if TYPE_CHECKING:
     from stack.data.manifest import Manifest
 
+RECORD_KIND = "prepare"  # the run kind of its evidence record (spec/run_kinds.yaml)
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
 
 
@@ -229,7 +230,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     check_inputs("prepare", args)
     waivers = _waivers(args)
     pack_len = _pack_len(args)
-    return recorded(
+    return _recorded(
         args.argv,
         args.evidence_dir,
         _record_config(args, waivers),
@@ -347,6 +348,41 @@ def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[st
     }
 
 
+def _recorded(
+    argv: list[str], ledger_dir: Path | None, settings: dict[str, Any], work: Callable[[], Manifest]
+) -> Manifest:
+    """Run `work` (a prepare) and, with --evidence-dir LEDGER, file its evidence record there.
+
+    The prepare runs with the record's ledger active, so the filter gates (GATE-DATA-012..014,
+    stack.data.filters.gates) land in it; a gate that fires leaves the record halted and it is
+    filed all the same. The record keeps the manifest's sha256, the per-source drop report
+    (`metrics.filters`) and the resolved filter settings, so the site and the integrity check
+    read the drops from the record alone. Without a ledger the gates still run and still stop
+    the prepare; nothing is filed.
+    """
+    if ledger_dir is None:
+        return work()
+    from contracts.errors import GateViolation
+    from contracts.evidence import DataRef, RunStatus, canonical_sha256
+    from stack.eval.evidence import CommandEvidence
+
+    evidence = CommandEvidence(RECORD_KIND, argv, "cpu", ledger_dir)
+    record = evidence.record
+    record.config, record.config_sha256 = settings, canonical_sha256(settings)
+    try:
+        with evidence.judging():
+            manifest = work()
+    except GateViolation:
+        evidence.file()
+        raise
+    record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=manifest.tokenizer.sha256)
+    record.metrics["filters"] = {name: report.model_dump() for name, report in manifest.filters.items()}
+    record.metrics["totals"] = {split: totals.model_dump() for split, totals in manifest.totals.items()}
+    evidence.settle(RunStatus.COMPLETED)
+    print(f"stack prepare: evidence in {evidence.file()}", file=sys.stderr)
+    return manifest
+
+
 def run(args: argparse.Namespace) -> int:
     """Prepare (or verify) DATA_DIR and print what it holds."""
     started = time.perf_counter()
@@ -377,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
         from stack.data.prepare import prepare_corpus
 
         waivers = _waivers(args)
-        manifest = recorded(
+        manifest = _recorded(
             args.argv,
             args.evidence_dir,
             _record_config(args, waivers),

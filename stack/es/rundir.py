@@ -39,10 +39,10 @@ from stack.es.optimizer import EsAdam
 from stack.es.population import Fitness, flatten, lm_fitness
 from stack.es.selftest import check_estimator
 from stack.eval.evidence import CommandEvidence
-from stack.lineage import lineage
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
+from stack.train.lineage import lineage
 from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 

@@ -29,9 +29,9 @@ from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_state
 from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
-from stack.lineage import lineage
 from stack.model.lora import has_lora
 from stack.train import checkpoint as ckpt
+from stack.train.lineage import lineage
 from stack.train.trained import Trained, load_trained
 
 if TYPE_CHECKING:

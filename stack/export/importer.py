@@ -42,11 +42,11 @@ from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
 from stack.export import deps, hf, hf_tokenizer, outdir, parity, runtimes
 from stack.export.sample import resolve_sample
-from stack.lineage import lineage
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import RunConfig, resolve, save_config
+from stack.train.lineage import lineage
 from stack.train.loop import build_optimizer
 
 RECORD = IMPORT_RECORD

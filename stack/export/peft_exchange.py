@@ -42,11 +42,11 @@ from stack.export import deps, hf, outdir, parity, peft_format, runtimes
 from stack.export.exporters import write_hf_files
 from stack.export.importer import read_hf_weights
 from stack.export.sample import resolve_sample
-from stack.lineage import lineage
 from stack.model import lora
 from stack.model.adapters import WEIGHTS as ADAPTER_WEIGHTS
 from stack.model.adapters import check_load, load_measured, save_adapter
 from stack.train import checkpoint as ckpt
+from stack.train.lineage import lineage
 from stack.train.trained import Trained, load_trained
 
 RECORD = "lora_export.json"

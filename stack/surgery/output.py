@@ -35,10 +35,10 @@ from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
 from stack.export import outdir
 from stack.export.importer import fresh_state
-from stack.lineage import WEIGHTS_FILE, lineage
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.config import save_config
+from stack.train.lineage import WEIGHTS_FILE, lineage
 from stack.train.loop import build_optimizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 

@@ -59,12 +59,12 @@ from contracts.spec import load_spec
 from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
-from stack.lineage import run_lineage
 from stack.model.config import ModelConfig
 from stack.runlock import LOCK_FILE, exclusive
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.lineage import run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
