@@ -220,7 +220,7 @@ def test_force_never_overwrites_a_foreign_file(tmp_path: Path, capsys: pytest.Ca
     write_docs(data, {"documents.npy": b"a user's own file"})
     corpus = write_docs(tmp_path / "in", text_docs(5))
     code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(data), "--force")
-    assert code == EXIT_BAD_INPUT and "refusing to overwrite" in err and "documents.npy" in err
+    assert code == EXIT_BAD_INPUT and "is not part of the earlier output" in err and "documents.npy" in err
     assert (data / "documents.npy").read_bytes() == b"a user's own file"
     assert sorted(p.name for p in data.iterdir()) == ["documents.npy"]
 

@@ -27,6 +27,7 @@ from tree_snapshot import snapshot
 from contracts.errors import EXIT_BAD_INPUT, BadInput
 from contracts.evidence import Verdict, sha256_file
 from contracts.ledger import Ledger, recording
+from stack.artifacts import LOCK_FILE
 from stack.cli import main
 from stack.data import ownership, shards, split
 from stack.data.filters.droplog import DROP_LOG_FILE
@@ -35,7 +36,7 @@ from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
 from stack.data.shards import HEADER
 from stack.data.tokenizer import BpeTokenizer
-from stack.runlock import LOCK_FILE, exclusive
+from stack.outputs.lock import exclusive
 
 REPO = Path(__file__).resolve().parent.parent
 SHARD = "shards/train-main"
@@ -96,7 +97,7 @@ def test_prepare_holds_the_lock_while_it_writes(
 def test_a_second_writer_is_refused_and_changes_nothing(
     prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with exclusive(prepared, "prepare"):
+    with exclusive(prepared, "stack prepare"):
         before = snapshot(prepared)
         code, err = prepare(capsys, str(tmp_path / "in"), "--out", str(prepared), "--force")
         assert code == EXIT_BAD_INPUT and "being written by another process" in err
@@ -136,7 +137,7 @@ def test_force_refuses_a_users_file_under_a_shard_name_and_changes_nothing(
     (prepared / "shards" / "train-main-00042.bin").write_bytes(b"mine")
     before = snapshot(prepared)
     code, err = prepare(capsys, str(tmp_path / "in"), "--out", str(prepared), "--force")
-    assert code == EXIT_BAD_INPUT and "refusing to overwrite" in err and "train-main-00042.bin" in err
+    assert code == EXIT_BAD_INPUT and "is not part of the earlier output" in err and "train-main-00042.bin" in err
     assert snapshot(prepared) == before
 
 

@@ -27,9 +27,10 @@ from tree_snapshot import snapshot
 from contracts.errors import BadInput
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
+from stack.artifacts import LOCK_FILE
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
-from stack.runlock import LOCK_FILE, exclusive
+from stack.outputs.lock import exclusive
 from stack.train import checkpoint as ckpt
 
 # A corpus that runs out after a few steps: 8 windows of 65 tokens per micro-batch, 8 per step.
@@ -96,12 +97,13 @@ def test_a_second_writer_is_refused_naming_the_holder_and_touches_nothing(
     data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = copy_of(finished, tmp_path)
-    with exclusive(run, "training"):  # a live writer: this process, through its own open of the lock
+    with exclusive(run, "stack train"):  # a live writer: this process, through its own open of the lock
         before = snapshot(run)
-        for argv in (["train", "--resume", str(run)], smoke_args(data, run)):
-            assert train(argv) == 2
-            line = one_line(capsys.readouterr().err)
-            assert f"being written by another process (pid {os.getpid()}, training)" in line
+        assert train(["train", "--resume", str(run)]) == 2
+        line = one_line(capsys.readouterr().err)
+        assert f"being written by another process (pid {os.getpid()}, stack train)" in line
+        assert train(smoke_args(data, run)) == 2  # a new run there is refused before the lock is asked
+        assert "already exists and is not empty" in one_line(capsys.readouterr().err)
         assert snapshot(run) == before
 
 
@@ -452,11 +454,11 @@ def test_a_resume_that_forgets_the_loss_scaler_halts(
 @pytest.mark.parametrize(
     ("flag", "where", "said"),
     [
-        ("--out", "a-file", "is a file, not a directory"),
-        ("--out", "a-file/run", "which is a file"),
-        ("--out", "/proc/self/run", "/proc/self is not writable"),
-        ("--evidence-dir", "a-file", "is a file, not a directory"),
-        ("--evidence-dir", "a-file/ledger", "which is a file"),
+        ("--out", "a-file", "exists and is not a directory"),
+        ("--out", "a-file/run", "a-file is a file; choose another --out"),
+        ("--out", "/proc/self/run", "/proc/self does not let this user create files"),
+        ("--evidence-dir", "a-file", "exists and is not a directory"),
+        ("--evidence-dir", "a-file/ledger", "a-file is a file; choose another --evidence-dir"),
     ],
     ids=["out-file", "out-under-file", "out-unwritable", "ledger-file", "ledger-under-file"],
 )

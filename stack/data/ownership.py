@@ -1,43 +1,46 @@
 """What `stack prepare` may replace in DATA_DIR, and how a finished build is moved in.
 
-prepare owns exactly the files that a manifest of its own lists, and only while they still
-have the sha256 it recorded: the files of DATA_DIR/manifest.json, and those of the staged
-manifest of a publish that was cut short (a killed prepare's staging directory, which names
-its pid, so a dead one is recognised). Everything else in DATA_DIR is someone else's: never
-deleted, never overwritten, with or without --force. Every refusal comes before anything is
-written, so a refused prepare leaves DATA_DIR as it found it.
+The rules are every command's (stack.outputs): the path is checked before any work, --force
+replaces only the files prepare's own record lists with the sha256 it recorded, a build is
+staged out of sight and moved in at once. What is prepare's own here is its record and how it
+publishes. Its record is the manifest: DATA_DIR/manifest.json, and the staged manifest of a
+publish that was cut short (a killed prepare's staging directory, which names its pid, so a
+dead one is recognised). A DATA_DIR may hold the user's files beside prepare's (readers read
+only what the manifest lists), so those are kept: only the paths prepare writes must be its
+own. Every refusal comes before anything is written, so a refused prepare leaves DATA_DIR as it
+found it.
 
 A build is staged in `.prepare-<pid>-*` inside DATA_DIR (same file system, so moving it in is
-a rename) and moved in with SIGINT and SIGTERM held back, manifest.json last. A prepare killed
-outright leaves its staging directory; the next one removes it, and keeps treating the files
-its staged manifest lists as prepare's own, so an interrupted publish never blocks a rerun.
+a rename) and moved in file by file (stack.outputs.staging.move_in), manifest.json last. A
+prepare killed outright leaves its staging directory; the next one removes it, and keeps
+treating the files its staged manifest lists as prepare's own, so an interrupted publish never
+blocks a rerun.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
 import shutil
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import BadInput
-from contracts.evidence import sha256_file
-from stack.artifacts import INDEX_FILE
+from stack.artifacts import INDEX_FILE, LOCK_FILE
 from stack.data.manifest import MANIFEST_FILE, parse_manifest
 from stack.data.shards import SHARD_DIR, SHARD_NAME
 from stack.data.tokenizer import TOKENIZER_FILE
-from stack.runlock import LOCK_FILE
+from stack.outputs import ownership, staging
+from stack.outputs.destination import check_directory
+from stack.outputs.ownership import Earlier, move_away, not_empty
 
 log = logging.getLogger(__name__)
 
 STAGING = re.compile(r"^\.prepare-([1-9][0-9]*)-")
-MOVE_AWAY = "move it away or choose another --out"
+OPTION = "--out"
 
 
 @dataclass(frozen=True)
@@ -54,49 +57,6 @@ def staging_prefix() -> str:
     return f".prepare-{os.getpid()}-"
 
 
-def check_out(out: Path) -> Path | None:
-    """Refuse an --out prepare cannot write; returns the topmost directory it will create, if any."""
-    if out.is_symlink() and not out.exists():
-        raise BadInput(
-            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
-            "point it at a directory or choose another --out"
-        )
-    if out.exists():
-        if not out.is_dir():
-            raise BadInput(f"--out {out} exists and is not a directory; choose another --out")
-        _check_writable(out, out, os.R_OK)  # prepare also lists what is there
-        return None
-    created = out
-    for parent in out.parents:
-        if parent.exists() or parent.is_symlink():
-            break
-        created = parent
-    if not created.parent.is_dir():
-        raise BadInput(
-            f"--out {out} cannot be created: {created.parent} is not a directory; choose another --out"
-        )
-    _check_writable(created.parent, out)
-    return created
-
-
-def _check_writable(directory: Path, out: Path, also: int = 0) -> None:
-    if not os.access(directory, os.W_OK | os.X_OK | also):
-        raise BadInput(
-            f"--out {out} is not writable: {directory} does not let this user create files; "
-            "fix its permissions or choose another --out"
-        )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):  # no such process; no pid can be that large
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def _entries(out: Path) -> tuple[list[Path], list[Path]]:
     """Top-level entries of `out`: (staging directories of dead prepares, the content proper).
 
@@ -109,7 +69,7 @@ def _entries(out: Path) -> tuple[list[Path], list[Path]]:
         match = STAGING.match(entry.name)
         if match is None or not entry.is_dir() or entry.is_symlink():
             content.append(entry)
-        elif int(match[1]) != os.getpid() and _alive(int(match[1])):
+        elif int(match[1]) != os.getpid() and staging.alive(int(match[1])):
             raise BadInput(
                 f"{entry} is the staging directory of process {match[1]}, which is still running; "
                 f"wait for it to finish, or remove {entry} if that process is not a stack prepare"
@@ -125,7 +85,7 @@ def _read(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise BadInput(f"cannot read {path} ({exc.strerror}); {MOVE_AWAY}") from None
+        raise BadInput(f"cannot read {path} ({exc.strerror}); {move_away(OPTION)}") from None
 
 
 def _listed(out: Path, stale: list[Path], current: bytes | None) -> dict[str, set[str]]:
@@ -144,22 +104,6 @@ def _listed(out: Path, stale: list[Path], current: bytes | None) -> dict[str, se
     return listed
 
 
-def _verified(path: Path, sha256s: set[str]) -> bool:
-    """Whether `path` is there to replace; refuses a listed file that is no longer prepare's."""
-    if not path.exists() and not path.is_symlink():
-        return False
-    try:
-        actual = sha256_file(path) if path.is_file() else None
-    except OSError:
-        actual = None
-    if actual not in sha256s:
-        raise BadInput(
-            f"refusing to replace {path}: the manifest lists it, but it is not the file `stack prepare` "
-            f"wrote there (its sha256 differs: changed since, or put there by someone else); {MOVE_AWAY}"
-        )
-    return True
-
-
 def _may_write(out: Path, sources: set[str], bpe: bool) -> list[str]:
     """The existing paths of `out` that this prepare could write: its fixed files and its shards."""
     names = [MANIFEST_FILE, INDEX_FILE, SHARD_DIR, *([TOKENIZER_FILE] if bpe else [])]
@@ -174,6 +118,12 @@ def _may_write(out: Path, sources: set[str], bpe: bool) -> list[str]:
     return found
 
 
+def check_out(out: Path) -> Path | None:
+    """Refuse an --out prepare cannot write (stack.outputs.destination); returns the topmost
+    directory it will create, if any."""
+    return check_directory(out, OPTION, into=True)
+
+
 def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
     """What prepare may replace in `out`, checked before anything is written (see the module doc).
 
@@ -186,9 +136,11 @@ def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
     if not content:
         return Claim(frozenset(), tuple(stale), None)
     if not force:
-        raise BadInput(
-            f"DATA_DIR {out} already exists and is not empty; pass --force to replace what an earlier "
-            "`stack prepare` wrote there (nothing else is touched), or choose another --out"
+        raise not_empty(
+            out,
+            OPTION,
+            "pass --force to replace what an earlier `stack prepare` wrote there (nothing else is touched), "
+            f"or choose another {OPTION}",
         )
     current = _read(out / MANIFEST_FILE)
     try:
@@ -196,15 +148,12 @@ def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
     except BadInput as exc:
         raise BadInput(
             f"--force replaces only what prepare wrote, and {out / MANIFEST_FILE} is not a manifest it "
-            f"can trust ({exc}); {MOVE_AWAY}"
+            f"can trust ({exc}); {move_away(OPTION)}"
         ) from None
-    owned = {rel for rel, sha256s in listed.items() if _verified(out / rel, sha256s)}
-    owned |= {MANIFEST_FILE} if current is not None else set()
-    for rel in _may_write(out, sources, bpe):
-        if rel not in owned:
-            raise BadInput(
-                f"refusing to overwrite {out / rel}: it was not written by `stack prepare`; {MOVE_AWAY}"
-            )
+    if current is not None:
+        listed[MANIFEST_FILE] = {hashlib.sha256(current).hexdigest()}
+    earlier = Earlier(MANIFEST_FILE, {rel: frozenset(sha256s) for rel, sha256s in listed.items()})
+    owned = ownership.claim(out, earlier, _may_write(out, sources, bpe), OPTION)
     return Claim(frozenset(owned), tuple(stale), current)
 
 
@@ -220,39 +169,9 @@ def take_over(out: Path, found: Claim) -> None:
         log.warning(f"note: removed {directory}, left by an interrupted stack prepare whose process is gone")
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block ends: a ^C then lands after the last rename."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def publish(staging: Path, out: Path, owned: frozenset[str]) -> None:
-    """Move the staged files into `out`, replacing only `owned` ones; manifest.json goes last.
-
-    Files of the old manifest that the new one does not list are removed first, so a prepare
-    killed half-way leaves only files that one of the two manifests vouches for.
-    """
-    staged = sorted(
-        (p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()),
-        key=lambda rel: (rel == MANIFEST_FILE, rel),
-    )
-    for rel in staged:
-        target = out / rel
-        if (target.exists() or target.is_symlink()) and rel not in owned:
-            raise BadInput(
-                f"refusing to overwrite {target}: it was not written by `stack prepare`; {MOVE_AWAY}"
-            )
-    with _signals_held():
-        for rel in sorted(owned - set(staged)):
-            (out / rel).unlink(missing_ok=True)
-        for rel in staged:
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / rel, out / rel)
+def publish(staged: Path, out: Path, owned: frozenset[str]) -> None:
+    """Move the staged build into `out`, replacing only `owned` files; manifest.json goes last."""
+    staging.move_in(staged, out, owned, MANIFEST_FILE, "stack prepare", OPTION)
 
 
 def write_failure(exc: OSError, out: Path) -> str:

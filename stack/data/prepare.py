@@ -1,6 +1,6 @@
 """`stack prepare`: turn files into verified token shards, a document index and a manifest.
 
-One writer at a time: prepare holds DATA_DIR/.lock (stack.runlock) while it writes. The work
+One writer at a time: prepare holds DATA_DIR/.lock (stack.outputs.lock) while it writes. The work
 happens in a hidden staging directory inside DATA_DIR and is published only when complete
 (stack.data.ownership): the files an earlier prepare listed in its manifest, and still holding
 the sha256 it recorded, are replaced, the new ones are moved in, and manifest.json comes last.
@@ -89,7 +89,7 @@ from stack.data.working_set import (
     WorkingSet,
     format_size,
 )
-from stack.runlock import exclusive
+from stack.outputs.lock import exclusive
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +464,7 @@ def write_locked(
     Shared by every kind of prepare (stack.data.sft_prepare too), so all publish by the same rules.
     """
     try:
-        with exclusive(out, "prepare") as note:
+        with exclusive(out, "stack prepare") as note:
             if note is not None:
                 log.warning(f"note: {note}")
             return _write(out, created, found, build)

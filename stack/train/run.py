@@ -1,11 +1,10 @@
 """A training run from start to evidence: set-up, resume, the loop, and the metadata.json record.
 
-One writer per run directory: `stack train` holds RUN_DIR/.lock (stack.runlock) from before
-set-up to the end of the run, so a second writer is refused naming the holder's pid.
-
-Nothing is written into the run directory before set-up has passed (arguments, paths, data,
-config, a resume's compatibility with its checkpoint, the start-up gates): a refusal leaves a
-resumed run byte for byte as it was, and a new one as if never asked for. A gate that fires
+The run directory lives as every run-like directory does (stack.outputs.rundir): checked before
+any work, held under RUN_DIR/.lock from before set-up to the end of the run (a second writer is
+refused naming the holder's pid), and written only once set-up has passed (arguments, paths,
+data, config, a resume's compatibility with its checkpoint, the start-up gates): a refusal
+leaves a resumed run byte for byte as it was, and a new one as if never asked for. A gate that fires
 during set-up still leaves evidence: with --evidence-dir its halted record is filed in the
 ledger under an id of its own (`<run-id>-refused-<time>`), so the same command can be run again.
 
@@ -22,8 +21,6 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +42,6 @@ from contracts.evidence import (
     Verdict,
     Waiver,
     artifact,
-    file_record,
-    ledger_slot,
     new_record,
     now,
     read_evidence,
@@ -60,7 +55,7 @@ from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.model.config import ModelConfig
-from stack.runlock import LOCK_FILE, exclusive
+from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
@@ -84,6 +79,8 @@ FINETUNE_KIND = "finetune"  # --init-from: the first loss is meant to be far bel
 SFT_KIND = "sft"  # --init-from with train.task=sft: finetune's gates and the SFT gates
 DISTILL_KIND = "distill"  # train.task=distill, from --init-from or a fresh model: the KD gates too
 DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the DPO gates
+# The writer of a run directory: continued in place with --resume, under its lock (stack.outputs.rundir).
+WRITER = rundir.Writer("stack train", resumable=True)
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.seed", "train.task")
 # The record's status for each way `Trainer.run` returns.
@@ -143,96 +140,15 @@ def _world_size() -> int:
     return int(raw)
 
 
-def _check_writable_dir(path: Path, flag: str) -> None:
-    """Refuse, before any work, a directory the run could not write into at its end.
-
-    The directory may not exist yet (it is created), but it must not be a file, nor lie under
-    one, and the nearest directory that exists must be writable.
-    """
-    path = Path(path).absolute()
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{flag} {path} is a file, not a directory; choose a directory path")
-    nearest = next(p for p in (path, *path.parents) if p.exists())
-    if not nearest.is_dir():
-        raise BadInput(
-            f"{flag} {path} lies under {nearest}, which is a file; choose a path under a directory"
-        )
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise BadInput(f"{flag} {path}: {nearest} is not writable; choose a directory you can write to")
-
-
 def _run_dir_of(request: TrainRequest) -> Path:
     """The run directory the request writes, checked before anything is read or written."""
     if request.resume is not None:
-        run_dir = request.resume
-        if not (run_dir / CONFIG_FILE).is_file():
-            raise BadInput(
-                f"{run_dir} is not a run directory (no {CONFIG_FILE}); pass the --out of an earlier run"
-            )
-        _check_writable_dir(run_dir, "--resume")
-        return run_dir
+        rundir.check(request.resume, WRITER, resume=True, option="--resume")
+        return request.resume
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    _check_writable_dir(request.out, "--out")
+    rundir.check(request.out, WRITER)
     return request.out
-
-
-def _require_empty(run_dir: Path) -> None:
-    """A new run starts in an empty directory; its own lock file does not count."""
-    if any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        raise BadInput(
-            f"{run_dir} already exists and is not empty; choose a new --out or continue it with --resume"
-        )
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    """Remove directories this invocation created, innermost first, as long as they are empty."""
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:  # something else now lives there (or it is gone): it is not ours to remove
-            return
-
-
-@contextmanager
-def _sole_writer(run_dir: Path, fresh: bool) -> Iterator[Callable[[], None]]:
-    """Hold RUN_DIR/.lock (rank 0) for the whole run; yields `commit`, called once set-up has passed.
-
-    The run directory is written only after set-up (config, data, the start-up gates) has
-    passed: set-up runs under the lock but writes nothing, and if it fails before `commit`, what
-    this invocation created for the lock (the lock file; the directory and its parents, when it
-    made them) is removed again, so the same command can simply be run again. Nothing that was
-    there before is removed. After `commit` the directory stays whatever happens: a run that
-    fails later keeps its record as evidence. Other ranks of a torchrun launch neither lock nor
-    write.
-    """
-    if not _is_main():
-        yield lambda: None
-        return
-    absolute = run_dir.absolute()
-    created = [p for p in (absolute, *absolute.parents) if not p.exists()]  # innermost first
-    lock = run_dir / LOCK_FILE
-    lock_created = not lock.exists()
-    committed = False
-
-    def commit() -> None:
-        nonlocal committed
-        committed = True
-
-    try:
-        with exclusive(run_dir, "training") as note:
-            if note is not None:
-                print(f"stack train: {note}", file=sys.stderr)
-            try:
-                if fresh:
-                    _require_empty(run_dir)
-                yield commit
-            finally:
-                if not committed and lock_created:
-                    lock.unlink(missing_ok=True)  # while still held: no later holder loses its file
-    finally:
-        if not committed:
-            _remove_empty(created)
 
 
 def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
@@ -379,7 +295,7 @@ def _data_changes(state: dict[str, Any], data_dir: Path, tokenizer: Tokenizer) -
         "tokenizer": (state["tokenizer"]["sha256"], tokenizer.sha256),
         "world_size": (reader.get("world_size"), _world_size()),
     }
-    return [_change(key, old, new) for key, (old, new) in now.items() if old != new]
+    return [rundir.change(key, old, new) for key, (old, new) in now.items() if old != new]
 
 
 def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
@@ -402,7 +318,7 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     old, new = before.get("train", {}).get("precision"), config.train.precision
     if (old == "fp16") != (new == "fp16"):
         fixed.append("train.precision")
-    return [_change(key, _lookup(before, key), _lookup(after, key)) for key in fixed]
+    return [rundir.change(key, _lookup(before, key), _lookup(after, key)) for key in fixed]
 
 
 def _lookup(config: dict[str, Any], key: str) -> Any:
@@ -411,20 +327,12 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
     return config.get(section, {}).get(name)
 
 
-def _change(key: str, old: Any, new: Any) -> str:
-    """`key (old -> new)` for the refusal; a sha256 is shortened to the prefix people compare."""
-    shown = [v[:12] if isinstance(v, str) and len(v) == 64 else v for v in (old, new)]
-    return f"{key} ({shown[0]} -> {shown[1]})"
-
-
 def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
     """One line naming every key that cannot change, with the ways forward."""
-    if changes:
-        raise BadInput(
-            f"cannot resume {run_dir} from {checkpoint.name} with a changed {', '.join(changes)}: "
-            "the checkpoint was made for the old values; drop those --set/--config keys, use the run's "
-            "own --data and --nproc, or start a new run with --out"
-        )
+    ways = (
+        "drop those --set/--config keys, use the run's own --data and --nproc, or start a new run with --out"
+    )
+    rundir.refuse_changes(run_dir, checkpoint, changes, ways)
 
 
 def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig:
@@ -538,7 +446,7 @@ class RunRecord:
         if self.evidence_dir is None or not self.main:
             return None
         files = (self.run_dir / CONFIG_FILE, self.run_dir / METRICS_FILE)
-        return file_record(self.evidence_dir, self.record, files)
+        return ledger.file(self.evidence_dir, self.record, files)
 
 
 def train(request: TrainRequest, progress_factory: Any) -> int:
@@ -546,14 +454,15 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
 
     Order: every argument is checked (paths included), the run directory's lock is taken, set-up
     runs (config, data, the start-up gates) writing nothing, and only then is the run directory
-    written (see `_sole_writer`).
+    written (stack.outputs.rundir's commit).
     """
     run_dir = _run_dir_of(request)
     run_id = _check_run_dir_name(run_dir)
     if request.evidence_dir is not None and _is_main():
-        _check_writable_dir(request.evidence_dir, "--evidence-dir")
-        ledger_slot(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
-    with _sole_writer(run_dir, fresh=request.resume is None) as commit:
+        ledger.claim(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
+    resume = request.resume is not None
+    option = "--resume" if resume else "--out"
+    with rundir.opened(run_dir, WRITER, resume=resume, option=option, main=_is_main()) as opened:
         if request.resume is not None:
             plan = _resume_plan(request, run_dir)
         else:
@@ -565,7 +474,7 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
                 _file_refusal(plan, request.evidence_dir, exc)
                 raise
             trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
-            commit()
+            opened.commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
 
 
@@ -619,7 +528,7 @@ def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> 
     record.run.stop_reason = f"refused at set-up: {exc}"
     record.gates = plan.ledger.gate_results()
     record.artifacts, record.checkpoint = [], None
-    filed = file_record(evidence_dir, record)
+    filed = ledger.file(evidence_dir, record)
     print(f"stack train: the refusal is filed at {filed}", file=sys.stderr)
 
 

@@ -32,7 +32,7 @@ def exclusive(directory: Path, what: str) -> Iterator[str | None]:
     """Hold DIR/.lock for the block; yields a note when a dead writer's lock file was taken over.
 
     Refuses (BadInput, one line) while another live process holds it. `what` names the command
-    for the message ("training", "prepare").
+    for the message ("stack train", "stack prepare").
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
