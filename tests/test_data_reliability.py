@@ -137,7 +137,11 @@ def test_force_refuses_a_users_file_under_a_shard_name_and_changes_nothing(
     (prepared / "shards" / "train-main-00042.bin").write_bytes(b"mine")
     before = snapshot(prepared)
     code, err = prepare(capsys, str(tmp_path / "in"), "--out", str(prepared), "--force")
-    assert code == EXIT_BAD_INPUT and "is not part of the earlier output" in err and "train-main-00042.bin" in err
+    assert (
+        code == EXIT_BAD_INPUT
+        and "is not part of the earlier output" in err
+        and "train-main-00042.bin" in err
+    )
     assert snapshot(prepared) == before
 
 

@@ -202,13 +202,13 @@ def test_trace_replaces_an_out_dir_only_with_force_and_only_its_own_record(
     assert run(capsys, *trace, "--force")[0] == 0
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "trace.json"]
     (out / "analysis.md").write_text("mine")
-    refused(capsys, (*trace, "--force"), "analysis.md is not part of its trace record", out)
+    refused(capsys, (*trace, "--force"), "analysis.md is not part of the earlier output", out)
     (out / "analysis.md").unlink()
     (out / "trace.json").write_text("{}")
-    refused(capsys, (*trace, "--force"), "trace.json was changed since the trace wrote it", out)
+    refused(capsys, (*trace, "--force"), "trace.json was changed since it was written", out)
     (out / "metadata.json").unlink()
     (out / "trace.json").write_text("\\chapter{One}")
-    refused(capsys, (*trace, "--force"), "holds no trace metadata.json", out)
+    refused(capsys, (*trace, "--force"), "holds no metadata.json of one", out)
 
 
 @pytest.mark.parametrize("option", ["--json", "--csv", "--dump", "--out"])

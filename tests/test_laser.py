@@ -19,11 +19,11 @@ from contracts.evidence import read_evidence, sha256_file
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.model import targets as targets_module
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.model.targets import select_targets
 from stack.surgery import laser as laser_module
-from stack.surgery import targets as targets_module
 from stack.surgery.laser import laser
 from stack.train.trained import load_trained
 

@@ -5,8 +5,9 @@ The Hugging Face family follows the model: Llama, or Qwen2 when q, k and v carry
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from stack.cli import values
 
 if TYPE_CHECKING:
     from stack.export import exporters
@@ -22,13 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "whose check fails keeps an '.unverified' name and the command exits 3. Either way DIR also gets an "
         "evidence record, metadata.json, of run kind export-hf or export-onnx.",
     )
-    parser.add_argument("path", type=Path, metavar="RUN_DIR|CKPT")
+    parser.add_argument("path", type=values.utf8_path, metavar="RUN_DIR|CKPT")
     parser.add_argument("--format", dest="fmt", required=True, choices=("hf", "onnx"))
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the new export directory")
+    parser.add_argument(
+        "--out", type=values.utf8_path, required=True, metavar="DIR", help="the new export directory"
+    )
     parser.add_argument("--int8", action="store_true", help="onnx: also a dynamically quantised int8 graph")
     parser.add_argument(
         "--sample-text",
-        type=Path,
+        type=values.utf8_path,
         metavar="FILE",
         help="text to check parity on (default: the checkpoint's held-out data if reachable, "
         "else a fixed built-in text)",
@@ -43,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--evidence-dir",
-        type=Path,
+        type=values.utf8_path,
         metavar="LEDGER",
         help="also file the evidence record (with a copy of export.json) as LEDGER/<run-id>/ (append-only)",
     )

@@ -89,24 +89,21 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an output that exists and that --force may not replace."""
-    from contracts.errors import BadInput
-    from stack.lens.probes import lens_metadata
+    """Refuse, before any work, an output that cannot be written or that --force may not replace
+    (stack.outputs): a tuned-lens file is recognised by its own metadata."""
+    from stack.lens.probes import is_lens
+    from stack.outputs import ledger, ownership
+    from stack.outputs.destination import check_file
     from stack.trace.record import check_out_dir, check_output_file
 
     for option, path in (("--json", args.json), ("--csv", args.csv)):
         check_output_file(path, option, args.force)
     if args.out is not None:
-        check_out_dir(args.out, args.force)
-    if args.save is not None and (args.save.exists() or args.save.is_symlink()):
-        if not args.force:
-            raise BadInput(
-                f"--save {args.save} already exists; choose another path, or --force to replace a lens"
-            )
-        if args.save.is_symlink() or lens_metadata(args.save) is None:
-            raise BadInput(
-                f"refusing to replace {args.save}: it is not a tuned-lens file; choose another path"
-            )
+        check_out_dir(args.out, args.force, "lens-train" if args.train else "lens")
+    ledger.check(args.evidence_dir)
+    if args.save is not None:
+        check_file(args.save, "--save")
+        ownership.check_file(args.save, "--save", args.force, is_lens, "a tuned-lens file")
 
 
 def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) -> Result:
@@ -190,7 +187,6 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
         lens = train_lens(trained.model, args.data, settings, progress)
     per_layer = heldout_comparison(trained.model, lens, args.data, settings)
     metadata = {key: str(value) for key, value in vars(settings).items()}
-    args.save.parent.mkdir(parents=True, exist_ok=True)
     save_lens(args.save, lens, metadata)
     config.update(
         vars(settings), data=str(args.data), save=str(args.save), lens_sha256=sha256_file(args.save)

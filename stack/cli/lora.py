@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="merge, export: replace OUT, but only if all it holds is an earlier output, unchanged",
+        help="merge, export, import: replace OUT, but only if all it holds is an earlier output, unchanged",
     )
     parser.add_argument(
         "--evidence-dir",
@@ -92,7 +92,7 @@ OPTIONS = {
     "merge": ("--base", "--out", "--force", "--evidence-dir"),
     "inspect": (),
     "export": ("--base", "--out", "--sample-text", "--force", "--evidence-dir"),
-    "import": ("--base", "--out", "--sample-text", "--evidence-dir"),
+    "import": ("--base", "--out", "--sample-text", "--force", "--evidence-dir"),
 }
 
 
@@ -246,7 +246,7 @@ def run_import(args: argparse.Namespace) -> int:
     evidence = CommandEvidence(IMPORT_KIND, args.argv, "cpu", args.evidence_dir)
     try:
         with evidence.judging():
-            result = import_adapter(args.path, args.base, args.out, args.sample_text, evidence)
+            result = import_adapter(args.path, args.base, args.out, args.sample_text, evidence, args.force)
     except GateViolation:
         evidence.file()
         raise

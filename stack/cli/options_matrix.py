@@ -48,13 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_out(out: Path) -> None:
-    from contracts.errors import BadInput
-
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"--out {out} already exists and is not an empty directory; choose a new one")
-
-
 def _print_cell(option: str, path: str, cell: Cell) -> None:
     print(f"{option:<16} {path:<8} {cell.outcome:<8} {cell.seconds:6.2f} s  {cell.message}", flush=True)
 
@@ -66,9 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from stack.data.manifest import load_manifest
     from stack.eval.evidence import CommandEvidence
     from stack.options_matrix import load_matrix, run_cells, settle
+    from stack.outputs import rundir
 
     check_inputs("options-matrix", args)
-    _check_out(args.out)
+    # OUT holds the cells' runs, each written by its own command under the rules of all outputs:
+    # OUT itself has to pass them and be new or empty, and is written in place as the cells run.
+    rundir.check(args.out, rundir.Writer("stack options-matrix"))
     load_manifest(args.data)  # a DATA_DIR that is not one would fail every cell for the wrong reason
     matrix = load_matrix()
     evidence = CommandEvidence("options-matrix", args.argv, "cpu", args.evidence_dir)

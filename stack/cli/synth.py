@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     """Generate, print the counts and where the file went."""
     from stack.cli.inputs import check_inputs
-    from stack.tune.synth_run import RECORDS, run
+    from stack.synth_run import RECORDS, run
 
     check_inputs("synth", args)
     given = {name: getattr(args, name) for _, name, _, _ in OPTIONS if getattr(args, name) is not None}

@@ -320,12 +320,14 @@ def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that exists and that --force may not replace."""
+    from stack.outputs import ledger
     from stack.trace.record import check_out_dir, check_output_file
 
     for option, path in (("--json", args.json), ("--csv", args.csv), ("--dump", args.dump)):
         check_output_file(path, option, args.force)
     if args.out is not None:
-        check_out_dir(args.out, args.force)
+        check_out_dir(args.out, args.force, "patch" if args.patch is not None else "trace")
+    ledger.check(args.evidence_dir)
 
 
 def write_outputs(args: argparse.Namespace, result: Result) -> None:
@@ -370,12 +372,16 @@ def run_recorded(
             result = compute(ledger)
         except GateViolation as exc:
             directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-            write_record(directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind)
+            write_record(
+                directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind, args.force
+            )
             raise
     write_outputs(args, result)
     directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
     payload = result.payload()
-    path = write_record(directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind)
+    path = write_record(
+        directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind, force=args.force
+    )
     print("\n".join(result.lines))
     return result, path
 

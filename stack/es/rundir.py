@@ -10,9 +10,12 @@
 Every reader of a run reads OUT (`stack sample OUT`, `eval`, `trace`, `train --init-from`).
 `--resume OUT` continues from OUT's newest valid checkpoint with everything a step depends on
 restored, so it reaches the weights the uninterrupted run would have, bit for bit (at the same
-number of workers). Each invocation first runs the estimator's self-test (GATE-ES-004); a gate
-that fires leaves its halted record as OUT/metadata.json. A resume writes a new record over the
-previous one; `--evidence-dir` files every record, append-only.
+number of workers); a resume on other data is refused. OUT lives as every run directory does
+(stack.outputs.rundir): checked before any work, held under its one writer's lock, and written
+only once set-up (loading, the data's tokenizer, GATE-DATA-007) has passed, so a refusal leaves
+it as it was. Each invocation then runs the estimator's self-test (GATE-ES-004); a gate that
+fires from there on leaves its halted record as OUT/metadata.json. A resume writes a new record
+over the previous one; `--evidence-dir` files every record, append-only.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import DataRef, Lineage, RunStatus, canonical_sha256, sha256_file
 from contracts.spec import load_spec
 from stack.artifacts import ES_RUN_KIND, RUN_CONFIG
+from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_state
@@ -39,6 +43,7 @@ from stack.es.optimizer import EsAdam
 from stack.es.population import Fitness, flatten, lm_fitness
 from stack.es.selftest import check_estimator
 from stack.eval.evidence import CommandEvidence
+from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
@@ -47,6 +52,8 @@ from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 KIND, CONFIG_FILE = ES_RUN_KIND, RUN_CONFIG
+# An ES run is continued in place with --resume, under its lock (stack.outputs.rundir).
+WRITER = rundir.Writer("stack es", resumable=True)
 
 
 @dataclass
@@ -110,21 +117,11 @@ def _checkpoint_state(job: Job) -> dict[str, Any]:
     }
 
 
-def check_fresh_out(out: Path) -> None:
-    """Refuse an OUT that holds anything: a run is continued with --resume, never overwritten."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise BadInput(f"--out {out} is not a directory; give a new directory path")
-    if out.is_dir() and any(out.iterdir()):
-        raise BadInput(
-            f"{out} exists and is not empty; choose another --out, or continue it with --resume {out}"
-        )
-
-
 def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation: Invocation) -> Path:
     """A new ES run from `source` on `data` into `out`; returns its last checkpoint."""
-    check_fresh_out(out)
+    rundir.check(out, WRITER)
     evidence = CommandEvidence(KIND, invocation.argv, "cpu", invocation.evidence_dir)
-    with _recorded(evidence, out):
+    with rundir.opened(out, WRITER) as opened, _recorded(evidence, opened):
         checkpoint = resolve_checkpoint(source)
         trained = load_trained(checkpoint)
         settings = settings.resolved(trained.model.config.ctx)
@@ -138,27 +135,36 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
             "lineage": lineage({"init": source}).model_dump(mode="json"),
         }
         job = Job(trained, _reader(data, settings), state, settings, data.resolve(), provenance, None)
-        out.mkdir(parents=True, exist_ok=True)
+        _commit(opened)
         save_config(trained.config, out / CONFIG_FILE)
         return _run(job, out, evidence, invocation)
 
 
 def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> Path:
     """Continue the ES run in `out` from its newest valid checkpoint up to `steps` in all."""
-    path, notes = ckpt.latest_valid(out)
-    for note in notes:
-        print(f"stack: {note}", file=sys.stderr)
-    if path is None:
-        raise BadInput(f"{out} has no valid checkpoint to resume; start a new run with `stack es CKPT --out`")
+    rundir.check(out, WRITER, resume=True, option="--resume")
     evidence = CommandEvidence(KIND, invocation.argv, "cpu", invocation.evidence_dir)
-    with _recorded(evidence, out):
+    with rundir.opened(out, WRITER, resume=True, option="--resume") as opened, _recorded(evidence, opened):
+        path, notes = ckpt.resume_point(out, resumable=False)
+        for note in notes:
+            print(f"{WRITER.command}: {note}", file=sys.stderr)
         trained = load_trained(path)
-        job = _restored(trained, steps, data)
+        job = _restored(out, trained, steps, data)
+        _commit(opened)
         return _run(job, out, evidence, invocation)
 
 
-def _restored(trained: Trained, steps: int, data: Path | None) -> Job:
-    """The job an ES checkpoint describes, to run on to `steps`."""
+def _commit(opened: rundir.RunDir) -> None:
+    """Set-up passed: OUT is the run's from here (what dead writers left among its checkpoints goes)."""
+    opened.commit()
+    note = ckpt.leftovers_note(opened.out)
+    if note is not None:
+        print(f"{WRITER.command}: {note}", file=sys.stderr)
+
+
+def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job:
+    """The job an ES checkpoint describes, to run on to `steps`; a resume on other data than the
+    checkpoint's reader was reading is refused (stack.outputs.rundir.refuse_changes)."""
     checkpoint = trained.checkpoint
     es = checkpoint.state.get("es")
     if not isinstance(es, dict):
@@ -174,6 +180,13 @@ def _restored(trained: Trained, steps: int, data: Path | None) -> Job:
         settings = replace(EsSettings(**es["settings"]), steps=steps).resolved(trained.model.config.ctx)
         generator = _decode(es["generator"])
     data = data if data is not None else Path(es["data"])
+    found = rundir.changes(
+        {"data manifest": checkpoint.state["reader"].get("manifest_sha256")},
+        {"data manifest": load_manifest(data).sha256},
+    )
+    rundir.refuse_changes(
+        out, checkpoint.path, found, "resume with the run's own --data, or start a new run with --out"
+    )
     check_data_tokenizer(load_tokenizer(data), checkpoint)
     reader = _reader(data, settings)
     reader.load_state_dict(checkpoint.state["reader"])
@@ -212,21 +225,24 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
 
 
 @contextmanager
-def _recorded(evidence: CommandEvidence, out: Path) -> Iterator[None]:
+def _recorded(evidence: CommandEvidence, opened: rundir.RunDir) -> Iterator[None]:
     """Judge the work under the record's ledger; write the record into OUT (and the ledger) whether
-    the work completes or a gate halts it."""
+    the work completes or a gate halts it. A gate that fires before OUT was committed (in set-up)
+    leaves OUT as it was: its record goes to the ledger only."""
     try:
         with evidence.judging():
             yield
     except GateViolation:
-        _write(evidence, out)
+        if opened.committed:
+            _write(evidence, opened.out)
+        else:
+            evidence.file()
         raise
-    _write(evidence, out)
+    _write(evidence, opened.out)
 
 
 def _write(evidence: CommandEvidence, out: Path) -> None:
     """OUT/metadata.json naming config.toml and the last checkpoint's files; filed when asked."""
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint = evidence.record.checkpoint
     files = [out / CONFIG_FILE] if (out / CONFIG_FILE).is_file() else []
     if checkpoint is not None:

@@ -27,8 +27,6 @@ from contracts.evidence import (
     RunStatus,
     artifact,
     atomic_write_bytes,
-    file_record,
-    ledger_slot,
     new_record,
     now,
     run_id,
@@ -37,6 +35,8 @@ from contracts.evidence import (
 from contracts.gates import contract_mode
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
+from stack.outputs import ledger
+from stack.outputs.destination import check_directory
 from stack.train import checkpoint as ckpt
 
 
@@ -46,7 +46,7 @@ class CommandEvidence:
     def __init__(self, kind: str, argv: list[str], device: str, ledger_dir: Path | None) -> None:
         rid = run_id(kind)
         if ledger_dir is not None:
-            ledger_slot(ledger_dir, rid)  # refuse a clash before any work is done
+            ledger.claim(ledger_dir, rid)  # a clash, or a ledger that cannot take it, before any work
         self.record: EvidenceRecord = new_record(kind, rid, argv, device, mode=contract_mode().value)
         self.ledger = Ledger()
         self.ledger_dir = ledger_dir
@@ -84,16 +84,15 @@ class CommandEvidence:
         """File the record, with copies of `files`, into the ledger directory given (if any)."""
         if self.ledger_dir is None:
             return None
-        return file_record(self.ledger_dir, self.record, files)
+        return ledger.file(self.ledger_dir, self.record, files)
 
 
 def check_record_dir(directory: Path | None) -> None:
     """Refuse a --record DIR that is a file or already holds a record: a record is never overwritten."""
     if directory is None:
         return
-    if directory.exists() and not directory.is_dir():
-        raise BadInput(f"--record {directory} is a file; give a directory for the evidence record")
-    if (directory / EVIDENCE_FILE).exists():
+    check_directory(directory, "--record", into=True)
+    if (directory / EVIDENCE_FILE).exists() or (directory / EVIDENCE_FILE).is_symlink():
         raise BadInput(
             f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
             "choose a new --record DIR"

@@ -27,9 +27,10 @@ from contracts.spec import load_spec
 from stack.artifacts import EXPORT_RECORD, ONNX_MODEL, WEIGHTS_FILE
 from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_state
-from stack.export import deps, hf, hf_tokenizer, onnx_export, outdir, parity, runtimes
+from stack.export import deps, hf, hf_tokenizer, onnx_export, parity, runtimes
 from stack.export.sample import Sample, resolve_sample
 from stack.model.lora import has_lora
+from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
 from stack.train.lineage import lineage
 from stack.train.trained import Trained, load_trained
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 RECORD = EXPORT_RECORD
 FORMATS = ("hf", "onnx")
+# DIR is one artifact, built aside; --force replaces an earlier export that export.json vouches for.
+WRITER = rundir.Writer("stack export", earlier=ownership.by_record(RECORD))
 Checks = list[tuple[parity.LogitsParity, Outcome]]
 
 
@@ -86,7 +89,7 @@ def _validate(request: ExportRequest) -> None:
     if request.int8 and request.fmt != "onnx":
         raise BadInput("--int8 quantises an ONNX graph; use it with --format onnx")
     deps.require(request.fmt)
-    outdir.check_out(request.out, request.force, RECORD)
+    rundir.check(request.out, WRITER, force=request.force)
 
 
 def _record(request: ExportRequest, trained: Trained, sample: Sample) -> dict[str, Any]:
@@ -113,8 +116,8 @@ def _settle(
     written: Path, check: parity.LogitsParity, outcome: Outcome, record: dict[str, Any], gate: str
 ) -> None:
     """Name `written` by its verdict (`model.onnx` or `model.unverified.onnx`) and record the check."""
-    final = written.with_name(written.name.replace(outdir.UNVERIFIED, ""))
-    target = final if outcome.ok else outdir.unverified(final)
+    final = written.with_name(written.name.replace(parity.UNVERIFIED, ""))
+    target = final if outcome.ok else parity.unverified(final)
     if written != target:
         os.replace(written, target)
     record["parity"][final.name] = {
@@ -165,7 +168,7 @@ def _write_onnx(
     """model.onnx (and with --int8 model.int8.onnx) plus the tokenizer files, checked in ONNX Runtime."""
     template = chat_template_of(trained.checkpoint.state)
     hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx, template)
-    fp32 = outdir.unverified(tmp / MODEL_FILES["onnx"])
+    fp32 = parity.unverified(tmp / MODEL_FILES["onnx"])
     onnx_export.export_graph(trained.model, fp32, request.opset)
     record["opset"] = onnx_export.graph_opset(fp32)
     check = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
@@ -177,7 +180,7 @@ def _write_onnx(
     if not outcome.ok:
         record["parity"]["model.int8.onnx"] = {"ok": False, "message": "not built: the fp32 graph failed"}
         return checks
-    int8 = outdir.unverified(tmp / "model.int8.onnx")
+    int8 = parity.unverified(tmp / "model.int8.onnx")
     onnx_export.quantize_int8(tmp / "model.onnx", int8)
     record["int8_opset"] = onnx_export.graph_opset(int8)
     check = parity.compare_logits("model.int8.onnx", reference, runtimes.onnx_logits(int8, sample.windows))
@@ -200,14 +203,15 @@ def export(request: ExportRequest) -> ExportResult:
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
     reference = runtimes.stack_logits(trained.model, sample.windows)
     record = _record(request, trained, sample)
-    with outdir.staging(request.out) as tmp:
+    with rundir.opened(request.out, WRITER, force=request.force) as opened:
+        tmp = opened.where
         if request.fmt == "hf":
             checks = _write_hf(tmp, trained, sample, reference, record)
         else:
             checks = _write_onnx(tmp, trained, sample, reference, record, request)
         record["status"] = "verified" if all(o.ok for _, o in checks) else "failed"
-        outdir.write_record(tmp, RECORD, record)
-        outdir.publish(tmp, request.out, RECORD)
+        ownership.write_record(tmp, RECORD, record)
+        opened.commit()
     return ExportResult(request.out, record, checks)
 
 

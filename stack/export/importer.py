@@ -40,9 +40,10 @@ from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
-from stack.export import deps, hf, hf_tokenizer, outdir, parity, runtimes
+from stack.export import deps, hf, hf_tokenizer, parity, runtimes
 from stack.export.sample import resolve_sample
 from stack.model.gpt import GPT
+from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import RunConfig, resolve, save_config
@@ -51,6 +52,8 @@ from stack.train.loop import build_optimizer
 
 RECORD = IMPORT_RECORD
 KIND = "import-hf"
+# OUT is a run-like directory built aside; --force replaces an earlier import import.json vouches for.
+WRITER = rundir.Writer("stack import-hf", earlier=ownership.by_record(RECORD))
 # A placeholder [train] section: a run config needs one; whoever fine-tunes sets their own.
 TRAIN_PLACEHOLDER = {"steps": 1}
 
@@ -156,8 +159,8 @@ def import_hf(
     try:
         with evidence.judging():
             checked = _checked(hf_dir, out, force, sample_text)
-            with outdir.staging(out) as tmp:
-                result = _write(tmp, out, checked, evidence)
+            with rundir.opened(out, WRITER, force=force) as opened:
+                result = _write(opened, checked, evidence)
     except GateViolation:
         evidence.file()
         raise
@@ -181,7 +184,7 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
         raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
     files = weight_files(hf_dir)
     deps.require("hf")
-    outdir.check_out(out, force, RECORD)
+    rundir.check(out, WRITER, force=force)
     tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
     config = _run_config(hf_dir, tokenizer)
     model = GPT(config.model)
@@ -232,20 +235,20 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
     return _Checked(model, config, tokenizer, record)
 
 
-def _write(tmp: Path, out: Path, checked: _Checked, evidence: CommandEvidence) -> ImportResult:
+def _write(opened: rundir.RunDir, checked: _Checked, evidence: CommandEvidence) -> ImportResult:
     """The checkpoint, config.toml, import.json and the evidence record, built in `tmp`, then published."""
-    config, record = checked.config, checked.record
+    tmp, config, record = opened.where, checked.config, checked.record
     optimizer = build_optimizer(checked.model, config, torch.device("cpu"))
     state = fresh_state(config, tokenizer_state(checked.tokenizer), record["source"], record["chat_template"])
     written = ckpt.save_checkpoint(tmp, 0, checked.model, optimizer, state)
     save_config(config, tmp / "config.toml")
     record["checkpoint"] = written.relative_to(tmp).as_posix()
-    outdir.write_record(tmp, RECORD, record)
+    ownership.write_record(tmp, RECORD, record)
     evidence.note_checkpoint(written)  # what the import made: the record vouches for these weights
     evidence.record.data = DataRef(tokenizer_sha256=checked.tokenizer.sha256)
     evidence.record.metrics = {key: record[key] for key in ("family", "weights", "model_vocab", "parity")}
     evidence.record.lineage = lineage({"source": Path(record["source"]["path"])})
     evidence.settle(RunStatus.COMPLETED)
     evidence.write(tmp, sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE))
-    outdir.publish(tmp, out, RECORD)
-    return ImportResult(Path(out), Path(out) / record["checkpoint"], record)
+    out = opened.commit()
+    return ImportResult(out, out / record["checkpoint"], record)

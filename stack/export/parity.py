@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,12 @@ from contracts.gates import Outcome, gate_require, measure
 HF_GATE = "GATE-EXPORT-001"
 ONNX_GATE = "GATE-EXPORT-002"
 PEFT_GATE = "GATE-LORA-007"
+UNVERIFIED = ".unverified"
+
+
+def unverified(path: Path) -> Path:
+    """`model.int8.onnx` → `model.int8.unverified.onnx`: the name of a file whose check has not passed."""
+    return path.with_name(f"{path.stem}{UNVERIFIED}{path.suffix}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ Import, `stack lora import DIR --base RUN --out ADAPTER_DIR`: a peft adapter dir
 into the stack's terms, put onto RUN's model strictly (GATE-LORA-005), held to the same
 comparison with peft on an HF export of RUN made aside (GATE-LORA-007), and written as the
 stack's adapter directory (adapter.json, adapter.safetensors; stack.model.adapters), which
-`stack lora merge ADAPTER_DIR --base RUN` and `stack evalmatrix --adapter` read.
+`stack lora merge ADAPTER_DIR --base RUN` and `stack evalmatrix --adapter` read. ADAPTER_DIR
+follows every output's rules (stack.outputs): new or empty, or with --force an earlier adapter
+and nothing else.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ from contracts.evidence import EVIDENCE_FILE, canonical_sha256, sha256_file
 from contracts.spec import load_spec
 from stack.artifacts import weight_files
 from stack.eval.evidence import CommandEvidence
-from stack.export import deps, hf, outdir, parity, peft_format, runtimes
+from stack.export import deps, hf, parity, peft_format, runtimes
 from stack.export.exporters import write_hf_files
 from stack.export.importer import read_hf_weights
 from stack.export.sample import resolve_sample
 from stack.model import lora
 from stack.model.adapters import WEIGHTS as ADAPTER_WEIGHTS
-from stack.model.adapters import check_load, load_measured, save_adapter
+from stack.model.adapters import check_load, earlier_adapter, load_measured, save_adapter
+from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
 from stack.train.lineage import lineage
 from stack.train.trained import Trained, load_trained
@@ -53,6 +56,10 @@ RECORD = "lora_export.json"
 BASE_DIR = "base"
 EXPORT_KIND = "lora-export"
 IMPORT_KIND = "lora-import"
+# Each output is one artifact built aside; --force replaces an earlier one its own record vouches
+# for: lora_export.json for an export, adapter.json for an imported adapter.
+EXPORT_WRITER = rundir.Writer("stack lora export", earlier=ownership.by_record(RECORD))
+IMPORT_WRITER = rundir.Writer("stack lora import", earlier=earlier_adapter)
 
 
 @dataclass
@@ -131,7 +138,7 @@ def export_adapter(
     """Write RUN's adapter in peft's format (and its HF base) into OUT and compare it in peft; the
     gate is left to the caller (`parity.certify_peft`), after OUT holds the evidence of the check."""
     deps.require("peft")
-    outdir.check_out(out, force, RECORD)
+    rundir.check(out, EXPORT_WRITER, force=force)
     trained = _adapted(run)
     evidence.note_checkpoint(trained.checkpoint.path)
     evidence.record.config = {
@@ -142,7 +149,8 @@ def export_adapter(
     evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
     if base_hf is not None:
         _same_base(base_hf, trained)
-    with outdir.staging(out) as tmp:
+    with rundir.opened(out, EXPORT_WRITER, force=force) as opened:
+        tmp = opened.where
         if base_hf is None:
             with lora.without_adapters(trained.model):
                 write_hf_files(tmp / BASE_DIR, trained)
@@ -164,10 +172,10 @@ def export_adapter(
         }
         weights = tmp / peft_format.WEIGHTS
         if not result.ok:  # peft must not load what did not pass; the name says so
-            os.replace(weights, outdir.unverified(weights))
+            os.replace(weights, parity.unverified(weights))
         record["status"] = "verified" if result.ok else "failed"
-        outdir.write_record(tmp, RECORD, record)
-        outdir.publish(tmp, out, RECORD)
+        ownership.write_record(tmp, RECORD, record)
+        opened.commit()
     result.out, result.record = Path(out), record
     return result
 
@@ -187,10 +195,17 @@ def keep_export(evidence: CommandEvidence, run: Path, result: Exchanged | None) 
 
 
 def import_adapter(
-    peft_dir: Path, base: Path, out: Path, sample_text: Path | None, evidence: CommandEvidence
+    peft_dir: Path,
+    base: Path,
+    out: Path,
+    sample_text: Path | None,
+    evidence: CommandEvidence,
+    force: bool = False,
 ) -> Exchanged:
-    """Read a peft adapter onto BASE (strictly), check it against peft, and write the stack's adapter."""
+    """Read a peft adapter onto BASE (strictly), check it against peft, and write the stack's adapter
+    as OUT (with `force`, in place of an earlier adapter and nothing else)."""
     deps.require("peft")
+    rundir.check(out, IMPORT_WRITER, force=force)
     evidence.record.config = {"peft_dir": str(Path(peft_dir).resolve()), "base": str(Path(base).resolve())}
     evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
     adapter = peft_format.read_peft(peft_dir)
@@ -219,7 +234,7 @@ def import_adapter(
     if not result.ok:  # with the contracts off: still nothing written for a conversion that fails
         message = _parity_record(result)["message"]
         raise BadInput(f"peft's logits of {peft_dir} differ from the stack's: {message}")
-    save_adapter(model, out, base_sha256, targets)
+    save_adapter(model, out, base_sha256, targets, IMPORT_WRITER.command, replace=force)
     result.out = Path(out)
     result.record |= {"parity": _parity_record(result), "base_sha256": base_sha256}
     evidence.record.metrics = {key: result.record[key] for key in ("sample", "parity", "base_sha256")}

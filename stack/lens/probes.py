@@ -27,6 +27,7 @@ from contracts.gates import Outcome, measure
 from stack.artifacts import LENS_FORMAT
 from stack.model.gpt import GPT
 from stack.model.layers import RMSNorm
+from stack.outputs.staging import file_beside
 
 
 class TunedLens(nn.Module):
@@ -94,7 +95,7 @@ def health_outcome(lens: TunedLens) -> Outcome:
 
 
 def save_lens(path: Path, lens: TunedLens, extra: dict[str, str]) -> None:
-    """Write `lens` as safetensors with its metadata (`extra`: how it was trained)."""
+    """Write `lens` as safetensors with its metadata (`extra`: how it was trained), atomically."""
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in lens.state_dict().items()}
     metadata = {
         **extra,
@@ -103,7 +104,8 @@ def save_lens(path: Path, lens: TunedLens, extra: dict[str, str]) -> None:
         "layers": str(lens.n_layers),
         "d_model": str(lens.probes[0].weight.shape[0]),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    with file_beside(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def lens_metadata(path: Path) -> dict[str, str] | None:
@@ -114,6 +116,11 @@ def lens_metadata(path: Path) -> dict[str, str] | None:
     except (SafetensorError, OSError):
         return None
     return metadata if metadata.get("format") == LENS_FORMAT else None
+
+
+def is_lens(path: Path) -> bool:
+    """Whether `path` is a tuned-lens file: what `stack lens --train --save --force` may replace."""
+    return lens_metadata(path) is not None
 
 
 def load_lens(path: Path, device: torch.device) -> TunedLens:

@@ -10,14 +10,14 @@ sha256 the manifest records with the base the caller holds, and refuses any miss
 reshaped tensor (GATE-LORA-005): peft only warns on a missing key, and an adapter saved under
 other module names then loads as nothing.
 
-Both files are written aside and renamed into place. An existing DIR is replaced only when it
-holds an adapter and nothing else, so a user's files are never overwritten.
+The directory is built aside and swapped into place (stack.outputs.rundir). An existing DIR is
+replaced only when it holds an earlier adapter and nothing else, each file as adapter.json
+records it, so a user's files are never overwritten.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from stack.artifacts import ADAPTER_MANIFEST, ADAPTER_WEIGHTS
 from stack.model import lora
 from stack.model.gpt import GPT
 from stack.model.lora import adapter_state, adapters, apply_lora
+from stack.outputs import rundir
+from stack.outputs.ownership import Earlier
 
 WEIGHTS, MANIFEST = ADAPTER_WEIGHTS, ADAPTER_MANIFEST
 FORMAT = "gatestack-lora"
@@ -53,43 +55,51 @@ def settings_of(model: GPT) -> dict[str, Any]:
     }
 
 
-def _check_dir(directory: Path) -> None:
-    """Refuse a DIR that holds anything but an earlier adapter (those two files may be replaced)."""
-    if directory.exists() and not directory.is_dir():
-        raise BadInput(f"{directory} exists and is not a directory; choose another adapter directory")
-    if directory.is_dir():
-        other = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS, MANIFEST))
-        if other:
-            raise BadInput(
-                f"{directory} holds {', '.join(other)}, not only an adapter; choose an empty or new directory"
-            )
+def earlier_adapter(directory: Path) -> Earlier:
+    """What an earlier adapter in `directory` vouches for (stack.outputs.ownership): its adapter.json
+    and the weights file that hashes; nothing when it holds no readable manifest."""
+    path = Path(directory) / MANIFEST
+    try:
+        weights_sha256 = str(json.loads(path.read_text(encoding="utf-8"))["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Earlier(MANIFEST)
+    return Earlier(MANIFEST, {MANIFEST: frozenset({sha256_file(path)}), WEIGHTS: frozenset({weights_sha256})})
 
 
-def save_adapter(model: GPT, directory: Path, base_sha256: str, targets: str | None = None) -> Path:
-    """Write the model's adapters and their manifest into `directory`; returns the manifest's path.
+def save_adapter(
+    model: GPT,
+    directory: Path,
+    base_sha256: str,
+    targets: str | None = None,
+    writer: str = "stack train",
+    replace: bool = True,
+) -> Path:
+    """Write the model's adapters and their manifest as `directory`; returns the manifest's path.
 
     `base_sha256` is `stack.model.lora.base_sha256` of the base the adapters belong to; `targets` the site
     globs they were applied with (default: their module paths, which name the same projections).
+    The directory is built aside and swapped in (stack.outputs.rundir); with `replace` it may take
+    the place of an earlier adapter that its adapter.json vouches for, and of nothing else. `writer`
+    names the command in a refusal.
     """
-    directory = Path(directory)
-    _check_dir(directory)
     settings = settings_of(model)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {key: t.to("cpu").contiguous() for key, t in adapter_state(model).items()}
-    tmp = directory / f".tmp-{WEIGHTS}-{os.getpid()}"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, directory / WEIGHTS)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "base_sha256": base_sha256,
-        "targets": targets if targets is not None else ",".join(settings["modules"]),
-        **settings,
-        "tensors": {key: list(t.shape) for key, t in sorted(tensors.items())},
-        "weights_sha256": sha256_file(directory / WEIGHTS),
-    }
-    atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
-    return directory / MANIFEST
+    with rundir.opened(
+        Path(directory), rundir.Writer(writer, earlier=earlier_adapter), force=replace
+    ) as opened:
+        tensors = {key: t.to("cpu").contiguous() for key, t in adapter_state(model).items()}
+        save_file(tensors, str(opened.where / WEIGHTS))
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "base_sha256": base_sha256,
+            "targets": targets if targets is not None else ",".join(settings["modules"]),
+            **settings,
+            "tensors": {key: list(t.shape) for key, t in sorted(tensors.items())},
+            "weights_sha256": sha256_file(opened.where / WEIGHTS),
+        }
+        atomic_write_bytes(opened.where / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+        opened.commit()
+    return Path(directory) / MANIFEST
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

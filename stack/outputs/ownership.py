@@ -28,9 +28,10 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, read_evidence, sha256_file
+from contracts.evidence import EVIDENCE_FILE, atomic_write_bytes, now, read_evidence, sha256_file
 from stack.artifacts import LOCK_FILE
 
 
@@ -75,6 +76,15 @@ def hashed_files(root: Path, skip: Collection[str] = ()) -> dict[str, dict[str, 
     }
 
 
+def write_record(root: Path, name: str, record: dict[str, Any]) -> Path:
+    """Write a command's own record `root/name`: `record`, when it was written, and the sha256 and
+    size of every other file under `root` (`files`), which is what `listed_by_record` reads back."""
+    full = {**record, "created": now().isoformat(), "files": hashed_files(root, skip=(name,))}
+    path = Path(root) / name
+    atomic_write_bytes(path, (json.dumps(full, indent=1, sort_keys=True) + "\n").encode())
+    return path
+
+
 def listed_by_record(out: Path, record: str, option: str = "--out") -> Earlier:
     """The earlier output a command's own record (a JSON object whose `files` maps each relative
     path to its `sha256`) lists in `out`; with it the record, and the evidence record naming it."""
@@ -100,6 +110,11 @@ def listed_by_record(out: Path, record: str, option: str = "--out") -> Earlier:
             if (record, own) in {(a.path, a.sha256) for a in read_evidence(evidence).artifacts}:
                 listed[EVIDENCE_FILE] = frozenset({sha256_file(evidence)})
     return Earlier(record, listed)
+
+
+def by_record(record: str) -> Callable[[Path], Earlier]:
+    """The reader of an earlier output that a command's own record `record` lists (`listed_by_record`)."""
+    return lambda out: listed_by_record(out, record)
 
 
 def listed_by_evidence(out: Path, kinds: Collection[str], what: str, option: str = "--out") -> Earlier:
@@ -138,7 +153,7 @@ def claim(
     for rel in strangers:
         if rel not in owned:
             raise BadInput(
-                f"refusing to replace {out / rel}: it is not part of the earlier output ({earlier.record} "
+                f"refusing to replace {out}: {out / rel} is not part of the earlier output ({earlier.record} "
                 f"does not list it); {move_away(option)}"
             )
     return owned
@@ -159,8 +174,8 @@ def _verified(out: Path, rel: str, earlier: Earlier, option: str) -> bool:
         actual = None
     if actual not in earlier.files[rel]:
         raise BadInput(
-            f"refusing to replace {path}: it was changed since it was written (its sha256 is not the one "
-            f"{earlier.record} records); {move_away(option)}"
+            f"refusing to replace {out}: {path} was changed since it was written (its sha256 is not the "
+            f"one {earlier.record} records); {move_away(option)}"
         )
     return True
 

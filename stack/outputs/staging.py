@@ -1,6 +1,6 @@
 """An output assembled out of sight and moved into place at once, so nobody sees half of it.
 
-Two ways, by what the output is:
+Three ways, by what the output is:
 
 - a directory that is one artifact (an export, an import, a surgery's or a merge's run-like
   directory, a trace record) is built in a hidden sibling, `.NAME.tmp-<pid>`, and renamed into
@@ -10,7 +10,9 @@ Two ways, by what the output is:
   hidden directory inside it, named for the writer's pid, and renamed in one by one with SIGINT
   and SIGTERM held back, the file that vouches for the others last (`move_in`): a publish is
   never cut by ^C, and one killed outright leaves only files that one of the two records vouches
-  for, plus its staging directory, which the next writer recognises by its dead pid.
+  for, plus its staging directory, which the next writer recognises by its dead pid;
+- a single file is written under a temporary name beside it and renamed over it (`file_beside`;
+  contracts.evidence.atomic_write_bytes for bytes in hand).
 
 Both renames stay on one file system (beside the output, or inside it), so each is atomic.
 """
@@ -53,6 +55,21 @@ def beside(out: Path) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def file_beside(path: Path) -> Iterator[Path]:
+    """A temporary name beside the output file `path` for a writer that takes a path (safetensors);
+    renamed to `path` when the block ends, removed if it raises, so `path` is old or whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -12,9 +12,10 @@ as they read a run. The checkpoint is at step 0 with nothing read (stack.export.
 fresh state, whose `imported_from` names the source and the surgery), so it can be fine-tuned
 from but not resumed as if it were the source run.
 
-OUT is built aside and moved into place (stack.export.outdir): an existing OUT is refused, and
-with --force replaced only when all it holds is an earlier surgery's output, unchanged. A gate
-that fires leaves OUT holding the halted evidence record and surgery.json, and no checkpoint.
+OUT lives as every run-like directory does (stack.outputs.rundir): built aside and swapped into
+place at commit; an existing OUT is refused, and with --force replaced only when all it holds is
+an earlier surgery's output, unchanged (surgery.json vouches for it). A gate that fires leaves OUT
+holding the halted evidence record and surgery.json, and no checkpoint.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from stack.artifacts import SURGERY_RECORD
 from stack.data import chat_jinja
 from stack.data.tokenizer_record import tokenizer_state
 from stack.eval.evidence import CommandEvidence
-from stack.export import outdir
 from stack.export.importer import fresh_state
 from stack.model.gpt import GPT
+from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
 from stack.train.config import save_config
 from stack.train.lineage import WEIGHTS_FILE, lineage
@@ -43,6 +44,11 @@ from stack.train.loop import build_optimizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 RECORD = SURGERY_RECORD
+
+
+def writer(kind: str) -> rundir.Writer:
+    """The writer of a surgery's OUT (laser, quantize, lora-merge): --force trusts surgery.json."""
+    return rundir.Writer(f"stack {kind.replace('-', ' ')}", earlier=ownership.by_record(RECORD))
 
 
 @dataclass
@@ -66,11 +72,6 @@ class Operated:
     measured: dict[str, Any]
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse, before any work, an OUT that --force may not replace (see the module docstring)."""
-    outdir.check_out(out, force, RECORD)
-
-
 def _source(checkpoint: Path) -> dict[str, Any]:
     """Where the weights came from: the checkpoint, and the sha256 of its manifest and weights."""
     return {
@@ -90,18 +91,19 @@ def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -
     return written
 
 
-def _finish(tmp: Path, request: Request, evidence: CommandEvidence, record: dict[str, Any]) -> None:
-    """Write surgery.json and the evidence record into the staging directory, move it into place, file it."""
-    outdir.write_record(tmp, RECORD, record)
+def _finish(opened: rundir.RunDir, evidence: CommandEvidence, record: dict[str, Any]) -> None:
+    """Write surgery.json and the evidence record into the staging directory, commit it, file it."""
+    tmp = opened.where
+    ownership.write_record(tmp, RECORD, record)
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)
     evidence.write(tmp, files)
-    outdir.publish(tmp, request.out, RECORD)
-    evidence.file((request.out / RECORD,))
+    out = opened.commit()
+    evidence.file((out / RECORD,))
 
 
 def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[str, Any]:
     """Load the source, operate on it under the run kind's gates, write OUT; returns surgery.json's data."""
-    check_out(request.out, request.force)
+    rundir.check(request.out, writer(request.kind), force=request.force)
     checkpoint = resolve_checkpoint(request.source)
     evidence = CommandEvidence(request.kind, request.argv, "cpu", request.evidence_dir)
     evidence.record.config = {"source": str(request.source), **request.settings}
@@ -109,7 +111,8 @@ def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[st
     source = {**_source(checkpoint), "surgery": request.kind}
     record: dict[str, Any] = {"kind": request.kind, "source": source, "settings": request.settings}
     record["spec_version"] = load_spec().version
-    with outdir.staging(request.out) as tmp:
+    with rundir.opened(request.out, writer(request.kind), force=request.force) as opened:
+        tmp = opened.where
         try:
             with evidence.judging():
                 trained = load_trained(checkpoint)
@@ -123,7 +126,7 @@ def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[st
             evidence.settle(RunStatus.COMPLETED)
         except GateViolation as exc:
             record.update(status="halted", stopped_by=str(exc))
-            _finish(tmp, request, evidence, record)
+            _finish(opened, evidence, record)
             raise
-        _finish(tmp, request, evidence, record)
+        _finish(opened, evidence, record)
     return record

@@ -51,6 +51,7 @@ from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.artifacts import CHECKPOINT_MANIFEST, CHECKPOINT_NAME, CHECKPOINTS_DIR, OPTIMIZER_FILE, STATE_FILE
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
+from stack.outputs.staging import alive
 
 FORMAT_VERSION = 1
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
@@ -569,6 +570,17 @@ def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, l
     return None, notes
 
 
+def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]]:
+    """The checkpoint a resume of `run_dir` continues from: the newest one a resume can continue
+    from, with a note for each newer one it passes over (and that it resumes from the older one);
+    refused when there is none. `resumable` False: the newest that loads, for a run whose
+    checkpoints carry their own resume state, which its restore checks (ES: its `es` entry)."""
+    path, notes = latest_valid(run_dir, resumable)
+    if path is None:
+        raise BadInput(f"{run_dir} has no valid checkpoint to resume from; start a new run with --out")
+    return path, [*notes, f"resuming from {path.name} instead"] if notes else []
+
+
 def prune(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
     """Delete checkpoints beyond the newest `keep_last`, always keeping `best`; returns what went.
 
@@ -582,15 +594,13 @@ def prune(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
     return doomed
 
 
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists (one of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def leftovers_note(run_dir: Path) -> str | None:
+    """Sweep what dead writers left among the run's checkpoints (`sweep_leftovers`) and say what
+    went, for the first writes of a run that passed set-up; None when nothing was left."""
+    swept = sweep_leftovers(run_dir)
+    if not swept:
+        return None
+    return f"removed what dead processes left in {Path(run_dir) / CKPT_DIR}: {', '.join(swept)}"
 
 
 def sweep_leftovers(run_dir: Path) -> list[str]:
@@ -603,7 +613,7 @@ def sweep_leftovers(run_dir: Path) -> list[str]:
     removed = []
     for path in sorted(base.iterdir()):
         match = LEFTOVER_NAME.fullmatch(path.name)
-        if match is not None and path.is_dir() and int(match[2]) > 0 and not _alive(int(match[2])):
+        if match is not None and path.is_dir() and int(match[2]) > 0 and not alive(int(match[2])):
             shutil.rmtree(path)
             removed.append(path.name)
     return removed

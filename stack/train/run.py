@@ -257,13 +257,9 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
             f"with --init-from {run_dir}"
         )
     data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
-    path, notes = ckpt.latest_valid(run_dir, resumable=True)
+    path, notes = ckpt.resume_point(run_dir)
     for note in notes:
-        print(f"stack train: {note}", file=sys.stderr)
-    if path is None:
-        raise BadInput(f"{run_dir} has no valid checkpoint to resume from")
-    if notes:
-        print(f"stack train: resuming from {path.name} instead", file=sys.stderr)
+        print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
@@ -534,12 +530,9 @@ def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> 
 
 def _open_run_dir(run_dir: Path, config: RunConfig) -> None:
     """The first writes of a run that passed set-up: leftovers of dead writers go, config is saved."""
-    swept = ckpt.sweep_leftovers(run_dir)
-    if swept:
-        print(
-            f"stack train: removed what dead processes left in {run_dir / ckpt.CKPT_DIR}: {', '.join(swept)}",
-            file=sys.stderr,
-        )
+    note = ckpt.leftovers_note(run_dir)
+    if note is not None:
+        print(f"{WRITER.command}: {note}", file=sys.stderr)
     save_config(config, run_dir / CONFIG_FILE)
     (run_dir / METRICS_FILE).touch()
 
