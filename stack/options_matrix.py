@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,6 +39,9 @@ PROMPT = "gate model"
 SAMPLE_TOKENS = 4
 EVAL_BYTES = 2000  # whole held-out documents up to about this many bytes
 TRACEBACK = "Traceback (most recent call last)"
+# The command line a cell runs through: `stack.cli.main`, handed in by the command that runs the
+# matrix, which stands above it.
+Command = Callable[[list[str]], int]
 
 
 class _Strict(BaseModel):
@@ -132,15 +134,13 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def run_cell(argv: list[str]) -> Cell:
+def run_cell(command: Command, argv: list[str]) -> Cell:
     """Run `stack ARGV` in this process with its output captured; the exit code decides the cell."""
-    from stack.cli import main
-
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(argv)
+            code = command(argv)
     except BaseException as exc:  # main lets only SystemExit out; anything here is a crash of the cell
         escaped = f"{type(exc).__name__} escaped stack.cli.main: {exc}"
         return Cell("crashed", escaped, time.perf_counter() - start)
@@ -161,7 +161,7 @@ OnCell = Callable[[str, str, Cell], None]  # (option, path, cell), told as each 
 
 
 def run_option(
-    option: OptionSpec, paths: list[PathSpec], data: Path, work: Path, on_cell: OnCell
+    option: OptionSpec, paths: list[PathSpec], data: Path, work: Path, on_cell: OnCell, command: Command
 ) -> dict[str, Cell]:
     """Every path of one option, in order, under work/<option>; a cell's result goes to on_cell too."""
     at = Smoke(data, work / option.name)
@@ -175,7 +175,7 @@ def run_option(
         elif path.name != FIRST_PATH and cells.get(FIRST_PATH, Cell("missing", "")).outcome != "ok":
             cell = Cell("missing", f"no run to use: {FIRST_PATH} did not complete")
         else:
-            cell = run_cell(PATH_ARGV[path.name](option, at))
+            cell = run_cell(command, PATH_ARGV[path.name](option, at))
         cells[path.name] = cell
         on_cell(option.name, path.name, cell)
     return cells
@@ -216,20 +216,12 @@ def settle(matrix: Matrix, cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
     return measured_matrix(matrix, cells)
 
 
-def run_cells(matrix: Matrix, data: Path, work: Path, on_cell: OnCell) -> dict[str, dict[str, Cell]]:
-    """Run every cell under `work`, crash files of the cells included; `settle` judges them.
+def run_cells(
+    matrix: Matrix, data: Path, work: Path, on_cell: OnCell, command: Command
+) -> dict[str, dict[str, Cell]]:
+    """Run every cell under `work`; `settle` judges them.
 
     Run outside any ledger of the caller's: each command records its own gates in its own
     evidence, and the matrix's record judges the matrix alone.
     """
-    from stack.cli import CRASH_DIR_ENV
-
-    before = os.environ.get(CRASH_DIR_ENV)
-    os.environ[CRASH_DIR_ENV] = str(work / "crashes")
-    try:
-        return {o.name: run_option(o, matrix.paths, data, work, on_cell) for o in matrix.options}
-    finally:
-        if before is None:
-            del os.environ[CRASH_DIR_ENV]
-        else:
-            os.environ[CRASH_DIR_ENV] = before
+    return {o.name: run_option(o, matrix.paths, data, work, on_cell, command) for o in matrix.options}

@@ -20,9 +20,9 @@ from contracts.errors import BadInput
 from stack.cli import main
 from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus
-from stack.data.pretrained import PretrainedTokenizer
 from stack.data.reader import TokenReader
 from stack.data.shards import open_split
+from stack.data.tokenizer import PretrainedTokenizer
 from stack.data.verify import verify_data_dir
 
 STYLES = {"llama3": llama3_tokenizer, "llama2": llama2_tokenizer}

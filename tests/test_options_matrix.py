@@ -94,10 +94,10 @@ def test_options_matrix_never_overwrites(
 
 
 def test_a_cell_is_decided_by_the_exit_code(tmp_path: Path) -> None:
-    assert run_cell(["gates", "GATE-ARCH-013"]).outcome == "ok"
-    refused = run_cell(["inspect", str(tmp_path / "nothing")])
+    assert run_cell(main, ["gates", "GATE-ARCH-013"]).outcome == "ok"
+    refused = run_cell(main, ["inspect", str(tmp_path / "nothing")])
     assert refused.outcome == "refused" and "nothing" in refused.message
-    assert run_cell(["no-such-command"]).outcome == "refused"  # a usage error is exit 2 too
+    assert run_cell(main, ["no-such-command"]).outcome == "refused"  # a usage error is exit 2 too
 
 
 # -- falsifiers: options planted here ---------------------------------------------------------
@@ -117,7 +117,7 @@ def test_an_option_that_crashes_on_one_path_fires(
         mixture(self, moe, prefix)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SiteHooks, "_mixture", crashing)
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore)
+    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
     assert row["trace"].outcome == "crashed" and "planted" in row["trace"].message
     assert [p for p, c in row.items() if c.outcome == "crashed"] == ["trace"]
     message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "planted": row})
@@ -128,7 +128,7 @@ def test_an_option_that_crashes_on_one_path_fires(
 def test_a_refusal_where_the_path_may_not_refuse_fires(cells: Cells, data: Path, tmp_path: Path) -> None:
     """Training refuses top-3 of two experts in one line: a refusal, but train may not refuse."""
     planted = OptionSpec(name="refused", model={"moe_experts": 2, "moe_top_k": 3})
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore)
+    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
     assert row["train"].outcome == "refused" and "moe_top_k 3 exceeds" in row["train"].message
     message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "refused": row})
     assert "refused/train refused where it may not" in message
@@ -139,7 +139,7 @@ def test_a_refusal_where_the_path_may_not_refuse_fires(cells: Cells, data: Path,
 def test_an_option_the_model_lacks_is_missing(cells: Cells, data: Path, tmp_path: Path) -> None:
     planted = OptionSpec(name="wings", model={"wings": 2})
     assert unknown_settings(planted) == ["model.wings"]
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore)
+    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
     assert {c.outcome for c in row.values()} == {"missing"}
     message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "wings": row})
     assert "7 cell(s) not run: wings/train: the model has no model.wings yet" in message

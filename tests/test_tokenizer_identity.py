@@ -21,9 +21,15 @@ from trace_support import save_run, tiny_model
 from contracts.errors import EXIT_BAD_INPUT, BadInput, GateViolation
 from stack.cli import main
 from stack.data.manifest import load_manifest
-from stack.data.pretrained import PretrainedTokenizer
 from stack.data.sft_template import load_template, render
-from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, Tokenizer, load_tokenizer, train_bpe
+from stack.data.tokenizer import (
+    BpeTokenizer,
+    ByteTokenizer,
+    PretrainedTokenizer,
+    Tokenizer,
+    load_tokenizer,
+    train_bpe,
+)
 from stack.data.tokenizer_identity import PROBE_TEXT, hf_form, probe_sha256
 from stack.export.hf_tokenizer import STATE_FILE, model_tokenizer
 from stack.train import checkpoint as ckpt

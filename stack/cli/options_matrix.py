@@ -12,13 +12,15 @@ one line where its path may refuse); 3: GATE-ARCH-013 fired, the record in DIR s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stack.cli import values
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from stack.eval.evidence import CommandEvidence
     from stack.options_matrix import Cell, Matrix
 
@@ -48,6 +50,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def _crash_files_in(directory: Path) -> Iterator[None]:
+    """The cells' crash files go with the matrix's output, not to the user's state directory."""
+    from stack.cli import CRASH_DIR_ENV
+
+    before = os.environ.get(CRASH_DIR_ENV)
+    os.environ[CRASH_DIR_ENV] = str(directory)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[CRASH_DIR_ENV]
+        else:
+            os.environ[CRASH_DIR_ENV] = before
+
+
 def _print_cell(option: str, path: str, cell: Cell) -> None:
     print(f"{option:<16} {path:<8} {cell.outcome:<8} {cell.seconds:6.2f} s  {cell.message}", flush=True)
 
@@ -55,6 +73,7 @@ def _print_cell(option: str, path: str, cell: Cell) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the matrix, print each cell, write matrix.json and the evidence record."""
     from contracts.evidence import RunStatus, canonical_sha256
+    from stack.cli import main
     from stack.cli.inputs import check_inputs
     from stack.data.manifest import load_manifest
     from stack.eval.evidence import CommandEvidence
@@ -71,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     evidence.record.config = {"data": str(args.data), "matrix": matrix.model_dump()}
     evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
     args.out.mkdir(parents=True, exist_ok=True)
-    cells = run_cells(matrix, args.data, args.out / "cells", _print_cell)
+    with _crash_files_in(args.out / "cells" / "crashes"):
+        cells = run_cells(matrix, args.data, args.out / "cells", _print_cell, main)
     try:
         with evidence.judging():
             settle(matrix, cells)

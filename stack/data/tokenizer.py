@@ -1,7 +1,8 @@
 """Tokenizers: `byte` (the UTF-8 bytes of the text) and `bpe` (byte-level BPE trained on the corpus).
 
-Both are lossless: decode(encode(s)) == s for every Python string that UTF-8 can encode, because
-both work on UTF-8 bytes and neither normalises. Each reserves its last id as the end-of-text
+A Hugging Face tokenizer from a local directory (`hf`, `PretrainedTokenizer`) is used as it is.
+The stack's two are lossless: decode(encode(s)) == s for every Python string that UTF-8 can
+encode, because both work on UTF-8 bytes and neither normalises. Each reserves its last id as the end-of-text
 separator (EOT) that `stack prepare` writes after every document, and `vocab_size` counts it:
 the byte tokenizer has 257 ids (256 bytes + EOT). The EOT id is never produced by `encode`, so
 a text that happens to contain a string like "<|endoftext|>" cannot smuggle a separator in.
@@ -25,19 +26,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
+from stack.artifacts import TOKENIZER_JSON
+from stack.data import tokenizer_identity
 
 if TYPE_CHECKING:
     import tokenizers
 
     from stack.data.manifest import TokenizerEntry
 
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILE = TOKENIZER_JSON
+TOKENIZER_CONFIG = "tokenizer_config.json"  # a Hugging Face tokenizer's settings: its eos_token
 TOKENIZER_NAMES = ("byte", "bpe")
 # 256 byte symbols, the EOT id, and at least one merge: anything smaller is not a BPE.
 BPE_MIN_VOCAB = 258
@@ -75,9 +79,7 @@ class Tokenizer(ABC):
     def identity(self) -> str:
         """What the tokenizer does, as one digest: the same in every file format it is saved in
         (stack.data.tokenizer_identity). GATE-DATA-007 compares this, never `sha256`."""
-        from stack.data.tokenizer_identity import identity
-
-        return identity(self)
+        return tokenizer_identity.identity(self)
 
     @property
     def special_tokens(self) -> dict[str, int]:
@@ -85,9 +87,12 @@ class Tokenizer(ABC):
 
         The stack's own tokenizers have one, the end-of-text separator, by its Hugging Face name.
         """
-        from stack.data.tokenizer_identity import EOT_TOKEN
+        return {tokenizer_identity.EOT_TOKEN: self.eot_id}
 
-        return {EOT_TOKEN: self.eot_id}
+    def hf_json(self) -> str:
+        """The tokenizer.json text of this tokenizer in the common language (stack.data.tokenizer_identity):
+        what an export writes, and what the identity is computed from."""
+        raise BadInput(f"no Hugging Face form for the {self.name!r} tokenizer")
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -124,6 +129,10 @@ class ByteTokenizer(Tokenizer):
     def sha256(self) -> str:
         # Nothing is trained, so the identity is the definition itself.
         return canonical_sha256({"name": self.name, "vocab_size": self.vocab_size, "eot_id": self.eot_id})
+
+    def hf_json(self) -> str:
+        backend = tokenizer_identity.byte_level_form()
+        return tokenizer_identity.with_eot(backend, self.eot_id, self.name).to_str(pretty=True)
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
@@ -197,6 +206,9 @@ class LibraryTokenizer(Tokenizer):
         what the tokenizer does, the same whatever file it is kept in."""
         return self._json
 
+    def hf_json(self) -> str:
+        return self._json  # a pretrained tokenizer's own text, unchanged
+
     def encode(self, text: str) -> list[int]:
         return self._backend.encode(text, add_special_tokens=False).ids
 
@@ -234,8 +246,69 @@ class BpeTokenizer(LibraryTokenizer):
     def vocab_size(self) -> int:
         return self._backend.get_vocab_size() + 1
 
+    def hf_json(self) -> str:
+        from tokenizers import Tokenizer as Backend
+
+        backend = Backend.from_str(self.to_json())
+        return tokenizer_identity.with_eot(backend, self.eot_id, self.name).to_str(pretty=True)
+
     def cut_point(self, data: bytes | bytearray, start: int = 0) -> int:
         return byte_level_cut(data, start) if self._byte_level else 0
+
+
+class PretrainedTokenizer(LibraryTokenizer):
+    """A Hugging Face tokenizer.json and the token that ends a document, used as it is.
+
+    `stack prepare --tokenizer hf:DIR` and `stack import-hf DIR` read DIR/tokenizer.json (any model
+    the `tokenizers` library loads: byte-level BPE as in Llama 3 and Qwen2, SentencePiece-style BPE
+    with byte fallback as in Llama 2) and DIR/tokenizer_config.json for the end-of-sequence token;
+    nothing is downloaded. Three differences from the stack's own tokenizers, each deliberate:
+    - the separator prepare writes after every document is the model's own end-of-sequence token
+      (`eos_token` in tokenizer_config.json), wherever its id is, so the data reads as the model
+      was trained to read it;
+    - special tokens in the *text* are encoded as text (`encode_special_tokens`): a document that
+      happens to contain "</s>" or "<|endoftext|>" cannot smuggle a separator into the shards;
+    - it may normalise text (Llama 2's prepends "▁", some lower-case): it is not guaranteed
+      lossless. GATE-EVAL-003's round trip is what finds out, and bits per byte are always
+      counted over the original bytes.
+    """
+
+    name = "hf"
+
+    def __init__(self, json_text: str, eot_token: str, where: str) -> None:
+        super().__init__(_backend(json_text, where), json_text)
+        self.eot_token = eot_token
+        eot = self._backend.token_to_id(eot_token)
+        if eot is None:
+            raise BadInput(f"{where}: its end-of-sequence token {eot_token!r} is not in the vocabulary")
+        self._eot = eot
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> PretrainedTokenizer:
+        """The tokenizer of a local model directory (tokenizer.json + tokenizer_config.json)."""
+        directory = Path(directory)
+        file = directory / TOKENIZER_JSON
+        if not file.is_file():
+            raise BadInput(
+                f"{directory} has no {TOKENIZER_JSON}; give the directory of a Hugging Face model or "
+                "tokenizer (it is read locally, nothing is downloaded)"
+            )
+        return cls(_read_text(file), eos_token(directory), str(file))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eot_id(self) -> int:
+        return self._eot
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """The added tokens marked special (chat markers, bos, eos), and the end-of-sequence token."""
+        added = self._backend.get_added_tokens_decoder()
+        specials = {token.content: index for index, token in added.items() if token.special}
+        return {**specials, self.eot_token: self._eot}
 
 
 def is_plain_byte_level(record: dict[str, object]) -> bool:
@@ -333,8 +406,6 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
                 "another DATA_DIR; re-run `stack prepare ... --force`"
             )
         if entry.name == "hf":
-            from stack.data.pretrained import PretrainedTokenizer
-
             assert entry.eot_token is not None  # the manifest model requires it for hf
             tokenizer = PretrainedTokenizer(text, entry.eot_token, str(path))
         else:
@@ -353,3 +424,46 @@ def load_tokenizer(data_dir: Path | str) -> Tokenizer:
     from stack.data.manifest import load_manifest
 
     return tokenizer_from_entry(Path(data_dir), load_manifest(data_dir).tokenizer)
+
+
+def eos_token(directory: Path) -> str:
+    """The end-of-sequence token tokenizer_config.json names (a string, or {"content": ...})."""
+    file = Path(directory) / TOKENIZER_CONFIG
+    if not file.is_file():
+        raise BadInput(
+            f"{directory} has no {TOKENIZER_CONFIG}; it names the end-of-sequence token that separates "
+            "documents: copy it from the model's repository"
+        )
+    try:
+        config: Any = json.loads(_read_text(file))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{file} is not valid JSON ({exc})") from None
+    token = config.get("eos_token") if isinstance(config, dict) else None
+    if isinstance(token, dict):
+        token = token.get("content")
+    if not isinstance(token, str) or not token:
+        raise BadInput(f"{file} names no eos_token; the documents need a separator the model knows")
+    return token
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {file} ({exc})") from None
+
+
+def _backend(json_text: str, where: str) -> tokenizers.Tokenizer:
+    """The library's tokenizer, special tokens in text encoded as text; a bad file is one line."""
+    try:
+        record = json.loads(json_text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where} is not valid JSON ({exc})") from None
+    model = record.get("model") if isinstance(record, dict) else None
+    if isinstance(model, dict) and model.get("type") == "BPE":
+        problem = bpe_record_problem(json_text)  # a hole in the ids panics the library
+        if problem is not None:
+            raise BadInput(f"{where} is not a usable tokenizer: {problem}")
+    backend = library_backend(json_text, where, "")
+    backend.encode_special_tokens = True
+    return backend

@@ -1,9 +1,10 @@
 """Every tokenizer in one common language, and an identity that says what it does, not how it is saved.
 
 The common language is a Hugging Face `tokenizers` tokenizer (`hf_form`), the form a
-`tokenizer.json` holds: the stack's byte tokenizer becomes a BPE with no merges over GPT-2's
-byte alphabet, the stack's BPE gains its end-of-text id as the special token `<|endoftext|>`,
-and a pretrained tokenizer is itself. That form is what travels with a model as `tokenizer.json`
+`tokenizer.json` holds, which each tokenizer writes itself (its `hf_json`, with the builders
+here): the stack's byte tokenizer becomes a BPE with no merges over GPT-2's byte alphabet, the
+stack's BPE gains its end-of-text id as the special token `<|endoftext|>`, and a pretrained
+tokenizer is itself. That form is what travels with a model as `tokenizer.json`
 (checkpoints, surgery and merge outputs, exports).
 
 A tokenizer's **identity** (`identity`) is the sha256 of that form made canonical: the
@@ -22,15 +23,13 @@ both, so even a difference the canonical form could miss shows in the ids.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
 
 if TYPE_CHECKING:
     import tokenizers
-
-    from stack.data.tokenizer import Tokenizer
 
 EOT_TOKEN = "<|endoftext|>"
 # What a tokenizer.json says about behaviour. Left out: "version", "truncation", "padding".
@@ -58,44 +57,49 @@ def byte_symbols() -> list[str]:
     return [chr(b) if b in printable else chr(next(shifted)) for b in range(256)]
 
 
-def hf_form(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
-    """A `tokenizers.Tokenizer` that encodes like `tokenizer` (module docstring).
+class Described(Protocol):
+    """What the identity reads of a tokenizer (every class of stack.data.tokenizer is one)."""
 
-    A pretrained tokenizer is returned as it is (a fresh copy of its tokenizer.json); the stack's
-    own get `EOT_TOKEN` as a special token at their end-of-text id.
-    """
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    name: str
+
+    @property
+    def eot_id(self) -> int: ...
+
+    def hf_json(self) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+def byte_level_form() -> tokenizers.Tokenizer:
+    """The stack's byte tokenizer in the common language: a BPE with no merges over GPT-2's bytes."""
     from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, pre_tokenizers
 
-    from stack.data.tokenizer import BpeTokenizer, ByteTokenizer, LibraryTokenizer
+    vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}
+    backend = Backend(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    return backend
 
-    if isinstance(tokenizer, ByteTokenizer):
-        vocab = {symbol: byte for byte, symbol in enumerate(byte_symbols())}
-        backend = Backend(models.BPE(vocab=vocab, merges=[]))
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        backend.decoder = decoders.ByteLevel()
-    elif isinstance(tokenizer, BpeTokenizer):
-        backend = Backend.from_str(tokenizer.to_json())
-    elif isinstance(tokenizer, LibraryTokenizer):
-        return Backend.from_str(tokenizer.to_json())
-    else:
-        raise BadInput(f"no Hugging Face form for the {tokenizer.name!r} tokenizer")
+
+def with_eot(backend: tokenizers.Tokenizer, eot_id: int, name: str) -> tokenizers.Tokenizer:
+    """`backend` with the stack's end-of-text id as the special token EOT_TOKEN (module docstring)."""
+    from tokenizers import AddedToken
+
     backend.add_special_tokens([AddedToken(EOT_TOKEN, special=True)])
-    if backend.token_to_id(EOT_TOKEN) != tokenizer.eot_id:
+    if backend.token_to_id(EOT_TOKEN) != eot_id:
         raise BadInput(
-            f"cannot place {EOT_TOKEN} at id {tokenizer.eot_id} of the {tokenizer.name} tokenizer "
+            f"cannot place {EOT_TOKEN} at id {eot_id} of the {name} tokenizer "
             f"(it landed at {backend.token_to_id(EOT_TOKEN)}); the tokenizer already holds added tokens"
         )
     return backend
 
 
-def hf_json(tokenizer: Tokenizer) -> str:
-    """The tokenizer.json text of `tokenizer`: a pretrained one's own text, unchanged, else `hf_form`'s."""
-    from stack.data.tokenizer import BpeTokenizer, LibraryTokenizer
+def hf_form(tokenizer: Described) -> tokenizers.Tokenizer:
+    """A `tokenizers.Tokenizer` that encodes like `tokenizer` (module docstring)."""
+    from tokenizers import Tokenizer as Backend
 
-    if isinstance(tokenizer, LibraryTokenizer) and not isinstance(tokenizer, BpeTokenizer):
-        return tokenizer.to_json()
-    return hf_form(tokenizer).to_str(pretty=True)
+    return Backend.from_str(tokenizer.hf_json())
 
 
 def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def _canonical_model(model: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def canonical_form(tokenizer: Tokenizer) -> dict[str, Any]:
+def canonical_form(tokenizer: Described) -> dict[str, Any]:
     """What `tokenizer` does, as JSON data with nothing of one serialization in it (module docstring).
 
     The tokenizer.json is read back by the library first, so that a file written by an older
@@ -118,7 +122,7 @@ def canonical_form(tokenizer: Tokenizer) -> dict[str, Any]:
     """
     from tokenizers import Tokenizer as Backend
 
-    record = json.loads(Backend.from_str(hf_json(tokenizer)).to_str())
+    record = json.loads(Backend.from_str(tokenizer.hf_json()).to_str())
     form = {key: record.get(key) for key in BEHAVIOUR_KEYS}
     form["model"] = _canonical_model(form["model"] or {})
     form["added_tokens"] = sorted(form["added_tokens"] or [], key=lambda t: t["id"])
@@ -126,11 +130,11 @@ def canonical_form(tokenizer: Tokenizer) -> dict[str, Any]:
     return form
 
 
-def identity(tokenizer: Tokenizer) -> str:
+def identity(tokenizer: Described) -> str:
     """The sha256 of `canonical_form`: equal for the same tokenizer in any file format."""
     return canonical_sha256(canonical_form(tokenizer))
 
 
-def probe_sha256(tokenizer: Tokenizer) -> str:
+def probe_sha256(tokenizer: Described) -> str:
     """The sha256 of `tokenizer`'s ids of PROBE_TEXT: GATE-DATA-007's second witness."""
     return canonical_sha256(tokenizer.encode(PROBE_TEXT))

@@ -18,10 +18,8 @@ from typing import Any
 
 from contracts.errors import BadInput
 from stack.data.manifest import TokenizerEntry
-from stack.data.pretrained import PretrainedTokenizer
 from stack.data.shards import naming
-from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, Tokenizer
-from stack.data.tokenizer_identity import hf_json
+from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer
 
 RESTORE = "restore the checkpoint from a good copy"
 
@@ -67,7 +65,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
 def write_tokenizer_file(directory: Path, state: dict[str, Any]) -> Path:
     """directory/tokenizer.json: the tokenizer of a state.json record in Hugging Face form."""
     path = Path(directory) / TOKENIZER_FILE
-    path.write_text(hf_json(tokenizer_from_state(state)), encoding="utf-8")
+    path.write_text(tokenizer_from_state(state).hf_json(), encoding="utf-8")
     return path
 
 

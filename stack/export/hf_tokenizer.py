@@ -22,10 +22,9 @@ import json
 from pathlib import Path
 
 from contracts.errors import BadInput
-from stack.artifacts import HF_CONFIG, require
-from stack.data.pretrained import TOKENIZER_CONFIG, TOKENIZER_JSON, PretrainedTokenizer
-from stack.data.tokenizer import Tokenizer, load_tokenizer
-from stack.data.tokenizer_identity import EOT_TOKEN, hf_json
+from stack.artifacts import HF_CONFIG, TOKENIZER_JSON, require
+from stack.data.tokenizer import TOKENIZER_CONFIG, PretrainedTokenizer, Tokenizer, load_tokenizer
+from stack.data.tokenizer_identity import EOT_TOKEN
 from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_state
 from stack.train import checkpoint as ckpt
 from stack.train.trained import resolve_checkpoint
@@ -47,7 +46,7 @@ def write_tokenizer_files(
     (stack.data.chat_jinja) gets it as tokenizer_config.json's `chat_template`, where
     `apply_chat_template` reads it.
     """
-    (out / TOKENIZER_JSON).write_text(hf_json(tokenizer), encoding="utf-8")
+    (out / TOKENIZER_JSON).write_text(tokenizer.hf_json(), encoding="utf-8")
     eos = tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else EOT_TOKEN
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",

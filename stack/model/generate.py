@@ -7,15 +7,24 @@ the draw reproducible.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from contracts.errors import BadInput
+from stack.model.config import ModelConfig
 from stack.model.kv_cache import KVCache
 
-if TYPE_CHECKING:
-    from stack.model.gpt import GPT
+
+class Decoder(Protocol):
+    """What sampling needs of a model (stack.model.gpt.GPT is one): its shapes, its embedding (the
+    cache takes its dtype) and a forward that reads and fills a KV cache."""
+
+    config: ModelConfig
+    embed: nn.Embedding
+
+    def __call__(self, idx: torch.Tensor, *, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 def _check_sampling(
@@ -79,7 +88,7 @@ def sample_next(
 
 @torch.no_grad()
 def generate(
-    model: GPT,
+    model: Decoder,
     idx: torch.Tensor,
     max_new_tokens: int,
     *,
@@ -120,7 +129,7 @@ def generate(
 
 
 @torch.no_grad()
-def generate_long(model: GPT, idx: torch.Tensor, max_new_tokens: int, **sampling: object) -> torch.Tensor:
+def generate_long(model: Decoder, idx: torch.Tensor, max_new_tokens: int, **sampling: object) -> torch.Tensor:
     """Like `generate`, but past the model's context: once the window is full, its newest half
     becomes the prompt of the next chunk, so the model never sees more than `ctx` tokens."""
     ctx = model.config.ctx
