@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,12 @@ from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_regi
 from contracts.release_rules import WEIGHTS_FILE, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
 from stack.artifacts import MODEL_CARD
+from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
 
 CARD_FILE = MODEL_CARD
+# A release is one artifact, built aside and moved into place; it is never replaced (no --force).
+WRITER = rundir.Writer("stack release")
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,9 @@ def release_target(request: ReleaseRequest, root: Path) -> Path:
     target = Path(request.models_dir) / f"{request.name}-{request.version}"
     if not target.resolve().is_relative_to(root):
         raise BadInput(f"--models-dir {request.models_dir} is outside {root}, whose registry must cite it")
-    if target.exists():
+    if target.exists() or target.is_symlink():
         raise BadInput(f"{target} already exists; a release is never replaced: choose a new --version")
+    rundir.check(target, WRITER, option="--models-dir")
     return target
 
 
@@ -293,20 +296,14 @@ def _copied(source: Path, staging: Path, ref: CheckpointRef) -> dict[str, dict[s
 
 
 def publish(target: Path, source: Path, ref: CheckpointRef, card: str) -> None:
-    """Assemble the release beside `target` (copies, manifest, card), then rename it into place."""
-    staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)  # our own leftover from an earlier crash of this process id
-    staging.mkdir(parents=True)
-    try:
-        files = _copied(source, staging, ref)
+    """Assemble the release beside `target` (copies, manifest, card), then move it into place whole
+    (stack.outputs.rundir)."""
+    with rundir.opened(target, WRITER, option="--models-dir") as opened:
+        files = _copied(source, opened.where, ref)
         manifest = {"format_version": ckpt.FORMAT_VERSION, "step": ref.step, "files": files}
-        atomic_write_bytes(staging / ckpt.MANIFEST, json.dumps(manifest, indent=1).encode())
-        atomic_write_bytes(staging / CARD_FILE, card.encode("utf-8"))
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        atomic_write_bytes(opened.where / ckpt.MANIFEST, json.dumps(manifest, indent=1).encode())
+        atomic_write_bytes(opened.where / CARD_FILE, card.encode("utf-8"))
+        opened.commit()
 
 
 def release(request: ReleaseRequest) -> Release:

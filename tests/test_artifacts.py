@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from artifact_support import build_kinds, write_items
+from tree_snapshot import snapshot, unwritable
 
 import stack.cli
 from stack import artifacts
@@ -315,3 +317,190 @@ def test_a_refusal_routes_from_what_was_given() -> None:
     data = artifacts.Identity(Path("d"), BY_NAME["data-pretrain"])
     assert "`stack import-hf llama --out RUN_DIR`" in artifacts.refusal(hf, NEEDS["model"], "`stack eval`")
     assert "`stack train --data d --out RUN_DIR`" in artifacts.refusal(data, NEEDS["model"], "`stack eval`")
+
+
+# -- every output of every command follows the one set of rules (stack.outputs) ----------------------
+
+# Each output option of each command, as a command line that writes {out}; every other path is
+# one the command takes ({fresh}: a new directory for the command's other output), so a refusal
+# can only be about {out}.
+WRITERS: dict[str, str] = {
+    "prepare --out": "prepare {text} --out {out}",
+    "prepare --evidence-dir": "prepare {text} --out {fresh} --evidence-dir {out}",
+    "train --out": "train --data {data} --out {out} --preset smoke",
+    "train --evidence-dir": "train --data {data} --out {fresh} --preset smoke --evidence-dir {out}",
+    "sft --out": "sft --data {chat} --init-from {run} --out {out}",
+    "sft --evidence-dir": "sft --data {chat} --init-from {run} --out {fresh} --evidence-dir {out}",
+    "dpo --out": "dpo {run} --data {prefs} --out {out}",
+    "dpo --evidence-dir": "dpo {run} --data {prefs} --out {fresh} --evidence-dir {out}",
+    "distill --out": "distill {run} --data {data} --out {out} --preset smoke",
+    "distill --evidence-dir": "distill {run} --data {data} --out {fresh} --preset smoke --evidence-dir {out}",
+    "es --out": "es {run} --data {data} --out {out}",
+    "es --evidence-dir": "es {run} --data {data} --out {fresh} --evidence-dir {out}",
+    "synth --out": "synth {run} --out {out}",
+    "synth --evidence-dir": "synth {run} --out {fresh} --evidence-dir {out}",
+    "laser --out": "laser {run} --targets ffn_up --rho 0.5 --out {out}",
+    "laser --evidence-dir": "laser {run} --targets ffn_up --rho 0.5 --out {fresh} --evidence-dir {out}",
+    "quantize --out": "quantize {run} --targets ffn_up --out {out}",
+    "quantize --evidence-dir": "quantize {run} --targets ffn_up --out {fresh} --evidence-dir {out}",
+    "lora merge --out": "lora merge {lora} --out {out}",
+    "lora export --out": "lora export {lora} --out {out}",
+    "lora import --out": "lora import {peft} --base {run} --out {out}",
+    "lora merge --evidence-dir": "lora merge {lora} --out {fresh} --evidence-dir {out}",
+    "export --out": "export {run} --format hf --out {out}",
+    "export --evidence-dir": "export {run} --format hf --out {fresh} --evidence-dir {out}",
+    "import-hf --out": "import-hf {hf} --out {out}",
+    "import-hf --evidence-dir": "import-hf {hf} --out {fresh} --evidence-dir {out}",
+    "trace --out": "trace {run} --prompt a --out {out}",
+    "trace --json": "trace {run} --prompt a --json {out}",
+    "trace --csv": "trace {run} --prompt a --csv {out}",
+    "trace --dump": "trace {run} --prompt a --dump {out}",
+    "trace --evidence-dir": "trace {run} --prompt a --evidence-dir {out}",
+    "lens --out": "lens {run} --prompt a --out {out}",
+    "lens --json": "lens {run} --prompt a --json {out}",
+    "lens --csv": "lens {run} --prompt a --csv {out}",
+    "lens --save": "lens {run} --train --data {data} --save {out}",
+    "lens --evidence-dir": "lens {run} --prompt a --evidence-dir {out}",
+    "eval --record": "eval {run} --text {text} --record {out}",
+    "eval --evidence-dir": "eval {run} --text {text} --evidence-dir {out}",
+    "evalmatrix --record": "evalmatrix {run} --items {items} --train {items} --record {out}",
+    "evalmatrix --evidence-dir": "evalmatrix {run} --items {items} --train {items} --evidence-dir {out}",
+    "memorization --record": "memorization {run} --base {run} --examples {items} --record {out}",
+    "memorization --evidence-dir": "memorization {run} --base {run} --examples {items} --evidence-dir {out}",
+    "options-matrix --out": "options-matrix --data {data} --out {out}",
+    "options-matrix --evidence-dir": "options-matrix --data {data} --out {fresh} --evidence-dir {out}",
+}
+# Outputs that are one file (the rest are directories).
+FILE_OUTPUTS = {"trace --json", "trace --csv", "trace --dump", "lens --json", "lens --csv", "lens --save"}
+# `stack release` writes into the repository's models directory and registry, by release's rules.
+NOT_WRITERS = {("release", "--models-dir"), ("release", "--registry")}
+# The outputs --force may replace, and the kind whose copy is an earlier output of the command
+# (None: none is made above; a directory of the user's stands for one).
+FORCED: dict[str, str | None] = {
+    "prepare --out": None,
+    "laser --out": "surgery",
+    "quantize --out": "surgery",
+    "lora merge --out": "surgery",
+    "lora export --out": "peft-adapter",
+    "lora import --out": "adapter",
+    "export --out": "hf-export",
+    "import-hf --out": "import",
+    "trace --out": None,
+    "lens --out": None,
+}
+
+
+def _writer_argv(writer: str, kinds: dict[str, Path], out: Path, fresh: Path) -> list[str]:
+    places = {
+        "out": str(out),
+        "fresh": str(fresh),
+        "run": str(kinds["run"]),
+        "data": str(kinds["data-pretrain"]),
+        "chat": str(kinds["data-sft"]),
+        "prefs": str(kinds["data-prefs"]),
+        "lora": str(kinds["lora-run"]),
+        "peft": str(kinds["peft-adapter"]),
+        "hf": str(kinds["hf-export"]),
+        "text": str(kinds["file"]),
+        "items": str(kinds["items"]),
+    }
+    return [word.format(**places) for word in WRITERS[writer].split()]
+
+
+def _refused_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(argv)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (code, lines)
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["link", "in-the-way", "under-a-file", "unwritable"])
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_every_output_is_refused_where_it_cannot_be_written(
+    kinds: dict[str, Path],
+    writer: str,
+    case: str,
+    cli: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A link, something in the way, a file above it, a directory this user cannot write: each is
+    one line naming the option and the path, before any work, and nothing changes."""
+    option = writer.split()[-1]
+    place = tmp_path / "place"
+    place.mkdir()
+    (place / "file").write_text("a user's file\n")
+    (place / "dir").mkdir()
+    out = {
+        "link": place / "link",
+        "in-the-way": place / ("dir" if writer in FILE_OUTPUTS else "file"),
+        "under-a-file": place / "file" / "new",
+        "unwritable": place / "ro" / "new",
+    }[case]
+    if case == "link":
+        out.symlink_to(place / "dir")
+    said = {
+        "link": "is a symbolic link to",
+        "in-the-way": "exists and is not a regular file" if writer in FILE_OUTPUTS else "is not a directory",
+        "under-a-file": f"cannot be created: {place / 'file'} is a file",
+        "unwritable": "is not writable",
+    }[case]
+    argv = _writer_argv(writer, kinds, out, tmp_path / "fresh")
+    with unwritable(place / "ro") if case == "unwritable" else nullcontext():
+        before = snapshot(tmp_path)
+        line = _refused_in_one_line(argv, capsys)
+        assert snapshot(tmp_path) == before
+    assert f"{option} {out} " in line and said in line, line
+
+
+def _plant_a_users_file(writer: str, kinds: dict[str, Path], out: Path) -> tuple[list[str], str]:
+    """A user's file where `writer` writes, beside an earlier output of its command where one is
+    made above; the flag that asks to replace it, and what the refusal says."""
+    if writer in FILE_OUTPUTS:
+        out.write_text("a user's file\n")
+        return ["--force"], f"refusing to replace {out}: it is not"
+    if writer.endswith("--record"):  # a record is never overwritten; the directory may hold more
+        out.mkdir()
+        (out / "metadata.json").write_text("a user's file\n")
+        return [], "already holds a metadata.json"
+    if writer not in FORCED:
+        out.mkdir()
+        (out / "notes.txt").write_text("a user's file\n")
+        return [], f"{out} already exists and is not empty"
+    earlier = FORCED[writer]
+    if earlier is not None:
+        shutil.copytree(kinds[earlier], out)
+    else:
+        out.mkdir()
+    mine = out / ("documents.npy" if writer == "prepare --out" else "notes.txt")  # prepare keeps notes
+    mine.write_text("a user's file\n")
+    if earlier is None and writer != "prepare --out":
+        return ["--force"], f"{out} holds no metadata.json of one"
+    return ["--force"], f"{mine} is not part of the earlier output"
+
+
+@pytest.mark.parametrize("writer", sorted(w for w in WRITERS if not w.endswith("--evidence-dir")))
+def test_no_output_replaces_a_file_its_command_did_not_write(
+    kinds: dict[str, Path], writer: str, cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's file where the output goes is refused, with --force where the command takes it,
+    and nothing changes. (A ledger holds others' records by design: what it refuses is a run id
+    filed already, contracts.evidence.ledger_slot.)"""
+    out = tmp_path / "out"
+    force, said = _plant_a_users_file(writer, kinds, out)
+    before = snapshot(tmp_path)
+    line = _refused_in_one_line([*_writer_argv(writer, kinds, out, tmp_path / "fresh"), *force], capsys)
+    assert said in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_every_output_of_every_command_is_in_the_table() -> None:
+    """A new output option gets a row in WRITERS, and so its tests above."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    outputs = {
+        (name, action.option_strings[0])
+        for name, command in sub.choices.items()
+        for action in command._actions
+        if action.dest in OUTPUTS and not isinstance(action, argparse._StoreTrueAction)
+    }
+    assert outputs - NOT_WRITERS == {(writer.split()[0], writer.split()[-1]) for writer in WRITERS}

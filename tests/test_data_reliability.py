@@ -16,13 +16,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tree_snapshot import snapshot
+from tree_snapshot import snapshot, unwritable
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput
 from contracts.evidence import Verdict, sha256_file
@@ -373,25 +372,6 @@ def test_a_bpe_vocabulary_with_a_hole_is_refused_before_the_library_panics(tmp_p
 
 
 # -- paths -------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def unwritable(directory: Path) -> Iterator[None]:
-    """A directory this user cannot create files in (root ignores modes, so it is made immutable)."""
-    directory.mkdir()
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
-            pytest.skip("running as root without chattr +i: no directory is unwritable")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(directory)], check=True)
-    else:
-        directory.chmod(0o555)
-        try:
-            yield
-        finally:
-            directory.chmod(0o755)
 
 
 @pytest.mark.parametrize(

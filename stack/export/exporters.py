@@ -88,8 +88,8 @@ def _validate(request: ExportRequest) -> None:
         raise BadInput(f"unknown --format {request.fmt!r}; use one of: {', '.join(FORMATS)}")
     if request.int8 and request.fmt != "onnx":
         raise BadInput("--int8 quantises an ONNX graph; use it with --format onnx")
-    deps.require(request.fmt)
     rundir.check(request.out, WRITER, force=request.force)
+    deps.require(request.fmt)
 
 
 def _record(request: ExportRequest, trained: Trained, sample: Sample) -> dict[str, Any]:

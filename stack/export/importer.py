@@ -183,8 +183,8 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
     if not (hf_dir / "config.json").is_file():
         raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
     files = weight_files(hf_dir)
-    deps.require("hf")
     rundir.check(out, WRITER, force=force)
+    deps.require("hf")
     tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
     config = _run_config(hf_dir, tokenizer)
     model = GPT(config.model)

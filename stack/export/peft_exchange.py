@@ -137,8 +137,8 @@ def export_adapter(
 ) -> Exchanged:
     """Write RUN's adapter in peft's format (and its HF base) into OUT and compare it in peft; the
     gate is left to the caller (`parity.certify_peft`), after OUT holds the evidence of the check."""
-    deps.require("peft")
     rundir.check(out, EXPORT_WRITER, force=force)
+    deps.require("peft")
     trained = _adapted(run)
     evidence.note_checkpoint(trained.checkpoint.path)
     evidence.record.config = {
@@ -204,8 +204,8 @@ def import_adapter(
 ) -> Exchanged:
     """Read a peft adapter onto BASE (strictly), check it against peft, and write the stack's adapter
     as OUT (with `force`, in place of an earlier adapter and nothing else)."""
-    deps.require("peft")
     rundir.check(out, IMPORT_WRITER, force=force)
+    deps.require("peft")
     evidence.record.config = {"peft_dir": str(Path(peft_dir).resolve()), "base": str(Path(base).resolve())}
     evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
     adapter = peft_format.read_peft(peft_dir)
