@@ -9,7 +9,10 @@ from __future__ import annotations
 from contracts.judges import Measured, Thresholds, count, judges, number
 
 
-@judges("GATE-SFT-001")
+@judges(
+    "GATE-SFT-001",
+    needs=("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
+)
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     fewest = count(m, "fewest_supervised_tokens")
@@ -33,7 +36,7 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-SFT-002")
+@judges("GATE-SFT-002", needs=("markers_missing",))
 def _markers_found(m: Measured, t: Thresholds) -> list[str]:
     missing = count(m, "markers_missing")
     if missing <= t["max_markers_missing"]:
@@ -46,7 +49,7 @@ def _markers_found(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-SFT-003")
+@judges("GATE-SFT-003", needs=("max_abs_logit_diff",))
 def _packing_isolated(m: Measured, t: Thresholds) -> list[str]:
     diff = number(m, "max_abs_logit_diff")
     if diff <= t["max_abs_logit_diff"]:  # NaN compares false: a NaN difference fails

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
 
 
-@judges("GATE-DPO-001")
+@judges("GATE-DPO-001", needs=("loss", "ln2", "max_abs_reward"))
 def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
     loss, ln2, reward = number(m, "loss"), number(m, "ln2"), number(m, "max_abs_reward")
     problems = []
@@ -26,7 +26,11 @@ def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-002", "GATE-KD-002")
+@judges(
+    "GATE-DPO-002",
+    "GATE-KD-002",
+    needs=("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
+)
 def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     before, after = m.get("sha256_before"), m.get("sha256_after")
     if not isinstance(before, str) or not isinstance(after, str):
@@ -43,7 +47,7 @@ def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-003")
+@judges("GATE-DPO-003", needs=("max_abs_diff", "appended", "room"))
 def _padding_invariant(m: Measured, t: Thresholds) -> list[str]:
     diff, appended, room = number(m, "max_abs_diff"), count(m, "appended"), number(m, "room")
     problems = []
@@ -58,7 +62,7 @@ def _padding_invariant(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-004")
+@judges("GATE-DPO-004", needs=("beta", "trainable_parameters", "margins", "accuracies"))
 def _learns(m: Measured, t: Thresholds) -> list[str]:
     beta, trainable = number(m, "beta"), count(m, "trainable_parameters")
     margins, accuracies = items(m, "margins"), items(m, "accuracies")
@@ -80,7 +84,15 @@ def _learns(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-005")
+@judges(
+    "GATE-DPO-005",
+    needs=(
+        "scored_prompt_tokens",
+        "scored_padding_tokens",
+        "unscored_completion_tokens",
+        "completion_tokens",
+    ),
+)
 def _completion_only(m: Measured, t: Thresholds) -> list[str]:
     labels = {
         "scored_prompt_tokens": "prompt token(s) are scored",
@@ -93,7 +105,16 @@ def _completion_only(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-001")
+@judges(
+    "GATE-KD-001",
+    needs=(
+        "teacher_tokenizer_identity",
+        "student_tokenizer_identity",
+        "teacher_vocab",
+        "student_vocab",
+        "tokenizer_ids",
+    ),
+)
 def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
     shas = (m.get("teacher_tokenizer_identity"), m.get("student_tokenizer_identity"))
     if not all(isinstance(sha, str) for sha in shas):
@@ -119,7 +140,7 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-003")
+@judges("GATE-KD-003", needs=("alpha0_abs_diff", "self_kl"))
 def _identities(m: Measured, t: Thresholds) -> list[str]:
     diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
     problems = []
@@ -134,7 +155,7 @@ def _identities(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-004")
+@judges("GATE-KD-004", needs=("temperature", "logit_scale", "grad_ratio"))
 def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
     problems = [
         f"the probe ran with {key} {number(m, key):g}, the spec's case has {t[name]:g}"
@@ -155,7 +176,7 @@ def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
 SYNTH_REASONS = ("short", "repetitive", "duplicate", "no_room")
 
 
-@judges("GATE-SYNTH-001")
+@judges("GATE-SYNTH-001", needs=("generated", "kept", "lines", "dropped"))
 def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     generated, kept, lines = count(m, "generated"), count(m, "kept"), count(m, "lines")
     dropped = m.get("dropped")
@@ -175,7 +196,7 @@ def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-SYNTH-002")
+@judges("GATE-SYNTH-002", needs=("replayed", "generated", "mismatched"))
 def _replays(m: Measured, t: Thresholds) -> list[str]:
     replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")
     problems = []

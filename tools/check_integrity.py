@@ -194,6 +194,8 @@ class Checker:
             self.warn(
                 STALE, loaded.path, run_id, f"{len(gates)} verdict(s) stale ({reason}): {', '.join(gates)}"
             )
+        for warning in truth.warnings:
+            self.warn(STALE, loaded.path, run_id, warning)
         self.stale[run_id] = truth.stale
         for art in record.artifacts:
             self.check_file_ref(
@@ -429,8 +431,8 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         return Report([finding], [], [], 0)
     checker = Checker(root, spec)
     ledger = [] if runs_only else [load_evidence(p) for p in evidence_paths(root)]
-    for loaded in ledger:
-        checker.check_record(loaded, root, in_ledger=True)
+    for loaded in ledger:  # a record's artifacts live in its own directory, never another run's
+        checker.check_record(loaded, loaded.path.parent.resolve(), in_ledger=True)
     extra = []
     for run_dir in extra_runs:
         loaded = load_evidence(run_dir / "metadata.json")

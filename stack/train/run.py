@@ -47,6 +47,7 @@ from contracts.evidence import (
     new_record,
     now,
     read_evidence,
+    spec_ref,
     write_evidence,
 )
 from contracts.gates import Outcome, contract_mode, gate_require, measure, weakest_mode
@@ -251,8 +252,7 @@ def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer:
             **({REPEATABLE_BEFORE: earlier.get(REPEATABLE)} if earlier else {}),
         },
     )
-    record.spec.version = load_spec().version
-    record.spec.sha256 = load_spec().sha256
+    record.spec = spec_ref(load_spec())
 
 
 def _combined(earlier: bool | None, now: bool | None) -> bool | None:

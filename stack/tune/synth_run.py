@@ -55,8 +55,8 @@ def run(
                 "template": {"path": str(template.path.resolve()), "sha256": template.sha256},
                 "settings": asdict(settings),
             }
-            evidence.record.config = sidecar
-            evidence.record.config_sha256 = canonical_sha256(sidecar)
+            evidence.record.config = dict(sidecar)  # the sidecar gains the counts below; the config not
+            evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
             report = synth.synthesize(trained.model, trained.tokenizer, template, settings, on_sample)
             out.mkdir(parents=True, exist_ok=True)
             synth.write_records(out / RECORDS, report.kept)
