@@ -48,38 +48,38 @@ class Released:
     root: Path
     sha: str  # the commit the run was trained at: the registry's git sha
     data: Path  # the run's DATA_DIR, outside the repository
+    run_dir: Path  # the run itself, outside the repository (its checkpoints are not in the ledger)
 
 
-def _release(root: Path, run_dir: Path, sha: str) -> None:
-    """Release the filed run as MODEL: its last checkpoint's weights, a card and a registry entry."""
-    record_path = root / RECORD
-    record = read_evidence(record_path)
-    assert record.checkpoint is not None, "the trained run hashed no checkpoint"
-    hashed = record.checkpoint.files[WEIGHTS_FILE].sha256
-    weights = next(p for p in run_dir.rglob(WEIGHTS_FILE) if sha256_file(p) == hashed)
-    model_dir = root / MODEL_DIR
-    model_dir.mkdir(parents=True)
-    shutil.copy2(weights, model_dir / WEIGHTS_FILE)
-    (model_dir / "MODEL_CARD.md").write_text(
-        f"# {MODEL} {VERSION}\n\nA smoke run, released to be tampered with.\n"
-    )
-    entry = {
-        "name": MODEL,
-        "version": VERSION,
-        "spec_version": record.spec.version,
-        "git_sha": sha,
-        "evidence": [{"run": RUN_ID, "sha256": sha256_file(record_path)}],
-        "artifacts": [
-            {
-                "path": f"{MODEL_DIR}/{WEIGHTS_FILE}",
-                "sha256": hashed,
-                "bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
-            }
-        ],
-        "license": "Apache-2.0",
-        "card": f"{MODEL_DIR}/MODEL_CARD.md",
-    }
-    edit_registry(root, lambda models: models.append(entry))
+def copy_env(root: Path) -> dict[str, str]:
+    """The environment of a command run in the scratch copy: its own stack, no __pycache__ written."""
+    env = {k: v for k, v in os.environ.items() if k != "GATESTACK_SPEC"}
+    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def stack_in_copy(root: Path, *argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m stack ARGV` with the scratch copy's own code, from its root."""
+    cmd = [sys.executable, "-m", "stack", *map(str, argv)]
+    return subprocess.run(cmd, cwd=root, env=copy_env(root), capture_output=True, text=True, check=False)
+
+
+def release_argv(root: Path, run_dir: Path, run_id: str, version: str) -> list[str | Path]:
+    """`stack release` of `run_dir` (filed as `run_id`) into the copy's models and registry."""
+    return [
+        "release",
+        run_dir,
+        "--ledger-record",
+        root / LEDGER_DIR / run_id,
+        "--name",
+        MODEL,
+        "--version",
+        version,
+        "--models-dir",
+        root / "evidence" / "models",
+        "--registry",
+        root / REGISTRY,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +90,12 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Released:
     sha = copy_repo(root)
     data = prepared(base)  # outside the copy: the tree stays clean
     run_dir = base / "runs" / RUN_ID
-    env = {k: v for k, v in os.environ.items() if k != "GATESTACK_SPEC"}
-    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")  # the copy's stack, no __pycache__
-    argv = [
-        sys.executable,
-        "-m",
-        "stack",
-        *smoke_args(data, run_dir),
-        "--evidence-dir",
-        str(root / LEDGER_DIR),
-    ]
-    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    proc = stack_in_copy(root, *smoke_args(data, run_dir), "--evidence-dir", root / LEDGER_DIR)
     assert proc.returncode == 0, proc.stderr
-    _release(root, run_dir, sha)
+    proc = stack_in_copy(root, *release_argv(root, run_dir, RUN_ID, VERSION))
+    assert proc.returncode == 0, proc.stderr
     commit_all(root, f"release {RELEASE}")
-    return Released(root, sha, data)
+    return Released(root, sha, data, run_dir)
 
 
 @pytest.fixture
@@ -303,7 +294,7 @@ def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
 @pytest.mark.parametrize(("key", "value"), [("step", 4), ("last_heldout_loss", 1.25)])
 def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
     tamper(repo, lambda data: data["metrics"].update({key: value}))
-    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, metrics.jsonl says")
+    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, but its artifacts derive")
 
 
 @pytest.mark.gate("GATE-INTEG-001")

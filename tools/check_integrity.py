@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
 from audit import (
     RUNS_DIR,
     CoverageRow,
@@ -49,6 +50,7 @@ from record_checks import check_record_truth
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.judges import judge
+from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems
 from contracts.spec import GateKind, Spec, load_spec_from
@@ -271,6 +273,7 @@ class Checker:
                     name,
                     f"model card {model.card!r} does not resolve inside the repository",
                 )
+                card = None
             for cited in model.evidence:
                 loaded = records.get(cited.run)
                 if loaded is None or loaded.record is None:
@@ -291,12 +294,74 @@ class Checker:
                 if model.withdrawn is None:
                     for problem in self._release_problems(model, loaded.record):
                         self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
+                    if card is not None:
+                        self.check_card(model, loaded.record, card)
+
+    def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path) -> None:
+        """The model card is the one its record and registry entry give (contracts.model_card)."""
+        if record.checkpoint is None:
+            return  # the release rules already refuse a record that hashed no checkpoint
+        expected = model_card(model, record, record.checkpoint, Path(model.card).parent.as_posix())
+        text = card.read_text(encoding="utf-8")
+        if text != expected:
+            have, want = text.splitlines(), expected.splitlines()
+            line = next(
+                (i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b),
+                min(len(have), len(want)),
+            )
+            shown = want[line] if line < len(want) else "(end of card)"
+            self.fail(
+                INTEG_EVIDENCE,
+                card,
+                model.key,
+                f"is not the card its record gives (line {line + 1} should read {shown!r}); write it with "
+                "`stack release`, never by hand",
+            )
+
+    def check_registry_history(self, registry: Registry) -> None:
+        """Entries are never deleted or rewritten: every committed version of the registry is a prefix
+        of today's, but that a release may since have been withdrawn (with its hashes unchanged)."""
+        path = self.root / REGISTRY_FILE
+        rel = REGISTRY_FILE.as_posix()
+        log = subprocess.run(
+            ["git", "-C", str(self.root), "log", "--format=%H", "--", rel], capture_output=True, check=False
+        )
+        now = {model.key: model for model in registry.models}
+        for sha in log.stdout.decode().split():
+            shown = subprocess.run(
+                ["git", "-C", str(self.root), "show", f"{sha}:{rel}"], capture_output=True, check=False
+            )
+            try:
+                then = Registry.model_validate(yaml.safe_load(shown.stdout.decode()) or {})
+            except (yaml.YAMLError, ValueError, UnicodeDecodeError):
+                continue  # a version that did not validate was never a release
+            for old in then.models:
+                current = now.get(old.key)
+                if current is None:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        old.key,
+                        f"was released in commit {sha[:12]} and is gone: "
+                        "an entry is never deleted; withdraw it with a reason",
+                    )
+                    continue
+                keep = {"withdrawn"} if old.withdrawn is None else set()
+                if old.model_dump(exclude=keep) != current.model_dump(exclude=keep):
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        old.key,
+                        f"differs from the entry committed in {sha[:12]}: a release's weights, hashes and "
+                        "evidence never change (only a withdrawal may be added)",
+                    )
 
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
         weights = [a.sha256 for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
         stale = self.stale.get(record.run.id, {})
-        return release_problems(self.spec, record, stale, weights, model.git_sha)
+        accepted = {w.gate: w.reason for w in model.accepted_waivers}
+        return release_problems(self.spec, record, stale, weights, model.git_sha, accepted)
 
     def check_lineage(self, records: list[LoadedEvidence]) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
@@ -451,6 +516,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     else:
         by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
+        checker.check_registry_history(registry)
     checker.check_citations()
     checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)

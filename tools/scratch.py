@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from audit import ROOT, RUNS_DIR
 
+from contracts.derive.proofs import falsify_summary
 from contracts.evidence import (
     Artifact,
     CodeInfo,
@@ -33,7 +34,6 @@ from contracts.evidence import (
     spec_ref,
     write_evidence,
 )
-from contracts.derive.proofs import falsify_summary
 from contracts.judges import TEST_PASSED
 from contracts.ledger import judged_result
 from contracts.spec import (
@@ -290,7 +290,8 @@ def bump_policy(root: Path, name: str, named: bool = True) -> int:
     content = yaml.safe_load((root / "spec" / POLICY_FILES[name]).read_text(encoding="utf-8"))
     entries = history["policies"][name]
     revision = entries[-1]["revision"] + 1
-    entries.append({"revision": revision, "spec_version": header["version"], "sha256": policy_digest(content)})
+    digest = policy_digest(content)
+    entries.append({"revision": revision, "spec_version": header["version"], "sha256": digest})
     revisions_path.write_text(yaml.safe_dump(history, sort_keys=False), encoding="utf-8")
     if named:
         header["changelog"][0]["summary"] += f" {name} rev {revision}."

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from contracts.derive import Artifacts, Inputs, derive
+from contracts.derive.training import COHERENCE_SHOWN
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
@@ -493,7 +495,7 @@ class RunRecord:
                     "unique_train_tokens": trainer.reader.unique_tokens,
                     "repeats": adequacy.repeats,
                     "tokens_per_parameter": adequacy.tokens_per_parameter,
-                    "coherence_scores": [score for _, score in state.monitor.history][-20:],
+                    "coherence_scores": [score for _, score in state.monitor.history][-COHERENCE_SHOWN:],
                     "loss_spikes": len(state.spikes.spikes),
                     "overfit_at_step": state.overfit.detected_at_step,
                 }
@@ -505,7 +507,20 @@ class RunRecord:
         record.gates = self.ledger.gate_results(expected=load_spec().required_gates(record.run.kind))
         record.artifacts = self._artifacts()
         record.checkpoint = self._checkpoint_ref()
+        if status is not None and status is not RunStatus.RUNNING:
+            self._summarise()
         write_evidence(self.run_dir, record)
+
+    def _summarise(self) -> None:
+        """The record's summary as its metrics log and config derive it (contracts.derive): the run
+        ends its record with the function the integrity check re-runs, so a summary that disagrees
+        with the log can only come from an edit."""
+        record = self.record
+        artifacts = Artifacts(self.run_dir, [a.path for a in record.artifacts])
+        derivation = derive(record.run.kind, Inputs(record, artifacts, load_spec()))
+        for path, value in derivation.fields.items():
+            if len(path) == 2 and path[0] == "metrics":
+                record.metrics[path[1]] = value
 
     def _determinism(self, trainer: Trainer) -> None:
         """The switches in force at the first step, the non-deterministic ops PyTorch reported, the
