@@ -38,7 +38,7 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-013", needs=("sources+",))
+@judges("GATE-DATA-013", needs=("sources",))
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver."""
     problems = []
@@ -54,7 +54,7 @@ def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-014", needs=("sources+",))
+@judges("GATE-DATA-014", needs=("sources",))
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, and out = the documents written."""
     problems = []
