@@ -17,6 +17,7 @@ weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rule
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -215,8 +216,8 @@ class Checker:
                 self.fail(INTEG_EVIDENCE, loaded.path, loaded.record.run.id, "records no git commit")
             else:
                 cited.setdefault(sha, []).append(loaded)
-        missing = set(cited) - self._known_commits(list(cited))
-        for sha in sorted(missing):
+        known = self._known_commits(list(cited))
+        for sha in sorted(set(cited) - known):
             for loaded in cited[sha]:
                 assert loaded.record is not None
                 self.fail(
@@ -225,6 +226,79 @@ class Checker:
                     loaded.record.run.id,
                     f"git sha {sha[:12]} is not in this repository's history",
                 )
+        self.check_spec_at_commits({sha: cited[sha] for sha in known})
+
+    def check_spec_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
+        """A record from a clean tree names the spec version, and a benchmark the goal, of its commit.
+
+        A resumed training record keeps the commit it started at while its spec is the resume's, so
+        it is not held to its first commit's version.
+        """
+        clean = {
+            sha: [
+                e
+                for e in records
+                if e.record and not e.record.code.git_dirty and not e.record.metrics.get("resumes")
+            ]
+            for sha, records in cited.items()
+        }
+        files = self._files_at(
+            [sha for sha, records in clean.items() if records], ("spec.yaml", "benchmarks.yaml")
+        )
+        for sha, records in clean.items():
+            header, goals = files.get((sha, "spec.yaml")), files.get((sha, "benchmarks.yaml"))
+            version = header.get("version") if isinstance(header, dict) else None
+            by_name = (
+                {b.get("name"): b for b in (goals or {}).get("benchmarks", []) if isinstance(b, dict)}
+                if isinstance(goals, dict)
+                else {}
+            )
+            for loaded in records:
+                record = loaded.record
+                assert record is not None
+                if version is not None and record.spec.version != version:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        record.run.id,
+                        f"names spec {record.spec.version}, but its commit {sha[:12]} has spec {version}",
+                    )
+                for key, goal in benchmark_goals(record, by_name).items():
+                    if record.metrics.get(key) != goal:
+                        self.fail(
+                            INTEG_EVIDENCE,
+                            loaded.path,
+                            record.run.id,
+                            f"metrics.{key} is {record.metrics.get(key)!r}, but spec/benchmarks.yaml at its "
+                            f"commit {sha[:12]} says {goal!r}",
+                        )
+
+    def _files_at(self, shas: list[str], names: tuple[str, ...]) -> dict[tuple[str, str], object]:
+        """spec/<name> at each commit, parsed (absent where git has none), in one git call."""
+        if not shas:
+            return {}
+        wanted = [(sha, name) for sha in shas for name in names]
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "--batch"],
+            input="".join(f"{sha}:spec/{name}\n" for sha, name in wanted).encode(),
+            capture_output=True,
+            check=False,
+        )
+        found: dict[tuple[str, str], object] = {}
+        out, at = proc.stdout, 0
+        for key in wanted:
+            end = out.find(b"\n", at)
+            if end < 0:
+                break
+            header = out[at:end].split()
+            at = end + 1
+            if len(header) != 3 or header[1] != b"blob":
+                continue
+            size = int(header[2])
+            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
+                found[key] = yaml.safe_load(out[at : at + size].decode("utf-8"))
+            at += size + 1
+        return found
 
     def _known_commits(self, shas: list[str]) -> set[str]:
         if not shas:
@@ -463,6 +537,22 @@ class Checker:
                 )
             if gate.kind is GateKind.RUNTIME and not row.bindings:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
+
+
+def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[str, object]:
+    """metrics key → the goal of `goals` a benchmark record states it was measured against."""
+    metrics = record.metrics
+    name = metrics.get("benchmark")
+    if record.run.kind != "benchmark" or not isinstance(name, str):
+        return {}
+    stated: dict[str, object] = {}
+    if name in goals and "goal" in metrics:
+        stated["goal"] = goals[name].get("goal")
+    for other in [name, *(metrics.get("also") or [])]:
+        goal = goals.get(other)
+        if goal is not None and f"goal_{goal.get('metric')}" in metrics:
+            stated[f"goal_{goal.get('metric')}"] = goal.get("goal")
+    return stated
 
 
 @contextmanager

@@ -32,9 +32,9 @@ from contracts.spec import Spec
 # ("gates", "GATE-TRAIN-006", "verdict"), ("config_sha256",), ...
 FieldPath = tuple[str, ...]
 ABSENT = object()  # what `recorded` returns for a field the record does not have
-# From this spec version on a record's config_sha256 is compared with its config (before it, one
-# command hashed its config and then added its counts to it).
-CONFIG_DIGEST_SINCE = "1.7.0"
+# Run kinds whose config_sha256 is compared with their config only from a spec version on: before
+# 1.7.0 `stack synth` hashed its config and then added its counts to it.
+CONFIG_DIGEST_SINCE = {"synth": "1.7.0"}
 # Floats derived again agree with the record to this relative tolerance: an older stack summed a
 # window's statistics in another order, and the last bit of a float is not a tampering.
 FLOAT_RTOL = 1e-12
@@ -163,7 +163,8 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
     derivation = Derivation() if deriver is None else deriver(inputs)
     if inputs.record.config_sha256 is not None or inputs.artifacts.has("config.toml"):
         config = derivation.fields.get(("config",), inputs.record.config)
-        derivation.put(("config_sha256",), canonical_sha256(config), since=CONFIG_DIGEST_SINCE)
+        since = CONFIG_DIGEST_SINCE.get(kind)
+        derivation.put(("config_sha256",), canonical_sha256(config), since=since)
     return derivation
 
 
@@ -220,8 +221,24 @@ def differences(record: EvidenceRecord, derivation: Derivation) -> list[Differen
         if have is ABSENT and path in derivation.optional:
             continue
         if have is ABSENT or not same(have, value):
-            found.append(Difference(field_name(path), have, value, derivation.since.get(path)))
+            where, have, value = first_difference(field_name(path), have, value)
+            found.append(Difference(where, have, value, derivation.since.get(path)))
     return found
+
+
+def first_difference(where: str, recorded: Any, derived: Any) -> tuple[str, Any, Any]:
+    """The innermost place two JSON values part: metrics.rows[2].bits_per_byte rather than all rows."""
+    if isinstance(recorded, dict) and isinstance(derived, dict) and recorded.keys() == derived.keys():
+        key = next((k for k in derived if not same(recorded[k], derived[k])), None)
+        if key is not None:
+            return first_difference(f"{where}.{key}", recorded[key], derived[key])
+    if isinstance(recorded, list) and isinstance(derived, list) and len(recorded) == len(derived):
+        index = next(
+            (i for i, (a, b) in enumerate(zip(recorded, derived, strict=True)) if not same(a, b)), None
+        )
+        if index is not None:
+            return first_difference(f"{where}[{index}]", recorded[index], derived[index])
+    return where, recorded, derived
 
 
 def same(a: Any, b: Any) -> bool:
