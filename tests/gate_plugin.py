@@ -135,7 +135,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if targets:
         config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
     elif config.getoption("reprove") and not config.getoption("collectonly"):
-        config.pluginmanager.register(Reprover(ROOT), REPROVE)
+        config.pluginmanager.register(Reprover(Path(config.rootpath)), REPROVE)
 
 
 def gate_ids(item: pytest.Item, mark_name: str = GATE_MARK) -> list[str]:

@@ -86,10 +86,11 @@ class Log:
         return int(self.steps[-1].get("step", 0)) if self.steps else 0
 
 
-def read_log(inputs: Inputs, derived: Derivation) -> Log | None:
-    """The metrics log the record cites, every line parsed; None (and a missing artifact) without it."""
+def read_log(inputs: Inputs, derived: Derivation, since: str = "1.0.0") -> Log | None:
+    """The metrics log the record cites, every line parsed; None (and a missing artifact, cited from
+    spec `since` on) without it."""
     if not inputs.artifacts.has(METRICS_LOG):
-        derived.missing.append((METRICS_LOG, "1.0.0"))
+        derived.missing.append((METRICS_LOG, since))
         return None
     log = Log()
     kinds = {"step": log.steps, "eval": log.evals, "sample": log.samples, "event": log.events}
@@ -397,4 +398,31 @@ def training_record(inputs: Inputs) -> Derivation:
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
         derived.gate("GATE-EVAL-001", {"heldout_batches": batches.pop()})
+    return derived
+
+
+# Evolution strategies (`stack es`) gained its metrics log in spec 1.7.0.
+ES_LOG_SINCE = "1.7.0"
+
+
+@derives("es")
+def es_record(inputs: Inputs) -> Derivation:
+    """An ES record's per-step reports are its log's step lines after the step it resumed from."""
+    derived = Derivation()
+    log = read_log(inputs, derived, since=ES_LOG_SINCE)
+    if log is None:
+        return derived
+    previous = None
+    for line in log.steps:
+        step = line.get("step")
+        if previous is not None and step != previous + 1:
+            derived.problems.append(f"{METRICS_LOG}: step {step} follows step {previous}")
+        previous = step
+    start = inputs.record.metrics.get("resumed_from") or 0
+    reports = [
+        {key: value for key, value in line.items() if key != "type"}
+        for line in log.steps
+        if isinstance(line.get("step"), int) and line["step"] > start
+    ]
+    derived.put(("metrics", "steps"), reports)
     return derived
