@@ -657,7 +657,24 @@ def main(argv: list[str] | None = None) -> int:
         help="check only the --run directories (their records' truth), not the repository's ledger",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        metavar="RUN",
+        help="run a training record's first steps again from its config and --data, and compare them with "
+        "its log bit for bit (tools/replay.py)",
+    )
+    parser.add_argument("--data", type=Path, metavar="DATA_DIR", help="with --replay: the data the run read")
+    parser.add_argument("--steps", type=int, default=5, help="with --replay: how many steps (default 5)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CKPT",
+        help="with --replay: the checkpoint a fine-tune started from",
+    )
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay_main(args)
     if not (args.root / "spec").is_dir():
         print(
             f"check_integrity: {args.root} has no spec/ directory; pass --root the repository",
@@ -674,6 +691,32 @@ def main(argv: list[str] | None = None) -> int:
     report = run_checks(args.root, args.run, runs_only=args.runs_only)
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
     return 1 if report.violations else 0
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    """--replay: 0 when the steps replay bit for bit, 1 when one differs, 2 on bad input."""
+    from replay import replay
+
+    if args.data is None or args.steps < 1:
+        print(
+            "check_integrity: --replay RUN needs --data DATA_DIR (and --steps of at least 1)", file=sys.stderr
+        )
+        return 2
+    if not (args.replay / "metadata.json").is_file():
+        print(
+            f"check_integrity: {args.replay} has no metadata.json; pass a record's directory", file=sys.stderr
+        )
+        return 2
+    try:
+        result = replay(args.replay, args.data, args.steps, args.init_from)
+    except BadInput as exc:
+        print(f"check_integrity: {exc}", file=sys.stderr)
+        return 2
+    for difference in result.differences:
+        print(f"REPLAY  {result.run}: {difference}")
+    verdict = "bit for bit" if not result.differences else f"{len(result.differences)} difference(s)"
+    print(f"replay: {result.steps} step(s) of {result.run}: {verdict}")
+    return 1 if result.differences else 0
 
 
 if __name__ == "__main__":
