@@ -54,13 +54,15 @@ from contracts.judges import judge
 from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems
-from contracts.spec import GateKind, Spec, load_spec_from
+from contracts.spec import SAFE_LOADER, GateKind, Spec, load_spec_from
 
 INTEG_EVIDENCE = "GATE-INTEG-001"
 INTEG_COVERAGE = "GATE-INTEG-002"
 STALE = "STALE"
 # A ledger path cited in prose: evidence/runs/<run id>[/file].
 CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
+# The version line of spec/spec.yaml.
+SPEC_VERSION_RE = re.compile(r"^version:\s*['\"]?([0-9A-Za-z.+-]+)", re.MULTILINE)
 # A run's metrics log, as its record lists it among its artifacts.
 METRICS_LOG = "metrics.jsonl"
 
@@ -247,7 +249,8 @@ class Checker:
         )
         for sha, records in clean.items():
             header, goals = files.get((sha, "spec.yaml")), files.get((sha, "benchmarks.yaml"))
-            version = header.get("version") if isinstance(header, dict) else None
+            found = SPEC_VERSION_RE.search(header) if isinstance(header, str) else None
+            version = found.group(1) if found else None
             by_name = (
                 {b.get("name"): b for b in (goals or {}).get("benchmarks", []) if isinstance(b, dict)}
                 if isinstance(goals, dict)
@@ -296,7 +299,9 @@ class Checker:
                 continue
             size = int(header[2])
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
-                found[key] = yaml.safe_load(out[at : at + size].decode("utf-8"))
+                text = out[at : at + size].decode("utf-8")
+                # spec.yaml is read for its version line only: its changelog is long to parse
+                found[key] = text if key[1] == "spec.yaml" else yaml.load(text, Loader=SAFE_LOADER)
             at += size + 1
         return found
 
@@ -406,7 +411,7 @@ class Checker:
                 ["git", "-C", str(self.root), "show", f"{sha}:{rel}"], capture_output=True, check=False
             )
             try:
-                then = Registry.model_validate(yaml.safe_load(shown.stdout.decode()) or {})
+                then = Registry.model_validate(yaml.load(shown.stdout.decode(), Loader=SAFE_LOADER) or {})
             except (yaml.YAMLError, ValueError, UnicodeDecodeError):
                 continue  # a version that did not validate was never a release
             for old in then.models:

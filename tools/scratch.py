@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from audit import ROOT, RUNS_DIR
+from fingerprints import gate_fingerprints
 
 from contracts.derive.proofs import falsify_summary
 from contracts.evidence import (
@@ -112,10 +113,16 @@ def make_repo(root: Path, falsify: bool = True) -> str:
 
 
 def file_falsify_record(
-    root: Path, sha: str, run: str = "falsify-scratch", proven: bool = True, dirty: bool = False
+    root: Path,
+    sha: str,
+    run: str = "falsify-scratch",
+    proven: bool = True,
+    dirty: bool = False,
+    fingerprints: bool = False,
 ) -> Path:
     """The record `make falsify` would file for `root` at `sha`: every ACTIVE gate's falsifier
-    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds)."""
+    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds); with
+    `fingerprints`, the code fingerprints of `root`'s tree as it is, as the real record keeps them."""
     spec = scratch_spec(root)
     active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
     detail = {}
@@ -132,7 +139,7 @@ def file_falsify_record(
         spec=spec_ref(spec),
         contract_mode="full",
         gates=[judged_result(spec, "GATE-INTEG-002", summary, waived=False)],
-        metrics={"gates": detail},
+        metrics={"gates": detail, **({"fingerprints": gate_fingerprints(root)} if fingerprints else {})},
     )
     return write_evidence(run_dir, record)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.derive import Derivation, Inputs, derives
-from contracts.evidence import GateResult, RunStatus
+from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
 
@@ -181,11 +181,10 @@ def _step_lines(log: Log, derived: Derivation) -> list[tuple[dict[str, Any], int
     return outcomes
 
 
-def _spikes(
-    log: Log, window_steps: int
-) -> tuple[list[tuple[dict[str, Any], int | None]], list[dict[str, Any]]]:
-    """GATE-TRAIN-006 per step: each loss against the trailing window before it (SpikeDetector's rule)."""
-    window: deque[float] = deque(maxlen=window_steps)
+def _spikes(log: Log, thresholds: Any) -> tuple[list[tuple[dict[str, Any], int | None]], list[Any]]:
+    """GATE-TRAIN-006 per step: each loss against the trailing window before it (SpikeDetector's rule);
+    and the steps whose loss spikes."""
+    window: deque[float] = deque(maxlen=int(thresholds["spike_window_steps"]))
     outcomes = []
     for line in log.steps:
         loss = line.get("loss")
@@ -195,7 +194,7 @@ def _spikes(
         measured = {"loss": float(loss), "window_mean": mean, "window_std": std, "window_len": len(window)}
         outcomes.append((measured, line.get("step")))
         window.append(float(loss))
-    spiked = [measured for measured, _ in outcomes if judge("GATE-TRAIN-006", measured)]
+    spiked = [step for measured, step in outcomes if judge("GATE-TRAIN-006", measured, thresholds)]
     return outcomes, spiked
 
 
@@ -292,7 +291,7 @@ def _early_stopping(
     return outcomes
 
 
-def _summary(log: Log, spiked: list[dict[str, Any]], overfit_at: int | None, derived: Derivation) -> None:
+def _summary(log: Log, spiked: list[Any], overfit_at: int | None, derived: Derivation) -> None:
     """The record's summary fields the log decides."""
     derived.put(("metrics", "step"), log.last_step)
     losses = [e["heldout_loss"] for e in log.evals if isinstance(e.get("heldout_loss"), int | float)]
@@ -308,11 +307,10 @@ def _summary(log: Log, spiked: list[dict[str, Any]], overfit_at: int | None, der
     if switches:
         derived.put(("metrics", "phase_switches"), switches)
     logged = [e.get("step") for e in log.events if e.get("event") == "loss_spike"]
-    found = [s["step"] for s in spiked]
-    if logged != found:
+    if logged != spiked:
         derived.problems.append(
             f"{METRICS_LOG}: its loss_spike events are at steps {logged}, but the losses it logs "
-            f"spike at {found}"
+            f"spike at {spiked}"
         )
 
 
@@ -349,6 +347,14 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
     return lambda step: step * per_step / max(unique, 1) if isinstance(step, int) else None
 
 
+def _first_loss(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-004 at the first step, for a record that judged it (a fresh model's cross-entropy)."""
+    if not log.steps or not any(g.id == "GATE-TRAIN-004" for g in inputs.record.gates):
+        return []
+    first = log.steps[0]
+    return [({"loss": first.get("loss"), "vocab": config.get("model", {}).get("vocab")}, first.get("step"))]
+
+
 @derives(*LOOP_KINDS)
 def training_record(inputs: Inputs) -> Derivation:
     """Everything a training record's metrics log and config decide."""
@@ -357,11 +363,9 @@ def training_record(inputs: Inputs) -> Derivation:
     log = read_log(inputs, derived)
     if log is None:
         return derived
-    spec, settler = inputs.spec, Settler(inputs, derived)
-    train = config.get("train", {})
-    thresholds = {gate_id: gate.threshold_values for gate_id, gate in spec.gates.items()}
-    window = int(thresholds.get("GATE-TRAIN-006", {}).get("spike_window_steps", 1))
-    spike_outcomes, spiked = _spikes(log, window)
+    settler = Settler(inputs, derived)
+    limits = {gate_id: gate.threshold_values for gate_id, gate in inputs.spec.gates.items()}
+    spike_outcomes, spiked = _spikes(log, limits["GATE-TRAIN-006"])
     settler.derive("GATE-TRAIN-006", spike_outcomes)
     settler.derive("GATE-TRAIN-001", _step_lines(log, derived))
     finite = [
@@ -372,25 +376,21 @@ def training_record(inputs: Inputs) -> Derivation:
         for s in log.steps
     ]
     settler.derive("GATE-TRAIN-003", finite)
-    if any(g.id == "GATE-TRAIN-004" for g in inputs.record.gates) and log.steps:
-        first = log.steps[0]
-        vocab = config.get("model", {}).get("vocab")
-        settler.derive("GATE-TRAIN-004", [({"loss": first.get("loss"), "vocab": vocab}, first.get("step"))])
+    settler.derive("GATE-TRAIN-004", _first_loss(inputs, log, config))
     ended = inputs.record.run.status in ENDED
-    shown = int(thresholds.get("GATE-TRAIN-005", {}).get("max_consecutive_low", 1))
-    sample_every = config.get("monitor", {}).get("sample_every")
-    settler.derive("GATE-TRAIN-005", _coherence(log, shown, ended, sample_every))
-    settler.derive("GATE-TRAIN-002", _stability(log, train), exact=False)
+    shown = int(limits["GATE-TRAIN-005"]["max_consecutive_low"])
+    settler.derive(
+        "GATE-TRAIN-005", _coherence(log, shown, ended, config.get("monitor", {}).get("sample_every"))
+    )
+    settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
     overfit = _overfit(log)
     settler.derive("GATE-EVAL-004", overfit)
-    overfit_at = next((step for measured, step in overfit if judge("GATE-EVAL-004", measured)), None)
-    _summary(log, spiked, overfit_at, derived)
+    fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))
+    _summary(log, spiked, next(fired, None), derived)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
-    multiple = float(thresholds.get("GATE-EVAL-002", {}).get("improvement_stderr_multiple", 1.0))
-    evaluation = config.get("eval", {})
-    settler.derive(
-        "GATE-EVAL-002", _early_stopping(log, evaluation, multiple, epoch_of, derived), exact=False
-    )
+    multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
+    stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
+    settler.derive("GATE-EVAL-002", stopping, exact=False)
     batches = {e.get("batches") for e in log.evals}
     if len(batches) > 1:
         derived.problems.append(
@@ -398,6 +398,10 @@ def training_record(inputs: Inputs) -> Derivation:
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
         derived.gate("GATE-EVAL-001", {"heldout_batches": batches.pop()})
+    if not ended:  # a gate that stopped the run judged a step whose line was never written
+        derived.primary |= {
+            g.id for g in inputs.record.gates if g.verdict is Verdict.FAIL or (g.step or 0) > log.last_step
+        }
     return derived
 
 
