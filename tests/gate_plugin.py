@@ -367,7 +367,9 @@ class Reprover:
         for gate_id in self.changed:
             mine = {nodeid: t for nodeid, t in self.tests.items() if gate_id in t.gates}
             ran = {part.split("[")[0] for nodeid in mine for part in nodeid.split("::")}
-            if not mine or not self.expected.get(gate_id, set()) <= ran:
+            if not mine:
+                found[gate_id] = "absent"
+            elif not self.expected.get(gate_id, set()) <= ran:
                 found[gate_id] = "not judged: not all of its falsifiers ran in this session"
             elif any(t.off.get(gate_id) == TEST_FAILED for t in mine.values()):
                 found[gate_id] = "red"
@@ -392,7 +394,9 @@ class Reprover:
                     f"{gate_id}: every falsifier stays green with the gate forced off: "
                     "they no longer prove the gate"
                 )
-            elif verdict != "red":
+            elif verdict not in ("red", "absent"):
                 terminalreporter.write_line(f"{gate_id}: {verdict}")
         proven = sum(v == "red" for v in verdicts.values())
         terminalreporter.write_line(f"{proven} changed gate(s) turn red with the gate forced off")
+        if absent := sum(v == "absent" for v in verdicts.values()):
+            terminalreporter.write_line(f"{absent} changed gate(s) have no falsifier in this session")

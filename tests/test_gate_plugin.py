@@ -182,3 +182,39 @@ def test_dirty_or_failing_latest_record_is_a_finding(scratch: tuple[Path, str]) 
     latest = latest_falsify(root)
     assert latest is not None and latest[1].run.id == "falsify-b"
     assert any(f"{PROVEN} is FAIL" in f for f in findings(root))
+
+
+# -- --reprove: make test re-checks the proof of every gate whose code changed ------------------
+
+REPROVE_TINY = """import pytest
+
+from contracts.judges import judge
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_depends_on_its_gate():
+    assert judge("GATE-TRAIN-003", {"loss": float("nan"), "grad_norm": 1.0})
+
+
+@pytest.mark.gate("GATE-TRAIN-004")
+def test_plants_nothing_the_gate_sees():
+    assert True
+"""
+
+
+def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(tmp_path: Path) -> None:
+    """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
+    its gate off, GATE-TRAIN-004's does not, and that fails the session."""
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_tiny.py").write_text(REPROVE_TINY)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
+    proc = subprocess.run(
+        [*argv, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
+    assert "GATE-TRAIN-004: every falsifier stays green with the gate forced off" in proc.stdout
+    assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout
