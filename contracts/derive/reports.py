@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from contracts.derive import Derivation, Inputs, derives
+from contracts.evidence import RunStatus
 from contracts.ledger import settle
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
@@ -40,14 +41,18 @@ def judged(inputs: Inputs, derived: Derivation, gate_id: str, measured: dict[str
 
 
 def report_of(inputs: Inputs, derived: Derivation, name: str, since: str) -> dict[str, Any] | None:
-    """The command's result file as an object; None (with the file missing, or a problem) otherwise."""
+    """The command's result file as an object; None (with the file missing, or a problem) otherwise.
+
+    A command a gate halted wrote no result, so only a completed record must cite one.
+    """
     try:
         report = inputs.artifacts.json(name)
     except ValueError:
         derived.problems.append(f"{name} is not JSON")
         return None
     if report is None:
-        derived.missing.append((name, since))
+        if inputs.record.run.status is RunStatus.COMPLETED:
+            derived.missing.append((name, since))
         return None
     if not isinstance(report, dict):
         derived.problems.append(f"{name} is not a JSON object")
@@ -225,7 +230,7 @@ def synth_record(inputs: Inputs) -> Derivation:
     derived = Derivation()
     report = report_of(inputs, derived, "synth.json", "1.6.0")
     text = inputs.artifacts.text("synth.jsonl")
-    if text is None:
+    if text is None and inputs.record.run.status is RunStatus.COMPLETED:
         derived.missing.append(("synth.jsonl", "1.6.0"))
     if report is None:
         return derived
@@ -295,7 +300,8 @@ def prepare_record(inputs: Inputs) -> Derivation:
     GATE-DATA-013/014's per-source values from those reports."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
-        derived.missing.append((MANIFEST, PER_ITEM_SINCE))
+        if inputs.record.run.status is RunStatus.COMPLETED:
+            derived.missing.append((MANIFEST, PER_ITEM_SINCE))
         filters = inputs.record.metrics.get("filters")
     else:
         manifest = report_of(inputs, derived, MANIFEST, PER_ITEM_SINCE) or {}
