@@ -21,6 +21,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from contracts.spec import load_spec
@@ -32,6 +33,8 @@ Judge = Callable[[Measured, Thresholds], list[str]]
 JUDGES: dict[str, Judge] = {}
 # gate id → check name → the measured keys that check needs ("name+": a non-empty list or object).
 CHECKS: dict[str, dict[str, tuple[str, ...]]] = {}
+# gate id → its checks as `present_checks` reads them (worked out once, at registration).
+_READERS: dict[str, list[CheckReader]] = {}
 MAIN_CHECK = "main"  # the name of a gate's only check
 
 # The gates the pytest plugin has switched off in this process (`forced_off`), nothing else.
@@ -55,11 +58,13 @@ def judges(
     if (needs is None) == (checks is None):
         raise TypeError("a judge declares its measured keys: give needs=(...) or checks={...}")
     declared = dict(checks) if checks is not None else {MAIN_CHECK: tuple(needs or ())}
+    readers = check_readers(declared)
 
     def register(func: Judge) -> Judge:
         for gate_id in gate_ids:
             JUDGES[gate_id] = func
             CHECKS[gate_id] = declared
+            _READERS[gate_id] = readers
         return func
 
     return register
@@ -87,12 +92,26 @@ def bare(key: str) -> str:
     return key.removesuffix("+")
 
 
-def _exclusive(checks: Mapping[str, tuple[str, ...]]) -> dict[str, set[str]]:
-    """Per check, the keys no other check of the gate needs: their presence says the check ran."""
-    return {
-        name: {bare(k) for k in keys} - {bare(k) for other, ks in checks.items() if other != name for k in ks}
-        for name, keys in checks.items()
-    }
+@dataclass(frozen=True)
+class CheckReader:
+    """One declared check as read: its keys, those that need items, and those no other check has
+    (their presence says the check ran)."""
+
+    name: str
+    keys: tuple[str, ...]
+    nonempty: tuple[str, ...]
+    own: frozenset[str]
+
+
+def check_readers(checks: Mapping[str, tuple[str, ...]]) -> list[CheckReader]:
+    """The declared checks of one gate, worked out for `present_checks`."""
+    readers = []
+    for name, keys in checks.items():
+        others = {bare(k) for other, ks in checks.items() if other != name for k in ks}
+        plain = tuple(bare(k) for k in keys)
+        nonempty = tuple(bare(k) for k in keys if k.endswith("+"))
+        readers.append(CheckReader(name, plain, nonempty, frozenset(plain) - others))
+    return readers
 
 
 def present_checks(gate_id: str, measured: Measured) -> list[str]:
@@ -101,25 +120,22 @@ def present_checks(gate_id: str, measured: Measured) -> list[str]:
     Malformed: no check present; a check with some of its own keys but not all; a check present
     whose `key+` is missing items (a check over nothing has shown nothing).
     """
-    checks = CHECKS.get(gate_id, {})
-    own = _exclusive(checks)
+    readers = _READERS.get(gate_id, [])
     present = []
-    for name, keys in checks.items():
-        have = [bare(k) for k in keys if bare(k) in measured]
-        if len(have) == len(keys):
-            for key in keys:
-                value = measured[bare(key)]
-                if key.endswith("+") and (not isinstance(value, list | Mapping) or not value):
-                    where = "" if name == MAIN_CHECK else f" (check {name})"
-                    raise Malformed(f"{bare(key)!r} is {value!r}: no items to judge{where}")
-            present.append(name)
-        elif own[name] & set(have):
-            lacking = [bare(k) for k in keys if bare(k) not in measured]
-            raise Malformed(
-                f"check {name} has {', '.join(sorted(own[name] & set(have)))} but lacks {', '.join(lacking)}"
-            )
-    if checks and not present:
-        names = " or ".join("+".join(bare(k) for k in keys) or "(nothing)" for keys in checks.values())
+    for check in readers:
+        have = [k for k in check.keys if k in measured]
+        if len(have) == len(check.keys):
+            for key in check.nonempty:
+                value = measured[key]
+                if not isinstance(value, list | Mapping) or not value:
+                    where = "" if check.name == MAIN_CHECK else f" (check {check.name})"
+                    raise Malformed(f"{key!r} is {value!r}: no items to judge{where}")
+            present.append(check.name)
+        elif ran := check.own.intersection(have):
+            lacking = [k for k in check.keys if k not in measured]
+            raise Malformed(f"check {check.name} has {', '.join(sorted(ran))} but lacks {', '.join(lacking)}")
+    if readers and not present:
+        names = " or ".join("+".join(c.keys) or "(nothing)" for c in readers)
         raise Malformed(f"none of the checks' values are present (expected {names})")
     return present
 

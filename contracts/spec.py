@@ -217,13 +217,18 @@ class Spec(Strict):
     run_kinds: dict[str, RunKind]
     sha256: str
 
-    @property
+    @cached_property
     def policies(self) -> dict[str, PolicyRef]:
         """Each policy file's revision in force and its digest: what a record made now carries."""
         return {
             name: PolicyRef(revision=history[-1].revision, sha256=history[-1].sha256)
             for name, history in self.policy_revisions.items()
         }
+
+    @cached_property
+    def versions(self) -> frozenset[str]:
+        """The spec versions the changelog has."""
+        return frozenset(entry.version for entry in self.header.changelog)
 
     def introduced(self, gate_or_policy: str, revision: int) -> str | None:
         """The spec version that brought `revision` of a gate or policy (None when there is none)."""

@@ -49,15 +49,16 @@ class Artifacts:
 
     def __init__(self, directory: Path, cited: list[str]) -> None:
         self.directory = Path(directory)
-        self.cited = [name for name in cited if (self.directory / name).is_file()]
+        self.cited = set(cited)
         self._text: dict[str, str] = {}
 
     def has(self, name: str) -> bool:
-        return name in self.cited
+        """Whether the record cites `name` and the file is there."""
+        return name in self.cited and (self.directory / name).is_file()
 
     def text(self, name: str) -> str | None:
         """The file's text, or None when the record does not cite it."""
-        if name not in self.cited:
+        if not self.has(name):
             return None
         if name not in self._text:
             self._text[name] = (self.directory / name).read_text(encoding="utf-8")
@@ -199,6 +200,8 @@ def differences(record: EvidenceRecord, derivation: Derivation) -> list[Differen
     and a record worse than the floor (a check the artifacts do not hold fired) keeps its own
     values for that gate.
     """
+    if not derivation.fields and not derivation.verdicts:
+        return []
     results = {g.id: g for g in record.gates}
     found, skipped = [], set(derivation.primary)
     for gate_id, (verdict, exact) in sorted(derivation.verdicts.items()):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 from contracts.derive import Derivation, Inputs, derives
@@ -67,6 +68,7 @@ def mirrored(derived: Derivation, report: dict[str, Any], keys: tuple[str, ...])
             derived.put(("metrics", key), report[key])
 
 
+@lru_cache(maxsize=256)
 def version_key(version: str) -> tuple[int, ...]:
     """A semantic version as a sortable tuple (its pre-release part ignored)."""
     core = version.split("-", 1)[0]
