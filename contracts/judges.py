@@ -54,10 +54,13 @@ def judges(
     checks: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Callable[[Judge], Judge]:
     """Register `func` as the judge of `gate_ids`, with the measured keys its checks need: `needs`
-    for a gate with one check, `checks` (name → keys) for a gate several checks feed."""
-    if (needs is None) == (checks is None):
-        raise TypeError("a judge declares its measured keys: give needs=(...) or checks={...}")
-    declared = dict(checks) if checks is not None else {MAIN_CHECK: tuple(needs or ())}
+    for a gate with one check, `checks` (name → keys) for a gate several checks feed. A judge that
+    declares neither reads no key before its rule runs; tests/test_judges_evidence.py refuses it."""
+    if needs is not None and checks is not None:
+        raise TypeError("a judge declares needs=(...) for one check or checks={...} for several, not both")
+    declared = (
+        dict(checks) if checks is not None else ({MAIN_CHECK: tuple(needs)} if needs is not None else {})
+    )
     readers = check_readers(declared)
 
     def register(func: Judge) -> Judge:
