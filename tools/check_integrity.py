@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Cross-check the spec, the registry, the evidence and the code against each other.
 
-    python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--json]
+    python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--runs-only] [--json]
+    python tools/check_integrity.py --replay RUN --data DATA_DIR [--steps K] [--init-from CKPT]
 
 Exit 0 when clean, 1 when any violation is found (each names its file and record), 2 on bad
 usage. It checks truth, not only form: every verdict of every record is re-judged from the
-record's measured values by the gate's own judge (tools/record_checks.py); a completed run must
-have judged every gate its run kind requires (spec/run_kinds.yaml); a release must rest on a
-record cited by content that passes every gate, made at the registry's commit from a clean tree.
+record's measured values by the gate's own judge, and every field the record's cited artifacts
+decide is derived again and compared (tools/record_checks.py, contracts/derive/); a completed run
+must have judged every gate, and every check, its run kind requires (spec/run_kinds.yaml, a
+policy under revision like every threshold); a release must rest on a record cited by content
+that passes every gate, made at the registry's commit from a clean tree, accept by name each
+blocking gate its run waived, and carry the model card its record gives; the registry keeps every
+entry it ever committed. `--replay` runs a training record's first steps again (tools/replay.py).
 Warnings (stale verdicts made under an older revision or schema, PROPOSED gates not yet covered)
 are reported but do not fail the check, unless a release rests on them. A derived model's record
 must name its parents, and each parent's record must be among those checked and vouch for the

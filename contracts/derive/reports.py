@@ -21,6 +21,7 @@ from typing import Any
 
 from contracts.derive import Derivation, Inputs, derives
 from contracts.evidence import RunStatus
+from contracts.judges import judge
 from contracts.ledger import settle
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
@@ -32,8 +33,6 @@ def judged(inputs: Inputs, derived: Derivation, gate_id: str, measured: dict[str
     if gate_id not in spec.gates or gate_id in inputs.stale:
         return
     waived = any(w.gate == gate_id for w in inputs.record.waivers)
-    from contracts.judges import judge
-
     ok = not judge(gate_id, measured, spec.gates[gate_id].threshold_values)
     result = settle(spec, gate_id, None, measured, ok, waived)
     assert result is not None
