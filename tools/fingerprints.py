@@ -34,6 +34,8 @@ from pathlib import Path
 import yaml
 from audit import BINDING_FUNCS, _dotted, _module_strings, _walk
 
+from contracts.spec import SAFE_LOADER
+
 # The trees whose files a fingerprint reads, relative to the repository root.
 FINGERPRINTED = ("contracts", "stack", "tests", "spec/gates")
 GATE_MARK = "gate"
@@ -45,6 +47,7 @@ class Module:
     def __init__(self, path: Path, rel: str) -> None:
         self.rel = rel
         self.text = path.read_text(encoding="utf-8")
+        self.lines = self.text.splitlines()
         self.tree = ast.parse(self.text, filename=rel)
         self.defs: dict[str, ast.AST] = {
             node.name: node
@@ -57,8 +60,7 @@ class Module:
         """The node's source, decorators included."""
         decorators = getattr(node, "decorator_list", [])
         first = min([node.lineno, *(d.lineno for d in decorators)])  # type: ignore[attr-defined]
-        lines = self.text.splitlines()[first - 1 : node.end_lineno]  # type: ignore[attr-defined]
-        return "\n".join(lines)
+        return "\n".join(self.lines[first - 1 : node.end_lineno])  # type: ignore[attr-defined]
 
     def closure(self, node: ast.AST, others: dict[str, Module] | None = None) -> str:
         """The node's source and that of every module-level function it names, transitively (in this
@@ -79,9 +81,23 @@ class Module:
         return "\n".join(seen[key] for key in sorted(seen))
 
 
-def _modules(root: Path, rel_dir: str) -> Iterator[Module]:
+def _defs(module: Module) -> Iterator[ast.AST]:
+    """Every function and class of the module and every method of its classes: where marks and
+    bindings are written (a full walk of every tree costs more than the rest together)."""
+    for node in module.tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield node
+        if isinstance(node, ast.ClassDef):
+            yield from (n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def _modules(root: Path, rel_dir: str, mentions: str = "") -> Iterator[Module]:
+    """The parsed Python files under `rel_dir` whose text mentions `mentions` (the others hold no
+    judge, binding or falsifier: parsing them would cost the most and find nothing)."""
     for path in _walk(root, rel_dir, {".py"}):
         try:
+            if mentions and mentions not in path.read_text(encoding="utf-8"):
+                continue
             yield Module(path, path.relative_to(root).as_posix())
         except (SyntaxError, UnicodeDecodeError):
             continue
@@ -99,7 +115,7 @@ def _string_args(call: ast.Call, constants: dict[str, str]) -> list[str]:
 
 def _judges(root: Path, parts: dict[str, list[str]]) -> None:
     """Each judge with its declaration and the helpers it calls."""
-    modules = [m for m in _modules(root, "contracts") if Path(m.rel).name.startswith("judges")]
+    modules = [m for m in _modules(root, "contracts", "judges") if Path(m.rel).name.startswith("judges")]
     shared = {name: m for m in modules for name in m.defs}
     for module in modules:
         for node in module.defs.values():
@@ -113,11 +129,9 @@ def _judges(root: Path, parts: dict[str, list[str]]) -> None:
 def _bindings(root: Path, parts: dict[str, list[str]]) -> None:
     """Each function bound to a gate, with its decorators and the outcome function they call."""
     for rel_dir in ("stack", "contracts"):
-        for module in _modules(root, rel_dir):
-            for node in ast.walk(module.tree):
-                if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                    continue
-                for decorator in node.decorator_list:
+        for module in _modules(root, rel_dir, "gate_"):
+            for node in _defs(module):
+                for decorator in getattr(node, "decorator_list", []):
                     if not isinstance(decorator, ast.Call):
                         continue
                     if _dotted(decorator.func).split(".")[-1] not in BINDING_FUNCS:
@@ -129,8 +143,8 @@ def _bindings(root: Path, parts: dict[str, list[str]]) -> None:
 
 def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
     """Each falsifier test with the module-level helpers it calls; a module's `pytestmark` whole."""
-    for module in _modules(root, "tests"):
-        for node in ast.walk(module.tree):
+    for module in _modules(root, "tests", f"mark.{GATE_MARK}"):
+        for node in [*_defs(module), *(n for n in module.tree.body if isinstance(n, ast.Assign))]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
                 marks, code = node.decorator_list, None
             elif isinstance(node, ast.Assign) and any(
@@ -153,7 +167,7 @@ def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
 def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
     """Each gate's entry in spec/gates/*.yaml, in canonical form."""
     for path in sorted((root / "spec" / "gates").glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
         for gate in data.get("gates", []):
             if isinstance(gate, dict) and isinstance(gate.get("id"), str):
                 parts.setdefault(gate["id"], []).append(
@@ -161,8 +175,29 @@ def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
                 )
 
 
+# Fingerprints by the digest of the files they were computed from: a checker that audits many
+# copies of one repository (the integrity tests do) parses each version of the code once.
+_SEEN: dict[str, dict[str, str]] = {}
+
+
+def _sources_digest(root: Path) -> str:
+    """sha256 over the path and bytes of every file a fingerprint reads."""
+    digest = hashlib.sha256()
+    for rel_dir in FINGERPRINTED:
+        for path in _walk(root, rel_dir, {".py", ".yaml"}):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def gate_fingerprints(root: Path) -> dict[str, str]:
     """gate id → sha256 of its judge, bindings, falsifier tests and spec entry under `root`."""
+    key = _sources_digest(root)
+    if key not in _SEEN:
+        _SEEN[key] = _computed(root)
+    return dict(_SEEN[key])
+
+
+def _computed(root: Path) -> dict[str, str]:
     parts: dict[str, list[str]] = {}
     _judges(root, parts)
     _bindings(root, parts)
@@ -176,8 +211,17 @@ def gate_fingerprints(root: Path) -> dict[str, str]:
 
 def fingerprints_at(root: Path, sha: str) -> dict[str, str] | None:
     """The fingerprints of commit `sha` of the repository at `root` (None when git cannot show it)."""
+    listed = subprocess.run(
+        ["git", "-C", str(root), "ls-tree", "--name-only", sha, "--", *FINGERPRINTED],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    present = listed.stdout.split()  # the trees this commit has (a scratch repository lacks some)
+    if listed.returncode != 0 or not present:
+        return None
     proc = subprocess.run(
-        ["git", "-C", str(root), "archive", "--format=tar", sha, "--", *FINGERPRINTED],
+        ["git", "-C", str(root), "archive", "--format=tar", sha, "--", *present],
         capture_output=True,
         check=False,
     )

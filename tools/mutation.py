@@ -19,14 +19,17 @@ import subprocess
 from pathlib import Path
 
 from audit import RUNS_DIR, LoadedEvidence, evidence_paths, load_evidence
-from fingerprints import gate_fingerprints
+from fingerprints import fingerprints_at, gate_fingerprints
 
+from contracts.derive.reports import version_key
 from contracts.evidence import EvidenceRecord, Verdict
 from contracts.spec import GateStatus, Spec
 
 FALSIFY_KIND = "falsify"
 # The trees a falsify record proves: a change to any of them makes the record stale.
 PROVEN_TREES = ("stack", "contracts", "spec/gates", "tests")
+# The spec version from which a falsify record keeps the code fingerprints of the gates it proved.
+FINGERPRINTS_SINCE = "1.7.0"
 
 
 def latest_of(records: list[LoadedEvidence]) -> tuple[Path, EvidenceRecord] | None:
@@ -97,8 +100,11 @@ def falsify_findings(root: Path, spec: Spec, records: list[LoadedEvidence]) -> l
             f"{where} is not current: made at {str(sha)[:12]}, which is not HEAD or an ancestor of it "
             f"with the same {trees}; {rerun}"
         )
-    elif isinstance(kept := record.metrics.get("fingerprints"), dict):
-        now = gate_fingerprints(Path(root))
+    elif not isinstance(kept := record.metrics.get("fingerprints"), dict):
+        if version_key(record.spec.version) >= version_key(FINGERPRINTS_SINCE):
+            problems.append(f"{where} keeps no code fingerprints of the gates it proved; {rerun}")
+    else:
+        now = fingerprints_at(Path(root), "HEAD") or gate_fingerprints(Path(root))
         differ = sorted(g for g, digest in now.items() if g in kept and kept[g] != digest)
         if differ:
             problems.append(

@@ -118,11 +118,11 @@ def file_falsify_record(
     run: str = "falsify-scratch",
     proven: bool = True,
     dirty: bool = False,
-    fingerprints: bool = False,
+    fingerprints: bool = True,
 ) -> Path:
     """The record `make falsify` would file for `root` at `sha`: every ACTIVE gate's falsifier
-    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds); with
-    `fingerprints`, the code fingerprints of `root`'s tree as it is, as the real record keeps them."""
+    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds), with
+    the code fingerprints of `root`'s tree as it is, as a real record keeps them (unless told not)."""
     spec = scratch_spec(root)
     active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
     detail = {}
