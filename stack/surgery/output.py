@@ -91,7 +91,10 @@ def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -
 
 
 def _finish(tmp: Path, request: Request, evidence: CommandEvidence, record: dict[str, Any]) -> None:
-    """Write surgery.json and the evidence record into the staging directory, move it into place, file it."""
+    """Write surgery.json (with every gate's per-matrix results, the raw values the record's gate
+    results re-derive from) and the evidence record into the staging directory, move it into place,
+    file it."""
+    record["gates"] = {g.id: g.measured for g in evidence.record.gates if isinstance(g.measured, dict)}
     outdir.write_record(tmp, RECORD, record)
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)
     evidence.write(tmp, files)
