@@ -43,8 +43,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# --reprove: the falsifiers of every gate whose code changed since the latest falsify record run
+# again with the gate forced off (tests/gate_plugin.py); a gate that no longer turns red fails.
 pytest: $(STAMP) browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --reprove
 
 # The site's browser test drives Debian's Chromium; install it when missing and we may.
 browser-deps:
@@ -79,8 +81,8 @@ gpu-check: $(STAMP)
 conformance: $(STAMP)
 	$(BIN)/python -m pytest tests -m "gate or holds" --conformance-ledger evidence/runs
 
-## falsify: every gate's falsifiers with the gate on, then again with it forced off
-## (GATESTACK_FORCE_PASS); a falsify record filed under evidence/runs/ judges GATE-INTEG-002
+## falsify: every gate's falsifiers with the gate on, then again with it forced off inside the
+## pytest process; a falsify record filed under evidence/runs/ judges GATE-INTEG-002
 falsify: $(STAMP)
 	$(BIN)/python -m pytest tests -m gate --falsify-ledger evidence/runs
 

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import BadInput
-from contracts.spec import GATE_ID_PATTERN, load_spec
+from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 
 # 2: gate results carry their thresholds' digest and message, records their checkpoint's hashes.
 # A version-1 record cannot be re-judged (its measured values predate the judges): it is stale.
@@ -92,8 +92,12 @@ class Determinism(Record):
 
 
 class SpecRef(Record):
+    """The spec that judged the record: its version, the digest of its files, and (since 1.7.0) the
+    revision and content digest of each policy file that decided what the record must judge."""
+
     version: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    policies: dict[str, PolicyRef] = Field(default_factory=dict)
 
 
 class DataRef(Record):
@@ -245,6 +249,11 @@ def run_id(prefix: str) -> str:
     return f"{prefix}-{now():%Y%m%dT%H%M%S}"
 
 
+def spec_ref(spec: Spec) -> SpecRef:
+    """What a record made now says of the spec judging it."""
+    return SpecRef(version=spec.version, sha256=spec.sha256, policies=spec.policies)
+
+
 def new_record(
     kind: str, rid: str, argv: list[str], device: str, cuda: str | None = None, mode: str = "boundary"
 ) -> EvidenceRecord:
@@ -257,7 +266,7 @@ def new_record(
         run=RunInfo(id=rid, kind=kind, argv=argv, started=now(), status=RunStatus.RUNNING),
         code=collect_code(REPO_ROOT),
         env=collect_env(device, cuda),
-        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        spec=spec_ref(spec),
         contract_mode=mode,
     )
 

@@ -8,17 +8,22 @@ numbers that fail, and the rule lives in exactly one place.
 
 Judges never read the stack, the clock or the disk. Measured values that are missing or of the
 wrong type are a problem in themselves: a tampered or truncated record must not pass by
-omission.
+omission. So every gate declares, with its judge, the measured keys each of its checks needs
+(`judges(..., needs=...)` for one check, `checks={name: keys}` for several): before the rule
+runs, `judge` refuses as Malformed values that hold none of the checks, a check with some of its
+own keys but not all, and an empty collection where a check needs items (a key written `name+`).
+Which checks a completed record of a run kind must hold is policy, in spec/run_kinds.yaml.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from contracts.errors import BadInput
 from contracts.spec import load_spec
 
 Measured = Mapping[str, Any]
@@ -26,10 +31,14 @@ Thresholds = Mapping[str, float | int]
 Judge = Callable[[Measured, Thresholds], list[str]]
 
 JUDGES: dict[str, Judge] = {}
+# gate id → check name → the measured keys that check needs ("name+": a non-empty list or object).
+CHECKS: dict[str, dict[str, tuple[str, ...]]] = {}
+# gate id → its checks as `present_checks` reads them (worked out once, at registration).
+_READERS: dict[str, list[CheckReader]] = {}
+MAIN_CHECK = "main"  # the name of a gate's only check
 
-# Test-only mutation switch: gate ids (comma-separated) whose judge is forced to find nothing.
-# `make falsify` sets it to prove each gate's falsifiers turn red when the gate is off.
-FORCE_PASS_ENV = "GATESTACK_FORCE_PASS"
+# The gates the pytest plugin has switched off in this process (`forced_off`), nothing else.
+_FORCED_OFF: set[str] = set()
 
 # Outcomes of a falsifier test as the conformance record writes them.
 TEST_PASSED, TEST_FAILED, TEST_SKIPPED = "passed", "failed", "skipped"
@@ -39,30 +48,104 @@ class Malformed(ValueError):
     """Measured values a judge cannot read: missing keys or wrong types."""
 
 
-def judges(*gate_ids: str) -> Callable[[Judge], Judge]:
-    """Register `func` as the judge of `gate_ids`."""
+def judges(
+    *gate_ids: str,
+    needs: tuple[str, ...] | None = None,
+    checks: Mapping[str, tuple[str, ...]] | None = None,
+) -> Callable[[Judge], Judge]:
+    """Register `func` as the judge of `gate_ids`, with the measured keys its checks need: `needs`
+    for a gate with one check, `checks` (name → keys) for a gate several checks feed. A judge that
+    declares neither reads no key before its rule runs; tests/test_judges_evidence.py refuses it."""
+    if needs is not None and checks is not None:
+        raise TypeError("a judge declares needs=(...) for one check or checks={...} for several, not both")
+    declared = (
+        dict(checks) if checks is not None else ({MAIN_CHECK: tuple(needs)} if needs is not None else {})
+    )
+    readers = check_readers(declared)
 
     def register(func: Judge) -> Judge:
         for gate_id in gate_ids:
             JUDGES[gate_id] = func
+            CHECKS[gate_id] = declared
+            _READERS[gate_id] = readers
         return func
 
     return register
 
 
-def forced_pass() -> frozenset[str]:
-    """The gates switched off by FORCE_PASS_ENV; refused outside a pytest run."""
-    raw = os.environ.get(FORCE_PASS_ENV, "").strip()
-    if not raw:
-        return frozenset()
-    if "PYTEST_CURRENT_TEST" not in os.environ:
-        raise BadInput(f"{FORCE_PASS_ENV} switches gates off for mutation tests only; unset it")
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+@contextmanager
+def forced_off(gate_id: str) -> Iterator[None]:
+    """Switch `gate_id`'s judge off in this process for the block: the proof by mutation.
+
+    Only the pytest plugin of this repository calls it (tests/gate_plugin.py): no environment
+    variable, no command-line flag and no file can switch a gate off, so a `stack` command or the
+    integrity check started from a shell always judges. Refused outside a pytest process.
+    """
+    if "_pytest" not in sys.modules:
+        raise RuntimeError("gates are forced off only by the test runner's proof by mutation")
+    _FORCED_OFF.add(gate_id)
+    try:
+        yield
+    finally:
+        _FORCED_OFF.discard(gate_id)
+
+
+def bare(key: str) -> str:
+    """A declared key without its non-empty mark."""
+    return key.removesuffix("+")
+
+
+@dataclass(frozen=True)
+class CheckReader:
+    """One declared check as read: its keys, those that need items, and those no other check has
+    (their presence says the check ran)."""
+
+    name: str
+    keys: tuple[str, ...]
+    nonempty: tuple[str, ...]
+    own: frozenset[str]
+
+
+def check_readers(checks: Mapping[str, tuple[str, ...]]) -> list[CheckReader]:
+    """The declared checks of one gate, worked out for `present_checks`."""
+    readers = []
+    for name, keys in checks.items():
+        others = {bare(k) for other, ks in checks.items() if other != name for k in ks}
+        plain = tuple(bare(k) for k in keys)
+        nonempty = tuple(bare(k) for k in keys if k.endswith("+"))
+        readers.append(CheckReader(name, plain, nonempty, frozenset(plain) - others))
+    return readers
+
+
+def present_checks(gate_id: str, measured: Measured) -> list[str]:
+    """The checks of `gate_id` whose every key `measured` holds, after refusing what cannot be read.
+
+    Malformed: no check present; a check with some of its own keys but not all; a check present
+    whose `key+` is missing items (a check over nothing has shown nothing).
+    """
+    readers = _READERS.get(gate_id, [])
+    present = []
+    for check in readers:
+        have = [k for k in check.keys if k in measured]
+        if len(have) == len(check.keys):
+            for key in check.nonempty:
+                value = measured[key]
+                if not isinstance(value, list | Mapping) or not value:
+                    where = "" if check.name == MAIN_CHECK else f" (check {check.name})"
+                    raise Malformed(f"{key!r} is {value!r}: no items to judge{where}")
+            present.append(check.name)
+        elif ran := check.own.intersection(have):
+            lacking = [k for k in check.keys if k not in measured]
+            raise Malformed(f"check {check.name} has {', '.join(sorted(ran))} but lacks {', '.join(lacking)}")
+    if readers and not present:
+        names = " or ".join("+".join(c.keys) or "(nothing)" for c in readers)
+        raise Malformed(f"none of the checks' values are present (expected {names})")
+    return present
 
 
 def judge(gate_id: str, measured: Any, thresholds: Thresholds | None = None) -> list[str]:
     """The problems `measured` shows under `thresholds` (default: the current spec's); [] = holds."""
-    if gate_id in forced_pass():
+    if gate_id in _FORCED_OFF:
         return []
     if thresholds is None:
         thresholds = load_spec().gate(gate_id).threshold_values
@@ -72,6 +155,7 @@ def judge(gate_id: str, measured: Any, thresholds: Thresholds | None = None) -> 
     if not isinstance(measured, Mapping):
         return [f"measured values are {type(measured).__name__}, not an object of named values"]
     try:
+        present_checks(gate_id, measured)
         return rule(measured, thresholds)
     except Malformed as exc:
         return [f"measured values are malformed: {exc}"]
@@ -121,17 +205,13 @@ def has(measured: Measured, *keys: str) -> bool:
     return all(key in measured for key in keys)
 
 
-def at_least_one_check(measured: Measured, *checks: tuple[str, ...]) -> None:
-    """A multi-check gate must carry the values of at least one of its checks."""
-    if not any(has(measured, *keys) for keys in checks):
-        names = " or ".join("+".join(keys) for keys in checks)
-        raise Malformed(f"none of the checks' values are present (expected {names})")
-
-
 # -- data ----------------------------------------------------------------------------------
 
 
-@judges("GATE-DATA-001")
+@judges(
+    "GATE-DATA-001",
+    needs=("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
+)
 def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
     epoch, first, per_epoch = count(m, "epoch"), count(m, "step_in_epoch"), count(m, "steps_per_epoch")
     problems = []
@@ -148,7 +228,7 @@ def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-002")
+@judges("GATE-DATA-002", needs=("reweighted",))
 def _restored_stream(m: Measured, t: Thresholds) -> list[str]:
     if flag(m, "reweighted"):
         return []  # the stream was changed on purpose (an excluded source lost its weight)
@@ -158,7 +238,7 @@ def _restored_stream(m: Measured, t: Thresholds) -> list[str]:
     return [] if restored == saved else ["the restored reader would not continue the saved stream"]
 
 
-@judges("GATE-DATA-003")
+@judges("GATE-DATA-003", needs=("mismatched_files",))
 def _shards_match(m: Measured, t: Thresholds) -> list[str]:
     bad = count(m, "mismatched_files")
     if not bad:
@@ -167,7 +247,7 @@ def _shards_match(m: Measured, t: Thresholds) -> list[str]:
     return [f"{bad} file(s) do not match the manifest" + (f"; first: {first}" if first else "")]
 
 
-@judges("GATE-DATA-004")
+@judges("GATE-DATA-004", needs=("repeats", "tokens_per_parameter"))
 def _adequacy(m: Measured, t: Thresholds) -> list[str]:
     repeats, per_param = number(m, "repeats"), number(m, "tokens_per_parameter")
     problems = []
@@ -180,19 +260,29 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-005")
+@judges("GATE-DATA-005", needs=("shared_documents",))
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
     shared = count(m, "shared_documents")
     return [f"{shared} document(s) are in both train and held-out"] if shared else []
 
 
-@judges("GATE-DATA-006")
+@judges("GATE-DATA-006", needs=("excluded_windows",))
 def _excluded(m: Measured, t: Thresholds) -> list[str]:
     hits = count(m, "excluded_windows")
     return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
 
 
-@judges("GATE-DATA-007")
+@judges(
+    "GATE-DATA-007",
+    needs=(
+        "data_tokenizer_identity",
+        "model_tokenizer_identity",
+        "data_probe_sha256",
+        "model_probe_sha256",
+        "data_vocab_size",
+        "model_vocab",
+    ),
+)
 def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     """Identity by what the tokenizer does, witnessed twice: its canonical identity and its ids of a
     fixed probe text. Not by size (two tokenizers of one size map ids to other strings), not by
@@ -220,7 +310,7 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
 # -- evaluation ----------------------------------------------------------------------------
 
 
-@judges("GATE-EVAL-001")
+@judges("GATE-EVAL-001", needs=("heldout_batches", "distinct_windows", "batch_size"))
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
     """Batches are counted by their distinct windows: two batches repeated eight times are two."""
     batches, distinct, size = (
@@ -239,9 +329,15 @@ def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-EVAL-002")
+@judges(
+    "GATE-EVAL-002",
+    checks={
+        "config": ("patience", "min_epochs"),
+        "stderr": ("heldout_stderr",),
+        "stop": ("stop_epoch", "stop_evals"),
+    },
+)
 def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("patience", "min_epochs"), ("heldout_stderr",), ("stop_epoch", "stop_evals"))
     problems = []
     if has(m, "patience", "min_epochs"):
         patience, min_epochs = number(m, "patience"), number(m, "min_epochs")
@@ -267,7 +363,7 @@ def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-EVAL-003")
+@judges("GATE-EVAL-003", needs=("missing_chars", "extra_chars"))
 def _round_trip(m: Measured, t: Thresholds) -> list[str]:
     missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
     if missing or extra:
@@ -275,7 +371,7 @@ def _round_trip(m: Measured, t: Thresholds) -> list[str]:
     return []
 
 
-@judges("GATE-EVAL-004")
+@judges("GATE-EVAL-004", needs=("diverging_evals",))
 def _overfitting(m: Measured, t: Thresholds) -> list[str]:
     streak = count(m, "diverging_evals")
     window = t["overfit_window_evals"]
@@ -287,7 +383,7 @@ def _overfitting(m: Measured, t: Thresholds) -> list[str]:
 # -- training ------------------------------------------------------------------------------
 
 
-@judges("GATE-TRAIN-001")
+@judges("GATE-TRAIN-001", needs=("missing", "step"))
 def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
     missing = items(m, "missing")
     step = count(m, "step")
@@ -298,22 +394,24 @@ def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRAIN-002")
+@judges(
+    "GATE-TRAIN-002",
+    checks={
+        "config": ("clip_norm", "warmup_steps", "weight_decay"),
+        "clip": ("post_clip_norm", "clip_norm"),
+        "warmup": ("warmup_lr", "warmup_step", "warmup_steps", "peak_lr"),
+        "decay": ("undecayed_matrices", "decayed_vectors", "matrix_weight_decay"),
+    },
+)
 def _stability(m: Measured, t: Thresholds) -> list[str]:
     """Configured on, and seen working: the clip bounds the norm, warmup rises, matrices decay."""
-    at_least_one_check(
-        m,
-        ("clip_norm", "warmup_steps", "weight_decay"),
-        ("post_clip_norm", "clip_norm"),
-        ("warmup_lr", "warmup_step", "warmup_steps", "peak_lr"),
-        ("undecayed_matrices", "decayed_vectors", "matrix_weight_decay"),
-    )
     problems = []
     if has(m, "clip_norm"):
         clip = number(m, "clip_norm")
         if not 0 < clip <= t["max_clip_norm"]:
             problems.append(f"gradient clip {clip:g} is not in (0, {t['max_clip_norm']}]")
-        post = number(m, "post_clip_norm") if has(m, "post_clip_norm") else 0.0
+    if has(m, "post_clip_norm"):
+        post, clip = number(m, "post_clip_norm"), number(m, "clip_norm")
         if not post <= clip * (1 + t["post_clip_rtol"]):
             problems.append(f"the gradient norm after clipping is {post:.6g}, above the clip {clip:g}")
     if has(m, "warmup_steps") and not number(m, "warmup_steps") >= t["min_warmup_steps"]:
@@ -348,7 +446,7 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRAIN-003")
+@judges("GATE-TRAIN-003", needs=("loss", "grad_norm"))
 def _finite(m: Measured, t: Thresholds) -> list[str]:
     loss, grad_norm = number(m, "loss"), number(m, "grad_norm")
     if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -356,7 +454,7 @@ def _finite(m: Measured, t: Thresholds) -> list[str]:
     return [f"loss {loss} / gradient norm {grad_norm} is not finite before the optimizer step"]
 
 
-@judges("GATE-TRAIN-004")
+@judges("GATE-TRAIN-004", needs=("loss", "vocab"))
 def _first_loss(m: Measured, t: Thresholds) -> list[str]:
     loss, vocab = number(m, "loss"), count(m, "vocab")
     if vocab < 2:
@@ -367,9 +465,11 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
     return [f"first loss {loss:.4f} is not within {tolerance} of ln({vocab}) = {expected:.4f}"]
 
 
-@judges("GATE-TRAIN-005")
+@judges(
+    "GATE-TRAIN-005",
+    checks={"streak": ("recent_scores+",), "ran": ("samples_scored", "steps", "sample_every")},
+)
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("recent_scores",), ("samples_scored", "steps", "sample_every"))
     problems = []
     if has(m, "recent_scores"):
         scores = [number({"score": s}, "score") for s in items(m, "recent_scores")]
@@ -392,7 +492,7 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRAIN-006")
+@judges("GATE-TRAIN-006", needs=("loss", "window_mean", "window_std", "window_len"))
 def _spike(m: Measured, t: Thresholds) -> list[str]:
     loss, mean, std = number(m, "loss"), number(m, "window_mean"), number(m, "window_std")
     if count(m, "window_len") < t["spike_window_steps"]:
@@ -406,13 +506,19 @@ def _spike(m: Measured, t: Thresholds) -> list[str]:
 # -- checkpoints ---------------------------------------------------------------------------
 
 
-@judges("GATE-CKPT-003")
+@judges(
+    "GATE-CKPT-003",
+    checks={
+        "resume": ("compared", "mismatched"),
+        "falsifiers": ("falsifiers+",),
+        "replay": ("replayed_steps", "bit_for_bit", "replay_mismatched", "max_loss_rel_diff"),
+    },
+)
 def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
     """At run time: every restored state equals the checkpoint's, and the replayed steps repeat the
     steps taken (bit for bit, or each loss within nondeterministic_loss_rtol when the run is not
     deterministic); in conformance: the falsifiers."""
     replay = ("replayed_steps", "bit_for_bit", "replay_mismatched", "max_loss_rel_diff")
-    at_least_one_check(m, ("compared", "mismatched"), ("falsifiers",), replay)
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "compared", "mismatched"):
         compared, mismatched = items(m, "compared"), items(m, "mismatched")
@@ -434,13 +540,13 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-CKPT-001")
+@judges("GATE-CKPT-001", needs=("missing",))
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     missing = items(m, "missing")
     return [f"the checkpoint lacks {', '.join(map(str, missing))}"] if missing else []
 
 
-@judges("GATE-CKPT-002")
+@judges("GATE-CKPT-002", needs=("files_verified",))
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     problem = m.get("problem")
     if problem is not None:
@@ -453,7 +559,7 @@ def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
 # -- model, trace, export ------------------------------------------------------------------
 
 
-@judges("GATE-MODEL-001")
+@judges("GATE-MODEL-001", needs=("paths+",))
 def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     paths = m.get("paths")
     if not isinstance(paths, Mapping) or not paths:
@@ -471,13 +577,12 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KERNEL-001")
+@judges("GATE-KERNEL-001", checks={"parity": ("outputs+", "low_precision"), "falsifiers": ("falsifiers+",)})
 def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
     """Each output within atol + rtol × the reference's largest magnitude, per input precision.
 
     The conformance record (the falsifier tests' outcomes) is judged too, like any test gate.
     """
-    at_least_one_check(m, ("outputs", "low_precision"), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "outputs", "low_precision"):
         prefix = "lowp" if flag(m, "low_precision") else "fp32"
@@ -496,9 +601,8 @@ def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-MODEL-002")
+@judges("GATE-MODEL-002", checks={"overfit": ("best_loss", "steps"), "falsifiers": ("falsifiers+",)})
 def _tiny_model_overfits(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("best_loss", "steps"), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "best_loss", "steps"):
         loss, steps = number(m, "best_loss"), count(m, "steps")
@@ -509,9 +613,11 @@ def _tiny_model_overfits(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRACE-001")
+@judges(
+    "GATE-TRACE-001",
+    checks={"logits": ("differing_elements", "same_dtype"), "falsifiers": ("falsifiers+",)},
+)
 def _tracing_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("differing_elements", "same_dtype"), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "differing_elements", "same_dtype"):
         if not flag(m, "same_dtype"):
@@ -521,9 +627,14 @@ def _tracing_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DIST-001")
+@judges(
+    "GATE-DIST-001",
+    checks={
+        "parity": ("max_loss_diff", "batches_differ_at", "steps_missing"),
+        "falsifiers": ("falsifiers+",),
+    },
+)
 def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("max_loss_diff", "batches_differ_at", "steps_missing"), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "max_loss_diff", "batches_differ_at", "steps_missing"):
         diff, differ = number(m, "max_loss_diff"), items(m, "batches_differ_at")
@@ -536,13 +647,12 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRACE-003")
+@judges("GATE-TRACE-003", checks={"site": ("std_ratio", "nonfinite"), "falsifiers": ("falsifiers+",)})
 def _anomaly(m: Measured, t: Thresholds) -> list[str]:
     """A site stands out: its std beyond anomaly_std_multiple × its baseline, or not finite.
 
     Read as "this site is anomalous": anomaly mode flags every site this judge finds a problem in.
     """
-    at_least_one_check(m, ("std_ratio", "nonfinite"), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
         ratio = number(m, "std_ratio")
@@ -553,7 +663,7 @@ def _anomaly(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRACE-002")
+@judges("GATE-TRACE-002", needs=("missing", "partial", "recorded_twice"))
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
     if not any(gaps.values()):
@@ -574,14 +684,16 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
 
 
-@judges("GATE-EXPORT-001")
+@judges("GATE-EXPORT-001", needs=("max_abs_diff", "finite"))
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     return _logits_within(m, "", t["logits_atol"], "the Hugging Face export's")
 
 
-@judges("GATE-EXPORT-002")
+@judges(
+    "GATE-EXPORT-002",
+    checks={"fp32": ("fp32_max_abs_diff", "fp32_finite"), "int8": ("int8_argmax_agreement", "int8_finite")},
+)
 def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
-    at_least_one_check(m, ("fp32_max_abs_diff", "fp32_finite"), ("int8_argmax_agreement", "int8_finite"))
     problems = []
     if has(m, "fp32_max_abs_diff"):
         problems += _logits_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
@@ -598,10 +710,9 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
 # -- gates judged by their falsifier tests (the conformance record) --------------------------
 
 
-@judges("GATE-INTEG-001")
+@judges("GATE-INTEG-001", checks={"check": ("violations",), "falsifiers": ("falsifiers+",)})
 def _evidence_resolves(m: Measured, t: Thresholds) -> list[str]:
     """The integrity check's own verdict: no finding of this gate remains (or, in conformance, its tests)."""
-    at_least_one_check(m, ("violations",), ("falsifiers",))
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "violations") and (n := count(m, "violations")):
         problems.append(f"{n} integrity violation(s): the evidence does not resolve or is not true")
@@ -627,7 +738,7 @@ def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
 # -- the falsify record: every active gate proven by mutation --------------------------------
 
 
-@judges("GATE-INTEG-002")
+@judges("GATE-INTEG-002", needs=("gates+",))
 def _every_gate_turns_red(m: Measured, t: Thresholds) -> list[str]:
     """A gate is proven only when its falsifiers pass with it on and one fails with it forced off.
 
@@ -665,12 +776,12 @@ def _bit_for_bit(m: Measured, what: str) -> list[str]:
     return [f"{what} changed {differing} of {count(m, 'elements')} logit(s)"] if differing else []
 
 
-@judges("GATE-LENS-001")
+@judges("GATE-LENS-001", needs=("differing_elements", "elements"))
 def _untrained_lens_is_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     return _bit_for_bit(m, "the untrained tuned lens, against the logit lens,")
 
 
-@judges("GATE-LENS-002")
+@judges("GATE-LENS-002", needs=("probes+",))
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
     stuck, broken = [], []
     for probe in items(m, "probes"):
@@ -690,7 +801,7 @@ def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LENS-003")
+@judges("GATE-LENS-003", needs=("layers+",))
 def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for row in items(m, "layers"):
@@ -705,7 +816,7 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LENS-004")
+@judges("GATE-LENS-004", needs=("final_norm",))
 def _lens_fits_model(m: Measured, t: Thresholds) -> list[str]:
     problems = [] if flag(m, "final_norm") else ["the model has no final norm for the lens to read through"]
     expected = m.get("lens_model_sha256")
@@ -717,7 +828,7 @@ def _lens_fits_model(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LENS-005")
+@judges("GATE-LENS-005", needs=("sites+", "differing_elements", "elements"))
 def _lens_reads_pre_norm(m: Measured, t: Thresholds) -> list[str]:
     wrong = [s for s in items(m, "sites") if not (s == "embed" or _is_block_output(s))]
     problems = [f"the lens reads {', '.join(map(str, wrong))}, not the residual stream"] if wrong else []
@@ -729,17 +840,17 @@ def _is_block_output(site: object) -> bool:
     return len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() and parts[2] == "output"
 
 
-@judges("GATE-PATCH-001")
+@judges("GATE-PATCH-001", needs=("differing_elements", "elements"))
 def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
     return _bit_for_bit(m, "patching the run with its own activations")
 
 
-@judges("GATE-PATCH-002")
+@judges("GATE-PATCH-002", needs=("differing_elements", "elements"))
 def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
     return _bit_for_bit(m, "against the clean run, patching the embedding at every position still")
 
 
-@judges("GATE-PATCH-003")
+@judges("GATE-PATCH-003", needs=("hooks", "function_modes"))
 def _no_hook_left(m: Measured, t: Thresholds) -> list[str]:
     hooks, modes, when = count(m, "hooks"), count(m, "function_modes"), m.get("when")
     if not hooks and not modes:
@@ -760,7 +871,7 @@ def _rows(m: Measured, key: str) -> list[Mapping[str, Any]]:
     return rows
 
 
-@judges("GATE-LASER-001")
+@judges("GATE-LASER-001", needs=("differing_elements", "elements"))
 def _full_rank_is_identity(m: Measured, t: Thresholds) -> list[str]:
     differing = count(m, "differing_elements")
     if not differing:
@@ -768,7 +879,7 @@ def _full_rank_is_identity(m: Measured, t: Thresholds) -> list[str]:
     return [f"LASER at ρ = 1 changed {differing} of {count(m, 'elements')} weight(s) of the targets"]
 
 
-@judges("GATE-LASER-002")
+@judges("GATE-LASER-002", needs=("matrices+",))
 def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for row in _rows(m, "matrices"):
@@ -781,14 +892,14 @@ def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LASER-003")
+@judges("GATE-LASER-003", needs=("targets+", "changed"))
 def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
     targets = {str(name) for name in items(m, "targets")}
     stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
     return [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
 
 
-@judges("GATE-HQQ-001")
+@judges("GATE-HQQ-001", needs=("matrices+",))
 def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for row in _rows(m, "matrices"):
@@ -798,7 +909,7 @@ def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-HQQ-002")
+@judges("GATE-HQQ-002", needs=("mean_kl_nats",))
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
     kl = number(m, "mean_kl_nats")
     if kl <= t["max_mean_kl_nats"]:
@@ -809,7 +920,7 @@ def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-HQQ-003")
+@judges("GATE-HQQ-003", needs=("tied_config",))
 def _ties_kept(m: Measured, t: Thresholds) -> list[str]:
     if not flag(m, "tied_config"):
         return []
@@ -823,7 +934,7 @@ def _ties_kept(m: Measured, t: Thresholds) -> list[str]:
 # -- architecture options: mixture of experts ----------------------------------------------
 
 
-@judges("GATE-ARCH-001")
+@judges("GATE-ARCH-001", needs=("objective", "ce", "terms+"))
 def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     """The back-propagated loss must be the cross-entropy plus each weighted term (coefficient > 0)."""
     objective, ce, terms = number(m, "objective"), number(m, "ce"), m.get("terms")
@@ -847,7 +958,7 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     return []
 
 
-@judges("GATE-ARCH-002")
+@judges("GATE-ARCH-002", needs=("routed+",))
 def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
     """Each expert's share of assignments within [min, max] × 1/E, per MoE layer."""
     routed = m.get("routed")
@@ -873,7 +984,7 @@ def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-003")
+@judges("GATE-ARCH-003", needs=("max_abs_diff", "ref_absmax"))
 def _single_expert_is_dense(m: Measured, t: Thresholds) -> list[str]:
     diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
     allowed = t["dense_atol"] + t["dense_rtol"] * scale
@@ -882,7 +993,7 @@ def _single_expert_is_dense(m: Measured, t: Thresholds) -> list[str]:
     return []
 
 
-@judges("GATE-ARCH-004")
+@judges("GATE-ARCH-004", needs=("experts+",))
 def _experts_loaded(m: Measured, t: Thresholds) -> list[str]:
     experts = m.get("experts")
     if not isinstance(experts, Mapping) or not experts:
@@ -910,7 +1021,7 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
     return {str(name): number(value, name) for name in value}
 
 
-@judges("GATE-DATA-008")
+@judges("GATE-DATA-008", needs=("windows", "served", "expected_share", "caps", "floors", "excluded"))
 def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     """Each source's realised share within share_sigmas multinomial standard errors (plus
     share_slack_windows windows) of the policy's, inside [floor, cap] by the same tolerance;
@@ -949,7 +1060,7 @@ def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-009")
+@judges("GATE-DATA-009", needs=("step", "phase", "after_steps"))
 def _phase_switch(m: Measured, t: Thresholds) -> list[str]:
     """Step s belongs to the last phase whose after_step is below s."""
     step, phase = count(m, "step"), count(m, "phase")
@@ -962,7 +1073,7 @@ def _phase_switch(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-DATA-010")
+@judges("GATE-DATA-010", needs=("saved_next_shares", "restored_next_shares"))
 def _policy_round_trip(m: Measured, t: Thresholds) -> list[str]:
     saved, restored = _shares(m, "saved_next_shares"), _shares(m, "restored_next_shares")
     differ = sorted(name for name in set(saved) | set(restored) if saved.get(name) != restored.get(name))
@@ -974,7 +1085,7 @@ def _policy_round_trip(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-DATA-011")
+@judges("GATE-DATA-011", needs=("shares", "profiles"))
 def _concentration(m: Measured, t: Thresholds) -> list[str]:
     """A share above max_suspect_share on a source whose text compresses below min_compression_ratio
     (repetitive) or scores below min_source_coherence (incoherent)."""
@@ -1002,7 +1113,7 @@ def _concentration(m: Measured, t: Thresholds) -> list[str]:
 # -- evolution strategies ------------------------------------------------------------------
 
 
-@judges("GATE-ES-001")
+@judges("GATE-ES-001", needs=("evaluations", "grad_enabled", "graph_outputs", "grads_set"))
 def _no_graph(m: Measured, t: Thresholds) -> list[str]:
     evaluations = count(m, "evaluations")
     if not evaluations:
@@ -1021,7 +1132,7 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ES-002")
+@judges("GATE-ES-002", needs=("population", "pairs", "max_pair_sum", "min_noise_norm"))
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
     population, pairs = count(m, "population"), count(m, "pairs")
     problems = (
@@ -1039,7 +1150,7 @@ def _mirrored(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ES-003")
+@judges("GATE-ES-003", needs=("weight_sum",))
 def _weights_centered(m: Measured, t: Thresholds) -> list[str]:
     total = number(m, "weight_sum")
     if abs(total) <= t["max_abs_weight_sum"]:
@@ -1049,7 +1160,7 @@ def _weights_centered(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-ES-004")
+@judges("GATE-ES-004", needs=("dimension", "pairs", "sigma", "angle_degrees"))
 def _estimate_points_true(m: Measured, t: Thresholds) -> list[str]:
     case = {"dimension": "toy_dimension", "pairs": "toy_pairs", "sigma": "toy_sigma"}
     problems = [

@@ -26,7 +26,7 @@ def _within(diff: float, allowed: float, what: str) -> list[str]:
     return [] if diff <= allowed else [f"{what} by {diff:.3g} (allowed {allowed:.3g})"]
 
 
-@judges("GATE-ARCH-005")
+@judges("GATE-ARCH-005", needs=("layers+",))
 def _lambda_init(m: Measured, t: Thresholds) -> list[str]:
     """λ_init of block l is 0.8 − 0.6 · exp(−0.3 · l); l is the block's index, read from the record."""
     layers = m.get("layers")
@@ -45,21 +45,21 @@ def _lambda_init(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-006", "GATE-ARCH-011")
+@judges("GATE-ARCH-006", "GATE-ARCH-011", needs=("max_abs_diff", "prefix"))
 def _future_leak(m: Measured, t: Thresholds) -> list[str]:
     """Logits at or before `prefix` do not move when only later tokens change."""
     diff, prefix = number(m, "max_abs_diff"), count(m, "prefix")
     return _within(diff, t["causal_atol"], f"changing tokens after position {prefix} moved earlier logits")
 
 
-@judges("GATE-ARCH-007")
+@judges("GATE-ARCH-007", needs=("max_abs_diff", "ref_absmax"))
 def _reduces_to_attention(m: Measured, t: Thresholds) -> list[str]:
     diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
     allowed = t["reduce_atol"] + t["reduce_rtol"] * scale
     return _within(diff, allowed, "with λ = 0 the layer differs from normalised ordinary attention")
 
 
-@judges("GATE-ARCH-008")
+@judges("GATE-ARCH-008", needs=("capacity", "length", "routed+"))
 def _capacity(m: Measured, t: Thresholds) -> list[str]:
     """Each sequence of each layer routed ⌊capacity · length⌋ tokens, within max_count_error."""
     capacity, length = number(m, "capacity"), count(m, "length")
@@ -76,7 +76,7 @@ def _capacity(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-009")
+@judges("GATE-ARCH-009", needs=("changed+",))
 def _skipped_unchanged(m: Measured, t: Thresholds) -> list[str]:
     """No more than max_changed_skipped skipped tokens differ from their input, per layer and mode."""
     problems = []
@@ -90,7 +90,7 @@ def _skipped_unchanged(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-010")
+@judges("GATE-ARCH-010", needs=("grad_absmax+",))
 def _router_gradient(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for layer in _layers(m, "grad_absmax"):

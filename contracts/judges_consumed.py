@@ -19,7 +19,18 @@ _MISMATCHES = {
 }
 
 
-@judges("GATE-TRAIN-007")
+@judges(
+    "GATE-TRAIN-007",
+    needs=(
+        "scorings",
+        "stated_scorings",
+        "targets",
+        "stated_targets",
+        "targets_sha256",
+        "stated_targets_sha256",
+        *_MISMATCHES,
+    ),
+)
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
     hashes = (m.get("targets_sha256"), m.get("stated_targets_sha256"))

@@ -35,7 +35,7 @@ def _proven(name: str, filter_name: str, tally: Any) -> str | None:
     return None
 
 
-@judges("GATE-DATA-012")
+@judges("GATE-DATA-012", needs=("canaries+",))
 def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     """Every canary that must be dropped is, every near miss is kept; both kinds must be there; and
     once the corpus is read (`sources`), every source the leak filter runs on had its planted
@@ -62,7 +62,7 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-013")
+@judges("GATE-DATA-013", needs=("sources",))
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver; each
     filter that ran on a source that held documents is proven by its canaries, all dropped by it."""
@@ -93,7 +93,7 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
     return {reason: count(found, reason) for reason in found}
 
 
-@judges("GATE-DATA-014")
+@judges("GATE-DATA-014", needs=("sources",))
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
     the drop log's lines counted again (a reason with no drop may be left out of either)."""
@@ -116,7 +116,7 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-015")
+@judges("GATE-DATA-015", needs=("sources",))
 def _drop_share(m: Measured, t: Thresholds) -> list[str]:
     """No source loses more than max_source_drop_share of its documents to the filters; the problem
     names the reasons, largest first, and the first example of the largest."""

@@ -16,7 +16,7 @@ MEMORISATION_REMEDIES = (
 )
 
 
-@judges("GATE-FT-001")
+@judges("GATE-FT-001", needs=("few_shot_bpb", "adapter_bpb"))
 def _adapter_beats_few_shot(m: Measured, t: Thresholds) -> list[str]:
     few_shot, adapter = number(m, "few_shot_bpb"), number(m, "adapter_bpb")
     improvement = few_shot - adapter
@@ -79,7 +79,7 @@ def _leak_problems(draws: list[Any]) -> list[str]:
     return problems
 
 
-@judges("GATE-FT-002")
+@judges("GATE-FT-002", needs=("rows+", "few_shot"))
 def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
     return _row_problems(m.get("rows")) + _leak_problems(items(m, "few_shot"))
 
@@ -97,7 +97,7 @@ def reproduced(runs: list[int], least: int) -> int:
     return sum(1 for run in runs if run >= least)
 
 
-@judges("GATE-FT-003")
+@judges("GATE-FT-003", needs=("continuation_tokens", "tuned_overlaps+", "base_overlaps"))
 def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
     continuation = count(m, "continuation_tokens")
     tuned = _overlaps(m, "tuned_overlaps", continuation)

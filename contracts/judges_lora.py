@@ -14,7 +14,7 @@ def _some_adapters(m: Measured) -> list[str]:
     return [] if count(m, "adapters") else ["no LoRA adapter was checked"]
 
 
-@judges("GATE-LORA-001")
+@judges("GATE-LORA-001", needs=("adapters", "differing_elements", "elements"))
 def _identity_at_init(m: Measured, t: Thresholds) -> list[str]:
     problems = _some_adapters(m)
     differing, elements = count(m, "differing_elements"), count(m, "elements")
@@ -25,7 +25,7 @@ def _identity_at_init(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-002")
+@judges("GATE-LORA-002", needs=("adapters", "max_abs_diff", "max_abs_logit", "mismatched_elements"))
 def _merge_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _some_adapters(m)
     diff, scale = number(m, "max_abs_diff"), number(m, "max_abs_logit")
@@ -44,7 +44,7 @@ def _merge_parity(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-003")
+@judges("GATE-LORA-003", needs=("adapters", "differing"))
 def _unmerge_restores(m: Measured, t: Thresholds) -> list[str]:
     problems = _some_adapters(m)
     differing = _names(m, "differing")
@@ -53,7 +53,7 @@ def _unmerge_restores(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-004")
+@judges("GATE-LORA-004", needs=("adapters", "base_moved", "zero_b", "trainable_base"))
 def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
     problems = _some_adapters(m)
     moved, zero, trainable = _names(m, "base_moved"), _names(m, "zero_b"), _names(m, "trainable_base")
@@ -66,7 +66,7 @@ def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-005")
+@judges("GATE-LORA-005", needs=("missing", "unexpected", "mismatched"))
 def _strict_load(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for key, what in (
@@ -83,7 +83,7 @@ def _strict_load(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-006")
+@judges("GATE-LORA-006", needs=("embed_changed",))
 def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     problems = ["the merge changed the input embedding"] if flag(m, "embed_changed") else []
     if flag(m, "tied") and not flag(m, "head_is_embed"):
@@ -91,7 +91,7 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-007")
+@judges("GATE-LORA-007", needs=("adapters", "not_loaded", "max_abs_diff", "finite"))
 def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _some_adapters(m)
     unloaded = _names(m, "not_loaded")

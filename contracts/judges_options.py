@@ -40,7 +40,7 @@ def _named(cells: list[str]) -> str:
     return "; ".join(cells[:SHOWN]) + more
 
 
-@judges("GATE-ARCH-013")
+@judges("GATE-ARCH-013", needs=("options+", "paths+", "messages"))
 def _every_option_every_path(m: Measured, t: Thresholds) -> list[str]:
     options, paths = [str(o) for o in items(m, "options")], _paths(m)
     cells, messages = m.get("cells"), m.get("messages")

@@ -39,7 +39,7 @@ def _fix(balance_coef: float) -> str:
     )
 
 
-@judges("GATE-ARCH-012")
+@judges("GATE-ARCH-012", needs=("windows+", "top_k", "balance_coef"))
 def _router_collapse(m: Measured, t: Thresholds) -> list[str]:
     windows = [_window(w) for w in items(m, "windows")]
     if not windows:

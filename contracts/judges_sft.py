@@ -6,10 +6,13 @@ judge in `contracts.judges`; imported at the end of that module so they register
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, at_least_one_check, count, has, judges, number
+from contracts.judges import Measured, Thresholds, count, has, judges, number
 
 
-@judges("GATE-SFT-001")
+@judges(
+    "GATE-SFT-001",
+    needs=("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
+)
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     fewest = count(m, "fewest_supervised_tokens")
@@ -33,7 +36,7 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-SFT-002")
+@judges("GATE-SFT-002", needs=("markers_missing",))
 def _markers_found(m: Measured, t: Thresholds) -> list[str]:
     missing = count(m, "markers_missing")
     if missing <= t["max_markers_missing"]:
@@ -46,11 +49,13 @@ def _markers_found(m: Measured, t: Thresholds) -> list[str]:
     ]
 
 
-@judges("GATE-SFT-003")
+@judges(
+    "GATE-SFT-003",
+    checks={"start-up": ("max_abs_logit_diff",), "probe": ("max_abs_token_loss_diff", "probe_positions")},
+)
 def _packing_isolated(m: Measured, t: Thresholds) -> list[str]:
     """The start-up check on a window split in two (logits), the probe of a batch the loss used
     (per-token losses through the loss), or both, each within its own threshold."""
-    at_least_one_check(m, ("max_abs_logit_diff",), ("max_abs_token_loss_diff", "probe_positions"))
     problems = []
     if has(m, "max_abs_logit_diff"):
         diff = number(m, "max_abs_logit_diff")

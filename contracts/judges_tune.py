@@ -10,7 +10,6 @@ from contracts.judges import (
     Malformed,
     Measured,
     Thresholds,
-    at_least_one_check,
     count,
     flag,
     has,
@@ -20,7 +19,7 @@ from contracts.judges import (
 )
 
 
-@judges("GATE-DPO-001")
+@judges("GATE-DPO-001", needs=("loss", "ln2", "max_abs_reward"))
 def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
     loss, ln2, reward = number(m, "loss"), number(m, "ln2"), number(m, "max_abs_reward")
     problems = []
@@ -37,7 +36,11 @@ def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-002", "GATE-KD-002")
+@judges(
+    "GATE-DPO-002",
+    "GATE-KD-002",
+    needs=("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
+)
 def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     before, after = m.get("sha256_before"), m.get("sha256_after")
     if not isinstance(before, str) or not isinstance(after, str):
@@ -54,7 +57,7 @@ def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-003")
+@judges("GATE-DPO-003", needs=("max_abs_diff", "appended", "room"))
 def _padding_invariant(m: Measured, t: Thresholds) -> list[str]:
     diff, appended, room = number(m, "max_abs_diff"), count(m, "appended"), number(m, "room")
     problems = []
@@ -69,7 +72,7 @@ def _padding_invariant(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DPO-004")
+@judges("GATE-DPO-004", needs=("beta", "trainable_parameters", "margins", "accuracies"))
 def _learns(m: Measured, t: Thresholds) -> list[str]:
     beta, trainable = number(m, "beta"), count(m, "trainable_parameters")
     margins, accuracies = items(m, "margins"), items(m, "accuracies")
@@ -98,11 +101,16 @@ _MASK_COUNTS = {
 }
 
 
-@judges("GATE-DPO-005")
+@judges(
+    "GATE-DPO-005",
+    checks={
+        "mask": (*_MASK_COUNTS, "completion_tokens"),
+        "recomputed": ("max_abs_logprob_diff", "rows_compared"),
+    },
+)
 def _completion_only(m: Measured, t: Thresholds) -> list[str]:
     """The batch's mask against its rows' bounds, the loss's sums against their recomputation
     by a plain forward masked by the labels, or both."""
-    at_least_one_check(m, (*_MASK_COUNTS, "completion_tokens"), ("max_abs_logprob_diff", "rows_compared"))
     problems = []
     if has(m, *_MASK_COUNTS, "completion_tokens"):
         problems += [f"{count(m, key)} {text}" for key, text in _MASK_COUNTS.items() if count(m, key)]
@@ -121,7 +129,16 @@ def _completion_only(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-001")
+@judges(
+    "GATE-KD-001",
+    needs=(
+        "teacher_tokenizer_identity",
+        "student_tokenizer_identity",
+        "teacher_vocab",
+        "student_vocab",
+        "tokenizer_ids",
+    ),
+)
 def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
     shas = (m.get("teacher_tokenizer_identity"), m.get("student_tokenizer_identity"))
     if not all(isinstance(sha, str) for sha in shas):
@@ -147,10 +164,12 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-003")
+@judges(
+    "GATE-KD-003",
+    checks={"identities": ("alpha0_abs_diff", "self_kl"), "minimised": ("kl_minimised", "kl_recomputed")},
+)
 def _identities(m: Measured, t: Thresholds) -> list[str]:
     """The identities on the first batch, the minimised KL against its recomputation, or both."""
-    at_least_one_check(m, ("alpha0_abs_diff", "self_kl"), ("kl_minimised", "kl_recomputed"))
     problems = []
     if has(m, "alpha0_abs_diff", "self_kl"):
         diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
@@ -175,7 +194,7 @@ def _identities(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-KD-004")
+@judges("GATE-KD-004", needs=("temperature", "logit_scale", "grad_ratio"))
 def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
     problems = [
         f"the probe ran with {key} {number(m, key):g}, the spec's case has {t[name]:g}"
@@ -196,7 +215,7 @@ def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
 SYNTH_REASONS = ("short", "repetitive", "duplicate", "no_room")
 
 
-@judges("GATE-SYNTH-001")
+@judges("GATE-SYNTH-001", needs=("generated", "kept", "lines", "dropped"))
 def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     generated, kept, lines = count(m, "generated"), count(m, "kept"), count(m, "lines")
     dropped = m.get("dropped")
@@ -216,7 +235,7 @@ def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-SYNTH-002")
+@judges("GATE-SYNTH-002", needs=("replayed", "generated", "mismatched"))
 def _replays(m: Measured, t: Thresholds) -> list[str]:
     replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")
     problems = []

@@ -60,6 +60,30 @@ def judged_result(
     )
 
 
+def settle(
+    spec: Spec,
+    gate_id: str,
+    previous: GateResult | None,
+    measured: Any,
+    ok: bool,
+    waived: bool,
+    step: int | None = None,
+) -> GateResult | None:
+    """A gate's result after one more outcome, or None when `previous` stands.
+
+    `ok` is the judge's finding over this outcome's own `measured` values. A verdict only gives
+    way to one at least as bad; values of an equal or worse outcome merge into the earlier ones,
+    and the merged values are judged again. The run's ledger settles every outcome here, and the
+    integrity check settles the outcomes a metrics log holds here too (contracts.derive).
+    """
+    verdict = verdict_of(spec, gate_id, ok, waived)
+    if previous is not None and RANK[verdict] < RANK[previous.verdict]:
+        return None  # a better outcome never hides a worse one
+    if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
+        measured = {**previous.measured, **measured}
+    return judged_result(spec, gate_id, measured, waived, step)
+
+
 class Ledger:
     """Verdicts of one run, keyed by gate id."""
 
@@ -71,15 +95,12 @@ class Ledger:
 
     def record_outcome(self, gate_id: str, outcome: Outcome) -> Verdict:
         """Record a binding's outcome; returns the verdict the gate now stands at."""
-        spec = load_spec()
-        verdict = verdict_of(spec, gate_id, outcome.ok, gate_id in self.waivers)
-        previous = self.results.get(gate_id)
-        if previous is not None and RANK[verdict] < RANK[previous.verdict]:
-            return verdict  # a better outcome never hides a worse one
-        measured = outcome.measured
-        if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
-            measured = {**previous.measured, **measured}
-        result = judged_result(spec, gate_id, measured, gate_id in self.waivers, outcome.step)
+        spec, waived = load_spec(), gate_id in self.waivers
+        result = settle(
+            spec, gate_id, self.results.get(gate_id), outcome.measured, outcome.ok, waived, outcome.step
+        )
+        if result is None:
+            return verdict_of(spec, gate_id, outcome.ok, waived)
         self.results[gate_id] = result
         return result.verdict
 

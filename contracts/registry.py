@@ -38,6 +38,14 @@ class EvidenceCitation(Entry):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class AcceptedWaiver(Entry):
+    """A blocking gate the cited record waived, accepted for this release by `stack release
+    --accept-waiver GATE --reason TEXT`: the release says, with a reason, that it knows."""
+
+    gate: str = Field(pattern=r"^GATE-[A-Z]+-\d{3}$")
+    reason: str = Field(min_length=1)
+
+
 class ReleasedModel(Entry):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     version: str
@@ -47,6 +55,7 @@ class ReleasedModel(Entry):
     artifacts: list[RegistryArtifact] = Field(default_factory=list)
     license: str
     card: str  # a repository-relative path to the model card
+    accepted_waivers: list[AcceptedWaiver] = Field(default_factory=list)
     # A release is never deleted; one that no longer stands is withdrawn, with the reason.
     withdrawn: str | None = Field(default=None, min_length=1)
 

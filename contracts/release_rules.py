@@ -10,11 +10,13 @@ re-judged, so it cannot back a release.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
 from contracts.gates import Mode
-from contracts.spec import Spec
+from contracts.spec import Severity, Spec
+
+ACCEPT_FLAG = "--accept-waiver"
 
 # Run kinds that leave weights behind: the only records a model can be released from.
 TRAINING_KINDS = ("train", "finetune")
@@ -77,19 +79,48 @@ def _weights_problems(record: EvidenceRecord, weights_sha256: Sequence[str]) -> 
     return []
 
 
+def _waiver_problems(spec: Spec, record: EvidenceRecord, accepted: Mapping[str, str]) -> list[str]:
+    """A waived blocking gate stops at the release unless the release accepts it, with a reason."""
+    blocking = {g for g, gate in spec.gates.items() if gate.severity is Severity.BLOCKING}
+    waived = {g.id for g in record.gates if g.verdict is Verdict.WAIVED and g.id in blocking}
+    problems = [
+        f"{gate_id} is WAIVED (a blocking gate): release only with {ACCEPT_FLAG} {gate_id} --reason TEXT"
+        for gate_id in sorted(waived - set(accepted))
+    ]
+    problems += [
+        f"accepts a waiver of {gate_id}, which the record does not waive"
+        for gate_id in sorted(set(accepted) - waived)
+    ]
+    problems += [
+        f"accepts the waiver of {g} without a reason" for g, why in accepted.items() if not why.strip()
+    ]
+    return problems
+
+
+def _current_then(spec: Spec, record: EvidenceRecord, gate_id: str, released_under: str | None) -> bool:
+    """Whether `record`'s verdict of `gate_id` was judged under the revision in force when the model
+    was released (`released_under`): a later revision does not unmake a release made before it."""
+    if released_under is None or record.schema_version < SCHEMA_VERSION:
+        return False
+    result = next((g for g in record.gates if g.id == gate_id), None)
+    return result is not None and result.revision == spec.revision_at(gate_id, released_under)
+
+
 def release_problems(
     spec: Spec,
     record: EvidenceRecord,
     stale: dict[str, str],
     weights_sha256: Sequence[str],
     registry_git_sha: str | None,
+    accepted: Mapping[str, str] | None = None,
     released_under: str | None = None,
 ) -> list[str]:
     """Why `record` cannot back a release of `weights_sha256` at `registry_git_sha` (empty: it can).
 
     `stale` maps gate ids to why their verdict is stale (`stale_gates`); a release must rest on
     a completed training run, with the contracts on, from a clean tree at the registry's commit,
-    that judged every gate its kind requires, failed none, and hashed the weights released.
+    that judged every gate its kind requires, failed none, and hashed the weights released. A
+    blocking gate the run waived must be among the waivers the release `accepted` (gate → reason).
     `released_under` is the spec version a registry entry was released under: a gate that came
     in after it is not demanded of its record (`stack release`, releasing now, passes None).
     """
@@ -97,6 +128,9 @@ def release_problems(
     later = {g for g in kind_gates if released_under and spec.introduced_after(g, released_under)}
     problems = _run_problems(spec, record, registry_git_sha, later)
     problems += [
-        f"{gate_id} is stale ({why})" for gate_id, why in sorted(stale.items()) if gate_id not in later
+        f"{gate_id} is stale ({why})"
+        for gate_id, why in sorted(stale.items())
+        if gate_id not in later and not _current_then(spec, record, gate_id, released_under)
     ]
+    problems += _waiver_problems(spec, record, accepted or {})
     return problems + _weights_problems(record, weights_sha256)

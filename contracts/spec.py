@@ -114,8 +114,24 @@ class RevisionEntry(Strict):
     thresholds_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class PolicyEntry(Strict):
+    """One revision of one policy file (spec/run_kinds.yaml, ...): when it came, and its content digest."""
+
+    revision: int = Field(ge=1)
+    spec_version: str = Field(pattern=SEMVER_RE.pattern)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class PolicyRef(Strict):
+    """The revision of a policy file in force, and its content digest (records carry one per policy)."""
+
+    revision: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class RevisionsFile(Strict):
     revisions: dict[str, list[RevisionEntry]]
+    policies: dict[str, list[PolicyEntry]]
 
 
 class OptionGates(Strict):
@@ -132,11 +148,17 @@ class OptionGates(Strict):
 
 
 class RunKind(Strict):
-    """A kind of evidence record and the gates every completed record of that kind must judge."""
+    """A kind of evidence record and the gates every completed record of that kind must judge.
+
+    `checks` names, for a gate several checks feed (contracts.judges declares them), the checks a
+    completed record of the kind must hold values of: each one runs on every path of the kind, so
+    a record without its values did not show it.
+    """
 
     description: str
     gates: list[str] = Field(default_factory=list)
     options: list[OptionGates] = Field(default_factory=list)
+    checks: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class RunKindsFile(Strict):
@@ -191,8 +213,27 @@ class Spec(Strict):
     gate_files: dict[str, str]  # gate id -> file it is defined in, relative to the spec dir
     benchmarks: dict[str, BenchmarkGoal]
     revisions: dict[str, list[RevisionEntry]]
+    policy_revisions: dict[str, list[PolicyEntry]]
     run_kinds: dict[str, RunKind]
     sha256: str
+
+    @cached_property
+    def policies(self) -> dict[str, PolicyRef]:
+        """Each policy file's revision in force and its digest: what a record made now carries."""
+        return {
+            name: PolicyRef(revision=history[-1].revision, sha256=history[-1].sha256)
+            for name, history in self.policy_revisions.items()
+        }
+
+    @cached_property
+    def versions(self) -> frozenset[str]:
+        """The spec versions the changelog has."""
+        return frozenset(entry.version for entry in self.header.changelog)
+
+    def introduced(self, gate_or_policy: str, revision: int) -> str | None:
+        """The spec version that brought `revision` of a gate or policy (None when there is none)."""
+        history = self.revisions.get(gate_or_policy) or self.policy_revisions.get(gate_or_policy) or []
+        return next((entry.spec_version for entry in history if entry.revision == revision), None)
 
     @property
     def version(self) -> str:
@@ -231,6 +272,15 @@ class Spec(Strict):
                 required += [g for g in option.gates if g not in required]
         return required
 
+    def revision_at(self, gate_id: str, version: str) -> int | None:
+        """The revision of `gate_id` in force under spec `version` (None: the gate came later)."""
+        entries = [
+            e.revision
+            for e in self.revisions.get(gate_id, [])
+            if _release_numbers(e.spec_version) <= _release_numbers(version)
+        ]
+        return max(entries, default=None)
+
     def introduced_after(self, gate_id: str, version: str) -> str | None:
         """The spec version that brought `gate_id` in, when it is later than `version`; else None.
 
@@ -261,6 +311,22 @@ def default_spec_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parent.parent / "spec"
 
 
+# The policy files: spec data that decides what a record must judge, under the same revision,
+# content-digest and changelog rules as gate thresholds (name → file in the spec directory).
+POLICY_FILES = {
+    "run_kinds": "run_kinds.yaml",
+    "options_matrix": "options_matrix.yaml",
+    "benchmarks": "benchmarks.yaml",
+}
+
+
+def policy_digest(data: object) -> str:
+    """sha256 of a policy file's content in canonical form (sorted keys; comments and layout are not
+    policy, so they can change without a revision)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def spec_files(spec_dir: Path) -> list[Path]:
     """The files whose bytes make up the spec, in a fixed order (hashed into evidence)."""
     names = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
@@ -269,9 +335,13 @@ def spec_files(spec_dir: Path) -> list[Path]:
     return files
 
 
+# libyaml's parser when PyYAML was built with it (the same safe subset, several times faster).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path) -> object:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except FileNotFoundError:
         raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)") from None
     except yaml.YAMLError as exc:
@@ -312,15 +382,19 @@ def load_spec_from(spec_dir: Path) -> Spec:
                 )
             gates[gate.id] = gate
             gate_files[gate.id] = str(path.relative_to(spec_dir))
+    policy_data = {name: _read_yaml(spec_dir / file) for name, file in POLICY_FILES.items()}
     bench_path = spec_dir / "benchmarks.yaml"
-    bench = _validated(BenchmarkFile, _read_yaml(bench_path), bench_path)
+    bench = _validated(BenchmarkFile, policy_data["benchmarks"], bench_path)
     revisions_path = spec_dir / "revisions.yaml"
-    revisions = _validated(RevisionsFile, _read_yaml(revisions_path), revisions_path).revisions
+    history = _validated(RevisionsFile, _read_yaml(revisions_path), revisions_path)
+    revisions = history.revisions
     _check_revisions(revisions_path, header, gates, revisions)
+    digests = {name: policy_digest(data) for name, data in policy_data.items()}
+    _check_policies(revisions_path, header, digests, history.policies)
     kinds_path = spec_dir / "run_kinds.yaml"
-    kinds = _validated(RunKindsFile, _read_yaml(kinds_path), kinds_path).run_kinds
+    kinds = _validated(RunKindsFile, policy_data["run_kinds"], kinds_path).run_kinds
     for name, kind in kinds.items():
-        for gate_id in [*kind.gates, *(g for option in kind.options for g in option.gates)]:
+        for gate_id in [*kind.gates, *(g for option in kind.options for g in option.gates), *kind.checks]:
             if gate_id not in gates:
                 raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
     digest = hashlib.sha256()
@@ -333,6 +407,7 @@ def load_spec_from(spec_dir: Path) -> Spec:
         gate_files=gate_files,
         benchmarks={b.name: b for b in bench.benchmarks},
         revisions=revisions,
+        policy_revisions=history.policies,
         run_kinds=kinds,
         sha256=digest.hexdigest(),
     )
@@ -380,6 +455,51 @@ def _check_revisions(
                 raise BadInput(
                     f"{path}: the changelog of {entry.spec_version} does not name '{gate_id} rev "
                     f"{entry.revision}'; every revision bump is named in the changelog"
+                )
+
+
+def _check_policies(
+    path: Path, header: SpecHeader, digests: dict[str, str], policies: dict[str, list[PolicyEntry]]
+) -> None:
+    """Each policy file's content must be the digest of its latest revision, as gate thresholds must.
+
+    A requirement deleted from spec/run_kinds.yaml, a run kind invented, a benchmark goal moved:
+    each changes the file's digest, and the spec refuses to load until the policy's revision is
+    bumped in `policies:` of spec/revisions.yaml with the new digest and the changelog names it
+    as '<policy> rev N'.
+    """
+    changelog = {entry.version: entry.summary for entry in header.changelog}
+    for name in policies:
+        if name not in digests:
+            raise BadInput(
+                f"{path}: policies lists {name!r}, which is not a policy file ({', '.join(digests)})"
+            )
+    for name, digest in digests.items():
+        history = policies.get(name)
+        file = POLICY_FILES[name]
+        if not history:
+            raise BadInput(
+                f"{path}: policy {name} ({file}) has no revision history; add revision 1 with sha256 {digest}"
+            )
+        numbers = [entry.revision for entry in history]
+        if numbers != list(range(1, len(numbers) + 1)):
+            raise BadInput(f"{path}: policy {name} lists revisions {numbers}; the history must run 1, 2, ...")
+        if history[-1].sha256 != digest:
+            raise BadInput(
+                f"{file} changed without a revision bump (its content digest is {digest}, {path.name} "
+                f"records {history[-1].sha256} for {name} rev {numbers[-1]}); add {name} rev "
+                f"{numbers[-1] + 1} with the new digest and name the change in the changelog"
+            )
+        for entry in history:
+            if entry.spec_version not in changelog:
+                raise BadInput(
+                    f"{path}: policy {name} rev {entry.revision} cites spec version {entry.spec_version}, "
+                    "which has no changelog entry"
+                )
+            if entry.revision > 1 and f"{name} rev {entry.revision}" not in changelog[entry.spec_version]:
+                raise BadInput(
+                    f"{path}: the changelog of {entry.spec_version} does not name "
+                    f"'{name} rev {entry.revision}'; every revision bump is named in the changelog"
                 )
 
 

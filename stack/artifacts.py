@@ -34,6 +34,7 @@ from typing import Any
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE
+from contracts.model_card import CARD_FILE as MODEL_CARD  # `stack release`
 from contracts.release_rules import WEIGHTS_FILE
 
 # The files that define the kinds below (their writers import these names from here).
@@ -47,7 +48,6 @@ CHECKPOINT_MANIFEST = "manifest.json"  # a checkpoint's sha256 per file (a DATA_
 STATE_FILE = "state.json"  # a checkpoint's step, config, tokenizer and the rest of its state
 OPTIMIZER_FILE = "optimizer.safetensors"  # what a weights-only checkpoint (a release) lacks
 RUN_CONFIG = "config.toml"  # a run's resolved configuration
-MODEL_CARD = "MODEL_CARD.md"  # `stack release`
 IMPORT_RECORD = "import.json"  # `stack import-hf`
 SURGERY_RECORD = "surgery.json"  # `stack laser`, `stack quantize`, `stack lora merge`
 ES_RUN_KIND = "es"  # the evidence record's run kind of a `stack es` run

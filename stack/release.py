@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -29,20 +29,17 @@ from contracts.evidence import (
     LEDGER_DIR,
     CheckpointRef,
     EvidenceRecord,
-    GateResult,
-    Verdict,
     atomic_write_bytes,
     read_evidence,
     sha256_file,
 )
+from contracts.model_card import CARD_FILE, model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
-from stack.artifacts import MODEL_CARD
 from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
 
-CARD_FILE = MODEL_CARD
 # A release is one artifact, built aside and moved into place; it is never replaced (no --force).
 WRITER = rundir.Writer("stack release")
 
@@ -58,6 +55,8 @@ class ReleaseRequest:
     license: str
     models_dir: Path
     registry: Path
+    # Each waived blocking gate the release accepts, with why (--accept-waiver GATE --reason TEXT).
+    accepted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,11 +124,12 @@ def source_checkpoint(run_dir: Path, record: EvidenceRecord) -> tuple[Path, Chec
     return source, ref
 
 
-def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef) -> None:
+def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef, accepted: dict[str, str]) -> None:
     """Refuse a record the integrity check would refuse to see released (contracts.release_rules)."""
     spec = load_spec()
     weights = ref.files[WEIGHTS_FILE].sha256
-    problems = release_problems(spec, record, stale_gates(record, spec), [weights], record.code.git_sha)
+    stale = stale_gates(record, spec)
+    problems = release_problems(spec, record, stale, [weights], record.code.git_sha, accepted)
     if problems:
         raise BadInput(
             f"cannot release from evidence run {record.run.id!r}: {'; '.join(problems)}; release a "
@@ -159,6 +159,7 @@ def release_entry(
         ],
         "license": request.license,
         "card": _relative(target / CARD_FILE, root),
+        "accepted_waivers": [{"gate": gate, "reason": why} for gate, why in sorted(request.accepted.items())],
     }
     try:
         return ReleasedModel.model_validate(data)
@@ -196,7 +197,7 @@ def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> b
         )
     text = Path(path).read_text(encoding="utf-8")
     block = yaml.safe_dump(
-        [entry.model_dump(mode="json", exclude_none=True)], sort_keys=False, allow_unicode=True, width=100
+        [entry.model_dump(mode="json", exclude_defaults=True)], sort_keys=False, allow_unicode=True, width=100
     )
     indented = "".join(f"  {line}" if line.strip() else line for line in block.splitlines(keepends=True))
     new = text + ("\n" if text and not text.endswith("\n") else "") + indented
@@ -210,78 +211,6 @@ def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> b
             "style; move it to the end and try again"
         )
     return new.encode("utf-8")
-
-
-def _cell(text: object) -> str:
-    """A value as one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
-
-
-def _verdict_note(result: GateResult, reasons: dict[str, str]) -> str:
-    if result.verdict is Verdict.WAIVED:
-        return f"waived: {reasons.get(result.id, 'no reason recorded')}" + (
-            f" ({result.message})" if result.message else ""
-        )
-    return result.message or ""
-
-
-def model_card(entry: ReleasedModel, record: EvidenceRecord, ref: CheckpointRef, directory: str) -> str:
-    """MODEL_CARD.md, written from the record: what was trained, how it was judged, how to load it."""
-    metrics, run = record.metrics, record.run
-    model = record.config.get("model", {})
-    shape = (
-        ", ".join(f"{key} {value}" for key, value in sorted(model.items())) if isinstance(model, dict) else ""
-    )
-    reasons = {waiver.gate: waiver.reason for waiver in record.waivers}
-    citation = entry.evidence[0]
-    lines = [
-        f"# {entry.name} {entry.version}",
-        "",
-        f"Released by `stack release` from the training run `{record.run.id}`. Everything below is read",
-        f"from its evidence record, `{LEDGER_DIR.as_posix()}/{citation.run}/{EVIDENCE_FILE}` (sha256",
-        f"`{citation.sha256}`), which `{REGISTRY_FILE.as_posix()}` cites by content.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| run | `{run.id}` ({run.kind}, {run.status.value}: {_cell(run.stop_reason)}) |",
-        f"| steps | {metrics.get('step')} (checkpoint `{ref.name}`) |",
-        f"| held-out loss | best {metrics.get('best_heldout_loss')}, last {metrics.get('last_heldout_loss')} "
-        "(nats per token) |",
-        f"| parameters | {metrics.get('parameters')} |",
-        f"| model | {_cell(shape)} |",
-        f"| tokenizer | sha256 `{record.data.tokenizer_sha256}` (in state.json) |",
-        f"| spec | judged under {record.spec.version}; released under {entry.spec_version} |",
-        f"| git sha | `{entry.git_sha}` (clean tree) |",
-        f"| license | {_cell(entry.license)} |",
-        "",
-        "## Gate verdicts",
-        "",
-        "| gate | verdict | note |",
-        "|---|---|---|",
-        *(f"| {g.id} | {g.verdict.value} | {_cell(_verdict_note(g, reasons))} |" for g in record.gates),
-        "",
-        "## Files",
-        "",
-        "| file | sha256 | bytes |",
-        "|---|---|---|",
-        *(f"| {Path(str(a.path)).name} | `{a.sha256}` | {a.bytes} |" for a in entry.artifacts),
-        "",
-        "## Using it",
-        "",
-        "The directory is a weights-only checkpoint: every command that reads one accepts it as it is.",
-        "Loading checks each file against manifest.json (GATE-CKPT-002), and the manifest against this",
-        "release's registry entry. It holds no optimizer state, so it cannot be resumed; start a new",
-        "run from it with `--init-from`.",
-        "",
-        "```sh",
-        f'stack sample {directory} --prompt "def "',
-        f"stack eval {directory} --text FILE",
-        f"stack export {directory} --format hf --out DIR",
-        f"stack train --data DATA_DIR --out RUN_DIR --preset tiny --init-from {directory}",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def _copied(source: Path, staging: Path, ref: CheckpointRef) -> dict[str, dict[str, int | str]]:
@@ -311,7 +240,7 @@ def release(request: ReleaseRequest) -> Release:
     root = repository_of(request.registry)
     record, raw = filed_record(request.run_dir, request.ledger_record, root)
     source, ref = source_checkpoint(request.run_dir, record)
-    refuse_unreleasable(record, ref)
+    refuse_unreleasable(record, ref, request.accepted)
     target = release_target(request, root)
     entry = release_entry(request, root, target, record, ref, raw)
     registry_text = appended_registry(request.registry, read_registry(request.registry), entry)

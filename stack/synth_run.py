@@ -71,8 +71,8 @@ def run(
                         f"model's context of {cut['ctx']} leaves; at most {cut['at_most']} are generated",
                         file=sys.stderr,
                     )
-                evidence.record.config = sidecar
-                evidence.record.config_sha256 = canonical_sha256(sidecar)
+                evidence.record.config = dict(sidecar)  # the sidecar gains the counts below; the config not
+                evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
                 report = synth.synthesize(trained.model, trained.tokenizer, template, settings, on_sample)
                 synth.write_records(where / RECORDS, report.kept)
                 written.append(RECORDS)

@@ -1,4 +1,5 @@
-"""pytest plugin: evidence records written from the falsifier tests (`@pytest.mark.gate`).
+"""pytest plugin: evidence records written from the falsifier tests (`@pytest.mark.gate`), and the
+proof by mutation re-checked on every `make test`.
 
 Two records, each asked for by an option (DIR gets DIR/metadata.json; LEDGER files the record
 append-only as LEDGER/<run-id>/, e.g. evidence/runs):
@@ -8,27 +9,37 @@ append-only as LEDGER/<run-id>/, e.g. evidence/runs):
   outcomes, judged by the gate's own judge like any other measured value.
 * `--falsify-record DIR` / `--falsify-ledger LEDGER`: a record of run kind "falsify". Every
   gate-marked test that passes is run again once per gate it marks, with that gate forced off
-  (GATESTACK_FORCE_PASS). A falsifier that stays green then does not depend on its gate, so a
-  gate is proven only when at least one of its falsifiers turns red; GATE-INTEG-002 judges that.
+  (`contracts.judges.forced_off`, a switch inside this process that no environment variable or
+  flag reaches). A falsifier that stays green then does not depend on its gate, so a gate is
+  proven only when at least one of its falsifiers turns red; GATE-INTEG-002 judges that. The
+  record keeps each gate's code fingerprint (tools/fingerprints.py): what it proved.
+
+`--reprove` (what `make test` passes): the falsifiers of every gate whose fingerprint differs
+from the latest falsify record of evidence/runs (its stored fingerprints, and those of the commit
+it names) run again with the gate forced off; a changed gate none of whose falsifiers turns red
+fails the session.
 
 The off runs reuse module- and session-scoped fixtures built with the gate on (only the test and
 its function-scoped fixtures run with it off), so a falsifier must plant its bug in the test
-itself. Off runs are not reported to pytest: they never change the terminal output or the exit
-status, except that a record with a FAILed gate makes the session exit 1.
+itself, in this process. Off runs are not reported to pytest: they never change the terminal
+output or the exit status, except that a record with a FAILed gate, or a changed gate that no
+longer turns red, makes the session exit 1.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from _pytest.runner import runtestprotocol
+from audit import evidence_paths, load_evidence, scan_falsifiers
+from fingerprints import changed_gates, fingerprints_at, gate_fingerprints
+from mutation import latest_of
 
+from contracts.derive.proofs import falsify_summary
 from contracts.errors import BadInput
 from contracts.evidence import (
     EvidenceRecord,
@@ -43,7 +54,7 @@ from contracts.evidence import (
     write_evidence,
 )
 from contracts.gates import contract_mode
-from contracts.judges import FORCE_PASS_ENV, TEST_FAILED, TEST_PASSED, TEST_SKIPPED
+from contracts.judges import TEST_FAILED, TEST_PASSED, TEST_SKIPPED, forced_off
 from contracts.ledger import judged_result
 from contracts.spec import GateStatus, Spec, load_spec
 
@@ -55,6 +66,8 @@ CONFORMANCE, FALSIFY = "conformance", "falsify"
 PLUGIN_NAME = "gatestack-gate-records"
 # pytest's exit statuses that mean the tests ran to the end (some may have failed).
 RAN_TO_END = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+REPROVE = "gatestack-reprove"
+ROOT = Path(__file__).resolve().parent.parent  # the repository whose tests these are
 
 
 @dataclass
@@ -96,6 +109,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             type=Path,
             help=f"file the {kind} record append-only as LEDGER/<run-id>/ (e.g. evidence/runs)",
         )
+    group.addoption(
+        "--reprove",
+        action="store_true",
+        help="re-run, with its gate forced off, each falsifier of a gate whose code changed since the "
+        "latest falsify record in evidence/runs; fail on a gate that no longer turns red",
+    )
 
 
 def destination(config: pytest.Config, kind: str) -> Destination | None:
@@ -111,14 +130,12 @@ def destination(config: pytest.Config, kind: str) -> Destination | None:
 def pytest_configure(config: pytest.Config) -> None:
     wanted = {kind: destination(config, kind) for kind in (CONFORMANCE, FALSIFY)}
     targets = {kind: dest for kind, dest in wanted.items() if dest is not None}
-    if not targets:
-        return
-    if config.getoption("collectonly"):
+    if targets and config.getoption("collectonly"):
         raise pytest.UsageError("--collect-only runs no test, so it leaves no gate record; drop one of them")
-    if os.environ.get(FORCE_PASS_ENV):
-        # The gates-on runs would be made with gates off, and the records would lie.
-        raise pytest.UsageError(f"{FORCE_PASS_ENV} is set; unset it to write gate records")
-    config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
+    if targets:
+        config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
+    elif config.getoption("reprove") and not config.getoption("collectonly"):
+        config.pluginmanager.register(Reprover(Path(config.rootpath)), REPROVE)
 
 
 def gate_ids(item: pytest.Item, mark_name: str = GATE_MARK) -> list[str]:
@@ -135,17 +152,13 @@ def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
     return TEST_PASSED
 
 
-@contextmanager
-def gate_forced_off(gate_id: str) -> Iterator[None]:
-    """Switch `gate_id`'s judge off for the block (subprocesses inherit it), then on again.
-
-    Unset is the state to restore: `pytest_configure` refuses a session that starts with it set.
-    """
-    os.environ[FORCE_PASS_ENV] = gate_id
-    try:
-        yield
-    finally:
-        os.environ.pop(FORCE_PASS_ENV, None)
+def run_off(item: pytest.Item, nextitem: pytest.Item | None, gate_ids: list[str]) -> dict[str, str]:
+    """Run a test again once per gate of `gate_ids`, with that gate forced off in this process."""
+    off = {}
+    for gate_id in gate_ids:
+        with forced_off(gate_id):
+            off[gate_id] = outcome_of(runtestprotocol(item, log=False, nextitem=nextitem))
+    return off
 
 
 def falsifiers_of(tests: dict[str, Falsifier], with_holds: bool = False) -> dict[str, dict[str, Falsifier]]:
@@ -183,19 +196,6 @@ def falsify_detail(spec: Spec, tests: dict[str, Falsifier]) -> dict[str, dict[st
     return detail
 
 
-def falsify_summary(detail: dict[str, dict[str, dict]]) -> dict[str, dict[str, int | bool]]:
-    """GATE-INTEG-002's measured value: per gate, how many falsifiers, green on, red off."""
-    summary: dict[str, dict[str, int | bool]] = {}
-    for gate_id, gate in detail.items():
-        outcomes = gate["falsifiers"].values()
-        summary[gate_id] = {
-            "falsifiers": len(outcomes),
-            "passed_on": TEST_PASSED in outcomes and TEST_FAILED not in outcomes,
-            "red_off": any(gate["red_with_gate_off"].values()),
-        }
-    return summary
-
-
 def outcome_counts(tests: dict[str, Falsifier]) -> dict[str, int]:
     """How many gate-marked tests passed, failed and were skipped with the gates on."""
     outcomes = [test.outcome for test in tests.values()]
@@ -215,7 +215,11 @@ def fill_falsify(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]
     measured = {"gates": falsify_summary(detail)}
     judged = spec.required_gates(FALSIFY)
     record.gates = [judged_result(spec, gate_id, measured, waived=False) for gate_id in judged]
-    record.metrics = {"gates": detail, "counts": outcome_counts(tests)}
+    record.metrics = {
+        "gates": detail,
+        "counts": outcome_counts(tests),
+        "fingerprints": gate_fingerprints(ROOT),
+    }
 
 
 FILLERS = {CONFORMANCE: fill_conformance, FALSIFY: fill_falsify}
@@ -269,12 +273,10 @@ class GateRecorder:
         test = self.tests[item.nodeid]
         if test.outcome != TEST_PASSED:
             return  # red with the gate off proves nothing about a test that is not green with it on
-        for gate_id in test.gates:
-            gate = self.spec.gates.get(gate_id)
-            if gate is None or gate.status is not GateStatus.ACTIVE:
-                continue
-            with gate_forced_off(gate_id):
-                test.off[gate_id] = outcome_of(runtestprotocol(item, log=False, nextitem=nextitem))
+        active = [
+            g for g in test.gates if g in self.spec.gates and self.spec.gates[g].status is GateStatus.ACTIVE
+        ]
+        test.off.update(run_off(item, nextitem, active))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         test = self.tests.get(report.nodeid)
@@ -312,3 +314,89 @@ class GateRecorder:
                 f"{gate_id:<18} {row['falsifiers']:>10}  {'yes' if row['passed_on'] else 'no':>8}  "
                 f"{'yes' if row['red_off'] else 'no':>7}"
             )
+
+
+class Reprover:
+    """`--reprove`: the falsifiers of the gates whose code changed since the latest falsify record,
+    run again with their gate forced off; a changed gate whose falsifiers all stay green fails."""
+
+    def __init__(self, root: Path) -> None:
+        now = gate_fingerprints(root)
+        latest = latest_of([load_evidence(path) for path in evidence_paths(root)])
+        stored, at_commit = None, None
+        if latest is not None:
+            record = latest[1]
+            kept = record.metrics.get("fingerprints")
+            stored = kept if isinstance(kept, dict) else None
+            at_commit = fingerprints_at(root, record.code.git_sha) if record.code.git_sha else None
+        # What the record's fingerprints or those of its commit do not vouch for is proven again;
+        # with neither known (no record), every gate is.
+        changed = set(now) if stored is None and at_commit is None else set()
+        for then in (stored, at_commit):
+            if then is not None:
+                changed |= changed_gates(now, then)
+        spec = load_spec()
+        active = {g for g, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE}
+        self.changed = sorted(changed & active)
+        self.expected = {  # a test by name; a module marked whole by its file
+            g: {loc.file if loc.name == "pytestmark" else loc.name for loc in locs}
+            for g, locs in scan_falsifiers(root).items()
+        }
+        self.tests: dict[str, Falsifier] = {}
+        self.source = latest[1].run.id if latest is not None else None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
+        gates = [g for g in gate_ids(item) if g in self.changed]
+        if gates:
+            self.tests[item.nodeid] = Falsifier(gates)
+        result = yield
+        test = self.tests.get(item.nodeid)
+        if test is not None and test.outcome == TEST_PASSED:
+            test.off.update(run_off(item, nextitem, test.gates))
+        return result
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test = self.tests.get(report.nodeid)
+        if test is not None:
+            test.reports.append(report)
+
+    def verdicts(self) -> dict[str, str]:
+        """gate id → 'red' (proven again), 'green' (no falsifier turned red), or why it was not judged."""
+        found = {}
+        for gate_id in self.changed:
+            mine = {nodeid: t for nodeid, t in self.tests.items() if gate_id in t.gates}
+            ran = {part.split("[")[0] for nodeid in mine for part in nodeid.split("::")}
+            if not mine:
+                found[gate_id] = "absent"
+            elif not self.expected.get(gate_id, set()) <= ran:
+                found[gate_id] = "not judged: not all of its falsifiers ran in this session"
+            elif any(t.off.get(gate_id) == TEST_FAILED for t in mine.values()):
+                found[gate_id] = "red"
+            elif any(t.outcome != TEST_PASSED for t in mine.values()):
+                found[gate_id] = "not judged: a falsifier failed with the gate on"
+            else:
+                found[gate_id] = "green"
+        return found
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if any(v == "green" for v in self.verdicts().values()) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        verdicts = self.verdicts()
+        terminalreporter.section("proof by mutation, re-checked")
+        since = f"the falsify record {self.source}" if self.source else "no falsify record"
+        terminalreporter.write_line(f"{len(self.changed)} ACTIVE gate(s) changed since {since}")
+        for gate_id, verdict in verdicts.items():
+            if verdict == "green":
+                terminalreporter.write_line(
+                    f"{gate_id}: every falsifier stays green with the gate forced off: "
+                    "they no longer prove the gate"
+                )
+            elif verdict not in ("red", "absent"):
+                terminalreporter.write_line(f"{gate_id}: {verdict}")
+        proven = sum(v == "red" for v in verdicts.values())
+        terminalreporter.write_line(f"{proven} changed gate(s) turn red with the gate forced off")
+        if absent := sum(v == "absent" for v in verdicts.values()):
+            terminalreporter.write_line(f"{absent} changed gate(s) have no falsifier in this session")

@@ -20,6 +20,7 @@ import yaml
 from corpora import five_words, loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from record_checks import check_record_truth
 from site_filters import drops_section
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
@@ -529,6 +530,8 @@ def test_the_cli_prints_drops_and_files_a_prepare_record(
     verdicts = {g["id"]: g["verdict"] for g in record["gates"]}
     assert {verdicts[g] for g in ("GATE-DATA-012", "GATE-DATA-013", "GATE-DATA-014")} == {"PASS"}
     assert record["metrics"]["filters"]["web"]["dropped"]["leak_phrase"] == 1
+    assert [a["path"] for a in record["artifacts"]] == ["manifest.json"]  # the per-source reports, raw
+    assert check_record_truth(read_evidence(record_path), record_path.parent, load_spec()).violations == []
     page = "\n".join(drops_section(read_evidence(record_path)))  # the site's prepare-record section
     assert "## Filters" in page and "| 8 | 5 | 37.50 % |" in page and "waived: kept on purpose" in page
 

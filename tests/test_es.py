@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared
@@ -90,7 +91,11 @@ def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) 
     ]
     assert states[0]["es"]["generator"] == states[1]["es"]["generator"]
     assert states[0]["reader"] == states[1]["reader"]
-    assert read_evidence(halves / "metadata.json").metrics["resumed_from"] == 2
+    record = read_evidence(halves / "metadata.json")
+    assert record.metrics["resumed_from"] == 2 and [s["step"] for s in record.metrics["steps"]] == [3, 4]
+    # one log for the whole run, line for line the straight run's (ES logs no wall-clock time)
+    assert (halves / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
+    assert check_record_truth(record, halves, load_spec()).violations == []
 
 
 _calls: list[int] = []

@@ -11,6 +11,7 @@ draw that does not leave the item out, and one that leaves it out by id only.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from record_checks import check_record_truth
 from site_finetune import finetune_section
 
 from contracts.evidence import read_evidence
@@ -98,7 +100,9 @@ def test_four_rows_score_the_same_items_and_the_adapter_wins(
         rows["B"]["bits_per_byte"] - rows["C"]["bits_per_byte"]
     )
     assert result["retrieved"]["h0"][0]["source"] == "notes.md"  # the passage that names h0's prompt
-    section = "\n".join(finetune_section(read_evidence(record / "metadata.json")))  # the site's run page
+    filed = read_evidence(record / "metadata.json")
+    assert check_record_truth(filed, record, load_spec()).violations == []  # rows re-derive from the items
+    section = "\n".join(finetune_section(filed))  # the site's run page
     assert "## Evaluation matrix" in section and "base &#43; adapter" in section  # escaped, as the site shows
 
 
@@ -196,8 +200,9 @@ def test_an_example_sharing_only_the_prompt_is_no_leak(world: dict[str, Any], tm
 
 
 def _matrix(few_shot_bpb: float, adapter_bpb: float) -> Matrix:
-    def row(name: str, bpb: float) -> RowResult:
-        return RowResult(Row(name, name, "base", "none"), ["a"], 1.0, 1, 1, bpb, 0, None)
+    def row(name: str, bpb: float) -> RowResult:  # one item of one byte scored at `bpb` bits
+        score = {"id": "a", "nll": bpb * math.log(2), "tokens": 1, "bytes": 1, "dropped": 0, "exact": None}
+        return RowResult(Row(name, name, "base", "none"), [score])
 
     return Matrix([row("A", 4.0), row("B", few_shot_bpb), row("C", adapter_bpb)], [], {})
 

@@ -40,3 +40,24 @@ def test_a_release_is_held_to_the_gates_of_its_spec_and_a_new_one_to_todays() ->
     assert not any("GATE-TRAIN-007" in problem for problem in then)
     now = release_problems(spec, record, stale, [], record.code.git_sha)
     assert "did not judge GATE-TRAIN-007" in now
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_release_stands_on_the_revisions_in_force_when_it_was_made() -> None:
+    """GATE-TRAIN-002 rev 3 (1.7.0) came after the demo model's release under 1.2.0: its record's
+    rev-2 verdict was current then, so the entry stands; a verdict older than the revision in force
+    at the release, or a release made now, is stale all the same."""
+    from contracts.release_rules import stale_gates
+
+    spec = load_spec()
+    record = read_evidence(RUNS / "demo-reference-20261122-spec-1.2.0" / "metadata.json")
+    stale = stale_gates(record, spec)
+    assert "GATE-TRAIN-002" in stale and spec.revision_at("GATE-TRAIN-002", "1.2.0") == 2
+    then = release_problems(spec, record, stale, [], record.code.git_sha, released_under="1.2.0")
+    assert not any("GATE-TRAIN-002" in problem for problem in then)
+    now = release_problems(spec, record, stale, [], record.code.git_sha)
+    assert any("GATE-TRAIN-002 is stale" in problem for problem in now)
+    older = next(g for g in record.gates if g.id == "GATE-TRAIN-002")
+    older.revision = 1  # judged under a revision that was already replaced when the model was released
+    then = release_problems(spec, record, stale, [], record.code.git_sha, released_under="1.2.0")
+    assert any("GATE-TRAIN-002 is stale" in problem for problem in then)

@@ -23,7 +23,7 @@ from contracts.evidence import (
     Verdict,
     read_evidence,
 )
-from contracts.judges import FORCE_PASS_ENV, TEST_FAILED, judge
+from contracts.judges import TEST_FAILED, judge
 from contracts.spec import load_spec, load_spec_from
 
 TESTS = Path(__file__).resolve().parent
@@ -58,8 +58,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     root = tmp_path_factory.mktemp("tiny")
     (root / "pytest.ini").write_text(INI)
     (root / "test_tiny.py").write_text(TINY.format(conformance=load_spec().required_gates("conformance")))
-    env = {key: value for key, value in os.environ.items() if key != FORCE_PASS_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q"]
     argv += ["test_tiny.py", "--conformance-record", "conformance", "--falsify-record", "falsify"]
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -116,18 +116,23 @@ def test_integ_002_judge_wants_every_gate_green_on_and_red_off() -> None:
     assert judge(PROVEN, {"gates": {}}) and judge(PROVEN, {"gates": {"GATE-TRAIN-003": {"falsifiers": 1}}})
 
 
-def test_force_pass_is_refused_outside_pytest() -> None:
-    env = {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
-    env[FORCE_PASS_ENV] = "GATE-TRAIN-003"
+FORCE_PASS = "GATESTACK_FORCE_PASS"  # the environment switch of spec 1.6.0, read by nothing since
+
+
+def test_no_environment_variable_switches_a_gate_off_outside_pytest() -> None:
+    """The old switch's variables change nothing, and the in-process switch refuses without pytest."""
+    env = {**os.environ, "PYTEST_CURRENT_TEST": "x", FORCE_PASS: "GATE-TRAIN-003"}
     code = (
-        "from contracts.errors import BadInput\n"
-        "from contracts.judges import forced_pass\n"
-        "try:\n    forced_pass()\nexcept BadInput as exc:\n    print(exc)\n    raise SystemExit(0)\n"
-        "raise SystemExit(1)\n"
+        "import sys\n"
+        "from contracts.judges import forced_off, judge\n"
+        "assert judge('GATE-TRAIN-003', {'loss': float('nan'), 'grad_norm': 1.0}), 'switched off'\n"
+        "try:\n    forced_off('GATE-TRAIN-003').__enter__()\nexcept RuntimeError as exc:\n"
+        "    print(exc)\n    sys.exit(0)\n"
+        "sys.exit(1)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert FORCE_PASS_ENV in proc.stdout
+    assert "test runner" in proc.stdout
 
 
 # -- tools/mutation.py: is the latest falsify record current? --------------------------------
@@ -177,3 +182,39 @@ def test_dirty_or_failing_latest_record_is_a_finding(scratch: tuple[Path, str]) 
     latest = latest_falsify(root)
     assert latest is not None and latest[1].run.id == "falsify-b"
     assert any(f"{PROVEN} is FAIL" in f for f in findings(root))
+
+
+# -- --reprove: make test re-checks the proof of every gate whose code changed ------------------
+
+REPROVE_TINY = """import pytest
+
+from contracts.judges import judge
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_depends_on_its_gate():
+    assert judge("GATE-TRAIN-003", {"loss": float("nan"), "grad_norm": 1.0})
+
+
+@pytest.mark.gate("GATE-TRAIN-004")
+def test_plants_nothing_the_gate_sees():
+    assert True
+"""
+
+
+def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(tmp_path: Path) -> None:
+    """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
+    its gate off, GATE-TRAIN-004's does not, and that fails the session."""
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_tiny.py").write_text(REPROVE_TINY)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
+    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
+    proc = subprocess.run(
+        [*argv, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
+    assert "GATE-TRAIN-004: every falsifier stays green with the gate forced off" in proc.stdout
+    assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from torch import nn
 from trace_support import save_run, tiny_model
 
@@ -58,6 +59,8 @@ def test_quantize_writes_a_run_on_the_grid(
     assert len(rows) == 9 and all(r["hqq_error"] < r["rtn_error"] for r in rows)
     record = json.loads((out / "surgery.json").read_text())
     assert record["settings"]["bits"] == 4 and record["measured"]["storage"].startswith("dequantised")
+    assert record["gates"]["GATE-HQQ-001"]["matrices"] == rows  # the per-matrix results the record cites
+    assert check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations == []
     weight = load_trained(out).model.layers[1].ffn.up.weight.detach()
     for group in weight.reshape(-1, 16):  # 4 bits: at most 16 distinct values per group
         assert len(torch.unique(group)) <= 16

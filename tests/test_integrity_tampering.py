@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, run_checks
-from scratch import bump_revision, commit_all, copy_repo, edit_gate
+from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, file_falsify_record, git
 from train_support import prepared, smoke_args
 
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, read_evidence, sha256_file
+from contracts.derive import Artifacts, Inputs, derive
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence, sha256_file
 from contracts.spec import load_spec_from
 
 RUN_ID = "scratch-release"
@@ -48,38 +49,38 @@ class Released:
     root: Path
     sha: str  # the commit the run was trained at: the registry's git sha
     data: Path  # the run's DATA_DIR, outside the repository
+    run_dir: Path  # the run itself, outside the repository (its checkpoints are not in the ledger)
 
 
-def _release(root: Path, run_dir: Path, sha: str) -> None:
-    """Release the filed run as MODEL: its last checkpoint's weights, a card and a registry entry."""
-    record_path = root / RECORD
-    record = read_evidence(record_path)
-    assert record.checkpoint is not None, "the trained run hashed no checkpoint"
-    hashed = record.checkpoint.files[WEIGHTS_FILE].sha256
-    weights = next(p for p in run_dir.rglob(WEIGHTS_FILE) if sha256_file(p) == hashed)
-    model_dir = root / MODEL_DIR
-    model_dir.mkdir(parents=True)
-    shutil.copy2(weights, model_dir / WEIGHTS_FILE)
-    (model_dir / "MODEL_CARD.md").write_text(
-        f"# {MODEL} {VERSION}\n\nA smoke run, released to be tampered with.\n"
-    )
-    entry = {
-        "name": MODEL,
-        "version": VERSION,
-        "spec_version": record.spec.version,
-        "git_sha": sha,
-        "evidence": [{"run": RUN_ID, "sha256": sha256_file(record_path)}],
-        "artifacts": [
-            {
-                "path": f"{MODEL_DIR}/{WEIGHTS_FILE}",
-                "sha256": hashed,
-                "bytes": (model_dir / WEIGHTS_FILE).stat().st_size,
-            }
-        ],
-        "license": "Apache-2.0",
-        "card": f"{MODEL_DIR}/MODEL_CARD.md",
-    }
-    edit_registry(root, lambda models: models.append(entry))
+def copy_env(root: Path) -> dict[str, str]:
+    """The environment of a command run in the scratch copy: its own stack, no __pycache__ written."""
+    env = {k: v for k, v in os.environ.items() if k != "GATESTACK_SPEC"}
+    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def stack_in_copy(root: Path, *argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m stack ARGV` with the scratch copy's own code, from its root."""
+    cmd = [sys.executable, "-m", "stack", *map(str, argv)]
+    return subprocess.run(cmd, cwd=root, env=copy_env(root), capture_output=True, text=True, check=False)
+
+
+def release_argv(root: Path, run_dir: Path, run_id: str, version: str) -> list[str | Path]:
+    """`stack release` of `run_dir` (filed as `run_id`) into the copy's models and registry."""
+    return [
+        "release",
+        run_dir,
+        "--ledger-record",
+        root / LEDGER_DIR / run_id,
+        "--name",
+        MODEL,
+        "--version",
+        version,
+        "--models-dir",
+        root / "evidence" / "models",
+        "--registry",
+        root / REGISTRY,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +91,12 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Released:
     sha = copy_repo(root)
     data = prepared(base)  # outside the copy: the tree stays clean
     run_dir = base / "runs" / RUN_ID
-    env = {k: v for k, v in os.environ.items() if k != "GATESTACK_SPEC"}
-    env.update(PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")  # the copy's stack, no __pycache__
-    argv = [
-        sys.executable,
-        "-m",
-        "stack",
-        *smoke_args(data, run_dir),
-        "--evidence-dir",
-        str(root / LEDGER_DIR),
-    ]
-    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, check=False)
+    proc = stack_in_copy(root, *smoke_args(data, run_dir), "--evidence-dir", root / LEDGER_DIR)
     assert proc.returncode == 0, proc.stderr
-    _release(root, run_dir, sha)
+    proc = stack_in_copy(root, *release_argv(root, run_dir, RUN_ID, VERSION))
+    assert proc.returncode == 0, proc.stderr
     commit_all(root, f"release {RELEASE}")
-    return Released(root, sha, data)
+    return Released(root, sha, data, run_dir)
 
 
 @pytest.fixture
@@ -303,7 +295,7 @@ def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
 @pytest.mark.parametrize(("key", "value"), [("step", 4), ("last_heldout_loss", 1.25)])
 def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
     tamper(repo, lambda data: data["metrics"].update({key: value}))
-    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, metrics.jsonl says")
+    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, but its artifacts derive")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -432,3 +424,197 @@ def test_readme_citing_a_deleted_record_is_caught(repo: Path) -> None:
     assert cited is not None, "README.md cites no evidence record"
     shutil.rmtree(repo / LEDGER_DIR / cited.group(1))
     assert_caught(repo, "README.md [line", f"cites {cited.group(0)}, which does not exist in the ledger")
+
+
+# -- issue #27: a record is a cache of a derivation; policy is statute; no off-switch; waivers -----
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_model_card_that_contradicts_its_record_is_caught(repo: Path) -> None:
+    card = repo / MODEL_DIR / "MODEL_CARD.md"
+    text = card.read_text(encoding="utf-8")
+    assert "| GATE-DATA-004 | WARN |" in text
+    card.write_text(text.replace("| GATE-DATA-004 | WARN |", "| GATE-DATA-004 | PASS |"), encoding="utf-8")
+    assert_caught(repo, f"{MODEL_DIR}/MODEL_CARD.md [{RELEASE}]: is not the card its record gives")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_naming_another_spec_version_than_its_commit_is_caught(repo: Path) -> None:
+    version = load_spec_from(repo / "spec").version
+    tamper(repo, lambda data: data["spec"].update(version="1.6.0"))
+    assert_caught(repo, RECORD, "names spec 1.6.0, but its commit")
+    assert_caught(repo, RECORD, "newer than the spec 1.6.0 the record names")
+    assert version != "1.6.0"
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
+    tamper(repo, lambda data: data["spec"]["policies"]["run_kinds"].update(sha256="0" * 64))
+    assert_caught(repo, RECORD, "cites run_kinds rev 1 with digest 000000000000")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("edit", ["requirement-deleted", "kind-invented"])
+def test_a_run_kinds_edit_without_a_revision_is_caught(repo: Path, edit: str) -> None:
+    path = repo / "spec" / "run_kinds.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if edit == "requirement-deleted":
+        data["run_kinds"]["train"]["gates"].remove("GATE-EVAL-001")
+    else:
+        data["run_kinds"]["unjudged"] = {"description": "requires nothing", "gates": []}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert_caught(repo, "run_kinds.yaml changed without a revision bump")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_policy_bump_the_changelog_does_not_name_is_caught(repo: Path) -> None:
+    path = repo / "spec" / "benchmarks.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["benchmarks"][0]["goal"] = 500.0  # a goal loosened a hundredfold
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    revision = bump_policy(repo, "benchmarks", named=False)
+    assert_caught(repo, "revisions.yaml", f"does not name 'benchmarks rev {revision}'")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_withdrawn_release_whose_weights_are_swapped_is_caught(repo: Path) -> None:
+    registry = yaml.safe_load((repo / REGISTRY).read_text(encoding="utf-8"))
+    withdrawn = next(m for m in registry["models"] if m.get("withdrawn"))
+    weights = repo / withdrawn["artifacts"][0]["path"]
+    payload = bytearray(weights.read_bytes())
+    payload[-1] ^= 0xFF
+    weights.write_bytes(bytes(payload))
+    digest = sha256_file(weights)
+
+    def rehash(models: list[dict[str, Any]]) -> None:
+        entry = next(
+            m for m in models if m["name"] == withdrawn["name"] and m["version"] == withdrawn["version"]
+        )
+        entry["artifacts"][0]["sha256"] = digest
+
+    edit_registry(repo, rehash)
+    key = f"{withdrawn['name']}@{withdrawn['version']}"
+    assert_caught(repo, REGISTRY, key, "differs from the entry committed in")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_waived_blocking_gate_stops_at_the_release(released: Released, repo: Path, tmp_path: Path) -> None:
+    """`stack train --waive GATE-TRAIN-002` (clipping off) is not released without its acceptance,
+    and the check wants the acceptance in the registry and on the card."""
+    commit_all(repo, "the copy as it is")  # a clean tree: the run names this commit
+    run_id, run_dir = "scratch-waived", tmp_path / "runs" / "scratch-waived"
+    waive = ("--waive", "GATE-TRAIN-002", "--reason", "clipping off, on purpose")
+    train = [
+        *smoke_args(released.data, run_dir, "train.clip_norm=0"),
+        *waive,
+        "--evidence-dir",
+        repo / LEDGER_DIR,
+    ]
+    assert stack_in_copy(repo, *train).returncode == 0
+    argv = release_argv(repo, run_dir, run_id, "0.2.0")
+    refused = stack_in_copy(repo, *argv)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "GATE-TRAIN-002 is WAIVED (a blocking gate): release only with --accept-waiver" in refused.stderr
+    accept = ("--accept-waiver", "GATE-TRAIN-002", "--reason", "a demonstration of an unclipped run")
+    assert stack_in_copy(repo, *argv, *accept).returncode == 0
+    card = (repo / f"evidence/models/{MODEL}-0.2.0/MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "## Waivers accepted by this release" in card and "a demonstration of an unclipped run" in card
+    assert [line for line in violations(repo) if f"{MODEL}@0.2.0" in line] == []
+    ours = f"{MODEL}@0.2.0"
+
+    def unaccept(models: list[dict[str, Any]]) -> None:
+        next(m for m in models if f"{m['name']}@{m['version']}" == ours).pop("accepted_waivers")
+
+    edit_registry(repo, unaccept)
+    assert_caught(repo, REGISTRY, ours, "GATE-TRAIN-002 is WAIVED (a blocking gate)")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_no_environment_variable_switches_a_gate_off_in_stack_train_or_the_check(
+    released: Released, repo: Path, tmp_path: Path
+) -> None:
+    """The switch of spec 1.6.0 (`PYTEST_CURRENT_TEST=x GATESTACK_FORCE_PASS=GATE-…`) changes nothing."""
+    env = {
+        **copy_env(repo),
+        "PYTEST_CURRENT_TEST": "x",
+        "GATESTACK_FORCE_PASS": "GATE-TRAIN-002,GATE-INTEG-001",
+    }
+    argv = [sys.executable, "-m", "stack", *smoke_args(released.data, tmp_path / "run", "train.clip_norm=0")]
+    proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 3 and "GATE-TRAIN-002" in proc.stderr, proc.stderr
+    tamper(repo, lambda data: data["metrics"].update(step=4))
+    checker = [sys.executable, str(CHECKER), "--root", str(repo)]
+    proc = subprocess.run(checker, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "metrics.step is 4" in proc.stdout, proc.stdout
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+def test_a_falsify_record_copied_onto_code_it_did_not_prove_is_caught(repo: Path) -> None:
+    """The judge of GATE-TRAIN-004 emptied, and the latest proof re-filed as if made at the new commit."""
+    proof = file_falsify_record(repo, git(repo, "rev-parse", "HEAD"), "falsify-proof", fingerprints=True)
+    commit_all(repo, "a proof with the code's fingerprints")
+    judges = repo / "contracts" / "judges.py"
+    text = judges.read_text(encoding="utf-8")
+    emptied = text.replace(
+        '    loss, vocab = number(m, "loss"), count(m, "vocab")', "    return []\n    loss, vocab = 0, 2"
+    )
+    assert emptied != text
+    judges.write_text(emptied, encoding="utf-8")
+    head = commit_all(repo, "the first-loss judge finds nothing")
+    copied = repo / LEDGER_DIR / "falsify-copied"
+    shutil.copytree(proof.parent, copied)
+    data = json.loads((copied / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    data["run"].update(
+        id="falsify-copied",
+        started=(datetime.fromisoformat(data["run"]["started"]) + timedelta(minutes=1)).isoformat(),
+    )
+    data["code"]["git_sha"] = head
+    (copied / EVIDENCE_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    found = [f.line() for f in run_checks(repo, []).violations]
+    assert named(
+        found,
+        "latest falsify record falsify-copied",
+        "the gate code it proved is not HEAD's",
+        "GATE-TRAIN-004",
+    ), "\n".join(found)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_and_log_forged_together_are_caught_by_a_replay(released: Released, tmp_path: Path) -> None:
+    """Only a replay sees this: the log's first loss edited, and every field the log decides
+    re-derived into the record, so the record agrees with everything it cites."""
+    run = tmp_path / "run"
+    shutil.copytree(released.run_dir, run, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    first = next(line for line in lines if line.get("type") == "step")
+    first["loss"] = round(first["loss"] - 0.01, 6)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    forge_from_artifacts(run)
+    assert [f.line() for f in run_checks(released.root, [run], runs_only=True).violations] == []
+    argv = ["--replay", str(run), "--data", str(released.data), "--steps", "2"]
+    proc = subprocess.run([sys.executable, str(CHECKER), *argv], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "step 1: loss is" in proc.stdout and "GATE-TRAIN-004 measured a first loss" in proc.stdout
+
+
+def forge_from_artifacts(run: Path) -> None:
+    """What a careful forger does after editing a log: every field the artifacts decide, re-derived
+    into the record, and every artifact re-hashed."""
+    record = read_evidence(run / EVIDENCE_FILE)
+    spec = load_spec_from(Path(__file__).resolve().parent.parent / "spec")
+    data = record.model_dump(mode="json")
+    for art in data["artifacts"]:
+        if (run / art["path"]).is_file():
+            art.update(sha256=sha256_file(run / art["path"]), bytes=(run / art["path"]).stat().st_size)
+    data["artifacts"] = [a for a in data["artifacts"] if (run / a["path"]).is_file()]
+    record = EvidenceRecord.model_validate(data)
+    derivation = derive(
+        record.run.kind, Inputs(record, Artifacts(run, [a.path for a in record.artifacts]), spec)
+    )
+    for path, value in derivation.fields.items():
+        target: Any = next(g for g in data["gates"] if g["id"] == path[1]) if path[0] == "gates" else data
+        for part in path[2:-1] if path[0] == "gates" else path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    data["checkpoint"] = None
+    (run / EVIDENCE_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

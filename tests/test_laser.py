@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
 from contracts.errors import BadInput, GateViolation
@@ -58,6 +59,7 @@ def test_laser_writes_a_run_that_differs_only_in_its_targets(
     assert _verdicts(out) == dict.fromkeys(load_spec().required_gates("laser"), "PASS")
     record = json.loads((out / "surgery.json").read_text())
     assert record["settings"] == {"targets": "ffn_*", "layers": "1-2", "rho": 0.25}
+    assert check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations == []
     manifest = source / "checkpoints" / "step-0000001" / "manifest.json"
     assert record["source"]["manifest_sha256"] == sha256_file(manifest)
     before, after = _state(source), _state(out)

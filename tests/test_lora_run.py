@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run
 from train_support import evidence, prepared, smoke_args, train, unjudged, verdicts
 
 from contracts.evidence import read_evidence
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.model.gpt import GPT
 from stack.model.lora import adapter_sha256, base_sha256, has_lora
@@ -92,6 +94,7 @@ def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     argv = ["lora", "merge", adapter, "--base", str(runs["base"]), "--out", str(from_adapter)]
     assert _cli(capsys, *argv)[0] == 0
     record = read_evidence(from_adapter / "metadata.json")
+    assert check_record_truth(record, from_adapter, load_spec()).violations == []
     assert {g.id: g.verdict.value for g in record.gates} == {
         "GATE-CKPT-002": "PASS",
         "GATE-LORA-002": "PASS",

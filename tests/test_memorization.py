@@ -16,6 +16,7 @@ import pytest
 from ft_support import filler, own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
+from record_checks import check_record_truth
 from site_finetune import finetune_section
 from train_support import prepared
 
@@ -61,7 +62,9 @@ def test_a_model_that_recites_nothing_passes(
     assert _verdicts(tmp_path / "rec") == dict.fromkeys(load_spec().required_gates("memorization"), "PASS")
     result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
     assert result["models"]["fine-tuned"]["reproduced"] == 0 and result["continuation"] == CONTINUATION
-    section = "\n".join(finetune_section(read_evidence(tmp_path / "rec" / "metadata.json")))  # the run page
+    filed = read_evidence(tmp_path / "rec" / "metadata.json")
+    assert check_record_truth(filed, tmp_path / "rec", load_spec()).violations == []
+    section = "\n".join(finetune_section(filed))  # the run page
     assert "## Verbatim recall" in section and "fine-tuned" in section
 
 

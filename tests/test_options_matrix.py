@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from record_checks import check_record_truth
 from train_support import prepared
 
 from contracts.errors import GateViolation
@@ -77,6 +78,7 @@ def test_every_option_runs_every_path(recorded: tuple[int, Path], cells: Cells) 
     record = read_evidence(out / "metadata.json")
     assert record.run.kind == "options-matrix"
     assert {g.id: g.verdict.value for g in record.gates} == {"GATE-ARCH-013": "PASS"}
+    assert check_record_truth(record, out, load_spec()).violations == []
     assert matrix_outcome(measured_matrix(MATRIX, cells)).ok
     refused = {(o, p) for o, row in cells.items() for p, c in row.items() if c.outcome != "ok"}
     # Llama has no experts, no second attention branch, no routed depth: every option but dense

@@ -68,7 +68,9 @@ def test_a_set_up_refusal_is_filed_and_the_same_command_runs_again(
     assert record.run.status.value == "halted" and record.run.id == filed[0].name
     assert gate_id in str(record.run.stop_reason) and record.run.kind == "train"
     assert {g.id: g.verdict for g in record.gates}[gate_id] is Verdict.FAIL
-    assert record.config["train"]["steps"] == 2 and not record.artifacts
+    assert record.config["train"]["steps"] == 2
+    assert {a.path for a in record.artifacts} == {"config.toml", "metrics.jsonl"}
+    assert (filed[0] / "metrics.jsonl").read_text() == ""
     assert check_record_truth(record, filed[0], load_spec()).violations == []
     monkeypatch.undo()  # the bug fixed, the same command trains and files under the run's own id
     assert train(argv) == 0

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
@@ -175,3 +176,4 @@ def test_the_device_is_where_it_samples_and_is_recorded(source: Path, tmp_path: 
         record = read_evidence(out / "metadata.json")
         assert record.env.device == device
         assert {g.verdict.value for g in record.gates} == {"PASS"}
+        assert check_record_truth(record, out, load_spec()).violations == []

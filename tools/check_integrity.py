@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Cross-check the spec, the registry, the evidence and the code against each other.
 
-    python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--json]
+    python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--runs-only] [--json]
+    python tools/check_integrity.py --replay RUN --data DATA_DIR [--steps K] [--init-from CKPT]
 
 Exit 0 when clean, 1 when any violation is found (each names its file and record), 2 on bad
 usage. It checks truth, not only form: every verdict of every record is re-judged from the
-record's measured values by the gate's own judge (tools/record_checks.py); a completed run must
-have judged every gate its run kind requires (spec/run_kinds.yaml); a release must rest on a
-record cited by content that passes every gate, made at the registry's commit from a clean tree.
+record's measured values by the gate's own judge, and every field the record's cited artifacts
+decide is derived again and compared (tools/record_checks.py, contracts/derive/); a completed run
+must have judged every gate, and every check, its run kind requires (spec/run_kinds.yaml, a
+policy under revision like every threshold); a release must rest on a record cited by content
+that passes every gate, made at the registry's commit from a clean tree, accept by name each
+blocking gate its run waived, and carry the model card its record gives; the registry keeps every
+entry it ever committed. `--replay` runs a training record's first steps again (tools/replay.py).
 Warnings (stale verdicts made under an older revision or schema, PROPOSED gates not yet covered)
 are reported but do not fail the check, unless a release rests on them. A derived model's record
 must name its parents, and each parent's record must be among those checked and vouch for the
@@ -17,6 +22,7 @@ weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rule
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -30,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
 from audit import (
     RUNS_DIR,
     CoverageRow,
@@ -49,15 +56,18 @@ from record_checks import check_record_truth
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.judges import judge
+from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import WEIGHTS_FILE, release_problems
-from contracts.spec import GateKind, Spec, load_spec_from
+from contracts.spec import SAFE_LOADER, GateKind, Spec, load_spec_from
 
 INTEG_EVIDENCE = "GATE-INTEG-001"
 INTEG_COVERAGE = "GATE-INTEG-002"
 STALE = "STALE"
 # A ledger path cited in prose: evidence/runs/<run id>[/file].
 CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
+# The version line of spec/spec.yaml.
+SPEC_VERSION_RE = re.compile(r"^version:\s*['\"]?([0-9A-Za-z.+-]+)", re.MULTILINE)
 # A run's metrics log, as its record lists it among its artifacts.
 METRICS_LOG = "metrics.jsonl"
 
@@ -194,6 +204,8 @@ class Checker:
             self.warn(
                 STALE, loaded.path, run_id, f"{len(gates)} verdict(s) stale ({reason}): {', '.join(gates)}"
             )
+        for warning in truth.warnings:
+            self.warn(STALE, loaded.path, run_id, warning)
         self.stale[run_id] = truth.stale
         for art in record.artifacts:
             self.check_file_ref(
@@ -211,8 +223,8 @@ class Checker:
                 self.fail(INTEG_EVIDENCE, loaded.path, loaded.record.run.id, "records no git commit")
             else:
                 cited.setdefault(sha, []).append(loaded)
-        missing = set(cited) - self._known_commits(list(cited))
-        for sha in sorted(missing):
+        known = self._known_commits(list(cited))
+        for sha in sorted(set(cited) - known):
             for loaded in cited[sha]:
                 assert loaded.record is not None
                 self.fail(
@@ -221,6 +233,82 @@ class Checker:
                     loaded.record.run.id,
                     f"git sha {sha[:12]} is not in this repository's history",
                 )
+        self.check_spec_at_commits({sha: cited[sha] for sha in known})
+
+    def check_spec_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
+        """A record from a clean tree names the spec version, and a benchmark the goal, of its commit.
+
+        A resumed training record keeps the commit it started at while its spec is the resume's, so
+        it is not held to its first commit's version.
+        """
+        clean = {
+            sha: [
+                e
+                for e in records
+                if e.record and not e.record.code.git_dirty and not e.record.metrics.get("resumes")
+            ]
+            for sha, records in cited.items()
+        }
+        files = self._files_at(
+            [sha for sha, records in clean.items() if records], ("spec.yaml", "benchmarks.yaml")
+        )
+        for sha, records in clean.items():
+            header, goals = files.get((sha, "spec.yaml")), files.get((sha, "benchmarks.yaml"))
+            found = SPEC_VERSION_RE.search(header) if isinstance(header, str) else None
+            version = found.group(1) if found else None
+            by_name = (
+                {b.get("name"): b for b in (goals or {}).get("benchmarks", []) if isinstance(b, dict)}
+                if isinstance(goals, dict)
+                else {}
+            )
+            for loaded in records:
+                record = loaded.record
+                assert record is not None
+                if version is not None and record.spec.version != version:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        record.run.id,
+                        f"names spec {record.spec.version}, but its commit {sha[:12]} has spec {version}",
+                    )
+                for key, goal in benchmark_goals(record, by_name).items():
+                    if record.metrics.get(key) != goal:
+                        self.fail(
+                            INTEG_EVIDENCE,
+                            loaded.path,
+                            record.run.id,
+                            f"metrics.{key} is {record.metrics.get(key)!r}, but spec/benchmarks.yaml at its "
+                            f"commit {sha[:12]} says {goal!r}",
+                        )
+
+    def _files_at(self, shas: list[str], names: tuple[str, ...]) -> dict[tuple[str, str], object]:
+        """spec/<name> at each commit, parsed (absent where git has none), in one git call."""
+        if not shas:
+            return {}
+        wanted = [(sha, name) for sha in shas for name in names]
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "cat-file", "--batch"],
+            input="".join(f"{sha}:spec/{name}\n" for sha, name in wanted).encode(),
+            capture_output=True,
+            check=False,
+        )
+        found: dict[tuple[str, str], object] = {}
+        out, at = proc.stdout, 0
+        for key in wanted:
+            end = out.find(b"\n", at)
+            if end < 0:
+                break
+            header = out[at:end].split()
+            at = end + 1
+            if len(header) != 3 or header[1] != b"blob":
+                continue
+            size = int(header[2])
+            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
+                text = out[at : at + size].decode("utf-8")
+                # spec.yaml is read for its version line only: its changelog is long to parse
+                found[key] = text if key[1] == "spec.yaml" else yaml.load(text, Loader=SAFE_LOADER)
+            at += size + 1
+        return found
 
     def _known_commits(self, shas: list[str]) -> set[str]:
         if not shas:
@@ -269,6 +357,7 @@ class Checker:
                     name,
                     f"model card {model.card!r} does not resolve inside the repository",
                 )
+                card = None
             for cited in model.evidence:
                 loaded = records.get(cited.run)
                 if loaded is None or loaded.record is None:
@@ -289,12 +378,76 @@ class Checker:
                 if model.withdrawn is None:
                     for problem in self._release_problems(model, loaded.record):
                         self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
+                    if card is not None:
+                        self.check_card(model, loaded.record, card)
+
+    def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path) -> None:
+        """The model card is the one its record and registry entry give (contracts.model_card)."""
+        if record.checkpoint is None:
+            return  # the release rules already refuse a record that hashed no checkpoint
+        expected = model_card(model, record, record.checkpoint, Path(model.card).parent.as_posix())
+        text = card.read_text(encoding="utf-8")
+        if text != expected:
+            have, want = text.splitlines(), expected.splitlines()
+            line = next(
+                (i for i, (a, b) in enumerate(zip(have, want, strict=False)) if a != b),
+                min(len(have), len(want)),
+            )
+            shown = want[line] if line < len(want) else "(end of card)"
+            self.fail(
+                INTEG_EVIDENCE,
+                card,
+                model.key,
+                f"is not the card its record gives (line {line + 1} should read {shown!r}); write it with "
+                "`stack release`, never by hand",
+            )
+
+    def check_registry_history(self, registry: Registry) -> None:
+        """Entries are never deleted or rewritten: every committed version of the registry is a prefix
+        of today's, but that a release may since have been withdrawn (with its hashes unchanged)."""
+        path = self.root / REGISTRY_FILE
+        rel = REGISTRY_FILE.as_posix()
+        log = subprocess.run(
+            ["git", "-C", str(self.root), "log", "--format=%H", "--", rel], capture_output=True, check=False
+        )
+        now = {model.key: model for model in registry.models}
+        for sha in log.stdout.decode().split():
+            shown = subprocess.run(
+                ["git", "-C", str(self.root), "show", f"{sha}:{rel}"], capture_output=True, check=False
+            )
+            try:
+                then = Registry.model_validate(yaml.load(shown.stdout.decode(), Loader=SAFE_LOADER) or {})
+            except (yaml.YAMLError, ValueError, UnicodeDecodeError):
+                continue  # a version that did not validate was never a release
+            for old in then.models:
+                current = now.get(old.key)
+                if current is None:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        old.key,
+                        f"was released in commit {sha[:12]} and is gone: "
+                        "an entry is never deleted; withdraw it with a reason",
+                    )
+                    continue
+                keep = {"withdrawn"} if old.withdrawn is None else set()
+                if old.model_dump(exclude=keep) != current.model_dump(exclude=keep):
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        path,
+                        old.key,
+                        f"differs from the entry committed in {sha[:12]}: a release's weights, hashes and "
+                        "evidence never change (only a withdrawal may be added)",
+                    )
 
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
         weights = [a.sha256 for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
         stale = self.stale.get(record.run.id, {})
-        return release_problems(self.spec, record, stale, weights, model.git_sha, model.spec_version)
+        accepted = {w.gate: w.reason for w in model.accepted_waivers}
+        return release_problems(
+            self.spec, record, stale, weights, model.git_sha, accepted, model.spec_version
+        )
 
     def check_lineage(self, records: list[LoadedEvidence]) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
@@ -398,6 +551,22 @@ class Checker:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
 
 
+def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[str, object]:
+    """metrics key → the goal of `goals` a benchmark record states it was measured against."""
+    metrics = record.metrics
+    name = metrics.get("benchmark")
+    if record.run.kind != "benchmark" or not isinstance(name, str):
+        return {}
+    stated: dict[str, object] = {}
+    if name in goals and "goal" in metrics:
+        stated["goal"] = goals[name].get("goal")
+    for other in [name, *(metrics.get("also") or [])]:
+        goal = goals.get(other)
+        if goal is not None and f"goal_{goal.get('metric')}" in metrics:
+            stated[f"goal_{goal.get('metric')}"] = goal.get("goal")
+    return stated
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a check runs, and restore it after.
@@ -429,8 +598,8 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         return Report([finding], [], [], 0)
     checker = Checker(root, spec)
     ledger = [] if runs_only else [load_evidence(p) for p in evidence_paths(root)]
-    for loaded in ledger:
-        checker.check_record(loaded, root, in_ledger=True)
+    for loaded in ledger:  # a record's artifacts live in its own directory, never another run's
+        checker.check_record(loaded, loaded.path.parent.resolve(), in_ledger=True)
     extra = []
     for run_dir in extra_runs:
         loaded = load_evidence(run_dir / "metadata.json")
@@ -449,6 +618,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     else:
         by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
+        checker.check_registry_history(registry)
     checker.check_citations()
     checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
@@ -499,7 +669,24 @@ def main(argv: list[str] | None = None) -> int:
         help="check only the --run directories (their records' truth), not the repository's ledger",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        metavar="RUN",
+        help="run a training record's first steps again from its config and --data, and compare them with "
+        "its log bit for bit (tools/replay.py)",
+    )
+    parser.add_argument("--data", type=Path, metavar="DATA_DIR", help="with --replay: the data the run read")
+    parser.add_argument("--steps", type=int, default=5, help="with --replay: how many steps (default 5)")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CKPT",
+        help="with --replay: the checkpoint a fine-tune started from",
+    )
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay_main(args)
     if not (args.root / "spec").is_dir():
         print(
             f"check_integrity: {args.root} has no spec/ directory; pass --root the repository",
@@ -516,6 +703,32 @@ def main(argv: list[str] | None = None) -> int:
     report = run_checks(args.root, args.run, runs_only=args.runs_only)
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
     return 1 if report.violations else 0
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    """--replay: 0 when the steps replay bit for bit, 1 when one differs, 2 on bad input."""
+    from replay import replay
+
+    if args.data is None or args.steps < 1:
+        print(
+            "check_integrity: --replay RUN needs --data DATA_DIR (and --steps of at least 1)", file=sys.stderr
+        )
+        return 2
+    if not (args.replay / "metadata.json").is_file():
+        print(
+            f"check_integrity: {args.replay} has no metadata.json; pass a record's directory", file=sys.stderr
+        )
+        return 2
+    try:
+        result = replay(args.replay, args.data, args.steps, args.init_from)
+    except BadInput as exc:
+        print(f"check_integrity: {exc}", file=sys.stderr)
+        return 2
+    for difference in result.differences:
+        print(f"REPLAY  {result.run}: {difference}")
+    verdict = "bit for bit" if not result.differences else f"{len(result.differences)} difference(s)"
+    print(f"replay: {result.steps} step(s) of {result.run}: {verdict}")
+    return 1 if result.differences else 0
 
 
 if __name__ == "__main__":

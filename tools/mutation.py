@@ -5,8 +5,12 @@ forced off, and files a record of run kind "falsify" whose GATE-INTEG-002 verdic
 every gate turned red. That proof holds for the code it ran and no other: once the stack, the
 contracts, the gates or the tests change, a falsifier may no longer depend on its gate. So the
 latest falsify record must come from a clean tree at a commit whose stack/, contracts/,
-spec/gates/ and tests/ are HEAD's, and its verdict must be PASS. `tools/check_integrity.py`
-reports what `falsify_findings` returns as GATE-INTEG-002 violations.
+spec/gates/ and tests/ are HEAD's, its verdict must be PASS, and the code fingerprints it keeps
+(tools/fingerprints.py) must be HEAD's: a record copied onto a commit whose gate code differs
+still carries the fingerprints of the code it ran. (Its summary must also agree with its per-test
+detail; that is derived with every record, contracts/derive/proofs.py.) `tools/check_integrity.py`
+reports what `falsify_findings` returns as GATE-INTEG-002 violations; `make test --reprove`
+re-runs the falsifiers of every gate whose code changed since the record (tests/gate_plugin.py).
 """
 
 from __future__ import annotations
@@ -15,13 +19,17 @@ import subprocess
 from pathlib import Path
 
 from audit import RUNS_DIR, LoadedEvidence, evidence_paths, load_evidence
+from fingerprints import fingerprints_at, gate_fingerprints
 
+from contracts.derive.reports import version_key
 from contracts.evidence import EvidenceRecord, Verdict
 from contracts.spec import GateStatus, Spec
 
 FALSIFY_KIND = "falsify"
 # The trees a falsify record proves: a change to any of them makes the record stale.
 PROVEN_TREES = ("stack", "contracts", "spec/gates", "tests")
+# The spec version from which a falsify record keeps the code fingerprints of the gates it proved.
+FINGERPRINTS_SINCE = "1.7.0"
 
 
 def latest_of(records: list[LoadedEvidence]) -> tuple[Path, EvidenceRecord] | None:
@@ -92,5 +100,16 @@ def falsify_findings(root: Path, spec: Spec, records: list[LoadedEvidence]) -> l
             f"{where} is not current: made at {str(sha)[:12]}, which is not HEAD or an ancestor of it "
             f"with the same {trees}; {rerun}"
         )
+    elif not isinstance(kept := record.metrics.get("fingerprints"), dict):
+        if version_key(record.spec.version) >= version_key(FINGERPRINTS_SINCE):
+            problems.append(f"{where} keeps no code fingerprints of the gates it proved; {rerun}")
+    else:
+        now = fingerprints_at(Path(root), "HEAD") or gate_fingerprints(Path(root))
+        differ = sorted(g for g, digest in now.items() if g in kept and kept[g] != digest)
+        if differ:
+            problems.append(
+                f"{where} names commit {str(sha)[:12]}, but the gate code it proved is not HEAD's for "
+                f"{', '.join(differ[:8])}{' …' if len(differ) > 8 else ''} (tools/fingerprints.py); {rerun}"
+            )
     problems += [f"{where}: {problem}" for problem in verdict_problems(record, spec)]
     return problems

@@ -1,38 +1,43 @@
-"""Is one evidence record true? Re-judging, required gates, waivers and its own metrics.
+"""Is one evidence record true? Re-judging, re-deriving, required gates, waivers and policy.
 
 `tools/check_integrity.py` asks these questions of every record it reads; each returns the
 problems it finds as sentences, and the checker files them under the record's path. Nothing
-here trusts a verdict: every verdict is recomputed from the record's measured values by the
-gate's own judge and verdict mapping (those of `contracts.ledger.judged_result`), under the
-thresholds of the revision the record cites, and a record whose revision or schema predates the
-spec is reported stale instead.
+here trusts a verdict or a number: every verdict is recomputed from the record's measured values
+by the gate's own judge and verdict mapping (those of `contracts.ledger.judged_result`), under the
+thresholds of the revision the record cites, and every field the record's cited artifacts decide
+is derived again from them (`contracts.derive`, the function the run filled the record with) and
+compared. A record whose revision or schema predates the spec is reported stale instead; so is a
+record made before its kind gained an artifact (it could not cite what did not exist yet).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from repeatability import repeatability_problems
 
+from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
+from contracts.derive.reports import version_key
 from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
-from contracts.judges import judge
+from contracts.judges import CHECKS, bare, judge
 from contracts.ledger import verdict_of
-from contracts.release_rules import TRAINING_KINDS, stale_reason
+from contracts.release_rules import stale_reason
 from contracts.spec import Spec
 
 WAIVE_FLAG = "--waive"
+# The spec version from which records carry the policy digests that judged them.
+POLICIES_SINCE = "1.7.0"
 
 
 @dataclass
 class RecordFindings:
-    """What one record's checks found: violations, and the gates it is stale for."""
+    """What one record's checks found: violations, the gates it is stale for, and other warnings."""
 
     violations: list[str] = field(default_factory=list)
     stale: dict[str, str] = field(default_factory=dict)  # gate id → why
+    warnings: list[str] = field(default_factory=list)
 
 
 def waived_on_command_line(record: EvidenceRecord) -> set[str]:
@@ -98,6 +103,13 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
                 f"{result.id} rev {result.revision} is newer than the spec's rev {gate.revision}"
             )
             continue
+        came = spec.introduced(result.id, result.revision)
+        if came is not None and newer(came, record.spec.version):
+            findings.violations.append(
+                f"{result.id} rev {result.revision} came with spec {came}, newer than the spec "
+                f"{record.spec.version} the record names: a verdict re-stamped with a later revision"
+            )
+            continue
         if (reason := stale_reason(record, result, spec)) is not None:
             findings.stale[result.id] = reason
             continue
@@ -128,10 +140,87 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
             )
 
 
+def newer(version: str, than: str) -> bool:
+    """Whether spec version `version` is later than `than`."""
+    return version_key(version) > version_key(than)
+
+
+def check_policies(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> bool:
+    """The policy revisions the record cites; returns whether its required gates can be judged now.
+
+    A record made under 1.7.0 or later carries the revision and digest of every policy file that
+    decided what it must judge; one made before is held to today's policy, as it always was.
+    """
+    if record.spec.version not in spec.versions:
+        findings.violations.append(
+            f"names spec version {record.spec.version}, which the changelog does not have"
+        )
+    cited = record.spec.policies
+    if not cited and not newer(POLICIES_SINCE, record.spec.version):
+        findings.violations.append("carries no digest of the policies that judged it (spec.policies)")
+        return True
+    current, judgeable = spec.policies, True
+    for name, ref in sorted(cited.items()):
+        now = current.get(name)
+        came = spec.introduced(name, ref.revision)
+        if now is None:
+            findings.violations.append(f"cites policy {name!r}, which the spec does not have")
+        elif ref.revision > now.revision or came is None:
+            findings.violations.append(f"cites {name} rev {ref.revision}; the spec is at rev {now.revision}")
+        elif newer(came, record.spec.version):
+            findings.violations.append(
+                f"cites {name} rev {ref.revision}, which came with spec {came}, newer than the spec "
+                f"{record.spec.version} the record names"
+            )
+        elif ref.revision == now.revision and ref.sha256 != now.sha256:
+            findings.violations.append(
+                f"cites {name} rev {ref.revision} with digest {ref.sha256[:12]}, but that revision's is "
+                f"{now.sha256[:12]}"
+            )
+        elif ref.revision < now.revision and name == "run_kinds":
+            findings.warnings.append(
+                f"judged under run_kinds rev {ref.revision}; the spec is at rev {now.revision}: "
+                "its required gates are not re-checked"
+            )
+            judgeable = False
+    missing = sorted(set(current) - set(cited)) if cited else []
+    if missing:
+        findings.violations.append(f"carries no digest of policy {', '.join(missing)}")
+    return judgeable
+
+
+def required_checks(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
+    """Each gate's checks the run kind asks of a completed record hold values (spec/run_kinds.yaml)."""
+    kind = spec.run_kinds.get(record.run.kind)
+    by_id = {g.id: g for g in record.gates}
+    for gate_id, names in (kind.checks if kind else {}).items():
+        result = by_id.get(gate_id)
+        if result is None or result.verdict is Verdict.NOT_RUN or gate_id in findings.stale:
+            continue
+        measured = result.measured if isinstance(result.measured, dict) else {}
+        declared = CHECKS.get(gate_id, {})
+        for name in names:
+            keys = declared.get(name)
+            if keys is None:
+                findings.violations.append(f"{gate_id} has no check {name!r} (spec/run_kinds.yaml names it)")
+            elif lacking := [bare(k) for k in keys if bare(k) not in measured]:
+                findings.violations.append(
+                    f"a completed {record.run.kind} run must show {gate_id}'s check {name}; its values "
+                    f"{', '.join(lacking)} are missing"
+                )
+
+
 def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
-    """Contract mode, waivers asked for, required gates judged, and a halted run naming its gate."""
+    """Run kind, policy, contract mode, waivers asked for, required gates and checks judged, and a
+    halted run naming its gate."""
+    if record.run.kind not in spec.run_kinds:
+        findings.violations.append(
+            f"run kind {record.run.kind!r} is not declared in spec/run_kinds.yaml: nothing says what it "
+            "must judge"
+        )
     if record.schema_version < SCHEMA_VERSION:
         return  # a legacy record is stale as a whole; its form was checked by the schema
+    judgeable = check_policies(record, spec, findings)
     modes = {m.value for m in Mode}
     if record.contract_mode not in modes:
         findings.violations.append(
@@ -147,7 +236,8 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
                 "(added after the fact?)"
             )
     by_id = {g.id: g for g in record.gates}
-    if record.run.status is RunStatus.COMPLETED:
+    if record.run.status is RunStatus.COMPLETED and judgeable:
+        required_checks(record, spec, findings)
         for gate_id in spec.required_gates(record.run.kind, record.config):
             result = by_id.get(gate_id)
             if result is None and (since := spec.introduced_after(gate_id, record.spec.version)):
@@ -164,68 +254,36 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
         findings.violations.append("status is halted, but no gate FAILed")
 
 
-def _lines(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
-
-
-def check_metrics_log(record: EvidenceRecord, run_dir: Path, findings: RecordFindings) -> None:
-    """A training record's summary and measured values must agree with its own metrics.jsonl."""
-    if record.run.kind not in TRAINING_KINDS or record.schema_version < SCHEMA_VERSION:
-        return
-    path = run_dir / "metrics.jsonl"
-    if not any(a.path == "metrics.jsonl" for a in record.artifacts) or not path.is_file():
-        return
-    try:
-        lines = list(_lines(path))
-    except (OSError, ValueError) as exc:
-        findings.violations.append(f"metrics.jsonl is unreadable: {exc}")
-        return
-    steps = [line for line in lines if line.get("type") == "step"]
-    evals = [line for line in lines if line.get("type") == "eval"]
-    samples = [line for line in lines if line.get("type") == "sample"]
-    spikes = [line for line in lines if line.get("event") == "loss_spike"]
-    metrics, by_id = record.metrics, {g.id: g for g in record.gates}
-    expected: dict[str, object] = {"loss_spikes": len(spikes)}
-    if steps:
-        expected["step"] = steps[-1].get("step")
-    if evals:
-        expected["last_heldout_loss"] = evals[-1].get("heldout_loss")
-        expected["best_heldout_loss"] = min(e.get("heldout_loss", float("inf")) for e in evals)
-    expected["coherence_scores"] = [s.get("score") for s in samples][-20:]
-    for key, value in expected.items():
-        if key in metrics and metrics[key] != value:
-            findings.violations.append(f"metrics.{key} is {metrics[key]!r}, metrics.jsonl says {value!r}")
-    first = next((s for s in steps if s.get("step") == 1), None)
-    first_loss = by_id.get("GATE-TRAIN-004")
-    if (
-        first is not None
-        and first_loss is not None
-        and isinstance(first_loss.measured, dict)
-        and first_loss.measured.get("loss") != first.get("loss")
+def check_derived(record: EvidenceRecord, run_dir: Path, spec: Spec, findings: RecordFindings) -> None:
+    """Every field the record's cited artifacts decide, derived again and compared (contracts.derive)."""
+    if record.schema_version < SCHEMA_VERSION or (
+        record.run.kind not in DERIVERS and record.config_sha256 is None
     ):
-        findings.violations.append(
-            f"GATE-TRAIN-004 measured a first loss of {first_loss.measured.get('loss')!r}, "
-            f"metrics.jsonl's step 1 says {first.get('loss')!r}"
-        )
-    heldout = by_id.get("GATE-EVAL-001")
-    if evals and heldout is not None and isinstance(heldout.measured, dict):
-        batches = {e.get("batches") for e in evals}
-        if batches != {heldout.measured.get("heldout_batches")}:
-            findings.violations.append(
-                f"GATE-EVAL-001 measured {heldout.measured.get('heldout_batches')!r} held-out batches, "
-                f"the evaluations in metrics.jsonl used {sorted(batches, key=str)}"
+        return  # nothing to derive: a kind without raw results that states no config digest
+    artifacts = Artifacts(run_dir, [a.path for a in record.artifacts if _inside(a.path)])
+    try:
+        derivation = derive(record.run.kind, Inputs(record, artifacts, spec, frozenset(findings.stale)))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        findings.violations.append(f"its artifacts cannot be read: {exc!r}")
+        return
+    for name, since in derivation.missing:
+        if newer(since, record.spec.version):
+            findings.warnings.append(
+                f"made under spec {record.spec.version}, before it had to cite {name} ({since})"
             )
-    adequacy = by_id.get("GATE-DATA-004")
-    if adequacy is not None and isinstance(adequacy.measured, dict):
-        for key in ("repeats", "tokens_per_parameter"):
-            if key in metrics and adequacy.measured.get(key) != metrics[key]:
-                findings.violations.append(
-                    f"GATE-DATA-004 measured {key} {adequacy.measured.get(key)!r}, "
-                    f"metrics.{key} is {metrics[key]!r}"
-                )
+        else:
+            findings.violations.append(f"cites no {name}: its numbers cannot be derived")
+    findings.violations += derivation.problems
+    for difference in differences(record, derivation):
+        if difference.since is not None and newer(difference.since, record.spec.version):
+            findings.warnings.append(f"{difference.sentence()} (compared from spec {difference.since} on)")
+        else:
+            findings.violations.append(difference.sentence())
+
+
+def _inside(path: str) -> bool:
+    """A cited path that stays in the record's directory (the artifact checks report one that does not)."""
+    return bool(path) and not path.startswith(("/", "~")) and ".." not in path.split("/")
 
 
 def check_record_truth(record: EvidenceRecord, run_dir: Path, spec: Spec) -> RecordFindings:
@@ -233,6 +291,6 @@ def check_record_truth(record: EvidenceRecord, run_dir: Path, spec: Spec) -> Rec
     findings = RecordFindings()
     check_gate_results(record, spec, findings)
     check_run(record, spec, findings)
-    check_metrics_log(record, run_dir, findings)
+    check_derived(record, run_dir, spec, findings)
     findings.violations += repeatability_problems(record)
     return findings

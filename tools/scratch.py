@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 from audit import ROOT, RUNS_DIR
+from fingerprints import gate_fingerprints
 
+from contracts.derive.proofs import falsify_summary
 from contracts.evidence import (
     Artifact,
     CodeInfo,
@@ -27,15 +29,23 @@ from contracts.evidence import (
     GateResult,
     RunInfo,
     RunStatus,
-    SpecRef,
     Verdict,
     now,
     sha256_file,
+    spec_ref,
     write_evidence,
 )
 from contracts.judges import TEST_PASSED
 from contracts.ledger import judged_result
-from contracts.spec import GateStatus, Spec, load_spec_from, spec_files, thresholds_digest
+from contracts.spec import (
+    POLICY_FILES,
+    GateStatus,
+    Spec,
+    load_spec_from,
+    policy_digest,
+    spec_files,
+    thresholds_digest,
+)
 
 FALSIFIERS = """import pytest
 
@@ -63,6 +73,8 @@ COPIED = (
     ".gitignore",
 )
 NOT_COPIED = shutil.ignore_patterns("__pycache__", "reference", ".pytest_cache")
+# The run kind of `make_record`'s records, declared in a scratch spec by `make_repo`.
+SYNTHETIC = "synthetic"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -91,6 +103,7 @@ def make_repo(root: Path, falsify: bool = True) -> str:
     for path in (root / "spec" / "gates").glob("*.yaml"):
         if path.name != "integ.yaml":
             path.write_text(path.read_text().replace("status: ACTIVE", "status: PROPOSED"))
+    declare_run_kind(root, SYNTHETIC, "a scratch record of the integrity check's tests and benchmark")
     git(root, "init", "-q", "-b", "main")
     sha = commit_all(root, "scratch")
     if falsify:
@@ -100,22 +113,33 @@ def make_repo(root: Path, falsify: bool = True) -> str:
 
 
 def file_falsify_record(
-    root: Path, sha: str, run: str = "falsify-scratch", proven: bool = True, dirty: bool = False
+    root: Path,
+    sha: str,
+    run: str = "falsify-scratch",
+    proven: bool = True,
+    dirty: bool = False,
+    fingerprints: bool = True,
 ) -> Path:
     """The record `make falsify` would file for `root` at `sha`: every ACTIVE gate's falsifier
-    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds)."""
+    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds), with
+    the code fingerprints of `root`'s tree as it is, as a real record keeps them (unless told not)."""
     spec = scratch_spec(root)
-    row = {"falsifiers": 1, "passed_on": True, "red_off": proven}
     active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
+    detail = {}
+    for gate_id in active:
+        (test,) = falsifier_measured(gate_id, TEST_PASSED)["falsifiers"]
+        detail[gate_id] = {"falsifiers": {test: TEST_PASSED}, "red_with_gate_off": {test: proven}}
     run_dir = root / RUNS_DIR / run
     run_dir.mkdir(parents=True)
+    summary = {"gates": falsify_summary(detail)}
     record = EvidenceRecord(
         run=RunInfo(id=run, kind="falsify", argv=["scratch"], started=now(), status=RunStatus.COMPLETED),
         code=CodeInfo(git_sha=sha, git_dirty=dirty),
         env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
-        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        spec=spec_ref(spec),
         contract_mode="full",
-        gates=[judged_result(spec, "GATE-INTEG-002", {"gates": dict.fromkeys(active, row)}, waived=False)],
+        gates=[judged_result(spec, "GATE-INTEG-002", summary, waived=False)],
+        metrics={"gates": detail, **({"fingerprints": gate_fingerprints(root)} if fingerprints else {})},
     )
     return write_evidence(run_dir, record)
 
@@ -197,14 +221,14 @@ def make_record(
     record = EvidenceRecord(
         run=RunInfo(
             id=run_id,
-            kind="synthetic",
+            kind=SYNTHETIC,
             argv=["scratch"],
             started=now() + timedelta(minutes=minutes),
             status=RunStatus.HALTED if halted else RunStatus.COMPLETED,
         ),
         code=CodeInfo(git_sha=git_sha, git_dirty=dirty),
         env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
-        spec=SpecRef(version=spec.version, sha256=spec.sha256),
+        spec=spec_ref(spec),
         contract_mode="full",
         gates=results,
         artifacts=artifacts,
@@ -261,3 +285,31 @@ def bump_revision(root: Path, gate_id: str, named: bool = True, **thresholds: fl
         header["changelog"][0]["summary"] += f" {gate_id} rev {revision}."
         header_path.write_text(yaml.safe_dump(header, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return revision
+
+
+def bump_policy(root: Path, name: str, named: bool = True) -> int:
+    """Raise policy `name` (run_kinds, options_matrix, benchmarks) to its next revision for the file as
+    it is now, as the spec asks: the new content digest in spec/revisions.yaml and, when `named`, a
+    changelog line naming '<name> rev N'. Returns the new revision."""
+    revisions_path, header_path = root / "spec" / "revisions.yaml", root / "spec" / "spec.yaml"
+    history = yaml.safe_load(revisions_path.read_text(encoding="utf-8"))
+    header = yaml.safe_load(header_path.read_text(encoding="utf-8"))
+    content = yaml.safe_load((root / "spec" / POLICY_FILES[name]).read_text(encoding="utf-8"))
+    entries = history["policies"][name]
+    revision = entries[-1]["revision"] + 1
+    digest = policy_digest(content)
+    entries.append({"revision": revision, "spec_version": header["version"], "sha256": digest})
+    revisions_path.write_text(yaml.safe_dump(history, sort_keys=False), encoding="utf-8")
+    if named:
+        header["changelog"][0]["summary"] += f" {name} rev {revision}."
+        header_path.write_text(yaml.safe_dump(header, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return revision
+
+
+def declare_run_kind(root: Path, kind: str, description: str, gates: tuple[str, ...] = ()) -> int:
+    """Add run kind `kind` to `root`'s spec/run_kinds.yaml under a new run_kinds revision."""
+    path = root / "spec" / "run_kinds.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["run_kinds"][kind] = {"description": description, "gates": list(gates)}
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return bump_policy(root, "run_kinds")

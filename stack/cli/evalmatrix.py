@@ -179,6 +179,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     return {
         "items": [item.id for item in items],
         "rows": rows,
+        "scores": {r.row.name: r.scores for r in matrix.rows},  # the raw results the rows are summed from
         "adapter_gain_bpb": gain,
         "overlap": overlap,
         "few_shot": [d.measured() for d in matrix.draws],

@@ -356,14 +356,17 @@ def _recorded(
     The prepare runs with the record's ledger active, so the filter gates (GATE-DATA-012..014,
     stack.data.filters.gates) land in it; a gate that fires leaves the record halted and it is
     filed all the same. The record keeps the manifest's sha256, the per-source drop report
-    (`metrics.filters`) and the resolved filter settings, so the site and the integrity check
-    read the drops from the record alone. Without a ledger the gates still run and still stop
-    the prepare; nothing is filed.
+    (`metrics.filters`) and the resolved filter settings, so the site reads the drops from the
+    record alone; a copy of the DATA_DIR's manifest.json is filed beside
+    it, the raw per-source reports the integrity check re-derives `metrics.filters`, the totals
+    and GATE-DATA-013/014's values from (contracts.derive.reports). Without a ledger the gates
+    still run and still stop the prepare; nothing is filed.
     """
     if ledger_dir is None:
         return work()
     from contracts.errors import GateViolation
     from contracts.evidence import DataRef, RunStatus, canonical_sha256
+    from stack.data.manifest import MANIFEST_FILE
     from stack.eval.evidence import CommandEvidence
 
     evidence = CommandEvidence(RECORD_KIND, argv, "cpu", ledger_dir)
@@ -379,7 +382,8 @@ def _recorded(
     record.metrics["filters"] = {name: report.model_dump() for name, report in manifest.filters.items()}
     record.metrics["totals"] = {split: totals.model_dump() for split, totals in manifest.totals.items()}
     evidence.settle(RunStatus.COMPLETED)
-    print(f"stack prepare: evidence in {evidence.file()}", file=sys.stderr)
+    filed = evidence.file((Path(str(settings["out"])) / MANIFEST_FILE,))  # `out`: the DATA_DIR written
+    print(f"stack prepare: evidence in {filed}", file=sys.stderr)
     return manifest
 
 

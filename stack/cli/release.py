@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stack.cli import values
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -13,7 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copy the weights and state.json of the checkpoint that RUN_DIR's filed record hashed "
         "into MODELS_DIR/NAME-VERSION/ with a manifest.json and a MODEL_CARD.md written from the record, "
         "and append the release to the registry. Refused, before anything is written, when the record "
-        "could not back a release (the rules of tools/check_integrity.py).",
+        "could not back a release (the rules of tools/check_integrity.py); a record that waived a blocking "
+        "gate is released only when each such gate is accepted with --accept-waiver GATE --reason TEXT, "
+        "which the registry entry and the model card keep.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the training run to release")
     parser.add_argument(
@@ -38,7 +42,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("evidence") / "registry.yaml",
         help="the registry to append to (default evidence/registry.yaml)",
     )
+    parser.add_argument(
+        "--accept-waiver",
+        action="append",
+        default=[],
+        metavar="GATE-ID",
+        help="release although the run waived this blocking gate; needs its own --reason (repeatable, "
+        "in pairs)",
+    )
+    parser.add_argument(
+        "--reason",
+        action="append",
+        type=values.utf8_text,
+        default=[],
+        help="why the matching --accept-waiver is acceptable for this release",
+    )
     parser.set_defaults(func=run)
+
+
+def _accepted(args: argparse.Namespace) -> dict[str, str]:
+    """--accept-waiver GATE --reason TEXT pairs; unpaired, empty, unknown or repeated ones are bad input."""
+    from contracts.errors import BadInput
+    from contracts.spec import load_spec
+
+    if len(args.accept_waiver) != len(args.reason):
+        raise BadInput(
+            f"{len(args.accept_waiver)} --accept-waiver and {len(args.reason)} --reason: give each "
+            '--accept-waiver GATE-ID its own --reason "why this release accepts it"'
+        )
+    if any(not reason.strip() for reason in args.reason):
+        raise BadInput("a --reason is empty: say in words why the release accepts the waived gate")
+    for gate_id in args.accept_waiver:
+        load_spec().gate(gate_id)
+    if len(set(args.accept_waiver)) != len(args.accept_waiver):
+        raise BadInput("a gate is accepted twice: give each --accept-waiver GATE-ID once")
+    return dict(zip(args.accept_waiver, args.reason, strict=True))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             license=args.license,
             models_dir=args.models_dir,
             registry=args.registry,
+            accepted=_accepted(args),
         )
     )
     print(f"stack release: {done.entry.key} in {done.directory} (card {done.directory / 'MODEL_CARD.md'})")

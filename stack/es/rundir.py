@@ -1,6 +1,10 @@
 """A `stack es` run directory: started from a checkpoint, resumed from its own, with evidence.
 
     OUT/config.toml                  the source's configuration (ES changes weights, not shapes)
+    OUT/metrics.jsonl                one line per step: the population's mean and best fitness and
+                                     the gradient estimate's norm (a resume keeps the lines up to
+                                     its checkpoint, as `stack train`'s log does); filed with the
+                                     record, which the integrity check re-derives from it
     OUT/checkpoints/step-NNNNNNN/    the weights after step N; Adam's moments and step count
                                      (optimizer.safetensors); in state.json the reader's position,
                                      the noise generator's state, the settings, the data and the
@@ -48,6 +52,7 @@ from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
 from stack.train.lineage import lineage
+from stack.train.metrics import METRICS_FILE, MetricsLog
 from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
@@ -207,9 +212,11 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
     record.lineage = Lineage.model_validate(job.source["lineage"]) if "lineage" in job.source else None
     check_estimator(job.settings.seed)
     saved: list[Path] = []
+    log = MetricsLog(out, resume_step=job.resumed_from)
 
     def report(step: StepReport) -> None:
         invocation.reports.append(step)
+        log.write("step", **asdict(step))
         invocation.on_step(step)
 
     def save(state: EsState) -> None:
@@ -217,7 +224,10 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
             ckpt.save_checkpoint(out, state.step, job.trained.model, state.optimizer, _checkpoint_state(job))
         )
 
-    evolve(job.trained.model, job.state, job.reader, job.settings, invocation.fitness, report, save)
+    try:
+        evolve(job.trained.model, job.state, job.reader, job.settings, invocation.fitness, report, save)
+    finally:
+        log.close()
     record.metrics = {"resumed_from": job.resumed_from, "steps": [asdict(r) for r in invocation.reports]}
     evidence.note_checkpoint(saved[-1])
     evidence.settle(RunStatus.COMPLETED)
@@ -242,10 +252,12 @@ def _recorded(evidence: CommandEvidence, opened: rundir.RunDir) -> Iterator[None
 
 
 def _write(evidence: CommandEvidence, out: Path) -> None:
-    """OUT/metadata.json naming config.toml and the last checkpoint's files; filed when asked."""
+    """OUT/metadata.json naming config.toml, the metrics log and the last checkpoint's files; filed,
+    when asked, with copies of config.toml and the metrics log (no weights)."""
     checkpoint = evidence.record.checkpoint
-    files = [out / CONFIG_FILE] if (out / CONFIG_FILE).is_file() else []
+    kept = tuple(out / name for name in (CONFIG_FILE, METRICS_FILE) if (out / name).is_file())
+    files = list(kept)
     if checkpoint is not None:
         files += sorted(p for p in (out / ckpt.CKPT_DIR / checkpoint.name).iterdir() if p.is_file())
     evidence.write(out, files)
-    evidence.file()
+    evidence.file(kept)

@@ -9,13 +9,13 @@ the text, not a count.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from contracts.derive.reports import bits_per_byte_of
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 
@@ -54,10 +54,7 @@ def check_round_trip(tokenizer: Tokenizer, text: str) -> list[int]:
 
 def bits_per_byte(total_nll_nats: float, text: str) -> float:
     """Total negative log-likelihood (nats) over the UTF-8 bytes of the whole `text`, in bits."""
-    n_bytes = len(text.encode("utf-8"))
-    if n_bytes == 0:
-        raise ValueError("bits per byte of an empty text is undefined")
-    return total_nll_nats / math.log(2) / n_bytes
+    return bits_per_byte_of(total_nll_nats, len(text.encode("utf-8")))
 
 
 def _nll_sum(model: torch.nn.Module, windows: torch.Tensor, device: torch.device | str) -> float:

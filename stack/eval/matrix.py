@@ -11,6 +11,8 @@ what prompting its base model already gets.
 Each row scores every item's reference completion (stack.eval.completion): bits per byte over
 the bytes of all completions, loss per completion token, and with `exact` the share of items
 whose greedy continuation is the completion. Rows C and D need an adapter and a document folder.
+The per-item scores are kept (evalmatrix.json's `scores`): each row is their sum, by the function
+the integrity check re-derives the record's rows with (contracts.derive.reports.row_summary).
 
 Two gates judge the matrix. GATE-FT-002 (blocking): every row scored the same item ids in the
 same order, and no few-shot example is the item it precedes, by id or by content; the draw
@@ -29,10 +31,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.tokenizer import Tokenizer
-from stack.eval.bpb import bits_per_byte
 from stack.eval.completion import score_completion
 from stack.eval.items import Item
 from stack.eval.retrieval import BM25
@@ -66,33 +68,32 @@ class Draw:
 
 @dataclass(frozen=True)
 class RowResult:
-    """What one row measured over its items."""
+    """What one row measured: each item's score (id, nll, tokens, bytes, dropped, exact), in order.
+
+    The per-item scores are the raw result the record cites (evalmatrix.json's `scores`); the row's
+    numbers are their sums, by the function the integrity check re-derives them with.
+    """
 
     row: Row
-    ids: list[str]
-    nll: float
-    tokens: int
-    bytes: int
-    bits_per_byte: float
-    dropped: int
-    exact_matches: int | None
+    scores: list[dict[str, Any]]
+
+    @property
+    def ids(self) -> list[str]:
+        return [score["id"] for score in self.scores]
 
     def summary(self) -> dict[str, Any]:
         """The row as the result JSON and the evidence record show it."""
-        exact = None if self.exact_matches is None else self.exact_matches / len(self.ids)
-        return {
+        named = {
             "row": self.row.name,
             "label": self.row.label,
             "model": self.row.model,
             "context": self.row.context,
-            "items": len(self.ids),
-            "bits_per_byte": self.bits_per_byte,
-            "loss": self.nll / self.tokens,
-            "completion_tokens": self.tokens,
-            "completion_bytes": self.bytes,
-            "context_tokens_dropped": self.dropped,
-            "exact_match": exact,
         }
+        return row_summary(named, self.scores)
+
+    @property
+    def bits_per_byte(self) -> float:
+        return float(self.summary()["bits_per_byte"])
 
 
 @dataclass(frozen=True)
@@ -179,27 +180,25 @@ def row_contexts(
 def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
-    """Score every (item, context) of one row."""
-    nll, tokens, dropped, exact = 0.0, 0, 0, 0
+    """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
+    scores = []
     for item, context in contexts:
         where = f"row {row.name}, item {item.id}"
         scored = score_completion(
             model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
         )
-        nll, tokens, dropped = nll + scored.nll, tokens + scored.tokens, dropped + scored.dropped
-        exact += bool(scored.exact)
+        scores.append(
+            {
+                "id": item.id,
+                "nll": scored.nll,
+                "tokens": scored.tokens,
+                "bytes": len(item.completion.encode("utf-8")),
+                "dropped": scored.dropped,
+                "exact": bool(scored.exact) if setup.exact else None,
+            }
+        )
         advance()
-    completions = "".join(item.completion for item, _ in contexts)
-    return RowResult(
-        row,
-        [item.id for item, _ in contexts],
-        nll,
-        tokens,
-        len(completions.encode("utf-8")),
-        bits_per_byte(nll, completions),
-        dropped,
-        exact if setup.exact else None,
-    )
+    return RowResult(row, scores)
 
 
 def same_items_outcome(matrix: Matrix) -> Outcome:

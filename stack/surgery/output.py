@@ -92,8 +92,10 @@ def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -
 
 
 def _finish(opened: rundir.RunDir, evidence: CommandEvidence, record: dict[str, Any]) -> None:
-    """Write surgery.json and the evidence record into the staging directory, commit it, file it."""
+    """Write surgery.json (with every gate's per-matrix results, the raw values the record's gate
+    results re-derive from) and the evidence record into the staging directory, commit it, file it."""
     tmp = opened.where
+    record["gates"] = {g.id: g.measured for g in evidence.record.gates if isinstance(g.measured, dict)}
     ownership.write_record(tmp, RECORD, record)
     files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != EVIDENCE_FILE)
     evidence.write(tmp, files)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import improves
 from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
 
@@ -102,7 +103,7 @@ class EarlyStopper:
         """
         heldout_loss, heldout_stderr = mean_and_stderr(heldout_losses)
         check_stderr(heldout_stderr, step)
-        if self.best is None or self.best - heldout_loss > self.stderr_multiple * heldout_stderr:
+        if improves(self.best, heldout_loss, heldout_stderr, self.stderr_multiple):
             self.best = heldout_loss
             self.best_step = step
             self.evals_without_improvement = 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import STEP_FIELDS
 from contracts.gates import Outcome, gate_require, measure
 
 
@@ -117,9 +118,6 @@ def _first_loss(loss: float, vocab: int, step: int) -> Outcome:
 @gate_require("GATE-TRAIN-004", _first_loss)
 def check_first_loss(loss: float, vocab: int, step: int) -> None:
     """A fresh model predicts uniformly; a first loss far from ln(vocab) means a broken init or wiring."""
-
-
-STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "batch_sha256")
 
 
 def _complete_line(line: dict[str, Any], previous_step: int | None) -> Outcome:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import CLIPPED_NORM
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.spec import load_spec
@@ -571,6 +572,7 @@ class Trainer:
             "loss": loss_value,
             "lr": lr,
             "grad_norm": grad_value,
+            CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
             "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
             "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
             "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.derive.training import diverging
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.judges import judge
 
@@ -34,10 +35,10 @@ class OverfitDetector:
     )
     def observe(self, train_loss: float, heldout_loss: float, step: int) -> bool:
         """Take one evaluation; True while the diverging streak is at least the window long."""
-        diverging = (
-            self.previous is not None and heldout_loss > self.previous[1] and train_loss < self.previous[0]
+        # The rule contracts.derive replays over the metrics log's evaluations.
+        self.diverging_evals = (
+            self.diverging_evals + 1 if diverging(self.previous, train_loss, heldout_loss) else 0
         )
-        self.diverging_evals = self.diverging_evals + 1 if diverging else 0
         self.previous = (train_loss, heldout_loss)
         overfitting = bool(judge("GATE-EVAL-004", {"diverging_evals": self.diverging_evals}))
         if overfitting and self.detected_at_step is None:

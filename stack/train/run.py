@@ -21,12 +21,15 @@ import itertools
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from contracts.derive import Artifacts, Inputs, derive
+from contracts.derive.training import COHERENCE_SHOWN
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
@@ -45,6 +48,7 @@ from contracts.evidence import (
     new_record,
     now,
     read_evidence,
+    spec_ref,
     write_evidence,
 )
 from contracts.evidence import run_id as evidence_run_id
@@ -172,8 +176,7 @@ def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer:
             **({REPEATABLE_BEFORE: earlier.get(REPEATABLE)} if earlier else {}),
         },
     )
-    record.spec.version = load_spec().version
-    record.spec.sha256 = load_spec().sha256
+    record.spec = spec_ref(load_spec())
 
 
 def _combined(earlier: bool | None, now: bool | None) -> bool | None:
@@ -384,7 +387,7 @@ class RunRecord:
                     "unique_train_tokens": trainer.reader.unique_tokens,
                     "repeats": adequacy.repeats,
                     "tokens_per_parameter": adequacy.tokens_per_parameter,
-                    "coherence_scores": [score for _, score in state.monitor.history][-20:],
+                    "coherence_scores": [score for _, score in state.monitor.history][-COHERENCE_SHOWN:],
                     "loss_spikes": len(state.spikes.spikes),
                     "overfit_at_step": state.overfit.detected_at_step,
                 }
@@ -398,7 +401,12 @@ class RunRecord:
             trainer.board.gates(record.gates)
         record.artifacts = self._artifacts()
         record.checkpoint = self._checkpoint_ref()
+        if status is not None and status is not RunStatus.RUNNING:
+            self._summarise()
         write_evidence(self.run_dir, record)
+
+    def _summarise(self) -> None:
+        summarise(self.record, self.run_dir)
 
     def _determinism(self, trainer: Trainer) -> None:
         """The switches in force at the first step, the non-deterministic ops PyTorch reported, the
@@ -502,6 +510,17 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
     return trainer
 
 
+def summarise(record: EvidenceRecord, directory: Path) -> None:
+    """The record's summary as the metrics log and config it cites derive it (contracts.derive): a
+    run ends its record with the function the integrity check re-runs, so a summary that disagrees
+    with the log can only come from an edit."""
+    artifacts = Artifacts(directory, [a.path for a in record.artifacts])
+    derivation = derive(record.run.kind, Inputs(record, artifacts, load_spec()))
+    for path, value in derivation.fields.items():
+        if len(path) == 2 and path[0] == "metrics":
+            record.metrics[path[1]] = value
+
+
 def _refusal_id(ledger_dir: Path, run_id: str) -> str:
     """The ledger id of a set-up refusal of `run_id`: `<run-id>-refused-<UTC time>` (and `.2`, `.3`
     … within one second), so the run id itself stays free for the run that passes set-up."""
@@ -512,9 +531,10 @@ def _refusal_id(ledger_dir: Path, run_id: str) -> str:
 
 def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> None:
     """File the record of a run a gate stopped during set-up: status `halted`, the gate's FAIL and
-    every verdict judged before it, the config and data it was asked for, and no artifact (none was
-    made). The run directory stays as if never asked for (a resumed one, as it was), so the same
-    command can simply be run again; without --evidence-dir the refusal's one line is all."""
+    every verdict judged before it, the config and data it was asked for, and as its artifacts
+    that config and an empty metrics log (no step was taken), its summary derived from them. The
+    run directory stays as if never asked for (a resumed one, as it was), so the same command can
+    simply be run again; without --evidence-dir the refusal's one line is all."""
     if evidence_dir is None or not _is_main():
         return
     record = plan.record.model_copy(deep=True)
@@ -523,8 +543,16 @@ def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> 
     record.run.finished = now()
     record.run.stop_reason = f"refused at set-up: {exc}"
     record.gates = plan.ledger.gate_results()
-    record.artifacts, record.checkpoint = [], None
-    filed = ledger.file(evidence_dir, record)
+    record.checkpoint = None
+    # What the record's numbers derive from (contracts.derive): the config it was asked for, and the
+    # log of a run that took no step, empty.
+    with tempfile.TemporaryDirectory() as scratch:
+        config, log = Path(scratch) / CONFIG_FILE, Path(scratch) / METRICS_FILE
+        save_config(plan.config, config)
+        log.touch()
+        record.artifacts = [artifact(path, Path(scratch)) for path in (config, log)]
+        summarise(record, Path(scratch))
+        filed = ledger.file(evidence_dir, record, (config, log))
     print(f"stack train: the refusal is filed at {filed}", file=sys.stderr)
 
 

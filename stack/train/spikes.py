@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection
 from typing import Any
 
+from contracts.derive.training import window_stats
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -18,15 +18,6 @@ from contracts.spec import load_spec
 
 def _spike_outcome(detector: SpikeDetector, loss: float, step: int) -> Outcome:
     return measure("GATE-TRAIN-006", detector.last_measured, step=step)
-
-
-def _mean_and_std(window: Collection[float]) -> tuple[float, float]:
-    """Mean and population std of the window (0, 0 when empty), in floating point with exactly
-    rounded sums: statistics.pstdev's exact fractions cost milliseconds on every step."""
-    if not window:
-        return 0.0, 0.0
-    mean = math.fsum(window) / len(window)
-    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in window) / len(window))
 
 
 class SpikeDetector:
@@ -52,7 +43,7 @@ class SpikeDetector:
         if not math.isfinite(loss):
             # A NaN in the window would hide every spike for a window's length; TRAIN-003 halts first.
             raise ValueError(f"loss {loss} at step {step} is not finite; GATE-TRAIN-003 must halt before")
-        mean, std = _mean_and_std(self.window)
+        mean, std = window_stats(self.window)  # the rule contracts.derive replays over the metrics log
         self.last_measured = {
             "loss": float(loss),
             "window_mean": mean,

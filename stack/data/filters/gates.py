@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contracts.derive.reports import COVERAGE_KEYS, SHARE_KEYS, per_source
 from contracts.gates import Outcome, gate_require, measure
 from stack.data.filters.runner import FilterRunner, check_waivers
 from stack.data.filters.settings import load_settings
@@ -46,8 +47,7 @@ def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
 
 def coverage_outcome(reports: Reports) -> Outcome:
     """GATE-DATA-013: each source's filters and their canaries, its waiver and pre-clean mark."""
-    keys = ("filters", "pre_clean", "waiver", "documents_in", "canaries")
-    sources = {name: {key: report[key] for key in keys} for name, report in reports.items()}
+    sources = per_source(dict(reports), COVERAGE_KEYS)
     return measure("GATE-DATA-013", {"sources": sources}, holds="every source filtered, each filter proven")
 
 
@@ -76,8 +76,7 @@ def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports
 
 def share_outcome(reports: Reports) -> Outcome:
     """GATE-DATA-015: each source's documents in and dropped by reason, and the first example of each."""
-    keys = ("documents_in", "dropped", "examples", "filters", "scripts")
-    sources = {name: {key: report[key] for key in keys} for name, report in reports.items()}
+    sources = per_source(dict(reports), SHARE_KEYS)
     return measure("GATE-DATA-015", {"sources": sources}, holds="no source lost most of its documents")
 
 

@@ -1,0 +1,432 @@
+"""A training record from its metrics log and config: every line of metrics.jsonl, every gate it decides.
+
+One loop writes every training kind's log (train, finetune, sft, dpo, distill), one typed JSON
+line per optimizer step, evaluation, sample and event. Replaying that log through the same
+rules the loop applies, in the same order, gives what the record must say:
+
+* the summary (`metrics.step`, the held-out losses, the coherence scores, the loss spikes, where
+  overfitting was first seen, the phase switches, the token counts behind GATE-DATA-004);
+* each gate the log decides, as the run's ledger would have settled it (`contracts.ledger.settle`):
+  GATE-TRAIN-001 (every step line complete, none skipped), TRAIN-003 (finite loss and gradient
+  norm), TRAIN-004 (the first loss), TRAIN-006 (spikes against the trailing window), TRAIN-005
+  (the coherence streak, and that sampling ran), EVAL-004 (held-out loss rising while train loss
+  falls), and the parts of TRAIN-002 (warmup, the clipped norm) and EVAL-002 (the standard error
+  of each evaluation, the early-stopping decisions) that the log holds.
+
+The rules here are the loop's own: stack/train imports `STEP_FIELDS`, `window_stats`,
+`diverging`, `improves` and `COHERENCE_SHOWN` from this module, so the run and the check cannot
+drift apart. A gate that halted the run at a step whose line was never written is left to its
+record (its values are the first evidence of that step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.derive import Derivation, Inputs, derives
+from contracts.evidence import GateResult, RunStatus, Verdict
+from contracts.judges import judge
+from contracts.ledger import settle
+
+METRICS_LOG = "metrics.jsonl"
+CONFIG_FILE = "config.toml"
+# The run kinds of the one training loop: their records cite its metrics log and config.
+LOOP_KINDS = ("train", "finetune", "sft", "dpo", "distill")
+# Fields every step line carries (GATE-TRAIN-001); later keys of a line are the loop's to add.
+STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "batch_sha256")
+# The gradient norm after clipping, as the optimizer saw it (GATE-TRAIN-002's clip check).
+CLIPPED_NORM = "clipped_grad_norm"
+# How many of the latest coherence scores the record's summary shows.
+COHERENCE_SHOWN = 20
+# The log ends where a run stopped by itself: the end-of-run checks ran.
+ENDED = (RunStatus.COMPLETED, RunStatus.INTERRUPTED, RunStatus.EXHAUSTED)
+
+
+def window_stats(window: Collection[float]) -> tuple[float, float]:
+    """Mean and population std of a trailing window (0, 0 when empty), with exactly rounded sums."""
+    if not window:
+        return 0.0, 0.0
+    mean = math.fsum(window) / len(window)
+    return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in window) / len(window))
+
+
+def diverging(previous: tuple[float, float] | None, train_loss: float, heldout_loss: float) -> bool:
+    """An evaluation whose held-out loss rose while its train loss fell, against the one before
+    (`previous` is that evaluation's train and held-out loss)."""
+    return previous is not None and heldout_loss > previous[1] and train_loss < previous[0]
+
+
+def improves(best: float | None, loss: float, stderr: float, multiple: float) -> bool:
+    """Whether a held-out loss beats the best one by more than `multiple` standard errors."""
+    return best is None or best - loss > multiple * stderr
+
+
+def finite_or_text(value: Any) -> Any:
+    """A measured number as the record keeps it: non-finite floats as text (JSON has no NaN)."""
+    return value if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+
+@dataclass
+class Log:
+    """metrics.jsonl, parsed: its lines by type, in order."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last_step(self) -> int:
+        return int(self.steps[-1].get("step", 0)) if self.steps else 0
+
+
+def read_log(inputs: Inputs, derived: Derivation, since: str = "1.0.0") -> Log | None:
+    """The metrics log the record cites, every line parsed; None (and a missing artifact, cited from
+    spec `since` on) without it."""
+    if not inputs.artifacts.has(METRICS_LOG):
+        derived.missing.append((METRICS_LOG, since))
+        return None
+    log = Log()
+    kinds = {"step": log.steps, "eval": log.evals, "sample": log.samples, "event": log.events}
+    for number, line in inputs.artifacts.lines(METRICS_LOG):
+        try:
+            parsed = json.loads(line)
+        except ValueError:
+            derived.problems.append(f"{METRICS_LOG} line {number} is not JSON")
+            continue
+        if not isinstance(parsed, dict):
+            derived.problems.append(f"{METRICS_LOG} line {number} is not an object")
+            continue
+        kinds.get(str(parsed.get("type")), []).append(parsed)
+    return log
+
+
+def read_config(inputs: Inputs, derived: Derivation) -> dict[str, Any]:
+    """config.toml as the record must state it (the record's `config` is this file, parsed)."""
+    text = inputs.artifacts.text(CONFIG_FILE)
+    if text is None:
+        derived.missing.append((CONFIG_FILE, "1.0.0"))
+        return inputs.record.config
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        derived.problems.append(f"{CONFIG_FILE} is not valid TOML: {exc}")
+        return inputs.record.config
+    derived.put(("config",), config)
+    return config
+
+
+class Settler:
+    """Settles one gate's outcomes as the run's ledger does, and hands the result to the derivation."""
+
+    def __init__(self, inputs: Inputs, derived: Derivation) -> None:
+        self.inputs, self.derived = inputs, derived
+        self.waived = {w.gate for w in inputs.record.waivers}
+
+    def wanted(self, gate_id: str) -> bool:
+        """A gate is derived when the spec has it and the record's verdict is not stale."""
+        return gate_id in self.inputs.spec.gates and gate_id not in self.inputs.stale
+
+    def run(self, gate_id: str, outcomes: Iterable[tuple[dict[str, Any], int | None]]) -> GateResult | None:
+        """The settled result over `outcomes` ((measured, step) in the order the loop judged them)."""
+        spec, result = self.inputs.spec, None
+        thresholds = spec.gates[gate_id].threshold_values
+        waived = gate_id in self.waived
+        for measured, step in outcomes:
+            ok = not judge(gate_id, measured, thresholds)
+            result = settle(spec, gate_id, result, measured, ok, waived, step) or result
+        return result
+
+    def derive(
+        self,
+        gate_id: str,
+        outcomes: Iterable[tuple[dict[str, Any], int | None]],
+        exact: bool = True,
+        optional: bool = False,
+    ) -> None:
+        """Derive `gate_id` from its outcomes: the settled verdict, step and each measured key.
+
+        `exact` says the outcomes are every check the gate makes; otherwise the verdict derived is
+        a floor (a check the log does not hold may have fired too).
+        """
+        if not self.wanted(gate_id):
+            return
+        result = self.run(gate_id, outcomes)
+        if result is None:
+            return
+        self.derived.verdict(gate_id, result.verdict, exact)
+        assert isinstance(result.measured, dict)
+        self.derived.gate(gate_id, result.measured, optional)
+        if exact:
+            self.derived.put(("gates", gate_id, "step"), result.step, optional)
+
+
+def _step_lines(log: Log, derived: Derivation) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-001 per step line: complete, and following the step before it."""
+    outcomes, previous = [], None
+    for line in log.steps:
+        step = line.get("step")
+        missing = [key for key in STEP_FIELDS if line.get(key) is None]
+        number = step if isinstance(step, int) and not isinstance(step, bool) else -1
+        outcomes.append(({"missing": missing, "previous_step": previous, "step": number}, number))
+        if previous is not None and number != previous + 1:
+            derived.problems.append(f"{METRICS_LOG}: step {number} follows step {previous}")
+        previous = number
+    return outcomes
+
+
+def _spikes(log: Log, thresholds: Any) -> tuple[list[tuple[dict[str, Any], int | None]], list[Any]]:
+    """GATE-TRAIN-006 per step: each loss against the trailing window before it (SpikeDetector's rule);
+    and the steps whose loss spikes."""
+    window: deque[float] = deque(maxlen=int(thresholds["spike_window_steps"]))
+    outcomes = []
+    for line in log.steps:
+        loss = line.get("loss")
+        if not isinstance(loss, int | float) or not math.isfinite(loss):
+            continue  # a non-finite loss halts the run (TRAIN-003) before the detector sees it
+        mean, std = window_stats(window)
+        measured = {"loss": float(loss), "window_mean": mean, "window_std": std, "window_len": len(window)}
+        outcomes.append((measured, line.get("step")))
+        window.append(float(loss))
+    spiked = [step for measured, step in outcomes if judge("GATE-TRAIN-006", measured, thresholds)]
+    return outcomes, spiked
+
+
+def _overfit(log: Log) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-EVAL-004 per evaluation: the streak of held-out rises under train-loss falls."""
+    outcomes, previous, streak = [], None, 0
+    for line in log.evals:
+        train_loss, heldout = line.get("train_loss"), line.get("heldout_loss")
+        if not isinstance(train_loss, int | float) or not isinstance(heldout, int | float):
+            continue
+        streak = streak + 1 if diverging(previous, train_loss, heldout) else 0
+        previous = (train_loss, heldout)
+        outcomes.append(({"diverging_evals": streak}, line.get("step")))
+    return outcomes
+
+
+def _coherence(
+    log: Log, shown: int, ended: bool, sample_every: Any
+) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-005: the latest `shown` scores at every sample, and, once the run ended, that it sampled."""
+    scores: list[float] = []
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    for line in log.samples:
+        score = line.get("score")
+        if isinstance(score, int | float):
+            scores.append(float(score))
+            outcomes.append(({"recent_scores": scores[-shown:]}, line.get("step")))
+    if ended:
+        ran = {"samples_scored": len(scores), "steps": log.last_step, "sample_every": sample_every}
+        outcomes.append((ran, log.last_step))
+    return outcomes
+
+
+def _stability(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """The parts of GATE-TRAIN-002 in the config and the log: settings, the warmup's rates, the clip."""
+    clip, warmup = train.get("clip_norm"), train.get("warmup_steps")
+    outcomes: list[tuple[dict[str, Any], int | None]] = [
+        ({"clip_norm": clip, "warmup_steps": warmup, "weight_decay": train.get("weight_decay")}, None)
+    ]
+    previous = None
+    for line in log.steps:
+        step, lr = line.get("step"), line.get("lr")
+        if isinstance(step, int) and isinstance(warmup, int) and step <= warmup:
+            measured = {
+                "warmup_lr": lr,
+                "previous_warmup_lr": previous if step > 1 else None,
+                "warmup_step": step,
+                "warmup_steps": warmup,
+                "peak_lr": train.get("lr"),
+            }
+            outcomes.append((measured, step))
+            previous = lr
+        if CLIPPED_NORM in line:
+            outcomes.append(({"post_clip_norm": line[CLIPPED_NORM], "clip_norm": clip}, step))
+    return outcomes
+
+
+def _early_stopping(
+    log: Log, evaluation: dict[str, Any], multiple: float, epoch_of: Any, derived: Derivation
+) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-EVAL-002's configuration and per-evaluation standard error, and the stops the log shows,
+    replayed by the stopper's rule (an improvement beats the best by `multiple` standard errors)."""
+    if not evaluation.get("early_stop"):
+        return []
+    patience, min_epochs = evaluation.get("patience"), evaluation.get("min_epochs")
+    outcomes: list[tuple[dict[str, Any], int | None]] = [
+        ({"patience": patience, "min_epochs": min_epochs}, None)
+    ]
+    best, without = None, 0
+    for line in log.evals:
+        loss, stderr, step = line.get("heldout_loss"), line.get("heldout_stderr"), line.get("step")
+        outcomes.append(({"heldout_stderr": finite_or_text(stderr)}, step))
+        if not isinstance(loss, int | float) or not isinstance(stderr, int | float):
+            continue
+        if improves(best, loss, stderr, multiple):
+            best, without = loss, 0
+        else:
+            without += 1
+        epoch = epoch_of(step)
+        due = isinstance(patience, int | float) and without >= patience
+        if epoch is not None and isinstance(min_epochs, int | float):
+            due = due and epoch >= min_epochs
+        stopped = line.get("early_stop")
+        if stopped is True and not due:
+            derived.problems.append(
+                f"{METRICS_LOG}: the evaluation at step {step} says early stopping fired, but the held-out "
+                f"losses before it show {without} evaluation(s) without improvement (patience {patience})"
+            )
+        elif stopped is False and due and epoch is not None:
+            derived.problems.append(
+                f"{METRICS_LOG}: the evaluation at step {step} should have stopped the run ({without} "
+                f"evaluation(s) without improvement, epoch {epoch:.3g}) but says it did not"
+            )
+    return outcomes
+
+
+def _summary(log: Log, spiked: list[Any], overfit_at: int | None, derived: Derivation) -> None:
+    """The record's summary fields the log decides."""
+    derived.put(("metrics", "step"), log.last_step)
+    losses = [e["heldout_loss"] for e in log.evals if isinstance(e.get("heldout_loss"), int | float)]
+    derived.put(("metrics", "last_heldout_loss"), losses[-1] if losses else None)
+    derived.put(("metrics", "best_heldout_loss"), min(losses) if losses else None)
+    scores = [s["score"] for s in log.samples if isinstance(s.get("score"), int | float)]
+    derived.put(("metrics", "coherence_scores"), scores[-COHERENCE_SHOWN:])
+    derived.put(("metrics", "loss_spikes"), len(spiked), optional=True)
+    derived.put(("metrics", "overfit_at_step"), overfit_at, optional=True)
+    switches = [
+        {"phase": e.get("phase"), "step": e.get("step")} for e in log.events if e.get("event") == "phase"
+    ]
+    if switches:
+        derived.put(("metrics", "phase_switches"), switches)
+    logged = [e.get("step") for e in log.events if e.get("event") == "loss_spike"]
+    if logged != spiked:
+        derived.problems.append(
+            f"{METRICS_LOG}: its loss_spike events are at steps {logged}, but the losses it logs "
+            f"spike at {spiked}"
+        )
+
+
+def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Derivation) -> Any:
+    """The token counts behind GATE-DATA-004 and the epoch of a step; returns step → epoch (or None)."""
+    metrics, train = inputs.record.metrics, config.get("train", {})
+    seen, params, unique = (
+        metrics.get("tokens_seen"),
+        metrics.get("parameters"),
+        metrics.get("unique_train_tokens"),
+    )
+    counts = (seen, params, unique, train.get("steps"))
+    if last_step < 1 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts):
+        return lambda _step: None
+    assert isinstance(seen, int) and isinstance(params, int) and isinstance(unique, int)
+    if seen % last_step:
+        derived.problems.append(f"metrics.tokens_seen {seen} is not a whole number of steps of {last_step}")
+        return lambda _step: None
+    per_step = seen // last_step
+    if not train.get("task"):  # plain language modelling reads windows of the model's context
+        world = inputs.record.determinism.flags.get("world_size", 1)
+        model = config.get("model", {})
+        shape = (train.get("batch_size"), train.get("grad_accum", 1), model.get("ctx"), world)
+        if all(isinstance(v, int) for v in shape):
+            expected = math.prod(shape)  # type: ignore[arg-type]
+            derived.put(("metrics", "tokens_seen"), last_step * expected)
+    planned = train["steps"] * per_step
+    adequacy = {"repeats": planned / unique, "tokens_per_parameter": planned / params}
+    derived.put(("metrics", "planned_tokens"), planned)
+    for key, value in adequacy.items():
+        derived.put(("metrics", key), value)
+    if "GATE-DATA-004" not in inputs.stale:
+        derived.gate("GATE-DATA-004", adequacy)
+    return lambda step: step * per_step / max(unique, 1) if isinstance(step, int) else None
+
+
+def _first_loss(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-004 at the first step, for a record that judged it (a fresh model's cross-entropy)."""
+    if not log.steps or not any(g.id == "GATE-TRAIN-004" for g in inputs.record.gates):
+        return []
+    first = log.steps[0]
+    return [({"loss": first.get("loss"), "vocab": config.get("model", {}).get("vocab")}, first.get("step"))]
+
+
+@derives(*LOOP_KINDS)
+def training_record(inputs: Inputs) -> Derivation:
+    """Everything a training record's metrics log and config decide."""
+    derived = Derivation()
+    config = read_config(inputs, derived)
+    log = read_log(inputs, derived)
+    if log is None:
+        return derived
+    settler = Settler(inputs, derived)
+    limits = {gate_id: gate.threshold_values for gate_id, gate in inputs.spec.gates.items()}
+    spike_outcomes, spiked = _spikes(log, limits["GATE-TRAIN-006"])
+    settler.derive("GATE-TRAIN-006", spike_outcomes)
+    settler.derive("GATE-TRAIN-001", _step_lines(log, derived))
+    finite = [
+        (
+            {"loss": finite_or_text(s.get("loss")), "grad_norm": finite_or_text(s.get("grad_norm"))},
+            s.get("step"),
+        )
+        for s in log.steps
+    ]
+    settler.derive("GATE-TRAIN-003", finite)
+    settler.derive("GATE-TRAIN-004", _first_loss(inputs, log, config))
+    ended = inputs.record.run.status in ENDED
+    shown = int(limits["GATE-TRAIN-005"]["max_consecutive_low"])
+    settler.derive(
+        "GATE-TRAIN-005", _coherence(log, shown, ended, config.get("monitor", {}).get("sample_every"))
+    )
+    settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
+    overfit = _overfit(log)
+    settler.derive("GATE-EVAL-004", overfit)
+    fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))
+    _summary(log, spiked, next(fired, None), derived)
+    epoch_of = _tokens(inputs, config, log.last_step, derived)
+    multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
+    stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
+    settler.derive("GATE-EVAL-002", stopping, exact=False)
+    batches = {e.get("batches") for e in log.evals}
+    if len(batches) > 1:
+        derived.problems.append(
+            f"{METRICS_LOG}: its evaluations used {sorted(batches, key=str)} held-out batches"
+        )
+    elif batches and settler.wanted("GATE-EVAL-001"):
+        derived.gate("GATE-EVAL-001", {"heldout_batches": batches.pop()})
+    if not ended:  # a gate that stopped the run judged a step whose line was never written
+        derived.primary |= {
+            g.id for g in inputs.record.gates if g.verdict is Verdict.FAIL or (g.step or 0) > log.last_step
+        }
+    return derived
+
+
+# Evolution strategies (`stack es`) gained its metrics log in spec 1.7.0.
+ES_LOG_SINCE = "1.7.0"
+
+
+@derives("es")
+def es_record(inputs: Inputs) -> Derivation:
+    """An ES record's per-step reports are its log's step lines after the step it resumed from."""
+    derived = Derivation()
+    log = read_log(inputs, derived, since=ES_LOG_SINCE)
+    if log is None:
+        return derived
+    previous = None
+    for line in log.steps:
+        step = line.get("step")
+        if previous is not None and step != previous + 1:
+            derived.problems.append(f"{METRICS_LOG}: step {step} follows step {previous}")
+        previous = step
+    start = inputs.record.metrics.get("resumed_from") or 0
+    reports = [
+        {key: value for key, value in line.items() if key != "type"}
+        for line in log.steps
+        if isinstance(line.get("step"), int) and line["step"] > start
+    ]
+    derived.put(("metrics", "steps"), reports)
+    return derived

@@ -1,0 +1,391 @@
+"""Falsifiers of re-derivation: a record's numbers edited against the artifacts it cites.
+
+Each test copies one real record of this repository's ledger (its directory: metadata.json and
+the artifacts it cites) into a scratch directory, plants one tampering the way a forger would
+(the edit, then every cited artifact re-hashed so its checksum still matches), and runs the
+integrity check on that directory alone (`run_checks(..., runs_only=True)`, what a CI job asks of
+its own runs), which must name the record and the field. The checks are the ones every record of
+the ledger passes untampered (`test_every_ledger_record_re_derives`), so a test that turns red
+with GATE-INTEG-001 forced off shows the gate, not a record that was false already.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit import LoadedEvidence, evidence_paths
+from check_integrity import Checker, run_checks
+
+from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence
+from contracts.release_rules import stale_gates
+from contracts.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+LEDGER = ROOT / LEDGER_DIR
+Change = Callable[[dict[str, Any], Path], None]
+
+
+def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:
+    """A copy of ledger record `run` with `change` applied to its JSON (and its directory), every
+    cited artifact re-hashed as a forger would; returns the copy's directory."""
+    target = tmp_path / run
+    shutil.copytree(LEDGER / run, target)
+    path = target / EVIDENCE_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data, target)
+    for art in data["artifacts"] if rehash else []:
+        file = (target / art["path"]).resolve()
+        if file.is_file() and file.is_relative_to(target):
+            art.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), bytes=file.stat().st_size)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def findings(run_dir: Path) -> list[str]:
+    """What the integrity check reports of one run directory, as printed lines."""
+    return [f.line() for f in run_checks(ROOT, [run_dir], runs_only=True).violations]
+
+
+def assert_caught(run_dir: Path, *fragments: str) -> None:
+    found = findings(run_dir)
+    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+
+
+def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
+    return next(g for g in data["gates"] if g["id"] == gate_id)
+
+
+def log_lines(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+# -- the untampered ledger -----------------------------------------------------------------------
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_every_ledger_record_re_derives(tmp_path: Path) -> None:
+    """Every record of the ledger agrees with what its artifacts derive (or is stale, with a warning)."""
+    dirs = [path.parent for path in evidence_paths(ROOT)]
+    report = run_checks(ROOT, dirs, runs_only=True)
+    assert [f.line() for f in report.violations] == []
+
+
+# -- the illustrations of issue #27, on the records they name ------------------------------------
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_warn_turned_pass_over_rows_that_show_the_adapter_losing_is_caught(tmp_path: Path) -> None:
+    def flip(data: dict[str, Any], _dir: Path) -> None:
+        result = gate(data, "GATE-FT-001")
+        assert result["verdict"] == "WARN"
+        result.update(verdict="PASS", message=None, measured={"few_shot_bpb": 6.1, "adapter_bpb": 6.0})
+
+    run = planted(tmp_path, "evalmatrix-20261122T172101", flip)
+    assert_caught(run, 'gates[GATE-FT-001].verdict is "PASS", but its artifacts derive "WARN"')
+    assert_caught(run, "gates[GATE-FT-001].measured.few_shot_bpb is 6.1")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_quantize_gate_passing_over_no_matrices_is_caught(tmp_path: Path) -> None:
+    run = planted(
+        tmp_path,
+        "quantize-20261122T145535",
+        lambda d, _: gate(d, "GATE-HQQ-001")["measured"].update(matrices=[]),
+    )
+    assert_caught(run, "GATE-HQQ-001: recorded PASS, but its measured values re-judge to FAIL")
+
+
+def current_for(gate_id: str, kinds: tuple[str, ...]) -> str:
+    """The newest completed ledger record of one of `kinds` whose verdict of `gate_id` is judged
+    under the gate's current revision (a stale verdict is not re-derived, so it shows nothing)."""
+    spec = load_spec()
+    records = [read_evidence(path) for path in LEDGER.glob(f"*/{EVIDENCE_FILE}")]
+    for record in sorted(records, key=lambda r: r.run.started, reverse=True):
+        judged = any(g.id == gate_id for g in record.gates)
+        if record.run.kind in kinds and judged and gate_id not in stale_gates(record, spec):
+            return record.run.id
+    raise AssertionError(f"no {'/'.join(kinds)} record judges {gate_id} at its current revision")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("key", ["post_clip_norm", "clip_norm"])
+def test_a_clip_check_with_its_values_removed_is_caught(tmp_path: Path, key: str) -> None:
+    run_id = current_for("GATE-TRAIN-002", ("train", "finetune"))
+    run = planted(tmp_path, run_id, lambda d, _: gate(d, "GATE-TRAIN-002")["measured"].pop(key))
+    assert_caught(run, run_id, "GATE-TRAIN-002")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_falsify_summary_that_its_detail_contradicts_is_caught(tmp_path: Path) -> None:
+    latest = max(p.parent.name for p in LEDGER.glob(f"falsify-*/{EVIDENCE_FILE}"))
+
+    def all_green_off(data: dict[str, Any], _dir: Path) -> None:
+        for row in data["metrics"]["gates"].values():  # every test stayed green with its gate off
+            row["red_with_gate_off"] = dict.fromkeys(row["red_with_gate_off"], False)
+
+    run = planted(tmp_path, latest, all_green_off)
+    assert_caught(
+        run, "gates[GATE-INTEG-002].measured.gates.", ".red_off is true, but its artifacts derive false"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("run", ["sft-lora-20261122", "dpo-20261122", "distill-moe4-20261122"])
+def test_sft_dpo_and_distill_records_are_held_to_their_logs(tmp_path: Path, run: str) -> None:
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["best_heldout_loss"] = 0.125
+        gate(data, "GATE-TRAIN-003")["measured"]["loss"] = 0.25
+
+    planted_run = planted(tmp_path, run, edit)
+    assert_caught(planted_run, "metrics.best_heldout_loss is 0.125, but its artifacts derive")
+    assert_caught(planted_run, "gates[GATE-TRAIN-003].measured.loss is 0.25, but its artifacts derive")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_training_record_that_drops_its_log_is_caught(tmp_path: Path) -> None:
+    def drop(data: dict[str, Any], run_dir: Path) -> None:
+        data["artifacts"] = [a for a in data["artifacts"] if a["path"] != "metrics.jsonl"]
+        (run_dir / "metrics.jsonl").unlink()
+
+    assert_caught(planted(tmp_path, "mix-run", drop), "cites no metrics.jsonl")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_loss_spike_inserted_in_the_log_is_caught(tmp_path: Path) -> None:
+    """Spikes are judged once the trailing window is full: step 600 of the 1200-step reference run."""
+
+    def spike(_data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        step = next(line for line in lines if line.get("type") == "step" and line["step"] == 600)
+        step["loss"] = 9.0  # far above the trailing window; no loss_spike event, no WARN
+        write_log(run_dir, lines)
+
+    run = planted(tmp_path, "demo-reference-20261122-spec-1.2.0", spike)
+    assert_caught(
+        run, "metrics.jsonl: its loss_spike events are at steps [], but the losses it logs spike at [600]"
+    )
+    assert_caught(run, 'gates[GATE-TRAIN-006].verdict is "PASS", but its artifacts derive "WARN"')
+    assert_caught(run, "metrics.loss_spikes is 0, but its artifacts derive 1")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_held_out_loss_rising_over_the_last_evals_under_a_pass_is_caught(tmp_path: Path) -> None:
+    def rising(_data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        evals = [line for line in lines if line.get("type") == "eval"]
+        for i, line in enumerate(evals[-4:]):  # the train loss keeps falling
+            line["heldout_loss"] = 3.0 + 0.1 * i
+        write_log(run_dir, lines)
+
+    run = planted(tmp_path, "mix-run", rising)
+    assert_caught(run, 'gates[GATE-EVAL-004].verdict is "PASS", but its artifacts derive "WARN"')
+    assert_caught(run, "metrics.overfit_at_step is null, but its artifacts derive")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_tokens_per_parameter_edited_in_gate_and_summary_is_caught(tmp_path: Path) -> None:
+    """The released record's WARN: tokens_seen / parameters in the same record still give 6.4."""
+
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        adequacy = gate(data, "GATE-DATA-004")
+        assert adequacy["verdict"] == "WARN"
+        adequacy.update(verdict="PASS", message=None)
+        adequacy["measured"]["tokens_per_parameter"] = data["metrics"]["tokens_per_parameter"] = 25.0
+
+    run = planted(tmp_path, "demo-reference-20261122-spec-1.2.0", edit)
+    assert_caught(
+        run, "gates[GATE-DATA-004].measured.tokens_per_parameter is 25.0, but its artifacts derive 6.37"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("what", ["digest", "config"])
+def test_a_config_or_its_digest_that_the_config_file_contradicts_is_caught(tmp_path: Path, what: str) -> None:
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        if what == "digest":
+            data["config_sha256"] = "0" * 64
+        else:
+            data["config"]["train"]["clip_norm"] = 0.5
+
+    field = (
+        "config_sha256 is"
+        if what == "digest"
+        else "config.train.clip_norm is 0.5, but its artifacts derive 1.0"
+    )
+    assert_caught(planted(tmp_path, "mix-run", edit), field)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_artifact_cited_from_another_runs_directory_is_caught(tmp_path: Path) -> None:
+    def borrow(data: dict[str, Any], run_dir: Path) -> None:
+        shutil.copytree(LEDGER / "ft-demo", run_dir.parent / "ft-demo")
+        for art in data["artifacts"]:
+            if art["path"] == "metrics.jsonl":
+                borrowed = run_dir.parent / "ft-demo" / "metrics.jsonl"
+                art.update(
+                    path="../ft-demo/metrics.jsonl", sha256=hashlib.sha256(borrowed.read_bytes()).hexdigest()
+                )
+                art["bytes"] = borrowed.stat().st_size
+
+    run = planted(tmp_path, "mix-run", borrow)
+    assert_caught(run, "path '../ft-demo/metrics.jsonl' leaves")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_benchmark_that_says_met_over_a_missed_goal_is_caught(tmp_path: Path) -> None:
+    def met(data: dict[str, Any], _dir: Path) -> None:
+        assert data["metrics"]["met"] is False
+        data["metrics"]["met"] = True
+
+    assert_caught(
+        planted(tmp_path, "bench-trace-20261122T172643", met),
+        "metrics.met is true, but its artifacts derive false",
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_verdict_re_stamped_with_a_later_revision_is_caught(tmp_path: Path) -> None:
+    """ft-demo judged GATE-DATA-007 under rev 1 (spec 1.4.0); rev 2 came with 1.7.0."""
+    run = planted(tmp_path, "ft-demo", lambda d, _: gate(d, "GATE-DATA-007").update(revision=2))
+    assert_caught(run, "GATE-DATA-007 rev 2 came with spec 1.7.0, newer than the spec 1.4.0 the record names")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_of_an_undeclared_run_kind_is_caught(tmp_path: Path) -> None:
+    run = planted(tmp_path, "mix-run", lambda d, _: d["run"].update(kind="unjudged"))
+    assert_caught(run, "run kind 'unjudged' is not declared in spec/run_kinds.yaml")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "change", "fragment"),
+    [
+        ("synth-20261122T172153", lambda d: d["metrics"].update(kept=13), "metrics.kept is 13"),
+        (
+            "memorization-20261122T172106",
+            lambda d: gate(d, "GATE-FT-003")["measured"].update(tuned_overlaps=[0] * 50),
+            "tuned_overlaps",
+        ),
+        (
+            "lora-merge-20261122T172041",
+            lambda d: gate(d, "GATE-LORA-002")["measured"].update(max_abs_diff=0.0),
+            "max_abs_diff is 0.0",
+        ),
+        (
+            "prepare-20261122T171714",
+            lambda d: d["metrics"]["filters"]["stdlib"].update(documents_in=9),
+            "documents_in",
+        ),
+        (
+            "eval-20261122T141536",
+            lambda d: d["metrics"].update(bits_per_byte=1.0),
+            "metrics.bits_per_byte is 1.0",
+        ),
+        (
+            "export-hf-20261122T172052",
+            lambda d: gate(d, "GATE-EXPORT-001")["measured"].update(max_abs_diff=0.0),
+            "max_abs_diff is 0.0",
+        ),
+        (
+            "trace-20261122T114524",
+            lambda d: d["metrics"].update(verdict="clean!"),
+            'metrics.verdict is "clean!"',
+        ),
+        (
+            "options-matrix-20261122T171805",
+            lambda d: d["metrics"]["cells"].update(ok=42),
+            "metrics.cells.ok is 42",
+        ),
+        (
+            "evalmatrix-20261122T172101",
+            lambda d: d["metrics"]["rows"][2].update(bits_per_byte=5.0),
+            "metrics.rows[2].bits_per_byte is 5.0",
+        ),
+    ],
+    ids=[
+        "synth",
+        "memorization",
+        "lora-merge",
+        "prepare",
+        "eval",
+        "export",
+        "trace",
+        "options-matrix",
+        "evalmatrix",
+    ],
+)
+def test_each_command_record_is_held_to_its_result_file(
+    tmp_path: Path, run: str, change: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    assert_caught(planted(tmp_path, run, lambda d, _: change(d)), fragment)
+
+
+# -- the principle: any derived field, edited, is caught ------------------------------------------
+
+
+def _perturbed(value: Any) -> Any:
+    """A value unlike `value` of a JSON type a forger would write there."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "!"
+    if isinstance(value, list):
+        return [*value, value[-1]] if value else [0]
+    if isinstance(value, dict):
+        return {**value, "planted": 1}
+    return 1
+
+
+def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    if path[0] == "gates":
+        target: Any = gate(data, path[1])
+        path = path[2:]
+    else:
+        target = data
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    "run", ["mix-run", "sft-lora-20261122", "evalmatrix-20261122T172101", "quantize-20261122T145535"]
+)
+def test_every_field_its_artifacts_derive_is_caught_when_edited(run: str) -> None:
+    """Not a list of tamperings: every field the derivation covers, each edited on its own (in the
+    record only; its artifacts stay as they were), is reported by the checker."""
+    spec, path = load_spec(), LEDGER / run / EVIDENCE_FILE
+    record = read_evidence(path)
+    artifacts = Artifacts(LEDGER / run, [a.path for a in record.artifacts])
+    # As the checker derives it: a verdict judged under an older revision is not re-derived.
+    stale = frozenset(stale_gates(record, spec))
+    derivation = derive(record.run.kind, Inputs(record, artifacts, spec, stale))
+    dumped = record.model_dump(mode="json")
+    fields = [
+        p for p in derivation.fields if recorded(record, dumped, p) is not None and p not in derivation.since
+    ]
+    assert len(fields) >= 5, f"{run}: little is derived ({fields})"
+    uncaught = []
+    for field in fields:
+        data = copy.deepcopy(dumped)
+        _set(data, field, _perturbed(recorded(record, dumped, field)))
+        checker = Checker(ROOT, spec)
+        tampered = EvidenceRecord.model_validate(data)
+        checker.check_record(LoadedEvidence(path, tampered, raw=b""), path.parent, in_ledger=False)
+        if not checker.verdict():
+            uncaught.append(field_name(field))
+    assert uncaught == []

@@ -1,0 +1,240 @@
+"""What a gate's proof by mutation rests on, as one digest per gate: its code fingerprint.
+
+A falsify record proves, for the code it ran, that each gate's falsifiers pass with the gate on
+and turn red with it forced off. Which code that is, per gate:
+
+* its judge in contracts/judges*.py (the function registered with `@judges`, its declaration,
+  and every module-level helper it calls, transitively);
+* its bindings in stack/ and contracts/ (each function decorated with `gate_require` or
+  `gate_ensure` naming it, with the outcome function the decorator calls);
+* its falsifier tests in tests/ (each test marked `@pytest.mark.gate` with it, with the
+  module-level helpers it calls);
+* its entry in spec/gates/*.yaml (thresholds, severity, status).
+
+`gate_fingerprints(root)` digests all four per gate from the files under `root`, reading source
+as syntax trees (nothing is imported or run), so the same function serves a checkout, a commit
+unpacked from git, and a scratch repository. `make falsify` stores the digests in its record;
+`make test` re-runs the falsifiers of every gate whose digest differs from the latest record's
+(tests/gate_plugin.py), and the integrity check refuses a falsify record whose digests are not
+those of the code it claims to have proven (tools/mutation.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+from audit import BINDING_FUNCS, _dotted, _module_strings, _walk
+
+from contracts.spec import SAFE_LOADER
+
+# The trees whose files a fingerprint reads, relative to the repository root.
+FINGERPRINTED = ("contracts", "stack", "tests", "spec/gates")
+GATE_MARK = "gate"
+
+
+class Module:
+    """One parsed source file: its module-level functions and classes by name, and their source."""
+
+    def __init__(self, path: Path, rel: str) -> None:
+        self.rel = rel
+        self.text = path.read_text(encoding="utf-8")
+        self.lines = self.text.splitlines()
+        self.tree = ast.parse(self.text, filename=rel)
+        self.defs: dict[str, ast.AST] = {
+            node.name: node
+            for node in self.tree.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        }
+        self.constants = _module_strings(self.tree)
+
+    def source(self, node: ast.AST) -> str:
+        """The node's source, decorators included."""
+        decorators = getattr(node, "decorator_list", [])
+        first = min([node.lineno, *(d.lineno for d in decorators)])  # type: ignore[attr-defined]
+        return "\n".join(self.lines[first - 1 : node.end_lineno])  # type: ignore[attr-defined]
+
+    def closure(self, node: ast.AST, others: dict[str, Module] | None = None) -> str:
+        """The node's source and that of every module-level function it names, transitively (in this
+        module, then in `others` by name: the judges' shared readers)."""
+        seen: dict[str, str] = {}
+        todo: list[tuple[Module, ast.AST]] = [(self, node)]
+        while todo:
+            module, current = todo.pop()
+            key = f"{module.rel}:{getattr(current, 'name', id(current))}"
+            if key in seen:
+                continue
+            seen[key] = module.source(current)
+            for name in {n.id for n in ast.walk(current) if isinstance(n, ast.Name)}:
+                if name in module.defs:
+                    todo.append((module, module.defs[name]))
+                elif others and name in others:
+                    todo.append((others[name], others[name].defs[name]))
+        return "\n".join(seen[key] for key in sorted(seen))
+
+
+def _defs(module: Module) -> Iterator[ast.AST]:
+    """Every function and class of the module and every method of its classes: where marks and
+    bindings are written (a full walk of every tree costs more than the rest together)."""
+    for node in module.tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield node
+        if isinstance(node, ast.ClassDef):
+            yield from (n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def _modules(root: Path, rel_dir: str, mentions: str = "") -> Iterator[Module]:
+    """The parsed Python files under `rel_dir` whose text mentions `mentions` (the others hold no
+    judge, binding or falsifier: parsing them would cost the most and find nothing)."""
+    for path in _walk(root, rel_dir, {".py"}):
+        try:
+            if mentions and mentions not in path.read_text(encoding="utf-8"):
+                continue
+            yield Module(path, path.relative_to(root).as_posix())
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+
+
+def _string_args(call: ast.Call, constants: dict[str, str]) -> list[str]:
+    found = []
+    for arg in call.args:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            found.append(arg.value)
+        elif isinstance(arg, ast.Name) and arg.id in constants:
+            found.append(constants[arg.id])
+    return found
+
+
+def _judges(root: Path, parts: dict[str, list[str]]) -> None:
+    """Each judge with its declaration and the helpers it calls."""
+    modules = [m for m in _modules(root, "contracts", "judges") if Path(m.rel).name.startswith("judges")]
+    shared = {name: m for m in modules for name in m.defs}
+    for module in modules:
+        for node in module.defs.values():
+            for decorator in getattr(node, "decorator_list", []):
+                if isinstance(decorator, ast.Call) and _dotted(decorator.func).endswith("judges"):
+                    code = module.closure(node, shared)
+                    for gate_id in _string_args(decorator, module.constants):
+                        parts.setdefault(gate_id, []).append(f"judge {module.rel}\n{code}")
+
+
+def _bindings(root: Path, parts: dict[str, list[str]]) -> None:
+    """Each function bound to a gate, with its decorators and the outcome function they call."""
+    for rel_dir in ("stack", "contracts"):
+        for module in _modules(root, rel_dir, "gate_"):
+            for node in _defs(module):
+                for decorator in getattr(node, "decorator_list", []):
+                    if not isinstance(decorator, ast.Call):
+                        continue
+                    if _dotted(decorator.func).split(".")[-1] not in BINDING_FUNCS:
+                        continue
+                    code = module.closure(node)
+                    for gate_id in _string_args(decorator, module.constants)[:1]:
+                        parts.setdefault(gate_id, []).append(f"binding {module.rel}\n{code}")
+
+
+def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
+    """Each falsifier test with the module-level helpers it calls; a module's `pytestmark` whole."""
+    for module in _modules(root, "tests", f"mark.{GATE_MARK}"):
+        for node in [*_defs(module), *(n for n in module.tree.body if isinstance(n, ast.Assign))]:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                marks, code = node.decorator_list, None
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+            ):
+                value = node.value
+                marks, code = (
+                    (value.elts if isinstance(value, ast.List | ast.Tuple) else [value]),
+                    module.text,
+                )
+            else:
+                continue
+            for mark in marks:
+                if isinstance(mark, ast.Call) and _dotted(mark.func).endswith(f"mark.{GATE_MARK}"):
+                    text = code if code is not None else module.closure(node)
+                    for gate_id in _string_args(mark, module.constants):
+                        parts.setdefault(gate_id, []).append(f"falsifier {module.rel}\n{text}")
+
+
+def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
+    """Each gate's entry in spec/gates/*.yaml, in canonical form."""
+    for path in sorted((root / "spec" / "gates").glob("*.yaml")):
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+        for gate in data.get("gates", []):
+            if isinstance(gate, dict) and isinstance(gate.get("id"), str):
+                parts.setdefault(gate["id"], []).append(
+                    "spec " + json.dumps(gate, sort_keys=True, default=str)
+                )
+
+
+# Fingerprints by the digest of the files they were computed from: a checker that audits many
+# copies of one repository (the integrity tests do) parses each version of the code once.
+_SEEN: dict[str, dict[str, str]] = {}
+
+
+def _sources_digest(root: Path) -> str:
+    """sha256 over the path and bytes of every file a fingerprint reads."""
+    digest = hashlib.sha256()
+    for rel_dir in FINGERPRINTED:
+        for path in _walk(root, rel_dir, {".py", ".yaml"}):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def gate_fingerprints(root: Path) -> dict[str, str]:
+    """gate id → sha256 of its judge, bindings, falsifier tests and spec entry under `root`."""
+    key = _sources_digest(root)
+    if key not in _SEEN:
+        _SEEN[key] = _computed(root)
+    return dict(_SEEN[key])
+
+
+def _computed(root: Path) -> dict[str, str]:
+    parts: dict[str, list[str]] = {}
+    _judges(root, parts)
+    _bindings(root, parts)
+    _falsifiers(root, parts)
+    _statutes(root, parts)
+    return {
+        gate_id: hashlib.sha256("\n\x00".join(sorted(texts)).encode()).hexdigest()
+        for gate_id, texts in sorted(parts.items())
+    }
+
+
+def fingerprints_at(root: Path, sha: str) -> dict[str, str] | None:
+    """The fingerprints of commit `sha` of the repository at `root` (None when git cannot show it)."""
+    listed = subprocess.run(
+        ["git", "-C", str(root), "ls-tree", "--name-only", sha, "--", *FINGERPRINTED],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    present = listed.stdout.split()  # the trees this commit has (a scratch repository lacks some)
+    if listed.returncode != 0 or not present:
+        return None
+    proc = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", sha, "--", *present],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gatestack-fingerprints-") as tmp:
+        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
+            archive.extractall(tmp, filter="data")
+        return gate_fingerprints(Path(tmp))
+
+
+def changed_gates(now: dict[str, str], then: dict[str, str] | None) -> set[str]:
+    """Gates whose fingerprint is not what it was (all of them when nothing is known of then)."""
+    if then is None:
+        return set(now)
+    return {gate_id for gate_id, digest in now.items() if then.get(gate_id) != digest}

@@ -1,0 +1,142 @@
+"""Replay a training record: its first steps run again from its config and data, compared bit for bit.
+
+    python tools/check_integrity.py --replay RUN --data DATA_DIR [--steps K] [--init-from CKPT]
+
+Everything else the integrity check does compares a record with what it cites; a forger who edits
+a record and its metrics log consistently (and re-hashes both) passes all of it. Only running the
+steps again shows what the run actually computed. RUN is a record's directory (a ledger entry
+evidence/runs/<id>, or the run directory itself) holding metadata.json, config.toml and
+metrics.jsonl; DATA_DIR must be the data the run read, by its manifest's sha256. The replay builds
+the stack's own trainer from config.toml, takes the first K optimizer steps on the CPU with
+nothing written, and compares each step's line with the log's (every key but the wall-clock
+throughput), then GATE-TRAIN-004's first loss with the record's.
+
+Which kinds replay: `train` from DATA_DIR alone; `finetune` and `sft` with `--init-from` the
+checkpoint they started from, refused unless its weights hash to the parent the record's lineage
+names. `dpo` and `distill` read a frozen reference or teacher named by path in their config and do
+not replay here; command kinds (eval, prepare, lens, surgery) have no replay yet. A replay is bit
+for bit on the machine and build of the run; another CPU, thread count or torch build can differ
+in the last bits of a float, and the report then names the first step and key that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contracts.derive.training import METRICS_LOG
+from contracts.errors import BadInput
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence, sha256_file
+from contracts.ledger import Ledger, recording
+
+# The kinds a replay can rebuild from the record, the data and (for a fine-tune) its start.
+REPLAYABLE = ("train", "finetune", "sft")
+FROM_CHECKPOINT = ("finetune", "sft")
+# A step line's keys that measure the machine, not the computation.
+WALL_CLOCK = ("tokens_per_s",)
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class Replay:
+    """What a replay compared and what differed (empty `differences`: bit for bit)."""
+
+    run: str
+    steps: int
+    differences: list[str]
+
+
+def _logged_steps(run_dir: Path, steps: int) -> list[dict[str, Any]]:
+    """The log's first `steps` step lines."""
+    lines = []
+    for raw in (run_dir / METRICS_LOG).read_text(encoding="utf-8").splitlines():
+        if raw.strip():
+            line = json.loads(raw)
+            if line.get("type") == "step":
+                lines.append(line)
+    return lines[:steps]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bit for bit: values of one type and equal, a NaN equal to a NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and bool(a == b)
+
+
+def _check_inputs(record: EvidenceRecord, data_dir: Path, init_from: Path | None) -> None:
+    """The data is the run's (by manifest sha256); a fine-tune's start is its recorded parent."""
+    from stack.data.manifest import load_manifest
+
+    if record.run.kind not in REPLAYABLE:
+        raise BadInput(
+            f"a {record.run.kind} record does not replay here; the kinds that do are {', '.join(REPLAYABLE)}"
+        )
+    manifest = load_manifest(data_dir)
+    if manifest.sha256 != record.data.manifest_sha256:
+        raise BadInput(
+            f"--data {data_dir} has manifest sha256 {manifest.sha256[:12]}, the record's data is "
+            f"{str(record.data.manifest_sha256)[:12]}; give the DATA_DIR the run read"
+        )
+    if record.run.kind in FROM_CHECKPOINT:
+        if init_from is None:
+            raise BadInput(f"a {record.run.kind} record replays from its start: pass --init-from CKPT")
+        parents = record.lineage.parents if record.lineage else []
+        wanted = {p.checkpoint_sha256 for p in parents if p.role == "init"}
+        from stack.train.trained import resolve_checkpoint
+
+        weights = resolve_checkpoint(init_from) / WEIGHTS
+        if sha256_file(weights) not in wanted:
+            raise BadInput(
+                f"--init-from {init_from}: its weights are not the parent the record's lineage names; "
+                "give the checkpoint the run started from"
+            )
+    elif init_from is not None:
+        raise BadInput("--init-from is for a finetune or sft record; a train record starts from scratch")
+
+
+def replay(run_dir: Path, data_dir: Path, steps: int = 5, init_from: Path | None = None) -> Replay:
+    """Take the record's first `steps` steps again and compare them with its log and record."""
+    from stack.data.tokenizer import load_tokenizer
+    from stack.train import checkpoint as ckpt
+    from stack.train import determinism
+    from stack.train.config import resolve
+    from stack.train.loop import Trainer
+    from stack.train.metrics import MetricsLog
+    from stack.train.trained import resolve_checkpoint
+
+    record = read_evidence(run_dir / EVIDENCE_FILE)
+    _check_inputs(record, data_dir, init_from)
+    config = resolve(None, run_dir / "config.toml", ["train.device='cpu'"])  # the run's, on the CPU
+    logged = _logged_steps(run_dir, steps)
+    tokenizer = load_tokenizer(data_dir)
+    with (
+        tempfile.TemporaryDirectory(prefix="gatestack-replay-") as tmp,
+        recording(Ledger()),  # the gates judge the replayed steps too; their verdicts are not kept
+        determinism.kernels(config.train.deterministic),
+    ):
+        trainer = Trainer(config, data_dir, Path(tmp), tokenizer, lambda *_: None, lambda *_: None)
+        if init_from is not None:
+            trainer.start_from(ckpt.load_checkpoint(resolve_checkpoint(init_from)))
+        trainer.metrics = MetricsLog(Path(tmp), write=False)
+        trainer.objective.start(trainer.model, trainer.heldout)
+        replayed = [trainer.train_step() for _ in logged]
+        trainer.metrics.close()
+    differences = [
+        f"step {ours.get('step')}: {key} is {theirs.get(key)!r} in {METRICS_LOG}, {ours.get(key)!r} replayed"
+        for theirs, ours in zip(logged, replayed, strict=True)
+        for key in sorted(set(theirs) | set(ours))
+        if key not in (*WALL_CLOCK, "type") and not _same(theirs.get(key), ours.get(key))
+    ]
+    first = next((g for g in record.gates if g.id == "GATE-TRAIN-004"), None)
+    measured = first.measured if first is not None and isinstance(first.measured, dict) else None
+    if measured is not None and replayed and not _same(measured.get("loss"), replayed[0]["loss"]):
+        differences.append(
+            f"GATE-TRAIN-004 measured a first loss of {measured.get('loss')!r}, "
+            f"the replay computes {replayed[0]['loss']!r}"
+        )
+    return Replay(record.run.id, len(replayed), differences)
