@@ -69,8 +69,8 @@ class Writer:
 class RunDir:
     """A directory being written: `where` the command writes now, `out` where it ends up."""
 
-    def __init__(self, out: Path, where: Path, resumed: bool, publish: Callable[[], None]) -> None:
-        self.out, self.where, self.resumed = out, where, resumed
+    def __init__(self, out: Path, where: Path, publish: Callable[[], None]) -> None:
+        self.out, self.where = out, where
         self.committed = False
         self._publish = publish
 
@@ -120,42 +120,53 @@ def opened(
     out = Path(out)
     check(out, writer, resume, force, option)
     if not main:
-        yield RunDir(out, out, resume, lambda: None)
-    elif writer.resumable:
-        with _in_place(out, writer, resume, option) as rundir:
-            yield rundir
-    else:
-        with _aside(out, writer, force, option) as rundir:
-            yield rundir
+        yield RunDir(out, out, lambda: None)
+        return
+    absolute = out.absolute()
+    created = [p for p in (absolute, *absolute.parents) if not p.exists()]  # innermost first
+    opening = (
+        _in_place(out, writer, resume, option) if writer.resumable else _aside(out, writer, force, option)
+    )
+    committed = False
+    try:
+        with opening as rundir:
+            try:
+                yield rundir
+            finally:
+                committed = rundir.committed
+    finally:
+        if not committed:
+            _remove_made(created)
+
+
+def _remove_made(created: list[Path]) -> None:
+    """Remove the directories opening made, innermost first, as long as they are empty: one that
+    holds anything now is not ours to remove, and neither is anything above it."""
+    for directory in created:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:  # never made (an output built aside), or gone already
+            continue
+        except OSError:
+            return
 
 
 @contextmanager
 def _in_place(out: Path, writer: Writer, resume: bool, option: str) -> Iterator[RunDir]:
-    """Under OUT's lock; a failure before commit removes what opening made (the lock file, and the
-    directory with its parents when this made them), never anything that was there."""
-    absolute = out.absolute()
-    created = [p for p in (absolute, *absolute.parents) if not p.exists()]  # innermost first
+    """Under OUT's lock; a failure before commit removes the lock file when opening made it."""
     lock = out / LOCK_FILE
     lock_created = not lock.exists()
-    rundir = RunDir(out, out, resume, lambda: None)
-    try:
-        with exclusive(out, writer.command) as note:
-            if note is not None:
-                print(f"{writer.command}: {note}", file=sys.stderr)
-            try:
-                if not resume and not ownership.is_empty(out):  # filled since it was checked
-                    raise ownership.not_empty(out, option, writer.remedy(out, option))
-                yield rundir
-            finally:
-                if not rundir.committed and lock_created:
-                    lock.unlink(missing_ok=True)  # while still held: no later holder loses its file
-    finally:
-        if not rundir.committed:
-            for directory in created:
-                try:
-                    directory.rmdir()
-                except OSError:  # something else now lives there (or it is gone): not ours to remove
-                    break
+    rundir = RunDir(out, out, lambda: None)
+    with exclusive(out, writer.command) as note:
+        if note is not None:
+            print(f"{writer.command}: {note}", file=sys.stderr)
+        try:
+            if not resume and not ownership.is_empty(out):  # filled since it was checked
+                raise ownership.not_empty(out, option, writer.remedy(out, option))
+            yield rundir
+        finally:
+            if not rundir.committed and lock_created:
+                lock.unlink(missing_ok=True)  # while still held: no later holder loses its file
 
 
 @contextmanager
@@ -167,7 +178,7 @@ def _aside(out: Path, writer: Writer, force: bool, option: str) -> Iterator[RunD
             _check_replaceable(out, writer, option, force)
 
     with staging.beside(out) as tmp:
-        rundir = RunDir(out, tmp, False, lambda: staging.swap_in(tmp, out, recheck))
+        rundir = RunDir(out, tmp, lambda: staging.swap_in(tmp, out, recheck))
         try:
             yield rundir
         finally:
