@@ -327,3 +327,55 @@ def test_trace_sites_still_see_the_wrapped_projection() -> None:
         )
         logits_of(model, probe_ids(model))
     assert not torch.equal(seen["q"], base_q["q"])  # the hook sees the adapter's term
+
+
+# -- every option's projections ----------------------------------------------------------------
+
+
+def _options_model() -> torch.nn.Module:
+    """Two blocks with experts (and a shared one), differential attention and routed depth."""
+    options = {"moe_experts": 2, "moe_shared_expert": True, "diff_attn": True, "mod_every": 1}
+    return tiny_model(n_layers=2, mod_capacity=0.5, **options)
+
+
+@pytest.mark.holds("GATE-LORA-001", "GATE-LORA-002", "GATE-LORA-003")
+def test_every_projection_of_every_option_carries_an_adapter() -> None:
+    """'*' wraps every expert, both routers and q2/k2 (it used to wrap only the dense names and say
+    nothing), leaves out the embedding and the tied head with their reasons, and the adapted model
+    is its base, merges and unmerges: the 0-dim route_threshold hashes like any tensor."""
+    model = _options_model()
+    selection = lora.lora_selection(model, "*")
+    assert [(s.name, s.reason.split(";")[0]) for s in selection.skipped] == [
+        ("embed", "LoRA wraps linear projections"),
+        ("logits", "tied: the same tensor as embed"),
+    ]
+    names = apply_lora(model, "*", r=2, alpha=4.0, generator=torch.Generator().manual_seed(0))
+    expected = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    assert set(names) == expected and len(names) == len(selection.targets)
+    assert {"layers.1.moe.expert1.down", "layers.1.moe.router", "layers.1.router", "layers.0.attn.k2"} <= set(
+        names
+    )
+    check_identity(identity_measured(model))
+    base = base_sha256(model)
+    _trained_like(model)
+    checked_merge(model)
+    check_unmerged(unmerge_measured(model))
+    assert base_sha256(model) == base
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 3), min_size=0, max_size=4),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.uint8]),
+)
+def test_a_tensor_of_any_rank_hashes_by_its_dtype_shape_and_bytes(
+    shape: list[int], dtype: torch.dtype
+) -> None:
+    tensor = torch.zeros(shape, dtype=dtype)
+    digest = lora.tensor_sha256(tensor)
+    assert digest == lora.tensor_sha256(tensor.clone())
+    assert digest != lora.tensor_sha256(tensor.reshape(1, *shape))  # the shape is hashed
+    if tensor.numel():
+        changed = tensor.clone()
+        changed.view(-1)[-1] = 1
+        assert lora.tensor_sha256(changed) != digest
