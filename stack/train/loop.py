@@ -249,7 +249,7 @@ class Trainer:
         wrapped: torch.nn.Module = self.model
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
-        self.lora_modules = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
+        self.lora = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -402,7 +402,7 @@ class Trainer:
         else:
             with loading_base(self.model):  # the base's keys; with [lora] it becomes the adapters' base
                 ckpt.load_weights(checkpoint, self.model)
-            if self.lora_modules:  # GATE-LORA-001 again, on the base the adapters will actually train on
+            if self.lora is not None:  # GATE-LORA-001 again, on the base the adapters will actually train on
                 check_identity(identity_measured(self.model))
         self.fine_tuning = True
 
