@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from trace_support import save_run, tiny_model
+from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
@@ -164,6 +165,22 @@ def test_a_target_that_misses_its_tied_head_fires(
 def _verdict_message(out: Path) -> str:
     record = read_evidence(out / "metadata.json")
     return next(g.message or "" for g in record.gates if g.id == "GATE-LASER-003")
+
+
+def test_eval_of_a_surgery_reads_the_held_out_split_its_source_was_trained_on(tmp_path: Path) -> None:
+    """A laser output learned nothing itself: eval follows its checkpoint back to the source run's
+    DATA_DIR (it said "the run's DATA_DIR None is gone")."""
+    data, run = prepared(tmp_path), tmp_path / "run"
+    assert train(smoke_args(data, run, "train.steps=1", "eval.every=1", "ckpt.every=1")) == 0
+    out, twice = tmp_path / "laser", tmp_path / "laser-of-laser"
+    assert main(["laser", str(run), "--targets", "q", "--rho", "0.5", "--out", str(out)]) == 0
+    assert main(["laser", str(out), "--targets", "k", "--rho", "0.5", "--out", str(twice)]) == 0
+    for model in (out, twice):
+        record = tmp_path / f"eval-{model.name}"
+        assert (
+            main(["eval", str(model), "--split", "val", "--max-bytes", "2000", "--record", str(record)]) == 0
+        )
+        assert read_evidence(record / "metadata.json").config["data"] == str(data.resolve())
 
 
 def _options_model() -> GPT:

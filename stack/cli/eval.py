@@ -151,19 +151,15 @@ def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str,
 
 
 def _run_data_dir(checkpoint_path: Path) -> Path:
-    """The DATA_DIR recorded in the evidence of the run that wrote this checkpoint."""
+    """The DATA_DIR the checkpoint's model learned from (stack.lineage.trained_on): its run's, or
+    for a surgery's, merge's or import's output the source's."""
     from contracts.errors import BadInput
-    from contracts.evidence import EVIDENCE_FILE, read_evidence
-    from stack.train.checkpoint import CKPT_DIR
+    from stack.lineage import trained_on
 
-    if checkpoint_path.parent.name != CKPT_DIR:
+    data_dir = trained_on(checkpoint_path)
+    if data_dir is None:
         raise BadInput(
-            f"{checkpoint_path} is not inside a run directory, so its DATA_DIR is unknown; "
-            "pass --data DATA_DIR (or --text FILE)"
+            f"no DATA_DIR is recorded for {checkpoint_path} or the model it was made from, or it no "
+            "longer exists; pass --data DATA_DIR (or --text FILE)"
         )
-    run_dir = checkpoint_path.parent.parent
-    record = read_evidence(run_dir / EVIDENCE_FILE)
-    data_dir = record.metrics.get("data_dir")
-    if not isinstance(data_dir, str) or not Path(data_dir).is_dir():
-        raise BadInput(f"the run's DATA_DIR {data_dir!r} is gone; pass --data DATA_DIR")
-    return Path(data_dir)
+    return data_dir

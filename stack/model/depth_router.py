@@ -94,7 +94,9 @@ class DepthRoutedBlock(Block):
         """a + f of the module docstring; with `computed` (B, T) the ffn runs on those tokens only."""
         a = self.attn(self.attn_norm(x), cos, sin, cache, start, docs, key_mask)
         h = x + a
-        if computed is None:
+        if computed is None or torch.compiler.is_exporting():
+            # An exported graph has no data-dependent shapes: the feed-forward runs on every token
+            # and `_forward_causal` keeps only the routed rows, the same numbers per routed token.
             return a + self.feed_forward(self.ffn_norm(h))
         f = torch.zeros_like(a)
         f[computed] = self.feed_forward(self.ffn_norm(h[computed]))
