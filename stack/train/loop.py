@@ -42,7 +42,12 @@ from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.lora import loading_base
 from stack.model.lora_checks import check_identity, identity_measured
-from stack.model.mod_checks import check_depth_routing
+from stack.model.mod_checks import (
+    check_depth_routing,
+    check_inference_capacity,
+    inference_routed,
+    reset_inference_routed,
+)
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     check_aux_in_loss,
@@ -559,6 +564,7 @@ class Trainer:
         share = 1 if self.sharded else self.world.size
         losses = torch.zeros(len(self.heldout), device=self.device)
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
+        reset_inference_routed(self.model)  # and so is the inference-capacity window
         for i in range(self.world.rank % share, len(self.heldout), share):
             batch = self.objective.to_device(self.heldout[i], self.device)
             with self._autocast():
@@ -569,6 +575,8 @@ class Trainer:
         step = self.state.step
         if self.config.model.moe:
             check_expert_shares(routed_counts(self.model), step)
+        if self.config.model.mod:
+            check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
         if self.state.best_heldout is None or mean < self.state.best_heldout:
