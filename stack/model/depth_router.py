@@ -33,7 +33,9 @@ every evaluation (`inference_counts`) against C.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -71,6 +73,7 @@ class DepthRoutedBlock(Block):
         self.routed = torch.zeros(0, 0, dtype=torch.bool)
         # (routed, seen) tokens of the inference forwards since the last reset: GATE-ARCH-014's counts.
         self.inference_counts = torch.zeros(2, dtype=torch.long)
+        self.causal = False  # route by the threshold in training mode too (`causal_routing`)
 
     def forward(
         self,
@@ -82,7 +85,7 @@ class DepthRoutedBlock(Block):
         docs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         scores = self.router(x).squeeze(-1)
-        if self.training and cache is None:
+        if self.training and cache is None and not self.causal:
             return self._forward_top_k(x, scores, cos, sin, docs)
         return self._forward_causal(x, scores, cos, sin, cache, start, docs)
 
@@ -182,3 +185,22 @@ class DepthRoutedBlock(Block):
 def depth_routed_blocks(model: nn.Module) -> list[tuple[str, DepthRoutedBlock]]:
     """(name, block) of every mixture-of-depths block of `model`, in layer order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, DepthRoutedBlock)]
+
+
+@contextlib.contextmanager
+def causal_routing(model: nn.Module) -> Iterator[None]:
+    """Every mixture-of-depths block of `model` routes each token by its threshold alone for the
+    duration, in training mode too (the threshold is then read, never set).
+
+    For scores of whole sequences that must not depend on what else a row holds: top-k routing
+    gives a preference row's tokens a share of ⌊C·T⌋ that its padding and its other completion
+    change, so DPO scores policy and reference this way, as the model generates.
+    """
+    blocks = [block for _, block in depth_routed_blocks(model)]
+    for block in blocks:
+        block.causal = True
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.causal = False

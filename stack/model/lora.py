@@ -97,6 +97,9 @@ class LoRALinear(nn.Module):
         self.register_buffer(BASE_HASH_KEY, _digest_bytes(self.weight))
         self.merges = 0  # merge() calls since the last unmerge: 0 or 1, a second one is refused
         self._base_copy: torch.Tensor | None = None
+        # Rows the adapter's term was computed for with autograd on (training): an expert that no
+        # token was routed to has none, and its B rightly stays zero (GATE-LORA-004 reads this).
+        self.fed = 0
 
     @property
     def merged(self) -> bool:
@@ -148,6 +151,8 @@ class LoRALinear(nn.Module):
         (stack.model.projection adds it to this projection's slice of a shared product.)"""
         if self.merged:
             return None
+        if torch.is_grad_enabled():
+            self.fed += x.numel() // self.in_features
         return self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

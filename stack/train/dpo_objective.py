@@ -33,6 +33,7 @@ from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.data.tokenizer import load_tokenizer
+from stack.model.depth_router import causal_routing
 from stack.model.gpt import GPT
 from stack.train.config import DpoSection, RunConfig
 from stack.train.objective import OBJECTIVES, Forward, Objective, StepLoss
@@ -120,10 +121,13 @@ class Dpo(Objective):
 
     def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
         """The pairs scored by the reference, then by the policy (its forward last: the loop reads
-        the experts' auxiliary losses of the policy's forward next)."""
-        with torch.no_grad():
+        the experts' auxiliary losses of the policy's forward next). Mixture-of-depths blocks of
+        either route each token by its threshold (`causal_routing`): a row's score then depends
+        on the row alone, whatever its padding, and the two models route alike in any mode."""
+        with torch.no_grad(), causal_routing(self.reference):
             reference = dpo.sequence_logprobs(self.reference, rows.tokens, rows.mask)
-        policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
+        with causal_routing(forward):  # type: ignore[arg-type]
+            policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
         return dpo.dpo_terms(policy, reference, **self._loss_args())
 
     def loss(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> StepLoss:
@@ -156,7 +160,8 @@ class Dpo(Objective):
         dpo.check_scored_tokens(rows)
         with torch.no_grad():
             dpo.check_start_identity(self._terms(self._starting_policy(model), rows))
-        dpo.check_padding(model, rows, self.pad_id)
+        with causal_routing(model):  # as `_terms` scores every row
+            dpo.check_padding(model, rows, self.pad_id)
 
     def _starting_policy(self, model: torch.nn.Module) -> torch.nn.Module:
         """What GATE-DPO-001 scores against the reference: the policy itself when a fresh run starts
