@@ -359,7 +359,10 @@ def run_cell(argv: list[str]) -> Cell:
     if TRACEBACK in err.getvalue() or TRACEBACK in out.getvalue():
         return Cell("crashed", f"exit {code} with a traceback: {_last_line(err.getvalue())}", seconds)
     outcome = {0: "ok", 2: "refused", 3: "gate"}.get(code, "crashed")
-    message = _last_line(out.getvalue() if code == 0 else err.getvalue())
+    # A failure says why on stderr; a finding (a trace's anomaly, exit 3) may say it on stdout.
+    message = (
+        _last_line(out.getvalue()) if code == 0 else _last_line(err.getvalue()) or _last_line(out.getvalue())
+    )
     return Cell(outcome, message if outcome != "crashed" else f"exit {code}: {message}", seconds)
 
 

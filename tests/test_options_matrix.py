@@ -190,8 +190,8 @@ def test_a_command_that_crashes_fails_its_cell(
 def test_a_false_gate_fails_its_cell(
     fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A trace that calls every site an anomaly (its multiple planted at 0.5) exits 3: a gate."""
-    monkeypatch.setattr(anomaly, "std_multiple", lambda: 0.5)
+    """A trace that calls every site an anomaly (a ratio planted infinite) exits 3: a gate."""
+    monkeypatch.setattr(anomaly, "_ratio", lambda std, baseline: float("inf"))
     place = _place(fast, data)
     shutil.rmtree(place.work / "trace", ignore_errors=True)
     cell = run_cell(COMMAND_ARGV["trace"](place))
