@@ -335,7 +335,8 @@ COMMAND_ARGV: dict[str, Callable[[Place], list[str]]] = {
     "export-onnx": lambda at: _export(at, "onnx"),
 }
 # What a command needs besides its model's run: the dense run, or data the matrix prepares.
-NEEDS = {"distill-student": "dense", "sft": "sft-data", "dpo": "prefs-data"}
+TEACHER, CHATS, PAIRS = "dense model's run", "chat data", "preference data"
+NEEDS = {"distill-student": TEACHER, "sft": CHATS, "dpo": PAIRS}
 
 
 def _last_line(text: str) -> str:
@@ -389,10 +390,10 @@ def _blocked(command: CommandSpec, cells: dict[str, Cell], ready: dict[str, Cell
         if before.outcome != "ok":
             return Cell("missing", f"needs {command.after}, which did not complete")
     need = NEEDS.get(command.name)
-    if need is not None and ready.get(need, Cell("missing", "not prepared")).outcome != "ok":
-        return Cell(
-            "missing", f"needs the {need}, which is not there: {ready[need].message if need in ready else ''}"
-        )
+    if need is not None and need not in ready:
+        return Cell("missing", f"needs the {need}, which this run did not make")
+    if need is not None and ready[need].outcome != "ok":
+        return Cell("missing", f"needs the {need}, which failed: {ready[need].message}")
     return None
 
 
@@ -410,6 +411,8 @@ def run_combination(
         else:
             cell = _blocked(command, cells, ready) or run_cell(COMMAND_ARGV[command.name](place))
         cells[command.name] = cell
+        if (place.combination.name, command.name) == (DENSE, FIRST):
+            ready[TEACHER] = cell  # of every model's distill-student
         on_cell(place.combination.name, command.name, cell)
     return cells
 
@@ -446,8 +449,8 @@ def prepare_tuning_data(data: Path, shared: Path) -> dict[str, Cell]:
     shared.mkdir(parents=True, exist_ok=True)
     ready = {}
     for need, name, fmt, rows in (
-        ("sft-data", "sft", "chat", _chats()),
-        ("prefs-data", "prefs", "prefs", _pairs()),
+        (CHATS, "sft", "chat", _chats()),
+        (PAIRS, "prefs", "prefs", _pairs()),
     ):
         source = shared / f"{name}.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -485,7 +488,6 @@ def run_cells(
             if subset is not None and combination.name not in subset:
                 continue
             place = Place(matrix, combination, data, work / combination.name, shared)
-            ready[DENSE] = found.get(DENSE, {}).get(FIRST, Cell("missing", "the dense model was not trained"))
             only = None if subset is None else subset[combination.name]
             found[combination.name] = run_combination(matrix, place, on_cell, ready, only)
         return found
