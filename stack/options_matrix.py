@@ -196,7 +196,7 @@ class Place:
     combination: Combination
     data: Path
     work: Path  # this model's own directory
-    shared: Path  # the prepared fine-tuning data and the dense run live under it
+    shared: Path  # the prepared chats and pairs; the dense model's directory is its sibling
 
     @property
     def run(self) -> Path:
