@@ -272,6 +272,18 @@ def test_the_threshold_splits_the_last_training_batch() -> None:
     assert int(routed_block(model).routed.sum()) == capacity_tokens(0.25, tokens.numel())
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    scores=st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=1, max_size=60),
+    capacity=st.floats(min_value=0.01, max_value=1.0),
+)
+def test_the_split_score_is_exceeded_by_exactly_the_capacity(scores: list[float], capacity: float) -> None:
+    """Distinct scores: exactly ⌊C·N⌋ exceed the split, whatever C and N (all of them at C = 1)."""
+    values = torch.tensor(sorted(set(scores)))
+    above = int((values > split_score(values, capacity)).sum())
+    assert above == capacity_tokens(capacity, values.numel())
+
+
 def _drifting(model: GPT, steps: int, shift: float, seed: int = 0) -> None:
     """Train-mode forwards on fresh batches, each followed by a step that raises every router score
     by about `shift` (the weight moved along the mean direction of the block's inputs), as a

@@ -18,8 +18,8 @@ Training and inference route differently, because top-k over a sequence reads th
 * inference (eval mode, or any forward with a KV cache: evaluation, sampling, export checks):
   a token is routed when its score exceeds `route_threshold`, a buffer that every training
   forward sets to the score that splits that batch's tokens, all sequences pooled, into the top
-  ⌊C·N⌋ and the rest (the midpoint of the ⌊C·N⌋-th and next largest score, so exactly ⌊C·N⌋ of
-  the batch's scores exceed it). The decision reads the token alone, so it is causal; every token
+  ⌊C·N⌋ and the rest (its (⌊C·N⌋ + 1)-th largest score, which exactly ⌊C·N⌋ of the batch's
+  scores exceed). The decision reads the token alone, so it is causal; every token
   then runs through attention with the unrouted keys masked (`key_mask`) and only routed tokens
   keep the result. This is the paper's documented alternative to an auxiliary predictor: it adds
   no loss term, and the routed fraction at inference approximates C rather than equalling it.
@@ -51,14 +51,14 @@ def capacity_tokens(capacity: float, length: int) -> int:
 
 
 def split_score(scores: torch.Tensor, capacity: float) -> torch.Tensor:
-    """The score that ⌊C·N⌋ of the N `scores` exceed: the midpoint of the ⌊C·N⌋-th largest and the
-    next (above every score when ⌊C·N⌋ = 0, at the smallest when it is N)."""
+    """The score that exactly ⌊C·N⌋ of the N `scores` exceed (ties aside): the (⌊C·N⌋ + 1)-th
+    largest, a score of the batch itself, so no rounding of a midpoint can move a token across it;
+    −∞ when ⌊C·N⌋ = N."""
     flat = scores.detach().reshape(-1)
     k = capacity_tokens(capacity, flat.numel())
-    if k == 0:
-        return flat.max()
-    top = flat.topk(min(k + 1, flat.numel())).values
-    return top[k - 1] if k == flat.numel() else (top[k - 1] + top[k]) / 2
+    if k == flat.numel():
+        return flat.new_tensor(float("-inf"))
+    return flat.topk(k + 1).values[k]
 
 
 class DepthRoutedBlock(Block):
