@@ -22,6 +22,7 @@ from trace_support import tiny_model
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
 from contracts.gates import measure
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.model import lora
 from stack.model.adapters import MANIFEST, WEIGHTS, load_adapter, save_adapter
@@ -184,6 +185,48 @@ def test_an_adapter_that_never_trained_fires() -> None:
         lora.adapters(model)[-1][1].lora_B.zero_()  # its gradient never arrived
     with pytest.raises(GateViolation, match=r"GATE-LORA-004.*never trained"):
         check_trained(trained_measured(model))
+
+
+@pytest.mark.holds("GATE-LORA-004")
+def test_an_expert_no_token_reached_may_keep_b_zero() -> None:
+    """Routing sent every token of the training step to expert 0: expert 1's adapters computed
+    nothing and rightly keep B = 0 (the gate fired on them, a false alarm in the options matrix)."""
+    model = tiny_model(n_layers=1, moe_experts=2, moe_top_k=1)
+    apply_lora(model, "moe.expert*,q,v", r=2, alpha=4.0, generator=torch.Generator().manual_seed(0))
+    moe = model.layers[0].moe
+    ids = probe_ids(model)
+    seen: list[torch.Tensor] = []
+    hook = moe.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    with torch.no_grad():  # a direction every token's mixture input scores +1 on (B = 0: the base's)
+        model.train()(ids[:, :-1])
+        hook.remove()
+        tokens = seen[0].reshape(-1, moe.router.in_features)
+        direction = torch.linalg.pinv(tokens.double()) @ torch.ones(tokens.shape[0], dtype=torch.float64)
+        moe.router.weight[0] = 100 * direction.float()  # expert 0 wins every token by 200 logits
+        moe.router.weight[1] = -100 * direction.float()
+    moe.reset_routed()  # count the training step's assignments alone (no_grad fed no adapter)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss = model.train()(ids[:, :-1], ids[:, 1:])[1]
+    assert loss is not None
+    loss.backward()
+    optimizer.step()
+    measured = trained_measured(model)
+    starved = {"layers.0.moe.expert1.gate", "layers.0.moe.expert1.up", "layers.0.moe.expert1.down"}
+    assert starved <= set(measured["unfed"]) and starved <= set(measured["zero_b"])
+    assert moe.routed.tolist()[1] == 0  # the case, as built
+    check_trained(measured)
+
+
+@pytest.mark.gate("GATE-LORA-004")
+def test_an_untrained_adapter_is_excused_only_inside_an_expert_no_token_reached() -> None:
+    """B = 0 with input (the gradient was lost) fires; so does B = 0 without input outside an
+    expert (a projection every token passes cannot have been starved by routing)."""
+    names = ["layers.0.moe.expert1.up", "layers.0.attn.q"]
+    fed_expert = {"adapters": 2, "base_moved": [], "trainable_base": [], "zero_b": names[:1], "unfed": []}
+    assert judge("GATE-LORA-004", fed_expert)
+    unfed_projection = {**fed_expert, "zero_b": names[1:], "unfed": names[1:]}
+    assert judge("GATE-LORA-004", unfed_projection)
+    assert not judge("GATE-LORA-004", {**fed_expert, "unfed": names[:1]})
 
 
 @pytest.mark.gate("GATE-LORA-004")
