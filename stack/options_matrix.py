@@ -123,7 +123,7 @@ class Matrix(_Strict):
             settings: dict[str, Any] = {}
             for option in held:
                 settings.update(by_name[option].model)
-            found.append(Combination(name, held, settings))
+            found.append(Combination(name, settings))
         return found
 
     def subset(self) -> dict[str, set[str]]:
@@ -134,10 +134,9 @@ class Matrix(_Strict):
 
 @dataclass(frozen=True)
 class Combination:
-    """One model of the matrix: its name, the options it holds, and their settings together."""
+    """One model of the matrix: its name (its options joined by '+', or dense) and their settings."""
 
     name: str
-    options: tuple[str, ...]
     model: dict[str, Any]
 
 

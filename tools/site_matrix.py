@@ -9,6 +9,8 @@ named as such rather than shown.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from site_format import BANNER, code, run_path, short_sha, table, text
 from site_ledger import Ledger, record_of
 
@@ -55,9 +57,7 @@ def options_matrix_snippet(ledger: Ledger) -> str:
     commands = [str(c["name"]) for c in measured["commands"]]
     reasons: dict[str, int] = {}
     rows = [[code(c), *(_shown(verdicts[(m, c)], reasons) for m in models)] for c in commands]
-    counted: dict[str, int] = {}
-    for v in verdicts.values():
-        counted[v.verdict] = counted.get(v.verdict, 0) + 1
+    counted = Counter(v.verdict for v in verdicts.values())
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counted.items()))
     out.append(
         f"Record [{code(record.run.id)}](reference/{run_path(record.run.id)}) of "
