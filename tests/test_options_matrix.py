@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from render_site import GENERATED, render
+from scratch import make_repo
 from train_support import prepared
 
 from contracts.errors import GateViolation
@@ -160,6 +162,14 @@ def test_the_command_records_its_matrix_and_judges_it(
     assert "lists 1 option(s), fewer than 3" in (result.message or "")
     assert "lists 2 command(s), fewer than 24" in (result.message or "")
     assert record.metrics["verdicts"] == {"pass": 4}
+    # The site's table (docs/model.md includes it) is drawn from the record's measured cells.
+    repo = tmp_path / "repo"
+    make_repo(repo)
+    render(repo, [out])
+    snippet = (repo / GENERATED / "options-matrix.md").read_text()
+    assert (
+        "| <code>train</code> | pass | pass |" in snippet and "GATE-ARCH-013 FAIL; 4 cells: 4 pass" in snippet
+    )
 
 
 # -- falsifiers: what a cell must not do -----------------------------------------------------------
