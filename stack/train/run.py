@@ -68,6 +68,7 @@ from stack.data.tokenizer_record import tokenizer_from_state
 from stack.lineage import run_lineage
 from stack.model.config import ModelConfig
 from stack.runlock import LOCK_FILE, exclusive
+from stack.surgery.targets import summary_lines
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
@@ -632,6 +633,10 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
             "step": source.step,
             **({"adapter": start.note} if start.note is not None else {}),
         }
+    if trainer.lora is not None:  # which matrices carry adapters, and why the others do not
+        plan.record.metrics["lora_matrices"] = selection = trainer.lora.as_record()
+        if _is_main():
+            print("\n".join(f"lora: {line}" for line in summary_lines(selection)), flush=True)
     return trainer
 
 
