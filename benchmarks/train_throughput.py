@@ -7,11 +7,11 @@ checks, metrics lines, evidence and the coherence monitor; its overhead is the r
 medians of per-step throughput (steady state: the first steps are dropped). With `--compile`
 the stack also runs with torch.compile. Results go to evidence/runs/bench-train-<time>/.
 
-`--options` measures instead every architecture option of spec/options_matrix.yaml under
-`stack train` (benchmark `train_options`, no goal: it records). Each option runs at equal active
-parameters with dense: its ffn_hidden is chosen so a token passes through as many parameters in
-training as in the dense model (top-k of E experts, a routed block's capacity C), and its median
-tokens/s is recorded with its ratio to dense's.
+`--options` measures instead every model of spec/options_matrix.yaml (each option alone, every
+pair, all together) under `stack train` (benchmark `train_options`, no goal: it records). Each
+runs at equal active parameters with dense: its ffn_hidden is chosen so a token passes through
+as many parameters in training as in the dense model (top-k of E experts, a routed block's
+capacity C), and its median tokens/s is recorded with its ratio to dense's.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from stack.data.prepare import prepare_corpus  # noqa: E402
 from stack.data.reader import TokenReader  # noqa: E402
 from stack.model.config import ModelConfig  # noqa: E402
 from stack.model.gpt import GPT  # noqa: E402
-from stack.options_matrix import OptionSpec, load_matrix, unknown_settings  # noqa: E402
+from stack.options_matrix import Combination, load_matrix, unknown_settings  # noqa: E402
 from stack.train.config import resolve  # noqa: E402
 from stack.train.flops import mfu  # noqa: E402
 from stack.train.loop import repeatable_cuda  # noqa: E402
@@ -183,7 +183,7 @@ def active_params(config: ModelConfig) -> float:
     return total
 
 
-def equal_active(base: ModelConfig, option: OptionSpec) -> ModelConfig:
+def equal_active(base: ModelConfig, option: Combination) -> ModelConfig:
     """The option on `base` with the ffn_hidden at which a token meets as many parameters as in `base`.
 
     Active parameters are affine in ffn_hidden, so two evaluations find it.
@@ -199,10 +199,10 @@ def equal_active(base: ModelConfig, option: OptionSpec) -> ModelConfig:
 
 
 def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[dict[str, object]]:
-    """Per option of the spec's matrix: its equal-active shape and `stack train`'s median tokens/s."""
+    """Per model of the spec's matrix: its equal-active shape and `stack train`'s median tokens/s."""
     base = resolve("demo", None, sets, vocab=257).model
     rows: list[dict[str, object]] = []
-    for option in load_matrix().options:
+    for option in load_matrix().combinations():
         if unknown_settings(option):
             rows.append({"option": option.name, "missing": unknown_settings(option)})
             continue

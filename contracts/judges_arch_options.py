@@ -1,4 +1,4 @@
-"""Judges of the differential-attention and mixture-of-depths gates (GATE-ARCH-005 … 011).
+"""Judges of the differential-attention and mixture-of-depths gates (GATE-ARCH-005 … 011, 014).
 
 Each is a pure function of what the start-up probes measured (stack/model/diff_checks.py,
 stack/model/mod_checks.py) and the gate's thresholds. The formulas the gates are about (λ_init of
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from contracts.judges import Malformed, Measured, Thresholds, count, judges, number
+from contracts.judges import Malformed, Measured, Thresholds, count, has, judges, number
 
 
 def _layers(m: Measured, key: str) -> Mapping[str, object]:
@@ -92,12 +92,48 @@ def _skipped_unchanged(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-ARCH-010", needs=("grad_absmax+",))
 def _router_gradient(m: Measured, t: Thresholds) -> list[str]:
+    """Every router's weight received gradient; with no token routed (⌊C·T⌋ = 0) it cannot, and
+    the problem says so rather than blame the weighting (records before 1.7.0 hold no capacity)."""
+    routed = None
+    if has(m, "capacity", "length"):
+        capacity, length = number(m, "capacity"), count(m, "length")
+        routed = math.floor(capacity * length)
     problems = []
     for layer in _layers(m, "grad_absmax"):
         grad = number(m["grad_absmax"], layer)
-        if not grad > t["min_router_grad"]:
+        if grad > t["min_router_grad"]:
+            continue
+        if routed == 0:
+            problems.append(
+                f"{layer}.router received gradient {grad:.3g}: mod_capacity {capacity:g} routes "
+                f"⌊{capacity:g}·{length}⌋ = 0 of the probe's {length} tokens, so no token passes through "
+                f"the router's weight; raise mod_capacity to at least 1/{length}"
+            )
+        else:
             problems.append(
                 f"{layer}.router received gradient {grad:.3g} (must exceed {t['min_router_grad']:g}): "
                 "the router weight does not scale the routed outputs"
+            )
+    return problems
+
+
+@judges("GATE-ARCH-014")
+def _inference_capacity(m: Measured, t: Thresholds) -> list[str]:
+    """On held-out text each block routes a fraction of the tokens within capacity_rtol · C of C."""
+    capacity = number(m, "capacity")
+    problems = []
+    for layer, counts in _layers(m, "routed").items():
+        if not isinstance(counts, list) or len(counts) != 2:
+            raise Malformed(f"{layer}: {counts!r} is not [routed, seen]")
+        routed, seen = (count({"n": c}, "n") for c in counts)
+        if seen == 0:
+            raise Malformed(f"{layer} saw no token")
+        fraction = routed / seen
+        if not abs(fraction - capacity) <= t["capacity_rtol"] * capacity:
+            problems.append(
+                f"{layer} routed {fraction:.3g} of {seen} held-out tokens at inference, not about "
+                f"mod_capacity {capacity:g} (allowed {capacity * (1 - t['capacity_rtol']):.3g} to "
+                f"{capacity * (1 + t['capacity_rtol']):.3g}): its threshold does not split this text "
+                "as training split its batches"
             )
     return problems

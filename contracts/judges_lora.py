@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
 
 
@@ -53,16 +55,25 @@ def _unmerge_restores(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+# An adapter inside a routed expert (`layers.3.moe.expert1.up`): routing may give it no token.
+_EXPERT = re.compile(r"(^|\.)moe\.expert\d+\.")
+
+
 @judges("GATE-LORA-004", needs=("adapters", "base_moved", "zero_b", "trainable_base"))
 def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
+    """Every adapter trained, but one inside an expert that no token reached (`unfed`): a router's
+    choice, not a lost gradient. Any other adapter must have trained, fed or not (records before
+    1.7.0 hold no `unfed`)."""
     problems = _some_adapters(m)
     moved, zero, trainable = _names(m, "base_moved"), _names(m, "zero_b"), _names(m, "trainable_base")
+    unfed = set(_names(m, "unfed")) if "unfed" in m else set()
     if moved:
         problems.append(f"the base weight moved during training in: {', '.join(moved)}")
     if trainable:
         problems.append(f"base tensor(s) left trainable: {', '.join(trainable)}")
-    if zero:
-        problems.append(f"adapter(s) never trained (B is still zero): {', '.join(zero)}")
+    untrained = [name for name in zero if not (name in unfed and _EXPERT.search(name))]
+    if untrained:
+        problems.append(f"adapter(s) never trained (B is still zero): {', '.join(untrained)}")
     return problems
 
 

@@ -1,17 +1,32 @@
-"""Every advertised option on every path: the matrix of GATE-ARCH-013, run through the CLI.
+"""Every option, alone, in pairs and all together, on every command: the matrix of GATE-ARCH-013.
 
-spec/options_matrix.yaml lists the architecture options (each as the model settings that turn
-it on) and the paths a user takes with a model. Each cell runs `stack` in this process, as a
-user would on the command line, at smoke size: a one-block model of the `smoke` preset trained
-for TRAIN_STEPS steps on a prepared DATA_DIR, resumed for one more, then sampled, evaluated,
-traced, inspected and exported. A cell's outcome comes from the command's exit code alone:
+spec/options_matrix.yaml lists the architecture options (each as the model settings that turn it
+on), the commands that read or write a model, the refusals the matrix expects, and the model every
+cell runs (the smoke preset, two blocks). The models are the dense one, each option alone, every
+pair and all options together (`contracts.judges_options.combinations`). Each cell runs `stack` in
+this process, as a user would on the command line, on that model's run:
 
-    0 → ok        2 → refused (one line, by construction of stack.cli.main)
-    3 → gate      1, or a traceback on stderr, or an exception out of main → crashed
-    missing       not run: a setting ModelConfig does not have, or a path after a failed train
+    train            a fresh run of TRAIN_STEPS steps on DATA_DIR; every other cell reads it
+    resume           one step more
+    sample, eval, inspect
+    trace            anomaly mode on PROMPT        trace-bisect   the same weights under naive attention
+    trace-patch      a patching sweep of each block's output, CLEAN against a prompt as long
+    lens             the logit lens on PROMPT       lens-train     a tuned lens fitted for LENS_STEPS
+    laser, quantize  every matrix ('*'), as new run-like outputs; laser-eval and es-eval score those
+    lora-train       adapters on every projection ('*'), fine-tuned; lora-merge folds them in
+    sft, dpo         fine-tuning on chats, preference tuning on pairs (both prepared here from
+                     small generated files with DATA_DIR's tokenizer)
+    distill-student  the model as the student of the dense model's run
+    distill-teacher  the model as the teacher of a fresh dense student
+    es               evolution strategies, one step
+    export-hf, import, export-onnx
 
-Mixture of depths runs with mod_every 1, so the one block routes. The matrix lives in this
-module and not in stack/model because it drives the command line, which stands above the model.
+A cell's outcome comes from the exit code alone: 0 ok, 2 refused (one line, by construction of
+stack.cli.main), 3 gate, 1 or a traceback or an exception out of main crashed. A cell is missing
+when what it needs did not complete (its model's train, the dense teacher, the prepared data) and
+skipped when the command whose output it reads (`after`) refused; the judge decides what each
+outcome means against the declared refusals. The matrix lives here and not in stack/model because
+it drives the command line, which stands above the model.
 """
 
 from __future__ import annotations
@@ -23,25 +38,34 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.judges_options import cell_verdicts, combinations
 from contracts.spec import default_spec_dir
 from stack.model.config import ModelConfig
 
 MATRIX_FILE = "options_matrix.yaml"
 TRAIN_STEPS = 2  # a fresh run; the resume adds one more
+TUNE_STEPS = 2  # every fine-tuning, preference and distillation run
+LENS_STEPS = 2
 PROMPT = "gate model"
 SAMPLE_TOKENS = 4
 EVAL_BYTES = 2000  # whole held-out documents up to about this many bytes
+# Patching needs a corrupted prompt as long as the clean one in tokens: the first pair whose
+# lengths agree under the data's tokenizer (with bytes, the first).
+PATCH_PROMPTS = (("gate model", "gate token"), ("the gate", "the spec"), ("a b c", "a d c"))
+PATCH_TARGET = "e"
 TRACEBACK = "Traceback (most recent call last)"
 # The command line a cell runs through: `stack.cli.main`, handed in by the command that runs the
 # matrix, which stands above it.
 Command = Callable[[list[str]], int]
+FIRST = "train"
+DENSE = "dense"
 
 
 class _Strict(BaseModel):
@@ -55,25 +79,74 @@ class OptionSpec(_Strict):
     model: dict[str, bool | int | float | str]
 
 
-class PathSpec(_Strict):
-    """One path, and whether it may refuse an option (in one line, exit 2)."""
+class Refusal(_Strict):
+    """A refusal the matrix expects: of a model with `option`, in one line holding `says`."""
+
+    option: str
+    reason: str
+    says: str
+
+
+class CommandSpec(_Strict):
+    """One command, the command whose output it reads, and the refusals it is expected to make."""
 
     name: str
-    may_refuse: bool
+    after: str | None = None
+    refuses: list[Refusal] = []
+
+
+class ModelSpec(_Strict):
+    """The model every cell runs: a preset and the settings over it."""
+
+    preset: str
+    settings: dict[str, bool | int | float | str]
+
+
+class FastSpec(_Strict):
+    """One model's commands in the `make test` subset."""
+
+    combination: str
+    commands: list[str] | Literal["all"]
 
 
 class Matrix(_Strict):
-    """Options × paths, in the order they run."""
+    """Options × commands, in the order they run, and the subset `make test` runs."""
 
+    model: ModelSpec
     options: list[OptionSpec]
-    paths: list[PathSpec]
+    commands: list[CommandSpec]
+    fast: list[FastSpec] = []
+
+    def combinations(self) -> list[Combination]:
+        """The dense model, each option alone, every pair, all together (dense first)."""
+        by_name = {o.name: o for o in self.options}
+        found = []
+        for name, held in combinations([o.name for o in self.options]):
+            settings: dict[str, Any] = {}
+            for option in held:
+                settings.update(by_name[option].model)
+            found.append(Combination(name, settings))
+        return found
+
+    def subset(self) -> dict[str, set[str]]:
+        """The `fast` subset as combination → the commands it runs."""
+        every = {c.name for c in self.commands}
+        return {f.combination: every if f.commands == "all" else set(f.commands) for f in self.fast}
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One model of the matrix: its name (its options joined by '+', or dense) and their settings."""
+
+    name: str
+    model: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Cell:
-    """What one path did with one option."""
+    """What one command did with one model."""
 
-    outcome: str  # ok | refused | gate | crashed | missing
+    outcome: str  # ok | refused | gate | crashed | skipped | missing
     message: str  # the last line the command printed, or why the cell was not run
     seconds: float = 0.0
 
@@ -82,13 +155,68 @@ def load_matrix(spec_dir: Path | None = None) -> Matrix:
     """The matrix of the spec (spec/options_matrix.yaml), validated."""
     path = (spec_dir or default_spec_dir()) / MATRIX_FILE
     try:
-        return Matrix.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        matrix = Matrix.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise BadInput(f"spec file missing: {path}") from None
     except ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise BadInput(f"{path}: {where}: {problem['msg']}") from None
+    _check_names(matrix, path)
+    return matrix
+
+
+def _check_names(matrix: Matrix, path: Path) -> None:
+    """Every refusal names an option, every `after` an earlier command, every subset a model."""
+    options = {o.name for o in matrix.options}
+    earlier: set[str] = set()
+    for command in matrix.commands:
+        if command.after is not None and command.after not in earlier:
+            raise BadInput(
+                f"{path}: {command.name} runs after {command.after!r}, which is not an earlier command"
+            )
+        for refusal in command.refuses:
+            if refusal.option not in options:
+                raise BadInput(f"{path}: {command.name} refuses {refusal.option!r}, which is not an option")
+        earlier.add(command.name)
+    models = {c.name for c in matrix.combinations()}
+    for subset in matrix.fast:
+        unknown = [c for c in (subset.commands if subset.commands != "all" else []) if c not in earlier]
+        if subset.combination not in models or unknown:
+            raise BadInput(f"{path}: fast names {subset.combination!r} {unknown or ''}, not in the matrix")
+
+
+# -- how each command is run ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one model's cells read and write, and what they share with the other models."""
+
+    matrix: Matrix
+    combination: Combination
+    data: Path
+    work: Path  # this model's own directory
+    shared: Path  # the prepared chats and pairs; the dense model's directory is its sibling
+
+    @property
+    def run(self) -> Path:
+        return self.work / "run"
+
+    @property
+    def dense_run(self) -> Path:
+        return self.shared.parent / DENSE / "run"
+
+    @property
+    def sft_data(self) -> Path:
+        return self.shared / "sft"
+
+    @property
+    def prefs_data(self) -> Path:
+        return self.shared / "prefs"
+
+    def out(self, command: str) -> str:
+        return str(self.work / command)
 
 
 def _sets(section: str, values: dict[str, Any]) -> list[str]:
@@ -96,37 +224,120 @@ def _sets(section: str, values: dict[str, Any]) -> list[str]:
     return [arg for key, value in values.items() for arg in ("--set", f"{section}.{key}={json.dumps(value)}")]
 
 
-@dataclass(frozen=True)
-class Smoke:
-    """Where one option's cells read and write."""
-
-    data: Path
-    work: Path  # this option's own directory
-
-    @property
-    def run(self) -> Path:
-        return self.work / "run"
+def _model_sets(at: Place) -> list[str]:
+    return _sets("model", {**at.matrix.model.settings, **at.combination.model})
 
 
-def _train(option: OptionSpec, at: Smoke) -> list[str]:
-    argv = ["train", "--data", str(at.data), "--out", str(at.run), "--preset", "smoke"]
-    argv += _sets("train", {"steps": TRAIN_STEPS, "device": "cpu"})
-    argv += _sets("eval", {"every": TRAIN_STEPS}) + _sets("ckpt", {"every": TRAIN_STEPS})
-    return argv + _sets("monitor", {"sample_every": TRAIN_STEPS}) + _sets("model", option.model)
+def _loop_sets(steps: int) -> list[str]:
+    """A run of `steps` steps on the CPU, evaluated, sampled and saved at its last step."""
+    every = {"every": steps}
+    return (
+        _sets("train", {"steps": steps, "device": "cpu"})
+        + _sets("eval", every)
+        + _sets("ckpt", every)
+        + _sets("monitor", {"sample_every": steps})
+    )
 
 
-# Path name → the `stack` arguments of that path for an option. The first path makes the run
-# every later one reads.
-PATH_ARGV: dict[str, Callable[[OptionSpec, Smoke], list[str]]] = {
+def _train(at: Place) -> list[str]:
+    argv = ["train", "--data", str(at.data), "--out", str(at.run), "--preset", at.matrix.model.preset]
+    return argv + _loop_sets(TRAIN_STEPS) + _model_sets(at)
+
+
+def _patch(at: Place) -> list[str]:
+    from stack.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(at.data)
+    clean, corrupted = next(
+        ((a, b) for a, b in PATCH_PROMPTS if len(tokenizer.encode(a)) == len(tokenizer.encode(b))),
+        PATCH_PROMPTS[0],
+    )
+    argv = ["trace", str(at.run), "--prompt", clean, "--patch", corrupted, "--target", PATCH_TARGET]
+    return [*argv, "--patch-sweep", "output", "--out", at.out("trace-patch")]
+
+
+def _lens_train(at: Place) -> list[str]:
+    argv = ["lens", str(at.run), "--train", "--data", str(at.data), "--save", at.out("lens.safetensors")]
+    sizes = ["--steps", str(LENS_STEPS), "--batch-size", "2", "--seq-len", "32", "--heldout-batches", "2"]
+    return [*argv, *sizes, "--out", at.out("lens-train")]
+
+
+def _lora_train(at: Place) -> list[str]:
+    argv = ["train", "--init-from", str(at.run), "--data", str(at.data), "--out", at.out("lora-train")]
+    return argv + _loop_sets(TUNE_STEPS) + _sets("lora", {"targets": "*", "r": 2})
+
+
+def _sft(at: Place) -> list[str]:
+    argv = ["sft", "--init-from", str(at.run), "--data", str(at.sft_data), "--out", at.out("sft")]
+    return argv + _loop_sets(TUNE_STEPS) + _sets("train", {"batch_size": 1})
+
+
+def _tune(command: str, *argv: str) -> list[str]:
+    """dpo and distill share their loop options."""
+    return [command, *argv, "--steps", str(TUNE_STEPS), "--batch-size", "2", "--device", "cpu"]
+
+
+def _distill_teacher(at: Place) -> list[str]:
+    student = ["--preset", at.matrix.model.preset, *_sets("model", dict(at.matrix.model.settings))]
+    return _tune("distill", str(at.run), "--data", str(at.data), "--out", at.out("distill-teacher"), *student)
+
+
+def _distill_student(at: Place) -> list[str]:
+    teacher = ["--data", str(at.data), "--out", at.out("distill-student"), "--student", str(at.run)]
+    return _tune("distill", str(at.dense_run), *teacher)
+
+
+def _es(at: Place) -> list[str]:
+    argv = ["es", str(at.run), "--data", str(at.data), "--out", at.out("es")]
+    return [*argv, "--steps", "1", "--population", "2"]
+
+
+def _trace(at: Place, command: str, *options: str) -> list[str]:
+    return ["trace", str(at.run), "--prompt", PROMPT, *options, "--out", at.out(command)]
+
+
+def _eval(model: Path) -> list[str]:
+    return ["eval", str(model), "--split", "val", "--max-bytes", str(EVAL_BYTES)]
+
+
+def _export(at: Place, fmt: str) -> list[str]:
+    return ["export", str(at.run), "--format", fmt, "--out", at.out(f"export-{fmt}")]
+
+
+def _surgery(at: Place, command: str, *options: str) -> list[str]:
+    return [command, str(at.run), "--targets", "*", *options, "--out", at.out(command)]
+
+
+# Command name → the `stack` arguments of that command for one model.
+COMMAND_ARGV: dict[str, Callable[[Place], list[str]]] = {
     "train": _train,
-    "resume": lambda o, at: ["train", "--resume", str(at.run), *_sets("train", {"steps": TRAIN_STEPS + 1})],
-    "sample": lambda o, at: ["sample", str(at.run), "--prompt", PROMPT, "--tokens", str(SAMPLE_TOKENS)],
-    "eval": lambda o, at: ["eval", str(at.run), "--split", "val", "--max-bytes", str(EVAL_BYTES)],
-    "trace": lambda o, at: ["trace", str(at.run), "--prompt", PROMPT, "--out", str(at.work / "trace")],
-    "inspect": lambda o, at: ["inspect", str(at.run)],
-    "export": lambda o, at: ["export", str(at.run), "--format", "hf", "--out", str(at.work / "export")],
+    "resume": lambda at: ["train", "--resume", str(at.run), *_sets("train", {"steps": TRAIN_STEPS + 1})],
+    "sample": lambda at: ["sample", str(at.run), "--prompt", PROMPT, "--tokens", str(SAMPLE_TOKENS)],
+    "eval": lambda at: _eval(at.run),
+    "inspect": lambda at: ["inspect", str(at.run)],
+    "trace": lambda at: _trace(at, "trace"),
+    "trace-bisect": lambda at: _trace(at, "trace-bisect", "--backend-b", "naive"),
+    "trace-patch": _patch,
+    "lens": lambda at: ["lens", str(at.run), "--prompt", PROMPT, "--out", at.out("lens")],
+    "lens-train": _lens_train,
+    "laser": lambda at: _surgery(at, "laser", "--rho", "0.5"),
+    "laser-eval": lambda at: _eval(at.work / "laser"),
+    "quantize": lambda at: _surgery(at, "quantize"),
+    "lora-train": _lora_train,
+    "lora-merge": lambda at: ["lora", "merge", at.out("lora-train"), "--out", at.out("lora-merge")],
+    "sft": _sft,
+    "dpo": lambda at: _tune("dpo", str(at.run), "--data", str(at.prefs_data), "--out", at.out("dpo")),
+    "distill-student": _distill_student,
+    "distill-teacher": _distill_teacher,
+    "es": _es,
+    "es-eval": lambda at: _eval(at.work / "es"),
+    "export-hf": lambda at: _export(at, "hf"),
+    "import": lambda at: ["import-hf", at.out("export-hf"), "--out", at.out("import")],
+    "export-onnx": lambda at: _export(at, "onnx"),
 }
-FIRST_PATH = "train"
+# What a command needs besides its model's run: the dense run, or data the matrix prepares.
+TEACHER, CHATS, PAIRS = "dense model's run", "chat data", "preference data"
+NEEDS = {"distill-student": TEACHER, "sft": CHATS, "dpo": PAIRS}
 
 
 def _last_line(text: str) -> str:
@@ -135,7 +346,8 @@ def _last_line(text: str) -> str:
 
 
 def run_cell(command: Command, argv: list[str]) -> Cell:
-    """Run `stack ARGV` in this process with its output captured; the exit code decides the cell."""
+    """Run `stack ARGV` through `command` in this process with its output captured; the exit code
+    decides the cell."""
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     try:
@@ -148,80 +360,202 @@ def run_cell(command: Command, argv: list[str]) -> Cell:
     if TRACEBACK in err.getvalue() or TRACEBACK in out.getvalue():
         return Cell("crashed", f"exit {code} with a traceback: {_last_line(err.getvalue())}", seconds)
     outcome = {0: "ok", 2: "refused", 3: "gate"}.get(code, "crashed")
-    message = _last_line(out.getvalue() if code == 0 else err.getvalue())
+    # A failure says why on stderr; a finding (a trace's anomaly, exit 3) may say it on stdout.
+    message = (
+        _last_line(out.getvalue()) if code == 0 else _last_line(err.getvalue()) or _last_line(out.getvalue())
+    )
     return Cell(outcome, message if outcome != "crashed" else f"exit {code}: {message}", seconds)
 
 
-def unknown_settings(option: OptionSpec) -> list[str]:
-    """The option's model settings that ModelConfig does not have (the option is not built yet)."""
-    return [f"model.{key}" for key in option.model if key not in ModelConfig.model_fields]
+def unknown_settings(combination: Combination) -> list[str]:
+    """The model settings ModelConfig does not have (an option not built yet)."""
+    return [f"model.{key}" for key in combination.model if key not in ModelConfig.model_fields]
 
 
-OnCell = Callable[[str, str, Cell], None]  # (option, path, cell), told as each cell ends
+OnCell = Callable[[str, str, Cell], None]  # (model, command, cell), told as each cell ends
 
 
-def run_option(
-    option: OptionSpec, paths: list[PathSpec], data: Path, work: Path, on_cell: OnCell, command: Command
+def _blocked(command: CommandSpec, cells: dict[str, Cell], ready: dict[str, Cell]) -> Cell | None:
+    """Why `command` cannot run now (a Cell saying so), or None when it can."""
+    if command.name not in COMMAND_ARGV:
+        return Cell("missing", f"no way to run {command.name!r} is known; add it to COMMAND_ARGV")
+    if command.name != FIRST and cells.get(FIRST, Cell("missing", "")).outcome != "ok":
+        return Cell("missing", f"no run to use: {FIRST} did not complete")
+    if command.after is not None:
+        before = cells.get(command.after)
+        if before is None:
+            return Cell("missing", f"needs {command.after}, which this run left out")
+        if before.outcome in ("refused", "skipped"):
+            return Cell("skipped", f"needs {command.after}, which refused: {before.message}")
+        if before.outcome != "ok":
+            return Cell("missing", f"needs {command.after}, which did not complete")
+    need = NEEDS.get(command.name)
+    if need is not None and need not in ready:
+        return Cell("missing", f"needs the {need}, which this run did not make")
+    if need is not None and ready[need].outcome != "ok":
+        return Cell("missing", f"needs the {need}, which failed: {ready[need].message}")
+    return None
+
+
+def run_combination(
+    matrix: Matrix,
+    place: Place,
+    on_cell: OnCell,
+    ready: dict[str, Cell],
+    command_line: Command,
+    only: set[str] | None = None,
 ) -> dict[str, Cell]:
-    """Every path of one option, in order, under work/<option>; a cell's result goes to on_cell too."""
-    at = Smoke(data, work / option.name)
-    unknown = unknown_settings(option)
+    """Every command (of `only`, when given) on one model, in order; each cell goes to on_cell too."""
+    unknown = unknown_settings(place.combination)
     cells: dict[str, Cell] = {}
-    for path in paths:
+    for command in matrix.commands:
+        if only is not None and command.name not in only:
+            continue
         if unknown:
             cell = Cell("missing", f"the model has no {', '.join(unknown)} yet")
-        elif path.name not in PATH_ARGV:
-            cell = Cell("missing", f"no way to run path {path.name!r} is known; add it to PATH_ARGV")
-        elif path.name != FIRST_PATH and cells.get(FIRST_PATH, Cell("missing", "")).outcome != "ok":
-            cell = Cell("missing", f"no run to use: {FIRST_PATH} did not complete")
         else:
-            cell = run_cell(command, PATH_ARGV[path.name](option, at))
-        cells[path.name] = cell
-        on_cell(option.name, path.name, cell)
+            cell = _blocked(command, cells, ready) or run_cell(
+                command_line, COMMAND_ARGV[command.name](place)
+            )
+        cells[command.name] = cell
+        if (place.combination.name, command.name) == (DENSE, FIRST):
+            ready[TEACHER] = cell  # of every model's distill-student
+        on_cell(place.combination.name, command.name, cell)
     return cells
 
 
-def measured_matrix(matrix: Matrix, cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
-    """The matrix and its cells as GATE-ARCH-013's measured values: outcomes, and the last line of
-    every cell that is not ok (kept short, as a gate's message carries what it measured)."""
+# -- the data the fine-tuning cells need ---------------------------------------------------------
+
+CHAT_EXAMPLES = 48
+PREF_PAIRS = 64
+
+
+def _chats() -> list[dict[str, Any]]:
+    """Short chat examples (a sum and its answer), many enough for a held-out half."""
+    rows = []
+    for i in range(CHAT_EXAMPLES):
+        a, b = divmod(i, 8)
+        turns = [{"role": "user", "content": f"{a}+{b}?"}, {"role": "assistant", "content": f"{a + b}."}]
+        rows.append({"messages": turns})
+    return rows
+
+
+def _pairs() -> list[dict[str, Any]]:
+    """Distinct preference pairs (a sum, its answer, a wrong one), half of them held out."""
+    rows = []
+    for i in range(PREF_PAIRS):
+        a, b = divmod(i, 8)
+        rows.append(
+            {"prompt": f"Q: {a}+{b}? A:", "chosen": f" {a + b}.", "rejected": f" {a + b + 1}, maybe."}
+        )
+    return rows
+
+
+def prepare_tuning_data(data: Path, shared: Path, command: Command) -> dict[str, Cell]:
+    """The chat and preference DATA_DIRs the sft and dpo cells read, tokenized as `data` is."""
+    shared.mkdir(parents=True, exist_ok=True)
+    ready = {}
+    for need, name, fmt, rows in (
+        (CHATS, "sft", "chat", _chats()),
+        (PAIRS, "prefs", "prefs", _pairs()),
+    ):
+        source = shared / f"{name}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        argv = [
+            "prepare",
+            str(source),
+            "--format",
+            fmt,
+            "--tokenizer",
+            str(data),
+            "--out",
+            str(shared / name),
+        ]
+        ready[need] = run_cell(command, [*argv, "--val-fraction", "0.5", "--pack-len", "32"])
+    return ready
+
+
+def run_cells(
+    matrix: Matrix,
+    data: Path,
+    work: Path,
+    on_cell: OnCell,
+    command: Command,
+    subset: dict[str, set[str]] | None = None,
+) -> dict[str, dict[str, Cell]]:
+    """Run every cell (of `subset`, when given) under `work` through `command`; `settle` judges.
+
+    Run outside any ledger of the caller's: each command records its own gates in its own
+    evidence, and the matrix's record judges the matrix alone.
+    """
+    shared = work / "shared"
+    ready = prepare_tuning_data(data, shared, command)
+    found: dict[str, dict[str, Cell]] = {}
+    for combination in matrix.combinations():
+        if subset is not None and combination.name not in subset:
+            continue
+        place = Place(matrix, combination, data, work / combination.name, shared)
+        only = None if subset is None else subset[combination.name]
+        found[combination.name] = run_combination(matrix, place, on_cell, ready, command, only)
+    return found
+
+
+# -- the judgement -------------------------------------------------------------------------------
+
+
+def trained_layers(work: Path, cells: dict[str, dict[str, Cell]]) -> dict[str, int]:
+    """The number of blocks of every model the matrix trained, read from its latest checkpoint."""
+    from stack.train.checkpoint import read_state
+    from stack.train.trained import resolve_checkpoint
+
+    return {
+        name: int(read_state(resolve_checkpoint(work / name / "run"))["config"]["model"]["n_layers"])
+        for name, row in cells.items()
+        if row.get(FIRST, Cell("missing", "")).outcome == "ok"
+    }
+
+
+def measured_matrix(
+    matrix: Matrix, cells: dict[str, dict[str, Cell]], layers: dict[str, int]
+) -> dict[str, Any]:
+    """The matrix and its cells as GATE-ARCH-013's measured values: outcomes, the depth of every
+    trained model, and the last line of every cell that is not ok (a gate carries what it measured)."""
     return {
         "options": [o.name for o in matrix.options],
-        "paths": [p.model_dump() for p in matrix.paths],
-        "cells": {option: {path: c.outcome for path, c in row.items()} for option, row in cells.items()},
+        "layers": layers,
+        "commands": [c.model_dump() for c in matrix.commands],
+        "cells": {model: {command: c.outcome for command, c in row.items()} for model, row in cells.items()},
         "messages": {
-            f"{option}/{path}": c.message
-            for option, row in cells.items()
-            for path, c in row.items()
+            f"{model}/{command}": c.message
+            for model, row in cells.items()
+            for command, c in row.items()
             if c.outcome != "ok"
         },
     }
 
 
-def table(matrix: Matrix, cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
-    """Everything about every cell, for a person (matrix.json): settings, outcome, last line, time."""
+def table(matrix: Matrix, cells: dict[str, dict[str, Cell]], measured: dict[str, Any]) -> dict[str, Any]:
+    """Everything about every cell, for a person (matrix.json): settings, outcome, verdict, last
+    line, time."""
+    verdicts = cell_verdicts(measured)
     return {
-        "settings": {o.name: o.model for o in matrix.options},
-        "cells": {option: {path: asdict(c) for path, c in row.items()} for option, row in cells.items()},
+        "model": matrix.model.model_dump(),
+        "settings": {c.name: c.model for c in matrix.combinations()},
+        "cells": {
+            model: {
+                command: {**asdict(c), **asdict(verdicts[(model, command)])} for command, c in row.items()
+            }
+            for model, row in cells.items()
+        },
     }
 
 
 def matrix_outcome(measured: dict[str, Any]) -> Outcome:
     """GATE-ARCH-013 over a measured matrix."""
-    return measure("GATE-ARCH-013", measured, holds="every option ran every path")
+    return measure("GATE-ARCH-013", measured, holds="every option and combination ran every command")
 
 
 @gate_ensure("GATE-ARCH-013", lambda result: matrix_outcome(result))
-def settle(matrix: Matrix, cells: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+def settle(matrix: Matrix, cells: dict[str, dict[str, Cell]], layers: dict[str, int]) -> dict[str, Any]:
     """The measured matrix, judged: a failed or missing cell fires the gate."""
-    return measured_matrix(matrix, cells)
-
-
-def run_cells(
-    matrix: Matrix, data: Path, work: Path, on_cell: OnCell, command: Command
-) -> dict[str, dict[str, Cell]]:
-    """Run every cell under `work`; `settle` judges them.
-
-    Run outside any ledger of the caller's: each command records its own gates in its own
-    evidence, and the matrix's record judges the matrix alone.
-    """
-    return {o.name: run_option(o, matrix.paths, data, work, on_cell, command) for o in matrix.options}
+    return measured_matrix(matrix, cells, layers)

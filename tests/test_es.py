@@ -74,6 +74,12 @@ def test_es_writes_a_run_every_reader_takes(
     assert not torch.equal(flatten(before), flatten(after))
     assert after.lm_head.weight is after.embed.weight  # written in place: still tied
     assert main(["sample", str(out), "--tokens", "4", "--prompt", "ab"]) == 0
+    # The run records its DATA_DIR, so eval finds the held-out split (it said "DATA_DIR None is gone")
+    assert (
+        main(["eval", str(out), "--split", "val", "--max-bytes", "2000", "--record", str(tmp_path / "e")])
+        == 0
+    )
+    assert read_evidence(tmp_path / "e" / "metadata.json").config["data"] == str(world["data"].resolve())
 
 
 @pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-003")

@@ -514,7 +514,7 @@ OVERRIDES: dict[tuple[str, str], st.SearchStrategy[str | Place]] = {
     ("synth", "max_response_tokens"): st.sampled_from(("0", "1", "4", "x")),
     ("synth", "max_instruction_tokens"): st.sampled_from(("0", "1", "4", "x")),
     ("synth", "device"): st.sampled_from(("cpu", "cuda", "cuda:x", "gpu", "")),
-    # A real DATA_DIR runs the whole matrix (seconds); test_options_matrix runs it, the fuzzer need not.
+    # A real DATA_DIR runs the whole matrix (minutes); test_options_matrix runs a subset, the fuzzer none.
     ("options-matrix", "data"): st.one_of(PLACE.filter(lambda p: p.kind != "data"), TEXT),
 }
 # Options never drawn: --default prepares the whole standard library (minutes; test_data_prepare).

@@ -92,6 +92,24 @@ def test_quantizing_the_tied_embedding_keeps_it_tied(source: Path, tmp_path: Pat
     assert _results(out)["GATE-LASER-003"][1]["changed"] == ["embed.weight", "lm_head.weight"]  # type: ignore[index]
 
 
+def test_the_default_group_divides_the_presets_feed_forward(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tiny preset's ffn_hidden 176 = 16 · 11: ffn_out (176 columns) takes groups of 16, the rest
+    64, where the old fixed default of 64 refused the command's own usage line."""
+    source = tmp_path / "run"
+    save_run(source, tiny_model(d_model=64, n_heads=4, ffn_hidden=176))
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), "--targets", "*", "--bits", "8", "--out", str(out)]) == 0
+    assert "in groups of 16 or 64 weights" in capsys.readouterr().out
+    rows = json.loads((out / "surgery.json").read_text())["measured"]["matrices"]
+    assert {r["matrix"]: r["group"] for r in rows}["layers.0.ffn_out"] == 16
+    assert {r["group"] for r in rows if not r["matrix"].endswith("ffn_out")} == {64}
+    argv = ["quantize", str(source), "--targets", "*", "--group-size", "64", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "sizes that divide every chosen matrix: 2, 4, 8, 16" in capsys.readouterr().err
+
+
 def test_a_group_size_that_does_not_divide_a_row_is_refused(
     source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
+from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
@@ -23,7 +24,7 @@ from stack.cli import main
 from stack.model import targets as targets_module
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
-from stack.model.targets import select_targets
+from stack.model.targets import select, select_targets
 from stack.surgery import laser as laser_module
 from stack.surgery.laser import laser
 from stack.train.trained import load_trained
@@ -168,14 +169,75 @@ def _verdict_message(out: Path) -> str:
     return next(g.message or "" for g in record.gates if g.id == "GATE-LASER-003")
 
 
-def test_a_mixture_of_experts_model_offers_no_ffn_matrix_and_names_what_it_has() -> None:
-    """Its blocks hold experts, not one dense feed-forward: ffn_* is one line naming the rest,
-    never a lookup of a module that is not there."""
-    model = GPT(
-        ModelConfig(
-            vocab=40, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_hidden=48, ctx=16, moe_experts=2
+def test_eval_of_a_surgery_reads_the_held_out_split_its_source_was_trained_on(tmp_path: Path) -> None:
+    """A laser output learned nothing itself: eval follows its checkpoint back to the source run's
+    DATA_DIR (it said "the run's DATA_DIR None is gone")."""
+    data, run = prepared(tmp_path), tmp_path / "run"
+    assert train(smoke_args(data, run, "train.steps=1", "eval.every=1", "ckpt.every=1")) == 0
+    out, twice = tmp_path / "laser", tmp_path / "laser-of-laser"
+    assert main(["laser", str(run), "--targets", "q", "--rho", "0.5", "--out", str(out)]) == 0
+    assert main(["laser", str(out), "--targets", "k", "--rho", "0.5", "--out", str(twice)]) == 0
+    for model in (out, twice):
+        record = tmp_path / f"eval-{model.name}"
+        assert (
+            main(["eval", str(model), "--split", "val", "--max-bytes", "2000", "--record", str(record)]) == 0
         )
+        assert read_evidence(record / "metadata.json").config["data"] == str(data.resolve())
+
+
+def _options_model() -> GPT:
+    """Two blocks with every option: experts (and a shared one), differential attention, routed depth."""
+    config = ModelConfig(
+        vocab=257, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, ffn_hidden=48, ctx=16, moe_experts=2
     )
-    with pytest.raises(BadInput, match=r"this model's matrices are named embed, q, k, v, attn_out, logits"):
-        select_targets(model, "ffn_*")
-    assert [t.site for t in select_targets(model, "q")] == ["layers.0.q", "layers.1.q"]
+    update = {"moe_shared_expert": True, "diff_attn": True, "mod_every": 1, "mod_capacity": 0.5}
+    return GPT(ModelConfig(**{**config.model_dump(), **update}))
+
+
+def test_every_matrix_is_a_target_whatever_options_built_it() -> None:
+    """'*' is every 2-D weight of the model: experts, routers and q2/k2 included, each tensor once
+    (the tied head is embed's), so a surgery on '*' can leave no matrix out unsaid."""
+    model = _options_model()
+    selection = select(model, ["*"])
+    chosen = {t.weight for t in selection.targets}
+    every = {p for p in model.parameters() if p.dim() == 2}
+    assert chosen == every and len(selection.targets) == len(every)
+    assert [(s.name, s.reason) for s in selection.skipped] == [("logits", "tied: the same tensor as embed")]
+    assert selection.as_record()["parameter_share"] == 1.0
+    kinds = {t.short for t in selection.targets}
+    assert {"q2", "k2", "router", "moe.router", "moe.expert1.down", "moe.shared.up"} <= kinds
+
+
+def test_experts_are_named_and_a_glob_that_misses_says_what_there_is() -> None:
+    model = _options_model()
+    with pytest.raises(BadInput, match=r"matrices are named embed, logits, q, k, v, attn_out, q2, k2, moe"):
+        select_targets(model, "ffn_*")  # a mixture has no dense feed-forward
+    assert [t.site for t in select_targets(model, "moe.expert1.up")] == [
+        "layers.0.moe.expert1.up",
+        "layers.1.moe.expert1.up",
+    ]
+    selection = select(model, ["moe.expert*"], layers="1")
+    assert all(t.site.startswith("layers.1.moe.expert") for t in selection.targets)
+    reasons = {s.name: s.reason for s in selection.skipped}
+    assert reasons["layers.0.moe.expert0.gate"] == "outside --layers 1"
+    assert reasons["layers.1.q2"] == "not matched by --targets 'moe.expert*'"
+
+
+def test_quantize_on_every_matrix_says_what_it_touched_and_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The case of the report: `--targets '*'` on a mixture of experts quantised 29 % of the matrix
+    parameters and said nothing of the experts it skipped. Every matrix is quantised now, the
+    command prints the share and the one matrix it skipped (the tied head), and records both."""
+    source = tmp_path / "run"
+    model = _options_model()
+    save_run(source, model)
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), "--targets", "*", "--bits", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    matrices = sum(1 for p in model.parameters() if p.dim() == 2)
+    assert f"touched {matrices} matrices (100.0% of the model's matrix parameters); skipped 1" in printed
+    assert "skipped 1 (tied: the same tensor as embed): logits" in printed
+    recorded = json.loads((out / "surgery.json").read_text())["measured"]
+    assert "layers.1.moe.expert1.down" in recorded["selection"]["touched"]
+    assert {row["matrix"] for row in recorded["matrices"]} == set(recorded["selection"]["touched"])

@@ -22,6 +22,7 @@ from trace_support import tiny_model
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
 from contracts.gates import measure
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.model import lora
 from stack.model.adapters import MANIFEST, WEIGHTS, load_adapter, save_adapter
@@ -186,6 +187,48 @@ def test_an_adapter_that_never_trained_fires() -> None:
         check_trained(trained_measured(model))
 
 
+@pytest.mark.holds("GATE-LORA-004")
+def test_an_expert_no_token_reached_may_keep_b_zero() -> None:
+    """Routing sent every token of the training step to expert 0: expert 1's adapters computed
+    nothing and rightly keep B = 0 (the gate fired on them, a false alarm in the options matrix)."""
+    model = tiny_model(n_layers=1, moe_experts=2, moe_top_k=1)
+    apply_lora(model, "moe.expert*,q,v", r=2, alpha=4.0, generator=torch.Generator().manual_seed(0))
+    moe = model.layers[0].moe
+    ids = probe_ids(model)
+    seen: list[torch.Tensor] = []
+    hook = moe.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    with torch.no_grad():  # a direction every token's mixture input scores +1 on (B = 0: the base's)
+        model.train()(ids[:, :-1])
+        hook.remove()
+        tokens = seen[0].reshape(-1, moe.router.in_features)
+        direction = torch.linalg.pinv(tokens.double()) @ torch.ones(tokens.shape[0], dtype=torch.float64)
+        moe.router.weight[0] = 100 * direction.float()  # expert 0 wins every token by 200 logits
+        moe.router.weight[1] = -100 * direction.float()
+    moe.reset_routed()  # count the training step's assignments alone (no_grad fed no adapter)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss = model.train()(ids[:, :-1], ids[:, 1:])[1]
+    assert loss is not None
+    loss.backward()
+    optimizer.step()
+    measured = trained_measured(model)
+    starved = {"layers.0.moe.expert1.gate", "layers.0.moe.expert1.up", "layers.0.moe.expert1.down"}
+    assert starved <= set(measured["unfed"]) and starved <= set(measured["zero_b"])
+    assert moe.routed.tolist()[1] == 0  # the case, as built
+    check_trained(measured)
+
+
+@pytest.mark.gate("GATE-LORA-004")
+def test_an_untrained_adapter_is_excused_only_inside_an_expert_no_token_reached() -> None:
+    """B = 0 with input (the gradient was lost) fires; so does B = 0 without input outside an
+    expert (a projection every token passes cannot have been starved by routing)."""
+    names = ["layers.0.moe.expert1.up", "layers.0.attn.q"]
+    fed_expert = {"adapters": 2, "base_moved": [], "trainable_base": [], "zero_b": names[:1], "unfed": []}
+    assert judge("GATE-LORA-004", fed_expert)
+    unfed_projection = {**fed_expert, "zero_b": names[1:], "unfed": names[1:]}
+    assert judge("GATE-LORA-004", unfed_projection)
+    assert not judge("GATE-LORA-004", {**fed_expert, "unfed": names[:1]})
+
+
 @pytest.mark.gate("GATE-LORA-004")
 def test_a_base_that_moved_or_was_left_trainable_fires() -> None:
     model = _adapted()
@@ -327,3 +370,55 @@ def test_trace_sites_still_see_the_wrapped_projection() -> None:
         )
         logits_of(model, probe_ids(model))
     assert not torch.equal(seen["q"], base_q["q"])  # the hook sees the adapter's term
+
+
+# -- every option's projections ----------------------------------------------------------------
+
+
+def _options_model() -> torch.nn.Module:
+    """Two blocks with experts (and a shared one), differential attention and routed depth."""
+    options = {"moe_experts": 2, "moe_shared_expert": True, "diff_attn": True, "mod_every": 1}
+    return tiny_model(n_layers=2, mod_capacity=0.5, **options)
+
+
+@pytest.mark.holds("GATE-LORA-001", "GATE-LORA-002", "GATE-LORA-003")
+def test_every_projection_of_every_option_carries_an_adapter() -> None:
+    """'*' wraps every expert, both routers and q2/k2 (it used to wrap only the dense names and say
+    nothing), leaves out the embedding and the tied head with their reasons, and the adapted model
+    is its base, merges and unmerges: the 0-dim route_threshold hashes like any tensor."""
+    model = _options_model()
+    selection = lora.lora_selection(model, "*")
+    assert [(s.name, s.reason.split(";")[0]) for s in selection.skipped] == [
+        ("embed", "LoRA wraps linear projections"),
+        ("logits", "tied: the same tensor as embed"),
+    ]
+    names = apply_lora(model, "*", r=2, alpha=4.0, generator=torch.Generator().manual_seed(0))
+    expected = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    assert set(names) == expected and len(names) == len(selection.targets)
+    assert {"layers.1.moe.expert1.down", "layers.1.moe.router", "layers.1.router", "layers.0.attn.k2"} <= set(
+        names
+    )
+    check_identity(identity_measured(model))
+    base = base_sha256(model)
+    _trained_like(model)
+    checked_merge(model)
+    check_unmerged(unmerge_measured(model))
+    assert base_sha256(model) == base
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 3), min_size=0, max_size=4),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.int64, torch.bool, torch.uint8]),
+)
+def test_a_tensor_of_any_rank_hashes_by_its_dtype_shape_and_bytes(
+    shape: list[int], dtype: torch.dtype
+) -> None:
+    tensor = torch.zeros(shape, dtype=dtype)
+    digest = lora.tensor_sha256(tensor)
+    assert digest == lora.tensor_sha256(tensor.clone())
+    assert digest != lora.tensor_sha256(tensor.reshape(1, *shape))  # the shape is hashed
+    if tensor.numel():
+        changed = tensor.clone()
+        changed.view(-1)[-1] = 1
+        assert lora.tensor_sha256(changed) != digest

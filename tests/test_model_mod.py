@@ -24,17 +24,21 @@ from contracts.judges import judge
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.model import depth_router as depth_router_module
 from stack.model.config import ModelConfig
-from stack.model.depth_router import DepthRoutedBlock, capacity_tokens
+from stack.model.depth_router import DepthRoutedBlock, capacity_tokens, split_score
 from stack.model.gpt import GPT, param_count_formula
 from stack.model.kv_cache import KVCache
 from stack.model.layers import rope_angles
 from stack.model.mod_checks import (
     check_capacity,
     check_depth_routing,
+    check_inference_capacity,
     check_mod_causal,
     check_router_gradient,
     check_skipped_identical,
+    inference_routed,
+    reset_inference_routed,
 )
 from tests.train_support import prepared, smoke_args, train, unjudged, verdicts
 
@@ -93,7 +97,7 @@ def test_config_refuses_inconsistent_keys() -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    capacity=st.floats(min_value=0.01, max_value=1.0),
+    capacity=st.floats(min_value=0.05, max_value=1.0),  # ⌊C·ctx⌋ ≥ 1; shorter T may still route none
     length=st.integers(min_value=1, max_value=SHAPE["ctx"]),
     seed=st.integers(0, 1000),
 )
@@ -252,6 +256,115 @@ def test_falsifier_causal_tolerance_boundary() -> None:
     leak = {"ref_absmax": 1.0, "prefix": 12, "length": 24}
     assert judge("GATE-ARCH-011", {**leak, "max_abs_diff": 0.5 * atol}) == []
     assert judge("GATE-ARCH-011", {**leak, "max_abs_diff": 2 * atol}) != []
+
+
+# -- inference capacity (GATE-ARCH-014) ---------------------------------------------------------
+
+
+def test_the_threshold_splits_the_last_training_batch() -> None:
+    """After a training forward, inference on the same tokens routes exactly ⌊C·N⌋ of its N tokens:
+    the saved threshold is that batch's split (pooled over sequences), not a moving average."""
+    model = mod_model(mod_capacity=0.25)
+    tokens = torch.randint(SHAPE["vocab"], (4, SHAPE["ctx"]), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.train()(tokens)
+        model.eval()(tokens)
+    assert int(routed_block(model).routed.sum()) == capacity_tokens(0.25, tokens.numel())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scores=st.lists(st.floats(-8, 8, allow_nan=False, width=32), min_size=1, max_size=60),
+    capacity=st.floats(min_value=0.01, max_value=1.0),
+)
+def test_the_split_score_is_exceeded_by_exactly_the_capacity(scores: list[float], capacity: float) -> None:
+    """Distinct scores: exactly ⌊C·N⌋ exceed the split, whatever C and N (all of them at C = 1)."""
+    values = torch.tensor(sorted(set(scores)))
+    above = int((values > split_score(values, capacity)).sum())
+    assert above == capacity_tokens(capacity, values.numel())
+
+
+def _drifting(model: GPT, steps: int, shift: float, seed: int = 0) -> None:
+    """Train-mode forwards on fresh batches, each followed by a step that raises every router score
+    by about `shift` (the weight moved along the mean direction of the block's inputs), as a
+    router does that learns to weight its routed tokens up."""
+    block, generator = routed_block(model), torch.Generator().manual_seed(seed)
+    seen: list[torch.Tensor] = []
+    hook = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        model.eval()(torch.randint(SHAPE["vocab"], (16, SHAPE["ctx"]), generator=generator))
+        hook.remove()
+        direction = seen[0].reshape(-1, SHAPE["d_model"]).mean(0)
+        step = shift * direction / direction.square().sum()
+        for _ in range(steps):
+            model.train()(torch.randint(SHAPE["vocab"], (8, SHAPE["ctx"]), generator=generator))
+            block.router.weight += step
+
+
+def _heldout_capacity(model: GPT) -> Verdict:
+    """GATE-ARCH-014's verdict on 8 held-out batches read in inference routing."""
+    reset_inference_routed(model)
+    generator = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        for _ in range(8):
+            model.eval()(torch.randint(SHAPE["vocab"], (8, SHAPE["ctx"]), generator=generator))
+    with recording(Ledger()) as ledger:
+        check_inference_capacity(inference_routed(model), model.config.mod_capacity, step=40)
+    return ledger.results["GATE-ARCH-014"].verdict
+
+
+@pytest.mark.holds("GATE-ARCH-014")
+def test_a_drifting_router_still_routes_about_c_at_inference() -> None:
+    model = mod_model(mod_capacity=0.25)
+    _drifting(model, steps=40, shift=0.05)
+    assert _heldout_capacity(model) is Verdict.PASS
+
+
+@pytest.mark.gate("GATE-ARCH-014")
+def test_falsifier_a_moving_average_threshold_lags_a_drifting_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bug of the report: the saved threshold an exponential moving average (momentum 0.9) of
+    the batches' splits, ten steps behind scores that rise each step, so inference routes far
+    more than C of the held-out tokens."""
+    average = torch.zeros(())
+
+    def lagging(scores: torch.Tensor, capacity: float) -> torch.Tensor:
+        average.lerp_(split_score(scores, capacity), 0.1)
+        return average.clone()
+
+    monkeypatch.setattr(depth_router_module, "split_score", lagging)
+    model = mod_model(mod_capacity=0.25)
+    _drifting(model, steps=40, shift=0.05)
+    assert _heldout_capacity(model) is Verdict.WARN
+
+
+@pytest.mark.gate("GATE-ARCH-014")
+def test_falsifier_inference_capacity_boundary() -> None:
+    rtol = load_spec().gate("GATE-ARCH-014").threshold_values["capacity_rtol"]
+    seen = 1000
+
+    def routed(fraction: float) -> dict[str, object]:
+        return {"capacity": 0.2, "routed": {"layers.1": [round(fraction * seen), seen]}}
+
+    assert judge("GATE-ARCH-014", routed(0.2 * (1 + 0.9 * rtol))) == []
+    assert judge("GATE-ARCH-014", routed(0.2 * (1 - 0.9 * rtol))) == []
+    assert judge("GATE-ARCH-014", routed(0.2 * (1 + 1.1 * rtol))) != []
+    assert judge("GATE-ARCH-014", routed(0.2 * (1 - 1.1 * rtol))) != []
+
+
+def test_a_capacity_that_routes_no_token_of_ctx_is_refused_naming_it() -> None:
+    """⌊C·ctx⌋ = 0 routes nothing, and the router could learn nothing: refused in one line that
+    names mod_capacity, where it used to fire the router-gradient gate with no word of capacity."""
+    with pytest.raises(ValueError, match=r"mod_capacity 0.04 routes ⌊C·ctx⌋ = ⌊0.04·24⌋ = 0 tokens"):
+        ModelConfig(**{**SHAPE, "mod_every": 2, "mod_capacity": 0.04})
+    message = judge("GATE-ARCH-010", {"capacity": 0.02, "length": 40, "grad_absmax": {"layers.1": 0.0}})
+    assert "routes ⌊0.02·40⌋ = 0 of the probe's 40 tokens" in message[0]
+
+
+@pytest.mark.holds("GATE-ARCH-010")
+def test_a_small_capacity_gets_a_probe_long_enough_to_route_a_token() -> None:
+    """C = 1/30 on ctx 32: the configuration routes ⌊32/30⌋ = 1 token, and the start-up probe (40
+    tokens unless C needs more) routes at least one too, so the router receives gradient."""
+    check_router_gradient(mod_model(ctx=32, mod_capacity=1 / 30))
 
 
 BOTH = ("model.n_layers=2", "model.diff_attn=true", "model.mod_every=2", "model.mod_capacity=0.25")

@@ -1,40 +1,50 @@
-"""Every advertised option runs every path (GATE-ARCH-013), through the real command line.
+"""Every option, alone, in pairs and together, runs every command (GATE-ARCH-013), through the CLI.
 
-The spec's matrix runs once for the module, through `stack options-matrix`, and its cells are
-read back from the matrix.json it writes. Falsifiers plant an option registered only here: one
-whose trace crashes, one that training refuses, one the model lacks; and a matrix one option or
-one path short of the gate's minimum (the spec's matrix, just inside, holds).
+The whole matrix takes minutes and is run like a benchmark (`stack options-matrix`, its record
+filed in the ledger). Here runs its `fast` subset, once for the module: every command on the
+two-block model with all three options (where the defects of issue #30 lived: a 0-dim buffer
+that crashed laser, quantize and LoRA, false trace anomalies on experts no token reached, '*'
+skipping experts, ONNX export of experts with routed depth, DPO scoring a routed model in two
+routings), and the dense model's run that distill-student learns from. Falsifiers plant a crash,
+a false gate, a refusal the matrix does not declare, a declared refusal that no longer happens,
+and matrices short of an option, a command or a layer.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from record_checks import check_record_truth
+from render_site import GENERATED, render
+from scratch import make_repo
 from train_support import prepared
 
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
-from contracts.spec import load_spec
+from contracts.judges_options import cell_verdicts
+from contracts.spec import default_spec_dir, load_spec
 from stack.cli import main
 from stack.options_matrix import (
+    COMMAND_ARGV,
     Cell,
     Matrix,
     OptionSpec,
+    Place,
     load_matrix,
     matrix_outcome,
     measured_matrix,
     run_cell,
-    run_option,
+    run_combination,
     settle,
-    unknown_settings,
+    trained_layers,
 )
+from stack.trace import anomaly
 from stack.trace.hooks import SiteHooks
 
 MATRIX = load_matrix()
-OPTIONS = MATRIX.options
+ALL = "moe+diff-attn+mod"
 Cells = dict[str, dict[str, Cell]]
 
 
@@ -48,51 +58,67 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def recorded(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path]:
-    """`stack options-matrix` over the spec's matrix, once: its exit code and its --out."""
-    out = tmp_path_factory.mktemp("matrix") / "out"
-    return main(["options-matrix", "--data", str(data), "--out", str(out)]), out
+def fast(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Cells]:
+    """The `fast` subset of the spec's matrix, run once: where it ran, and its cells."""
+    from stack.options_matrix import run_cells
+
+    work = tmp_path_factory.mktemp("matrix") / "cells"
+    return work, run_cells(MATRIX, data, work, _ignore, main, MATRIX.subset())
 
 
-@pytest.fixture(scope="module")
-def cells(recorded: tuple[int, Path]) -> Cells:
-    """Every cell of the spec's matrix, as matrix.json recorded it."""
-    table = json.loads((recorded[1] / "matrix.json").read_text())
-    return {o: {p: Cell(**c) for p, c in row.items()} for o, row in table["cells"].items()}
+def _measured(
+    fast: tuple[Path, Cells], matrix: Matrix = MATRIX, cells: Cells | None = None
+) -> dict[str, object]:
+    work, ran = fast
+    return measured_matrix(matrix, cells if cells is not None else ran, trained_layers(work, ran))
 
 
-def _fired(matrix: Matrix, cells: Cells) -> str:
-    with pytest.raises(GateViolation) as fired:
-        settle(matrix, cells)
-    assert fired.value.gate_id == "GATE-ARCH-013"
-    return fired.value.message
+def _place(fast: tuple[Path, Cells], data: Path, model: str = ALL) -> Place:
+    combination = next(c for c in MATRIX.combinations() if c.name == model)
+    work = fast[0]
+    return Place(MATRIX, combination, data, work / model, work / "shared")
 
 
-# -- the clean path ----------------------------------------------------------------------------
+def _fired(matrix: Matrix, measured: dict[str, object]) -> str:
+    outcome = matrix_outcome(measured)
+    assert not outcome.ok
+    return outcome.message
+
+
+# -- the clean path --------------------------------------------------------------------------------
 
 
 @pytest.mark.holds("GATE-ARCH-013")
-def test_every_option_runs_every_path(recorded: tuple[int, Path], cells: Cells) -> None:
-    code, out = recorded
-    assert code == 0, json.dumps({o: {p: c.outcome for p, c in row.items()} for o, row in cells.items()})
-    record = read_evidence(out / "metadata.json")
-    assert record.run.kind == "options-matrix"
-    assert {g.id: g.verdict.value for g in record.gates} == {"GATE-ARCH-013": "PASS"}
-    assert check_record_truth(record, out, load_spec()).violations == []
-    assert matrix_outcome(measured_matrix(MATRIX, cells)).ok
-    refused = {(o, p) for o, row in cells.items() for p, c in row.items() if c.outcome != "ok"}
-    # Llama has no experts, no second attention branch, no routed depth: every option but dense
-    # is refused by the exporter, in one line, and nothing else is refused.
-    assert refused == {(o.name, "export") for o in OPTIONS if o.name != "dense"}
-    assert "cannot be exported as a Hugging Face Llama" in cells["moe"]["export"].message
-    assert "\n" not in cells["moe"]["export"].message
+def test_every_command_runs_the_model_with_every_option(fast: tuple[Path, Cells]) -> None:
+    _, cells = fast
+    verdicts = cell_verdicts(_measured(fast))
+    ran = [(model, command) for model, row in cells.items() for command in row]
+    assert len(ran) == len(MATRIX.commands) + 1  # every command on all three options, and dense's train
+    wrong = {cell: verdicts[cell] for cell in ran if verdicts[cell].verdict not in ("pass", "refused")}
+    assert wrong == {}
+    # Llama has no experts: export-hf refuses the model in one line, and import has nothing to read.
+    refused = {cell: verdicts[cell].note for cell in ran if verdicts[cell].verdict == "refused"}
+    assert refused == {
+        (ALL, "export-hf"): "a Hugging Face Llama or Qwen2 has no experts",
+        (
+            ALL,
+            "import",
+        ): "needs export-hf, which refuses this model: a Hugging Face Llama or Qwen2 has no experts",
+    }
+    assert trained_layers(*fast) == {"dense": 2, ALL: 2}
 
 
-def test_options_matrix_never_overwrites(
-    recorded: tuple[int, Path], data: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["options-matrix", "--data", str(data), "--out", str(recorded[1])]) == 2
-    assert "already exists" in capsys.readouterr().err
+def test_surgery_and_lora_touch_every_matrix_and_say_so(fast: tuple[Path, Cells]) -> None:
+    """'*' on the model with every option reaches the experts, both routers and q2/k2."""
+    work = fast[0] / ALL
+    expected = {"layers.1.moe.expert3.down", "layers.0.moe.router", "layers.1.router", "layers.0.k2"}
+    for command in ("laser", "quantize"):
+        selection = json.loads((work / command / "surgery.json").read_text())["measured"]["selection"]
+        assert expected <= set(selection["touched"]) and selection["parameter_share"] == 1.0
+        assert selection["skipped"] == [{"matrix": "logits", "reason": "tied: the same tensor as embed"}]
+    lora = read_evidence(work / "lora-train" / "metadata.json").metrics["lora_matrices"]
+    assert expected <= set(lora["touched"])
+    assert {s["matrix"] for s in lora["skipped"]} == {"embed", "logits"}
 
 
 def test_a_cell_is_decided_by_the_exit_code(tmp_path: Path) -> None:
@@ -102,66 +128,174 @@ def test_a_cell_is_decided_by_the_exit_code(tmp_path: Path) -> None:
     assert run_cell(main, ["no-such-command"]).outcome == "refused"  # a usage error is exit 2 too
 
 
-# -- falsifiers: options planted here ---------------------------------------------------------
+def test_the_command_never_overwrites(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a user's file")
+    assert main(["options-matrix", "--data", str(data), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_an_option_that_crashes_on_one_path_fires(
-    cells: Cells, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_command_records_its_matrix_and_judges_it(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Three experts crash the tracer (a bug planted here); every other cell stays clean."""
-    planted = OptionSpec(name="planted", model={"moe_experts": 3, "moe_top_k": 1})
+    """`stack options-matrix` end to end on a spec whose matrix is one option and two commands:
+    every cell runs and passes, and the record says the gate failed for the matrix's size alone."""
+    spec = tmp_path / "spec"
+    shutil.copytree(default_spec_dir(), spec)
+    small = {
+        "model": MATRIX.model.model_dump(),
+        "options": [{"name": "moe", "model": {"moe_experts": 2, "moe_top_k": 1}}],
+        "commands": [{"name": "train"}, {"name": "inspect"}],
+    }
+    (spec / "options_matrix.yaml").write_text(json.dumps(small))
+    monkeypatch.setenv("GATESTACK_SPEC", str(spec))
+    out = tmp_path / "out"
+    assert main(["options-matrix", "--data", str(data), "--out", str(out)]) == 3
+    assert "GATE-ARCH-013" in capsys.readouterr().err
+    table = json.loads((out / "matrix.json").read_text())
+    assert {c["verdict"] for row in table["cells"].values() for c in row.values()} == {"pass"}
+    record = read_evidence(out / "metadata.json")
+    result = next(g for g in record.gates if g.id == "GATE-ARCH-013")
+    assert result.verdict.value == "FAIL"
+    assert "lists 1 option(s), fewer than 3" in (result.message or "")
+    assert "lists 2 command(s), fewer than 24" in (result.message or "")
+    assert record.metrics["verdicts"] == {"pass": 4}
+    # The site's table (docs/model.md includes it) is drawn from the record's measured cells.
+    repo = tmp_path / "repo"
+    make_repo(repo)
+    render(repo, [out])
+    snippet = (repo / GENERATED / "options-matrix.md").read_text()
+    assert (
+        "| <code>train</code> | pass | pass |" in snippet and "GATE-ARCH-013 FAIL; 4 cells: 4 pass" in snippet
+    )
+
+
+# -- falsifiers: what a cell must not do -----------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_command_that_crashes_fails_its_cell(
+    fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracer cannot walk four experts (a bug planted here): exactly that cell fails."""
     mixture = SiteHooks._mixture
 
     def crashing(self: SiteHooks, moe: object, prefix: str) -> None:
-        if getattr(moe, "n_experts", 0) == 3:
-            raise RuntimeError("planted: the tracer cannot walk three experts")
+        if getattr(moe, "n_experts", 0) == 4:
+            raise RuntimeError("planted: the tracer cannot walk four experts")
         mixture(self, moe, prefix)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SiteHooks, "_mixture", crashing)
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
-    assert row["trace"].outcome == "crashed" and "planted" in row["trace"].message
-    assert [p for p, c in row.items() if c.outcome == "crashed"] == ["trace"]
-    message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "planted": row})
-    assert "1 cell(s) failed: planted/trace crashed" in message
+    place = _place(fast, data)
+    shutil.rmtree(place.work / "trace", ignore_errors=True)
+    cell = run_cell(main, COMMAND_ARGV["trace"](place))
+    assert cell.outcome == "crashed" and "planted" in cell.message
+    cells = {**fast[1], ALL: {**fast[1][ALL], "trace": cell}}
+    assert f"1 cell(s) failed: {ALL}/trace: crashed" in _fired(MATRIX, _measured(fast, cells=cells))
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_a_refusal_where_the_path_may_not_refuse_fires(cells: Cells, data: Path, tmp_path: Path) -> None:
-    """Training refuses top-3 of two experts in one line: a refusal, but train may not refuse."""
-    planted = OptionSpec(name="refused", model={"moe_experts": 2, "moe_top_k": 3})
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
-    assert row["train"].outcome == "refused" and "moe_top_k 3 exceeds" in row["train"].message
-    message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "refused": row})
-    assert "refused/train refused where it may not" in message
-    assert "6 cell(s) not run" in message  # the paths after a failed train
+def test_a_false_gate_fails_its_cell(
+    fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trace that calls every site an anomaly (a ratio planted infinite) exits 3: a gate."""
+    monkeypatch.setattr(anomaly, "_ratio", lambda std, baseline: float("inf"))
+    place = _place(fast, data)
+    shutil.rmtree(place.work / "trace", ignore_errors=True)
+    cell = run_cell(main, COMMAND_ARGV["trace"](place))
+    assert cell.outcome == "gate" and "anomaly" in cell.message
+    cells = {**fast[1], ALL: {**fast[1][ALL], "trace": cell}}
+    assert f"1 cell(s) failed: {ALL}/trace: gate" in _fired(MATRIX, _measured(fast, cells=cells))
+
+
+def _with_refusals(command: str, refuses: list[dict[str, str]]) -> Matrix:
+    """The spec's matrix with `command`'s declared refusals replaced."""
+    data = MATRIX.model_dump()
+    for entry in data["commands"]:
+        if entry["name"] == command:
+            entry["refuses"] = refuses
+    return Matrix.model_validate(data)
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_an_option_the_model_lacks_is_missing(cells: Cells, data: Path, tmp_path: Path) -> None:
-    planted = OptionSpec(name="wings", model={"wings": 2})
-    assert unknown_settings(planted) == ["model.wings"]
-    row = run_option(planted, MATRIX.paths, data, tmp_path, _ignore, main)
-    assert {c.outcome for c in row.values()} == {"missing"}
-    message = _fired(Matrix(options=[*OPTIONS, planted], paths=MATRIX.paths), {**cells, "wings": row})
-    assert "7 cell(s) not run: wings/train: the model has no model.wings yet" in message
+def test_a_refusal_the_matrix_does_not_declare_fails(fast: tuple[Path, Cells]) -> None:
+    """Without export-hf's declared refusals, its refusal of the experts is a failure, and so is
+    import, which it left with nothing to read."""
+    bare = _with_refusals("export-hf", [])
+    verdicts = cell_verdicts(_measured(fast, bare))
+    assert verdicts[(ALL, "export-hf")].verdict == "fail"
+    assert "refused where the matrix declares no refusal" in verdicts[(ALL, "export-hf")].note
+    assert verdicts[(ALL, "import")].verdict == "fail"
+    assert "2 cell(s) failed" in _fired(bare, _measured(fast, bare))
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_a_matrix_short_of_an_option_or_a_path_fires(cells: Cells) -> None:
-    """min_options and min_paths: one fewer fires (the full matrix, just inside, holds above)."""
+def test_a_declared_refusal_that_no_longer_happens_fails(fast: tuple[Path, Cells]) -> None:
+    """export-onnx declared to refuse experts (as it once crashed on them) but exporting them:
+    the declaration no longer tells the truth, and the cell says so."""
+    stale = _with_refusals("export-onnx", [{"option": "moe", "reason": "data-dependent shapes", "says": "x"}])
+    verdict = cell_verdicts(_measured(fast, stale))[(ALL, "export-onnx")]
+    assert verdict.verdict == "fail" and "ran, where the matrix declares a refusal" in verdict.note
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_refusal_for_another_reason_fails(fast: tuple[Path, Cells]) -> None:
+    """A refusal whose line does not hold the declared text refused for some other reason."""
+    reworded = _with_refusals(
+        "export-hf", [{"option": "moe", "reason": "no experts", "says": "no such text"}]
+    )
+    verdict = cell_verdicts(_measured(fast, reworded))[(ALL, "export-hf")]
+    assert verdict.verdict == "fail" and "refused otherwise than declared" in verdict.note
+
+
+# -- falsifiers: the matrix's size ---------------------------------------------------------------
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_subset_of_the_matrix_cannot_pass(fast: tuple[Path, Cells]) -> None:
+    """The fast subset's cells all pass, yet the models and commands it left out are missing."""
+    with pytest.raises(GateViolation) as fired:
+        settle(MATRIX, fast[1], trained_layers(*fast))
+    assert fired.value.gate_id == "GATE-ARCH-013"
+    assert "cell(s) failed" not in fired.value.message
+    assert "cell(s) not run: dense/resume: no cell recorded" in fired.value.message
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_matrix_short_of_an_option_a_command_or_a_layer_fires(fast: tuple[Path, Cells]) -> None:
+    """min_options, min_commands and min_layers: one fewer fires; the spec's matrix sits on each."""
     thresholds = load_spec().gate("GATE-ARCH-013").threshold_values
-    assert len(OPTIONS) == thresholds["min_options"] and len(MATRIX.paths) == thresholds["min_paths"]
-    short = Matrix(options=OPTIONS[:-1], paths=MATRIX.paths)
-    assert "lists 5 option(s), fewer than 6" in _fired(short, cells)
-    narrow = Matrix(options=OPTIONS, paths=MATRIX.paths[:-1])
-    assert "lists 6 path(s), fewer than 7" in _fired(narrow, cells)
+    assert len(MATRIX.options) == thresholds["min_options"]
+    assert len(MATRIX.commands) == thresholds["min_commands"]
+    assert min(trained_layers(*fast).values()) == thresholds["min_layers"]
+    short = Matrix(model=MATRIX.model, options=MATRIX.options[:-1], commands=MATRIX.commands)
+    assert "lists 2 option(s), fewer than 3" in _fired(short, _measured(fast, short))
+    narrow = Matrix(model=MATRIX.model, options=MATRIX.options, commands=MATRIX.commands[:-1])
+    assert "lists 23 command(s), fewer than 24" in _fired(narrow, _measured(fast, narrow))
+    shallow = {**_measured(fast), "layers": {"dense": 1, ALL: 2}}
+    assert "models shallower than 2 layers: dense (1)" in _fired(MATRIX, shallow)
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_a_cell_left_out_of_the_record_is_missing(cells: Cells) -> None:
+def test_an_option_the_model_lacks_is_missing(fast: tuple[Path, Cells], data: Path) -> None:
+    wings = Matrix(
+        model=MATRIX.model,
+        options=[*MATRIX.options, OptionSpec(name="wings", model={"wings": 2})],
+        commands=MATRIX.commands,
+    )
+    combination = next(c for c in wings.combinations() if c.name == "wings")
+    place = Place(wings, combination, data, fast[0] / "wings", fast[0] / "shared")
+    row = run_combination(wings, place, _ignore, {}, main, only={"train", "sample"})
+    assert {c.outcome for c in row.values()} == {"missing"}
+    verdicts = cell_verdicts(_measured(fast, wings, {**fast[1], "wings": row}))
+    assert verdicts[("wings", "train")].note == "the model has no model.wings yet"
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_cell_left_out_of_the_record_is_missing(fast: tuple[Path, Cells]) -> None:
     """A record whose matrix names a cell it holds no result for cannot pass by omission."""
-    measured = measured_matrix(MATRIX, cells)
-    del measured["cells"]["dense"]["eval"]
-    outcome = matrix_outcome(measured)
-    assert not outcome.ok and "dense/eval: no cell recorded" in outcome.message
+    measured = _measured(fast)
+    del measured["cells"][ALL]["eval"]  # type: ignore[index]
+    assert cell_verdicts(measured)[(ALL, "eval")].note == "no cell recorded"

@@ -42,6 +42,8 @@ from site_format import (
 from site_gates import gate_page, gates_index
 from site_ledger import Ledger, load_ledger, record_of
 from site_lineage import lineage_pages
+from site_matrix import PAGE as MATRIX_PAGE
+from site_matrix import options_matrix_snippet
 from site_runs import checkpoint_manifest, evidence_index, run_link, run_page, run_plots
 from site_source import SourceLinks
 
@@ -237,6 +239,7 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
         "models.md": registry_page(ledger.registry, ledger),
         ACCEPTS_PAGE: accepts_page(),
         "compare/index.md": compare_index(pairs),
+        MATRIX_PAGE: options_matrix_snippet(ledger),  # included by docs/model.md
         **dashboard_pages(ledger),
         **lineage_pages(ledger),
     }

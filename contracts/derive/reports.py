@@ -322,10 +322,14 @@ def prepare_record(inputs: Inputs) -> Derivation:
         derived.put(("metrics", "totals"), manifest.get("totals"))
     if not isinstance(filters, dict):
         return derived
-    counts = per_source(filters, ("documents_in", "documents_out", "dropped"))
-    derived.put(("gates", "GATE-DATA-013", "measured", "sources"), per_source(filters, COVERAGE_KEYS))
-    derived.put(("gates", "GATE-DATA-015", "measured", "sources"), per_source(filters, SHARE_KEYS))
-    for name, values in counts.items():
-        for key, value in values.items():
-            derived.put(("gates", "GATE-DATA-014", "measured", "sources", name, key), value)
+    current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}
+    if "GATE-DATA-013" in current:
+        derived.put(("gates", "GATE-DATA-013", "measured", "sources"), per_source(filters, COVERAGE_KEYS))
+    if "GATE-DATA-015" in current:
+        derived.put(("gates", "GATE-DATA-015", "measured", "sources"), per_source(filters, SHARE_KEYS))
+    if "GATE-DATA-014" in current:
+        counts = per_source(filters, ("documents_in", "documents_out", "dropped"))
+        for name, values in counts.items():
+            for key, value in values.items():
+                derived.put(("gates", "GATE-DATA-014", "measured", "sources", name, key), value)
     return derived

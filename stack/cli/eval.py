@@ -128,7 +128,9 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "batch_size": args.batch_size,
         "seq_len": trained.config.model.ctx,
     }
-    training = _recorded_data_dir(trained.checkpoint.path)
+    from stack.train.lineage import trained_on
+
+    training = trained_on(trained.checkpoint.path)
     if args.text is not None:
         text = _read_text(args.text)
         config["text"] = str(args.text.resolve())
@@ -178,32 +180,15 @@ def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str,
 
 
 def _run_data_dir(checkpoint_path: Path) -> Path:
-    """The DATA_DIR recorded in the evidence of the run that wrote this checkpoint."""
+    """The DATA_DIR the checkpoint's model learned from (stack.train.lineage.trained_on): its run's, or
+    for a surgery's, merge's or import's output the source's."""
     from contracts.errors import BadInput
-    from stack.train.checkpoint import CKPT_DIR
+    from stack.train.lineage import trained_on
 
-    if checkpoint_path.parent.name != CKPT_DIR:
-        raise BadInput(
-            f"{checkpoint_path} is not inside a run directory, so its DATA_DIR is unknown; "
-            "pass --data DATA_DIR (or --text FILE)"
-        )
-    data_dir = _recorded_data_dir(checkpoint_path)
+    data_dir = trained_on(checkpoint_path)
     if data_dir is None:
-        raise BadInput("the run's DATA_DIR is gone (or its record names none); pass --data DATA_DIR")
+        raise BadInput(
+            f"no DATA_DIR is recorded for {checkpoint_path} or the model it was made from, or it no "
+            "longer exists; pass --data DATA_DIR (or --text FILE)"
+        )
     return data_dir
-
-
-def _recorded_data_dir(checkpoint_path: Path) -> Path | None:
-    """The DATA_DIR the run that wrote this checkpoint trained on, as its record names it; None when
-    the checkpoint is not in a run, or the record or the DATA_DIR is gone."""
-    from contracts.evidence import EVIDENCE_FILE, read_evidence
-    from stack.artifacts import INDEX_FILE
-    from stack.train.checkpoint import CKPT_DIR
-
-    record_path = checkpoint_path.parent.parent / EVIDENCE_FILE
-    if checkpoint_path.parent.name != CKPT_DIR or not record_path.is_file():
-        return None
-    data_dir = read_evidence(record_path).metrics.get("data_dir")
-    if not isinstance(data_dir, str) or not (Path(data_dir) / INDEX_FILE).is_file():
-        return None
-    return Path(data_dir)

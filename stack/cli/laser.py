@@ -28,8 +28,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         type=values.utf8_text,
         required=True,
         metavar="GLOB",
-        help="matrices by trace site name: q, k, v, attn_out, ffn_gate, ffn_up, ffn_out, embed, logits "
-        "(globs on the full or short name, e.g. 'ffn_*', 'layers.1.q')",
+        help="matrices by name: embed, logits, q, k, v, attn_out, ffn_gate, ffn_up, ffn_out, and with the "
+        "options q2, k2, router, moe.router, moe.expert<e>.gate|up|down (globs on the full or short name, "
+        "e.g. 'ffn_*', 'layers.1.q', 'moe.expert*'; '*' is every matrix)",
     )
     parser.add_argument(
         "--layers", type=values.utf8_text, metavar="A-B", help="only the matrices of these blocks, e.g. 1-2"
@@ -69,14 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Truncate the targets, write them into the model, and check that nothing else moved."""
     from stack.model.lora import tensor_hashes
-    from stack.model.targets import select_targets
+    from stack.model.targets import select
     from stack.surgery.changes import check_changes, write_weights
     from stack.surgery.laser import laser
     from stack.surgery.output import Operated
 
     model = trained.model
     source = tensor_hashes(model)
-    targets = select_targets(model, args.targets, args.layers)
+    selection = select(model, [args.targets], args.layers)
+    targets = list(selection.targets)
     cuts = laser(targets, args.rho)
     write_weights(model, targets, [cut.weight for cut in cuts])
     check_changes(model, targets, source)
@@ -85,12 +87,14 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
         | {"discarded_norm": cut.discarded_norm}
         for t, cut in zip(targets, cuts, strict=True)
     ]
-    return Operated(model, {"svd": "exact, torch.linalg.svd in float64", "matrices": rows})
+    measured = {"svd": "exact, torch.linalg.svd in float64", "matrices": rows}
+    return Operated(model, {**measured, "selection": selection.as_record()})
 
 
 def run(args: argparse.Namespace) -> int:
     """Operate, write OUT, and print one line per matrix."""
     from stack.cli.inputs import check_inputs
+    from stack.model.targets import summary_lines
     from stack.surgery.output import Request, perform
 
     check_inputs("laser", args)
@@ -102,5 +106,6 @@ def run(args: argparse.Namespace) -> int:
             f"{row['matrix']}: kept {row['kept']} of {row['rank']} singular values "
             f"(discarded norm {row['discarded_norm']:.4g})"
         )
+    print("\n".join(summary_lines(record["measured"]["selection"])))
     print(f"wrote {args.out / record['checkpoint']} (evidence in {args.out})")
     return 0

@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from stack.cli import values
 from stack.cli.trace import add_record_options
+from stack.lens.train import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    DEFAULT_STEPS,
+    DEFAULT_WEIGHT_DECAY,
+)
 
 if TYPE_CHECKING:
     from contracts.ledger import Ledger
@@ -45,21 +52,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     read.add_argument("--json", type=values.utf8_path, metavar="OUT", help="write the full reading as JSON")
     read.add_argument("--csv", type=values.utf8_path, metavar="OUT", help="one row per layer × position")
-    train = parser.add_argument_group("training a tuned lens (SGD with Nesterov momentum, model frozen)")
+    train = parser.add_argument_group(
+        "training a tuned lens (the tuned-lens package's optimiser: SGD with Nesterov momentum and "
+        "weight decay, gradient clipped, learning rate decayed linearly to 0; model frozen)"
+    )
     train.add_argument("--train", action="store_true", help="fit the probes instead of reading a prompt")
     train.add_argument("--data", type=values.utf8_path, metavar="DATA_DIR", help="a prepared DATA_DIR")
     train.add_argument(
         "--save", type=values.utf8_path, metavar="FILE", help="where the lens goes (safetensors)"
     )
-    train.add_argument("--steps", type=values.positive_int, default=250, help="optimizer steps (default 250)")
+    train.add_argument(
+        "--steps",
+        type=values.positive_int,
+        default=DEFAULT_STEPS,
+        help=f"optimizer steps (default {DEFAULT_STEPS})",
+    )
     train.add_argument("--batch-size", type=values.positive_int, default=8, help="sequences per step")
     train.add_argument(
         "--seq-len",
         type=values.positive_int,
         help="tokens per sequence, at most the model's context (default: the context, at most 128)",
     )
-    train.add_argument("--lr", type=values.step_size, default=1.0, help="learning rate (default 1.0)")
-    train.add_argument("--momentum", type=values.probability, default=0.9, help="Nesterov momentum")
+    train.add_argument(
+        "--lr",
+        type=values.step_size,
+        default=DEFAULT_LR,
+        help=f"SGD's learning rate at the first step, decayed linearly to 0 (default {DEFAULT_LR:g}, "
+        "the tuned-lens package's: its scale 1.0 × (1 − momentum))",
+    )
+    train.add_argument(
+        "--momentum",
+        type=values.probability,
+        default=DEFAULT_MOMENTUM,
+        help=f"Nesterov momentum (default {DEFAULT_MOMENTUM:g})",
+    )
+    train.add_argument(
+        "--weight-decay",
+        type=values.fraction,
+        default=DEFAULT_WEIGHT_DECAY,
+        help=f"SGD weight decay (default {DEFAULT_WEIGHT_DECAY:g})",
+    )
+    train.add_argument(
+        "--clip-norm",
+        type=values.step_size,
+        default=DEFAULT_CLIP_NORM,
+        help=f"largest gradient norm of a step (default {DEFAULT_CLIP_NORM:g})",
+    )
     train.add_argument("--seed", type=values.seed, default=0, help="order of the training windows")
     train.add_argument(
         "--heldout-batches", type=values.positive_int, default=8, help="held-out batches of the comparison"
@@ -174,6 +212,8 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
         momentum=args.momentum,
         seed=args.seed,
         heldout_batches=args.heldout_batches,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
     )
     losses: list[float] = []
     with step_progress(settings.steps, max(1, settings.steps // 10)) as update:
@@ -181,8 +221,8 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
 
         def progress(step: int, line: dict[str, Any]) -> None:
             losses.append(line["loss"])
-            tokens = step * settings.batch_size * settings.seq_len
-            update(step, {**line, "lr": settings.lr, "tokens_per_s": tokens / (time.perf_counter() - clock)})
+            tokens = step * settings.batch_size * settings.seq_len  # at most the context (sequence_length)
+            update(step, {**line, "tokens_per_s": tokens / (time.perf_counter() - clock)})
 
         lens = train_lens(trained.model, args.data, settings, progress)
     per_layer = heldout_comparison(trained.model, lens, args.data, settings)

@@ -1,6 +1,6 @@
 """`stack quantize`: chosen matrices quantised by HQQ, stored dequantised, as a new run-like OUT.
 
-    stack quantize RUN_DIR|CKPT --method hqq --bits 4 --group-size 64 --targets '*' --out OUT
+    stack quantize RUN_DIR|CKPT --method hqq --bits 4 --targets '*' --out OUT [--group-size 64]
 
 Exit 0: OUT written; 3: a gate fired (GATE-HQQ-001: no matrix worse than round-to-nearest;
 -002: the held-out KL to the original stays under the spec's bound; -003: tied embeddings stay
@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bits", type=values.positive_int, choices=BITS, default=4, help="bits per weight (default 4)"
     )
     parser.add_argument(
-        "--group-size", type=values.positive_int, default=64, help="weights per (scale, zero) group"
+        "--group-size",
+        type=values.positive_int,
+        help="weights per (scale, zero) group, dividing every chosen matrix's rows (default: per matrix, "
+        "the largest power of two up to 64 that divides its rows)",
     )
     parser.add_argument(
         "--sample-text",
@@ -55,7 +58,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
 
     from stack.export.sample import resolve_sample
     from stack.model.lora import tensor_hashes
-    from stack.model.targets import select_targets
+    from stack.model.targets import select
     from stack.surgery.agreement import heldout_agreement
     from stack.surgery.changes import check_changes, check_ties, write_weights
     from stack.surgery.hqq import HalfQuadratic, quantise
@@ -65,7 +68,8 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     original = copy.deepcopy(model)
     sample = resolve_sample(trained.tokenizer, model.config.ctx, args.sample_text, trained.checkpoint.path)
     source = tensor_hashes(model)
-    targets = select_targets(model, args.targets, args.layers)
+    selection = select(model, [args.targets], args.layers)
+    targets = list(selection.targets)
     settings = HalfQuadratic()
     quantised = quantise(targets, args.bits, args.group_size, settings)
     write_weights(model, targets, [q.weight for q in quantised])
@@ -75,7 +79,11 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     measured = {
         "storage": "dequantised (fp32); the memory win needs a packed kernel",
         "optimiser": vars(settings),
-        "matrices": [{"matrix": t.site, "keys": list(t.keys)} for t in targets],
+        "matrices": [
+            {"matrix": t.site, "keys": list(t.keys), "group": q.group}
+            for t, q in zip(targets, quantised, strict=True)
+        ],
+        "selection": selection.as_record(),
         "sample": sample.describe(),
         "agreement": agreement,
     }
@@ -85,6 +93,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
 def run(args: argparse.Namespace) -> int:
     """Operate, write OUT, and print the held-out agreement."""
     from stack.cli.inputs import check_inputs
+    from stack.model.targets import summary_lines
     from stack.surgery.output import Request, perform
 
     check_inputs("quantize", args)
@@ -100,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
     record = perform(request, lambda trained: _operate(args, trained))
     measured = record["measured"]
     agreement = measured["agreement"]
+    groups = sorted({row["group"] for row in measured["matrices"]})
     print(
-        f"quantised {len(measured['matrices'])} matrices to {args.bits} bits in groups of {args.group_size} "
-        f"(HQQ, stored dequantised)"
+        f"quantised {len(measured['matrices'])} matrices to {args.bits} bits in groups of "
+        f"{' or '.join(map(str, groups))} weights (HQQ, stored dequantised)"
     )
+    print("\n".join(summary_lines(measured["selection"])))
     print(
         f"held-out mean KL to the original {agreement['mean_kl_nats']:.4g} nats over "
         f"{agreement['positions']} positions ({measured['sample']['source']})"

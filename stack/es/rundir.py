@@ -228,7 +228,11 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         evolve(job.trained.model, job.state, job.reader, job.settings, invocation.fitness, report, save)
     finally:
         log.close()
-    record.metrics = {"resumed_from": job.resumed_from, "steps": [asdict(r) for r in invocation.reports]}
+    record.metrics = {
+        "data_dir": str(job.data),  # what `stack eval` reads the held-out split of, as for a training run
+        "resumed_from": job.resumed_from,
+        "steps": [asdict(r) for r in invocation.reports],
+    }
     evidence.note_checkpoint(saved[-1])
     evidence.settle(RunStatus.COMPLETED)
     return saved[-1]

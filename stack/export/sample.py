@@ -3,9 +3,10 @@
 Where it comes from, first match wins:
 
 1. `--sample-text FILE`, the user's own text;
-2. the held-out split of the data the checkpoint was trained on, when its run directory's
-   metadata.json names a DATA_DIR that is still there with the same tokenizer (held-out, so
-   the int8 agreement is not measured on text the model memorised);
+2. the held-out split of the data the checkpoint was trained on, when the records name a DATA_DIR
+   that is still there with the same tokenizer (stack.train.lineage.trained_on: the run's, or for a
+   surgery's or merge's output its source's; held-out, so the int8 agreement is not measured
+   on text the model memorised);
 3. `BUILTIN_TEXT` below, fixed, so a checkpoint copied away from its data still gets a
    deterministic check.
 
@@ -110,17 +111,13 @@ def read_sample_file(path: Path) -> str:
 
 def _training_data_text(checkpoint: Path, tokenizer: Tokenizer, max_bytes: int) -> tuple[str, str] | None:
     """Held-out text of the checkpoint's DATA_DIR, or None when it can't be reached or doesn't match."""
-    from contracts.evidence import EVIDENCE_FILE, read_evidence
     from stack.data.tokenizer import load_tokenizer
     from stack.eval.texts import split_text
+    from stack.train.lineage import trained_on
 
-    record_path = Path(checkpoint).parent.parent / EVIDENCE_FILE  # RUN_DIR/checkpoints/step-N
-    if not record_path.is_file():
-        return None
+    data_dir = trained_on(checkpoint)
     try:
-        recorded = read_evidence(record_path).metrics.get("data_dir")
-        data_dir = Path(str(recorded))
-        if not recorded or not data_dir.is_dir() or load_tokenizer(data_dir).identity != tokenizer.identity:
+        if data_dir is None or load_tokenizer(data_dir).identity != tokenizer.identity:
             return None
         return split_text(data_dir, "heldout", max_bytes=max_bytes), f"data:{data_dir} (heldout split)"
     except BadInput:

@@ -2,7 +2,17 @@
 
 Each step reads a batch of the DATA_DIR's train split (TokenReader, seeded), captures the
 residual stream, and lowers the sum over lens layers of KL(final ‖ lens layer), the loss of
-the tuned lens's authors, with SGD and Nesterov momentum. Before the first step the lens must
+the tuned lens's authors, with their optimiser: SGD with Nesterov momentum and weight decay,
+the gradient clipped to norm 1, the learning rate decayed linearly to zero over the steps.
+
+The defaults are those of the `tuned-lens` package (version 0.2.0, `scripts/ingredients.py`
+class `Optimizer` and `scripts/train_loop.py`): momentum 0.9, weight decay 1e-3, no warmup for
+SGD, `clip_grad_norm_(…, 1.0)` before every step, a linear schedule to zero, 250 steps. Their
+learning-rate option is a scale whose SGD step is lr_scale · (1 − momentum), undoing the
+1 / (1 − momentum) that momentum multiplies a constant gradient's step by; their default scale
+1.0 is an SGD learning rate of 0.1, which is this module's `DEFAULT_LR`. (An SGD rate of 1.0,
+constant and unclipped, took ten times their step; on one seed a layer ended worse than the
+logit lens.) Before the first step the lens must
 be the logit lens bit for bit (GATE-LENS-001); after the last, every probe must have moved
 (GATE-LENS-002). Then both lenses are read on batches of the held-out split; a layer where the
 tuned lens is further from the final distribution than the logit lens is a warning
@@ -31,6 +41,13 @@ from stack.trace.identity import exact_outcome
 Progress = Callable[[int, dict[str, Any]], None]
 DEFAULT_SEQ_LEN = 128  # tokens per training sequence when none is asked for (at most the context)
 
+# The tuned-lens package's defaults (module docstring): their lr_scale 1.0 × (1 − momentum 0.9).
+DEFAULT_LR = 0.1
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_WEIGHT_DECAY = 1e-3
+DEFAULT_CLIP_NORM = 1.0
+DEFAULT_STEPS = 250
+
 
 @dataclass(frozen=True)
 class LensTraining:
@@ -39,10 +56,16 @@ class LensTraining:
     steps: int
     batch_size: int
     seq_len: int
-    lr: float
+    lr: float  # SGD's learning rate at the first step, decayed linearly to 0 at the last
     momentum: float
     seed: int
     heldout_batches: int
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    clip_norm: float = DEFAULT_CLIP_NORM
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (1-based): lr · (1 − (step − 1) / steps)."""
+        return self.lr * (1 - (step - 1) / self.steps)
 
 
 @contextmanager
@@ -112,7 +135,13 @@ def train_lens(
     device = model.lm_head.weight.device
     batches = _batches(_reader(model, data_dir, "train", settings), device)
     lens = for_model(model) if lens is None else lens
-    optimizer = torch.optim.SGD(lens.parameters(), lr=settings.lr, momentum=settings.momentum, nesterov=True)
+    optimizer = torch.optim.SGD(
+        lens.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        nesterov=True,
+        weight_decay=settings.weight_decay,
+    )
     with frozen(model):
         for step in range(1, settings.steps + 1):
             residuals = capture(model, next(batches))
@@ -121,9 +150,12 @@ def train_lens(
             loss = lens_loss(model, lens, residuals)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(lens.parameters(), float("inf"))  # measures only
+            grad_norm = torch.nn.utils.clip_grad_norm_(lens.parameters(), settings.clip_norm)
+            lr = settings.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
-            progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm)})
+            progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr})
     return lens.eval()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -93,6 +94,12 @@ class ModelConfig(BaseModel):
     def _options_consistent(self) -> ModelConfig:
         if self.mod_every == 0 and self.mod_capacity != ModelConfig.model_fields["mod_capacity"].default:
             raise ValueError("mod_capacity only applies with mod_every > 0")
+        if self.mod_every and math.floor(self.mod_capacity * self.ctx) == 0:
+            raise ValueError(
+                f"mod_capacity {self.mod_capacity:g} routes ⌊C·ctx⌋ = ⌊{self.mod_capacity:g}·{self.ctx}⌋ = 0 "
+                f"tokens of a {self.ctx}-token sequence, so no token would pass through a routed block; "
+                f"raise mod_capacity to at least 1/ctx = {1 / self.ctx:.4g}"
+            )
         if self.mod_every > self.n_layers:
             raise ValueError(
                 f"mod_every {self.mod_every} exceeds n_layers {self.n_layers}: no block would route; "

@@ -16,17 +16,26 @@ Training and inference route differently, because top-k over a sequence reads th
   mod_capacity; only those tokens are gathered, keep their positions (RoPE angles and order)
   and run through the block, so the block costs C of the dense one;
 * inference (eval mode, or any forward with a KV cache: evaluation, sampling, export checks):
-  a token is routed when its score exceeds `route_threshold`, a buffer that training keeps as an
-  exponential moving average (momentum ROUTE_THRESHOLD_MOMENTUM) of each batch's mean ⌊C·T⌋-th
-  largest score. The decision reads the token alone, so it is causal; every token then runs
-  through attention with the unrouted keys masked (`key_mask`) and only routed tokens keep the
-  result. This is the paper's documented alternative to an auxiliary predictor: it adds no loss
-  term, and the routed fraction at inference approximates C rather than equalling it.
+  a token is routed when its score exceeds `route_threshold`, a buffer that every training
+  forward sets to the score that splits that batch's tokens, all sequences pooled, into the top
+  ⌊C·N⌋ and the rest (its (⌊C·N⌋ + 1)-th largest score, which exactly ⌊C·N⌋ of the batch's
+  scores exceed). The decision reads the token alone, so it is causal; every token
+  then runs through attention with the unrouted keys masked (`key_mask`) and only routed tokens
+  keep the result. This is the paper's documented alternative to an auxiliary predictor: it adds
+  no loss term, and the routed fraction at inference approximates C rather than equalling it.
+
+The threshold is taken from the last training batch alone, not a moving average: the router's
+scores drift as it trains, and an average over past batches lags them (with momentum 0.9 a
+demo-size model routed about 1.7 C of held-out tokens). What remains is one step of drift and
+one batch's sampling error; GATE-ARCH-014 measures the routed fraction on the held-out batches of
+every evaluation (`inference_counts`) against C.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -35,12 +44,21 @@ from stack.model.config import ModelConfig
 from stack.model.kv_cache import LayerCache
 from stack.model.layers import Attention, Block
 
-ROUTE_THRESHOLD_MOMENTUM = 0.9
-
 
 def capacity_tokens(capacity: float, length: int) -> int:
     """⌊C·T⌋: how many of a sequence's T tokens a routed block computes in training."""
     return math.floor(capacity * length)
+
+
+def split_score(scores: torch.Tensor, capacity: float) -> torch.Tensor:
+    """The score that exactly ⌊C·N⌋ of the N `scores` exceed (ties aside): the (⌊C·N⌋ + 1)-th
+    largest, a score of the batch itself, so no rounding of a midpoint can move a token across it;
+    −∞ when ⌊C·N⌋ = N."""
+    flat = scores.detach().reshape(-1)
+    k = capacity_tokens(capacity, flat.numel())
+    if k == flat.numel():
+        return flat.new_tensor(float("-inf"))
+    return flat.topk(k + 1).values[k]
 
 
 class DepthRoutedBlock(Block):
@@ -53,6 +71,9 @@ class DepthRoutedBlock(Block):
         self.register_buffer("route_threshold", torch.zeros(()))
         # Which tokens the last forward routed, (B, T) bool: what the capacity and skip gates read.
         self.routed = torch.zeros(0, 0, dtype=torch.bool)
+        # (routed, seen) tokens of the inference forwards since the last reset: GATE-ARCH-014's counts.
+        self.inference_counts = torch.zeros(2, dtype=torch.long)
+        self.causal = False  # route by the threshold in training mode too (`causal_routing`)
 
     def forward(
         self,
@@ -64,7 +85,7 @@ class DepthRoutedBlock(Block):
         docs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         scores = self.router(x).squeeze(-1)
-        if self.training and cache is None:
+        if self.training and cache is None and not self.causal:
             return self._forward_top_k(x, scores, cos, sin, docs)
         return self._forward_causal(x, scores, cos, sin, cache, start, docs)
 
@@ -94,7 +115,9 @@ class DepthRoutedBlock(Block):
         """a + f of the module docstring; with `computed` (B, T) the ffn runs on those tokens only."""
         a = self.attn(self.attn_norm(x), cos, sin, cache, start, docs, key_mask)
         h = x + a
-        if computed is None:
+        if computed is None or torch.compiler.is_exporting():
+            # An exported graph has no data-dependent shapes: the feed-forward runs on every token
+            # and `_forward_causal` keeps only the routed rows, the same numbers per routed token.
             return a + self.feed_forward(self.ffn_norm(h))
         f = torch.zeros_like(a)
         f[computed] = self.feed_forward(self.ffn_norm(h[computed]))
@@ -114,9 +137,8 @@ class DepthRoutedBlock(Block):
         self.routed = torch.zeros(batch, length, dtype=torch.bool, device=x.device).scatter(1, idx, True)
         if k == 0:
             return x
-        with torch.no_grad():
-            kth = scores.detach().topk(k, dim=-1).values[:, -1].mean()
-            self.route_threshold.lerp_(kth.to(self.route_threshold.dtype), 1 - ROUTE_THRESHOLD_MOMENTUM)
+        with torch.no_grad():  # the inference threshold of the weights that scored this batch
+            self.route_threshold.copy_(split_score(scores, self.capacity))
         rows = idx[..., None].expand(-1, -1, width)
         chosen = x.gather(1, rows)
         # The chosen tokens keep their positions: RoPE angles (B, 1, k, D/2) and document ids gathered.
@@ -139,6 +161,8 @@ class DepthRoutedBlock(Block):
         batch, length, _ = x.shape
         routed = scores > self.route_threshold.to(scores.dtype)
         self.routed = routed
+        counted = torch.stack([routed.sum(), torch.tensor(routed.numel(), device=routed.device)])
+        self.inference_counts = self.inference_counts.to(routed.device) + counted
         keys = routed
         if cache is not None:  # earlier tokens' routing, for the keys they left in the cache
             if cache.routed is None:
@@ -153,7 +177,30 @@ class DepthRoutedBlock(Block):
         w = self.weight(scores)[..., None].to(branches.dtype)
         return torch.where(routed[..., None], x + w * branches, x)
 
+    def reset_counts(self) -> None:
+        """Start counting inference routing afresh (the loop does so before each evaluation)."""
+        self.inference_counts = torch.zeros_like(self.inference_counts)
+
 
 def depth_routed_blocks(model: nn.Module) -> list[tuple[str, DepthRoutedBlock]]:
     """(name, block) of every mixture-of-depths block of `model`, in layer order."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, DepthRoutedBlock)]
+
+
+@contextlib.contextmanager
+def causal_routing(model: nn.Module) -> Iterator[None]:
+    """Every mixture-of-depths block of `model` routes each token by its threshold alone for the
+    duration, in training mode too (the threshold is then read, never set).
+
+    For scores of whole sequences that must not depend on what else a row holds: top-k routing
+    gives a preference row's tokens a share of ⌊C·T⌋ that its padding and its other completion
+    change, so DPO scores policy and reference this way, as the model generates.
+    """
+    blocks = [block for _, block in depth_routed_blocks(model)]
+    for block in blocks:
+        block.causal = True
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.causal = False

@@ -18,13 +18,15 @@ in floating point is not W. A merged wrapper refuses a second merge rather than 
 `fold` replaces merged wrappers by plain nn.Linear modules: the model is then an ordinary GPT of
 its config, which every checkpoint reader takes.
 
-Targets are named as `stack laser` names matrices (stack.model.targets): trace sites `q`, `k`,
-`v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `logits`, or their Hugging Face names `q_proj`,
-`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `lm_head` (stack.model.names),
-globs on the full or short name, comma-separated. `embed` is an embedding, not a projection, and
-`logits` of a model with tied embeddings is refused: its weight *is* the input embedding, and a
-delta merged into it would change what every token embeds to (GATE-LORA-006 checks that no merge
-does).
+Targets are named as `stack laser` names matrices (stack.model.targets): every 2-D weight of the
+model by the trace site it feeds (`q`, `k`, `v`, `attn_out`, `ffn_gate`, `ffn_up`, `ffn_out`, `q2`,
+`k2`, `router`, `moe.router`, `logits`) or, for an expert's projections, its module path
+(`moe.expert0.up`), or by the Hugging Face names of the dense model's projections (`q_proj`,
+`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `lm_head`; stack.model.names),
+globs on the full or short name, comma-separated; `'*'` is every projection, experts and routers
+included. `embed` is an embedding, not a projection, and `logits` of a model with tied embeddings
+is refused: its weight *is* the input embedding, and a delta merged into it would change what
+every token embeds to (GATE-LORA-006 checks that no merge does).
 """
 
 from __future__ import annotations
@@ -40,17 +42,21 @@ from torch import nn
 
 from contracts.errors import BadInput
 from stack.model.gpt import GPT
-from stack.model.targets import select_targets
+from stack.model.targets import Selection, select
 
 ADAPTER_KEYS = ("lora_A", "lora_B")
 BASE_HASH_KEY = "lora_base_sha256"
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
-    """sha256 of a tensor's dtype, shape and bytes (read on the host): equal hashes, equal tensors."""
+    """sha256 of a tensor's dtype, shape and bytes (read on the host): equal hashes, equal tensors.
+
+    Any rank hashes, a 0-dim buffer included (mixture of depths' `route_threshold`): the bytes are
+    read from the tensor flattened, since a 0-dim tensor cannot be viewed as bytes itself.
+    """
     data = tensor.detach().to("cpu").contiguous()
     digest = hashlib.sha256(f"{data.dtype}:{tuple(data.shape)}\0".encode())
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
 
 
@@ -95,6 +101,9 @@ class LoRALinear(nn.Module):
         self.register_buffer(BASE_HASH_KEY, _digest_bytes(self.weight))
         self.merges = 0  # merge() calls since the last unmerge: 0 or 1, a second one is refused
         self._base_copy: torch.Tensor | None = None
+        # Rows the adapter's term was computed for with autograd on (training): an expert that no
+        # token was routed to has none, and its B rightly stays zero (GATE-LORA-004 reads this).
+        self.fed = 0
 
     @property
     def merged(self) -> bool:
@@ -146,6 +155,8 @@ class LoRALinear(nn.Module):
         (stack.model.projection adds it to this projection's slice of a shared product.)"""
         if self.merged:
             return None
+        if torch.is_grad_enabled():
+            self.fed += x.numel() // self.in_features
         return self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,25 +208,22 @@ def _refusal(model: GPT, site: str) -> str | None:
     return None
 
 
-def target_modules(model: GPT, targets: str) -> list[str]:
-    """Module paths of the projections `targets` names (comma-separated site globs), each once.
+def lora_selection(model: GPT, targets: str) -> Selection:
+    """The projections `targets` names (comma-separated globs of stack.model.targets' names),
+    and every other matrix of the model with the reason it carries no adapter.
 
-    A name that is exactly a matrix that cannot carry an adapter is refused; a glob passes over it.
+    A name that is exactly a matrix that cannot carry an adapter is refused; a glob passes over
+    it, and the selection records why.
     """
-    paths: list[str] = []
-    for pattern in (p.strip() for p in targets.split(",")):
-        if not pattern:
-            raise BadInput(f"LoRA targets {targets!r} hold an empty name; write e.g. 'q,v' or 'ffn_*'")
-        for target in select_targets(model, pattern):
-            refusal = _refusal(model, target.site)
-            if refusal is not None and not any(c in pattern for c in "*?["):
-                raise BadInput(refusal)
-            path = target.keys[-1].removesuffix(".weight")
-            if refusal is None and path not in paths:
-                paths.append(path)
-    if not paths:
-        raise BadInput(f"LoRA targets {targets!r} name no projection that can carry an adapter")
-    return paths
+    patterns = [p.strip() for p in targets.split(",")]
+    if not all(patterns):
+        raise BadInput(f"LoRA targets {targets!r} hold an empty name; write e.g. 'q,v' or 'ffn_*'")
+    return select(model, patterns, option="lora.targets", refusal=lambda name: _refusal(model, name))
+
+
+def target_modules(model: GPT, targets: str) -> list[str]:
+    """Module paths of the projections `targets` names (`lora_selection`), each once."""
+    return [t.keys[-1].removesuffix(".weight") for t in lora_selection(model, targets).targets]
 
 
 def apply_lora(

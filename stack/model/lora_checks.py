@@ -119,7 +119,8 @@ def check_unmerged(measured: dict[str, Any]) -> None:
 
 
 def trained_measured(model: nn.Module) -> dict[str, Any]:
-    """GATE-LORA-004's values after training: moved bases, base tensors left trainable, B still zero."""
+    """GATE-LORA-004's values after training: moved bases, base tensors left trainable, B still zero,
+    and the adapters that received no input row in training (an expert no token was routed to)."""
     found = adapters(model)
     own = {id(w.lora_A) for _, w in found} | {id(w.lora_B) for _, w in found}
     return {
@@ -127,6 +128,7 @@ def trained_measured(model: nn.Module) -> dict[str, Any]:
         "base_moved": [name for name, w in found if not w.base_intact()],
         "trainable_base": [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in own],
         "zero_b": [name for name, w in found if not bool(w.lora_B.detach().ne(0).any())],
+        "unfed": [name for name, w in found if w.fed == 0],
     }
 
 

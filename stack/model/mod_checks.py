@@ -1,28 +1,36 @@
-"""The start-up bindings of the mixture-of-depths gates (GATE-ARCH-008 … 011).
+"""The bindings of the mixture-of-depths gates: at start-up GATE-ARCH-008 … 011, at every
+held-out evaluation GATE-ARCH-014.
 
-The rules are judges in contracts/judges_arch_options.py; here the stack measures on probes run
-through a copy of the model itself (fp32, random tokens), so what is judged is the model's own
-routing code with the run's configuration.
+The rules are judges in contracts/judges_arch_options.py. At start-up the stack measures on
+probes run through a copy of the model itself (fp32, random tokens), so what is judged is the
+model's own routing code with the run's configuration; a probe is long enough for ⌊C·T⌋ ≥ 1
+(the configuration refuses a capacity that routes no token of ctx). At evaluation it counts
+what the inference routing did on the held-out batches (`DepthRoutedBlock.inference_counts`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
+from torch import nn
 
-from contracts.gates import gate_ensure, measure
+from contracts.gates import gate_ensure, gate_require, measure
 from stack.model.checks import PROBE_BATCH, PROBE_LEN
 from stack.model.depth_router import depth_routed_blocks
 from stack.model.diff_checks import future_leak
 from stack.model.gpt import GPT
 
 
-def _probe_tokens(model: GPT, seed: int) -> torch.Tensor:
+def _probe_tokens(model: GPT, seed: int, targets: int = 0) -> torch.Tensor:
+    """PROBE_BATCH random sequences of T tokens, T long enough that ⌊C·T⌋ ≥ 1 (at most ctx), and
+    `targets` more for the next-token targets of a loss."""
     config = model.config
     generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(config.vocab, (PROBE_BATCH, min(config.ctx, PROBE_LEN)), generator=generator)
+    length = min(config.ctx, max(PROBE_LEN, math.ceil(1 / config.mod_capacity)))
+    tokens = torch.randint(config.vocab, (PROBE_BATCH, length + targets), generator=generator)
     return tokens.to(model.embed.weight.device)
 
 
@@ -87,15 +95,17 @@ def check_skipped_identical(model: GPT, *, seed: int = 0) -> dict[str, Any]:
 def check_router_gradient(model: GPT, *, seed: int = 0) -> dict[str, Any]:
     """The largest |gradient| of each router's weight after one training forward and backward."""
     twin = copy.deepcopy(model).float().train()
-    tokens = _probe_tokens(twin, seed)
+    tokens = _probe_tokens(twin, seed, targets=1)
     _, loss = twin(tokens[:, :-1], tokens[:, 1:])
     assert loss is not None
     loss.backward()
     return {
+        "capacity": twin.config.mod_capacity,
+        "length": tokens.shape[1] - 1,
         "grad_absmax": {
             name: 0.0 if block.router.weight.grad is None else block.router.weight.grad.abs().max().item()
             for name, block in depth_routed_blocks(twin)
-        }
+        },
     }
 
 
@@ -106,6 +116,31 @@ def check_router_gradient(model: GPT, *, seed: int = 0) -> dict[str, Any]:
 def check_mod_causal(model: GPT, *, seed: int = 0) -> dict[str, Any]:
     """GATE-ARCH-011: in evaluation mode the future does not reach the past through the routing."""
     return future_leak(model, seed=seed)
+
+
+@gate_require(
+    "GATE-ARCH-014",
+    lambda routed, capacity, step: measure(
+        "GATE-ARCH-014",
+        {"capacity": capacity, "routed": routed},
+        step=step,
+        holds="inference routing routes about C of the held-out tokens",
+    ),
+)
+def check_inference_capacity(routed: dict[str, list[int]], capacity: float, step: int) -> None:
+    """Judge what each block's inference routing did on an evaluation's held-out batches:
+    `routed` maps each block to [tokens routed, tokens seen] (`inference_routed`)."""
+
+
+def inference_routed(model: nn.Module) -> dict[str, list[int]]:
+    """Per mixture-of-depths block, [routed, seen] tokens of inference forwards since the last reset."""
+    return {name: block.inference_counts.tolist() for name, block in depth_routed_blocks(model)}
+
+
+def reset_inference_routed(model: nn.Module) -> None:
+    """Start every block's inference counts afresh (the start of an evaluation)."""
+    for _, block in depth_routed_blocks(model):
+        block.reset_counts()
 
 
 def check_depth_routing(model: GPT) -> None:

@@ -13,7 +13,9 @@ Two auxiliary losses come out of every forward, kept on the module for the train
 
 * load balancing, Switch Transformer's convention: `E · Σ_e f_e · P_e`, where `f_e` is the
   fraction of the step's token-to-expert assignments that went to expert e and `P_e` the mean
-  router probability of e. It is 1.0 when routing is uniform and E when one expert takes all.
+  router probability of e. It is 1.0 when routing is uniform; a router collapsed onto the same
+  k experts for every token gives E/k (each token's k assignments go to k different experts, so
+  no f_e exceeds 1/k): E only for top-1.
 * router z-loss (ST-MoE): the mean over tokens of `logsumexp(router logits)²`, which keeps the
   logits small enough for the softmax to stay precise in low precision.
 """

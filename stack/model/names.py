@@ -92,22 +92,6 @@ def stack_module(hf_path: str) -> str | None:
     return None
 
 
-def aliases(site: str, path: str) -> tuple[str, ...]:
-    """Every name a target pattern may match for the matrix at trace site `site` (`layers.2.q`) and
-    module path `path` (`layers.2.attn.q`): the site, its short name, the HF short name and that
-    within its layer (`q_proj`, `layers.2.q_proj`). Not the full HF path: `*attn*` would then
-    match q, k and v through `self_attn`, where it has always meant `attn_out`."""
-    short = site.rsplit(".", 1)[-1]
-    names = [site, short]
-    hf = hf_module(path)
-    if hf is not None:
-        hf_short = hf.rsplit(".", 1)[-1]
-        names.append(hf_short)
-        if site != short:
-            names.append(f"{site.rsplit('.', 1)[0]}.{hf_short}")
-    return tuple(dict.fromkeys(names))
-
-
 def site_of(path: str) -> str | None:
     """The trace site of a stack module path (`layers.3.attn.o` → `layers.3.attn_out`,
     `lm_head` → `logits`), or None for a module the table does not hold."""

@@ -11,6 +11,11 @@ to `bits` bits on an affine grid w ≈ s·(q − z), q an integer in [0, 2^bits 
   no calibration data. Per group the zero-point with the smallest squared error seen is kept, the
   RTN one included, so HQQ can only lose to RTN through a bug (GATE-HQQ-001 checks it is none).
 
+A group must divide a row. Unless one is asked for, each matrix takes the largest power of two up
+to 64 (the authors' default) that divides its row, so the presets' feed-forward widths (176 of
+`tiny`, 352 of `demo`: 16 · 11 and 32 · 11) quantise in groups of 16 and 32 while the rest keep
+64; a size asked for that does not divide some matrix is refused, naming the sizes that would.
+
 The result is stored dequantised, in the matrix's dtype, as the tinygpt validation doc did: the
 model is then an ordinary checkpoint every command reads, with the quantisation's error and none
 of its memory win. The win needs the integers and the per-group (s, z) stored packed and a
@@ -19,6 +24,7 @@ kernel that multiplies by them, which this module does not provide.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +32,9 @@ import torch
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.targets import Target
+
+DEFAULT_GROUP = 64  # the HQQ authors' default group size, and the largest one picked automatically
+MIN_AUTO_GROUP = 8  # the smallest power of two picked automatically; below it, say which sizes divide
 
 
 @dataclass(frozen=True)
@@ -48,15 +57,56 @@ class Quantised:
     group: int
 
 
-def grouped(weight: torch.Tensor, group: int, site: str) -> torch.Tensor:
-    """The weights as (groups, group) rows in float64; refused when `group` does not divide a row."""
-    columns = weight.shape[-1]
-    if columns % group:
-        raise BadInput(
-            f"--group-size {group} does not divide the {columns} columns of {site}; "
-            f"choose a divisor of {columns}"
-        )
+def grouped(weight: torch.Tensor, group: int) -> torch.Tensor:
+    """The weights as (groups, group) rows in float64 (`group` divides a row: `group_sizes`)."""
     return weight.detach().double().reshape(-1, group)
+
+
+def _divisors(n: int, up_to: int = 4 * DEFAULT_GROUP) -> list[int]:
+    return [d for d in range(2, min(n, up_to) + 1) if n % d == 0]
+
+
+def auto_group(columns: int) -> int | None:
+    """The largest power of two up to DEFAULT_GROUP that divides `columns`, or None below MIN_AUTO_GROUP."""
+    group = DEFAULT_GROUP
+    while group >= MIN_AUTO_GROUP:
+        if columns % group == 0:
+            return group
+        group //= 2
+    return None
+
+
+def group_sizes(targets: list[Target], requested: int | None) -> list[int]:
+    """Each target's group size along its rows: `requested` where given, else `auto_group` per matrix.
+
+    A size that does not divide some matrix's columns is refused before any work, naming the
+    sizes that would divide every chosen matrix; so is a matrix no automatic size divides.
+    """
+    columns = [t.weight.shape[-1] for t in targets]
+    if requested is None:
+        sizes = [auto_group(c) for c in columns]
+        for target, width, size in zip(targets, columns, sizes, strict=True):
+            if size is None:
+                raise BadInput(
+                    f"no power of two from {MIN_AUTO_GROUP} to {DEFAULT_GROUP} divides the {width} columns "
+                    f"of {target.site}; pass --group-size G with G one of {_listed(_divisors(width))}"
+                )
+        return [s for s in sizes if s is not None]
+    misfits = [(t.site, c) for t, c in zip(targets, columns, strict=True) if c % requested]
+    if misfits:
+        site, width = misfits[0]
+        others = f" (and of {len(misfits) - 1} more matrices)" if len(misfits) > 1 else ""
+        common = _divisors(math.gcd(*columns))
+        fits = f"sizes that divide every chosen matrix: {_listed(common)}; " if common else ""
+        raise BadInput(
+            f"--group-size {requested} does not divide the {width} columns of {site}{others}; "
+            f"{fits}or leave --group-size out to pick one per matrix"
+        )
+    return [requested] * len(targets)
+
+
+def _listed(sizes: list[int]) -> str:
+    return ", ".join(map(str, sizes)) if sizes else "none"
 
 
 def minmax_grid(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,15 +154,15 @@ def optimise_zero(
     return best
 
 
-def rtn(weight: torch.Tensor, bits: int, group: int, site: str) -> torch.Tensor:
+def rtn(weight: torch.Tensor, bits: int, group: int) -> torch.Tensor:
     """Round-to-nearest on the min-max grid, dequantised, in the weight's shape and dtype."""
-    w = grouped(weight, group, site)
+    w = grouped(weight, group)
     return dequantised(w, *minmax_grid(w, bits), bits).reshape(weight.shape).to(weight.dtype)
 
 
-def hqq(weight: torch.Tensor, bits: int, group: int, site: str, settings: HalfQuadratic) -> torch.Tensor:
+def hqq(weight: torch.Tensor, bits: int, group: int, settings: HalfQuadratic) -> torch.Tensor:
     """HQQ on the min-max scale with an optimised zero-point, dequantised, in the weight's shape and dtype."""
-    w = grouped(weight, group, site)
+    w = grouped(weight, group)
     scale, zero = minmax_grid(w, bits)
     zero = optimise_zero(w, scale, zero, bits, settings)
     return dequantised(w, scale, zero, bits).reshape(weight.shape).to(weight.dtype)
@@ -123,7 +173,7 @@ def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
     rows = []
     for target, q in zip(targets, quantised, strict=True):
         original = target.weight.detach().double()
-        baseline = rtn(target.weight, q.bits, q.group, q.site).double()
+        baseline = rtn(target.weight, q.bits, q.group).double()
         rows.append(
             {
                 "matrix": q.site,
@@ -136,6 +186,11 @@ def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
 
 @gate_ensure("GATE-HQQ-001", lambda targets, result: error_outcome(targets, result))
 @torch.no_grad()
-def quantise(targets: list[Target], bits: int, group: int, settings: HalfQuadratic) -> list[Quantised]:
-    """Every target quantised by HQQ; the model is not changed (`changes.write_weights` does)."""
-    return [Quantised(t.site, hqq(t.weight, bits, group, t.site, settings), bits, group) for t in targets]
+def quantise(targets: list[Target], bits: int, group: int | None, settings: HalfQuadratic) -> list[Quantised]:
+    """Every target quantised by HQQ in groups of `group` weights (None: `auto_group` per matrix);
+    the model is not changed (`changes.write_weights` does)."""
+    sizes = group_sizes(targets, group)
+    return [
+        Quantised(t.site, hqq(t.weight, bits, size, settings), bits, size)
+        for t, size in zip(targets, sizes, strict=True)
+    ]

@@ -5,6 +5,12 @@ its std in layers 0, 1, 2 and 4. A site whose std exceeds k times the median of 
 over all the other layers (k = GATE-TRACE-003's anomaly_std_multiple) is an anomaly. Reported
 in forward order, the first one is where things went wrong; the ones after it are the cascade.
 A site holding NaN/Inf is always an anomaly (its std is not a number to compare).
+
+A site can be empty: an expert no token of the prompt was routed to, or the feed-forward of a
+mixture-of-depths block that routed none, sees zero rows. Its std (0 by stack.trace.stats'
+convention) says nothing about the layer, so an empty site is never a candidate and never part
+of another layer's baseline: a zero baseline would make every nonzero std an infinite ratio.
+`empty_sites` names them for the report instead.
 """
 
 from __future__ import annotations
@@ -38,15 +44,27 @@ def std_multiple() -> float:
     return float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
 
 
+def empty_sites(trace: Trace, names: list[str]) -> list[str]:
+    """The sites among `names` that saw no element (count 0), in forward order."""
+    return [name for name in names if trace.stat(name, "count") == 0]
+
+
 def find_anomalies(trace: Trace, names: list[str]) -> list[Anomaly]:
     """The anomalous sites among `names`, in forward order (none for a one-layer model)."""
     found = []
     for name in names:
         layer, site = split(name)
-        if layer is None:
+        if layer is None or trace.stat(name, "count") == 0:
             continue
-        # The same site in the other blocks that have it (a routed block has sites others lack).
-        others = [j for j in range(trace.n_layers) if j != layer and f"layers.{j}.{site}" in trace.sites]
+        # The same site in the other blocks that have it (a routed block has sites others lack)
+        # and saw something: an empty site is no baseline (module docstring).
+        others = [
+            j
+            for j in range(trace.n_layers)
+            if j != layer
+            and f"layers.{j}.{site}" in trace.sites
+            and trace.stat(f"layers.{j}.{site}", "count")
+        ]
         if not others:
             continue
         record = trace.sites[name]

@@ -21,7 +21,7 @@ import torch
 from contracts.errors import BadInput
 from stack.trace import report
 from stack.trace.ablation import ablation_effect, greedy_sample
-from stack.trace.anomaly import Anomaly, find_anomalies, std_multiple
+from stack.trace.anomaly import Anomaly, empty_sites, find_anomalies, std_multiple
 from stack.trace.bisect import Bisection, bisect, nonfinite
 from stack.trace.calibrate import TracePath, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
@@ -84,6 +84,7 @@ def single(
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
         write_dump(dump, trace, idx[0].tolist(), meta, reference_error(path, idx))
     found = find_anomalies(trace, names)
+    empty = empty_sites(trace, names)
     bad = nonfinite(trace)
     lines = [
         f"stack trace: {path.describe()} on {idx.shape[1]} tokens, {trace.n_layers} layers, "
@@ -98,6 +99,7 @@ def single(
         verdict = "anomaly" if found else "clean"
         first = found[0].name if found else None
         lines += report.anomalies(found, std_multiple(), trace.n_layers)
+        lines += report.empty(empty)
         if bad.first is not None:
             lines.append("  NaN/Inf present: rerun with --stop-on-nonfinite to name the site that makes them")
     per_layer = [
@@ -114,6 +116,7 @@ def single(
         "paths": {"A": path.describe()},
         "trace": _trace_data(trace, names),
         "anomalies": [_anomaly_json(a) for a in found],
+        "empty": empty,
         "nonfinite": {"producers": bad.producers, "carriers": bad.carriers},
     }
     csv = report.csv_rows(trace, names, None, None)

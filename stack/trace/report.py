@@ -137,6 +137,13 @@ def _ratio(a: Anomaly) -> str:
     return f"{num(a.ratio)}×" if math.isfinite(a.ratio) else "-"
 
 
+def empty(names: list[str]) -> list[str]:
+    """The sites that saw nothing, which no baseline includes (stack.trace.anomaly)."""
+    if not names:
+        return []
+    return _listing(f"{len(names)} empty site(s), no token routed there, left out of every baseline: ", names)
+
+
 def anomalies(found: list[Anomaly], k: float, n_layers: int) -> list[str]:
     """The first anomaly and the cascade after it, with baselines and ratios."""
     if n_layers < 2:

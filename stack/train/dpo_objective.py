@@ -35,6 +35,7 @@ from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.data.tokenizer import load_tokenizer
 from stack.model.consumed import Consumed
+from stack.model.depth_router import causal_routing
 from stack.model.gpt import GPT
 from stack.train.config import DpoSection, RunConfig
 from stack.train.objective import Forward, Objective, StepLoss
@@ -157,10 +158,13 @@ class Dpo(Objective):
     def _logprobs(self, forward: Forward, rows: pairs.PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's summed completion log-probability under the policy and under the reference:
         the reference scores first, the policy last (the loop reads the experts' auxiliary losses of
-        the policy's forward next)."""
-        with torch.no_grad():
+        the policy's forward next). Mixture-of-depths blocks of either route each token by its
+        threshold (`causal_routing`): a row's score then depends on the row alone, whatever its
+        padding, and the two models route alike in any mode."""
+        with torch.no_grad(), causal_routing(self.reference):
             reference = dpo.sequence_logprobs(self.reference, rows.tokens, rows.mask)
-        policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
+        with causal_routing(forward):  # type: ignore[arg-type]
+            policy = dpo.sequence_logprobs(forward, rows.tokens, rows.mask)  # type: ignore[arg-type]
         return policy, reference
 
     def _terms(self, forward: Forward, rows: pairs.PairBatch) -> dpo.DpoTerms:
@@ -214,7 +218,8 @@ class Dpo(Objective):
         dpo.check_scored_tokens(rows)
         with torch.no_grad():
             dpo.check_start_identity(self._terms(self._starting_policy(model), rows))
-        dpo.check_padding(model, rows, self.pad_id)
+        with causal_routing(model):  # as `_terms` scores every row
+            dpo.check_padding(model, rows, self.pad_id)
 
     def _starting_policy(self, model: torch.nn.Module) -> torch.nn.Module:
         """What GATE-DPO-001 scores against the reference: the policy itself when a fresh run starts

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, Lineage, ParentRef, canonical_sha256, sha256_file
 from stack.artifacts import weight_files
 from stack.train import checkpoint as ckpt
@@ -75,3 +76,32 @@ def run_lineage(init_from: Path | None, config: RunConfig) -> Lineage | None:
     }
     parents = {"init": init_from, **{role: Path(p) for role, p in frozen.items() if p is not None}}
     return lineage(parents) if any(path is not None for path in parents.values()) else None
+
+
+def trained_on(checkpoint: Path) -> Path | None:
+    """The DATA_DIR the model at `checkpoint` learned from, as the records say, or None.
+
+    A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json). A
+    surgery's, merge's or import's checkpoint learned nothing itself: its state names the source
+    checkpoint it was made from (`imported_from.checkpoint`), and the source's DATA_DIR is the
+    answer, followed back as far as the chain goes. None when no DATA_DIR is recorded or the
+    recorded one no longer exists.
+    """
+    seen: set[Path] = set()
+    current: Path | None = Path(checkpoint).resolve()
+    while current is not None and current not in seen:
+        seen.add(current)
+        if current.parent.name == ckpt.CKPT_DIR:
+            try:
+                recorded = json.loads((current.parent.parent / EVIDENCE_FILE).read_text(encoding="utf-8"))
+                data_dir = recorded["metrics"].get("data_dir")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                data_dir = None
+            if isinstance(data_dir, str):
+                return Path(data_dir) if Path(data_dir).is_dir() else None
+        try:
+            source = ckpt.read_state(current).get("imported_from") or {}
+        except BadInput:
+            return None
+        current = Path(source["checkpoint"]) if isinstance(source.get("checkpoint"), str) else None
+    return None

@@ -50,7 +50,12 @@ from stack.model.consumed import recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.lora_checks import check_identity, identity_measured
-from stack.model.mod_checks import check_depth_routing
+from stack.model.mod_checks import (
+    check_depth_routing,
+    check_inference_capacity,
+    inference_routed,
+    reset_inference_routed,
+)
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     check_aux_in_loss,
@@ -273,7 +278,7 @@ class Trainer:
         wrapped: torch.nn.Module = self.model
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
-        self.lora_modules = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
+        self.lora = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -433,7 +438,7 @@ class Trainer:
             distributed.scatter_model(self.model, plain_model)
         else:
             start.load(self.model)
-            if self.lora_modules and start.mode != "continued":  # GATE-LORA-001 again, on the real base
+            if self.lora is not None and start.mode != "continued":  # GATE-LORA-001 again, on the real base
                 check_identity(identity_measured(self.model))
         self.fine_tuning = True
         self.chat_template = self.chat_template or checkpoint.state.get(chat_jinja.STATE_KEY)  # inherited
@@ -620,6 +625,7 @@ class Trainer:
         share = 1 if self.sharded else self.world.size
         losses = torch.zeros(len(self.heldout), device=self.device)
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
+        reset_inference_routed(self.model)  # and so is the inference-capacity window
         for i in range(self.world.rank % share, len(self.heldout), share):
             batch = self.objective.to_device(self.heldout[i], self.device)
             with self._autocast():
@@ -630,6 +636,8 @@ class Trainer:
         step = self.state.step
         if self.config.model.moe:
             self._judge_routing(step)
+        if self.config.model.mod:
+            check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
         if self.state.best_heldout is None or mean < self.state.best_heldout:

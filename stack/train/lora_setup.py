@@ -4,8 +4,10 @@ continued before the optimizer exists, and judged when the run ends.
 At set-up (`attach`, called by the Trainer right after it builds the model, so the optimizer,
 DDP and torch.compile all see the adapted model): the adapters are applied with the run's seed,
 every base parameter is frozen, and GATE-LORA-001 judges that the adapted model computes its
-base's logits exactly. A base loaded afterwards (`--init-from`) goes in through
-`stack.model.lora.loading_base`, which records it as the base the adapters belong to.
+base's logits exactly. `attach` returns the selection (the matrices adapted, and every other one
+with the reason it carries none), which `stack train` prints and records. A base loaded
+afterwards (`--init-from`) goes in through `stack.model.lora.loading_base`, which records it as
+the base the adapters belong to.
 
 `--init-from` a LoRA run (its checkpoint holds base and adapters; so do `stack dpo` and `stack
 distill` given one) is the usual chain "SFT with LoRA, then DPO". `start_weights` decides what
@@ -38,7 +40,7 @@ from stack.artifacts import ADAPTER_DIR
 from stack.model import lora
 from stack.model.adapters import save_adapter
 from stack.model.gpt import GPT
-from stack.model.lora import apply_lora, base_sha256, has_lora
+from stack.model.lora import apply_lora, base_sha256, has_lora, lora_selection
 from stack.model.lora_checks import (
     check_identity,
     check_trained,
@@ -46,23 +48,25 @@ from stack.model.lora_checks import (
     identity_measured,
     trained_measured,
 )
+from stack.model.targets import Selection
 from stack.train import checkpoint as ckpt
 from stack.train.config import LoraSection, RunConfig
 
 
-def attach(model: GPT, config: RunConfig, sharded: bool) -> list[str]:
-    """Apply the run's adapters to `model` under GATE-LORA-001; [] when the config has no [lora]."""
+def attach(model: GPT, config: RunConfig, sharded: bool) -> Selection | None:
+    """Apply the run's adapters to `model` under GATE-LORA-001; None when the config has no [lora]."""
     section: LoraSection | None = config.lora
     if section is None:
-        return []
+        return None
     if sharded:
         raise BadInput("[lora] does not run under train.parallel=fsdp; use ddp (the default)")
+    selection = lora_selection(model, section.targets)
     generator = torch.Generator().manual_seed(config.train.seed)
-    names = apply_lora(
+    apply_lora(
         model, section.targets, section.r, section.alpha, section.dropout, section.rslora, generator=generator
     )
     check_identity(identity_measured(model))
-    return names
+    return selection
 
 
 def adapter_parameters(model: torch.nn.Module) -> set[int]:

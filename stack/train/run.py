@@ -59,6 +59,7 @@ from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
 from stack.data.tokenizer import Tokenizer, load_tokenizer
 from stack.model.config import ModelConfig
+from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
@@ -507,6 +508,10 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
             "step": source.step,
             **({"adapter": start.note} if start.note is not None else {}),
         }
+    if trainer.lora is not None:  # which matrices carry adapters, and why the others do not
+        plan.record.metrics["lora_matrices"] = selection = trainer.lora.as_record()
+        if _is_main():
+            print("\n".join(f"lora: {line}" for line in summary_lines(selection)), flush=True)
     return trainer
 
 
