@@ -14,10 +14,12 @@
  * the Triton kernel. l1 is the sum of |x| in float64, so a change of one ulp in one element
  * still moves it.
  *
- * Every number is a function of the elements' values and order alone: a block that straddles
- * rows is first copied into one buffer, blocks are grouped into parts of PART elements, and the
- * parts (computed by OpenMP threads when built with it) merge in order. So the same values
- * give the same bits whatever the tensor's layout and however many threads ran.
+ * Every number is a function of the elements' values and order alone: element i of a block
+ * is summed in lane i % LANES whatever row it sits in (a block that straddles rows of a width
+ * that is not a multiple of LANES is copied into one buffer first), blocks are grouped into
+ * parts of PART elements, and the parts (computed by OpenMP threads when built with it) merge
+ * in order. So the same values give the same bits whatever the tensor's layout and however
+ * many threads ran.
  *
  * A NaN or an Inf makes l1 non-finite (a sum of float32s cannot overflow float64), so NaN and
  * Inf are never counted here: the function returns 1 and the caller computes the statistics
