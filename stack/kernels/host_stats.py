@@ -158,7 +158,7 @@ def host_site_stats(
     library = _library()
     if isinstance(library, str):
         return None
-    x = tensor.detach() if tensor.dtype == torch.float32 else tensor.detach().float()
+    x = tensor if tensor.dtype == torch.float32 else tensor.detach().float()  # read in place: no detach
     layout = rows_of(x)
     if layout is None:
         x = x.contiguous()
