@@ -4,8 +4,9 @@
 reductions and never read back: the tracer stacks the vectors of a whole forward and moves
 them to the host once. `count` comes from the shape, so it needs no reduction at all.
 
-Conventions (documented in docs/trace.md): std is the population std (two-pass, so a large
-mean does not cancel it away); mean, std, min, max, absmax and l1_fp64 are over all elements,
+Conventions (documented in docs/trace.md): std is the population std, computed so that a large
+mean does not cancel it away (two passes here; blocks summed around one of their own elements
+in the C kernel); mean, std, min, max, absmax and l1_fp64 are over all elements,
 so a NaN anywhere makes them NaN (IEEE, on purpose: a NaN must not hide behind a finite mean);
 nan and inf count the non-finite elements; zero counts exact zeros. l1_fp64 is the sum of |x|
 accumulated in float64, so that a change of one ulp in one element still moves it: a
