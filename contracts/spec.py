@@ -253,14 +253,9 @@ def spec_files(spec_dir: Path) -> list[Path]:
     return files
 
 
-# libyaml's safe loader where PyYAML was built with it: the same documents, read about eight times
-# faster than the pure-Python one, which took most of a second of every command's start on the spec.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _read_yaml(path: Path) -> object:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)") from None
     except yaml.YAMLError as exc:
