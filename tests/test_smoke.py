@@ -8,9 +8,6 @@ that `stack` itself starts; it starts as soon as its checkpoint exists and runs 
 in-process legs, since the test itself keeps to one thread of a machine that has two. `--nproc`
 has its own subprocess tests in tests/test_dist.py. The integrity check runs in-process too.
 
-The run is a CPU user's: Triton's interpreter, which the rest of the suite turns on, is off here,
-so the training set-up compares the attention paths a CPU runs, as `stack train` on a laptop does.
-
 When GATESTACK_SMOKE_LEGS names a file, the test writes each leg's wall and CPU time there (JSON);
 benchmarks/smoke.py reads it. The test itself never asserts on time.
 """
@@ -126,10 +123,7 @@ def legs(capsys: pytest.CaptureFixture[str]) -> Iterator[Legs]:
         script.stop()
 
 
-def test_ten_second_run(
-    tmp_path: Path, legs: Legs, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # a CPU user's environment (module docstring)
+def test_ten_second_run(tmp_path: Path, legs: Legs, capsys: pytest.CaptureFixture[str]) -> None:
     data, run, straight = tmp_path / "data", tmp_path / "run", tmp_path / "straight"
     with legs.leg("prepare"):
         legs.stack("prepare", write_corpus(tmp_path), "--out", data, "--val-fraction", "0.25")
