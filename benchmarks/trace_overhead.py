@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
+from stack.kernels.host_stats import engine  # noqa: E402
 from stack.model import GPT, ModelConfig  # noqa: E402
 from stack.trace import tracer as tracer_module  # noqa: E402
 from stack.trace.sites import STATS  # noqa: E402
@@ -65,8 +66,9 @@ def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, devi
     plain, traced, hooks = [], [], []
     for _ in range(3):  # warm-up: allocator, kernels, caches
         model(idx)
-        trace_forward(model, idx)
+        trace, _ = trace_forward(model, idx)
         hooks_only(model, idx)
+    elements = int(sum(site.stats["count"] for site in trace.sites.values()))
     for _ in range(repeats):
         plain.append(_seconds(lambda: model(idx), device))
         traced.append(_seconds(lambda: trace_forward(model, idx), device))
@@ -80,12 +82,21 @@ def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, devi
         "tokens": length,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        # What computed the statistics: on a CPU the C kernel (and which of its paths), or the torch
+        # ops and why; on CUDA the Triton kernels.
+        "statistics_engine": engine() if device.type == "cpu" else "triton",
         "untraced_ms": round(1e3 * statistics.median(plain), 3),
         "traced_ms": round(1e3 * statistics.median(traced), 3),
         "ratio": round(ratio, 4),
         # What bounds the ratio: the hooks and the record alone, without the statistics.
         "hooks_only_ms": round(1e3 * statistics.median(hooks), 3),
         "hooks_only_ratio": round(statistics.median(hooks) / statistics.median(plain), 4),
+        # What the statistics add on top, over how many site elements.
+        "sites": len(trace.sites),
+        "site_elements": elements,
+        "statistics_ns_per_element": round(
+            1e9 * (statistics.median(traced) - statistics.median(hooks)) / elements, 3
+        ),
         "goal": goal.goal,
         "met": goal.met(ratio),
     }

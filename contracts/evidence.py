@@ -211,16 +211,21 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def collect_code(repo: Path) -> CodeInfo:
-    """The commit the code came from, whether the tree was dirty, and a hash of the diff."""
-    head = _git(repo, "rev-parse", "HEAD")
-    if head.returncode != 0:
+    """The commit the code came from, whether the tree was dirty, and a hash of the diff.
+
+    One `git status` gives the commit and the dirt (untracked files count: they may be the code
+    that ran); the diff is read only when there is dirt, since a clean tree has none.
+    """
+    status = _git(repo, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
+    lines = status.stdout.decode(errors="replace").splitlines()
+    head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
+    if status.returncode != 0 or head is None or head == "(initial)":
         return CodeInfo(git_sha=None, git_dirty=True, diff_sha256=None)
-    # Untracked files count as dirty too: they may be the code that ran.
-    status = _git(repo, "status", "--porcelain", "--untracked-files=normal").stdout
-    diff = _git(repo, "diff", "HEAD").stdout
+    dirty = any(not ln.startswith("#") for ln in lines)
+    diff = _git(repo, "diff", "HEAD").stdout if dirty else b""
     return CodeInfo(
-        git_sha=head.stdout.decode().strip(),
-        git_dirty=bool(status.strip()),
+        git_sha=head,
+        git_dirty=dirty,
         diff_sha256=hashlib.sha256(diff).hexdigest() if diff else None,
     )
 

@@ -117,7 +117,7 @@ def _router_gradient(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-014")
+@judges("GATE-ARCH-014", needs=("capacity", "routed+"))
 def _inference_capacity(m: Measured, t: Thresholds) -> list[str]:
     """On held-out text each block routes a fraction of the tokens within capacity_rtol · C of C."""
     capacity = number(m, "capacity")

@@ -2,8 +2,11 @@
 
 Imported at the end of contracts.judges, which registers it. GATE-ARCH-002 warns when a share
 leaves a mild band around uniform; this gate fails a run whose routing has collapsed: an expert
-that receives nothing, or one that takes (nearly) every token or (nearly) none for several
-evaluations in a row. Pure: the windows' counts, top-k and the balance coefficient are measured.
+that takes (nearly) every token, or receives nothing or (nearly) nothing, for several evaluations
+in a row. A collapse is a state the router stays in: one window of a router a few steps old is a
+snapshot of its initialisation (a small model's similar tokens can all skip one expert), so every
+finding needs the last collapse_evaluations windows. Pure: the windows' counts, top-k and the
+balance coefficient are measured.
 """
 
 from __future__ import annotations
@@ -54,12 +57,10 @@ def _router_collapse(m: Measured, t: Thresholds) -> list[str]:
         if not sum(counts):
             problems.append(f"{layer}: no token was routed in the window")
             continue
-        idle = [e for e, n in enumerate(counts) if n == 0]
-        problems += [f"{layer}.expert{e} received no token in the window" for e in idle]
         history = [w[layer] for w in recent if len(w.get(layer, [])) == len(counts) and sum(w[layer])]
         if not recent or len(history) < len(recent):  # too few windows, or one routed nothing
             continue
-        for e, n in enumerate(counts):
+        for e in range(len(counts)):
             token_shares = [h[e] * top_k / sum(h) for h in history]
             ratios = [h[e] * len(h) / sum(h) for h in history]
             if all(s > t["max_token_share"] for s in token_shares):
@@ -67,7 +68,9 @@ def _router_collapse(m: Measured, t: Thresholds) -> list[str]:
                     f"{layer}.expert{e} was routed {min(token_shares):.3g} or more of the tokens in each of "
                     f"the last {need} windows (allowed {t['max_token_share']:g})"
                 )
-            if n and all(r < t["starved_share_ratio"] for r in ratios):
+            if not any(h[e] for h in history):
+                problems.append(f"{layer}.expert{e} received no token in each of the last {need} windows")
+            elif all(r < t["starved_share_ratio"] for r in ratios):
                 problems.append(
                     f"{layer}.expert{e} received at most {max(ratios):.3g} × its uniform share in each of "
                     f"the last {need} windows (a starved expert is below {t['starved_share_ratio']:g})"

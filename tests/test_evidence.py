@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,26 @@ def test_invalid_record_is_bad_input(tmp_path: Path) -> None:
 def test_code_info_names_this_commit() -> None:
     info = collect_code(ROOT)
     assert info.git_sha is None or len(info.git_sha) == 40
+
+
+def test_code_info_tells_a_clean_tree_from_edits_and_new_files(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True)
+        return done.stdout
+
+    assert collect_code(tmp_path) == CodeInfo(git_sha=None, git_dirty=True, diff_sha256=None)  # no repository
+    git("init", "-q")
+    assert collect_code(tmp_path).git_sha is None  # no commit yet
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD").strip()
+    assert collect_code(tmp_path) == CodeInfo(git_sha=head, git_dirty=False, diff_sha256=None)
+    (tmp_path / "new.py").write_text("y = 2\n")  # untracked: dirty, though `git diff` shows nothing
+    assert collect_code(tmp_path) == CodeInfo(git_sha=head, git_dirty=True, diff_sha256=None)
+    (tmp_path / "code.py").write_text("x = 3\n")
+    edited = collect_code(tmp_path)
+    assert edited.git_dirty and edited.diff_sha256 == hashlib.sha256(git("diff", "HEAD").encode()).hexdigest()
 
 
 def test_env_info_reads_versions_without_importing() -> None:

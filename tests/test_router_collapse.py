@@ -2,7 +2,7 @@
 
 The falsifiers plant the audit's two collapses in the real routing: the router's logits are
 replaced as it returns them, and the stack's own top-k, counting and evaluation do the rest,
-through `stack train`. Every token to expert 0 stops the run at its first evaluation; routing
+through `stack train`. Every token to expert 0 stops the run at its second evaluation; routing
 [2044, 2044, 4, 4] of every 4096 assignments with the balance loss zeroed stops it at its second
 (collapse_evaluations), and a run with only one such window goes on. Each threshold is probed just
 beyond and just inside through the judge.
@@ -84,7 +84,7 @@ def _result(out: Path, gate_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.gate("GATE-ARCH-012")
-def test_every_token_to_expert_zero_stops_the_run_at_its_first_evaluation(
+def test_every_token_to_expert_zero_stops_the_run_at_its_second_evaluation(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _train(data, tmp_path / "healthy", "model.moe_top_k=1", "eval.every=2") == 0
@@ -93,10 +93,10 @@ def test_every_token_to_expert_zero_stops_the_run_at_its_first_evaluation(
     out = tmp_path / "collapsed"
     assert _train(data, out, "model.moe_top_k=1", "eval.every=2") == 3
     err = capsys.readouterr().err
-    assert "GATE-ARCH-012" in err and "layers.0.moe.expert1 received no token" in err
+    assert "GATE-ARCH-012" in err and "layers.0.moe.expert1 received no token in each of the last 2" in err
     assert "raise model.moe_balance_coef" in err  # the fix, for a run whose balance loss is on
     result = _result(out, "GATE-ARCH-012")
-    assert result["verdict"] == "FAIL" and result["step"] == 2
+    assert result["verdict"] == "FAIL" and result["step"] == 4
     assert result["measured"]["windows"][-1]["layers.0.moe"][1:] == [0, 0, 0]
     assert _result(out, "GATE-ARCH-002")["verdict"] == "WARN"  # the mild band still says its part
 
@@ -143,14 +143,16 @@ def test_a_takeover_just_beyond_the_share_fires_and_just_inside_holds() -> None:
 @pytest.mark.gate("GATE-ARCH-012")
 def test_a_starved_expert_just_beyond_the_ratio_fires_and_just_inside_holds_and_none_fires_at_once() -> None:
     """Of 4000 assignments over 4 experts the uniform share is 1000: 9 (0.009 of it) in both windows
-    fires, 11 (0.011) holds; 0 fires in a single window."""
+    fires, 11 (0.011) holds; 0 in both windows fires, 0 in a single window (the last) holds."""
     ratio = load_spec().threshold("GATE-ARCH-012", "starved_share_ratio")
     assert 0.009 < ratio < 0.011
     beyond, inside = [1330, 1330, 1331, 9], [1330, 1330, 1329, 11]
     assert judge("GATE-ARCH-012", _windows(beyond, beyond)) != []
     assert judge("GATE-ARCH-012", _windows(inside, inside)) == []
-    problems = judge("GATE-ARCH-012", _windows([1333, 1333, 1334, 0]))
-    assert "layers.0.moe.expert3 received no token in the window" in problems
+    assert judge("GATE-ARCH-012", _windows([1000, 1000, 1000, 1000], [1333, 1333, 1334, 0])) == []
+    assert judge("GATE-ARCH-012", _windows([1333, 1333, 1334, 0])) == []  # one window: no history yet
+    problems = judge("GATE-ARCH-012", _windows([1333, 1333, 1334, 0], [1333, 1333, 1334, 0]))
+    assert "layers.0.moe.expert3 received no token in each of the last 2 windows" in problems
     assert "the router collapsed; raise model.moe_balance_coef above 0.01" in problems[-1]
 
 

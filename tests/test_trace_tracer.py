@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 from trace_support import CONFIG, tiny_model, tokens
 
 from contracts.errors import BadInput, GateViolation
+from stack.kernels import host_stats
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
 from stack.trace.sites import STATS, site_names
@@ -128,6 +130,16 @@ def test_a_tracer_that_skips_a_hook_or_a_statistic_fails_completeness(
         trace_forward(tiny_model(), tokens())
 
 
+def _special(x: torch.Tensor, generator: torch.Generator, zeros: int, nans: int, infs: int) -> torch.Tensor:
+    """x with zeros, NaNs and Infs written at random positions (in place; x is contiguous)."""
+    flat = x.view(-1)
+    positions = torch.randperm(flat.numel(), generator=generator).tolist()
+    special = [0.0] * zeros + [math.nan] * nans + [math.inf] * infs
+    for position, value in zip(positions, special, strict=False):
+        flat[position] = value
+    return x
+
+
 def _reference_stats(x: torch.Tensor) -> dict[str, float]:
     x = x.double().reshape(-1)
     return {
@@ -166,11 +178,7 @@ def test_statistics_match_a_float64_reference(
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     x = (torch.randn(shape, generator=generator, dtype=torch.float64) * scale + offset).to(DTYPES[dtype])
-    flat = x.view(-1)
-    positions = torch.randperm(flat.numel(), generator=generator)
-    special = [0.0] * zeros + [math.nan] * nans + [math.inf] * infs
-    for position, value in zip(positions.tolist(), special, strict=False):
-        flat[position] = value
+    _special(x, generator, zeros, nans, infs)
     got = dict(zip(STATS[1:], site_stats(x).tolist(), strict=True))
     want = _reference_stats(x)
     for name, value in want.items():
@@ -202,16 +210,83 @@ def test_fused_statistics_match_a_float64_reference_across_blocks(
     n = max(blocks * BLOCK + tail, 1)
     generator = torch.Generator().manual_seed(seed)
     x = (torch.randn(n, generator=generator, dtype=torch.float64) * scale + offset).to(dtype)
-    positions = torch.randperm(n, generator=generator)
-    special = [0.0] * zeros + [math.nan] * nans + [math.inf] * infs
-    for position, value in zip(positions.tolist(), special, strict=False):
-        x[position] = value
+    _special(x, generator, zeros, nans, infs)
     got = dict(zip(STATS[1:], site_stats_fused(x).tolist(), strict=True))
     for name, value in _reference_stats(x).items():
         if math.isnan(value):
             assert math.isnan(got[name]), name
         else:
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-5 * scale), name
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 300),
+    margin=st.integers(0, 20),
+    scale=st.floats(1e-3, 1e3),
+    offset=st.floats(-100, 100),
+    zeros=st.integers(0, 5),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+    seed=st.integers(0, 2**16),
+)
+# Blocks that straddle rows: a width of whole lane rounds (summed row by row) and one that is not (copied).
+@example(rows=40, cols=256, margin=16, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=1)
+@example(rows=40, cols=250, margin=6, scale=1.0, offset=3.0, zeros=2, dtype=torch.float32, seed=2)
+def test_the_c_kernel_matches_a_float64_reference_in_any_layout(
+    rows: int, cols: int, margin: int, scale: float, offset: float, zeros: int, dtype, seed: int
+) -> None:
+    """The CPU kernel (both of its paths) on a slice of a wider matrix, as a fused projection hands
+    its sites over, over one block, several and several parts: the reference's numbers, and the
+    same bits as on a contiguous copy and with one thread or two."""
+    generator = torch.Generator().manual_seed(seed)
+    wide = torch.randn(rows, cols + margin, generator=generator, dtype=torch.float64) * scale + offset
+    x = _special(wide.to(dtype), generator, zeros, 0, 0)[:, margin:]
+    got = host_stats.host_site_stats(x)
+    assert got is not None
+    for name, value in _reference_stats(x).items():
+        assert dict(zip(STATS[1:], got.tolist(), strict=True))[name] == pytest.approx(
+            value, rel=1e-5, abs=1e-5 * scale
+        ), name
+    assert torch.equal(got, host_stats.host_site_stats(x.contiguous(), threads=1))
+    assert torch.equal(got, host_stats.host_site_stats(x, threads=2))
+    portable = host_stats.host_site_stats(x, portable=True)
+    assert portable is not None and torch.allclose(portable, got, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("nans", "infs"), [(1, 0), (0, 1), (2, 3)])
+def test_a_non_finite_site_goes_to_the_torch_ops_which_count_it(nans: int, infs: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = _special(torch.randn(5000, generator=generator), generator, 0, nans, infs)
+    assert host_stats.host_site_stats(x) is None
+    got = dict(zip(STATS[1:], site_stats(x).tolist(), strict=True))
+    assert (got["nan"], got["inf"]) == (nans, infs)
+
+
+def test_the_kernel_builds_once_into_its_cache(tmp_path: Path) -> None:
+    cc = host_stats.compiler()
+    assert cc is not None, "the CPU trace statistics need a C compiler on this machine"
+    flags = host_stats.flag_sets()[0]
+    built = host_stats.build(cc, flags, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no partial file is left behind
+    stamp = built.stat().st_mtime_ns
+    assert host_stats.build(cc, flags, tmp_path) == built and built.stat().st_mtime_ns == stamp
+    library = host_stats.load(built)
+    assert library.gs_site_stats_build().decode().split()[0] in {"avx512", "portable"}
+
+
+def test_without_a_compiler_the_torch_ops_compute_every_site(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(3, 7, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    host_stats._library.cache_clear()
+    try:
+        assert host_stats.engine() == "torch (no C compiler (no-such-compiler) on PATH)"
+        assert host_stats.host_site_stats(x) is None
+        by_ops = dict(zip(STATS[1:], site_stats(x).tolist(), strict=True))
+        for name, value in _reference_stats(x).items():
+            assert by_ops[name] == pytest.approx(value, rel=1e-5, abs=1e-5), name
+    finally:
+        host_stats._library.cache_clear()
 
 
 class _HostReads(TorchFunctionMode):
@@ -236,14 +311,23 @@ def test_one_host_transfer_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
         model(idx)
     with _HostReads() as traced:
         on_cpu, _ = trace_forward(model, idx)
-    # On the host, each site's finite check reads a CPU scalar (free); nothing else is read...
-    assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": len(on_cpu.sites)})
-    # ...and where that read would synchronise a device, it is not made, with the same statistics.
+    # On the host the C kernel reads nothing through torch: the stacked rows are the one transfer...
+    assert host_stats.engine().startswith("c (")
+    assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1})
+    # ...the torch ops read each site's finite check, a CPU scalar (free), and nothing else...
+    monkeypatch.setattr(stats_module, "host_site_stats", lambda _x: None)
+    with _HostReads() as by_ops:
+        ops, _ = trace_forward(model, idx)
+    assert by_ops.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": len(ops.sites)})
+    # ...and where that read would synchronise a device, it is not made.
     monkeypatch.setattr(stats_module, "on_host", lambda _x: False)
     with _HostReads() as accelerator_like:
         elsewhere, _ = trace_forward(model, idx)
     assert accelerator_like.counts - plain.counts == Counter({"cpu": 1, "tolist": 1})
-    assert elsewhere.sites == on_cpu.sites
+    assert elsewhere.sites == ops.sites
+    for name, record in on_cpu.sites.items():  # the ops' std and mean are float32 sums: 1e-5 apart
+        for statistic, value in record.stats.items():
+            assert value == pytest.approx(ops.sites[name].stats[statistic], rel=1e-5, abs=1e-6), name
 
 
 def test_ablation_zeroes_a_site_and_everything_downstream_sees_it() -> None:

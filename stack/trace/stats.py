@@ -4,8 +4,9 @@
 reductions and never read back: the tracer stacks the vectors of a whole forward and moves
 them to the host once. `count` comes from the shape, so it needs no reduction at all.
 
-Conventions (documented in docs/trace.md): std is the population std (two-pass, so a large
-mean does not cancel it away); mean, std, min, max, absmax and l1_fp64 are over all elements,
+Conventions (documented in docs/trace.md): std is the population std, computed so that a large
+mean does not cancel it away (two passes here; blocks summed around one of their own elements
+in the C kernel); mean, std, min, max, absmax and l1_fp64 are over all elements,
 so a NaN anywhere makes them NaN (IEEE, on purpose: a NaN must not hide behind a finite mean);
 nan and inf count the non-finite elements; zero counts exact zeros. l1_fp64 is the sum of |x|
 accumulated in float64, so that a change of one ulp in one element still moves it: a
@@ -16,9 +17,13 @@ min and max already tell: a NaN makes both NaN, an Inf makes one of them infinit
 on the host (CPU) reading that answer is free, so the counts are skipped when it says finite.
 On an accelerator, reading it would synchronise the device, so there they are always counted.
 
-On a CUDA device the torch ops' many small launches, not their arithmetic, are the cost, so a
-site that is not float64 goes to two fused Triton kernels instead (stack/kernels/site_stats.py),
-which compute the same statistics under the same conventions.
+The torch ops below are the reference path; two fused kernels stand in for them where the ops'
+overhead, not their arithmetic, is the cost, and compute the same statistics under the same
+conventions. On a CUDA device a site that is not float64 goes to two Triton launches
+(stack/kernels/site_stats.py) instead of about fifteen small ones. On the CPU a float32 (or
+bf16/fp16) site goes to a C kernel that reads each element once (stack/kernels/host_stats.py)
+instead of a dozen passes with their temporaries; it hands back to the torch ops a site with a
+NaN or an Inf, which they count, and every site when no C compiler was found.
 
 A site may be empty: an expert that no token was routed to sees zero rows. Its statistics are
 all zero (count 0), not NaN, since nothing was computed and nothing went wrong.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import torch
 
+from stack.kernels.host_stats import host_site_stats
 from stack.trace.sites import STATS
 
 DEVICE_STATS = STATS[1:]  # what the vector holds, in order
@@ -51,6 +57,8 @@ def site_stats(tensor: torch.Tensor) -> torch.Tensor:
         from stack.kernels.site_stats import site_stats_fused  # triton: imported only where it runs
 
         return site_stats_fused(tensor)
+    if on_host(tensor) and tensor.numel() and (row := host_site_stats(tensor)) is not None:
+        return row
     x = tensor.detach().reshape(-1)
     # bf16/fp16 would lose the sums; fp32 keeps them, and its reductions are the fast ones on CPU.
     if x.dtype not in (torch.float32, torch.float64):

@@ -1,0 +1,235 @@
+/* A trace site's statistics on the CPU in one pass over its float32 elements.
+ *
+ * Built and loaded by stack/kernels/host_stats.py, which says why it exists. The caller hands a
+ * site as `rows` rows of `cols` contiguous floats, `stride` floats apart (a contiguous tensor is
+ * one row; a slice of a fused projection is one row per token), and a float64 out[9]: mean, std,
+ * min, max, absmax, nan, inf, zero, l1.
+ *
+ * The elements, in their logical order, are cut into blocks of BLOCK. Within a block every sum
+ * runs in float64 around a shift, the block's first element: s = sum(x - shift),
+ * q = sum((x - shift)^2), so the block's squared deviations are q - s^2/n. As the shift is one
+ * of the block's own elements, its squared distance from the block's mean is at most those
+ * squared deviations, so the subtraction loses at most a factor n + 1 of float64's precision,
+ * never the cancellation of a raw sum of squares. Blocks merge by Chan's pairwise update, as in
+ * the Triton kernel. l1 is the sum of |x| in float64, so a change of one ulp in one element
+ * still moves it.
+ *
+ * Every number is a function of the elements' values and order alone: element i of a block
+ * is summed in lane i % LANES whatever row it sits in (a block that straddles rows of a width
+ * that is not a multiple of LANES is copied into one buffer first), blocks are grouped into
+ * parts of PART elements, and the parts (computed by OpenMP threads when built with it) merge
+ * in order. So the same values give the same bits whatever the tensor's layout and however
+ * many threads ran.
+ *
+ * A NaN or an Inf makes l1 non-finite (a sum of float32s cannot overflow float64), so NaN and
+ * Inf are never counted here: the function returns 1 and the caller computes the statistics
+ * another way. It returns 0 with out[5] = out[6] = 0 when every element is finite, and -1 when
+ * it could not allocate its parts.
+ *
+ * The AVX-512 span is chosen when the library loads (__builtin_cpu_supports), so one build
+ * serves any x86-64 machine; elsewhere the portable span runs. Both compute the same sums.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK 2048
+#define PART (4 * BLOCK)
+#define LANES 16
+
+/* One block's partial sums, element i of the block in lane i % LANES, and its shift. Keeping
+ * the lanes between rows makes a block that straddles rows sum exactly as a contiguous one. */
+typedef struct {
+    double shift, sum[LANES], squares[LANES], l1[LANES];
+    float low[LANES], high[LANES];
+    int64_t zeros;
+} Lanes;
+
+/* The statistics of a run of blocks. */
+typedef struct {
+    double count, mean, m2, l1;
+    float low, high;
+    int64_t zeros;
+} Totals;
+
+static const Totals EMPTY = {0.0, 0.0, 0.0, 0.0, INFINITY, -INFINITY, 0};
+
+/* Adds len contiguous floats into the lanes; the first goes to lane 0. */
+typedef void (*Span)(const float *x, int64_t len, Lanes *a);
+
+/* Element i into lane k (i % LANES == k). */
+static inline void add(Lanes *l, int k, float v) {
+    double d = (double)v - l->shift;
+    l->sum[k] += d;
+    l->squares[k] += d * d;
+    l->l1[k] += fabs((double)v);
+    l->zeros += v == 0.0f;
+    l->low[k] = v < l->low[k] ? v : l->low[k];
+    l->high[k] = v > l->high[k] ? v : l->high[k];
+}
+
+static void span_portable(const float *x, int64_t len, Lanes *a) {
+    Lanes l = *a; /* a local copy: the compiler need not fear that x aliases the lanes */
+    int64_t body = len - len % LANES;
+    for (int64_t i = 0; i < body; i += LANES)
+        for (int k = 0; k < LANES; k++) add(&l, k, x[i + k]);
+    for (int64_t i = body; i < len; i++) add(&l, (int)(i - body), x[i]);
+    *a = l;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX512_SPAN 1
+
+/* Sixteen floats a step, lanes 0-15: min and max in float32, every sum in float64 (two halves
+ * of eight). */
+__attribute__((target("avx512f,avx512dq"))) static void span_avx512(const float *x, int64_t len, Lanes *a) {
+    int64_t body = len - len % LANES;
+    __m512 low = _mm512_loadu_ps(a->low), high = _mm512_loadu_ps(a->high);
+    __m512d shift = _mm512_set1_pd(a->shift);
+    __m512d sum0 = _mm512_loadu_pd(a->sum), sum1 = _mm512_loadu_pd(a->sum + 8);
+    __m512d sq0 = _mm512_loadu_pd(a->squares), sq1 = _mm512_loadu_pd(a->squares + 8);
+    __m512d l10 = _mm512_loadu_pd(a->l1), l11 = _mm512_loadu_pd(a->l1 + 8);
+    int64_t zeros = 0;
+    for (int64_t i = 0; i < body; i += LANES) {
+        __m512 v = _mm512_loadu_ps(x + i);
+        low = _mm512_min_ps(low, v);
+        high = _mm512_max_ps(high, v);
+        zeros += __builtin_popcount(_mm512_cmpeq_ps_mask(v, _mm512_setzero_ps()));
+        __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+        l10 = _mm512_add_pd(l10, _mm512_abs_pd(lo));
+        l11 = _mm512_add_pd(l11, _mm512_abs_pd(hi));
+        lo = _mm512_sub_pd(lo, shift);
+        hi = _mm512_sub_pd(hi, shift);
+        sum0 = _mm512_add_pd(sum0, lo);
+        sum1 = _mm512_add_pd(sum1, hi);
+        sq0 = _mm512_fmadd_pd(lo, lo, sq0);
+        sq1 = _mm512_fmadd_pd(hi, hi, sq1);
+    }
+    _mm512_storeu_ps(a->low, low);
+    _mm512_storeu_ps(a->high, high);
+    _mm512_storeu_pd(a->sum, sum0);
+    _mm512_storeu_pd(a->sum + 8, sum1);
+    _mm512_storeu_pd(a->squares, sq0);
+    _mm512_storeu_pd(a->squares + 8, sq1);
+    _mm512_storeu_pd(a->l1, l10);
+    _mm512_storeu_pd(a->l1 + 8, l11);
+    a->zeros += zeros;
+    span_portable(x + body, len - body, a); /* the last len % 16, into lanes 0 onwards */
+}
+#endif
+
+static Span chosen = span_portable;
+
+__attribute__((constructor)) static void choose_span(void) {
+#ifdef HAVE_AVX512_SPAN
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) chosen = span_avx512;
+#endif
+}
+
+/* u into t: counts and sums add, the squared deviations by Chan's update. */
+static void merge(Totals *t, const Totals *u) {
+    double total = t->count + u->count, delta = u->mean - t->mean;
+    t->mean += delta * (u->count / total);
+    t->m2 += u->m2 + delta * delta * (t->count * u->count / total);
+    t->count = total;
+    t->l1 += u->l1;
+    t->zeros += u->zeros;
+    t->low = u->low < t->low ? u->low : t->low;
+    t->high = u->high > t->high ? u->high : t->high;
+}
+
+/* The block's lanes summed in lane order: its count, mean, squared deviations and the rest. */
+static Totals finish(const Lanes *a, int64_t len) {
+    Totals t = {(double)len, 0.0, 0.0, 0.0, a->low[0], a->high[0], a->zeros};
+    double sum = 0.0, squares = 0.0;
+    for (int k = 0; k < LANES; k++) {
+        sum += a->sum[k];
+        squares += a->squares[k];
+        t.l1 += a->l1[k];
+        t.low = a->low[k] < t.low ? a->low[k] : t.low;
+        t.high = a->high[k] > t.high ? a->high[k] : t.high;
+    }
+    double offset = sum / (double)len, m2 = squares - sum * offset;
+    t.mean = a->shift + offset;
+    t.m2 = m2 > 0.0 ? m2 : 0.0;
+    return t;
+}
+
+/* The totals of elements [first, end) in logical order, block by block. A block is spanned row
+ * piece by row piece; every piece but the last must fill whole lane rounds, so with a width
+ * that is not a multiple of LANES a block that straddles rows is copied into one buffer. */
+static Totals part_totals(Span span, const float *x, int64_t cols, int64_t stride, int64_t first, int64_t end) {
+    float scratch[BLOCK];
+    Totals t = EMPTY;
+    for (; first < end; first += BLOCK) {
+        int64_t len = end - first < BLOCK ? end - first : BLOCK, row = first / cols, col = first % cols;
+        const float *start = x + row * stride + col;
+        Lanes a = {.shift = *start, .zeros = 0};
+        for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = *start;
+        if (col + len <= cols) {
+            span(start, len, &a);
+        } else if (cols % LANES == 0) {
+            for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
+                take = cols - col < len - done ? cols - col : len - done;
+                span(x + row * stride + col, take, &a);
+            }
+        } else {
+            for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
+                take = cols - col < len - done ? cols - col : len - done;
+                memcpy(scratch + done, x + row * stride + col, (size_t)take * sizeof *scratch);
+            }
+            span(scratch, len, &a);
+        }
+        Totals u = finish(&a, len);
+        merge(&t, &u);
+    }
+    return t;
+}
+
+static int stats(Span span, const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
+                 double *out) {
+    int64_t n = rows * cols, parts = (n + PART - 1) / PART;
+    Totals *part = malloc((size_t)parts * sizeof *part);
+    if (part == NULL) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && parts > 1)
+    for (int64_t k = 0; k < parts; k++)
+        part[k] = part_totals(span, x, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
+    Totals t = EMPTY;
+    for (int64_t k = 0; k < parts; k++) merge(&t, &part[k]);
+    free(part);
+    if (!isfinite(t.l1)) return 1;
+    out[0] = t.mean;
+    out[1] = sqrt(t.m2 / t.count);
+    out[2] = t.low;
+    out[3] = t.high;
+    out[4] = -(double)t.low > (double)t.high ? -(double)t.low : (double)t.high;
+    out[5] = 0.0;
+    out[6] = 0.0;
+    out[7] = (double)t.zeros;
+    out[8] = t.l1;
+    return 0;
+}
+
+int gs_site_stats_f32(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
+    return stats(chosen, x, rows, cols, stride, threads, out);
+}
+
+int gs_site_stats_f32_portable(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
+                               double *out) {
+    return stats(span_portable, x, rows, cols, stride, threads, out);
+}
+
+/* Which span gs_site_stats_f32 runs, and whether it was built with OpenMP: "avx512 openmp". */
+const char *gs_site_stats_build(void) {
+#ifdef _OPENMP
+#define THREADING " openmp"
+#else
+#define THREADING ""
+#endif
+    return chosen == span_portable ? "portable" THREADING : "avx512" THREADING;
+}

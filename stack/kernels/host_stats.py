@@ -1,0 +1,171 @@
+"""A trace site's statistics on the CPU in one pass, by a small C kernel built on first use.
+
+    row = host_site_stats(x)   # float64 (9,) like stats.site_stats, or None: use the torch ops
+
+Why C: on a CPU the torch-op statistics (stack/trace/stats.py) cost the traced forward of a
+small model about as much as the forward itself (bench-trace said 1.65× and more): each site
+takes a dozen ops, every one a pass over the activation with its own temporaries, thread fork
+and dispatch, and a forward has about a hundred sites. host_stats.c reads each element once,
+keeps every sum in float64 with a std as exact as a two-pass one (its header says how), and
+gives the same bits for the same values whatever the layout or the number of threads.
+
+Why built here, not shipped: the kernel is a page of plain C with no Python or torch headers,
+so the system C compiler (`$CC`, else `cc`) builds it in under a second, once per machine. The
+library is cached under `$XDG_CACHE_HOME/gatestack/` (else `~/.cache/gatestack/`), named by a
+digest of the source, the flags and the platform, and written under a temporary name then
+renamed, so concurrent first uses never load half a file. ctypes loads it and releases the GIL
+during each call. One build serves every x86-64 CPU: the AVX-512 path is chosen at load time.
+
+Threads: when torch's own parallel backend is OpenMP, the kernel is built with OpenMP too, so
+its `omp parallel` runs on the thread pool torch's operators use (the same libgomp.so.1, which
+the loader shares), with torch.get_num_threads() threads, instead of starting threads of its
+own that would contend with torch's. A compiler without OpenMP gives a one-thread build.
+
+Where it cannot help, `host_site_stats` says so with None and the torch ops compute the same
+statistics: a float64 site (its precision is the torch path's to keep, as on CUDA), a site
+with a NaN or an Inf (the kernel detects them from its float64 l1; the torch path counts them),
+or no working compiler. `engine()` names what runs, for the benchmark's record.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("host_stats.c")
+BASE_FLAGS = ("-O3", "-fPIC", "-shared")
+STATS_LEN = 9  # mean, std, min, max, absmax, nan, inf, zero, l1 (stack.trace.stats.DEVICE_STATS)
+_ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_void_p]
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept (XDG's user cache)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "gatestack"
+
+
+def compiler() -> str | None:
+    """The C compiler's path: `$CC`, else `cc`, on PATH; None when there is none."""
+    return shutil.which(os.environ.get("CC", "cc"))
+
+
+def flag_sets() -> list[tuple[str, ...]]:
+    """The builds to try, best first: with OpenMP where torch runs on OpenMP, then without."""
+    plain = [*BASE_FLAGS]
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        return [(*plain, "-fopenmp"), tuple(plain)]
+    return [tuple(plain)]
+
+
+def build(cc: str, flags: tuple[str, ...], directory: Path) -> Path:
+    """The kernel's shared library in `directory`, compiled by `cc` unless it is there already.
+
+    Raises OSError (a directory it cannot write) or CalledProcessError (the compiler refused).
+    """
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest.update(f"{cc} {' '.join(flags)} {sys.platform}-{platform.machine()}".encode())
+    target = directory / f"host_stats-{digest.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=directory, prefix=target.stem, suffix=".part")
+    os.close(fd)
+    try:
+        command = [cc, *flags, str(SOURCE), "-o", partial, "-lm"]
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return target
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """The built library with its functions' signatures declared."""
+    library = ctypes.CDLL(str(path))
+    for name in ("gs_site_stats_f32", "gs_site_stats_f32_portable"):
+        function = getattr(library, name)
+        function.argtypes, function.restype = _ARGS, ctypes.c_int
+    library.gs_site_stats_build.argtypes, library.gs_site_stats_build.restype = [], ctypes.c_char_p
+    return library
+
+
+def _built(cc: str, flags: tuple[str, ...]) -> ctypes.CDLL:
+    try:
+        return load(build(cc, flags, cache_dir()))
+    except OSError:  # an unwritable cache or a damaged file in it: build for this process only
+        with tempfile.TemporaryDirectory(prefix="gatestack-kernels-") as scratch:
+            return load(build(cc, flags, Path(scratch)))  # once loaded, it outlives its file
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | str:
+    """The loaded kernel, or why there is none (the torch ops then compute every site)."""
+    cc = compiler()
+    if cc is None:
+        return f"no C compiler ({os.environ.get('CC', 'cc')}) on PATH"
+    failure = ""
+    for flags in flag_sets():
+        try:
+            return _built(cc, flags)
+        except subprocess.CalledProcessError as error:
+            lines = (error.stderr or "").strip().splitlines()
+            failure = f"{cc} did not build {SOURCE.name}: {lines[0] if lines else error}"
+        except OSError as error:
+            failure = f"the C kernel could not be built or loaded: {error}"
+    return failure
+
+
+def engine() -> str:
+    """What computes a float32 site's statistics on this CPU, e.g. `c (avx512 openmp)`, or
+    `torch (<why not C>)`."""
+    library = _library()
+    if isinstance(library, str):
+        return f"torch ({library})"
+    return f"c ({library.gs_site_stats_build().decode()})"
+
+
+def rows_of(x: torch.Tensor) -> tuple[int, int, int] | None:
+    """(rows, cols, row stride) when x is rows of contiguous elements at a fixed stride, as a
+    contiguous tensor or a slice of a fused projection's last dimension is; None otherwise."""
+    if x.is_contiguous():
+        return 1, x.numel(), x.numel()
+    if x.dim() < 2 or x.stride(-1) != 1:
+        return None
+    for outer in range(x.dim() - 2):  # the leading dimensions must flatten to one
+        if x.stride(outer) != x.stride(outer + 1) * x.size(outer + 1):
+            return None
+    return x.numel() // x.size(-1), x.size(-1), x.stride(-2)
+
+
+def host_site_stats(
+    tensor: torch.Tensor, *, threads: int | None = None, portable: bool = False
+) -> torch.Tensor | None:
+    """float64 (9,) statistics of a non-empty CPU float32/bf16/fp16 tensor, or None where the
+    torch ops must compute them (see the module docstring). `threads` defaults to torch's;
+    `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference."""
+    if tensor.dtype == torch.float64 or tensor.device.type != "cpu":
+        return None
+    library = _library()
+    if isinstance(library, str):
+        return None
+    x = tensor if tensor.dtype == torch.float32 else tensor.detach().float()  # read in place: no detach
+    layout = rows_of(x)
+    if layout is None:
+        x = x.contiguous()
+        layout = 1, x.numel(), x.numel()
+    out = torch.empty(STATS_LEN, dtype=torch.float64)
+    function = library.gs_site_stats_f32_portable if portable else library.gs_site_stats_f32
+    count = torch.get_num_threads() if threads is None else threads
+    if function(x.data_ptr(), *layout, count, out.data_ptr()) != 0:
+        return None  # a NaN or an Inf, which the torch path counts (or no memory for the parts)
+    return out
