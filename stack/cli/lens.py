@@ -141,7 +141,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     ledger.check(args.evidence_dir)
     if args.save is not None:
         check_file(args.save, "--save")
-        ownership.check_file(args.save, "--save", args.force, is_lens, "a tuned-lens file")
+        ownership.claim_file(args.save, "--save", args.force, is_lens, "a tuned-lens file")
 
 
 def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) -> Result:

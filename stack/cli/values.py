@@ -13,6 +13,8 @@ import argparse
 import math
 from pathlib import Path
 
+from stack.outputs.destination import utf8_problem
+
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes an unsigned 64-bit seed
 COUNT_MAX = 2**63 - 1  # torch's sizes are signed 64-bit; a larger count overflows inside it
 # Logits are float32 (largest 3.4e38): divided by a temperature below this, or scaled by a
@@ -169,10 +171,7 @@ def utf8_path(text: str) -> Path:
 
     Such a name is a valid path on Linux, but the record could not hold it as it is.
     """
-    at = _not_utf8_at(text)
-    if at is not None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} holds bytes that are not UTF-8 (at character {at}); "
-            "the evidence record can only name UTF-8 paths: rename it"
-        )
+    problem = utf8_problem(text)  # the rule of every output's name (stack.outputs.destination)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return Path(text)

@@ -14,7 +14,7 @@ What the rule replaces differs by how a command writes, the one deliberate diffe
 surgery, a trace record), may hold nothing else, since the swap would take it away; a DATA_DIR,
 where prepare replaces its own files one by one, may keep the user's notes beside them, and
 only the paths it writes must be its own. A file output (`--json`, `--save`) has no record
-beside it: its own content says which command wrote it (`check_file`).
+beside it: its own content says which command wrote it (`claim_file`).
 
 Every check runs before any work, and again just before the swap (files may appear while the
 command runs), so a refusal changes nothing.
@@ -196,7 +196,7 @@ def _all_entries(out: Path, earlier: Earlier) -> list[str]:
     return found
 
 
-def check_file(path: Path, option: str, force: bool, written_here: Callable[[Path], bool], what: str) -> None:
+def claim_file(path: Path, option: str, force: bool, written_here: Callable[[Path], bool], what: str) -> None:
     """Refuse an existing output FILE unless `force`, and then unless `written_here` recognises it
     as this command's (a file has no record beside it: its content is its own). `what` names the
     command's file in the refusal ("a file `stack trace --json` wrote", "a tuned lens")."""

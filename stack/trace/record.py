@@ -99,7 +99,7 @@ def check_output_file(path: Path | None, option: str, force: bool) -> None:
         return
     check_file(path, option)
     what = f"a file `stack trace {option}` wrote"
-    ownership.check_file(path, option, force, lambda found: _written_by_trace(found, option), what)
+    ownership.claim_file(path, option, force, lambda found: _written_by_trace(found, option), what)
 
 
 def check_one_place(out: Path | None, evidence_dir: Path | None) -> None:
