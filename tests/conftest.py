@@ -15,6 +15,7 @@ from pathlib import Path
 # other (a 0.1 s evaluation took 3.5 s with two threads while another job ran).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest
 import torch  # after the thread count, which torch reads when it loads
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -35,3 +36,11 @@ if str(TOOLS) not in sys.path:
 
 # The conformance and falsify evidence records (`make conformance`, `make falsify`).
 pytest_plugins = ["gate_plugin"]
+
+from site_build import BuiltSite, build_site  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
+    """The repository's site, built once a session for every test that reads it."""
+    return build_site(tmp_path_factory.mktemp("site"))

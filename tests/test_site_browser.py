@@ -14,17 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 from site_browser import Chromium, find_chromium
-from train_support import prepared, smoke_args, train
-
-from stack.cli import main as stack_main
+from site_build import BuiltSite
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -46,40 +42,14 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make test installs it)")
 
 
-def ledger_train_run() -> str:
-    """The newest training run of the repository's ledger, to compare the fresh run with."""
-    found = []
-    for path in (ROOT / "evidence" / "runs").glob("*/metadata.json"):
-        run = json.loads(path.read_text())["run"]
-        if run["kind"] == "train":
-            found.append((run["started"], run["id"]))
-    assert found, "the ledger holds no training run to compare with"
-    return max(found)[1]
-
-
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The real site, with one fresh smoke run (resumed with a new mixture, then traced) shown
-    beside the ledger and compared with the ledger's newest training run."""
-    tmp = tmp_path_factory.mktemp("site")
-    run = tmp / "smoke-run"
-    assert train(smoke_args(prepared(tmp), run)) == 0
-    resume = ["train", "--resume", str(run), "--set", "train.steps=8", "--set", "data.weights={main = 0.5}"]
-    assert train(resume) == 0
-    assert stack_main(["trace", str(run), "--prompt", "gate evidence"]) == 0  # lands in run/traces/
-    other = ledger_train_run()
-    render = [sys.executable, "tools/render_site.py", "--run", str(run), "--compare", run.name, other]
-    subprocess.run(render, cwd=ROOT, check=True)
-    out = tmp / "site"
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    subprocess.run(
-        [str(Path(sys.executable).parent / "mkdocs"), "build", "--strict", "-q", "--site-dir", str(out)],
-        cwd=ROOT,
-        check=True,
-        env=env,
-    )
-    pages = {name: out / page.format(run=run.name, other=other) for name, page in PAGES.items()}
-    return {"out": out, "run": run.name, "other": other, "pages": pages}
+def site(built_site: BuiltSite) -> dict[str, Any]:
+    """The pages looked at, in the session's one build of the site (tests/site_build.py)."""
+    pages = {
+        name: built_site.out / page.format(run=built_site.run, other=built_site.other)
+        for name, page in PAGES.items()
+    }
+    return {"out": built_site.out, "run": built_site.run, "other": built_site.other, "pages": pages}
 
 
 @pytest.fixture(scope="module")

@@ -1,37 +1,24 @@
 """Every link of the built site lands somewhere: the page exists and so does the anchor.
 
 `mkdocs build --strict` checks the Markdown links of every page, but not anchors into other
-pages nor links inside raw HTML (a source copy's line spans, a badge's cell). This test builds
-the repository's own site and follows every relative href and src of the pages people browse.
+pages nor links inside raw HTML (a source copy's line spans, a badge's cell). This test reads
+the session's one build of the repository's site (tests/site_build.py, a fresh run shown beside
+the ledger) and follows every relative href and src of the pages people browse.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from urllib.parse import unquote
 
-import pytest
+from site_build import BuiltSite
 
 ROOT = Path(__file__).resolve().parent.parent
 LINK_RE = re.compile(r'(?:href|src)="([^"]+)"')
 ANCHOR_RE = re.compile(r'(?:id|name)="([^"]+)"')
 EXTERNAL = ("http:", "https:", "mailto:", "data:", "javascript:")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's site, generated and built strict."""
-    out = tmp_path_factory.mktemp("site-links") / "site"
-    subprocess.run([sys.executable, "tools/render_site.py"], cwd=ROOT, check=True, capture_output=True)
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    mkdocs = str(Path(sys.executable).parent / "mkdocs")
-    subprocess.run([mkdocs, "build", "--strict", "-q", "--site-dir", str(out)], cwd=ROOT, check=True, env=env)
-    return out
 
 
 @cache
@@ -61,7 +48,8 @@ def broken_links(site: Path) -> list[str]:
     return broken
 
 
-def test_every_link_and_anchor_resolves(site: Path) -> None:
+def test_every_link_and_anchor_resolves(built_site: BuiltSite) -> None:
+    site = built_site.out
     assert (site / "reference" / "index.html").is_file()
     assert broken_links(site) == []
 
