@@ -96,10 +96,12 @@ class CommandSpec(_Strict):
 
 
 class ModelSpec(_Strict):
-    """The model every cell runs: a preset and the settings over it."""
+    """The model every cell runs: a preset, the model settings over it and the training settings
+    of the run that makes it (the other commands keep their own)."""
 
     preset: str
     settings: dict[str, bool | int | float | str]
+    train: dict[str, bool | int | float | str] = {}
 
 
 class FastSpec(_Strict):
@@ -241,7 +243,7 @@ def _loop_sets(steps: int) -> list[str]:
 
 def _train(at: Place) -> list[str]:
     argv = ["train", "--data", str(at.data), "--out", str(at.run), "--preset", at.matrix.model.preset]
-    return argv + _loop_sets(TRAIN_STEPS) + _model_sets(at)
+    return argv + _loop_sets(TRAIN_STEPS) + _sets("train", at.matrix.model.train) + _model_sets(at)
 
 
 def _patch(at: Place) -> list[str]:

@@ -284,7 +284,7 @@ def test_a_record_of_an_undeclared_run_kind_is_caught(tmp_path: Path) -> None:
             "max_abs_diff is 0.0",
         ),
         (
-            "prepare-20261122T171714",
+            "prepare-20261123T150456",
             lambda d: d["metrics"]["filters"]["stdlib"].update(documents_in=9),
             "documents_in",
         ),

@@ -16,7 +16,7 @@ import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run
-from train_support import evidence, prepared, smoke_args, train, unjudged, verdicts
+from train_support import evidence, one_line_cli, prepared, smoke_args, train, unjudged, verdicts
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
@@ -39,14 +39,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert train(smoke_args(data, base, *STEPS)) == 0
     assert train([*smoke_args(data, tuned, *STEPS, *LORA), "--init-from", str(base)]) == 0
     return {"data": data, "base": base, "tuned": tuned}
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    if code:
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return code, err
 
 
 @pytest.mark.holds("GATE-LORA-001", "GATE-LORA-004")
@@ -89,10 +81,10 @@ def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from_run, from_adapter = tmp_path / "merged", tmp_path / "merged-adapter"
-    assert _cli(capsys, "lora", "merge", str(runs["tuned"]), "--out", str(from_run))[0] == 0
+    assert one_line_cli(capsys, "lora", "merge", str(runs["tuned"]), "--out", str(from_run))[0] == 0
     adapter = str(runs["tuned"] / "adapter")
     argv = ["lora", "merge", adapter, "--base", str(runs["base"]), "--out", str(from_adapter)]
-    assert _cli(capsys, *argv)[0] == 0
+    assert one_line_cli(capsys, *argv)[0] == 0
     record = read_evidence(from_adapter / "metadata.json")
     assert check_record_truth(record, from_adapter, load_spec()).violations == []
     assert {g.id: g.verdict.value for g in record.gates} == {
@@ -108,7 +100,7 @@ def test_merge_of_a_run_and_of_its_adapter_agree_and_export(
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert not has_lora(load_trained(from_run).model)
     hf = tmp_path / "hf"
-    assert _cli(capsys, "export", str(from_run), "--format", "hf", "--out", str(hf))[0] == 0
+    assert one_line_cli(capsys, "export", str(from_run), "--format", "hf", "--out", str(hf))[0] == 0
     assert {g.id: g.verdict.value for g in read_evidence(hf / "metadata.json").gates}[
         "GATE-EXPORT-001"
     ] == "PASS"
@@ -121,7 +113,8 @@ def test_merging_an_adapter_onto_another_base_fires(
     other = tmp_path / "other"  # the base's shape, other weights
     save_run(other, GPT(load_trained(runs["base"]).config.model, seed=7))
     adapter = str(runs["tuned"] / "adapter")
-    code, err = _cli(capsys, "lora", "merge", adapter, "--base", str(other), "--out", str(tmp_path / "m"))
+    merge = ["lora", "merge", adapter, "--base", str(other), "--out", str(tmp_path / "m")]
+    code, err = one_line_cli(capsys, *merge)
     assert code == 3 and "GATE-LORA-005" in err
 
 
@@ -129,18 +122,19 @@ def test_bad_input_is_one_line_and_exit_2(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "m")
-    assert _cli(capsys, "lora", "merge", str(runs["base"]), "--out", out)[0] == 2  # no [lora]
-    assert _cli(capsys, "lora", "merge", str(runs["tuned"] / "adapter"), "--out", out)[0] == 2  # no --base
+    assert one_line_cli(capsys, "lora", "merge", str(runs["base"]), "--out", out)[0] == 2  # no [lora]
+    adapter = str(runs["tuned"] / "adapter")
+    assert one_line_cli(capsys, "lora", "merge", adapter, "--out", out)[0] == 2  # no --base
     argv = ["lora", "merge", str(runs["tuned"]), "--base", str(runs["base"]), "--out", out]
-    assert _cli(capsys, *argv)[0] == 2  # --base for a run
-    assert _cli(capsys, "lora", "inspect", str(runs["base"]))[0] == 2
+    assert one_line_cli(capsys, *argv)[0] == 2  # --base for a run
+    assert one_line_cli(capsys, "lora", "inspect", str(runs["base"]))[0] == 2
     hf = ["export", str(runs["tuned"]), "--format", "hf", "--out", str(tmp_path / "hf")]
-    assert _cli(capsys, *hf)[0] == 2  # unmerged adapters: merge first
+    assert one_line_cli(capsys, *hf)[0] == 2  # unmerged adapters: merge first
     assert main(["lora", "inspect", str(runs["tuned"])]) == 0
     assert "layers.0.attn.q: ‖B‖_F" in capsys.readouterr().out
     bad = ["train", "--data", str(runs["data"]), "--out", str(tmp_path / "t"), "--preset", "smoke"]
-    assert _cli(capsys, *bad, "--set", "lora.r=0")[0] == 2
-    assert _cli(capsys, *bad, "--set", "lora.targets='embed'")[0] == 2
+    assert one_line_cli(capsys, *bad, "--set", "lora.r=0")[0] == 2
+    assert one_line_cli(capsys, *bad, "--set", "lora.targets='embed'")[0] == 2
 
 
 # -- a run started from a LoRA run: the SFT-then-DPO chain -----------------------------------
@@ -171,13 +165,13 @@ def test_where_neither_merge_nor_continue_applies_the_refusal_names_stack_lora_m
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = [*smoke_args(runs["data"], tmp_path / "r8", *STEPS, "lora.r=8", "lora.continue_adapter=true")]
-    code, err = _cli(capsys, *other, "--init-from", str(runs["tuned"]))
+    code, err = one_line_cli(capsys, *other, "--init-from", str(runs["tuned"]))
     assert code == 2 and "lora.r (4 -> 8)" in err and "stack lora merge" in err
     plain = [*smoke_args(runs["data"], tmp_path / "p", *STEPS, *LORA, "lora.continue_adapter=true")]
-    code, err = _cli(capsys, *plain, "--init-from", str(runs["base"]))
+    code, err = one_line_cli(capsys, *plain, "--init-from", str(runs["base"]))
     assert code == 2 and "has none" in err
     alone = [*smoke_args(runs["data"], tmp_path / "a", *STEPS), "--init-from", str(runs["tuned"] / "adapter")]
-    code, err = _cli(capsys, *alone)
+    code, err = one_line_cli(capsys, *alone)
     assert code == 2 and "stack lora merge" in err and "Unexpected key" not in err
     assert not (tmp_path / "r8").exists() and not (tmp_path / "a").exists()
 
@@ -232,7 +226,7 @@ def test_adapters_decayed_otherwise_than_lora_weight_decay_fire(
         return optimizer
 
     monkeypatch.setattr(loop, "build_optimizer", old_groups)
-    code, err = _cli(
+    code, err = one_line_cli(
         capsys, *smoke_args(runs["data"], tmp_path / "run", *STEPS, *LORA), "--init-from", str(runs["base"])
     )
     assert code == 3 and "GATE-TRAIN-002" in err and "lora.weight_decay 0" in err

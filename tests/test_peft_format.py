@@ -19,18 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
+from train_support import one_line_cli
 
 from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.data.tokenizer import ByteTokenizer
-from stack.data.tokenizer_record import tokenizer_state
 from stack.export import peft_format
 from stack.model import lora, names
 from stack.model.adapters import read_manifest
 from stack.model.gpt import GPT
-from stack.train.checkpoint import save_checkpoint
 from stack.train.config import LoraSection, RunConfig, TrainSection
 from stack.train.trained import load_trained
 
@@ -53,21 +51,7 @@ def save_lora_run(run_dir: Path, section: LoraSection, seed: int = 0) -> GPT:
     model = tiny_model(seed)
     lora.apply_lora(model, section.targets, section.r, section.alpha, rslora=section.rslora)
     _trained_adapters(model)
-    config = RunConfig(model=model.config, train=TrainSection(steps=1), lora=section)
-    state = {
-        "epoch": 0,
-        "scheduler": {"kind": "warmup_cosine", "step": 1},
-        "scaler": None,
-        "rng": {},
-        "reader": {},
-        "monitors": {},
-        "config": config.as_dict(),
-        "spec_version": "1.0.0",
-        "heldout_loss": None,
-        "tokenizer": tokenizer_state(ByteTokenizer()),
-    }
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
-    save_checkpoint(run_dir, 1, model, optimizer, state)
+    save_run(run_dir, model, config=RunConfig(model=model.config, train=TrainSection(steps=1), lora=section))
     return model
 
 
@@ -76,14 +60,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("peft")
     save_lora_run(root / "run", LoraSection(r=4, alpha=8.0, targets=TARGETS, rslora=True))
     return root / "run"
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    if code:
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    return code, err
 
 
 def _verdict(directory: Path) -> str:
@@ -117,7 +93,7 @@ def test_an_export_onto_a_base_given_by_hand_must_be_that_base(
     other = tmp_path / "other"
     save_run(other, tiny_model(7))  # another model of the same shape
     assert main(["export", str(other), "--format", "hf", "--out", str(tmp_path / "other-hf")]) == 0
-    code, err = _cli(
+    code, err = one_line_cli(
         capsys,
         "lora",
         "export",
@@ -144,7 +120,7 @@ def test_an_export_that_swaps_two_projections_names_fires(
 
     monkeypatch.setattr(peft_format, "peft_key", swapped)
     out = tmp_path / "out"
-    code, err = _cli(capsys, "lora", "export", str(run), "--out", str(out))
+    code, err = one_line_cli(capsys, "lora", "export", str(run), "--out", str(out))
     assert code == 3 and GATE in err
     assert (out / "adapter_model.unverified.safetensors").is_file() and not (
         out / peft_format.WEIGHTS
@@ -160,7 +136,7 @@ def test_an_export_that_loses_the_rslora_scale_fires(
     monkeypatch.setattr(
         peft_format, "peft_config", lambda model, base: {**config(model, base), "use_rslora": False}
     )
-    code, err = _cli(capsys, "lora", "export", str(run), "--out", str(tmp_path / "out"))
+    code, err = one_line_cli(capsys, "lora", "export", str(run), "--out", str(tmp_path / "out"))
     assert code == 3 and GATE in err and "differ" in err
 
 
@@ -174,7 +150,7 @@ def test_an_export_whose_keys_peft_cannot_place_fires(
         peft_format, "peft_key", lambda path, part: key(path, part).replace(".model.model.", ".model.")
     )
     out = tmp_path / "out"
-    code, err = _cli(capsys, "lora", "export", str(run), "--out", str(out))
+    code, err = one_line_cli(capsys, "lora", "export", str(run), "--out", str(out))
     assert code == 3 and "peft loaded no tensor for" in err
     measured = json.loads((out / "lora_export.json").read_text())["parity"]
     assert len(measured["not_loaded"]) == 24
@@ -246,7 +222,7 @@ def test_a_peft_adapter_the_stack_cannot_compute_is_refused_in_one_line(
     stored = json.loads((written / peft_format.CONFIG).read_text())
     (written / peft_format.CONFIG).write_text(json.dumps({**stored, **config}))
     capsys.readouterr()  # transformers' own progress lines while peft wrote the adapter
-    code, err = _cli(
+    code, err = one_line_cli(
         capsys, "lora", "import", str(written), "--base", str(base), "--out", str(tmp_path / "a")
     )
     assert code == 2 and named in err
@@ -270,7 +246,7 @@ def test_an_adapter_directory_given_as_a_model_names_the_command_that_makes_one(
 ) -> None:
     exported = tmp_path / "exported"
     assert main(["lora", "export", str(run), "--out", str(exported)]) == 0
-    code, err = _cli(capsys, "sample", str(exported), "--tokens", "2")
+    code, err = one_line_cli(capsys, "sample", str(exported), "--tokens", "2")
     assert code == 2 and "stack lora import" in err
 
 

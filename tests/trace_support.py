@@ -34,13 +34,16 @@ def save_run(
     step: int = 1,
     tokenizer: Tokenizer | None = None,
     extra: dict[str, Any] | None = None,
+    config: RunConfig | None = None,
 ) -> Path:
     """Write `model` as a checkpoint of a run at run_dir, as the training loop would; returns its path.
 
     Its tokenizer is the byte tokenizer unless `tokenizer` is given (of at most the model's vocab);
-    `extra` adds keys to its state (a chat template, say)."""
-    config = RunConfig(model=model.config, train=TrainSection(steps=step))
-    optimizer = torch.optim.AdamW(model.parameters())
+    `extra` adds keys to its state (a chat template, say); `config` replaces the run's configuration
+    (one with a LoRA section, say); optimizer state is kept for the trainable parameters."""
+    config = config or RunConfig(model=model.config, train=TrainSection(steps=step))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable or list(model.parameters()))  # a frozen model: all of it
     state = {
         "epoch": 0,
         "scheduler": {"kind": "warmup_cosine", "step": step},

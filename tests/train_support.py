@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from contracts.evidence import Verdict
 from contracts.spec import Severity, load_spec
 from stack.cli import main
@@ -155,3 +157,12 @@ def smoke_trainer(data: Path, run_dir: Path, *sets: str) -> Iterator[Trainer]:
         yield trainer
     finally:
         trainer.metrics_log.close()
+
+
+def one_line_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run `stack argv` in process: its exit code and stderr, which on a failure is one line."""
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    if code:
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return code, err
