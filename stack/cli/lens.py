@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stack.cli import values
 from stack.cli.trace import add_record_options
-from stack.lens.train import (
+from stack.lens.defaults import (
     DEFAULT_CLIP_NORM,
     DEFAULT_LR,
     DEFAULT_MOMENTUM,

@@ -10,7 +10,7 @@ class `Optimizer` and `scripts/train_loop.py`): momentum 0.9, weight decay 1e-3,
 SGD, `clip_grad_norm_(…, 1.0)` before every step, a linear schedule to zero, 250 steps. Their
 learning-rate option is a scale whose SGD step is lr_scale · (1 − momentum), undoing the
 1 / (1 − momentum) that momentum multiplies a constant gradient's step by; their default scale
-1.0 is an SGD learning rate of 0.1, which is this module's `DEFAULT_LR`. (An SGD rate of 1.0,
+1.0 is an SGD learning rate of 0.1, which is `DEFAULT_LR` (stack.lens.defaults). (An SGD rate of 1.0,
 constant and unclipped, took ten times their step; on one seed a layer ended worse than the
 logit lens.) Before the first step the lens must
 be the logit lens bit for bit (GATE-LENS-001); after the last, every probe must have moved
@@ -32,6 +32,11 @@ import torch
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.reader import TokenReader
+from stack.lens.defaults import (
+    DEFAULT_CLIP_NORM,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_WEIGHT_DECAY,
+)
 from stack.lens.probes import TunedLens, for_model, health_outcome
 from stack.lens.readout import kl_to_final, layer_log_probs, mean_kl
 from stack.lens.residual import Residuals, capture, read_through
@@ -39,14 +44,6 @@ from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
 
 Progress = Callable[[int, dict[str, Any]], None]
-DEFAULT_SEQ_LEN = 128  # tokens per training sequence when none is asked for (at most the context)
-
-# The tuned-lens package's defaults (module docstring): their lr_scale 1.0 × (1 − momentum 0.9).
-DEFAULT_LR = 0.1
-DEFAULT_MOMENTUM = 0.9
-DEFAULT_WEIGHT_DECAY = 1e-3
-DEFAULT_CLIP_NORM = 1.0
-DEFAULT_STEPS = 250
 
 
 @dataclass(frozen=True)
