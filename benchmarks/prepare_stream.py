@@ -16,7 +16,9 @@ homogeneous), right after each prepare run. The machine may be shared, so there 
 `--rounds` of both, each side is judged by its best round, and every round and the load
 average before it are recorded. prepare's time is end to end, with its default filters on: for
 bpe it includes the pass that samples the corpus (and measures each source's scripts) and the
-training, a fixed cost that weighs less the larger the corpus.
+training, a fixed cost that weighs less the larger the corpus. To show that cost apart, the
+last bpe round is followed by one more prepare given the tokenizer it trained (the way a
+fine-tuning corpus is prepared with a model's tokenizer): no sample, no training.
 
 prepare shares the files of a corpus out to worker processes (one per core by default): the
 Parquet corpus, of several files, is prepared once more with `--workers 1` and with
@@ -284,6 +286,10 @@ class Measured:
     best_baseline_mib_per_s: float
     peak_rss_gib: float
     ratio: float
+    # bpe: one more prepare with the tokenizer of the last round given (`--tokenizer DATA_DIR`), so
+    # no sample is drawn and nothing trained: what the sample and the training cost, apart.
+    seconds_tokenizer_given: float | None = None
+    ratio_tokenizer_given: float | None = None
 
 
 def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, rounds: int) -> Measured:
@@ -298,7 +304,8 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
 
     out = scratch / f"data-{tokenizer}"
     seconds, rates, loads, peak = [], [], [], 0
-    for _ in range(rounds):
+    given: float | None = None
+    for last in (i == rounds - 1 for i in range(rounds)):
         loads.append(round(os.getloadavg()[0], 2))
         took, used, _ = run_prepare(corpus, tokenizer, out)
         seconds.append(round(took, 1))
@@ -306,6 +313,11 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
         backend = (
             Tokenizer.from_file(str(out / "tokenizer.json")) if tokenizer == "bpe" else byte_ids_tokenizer()
         )
+        if tokenizer == "bpe" and last:
+            reused = scratch / "data-bpe-given"
+            given, used, _ = run_prepare(corpus, str(out), reused)
+            peak = max(peak, used)
+            shutil.rmtree(reused)
         shutil.rmtree(out)
         rates.append(baseline(corpus, backend, baseline_bytes) / MiB)
     rate = corpus.text_bytes / min(seconds) / MiB
@@ -322,6 +334,9 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
         peak_rss_gib=round(peak / GiB, 3),
         ratio=round(rate / max(rates), 3),
     )
+    if given is not None:
+        result.seconds_tokenizer_given = round(given, 1)
+        result.ratio_tokenizer_given = round(corpus.text_bytes / given / MiB / max(rates), 3)
     print(result, flush=True)
     return result
 
