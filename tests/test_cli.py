@@ -39,16 +39,18 @@ def test_module_entry_point_runs() -> None:
 
 def test_the_parser_and_prepare_do_not_import_torch(tmp_path) -> None:
     """Commands import torch inside their functions (stack.cli's docstring): building the parser of
-    every command, and a whole byte-level prepare, leave it unloaded, which saves each a couple of
-    seconds of start-up."""
+    every command, a byte-level prepare and a prepare given another DATA_DIR's tokenizer leave it
+    unloaded, which saves each a second or two of start-up."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
         "".join(f"Line {i}: the fox number {i * 7919} jumps over the dog.\n" for i in range(200))
     )
+    first, second = str(tmp_path / "data"), str(tmp_path / "again")
     code = (
         "import sys; from stack.cli import main; "
-        f"code = main(['prepare', '--out', {str(tmp_path / 'data')!r}, {str(corpus)!r}]); "
-        "print(code, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])"
+        f"codes = [main(['prepare', '--out', {first!r}, {str(corpus)!r}]), "
+        f"main(['prepare', '--out', {second!r}, '--tokenizer', {first!r}, {str(corpus)!r}])]; "
+        "print(codes, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))[:3])"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.split("\n")[-2] == "0 []", proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[-2] == "[0, 0] []", proc.stdout + proc.stderr

@@ -26,8 +26,6 @@ from stack.artifacts import HF_CONFIG, TOKENIZER_JSON, require
 from stack.data.tokenizer import TOKENIZER_CONFIG, PretrainedTokenizer, Tokenizer, load_tokenizer
 from stack.data.tokenizer_identity import EOT_TOKEN
 from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_state
-from stack.train import checkpoint as ckpt
-from stack.train.trained import resolve_checkpoint
 
 STATE_FILE = "gatestack_tokenizer.json"
 CHAT_TEMPLATE = "chat_template"  # tokenizer_config.json's key
@@ -120,6 +118,10 @@ def model_tokenizer(path: Path) -> Tokenizer:
     """
     identity = require(path, "tokenizer-source")
     if identity.kind.family == "model":
+        # Imported here: they bring torch, which a DATA_DIR's or hf:DIR's tokenizer has no need of.
+        from stack.train import checkpoint as ckpt
+        from stack.train.trained import resolve_checkpoint
+
         checkpoint = ckpt.load_checkpoint(resolve_checkpoint(path))
         return tokenizer_from_state(checkpoint.state["tokenizer"])
     if identity.kind.family == "data":  # a DATA_DIR's tokenizer.json is the stack's own record
@@ -133,6 +135,9 @@ def model_context(path: Path) -> int | None:
     model's `max_position_embeddings`; None for a DATA_DIR or a tokenizer alone."""
     identity = require(path, "tokenizer-source")
     if identity.kind.family == "model":
+        from stack.train import checkpoint as ckpt
+        from stack.train.trained import resolve_checkpoint
+
         return int(ckpt.read_state(resolve_checkpoint(path))["config"]["model"]["ctx"])
     config = Path(path) / HF_CONFIG
     if identity.kind.family in ("export", "hf") and config.is_file():
