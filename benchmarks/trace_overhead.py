@@ -64,9 +64,9 @@ def hooks_only(model: GPT, idx: torch.Tensor) -> None:
 
 def one_read(model: GPT, idx: torch.Tensor) -> None:
     """A traced forward whose statistics are torch's float32 sum, one per site, read where the
-    tracer reads: every element read once by a vectorised library reduction, the least any
-    statistic of every element costs, so the floor under the real statistics (a float64 sum is
-    slower than the C kernel's six statistics and would set no floor)."""
+    tracer reads: every element read once by a vectorised library reduction. The floor measured
+    under the real statistics (a float64 sum is slower than the C kernel's six statistics and
+    would set no floor)."""
     row = torch.zeros(len(STATS) - 1, dtype=torch.float64, device=idx.device)
     traced_with(model, idx, lambda tensor: row + tensor.sum())
 
