@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -31,6 +30,7 @@ if not torch.cuda.is_available():  # the interpreter must be on before triton is
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contracts.derive.benchmarks import geometric_mean, quotient  # noqa: E402
 from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.gates import contract_mode  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
@@ -124,7 +124,7 @@ def speed(repeats: int, paths: tuple[str, ...] = PATHS) -> tuple[list[Metrics], 
     `paths` must hold triton and sdpa for the ratio; naive only shows what flash attention saves.
     """
     rows: list[Metrics] = []
-    log_ratios = []
+    ratios: list[float] = []
     for dim in HEAD_DIMS:
         for n in LENGTHS:
             batch, heads = max(TOKENS // n, 1), D_MODEL // dim
@@ -149,13 +149,13 @@ def speed(repeats: int, paths: tuple[str, ...] = PATHS) -> tuple[list[Metrics], 
                     "fwd_bwd_tflops": 3.5 * flops / both_ms / 1e9,
                 }
             if isinstance(row["triton"], dict) and isinstance(row["sdpa"], dict):
-                ratio = row["triton"]["fwd_bwd_tflops"] / row["sdpa"]["fwd_bwd_tflops"]
-                row["triton_over_sdpa"] = ratio
-                log_ratios.append(math.log(ratio))
+                row["triton_over_sdpa"] = quotient(
+                    row["triton"]["fwd_bwd_tflops"], row["sdpa"]["fwd_bwd_tflops"]
+                )
+                ratios.append(row["triton_over_sdpa"])
             rows.append(row)
             print(f"N={n:5d} D={dim:3d}: {row}")
-    ratio = math.exp(sum(log_ratios) / len(log_ratios)) if log_ratios else None
-    return rows, ratio
+    return rows, geometric_mean(*ratios) if ratios else None
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ import torch
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # reference_gpt, beside this file
 from reference_gpt import ReferenceGPT
 
+from contracts.derive.benchmarks import quotient
 from contracts.evidence import (
     RunStatus,
     file_record,
@@ -141,7 +142,9 @@ def measure(device: torch.device, steps: int) -> dict[str, Any]:
             print(f"{label:9} {mode:8} {row['tokens_per_s']:>10,} tokens/s", flush=True)
             del model, stack_model
     ratios = {
-        mode: round(rows[f"stack_{mode}"]["tokens_per_s"] / rows[f"reference_{mode}"]["tokens_per_s"], 4)
+        mode: round(
+            quotient(rows[f"stack_{mode}"]["tokens_per_s"], rows[f"reference_{mode}"]["tokens_per_s"]), 4
+        )
         for mode in ("eager", "compiled")
     }
     return {"config": config.model_dump(), "batch": batch, "rows": rows, "ratios": ratios}

@@ -50,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contracts.derive.benchmarks import mib_per_s, prepare_ratio, rate_over_best  # noqa: E402
 from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, MiB, WorkingSet  # noqa: E402
@@ -321,7 +322,7 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
             shutil.rmtree(reused)
         shutil.rmtree(out)
         rates.append(baseline(corpus, backend, baseline_bytes) / MiB)
-    rate = corpus.text_bytes / min(seconds) / MiB
+    rate = mib_per_s(corpus.text_bytes, *seconds)
     result = Measured(
         corpus=corpus.name,
         tokenizer=tokenizer,
@@ -333,11 +334,11 @@ def measure(corpus: Corpus, tokenizer: str, scratch: Path, baseline_bytes: int, 
         mib_per_s=round(rate, 2),
         best_baseline_mib_per_s=round(max(rates), 2),
         peak_rss_gib=round(peak / GiB, 3),
-        ratio=round(rate / max(rates), 3),
+        ratio=round(rate_over_best(rate, *rates), 3),
     )
     if given is not None:
         result.seconds_tokenizer_given = round(given, 1)
-        result.ratio_tokenizer_given = round(corpus.text_bytes / given / MiB / max(rates), 3)
+        result.ratio_tokenizer_given = round(prepare_ratio(corpus.text_bytes, [given], rates), 3)
     print(result, flush=True)
     return result
 

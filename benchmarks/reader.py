@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from contracts.derive.benchmarks import quotient  # noqa: E402
 from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.gates import contract_mode  # noqa: E402
 from contracts.ledger import Ledger, recording  # noqa: E402
@@ -97,7 +98,7 @@ def measure(data: Path, batches: int, rounds: int) -> tuple[dict[str, object], L
                 rates[name].append(tokens_per_s(source, batches))
     median = {name: statistics.median(values) for name, values in rates.items()}
     goal = load_spec().benchmark(GOAL)
-    ratio = median["reader"] / median["index"]
+    ratio = quotient(median["reader"], median["index"])
     metrics: dict[str, object] = {
         "benchmark": GOAL,
         "tokens_per_s": round(median["reader"]),
@@ -106,7 +107,7 @@ def measure(data: Path, batches: int, rounds: int) -> tuple[dict[str, object], L
         "goal": goal.goal,
         "met": goal.met(ratio),
         "strided_tokens_per_s": round(median["strided"]),
-        "ratio_vs_strided": round(median["reader"] / median["strided"], 3),
+        "ratio_vs_strided": round(quotient(median["reader"], median["strided"]), 3),
         "reader_epochs_wrapped": reader.epoch,
     }
     return metrics, ledger

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from contracts.derive.benchmarks import remainder, total
 from contracts.evidence import file_completed, new_record, run_id
 from contracts.spec import load_spec
 
@@ -109,8 +110,8 @@ def main() -> int:
         "outside_legs_seconds": round(seconds - on_the_path, 2),
         # What any run pays besides the stack's work (module docstring), and what is left.
         "fixed_costs_seconds": {name: round(value, 2) for name, value in floor.items()},
-        "floor_seconds": round(sum(floor.values()), 2),
-        "above_floor_seconds": round(seconds - sum(floor.values()), 2),
+        "floor_seconds": round(total(*floor.values()), 2),
+        "above_floor_seconds": round(remainder(seconds, *floor.values()), 2),
         "goal": goal.goal,
         "met": goal.met(seconds),
     }

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 
+from contracts.derive.benchmarks import ns_per_element, quotient  # noqa: E402
 from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.kernels.host_stats import engine  # noqa: E402
@@ -90,7 +91,7 @@ def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, devi
         traced.append(_seconds(lambda: trace_forward(model, idx), device))
         hooks.append(_seconds(lambda: hooks_only(model, idx), device))
         floor.append(_seconds(lambda: one_read(model, idx), device))
-    ratio = statistics.median(traced) / statistics.median(plain)
+    ratio = quotient(statistics.median(traced), statistics.median(plain))
     goal = load_spec().benchmark(GOAL)
     return {
         "preset": preset,
@@ -107,17 +108,17 @@ def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, devi
         "ratio": round(ratio, 4),
         # What bounds the ratio: the hooks and the record alone, without the statistics.
         "hooks_only_ms": round(1e3 * statistics.median(hooks), 3),
-        "hooks_only_ratio": round(statistics.median(hooks) / statistics.median(plain), 4),
+        "hooks_only_ratio": round(quotient(statistics.median(hooks), statistics.median(plain)), 4),
         # What the statistics add on top, over how many site elements.
         "sites": len(trace.sites),
         "site_elements": elements,
         "statistics_ns_per_element": round(
-            1e9 * (statistics.median(traced) - statistics.median(hooks)) / elements, 3
+            ns_per_element(1e3 * statistics.median(traced), 1e3 * statistics.median(hooks), elements), 3
         ),
         # The floor: the hooks plus one read of every site element where the tracer reads it. What
         # the real statistics cost above this is what a faster statistics kernel could still save.
         "one_read_ms": round(1e3 * statistics.median(floor), 3),
-        "one_read_ratio": round(statistics.median(floor) / statistics.median(plain), 4),
+        "one_read_ratio": round(quotient(statistics.median(floor), statistics.median(plain)), 4),
         "goal": goal.goal,
         "met": goal.met(ratio),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+from contracts.derive.benchmarks import amdahl_limit, overhead, quotient  # noqa: E402
 from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.cli import main as stack  # noqa: E402
@@ -139,7 +140,7 @@ def compile_bound(data: Path, preset: str, sets: list[str], steps: int) -> dict[
         "graphs": explained.graph_count,
         "graph_breaks": explained.graph_break_count,
         "library_share": round(share, 4),
-        "amdahl_limit": round(1 / (1 - share), 2),
+        "amdahl_limit": round(amdahl_limit(share), 2),
     }
 
 
@@ -224,7 +225,7 @@ def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[di
     dense = next((r["tokens_per_s"] for r in rows if r["option"] == "dense"), None)
     for row in rows:
         if dense and "tokens_per_s" in row:
-            row["vs_dense"] = round(float(row["tokens_per_s"]) / float(dense), 3)
+            row["vs_dense"] = round(quotient(float(row["tokens_per_s"]), float(dense)), 3)
     return rows
 
 
@@ -265,18 +266,18 @@ def main() -> int:
             compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True, preset)
             bound = compile_bound(data, preset, sets, args.steps) if args.device == "cpu" else None
         config = resolve(preset, None, sets, vocab=data_vocab(data))
-    overhead = 1 - gated / plain
+    lost = overhead(plain, gated)
     goal = load_spec().benchmark("train_overhead")
     record.metrics = {
         "benchmark": goal.name,
         "plain_tokens_per_s": round(plain),
         "stack_tokens_per_s": round(gated),
-        "overhead": round(overhead, 4),
+        "overhead": round(lost, 4),
         "goal": goal.goal,
-        "met": goal.met(overhead),
+        "met": goal.met(lost),
         "plain_compiled_tokens_per_s": None if plain_compiled is None else round(plain_compiled),
         "compiled_tokens_per_s": None if compiled is None else round(compiled),
-        "compiled_speedup": None if compiled is None else round(compiled / plain, 3),
+        "compiled_speedup": None if compiled is None else round(quotient(compiled, plain), 3),
         "compile_bound": bound,
         # Model FLOPs utilisation against the GPU's bf16 peak (stack/train/flops.py); None on CPU.
         "stack_mfu": mfu(gated, config.model, name),
@@ -293,8 +294,8 @@ def main() -> int:
     if args.device == "cuda" and compiled is not None and plain_compiled is not None:
         # The GPU goals: stack train against the plain loop, compiled, and its utilisation.
         record.metrics["also"] = ["train_compile_speedup", "train_vs_plain_gpu", "train_mfu_gpu"]
-        record.metrics["ratio"] = round(compiled / plain_compiled, 4)
-        record.metrics["eager_ratio"] = round(gated / plain, 4)
+        record.metrics["ratio"] = round(quotient(compiled, plain_compiled), 4)
+        record.metrics["eager_ratio"] = round(quotient(gated, plain), 4)
         record.metrics["mfu"] = record.metrics["compiled_mfu"]
     record.run.status, record.run.finished = RunStatus.COMPLETED, now()
     path = file_record(args.ledger, record)

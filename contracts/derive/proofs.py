@@ -1,4 +1,4 @@
-"""Records whose claims are verdicts over their own details: the proof by mutation and the benchmarks.
+"""Records whose claims are verdicts over their own details: the proof by mutation and the conformance run.
 
 A falsify record (`make falsify`) keeps, per ACTIVE gate, each falsifier test's outcome with the
 gate on and whether it went red with the gate forced off (`metrics.gates`, the per-test detail).
@@ -6,19 +6,49 @@ GATE-INTEG-002 judges a summary of that detail; the summary is derived here from
 the function the pytest plugin writes it with, so a summary that says `red_off: true` over tests
 that all stayed green is a contradiction the checker names.
 
-A benchmark record says whether its measurement met its goal (`met`); that is re-judged here from
-the value measured, the goal the record states and the direction of spec/benchmarks.yaml, and the
-goal itself must be the spec's when the record cites the benchmarks policy the spec is at.
+A conformance record (`make conformance`) keeps each test-kind gate's falsifier outcomes as its
+measured values, which the checker re-judges, and counts of every gate-marked test it ran; the
+counts must add up and hold at least the outcomes the gates list.
+
+A benchmark's own details are derived in contracts/derive/benchmarks.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from contracts.derive import Derivation, Inputs, derives
-from contracts.judges import TEST_FAILED, TEST_PASSED
+from contracts.judges import TEST_FAILED, TEST_PASSED, TEST_SKIPPED
 
 FALSIFY_GATE = "GATE-INTEG-002"
+OUTCOMES = (TEST_PASSED, TEST_FAILED, TEST_SKIPPED)
+
+
+def outcome_counts(outcomes: Iterable[str]) -> dict[str, int]:
+    """How many tests ran, and how many of them passed, failed and were skipped: a proof's counts."""
+    listed = list(outcomes)
+    return {"tests": len(listed), **{name: listed.count(name) for name in OUTCOMES}}
+
+
+def count_problems(counts: Any, listed: dict[str, str]) -> list[str]:
+    """Where a record's counts contradict themselves or the outcomes it lists (test id -> outcome).
+
+    The counts cover every gate-marked test of the session, more than the record lists by name,
+    so they must add up and hold at least the listed tests of each outcome.
+    """
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k), int) for k in ("tests", *OUTCOMES)):
+        return [f"metrics.counts is {counts!r}, not the count of tests and of each outcome"]
+    problems = []
+    parts = sum(counts[name] for name in OUTCOMES)
+    if counts["tests"] != parts:
+        problems.append(f"metrics.counts.tests is {counts['tests']}, but its outcomes add up to {parts}")
+    for name, shown in outcome_counts(listed.values()).items():
+        if counts[name] < shown:
+            problems.append(
+                f"metrics.counts.{name} is {counts[name]}, but the record lists {shown} such tests"
+            )
+    return problems
 
 
 def falsify_summary(detail: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, int | bool]]:
@@ -51,50 +81,23 @@ def falsify_record(inputs: Inputs) -> Derivation:
         names = set(gate.get("falsifiers", {}))
         if names != set(gate.get("red_with_gate_off", {})):
             derived.problems.append(f"metrics.gates[{gate_id}] names other tests on than off")
+    listed = {name: outcome for gate in detail.values() for name, outcome in gate["falsifiers"].items()}
+    derived.problems += count_problems(inputs.record.metrics.get("counts"), listed)
     if FALSIFY_GATE not in inputs.stale:
         derived.gate(FALSIFY_GATE, {"gates": summary})
     return derived
 
 
-def _met(inputs: Inputs, name: str, measured: Any, goal: Any) -> bool | None:
-    """Whether `measured` meets `goal` in the direction the spec gives benchmark `name`."""
-    spec_goal = inputs.spec.benchmarks.get(name)
-    if spec_goal is None or not isinstance(measured, int | float) or not isinstance(goal, int | float):
-        return None
-    return spec_goal.model_copy(update={"goal": float(goal)}).met(float(measured))
-
-
-@derives("benchmark", "gpu-check")
-def benchmark_record(inputs: Inputs) -> Derivation:
-    """`met` from the value and the goal, for the main benchmark and every goal the record states."""
+@derives("conformance")
+def conformance_record(inputs: Inputs) -> Derivation:
+    """The counts of a conformance record against themselves and the falsifiers its gates list."""
     derived = Derivation()
-    metrics, spec = inputs.record.metrics, inputs.spec
-    goals = metrics.get("goals")
-    if isinstance(goals, dict):  # several goals, each with its own measurement
-        for name, row in goals.items():
-            if isinstance(row, dict) and name in spec.benchmarks:
-                derived.put(
-                    ("metrics", "goals", name, "met"),
-                    _met(inputs, name, row.get("measured"), row.get("goal")),
-                )
-        return derived
-    name = metrics.get("benchmark")
-    if not isinstance(name, str) or name not in spec.benchmarks:
-        return derived
-    # Where the record states each goal it was measured against: `goal` for the main benchmark,
-    # `goal_<metric>` for each benchmark of several.
-    stated = [(name, "goal")] if "goal" in metrics else []
-    for other in [name, *(metrics.get("also") or [])]:
-        if other in spec.benchmarks and f"goal_{spec.benchmarks[other].metric}" in metrics:
-            stated.append((other, f"goal_{spec.benchmarks[other].metric}"))
-    verdicts = [
-        _met(inputs, bench, metrics.get(spec.benchmarks[bench].metric), metrics[key]) for bench, key in stated
-    ]
-    if verdicts:
-        derived.put(("metrics", "met"), None if None in verdicts else all(verdicts))
-    cited = inputs.record.spec.policies.get("benchmarks")
-    current = spec.policies.get("benchmarks")
-    if cited is not None and current is not None and cited.revision == current.revision:
-        for bench, key in stated:  # judged under the spec's own goals: the record states them
-            derived.put(("metrics", key), spec.benchmarks[bench].goal)
+    listed = {}
+    for result in inputs.record.gates:
+        falsifiers = result.measured.get("falsifiers") if isinstance(result.measured, dict) else None
+        listed.update(falsifiers if isinstance(falsifiers, dict) else {})
+    counts = inputs.record.metrics.get("counts")
+    derived.problems += count_problems(counts, listed)
+    if isinstance(counts, dict) and "gates" in counts:
+        derived.put(("metrics", "counts", "gates"), len(inputs.record.gates))
     return derived

@@ -46,6 +46,29 @@ CLIPPED_NORM = "clipped_grad_norm"
 COHERENCE_SHOWN = 20
 # The log ends where a run stopped by itself: the end-of-run checks ran.
 ENDED = (RunStatus.COMPLETED, RunStatus.INTERRUPTED, RunStatus.EXHAUSTED)
+# The train settings a record restates under `determinism.flags` (the rest of its flags are what
+# PyTorch had switched on when the first step ran, which no artifact holds).
+STATED_FLAGS = ("precision", "compile", "deterministic")
+# torch.nn.utils.clip_grad_norm_ scales by clip / (norm + 1e-6) when that is below one; the norm
+# measured after the clip agrees with that to float32 rounding, well inside CLIPPED_RTOL.
+CLIP_EPS = 1e-6
+CLIPPED_RTOL = 1e-4
+
+
+def reached_steps(steps: int) -> str:
+    """The stop reason of a run that ran all its steps."""
+    return f"reached train.steps={steps}"
+
+
+def stated_determinism(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The seeds and settings a training record states of its config, under `determinism`."""
+    train = config.get("train", {})
+    return {"train": train.get("seed")}, {key: train.get(key) for key in STATED_FLAGS}
+
+
+def clipped_norm(grad_norm: float, clip_norm: float) -> float:
+    """The gradient norm after clipping to `clip_norm`, as clip_grad_norm_ leaves it."""
+    return grad_norm * min(1.0, clip_norm / (grad_norm + CLIP_EPS))
 
 
 def window_stats(window: Collection[float]) -> tuple[float, float]:
@@ -80,6 +103,7 @@ class Log:
     evals: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[dict[str, Any]] = field(default_factory=list)  # every line, of every type, in order
 
     @property
     def last_step(self) -> int:
@@ -104,6 +128,7 @@ def read_log(inputs: Inputs, derived: Derivation, since: str = "1.0.0") -> Log |
             derived.problems.append(f"{METRICS_LOG} line {number} is not an object")
             continue
         kinds.get(str(parsed.get("type")), []).append(parsed)
+        log.lines.append(parsed)
     return log
 
 
@@ -252,6 +277,42 @@ def _stability(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], in
     return outcomes
 
 
+def _clip_problems(log: Log, clip: Any) -> list[str]:
+    """Step lines whose norm after the clip is not what clipping their norm before it gives."""
+    if not isinstance(clip, int | float) or clip <= 0:
+        return []
+    problems = []
+    for line in log.steps:
+        norm, after = line.get("grad_norm"), line.get(CLIPPED_NORM)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (norm, after)):
+            continue
+        expected = clipped_norm(norm, clip)
+        if not math.isclose(after, expected, rel_tol=CLIPPED_RTOL):
+            problems.append(
+                f"{METRICS_LOG}: step {line.get('step')} logs grad_norm {norm:.6g} and {CLIPPED_NORM} "
+                f"{after:.6g}, but clipping {norm:.6g} to {clip} leaves {expected:.6g}"
+            )
+    return problems
+
+
+def _stated(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> None:
+    """What the record restates of its config (seeds, settings) and, for a run that ran all its
+    steps, its stop reason."""
+    seeds, flags = stated_determinism(config)
+    derived.put(("determinism", "seeds"), seeds)
+    for key, value in flags.items():
+        derived.put(("determinism", "flags", key), value, optional=True)
+    steps = config.get("train", {}).get("steps")
+    stopped_early = any(e.get("early_stop") is True for e in log.evals)
+    if inputs.record.run.status is RunStatus.COMPLETED and not stopped_early and isinstance(steps, int):
+        derived.put(("run", "stop_reason"), reached_steps(steps))
+        if log.last_step != steps:
+            derived.problems.append(
+                f"{METRICS_LOG} ends at step {log.last_step}, but a run that completed without "
+                f"stopping early ran train.steps={steps}"
+            )
+
+
 def _early_stopping(
     log: Log, evaluation: dict[str, Any], multiple: float, epoch_of: Any, derived: Derivation
 ) -> list[tuple[dict[str, Any], int | None]]:
@@ -291,12 +352,26 @@ def _early_stopping(
     return outcomes
 
 
+def best_checkpoint(log: Log) -> str | None:
+    """The checkpoint the loop keeps as the best: the latest one written right after an evaluation
+    whose held-out loss was the lowest so far (the loop's rule in `Trainer.save`)."""
+    best_loss = last_loss = best = None
+    for line in log.lines:
+        if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
+            last_loss = line["heldout_loss"]
+            best_loss = last_loss if best_loss is None else min(best_loss, last_loss)
+        elif line.get("event") == "checkpoint" and last_loss is not None and last_loss == best_loss:
+            best = line.get("path")
+    return best
+
+
 def _summary(log: Log, spiked: list[Any], overfit_at: int | None, derived: Derivation) -> None:
     """The record's summary fields the log decides."""
     derived.put(("metrics", "step"), log.last_step)
     losses = [e["heldout_loss"] for e in log.evals if isinstance(e.get("heldout_loss"), int | float)]
     derived.put(("metrics", "last_heldout_loss"), losses[-1] if losses else None)
     derived.put(("metrics", "best_heldout_loss"), min(losses) if losses else None)
+    derived.put(("metrics", "best_checkpoint"), best_checkpoint(log), optional=True)
     scores = [s["score"] for s in log.samples if isinstance(s.get("score"), int | float)]
     derived.put(("metrics", "coherence_scores"), scores[-COHERENCE_SHOWN:])
     derived.put(("metrics", "loss_spikes"), len(spiked), optional=True)
@@ -383,6 +458,8 @@ def training_record(inputs: Inputs) -> Derivation:
         "GATE-TRAIN-005", _coherence(log, shown, ended, config.get("monitor", {}).get("sample_every"))
     )
     settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
+    derived.problems += _clip_problems(log, config.get("train", {}).get("clip_norm"))
+    _stated(inputs, log, config, derived)
     overfit = _overfit(log)
     settler.derive("GATE-EVAL-004", overfit)
     fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from contracts.derive.training import CLIPPED_NORM
+from contracts.derive.training import CLIPPED_NORM, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.spec import load_spec
@@ -870,7 +870,7 @@ class Trainer:
             self.metrics_log.close()
             distributed.leave(self.world)
         if self.state.stop_reason is None:
-            self.state.stop_reason = f"reached train.steps={train.steps}"
+            self.state.stop_reason = reached_steps(train.steps)
         return status
 
 

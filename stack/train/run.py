@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from contracts.derive import Artifacts, Inputs, derive
-from contracts.derive.training import COHERENCE_SHOWN
+from contracts.derive.training import COHERENCE_SHOWN, stated_determinism
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
@@ -168,15 +168,10 @@ def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer:
     manifest = load_manifest(data_dir)
     record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=tokenizer.sha256)
     earlier = record.determinism.flags  # empty for a new record
-    record.determinism = Determinism(
-        seeds={"train": config.train.seed},
-        flags={
-            "precision": config.train.precision,
-            "compile": config.train.compile,
-            "deterministic": config.train.deterministic,
-            **({REPEATABLE_BEFORE: earlier.get(REPEATABLE)} if earlier else {}),
-        },
-    )
+    seeds, flags = stated_determinism(record.config)
+    if earlier:
+        flags[REPEATABLE_BEFORE] = earlier.get(REPEATABLE)
+    record.determinism = Determinism(seeds=seeds, flags=flags)
     record.spec = spec_ref(load_spec())
 
 

@@ -1,0 +1,373 @@
+"""A benchmark record from its own measurements: its headline numbers, and whether it met its goals.
+
+A benchmark cites no artifacts: the raw measurements (each contender's tokens/s or milliseconds,
+each round's seconds, each shape's TFLOP/s) sit in the record beside the numbers the record is
+read for (a ratio, an overhead, the worst run). Those headline numbers are functions of the
+measurements. The benchmark computes each one with a formula of this module from its unrounded
+measurements and keeps both rounded; the checker computes it again from the rounded
+measurements. So a ratio edited to look better is a contradiction with the contenders' speeds
+beside it, the way a summary edited against a training log is.
+
+Rounding is not tampering. A number written with d decimals stands for anything within half a
+unit of its last digit, so the formula is evaluated over that box of its inputs (every formula
+here is monotone in each input, so the box's corners bound it) and the headline must lie within
+those bounds widened by half a unit of its own last digit.
+
+`met` is re-judged from the value measured, the goal the record states and the direction of
+spec/benchmarks.yaml, and the goal itself must be the spec's when the record cites the benchmarks
+policy the spec is at. A gpu-check record measures benchmark goals too: contracts/derive/gpu_check.py
+holds it to these rules and to its own steps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.derive import Derivation, Inputs, derives
+
+MIB = 1 << 20
+# A measurement kept at full float precision still carries the last bit of its own arithmetic.
+FLOAT_SLACK = 1e-12
+
+
+# -- the formulas: the benchmarks compute their headline numbers with these ---------------------
+
+
+def quotient(numerator: float, denominator: float) -> float:
+    """A speed ratio: one contender's rate (or time) over another's."""
+    return numerator / denominator
+
+
+def overhead(plain: float, gated: float) -> float:
+    """The share of a plain loop's throughput that the gated loop loses (negative when faster)."""
+    return 1 - gated / plain
+
+
+def amdahl_limit(share: float) -> float:
+    """The most any speed-up of the rest can give when `share` of the time cannot shrink."""
+    return 1 / (1 - share)
+
+
+def ns_per_element(traced_ms: float, hooks_ms: float, elements: float) -> float:
+    """What the site statistics add per element: traced minus hooks-only time, in nanoseconds."""
+    return 1e6 * (traced_ms - hooks_ms) / elements
+
+
+def total(*parts: float) -> float:
+    """A sum of timed parts."""
+    return math.fsum(parts)
+
+
+def remainder(whole: float, *parts: float) -> float:
+    """What a whole's time leaves after its timed parts."""
+    return whole - math.fsum(parts)
+
+
+def mib_per_s(text_bytes: float, *seconds: float) -> float:
+    """A prepare's throughput: its text over its fastest round (other work only slows a round)."""
+    return text_bytes / min(seconds) / MIB
+
+
+def rate_over_best(rate: float, *baselines: float) -> float:
+    """A throughput over the best of the baseline's rounds."""
+    return rate / max(baselines)
+
+
+def prepare_ratio(text_bytes: float, seconds: Sequence[float], baselines: Sequence[float]) -> float:
+    """A prepare's fastest round over the best round of the bare encode baseline."""
+    return rate_over_best(mib_per_s(text_bytes, *seconds), *baselines)
+
+
+def geometric_mean(*ratios: float) -> float:
+    """The mean of ratios that treats ×2 and ×½ alike: the attention benchmark's summary over shapes."""
+    return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
+
+
+# -- the check --------------------------------------------------------------------------------
+
+
+def half_unit(value: float) -> float:
+    """Half a unit of the last digit `value` is written with: what its rounding may have moved it.
+
+    An integer was rounded to a whole number; a float's shortest representation (what JSON keeps)
+    shows its decimals. A float kept unrounded shows about seventeen digits, so its half unit is
+    negligible and the check is exact but for FLOAT_SLACK.
+    """
+    if isinstance(value, int):
+        return 0.5
+    mantissa, _, exponent = repr(float(value)).partition("e")
+    decimals = len(mantissa.partition(".")[2]) - int(exponent or 0)
+    return 0.5 * 10.0 ** (-decimals)
+
+
+def bounds(formula: Callable[..., float], args: Sequence[float]) -> tuple[float, float]:
+    """The least and greatest `formula` gives over the box of its inputs' roundings."""
+    boxes = []
+    for arg in args:
+        unit = half_unit(arg)
+        rounded = unit > FLOAT_SLACK * max(abs(arg), 1.0)
+        boxes.append((arg - unit, arg + unit) if rounded else (arg,))
+    values = [formula(*corner) for corner in itertools.product(*boxes)]
+    return min(values), max(values)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One headline number of a record and the formula of the measurements beside it."""
+
+    field: str  # as the report names it: metrics.ratio, metrics.runs[1].ratio
+    recorded: Any
+    formula: Callable[..., float]
+    args: tuple[Any, ...]
+    name: str = ""  # the formula's name in the report, when not its function's own
+
+    def problem(self) -> str | None:
+        """A sentence when the recorded number lies outside what its measurements allow, else None."""
+        if not all(_number(a) for a in self.args):
+            return None  # a measurement the record lacks: nothing to derive
+        if not _number(self.recorded):
+            return f"{self.field} is {self.recorded!r}, but its measurements give a number"
+        try:
+            low, high = bounds(self.formula, self.args)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            return None
+        slack = half_unit(self.recorded) + FLOAT_SLACK * max(abs(low), abs(high))
+        if low - slack <= self.recorded <= high + slack:
+            return None
+        shown = f"{low:.6g}" if math.isclose(low, high, rel_tol=1e-6) else f"{low:.6g} to {high:.6g}"
+        name = self.name or self.formula.__name__
+        return f"{self.field} is {self.recorded}, but {name} of its measurements gives {shown}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _split(formula: Callable[..., float], count: int) -> Callable[..., float]:
+    """`formula(first, rest[:count], rest[count:])` over flat arguments, so each can be boxed."""
+
+    def flat(first: float, *rest: float) -> float:
+        return formula(first, rest[:count], rest[count:])
+
+    return flat
+
+
+def _flat(*values: Any) -> tuple[Any, ...]:
+    """Scalars and lists of scalars, as one tuple of arguments."""
+    out: list[Any] = []
+    for value in values:
+        out.extend(value if isinstance(value, list) else [value])
+    return tuple(out)
+
+
+Metrics = dict[str, Any]
+IdentityRule = Callable[[Metrics], Iterator[Identity]]
+IDENTITIES: dict[str, IdentityRule] = {}
+
+
+def identities(*names: str) -> Callable[[IdentityRule], IdentityRule]:
+    """Register the identities of the records of benchmarks `names`."""
+
+    def register(rule: IdentityRule) -> IdentityRule:
+        for name in names:
+            IDENTITIES[name] = rule
+        return rule
+
+    return register
+
+
+def _of(metrics: Metrics, field: str, formula: Callable[..., float], *keys: str) -> Iterator[Identity]:
+    """`metrics[field]` = formula(metrics[k] for k in keys), when the record has the field."""
+    if field in metrics and metrics[field] is not None:
+        yield Identity(f"metrics.{field}", metrics[field], formula, tuple(metrics.get(k) for k in keys))
+
+
+@identities("reader_vs_memmap")
+def _reader(m: Metrics) -> Iterator[Identity]:
+    yield from _of(m, "ratio", quotient, "tokens_per_s", "baseline_tokens_per_s")
+    yield from _of(m, "ratio_vs_strided", quotient, "tokens_per_s", "strided_tokens_per_s")
+
+
+@identities("trace_overhead")
+def _trace(m: Metrics) -> Iterator[Identity]:
+    yield from _of(m, "ratio", quotient, "traced_ms", "untraced_ms")
+    yield from _of(m, "hooks_only_ratio", quotient, "hooks_only_ms", "untraced_ms")
+    yield from _of(m, "one_read_ratio", quotient, "one_read_ms", "untraced_ms")
+    yield from _of(
+        m, "statistics_ns_per_element", ns_per_element, "traced_ms", "hooks_only_ms", "site_elements"
+    )
+
+
+@identities("train_overhead")
+def _train(m: Metrics) -> Iterator[Identity]:
+    yield from _of(m, "overhead", overhead, "plain_tokens_per_s", "stack_tokens_per_s")
+    yield from _of(m, "compiled_speedup", quotient, "compiled_tokens_per_s", "plain_tokens_per_s")
+    yield from _of(m, "eager_ratio", quotient, "stack_tokens_per_s", "plain_tokens_per_s")
+    yield from _of(m, "ratio", quotient, "compiled_tokens_per_s", "plain_compiled_tokens_per_s")
+    bound = m.get("compile_bound")
+    if isinstance(bound, dict) and "amdahl_limit" in bound:
+        yield Identity(
+            "metrics.compile_bound.amdahl_limit",
+            bound["amdahl_limit"],
+            amdahl_limit,
+            (bound.get("library_share"),),
+        )
+
+
+@identities("model_vs_reference_cpu", "model_vs_reference_gpu")
+def _model(m: Metrics) -> Iterator[Identity]:
+    rows, ratios = m.get("rows") or {}, m.get("ratios") or {}
+    for mode, recorded in ratios.items():
+        stack, reference = rows.get(f"stack_{mode}") or {}, rows.get(f"reference_{mode}") or {}
+        args = (stack.get("tokens_per_s"), reference.get("tokens_per_s"))
+        yield Identity(f"metrics.ratios.{mode}", recorded, quotient, args)
+    if ratios and "ratio" in m:
+        yield Identity("metrics.ratio", m["ratio"], min, tuple(ratios.values()))
+
+
+@identities("prepare_peak_rss")
+def _prepare(m: Metrics) -> Iterator[Identity]:
+    runs = [run for run in m.get("runs") or [] if isinstance(run, dict)]
+    for index, run in enumerate(runs):
+        where = f"metrics.runs[{index}]"
+        seconds, baselines = run.get("seconds") or [], run.get("baseline_mib_per_s") or []
+        if not seconds or not baselines:
+            continue
+        text = run.get("text_bytes")
+        yield Identity(f"{where}.mib_per_s", run.get("mib_per_s"), mib_per_s, _flat(text, seconds))
+        yield Identity(
+            f"{where}.best_baseline_mib_per_s", run.get("best_baseline_mib_per_s"), max, _flat(baselines)
+        )
+        for field, timed in (
+            ("ratio", seconds),
+            ("ratio_tokenizer_given", run.get("seconds_tokenizer_given")),
+        ):
+            if run.get(field) is None and field != "ratio":
+                continue
+            count = len(timed) if isinstance(timed, list) else 1
+            ratio = _split(prepare_ratio, count)
+            args = _flat(text, timed, baselines)
+            yield Identity(f"{where}.{field}", run.get(field), ratio, args, prepare_ratio.__name__)
+    if runs:
+        yield Identity(
+            "metrics.peak_rss_gib", m.get("peak_rss_gib"), max, _flat([r.get("peak_rss_gib") for r in runs])
+        )
+        yield Identity(
+            "metrics.throughput_ratio", m.get("throughput_ratio"), min, _flat([r.get("ratio") for r in runs])
+        )
+
+
+@identities("smoke_wall_time")
+def _smoke(m: Metrics) -> Iterator[Identity]:
+    fixed = list((m.get("fixed_costs_seconds") or {}).values())
+    legs = list((m.get("legs_seconds") or {}).values())
+    waited = list((m.get("console_script_waited_seconds") or {}).values())
+    if fixed:
+        yield Identity("metrics.floor_seconds", m.get("floor_seconds"), total, tuple(fixed))
+        yield Identity(
+            "metrics.above_floor_seconds",
+            m.get("above_floor_seconds"),
+            remainder,
+            _flat(m.get("seconds"), fixed),
+        )
+    if legs:
+        yield Identity(
+            "metrics.outside_legs_seconds",
+            m.get("outside_legs_seconds"),
+            remainder,
+            _flat(m.get("seconds"), legs, waited),
+        )
+
+
+@identities("train_options")
+def _options(m: Metrics) -> Iterator[Identity]:
+    rows = [row for row in m.get("options") or [] if isinstance(row, dict)]
+    dense = next((row.get("tokens_per_s") for row in rows if row.get("option") == "dense"), None)
+    for index, row in enumerate(rows):
+        if "vs_dense" in row:
+            args = (row.get("tokens_per_s"), dense)
+            yield Identity(f"metrics.options[{index}].vs_dense", row["vs_dense"], quotient, args)
+
+
+def attention_identities(where: str, shapes: Any, ratio: Any) -> Iterator[Identity]:
+    """Each shape's triton ÷ sdpa forward+backward TFLOP/s (`where`: the shapes' field), and their
+    geometric mean, `metrics.ratio`."""
+    rows = [row for row in shapes or [] if isinstance(row, dict) and "triton_over_sdpa" in row]
+    for index, row in enumerate(rows):
+        args = (
+            (row.get("triton") or {}).get("fwd_bwd_tflops"),
+            (row.get("sdpa") or {}).get("fwd_bwd_tflops"),
+        )
+        yield Identity(f"{where}[{index}].triton_over_sdpa", row["triton_over_sdpa"], quotient, args)
+    if rows and ratio is not None:
+        yield Identity("metrics.ratio", ratio, geometric_mean, tuple(r["triton_over_sdpa"] for r in rows))
+
+
+@identities("attention_triton_vs_sdpa")
+def _attention(m: Metrics) -> Iterator[Identity]:
+    yield from attention_identities("metrics.shapes", m.get("shapes"), m.get("ratio"))
+
+
+# -- met ---------------------------------------------------------------------------------------
+
+
+def _met(inputs: Inputs, name: str, measured: Any, goal: Any) -> bool | None:
+    """Whether `measured` meets `goal` in the direction the spec gives benchmark `name`."""
+    spec_goal = inputs.spec.benchmarks.get(name)
+    if spec_goal is None or not isinstance(measured, int | float) or not isinstance(goal, int | float):
+        return None
+    return spec_goal.model_copy(update={"goal": float(goal)}).met(float(measured))
+
+
+def goals_met(inputs: Inputs, derived: Derivation) -> None:
+    """`met` of every goal the record states, from its value and goal."""
+    metrics, spec = inputs.record.metrics, inputs.spec
+    goals = metrics.get("goals")
+    if isinstance(goals, dict):  # several goals, each with its own measurement
+        for name, row in goals.items():
+            if isinstance(row, dict) and name in spec.benchmarks:
+                derived.put(
+                    ("metrics", "goals", name, "met"),
+                    _met(inputs, name, row.get("measured"), row.get("goal")),
+                )
+        return
+    name = metrics.get("benchmark")
+    if not isinstance(name, str) or name not in spec.benchmarks:
+        return
+    # Where the record states each goal it was measured against: `goal` for the main benchmark,
+    # `goal_<metric>` for each benchmark of several.
+    stated = [(name, "goal")] if "goal" in metrics else []
+    for other in [name, *(metrics.get("also") or [])]:
+        if other in spec.benchmarks and f"goal_{spec.benchmarks[other].metric}" in metrics:
+            stated.append((other, f"goal_{spec.benchmarks[other].metric}"))
+    verdicts = [
+        _met(inputs, bench, metrics.get(spec.benchmarks[bench].metric), metrics[key]) for bench, key in stated
+    ]
+    if verdicts:
+        derived.put(("metrics", "met"), None if None in verdicts else all(verdicts))
+    cited = inputs.record.spec.policies.get("benchmarks")
+    current = spec.policies.get("benchmarks")
+    if cited is not None and current is not None and cited.revision == current.revision:
+        for bench, key in stated:  # judged under the spec's own goals: the record states them
+            derived.put(("metrics", key), spec.benchmarks[bench].goal)
+
+
+def problems_of(found: Iterator[Identity]) -> list[str]:
+    """The sentences of the identities a record breaks."""
+    return [problem for identity in found if (problem := identity.problem()) is not None]
+
+
+@derives("benchmark")
+def benchmark_record(inputs: Inputs) -> Derivation:
+    """The headline numbers from the measurements beside them, and `met` from value and goal."""
+    derived = Derivation()
+    metrics = inputs.record.metrics
+    rule = IDENTITIES.get(str(metrics.get("benchmark")))
+    if rule is not None:
+        derived.problems += problems_of(rule(metrics))
+    goals_met(inputs, derived)
+    return derived

@@ -1,0 +1,125 @@
+"""A gpu-check record from its own steps: the cases, runs and timings each step keeps.
+
+`make gpu-check` (tools/gpu_check.py) runs its steps on a CUDA GPU and files one record whose
+`metrics.steps` holds every step's status and measurements. What the record says on top of
+them is derived from them here: each kernel parity case's verdict, judged again by
+GATE-KERNEL-001's judge from the case's own deviations; a step that passed over a failing case,
+a resume that differed or a training run that exited badly; the record's status from its steps
+(the check's own rule, `check_status`); and its benchmark numbers (the attention ratio, the
+compile step's overhead) by the formulas of contracts/derive/benchmarks.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from contracts.derive import Derivation, Inputs, derives
+from contracts.derive.benchmarks import (
+    Identity,
+    Metrics,
+    attention_identities,
+    goals_met,
+    overhead,
+    problems_of,
+    quotient,
+)
+from contracts.evidence import RunStatus
+from contracts.judges import judge
+
+PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
+KERNEL_GATE = "GATE-KERNEL-001"
+
+
+def check_status(steps: Iterable[tuple[str, list[str]]]) -> RunStatus:
+    """A gpu-check's status from its steps' (status, gates fired): halted when a gate fired, failed
+    when a step failed otherwise, completed when every step that ran passed."""
+    listed = list(steps)
+    if any(fired for _status, fired in listed):
+        return RunStatus.HALTED
+    if any(status == FAIL for status, _fired in listed):
+        return RunStatus.FAILED
+    return RunStatus.COMPLETED
+
+
+def _steps(metrics: Metrics) -> dict[str, dict[str, Any]]:
+    return {str(s.get("name")): s for s in metrics.get("steps") or [] if isinstance(s, dict)}
+
+
+def gpu_check_identities(m: Metrics) -> Iterator[Identity]:
+    """A gpu-check's headline numbers from its steps (the attention shapes, the compile runs), and
+    each goal's measured value as the headline states it."""
+    steps = {name: step.get("measured") or {} for name, step in _steps(m).items()}
+    speed = steps.get("attention speed", {})
+    if "shapes" in speed:
+        where = "metrics.steps[attention speed].measured.shapes"
+        yield from attention_identities(where, speed["shapes"], m.get("ratio"))
+    compiled = steps.get("compile", {})
+    if "plain_tokens_per_s" in compiled:
+        args = (compiled.get("plain_tokens_per_s"), compiled.get("stack_tokens_per_s"))
+        yield Identity("metrics.overhead", m.get("overhead"), overhead, args)
+        if compiled.get("compiled_tokens_per_s") is not None:
+            args = (compiled.get("compiled_tokens_per_s"), compiled.get("plain_tokens_per_s"))
+            yield Identity("metrics.compiled_speedup", m.get("compiled_speedup"), quotient, args)
+    for name, row in (m.get("goals") or {}).items():
+        if isinstance(row, dict) and row.get("metric") in m:
+            yield Identity(f"metrics.goals.{name}.measured", row.get("measured"), _same, (m[row["metric"]],))
+
+
+def _same(value: float) -> float:
+    """A value stated twice in one record."""
+    return value
+
+
+def _parity(inputs: Inputs, step: dict[str, Any], derived: Derivation) -> None:
+    """Each case's `ok` judged again from its deviations; a passing step over a failing case."""
+    where = "metrics.steps[kernel parity]"
+    cases = [c for c in (step.get("measured") or {}).get("cases") or [] if isinstance(c, dict)]
+    if KERNEL_GATE in inputs.stale or KERNEL_GATE not in inputs.spec.gates:
+        return
+    thresholds = inputs.spec.gates[KERNEL_GATE].threshold_values
+    for index, case in enumerate(cases):
+        holds = not judge(KERNEL_GATE, case.get("measured"), thresholds)
+        if case.get("ok") is not holds:
+            derived.problems.append(
+                f"{where}.measured.cases[{index}] ({case.get('dtype')} {case.get('case')}) says ok is "
+                f"{str(case.get('ok')).lower()}, but {KERNEL_GATE}'s judge finds its deviations "
+                f"{'within' if holds else 'beyond'} tolerance"
+            )
+    if step.get("status") == PASS and not all(case.get("ok") is True for case in cases):
+        derived.problems.append(f"{where} is PASS over a case out of tolerance")
+
+
+def _step_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
+    """Steps that say PASS over measurements that show them failing."""
+    problems = []
+    resume = steps.get("fp16 resume", {})
+    if resume.get("status") == PASS and (resume.get("measured") or {}).get("mismatched"):
+        problems.append("metrics.steps[fp16 resume] is PASS, but its straight and resumed runs differ")
+    for name, step in steps.items():
+        measured = step.get("measured") or {}
+        if step.get("status") == PASS and (measured.get("exit", 0) != 0 or measured.get("violations")):
+            problems.append(
+                f"metrics.steps[{name}] is PASS, but its run exited {measured.get('exit')} "
+                f"with violations {measured.get('violations')}"
+            )
+        if step.get("status") == PASS and step.get("fired"):
+            problems.append(f"metrics.steps[{name}] is PASS, but it fired {', '.join(step['fired'])}")
+    return problems
+
+
+@derives("gpu-check")
+def gpu_check_record(inputs: Inputs) -> Derivation:
+    """Everything a gpu-check's steps decide about the rest of its record."""
+    derived = Derivation()
+    metrics = inputs.record.metrics
+    steps = _steps(metrics)
+    if "kernel parity" in steps:
+        _parity(inputs, steps["kernel parity"], derived)
+    derived.problems += _step_problems(steps)
+    if steps:
+        status = check_status((str(s.get("status")), list(s.get("fired") or [])) for s in steps.values())
+        derived.put(("run", "status"), status.value)
+    derived.problems += problems_of(gpu_check_identities(metrics))
+    goals_met(inputs, derived)
+    return derived

@@ -1,0 +1,49 @@
+"""A benchmark's record as the checker reads it: the training benchmark's CPU path, end to end.
+
+`benchmarks/train_throughput.py` computes its headline numbers with the formulas the integrity
+check derives them by (contracts/derive/benchmarks.py), from measurements it rounds before writing.
+Run for a few steps of the smoke preset, its record must pass the check as written, and fail it
+once its overhead is edited past what those measurements allow. The test never looks at speed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ledger_support import ROOT, findings
+from train_support import prepared
+
+from contracts.evidence import EVIDENCE_FILE
+
+
+def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    command = [
+        sys.executable,
+        "benchmarks/train_throughput.py",
+        "--preset",
+        "smoke",
+        "--steps",
+        "6",
+        "--data",
+        str(data),
+        "--ledger",
+        str(ledger),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = ledger.iterdir()
+    assert findings(run) == []
+
+    path = run / EVIDENCE_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    metrics = record["metrics"]
+    assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
+    # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
+    plain, stack = metrics["plain_tokens_per_s"], metrics["stack_tokens_per_s"]
+    metrics["overhead"] = round(1 - (stack - 1) / (plain + 1), 4) + 0.0002
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert any("metrics.overhead is" in line for line in findings(run))
