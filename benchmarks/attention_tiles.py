@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.attention import D_MODEL, TOKENS, _backward_through, _qkv, _time_ms  # noqa: E402
+from contracts.derive.benchmarks import fastest  # noqa: E402
 from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id  # noqa: E402
 from contracts.gates import contract_mode  # noqa: E402
 from stack.kernels import flash_attention as fa  # noqa: E402
@@ -67,7 +68,7 @@ def time_tiles(dim: int, n: int, repeats: int) -> dict[str, object]:
                 continue
             rows.append({"tile": tile.__dict__, "ms": ms})
             print(f"D={dim} {kernel} {tile}: {ms:.3f} ms", flush=True)
-        best = min((r for r in rows if "ms" in r), key=lambda r: r["ms"])
+        best = fastest(rows)
         fa.TILES[kernel][dim] = fa.Tile(**best["tile"])  # the next kernel is timed with this one
         found[kernel] = {"best": best, "candidates": rows}
     return found

@@ -208,6 +208,47 @@ def test_what_a_record_restates_of_its_config_file_is_held_to_it(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("flag", "value", "fragment"),
+    [
+        ("warn_only", True, "determinism.flags.warn_only is true, but its artifacts derive false"),
+        ("deterministic_algorithms", False, "determinism.flags.deterministic_algorithms is false"),
+        ("cudnn_benchmark", True, "determinism.flags.cudnn_benchmark is true"),
+        ("sdpa_backends", ["flash", "cudnn"], "sdpa_backends holds cudnn"),
+        ("cublas_workspace_config", None, "cublas_workspace_config is unset under train.deterministic"),
+    ],
+)
+def test_switches_a_deterministic_run_could_not_have_run_under_are_caught(
+    tmp_path: Path, flag: str, value: Any, fragment: str
+) -> None:
+    """ft-demo-20261123 ran with train.deterministic on: strict, cuDNN pinned, no cuDNN attention."""
+    run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d["determinism"]["flags"].update({flag: value}))
+    assert_caught(run, "ft-demo-20261123", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("gate_id", "key", "value"),
+    [("GATE-CKPT-001", "checkpoint", "step-0000020"), ("GATE-CKPT-002", "files_verified", 3)],
+)
+def test_a_checkpoint_check_of_another_checkpoint_or_fewer_files_is_caught(
+    tmp_path: Path, gate_id: str, key: str, value: Any
+) -> None:
+    """The log's last checkpoint is step-0000040, of four files (the record's `checkpoint`)."""
+
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, gate_id)["measured"][key] = value
+
+    assert_caught(planted(tmp_path, "ft-demo-20261123", edit), f"gates[{gate_id}].measured.{key} is")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_of_a_schema_no_stack_wrote_is_caught(tmp_path: Path) -> None:
+    run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d.update(schema_version=9))
+    assert_caught(run, "schema_version 9 is newer than any this checker knows")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 def test_a_best_checkpoint_other_than_the_one_after_the_best_evaluation_is_caught(tmp_path: Path) -> None:
     """ft-demo-20261123's held-out loss was lowest at step 20 (1.294; 1.330 at step 40)."""
     later = "step-0000040"

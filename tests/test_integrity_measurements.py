@@ -223,3 +223,27 @@ def test_a_completed_gpu_check_with_a_failed_step_is_caught(tmp_path: Path) -> N
     assert_caught(
         planted(tmp_path, GPU_CHECK, failed), 'run.status is "completed", but its artifacts derive "failed"'
     )
+
+
+# -- what a benchmark chose from its candidates -----------------------------------------------
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_tile_search_naming_a_slower_candidate_its_best_is_caught(tmp_path: Path) -> None:
+    """D = 64's forward: 128×64 tiles at 0.904 ms were the fastest of its candidates."""
+
+    def slower(data: dict[str, Any], _dir: Path) -> None:
+        found = data["metrics"]["search"]["64"]["fwd"]
+        found["best"] = next(row for row in found["candidates"] if row["ms"] > found["best"]["ms"])
+
+    run = planted(tmp_path, "bench-attention-tiles-20261122T160045", slower)
+    assert_caught(run, "metrics.search.64.fwd.best")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_manifests_said_identical_over_worker_counts_that_wrote_others_is_caught(tmp_path: Path) -> None:
+    def differ(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["worker_manifests"]["2"] = "0" * 64
+
+    run = planted(tmp_path, "bench-prepare-20261123T173842", differ)
+    assert_caught(run, "metrics.manifests_identical is true, but its artifacts derive false")

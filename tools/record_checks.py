@@ -218,6 +218,11 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
             f"run kind {record.run.kind!r} is not declared in spec/run_kinds.yaml: nothing says what it "
             "must judge"
         )
+    if record.schema_version > SCHEMA_VERSION:
+        findings.violations.append(
+            f"schema_version {record.schema_version} is newer than any this checker knows "
+            f"({SCHEMA_VERSION}): no stack wrote it"
+        )
     if record.schema_version < SCHEMA_VERSION:
         return  # a legacy record is stale as a whole; its form was checked by the schema
     judgeable = check_policies(record, spec, findings)

@@ -87,6 +87,11 @@ def geometric_mean(*ratios: float) -> float:
     return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
 
 
+def fastest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate that took the fewest milliseconds (one that could not run has no `ms`)."""
+    return min((row for row in candidates if "ms" in row), key=lambda row: row["ms"])
+
+
 # -- the check --------------------------------------------------------------------------------
 
 
@@ -361,13 +366,29 @@ def problems_of(found: Iterator[Identity]) -> list[str]:
     return [problem for identity in found if (problem := identity.problem()) is not None]
 
 
+def _choices(metrics: Metrics, derived: Derivation) -> None:
+    """What a benchmark chose from its own measurements: the tile search's best of each kernel, and
+    whether the prepare benchmark's worker counts wrote one manifest."""
+    for dim, found in (metrics.get("search") or {}).items():
+        kernels = {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
+        for kernel, tried in kernels.items():  # beside them: the shape searched at (n, batch, heads)
+            timed = [row for row in tried.get("candidates") or [] if isinstance(row, dict) and "ms" in row]
+            if timed:
+                derived.put(("metrics", "search", dim, kernel, "best"), fastest(timed))
+    manifests = metrics.get("worker_manifests")
+    if isinstance(manifests, dict) and manifests and "manifests_identical" in metrics:
+        derived.put(("metrics", "manifests_identical"), len(set(manifests.values())) == 1)
+
+
 @derives("benchmark")
 def benchmark_record(inputs: Inputs) -> Derivation:
-    """The headline numbers from the measurements beside them, and `met` from value and goal."""
+    """The headline numbers from the measurements beside them, its choices from its candidates, and
+    `met` from value and goal."""
     derived = Derivation()
     metrics = inputs.record.metrics
     rule = IDENTITIES.get(str(metrics.get("benchmark")))
     if rule is not None:
         derived.problems += problems_of(rule(metrics))
+    _choices(metrics, derived)
     goals_met(inputs, derived)
     return derived

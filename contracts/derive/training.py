@@ -49,6 +49,21 @@ ENDED = (RunStatus.COMPLETED, RunStatus.INTERRUPTED, RunStatus.EXHAUSTED)
 # The train settings a record restates under `determinism.flags` (the rest of its flags are what
 # PyTorch had switched on when the first step ran, which no artifact holds).
 STATED_FLAGS = ("precision", "compile", "deterministic")
+# What `train.deterministic` switches, as the flags read at a run's first step must show them
+# (stack/train/determinism.py sets the switches from these): on, every switch that decides which
+# kernels run set for determinism, no SDPA backend without a deterministic backward, cuBLAS's
+# workspace fixed; off, PyTorch's determinism checks off and the rest left as the process had them.
+SWITCHES_WHEN_DETERMINISTIC = {
+    True: {
+        "deterministic_algorithms": True,
+        "warn_only": False,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "inductor_deterministic": True,
+    },
+    False: {"deterministic_algorithms": False, "warn_only": False},
+}
+NONDETERMINISTIC_SDPA = ("cudnn",)
 # torch.nn.utils.clip_grad_norm_ scales by clip / (norm + 1e-6) when that is below one; the norm
 # measured after the clip agrees with that to float32 rounding, well inside CLIPPED_RTOL.
 CLIP_EPS = 1e-6
@@ -295,13 +310,55 @@ def _clip_problems(log: Log, clip: Any) -> list[str]:
     return problems
 
 
+def _switches(inputs: Inputs, deterministic: Any, derived: Derivation) -> None:
+    """The switches the first step ran under, against what `train.deterministic` sets. Records from
+    before the stack read them at the first step hold no `deterministic_algorithms`: not compared."""
+    flags = inputs.record.determinism.flags
+    if not isinstance(deterministic, bool) or "deterministic_algorithms" not in flags:
+        return
+    for key, value in SWITCHES_WHEN_DETERMINISTIC[deterministic].items():
+        derived.put(("determinism", "flags", key), value)
+    if not deterministic:
+        return
+    unsafe = sorted(set(flags.get("sdpa_backends") or []) & set(NONDETERMINISTIC_SDPA))
+    if unsafe:
+        derived.problems.append(
+            f"determinism.flags.sdpa_backends holds {', '.join(unsafe)}, which has no deterministic "
+            "backward, under train.deterministic"
+        )
+    if not flags.get("cublas_workspace_config"):
+        derived.problems.append(
+            "determinism.flags.cublas_workspace_config is unset under train.deterministic: cuBLAS was "
+            "free to pick a non-deterministic reduction"
+        )
+
+
+def _checkpoints(inputs: Inputs, log: Log, settler: Settler) -> None:
+    """The last checkpoint the log wrote is the one the record names, GATE-CKPT-001 checked and
+    GATE-CKPT-002 verified, every one of its files."""
+    written = [e for e in log.events if e.get("event") == "checkpoint"]
+    record = inputs.record
+    if not written or record.checkpoint is None or record.run.status not in ENDED:
+        return
+    last, derived = written[-1], settler.derived
+    derived.put(("checkpoint", "name"), last.get("path"))
+    derived.put(("checkpoint", "step"), last.get("step"))
+    if settler.wanted("GATE-CKPT-001"):
+        derived.gate("GATE-CKPT-001", {"checkpoint": last.get("path")}, optional=True)
+        derived.put(("gates", "GATE-CKPT-001", "step"), last.get("step"), optional=True)
+    if settler.wanted("GATE-CKPT-002"):
+        verified = {"checkpoint": last.get("path"), "files_verified": len(record.checkpoint.files)}
+        derived.gate("GATE-CKPT-002", verified, optional=True)
+
+
 def _stated(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> None:
-    """What the record restates of its config (seeds, settings) and, for a run that ran all its
-    steps, its stop reason."""
+    """What the record restates of its config (seeds, settings, the switches they set) and, for a
+    run that ran all its steps, its stop reason."""
     seeds, flags = stated_determinism(config)
     derived.put(("determinism", "seeds"), seeds)
     for key, value in flags.items():
         derived.put(("determinism", "flags", key), value, optional=True)
+    _switches(inputs, flags["deterministic"], derived)
     steps = config.get("train", {}).get("steps")
     stopped_early = any(e.get("early_stop") is True for e in log.evals)
     if inputs.record.run.status is RunStatus.COMPLETED and not stopped_early and isinstance(steps, int):
@@ -460,6 +517,7 @@ def training_record(inputs: Inputs) -> Derivation:
     settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
     derived.problems += _clip_problems(log, config.get("train", {}).get("clip_norm"))
     _stated(inputs, log, config, derived)
+    _checkpoints(inputs, log, settler)
     overfit = _overfit(log)
     settler.derive("GATE-EVAL-004", overfit)
     fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))

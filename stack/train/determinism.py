@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import NONDETERMINISTIC_SDPA, SWITCHES_WHEN_DETERMINISTIC
 from contracts.errors import BadInput
 
 CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
@@ -49,7 +50,6 @@ INDUCTOR_CONFIG = "torch._inductor.config"
 CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS's documented setting for reproducible results
 # SDPA's backends by torch.backends.cuda's names; cuDNN's backward has no deterministic mode.
 SDPA_BACKENDS = ("flash", "mem_efficient", "math", "cudnn")
-NONDETERMINISTIC_SDPA = ("cudnn",)
 # How PyTorch words a non-deterministic op: "<op> does not have a deterministic implementation"
 # (an alert, raised or warned), "<op> defaults to a non-deterministic algorithm" (the attention
 # backends under warn-only), and cuBLAS without its workspace fixed.
@@ -127,15 +127,11 @@ class Switches:
     def wanted(self, deterministic: bool) -> Switches:
         """These switches with `train.deterministic` applied: on, every one set for determinism;
         off, PyTorch's determinism checks off and everything else left as it was."""
+        switched = replace(self, **SWITCHES_WHEN_DETERMINISTIC[deterministic])
         if not deterministic:
-            return replace(self, deterministic_algorithms=False, warn_only=False)
+            return switched
         return replace(
-            self,
-            deterministic_algorithms=True,
-            warn_only=False,
-            cudnn_deterministic=True,
-            cudnn_benchmark=False,
-            inductor_deterministic=True,
+            switched,
             sdpa_backends=tuple(b for b in self.sdpa_backends if b not in NONDETERMINISTIC_SDPA),
             cublas_workspace_config=self.cublas_workspace_config or CUBLAS_WORKSPACE,
         )
