@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts.derive.benchmarks import mismatched_runs
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
@@ -177,7 +178,7 @@ def main() -> int:
     record = new_record("benchmark", run_id("bench-repeat"), sys.argv, device=device, cuda=torch.version.cuda)
     args.stamp = record.run.id
     modes = [run_mode(args, args.work, mode == "compiled") for mode in args.modes.split(",")]
-    differing = sum(bool(m.get("B_differs", True)) + bool(m.get("C_differs", True)) for m in modes)
+    differing = mismatched_runs(modes)
     goal = load_spec().benchmark(GOAL)
     record.metrics = {
         "benchmark": GOAL,

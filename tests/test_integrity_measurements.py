@@ -247,3 +247,22 @@ def test_manifests_said_identical_over_worker_counts_that_wrote_others_is_caught
 
     run = planted(tmp_path, "bench-prepare-20261123T173842", differ)
     assert_caught(run, "metrics.manifests_identical is true, but its artifacts derive false")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_repeatability_benchmark_counting_fewer_differing_runs_than_it_lists_is_caught(
+    tmp_path: Path,
+) -> None:
+    """No GPU has filed one yet: a CPU benchmark record re-shaped as benchmarks/repeatability.py
+    writes it, whose compiled resume (C) differs while the count says none did."""
+
+    def repeat(data: dict[str, Any], _dir: Path) -> None:
+        modes = [
+            {"mode": "eager", "B_differs": [], "C_differs": []},
+            {"mode": "compiled", "B_differs": [], "C_differs": ["step 17: loss 2.1 != 2.2"]},
+        ]
+        goal = {"benchmark": "repeatable_runs_gpu", "goal": 0.0, "met": True}
+        data["metrics"] = {**goal, "mismatched_runs": 0, "preset": "smoke", "sets": [], "modes": modes}
+
+    run = planted(tmp_path, "bench-model-20261123T150413", repeat)
+    assert_caught(run, "metrics.mismatched_runs is 0, but its artifacts derive 1")

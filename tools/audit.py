@@ -8,6 +8,7 @@ audited even when its code is broken, and a test can plant a defect in a scratch
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -128,15 +129,28 @@ def scan_citations(root: Path) -> dict[str, list[Location]]:
             text = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        if "GATE-" not in text:
-            continue
         rel = path.relative_to(root).as_posix()
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if PLANTED_MARKER in line:
-                continue
-            for match in GATE_ID_IN_TEXT_RE.finditer(line):
-                found.setdefault(match.group(0), []).append(Location(rel, lineno))
+        for gate_id, lineno in _cited_in(text):
+            found.setdefault(gate_id, []).append(Location(rel, lineno))
     return found
+
+
+# The scans below are pure functions of a file's text, cached by it: the checker called again on
+# a copy of a tree (its tests do, dozens of times) parses only what changed.
+TEXT_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=TEXT_CACHE)
+def _cited_in(text: str) -> tuple[tuple[str, int], ...]:
+    """(gate id, line) of every mention in one file's text."""
+    if "GATE-" not in text:
+        return ()
+    return tuple(
+        (match.group(0), lineno)
+        for lineno, line in enumerate(text.splitlines(), 1)
+        if PLANTED_MARKER not in line
+        for match in GATE_ID_IN_TEXT_RE.finditer(line)
+    )
 
 
 def _dotted(node: ast.AST) -> str:
@@ -155,10 +169,17 @@ def _first_str_arg(call: ast.Call) -> str | None:
     return None
 
 
-def _parse(path: Path) -> ast.Module | None:
+def _source(path: Path) -> str | None:
     try:
-        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (SyntaxError, UnicodeDecodeError):
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _parse(text: str) -> ast.Module | None:
+    try:
+        return ast.parse(text)
+    except SyntaxError:
         return None
 
 
@@ -175,36 +196,58 @@ def _module_strings(tree: ast.Module) -> dict[str, str]:
     return found
 
 
+@functools.lru_cache(maxsize=TEXT_CACHE)
+def _gate_marks(text: str) -> tuple[tuple[str, int, str], ...]:
+    """(gate id, line, test or `pytestmark`) of every `@pytest.mark.gate(...)` in one test file."""
+    tree = _parse(text)
+    if tree is None:
+        return ()
+    constants = _module_strings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            marks, name = node.decorator_list, node.name
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
+        ):
+            value = node.value
+            marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
+            name = "pytestmark"
+        else:
+            continue
+        for mark in marks:
+            if isinstance(mark, ast.Call) and _dotted(mark.func).endswith("mark.gate"):
+                for arg in mark.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                        found.append((arg.value, mark.lineno, name))
+                    elif isinstance(arg, ast.Name) and arg.id in constants:
+                        found.append((constants[arg.id], mark.lineno, name))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=TEXT_CACHE)
+def _binding_calls(text: str) -> tuple[tuple[str, int], ...]:
+    """(gate id, line) of every `gate_require("ID", …)` / `gate_ensure("ID", …)` in one module."""
+    tree = _parse(text)
+    if tree is None:
+        return ()
+    return tuple(
+        (gate_id, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and _dotted(node.func).split(".")[-1] in BINDING_FUNCS
+        and (gate_id := _first_str_arg(node)) is not None
+    )
+
+
 def scan_falsifiers(root: Path) -> dict[str, list[Location]]:
     """gate id → tests marked `@pytest.mark.gate("ID")` (or a module-level `pytestmark`)."""
     found: dict[str, list[Location]] = {}
     for path in _walk(root, "tests", {".py"}):
-        tree = _parse(path)
-        if tree is None:
-            continue
+        text = _source(path)
         rel = path.relative_to(root).as_posix()
-        constants = _module_strings(tree)
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                marks, name = node.decorator_list, node.name
-            elif isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
-            ):
-                value = node.value
-                marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
-                name = "pytestmark"
-            else:
-                continue
-            for mark in marks:
-                if isinstance(mark, ast.Call) and _dotted(mark.func).endswith("mark.gate"):
-                    for arg in mark.args:
-                        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                            gate_id = arg.value
-                        elif isinstance(arg, ast.Name) and arg.id in constants:
-                            gate_id = constants[arg.id]
-                        else:
-                            continue
-                        found.setdefault(gate_id, []).append(Location(rel, mark.lineno, name))
+        for gate_id, lineno, name in _gate_marks(text) if text is not None else ():
+            found.setdefault(gate_id, []).append(Location(rel, lineno, name))
     return found
 
 
@@ -213,18 +256,10 @@ def scan_bindings(root: Path) -> dict[str, list[Location]]:
     found: dict[str, list[Location]] = {}
     for rel_dir in ("stack", "contracts"):
         for path in _walk(root, rel_dir, {".py"}):
-            tree = _parse(path)
-            if tree is None:
-                continue
+            text = _source(path)
             rel = path.relative_to(root).as_posix()
-            for node in ast.walk(tree):
-                if not isinstance(node, ast.Call):
-                    continue
-                if _dotted(node.func).split(".")[-1] not in BINDING_FUNCS:
-                    continue
-                gate_id = _first_str_arg(node)
-                if gate_id is not None:
-                    found.setdefault(gate_id, []).append(Location(rel, node.lineno))
+            for gate_id, lineno in _binding_calls(text) if text is not None else ():
+                found.setdefault(gate_id, []).append(Location(rel, lineno))
     return found
 
 

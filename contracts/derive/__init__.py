@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from contracts.evidence import EvidenceRecord, Verdict, canonical_sha256
 from contracts.ledger import RANK
@@ -141,19 +141,26 @@ class Difference:
         return f"{self.field} is {shown}, but its artifacts derive {_short(self.derived)}"
 
 
+Registered = TypeVar("Registered", bound=Callable[..., Any])
+
+
+def registrar(table: dict[str, Any]) -> Callable[..., Callable[[Registered], Registered]]:
+    """A decorator factory filing the decorated function in `table` under each name it is given."""
+
+    def under(*names: str) -> Callable[[Registered], Registered]:
+        def register(func: Registered) -> Registered:
+            for name in names:
+                table[name] = func
+            return func
+
+        return register
+
+    return under
+
+
 Deriver = Callable[[Inputs], Derivation]
 DERIVERS: dict[str, Deriver] = {}
-
-
-def derives(*kinds: str) -> Callable[[Deriver], Deriver]:
-    """Register `func` as the derivation of records of `kinds`."""
-
-    def register(func: Deriver) -> Deriver:
-        for kind in kinds:
-            DERIVERS[kind] = func
-        return func
-
-    return register
+derives = registrar(DERIVERS)  # @derives("train", ...): the derivation of records of those kinds
 
 
 def derive(kind: str, inputs: Inputs) -> Derivation:

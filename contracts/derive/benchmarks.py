@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.derive import Derivation, Inputs, derives
+from contracts.derive import Derivation, Inputs, derives, registrar
 
 MIB = 1 << 20
 # A measurement kept at full float precision still carries the last bit of its own arithmetic.
@@ -85,6 +85,12 @@ def prepare_ratio(text_bytes: float, seconds: Sequence[float], baselines: Sequen
 def geometric_mean(*ratios: float) -> float:
     """The mean of ratios that treats ×2 and ×½ alike: the attention benchmark's summary over shapes."""
     return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
+
+
+def mismatched_runs(modes: list[dict[str, Any]]) -> int:
+    """How many of the repeated runs (B, and C resumed, per mode) differ from the straight run A:
+    each lists what differs, and a run never compared counts as differing."""
+    return sum(bool(mode.get(run, True)) for mode in modes for run in ("B_differs", "C_differs"))
 
 
 def fastest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,15 +180,7 @@ IdentityRule = Callable[[Metrics], Iterator[Identity]]
 IDENTITIES: dict[str, IdentityRule] = {}
 
 
-def identities(*names: str) -> Callable[[IdentityRule], IdentityRule]:
-    """Register the identities of the records of benchmarks `names`."""
-
-    def register(rule: IdentityRule) -> IdentityRule:
-        for name in names:
-            IDENTITIES[name] = rule
-        return rule
-
-    return register
+identities = registrar(IDENTITIES)  # @identities("trace_overhead"): the identities of its records
 
 
 def _of(metrics: Metrics, field: str, formula: Callable[..., float], *keys: str) -> Iterator[Identity]:
@@ -367,14 +365,18 @@ def problems_of(found: Iterator[Identity]) -> list[str]:
 
 
 def _choices(metrics: Metrics, derived: Derivation) -> None:
-    """What a benchmark chose from its own measurements: the tile search's best of each kernel, and
-    whether the prepare benchmark's worker counts wrote one manifest."""
+    """What a benchmark concluded from its own measurements: the tile search's best of each kernel,
+    how many repeated runs differed, whether the prepare benchmark's worker counts wrote one manifest."""
     for dim, found in (metrics.get("search") or {}).items():
         kernels = {k: v for k, v in found.items() if isinstance(v, dict)} if isinstance(found, dict) else {}
         for kernel, tried in kernels.items():  # beside them: the shape searched at (n, batch, heads)
             timed = [row for row in tried.get("candidates") or [] if isinstance(row, dict) and "ms" in row]
             if timed:
                 derived.put(("metrics", "search", dim, kernel, "best"), fastest(timed))
+    modes = metrics.get("modes")
+    if isinstance(modes, list) and "mismatched_runs" in metrics:
+        compared = [mode for mode in modes if isinstance(mode, dict)]
+        derived.put(("metrics", "mismatched_runs"), mismatched_runs(compared))
     manifests = metrics.get("worker_manifests")
     if isinstance(manifests, dict) and manifests and "manifests_identical" in metrics:
         derived.put(("metrics", "manifests_identical"), len(set(manifests.values())) == 1)
