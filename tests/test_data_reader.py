@@ -12,6 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, sha256_file
@@ -219,6 +220,54 @@ def test_a_batch_that_keeps_only_first_tokens_is_caught(data: Path, monkeypatch:
     monkeypatch.setattr(WindowTable, "gather", first_token_only)
     with pytest.raises(GateViolation, match="placeholder"):
         reader.next_batch()
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_next_batch_that_serves_its_chunks_first_batch_again_is_caught_where_the_model_takes_it(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk was gathered right (its check holds); what leaves the reader is not the step's."""
+    real = TokenReader.next_batch
+
+    def first_of_chunk(self: TokenReader) -> torch.Tensor:
+        real(self)  # the reader advances as it should
+        return self._chunk[0]
+
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    reader_module.check_served(reader, reader.next_batch())  # step 1: the chunk's first, rightly
+    monkeypatch.setattr(TokenReader, "next_batch", first_of_chunk)
+    with pytest.raises(GateViolation, match="differ from the planned windows"):
+        reader_module.check_served(reader, reader.next_batch())
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_stack_train_on_a_reader_that_repeats_a_batch_stops_at_that_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real command: every step after the first trains on the chunk's first batch again."""
+    real = TokenReader.next_batch
+
+    def first_of_chunk(self: TokenReader) -> torch.Tensor:
+        real(self)
+        return self._chunk[0]
+
+    monkeypatch.setattr(TokenReader, "next_batch", first_of_chunk)
+    out = tmp_path / "run"
+    code = train(smoke_args(prepared(tmp_path), out, "train.steps=3"))
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-DATA-001" in err and "Traceback" not in err, err
+    assert json.loads((out / "metadata.json").read_text())["run"]["status"] == "halted"
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_one_token_off_in_a_served_batch_is_caught_and_the_batch_itself_holds(data: Path) -> None:
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    served = reader.next_batch()
+    reader_module.check_served(reader, served)
+    off = served.clone()
+    off[B - 1, T] += 1
+    outcome = reader_module.served_outcome(reader, off)
+    assert not outcome.ok and outcome.measured["windows_mismatched"] == 1
 
 
 def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:

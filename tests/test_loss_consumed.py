@@ -473,3 +473,60 @@ def test_a_minimised_kl_just_beyond_the_tolerance_fires_and_just_inside_holds() 
     for factor, holds in ((0.99, True), (1.01, False)):
         measured = {"kl_minimised": recomputed + factor * allowed, "kl_recomputed": recomputed}
         assert measure("GATE-KD-003", measured).ok is holds
+
+
+# -- what the loss scored, read off its gradient ------------------------------------------------
+
+
+def _drops_the_last_target(real: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A cross-entropy that leaves out one target, the last of the flattened batch, after the
+    forward recorded its tape: what the tape says the loss read is no longer what it scored."""
+
+    def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        kept = targets.clone()
+        kept[-1] = -1
+        return real(logits, kept, **kwargs)
+
+    return cross_entropy
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_cross_entropy_that_skips_one_target_after_the_tape_stops_at_the_probe(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One target left out: the probe reads one fewer scored than the window states."""
+    import stack.model.gpt as gpt
+
+    monkeypatch.setattr(gpt.F, "cross_entropy", _drops_the_last_target(F.cross_entropy))
+    out = tmp_path / "mutant"
+    measured = _stopped_by(out, _pretrain(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert measured["stated_targets"] - measured["targets"] == 1
+
+
+@given(
+    batch=st.integers(1, 3),
+    length=st.integers(1, 9),
+    vocab=st.integers(2, 40),
+    data=st.data(),
+)
+@settings(max_examples=40, deadline=None)
+def test_the_gradient_reads_back_exactly_the_targets_a_cross_entropy_scores(
+    batch: int, length: int, vocab: int, data: st.DataObject
+) -> None:
+    """Whatever the logits' values, the masked positions and the ids: the rows scored and their ids."""
+    from stack.train.consumption import consumed_by_gradient
+
+    ids = data.draw(st.lists(st.integers(-1, vocab - 1), min_size=batch * length, max_size=batch * length))
+    targets = torch.tensor(ids).reshape(batch, length)
+    head = torch.nn.Linear(4, vocab)
+    inputs = torch.randn(batch, length, 4) * 30  # saturating logits: the zeros make no difference
+
+    def loss() -> torch.Tensor:
+        logits = head(inputs)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum")
+
+    (scored,) = consumed_by_gradient(loss, head)
+    assert torch.equal(scored, targets)

@@ -9,7 +9,8 @@ world size) can be recomputed without replaying the steps before it, which is wh
 End of an epoch. With wrap=True the reader logs and moves to epoch+1; with wrap=False it
 raises CorpusExhausted. It never serves anything that is not the planned next batch
 (GATE-DATA-001): every gathered chunk is checked to be the successor of the last one, inside
-the epoch, and to hold the planned windows' first tokens.
+the epoch, and to hold the planned windows token for token; and the training loop checks every
+batch it hands the model against the planned windows of its step (`check_served`).
 
 Sources served. Every batch's global window ids are counted per source (`take_served`), so the
 training loop can log the realised shares of each evaluation window and a mixture policy can
@@ -31,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.data import mixture
 from stack.data.hashing import ids_sha256
 from stack.data.manifest import SPLITS, load_manifest
@@ -103,6 +104,37 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
         "windows_mismatched": mismatched,
     }
     return measure("GATE-DATA-001", measured, holds="planned batches served")
+
+
+def served_outcome(reader: TokenReader, tokens: torch.Tensor) -> Outcome:
+    """GATE-DATA-001's check on what the model is handed: the (B, T+1) tokens of the step the
+    reader just served, against that step's planned windows read the plain way.
+
+    The chunk check vouches for what was gathered; this one for what left the reader, so a
+    `next_batch` that hands out a placeholder, or one batch of its chunk over and over, is caught
+    at the step it does so. The training loop calls it on the tokens it hashes.
+    """
+    epoch, index = reader.epoch, reader._index - 1  # the step just served
+    shape = (reader.batch_size, reader.seq_len + 1)
+    shape_ok = tuple(tokens.shape) == shape and tokens.dtype == torch.int64
+    mismatched = 0
+    if shape_ok and 0 <= index < reader.steps_per_epoch:
+        planned = reader._table.reference_windows(reader._rank_ids(epoch, index, 1))
+        mismatched = int(np.count_nonzero((tokens.numpy() != planned).any(axis=1)))
+    measured = {
+        "epoch": epoch,
+        "step_in_epoch": index,
+        "steps_per_epoch": reader.steps_per_epoch,
+        "follows": 0 <= index < reader.steps_per_epoch,
+        "shape_ok": shape_ok,
+        "windows_mismatched": mismatched,
+    }
+    return measure("GATE-DATA-001", measured, holds="the planned batch handed to the model")
+
+
+@gate_require("GATE-DATA-001", lambda reader, tokens: served_outcome(reader, tokens))
+def check_served(reader: TokenReader, tokens: torch.Tensor) -> None:
+    """Refuse to train on tokens that are not the planned windows of the step just served."""
 
 
 def restore_outcome(reader: TokenReader, state: dict[str, Any]) -> Outcome:

@@ -15,11 +15,17 @@ side names is taken on the host after that read, from copies queued without bloc
 
 A scoring may be narrower than its statement (DPO cuts a batch's rows to its longest sequence):
 positions beyond the narrower width are compared by what is scored there, which must be nothing.
+
+The tape is what the model's forward says it read. At the probes of a pretraining run (the first
+step of every invocation and every evaluation) the targets are also read off the loss's own
+gradient (`consumed_by_gradient`), so a cross-entropy that drops or moves positions after the
+forward recorded its tape is judged by what it did.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -127,6 +133,47 @@ class Tally:
             "targets_sha256": consumed_sha256,
             "stated_targets_sha256": consumed_sha256 if same else targets_sha256(self._stated),
         }
+
+
+def consumed_by_gradient(loss_of: Callable[[], torch.Tensor], head: torch.nn.Module) -> list[torch.Tensor]:
+    """The targets a loss scored, read off the loss itself rather than off what its code records.
+
+    Every output of `head` (the logits) is replaced by zeros that require a gradient, so the
+    softmax is uniform and no row can saturate. A cross-entropy's gradient is then
+    (1/V - onehot(target)) / N on each row it scored and 0 on every other: a row's target is its
+    smallest entry, and a row the loss never read stays zero. Returns, per call of `head`, the
+    (B, T) ids scored there, -1 where nothing was; a loss that never reads the logits scores none.
+    """
+    logits: list[torch.Tensor] = []
+
+    def zeros(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        logits.append(torch.zeros_like(output, requires_grad=True))
+        return logits[-1]
+
+    handle = head.register_forward_hook(zeros)
+    try:
+        with torch.enable_grad():
+            loss = loss_of()
+            grads = torch.autograd.grad(loss, logits, allow_unused=True) if logits else ()
+    finally:
+        handle.remove()
+    return [
+        torch.full(z.shape[:-1], -1, dtype=torch.int64, device=z.device)
+        if g is None
+        else torch.where(g.ne(0).any(dim=-1), g.argmin(dim=-1), -1)
+        for z, g in zip(logits, grads, strict=True)
+    ]
+
+
+def measured_at_the_loss(scored: list[torch.Tensor], stated: list[Consumed]) -> dict[str, Any]:
+    """GATE-TRAIN-007's values with the targets taken from the loss's gradient (`consumed_by_gradient`);
+    the inputs compared are the statement's own, which the step's tape compares every step."""
+    inputs = stated[0].inputs if stated else None
+    consumed = [Consumed(inputs=inputs if inputs is not None else t, targets=t) for t in scored]
+    device = scored[0].device if scored else torch.device("cpu")
+    tally = Tally(device)
+    tally.add(consumed, stated)
+    return tally.measured(tally.counts.tolist())
 
 
 def consumed_outcome(measured: dict[str, Any], step: int) -> Outcome:

@@ -43,6 +43,7 @@ from stack.data.adequacy import corpus_adequacy
 from stack.data.coherence import coherence_score
 from stack.data.hashing import batch_sha256
 from stack.data.policy import build_policy, source_heldout
+from stack.data.reader import check_served
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.model.checks import check_attention_paths, runnable_paths
@@ -521,8 +522,10 @@ class Trainer:
             self.scaler.scale(objective / train.grad_accum).backward()
             tally.add(tape, stated)
             self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
-            # Hashed on the host while the device works through the kernels just queued; of the
-            # global batch, so it is the same whatever the world size.
+            # Checked against the step's planned windows and hashed on the host while the device
+            # works through the kernels just queued, before the optimizer steps on them; the hash
+            # is of the global batch, so it is the same whatever the world size.
+            check_served(self.reader, tokens)
             hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
             total += step_loss.logged.detach()
             if aux:

@@ -52,6 +52,7 @@ from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed
 from stack.train.config import RunConfig
+from stack.train.consumption import check_consumed, consumed_by_gradient, measured_at_the_loss
 
 DEFAULT_TASK = "pretrain"
 Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -110,9 +111,9 @@ class Objective(ABC):
         """Each scoring the loss of `batch` must make, in order, as the batch's own tensors state it."""
 
     def probe(self, model: torch.nn.Module, batch: Any, step: int) -> None:  # noqa: B027 - optional hook
-        """Judge the task's identities on `batch`, the micro-batch the loss just used (none for
-        pretraining, whose windows pack no documents). The loop calls it on the first step of every
-        invocation and at every evaluation, with `model` in eval mode and gradients off."""
+        """Judge the task's identities on `batch`, the micro-batch the loss just used. The loop calls
+        it on the first step of every invocation and at every evaluation, with `model` in eval mode
+        and gradients off."""
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
         """The task's start-up gates on the model it is about to train (none for pretraining)."""
@@ -158,3 +159,9 @@ class Pretrain(Objective):
     def stated(self, batch: torch.Tensor) -> list[Consumed]:
         """A window of T+1 tokens: its first T are read and every one of its last T is a target."""
         return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
+
+    def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
+        """GATE-TRAIN-007 measured at the loss: the targets its gradient shows it scored, against
+        the window's next tokens."""
+        scored = consumed_by_gradient(lambda: self.loss(model, model, batch).backprop, model.lm_head)
+        check_consumed(measured_at_the_loss(scored, self.stated(batch)), step)
