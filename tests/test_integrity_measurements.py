@@ -108,7 +108,6 @@ def test_half_a_unit_of_the_last_digit_written() -> None:
     assert half_unit(0.9453138525400189) < 1e-15
 
 
-@pytest.mark.gate("GATE-INTEG-001")
 def test_one_unit_of_the_last_digit_past_exact_measurements_is_caught() -> None:
     """200000 / 400000 is 0.5 to within 2.5e-6 from the integers' rounding; 0.5001 is not."""
     assert Identity("metrics.ratio", 0.5001, quotient, (200000, 400000)).problem() is not None
