@@ -210,11 +210,24 @@ def has(measured: Measured, *keys: str) -> bool:
 
 @judges(
     "GATE-DATA-001",
-    needs=("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
+    checks={
+        "windows": ("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
+        "stream": ("served_batches", "taken_batches"),
+    },
 )
 def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
+    """The batches are the plan's: each the planned windows of its step (a chunk as gathered, or a
+    batch as handed to the model), and, where the loop takes one, the reader's count of batches
+    served is the run's count of batches taken (a stream restarted or skipped serves its own plan)."""
     epoch, first, per_epoch = count(m, "epoch"), count(m, "step_in_epoch"), count(m, "steps_per_epoch")
     problems = []
+    if has(m, "served_batches", "taken_batches"):
+        served, taken = count(m, "served_batches"), count(m, "taken_batches")
+        if served != taken:
+            problems.append(
+                f"the reader has served {served} batch(es) where the run has taken {taken}: its stream "
+                "restarted or skipped (a resume that lost the reader's place?)"
+            )
     if first >= per_epoch:
         problems.append(f"batch {first} of epoch {epoch} is past the epoch's {per_epoch} steps")
     if not flag(m, "follows"):
@@ -647,11 +660,33 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRACE-003", checks={"site": ("std_ratio", "nonfinite"), "falsifiers": ("falsifiers+",)})
-def _anomaly(m: Measured, t: Thresholds) -> list[str]:
-    """A site stands out: its std beyond anomaly_std_multiple × its baseline, or not finite.
+@judges(
+    "GATE-TRACE-003",
+    checks={
+        "site": ("std_ratio", "nonfinite"),
+        "divergence": (
+            "max_abs_error_over_rtol",
+            "reference_error",
+            "given_atol",
+            "nonfinite_mismatch",
+            "same_shape",
+        ),
+        "producer": ("nonfinite_elements", "nonfinite_inputs"),
+        "falsifiers": ("falsifiers+",),
+    },
+)
+def _site_named(m: Measured, t: Thresholds) -> list[str]:
+    """Whether a site is one the trace names: a problem found is the site named, none lets it pass.
 
-    Read as "this site is anomalous": anomaly mode flags every site this judge finds a problem in.
+    site (anomaly mode): its std beyond anomaly_std_multiple × the same site's median in the other
+    layers, or not finite.
+    divergence (bisection, path B against path A at one site): an element over the site's rtol
+    differs by more than fp64_error_multiple × the reference path's own error from fp64 there (or
+    by more than the atol the user gave, when one applies), NaN/Inf stand on one side only, or the
+    shapes differ. The reference path's own rounding is no bug, so only a difference well beyond
+    it counts; the largest difference over rtol decides as every element would.
+    producer (NaN/Inf in one trace): a site holding NaN/Inf whose inputs are all finite made them;
+    a site fed NaN/Inf only passes them on, and naming it would hide where they came from.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -660,6 +695,30 @@ def _anomaly(m: Measured, t: Thresholds) -> list[str]:
             problems.append("the site holds NaN or Inf")
         elif ratio > t["anomaly_std_multiple"]:
             problems.append(f"its std is {ratio:.3g}x the same site's median in the other layers")
+    if has(m, "max_abs_error_over_rtol"):
+        problems += _diverges(m, t)
+    if has(m, "nonfinite_elements"):
+        made, fed = count(m, "nonfinite_elements"), count(m, "nonfinite_inputs")
+        if made and not fed:
+            problems.append(f"the site makes {made} NaN/Inf value(s) from finite inputs")
+    return problems
+
+
+def _diverges(m: Measured, t: Thresholds) -> list[str]:
+    """GATE-TRACE-003's divergence check, path B leaving path A at one site (see `_site_named`)."""
+    if not flag(m, "same_shape"):
+        return ["the paths' values have different shapes"]
+    problems = []
+    if mismatched := count(m, "nonfinite_mismatch"):
+        problems.append(f"{mismatched} element(s) are NaN/Inf on one side only")
+    excess = number(m, "max_abs_error_over_rtol")
+    if m["given_atol"] is not None:
+        allowed, what = number(m, "given_atol"), "the given atol"
+    else:
+        allowed = t["fp64_error_multiple"] * number(m, "reference_error")
+        what = f"{t['fp64_error_multiple']:g} × the reference path's error from fp64"
+    if not excess <= allowed:
+        problems.append(f"an element over rtol differs by {excess:.3g}, beyond {what} ({allowed:.3g})")
     return problems
 
 
@@ -738,13 +797,22 @@ def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
 # -- the falsify record: every active gate proven by mutation --------------------------------
 
 
-@judges("GATE-INTEG-002", needs=("gates+",))
+@judges("GATE-INTEG-002", checks={"check": ("violations",), "proof": ("gates+",)})
 def _every_gate_turns_red(m: Measured, t: Thresholds) -> list[str]:
     """A gate is proven only when its falsifiers pass with it on and one fails with it forced off.
 
     Having a falsifier is not enough: a test that stays green with its gate switched off does
-    not depend on the gate, so it cannot show the gate firing. `make falsify` measures this.
+    not depend on the gate, so it cannot show the gate firing. `make falsify` measures this (the
+    "proof"); the integrity check's own verdict over its coverage findings is the "check".
     """
+    problems = _gates_turn_red(m) if has(m, "gates") else []
+    if has(m, "violations") and (n := count(m, "violations")):
+        problems.append(f"{n} coverage violation(s): a gate lacks a falsifier or a binding, or is unproven")
+    return problems
+
+
+def _gates_turn_red(m: Measured) -> list[str]:
+    """The proof by mutation of a falsify record's summary: every gate green on and red off."""
     gates = m.get("gates")
     if not isinstance(gates, Mapping) or not gates:
         raise Malformed("'gates' must map at least one gate to its falsifiers' summary")

@@ -3,9 +3,10 @@
 `stack release` refuses to release from a record these rules object to, and
 `tools/check_integrity.py` reports a registry entry whose record they object to. Both call
 `release_problems`, so a release the command made cannot be one the checker rejects, and a rule
-changed here changes for both. Staleness lives here too (the checker reads it through
-tools/record_checks.py): a verdict made under an older gate revision or record schema cannot be
-re-judged, so it cannot back a release.
+changed here changes for both. Whether the problems found refuse the release is GATE-INTEG-001's
+verdict, which its judge gives over their count (`breaks`), for both callers too. Staleness lives
+here too (the checker reads it through tools/record_checks.py): a verdict made under an older gate
+revision or record schema cannot be re-judged, so it cannot back a release.
 """
 
 from __future__ import annotations
@@ -14,13 +15,27 @@ from collections.abc import Mapping, Sequence
 
 from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
 from contracts.gates import Mode
+from contracts.judges import Thresholds, judge
 from contracts.spec import Severity, Spec
 
 ACCEPT_FLAG = "--accept-waiver"
+# The gate whose rules these are: the integrity check files what they object to under it.
+INTEG_EVIDENCE = "GATE-INTEG-001"
 
 # Run kinds that leave weights behind: the only records a model can be released from.
 TRAINING_KINDS = ("train", "finetune")
 WEIGHTS_FILE = "model.safetensors"
+
+
+def breaks(gate_id: str, findings: int, thresholds: Thresholds | None = None) -> bool:
+    """Whether `findings` breaches of `gate_id`'s rules break the gate: its judge decides.
+
+    A breach found, by these rules or by tools/check_integrity.py, is a measured count; the verdict
+    over it is made in one place, the gate's judge (contracts.judges), for `stack release` and the
+    checker alike. Only the proof by mutation (the gate forced off inside a test) makes the judge
+    accept breaches, and that is what turns the falsifiers of the rules red.
+    """
+    return bool(judge(gate_id, {"violations": findings}, thresholds))
 
 
 def stale_reason(record: EvidenceRecord, result: GateResult, spec: Spec) -> str | None:

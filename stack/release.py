@@ -9,7 +9,8 @@ whose earlier text is kept byte for byte, and cites the filed record by content.
 Nothing is written until every rule has been checked: the ledger record must be a filed copy of
 RUN_DIR's own record, the checkpoint it names must still hash as recorded, and the record must
 pass `contracts.release_rules.release_problems`, the same rules the integrity check applies to
-the registry. So a release this command makes is one the checker accepts.
+the registry, judged by the same judge (GATE-INTEG-001's). So a release this command makes is one
+the checker accepts.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from contracts.evidence import (
 )
 from contracts.model_card import CARD_FILE, model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
-from contracts.release_rules import WEIGHTS_FILE, release_problems, stale_gates
+from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
 from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
@@ -125,12 +126,16 @@ def source_checkpoint(run_dir: Path, record: EvidenceRecord) -> tuple[Path, Chec
 
 
 def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef, accepted: dict[str, str]) -> None:
-    """Refuse a record the integrity check would refuse to see released (contracts.release_rules)."""
+    """Refuse a record the integrity check would refuse to see released (contracts.release_rules).
+
+    The refusal is GATE-INTEG-001's verdict over the problems found, given by its judge as in the
+    check, so the rules and the verdict are the checker's both.
+    """
     spec = load_spec()
     weights = ref.files[WEIGHTS_FILE].sha256
     stale = stale_gates(record, spec)
     problems = release_problems(spec, record, stale, [weights], record.code.git_sha, accepted)
-    if problems:
+    if breaks(INTEG_EVIDENCE, len(problems)):
         raise BadInput(
             f"cannot release from evidence run {record.run.id!r}: {'; '.join(problems)}; release a "
             "completed training run made from a clean, committed tree that judged every gate and failed none"

@@ -28,15 +28,18 @@ longer turns red, makes the session exit 1.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import hypothesis
 import pytest
 import torch
 from _pytest.runner import runtestprotocol
 from audit import evidence_paths, load_evidence, scan_falsifiers
 from fingerprints import changed_gates, fingerprints_at, gate_fingerprints
+from hypothesis import Phase
 from mutation import latest_of
 
 from contracts.derive.proofs import falsify_summary, outcome_counts
@@ -152,11 +155,29 @@ def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
     return TEST_PASSED
 
 
+@contextmanager
+def failing_once_is_enough(item: pytest.Item) -> Iterator[None]:
+    """A property test run with its gate forced off need only fail once: Hypothesis neither shrinks
+    the failing example (minutes per test, for a verdict that is already in) nor keeps it in its
+    example database, where it would be replayed by every later run with the gate on."""
+    test = getattr(item, "obj", None)
+    used = getattr(test, "_hypothesis_internal_use_settings", None)
+    if used is None:
+        yield
+        return
+    quick = hypothesis.settings(used, phases=[p for p in used.phases if p is not Phase.shrink], database=None)
+    test._hypothesis_internal_use_settings = quick  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        test._hypothesis_internal_use_settings = used  # type: ignore[union-attr]
+
+
 def run_off(item: pytest.Item, nextitem: pytest.Item | None, gate_ids: list[str]) -> dict[str, str]:
     """Run a test again once per gate of `gate_ids`, with that gate forced off in this process."""
     off = {}
     for gate_id in gate_ids:
-        with forced_off(gate_id):
+        with forced_off(gate_id), failing_once_is_enough(item):
             off[gate_id] = outcome_of(runtestprotocol(item, log=False, nextitem=nextitem))
     return off
 

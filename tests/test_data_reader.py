@@ -234,10 +234,10 @@ def test_a_next_batch_that_serves_its_chunks_first_batch_again_is_caught_where_t
         return self._chunk[0]
 
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
-    reader_module.check_served(reader, reader.next_batch())  # step 1: the chunk's first, rightly
+    reader_module.check_served(reader, reader.next_batch(), 1)  # step 1: the chunk's first, rightly
     monkeypatch.setattr(TokenReader, "next_batch", first_of_chunk)
     with pytest.raises(GateViolation, match="differ from the planned windows"):
-        reader_module.check_served(reader, reader.next_batch())
+        reader_module.check_served(reader, reader.next_batch(), 2)
 
 
 @pytest.mark.gate("GATE-DATA-001")
@@ -263,11 +263,35 @@ def test_stack_train_on_a_reader_that_repeats_a_batch_stops_at_that_step(
 def test_one_token_off_in_a_served_batch_is_caught_and_the_batch_itself_holds(data: Path) -> None:
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
     served = reader.next_batch()
-    reader_module.check_served(reader, served)
+    reader_module.check_served(reader, served, 1)
     off = served.clone()
     off[B - 1, T] += 1
-    outcome = reader_module.served_outcome(reader, off)
+    outcome = reader_module.served_outcome(reader, off, 1)
     assert not outcome.ok and outcome.measured["windows_mismatched"] == 1
+
+
+@pytest.mark.gate("GATE-DATA-001")
+@pytest.mark.parametrize("taken", [2, 4])
+def test_a_reader_whose_count_is_not_the_runs_is_caught_though_its_batch_is_planned(
+    data: Path, taken: int
+) -> None:
+    """The reader served its own step 3's planned windows; the run is at its batch 2 or 4 (one
+    batch either side): a stream that restarted or skipped, caught by the counts alone."""
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    for _ in range(2):
+        reader.next_batch()
+    served = reader.next_batch()
+    outcome = reader_module.served_outcome(reader, served, taken)
+    assert outcome.measured["windows_mismatched"] == 0
+    with pytest.raises(GateViolation, match=f"has served 3 batch\\(es\\) where the run has taken {taken}"):
+        reader_module.check_served(reader, served, taken)
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_the_runs_own_count_holds(data: Path) -> None:
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    for taken in range(1, 4):
+        reader_module.check_served(reader, reader.next_batch(), taken)
 
 
 def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:
@@ -378,10 +402,11 @@ def test_a_damaged_shard_is_refused_by_name(tmp_path: Path, damage: Callable[[Pa
     assert ledger.results["GATE-DATA-003"].verdict is Verdict.FAIL
 
 
-@pytest.mark.gate("GATE-DATA-003")
 def test_structural_damage_is_refused_even_with_contracts_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A shard too short for its header is bad input before GATE-DATA-003 judges a checksum, so
+    no contract mode reads past its end (the gate's falsifiers are the damaged-shard tests)."""
     data = prepare(tmp_path, {"main": random_docs(20, seed=4)})
     _truncate(data / load_manifest(data).shards_of("train")[0].path, data)
     monkeypatch.setenv("GATESTACK_CONTRACTS", "off")

@@ -64,7 +64,7 @@ def assert_completed_and_passed(record: EvidenceRecord) -> None:
     assert {gate: verdicts(record)[gate] for gate in required} == dict.fromkeys(required, "PASS")
 
 
-@pytest.mark.gate("GATE-EVAL-003")
+@pytest.mark.holds("GATE-EVAL-003")
 def test_eval_of_a_crlf_text_scores_every_byte_and_records_it(
     run: Path, crlf_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

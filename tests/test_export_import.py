@@ -46,7 +46,7 @@ def llama_made_by_transformers(root: Path) -> Path:
     return directory
 
 
-@pytest.mark.gate(GATE)
+@pytest.mark.holds(GATE)
 def test_a_llama_made_by_transformers_imports_and_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -40,7 +40,7 @@ def export_onnx(checkpoint: Path, out: Path, *extra: str) -> int:
     return main(["export", str(checkpoint), "--format", "onnx", "--out", str(out), *extra])
 
 
-@pytest.mark.gate(GATE)
+@pytest.mark.holds(GATE)
 def test_fp32_and_int8_graphs_pass_and_run_with_other_shapes(fitted: Path, tmp_path: Path) -> None:
     out = tmp_path / "onnx"
     assert export_onnx(fitted, out, "--int8") == 0

@@ -94,9 +94,12 @@ def _stopper() -> EarlyStopper:
     return EarlyStopper(MIN_PATIENCE, MIN_EPOCHS)
 
 
-@pytest.mark.gate(PATIENCE)
 def test_noise_is_not_an_improvement() -> None:
-    """Plant held-out losses that wiggle down by less than their standard error: patience still runs out."""
+    """Plant held-out losses that wiggle down by less than their standard error: patience still runs out.
+
+    The rule of an improvement (`contracts.derive.training.improves`, which the integrity check
+    also re-derives the best checkpoint with) is no verdict of GATE-EVAL-002's judge, so this
+    shows the rule, not the gate firing; the gate's falsifiers are the refusals below."""
     stopper = _stopper()
     assert not stopper.observe(losses(3.0), epoch=MIN_EPOCHS, step=0)
     wiggle = MULTIPLE * STDERR / 10

@@ -90,22 +90,26 @@ def test_a_resumed_record_is_true_and_judged_its_checkpoint(straight: Path, tmp_
     assert record.checkpoint is not None and record.checkpoint.name == "step-0000008"
 
 
-@pytest.mark.gate("GATE-CKPT-003")
-def test_a_resume_that_forgets_the_reader_is_caught(
-    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_resume_whose_reader_restarts_after_the_restore_check_halts_at_its_first_step(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The restore is exact (GATE-CKPT-003 holds), then the stream starts again from its first batch:
+    each batch is its own step's planned windows, but not the run's step 5. The loop's count of
+    batches taken, set from the checkpoint, is what the reader's count is held to."""
     original = Trainer.restore
 
     def forgetful(self: Trainer, checkpoint: ckpt.Checkpoint) -> None:
-        state = dict(checkpoint.state)
-        reader_state = self.reader.state_dict()  # the planted bug: the reader restarts from zero
-        original(self, ckpt.Checkpoint(checkpoint.path, state))
-        self.reader.load_state_dict(reader_state)
+        fresh = self.reader.state_dict()
+        original(self, checkpoint)
+        self.reader.load_state_dict(fresh)  # the planted bug: the reader restarts from zero
 
     monkeypatch.setattr(Trainer, "restore", forgetful)
     run = interrupted_copy(straight, tmp_path, at_step=4)
-    assert train(["train", "--resume", str(run)]) == 0
-    assert any("batch_sha256" in d for d in differences(straight, run))
+    assert train(["train", "--resume", str(run)]) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-001" in err and "has served 1 batch(es) where the run has taken 5" in err, err
+    assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]  # step 5 never trained
 
 
 @pytest.mark.holds("GATE-CKPT-001")

@@ -55,14 +55,14 @@ from record_checks import check_record_truth
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
-from contracts.judges import judge
 from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
-from contracts.release_rules import WEIGHTS_FILE, release_problems
+from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
 from contracts.spec import SAFE_LOADER, GateKind, Spec, load_spec_from
 
-INTEG_EVIDENCE = "GATE-INTEG-001"
 INTEG_COVERAGE = "GATE-INTEG-002"
+# The gates whose judge decides over the count of their findings (each one's "check").
+COUNTED = (INTEG_EVIDENCE, INTEG_COVERAGE)
 STALE = "STALE"
 # A ledger path cited in prose: evidence/runs/<run id>[/file].
 CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
@@ -128,15 +128,8 @@ class Checker:
         self.violations.append(Finding(rule, self._rel(file), record, message))
 
     def verdict(self) -> list[Finding]:
-        """The violations that stand: GATE-INTEG-001's judge decides over its findings.
-
-        Only a mutation run (the gate forced off) can make the judge accept findings; then they
-        are dropped, which is what turns the auditor's falsifiers red.
-        """
-        evidence = [f for f in self.violations if f.rule == INTEG_EVIDENCE]
-        if judge(INTEG_EVIDENCE, {"violations": len(evidence)}):
-            return self.violations
-        return [f for f in self.violations if f.rule != INTEG_EVIDENCE]
+        """The violations that stand once each gate's judge has decided over them (`standing`)."""
+        return standing(self.violations, self.spec)
 
     def warn(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.warnings.append(Finding(rule, self._rel(file), record, message))
@@ -551,6 +544,28 @@ class Checker:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
 
 
+def gate_thresholds(spec: Spec | None, gate_id: str) -> dict[str, float | int]:
+    """`gate_id`'s thresholds in the spec checked; none where it did not load or lacks the gate."""
+    gate = spec.gates.get(gate_id) if spec is not None else None
+    return gate.threshold_values if gate is not None else {}
+
+
+def standing(findings: list[Finding], spec: Spec | None) -> list[Finding]:
+    """The violations that stand: each gate of COUNTED has its judge decide over its own findings.
+
+    A finding is a measurement and the verdict is the judge's (contracts.release_rules.breaks),
+    whichever path found it, a spec that does not load included, so a gate is decided in one place.
+    A gate whose judge accepts its findings (only ever when a test forces it off) loses them. The
+    judges get the thresholds of `spec`, the spec checked, not of the spec this process runs under.
+    """
+    accepted = {
+        gate_id
+        for gate_id in COUNTED
+        if not breaks(gate_id, sum(f.rule == gate_id for f in findings), gate_thresholds(spec, gate_id))
+    }
+    return [f for f in findings if f.rule not in accepted]
+
+
 def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[str, object]:
     """metrics key → the goal of `goals` a benchmark record states it was measured against."""
     metrics = record.metrics
@@ -594,8 +609,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     try:
         spec = load_spec_from(root / "spec")
     except BadInput as exc:
-        finding = Finding(INTEG_EVIDENCE, "spec", "", str(exc))
-        return Report([finding], [], [], 0)
+        return Report(standing([Finding(INTEG_EVIDENCE, "spec", "", str(exc))], None), [], [], 0)
     checker = Checker(root, spec)
     ledger = [] if runs_only else [load_evidence(p) for p in evidence_paths(root)]
     for loaded in ledger:  # a record's artifacts live in its own directory, never another run's
@@ -706,7 +720,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def replay_main(args: argparse.Namespace) -> int:
-    """--replay: 0 when the steps replay bit for bit, 1 when one differs, 2 on bad input."""
+    """--replay: 0 when the steps replay bit for bit, 1 when one differs, 2 on bad input.
+
+    A difference is a GATE-INTEG-001 finding (the record is not true to its run), decided by the
+    gate's judge like every other.
+    """
     from replay import replay
 
     if args.data is None or args.steps < 1:
@@ -724,11 +742,12 @@ def replay_main(args: argparse.Namespace) -> int:
     except BadInput as exc:
         print(f"check_integrity: {exc}", file=sys.stderr)
         return 2
-    for difference in result.differences:
+    differences = result.differences if breaks(INTEG_EVIDENCE, len(result.differences)) else []
+    for difference in differences:
         print(f"REPLAY  {result.run}: {difference}")
-    verdict = "bit for bit" if not result.differences else f"{len(result.differences)} difference(s)"
+    verdict = "bit for bit" if not differences else f"{len(differences)} difference(s)"
     print(f"replay: {result.steps} step(s) of {result.run}: {verdict}")
-    return 1 if result.differences else 0
+    return 1 if differences else 0
 
 
 if __name__ == "__main__":

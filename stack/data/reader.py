@@ -106,13 +106,16 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
     return measure("GATE-DATA-001", measured, holds="planned batches served")
 
 
-def served_outcome(reader: TokenReader, tokens: torch.Tensor) -> Outcome:
+def served_outcome(reader: TokenReader, tokens: torch.Tensor, ordinal: int) -> Outcome:
     """GATE-DATA-001's check on what the model is handed: the (B, T+1) tokens of the step the
-    reader just served, against that step's planned windows read the plain way.
+    reader just served, against that step's planned windows read the plain way, and the reader's
+    count of batches served against `ordinal`, the run's own count of batches taken (1-based).
 
     The chunk check vouches for what was gathered; this one for what left the reader, so a
     `next_batch` that hands out a placeholder, or one batch of its chunk over and over, is caught
-    at the step it does so. The training loop calls it on the tokens it hashes.
+    at the step it does so. The two counts tie the reader's place to the run's: a stream that
+    restarted after a resume (or skipped ahead) serves its own planned windows, the wrong ones for
+    the run's step. The training loop calls it on the tokens it hashes.
     """
     epoch, index = reader.epoch, reader._index - 1  # the step just served
     shape = (reader.batch_size, reader.seq_len + 1)
@@ -128,13 +131,15 @@ def served_outcome(reader: TokenReader, tokens: torch.Tensor) -> Outcome:
         "follows": 0 <= index < reader.steps_per_epoch,
         "shape_ok": shape_ok,
         "windows_mismatched": mismatched,
+        "served_batches": reader.step,
+        "taken_batches": ordinal,
     }
     return measure("GATE-DATA-001", measured, holds="the planned batch handed to the model")
 
 
-@gate_require("GATE-DATA-001", lambda reader, tokens: served_outcome(reader, tokens))
-def check_served(reader: TokenReader, tokens: torch.Tensor) -> None:
-    """Refuse to train on tokens that are not the planned windows of the step just served."""
+@gate_require("GATE-DATA-001", lambda reader, tokens, ordinal: served_outcome(reader, tokens, ordinal))
+def check_served(reader: TokenReader, tokens: torch.Tensor, ordinal: int) -> None:
+    """Refuse to train on tokens that are not the planned windows of the run's `ordinal`-th batch."""
 
 
 def restore_outcome(reader: TokenReader, state: dict[str, Any]) -> Outcome:

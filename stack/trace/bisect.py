@@ -7,7 +7,8 @@ layer that still diverges makes error of its own, and one that agrees in shadow 
 
 `nonfinite` does the same for NaN/Inf within one trace: a producer is a site with non-finite
 values whose inputs (stack.trace.sites.inputs_of) are all finite; every other non-finite site
-only passes them on.
+only passes them on. Both verdicts, a site that diverges and a site that produces NaN/Inf, are
+GATE-TRACE-003's judge's, from what was measured at the site.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.errors import BadInput
+from contracts.judges import judge
 from stack.trace.compare import SiteComparison, TolerancePolicy, compare_site
 from stack.trace.sites import inputs_of, split
 from stack.trace.tracer import Trace
@@ -90,10 +92,14 @@ class NonFinite:
 
 def nonfinite(trace: Trace) -> NonFinite:
     """The producers and carriers of non-finite values, in forward order."""
-    bad = {n for n, r in trace.sites.items() if r.stats["nan"] + r.stats["inf"] > 0}
+    held = {n: int(r.stats["nan"] + r.stats["inf"]) for n, r in trace.sites.items()}
     producers, carriers = [], []
     for name in trace.names:
-        if name in bad:
-            fed = any(source in bad for source in inputs_of(name, trace.n_layers, trace.layout))
-            (carriers if fed else producers).append(name)
+        if held.get(name):
+            sources = inputs_of(name, trace.n_layers, trace.layout)
+            measured = {
+                "nonfinite_elements": held[name],
+                "nonfinite_inputs": sum(1 for source in sources if held.get(source)),
+            }
+            (producers if judge("GATE-TRACE-003", measured) else carriers).append(name)
     return NonFinite(producers, carriers)

@@ -4,6 +4,8 @@ An element fails only when it is over BOTH tolerances: |a - b| > atol and |a - b
 (a is path A, the reference). Non-finite elements agree only with the same non-finite value at
 the same position. The comparison also says the minimum tolerance that would have passed:
 the atol that suffices at the given rtol, and the rtol that suffices at the given atol.
+Whether the site diverges is GATE-TRACE-003's judge's to say, from what the comparison measured:
+the counts and tolerances here are the report's numbers, not the verdict.
 
 Tolerances come per site from a `TolerancePolicy`: by default atol = m × the reference error
 (how far the reference path lands from fp64 at that site, see stack.trace.calibrate) and
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from contracts.errors import BadInput
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.trace.sites import split
 from stack.trace.tracer import SiteRecord
@@ -29,11 +32,17 @@ QUANTILES = (0.5, 0.99)
 
 @dataclass(frozen=True)
 class Tolerance:
-    """The tolerance one site was judged by, and where it came from."""
+    """The tolerance one site was judged by, and where it came from.
+
+    `reference_error` is the site's error from fp64 when the atol was calibrated from it (the judge
+    then allows its own multiple of it); None when the atol was given (`--atol`, or a fixed
+    tolerance such as ablation's exact one), which the judge then allows instead.
+    """
 
     atol: float
     rtol: float
     source: str
+    reference_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -74,17 +83,18 @@ class TolerancePolicy:
     def for_site(self, name: str) -> Tolerance:
         """The tolerance of one site."""
         error = self.reference_error.get(name, 0.0)  # none measured: no rounding is excused
-        atol, rtol = self.multiple * error, self.default_rtol
+        atol, rtol, calibrated_from = self.multiple * error, self.default_rtol, error
         sources = [f"atol {self.multiple:g} × fp64 error {error:.3g}"]
         short = split(name)[1]
         for rule in self.rules:
             if fnmatch.fnmatchcase(name, rule.pattern) or fnmatch.fnmatchcase(short, rule.pattern):
                 if rule.bound == "atol":
-                    atol, sources[0] = rule.value, f"--atol {rule.pattern}={rule.value:g}"
+                    atol, calibrated_from = rule.value, None
+                    sources[0] = f"--atol {rule.pattern}={rule.value:g}"
                 else:
                     rtol = rule.value
                     sources = [sources[0], f"--rtol {rule.pattern}={rule.value:g}"]
-        return Tolerance(atol, rtol, ", ".join(sources))
+        return Tolerance(atol, rtol, ", ".join(sources), calibrated_from)
 
 
 @dataclass(frozen=True)
@@ -115,10 +125,11 @@ class SiteComparison:
     min_atol: float  # the smallest atol that passes at this rtol
     min_rtol: float  # the smallest rtol that passes at this atol
     sampled: bool
+    divergence: tuple[str, ...]  # what GATE-TRACE-003's judge found here; none: the paths agree
 
     @property
     def passed(self) -> bool:
-        return self.failing == 0 and self.a.shape == self.b.shape
+        return not self.divergence
 
 
 def _error_stats(errors: torch.Tensor) -> ErrorStats:
@@ -135,6 +146,22 @@ def _largest(values: torch.Tensor) -> float:
     return float(values.max()) if values.numel() else 0.0
 
 
+def _divergence(tol: Tolerance, over_rtol: float, mismatch: int, same_shape: bool) -> tuple[str, ...]:
+    """GATE-TRACE-003's verdict on one site, from what the comparison measured there.
+
+    `over_rtol` is the largest |a - b| among the elements over the site's rtol (the site's
+    `min_atol`): an element is over both tolerances exactly when it is beyond the atol allowed.
+    """
+    measured = {
+        "max_abs_error_over_rtol": over_rtol,
+        "reference_error": tol.reference_error,
+        "given_atol": tol.atol if tol.reference_error is None else None,
+        "nonfinite_mismatch": mismatch,
+        "same_shape": same_shape,
+    }
+    return tuple(judge("GATE-TRACE-003", measured))
+
+
 def compare_site(
     name: str,
     a: SiteRecord,
@@ -148,8 +175,9 @@ def compare_site(
     """Compare the values of one site (computed in float64 on the host)."""
     if a.shape != b.shape:
         nan = ErrorStats(math.nan, math.nan, math.nan, math.nan)
+        verdict = _divergence(tol, math.inf, 0, same_shape=False)
         return SiteComparison(
-            name, a, b, tol, 0, 0, 0, nan, nan, math.nan, math.nan, math.inf, math.inf, sampled
+            name, a, b, tol, 0, 0, 0, nan, nan, math.nan, math.nan, math.inf, math.inf, sampled, verdict
         )
     x = va.detach().reshape(-1).to("cpu", torch.float64)
     y = vb.detach().reshape(-1).to("cpu", torch.float64)
@@ -167,6 +195,7 @@ def compare_site(
     noise = float(abs_err.square().sum())
     signal = float(x.square().sum())
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
+    min_atol = _largest(abs_err[over_rtol])
     return SiteComparison(
         name=name,
         a=a,
@@ -179,7 +208,8 @@ def compare_site(
         rel_error=_error_stats(rel_err),
         cosine=cosine,
         sqnr_db=sqnr,
-        min_atol=_largest(abs_err[over_rtol]),
+        min_atol=min_atol,
         min_rtol=_largest(rel_err[over_atol]),
         sampled=sampled,
+        divergence=_divergence(tol, min_atol, mismatch, same_shape=True),
     )

@@ -164,6 +164,10 @@ class TrainState:
     """Everything the loop carries from one step to the next, besides weights and optimizer."""
 
     step: int = 0
+    # Micro-batches taken from the reader since the run began, counted by the loop and set from the
+    # checkpoint's saved reader on a resume: the run's own count, which GATE-DATA-001 holds the
+    # live reader's count of batches served to (`check_served`).
+    batches_taken: int = 0
     tokens_seen: int = 0
     last_heldout: float | None = None
     best_heldout: float | None = None
@@ -367,6 +371,7 @@ class Trainer:
                 self.scaler.load_state_dict(state["scaler"])
         with ckpt.restoring(checkpoint, "reader"):
             self.reader.load_state_dict(state["reader"])
+            self.state.batches_taken = int(state["reader"]["step"])
         self.state.step = checkpoint.step
         with ckpt.restoring(checkpoint, "monitors"):
             self.state.load_monitors(state["monitors"])
@@ -511,6 +516,7 @@ class Trainer:
         tally = Tally(self.device)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
         for _ in range(train.grad_accum):
             batch = self.reader.next_batch()
+            self.state.batches_taken += 1
             tokens = self.objective.tokens(batch)
             batch = self.objective.to_device(batch, self.device)
             stated = self.objective.stated(batch)  # before the loss, which could change the batch
@@ -525,7 +531,7 @@ class Trainer:
             # Checked against the step's planned windows and hashed on the host while the device
             # works through the kernels just queued, before the optimizer steps on them; the hash
             # is of the global batch, so it is the same whatever the world size.
-            check_served(self.reader, tokens)
+            check_served(self.reader, tokens, self.state.batches_taken)
             hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
             total += step_loss.logged.detach()
             if aux:
