@@ -6,7 +6,7 @@ hashes `stack.train.consumption.Tally` measured, like every judge.
 
 from __future__ import annotations
 
-from contracts.judges import Malformed, Measured, Thresholds, count, judges
+from contracts.judges import Malformed, Measured, Thresholds, count, has, judges, number
 
 # What a difference at a position means, said in the message of each count that is not zero.
 _MISMATCHES = {
@@ -21,17 +21,38 @@ _MISMATCHES = {
 
 @judges(
     "GATE-TRAIN-007",
-    needs=(
-        "scorings",
-        "stated_scorings",
-        "targets",
-        "stated_targets",
-        "targets_sha256",
-        "stated_targets_sha256",
-        *_MISMATCHES,
-    ),
+    checks={
+        "consumed": (
+            "scorings",
+            "stated_scorings",
+            "targets",
+            "stated_targets",
+            "targets_sha256",
+            "stated_targets_sha256",
+            *_MISMATCHES,
+        ),
+        "gradient": ("loss_gradient_deviation",),
+    },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
+    """The loss read what the batch states (every step, from the tape) and, where a probe read its
+    gradient at uniform logits, scored it as a mean cross-entropy: the same targets with another
+    value (smoothed labels, a sum for a mean, a mean over positions it did not score) move the
+    gradient off that identity."""
+    problems = _consumed_problems(m) if has(m, "scorings") else []
+    if has(m, "loss_gradient_deviation"):
+        deviation = number(m, "loss_gradient_deviation")
+        if not deviation <= t["loss_gradient_atol"]:
+            problems.append(
+                f"the loss's gradient at uniform logits is {deviation:.3g} from the mean cross-entropy's "
+                f"(atol {t['loss_gradient_atol']:g}): the targets are scored with another value "
+                "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
+            )
+    return problems
+
+
+def _consumed_problems(m: Measured) -> list[str]:
+    """What the loss read against what the batch states: scorings, targets, positions, hashes."""
     scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
     hashes = (m.get("targets_sha256"), m.get("stated_targets_sha256"))
     if not all(isinstance(h, str) for h in hashes):

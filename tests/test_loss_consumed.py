@@ -25,8 +25,10 @@ from prefs_support import prepared_pairs
 from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, step_lines, train
 
+from contracts.errors import GateViolation
 from contracts.gates import measure
 from contracts.judges import judge
+from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.sft_prepare import prepare_sft
@@ -516,17 +518,113 @@ def test_a_cross_entropy_that_skips_one_target_after_the_tape_stops_at_the_probe
 def test_the_gradient_reads_back_exactly_the_targets_a_cross_entropy_scores(
     batch: int, length: int, vocab: int, data: st.DataObject
 ) -> None:
-    """Whatever the logits' values, the masked positions and the ids: the rows scored and their ids."""
+    """Whatever the logits' values, the masked positions and the ids: the rows scored and their ids;
+    and a mean cross-entropy sits on the identity the probe judges, where a sum over N > 1 scored
+    rows sits (N - 1)(1 - 1/V) from it."""
     from stack.train.consumption import consumed_by_gradient
 
     ids = data.draw(st.lists(st.integers(-1, vocab - 1), min_size=batch * length, max_size=batch * length))
     targets = torch.tensor(ids).reshape(batch, length)
+    reduction = data.draw(st.sampled_from(["mean", "sum"]))
     head = torch.nn.Linear(4, vocab)
     inputs = torch.randn(batch, length, 4) * 30  # saturating logits: the zeros make no difference
 
     def loss() -> torch.Tensor:
         logits = head(inputs)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="sum")
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
 
-    (scored,) = consumed_by_gradient(loss, head)
-    assert torch.equal(scored, targets)
+    reading = consumed_by_gradient(loss, head)
+    assert len(reading.targets) == 1 and torch.equal(reading.targets[0], targets)
+    scored = int((targets >= 0).sum())
+    expected = (scored - 1) * (1 - 1 / vocab) if reduction == "sum" and scored else 0.0
+    assert reading.deviation == pytest.approx(expected, abs=1e-5)
+
+
+# -- how the loss scored: its gradient at uniform logits against the mean cross-entropy's ----------
+
+
+def _smoothed(real: Callable[..., torch.Tensor], smoothing: float) -> Callable[..., torch.Tensor]:
+    """A cross-entropy with smoothed labels: the same targets, the same tape, another value."""
+
+    def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return real(logits, targets, label_smoothing=smoothing, **kwargs)
+
+    return cross_entropy
+
+
+def _mean_over_every_position(real: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A cross-entropy summed over the scored targets and divided by every position of the batch:
+    the prompt tokens it ignores still dilute the supervised ones' weight."""
+
+    def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return real(logits, targets, reduction="sum", **kwargs) / targets.numel()
+
+    return cross_entropy
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_cross_entropy_with_smoothed_labels_stops_at_the_probe(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Label smoothing 0.1 reads every target the window states, so the tape and the targets read
+    off the gradient agree; the gradient is (1 - 0.1) times the mean cross-entropy's."""
+    import stack.model.gpt as gpt
+
+    monkeypatch.setattr(gpt.F, "cross_entropy", _smoothed(F.cross_entropy, 0.1))
+    out = tmp_path / "smoothed"
+    measured = _stopped_by(out, _pretrain(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert measured["targets"] == measured["stated_targets"] and measured["mismatched_targets"] == 0
+    assert 0.09 < measured["loss_gradient_deviation"] <= 0.1
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_an_sft_loss_averaged_over_every_position_stops_at_the_probe(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The supervised targets are the right ones; their mean is taken over the prompt's positions too."""
+    import stack.model.gpt as gpt
+
+    monkeypatch.setattr(gpt.F, "cross_entropy", _mean_over_every_position(F.cross_entropy))
+    out = tmp_path / "diluted"
+    measured = _stopped_by(out, _sft(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert measured["targets"] == measured["stated_targets"] and measured["mismatched_targets"] == 0
+    assert measured["loss_gradient_deviation"] > load_spec().threshold("GATE-TRAIN-007", "loss_gradient_atol")
+
+
+def _probe_smoothed(smoothing: float, vocab: int = 50) -> dict[str, Any]:
+    """GATE-TRAIN-007's probe, by the stack's own path, of a small head trained with `smoothing`."""
+    from stack.train.consumption import check_loss_gradient
+
+    head = torch.nn.Linear(4, vocab)
+    inputs, targets = (
+        torch.randn(2, 6, 4),
+        torch.randint(0, vocab, (2, 6), generator=torch.Generator().manual_seed(0)),
+    )
+    stated = [Consumed(inputs=torch.zeros(2, 6, dtype=torch.int64), targets=targets)]
+
+    def loss() -> torch.Tensor:
+        logits = head(inputs)
+        return F.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=-1, label_smoothing=smoothing
+        )
+
+    with recording(Ledger()) as ledger:
+        check_loss_gradient(loss, head, stated, step=1)
+    return ledger.results["GATE-TRAIN-007"].measured
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_smoothing_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    """Smoothing ε puts the gradient ε(1 - 1/V) from the mean cross-entropy's: 1.1 and 0.9 times
+    the tolerance."""
+    atol, vocab = load_spec().threshold("GATE-TRAIN-007", "loss_gradient_atol"), 50
+    inside = _probe_smoothed(0.9 * atol / (1 - 1 / vocab), vocab)
+    assert inside["loss_gradient_deviation"] == pytest.approx(0.9 * atol, rel=1e-3)
+    with pytest.raises(GateViolation, match="gradient at uniform logits"):
+        _probe_smoothed(1.1 * atol / (1 - 1 / vocab), vocab)

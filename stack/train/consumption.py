@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -135,14 +136,25 @@ class Tally:
         }
 
 
-def consumed_by_gradient(loss_of: Callable[[], torch.Tensor], head: torch.nn.Module) -> list[torch.Tensor]:
-    """The targets a loss scored, read off the loss itself rather than off what its code records.
+@dataclass(frozen=True)
+class GradientReading:
+    """What a loss's gradient at uniform logits shows (`consumed_by_gradient`)."""
+
+    targets: list[torch.Tensor]  # per call of the head, the (B, T) ids scored there, -1 elsewhere
+    deviation: float  # the scored rows' largest distance from the mean cross-entropy's gradient
+
+
+def consumed_by_gradient(loss_of: Callable[[], torch.Tensor], head: torch.nn.Module) -> GradientReading:
+    """The targets a loss scored and how it scored them, read off the loss itself rather than off
+    what its code records.
 
     Every output of `head` (the logits) is replaced by zeros that require a gradient, so the
-    softmax is uniform and no row can saturate. A cross-entropy's gradient is then
-    (1/V - onehot(target)) / N on each row it scored and 0 on every other: a row's target is its
-    smallest entry, and a row the loss never read stays zero. Returns, per call of `head`, the
-    (B, T) ids scored there, -1 where nothing was; a loss that never reads the logits scores none.
+    softmax is uniform and no row can saturate. A mean cross-entropy's gradient is then
+    (1/V - onehot(target)) / N on each row it scored and 0 on every other, N the rows scored in
+    all: a row's target is its smallest entry, a row the loss never read stays zero, and
+    `cross_entropy_deviation` measures how far the scored rows are from that identity (a loss of
+    another value on the same targets: smoothed labels, a sum for a mean, a mean over positions it
+    did not score). A loss that never reads the logits scores none.
     """
     logits: list[torch.Tensor] = []
 
@@ -157,23 +169,55 @@ def consumed_by_gradient(loss_of: Callable[[], torch.Tensor], head: torch.nn.Mod
             grads = torch.autograd.grad(loss, logits, allow_unused=True) if logits else ()
     finally:
         handle.remove()
-    return [
+    targets = [
         torch.full(z.shape[:-1], -1, dtype=torch.int64, device=z.device)
         if g is None
         else torch.where(g.ne(0).any(dim=-1), g.argmin(dim=-1), -1)
         for z, g in zip(logits, grads, strict=True)
     ]
+    present = [(g, t) for g, t in zip(grads, targets, strict=True) if g is not None]
+    return GradientReading(targets, cross_entropy_deviation(present))
 
 
-def measured_at_the_loss(scored: list[torch.Tensor], stated: list[Consumed]) -> dict[str, Any]:
-    """GATE-TRAIN-007's values with the targets taken from the loss's gradient (`consumed_by_gradient`);
-    the inputs compared are the statement's own, which the step's tape compares every step."""
-    inputs = stated[0].inputs if stated else None
-    consumed = [Consumed(inputs=inputs if inputs is not None else t, targets=t) for t in scored]
-    device = scored[0].device if scored else torch.device("cpu")
+def cross_entropy_deviation(read: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """max |N·g - (1/V - onehot(target))| over the scored rows of each (gradient, targets) pair:
+    0 up to rounding for a mean cross-entropy at uniform logits, in units of a target's own term.
+
+    V is the row's columns the gradient reaches (a head padded past the vocabulary leaves its
+    padding at zero) and N the rows scored over all pairs, the mean's denominator.
+    """
+    n = sum(int((t >= 0).sum()) for _, t in read)
+    worst = 0.0
+    for g, t in read:
+        rows = t >= 0
+        if not bool(rows.any()):
+            continue
+        scaled = g[rows].float() * n
+        reached = scaled.ne(0)
+        columns = reached.sum(dim=-1, keepdim=True)
+        scaled.scatter_add_(-1, t[rows].unsqueeze(-1), torch.ones_like(scaled[:, :1]))
+        off = torch.where(reached, (scaled - 1.0 / columns).abs(), torch.zeros_like(scaled))
+        worst = max(worst, float(off.max()))
+    return worst
+
+
+def measured_at_the_loss(reading: GradientReading, stated: list[Consumed]) -> dict[str, Any]:
+    """GATE-TRAIN-007's values with the targets taken from the loss's gradient (`consumed_by_gradient`)
+    and its distance from the mean cross-entropy's; the inputs and document ids compared are the
+    statement's own, which the step's tape compares every step."""
+    first = stated[0] if stated else None
+    consumed = [
+        Consumed(
+            inputs=first.inputs if first is not None else t,
+            targets=t,
+            docs=first.docs if first is not None else None,
+        )
+        for t in reading.targets
+    ]
+    device = reading.targets[0].device if reading.targets else torch.device("cpu")
     tally = Tally(device)
     tally.add(consumed, stated)
-    return tally.measured(tally.counts.tolist())
+    return {**tally.measured(tally.counts.tolist()), "loss_gradient_deviation": reading.deviation}
 
 
 def consumed_outcome(measured: dict[str, Any], step: int) -> Outcome:
@@ -184,3 +228,11 @@ def consumed_outcome(measured: dict[str, Any], step: int) -> Outcome:
 @gate_require("GATE-TRAIN-007", lambda measured, step: consumed_outcome(measured, step))
 def check_consumed(measured: dict[str, Any], step: int) -> None:
     """Refuse to step on a loss that read other targets, inputs or documents than the batch states."""
+
+
+def check_loss_gradient(
+    loss_of: Callable[[], torch.Tensor], head: torch.nn.Module, stated: list[Consumed], step: int
+) -> None:
+    """GATE-TRAIN-007 at a probe of a cross-entropy task: what the loss's gradient shows it scored,
+    and how, against what the batch states (`stated`)."""
+    check_consumed(measured_at_the_loss(consumed_by_gradient(loss_of, head), stated), step)

@@ -52,7 +52,7 @@ from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed
 from stack.train.config import RunConfig
-from stack.train.consumption import check_consumed, consumed_by_gradient, measured_at_the_loss
+from stack.train.consumption import check_loss_gradient
 
 DEFAULT_TASK = "pretrain"
 Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -161,7 +161,8 @@ class Pretrain(Objective):
         return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
 
     def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
-        """GATE-TRAIN-007 measured at the loss: the targets its gradient shows it scored, against
-        the window's next tokens."""
-        scored = consumed_by_gradient(lambda: self.loss(model, model, batch).backprop, model.lm_head)
-        check_consumed(measured_at_the_loss(scored, self.stated(batch)), step)
+        """GATE-TRAIN-007 measured at the loss: the targets its gradient shows it scored, and how,
+        against the window's next tokens."""
+        check_loss_gradient(
+            lambda: self.loss(model, model, batch).backprop, model.lm_head, self.stated(batch), step
+        )
