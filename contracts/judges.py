@@ -799,11 +799,13 @@ def _falsifiers_pass(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-INTEG-002", checks={"check": ("violations",), "proof": ("gates+",)})
 def _every_gate_turns_red(m: Measured, t: Thresholds) -> list[str]:
-    """A gate is proven only when its falsifiers pass with it on and one fails with it forced off.
+    """A gate is proven only when its falsifiers pass with it on and every one fails with it forced off.
 
     Having a falsifier is not enough: a test that stays green with its gate switched off does
-    not depend on the gate, so it cannot show the gate firing. `make falsify` measures this (the
-    "proof"); the integrity check's own verdict over its coverage findings is the "check".
+    not depend on the gate, so it cannot show the gate firing, and a gate marker on it claims
+    a proof it does not give (a test that plants nothing is marked `holds` instead). `make
+    falsify` measures this (the "proof"); the integrity check's own verdict over its coverage
+    findings is the "check".
     """
     problems = _gates_turn_red(m) if has(m, "gates") else []
     if has(m, "violations") and (n := count(m, "violations")):
@@ -825,8 +827,8 @@ def _gates_turn_red(m: Measured) -> list[str]:
             continue
         if not flag(summary, "passed_on"):
             not_green.append(gate_id)  # red with the gate off then proves nothing
-        elif not flag(summary, "red_off"):
-            not_red.append(gate_id)
+        elif not flag(summary, "red_off") or count(summary, "stayed_green"):
+            not_red.append(f"{gate_id} ({count(summary, 'stayed_green')} of {count(summary, 'falsifiers')})")
     problems = [f"no falsifier test: {', '.join(untested)}"] if untested else []
     if not_green:
         problems.append(f"falsifiers do not pass with the gate on: {', '.join(not_green)}")

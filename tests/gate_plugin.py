@@ -16,7 +16,7 @@ append-only as LEDGER/<run-id>/, e.g. evidence/runs):
 
 `--reprove` (what `make test` passes): the falsifiers of every gate whose fingerprint differs
 from the latest falsify record of evidence/runs (its stored fingerprints, and those of the commit
-it names) run again with the gate forced off; a changed gate none of whose falsifiers turns red
+it names) run again with the gate forced off; a changed gate with a falsifier that stays green
 fails the session.
 
 The off runs reuse module- and session-scoped fixtures built with the gate on (only the test and
@@ -42,7 +42,7 @@ from fingerprints import changed_gates, fingerprints_at, gate_fingerprints
 from hypothesis import Phase
 from mutation import latest_of
 
-from contracts.derive.proofs import falsify_summary, outcome_counts
+from contracts.derive.proofs import FALSIFY_GATE, falsify_summary, outcome_counts
 from contracts.errors import BadInput
 from contracts.evidence import (
     EvidenceRecord,
@@ -57,7 +57,7 @@ from contracts.evidence import (
     write_evidence,
 )
 from contracts.gates import contract_mode
-from contracts.judges import TEST_FAILED, TEST_PASSED, TEST_SKIPPED, forced_off
+from contracts.judges import TEST_FAILED, TEST_PASSED, TEST_SKIPPED, forced_off, judge
 from contracts.ledger import judged_result
 from contracts.spec import GateStatus, Spec, load_spec
 
@@ -381,7 +381,8 @@ class Reprover:
             test.reports.append(report)
 
     def verdicts(self) -> dict[str, str]:
-        """gate id → 'red' (proven again), 'green' (no falsifier turned red), or why it was not judged."""
+        """gate id → 'red' (proven again), 'green' (a falsifier that passed stayed green with the gate
+        forced off), or why it was not judged."""
         found = {}
         for gate_id in self.changed:
             mine = {nodeid: t for nodeid, t in self.tests.items() if gate_id in t.gates}
@@ -390,12 +391,17 @@ class Reprover:
                 found[gate_id] = "absent"
             elif not self.expected.get(gate_id, set()) <= ran:
                 found[gate_id] = "not judged: not all of its falsifiers ran in this session"
-            elif any(t.off.get(gate_id) == TEST_FAILED for t in mine.values()):
-                found[gate_id] = "red"
             elif any(t.outcome != TEST_PASSED for t in mine.values()):
                 found[gate_id] = "not judged: a falsifier failed with the gate on"
-            else:
-                found[gate_id] = "green"
+            else:  # GATE-INTEG-002's judge over this gate's summary, as the falsify record's
+                detail = {
+                    "falsifiers": {nodeid: t.outcome for nodeid, t in mine.items()},
+                    "red_with_gate_off": {
+                        nodeid: t.off.get(gate_id) == TEST_FAILED for nodeid, t in mine.items()
+                    },
+                }
+                summary = falsify_summary({gate_id: detail})
+                found[gate_id] = "green" if judge(FALSIFY_GATE, {"gates": summary}) else "red"
         return found
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -409,9 +415,14 @@ class Reprover:
         terminalreporter.write_line(f"{len(self.changed)} ACTIVE gate(s) changed since {since}")
         for gate_id, verdict in verdicts.items():
             if verdict == "green":
+                green = sorted(
+                    nodeid
+                    for nodeid, t in self.tests.items()
+                    if gate_id in t.gates and t.off.get(gate_id) != TEST_FAILED
+                )
                 terminalreporter.write_line(
-                    f"{gate_id}: every falsifier stays green with the gate forced off: "
-                    "they no longer prove the gate"
+                    f"{gate_id}: falsifier(s) stay green with the gate forced off, so they do not "
+                    f"prove it: {', '.join(green)}"
                 )
             elif verdict not in ("red", "absent"):
                 terminalreporter.write_line(f"{gate_id}: {verdict}")

@@ -76,9 +76,13 @@ def test_falsify_record_tells_a_dependent_falsifier_from_one_that_is_not(
     assert detail["red_with_gate_off"] == {DEPENDS: True, INDEPENDENT: False}
     (result,) = record.gates
     assert result.id == PROVEN
-    assert result.measured["gates"]["GATE-TRAIN-003"] == {"falsifiers": 2, "passed_on": True, "red_off": True}
-    # The other ACTIVE gates have no falsifier in this run, so the gate fails and pytest exits 1.
+    summary = result.measured["gates"]["GATE-TRAIN-003"]
+    assert summary == {"falsifiers": 2, "passed_on": True, "red_off": True, "stayed_green": 1}
+    # The other ACTIVE gates have no falsifier in this run, and one of GATE-TRAIN-003's does not
+    # depend on it: the gate fails and pytest exits 1.
     assert result.verdict is Verdict.FAIL and "no falsifier test" in str(result.message)
+    message = str(result.message)
+    assert "stay green with the gate forced off: " in message and "GATE-TRAIN-003 (1 of 2)" in message
     assert record.run.status is RunStatus.HALTED and record.code.git_sha is not None
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert record.metrics["counts"] == {"tests": 3, "passed": 3, "failed": 0, "skipped": 0}
@@ -103,12 +107,20 @@ def test_conformance_record_is_true_and_re_judges_equal(
 
 @pytest.mark.gate(PROVEN)
 def test_integ_002_judge_wants_every_gate_green_on_and_red_off() -> None:
-    proven = {"falsifiers": 2, "passed_on": True, "red_off": True}
+    proven = {"falsifiers": 2, "passed_on": True, "red_off": True, "stayed_green": 0}
     assert judge(PROVEN, {"gates": {"GATE-TRAIN-003": proven}}) == []
     defects = {
-        "GATE-TRAIN-003": ({"falsifiers": 0, "passed_on": False, "red_off": False}, "no falsifier"),
+        "GATE-TRAIN-003": ({**proven, "falsifiers": 0, "passed_on": False, "red_off": False}, "no falsifier"),
         "GATE-DATA-001": ({**proven, "passed_on": False}, "do not pass with the gate on"),
-        "GATE-EVAL-001": ({**proven, "red_off": False}, "stay green with the gate forced off"),
+        "GATE-EVAL-001": (
+            {**proven, "red_off": False, "stayed_green": 2},
+            "stay green with the gate forced off",
+        ),
+        # One of two red is not enough: the other cannot show the gate firing.
+        "GATE-EVAL-002": (
+            {**proven, "stayed_green": 1},
+            "stay green with the gate forced off: GATE-EVAL-002 (1 of 2)",
+        ),
     }
     for gate_id, (summary, why) in defects.items():
         (problem,) = judge(PROVEN, {"gates": {"GATE-TRAIN-004": proven, gate_id: summary}})
@@ -202,19 +214,35 @@ def test_plants_nothing_the_gate_sees():
 """
 
 
-def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(tmp_path: Path) -> None:
-    """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
-    its gate off, GATE-TRAIN-004's does not, and that fails the session."""
+def reprove(tmp_path: Path, tests: str) -> subprocess.CompletedProcess[str]:
+    """`pytest --reprove` over `tests` (one test file's text) in a fresh directory."""
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_tiny.py").write_text(REPROVE_TINY)
+    (tmp_path / "tests" / "test_tiny.py").write_text(tests)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
-    proc = subprocess.run(
+    return subprocess.run(
         [*argv, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(tmp_path: Path) -> None:
+    """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
+    its gate off, GATE-TRAIN-004's does not, and that fails the session."""
+    proc = reprove(tmp_path, REPROVE_TINY)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
-    assert "GATE-TRAIN-004: every falsifier stays green with the gate forced off" in proc.stdout
+    assert "GATE-TRAIN-004: falsifier(s) stay green with the gate forced off" in proc.stdout
     assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout
+
+
+def test_reprove_fails_a_gate_with_one_falsifier_red_and_one_green(tmp_path: Path) -> None:
+    """One dependent falsifier does not excuse a second that plants nothing the gate sees (spec 1.9.0)."""
+    proc = reprove(tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"))
+    assert proc.returncode == 1 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert (
+        "GATE-TRAIN-003: falsifier(s) stay green with the gate forced off, so they do not prove it: "
+        "tests/test_tiny.py::test_plants_nothing_the_gate_sees"
+    ) in proc.stdout
+    assert "0 changed gate(s) turn red with the gate forced off" in proc.stdout

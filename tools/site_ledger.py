@@ -55,7 +55,7 @@ def mutation_proof(root: Path, records: list[LoadedEvidence]) -> MutationProof:
     measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
     gates = measured.get("gates") if isinstance(measured.get("gates"), dict) else {}
     proven = {
-        gate_id: bool(row.get("red_off") and row.get("passed_on"))
+        gate_id: bool(row.get("red_off") and row.get("passed_on") and not row.get("stayed_green"))
         for gate_id, row in gates.items()
         if isinstance(row, dict)
     }

@@ -52,14 +52,20 @@ def count_problems(counts: Any, listed: dict[str, str]) -> list[str]:
 
 
 def falsify_summary(detail: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, int | bool]]:
-    """GATE-INTEG-002's measured value: per gate, how many falsifiers, green with it on, red with it off."""
+    """GATE-INTEG-002's measured value: per gate, how many falsifiers, green with it on, red with it
+    off, and how many passed with it on yet stayed green with it off (each one a test that cannot
+    show its gate firing)."""
     summary: dict[str, dict[str, int | bool]] = {}
     for gate_id, gate in detail.items():
         outcomes = list(gate["falsifiers"].values())
+        red = gate["red_with_gate_off"]
         summary[gate_id] = {
             "falsifiers": len(outcomes),
             "passed_on": TEST_PASSED in outcomes and TEST_FAILED not in outcomes,
-            "red_off": any(gate["red_with_gate_off"].values()),
+            "red_off": any(red.values()),
+            "stayed_green": sum(
+                outcome == TEST_PASSED and not red.get(name) for name, outcome in gate["falsifiers"].items()
+            ),
         }
     return summary
 
