@@ -628,3 +628,23 @@ def test_a_smoothing_just_beyond_the_tolerance_fires_and_just_inside_holds() -> 
     assert inside["loss_gradient_deviation"] == pytest.approx(0.9 * atol, rel=1e-3)
     with pytest.raises(GateViolation, match="gradient at uniform logits"):
         _probe_smoothed(1.1 * atol / (1 - 1 / vocab), vocab)
+
+
+def test_the_deviation_is_the_same_taken_a_row_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row chunks bound the copies' memory, never the result (a smoothed loss, some rows unscored)."""
+    from stack.train import consumption
+
+    head = torch.nn.Linear(4, 30)
+    inputs = torch.randn(3, 9, 4)
+    targets = torch.randint(0, 30, (3, 9), generator=torch.Generator().manual_seed(1))
+    targets[1, ::2] = -1
+
+    def loss() -> torch.Tensor:
+        logits = head(inputs).flatten(0, 1)
+        return F.cross_entropy(logits, targets.flatten(), ignore_index=-1, label_smoothing=0.3)
+
+    whole = consumption.consumed_by_gradient(loss, head).deviation
+    monkeypatch.setattr(consumption, "DEVIATION_ROWS", 1)
+    assert (
+        consumption.consumed_by_gradient(loss, head).deviation == whole == pytest.approx(0.3 * (1 - 1 / 30))
+    )

@@ -34,6 +34,8 @@ import torch
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.consumed import Consumed
 
+# Scored rows of logits whose gradient `cross_entropy_deviation` copies at a time.
+DEVIATION_ROWS = 1024
 # The device counts of a step, in the order `Tally.counts` holds them.
 COUNTS = ("targets", "stated_targets", "mismatched_targets", "mismatched_inputs", "mismatched_docs")
 
@@ -184,21 +186,23 @@ def cross_entropy_deviation(read: list[tuple[torch.Tensor, torch.Tensor]]) -> fl
     0 up to rounding for a mean cross-entropy at uniform logits, in units of a target's own term.
 
     V is the row's columns the gradient reaches (a head padded past the vocabulary leaves its
-    padding at zero) and N the rows scored over all pairs, the mean's denominator.
+    padding at zero) and N the rows scored over all pairs, the mean's denominator. Rows are taken
+    DEVIATION_ROWS at a time, so the float32 copies never exceed that many rows of logits (a 124 M
+    model's batch of 16 × 1024 positions over 32 768 columns would otherwise copy 2 GiB thrice).
     """
     n = sum(int((t >= 0).sum()) for _, t in read)
-    worst = 0.0
+    worst: list[torch.Tensor] = []
     for g, t in read:
-        rows = t >= 0
-        if not bool(rows.any()):
-            continue
-        scaled = g[rows].float() * n
-        reached = scaled.ne(0)
-        columns = reached.sum(dim=-1, keepdim=True)
-        scaled.scatter_add_(-1, t[rows].unsqueeze(-1), torch.ones_like(scaled[:, :1]))
-        off = torch.where(reached, (scaled - 1.0 / columns).abs(), torch.zeros_like(scaled))
-        worst = max(worst, float(off.max()))
-    return worst
+        columns = g.reshape(-1, g.shape[-1])
+        targets = t.reshape(-1)
+        scored = (targets >= 0).nonzero().squeeze(1)
+        for rows in scored.split(DEVIATION_ROWS) if scored.numel() else ():
+            scaled = columns[rows].float() * n
+            reached = scaled.ne(0)
+            spread = reached.sum(dim=-1, keepdim=True)
+            scaled.scatter_add_(-1, targets[rows].unsqueeze(-1), torch.ones_like(scaled[:, :1]))
+            worst.append(torch.where(reached, (scaled - 1.0 / spread).abs(), torch.zeros_like(scaled)).max())
+    return float(torch.stack(worst).max()) if worst else 0.0
 
 
 def measured_at_the_loss(reading: GradientReading, stated: list[Consumed]) -> dict[str, Any]:
