@@ -590,6 +590,33 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+@judges("GATE-MODEL-003", needs=("checked", "forms"))
+def _architecture(m: Measured, t: Thresholds) -> list[str]:
+    """Each form's logits (train and eval mode, decoded through the KV cache) within model_atol +
+    model_rtol × the reference's largest magnitude. A model with an option the reference does not
+    write out is not compared (`checked` false, the options named): its own gates judge its blocks."""
+    if not flag(m, "checked"):
+        return []
+    forms = m.get("forms")
+    if not isinstance(forms, Mapping) or not forms:
+        raise Malformed("'forms' must name at least one compared form of the forward")
+    problems = []
+    for name, values in sorted(forms.items()):
+        if not isinstance(values, Mapping):
+            raise Malformed(f"form {name!r} has no values")
+        diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
+        allowed = t["model_atol"] + t["model_rtol"] * scale
+        if not diff <= allowed:
+            problems.append(f"{name} logits differ by {diff:.3g} (allowed {allowed:.3g})")
+    if problems:
+        problems.append(
+            "the model computes something other than the architecture its config names (RoPE, a "
+            "residual, a norm's gain, the SwiGLU, the embedding, the head or the KV cache), which "
+            "stack/model/reference.py writes out"
+        )
+    return problems
+
+
 @judges("GATE-KERNEL-001", checks={"parity": ("outputs+", "low_precision"), "falsifiers": ("falsifiers+",)})
 def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
     """Each output within atol + rtol × the reference's largest magnitude, per input precision.
@@ -1255,6 +1282,7 @@ import contracts.judges_consumed  # noqa: E402
 import contracts.judges_data_filters  # noqa: E402
 import contracts.judges_ft  # noqa: E402
 import contracts.judges_lora  # noqa: E402
+import contracts.judges_optimizer  # noqa: E402
 import contracts.judges_options  # noqa: E402
 import contracts.judges_router  # noqa: E402
 import contracts.judges_sft  # noqa: E402

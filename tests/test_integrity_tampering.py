@@ -452,8 +452,15 @@ def test_a_record_naming_another_spec_version_than_its_commit_is_caught(repo: Pa
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
-    tamper(repo, lambda data: data["spec"]["policies"]["run_kinds"].update(sha256="0" * 64))
-    assert_caught(repo, RECORD, "cites run_kinds rev 1 with digest 000000000000")
+    cited: dict[str, int] = {}
+
+    def zeroed(data: dict) -> None:
+        policy = data["spec"]["policies"]["run_kinds"]
+        cited["revision"] = policy["revision"]  # whichever revision the record was made under
+        policy.update(sha256="0" * 64)
+
+    tamper(repo, zeroed)
+    assert_caught(repo, RECORD, f"cites run_kinds rev {cited['revision']} with digest 000000000000")
 
 
 @pytest.mark.gate("GATE-INTEG-001")

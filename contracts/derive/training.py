@@ -10,8 +10,9 @@ rules the loop applies, in the same order, gives what the record must say:
   GATE-TRAIN-001 (every step line complete, none skipped), TRAIN-003 (finite loss and gradient
   norm), TRAIN-004 (the first loss), TRAIN-006 (spikes against the trailing window), TRAIN-005
   (the coherence streak, and that sampling ran), EVAL-004 (held-out loss rising while train loss
-  falls), and the parts of TRAIN-002 (warmup, the clipped norm) and EVAL-002 (the standard error
-  of each evaluation, the early-stopping decisions) that the log holds.
+  falls), and the parts of TRAIN-002 (warmup, the clipped norm), TRAIN-008 (each step's logged
+  rate against the schedule of the config) and EVAL-002 (the standard error of each evaluation,
+  the early-stopping decisions) that the log holds.
 
 The rules here are the loop's own: stack/train imports `STEP_FIELDS`, `window_stats`,
 `diverging`, `improves` and `COHERENCE_SHOWN` from this module, so the run and the check cannot
@@ -33,6 +34,7 @@ from contracts.derive import Derivation, Inputs, derives
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
+from contracts.schedule import SCHEDULE_KEYS, scheduled
 
 METRICS_LOG = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
@@ -170,8 +172,14 @@ class Settler:
         self.waived = {w.gate for w in inputs.record.waivers}
 
     def wanted(self, gate_id: str) -> bool:
-        """A gate is derived when the spec has it and the record's verdict is not stale."""
-        return gate_id in self.inputs.spec.gates and gate_id not in self.inputs.stale
+        """A gate is derived when the spec has it, the record's verdict is not stale, and the gate
+        is not younger than the record's spec (a record cannot have judged a gate that came later)."""
+        spec, version = self.inputs.spec, self.inputs.record.spec.version
+        return (
+            gate_id in spec.gates
+            and gate_id not in self.inputs.stale
+            and spec.introduced_after(gate_id, version) is None
+        )
 
     def run(self, gate_id: str, outcomes: Iterable[tuple[dict[str, Any], int | None]]) -> GateResult | None:
         """The settled result over `outcomes` ((measured, step) in the order the loop judged them)."""
@@ -290,6 +298,31 @@ def _stability(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], in
         if CLIPPED_NORM in line:
             outcomes.append(({"post_clip_norm": line[CLIPPED_NORM], "clip_norm": clip}, step))
     return outcomes
+
+
+def _schedule(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-008's schedule check per step line: the rate it logs (read back from the
+    optimizer) against the loop's own schedule under the settings in force for that step: those
+    of the last "schedule" event before it (each invocation logs one; a resume may change them),
+    else the config's."""
+    events = sorted(
+        (e for e in log.events if e.get("event") == "schedule" and isinstance(e.get("step"), int)),
+        key=lambda e: e["step"],
+    )
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    for line in log.steps:
+        step = line.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        settings = next((e for e in reversed(events) if e["step"] < step), train)
+        if not all(_real(settings.get(k)) for k in SCHEDULE_KEYS):
+            continue
+        outcomes.append(({"applied_lr": line.get("lr"), "scheduled_lr": scheduled(step, settings)}, step))
+    return outcomes
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _clip_problems(log: Log, clip: Any) -> list[str]:
@@ -515,6 +548,7 @@ def training_record(inputs: Inputs) -> Derivation:
         "GATE-TRAIN-005", _coherence(log, shown, ended, config.get("monitor", {}).get("sample_every"))
     )
     settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
+    settler.derive("GATE-TRAIN-008", _schedule(log, config.get("train", {})), exact=False)
     derived.problems += _clip_problems(log, config.get("train", {}).get("clip_norm"))
     _stated(inputs, log, config, derived)
     _checkpoints(inputs, log, settler)

@@ -1,9 +1,15 @@
-"""The start-up check of GATE-MODEL-001, which the training loop calls before step 1.
+"""The start-up checks of GATE-MODEL-001 and GATE-MODEL-003, which the training loop calls before step 1.
 
 `check_attention_paths` runs every attention path the device can run and compares each with a
-float64 attention written out here, sharing no code with the paths, so a path that scales twice
-(or not at all) is off by far more than rounding. It then checks that the model's own weights
-give the same logits on every path.
+float64 attention written out here, so a path that scales twice (or not at all) is off by far
+more than rounding. It then checks that the model's own weights give the same logits on every
+path.
+
+`check_architecture` runs the model's own modules on a twin whose weights are drawn so that every
+term of a block shows (norm gains off 1, scores of order 1, biases off 0) and compares its logits
+with `stack.model.reference`, the architecture its config names written out in float64 from the
+weights alone: RoPE, a residual, a norm's gain or the SiLU missing anywhere in the forward moves
+the logits by far more than fp32 rounding.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,7 +27,9 @@ from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.attention import PATHS
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
+from stack.model.kv_cache import KVCache
 from stack.model.layers import Attention, apply_rope, rope_angles
+from stack.model.reference import NOT_SPELLED_OUT, reference_logits, spelled_out
 
 PROBE_BATCH = 2
 PROBE_LEN = 40
@@ -209,3 +217,72 @@ def overfit_outcome(best_loss: float, steps: int) -> Outcome:
     """
     loss = best_loss if math.isfinite(best_loss) else str(best_loss)
     return measure("GATE-MODEL-002", {"best_loss": loss, "steps": steps}, holds="the tiny model overfits")
+
+
+def draw_probe_weights(model: torch.nn.Module, generator: torch.Generator) -> None:
+    """Weights under which every term of a block moves the logits: each matrix (the embedding
+    too) ~ N(0, 1/fan_in), so activations and attention scores are of order 1; norm gains
+    ~ U(0.5, 1.5), so a norm applied without its gain shows; biases ~ N(0, 0.5²)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * param.shape[-1] ** -0.5)
+            elif name.rsplit(".", 2)[-2].endswith("norm"):
+                param.copy_(torch.rand(param.shape, generator=generator) + 0.5)
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+
+
+@dataclass(frozen=True)
+class ArchitectureParity:
+    """The model's logits on a probe against the written-out architecture (GATE-MODEL-003's values).
+
+    `forms` maps each way the model is run ("train" and "eval" mode forwards, and "cached": a
+    prefill of the probe's first half, then one token at a time through the KV cache, as
+    generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model with an
+    option the reference does not write out (`skipped` names them), whose blocks their own gates
+    judge.
+    """
+
+    checked: bool
+    forms: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+
+    def outcome(self) -> Outcome:
+        """The GATE-MODEL-003 verdict of this comparison."""
+        measured = {"checked": self.checked, "forms": self.forms, "skipped_options": list(self.skipped)}
+        holds = "the model computes the architecture its config names"
+        return measure("GATE-MODEL-003", measured, holds=holds)
+
+
+def _cached_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
+    """`tokens`' logits decoded as generation decodes: the first half in one call, then one token
+    per call, each continuing the KV cache."""
+    cache = KVCache(model.config, tokens.shape[0], tokens.device, model.embed.weight.dtype)
+    prefill = tokens.shape[1] // 2
+    pieces = [model(tokens[:, :prefill], cache=cache)[0]]
+    pieces += [model(tokens[:, t : t + 1], cache=cache)[0] for t in range(prefill, tokens.shape[1])]
+    return torch.cat(pieces, dim=1)
+
+
+@gate_ensure("GATE-MODEL-003", lambda result: result.outcome())
+@torch.no_grad()
+def check_architecture(model: GPT, *, seed: int = 0) -> ArchitectureParity:
+    """Run the model's modules (a float32 twin with probe weights) on random tokens in each form
+    and compare their logits with the float64 reference of the same weights."""
+    config = model.config
+    if not spelled_out(config):
+        return ArchitectureParity(False, skipped=tuple(o for o in NOT_SPELLED_OUT if getattr(config, o)))
+    generator = torch.Generator().manual_seed(seed)
+    twin = copy.deepcopy(model).float()
+    draw_probe_weights(twin, generator)
+    length = min(config.ctx, PROBE_LEN)
+    tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator)
+    tokens = tokens.to(model.embed.weight.device)
+    reference = reference_logits(twin, tokens)
+    forms: dict[str, dict[str, float]] = {}
+    with _fp32_matmuls():
+        forms["train"] = deviation(twin.train()(tokens)[0], reference)
+        forms["eval"] = deviation(twin.eval()(tokens)[0], reference)
+        forms["cached"] = deviation(_cached_logits(twin, tokens), reference)
+    return ArchitectureParity(True, forms)

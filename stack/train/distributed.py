@@ -158,3 +158,9 @@ def local_value(tensor: torch.Tensor) -> torch.Tensor:
     """A plain tensor from a DTensor (FSDP2's gradient norm), or the tensor itself."""
     full = getattr(tensor, "full_tensor", None)
     return full() if callable(full) else tensor
+
+
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (an FSDP2 parameter or gradient shard), or the tensor itself."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor

@@ -37,6 +37,7 @@ import torch
 from contracts.derive.training import CLIPPED_NORM, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
@@ -46,7 +47,7 @@ from stack.data.policy import build_policy, source_heldout
 from stack.data.reader import check_served
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
-from stack.model.checks import check_attention_paths, runnable_paths
+from stack.model.checks import check_architecture, check_attention_paths, runnable_paths
 from stack.model.consumed import recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
@@ -86,8 +87,8 @@ from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
-from stack.train.schedule import lr_at
 from stack.train.spikes import SpikeDetector
+from stack.train.stepping import UpdateWatch, applied_lr, check_moved, check_step_start, stale_gradients
 from stack.train.tasks import objective_for
 from stack.train.tensorboard import Board
 
@@ -267,6 +268,7 @@ class Trainer:
         self.switches: determinism.Switches | None = None
         self.replay_steps = self._replay_plan()
         self.repeatability: dict[str, Any] | None = None  # what the replay compared and cost
+        self.update_judged = False  # GATE-TRAIN-008 watches each invocation's first update it can judge
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
         if config.eval.early_stop:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
@@ -274,6 +276,7 @@ class Trainer:
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_attention_paths(self.model)
         check_runnable(config.model.attention, self.device, config.model.head_dim)
+        check_architecture(self.model)
         if config.model.moe:
             check_single_expert(config.model)
         if config.model.diff_attn:
@@ -497,11 +500,12 @@ class Trainer:
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        applied_lr = float(self.optimizer.param_groups[0]["lr"])  # what AdamW will use, not the config
+        applied = applied_lr(self.optimizer, lr)  # what AdamW will use, not the config
+        check_step_start(applied, lr, stale_gradients(self.trained_parameters), step)
         if step <= train.warmup_steps:
             previous = self.state.last_warmup_lr if step > 1 else None
-            check_warmup_lr(applied_lr, previous, step, train.warmup_steps, train.lr)
-            self.state.last_warmup_lr = applied_lr
+            check_warmup_lr(applied, previous, step, train.warmup_steps, train.lr)
+            self.state.last_warmup_lr = applied
         if not self.model.training:  # evaluation and sampling leave it in eval mode; a walk of every module
             self.model.train()
         phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
@@ -574,8 +578,14 @@ class Trainer:
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(loss_value, self.config.model.vocab, step)
+        watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
+        watch = UpdateWatch.taken(self.trained_parameters, self.optimizer) if watched else None
+        scale = self.scaler.get_scale() if watch is not None and self.scaler.is_enabled() else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if watch is not None and applied > 0 and (scale is None or self.scaler.get_scale() >= scale):
+            check_moved(len(watch.parameters), watch.moved(), watch.unoptimized, step)  # the scaler stepped
+            self.update_judged = bool(watch.parameters)  # with no nonzero gradient, watch the next step
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         self.state.tokens_seen += self.tokens_per_step
@@ -584,7 +594,7 @@ class Trainer:
             "step": step,
             "epoch": self.reader.epoch,
             "loss": loss_value,
-            "lr": lr,
+            "lr": applied,  # read back from the optimizer (GATE-TRAIN-008 re-derives its schedule check)
             "grad_norm": grad_value,
             CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
             "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
@@ -828,6 +838,9 @@ class Trainer:
         signals = Signals()
         status = "completed"
         self.objective.start(self.model, self.heldout)
+        # The schedule this invocation steps by (a resume may change it), for GATE-TRAIN-008's derivation.
+        schedule = {key: getattr(train, key) for key in SCHEDULE_KEYS}
+        self.metrics_log.write("event", step=self.state.step, event="schedule", **schedule)
         try:
             with signals.installed(), self.alerts.watching():
                 self.switches = determinism.Switches.now()  # what the first step runs with
