@@ -572,19 +572,25 @@ def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
 # -- model, trace, export ------------------------------------------------------------------
 
 
-@judges("GATE-MODEL-001", needs=("paths+",))
-def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
-    paths = m.get("paths")
-    if not isinstance(paths, Mapping) or not paths:
-        raise Malformed("'paths' must name at least one compared path")
+def _deviations(compared: Any, kind: str, atol: float, rtol: float) -> list[str]:
+    """'<name> differs by …' for each entry of `compared` (name → {"max_abs_diff", "ref_absmax"})
+    whose difference exceeds atol + rtol × its reference's largest magnitude."""
+    if not isinstance(compared, Mapping) or not compared:
+        raise Malformed(f"the {kind}s must name at least one compared {kind}")
     problems = []
-    for name, values in sorted(paths.items()):
+    for name, values in sorted(compared.items()):
         if not isinstance(values, Mapping):
-            raise Malformed(f"path {name!r} has no values")
+            raise Malformed(f"{kind} {name!r} has no values")
         diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
-        allowed = t["path_atol"] + t["path_rtol"] * scale
+        allowed = atol + rtol * scale
         if not diff <= allowed:
             problems.append(f"{name} differs by {diff:.3g} (allowed {allowed:.3g})")
+    return problems
+
+
+@judges("GATE-MODEL-001", needs=("paths+",))
+def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
+    problems = _deviations(m.get("paths"), "path", t["path_atol"], t["path_rtol"])
     if problems:
         problems.append("is 1/sqrt(head_dim) applied twice, or not at all, somewhere?")
     return problems
@@ -597,20 +603,10 @@ def _architecture(m: Measured, t: Thresholds) -> list[str]:
     write out is not compared (`checked` false, the options named): its own gates judge its blocks."""
     if not flag(m, "checked"):
         return []
-    forms = m.get("forms")
-    if not isinstance(forms, Mapping) or not forms:
-        raise Malformed("'forms' must name at least one compared form of the forward")
-    problems = []
-    for name, values in sorted(forms.items()):
-        if not isinstance(values, Mapping):
-            raise Malformed(f"form {name!r} has no values")
-        diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
-        allowed = t["model_atol"] + t["model_rtol"] * scale
-        if not diff <= allowed:
-            problems.append(f"{name} logits differ by {diff:.3g} (allowed {allowed:.3g})")
+    problems = _deviations(m.get("forms"), "form", t["model_atol"], t["model_rtol"])
     if problems:
         problems.append(
-            "the model computes something other than the architecture its config names (RoPE, a "
+            "the model's logits are not those of the architecture its config names (RoPE, a "
             "residual, a norm's gain, the SwiGLU, the embedding, the head or the KV cache), which "
             "stack/model/reference.py writes out"
         )
@@ -626,18 +622,7 @@ def _kernel_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "outputs", "low_precision"):
         prefix = "lowp" if flag(m, "low_precision") else "fp32"
-        atol, rtol = t[f"{prefix}_atol"], t[f"{prefix}_rtol"]
-        outputs = m["outputs"]
-        if not isinstance(outputs, Mapping) or not outputs:
-            raise Malformed("'outputs' must name at least one compared output")
-        for name, values in sorted(outputs.items()):
-            if not isinstance(values, Mapping):
-                raise Malformed(f"output {name!r} has no values")
-            diff, scale = number(values, "max_abs_diff"), number(values, "ref_absmax")
-            if not diff <= atol + rtol * scale:
-                problems.append(
-                    f"{name} differs from the reference by {diff:.3g} (allowed {atol + rtol * scale:.3g})"
-                )
+        problems += _deviations(m["outputs"], "output", t[f"{prefix}_atol"], t[f"{prefix}_rtol"])
     return problems
 
 

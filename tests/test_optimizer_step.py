@@ -32,8 +32,10 @@ def _result(run: Path) -> dict[str, Any]:
     return result
 
 
-def _halted(run: Path, step: int) -> dict[str, Any]:
-    """GATE-TRAIN-008's measured values of a run it halted at `step`."""
+def _halted(data: Path, run: Path, step: int) -> dict[str, Any]:
+    """Train a smoke run into `run`; it must stop with exit 3, GATE-TRAIN-008 FAILed at `step`.
+    Returns what the gate measured there."""
+    assert train(smoke_args(data, run)) == 3
     result = _result(run)
     assert result["verdict"] == "FAIL" and result["step"] == step
     return result["measured"]
@@ -93,8 +95,7 @@ def test_falsifier_an_optimizer_that_never_steps_halts_at_the_first_step(
     """The loss stays at ln(vocab) and every other gate holds: only the weights show it."""
     monkeypatch.setattr(torch.amp.GradScaler, "step", lambda self, optimizer, *args, **kwargs: None)
     run = tmp_path / "run"
-    assert train(smoke_args(data, run)) == 3
-    measured = _halted(run, 1)
+    measured = _halted(data, run, 1)
     assert measured["moved_parameters"] == 0 < measured["stepped_parameters"]
 
 
@@ -106,8 +107,7 @@ def test_falsifier_an_optimizer_over_a_copy_of_the_model_halts_at_the_first_step
     build = loop.build_optimizer
     monkeypatch.setattr(loop, "build_optimizer", lambda m, c, d: build(copy.deepcopy(m), c, d))
     run = tmp_path / "run"
-    assert train(smoke_args(data, run)) == 3
-    measured = _halted(run, 1)
+    measured = _halted(data, run, 1)
     assert measured["moved_parameters"] == 0 < measured["unoptimized_parameters"]
 
 
@@ -127,8 +127,7 @@ def test_falsifier_a_parameter_group_left_out_halts_at_the_first_step(
 
     monkeypatch.setattr(loop, "build_optimizer", without_vectors)
     run = tmp_path / "run"
-    assert train(smoke_args(data, run)) == 3
-    measured = _halted(run, 1)
+    measured = _halted(data, run, 1)
     assert measured["unoptimized_parameters"] > 0 and measured["moved_parameters"] > 0
 
 
@@ -139,8 +138,7 @@ def test_falsifier_gradients_never_cleared_halt_at_the_second_step(
     """Step 2 would apply step 1's gradient again, added to its own."""
     monkeypatch.setattr(torch.optim.Optimizer, "zero_grad", lambda self, set_to_none=True: None)
     run = tmp_path / "run"
-    assert train(smoke_args(data, run)) == 3
-    assert _halted(run, 2)["stale_gradients"] > 0
+    assert _halted(data, run, 2)["stale_gradients"] > 0
     assert [line["step"] for line in step_lines(run)] == [1]
 
 
@@ -150,8 +148,7 @@ def test_falsifier_a_rate_just_beyond_the_tolerance_halts_at_the_first_step(
 ) -> None:
     _rate_off_by(monkeypatch, 1 + 1.1 * _rtol())
     run = tmp_path / "run"
-    assert train(smoke_args(data, run)) == 3
-    measured = _halted(run, 1)
+    measured = _halted(data, run, 1)
     assert measured["applied_lr"] != measured["scheduled_lr"]
 
 
