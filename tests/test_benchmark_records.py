@@ -44,6 +44,9 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
     assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
     # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
     plain, stack = metrics["plain_tokens_per_s"], metrics["stack_tokens_per_s"]
-    metrics["overhead"] = round(1 - (stack - 1) / (plain + 1), 4) + 0.0002
+    tampered = round(1 - (stack - 1) / (plain + 1), 4) + 0.0002
+    if round(tampered, 3) == round(tampered, 4):  # a last digit 0 reads as a coarser rounding, whose
+        tampered += 0.0001  # half unit (5e-4) would cover the tamper: the test failed 1 run in 10
+    metrics["overhead"] = tampered
     path.write_text(json.dumps(record), encoding="utf-8")
     assert any("metrics.overhead is" in line for line in findings(run))
