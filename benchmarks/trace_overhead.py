@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 
 from contracts.derive.benchmarks import ns_per_element, quotient  # noqa: E402
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
+from contracts.evidence import RunStatus, file_record, new_record, now, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.kernels.host_stats import engine  # noqa: E402
 from stack.model import GPT, ModelConfig  # noqa: E402
@@ -73,8 +73,22 @@ def one_read(model: GPT, idx: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, device: torch.device) -> dict:
-    """Median untraced and traced forward times, alternating so drift hits both alike."""
+def measure(
+    preset: str,
+    vocab: int,
+    batch: int,
+    tokens: int,
+    repeats: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict:
+    """Median untraced and traced forward times, alternating so drift hits both alike; with
+    `precision` bf16, both under bf16 autocast, as a model trains on a GPU (issue #40)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return {**_measure(preset, vocab, batch, tokens, repeats, device), "precision": precision}
+
+
+def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, device: torch.device) -> dict:
     config = ModelConfig(vocab=vocab, **PRESETS[preset]["model"])
     model = GPT(config, seed=0).to(device).eval()
     length = tokens or config.ctx
@@ -132,15 +146,21 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=0, help="sequence length (default: the preset's ctx)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: both forwards under autocast"
+    )
+    parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where it is filed")
     args = parser.parse_args()
     device = torch.device(args.device)
-    record = new_record("benchmark", run_id("bench-trace"), sys.argv, device=device.type)
-    metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    record = new_record("benchmark", run_id("bench-trace"), sys.argv, device=name, cuda=torch.version.cuda)
+    metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device, args.precision)
     record.metrics = {"benchmark": GOAL, **metrics}
-    path = file_completed(record)
+    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+    path = file_record(args.ledger, record)
     print(
         f"{GOAL}: traced {metrics['traced_ms']} ms / untraced {metrics['untraced_ms']} ms "
-        f"= {metrics['ratio']} (goal ≤ {metrics['goal']}, met: {metrics['met']}) -> {path.relative_to(ROOT)}"
+        f"= {metrics['ratio']} (goal ≤ {metrics['goal']}, met: {metrics['met']}) -> {path}"
     )
     return 0
 
