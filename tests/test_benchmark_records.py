@@ -50,3 +50,22 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
     metrics["overhead"] = tampered
     path.write_text(json.dumps(record), encoding="utf-8")
     assert any("metrics.overhead is" in line for line in findings(run))
+
+
+def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
+    """`--precision bf16` (issue #40's tracing goal) times both forwards under autocast and says so;
+    its derived per-element cost must hold as written and fail once edited."""
+    ledger = tmp_path / "ledger"
+    command = [sys.executable, "benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]
+    command += ["--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = ledger.iterdir()
+    assert findings(run) == []
+
+    path = run / EVIDENCE_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["metrics"]["precision"] == "bf16"
+    record["metrics"]["statistics_ns_per_element"] += 1 + abs(record["metrics"]["statistics_ns_per_element"])
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert any("statistics_ns_per_element" in line for line in findings(run))
