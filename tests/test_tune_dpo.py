@@ -352,9 +352,13 @@ def test_a_loss_stuck_at_ln2_fires(
     # The planted bug: the loss is built with β = 0, whatever the settings say.
     monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_noise": 0.0})
     out = tmp_path / "out"
-    # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first: waived here.
-    waiver = ("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss")
-    assert _dpo(world, out, *waiver) == 3
+    # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first, and the loss is
+    # not the configured β's, which GATE-DPO-005 refuses at step 1: both waived here.
+    waivers = (
+        *("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss"),
+        *("--waive", "GATE-DPO-005", "--reason", "the planted beta = 0 is not the configured beta"),
+    )
+    assert _dpo(world, out, *waivers) == 3
     assert "GATE-DPO-004" in capsys.readouterr().err
     assert {round(line["loss"], 4) for line in _steps(out)} == {0.6931}
     assert _verdicts(out)["GATE-DPO-004"] == "FAIL"
