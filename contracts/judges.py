@@ -448,7 +448,9 @@ def _score_is_the_sum_over_the_bytes(m: Measured, rtol: float) -> list[str]:
             f"the text's {text_bytes}"
         )
     if not abs(loss * predicted - nll) <= allowed:
-        problems.append(f"the loss {loss:.9g} is not the NLL sum {nll:.9g} over {predicted} predicted token(s)")
+        problems.append(
+            f"the loss {loss:.9g} is not the NLL sum {nll:.9g} over {predicted} predicted token(s)"
+        )
     return problems
 
 

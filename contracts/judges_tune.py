@@ -269,7 +269,14 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "identities": ("alpha0_abs_diff", "self_kl"),
         "minimised": ("kl_minimised", "kl_recomputed"),
-        "loss": ("alpha", "temperature", "loss_minimised", "kl_recomputed", "nll_minimised", "nll_recomputed"),
+        "loss": (
+            "alpha",
+            "temperature",
+            "loss_minimised",
+            "kl_recomputed",
+            "nll_minimised",
+            "nll_recomputed",
+        ),
     },
 )
 def _identities(m: Measured, t: Thresholds) -> list[str]:
@@ -310,9 +317,9 @@ def _kd_loss_written_out(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     if not abs(nll_minimised - nll) <= t["loss_rtol"] * abs(nll):
         problems.append(
-            f"the loss minimised an NLL of {nll_minimised:.9g} where the student's logits give {nll:.9g}: the "
-            "hard term is not the student's cross-entropy of the scored targets (a temperature on it, other "
-            "positions?)"
+            f"the loss minimised an NLL of {nll_minimised:.9g} where the student's logits give {nll:.9g}: "
+            "the hard term is not the student's cross-entropy of the scored targets (another model's "
+            "logits, a temperature on it, other positions?)"
         )
     soft = alpha * temperature**2
     expected = soft * kl + (1 - alpha) * nll

@@ -119,7 +119,9 @@ def _nll_sum(
     return float(nll.double().sum())
 
 
-def scored_measured(scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float) -> dict[str, Any]:
+def scored_measured(
+    scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float
+) -> dict[str, Any]:
     """What GATE-EVAL-003 judges of a scoring: the positions the sum took, the count the result
     claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here."""
     return {
@@ -134,12 +136,25 @@ def scored_measured(scored: ScoredPositions, text: str, result: dict[str, Any], 
 
 
 def _scored_outcome(measured: dict[str, Any]) -> Outcome:
-    return measure("GATE-EVAL-003", measured, holds="every token after the first is scored once, over every byte")
+    return measure(
+        "GATE-EVAL-003", measured, holds="every token after the first is scored once, over every byte"
+    )
 
 
 @gate_require("GATE-EVAL-003", lambda measured: _scored_outcome(measured))
 def check_scored(measured: dict[str, Any]) -> None:
     """Refuse a score whose sum skipped, repeated or misaligned a token, or whose bytes are not the text's."""
+
+
+def text_windows(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of `tokens` (N, 2) that score each token after the first once: the full ones
+    (n, seq_len + 1, 2), seq_len + 1 tokens with stride seq_len, and the rest (1, r, 2), the last
+    window overlapping the full ones by one token (r < 2 when nothing is left to score)."""
+    n_full = (len(tokens) - 1) // seq_len
+    if not n_full:
+        return tokens.new_empty((0, seq_len + 1, 2)), tokens.unsqueeze(0)
+    full = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len).transpose(1, 2)
+    return full, tokens[n_full * seq_len :].unsqueeze(0)
 
 
 def evaluate_text(
@@ -167,19 +182,17 @@ def evaluate_text(
         raise BadInput(f"the evaluation text has {len(ids)} token(s); at least 2 are needed to score one")
     # (N, 2): each token's id and its position, which travel together into the sum.
     tokens = torch.stack([torch.tensor(ids, dtype=torch.long), torch.arange(len(ids))], dim=-1)
-    n_full = (len(ids) - 1) // seq_len
-    rest = tokens[n_full * seq_len :]
+    full, rest = text_windows(tokens, seq_len)
     total = 0.0
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             scored = ScoredPositions(len(ids), device)
-            if n_full:
-                full = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len).transpose(1, 2)
+            if len(full):
                 total += sum(_nll_sum(model, batch, device, scored) for batch in full.split(batch_size))
-            if len(rest) > 1:
-                total += _nll_sum(model, rest.unsqueeze(0), device, scored)
+            if rest.shape[1] > 1:
+                total += _nll_sum(model, rest, device, scored)
     finally:
         model.train(was_training)
     predicted = len(ids) - 1

@@ -118,7 +118,9 @@ def loss_measured(terms: dpo.DpoTerms, recomputed: list[torch.Tensor]) -> dict[s
 
 
 @contextmanager
-def zero_logits(policy_head: torch.nn.Module, reference_head: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+def zero_logits(
+    policy_head: torch.nn.Module, reference_head: torch.nn.Module
+) -> Iterator[list[torch.Tensor]]:
     """Inside the block every output of both heads is float32 zeros, so each model's distribution is
     uniform; the policy's require a gradient and are collected, in the order they were made."""
     made: list[torch.Tensor] = []
@@ -251,7 +253,9 @@ class Dpo(Objective):
             "label_noise": self.settings.label_noise,
             **recompute_measured((policy, reference), recomputed),
             **loss_measured(self._terms(model, rows), recomputed),
-            **dpo.gradient_reading(self._gradient_at_zero_logits(model, rows), self.stated(batch)[-1].targets),
+            **dpo.gradient_reading(
+                self._gradient_at_zero_logits(model, rows), self.stated(batch)[-1].targets
+            ),
         }
         dpo.check_recomputed(measured, step)
 

@@ -121,7 +121,10 @@ def check_identities(measured: dict[str, float]) -> None:
 def minimised_kl_outcome(measured: dict[str, float], step: int) -> Outcome:
     """GATE-KD-003 over the loss, KL and NLL a batch's loss minimised and their recomputation."""
     return measure(
-        "GATE-KD-003", measured, step=step, holds="the loss minimised is α·T²·KL + (1 − α)·NLL of the teacher's KL"
+        "GATE-KD-003",
+        measured,
+        step=step,
+        holds="the loss minimised is α·T²·KL + (1 − α)·NLL of the teacher's KL",
     )
 
 
