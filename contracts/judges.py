@@ -376,12 +376,82 @@ def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-EVAL-003", needs=("missing_chars", "extra_chars"))
-def _round_trip(m: Measured, t: Thresholds) -> list[str]:
-    missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
-    if missing or extra:
-        return [f"the tokenizer does not round-trip the text: {missing} character(s) lost, {extra} added"]
-    return []
+_POSITION_COUNTS = {
+    "missing_positions": "token position(s) after the first were never scored",
+    "repeated_positions": "extra scoring(s) of a token position already scored",
+    "first_token_scored": "scoring(s) of the first token, which has no context",
+    "misaligned_targets": "target(s) not predicted from the token just before them",
+}
+
+
+@judges(
+    "GATE-EVAL-003",
+    checks={
+        "round_trip": ("missing_chars", "extra_chars"),
+        "scored": (
+            *_POSITION_COUNTS,
+            "tokens",
+            "scored_targets",
+            "predicted_tokens",
+            "scored_positions_sha256",
+            "predicted_positions_sha256",
+            "nll_nats",
+            "loss",
+            "bits_per_byte",
+            "bytes",
+            "text_bytes",
+        ),
+    },
+)
+def _every_byte(m: Measured, t: Thresholds) -> list[str]:
+    """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
+    the score divides that sum by the text's bytes, or both."""
+    problems = []
+    if has(m, "missing_chars", "extra_chars"):
+        missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
+        if missing or extra:
+            problems.append(
+                f"the tokenizer does not round-trip the text: {missing} character(s) lost, {extra} added"
+            )
+    if has(m, *_POSITION_COUNTS, "scored_targets"):
+        problems += _scored_every_position(m)
+        problems += _score_is_the_sum_over_the_bytes(m, t["score_rtol"])
+    return problems
+
+
+def _scored_every_position(m: Measured) -> list[str]:
+    """The positions the NLL sum took against 1..N−1 of the text's N tokens."""
+    tokens, scored, predicted = count(m, "tokens"), count(m, "scored_targets"), count(m, "predicted_tokens")
+    problems = [f"{count(m, key)} {text}" for key, text in _POSITION_COUNTS.items() if count(m, key)]
+    if scored != tokens - 1 or predicted != tokens - 1:
+        problems.append(
+            f"the NLL sum scored {scored} target(s) and the result claims {predicted}, of a text of {tokens} "
+            f"token(s) whose {tokens - 1} after the first must each be scored once"
+        )
+    if m.get("scored_positions_sha256") != m.get("predicted_positions_sha256"):
+        problems.append("the scored positions hash otherwise than positions 1..N−1")
+    return problems
+
+
+def _score_is_the_sum_over_the_bytes(m: Measured, rtol: float) -> list[str]:
+    """Bits per byte and the loss against the NLL summed, over the text's bytes and the predicted tokens."""
+    nll, loss, bpb = number(m, "nll_nats"), number(m, "loss"), number(m, "bits_per_byte")
+    n_bytes, text_bytes, predicted = count(m, "bytes"), count(m, "text_bytes"), count(m, "predicted_tokens")
+    problems = []
+    if n_bytes != text_bytes:
+        problems.append(f"the result counts {n_bytes} byte(s) of a text of {text_bytes} UTF-8 bytes")
+    allowed = rtol * abs(nll)
+    if not abs(bpb * text_bytes * math.log(2) - nll) <= allowed:
+        divided_by = nll / (bpb * math.log(2)) if bpb else math.inf
+        problems.append(
+            f"bits per byte {bpb:.9g} is the NLL sum {nll:.9g} nats over {divided_by:.6g} bytes, not over "
+            f"the text's {text_bytes}"
+        )
+    if not abs(loss * predicted - nll) <= allowed:
+        problems.append(
+            f"the loss {loss:.9g} is not the NLL sum {nll:.9g} over {predicted} predicted token(s)"
+        )
+    return problems
 
 
 @judges("GATE-EVAL-004", needs=("diverging_evals",))

@@ -6,6 +6,8 @@ a `stack dpo`, `stack distill` or `stack synth` run measured and the thresholds 
 
 from __future__ import annotations
 
+import math
+
 from contracts.judges import (
     Malformed,
     Measured,
@@ -101,17 +103,35 @@ _MASK_COUNTS = {
 }
 
 
+_SETTINGS = ("beta", "label_noise")
+
+
 @judges(
     "GATE-DPO-005",
     checks={
         "mask": (*_MASK_COUNTS, "completion_tokens"),
         "recomputed": ("max_abs_logprob_diff", "rows_compared"),
+        "loss": (
+            *_SETTINGS,
+            "max_abs_logprob_diff",
+            "loss",
+            "chosen_rewards+",
+            "rejected_rewards+",
+            "policy_logps+",
+            "reference_logps+",
+        ),
+        "gradient": (*_SETTINGS, "chosen_gradient+", "rejected_gradient+", "gradient_residual"),
     },
 )
 def _completion_only(m: Measured, t: Thresholds) -> list[str]:
     """The batch's mask against its rows' bounds, the loss's sums against their recomputation
-    by a plain forward masked by the labels, or both."""
+    by a plain forward masked by the labels, the loss and rewards against the formula over those
+    sums, the loss's gradient at h = 0 against the formula's, or several of these."""
     problems = []
+    if has(m, "loss", "policy_logps", "reference_logps"):
+        problems += _dpo_loss_written_out(m, t["identity_tol"])
+    if has(m, "chosen_gradient", "rejected_gradient", "gradient_residual"):
+        problems += _dpo_gradient_at_zero(m, t["gradient_rtol"])
     if has(m, *_MASK_COUNTS, "completion_tokens"):
         problems += [f"{count(m, key)} {text}" for key, text in _MASK_COUNTS.items() if count(m, key)]
         if not count(m, "completion_tokens"):
@@ -126,6 +146,86 @@ def _completion_only(m: Measured, t: Thresholds) -> list[str]:
                 f"forward masked by the pairs' labels (allowed {t['max_abs_logprob_diff']:g}, {rows} rows): "
                 "the loss sums other tokens than the completions (a token skipped, a prompt token added)"
             )
+    return problems
+
+
+def _softplus(x: float) -> float:
+    """log(1 + eˣ) without overflow: −log σ(−x)."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def _numbers(m: Measured, key: str) -> list[float]:
+    """A list of real numbers."""
+    values = items(m, key)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise Malformed(f"{key!r} must be a list of numbers")
+    return [float(v) for v in values]
+
+
+def _dpo_loss_written_out(m: Measured, tol: float) -> list[str]:
+    """The objective's loss and rewards against DPO's formula over the plain forward's sums (chosen
+    rows first): r = β·(log π − log π_ref), h = r_c − r_r, L = mean of −(1 − ε)·log σ(h) − ε·log σ(−h).
+    Each sum may differ from the loss's own by the measured max_abs_logprob_diff d, so a reward may
+    move by 2βd and the loss by 4βd; beyond that, tol × (1 + |value|) of float32 rounding."""
+    beta, noise, d = number(m, "beta"), number(m, "label_noise"), number(m, "max_abs_logprob_diff")
+    policy, reference = _numbers(m, "policy_logps"), _numbers(m, "reference_logps")
+    chosen, rejected = _numbers(m, "chosen_rewards"), _numbers(m, "rejected_rewards")
+    pairs = len(chosen)
+    if len(rejected) != pairs or len(policy) != 2 * pairs or len(reference) != 2 * pairs:
+        raise Malformed(
+            f"{pairs} chosen and {len(rejected)} rejected rewards for {len(policy)} policy and "
+            f"{len(reference)} reference sums"
+        )
+    rewards = [beta * (p - r) for p, r in zip(policy, reference, strict=True)]
+    margins = [rc - rr for rc, rr in zip(rewards[:pairs], rewards[pairs:], strict=True)]
+    loss = sum((1 - noise) * _softplus(-h) + noise * _softplus(h) for h in margins) / pairs
+    problems = []
+    off = [
+        (abs(got - want), 2 * beta * d + tol * (1 + abs(want)))
+        for got, want in zip(chosen + rejected, rewards, strict=True)
+    ]
+    if not all(diff <= allowed for diff, allowed in off):
+        diff, allowed = max(off)
+        problems.append(
+            f"a reward the loss gives is {diff:.3g} from β·(log π − log π_ref) over the plain sums (allowed "
+            f"{allowed:.3g}): the rewards are not β times the policy's log-ratio to the reference"
+        )
+    got = number(m, "loss")
+    if not abs(got - loss) <= 4 * beta * d + tol * (1 + abs(loss)):
+        problems.append(
+            f"the loss is {got:.9g} where −(1 − ε)·log σ(h) − ε·log σ(−h) of the plain sums gives {loss:.9g} "
+            f"(β {beta:g}, ε {noise:g}; allowed {4 * beta * d + tol * (1 + abs(loss)):.3g})"
+        )
+    return problems
+
+
+def _dpo_gradient_at_zero(m: Measured, rtol: float) -> list[str]:
+    """The loss's derivative by each row's log-probability, read with every logit zero (h = 0), in
+    units of one pair's share: −β(1 − 2ε)/2 on the chosen rows, +β(1 − 2ε)/2 on the rejected, and a
+    gradient of that shape at every scored position and nowhere else, each within rtol of β(1 − 2ε)/2."""
+    beta, noise = number(m, "beta"), number(m, "label_noise")
+    size = beta * (1 - 2 * noise) / 2
+    allowed = rtol * abs(size)
+    read = {side: _numbers(m, f"{side}_gradient") for side in ("chosen", "rejected")}
+    if any(len(values) != 2 for values in read.values()):
+        raise Malformed("'chosen_gradient' and 'rejected_gradient' must each be [least, largest]")
+    problems = []
+    wanted = {"chosen": -size, "rejected": size}
+    if not all(abs(v - wanted[side]) <= allowed for side, values in read.items() for v in values):
+        problems.append(
+            "at h = 0 the loss's derivative per pair by log π(y_c) reads {0[0]:.6g}..{0[1]:.6g} and by "
+            "log π(y_r) {1[0]:.6g}..{1[1]:.6g}, not ∓β(1 − 2ε)/2 = ∓{2:.6g} (allowed ±{3:.3g}): the loss is "
+            "not −(1 − ε)·log σ(h) − ε·log σ(−h) of h = β·(policy − reference log-ratios) (policy and "
+            "reference swapped, β left out, the label noise on the other side?)".format(
+                read["chosen"], read["rejected"], size, allowed
+            )
+        )
+    residual = number(m, "gradient_residual")
+    if not residual <= allowed:
+        problems.append(
+            f"the loss's gradient at zero logits departs by {residual:.3g} per pair (allowed {allowed:.3g}) "
+            "from a row's log-probability of its stated targets: it scores other tokens or positions"
+        )
     return problems
 
 
@@ -166,11 +266,25 @@ def _same_tokens(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-KD-003",
-    checks={"identities": ("alpha0_abs_diff", "self_kl"), "minimised": ("kl_minimised", "kl_recomputed")},
+    checks={
+        "identities": ("alpha0_abs_diff", "self_kl"),
+        "minimised": ("kl_minimised", "kl_recomputed"),
+        "loss": (
+            "alpha",
+            "temperature",
+            "loss_minimised",
+            "kl_recomputed",
+            "nll_minimised",
+            "nll_recomputed",
+        ),
+    },
 )
 def _identities(m: Measured, t: Thresholds) -> list[str]:
-    """The identities on the first batch, the minimised KL against its recomputation, or both."""
+    """The identities on the first batch, the minimised KL against its recomputation, the loss and
+    NLL against theirs, or several of these."""
     problems = []
+    if has(m, "loss_minimised", "nll_minimised", "nll_recomputed"):
+        problems += _kd_loss_written_out(m, t)
     if has(m, "alpha0_abs_diff", "self_kl"):
         diff, self_kl = number(m, "alpha0_abs_diff"), number(m, "self_kl")
         if not diff <= t["alpha0_atol"]:
@@ -191,6 +305,31 @@ def _identities(m: Measured, t: Thresholds) -> list[str]:
                 "student_T) over the scored tokens (a temperature on one side, the KL reversed, other "
                 "positions)"
             )
+    return problems
+
+
+def _kd_loss_written_out(m: Measured, t: Thresholds) -> list[str]:
+    """The NLL minimised against its recomputation, and the loss against α·T²·KL + (1 − α)·NLL of the
+    recomputed terms: within loss_rtol of each, beyond what the KL check itself allows the KL."""
+    alpha, temperature = number(m, "alpha"), number(m, "temperature")
+    kl, nll = number(m, "kl_recomputed"), number(m, "nll_recomputed")
+    nll_minimised, loss = number(m, "nll_minimised"), number(m, "loss_minimised")
+    problems = []
+    if not abs(nll_minimised - nll) <= t["loss_rtol"] * abs(nll):
+        problems.append(
+            f"the loss minimised an NLL of {nll_minimised:.9g} where the student's logits give {nll:.9g}: "
+            "the hard term is not the student's cross-entropy of the scored targets (another model's "
+            "logits, a temperature on it, other positions?)"
+        )
+    soft = alpha * temperature**2
+    expected = soft * kl + (1 - alpha) * nll
+    allowed = soft * (t["kl_atol"] + t["kl_rtol"] * abs(kl)) + t["loss_rtol"] * abs(expected)
+    if not abs(loss - expected) <= allowed:
+        problems.append(
+            f"the loss minimised is {loss:.9g} where α·T²·KL + (1 − α)·NLL of the recomputed terms is "
+            f"{expected:.9g} (α {alpha:g}, T {temperature:g}; allowed {allowed:.3g}): the terms are mixed "
+            "with other weights"
+        )
     return problems
 
 

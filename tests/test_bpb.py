@@ -1,8 +1,11 @@
-"""Bits per byte scores every token once and divides by every byte; a lossy tokenizer is refused."""
+"""Bits per byte scores every token once and divides by every byte; a lossy tokenizer, windows that
+skip or repeat a target, and a denominator other than the text's bytes are refused (GATE-EVAL-003)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,6 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts.errors import BadInput, GateViolation
+from contracts.gates import measure
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.eval import bpb
 from stack.eval.bpb import bits_per_byte, check_round_trip, evaluate_text
 
 GATE = "GATE-EVAL-003"
@@ -117,3 +124,90 @@ def test_evaluation_restores_training_mode() -> None:
 def test_a_one_token_text_cannot_be_scored() -> None:
     with pytest.raises(BadInput, match="at least 2"):
         evaluate_text(BigramLM(), ByteTokenizer(), "x", seq_len=16, batch_size=4, device="cpu")
+
+
+# -- the positions the NLL sum took, and the bytes it is divided by --------------------------------
+
+_real_windows = bpb.text_windows
+
+
+def stride_one_past(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The planted bug (M24): full windows of seq_len + 1 tokens taken with stride seq_len + 1, so
+    the first token of every window after the first is never a target."""
+    full, rest = _real_windows(tokens, seq_len)
+    n_full = len(full)
+    spaced = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len + 1).transpose(1, 2)
+    return spaced, rest
+
+
+def _stride_one_short(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The planted bug: windows overlapping by two tokens, so one target of each is scored twice."""
+    full, rest = _real_windows(tokens, seq_len)
+    return tokens[: len(full) * seq_len + 1].unfold(0, seq_len + 1, seq_len - 1).transpose(1, 2), rest
+
+
+def _last_window_dropped(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The planted bug: the text is scored only as far as its full windows reach."""
+    full, rest = _real_windows(tokens, seq_len)
+    return full, rest[:, :1]
+
+
+def _scored(text: str = TEXT, seq_len: int = 16) -> dict[str, object]:
+    """GATE-EVAL-003's values of one scoring of `text` by the stack's own path (the gate may fire)."""
+    with recording(Ledger()) as ledger, contextlib.suppress(GateViolation):
+        evaluate_text(BigramLM(), ByteTokenizer(), text, seq_len=seq_len, batch_size=4, device="cpu")
+    measured = ledger.results[GATE].measured
+    assert isinstance(measured, dict)
+    return measured
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    ("windows", "count"),
+    [
+        (stride_one_past, "missing_positions"),
+        (_stride_one_short, "repeated_positions"),
+        (_last_window_dropped, "missing_positions"),
+    ],
+    ids=["stride-skips-targets", "stride-repeats-targets", "last-window-dropped"],
+)
+def test_windows_that_skip_or_repeat_targets_are_refused(
+    monkeypatch: pytest.MonkeyPatch, windows: Callable[..., tuple[torch.Tensor, torch.Tensor]], count: str
+) -> None:
+    """The result still claims every token predicted; the sum's own positions say otherwise."""
+    assert _scored()[count] == 0  # the stack's windows: none
+    monkeypatch.setattr(bpb, "text_windows", windows)
+    with pytest.raises(GateViolation, match=GATE):
+        evaluate_text(BigramLM(), ByteTokenizer(), TEXT, seq_len=16, batch_size=4, device="cpu")
+    measured = _scored()
+    assert measured[count] > 0 and measured["predicted_tokens"] == measured["tokens"] - 1  # type: ignore[operator]
+    assert measured["scored_positions_sha256"] != measured["predicted_positions_sha256"]
+
+
+@pytest.mark.gate(GATE)
+def test_bits_per_byte_over_the_bytes_left_after_dropping_characters_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The planted bug: the denominator counts the text's bytes once what is not ASCII is dropped."""
+    monkeypatch.setattr(
+        bpb, "bits_per_byte", lambda nll, text: bits_per_byte(nll, text.encode("ascii", "ignore").decode())
+    )
+    with pytest.raises(GateViolation, match="not over the text's"):
+        evaluate_text(BigramLM(), ByteTokenizer(), TEXT, seq_len=16, batch_size=4, device="cpu")
+
+
+@pytest.mark.gate(GATE)
+def test_a_score_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    """Bits per byte and the loss moved off the NLL sum by 0.9 and 1.1 times score_rtol; and each
+    position count alone fires."""
+    rtol = load_spec().threshold(GATE, "score_rtol")
+    clean = _scored()
+    assert measure(GATE, clean).ok
+    for key in ("bits_per_byte", "loss"):
+        value = float(clean[key])  # type: ignore[arg-type]
+        assert measure(GATE, {**clean, key: value * (1 + 0.9 * rtol)}).ok
+        assert not measure(GATE, {**clean, key: value * (1 + 1.1 * rtol)}).ok
+    for key in ("missing_positions", "repeated_positions", "first_token_scored", "misaligned_targets"):
+        assert not measure(GATE, {**clean, key: 1}).ok
+    assert not measure(GATE, {**clean, "scored_positions_sha256": "0" * 64}).ok
+    assert not measure(GATE, {**clean, "bytes": int(clean["bytes"]) - 1}).ok  # type: ignore[call-overload]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from record_checks import check_record_truth
+from test_bpb import stride_one_past
 from train_support import prepared, smoke_args, train
 
 import contracts.evidence
@@ -22,6 +23,7 @@ from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, read_ev
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
+from stack.eval import bpb
 from stack.export import hf
 
 Converter = Callable[[torch.nn.Module], dict[str, torch.Tensor]]
@@ -114,6 +116,29 @@ def test_eval_of_a_text_the_tokenizer_cannot_round_trip_is_recorded_halted(
     lost = sum(not ch.isascii() for ch in CRLF_TEXT)
     result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
     assert isinstance(result.measured, dict) and result.measured["missing_chars"] == lost
+    assert record.artifacts == [] and not (record_dir / "eval.json").exists()
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+def test_eval_whose_windows_skip_targets_is_recorded_halted(
+    run: Path,
+    crlf_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Plant windows taken with a stride one past their targets: the tokenizer round-trips, the result
+    would claim every token predicted, and the positions the NLL sum took leave some out."""
+    monkeypatch.setattr(bpb, "text_windows", stride_one_past)
+    record_dir = tmp_path / "record"
+    assert main(["eval", str(run), "--text", str(crlf_file), "--record", str(record_dir)]) == 3
+    assert "gate fired: GATE-EVAL-003" in capsys.readouterr().err
+    record = assert_true_record(record_dir, "eval")
+    assert record.run.status is RunStatus.HALTED and "GATE-EVAL-003" in str(record.run.stop_reason)
+    result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
+    assert isinstance(result.measured, dict) and result.verdict.value == "FAIL"
+    assert result.measured["missing_chars"] == 0 and result.measured["missing_positions"] > 0
+    assert result.measured["predicted_tokens"] == result.measured["tokens"] - 1
     assert record.artifacts == [] and not (record_dir / "eval.json").exists()
 
 

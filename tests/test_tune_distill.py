@@ -3,7 +3,8 @@
 The pipeline test distils a trained dense teacher into a mixture-of-experts student, saves it,
 reloads it and samples from it. Falsifiers plant each bug in the stack's own code path: a student
 of another vocabulary, a teacher left trainable, a loss that tempers one side only or mixes its
-NLL differently, a soft term without its T². Thresholds are probed just beyond and just inside.
+NLL differently (weighted 1 instead of 1 − α, or taken on the teacher's logits), a soft term
+without its T². Thresholds are probed just beyond and just inside.
 """
 
 from __future__ import annotations
@@ -74,6 +75,24 @@ def _without_t_squared(
     terms = _kd_terms(student, teacher, targets, temperature, alpha)
     soft = alpha * terms.kl
     return KdTerms(soft + (1 - alpha) * terms.nll, terms.kl, terms.nll)
+
+
+def _nll_weighted_one(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
+) -> KdTerms:
+    """The planted bug (M18): the NLL is added with weight 1 instead of 1 − α; KL and NLL logged right."""
+    terms = _kd_terms(student, teacher, targets, temperature, alpha)
+    return KdTerms(alpha * temperature**2 * terms.kl + terms.nll, terms.kl, terms.nll)
+
+
+def _nll_of_the_teacher(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
+) -> KdTerms:
+    """The planted bug: the hard term is the teacher's cross-entropy, so the labels never reach the
+    student. A student distilled from itself is its own teacher, so the first batch's identities hold."""
+    soft = _kd_terms(student, teacher, targets, temperature, alpha)
+    hard = _kd_terms(teacher, teacher, targets, temperature, alpha)
+    return KdTerms(alpha * temperature**2 * soft.kl + (1 - alpha) * hard.nll, soft.kl, hard.nll)
 
 
 _kd_terms = distill.kd_terms
@@ -286,6 +305,67 @@ def test_identities_just_beyond_the_tolerance_fire_and_just_inside_hold() -> Non
     assert not measure("GATE-KD-003", {"alpha0_abs_diff": 1e-12, "self_kl": 0.0}).ok
     assert measure("GATE-KD-003", {"alpha0_abs_diff": 0.0, "self_kl": 0.9 * self_kl}).ok
     assert not measure("GATE-KD-003", {"alpha0_abs_diff": 0.0, "self_kl": 1.1 * self_kl}).ok
+
+
+@pytest.mark.gate("GATE-KD-003")
+@pytest.mark.parametrize(
+    "mutant", [_nll_weighted_one, _nll_of_the_teacher], ids=["nll-weighted-one", "nll-of-the-teacher"]
+)
+def test_a_loss_that_mixes_other_terms_stops_at_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mutant: object,
+) -> None:
+    """The KL is the teacher's and the first batch's identities hold; the loss the first step's probe
+    reads is not α·T²·KL + (1 − α)·NLL of the recomputed terms."""
+    monkeypatch.setattr(distill, "kd_terms", mutant)
+    out = tmp_path / "out"
+    assert _distill(world, out, *STUDENT) == 3
+    assert "GATE-KD-003" in capsys.readouterr().err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-KD-003")
+    measured = result.measured
+    assert isinstance(measured, dict) and result.verdict.value == "FAIL" and result.step == 1
+    assert measured["alpha0_abs_diff"] == 0.0 and measured["self_kl"] == 0.0
+    assert measured["kl_minimised"] == pytest.approx(measured["kl_recomputed"], rel=1e-4)
+    assert "mixed with other weights" in str(result.message)
+
+
+def _kd_case(delta_loss: float = 0.0, delta_nll: float = 0.0) -> dict[str, float]:
+    """GATE-KD-003's loss values for logits whose loss, KL and NLL the stack's kd_terms computes in
+    float64, the loss and the NLL minimised then moved by the given amounts."""
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 6, 11, generator=generator, dtype=torch.float64)
+    teacher = torch.randn(2, 6, 11, generator=generator, dtype=torch.float64)
+    targets = torch.randint(11, (2, 6), generator=generator)
+    terms = _kd_terms(student, teacher, targets, 4.0, 0.7)
+    return {
+        "alpha": 0.7,
+        "temperature": 4.0,
+        "loss_minimised": float(terms.loss) + delta_loss,
+        "kl_recomputed": float(terms.kl),
+        "nll_minimised": float(terms.nll) + delta_nll,
+        "nll_recomputed": float(terms.nll),
+    }
+
+
+@pytest.mark.gate("GATE-KD-003")
+def test_a_loss_or_nll_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    """The loss may move by α·T²·(kl_atol + kl_rtol·KL) + loss_rtol × itself, the NLL by loss_rtol ×
+    itself: 0.9 and 1.1 times that."""
+    thresholds = load_spec().gate("GATE-KD-003").threshold_values
+    case = _kd_case()
+    kl, nll, loss = case["kl_recomputed"], case["nll_recomputed"], case["loss_minimised"]
+    loss_allowed = (
+        0.7 * 16 * (thresholds["kl_atol"] + thresholds["kl_rtol"] * kl) + thresholds["loss_rtol"] * loss
+    )
+    nll_allowed = thresholds["loss_rtol"] * nll
+    assert measure("GATE-KD-003", case).ok
+    assert measure("GATE-KD-003", _kd_case(delta_loss=0.9 * loss_allowed)).ok
+    assert not measure("GATE-KD-003", _kd_case(delta_loss=1.1 * loss_allowed)).ok
+    assert measure("GATE-KD-003", _kd_case(delta_nll=-0.9 * nll_allowed)).ok
+    assert not measure("GATE-KD-003", _kd_case(delta_nll=-1.1 * nll_allowed)).ok
 
 
 @pytest.mark.gate("GATE-KD-004")

@@ -1,14 +1,17 @@
 """`stack dpo`: preference tuning by the training loop against a frozen reference, under GATE-DPO-001..005.
 
 Falsifiers plant each bug in the stack's own code path: a reference kept in bfloat16, a reference
-left trainable, a mask that scores padding or the prompt, a loss whose β never reaches it. Each
-threshold is also probed just beyond and just inside its value through the gate's judge.
+left trainable, a mask that scores padding or the prompt, a loss whose β never reaches it, a loss
+with policy and reference swapped, β left out of h, the label noise on the other side, rewards
+logged without β. Each threshold is also probed just beyond and just inside its value through the
+gate's judge.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,7 @@ from stack.data.tokenizer import ByteTokenizer
 from stack.train import dpo_objective
 from stack.train.trained import Trained, load_trained
 from stack.tune import dpo, frozen, pairs
+from stack.tune.dpo import DpoTerms
 
 PREFS = Path(__file__).parent / "data" / "prefs_small.jsonl"
 CTX = 64
@@ -352,9 +356,13 @@ def test_a_loss_stuck_at_ln2_fires(
     # The planted bug: the loss is built with β = 0, whatever the settings say.
     monkeypatch.setattr(dpo_objective.Dpo, "_loss_args", lambda self: {"beta": 0.0, "label_noise": 0.0})
     out = tmp_path / "out"
-    # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first: waived here.
-    waiver = ("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss")
-    assert _dpo(world, out, *waiver) == 3
+    # Every held-out loss is then ln 2 as well, which GATE-EVAL-002 refuses first, and the loss is
+    # not the configured β's, which GATE-DPO-005 refuses at step 1: both waived here.
+    waivers = (
+        *("--waive", "GATE-EVAL-002", "--reason", "the planted beta = 0 gives a constant held-out loss"),
+        *("--waive", "GATE-DPO-005", "--reason", "the planted beta = 0 is not the configured beta"),
+    )
+    assert _dpo(world, out, *waivers) == 3
     assert "GATE-DPO-004" in capsys.readouterr().err
     assert {round(line["loss"], 4) for line in _steps(out)} == {0.6931}
     assert _verdicts(out)["GATE-DPO-004"] == "FAIL"
@@ -368,6 +376,152 @@ def test_a_margin_span_just_below_the_limit_fires_and_just_above_holds() -> None
     assert measure("GATE-DPO-004", {**case, "margins": [0.0, 1.1 * limit]}).ok
     assert not measure("GATE-DPO-004", {**case, "margins": [0.0, 1.0], "beta": 0.0}).ok
     assert not measure("GATE-DPO-004", {**case, "margins": [0.0, 1.0], "accuracies": [0.5, 0.5]}).ok
+
+
+_real_dpo_terms = dpo.dpo_terms
+
+
+def _policy_and_reference_swapped(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
+) -> DpoTerms:
+    """The planted bug (M16): each log-ratio taken as reference − policy."""
+    return _real_dpo_terms(reference, policy, beta, label_noise)
+
+
+def _beta_left_out_of_h(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
+) -> DpoTerms:
+    """The planted bug (M17): h = chosen − rejected without β; the rewards keep their β."""
+    plain = _real_dpo_terms(policy, reference, 1.0, label_noise)
+    return DpoTerms(plain.loss, beta * plain.chosen_rewards, beta * plain.rejected_rewards)
+
+
+def _label_noise_on_the_other_side(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
+) -> DpoTerms:
+    """The planted bug: ε weights −log σ(h) and 1 − ε weights −log σ(−h)."""
+    return _real_dpo_terms(policy, reference, beta, 1.0 - label_noise)
+
+
+def _rewards_without_beta(
+    policy: torch.Tensor, reference: torch.Tensor, beta: float, label_noise: float = 0.0
+) -> DpoTerms:
+    """The planted bug: the loss is DPO's, the logged rewards (so margin and accuracy) leave β out."""
+    terms = _real_dpo_terms(policy, reference, beta, label_noise)
+    return DpoTerms(terms.loss, terms.chosen_rewards / beta, terms.rejected_rewards / beta)
+
+
+def _dpo_005(out: Path) -> tuple[dict[str, object], int | None]:
+    """GATE-DPO-005's measured values in a run's record, and the step they were judged at."""
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-DPO-005")
+    assert isinstance(result.measured, dict)
+    return result.measured, result.step
+
+
+@pytest.mark.gate("GATE-DPO-005")
+@pytest.mark.parametrize(
+    ("mutant", "options", "gradient"),
+    [
+        (_policy_and_reference_swapped, (), 0.05),
+        (_beta_left_out_of_h, (), -0.5),
+        (_label_noise_on_the_other_side, ("--label-noise", "0.2"), 0.03),
+        (_rewards_without_beta, (), -0.05),
+    ],
+    ids=["policy-reference-swapped", "beta-left-out-of-h", "label-noise-other-side", "rewards-without-beta"],
+)
+def test_a_loss_other_than_dpos_stops_at_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mutant: Callable[..., DpoTerms],
+    options: tuple[str, ...],
+    gradient: float,
+) -> None:
+    """At the start policy and reference are one model, so h = 0, the loss is ln 2 and every reward 0
+    whatever the bug (GATE-DPO-001 holds); the first step's probe reads ∂L/∂log π(y_c) per pair
+    (−β(1 − 2ε)/2 = −0.05 with β 0.1) and holds the loss and rewards to the formula."""
+    monkeypatch.setattr(dpo, "dpo_terms", mutant)
+    out = tmp_path / "out"
+    assert _dpo(world, out, *options) == 3
+    assert "GATE-DPO-005" in capsys.readouterr().err
+    verdicts = _verdicts(out)
+    assert verdicts["GATE-DPO-005"] == "FAIL" and verdicts["GATE-DPO-001"] == "PASS"
+    measured, step = _dpo_005(out)
+    assert step == 1 and measured["chosen_gradient"] == pytest.approx([gradient, gradient], rel=1e-5)
+    assert measured["rejected_gradient"] == pytest.approx([-gradient, -gradient], rel=1e-5)
+
+
+@pytest.mark.holds("GATE-DPO-005")
+def test_label_noise_with_lora_holds_the_loss_and_its_gradient(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """A benign configuration far from the defaults: β 0.5, ε 0.2, adapters on a frozen base."""
+    out = tmp_path / "out"
+    options = ("--beta", "0.5", "--label-noise", "0.2", "--set", "lora.r=4", "--lr", "1e-2")
+    assert _dpo(world, out, *options) == 0
+    assert _verdicts(out)["GATE-DPO-005"] == "PASS"
+    measured, _ = _dpo_005(out)
+    assert measured["chosen_gradient"] == pytest.approx([-0.15, -0.15], rel=1e-6)  # −β(1 − 2ε)/2
+
+
+def _written_case(delta_loss: float = 0.0, delta_reward: float = 0.0) -> dict[str, object]:
+    """GATE-DPO-005's loss values for two pairs whose loss and rewards the stack's dpo_terms computes
+    in float64 (so exactly), the loss and the first reward then moved by the given amounts."""
+    policy = torch.tensor([-10.0, -22.0, -31.0, -18.0], dtype=torch.float64)
+    reference = torch.tensor([-10.5, -21.0, -30.0, -18.25], dtype=torch.float64)
+    terms = _real_dpo_terms(policy, reference, 0.1, 0.2)
+    chosen = terms.chosen_rewards.tolist()
+    return {
+        "beta": 0.1,
+        "label_noise": 0.2,
+        "max_abs_logprob_diff": 1e-5,
+        "loss": float(terms.loss) + delta_loss,
+        "chosen_rewards": [chosen[0] + delta_reward, *chosen[1:]],
+        "rejected_rewards": terms.rejected_rewards.tolist(),
+        "policy_logps": policy.tolist(),
+        "reference_logps": reference.tolist(),
+    }
+
+
+@pytest.mark.gate("GATE-DPO-005")
+def test_a_loss_or_reward_just_beyond_the_formula_fires_and_just_inside_holds() -> None:
+    """The loss may move by 4βd and a reward by 2βd (d the measured sum difference) plus
+    identity_tol × (1 + |value|): 0.9 and 1.1 times that."""
+    tol = load_spec().threshold("GATE-DPO-005", "identity_tol")
+    case = _written_case()
+    loss, reward = float(case["loss"]), case["chosen_rewards"][0]  # type: ignore[arg-type,index]
+    loss_allowed = 4 * 0.1 * 1e-5 + tol * (1 + abs(loss))
+    reward_allowed = 2 * 0.1 * 1e-5 + tol * (1 + abs(reward))
+    assert measure("GATE-DPO-005", case).ok
+    assert measure("GATE-DPO-005", _written_case(delta_loss=0.9 * loss_allowed)).ok
+    assert not measure("GATE-DPO-005", _written_case(delta_loss=1.1 * loss_allowed)).ok
+    assert measure("GATE-DPO-005", _written_case(delta_reward=-0.9 * reward_allowed)).ok
+    assert not measure("GATE-DPO-005", _written_case(delta_reward=-1.1 * reward_allowed)).ok
+
+
+@pytest.mark.gate("GATE-DPO-005")
+def test_a_gradient_just_beyond_its_tolerance_fires_and_just_inside_holds() -> None:
+    """∓β(1 − 2ε)/2 = ∓0.03 per pair at β 0.1, ε 0.2, read 0.9 and 1.1 times gradient_rtol off."""
+    rtol = load_spec().threshold("GATE-DPO-005", "gradient_rtol")
+    size = 0.1 * (1 - 2 * 0.2) / 2
+    off = rtol * size
+
+    def case(chosen: float = -size, rejected: float = size, residual: float = 0.0) -> dict[str, object]:
+        return {
+            "beta": 0.1,
+            "label_noise": 0.2,
+            "chosen_gradient": [-size, chosen],
+            "rejected_gradient": [rejected, size],
+            "gradient_residual": residual,
+        }
+
+    assert measure("GATE-DPO-005", case()).ok
+    for moved in ({"chosen": -size + 0.9 * off}, {"rejected": size - 0.9 * off}, {"residual": 0.9 * off}):
+        assert measure("GATE-DPO-005", case(**moved)).ok, moved
+    for moved in ({"chosen": -size + 1.1 * off}, {"rejected": size - 1.1 * off}, {"residual": 1.1 * off}):
+        assert not measure("GATE-DPO-005", case(**moved)).ok, moved
+    assert not measure("GATE-DPO-005", case(chosen=size, rejected=-size)).ok  # policy and reference swapped
 
 
 @pytest.mark.gate("GATE-DPO-005")

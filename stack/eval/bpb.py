@@ -1,14 +1,20 @@
-"""Bits per byte over the whole text (GATE-EVAL-003): a tokenizer cannot flatter the score by dropping bytes.
+"""Bits per byte over the whole text (GATE-EVAL-003): a tokenizer cannot flatter the score by dropping bytes,
+nor the windowing by skipping tokens.
 
-Bits per byte compares models with different tokenizers only if the denominator is the text
-itself. Two things could shrink it quietly: a tokenizer that loses characters (scored text is
-then shorter than the text), and a denominator taken from the tokens rather than the text. The
-first is refused by `check_round_trip`; the second cannot happen because `bits_per_byte` takes
-the text, not a count.
+Bits per byte compares models with different tokenizers only if the numerator is the NLL of every
+token of the text and the denominator is the text itself. Three things could shrink it quietly: a
+tokenizer that loses characters (scored text is then shorter than the text), windows that leave
+tokens out of the sum (a stride longer than a window's targets, a dropped last window), and a
+denominator taken from something other than the text's UTF-8 bytes. The first is refused by
+`check_round_trip`. For the other two, every token carries its position in the text through the
+windowing to the sum (`_nll_sum`), which counts the positions of the targets it sums
+(`ScoredPositions`); `check_scored` then requires those to be positions 1..N−1, each once, each
+predicted from the token before it, and the score to be that sum over the text's bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from typing import Any, Protocol
 
@@ -17,7 +23,7 @@ import torch.nn.functional as F
 
 from contracts.derive.reports import bits_per_byte_of
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 
 
 class Tokenizer(Protocol):
@@ -57,13 +63,98 @@ def bits_per_byte(total_nll_nats: float, text: str) -> float:
     return bits_per_byte_of(total_nll_nats, len(text.encode("utf-8")))
 
 
-def _nll_sum(model: torch.nn.Module, windows: torch.Tensor, device: torch.device | str) -> float:
-    """Summed NLL (nats) of tokens 1.. of each row given the tokens before it."""
+def _positions_sha256(positions: torch.Tensor) -> str:
+    """sha256 of token positions (int64, in the order given)."""
+    return hashlib.sha256(positions.to(torch.int64).cpu().numpy().tobytes()).hexdigest()
+
+
+class ScoredPositions:
+    """Which positions of the text's tokens the NLL sum took as targets, and how often, counted on
+    the device where the sum reads them; and how many targets were not predicted from the token
+    just before them."""
+
+    def __init__(self, tokens: int, device: torch.device | str) -> None:
+        self.counts = torch.zeros(tokens, dtype=torch.int64, device=device)
+        self.misaligned = torch.zeros((), dtype=torch.int64, device=device)
+
+    def add(self, targets: torch.Tensor, contexts: torch.Tensor) -> None:
+        """The positions (B, L) of a batch's targets, and of the input token each is predicted from."""
+        flat = targets.flatten()
+        self.counts.index_add_(0, flat, torch.ones_like(flat))
+        self.misaligned += (targets != contexts + 1).sum()
+
+    def measured(self) -> dict[str, Any]:
+        """The counts GATE-EVAL-003 judges, and the sha256 of the scored positions in ascending order
+        (a position scored twice appears twice) beside that of 1..N−1."""
+        counts = self.counts.cpu()
+        every = torch.arange(len(counts))
+        return {
+            "tokens": len(counts),
+            "scored_targets": int(counts.sum()),
+            "missing_positions": int((counts[1:] == 0).sum()),
+            "repeated_positions": int((counts - 1).clamp(min=0).sum()),
+            "first_token_scored": int(counts[0]),
+            "misaligned_targets": int(self.misaligned),
+            "scored_positions_sha256": _positions_sha256(torch.repeat_interleave(every, counts)),
+            "predicted_positions_sha256": _positions_sha256(every[1:]),
+        }
+
+
+def _nll_sum(
+    model: torch.nn.Module, windows: torch.Tensor, device: torch.device | str, scored: ScoredPositions
+) -> float:
+    """Summed NLL (nats) of tokens 1.. of each row given the tokens before it.
+
+    `windows` (B, L + 1, 2) holds each token's id and its position in the text. The ids the sum
+    takes as targets and their positions are one slice, so `scored` counts exactly what was summed.
+    """
     windows = windows.to(device)
-    logits, _ = model(windows[:, :-1], None)
-    targets = windows[:, 1:]
-    nll = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+    (input_ids, input_positions), (target_ids, target_positions) = (
+        windows[:, :-1].unbind(-1),
+        windows[:, 1:].unbind(-1),
+    )
+    logits, _ = model(input_ids, None)
+    nll = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none")
+    scored.add(target_positions, input_positions)
     return float(nll.double().sum())
+
+
+def scored_measured(
+    scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float
+) -> dict[str, Any]:
+    """What GATE-EVAL-003 judges of a scoring: the positions the sum took, the count the result
+    claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here."""
+    return {
+        **scored.measured(),
+        "predicted_tokens": result["predicted_tokens"],
+        "nll_nats": nll_nats,
+        "loss": result["loss"],
+        "bits_per_byte": result["bits_per_byte"],
+        "bytes": result["bytes"],
+        "text_bytes": len(text.encode("utf-8")),
+    }
+
+
+def _scored_outcome(measured: dict[str, Any]) -> Outcome:
+    return measure(
+        "GATE-EVAL-003", measured, holds="every token after the first is scored once, over every byte"
+    )
+
+
+@gate_require("GATE-EVAL-003", lambda measured: _scored_outcome(measured))
+def check_scored(measured: dict[str, Any]) -> None:
+    """Refuse a score whose sum skipped, repeated or misaligned a token, or whose bytes are not the text's."""
+
+
+def text_windows(tokens: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of `tokens` (N, 2) that score each token after the first once: the full ones
+    (n, seq_len + 1, 2), seq_len + 1 tokens with stride seq_len, and the rest (1, r, 2), the last
+    window overlapping the full ones by one token (r < 2 when nothing is left to score)."""
+    n_full = (len(tokens) - 1) // seq_len
+    if not n_full:
+        return tokens.new_empty((0, seq_len + 1, 2)), tokens.unsqueeze(0)
+    full = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len).transpose(1, 2)
+    return full, tokens[n_full * seq_len :].unsqueeze(0)
 
 
 def evaluate_text(
@@ -80,7 +171,8 @@ def evaluate_text(
     stride seq_len (each window predicts its last seq_len tokens from the ones before), batched
     batch_size at a time; a shorter final window is scored on its own. The first token of the text
     has no context and is not predicted, so the NLL covers tokens[1:] while bits per byte divides
-    by every byte of the text: a slight overestimate, on the conservative side.
+    by every byte of the text: a slight overestimate, on the conservative side. GATE-EVAL-003
+    judges the positions the sum took and the score's bytes (`check_scored`) before it is returned.
 
     Returns loss (mean nats per predicted token), bits_per_byte, tokens (of the text),
     predicted_tokens (tokens − 1) and bytes (UTF-8 bytes of the text).
@@ -88,26 +180,28 @@ def evaluate_text(
     ids = check_round_trip(tokenizer, text)
     if len(ids) < 2:
         raise BadInput(f"the evaluation text has {len(ids)} token(s); at least 2 are needed to score one")
-    tokens = torch.tensor(ids, dtype=torch.long)
-    n_full = (len(ids) - 1) // seq_len
-    rest = tokens[n_full * seq_len :]
+    # (N, 2): each token's id and its position, which travel together into the sum.
+    tokens = torch.stack([torch.tensor(ids, dtype=torch.long), torch.arange(len(ids))], dim=-1)
+    full, rest = text_windows(tokens, seq_len)
     total = 0.0
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            if n_full:
-                full = tokens[: n_full * seq_len + 1].unfold(0, seq_len + 1, seq_len)
-                total += sum(_nll_sum(model, batch, device) for batch in full.split(batch_size))
-            if len(rest) > 1:
-                total += _nll_sum(model, rest.unsqueeze(0), device)
+            scored = ScoredPositions(len(ids), device)
+            if len(full):
+                total += sum(_nll_sum(model, batch, device, scored) for batch in full.split(batch_size))
+            if rest.shape[1] > 1:
+                total += _nll_sum(model, rest, device, scored)
     finally:
         model.train(was_training)
     predicted = len(ids) - 1
-    return {
+    result = {
         "loss": total / predicted,
         "bits_per_byte": bits_per_byte(total, text),
         "tokens": len(ids),
         "predicted_tokens": predicted,
         "bytes": len(text.encode("utf-8")),
     }
+    check_scored(scored_measured(scored, text, result, total))
+    return result

@@ -11,8 +11,9 @@ from `distill.teacher` at set-up, moved to the run's device, frozen and hashed (
 judged on it after the last step). Before the first step the pairing is judged (GATE-KD-001:
 one tokenizer and vocabulary, or a declared `distill.truncate_vocab`), and the loss against its
 identities on the first batch (GATE-KD-003, as it is scored) and its T² on a planted case
-(GATE-KD-004). On the loop's probe cadence, the KL the loss minimises on the batch it just used
-is recomputed from the teacher's and the student's logits by another path (GATE-KD-003).
+(GATE-KD-004). On the loop's probe cadence, on the batch the loss just used, the KL and the NLL
+the loss minimises are recomputed from the teacher's and the student's logits by another path,
+and the loss it returns must be α·T²·KL + (1 − α)·NLL of those recomputed terms (GATE-KD-003).
 The data must be tokenized by the teacher's tokenizer (GATE-DATA-007, judged at set-up).
 """
 
@@ -57,6 +58,15 @@ def recomputed_kl(
     log_p = torch.log_softmax(teacher.float() / temperature, dim=-1)
     per_position = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
     return per_position[scored].mean()
+
+
+def recomputed_nll(student: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The student's mean −log p(target) over the scored positions, by gathering its log-softmax:
+    the independent path GATE-KD-003 checks the minimised NLL against (the loss takes torch's
+    cross_entropy)."""
+    scored = targets >= 0
+    logp = torch.log_softmax(student.float(), dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1))
+    return -logp.squeeze(-1)[scored].mean()
 
 
 class Distill(Pretrain):
@@ -126,14 +136,24 @@ class Distill(Pretrain):
         return StepLoss(backprop=terms.loss, logged=terms.loss, metrics={"kl": terms.kl, "nll": terms.nll})
 
     def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
-        """GATE-KD-003 on the batch the loss just used: the KL the loss minimises, by its own path,
-        against the KL recomputed from the student's and the teacher's logits (`recomputed_kl`)."""
-        minimised = self.loss(model, model, batch).metrics["kl"]
+        """GATE-KD-003 on the batch the loss just used: the loss, KL and NLL the objective minimises,
+        by its own path, against the KL and NLL recomputed from the student's and the teacher's
+        logits (`recomputed_kl`, `recomputed_nll`), for the judge to hold the loss to α·T²·KL +
+        (1 − α)·NLL of those."""
+        minimised = self.loss(model, model, batch)
         (stated,) = self.stated(batch)
         vocab = self._vocab(model)
         student, teacher = (m(stated.inputs)[0][..., :vocab] for m in (model, self.teacher.model))
-        recomputed = recomputed_kl(student, teacher, stated.targets >= 0, self.settings.temperature)
-        measured = {"kl_minimised": float(minimised), "kl_recomputed": float(recomputed)}
+        temperature = self.settings.temperature
+        measured = {
+            "alpha": self.settings.alpha,
+            "temperature": temperature,
+            "loss_minimised": float(minimised.backprop),
+            "kl_minimised": float(minimised.metrics["kl"]),
+            "kl_recomputed": float(recomputed_kl(student, teacher, stated.targets >= 0, temperature)),
+            "nll_minimised": float(minimised.metrics["nll"]),
+            "nll_recomputed": float(recomputed_nll(student, stated.targets)),
+        }
         distill.check_minimised_kl(measured, step)
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:

@@ -19,10 +19,19 @@ on the first held-out batch, the starting policy scores the pairs as the referen
 (GATE-DPO-001: loss ln 2, rewards 0) and appended padding changes nothing (GATE-DPO-003). The
 margins and accuracies of every step are kept (in the checkpoints too) and GATE-DPO-004 judges
 at the end that they moved. The held-out loss is the same DPO loss.
+
+On the loop's probe cadence (`probe`), GATE-DPO-005 judges the batch the loss just used: the
+sums the loss takes against a plain forward of each model, the loss and rewards against the
+formula over those plain sums, and the loss's gradient with both models' logits set to zero,
+where h = 0 whatever the weights: ∂L/∂log π(y_c) is then −β(1 − 2ε)/2 per pair and
+∂L/∂log π(y_r) its opposite, which a loss with policy and reference swapped, β left out or the
+label noise on the wrong side cannot give, however close the policy still is to the reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +103,41 @@ def recompute_measured(
         "max_abs_logprob_diff": float(torch.stack(diffs).max()),
         "rows_compared": int(consumed[0].numel()),
     }
+
+
+def loss_measured(terms: dpo.DpoTerms, recomputed: list[torch.Tensor]) -> dict[str, Any]:
+    """The loss and rewards the objective gives a batch, beside the plain sums (policy, reference)
+    GATE-DPO-005's judge writes the formula out over."""
+    return {
+        "loss": float(terms.loss.detach()),
+        "chosen_rewards": terms.chosen_rewards.tolist(),
+        "rejected_rewards": terms.rejected_rewards.tolist(),
+        "policy_logps": recomputed[0].tolist(),
+        "reference_logps": recomputed[1].tolist(),
+    }
+
+
+@contextmanager
+def zero_logits(
+    policy_head: torch.nn.Module, reference_head: torch.nn.Module
+) -> Iterator[list[torch.Tensor]]:
+    """Inside the block every output of both heads is float32 zeros, so each model's distribution is
+    uniform; the policy's require a gradient and are collected, in the order they were made."""
+    made: list[torch.Tensor] = []
+
+    def policy(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        made.append(torch.zeros(output.shape, dtype=torch.float32, device=output.device, requires_grad=True))
+        return made[-1]
+
+    def reference(_module: torch.nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(output.shape, dtype=torch.float32, device=output.device)
+
+    handles = [policy_head.register_forward_hook(policy), reference_head.register_forward_hook(reference)]
+    try:
+        yield made
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Dpo(Objective):
@@ -197,11 +241,33 @@ class Dpo(Objective):
     def probe(self, model: torch.nn.Module, batch: SftBatch, step: int) -> None:
         """GATE-DPO-005 on the batch the loss just used: the log-probability sums the loss takes
         (its own path, from `pair_rows`) against a plain forward of each model over the rows,
-        masked by the labels' supervised bits."""
-        policy, reference = self._logprobs(model, pair_rows(batch))
-        rows, scored = stated_rows(batch)
-        recomputed = [plain_logprobs(m, rows, scored) for m in (model, self.reference)]
-        dpo.check_recomputed(recompute_measured((policy, reference), recomputed), step)
+        masked by the labels' supervised bits; the loss and rewards it gives, for the judge to hold
+        against the formula over those plain sums; and its gradient at zero logits
+        (`_gradient_at_zero_logits`)."""
+        rows = pair_rows(batch)
+        policy, reference = self._logprobs(model, rows)
+        stated, scored = stated_rows(batch)
+        recomputed = [plain_logprobs(m, stated, scored) for m in (model, self.reference)]
+        measured = {
+            "beta": self.settings.beta,
+            "label_noise": self.settings.label_noise,
+            **recompute_measured((policy, reference), recomputed),
+            **loss_measured(self._terms(model, rows), recomputed),
+            **dpo.gradient_reading(
+                self._gradient_at_zero_logits(model, rows), self.stated(batch)[-1].targets
+            ),
+        }
+        dpo.check_recomputed(measured, step)
+
+    def _gradient_at_zero_logits(self, model: torch.nn.Module, rows: pairs.PairBatch) -> torch.Tensor:
+        """The gradient of the loss, by the objective's own path, at the policy's logits, with both
+        models' logits set to zero (`zero_logits`); zeros where the loss does not reach them."""
+        with torch.enable_grad(), zero_logits(model.lm_head, self.reference.lm_head) as logits:
+            loss = self._terms(model, rows).loss
+            grads = torch.autograd.grad(loss, logits, allow_unused=True) if loss.requires_grad else ()
+        width, vocab = rows.tokens.shape[1] - 1, model.config.vocab
+        grad = grads[-1] if grads else None  # the policy scores once, after the reference
+        return grad if grad is not None else torch.zeros(rows.tokens.shape[0], width, vocab)
 
     def heldout_loss(self, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
         """The held-out DPO loss: the same pairs' loss, scored as training scores them."""

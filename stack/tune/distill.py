@@ -13,8 +13,9 @@ bound here:
 - GATE-KD-001 teacher and student share the tokenizer (identity) and vocabulary, or a declared
   truncation covers every id the tokenizer has (`check_vocabularies`);
 - GATE-KD-003 α = 0 gives the plain NLL exactly, and a student distilled from itself has KL 0
-  (`check_identities`); on a cadence, the KL the loss minimised is the KL recomputed from the
-  teacher's and the student's logits (`check_minimised_kl`);
+  (`check_identities`); on a cadence, the KL and NLL the loss minimised are those recomputed from
+  the teacher's and the student's logits, and the loss is α·T²·KL + (1 − α)·NLL of them
+  (`check_minimised_kl`);
 - GATE-KD-004 the T² is there: on a planted case the soft term's gradient at the spec's probe
   temperature is the size it is at T = 1 (`check_temperature_scale`).
 
@@ -118,13 +119,19 @@ def check_identities(measured: dict[str, float]) -> None:
 
 
 def minimised_kl_outcome(measured: dict[str, float], step: int) -> Outcome:
-    """GATE-KD-003 over the KL a batch's loss minimised and its recomputation."""
-    return measure("GATE-KD-003", measured, step=step, holds="the KL minimised is the teacher's KL")
+    """GATE-KD-003 over the loss, KL and NLL a batch's loss minimised and their recomputation."""
+    return measure(
+        "GATE-KD-003",
+        measured,
+        step=step,
+        holds="the loss minimised is α·T²·KL + (1 − α)·NLL of the teacher's KL",
+    )
 
 
 @gate_require("GATE-KD-003", lambda measured, step: minimised_kl_outcome(measured, step))
 def check_minimised_kl(measured: dict[str, float], step: int) -> None:
-    """Judge the KL the loss minimised against the KL recomputed from the same logits."""
+    """Judge the KL and NLL the loss minimised against those recomputed from the same logits, and
+    the loss against their mix."""
 
 
 # -- GATE-KD-004: the T² is applied ----------------------------------------------------------

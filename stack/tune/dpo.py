@@ -13,8 +13,10 @@ first step. The gates bound here:
 - GATE-DPO-001 the loss at the start is ln 2 and the rewards 0 (`check_start_identity`);
 - GATE-DPO-003 appending padding changes no sequence's log-probability (`check_padding`);
 - GATE-DPO-004 β > 0, something trains, and the margin and accuracy move (`check_progress`);
-- GATE-DPO-005 only completion tokens are scored: the mask, on every batch (`check_scored_tokens`),
-  and the sums the loss takes, recomputed on a cadence by an independent path (`check_recomputed`).
+- GATE-DPO-005 only completion tokens are scored, by the loss written above: the mask, on every
+  batch (`check_scored_tokens`); on a cadence, the sums the loss takes against an independent
+  path, the loss and rewards against the formula over those sums, and the loss's gradient at
+  zero logits against its value at h = 0 (`gradient_reading`, `check_recomputed`).
 
 GATE-DPO-002 (the reference stays frozen) is in stack.tune.frozen, shared with distillation.
 """
@@ -188,13 +190,59 @@ def check_scored_tokens(batch: PairBatch) -> None:
     """Judge a batch's mask before it is scored."""
 
 
-def recomputed_outcome(measured: dict[str, float | int], step: int) -> Outcome:
-    """GATE-DPO-005 over the sums a batch's loss consumed and their independent recomputation."""
+def _largest(values: torch.Tensor) -> float:
+    """The largest magnitude among `values`, 0 for none."""
+    return float(values.abs().max()) if values.numel() else 0.0
+
+
+def gradient_reading(grad: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+    """What the loss's gradient at the policy's logits (2B, T, V) shows, taken with every logit of
+    policy and reference set to zero: each row's sum is then −n·ln V under both models, so h = 0,
+    and at a scored position t of row b the gradient is c_b·(onehot(y_bt) − 1/V), c_b the loss's
+    derivative by the row's summed log-probability.
+
+    `targets` (2B, T') are the rows' stated next tokens, −1 where nothing is scored, chosen rows
+    first. Returns c read at every stated target (times B, so in units of one pair's share) as
+    [least, largest] over the chosen rows and over the rejected rows, and, in the same units, the
+    largest departure of the gradient from that shape, a gradient at an unscored position
+    included. A stated target the gradient does not reach reads c = 0.
+    """
+    rows, vocab = targets.shape[0], grad.shape[-1]
+    width = min(grad.shape[1], targets.shape[1])
+    coefficients = torch.zeros(targets.shape, dtype=torch.float32)
+    residual = 0.0
+    for row in range(rows):
+        g = grad[row].float()
+        wanted = targets[row, :width].to(g.device)
+        ids = wanted.clamp(min=0).unsqueeze(-1)
+        c = torch.where(wanted >= 0, g[:width].gather(-1, ids).squeeze(-1) * vocab / (vocab - 1), 0.0)
+        shape = (-c / vocab).unsqueeze(-1).expand(-1, vocab).scatter_add(-1, ids, c.unsqueeze(-1))
+        residual = max(residual, _largest(g[:width] - shape), _largest(g[width:]))
+        coefficients[row, :width] = c.cpu()
+    pairs, scored = rows // 2, targets.cpu() >= 0
+
+    def span(part: slice) -> list[float]:
+        read = coefficients[part][scored[part]] * pairs
+        return [float(read.min()), float(read.max())] if read.numel() else []
+
+    return {
+        "chosen_gradient": span(slice(0, pairs)),
+        "rejected_gradient": span(slice(pairs, rows)),
+        "gradient_residual": residual * pairs,
+    }
+
+
+def recomputed_outcome(measured: dict[str, Any], step: int) -> Outcome:
+    """GATE-DPO-005 over a batch's sums, loss, rewards and loss gradient against their recomputations."""
     return measure(
-        "GATE-DPO-005", measured, step=step, holds="the summed log-probabilities are the completions'"
+        "GATE-DPO-005",
+        measured,
+        step=step,
+        holds="the summed log-probabilities are the completions', and the loss is DPO's over them",
     )
 
 
 @gate_require("GATE-DPO-005", lambda measured, step: recomputed_outcome(measured, step))
-def check_recomputed(measured: dict[str, float | int], step: int) -> None:
-    """Judge the loss's log-probability sums against a plain forward masked by the pairs' labels."""
+def check_recomputed(measured: dict[str, Any], step: int) -> None:
+    """Judge the loss's log-probability sums against a plain forward masked by the pairs' labels, and
+    the loss, its rewards and its gradient against the formula over those sums."""
