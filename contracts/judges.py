@@ -213,14 +213,17 @@ def has(measured: Measured, *keys: str) -> bool:
     checks={
         "windows": ("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
         "stream": ("served_batches", "taken_batches"),
+        "plan": ("plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"),
     },
 )
 def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
-    """The batches are the plan's: each the planned windows of its step (a chunk as gathered, or a
-    batch as handed to the model), and, where the loop takes one, the reader's count of batches
-    served is the run's count of batches taken (a stream restarted or skipped serves its own plan)."""
-    epoch, first, per_epoch = count(m, "epoch"), count(m, "step_in_epoch"), count(m, "steps_per_epoch")
+    """The batches are the plan's: each epoch's plan a permutation of the sources' quotas, each
+    batch the planned windows of its step in every table it holds (a chunk as gathered, or a batch
+    as handed to the model), and, where the loop takes one, the reader's count of batches served
+    is the run's count of batches taken (a stream restarted or skipped serves its own plan)."""
     problems = []
+    if has(m, "plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"):
+        problems += _plan_problems(m)
     if has(m, "served_batches", "taken_batches"):
         served, taken = count(m, "served_batches"), count(m, "taken_batches")
         if served != taken:
@@ -228,6 +231,31 @@ def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
                 f"the reader has served {served} batch(es) where the run has taken {taken}: its stream "
                 "restarted or skipped (a resume that lost the reader's place?)"
             )
+    if has(m, "epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"):
+        problems += _window_problems(m)
+    return problems
+
+
+def _plan_problems(m: Measured) -> list[str]:
+    """An epoch plan against its quotas: its length, and each window's count within its source's."""
+    planned, quota, off = count(m, "plan_windows"), count(m, "quota_windows"), count(m, "windows_off_quota")
+    sources = items(m, "sources_off_quota")
+    problems = []
+    if planned != quota:
+        problems.append(f"the epoch plan holds {planned} windows where the sources' quotas sum to {quota}")
+    if off or sources:
+        problems.append(
+            f"the epoch plan is not a permutation of the sources' quotas: {off} window(s) planned more "
+            f"or fewer times than their source's quota allows (sources off quota: {sources}); "
+            "drawn with replacement?"
+        )
+    return problems
+
+
+def _window_problems(m: Measured) -> list[str]:
+    """A chunk or a served batch against the plan: its place in the epoch, its shape, its windows."""
+    epoch, first, per_epoch = count(m, "epoch"), count(m, "step_in_epoch"), count(m, "steps_per_epoch")
+    problems = []
     if first >= per_epoch:
         problems.append(f"batch {first} of epoch {epoch} is past the epoch's {per_epoch} steps")
     if not flag(m, "follows"):
@@ -235,8 +263,10 @@ def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
     if not flag(m, "shape_ok"):
         problems.append("the batches are not int64 windows of the reader's shape")
     if mismatched := count(m, "windows_mismatched"):
+        by_table = m.get("mismatched_by_table") or {}
         problems.append(
             f"{mismatched} window(s) differ from the planned windows of the shards (a placeholder?)"
+            + (f"; by table: {by_table}" if by_table else "")
         )
     return problems
 
@@ -273,10 +303,31 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-005", needs=("shared_documents",))
+@judges(
+    "GATE-DATA-005",
+    checks={
+        "documents": ("shared_documents",),
+        "heldout": ("heldout_windows", "heldout_windows_mismatched"),
+    },
+)
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
-    shared = count(m, "shared_documents")
-    return [f"{shared} document(s) are in both train and held-out"] if shared else []
+    """No document in both splits (the index), and the held-out batches a run evaluates are the
+    held-out split's windows (the batches, against the split's shards)."""
+    problems = []
+    if has(m, "shared_documents") and (shared := count(m, "shared_documents")):
+        problems.append(f"{shared} document(s) are in both train and held-out")
+    if has(m, "heldout_windows", "heldout_windows_mismatched"):
+        windows, mismatched = count(m, "heldout_windows"), count(m, "heldout_windows_mismatched")
+        if not windows:
+            problems.append("the held-out set holds no window")
+        if mismatched:
+            by_table = m.get("mismatched_by_table") or {}
+            problems.append(
+                f"{mismatched} of the {windows} held-out windows are not the held-out split's windows at "
+                "their planned ids (read from the train split? labels of other windows?)"
+                + (f"; by table: {by_table}" if by_table else "")
+            )
+    return problems
 
 
 @judges("GATE-DATA-006", needs=("excluded_windows",))
@@ -323,9 +374,34 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
 # -- evaluation ----------------------------------------------------------------------------
 
 
-@judges("GATE-EVAL-001", needs=("heldout_batches", "distinct_windows", "batch_size"))
+@judges(
+    "GATE-EVAL-001",
+    checks={
+        "set": ("heldout_batches", "distinct_windows", "batch_size"),
+        "reads": (
+            "set_batches",
+            "stated_windows",
+            "scored_batches",
+            "scorings",
+            "stated_scorings",
+            "mismatched_positions",
+            "consumed_windows",
+        ),
+    },
+)
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
-    """Batches are counted by their distinct windows: two batches repeated eight times are two."""
+    """The set, as made, counted by its distinct windows (two batches repeated eight times are
+    two); and each evaluation, by what its forwards read: every batch of the set, each read as it
+    states, as many distinct windows as the set states."""
+    problems = []
+    if has(m, "heldout_batches", "distinct_windows", "batch_size"):
+        problems += _set_problems(m, t)
+    if has(m, *CHECKS["GATE-EVAL-001"]["reads"]):
+        problems += _read_problems(m)
+    return problems
+
+
+def _set_problems(m: Measured, t: Thresholds) -> list[str]:
     batches, distinct, size = (
         count(m, "heldout_batches"),
         count(m, "distinct_windows"),
@@ -340,6 +416,30 @@ def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
         f"the held-out set has {distinct} distinct windows in {batches} batches of {size}, fewer than "
         f"{minimum} batches' worth: too few to judge early stopping on"
     ]
+
+
+def _read_problems(m: Measured) -> list[str]:
+    batches, scored = count(m, "set_batches"), count(m, "scored_batches")
+    scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
+    consumed, windows = count(m, "consumed_windows"), count(m, "stated_windows")
+    problems = []
+    if scored != batches:
+        problems.append(f"the evaluation scored {scored} of the held-out set's {batches} batches")
+    if scorings != stated:
+        problems.append(
+            f"the evaluation's forwards made {scorings} scorings where its batches state {stated}"
+        )
+    if mismatched := count(m, "mismatched_positions"):
+        problems.append(
+            f"the evaluation's forwards read {mismatched} position(s) other than the held-out batches "
+            "they were to score state (another batch of the set scored in its place?)"
+        )
+    if consumed < windows:
+        problems.append(
+            f"the evaluation's forwards read {consumed} distinct windows where the held-out set holds "
+            f"{windows}: its loss judges part of the set"
+        )
+    return problems
 
 
 @judges(

@@ -11,9 +11,27 @@ from contracts.judges import Measured, Thresholds, count, has, judges, number
 
 @judges(
     "GATE-SFT-001",
-    needs=("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
+    checks={
+        "examples": ("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
+        "turns": ("turns_held", "turns_mismatched", "turns_unjudged"),
+    },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
+    """Every example supervised, its EOS included (the tables, at prepare and in every run); and, at
+    prepare, each assistant turn supervising exactly its content and its EOS."""
+    problems = []
+    if has(m, "examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"):
+        problems += _example_problems(m, t)
+    if has(m, "turns_held", "turns_mismatched", "turns_unjudged") and (wrong := count(m, "turns_mismatched")):
+        problems.append(
+            f"{wrong} assistant turn(s) supervise other tokens than their content and EOS (first: "
+            f"{m.get('first_mismatch')}): the supervision starts before or after the text that follows "
+            "the template's marker, or does not end with the EOS"
+        )
+    return problems
+
+
+def _example_problems(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     fewest = count(m, "fewest_supervised_tokens")
     if count(m, "examples") == 0:

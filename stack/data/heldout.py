@@ -5,16 +5,22 @@ set covers every source and shard in proportion and needs no seed: every run, an
 evaluation within a run, judges exactly the same tokens. N defaults to GATE-EVAL-001's
 `min_heldout_batches`. A smaller N is handed out when asked for: judging whether it may be used
 is GATE-EVAL-001's binding in the training loop, where a user can waive it.
+
+What a run evaluates is checked against that choice (GATE-DATA-005, `check_heldout`): every
+table of every held-out batch (the tokens; a fine-tuning batch's labels) must be the held-out
+split's windows at these ids, read one by one from the split's own shards. A set read from the
+train split, or labels taken one window off, is refused before the first step.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
 from stack.data import mixture
 from stack.data.manifest import load_manifest
@@ -24,6 +30,8 @@ from stack.data.windows import WindowTable
 
 if TYPE_CHECKING:
     import torch
+
+    from stack.data.reader import TokenReader
 
 
 def heldout_batches(
@@ -64,3 +72,42 @@ def heldout_batches(
 def spread_ids(total: int, need: int) -> np.ndarray:
     """`need` window ids spread evenly over `total` windows (i * total // need): the held-out choice."""
     return (np.arange(need, dtype=np.int64) * total) // need
+
+
+def heldout_outcome(reader: TokenReader, batches: list[Any], exclude: list[str] | None = None) -> Outcome:
+    """GATE-DATA-005's check of a held-out set: each table of `batches` (one of `reader`'s batch
+    types, stack.data.reader.TokenReader.tables_of) against the held-out split's windows (of the
+    sources not in `exclude`) at the held-out ids, read the plain way (WindowTable.reference_windows)."""
+    tables = reader.open_tables("heldout", exclude)
+    served = [reader.tables_of(batch) for batch in batches]
+    rows = sum(int(tables_of["tokens"].shape[0]) for tables_of in served)
+    shape = (reader.seq_len + 1,)
+    shape_ok = all(
+        set(tables_of) == set(tables) and all(tuple(t.shape[1:]) == shape for t in tables_of.values())
+        for tables_of in served
+    )
+    differ = np.ones(rows, dtype=bool)
+    by_table: dict[str, int] = {}
+    if shape_ok and rows and tables["tokens"].total >= rows:
+        ids = spread_ids(tables["tokens"].total, rows)
+        planned = {name: table.reference_windows(ids) for name, table in tables.items()}
+        by_row = {
+            name: (np.concatenate([t[name].numpy() for t in served]) != windows).any(axis=1)
+            for name, windows in planned.items()
+        }
+        by_table = {name: int(np.count_nonzero(d)) for name, d in by_row.items()}
+        differ = np.logical_or.reduce(list(by_row.values()))
+    measured = {
+        "heldout_windows": rows,
+        "heldout_windows_mismatched": int(np.count_nonzero(differ)),
+        "mismatched_by_table": by_table,
+        "split": "heldout",
+    }
+    return measure("GATE-DATA-005", measured, holds=f"the {rows} held-out windows are the held-out split's")
+
+
+@gate_require(
+    "GATE-DATA-005", lambda reader, batches, exclude=None: heldout_outcome(reader, batches, exclude)
+)
+def check_heldout(reader: TokenReader, batches: list[Any], exclude: list[str] | None = None) -> None:
+    """Refuse to evaluate on held-out batches that are not the held-out split's planned windows."""

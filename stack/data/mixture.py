@@ -7,7 +7,10 @@ source has weight 0 whatever any dict or restored state says (GATE-DATA-006), wi
 a weight had to be overridden: the "zombie arm" was a removed source resurrected by a restore.
 
 The epoch plan is a seeded permutation of the chosen window ids, a pure function of
-(seed, epoch) and the mixture, so any step of any epoch can be recomputed on its own.
+(seed, epoch) and the mixture, so any step of any epoch can be recomputed on its own. A source
+of n windows and quota q gives each of its windows q // n times, and q mod n of them once more:
+`quota_outcome` counts the ids of a plan against that (GATE-DATA-001), so a plan drawn with
+replacement, which repeats some windows and never reads as many others, cannot pass for one.
 
 Shares. A mixture policy (stack.data.policy) speaks in shares of windows instead: a cap is a
 source's maximum share, a floor its minimum, and `project_shares` turns any wanted shares into
@@ -93,6 +96,33 @@ def excluded_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
         if count := int(np.count_nonzero((plan >= lo) & (plan < hi))):
             hits[name] = count
     return measure("GATE-DATA-006", {"excluded_windows": sum(hits.values()), "by_source": hits})
+
+
+def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
+    """GATE-DATA-001's check of an epoch plan: a permutation of the sources' quotas.
+
+    Each window id of a source with n windows and quota q must occur q // n or q // n + 1 times
+    (exactly q // n when n divides q; never for a source of quota 0), and the source's ids q times
+    in all. Ids outside every source's range count as off quota.
+    """
+    total = max((hi for _, hi in mixture.ranges.values()), default=0)
+    inside = (plan >= 0) & (plan < total)
+    counts = np.bincount(plan[inside], minlength=total)
+    off_windows = int(np.count_nonzero(~inside))
+    off_sources = []
+    for name, (lo, hi) in sorted(mixture.ranges.items()):
+        quota, found = mixture.quota(name), counts[lo:hi]
+        repeats, rest = divmod(quota, hi - lo) if hi > lo else (0, 0)
+        off_windows += int(np.count_nonzero((found < repeats) | (found > repeats + (rest > 0))))
+        if int(found.sum()) != quota:
+            off_sources.append(name)
+    measured = {
+        "plan_windows": len(plan),
+        "quota_windows": mixture.windows_per_epoch,
+        "windows_off_quota": off_windows,
+        "sources_off_quota": off_sources,
+    }
+    return measure("GATE-DATA-001", measured, holds="the epoch plan is a permutation of the sources' quotas")
 
 
 def _source_tag(name: str) -> int:

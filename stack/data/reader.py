@@ -8,9 +8,12 @@ world size) can be recomputed without replaying the steps before it, which is wh
 
 End of an epoch. With wrap=True the reader logs and moves to epoch+1; with wrap=False it
 raises CorpusExhausted. It never serves anything that is not the planned next batch
-(GATE-DATA-001): every gathered chunk is checked to be the successor of the last one, inside
-the epoch, and to hold the planned windows token for token; and the training loop checks every
-batch it hands the model against the planned windows of its step (`check_served`).
+(GATE-DATA-001): every epoch plan is checked to be a permutation of the sources' quotas (each
+window of a source as often as its weight says, `quota_outcome`), every gathered chunk to be
+the successor of the last one, inside the epoch, and to hold the planned windows token for
+token; and the training loop checks every batch it hands the model, each of its tables (the
+tokens, and a fine-tuning batch's labels), against the planned windows of its step read the
+plain way (`check_served`).
 
 Sources served. Every batch's global window ids are counted per source (`take_served`), so the
 training loop can log the realised shares of each evaluation window and a mixture policy can
@@ -36,7 +39,7 @@ from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.data import mixture
 from stack.data.hashing import ids_sha256
 from stack.data.manifest import SPLITS, load_manifest
-from stack.data.shards import open_split
+from stack.data.shards import MappedShard, open_split
 from stack.data.split import read_index
 from stack.data.windows import WindowTable
 
@@ -106,24 +109,46 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
     return measure("GATE-DATA-001", measured, holds="planned batches served")
 
 
-def served_outcome(reader: TokenReader, tokens: torch.Tensor, ordinal: int) -> Outcome:
-    """GATE-DATA-001's check on what the model is handed: the (B, T+1) tokens of the step the
-    reader just served, against that step's planned windows read the plain way, and the reader's
-    count of batches served against `ordinal`, the run's own count of batches taken (1-based).
+def planned_ids(reader: TokenReader, epoch: int, index: int) -> np.ndarray:
+    """This rank's window ids at step `index` of `epoch`, sliced straight from the epoch's plan:
+    global step i takes plan[i*B*W : (i+1)*B*W] and rank r the r-th B of them. Written out here
+    rather than read through `_rank_ids`, so the served check shares no code with what it checks."""
+    start = (index * reader.world_size + reader.rank) * reader.batch_size
+    return reader._plan(epoch)[start : start + reader.batch_size]
+
+
+def differing_rows(served: dict[str, torch.Tensor], planned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per table, which rows of `served` differ from the `planned` windows (both (n, T+1))."""
+    return {name: (served[name].numpy() != windows).any(axis=1) for name, windows in planned.items()}
+
+
+def served_outcome(reader: TokenReader, batch: Any, ordinal: int) -> Outcome:
+    """GATE-DATA-001's check on what the model is handed: each table of the (B, T+1) batch the
+    reader just served (its tokens; a fine-tuning batch's labels too, which hold its targets and
+    document ids), against that step's planned windows of the split's tables read the plain way
+    at the ids sliced from the plan (`planned_ids`), and the reader's count of batches served
+    against `ordinal`, the run's own count of batches taken (1-based).
 
     The chunk check vouches for what was gathered; this one for what left the reader, so a
-    `next_batch` that hands out a placeholder, or one batch of its chunk over and over, is caught
-    at the step it does so. The two counts tie the reader's place to the run's: a stream that
-    restarted after a resume (or skipped ahead) serves its own planned windows, the wrong ones for
-    the run's step. The training loop calls it on the tokens it hashes.
+    `next_batch` that hands out a placeholder, one batch of its chunk over and over, or the labels
+    of another step beside the right tokens, is caught at the step it does so. The two counts tie
+    the reader's place to the run's: a stream that restarted after a resume (or skipped ahead)
+    serves its own planned windows, the wrong ones for the run's step. The training loop calls it
+    on every micro-batch it takes, on the host, while the device runs that batch's kernels.
     """
     epoch, index = reader.epoch, reader._index - 1  # the step just served
+    served = reader.tables_of(batch)
     shape = (reader.batch_size, reader.seq_len + 1)
-    shape_ok = tuple(tokens.shape) == shape and tokens.dtype == torch.int64
+    shape_ok = served.keys() == reader._tables.keys() and all(
+        tuple(t.shape) == shape and t.dtype == torch.int64 for t in served.values()
+    )
+    by_table: dict[str, int] = {}
     mismatched = 0
     if shape_ok and 0 <= index < reader.steps_per_epoch:
-        planned = reader._table.reference_windows(reader._rank_ids(epoch, index, 1))
-        mismatched = int(np.count_nonzero((tokens.numpy() != planned).any(axis=1)))
+        ids = planned_ids(reader, epoch, index)
+        rows = differing_rows(served, {n: t.reference_windows(ids) for n, t in reader._tables.items()})
+        by_table = {name: int(np.count_nonzero(differ)) for name, differ in rows.items()}
+        mismatched = int(np.count_nonzero(np.logical_or.reduce(list(rows.values()))))
     measured = {
         "epoch": epoch,
         "step_in_epoch": index,
@@ -131,15 +156,16 @@ def served_outcome(reader: TokenReader, tokens: torch.Tensor, ordinal: int) -> O
         "follows": 0 <= index < reader.steps_per_epoch,
         "shape_ok": shape_ok,
         "windows_mismatched": mismatched,
+        "mismatched_by_table": by_table,
         "served_batches": reader.step,
         "taken_batches": ordinal,
     }
     return measure("GATE-DATA-001", measured, holds="the planned batch handed to the model")
 
 
-@gate_require("GATE-DATA-001", lambda reader, tokens, ordinal: served_outcome(reader, tokens, ordinal))
-def check_served(reader: TokenReader, tokens: torch.Tensor, ordinal: int) -> None:
-    """Refuse to train on tokens that are not the planned windows of the run's `ordinal`-th batch."""
+@gate_require("GATE-DATA-001", lambda reader, batch, ordinal: served_outcome(reader, batch, ordinal))
+def check_served(reader: TokenReader, batch: Any, ordinal: int) -> None:
+    """Refuse to train on a batch whose tables are not the planned windows of the run's `ordinal`-th."""
 
 
 def restore_outcome(reader: TokenReader, state: dict[str, Any]) -> Outcome:
@@ -194,7 +220,10 @@ class TokenReader:
                 f"context longer than the corpus: a window is seq_len+1 = {self.seq_len + 1} tokens but the "
                 f"longest {split} shard of {self.data_dir} has {longest}; lower seq_len or prepare more text"
             )
-        self._table = WindowTable(shards, self.seq_len)
+        # Every table a batch is gathered from, by name (`split_tables`); the tokens' also numbers
+        # the windows and their sources.
+        self._tables = self.split_tables(split, shards)
+        self._table = self._tables["tokens"]
         known = self.manifest.sources
         mixture.check_known("source_weights", source_weights or {}, known)
         mixture.check_known("exclude", exclude or [], known)
@@ -234,8 +263,15 @@ class TokenReader:
 
     def _plan(self, epoch: int) -> np.ndarray:
         if self._plan_cache is None or self._plan_cache[0] != epoch:
-            self._plan_cache = (epoch, mixture.epoch_plan(self._mixture, self.seed, epoch))
+            self._plan_cache = (epoch, self._epoch_plan(epoch))
         return self._plan_cache[1]
+
+    @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
+    def _epoch_plan(self, epoch: int) -> np.ndarray:
+        """The plan the reader serves `epoch` from, checked once when it is made (one count of the
+        ids, about as much work as the shuffle): each source's quota, each window as often as the
+        quota says."""
+        return mixture.epoch_plan(self._mixture, self.seed, epoch)
 
     def _global_ids(self, epoch: int, first: int, count: int) -> np.ndarray:
         """Window ids of steps [first, first+count) of `epoch`, shaped (count, world_size, batch_size)."""
@@ -251,6 +287,24 @@ class TokenReader:
         if index >= self.steps_per_epoch:
             epoch, index = epoch + 1, 0
         return self._global_ids(epoch, index, 1)
+
+    # -- the tables ---------------------------------------------------------------------------
+
+    def open_tables(self, split: str, exclude: list[str] | None = None) -> dict[str, WindowTable]:
+        """The tables of `split`, its shards (but those of the sources in `exclude`) opened and
+        verified afresh: what a check reads the plain way, apart from any other reader's copy."""
+        left_out = set(exclude or [])
+        shards = open_split(self.data_dir, self.manifest, split)
+        return self.split_tables(split, [s for s in shards if s.entry.source not in left_out])
+
+    def split_tables(self, split: str, shards: list[MappedShard]) -> dict[str, WindowTable]:
+        """The tables a batch of this reader is read from, by name, over `shards` (opened shards of
+        `split`): the token ids. A fine-tuning reader adds the labels of the same shards."""
+        return {"tokens": WindowTable(shards, self.seq_len)}
+
+    def tables_of(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The (B, T+1) tensors of one of this reader's batches, by the name of the table they come from."""
+        return {"tokens": batch}
 
     # -- the stream --------------------------------------------------------------------------
 

@@ -4,13 +4,28 @@ Labels: one uint32 per token, `example * 2 + supervised`, where `example` number
 of a shard from 1 and 0 marks the padding that fills a packed window. GATE-SFT-001 is judged on
 (tokens, labels) at prepare, before anything is written, and again by the reader of every
 training run on the files it maps; GATE-SFT-002 on the marker counts of the rendering.
+
+At prepare GATE-SFT-001 also reads each assistant turn back from the packed tables (`check_turns`):
+its supervised tokens, decoded where they stand in the turn, must be exactly the turn's text after
+the marker (the assistant's content) and end with the EOS, the text written from the template and
+the messages, never from the mask (stack.data.sft_template.supervised_texts). A mask that starts
+one token late, or one early, shows there. The label files of the tables so judged are hashed into
+the manifest; every training run maps them only if they match, and checks each batch it serves
+against them (GATE-DATA-001, GATE-DATA-005).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from contracts.gates import Outcome, gate_require, measure
+
+if TYPE_CHECKING:
+    from stack.data.sft_template import TurnText
+    from stack.data.tokenizer import Tokenizer
 
 
 def examples_of(labels: np.ndarray) -> np.ndarray:
@@ -63,3 +78,76 @@ def markers_outcome(assistant_turns: int, markers_missing: int) -> Outcome:
 )
 def check_markers(assistant_turns: int, markers_missing: int) -> None:
     """Refuse a template whose assistant marker is lost in tokenization: an error, never a dropped example."""
+
+
+def supervised_runs(supervised: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of supervised positions, in order."""
+    edges = np.diff(np.concatenate([[0], supervised.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _example_spans(labels: np.ndarray) -> dict[int, tuple[int, int]]:
+    """(start, end) of each example number's positions: an example is packed whole, in one piece."""
+    at = np.flatnonzero(examples_of(labels) > 0)
+    numbers = examples_of(labels)[at]
+    firsts = np.flatnonzero(np.diff(numbers, prepend=-1) != 0)
+    lasts = np.append(firsts[1:], len(at)) - 1
+    return {int(numbers[f]): (int(at[f]), int(at[last]) + 1) for f, last in zip(firsts, lasts, strict=True)}
+
+
+def turn_verdict(turn: np.ndarray, supervised: int, expected: TurnText, tokenizer: Tokenizer) -> str:
+    """One assistant turn's ids as packed (its last `supervised` supervised) against its text:
+    `held`, `mismatched` (the supervision does not start where the text after the marker does, or
+    does not end with the EOS) or `unjudged` (the ids do not decode back to the turn's text)."""
+    before, text = expected
+    if turn[-1] != tokenizer.eot_id:
+        return "mismatched"
+    if tokenizer.decode(turn[:-1]) != before + text:
+        return "unjudged"
+    return "held" if tokenizer.decode(turn[: len(turn) - supervised]) == before else "mismatched"
+
+
+def turns_outcome(
+    tokens: np.ndarray, labels: np.ndarray, texts: Sequence[list[TurnText]], tokenizer: Tokenizer
+) -> Outcome:
+    """GATE-SFT-001's check of the assistant turns: example k (from 1) of the tables against
+    `texts[k - 1]`, its turns as text. The j-th run of supervised tokens of an example is its j-th
+    turn's, and the turn's ids run from the end of the run before to the end of its own
+    (`turn_verdict`); an example with another number of runs than turns mismatches in all of them.
+    A turn whose ids do not decode back to its text (a tokenizer that normalises) cannot be judged
+    by text and is counted apart."""
+    tokens, supervised = np.asarray(tokens), supervised_of(labels)
+    spans = _example_spans(labels)
+    verdicts = {"held": 0, "mismatched": 0, "unjudged": 0}
+    first: dict[str, Any] | None = None
+    for number, turns in enumerate(texts, start=1):
+        lo, hi = spans.get(number, (0, 0))
+        ids, runs = tokens[lo:hi], supervised_runs(supervised[lo:hi])
+        found = ["mismatched"] * len(turns)
+        if len(runs) == len(turns):
+            starts = [0] + [end for _, end in runs[:-1]]
+            found = [
+                turn_verdict(ids[start:end], end - begin, expected, tokenizer)
+                for start, (begin, end), expected in zip(starts, runs, turns, strict=True)
+            ]
+        for verdict in found:
+            verdicts[verdict] += 1
+        if first is None and "mismatched" in found:
+            first = {"example": number, "turn": found.index("mismatched") + 1, "supervised_runs": len(runs)}
+    measured = {
+        "turns_held": verdicts["held"],
+        "turns_mismatched": verdicts["mismatched"],
+        "turns_unjudged": verdicts["unjudged"],
+        **({"first_mismatch": first} if first else {}),
+    }
+    return measure("GATE-SFT-001", measured, holds="each assistant turn supervises its content and EOS")
+
+
+@gate_require(
+    "GATE-SFT-001",
+    lambda tokens, labels, texts, tokenizer: turns_outcome(tokens, labels, texts, tokenizer),
+)
+def check_turns(
+    tokens: np.ndarray, labels: np.ndarray, texts: Sequence[list[TurnText]], tokenizer: Tokenizer
+) -> None:
+    """Refuse tables in which an assistant turn supervises other tokens than its content and EOS."""

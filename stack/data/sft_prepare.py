@@ -60,15 +60,17 @@ from stack.data.manifest import (
 from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pair
 from stack.data.prepare import write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
-from stack.data.sft_gates import check_markers, check_supervision
+from stack.data.sft_gates import check_markers, check_supervision, check_turns
 from stack.data.sft_template import (
     ChatTemplate,
     Rendered,
+    TurnText,
     canonical_example,
     example_turns,
     load_template,
     render,
     render_concatenated,
+    supervised_texts,
 )
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
@@ -88,9 +90,12 @@ SFT_SHARD_TOKENS = 1 << 62
 
 @dataclass
 class _Split:
-    """The rendered examples of one split, in input order."""
+    """The rendered examples of one split, in input order, and each one's assistant turns as text
+    (written from the template and the messages: what GATE-SFT-001 reads the packed turns against;
+    none for preference pairs, whose rows are not assistant turns)."""
 
     examples: list[Rendered] = field(default_factory=list)
+    texts: list[list[TurnText]] = field(default_factory=list)
 
 
 def most_pack_len(fmt: str, ctx: int) -> int:
@@ -217,6 +222,10 @@ def _render_all(
         sha = splitting.content_sha256(canonical_example(turns))
         which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
         splits[which].examples.append(rendered)
+        if plan.fmt != PREFS_FORMAT:  # the turns as text: a joined prompt and completion are one turn
+            joined = plan.join == "concatenate"
+            texts = [(turns[0][1], turns[1][1])] if joined else supervised_texts(template, turns)
+            splits[which].texts.append(texts)
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
@@ -273,13 +282,16 @@ class SftPlan:
 
 
 def _write_split(
-    staging: Path, split: Split, plan: SftPlan, rendered: _Split, eos_id: int, dtype: str
+    staging: Path, split: Split, plan: SftPlan, rendered: _Split, tok: Tokenizer, dtype: str
 ) -> tuple[list[Shard], list[LabelFile], int]:
     """The shard and label file of one split (none when it has no example)."""
     if not rendered.examples:
         return [], [], 0
+    eos_id = tok.eot_id
     tokens, labels, _ = pack(rendered.examples, plan.pack_len, eos_id)
     check_supervision(tokens, labels, eos_id)
+    if plan.fmt != PREFS_FORMAT:
+        check_turns(tokens, labels, rendered.texts, tok)
     writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
     writer.add(tokens)
     shards = writer.close()
@@ -344,7 +356,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     dtype = dtype_for(tok.vocab_size)
     shards, label_files, supervised = [], [], {}
     for split in ("train", "heldout"):
-        written, labels, count = _write_split(staging, split, plan, splits[split], tok.eot_id, dtype)
+        written, labels, count = _write_split(staging, split, plan, splits[split], tok, dtype)
         shards += written
         label_files += labels
         supervised[split] = count

@@ -127,7 +127,17 @@ class SftReader(TokenReader):
             )
         super().__init__(data_dir, split, **options)
         check_split(data_dir, self.manifest, split)
-        self._labels = WindowTable(open_labels(data_dir, self.manifest, split), self.seq_len)
+        self._labels = self._tables["labels"]
+
+    def split_tables(self, split: str, shards: list[MappedShard]) -> dict[str, WindowTable]:
+        """The token ids of `shards` and, by the same window ids, their labels."""
+        paths = {shard.entry.path for shard in shards}
+        labels = [m for m in open_labels(self.data_dir, self.manifest, split) if m.entry.path in paths]
+        return {**super().split_tables(split, shards), "labels": WindowTable(labels, self.seq_len)}
+
+    def tables_of(self, batch: SftBatch) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        """A batch's tokens and labels."""
+        return {"tokens": batch.tokens, "labels": batch.labels}
 
     def next_batch(self) -> SftBatch:  # type: ignore[override]
         """The next batch of this rank, with the labels of the same windows."""

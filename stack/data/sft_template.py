@@ -236,6 +236,34 @@ def render(
     )
 
 
+# One assistant turn as text: what comes before its supervised part (from the turn's first
+# character through the marker), and the supervised part itself (the rest of the turn: what
+# follows the marker in the assistant's prefix, then the content); its EOS follows.
+TurnText = tuple[str, str]
+
+
+def supervised_texts(template: ChatTemplate, turns: list[tuple[str, str]]) -> list[TurnText]:
+    """Each assistant turn of an example as text, written from the template and the messages alone,
+    never from ids or masks: what GATE-SFT-001 compares the supervised tokens of a rendering with.
+
+    A turn's text is its pending system and user turns, the assistant's prefix and its content,
+    as `render` tokenizes it; its supervised part starts after the last occurrence of the marker's
+    text (an assistant content never holds the marker: `render` refuses it).
+    """
+    spec, texts, pending = template.spec, [], ""
+    for role, content in turns:
+        turn = spec.roles[role]
+        if role != "assistant":
+            pending += turn.prefix + content + turn.suffix
+            continue
+        text = pending + turn.prefix + content
+        found = text.rfind(spec.assistant_marker)  # not found: nothing is to be supervised (GATE-SFT-002)
+        cut = len(text) if found < 0 else found + len(spec.assistant_marker)
+        texts.append((text[:cut], text[cut:]))
+        pending = ""
+    return texts
+
+
 def render_concatenated(tokenizer: Tokenizer, prompt: str, completion: str, where: str) -> Rendered:
     """A prompt-completion record joined as TRL joins one: the prompt's ids (not supervised), then
     the completion's and the EOS (supervised), with no template text between them. The two are

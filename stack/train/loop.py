@@ -43,6 +43,7 @@ from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
 from stack.data.coherence import coherence_score
 from stack.data.hashing import batch_sha256
+from stack.data.heldout import check_heldout
 from stack.data.policy import build_policy, source_heldout
 from stack.data.reader import check_served
 from stack.data.tokenizer import Tokenizer
@@ -82,6 +83,8 @@ from stack.train.guards import (
     check_stability,
     check_warmup_lr,
 )
+from stack.train.heldout_reads import COUNTS as HELDOUT_READS
+from stack.train.heldout_reads import HeldoutReads, check_heldout_reads, window_digests
 from stack.train.lora_setup import StartWeights, adapter_parameters, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
@@ -319,6 +322,9 @@ class Trainer:
         )
         self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
         check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
+        check_heldout(self.reader, self.heldout)  # the held-out split's windows, read from its shards
+        # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
+        self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
         self.board: Board | None = None  # train.tensorboard: opened by `stack train` with the run dir
@@ -519,10 +525,10 @@ class Trainer:
         extra_totals = torch.zeros(len(extra_names), device=self.device)
         tally = Tally(self.device)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
         for _ in range(train.grad_accum):
-            batch = self.reader.next_batch()
+            served = self.reader.next_batch()
             self.state.batches_taken += 1
-            tokens = self.objective.tokens(batch)
-            batch = self.objective.to_device(batch, self.device)
+            tokens = self.objective.tokens(served)
+            batch = self.objective.to_device(served, self.device)
             stated = self.objective.stated(batch)  # before the loss, which could change the batch
             with self._autocast():
                 with recording() as tape:
@@ -535,7 +541,7 @@ class Trainer:
             # Checked against the step's planned windows and hashed on the host while the device
             # works through the kernels just queued, before the optimizer steps on them; the hash
             # is of the global batch, so it is the same whatever the world size.
-            check_served(self.reader, tokens, self.state.batches_taken)
+            check_served(self.reader, served, self.state.batches_taken)
             hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
             total += step_loss.logged.detach()
             if aux:
@@ -645,14 +651,28 @@ class Trainer:
         losses = torch.zeros(len(self.heldout), device=self.device)
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         reset_inference_routed(self.model)  # and so is the inference-capacity window
+        reads = HeldoutReads(self.device)  # what each forward consumed (GATE-EVAL-001)
         for i in range(self.world.rank % share, len(self.heldout), share):
             batch = self.objective.to_device(self.heldout[i], self.device)
-            with self._autocast():
+            with self._autocast(), recording() as tape:
                 loss = self.objective.heldout_loss(self.model, batch)
             losses[i] = loss.float()
-        values = (losses if self.sharded else distributed.mean_across(self.world, losses) * share).tolist()
+            reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
+        counts = torch.tensor(reads.counts(), dtype=torch.float64, device=self.device)
+        # One reduction for both: replicas sum their shares of the losses and of the counts.
+        summed = torch.cat([losses.double(), counts])
+        summed = summed if self.sharded else distributed.mean_across(self.world, summed) * share
+        values, read = summed[: len(losses)].tolist(), [round(v) for v in summed[len(losses) :].tolist()]
         mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
         step = self.state.step
+        check_heldout_reads(
+            {
+                "set_batches": len(self.heldout),
+                "stated_windows": self.heldout_windows,
+                **dict(zip(HELDOUT_READS, read, strict=True)),
+            },
+            step,
+        )
         if self.config.model.moe:
             self._judge_routing(step)
         if self.config.model.mod:

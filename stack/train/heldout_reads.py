@@ -1,0 +1,90 @@
+"""GATE-EVAL-001 at the evaluation's forwards: what they read, against the held-out set.
+
+The held-out set is judged when the run makes it: its size in distinct windows (GATE-EVAL-001's
+`check_heldout_size`) and its windows against the held-out split's (GATE-DATA-005). An
+evaluation can still score something else than the set: a loop that indexes it wrongly scores
+two batches eight times while the list it was handed still counts sixteen. So every evaluation
+records what its forwards consumed (the tape of stack.model.consumed, as training's loss does)
+and `HeldoutReads` compares it, batch by batch, with the statement of the held-out batch that
+forward was to score (`Objective.stated`, read from the set itself, never from the batch the
+forward was given): the batches scored, the scorings made, the positions read otherwise, and
+the distinct windows read against those the set states.
+
+Cost: each forward's inputs, targets and document ids are copied to the host without blocking;
+once the last forward has run, the comparison and the count of distinct windows (a sha256 per
+row) run on the host. Once per evaluation; nothing is added to a training step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from contracts.gates import Outcome, gate_require, measure
+from stack.model.consumed import Consumed
+from stack.train.consumption import compare
+
+# What `HeldoutReads.counts` returns, in order: summed over the ranks that share an evaluation.
+COUNTS = ("scored_batches", "scorings", "stated_scorings", "mismatched_positions", "consumed_windows")
+
+
+def window_digests(scorings: Iterable[Consumed]) -> set[bytes]:
+    """One sha256 per row of each scoring: its input ids, targets and document ids up to the
+    scoring's last scored column (so a scoring cut to its longest row, as DPO's are, is the same
+    window as its statement)."""
+    digests = set()
+    for scoring in scorings:
+        columns = (scoring.targets >= 0).any(dim=0).nonzero()
+        width = int(columns[-1]) + 1 if len(columns) else 0
+        parts = [scoring.inputs, scoring.targets, *([] if scoring.docs is None else [scoring.docs])]
+        rows = torch.cat([part[:, :width].to(torch.int64) for part in parts], dim=1).contiguous().numpy()
+        digests.update(hashlib.sha256(row.tobytes()).digest() for row in rows)
+    return digests
+
+
+def _to_host(scoring: Consumed) -> Consumed:
+    """A host copy of a scoring, queued without blocking: read only once the device has finished."""
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to("cpu", non_blocking=True)
+
+    docs = None if scoring.docs is None else copy(scoring.docs)
+    return Consumed(copy(scoring.inputs), copy(scoring.targets), docs)
+
+
+class HeldoutReads:
+    """What one evaluation's forwards consumed, batch by batch, beside what each batch states."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._batches: list[tuple[list[Consumed], list[Consumed]]] = []
+
+    def add(self, tape: list[Consumed], stated: list[Consumed]) -> None:
+        """One held-out batch: its forward's tape (on the device) and its statement (on the host)."""
+        self._batches.append(([_to_host(scoring) for scoring in tape], stated))
+
+    def counts(self) -> list[int]:
+        """This rank's COUNTS, once its forwards have finished (waited for here)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        scorings = stated_scorings = mismatched = 0
+        for consumed, stated in self._batches:
+            scorings, stated_scorings = scorings + len(consumed), stated_scorings + len(stated)
+            for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: the counts
+                mismatched += int(compare(got, want)[2:].sum())
+        scored = sum(1 for consumed, _ in self._batches if consumed)
+        windows = len(window_digests(scoring for consumed, _ in self._batches for scoring in consumed))
+        return [scored, scorings, stated_scorings, mismatched, windows]
+
+
+def reads_outcome(measured: dict[str, Any], step: int) -> Outcome:
+    """GATE-EVAL-001 over what one evaluation read."""
+    return measure("GATE-EVAL-001", measured, step=step, holds="the evaluation read the whole held-out set")
+
+
+@gate_require("GATE-EVAL-001", lambda measured, step: reads_outcome(measured, step))
+def check_heldout_reads(measured: dict[str, Any], step: int) -> None:
+    """Refuse an evaluation whose forwards did not read every held-out batch as it states."""

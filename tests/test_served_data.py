@@ -1,0 +1,394 @@
+"""What the model is served, judged where it is served (GATE-DATA-001 rev 3, GATE-DATA-005 rev 2,
+GATE-EVAL-001 rev 3, GATE-SFT-001 rev 2).
+
+Each falsifier plants, in this process, a bug a black-box mutant survey found training silently,
+and runs the real command: an epoch plan drawn with replacement, fine-tuning labels of the next
+step served beside this step's tokens, a held-out set read from the train split or with its labels
+one window off, an evaluation that scores two held-out batches eight times, a chat template's
+supervision that starts one token late. Each stops with exit 3 naming its gate (a set-up gate
+before the first step); the unplanted commands hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from train_support import prepared, smoke_args, train
+
+from contracts.errors import GateViolation
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.data import heldout as heldout_module
+from stack.data import mixture, sft_prepare
+from stack.data import reader as reader_module
+from stack.data import sft_reader as sft_reader_module
+from stack.data.heldout import heldout_outcome
+from stack.data.manifest import load_manifest
+from stack.data.reader import TokenReader
+from stack.data.sft_prepare import prepare_sft
+from stack.data.sft_reader import SftBatch, SftReader, sft_heldout_batches
+from stack.data.sft_template import Rendered
+from stack.train.objective import Pretrain
+
+CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+PACK = 96
+B, T = 4, 16
+RUN = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
+SFT_SETS = ["train.device='cpu'", "train.batch_size=1", "monitor.tokens=8", *RUN]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A byte-level corpus, a smoke model pretrained on it (ctx 128, the fine-tuning base) and the
+    small chat set packed into windows of 96."""
+    root = tmp_path_factory.mktemp("served")
+    text, base, sft = prepared(root), root / "base", root / "sft"
+    cadence = ["model.ctx=128", "train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
+    assert train(smoke_args(text, base, *cadence)) == 0
+    prepare_sft([CHAT], sft, fmt="chat", pack_len=PACK, val_fraction=0.5)
+    return {"text": text, "base": base, "sft": sft}
+
+
+def _sft(world: dict[str, Path], out: Path, *sets: str) -> int:
+    argv = ["sft", "--data", str(world["sft"]), "--init-from", str(world["base"]), "--out", str(out)]
+    for item in [*SFT_SETS, *sets]:
+        argv += ["--set", item]
+    return main(argv)
+
+
+def _gate(out: Path, gate_id: str) -> dict[str, Any]:
+    """The gate's result in the run's record, as plain data."""
+    return next(g for g in json.loads((out / "metadata.json").read_text())["gates"] if g["id"] == gate_id)
+
+
+def _stopped_by(out: Path, code: int, err: str, gate_id: str) -> dict[str, Any]:
+    """Assert the run exited 3 in `gate_id`'s name with a halted record; the gate's measured values."""
+    assert code == 3 and gate_id in err and "Traceback" not in err, err
+    assert json.loads((out / "metadata.json").read_text())["run"]["status"] == "halted"
+    result = _gate(out, gate_id)
+    assert result["verdict"] == "FAIL"
+    return result["measured"]
+
+
+def _refused_at_set_up(code: int, err: str, gate_id: str, needle: str) -> None:
+    """A gate of the run's set-up fired: exit 3 in its name, before any step."""
+    assert code == 3 and gate_id in err and needle in err and "Traceback" not in err, err
+    assert "step 1/" not in err
+
+
+# -- GATE-DATA-001: the epoch plan ----------------------------------------------------------
+
+
+def _with_replacement(real: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """The mutant survey's M10: the plan's ids drawn with replacement instead of permuted."""
+
+    def plan(mix: mixture.Mixture, seed: int, epoch: int) -> np.ndarray:
+        ids = real(mix, seed, epoch)
+        return ids[np.random.default_rng([seed, epoch, 0]).integers(0, len(ids), len(ids))]
+
+    return plan
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_plan_drawn_with_replacement_stops_stack_train_before_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(mixture, "epoch_plan", _with_replacement(mixture.epoch_plan))
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["windows_off_quota"] > 0 and measured["plan_windows"] == measured["quota_windows"]
+
+
+@pytest.mark.gate("GATE-DATA-001")
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_one_window_planned_in_place_of_another_fires_and_the_plan_itself_holds(
+    world: dict[str, Path], weight: float
+) -> None:
+    """Just beyond: one window planned once more than its quota allows and one once less, in a plan
+    of the right length. A weight of 2.5 plans each window twice and half of them a third time: the
+    plan itself holds."""
+    (source,) = load_manifest(world["text"]).sources  # the generated corpus is one source
+    reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, source_weights={source: weight})
+    plan = reader._plan(0)
+    assert mixture.quota_outcome(reader._mixture, plan).ok
+    counts = np.bincount(plan)
+    fewest = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+    most = int(np.argmax(np.where(np.arange(len(counts)) == fewest, -1, counts)))
+    planted = plan.copy()
+    planted[np.flatnonzero(planted == fewest)[0]] = most
+    outcome = mixture.quota_outcome(reader._mixture, planted)
+    assert not outcome.ok and outcome.measured["windows_off_quota"] == 2
+
+
+# -- GATE-DATA-001: each table of a served batch -----------------------------------------------
+
+
+def _labels_of_the_next_step(real: Callable[[SftReader], SftBatch]) -> Callable[[SftReader], SftBatch]:
+    """The mutant survey's M30: this step's tokens with the labels of the step after it."""
+
+    def next_batch(self: SftReader) -> SftBatch:
+        batch = real(self)
+        ids = self._rank_ids(self.epoch, self._index, 1)  # the next step's windows (past the end: none)
+        return SftBatch(batch.tokens, torch.from_numpy(self._labels.gather(ids).reshape(batch.tokens.shape)))
+
+    return next_batch
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_labels_of_the_next_step_stop_stack_sft_at_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loss consumed what the batch states (GATE-TRAIN-007 holds: the labels are the batch's
+    own); the batch is not its step's. Caught at step 1, long before the epoch's end, where the
+    planted reader would crash on an empty gather: a crash is never the detector."""
+    monkeypatch.setattr(SftReader, "next_batch", _labels_of_the_next_step(SftReader.next_batch))
+    out = tmp_path / "run"
+    code = _sft(world, out, "train.steps=400")
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["mismatched_by_table"]["labels"] >= 1 and measured["mismatched_by_table"]["tokens"] == 0
+    assert measured["taken_batches"] == 1
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_one_label_off_in_a_served_batch_fires_and_the_batch_itself_holds(world: dict[str, Path]) -> None:
+    reader = SftReader(world["sft"], batch_size=2, seq_len=PACK, seed=0)
+    served = reader.next_batch()
+    assert reader_module.served_outcome(reader, served, 1).ok
+    labels = served.labels.clone()
+    labels[1, PACK] ^= 1  # one token's supervision flipped
+    outcome = reader_module.served_outcome(reader, SftBatch(served.tokens, labels), 1)
+    assert not outcome.ok and outcome.measured["mismatched_by_table"] == {"tokens": 0, "labels": 1}
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_rank_served_rank_zeros_windows_is_caught_where_the_model_takes_them(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank of a data-parallel run reads rank 0's windows: each chunk is gathered and checked
+    by the same wrong ids, so it holds; the served check slices the plan for itself."""
+    real = TokenReader._rank_ids
+
+    def rank_zero(self: TokenReader, epoch: int, first: int, count: int) -> np.ndarray:
+        return (
+            real(self, epoch, first, count)
+            if self.rank == 0
+            else self._global_ids(epoch, first, count)[:, 0, :].reshape(-1)
+        )
+
+    monkeypatch.setattr(TokenReader, "_rank_ids", rank_zero)
+    reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, rank=1, world_size=2)
+    with pytest.raises(GateViolation, match="GATE-DATA-001"):
+        reader_module.check_served(reader, reader.next_batch(), 1)
+
+
+# -- GATE-DATA-005: the held-out set is the held-out split's ---------------------------------
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_heldout_set_read_from_the_train_split_is_refused_before_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mutant survey's M09: the held-out loss flattered by windows the model trains on."""
+    real = heldout_module.open_split
+    monkeypatch.setattr(
+        heldout_module, "open_split", lambda data_dir, manifest, _split: real(data_dir, manifest, "train")
+    )
+    code = train(smoke_args(world["text"], tmp_path / "run", *RUN))
+    _refused_at_set_up(code, capsys.readouterr().err, "GATE-DATA-005", "not the held-out split's windows")
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_heldout_labels_one_window_off_are_refused_before_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mutant survey's M11: the held-out labels' ids spread over one window fewer."""
+    real = sft_reader_module.spread_ids
+    monkeypatch.setattr(sft_reader_module, "spread_ids", lambda total, need: real(total - 1, need))
+    code = _sft(world, tmp_path / "run")
+    _refused_at_set_up(code, capsys.readouterr().err, "GATE-DATA-005", "'labels'")
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_one_heldout_label_off_fires_and_the_set_itself_holds(world: dict[str, Path]) -> None:
+    reader = SftReader(world["sft"], batch_size=1, seq_len=PACK, seed=0)
+    batches = sft_heldout_batches(world["sft"], 1, PACK, None)
+    assert heldout_outcome(reader, batches).ok
+    planted = [*batches]
+    labels = planted[-1].labels.clone()
+    labels[0, 0] += 2  # the last window's first token given to the next example
+    planted[-1] = SftBatch(planted[-1].tokens, labels)
+    outcome = heldout_outcome(reader, planted)
+    assert not outcome.ok and outcome.measured["heldout_windows_mismatched"] == 1
+
+
+# -- GATE-EVAL-001: what each evaluation read -------------------------------------------------
+
+
+class TwoBatchesEightTimes(list):  # type: ignore[type-arg]
+    """The mutant survey's M29 as a list: indexing returns batch i % 2; the list still counts all."""
+
+    def __getitem__(self, index: Any) -> Any:
+        return super().__getitem__(index % 2)
+
+
+def _scores_only_its_first(real: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A held-out loss that scores the first batch it was given, whatever batch it is given next."""
+    first: list[torch.Tensor] = []
+
+    def heldout_loss(self: Pretrain, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        first.append(batch)
+        return real(self, model, first[0])
+
+    return heldout_loss
+
+
+def _skips_the_last(real: Callable[..., torch.Tensor], batches: int) -> Callable[..., torch.Tensor]:
+    """Just beyond: a held-out loss that scores every batch of the set but its last (a zero loss)."""
+    seen: list[int] = []
+
+    def heldout_loss(self: Pretrain, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        seen.append(1)
+        return (
+            batch.new_zeros((), dtype=torch.float32) if len(seen) % batches == 0 else real(self, model, batch)
+        )
+
+    return heldout_loss
+
+
+@pytest.mark.gate("GATE-EVAL-001")
+def test_an_evaluation_that_scores_two_batches_eight_times_stops_at_the_first_evaluation(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = Pretrain.heldout
+    monkeypatch.setattr(Pretrain, "heldout", lambda self, *a: TwoBatchesEightTimes(real(self, *a)))
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-EVAL-001")
+    assert measured["consumed_windows"] < measured["stated_windows"]
+
+
+@pytest.mark.gate("GATE-EVAL-001")
+@pytest.mark.parametrize("plant", ["first_batch", "skips_last"])
+def test_an_evaluation_that_reads_other_batches_or_skips_one_stops_at_the_first_evaluation(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    plant: str,
+) -> None:
+    batches = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))  # the smoke run's set
+    real = Pretrain.heldout_loss
+    loss = _scores_only_its_first(real) if plant == "first_batch" else _skips_the_last(real, batches)
+    monkeypatch.setattr(Pretrain, "heldout_loss", loss)
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-EVAL-001")
+    if plant == "first_batch":
+        assert measured["mismatched_positions"] > 0
+    else:
+        assert measured["scored_batches"] == measured["set_batches"] - 1
+
+
+@pytest.mark.holds("GATE-EVAL-001")
+@pytest.mark.holds("GATE-DATA-005")
+@pytest.mark.holds("GATE-DATA-001")
+def test_stack_sft_reads_its_whole_heldout_set_and_serves_its_planned_labels(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert _sft(world, out) == 0
+    reads = _gate(out, "GATE-EVAL-001")
+    assert reads["verdict"] == "PASS"
+    measured = reads["measured"]
+    assert measured["scored_batches"] == measured["set_batches"] == measured["heldout_batches"]
+    assert (
+        measured["consumed_windows"] == measured["stated_windows"] and measured["mismatched_positions"] == 0
+    )
+    assert _gate(out, "GATE-DATA-005")["measured"]["mismatched_by_table"] == {"tokens": 0, "labels": 0}
+    assert _gate(out, "GATE-DATA-001")["verdict"] == "PASS"
+
+
+# -- GATE-SFT-001: each assistant turn supervises its content and EOS ------------------------
+
+
+def _shifted(real: Callable[..., Rendered], by: int, turns: int | None = None) -> Callable[..., Rendered]:
+    """A rendering whose supervision starts `by` tokens late (or early, for a negative `by`), in the
+    first `turns` assistant turns of every example (all of them when None)."""
+
+    def render(*args: Any) -> Rendered:
+        rendered = real(*args)
+        starts = np.flatnonzero(np.diff(np.concatenate([[0], rendered.mask.astype(np.int8)])) == 1)
+        for start in starts[:turns]:
+            if by > 0:
+                rendered.mask[start : start + by] = 0
+            else:
+                rendered.mask[start + by : start] = 1
+        return rendered
+
+    return render
+
+
+@pytest.mark.gate("GATE-SFT-001")
+@pytest.mark.parametrize("by", [1, -1], ids=["one-late", "one-early"])
+def test_supervision_one_token_off_stops_stack_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], by: int
+) -> None:
+    """The mutant survey's M12 (the first token of each assistant turn left unsupervised), and the
+    marker's last token supervised: every example still supervised, its EOS included."""
+    monkeypatch.setattr(sft_prepare, "render", _shifted(sft_prepare.render, by))
+    argv = [
+        "prepare",
+        str(CHAT),
+        "--format",
+        "chat",
+        "--pack-len",
+        str(PACK),
+        "--out",
+        str(tmp_path / "data"),
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert (
+        code == 3 and "GATE-SFT-001" in err and "supervise other tokens" in err and "Traceback" not in err
+    ), err
+    assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_one_turn_off_by_one_among_all_fires_and_the_rendering_itself_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = prepare_sft([CHAT], tmp_path / "held", fmt="chat", pack_len=PACK, val_fraction=0.0)
+    assert manifest.sft is not None
+    seen: list[int] = []
+    real = sft_prepare.render
+
+    def render(*args: Any) -> Rendered:
+        seen.append(1)
+        return _shifted(real, 1, turns=1)(*args) if len(seen) == 1 else real(*args)
+
+    monkeypatch.setattr(sft_prepare, "render", render)
+    with pytest.raises(GateViolation, match=r"GATE-SFT-001.*1 assistant turn\(s\) supervise other tokens"):
+        prepare_sft([CHAT], tmp_path / "off", fmt="chat", pack_len=PACK, val_fraction=0.0)
