@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import PurePath
 from typing import Any
 
@@ -85,6 +85,13 @@ def check_waivers(waivers: Mapping[str, str], sources: set[str]) -> None:
             )
         if not reason.strip():
             raise BadInput(f"--no-filter {source} needs --reason TEXT: why its documents need no filtering")
+
+
+@cache
+def _suffix(name: str) -> str:
+    """A file name's suffix in lower case, read past a compression suffix (`a.py.gz` is `.py`)."""
+    path = PurePath(name.lower())
+    return path.with_suffix("").suffix if path.suffix in COMPRESSION_SUFFIXES else path.suffix
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ class Screen:
     waivers: Mapping[str, str]
     scripts: Mapping[str, Held] = field(default_factory=dict)
     _checks: dict[str, list[Check]] = field(default_factory=dict, init=False, compare=False, repr=False)
+    _kinds: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
     # The most characters leak and diversity read of a document (a long one is judged on this
     # much), and the bytes that always hold them in valid UTF-8.
     window_chars: int = field(init=False, compare=False)
@@ -175,14 +183,10 @@ class Screen:
         """Whether a document of `source` is code: the source is of kind code, or the document is a
         text file `name` whose suffix is one of the settings' `code_suffixes` (read past a
         compression suffix). A record's file (`name` None) says nothing of what its text is."""
-        if self.settings.source(source).kind == "code":
-            return True
-        if name is None:
-            return False
-        path = PurePath(name)
-        if path.suffix.lower() in COMPRESSION_SUFFIXES:
-            path = path.with_suffix("")
-        return path.suffix.lower() in self.settings.script.code_suffixes
+        kind = self._kinds.get(source)
+        if kind is None:
+            kind = self._kinds[source] = self.settings.source(source).kind
+        return kind == "code" or (name is not None and _suffix(name) in self.settings.script.code_suffixes)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -309,9 +313,9 @@ class SourceReport:
 
     def tally_script(self, system: str, reason: str | None) -> None:
         """Count one document of writing system `system`, kept or dropped for `reason`."""
-        tally = self.by_script.setdefault(
-            system, {"documents_in": 0, "documents_out": 0, "dropped": Counter()}
-        )
+        tally = self.by_script.get(system)
+        if tally is None:
+            tally = self.by_script[system] = {"documents_in": 0, "documents_out": 0, "dropped": Counter()}
         tally["documents_in"] += 1
         if reason is None:
             tally["documents_out"] += 1

@@ -41,5 +41,7 @@ def sample_text(pieces: Iterable[bytes]) -> str:
 
 
 def sample_of(data: bytes, settings: SampleSettings) -> str:
-    """The sample of a document held in memory."""
+    """The sample of a document held in memory (valid UTF-8: a short one is read whole as it is)."""
+    if len(data) <= settings.bytes:
+        return data.decode("utf-8", "replace")
     return sample_text(data[start:end] for start, end in spans(len(data), settings))

@@ -146,13 +146,16 @@ def system_scripts(system: str) -> frozenset[str]:
     return SYSTEMS.get(system, frozenset({system}))
 
 
-def systems_of(script: str) -> list[str]:
+@cache
+def systems_of(script: str) -> tuple[str, ...]:
     """The writing systems that write with a script (CJK is Chinese, Japanese and Korean)."""
-    return [name for name, scripts in SYSTEMS.items() if script in scripts] or [script]
+    return tuple(name for name, scripts in SYSTEMS.items() if script in scripts) or (script,)
 
 
 def system_shares(scripts: Mapping[str, int]) -> dict[str, float]:
     """Each writing system a text's letters are in, with the share of its letters in it."""
+    if len(scripts) == 1:  # most texts: every system of its one script holds all of it
+        return dict.fromkeys(systems_of(next(iter(scripts))), 1.0)
     total = sum(scripts.values())
     systems = {system for script in scripts for system in systems_of(script)}
     return {
@@ -168,7 +171,15 @@ def _rank(shares: Mapping[str, float]) -> str:
 
 def main_system(scripts: Mapping[str, int]) -> str:
     """The writing system that holds most of a text's letters (CJK for ideographs alone)."""
+    if len(scripts) == 1:
+        return _sole(next(iter(scripts)))
     return _rank(system_shares(scripts))
+
+
+@cache
+def _sole(script: str) -> str:
+    """The main system of a text written in one script."""
+    return _rank(dict.fromkeys(systems_of(script), 1.0))
 
 
 @dataclass(frozen=True)
@@ -219,8 +230,9 @@ class SourceLetters:
             return
         tally.documents += 1
         tally.seen.update(scripts)
-        shares = system_shares(scripts)
-        tally.written.update(name for name, share in shares.items() if share >= settings.main_share)
+        for name, share in system_shares(scripts).items():
+            if share >= settings.main_share:
+                tally.written[name] += 1
 
     def merge(self, other: SourceLetters) -> None:
         """Add the tallies of another part of the corpus."""
