@@ -722,10 +722,11 @@ def test_a_document_is_judged_by_letters_spread_over_all_of_it(tmp_path: Path) -
     Russian source is dropped. The sample of a document too long to hold is the same bytes, read from
     disk, as that of the document held."""
     russian = [corpora.cyrillic_text(i, sentences=200) for i in range(30)]
-    epigraph = corpora.english_text(99, sentences=100)
-    assert len(epigraph) > SETTINGS.diversity.window_chars
+    epigraph = corpora.english_text(99, sentences=400)
+    assert len(epigraph.encode()) > SETTINGS.sample.bytes  # the document's whole first window is English
+    chapter = epigraph + corpora.cyrillic_text(99, sentences=1000)
     texts = {f"ch{i}.txt": text for i, text in enumerate(russian)}
-    texts |= {"opening.txt": epigraph + russian[0][::-1], "english.txt": corpora.english_text(98, 200)}
+    texts |= {"opening.txt": chapter, "english.txt": corpora.english_text(98, 200)}
     manifest = prepare_corpus(corpus(tmp_path, {"novel": texts}), tmp_path / "data", val_fraction=0)
     report = manifest.filters["novel"]
     assert report.scripts == ["CYRILLIC"] and report.dropped == {"script_mismatch": 1}

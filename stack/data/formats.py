@@ -58,13 +58,18 @@ class Layout:
             raise BadInput("--text-field is empty; name the field or column that holds the text")
         if self.source_field == "":
             raise BadInput("--source-field is empty; name the field or column that holds the source")
-        if self.format == "text" and (self.text_field or self.source_field) is not None:
+        given = [f"--{name}" for name, value in self.field_options() if value is not None]
+        if self.format == "text" and given:
             raise BadInput(
-                "--text-field and --source-field name a JSONL field or Parquet column, but --format text "
-                "reads every file whole as text; drop them, or read the records with --format jsonl"
+                f"{' and '.join(given)} name a JSONL field or Parquet column, but --format text reads every "
+                "file whole as text; drop it, or read the records with --format jsonl or parquet"
             )
         if self.doc_bytes < 1:
             raise BadInput(f"--doc-bytes {self.doc_bytes} must be at least 1 byte, e.g. 1M")
+
+    def field_options(self) -> tuple[tuple[str, str | None], ...]:
+        """The options that name a record's field, as given (None: not given)."""
+        return (("text-field", self.text_field), ("source-field", self.source_field))
 
     @property
     def field(self) -> str:

@@ -501,8 +501,7 @@ def _notes(files: Sequence[InputFile], layout: Layout) -> None:
                 f"{pieces:,} documents of at most {format_size(layout.doc_bytes)} at line ends (--doc-bytes "
                 "SIZE); give --doc-sep SEP if the file separates its documents"
             )
-    options = (("--text-field", layout.text_field), ("--source-field", layout.source_field))
-    given = [f"{option} {value}" for option, value in options if value is not None]
+    given = [f"--{name} {value}" for name, value in layout.field_options() if value is not None]
     if given and as_text:
         log.warning(
             f"note: {' and '.join(given)} apply to JSONL and Parquet files; {len(as_text):,} file(s) are "

@@ -70,7 +70,7 @@ def text_documents(
     try:
         if separator is None:
             yield from _whole_file(item, doc_bytes, batch_bytes, advance)
-        elif (yield from _separated(item, separator, batch_bytes, advance)) == 0:
+        elif not (yield from _separated(item, separator, batch_bytes, advance)):
             size = format_size(item.path.stat().st_size)
             yield Note(item.source, unseparated(separator, doc_bytes), f"{item.label} ({size})")
             yield from _whole_file(item, doc_bytes, batch_bytes, _read_before)
@@ -193,6 +193,10 @@ class _Between:
         self.number += 1
         return f"{self.label} document {self.number}"
 
+    def holds_text(self) -> bool:
+        """Whether anything but whitespace was read since the last separator."""
+        return self._start is not None if self._long else bool(bytes(self._held).strip(WHITESPACE))
+
     def finish(self) -> Document | FileRegion | None:
         """The document read since the last separator (None when it was only whitespace); starts anew."""
         found: Document | FileRegion | None = None
@@ -206,20 +210,21 @@ class _Between:
 
 def _separated(
     item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
-) -> Generator[Item, None, int | None]:
-    """The documents between separators; returns how many separators were found (None: binary)."""
+) -> Generator[Item, None, bool]:
+    """The documents between separators; returns whether the file was read (False: it holds text but
+    never the separator, and nothing was yielded)."""
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
     if is_binary(head):
         advance(item.path.stat().st_size)
         yield Skipped(item.source, "binary", f"{item.label}: {kind_of(head)}")
-        return None
+        return True
     start, crlf = _line_ends(head)
     marked = as_crlf(separator) if crlf else separator
-    hits = yield from _documents(item, marked, batch_bytes, advance, start, crlf)
-    if hits:  # else the file is read again without a separator, which reports its line ends
+    read = yield from _documents(item, marked, batch_bytes, advance, start, crlf)
+    if read:  # else the file is read again without a separator, which reports its line ends
         yield from reported(item.source, start > 0, crlf)
-    return hits
+    return read
 
 
 def as_crlf(separator: bytes) -> bytes:
@@ -234,9 +239,10 @@ def _documents(
     advance: Callable[[int], None],
     start: int,
     crlf: bool,
-) -> Generator[Item, None, int]:
-    """The documents between separators of a file read from byte `start`; returns how many separators
-    were found. When none was, nothing is yielded: the file is not what --doc-sep says."""
+) -> Generator[Item, None, bool]:
+    """The documents between separators of a file read from byte `start`; returns whether they were
+    (False, and nothing yielded, when the file holds text but never the separator: it is not what
+    --doc-sep says)."""
     between = _Between(item.source, item.path, item.label, batch_bytes, crlf)
     found = hits = 0
     tail, offset = b"", start  # unsearched bytes from the last block, and their file offset
@@ -256,12 +262,12 @@ def _documents(
             keep = max(pos, len(buf) - len(separator) + 1)  # a separator may start in the kept tail
             between.add(buf[pos:keep], offset + pos)
             tail, offset = buf[keep:], offset + keep
-    if not hits:
-        return 0
     between.add(tail, offset)
+    if not hits and between.holds_text():
+        return False
     if (doc := between.finish()) is not None:
         found += 1
         yield doc
     if not found:
         yield Skipped(item.source, "empty", item.label)
-    return hits
+    return True
