@@ -701,6 +701,14 @@ def test_the_script_canary_is_foreign_to_whatever_a_source_holds(held: set[str])
     assert runner.screen.reason("web", Doc(canary.data)) == "script_mismatch"
 
 
+def test_a_source_holding_every_script_of_the_bmp_gets_a_canary_from_beyond_it() -> None:
+    held = frozenset(alphabets())
+    runner = FilterRunner(SETTINGS, ["script"], {})
+    runner.set_scripts({"web": Held(tuple(sorted(held)), held, multilingual=True)})
+    (canary,) = runner.screen.canaries("web")
+    assert runner.screen.reason("web", Doc(canary.data)) == "script_mismatch"
+
+
 @pytest.mark.gate("GATE-DATA-013")
 def test_a_script_canary_in_a_script_the_source_holds_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

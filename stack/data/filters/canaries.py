@@ -20,6 +20,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from contracts.errors import BadInput
 from stack.data.filters import leak
 from stack.data.filters.script import REPLACEMENT_CHARACTER, Held, alphabets
 from stack.data.filters.settings import FilterSettings
@@ -73,15 +74,25 @@ def _leak(settings: FilterSettings) -> list[Canary]:
 
 
 def foreign_script(held: Held) -> str:
-    """The first script of PREFERRED, then of the others by name, that `held` does not hold."""
-    found = alphabets()
-    ordered = [*PREFERRED, *sorted(set(found) - set(PREFERRED))]
-    return next(name for name in ordered if name not in held.scripts)
+    """The first script of PREFERRED, then of the others by name (of the Basic Multilingual Plane,
+    then of every plane), that `held` does not hold."""
+    for beyond_bmp in (False, True):
+        found = alphabets(beyond_bmp)
+        ordered = [*(name for name in PREFERRED if name in found), *sorted(set(found) - set(PREFERRED))]
+        script = next((name for name in ordered if name not in held.scripts), None)
+        if script is not None:
+            return script
+    raise BadInput(
+        f"a source holds letters of every script of Unicode ({len(held.scripts)}), so no canary can prove "
+        "the script filter ran on it; name its systems with --filters FILE (script: {expected: [...]}), "
+        "or leave the script filter out (--filter NAME ...)"
+    )
 
 
 def _foreign_letters(held: Held, count: int, source: str) -> str:
     """`count` letters in words of a script the source does not hold."""
-    alphabet = alphabets()[foreign_script(held)]
+    script = foreign_script(held)
+    alphabet = alphabets(script not in alphabets())[script]
     rng = random.Random(_tag(source, "script"))
     words, left = [], count
     while left > 0:

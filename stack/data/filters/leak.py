@@ -40,7 +40,7 @@ _LEAD = "\n\n"
 def first_user_turn(turns: Sequence[tuple[str, str]]) -> str | None:
     """The content of the first `user` turn of a chat example's (role, content) turns, if any.
 
-    A chat reader passes it as the head region, so a system prompt in the `system` message, where
+    A chat reader passes it as the region judged, so a system prompt in the `system` message, where
     it belongs, is not a leak, and one pasted into the user's turn is.
     """
     return next((content for role, content in turns if role == "user"), None)

@@ -420,7 +420,7 @@ class FilterRunner:
     def keep_turns(
         self, source: str, turns: Sequence[tuple[str, str]], identity: bytes, where: str = ""
     ) -> bool:
-        """A chat or prompt-completion example: its turns' text, with the first user turn as head region."""
+        """A chat or prompt-completion example, its first user turn the region the leak filter judges."""
         text = "\n".join(content for _, content in turns).encode("utf-8")
         head = leak.first_user_turn(turns)
         return self.keep(source, content_sha256(identity), Doc(text, head=head), where)

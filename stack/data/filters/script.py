@@ -259,11 +259,11 @@ def _held(tally: _Tally, settings: ScriptSettings) -> Held:
 
 
 @cache
-def alphabets() -> dict[str, str]:
-    """Letters of every script of the Basic Multilingual Plane with at least 20 of them, by script:
-    what a canary foreign to a source is written in."""
+def alphabets(beyond_bmp: bool = False) -> dict[str, str]:
+    """Letters of every script with at least 20 of them, by script: what a canary foreign to a source is
+    written in. The Basic Multilingual Plane's scripts, or (`beyond_bmp`) every plane's."""
     found: dict[str, list[str]] = {}
-    for point in range(0x10000):
+    for point in range(0x110000 if beyond_bmp else 0x10000):
         char = chr(point)
         if unicodedata.category(char) in ("Ll", "Lo"):
             found.setdefault(script_of(char), []).append(char)
