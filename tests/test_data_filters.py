@@ -275,6 +275,8 @@ def test_a_leak_filter_that_judges_whole_documents_is_caught(
         prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
     for near_miss in ("system_prompt_in_system_turn", "markdown_document", "client_code"):
         assert f"near miss '{near_miss}" in str(raised.value)
+    monkeypatch.undo()
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)  # the first user turn only: it holds
 
 
 @pytest.mark.gate("GATE-DATA-012")

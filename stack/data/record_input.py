@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     import pyarrow.parquet as pq
 
 Item = Document | Skipped | Normalised | Note
+# What a `.json` file's format is told from: at most this much of each of its first two lines.
+SNIFF_LINE_BYTES = 1 << 20
 # The names of JSON Lines files; `--format auto` reads these as JSONL.
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 NOT_JSON_LINES = (
@@ -151,15 +154,21 @@ def _not_json_lines(item: InputFile, line: bytes) -> bool:
 def holds_records(path: Path, text_field: str) -> bool:
     """Whether a `.json` file holds JSON Lines of documents: its first two non-blank lines are JSON
     objects, the first with the text field. A JSON document (pretty-printed, or a one-line
-    config) is not, nor are lines of records of something else: those are read as text."""
+    config) is not, nor are lines of records of something else: those are read as text. Only
+    SNIFF_LINE_BYTES of a line are read to tell (a longer first line: `--format jsonl` reads it)."""
+    stat = path.stat()
+    return _holds_records(path, stat.st_size, stat.st_mtime_ns, text_field)
+
+
+@lru_cache(maxsize=4096)
+def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> bool:
+    """holds_records, told once per version of a file (every pass asks for each file's format)."""
     found: list[object] = []
     try:
         with open(path, "rb") as handle:
-            for line in handle:
+            while len(found) < 2 and (line := handle.readline(SNIFF_LINE_BYTES)):
                 if line.strip():
                     found.append(json.loads(line.removeprefix(BOM)))
-                if len(found) == 2:
-                    break
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
     first = found[0] if found else None

@@ -7,8 +7,9 @@ decompressed and/or re-encoded as UTF-8, a block at a time (never whole in memor
 scratch directory of the prepare's staging directory, and the copy is read in its place under
 the original's name (InputFile.label), so messages, examples and the drop log name the file the
 user gave. A compressed file's format is that of its name without the compression suffix
-(`data.jsonl.gz` is JSONL). The copies are deleted with the staging directory.
-
+(`data.jsonl.gz` is JSONL). The copies are deleted with the staging directory. A file that
+cannot be read, or a compressed one that ends early, is one line of bad input naming it; a copy
+that cannot be written (a full disk) is reported as prepare's own write.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import itertools
 import lzma
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from contracts.errors import BadInput
 from stack.data.corpus import InputFile, unreadable
+from stack.data.shards import naming
 
 BLOCK_BYTES = 1 << 20
 # Compressed files by their magic number: the opener and the suffix their name ends with.
@@ -43,13 +45,9 @@ MARKED = {
 }
 
 
-def _opened(path: Path, head: bytes) -> tuple[BinaryIO, str] | None:
-    """The decompressed stream of a compressed file and the suffix its name ends with, or None."""
-    for magic, (opener, suffixes) in COMPRESSED.items():
-        if head.startswith(magic):
-            suffix = next((s for s in suffixes if path.name.lower().endswith(s)), "")
-            return opener(path), suffix
-    return None
+def _plain(path: Path) -> BinaryIO:
+    """A file that is not compressed, opened to read its bytes."""
+    return open(path, "rb")
 
 
 def _encoding(head: bytes) -> str | None:
@@ -57,23 +55,28 @@ def _encoding(head: bytes) -> str | None:
     return next((name for mark, name in MARKED.items() if head.startswith(mark)), None)
 
 
-def _copy(stream: BinaryIO, encoding: str | None, target: Path) -> None:
-    """Copy a stream to `target` a block at a time, re-encoded from `encoding` to UTF-8 when given."""
-    with open(target, "wb") as out:
-        if encoding is None:
-            shutil.copyfileobj(stream, out, BLOCK_BYTES)
-            return
-        decoder = codecs.getincrementaldecoder(encoding)("replace")
-        while block := stream.read(BLOCK_BYTES):
-            out.write(decoder.decode(block).encode("utf-8"))
-        out.write(decoder.decode(b"", final=True).encode("utf-8"))
+def _blocks(item: InputFile, opener: Callable[[Path], BinaryIO]) -> Iterator[bytes]:
+    """The bytes of the file as `opener` reads them, a block at a time; a file that cannot be read or
+    ends early is BadInput."""
+    try:
+        with opener(item.path) as stream:
+            while block := stream.read(BLOCK_BYTES):
+                yield block
+    except OSError as exc:
+        raise unreadable(item.given, exc) from None
+    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, ValueError) as exc:
+        raise BadInput(f"{item.given} is damaged ({exc}); give the file whole, or leave it out") from None
 
 
-def _peek(stream: BinaryIO) -> bytes:
-    """The first bytes of a stream that is read from its start next."""
-    head = stream.read(4)
-    stream.seek(0)
-    return head
+def _copy(blocks: Iterator[bytes], encoding: str | None, target: Path) -> None:
+    """Write the blocks to `target`, re-encoded from `encoding` to UTF-8 when given. A write that fails
+    (a full disk) is an OSError naming `target`, which prepare reports as such."""
+    decoder = None if encoding is None else codecs.getincrementaldecoder(encoding)("replace")
+    with naming(target), open(target, "wb") as out:
+        for block in blocks:
+            out.write(block if decoder is None else decoder.decode(block).encode("utf-8"))
+        if decoder is not None:
+            out.write(decoder.decode(b"", final=True).encode("utf-8"))
 
 
 def readable(item: InputFile, scratch: Path, number: int) -> InputFile:
@@ -81,26 +84,25 @@ def readable(item: InputFile, scratch: Path, number: int) -> InputFile:
     try:
         with open(item.path, "rb") as handle:
             head = handle.read(8)
-        compressed = _opened(item.path, head)
-        encoding = _encoding(head)
-        if compressed is None and encoding is None:
-            return item
-        name = item.path.name
-        stream: BinaryIO
-        if compressed is not None:
-            stream, suffix = compressed
-            name = name[: len(name) - len(suffix)] if suffix else name
-        else:
-            stream = open(item.path, "rb")  # noqa: SIM115 - closed below
-        with stream:
-            encoding = encoding if compressed is None else _encoding(_peek(stream))
-            target = scratch / f"{number:06d}" / name
-            target.parent.mkdir(parents=True)
-            _copy(stream, encoding, target)
     except OSError as exc:
-        raise unreadable(item.path, exc) from None
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile, ValueError) as exc:
-        raise BadInput(f"{item.path} is damaged ({exc}); give the file whole, or leave it out") from None
+        raise unreadable(item.given, exc) from None
+    compressed = next((entry for magic, entry in COMPRESSED.items() if head.startswith(magic)), None)
+    encoding = _encoding(head)
+    if compressed is None and encoding is None:
+        return item
+    name = item.path.name
+    if compressed is not None:
+        opener, suffixes = compressed
+        name = next((name[: -len(s)] for s in suffixes if name.lower().endswith(s)), name)
+        blocks = _blocks(item, opener)
+        first = next(blocks, b"")
+        encoding = _encoding(first)  # a compressed file of UTF-16 text
+        blocks = itertools.chain([first], blocks)
+    else:
+        blocks = _blocks(item, _plain)
+    target = scratch / f"{number:06d}" / name
+    target.parent.mkdir(parents=True)
+    _copy(blocks, encoding, target)
     return replace(item, path=target, name=item.label, origin=item.path)
 
 
