@@ -201,9 +201,12 @@ class Screen:
     def letters(self, source: str, doc: Doc) -> dict[str, int] | None:
         """The letters by script the script filter judges a document of `source` on; None when it does
         not judge it (the filter does not run on the source, or the document is code)."""
-        if "script" not in self.filters_of(source) or doc.code:
+        return self._letters(source, _Read(self, doc))
+
+    def _letters(self, source: str, read: _Read) -> dict[str, int] | None:
+        if "script" not in self.filters_of(source) or read.doc.code:
             return None
-        return _Read(self, doc).letters.scripts
+        return read.letters.scripts
 
     def judge(self, source: str, doc: Doc) -> Verdict:
         """The filters' verdict on a document before dedup, and its writing system.
@@ -216,12 +219,10 @@ class Screen:
             checks = self._checks[source] = self._checks_of(source)
         read = _Read(self, doc)
         reason = next((found for check in checks if (found := check(read)) is not None), None)
-        system = None
-        if "script" in self.filters_of(source) and not doc.code:
-            scripts = read.letters.scripts
-            if sum(scripts.values()) >= self.settings.script.min_letters:
-                system = script.main_system(scripts)
-        return Verdict(reason, system)
+        scripts = self._letters(source, read)
+        if scripts is None or sum(scripts.values()) < self.settings.script.min_letters:
+            return Verdict(reason)
+        return Verdict(reason, script.main_system(scripts))
 
     def reason(self, source: str, doc: Doc) -> str | None:
         """Why the filters before dedup drop a document (None: kept so far)."""
