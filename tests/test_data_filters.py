@@ -97,6 +97,11 @@ def settings_file(root: Path, content: dict) -> Path:
     return path
 
 
+def judged(text: str) -> str | None:
+    """The leak filter's verdict on a document of `text`."""
+    return leak.judge(text.encode("utf-8"), LEAK)
+
+
 def document(text: str, **options: object) -> Doc:
     """A document held in memory, as the screen judges it."""
     return Doc(text.encode("utf-8"), **options)  # type: ignore[arg-type]
@@ -188,20 +193,27 @@ def test_a_transcript_is_judged_in_its_first_user_turn_in_every_format(name: str
     """A prompt pasted into the user's turn is a leak in every format people store chats in; the same
     prompt as the transcript's system turn, or as the answer, is not."""
     shape = FORMATS[name]
-    assert leak.judge(shape.format(f"{PHRASE}. Answer in French."), LEAK) == "leak_phrase"
-    assert leak.judge(shape.format(headed(LEAK.max_headers + 1)), LEAK) == "leak_headers"
-    assert leak.judge(shape.format("What is the capital of Peru?"), LEAK) is None
+    assert judged(shape.format(f"{PHRASE}. Answer in French.")) == "leak_phrase"
+    assert judged(shape.format(headed(LEAK.max_headers + 1))) == "leak_headers"
+    assert judged(shape.format("What is the capital of Peru?")) is None
     system_prompt = shape.replace("Be brief.", f"{PHRASE}.\n\n{headed(LEAK.max_headers + 1)}")
     answer = shape.replace("OK.", f"{PHRASE}.\n\n{headed(LEAK.max_headers + 1)}")
     for kept in (system_prompt, answer):
-        assert leak.judge(kept.format("What is the capital of Peru?"), LEAK) is None
+        assert judged(kept.format("What is the capital of Peru?")) is None
+
+
+def test_a_first_user_turn_after_a_long_system_turn_is_judged() -> None:
+    """An agent's system prompt runs for pages; the user's turn after it is found all the same."""
+    system = corpora.english_text(0, sentences=400)
+    assert len(system) > SETTINGS.diversity.window_chars
+    assert judged(FORMATS["chatml"].replace("Be brief.", system).format(f"{PHRASE}.")) == "leak_phrase"
 
 
 def test_plain_words_mark_a_transcript_only_with_the_answer_after_them() -> None:
     """`Human:` or `### Instruction:` in a document is a transcript only when its answer's marker follows."""
     alone = f"Human: notes on the species.\n\n{headed(LEAK.max_headers + 1)}"
-    assert leak.judge(alone, LEAK) is None
-    assert leak.judge(f"{alone}\n\nAssistant: Sure.", LEAK) == "leak_headers"
+    assert judged(alone) is None
+    assert judged(f"{alone}\n\nAssistant: Sure.") == "leak_headers"
 
 
 # Pieces of ordinary documents: markdown, fingerprint phrases, code, a ChatML template string with
@@ -222,8 +234,8 @@ def test_a_document_without_a_users_words_is_never_a_leak(pieces: list[str]) -> 
     """Markdown, fingerprint phrases and code, in any number and order, are no leak unless they sit in
     a user's turn: a document holds one only between a user marker and its end."""
     text = "".join(pieces)
-    assert leak.judge(text, LEAK) is None
-    turn = leak.transcript_turn(text, LEAK)
+    assert judged(text) is None
+    turn = leak.transcript_turn(text.encode(), LEAK)
     assert turn is None or "{prompt}" in turn  # only the template's placeholder is a user's turn here
 
 
@@ -269,7 +281,9 @@ def test_a_leak_filter_that_judges_whole_documents_is_caught(
 ) -> None:
     """Plant the audit's bug: the head region is the document's beginning, not the first user turn, so
     markdown answers, system turns, docs and code are judged as leaks."""
-    monkeypatch.setattr(leak, "head_region", lambda text, s, head=None: (head or text)[: s.head_chars])
+    monkeypatch.setattr(
+        leak, "head_region", lambda data, s, head=None: (head or data.decode())[: s.head_chars]
+    )
     inputs = corpus(tmp_path, {"web": {"a.txt": "plain text here"}})
     with pytest.raises(GateViolation, match=r"GATE-DATA-012.*markdown_in_answer.*dropped") as raised:
         prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
@@ -287,7 +301,7 @@ def test_a_leak_filter_blind_to_a_transcript_format_is_caught(
     a Llama or Anthropic transcript passes. The canaries in every format catch it before reading."""
     real = leak.transcript_turn
     monkeypatch.setattr(
-        leak, "transcript_turn", lambda text, s: real(text, s.model_copy(update={"turns": s.turns[:1]}))
+        leak, "transcript_turn", lambda data, s: real(data, s.model_copy(update={"turns": s.turns[:1]}))
     )
     inputs = corpus(tmp_path, {"web": {"a.txt": "plain text here"}})
     with pytest.raises(GateViolation, match=r"GATE-DATA-012.*planted leak 'headers_over_limit in \[INST\]'"):

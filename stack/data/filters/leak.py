@@ -32,9 +32,6 @@ from functools import cache
 from stack.data.filters.settings import LeakSettings, TurnMarkers
 
 _HEADER_RE = re.compile(r"#{1,6} +([A-Z][^\n]*?)\s*")
-# Searched before the text, so a marker written with the line ends before it (`\n\nHuman:`) also
-# matches at the very start of a document.
-_LEAD = "\n\n"
 
 
 def first_user_turn(turns: Sequence[tuple[str, str]]) -> str | None:
@@ -46,31 +43,57 @@ def first_user_turn(turns: Sequence[tuple[str, str]]) -> str | None:
     return next((content for role, content in turns if role == "user"), None)
 
 
-def _turn_in(text: str, markers: TurnMarkers) -> str | None:
-    """The first user turn of `text` by one transcript format, or None when the text is not one."""
-    padded = _LEAD + text
-    start = padded.find(markers.user)
-    if start < 0:
+@dataclass(frozen=True)
+class _Markers:
+    """One transcript format's markers as bytes, made once: the user marker, the same without the line
+    ends before it (matched at the very start of a document, or None), and the end marker."""
+
+    user: bytes
+    bare: bytes | None
+    end: bytes
+    needs_end: bool
+
+
+@cache
+def _markers(markers: TurnMarkers) -> _Markers:
+    user = markers.user.encode("utf-8")
+    bare = user.lstrip(b"\n")
+    return _Markers(user, bare if bare != user else None, markers.end.encode("utf-8"), markers.needs_end)
+
+
+def _turn_in(data: bytes, markers: _Markers, chars: int) -> str | None:
+    """The first `chars` characters of the first user turn of `data` by one transcript format, or None
+    when the document is not one."""
+    found = data.find(markers.user)
+    if found >= 0:
+        start = found + len(markers.user)
+    elif markers.bare is not None and data.startswith(markers.bare):
+        start = len(markers.bare)
+    else:
         return None
-    start += len(markers.user)
-    end = padded.find(markers.end, start)
+    end = data.find(markers.end, start)
     if end < 0:
         if markers.needs_end:  # plain words mark a transcript only with the answer's marker after
             return None
-        end = len(padded)  # a turn longer than the text read runs to its end
-    return padded[start:end]
+        end = len(data)  # a turn longer than the text read runs to its end
+    return data[start : min(end, start + 4 * chars)].decode("utf-8", "ignore")
 
 
-def transcript_turn(text: str, settings: LeakSettings) -> str | None:
-    """The first user turn of a chat transcript held in `text`, by the first format of the settings'
-    `turns` that the text holds; None for a document that holds no transcript."""
-    return next((turn for markers in settings.turns if (turn := _turn_in(text, markers)) is not None), None)
+def transcript_turn(data: bytes, settings: LeakSettings) -> str | None:
+    """The first user turn of a chat transcript held in a document (its UTF-8 bytes), by the first
+    format of the settings' `turns` that it holds; None for a document that holds no transcript.
+    The markers are looked for in all of `data`, so a long system turn does not hide the user's."""
+    for markers in settings.turns:
+        turn = _turn_in(data, _markers(markers), settings.head_chars)
+        if turn is not None:
+            return turn
+    return None
 
 
-def head_region(text: str, settings: LeakSettings, head: str | None = None) -> str | None:
+def head_region(data: bytes, settings: LeakSettings, head: str | None = None) -> str | None:
     """Where a leaked prompt would sit: `head` (a chat example's first user turn) if given, else the
-    first user turn of a transcript in `text`; None when there is none (the document is not judged)."""
-    turn = head if head is not None else transcript_turn(text, settings)
+    first user turn of a transcript in `data`; None when there is none (the document is not judged)."""
+    turn = head if head is not None else transcript_turn(data, settings)
     return None if turn is None else turn.strip()[: settings.head_chars]
 
 
@@ -108,9 +131,9 @@ def leak_reason(region: str, settings: LeakSettings) -> str | None:
     return None
 
 
-def judge(text: str, settings: LeakSettings, head: str | None = None) -> str | None:
-    """The leak filter's verdict on a document (`head`: a chat example's first user turn)."""
-    region = head_region(text, settings, head)
+def judge(data: bytes, settings: LeakSettings, head: str | None = None) -> str | None:
+    """The leak filter's verdict on a document's UTF-8 bytes (`head`: a chat example's first user turn)."""
+    region = head_region(data, settings, head)
     return None if region is None else leak_reason(region, settings)
 
 

@@ -234,7 +234,7 @@ class Screen:
         held = self.scripts_of(source)
 
         def leaked(read: _Read) -> str | None:
-            return leak.judge(read.text, s.leak, read.doc.head)
+            return leak.judge(read.doc.data, s.leak, read.doc.head)
 
         def oversize(read: _Read) -> str | None:
             return "oversize" if read.doc.delimited and size.oversize(read.doc.size, s.oversize) else None
@@ -446,11 +446,11 @@ class FilterRunner:
         s = self.settings.leak
         for name, case in leak.canaries(s).items():
             forms = {f"{name} in {m.user.strip()}": case.as_text(m) for m in s.turns} if case.turn else {}
-            judged = {label: leak.judge(text, s) for label, text in forms.items()}
+            judged = {label: leak.judge(text.encode(), s) for label, text in forms.items()}
             if case.turn is None:
-                judged[name] = leak.judge(case.text, s)
+                judged[name] = leak.judge(case.text.encode(), s)
             else:
-                judged[f"{name} as chat"] = leak.judge(case.turn, s, head=case.turn)
+                judged[f"{name} as chat"] = leak.judge(case.turn.encode(), s, head=case.turn)
             rows += [
                 {"name": label, "must_drop": case.must_drop, "dropped": found is not None, "reason": found}
                 for label, found in judged.items()
