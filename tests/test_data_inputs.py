@@ -273,13 +273,11 @@ def test_a_field_option_that_does_not_apply_is_refused_or_noted(
     code, _, err = prepare(
         capsys, str(folder), "--format", "text", "--text-field", "body", "--out", str(tmp_path / "data")
     )
-    assert code == EXIT_BAD_INPUT and "--text-field name a JSONL field or Parquet column" in err
+    assert code == EXIT_BAD_INPUT and "--text-field names a JSONL field or Parquet column" in err
     code, _, err = prepare(capsys, str(folder), "--text-field", "body", "--out", str(tmp_path / "data"))
     assert code == 0, err
-    assert (
-        "note: --text-field body apply to JSONL and Parquet files; 1 file(s) are read as text, whole: doc.txt"
-        in (caplog.text)
-    )
+    assert "note: --text-field body applies to JSONL and Parquet files only" in caplog.text
+    assert "1 file(s) are read as text, whole: doc.txt" in caplog.text
 
 
 def test_the_filter_option_says_it_replaces_the_default_list(capsys: pytest.CaptureFixture[str]) -> None:

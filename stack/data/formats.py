@@ -61,8 +61,9 @@ class Layout:
         given = [f"--{name}" for name, value in self.field_options() if value is not None]
         if self.format == "text" and given:
             raise BadInput(
-                f"{' and '.join(given)} name a JSONL field or Parquet column, but --format text reads every "
-                "file whole as text; drop it, or read the records with --format jsonl or parquet"
+                f"{' and '.join(given)} {'name' if len(given) > 1 else 'names'} a JSONL field or Parquet "
+                "column, but --format text reads every file whole as text; drop it, or read the records "
+                "with --format jsonl or parquet"
             )
         if self.doc_bytes < 1:
             raise BadInput(f"--doc-bytes {self.doc_bytes} must be at least 1 byte, e.g. 1M")

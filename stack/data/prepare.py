@@ -24,7 +24,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -139,10 +139,10 @@ class _Collector:
             Counter, {s: Counter() for s in plan.sources}
         )
         self.normalised: defaultdict[str, Counter[str]] = defaultdict(Counter)  # stack.data.line_ends
-        # What was skipped, by reason, and the files that had bytes that are not UTF-8: named in notes.
-        self.skipped: defaultdict[str, list[str]] = defaultdict(list)
-        self.invalid_utf8: list[str] = []
-        self.grouped: defaultdict[str, list[str]] = defaultdict(list)  # a note's text → the files it is about
+        # What notes name, by reason or by note: the first NAMED_IN_NOTES names and how many in all.
+        self.skipped: defaultdict[str, Named] = defaultdict(Named)
+        self.invalid_utf8 = Named()
+        self.grouped: defaultdict[str, Named] = defaultdict(Named)  # a note's text → the files it is about
         self.writers: dict[tuple[Split, str], ShardWriter] = {}
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
@@ -163,13 +163,13 @@ class _Collector:
     def take(self, part: Part, spill: BinaryIO | None = None) -> None:
         """One part of a file; `spill` is the worker's spill file its `at` points into."""
         if part.note is not None and part.note.about:
-            self.grouped[part.note.text].append(part.note.about)
+            self.grouped[part.note.text].add(part.note.about)
         elif part.note is not None:
             log.warning(part.note.text)
         if part.skipped is not None:
             self.stats[part.skipped.source][f"{part.skipped.reason}_skipped"] += 1
             if part.skipped.what:
-                self.skipped[part.skipped.reason].append(part.skipped.what)
+                self.skipped[part.skipped.reason].add(part.skipped.what)
         for event in part.normalised:
             self.normalised[event.source][event.what] += 1
         if part.end is not None:
@@ -177,7 +177,7 @@ class _Collector:
             counts["files"] += 1
             counts["invalid_utf8_files"] += part.invalid_utf8
             if part.invalid_utf8:
-                self.invalid_utf8.append(part.end.label)
+                self.invalid_utf8.add(part.end.label)
         if part.long:
             self._take_long(part, spill)
             return
@@ -245,16 +245,16 @@ class _Collector:
     def notes(self) -> list[str]:
         """What the user should read about the inputs: the files and records skipped, by name, and the
         files that had bytes that are not UTF-8."""
-        found = [f"{text}: {named(names)}" for text, names in self.grouped.items()]
+        found = [f"{text}: {names}" for text, names in self.grouped.items()]
         found += [
-            f"note: skipped {len(names):,} {SKIPPED[reason]}: {named(names)}"
+            f"note: skipped {names.count:,} {SKIPPED[reason]}: {names}"
             for reason, names in sorted(self.skipped.items())
             if reason in SKIPPED
         ]
-        if self.invalid_utf8:
+        if self.invalid_utf8.count:
             found.append(
-                f"note: {len(self.invalid_utf8):,} file(s) had bytes that are not UTF-8, read as U+FFFD: "
-                f"{named(self.invalid_utf8)}; a document that is mostly U+FFFD is dropped (mis_encoded): "
+                f"note: {self.invalid_utf8.count:,} file(s) had bytes that are not UTF-8, read as U+FFFD: "
+                f"{self.invalid_utf8}; a document that is mostly U+FFFD is dropped (mis_encoded): "
                 "convert such files to UTF-8 (iconv -f ENCODING -t utf-8 FILE, e.g. -f cp1251)"
             )
         return found
@@ -264,10 +264,21 @@ class _Collector:
         return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
 
 
-def named(names: Sequence[str], most: int = NAMED_IN_NOTES) -> str:
-    """The first `most` names, and how many more there are."""
-    more = f"; and {len(names) - most:,} more" if len(names) > most else ""
-    return "; ".join(names[:most]) + more
+@dataclass
+class Named:
+    """What a note names: the first NAMED_IN_NOTES names, and how many there are in all."""
+
+    first: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, name: str) -> None:
+        if self.count < NAMED_IN_NOTES:
+            self.first.append(name)
+        self.count += 1
+
+    def __str__(self) -> str:
+        more = f"; and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        return "; ".join(self.first) + more
 
 
 def _tasks(files: Sequence[InputFile]) -> list[Task]:
@@ -445,7 +456,8 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     totals = _totals(shards)
     documents = totals["train"].documents + totals["heldout"].documents
     if documents == 0:
-        raise BadInput(empty_corpus(len(plan.files), plan.filters.as_dict(), collector.skipped["binary"]))
+        binary = collector.skipped["binary"]
+        raise BadInput(empty_corpus(len(plan.files), plan.filters.as_dict(), binary.first, binary.count))
     if totals["train"].documents == 0:
         raise BadInput(
             f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
@@ -503,9 +515,12 @@ def _notes(files: Sequence[InputFile], layout: Layout) -> None:
             )
     given = [f"--{name} {value}" for name, value in layout.field_options() if value is not None]
     if given and as_text:
+        names = Named()
+        for item in as_text:
+            names.add(item.label)
         log.warning(
-            f"note: {' and '.join(given)} apply to JSONL and Parquet files; {len(as_text):,} file(s) are "
-            f"read as text, whole: {named([item.label for item in as_text])}"
+            f"note: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to JSONL and Parquet "
+            f"files only; {names.count:,} file(s) are read as text, whole: {names}"
         )
 
 

@@ -107,12 +107,16 @@ def source_fix(name: str, report: Mapping[str, Any]) -> str:
     return f"the cause is the {filter_name} filter{detail}; if the documents belong, {fix_for(reason, name)}"
 
 
-def empty_corpus(files: int, reports: Mapping[str, Mapping[str, Any]], binary: Sequence[str] = ()) -> str:
+def empty_corpus(
+    files: int, reports: Mapping[str, Mapping[str, Any]], binary: Sequence[str] = (), binaries: int = 0
+) -> str:
     """The one line that refuses a prepare with no document to write, naming the real cause: the
-    filters' drops, else the files, each `binary` one named with its kind (stack.data.unpack.kind_of)."""
+    filters' drops, else the files, the first `binary` ones of `binaries` named with their kind
+    (stack.data.corpus.kind_of)."""
     dropped = {name: report for name, report in reports.items() if sum(report["dropped"].values())}
     if not dropped:
-        kinds = f" ({'; '.join(binary[:5])}{'; ...' if len(binary) > 5 else ''})" if binary else ""
+        more = f"; and {binaries - len(binary):,} more" if binaries > len(binary) else ""
+        kinds = f" ({'; '.join(binary)}{more})" if binary else ""
         return (
             f"empty corpus: {files} file(s) found under the inputs, all binary or empty{kinds}; give text "
             "files (gzip, bzip2 and xz files, and UTF-16 or UTF-32 with a byte-order mark, are read too)"
