@@ -77,6 +77,45 @@ def devanagari_text(seed: int, sentences: int = 40) -> str:
     return prose(rng, _vocabulary(rng, word, 3000), sentences, stop=" ।")
 
 
+# Alphabets of a few more scripts, for corpora of many writing systems in one source.
+ALPHABETS = {
+    "greek": "αβγδεζηθικλμνξοπρστυφχψω",
+    "armenian": "աբգդեզէըթժիլխծկհձղճմյնշոչպջռսվտրցւփքօֆ",
+    "georgian": "აბგდევზთიკლმნოპჟრსტუფქღყშჩცძწჭხჯჰ",
+    "hebrew": "אבגדהוזחטיכלמנסעפצקרשת",
+    "thai": "กขคงจฉชซญดตถทนบปผพฟมยรลวสหอ",
+    "hangul": "".join(chr(0xAC00 + 28 * i) for i in range(0, 399, 7)),
+    "tamil": "அஆஇஈஉஊஎஏஐஒஓகஙசஞடணதநபமயரலவழளறன",
+    "ethiopic": "".join(chr(0x1200 + 8 * i) for i in range(40)),
+    "cyrillic": CYRILLIC,
+    "arabic": ARABIC,
+    "latin": LATIN,
+}
+HIRAGANA = "".join(chr(code) for code in range(0x3042, 0x3093, 2))
+KATAKANA = "".join(chr(code) for code in range(0x30A2, 0x30F3, 2))
+
+
+def alphabet_text(script: str, seed: int, sentences: int = 40) -> str:
+    """Prose in words of one of ALPHABETS."""
+    rng = random.Random(seed)
+    letters = ALPHABETS[script]
+    vocabulary = _vocabulary(rng, lambda r: "".join(r.choices(letters, k=r.randint(2, 9))), 3000)
+    return prose(rng, vocabulary, sentences)
+
+
+def japanese_text(seed: int, sentences: int = 40) -> str:
+    """Japanese-shaped text: kanji stems followed by hiragana endings, katakana loanwords, no spaces."""
+    rng = random.Random(seed)
+    kanji = [chr(0x4E00 + i) for i in range(0, 3000, 7)]
+
+    def word(r: random.Random) -> str:
+        if r.random() < 0.2:
+            return "".join(r.choices(KATAKANA, k=r.randint(2, 5)))
+        return "".join(r.choices(kanji, k=r.randint(1, 2))) + "".join(r.choices(HIRAGANA, k=r.randint(1, 3)))
+
+    return prose(rng, _vocabulary(rng, word, 3000), sentences, stop="。", space="")
+
+
 def english_text(seed: int, sentences: int = 40) -> str:
     rng = random.Random(seed)
     return prose(rng, _vocabulary(rng, latin_words, 5000), sentences)
@@ -137,6 +176,47 @@ def five_words(seed: int, words: int = 800) -> str:
     """Random words from a vocabulary of five: the generated grammar of issue #29, legitimate data."""
     rng = random.Random(seed)
     return " ".join(rng.choices(["apple", "river", "stone", "cloud", "ember"], k=words)) + "\n"
+
+
+def markdown_doc(seed: int, sections: int = 9) -> str:
+    """A README or docs page: a title, then sections under `## Headers`, prose and a code block."""
+    rng = random.Random(seed)
+    vocabulary = _vocabulary(rng, latin_words, 2000)
+    titles = ["Installation", "Usage", "Configuration", "API", "Examples", "Contributing", "License"]
+    parts = [f"# Package {seed}\n\n{prose(rng, vocabulary, 3).strip()}\n"]
+    for number in range(sections):
+        body = prose(rng, vocabulary, rng.randint(2, 6)).strip()
+        code = f"```sh\nnpm install package-{seed} --save\n```\n" if number % 3 == 0 else ""
+        parts.append(f"\n## {titles[number % len(titles)]}\n\n{body}\n\n{code}")
+    return "".join(parts)
+
+
+def shell_script(seed: int) -> str:
+    """A deployment script whose steps are `# Section` comments between commands."""
+    rng = random.Random(seed)
+    steps = [
+        ("Settings", f"set -euo pipefail\nAPP=service-{seed}\nREGION=eu-west-{rng.randint(1, 3)}\n"),
+        ("Install dependencies", "apt-get update -qq\napt-get install -y curl jq\n"),
+        ("Build the image", f"docker build -t app:{seed} .\ndocker push app:{seed}\n"),
+        ("Run migrations", "kubectl run migrate --rm -i --image app -- python manage.py migrate\n"),
+        ("Deploy", f"helm upgrade --install app ./chart --set replicas={rng.randint(1, 9)} --wait\n"),
+        ("Smoke test", "curl -fsS https://app.example.com/healthz\n"),
+        ("Notify", 'curl -X POST --data \'{"text": "deployed"}\' "$HOOK"\n'),
+    ]
+    return "#!/usr/bin/env bash\n\n" + "\n".join(f"# {title}\n{body}" for title, body in steps)
+
+
+def chat_client(seed: int) -> str:
+    """Code that calls a chat model, its system prompt in the system message where it belongs."""
+    return (
+        f'"""Example {seed}: ask a chat model and print the reply."""\nfrom openai import OpenAI\n\n'
+        "client = OpenAI()\n\n\ndef ask(question: str) -> str:\n"
+        "    response = client.chat.completions.create(\n"
+        f'        model="model-{seed}",\n        messages=[\n'
+        '            {"role": "system", "content": "You are a helpful assistant."},\n'
+        '            {"role": "user", "content": question},\n        ],\n    )\n'
+        "    return response.choices[0].message.content\n"
+    )
 
 
 def loop(line: str, chars: int = 4000) -> str:

@@ -5,16 +5,22 @@ Every limit a test plants at comes from the filter settings in force (stack/data
 defaults.yaml, or a --filters file the test writes), never from a literal: a document at the
 limit is kept and one just over it is dropped, so a detector off by one either way turns a test
 red. The default limits themselves are pinned from both sides elsewhere: the default corpus loses
-nothing to them (test_data_prepare), and the post-mortem's loop is dropped (test_data_postmortem).
+nothing to them but the modules saved in another encoding (test_data_prepare), and the
+post-mortem's loop is dropped (test_data_postmortem).
+
+The transcripts here are written out by hand in the formats people store chat data in, so a
+change in how the filter finds a first user turn shows against text it did not make.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from collections import Counter
 from pathlib import Path
 
+import corpora
 import pytest
 import yaml
 from corpora import five_words, loop
@@ -28,15 +34,26 @@ from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.data.filters import leak
+from stack.data.filters import canaries, leak
 from stack.data.filters.dedup import NearDuplicates
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
-from stack.data.filters.runner import FilterRunner, Screen
-from stack.data.filters.script import letter_counts, script_of, source_scripts
-from stack.data.filters.settings import ScriptSettings, load_settings
+from stack.data.filters.runner import Doc, FilterRunner, Screen
+from stack.data.filters.sample import sample_of, sample_text, spans
+from stack.data.filters.script import (
+    REPLACEMENT_CHARACTER,
+    Held,
+    SourceLetters,
+    alphabets,
+    letter_counts,
+    main_system,
+    named,
+    script_of,
+)
+from stack.data.filters.settings import load_settings
 from stack.data.formats import Layout
+from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
 from stack.data.split import content_sha256
@@ -46,14 +63,21 @@ from stack.eval.texts import split_documents, split_text
 
 SETTINGS = load_settings()
 LEAK = SETTINGS.leak
-
-
-CANARIES = {name: text for name, (text, _head, _must_drop) in leak.canaries(LEAK).items()}
+CASES = leak.canaries(LEAK)
+PHRASE = LEAK.fingerprints[0]
 
 
 def headed(count: int) -> str:
     """A short prose text with `count` markdown headers (a leaked prompt's shape), under the weight limit."""
     return leak.prompt_like(count, 40 * count)
+
+
+def chatml(user: str, answer: str = "Sure, here it is.", system: str = "Be brief.") -> str:
+    """A ChatML transcript, as chat data is often flattened to text for pretraining."""
+    return (
+        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+        f"<|im_start|>assistant\n{answer}<|im_end|>\n"
+    )
 
 
 def corpus(root: Path, sources: dict[str, dict[str, str]]) -> list[str]:
@@ -73,18 +97,38 @@ def settings_file(root: Path, content: dict) -> Path:
     return path
 
 
+def judged(text: str) -> str | None:
+    """The leak filter's verdict on a document of `text`."""
+    return leak.judge(text.encode("utf-8"), LEAK)
+
+
+def document(text: str, **options: object) -> Doc:
+    """A document held in memory, as the screen judges it."""
+    return Doc(text.encode("utf-8"), **options)  # type: ignore[arg-type]
+
+
 NEAR_MISSES = {
-    "at-limit.txt": CANARIES["headers_at_limit"],
-    "weight-at-limit.txt": CANARIES["weight_at_limit"],
+    "at-limit.txt": chatml(str(CASES["headers_at_limit"].turn)),
+    "weight-at-limit.txt": chatml(str(CASES["weight_at_limit"].turn)),
     "url.txt": "The list lives at https://example.org/docs/api/v2/users/list/#/section/a/b today.",
     "code-comments.txt": "# Copyright The Authors\n# Licensed under the MIT License\n# See LICENSE\n"
     "# Helpers Module\n# More Notes Here\n# And Another Line\n\nx = 1\n",
     "plain.txt": "A note on the weather. It rained in the morning and cleared up by noon.",
+    # A document's own markdown, however many headers, and code holding a system prompt where it
+    # belongs: no first user turn, never judged (the audit's npm docs, scripts and client code).
+    "readme.md": f"{corpora.markdown_doc(0, sections=LEAK.max_headers + 3)}\n{PHRASE.capitalize()}.\n",
+    "deploy.sh": corpora.shell_script(0),
+    "client.py": corpora.chat_client(0),
+    # A transcript's system turn and its answers are not the user's words.
+    "system-turn.txt": chatml(
+        "What is the capital of Peru?", system=f"{PHRASE}.\n\n{headed(LEAK.max_headers + 2)}"
+    ),
+    "answer.txt": chatml("How do I structure a report?", answer=headed(LEAK.max_headers + 3)),
 }
 LEAKS = {
-    "over-limit.txt": CANARIES["headers_over_limit"],
-    "weight-over-limit.txt": CANARIES["weight_over_limit"],
-    "phrase.txt": f"Hello there.\n{LEAK.fingerprints[0].title()}. Answer the user.",
+    "over-limit.txt": chatml(str(CASES["headers_over_limit"].turn)),
+    "weight-over-limit.txt": chatml(str(CASES["weight_over_limit"].turn)),
+    "phrase.txt": chatml(f"Hello there.\n{PHRASE.title()}. Answer the user."),
 }
 
 
@@ -122,14 +166,99 @@ def test_headers_in_an_assistant_answer_are_no_leak() -> None:
     """Chat data is checked in its first user turn: an answer full of markdown is kept."""
     turns = [("user", "How do I structure a report?"), ("assistant", headed(LEAK.max_headers + 3))]
     runner = FilterRunner(SETTINGS, ["leak"], {})
-    text = "\n".join(content for _, content in turns)
-    head = leak.first_user_turn(turns)
-    assert runner.keep("chat", content_sha256(text.encode()), text.encode(), head=head)
+    assert runner.keep_turns("chat", turns, b"answer")
     pasted = [("user", headed(LEAK.max_headers + 1)), ("assistant", "Sure.")]
-    text = "\n".join(content for _, content in pasted)
-    assert not runner.keep(
-        "chat", content_sha256(text.encode()), text.encode(), head=leak.first_user_turn(pasted)
+    assert not runner.keep_turns("chat", pasted, b"pasted")
+
+
+# Transcripts as people store them, each with a prompt pasted into the user's turn (dropped) or in
+# the system turn where it belongs (kept). The user's turn is where the `{}` goes.
+FORMATS = {
+    "chatml": "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+    "<|im_start|>assistant\nOK.<|im_end|>\n",
+    "llama3": "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+    "<|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|><|start_header_id|>assistant"
+    "<|end_header_id|>\n\nOK.<|eot_id|>",
+    "llama2": "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n{} [/INST] OK. </s>",
+    "mistral": "<s>[INST] {} [/INST] OK.</s>",
+    "gemma": "<start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\nOK.<end_of_turn>\n",
+    "phi3": "<|system|>\nBe brief.<|end|>\n<|user|>\n{}<|end|>\n<|assistant|>\nOK.<|end|>\n",
+    "hh": "\n\nHuman: {}\n\nAssistant: OK.",
+    "alpaca": "Below is an instruction that describes a task.\n\n### Instruction:\n{}\n\n### Response:\nOK.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_a_transcript_is_judged_in_its_first_user_turn_in_every_format(name: str) -> None:
+    """A prompt pasted into the user's turn is a leak in every format people store chats in; the same
+    prompt as the transcript's system turn, or as the answer, is not."""
+    shape = FORMATS[name]
+    assert judged(shape.format(f"{PHRASE}. Answer in French.")) == "leak_phrase"
+    assert judged(shape.format(headed(LEAK.max_headers + 1))) == "leak_headers"
+    assert judged(shape.format("What is the capital of Peru?")) is None
+    system_prompt = shape.replace("Be brief.", f"{PHRASE}.\n\n{headed(LEAK.max_headers + 1)}")
+    answer = shape.replace("OK.", f"{PHRASE}.\n\n{headed(LEAK.max_headers + 1)}")
+    for kept in (system_prompt, answer):
+        assert judged(kept.format("What is the capital of Peru?")) is None
+
+
+def test_a_first_user_turn_after_a_long_system_turn_is_judged() -> None:
+    """An agent's system prompt runs for pages; the user's turn after it is found all the same."""
+    system = corpora.english_text(0, sentences=400)
+    assert len(system) > SETTINGS.diversity.window_chars
+    assert judged(FORMATS["chatml"].replace("Be brief.", system).format(f"{PHRASE}.")) == "leak_phrase"
+
+
+def test_plain_words_mark_a_transcript_only_with_the_answer_after_them() -> None:
+    """`Human:` or `### Instruction:` in a document is a transcript only when its answer's marker follows."""
+    alone = f"Human: notes on the species.\n\n{headed(LEAK.max_headers + 1)}"
+    assert judged(alone) is None
+    assert judged(f"{alone}\n\nAssistant: Sure.") == "leak_headers"
+
+
+# Pieces of ordinary documents: markdown, fingerprint phrases, code, a ChatML template string with
+# its user turn a placeholder. None holds a user's words.
+PIECES = [
+    *(f"{'#' * depth} Section {letter}\n\n" for depth in (1, 2, 3) for letter in "ABCDEFG"),
+    *(f"{phrase}\n" for phrase in LEAK.fingerprints),
+    '{"role": "system", "content": "You are a helpful assistant."}\n',
+    "template = '<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{prompt}<|im_end|>'\n",
+    "def main() -> None:\n    pass\n",
+    "Some prose about the weather, which was fine.\n\n",
+]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_a_document_without_a_users_words_is_never_a_leak(pieces: list[str]) -> None:
+    """Markdown, fingerprint phrases and code, in any number and order, are no leak unless they sit in
+    a user's turn: a document holds one only between a user marker and its end."""
+    text = "".join(pieces)
+    assert judged(text) is None
+    turn = leak.transcript_turn(text.encode(), LEAK)
+    assert turn is None or "{prompt}" in turn  # only the template's placeholder is a user's turn here
+
+
+@pytest.mark.holds("GATE-DATA-012", "GATE-DATA-014")
+def test_docs_scripts_and_client_code_are_kept_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's corpora: markdown docs, shell scripts with `# Section` comments, and code calling a
+    chat model with a system prompt, each alone in a source; the leak filter drops none of them."""
+    inputs = corpus(
+        tmp_path,
+        {
+            "docs": {f"page{i}.md": corpora.markdown_doc(i) for i in range(12)},
+            "scripts": {f"deploy{i}.sh": corpora.shell_script(i) for i in range(12)},
+            "clients": {f"client{i}.py": corpora.chat_client(i) for i in range(12)},
+        },
     )
+    code, out, err = run_cli(
+        capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0"
+    )
+    assert code == 0, err
+    for source in ("docs", "scripts", "clients"):
+        assert f"{source}: 12 in, 12 out, 0.00% dropped (none)" in out
 
 
 @pytest.mark.gate("GATE-DATA-012")
@@ -147,14 +276,38 @@ def test_a_leak_filter_off_by_one_is_caught_before_reading(
 
 
 @pytest.mark.gate("GATE-DATA-012")
-def test_a_leak_filter_that_drops_markdown_answers_is_caught(
+def test_a_leak_filter_that_judges_whole_documents_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Plant the bug: the head region is the whole text, not the first user turn."""
-    monkeypatch.setattr(leak, "head_region", lambda text, s, head=None: text[: s.head_chars])
+    """Plant the audit's bug: the head region is the document's beginning, not the first user turn, so
+    markdown answers, system turns, docs and code are judged as leaks."""
+    monkeypatch.setattr(
+        leak, "head_region", lambda data, s, head=None: (head or data.decode())[: s.head_chars]
+    )
     inputs = corpus(tmp_path, {"web": {"a.txt": "plain text here"}})
-    with pytest.raises(GateViolation, match=r"GATE-DATA-012.*markdown_in_answer.*dropped"):
+    with pytest.raises(GateViolation, match=r"GATE-DATA-012.*markdown_in_answer.*dropped") as raised:
         prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+    for near_miss in ("system_prompt_in_system_turn", "markdown_document", "client_code"):
+        assert f"near miss '{near_miss}" in str(raised.value)
+    monkeypatch.undo()
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)  # the first user turn only: it holds
+
+
+@pytest.mark.gate("GATE-DATA-012")
+def test_a_leak_filter_blind_to_a_transcript_format_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant the bug: only the first turn format of the settings is looked for, so a prompt pasted into
+    a Llama or Anthropic transcript passes. The canaries in every format catch it before reading."""
+    real = leak.transcript_turn
+    monkeypatch.setattr(
+        leak, "transcript_turn", lambda data, s: real(data, s.model_copy(update={"turns": s.turns[:1]}))
+    )
+    inputs = corpus(tmp_path, {"web": {"a.txt": "plain text here"}})
+    with pytest.raises(GateViolation, match=r"GATE-DATA-012.*planted leak 'headers_over_limit in \[INST\]'"):
+        prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+    monkeypatch.setattr(leak, "transcript_turn", real)
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)
 
 
 @pytest.mark.gate("GATE-DATA-012")
@@ -168,13 +321,17 @@ def test_the_judge_wants_planted_leaks_dropped_and_both_kinds_of_canary() -> Non
 
 
 @pytest.mark.holds("GATE-DATA-012")
-def test_canaries_follow_a_users_limits(tmp_path: Path) -> None:
-    """A --filters file moves the limits; the canaries move with them and still hold."""
+def test_canaries_follow_a_users_limits_in_every_format(tmp_path: Path) -> None:
+    """A --filters file moves the limits; the canaries move with them and still hold, in every turn
+    format of the settings and as chat examples."""
     path = settings_file(tmp_path, {"leak": {"max_headers": 2, "max_header_weight": 3.0}})
     runner = FilterRunner(load_settings(path), None, {})
     rows = {row["name"]: row for row in runner.canary_results()}
     assert all(row["dropped"] == row["must_drop"] for row in rows.values())
-    assert rows["headers_over_limit"]["reason"] == "leak_headers"
+    for markers in LEAK.turns:
+        assert rows[f"headers_over_limit in {markers.user.strip()}"]["reason"] == "leak_headers"
+    assert rows["headers_over_limit as chat"]["reason"] == "leak_headers"
+    assert not rows["markdown_document"]["dropped"] and not rows["client_code"]["dropped"]
 
 
 # -- GATE-DATA-013: every source filtered or waived --------------------------------------------
@@ -333,7 +490,7 @@ def test_kept_documents_must_be_the_written_ones() -> None:
     """One document more or fewer written than kept fires; the exact count holds."""
     runner = FilterRunner(SETTINGS, None, {})
     for text in ("one document", "another document"):
-        runner.keep("web", content_sha256(text.encode()), text.encode())
+        runner.keep("web", content_sha256(text.encode()), document(text))
     assert counts_outcome(runner.as_dict(), {"web": 2}, {}).ok
     for written in (1, 3):
         with pytest.raises(
@@ -347,8 +504,8 @@ def test_kept_documents_must_be_the_written_ones() -> None:
 @pytest.mark.holds("GATE-DATA-014")
 def test_in_is_out_plus_drops_for_any_mix(texts: list[str]) -> None:
     runner = FilterRunner(SETTINGS, [*SETTINGS.default, "dedup"], {})
-    runner.set_scripts({"web": ["LATIN"]})
-    kept = sum(runner.keep("web", content_sha256(t.encode()), t.encode()) for t in texts)
+    runner.set_scripts({"web": named(["LATIN"])})
+    kept = sum(runner.keep("web", content_sha256(t.encode()), document(t)) for t in texts)
     logged = {name: report["dropped"] for name, report in runner.as_dict().items()}
     assert counts_outcome(runner.as_dict(), {"web": kept} if texts else {}, logged).ok
 
@@ -428,8 +585,8 @@ def test_a_repeated_line_is_dropped_once_long_enough_to_tell() -> None:
     loop = "region " * 1000  # the 120M run's garbage
     short = loop[: SETTINGS.diversity.min_chars - 1].encode()
     enough = loop[: SETTINGS.diversity.min_chars].encode()
-    assert screen.reason("web", short, len(short)) is None
-    assert screen.reason("web", enough, len(enough)) == "low_diversity"
+    assert screen.reason("web", Doc(short)) is None
+    assert screen.reason("web", Doc(enough)) == "low_diversity"
 
 
 @pytest.mark.parametrize("text", [five_words(1), loop("The quick brown fox jumps over the lazy dog. ")])
@@ -439,39 +596,222 @@ def test_diversity_at_the_limit_is_kept_and_just_below_dropped(text: str, tmp_pa
     for limit, expected in ((ratio, None), (ratio + 1e-9, "low_diversity")):
         path = settings_file(tmp_path, {"diversity": {"min_compression_ratio": limit}})
         screen = FilterRunner(load_settings(path), ["diversity"], {}).screen
-        assert screen.reason("web", text.encode(), len(text.encode())) == expected
+        assert screen.reason("web", document(text)) == expected
 
 
 def test_script_share_at_the_limit_is_kept_and_below_dropped() -> None:
     runner = FilterRunner(SETTINGS, ["script"], {})
-    runner.set_scripts({"web": ["LATIN"]})
+    runner.set_scripts({"web": named(["LATIN"])})
     letters = max(SETTINGS.script.min_letters, 100)
     latin = round(letters * SETTINGS.script.min_share)
-    at = ("a" * latin + "д" * (letters - latin)).encode()
-    below = ("a" * (latin - 1) + "д" * (letters - latin + 1)).encode()
-    assert runner.screen.reason("web", at, len(at)) is None
-    assert runner.screen.reason("web", below, len(below)) == "script_mismatch"
-    few = ("д" * (SETTINGS.script.min_letters - 1)).encode()
-    assert runner.screen.reason("web", few, len(few)) is None  # too few letters to tell
+    at = "a" * latin + "д" * (letters - latin)
+    below = "a" * (latin - 1) + "д" * (letters - latin + 1)
+    assert runner.screen.reason("web", document(at)) is None
+    assert runner.screen.reason("web", document(below)) == "script_mismatch"
+    few = "д" * (SETTINGS.script.min_letters - 1)
+    assert runner.screen.reason("web", document(few)) is None  # too few letters to tell
+    assert runner.screen.reason("web", document(below, code=True)) is None  # code is not judged
 
 
-@given(st.text(max_size=200))
+@given(st.text(st.characters(exclude_categories=("Mn", "Mc", "Me")), max_size=200))
 @settings(max_examples=80, deadline=None)
 def test_the_script_table_counts_each_letter_by_its_unicode_name(text: str) -> None:
     """The code-point table behind letter_counts gives each letter the script of its Unicode name."""
     letters = [c for c in text if unicodedata.category(c).startswith("L")]
-    assert letter_counts(text) == dict(Counter(script_of(c) for c in letters))
+    assert letter_counts(text).scripts == dict(Counter(script_of(c) for c in letters))
+    assert letter_counts(text).replaced == text.count(REPLACEMENT_CHARACTER)
 
 
-def test_a_sources_scripts_are_those_above_source_share() -> None:
-    """A script holding source_share of a source's letters is the source's; one just below is not."""
-    share = SETTINGS.script.source_share
-    total = 1000
-    at, below = round(total * share), round(total * share) - 1
-    assert source_scripts({"CYRILLIC": total - at, "LATIN": at}, SETTINGS.script) == ["CYRILLIC", "LATIN"]
-    assert source_scripts({"CYRILLIC": total - below, "LATIN": below}, SETTINGS.script) == ["CYRILLIC"]
-    named = ScriptSettings.model_validate(SETTINGS.script.model_dump() | {"expected": ["latin", "Greek"]})
-    assert source_scripts({"CYRILLIC": total}, named) == ["GREEK", "LATIN"]
+def test_marks_count_with_their_script() -> None:
+    """Hindi's vowel signs are marks (category M), not letters: they count as Devanagari, and a combining
+    accent counts with the letter before it, so decomposed text counts as its composed form does."""
+    hindi = "हिन्दी"  # four letters and two signs
+    assert letter_counts(hindi).scripts == {"DEVANAGARI": len(hindi)}
+    composed = "café crème"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert letter_counts(decomposed).scripts == {"LATIN": len(decomposed) - 1}  # all but the space
+    assert letter_counts("\u0301 x").scripts == {"LATIN": 1}  # a mark after no letter counts for nothing
+
+
+def test_japanese_and_korean_are_each_one_writing_system() -> None:
+    """Kanji, hiragana and katakana are one writing system; hangul with hanja another; ideographs alone
+    are Chinese."""
+    assert main_system(letter_counts(corpora.japanese_text(0)).scripts) == "JAPANESE"
+    hangul = corpora.alphabet_text("hangul", 0)
+    assert main_system(letter_counts(hangul + "漢字").scripts) == "KOREAN"
+    assert main_system(letter_counts(corpora.cjk_text(0)).scripts) == "CJK"
+
+
+def measured(counts: list[dict[str, int]]) -> Held:
+    """What the script filter keeps in a source of documents with these letter counts."""
+    letters = SourceLetters()
+    for one in counts:
+        letters.add("web", one, SETTINGS.script)
+    return letters.held(SETTINGS.script)["web"]
+
+
+def test_a_source_is_in_one_system_from_main_share_of_its_documents() -> None:
+    """A source whose documents are written in one system in main_share of them is in that system, and
+    the rest is dropped; one document fewer and it is multilingual: every script found is kept."""
+    share, total = SETTINGS.script.main_share, 40
+    at = math.ceil(share * total)
+    latin, greek = {"LATIN": 100}, {"GREEK": 100}
+    single = measured([latin] * at + [greek] * (total - at))
+    assert single == Held(("LATIN",), frozenset({"LATIN"}))
+    several = measured([latin] * (at - 1) + [greek] * (total - at + 1))
+    assert several.multilingual and several.scripts == {"GREEK", "LATIN"}
+    # A document is written in a system when main_share of its letters are in it: translation files
+    # whose every line mixes keys in Latin with text in another script make a source multilingual.
+    mixed = {"LATIN": 50, "TAMIL": 50}
+    assert measured([latin] * (at - 1) + [mixed] * (total - at + 1)).multilingual
+    assert measured([{"LATIN": 100, "HIRAGANA": 1}] * total) == Held(("LATIN",), frozenset({"LATIN"}))
+    assert measured([{"LATIN": SETTINGS.script.min_letters - 1}] * total) == Held()  # nothing to judge
+
+
+@pytest.mark.holds("GATE-DATA-013", "GATE-DATA-015")
+@pytest.mark.parametrize(
+    "scripts",
+    [
+        ["latin", "cyrillic", "greek", "armenian", "georgian"],  # the audit's refused corpus
+        [
+            "latin",
+            "cyrillic",
+            "greek",
+            "armenian",
+            "georgian",
+            "hebrew",
+            "thai",
+            "hangul",
+            "tamil",
+            "ethiopic",
+            "arabic",
+        ],
+    ],
+)
+def test_a_multilingual_source_is_kept_whole_and_its_script_canary_dropped(
+    scripts: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Five documents in each of many alphabets in one directory: every document is kept, and the
+    script filter's canary, in a script none of them is in, proves it ran (audit finding 4: the canary
+    fell back to Greek and GATE-DATA-013 fired on good data)."""
+    texts = {f"{name}{i}.txt": corpora.alphabet_text(name, i) for name in scripts for i in range(5)}
+    inputs = corpus(tmp_path, {"main": texts | {"ja0.txt": corpora.japanese_text(0)}})
+    code, out, err = run_cli(
+        capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0"
+    )
+    assert code == 0, err
+    report = load_manifest(tmp_path / "data").filters["main"]
+    assert report.documents_out == report.documents_in == len(texts) + 1 and report.multilingual
+    assert report.canaries["script"] == {"planted": 1, "dropped": 1}
+    assert "scripts kept: every script found, multilingual (" in out and "warning" not in out
+
+
+@given(st.sets(st.sampled_from(sorted(alphabets())), max_size=60))
+@settings(max_examples=40, deadline=None)
+def test_the_script_canary_is_foreign_to_whatever_a_source_holds(held: set[str]) -> None:
+    """Whatever scripts a source holds, its script canary is written in another one, and dropped."""
+    runner = FilterRunner(SETTINGS, ["script"], {})
+    runner.set_scripts({"web": Held(tuple(sorted(held)), frozenset(held), multilingual=True)})
+    (canary,) = runner.screen.canaries("web")
+    assert canaries.foreign_script(runner.screen.scripts_of("web")) not in held
+    assert runner.screen.reason("web", Doc(canary.data)) == "script_mismatch"
+
+
+def test_a_source_holding_every_script_of_the_bmp_gets_a_canary_from_beyond_it() -> None:
+    held = frozenset(alphabets())
+    runner = FilterRunner(SETTINGS, ["script"], {})
+    runner.set_scripts({"web": Held(tuple(sorted(held)), held, multilingual=True)})
+    (canary,) = runner.screen.canaries("web")
+    assert runner.screen.reason("web", Doc(canary.data)) == "script_mismatch"
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_a_script_canary_in_a_script_the_source_holds_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plant the audit's bug: the canary falls back to Greek in a source that holds Greek. The filter
+    cannot drop it, and GATE-DATA-013 says so; the canary chosen against the source passes."""
+    texts = {
+        f"{name}{i}.txt": corpora.alphabet_text(name, i) for name in ("latin", "greek") for i in range(5)
+    }
+    inputs = corpus(tmp_path, {"main": texts})
+    prepare_corpus(inputs, tmp_path / "benign", val_fraction=0)
+    monkeypatch.setattr(canaries, "foreign_script", lambda held: "GREEK")
+    with pytest.raises(GateViolation, match=r"GATE-DATA-013.*'main': filter 'script' dropped 0 of its 1"):
+        prepare_corpus(inputs, tmp_path / "data", val_fraction=0)
+
+
+def test_a_document_is_judged_by_letters_spread_over_all_of_it(tmp_path: Path) -> None:
+    """A Russian chapter that opens with a long English epigraph is Russian; an English document in the
+    Russian source is dropped. The sample of a document too long to hold is the same bytes, read from
+    disk, as that of the document held."""
+    russian = [corpora.cyrillic_text(i, sentences=200) for i in range(30)]
+    epigraph = corpora.english_text(99, sentences=400)
+    assert len(epigraph.encode()) > SETTINGS.sample.bytes  # the document's whole first window is English
+    chapter = epigraph + corpora.cyrillic_text(99, sentences=1000)
+    texts = {f"ch{i}.txt": text for i, text in enumerate(russian)}
+    texts |= {"opening.txt": chapter, "english.txt": corpora.english_text(98, 200)}
+    manifest = prepare_corpus(corpus(tmp_path, {"novel": texts}), tmp_path / "data", val_fraction=0)
+    report = manifest.filters["novel"]
+    assert report.scripts == ["CYRILLIC"] and report.dropped == {"script_mismatch": 1}
+    assert report.examples["script_mismatch"].startswith("english.txt")
+    data = (epigraph + russian[1]).encode()
+    ranges = spans(len(data), SETTINGS.sample)
+    assert sample_of(data, SETTINGS.sample) == sample_text(data[a:b] for a, b in ranges)
+    assert len(ranges) == SETTINGS.sample.spans and ranges[-1][1] == len(data)
+
+
+@pytest.mark.holds("GATE-DATA-013", "GATE-DATA-014")
+def test_code_is_not_judged_by_the_language_of_its_comments(tmp_path: Path) -> None:
+    """Python files with Chinese docstrings in an English source are kept; the same text saved as a
+    text file is a Chinese document there, and dropped."""
+    chinese = corpora.cjk_text(0, sentences=400)
+    commented = f'"""{chinese}"""\n\n{corpora.python_code(0)}'
+    texts = {f"doc{i}.txt": corpora.english_text(i) for i in range(30)}
+    texts |= {"helpers.py": commented, "notes.txt": commented}
+    manifest = prepare_corpus(corpus(tmp_path, {"web": texts}), tmp_path / "data", val_fraction=0)
+    report = manifest.filters["web"]
+    assert report.dropped == {"script_mismatch": 1} and report.examples["script_mismatch"].startswith(
+        "notes.txt"
+    )
+
+
+# -- encoding: text decoded with the wrong encoding ------------------------------------------------
+
+
+def test_replacement_characters_at_the_limit_are_kept_and_past_it_dropped() -> None:
+    screen = FilterRunner(SETTINGS, ["encoding"], {}).screen
+    total = max(SETTINGS.encoding.min_letters, 100)
+    replaced = math.floor(total * SETTINGS.encoding.max_replaced_share)
+    at = REPLACEMENT_CHARACTER * replaced + "a" * (total - replaced)
+    past = REPLACEMENT_CHARACTER * (replaced + 1) + "a" * (total - replaced - 1)
+    assert screen.reason("web", document(at)) is None
+    assert screen.reason("web", document(past)) == "mis_encoded"
+    few = REPLACEMENT_CHARACTER * (SETTINGS.encoding.min_letters - 1)
+    assert screen.reason("web", document(few)) is None  # too few to tell
+
+
+@pytest.mark.holds("GATE-DATA-013", "GATE-DATA-014")
+def test_a_file_in_another_encoding_is_dropped_and_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """cp1251 Russian read as UTF-8 is U+FFFD where its letters were: dropped as mis_encoded, the file
+    named, and the fix is to convert it. Latin-1 French loses a few accents and is kept."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(6):
+        (root / f"en{i}.txt").write_text(corpora.english_text(i), encoding="utf-8")
+    (root / "ru.txt").write_bytes(corpora.cyrillic_text(0).encode("cp1251"))
+    (root / "fr.txt").write_bytes((corpora.english_text(7) + " café crème été").encode("latin-1"))
+    code, out, err = run_cli(
+        capsys, "prepare", str(root), "--out", str(tmp_path / "data"), "--val-fraction", "0"
+    )
+    assert code == 0, err
+    assert "main: 8 in, 7 out, 12.50% dropped (mis_encoded 1)" in out
+    assert "2 file(s) had bytes that are not UTF-8, read as U+FFFD: fr.txt; ru.txt" in caplog.text
+    assert "convert such files to UTF-8 (iconv -f ENCODING -t utf-8 FILE" in caplog.text
+    example = load_manifest(tmp_path / "data").filters["main"].examples["mis_encoded"]
+    assert example.startswith("ru.txt: '" + REPLACEMENT_CHARACTER)
 
 
 def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None:
@@ -479,7 +819,8 @@ def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None
     near = base.replace("word200", "wordXYZ")
     other = " ".join(f"term{i}" for i in range(400))
     runner = FilterRunner(SETTINGS, ["dedup"], {})
-    found = [runner.verdict("web", t.encode(), content_sha256(t.encode())) for t in (base, base, near, other)]
+    texts = (base, base, near, other)
+    found = [runner.verdict("web", document(t), content_sha256(t.encode())).reason for t in texts]
     assert found == [None, "dedup_exact", "dedup_near", None]
 
 
@@ -523,7 +864,7 @@ def test_the_cli_prints_drops_and_files_a_prepare_record(
         str(tmp_path / "ledger"),
     )
     assert code == 0, err
-    assert "web: 8 in, 5 out, 37.50% dropped (leak_headers 1, leak_phrase 1, leak_weight 1)" in out
+    assert "web: 13 in, 10 out, 23.08% dropped (leak_headers 1, leak_phrase 1, leak_weight 1)" in out
     assert "notes: not filtered, waived: kept on purpose (1 document(s))" in out
     (record_path,) = (tmp_path / "ledger").glob("prepare-*/metadata.json")
     record = json.loads(record_path.read_text())
@@ -533,7 +874,7 @@ def test_the_cli_prints_drops_and_files_a_prepare_record(
     assert [a["path"] for a in record["artifacts"]] == ["manifest.json"]  # the per-source reports, raw
     assert check_record_truth(read_evidence(record_path), record_path.parent, load_spec()).violations == []
     page = "\n".join(drops_section(read_evidence(record_path)))  # the site's prepare-record section
-    assert "## Filters" in page and "| 8 | 5 | 37.50 % |" in page and "waived: kept on purpose" in page
+    assert "## Filters" in page and "| 13 | 10 | 23.08 % |" in page and "waived: kept on purpose" in page
 
 
 @pytest.mark.parametrize(
@@ -587,10 +928,9 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
 
 
 def leaky_corpus(root: Path) -> list[str]:
-    """The audit's corpus: ten leaked system prompts in a source of notes, and a clean source."""
-    leaks = {
-        f"leak{i}.txt": f"Note {i}.\n{LEAK.fingerprints[0].title()}. Answer in French." for i in range(10)
-    }
+    """The audit's corpus: ten transcripts with a system prompt pasted into the user's turn in a source
+    of notes, and a clean source."""
+    leaks = {f"leak{i}.txt": chatml(f"Note {i}.\n{PHRASE.title()}. Answer in French.") for i in range(10)}
     notes = {f"note{i}.txt": f"A note on the weather, day {i}. It rained, then cleared." for i in range(10)}
     return corpus(root, {"web": leaks | notes, "books": {"b.txt": NEAR_MISSES["plain.txt"]}})
 
@@ -604,12 +944,18 @@ def skip_source(monkeypatch: pytest.MonkeyPatch, source: str, filter_name: str |
         checks = checks_of(self, name)
         if name != source:
             return checks
-        return [] if filter_name is None else [c for c in checks if c[1].__name__ != CHECK_NAMES[filter_name]]
+        return [] if filter_name is None else [c for c in checks if c.__name__ != CHECK_NAMES[filter_name]]
 
     monkeypatch.setattr(Screen, "_checks_of", skipping)
 
 
-CHECK_NAMES = {"leak": "leaked", "oversize": "oversize", "diversity": "repetitive", "script": "foreign"}
+CHECK_NAMES = {
+    "leak": "leaked",
+    "oversize": "oversize",
+    "encoding": "garbled",
+    "diversity": "repetitive",
+    "script": "foreign",
+}
 
 
 @pytest.mark.gate("GATE-DATA-013")
@@ -648,7 +994,7 @@ def test_leak_canaries_kept_in_a_source_fire_the_leak_gate() -> None:
 
 
 @pytest.mark.gate("GATE-DATA-013")
-@pytest.mark.parametrize("filter_name", ["oversize", "diversity", "script"])
+@pytest.mark.parametrize("filter_name", ["oversize", "encoding", "diversity", "script"])
 def test_one_filter_skipped_for_one_source_is_caught(
     filter_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -669,12 +1015,13 @@ def test_canaries_are_counted_apart_and_never_written(tmp_path: Path) -> None:
     assert web.documents_in == 20 and web.dropped == {"leak_phrase": 10}  # the canaries are not in it
     assert web.canaries == {
         "diversity": {"planted": 1, "dropped": 1},
+        "encoding": {"planted": 1, "dropped": 1},
         "leak": {"planted": 3, "dropped": 3},
         "oversize": {"planted": 1, "dropped": 1},
         "script": {"planted": 1, "dropped": 1},
     }
     runner = FilterRunner(SETTINGS, None, {})
-    runner.set_scripts({"web": web.scripts or []})
+    runner.set_scripts({"web": named(web.scripts or [])})
     text = split_text(tmp_path / "data", "train")
     assert not [c.name for c in runner.screen.canaries("web") if c.data.decode()[:40] in text]
     logged = recount(tmp_path / "data" / DROP_LOG_FILE)

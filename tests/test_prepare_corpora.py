@@ -36,10 +36,17 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class Kept:
-    """A corpus of one source whose documents are all kept, in the scripts the source was measured to hold."""
+    """A corpus of one source whose documents are all kept, in the writing system the source was
+    measured to be in, or (`multilingual`) in every script found in it."""
 
     texts: Callable[[], list[str]]
     scripts: list[str]
+    multilingual: bool = False
+
+    def on_screen(self) -> str:
+        """What the drop report says the script filter kept."""
+        names = ", ".join(self.scripts)
+        return f"every script found, multilingual ({names})" if self.multilingual else names
 
 
 KEPT = {
@@ -58,6 +65,7 @@ KEPT = {
     "russian_and_chinese": Kept(
         lambda: [corpora.cyrillic_text(i) for i in range(40)] + [corpora.cjk_text(i) for i in range(40)],
         ["CJK", "CYRILLIC"],
+        multilingual=True,
     ),
     "five_words": Kept(lambda: [corpora.five_words(i) for i in range(60)], ["LATIN"]),
 }
@@ -84,8 +92,8 @@ def test_a_corpus_is_kept_whole_in_its_own_scripts(name: str, tmp_path: Path) ->
     assert code == 0, err
     report = load_manifest(tmp_path / "data").filters["main"]
     assert report.documents_in == report.documents_out == len(texts) and report.dropped == {}
-    assert report.scripts == case.scripts
-    assert f"scripts kept: {', '.join(case.scripts)}" in out and "warning" not in out
+    assert report.scripts == case.scripts and report.multilingual == case.multilingual
+    assert f"scripts kept: {case.on_screen()}" in out and "warning" not in out
 
 
 @pytest.mark.holds("GATE-DATA-014")
@@ -122,14 +130,20 @@ def test_chat_records_lose_their_leaked_prompts(tmp_path: Path) -> None:
 
 def test_a_minority_language_in_a_source_is_dropped_and_named(tmp_path: Path) -> None:
     """The script filter's purpose: off-language documents in a source are dropped, and the source's
-    scripts, as measured, are on screen."""
+    scripts, as measured, are on screen; a language the filters took every document of is a warning
+    line naming the source, the script and the count, however small its share."""
     corpora.write_files(
         tmp_path / "in", [corpora.english_text(i) for i in range(20)] + [corpora.arabic_text(0)]
     )
     code, out, err = run("prepare", str(tmp_path / "in"), "--out", str(tmp_path / "data"))
     assert code == 0, err
     assert "main: 21 in, 20 out, 4.76% dropped (script_mismatch 1); scripts kept: LATIN" in out
-    assert "warning" not in out
+    (warning,) = [line for line in out.splitlines() if "warning" in line]
+    assert (
+        "warning: source 'main' lost all 1 ARABIC document(s) to the filters (script_mismatch 1)" in warning
+    )
+    assert "put each language in its own source (NAME=PATH)" in warning
+    assert load_manifest(tmp_path / "data").filters["main"].by_script["ARABIC"].documents_out == 0
 
 
 def test_a_corpus_of_loops_is_refused_naming_the_diversity_filter(tmp_path: Path) -> None:

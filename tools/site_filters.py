@@ -62,7 +62,7 @@ def drops_section(record: EvidenceRecord) -> list[str]:
                 number(report.get("documents_out", 0)),
                 share,
                 _reasons(dropped),
-                ", ".join(code(s) for s in scripts)
+                ("multilingual: " if report.get("multilingual") else "") + ", ".join(code(s) for s in scripts)
                 if isinstance(scripts := report.get("scripts"), list)
                 else "—",
                 _canaries(report.get("canaries")),

@@ -28,6 +28,7 @@ from stack.data.defaults import (
     DEFAULT_DOC_BYTES,
     DEFAULT_SHARD_TOKENS,
     DEFAULT_SOURCE,
+    DEFAULT_TEXT_FIELD,
     DEFAULT_VAL_FRACTION,
 )
 from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
@@ -157,9 +158,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--text-field",
         "--text-column",
-        default="text",
         metavar="NAME",
-        help="JSONL field or Parquet column that holds a document's text (default text)",
+        help=f"JSONL field or Parquet column that holds a document's text (default {DEFAULT_TEXT_FIELD})",
     )
     parser.add_argument(
         "--source-field",
@@ -289,8 +289,9 @@ def add_filter_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=values.utf8_text,
         metavar="NAME",
-        help="run this filter (repeatable): leak, oversize, diversity, script, dedup "
-        "(default: leak, oversize, diversity, script; see docs/data.md#filters)",
+        help="run this filter (repeatable); the filters named replace the default list: leak, oversize, "
+        "encoding, diversity, script, dedup (default: leak, oversize, encoding, diversity, script; see "
+        "docs/data.md#filters)",
     )
     parser.add_argument(
         "--filters",
@@ -448,8 +449,9 @@ def run(args: argparse.Namespace) -> int:
     train, heldout = manifest.totals["train"], manifest.totals["heldout"]
     skipped = {
         key: sum(getattr(stats, key) for stats in manifest.sources.values())
-        for key in ("binary_skipped", "empty_skipped", "invalid_utf8_files")
+        for key in ("binary_skipped", "empty_skipped", "invalid_utf8_files", "missing_field_skipped")
     }
+    missing = skipped["missing_field_skipped"]
     print(
         f"{verb} {args.out}: {manifest.tokenizer.name} tokenizer (vocab {manifest.tokenizer.vocab_size}, "
         f"{manifest.dtype}), sources {', '.join(manifest.sources)}\n"
@@ -457,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
         f"held-out {heldout.tokens:,} tokens in {heldout.documents:,} documents; "
         f"{len(manifest.shards)} shard(s)\n"
         f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s) or "
-        "record(s); "
+        f"record(s){f' and {missing} record(s) without the text field' if missing else ''}; "
         f"{skipped['invalid_utf8_files']} file(s) had invalid UTF-8 (replaced with U+FFFD); "
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"

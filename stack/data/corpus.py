@@ -26,6 +26,7 @@ from stack.data.utf8 import repaired
 BINARY_SNIFF_BYTES = 8000
 INVALID_UTF8_ACTION = "bytes that are not UTF-8 were replaced with U+FFFD; the rest of each file was kept"
 STDLIB_SOURCE = "stdlib"
+ALL_FILES = "*"  # the pattern of an input without --glob
 # Parts of the interpreter's library directory that are not the standard library's own text.
 STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 SOURCE_NAME_RE = re.compile(SOURCE_NAME_PATTERN)
@@ -37,7 +38,7 @@ class InputSpec:
 
     source: str
     path: Path
-    glob: str = "*"
+    glob: str = ALL_FILES
     suffix: str | None = None
 
 
@@ -46,17 +47,24 @@ class InputFile:
     """One file found under an input, with the source it belongs to.
 
     `name` is how messages and the drop log name it: its path below the input directory given
-    (the file's name when the input is the file), never an absolute path.
+    (the file's name when the input is the file), never an absolute path. `origin` is the file the
+    user gave when `path` is a copy of it read in its place (stack.data.unpack).
     """
 
     source: str
     path: Path
     name: str = ""
+    origin: Path | None = None
 
     @property
     def label(self) -> str:
         """The name messages use."""
         return self.name or self.path.name
+
+    @property
+    def given(self) -> Path:
+        """The file as the user gave it, for messages that name its path."""
+        return self.origin or self.path
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,15 @@ class FileRegion:
         blocks = self._read(size)
         return LfStream().blocks(blocks) if self.crlf else blocks
 
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes `start` to `end` of the region, as on disk (a sample's stretch: line ends do not matter)."""
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.start + start)
+                return handle.read(min(end, self.end - self.start) - start)
+        except OSError as exc:
+            raise unreadable(self.path, exc) from None
+
     def _read(self, size: int) -> Iterator[bytes]:
         try:
             with open(self.path, "rb") as handle:
@@ -110,10 +127,22 @@ class FileRegion:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Input that is not a document, and why: the manifest counts these per source."""
+    """Input that is not a document, and why: the manifest counts these per source. `what` names it
+    (a file and its kind, or a record's line) for the note that lists what was skipped."""
 
     source: str
-    reason: str  # "binary" (a file) | "empty" (a file, or a record without text)
+    reason: str  # "binary" (a file) | "empty" (a file, or a record without text) | "missing_field"
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a reader found that the user should read; prepare says it on screen. Notes with an
+    `about` (a file's name) are said once for all the files they are about, their names listed."""
+
+    source: str
+    text: str
+    about: str = ""
 
 
 def document(source: str, raw: bytes, where: str = "", delimited: bool = True) -> Document:
@@ -128,8 +157,42 @@ def unreadable(path: Path, exc: OSError) -> BadInput:
 
 
 def is_binary(head: bytes) -> bool:
-    """git's rule: a NUL byte in the first BINARY_SNIFF_BYTES bytes makes a file binary."""
-    return b"\0" in head[:BINARY_SNIFF_BYTES]
+    """git's rule: a NUL byte in the first BINARY_SNIFF_BYTES bytes makes a file binary; and a PDF,
+    whose first kilobytes may hold none, is no text either."""
+    return b"\0" in head[:BINARY_SNIFF_BYTES] or head.startswith(b"%PDF-")
+
+
+# Text of ASCII characters in UTF-16 has a NUL in every other byte; past this share of them, a file
+# without a byte-order mark is named as UTF-16 text.
+UTF16_NUL_SHARE = 0.9
+# Files that hold no text, by their first bytes: what they are, and what to do.
+KINDS = {
+    b"PK\x03\x04": "a zip archive (unpack it)",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"%PDF": "a PDF (extract its text, e.g. with pdftotext)",
+    b"PAR1": "a Parquet file (name it .parquet, or pass --format parquet)",
+    b"SQLite format 3\x00": "an SQLite database",
+    b"\x7fELF": "an executable",
+    b"\x28\xb5\x2f\xfd": "compressed with zstd (decompress it: zstd -d)",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive (unpack it)",
+    b"\x00asm": "a WebAssembly module",
+}
+
+
+def kind_of(head: bytes) -> str:
+    """What a file that holds no text is, from its first bytes, in words a user can act on."""
+    found = next((kind for magic, kind in KINDS.items() if head.startswith(magic)), None)
+    if found is not None:
+        return found
+    if head[257:262] == b"ustar":
+        return "a tar archive (unpack it)"
+    pairs = head[: BINARY_SNIFF_BYTES // 2 * 2]
+    for order, zeros in (("le", pairs[1::2]), ("be", pairs[0::2])):
+        if zeros and zeros.count(0) > UTF16_NUL_SHARE * len(zeros):
+            return f"text in UTF-16 without a byte-order mark (convert it: iconv -f utf-16{order} -t utf-8)"
+    return f"binary: a NUL byte in its first {BINARY_SNIFF_BYTES:,} bytes"
 
 
 def stdlib_dir() -> Path:
@@ -139,7 +202,7 @@ def stdlib_dir() -> Path:
 
 def default_spec(glob: str | None) -> InputSpec:
     """The default corpus: the standard library's .py files (narrowed by --glob when given)."""
-    return InputSpec(STDLIB_SOURCE, stdlib_dir(), glob or "*", suffix=".py")
+    return InputSpec(STDLIB_SOURCE, stdlib_dir(), glob or ALL_FILES, suffix=".py")
 
 
 def parse_input(arg: str, default_source: str) -> tuple[str, Path]:
@@ -198,7 +261,12 @@ def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
             )
     if not found:
         where = ", ".join(str(s.path) for s in specs)
-        patterns = sorted({s.glob for s in specs})
+        patterns = sorted({s.glob for s in specs} - {ALL_FILES})
+        if not patterns:
+            raise BadInput(
+                f"no files under {where} (hidden files and directories are left out); give a directory "
+                "that holds the corpus"
+            )
         raise BadInput(
             f"no files matched --glob {' / '.join(patterns)} under {where}; check the paths and --glob"
         )

@@ -9,3 +9,4 @@ DEFAULT_SHARD_TOKENS = 1 << 26
 # holds every file of the default corpus whole (the largest is 0.7 MiB) and cuts a 100 MB
 # byte-level benchmark file into about a hundred documents for the split to spread.
 DEFAULT_DOC_BYTES = 1 << 20
+DEFAULT_TEXT_FIELD = "text"  # the JSONL field or Parquet column that holds a record's text

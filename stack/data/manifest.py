@@ -106,6 +106,7 @@ class SourceStats(Strict):
     binary_skipped: int = Field(ge=0)
     empty_skipped: int = Field(ge=0)
     invalid_utf8_files: int = Field(ge=0)
+    missing_field_skipped: int = Field(default=0, ge=0)  # JSONL records without the --text-field field
 
 
 class NormalisedInput(Strict):
@@ -165,14 +166,25 @@ class SftEntry(Strict):
     longest_dropped: int | None = None
 
 
+class ScriptTally(Strict):
+    """The documents of one writing system in a source, as the script filter read them: in, out and
+    dropped by reason (by any filter)."""
+
+    documents_in: int = Field(ge=0)
+    documents_out: int = Field(ge=0)
+    dropped: dict[str, int]
+
+
 class FilterReport(Strict):
     """What the filters did to one source (stack.data.filters): which ran, or the waiver, and the counts.
 
     documents_in = documents_out + Σ dropped (GATE-DATA-014), each drop a line of the drop log;
     `unread` documents were too long to hold, judged on their first window and length, not by
-    dedup. `scripts`: what the script filter kept (measured, or the settings' `expected`);
-    `examples`: the first document dropped for each reason; `canaries`: per filter, the planted
-    documents and how many of them that filter dropped (GATE-DATA-012/013).
+    dedup. `scripts`: what the script filter kept (measured, or the settings' `expected`): the
+    source's writing system, or, `multilingual`, every script found in it; `by_script`: the
+    documents it read, by writing system; `examples`: the first document dropped for each
+    reason; `canaries`: per filter, the planted documents and how many of them that filter
+    dropped (GATE-DATA-012/013).
     """
 
     filters: list[str]
@@ -180,12 +192,14 @@ class FilterReport(Strict):
     pre_clean: bool
     waiver: str | None
     scripts: list[str] | None = None
+    multilingual: bool = False
     documents_in: int = Field(ge=0)
     documents_out: int = Field(ge=0)
     unread: int = Field(ge=0)
     dropped: dict[str, int]
     examples: dict[str, str] = {}
     canaries: dict[str, dict[str, int]] = {}
+    by_script: dict[str, ScriptTally] = {}
 
 
 class Manifest(Strict):

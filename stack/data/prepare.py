@@ -24,7 +24,7 @@ from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,6 +37,7 @@ from stack.data import ownership
 from stack.data import split as splitting
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
+    ALL_FILES,
     INVALID_UTF8_ACTION,
     InputFile,
     InputSpec,
@@ -82,6 +83,7 @@ from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import BPE_MIN_VOCAB, ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
+from stack.data.unpack import readable_files
 from stack.data.working_set import (
     DEFAULT_BPE_SAMPLE,
     DEFAULT_WORKING_SET,
@@ -99,6 +101,11 @@ log = logging.getLogger(__name__)
 # 1.9 GiB in all at the most (benchmarks/prepare_stream.py measures the sum).
 WORKER_BYTES = 16 << 20
 WORKER_SET = 32 << 20
+# Names a note lists at most; what a skip of each reason that a note names is.
+NAMED_IN_NOTES = 5
+SKIPPED = {"binary": "file(s) that hold no text", "missing_field": "record(s) without the text field"}
+# The scratch directory of the staging directory that copies of compressed or UTF-16/32 files go to.
+UNPACKED_DIR = ".unpacked"
 
 
 def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default: bool) -> list[InputSpec]:
@@ -106,7 +113,7 @@ def _specs(inputs: Sequence[str | Path], source: str, glob: str | None, default:
     specs = []
     for item in inputs:
         name, path = parse_input(str(item), source)
-        specs.append(InputSpec(name, path, glob or "*"))
+        specs.append(InputSpec(name, path, glob or ALL_FILES))
     if default:
         specs.append(default_spec(glob))
     if not specs:
@@ -132,6 +139,10 @@ class _Collector:
             Counter, {s: Counter() for s in plan.sources}
         )
         self.normalised: defaultdict[str, Counter[str]] = defaultdict(Counter)  # stack.data.line_ends
+        # What notes name, by reason or by note: the first NAMED_IN_NOTES names and how many in all.
+        self.skipped: defaultdict[str, Named] = defaultdict(Named)
+        self.invalid_utf8 = Named()
+        self.grouped: defaultdict[str, Named] = defaultdict(Named)  # a note's text → the files it is about
         self.writers: dict[tuple[Split, str], ShardWriter] = {}
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
@@ -151,17 +162,22 @@ class _Collector:
 
     def take(self, part: Part, spill: BinaryIO | None = None) -> None:
         """One part of a file; `spill` is the worker's spill file its `at` points into."""
-        if part.note is not None:
-            log.warning(part.note)
+        if part.note is not None and part.note.about:
+            self.grouped[part.note.text].add(part.note.about)
+        elif part.note is not None:
+            log.warning(part.note.text)
         if part.skipped is not None:
-            source, reason = part.skipped
-            self.stats[source][f"{reason}_skipped"] += 1
+            self.stats[part.skipped.source][f"{part.skipped.reason}_skipped"] += 1
+            if part.skipped.what:
+                self.skipped[part.skipped.reason].add(part.skipped.what)
         for event in part.normalised:
             self.normalised[event.source][event.what] += 1
         if part.end is not None:
             counts = self.stats[part.end.source]
             counts["files"] += 1
             counts["invalid_utf8_files"] += part.invalid_utf8
+            if part.invalid_utf8:
+                self.invalid_utf8.add(part.end.label)
         if part.long:
             self._take_long(part, spill)
             return
@@ -188,7 +204,7 @@ class _Collector:
         if judged.canary is not None:  # counted apart; a canary never has ids, so it is never written
             self.runner.count_canary(judged.source, judged.canary, reason)
             return reason
-        self.runner.count(judged.source, reason, judged.sha, judged.where, judged.text, judged.unread)
+        self.runner.count(judged.source, reason, judged.sha, judged.counted())
         return reason
 
     def _take_long(self, part: Part, spill: BinaryIO | None) -> None:
@@ -226,9 +242,43 @@ class _Collector:
         index["heldout"] = np.frombuffer(self._heldout, dtype=np.uint8) if self._heldout else 0
         return index
 
+    def notes(self) -> list[str]:
+        """What the user should read about the inputs: the files and records skipped, by name, and the
+        files that had bytes that are not UTF-8."""
+        found = [f"{text}: {names}" for text, names in self.grouped.items()]
+        found += [
+            f"note: skipped {names.count:,} {SKIPPED[reason]}: {names}"
+            for reason, names in sorted(self.skipped.items())
+            if reason in SKIPPED
+        ]
+        if self.invalid_utf8.count:
+            found.append(
+                f"note: {self.invalid_utf8.count:,} file(s) had bytes that are not UTF-8, read as U+FFFD: "
+                f"{self.invalid_utf8}; a document that is mostly U+FFFD is dropped (mis_encoded): "
+                "convert such files to UTF-8 (iconv -f ENCODING -t utf-8 FILE, e.g. -f cp1251)"
+            )
+        return found
+
     def duplicates(self) -> int:
         """Documents whose content hash (its 64-bit prefix, as in the index) appeared earlier."""
         return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
+
+
+@dataclass
+class Named:
+    """What a note names: the first NAMED_IN_NOTES names, and how many there are in all."""
+
+    first: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, name: str) -> None:
+        if self.count < NAMED_IN_NOTES:
+            self.first.append(name)
+        self.count += 1
+
+    def __str__(self) -> str:
+        more = f"; and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        return "; ".join(self.first) + more
 
 
 def _tasks(files: Sequence[InputFile]) -> list[Task]:
@@ -367,7 +417,7 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
     tasks = _tasks(plan.files)
     with bar, Fanout(plan.workers, staging) as fan:
         found = _survey(plan, tasks, fan, task)
-        plan.filters.set_scripts(found.letters.scripts(plan.filters.settings.script))
+        plan.filters.set_scripts(found.letters.held(plan.filters.settings.script))
         tok: Tokenizer
         if plan.pretrained is not None:
             tok = plan.pretrained
@@ -392,7 +442,13 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     """Write shards, the document index, the drop log, the tokenizer and manifest.json into `staging`."""
     log_file = DropLog(staging)
     plan.filters.log = log_file
+    scratch = staging / UNPACKED_DIR
+    plan = replace(plan, files=readable_files(plan.files, scratch))
+    _notes(plan.files, plan.layout)
     tok, final_dtype, collector = _tokenize(staging, plan)
+    shutil.rmtree(scratch, ignore_errors=True)  # never published
+    for note in collector.notes():
+        log.warning(note)
     log_path = log_file.close()
     written = {name: counts["documents"] for name, counts in collector.stats.items()}
     check_reports(plan.filters, written, recount(log_path))
@@ -400,7 +456,8 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     totals = _totals(shards)
     documents = totals["train"].documents + totals["heldout"].documents
     if documents == 0:
-        raise BadInput(empty_corpus(len(plan.files), plan.filters.as_dict()))
+        binary = collector.skipped["binary"]
+        raise BadInput(empty_corpus(len(plan.files), plan.filters.as_dict(), binary.first, binary.count))
     if totals["train"].documents == 0:
         raise BadInput(
             f"all {documents} document(s) landed in the held-out split; lower --val-fraction "
@@ -444,16 +501,27 @@ def _workers(requested: int | None, files: Sequence[InputFile], working_set: int
 
 
 def _notes(files: Sequence[InputFile], layout: Layout) -> None:
-    """Say on screen which text files are cut into documents by size, and how to give a separator."""
-    for item in files:
+    """Say on screen which text files are cut into documents by size, and how to give a separator;
+    and which files a --text-field given does not apply to, being read as text."""
+    as_text = [item for item in files if layout.format_of(item.path) == "text"]
+    for item in as_text:
         size = item.path.stat().st_size
-        if layout.doc_sep is None and layout.format_of(item.path) == "text" and size > layout.doc_bytes:
+        if layout.doc_sep is None and size > layout.doc_bytes:
             pieces = -(-size // layout.doc_bytes)
             log.warning(
                 f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into about "
                 f"{pieces:,} documents of at most {format_size(layout.doc_bytes)} at line ends (--doc-bytes "
                 "SIZE); give --doc-sep SEP if the file separates its documents"
             )
+    given = [f"--{name} {value}" for name, value in layout.field_options() if value is not None]
+    if given and as_text:
+        names = Named()
+        for item in as_text:
+            names.add(item.label)
+        log.warning(
+            f"note: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to JSONL and Parquet "
+            f"files only; {names.count:,} file(s) are read as text, whole: {names}"
+        )
 
 
 def write_locked(
@@ -561,7 +629,6 @@ def prepare_corpus(
     found = ownership.claim(out, force, sources, bpe=writes_tokenizer_file(tokenizer))
     files = discover(specs, out)
     layout = layout or Layout()
-    _notes(files, layout)
     plan = _Plan(
         files,
         sources,

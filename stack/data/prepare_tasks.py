@@ -25,10 +25,11 @@ from typing import BinaryIO
 import numpy as np
 
 from stack.data.bpe_sample import BpeSample
-from stack.data.corpus import Document, FileRegion, InputFile, Skipped
+from stack.data.corpus import Document, FileRegion, InputFile, Note, Skipped
 from stack.data.filters.canaries import Canary
 from stack.data.filters.dedup import NearDuplicates
-from stack.data.filters.runner import Screen, snippet
+from stack.data.filters.runner import Counted, Doc, Screen, snippet
+from stack.data.filters.sample import sample_of, sample_text, spans
 from stack.data.filters.script import SourceLetters
 from stack.data.formats import Layout, read_documents
 from stack.data.line_ends import Normalised
@@ -96,18 +97,42 @@ def is_long(found: Document | FileRegion, working: WorkingSet) -> bool:
     return isinstance(found, FileRegion) or len(found.data) > working.batch_bytes
 
 
+def screened(screen: Screen, found: Document | FileRegion, long: bool, code: bool) -> Doc:
+    """A document as the screen judges it: whole when held, else its first window and its sample
+    read from disk (stack.data.filters.sample), with its length."""
+    if isinstance(found, Document):
+        length = len(found.data)
+        data = found.data[: screen.window_bytes] if long else found.data
+        sample = sample_of(found.data, screen.settings.sample) if long else None
+        return Doc(data, length, found.delimited, code=code, sample=sample)
+    length = found.end - found.start
+    pieces = (found.read(start, end) for start, end in spans(length, screen.settings.sample))
+    return Doc(
+        head(found, screen.window_bytes), length, found.delimited, code=code, sample=sample_text(pieces)
+    )
+
+
+def text_name(layout: Layout, item: InputFile) -> str | None:
+    """The name of a file read as text, which may say its documents are code (Screen.is_code); None
+    for a file of records, whose name says nothing of what their text is."""
+    return item.label if layout.format_of(item.path) == "text" else None
+
+
 def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore) -> Survey:
     """Count one file's letters by script and source, and draw its bpe sample."""
     found_survey = Survey(
         sample=None if job.sample_budget is None else BpeSample(job.sample_budget, job.seed)
     )
     piece_bytes = job.working.piece_bytes
+    name = text_name(job.layout, task.item)
     for found in read_documents(task.item, job.layout, job.working.batch_bytes, advance):
-        if isinstance(found, Skipped | Normalised):  # counted by the encode pass
+        if isinstance(found, Skipped | Normalised | Note):  # counted and said by the encode pass
             continue
         if job.letters:
-            text = job.screen.text(head(found, job.screen.window_bytes))
-            found_survey.letters.add(found.source, text, job.screen.settings.script)
+            code = job.screen.is_code(found.source, name)
+            doc = screened(job.screen, found, is_long(found, job.working), code)
+            letters = job.screen.letters(found.source, doc)
+            found_survey.letters.add(found.source, letters, job.screen.settings.script)
         sample = found_survey.sample
         if sample is None:
             continue
@@ -148,10 +173,16 @@ class Judged:
     reason: str | None
     where: str
     text: str = ""
+    length: int = 0
+    system: str | None = None
     signature: np.ndarray | None = None
     canary: Canary | None = None
     tokens: int = 0
     unread: bool = False
+
+    def counted(self) -> Counted:
+        """What the books count of it besides its verdict (stack.data.filters.runner.Counted)."""
+        return Counted(self.where, self.text, self.length, self.system, self.unread)
 
 
 @dataclass
@@ -167,11 +198,11 @@ class Part:
     spill: Spill | None = None
     at: tuple[int, int] | None = None
     long: bool = False  # the ids are one long document's, read back in blocks
-    skipped: tuple[str, str] | None = None  # (source, "binary" | "empty")
+    skipped: Skipped | None = None
     normalised: list[Normalised] = field(default_factory=list)  # what a reader normalised (line_ends)
     end: InputFile | None = None
     invalid_utf8: bool = False  # with `end`: a document of the file had bytes replaced
-    note: str | None = None
+    note: Note | None = None
 
 
 @dataclass
@@ -192,7 +223,7 @@ class _Long:
 
 
 def _judge_canary(screen: Screen, dedup: NearDuplicates | None, source: str, canary: Canary) -> Judged:
-    reason = screen.reason(source, canary.data, canary.length, canary.delimited)
+    reason = screen.reason(source, Doc(canary.data, canary.length, canary.delimited))
     judged = Judged(source, content_sha256(canary.data), reason, "canary", canary=canary)
     if reason is None and dedup is not None and screen.dedups(source):
         judged.signature = dedup.signature(canary.data)
@@ -214,26 +245,30 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             _judge_canary(screen, dedup, task.item.source, c) for c in screen.canaries(task.item.source)
         ]
     invalid = False
+    name = text_name(job.layout, task.item)
     for found in read_documents(task.item, job.layout, working.batch_bytes, advance):
         if found.source not in planted:  # a record's own source, first met in this file
             planted.add(found.source)
             batch.docs += [
                 _judge_canary(screen, dedup, found.source, c) for c in screen.canaries(found.source)
             ]
-        if isinstance(found, Skipped | Normalised):
+        if isinstance(found, Skipped | Normalised | Note):
             yield found
             continue
         long = is_long(found, working)
-        data = head(found, screen.window_bytes) if long else found.data  # type: ignore[union-attr]
-        length = found.end - found.start if isinstance(found, FileRegion) else len(found.data)
-        reason = screen.reason(found.source, data, length, found.delimited)
+        doc = screened(screen, found, long, screen.is_code(found.source, name))
+        verdict = screen.judge(found.source, doc)
+        reason = verdict.reason
         sha = b"" if long else found.sha  # type: ignore[union-attr]
-        judged = Judged(found.source, sha, reason, found.where, unread=long)
+        judged = Judged(
+            found.source, sha, reason, found.where, length=doc.size, system=verdict.system, unread=long
+        )
         dedups = screen.dedups(found.source) and not long
         if reason is not None or dedups:
-            judged.text = snippet(screen.text(data))
+            judged.text = snippet(screen.text(doc.data))
         if reason is None and dedups and dedup is not None:
-            judged.signature = dedup.signature(data)
+            judged.signature = dedup.signature(doc.data)
+        data = doc.data
         if long:
             yield batch
             batch = _Short()
@@ -292,10 +327,11 @@ def _encode_long(job: EncodeJob, long: _Long, spill_dir: Path, name: str) -> tup
     try:
         for group in _groups(document.pieces(tok.cut_point, working.piece_bytes), job.encode_bytes):
             if len(group) == 1 and len(group[0]) > job.encode_bytes:
-                note = (
+                note = Note(
+                    long.judged.source,
                     f"note: {long.judged.where}: {format_size(len(group[0]))} of one document has no point "
                     f"where the {tok.name} tokenizer can cut it safely; it is encoded in one piece, beyond "
-                    "the working set"
+                    "the working set",
                 )
             for ids in tok.encode_documents(group):
                 spill.write(ids)
@@ -323,9 +359,11 @@ def encode(
                 invalid_long |= invalid
                 yield part
             elif isinstance(event, Skipped):
-                yield Part(skipped=(event.source, event.reason))
+                yield Part(skipped=event)
             elif isinstance(event, Normalised):
                 yield Part(normalised=[event])
+            elif isinstance(event, Note):
+                yield Part(note=event)
             else:
                 assert isinstance(event, Part)
                 event.invalid_utf8 |= invalid_long

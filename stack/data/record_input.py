@@ -2,9 +2,13 @@
 
 A record's text is taken from a named field (JSONL) or column (Parquet), `text` unless told
 otherwise, and its source from another one when `--source-field` names it (else the file's
-source). A record whose text is empty or null is no document; it is counted as skipped-empty.
-A line that is not a JSON object, a missing field or column, or text that is not a string is
-refused, naming the file and line (or row): a corpus that half parses is not trusted.
+source). A record whose text is empty, blank or null is no document; it is counted as
+skipped-empty. A record without the text field is left out, counted (`missing_field`) and
+named by its line; only a file in which no record has the field is refused, since the field
+named is then the wrong one. A line that is not a JSON object, a missing column, or text that
+is not a string is refused, naming the file and line (or row): a corpus that half parses is
+not trusted. Read with `--format jsonl`, a file whose first line is not JSON and whose name is
+not that of a JSONL file (a dataset's README.md) is left out with a note.
 
 Parquet is read with pyarrow one batch of rows at a time, each about the working set's batch
 size of text (from the file's own column statistics), never the whole file. A JSONL line is
@@ -16,11 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
-from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Skipped, document, unreadable
+from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Note, Skipped, document, unreadable
 from stack.data.line_ends import BOM, CRLF, Normalised, reported
 from stack.data.split import content_sha256
 
@@ -29,7 +34,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-Item = Document | Skipped | Normalised
+Item = Document | Skipped | Normalised | Note
+# What a `.json` file's format is told from: at most this much of each of its first two lines.
+SNIFF_LINE_BYTES = 1 << 20
+# The names of JSON Lines files; `--format auto` reads these as JSONL.
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+NOT_JSON_LINES = (
+    "note: --format jsonl: these file(s) are not JSON Lines (their first line is no JSON) and were left "
+    "out; read only the JSONL files with --glob '*.jsonl'"
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
     """One document per non-blank line of a JSONL file; a leading byte-order mark is dropped, and
     CRLF line ends are read as LF ends (stack.data.line_ends)."""
     bom = crlf = False
+    missing: list[tuple[int, dict[str, Any]]] = []  # the records without the text field
+    records = 0
     try:
         with open(item.path, "rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -103,21 +118,71 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
                 if number == 1 and line.startswith(BOM):
                     line, bom = line[len(BOM) :], True
                 crlf |= line.endswith(CRLF)
-                if line.strip():
-                    yield _jsonl_record(item, number, line, fields)
+                if not line.strip():
+                    continue
+                if not records and _not_json_lines(item, line):
+                    advance(item.path.stat().st_size - len(line))
+                    yield Note(item.source, NOT_JSON_LINES, item.label)
+                    return
+                records += 1
+                record = _json_object(f"{item.given}:{number}", line)
+                if fields.text in record[0]:
+                    yield _jsonl_record(item, number, record, fields)
+                else:
+                    missing.append((number, record[0]))
+                    yield Skipped(item.source, "missing_field", f"{item.label}:{number}")
     except OSError as exc:
-        raise unreadable(item.path, exc) from None
+        raise unreadable(item.given, exc) from None
+    if missing and len(missing) == records:  # no record has it: the field named is the wrong one
+        number, record = missing[0]
+        _field(f"{item.given}:{number}", record, fields.text, "--text-field")
     yield from reported(item.source, bom, crlf)
 
 
-def _jsonl_record(item: InputFile, number: int, line: bytes, fields: Fields) -> Item:
-    where = f"{item.path}:{number}"
-    record, invalid = _json_object(where, line)
-    text = _field(where, record, fields.text, "--text-field")
+def _not_json_lines(item: InputFile, line: bytes) -> bool:
+    """Whether a file read as JSONL is not JSON Lines at all: its first line is no JSON and its name
+    is not that of a JSONL file (a README beside the data, under --format jsonl)."""
+    if item.path.suffix.lower() in JSONL_SUFFIXES:
+        return False
+    try:
+        json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True
+    return False
+
+
+def holds_records(path: Path, text_field: str) -> bool:
+    """Whether a `.json` file holds JSON Lines of documents: its first two non-blank lines are JSON
+    objects, the first with the text field. A JSON document (pretty-printed, or a one-line
+    config) is not, nor are lines of records of something else: those are read as text. Only
+    SNIFF_LINE_BYTES of a line are read to tell (a longer first line: `--format jsonl` reads it)."""
+    stat = path.stat()
+    return _holds_records(path, stat.st_size, stat.st_mtime_ns, text_field)
+
+
+@lru_cache(maxsize=4096)
+def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> bool:
+    """holds_records, told once per version of a file (every pass asks for each file's format)."""
+    found: list[object] = []
+    try:
+        with open(path, "rb") as handle:
+            while len(found) < 2 and (line := handle.readline(SNIFF_LINE_BYTES)):
+                if line.strip():
+                    found.append(json.loads(line.removeprefix(BOM)))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    first = found[0] if found else None
+    return len(found) == 2 and isinstance(first, dict) and isinstance(found[1], dict) and text_field in first
+
+
+def _jsonl_record(item: InputFile, number: int, parsed: tuple[dict[str, Any], bool], fields: Fields) -> Item:
+    where = f"{item.given}:{number}"
+    record, invalid = parsed
+    text = record[fields.text]
     source = item.source
     if fields.source is not None:
         source = _source_name(where, _field(where, record, fields.source, "--source-field"), fields.source)
-    if text is None or text == "":
+    if text is None or (isinstance(text, str) and not text.strip()):
         return Skipped(source, "empty")
     if not isinstance(text, str):
         raise BadInput(
@@ -202,12 +267,12 @@ def parquet_documents(
     try:
         parquet = pq.ParquetFile(item.path)
     except (pa.ArrowException, OSError) as exc:
-        raise _arrow_failure(item.path, exc) from None
+        raise _arrow_failure(item.given, exc) from None
     schema = parquet.schema_arrow
-    _check_text_column(item.path, schema, fields.text)
+    _check_text_column(item.given, schema, fields.text)
     columns = [fields.text]
     if fields.source is not None:
-        _column(item.path, schema, fields.source, "--source-column")
+        _column(item.given, schema, fields.source, "--source-column")
         columns.append(fields.source)
     size, rows, done, row = item.path.stat().st_size, max(parquet.metadata.num_rows, 1), 0, 0
     batches = parquet.iter_batches(batch_size=_batch_rows(parquet, fields.text, batch_bytes), columns=columns)
@@ -215,7 +280,7 @@ def parquet_documents(
         try:
             batch = next(batches, None)
         except (pa.ArrowException, OSError) as exc:
-            raise _arrow_failure(item.path, exc) from None
+            raise _arrow_failure(item.given, exc) from None
         if batch is None:
             return
         bounds, data, valid = _strings(batch.column(0))
@@ -223,11 +288,12 @@ def parquet_documents(
         for i in range(batch.num_rows):
             source = item.source
             if sources is not None:
-                source = _source_name(f"{item.path} row {row + i}", sources[i], columns[1])
-            if not valid[i] or bounds[i] == bounds[i + 1]:
+                source = _source_name(f"{item.given} row {row + i}", sources[i], columns[1])
+            raw = bytes(data[bounds[i] : bounds[i + 1]]) if valid[i] else b""
+            if not raw.strip():
                 yield Skipped(source, "empty")
             else:
-                yield document(source, bytes(data[bounds[i] : bounds[i + 1]]), f"{item.label} row {row + i}")
+                yield document(source, raw, f"{item.label} row {row + i}")
         row += batch.num_rows
         advance(size * row // rows - done)
         done = size * row // rows

@@ -38,7 +38,7 @@ from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
-from stack.data.filters.runner import FilterRunner
+from stack.data.filters.runner import Doc, FilterRunner
 from stack.data.filters.script import SourceLetters
 from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
@@ -328,10 +328,9 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     runner = plan.filters
     letters = SourceLetters()
     for turns in examples:
-        letters.add(
-            plan.source, runner.screen.text("\n".join(c for _, c in turns).encode()), runner.settings.script
-        )
-    runner.set_scripts(letters.scripts(runner.settings.script))
+        doc = Doc("\n".join(c for _, c in turns).encode("utf-8"))
+        letters.add(plan.source, runner.screen.letters(plan.source, doc), runner.settings.script)
+    runner.set_scripts(letters.held(runner.settings.script))
     runner.log = DropLog(staging)
     runner.plant_turns(plan.source)
     examples = [

@@ -19,11 +19,16 @@ least), so that the documents put back together are the file. The cut points dep
 file and `doc_bytes` alone. A classic byte-level corpus (enwik8, text8: one file of 100 MB) so
 becomes a hundred documents, which the split spreads over train and held-out, rather than one
 document that no split can divide.
+
+A file in which the separator never occurs is not what `--doc-sep` says it is: rather than one
+document of the whole file (which the oversize filter would drop as a dump, and whose fix would
+be the separator already given), it is read as a file without a separator, whole or cut by
+size, and a note names it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,18 +37,21 @@ from stack.data.corpus import (
     Document,
     FileRegion,
     InputFile,
+    Note,
     Skipped,
     document,
     is_binary,
+    kind_of,
     unreadable,
 )
 from stack.data.defaults import DEFAULT_DOC_BYTES
 from stack.data.line_ends import CRLF, Normalised, as_lf, reported, text_start, whole_text
+from stack.data.working_set import format_size
 
 WHITESPACE = b" \t\r\n\f\v"
 CUT_LOOKBACK = 1 << 16
 
-Item = Document | FileRegion | Skipped | Normalised
+Item = Document | FileRegion | Skipped | Normalised | Note
 
 
 def _line_ends(head: bytes) -> tuple[int, bool]:
@@ -62,10 +70,26 @@ def text_documents(
     try:
         if separator is None:
             yield from _whole_file(item, doc_bytes, batch_bytes, advance)
-        else:
-            yield from _separated(item, separator, batch_bytes, advance)
+        elif not (yield from _separated(item, separator, batch_bytes, advance)):
+            size = format_size(item.path.stat().st_size)
+            yield Note(item.source, unseparated(separator, doc_bytes), f"{item.label} ({size})")
+            yield from _whole_file(item, doc_bytes, batch_bytes, _read_before)
     except OSError as exc:
-        raise unreadable(item.path, exc) from None
+        raise unreadable(item.given, exc) from None
+
+
+def unseparated(separator: bytes, doc_bytes: int) -> str:
+    """The note on files in which --doc-sep never occurs: what they are read as, and what to check."""
+    shown = separator.decode("utf-8", "replace")
+    return (
+        f"note: --doc-sep {shown!r} never occurs in these file(s): each is read as a file without a "
+        f"separator, one document, or cut at line ends into documents of at most {format_size(doc_bytes)} "
+        "(--doc-bytes) when longer; check --doc-sep if they hold many documents"
+    )
+
+
+def _read_before(_bytes: int) -> None:
+    """Progress already told: a file read again after its separator was never found."""
 
 
 def _whole_file(
@@ -77,9 +101,9 @@ def _whole_file(
         advance(len(data))
         text, bom, crlf = whole_text(data, BINARY_SNIFF_BYTES)
         if is_binary(data):
-            yield Skipped(item.source, "binary")
-        elif not text:
-            yield Skipped(item.source, "empty")
+            yield Skipped(item.source, "binary", f"{item.label}: {kind_of(data)}")
+        elif not text.strip(WHITESPACE):  # nothing but blanks is no document
+            yield Skipped(item.source, "empty", item.label)
         else:
             yield from reported(item.source, bom, crlf)
             yield document(item.source, text, item.label, delimited=False)
@@ -88,7 +112,7 @@ def _whole_file(
         head = handle.read(BINARY_SNIFF_BYTES)
         if is_binary(head):
             advance(size)
-            yield Skipped(item.source, "binary")
+            yield Skipped(item.source, "binary", f"{item.label}: {kind_of(head)}")
             return
         start, crlf = _line_ends(head)
         yield from reported(item.source, start > 0, crlf)
@@ -169,6 +193,10 @@ class _Between:
         self.number += 1
         return f"{self.label} document {self.number}"
 
+    def holds_text(self) -> bool:
+        """Whether anything but whitespace was read since the last separator."""
+        return self._start is not None if self._long else bool(bytes(self._held).strip(WHITESPACE))
+
     def finish(self) -> Document | FileRegion | None:
         """The document read since the last separator (None when it was only whitespace); starts anew."""
         found: Document | FileRegion | None = None
@@ -182,16 +210,21 @@ class _Between:
 
 def _separated(
     item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
-) -> Iterator[Item]:
+) -> Generator[Item, None, bool]:
+    """The documents between separators; returns whether the file was read (False: it holds text but
+    never the separator, and nothing was yielded)."""
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
     if is_binary(head):
         advance(item.path.stat().st_size)
-        yield Skipped(item.source, "binary")
-        return
+        yield Skipped(item.source, "binary", f"{item.label}: {kind_of(head)}")
+        return True
     start, crlf = _line_ends(head)
-    yield from reported(item.source, start > 0, crlf)
-    yield from _documents(item, as_crlf(separator) if crlf else separator, batch_bytes, advance, start, crlf)
+    marked = as_crlf(separator) if crlf else separator
+    read = yield from _documents(item, marked, batch_bytes, advance, start, crlf)
+    if read:  # else the file is read again without a separator, which reports its line ends
+        yield from reported(item.source, start > 0, crlf)
+    return read
 
 
 def as_crlf(separator: bytes) -> bytes:
@@ -206,10 +239,12 @@ def _documents(
     advance: Callable[[int], None],
     start: int,
     crlf: bool,
-) -> Iterator[Item]:
-    """The documents between separators of a file read from byte `start`."""
+) -> Generator[Item, None, bool]:
+    """The documents between separators of a file read from byte `start`; returns whether they were
+    (False, and nothing yielded, when the file holds text but never the separator: it is not what
+    --doc-sep says)."""
     between = _Between(item.source, item.path, item.label, batch_bytes, crlf)
-    found = 0
+    found = hits = 0
     tail, offset = b"", start  # unsearched bytes from the last block, and their file offset
     advance(start)
     with open(item.path, "rb") as handle:
@@ -218,6 +253,7 @@ def _documents(
             advance(len(block))
             buf, pos = tail + block, 0
             while (hit := buf.find(separator, pos)) >= 0:
+                hits += 1
                 between.add(buf[pos:hit], offset + pos)
                 if (doc := between.finish()) is not None:
                     found += 1
@@ -227,8 +263,11 @@ def _documents(
             between.add(buf[pos:keep], offset + pos)
             tail, offset = buf[keep:], offset + keep
     between.add(tail, offset)
+    if not hits and between.holds_text():
+        return False
     if (doc := between.finish()) is not None:
         found += 1
         yield doc
     if not found:
-        yield Skipped(item.source, "empty")
+        yield Skipped(item.source, "empty", item.label)
+    return True

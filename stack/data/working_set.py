@@ -18,6 +18,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
+KiB = 1 << 10
 MiB = 1 << 20
 DEFAULT_WORKING_SET = 256 * MiB
 # Below this the fixed costs (the interpreter and its libraries, about 100 MiB) dominate anyway.
@@ -39,8 +40,10 @@ def parse_size(text: str) -> int:
 
 
 def format_size(size: int) -> str:
-    """A size as MiB with one decimal, for messages."""
-    return f"{size / MiB:,.1f} MiB"
+    """A size for messages: MiB with one decimal, or KiB, or bytes when it is smaller than those."""
+    if size >= MiB:
+        return f"{size / MiB:,.1f} MiB"
+    return f"{size / KiB:,.1f} KiB" if size >= KiB else f"{size:,} bytes"
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,30 @@ filter, the counts, the first document it dropped, and what to pass if the docum
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stack.data.filters.runner import FILTER_OF
 
-# What to pass when a filter drops documents that belong in the corpus, by filter.
+# What to do when a filter drops documents that belong in the corpus, by filter.
 FIXES = {
-    "leak": 'waive the source: --no-filter {source} --reason "..." (prompt injections kept on purpose, say)',
-    "oversize": "cut the documents with --doc-sep SEP, or raise oversize.max_bytes with --filters FILE",
-    "diversity": 'if the repetition is the data, waive the source (--no-filter {source} --reason "...") or '
-    "lower diversity.min_compression_ratio with --filters FILE",
+    "leak": "raise leak.max_headers or leak.max_header_weight, or edit leak.fingerprints, with --filters "
+    'FILE; or waive the source: --no-filter {source} --reason "..." (prompt injections kept on purpose, say)',
+    "oversize": "raise oversize.max_bytes with --filters FILE; or waive the source: --no-filter {source} "
+    '--reason "..."',
+    "encoding": "convert their files to UTF-8 (iconv -f ENCODING -t utf-8 FILE, e.g. -f cp1251) and prepare "
+    'again; or waive the source: --no-filter {source} --reason "..."',
+    "diversity": 'waive the source (--no-filter {source} --reason "...") or lower '
+    "diversity.min_compression_ratio with --filters FILE",
     "script": "put each language in its own source (NAME=PATH), or name the scripts with --filters FILE "
     '(script: {{expected: [...]}}), or waive the source: --no-filter {source} --reason "..."',
     "dedup": "leave out --filter dedup if repeated documents are meant",
+}
+# What each filter found in a document it dropped, where the filter's name does not say it.
+CAUSES = {
+    "leak": "a system prompt in the first user turn of a chat transcript",
+    "oversize": "a document a separator or a record made, longer than oversize.max_bytes",
+    "encoding": "text decoded with the wrong encoding: U+FFFD where its letters were",
 }
 
 
@@ -42,9 +52,17 @@ def drop_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "waiver": report["waiver"],
                 "pre_clean": bool(report["pre_clean"]),
                 "scripts": report.get("scripts"),
+                "multilingual": bool(report.get("multilingual")),
             }
         )
     return rows
+
+
+def kept_scripts(row: Mapping[str, Any]) -> str:
+    """What the script filter kept in a source, in words."""
+    if row.get("multilingual"):
+        return f"every script found, multilingual ({', '.join(row['scripts'])})"
+    return ", ".join(row["scripts"]) or "none (no document to judge: code, or too few letters)"
 
 
 def drop_lines(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -58,9 +76,7 @@ def drop_lines(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
             continue
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in row["reasons"].items()) or "none"
         marked = " (marked pre-clean, filtered all the same)" if row["pre_clean"] else ""
-        scripts = (
-            f"; scripts kept: {', '.join(row['scripts']) or 'none'}" if row["scripts"] is not None else ""
-        )
+        scripts = f"; scripts kept: {kept_scripts(row)}" if row["scripts"] is not None else ""
         lines.append(
             f"  {row['source']}: {row['in']:,} in, {row['out']:,} out, {row['dropped_percent']:.2f}% "
             f"dropped ({reasons}){scripts}{marked}"
@@ -85,17 +101,26 @@ def source_fix(name: str, report: Mapping[str, Any]) -> str:
     if reason is None:
         return ""
     filter_name = FILTER_OF[reason]
-    detail = ""
+    detail = f" ({CAUSES[filter_name]})" if filter_name in CAUSES else ""
     if filter_name == "script" and report.get("scripts") is not None:
-        detail = f" (scripts kept for the source: {', '.join(report['scripts']) or 'none'})"
+        detail = f" (scripts kept for the source: {kept_scripts(report)})"
     return f"the cause is the {filter_name} filter{detail}; if the documents belong, {fix_for(reason, name)}"
 
 
-def empty_corpus(files: int, reports: Mapping[str, Mapping[str, Any]]) -> str:
-    """The one line that refuses a prepare with no document to write, naming the real cause."""
+def empty_corpus(
+    files: int, reports: Mapping[str, Mapping[str, Any]], binary: Sequence[str] = (), binaries: int = 0
+) -> str:
+    """The one line that refuses a prepare with no document to write, naming the real cause: the
+    filters' drops, else the files, the first `binary` ones of `binaries` named with their kind
+    (stack.data.corpus.kind_of)."""
     dropped = {name: report for name, report in reports.items() if sum(report["dropped"].values())}
     if not dropped:
-        return f"empty corpus: {files} file(s) found under the inputs, all binary or empty; give text files"
+        more = f"; and {binaries - len(binary):,} more" if binaries > len(binary) else ""
+        kinds = f" ({'; '.join(binary)}{more})" if binary else ""
+        return (
+            f"empty corpus: {files} file(s) found under the inputs, all binary or empty{kinds}; give text "
+            "files (gzip, bzip2 and xz files, and UTF-16 or UTF-32 with a byte-order mark, are read too)"
+        )
     parts = []
     for name, report in sorted(dropped.items()):
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report["dropped"].items()) if n)
@@ -109,8 +134,26 @@ def empty_corpus(files: int, reports: Mapping[str, Mapping[str, Any]]) -> str:
     )
 
 
+def lost_scripts(name: str, report: Mapping[str, Any]) -> list[str]:
+    """A warning for each writing system of a source that the filters took every document of, while
+    the source kept others: a language gone from a corpus, however small its share."""
+    if not report["documents_out"]:
+        return []  # the whole source is gone: GATE-DATA-015 or the refusal says so
+    lines = []
+    for system, tally in sorted(report.get("by_script", {}).items()):
+        if tally["documents_in"] and not tally["documents_out"]:
+            reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(tally["dropped"].items()))
+            fix = source_fix(name, {**report, "dropped": tally["dropped"]})
+            lines.append(
+                f"  warning: source {name!r} lost all {tally['documents_in']:,} {system} document(s) to the "
+                f"filters ({reasons}); {fix}"
+            )
+    return lines
+
+
 def drop_warnings(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """GATE-DATA-015's warning for each source that lost too much, as its judge words it, with the fix."""
+    """GATE-DATA-015's warning for each source that lost too much, as its judge words it, with the fix;
+    then each writing system a source lost every document of."""
     from stack.data.filters.gates import share_outcome
 
     lines = []
@@ -118,4 +161,5 @@ def drop_warnings(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
         outcome = share_outcome({name: report})
         if not outcome.ok:
             lines.append(f"  warning GATE-DATA-015: {outcome.message}; {source_fix(name, report)}")
+        lines += lost_scripts(name, report)
     return lines

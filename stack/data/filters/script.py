@@ -1,19 +1,37 @@
-"""Script mismatch: a document mostly in a writing system its source does not hold.
+"""Script mismatch: the few documents of a source written in a system the rest of it is not in.
 
-Only letters count (Unicode category L: digits, punctuation and code symbols say nothing of a
-language), in the first `window_chars` characters, each by its script: the first word of its
-Unicode name (LATIN, CYRILLIC, CJK, ARABIC, DEVANAGARI, HIRAGANA, ...; a FULLWIDTH or HALFWIDTH
-form counts as the script it is a form of). A window with fewer than `min_letters` letters is
-kept: too little to tell.
+The filter is for a source that is in one writing system but for a few documents: the
+translation answers in CJK, Cyrillic or Arabic of an English chat source an LLM wrote. It drops
+those, and never a language a source holds in earnest: a multilingual source is kept whole.
 
-Which scripts a source may hold is measured, never assumed (SourceLetters, below): the
-scripts that hold at least `source_share` of the letters of the source's windows, so a Russian
-source keeps Cyrillic, and a source of Russian and Chinese files keeps both. `expected:` in the
-settings names the scripts for every source instead.
+Letters. A document is read through its sample (stack.data.filters.sample: stretches spread over
+all of it, so a chapter is judged by its body, not by a foreign epigraph). Its letters (Unicode
+categories L and M) count by script, the first word of their Unicode name (LATIN, CYRILLIC,
+DEVANAGARI, ...; a FULLWIDTH or HALFWIDTH form counts as the script it is a form of). A mark
+counts with its script (a Devanagari vowel sign is DEVANAGARI); a mark of no script of its own
+(COMBINING ACUTE ACCENT, a variation selector) counts with the letter before it. Digits,
+punctuation and code symbols say nothing of a language and do not count.
+
+Writing systems. A system is one script, or several written together (SYSTEMS): Japanese
+writes CJK, HIRAGANA and KATAKANA; Korean HANGUL and CJK. A document's share in a system is the
+share of its letters in the system's scripts; its main system is the one with the largest share.
+
+Per source (SourceLetters, measured before anything is written, over the documents with at
+least `min_letters` letters that are not code): a document is written in a system when at least
+`main_share` of its letters are in it. When at least `main_share` of the source's documents are
+written in one system, the source is in that system, and the filter drops the documents with
+fewer than `min_share` of their letters in it: at most 1 - main_share of them, and none of
+those written in it. Otherwise the source is multilingual (its languages, or documents that mix
+two systems throughout, such as translation files): every script found in it is kept, and only
+a document in none of them (the canary) is dropped. `expected:` in the settings names the
+systems of every source instead.
+
+Code is not judged (stack.data.filters.runner decides what is code): its letters are
+identifiers and comments, and comments in another language are no reason to drop code.
 
 Letters are classified through a table of every code point's script, filled 256 code points at
-a time the first time a text touches them, so a window costs a few numpy operations however
-many scripts it mixes; ASCII windows (all LATIN) skip the table.
+a time the first time a text touches them, so a sample costs a few numpy operations however
+many scripts it mixes; ASCII text (all LATIN) skips the table.
 """
 
 from __future__ import annotations
@@ -23,19 +41,29 @@ import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
 from stack.data.filters.settings import ScriptSettings
 
+# Writing systems written with more than one script; any other script is a system of its own.
+SYSTEMS: dict[str, frozenset[str]] = {
+    "CJK": frozenset({"CJK", "IDEOGRAPHIC", "BOPOMOFO"}),
+    "JAPANESE": frozenset({"CJK", "IDEOGRAPHIC", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}),
+    "KOREAN": frozenset({"CJK", "IDEOGRAPHIC", "HANGUL"}),
+}
+REPLACEMENT_CHARACTER = "\ufffd"
+
 _BLOCK = 256
-_NOT_A_LETTER = 0
+_NOT_A_LETTER, _INHERITED, _REPLACED = 0, 1, 2
 _UNFILLED = np.iinfo(np.uint16).max
 _ASCII_LETTERS = string.ascii_letters.encode()
 _FORMS = ("FULLWIDTH", "HALFWIDTH")
 
 _table = np.full(0x110000, _UNFILLED, dtype=np.uint16)
-_names: list[str] = [""]  # id → script; id 0 is "not a letter"
+_names: list[str] = ["", "", ""]  # id → script; ids below 3 are not letters of a script
 _ids: dict[str, int] = {}
 _lock = threading.Lock()
 
@@ -46,97 +74,197 @@ def script_of(char: str) -> str:
     return words[1] if words[0] in _FORMS and len(words) > 1 else words[0]
 
 
+def _id(script: str) -> int:
+    if script not in _ids:
+        _ids[script] = len(_names)
+        _names.append(script)
+    return _ids[script]
+
+
 def _fill(blocks: np.ndarray) -> None:
-    """Classify every code point of the blocks not yet in the table."""
+    """Classify every code point of the blocks not yet in the table.
+
+    A mark takes the script its name starts with when a letter of its block has that script (a
+    vowel sign of Devanagari); any other mark is _INHERITED, counted with the letter before it.
+    """
     with _lock:
         for block in blocks.tolist():
             start = block * _BLOCK
             if _table[start] != _UNFILLED:
                 continue
+            chars = [chr(start + offset) for offset in range(_BLOCK)]
+            categories = [unicodedata.category(char)[0] for char in chars]
+            letters = {script_of(c) for c, kind in zip(chars, categories, strict=True) if kind == "L"}
             row = np.zeros(_BLOCK, dtype=np.uint16)
-            for offset in range(_BLOCK):
-                char = chr(start + offset)
-                if unicodedata.category(char).startswith("L"):
+            for offset, (char, kind) in enumerate(zip(chars, categories, strict=True)):
+                if kind == "L":
+                    row[offset] = _id(script_of(char))
+                elif kind == "M":
                     name = script_of(char)
-                    if name not in _ids:
-                        _ids[name] = len(_names)
-                        _names.append(name)
-                    row[offset] = _ids[name]
+                    row[offset] = _id(name) if name in letters else _INHERITED
+                elif char == REPLACEMENT_CHARACTER:
+                    row[offset] = _REPLACED
             _table[start : start + _BLOCK] = row
 
 
-def letter_counts(window: str) -> dict[str, int]:
-    """Letters of `window` by script."""
-    if window.isascii():
-        data = window.encode("ascii")
+@dataclass(frozen=True)
+class Letters:
+    """A text's letters by script, and its U+FFFD (bytes a decoder could not read as UTF-8)."""
+
+    scripts: dict[str, int]
+    replaced: int = 0
+
+    @property
+    def total(self) -> int:
+        """Letters of every script."""
+        return sum(self.scripts.values())
+
+
+def letter_counts(text: str) -> Letters:
+    """The letters of `text` by script (marks with theirs), and its U+FFFD."""
+    if text.isascii():
+        data = text.encode("ascii")
         letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
-        return {"LATIN": letters} if letters else {}
-    points = np.frombuffer(window.encode("utf-32-le"), dtype="<u4")
+        return Letters({"LATIN": letters} if letters else {})
+    points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
     ids = _table[points]
     if (ids == _UNFILLED).any():
         _fill(np.unique(points[ids == _UNFILLED] // _BLOCK))
         ids = _table[points]
+    inherited = ids == _INHERITED
+    if inherited.any():  # each takes the id of the last character before it that is not inherited
+        last = np.maximum.accumulate(np.where(inherited, 0, np.arange(len(ids))))
+        ids = ids[last]
+        ids[ids == _INHERITED] = _NOT_A_LETTER
     counts = np.bincount(ids, minlength=len(_names))
-    counts[_NOT_A_LETTER] = 0
-    return {_names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
+    scripts = {_names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist() if i > _REPLACED}
+    return Letters(scripts, int(counts[_REPLACED]))
 
 
-def window_counts(text: str, settings: ScriptSettings) -> dict[str, int]:
-    """Letters by script in the document's first window."""
-    return letter_counts(text[: settings.window_chars])
+def system_scripts(system: str) -> frozenset[str]:
+    """The scripts a writing system writes with: itself, but for those of SYSTEMS."""
+    return SYSTEMS.get(system, frozenset({system}))
 
 
-def source_scripts(counts: Mapping[str, int], settings: ScriptSettings) -> list[str]:
-    """The scripts a source may hold: `expected` when the settings name them, else each script with at
-    least `source_share` of the letters counted over the source's windows (sorted by name)."""
-    if settings.expected is not None:
-        return sorted(settings.expected)
-    total = sum(counts.values())
-    return sorted(name for name, n in counts.items() if total and n >= settings.source_share * total)
+@cache
+def systems_of(script: str) -> tuple[str, ...]:
+    """The writing systems that write with a script (CJK is Chinese, Japanese and Korean)."""
+    return tuple(name for name, scripts in SYSTEMS.items() if script in scripts) or (script,)
 
 
-def held_share(counts: Mapping[str, int], scripts: Collection[str], settings: ScriptSettings) -> float | None:
-    """The share of a window's letters in `scripts` (None: under `min_letters` letters, too few to tell)."""
-    letters = sum(counts.values())
-    if letters < settings.min_letters:
-        return None
-    return sum(n for name, n in counts.items() if name in scripts) / letters
+def system_shares(scripts: Mapping[str, int]) -> dict[str, float]:
+    """Each writing system a text's letters are in, with the share of its letters in it."""
+    if len(scripts) == 1:  # most texts: every system of its one script holds all of it
+        return dict.fromkeys(systems_of(next(iter(scripts))), 1.0)
+    total = sum(scripts.values())
+    systems = {system for script in scripts for system in systems_of(script)}
+    return {
+        system: sum(n for name, n in scripts.items() if name in system_scripts(system)) / total
+        for system in systems
+    }
 
 
-def script_mismatch(text: str, scripts: Collection[str], settings: ScriptSettings) -> bool:
-    """Whether fewer than `min_share` of the window's letters are in the source's `scripts`.
+def _rank(shares: Mapping[str, float]) -> str:
+    """The first of `shares`: the largest, then the system of fewest scripts, then by name."""
+    return min(shares, key=lambda name: (-shares[name], len(system_scripts(name)), name))
 
-    An ASCII window in a source that holds LATIN is never one: all its letters are LATIN.
-    """
-    window = text[: settings.window_chars]
-    if "LATIN" in scripts and window.isascii():
+
+def main_system(scripts: Mapping[str, int]) -> str:
+    """The writing system that holds most of a text's letters (CJK for ideographs alone)."""
+    if len(scripts) == 1:
+        return _sole(next(iter(scripts)))
+    return _rank(system_shares(scripts))
+
+
+@cache
+def _sole(script: str) -> str:
+    """The main system of a text written in one script."""
+    return _rank(dict.fromkeys(systems_of(script), 1.0))
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the script filter keeps in one source: `names` are its writing system (one), the systems
+    `expected` names, or every script of a multilingual source; `scripts` the scripts they write with."""
+
+    names: tuple[str, ...] = ()
+    scripts: frozenset[str] = frozenset()
+    multilingual: bool = False
+
+
+def named(systems: Collection[str]) -> Held:
+    """The systems (or scripts) named by the settings' `expected`."""
+    scripts = frozenset(script for name in systems for script in system_scripts(name))
+    return Held(tuple(sorted(systems)), scripts)
+
+
+def mismatch(scripts: Mapping[str, int], held: Held, settings: ScriptSettings) -> bool:
+    """Whether fewer than `min_share` of a document's letters are in what its source holds (a
+    document with fewer than `min_letters` letters is too short to tell: never)."""
+    total = sum(scripts.values())
+    if total < settings.min_letters:
         return False
-    share = held_share(letter_counts(window), scripts, settings)
-    return share is not None and share < settings.min_share
+    return sum(n for name, n in scripts.items() if name in held.scripts) / total < settings.min_share
+
+
+@dataclass
+class _Tally:
+    """One source's judged documents: how many, how many are written in each system, every script seen."""
+
+    documents: int = 0
+    written: Counter[str] = field(default_factory=Counter)
+    seen: set[str] = field(default_factory=set)
 
 
 class SourceLetters:
-    """Letters by script, per source, over the first windows of the source's documents: what a
-    source's scripts are measured from. Counts add, so the counts of parts of a corpus merge."""
+    """Per source, the documents the script filter judges, measured before anything is written: what
+    each source holds is decided from them. Tallies add, so the tallies of parts of a corpus merge."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, Counter[str]] = {}
+        self.tallies: dict[str, _Tally] = {}
 
-    def add(self, source: str, text: str, settings: ScriptSettings) -> None:
-        """Count one document's first window."""
-        self.counts.setdefault(source, Counter()).update(window_counts(text, settings))
+    def add(self, source: str, scripts: Mapping[str, int] | None, settings: ScriptSettings) -> None:
+        """Count one document's letters by script (None: a document the filter does not judge)."""
+        tally = self.tallies.setdefault(source, _Tally())
+        if scripts is None or sum(scripts.values()) < settings.min_letters:
+            return
+        tally.documents += 1
+        tally.seen.update(scripts)
+        for name, share in system_shares(scripts).items():
+            if share >= settings.main_share:
+                tally.written[name] += 1
 
     def merge(self, other: SourceLetters) -> None:
-        """Add the counts of another part of the corpus."""
-        for source, counts in other.counts.items():
-            self.counts.setdefault(source, Counter()).update(counts)
+        """Add the tallies of another part of the corpus."""
+        for source, theirs in other.tallies.items():
+            ours = self.tallies.setdefault(source, _Tally())
+            ours.documents += theirs.documents
+            ours.written.update(theirs.written)
+            ours.seen |= theirs.seen
 
-    def scripts(self, settings: ScriptSettings) -> dict[str, list[str]]:
-        """Each source's scripts (source_scripts)."""
-        return {source: source_scripts(counts, settings) for source, counts in sorted(self.counts.items())}
+    def held(self, settings: ScriptSettings) -> dict[str, Held]:
+        """What each source holds (see the module docstring)."""
+        return {source: _held(tally, settings) for source, tally in sorted(self.tallies.items())}
 
-    def shares(self, source: str) -> dict[str, float]:
-        """The measured share of each script in a source's letters, largest first."""
-        counts = self.counts.get(source, Counter())
-        total = sum(counts.values())
-        return {name: n / total for name, n in counts.most_common()} if total else {}
+
+def _held(tally: _Tally, settings: ScriptSettings) -> Held:
+    if settings.expected is not None:
+        return named(settings.expected)
+    if not tally.documents:
+        return Held()
+    main = _rank({name: n / tally.documents for name, n in tally.written.items()}) if tally.written else ""
+    if main and tally.written[main] >= settings.main_share * tally.documents:
+        return Held((main,), system_scripts(main))
+    return Held(tuple(sorted(tally.seen)), frozenset(tally.seen), multilingual=True)
+
+
+@cache
+def alphabets(beyond_bmp: bool = False) -> dict[str, str]:
+    """Letters of every script with at least 20 of them, by script: what a canary foreign to a source is
+    written in. The Basic Multilingual Plane's scripts, or (`beyond_bmp`) every plane's."""
+    found: dict[str, list[str]] = {}
+    for point in range(0x110000 if beyond_bmp else 0x10000):
+        char = chr(point)
+        if unicodedata.category(char) in ("Ll", "Lo"):
+            found.setdefault(script_of(char), []).append(char)
+    return {name: "".join(chars[:40]) for name, chars in found.items() if len(chars) >= 20}

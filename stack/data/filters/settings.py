@@ -16,21 +16,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from contracts.errors import BadInput
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
-FILTER_NAMES = ("leak", "oversize", "diversity", "script", "dedup")
+FILTER_NAMES = ("leak", "oversize", "encoding", "diversity", "script", "dedup")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TurnMarkers(_Section):
+    """How one chat transcript format marks its user's turn in text: the turn runs from `user` to
+    `end`. `needs_end`: the markers are plain words, so they mark a transcript only when `end` follows."""
+
+    user: str = Field(min_length=1)
+    end: str = Field(min_length=1)
+    needs_end: bool = False
+
+
 class LeakSettings(_Section):
-    """A leaked system prompt: markdown headers and fingerprint phrases in the head region."""
+    """A leaked system prompt: markdown headers and fingerprint phrases in a first user turn."""
 
     head_chars: int = Field(ge=1)
     max_title_words: int = Field(ge=1)
     max_headers: int = Field(ge=0)
     max_header_weight: float = Field(gt=0)
     fingerprints: list[str]
+    turns: list[TurnMarkers] = Field(min_length=1)
 
 
 class OversizeSettings(_Section):
@@ -47,20 +57,41 @@ class DiversitySettings(_Section):
     min_compression_ratio: float = Field(ge=0, le=1)
 
 
+class SampleSettings(_Section):
+    """What the letter-reading filters (encoding, script) read of a document: `bytes` in `spans`
+    stretches spread evenly over it, the whole of it when shorter."""
+
+    bytes: int = Field(ge=1)
+    spans: int = Field(ge=1)
+
+
+class EncodingSettings(_Section):
+    """Text decoded with the wrong encoding: U+FFFD where its letters were."""
+
+    max_replaced_share: float = Field(ge=0, le=1)
+    min_letters: int = Field(ge=1)
+
+
 class ScriptSettings(_Section):
-    """The share of letters in the scripts of the document's source: measured, or `expected` for all."""
+    """A document's letters in its source's writing system: measured per source, or `expected` for all."""
 
     expected: list[str] | None = Field(default=None, min_length=1)
-    source_share: float = Field(gt=0, le=1)
+    main_share: float = Field(gt=0, le=1)
     min_share: float = Field(ge=0, le=1)
-    window_chars: int = Field(ge=1)
     min_letters: int = Field(ge=1)
+    code_suffixes: list[str]
 
     @field_validator("expected")
     @classmethod
     def _upper(cls, names: list[str] | None) -> list[str] | None:
         """Scripts are named as in Unicode names, upper case: `cyrillic` means CYRILLIC."""
         return None if names is None else [name.strip().upper() for name in names]
+
+    @field_validator("code_suffixes")
+    @classmethod
+    def _lower(cls, suffixes: list[str]) -> list[str]:
+        """Suffixes are compared in lower case, with their dot: `PY` means `.py`."""
+        return [f".{suffix.strip().lower().lstrip('.')}" for suffix in suffixes]
 
 
 class DedupSettings(_Section):
@@ -73,7 +104,8 @@ class DedupSettings(_Section):
 
 
 class SourceSettings(_Section):
-    """How one source is read: prose or code (code skips the header rules); whether it claims to be clean."""
+    """How one source is read: prose, or code (every document of it is code, which the script filter
+    does not judge, whatever its file's suffix); whether it claims to be clean."""
 
     kind: Literal["prose", "code"] = "prose"
     pre_clean: bool = False
@@ -82,9 +114,11 @@ class SourceSettings(_Section):
 class FilterSettings(_Section):
     """Every filter's settings, and the filters run when none is named."""
 
-    default: list[Literal["leak", "oversize", "diversity", "script", "dedup"]]
+    default: list[Literal["leak", "oversize", "encoding", "diversity", "script", "dedup"]]
     leak: LeakSettings
     oversize: OversizeSettings
+    sample: SampleSettings
+    encoding: EncodingSettings
     diversity: DiversitySettings
     script: ScriptSettings
     dedup: DedupSettings
