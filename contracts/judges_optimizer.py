@@ -16,7 +16,7 @@ _CHECKS = {
     "fresh": ("stale_gradients",),
     "held": ("unheld_parameters", "stale_held_parameters", "unlisted_parameters", "untied_heads"),
     "gradient": ("gradient_compared",),
-    "update": ("update_error", "update_worst", "updated_parameters"),
+    "update": ("update_error", "update_worst", "updated_parameters", "optimizer_steps"),
     "moved": ("stepped_parameters", "moved_parameters", "unoptimized_parameters"),
 }
 
@@ -88,7 +88,8 @@ def _gradient(m: Measured, t: Thresholds) -> list[str]:
     if not abs(logged - reference) <= rtol * reference:
         problems.append(
             f"the gradient norm before the clip is {logged:.6g}, the step's mean objective's {reference:.6g} "
-            f"(rtol {rtol:g}): the loss is scaled on its way to the gradient (grad_accum, the loss scale)"
+            f"(rtol {rtol:g}): the loss is scaled on its way to the gradient (grad_accum, the loss scale), "
+            "or the norm is not the whole gradient's"
         )
     error = number(m, "applied_gradient_error")
     if not error <= rtol:
@@ -104,11 +105,15 @@ def _update(m: Measured, t: Thresholds) -> list[str]:
     """The worst tensor's weights or moment after the step within update_rtol of AdamW's."""
     if "update_error" not in m:
         return []
+    problems = []
+    if (steps := count(m, "optimizer_steps")) != 1:
+        problems.append(f"the optimizer stepped {steps} time(s) in one step of the loop, not once")
     error, rtol = number(m, "update_error"), t["update_rtol"]
     if error <= rtol:
-        return []
+        return problems
     return [
+        *problems,
         f"the optimizer's step is {error:.3g} of its own size from AdamW's at {m.get('update_worst')} "
         f"(rtol {rtol:g}), recomputed from its inputs with the configured betas, eps and decoupled "
-        "weight decay at the schedule's rate: another optimizer, swapped betas or decay on the wrong tensors"
+        "weight decay at the schedule's rate: another optimizer, swapped betas or decay on the wrong tensors",
     ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import shutil
@@ -89,7 +90,6 @@ from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.spikes import SpikeDetector
 from stack.train.stepping import (
-    NOT_COMPARED,
     AdamWSettings,
     GradientReference,
     StepProbe,
@@ -623,17 +623,22 @@ class Trainer:
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(loss_value, self.config.model.vocab, step)
-        probe, handed = None, NOT_COMPARED
+        probe = None
         if watched:
             self._check_held(step)
-            if reference is not None:
-                handed = gradient_measured(reference, self.world, grad_value, train.clip_norm)
-            reference = None  # the reference's copy is freed before the probe's copies are taken
-            probe = StepProbe(trained(self.model), self.optimizer)
+            handed = None
+            if reference is not None:  # measured as the optimizer's step begins, on what it is handed
+                handed = functools.partial(
+                    gradient_measured, reference, self.world, grad_value, train.clip_norm
+                )
+            reference = None
+            probe = StepProbe(trained(self.model), self.optimizer, handed)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if probe is not None and (not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale):
-            self._judge_update(probe, handed, lr, step)  # the scaler stepped
+        if probe is not None:
+            probe.close()
+            if not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale:  # the scaler stepped
+                self._judge_update(probe, lr, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         self.state.tokens_seen += self.tokens_per_step
@@ -668,14 +673,14 @@ class Trainer:
         ]
         return line
 
-    def _judge_update(self, probe: StepProbe, handed: dict[str, Any], lr: float, step: int) -> None:
+    def _judge_update(self, probe: StepProbe, lr: float, step: int) -> None:
         """GATE-TRAIN-008 on a probed step the scaler did not skip: at a rate above 0, that the weights
         moved; the gradient the optimizer was handed; its update at the schedule's rate `lr`."""
         if lr > 0:
             stepped, moved = probe.moved()
             check_moved(stepped, moved, probe.unoptimized, step)
             self.update_judged = stepped > 0  # with no nonzero gradient, watch the next step
-        check_gradient(handed, step)
+        check_gradient(probe.handed, step)
         check_update(probe.update_measured(self._adamw(lr)), step)
 
     # -- probes of the loss on the batch it used ----------------------------------------

@@ -50,7 +50,7 @@ or its shards).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,17 +263,18 @@ class AdamWSettings:
 
 @dataclass
 class _Before:
-    """One parameter with a gradient as the optimizer was handed it: copies of its weights, its
-    gradient and its moments (None when the optimizer does not hold it; zeros before its first
-    step), and the steps the optimizer had taken on it."""
+    """One parameter with a gradient as the optimizer's step found it: a copy of its weights (taken
+    as the probe is armed), and once the step begins copies of the gradient and moments it was
+    handed (moments None when the optimizer does not hold it; zeros before its first step) and the
+    count of steps the optimizer had taken on it."""
 
     name: str
     parameter: torch.Tensor
     weights: torch.Tensor
-    grad: torch.Tensor
-    moments: tuple[torch.Tensor, torch.Tensor] | None
-    steps: float
     nonzero: bool
+    grad: torch.Tensor | None = None
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
+    steps: float = 0.0
 
 
 def _moments_before(
@@ -294,19 +295,48 @@ def _spacing(stored: torch.Tensor) -> torch.Tensor:
 
 
 class StepProbe:
-    """A step's optimizer inputs, copied just before it steps, and what its step did to them."""
+    """One step's optimizer inputs and what its step did to them.
 
-    def __init__(self, named: Named, optimizer: torch.optim.Optimizer) -> None:
+    Armed just before the loop hands the step to the scaler: the weights are copied then; the
+    gradient and moments are copied by a hook on the optimizer's own `step` as it begins, so what
+    runs between the loop and the optimizer (the scaler's unscaling, say) has run, and `handed`
+    (the gradient check, if any) measures the gradient there. The hook counts the optimizer's steps.
+    """
+
+    def __init__(
+        self, named: Named, optimizer: torch.optim.Optimizer, handed: Callable[[], dict[str, Any]] | None
+    ) -> None:
         self.optimizer = optimizer
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self.held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         graded = [(n, p) for n, p in named if p.grad is not None]
         nonzero = torch.stack([local_shard(p.grad).ne(0).any() for _, p in graded]).tolist() if graded else []
-        self.unoptimized = sum(id(p) not in held for _, p in graded)
-        self.before = []
-        for (name, p), flag in zip(graded, nonzero, strict=True):
-            moments, steps = _moments_before(optimizer, p) if id(p) in held else (None, 0.0)
-            weights, grad = (local_shard(t).detach().clone() for t in (p, p.grad))
-            self.before.append(_Before(name, p, weights, grad, moments, steps, flag))
+        self.unoptimized = sum(id(p) not in self.held for _, p in graded)
+        self.before = [
+            _Before(name, p, local_shard(p.detach()).clone(), flag)
+            for (name, p), flag in zip(graded, nonzero, strict=True)
+        ]
+        self.steps_taken = 0
+        self._measure_handed = handed
+        self.handed: dict[str, Any] = NOT_COMPARED
+        self._hook = optimizer.register_step_pre_hook(self._at_step)
+
+    def _at_step(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        """As the optimizer's step begins: measure the gradient it is handed, then copy its inputs."""
+        self.steps_taken += 1
+        if self.steps_taken > 1:
+            return
+        if self._measure_handed is not None:
+            self.handed = self._measure_handed()
+            self._measure_handed = None  # the reference's copy is freed before the inputs are copied
+        for b in self.before:
+            assert b.parameter.grad is not None
+            b.grad = local_shard(b.parameter.grad).detach().clone()
+            if id(b.parameter) in self.held:
+                b.moments, b.steps = _moments_before(self.optimizer, b.parameter)
+
+    def close(self) -> None:
+        """Take the hook off the optimizer once its step is done."""
+        self._hook.remove()
 
     def moved(self) -> tuple[int, int]:
         """(parameters whose gradient is not all zeros, those of them the step changed): one device read."""
@@ -319,9 +349,9 @@ class StepProbe:
     def update_measured(self, settings: AdamWSettings) -> dict[str, Any]:
         """Each parameter's step against AdamW's, recomputed in float64: the worst relative error, over
         the tensors, of the weights' change (beyond ROUNDINGS float spacings of the stored weights)
-        and of either moment, and where it is."""
-        worst, where = 0.0, ""
-        for b in self.before:
+        and of either moment, where it is, and how many times the optimizer stepped (once)."""
+        worst, where = 0.0, "" if self.steps_taken else "(the optimizer did not step)"
+        for b in self.before if self.steps_taken else ():
             for quantity, relative in self._errors(b, settings):
                 if relative > worst or not where:
                     worst, where = relative, f"{b.name} {quantity}"
@@ -329,12 +359,13 @@ class StepProbe:
             "update_error": _reported(worst),
             "update_worst": where,
             "updated_parameters": len(self.before),
+            "optimizer_steps": self.steps_taken,
         }
 
     def _errors(self, b: _Before, settings: AdamWSettings) -> list[tuple[str, float]]:
         """(quantity, relative error) of one parameter's weights and moments after the step."""
         state = self.optimizer.state.get(b.parameter, {})
-        if b.moments is None or not all(k in state for k in MOMENTS):
+        if b.grad is None or b.moments is None or not all(k in state for k in MOMENTS):
             return [("(no AdamW moments)", math.inf)]
         decay = settings.decay_of(b.parameter)
         steps = b.steps + 1
