@@ -547,7 +547,8 @@ class Trainer:
         # judge and at every evaluation: the reference gradient is taken as each micro-batch's
         # objective is back-propagated, the optimizer's inputs just before it steps.
         watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
-        loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        # Read from the device only at a probe: the scale this step's backward runs at.
+        loss_scale = self.scaler.get_scale() if watched and self.scaler.is_enabled() else 1.0
         reference = None
         if watched and not self.sharded:
             reference = GradientReference(trained(self.model), train.grad_accum, loss_scale)
@@ -623,16 +624,7 @@ class Trainer:
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(loss_value, self.config.model.vocab, step)
-        probe = None
-        if watched:
-            self._check_held(step)
-            handed = None
-            if reference is not None:  # measured as the optimizer's step begins, on what it is handed
-                handed = functools.partial(
-                    gradient_measured, reference, self.world, grad_value, train.clip_norm
-                )
-            reference = None
-            probe = StepProbe(trained(self.model), self.optimizer, handed)
+        probe = self._armed_probe(reference, grad_value, step) if watched else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if probe is not None:
@@ -672,6 +664,16 @@ class Trainer:
             -self.config.eval.every :
         ]
         return line
+
+    def _armed_probe(self, reference: GradientReference | None, logged_norm: float, step: int) -> StepProbe:
+        """GATE-TRAIN-008 at a probe, before the step: the optimizer holds the model's tensors; and the
+        step's probe, which judges the gradient against `reference` as the optimizer's step begins."""
+        self._check_held(step)
+        handed = None
+        if reference is not None:
+            clip = self.config.train.clip_norm
+            handed = functools.partial(gradient_measured, reference, self.world, logged_norm, clip)
+        return StepProbe(trained(self.model), self.optimizer, handed)
 
     def _judge_update(self, probe: StepProbe, lr: float, step: int) -> None:
         """GATE-TRAIN-008 on a probed step the scaler did not skip: at a rate above 0, that the weights
