@@ -99,7 +99,6 @@ from stack.train.stepping import (
     check_moved,
     check_step_start,
     check_update,
-    gradient_measured,
     held_measured,
     stale_gradients,
     trained,
@@ -672,7 +671,7 @@ class Trainer:
         handed = None
         if reference is not None:
             clip = self.config.train.clip_norm
-            handed = functools.partial(gradient_measured, reference, self.world, logged_norm, clip)
+            handed = functools.partial(reference.measured, self.world, logged_norm, clip)
         return StepProbe(trained(self.model), self.optimizer, handed)
 
     def _judge_update(self, probe: StepProbe, lr: float, step: int) -> None:

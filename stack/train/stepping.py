@@ -160,7 +160,7 @@ def _reported(value: float) -> float | str:
 
 class GradientReference:
     """The gradient of the step's mean objective over its micro-batches, Σ ∂(objective / grad_accum)/∂θ,
-    taken at `loss_scale` as the loop scales its backward, and the scale taken off at the end.
+    taken at `loss_scale` as the loop scales its backward, and the scale taken off when measured.
 
     `add` runs before the loop's own backward of the same objective, through the same graph, which
     it keeps for that backward. A graph torch.compile built for a backward that frees its saved
@@ -184,43 +184,38 @@ class GradientReference:
                 previous = self.sums[i]
                 self.sums[i] = grad if previous is None else previous + grad
 
-    def unscaled(self, world: World) -> list[torch.Tensor]:
-        """The reference per parameter (zeros where the objective does not reach), averaged over
-        replicas as data parallelism averages the gradient."""
-        return [
-            mean_across(world, torch.zeros_like(p) if s is None else s / self.loss_scale)
-            for (_, p), s in zip(self.named, self.sums, strict=True)
-        ]
+    def measured(self, world: World, logged_norm: float, clip_norm: float) -> dict[str, Any]:
+        """The loop's logged norm before the clip, and each tensor's gradient now on the parameters
+        (the one the optimizer is handed), against the reference and the reference clipped at
+        `clip_norm` as clip_grad_norm_ clips. `applied_gradient_error` is the worst tensor's distance
+        from its clipped reference, in units of that clipped reference.
 
-
-def gradient_measured(
-    reference: GradientReference, world: World, logged_norm: float, clip_norm: float
-) -> dict[str, Any]:
-    """The loop's logged norm before the clip, and each tensor's gradient now on the parameters (the
-    one the optimizer is handed), against the reference and the reference clipped at `clip_norm`
-    as clip_grad_norm_ clips. `applied_gradient_error` is the worst tensor's distance from its
-    clipped reference, in units of that clipped reference."""
-    expected = reference.unscaled(world)
-    norm = math.sqrt(sum(_squares(g) for g in expected))
-    clip = min(1.0, clip_norm / (norm + CLIP_EPS))
-    worst, where = 0.0, ""
-    for (name, p), want in zip(reference.named, expected, strict=True):
-        applied = torch.zeros_like(p) if p.grad is None else p.grad
-        error = scale = 0.0
-        for got, ref in _flat_chunks(applied, want):
-            clipped = clip * ref.double()
-            error += float((got.double() - clipped).square().sum())
-            scale += float(clipped.square().sum())
-        relative = _relative(math.sqrt(error), math.sqrt(scale))
-        if relative > worst or not where:
-            worst, where = relative, name
-    return {
-        "gradient_compared": True,
-        "reference_grad_norm": norm,
-        "logged_grad_norm": _reported(logged_norm),
-        "applied_gradient_error": _reported(worst),
-        "applied_gradient_worst": where,
-    }
+        The reference is unscaled and averaged over replicas (as data parallelism averages the
+        gradient) in place, and each tensor's is let go once compared: measuring consumes it."""
+        for i, ((_, p), grad) in enumerate(zip(self.named, self.sums, strict=True)):
+            self.sums[i] = mean_across(world, torch.zeros_like(p) if grad is None else grad / self.loss_scale)
+        norm = math.sqrt(sum(_squares(grad) for grad in self.sums if grad is not None))
+        clip = min(1.0, clip_norm / (norm + CLIP_EPS))
+        worst, where = 0.0, ""
+        for i, (name, p) in enumerate(self.named):
+            want, self.sums[i] = self.sums[i], None
+            assert want is not None
+            applied = torch.zeros_like(p) if p.grad is None else p.grad
+            error = scale = 0.0
+            for got, ref in _flat_chunks(applied, want):
+                clipped = clip * ref.double()
+                error += float((got.double() - clipped).square().sum())
+                scale += float(clipped.square().sum())
+            relative = _relative(math.sqrt(error), math.sqrt(scale))
+            if relative > worst or not where:
+                worst, where = relative, name
+        return {
+            "gradient_compared": True,
+            "reference_grad_norm": norm,
+            "logged_grad_norm": _reported(logged_norm),
+            "applied_gradient_error": _reported(worst),
+            "applied_gradient_worst": where,
+        }
 
 
 # What a sharded model's record says instead: its backward writes the gradient shards itself.
