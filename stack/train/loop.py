@@ -543,8 +543,8 @@ class Trainer:
         if not self.model.training:  # evaluation and sampling leave it in eval mode; a walk of every module
             self.model.train()
         # GATE-TRAIN-008 probes the step's arithmetic at the first step of the invocation it can
-        # judge and at every evaluation: the reference gradient is taken as each micro-batch's
-        # objective is back-propagated, the optimizer's inputs just before it steps.
+        # judge and at every evaluation: a reference gradient is taken from each micro-batch's
+        # objective before the loop back-propagates it, and the optimizer's inputs as its step begins.
         watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
         # Read from the device only at a probe: the scale this step's backward runs at.
         loss_scale = self.scaler.get_scale() if watched and self.scaler.is_enabled() else 1.0
