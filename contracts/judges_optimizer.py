@@ -2,16 +2,21 @@
 
 Imported at the end of contracts.judges, which registers it; a pure function of what
 `stack.train.stepping` measured: the read-back and scheduled rates and the gradients left over
-(every step), and the parameters the optimizer's step changed (at the probes).
+(every step); which tensors the optimizer holds (at set-up, after every load of weights and at
+the probes); and at the probes, the gradient the optimizer was handed against the step's own,
+its update against AdamW's recomputed, and the parameters its step changed.
 """
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, judges, number
+from contracts.judges import Measured, Thresholds, count, flag, judges, number
 
 _CHECKS = {
     "schedule": ("applied_lr", "scheduled_lr"),
     "fresh": ("stale_gradients",),
+    "held": ("unheld_parameters", "stale_held_parameters", "unlisted_parameters", "untied_heads"),
+    "gradient": ("gradient_compared",),
+    "update": ("update_error", "update_worst", "updated_parameters", "optimizer_steps"),
     "moved": ("stepped_parameters", "moved_parameters", "unoptimized_parameters"),
 }
 
@@ -19,9 +24,10 @@ _CHECKS = {
 @judges("GATE-TRAIN-008", checks=_CHECKS)
 def _steps_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
     """Each check present is judged: the rate within lr_rtol of the schedule's, no gradient left
-    from the step before, and an optimizer that holds every parameter with a gradient and whose
-    step changed the weights wherever a gradient was not all zeros (where none was, as under a
-    clip of 0 or a DPO β of 0, there was nothing to apply: the loss's own gates judge that)."""
+    from the step before, an optimizer that holds the model's trained tensors, a gradient and an
+    update within their tolerances of the recomputed ones, and a step that changed the weights
+    wherever a gradient was not all zeros (where none was, as under a clip of 0 or a DPO β of 0,
+    there was nothing to apply: the loss's own gates judge that)."""
     problems = []
     if "applied_lr" in m:
         applied, scheduled = number(m, "applied_lr"), number(m, "scheduled_lr")
@@ -47,4 +53,67 @@ def _steps_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
                 f"none of the {stepped} parameter(s) with a nonzero gradient changed in the optimizer's "
                 "step: it did not step, or stepped other tensors than the model's"
             )
+    return [*problems, *_held(m), *_gradient(m, t), *_update(m, t)]
+
+
+def _held(m: Measured) -> list[str]:
+    if "unheld_parameters" not in m:
+        return []
+    problems = []
+    unheld, stale = count(m, "unheld_parameters"), count(m, "stale_held_parameters")
+    if unheld or stale:
+        problems.append(
+            f"{unheld} of the model's trained parameter(s) are in no parameter group of the optimizer and "
+            f"{stale} it holds are not the model's: the optimizer steps other tensors than the model "
+            "trains (did a load of weights replace the model's tensors?)"
+        )
+    if unlisted := count(m, "unlisted_parameters"):
+        problems.append(
+            f"{unlisted} parameter(s) differ between the model's trained parameters and the loop's list "
+            "of them, which it clips and checks"
+        )
+    if count(m, "untied_heads"):
+        problems.append("the config ties the head to the embedding but the model's head is another tensor")
     return problems
+
+
+def _gradient(m: Measured, t: Thresholds) -> list[str]:
+    """The logged norm before the clip within gradient_rtol of the reference's, and the worst tensor's
+    gradient at the optimizer within gradient_rtol of its clipped reference (a sharded model's is
+    not compared: nothing to judge)."""
+    if "gradient_compared" not in m or not flag(m, "gradient_compared"):
+        return []
+    problems, rtol = [], t["gradient_rtol"]
+    reference, logged = number(m, "reference_grad_norm"), number(m, "logged_grad_norm")
+    if not abs(logged - reference) <= rtol * reference:
+        problems.append(
+            f"the gradient norm before the clip is {logged:.6g}, the step's mean objective's {reference:.6g} "
+            f"(rtol {rtol:g}): the loss is scaled on its way to the gradient (grad_accum, the loss scale), "
+            "or the norm is not the whole gradient's"
+        )
+    error = number(m, "applied_gradient_error")
+    if not error <= rtol:
+        problems.append(
+            f"the gradient the optimizer was handed is {error:.3g} of its own size from the step's clipped "
+            f"gradient at {m.get('applied_gradient_worst')} (rtol {rtol:g}): a clip before the loss scale "
+            "is taken off, over some of the parameters, or a gradient scaled after the backward"
+        )
+    return problems
+
+
+def _update(m: Measured, t: Thresholds) -> list[str]:
+    """The worst tensor's weights or moment after the step within update_rtol of AdamW's."""
+    if "update_error" not in m:
+        return []
+    problems = []
+    if (steps := count(m, "optimizer_steps")) != 1:
+        problems.append(f"the optimizer stepped {steps} time(s) in one step of the loop, not once")
+    error, rtol = number(m, "update_error"), t["update_rtol"]
+    if error <= rtol:
+        return problems
+    return [
+        *problems,
+        f"the optimizer's step is {error:.3g} of its own size from AdamW's at {m.get('update_worst')} "
+        f"(rtol {rtol:g}), recomputed from its inputs with the configured betas, eps and decoupled "
+        "weight decay at the schedule's rate: another optimizer, swapped betas or decay on the wrong tensors",
+    ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import shutil
@@ -91,7 +92,20 @@ from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.spikes import SpikeDetector
-from stack.train.stepping import UpdateWatch, applied_lr, check_moved, check_step_start, stale_gradients
+from stack.train.stepping import (
+    AdamWSettings,
+    GradientReference,
+    StepProbe,
+    applied_lr,
+    check_gradient,
+    check_held,
+    check_moved,
+    check_step_start,
+    check_update,
+    held_measured,
+    stale_gradients,
+    trained,
+)
 from stack.train.tasks import objective_for
 from stack.train.tensorboard import Board
 
@@ -301,6 +315,7 @@ class Trainer:
         self.trained_parameters = [p for p in self.model.parameters() if p.requires_grad]
         lora_decay = config.lora.weight_decay if config.lora is not None else None
         check_decay_groups(self.optimizer, adapter_parameters(self.model), lora_decay)
+        self._check_held()
         # fp16 needs loss scaling on any device; torch's GradScaler has a CPU implementation too.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         # The task's objective owns the reader, the held-out batches and the loss (stack.train.objective).
@@ -375,6 +390,7 @@ class Trainer:
         else:
             ckpt.load_weights(checkpoint, self.model)
             ckpt.load_optimizer(checkpoint, self.optimizer)
+        self._check_held()  # the loaded model is the one the optimizer steps
         if state["scaler"] is not None:
             with ckpt.restoring(checkpoint, "scaler"):
                 self.scaler.load_state_dict(state["scaler"])
@@ -455,6 +471,7 @@ class Trainer:
             start.load(self.model)
             if self.lora is not None and start.mode != "continued":  # GATE-LORA-001 again, on the real base
                 check_identity(identity_measured(self.model))
+        self._check_held()  # the loaded model is the one the optimizer steps
         self.fine_tuning = True
         self.chat_template = self.chat_template or checkpoint.state.get(chat_jinja.STATE_KEY)  # inherited
         return start
@@ -463,6 +480,23 @@ class Trainer:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
         plain = GPT(self.config.model, seed=self.config.train.seed)  # no draw from the global RNG
         return plain, build_optimizer(plain, self.config, torch.device("cpu"))
+
+    def _check_held(self, step: int | None = None) -> None:
+        """GATE-TRAIN-008: the optimizer and the loop's list of trained parameters hold the model's own."""
+        check_held(held_measured(self.model, self.optimizer, self.trained_parameters), step)
+
+    def _adamw(self, lr: float) -> AdamWSettings:
+        """The AdamW step the configuration asks for at the schedule's rate `lr` (GATE-TRAIN-008)."""
+        train, lora = self.config.train, self.config.lora
+        return AdamWSettings(
+            lr=lr,
+            beta1=train.beta1,
+            beta2=train.beta2,
+            eps=train.eps,
+            weight_decay=train.weight_decay,
+            adapter_weight_decay=lora.weight_decay if lora is not None else 0.0,
+            adapters=frozenset(adapter_parameters(self.model)),
+        )
 
     def save(self) -> Path:
         """Write a checkpoint of the current step (rank 0), prune old ones, and tell the evidence."""
@@ -514,6 +548,15 @@ class Trainer:
             self.state.last_warmup_lr = applied
         if not self.model.training:  # evaluation and sampling leave it in eval mode; a walk of every module
             self.model.train()
+        # GATE-TRAIN-008 probes the step's arithmetic at the first step of the invocation it can
+        # judge and at every evaluation: a reference gradient is taken from each micro-batch's
+        # objective before the loop back-propagates it, and the optimizer's inputs as its step begins.
+        watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
+        # Read from the device only at a probe: the scale this step's backward runs at.
+        loss_scale = self.scaler.get_scale() if watched and self.scaler.is_enabled() else 1.0
+        reference = None
+        if watched and not self.sharded:
+            reference = GradientReference(trained(self.model), train.grad_accum, loss_scale)
         phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
         epoch = self.reader.epoch
         hashes = []
@@ -535,6 +578,8 @@ class Trainer:
                     step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
                 objective = step_loss.backprop + weighted_aux(aux)
+            if reference is not None:
+                reference.add(objective)  # before the backward below frees the graph
             self.scaler.scale(objective / train.grad_accum).backward()
             tally.add(tape, stated)
             self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
@@ -584,14 +629,13 @@ class Trainer:
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(loss_value, self.config.model.vocab, step)
-        watched = not self.update_judged or step % self.config.eval.every == 0 or step == train.steps
-        watch = UpdateWatch.taken(self.trained_parameters, self.optimizer) if watched else None
-        scale = self.scaler.get_scale() if watch is not None and self.scaler.is_enabled() else None
+        probe = self._armed_probe(reference, grad_value, step) if watched else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if watch is not None and applied > 0 and (scale is None or self.scaler.get_scale() >= scale):
-            check_moved(len(watch.parameters), watch.moved(), watch.unoptimized, step)  # the scaler stepped
-            self.update_judged = bool(watch.parameters)  # with no nonzero gradient, watch the next step
+        if probe is not None:
+            probe.close()
+            if not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale:  # the scaler stepped
+                self._judge_update(probe, lr, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
         self.state.tokens_seen += self.tokens_per_step
@@ -625,6 +669,26 @@ class Trainer:
             -self.config.eval.every :
         ]
         return line
+
+    def _armed_probe(self, reference: GradientReference | None, logged_norm: float, step: int) -> StepProbe:
+        """GATE-TRAIN-008 at a probe, before the step: the optimizer holds the model's tensors; and the
+        step's probe, which judges the gradient against `reference` as the optimizer's step begins."""
+        self._check_held(step)
+        handed = None
+        if reference is not None:
+            clip = self.config.train.clip_norm
+            handed = functools.partial(reference.measured, self.world, logged_norm, clip)
+        return StepProbe(trained(self.model), self.optimizer, handed)
+
+    def _judge_update(self, probe: StepProbe, lr: float, step: int) -> None:
+        """GATE-TRAIN-008 on a probed step the scaler did not skip: at a rate above 0, that the weights
+        moved; the gradient the optimizer was handed; its update at the schedule's rate `lr`."""
+        if lr > 0:
+            stepped, moved = probe.moved()
+            check_moved(stepped, moved, probe.unoptimized, step)
+            self.update_judged = stepped > 0  # with no nonzero gradient, watch the next step
+        check_gradient(probe.handed, step)
+        check_update(probe.update_measured(self._adamw(lr)), step)
 
     # -- probes of the loss on the batch it used ----------------------------------------
 
