@@ -264,13 +264,7 @@ class Spec(Strict):
         """The gates a completed record of run kind `kind` must judge (none for an undeclared kind):
         the kind's own, and those of every option its `config` turns on."""
         entry = self.run_kinds.get(kind)
-        if entry is None:
-            return []
-        required = list(entry.gates)
-        for option in entry.options:
-            if _option_on(config or {}, option.option):
-                required += [g for g in option.gates if g not in required]
-        return required
+        return [] if entry is None else gates_required(entry, config)
 
     def revision_at(self, gate_id: str, version: str) -> int | None:
         """The revision of `gate_id` in force under spec `version` (None: the gate came later)."""
@@ -507,6 +501,16 @@ def _check_policies(
 def load_spec() -> Spec:
     """The project's spec, loaded once per process."""
     return load_spec_from(default_spec_dir())
+
+
+def gates_required(entry: RunKind, config: dict[str, Any] | None = None) -> list[str]:
+    """The gates a completed record of run kind `entry` must judge: the kind's own, and those of
+    every option its `config` turns on (of today's spec/run_kinds.yaml, or of an older revision's)."""
+    required = list(entry.gates)
+    for option in entry.options:
+        if _option_on(config or {}, option.option):
+            required += [g for g in option.gates if g not in required]
+    return required
 
 
 def _option_on(config: dict[str, Any], dotted: str) -> bool:

@@ -21,7 +21,18 @@ from typing import Any
 import pytest
 from audit import LoadedEvidence, evidence_paths
 from check_integrity import Checker, run_checks
-from ledger_support import LEDGER, ROOT, Change, assert_caught, findings, gate, log_lines, planted, write_log
+from ledger_support import (
+    LEDGER,
+    ROOT,
+    Change,
+    assert_caught,
+    findings,
+    gate,
+    log_lines,
+    planted,
+    rederive,
+    write_log,
+)
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
@@ -402,6 +413,91 @@ def test_each_command_record_is_held_to_its_result_file(
     tmp_path: Path, run: str, change: Callable[[dict[str, Any]], None], fragment: str
 ) -> None:
     assert_caught(planted(tmp_path, run, lambda d, _: change(d)), fragment)
+
+
+# -- verdicts and requirements under the revisions a record cites -------------------------------
+
+
+def _heldout_batches_cut(data: dict[str, Any], run_dir: Path) -> None:
+    """Every evaluation of the log said to run on 8 held-out batches, and the record made to agree:
+    GATE-EVAL-001 re-judges to FAIL, a verdict a completed run cannot carry."""
+    lines = log_lines(run_dir)
+    for line in lines:
+        if line.get("type") == "eval":
+            line["batches"] = 8
+    write_log(run_dir, lines)
+    rederive(data, run_dir)
+    assert gate(data, "GATE-EVAL-001")["verdict"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_completed_record_under_an_older_run_kinds_with_a_fail_is_caught(tmp_path: Path) -> None:
+    """ft-demo-20261123 cites run_kinds rev 1: a FAIL under `completed` is caught all the same."""
+    run = planted(tmp_path, "ft-demo-20261123", _heldout_batches_cut)
+    assert_caught(run, "ft-demo-20261123", "status is completed, yet a gate FAILed")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            lambda d: d.update(gates=[g for g in d["gates"] if g["id"] != "GATE-DATA-005"]),
+            "a completed finetune run must judge GATE-DATA-005; it is missing",
+        ),
+        (
+            lambda d: gate(d, "GATE-DATA-007").update(verdict="NOT_RUN", measured=None, message=None),
+            "a completed finetune run left GATE-DATA-007 NOT_RUN",
+        ),
+    ],
+    ids=["deleted", "not-run"],
+)
+def test_a_required_gate_of_an_older_run_kinds_revision_left_out_is_caught(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """Held to the run_kinds.yaml of the revision it cites (found in git by its digest), not let off."""
+    assert_caught(planted(tmp_path, "ft-demo-20261123", lambda d, _: edit(d)), "ft-demo-20261123", fragment)
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_records_of_an_older_run_kinds_revision_are_held_to_it_without_a_warning() -> None:
+    """Every record citing run_kinds rev 1 passes under rev 1's own requirements, and none is waved
+    through with "its required gates are not re-checked"."""
+    dirs = [LEDGER / run for run in ("ft-demo-20261123", "options-matrix-20261123T151146", "smoke-20261123")]
+    report = run_checks(ROOT, dirs, runs_only=True)
+    assert report.violations == []
+    assert not any("not re-checked" in w.message for w in report.warnings)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_revision_lowered_below_its_spec_versions_is_caught(tmp_path: Path) -> None:
+    """tiny-20261124 (spec 1.10.0, GATE-EVAL-001 rev 2) restamped rev 1 over a held-out set too small
+    for rev 2: a lowered revision is a violation, not a stale warning that skips the judge."""
+
+    def lowered(data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        for line in lines:
+            if line.get("type") == "eval":
+                line["batches"] = 8
+        write_log(run_dir, lines)
+        gate(data, "GATE-EVAL-001").update(revision=1)
+        gate(data, "GATE-EVAL-001")["measured"].update(heldout_batches=8, distinct_windows=64)
+
+    run = planted(tmp_path, "tiny-20261124", lowered)
+    assert_caught(run, "GATE-EVAL-001 rev 1 is older than rev 2, which the spec 1.10.0 the record names")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_halted_matrix_restamped_with_its_gates_older_revision_is_caught(tmp_path: Path) -> None:
+    """options-matrix-20261123T150613 halted on GATE-ARCH-013 rev 2 (its commit had rev 2): made
+    completed with a PASS under rev 1."""
+
+    def restamped(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-ARCH-013").update(revision=1, verdict="PASS", message=None)
+        data["run"]["status"] = "completed"
+
+    run = planted(tmp_path, "options-matrix-20261123T150613", restamped)
+    assert_caught(run, "GATE-ARCH-013 rev 1 is older than rev 2")
 
 
 # -- the principle: any derived field, edited, is caught ------------------------------------------

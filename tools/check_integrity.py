@@ -52,6 +52,7 @@ from audit import (
 from lineage import lineage_problems
 from mutation import falsify_findings
 from record_checks import check_record_truth
+from spec_history import SpecHistory
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
@@ -123,6 +124,7 @@ class Checker:
         self.warnings: list[Finding] = []
         self._sha_cache: dict[str, str] = {}
         self.stale: dict[str, dict[str, str]] = {}  # run id → gate id → why it is stale
+        self.history = SpecHistory(self.root)  # older policy files, for records that cite them
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.violations.append(Finding(rule, self._rel(file), record, message))
@@ -189,7 +191,7 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
-        truth = check_record_truth(record, loaded.path.parent, self.spec)
+        truth = check_record_truth(record, loaded.path.parent, self.spec, self.history)
         for problem in truth.violations:
             self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
         for reason in sorted(set(truth.stale.values())):
