@@ -321,10 +321,14 @@ def policy_digest(data: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The files of the spec directory, besides gates/*.yaml, whose bytes make up the spec's sha256, in
+# the order they are hashed (tools/check_integrity.py digests spec/ at a record's commit the same way).
+SPEC_TOP_FILES = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
+
+
 def spec_files(spec_dir: Path) -> list[Path]:
     """The files whose bytes make up the spec, in a fixed order (hashed into evidence)."""
-    names = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
-    files = [spec_dir / name for name in names]
+    files = [spec_dir / name for name in SPEC_TOP_FILES]
     files += sorted((spec_dir / "gates").glob("*.yaml"))
     return files
 

@@ -500,6 +500,35 @@ def test_a_halted_matrix_restamped_with_its_gates_older_revision_is_caught(tmp_p
     assert_caught(run, "GATE-ARCH-013 rev 1 is older than rev 2")
 
 
+# -- the spec a record names, against its commit --------------------------------------------------
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_spec_digest_other_than_its_commits_spec_is_caught(tmp_path: Path) -> None:
+    """A clean record's spec.sha256 is the digest of spec/ at its commit (read from git)."""
+    run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d["spec"].update(sha256="0" * 64))
+    assert_caught(run, "spec.sha256 is 000000000000, but the spec at its commit")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_gpu_check_goal_loosened_is_caught(tmp_path: Path) -> None:
+    def loosened(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["goals"]["train_overhead"].update(goal=0.35, met=True)
+
+    run = planted(tmp_path, "gpu-check-20261122T160821", loosened)
+    assert_caught(run, "metrics.goals.train_overhead.goal is 0.35, but spec/benchmarks.yaml at its commit")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_goal_loosened_in_a_dirty_record_of_no_policy_digest_is_caught(tmp_path: Path) -> None:
+    """bench-trace-20261122T172643 (spec 1.6.0, a dirty tree, no policy digests): its goal is still the
+    one spec/benchmarks.yaml had at its commit."""
+    run = planted(
+        tmp_path, "bench-trace-20261122T172643", lambda d, _: d["metrics"].update(goal=1.75, met=True)
+    )
+    assert_caught(run, "metrics.goal is 1.75, but spec/benchmarks.yaml at its commit")
+
+
 # -- the principle: any derived field, edited, is caught ------------------------------------------
 
 

@@ -23,8 +23,11 @@ import yaml
 from contracts.spec import POLICY_FILES, SAFE_LOADER, RunKind, RunKindsFile, policy_digest
 
 
-def files_at(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
-    """The bytes of each (commit, path) of `wanted` that git has, in one `git cat-file --batch`."""
+def files_at(
+    root: Path, wanted: list[tuple[str, str]], kind: bytes = b"blob"
+) -> dict[tuple[str, str], bytes]:
+    """The content of each (commit, path) of `wanted` that git has as a `kind` object (a file's bytes,
+    or a tree's raw entries), in one `git cat-file --batch`."""
     if not wanted:
         return {}
     proc = subprocess.run(
@@ -41,12 +44,27 @@ def files_at(root: Path, wanted: list[tuple[str, str]]) -> dict[tuple[str, str],
             break
         header = out[at:end].split()
         at = end + 1
-        if len(header) != 3 or header[1] != b"blob":
+        if len(header) != 3 or header[1] not in (b"blob", b"tree", b"commit", b"tag"):
+            continue  # "<object> missing": nothing follows
+        if header[1] != kind:
+            at += int(header[2]) + 1
             continue
         size = int(header[2])
         found[key] = out[at : at + size]
         at += size + 1
     return found
+
+
+def tree_names(raw: bytes) -> list[str]:
+    """The entry names of a raw git tree object (each entry: mode, space, name, NUL, 20-byte id)."""
+    names, at = [], 0
+    while at < len(raw):
+        nul = raw.find(b"\0", at)
+        if nul < 0:
+            break
+        names.append(raw[raw.find(b" ", at) + 1 : nul].decode("utf-8", "replace"))
+        at = nul + 21
+    return names
 
 
 class SpecHistory:
