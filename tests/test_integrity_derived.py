@@ -500,6 +500,218 @@ def test_a_halted_matrix_restamped_with_its_gates_older_revision_is_caught(tmp_p
     assert_caught(run, "GATE-ARCH-013 rev 1 is older than rev 2")
 
 
+# -- what a training log and config decide beyond the summary ------------------------------------
+
+
+def _log_edit(edit: Callable[[list[dict[str, Any]]], None], forge: bool = True) -> Change:
+    """A change that edits the metrics log, then (as a perfect forger) re-derives the record from it."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        edit(lines)
+        write_log(run_dir, lines)
+        if forge:
+            rederive(data, run_dir)
+
+    return change
+
+
+def _raise_sample_score(lines: list[dict[str, Any]]) -> None:
+    sample = next(line for line in lines if line.get("type") == "sample" and line["step"] == 150)
+    sample["score"] = 96.24242424242425  # its three scores' mean is 86.24
+
+
+def _rescore_one_text(lines: list[dict[str, Any]]) -> None:
+    sample = next(line for line in lines if line.get("type") == "sample" and line["step"] == 150)
+    sample["scores"][2] = 100.0  # its text scores 70
+    sample["score"] = sum(sample["scores"]) / len(sample["scores"])
+
+
+def _hide_the_spike(lines: list[dict[str, Any]]) -> None:
+    """tiny-20261124's loss spike at step 178 smoothed over, its event and WARN gone; the evaluation
+    at step 200 keeps the train_loss the spike was part of."""
+    steps = {line["step"]: line for line in lines if line.get("type") == "step"}
+    steps[178]["loss"] = steps[177]["loss"]
+    lines[:] = [line for line in lines if line.get("event") != "loss_spike"]
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            _raise_sample_score,
+            "the sample at step 150 logs score 96.24242424242425, but its scores' mean is 86.2",
+        ),
+        (_rescore_one_text, "the sample at step 150 scores its text 2 100.0, but the text scores 70.0"),
+        (_hide_the_spike, "the evaluation at step 200 logs train_loss 2.405387625694275, but the mean loss"),
+    ],
+    ids=["sample-score", "text-score", "train-loss"],
+)
+def test_a_log_whose_lines_contradict_each_other_is_caught(
+    tmp_path: Path, edit: Callable[[list[dict[str, Any]]], None], fragment: str
+) -> None:
+    """Each sample's texts are scored again by the monitor's scorer (contracts.coherence), each
+    evaluation's train_loss is the mean of the eval.every step losses before it: the record derived
+    from the edited log agrees with it, and what catches the edit is the log's other lines."""
+    assert_caught(planted(tmp_path, "tiny-20261124", _log_edit(edit)), "tiny-20261124", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "edit", "fragment"),
+    [
+        ("tiny-20261124", lambda d: d["metrics"].update(parameters=4000), "metrics.parameters is 4000, but"),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"].update(parameters=771328),
+            "metrics.parameters is 771328, but its artifacts derive 785664",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: d["metrics"].update(tokens_seen=61440),
+            "metrics.tokens_seen is 61440, but its artifacts derive 30720",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(steps_per_epoch=3906),
+            "gates[GATE-DATA-001].measured.steps_per_epoch is 3906, but its artifacts derive 4",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: gate(d, "GATE-EVAL-001")["measured"].update(distinct_windows=4096),
+            "distinct_windows is 4096, more than the 16 held-out batches of 8 windows hold",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: d["run"].update(finished=d["run"]["started"]),
+            "run.finished is 0.000 s after run.started, but the steps of metrics.jsonl took",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DPO-004")["measured"].update(margins=[0.2 * i for i in range(20)]),
+            "gates[GATE-DPO-004].measured.margins[1] is 0.2, but its artifacts derive -0.035",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DPO-001")["measured"].update(loss=0.6931471805599453),
+            "gates[GATE-DPO-001].measured.loss is 0.6931471805599453, but its artifacts derive 0.69314718246",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-001")["measured"].update(
+                ce=2.9239041805267334, objective=2.934255838394165
+            ),
+            "gates[GATE-ARCH-001].measured.ce is 2.9239041805267334, but its artifacts derive 3.42390418",
+        ),
+        (
+            "mix-run-20261123",
+            lambda d: gate(d, "GATE-ARCH-001")["measured"]["terms"]["router_z"].update(value=0.5),
+            "gates[GATE-ARCH-001].measured.terms.router_z.value is 0.5",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-002").update(
+                verdict="PASS",
+                message=None,
+                measured={"routed": {"layers.0.moe": [4096] * 4, "layers.1.moe": [4096] * 4}},
+            ),
+            "gates[GATE-ARCH-002].measured.routed.layers.0.moe[0] is 4096, but its artifacts derive 8095",
+        ),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"]["lora_matrices"].update(
+                touched=d["metrics"]["lora_matrices"]["touched"][:6]
+            ),
+            "metrics.lora_matrices.touched is",
+        ),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"]["lora_matrices"].update(parameter_share=0.01),
+            "metrics.lora_matrices.parameter_share is 0.01, but its artifacts derive 0.1276",
+        ),
+        (
+            "sft-lora-20261122",
+            lambda d: gate(d, "GATE-LORA-001")["measured"].update(adapters=3),
+            "gates[GATE-LORA-001].measured.adapters is 3, but its artifacts derive 4",
+        ),
+    ],
+    ids=[
+        "parameters",
+        "lora-parameters",
+        "distill-tokens-seen",
+        "steps-per-epoch",
+        "distinct-windows",
+        "wall-time",
+        "dpo-margins",
+        "dpo-first-loss",
+        "moe-ce",
+        "moe-term",
+        "moe-routed",
+        "lora-touched",
+        "lora-share",
+        "lora-adapters",
+    ],
+)
+def test_what_a_training_config_and_log_decide_is_held_to_them(
+    tmp_path: Path, run: str, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """The parameter count of the config's shape (plus LoRA's adapters), tokens per step, steps per
+    epoch, the held-out windows, the wall time the steps took, DPO's and the experts' gate values at
+    the step lines they were judged on, the matrices LoRA touched: each edited in the record alone."""
+    assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> None:
+    """tiny-20261124's 108,928 parameters in a config shrunk to match a forged count: the checkpoint's
+    model.safetensors (437,512 bytes) holds far more float32 numbers than that."""
+
+    def shrink(data: dict[str, Any], run_dir: Path) -> None:
+        config = (run_dir / "config.toml").read_text()
+        (run_dir / "config.toml").write_text(config.replace("ffn_hidden = 176", "ffn_hidden = 16"))
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", shrink)
+    assert_caught(run, "model.safetensors is 437512 bytes, which cannot hold")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_tokens_scaled_to_another_world_size_are_caught_by_the_targets_scored(tmp_path: Path) -> None:
+    """world_size 2 and tokens_seen doubled, everything re-derived: the step lines still say each step
+    scored 512 targets, one rank's worth."""
+
+    def two_ranks(data: dict[str, Any], run_dir: Path) -> None:
+        data["determinism"]["flags"]["world_size"] = 2
+        data["metrics"]["tokens_seen"] *= 2
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", two_ranks)
+    assert_caught(
+        run, "metrics.tokens_seen is 204800, but the step lines of metrics.jsonl scored 102400 targets"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("also_the_gate", [False, True], ids=["unique", "unique-and-steps-per-epoch"])
+def test_unique_tokens_inflated_are_caught_by_the_epochs_the_log_shows(
+    tmp_path: Path, also_the_gate: bool
+) -> None:
+    """dpo-20261123 wrapped every 4 steps over its 1,025 unique tokens (256 per step): claiming a
+    million (and 3,906 steps per epoch) contradicts the log's wrap events and step epochs."""
+
+    def inflate(data: dict[str, Any], run_dir: Path) -> None:
+        data["metrics"]["unique_train_tokens"] = 1_000_000
+        if also_the_gate:
+            gate(data, "GATE-DATA-001")["measured"]["steps_per_epoch"] = 1_000_000 // 256
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "dpo-20261123", inflate)
+    assert_caught(
+        run, "its wrap events are at (step, epoch) [(5, 1), (9, 2), (13, 3), (17, 4)], but 3906 steps"
+    )
+
+
 # -- the spec a record names, against its commit --------------------------------------------------
 
 
