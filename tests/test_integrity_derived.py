@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -710,6 +711,208 @@ def test_unique_tokens_inflated_are_caught_by_the_epochs_the_log_shows(
     assert_caught(
         run, "its wrap events are at (step, epoch) [(5, 1), (9, 2), (13, 3), (17, 4)], but 3906 steps"
     )
+
+
+# -- what a command's result file decides beyond what the record copies ---------------------------
+
+
+def _in_file(name: str, edit: Callable[[Any], None]) -> Change:
+    """A change that edits the JSON result file `name`, then re-derives the record from it, as a
+    perfect forger would: what catches it is the file against itself."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        report = json.loads((run_dir / name).read_text())
+        edit(report)
+        (run_dir / name).write_text(json.dumps(report, indent=2) + "\n")
+        rederive(data, run_dir)
+
+    return change
+
+
+def _row(rows: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any]:
+    return next(row for row in rows if row.get(key) == value)
+
+
+def _nan_at_a_site(report: dict[str, Any]) -> None:
+    _row(report["trace"]["sites"], "name", "layers.2.output")["stats"]["nan"] = 7.0
+
+
+def _duplicate_two_kept_lines(data: dict[str, Any], run_dir: Path) -> None:
+    lines = (run_dir / "synth.jsonl").read_text().splitlines(keepends=True)
+    text = "".join(lines + lines[:2])
+    (run_dir / "synth.jsonl").write_text(text)
+    report = json.loads((run_dir / "synth.json").read_text())
+    report.update(kept=14, records_sha256=hashlib.sha256(text.encode()).hexdigest())
+    report["dropped"]["short"] = 6
+    (run_dir / "synth.json").write_text(json.dumps(report, indent=2) + "\n")
+    rederive(data, run_dir)
+
+
+def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
+    row = report["filters"]["stdlib"]
+    row.update(documents_in=1770, dropped={"leak": 8})
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "change", "fragment"),
+    [
+        (
+            "eval-20261122T141536",
+            _in_file("eval.json", lambda r: r.update(bits_per_byte=2.9)),
+            "eval.json: bits_per_byte is 2.9, but its loss over 5119 predicted tokens and 5120 bytes",
+        ),
+        (
+            "evalmatrix-20261122T172101",
+            _in_file("evalmatrix.json", lambda r: _row(r["rows"], "row", "C").update(bits_per_byte=5.9)),
+            "evalmatrix.json: row C's bits_per_byte is 5.9, but its loss over its completion tokens",
+        ),
+        (
+            "memorization-20261122T172106",
+            _in_file(
+                "memorization.json", lambda r: r["models"]["fine-tuned"].update(longest_run=3, mean_run=0.5)
+            ),
+            "memorization.json: its models are",
+        ),
+        (
+            "synth-20261122T172153",
+            _in_file("synth.json", lambda r: (r.update(generated=24), r["dropped"].update(short=12))),
+            "synth.json: generated is 24, but its settings draw 20 samples",
+        ),
+        (
+            "synth-20261122T172153",
+            _duplicate_two_kept_lines,
+            "synth.jsonl line 13 repeats an earlier line, yet kept",
+        ),
+        (
+            "export-hf-20261122T172052",
+            lambda d, _: gate(d, "GATE-CKPT-002")["measured"].update(checkpoint="stdlib-byte-demo-0.2.0"),
+            'gates[GATE-CKPT-002].measured.checkpoint is "stdlib-byte-demo-0.2.0", but its artifacts derive',
+        ),
+        (
+            "export-hf-20261122T172052",
+            lambda d, _: d["run"]["argv"].extend(["--waive", "GATE-EXPORT-001", "--reason", "close enough"]),
+            "run.argv is",
+        ),
+        (
+            "laser-20261122T145455",
+            lambda d, _: gate(d, "GATE-LASER-002")["measured"].update(
+                matrices=gate(d, "GATE-LASER-002")["measured"]["matrices"][:-1]
+            ),
+            "gates[GATE-LASER-002].measured.matrices is",
+        ),
+        (
+            "laser-20261122T145455",
+            lambda d, _: gate(d, "GATE-LASER-002")["measured"]["matrices"][0].update(
+                discarded_norm=1.0, error=1.0
+            ),
+            "gates[GATE-LASER-002].measured.matrices[0].discarded_norm is 1.0, but its artifacts derive 3.08",
+        ),
+        (
+            "quantize-20261122T145535",
+            lambda d, _: gate(d, "GATE-HQQ-001")["measured"].update(
+                matrices=gate(d, "GATE-HQQ-001")["measured"]["matrices"][:-1]
+            ),
+            "gates[GATE-HQQ-001].measured.matrices is",
+        ),
+        (
+            "lens-train-20261122T142047",
+            lambda d, _: gate(d, "GATE-LENS-003")["measured"]["layers"][0].update(kl_tuned=0.2),
+            "gates[GATE-LENS-003].measured.layers[0].kl_tuned is 0.2, but its artifacts derive 1.57",
+        ),
+        (
+            "lens-20261122T142052",
+            _in_file(
+                "trace.json", lambda r: r["per_layer"][0].update(kl=[x / 2 for x in r["per_layer"][0]["kl"]])
+            ),
+            "trace.json: per_layer[0].kl is",
+        ),
+        (
+            "trace-20261122T114524",
+            _in_file("trace.json", _nan_at_a_site),
+            "trace.json: its sites holding NaN/Inf are ['layers.2.output'], but it names []",
+        ),
+        (
+            "trace-20261122T114524",
+            _in_file("trace.json", lambda r: r["per_layer"][3].update(output_absmax=1.0)),
+            "trace.json: per_layer[3].output_absmax is 1.0, but its sites give 3.869",
+        ),
+        (
+            "trace-20261122T114524",
+            lambda d, _: gate(d, "GATE-TRACE-002")["measured"].update(sites=81),
+            "gates[GATE-TRACE-002].measured.sites is 81, but its artifacts derive 55",
+        ),
+        (
+            "patch-20261122T142101",
+            lambda d, _: gate(d, "GATE-PATCH-002")["measured"].update(elements=9999),
+            "its logit-comparing gates count different vocabularies",
+        ),
+        (
+            "options-matrix-20261123T151146",
+            lambda d, _: d["metrics"].update(verdicts={"pass": 192}),
+            'metrics.verdicts is {"pass": 192}, but its artifacts derive {"pass": 178, "refused": 14}',
+        ),
+        (
+            "options-matrix-20261123T151146",
+            lambda d, _: d["metrics"].update(seconds=143.0),
+            "metrics.seconds is 143.0, but total of its measurements gives 285.",
+        ),
+        (
+            "prepare-20261124T013351",
+            _in_file("manifest.json", lambda r: r["totals"]["train"].update(documents=1700)),
+            "manifest.json: totals.train.documents is 1700, but its train shards hold 1678",
+        ),
+        (
+            "prepare-20261124T013351",
+            _in_file("manifest.json", _one_more_drop_than_logged),
+            "manifest.json: filters.stdlib drops 8 document(s), but the drop log is empty (0 bytes)",
+        ),
+        (
+            "es-20261122T145518",
+            lambda d, _: d["metrics"]["steps"][0].update(fitness_mean=-0.5),
+            "metrics.steps[0] has fitness_mean -0.5 above its fitness_best",
+        ),
+        (
+            "gpu-check-20261122T160821",
+            lambda d, _: next(s for s in d["metrics"]["steps"] if s["name"] == "compile")["measured"].update(
+                stack_tokens_per_s=168000
+            ),
+            "metrics.steps[compile].measured.stack_tokens_per_s is 168000, but the step's summary says",
+        ),
+    ],
+    ids=[
+        "eval-bpb",
+        "evalmatrix-bpb",
+        "memorization-summary",
+        "synth-generated",
+        "synth-duplicates",
+        "export-checkpoint",
+        "export-argv",
+        "laser-row-dropped",
+        "laser-norms",
+        "hqq-row-dropped",
+        "lens-train-layers",
+        "lens-readings",
+        "trace-nan",
+        "trace-per-layer",
+        "trace-sites",
+        "patch-elements",
+        "options-verdicts",
+        "options-seconds",
+        "prepare-totals",
+        "prepare-drop-log",
+        "es-fitness",
+        "gpu-check-summary",
+    ],
+)
+def test_what_a_result_file_decides_is_held_to_it(
+    tmp_path: Path, run: str, change: Change, fragment: str
+) -> None:
+    """Identities inside a command's result file (bits per byte from loss, tokens and bytes; a summary
+    from the runs or sites or readings it summarises; counts from the lines, cells or shards) and the
+    gate values a legacy result file decides: a number edited in file and record alike, or in the
+    record alone, is named."""
+    assert_caught(planted(tmp_path, run, change), run, fragment)
 
 
 # -- the spec a record names, against its commit --------------------------------------------------

@@ -861,12 +861,33 @@ def training_record(inputs: Inputs) -> Derivation:
 
 # Evolution strategies (`stack es`) gained its metrics log in spec 1.7.0.
 ES_LOG_SINCE = "1.7.0"
+# A step's mean fitness is the population's float32 mean, never above its best (its max); the mean
+# of equal fitnesses may round a unit of float32 above them, hence this relative slack.
+ES_MEAN_RTOL = 1e-6
+
+
+def es_step_problems(reports: Any) -> list[str]:
+    """Each ES step report's mean fitness is no higher than its best (stack.es.loop: mean and max of
+    the same population)."""
+    problems = []
+    for index, report in enumerate(reports if isinstance(reports, list) else []):
+        mean, best = (
+            (report.get("fitness_mean"), report.get("fitness_best")) if isinstance(report, dict) else (0, 0)
+        )
+        above = _real(mean) and _real(best) and mean > best
+        if above and not math.isclose(mean, best, rel_tol=ES_MEAN_RTOL):
+            problems.append(
+                f"metrics.steps[{index}] has fitness_mean {mean} above its fitness_best {best}, "
+                "the population's max"
+            )
+    return problems
 
 
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
     derived = Derivation()
+    derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
     log = read_log(inputs, derived, since=ES_LOG_SINCE)
     if log is None:
         return derived
