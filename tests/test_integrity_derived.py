@@ -915,6 +915,69 @@ def test_what_a_result_file_decides_is_held_to_it(
     assert_caught(planted(tmp_path, run, change), run, fragment)
 
 
+# -- across records: the releases a record names, the data a record read -------------------------
+
+
+def _init_from_another_release(data: dict[str, Any], _dir: Path) -> None:
+    moved = "evidence/models/stdlib-byte-demo-0.1.0"
+    data["metrics"]["init_from"]["path"] = moved
+    data["run"]["argv"][data["run"]["argv"].index("--init-from") + 1] = moved
+    data["lineage"]["parents"][0]["path"] = moved
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            _init_from_another_release,
+            "its init parent evidence/models/stdlib-byte-demo-0.1.0 is the release stdlib-byte-demo@0.1.0, "
+            "whose weights are 79e2420fa48a, not the d0f2dea51055",
+        ),
+        (
+            lambda d, _: d["lineage"]["parents"][0].update(
+                checkpoint_sha256="79e2420fa48a1784641231a19ced1600bdd48b35891bdfa425f4e09d45eac7fd"
+            ),
+            "is the release stdlib-byte-demo@0.2.0, whose weights are d0f2dea51055, not the 79e2420fa48a",
+        ),
+        (
+            lambda d, _: d["metrics"]["init_from"].update(step=5000),
+            "metrics.init_from.step is 5000, but the release stdlib-byte-demo@0.2.0 it started from is the "
+            "checkpoint of step 1200",
+        ),
+    ],
+    ids=["path-moved", "weights-swapped", "step"],
+)
+def test_a_parent_named_by_a_release_path_is_held_to_the_release(
+    tmp_path: Path, change: Change, fragment: str
+) -> None:
+    """ft-demo-20261123 started from evidence/models/stdlib-byte-demo-0.2.0: the registry says which
+    weights that directory releases, and its record the step of their checkpoint."""
+    assert_caught(planted(tmp_path, "ft-demo-20261123", change), "ft-demo-20261123", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_unique_tokens_other_than_the_prepare_records_train_split_are_caught(tmp_path: Path) -> None:
+    """tiny-20261124 read the data prepare-20261124T013351 made (the same manifest sha256): 30,161,272
+    train tokens. Forty million, everything re-derived from them, is still not that split."""
+
+    def inflate(data: dict[str, Any], run_dir: Path) -> None:
+        data["metrics"]["unique_train_tokens"] = 40_000_000
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", inflate)
+    found = [
+        f.line()
+        for f in run_checks(ROOT, [run, LEDGER / "prepare-20261124T013351"], runs_only=True).violations
+    ]
+    assert any(
+        "metrics.unique_train_tokens is 40000000, but the train split of its data" in line
+        and "holds 30161272 tokens" in line
+        for line in found
+    ), "\n".join(found)
+    assert findings(run) == []  # alone, nothing in the record contradicts it
+
+
 # -- the spec a record names, against its commit --------------------------------------------------
 
 

@@ -49,7 +49,13 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
-from lineage import lineage_problems
+from lineage import (
+    Release,
+    lineage_problems,
+    prepared_tokens_problems,
+    rebadged_releases,
+    release_parent_problems,
+)
 from mutation import falsify_findings
 from record_checks import check_record_truth
 from spec_history import SpecHistory, files_at, tree_names
@@ -474,8 +480,40 @@ class Checker:
         """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
         loaded = {e.record.run.id: e for e in records if e.record is not None}
         by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
-        for run_id, problem in lineage_problems(by_id):
+        for run_id, problem in [*lineage_problems(by_id), *prepared_tokens_problems(by_id)]:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
+    def check_releases_named(
+        self, registry: Registry, records: dict[str, LoadedEvidence], checked: list[LoadedEvidence]
+    ) -> None:
+        """The records `checked` against the registry: one naming a released model by its directory
+        names its weights and its checkpoint's step (tools/lineage.py); and, when the whole ledger is
+        checked (`records`, the ledger by run id), one model's weights back one live release. A
+        release's step is its evidence record's checkpoint's, read from the ledger."""
+        releases = []
+        for model in registry.models:
+            weights = [
+                a for a in model.artifacts if a.path is not None and a.path.endswith("/" + WEIGHTS_FILE)
+            ]
+            if not weights:
+                continue
+            cited = [records.get(e.run) or self._ledger_record(e.run) for e in model.evidence]
+            steps = [e.record.checkpoint.step for e in cited if e and e.record and e.record.checkpoint]
+            directory = str(weights[0].path).rsplit("/", 1)[0]
+            step = steps[0] if steps else None
+            releases.append(Release(model.key, directory, weights[0].sha256, step, model.withdrawn is None))
+        if records:
+            for key, problem in rebadged_releases(releases):
+                self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, key, problem)
+        loaded = {e.record.run.id: e for e in checked if e.record is not None}
+        by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
+        for run_id, problem in release_parent_problems(by_id, releases):
+            self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
+    def _ledger_record(self, run_id: str) -> LoadedEvidence | None:
+        """One record of this repository's ledger, read on its own (None when there is none)."""
+        path = self.root / RUNS_DIR / run_id / EVIDENCE_FILE
+        return load_evidence(path) if path.is_file() else None
 
     def check_ledger_dirs(self) -> None:
         """Every directory of the ledger holds a metadata.json; a record never just disappears."""
@@ -657,6 +695,8 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     checker.check_commits(ledger + extra)
     checker.check_lineage(ledger + extra)
     if runs_only:
+        with contextlib.suppress(BadInput):  # the registry's own form is the full check's to judge
+            checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)
         return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
     checker.check_duplicates(ledger)
@@ -668,6 +708,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
         checker.check_registry_history(registry)
+        checker.check_releases_named(registry, by_id, ledger + extra)
     checker.check_citations()
     checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
