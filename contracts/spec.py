@@ -267,13 +267,17 @@ class Spec(Strict):
         return [] if entry is None else gates_required(entry, config)
 
     def revision_at(self, gate_id: str, version: str) -> int | None:
-        """The revision of `gate_id` in force under spec `version` (None: the gate came later)."""
-        entries = [
-            e.revision
-            for e in self.revisions.get(gate_id, [])
-            if _release_numbers(e.spec_version) <= _release_numbers(version)
-        ]
-        return max(entries, default=None)
+        """The revision of `gate_id` in force under spec `version` (None: the gate came later); kept
+        per spec digest, since the checker asks it of every gate result of every record."""
+        key = (self.sha256, gate_id, version)
+        if key not in _REVISION_AT:
+            entries = [
+                e.revision
+                for e in self.revisions.get(gate_id, [])
+                if _release_numbers(e.spec_version) <= _release_numbers(version)
+            ]
+            _REVISION_AT[key] = max(entries, default=None)
+        return _REVISION_AT[key]
 
     def introduced_after(self, gate_id: str, version: str) -> str | None:
         """The spec version that brought `gate_id` in, when it is later than `version`; else None.
@@ -294,6 +298,11 @@ class Spec(Strict):
             raise BadInput(f"no benchmark goal named {name!r} in spec/benchmarks.yaml") from None
 
 
+# Spec.revision_at's answers, by (spec sha256, gate id, spec version).
+_REVISION_AT: dict[tuple[str, str, str], int | None] = {}
+
+
+@lru_cache(maxsize=1024)
 def _release_numbers(version: str) -> tuple[int, ...]:
     """The numbers of a spec version (`1.7.0` → (1, 7, 0)); a pre-release suffix is left out."""
     return tuple(int(part) for part in version.split("-", 1)[0].split("."))
