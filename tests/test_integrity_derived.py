@@ -636,6 +636,21 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             lambda d: gate(d, "GATE-LORA-001")["measured"].update(adapters=3),
             "gates[GATE-LORA-001].measured.adapters is 3, but its artifacts derive 4",
         ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-012")["measured"].update(top_k=1),
+            "gates[GATE-ARCH-012].measured.top_k is 1, but its artifacts derive 2",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DATA-007")["measured"].update(model_vocab=8192),
+            "gates[GATE-DATA-007].measured.model_vocab is 8192, but its artifacts derive 257",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(served_batches=199),
+            "gates[GATE-DATA-001].measured.served_batches is 199, but its artifacts derive 200",
+        ),
     ],
     ids=[
         "parameters",
@@ -652,6 +667,9 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
         "lora-touched",
         "lora-share",
         "lora-adapters",
+        "moe-top-k",
+        "model-vocab",
+        "batches-served",
     ],
 )
 def test_what_a_training_config_and_log_decide_is_held_to_them(

@@ -747,12 +747,38 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
         if line is not None and all(_real(t["value"]) for t in terms.values()):
             derived.put(("gates", "GATE-ARCH-001", "measured", "ce"), line.get("loss"), optional=True)
             derived.put(("gates", "GATE-ARCH-001", "measured", "terms"), terms, optional=True)
+    collapse_judged = results.get("GATE-ARCH-012")
+    if (
+        collapse_judged is not None
+        and isinstance(collapse_judged.measured, dict)
+        and settler.wanted("GATE-ARCH-012")
+    ):
+        routing = {"top_k": model.get("moe_top_k", 2), "balance_coef": model.get("moe_balance_coef", 0.01)}
+        for key, value in routing.items():  # ModelConfig's defaults, as the loop passes them
+            derived.put(("gates", "GATE-ARCH-012", "measured", key), value, optional=True)
     shares, collapse = results.get("GATE-ARCH-002"), results.get("GATE-ARCH-012")
     if shares is None or collapse is None or shares.step is None or shares.step != collapse.step:
         return
     windows = collapse.measured.get("windows") if isinstance(collapse.measured, dict) else None
     if settler.wanted("GATE-ARCH-002") and isinstance(windows, list) and windows:
         derived.put(("gates", "GATE-ARCH-002", "measured", "routed"), windows[-1], optional=True)
+
+
+def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
+    GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
+    batch a step, without gradient accumulation)."""
+    derived = settler.derived
+    judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
+    vocab = config.get("model", {}).get("vocab")
+    if "model_vocab" in judged.get("GATE-DATA-007", {}) and settler.wanted("GATE-DATA-007"):
+        derived.put(("gates", "GATE-DATA-007", "measured", "model_vocab"), vocab)
+    taken = judged.get("GATE-DATA-001", {})
+    one_batch = config.get("train", {}).get("grad_accum", 1) == 1
+    if settler.wanted("GATE-DATA-001") and one_batch and log.steps:
+        for key in ("served_batches", "taken_batches"):
+            if key in taken:
+                derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
 
 
 def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> None:
@@ -841,6 +867,7 @@ def training_record(inputs: Inputs) -> Derivation:
         _wall_time(inputs, log, per_step, derived)
     _dpo(inputs, log, config, settler)
     _experts(inputs, log, config, settler)
+    _stated_by_gates(inputs, log, config, settler)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
