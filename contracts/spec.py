@@ -264,22 +264,20 @@ class Spec(Strict):
         """The gates a completed record of run kind `kind` must judge (none for an undeclared kind):
         the kind's own, and those of every option its `config` turns on."""
         entry = self.run_kinds.get(kind)
-        if entry is None:
-            return []
-        required = list(entry.gates)
-        for option in entry.options:
-            if _option_on(config or {}, option.option):
-                required += [g for g in option.gates if g not in required]
-        return required
+        return [] if entry is None else gates_required(entry, config)
 
     def revision_at(self, gate_id: str, version: str) -> int | None:
-        """The revision of `gate_id` in force under spec `version` (None: the gate came later)."""
-        entries = [
-            e.revision
-            for e in self.revisions.get(gate_id, [])
-            if _release_numbers(e.spec_version) <= _release_numbers(version)
-        ]
-        return max(entries, default=None)
+        """The revision of `gate_id` in force under spec `version` (None: the gate came later); kept
+        per spec digest, since the checker asks it of every gate result of every record."""
+        key = (self.sha256, gate_id, version)
+        if key not in _REVISION_AT:
+            entries = [
+                e.revision
+                for e in self.revisions.get(gate_id, [])
+                if _release_numbers(e.spec_version) <= _release_numbers(version)
+            ]
+            _REVISION_AT[key] = max(entries, default=None)
+        return _REVISION_AT[key]
 
     def introduced_after(self, gate_id: str, version: str) -> str | None:
         """The spec version that brought `gate_id` in, when it is later than `version`; else None.
@@ -300,6 +298,11 @@ class Spec(Strict):
             raise BadInput(f"no benchmark goal named {name!r} in spec/benchmarks.yaml") from None
 
 
+# Spec.revision_at's answers, by (spec sha256, gate id, spec version).
+_REVISION_AT: dict[tuple[str, str, str], int | None] = {}
+
+
+@lru_cache(maxsize=1024)
 def _release_numbers(version: str) -> tuple[int, ...]:
     """The numbers of a spec version (`1.7.0` → (1, 7, 0)); a pre-release suffix is left out."""
     return tuple(int(part) for part in version.split("-", 1)[0].split("."))
@@ -327,10 +330,14 @@ def policy_digest(data: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# The files of the spec directory, besides gates/*.yaml, whose bytes make up the spec's sha256, in
+# the order they are hashed (tools/check_integrity.py digests spec/ at a record's commit the same way).
+SPEC_TOP_FILES = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
+
+
 def spec_files(spec_dir: Path) -> list[Path]:
     """The files whose bytes make up the spec, in a fixed order (hashed into evidence)."""
-    names = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
-    files = [spec_dir / name for name in names]
+    files = [spec_dir / name for name in SPEC_TOP_FILES]
     files += sorted((spec_dir / "gates").glob("*.yaml"))
     return files
 
@@ -507,6 +514,16 @@ def _check_policies(
 def load_spec() -> Spec:
     """The project's spec, loaded once per process."""
     return load_spec_from(default_spec_dir())
+
+
+def gates_required(entry: RunKind, config: dict[str, Any] | None = None) -> list[str]:
+    """The gates a completed record of run kind `entry` must judge: the kind's own, and those of
+    every option its `config` turns on (of today's spec/run_kinds.yaml, or of an older revision's)."""
+    required = list(entry.gates)
+    for option in entry.options:
+        if _option_on(config or {}, option.option):
+            required += [g for g in option.gates if g not in required]
+    return required
 
 
 def _option_on(config: dict[str, Any], dotted: str) -> bool:

@@ -15,7 +15,12 @@ from typing import Any
 
 from check_integrity import run_checks
 
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR
+from contracts.derive import Artifacts, Inputs, derive
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord
+from contracts.judges import judge
+from contracts.ledger import verdict_of
+from contracts.release_rules import stale_gates
+from contracts.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER = ROOT / LEDGER_DIR
@@ -30,10 +35,8 @@ def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Pa
     path = target / EVIDENCE_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
     change(data, target)
-    for art in data["artifacts"] if rehash else []:
-        file = (target / art["path"]).resolve()
-        if file.is_file() and file.is_relative_to(target):
-            art.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), bytes=file.stat().st_size)
+    if rehash:
+        _rehash(target, data)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return target
 
@@ -58,3 +61,53 @@ def log_lines(run_dir: Path) -> list[dict[str, Any]]:
 
 def write_log(run_dir: Path, lines: list[dict[str, Any]]) -> None:
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def _rehash(run_dir: Path, data: dict[str, Any]) -> None:
+    """Every cited artifact's sha256 and size written again, as a forger would after editing it."""
+    for art in data["artifacts"]:
+        file = (run_dir / art["path"]).resolve()
+        if file.is_file() and file.is_relative_to(run_dir.resolve()):
+            art.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), bytes=file.stat().st_size)
+
+
+def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    if path[0] == "gates":
+        target: Any = gate(data, path[1])
+        path = path[2:]
+    else:
+        target = data
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
+def rederive(data: dict[str, Any], run_dir: Path, rounds: int = 2) -> dict[str, Any]:
+    """A perfect forger's finish: every field the record's artifacts derive copied into the record,
+    every verdict they settle set, then every verdict judged again from its measured values (and its
+    message rewritten), every artifact re-hashed. What still catches the plant is then a rule that
+    reads something the forger did not (or could not) make agree."""
+    spec = load_spec()
+    stale: frozenset[str] = frozenset()
+    for _ in range(rounds):
+        _rehash(run_dir, data)
+        record = EvidenceRecord.model_validate(data)
+        stale = frozenset(stale_gates(record, spec))
+        artifacts = Artifacts(run_dir, [a.path for a in record.artifacts])
+        derivation = derive(record.run.kind, Inputs(record, artifacts, spec, stale))
+        present = {g["id"] for g in data["gates"]}
+        for path, value in derivation.fields.items():
+            if path[0] != "gates" or path[1] in present:
+                _put(data, path, value)
+        for gate_id, (verdict, exact) in derivation.verdicts.items():
+            if exact and gate_id in present:
+                gate(data, gate_id)["verdict"] = verdict.value
+    waived = {w["gate"] for w in data.get("waivers", [])}
+    for result in data["gates"]:
+        if result["verdict"] == "NOT_RUN" or result["id"] not in spec.gates or result["id"] in stale:
+            continue
+        problems = judge(result["id"], result["measured"], spec.gates[result["id"]].threshold_values)
+        result["verdict"] = verdict_of(spec, result["id"], not problems, result["id"] in waived).value
+        result["message"] = "; ".join(problems) if problems else None
+    _rehash(run_dir, data)
+    return data

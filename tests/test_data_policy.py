@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from contracts.coherence import coherence_score
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
 from contracts.judges import judge
@@ -22,7 +23,6 @@ from stack.data import bandit as bandit_module
 from stack.data import mixture
 from stack.data import policy as policy_module
 from stack.data.bandit import Exp3
-from stack.data.coherence import coherence_score
 from stack.data.curriculum import Phase
 from stack.data.policy import MixturePolicy, build_policy
 from stack.data.prepare import prepare_corpus

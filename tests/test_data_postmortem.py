@@ -27,11 +27,11 @@ from test_data_policy import (
     mixed_corpus,
 )
 
+from contracts.coherence import coherence_score
 from contracts.evidence import Verdict
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.data import bandit as bandit_module
-from stack.data.coherence import coherence_score
 from stack.data.curriculum import Phase
 from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus

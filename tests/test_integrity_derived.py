@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,18 @@ from typing import Any
 import pytest
 from audit import LoadedEvidence, evidence_paths
 from check_integrity import Checker, run_checks
-from ledger_support import LEDGER, ROOT, Change, assert_caught, findings, gate, log_lines, planted, write_log
+from ledger_support import (
+    LEDGER,
+    ROOT,
+    Change,
+    assert_caught,
+    findings,
+    gate,
+    log_lines,
+    planted,
+    rederive,
+    write_log,
+)
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
@@ -402,6 +414,615 @@ def test_each_command_record_is_held_to_its_result_file(
     tmp_path: Path, run: str, change: Callable[[dict[str, Any]], None], fragment: str
 ) -> None:
     assert_caught(planted(tmp_path, run, lambda d, _: change(d)), fragment)
+
+
+# -- verdicts and requirements under the revisions a record cites -------------------------------
+
+
+def _heldout_batches_cut(data: dict[str, Any], run_dir: Path) -> None:
+    """Every evaluation of the log said to run on 8 held-out batches, and the record made to agree:
+    GATE-EVAL-001 re-judges to FAIL, a verdict a completed run cannot carry."""
+    lines = log_lines(run_dir)
+    for line in lines:
+        if line.get("type") == "eval":
+            line["batches"] = 8
+    write_log(run_dir, lines)
+    rederive(data, run_dir)
+    assert gate(data, "GATE-EVAL-001")["verdict"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_completed_record_under_an_older_run_kinds_with_a_fail_is_caught(tmp_path: Path) -> None:
+    """ft-demo-20261123 cites run_kinds rev 1: a FAIL under `completed` is caught all the same."""
+    run = planted(tmp_path, "ft-demo-20261123", _heldout_batches_cut)
+    assert_caught(run, "ft-demo-20261123", "status is completed, yet a gate FAILed")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            lambda d: d.update(gates=[g for g in d["gates"] if g["id"] != "GATE-DATA-005"]),
+            "a completed finetune run must judge GATE-DATA-005; it is missing",
+        ),
+        (
+            lambda d: gate(d, "GATE-DATA-007").update(verdict="NOT_RUN", measured=None, message=None),
+            "a completed finetune run left GATE-DATA-007 NOT_RUN",
+        ),
+    ],
+    ids=["deleted", "not-run"],
+)
+def test_a_required_gate_of_an_older_run_kinds_revision_left_out_is_caught(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """Held to the run_kinds.yaml of the revision it cites (found in git by its digest), not let off."""
+    assert_caught(planted(tmp_path, "ft-demo-20261123", lambda d, _: edit(d)), "ft-demo-20261123", fragment)
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_records_of_an_older_run_kinds_revision_are_held_to_it_without_a_warning() -> None:
+    """Every record citing run_kinds rev 1 passes under rev 1's own requirements, and none is waved
+    through with "its required gates are not re-checked"."""
+    dirs = [LEDGER / run for run in ("ft-demo-20261123", "options-matrix-20261123T151146", "smoke-20261123")]
+    report = run_checks(ROOT, dirs, runs_only=True)
+    assert report.violations == []
+    assert not any("not re-checked" in w.message for w in report.warnings)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_revision_lowered_below_its_spec_versions_is_caught(tmp_path: Path) -> None:
+    """tiny-20261124 (spec 1.10.0, GATE-EVAL-001 rev 2) restamped rev 1 over a held-out set too small
+    for rev 2: a lowered revision is a violation, not a stale warning that skips the judge."""
+
+    def lowered(data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        for line in lines:
+            if line.get("type") == "eval":
+                line["batches"] = 8
+        write_log(run_dir, lines)
+        gate(data, "GATE-EVAL-001").update(revision=1)
+        gate(data, "GATE-EVAL-001")["measured"].update(heldout_batches=8, distinct_windows=64)
+
+    run = planted(tmp_path, "tiny-20261124", lowered)
+    assert_caught(run, "GATE-EVAL-001 rev 1 is older than rev 2, which the spec 1.10.0 the record names")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_halted_matrix_restamped_with_its_gates_older_revision_is_caught(tmp_path: Path) -> None:
+    """options-matrix-20261123T150613 halted on GATE-ARCH-013 rev 2 (its commit had rev 2): made
+    completed with a PASS under rev 1."""
+
+    def restamped(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-ARCH-013").update(revision=1, verdict="PASS", message=None)
+        data["run"]["status"] = "completed"
+
+    run = planted(tmp_path, "options-matrix-20261123T150613", restamped)
+    assert_caught(run, "GATE-ARCH-013 rev 1 is older than rev 2")
+
+
+# -- what a training log and config decide beyond the summary ------------------------------------
+
+
+def _log_edit(edit: Callable[[list[dict[str, Any]]], None], forge: bool = True) -> Change:
+    """A change that edits the metrics log, then (as a perfect forger) re-derives the record from it."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        lines = log_lines(run_dir)
+        edit(lines)
+        write_log(run_dir, lines)
+        if forge:
+            rederive(data, run_dir)
+
+    return change
+
+
+def _raise_sample_score(lines: list[dict[str, Any]]) -> None:
+    sample = next(line for line in lines if line.get("type") == "sample" and line["step"] == 150)
+    sample["score"] = 96.24242424242425  # its three scores' mean is 86.24
+
+
+def _rescore_one_text(lines: list[dict[str, Any]]) -> None:
+    sample = next(line for line in lines if line.get("type") == "sample" and line["step"] == 150)
+    sample["scores"][2] = 100.0  # its text scores 70
+    sample["score"] = sum(sample["scores"]) / len(sample["scores"])
+
+
+def _hide_the_spike(lines: list[dict[str, Any]]) -> None:
+    """tiny-20261124's loss spike at step 178 smoothed over, its event and WARN gone; the evaluation
+    at step 200 keeps the train_loss the spike was part of."""
+    steps = {line["step"]: line for line in lines if line.get("type") == "step"}
+    steps[178]["loss"] = steps[177]["loss"]
+    lines[:] = [line for line in lines if line.get("event") != "loss_spike"]
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (
+            _raise_sample_score,
+            "the sample at step 150 logs score 96.24242424242425, but its scores' mean is 86.2",
+        ),
+        (_rescore_one_text, "the sample at step 150 scores its text 2 100.0, but the text scores 70.0"),
+        (_hide_the_spike, "the evaluation at step 200 logs train_loss 2.405387625694275, but the mean loss"),
+    ],
+    ids=["sample-score", "text-score", "train-loss"],
+)
+def test_a_log_whose_lines_contradict_each_other_is_caught(
+    tmp_path: Path, edit: Callable[[list[dict[str, Any]]], None], fragment: str
+) -> None:
+    """Each sample's texts are scored again by the monitor's scorer (contracts.coherence), each
+    evaluation's train_loss is the mean of the eval.every step losses before it: the record derived
+    from the edited log agrees with it, and what catches the edit is the log's other lines."""
+    assert_caught(planted(tmp_path, "tiny-20261124", _log_edit(edit)), "tiny-20261124", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "edit", "fragment"),
+    [
+        ("tiny-20261124", lambda d: d["metrics"].update(parameters=4000), "metrics.parameters is 4000, but"),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"].update(parameters=771328),
+            "metrics.parameters is 771328, but its artifacts derive 785664",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: d["metrics"].update(tokens_seen=61440),
+            "metrics.tokens_seen is 61440, but its artifacts derive 30720",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(steps_per_epoch=3906),
+            "gates[GATE-DATA-001].measured.steps_per_epoch is 3906, but its artifacts derive 4",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: gate(d, "GATE-EVAL-001")["measured"].update(distinct_windows=4096),
+            "distinct_windows is 4096, more than the 16 held-out batches of 8 windows hold",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: d["run"].update(finished=d["run"]["started"]),
+            "run.finished is 0.000 s after run.started, but the steps of metrics.jsonl took",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DPO-004")["measured"].update(margins=[0.2 * i for i in range(20)]),
+            "gates[GATE-DPO-004].measured.margins[1] is 0.2, but its artifacts derive -0.035",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DPO-001")["measured"].update(loss=0.6931471805599453),
+            "gates[GATE-DPO-001].measured.loss is 0.6931471805599453, but its artifacts derive 0.69314718246",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-001")["measured"].update(
+                ce=2.9239041805267334, objective=2.934255838394165
+            ),
+            "gates[GATE-ARCH-001].measured.ce is 2.9239041805267334, but its artifacts derive 3.42390418",
+        ),
+        (
+            "mix-run-20261123",
+            lambda d: gate(d, "GATE-ARCH-001")["measured"]["terms"]["router_z"].update(value=0.5),
+            "gates[GATE-ARCH-001].measured.terms.router_z.value is 0.5",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-002").update(
+                verdict="PASS",
+                message=None,
+                measured={"routed": {"layers.0.moe": [4096] * 4, "layers.1.moe": [4096] * 4}},
+            ),
+            "gates[GATE-ARCH-002].measured.routed.layers.0.moe[0] is 4096, but its artifacts derive 8095",
+        ),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"]["lora_matrices"].update(
+                touched=d["metrics"]["lora_matrices"]["touched"][:6]
+            ),
+            "metrics.lora_matrices.touched is",
+        ),
+        (
+            "sft-lora-20261123",
+            lambda d: d["metrics"]["lora_matrices"].update(parameter_share=0.01),
+            "metrics.lora_matrices.parameter_share is 0.01, but its artifacts derive 0.1276",
+        ),
+        (
+            "sft-lora-20261122",
+            lambda d: gate(d, "GATE-LORA-001")["measured"].update(adapters=3),
+            "gates[GATE-LORA-001].measured.adapters is 3, but its artifacts derive 4",
+        ),
+        (
+            "distill-moe4-20261123",
+            lambda d: gate(d, "GATE-ARCH-012")["measured"].update(top_k=1),
+            "gates[GATE-ARCH-012].measured.top_k is 1, but its artifacts derive 2",
+        ),
+        (
+            "dpo-20261123",
+            lambda d: gate(d, "GATE-DATA-007")["measured"].update(model_vocab=8192),
+            "gates[GATE-DATA-007].measured.model_vocab is 8192, but its artifacts derive 257",
+        ),
+        (
+            "tiny-20261124",
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(served_batches=199),
+            "gates[GATE-DATA-001].measured.served_batches is 199, but its artifacts derive 200",
+        ),
+    ],
+    ids=[
+        "parameters",
+        "lora-parameters",
+        "distill-tokens-seen",
+        "steps-per-epoch",
+        "distinct-windows",
+        "wall-time",
+        "dpo-margins",
+        "dpo-first-loss",
+        "moe-ce",
+        "moe-term",
+        "moe-routed",
+        "lora-touched",
+        "lora-share",
+        "lora-adapters",
+        "moe-top-k",
+        "model-vocab",
+        "batches-served",
+    ],
+)
+def test_what_a_training_config_and_log_decide_is_held_to_them(
+    tmp_path: Path, run: str, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """The parameter count of the config's shape (plus LoRA's adapters), tokens per step, steps per
+    epoch, the held-out windows, the wall time the steps took, DPO's and the experts' gate values at
+    the step lines they were judged on, the matrices LoRA touched: each edited in the record alone."""
+    assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> None:
+    """tiny-20261124's 108,928 parameters in a config shrunk to match a forged count: the checkpoint's
+    model.safetensors (437,512 bytes) holds far more float32 numbers than that."""
+
+    def shrink(data: dict[str, Any], run_dir: Path) -> None:
+        config = (run_dir / "config.toml").read_text()
+        (run_dir / "config.toml").write_text(config.replace("ffn_hidden = 176", "ffn_hidden = 16"))
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", shrink)
+    assert_caught(run, "model.safetensors is 437512 bytes, which cannot hold")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_tokens_scaled_to_another_world_size_are_caught_by_the_targets_scored(tmp_path: Path) -> None:
+    """world_size 2 and tokens_seen doubled, everything re-derived: the step lines still say each step
+    scored 512 targets, one rank's worth."""
+
+    def two_ranks(data: dict[str, Any], run_dir: Path) -> None:
+        data["determinism"]["flags"]["world_size"] = 2
+        data["metrics"]["tokens_seen"] *= 2
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", two_ranks)
+    assert_caught(
+        run, "metrics.tokens_seen is 204800, but the step lines of metrics.jsonl scored 102400 targets"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("also_the_gate", [False, True], ids=["unique", "unique-and-steps-per-epoch"])
+def test_unique_tokens_inflated_are_caught_by_the_epochs_the_log_shows(
+    tmp_path: Path, also_the_gate: bool
+) -> None:
+    """dpo-20261123 wrapped every 4 steps over its 1,025 unique tokens (256 per step): claiming a
+    million (and 3,906 steps per epoch) contradicts the log's wrap events and step epochs."""
+
+    def inflate(data: dict[str, Any], run_dir: Path) -> None:
+        data["metrics"]["unique_train_tokens"] = 1_000_000
+        if also_the_gate:
+            gate(data, "GATE-DATA-001")["measured"]["steps_per_epoch"] = 1_000_000 // 256
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "dpo-20261123", inflate)
+    assert_caught(
+        run, "its wrap events are at (step, epoch) [(5, 1), (9, 2), (13, 3), (17, 4)], but 3906 steps"
+    )
+
+
+# -- what a command's result file decides beyond what the record copies ---------------------------
+
+
+def _in_file(name: str, edit: Callable[[Any], None]) -> Change:
+    """A change that edits the JSON result file `name`, then re-derives the record from it, as a
+    perfect forger would: what catches it is the file against itself."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        report = json.loads((run_dir / name).read_text())
+        edit(report)
+        (run_dir / name).write_text(json.dumps(report, indent=2) + "\n")
+        rederive(data, run_dir)
+
+    return change
+
+
+def _row(rows: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any]:
+    return next(row for row in rows if row.get(key) == value)
+
+
+def _nan_at_a_site(report: dict[str, Any]) -> None:
+    _row(report["trace"]["sites"], "name", "layers.2.output")["stats"]["nan"] = 7.0
+
+
+def _duplicate_two_kept_lines(data: dict[str, Any], run_dir: Path) -> None:
+    lines = (run_dir / "synth.jsonl").read_text().splitlines(keepends=True)
+    text = "".join(lines + lines[:2])
+    (run_dir / "synth.jsonl").write_text(text)
+    report = json.loads((run_dir / "synth.json").read_text())
+    report.update(kept=14, records_sha256=hashlib.sha256(text.encode()).hexdigest())
+    report["dropped"]["short"] = 6
+    (run_dir / "synth.json").write_text(json.dumps(report, indent=2) + "\n")
+    rederive(data, run_dir)
+
+
+def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
+    row = report["filters"]["stdlib"]
+    row.update(documents_in=1770, dropped={"leak": 8})
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "change", "fragment"),
+    [
+        (
+            "eval-20261122T141536",
+            _in_file("eval.json", lambda r: r.update(bits_per_byte=2.9)),
+            "eval.json: bits_per_byte is 2.9, but its loss over 5119 predicted tokens and 5120 bytes",
+        ),
+        (
+            "evalmatrix-20261122T172101",
+            _in_file("evalmatrix.json", lambda r: _row(r["rows"], "row", "C").update(bits_per_byte=5.9)),
+            "evalmatrix.json: row C's bits_per_byte is 5.9, but its loss over its completion tokens",
+        ),
+        (
+            "memorization-20261122T172106",
+            _in_file(
+                "memorization.json", lambda r: r["models"]["fine-tuned"].update(longest_run=3, mean_run=0.5)
+            ),
+            "memorization.json: its models are",
+        ),
+        (
+            "synth-20261122T172153",
+            _in_file("synth.json", lambda r: (r.update(generated=24), r["dropped"].update(short=12))),
+            "synth.json: generated is 24, but its settings draw 20 samples",
+        ),
+        (
+            "synth-20261122T172153",
+            _duplicate_two_kept_lines,
+            "synth.jsonl line 13 repeats an earlier line, yet kept",
+        ),
+        (
+            "export-hf-20261122T172052",
+            lambda d, _: gate(d, "GATE-CKPT-002")["measured"].update(checkpoint="stdlib-byte-demo-0.2.0"),
+            'gates[GATE-CKPT-002].measured.checkpoint is "stdlib-byte-demo-0.2.0", but its artifacts derive',
+        ),
+        (
+            "export-hf-20261122T172052",
+            lambda d, _: d["run"]["argv"].extend(["--waive", "GATE-EXPORT-001", "--reason", "close enough"]),
+            "run.argv is",
+        ),
+        (
+            "laser-20261122T145455",
+            lambda d, _: gate(d, "GATE-LASER-002")["measured"].update(
+                matrices=gate(d, "GATE-LASER-002")["measured"]["matrices"][:-1]
+            ),
+            "gates[GATE-LASER-002].measured.matrices is",
+        ),
+        (
+            "laser-20261122T145455",
+            lambda d, _: gate(d, "GATE-LASER-002")["measured"]["matrices"][0].update(
+                discarded_norm=1.0, error=1.0
+            ),
+            "gates[GATE-LASER-002].measured.matrices[0].discarded_norm is 1.0, but its artifacts derive 3.08",
+        ),
+        (
+            "quantize-20261122T145535",
+            lambda d, _: gate(d, "GATE-HQQ-001")["measured"].update(
+                matrices=gate(d, "GATE-HQQ-001")["measured"]["matrices"][:-1]
+            ),
+            "gates[GATE-HQQ-001].measured.matrices is",
+        ),
+        (
+            "lens-train-20261122T142047",
+            lambda d, _: gate(d, "GATE-LENS-003")["measured"]["layers"][0].update(kl_tuned=0.2),
+            "gates[GATE-LENS-003].measured.layers[0].kl_tuned is 0.2, but its artifacts derive 1.57",
+        ),
+        (
+            "lens-20261122T142052",
+            _in_file(
+                "trace.json", lambda r: r["per_layer"][0].update(kl=[x / 2 for x in r["per_layer"][0]["kl"]])
+            ),
+            "trace.json: per_layer[0].kl is",
+        ),
+        (
+            "trace-20261122T114524",
+            _in_file("trace.json", _nan_at_a_site),
+            "trace.json: its sites holding NaN/Inf are ['layers.2.output'], but it names []",
+        ),
+        (
+            "trace-20261122T114524",
+            _in_file("trace.json", lambda r: r["per_layer"][3].update(output_absmax=1.0)),
+            "trace.json: per_layer[3].output_absmax is 1.0, but its sites give 3.869",
+        ),
+        (
+            "trace-20261122T114524",
+            lambda d, _: gate(d, "GATE-TRACE-002")["measured"].update(sites=81),
+            "gates[GATE-TRACE-002].measured.sites is 81, but its artifacts derive 55",
+        ),
+        (
+            "patch-20261122T142101",
+            lambda d, _: gate(d, "GATE-PATCH-002")["measured"].update(elements=9999),
+            "its logit-comparing gates count different vocabularies",
+        ),
+        (
+            "options-matrix-20261123T151146",
+            lambda d, _: d["metrics"].update(verdicts={"pass": 192}),
+            'metrics.verdicts is {"pass": 192}, but its artifacts derive {"pass": 178, "refused": 14}',
+        ),
+        (
+            "options-matrix-20261123T151146",
+            lambda d, _: d["metrics"].update(seconds=143.0),
+            "metrics.seconds is 143.0, but total of its measurements gives 285.",
+        ),
+        (
+            "prepare-20261124T013351",
+            _in_file("manifest.json", lambda r: r["totals"]["train"].update(documents=1700)),
+            "manifest.json: totals.train.documents is 1700, but its train shards hold 1678",
+        ),
+        (
+            "prepare-20261124T013351",
+            _in_file("manifest.json", _one_more_drop_than_logged),
+            "manifest.json: filters.stdlib drops 8 document(s), but the drop log is empty (0 bytes)",
+        ),
+        (
+            "es-20261122T145518",
+            lambda d, _: d["metrics"]["steps"][0].update(fitness_mean=-0.5),
+            "metrics.steps[0] has fitness_mean -0.5 above its fitness_best",
+        ),
+        (
+            "gpu-check-20261122T160821",
+            lambda d, _: next(s for s in d["metrics"]["steps"] if s["name"] == "compile")["measured"].update(
+                stack_tokens_per_s=168000
+            ),
+            "metrics.steps[compile].measured.stack_tokens_per_s is 168000, but the step's summary says",
+        ),
+    ],
+    ids=[
+        "eval-bpb",
+        "evalmatrix-bpb",
+        "memorization-summary",
+        "synth-generated",
+        "synth-duplicates",
+        "export-checkpoint",
+        "export-argv",
+        "laser-row-dropped",
+        "laser-norms",
+        "hqq-row-dropped",
+        "lens-train-layers",
+        "lens-readings",
+        "trace-nan",
+        "trace-per-layer",
+        "trace-sites",
+        "patch-elements",
+        "options-verdicts",
+        "options-seconds",
+        "prepare-totals",
+        "prepare-drop-log",
+        "es-fitness",
+        "gpu-check-summary",
+    ],
+)
+def test_what_a_result_file_decides_is_held_to_it(
+    tmp_path: Path, run: str, change: Change, fragment: str
+) -> None:
+    """Identities inside a command's result file (bits per byte from loss, tokens and bytes; a summary
+    from the runs or sites or readings it summarises; counts from the lines, cells or shards) and the
+    gate values a legacy result file decides: a number edited in file and record alike, or in the
+    record alone, is named."""
+    assert_caught(planted(tmp_path, run, change), run, fragment)
+
+
+# -- across records: the releases a record names, the data a record read -------------------------
+
+
+def _init_from_another_release(data: dict[str, Any], _dir: Path) -> None:
+    moved = "evidence/models/stdlib-byte-demo-0.1.0"
+    data["metrics"]["init_from"]["path"] = moved
+    data["run"]["argv"][data["run"]["argv"].index("--init-from") + 1] = moved
+    data["lineage"]["parents"][0]["path"] = moved
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            _init_from_another_release,
+            "its init parent evidence/models/stdlib-byte-demo-0.1.0 is the release stdlib-byte-demo@0.1.0, "
+            "whose weights are 79e2420fa48a, not the d0f2dea51055",
+        ),
+        (
+            lambda d, _: d["lineage"]["parents"][0].update(
+                checkpoint_sha256="79e2420fa48a1784641231a19ced1600bdd48b35891bdfa425f4e09d45eac7fd"
+            ),
+            "is the release stdlib-byte-demo@0.2.0, whose weights are d0f2dea51055, not the 79e2420fa48a",
+        ),
+        (
+            lambda d, _: d["metrics"]["init_from"].update(step=5000),
+            "metrics.init_from.step is 5000, but the release stdlib-byte-demo@0.2.0 it started from is the "
+            "checkpoint of step 1200",
+        ),
+    ],
+    ids=["path-moved", "weights-swapped", "step"],
+)
+def test_a_parent_named_by_a_release_path_is_held_to_the_release(
+    tmp_path: Path, change: Change, fragment: str
+) -> None:
+    """ft-demo-20261123 started from evidence/models/stdlib-byte-demo-0.2.0: the registry says which
+    weights that directory releases, and its record the step of their checkpoint."""
+    assert_caught(planted(tmp_path, "ft-demo-20261123", change), "ft-demo-20261123", fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_unique_tokens_other_than_the_prepare_records_train_split_are_caught(tmp_path: Path) -> None:
+    """tiny-20261124 read the data prepare-20261124T013351 made (the same manifest sha256): 30,161,272
+    train tokens. Forty million, everything re-derived from them, is still not that split."""
+
+    def inflate(data: dict[str, Any], run_dir: Path) -> None:
+        data["metrics"]["unique_train_tokens"] = 40_000_000
+        rederive(data, run_dir)
+
+    run = planted(tmp_path, "tiny-20261124", inflate)
+    found = [
+        f.line()
+        for f in run_checks(ROOT, [run, LEDGER / "prepare-20261124T013351"], runs_only=True).violations
+    ]
+    assert any(
+        "metrics.unique_train_tokens is 40000000, but the train split of its data" in line
+        and "holds 30161272 tokens" in line
+        for line in found
+    ), "\n".join(found)
+    assert findings(run) == []  # alone, nothing in the record contradicts it
+
+
+# -- the spec a record names, against its commit --------------------------------------------------
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_spec_digest_other_than_its_commits_spec_is_caught(tmp_path: Path) -> None:
+    """A clean record's spec.sha256 is the digest of spec/ at its commit (read from git)."""
+    run = planted(tmp_path, "ft-demo-20261123", lambda d, _: d["spec"].update(sha256="0" * 64))
+    assert_caught(run, "spec.sha256 is 000000000000, but the spec at its commit")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_gpu_check_goal_loosened_is_caught(tmp_path: Path) -> None:
+    def loosened(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["goals"]["train_overhead"].update(goal=0.35, met=True)
+
+    run = planted(tmp_path, "gpu-check-20261122T160821", loosened)
+    assert_caught(run, "metrics.goals.train_overhead.goal is 0.35, but spec/benchmarks.yaml at its commit")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_goal_loosened_in_a_dirty_record_of_no_policy_digest_is_caught(tmp_path: Path) -> None:
+    """bench-trace-20261122T172643 (spec 1.6.0, a dirty tree, no policy digests): its goal is still the
+    one spec/benchmarks.yaml had at its commit."""
+    run = planted(
+        tmp_path, "bench-trace-20261122T172643", lambda d, _: d["metrics"].update(goal=1.75, met=True)
+    )
+    assert_caught(run, "metrics.goal is 1.75, but spec/benchmarks.yaml at its commit")
 
 
 # -- the principle: any derived field, edited, is caught ------------------------------------------

@@ -30,6 +30,8 @@ from train_support import prepared, smoke_args
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence, sha256_file
+from contracts.model_card import model_card
+from contracts.registry import read_registry
 from contracts.spec import load_spec_from
 
 RUN_ID = "scratch-release"
@@ -508,6 +510,30 @@ def test_a_withdrawn_release_whose_weights_are_swapped_is_caught(repo: Path) -> 
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+def test_the_same_weights_released_again_under_another_version_are_caught(repo: Path) -> None:
+    """A re-badge: the release's weights, record and card copied under a new version, every hash and
+    the card as the check would write them. One model's weights back one live release."""
+    again = "0.1.1"
+    shutil.copytree(repo / MODEL_DIR, repo / f"evidence/models/{MODEL}-{again}")
+
+    def rebadge(models: list[dict[str, Any]]) -> None:
+        entry = json.loads(json.dumps(release_entry(models)))
+        entry["version"] = again
+        entry["card"] = entry["card"].replace(f"{MODEL}-{VERSION}", f"{MODEL}-{again}")
+        for art in entry["artifacts"]:
+            art["path"] = art["path"].replace(f"{MODEL}-{VERSION}", f"{MODEL}-{again}")
+        models.append(entry)
+
+    edit_registry(repo, rebadge)
+    model = next(m for m in read_registry(repo / REGISTRY).models if m.version == again)
+    record = read_evidence(repo / RECORD)
+    assert record.checkpoint is not None
+    card = model_card(model, record, record.checkpoint, Path(model.card).parent.as_posix())
+    (repo / model.card).write_text(card, encoding="utf-8")
+    assert_caught(repo, REGISTRY, f"{MODEL}@{again}", f"that {RELEASE} already releases")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 def test_a_waived_blocking_gate_stops_at_the_release(released: Released, repo: Path, tmp_path: Path) -> None:
     """`stack train --waive GATE-TRAIN-002` (clipping off) is not released without its acceptance,
     and the check wants the acceptance in the registry and on the card."""
@@ -595,14 +621,21 @@ def test_a_falsify_record_copied_onto_code_it_did_not_prove_is_caught(repo: Path
 def test_a_record_and_log_forged_together_are_caught_by_a_replay(
     released: Released, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Only a replay sees this: the log's first loss edited, and every field the log decides
-    re-derived into the record, so the record agrees with everything it cites. The replay runs in
-    this process, so that the proof by mutation reaches the judge of its differences."""
+    """Only a replay sees this: the log's first loss edited, with the train loss of every evaluation
+    whose window holds it, and every field the log decides re-derived into the record, so the record
+    and its log agree with everything they cite. The replay runs in this process, so that the proof
+    by mutation reaches the judge of its differences."""
     run = tmp_path / "run"
     shutil.copytree(released.run_dir, run, ignore=shutil.ignore_patterns("checkpoints", ".lock"))
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     first = next(line for line in lines if line.get("type") == "step")
     first["loss"] = round(first["loss"] - 0.01, 6)
+    every = read_evidence(run / EVIDENCE_FILE).config["eval"]["every"]
+    losses = {line["step"]: line["loss"] for line in lines if line.get("type") == "step"}
+    for line in lines:
+        if line.get("type") == "eval":
+            window = [losses[s] for s in range(max(1, line["step"] - every + 1), line["step"] + 1)]
+            line["train_loss"] = sum(window) / len(window)
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     forge_from_artifacts(run)
     assert [f.line() for f in run_checks(released.root, [run], runs_only=True).violations] == []

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from contracts.judges import judge
+from contracts.model_shape import DEFAULTS, param_count
 from stack.model import GPT, ModelConfig, param_count_formula
 
 CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, ctx=32)
@@ -41,6 +42,13 @@ def test_param_count_matches_its_formula(
         tie_embeddings=tie,
     )
     assert GPT(config).num_params() == param_count_formula(config)
+
+
+def test_the_shared_formula_reads_the_model_configs_own_defaults() -> None:
+    """contracts.model_shape counts a saved [model] table, whose options are left out while off."""
+    for key, default in DEFAULTS.items():
+        assert ModelConfig.model_fields[key].default == default, key
+    assert param_count(CONFIG.model_dump()) == param_count_formula(CONFIG) == GPT(CONFIG).num_params()
 
 
 def test_param_count_formula_by_hand() -> None:

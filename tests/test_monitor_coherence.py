@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.coherence import coherence_score
 from contracts.errors import GateViolation
 from contracts.evidence import Verdict
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
-from stack.data.coherence import coherence_score
 from stack.train.coherence import CoherenceMonitor
 
 GATE = "GATE-TRAIN-005"

@@ -49,16 +49,23 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
-from lineage import lineage_problems
+from lineage import (
+    Release,
+    lineage_problems,
+    prepared_tokens_problems,
+    rebadged_releases,
+    release_parent_problems,
+)
 from mutation import falsify_findings
 from record_checks import check_record_truth
+from spec_history import SpecHistory, files_at, tree_names
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
-from contracts.spec import SAFE_LOADER, GateKind, Spec, load_spec_from
+from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec_from
 
 INTEG_COVERAGE = "GATE-INTEG-002"
 # The gates whose judge decides over the count of their findings (each one's "check").
@@ -123,6 +130,7 @@ class Checker:
         self.warnings: list[Finding] = []
         self._sha_cache: dict[str, str] = {}
         self.stale: dict[str, dict[str, str]] = {}  # run id → gate id → why it is stale
+        self.history = SpecHistory(self.root)  # older policy files, for records that cite them
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.violations.append(Finding(rule, self._rel(file), record, message))
@@ -189,7 +197,7 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
-        truth = check_record_truth(record, loaded.path.parent, self.spec)
+        truth = check_record_truth(record, loaded.path.parent, self.spec, self.history)
         for problem in truth.violations:
             self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
         for reason in sorted(set(truth.stale.values())):
@@ -229,23 +237,25 @@ class Checker:
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
 
     def check_spec_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
-        """A record from a clean tree names the spec version, and a benchmark the goal, of its commit.
+        """A record names the spec of its commit: a clean one its version and its sha256 (the digest
+        of spec/ at the commit, `contracts.spec.spec_files`), every one, dirty or clean, the goals
+        of spec/benchmarks.yaml at the commit it states it was measured against (a benchmark's
+        `goal`, a gpu-check's `goals[*].goal`).
 
         A resumed training record keeps the commit it started at while its spec is the resume's, so
-        it is not held to its first commit's version.
+        it is not held to its first commit's spec. A dirty tree may have edited spec/ itself, so its
+        version and digest are not compared; a goal it states must still be the committed one.
         """
-        clean = {
-            sha: [
-                e
-                for e in records
-                if e.record and not e.record.code.git_dirty and not e.record.metrics.get("resumes")
+        shas = [sha for sha, records in cited.items() if records]
+        files = self._files_at(shas, ("spec.yaml", "benchmarks.yaml"))
+        digests = self._spec_digests(
+            [
+                sha
+                for sha, records in cited.items()
+                if any(e.record and not e.record.code.git_dirty for e in records)
             ]
-            for sha, records in cited.items()
-        }
-        files = self._files_at(
-            [sha for sha, records in clean.items() if records], ("spec.yaml", "benchmarks.yaml")
         )
-        for sha, records in clean.items():
+        for sha, records in cited.items():
             header, goals = files.get((sha, "spec.yaml")), files.get((sha, "benchmarks.yaml"))
             found = SPEC_VERSION_RE.search(header) if isinstance(header, str) else None
             version = found.group(1) if found else None
@@ -256,7 +266,19 @@ class Checker:
             )
             for loaded in records:
                 record = loaded.record
-                assert record is not None
+                if record is None:
+                    continue
+                for key, (stated, goal) in benchmark_goals(record, by_name).items():
+                    if stated != goal:
+                        self.fail(
+                            INTEG_EVIDENCE,
+                            loaded.path,
+                            record.run.id,
+                            f"metrics.{key} is {stated!r}, but spec/benchmarks.yaml at its commit {sha[:12]} "
+                            f"says {goal!r}",
+                        )
+                if record.code.git_dirty or record.metrics.get("resumes"):
+                    continue
                 if version is not None and record.spec.version != version:
                     self.fail(
                         INTEG_EVIDENCE,
@@ -264,43 +286,55 @@ class Checker:
                         record.run.id,
                         f"names spec {record.spec.version}, but its commit {sha[:12]} has spec {version}",
                     )
-                for key, goal in benchmark_goals(record, by_name).items():
-                    if record.metrics.get(key) != goal:
-                        self.fail(
-                            INTEG_EVIDENCE,
-                            loaded.path,
-                            record.run.id,
-                            f"metrics.{key} is {record.metrics.get(key)!r}, but spec/benchmarks.yaml at its "
-                            f"commit {sha[:12]} says {goal!r}",
-                        )
+                digest = digests.get(sha)
+                if digest is not None and record.spec.sha256 != digest:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        record.run.id,
+                        f"spec.sha256 is {record.spec.sha256[:12]}, but the spec at its commit {sha[:12]} "
+                        f"hashes to {digest[:12]}",
+                    )
+
+    def _spec_digests(self, shas: list[str]) -> dict[str, str]:
+        """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
+        files of `spec_files` the commit has (one made before a file existed hashes the rest), each
+        as its path and bytes (two git calls in all)."""
+        if not shas:
+            return {}
+        trees = files_at(self.root, [(sha, "spec/gates") for sha in shas], kind=b"tree")
+        wanted: dict[str, list[str]] = {}
+        for sha in shas:
+            gates = sorted(
+                f"gates/{name}"
+                for name in tree_names(trees.get((sha, "spec/gates"), b""))
+                if name.endswith(".yaml")
+            )
+            wanted[sha] = [*SPEC_TOP_FILES, *gates]
+        blobs = files_at(
+            self.root, [(sha, f"spec/{name}") for sha, names in wanted.items() for name in names]
+        )
+        digests = {}
+        for sha, names in wanted.items():
+            digest = hashlib.sha256()
+            for name in names:
+                blob = blobs.get((sha, f"spec/{name}"))
+                if blob is not None:
+                    digest.update(name.encode() + b"\0")
+                    digest.update(blob + b"\0")
+            digests[sha] = digest.hexdigest()
+        return digests
 
     def _files_at(self, shas: list[str], names: tuple[str, ...]) -> dict[tuple[str, str], object]:
         """spec/<name> at each commit, parsed (absent where git has none), in one git call."""
-        if not shas:
-            return {}
-        wanted = [(sha, name) for sha in shas for name in names]
-        proc = subprocess.run(
-            ["git", "-C", str(self.root), "cat-file", "--batch"],
-            input="".join(f"{sha}:spec/{name}\n" for sha, name in wanted).encode(),
-            capture_output=True,
-            check=False,
-        )
+        blobs = files_at(self.root, [(sha, f"spec/{name}") for sha in shas for name in names])
         found: dict[tuple[str, str], object] = {}
-        out, at = proc.stdout, 0
-        for key in wanted:
-            end = out.find(b"\n", at)
-            if end < 0:
-                break
-            header = out[at:end].split()
-            at = end + 1
-            if len(header) != 3 or header[1] != b"blob":
-                continue
-            size = int(header[2])
+        for (sha, path), blob in blobs.items():
+            name = path.removeprefix("spec/")
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
-                text = out[at : at + size].decode("utf-8")
+                text = blob.decode("utf-8")
                 # spec.yaml is read for its version line only: its changelog is long to parse
-                found[key] = text if key[1] == "spec.yaml" else yaml.load(text, Loader=SAFE_LOADER)
-            at += size + 1
+                found[(sha, name)] = text if name == "spec.yaml" else yaml.load(text, Loader=SAFE_LOADER)
         return found
 
     def _known_commits(self, shas: list[str]) -> set[str]:
@@ -446,8 +480,40 @@ class Checker:
         """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
         loaded = {e.record.run.id: e for e in records if e.record is not None}
         by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
-        for run_id, problem in lineage_problems(by_id):
+        for run_id, problem in [*lineage_problems(by_id), *prepared_tokens_problems(by_id)]:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
+    def check_releases_named(
+        self, registry: Registry, records: dict[str, LoadedEvidence], checked: list[LoadedEvidence]
+    ) -> None:
+        """The records `checked` against the registry: one naming a released model by its directory
+        names its weights and its checkpoint's step (tools/lineage.py); and, when the whole ledger is
+        checked (`records`, the ledger by run id), one model's weights back one live release. A
+        release's step is its evidence record's checkpoint's, read from the ledger."""
+        releases = []
+        for model in registry.models:
+            weights = [
+                a for a in model.artifacts if a.path is not None and a.path.endswith("/" + WEIGHTS_FILE)
+            ]
+            if not weights:
+                continue
+            cited = [records.get(e.run) or self._ledger_record(e.run) for e in model.evidence]
+            steps = [e.record.checkpoint.step for e in cited if e and e.record and e.record.checkpoint]
+            directory = str(weights[0].path).rsplit("/", 1)[0]
+            step = steps[0] if steps else None
+            releases.append(Release(model.key, directory, weights[0].sha256, step, model.withdrawn is None))
+        if records:
+            for key, problem in rebadged_releases(releases):
+                self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, key, problem)
+        loaded = {e.record.run.id: e for e in checked if e.record is not None}
+        by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
+        for run_id, problem in release_parent_problems(by_id, releases):
+            self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
+    def _ledger_record(self, run_id: str) -> LoadedEvidence | None:
+        """One record of this repository's ledger, read on its own (None when there is none)."""
+        path = self.root / RUNS_DIR / run_id / EVIDENCE_FILE
+        return load_evidence(path) if path.is_file() else None
 
     def check_ledger_dirs(self) -> None:
         """Every directory of the ledger holds a metadata.json; a record never just disappears."""
@@ -566,19 +632,26 @@ def standing(findings: list[Finding], spec: Spec | None) -> list[Finding]:
     return [f for f in findings if f.rule not in accepted]
 
 
-def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[str, object]:
-    """metrics key → the goal of `goals` a benchmark record states it was measured against."""
+def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[str, tuple[object, object]]:
+    """metrics key → (the goal the record states, the goal of `goals`) for every goal a benchmark or
+    gpu-check record states it was measured against."""
     metrics = record.metrics
+    stated: dict[str, tuple[object, object]] = {}
+    if record.run.kind == "gpu-check" and isinstance(metrics.get("goals"), dict):
+        for name, row in metrics["goals"].items():
+            if name in goals and isinstance(row, dict) and "goal" in row:
+                stated[f"goals.{name}.goal"] = (row["goal"], goals[name].get("goal"))
+        return stated
     name = metrics.get("benchmark")
     if record.run.kind != "benchmark" or not isinstance(name, str):
         return {}
-    stated: dict[str, object] = {}
     if name in goals and "goal" in metrics:
-        stated["goal"] = goals[name].get("goal")
+        stated["goal"] = (metrics["goal"], goals[name].get("goal"))
     for other in [name, *(metrics.get("also") or [])]:
         goal = goals.get(other)
-        if goal is not None and f"goal_{goal.get('metric')}" in metrics:
-            stated[f"goal_{goal.get('metric')}"] = goal.get("goal")
+        key = f"goal_{goal.get('metric')}" if goal is not None else None
+        if goal is not None and key in metrics:
+            stated[key] = (metrics[key], goal.get("goal"))
     return stated
 
 
@@ -622,6 +695,8 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     checker.check_commits(ledger + extra)
     checker.check_lineage(ledger + extra)
     if runs_only:
+        with contextlib.suppress(BadInput):  # the registry's own form is the full check's to judge
+            checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)
         return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
     checker.check_duplicates(ledger)
@@ -633,6 +708,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
         checker.check_registry_history(registry)
+        checker.check_releases_named(registry, by_id, ledger + extra)
     checker.check_citations()
     checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)

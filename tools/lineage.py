@@ -131,3 +131,115 @@ def families(records: Mapping[str, EvidenceRecord]) -> list[Node]:
         node(first.run).children.append((first.role, node(run_id)))  # type: ignore[arg-type]
         has_parent.add(run_id)
     return [n for run_id, n in nodes.items() if run_id not in has_parent]
+
+
+# -- links the ledger decides across records ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Release:
+    """A registry entry as the ledger's other records may name it: by the directory its weights are
+    released in (evidence/models/<name>-<version>), with the weights' sha256 and the step of the
+    checkpoint its evidence record hashed (None when that record hashed none)."""
+
+    key: str
+    directory: str
+    weights: str
+    step: int | None
+    live: bool
+
+
+def _names(path: str, directory: str) -> bool:
+    """Whether `path` (as a record states it, maybe in another copy of the repository) is `directory`
+    or the weights file in it."""
+    path = path.rstrip("/").removesuffix("/" + WEIGHTS_FILE)
+    return path == directory or path.endswith("/" + directory)
+
+
+def release_parent_problems(
+    records: Mapping[str, EvidenceRecord], releases: list[Release]
+) -> list[tuple[str, str]]:
+    """(run id, problem) for every record that names a released model by its path and says other
+    weights, or another step, than the release's: a lineage parent's `checkpoint_sha256` is the
+    release's weights, and `metrics.init_from.step` the step of the checkpoint its record hashed."""
+    problems = []
+    for run_id, record in records.items():
+        parents = record.lineage.parents if record.lineage is not None else []
+        for ref in parents:
+            release = next((r for r in releases if ref.path and _names(ref.path, r.directory)), None)
+            if release is not None and ref.checkpoint_sha256 != release.weights:
+                problems.append(
+                    (
+                        run_id,
+                        f"its {ref.role} parent {ref.path} is the release {release.key}, whose weights are "
+                        f"{release.weights[:12]}, not the {ref.checkpoint_sha256[:12]} it names",
+                    )
+                )
+        start = record.metrics.get("init_from")
+        path = start.get("path") if isinstance(start, dict) else None
+        release = next((r for r in releases if isinstance(path, str) and _names(path, r.directory)), None)
+        if release is not None and release.step is not None and start.get("step") != release.step:  # type: ignore[union-attr]
+            problems.append(
+                (
+                    run_id,
+                    f"metrics.init_from.step is {start.get('step')}, but the release {release.key} it "  # type: ignore[union-attr]
+                    f"started from is the checkpoint of step {release.step}",
+                )
+            )
+    return problems
+
+
+def rebadged_releases(releases: list[Release]) -> list[tuple[str, str]]:
+    """(release, problem) for every live release whose weights another live release already backs:
+    one model's weights stand for one version (a new version is new weights, or the old one withdrawn)."""
+    problems, seen = [], {}
+    for release in releases:
+        if not release.live:
+            continue
+        if release.weights in seen:
+            problems.append(
+                (
+                    release.key,
+                    f"releases the weights {release.weights[:12]} that {seen[release.weights]} already "
+                    "releases: one model's weights back one live release (withdraw the other)",
+                )
+            )
+        seen.setdefault(release.weights, release.key)
+    return problems
+
+
+# The run kinds whose record states the unique tokens of the train split it read.
+TRAINING_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
+
+
+def prepared_tokens_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
+    """(run id, problem) for every training record whose `unique_train_tokens` is not the train split's
+    tokens of the prepare record in the ledger that made its data (the manifest sha256 both name),
+    when the run read every source of it (no source excluded or weighted 0)."""
+    prepared: dict[str, tuple[str, int]] = {}
+    for run_id, record in records.items():
+        totals = record.metrics.get("totals") if record.run.kind == "prepare" else None
+        tokens = (totals.get("train") or {}).get("tokens") if isinstance(totals, dict) else None
+        manifest = record.data.manifest_sha256 if record.data is not None else None
+        if isinstance(tokens, int) and manifest:
+            prepared.setdefault(manifest, (run_id, tokens))
+    problems = []
+    for run_id, record in records.items():
+        manifest = record.data.manifest_sha256 if record.data is not None else None
+        if record.run.kind not in TRAINING_KINDS or manifest not in prepared:
+            continue
+        data = record.config.get("data", {}) if isinstance(record.config, dict) else {}
+        weights = data.get("weights") or {}
+        if data.get("exclude") or any(not w for w in weights.values()):
+            continue
+        source, tokens = prepared[manifest]  # type: ignore[index]
+        unique = record.metrics.get("unique_train_tokens")
+        if unique is not None and unique != tokens:
+            problems.append(
+                (
+                    run_id,
+                    f"metrics.unique_train_tokens is {unique}, but the train split of its data (prepare "
+                    f"record {source!r}, manifest {manifest[:12]}) holds {tokens} tokens",  # type: ignore[index]
+                )
+            )
+    return problems

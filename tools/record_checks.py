@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repeatability import repeatability_problems
+from spec_history import SpecHistory
 
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
-from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
+from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
 from contracts.gates import Mode
 from contracts.judges import CHECKS, bare, judge
 from contracts.ledger import verdict_of
 from contracts.release_rules import stale_reason
-from contracts.spec import Spec
+from contracts.spec import RunKind, Spec, gates_required
 
 WAIVE_FLAG = "--waive"
 # The spec version from which records carry the policy digests that judged them.
@@ -81,11 +82,17 @@ def current_revisions(spec: Spec) -> dict[str, CurrentRevision]:
     return _CURRENT[spec.sha256]
 
 
-def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
-    """Each gate result: known gate, the spec's thresholds, and a verdict its judge agrees with.
+def check_gate_results(
+    record: EvidenceRecord, spec: Spec, findings: RecordFindings, history: SpecHistory | None = None
+) -> None:
+    """Each gate result: known gate, a revision its record could have judged under, the spec's
+    thresholds, and a verdict its judge agrees with.
 
     The verdict is recomputed as `contracts.ledger.judged_result` computes it at run time: the
-    gate's judge over the measured values, mapped by `verdict_of`.
+    gate's judge over the measured values, mapped by `verdict_of`. A revision older than the one
+    its spec version had is a verdict re-stamped to be reported stale instead of judged, unless a
+    clean record's own commit still had it (a revision bumped later under the same version;
+    `history` reads spec/revisions.yaml at the commit).
     """
     current = current_revisions(spec)
     waived = {w.gate for w in record.waivers}
@@ -108,6 +115,14 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
             findings.violations.append(
                 f"{result.id} rev {result.revision} came with spec {came}, newer than the spec "
                 f"{record.spec.version} the record names: a verdict re-stamped with a later revision"
+            )
+            continue
+        had = spec.revision_at(result.id, record.spec.version)
+        if had is not None and result.revision < had and not _in_force_at_commit(record, result, history):
+            findings.violations.append(
+                f"{result.id} rev {result.revision} is older than rev {had}, which the spec "
+                f"{record.spec.version} the record names already had: a verdict re-stamped with an "
+                "earlier revision, to be reported stale instead of judged again"
             )
             continue
         if (reason := stale_reason(record, result, spec)) is not None:
@@ -140,16 +155,30 @@ def check_gate_results(record: EvidenceRecord, spec: Spec, findings: RecordFindi
             )
 
 
+def _in_force_at_commit(record: EvidenceRecord, result: GateResult, history: SpecHistory | None) -> bool:
+    """Whether a clean record's own commit had no revision of the result's gate newer than its own."""
+    sha = record.code.git_sha
+    if history is None or sha is None or record.code.git_dirty:
+        return False
+    at = history.revision_in_force(sha, result.id)
+    return at is not None and result.revision >= at
+
+
 def newer(version: str, than: str) -> bool:
     """Whether spec version `version` is later than `than`."""
     return version_key(version) > version_key(than)
 
 
-def check_policies(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> bool:
-    """The policy revisions the record cites; returns whether its required gates can be judged now.
+def check_policies(
+    record: EvidenceRecord, spec: Spec, findings: RecordFindings, history: SpecHistory | None = None
+) -> dict[str, RunKind] | None:
+    """The policy revisions the record cites; returns the run kinds it is held to (None: unknown).
 
     A record made under 1.7.0 or later carries the revision and digest of every policy file that
-    decided what it must judge; one made before is held to today's policy, as it always was.
+    decided what it must judge; one made before is held to today's policy, as it always was. A
+    record that cites an older revision of run_kinds is held to that revision: its file is found
+    in the repository's history by the digest the record cites (`history`), which must be the
+    digest spec/revisions.yaml lists for that revision.
     """
     if record.spec.version not in spec.versions:
         findings.violations.append(
@@ -158,11 +187,13 @@ def check_policies(record: EvidenceRecord, spec: Spec, findings: RecordFindings)
     cited = record.spec.policies
     if not cited and not newer(POLICIES_SINCE, record.spec.version):
         findings.violations.append("carries no digest of the policies that judged it (spec.policies)")
-        return True
-    current, judgeable = spec.policies, True
+        return spec.run_kinds
+    current, kinds = spec.policies, spec.run_kinds
     for name, ref in sorted(cited.items()):
         now = current.get(name)
         came = spec.introduced(name, ref.revision)
+        history_of = spec.policy_revisions.get(name, [])
+        listed = next((e.sha256 for e in history_of if e.revision == ref.revision), None)
         if now is None:
             findings.violations.append(f"cites policy {name!r}, which the spec does not have")
         elif ref.revision > now.revision or came is None:
@@ -172,26 +203,29 @@ def check_policies(record: EvidenceRecord, spec: Spec, findings: RecordFindings)
                 f"cites {name} rev {ref.revision}, which came with spec {came}, newer than the spec "
                 f"{record.spec.version} the record names"
             )
-        elif ref.revision == now.revision and ref.sha256 != now.sha256:
+        elif ref.sha256 != listed:
             findings.violations.append(
                 f"cites {name} rev {ref.revision} with digest {ref.sha256[:12]}, but that revision's is "
-                f"{now.sha256[:12]}"
+                f"{str(listed)[:12]}"
             )
         elif ref.revision < now.revision and name == "run_kinds":
-            findings.warnings.append(
-                f"judged under run_kinds rev {ref.revision}; the spec is at rev {now.revision}: "
-                "its required gates are not re-checked"
-            )
-            judgeable = False
+            then = history.run_kinds(ref.sha256) if history is not None else None
+            if then is None:
+                findings.warnings.append(
+                    f"judged under run_kinds rev {ref.revision}; the spec is at rev {now.revision}, and that "
+                    "revision's file is not in the history checked: its required gates are not re-checked"
+                )
+            kinds = then
     missing = sorted(set(current) - set(cited)) if cited else []
     if missing:
         findings.violations.append(f"carries no digest of policy {', '.join(missing)}")
-    return judgeable
+    return kinds
 
 
-def required_checks(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
-    """Each gate's checks the run kind asks of a completed record hold values (spec/run_kinds.yaml)."""
-    kind = spec.run_kinds.get(record.run.kind)
+def required_checks(record: EvidenceRecord, kinds: dict[str, RunKind], findings: RecordFindings) -> None:
+    """Each gate's checks the run kind asks of a completed record hold values (spec/run_kinds.yaml
+    of the revision the record cites)."""
+    kind = kinds.get(record.run.kind)
     by_id = {g.id: g for g in record.gates}
     for gate_id, names in (kind.checks if kind else {}).items():
         result = by_id.get(gate_id)
@@ -210,9 +244,12 @@ def required_checks(record: EvidenceRecord, spec: Spec, findings: RecordFindings
                 )
 
 
-def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> None:
-    """Run kind, policy, contract mode, waivers asked for, required gates and checks judged, and a
-    halted run naming its gate."""
+def check_run(
+    record: EvidenceRecord, spec: Spec, findings: RecordFindings, history: SpecHistory | None = None
+) -> None:
+    """Run kind, policy, contract mode, waivers asked for, required gates and checks judged (under the
+    run_kinds revision the record cites), a completed run with no FAIL, and a halted run naming its
+    gate."""
     if record.run.kind not in spec.run_kinds:
         findings.violations.append(
             f"run kind {record.run.kind!r} is not declared in spec/run_kinds.yaml: nothing says what it "
@@ -225,7 +262,7 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
         )
     if record.schema_version < SCHEMA_VERSION:
         return  # a legacy record is stale as a whole; its form was checked by the schema
-    judgeable = check_policies(record, spec, findings)
+    kinds = check_policies(record, spec, findings, history)
     modes = {m.value for m in Mode}
     if record.contract_mode not in modes:
         findings.violations.append(
@@ -241,9 +278,10 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
                 "(added after the fact?)"
             )
     by_id = {g.id: g for g in record.gates}
-    if record.run.status is RunStatus.COMPLETED and judgeable:
-        required_checks(record, spec, findings)
-        for gate_id in spec.required_gates(record.run.kind, record.config):
+    kind = kinds.get(record.run.kind) if kinds is not None else None
+    if record.run.status is RunStatus.COMPLETED and kinds is not None:
+        required_checks(record, kinds, findings)
+        for gate_id in gates_required(kind, record.config) if kind is not None else []:
             result = by_id.get(gate_id)
             if result is None and (since := spec.introduced_after(gate_id, record.spec.version)):
                 findings.stale[gate_id] = f"the gate came in spec {since}, after the record's"
@@ -253,8 +291,8 @@ def check_run(record: EvidenceRecord, spec: Spec, findings: RecordFindings) -> N
                 )
             elif result.verdict is Verdict.NOT_RUN:
                 findings.violations.append(f"a completed {record.run.kind} run left {gate_id} NOT_RUN")
-        if any(g.verdict is Verdict.FAIL for g in record.gates):
-            findings.violations.append("status is completed, yet a gate FAILed")
+    if record.run.status is RunStatus.COMPLETED and any(g.verdict is Verdict.FAIL for g in record.gates):
+        findings.violations.append("status is completed, yet a gate FAILed")
     if record.run.status is RunStatus.HALTED and not any(g.verdict is Verdict.FAIL for g in record.gates):
         findings.violations.append("status is halted, but no gate FAILed")
 
@@ -297,11 +335,14 @@ def _inside(path: str) -> bool:
     return bool(path) and not path.startswith(("/", "~")) and ".." not in path.split("/")
 
 
-def check_record_truth(record: EvidenceRecord, run_dir: Path, spec: Spec) -> RecordFindings:
-    """Every truth check of one record."""
+def check_record_truth(
+    record: EvidenceRecord, run_dir: Path, spec: Spec, history: SpecHistory | None = None
+) -> RecordFindings:
+    """Every truth check of one record (`history`: the repository's policy files as they were, to
+    hold a record to the run_kinds revision it cites)."""
     findings = RecordFindings()
-    check_gate_results(record, spec, findings)
-    check_run(record, spec, findings)
+    check_gate_results(record, spec, findings, history)
+    check_run(record, spec, findings, history)
     check_derived(record, run_dir, spec, findings)
     findings.violations += repeatability_problems(record)
     return findings

@@ -90,6 +90,32 @@ def _parity(inputs: Inputs, step: dict[str, Any], derived: Derivation) -> None:
         derived.problems.append(f"{where} is PASS over a case out of tolerance")
 
 
+# The speeds the compile step's summary line restates, by the label it gives each (tools/gpu_check.py
+# writes each rounded to whole tokens/s, with thousands separators, as the measured value is kept).
+SUMMARY_SPEEDS = {
+    "plain_tokens_per_s": "plain loop",
+    "stack_tokens_per_s": "stack eager",
+    "compiled_tokens_per_s": "stack compiled",
+}
+
+
+def _summary_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
+    """The compile step's summary says the speeds its measured values keep."""
+    step = steps.get("compile", {})
+    summary, measured = step.get("summary"), step.get("measured") or {}
+    problems = []
+    for key, label in SUMMARY_SPEEDS.items():
+        value = measured.get(key)
+        if not isinstance(summary, str) or label not in summary or not isinstance(value, int):
+            continue
+        if f"{label} {value:,}" not in summary:
+            problems.append(
+                f"metrics.steps[compile].measured.{key} is {value}, but the step's summary says "
+                f"{summary[summary.index(label) :][:40]!r}"
+            )
+    return problems
+
+
 def _step_problems(steps: dict[str, dict[str, Any]]) -> list[str]:
     """Steps that say PASS over measurements that show them failing."""
     problems = []
@@ -117,6 +143,7 @@ def gpu_check_record(inputs: Inputs) -> Derivation:
     if "kernel parity" in steps:
         _parity(inputs, steps["kernel parity"], derived)
     derived.problems += _step_problems(steps)
+    derived.problems += _summary_problems(steps)
     if steps:
         status = check_status((str(s.get("status")), list(s.get("fired") or [])) for s in steps.values())
         derived.put(("run", "status"), status.value)

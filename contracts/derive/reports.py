@@ -14,14 +14,18 @@ asked of records made under 1.7.0 or later only.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import Counter
 from functools import lru_cache
 from typing import Any
 
-from contracts.derive import Derivation, Inputs, derives
+from contracts.coherence import coherence_score
+from contracts.derive import Derivation, Inputs, derives, same
+from contracts.derive.benchmarks import Identity, total
 from contracts.evidence import RunStatus
 from contracts.judges import judge
+from contracts.judges_ft import reproduced
 from contracts.ledger import settle
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
@@ -104,6 +108,32 @@ def row_summary(row: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, 
     }
 
 
+def bpb_identity(loss: Any, tokens: Any, n_bytes: Any) -> float | None:
+    """Bits per byte of a mean loss over `tokens` predicted tokens of a text of `n_bytes` bytes: the
+    one formula (`bits_per_byte_of`) over the loss's total; None when an input is not a number."""
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (loss, tokens, n_bytes)):
+        return None
+    if n_bytes <= 0 or not math.isfinite(loss):
+        return None
+    return bits_per_byte_of(loss * tokens, n_bytes)
+
+
+def _row_problems(row: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    """A matrix row whose bits per byte is not its loss over its completion tokens and bytes, or whose
+    item count is not the matrix's."""
+    problems, name = [], row.get("row")
+    bpb = bpb_identity(row.get("loss"), row.get("completion_tokens"), row.get("completion_bytes"))
+    if bpb is not None and not same(row.get("bits_per_byte"), bpb):
+        problems.append(
+            f"row {name}'s bits_per_byte is {row.get('bits_per_byte')}, but its loss over its completion "
+            f"tokens and bytes gives {bpb}"
+        )
+    items = report.get("items")
+    if isinstance(items, list) and "items" in row and row["items"] != len(items):
+        problems.append(f"row {name} counts {row['items']} items, but the matrix has {len(items)}")
+    return problems
+
+
 @derives("evalmatrix")
 def evalmatrix_record(inputs: Inputs) -> Derivation:
     """Rows from per-item scores; the adapter's gain and GATE-FT-001 from rows B and C; GATE-FT-002's
@@ -128,6 +158,9 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
     else:
         judged_rows = None
         derived.missing.append(("evalmatrix.json: per-item scores", PER_ITEM_SINCE))
+    derived.problems += [
+        f"evalmatrix.json: {p}" for r in rows if isinstance(r, dict) for p in _row_problems(r, report)
+    ]
     derived.put(("metrics", "rows"), rows)
     derived.put(("metrics", "items"), len(report.get("items") or []))
     by_name = {row.get("row"): row for row in rows if isinstance(row, dict)}
@@ -168,20 +201,78 @@ def surgery_record(inputs: Inputs) -> Derivation:
     if isinstance(measured, dict):
         derived.put(("metrics",), measured)
     gates = report.get("gates")
+    rows = measured.get("matrices") if isinstance(measured, dict) else None
     if isinstance(gates, dict):
         for gate_id, values in sorted(gates.items()):
             if isinstance(values, dict):
                 judged(inputs, derived, gate_id, values)
+                if isinstance(rows, list):
+                    derived.problems += [
+                        f"surgery.json: gates.{gate_id}.{key} is {_short(value)}, but its measured matrices "
+                        f"give {_short(want)}"
+                        for key, want in matrix_lists(gate_id, rows, values).items()
+                        if not same(value := values.get(key), want)
+                    ]
     else:
         derived.missing.append(("surgery.json: per-gate results", PER_ITEM_SINCE))
         for gate_id, block in SURGERY_BLOCKS.items():
             judged_here = any(g.id == gate_id for g in inputs.record.gates)
             if judged_here and isinstance(measured, dict) and isinstance(measured.get(block), dict):
                 judged(inputs, derived, gate_id, measured[block])
+        if isinstance(rows, list):
+            for result in inputs.record.gates:
+                if result.id in inputs.stale or not isinstance(result.measured, dict):
+                    continue
+                for key, want in matrix_lists(result.id, rows, result.measured).items():
+                    derived.put(("gates", result.id, "measured", key), want)
     return derived
 
 
+# What each surgery gate lists of the matrices a surgery touched, by key: the keys of each row that
+# surgery.json's `measured.matrices` holds too (the rest, an error measured, are the gate's own).
+MATRIX_ROWS = {"GATE-LASER-002": ("matrix", "rank", "kept", "discarded_norm"), "GATE-HQQ-001": ("matrix",)}
+
+
+def matrix_lists(gate_id: str, rows: list[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """What `gate_id`'s values must list of the surgery's matrices (`rows`, surgery.json's
+    `measured.matrices`): GATE-LASER-001 their names, GATE-LASER-003 every tensor they hold as its
+    targets, GATE-LASER-002 and GATE-HQQ-001 one row per matrix in order (each row's own measurements
+    taken from the gate's row of the same matrix, the keys surgery.json holds from it)."""
+    rows = [row for row in rows if isinstance(row, dict)]
+    if gate_id == "GATE-LASER-001" and "matrices" in values:
+        return {"matrices": [row.get("matrix") for row in rows]}
+    if gate_id == "GATE-LASER-003" and "targets" in values:
+        return {"targets": sorted(str(key) for row in rows for key in row.get("keys") or [])}
+    shared = MATRIX_ROWS.get(gate_id)
+    listed = values.get("matrices")
+    if shared is None or not isinstance(listed, list):
+        return {}
+    own = {str(row.get("matrix")): row for row in listed if isinstance(row, dict)}
+    expected = []
+    for row in rows:
+        mine = own.get(str(row.get("matrix")), {})
+        expected.append({**mine, **{key: row.get(key) for key in shared if key in row}})
+    return {"matrices": expected}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # -- the other commands' result files ------------------------------------------------------------
+
+
+def memorization_summary(runs: list[int], least: int) -> dict[str, Any]:
+    """One model's row of a memorization report from its per-example longest verbatim runs: how many
+    reach `least` tokens (GATE-FT-003's count), their share, the longest run and the mean run."""
+    count = reproduced(runs, least)
+    return {
+        "reproduced": count,
+        "rate": count / len(runs),
+        "longest_run": max(runs),
+        "mean_run": sum(runs) / len(runs),
+    }
 
 
 @derives("memorization")
@@ -192,6 +283,16 @@ def memorization_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("prefix", "continuation", "min_verbatim_tokens", "models"))
+    least = report.get("min_verbatim_tokens")
+    runs = {"fine-tuned": report.get("tuned_runs"), "base": report.get("base_runs")}
+    if isinstance(least, int) and all(isinstance(r, list) and r for r in runs.values()):
+        models = {name: memorization_summary(r, least) for name, r in runs.items()}  # type: ignore[arg-type]
+        if not same(report.get("models"), models):
+            derived.problems.append(
+                f"memorization.json: its models are {_short(report.get('models'), 120)}, but its runs give "
+                f"{_short(models, 120)}"
+            )
+        derived.put(("metrics", "models"), models)
     if all(key in report for key in ("tuned_runs", "base_runs", "continuation")):
         measured = {
             "tuned_overlaps": report["tuned_runs"],
@@ -222,7 +323,67 @@ def options_matrix_record(inputs: Inputs) -> Derivation:
     counted = Counter(outcome for row in outcomes.values() for outcome in row.values())
     derived.put(("metrics", "cells"), dict(counted))
     derived.gate("GATE-ARCH-013", {"cells": outcomes, "messages": messages})
+    listed = [cell for paths in cells.values() if isinstance(paths, dict) for cell in paths.values()]
+    listed = [cell for cell in listed if isinstance(cell, dict)]
+    if listed and all("verdict" in cell for cell in listed):
+        derived.put(("metrics", "verdicts"), dict(Counter(cell["verdict"] for cell in listed)), optional=True)
+    seconds = [cell.get("seconds") for cell in listed]
+    metrics = inputs.record.metrics
+    if listed and "seconds" in metrics and all(isinstance(x, int | float) for x in seconds):
+        found = Identity("metrics.seconds", metrics["seconds"], total, tuple(seconds)).problem()
+        derived.problems += [f"{found} (the sum of its cells' seconds)"] if found else []
     return derived
+
+
+def _synth_counts(report: dict[str, Any]) -> list[str]:
+    """A synthesis draws `settings.samples` samples, and keeps or drops each one for a reason."""
+    problems, samples = [], (report.get("settings") or {}).get("samples")
+    generated, kept, dropped = report.get("generated"), report.get("kept"), report.get("dropped")
+    if isinstance(samples, int) and isinstance(generated, int) and generated != samples:
+        problems.append(f"synth.json: generated is {generated}, but its settings draw {samples} samples")
+    counted = isinstance(dropped, dict) and all(isinstance(n, int) for n in dropped.values())
+    if isinstance(generated, int) and isinstance(kept, int) and counted:
+        gone = sum(dropped.values())  # type: ignore[union-attr]
+        if kept + gone != generated:
+            problems.append(f"synth.json: {kept} kept and {gone} dropped, but {generated} generated")
+    return problems
+
+
+def synth_pair(line: Any) -> tuple[str, str] | None:
+    """(instruction, response) of one line of synth.jsonl: a chat record's user and assistant
+    messages, or (before chat records) its `instruction` and `response`."""
+    if not isinstance(line, dict):
+        return None
+    messages = line.get("messages")
+    if isinstance(messages, list) and len(messages) == 2 and all(isinstance(m, dict) for m in messages):
+        pair = (messages[0].get("content"), messages[1].get("content"))
+    else:
+        pair = (line.get("instruction"), line.get("response"))
+    return pair if all(isinstance(x, str) for x in pair) else None  # type: ignore[return-value]
+
+
+def _synth_lines(text: str, settings: dict[str, Any]) -> list[str]:
+    """Every kept line passed the filters `stack synth` drops by (stack.tune.synth.drop_reason): no
+    shorter than min_chars, no less coherent than min_coherence (the monitor's scorer), and none the
+    same as an earlier one."""
+    problems, seen = [], set()
+    least, coherent = settings.get("min_chars"), settings.get("min_coherence")
+    for number, line in enumerate((x for x in text.splitlines() if x.strip()), 1):
+        try:
+            pair = synth_pair(json.loads(line))
+        except ValueError:
+            pair = None
+        if pair is None:
+            problems.append(f"synth.jsonl line {number} is not an instruction and a response")
+            continue
+        if isinstance(least, int) and min(len(pair[0]), len(pair[1])) < least:
+            problems.append(f"synth.jsonl line {number} is shorter than min_chars {least}, yet kept")
+        elif isinstance(coherent, int | float) and min(map(coherence_score, pair)) < coherent:
+            problems.append(f"synth.jsonl line {number} scores below min_coherence {coherent}, yet kept")
+        if pair in seen:
+            problems.append(f"synth.jsonl line {number} repeats an earlier line, yet kept")
+        seen.add(pair)
+    return problems
 
 
 @derives("synth")
@@ -238,7 +399,9 @@ def synth_record(inputs: Inputs) -> Derivation:
     counts = {key: report[key] for key in ("generated", "kept", "dropped") if key in report}
     for key, value in counts.items():
         derived.put(("metrics", key), value)
+    derived.problems += _synth_counts(report)
     if text is not None:
+        derived.problems += _synth_lines(text, report.get("settings") or {})
         lines = sum(1 for line in text.splitlines() if line.strip())
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if report.get("records_sha256") not in (None, digest):
@@ -256,6 +419,13 @@ def eval_record(inputs: Inputs) -> Derivation:
     report = report_of(inputs, derived, "eval.json", "1.4.0")
     if report is not None:
         mirrored(derived, report, ("loss", "bits_per_byte", "tokens", "predicted_tokens", "bytes"))
+        bpb = bpb_identity(report.get("loss"), report.get("predicted_tokens"), report.get("bytes"))
+        if bpb is not None and not same(report.get("bits_per_byte"), bpb):
+            derived.problems.append(
+                f"eval.json: bits_per_byte is {report.get('bits_per_byte')}, but its loss over "
+                f"{report.get('predicted_tokens')} predicted tokens and {report.get('bytes')} bytes "
+                f"gives {bpb}"
+            )
     return derived
 
 
@@ -279,6 +449,19 @@ def export_record(inputs: Inputs) -> Derivation:
     if isinstance(parity, dict) and "max_abs_diff" in parity:
         values = {f"{prefix}max_abs_diff": parity["max_abs_diff"], f"{prefix}finite": parity.get("finite")}
         derived.gate(gate_id, {**values, "positions": parity.get("positions")})
+        sample = report.get("sample") or {}
+        windows, width = sample.get("windows"), sample.get("tokens_per_window")
+        if isinstance(windows, int) and isinstance(width, int) and parity.get("positions") != windows * width:
+            derived.problems.append(
+                f"export.json: parity over {parity.get('positions')} positions, but its sample is {windows} "
+                f"windows of {width} tokens"
+            )
+    if isinstance(report.get("argv"), list):  # the command line the export ran (a waiver asked there)
+        derived.put(("run", "argv"), report["argv"])
+    source = (report.get("source_checkpoint") or {}).get("path")
+    if isinstance(source, str) and source and "GATE-CKPT-002" not in inputs.stale:
+        name = source.rstrip("/").rsplit("/", 1)[-1]
+        derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), name, optional=True)
     return derived
 
 
@@ -289,7 +472,158 @@ def trace_record(inputs: Inputs) -> Derivation:
     report = report_of(inputs, derived, "trace.json", "1.0.0")
     if report is not None:
         mirrored(derived, report, ("trace_schema_version", "mode", "verdict", "first", "per_layer"))
+        results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
+        wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
+        mode = report.get("mode")
+        sites = (report.get("trace") or {}).get("sites")
+        if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
+            derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
+        if mode == "single" and isinstance(sites, list):
+            derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites)]
+        elif mode in ("tuned-lens", "logit-lens"):
+            derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
+        elif mode == "lens-train" and "GATE-LENS-003" in wanted:
+            derived.put(
+                ("gates", "GATE-LENS-003", "measured", "layers"), report.get("per_layer"), optional=True
+            )
+        tokens = report.get("tokens")
+        if isinstance(tokens, list) and tokens:
+            derived.problems += element_problems(results, wanted, len(tokens), report)
     return derived
+
+
+def _stat(site: dict[str, Any], key: str) -> Any:
+    return (site.get("stats") or {}).get(key)
+
+
+def _nonfinite(site: dict[str, Any]) -> bool:
+    held = [_stat(site, "nan"), _stat(site, "inf")]
+    return any(isinstance(x, int | float) and x > 0 for x in held)
+
+
+def _layer_of(name: Any) -> int | None:
+    parts = str(name).split(".", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() else None
+
+
+def single_trace_problems(report: dict[str, Any], sites: list[Any]) -> list[str]:
+    """A single-path trace's summary from its own sites (stack.trace.modes.single): the sites holding
+    NaN/Inf are exactly its non-finite producers and carriers, in forward order; each layer's row
+    restates its `layers.i.output` statistics, its non-finite sites and its anomalies; a non-finite
+    site of a block is an anomaly (GATE-TRACE-003 names a site that is not finite); the verdict is
+    clean only without anomalies, and `first` is the first anomaly (or producer)."""
+    sites = [site for site in sites if isinstance(site, dict)]
+    problems = []
+    held = [str(site.get("name")) for site in sites if _nonfinite(site)]
+    listed = report.get("nonfinite") or {}
+    named = [*(listed.get("producers") or []), *(listed.get("carriers") or [])]
+    if sorted(map(str, named)) != sorted(held):
+        problems.append(
+            f"its sites holding NaN/Inf are {held}, but it names {named} as producers and carriers"
+        )
+    anomalies = [a for a in report.get("anomalies") or [] if isinstance(a, dict)]
+    flagged = {str(a.get("name")) for a in anomalies}
+    with_layer = {str(site.get("name")): site for site in sites if _layer_of(site.get("name")) is not None}
+    for name in held:
+        layer = _layer_of(name)
+        kind = name.split(".", 2)[-1]
+        elsewhere = [
+            other
+            for other, site in with_layer.items()
+            if _layer_of(other) != layer and other.split(".", 2)[-1] == kind and _stat(site, "count")
+        ]
+        if layer is not None and elsewhere and _stat(with_layer[name], "count") and name not in flagged:
+            problems.append(f"its site {name} holds NaN/Inf, but it is not among its anomalies")
+    by_name = {str(site.get("name")): site for site in sites}
+    rows = [row for row in report.get("per_layer") or [] if isinstance(row, dict)]
+    for row in rows:
+        i, output = row.get("layer"), by_name.get(f"layers.{row.get('layer')}.output")
+        expected = {
+            "nonfinite_sites": sum(1 for n in named if str(n).startswith(f"layers.{i}.")),
+            "anomalies": [
+                str(a.get("name")).split(".", 2)[-1] for a in anomalies if _layer_of(a.get("name")) == i
+            ],
+        }
+        if output is not None:
+            expected |= {"output_std": _stat(output, "std"), "output_absmax": _stat(output, "absmax")}
+        for key, value in expected.items():
+            if key in row and not same(row[key], value):
+                problems.append(
+                    f"per_layer[{i}].{key} is {_short(row[key])}, but its sites give {_short(value)}"
+                )
+    verdict, first = report.get("verdict"), report.get("first")
+    if verdict != "nonfinite":
+        want = ("anomaly", anomalies[0].get("name")) if anomalies else ("clean", None)
+        if (verdict, first) != want:
+            problems.append(
+                f"its verdict is {verdict!r} (first {first!r}), but its anomalies give {want[0]!r}"
+            )
+    elif first not in (listed.get("producers") or [None])[:1]:
+        problems.append(f"its verdict is nonfinite at {first!r}, but its first producer is another site")
+    return problems
+
+
+def lens_problems(report: dict[str, Any]) -> list[str]:
+    """A lens trace's per-layer summary restates its readings but the last (the final layer, what
+    every other is compared with; stack.lens.report.lens_result): each layer's site, KL and entropy
+    per position, and the probability of its top token (the first of each position's top list)."""
+    rows = [row for row in report.get("per_layer") or [] if isinstance(row, dict)]
+    readings = [r for r in report.get("readings") or [] if isinstance(r, dict)][:-1]
+    if not readings:
+        return []
+    if len(rows) != len(readings):
+        return [f"per_layer has {len(rows)} layers, but its readings {len(readings)} before the final one"]
+    problems = []
+    for row, reading in zip(rows, readings, strict=True):
+        expected = {key: reading.get(key) for key in ("layer", "site", "kl", "entropy")}
+        top = reading.get("top")
+        if isinstance(top, list) and all(isinstance(t, list) and t and isinstance(t[0], list) for t in top):
+            expected["top1_prob"] = [t[0][1] for t in top]
+        for key, value in expected.items():
+            if key in row and not same(row[key], value):
+                problems.append(
+                    f"per_layer[{row.get('layer')}].{key} is {_short(row[key])}, but its reading gives "
+                    f"{_short(value)}"
+                )
+    return problems
+
+
+# The gates that compare the model's logits over a trace's tokens element by element.
+LOGIT_ELEMENT_GATES = ("GATE-LENS-005", "GATE-PATCH-001", "GATE-PATCH-002")
+
+
+def element_problems(
+    results: dict[str, Any], wanted: set[str], tokens: int, report: dict[str, Any]
+) -> list[str]:
+    """The logits compared over a trace's tokens are tokens × vocabulary elements: each gate's
+    `elements` a whole multiple of the tokens, the same vocabulary for every such gate, and more
+    entries than any token id its readings name."""
+    vocab: dict[str, Any] = {}
+    for gate_id in LOGIT_ELEMENT_GATES:
+        elements = (results.get(gate_id) or {}).get("elements") if gate_id in wanted else None
+        if isinstance(elements, int) and not isinstance(elements, bool):
+            vocab[gate_id] = elements / tokens
+    problems = [
+        f"gates[{g}].measured.elements is {int(v * tokens)}, not a whole multiple of its {tokens} tokens"
+        for g, v in vocab.items()
+        if v != int(v)
+    ]
+    if len(set(vocab.values())) > 1:
+        problems.append(f"its logit-comparing gates count different vocabularies: {vocab}")
+    ids = [
+        entry[0]
+        for reading in report.get("readings") or []
+        if isinstance(reading, dict)
+        for position in reading.get("top") or []
+        if isinstance(position, list)
+        for entry in position
+        if isinstance(entry, list) and entry and isinstance(entry[0], int)
+    ]
+    if ids and any(v <= max(ids) for v in vocab.values()):
+        problems.append(
+            f"its elements count a vocabulary {sorted(vocab.values())} no larger than token id {max(ids)}"
+        )
+    return problems
 
 
 MANIFEST = "manifest.json"
@@ -320,6 +654,7 @@ def prepare_record(inputs: Inputs) -> Derivation:
         filters = manifest.get("filters", {})
         derived.put(("metrics", "filters"), filters)
         derived.put(("metrics", "totals"), manifest.get("totals"))
+        derived.problems += [f"{MANIFEST}: {p}" for p in manifest_problems(manifest)]
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}
@@ -332,4 +667,60 @@ def prepare_record(inputs: Inputs) -> Derivation:
         for name, values in counts.items():
             for key, value in values.items():
                 derived.put(("gates", "GATE-DATA-014", "measured", "sources", name, key), value)
+        if inputs.artifacts.has(MANIFEST):
+            manifest = inputs.artifacts.json(MANIFEST) or {}
+            written = shard_documents(manifest)
+            empty_log = (manifest.get("drop_log") or {}).get("bytes") == 0
+            for name in counts:
+                where = ("gates", "GATE-DATA-014", "measured", "sources", name)
+                if written is not None:
+                    derived.put((*where, "written"), written.get(name, 0))
+                if empty_log:
+                    derived.put((*where, "logged"), {})
     return derived
+
+
+def shard_documents(manifest: dict[str, Any]) -> dict[str, int] | None:
+    """Documents written per source: the sum over its shards, both splits (None without shards)."""
+    shards = manifest.get("shards")
+    if not isinstance(shards, list) or not shards:
+        return None
+    written: Counter[str] = Counter()
+    for shard in shards:
+        if isinstance(shard, dict) and isinstance(shard.get("documents"), int):
+            written[str(shard.get("source"))] += shard["documents"]
+    return dict(written)
+
+
+def manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """A manifest against itself: each split's totals are the sums of its shards (stack.data.prepare
+    adds them up so), each source's filters keep documents_in − Σ dropped, and an empty drop log
+    (0 bytes) logged no drop."""
+    problems = []
+    shards = [s for s in manifest.get("shards") or [] if isinstance(s, dict)]
+    totals = manifest.get("totals")
+    if shards and isinstance(totals, dict):
+        for split, row in totals.items():
+            mine = [s for s in shards if s.get("split") == split]
+            summed = {key: sum(int(s.get(key) or 0) for s in mine) for key in ("tokens", "documents")}
+            for key, value in summed.items():
+                if isinstance(row, dict) and key in row and row[key] != value:
+                    problems.append(
+                        f"totals.{split}.{key} is {row[key]}, but its {split} shards hold {value}"
+                    )
+    empty_log = (manifest.get("drop_log") or {}).get("bytes") == 0
+    for name, row in (manifest.get("filters") or {}).items():
+        if not isinstance(row, dict) or not isinstance(row.get("dropped"), dict):
+            continue
+        dropped = sum(n for n in row["dropped"].values() if isinstance(n, int))
+        counted = isinstance(row.get("documents_in"), int) and isinstance(row.get("documents_out"), int)
+        if counted and row["documents_in"] - dropped != row["documents_out"]:
+            problems.append(
+                f"filters.{name}: {row['documents_in']} documents in less {dropped} dropped is not the "
+                f"{row['documents_out']} it keeps"
+            )
+        if empty_log and dropped:
+            problems.append(
+                f"filters.{name} drops {dropped} document(s), but the drop log is empty (0 bytes)"
+            )
+    return problems

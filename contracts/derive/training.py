@@ -30,10 +30,18 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.derive import Derivation, Inputs, derives
+from contracts.coherence import coherence_score
+from contracts.derive import Derivation, Inputs, derives, same
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
+from contracts.model_shape import (
+    checkpoint_bytes_hold,
+    lora_parameters,
+    lora_touched,
+    matrix_share,
+    param_count,
+)
 from contracts.schedule import SCHEDULE_KEYS, scheduled
 
 METRICS_LOG = "metrics.jsonl"
@@ -495,13 +503,6 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
         derived.problems.append(f"metrics.tokens_seen {seen} is not a whole number of steps of {last_step}")
         return lambda _step: None
     per_step = seen // last_step
-    if not train.get("task"):  # plain language modelling reads windows of the model's context
-        world = inputs.record.determinism.flags.get("world_size", 1)
-        model = config.get("model", {})
-        shape = (train.get("batch_size"), train.get("grad_accum", 1), model.get("ctx"), world)
-        if all(isinstance(v, int) for v in shape):
-            expected = math.prod(shape)  # type: ignore[arg-type]
-            derived.put(("metrics", "tokens_seen"), last_step * expected)
     planned = train["steps"] * per_step
     adequacy = {"repeats": planned / unique, "tokens_per_parameter": planned / params}
     derived.put(("metrics", "planned_tokens"), planned)
@@ -512,12 +513,313 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
     return lambda step: step * per_step / max(unique, 1) if isinstance(step, int) else None
 
 
+def _tokens_per_step(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> int | None:
+    """`metrics.tokens_seen` is every step's batch·accum·ctx·world tokens (for each task that reads
+    windows of the model's context), and, where every position is a scored target, what the step
+    lines say their losses scored; returns the tokens of one step (the record's own, for a task
+    whose windows are the data's)."""
+    seen, last = inputs.record.metrics.get("tokens_seen"), log.last_step
+    per_step = tokens_per_step(config, inputs.record.determinism.flags.get("world_size", 1))
+    if per_step is not None and last >= 1:
+        derived.put(("metrics", "tokens_seen"), last * per_step)
+    elif isinstance(seen, int) and not isinstance(seen, bool) and last >= 1 and seen % last == 0:
+        per_step = seen // last
+    targets = [line.get("targets") for line in log.steps]
+    scored = config.get("train", {}).get("task") in EVERY_POSITION_SCORED
+    if scored and targets and all(isinstance(t, int) for t in targets) and isinstance(seen, int):
+        total = sum(targets)  # type: ignore[arg-type]
+        if total != seen:
+            derived.problems.append(
+                f"metrics.tokens_seen is {seen}, but the step lines of {METRICS_LOG} scored {total} targets"
+            )
+    return per_step
+
+
 def _first_loss(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
     """GATE-TRAIN-004 at the first step, for a record that judged it (a fresh model's cross-entropy)."""
     if not log.steps or not any(g.id == "GATE-TRAIN-004" for g in inputs.record.gates):
         return []
     first = log.steps[0]
     return [({"loss": first.get("loss"), "vocab": config.get("model", {}).get("vocab")}, first.get("step"))]
+
+
+def _samples(log: Log, derived: Derivation) -> None:
+    """Each sample line's texts scored again by the monitor's scorer, and its score their mean (the
+    loop's rule: `score = sum(scores) / len(scores)`, each `coherence_score(text)`)."""
+    for line in log.samples:
+        texts, scores, score = line.get("texts"), line.get("scores"), line.get("score")
+        if not isinstance(texts, list) or not isinstance(scores, list) or len(texts) != len(scores):
+            continue  # a log from before the monitor kept each prompt's text and score
+        step = line.get("step")
+        for index, (text, logged) in enumerate(zip(texts, scores, strict=True)):
+            if isinstance(text, str) and not same(logged, coherence_score(text)):
+                derived.problems.append(
+                    f"{METRICS_LOG}: the sample at step {step} scores its text {index} {logged}, but the "
+                    f"text scores {coherence_score(text)}"
+                )
+        if scores and all(_real(x) for x in scores) and not same(score, sum(scores) / len(scores)):
+            derived.problems.append(
+                f"{METRICS_LOG}: the sample at step {step} logs score {score}, but its scores' mean is "
+                f"{sum(scores) / len(scores)}"
+            )
+
+
+def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
+    """Each evaluation's `train_loss` is the mean loss of the `eval.every` steps up to it (the loop's
+    `recent_train_losses`, summed in step order)."""
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        return
+    losses = {line.get("step"): line.get("loss") for line in log.steps}
+    for line in log.evals:
+        step, logged = line.get("step"), line.get("train_loss")
+        if not isinstance(step, int) or not _real(logged):
+            continue
+        window = [losses.get(s) for s in range(max(1, step - every + 1), step + 1)]
+        if not window or not all(_real(x) for x in window):
+            continue  # a step of the window is not in the log (or not finite)
+        mean = sum(window) / len(window)  # type: ignore[arg-type]
+        if not same(logged, mean):
+            derived.problems.append(
+                f"{METRICS_LOG}: the evaluation at step {step} logs train_loss {logged}, but the mean loss "
+                f"of steps {max(1, step - every + 1)}..{step} is {mean}"
+            )
+
+
+# The tasks whose every position is a scored target: a step scores batch·accum·ctx·world of them.
+EVERY_POSITION_SCORED = (None, "distill")
+# The tasks whose windows are the model's context (`stack sft` reads windows of the data's pack_len).
+CONTEXT_WINDOWS = (None, "distill", "dpo")
+
+
+def tokens_per_step(config: dict[str, Any], world: Any) -> int | None:
+    """Tokens of one optimizer step over all ranks, batch·accum·ctx·world, for the tasks that read
+    windows of the model's context; None for the others or an incomplete config."""
+    train, model = config.get("train", {}), config.get("model", {})
+    if train.get("task") not in CONTEXT_WINDOWS:
+        return None
+    shape = (train.get("batch_size"), train.get("grad_accum", 1), model.get("ctx"), world)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        return None
+    return math.prod(shape)  # type: ignore[arg-type]
+
+
+def plain_mixture(config: dict[str, Any]) -> bool:
+    """Whether the run read its data as it lies: every source at weight 1, none excluded or capped,
+    no floors, phases or policy (then an epoch is every window of the split)."""
+    data = config.get("data", {})
+    weights = data.get("weights") or {}
+    return (
+        all(w == 1 for w in weights.values())
+        and not data.get("exclude")
+        and not any(data.get(key) for key in ("caps", "floors", "phases", "policy"))
+    )
+
+
+def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, settler: Settler) -> None:
+    """GATE-DATA-001's steps per epoch, and the epochs the log shows, from the unique tokens.
+
+    Under a plain mixture an epoch is every window of the split once: ⌊unique / tokens per step⌋
+    steps (the reader's windows per epoch over its windows per step; without gradient accumulation,
+    whose micro-batches are the reader's steps). The reader then wraps every
+    that many steps: step s is in epoch ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens each
+    new epoch at its first step.
+    """
+    unique = inputs.record.metrics.get("unique_train_tokens")
+    if config.get("train", {}).get("grad_accum", 1) != 1:
+        return  # the reader's steps are micro-batches then
+    if not plain_mixture(config) or not isinstance(unique, int) or isinstance(unique, bool) or per_step < 1:
+        return
+    spe = unique // per_step
+    derived = settler.derived
+    if settler.wanted("GATE-DATA-001"):
+        derived.put(("gates", "GATE-DATA-001", "measured", "steps_per_epoch"), spe, optional=True)
+    if spe < 1 or config.get("data", {}).get("wrap") is False:
+        return
+    steps = [line.get("step") for line in log.steps if isinstance(line.get("step"), int)]
+    wrong = next(
+        (line for line in log.steps if line.get("epoch") != (int(line.get("step", 1)) - 1) // spe), None
+    )
+    if wrong is not None and all(isinstance(line.get("epoch"), int) for line in log.steps):
+        derived.problems.append(
+            f"{METRICS_LOG}: step {wrong.get('step')} is in epoch {wrong.get('epoch')}, but {spe} steps per "
+            f"epoch (⌊{unique} unique tokens / {per_step} per step⌋) put it in epoch "
+            f"{(int(wrong.get('step', 1)) - 1) // spe}"
+        )
+    first = steps[0] if steps else 1
+    expected = [(k * spe + 1, k) for k in range(1, (log.last_step - 1) // spe + 1) if k * spe + 1 >= first]
+    wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
+    if wraps != expected:
+        derived.problems.append(
+            f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but {spe} steps per epoch "
+            f"(⌊{unique} unique tokens / {per_step} per step⌋) wrap at {expected}"
+        )
+
+
+def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> None:
+    """`metrics.parameters`: the model's shape counted (contracts.model_shape), plus what a LoRA run's
+    adapters add; the matrices LoRA touched, and the checkpoint's weights file that must hold them."""
+    model, metrics, derived = config.get("model", {}), inputs.record.metrics, settler.derived
+    try:
+        base = param_count(model)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return
+    lora = config.get("lora")
+    parameters: int | None = base
+    if isinstance(lora, dict):
+        selection = metrics.get("lora_matrices")
+        touched = lora_touched(model, lora.get("targets"))
+        if touched is not None and isinstance(selection, dict):
+            derived.put(("metrics", "lora_matrices", "touched"), touched)
+        if isinstance(selection, dict) and isinstance(selection.get("touched"), list):
+            touched = [str(name) for name in selection["touched"]]
+        share = matrix_share(model, touched) if touched is not None else None
+        if share is not None and isinstance(selection, dict):
+            derived.put(("metrics", "lora_matrices", "parameter_share"), share)
+        for gate_id in ("GATE-LORA-001", "GATE-LORA-004"):
+            if touched is not None and settler.wanted(gate_id):
+                derived.put(("gates", gate_id, "measured", "adapters"), len(touched), optional=True)
+        added = lora_parameters(model, touched, lora.get("r")) if touched and _real(lora.get("r")) else None
+        parameters = None if added is None else base + added
+    if parameters is None:
+        return
+    derived.put(("metrics", "parameters"), parameters)
+    checkpoint = inputs.record.checkpoint
+    weights = checkpoint.files.get("model.safetensors") if checkpoint is not None else None
+    if weights is not None and not checkpoint_bytes_hold(weights.bytes, parameters, model):
+        derived.problems.append(
+            f"checkpoint {checkpoint.name}'s model.safetensors is {weights.bytes} bytes, which cannot hold "  # type: ignore[union-attr]
+            f"{parameters} float32 parameters and a safetensors header"
+        )
+
+
+def _dpo(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-DPO-004's margins and accuracies are the step lines' (the objective keeps one of each per
+    step), its beta the config's; GATE-DPO-001's loss and rewards are the first step's, when that step
+    shows the starting policy was the reference (both rewards exactly 0: then every batch scores
+    ln 2 in float32 and every reward 0)."""
+    derived = settler.derived
+    if settler.wanted("GATE-DPO-004") and log.steps and all("margin" in line for line in log.steps):
+        progress = {
+            "margins": [line.get("margin") for line in log.steps],
+            "accuracies": [line.get("accuracy") for line in log.steps],
+            "beta": config.get("dpo", {}).get("beta"),
+        }
+        for key, value in progress.items():
+            derived.put(("gates", "GATE-DPO-004", "measured", key), value, optional=True)
+        if not config.get("lora"):
+            parameters = derived.fields.get(("metrics", "parameters"))
+            if parameters is not None:
+                derived.put(
+                    ("gates", "GATE-DPO-004", "measured", "trainable_parameters"), parameters, optional=True
+                )
+    first = log.steps[0] if log.steps else {}
+    identity = (
+        first.get("step") == 1 and first.get("chosen_reward") == 0 and first.get("rejected_reward") == 0
+    )
+    if settler.wanted("GATE-DPO-001") and identity and _real(first.get("loss")):
+        start = {"loss": first["loss"], "ln2": math.log(2.0), "max_abs_reward": 0.0}
+        for key, value in start.items():
+            derived.put(("gates", "GATE-DPO-001", "measured", key), value, optional=True)
+
+
+# The auxiliary terms of a mixture of experts as GATE-ARCH-001 names them, the config key of each
+# coefficient with its default (stack.model.config.ModelConfig), and the step line's key of each.
+AUX_TERMS = {"load_balance": ("moe_balance_coef", 0.01), "router_z": ("moe_z_coef", 0.001)}
+
+
+def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-ARCH-001 at the step it names is that step's logged cross-entropy and auxiliary terms
+    (with the config's coefficients); GATE-ARCH-002's routed counts, judged at the same evaluation as
+    GATE-ARCH-012, are the last window ARCH-012 keeps."""
+    results = {g.id: g for g in inputs.record.gates}
+    model, derived = config.get("model", {}), settler.derived
+    objective = results.get("GATE-ARCH-001")
+    if objective is not None and settler.wanted("GATE-ARCH-001") and isinstance(objective.step, int):
+        line = next((s for s in log.steps if s.get("step") == objective.step), None)
+        terms = (
+            {
+                name: {"coefficient": model.get(key, default), "value": line.get(f"moe_{name}")}
+                for name, (key, default) in AUX_TERMS.items()
+            }
+            if line is not None
+            else {}
+        )
+        if line is not None and all(_real(t["value"]) for t in terms.values()):
+            derived.put(("gates", "GATE-ARCH-001", "measured", "ce"), line.get("loss"), optional=True)
+            derived.put(("gates", "GATE-ARCH-001", "measured", "terms"), terms, optional=True)
+    collapse_judged = results.get("GATE-ARCH-012")
+    if (
+        collapse_judged is not None
+        and isinstance(collapse_judged.measured, dict)
+        and settler.wanted("GATE-ARCH-012")
+    ):
+        routing = {"top_k": model.get("moe_top_k", 2), "balance_coef": model.get("moe_balance_coef", 0.01)}
+        for key, value in routing.items():  # ModelConfig's defaults, as the loop passes them
+            derived.put(("gates", "GATE-ARCH-012", "measured", key), value, optional=True)
+    shares, collapse = results.get("GATE-ARCH-002"), results.get("GATE-ARCH-012")
+    if shares is None or collapse is None or shares.step is None or shares.step != collapse.step:
+        return
+    windows = collapse.measured.get("windows") if isinstance(collapse.measured, dict) else None
+    if settler.wanted("GATE-ARCH-002") and isinstance(windows, list) and windows:
+        derived.put(("gates", "GATE-ARCH-002", "measured", "routed"), windows[-1], optional=True)
+
+
+def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
+    GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
+    batch a step, without gradient accumulation)."""
+    derived = settler.derived
+    judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
+    vocab = config.get("model", {}).get("vocab")
+    if "model_vocab" in judged.get("GATE-DATA-007", {}) and settler.wanted("GATE-DATA-007"):
+        derived.put(("gates", "GATE-DATA-007", "measured", "model_vocab"), vocab)
+    taken = judged.get("GATE-DATA-001", {})
+    one_batch = config.get("train", {}).get("grad_accum", 1) == 1
+    if settler.wanted("GATE-DATA-001") and one_batch and log.steps:
+        for key in ("served_batches", "taken_batches"):
+            if key in taken:
+                derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
+
+
+def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> None:
+    """A run lasts at least as long as its steps took: each step line's tokens_per_s is the step's
+    tokens over its own time, so Σ tokens per step / tokens_per_s (over the steps of the last
+    invocation, for a resumed run) fits between `run.started` and `run.finished`."""
+    run = inputs.record.run
+    if run.finished is None or per_step < 1:
+        return
+    resumes = inputs.record.metrics.get("resumes")
+    after = 0
+    if isinstance(resumes, list) and resumes and isinstance(resumes[-1], dict):
+        after = int(resumes[-1].get("from_step") or 0)
+    rates = [line.get("tokens_per_s") for line in log.steps if int(line.get("step") or 0) > after]
+    if not rates or not all(_real(r) and r > 0 for r in rates):
+        return
+    stepping = math.fsum(per_step / r for r in rates)
+    lasted = (run.finished - run.started).total_seconds()
+    if lasted < stepping:
+        derived.problems.append(
+            f"run.finished is {lasted:.3f} s after run.started, but the steps of {METRICS_LOG} took "
+            f"{stepping:.3f} s by their own tokens_per_s"
+        )
+
+
+def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], derived: Derivation) -> None:
+    """GATE-EVAL-001: the held-out batches every evaluation used, each of `train.batch_size` windows,
+    so no more distinct windows than batches × batch size."""
+    derived.gate("GATE-EVAL-001", {"heldout_batches": batches})
+    size = config.get("train", {}).get("batch_size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        return
+    derived.put(("gates", "GATE-EVAL-001", "measured", "batch_size"), size, optional=True)
+    result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-001"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    distinct = measured.get("distinct_windows")
+    if isinstance(batches, int) and _real(distinct) and distinct > batches * size:
+        derived.problems.append(
+            f"gates[GATE-EVAL-001].measured.distinct_windows is {distinct}, more than the {batches} held-out "
+            f"batches of {size} windows hold"
+        )
 
 
 @derives(*LOOP_KINDS)
@@ -556,6 +858,16 @@ def training_record(inputs: Inputs) -> Derivation:
     settler.derive("GATE-EVAL-004", overfit)
     fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))
     _summary(log, spiked, next(fired, None), derived)
+    _samples(log, derived)
+    _train_losses(log, config.get("eval", {}).get("every"), derived)
+    _parameters(inputs, config, settler)
+    per_step = _tokens_per_step(inputs, log, config, derived)
+    if per_step is not None:
+        _epochs(inputs, log, config, per_step, settler)
+        _wall_time(inputs, log, per_step, derived)
+    _dpo(inputs, log, config, settler)
+    _experts(inputs, log, config, settler)
+    _stated_by_gates(inputs, log, config, settler)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
@@ -566,7 +878,7 @@ def training_record(inputs: Inputs) -> Derivation:
             f"{METRICS_LOG}: its evaluations used {sorted(batches, key=str)} held-out batches"
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
-        derived.gate("GATE-EVAL-001", {"heldout_batches": batches.pop()})
+        _heldout_size(inputs, batches.pop(), config, derived)
     if not ended:  # a gate that stopped the run judged a step whose line was never written
         derived.primary |= {
             g.id for g in inputs.record.gates if g.verdict is Verdict.FAIL or (g.step or 0) > log.last_step
@@ -576,12 +888,33 @@ def training_record(inputs: Inputs) -> Derivation:
 
 # Evolution strategies (`stack es`) gained its metrics log in spec 1.7.0.
 ES_LOG_SINCE = "1.7.0"
+# A step's mean fitness is the population's float32 mean, never above its best (its max); the mean
+# of equal fitnesses may round a unit of float32 above them, hence this relative slack.
+ES_MEAN_RTOL = 1e-6
+
+
+def es_step_problems(reports: Any) -> list[str]:
+    """Each ES step report's mean fitness is no higher than its best (stack.es.loop: mean and max of
+    the same population)."""
+    problems = []
+    for index, report in enumerate(reports if isinstance(reports, list) else []):
+        mean, best = (
+            (report.get("fitness_mean"), report.get("fitness_best")) if isinstance(report, dict) else (0, 0)
+        )
+        above = _real(mean) and _real(best) and mean > best
+        if above and not math.isclose(mean, best, rel_tol=ES_MEAN_RTOL):
+            problems.append(
+                f"metrics.steps[{index}] has fitness_mean {mean} above its fitness_best {best}, "
+                "the population's max"
+            )
+    return problems
 
 
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
     derived = Derivation()
+    derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
     log = read_log(inputs, derived, since=ES_LOG_SINCE)
     if log is None:
         return derived

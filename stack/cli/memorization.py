@@ -198,15 +198,14 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
 
 def _rates(recall: Recall) -> dict[str, Any]:
     """Each model's share of reproduced examples and its longest run, as the table shows them."""
-    from contracts.judges_ft import reproduced
+    from contracts.derive.reports import memorization_summary
     from contracts.spec import load_spec
 
     least = int(load_spec().threshold(GATE, "min_verbatim_tokens"))
-    models = {}
-    for name, runs in (("fine-tuned", recall.tuned), ("base", recall.base)):
-        count = reproduced(runs, least)
-        models[name] = {"reproduced": count, "rate": count / len(runs), "longest_run": max(runs)}
-        models[name]["mean_run"] = sum(runs) / len(runs)
+    models = {
+        name: memorization_summary(runs, least)
+        for name, runs in (("fine-tuned", recall.tuned), ("base", recall.base))
+    }
     return {
         "prefix": recall.prefix,
         "continuation": recall.continuation,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts.errors import BadInput
+from contracts.model_shape import param_count
 from stack.model.attention import PATHS
 from stack.model.config import ModelConfig
 from stack.model.consumed import Consumed, record
@@ -24,20 +25,9 @@ from stack.model.moe_checks import check_expert_weights
 
 
 def param_count_formula(config: ModelConfig) -> int:
-    """The number of parameters, from the config alone (a tied lm_head counts once)."""
-    d, kv_width = config.d_model, config.n_kv_heads * config.head_dim
-    attn = d * d + 2 * d * kv_width + d * d  # q, k, v, o
-    if config.qkv_bias:
-        attn += d + 2 * kv_width  # one bias per output of q, k and v
-    ffn = 3 * d * config.ffn_hidden  # gate, up, down
-    if config.moe:  # E routed experts, the router, and the shared expert when there is one
-        ffn = ffn * (config.moe_experts + int(config.moe_shared_expert)) + d * config.moe_experts
-    if config.diff_attn:  # q2 and k2 as q and k, the four λ vectors and head_norm
-        attn += d * d + d * kv_width + (d + kv_width if config.qkv_bias else 0) + 5 * config.head_dim
-    block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
-    head = 0 if config.tie_embeddings else config.vocab * d
-    depth_routers = sum(d for i in range(config.n_layers) if config.mod_block(i))  # mixture of depths
-    return config.vocab * d + config.n_layers * block + depth_routers + d + head
+    """The number of parameters, from the config alone (a tied lm_head counts once): the one formula
+    of contracts.model_shape, which the integrity check derives a record's `parameters` with."""
+    return param_count(config.model_dump())
 
 
 def build_block(config: ModelConfig, index: int) -> Block:

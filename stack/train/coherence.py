@@ -1,7 +1,7 @@
 """Coherence of generated samples (GATE-TRAIN-005): a model stuck on one token is caught, not trained on.
 
 The loss can keep falling while a model emits the same token forever; only reading samples shows
-it. stack.data.coherence scores a sample the cheap way (how much of it repeats itself) and
+it. contracts.coherence scores a sample the cheap way (how much of it repeats itself) and
 `CoherenceMonitor` halts the run after too many degenerate samples in a row. The monitor also
 proves it was fed: `require_ran` fails a run that trained past the sampling cadence without
 observing a single sample, so a training path that skips sampling cannot pass quietly.

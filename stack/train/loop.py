@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from contracts.coherence import coherence_score
 from contracts.derive.training import CLIPPED_NORM, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
@@ -42,7 +43,6 @@ from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
-from stack.data.coherence import coherence_score
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import check_heldout
 from stack.data.policy import build_policy, source_heldout

@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
+from contracts.coherence import coherence_score
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges_tune import SYNTH_REASONS
 from contracts.spec import load_spec
-from stack.data.coherence import coherence_score
 from stack.data.sft_template import ChatTemplate
 from stack.data.tokenizer import Tokenizer
 from stack.model.generate import generate

@@ -3,7 +3,9 @@
 The training monitor (GATE-TRAIN-005, stack.train.coherence) scores the model's samples with it,
 `stack synth` drops generated samples that score low, and the mixture policy profiles each data
 source's text with it (GATE-DATA-011). One score, so a sample the monitor calls degenerate is the
-one synth drops.
+one synth drops. It lives in contracts because the integrity check scores again every sample text
+a training log or a synthesis keeps (contracts/derive), with this same function: a pure one of
+the text, importing nothing from the stack.
 """
 
 from __future__ import annotations

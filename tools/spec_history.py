@@ -1,0 +1,120 @@
+"""The spec as it was: a policy file of an older revision by its digest, the revisions at a commit.
+
+A record cites the revision and the content digest of every policy file that decided what it
+must judge (`spec.policies`). The checker holds a record to the policy it cites, not to today's:
+a record judged under run_kinds rev 1 must have judged every gate rev 1 required. The file of an
+older revision is in the repository's history; `PolicyHistory` finds it there by the digest the
+record cites (`contracts.spec.policy_digest` of its content), with one `git log` and one batched
+`git cat-file` per policy file, the first time a record asks. A digest no version of the file
+ever had finds nothing (the caller reports what it cannot check).
+
+`revision_in_force` reads spec/revisions.yaml at a record's commit: the revision of a gate the
+record's own commit had, which a clean record's verdict cannot be older than.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from contracts.spec import POLICY_FILES, SAFE_LOADER, RunKind, RunKindsFile, policy_digest
+
+
+def files_at(
+    root: Path, wanted: list[tuple[str, str]], kind: bytes = b"blob"
+) -> dict[tuple[str, str], bytes]:
+    """The content of each (commit, path) of `wanted` that git has as a `kind` object (a file's bytes,
+    or a tree's raw entries), in one `git cat-file --batch`."""
+    if not wanted:
+        return {}
+    proc = subprocess.run(
+        ["git", "-C", str(root), "cat-file", "--batch"],
+        input="".join(f"{sha}:{path}\n" for sha, path in wanted).encode(),
+        capture_output=True,
+        check=False,
+    )
+    found: dict[tuple[str, str], bytes] = {}
+    out, at = proc.stdout, 0
+    for key in wanted:
+        end = out.find(b"\n", at)
+        if end < 0:
+            break
+        header = out[at:end].split()
+        at = end + 1
+        if len(header) != 3 or header[1] not in (b"blob", b"tree", b"commit", b"tag"):
+            continue  # "<object> missing": nothing follows
+        if header[1] != kind:
+            at += int(header[2]) + 1
+            continue
+        size = int(header[2])
+        found[key] = out[at : at + size]
+        at += size + 1
+    return found
+
+
+def tree_names(raw: bytes) -> list[str]:
+    """The entry names of a raw git tree object (each entry: mode, space, name, NUL, 20-byte id)."""
+    names, at = [], 0
+    while at < len(raw):
+        nul = raw.find(b"\0", at)
+        if nul < 0:
+            break
+        names.append(raw[raw.find(b" ", at) + 1 : nul].decode("utf-8", "replace"))
+        at = nul + 21
+    return names
+
+
+class SpecHistory:
+    """The spec files of one repository's history: each policy file's versions by content digest,
+    and the gate revisions of spec/revisions.yaml at a commit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._by_digest: dict[str, dict[str, object]] = {}
+        self._revisions: dict[str, dict[str, int]] = {}
+
+    def revision_in_force(self, sha: str, gate_id: str) -> int | None:
+        """The latest revision of `gate_id` that spec/revisions.yaml lists at commit `sha` (None: the
+        commit has no such file, or the gate is not in it)."""
+        if sha not in self._revisions:
+            self._revisions[sha] = {}
+            blob = files_at(self.root, [(sha, "spec/revisions.yaml")]).get((sha, "spec/revisions.yaml"))
+            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
+                listed = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)["revisions"]  # type: ignore[union-attr]
+                self._revisions[sha] = {
+                    gate: max(int(e["revision"]) for e in entries) for gate, entries in listed.items()
+                }
+        return self._revisions[sha].get(gate_id)
+
+    def content(self, name: str, digest: str) -> object | None:
+        """The parsed content of policy `name` whose digest is `digest`, or None when no committed
+        version of the file has it."""
+        if name not in self._by_digest:
+            self._by_digest[name] = self._versions(name)
+        return self._by_digest[name].get(digest)
+
+    def run_kinds(self, digest: str) -> dict[str, RunKind] | None:
+        """The run kinds of the run_kinds.yaml whose digest is `digest` (None: no such version)."""
+        data = self.content("run_kinds", digest)
+        if data is None:
+            return None
+        try:
+            return RunKindsFile.model_validate(data).run_kinds
+        except ValueError:
+            return None
+
+    def _versions(self, name: str) -> dict[str, object]:
+        path = f"spec/{POLICY_FILES[name]}"
+        log = subprocess.run(
+            ["git", "-C", str(self.root), "log", "--format=%H", "--", path], capture_output=True, check=False
+        )
+        shas = log.stdout.decode().split()
+        versions: dict[str, object] = {}
+        for blob in files_at(self.root, [(sha, path) for sha in shas]).values():
+            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
+                data = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)
+                versions.setdefault(policy_digest(data), data)
+        return versions
