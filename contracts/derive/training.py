@@ -616,24 +616,39 @@ def plain_mixture(config: dict[str, Any]) -> bool:
 
 
 def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, settler: Settler) -> None:
-    """GATE-DATA-001's steps per epoch, and the epochs the log shows, from the unique tokens.
+    """GATE-DATA-001's steps per epoch held to the unique tokens, and the epochs the log shows held to it.
 
-    Under a plain mixture an epoch is every window of the split once: ⌊unique / tokens per step⌋
-    steps (the reader's windows per epoch over its windows per step; without gradient accumulation,
-    whose micro-batches are the reader's steps). The reader then wraps every
-    that many steps: step s is in epoch ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens each
-    new epoch at its first step.
+    Under a plain mixture an epoch is every window of the split once. A window never crosses a
+    shard's end, so a split of many shards holds fewer windows than ⌊unique / tokens per window⌋:
+    the unique tokens bound the steps per epoch from above (⌊unique / tokens per step⌋) but do not
+    decide it. What the record's steps per epoch does decide is the log: step s is in epoch
+    ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens each new epoch at its first step.
+    Without gradient accumulation only (its micro-batches are the reader's steps).
     """
     unique = inputs.record.metrics.get("unique_train_tokens")
     if config.get("train", {}).get("grad_accum", 1) != 1:
-        return  # the reader's steps are micro-batches then
+        return
     if not plain_mixture(config) or not isinstance(unique, int) or isinstance(unique, bool) or per_step < 1:
         return
-    spe = unique // per_step
+    spe = _recorded_steps_per_epoch(inputs)
     derived = settler.derived
-    if settler.wanted("GATE-DATA-001"):
-        derived.put(("gates", "GATE-DATA-001", "measured", "steps_per_epoch"), spe, optional=True)
-    if spe < 1 or config.get("data", {}).get("wrap") is False:
+    if spe is None:
+        return
+    bound = unique // per_step
+    if spe > bound or spe < 1:
+        derived.problems.append(
+            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but {unique} unique tokens hold at "
+            f"most {bound} steps of {per_step} tokens (and at least 1)"
+        )
+        return
+    quota, ctx = _recorded_quota_windows(inputs), config.get("model", {}).get("ctx")
+    if quota is not None and isinstance(ctx, int) and ctx > 0 and spe != quota // (per_step // ctx):
+        derived.problems.append(
+            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but its epoch plan's {quota} windows "
+            f"make {quota // (per_step // ctx)} steps of {per_step // ctx} windows"
+        )
+        return
+    if config.get("data", {}).get("wrap") is False:
         return
     steps = [line.get("step") for line in log.steps if isinstance(line.get("step"), int)]
     wrong = next(
@@ -641,18 +656,34 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     )
     if wrong is not None and all(isinstance(line.get("epoch"), int) for line in log.steps):
         derived.problems.append(
-            f"{METRICS_LOG}: step {wrong.get('step')} is in epoch {wrong.get('epoch')}, but {spe} steps per "
-            f"epoch (⌊{unique} unique tokens / {per_step} per step⌋) put it in epoch "
-            f"{(int(wrong.get('step', 1)) - 1) // spe}"
+            f"{METRICS_LOG}: step {wrong.get('step')} is in epoch {wrong.get('epoch')}, but the record's "
+            f"{spe} steps per epoch put it in epoch {(int(wrong.get('step', 1)) - 1) // spe}"
         )
     first = steps[0] if steps else 1
     expected = [(k * spe + 1, k) for k in range(1, (log.last_step - 1) // spe + 1) if k * spe + 1 >= first]
     wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
     if wraps != expected:
         derived.problems.append(
-            f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but {spe} steps per epoch "
-            f"(⌊{unique} unique tokens / {per_step} per step⌋) wrap at {expected}"
+            f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but the record's {spe} steps "
+            f"per epoch wrap at {expected}"
         )
+
+
+def _data_001_count(inputs: Inputs, key: str) -> int | None:
+    """A count GATE-DATA-001 measured, as the record states it, or None when it has none."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-DATA-001"), None)
+    value = result.measured.get(key) if result and isinstance(result.measured, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _recorded_steps_per_epoch(inputs: Inputs) -> int | None:
+    return _data_001_count(inputs, "steps_per_epoch")
+
+
+def _recorded_quota_windows(inputs: Inputs) -> int | None:
+    """The windows the epoch plan must hold (rev 3's `plan` check): under a plain mixture, every
+    window of the split, which an epoch serves in steps of batch × world windows."""
+    return _data_001_count(inputs, "quota_windows")
 
 
 def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> None:
