@@ -57,7 +57,7 @@ def test_the_model_is_the_architecture_its_config_names(
     )  # fmt: skip
     with recording(Ledger()) as ledger:
         parity = check_architecture(GPT(config, seed=0))
-    assert parity.checked and set(parity.forms) == {"train", "eval", "cached"}
+    assert parity.checked and set(parity.forms) == {"train", "eval", "train packed", "eval packed", "cached"}
     assert ledger.results["GATE-MODEL-003"].verdict is Verdict.PASS
 
 

@@ -6,10 +6,13 @@ more than rounding. It then checks that the model's own weights give the same lo
 path.
 
 `check_architecture` runs the model's own modules on a twin whose weights are drawn so that every
-term of a block shows (norm gains off 1, scores of order 1, biases off 0) and compares its logits
-with `stack.model.reference`, the architecture its config names written out in float64 from the
-weights alone: RoPE, a residual, a norm's gain or the SiLU missing anywhere in the forward moves
-the logits by far more than fp32 rounding.
+term of a block shows (norm gains off 1, scores of order 1, biases off 0, LoRA's B off 0) and
+compares its logits with `stack.model.reference`, the architecture its config names written out in
+float64 from the weights alone: RoPE, a residual, a norm's gain or the SiLU missing anywhere in the
+forward moves the logits by far more than fp32 rounding. It does so in every form the run computes
+a forward: training and evaluation mode, each plain and packed (random document ids, as fine-tuning
+packs examples), and decoding through the KV cache; so a mask, a dropout or an adapter scale that
+is wrong in one mode only is caught in that mode.
 """
 
 from __future__ import annotations
@@ -18,18 +21,18 @@ import copy
 import math
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from contracts.gates import Outcome, gate_ensure, measure
-from stack.model.attention import PATHS
+from stack.model.attention import DOCUMENT_PATHS, PATHS
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Attention, apply_rope, rope_angles
-from stack.model.reference import NOT_SPELLED_OUT, reference_logits, spelled_out
+from stack.model.reference import NOT_SPELLED_OUT, Adapters, reference_logits, spelled_out
 
 PROBE_BATCH = 2
 PROBE_LEN = 40
@@ -237,11 +240,12 @@ def draw_probe_weights(model: torch.nn.Module, generator: torch.Generator) -> No
 class ArchitectureParity:
     """The model's logits on a probe against the written-out architecture (GATE-MODEL-003's values).
 
-    `forms` maps each way the model is run ("train" and "eval" mode forwards, and "cached": a
-    prefill of the probe's first half, then one token at a time through the KV cache, as
-    generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model with an
-    option the reference does not write out (`skipped` names them), whose blocks their own gates
-    judge.
+    `forms` maps each way the model is run ("train" and "eval" mode forwards; "train packed" and
+    "eval packed", the same with random document ids, on an attention path with a document mask;
+    and "cached": a prefill of the probe's first half, then one token at a time through the KV
+    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model
+    with an option the reference does not write out (`skipped` names them), whose blocks their own
+    gates judge.
     """
 
     checked: bool
@@ -265,24 +269,73 @@ def _cached_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat(pieces, dim=1)
 
 
+def packed_documents(batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, length) document ids of windows packed as fine-tuning packs examples: ids rising from
+    0 along each row, a new document after ~1 token in 5 and always at the middle, so every row
+    holds at least two documents of random lengths."""
+    starts = torch.rand(batch, length, generator=generator) < 0.2
+    starts[:, 0] = False
+    starts[:, length // 2] = length > 1
+    return starts.cumsum(dim=1)
+
+
+def scale_adapter_probe(model: torch.nn.Module, adapters: Adapters) -> None:
+    """Divide each probe-drawn LoRA B by the settings' scale s, so that s·B·A·x is of order 1 like
+    W·x whatever alpha and r are: an adapter scaled otherwise than `adapters` names moves the
+    logits by a whole term, without saturating the probe's softmax."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("lora_B"):
+                param.div_(adapters.scale)
+
+
+@contextmanager
+def _dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Every dropout of `model` at p = 0 for the duration: training mode, with nothing drawn."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates = [m.p for m in dropouts]
+    for module in dropouts:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, rate in zip(dropouts, rates, strict=True):
+            module.p = rate
+
+
 @gate_ensure("GATE-MODEL-003", lambda result: result.outcome())
 @torch.no_grad()
-def check_architecture(model: GPT, *, seed: int = 0) -> ArchitectureParity:
+def check_architecture(model: GPT, *, adapters: Adapters | None = None, seed: int = 0) -> ArchitectureParity:
     """Run the model's modules (a float32 twin with probe weights) on random tokens in each form
-    and compare their logits with the float64 reference of the same weights."""
+    and compare their logits with the float64 reference of the same weights.
+
+    `adapters` are the run's LoRA settings, required when the model carries adapters: the twin's
+    adapters get a non-zero B, and the reference adds their terms at the scale the settings name.
+    Training-mode forms run with every dropout at p = 0 (nothing drawn, the function exact); the
+    evaluation forms keep the configured rates, which must draw nothing there.
+    """
     config = model.config
     if not spelled_out(config):
         return ArchitectureParity(False, skipped=tuple(o for o in NOT_SPELLED_OUT if getattr(config, o)))
     generator = torch.Generator().manual_seed(seed)
     twin = copy.deepcopy(model).float()
     draw_probe_weights(twin, generator)
+    if adapters is not None:
+        scale_adapter_probe(twin, adapters)
     length = min(config.ctx, PROBE_LEN)
-    tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator)
-    tokens = tokens.to(model.embed.weight.device)
-    reference = reference_logits(twin, tokens)
+    device = model.embed.weight.device
+    tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
+    docs = packed_documents(PROBE_BATCH, length, generator).to(device)
+    reference = reference_logits(twin, tokens, adapters=adapters)
+    packs = config.attention in DOCUMENT_PATHS  # the Triton kernel has no document mask, nor packs
+    packed = reference_logits(twin, tokens, docs, adapters) if packs else None
     forms: dict[str, dict[str, float]] = {}
     with _fp32_matmuls():
-        forms["train"] = deviation(twin.train()(tokens)[0], reference)
-        forms["eval"] = deviation(twin.eval()(tokens)[0], reference)
+        for mode in ("train", "eval"):
+            twin.train(mode == "train")
+            with _dropout_off(twin) if mode == "train" else nullcontext():
+                forms[mode] = deviation(twin(tokens)[0], reference)
+                if packed is not None:
+                    forms[f"{mode} packed"] = deviation(twin(tokens, docs=docs)[0], packed)
         forms["cached"] = deviation(_cached_logits(twin, tokens), reference)
     return ArchitectureParity(True, forms)
