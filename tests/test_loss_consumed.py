@@ -34,6 +34,7 @@ from stack.cli import main
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch
 from stack.model import attention
+from stack.model.checks import PROBE_LEN
 from stack.model.consumed import Consumed, record
 from stack.train import dpo_objective
 from stack.train.consumption import COUNTS, compare, targets_sha256
@@ -377,11 +378,16 @@ def test_a_mask_that_mixes_the_rows_of_a_batch_stops_at_the_probe(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The planted bug: the document mask of a batch is built from its first row for every row. The
-    start-up check (one window) cannot see it, and the loss is handed the right document ids; the
-    probe of the batch the loss used sees another example's losses move."""
+    """The planted bug: the document mask of a batch is built from its first row for every row, in
+    windows longer than GATE-MODEL-003's probe (which packs rows of its own and would stop the run
+    at start-up). The start-up check (one window) cannot see it, and the loss is handed the right
+    document ids; the probe of the batch the loss used sees another example's losses move."""
     real = attention.document_mask
-    monkeypatch.setattr(attention, "document_mask", lambda docs: real(docs[:1].expand_as(docs)))
+
+    def first_rows_mask(docs: torch.Tensor) -> torch.Tensor:
+        return real(docs[:1].expand_as(docs) if docs.shape[1] > PROBE_LEN else docs)
+
+    monkeypatch.setattr(attention, "document_mask", first_rows_mask)
     out = tmp_path / "mixed"
     measured = _stopped_by(
         out, _sft(world, out, "train.batch_size=2", data="sums"), capsys.readouterr().err, "GATE-SFT-003"
@@ -615,7 +621,7 @@ def _probe_smoothed(smoothing: float, vocab: int = 50) -> dict[str, Any]:
         )
 
     with recording(Ledger()) as ledger:
-        check_loss_gradient(loss, head, stated, step=1)
+        check_loss_gradient(loss, torch.nn.ModuleDict({"lm_head": head}), stated, step=1)
     return ledger.results["GATE-TRAIN-007"].measured
 
 

@@ -54,17 +54,21 @@ def test_a_clean_run_passes_its_gates(data: Path, tmp_path: Path) -> None:
 def test_non_finite_loss_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original = GPT.forward
+    original, step = GPT.forward, Trainer.train_step
 
     def poisoned(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
         logits, loss = original(self, idx, targets, **kw)
-        if targets is not None and self.training and poisoned.calls >= 2:
+        if targets is not None and poisoned.steps >= 3:  # the third step's loss (not a probe's before it)
             loss = loss * float("nan")
-        poisoned.calls += targets is not None and self.training
         return logits, loss
 
-    poisoned.calls = 0
+    def counted(self: Trainer) -> dict[str, object]:
+        poisoned.steps += 1
+        return step(self)
+
+    poisoned.steps = 0
     monkeypatch.setattr(GPT, "forward", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", counted)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
     assert "GATE-TRAIN-003" in capsys.readouterr().err
@@ -112,17 +116,19 @@ def test_a_skipped_metrics_line_fires(tmp_path: Path) -> None:
 
 
 @pytest.mark.gate("GATE-TRAIN-004")
-def test_a_broken_init_is_caught_at_the_first_step(
+def test_a_loud_start_is_caught_at_the_first_step(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GPT.init_weights
+    """The weights change between the model's start-up checks and its first step (GATE-MODEL-003
+    holds the initialisation itself as drawn): the first loss is far from ln(vocab)."""
+    original = Trainer.run
 
-    @torch.no_grad()
-    def loud_init(self: GPT, generator: torch.Generator | None = None) -> None:
-        original(self, generator)
-        self.embed.weight.mul_(200.0)  # the planted bug: logits far from uniform
+    def loud_start(self: Trainer, resumed: bool) -> str:
+        with torch.no_grad():
+            self.model.embed.weight.mul_(200.0)  # the planted bug: logits far from uniform
+        return original(self, resumed)
 
-    monkeypatch.setattr(GPT, "init_weights", loud_init)
+    monkeypatch.setattr(Trainer, "run", loud_start)
     assert train(smoke_args(data, tmp_path / "run")) == 3
     assert verdicts(tmp_path / "run")["GATE-TRAIN-004"] == "FAIL"
 

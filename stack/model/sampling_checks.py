@@ -33,7 +33,7 @@ from torch import nn
 
 from contracts.gates import gate_require, measure
 from stack.model.config import ModelConfig
-from stack.model.generate import generate
+from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 
 
@@ -93,9 +93,10 @@ PROBE_SCALES = (0.01, 4.0)
 
 
 class SpreadLogits(nn.Module):
-    """A decoder for `generate` whose every call gives fresh logits N(0, scale²) per row, the
-    rows' scales from PROBE_SCALES' flat end to its peaked one. They leave through `lm_head` (an
-    identity), where `watching_draws` reads a model's logits."""
+    """A decoder whose every call gives fresh logits N(0, scale²) per row, the rows' scales from
+    PROBE_SCALES' flat end to its peaked one. They leave through `lm_head` (an identity), where
+    `watching_draws` reads a model's logits, and it samples by GPT's own `generate`, so the monitor
+    can draw from it by the very call it draws from the model with."""
 
     def __init__(self, vocab: int, device: torch.device, seed: int) -> None:
         super().__init__()
@@ -106,6 +107,7 @@ class SpreadLogits(nn.Module):
         self.lm_head = nn.Identity()
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.scales = torch.logspace(*(math.log10(s) for s in PROBE_SCALES), PROBE_ROWS, device=device)
+        self.prompt = torch.zeros(PROBE_ROWS, 1, dtype=torch.long, device=device)
 
     def forward(self, idx: torch.Tensor, *, cache: KVCache) -> tuple[torch.Tensor, None]:
         noise = torch.randn(
@@ -113,21 +115,9 @@ class SpreadLogits(nn.Module):
         )
         return self.lm_head(noise * self.scales[: idx.shape[0], None, None]), None
 
-
-def probe_sampler(
-    vocab: int, seed: int, temperature: float, top_k: int | None, generator: torch.Generator
-) -> tuple[Draws, torch.Tensor]:
-    """The sampler run with the run's settings on PROBE_ROWS rows of spread logits over `vocab` ids
-    (drawn from `seed`) for PROBE_TOKENS draws each, from `generator`: what it drew, (rows, n), and
-    what to replay it from."""
-    device = generator.device
-    decoder = SpreadLogits(vocab, device, seed)
-    prompt = torch.zeros(PROBE_ROWS, 1, dtype=torch.long, device=device)
-    with watching_draws(decoder, generator) as draws:
-        out = generate(
-            decoder, prompt, PROBE_TOKENS, temperature=temperature, top_k=top_k, generator=generator
-        )
-    return draws, out[:, 1:]
+    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """GPT.generate, looked up when called: the method the monitor samples the model by."""
+        return GPT.generate(self, *args, **kwargs)
 
 
 @dataclass

@@ -70,7 +70,14 @@ from stack.model.moe_checks import (
     reset_routed,
     routed_counts,
 )
-from stack.model.sampling_checks import DrawTally, check_drawn, probe_sampler, watching_draws
+from stack.model.sampling_checks import (
+    PROBE_TOKENS,
+    Draws,
+    DrawTally,
+    SpreadLogits,
+    check_drawn,
+    watching_draws,
+)
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
 from stack.train.coherence import CoherenceMonitor
@@ -736,28 +743,35 @@ class Trainer:
         for prompt in monitor_cfg.prompts:
             ids = self.tokenizer.encode(prompt)[-max(room, 1) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-            with watching_draws(self.model, generator) as draws:
-                out = self.model.generate(
-                    idx,
-                    min(monitor_cfg.tokens, self.config.model.ctx - len(ids)),
-                    temperature=monitor_cfg.temperature,
-                    top_k=monitor_cfg.top_k,
-                    generator=generator,
-                )
-            tally.add(draws, out[:, len(ids) :])
+            draws, drawn = self._draw(
+                self.model, idx, min(monitor_cfg.tokens, self.config.model.ctx - len(ids)), generator
+            )
+            tally.add(draws, drawn)
             # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
             # sample a padding row: it is no text, so it is left out rather than crash the monitor.
-            known = [t for t in out[0, len(ids) :].tolist() if t < self.tokenizer.vocab_size]
+            known = [t for t in drawn[0].tolist() if t < self.tokenizer.vocab_size]
             text = self.tokenizer.decode(known)
             texts.append(text)
             scores.append(coherence_score(text))
-        settings = (monitor_cfg.temperature, monitor_cfg.top_k)  # the sampler on spread logits too
-        tally.add_probe(*probe_sampler(self.config.model.vocab, seed, *settings, generator))
+        spread = SpreadLogits(self.config.model.vocab, self.device, seed)  # the same draws, logits spread
+        tally.add_probe(*self._draw(spread, spread.prompt, PROBE_TOKENS, generator))
         check_drawn(tally, self.state.step)  # before the scores: they are of these samples
         score = sum(scores) / len(scores)
         self.metrics_log.write("sample", step=self.state.step, score=score, scores=scores, texts=texts)
         self.state.monitor.observe(score, self.state.step)
         return {"score": score, "texts": texts}
+
+    def _draw(
+        self, model: torch.nn.Module, idx: torch.Tensor, tokens: int, generator: torch.Generator
+    ) -> tuple[Draws, torch.Tensor]:
+        """`tokens` tokens after each row of `idx`, sampled from `model` as the monitor samples, (B,
+        tokens), and what each draw was made from (GATE-TRAIN-005 replays them)."""
+        monitor = self.config.monitor
+        with watching_draws(model, generator) as draws:
+            out = model.generate(
+                idx, tokens, temperature=monitor.temperature, top_k=monitor.top_k, generator=generator
+            )
+        return draws, out[:, idx.shape[1] :]
 
     # -- repeatability ------------------------------------------------------------------
 
