@@ -241,7 +241,10 @@ def test_falsifier_a_coefficient_off_by_just_beyond_the_tolerance(
 @pytest.mark.holds("GATE-ARCH-001")
 @pytest.mark.parametrize(
     "sets",
-    [["train.grad_accum=2", "train.precision='bf16'"], ["model.tie_embeddings=false", "lora.targets='logits'"]],
+    [
+        ["train.grad_accum=2", "train.precision='bf16'"],
+        ["model.tie_embeddings=false", "lora.targets='logits'"],
+    ],
 )
 def test_the_derivatives_hold_under_accumulation_autocast_and_a_frozen_router(
     data: Path, tmp_path: Path, sets: list[str]
