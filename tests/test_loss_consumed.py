@@ -587,6 +587,53 @@ def test_a_cross_entropy_with_smoothed_labels_stops_at_the_probe(
 
 
 @pytest.mark.gate("GATE-TRAIN-007")
+def test_labels_smoothed_in_training_mode_only_stop_at_the_probe(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loss smooths its labels only when the model is in training mode (`self.training`): a
+    probe in evaluation mode reads an unsmoothed gradient; one in the mode the run trains in does not."""
+    import stack.model.gpt as gpt
+
+    forward, cross_entropy = gpt.GPT.forward, F.cross_entropy
+    mode = {"training": False}
+
+    def recording_mode(self: gpt.GPT, *args: Any, **kwargs: Any) -> Any:
+        mode["training"] = self.training
+        return forward(self, *args, **kwargs)
+
+    def smoothed_in_training(logits: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return cross_entropy(logits, targets, label_smoothing=0.1 if mode["training"] else 0.0, **kwargs)
+
+    monkeypatch.setattr(gpt.GPT, "forward", recording_mode)
+    monkeypatch.setattr(gpt.F, "cross_entropy", smoothed_in_training)
+    out = tmp_path / "smoothed-in-training"
+    measured = _stopped_by(out, _pretrain(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert 0.09 < measured["loss_gradient_deviation"] <= 0.1
+
+
+def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() -> None:
+    """Training mode inside (adapter dropout draws), the mode and the global generator as they were after."""
+    from stack.model.lora import apply_lora
+    from stack.train.consumption import as_trained
+
+    model = tiny_model(ctx=16)
+    apply_lora(model, "q,v", 2, 4.0, dropout=0.5)
+    with torch.no_grad():  # a trained adapter: its term, and so its dropout, shows
+        for parameter in (p for name, p in model.named_parameters() if name.endswith("lora_B")):
+            parameter.fill_(0.5)
+    tokens = torch.arange(8).unsqueeze(0)
+    before = torch.get_rng_state()
+    with as_trained(model):
+        assert model.training
+        first, second = model(tokens)[0], model(tokens)[0]
+    assert not torch.equal(first, second)  # the dropout drew, twice differently
+    assert not model.training and torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
 def test_an_sft_loss_averaged_over_every_position_stops_at_the_probe(
     world: dict[str, Path],
     tmp_path: Path,
