@@ -623,16 +623,23 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
 def _architecture(m: Measured, t: Thresholds) -> list[str]:
     """Each form's logits (train and eval mode, plain and packed, decoded through the KV cache)
     within model_atol + model_rtol × the reference's largest magnitude; a model with an option the
-    reference does not write out is not compared (`checked` false, the options named): its own gates
-    judge its blocks. And each parameter of a fresh model as its initialisation names it (`init`)."""
+    reference does not write out is not compared with it (`checked` false, the options named): its
+    forms, when the record has them, are its causality and isolation, logits that must not move
+    when other positions' tokens change. And each parameter of a fresh model as its initialisation
+    names it (`init`)."""
     problems = []
-    if has(m, "checked") and flag(m, "checked"):
+    if has(m, "checked") and (flag(m, "checked") or m.get("forms")):
         problems = _deviations(m.get("forms"), "form", t["model_atol"], t["model_rtol"])
-        if problems:
+        if problems and flag(m, "checked"):
             problems.append(
                 "the model's logits are not those of the architecture its config names (RoPE, a "
                 "residual, a norm's gain, the SwiGLU, the embedding, the head, the KV cache, a "
                 "document mask or a LoRA adapter's scale), which stack/model/reference.py writes out"
+            )
+        elif problems:
+            problems.append(
+                "logits moved when only later positions' tokens, or another document's, changed: "
+                "attention reads what its mask hides"
             )
     if has(m, "init"):
         problems += _initialisation_problems(m["init"], t["init_max_z"])

@@ -57,6 +57,15 @@ def _violation(model: GPT) -> GateViolation:
     return caught.value
 
 
+def _message(model: GPT, **kwargs: object) -> str:
+    """The GATE-MODEL-003 violation's message on `model`, recorded as FAIL."""
+    with recording(Ledger()) as ledger, pytest.raises(GateViolation) as caught:
+        check_architecture(model, **kwargs)
+    assert caught.value.gate_id == "GATE-MODEL-003"
+    assert ledger.results["GATE-MODEL-003"].verdict is Verdict.FAIL
+    return caught.value.message
+
+
 @settings(max_examples=10, deadline=None)
 @given(
     kv_heads=st.sampled_from([1, 2, 4]),
@@ -81,10 +90,49 @@ def test_the_model_is_the_architecture_its_config_names(
     assert ledger.results["GATE-MODEL-003"].verdict is Verdict.PASS
 
 
-def test_an_option_the_reference_does_not_write_out_is_named_not_compared() -> None:
-    parity = check_architecture(GPT(CONFIG.model_copy(update={"moe_experts": 4}), seed=0))
-    assert not parity.checked and parity.skipped == ("moe",) and not parity.forms
-    assert parity.outcome().ok
+@pytest.mark.holds("GATE-MODEL-003")
+@pytest.mark.parametrize(
+    ("options", "skipped", "modes"),
+    [
+        ({"moe_experts": 4}, ("moe",), ("train", "eval")),
+        ({"diff_attn": True, "qkv_bias": True}, ("diff_attn",), ("train", "eval")),
+        (
+            {"mod_every": 2, "moe_experts": 4},
+            ("moe", "mod"),
+            ("eval",),
+        ),  # routes across the window in training
+    ],
+)
+def test_an_option_the_reference_does_not_write_out_is_held_to_causality_and_isolation(
+    options: dict[str, object], skipped: tuple[str, ...], modes: tuple[str, ...]
+) -> None:
+    parity = check_architecture(GPT(CONFIG.model_copy(update=options), seed=0))
+    assert not parity.checked and parity.skipped == skipped and parity.outcome().ok
+    kinds = ("causal", "packed causal", "packed isolated")
+    assert set(parity.forms) == {f"{mode} {kind}" for mode in modes for kind in kinds}
+
+
+@pytest.mark.gate("GATE-MODEL-003")
+@pytest.mark.parametrize("options", [{"moe_experts": 4}, {"diff_attn": True}, {"mod_every": 2}])
+def test_falsifier_a_leaky_document_mask_is_caught_without_a_reference(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, object]
+) -> None:
+    """Each token sees the next one of its example: the logits before a split inside a document
+    move when the tokens after it change, in every mode the option keeps causal."""
+    monkeypatch.setattr(attention_module, "document_mask", _sees_the_next_token)
+    message = _message(GPT(CONFIG.model_copy(update=options), seed=0))
+    assert "eval packed causal differs" in message and "mask hides" in message
+
+
+@pytest.mark.gate("GATE-MODEL-003")
+def test_falsifier_documents_dropped_by_every_attention_are_caught_without_a_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attention of a model with experts ignores the document ids: later documents read the first."""
+    real = attention_module.attention
+    monkeypatch.setattr(layers_module, "attention", lambda *a, docs=None, **kw: real(*a, **kw))
+    message = _message(GPT(CONFIG.model_copy(update={"moe_experts": 4}), seed=0))
+    assert "train packed isolated differs" in message and "eval packed isolated differs" in message
 
 
 def test_a_record_without_its_forms_is_malformed() -> None:
@@ -181,25 +229,17 @@ def test_an_error_just_inside_the_tolerance_passes() -> None:
 # -- packed windows: the document mask in every mode ---------------------------------------------
 
 
-def _message(model: GPT, **kwargs: object) -> str:
-    """The GATE-MODEL-003 violation's message on `model`, recorded as FAIL."""
-    with recording(Ledger()) as ledger, pytest.raises(GateViolation) as caught:
-        check_architecture(model, **kwargs)
-    assert caught.value.gate_id == "GATE-MODEL-003"
-    assert ledger.results["GATE-MODEL-003"].verdict is Verdict.FAIL
-    return caught.value.message
+def _sees_the_next_token(docs: torch.Tensor) -> torch.Tensor:
+    """document_mask with tril(1) for the causal part: each token sees the next one of its document."""
+    same = docs[:, :, None] == docs[:, None, :]
+    n = docs.shape[1]
+    return (same & torch.ones(n, n, dtype=torch.bool, device=docs.device).tril(1)).unsqueeze(1)
 
 
 @pytest.mark.gate("GATE-MODEL-003")
 def test_falsifier_a_document_mask_seeing_the_next_token_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each token sees the next one of its example (tril(1)): only a packed probe can tell."""
-
-    def leaky(docs: torch.Tensor) -> torch.Tensor:
-        same = docs[:, :, None] == docs[:, None, :]
-        n = docs.shape[1]
-        return (same & torch.ones(n, n, dtype=torch.bool, device=docs.device).tril(1)).unsqueeze(1)
-
-    monkeypatch.setattr(attention_module, "document_mask", leaky)
+    monkeypatch.setattr(attention_module, "document_mask", _sees_the_next_token)
     message = _message(GPT(CONFIG, seed=0))
     assert "train packed differs" in message and "eval packed differs" in message
     assert "train differs" not in message  # plain windows never build a document mask
