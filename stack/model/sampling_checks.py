@@ -13,11 +13,12 @@ for bit, and one that draws from another one differs wherever the two distributi
 generator's draws differently.
 
 How often they do depends on the logits: a young model's are nearly flat, and a temperature
-changes little there. So each round also runs the same sampler (`stack.model.generate.generate`,
-with the run's settings) on a decoder of spread logits (`SpreadLogits`): rows from nearly flat,
-where a top-k cut decides, to peaked, where the temperature does, PROBE_ROWS rows of
-PROBE_TOKENS draws, replayed the same way. Both cost a softmax over the vocabulary per draw, at
-the monitor's cadence only.
+changes little there. So each round also samples, by the very call the monitor samples the model
+with (GPT's `generate`, the run's settings), a decoder of spread logits (`SpreadLogits`): rows
+from nearly flat, where a top-k cut decides, to peaked, where the temperature does, PROBE_ROWS
+rows of PROBE_TOKENS draws over at most PROBE_VOCAB ids, replayed the same way. The monitor's
+replay costs a softmax over the vocabulary per sampled token, the probe's 1024 draws a few
+hundred thousand elements, at the monitor's cadence only.
 """
 
 from __future__ import annotations
@@ -90,6 +91,14 @@ PROBE_ROWS = 256
 PROBE_TOKENS = 4
 # The rows' logits are N(0, 1) times scales spaced evenly in log from nearly flat to peaked.
 PROBE_SCALES = (0.01, 4.0)
+# Ids per row: the model's vocabulary up to this many, and always more than twice the top-k cut, so
+# the cut decides on the flat rows; a wider row would cost a 50 k vocabulary's softmax for nothing.
+PROBE_VOCAB = 1024
+
+
+def probe_width(vocab: int, top_k: int | None) -> int:
+    """The spread rows' ids: the model's `vocab`, at most PROBE_VOCAB or twice top_k and one more."""
+    return min(vocab, max(PROBE_VOCAB, 2 * (top_k or 0) + 1))
 
 
 class SpreadLogits(nn.Module):
@@ -99,6 +108,7 @@ class SpreadLogits(nn.Module):
     can draw from it by the very call it draws from the model with."""
 
     def __init__(self, vocab: int, device: torch.device, seed: int) -> None:
+        """`vocab` ids per row (`probe_width`), the logits drawn on `device` from `seed`."""
         super().__init__()
         self.config = ModelConfig(
             vocab=vocab, d_model=2, n_layers=1, n_heads=1, n_kv_heads=1, ffn_hidden=2, ctx=PROBE_TOKENS + 1

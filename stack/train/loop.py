@@ -76,6 +76,7 @@ from stack.model.sampling_checks import (
     DrawTally,
     SpreadLogits,
     check_drawn,
+    probe_width,
     watching_draws,
 )
 from stack.train import checkpoint as ckpt
@@ -753,7 +754,8 @@ class Trainer:
             text = self.tokenizer.decode(known)
             texts.append(text)
             scores.append(coherence_score(text))
-        spread = SpreadLogits(self.config.model.vocab, self.device, seed)  # the same draws, logits spread
+        width = probe_width(self.config.model.vocab, monitor_cfg.top_k)
+        spread = SpreadLogits(width, self.device, seed)  # the same draws, from spread logits
         tally.add_probe(*self._draw(spread, spread.prompt, PROBE_TOKENS, generator))
         check_drawn(tally, self.state.step)  # before the scores: they are of these samples
         score = sum(scores) / len(scores)
