@@ -650,10 +650,33 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-TRAIN-005",
-    checks={"streak": ("recent_scores+",), "ran": ("samples_scored", "steps", "sample_every")},
+    checks={
+        "streak": ("recent_scores+",),
+        "ran": ("samples_scored", "steps", "sample_every"),
+        "drawn": (
+            "temperature",
+            "top_k",
+            "draws",
+            "mismatched_draws",
+            "probe_draws",
+            "mismatched_probe_draws",
+        ),
+    },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "draws", "mismatched_draws", "probe_draws", "mismatched_probe_draws"):
+        settings = f"temperature {m.get('temperature')}, top_k {m.get('top_k')}"
+        for what, drawn, mismatched in (
+            ("the monitor's samples", "draws", "mismatched_draws"),
+            ("the sampler's draws on spread logits", "probe_draws", "mismatched_probe_draws"),
+        ):
+            if count(m, mismatched) > t["max_mismatched_draws"]:
+                problems.append(
+                    f"{count(m, mismatched)} of {count(m, drawn)} of {what} are not what the configured "
+                    f"distribution ({settings}) draws from the same generator state: the samples are not "
+                    "drawn as configured"
+                )
     if has(m, "recent_scores"):
         scores = [number({"score": s}, "score") for s in items(m, "recent_scores")]
         window = int(t["max_consecutive_low"])
@@ -766,19 +789,60 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-MODEL-003", needs=("checked", "forms"))
+@judges("GATE-MODEL-003", checks={"architecture": ("checked", "forms"), "init": ("init+",)})
 def _architecture(m: Measured, t: Thresholds) -> list[str]:
-    """Each form's logits (train and eval mode, decoded through the KV cache) within model_atol +
-    model_rtol × the reference's largest magnitude. A model with an option the reference does not
-    write out is not compared (`checked` false, the options named): its own gates judge its blocks."""
-    if not flag(m, "checked"):
-        return []
-    problems = _deviations(m.get("forms"), "form", t["model_atol"], t["model_rtol"])
+    """Each form's logits (train and eval mode, plain and packed, decoded through the KV cache)
+    within model_atol + model_rtol × the reference's largest magnitude; a model with an option the
+    reference does not write out is not compared with it (`checked` false, the options named): its
+    forms, when the record has them, are its causality and isolation, logits that must not move
+    when other positions' tokens change. And each parameter of a fresh model as its initialisation
+    names it (`init`)."""
+    problems = []
+    if has(m, "checked") and (flag(m, "checked") or m.get("forms")):
+        problems = _deviations(m.get("forms"), "form", t["model_atol"], t["model_rtol"])
+        if problems and flag(m, "checked"):
+            problems.append(
+                "the model's logits are not those of the architecture its config names (RoPE, a "
+                "residual, a norm's gain, the SwiGLU, the embedding, the head, the KV cache, a "
+                "document mask or a LoRA adapter's scale), which stack/model/reference.py writes out"
+            )
+        elif problems:
+            problems.append(
+                "logits moved when only later positions' tokens, or another document's, changed: "
+                "attention reads what its mask hides"
+            )
+    if has(m, "init"):
+        problems += _initialisation_problems(m["init"], t["init_max_z"])
+    return problems
+
+
+def _initialisation_problems(tensors: Any, max_z: float) -> list[str]:
+    """Each drawn tensor's mean and root mean square within `max_z` standard errors of N(0, σ²)'s
+    (σ/√n and σ/√(2n) for n draws); each constant one exactly its named value."""
+    if not isinstance(tensors, Mapping):
+        raise Malformed("'init' must map each parameter to its named initialisation and what it holds")
+    problems = []
+    for name, values in sorted(tensors.items()):
+        if not isinstance(values, Mapping):
+            raise Malformed(f"parameter {name!r} has no values")
+        if "named_value" in values:
+            diff = number(values, "max_abs_diff")
+            if diff != 0:
+                problems.append(f"{name} is {diff:.3g} off the constant {number(values, 'named_value'):g}")
+            continue
+        std, n = number(values, "named_std"), count(values, "elements")
+        if std <= 0 or n == 0:
+            raise Malformed(f"parameter {name!r}: named std {std} over {n} element(s)")
+        mean, rms = number(values, "mean"), number(values, "rms")
+        z = max(abs(mean) / (std / math.sqrt(n)), abs(rms - std) / (std / math.sqrt(2 * n)))
+        if not z <= max_z:
+            problems.append(
+                f"{name} holds mean {mean:.3g}, rms {rms:.3g} over {n} element(s), not N(0, {std:.3g}²) "
+                f"({z:.1f} standard errors, allowed {max_z:g})"
+            )
     if problems:
         problems.append(
-            "the model's logits are not those of the architecture its config names (RoPE, a "
-            "residual, a norm's gain, the SwiGLU, the embedding, the head or the KV cache), which "
-            "stack/model/reference.py writes out"
+            "the model does not start from the initialisation GPT's docstring names (init_weights)"
         )
     return problems
 
@@ -1188,11 +1252,13 @@ def _ties_kept(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-ARCH-001", needs=("objective", "ce", "terms+"))
 def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
-    """The back-propagated loss must be the cross-entropy plus each weighted term (coefficient > 0)."""
+    """The back-propagated loss must be the cross-entropy plus each term (coefficient > 0) weighted
+    by its configured coefficient, and, where the record holds it, the derivative the backward
+    took of each term must be that coefficient."""
     objective, ce, terms = number(m, "objective"), number(m, "ce"), m.get("terms")
     if not isinstance(terms, Mapping) or not terms:
         raise Malformed("'terms' must map each auxiliary loss to its coefficient and value")
-    expected, added = ce, []
+    expected, added, problems = ce, [], []
     for name, term in terms.items():
         if not isinstance(term, Mapping):
             raise Malformed(f"term {name!r} is {term!r}, not {{coefficient, value}}")
@@ -1200,14 +1266,22 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
         if coefficient > 0:
             expected += coefficient * value
             added.append(f"{coefficient:g} × {name} {value:.4g}")
+        if term.get("derivative") is not None:
+            derivative = number(term, "derivative")
+            if not abs(derivative - coefficient) <= t["derivative_rtol"] * coefficient:
+                problems.append(
+                    f"the backward weighted {name} by {derivative:.6g}, not its configured coefficient "
+                    f"{coefficient:g} (rtol {t['derivative_rtol']:g})"
+                )
     allowed = t["objective_atol"] + t["objective_rtol"] * abs(expected)
     if not abs(objective - expected) <= allowed:
-        return [
+        problems.insert(
+            0,
             f"the step back-propagated {objective:.6g}, not cross-entropy {ce:.6g} + "
             f"{' + '.join(added) or 'nothing'} = {expected:.6g} (allowed {allowed:.3g}): "
-            "an auxiliary loss was computed but not trained on"
-        ]
-    return []
+            "an auxiliary loss was computed but not trained on, or weighted otherwise than configured",
+        )
+    return problems
 
 
 @judges("GATE-ARCH-002", needs=("routed+",))

@@ -34,6 +34,7 @@ from stack.cli import main
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch
 from stack.model import attention
+from stack.model.checks import PROBE_LEN
 from stack.model.consumed import Consumed, record
 from stack.train import dpo_objective
 from stack.train.consumption import COUNTS, compare, targets_sha256
@@ -377,11 +378,16 @@ def test_a_mask_that_mixes_the_rows_of_a_batch_stops_at_the_probe(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The planted bug: the document mask of a batch is built from its first row for every row. The
-    start-up check (one window) cannot see it, and the loss is handed the right document ids; the
-    probe of the batch the loss used sees another example's losses move."""
+    """The planted bug: the document mask of a batch is built from its first row for every row, in
+    windows longer than GATE-MODEL-003's probe (which packs rows of its own and would stop the run
+    at start-up). The start-up check (one window) cannot see it, and the loss is handed the right
+    document ids; the probe of the batch the loss used sees another example's losses move."""
     real = attention.document_mask
-    monkeypatch.setattr(attention, "document_mask", lambda docs: real(docs[:1].expand_as(docs)))
+
+    def first_rows_mask(docs: torch.Tensor) -> torch.Tensor:
+        return real(docs[:1].expand_as(docs) if docs.shape[1] > PROBE_LEN else docs)
+
+    monkeypatch.setattr(attention, "document_mask", first_rows_mask)
     out = tmp_path / "mixed"
     measured = _stopped_by(
         out, _sft(world, out, "train.batch_size=2", data="sums"), capsys.readouterr().err, "GATE-SFT-003"
@@ -581,6 +587,53 @@ def test_a_cross_entropy_with_smoothed_labels_stops_at_the_probe(
 
 
 @pytest.mark.gate("GATE-TRAIN-007")
+def test_labels_smoothed_in_training_mode_only_stop_at_the_probe(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loss smooths its labels only when the model is in training mode (`self.training`): a
+    probe in evaluation mode reads an unsmoothed gradient; one in the mode the run trains in does not."""
+    import stack.model.gpt as gpt
+
+    forward, cross_entropy = gpt.GPT.forward, F.cross_entropy
+    mode = {"training": False}
+
+    def recording_mode(self: gpt.GPT, *args: Any, **kwargs: Any) -> Any:
+        mode["training"] = self.training
+        return forward(self, *args, **kwargs)
+
+    def smoothed_in_training(logits: torch.Tensor, targets: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return cross_entropy(logits, targets, label_smoothing=0.1 if mode["training"] else 0.0, **kwargs)
+
+    monkeypatch.setattr(gpt.GPT, "forward", recording_mode)
+    monkeypatch.setattr(gpt.F, "cross_entropy", smoothed_in_training)
+    out = tmp_path / "smoothed-in-training"
+    measured = _stopped_by(out, _pretrain(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert 0.09 < measured["loss_gradient_deviation"] <= 0.1
+
+
+def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() -> None:
+    """Training mode inside (adapter dropout draws), the mode and the global generator as they were after."""
+    from stack.model.lora import apply_lora
+    from stack.train.consumption import as_trained
+
+    model = tiny_model(ctx=16)
+    apply_lora(model, "q,v", 2, 4.0, dropout=0.5)
+    with torch.no_grad():  # a trained adapter: its term, and so its dropout, shows
+        for parameter in (p for name, p in model.named_parameters() if name.endswith("lora_B")):
+            parameter.fill_(0.5)
+    tokens = torch.arange(8).unsqueeze(0)
+    before = torch.get_rng_state()
+    with as_trained(model):
+        assert model.training
+        first, second = model(tokens)[0], model(tokens)[0]
+    assert not torch.equal(first, second)  # the dropout drew, twice differently
+    assert not model.training and torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
 def test_an_sft_loss_averaged_over_every_position_stops_at_the_probe(
     world: dict[str, Path],
     tmp_path: Path,
@@ -615,7 +668,7 @@ def _probe_smoothed(smoothing: float, vocab: int = 50) -> dict[str, Any]:
         )
 
     with recording(Ledger()) as ledger:
-        check_loss_gradient(loss, head, stated, step=1)
+        check_loss_gradient(loss, torch.nn.ModuleDict({"lm_head": head}), stated, step=1)
     return ledger.results["GATE-TRAIN-007"].measured
 
 

@@ -8,7 +8,9 @@ load that leaves experts at their initialisation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -151,6 +153,118 @@ def test_falsifier_aux_losses_computed_but_dropped(
         t.train_step()
     assert caught.value.gate_id == "GATE-ARCH-001"
     assert "load_balance" in caught.value.message
+
+
+def _swapped_coefficients(real: Callable[[GPT], dict[str, tuple[float, torch.Tensor]]]) -> Callable[..., Any]:
+    """aux_losses pairing each term with the other's coefficient: the sum it reports adds up."""
+
+    def aux_losses(self: GPT) -> dict[str, tuple[float, torch.Tensor]]:
+        terms = real(self)
+        (balance_coef, balance), (z_coef, z) = terms["load_balance"], terms["router_z"]
+        return {"load_balance": (z_coef, balance), "router_z": (balance_coef, z)}
+
+    return aux_losses
+
+
+@pytest.mark.gate("GATE-ARCH-001")
+def test_falsifier_swapped_coefficients_are_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model weights the load-balancing loss by moe_z_coef and the z-loss by moe_balance_coef:
+    a real run stops at step 1, on the configured coefficients and on the backward's derivatives."""
+    monkeypatch.setattr(GPT, "aux_losses", _swapped_coefficients(GPT.aux_losses))
+    assert train(smoke_args(data, tmp_path / "run", "model.moe_experts=4")) == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-001" in err and "the backward weighted load_balance by 0.001" in err
+
+
+def _weighted_aux_times(factor: float, detached: bool = False) -> Callable[..., Any]:
+    """weighted_aux with every coefficient times `factor`, or with the terms cut from the graph."""
+
+    def weighted(terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor | float:
+        return sum(
+            (
+                coef * factor * (value.detach() if detached else value)
+                for coef, value in terms.values()
+                if coef > 0
+            ),
+            0.0,
+        )
+
+    return weighted
+
+
+@pytest.mark.gate("GATE-ARCH-001")
+def test_falsifier_terms_added_without_their_gradient_are_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss holds every weighted term's value, detached: the router learns nothing from them
+    while the objective adds up, and only the backward's derivatives show it."""
+    monkeypatch.setattr(loop, "weighted_aux", _weighted_aux_times(1.0, detached=True))
+    with (
+        smoke_trainer(data, tmp_path / "run", "model.moe_experts=4") as t,
+        pytest.raises(GateViolation) as caught,
+    ):
+        t.train_step()
+    assert caught.value.gate_id == "GATE-ARCH-001"
+    assert "the backward weighted load_balance by 0," in caught.value.message
+    assert "back-propagated" not in caught.value.message  # the sum itself holds
+
+
+@pytest.mark.parametrize(
+    "beyond",
+    [
+        pytest.param(True, marks=pytest.mark.gate("GATE-ARCH-001")),
+        pytest.param(False, marks=pytest.mark.holds("GATE-ARCH-001")),  # inside: no bug planted past it
+    ],
+)
+def test_falsifier_a_coefficient_off_by_just_beyond_the_tolerance(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beyond: bool
+) -> None:
+    """Every coefficient the backward applies off by 1.1 (0.9) × derivative_rtol, far inside the
+    objective's own tolerance: the derivatives fire (hold)."""
+    rtol = load_spec().threshold("GATE-ARCH-001", "derivative_rtol")
+    factor = 1 + (1.1 if beyond else 0.9) * rtol
+    monkeypatch.setattr(loop, "weighted_aux", _weighted_aux_times(factor))
+    with recording(Ledger()) as ledger, smoke_trainer(data, tmp_path / "run", "model.moe_experts=4") as t:
+        if beyond:
+            with pytest.raises(GateViolation, match="GATE-ARCH-001"):
+                t.train_step()
+        else:
+            t.train_step()
+    result = ledger.results["GATE-ARCH-001"]
+    assert result.verdict is (Verdict.FAIL if beyond else Verdict.PASS)
+    derivative = result.measured["terms"]["load_balance"]["derivative"]
+    assert derivative == pytest.approx(0.01 * factor, rel=1e-6)
+
+
+@pytest.mark.holds("GATE-ARCH-001")
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["train.grad_accum=2", "train.precision='bf16'"],
+        ["model.tie_embeddings=false", "lora.targets='logits'"],
+    ],
+)
+def test_the_derivatives_hold_under_accumulation_autocast_and_a_frozen_router(
+    data: Path, tmp_path: Path, sets: list[str]
+) -> None:
+    """With nothing trained before the routers (LoRA on the head alone) the terms are constants:
+    nothing to differentiate; anywhere else they are, through the activations, and hold."""
+    with (
+        recording(Ledger()) as ledger,
+        smoke_trainer(data, tmp_path / "run", "model.moe_experts=4", *sets) as t,
+    ):
+        t.train_step()
+    result = ledger.results["GATE-ARCH-001"]
+    assert result.verdict is Verdict.PASS
+    derivatives = {name: term["derivative"] for name, term in result.measured["terms"].items()}
+    frozen = any(s.startswith("lora.") for s in sets)
+    assert derivatives == (
+        {"load_balance": None, "router_z": None}
+        if frozen
+        else pytest.approx({"load_balance": 0.01, "router_z": 0.001}, rel=1e-5)
+    )
 
 
 @pytest.mark.gate("GATE-ARCH-002")

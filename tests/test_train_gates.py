@@ -23,6 +23,7 @@ from train_support import (
 
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
+from stack.model import generate as generate_module
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train import loop
@@ -54,17 +55,21 @@ def test_a_clean_run_passes_its_gates(data: Path, tmp_path: Path) -> None:
 def test_non_finite_loss_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original = GPT.forward
+    original, step = GPT.forward, Trainer.train_step
 
     def poisoned(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
         logits, loss = original(self, idx, targets, **kw)
-        if targets is not None and self.training and poisoned.calls >= 2:
+        if targets is not None and poisoned.steps >= 3:  # the third step's loss (not a probe's before it)
             loss = loss * float("nan")
-        poisoned.calls += targets is not None and self.training
         return logits, loss
 
-    poisoned.calls = 0
+    def counted(self: Trainer) -> dict[str, object]:
+        poisoned.steps += 1
+        return step(self)
+
+    poisoned.steps = 0
     monkeypatch.setattr(GPT, "forward", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", counted)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
     assert "GATE-TRAIN-003" in capsys.readouterr().err
@@ -112,17 +117,19 @@ def test_a_skipped_metrics_line_fires(tmp_path: Path) -> None:
 
 
 @pytest.mark.gate("GATE-TRAIN-004")
-def test_a_broken_init_is_caught_at_the_first_step(
+def test_a_loud_start_is_caught_at_the_first_step(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GPT.init_weights
+    """The weights change between the model's start-up checks and its first step (GATE-MODEL-003
+    holds the initialisation itself as drawn): the first loss is far from ln(vocab)."""
+    original = Trainer.run
 
-    @torch.no_grad()
-    def loud_init(self: GPT, generator: torch.Generator | None = None) -> None:
-        original(self, generator)
-        self.embed.weight.mul_(200.0)  # the planted bug: logits far from uniform
+    def loud_start(self: Trainer, resumed: bool) -> str:
+        with torch.no_grad():
+            self.model.embed.weight.mul_(200.0)  # the planted bug: logits far from uniform
+        return original(self, resumed)
 
-    monkeypatch.setattr(GPT, "init_weights", loud_init)
+    monkeypatch.setattr(Trainer, "run", loud_start)
     assert train(smoke_args(data, tmp_path / "run")) == 3
     assert verdicts(tmp_path / "run")["GATE-TRAIN-004"] == "FAIL"
 
@@ -143,6 +150,66 @@ def test_a_loop_that_skips_sampling_is_caught(
     monkeypatch.setattr(Trainer, "sample", lambda self: {})
     assert train(smoke_args(data, tmp_path / "run")) == 3
     assert verdicts(tmp_path / "run")["GATE-TRAIN-005"] == "FAIL"
+
+
+def _sampler_with(**changed: object) -> Callable[..., torch.Tensor]:
+    """The stack's sampler with some of its settings replaced, whatever it is called with."""
+    real = generate_module.sample_next
+
+    def sample_next(logits: torch.Tensor, seen: torch.Tensor, **settings: object) -> torch.Tensor:
+        return real(logits, seen, **{**settings, **changed})
+
+    return sample_next
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+@pytest.mark.parametrize("changed", [{"temperature": 1.0}, {"top_k": 41}])
+def test_a_sampler_that_drops_its_temperature_or_widens_its_cut_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: dict[str, object]
+) -> None:
+    """The monitor's samples come from another distribution than the configured one (temperature
+    0.8, top_k 40): the replay of the sampler's draws on spread logits stops the first sampling."""
+    monkeypatch.setattr(generate_module, "sample_next", _sampler_with(**changed))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    result = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-005")
+    assert result["verdict"] == "FAIL" and result["step"] == 5
+    assert result["measured"]["mismatched_probe_draws"] > 0
+    assert (result["measured"]["temperature"], result["measured"]["top_k"]) == (0.8, 40)
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_model_that_samples_at_its_default_temperature_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """GPT.generate drops the temperature it is given: the probe samples by that very method."""
+    original = GPT.generate
+    monkeypatch.setattr(
+        GPT, "generate", lambda self, idx, n, **kw: original(self, idx, n, **{**kw, "temperature": 1.0})
+    )
+    assert train(smoke_args(data, tmp_path / "run")) == 3
+    assert "GATE-TRAIN-005" in capsys.readouterr().err
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_one_sampled_token_off_the_replay_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first token the monitor samples is replaced by its neighbour: one mismatched draw, just
+    beyond max_mismatched_draws (0), which the clean run of test_a_clean_run_passes_its_gates holds."""
+    real, calls = generate_module.sample_next, []
+
+    def one_off(logits: torch.Tensor, seen: torch.Tensor, **settings: object) -> torch.Tensor:
+        token = real(logits, seen, **settings)
+        calls.append(1)
+        return (token + 1) % logits.shape[-1] if len(calls) == 1 else token
+
+    monkeypatch.setattr(generate_module, "sample_next", one_off)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-005")["measured"]
+    assert measured["mismatched_draws"] == 1 + load_spec().threshold("GATE-TRAIN-005", "max_mismatched_draws")
+    assert measured["mismatched_probe_draws"] == 0
 
 
 @pytest.mark.gate("GATE-EVAL-001")

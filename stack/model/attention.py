@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from contracts.errors import BadInput
 
 PATHS = ("naive", "sdpa", "triton")
+# The paths that take a document mask (`docs`) and a key mask; the Triton kernel refuses both.
+DOCUMENT_PATHS = ("naive", "sdpa")
 
 
 def softmax_scale(head_dim: int) -> float:

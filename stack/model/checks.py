@@ -6,10 +6,13 @@ more than rounding. It then checks that the model's own weights give the same lo
 path.
 
 `check_architecture` runs the model's own modules on a twin whose weights are drawn so that every
-term of a block shows (norm gains off 1, scores of order 1, biases off 0) and compares its logits
-with `stack.model.reference`, the architecture its config names written out in float64 from the
-weights alone: RoPE, a residual, a norm's gain or the SiLU missing anywhere in the forward moves
-the logits by far more than fp32 rounding.
+term of a block shows (norm gains off 1, scores of order 1, biases off 0, LoRA's B off 0) and
+compares its logits with `stack.model.reference`, the architecture its config names written out in
+float64 from the weights alone: RoPE, a residual, a norm's gain or the SiLU missing anywhere in the
+forward moves the logits by far more than fp32 rounding. It does so in every form the run computes
+a forward: training and evaluation mode, each plain and packed (random document ids, as fine-tuning
+packs examples), and decoding through the KV cache; so a mask, a dropout or an adapter scale that
+is wrong in one mode only is caught in that mode.
 """
 
 from __future__ import annotations
@@ -17,19 +20,19 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from contracts.gates import Outcome, gate_ensure, measure
-from stack.model.attention import PATHS
+from stack.model.attention import DOCUMENT_PATHS, PATHS
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Attention, apply_rope, rope_angles
-from stack.model.reference import NOT_SPELLED_OUT, reference_logits, spelled_out
+from stack.model.reference import NOT_SPELLED_OUT, Adapters, reference_logits, spelled_out
 
 PROBE_BATCH = 2
 PROBE_LEN = 40
@@ -237,11 +240,13 @@ def draw_probe_weights(model: torch.nn.Module, generator: torch.Generator) -> No
 class ArchitectureParity:
     """The model's logits on a probe against the written-out architecture (GATE-MODEL-003's values).
 
-    `forms` maps each way the model is run ("train" and "eval" mode forwards, and "cached": a
-    prefill of the probe's first half, then one token at a time through the KV cache, as
-    generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model with an
-    option the reference does not write out (`skipped` names them), whose blocks their own gates
-    judge.
+    `forms` maps each way the model is run ("train" and "eval" mode forwards; "train packed" and
+    "eval packed", the same with random document ids, on an attention path with a document mask;
+    and "cached": a prefill of the probe's first half, then one token at a time through the KV
+    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model
+    with an option the reference does not write out (`skipped` names them), whose blocks their own
+    gates judge; its forms are then its causality and isolation (`_separation_forms`), the logits
+    that must not move against themselves.
     """
 
     checked: bool
@@ -265,24 +270,149 @@ def _cached_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     return torch.cat(pieces, dim=1)
 
 
+def packed_documents(batch: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch, length) document ids of windows packed as fine-tuning packs examples: ids rising from
+    0 along each row, a new document after ~1 token in 5 and always at the middle, so every row
+    holds at least two documents of random lengths."""
+    starts = torch.rand(batch, length, generator=generator) < 0.2
+    starts[:, 0] = False
+    starts[:, length // 2] = length > 1
+    return starts.cumsum(dim=1)
+
+
+def scale_adapter_probe(model: torch.nn.Module, adapters: Adapters) -> None:
+    """Divide each probe-drawn LoRA B by the settings' scale s, so that s·B·A·x is of order 1 like
+    W·x whatever alpha and r are: an adapter scaled otherwise than `adapters` names moves the
+    logits by a whole term, without saturating the probe's softmax."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("lora_B"):
+                param.div_(adapters.scale)
+
+
+@contextmanager
+def _dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Every dropout of `model` at p = 0 for the duration: training mode, with nothing drawn."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates = [m.p for m in dropouts]
+    for module in dropouts:
+        module.p = 0.0
+    try:
+        yield
+    finally:
+        for module, rate in zip(dropouts, rates, strict=True):
+            module.p = rate
+
+
+def _logits_of(model: GPT, docs: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The logits `model` gives token ids, with `docs` as their document ids (None: unpacked)."""
+
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        return model(tokens, docs=docs)[0]
+
+    return forward
+
+
+def _changed(
+    tokens: torch.Tensor, where: torch.Tensor, vocab: int, generator: torch.Generator
+) -> torch.Tensor:
+    """`tokens` with every id at the positions `where` marks replaced by another id."""
+    shift = torch.randint(1, vocab, tokens.shape, generator=generator).to(tokens.device)
+    return torch.where(where, (tokens + shift) % vocab, tokens)
+
+
+def _unmoved(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    tokens: torch.Tensor,
+    changed: torch.Tensor,
+    watched: torch.Tensor,
+    generator: torch.Generator,
+    vocab: int,
+) -> dict[str, float]:
+    """How far the logits at the `watched` positions move when the tokens at the `changed` ones are
+    replaced (0 where attention keeps them apart), against those logits' largest magnitude."""
+    before = forward(tokens)[watched]
+    after = forward(_changed(tokens, changed, vocab, generator))[watched]
+    return deviation(after, before)
+
+
+def _from(split: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, length) bool, True at each row's positions from its `split` on."""
+    return torch.arange(length, device=split.device)[None, :] >= split[:, None]
+
+
+def _inside_split(docs: torch.Tensor) -> torch.Tensor:
+    """Per row, the first position past the middle whose token shares a document with the one
+    before it (the middle if none does): a causal split that cuts through a document."""
+    length = docs.shape[1]
+    inside = torch.zeros_like(docs, dtype=torch.bool)
+    inside[:, 1:] = docs[:, 1:] == docs[:, :-1]
+    inside[:, : length // 2 + 1] = False
+    return torch.where(inside.any(1), inside.int().argmax(1), length // 2)
+
+
+def _separation_forms(
+    twin: GPT, tokens: torch.Tensor, docs: torch.Tensor | None, generator: torch.Generator
+) -> dict[str, dict[str, float]]:
+    """Causality and, given `docs`, isolation, measured without a reference, in each mode whose
+    routing keeps them (a depth-routed model picks its tokens across the window in training, by
+    design, so only its evaluation mode does): the logits before a split do not move when the
+    tokens from it on change (`<mode> causal`: the middle; `<mode> packed causal`: a position inside
+    a document, so a mask that lets a token see the next one of its document shows), and no later
+    document's logits move when the first document's tokens change (`<mode> packed isolated`)."""
+    config, (batch, length) = twin.config, tokens.shape
+    changes = {"causal": _from(torch.full((batch,), length // 2, device=tokens.device), length)}
+    if docs is not None:
+        changes |= {"packed causal": _from(_inside_split(docs), length), "packed isolated": docs == 0}
+    forms: dict[str, dict[str, float]] = {}
+    for mode in ("eval",) if config.mod else ("train", "eval"):
+        twin.train(mode == "train")
+        with _dropout_off(twin) if mode == "train" else nullcontext():
+            for name, changed in changes.items():
+                forward = _logits_of(twin, docs if name.startswith("packed") else None)
+                forms[f"{mode} {name}"] = _unmoved(
+                    forward, tokens, changed, ~changed, generator, config.vocab
+                )
+    return forms
+
+
 @gate_ensure("GATE-MODEL-003", lambda result: result.outcome())
 @torch.no_grad()
-def check_architecture(model: GPT, *, seed: int = 0) -> ArchitectureParity:
+def check_architecture(model: GPT, *, adapters: Adapters | None = None, seed: int = 0) -> ArchitectureParity:
     """Run the model's modules (a float32 twin with probe weights) on random tokens in each form
-    and compare their logits with the float64 reference of the same weights."""
+    and compare their logits with the float64 reference of the same weights.
+
+    `adapters` are the run's LoRA settings, required when the model carries adapters: the twin's
+    adapters get a non-zero B, and the reference adds their terms at the scale the settings name.
+    Training-mode forms run with every dropout at p = 0 (nothing drawn, the function exact); the
+    evaluation forms keep the configured rates, which must draw nothing there. A model with an
+    option the reference does not write out is held to causality and, packed, to isolation
+    (`_separation_forms`) instead.
+    """
     config = model.config
-    if not spelled_out(config):
-        return ArchitectureParity(False, skipped=tuple(o for o in NOT_SPELLED_OUT if getattr(config, o)))
     generator = torch.Generator().manual_seed(seed)
     twin = copy.deepcopy(model).float()
     draw_probe_weights(twin, generator)
+    if adapters is not None:
+        scale_adapter_probe(twin, adapters)
     length = min(config.ctx, PROBE_LEN)
-    tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator)
-    tokens = tokens.to(model.embed.weight.device)
-    reference = reference_logits(twin, tokens)
-    forms: dict[str, dict[str, float]] = {}
+    device = model.embed.weight.device
+    tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
+    docs = packed_documents(PROBE_BATCH, length, generator).to(device)
+    packs = config.attention in DOCUMENT_PATHS  # the Triton kernel has no document mask, nor packs
+    if not spelled_out(config):
+        with _fp32_matmuls():
+            forms = _separation_forms(twin, tokens, docs if packs else None, generator)
+        return ArchitectureParity(False, forms, tuple(o for o in NOT_SPELLED_OUT if getattr(config, o)))
+    reference = reference_logits(twin, tokens, adapters=adapters)
+    packed = reference_logits(twin, tokens, docs, adapters) if packs else None
+    forms = {}
     with _fp32_matmuls():
-        forms["train"] = deviation(twin.train()(tokens)[0], reference)
-        forms["eval"] = deviation(twin.eval()(tokens)[0], reference)
+        for mode in ("train", "eval"):
+            twin.train(mode == "train")
+            with _dropout_off(twin) if mode == "train" else nullcontext():
+                forms[mode] = deviation(twin(tokens)[0], reference)
+                if packed is not None:
+                    forms[f"{mode} packed"] = deviation(twin(tokens, docs=docs)[0], packed)
         forms["cached"] = deviation(_cached_logits(twin, tokens), reference)
     return ArchitectureParity(True, forms)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -18,9 +18,72 @@ from torch import nn
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.model.config import ModelConfig
 from stack.model.feedforward import FeedForward
-from stack.model.moe import MoE
+from stack.model.moe import AUX_TERMS, MoE
 
 PROBE_TOKENS = 64
+
+
+def configured_coefficients(config: ModelConfig) -> dict[str, float]:
+    """Each auxiliary term's coefficient as the config names it (GATE-ARCH-001's statement), read
+    here rather than from the model, whose `aux_losses` pairs terms and coefficients itself."""
+    return {"load_balance": config.moe_balance_coef, "router_z": config.moe_z_coef}
+
+
+class AuxGradients:
+    """What a step's backward hands each auxiliary term, against what it hands the task's loss.
+
+    Hooks on the task's loss and on every MoE layer's term receive ∂L/∂(that tensor), L being what
+    the loop back-propagates (scaled by the fp16 loss scaler and divided by grad_accum, both
+    factors of every hook alike). For L = task + c·mean over layers of the term, the layers' sum
+    over the task's is c: the coefficient the loss actually applied, measured on the graph the
+    optimizer's gradients came from, whatever code assembled it. A term that does not require
+    a gradient (a frozen router) adds a constant: it has no derivative to measure.
+    """
+
+    def __init__(self, device: torch.device, moe: bool) -> None:
+        self._sums = torch.zeros(1 + len(AUX_TERMS) if moe else 0, device=device)
+        self.watched: set[str] = set()
+
+    def _add(self, index: int) -> Callable[[torch.Tensor], None]:
+        def add(gradient: torch.Tensor) -> None:
+            self._sums[index] += gradient.detach().float()
+
+        return add
+
+    def watch(self, task_loss: torch.Tensor, model: nn.Module) -> None:
+        """Hook one micro-batch's task loss and its MoE terms, before its backward."""
+        task_loss.register_hook(self._add(0))
+        for index, name in enumerate(AUX_TERMS, start=1):
+            for module in model.modules():
+                term = module.aux.get(name) if isinstance(module, MoE) else None
+                if term is not None and term.requires_grad:
+                    term.register_hook(self._add(index))
+                    self.watched.add(name)
+
+    def sums(self) -> torch.Tensor:
+        """The gradients received, summed over micro-batches: the task's, then each term's."""
+        return self._sums
+
+    def derivatives(self, sums: list[float]) -> dict[str, float | None]:
+        """Each term's gradient over the task loss's (`sums` read back from `sums()`); None for a
+        term with nothing to differentiate."""
+        task = sums[0]
+        return {
+            name: (sums[i] / task if task else float("inf")) if name in self.watched else None
+            for i, name in enumerate(AUX_TERMS, start=1)
+        }
+
+
+def aux_terms(
+    config: ModelConfig, values: list[float], derivatives: dict[str, float | None]
+) -> dict[str, dict[str, float | None]]:
+    """GATE-ARCH-001's `terms`: each term's configured coefficient, its value (the step's mean) and
+    the derivative the back-propagated loss took of it."""
+    coefficients = configured_coefficients(config)
+    return {
+        name: {"coefficient": coefficients[name], "value": value, "derivative": derivatives[name]}
+        for name, value in zip(AUX_TERMS, values, strict=True)
+    }
 
 
 @gate_require(
@@ -32,11 +95,15 @@ PROBE_TOKENS = 64
         holds="the auxiliary losses are in the training loss",
     ),
 )
-def check_aux_in_loss(objective: float, ce: float, terms: dict[str, dict[str, float]], step: int) -> None:
-    """The loss the step back-propagated is the cross-entropy plus every weighted auxiliary term.
+def check_aux_in_loss(
+    objective: float, ce: float, terms: dict[str, dict[str, float | None]], step: int
+) -> None:
+    """The loss the step back-propagated is the cross-entropy plus every weighted auxiliary term,
+    each weighted by its configured coefficient.
 
-    `terms` maps each auxiliary loss to {"coefficient", "value"}; the measured values are the
-    step's means over its micro-batches, so the judge can recompute the sum from the record.
+    `terms` maps each auxiliary loss to {"coefficient", "value", "derivative"}; the values are the
+    step's means over its micro-batches, so the judge can recompute the sum from the record, and
+    the derivative is what the backward applied (`AuxGradients`).
     """
 
 

@@ -10,6 +10,12 @@ with angles p · θ^(-2i/head_dim); query head h reads key/value head h // (n_he
 softmax(q kᵀ / sqrt(head_dim)) under a causal mask; down(silu(gate) · up); a final RMSNorm and
 the head (the embedding matrix when tied).
 
+Two things a run adds to that architecture are written out too. Packed windows (`docs`, the
+document id of each token) confine attention to each document: query i sees key j only when
+j <= i and both belong to the same document, positions counting on across the window. A LoRA
+adapter on a projection adds s·B·A·x to W·x + b, s = alpha / r (alpha / √r under rsLoRA), with
+s taken from the run's settings (`Adapters`), never from the adapter module.
+
 Options that change a block's function (experts, differential attention, depth routing) are not
 written out here: their own gates compare them with their papers (spec/gates/arch.yaml), and
 `spelled_out` says whether a config is one this module can judge.
@@ -18,6 +24,7 @@ written out here: their own gates compare them with their papers (spec/gates/arc
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -32,13 +39,38 @@ def spelled_out(config: ModelConfig) -> bool:
     return not any(getattr(config, option) for option in NOT_SPELLED_OUT)
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """The LoRA settings a run names (its [lora] section): each adapted projection computes
+    W·x + b + s·B·A·x, with s = alpha / r, or alpha / √r under rsLoRA (Kalajdzievski, 2023)."""
+
+    r: int
+    alpha: float
+    rslora: bool
+
+    @property
+    def scale(self) -> float:
+        """s, from the settings alone."""
+        return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r
+
+
 def _rms(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * gain.double()
 
 
-def _linear(x: torch.Tensor, linear: torch.nn.Linear) -> torch.Tensor:
+def _linear(x: torch.Tensor, linear: torch.nn.Module, adapters: Adapters | None) -> torch.Tensor:
+    """W·x + b, and s·B·A·x when the projection carries an adapter (A and B not folded into W)."""
     y = x @ linear.weight.double().T
-    return y if linear.bias is None else y + linear.bias.double()
+    if linear.bias is not None:
+        y = y + linear.bias.double()
+    a, b = getattr(linear, "lora_A", None), getattr(linear, "lora_B", None)
+    if a is None or b is None or getattr(linear, "merged", False):
+        return y
+    if adapters is None:
+        raise ValueError(
+            "the model carries LoRA adapters: give the run's settings (Adapters) to write them out"
+        )
+    return y + adapters.scale * (x @ a.double().T @ b.double().T)
 
 
 def _rotate(x: torch.Tensor, theta: float) -> torch.Tensor:
@@ -52,42 +84,67 @@ def _rotate(x: torch.Tensor, theta: float) -> torch.Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-def _attention(block: torch.nn.Module, x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+def _hidden(tokens: torch.Tensor, docs: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, T) bool, True where query i may not see key j: a later key, or another document's."""
+    length = tokens.shape[1]
+    hidden = (
+        torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1).expand(len(tokens), -1, -1)
+    )
+    if docs is None:
+        return hidden
+    return hidden | (docs[:, :, None] != docs[:, None, :])
+
+
+def _attention(
+    block: torch.nn.Module,
+    x: torch.Tensor,
+    hidden: torch.Tensor,
+    config: ModelConfig,
+    adapters: Adapters | None,
+) -> torch.Tensor:
     attn, (batch, length, _) = block.attn, x.shape
     heads, heads_kv, dim = config.n_heads, config.n_kv_heads, config.head_dim
 
     def split(y: torch.Tensor, n: int) -> torch.Tensor:
         return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
 
-    q = _rotate(split(_linear(x, attn.q), heads), config.rope_theta)
-    k = _rotate(split(_linear(x, attn.k), heads_kv), config.rope_theta)
-    v = split(_linear(x, attn.v), heads_kv)
+    q = _rotate(split(_linear(x, attn.q, adapters), heads), config.rope_theta)
+    k = _rotate(split(_linear(x, attn.k, adapters), heads_kv), config.rope_theta)
+    v = split(_linear(x, attn.v, adapters), heads_kv)
     group = heads // heads_kv
     out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)
-    future = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
     for h in range(heads):
         scores = q[:, h] @ k[:, h // group].transpose(-1, -2) / math.sqrt(dim)
-        out[:, h] = torch.softmax(scores.masked_fill(future, -math.inf), dim=-1) @ v[:, h // group]
-    return out.permute(0, 2, 1, 3).reshape(batch, length, heads * dim) @ attn.o.weight.double().T
+        out[:, h] = torch.softmax(scores.masked_fill(hidden, -math.inf), dim=-1) @ v[:, h // group]
+    return _linear(out.permute(0, 2, 1, 3).reshape(batch, length, heads * dim), attn.o, adapters)
 
 
-def _feed_forward(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _feed_forward(block: torch.nn.Module, x: torch.Tensor, adapters: Adapters | None) -> torch.Tensor:
     ffn = block.ffn
-    gate, up = _linear(x, ffn.gate), _linear(x, ffn.up)
-    return _linear(gate * torch.sigmoid(gate) * up, ffn.down)
+    gate, up = _linear(x, ffn.gate, adapters), _linear(x, ffn.up, adapters)
+    return _linear(gate * torch.sigmoid(gate) * up, ffn.down, adapters)
 
 
 @torch.no_grad()
-def reference_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def reference_logits(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    docs: torch.Tensor | None = None,
+    adapters: Adapters | None = None,
+) -> torch.Tensor:
     """The logits (B, T, vocab) in float64 that `model`'s weights give `tokens` (B, T) under the
-    architecture its config names, computed without running any of its modules."""
+    architecture its config names, computed without running any of its modules: with `docs` (B, T)
+    attention keeps to each token's document, and with `adapters` each LoRA adapter the model
+    carries adds its term at the scale those settings name."""
     config: ModelConfig = model.config
     if not spelled_out(config):
         raise ValueError(f"the reference writes out dense blocks only; {NOT_SPELLED_OUT} must be off")
+    hidden = _hidden(tokens, docs)
     x = model.embed.weight.double()[tokens]
     for block in model.layers:
-        x = x + _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), config)
-        x = x + _feed_forward(block, _rms(x, block.ffn_norm.weight, config.norm_eps))
+        x = x + _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), hidden, config, adapters)
+        x = x + _feed_forward(block, _rms(x, block.ffn_norm.weight, config.norm_eps), adapters)
     x = _rms(x, model.final_norm.weight, config.norm_eps)
-    head = model.embed.weight if config.tie_embeddings else model.lm_head.weight
-    return x @ head.double().T
+    if config.tie_embeddings:
+        return x @ model.embed.weight.double().T
+    return _linear(x, model.lm_head, adapters)

@@ -19,13 +19,17 @@ positions beyond the narrower width are compared by what is scored there, which 
 The tape is what the model's forward says it read. At the probes of a pretraining run (the first
 step of every invocation and every evaluation) the targets are also read off the loss's own
 gradient (`consumed_by_gradient`), so a cross-entropy that drops or moves positions after the
-forward recorded its tape is judged by what it did.
+forward recorded its tape is judged by what it did. That probe runs the model in training mode,
+the mode every loss the run steps on is computed in (`as_trained`): a loss that scores otherwise
+in training than in evaluation (label smoothing switched on by `self.training`) is judged as it
+trains.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,9 +238,31 @@ def check_consumed(measured: dict[str, Any], step: int) -> None:
     """Refuse to step on a loss that read other targets, inputs or documents than the batch states."""
 
 
+@contextmanager
+def as_trained(model: torch.nn.Module) -> Iterator[None]:
+    """`model` in training mode for the block, as the loop's own forwards run it, with the random
+    draws of that mode (dropout) taken from forked generators: the run's streams are left exactly as
+    they were, so a probed step trains, and resumes, as an unprobed one does.
+
+    The gradient probe stays exact under dropout: it replaces the logits themselves, so the loss's
+    gradient with respect to them does not depend on anything drawn upstream.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model.train()
+        try:
+            yield
+        finally:
+            model.train(was_training)
+
+
 def check_loss_gradient(
-    loss_of: Callable[[], torch.Tensor], head: torch.nn.Module, stated: list[Consumed], step: int
+    loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed], step: int
 ) -> None:
     """GATE-TRAIN-007 at a probe of a cross-entropy task: what the loss's gradient shows it scored,
-    and how, against what the batch states (`stated`)."""
-    check_consumed(measured_at_the_loss(consumed_by_gradient(loss_of, head), stated), step)
+    and how, against what the batch states (`stated`), with `model` (whose `lm_head` gives the
+    logits) in the mode the run trains in."""
+    with as_trained(model):
+        reading = consumed_by_gradient(loss_of, model.lm_head)
+    check_consumed(measured_at_the_loss(reading, stated), step)

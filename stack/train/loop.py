@@ -53,6 +53,7 @@ from stack.model.checks import check_architecture, check_attention_paths, runnab
 from stack.model.consumed import recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
+from stack.model.initialisation import check_initialisation
 from stack.model.lora_checks import check_identity, identity_measured
 from stack.model.mod_checks import (
     check_depth_routing,
@@ -62,12 +63,23 @@ from stack.model.mod_checks import (
 )
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
+    AuxGradients,
+    aux_terms,
     check_aux_in_loss,
     check_expert_shares,
     check_router_collapse,
     check_single_expert,
     reset_routed,
     routed_counts,
+)
+from stack.model.sampling_checks import (
+    PROBE_TOKENS,
+    Draws,
+    DrawTally,
+    SpreadLogits,
+    check_drawn,
+    probe_width,
+    watching_draws,
 )
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
@@ -86,7 +98,7 @@ from stack.train.guards import (
 )
 from stack.train.heldout_reads import COUNTS as HELDOUT_READS
 from stack.train.heldout_reads import HeldoutReads, check_heldout_reads, window_digests
-from stack.train.lora_setup import StartWeights, adapter_parameters, start_weights
+from stack.train.lora_setup import StartWeights, adapter_parameters, adapter_settings, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector
@@ -291,9 +303,9 @@ class Trainer:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
         torch.manual_seed(train.seed)
         self.model = GPT(config.model, seed=train.seed).to(self.device)
+        check_initialisation(self.model)  # as drawn, before any checkpoint is loaded over it
         check_attention_paths(self.model)
         check_runnable(config.model.attention, self.device, config.model.head_dim)
-        check_architecture(self.model)
         if config.model.moe:
             check_single_expert(config.model)
         if config.model.diff_attn:
@@ -304,6 +316,7 @@ class Trainer:
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
         self.lora = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
+        check_architecture(self.model, adapters=adapter_settings(config))  # the adapters it trains included
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -563,6 +576,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
         aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
+        aux_gradients = AuxGradients(self.device, self.config.model.moe)  # what the backward applied to each
         # The objective's extra scalars (none for pretraining), summed over micro-batches.
         extra_names = self.objective.metric_names
         extra_totals = torch.zeros(len(extra_names), device=self.device)
@@ -580,6 +594,8 @@ class Trainer:
                 objective = step_loss.backprop + weighted_aux(aux)
             if reference is not None:
                 reference.add(objective)  # before the backward below frees the graph
+            if aux:  # after the reference's backward, so the hooks read the loop's own backward only
+                aux_gradients.watch(step_loss.backprop, self.model)  # hooks, read by the backward below
             self.scaler.scale(objective / train.grad_accum).backward()
             tally.add(tape, stated)
             self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
@@ -605,6 +621,7 @@ class Trainer:
             [
                 torch.stack([total / train.grad_accum, grad_norm, clipped]),
                 aux_totals / train.grad_accum,
+                aux_gradients.sums(),
                 extra_totals / train.grad_accum,
                 tally.counts.float(),
             ]
@@ -614,15 +631,19 @@ class Trainer:
         loss_value, grad_value, clipped_value, *rest = (
             float(v) for v in values[: len(values) - len(CONSUMED_COUNTS)]
         )
-        aux_values, extra_values = rest[: len(rest) - len(extra_names)], rest[len(rest) - len(extra_names) :]
+        aux_count = len(aux_totals)  # the objective and each term's mean, then the gradients they received
+        aux_values, gradient_sums = rest[:aux_count], rest[aux_count : 2 * aux_count]
+        extra_values = rest[2 * aux_count :]
         # What the loss read comes first: a loss that scored nothing is NaN because of it.
         consumption = tally.measured(consumed)
         check_consumed(consumption, step)
         check_finite(loss_value, grad_value, step)
         # aux_values is empty for a dense model, and then so are the terms.
-        terms = {
-            n: {"coefficient": aux[n][0], "value": v} for n, v in zip(AUX_TERMS, aux_values[1:], strict=False)
-        }
+        terms = (
+            aux_terms(self.config.model, aux_values[1:], aux_gradients.derivatives(gradient_sums))
+            if aux
+            else {}
+        )
         if terms:
             check_aux_in_loss(aux_values[0], loss_value, terms, step)
         check_clipped(clipped_value, train.clip_norm, step)
@@ -696,7 +717,9 @@ class Trainer:
     def probe(self, step: int) -> None:
         """The objective's identities checked on the step's last micro-batch (`Objective.probe`):
         in eval mode, so adapter dropout draws nothing and every forward of the probe is the same
-        function, and in fp32, so an independent recomputation is compared at full precision."""
+        function, and in fp32, so an independent recomputation is compared at full precision. The
+        loss's gradient probe (GATE-TRAIN-007) alone runs in training mode, as the loss trains
+        (stack.train.consumption.as_trained)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -797,31 +820,44 @@ class Trainer:
         """Generate from the fixed prompts, score coherence, and let GATE-TRAIN-005 judge."""
         monitor_cfg = self.config.monitor
         self.model.eval()
-        generator = torch.Generator(device=self.device).manual_seed(
-            self.config.train.seed * 1_000_003 + self.state.step
-        )
+        seed = self.config.train.seed * 1_000_003 + self.state.step
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         texts, scores = [], []
         room = self.config.model.ctx - monitor_cfg.tokens
+        tally = DrawTally(monitor_cfg.temperature, monitor_cfg.top_k)  # every draw replayed (GATE-TRAIN-005)
         for prompt in monitor_cfg.prompts:
             ids = self.tokenizer.encode(prompt)[-max(room, 1) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-            out = self.model.generate(
-                idx,
-                min(monitor_cfg.tokens, self.config.model.ctx - len(ids)),
-                temperature=monitor_cfg.temperature,
-                top_k=monitor_cfg.top_k,
-                generator=generator,
+            draws, drawn = self._draw(
+                self.model, idx, min(monitor_cfg.tokens, self.config.model.ctx - len(ids)), generator
             )
+            tally.add(draws, drawn)
             # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
             # sample a padding row: it is no text, so it is left out rather than crash the monitor.
-            known = [t for t in out[0, len(ids) :].tolist() if t < self.tokenizer.vocab_size]
+            known = [t for t in drawn[0].tolist() if t < self.tokenizer.vocab_size]
             text = self.tokenizer.decode(known)
             texts.append(text)
             scores.append(coherence_score(text))
+        width = probe_width(self.config.model.vocab, monitor_cfg.top_k)
+        spread = SpreadLogits(width, self.device, seed)  # the same draws, from spread logits
+        tally.add_probe(*self._draw(spread, spread.prompt, PROBE_TOKENS, generator))
+        check_drawn(tally, self.state.step)  # before the scores: they are of these samples
         score = sum(scores) / len(scores)
         self.metrics_log.write("sample", step=self.state.step, score=score, scores=scores, texts=texts)
         self.state.monitor.observe(score, self.state.step)
         return {"score": score, "texts": texts}
+
+    def _draw(
+        self, model: torch.nn.Module, idx: torch.Tensor, tokens: int, generator: torch.Generator
+    ) -> tuple[Draws, torch.Tensor]:
+        """`tokens` tokens after each row of `idx`, sampled from `model` as the monitor samples, (B,
+        tokens), and what each draw was made from (GATE-TRAIN-005 replays them)."""
+        monitor = self.config.monitor
+        with watching_draws(model, generator) as draws:
+            out = model.generate(
+                idx, tokens, temperature=monitor.temperature, top_k=monitor.top_k, generator=generator
+            )
+        return draws, out[:, idx.shape[1] :]
 
     # -- repeatability ------------------------------------------------------------------
 

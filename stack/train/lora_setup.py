@@ -4,8 +4,10 @@ continued before the optimizer exists, and judged when the run ends.
 At set-up (`attach`, called by the Trainer right after it builds the model, so the optimizer,
 DDP and torch.compile all see the adapted model): the adapters are applied with the run's seed,
 every base parameter is frozen, and GATE-LORA-001 judges that the adapted model computes its
-base's logits exactly. `attach` returns the selection (the matrices adapted, and every other one
-with the reason it carries none), which `stack train` prints and records. A base loaded
+base's logits exactly; the Trainer then holds the adapted model to GATE-MODEL-003, whose
+reference adds each adapter's term at the scale the run's settings name (`adapter_settings`).
+`attach` returns the selection (the matrices adapted, and every other one with the reason it
+carries none), which `stack train` prints and records. A base loaded
 afterwards (`--init-from`) goes in through `stack.model.lora.loading_base`, which records it as
 the base the adapters belong to.
 
@@ -48,6 +50,7 @@ from stack.model.lora_checks import (
     identity_measured,
     trained_measured,
 )
+from stack.model.reference import Adapters
 from stack.model.targets import Selection
 from stack.train import checkpoint as ckpt
 from stack.train.config import LoraSection, RunConfig
@@ -67,6 +70,12 @@ def attach(model: GPT, config: RunConfig, sharded: bool) -> Selection | None:
     )
     check_identity(identity_measured(model))
     return selection
+
+
+def adapter_settings(config: RunConfig) -> Adapters | None:
+    """The run's LoRA settings as GATE-MODEL-003's reference reads them; None without [lora]."""
+    section = config.lora
+    return None if section is None else Adapters(section.r, section.alpha, section.rslora)
 
 
 def adapter_parameters(model: torch.nn.Module) -> set[int]:

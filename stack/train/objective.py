@@ -161,8 +161,6 @@ class Pretrain(Objective):
         return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
 
     def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
-        """GATE-TRAIN-007 measured at the loss: the targets its gradient shows it scored, and how,
-        against the window's next tokens."""
-        check_loss_gradient(
-            lambda: self.loss(model, model, batch).backprop, model.lm_head, self.stated(batch), step
-        )
+        """GATE-TRAIN-007 measured at the loss, in training mode: the targets its gradient shows it
+        scored, and how, against the window's next tokens."""
+        check_loss_gradient(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)

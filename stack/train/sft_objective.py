@@ -159,9 +159,7 @@ class Sft(Objective):
         """GATE-TRAIN-007 at the loss (the supervised targets its gradient shows it scored, as a mean
         over them), then GATE-SFT-003 on the batch the loss just used, when a row of it packs a
         second example."""
-        check_loss_gradient(
-            lambda: self.loss(model, model, batch).backprop, model.lm_head, self.stated(batch), step
-        )
+        check_loss_gradient(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
         measured = batch_isolation(lambda b: self.loss(model, model, b), model, batch, model.config.vocab)
         if measured["probe_positions"]:
             check_batch_isolation(measured, step)
