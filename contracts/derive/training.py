@@ -641,11 +641,13 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
             f"most {bound} steps of {per_step} tokens (and at least 1)"
         )
         return
-    quota, ctx = _recorded_quota_windows(inputs), config.get("model", {}).get("ctx")
-    if quota is not None and isinstance(ctx, int) and ctx > 0 and spe != quota // (per_step // ctx):
+    quota, batch = _recorded_quota_windows(inputs), config.get("train", {}).get("batch_size")
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    windows = batch * world if isinstance(batch, int) and isinstance(world, int) else 0
+    if quota is not None and windows > 0 and spe != quota // windows:
         derived.problems.append(
             f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but its epoch plan's {quota} windows "
-            f"make {quota // (per_step // ctx)} steps of {per_step // ctx} windows"
+            f"make {quota // windows} steps of {windows} windows"
         )
         return
     if config.get("data", {}).get("wrap") is False:
