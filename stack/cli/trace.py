@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from contracts.ledger import Ledger
     from stack.data.tokenizer import Tokenizer
+    from stack.model.config import ModelConfig
     from stack.model.gpt import GPT
     from stack.trace.modes import Result
     from stack.trace.sites import Layout
@@ -248,6 +249,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
             b = load_trained(args.against, device)
             if b.tokenizer.identity != a.tokenizer.identity:
                 raise BadInput("the two checkpoints use different tokenizers; the prompt would differ")
+            check_bisectable(a.config.model, b.config.model, args.against)
             weights, label_b = b.model, str(args.against)
         path_b = TracePath(weights, args.backend_b or path_a.backend, args.dtype_b or path_a.dtype, label_b)
         config.update(path_b=path_b.describe(), shadow=args.shadow, atol=args.atol, rtol=args.rtol)
@@ -256,6 +258,38 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     else:
         result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
     return result
+
+
+# The model settings that decide a block's sites (stack.trace.sites.layout_for): two checkpoints that
+# differ in one cannot be compared site by site.
+SITE_SETTINGS = ("moe_experts", "moe_shared_expert", "diff_attn", "mod_every")
+
+
+def check_bisectable(a: ModelConfig, b: ModelConfig, against: Path) -> None:
+    """Refuse, before either path runs, a --against checkpoint whose blocks are not A's: another
+    depth, or another option (experts, differential attention, depth routing) and so other sites."""
+    from contracts.errors import BadInput
+    from stack.trace.sites import layout_for
+
+    ways = (
+        "bisect against a checkpoint of the same depth and options (e.g. another step of the same run), "
+        "or trace each alone with `stack trace CKPT --prompt TEXT`"
+    )
+    if a.n_layers != b.n_layers:
+        raise BadInput(
+            f"--against {against} has {b.n_layers} blocks and path A {a.n_layers}: bisection compares "
+            f"each site with the same site of the other path; {ways}"
+        )
+    if layout_for(a) != layout_for(b):
+        differ = ", ".join(
+            f"{key} {getattr(a, key)} vs {getattr(b, key)}"
+            for key in SITE_SETTINGS
+            if getattr(a, key) != getattr(b, key)
+        )
+        raise BadInput(
+            f"--against {against} has other blocks than path A ({differ}), so other trace sites: "
+            f"bisection compares each site with the same site of the other path; {ways}"
+        )
 
 
 def _one_token(tokenizer: Tokenizer, text: str, option: str) -> int:
