@@ -198,7 +198,9 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.argv)
     if source_model is not None:
-        config = _with_model_of(config, source_model)
+        assert request.init_from is not None
+        asked = _asked_model_keys(request)
+        config = _with_model_of(config, source_model, asked, _started_from(request))
     device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     kind = _kind_of(config, request.init_from)
     record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
@@ -330,13 +332,65 @@ def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None
     rundir.refuse_changes(run_dir, checkpoint, changes, ways)
 
 
-def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig:
-    """The run's config with the model shape of the checkpoint it starts from (attention path kept).
+# The model settings a run started from a checkpoint may change: the attention path (the paths are
+# numerically equivalent, GATE-MODEL-001) and what only the training loss and the training routing
+# read. Every other model key is the checkpoint's architecture: a --set or --config that changes
+# one is refused (`_with_model_of`), never dropped.
+TRAINING_MODEL_KEYS = ("attention", "moe_balance_coef", "moe_z_coef", "mod_capacity")
+
+
+def _asked_model_keys(request: TrainRequest) -> dict[str, Any]:
+    """The model settings the command line asked for itself: its --config file's [model] table and
+    its --set model.* keys (a preset's model is a fresh model's, so a started run ignores it)."""
+    from stack.train.config import parse_sets
+
+    asked: dict[str, Any] = {}
+    if request.config_file is not None:
+        table = read_toml(request.config_file).get("model", {})
+        asked.update(table if isinstance(table, dict) else {})
+    asked.update(parse_sets(request.sets).get("model", {}))
+    return asked
+
+
+def _started_from(request: TrainRequest) -> tuple[str, bool]:
+    """How the command line named the model the run starts from, and whether the command also
+    trains a fresh model from a --preset (`stack train` and `stack distill` do; sft and dpo don't)."""
+    argv = request.argv
+    if "--student" in argv:
+        return f"--student {request.init_from}", True
+    if "--init-from" in argv:
+        return f"--init-from {request.init_from}", argv[1:2] == ["train"]
+    return f"the policy {request.init_from}", False  # stack dpo's RUN_DIR|CKPT
+
+
+def _with_model_of(
+    config: RunConfig, source_model: dict[str, Any], asked: dict[str, Any], started: tuple[str, bool]
+) -> RunConfig:
+    """The run's config with the model of the checkpoint it starts from, and the TRAINING_MODEL_KEYS
+    the command line set over it; a setting that would change the architecture is refused naming
+    its key (it used to be dropped in silence: --set model.moe_experts=4 trained a dense model).
 
     Whether the data suits that model is GATE-DATA-007's to say (`check_data_tokenizer`), judged
     in `_set_up` so that its verdict is in the run's ledger.
     """
-    model = {**source_model, "attention": config.model.attention}
+    source = ModelConfig.from_dict(source_model)
+    changed = []
+    for key, value in asked.items():
+        if key in TRAINING_MODEL_KEYS or key not in ModelConfig.model_fields:
+            continue  # an unknown key was refused by resolve already
+        if value != getattr(source, key):
+            changed.append(f"model.{key} ({getattr(source, key)!r} -> {value!r})")
+    if changed:
+        named, fresh = started
+        them = "that setting" if len(changed) == 1 else "those settings"
+        takes = ", ".join(f"model.{k}" for k in TRAINING_MODEL_KEYS)
+        preset = ", or train a new model from a --preset with the architecture you want" if fresh else ""
+        raise BadInput(
+            f"{named} keeps the architecture of the model it starts from, and {', '.join(changed)} "
+            f"would change it; drop {them} (a started model takes only {takes}){preset}"
+        )
+    knobs = {key: asked[key] for key in TRAINING_MODEL_KEYS if key in asked and key != "attention"}
+    model = {**source_model, "attention": config.model.attention, **knobs}
     return config.model_copy(update={"model": ModelConfig.from_dict(model)})
 
 
