@@ -384,3 +384,15 @@ def test_a_distillation_student_keeps_its_architecture(
     err = capsys.readouterr().err
     assert f"--student {straight} keeps the architecture" in err and "model.moe_experts (0 -> 2)" in err
     assert not out.exists()
+
+
+def test_a_resume_refusal_names_a_default_by_its_value(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A saved config leaves an option at its default out; the refusal still says what it was (it
+    said None: `model.moe_top_k (None -> 1)` of a run at top-2)."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", "model.qkv_bias=true"]) == 2
+    assert "model.qkv_bias (False -> True)" in capsys.readouterr().err
+    assert train(["train", "--resume", str(run), "--set", "model.init_std=0.05"]) == 2
+    assert "model.init_std (0.02 -> 0.05)" in capsys.readouterr().err

@@ -63,7 +63,7 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.lineage import run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
@@ -319,9 +319,18 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
 
 
 def _lookup(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a config dict (None where absent)."""
+    """The value of a dotted key in a saved config dict: where absent, the default the key held (a
+    saved config leaves out an option at its default, so a refusal said its old value was None);
+    None for a key of an optional section that is not there, or one without a default."""
     section, name = key.split(".", 1)
-    return config.get(section, {}).get(name)
+    values = config.get(section, {})
+    if name in values:
+        return values[name]
+    schema = {"model": ModelConfig, **SECTIONS}.get(section)
+    field = schema.model_fields.get(name) if schema is not None else None
+    if field is None or field.is_required():
+        return None
+    return field.get_default(call_default_factory=True)
 
 
 def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
