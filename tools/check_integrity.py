@@ -49,7 +49,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
-from lineage import lineage_problems
+from lineage import lineage_problems, same_run
 from mutation import falsify_findings
 from record_checks import check_record_truth
 
@@ -466,6 +466,7 @@ class Checker:
         throughput there, so two runs never write the same bytes.
         """
         seen: dict[tuple[str, ...], str] = {}
+        by_id = {e.record.run.id: e.record for e in records if e.record is not None}
         for loaded in records:
             record = loaded.record
             if record is None or record.run.kind == "benchmark":
@@ -473,7 +474,12 @@ class Checker:
             when = (record.run.started.isoformat(), str(record.code.git_sha), record.run.kind)
             keys = [("start time, commit and kind", *when)]
             keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
-            copied = next((key for key in keys if key in seen), None)
+            copied = next(
+                (  # the resumed legs of one run share its start (tools/lineage.py)
+                    key for key in keys if key in seen and not same_run(record, by_id[seen[key]], by_id)
+                ),
+                None,
+            )
             if copied is not None:
                 self.fail(
                     INTEG_EVIDENCE,

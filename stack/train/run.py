@@ -33,6 +33,7 @@ from contracts.derive.training import COHERENCE_SHOWN, stated_determinism
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
+    RESUMES,
     RUN_ID_PATTERN,
     SCHEMA_VERSION,
     Artifact,
@@ -41,6 +42,8 @@ from contracts.evidence import (
     Determinism,
     EvidenceRecord,
     FileHash,
+    Lineage,
+    ParentRef,
     RunStatus,
     Verdict,
     Waiver,
@@ -64,7 +67,7 @@ from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
-from stack.train.lineage import run_lineage
+from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
@@ -521,13 +524,20 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     """
     run_dir = _run_dir_of(request)
     run_id = _check_run_dir_name(run_dir)
-    if request.evidence_dir is not None and _is_main():
-        ledger.claim(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
     resume = request.resume is not None
+    leg = None
+    if request.evidence_dir is not None and _is_main():  # refuse a clash now, not after hours of training
+        if resume:  # a resumed leg is filed under an id of its own (stack.outputs.ledger)
+            started = read_evidence(run_dir / EVIDENCE_FILE).run.started
+            leg = ledger.claim_leg(request.evidence_dir, run_id, started)
+        else:
+            ledger.claim(request.evidence_dir, run_id)
     option = "--resume" if resume else "--out"
     with rundir.opened(run_dir, WRITER, resume=resume, option=option, main=_is_main()) as opened:
         if request.resume is not None:
             plan = _resume_plan(request, run_dir)
+            if leg is not None:
+                _as_leg(plan, leg)
         else:
             plan = _new_plan(request, run_dir, run_id)
         with recording(plan.ledger), determinism.kernels(plan.config.train.deterministic) as alerts:
@@ -539,6 +549,26 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
             opened.commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
+
+
+def _as_leg(plan: Plan, leg: ledger.Leg) -> None:
+    """The resumed record as the leg it will be filed as: that leg's id, and as its first parent the
+    newest filed leg of the run, with the weights this leg resumed from (contracts.evidence.RESUMES).
+    The run directory's record takes the id too, so a model made from the run later names the leg
+    that vouches for its weights."""
+    assert plan.checkpoint is not None
+    record = plan.record
+    record.run.id = leg.run_id
+    before = record.lineage
+    parents = [p for p in (before.parents if before is not None else []) if p.role != RESUMES]
+    if leg.continues is not None:
+        weights = ckpt.read_manifest(plan.checkpoint)["files"][WEIGHTS_FILE]["sha256"]
+        resumed = ParentRef(
+            role=RESUMES, run=leg.continues, checkpoint_sha256=weights, path=str(plan.checkpoint)
+        )
+        parents.insert(0, resumed)
+    if parents or before is not None:
+        record.lineage = Lineage(parents=parents, model_sha256=before.model_sha256 if before else None)
 
 
 def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
