@@ -257,3 +257,24 @@ def test_two_workers_score_a_routed_model_as_one_does(world: dict[str, Path], tm
     for key in ("fitness_mean", "fitness_best"):
         one, two = ([s[key] for s in steps[w]] for w in (1, 2))  # type: ignore[index, union-attr]
         assert two == pytest.approx(one, rel=1e-5)
+
+
+def test_workers_hold_models_of_their_own(world: dict[str, Path]) -> None:
+    """Once torch.multiprocessing is imported (a data loader, an export, pytest's own plugins may),
+    a tensor handed to a worker travels as shared memory: a model handed over as a module was one
+    model shared by every worker and this process, each writing its members' weights into it while
+    the others scored (± members came out alike, and this process's weights changed)."""
+    import torch.multiprocessing  # registers the shared-memory reductions
+
+    model = load_trained(world["source"]).model
+    before = [p.detach().clone() for p in model.parameters()]
+    theta, batch = flatten(model), torch.randint(257, (2, 17), generator=torch.Generator().manual_seed(0))
+    members = noise.mirrored(torch.Generator().manual_seed(0), 4)
+    pool = Pool(model, lm_fitness, 2)
+    try:
+        there, _ = pool.evaluate(theta, batch, members, 0.05)
+    finally:
+        pool.close()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    here, _ = InProcess(model, lm_fitness).evaluate(theta, batch, members, 0.05)
+    assert [e.fitness for e in there] == pytest.approx([e.fitness for e in here], rel=1e-5)

@@ -27,6 +27,7 @@ count sums in another order), so a run is resumed with the workers it was starte
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
@@ -144,12 +145,12 @@ class InProcess:
 _worker: tuple[GPT, Fitness] | None = None
 
 
-def _start_worker(model: GPT, fitness: Fitness) -> None:
+def _start_worker(model: bytes, fitness: Fitness) -> None:
     """A worker's own copy of the run's model, buffers included (its parameters are overwritten by
     every task), and the fitness."""
     global _worker
     torch.set_num_threads(1)
-    _worker = (model.eval(), fitness)
+    _worker = (pickle.loads(model).eval(), fitness)
 
 
 def _evaluate_chunk(
@@ -180,7 +181,11 @@ class Pool:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(model, fitness),  # pickled whole: parameters, buffers and modules
+            # The model whole (parameters, buffers, modules) as bytes: a copy of its own in each
+            # worker. Handed over as a module, once torch.multiprocessing is imported anywhere in
+            # this process its tensors travel as shared memory, and the workers wrote their members'
+            # weights into the one model they all shared (and this process's): ± members scored alike.
+            initargs=(pickle.dumps(model), fitness),
         )
 
     def evaluate(
