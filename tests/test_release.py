@@ -353,8 +353,36 @@ def test_a_leg_that_names_another_run_breaks_the_chain(legs: Path, tmp_path: Pat
     problems = lineage_problems({**records, "run": other})
     assert (
         "run-leg2",
-        "resumes 'run', which is not an earlier leg of the same run (another start or kind)",
+        "resumes 'run', which is not an earlier leg of the same run (another start, kind or id)",
     ) in problems
+
+
+def test_a_copy_posing_as_a_later_leg_is_still_a_copy(legs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legs share their run's start, commit and kind, so the copy detector lets legs be; a copy of a
+    leg filed as the next leg shares its metrics log (and its step), and is caught."""
+    from lineage import lineage_problems
+
+    root = legs
+    runs = root / "evidence/runs"
+    copy_dir = runs.parent / "copied" / "run-leg4"
+    shutil.copytree(runs / "run-leg3", copy_dir)
+    record = read_evidence(copy_dir / EVIDENCE_FILE)
+    record.run.id = "run-leg4"
+    record.lineage.parents[0].run = "run-leg3"  # type: ignore[union-attr]
+    record.lineage.parents[0].checkpoint_sha256 = record.checkpoint.files["model.safetensors"].sha256  # type: ignore[union-attr]
+    contracts.evidence.write_evidence(copy_dir, record)
+    records = {rid: _filed(root, rid) for rid in ("run", "run-leg2", "run-leg3")}
+    problems = lineage_problems({**records, "run-leg4": record})
+    assert ("run-leg4", "resumes 'run-leg3' but ends at no later step than it: a leg trains on") in problems
+    checker = Checker(root, load_spec())
+    loaded = [load_evidence(runs / rid / EVIDENCE_FILE) for rid in records] + [
+        load_evidence(copy_dir / EVIDENCE_FILE)
+    ]
+    checker.check_duplicates(loaded)
+    assert any(
+        "run-leg4" in f.line() and "metrics.jsonl of 'run-leg3'" in f.line() for f in checker.violations
+    )
+    shutil.rmtree(copy_dir.parent)
 
 
 def test_a_release_of_a_resumed_run_takes_its_newest_filed_leg(

@@ -475,8 +475,11 @@ class Checker:
             keys = [("start time, commit and kind", *when)]
             keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
             copied = next(
-                (  # the resumed legs of one run share its start (tools/lineage.py)
-                    key for key in keys if key in seen and not same_run(record, by_id[seen[key]], by_id)
+                (  # the resumed legs of one run share its start (tools/lineage.py), never a log
+                    key
+                    for key in keys
+                    if key in seen
+                    and (key[0] == METRICS_LOG or not same_run(record, by_id[seen[key]], by_id))
                 ),
                 None,
             )

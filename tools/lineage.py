@@ -12,10 +12,12 @@ asks for lineage (LINEAGE_SINCE on), names at least one parent. A parent with no
 made elsewhere) is named by its weights alone, and nothing more can be checked of it.
 
 A resumed leg of a training run (stack.outputs.ledger) names the newest filed leg of the same run
-as its `resumes` parent: that record must be of the same run (its start time and kind) and vouch
-for the weights the leg resumed from, or end at an earlier step (a leg resumed without
---evidence-dir in between, whose record was never filed). The legs of one run share their start
-time, commit and kind by design; `same_run` tells the integrity check's copy detector so.
+as its `resumes` parent: that record must be an earlier leg of the same run (its start time, kind
+and run id, a lower leg number), the leg must end at a later step, and the parent must vouch for
+the weights the leg resumed from, or end at an earlier step than the leg resumed from (a leg
+resumed without --evidence-dir in between, whose record was never filed). The legs of one run
+share their start time, commit and kind by design; `same_run` tells the integrity check's copy
+detector so (a copy still shares its original's metrics log, which legs never do).
 
 tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
 draws the trees.
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus
+from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
 
 # The run kinds whose model is made out of another one (spec/run_kinds.yaml).
 DERIVED_KINDS = frozenset(
@@ -122,8 +124,16 @@ def _resumed_step(record: EvidenceRecord) -> int | None:
 
 def _leg_problem(record: EvidenceRecord, parent: EvidenceRecord, ref: ParentRef) -> str | None:
     """Why a resumed leg's link to the leg it continues does not hold, or None (module docstring)."""
-    if (parent.run.started, parent.run.kind) != (record.run.started, record.run.kind):
-        return f"resumes {ref.run!r}, which is not an earlier leg of the same run (another start or kind)"
+    (run, leg), (parent_run, parent_leg) = leg_of(record.run.id), leg_of(parent.run.id)
+    same = (parent.run.started, parent.run.kind, parent_run) == (record.run.started, record.run.kind, run)
+    if not same or parent_leg >= leg:
+        return f"resumes {ref.run!r}, which is not an earlier leg of the same run (another start, kind or id)"
+    if (
+        record.checkpoint is None
+        or parent.checkpoint is None
+        or record.checkpoint.step <= parent.checkpoint.step
+    ):
+        return f"resumes {ref.run!r} but ends at no later step than it: a leg trains on"
     if vouched_weights(parent) == ref.checkpoint_sha256:
         return None
     step = _resumed_step(record)
