@@ -396,3 +396,14 @@ def test_a_resume_refusal_names_a_default_by_its_value(
     assert "model.qkv_bias (False -> True)" in capsys.readouterr().err
     assert train(["train", "--resume", str(run), "--set", "model.init_std=0.05"]) == 2
     assert "model.init_std (0.02 -> 0.05)" in capsys.readouterr().err
+
+
+def test_a_resume_of_a_run_never_filed_files_it_under_its_own_id(straight: Path, tmp_path: Path) -> None:
+    """The first filing of a run is its run id, whichever leg it is; a resumed leg of a run the
+    ledger holds is filed as the next leg (tests/test_release.py walks that chain)."""
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    ledger = tmp_path / "ledger"
+    assert train(["train", "--resume", str(run), "--evidence-dir", str(ledger)]) == 0
+    assert sorted(p.name for p in ledger.iterdir()) == ["run"]
+    filed = evidence(ledger / "run")
+    assert filed["run"]["id"] == "run" and filed["lineage"] is None
