@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -141,10 +142,29 @@ class CheckpointRef(Record):
     files: dict[str, FileHash]
 
 
+# The role of the parent a resumed leg of a training run names: the newest filed leg of the same
+# run, with the weights the leg resumed from (stack.outputs.ledger, tools/lineage.py).
+RESUMES = "resumes"
+# A run filed more than once (each resumed leg: `stack train --resume RUN --evidence-dir LEDGER`)
+# is filed as <run-id>, then <run-id>-leg2, <run-id>-leg3, ...: one record per leg, none replaced.
+LEG_SUFFIX = re.compile(r"-leg(?P<n>[2-9]|[1-9][0-9]+)$")
+
+
+def leg_id(run_id: str, leg: int) -> str:
+    """The ledger id of leg `leg` (1, 2, ...) of run `run_id`: the run id itself for the first."""
+    return run_id if leg == 1 else f"{run_id}-leg{leg}"
+
+
+def leg_of(record_id: str) -> tuple[str, int]:
+    """(run id, leg) of a ledger id: `base-leg3` is leg 3 of `base`; any other id is leg 1 of itself."""
+    found = LEG_SUFFIX.search(record_id)
+    return (record_id[: found.start()], int(found.group("n"))) if found else (record_id, 1)
+
+
 class ParentRef(Record):
     """A model that a record's model was made from, by content (issue #37; tools/lineage.py checks it)."""
 
-    role: str = Field(min_length=1)  # init | reference | teacher | source
+    role: str = Field(min_length=1)  # init | reference | teacher | source | resumes (RESUMES)
     run: str | None = Field(default=None, pattern=RUN_ID_PATTERN)  # its record's id; None: it has none
     checkpoint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the sha256 of the weights file read
     path: str | None = None  # where it was read, as given

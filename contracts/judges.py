@@ -1097,6 +1097,25 @@ def _untrained_lens_is_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     return _bit_for_bit(m, "the untrained tuned lens, against the logit lens,")
 
 
+def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
+    """Why a probe that never moved counts as stuck, or None when it had nothing to learn: it was
+    trained (the optimizer held it, a gradient reached it at every step) and its layer read as the
+    final distribution through the identity all along (its KL at most max_identity_kl_nats). A
+    measurement without those facts (a lens not trained by the stack) has no such excuse."""
+    if not all(key in probe for key in ("optimized", "grad_every_step", "max_kl")):
+        return "they received no gradient"
+    if not flag(probe, "optimized"):
+        return "the optimizer does not hold them"
+    if not flag(probe, "grad_every_step"):
+        return "they received no gradient"
+    kl = number(probe, "max_kl")
+    if not kl <= t["max_identity_kl_nats"]:
+        return (
+            f"a gradient reached them, yet the identity reads their layer at KL {kl:.3g} nats: a broken path"
+        )
+    return None
+
+
 @judges("GATE-LENS-002", needs=("probes+",))
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
     stuck, broken = [], []
@@ -1106,13 +1125,13 @@ def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
         layer, norm = count(probe, "layer"), number(probe, "norm")
         if not (flag(probe, "finite") and math.isfinite(norm)):
             broken.append(str(layer))
-        elif norm <= t["min_probe_norm"]:
-            stuck.append(f"{layer} (norm {norm:.3g})")
+        elif norm <= t["min_probe_norm"] and (why := _why_unmoved(probe, t)) is not None:
+            stuck.append(f"{layer} (norm {norm:.3g}: {why})")
     problems = [f"probe(s) of layer(s) {', '.join(broken)} are not finite"] if broken else []
     if stuck:
         problems.append(
             f"probe(s) of layer(s) {', '.join(stuck)} never moved from the identity "
-            f"(norm at most {t['min_probe_norm']:g}): they received no gradient"
+            f"(norm at most {t['min_probe_norm']:g}) though their layer had something to learn"
         )
     return problems
 

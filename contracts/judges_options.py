@@ -1,21 +1,25 @@
 """The judge of GATE-ARCH-013 (spec/gates/arch.yaml): every option, alone, in pairs and all together,
 runs every command that reads or writes a model.
 
-The measured matrix is what `stack options-matrix` saw: the options, the commands (each with the
-refusals the matrix declares for it and the command whose output it reads), the depth of every
-model it trained, and per model and command the cell's outcome (ok, refused, gate, crashed,
-skipped or missing) with the one line the command ended with. From that alone the judge decides
-each cell (`cell_verdicts`):
+The measured matrix is what `stack options-matrix` saw: the options, the attention paths, the
+commands (each with the refusals the matrix declares for it and the command whose output it
+reads), the depth of every model it trained, and per model and command the cell's outcome (ok,
+refused, gate, crashed, differs, skipped or missing) with the one line the command ended with.
+From that alone the judge decides each cell (`cell_verdicts`):
 
     pass      ok, and no refusal is declared for this model
-    refused   refused in one line holding a declared refusal's text, for a model with that option;
-              or skipped because the command whose output it reads refused so
-    fail      crashed, fired a gate, refused otherwise than declared, or ran where the matrix
-              declares a refusal (the declaration no longer tells the truth)
+    refused   refused in one line holding a declared refusal's text, for a model the refusal
+              applies to (one with its `option`, or one that `lacks` its option); or skipped
+              because the command whose output it reads refused so
+    fail      crashed, fired a gate, differs (exit 0, but its result is not the one the matrix
+              checks it against: a silent wrong result), refused otherwise than declared, or ran
+              where the matrix declares a refusal (the declaration no longer tells the truth)
     missing   not run: no cell recorded, or a command it needs did not complete
 
 The models are the dense one, each option alone, every pair, and all options together
-(`combinations`): a model the record does not hold is a row of missing cells.
+(`combinations`), then the dense model on each other attention path (`paths`, a row named for
+the path, which a refusal names as its option): a model the record does not hold is a row of
+missing cells.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 from contracts.judges import Malformed, Measured, Thresholds, count, items, judges
 
-OUTCOMES = ("ok", "refused", "gate", "crashed", "skipped", "missing")
+OUTCOMES = ("ok", "refused", "gate", "crashed", "differs", "skipped", "missing")
 DENSE = "dense"
 JOIN = "+"
 SHOWN = 5  # failed or missing cells named in a problem before "and N more"
@@ -41,6 +45,19 @@ def combinations(options: list[str]) -> list[tuple[str, tuple[str, ...]]]:
     chosen.append(tuple(options))
     unique = dict.fromkeys(chosen)  # with one or two options, "all" is already listed
     return [(JOIN.join(c) if c else DENSE, c) for c in unique]
+
+
+def rows(options: list[str], paths: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(name, what it holds) of every model of the matrix: the combinations, then each path's row."""
+    return [*combinations(options), *((path, (path,)) for path in paths if path not in options)]
+
+
+def applies(refusal: Mapping[str, Any], held: tuple[str, ...]) -> bool:
+    """Whether a declared refusal is for a model holding `held`: one with its `option`, or one that
+    `lacks` its option."""
+    if isinstance(refusal.get("option"), str):
+        return refusal["option"] in held
+    return refusal.get("lacks") not in held
 
 
 @dataclass(frozen=True)
@@ -65,11 +82,13 @@ def _commands(m: Measured) -> list[_Command]:
             raise Malformed(f"a command is {entry!r}, not {{name, after, refuses}}")
         refuses = entry.get("refuses", [])
         if not isinstance(refuses, list) or not all(
-            isinstance(r, Mapping) and all(isinstance(r.get(k), str) for k in ("option", "reason", "says"))
+            isinstance(r, Mapping)
+            and all(isinstance(r.get(k), str) for k in ("reason", "says"))
+            and sum(isinstance(r.get(k), str) for k in ("option", "lacks")) == 1
             for r in refuses
         ):
             raise Malformed(
-                f"{entry['name']}: refuses is {refuses!r}, not a list of {{option, reason, says}}"
+                f"{entry['name']}: refuses is {refuses!r}, not a list of {{option or lacks, reason, says}}"
             )
         after = entry.get("after")
         commands.append(_Command(entry["name"], after if isinstance(after, str) else None, refuses))
@@ -88,14 +107,14 @@ def _cell(
     command: _Command, held: tuple[str, ...], outcome: str | None, message: str, prior: CellVerdict | None
 ) -> CellVerdict:
     """One cell's verdict (module docstring); `prior` is the verdict of the command it reads after."""
-    declared = [r for r in command.refuses if r["option"] in held]
+    declared = [r for r in command.refuses if applies(r, held)]
     if outcome is None:
         return CellVerdict("missing", "no cell recorded")
     if outcome == "missing":
         return CellVerdict("missing", message)
     if outcome == "ok":
         if declared:
-            reasons = "; ".join(f"{r['option']}: {r['reason']}" for r in declared)
+            reasons = "; ".join(f"{r.get('option') or 'no ' + r['lacks']}: {r['reason']}" for r in declared)
             return CellVerdict(
                 "fail", f"ran, where the matrix declares a refusal ({reasons}); update the matrix"
             )
@@ -126,13 +145,21 @@ def cell_verdicts(m: Measured) -> dict[tuple[str, str], CellVerdict]:
     if not isinstance(messages, Mapping):
         raise Malformed(f"'messages' is {messages!r}, not a map of cell to its last line")
     verdicts: dict[tuple[str, str], CellVerdict] = {}
-    for model, held in combinations(options):
+    for model, held in rows(options, paths_of(m)):
         for command in commands:
             outcome = _outcome(cells, model, command.name)
             message = str(messages.get(f"{model}/{command.name}", ""))
             prior = verdicts.get((model, command.after)) if command.after else None
             verdicts[(model, command.name)] = _cell(command, held, outcome, message, prior)
     return verdicts
+
+
+def paths_of(m: Measured) -> list[str]:
+    """The attention paths the matrix trains a row on (none in a record made before spec 1.11.0)."""
+    paths = m.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise Malformed(f"'paths' is {paths!r}, not a list of attention paths")
+    return list(paths)
 
 
 def _named(cells: list[str]) -> str:
@@ -148,6 +175,11 @@ def _every_option_every_command(m: Measured, t: Thresholds) -> list[str]:
         problems.append(f"the matrix lists {len(options)} option(s), fewer than {t['min_options']:g}")
     if len(commands) < t["min_commands"]:
         problems.append(f"the matrix lists {len(commands)} command(s), fewer than {t['min_commands']:g}")
+    if len(paths_of(m)) < t["min_paths"]:
+        problems.append(
+            f"the matrix trains {len(paths_of(m))} model(s) on another attention path, fewer than "
+            f"{t['min_paths']:g}"
+        )
     layers = m.get("layers")
     if not isinstance(layers, Mapping) or not layers:
         problems.append("no trained model's depth is recorded")

@@ -1,32 +1,47 @@
 """Every option, alone, in pairs and all together, on every command: the matrix of GATE-ARCH-013.
 
 spec/options_matrix.yaml lists the architecture options (each as the model settings that turn it
-on), the commands that read or write a model, the refusals the matrix expects, and the model every
-cell runs (the smoke preset, two blocks). The models are the dense one, each option alone, every
-pair and all options together (`contracts.judges_options.combinations`). Each cell runs `stack` in
-this process, as a user would on the command line, on that model's run:
+on), the attention paths a model is also trained on, the commands that read or write a model, the
+refusals the matrix expects, and the model every cell runs (the smoke preset, two blocks). The
+models are the dense one, each option alone, every pair and all options together
+(`contracts.judges_options.combinations`), then the dense model on each other attention path (a
+row named for the path, trained where the path runs: its `train_env`, in a process of its own;
+every other cell of that row runs here without those variables, where the path may not run).
+Each cell runs `stack` in this process, as a user would on the command line, on that model's run:
 
-    train            a fresh run of TRAIN_STEPS steps on DATA_DIR; every other cell reads it
-    resume           one step more
-    sample, eval, inspect
+    train            a fresh run of TRAIN_STEPS steps on DATA_DIR, filed into the model's ledger;
+                     every other cell reads it
+    train-bf16       the same fresh run under bf16 autocast (the precision axis)
+    resume           one step more, filed as the run's next leg
+    sample, sample-greedy (--temperature 0), eval, eval-text (--text), inspect
     trace            anomaly mode on PROMPT        trace-bisect   the same weights under naive attention
     trace-patch      a patching sweep of each block's output, CLEAN against a prompt as long
+    trace-against    bisection against the dense model's run (other options have other sites)
     lens             the logit lens on PROMPT       lens-train     a tuned lens fitted for LENS_STEPS
     laser, quantize  every matrix ('*'), as new run-like outputs; laser-eval and es-eval score those
-    lora-train       adapters on every projection ('*'), fine-tuned; lora-merge folds them in
+    init-from-options  a fine-tune asking for every option and changing their training settings
+                     (INIT_KNOBS): a model without an option refuses, one with them all honours them
+    lora-train       adapters on every projection ('*'), fine-tuned; lora-merge folds them in and
+                     lora-merge-onnx exports the merge; lora-export writes them for peft and
+                     lora-import reads that back onto the model
     sft, dpo         fine-tuning on chats, preference tuning on pairs (both prepared here from
                      small generated files with DATA_DIR's tokenizer)
     distill-student  the model as the student of the dense model's run
     distill-teacher  the model as the teacher of a fresh dense student
-    es               evolution strategies, one step
+    es               evolution strategies, one step; es-workers the same with two workers
+    synth            synthetic chats sampled from the model
+    evalmatrix       the four rows of held-out items, the LoRA run as the adapter
+    memorization     the LoRA run's verbatim continuations of training text beside the model's
     export-hf, import, export-onnx
 
 A cell's outcome comes from the exit code alone: 0 ok, 2 refused (one line, by construction of
-stack.cli.main), 3 gate, 1 or a traceback or an exception out of main crashed. A cell is missing
-when what it needs did not complete (its model's train, the dense teacher, the prepared data) and
-skipped when the command whose output it reads (`after`) refused; the judge decides what each
-outcome means against the declared refusals. The matrix lives here and not in stack/model because
-it drives the command line, which stands above the model.
+stack.cli.main), 3 gate, 1 or a traceback or an exception out of main crashed; except that a
+command the matrix checks against another path (COMMAND_CHECKS: two ES workers against one, the
+training settings a fine-tune asked for) and that exits 0 with another result `differs`, a silent
+wrong result. A cell is missing when what it needs did not complete (its model's train, the dense
+model's run, the prepared data) and skipped when the command whose output it reads (`after`)
+refused; the judge decides what each outcome means against the declared refusals. The matrix
+lives here and not in stack/model because it drives the command line, which stands above the model.
 """
 
 from __future__ import annotations
@@ -34,14 +49,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
@@ -60,6 +78,11 @@ EVAL_BYTES = 2000  # whole held-out documents up to about this many bytes
 # lengths agree under the data's tokenizer (with bytes, the first).
 PATCH_PROMPTS = (("gate model", "gate token"), ("the gate", "the spec"), ("a b c", "a d c"))
 PATCH_TARGET = "e"
+# What init-from-options asks over the model's own settings: every option's (a model without one
+# is refused, naming it) and new values of the settings a started model takes, which a model with
+# every option must then hold (`_honoured`).
+INIT_KNOBS = {"mod_capacity": 0.25, "moe_z_coef": 0.002, "attention": "sdpa"}
+SYNTH = ("--samples", "2", "--max-instruction-tokens", "8", "--max-response-tokens", "8")
 TRACEBACK = "Traceback (most recent call last)"
 # The command line a cell runs through: `stack.cli.main`, handed in by the command that runs the
 # matrix, which stands above it.
@@ -80,11 +103,23 @@ class OptionSpec(_Strict):
 
 
 class Refusal(_Strict):
-    """A refusal the matrix expects: of a model with `option`, in one line holding `says`."""
+    """A refusal the matrix expects: of a model with `option` (or one that `lacks` it), in one line
+    holding `says`."""
 
-    option: str
+    option: str | None = None
+    lacks: str | None = None
     reason: str
     says: str
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Refusal:
+        if (self.option is None) == (self.lacks is None):
+            raise ValueError("a refusal names exactly one of option (the model has it) or lacks")
+        return self
+
+    @property
+    def named(self) -> str:
+        return str(self.option or self.lacks)
 
 
 class CommandSpec(_Strict):
@@ -104,11 +139,27 @@ class ModelSpec(_Strict):
     train: dict[str, bool | int | float | str] = {}
 
 
+class PathSpec(_Strict):
+    """The dense model on another attention path: trained under `train_env` in a process of its own
+    (where the path runs), every other command run here without those variables."""
+
+    name: str
+    model: dict[str, bool | int | float | str]
+    train_env: dict[str, str] = {}
+
+
+class Tolerances(_Strict):
+    """How far a checked command's result may be from the one it is checked against."""
+
+    fitness_rtol: float  # es-workers' fitness against es's, relative (other thread counts sum otherwise)
+
+
 class FastSpec(_Strict):
-    """One model's commands in the `make test` subset."""
+    """One model's commands in the `make test` subset (all of them but `leave_out`, or a list)."""
 
     combination: str
     commands: list[str] | Literal["all"]
+    leave_out: list[str] = []
 
 
 class Matrix(_Strict):
@@ -116,7 +167,9 @@ class Matrix(_Strict):
 
     model: ModelSpec
     options: list[OptionSpec]
+    paths: list[PathSpec] = []
     commands: list[CommandSpec]
+    tolerances: Tolerances = Tolerances(fitness_rtol=1e-5)
     fast: list[FastSpec] = []
 
     def combinations(self) -> list[Combination]:
@@ -127,21 +180,36 @@ class Matrix(_Strict):
             settings: dict[str, Any] = {}
             for option in held:
                 settings.update(by_name[option].model)
-            found.append(Combination(name, settings))
+            found.append(Combination(name, settings, held))
         return found
+
+    def rows(self) -> list[Combination]:
+        """Every model of the matrix: the combinations, then the dense model on each other path."""
+        paths = [Combination(p.name, dict(p.model), (p.name,), dict(p.train_env)) for p in self.paths]
+        return [*self.combinations(), *paths]
+
+    def every_option(self) -> dict[str, Any]:
+        """The settings of all options together."""
+        return next(c.model for c in self.combinations() if len(c.held) == len(self.options))
 
     def subset(self) -> dict[str, set[str]]:
         """The `fast` subset as combination → the commands it runs."""
         every = {c.name for c in self.commands}
-        return {f.combination: every if f.commands == "all" else set(f.commands) for f in self.fast}
+        return {
+            f.combination: (every if f.commands == "all" else set(f.commands)) - set(f.leave_out)
+            for f in self.fast
+        }
 
 
 @dataclass(frozen=True)
 class Combination:
-    """One model of the matrix: its name (its options joined by '+', or dense) and their settings."""
+    """One model of the matrix: its name (its options joined by '+', dense, or an attention path),
+    their settings, what it holds (options, or the path) and where its train runs (`PathSpec`)."""
 
     name: str
     model: dict[str, Any]
+    held: tuple[str, ...] = ()
+    train_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,8 +237,8 @@ def load_matrix(spec_dir: Path | None = None) -> Matrix:
 
 
 def _check_names(matrix: Matrix, path: Path) -> None:
-    """Every refusal names an option, every `after` an earlier command, every subset a model."""
-    options = {o.name for o in matrix.options}
+    """Every refusal names an option or a path, every `after` an earlier command, every subset a model."""
+    options = {o.name for o in matrix.options} | {p.name for p in matrix.paths}
     earlier: set[str] = set()
     for command in matrix.commands:
         if command.after is not None and command.after not in earlier:
@@ -178,12 +246,15 @@ def _check_names(matrix: Matrix, path: Path) -> None:
                 f"{path}: {command.name} runs after {command.after!r}, which is not an earlier command"
             )
         for refusal in command.refuses:
-            if refusal.option not in options:
-                raise BadInput(f"{path}: {command.name} refuses {refusal.option!r}, which is not an option")
+            if refusal.named not in options:
+                raise BadInput(
+                    f"{path}: {command.name} refuses {refusal.named!r}, which is not an option or a path"
+                )
         earlier.add(command.name)
-    models = {c.name for c in matrix.combinations()}
+    models = {c.name for c in matrix.rows()}
     for subset in matrix.fast:
-        unknown = [c for c in (subset.commands if subset.commands != "all" else []) if c not in earlier]
+        named = [*(subset.commands if subset.commands != "all" else []), *subset.leave_out]
+        unknown = [c for c in named if c not in earlier]
         if subset.combination not in models or unknown:
             raise BadInput(f"{path}: fast names {subset.combination!r} {unknown or ''}, not in the matrix")
 
@@ -217,6 +288,15 @@ class Place:
     def prefs_data(self) -> Path:
         return self.shared / "prefs"
 
+    @property
+    def ledger(self) -> Path:
+        """Where this model's train and resume file their records (one leg each)."""
+        return self.work / "ledger"
+
+    def texts(self, name: str) -> str:
+        """A file or folder of the prepared texts (`prepare_texts`)."""
+        return str(self.shared / "texts" / name)
+
     def out(self, command: str) -> str:
         return str(self.work / command)
 
@@ -241,9 +321,26 @@ def _loop_sets(steps: int) -> list[str]:
     )
 
 
-def _train(at: Place) -> list[str]:
-    argv = ["train", "--data", str(at.data), "--out", str(at.run), "--preset", at.matrix.model.preset]
-    return argv + _loop_sets(TRAIN_STEPS) + _sets("train", at.matrix.model.train) + _model_sets(at)
+def _train(at: Place, out: Path | None = None, *extra: str) -> list[str]:
+    """A fresh run of the model: the run every cell reads (filed into the model's ledger), or,
+    given `out` and `extra` settings, another one (train-bf16)."""
+    argv = ["train", "--data", str(at.data), "--out", str(out or at.run), "--preset", at.matrix.model.preset]
+    filed = ["--evidence-dir", str(at.ledger)] if out is None else []
+    settings = _loop_sets(TRAIN_STEPS) + _sets("train", at.matrix.model.train) + _model_sets(at)
+    return [*argv, *settings, *extra, *filed]
+
+
+def _resume(at: Place) -> list[str]:
+    """One step more, filed into the model's ledger as the run's second leg."""
+    argv = ["train", "--resume", str(at.run), *_sets("train", {"steps": TRAIN_STEPS + 1})]
+    return [*argv, "--evidence-dir", str(at.ledger)]
+
+
+def _init_from_options(at: Place) -> list[str]:
+    """A fine-tune asking for every option's settings and new values of a started model's training
+    settings (INIT_KNOBS)."""
+    argv = ["train", "--init-from", str(at.run), "--data", str(at.data), "--out", at.out("init-from-options")]
+    return argv + _loop_sets(TUNE_STEPS) + _sets("model", {**at.matrix.every_option(), **INIT_KNOBS})
 
 
 def _patch(at: Place) -> list[str]:
@@ -289,9 +386,25 @@ def _distill_student(at: Place) -> list[str]:
     return _tune("distill", str(at.dense_run), *teacher)
 
 
-def _es(at: Place) -> list[str]:
-    argv = ["es", str(at.run), "--data", str(at.data), "--out", at.out("es")]
-    return [*argv, "--steps", "1", "--population", "2"]
+def _es(at: Place, command: str = "es", workers: int = 1) -> list[str]:
+    argv = ["es", str(at.run), "--data", str(at.data), "--out", at.out(command)]
+    return [*argv, "--steps", "1", "--population", "2", "--workers", str(workers)]
+
+
+def _es_workers(at: Place) -> list[str]:
+    """es again with two workers (at most this machine's cores), to be compared with es (`_same_fitness`)."""
+    return _es(at, "es-workers", min(2, os.cpu_count() or 1))
+
+
+def _evalmatrix(at: Place) -> list[str]:
+    items = ["--items", at.texts("items.jsonl"), "--train", at.texts("train.jsonl")]
+    rows = ["--adapter", at.out("lora-train"), "--docs", at.texts("docs")]
+    return ["evalmatrix", str(at.run), *items, *rows, "--device", "cpu"]
+
+
+def _memorization(at: Place) -> list[str]:
+    argv = ["memorization", at.out("lora-train"), "--base", str(at.run), "--data", str(at.data)]
+    return [*argv, "--n", "4", "--batch-size", "2", "--prefix", "16"]
 
 
 def _trace(at: Place, command: str, *options: str) -> list[str]:
@@ -310,36 +423,105 @@ def _surgery(at: Place, command: str, *options: str) -> list[str]:
     return [command, str(at.run), "--targets", "*", *options, "--out", at.out(command)]
 
 
+def _sample(at: Place, *options: str) -> list[str]:
+    return ["sample", str(at.run), "--prompt", PROMPT, "--tokens", str(SAMPLE_TOKENS), *options]
+
+
 # Command name → the `stack` arguments of that command for one model.
 COMMAND_ARGV: dict[str, Callable[[Place], list[str]]] = {
     "train": _train,
-    "resume": lambda at: ["train", "--resume", str(at.run), *_sets("train", {"steps": TRAIN_STEPS + 1})],
-    "sample": lambda at: ["sample", str(at.run), "--prompt", PROMPT, "--tokens", str(SAMPLE_TOKENS)],
+    "train-bf16": lambda at: _train(at, at.work / "train-bf16", *_sets("train", {"precision": "bf16"})),
+    "resume": _resume,
+    "sample": _sample,
+    "sample-greedy": lambda at: _sample(at, "--temperature", "0"),
     "eval": lambda at: _eval(at.run),
+    "eval-text": lambda at: ["eval", str(at.run), "--text", at.texts("text.txt")],
     "inspect": lambda at: ["inspect", str(at.run)],
     "trace": lambda at: _trace(at, "trace"),
     "trace-bisect": lambda at: _trace(at, "trace-bisect", "--backend-b", "naive"),
     "trace-patch": _patch,
+    "trace-against": lambda at: _trace(at, "trace-against", "--against", str(at.dense_run)),
     "lens": lambda at: ["lens", str(at.run), "--prompt", PROMPT, "--out", at.out("lens")],
     "lens-train": _lens_train,
     "laser": lambda at: _surgery(at, "laser", "--rho", "0.5"),
     "laser-eval": lambda at: _eval(at.work / "laser"),
     "quantize": lambda at: _surgery(at, "quantize"),
+    "init-from-options": _init_from_options,
     "lora-train": _lora_train,
     "lora-merge": lambda at: ["lora", "merge", at.out("lora-train"), "--out", at.out("lora-merge")],
+    "lora-merge-onnx": lambda at: [
+        *("export", at.out("lora-merge"), "--format", "onnx", "--out", at.out("lora-merge-onnx"))
+    ],
+    "lora-export": lambda at: ["lora", "export", at.out("lora-train"), "--out", at.out("lora-export")],
+    "lora-import": lambda at: [
+        *("lora", "import", at.out("lora-export"), "--base", str(at.run), "--out", at.out("lora-import"))
+    ],
     "sft": _sft,
     "dpo": lambda at: _tune("dpo", str(at.run), "--data", str(at.prefs_data), "--out", at.out("dpo")),
     "distill-student": _distill_student,
     "distill-teacher": _distill_teacher,
     "es": _es,
     "es-eval": lambda at: _eval(at.work / "es"),
+    "es-workers": _es_workers,
+    "synth": lambda at: ["synth", str(at.run), "--out", at.out("synth"), *SYNTH, "--device", "cpu"],
+    "evalmatrix": _evalmatrix,
+    "memorization": _memorization,
     "export-hf": lambda at: _export(at, "hf"),
     "import": lambda at: ["import-hf", at.out("export-hf"), "--out", at.out("import")],
     "export-onnx": lambda at: _export(at, "onnx"),
 }
 # What a command needs besides its model's run: the dense run, or data the matrix prepares.
-TEACHER, CHATS, PAIRS = "dense model's run", "chat data", "preference data"
-NEEDS = {"distill-student": TEACHER, "sft": CHATS, "dpo": PAIRS}
+TEACHER, CHATS, PAIRS, TEXTS = "dense model's run", "chat data", "preference data", "texts"
+NEEDS = {
+    "distill-student": TEACHER,
+    "trace-against": TEACHER,
+    "sft": CHATS,
+    "dpo": PAIRS,
+    "eval-text": TEXTS,
+    "evalmatrix": TEXTS,
+}
+
+
+# -- the commands whose result the matrix checks, not only their exit --------------------------
+
+
+def _fitness(directory: Path) -> list[tuple[float, float]]:
+    from contracts.evidence import read_evidence
+
+    steps = read_evidence(directory / "metadata.json").metrics.get("steps")
+    if not isinstance(steps, list):
+        return []
+    return [(float(step["fitness_mean"]), float(step["fitness_best"])) for step in steps]
+
+
+def _same_fitness(at: Place) -> str | None:
+    """es-workers scored every step as es did, to within the matrix's fitness_rtol (another thread
+    count sums in another order); a worker with another model scores other members."""
+    one, two = _fitness(at.work / "es"), _fitness(at.work / "es-workers")
+    rtol = at.matrix.tolerances.fitness_rtol
+    close = len(one) == len(two) > 0 and all(
+        abs(a - b) <= rtol * max(abs(a), abs(b))
+        for x, y in zip(one, two, strict=True)
+        for a, b in zip(x, y, strict=True)
+    )
+    return None if close else f"two workers' fitness {two} is not one worker's {one} (rtol {rtol:g})"
+
+
+def _honoured(at: Place) -> str | None:
+    """init-from-options ran: its run holds the training settings it asked for (INIT_KNOBS), over
+    the model it started from (they were dropped in silence)."""
+    from stack.train.config import read_toml
+
+    model = read_toml(at.work / "init-from-options" / "config.toml").get("model", {})
+    dropped = {key: model.get(key) for key, value in INIT_KNOBS.items() if model.get(key) != value}
+    return None if not dropped else f"the run holds {dropped}, not the asked {INIT_KNOBS}"
+
+
+# Command name → a check of what it made once it exited 0: a problem (the cell `differs`) or None.
+COMMAND_CHECKS: dict[str, Callable[[Place], str | None]] = {
+    "es-workers": _same_fitness,
+    "init-from-options": _honoured,
+}
 
 
 def _last_line(text: str) -> str:
@@ -399,6 +581,50 @@ def _blocked(command: CommandSpec, cells: dict[str, Cell], ready: dict[str, Cell
     return None
 
 
+def in_process_with(env: dict[str, str]) -> Command:
+    """`stack ARGV` in a process of its own under `env` (on top of this one's), its output copied to
+    this process's (captured) stdout and stderr: where an attention path runs that this process may
+    not run (Triton's interpreter must be switched on before triton is first imported)."""
+
+    def command(argv: list[str]) -> int:
+        done = subprocess.run(
+            [sys.executable, "-m", "stack", *argv], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        return done.returncode
+
+    return command
+
+
+@contextlib.contextmanager
+def _without(names: Iterator[str] | list[str]) -> Iterator[None]:
+    """These environment variables unset for the duration (a path row's cells, where it may not run)."""
+    saved = {name: os.environ.pop(name) for name in list(names) if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _run(place: Place, command: str, command_line: Command) -> Cell:
+    """One cell: a path row's train in a process of its own, every other command here (without the
+    row's train_env), then the check of what it made (COMMAND_CHECKS), if any."""
+    row = place.combination
+    argv = COMMAND_ARGV[command](place)
+    if row.train_env and command == FIRST:
+        cell = run_cell(in_process_with(row.train_env), argv)
+    else:
+        with _without(list(row.train_env)):
+            cell = run_cell(command_line, argv)
+    check = COMMAND_CHECKS.get(command)
+    if cell.outcome == "ok" and check is not None:
+        problem = check(place)
+        if problem is not None:
+            return Cell("differs", problem, cell.seconds)
+    return cell
+
+
 def run_combination(
     matrix: Matrix,
     place: Place,
@@ -416,9 +642,7 @@ def run_combination(
         if unknown:
             cell = Cell("missing", f"the model has no {', '.join(unknown)} yet")
         else:
-            cell = _blocked(command, cells, ready) or run_cell(
-                command_line, COMMAND_ARGV[command.name](place)
-            )
+            cell = _blocked(command, cells, ready) or _run(place, command.name, command_line)
         cells[command.name] = cell
         if (place.combination.name, command.name) == (DENSE, FIRST):
             ready[TEACHER] = cell  # of every model's distill-student
@@ -453,10 +677,29 @@ def _pairs() -> list[dict[str, Any]]:
     return rows
 
 
+def prepare_texts(shared: Path) -> Cell:
+    """What eval-text and evalmatrix read: a text, held-out and training items (a sum and its answer,
+    as the chats), and a folder of documents to retrieve from."""
+    texts = shared / "texts"
+    (texts / "docs").mkdir(parents=True, exist_ok=True)
+    (texts / "text.txt").write_text("the gate fired at layer one\nand the spec said why\n", encoding="utf-8")
+    for name, offset in (("items.jsonl", 1), ("train.jsonl", 2)):
+        rows = [
+            {"id": f"{name[0]}{i}", "prompt": f"Q: {i}+{offset}? A:", "completion": f" {i + offset}."}
+            for i in range(6)
+        ]
+        (texts / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (texts / "docs" / "sums.txt").write_text(
+        "one and one make two. two and one make three.\n", encoding="utf-8"
+    )
+    return Cell("ok", f"wrote {texts}")
+
+
 def prepare_tuning_data(data: Path, shared: Path, command: Command) -> dict[str, Cell]:
-    """The chat and preference DATA_DIRs the sft and dpo cells read, tokenized as `data` is."""
+    """The chat and preference DATA_DIRs the sft and dpo cells read, tokenized as `data` is, and the
+    texts eval-text and evalmatrix read."""
     shared.mkdir(parents=True, exist_ok=True)
-    ready = {}
+    ready = {TEXTS: prepare_texts(shared)}
     for need, name, fmt, rows in (
         (CHATS, "sft", "chat", _chats()),
         (PAIRS, "prefs", "prefs", _pairs()),
@@ -493,7 +736,7 @@ def run_cells(
     shared = work / "shared"
     ready = prepare_tuning_data(data, shared, command)
     found: dict[str, dict[str, Cell]] = {}
-    for combination in matrix.combinations():
+    for combination in matrix.rows():
         if subset is not None and combination.name not in subset:
             continue
         place = Place(matrix, combination, data, work / combination.name, shared)
@@ -524,6 +767,7 @@ def measured_matrix(
     trained model, and the last line of every cell that is not ok (a gate carries what it measured)."""
     return {
         "options": [o.name for o in matrix.options],
+        "paths": [p.name for p in matrix.paths],
         "layers": layers,
         "commands": [c.model_dump() for c in matrix.commands],
         "cells": {model: {command: c.outcome for command, c in row.items()} for model, row in cells.items()},
@@ -542,7 +786,7 @@ def table(matrix: Matrix, cells: dict[str, dict[str, Cell]], measured: dict[str,
     verdicts = cell_verdicts(measured)
     return {
         "model": matrix.model.model_dump(),
-        "settings": {c.name: c.model for c in matrix.combinations()},
+        "settings": {c.name: c.model for c in matrix.rows()},
         "cells": {
             model: {
                 command: {**asdict(c), **asdict(verdicts[(model, command)])} for command, c in row.items()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from contracts.evidence import (
     CheckpointRef,
     EvidenceRecord,
     atomic_write_bytes,
+    leg_of,
     read_evidence,
     sha256_file,
 )
@@ -38,7 +40,7 @@ from contracts.model_card import CARD_FILE, model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
-from stack.outputs import rundir
+from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 
 # A release is one artifact, built aside and moved into place; it is never replaced (no --force).
@@ -82,17 +84,43 @@ def repository_of(registry: Path) -> Path:
 
 
 def filed_record(run_dir: Path, ledger_record: Path, root: Path) -> tuple[EvidenceRecord, bytes]:
-    """The ledger's copy of RUN_DIR's record, and its bytes (the registry cites them by sha256)."""
+    """The ledger's copy of RUN_DIR's record, and its bytes (the registry cites them by sha256).
+
+    A run resumed with --evidence-dir is filed once per leg (stack.outputs.ledger): a record of
+    any of its legs names the run, and the newest filed leg is the one released, said in one line
+    when it is not the one named (an earlier leg's checkpoint is not what the run ended with).
+    """
     own = read_evidence(Path(run_dir) / EVIDENCE_FILE)
     path = Path(ledger_record) / EVIDENCE_FILE
     record = read_evidence(path)
-    if (record.run.id, record.run.started) != (own.run.id, own.run.started):
+    same_run = leg_of(record.run.id)[0] == leg_of(own.run.id)[0] and record.run.started == own.run.started
+    if not same_run:
         raise BadInput(
             f"--ledger-record {ledger_record} is run {record.run.id!r}, not {run_dir}'s own run "
             f"{own.run.id!r}; pass the record that run filed with --evidence-dir"
         )
+    newest = ledger.newest_leg(Path(ledger_record).parent, record)
+    if newest != record.run.id:
+        print(
+            f"stack release: note: {record.run.id} is an earlier leg of the run; releasing its newest "
+            f"filed leg {newest}",
+            file=sys.stderr,
+        )
+        path = Path(ledger_record).parent / newest / EVIDENCE_FILE
+        record = read_evidence(path)
+    if (
+        own.checkpoint is not None
+        and record.checkpoint is not None
+        and own.checkpoint.step > record.checkpoint.step
+    ):
+        print(
+            f"stack release: note: {run_dir} trained on to step {own.checkpoint.step}, past its newest "
+            f"filed leg {record.run.id} (step {record.checkpoint.step}); releasing the checkpoint that "
+            "leg's record hashed (a leg is filed when it is resumed with --evidence-dir)",
+            file=sys.stderr,
+        )
     expected = root / LEDGER_DIR / record.run.id
-    if Path(ledger_record).resolve() != expected.resolve():
+    if path.parent.resolve() != expected.resolve():
         raise BadInput(
             f"--ledger-record {ledger_record} is not {expected}: the registry cites records of its own "
             f"repository's ledger; file the run there (stack train ... --evidence-dir {root / LEDGER_DIR})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,44 @@ def test_an_angle_just_beyond_the_limit_fires_and_just_inside_holds() -> None:
     assert not measure("GATE-ES-004", {**case, "angle_degrees": 1.01 * limit}).ok
     assert measure("GATE-ES-004", {**case, "angle_degrees": 0.99 * limit}).ok
     assert not measure("GATE-ES-004", {**case, "pairs": 8, "angle_degrees": 1.0}).ok  # an easier case
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="--workers 2 needs two cores")
+def test_two_workers_score_a_routed_model_as_one_does(world: dict[str, Path], tmp_path: Path) -> None:
+    """A mixture-of-depths model's routing threshold is a buffer, not a parameter: the workers get
+    the run's model whole, so --workers 2 scores every member as --workers 1 does (workers built a
+    fresh model whose threshold was 0, and the run went elsewhere with every gate passing)."""
+    model = tiny_model(mod_every=1, mod_capacity=0.5)
+    for block in model.layers:
+        block.route_threshold.fill_(0.25)  # what a trained router's split left; a fresh one holds 0
+    routed = {"source": tmp_path / "routed", "data": world["data"]}
+    save_run(routed["source"], model)
+    steps = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert _es(routed, out, "--workers", str(workers)) == 0
+        steps[workers] = read_evidence(out / "metadata.json").metrics["steps"]
+    for key in ("fitness_mean", "fitness_best"):
+        one, two = ([s[key] for s in steps[w]] for w in (1, 2))  # type: ignore[index, union-attr]
+        assert two == pytest.approx(one, rel=1e-5)
+
+
+def test_workers_hold_models_of_their_own(world: dict[str, Path]) -> None:
+    """Once torch.multiprocessing is imported (a data loader, an export, pytest's own plugins may),
+    a tensor handed to a worker travels as shared memory: a model handed over as a module was one
+    model shared by every worker and this process, each writing its members' weights into it while
+    the others scored (± members came out alike, and this process's weights changed)."""
+    import torch.multiprocessing  # registers the shared-memory reductions
+
+    model = load_trained(world["source"]).model
+    before = [p.detach().clone() for p in model.parameters()]
+    theta, batch = flatten(model), torch.randint(257, (2, 17), generator=torch.Generator().manual_seed(0))
+    members = noise.mirrored(torch.Generator().manual_seed(0), 4)
+    pool = Pool(model, lm_fitness, 2)
+    try:
+        there, _ = pool.evaluate(theta, batch, members, 0.05)
+    finally:
+        pool.close()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    here, _ = InProcess(model, lm_fitness).evaluate(theta, batch, members, 0.05)
+    assert [e.fitness for e in there] == pytest.approx([e.fitness for e in here], rel=1e-5)

@@ -148,7 +148,9 @@ def test_a_probe_cut_from_the_gradient_fires(trained: dict[str, Path]) -> None:
     model = load_trained(trained["run"]).model
     lens = for_model(model)
     lens.probes[1].requires_grad_(False)  # the validation doc's bug: the optimizer never sees it
-    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*layer\(s\) 1 \(norm 0\)"):
+    with pytest.raises(
+        GateViolation, match=r"GATE-LENS-002.*layer\(s\) 1 \(norm 0: they received no gradient\)"
+    ):
         train_lens(model, trained["data"], QUICK, _quiet, lens=lens)
 
 
@@ -250,3 +252,84 @@ def test_lens_file_round_trips_and_refuses_damage(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(BadInput, match=r"not a tuned-lens file|damaged"):
         probes.load_lens(path, torch.device("cpu"))
+
+
+# -- a probe with nothing to learn, told from one cut off from learning --------------------------
+
+
+@pytest.fixture(scope="module")
+def passthrough(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mixture-of-depths model whose routed blocks route no token at inference (a threshold no
+    score reaches, as at capacity 0.02): every block passes the stream through unchanged, so every
+    lens layer already reads the final distribution and the identity is each probe's optimum."""
+    model = tiny_model(n_layers=2, mod_every=1, mod_capacity=0.5)
+    for block in model.layers:
+        block.route_threshold.fill_(1e4)
+    save_run(tmp_path_factory.mktemp("passthrough") / "run", model)
+    return tmp_path_factory.getbasetemp() / "passthrough0" / "run"
+
+
+def test_a_lens_of_blocks_that_pass_everything_through_has_nothing_to_learn(
+    trained: dict[str, Path], passthrough: Path, tmp_path: Path
+) -> None:
+    """Rev 1 fired here (exit 3: "never moved ... they received no gradient"): the probes were
+    trained, a zero gradient reached them, and the identity read every layer at KL 0."""
+    lens = tmp_path / "lens.safetensors"
+    argv = ["lens", str(passthrough), "--train", "--data", str(trained["data"]), "--save", str(lens)]
+    assert main([*argv, "--steps", "2", "--seq-len", "16", "--out", str(tmp_path / "rec")]) == 0
+    result = next(
+        g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-LENS-002"
+    )
+    assert result.verdict is Verdict.PASS and result.revision == 2
+    probes_seen = result.measured["probes"]  # type: ignore[index]
+    assert all(p["norm"] < 1e-12 and p["max_kl"] == 0 and p["grad_every_step"] for p in probes_seen)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_probe_cut_from_the_gradient_fires_even_with_nothing_to_learn(
+    trained: dict[str, Path], passthrough: Path
+) -> None:
+    model = load_trained(passthrough).model
+    lens = for_model(model)
+    lens.probes[0].requires_grad_(False)
+    with pytest.raises(GateViolation, match=r"layer\(s\) 0 \(norm 0: they received no gradient\)"):
+        train_lens(model, trained["data"], QUICK, _quiet, lens=lens)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_probe_the_optimizer_does_not_hold_fires(trained: dict[str, Path]) -> None:
+    """The validation doc's bug itself: a gradient reaches the probe, no step ever moves it."""
+    model = load_trained(trained["run"]).model
+    lens = for_model(model)
+    held = [p for name, p in lens.named_parameters() if not name.startswith("probes.1.")]
+    lens.parameters = lambda recurse=True: iter(held)  # type: ignore[method-assign]
+    with pytest.raises(GateViolation, match=r"layer\(s\) 1 \(norm 0: the optimizer does not hold them\)"):
+        train_lens(model, trained["data"], QUICK, _quiet, lens=lens)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_probe_whose_gradient_is_zeroed_where_it_has_something_to_learn_fires(
+    trained: dict[str, Path],
+) -> None:
+    """A zero gradient (a path that multiplies the probe's output by 0) is no excuse where the
+    layer differs from the final distribution: the identity's KL says there was something to learn."""
+    model = load_trained(trained["run"]).model
+    lens = for_model(model)
+    for param in lens.probes[0].parameters():
+        param.register_hook(torch.zeros_like)
+    with pytest.raises(
+        GateViolation, match=r"layer\(s\) 0 \(norm 0: a gradient reached them, yet the identity"
+    ):
+        train_lens(model, trained["data"], QUICK, _quiet, lens=lens)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_an_identity_kl_just_beyond_the_threshold_fires_and_just_inside_holds() -> None:
+    limit = load_spec().threshold("GATE-LENS-002", "max_identity_kl_nats")
+    lens = TunedLens(1, 4, "0" * 64)
+    lens.fit = [{"layer": 0, "optimized": True, "grad_every_step": True, "max_kl": 1.1 * limit}]
+    assert "a gradient reached them, yet the identity" in health_outcome(lens).message
+    lens.fit = [{"layer": 0, "optimized": True, "grad_every_step": True, "max_kl": 0.9 * limit}]
+    assert health_outcome(lens).ok
+    lens.fit = [{"layer": 0, "optimized": True, "grad_every_step": False, "max_kl": 0.0}]
+    assert not health_outcome(lens).ok

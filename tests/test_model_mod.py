@@ -131,6 +131,19 @@ def test_training_and_inference_agree_when_every_token_is_routed() -> None:
     torch.testing.assert_close(inferred, trained, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("training", [True, False])
+def test_routed_experts_run_under_autocast(dtype: torch.dtype, training: bool) -> None:
+    """Depth routing with experts under autocast, in both routings: the routed feed-forward rows are
+    written in the feed-forward's dtype (index_put crashed on the mixture's fp32 at the first
+    evaluation of every bf16 or fp16 moe + mod run: train, sft, lora, distill)."""
+    model = mod_model(moe_experts=4, moe_top_k=2).train(training)
+    idx = torch.randint(SHAPE["vocab"], (2, SHAPE["ctx"] + 1), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=dtype):
+        logits, loss = model(idx[:, :-1], idx[:, 1:])
+    assert logits.dtype == dtype and torch.isfinite(loss)
+
+
 @pytest.mark.parametrize("changes", [{}, {"diff_attn": True}])
 def test_kv_cache_decoding_equals_one_forward(changes: dict[str, object]) -> None:
     """Inference routing reads each token alone, so decoding through the cache is one forward."""

@@ -70,6 +70,22 @@ def test_experts_train_under_bf16_autocast(shared: bool) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_mixture_returns_what_the_dense_feed_forward_returns_under_autocast(
+    dtype: torch.dtype, shared: bool
+) -> None:
+    """The mixture stands in for the dense feed-forward: under autocast both return the autocast
+    dtype (the mixture returned its fp32 sum, which a mixture-of-depths block could not write into
+    its feed-forward's rows: moe + mod crashed in bf16 and fp16 at the first evaluation)."""
+    dense = GPT(ModelConfig(**SHAPE), seed=0).layers[0].feed_forward
+    mixture = moe_model(moe_shared_expert=shared).layers[0].feed_forward
+    x = torch.randn(2, 5, SHAPE["d_model"], generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=dtype):
+        assert mixture(x).dtype == dense(x).dtype == dtype
+    assert mixture(x).dtype == dense(x).dtype == torch.float32  # outside autocast: the input's
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_parameter_count_formula(shared: bool) -> None:
     model = moe_model(moe_shared_expert=shared)

@@ -5,9 +5,13 @@ filed in the ledger). Here runs its `fast` subset, once for the module: every co
 two-block model with all three options (where the defects of issue #30 lived: a 0-dim buffer
 that crashed laser, quantize and LoRA, false trace anomalies on experts no token reached, '*'
 skipping experts, ONNX export of experts with routed depth, DPO scoring a routed model in two
-routings), and the dense model's run that distill-student learns from. Falsifiers plant a crash,
-a false gate, a refusal the matrix does not declare, a declared refusal that no longer happens,
-and matrices short of an option, a command or a layer.
+routings; and those of the 1.11.0 audit: bf16 training, resumed legs, bisection against another
+option, a fine-tune's dropped settings, ES workers, peft's format), the dense model's run that
+distill-student and trace-against read, and the Triton path's run read where Triton cannot run.
+Falsifiers plant a crash, a false gate, a refusal the matrix does not declare, a declared
+refusal that no longer happens, silent wrong results (a fine-tune that drops what it was asked,
+ES workers with a model of their own making), and matrices short of an option, a path, a
+command or a layer.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ from contracts.evidence import read_evidence
 from contracts.judges_options import cell_verdicts
 from contracts.spec import default_spec_dir, load_spec
 from stack.cli import main
+from stack.model.config import ModelConfig
 from stack.options_matrix import (
     COMMAND_ARGV,
     Cell,
     Matrix,
     OptionSpec,
     Place,
+    _run,
     load_matrix,
     matrix_outcome,
     measured_matrix,
@@ -104,19 +110,34 @@ def test_every_command_runs_the_model_with_every_option(fast: tuple[Path, Cells]
     _, cells = fast
     verdicts = cell_verdicts(_measured(fast))
     ran = [(model, command) for model, row in cells.items() for command in row]
-    assert len(ran) == len(MATRIX.commands) + 1  # every command on all three options, and dense's train
+    subset = MATRIX.subset()
+    assert len(ran) == sum(len(commands) for commands in subset.values())
+    assert len(subset[ALL]) == len(MATRIX.commands) - 1  # every command but lora-merge-onnx
     wrong = {cell: verdicts[cell] for cell in ran if verdicts[cell].verdict not in ("pass", "refused")}
     assert wrong == {}
-    # Llama has no experts: export-hf refuses the model in one line, and import has nothing to read.
+    # Llama has no experts: export-hf refuses the model in one line, and import has nothing to read;
+    # peft adapts a Llama, so lora-export sends the user to merge and export ONNX; the dense run's
+    # sites are not the experts'. On a CPU without Triton a trace of the Triton path names
+    # --backend sdpa, and SFT refuses a kernel without a document mask; sample and es fall back.
     refused = {cell: verdicts[cell].note for cell in ran if verdicts[cell].verdict == "refused"}
+    no_experts = "a Hugging Face Llama or Qwen2 has no experts"
+    peft = "peft adapts a Hugging Face Llama or Qwen2, which has no experts; merge, then export to ONNX"
     assert refused == {
-        (ALL, "export-hf"): "a Hugging Face Llama or Qwen2 has no experts",
-        (
-            ALL,
-            "import",
-        ): "needs export-hf, which refuses this model: a Hugging Face Llama or Qwen2 has no experts",
+        (ALL, "export-hf"): no_experts,
+        (ALL, "import"): f"needs export-hf, which refuses this model: {no_experts}",
+        (ALL, "lora-export"): peft,
+        (ALL, "lora-import"): f"needs lora-export, which refuses this model: {peft}",
+        (ALL, "trace-against"): (
+            "the experts' sites are not the dense feed-forward's, so there is nothing to bisect site by site"
+        ),
+        ("triton", "trace"): (
+            "a trace is of a path, and this machine cannot run the Triton one (sdpa computes the same)"
+        ),
+        ("triton", "sft"): (
+            "the Triton kernel has no document mask, and SFT packs examples that must not see each other"
+        ),
     }
-    assert trained_layers(*fast) == {"dense": 2, ALL: 2}
+    assert trained_layers(*fast) == {"dense": 2, ALL: 2, "triton": 2}
 
 
 def test_surgery_and_lora_touch_every_matrix_and_say_so(fast: tuple[Path, Cells]) -> None:
@@ -171,7 +192,8 @@ def test_the_command_records_its_matrix_and_judges_it(
     result = next(g for g in record.gates if g.id == "GATE-ARCH-013")
     assert result.verdict.value == "FAIL"
     assert "lists 1 option(s), fewer than 3" in (result.message or "")
-    assert "lists 2 command(s), fewer than 24" in (result.message or "")
+    assert "lists 2 command(s), fewer than 36" in (result.message or "")
+    assert "trains 0 model(s) on another attention path, fewer than 1" in (result.message or "")
     assert record.metrics["verdicts"] == {"pass": 4}
     # The site's table (docs/model.md includes it) is drawn from the record's measured cells.
     repo = tmp_path / "repo"
@@ -272,20 +294,30 @@ def test_a_subset_of_the_matrix_cannot_pass(fast: tuple[Path, Cells]) -> None:
         settle(MATRIX, fast[1], trained_layers(*fast))
     assert fired.value.gate_id == "GATE-ARCH-013"
     assert "cell(s) failed" not in fired.value.message
-    assert "cell(s) not run: dense/resume: no cell recorded" in fired.value.message
+    assert (
+        "cell(s) not run: dense/train-bf16: no cell recorded; dense/resume: no cell recorded"
+        in fired.value.message
+    )
 
 
 @pytest.mark.gate("GATE-ARCH-013")
-def test_a_matrix_short_of_an_option_a_command_or_a_layer_fires(fast: tuple[Path, Cells]) -> None:
-    """min_options, min_commands and min_layers: one fewer fires; the spec's matrix sits on each."""
+def test_a_matrix_short_of_an_option_a_path_a_command_or_a_layer_fires(fast: tuple[Path, Cells]) -> None:
+    """min_options, min_paths, min_commands and min_layers: one fewer fires; the spec's matrix sits
+    on each."""
     thresholds = load_spec().gate("GATE-ARCH-013").threshold_values
     assert len(MATRIX.options) == thresholds["min_options"]
+    assert len(MATRIX.paths) == thresholds["min_paths"]
     assert len(MATRIX.commands) == thresholds["min_commands"]
     assert min(trained_layers(*fast).values()) == thresholds["min_layers"]
-    short = Matrix(model=MATRIX.model, options=MATRIX.options[:-1], commands=MATRIX.commands)
+    kept = {"model": MATRIX.model, "paths": MATRIX.paths, "tolerances": MATRIX.tolerances}
+    short = Matrix(**{**kept, "options": MATRIX.options[:-1], "commands": MATRIX.commands})
     assert "lists 2 option(s), fewer than 3" in _fired(short, _measured(fast, short))
-    narrow = Matrix(model=MATRIX.model, options=MATRIX.options, commands=MATRIX.commands[:-1])
-    assert "lists 23 command(s), fewer than 24" in _fired(narrow, _measured(fast, narrow))
+    narrow = Matrix(**{**kept, "options": MATRIX.options, "commands": MATRIX.commands[:-1]})
+    assert "lists 35 command(s), fewer than 36" in _fired(narrow, _measured(fast, narrow))
+    one_path = Matrix(**{**kept, "paths": [], "options": MATRIX.options, "commands": MATRIX.commands})
+    assert "trains 0 model(s) on another attention path, fewer than 1" in _fired(
+        one_path, _measured(fast, one_path)
+    )
     shallow = {**_measured(fast), "layers": {"dense": 1, ALL: 2}}
     assert "models shallower than 2 layers: dense (1)" in _fired(MATRIX, shallow)
 
@@ -295,6 +327,7 @@ def test_an_option_the_model_lacks_is_missing(fast: tuple[Path, Cells], data: Pa
     wings = Matrix(
         model=MATRIX.model,
         options=[*MATRIX.options, OptionSpec(name="wings", model={"wings": 2})],
+        paths=MATRIX.paths,
         commands=MATRIX.commands,
     )
     combination = next(c for c in wings.combinations() if c.name == "wings")
@@ -313,3 +346,106 @@ def test_a_cell_left_out_of_the_record_is_missing(fast: tuple[Path, Cells]) -> N
     del measured["cells"][ALL]["eval"]  # type: ignore[index]
     assert cell_verdicts(measured)[(ALL, "eval")].note == "no cell recorded"
     assert _not_run(measured) == _not_run(_measured(fast)) + 1
+
+
+# -- the cells of the 1.11.0 audit: silent wrong results, refusals of what a model lacks -------
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_fine_tune_that_drops_what_it_was_asked_differs(
+    fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings --init-from dropped in silence (the model keeps the checkpoint's, the asked
+    training settings vanish) exit 0: the cell's check of what the run holds makes it fail."""
+    from stack.train import run as train_run
+
+    def dropping(config: object, source: dict[str, object], *_: object) -> object:
+        model = {**source, "attention": config.model.attention}  # type: ignore[attr-defined]
+        return config.model_copy(update={"model": ModelConfig.from_dict(model)})  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(train_run, "_with_model_of", dropping)
+    place = _place(fast, data)
+    shutil.rmtree(place.work / "init-from-options", ignore_errors=True)
+    cell = _run(place, "init-from-options", main)
+    assert cell.outcome == "differs" and "not the asked" in cell.message
+    cells = {**fast[1], ALL: {**fast[1][ALL], "init-from-options": cell}}
+    assert f"1 cell(s) failed: {ALL}/init-from-options: differs" in _fired(
+        MATRIX, _measured(fast, cells=cells)
+    )
+
+
+@pytest.mark.gate("GATE-ARCH-013")
+def test_es_workers_with_a_model_of_their_own_making_differ(
+    fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' model built afresh from the config (defect: a mixture-of-depths threshold of 0
+    where the run's is its training's split score) scores other members than es did."""
+    from stack.es import population
+    from stack.model.gpt import GPT
+
+    start = population.Pool.__init__
+
+    def fresh(self: population.Pool, model: GPT, fitness: object, workers: int) -> None:
+        start(self, GPT(model.config), fitness, workers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(population.Pool, "__init__", fresh)
+    place = _place(fast, data)
+    shutil.rmtree(place.work / "es-workers", ignore_errors=True)
+    cell = _run(place, "es-workers", main)
+    assert cell.outcome == "differs" and "is not one worker's" in cell.message
+    cells = {**fast[1], ALL: {**fast[1][ALL], "es-workers": cell}}
+    assert f"1 cell(s) failed: {ALL}/es-workers: differs" in _fired(MATRIX, _measured(fast, cells=cells))
+
+
+def test_a_refusal_declared_for_what_a_model_lacks() -> None:
+    """`lacks`: init-from-options is refused by every model without an option, naming it, and runs
+    on the model with them all; the judge tells the one from the other (no run needed)."""
+    measured = {
+        "options": ["moe", "mod"],
+        "paths": [],
+        "layers": {"dense": 2},
+        "commands": [
+            {"name": "train", "after": None, "refuses": []},
+            {
+                "name": "init-from-options",
+                "after": None,
+                "refuses": [
+                    {"lacks": "moe", "reason": "experts", "says": "model.moe_experts (0 -> 4)"},
+                    {"lacks": "mod", "reason": "routing", "says": "model.mod_every (0 -> 1)"},
+                ],
+            },
+        ],
+        "cells": {
+            "dense": {"train": "ok", "init-from-options": "refused"},
+            "moe": {"train": "ok", "init-from-options": "refused"},
+            "mod": {"train": "ok", "init-from-options": "ok"},
+            "moe+mod": {"train": "ok", "init-from-options": "ok"},
+        },
+        "messages": {
+            "dense/init-from-options": "model.moe_experts (0 -> 4), model.mod_every (0 -> 1) would change it",
+            "moe/init-from-options": "error: model.mod_every (0 -> 1) would change it",
+        },
+    }
+    verdicts = cell_verdicts(measured)
+    assert verdicts[("dense", "init-from-options")].verdict == "refused"
+    assert verdicts[("moe", "init-from-options")].note == "routing"
+    assert verdicts[("moe+mod", "init-from-options")].verdict == "pass"
+    assert verdicts[("mod", "init-from-options")].verdict == "fail"  # it lacks experts, yet it ran
+    assert "no moe: experts" in verdicts[("mod", "init-from-options")].note
+
+
+def test_the_triton_row_trains_where_triton_runs_and_its_cells_run_where_it_cannot(
+    fast: tuple[Path, Cells],
+) -> None:
+    """Its run says triton (trained in a process of its own, under Triton's interpreter); this
+    process keeps TRITON_INTERPRET (the kernel tests set it), unset for the row's cells only, which
+    sampled and evolved the model on sdpa."""
+    import os
+
+    from stack.train.checkpoint import read_state
+    from stack.train.trained import resolve_checkpoint
+
+    state = read_state(resolve_checkpoint(fast[0] / "triton" / "run"))
+    assert state["config"]["model"]["attention"] == "triton"
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    assert {fast[1]["triton"][c].outcome for c in ("train", "sample", "es")} == {"ok"}

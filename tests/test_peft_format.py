@@ -280,3 +280,42 @@ def test_lm_head_on_a_tied_model_is_refused_under_its_hugging_face_name_too() ->
 
     with pytest.raises(BadInput, match="tied embeddings"):
         lora.apply_lora(tiny_model(), "lm_head", 2, 4.0)
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ({"moe_experts": 2, "moe_top_k": 1}, "moe_experts=2"),
+        ({"diff_attn": True}, "diff_attn=true"),
+        ({"mod_every": 1, "mod_capacity": 0.5}, "mod_every=1"),
+    ],
+)
+def test_an_adapter_of_an_option_hf_lacks_is_refused_with_a_way_this_command_offers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: dict[str, object], named: str
+) -> None:
+    """`stack lora export` has no --format: it sends the user to merge, then to export the merge as
+    ONNX (it said "use --format onnx"); the options matrix runs that way (lora-merge, then
+    lora-merge-onnx) on every option."""
+    run = tmp_path / "run"
+    section = LoraSection(r=2, targets="q,v")
+    model = tiny_model(**option)
+    lora.apply_lora(model, section.targets, section.r, section.alpha)
+    _trained_adapters(model)
+    save_run(run, model, config=RunConfig(model=model.config, train=TrainSection(steps=1), lora=section))
+    code, err = one_line_cli(capsys, "lora", "export", str(run), "--out", str(tmp_path / "peft"))
+    assert code == 2 and named in err and "use --format onnx" not in err
+    assert f"stack lora merge {run} --out MERGED" in err and "stack export MERGED --format onnx" in err
+    assert not (tmp_path / "peft").exists()
+
+
+def test_a_peft_adapter_onto_a_base_hf_cannot_hold_is_refused_naming_the_base(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported, base = tmp_path / "exported", tmp_path / "base"
+    assert main(["lora", "export", str(run), "--out", str(exported)]) == 0
+    save_run(base, tiny_model(moe_experts=2, moe_top_k=1))
+    capsys.readouterr()
+    code, err = one_line_cli(
+        capsys, "lora", "import", str(exported), "--base", str(base), "--out", str(tmp_path / "a")
+    )
+    assert code == 2 and "give a --base without the option" in err and "--format onnx" not in err

@@ -281,3 +281,126 @@ def test_the_ledger_record_must_be_the_runs_own(scratch: Path, capsys: pytest.Ca
     assert main(release_argv(scratch, scratch / "run", version="0.2.0")) == 2
     assert "own run" in capsys.readouterr().err
     assert not (scratch / "evidence/models/tiny-0.2.0").exists()
+
+
+# -- a run resumed with --evidence-dir: one record per leg, the newest released ------------------
+
+
+@pytest.fixture(scope="module")
+def legs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch repository with a run filed, resumed and filed again (leg 2), resumed without
+    --evidence-dir, then resumed and filed once more (leg 3)."""
+    root = tmp_path_factory.mktemp("legs") / "repo"
+    (root / "evidence").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / REGISTRY_FILE, root / REGISTRY_FILE)
+    ledger = ["--evidence-dir", str(root / "evidence/runs")]
+    clean = CodeInfo(git_sha=head(), git_dirty=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(contracts.evidence, "collect_code", lambda _repo: clean)
+        run_dir = root / "run"
+        steps = ["--set", "ckpt.every=2", "--set", "eval.every=2", "--set", "monitor.sample_every=2"]
+        assert train([*smoke_args(prepared(root.parent), run_dir, "train.steps=2"), *steps, *ledger]) == 0
+        assert train(["train", "--resume", str(run_dir), "--set", "train.steps=4", *ledger]) == 0
+        assert train(["train", "--resume", str(run_dir), "--set", "train.steps=6"]) == 0
+        assert train(["train", "--resume", str(run_dir), "--set", "train.steps=8", *ledger]) == 0
+    return root
+
+
+def _filed(root: Path, run_id: str) -> contracts.evidence.EvidenceRecord:
+    return read_evidence(root / "evidence/runs" / run_id / EVIDENCE_FILE)
+
+
+def test_each_resumed_leg_is_filed_under_its_own_id_naming_the_leg_it_continues(legs: Path) -> None:
+    """The resume was refused ("already exists and the ledger is append-only"): a resumed leg could
+    never be filed, and a release released the first leg's checkpoint."""
+    assert sorted(p.name for p in (legs / "evidence/runs").iterdir()) == ["run", "run-leg2", "run-leg3"]
+    first, second, third = (_filed(legs, rid) for rid in ("run", "run-leg2", "run-leg3"))
+    assert first.run.started == second.run.started == third.run.started
+    assert [r.checkpoint.step for r in (first, second, third)] == [2, 4, 8]  # type: ignore[union-attr]
+    assert first.lineage is None
+    for leg, earlier in ((second, first), (third, second)):
+        link = leg.lineage.parents[0]  # type: ignore[union-attr]
+        assert (link.role, link.run) == ("resumes", earlier.run.id)
+    assert second.lineage.parents[0].checkpoint_sha256 == first.checkpoint.files["model.safetensors"].sha256  # type: ignore[union-attr]
+    assert read_evidence(legs / "run" / EVIDENCE_FILE).run.id == "run-leg3"  # the run names its newest leg
+
+
+def test_the_integrity_check_accepts_the_chain_of_legs(legs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legs share the run's start, commit and kind without being copies; each link holds (leg 3
+    continues leg 2 across a leg resumed without --evidence-dir)."""
+    checker = Checker(legs, load_spec())
+    history = Checker(REPO_ROOT, load_spec())
+    monkeypatch.setattr(checker, "_known_commits", history._known_commits)
+    loaded = [
+        load_evidence(legs / "evidence/runs" / rid / EVIDENCE_FILE) for rid in ("run", "run-leg2", "run-leg3")
+    ]
+    for record in loaded:
+        checker.check_record(record, record.path.parent.resolve(), in_ledger=True)
+    checker.check_lineage([*loaded, load_evidence(legs / "run" / EVIDENCE_FILE)])
+    checker.check_duplicates(loaded)
+    assert [f.line() for f in checker.violations] == []
+
+
+def test_a_leg_that_names_another_run_breaks_the_chain(legs: Path, tmp_path: Path) -> None:
+    from lineage import lineage_problems
+
+    records = {rid: _filed(legs, rid) for rid in ("run", "run-leg2", "run-leg3")}
+    forged = records["run-leg2"].model_copy(deep=True)
+    forged.lineage.parents[0].checkpoint_sha256 = "0" * 64  # type: ignore[union-attr]
+    assert any("vouches for weights" in p for _, p in lineage_problems({**records, "run-leg2": forged}))
+    other = records["run"].model_copy(deep=True)
+    other.run.started = other.run.started.replace(year=2000)
+    problems = lineage_problems({**records, "run": other})
+    assert (
+        "run-leg2",
+        "resumes 'run', which is not an earlier leg of the same run (another start, kind or id)",
+    ) in problems
+
+
+def test_a_copy_posing_as_a_later_leg_is_still_a_copy(legs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legs share their run's start, commit and kind, so the copy detector lets legs be; a copy of a
+    leg filed as the next leg shares its metrics log (and its step), and is caught."""
+    from lineage import lineage_problems
+
+    root = legs
+    runs = root / "evidence/runs"
+    copy_dir = runs.parent / "copied" / "run-leg4"
+    shutil.copytree(runs / "run-leg3", copy_dir)
+    record = read_evidence(copy_dir / EVIDENCE_FILE)
+    record.run.id = "run-leg4"
+    record.lineage.parents[0].run = "run-leg3"  # type: ignore[union-attr]
+    record.lineage.parents[0].checkpoint_sha256 = record.checkpoint.files["model.safetensors"].sha256  # type: ignore[union-attr]
+    contracts.evidence.write_evidence(copy_dir, record)
+    records = {rid: _filed(root, rid) for rid in ("run", "run-leg2", "run-leg3")}
+    problems = lineage_problems({**records, "run-leg4": record})
+    assert ("run-leg4", "resumes 'run-leg3' but ends at no later step than it: a leg trains on") in problems
+    checker = Checker(root, load_spec())
+    loaded = [load_evidence(runs / rid / EVIDENCE_FILE) for rid in records] + [
+        load_evidence(copy_dir / EVIDENCE_FILE)
+    ]
+    checker.check_duplicates(loaded)
+    assert any(
+        "run-leg4" in f.line() and "metrics.jsonl of 'run-leg3'" in f.line() for f in checker.violations
+    )
+    shutil.rmtree(copy_dir.parent)
+
+
+def test_a_release_of_a_resumed_run_takes_its_newest_filed_leg(
+    legs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "repo"
+    shutil.copytree(legs, root)
+    assert main(release_argv(root, root / "run")) == 0  # --ledger-record evidence/runs/run: leg 1
+    assert "releasing its newest filed leg run-leg3" in capsys.readouterr().err
+    entry = read_registry(root / REGISTRY_FILE).models[-1]
+    assert entry.evidence[0].run == "run-leg3"
+    newest = _filed(root, "run-leg3").checkpoint
+    assert newest is not None and newest.step == 8  # not leg 1's step 2, which the release took before
+    hashed = {a.path.rsplit("/", 1)[-1]: a.sha256 for a in entry.artifacts}
+    assert hashed == {name: newest.files[name].sha256 for name in ("model.safetensors", "state.json")}
+    checker = Checker(root, load_spec())
+    monkeypatch.setattr(checker, "_known_commits", Checker(REPO_ROOT, load_spec())._known_commits)
+    by_id = {rid: load_evidence(root / "evidence/runs" / rid / EVIDENCE_FILE) for rid in ("run-leg3",)}
+    registry = read_registry(root / REGISTRY_FILE)
+    checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), by_id)
+    assert [f.line() for f in checker.violations] == []

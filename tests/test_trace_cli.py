@@ -153,3 +153,50 @@ def test_bad_input_is_one_line_and_exit_2(
     assert trace(*(a.format(good=runs["good"]) for a in argv)) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("changes_a", "changes_b", "needle"),
+    [
+        ({"moe_experts": 4, "moe_top_k": 2}, {}, "moe_experts 4 vs 0"),
+        ({}, {"moe_experts": 4, "moe_top_k": 2}, "moe_experts 0 vs 4"),
+        ({"diff_attn": True}, {}, "diff_attn True vs False"),
+        ({"mod_every": 1, "mod_capacity": 0.5}, {}, "mod_every 1 vs 0"),
+        ({}, {"n_layers": 2}, "has 2 blocks and path A 3"),
+        ({"n_layers": 2}, {"n_layers": 2, "mod_every": 1, "mod_capacity": 0.5}, "mod_every 0 vs 1"),
+    ],
+)
+def test_against_a_checkpoint_of_other_blocks_is_refused_before_either_path_runs(
+    tmp_path: Path,
+    changes_a: dict[str, object],
+    changes_b: dict[str, object],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Another option or depth has other sites: one line naming what differs and what to do, exit 2
+    and no record (the calibration of both paths crashed on the missing sites, exit 1)."""
+    save_run(tmp_path / "a", tiny_model(**changes_a))
+    save_run(tmp_path / "b", tiny_model(seed=1, **changes_b))
+    for _ in range(3):  # the crash depended on which path's calibration came first
+        assert trace(tmp_path / "a", "--prompt", PROMPT, "--against", tmp_path / "b") == 2
+        err = capsys.readouterr().err
+        assert needle in err and "trace each alone" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert records(tmp_path / "a") == []
+
+
+def test_two_paths_of_other_layouts_are_refused_not_calibrated() -> None:
+    """The bisection's own check runs before either path is calibrated against fp64."""
+    from trace_support import tokens
+
+    from contracts.errors import BadInput
+    from stack.trace.calibrate import TracePath
+    from stack.trace.modes import two_paths
+    from stack.trace.sites import layout_for, site_names
+
+    dense, routed = tiny_model(), tiny_model(mod_every=1, mod_capacity=0.5)
+    names = site_names(3, layout_for(dense.config))
+    a, b = TracePath(dense, "sdpa", "fp32", "a"), TracePath(routed, "sdpa", "fp32", "b")
+    for first, second in ((a, b), (b, a)):
+        with pytest.raises(BadInput, match="different sites"):
+            two_paths(first, second, tokens(), names, [], shadow=False, stop_on_nonfinite=False)

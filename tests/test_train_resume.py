@@ -310,3 +310,100 @@ def test_init_from_and_resume_together_is_bad_input(
 ) -> None:
     assert train(["train", "--resume", str(straight), "--init-from", str(straight)]) == 2
     assert "pick one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "model.moe_experts=4",
+        "model.diff_attn=true",
+        "model.mod_every=1",
+        "model.n_layers=3",
+        "model.d_model=64",
+    ],
+)
+def test_init_from_refuses_a_model_setting_that_would_change_the_architecture(
+    data: Path, straight: Path, tmp_path: Path, setting: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The started model's architecture is the checkpoint's: a --set that would change it is refused
+    in one line naming the key, before anything is written (it was dropped in silence, and the run
+    trained the checkpoint's dense model under a config that asked for experts)."""
+    out = tmp_path / "ft"
+    argv = [*smoke_args(data, out, setting, "train.steps=2"), "--init-from", str(straight)]
+    assert train(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--init-from {straight} keeps the architecture" in err and setting.split("=")[0] in err
+    assert "drop that setting" in err and "--preset" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_init_from_refuses_a_config_file_model_that_would_change_it(
+    data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ft.toml"
+    config.write_text("[model]\nffn_hidden = 32\n")
+    out = tmp_path / "ft"
+    argv = [*smoke_args(data, out, "train.steps=2"), "--config", str(config), "--init-from", str(straight)]
+    assert train(argv) == 2
+    assert "model.ffn_hidden (64 -> 32)" in capsys.readouterr().err and not out.exists()
+
+
+def test_init_from_takes_the_attention_path_and_settings_equal_to_the_checkpoints(
+    data: Path, straight: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ft"
+    sets = ("model.attention='naive'", "model.n_layers=1", "train.steps=2", "eval.every=2", "ckpt.every=2")
+    assert train([*smoke_args(data, out, *sets), "--init-from", str(straight)]) == 0
+    assert evidence(out)["config"]["model"]["attention"] == "naive"
+
+
+def test_init_from_honours_the_training_settings_of_an_option(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """mod_capacity and the mixture's loss weights are training settings: a started run takes them.
+    On a model without the option they are refused, naming the key, as on a fresh model."""
+    steps = ("train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2")
+    source = tmp_path / "mod"
+    assert train(smoke_args(data, source, "model.mod_every=1", "model.mod_capacity=0.5", *steps)) == 0
+    out = tmp_path / "ft"
+    assert train([*smoke_args(data, out, "model.mod_capacity=0.25", *steps), "--init-from", str(source)]) == 0
+    assert evidence(out)["config"]["model"]["mod_capacity"] == 0.25
+    capsys.readouterr()
+    dense = tmp_path / "dense-ft"
+    argv = [*smoke_args(data, dense, "model.moe_z_coef=0.01", *steps), "--init-from", str(out)]
+    assert train(argv) == 2
+    assert "moe_z_coef only apply with moe_experts > 0" in capsys.readouterr().err and not dense.exists()
+
+
+def test_a_distillation_student_keeps_its_architecture(
+    data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "kd"
+    argv = ["distill", str(straight), "--data", str(data), "--out", str(out), "--student", str(straight)]
+    assert train([*argv, "--steps", "2", "--device", "cpu", "--set", "model.moe_experts=2"]) == 2
+    err = capsys.readouterr().err
+    assert f"--student {straight} keeps the architecture" in err and "model.moe_experts (0 -> 2)" in err
+    assert not out.exists()
+
+
+def test_a_resume_refusal_names_a_default_by_its_value(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A saved config leaves an option at its default out; the refusal still says what it was (it
+    said None: `model.moe_top_k (None -> 1)` of a run at top-2)."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", "model.qkv_bias=true"]) == 2
+    assert "model.qkv_bias (False -> True)" in capsys.readouterr().err
+    assert train(["train", "--resume", str(run), "--set", "model.init_std=0.05"]) == 2
+    assert "model.init_std (0.02 -> 0.05)" in capsys.readouterr().err
+
+
+def test_a_resume_of_a_run_never_filed_files_it_under_its_own_id(straight: Path, tmp_path: Path) -> None:
+    """The first filing of a run is its run id, whichever leg it is; a resumed leg of a run the
+    ledger holds is filed as the next leg (tests/test_release.py walks that chain)."""
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    ledger = tmp_path / "ledger"
+    assert train(["train", "--resume", str(run), "--evidence-dir", str(ledger)]) == 0
+    assert sorted(p.name for p in ledger.iterdir()) == ["run"]
+    filed = evidence(ledger / "run")
+    assert filed["run"]["id"] == "run" and filed["lineage"] is None

@@ -11,6 +11,14 @@ And a completed record of a kind that derives a model (DERIVED_KINDS), made unde
 asks for lineage (LINEAGE_SINCE on), names at least one parent. A parent with no record (a model
 made elsewhere) is named by its weights alone, and nothing more can be checked of it.
 
+A resumed leg of a training run (stack.outputs.ledger) names the newest filed leg of the same run
+as its `resumes` parent: that record must be an earlier leg of the same run (its start time, kind
+and run id, a lower leg number), the leg must end at a later step, and the parent must vouch for
+the weights the leg resumed from, or end at an earlier step than the leg resumed from (a leg
+resumed without --evidence-dir in between, whose record was never filed). The legs of one run
+share their start time, commit and kind by design; `same_run` tells the integrity check's copy
+detector so (a copy still shares its original's metrics log, which legs never do).
+
 tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
 draws the trees.
 """
@@ -20,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from contracts.evidence import EvidenceRecord, RunStatus
+from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
 
 # The run kinds whose model is made out of another one (spec/run_kinds.yaml).
 DERIVED_KINDS = frozenset(
@@ -89,6 +97,11 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
                     )
                 )
                 continue
+            if ref.role == RESUMES:
+                problem = _leg_problem(record, parent, ref)
+                if problem is not None:
+                    problems.append((run_id, problem))
+                continue
             vouched = vouched_weights(parent)
             if vouched != ref.checkpoint_sha256:
                 problems.append(
@@ -99,6 +112,55 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
                     )
                 )
     return problems
+
+
+def _resumed_step(record: EvidenceRecord) -> int | None:
+    """The step a resumed leg continued from: its last resume's `from_step`."""
+    resumes = record.metrics.get("resumes")
+    last = resumes[-1] if isinstance(resumes, list) and resumes else None
+    step = last.get("from_step") if isinstance(last, dict) else None
+    return step if isinstance(step, int) else None
+
+
+def _leg_problem(record: EvidenceRecord, parent: EvidenceRecord, ref: ParentRef) -> str | None:
+    """Why a resumed leg's link to the leg it continues does not hold, or None (module docstring)."""
+    (run, leg), (parent_run, parent_leg) = leg_of(record.run.id), leg_of(parent.run.id)
+    same = (parent.run.started, parent.run.kind, parent_run) == (record.run.started, record.run.kind, run)
+    if not same or parent_leg >= leg:
+        return f"resumes {ref.run!r}, which is not an earlier leg of the same run (another start, kind or id)"
+    if (
+        record.checkpoint is None
+        or parent.checkpoint is None
+        or record.checkpoint.step <= parent.checkpoint.step
+    ):
+        return f"resumes {ref.run!r} but ends at no later step than it: a leg trains on"
+    if vouched_weights(parent) == ref.checkpoint_sha256:
+        return None
+    step = _resumed_step(record)
+    if parent.checkpoint is not None and step is not None and parent.checkpoint.step < step:
+        return None  # legs resumed in between were not filed; this one went on from a later checkpoint
+    return (
+        f"resumes {ref.run!r}, which vouches for weights {str(vouched_weights(parent))[:12]}, not the "
+        f"{ref.checkpoint_sha256[:12]} it resumed from"
+    )
+
+
+def same_run(a: EvidenceRecord, b: EvidenceRecord, records: Mapping[str, EvidenceRecord]) -> bool:
+    """Whether two records are legs of one run: following each one's `resumes` parents leads to
+    the same first leg."""
+
+    def first_leg(record: EvidenceRecord) -> str:
+        seen = {record.run.id}
+        while record.lineage is not None:
+            link = next((p for p in record.lineage.parents if p.role == RESUMES and p.run), None)
+            parent = records.get(link.run) if link is not None and link.run is not None else None
+            if parent is None or parent.run.id in seen or parent.run.started != record.run.started:
+                break
+            seen.add(parent.run.id)
+            record = parent
+        return record.run.id
+
+    return first_leg(a) == first_leg(b)
 
 
 @dataclass

@@ -15,7 +15,8 @@ from site_format import BANNER, code, run_path, short_sha, table, text
 from site_ledger import Ledger, record_of
 
 from contracts.judges import Malformed
-from contracts.judges_options import CellVerdict, cell_verdicts, combinations
+from contracts.judges_options import CellVerdict, cell_verdicts, paths_of
+from contracts.judges_options import rows as matrix_rows
 
 KIND = "options-matrix"
 GATE = "GATE-ARCH-013"
@@ -53,7 +54,7 @@ def options_matrix_snippet(ledger: Ledger) -> str:
             f"(options alone, in pairs and together × every command); file a new one: {FILE_IT}.\n"
         )
         return "\n".join(out)
-    models = [name for name, _ in combinations([str(o) for o in measured["options"]])]
+    models = [name for name, _ in matrix_rows([str(o) for o in measured["options"]], paths_of(measured))]
     commands = [str(c["name"]) for c in measured["commands"]]
     reasons: dict[str, int] = {}
     rows = [[code(c), *(_shown(verdicts[(m, c)], reasons) for m in models)] for c in commands]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from contracts.ledger import Ledger
     from stack.data.tokenizer import Tokenizer
+    from stack.model.config import ModelConfig
     from stack.model.gpt import GPT
     from stack.trace.modes import Result
     from stack.trace.sites import Layout
@@ -227,7 +228,10 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     from stack.train.trained import load_trained
 
     device = torch_device(args.device)
-    a = load_trained(checkpoint, device)
+    # Loaded on a path that runs anywhere: every path of the trace is a copy switched to its own
+    # backend (TracePath), checked here first with the option that names it.
+    a = load_trained(checkpoint, device, attention="sdpa")
+    check_backend("--backend", args.backend, a.config.model, device, checkpoint)
     ids = a.tokenizer.encode(args.prompt)
     if len(ids) > a.config.model.ctx - args.sample:
         room = a.config.model.ctx - args.sample
@@ -243,19 +247,85 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
         config["ablate"] = args.ablate
         result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.decode)
     elif args.against or args.backend_b or args.dtype_b:
-        weights, label_b = a.model, "same weights"
+        weights, label_b, model_b = a.model, "same weights", a.config.model
         if args.against is not None:
-            b = load_trained(args.against, device)
+            b = load_trained(args.against, device, attention="sdpa")
             if b.tokenizer.identity != a.tokenizer.identity:
                 raise BadInput("the two checkpoints use different tokenizers; the prompt would differ")
-            weights, label_b = b.model, str(args.against)
-        path_b = TracePath(weights, args.backend_b or path_a.backend, args.dtype_b or path_a.dtype, label_b)
+            check_bisectable(a.config.model, b.config.model, args.against)
+            weights, label_b, model_b = b.model, str(args.against), b.config.model
+        backend_b = args.backend_b or path_a.backend
+        check_backend("--backend-b", backend_b, model_b, device, None)
+        path_b = TracePath(weights, backend_b, args.dtype_b or path_a.dtype, label_b)
         config.update(path_b=path_b.describe(), shadow=args.shadow, atol=args.atol, rtol=args.rtol)
         rules = parse_rules(args.atol, args.rtol)
         result = modes.two_paths(path_a, path_b, idx, names, rules, args.shadow, args.stop_on_nonfinite)
     else:
         result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
     return result
+
+
+def check_backend(
+    option: str, backend: str | None, model: ModelConfig, device: torch.device, own: Path | None
+) -> None:
+    """Refuse, naming `option` and the backends that do run, an attention backend the model has no
+    kernel for or this device cannot run; `own` is the checkpoint when the backend defaults to the
+    path it was trained with (`--backend` not given)."""
+    from contracts.errors import BadInput
+    from stack.model.checks import runnable_paths
+
+    given = backend is not None
+    backend = backend or model.attention
+    if backend == "triton" and (model.diff_attn or model.mod):
+        which = "diff_attn=true" if model.diff_attn else f"mod_every={model.mod_every}"
+        raise BadInput(
+            f"{option} triton: the Triton kernel has no path for a model with {which}; "
+            f"use {option} sdpa or {option} naive"
+        )
+    if backend in runnable_paths(device, model.head_dim):
+        return
+    why = (
+        f"cannot run on {device.type} here (the Triton kernel needs a CUDA device or TRITON_INTERPRET=1 "
+        f"set before triton is imported, and a head_dim it is built for; this model's is {model.head_dim})"
+    )
+    if own is not None and not given:
+        raise BadInput(
+            f"{own} was trained with attention='{backend}', which {why}; trace it with --backend sdpa "
+            "(the same numbers, GATE-MODEL-001) or --backend naive, or where Triton runs (--device cuda)"
+        )
+    raise BadInput(f"{option} {backend} {why}; use {option} sdpa or {option} naive, or --device cuda")
+
+
+# The model settings that decide a block's sites (stack.trace.sites.layout_for): two checkpoints that
+# differ in one cannot be compared site by site.
+SITE_SETTINGS = ("moe_experts", "moe_shared_expert", "diff_attn", "mod_every")
+
+
+def check_bisectable(a: ModelConfig, b: ModelConfig, against: Path) -> None:
+    """Refuse, before either path runs, a --against checkpoint whose blocks are not A's: another
+    depth, or another option (experts, differential attention, depth routing) and so other sites."""
+    from contracts.errors import BadInput
+    from stack.trace.sites import layout_for
+
+    ways = (
+        "bisect against a checkpoint of the same depth and options (e.g. another step of the same run), "
+        "or trace each alone with `stack trace CKPT --prompt TEXT`"
+    )
+    if a.n_layers != b.n_layers:
+        raise BadInput(
+            f"--against {against} has {b.n_layers} blocks and path A {a.n_layers}: bisection compares "
+            f"each site with the same site of the other path; {ways}"
+        )
+    if layout_for(a) != layout_for(b):
+        differ = ", ".join(
+            f"{key} {getattr(a, key)} vs {getattr(b, key)}"
+            for key in SITE_SETTINGS
+            if getattr(a, key) != getattr(b, key)
+        )
+        raise BadInput(
+            f"--against {against} has other blocks than path A ({differ}), so other trace sites: "
+            f"bisection compares each site with the same site of the other path; {ways}"
+        )
 
 
 def _one_token(tokenizer: Tokenizer, text: str, option: str) -> int:

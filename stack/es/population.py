@@ -13,8 +13,12 @@ the same batch (common random numbers: the differences between members are then 
 weights, not of text).
 
 Workers. With `workers` > 1 the members are split into that many contiguous chunks, each
-evaluated in its own process (spawned, one torch thread each) holding its own copy of the model;
-only θ, the batch and the members' seeds travel. The default is 1, in-process: on a 2-core
+evaluated in its own process (spawned, one torch thread each) holding its own copy of the model:
+the model itself travels once, when the worker starts (its buffers, such as a mixture-of-depths
+block's routing threshold, and any adapters are part of what it computes, and θ holds only its
+parameters: a worker that built a fresh model from the config routed every token past a
+threshold of 0 and scored other members than the run's own model would); after that only θ, the
+batch and the members' seeds travel. The default is 1, in-process: on a 2-core
 machine a second process costs more in start-up and copying than it saves on a tiny model.
 Fitness values from different numbers of workers can differ in the last bits (another thread
 count sums in another order), so a run is resumed with the workers it was started with.
@@ -23,6 +27,7 @@ count sums in another order), so a run is resumed with the workers it was starte
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
@@ -33,7 +38,6 @@ import torch
 
 from contracts.gates import Outcome, gate_require, measure
 from stack.es.noise import Member, noise
-from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 
 Fitness = Callable[[GPT, torch.Tensor], torch.Tensor | float]
@@ -141,11 +145,12 @@ class InProcess:
 _worker: tuple[GPT, Fitness] | None = None
 
 
-def _start_worker(config: ModelConfig, fitness: Fitness) -> None:
-    """A worker's own model (its weights are overwritten by every task) and fitness."""
+def _start_worker(model: bytes, fitness: Fitness) -> None:
+    """A worker's own copy of the run's model, buffers included (its parameters are overwritten by
+    every task), and the fitness."""
     global _worker
     torch.set_num_threads(1)
-    _worker = (GPT(config).eval(), fitness)
+    _worker = (pickle.loads(model).eval(), fitness)
 
 
 def _evaluate_chunk(
@@ -176,7 +181,11 @@ class Pool:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(model.config, fitness),
+            # The model whole (parameters, buffers, modules) as bytes: a copy of its own in each
+            # worker. Handed over as a module, once torch.multiprocessing is imported anywhere in
+            # this process its tensors travel as shared memory, and the workers wrote their members'
+            # weights into the one model they all shared (and this process's): ± members scored alike.
+            initargs=(pickle.dumps(model), fitness),
         )
 
     def evaluate(

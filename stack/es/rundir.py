@@ -16,9 +16,10 @@ Every reader of a run reads OUT (`stack sample OUT`, `eval`, `trace`, `train --i
 restored, so it reaches the weights the uninterrupted run would have, bit for bit (at the same
 number of workers); a resume on other data is refused. OUT lives as every run directory does
 (stack.outputs.rundir): checked before any work, held under its one writer's lock, and written
-only once set-up (loading, the data's tokenizer, GATE-DATA-007) has passed, so a refusal leaves
-it as it was. Each invocation then runs the estimator's self-test (GATE-ES-004); a gate that
-fires from there on leaves its halted record as OUT/metadata.json. A resume writes a new record
+only once set-up (loading, the data's tokenizer, GATE-DATA-007, a forward of the model on a few
+tokens) has passed, so a refusal leaves it as it was. Each invocation then runs the estimator's
+self-test (GATE-ES-004); a gate that fires from there on leaves its halted record as
+OUT/metadata.json. A resume writes a new record
 over the previous one; `--evidence-dir` files every record, append-only.
 """
 
@@ -44,9 +45,10 @@ from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.es.loop import EsSettings, EsState, StepReport, evolve
 from stack.es.optimizer import EsAdam
-from stack.es.population import Fitness, flatten, lm_fitness
+from stack.es.population import Fitness, flatten, graph_free, lm_fitness
 from stack.es.selftest import check_estimator
 from stack.eval.evidence import CommandEvidence
+from stack.model.gpt import GPT
 from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
 from stack.train import rng
@@ -131,6 +133,7 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
         trained = load_trained(checkpoint)
         settings = settings.resolved(trained.model.config.ctx)
         check_data_tokenizer(load_tokenizer(data), trained.checkpoint)
+        check_runs(trained.model)
         theta = flatten(trained.model)
         state = EsState(0, torch.Generator().manual_seed(settings.seed), EsAdam(theta, settings.lr))
         provenance = {
@@ -157,6 +160,14 @@ def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> 
         job = _restored(out, trained, steps, data)
         _commit(opened)
         return _run(job, out, evidence, invocation)
+
+
+def check_runs(model: GPT) -> None:
+    """A forward of a few tokens before OUT is written: a model this machine cannot run is refused
+    at set-up, leaving OUT as it was, not after OUT became a run with no checkpoint to resume."""
+    probe = torch.zeros((1, min(4, model.config.ctx)), dtype=torch.long, device=model.lm_head.weight.device)
+    with graph_free():
+        model(probe)
 
 
 def _commit(opened: rundir.RunDir) -> None:

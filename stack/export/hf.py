@@ -51,22 +51,28 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 SILU_NAMES = ("silu", "swish")
 
 
-def family(config: ModelConfig) -> str:
+# What `stack export` offers for a model no Hugging Face family holds; `stack lora export` and
+# `stack lora import`, which have no --format, pass their own ways (stack.export.peft_exchange).
+EXPORT_WAY = "use --format onnx"
+
+
+def family(config: ModelConfig, way: str = EXPORT_WAY) -> str:
     """The HF model_type that computes what `GPT(config)` computes: qwen2 with q/k/v biases, else llama.
 
     An architecture option neither family has (experts) is refused here, before anything is
-    written, rather than exported as a model that computes something else.
+    written, rather than exported as a model that computes something else; `way` is what the
+    calling command offers instead.
     """
     if config.moe:
         raise BadInput(
             f"a model with moe_experts={config.moe_experts} cannot be exported as a Hugging Face Llama "
-            "or Qwen2 (they have no experts); use --format onnx"
+            f"or Qwen2 (they have no experts); {way}"
         )
     if config.diff_attn or config.mod:
         option = "diff_attn=true" if config.diff_attn else f"mod_every={config.mod_every}"
         raise BadInput(
             f"a model with {option} cannot be exported as a Hugging Face Llama or Qwen2 (they have "
-            "no differential attention or depth routing); use --format onnx"
+            f"no differential attention or depth routing); {way}"
         )
     return "qwen2" if config.qkv_bias else "llama"
 

@@ -85,7 +85,13 @@ def _adapted(path: Path) -> Trained:
             f"{trained.checkpoint.path} has no LoRA adapters (its run has no [lora] section); export a plain "
             "model with `stack export --format hf`"
         )
-    hf.family(trained.config.model)  # an architecture a Llama or Qwen2 cannot hold is refused here
+    # An architecture a Llama or Qwen2 cannot hold is refused here, with what this command's user
+    # can do instead: merge, then export the merged model to ONNX (lora export has no --format).
+    hf.family(
+        trained.config.model,
+        f"merge the adapters into the model with `stack lora merge {path} --out MERGED`, then export "
+        "it with `stack export MERGED --format onnx`",
+    )
     return trained
 
 
@@ -216,7 +222,11 @@ def import_adapter(
             f"--base {base} carries LoRA adapters of its own; give the model they adapt, or merge them "
             f"first (stack lora merge {base} --out MERGED)"
         )
-    hf.family(trained.config.model)
+    hf.family(
+        trained.config.model,
+        "a peft adapter is made on a Hugging Face model, so none adapts it; give a --base without the "
+        "option (a run, or a model `stack import-hf` read)",
+    )
     model, base_sha256 = trained.model, lora.base_sha256(trained.model)
     targets = adapter.targets(model.config.n_layers)
     lora.apply_lora(model, targets, adapter.r, adapter.alpha, adapter.dropout, adapter.rslora)

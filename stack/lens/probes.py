@@ -4,7 +4,7 @@ A and b start at zero, so an untrained tuned lens *is* the logit lens, bit for b
 exact zero and h + 0 is h (GATE-LENS-001). The probes live in a module of their own, apart
 from the model, and the optimizer is built from that module's parameters: the validation doc's
 probes were attached to the model where the framework's parameter discovery never saw them.
-After training every probe must have moved (GATE-LENS-002).
+After training every probe must have moved, or have had nothing to learn (GATE-LENS-002).
 
 A lens file is safetensors: `probes.<i>.weight` (A) and `probes.<i>.bias` (b) per layer, and
 metadata naming the format, the layers, d_model and the sha256 of the model's final norm and
@@ -37,6 +37,8 @@ class TunedLens(nn.Module):
         super().__init__()
         self.model_sha256 = model_sha256
         self.probes = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
+        # Per probe, how its training went (stack.lens.train.FitWatch): None for a lens not trained here.
+        self.fit: list[dict[str, object]] | None = None
         self.reset()
 
     @torch.no_grad()
@@ -85,13 +87,15 @@ def fit_outcome(model: GPT, lens: TunedLens | None) -> Outcome:
 
 
 def health_outcome(lens: TunedLens) -> Outcome:
-    """GATE-LENS-002: every probe's parameter norm, and whether it is finite."""
+    """GATE-LENS-002: every probe's parameter norm, and whether it is finite; with how its training
+    went when the lens was trained here (optimized, grad_every_step, max_kl: `FitWatch`)."""
     probes = []
     for layer, probe in enumerate(lens.probes):
         params = torch.cat([probe.weight.detach().flatten(), probe.bias.detach().flatten()]).double()
         norm = float(params.norm())
-        probes.append({"layer": layer, "norm": norm, "finite": bool(torch.isfinite(params).all())})
-    return measure("GATE-LENS-002", {"probes": probes}, holds="every probe learned")
+        fit = lens.fit[layer] if lens.fit is not None else {}
+        probes.append({**fit, "layer": layer, "norm": norm, "finite": bool(torch.isfinite(params).all())})
+    return measure("GATE-LENS-002", {"probes": probes}, holds="every probe learned or had nothing to learn")
 
 
 def save_lens(path: Path, lens: TunedLens, extra: dict[str, str]) -> None:

@@ -12,11 +12,11 @@ learning-rate option is a scale whose SGD step is lr_scale · (1 − momentum), 
 1 / (1 − momentum) that momentum multiplies a constant gradient's step by; their default scale
 1.0 is an SGD learning rate of 0.1, which is `DEFAULT_LR` (stack.lens.defaults). (An SGD rate of 1.0,
 constant and unclipped, took ten times their step; on one seed a layer ended worse than the
-logit lens.) Before the first step the lens must
-be the logit lens bit for bit (GATE-LENS-001); after the last, every probe must have moved
-(GATE-LENS-002). Then both lenses are read on batches of the held-out split; a layer where the
-tuned lens is further from the final distribution than the logit lens is a warning
-(GATE-LENS-003).
+logit lens.) Before the first step the lens must be the logit lens bit for bit (GATE-LENS-001);
+after the last, every probe must have moved, unless it was trained and its layer already read as
+the final distribution through the identity: nothing to learn (GATE-LENS-002). Then both lenses
+are read on batches of the held-out split; a layer where the tuned lens is further from the final
+distribution than the logit lens is a warning (GATE-LENS-003).
 """
 
 from __future__ import annotations
@@ -89,14 +89,53 @@ def check_start(model: GPT, lens: TunedLens, residuals: Residuals) -> None:
     """Judge the lens before its first step against the logit lens on the first batch."""
 
 
-def lens_loss(model: GPT, lens: TunedLens, residuals: Residuals) -> torch.Tensor:
-    """Sum over lens layers of KL(final ‖ lens layer), averaged over positions; gradients reach the probes."""
+def layer_kls(model: GPT, lens: TunedLens, residuals: Residuals) -> list[torch.Tensor]:
+    """Per lens layer, KL(final ‖ lens layer) averaged over positions; gradients reach the probes."""
     final = residuals.logits.double().log_softmax(-1)
-    total = torch.zeros((), dtype=torch.float64, device=final.device)
+    kls = []
     for layer, state in enumerate(residuals.states):
         reading = read_through(model, lens(layer, state)).double().log_softmax(-1)
-        total = total + kl_to_final(final, reading).mean()
+        kls.append(kl_to_final(final, reading).mean())
+    return kls
+
+
+def lens_loss(model: GPT, lens: TunedLens, residuals: Residuals) -> torch.Tensor:
+    """Sum over lens layers of KL(final ‖ lens layer), averaged over positions; gradients reach the probes."""
+    return _summed(layer_kls(model, lens, residuals))
+
+
+def _summed(kls: list[torch.Tensor]) -> torch.Tensor:
+    total = torch.zeros((), dtype=torch.float64, device=kls[0].device)
+    for kl in kls:
+        total = total + kl
     return total
+
+
+class FitWatch:
+    """What GATE-LENS-002 needs to tell a probe with nothing to learn from one cut off from learning:
+    per probe, whether the optimizer holds its parameters, whether a gradient reached them at every
+    step, and the largest mean KL its layer read at (a probe that never moved reads through the
+    identity, so that is the identity's KL: 0 when the layer already is the final distribution, as
+    behind blocks that pass every token through unchanged)."""
+
+    def __init__(self, lens: TunedLens, optimizer: torch.optim.Optimizer) -> None:
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        self.probes = [
+            {
+                "layer": layer,
+                "optimized": all(id(p) in held for p in probe.parameters()),
+                "grad_every_step": True,
+                "max_kl": 0.0,
+            }
+            for layer, probe in enumerate(lens.probes)
+        ]
+
+    def step(self, lens: TunedLens, kls: list[torch.Tensor]) -> None:
+        """After a backward: which probes a gradient reached, and each layer's KL."""
+        for facts, probe, kl in zip(self.probes, lens.probes, kls, strict=True):
+            reached = all(p.grad is not None for p in probe.parameters())
+            facts["grad_every_step"] = bool(facts["grad_every_step"]) and reached
+            facts["max_kl"] = max(float(facts["max_kl"]), float(kl.detach()))
 
 
 def sequence_length(asked: int | None, ctx: int) -> int:
@@ -139,20 +178,24 @@ def train_lens(
         nesterov=True,
         weight_decay=settings.weight_decay,
     )
+    watch = FitWatch(lens, optimizer)
     with frozen(model):
         for step in range(1, settings.steps + 1):
             residuals = capture(model, next(batches))
             if step == 1:
                 check_start(model, lens, residuals)
-            loss = lens_loss(model, lens, residuals)
+            kls = layer_kls(model, lens, residuals)
+            loss = _summed(kls)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            watch.step(lens, kls)
             grad_norm = torch.nn.utils.clip_grad_norm_(lens.parameters(), settings.clip_norm)
             lr = settings.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()
             progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr})
+    lens.fit = watch.probes  # what GATE-LENS-002 judges beside the probes' norms
     return lens.eval()
 
 

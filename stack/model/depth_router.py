@@ -119,8 +119,11 @@ class DepthRoutedBlock(Block):
             # An exported graph has no data-dependent shapes: the feed-forward runs on every token
             # and `_forward_causal` keeps only the routed rows, the same numbers per routed token.
             return a + self.feed_forward(self.ffn_norm(h))
-        f = torch.zeros_like(a)
-        f[computed] = self.feed_forward(self.ffn_norm(h[computed]))
+        y = self.feed_forward(self.ffn_norm(h[computed]))
+        # In the feed-forward's own dtype (under autocast it need not be attention's): the rows it
+        # did not compute are zeros of that dtype, and the sum promotes as the dense block's does.
+        f = y.new_zeros(a.shape)
+        f[computed] = y
         return a + f
 
     def _forward_top_k(

@@ -60,15 +60,22 @@ class MoE(nn.Module):
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         weights = top_p / top_p.sum(-1, keepdim=True)
         out = torch.zeros_like(tokens)
+        made = tokens.dtype  # the dtype a dense FeedForward returns here: its last projection's
         for e, expert in enumerate(self.experts):
             # Every expert runs, on zero rows if none chose it, so each always has a gradient
             # (data-parallel training needs every parameter used in every step).
             rows, slot = (top_i == e).nonzero(as_tuple=True)
             y = expert(tokens[rows])
-            # Under autocast y is bf16/fp16 while the residual stream stays fp32: add in out's dtype.
+            made = y.dtype
+            # Under autocast y is bf16/fp16 while the residual stream stays fp32: the experts'
+            # weighted outputs are summed in out's (fp32) dtype.
             out = out.index_add(0, rows, (y * weights[rows, slot, None].to(y.dtype)).to(out.dtype))
         if self.shared is not None:
             out = out + self.shared(tokens)
+        # A mixture stands in for the dense feed-forward, so it returns what that returns: under
+        # autocast the autocast dtype, not the fp32 of its sum. A mixture-of-depths block writes
+        # the feed-forward's output into a tensor of that dtype, and index_put refuses another.
+        out = out.to(made)
         counts = torch.bincount(top_i.flatten(), minlength=self.n_experts)
         fraction = counts.to(probs.dtype) / top_i.numel()
         self.aux = {

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
-from stack.artifacts import LOCK_FILE, RUN_CONFIG
+from stack.artifacts import CHECKPOINTS_DIR, LOCK_FILE, RUN_CONFIG
 from stack.outputs import ownership, staging
 from stack.outputs.destination import check_directory
 from stack.outputs.lock import exclusive
@@ -57,6 +57,14 @@ class Writer:
     def remedy(self, out: Path, option: str) -> str:
         """What a refusal of a non-empty `out` tells the user to do."""
         if self.resumable:
+            stopped = (Path(out) / RUN_CONFIG).is_file() and not any(
+                (Path(out) / CHECKPOINTS_DIR).glob("step-*")
+            )
+            if stopped:  # a run, but nothing --resume could continue
+                return (
+                    f"choose another {option} ({out} holds a run that stopped before its first "
+                    "checkpoint, which --resume cannot continue: its metadata.json says why)"
+                )
             return f"choose another {option}, or continue it with --resume {out}"
         if self.earlier is not None:
             return (

@@ -22,7 +22,7 @@ from contracts.errors import BadInput
 from stack.trace import report
 from stack.trace.ablation import ablation_effect, greedy_sample
 from stack.trace.anomaly import Anomaly, empty_sites, find_anomalies, std_multiple
-from stack.trace.bisect import Bisection, bisect, nonfinite
+from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
 from stack.trace.calibrate import TracePath, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
 from stack.trace.dump import Dump, write_dump
@@ -193,14 +193,16 @@ def two_paths(
 ) -> Result:
     """Bisect two in-process paths; with shadow, also feed B's blocks A's inputs."""
     trace_a, trace_b = run(a, idx), run(b, idx)
+    check_comparable(trace_a, trace_b)  # before calibrating: the tolerances are per site of both
     errors: dict[tuple[int, str, bool], dict[str, float]] = {}
 
     def calibrated(local: bool) -> TolerancePolicy:
-        for path in (a, b):  # the same weights in the same dtype need calibrating once
+        # A's then B's, each once: the same weights in the same dtype need calibrating once.
+        keys = list(dict.fromkeys((id(p.weights), p.dtype, local) for p in (a, b)))
+        for path in (a, b):
             key = (id(path.weights), path.dtype, local)
             if key not in errors:
                 errors[key] = reference_error(path, idx, shadow=local)
-        keys = {(id(p.weights), p.dtype, local) for p in (a, b)}
         return TolerancePolicy(combined(*(errors[k] for k in keys)), rules)
 
     result = bisect(trace_a, trace_b, calibrated(False), names)

@@ -577,7 +577,10 @@ def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]
     checkpoints carry their own resume state, which its restore checks (ES: its `es` entry)."""
     path, notes = latest_valid(run_dir, resumable)
     if path is None:
-        raise BadInput(f"{run_dir} has no valid checkpoint to resume from; start a new run with --out")
+        raise BadInput(
+            f"{run_dir} has no valid checkpoint to resume from (a run that stopped before its first "
+            f"checkpoint: its metadata.json says why); start a new run with another --out"
+        )
     return path, [*notes, f"resuming from {path.name} instead"] if notes else []
 
 

@@ -84,7 +84,7 @@ class Distill(Pretrain):
             )
         self.settings: DistillSection = config.distill
         self.data_tokenizer = load_tokenizer(data_dir)
-        self.teacher = load_trained(resolve_checkpoint(Path(self.settings.teacher)))
+        self.teacher = load_trained(resolve_checkpoint(Path(self.settings.teacher)), device)
         check_data_tokenizer(self.data_tokenizer, self.teacher.checkpoint)  # GATE-DATA-007
         self.teacher.model.to(device)
         self.teacher_sha256 = frozen.freeze(self.teacher.model)

@@ -151,9 +151,17 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if requested == "cuda" else torch.device("cpu")
 
 
-def check_runnable(path: str, device: torch.device, head_dim: int) -> None:
-    """Refuse at set-up, eager or compiled, an attention path this device cannot run, rather than
-    at the first step's forward (the Triton kernel needs CUDA or Triton's interpreter)."""
+def check_runnable(path: str, device: torch.device, head_dim: int, task: str | None = None) -> None:
+    """Refuse at set-up, eager or compiled, an attention path this device cannot run, or one without
+    the document mask a task packing several documents per window needs, rather than at the first
+    step's forward (the Triton kernel needs CUDA or Triton's interpreter, and masks no documents)."""
+    objective = objective_for(task)
+    if path == "triton" and objective.document_masks:
+        raise BadInput(
+            f"model.attention='triton' has no document mask, and train.task={objective.name} packs "
+            "several examples into each window, which must not see each other; use --set "
+            "model.attention=sdpa (the same numbers, GATE-MODEL-001)"
+        )
     if path not in runnable_paths(device, head_dim):
         raise BadInput(
             f"model.attention='{path}' cannot run on {device.type} at head_dim {head_dim}: the Triton kernel "
@@ -305,7 +313,7 @@ class Trainer:
         self.model = GPT(config.model, seed=train.seed).to(self.device)
         check_initialisation(self.model)  # as drawn, before any checkpoint is loaded over it
         check_attention_paths(self.model)
-        check_runnable(config.model.attention, self.device, config.model.head_dim)
+        check_runnable(config.model.attention, self.device, config.model.head_dim, train.task)
         if config.model.moe:
             check_single_expert(config.model)
         if config.model.diff_attn:

@@ -78,6 +78,9 @@ class Objective(ABC):
     first_loss_is_ln_vocab: bool = True
     # The kind of DATA_DIR it reads, as a need of stack.artifacts: a run on another is refused first.
     data: str = "data-pretrain"
+    # Whether its windows pack several documents that must not attend to each other (the model's
+    # `docs` mask): an attention path without that mask (triton) is refused at set-up.
+    document_masks: bool = False
 
     def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:  # noqa: B027
         """Load what the task holds beside the trained model, on the run's device (optional hook)."""

@@ -33,6 +33,7 @@ from contracts.derive.training import COHERENCE_SHOWN, stated_determinism
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
+    RESUMES,
     RUN_ID_PATTERN,
     SCHEMA_VERSION,
     Artifact,
@@ -41,6 +42,8 @@ from contracts.evidence import (
     Determinism,
     EvidenceRecord,
     FileHash,
+    Lineage,
+    ParentRef,
     RunStatus,
     Verdict,
     Waiver,
@@ -63,8 +66,8 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config
-from stack.train.lineage import run_lineage
+from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.metrics import METRICS_FILE
@@ -198,7 +201,9 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.argv)
     if source_model is not None:
-        config = _with_model_of(config, source_model)
+        assert request.init_from is not None
+        asked = _asked_model_keys(request)
+        config = _with_model_of(config, source_model, asked, _started_from(request))
     device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     kind = _kind_of(config, request.init_from)
     record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
@@ -317,9 +322,18 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
 
 
 def _lookup(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a config dict (None where absent)."""
+    """The value of a dotted key in a saved config dict: where absent, the default the key held (a
+    saved config leaves out an option at its default, so a refusal said its old value was None);
+    None for a key of an optional section that is not there, or one without a default."""
     section, name = key.split(".", 1)
-    return config.get(section, {}).get(name)
+    values = config.get(section, {})
+    if name in values:
+        return values[name]
+    schema = {"model": ModelConfig, **SECTIONS}.get(section)
+    field = schema.model_fields.get(name) if schema is not None else None
+    if field is None or field.is_required():
+        return None
+    return field.get_default(call_default_factory=True)
 
 
 def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
@@ -330,13 +344,65 @@ def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None
     rundir.refuse_changes(run_dir, checkpoint, changes, ways)
 
 
-def _with_model_of(config: RunConfig, source_model: dict[str, Any]) -> RunConfig:
-    """The run's config with the model shape of the checkpoint it starts from (attention path kept).
+# The model settings a run started from a checkpoint may change: the attention path (the paths are
+# numerically equivalent, GATE-MODEL-001) and what only the training loss and the training routing
+# read. Every other model key is the checkpoint's architecture: a --set or --config that changes
+# one is refused (`_with_model_of`), never dropped.
+TRAINING_MODEL_KEYS = ("attention", "moe_balance_coef", "moe_z_coef", "mod_capacity")
+
+
+def _asked_model_keys(request: TrainRequest) -> dict[str, Any]:
+    """The model settings the command line asked for itself: its --config file's [model] table and
+    its --set model.* keys (a preset's model is a fresh model's, so a started run ignores it)."""
+    from stack.train.config import parse_sets
+
+    asked: dict[str, Any] = {}
+    if request.config_file is not None:
+        table = read_toml(request.config_file).get("model", {})
+        asked.update(table if isinstance(table, dict) else {})
+    asked.update(parse_sets(request.sets).get("model", {}))
+    return asked
+
+
+def _started_from(request: TrainRequest) -> tuple[str, bool]:
+    """How the command line named the model the run starts from, and whether the command also
+    trains a fresh model from a --preset (`stack train` and `stack distill` do; sft and dpo don't)."""
+    argv = request.argv
+    if "--student" in argv:
+        return f"--student {request.init_from}", True
+    if "--init-from" in argv:
+        return f"--init-from {request.init_from}", argv[1:2] == ["train"]
+    return f"the policy {request.init_from}", False  # stack dpo's RUN_DIR|CKPT
+
+
+def _with_model_of(
+    config: RunConfig, source_model: dict[str, Any], asked: dict[str, Any], started: tuple[str, bool]
+) -> RunConfig:
+    """The run's config with the model of the checkpoint it starts from, and the TRAINING_MODEL_KEYS
+    the command line set over it; a setting that would change the architecture is refused naming
+    its key (it used to be dropped in silence: --set model.moe_experts=4 trained a dense model).
 
     Whether the data suits that model is GATE-DATA-007's to say (`check_data_tokenizer`), judged
     in `_set_up` so that its verdict is in the run's ledger.
     """
-    model = {**source_model, "attention": config.model.attention}
+    source = ModelConfig.from_dict(source_model)
+    changed = []
+    for key, value in asked.items():
+        if key in TRAINING_MODEL_KEYS or key not in ModelConfig.model_fields:
+            continue  # an unknown key was refused by resolve already
+        if value != getattr(source, key):
+            changed.append(f"model.{key} ({getattr(source, key)!r} -> {value!r})")
+    if changed:
+        named, fresh = started
+        them = "that setting" if len(changed) == 1 else "those settings"
+        takes = ", ".join(f"model.{k}" for k in TRAINING_MODEL_KEYS)
+        preset = ", or train a new model from a --preset with the architecture you want" if fresh else ""
+        raise BadInput(
+            f"{named} keeps the architecture of the model it starts from, and {', '.join(changed)} "
+            f"would change it; drop {them} (a started model takes only {takes}){preset}"
+        )
+    knobs = {key: asked[key] for key in TRAINING_MODEL_KEYS if key in asked and key != "attention"}
+    model = {**source_model, "attention": config.model.attention, **knobs}
     return config.model_copy(update={"model": ModelConfig.from_dict(model)})
 
 
@@ -458,13 +524,20 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     """
     run_dir = _run_dir_of(request)
     run_id = _check_run_dir_name(run_dir)
-    if request.evidence_dir is not None and _is_main():
-        ledger.claim(request.evidence_dir, run_id)  # refuse a clash now, not after hours of training
     resume = request.resume is not None
+    leg = None
+    if request.evidence_dir is not None and _is_main():  # refuse a clash now, not after hours of training
+        if resume:  # a resumed leg is filed under an id of its own (stack.outputs.ledger)
+            started = read_evidence(run_dir / EVIDENCE_FILE).run.started
+            leg = ledger.claim_leg(request.evidence_dir, run_id, started)
+        else:
+            ledger.claim(request.evidence_dir, run_id)
     option = "--resume" if resume else "--out"
     with rundir.opened(run_dir, WRITER, resume=resume, option=option, main=_is_main()) as opened:
         if request.resume is not None:
             plan = _resume_plan(request, run_dir)
+            if leg is not None:
+                _as_leg(plan, leg)
         else:
             plan = _new_plan(request, run_dir, run_id)
         with recording(plan.ledger), determinism.kernels(plan.config.train.deterministic) as alerts:
@@ -476,6 +549,26 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             trainer.alerts = alerts  # one count of non-deterministic ops for set-up and run
             opened.commit()
             return _run(plan, trainer, request.evidence_dir, progress_factory)
+
+
+def _as_leg(plan: Plan, leg: ledger.Leg) -> None:
+    """The resumed record as the leg it will be filed as: that leg's id, and as its first parent the
+    newest filed leg of the run, with the weights this leg resumed from (contracts.evidence.RESUMES).
+    The run directory's record takes the id too, so a model made from the run later names the leg
+    that vouches for its weights."""
+    assert plan.checkpoint is not None
+    record = plan.record
+    record.run.id = leg.run_id
+    before = record.lineage
+    parents = [p for p in (before.parents if before is not None else []) if p.role != RESUMES]
+    if leg.continues is not None:
+        weights = ckpt.read_manifest(plan.checkpoint)["files"][WEIGHTS_FILE]["sha256"]
+        resumed = ParentRef(
+            role=RESUMES, run=leg.continues, checkpoint_sha256=weights, path=str(plan.checkpoint)
+        )
+        parents.insert(0, resumed)
+    if parents or before is not None:
+        record.lineage = Lineage(parents=parents, model_sha256=before.model_sha256 if before else None)
 
 
 def _set_up(plan: Plan, init_from: Path | None) -> Trainer:

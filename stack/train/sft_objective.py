@@ -113,6 +113,7 @@ class Sft(Objective):
 
     name = "sft"
     data = "data-sft"
+    document_masks = True
     metric_names = ("supervised_tokens",)
 
     def window(self, data_dir: Path, ctx: int) -> int:

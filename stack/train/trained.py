@@ -24,6 +24,7 @@ from contracts.release_rules import WEIGHTS_FILE
 from stack.artifacts import require
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state
+from stack.model.checks import runnable_paths
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
@@ -111,10 +112,39 @@ def resolve_checkpoint(path: Path) -> Path:
     return latest
 
 
+# The attention path a model runs on where its own cannot (GATE-MODEL-001 holds the paths to the
+# same numbers): a model trained with the Triton kernel still samples, scores and is operated on
+# on a machine without CUDA or Triton's interpreter.
+FALLBACK_ATTENTION = "sdpa"
+
+
+def runnable_attention(config: RunConfig, device: str | torch.device, where: Path) -> str | None:
+    """None when the model's own attention path runs on `device`; else the path it runs on instead,
+    said in one line on stderr (the config keeps the path it was trained with)."""
+    own = config.model.attention
+    device = torch.device(device)
+    if own in runnable_paths(device, config.model.head_dim):
+        return None
+    print(
+        f"stack: note: {where} was trained with attention='{own}', which cannot run on {device.type} "
+        f"here (the Triton kernel needs a CUDA device or TRITON_INTERPRET=1, and a head_dim it is built "
+        f"for); it runs with attention='{FALLBACK_ATTENTION}', the same numbers (GATE-MODEL-001)",
+        file=sys.stderr,
+    )
+    return FALLBACK_ATTENTION
+
+
 def load_trained(path: Path, device: str | torch.device = "cpu", attention: str | None = None) -> Trained:
-    """Verify and load a checkpoint (GATE-CKPT-002) with its config and tokenizer."""
+    """Verify and load a checkpoint (GATE-CKPT-002) with its config and tokenizer.
+
+    The model runs on `attention` when given; else on its own path, or, where that cannot run on
+    `device`, on FALLBACK_ATTENTION with a note (`runnable_attention`). `Trained.config` is the
+    checkpoint's, whatever the model runs on.
+    """
     checkpoint = ckpt.load_checkpoint(resolve_checkpoint(path))
     config = resolve(None, None, [], base=checkpoint.state["config"])
+    if attention is None:
+        attention = runnable_attention(config, device, checkpoint.path)
     model_config = (
         config.model if attention is None else config.model.model_copy(update={"attention": attention})
     )
