@@ -587,8 +587,9 @@ def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
 
 # The tasks whose every position is a scored target: a step scores batch·accum·ctx·world of them.
 EVERY_POSITION_SCORED = (None, "distill")
-# The tasks whose windows are the model's context (`stack sft` reads windows of the data's pack_len).
-CONTEXT_WINDOWS = (None, "distill", "dpo")
+# The tasks whose windows are the model's context. `stack sft` and `stack dpo` read windows of the
+# data's pack_len, which the prepared data decides (a DPO row of a pair may be shorter than ctx).
+CONTEXT_WINDOWS = (None, "distill")
 
 
 def tokens_per_step(config: dict[str, Any], world: Any) -> int | None:
