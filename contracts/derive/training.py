@@ -780,7 +780,10 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
         )
         if line is not None and all(_real(t["value"]) for t in terms.values()):
             derived.put(("gates", "GATE-ARCH-001", "measured", "ce"), line.get("loss"), optional=True)
-            derived.put(("gates", "GATE-ARCH-001", "measured", "terms"), terms, optional=True)
+            for name, term in terms.items():  # field by field: the gate measures more of each term
+                for field, value in term.items():
+                    path = ("gates", "GATE-ARCH-001", "measured", "terms", name, field)
+                    derived.put(path, value, optional=True)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
         collapse_judged is not None
