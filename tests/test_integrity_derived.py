@@ -419,22 +419,21 @@ def test_each_command_record_is_held_to_its_result_file(
 # -- verdicts and requirements under the revisions a record cites -------------------------------
 
 
-def _heldout_batches_cut(data: dict[str, Any], run_dir: Path) -> None:
-    """Every evaluation of the log said to run on 8 held-out batches, and the record made to agree:
-    GATE-EVAL-001 re-judges to FAIL, a verdict a completed run cannot carry."""
+def _step_line_dropped(data: dict[str, Any], run_dir: Path) -> None:
+    """The log's eleventh step line taken out, and the record made to agree: GATE-TRAIN-001 (a
+    gate no revision since the record changed) re-judges to FAIL, a verdict a completed run
+    cannot carry."""
     lines = log_lines(run_dir)
-    for line in lines:
-        if line.get("type") == "eval":
-            line["batches"] = 8
+    lines.remove([line for line in lines if line.get("type") == "step"][10])
     write_log(run_dir, lines)
     rederive(data, run_dir)
-    assert gate(data, "GATE-EVAL-001")["verdict"] == "FAIL"
+    assert gate(data, "GATE-TRAIN-001")["verdict"] == "FAIL"
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_completed_record_under_an_older_run_kinds_with_a_fail_is_caught(tmp_path: Path) -> None:
     """ft-demo-20261123 cites run_kinds rev 1: a FAIL under `completed` is caught all the same."""
-    run = planted(tmp_path, "ft-demo-20261123", _heldout_batches_cut)
+    run = planted(tmp_path, "ft-demo-20261123", _step_line_dropped)
     assert_caught(run, "ft-demo-20261123", "status is completed, yet a gate FAILed")
 
 
