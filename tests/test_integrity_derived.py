@@ -578,7 +578,7 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DATA-001].measured.steps_per_epoch is 3906, but 1025 unique tokens hold at most 4",
         ),
         (
-            "tiny-20261124",
+            "tiny-20261124-spec-1.11.0",
             lambda d: gate(d, "GATE-EVAL-001")["measured"].update(distinct_windows=4096),
             "distinct_windows is 4096, more than the 16 held-out batches of 8 windows hold",
         ),
@@ -598,14 +598,14 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DPO-001].measured.loss is 0.6931471805599453, but its artifacts derive 0.69314718246",
         ),
         (
-            "distill-moe4-20261123",
+            "mix-run-20261124-spec-1.11.0",
             lambda d: gate(d, "GATE-ARCH-001")["measured"].update(
-                ce=2.9239041805267334, objective=2.934255838394165
+                ce=2.7519454956054688, objective=2.8538050651550293
             ),
-            "gates[GATE-ARCH-001].measured.ce is 2.9239041805267334, but its artifacts derive 3.42390418",
+            "gates[GATE-ARCH-001].measured.ce is 2.7519454956054688, but its artifacts derive 3.25194549",
         ),
         (
-            "mix-run-20261123",
+            "mix-run-20261124-spec-1.11.0",
             lambda d: gate(d, "GATE-ARCH-001")["measured"]["terms"]["router_z"].update(value=0.5),
             "gates[GATE-ARCH-001].measured.terms.router_z.value is 0.5",
         ),
@@ -646,7 +646,7 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DATA-007].measured.model_vocab is 8192, but its artifacts derive 257",
         ),
         (
-            "tiny-20261124",
+            "tiny-20261124-spec-1.11.0",
             lambda d: gate(d, "GATE-DATA-001")["measured"].update(served_batches=199),
             "gates[GATE-DATA-001].measured.served_batches is 199, but its artifacts derive 200",
         ),
