@@ -71,7 +71,8 @@ def _rehash(run_dir: Path, data: dict[str, Any]) -> None:
             art.update(sha256=hashlib.sha256(file.read_bytes()).hexdigest(), bytes=file.stat().st_size)
 
 
-def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def put_field(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set a record's field by its derivation path (a gate's by its id), making parents as needed."""
     if path[0] == "gates":
         target: Any = gate(data, path[1])
         path = path[2:]
@@ -98,7 +99,7 @@ def rederive(data: dict[str, Any], run_dir: Path, rounds: int = 2) -> dict[str, 
         present = {g["id"] for g in data["gates"]}
         for path, value in derivation.fields.items():
             if path[0] != "gates" or path[1] in present:
-                _put(data, path, value)
+                put_field(data, path, value)
         for gate_id, (verdict, exact) in derivation.verdicts.items():
             if exact and gate_id in present:
                 gate(data, gate_id)["verdict"] = verdict.value

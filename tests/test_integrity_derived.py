@@ -31,6 +31,7 @@ from ledger_support import (
     gate,
     log_lines,
     planted,
+    put_field,
     rederive,
     write_log,
 )
@@ -1042,17 +1043,6 @@ def _perturbed(value: Any) -> Any:
     return 1
 
 
-def _set(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    if path[0] == "gates":
-        target: Any = gate(data, path[1])
-        path = path[2:]
-    else:
-        target = data
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = value
-
-
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     "run", ["mix-run", "sft-lora-20261122", "evalmatrix-20261122T172101", "quantize-20261122T145535"]
@@ -1074,7 +1064,7 @@ def test_every_field_its_artifacts_derive_is_caught_when_edited(run: str) -> Non
     uncaught = []
     for field in fields:
         data = copy.deepcopy(dumped)
-        _set(data, field, _perturbed(recorded(record, dumped, field)))
+        put_field(data, field, _perturbed(recorded(record, dumped, field)))
         checker = Checker(ROOT, spec)
         tampered = EvidenceRecord.model_validate(data)
         checker.check_record(LoadedEvidence(path, tampered, raw=b""), path.parent, in_ledger=False)

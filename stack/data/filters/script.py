@@ -126,7 +126,7 @@ def letter_counts(text: str) -> Letters:
         data = text.encode("ascii")
         letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
         return Letters({"LATIN": letters} if letters else {})
-    points = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")  # JSON may hold lone ones
     ids = _table[points]
     if (ids == _UNFILLED).any():
         _fill(np.unique(points[ids == _UNFILLED] // _BLOCK))
