@@ -14,6 +14,7 @@ import codecs
 import gzip
 import json
 import lzma
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,8 +24,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.errors import EXIT_BAD_INPUT
+from contracts.errors import EXIT_BAD_INPUT, BadInput
 from stack.cli import main
+from stack.data import json_array
 from stack.data.corpus import InputFile
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import load_manifest
@@ -236,6 +238,102 @@ def test_format_jsonl_over_a_dataset_folder_leaves_its_readme_out_with_a_note(
     (folder / "data" / "broken.jsonl").write_text("not json\n")  # a JSONL file that does not parse is refused
     code, _, err = prepare(capsys, str(folder), "--format", "jsonl", "--out", str(tmp_path / "other"))
     assert code == EXIT_BAD_INPUT and "broken.jsonl:1 is not JSON" in err
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(JSON_VALUES, max_size=12), indent=st.sampled_from([None, 0, 2]), chunk=st.integers(1, 64)
+)
+def test_an_array_read_in_chunks_gives_back_every_element(
+    tmp_path_factory: pytest.TempPathFactory, values: list[object], indent: int | None, chunk: int
+) -> None:
+    """Whatever the chunk size, numbers and strings cut across chunks included, the elements come back
+    as json.load reads them, and every byte is counted once."""
+    path = tmp_path_factory.mktemp("array") / "rows.json"
+    path.write_text(json.dumps(values, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    counted: list[int] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(json_array, "CHUNK_BYTES", chunk)
+        read = [value for _, value, _ in json_array.array_elements(path, "rows.json", counted.append)]
+    assert read == json.loads(path.read_text(encoding="utf-8"))
+    assert sum(counted) == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[{"text": "a"} {"text": "b"}]', "rows.json[1] is not JSON (expected ',' or ']'"),
+        ('[{"text": "a"}, {"text": ', "rows.json[1] is not JSON (Expecting value)"),
+        ('[{"text": "a"},]', "rows.json[1] is not JSON (Expecting value)"),
+        ('[{"text": "a"}] [', "rows.json goes on after its array's closing ']'"),
+    ],
+)
+def test_a_malformed_array_is_refused_naming_the_element(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(text)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        list(json_array.array_elements(path, "rows.json", lambda _n: None))
+
+
+def test_a_json_array_of_records_is_read_one_record_an_element(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Alpaca's and ShareGPT's files are one JSON array: read as text they would teach JSON punctuation."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"text": text, "id": i} for i, text in enumerate(TEXTS)]
+    (folder / "rows.json").write_text(json.dumps(rows, indent=2))
+    (folder / "alpaca.json").write_text(json.dumps([{"instruction": TEXTS[0], "output": TEXTS[1]}]))
+    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "data"), "--val-fraction", "0")
+    assert code == 0, err
+    assert (
+        "hold an array of records, read one record an element (--format text reads a file whole): rows.json"
+        in (caplog.text)
+    )
+    assert (
+        "without the text field and were read whole as text; to learn their records' text instead, pass "
+        in (caplog.text)
+    )
+    assert load_manifest(tmp_path / "data").filters["main"].documents_in == len(TEXTS) + 1
+    train = split_text(tmp_path / "data", "train")
+    assert all(text in train for text in TEXTS) and '"id": 3' not in train
+    code, _, err = prepare(
+        capsys, str(folder / "alpaca.json"), "--text-field", "output", "--out", str(tmp_path / "alpaca")
+    )
+    assert code == 0, err
+    assert (
+        TEXTS[1] in split_text(tmp_path / "alpaca", "train")
+        and "instruction" not in caplog.text.split("alpaca")[-1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [{"text": "a"}, "b"],
+            "rows.json[1] is a string, not an object; each element of the array must be one object",
+        ),
+        (
+            [{"body": "a"}, {"body": "b"}],
+            "rows.json[0] has no field 'text'; its fields are: body; pass --text-field NAME",
+        ),
+    ],
+)
+def test_format_jsonl_refuses_an_array_naming_the_element(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[object], message: str
+) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    code, _, err = prepare(capsys, str(path), "--format", "jsonl", "--out", str(tmp_path / "data"))
+    assert code == EXIT_BAD_INPUT and message in err, err
 
 
 # -- finding 9: the rest -------------------------------------------------------------------------------

@@ -329,6 +329,26 @@ def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and f"{bad}:1" in err and "ends with the assistant's" in err
 
 
+def test_a_json_array_of_chats_prepares_the_same_examples_as_its_jsonl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ShareGPT-style dumps are one JSON array: each element is a record, named by its index."""
+    rows = [json.loads(line) for line in CHAT.read_text().splitlines() if line.strip()]
+    array = tmp_path / "chats.json"
+    array.write_text(json.dumps(rows, indent=2))
+    for source, out in ((CHAT, tmp_path / "lines"), (array, tmp_path / "array")):
+        assert main(["prepare", str(source), "--format", "chat", "--pack-len", "96", "--out", str(out)]) == 0
+    lines, elements = load_manifest(tmp_path / "lines"), load_manifest(tmp_path / "array")
+    assert [shard.sha256 for shard in lines.shards] == [shard.sha256 for shard in elements.shards]
+    assert lines.sft is not None and elements.sft is not None
+    assert [label.sha256 for label in lines.sft.labels] == [label.sha256 for label in elements.sft.labels]
+    rows[1] = {"messages": [{"role": "user", "content": "hi"}]}
+    array.write_text(json.dumps(rows))
+    code = main(["prepare", str(array), "--format", "chat", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{array}[1]: the last message is the user's" in err, err
+
+
 def test_verify_checks_the_label_files(
     sft_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

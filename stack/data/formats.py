@@ -1,13 +1,17 @@
 """Input formats: how one input file becomes a stream of documents.
 
-| format  | chosen for              | a document is                                                    |
-|---------|-------------------------|------------------------------------------------------------------|
-| text    | any other file          | the file (cut by `--doc-bytes`), or each text between `--doc-sep`s |
-| jsonl   | `.jsonl`, `.ndjson`, and `.json` of JSON Lines | the `--text-field` string of each line's object |
-| parquet | `.parquet`              | the `--text-column` value of each row                            |
+| format  | chosen for                   | a document is                                    |
+|---------|------------------------------|---------------------------------------------------|
+| text    | any other file               | the file (cut by `--doc-bytes`), or each text between `--doc-sep`s|
+| jsonl   | `.jsonl`, `.ndjson`; `.json` of records | the `--text-field` string of each record    |
+| parquet | `.parquet`                   | the `--text-column` value of each row             |
 
-A `.json` file is JSONL when it holds JSON Lines of documents (record_input.holds_records), and
-prepare says so; any other `.json` file (a config, a pretty-printed document) is text.
+A record is a line's object (JSON Lines) or an element of a file's one array (stack.data.json_array).
+
+A `.json` file is read as records when it holds JSON Lines of documents (record_input.holds_records)
+or one array whose first element has the text field (stack.data.json_array), and prepare says so;
+any other `.json` file (a config, a pretty-printed document) is text, and prepare names the ones
+that hold arrays of other records, which `--text-field` would read as records.
 
 `--format` names one format for every file instead of going by suffix. Every format yields
 documents hashed by content (stack.data.corpus), so the same text gets the same id, and lands in
@@ -24,14 +28,31 @@ from pathlib import Path
 from contracts.errors import BadInput
 from stack.data.corpus import Document, FileRegion, InputFile, Note, Skipped
 from stack.data.defaults import DEFAULT_DOC_BYTES, DEFAULT_TEXT_FIELD
+from stack.data.json_array import starts_array
 from stack.data.line_ends import Normalised
-from stack.data.record_input import JSONL_SUFFIXES, Fields, holds_records, jsonl_documents, parquet_documents
+from stack.data.record_input import (
+    JSONL_SUFFIXES,
+    Fields,
+    first_element,
+    holds_records,
+    json_array_documents,
+    jsonl_documents,
+    parquet_documents,
+)
 from stack.data.text_input import text_documents
 
 FORMATS = ("auto", "text", "jsonl", "parquet")
 SUFFIX_FORMATS = {**dict.fromkeys(JSONL_SUFFIXES, "jsonl"), ".parquet": "parquet"}
 JSON_LINES_IN_JSON = (
     "note: these .json file(s) hold JSON Lines, read one record a line (--format text reads a file whole)"
+)
+ARRAY_IN_JSON = (
+    "note: these .json file(s) hold an array of records, read one record an element (--format text reads "
+    "a file whole)"
+)
+OTHER_RECORDS_AS_TEXT = (
+    "note: these .json file(s) hold an array of records without the text field and were read whole as "
+    "text; to learn their records' text instead, pass --text-field NAME"
 )
 
 Item = Document | FileRegion | Skipped | Normalised | Note
@@ -82,9 +103,14 @@ class Layout:
         if self.format != "auto":
             return self.format
         suffix = path.suffix.lower()
-        if suffix == ".json" and holds_records(path, self.field):
+        if suffix == ".json" and (holds_records(path, self.field) or self._holds_array(path)):
             return "jsonl"
         return SUFFIX_FORMATS.get(suffix, "text")
+
+    def _holds_array(self, path: Path) -> bool:
+        """Whether `path` holds a JSON array whose first element is a record with the text field."""
+        first = first_element(path)
+        return isinstance(first, dict) and self.field in first
 
 
 def read_documents(
@@ -96,7 +122,13 @@ def read_documents(
     """
     fields = Fields(layout.field, layout.source_field)
     kind = layout.format_of(item.path)
-    if kind == "jsonl" and item.path.suffix.lower() not in JSONL_SUFFIXES and layout.format == "auto":
+    by_suffix = layout.format == "auto" and item.path.suffix.lower() == ".json"
+    if kind == "jsonl" and starts_array(item.path):
+        documents = json_array_documents(item, fields, advance)
+        if by_suffix:
+            return itertools.chain([Note(item.source, ARRAY_IN_JSON, item.label)], documents)
+        return documents
+    if kind == "jsonl" and by_suffix:
         note = Note(item.source, JSON_LINES_IN_JSON, item.label)
         return itertools.chain([note], jsonl_documents(item, fields, advance))
     if kind == "jsonl":
@@ -104,4 +136,7 @@ def read_documents(
     if kind == "parquet":
         return parquet_documents(item, fields, batch_bytes, advance)
     separator = None if layout.doc_sep is None else layout.doc_sep.encode("utf-8")
-    return text_documents(item, separator, batch_bytes, advance, layout.doc_bytes)
+    documents = text_documents(item, separator, batch_bytes, advance, layout.doc_bytes)
+    if by_suffix and isinstance(first_element(item.path), dict):
+        return itertools.chain([Note(item.source, OTHER_RECORDS_AS_TEXT, item.label)], documents)
+    return documents

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
 from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Note, Skipped, document, unreadable
+from stack.data.json_array import array_elements, starts_array
 from stack.data.line_ends import BOM, CRLF, Normalised, reported
 from stack.data.split import content_sha256
 
@@ -109,7 +110,7 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
     """One document per non-blank line of a JSONL file; a leading byte-order mark is dropped, and
     CRLF line ends are read as LF ends (stack.data.line_ends)."""
     bom = crlf = False
-    missing: list[tuple[int, dict[str, Any]]] = []  # the records without the text field
+    missing: list[tuple[str, dict[str, Any]]] = []  # the records without the text field
     records = 0
     try:
         with open(item.path, "rb") as handle:
@@ -125,18 +126,56 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
                     yield Note(item.source, NOT_JSON_LINES, item.label)
                     return
                 records += 1
-                record = _json_object(f"{item.given}:{number}", line)
-                if fields.text in record[0]:
-                    yield _jsonl_record(item, number, record, fields)
-                else:
-                    missing.append((number, record[0]))
-                    yield Skipped(item.source, "missing_field", f"{item.label}:{number}")
+                parsed = _json_object(f"{item.given}:{number}", line)
+                yield _record(item, f":{number}", parsed, fields, missing)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
-    if missing and len(missing) == records:  # no record has it: the field named is the wrong one
-        number, record = missing[0]
-        _field(f"{item.given}:{number}", record, fields.text, "--text-field")
+    _refuse_wrong_field(item, records, missing, fields)
     yield from reported(item.source, bom, crlf)
+
+
+def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
+    """One document per element of a `.json` file holding one array of records
+    (stack.data.json_array); an element that is not an object is refused, naming it."""
+    missing: list[tuple[str, dict[str, Any]]] = []
+    records = 0
+    try:
+        for index, value, invalid in array_elements(item.path, item.given, advance):
+            at = f"[{index}]"
+            if not isinstance(value, dict):
+                raise BadInput(
+                    f"{item.given}{at} is {_json_kind(value)}, not an object; each element of the array "
+                    'must be one object such as {"text": "..."}'
+                )
+            records += 1
+            yield _record(item, at, (value, invalid), fields, missing)
+    except OSError as exc:
+        raise unreadable(item.given, exc) from None
+    _refuse_wrong_field(item, records, missing, fields)
+
+
+def _record(
+    item: InputFile,
+    at: str,
+    parsed: tuple[dict[str, Any], bool],
+    fields: Fields,
+    missing: list[tuple[str, dict[str, Any]]],
+) -> Item:
+    """The document of one record found `at` a line (`:12`) or an element (`[11]`) of its file; a
+    record without the text field is skipped and kept in `missing`."""
+    if fields.text in parsed[0]:
+        return _record_document(item, at, parsed, fields)
+    missing.append((at, parsed[0]))
+    return Skipped(item.source, "missing_field", f"{item.label}{at}")
+
+
+def _refuse_wrong_field(
+    item: InputFile, records: int, missing: list[tuple[str, dict[str, Any]]], fields: Fields
+) -> None:
+    """BadInput when no record of the file has the text field: the field named is the wrong one."""
+    if missing and len(missing) == records:
+        at, record = missing[0]
+        _field(f"{item.given}{at}", record, fields.text, "--text-field")
 
 
 def _not_json_lines(item: InputFile, line: bytes) -> bool:
@@ -175,8 +214,26 @@ def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> boo
     return len(found) == 2 and isinstance(first, dict) and isinstance(found[1], dict) and text_field in first
 
 
-def _jsonl_record(item: InputFile, number: int, parsed: tuple[dict[str, Any], bool], fields: Fields) -> Item:
-    where = f"{item.given}:{number}"
+def first_element(path: Path) -> object:
+    """The first element of a `.json` file holding a JSON array, or None when it holds no array or
+    the array is empty or malformed."""
+    stat = path.stat()
+    return _first_element(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _first_element(path: Path, size: int, mtime_ns: int) -> object:
+    """first_element, told once per version of a file (every pass asks for each file's format)."""
+    if not starts_array(path):
+        return None
+    try:
+        return next((value for _, value, _ in array_elements(path, str(path), lambda _n: None)), None)
+    except (BadInput, OSError):
+        return None
+
+
+def _record_document(item: InputFile, at: str, parsed: tuple[dict[str, Any], bool], fields: Fields) -> Item:
+    where = f"{item.given}{at}"
     record, invalid = parsed
     text = record[fields.text]
     source = item.source
@@ -190,7 +247,7 @@ def _jsonl_record(item: InputFile, number: int, parsed: tuple[dict[str, Any], bo
             "pass --text-field the field that holds the text"
         )
     data, replaced = _text_bytes(text)
-    return Document(source, data, content_sha256(data), invalid or replaced, f"{item.label}:{number}")
+    return Document(source, data, content_sha256(data), invalid or replaced, f"{item.label}{at}")
 
 
 def _arrow_failure(path: Path, exc: Exception) -> BadInput:

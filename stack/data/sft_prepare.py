@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
 from stack.data.filters.runner import Doc, FilterRunner
 from stack.data.filters.script import SourceLetters
+from stack.data.json_array import array_elements, starts_array
 from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
@@ -145,32 +146,45 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
 def _read_examples(
     paths: Sequence[Path], fmt: str, template: ChatTemplate
 ) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
-    """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line), in
-    file and line order; blank lines are skipped, and a byte-order mark or CRLF line ends counted
-    (stack.data.line_ends)."""
+    """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line, or
+    file[element] in a JSON array), in file order; blank lines are skipped, and a byte-order mark or
+    CRLF line ends counted (stack.data.line_ends)."""
     examples, wheres, counts = [], [], Counter[str]()
     for path in paths:
         if not path.is_file():
             raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
         counts["files"] += 1
-        lines, bom, crlf = text_lines(path, f"a JSONL file of {fmt} records")
-        counts.update(event.what for event in reported("", bom, crlf))
-        for number, line in lines:
-            if not line.strip():
-                counts["empty_skipped"] += 1
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{where}: not JSON ({exc.msg})") from None
+        for at, record in _records(path, fmt, counts):
+            where = f"{path}{at}"
             if fmt == PREFS_FORMAT:
                 examples.append(pair_turns(record, where, template))
-                counts["chat_prompts"] += isinstance(record.get("prompt"), list)
+                counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
             else:
                 examples.append(example_turns(record, fmt, where))
-            wheres.append(f"{path.name}:{number}")
+            wheres.append(f"{path.name}{at}")
     return examples, wheres, counts
+
+
+def _records(path: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:
+    """(where in the file, record) of each record of a JSONL file (`:line`) or of a file holding one
+    JSON array of records (`[element]`, stack.data.json_array)."""
+    what = f"a JSONL file of {fmt} records"
+    if starts_array(path):
+        for index, record, invalid in array_elements(path, str(path), lambda _n: None):
+            if invalid:
+                raise BadInput(f"{path}[{index}] is not UTF-8 text; give {what}")
+            yield f"[{index}]", record
+        return
+    lines, bom, crlf = text_lines(path, what)
+    counts.update(event.what for event in reported("", bom, crlf))
+    for number, line in lines:
+        if not line.strip():
+            counts["empty_skipped"] += 1
+            continue
+        try:
+            yield f":{number}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}:{number}: not JSON ({exc.msg})") from None
 
 
 @dataclass
