@@ -1272,8 +1272,9 @@ def _ties_kept(m: Measured, t: Thresholds) -> list[str]:
 @judges("GATE-ARCH-001", needs=("objective", "ce", "terms+"))
 def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     """The back-propagated loss must be the cross-entropy plus each term (coefficient > 0) weighted
-    by its configured coefficient, and, where the record holds it, the derivative the backward
-    took of each term must be that coefficient."""
+    by its configured coefficient; where the record holds them, each term's value must be the one
+    its definition gives from the router logits, and the derivative the backward took of each term
+    must be that coefficient."""
     objective, ce, terms = number(m, "objective"), number(m, "ce"), m.get("terms")
     if not isinstance(terms, Mapping) or not terms:
         raise Malformed("'terms' must map each auxiliary loss to its coefficient and value")
@@ -1285,6 +1286,13 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
         if coefficient > 0:
             expected += coefficient * value
             added.append(f"{coefficient:g} × {name} {value:.4g}")
+        if term.get("defined") is not None:
+            defined = number(term, "defined")
+            if not abs(value - defined) <= t["definition_tol"] * max(1.0, abs(defined)):
+                problems.append(
+                    f"{name} is {value:.6g}, but its definition gives {defined:.6g} from the router "
+                    f"logits (tol {t['definition_tol']:g}): the term trained on is not the one defined"
+                )
         if term.get("derivative") is not None:
             derivative = number(term, "derivative")
             if not abs(derivative - coefficient) <= t["derivative_rtol"] * coefficient:

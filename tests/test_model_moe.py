@@ -254,6 +254,76 @@ def test_falsifier_a_coefficient_off_by_just_beyond_the_tolerance(
     assert derivative == pytest.approx(0.01 * factor, rel=1e-6)
 
 
+Plant = Callable[[moe_module.MoE, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def _terms_computed_otherwise(plant: Plant) -> Callable[..., torch.Tensor]:
+    """MoE.forward with the terms `plant` returns (given the layer and its router logits, with their
+    graph) in place of its own: the loss adds them up faithfully, as it would a buggy forward's."""
+    real = moe_module.MoE.forward
+
+    def forward(self: moe_module.MoE, x: torch.Tensor) -> torch.Tensor:
+        logits: list[torch.Tensor] = []
+        handle = self.router.register_forward_hook(lambda _m, _i, output: logits.append(output))
+        try:
+            out = real(self, x)
+        finally:
+            handle.remove()
+        self.aux = {**self.aux, **plant(self, logits[0])}
+        return out
+
+    return forward
+
+
+@pytest.mark.gate("GATE-ARCH-001")
+def test_falsifier_a_z_loss_left_unsquared_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The z-loss is the mean logsumexp, not its square: it is in the loss with its coefficient and
+    its gradient, so the sum and the derivatives hold; its definition does not."""
+
+    def unsquared(_layer: moe_module.MoE, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"router_z": torch.logsumexp(logits.float(), dim=-1).mean()}
+
+    monkeypatch.setattr(moe_module.MoE, "forward", _terms_computed_otherwise(unsquared))
+    assert train(smoke_args(data, tmp_path / "run", "model.moe_experts=4")) == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-001" in err and "router_z is" in err and "but its definition gives" in err
+    assert "load_balance is" not in err and "the backward weighted" not in err
+
+
+@pytest.mark.parametrize(
+    "beyond",
+    [
+        pytest.param(True, marks=pytest.mark.gate("GATE-ARCH-001")),
+        pytest.param(False, marks=pytest.mark.holds("GATE-ARCH-001")),  # inside: no bug planted past it
+    ],
+)
+def test_falsifier_a_term_off_its_definition_by_just_beyond_the_tolerance(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beyond: bool
+) -> None:
+    """The load-balancing term trained on is its own value plus 1.1 (0.9) × definition_tol × max(1,
+    |value|), with its gradient intact: the recomputation from the router logits fires (holds)."""
+    tol = load_spec().threshold("GATE-ARCH-001", "definition_tol")
+    off = (1.1 if beyond else 0.9) * tol
+
+    def shifted(layer: moe_module.MoE, _logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        value = layer.aux["load_balance"]
+        return {"load_balance": value + off * value.detach().abs().clamp(min=1.0)}
+
+    monkeypatch.setattr(moe_module.MoE, "forward", _terms_computed_otherwise(shifted))
+    with recording(Ledger()) as ledger, smoke_trainer(data, tmp_path / "run", "model.moe_experts=4") as t:
+        if beyond:
+            with pytest.raises(GateViolation, match="load_balance is"):
+                t.train_step()
+        else:
+            t.train_step()
+    result = ledger.results["GATE-ARCH-001"]
+    assert result.verdict is (Verdict.FAIL if beyond else Verdict.PASS)
+    term = result.measured["terms"]["load_balance"]
+    assert term["value"] - term["defined"] == pytest.approx(off * max(1.0, abs(term["defined"])), rel=0.05)
+
+
 @pytest.mark.holds("GATE-ARCH-001")
 @pytest.mark.parametrize(
     "sets",
@@ -274,6 +344,8 @@ def test_the_derivatives_hold_under_accumulation_autocast_and_a_frozen_router(
         t.train_step()
     result = ledger.results["GATE-ARCH-001"]
     assert result.verdict is Verdict.PASS
+    for term in result.measured["terms"].values():  # the forward's terms are the ones defined
+        assert term["value"] == pytest.approx(term["defined"], rel=1e-6)
     derivatives = {name: term["derivative"] for name, term in result.measured["terms"].items()}
     frozen = any(s.startswith("lora.") for s in sets)
     assert derivatives == (

@@ -772,7 +772,11 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
         line = next((s for s in log.steps if s.get("step") == objective.step), None)
         terms = (
             {
-                name: {"coefficient": model.get(key, default), "value": line.get(f"moe_{name}")}
+                name: {
+                    "coefficient": model.get(key, default),
+                    "value": line.get(f"moe_{name}"),
+                    "defined": line.get(f"moe_{name}_defined"),
+                }
                 for name, (key, default) in AUX_TERMS.items()
             }
             if line is not None
@@ -783,7 +787,7 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
             for name, term in terms.items():  # field by field: the gate measures more of each term
                 for field, value in term.items():
                     path = ("gates", "GATE-ARCH-001", "measured", "terms", name, field)
-                    derived.put(path, value, optional=True)
+                    derived.put(path, value, optional=True, since="1.12.0" if field == "defined" else None)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
         collapse_judged is not None

@@ -42,9 +42,11 @@ class MoE(nn.Module):
         for e in range(self.n_experts):
             self.add_module(f"expert{e}", FeedForward(config))
         self.shared = FeedForward(config) if config.moe_shared_expert else None
-        # Filled by every forward: the auxiliary losses (with their graph) and the per-expert
-        # assignment counts, which the training loop reads for the routing-balance gate.
+        # Filled by every forward: the auxiliary losses (with their graph), the router logits they
+        # came from (detached: GATE-ARCH-001 recomputes the terms from them by their definitions)
+        # and the per-expert assignment counts, which the training loop reads for the routing-balance gate.
         self.aux: dict[str, torch.Tensor] = {}
+        self.router_logits: torch.Tensor | None = None
         self.routed = torch.zeros(self.n_experts, dtype=torch.long)
 
     @property
@@ -82,6 +84,7 @@ class MoE(nn.Module):
             "load_balance": self.n_experts * (fraction * probs.mean(0)).sum(),
             "router_z": torch.logsumexp(logits.float(), dim=-1).pow(2).mean(),
         }
+        self.router_logits = logits.detach()
         self.routed = self.routed.to(counts.device) + counts.detach()
         return out.reshape(shape)
 

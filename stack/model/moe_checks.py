@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -74,15 +74,44 @@ class AuxGradients:
         }
 
 
+def defined_terms(moes: Iterable[MoE]) -> torch.Tensor:
+    """Each auxiliary term as its definition gives it (stack.model.moe's docstring), recomputed from
+    the router logits each MoE layer's last forward produced, and averaged over the layers as the
+    model averages its own: load balancing and then the z-loss (AUX_TERMS' order).
+
+    Written apart from MoE.forward on purpose, from the logits alone: a forward that computes a
+    term otherwise (the mean of the chosen probabilities for P_e, assignments counted per token,
+    the z-loss unsquared) reports a value the training loss adds up faithfully, so only this
+    second derivation from the router's own output shows that the term is not the one defined.
+    """
+    per_layer = []
+    for moe in moes:
+        assert moe.router_logits is not None, "a MoE layer is judged after its forward"
+        logits = moe.router_logits.float()
+        probs = logits.softmax(dim=-1)
+        chosen = probs.topk(moe.top_k, dim=-1).indices
+        assignments = torch.nn.functional.one_hot(chosen, moe.n_experts).sum(dim=(0, 1))
+        share = assignments.to(probs.dtype) / chosen.numel()
+        balance = moe.n_experts * torch.dot(share, probs.mean(dim=0))
+        z_loss = logits.logsumexp(dim=-1).square().mean()
+        per_layer.append(torch.stack([balance, z_loss]))
+    return torch.stack(per_layer).mean(dim=0)
+
+
 def aux_terms(
-    config: ModelConfig, values: list[float], derivatives: dict[str, float | None]
+    config: ModelConfig, values: list[float], derivatives: dict[str, float | None], defined: list[float]
 ) -> dict[str, dict[str, float | None]]:
-    """GATE-ARCH-001's `terms`: each term's configured coefficient, its value (the step's mean) and
-    the derivative the back-propagated loss took of it."""
+    """GATE-ARCH-001's `terms`: each term's configured coefficient, its value (the step's mean), the
+    derivative the back-propagated loss took of it, and its value as defined (`defined_terms`)."""
     coefficients = configured_coefficients(config)
     return {
-        name: {"coefficient": coefficients[name], "value": value, "derivative": derivatives[name]}
-        for name, value in zip(AUX_TERMS, values, strict=True)
+        name: {
+            "coefficient": coefficients[name],
+            "value": value,
+            "defined": by_definition,
+            "derivative": derivatives[name],
+        }
+        for name, value, by_definition in zip(AUX_TERMS, values, defined, strict=True)
     }
 
 
@@ -99,10 +128,11 @@ def check_aux_in_loss(
     objective: float, ce: float, terms: dict[str, dict[str, float | None]], step: int
 ) -> None:
     """The loss the step back-propagated is the cross-entropy plus every weighted auxiliary term,
-    each weighted by its configured coefficient.
+    each weighted by its configured coefficient, and each term is the one defined.
 
-    `terms` maps each auxiliary loss to {"coefficient", "value", "derivative"}; the values are the
-    step's means over its micro-batches, so the judge can recompute the sum from the record, and
+    `terms` maps each auxiliary loss to {"coefficient", "value", "defined", "derivative"}; the
+    values are the step's means over its micro-batches, so the judge can recompute the sum from
+    the record, `defined` the same means recomputed from the router logits (`defined_terms`), and
     the derivative is what the backward applied (`AuxGradients`).
     """
 

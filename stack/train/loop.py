@@ -69,6 +69,7 @@ from stack.model.moe_checks import (
     check_expert_shares,
     check_router_collapse,
     check_single_expert,
+    defined_terms,
     reset_routed,
     routed_counts,
 )
@@ -585,6 +586,8 @@ class Trainer:
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
         aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
         aux_gradients = AuxGradients(self.device, self.config.model.moe)  # what the backward applied to each
+        # With experts: each term as defined, recomputed from the router logits, summed likewise.
+        defined_totals = torch.zeros(len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
         # The objective's extra scalars (none for pretraining), summed over micro-batches.
         extra_names = self.objective.metric_names
         extra_totals = torch.zeros(len(extra_names), device=self.device)
@@ -600,6 +603,8 @@ class Trainer:
                     step_loss = self.objective.loss(self.forward_model, self.model, batch)
                 aux = self.model.aux_losses()
                 objective = step_loss.backprop + weighted_aux(aux)
+                if aux:
+                    defined_totals += defined_terms(module for _, module in self.model.moe_layers())
             if reference is not None:
                 reference.add(objective)  # before the backward below frees the graph
             if aux:  # after the reference's backward, so the hooks read the loop's own backward only
@@ -630,6 +635,7 @@ class Trainer:
                 torch.stack([total / train.grad_accum, grad_norm, clipped]),
                 aux_totals / train.grad_accum,
                 aux_gradients.sums(),
+                defined_totals / train.grad_accum,
                 extra_totals / train.grad_accum,
                 tally.counts.float(),
             ]
@@ -641,14 +647,17 @@ class Trainer:
         )
         aux_count = len(aux_totals)  # the objective and each term's mean, then the gradients they received
         aux_values, gradient_sums = rest[:aux_count], rest[aux_count : 2 * aux_count]
-        extra_values = rest[2 * aux_count :]
+        defined_values = rest[2 * aux_count : 2 * aux_count + len(defined_totals)]
+        extra_values = rest[2 * aux_count + len(defined_totals) :]
         # What the loss read comes first: a loss that scored nothing is NaN because of it.
         consumption = tally.measured(consumed)
         check_consumed(consumption, step)
         check_finite(loss_value, grad_value, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = (
-            aux_terms(self.config.model, aux_values[1:], aux_gradients.derivatives(gradient_sums))
+            aux_terms(
+                self.config.model, aux_values[1:], aux_gradients.derivatives(gradient_sums), defined_values
+            )
             if aux
             else {}
         )
@@ -683,6 +692,7 @@ class Trainer:
         }
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
+            line[f"moe_{name}_defined"] = term["defined"]  # GATE-ARCH-001 re-derives its check from here
         line.update(zip(extra_names, extra_values, strict=True))
         if self.scaler.is_enabled():
             line["loss_scale"] = float(self.scaler.get_scale())
