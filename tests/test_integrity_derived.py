@@ -599,16 +599,21 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DPO-001].measured.loss is 0.6931471805599453, but its artifacts derive 0.69314718246",
         ),
         (
-            "mix-run-20261124-spec-1.11.0",
+            "mix-run-20261124-spec-1.12.0",
             lambda d: gate(d, "GATE-ARCH-001")["measured"].update(
                 ce=2.7519454956054688, objective=2.8538050651550293
             ),
             "gates[GATE-ARCH-001].measured.ce is 2.7519454956054688, but its artifacts derive 3.25194549",
         ),
         (
-            "mix-run-20261124-spec-1.11.0",
+            "mix-run-20261124-spec-1.12.0",
             lambda d: gate(d, "GATE-ARCH-001")["measured"]["terms"]["router_z"].update(value=0.5),
             "gates[GATE-ARCH-001].measured.terms.router_z.value is 0.5",
+        ),
+        (
+            "mix-run-20261124-spec-1.12.0",
+            lambda d: gate(d, "GATE-ARCH-001")["measured"]["terms"]["load_balance"].update(defined=1.25),
+            "measured.terms.load_balance.defined is 1.25, but its artifacts derive 1.00029",
         ),
         (
             "distill-moe4-20261123",
@@ -663,6 +668,7 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
         "dpo-first-loss",
         "moe-ce",
         "moe-term",
+        "moe-defined",
         "moe-routed",
         "lora-touched",
         "lora-share",
