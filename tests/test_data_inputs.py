@@ -21,6 +21,7 @@ from pathlib import Path
 import corpora
 import pytest
 import yaml
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,7 @@ COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
     ".bz2": bz2.compress,
     ".xz": lzma.compress,
+    ".zst": zstandard.ZstdCompressor().compress,
 }
 UTF: dict[str, Callable[[str], bytes]] = {
     "utf-16-le": lambda text: codecs.BOM_UTF16_LE + text.encode("utf-16-le"),
@@ -67,8 +69,8 @@ TEXTS = [corpora.english_text(i) for i in range(8)]
 def test_compressed_and_utf16_files_prepare_the_documents_of_their_plain_text(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A folder of only .gz (the audit's refused corpus), .bz2, .xz, UTF-16 and UTF-32 files holds the
-    same documents as its plain UTF-8 twin; the user's files are left as they were."""
+    """A folder of only .gz (the audit's refused corpus), .bz2, .xz, .zst, UTF-16 and UTF-32 files holds
+    the same documents as its plain UTF-8 twin; the user's files are left as they were."""
     plain, packed = tmp_path / "plain", tmp_path / "packed"
     plain.mkdir()
     packed.mkdir()
@@ -85,7 +87,7 @@ def test_compressed_and_utf16_files_prepare_the_documents_of_their_plain_text(
         code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / f"{folder.name}-data"))
         assert code == 0, err
     a, b = load_manifest(tmp_path / "plain-data"), load_manifest(tmp_path / "packed-data")
-    assert a.totals == b.totals and a.filters["main"].documents_in == b.filters["main"].documents_in == 10
+    assert a.totals == b.totals and a.filters["main"].documents_in == b.filters["main"].documents_in == 11
     assert split_text(tmp_path / "plain-data", "train") == split_text(tmp_path / "packed-data", "train")
     assert {path.name: path.read_bytes() for path in packed.iterdir()} == before
     published = [*(tmp_path / "packed-data").rglob("*.txt"), *(tmp_path / "packed-data").rglob(".unpacked")]
@@ -130,11 +132,26 @@ def test_a_folder_without_text_is_refused_naming_each_file_and_its_kind(
     assert not (tmp_path / "data").exists()
 
 
-def test_a_damaged_compressed_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "data.jsonl.gz"
-    path.write_bytes(gzip.compress(records(TEXTS).encode())[:-30])
-    code, _, err = prepare(capsys, str(path), "--out", str(tmp_path / "data"))
-    assert code == EXIT_BAD_INPUT and f"{path} is damaged" in err and "leave it out" in err
+@pytest.mark.parametrize("suffix", [".gz", ".zst"])
+def test_a_damaged_compressed_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """Cut short, even inside its first block (zstandard's own reader returns nothing and no error)."""
+    whole = COMPRESS[suffix](records(TEXTS).encode())
+    for cut in (len(whole) - 30, len(whole) // 2):
+        path = tmp_path / f"data-{cut}.jsonl{suffix}"
+        path.write_bytes(whole[:cut])
+        code, _, err = prepare(capsys, str(path), "--out", str(tmp_path / f"data-{cut}"))
+        assert code == EXIT_BAD_INPUT and f"{path} is damaged" in err and "leave it out" in err, err
+
+
+def test_a_zstd_file_of_several_frames_is_read_to_its_last(tmp_path: Path) -> None:
+    """`zstd` run on pieces and concatenated (`cat a.zst b.zst`) is one valid file of several frames."""
+    compress = COMPRESS[".zst"]
+    path = tmp_path / "joined.jsonl.zst"
+    path.write_bytes(b"".join(compress(records([text]).encode()) for text in TEXTS))
+    copy = readable(InputFile("main", path, path.name), tmp_path / "scratch", 0)
+    assert copy.path.read_text() == records(TEXTS)
 
 
 # -- finding 6: a separator that never occurs, a record too long ----------------------------------------

@@ -175,7 +175,6 @@ KINDS = {
     b"PAR1": "a Parquet file (name it .parquet, or pass --format parquet)",
     b"SQLite format 3\x00": "an SQLite database",
     b"\x7fELF": "an executable",
-    b"\x28\xb5\x2f\xfd": "compressed with zstd (decompress it: zstd -d)",
     b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive (unpack it)",
     b"\x00asm": "a WebAssembly module",
 }

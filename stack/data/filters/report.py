@@ -118,8 +118,9 @@ def empty_corpus(
         more = f"; and {binaries - len(binary):,} more" if binaries > len(binary) else ""
         kinds = f" ({'; '.join(binary)}{more})" if binary else ""
         return (
-            f"empty corpus: {files} file(s) found under the inputs, all binary or empty{kinds}; give text "
-            "files (gzip, bzip2 and xz files, and UTF-16 or UTF-32 with a byte-order mark, are read too)"
+            f"empty corpus: {files} file(s) found under the inputs, all binary or empty{kinds}; give "
+            "text files (gzip, bzip2, xz and zstd files, and UTF-16 or UTF-32 with a byte-order mark, are "
+            "read too)"
         )
     parts = []
     for name, report in sorted(dropped.items()):
