@@ -613,9 +613,10 @@ def _stability(m: Measured, t: Thresholds) -> list[str]:
         # None: only LoRA adapters train, and their decay is judged below
         matrix_decay = None if m.get("matrix_weight_decay") is None else number(m, "matrix_weight_decay")
         if undecayed or (matrix_decay is not None and not matrix_decay >= t["min_weight_decay"]):
+            smallest = "none" if matrix_decay is None else f"{matrix_decay:g}"
             problems.append(
                 f"{undecayed} weight matri(x/ces) outside decoupled weight decay (smallest decay "
-                f"{matrix_decay:g} < {t['min_weight_decay']})"
+                f"{smallest} < {t['min_weight_decay']})"
             )
         if decayed_vectors:
             problems.append(f"{decayed_vectors} norm/bias vector(s) are weight-decayed")

@@ -5,7 +5,9 @@ TRITON_INTERPRET must be set before triton is first imported, so it is set here,
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,8 +28,11 @@ if not torch.cuda.is_available():
 # Tests run with the law fully on unless a test says otherwise.
 os.environ.setdefault("GATESTACK_CONTRACTS", "full")
 
-# A crash file a test provokes goes to a directory of this session, not the user's state dir.
-os.environ.setdefault("GATESTACK_CRASH_DIR", tempfile.mkdtemp(prefix="gatestack-test-crashes-"))
+# A crash file a test provokes goes to a directory of this session, not the user's state dir; the
+# session that made the directory removes it when it ends.
+if "GATESTACK_CRASH_DIR" not in os.environ:
+    os.environ["GATESTACK_CRASH_DIR"] = tempfile.mkdtemp(prefix="gatestack-test-crashes-")
+    atexit.register(shutil.rmtree, os.environ["GATESTACK_CRASH_DIR"], ignore_errors=True)
 
 # tools/ holds scripts, not a package: make its modules importable for the auditors' tests.
 TOOLS = Path(__file__).resolve().parent.parent / "tools"

@@ -687,6 +687,60 @@ def test_what_a_training_config_and_log_decide_is_held_to_them(
     assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
 
 
+MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandit, under spec 1.12.0
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "edit", "fragment"),
+    [
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-008")["measured"]["caps"].update(docs=0.9),
+            "gates[GATE-DATA-008].measured.caps.docs is 0.9, but its artifacts derive 0.5",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-008")["measured"]["floors"].update(stdlib=0.4),
+            "gates[GATE-DATA-008].measured.floors.stdlib is 0.4, but its artifacts derive 0.0",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-009")["measured"].update(after_steps=[0, 10]),
+            "gates[GATE-DATA-009].measured.after_steps[1] is 10, but its artifacts derive 20",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-TRAIN-002")["measured"].update(matrix_weight_decay=0.2),
+            "gates[GATE-TRAIN-002].measured.matrix_weight_decay is 0.2, but its artifacts derive 0.1",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-TRAIN-005")["measured"].update(temperature=1.0),
+            "gates[GATE-TRAIN-005].measured.temperature is 1.0, but its artifacts derive 0.8",
+        ),
+        (
+            "sft-lora-20261123",
+            lambda d: gate(d, "GATE-TRAIN-002")["measured"].update(adapter_matrices=8),
+            "gates[GATE-TRAIN-002].measured.adapter_matrices is 8, but its artifacts derive 16",
+        ),
+        (
+            "diff-attn-mod-20261123",
+            lambda d: gate(d, "GATE-ARCH-014")["measured"].update(capacity=0.5),
+            "gates[GATE-ARCH-014].measured.capacity is 0.5, but its artifacts derive 0.25",
+        ),
+    ],
+    ids=["caps", "floors", "phases", "matrix-decay", "temperature", "adapters", "capacity"],
+)
+def test_settings_a_gate_restates_are_held_to_the_config(
+    tmp_path: Path, run: str, edit: Callable[[dict[str, Any]], None], fragment: str
+) -> None:
+    """A setting a gate judges against (a mixture's caps and floors, the curriculum's phases, the
+    matrices' weight decay, the monitor's temperature, LoRA's adapters, the routing capacity),
+    edited in the record so the verdict agrees with it: re-judging cannot tell, the config can."""
+    assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> None:
     """tiny-20261124's 108,928 parameters in a config shrunk to match a forged count: the checkpoint's

@@ -33,6 +33,16 @@ def test_a_check_with_some_of_its_own_values_but_not_all_is_malformed() -> None:
     assert judge("GATE-TRAIN-002", {"post_clip_norm": 0.5, "clip_norm": 1.0}) == []
 
 
+@pytest.mark.gate("GATE-TRAIN-002")
+def test_undecayed_matrices_beside_no_matrix_decay_fire_rather_than_crash_the_judge() -> None:
+    """A record whose matrix decay is None (a LoRA run's) yet counts undecayed matrices contradicts
+    itself: the judge says so, where formatting the None once stopped the whole check."""
+    decay = {"decayed_vectors": 0, "matrix_weight_decay": None}
+    found = judge("GATE-TRAIN-002", {**decay, "undecayed_matrices": 1})
+    assert found and "1 weight matri(x/ces) outside decoupled weight decay (smallest decay none" in found[0]
+    assert judge("GATE-TRAIN-002", {**decay, "undecayed_matrices": 0}) == []
+
+
 @pytest.mark.gate("GATE-EVAL-002")
 def test_values_of_no_check_are_malformed() -> None:
     found = judge("GATE-EVAL-002", {"unrelated": 1})

@@ -32,6 +32,8 @@ from typing import Any
 
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
+from contracts.derive.reports import version_key
+from contracts.derive.restated import restated_settings
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -788,6 +790,7 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
                 for field, value in term.items():
                     path = ("gates", "GATE-ARCH-001", "measured", "terms", name, field)
                     derived.put(path, value, optional=True, since="1.12.0" if field == "defined" else None)
+    _routing_log(inputs, log, settler)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
         collapse_judged is not None
@@ -803,6 +806,36 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
     windows = collapse.measured.get("windows") if isinstance(collapse.measured, dict) else None
     if settler.wanted("GATE-ARCH-002") and isinstance(windows, list) and windows:
         derived.put(("gates", "GATE-ARCH-002", "measured", "routed"), windows[-1], optional=True)
+
+
+# The spec version from which an evaluation line of a model with experts logs its window's routing.
+ROUTED_LOGGED = "1.13.0"
+
+
+def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
+    """GATE-ARCH-002's routed counts are those the evaluation line it judged logs, and GATE-ARCH-012's
+    windows the last collapse_evaluations of them up to it (for a run of one invocation: a resumed
+    one began with windows kept in its checkpoint). Logged from ROUTED_LOGGED on; a record of that
+    spec or later whose line lacks them is compared with nothing, and differs."""
+    logged = version_key(inputs.record.spec.version) >= version_key(ROUTED_LOGGED)
+    evals = {e.get("step"): e for e in log.evals}
+    results = {g.id: g for g in inputs.record.gates}
+    shares = results.get("GATE-ARCH-002")
+    if shares is not None and shares.step in evals and settler.wanted("GATE-ARCH-002"):
+        routed = evals[shares.step].get("routed")
+        if routed is not None or logged:
+            settler.derived.put(("gates", "GATE-ARCH-002", "measured", "routed"), routed)
+    collapse = results.get("GATE-ARCH-012")
+    if collapse is None or collapse.step not in evals or not settler.wanted("GATE-ARCH-012"):
+        return
+    if inputs.record.metrics.get("resumes"):
+        return
+    keep = int(inputs.spec.gates["GATE-ARCH-012"].threshold_values["collapse_evaluations"])
+    windows = [
+        e.get("routed") for e in log.evals if isinstance(e.get("step"), int) and e["step"] <= collapse.step
+    ]
+    if all(w is not None for w in windows) or logged:
+        settler.derived.put(("gates", "GATE-ARCH-012", "measured", "windows"), windows[-keep:])
 
 
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
@@ -909,6 +942,7 @@ def training_record(inputs: Inputs) -> Derivation:
     _dpo(inputs, log, config, settler)
     _experts(inputs, log, config, settler)
     _stated_by_gates(inputs, log, config, settler)
+    restated_settings(config, log, settler)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)

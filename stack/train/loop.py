@@ -778,8 +778,7 @@ class Trainer:
             },
             step,
         )
-        if self.config.model.moe:
-            self._judge_routing(step)
+        routed = self._judge_routing(step) if self.config.model.moe else None
         if self.config.model.mod:
             check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
@@ -802,6 +801,8 @@ class Trainer:
             "early_stop": stop,
             "source_shares": self.policy.close_window(step),  # realised; GATE-DATA-008 judged them
         }
+        if routed is not None:  # GATE-ARCH-002 and 012 judged these; the checker re-derives them from here
+            line["routed"] = routed
         if self.source_heldout:
             line["bandit_rewards"] = self.policy.update(self._source_losses())
         self.metrics_log.write("eval", **line)
@@ -810,15 +811,17 @@ class Trainer:
         self.on_event("eval", self)
         return line
 
-    def _judge_routing(self, step: int) -> None:
+    def _judge_routing(self, step: int) -> dict[str, list[int]]:
         """GATE-ARCH-002 (a warning) on this evaluation window's assignments, then GATE-ARCH-012 on
-        the latest windows, as many as its collapse_evaluations (kept in every checkpoint)."""
+        the latest windows, as many as its collapse_evaluations (kept in every checkpoint); returns
+        the window's assignments."""
         routed = routed_counts(self.model)
         check_expert_shares(routed, step)
         keep = int(load_spec().threshold("GATE-ARCH-012", "collapse_evaluations"))
         self.state.routed_windows = [*self.state.routed_windows, routed][-keep:]
         model = self.config.model
         check_router_collapse(self.state.routed_windows, model.moe_top_k, model.moe_balance_coef, step)
+        return routed
 
     def _source_losses(self) -> dict[str, float]:
         """Held-out loss of each bandit arm on its own held-out batches (every rank runs them all)."""

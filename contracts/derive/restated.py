@@ -1,0 +1,116 @@
+"""What a training record's gates restate of its configuration, derived from config.toml and the log.
+
+A gate judges measured values against spec thresholds, and some of those values are settings the
+run was given: the weight decay the optimizer's matrices got, the temperature and top-k the
+monitor samples with, the curriculum's phases, the caps and floors of a mixture. Edited in the
+record, such a setting makes a verdict agree with numbers it should contradict (a cap raised to
+cover what a window over-served), and re-judging the record cannot tell: the edit is consistent.
+So each is derived again from the config the record cites, by the rule the stack applies:
+
+* GATE-TRAIN-002: `matrix_weight_decay` is `train.weight_decay` (every matrix decays at it; a
+  LoRA run, whose base matrices do not train, has none), and a LoRA run's `lora_weight_decay` is
+  `lora.weight_decay` and its `adapter_matrices` two (A and B) for each matrix its targets touch;
+* GATE-TRAIN-005: `temperature` and `top_k` are the monitor's;
+* GATE-DATA-009: `after_steps` are 0 and each phase's `after_step`, and `phase` the one serving
+  the judged step;
+* GATE-DATA-008: `caps` and `floors` are the loosest of the phases that served the evaluation
+  window it judged (stack.data.mixture.share_bounds: 1 and 0 where unset, 0 and 0 for an
+  excluded source), for each source the window served;
+* GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
+
+A value is compared only where the record holds it (an older record may not measure it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from contracts.model_shape import lora_touched
+
+if TYPE_CHECKING:
+    from contracts.derive.training import Log, Settler
+
+# ModelConfig's default mixture-of-depths capacity, for a saved [model] table that leaves it out.
+DEFAULT_MOD_CAPACITY = 0.125
+
+
+def _put(settler: Settler, gate_id: str, key: str, value: Any) -> None:
+    """`value` as `gate_id`'s measured `key`, compared where the record holds that key."""
+    if value is not None and settler.wanted(gate_id):
+        settler.derived.put(("gates", gate_id, "measured", key), value, optional=True)
+
+
+def _phases(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The curriculum's phases as the run serves them: the base mixture after step 0, then each
+    configured phase (a phase replaces the mixture's caps and floors, it does not add to them)."""
+    base = {"after_step": 0, "caps": data.get("caps") or {}, "floors": data.get("floors") or {}}
+    return [base, *(p for p in data.get("phases") or [] if isinstance(p, dict))]
+
+
+def _bound(phase: dict[str, Any], kind: str, name: str, unset: float) -> float:
+    """A phase's cap or floor of source `name`, `unset` where the phase sets none."""
+    return float((phase.get(kind) or {}).get(name, unset))
+
+
+def phase_at(after_steps: list[int], step: int) -> int:
+    """The phase serving optimizer step `step` (stack.data.curriculum.phase_at's rule)."""
+    return max(i for i, after in enumerate(after_steps) if after < step)
+
+
+def _decay(config: dict[str, Any], settler: Settler) -> None:
+    lora = config.get("lora")
+    if not isinstance(lora, dict):
+        _put(settler, "GATE-TRAIN-002", "matrix_weight_decay", config.get("train", {}).get("weight_decay"))
+        return
+    _put(settler, "GATE-TRAIN-002", "lora_weight_decay", lora.get("weight_decay"))
+    touched = lora_touched(config.get("model", {}), lora.get("targets"))
+    if touched is not None:  # an A and a B beside each matrix touched
+        _put(settler, "GATE-TRAIN-002", "adapter_matrices", 2 * len(touched))
+
+
+def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """GATE-DATA-009's phases and GATE-DATA-008's bounds, at the steps the record judged them."""
+    data = config.get("data", {})
+    phases = _phases(data)
+    after_steps = [int(p.get("after_step", 0)) for p in phases]
+    judged = {g.id: g for g in settler.inputs.record.gates}
+    switch = judged.get("GATE-DATA-009")
+    if switch is not None and isinstance(switch.step, int) and switch.step > 0:
+        _put(settler, "GATE-DATA-009", "after_steps", after_steps)
+        _put(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
+    window = judged.get("GATE-DATA-008")
+    evals = [int(e["step"]) for e in log.evals if isinstance(e.get("step"), int)]
+    if window is None or window.step not in evals or settler.inputs.record.metrics.get("resumes"):
+        return  # a resumed run's window may have opened before this invocation: not derived
+    served = window.measured.get("served") if isinstance(window.measured, dict) else None
+    if not isinstance(served, dict):
+        return
+    start = max((step for step in evals if step < window.step), default=0) + 1
+    serving = range(phase_at(after_steps, start), phase_at(after_steps, window.step) + 1)
+    excluded = set(data.get("exclude") or [])
+    caps, floors = {}, {}
+    for name, count in served.items():
+        if not isinstance(count, int) or count <= 0:
+            continue  # a source never served may be empty, which the stack bounds as excluded
+        shut = name in excluded
+        caps[name] = max(0.0 if shut else _bound(phases[i], "caps", name, 1.0) for i in serving)
+        floors[name] = min(0.0 if shut else _bound(phases[i], "floors", name, 0.0) for i in serving)
+    for key, bounds in (("caps", caps), ("floors", floors)):
+        for name, value in bounds.items():
+            if settler.wanted("GATE-DATA-008"):
+                path = ("gates", "GATE-DATA-008", "measured", key, name)
+                settler.derived.put(path, value, optional=True)
+
+
+def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """Every setting a training record's gates restate, derived from its config (module docstring)."""
+    _decay(config, settler)
+    monitor = config.get("monitor", {})
+    for key in ("temperature", "top_k"):
+        _put(settler, "GATE-TRAIN-005", key, monitor.get(key))
+    _curriculum(config, log, settler)
+    model = config.get("model", {})
+    if model.get("mod_every"):
+        capacity = model.get("mod_capacity", DEFAULT_MOD_CAPACITY)
+        for gate_id in ("GATE-ARCH-008", "GATE-ARCH-010", "GATE-ARCH-014"):
+            _put(settler, gate_id, "capacity", capacity)
