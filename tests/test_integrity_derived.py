@@ -741,6 +741,42 @@ def test_settings_a_gate_restates_are_held_to_the_config(
     assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
 
 
+MOE_RUN = "mix-run-20261124-spec-1.13.0"  # its GATE-ARCH-002 warned at step 20: expert 3 routed 87 of 4096
+
+
+def _balanced(data: dict[str, Any]) -> None:
+    """GATE-ARCH-002's WARN turned PASS over counts that starve no expert."""
+    gate(data, "GATE-ARCH-002").update(
+        verdict="PASS", message=None, measured={"routed": {"layers.0.moe": [1024, 1024, 1024, 1024]}}
+    )
+
+
+def _unlogged(data: dict[str, Any], run_dir: Path) -> None:
+    """The balanced counts, and the evaluation lines' own counts removed so nothing contradicts them."""
+    _balanced(data)
+    write_log(run_dir, [{k: v for k, v in line.items() if k != "routed"} for line in log_lines(run_dir)])
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda d, _: _balanced(d), "gates[GATE-ARCH-002].measured.routed.layers.0.moe[0] is 1024, but its"),
+        (_unlogged, 'gates[GATE-ARCH-002].measured.routed is {"layers.0.moe": [1024, 1024, 1024, 1024]}'),
+        (
+            lambda d, _: gate(d, "GATE-ARCH-012")["measured"]["windows"][0].update({"layers.0.moe": [1] * 4}),
+            "gates[GATE-ARCH-012].measured.windows[0].layers.0.moe[0] is 1, but its artifacts derive 385",
+        ),
+    ],
+    ids=["counts", "counts-and-log", "windows"],
+)
+def test_routing_a_record_restates_is_held_to_the_evaluation_lines(
+    tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
+) -> None:
+    """A starving expert's WARN hidden behind balanced counts: each evaluation line logs what it routed."""
+    assert_caught(planted(tmp_path, MOE_RUN, change), MOE_RUN, fragment)
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> None:
     """tiny-20261124's 108,928 parameters in a config shrunk to match a forged count: the checkpoint's
