@@ -28,12 +28,12 @@ from pathlib import Path
 from contracts.errors import BadInput
 from stack.data.corpus import Document, FileRegion, InputFile, Note, Skipped
 from stack.data.defaults import DEFAULT_DOC_BYTES, DEFAULT_TEXT_FIELD
-from stack.data.json_array import starts_array
 from stack.data.line_ends import Normalised
 from stack.data.record_input import (
     JSONL_SUFFIXES,
     Fields,
     first_element,
+    holds_array,
     holds_records,
     json_array_documents,
     jsonl_documents,
@@ -123,7 +123,7 @@ def read_documents(
     fields = Fields(layout.field, layout.source_field)
     kind = layout.format_of(item.path)
     by_suffix = layout.format == "auto" and item.path.suffix.lower() == ".json"
-    if kind == "jsonl" and starts_array(item.path):
+    if kind == "jsonl" and holds_array(item.path):
         documents = json_array_documents(item, fields, advance)
         if by_suffix:
             return itertools.chain([Note(item.source, ARRAY_IN_JSON, item.label)], documents)

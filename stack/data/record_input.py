@@ -214,6 +214,12 @@ def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> boo
     return len(found) == 2 and isinstance(first, dict) and isinstance(found[1], dict) and text_field in first
 
 
+def holds_array(path: Path) -> bool:
+    """Whether `path` is read as one JSON array of records: it begins with `[` and its name is not
+    that of a JSON Lines file (whose first line is a record, and an array there is refused)."""
+    return path.suffix.lower() not in JSONL_SUFFIXES and starts_array(path)
+
+
 def first_element(path: Path) -> object:
     """The first element of a `.json` file holding a JSON array, or None when it holds no array or
     the array is empty or malformed."""
@@ -224,7 +230,7 @@ def first_element(path: Path) -> object:
 @lru_cache(maxsize=4096)
 def _first_element(path: Path, size: int, mtime_ns: int) -> object:
     """first_element, told once per version of a file (every pass asks for each file's format)."""
-    if not starts_array(path):
+    if not holds_array(path):
         return None
     try:
         return next((value for _, value, _ in array_elements(path, str(path), lambda _n: None)), None)

@@ -40,7 +40,7 @@ from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
 from stack.data.filters.runner import Doc, FilterRunner
 from stack.data.filters.script import SourceLetters
-from stack.data.json_array import array_elements, starts_array
+from stack.data.json_array import array_elements
 from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
@@ -61,6 +61,7 @@ from stack.data.manifest import (
 from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pair
 from stack.data.prepare import write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
+from stack.data.record_input import holds_array
 from stack.data.sft_gates import check_markers, check_supervision, check_turns
 from stack.data.sft_template import (
     ChatTemplate,
@@ -169,7 +170,7 @@ def _records(path: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, 
     """(where in the file, record) of each record of a JSONL file (`:line`) or of a file holding one
     JSON array of records (`[element]`, stack.data.json_array)."""
     what = f"a JSONL file of {fmt} records"
-    if starts_array(path):
+    if holds_array(path):
         for index, record, invalid in array_elements(path, str(path), lambda _n: None):
             if invalid:
                 raise BadInput(f"{path}[{index}] is not UTF-8 text; give {what}")
