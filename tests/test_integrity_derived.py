@@ -706,6 +706,21 @@ MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandi
         ),
         (
             MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-008")["measured"]["served"].update(docs=12),
+            "gates[GATE-DATA-008].measured.served.docs is 12, but its artifacts derive 18",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-008")["measured"].update(windows=400),
+            "gates[GATE-DATA-008].measured.windows is 400, but its artifacts derive 40",
+        ),
+        (
+            MIX_RUN,
+            lambda d: gate(d, "GATE-DATA-011")["measured"]["shares"].update(docs=0.3),
+            "gates[GATE-DATA-011].measured.shares.docs is 0.3, but its artifacts derive 0.5",
+        ),
+        (
+            MIX_RUN,
             lambda d: gate(d, "GATE-DATA-009")["measured"].update(after_steps=[0, 10]),
             "gates[GATE-DATA-009].measured.after_steps[1] is 10, but its artifacts derive 20",
         ),
@@ -730,14 +745,26 @@ MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandi
             "gates[GATE-ARCH-014].measured.capacity is 0.5, but its artifacts derive 0.25",
         ),
     ],
-    ids=["caps", "floors", "phases", "matrix-decay", "temperature", "adapters", "capacity"],
+    ids=[
+        "caps",
+        "floors",
+        "served",
+        "windows",
+        "concentration-shares",
+        "phases",
+        "matrix-decay",
+        "temperature",
+        "adapters",
+        "capacity",
+    ],
 )
 def test_settings_a_gate_restates_are_held_to_the_config(
     tmp_path: Path, run: str, edit: Callable[[dict[str, Any]], None], fragment: str
 ) -> None:
     """A setting a gate judges against (a mixture's caps and floors, the curriculum's phases, the
-    matrices' weight decay, the monitor's temperature, LoRA's adapters, the routing capacity),
-    edited in the record so the verdict agrees with it: re-judging cannot tell, the config can."""
+    matrices' weight decay, the monitor's temperature, LoRA's adapters, the routing capacity), or
+    a window's served counts, edited in the record so the verdict agrees with it: re-judging cannot
+    tell, the config and the evaluation line closing the window can."""
     assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
 
 

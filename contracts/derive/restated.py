@@ -13,9 +13,13 @@ So each is derived again from the config the record cites, by the rule the stack
 * GATE-TRAIN-005: `temperature` and `top_k` are the monitor's;
 * GATE-DATA-009: `after_steps` are 0 and each phase's `after_step`, and `phase` the one serving
   the judged step;
+* GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
+  `expected_share` (the loop hands both gates the one policy share);
 * GATE-DATA-008: `caps` and `floors` are the loosest of the phases that served the evaluation
   window it judged (stack.data.mixture.share_bounds: 1 and 0 where unset, 0 and 0 for an
-  excluded source), for each source the window served;
+  excluded source), for each source the window served; and in a one-process run the window's
+  `windows` are its steps × batch_size × grad_accum, and each source's `served` count its share
+  of them, as the evaluation line closing the window logs it (`source_shares`);
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
 
 A value is compared only where the record holds it (an older record may not measure it).
@@ -76,16 +80,23 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
     judged = {g.id: g for g in settler.inputs.record.gates}
     switch = judged.get("GATE-DATA-009")
     if switch is not None and isinstance(switch.step, int) and switch.step > 0:
+        _put(settler, "GATE-DATA-009", "step", switch.step)
         _put(settler, "GATE-DATA-009", "after_steps", after_steps)
         _put(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
     window = judged.get("GATE-DATA-008")
     evals = [int(e["step"]) for e in log.evals if isinstance(e.get("step"), int)]
     if window is None or window.step not in evals or settler.inputs.record.metrics.get("resumes"):
         return  # a resumed run's window may have opened before this invocation: not derived
-    served = window.measured.get("served") if isinstance(window.measured, dict) else None
+    concentration = judged.get("GATE-DATA-011")
+    expected = window.measured.get("expected_share") if isinstance(window.measured, dict) else None
+    if concentration is not None and concentration.step == window.step and isinstance(expected, dict):
+        _put(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
+    start = max((step for step in evals if step < window.step), default=0) + 1
+    served = _served(config, log, settler, window.step, start)
+    if served is None:
+        served = window.measured.get("served") if isinstance(window.measured, dict) else None
     if not isinstance(served, dict):
         return
-    start = max((step for step in evals if step < window.step), default=0) + 1
     serving = range(phase_at(after_steps, start), phase_at(after_steps, window.step) + 1)
     excluded = set(data.get("exclude") or [])
     caps, floors = {}, {}
@@ -100,6 +111,27 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
             if settler.wanted("GATE-DATA-008"):
                 path = ("gates", "GATE-DATA-008", "measured", key, name)
                 settler.derived.put(path, value, optional=True)
+
+
+def _served(
+    config: dict[str, Any], log: Log, settler: Settler, step: int, start: int
+) -> dict[str, int] | None:
+    """GATE-DATA-008's window at `step` of a one-process run: steps `start`…`step` read batch_size ×
+    grad_accum windows each, and the evaluation line closing it logs each source's share of them;
+    the served counts are those shares of that many windows. None where it is not derived."""
+    train = config.get("train", {})
+    world = settler.inputs.record.determinism.flags.get("world_size", 1)
+    line = next((e for e in log.evals if e.get("step") == step), {})
+    shares, batch, accum = line.get("source_shares"), train.get("batch_size"), train.get("grad_accum", 1)
+    if world != 1 or not isinstance(shares, dict) or not isinstance(batch, int) or not isinstance(accum, int):
+        return None
+    windows = (step - start + 1) * batch * accum
+    served = {str(name): round(float(share) * windows) for name, share in shares.items()}
+    _put(settler, "GATE-DATA-008", "windows", windows)
+    for name, count in served.items():
+        if settler.wanted("GATE-DATA-008"):
+            settler.derived.put(("gates", "GATE-DATA-008", "measured", "served", name), count, optional=True)
+    return served
 
 
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
