@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from test_data_policy import mixed_corpus
 from train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
 
 from stack.train import checkpoint as ckpt
+from stack.train import loop
 
 MIXTURE = (
     "train.steps=12",
@@ -67,6 +71,44 @@ def test_a_curriculum_bandit_run_judges_its_mixture(straight: Path) -> None:
     shares = [line["source_shares"] for line in _lines(straight, "eval")]
     assert shares[0]["garbage"] == 0.0 and 0 < shares[-1]["garbage"] <= 0.2 + 0.15
     assert all("bandit_rewards" in line for line in _lines(straight, "eval"))
+
+
+def _one_row_of_another_arm(real: Callable[..., dict[str, list[torch.Tensor]]]) -> Callable[..., Any]:
+    """source_heldout with `rows` rows of the first arm's first batch taken from the next arm's:
+    the bandit would be paid, in part, on text of a source it did not pull."""
+
+    def planted(*args: Any, rows: int = 1) -> dict[str, list[torch.Tensor]]:
+        batches = real(*args)
+        first, second = sorted(batches)[:2]
+        batches[first][0][:rows] = batches[second][0][:rows]
+        return batches
+
+    return planted
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param(1, marks=pytest.mark.gate("GATE-DATA-005")),
+        pytest.param(0, marks=pytest.mark.holds("GATE-DATA-005")),  # nothing planted: the arms' own text
+    ],
+)
+def test_an_arm_paid_on_another_sources_held_out_text_stops_before_step_1(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], rows: int
+) -> None:
+    """Each arm's held-out batches are checked against that source's own held-out windows: one row of
+    another source's (beyond) stops the run; none (inside) trains."""
+    planted = _one_row_of_another_arm(loop.source_heldout)
+    monkeypatch.setattr(loop, "source_heldout", lambda *args: planted(*args, rows=rows))
+    code = train(smoke_args(data, tmp_path / "run", *MIXTURE))
+    err = capsys.readouterr().err
+    if rows:
+        assert code == 3 and "GATE-DATA-005" in err and "1 of the" in err, err
+        assert "'split': 'heldout:chat'" in err, err
+    else:
+        assert code == 0, err
+        result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-DATA-005")
+        assert result["verdict"] == "PASS" and result["measured"]["split"] == "heldout"  # the main set, last
 
 
 @pytest.mark.holds("GATE-DATA-010")

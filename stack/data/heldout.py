@@ -74,10 +74,13 @@ def spread_ids(total: int, need: int) -> np.ndarray:
     return (np.arange(need, dtype=np.int64) * total) // need
 
 
-def heldout_outcome(reader: TokenReader, batches: list[Any], exclude: list[str] | None = None) -> Outcome:
+def heldout_outcome(
+    reader: TokenReader, batches: list[Any], exclude: list[str] | None = None, split: str = "heldout"
+) -> Outcome:
     """GATE-DATA-005's check of a held-out set: each table of `batches` (one of `reader`'s batch
     types, stack.data.reader.TokenReader.tables_of) against the held-out split's windows (of the
-    sources not in `exclude`) at the held-out ids, read the plain way (WindowTable.reference_windows)."""
+    sources not in `exclude`) at the held-out ids, read the plain way (WindowTable.reference_windows).
+    `split` names the set in the record: `heldout`, or `heldout:NAME` for a bandit arm's own."""
     tables = reader.open_tables("heldout", exclude)
     served = [reader.tables_of(batch) for batch in batches]
     rows = sum(int(tables_of["tokens"].shape[0]) for tables_of in served)
@@ -101,13 +104,16 @@ def heldout_outcome(reader: TokenReader, batches: list[Any], exclude: list[str] 
         "heldout_windows": rows,
         "heldout_windows_mismatched": int(np.count_nonzero(differ)),
         "mismatched_by_table": by_table,
-        "split": "heldout",
+        "split": split,
     }
-    return measure("GATE-DATA-005", measured, holds=f"the {rows} held-out windows are the held-out split's")
+    return measure("GATE-DATA-005", measured, holds=f"the {rows} {split} windows are the held-out split's")
 
 
 @gate_require(
-    "GATE-DATA-005", lambda reader, batches, exclude=None: heldout_outcome(reader, batches, exclude)
+    "GATE-DATA-005",
+    lambda reader, batches, exclude=None, split="heldout": heldout_outcome(reader, batches, exclude, split),
 )
-def check_heldout(reader: TokenReader, batches: list[Any], exclude: list[str] | None = None) -> None:
+def check_heldout(
+    reader: TokenReader, batches: list[Any], exclude: list[str] | None = None, split: str = "heldout"
+) -> None:
     """Refuse to evaluate on held-out batches that are not the held-out split's planned windows."""

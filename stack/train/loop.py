@@ -359,7 +359,6 @@ class Trainer:
         )
         self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
         check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
-        check_heldout(self.reader, self.heldout)  # the held-out split's windows, read from its shards
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
@@ -381,6 +380,12 @@ class Trainer:
         if bandit is not None and self.policy.bandit is not None:
             arms, per_arm = self.policy.bandit.arms, bandit["heldout_batches"]
             self.source_heldout = source_heldout(self.data_dir, arms, train.batch_size, seq_len, per_arm)
+            sources = self.reader.manifest.sources
+            for arm, batches in self.source_heldout.items():  # the bandit is paid on each arm's own text
+                others = [name for name in sources if name != arm]
+                check_heldout(self.reader, batches, others, split=f"heldout:{arm}")
+        # The held-out split's windows, read from its shards; judged last so the record keeps them.
+        check_heldout(self.reader, self.heldout)
         self.policy_archive: Path | None = None  # where a polish pivot put the replaced policy's state
         self.last_batch: Any = None  # the last micro-batch a loss consumed, on the device
 
