@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "moe_shared_expert": False,
     "diff_attn": False,
     "mod_every": 0,
+    "mod_capacity": 0.125,
 }
 # The dense block matrices, in the order a block registers them (attention, then feed-forward),
 # by trace site, with their Hugging Face short names (stack.model.names.BLOCK).

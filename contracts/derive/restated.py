@@ -16,8 +16,8 @@ So each is derived again from the config the record cites, by the rule the stack
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share);
 * GATE-DATA-008: `caps` and `floors` are the loosest of the phases that served the evaluation
-  window it judged (stack.data.mixture.share_bounds: 1 and 0 where unset, 0 and 0 for an
-  excluded source), for each source the window served; and in a one-process run the window's
+  window it judged (contracts.curriculum, the rule the stack serves by: 1 and 0 where unset, 0
+  and 0 for an excluded source), for each source the window served; and in a one-process run the window's
   `windows` are its steps × batch_size × grad_accum, and each source's `served` count its share
   of them, as the evaluation line closing the window logs it (`source_shares`);
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
@@ -29,13 +29,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from contracts.model_shape import lora_touched
+from contracts.curriculum import phase_at, source_bounds
+from contracts.model_shape import DEFAULTS, lora_touched
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
-
-# ModelConfig's default mixture-of-depths capacity, for a saved [model] table that leaves it out.
-DEFAULT_MOD_CAPACITY = 0.125
 
 
 def _put(settler: Settler, gate_id: str, key: str, value: Any) -> None:
@@ -51,14 +49,9 @@ def _phases(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [base, *(p for p in data.get("phases") or [] if isinstance(p, dict))]
 
 
-def _bound(phase: dict[str, Any], kind: str, name: str, unset: float) -> float:
-    """A phase's cap or floor of source `name`, `unset` where the phase sets none."""
-    return float((phase.get(kind) or {}).get(name, unset))
-
-
-def phase_at(after_steps: list[int], step: int) -> int:
-    """The phase serving optimizer step `step` (stack.data.curriculum.phase_at's rule)."""
-    return max(i for i, after in enumerate(after_steps) if after < step)
+def _bounds(phase: dict[str, Any], name: str, excluded: bool) -> tuple[float, float]:
+    """(cap, floor) a configured phase gives source `name` (contracts.curriculum's rule)."""
+    return source_bounds(name, phase.get("caps") or {}, phase.get("floors") or {}, excluded)
 
 
 def _decay(config: dict[str, Any], settler: Settler) -> None:
@@ -103,9 +96,9 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
     for name, count in served.items():
         if not isinstance(count, int) or count <= 0:
             continue  # a source never served may be empty, which the stack bounds as excluded
-        shut = name in excluded
-        caps[name] = max(0.0 if shut else _bound(phases[i], "caps", name, 1.0) for i in serving)
-        floors[name] = min(0.0 if shut else _bound(phases[i], "floors", name, 0.0) for i in serving)
+        bounds = [_bounds(phases[i], name, name in excluded) for i in serving]
+        caps[name] = max(cap for cap, _ in bounds)
+        floors[name] = min(floor for _, floor in bounds)
     for key, bounds in (("caps", caps), ("floors", floors)):
         for name, value in bounds.items():
             if settler.wanted("GATE-DATA-008"):
@@ -143,6 +136,6 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _curriculum(config, log, settler)
     model = config.get("model", {})
     if model.get("mod_every"):
-        capacity = model.get("mod_capacity", DEFAULT_MOD_CAPACITY)
+        capacity = model.get("mod_capacity", DEFAULTS["mod_capacity"])
         for gate_id in ("GATE-ARCH-008", "GATE-ARCH-010", "GATE-ARCH-014"):
             _put(settler, gate_id, "capacity", capacity)

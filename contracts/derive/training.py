@@ -758,6 +758,8 @@ def _dpo(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> 
             derived.put(("gates", "GATE-DPO-001", "measured", key), value, optional=True)
 
 
+# The spec version from which a step line of a model with experts logs each term as defined.
+DEFINED_LOGGED = "1.12.0"
 # The auxiliary terms of a mixture of experts as GATE-ARCH-001 names them, the config key of each
 # coefficient with its default (stack.model.config.ModelConfig), and the step line's key of each.
 AUX_TERMS = {"load_balance": ("moe_balance_coef", 0.01), "router_z": ("moe_z_coef", 0.001)}
@@ -789,7 +791,8 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
             for name, term in terms.items():  # field by field: the gate measures more of each term
                 for field, value in term.items():
                     path = ("gates", "GATE-ARCH-001", "measured", "terms", name, field)
-                    derived.put(path, value, optional=True, since="1.12.0" if field == "defined" else None)
+                    since = DEFINED_LOGGED if field == "defined" else None
+                    derived.put(path, value, optional=True, since=since)
     _routing_log(inputs, log, settler)
     collapse_judged = results.get("GATE-ARCH-012")
     if (

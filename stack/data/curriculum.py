@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from contracts import curriculum as curriculum_rules
 from contracts.gates import Outcome, gate_require, measure
 
 
@@ -27,8 +28,9 @@ class Phase:
 
 
 def phase_at(phases: Sequence[Phase], step: int) -> int:
-    """The index of the phase serving optimizer step `step` (the first step is 1)."""
-    return max(i for i, phase in enumerate(phases) if phase.after_step < step)
+    """The index of the phase serving optimizer step `step` (the first step is 1): the rule the
+    integrity check re-derives GATE-DATA-009 by (contracts.curriculum)."""
+    return curriculum_rules.phase_at([phase.after_step for phase in phases], step)
 
 
 def _switch_outcome(step: int, phase: int, after_steps: list[int]) -> Outcome:

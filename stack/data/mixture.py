@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.curriculum import source_bounds
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 
@@ -175,8 +176,9 @@ def share_bounds(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(caps, floors) for every source: 1 and 0 where unset, 0 and 0 for an excluded source."""
     excluded = set(exclude)
-    cap = {name: 0.0 if name in excluded else float(caps.get(name, 1.0)) for name in sorted(sources)}
-    floor = {name: 0.0 if name in excluded else float(floors.get(name, 0.0)) for name in sorted(sources)}
+    bounds = {name: source_bounds(name, caps, floors, name in excluded) for name in sorted(sources)}
+    cap = {name: bound[0] for name, bound in bounds.items()}
+    floor = {name: bound[1] for name, bound in bounds.items()}
     if math.fsum(cap.values()) < 1.0:
         raise BadInput(
             f"caps of the sources add up to {math.fsum(cap.values()):.6g} (excluded sources count 0): "
