@@ -43,10 +43,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The tests run in one pytest-xdist worker per core (TEST_WORKERS=0: in this process alone); a
+# file's tests stay in one worker, so its module fixtures are built once.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadfile
+
 # --reprove: the falsifiers of every gate whose code changed since the latest falsify record run
 # again with the gate forced off (tests/gate_plugin.py); a gate that no longer turns red fails.
 pytest: $(STAMP) browser-deps
-	$(BIN)/python -m pytest --reprove
+	$(BIN)/python -m pytest $(XDIST) --reprove
 
 # The site's browser test drives Debian's Chromium; install it when missing and we may.
 browser-deps:
@@ -79,13 +84,14 @@ gpu-check: $(STAMP)
 ## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
 ## conformance record filed under evidence/runs/
 conformance: $(STAMP)
-	$(BIN)/python -m pytest tests -m "gate or holds" --conformance-ledger evidence/runs
+	$(BIN)/python -m pytest tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs
 
 ## falsify: every gate's falsifiers with the gate on, then again with it forced off inside the
 ## pytest process; a falsify record filed under evidence/runs/ judges GATE-INTEG-002
 falsify: $(STAMP)
-	$(BIN)/python -m pytest tests -m gate --falsify-ledger evidence/runs
+	$(BIN)/python -m pytest tests $(XDIST) -m gate --falsify-ledger evidence/runs
 
 ## proofs: both records from one pytest session (what a commit that changes code files)
 proofs: $(STAMP)
-	$(BIN)/python -m pytest tests -m "gate or holds" --conformance-ledger evidence/runs --falsify-ledger evidence/runs
+	$(BIN)/python -m pytest tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs \
+	  --falsify-ledger evidence/runs

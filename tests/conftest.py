@@ -42,10 +42,10 @@ if str(TOOLS) not in sys.path:
 # The conformance and falsify evidence records (`make conformance`, `make falsify`).
 pytest_plugins = ["gate_plugin"]
 
-from site_build import BuiltSite, build_site  # noqa: E402  (after the environment above)
+from site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)
 
 
 @pytest.fixture(scope="session")
 def built_site(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
     """The repository's site, built once a session for every test that reads it."""
-    return build_site(tmp_path_factory.mktemp("site"))
+    return build_site_once(tmp_path_factory)

@@ -21,16 +21,19 @@ fails the session.
 
 The off runs reuse module- and session-scoped fixtures built with the gate on (only the test and
 its function-scoped fixtures run with it off), so a falsifier must plant its bug in the test
-itself, in this process. Off runs are not reported to pytest: they never change the terminal
-output or the exit status, except that a record with a FAILed gate, or a changed gate that no
-longer turns red, makes the session exit 1.
+itself, in this process. Under pytest-xdist (`make test` runs `-n auto`) each worker runs its own
+tests' off runs and hands what it saw to the controller when it ends, which alone judges and writes.
+
+Off runs are not reported to pytest: they never change the terminal output or the exit status,
+except that a record with a FAILed gate, or a changed gate that no longer turns red, makes the
+session exit 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hypothesis
@@ -70,6 +73,7 @@ PLUGIN_NAME = "gatestack-gate-records"
 # pytest's exit statuses that mean the tests ran to the end (some may have failed).
 RAN_TO_END = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
 REPROVE = "gatestack-reprove"
+WORKER_OUTPUT = "gatestack-gate-tests"  # what an xdist worker hands its controller is kept under this
 ROOT = Path(__file__).resolve().parent.parent  # the repository whose tests these are
 
 
@@ -87,17 +91,19 @@ class Destination:
 
 @dataclass
 class Falsifier:
-    """One gate-marked test: its gates, its reports with the gates on, and its off outcomes."""
+    """One gate-marked test: its gates, its phases' outcomes with the gates on, and its off outcomes.
+
+    Plain data, so that an xdist worker can hand it to the controller."""
 
     gates: list[str]
     holds: list[str] = field(default_factory=list)  # gates this test shows holding (no plant)
-    reports: list[pytest.TestReport] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)  # setup, call and teardown: "passed", "failed"…
     off: dict[str, str] = field(default_factory=dict)  # gate id → outcome with that gate forced off
 
     @property
     def outcome(self) -> str:
         """The outcome with the gates on, from the reports pytest logged."""
-        return outcome_of(self.reports)
+        return outcome_of(self.phases)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -138,7 +144,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if targets:
         config.pluginmanager.register(GateRecorder(config, targets), PLUGIN_NAME)
     elif config.getoption("reprove") and not config.getoption("collectonly"):
-        config.pluginmanager.register(Reprover(Path(config.rootpath)), REPROVE)
+        config.pluginmanager.register(Reprover(config), REPROVE)
 
 
 def gate_ids(item: pytest.Item, mark_name: str = GATE_MARK) -> list[str]:
@@ -146,11 +152,12 @@ def gate_ids(item: pytest.Item, mark_name: str = GATE_MARK) -> list[str]:
     return sorted({arg for mark in item.iter_markers(mark_name) for arg in mark.args if isinstance(arg, str)})
 
 
-def outcome_of(reports: Sequence[pytest.TestReport]) -> str:
-    """One outcome for a test's setup, call and teardown: any failure fails it, then any skip."""
-    if any(report.failed for report in reports):
+def outcome_of(phases: Sequence[str]) -> str:
+    """One outcome for a test's setup, call and teardown (pytest's report outcomes): any failure
+    fails it, then any skip."""
+    if "failed" in phases:
         return TEST_FAILED
-    if any(report.skipped for report in reports):
+    if "skipped" in phases:
         return TEST_SKIPPED
     return TEST_PASSED
 
@@ -178,7 +185,8 @@ def run_off(item: pytest.Item, nextitem: pytest.Item | None, gate_ids: list[str]
     off = {}
     for gate_id in gate_ids:
         with forced_off(gate_id), failing_once_is_enough(item):
-            off[gate_id] = outcome_of(runtestprotocol(item, log=False, nextitem=nextitem))
+            reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            off[gate_id] = outcome_of([report.outcome for report in reports])
     return off
 
 
@@ -253,16 +261,51 @@ def run_status(exitstatus: int, gates: list[GateResult]) -> RunStatus:
     return RunStatus.INTERRUPTED if exitstatus == pytest.ExitCode.INTERRUPTED else RunStatus.FAILED
 
 
-class GateRecorder:
+class GateTests:
+    """The gate-marked tests a session ran, whichever process ran them.
+
+    The hooks here log the tests this process runs (all of them without xdist). An xdist worker
+    hands its log to the controller when it ends (`hand_over`); the controller, which runs no test,
+    merges each worker's log as the worker goes down, so it alone sees the whole session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.tests: dict[str, Falsifier] = {}
+
+    @property
+    def worker(self) -> bool:
+        """Whether this process is an xdist worker, whose controller judges and writes."""
+        return hasattr(self.config, "workerinput")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        test = self.tests.get(report.nodeid)
+        if test is not None:  # a controller's forwarded reports find no test until the merge
+            test.phases.append(report.outcome)
+
+    @pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without pytest-xdist
+    def pytest_testnodedown(self, node: object, error: object) -> None:
+        handed = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT, {})
+        self.tests.update({nodeid: Falsifier(**kept) for nodeid, kept in handed.items()})
+
+    def hand_over(self) -> bool:
+        """In an xdist worker, leave this worker's log for the controller and say so."""
+        if self.worker:
+            log = {nodeid: asdict(test) for nodeid, test in self.tests.items()}
+            self.config.workeroutput[WORKER_OUTPUT] = log  # type: ignore[attr-defined]
+        return self.worker
+
+
+class GateRecorder(GateTests):
     """Collects the gate-marked tests' outcomes, runs the off runs, and writes the records."""
 
     def __init__(self, config: pytest.Config, targets: dict[str, Destination]) -> None:
+        super().__init__(config)
         self.targets = targets
         self.spec = load_spec()
-        self.tests: dict[str, Falsifier] = {}
         self.written: dict[str, tuple[Path, EvidenceRecord]] = {}
         argv = ["pytest", *config.invocation_params.args]
-        self.records = {kind: self._start(kind, dest, argv) for kind, dest in targets.items()}
+        # Only the process that writes starts records (and claims their ledger slots).
+        self.records = {} if self.worker else {k: self._start(k, d, argv) for k, d in targets.items()}
 
     @staticmethod
     def _start(kind: str, dest: Destination, argv: list[str]) -> EvidenceRecord:
@@ -297,12 +340,9 @@ class GateRecorder:
         ]
         test.off.update(run_off(item, nextitem, active))
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        test = self.tests.get(report.nodeid)
-        if test is not None:
-            test.reports.append(report)
-
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.hand_over():
+            return
         for kind, record in self.records.items():
             FILLERS[kind](record, self.spec, self.tests)
             record.run.status, record.run.finished = run_status(exitstatus, record.gates), now()
@@ -335,11 +375,13 @@ class GateRecorder:
             )
 
 
-class Reprover:
+class Reprover(GateTests):
     """`--reprove`: the falsifiers of the gates whose code changed since the latest falsify record,
     run again with their gate forced off; a changed gate whose falsifiers all stay green fails."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        super().__init__(config)
+        root = Path(config.rootpath)
         now = gate_fingerprints(root)
         latest = latest_of([load_evidence(path) for path in evidence_paths(root)])
         stored, at_commit = None, None
@@ -361,7 +403,6 @@ class Reprover:
             g: {loc.file if loc.name == "pytestmark" else loc.name for loc in locs}
             for g, locs in scan_falsifiers(root).items()
         }
-        self.tests: dict[str, Falsifier] = {}
         self.source = latest[1].run.id if latest is not None else None
 
     @pytest.hookimpl(wrapper=True)
@@ -374,11 +415,6 @@ class Reprover:
         if test is not None and test.outcome == TEST_PASSED:
             test.off.update(run_off(item, nextitem, test.gates))
         return result
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        test = self.tests.get(report.nodeid)
-        if test is not None:
-            test.reports.append(report)
 
     def verdicts(self) -> dict[str, str]:
         """gate id → 'red' (proven again), 'green' (a falsifier that passed stayed green with the gate
@@ -405,10 +441,14 @@ class Reprover:
         return found
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.hand_over():
+            return
         if any(v == "green" for v in self.verdicts().values()) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.worker:
+            return
         verdicts = self.verdicts()
         terminalreporter.section("proof by mutation, re-checked")
         since = f"the falsify record {self.source}" if self.source else "no falsify record"

@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pytest
+from filelock import FileLock
 from train_support import prepared, smoke_args, train
 
 from stack.cli import main as stack_main
@@ -56,3 +58,22 @@ def build_site(tmp: Path) -> BuiltSite:
     mkdocs = str(Path(sys.executable).parent / "mkdocs")
     subprocess.run([mkdocs, "build", "--strict", "-q", "--site-dir", str(out)], cwd=ROOT, check=True, env=env)
     return BuiltSite(out, run.name, other)
+
+
+def build_site_once(tmp_path_factory: pytest.TempPathFactory) -> BuiltSite:
+    """The site, built once a test session: by the one process, or under pytest-xdist by the first
+    worker to ask, under a lock the others wait on (a build rewrites the repository's
+    docs/reference/, so two at once would race), in the directory every worker's temporary
+    directories share."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_site(tmp_path_factory.mktemp("site"))
+    shared = tmp_path_factory.getbasetemp().parent
+    kept = shared / "site.json"
+    with FileLock(shared / "site.lock"):
+        if kept.is_file():
+            built = json.loads(kept.read_text(encoding="utf-8"))
+            return BuiltSite(Path(built.pop("out")), **built)
+        (shared / "site").mkdir(exist_ok=True)
+        site = build_site(shared / "site")
+        kept.write_text(json.dumps({**asdict(site), "out": str(site.out)}), encoding="utf-8")
+        return site

@@ -50,10 +50,16 @@ def test_every_conformance_gate():
     assert True
 """
 INI = "[pytest]\nmarkers =\n    gate(id): a falsifier of the named gate\n"
+# One process, or two xdist workers sharing the tests out one by one (`make test` runs xdist): the
+# records and verdicts must not depend on which process ran which test.
+WORKERS, WORKER_IDS = [[], ["-n", "2", "--dist", "load"]], ["one process", "two xdist workers"]
+PROCESSES = pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+@pytest.fixture(scope="module", params=WORKERS, ids=WORKER_IDS)
+def tiny_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One pytest over the tiny file writing both records; returns the process and its directory."""
     root = tmp_path_factory.mktemp("tiny")
     (root / "pytest.ini").write_text(INI)
@@ -62,6 +68,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Compl
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q"]
     argv += ["test_tiny.py", "--conformance-record", "conformance", "--falsify-record", "falsify"]
+    argv += request.param
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     return proc, root
 
@@ -214,8 +221,9 @@ def test_plants_nothing_the_gate_sees():
 """
 
 
-def reprove(tmp_path: Path, tests: str) -> subprocess.CompletedProcess[str]:
-    """`pytest --reprove` over `tests` (one test file's text) in a fresh directory."""
+def reprove(tmp_path: Path, tests: str, workers: list[str]) -> subprocess.CompletedProcess[str]:
+    """`pytest --reprove` over `tests` (one test file's text) in a fresh directory, with `workers`
+    (pytest-xdist's options, or none)."""
     (tmp_path / "pytest.ini").write_text(INI)
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_tiny.py").write_text(tests)
@@ -223,23 +231,30 @@ def reprove(tmp_path: Path, tests: str) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
     return subprocess.run(
-        [*argv, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [*argv, *workers, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
 
 
-def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(tmp_path: Path) -> None:
+@PROCESSES
+def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(
+    tmp_path: Path, workers: list[str]
+) -> None:
     """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
     its gate off, GATE-TRAIN-004's does not, and that fails the session."""
-    proc = reprove(tmp_path, REPROVE_TINY)
+    proc = reprove(tmp_path, REPROVE_TINY, workers)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
     assert "GATE-TRAIN-004: falsifier(s) stay green with the gate forced off" in proc.stdout
     assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout
 
 
-def test_reprove_fails_a_gate_with_one_falsifier_red_and_one_green(tmp_path: Path) -> None:
-    """One dependent falsifier does not excuse a second that plants nothing the gate sees (spec 1.9.0)."""
-    proc = reprove(tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"))
+@PROCESSES
+def test_reprove_fails_a_gate_with_one_falsifier_red_and_one_green(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    """One dependent falsifier does not excuse a second that plants nothing the gate sees (spec
+    1.9.0), whichever worker ran each of them."""
+    proc = reprove(tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"), workers)
     assert proc.returncode == 1 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
     assert (
         "GATE-TRAIN-003: falsifier(s) stay green with the gate forced off, so they do not prove it: "
