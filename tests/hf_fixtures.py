@@ -40,12 +40,17 @@ def _write_config(directory: Path, eos: str, bos: str | None) -> None:
     (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
-def _byte_level_bpe(directory: Path, vocab_size: int, specials: list[str], eos: str, bos: str | None) -> Path:
-    """A byte-level BPE trained on TEXT, `specials` added after its vocabulary, in `directory` (created)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _byte_level_bpe(
+    directory: Path, vocab_size: int, specials: list[str], eos: str, bos: str | None, lowercase: bool = False
+) -> Path:
+    """A byte-level BPE trained on TEXT, `specials` added after its vocabulary, in `directory`
+    (created); with `lowercase`, its normaliser lower-cases every text it encodes."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     directory.mkdir(parents=True, exist_ok=True)
     backend = Tokenizer(models.BPE())
+    if lowercase:
+        backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -68,6 +73,14 @@ def qwen2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
     """A Qwen2-style byte-level BPE tokenizer in `directory` (created); it has no bos token."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     return _byte_level_bpe(directory, vocab_size, specials, eos="<|endoftext|>", bos=None)
+
+
+def uncased_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+    """A byte-level BPE that lower-cases what it encodes, as uncased models' tokenizers do, in
+    `directory` (created): it never decodes a text with capitals back to itself."""
+    return _byte_level_bpe(
+        directory, vocab_size, ["<|endoftext|>"], eos="<|endoftext|>", bos=None, lowercase=True
+    )
 
 
 def llama2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:

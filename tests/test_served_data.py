@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hf_fixtures import uncased_tokenizer
 from train_support import prepared, smoke_args, train
 
 from contracts.errors import GateViolation
@@ -31,6 +32,7 @@ from stack.data import sft_reader as sft_reader_module
 from stack.data.heldout import heldout_outcome
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
+from stack.data.sft_gates import turns_outcome
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch, SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered
@@ -350,13 +352,27 @@ def _shifted(real: Callable[..., Rendered], by: int, turns: int | None = None) -
     return render
 
 
+@pytest.fixture(scope="module")
+def uncased(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face tokenizer that lower-cases what it encodes: no turn decodes back to its text."""
+    return uncased_tokenizer(tmp_path_factory.mktemp("uncased"))
+
+
 @pytest.mark.gate("GATE-SFT-001")
+@pytest.mark.parametrize("tokenizer", ["byte", "uncased"])
 @pytest.mark.parametrize("by", [1, -1], ids=["one-late", "one-early"])
 def test_supervision_one_token_off_stops_stack_prepare(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], by: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    by: int,
+    tokenizer: str,
+    uncased: Path,
 ) -> None:
     """The mutant survey's M12 (the first token of each assistant turn left unsupervised), and the
-    marker's last token supervised: every example still supervised, its EOS included."""
+    marker's last token supervised: every example still supervised, its EOS included. With a
+    tokenizer that normalises, judged against its round trip of each turn (spec 1.14.0): before,
+    such turns were only counted as unjudged and the shifted mask went through."""
     monkeypatch.setattr(sft_prepare, "render", _shifted(sft_prepare.render, by))
     argv = [
         "prepare",
@@ -367,6 +383,7 @@ def test_supervision_one_token_off_stops_stack_prepare(
         str(PACK),
         "--out",
         str(tmp_path / "data"),
+        *(["--tokenizer", f"hf:{uncased}"] if tokenizer == "uncased" else []),
     ]
     code = main(argv)
     err = capsys.readouterr().err
@@ -374,6 +391,28 @@ def test_supervision_one_token_off_stops_stack_prepare(
         code == 3 and "GATE-SFT-001" in err and "supervise other tokens" in err and "Traceback" not in err
     ), err
     assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+@pytest.mark.holds("GATE-SFT-001")
+def test_an_uncased_tokenizers_turns_are_all_judged_by_its_round_trip_and_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uncased: Path
+) -> None:
+    """The benign side of the round trip: the rendering's own masks hold, every turn judged (none
+    left unjudged), each against the tokenizer's round trip since none decodes to its text."""
+    measured: list[dict[str, Any]] = []
+    real = sft_prepare.check_turns
+
+    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tokenizer: Any) -> None:
+        measured.append(turns_outcome(tokens, labels, texts, tokenizer).measured)
+        real(tokens, labels, texts, tokenizer)
+
+    monkeypatch.setattr(sft_prepare, "check_turns", observed)
+    prepare_sft(
+        [CHAT], tmp_path / "data", fmt="chat", pack_len=PACK, val_fraction=0.0, tokenizer=f"hf:{uncased}"
+    )
+    (turns,) = measured
+    assert turns["turns_held"] == turns["turns_by_round_trip"] > 0
+    assert turns["turns_mismatched"] == turns["turns_unjudged"] == 0
 
 
 @pytest.mark.gate("GATE-SFT-001")

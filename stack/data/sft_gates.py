@@ -8,8 +8,9 @@ training run on the files it maps; GATE-SFT-002 on the marker counts of the rend
 At prepare GATE-SFT-001 also reads each assistant turn back from the packed tables (`check_turns`):
 its supervised tokens, decoded where they stand in the turn, must be exactly the turn's text after
 the marker (the assistant's content) and end with the EOS, the text written from the template and
-the messages, never from the mask (stack.data.sft_template.supervised_texts). A mask that starts
-one token late, or one early, shows there. The label files of the tables so judged are hashed into
+the messages, never from the mask (stack.data.sft_template.supervised_texts); for a tokenizer that
+normalises, the tokenizer's round trip of that text. A mask that starts one token late, or one
+early, shows there. The label files of the tables so judged are hashed into
 the manifest; every training run maps them only if they match, and checks each batch it serves
 against them (GATE-DATA-001, GATE-DATA-005).
 """
@@ -95,16 +96,31 @@ def _example_spans(labels: np.ndarray) -> dict[int, tuple[int, int]]:
     return {int(numbers[f]): (int(at[f]), int(at[last]) + 1) for f, last in zip(firsts, lasts, strict=True)}
 
 
-def turn_verdict(turn: np.ndarray, supervised: int, expected: TurnText, tokenizer: Tokenizer) -> str:
+def round_trip(tokenizer: Tokenizer, text: str) -> str:
+    """`text` as the tokenizer gives it back: the decoding of its encoding. A tokenizer that
+    normalises (lower-cases, writes spaces as "▁") returns its normal form, not the text."""
+    return tokenizer.decode(tokenizer.encode(text))
+
+
+def turn_verdict(
+    turn: np.ndarray, supervised: int, expected: TurnText, tokenizer: Tokenizer
+) -> tuple[str, bool]:
     """One assistant turn's ids as packed (its last `supervised` supervised) against its text:
     `held`, `mismatched` (the supervision does not start where the text after the marker does, or
-    does not end with the EOS) or `unjudged` (the ids do not decode back to the turn's text)."""
+    does not end with the EOS) or `unjudged` (the ids decode neither to the turn's text nor to the
+    tokenizer's round trip of it); and whether it was judged against the round trip (a tokenizer
+    that normalises: then the part before the supervision must decode to the round trip of the
+    text through the marker)."""
     before, text = expected
     if turn[-1] != tokenizer.eot_id:
-        return "mismatched"
-    if tokenizer.decode(turn[:-1]) != before + text:
-        return "unjudged"
-    return "held" if tokenizer.decode(turn[: len(turn) - supervised]) == before else "mismatched"
+        return "mismatched", False
+    whole = tokenizer.decode(turn[:-1])
+    by_round_trip = whole != before + text
+    if by_round_trip and whole != round_trip(tokenizer, before + text):
+        return "unjudged", False
+    seen = round_trip(tokenizer, before) if by_round_trip else before
+    held = tokenizer.decode(turn[: len(turn) - supervised]) == seen
+    return "held" if held else "mismatched", by_round_trip
 
 
 def turns_outcome(
@@ -114,30 +130,34 @@ def turns_outcome(
     `texts[k - 1]`, its turns as text. The j-th run of supervised tokens of an example is its j-th
     turn's, and the turn's ids run from the end of the run before to the end of its own
     (`turn_verdict`); an example with another number of runs than turns mismatches in all of them.
-    A turn whose ids do not decode back to its text (a tokenizer that normalises) cannot be judged
-    by text and is counted apart."""
+    A turn of a tokenizer that normalises is judged against the tokenizer's round trip of its text
+    (counted in `turns_by_round_trip` as well); one whose ids decode to neither its text nor that
+    cannot be judged by text and is counted apart."""
     tokens, supervised = np.asarray(tokens), supervised_of(labels)
     spans = _example_spans(labels)
-    verdicts = {"held": 0, "mismatched": 0, "unjudged": 0}
+    verdicts = {"held": 0, "mismatched": 0, "unjudged": 0, "by round trip": 0}
     first: dict[str, Any] | None = None
     for number, turns in enumerate(texts, start=1):
         lo, hi = spans.get(number, (0, 0))
         ids, runs = tokens[lo:hi], supervised_runs(supervised[lo:hi])
-        found = ["mismatched"] * len(turns)
+        found = [("mismatched", False)] * len(turns)
         if len(runs) == len(turns):
             starts = [0] + [end for _, end in runs[:-1]]
             found = [
                 turn_verdict(ids[start:end], end - begin, expected, tokenizer)
                 for start, (begin, end), expected in zip(starts, runs, turns, strict=True)
             ]
-        for verdict in found:
+        for verdict, by_round_trip in found:
             verdicts[verdict] += 1
-        if first is None and "mismatched" in found:
-            first = {"example": number, "turn": found.index("mismatched") + 1, "supervised_runs": len(runs)}
+            verdicts["by round trip"] += by_round_trip
+        missed = [i for i, (verdict, _) in enumerate(found) if verdict == "mismatched"]
+        if first is None and missed:
+            first = {"example": number, "turn": missed[0] + 1, "supervised_runs": len(runs)}
     measured = {
         "turns_held": verdicts["held"],
         "turns_mismatched": verdicts["mismatched"],
         "turns_unjudged": verdicts["unjudged"],
+        "turns_by_round_trip": verdicts["by round trip"],
         **({"first_mismatch": first} if first else {}),
     }
     return measure("GATE-SFT-001", measured, holds="each assistant turn supervises its content and EOS")
