@@ -13,13 +13,15 @@ So each is derived again from the config the record cites, by the rule the stack
 * GATE-TRAIN-005: `temperature` and `top_k` are the monitor's;
 * GATE-DATA-009: `after_steps` are 0 and each phase's `after_step`, and `phase` the one serving
   the judged step;
-* GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
-  `expected_share` (the loop hands both gates the one policy share);
 * GATE-DATA-008: `caps` and `floors` are the loosest of the phases that served the evaluation
   window it judged (contracts.curriculum, the rule the stack serves by: 1 and 0 where unset, 0
-  and 0 for an excluded source), for each source the window served; and in a one-process run the window's
-  `windows` are its steps × batch_size × grad_accum, and each source's `served` count its share
-  of them, as the evaluation line closing the window logs it (`source_shares`);
+  and 0 for an excluded source), for each source the window served; and in a one-process run the
+  window's `windows` are its steps × batch_size × grad_accum, each source's `served` count its
+  share of them, as the evaluation line closing the window logs it (`source_shares`), and (from
+  SHARES_LOGGED on) its `expected_share` the policy's shares in force at each of its steps (the
+  log's `shares` events), booked window by window as the policy books them;
+* GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
+  `expected_share` (the loop hands both gates the one policy share): derived, where that is;
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
 
 A value is compared only where the record holds it (an older record may not measure it).
@@ -30,10 +32,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from contracts.curriculum import phase_at, source_bounds
+from contracts.derive.reports import version_key
 from contracts.model_shape import DEFAULTS, lora_touched
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
+
+# The spec version from which the loop logs the policy's shares (`"event": "shares"` lines) and
+# the checker derives GATE-DATA-008's expected shares from them.
+SHARES_LOGGED = "1.14.0"
 
 
 def _put(settler: Settler, gate_id: str, key: str, value: Any) -> None:
@@ -80,11 +87,13 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
     evals = [int(e["step"]) for e in log.evals if isinstance(e.get("step"), int)]
     if window is None or window.step not in evals or settler.inputs.record.metrics.get("resumes"):
         return  # a resumed run's window may have opened before this invocation: not derived
+    start = max((step for step in evals if step < window.step), default=0) + 1
+    expected = _expected(config, log, settler, window.step, start)
+    if expected is None:  # not derived: the record's own, which GATE-DATA-011 must repeat
+        expected = window.measured.get("expected_share") if isinstance(window.measured, dict) else None
     concentration = judged.get("GATE-DATA-011")
-    expected = window.measured.get("expected_share") if isinstance(window.measured, dict) else None
     if concentration is not None and concentration.step == window.step and isinstance(expected, dict):
         _put(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
-    start = max((step for step in evals if step < window.step), default=0) + 1
     served = _served(config, log, settler, window.step, start)
     if served is None:
         served = window.measured.get("served") if isinstance(window.measured, dict) else None
@@ -106,19 +115,58 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
                 settler.derived.put(path, value, optional=True)
 
 
+def _per_step(config: dict[str, Any], settler: Settler) -> int | None:
+    """The windows each optimizer step of a one-process run reads (batch_size × grad_accum); None
+    for a run of several processes, whose books are each process's own."""
+    train = config.get("train", {})
+    world = settler.inputs.record.determinism.flags.get("world_size", 1)
+    batch, accum = train.get("batch_size"), train.get("grad_accum", 1)
+    if world != 1 or not isinstance(batch, int) or not isinstance(accum, int):
+        return None
+    return batch * accum
+
+
+def _expected(
+    config: dict[str, Any], log: Log, settler: Settler, step: int, start: int
+) -> dict[str, float] | None:
+    """GATE-DATA-008's `expected_share` of the window `start`…`step` of a one-process run, put for
+    comparison: each step books the policy's share of every source (the last `shares` event at or
+    before it; 0 for a source it does not name) times the windows it read, and the window's share
+    is that sum over its windows, as stack.data.policy books it. From SHARES_LOGGED on a window
+    without shares in force is derived as None, which differs; before it, not derived (None)."""
+    line = next((e for e in log.evals if e.get("step") == step), {})
+    names, per_step = line.get("source_shares"), _per_step(config, settler)
+    logged = version_key(settler.inputs.record.spec.version) >= version_key(SHARES_LOGGED)
+    if not isinstance(names, dict) or per_step is None or not settler.wanted("GATE-DATA-008"):
+        return None
+    said = [e for e in log.events if e.get("event") == "shares" and isinstance(e.get("step"), int)]
+    booked = dict.fromkeys(names, 0.0)
+    for at in range(start, step + 1):
+        shares = next((e.get("shares") for e in reversed(said) if e["step"] <= at), None)
+        if not isinstance(shares, dict):
+            booked = None
+            break
+        for name in booked:
+            booked[name] += float(shares.get(name, 0.0)) * per_step
+    if booked is None and not logged:
+        return None
+    windows = (step - start + 1) * per_step
+    expected = None if booked is None else {name: e / windows for name, e in booked.items()}
+    settler.derived.put(("gates", "GATE-DATA-008", "measured", "expected_share"), expected, optional=True)
+    return expected
+
+
 def _served(
     config: dict[str, Any], log: Log, settler: Settler, step: int, start: int
 ) -> dict[str, int] | None:
     """GATE-DATA-008's window at `step` of a one-process run: steps `start`…`step` read batch_size ×
     grad_accum windows each, and the evaluation line closing it logs each source's share of them;
     the served counts are those shares of that many windows. None where it is not derived."""
-    train = config.get("train", {})
-    world = settler.inputs.record.determinism.flags.get("world_size", 1)
     line = next((e for e in log.evals if e.get("step") == step), {})
-    shares, batch, accum = line.get("source_shares"), train.get("batch_size"), train.get("grad_accum", 1)
-    if world != 1 or not isinstance(shares, dict) or not isinstance(batch, int) or not isinstance(accum, int):
+    shares, per_step = line.get("source_shares"), _per_step(config, settler)
+    if per_step is None or not isinstance(shares, dict):
         return None
-    windows = (step - start + 1) * batch * accum
+    windows = (step - start + 1) * per_step
     served = {str(name): round(float(share) * windows) for name, share in shares.items()}
     _put(settler, "GATE-DATA-008", "windows", windows)
     for name, count in served.items():

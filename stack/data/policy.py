@@ -143,6 +143,11 @@ class MixturePolicy:
             self._cache = {key: mixture.project_shares(wanted, caps, floors)}
         return self._cache[key]
 
+    @property
+    def shares(self) -> dict[str, float]:
+        """The share of each source the step being taken is meant to read (what the books expect)."""
+        return dict(self._shares)
+
     def before_step(self, step: int) -> int | None:
         """Set up the reader for `step`; returns the new phase's index when the phase changed."""
         index = phase_at(self.phases, step)

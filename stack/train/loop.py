@@ -307,6 +307,7 @@ class Trainer:
         self.replay_steps = self._replay_plan()
         self.repeatability: dict[str, Any] | None = None  # what the replay compared and cost
         self.update_judged = False  # GATE-TRAIN-008 watches each invocation's first update it can judge
+        self.logged_shares: dict[str, float] | None = None  # the policy's shares the log last said
         check_stability(train.clip_norm, train.warmup_steps, train.weight_decay)
         if config.eval.early_stop:
             check_early_stop_config(config.eval.patience, config.eval.min_epochs)
@@ -704,6 +705,9 @@ class Trainer:
         self.metrics_log.step(line)
         if phase is not None:  # a curriculum switch (GATE-DATA-009 judged it)
             self.metrics_log.write("event", step=step, event="phase", phase=phase)
+        if self.policy.shares != self.logged_shares:  # from this step on; the checker derives
+            self.logged_shares = self.policy.shares  # GATE-DATA-008's expected shares from these
+            self.metrics_log.write("event", step=step, event="shares", shares=self.logged_shares)
         if self.reader.epoch != epoch:  # the reader wrapped (data.wrap=true): said, not only logged
             self.metrics_log.write("event", step=step, event="wrap", epoch=self.reader.epoch)
             self.on_event("wrap", self)
