@@ -768,6 +768,52 @@ def test_settings_a_gate_restates_are_held_to_the_config(
     assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
 
 
+SHARES_RUN = "mix-run-20261124-spec-1.14.0"  # its log holds the bandit policy's shares (spec 1.14.0)
+MOVED = {"docs": 0.45, "stdlib": 0.55}  # the window 31-40 served docs 18 of 40; the policy said 0.5
+
+
+def _share_moved(data: dict[str, Any]) -> None:
+    """The policy's share of the judged window moved, in GATE-DATA-008 and in GATE-DATA-011 alike,
+    so that neither contradicts the other."""
+    gate(data, "GATE-DATA-008")["measured"]["expected_share"] = dict(MOVED)
+    gate(data, "GATE-DATA-011")["measured"]["shares"] = dict(MOVED)
+
+
+def _share_moved_unlogged(data: dict[str, Any], run_dir: Path) -> None:
+    """The moved share, and the log's `shares` events removed so nothing contradicts it."""
+    _share_moved(data)
+    write_log(run_dir, [line for line in log_lines(run_dir) if line.get("event") != "shares"])
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            lambda d, _: _share_moved(d),
+            "gates[GATE-DATA-008].measured.expected_share.docs is 0.45, but its artifacts derive 0.5",
+        ),
+        (
+            lambda d, _: _share_moved(d),
+            "gates[GATE-DATA-011].measured.shares.docs is 0.45, but its artifacts derive 0.5",
+        ),
+        (
+            _share_moved_unlogged,
+            'gates[GATE-DATA-008].measured.expected_share is {"docs": 0.45, "stdlib": 0.55}, but its '
+            "artifacts derive null",
+        ),
+    ],
+    ids=["expected-share", "concentration-follows", "share-and-log"],
+)
+def test_the_policys_share_of_a_window_is_held_to_the_shares_the_log_says(
+    tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
+) -> None:
+    """The share GATE-DATA-008 holds a window's served counts to, and GATE-DATA-011 judges, edited in
+    both so that the record agrees with itself: the policy's shares the log says at each step of
+    the window derive it again."""
+    assert_caught(planted(tmp_path, SHARES_RUN, change), SHARES_RUN, fragment)
+
+
 MOE_RUN = "mix-run-20261124-spec-1.13.0"  # its GATE-ARCH-002 warned at step 20: expert 3 routed 87 of 4096
 
 
