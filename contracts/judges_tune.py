@@ -56,6 +56,18 @@ def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
         problems.append(f"{requires} of the frozen model's parameters require a gradient")
     if graded := count(m, "with_grad"):
         problems.append(f"{graded} of the frozen model's parameters hold a .grad")
+    if has(m, "forwards", "forwards_in_training", "forwards_tracking_weights"):  # spec 1.14.0 on
+        ran = count(m, "forwards")
+        if training := count(m, "forwards_in_training"):
+            problems.append(
+                f"{training} of the frozen model's {ran} forward(s) ran with a module in train mode: the "
+                "loss got targets from another model than the frozen one"
+            )
+        if tracking := count(m, "forwards_tracking_weights"):
+            problems.append(
+                f"{tracking} of the frozen model's {ran} forward(s) ran with autograd on over weights "
+                "that require a gradient"
+            )
     return problems
 
 

@@ -27,6 +27,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.train.distill_objective import Distill
 from stack.train.trained import load_trained
 from stack.tune import distill, frozen
 from stack.tune.distill import KdTerms
@@ -115,6 +116,9 @@ def test_a_dense_teacher_distils_into_an_moe_student_that_reloads_and_samples(
     verdicts = _verdicts(out)
     assert set(required) <= verdicts.keys() and {verdicts[g] for g in required} <= {"PASS", "WARN"}
     assert {verdicts[g] for g in required if g.startswith("GATE-KD-")} == {"PASS"}
+    ran = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-KD-002").measured
+    assert isinstance(ran, dict) and ran["forwards"] >= 3  # a forward a step at least, all of them frozen
+    assert ran["forwards_in_training"] == ran["forwards_tracking_weights"] == 0
     student = load_trained(out)
     assert student.model.config.moe_experts == 2
     assert student.tokenizer.sha256 == load_trained(world["teacher"]).tokenizer.sha256
@@ -269,6 +273,52 @@ def test_a_teacher_left_trainable_fires(
     assert _distill(world, out, *STUDENT) == 3
     assert "GATE-KD-002" in capsys.readouterr().err
     assert _verdicts(out)["GATE-KD-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-KD-002")
+def test_a_teacher_that_scores_the_steps_in_train_mode_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The planted bug: the teacher scores each step in train mode and is back in eval mode when
+    the run ends (as a teacher registered under the student is, after the last evaluation); its
+    weights never move, so only the forwards it ran show it."""
+    loss, finish = Distill.loss, Distill.finish
+
+    def in_train_mode(self: Distill, *args: object) -> object:
+        self.teacher.model.train()
+        return loss(self, *args)  # type: ignore[arg-type]
+
+    def back_in_eval_mode(self: Distill, model: torch.nn.Module) -> None:
+        self.teacher.model.eval()
+        finish(self, model)
+
+    monkeypatch.setattr(Distill, "loss", in_train_mode)
+    monkeypatch.setattr(Distill, "finish", back_in_eval_mode)
+    out = tmp_path / "out"
+    assert _distill(world, out, *STUDENT) == 3
+    err = capsys.readouterr().err
+    assert "GATE-KD-002" in err and "forward(s) ran with a module in train mode" in err
+    assert _verdicts(out)["GATE-KD-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-KD-002")
+def test_a_teacher_forward_with_autograd_over_its_weights_fires() -> None:
+    """A forward run while a weight requires a gradient (turned on for it, off again after): no
+    .grad is left and nothing moves, so only the watch over its forwards shows it."""
+    teacher = tiny_model()
+    sha = frozen.freeze(teacher)
+    watch = frozen.ForwardWatch(teacher)
+    tokens = torch.randint(257, (1, 9), generator=torch.Generator().manual_seed(0))
+    teacher(tokens)
+    frozen.check_teacher(teacher, sha, watch)  # a frozen forward: holds
+    teacher.embed.weight.requires_grad_(True)
+    teacher(tokens)
+    teacher.embed.weight.requires_grad_(False)
+    with pytest.raises(GateViolation, match="1 of the frozen model's 2 forward"):
+        frozen.check_teacher(teacher, sha, watch)
 
 
 @pytest.mark.gate("GATE-KD-002")

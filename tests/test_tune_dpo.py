@@ -107,6 +107,9 @@ def test_dpo_writes_a_run_every_reader_takes(
     verdicts = _verdicts(out)
     assert set(required) <= verdicts.keys() and {verdicts[g] for g in required} <= {"PASS", "WARN"}
     assert {verdicts[g] for g in required if g.startswith("GATE-DPO-")} == {"PASS"}
+    ran = next(g for g in record.gates if g.id == "GATE-DPO-002").measured
+    assert isinstance(ran, dict) and ran["forwards"] >= 3  # a forward a step at least, all of them frozen
+    assert ran["forwards_in_training"] == ran["forwards_tracking_weights"] == 0
     steps = _steps(out)
     assert all({"loss", "chosen_reward", "rejected_reward", "margin", "accuracy"} <= set(s) for s in steps)
     assert abs(steps[0]["loss"] - math.log(2)) < 1e-6 and steps[0]["margin"] == 0.0
@@ -309,6 +312,34 @@ def test_a_reference_left_trainable_fires(
     out = tmp_path / "out"
     assert _dpo(world, out) == 3
     assert "GATE-DPO-002" in capsys.readouterr().err
+    assert _verdicts(out)["GATE-DPO-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-DPO-002")
+def test_a_reference_that_scores_the_steps_in_train_mode_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The planted bug: the reference scores each step in train mode and is back in eval mode when
+    the run ends; its weights never move, so only the forwards it ran show it."""
+    logprobs, finish = dpo_objective.Dpo._logprobs, dpo_objective.Dpo.finish
+
+    def in_train_mode(self: dpo_objective.Dpo, *args: object) -> object:
+        self.reference.train()
+        return logprobs(self, *args)  # type: ignore[arg-type]
+
+    def back_in_eval_mode(self: dpo_objective.Dpo, model: torch.nn.Module) -> None:
+        self.reference.eval()
+        finish(self, model)
+
+    monkeypatch.setattr(dpo_objective.Dpo, "_logprobs", in_train_mode)
+    monkeypatch.setattr(dpo_objective.Dpo, "finish", back_in_eval_mode)
+    out = tmp_path / "out"
+    assert _dpo(world, out) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DPO-002" in err and "forward(s) ran with a module in train mode" in err
     assert _verdicts(out)["GATE-DPO-002"] == "FAIL"
 
 

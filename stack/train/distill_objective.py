@@ -88,6 +88,7 @@ class Distill(Pretrain):
         check_data_tokenizer(self.data_tokenizer, self.teacher.checkpoint)  # GATE-DATA-007
         self.teacher.model.to(device)
         self.teacher_sha256 = frozen.freeze(self.teacher.model)
+        self.teacher_watch = frozen.ForwardWatch(self.teacher.model)  # GATE-KD-002: how it ran
         self.started_sha256 = self.teacher_sha256  # the run's start; a resume restores it (`restore`)
         self.probed = False
 
@@ -163,8 +164,9 @@ class Distill(Pretrain):
         distill.check_temperature_scale()
 
     def finish(self, model: torch.nn.Module) -> None:
-        """GATE-KD-002: the teacher's weights hash as they did at set-up, and it is still frozen."""
-        frozen.check_teacher(self.teacher.model, self.teacher_sha256)
+        """GATE-KD-002: the teacher's weights hash as they did at set-up, it is still frozen, and it
+        ran every forward frozen."""
+        frozen.check_teacher(self.teacher.model, self.teacher_sha256, self.teacher_watch)
 
     def state(self) -> dict[str, Any]:
         """The teacher's weights sha256 at the run's start, kept in every checkpoint."""

@@ -168,6 +168,7 @@ class Dpo(Objective):
         check_data_tokenizer(tokenizer, reference.checkpoint)  # GATE-DATA-007 on the reference
         self.reference: GPT = reference.model
         self.reference_sha256 = frozen.freeze(self.reference)
+        self.reference_watch = frozen.ForwardWatch(self.reference)  # GATE-DPO-002: how it ran
         self.started_sha256 = self.reference_sha256  # the run's start; a resume restores it
         self.device = device
         self.resumed = False
@@ -298,7 +299,7 @@ class Dpo(Objective):
 
     def finish(self, model: torch.nn.Module) -> None:
         """GATE-DPO-002 on the reference and GATE-DPO-004 over every step of the run."""
-        frozen.check_reference(self.reference, self.reference_sha256)
+        frozen.check_reference(self.reference, self.reference_sha256, self.reference_watch)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         lines = [{"margin": m, "accuracy": a} for m, a in zip(self.margins, self.accuracies, strict=True)]
         dpo.check_progress(self.settings.beta, trainable, lines)
