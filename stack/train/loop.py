@@ -911,10 +911,11 @@ class Trainer:
         The checkpoint is written under the hidden directory a checkpoint of the start step would
         be assembled in, removed afterwards (and by the next run's sweep, if this process dies).
         An inactive mixture policy keeps books no checkpoint holds (a resume starts them afresh);
-        they are put back by hand.
+        they are put back by hand, and so is what the log last said of the policy's shares (the
+        rehearsal writes no line, so the steps taken must say them again).
         """
         started = time.perf_counter()
-        books = copy.deepcopy(self.policy.window)
+        books, logged_shares = copy.deepcopy(self.policy.window), self.logged_shares
         log, on_event = self.metrics_log, self.on_event
         scratch = ckpt.writer_dir(self.run_dir, self.state.step)
         try:
@@ -934,6 +935,7 @@ class Trainer:
             shutil.rmtree(scratch, ignore_errors=True)
         if not self.policy.active:
             self.policy.window = books
+        self.logged_shares = logged_shares
         return Rehearsal(lines, end, time.perf_counter() - started)
 
     def judge_replay(self, rehearsal: Rehearsal, taken: list[dict[str, Any]]) -> None:
