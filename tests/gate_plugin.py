@@ -21,7 +21,7 @@ fails the session.
 
 The off runs reuse module- and session-scoped fixtures built with the gate on (only the test and
 its function-scoped fixtures run with it off), so a falsifier must plant its bug in the test
-itself, in this process. Under pytest-xdist (`make test` runs `-n auto`) each worker runs its own
+itself, in this process. Under pytest-xdist (`make test` runs its workers) each worker runs its own
 tests' off runs and hands what it saw to the controller when it ends, which alone judges and writes.
 
 Off runs are not reported to pytest: they never change the terminal output or the exit status,

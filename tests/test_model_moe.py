@@ -39,6 +39,15 @@ SHAPE = {
     "ctx": 24,
 }
 MOE = {"moe_experts": 4, "moe_top_k": 2}
+# A falsifier planted just beyond a GATE-ARCH-001 tolerance, and its benign twin just inside (which
+# plants no bug past the tolerance, so it only shows the gate holding).
+BEYOND_OR_INSIDE = pytest.mark.parametrize(
+    "beyond",
+    [
+        pytest.param(True, marks=pytest.mark.gate("GATE-ARCH-001")),
+        pytest.param(False, marks=pytest.mark.holds("GATE-ARCH-001")),
+    ],
+)
 
 
 def moe_model(seed: int = 0, **changes: object) -> GPT:
@@ -227,13 +236,7 @@ def test_falsifier_terms_added_without_their_gradient_are_caught(
     assert "back-propagated" not in caught.value.message  # the sum itself holds
 
 
-@pytest.mark.parametrize(
-    "beyond",
-    [
-        pytest.param(True, marks=pytest.mark.gate("GATE-ARCH-001")),
-        pytest.param(False, marks=pytest.mark.holds("GATE-ARCH-001")),  # inside: no bug planted past it
-    ],
-)
+@BEYOND_OR_INSIDE
 def test_falsifier_a_coefficient_off_by_just_beyond_the_tolerance(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beyond: bool
 ) -> None:
@@ -292,13 +295,7 @@ def test_falsifier_a_z_loss_left_unsquared_is_caught(
     assert "load_balance is" not in err and "the backward weighted" not in err
 
 
-@pytest.mark.parametrize(
-    "beyond",
-    [
-        pytest.param(True, marks=pytest.mark.gate("GATE-ARCH-001")),
-        pytest.param(False, marks=pytest.mark.holds("GATE-ARCH-001")),  # inside: no bug planted past it
-    ],
-)
+@BEYOND_OR_INSIDE
 def test_falsifier_a_term_off_its_definition_by_just_beyond_the_tolerance(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beyond: bool
 ) -> None:
