@@ -102,6 +102,34 @@ def test_falsifier_citing_unknown_gate_is_reported(repo: tuple[Path, str]) -> No
     assert any(f"falsifier cites unknown gate {GHOST_TEST}" in m for m in messages(root))
 
 
+# A gate mark on one parameter of a test: in the decorator, behind a module-level name, and in a
+# comprehension over a table of gate ids. Each is a falsifier as much as a mark on the test.
+PARAM_MARKS = {
+    "in-decorator": (
+        "@pytest.mark.parametrize('x', [pytest.param(1, marks=pytest.mark.gate('{gate}')), 0])\n"
+    ),
+    "behind-a-name": (
+        "GHOST = '{gate}'\n"
+        "CASES = pytest.mark.parametrize('x', [pytest.param(1, marks=[pytest.mark.gate(GHOST)])])\n"
+        "\n\n@CASES\n"
+    ),
+    "in-a-comprehension": (
+        "TABLE: dict[str, int] = {{'{gate}': 1}}\n\n\n"
+        "@pytest.mark.parametrize('x', [pytest.param(g, marks=pytest.mark.gate(g)) for g in sorted(TABLE)])\n"
+    ),
+}
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+@pytest.mark.parametrize("form", sorted(PARAM_MARKS))
+def test_a_gate_marked_on_a_parameter_is_read_as_a_falsifier(repo: tuple[Path, str], form: str) -> None:
+    root, _ = repo
+    (root / "tests" / "test_ghost.py").write_text(
+        "import pytest\n\n" + PARAM_MARKS[form].format(gate=GHOST_TEST) + "def test_x(x):\n    assert x\n"
+    )
+    assert any(f"falsifier cites unknown gate {GHOST_TEST}" in m for m in messages(root))
+
+
 @pytest.mark.gate("GATE-INTEG-002")
 def test_active_gate_without_falsifier_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo

@@ -586,19 +586,33 @@ def test_no_environment_variable_switches_a_gate_off_in_stack_train_or_the_check
     assert proc.returncode == 1 and "metrics.step is 4" in proc.stdout, proc.stdout
 
 
+# gate → (a line of contracts/judges.py, what it becomes): the first-loss judge emptied; a check's
+# row dropped from the module-level table GATE-EVAL-003's judge reads (the rule changes in a table,
+# not in the function).
+JUDGE_EDITS = {
+    "GATE-TRAIN-004": (
+        '    loss, vocab = number(m, "loss"), count(m, "vocab")',
+        "    return []\n    loss, vocab = 0, 2",
+    ),
+    "GATE-EVAL-003": (
+        '    "misaligned_targets": "target(s) not predicted from the token just before them",\n',
+        "",
+    ),
+}
+
+
 @pytest.mark.gate("GATE-INTEG-002")
-def test_a_falsify_record_copied_onto_code_it_did_not_prove_is_caught(repo: Path) -> None:
-    """The judge of GATE-TRAIN-004 emptied, and the latest proof re-filed as if made at the new commit."""
+@pytest.mark.parametrize("gate_id", sorted(JUDGE_EDITS))
+def test_a_falsify_record_copied_onto_code_it_did_not_prove_is_caught(repo: Path, gate_id: str) -> None:
+    """A judge edited, and the latest proof re-filed as if made at the new commit."""
     proof = file_falsify_record(repo, git(repo, "rev-parse", "HEAD"), "falsify-proof", fingerprints=True)
     commit_all(repo, "a proof with the code's fingerprints")
     judges = repo / "contracts" / "judges.py"
     text = judges.read_text(encoding="utf-8")
-    emptied = text.replace(
-        '    loss, vocab = number(m, "loss"), count(m, "vocab")', "    return []\n    loss, vocab = 0, 2"
-    )
-    assert emptied != text
-    judges.write_text(emptied, encoding="utf-8")
-    head = commit_all(repo, "the first-loss judge finds nothing")
+    edited = text.replace(*JUDGE_EDITS[gate_id])
+    assert edited != text
+    judges.write_text(edited, encoding="utf-8")
+    head = commit_all(repo, f"the judge of {gate_id} edited")
     copied = repo / LEDGER_DIR / "falsify-copied"
     shutil.copytree(proof.parent, copied)
     data = json.loads((copied / EVIDENCE_FILE).read_text(encoding="utf-8"))
@@ -613,7 +627,7 @@ def test_a_falsify_record_copied_onto_code_it_did_not_prove_is_caught(repo: Path
         found,
         "latest falsify record falsify-copied",
         "the gate code it proved is not HEAD's",
-        "GATE-TRAIN-004",
+        gate_id,
     ), "\n".join(found)
 
 

@@ -183,46 +183,93 @@ def _parse(text: str) -> ast.Module | None:
         return None
 
 
-def _module_strings(tree: ast.Module) -> dict[str, str]:
-    """Module-level `NAME = "text"` constants, so `mark.gate(GATE)` resolves like `mark.gate("ID")`."""
-    found = {}
+def module_values(tree: ast.Module) -> dict[str, ast.expr]:
+    """Module-level `NAME = <expression>` (annotated or not), so a decorator that names a shared
+    `pytest.mark.parametrize(...)`, a list of `pytest.param`s or a table of gate ids is read where
+    it is written."""
+    found: dict[str, ast.expr] = {}
     for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
+        if isinstance(node, ast.Assign):
+            found.update({t.id: node.value for t in node.targets if isinstance(t, ast.Name)})
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            found[node.target.id] = node.value
+    return found
+
+
+def literal_strings(
+    node: ast.expr, values: dict[str, ast.expr], bound: dict[str, list[str]] | None = None
+) -> list[str]:
+    """The literal strings an expression stands for: a string, a name bound to strings (by a
+    comprehension's loop, `bound`, or at module level, `values`), a list, tuple, set or dict's keys
+    of them, or `sorted`/`list`/`tuple`/`set` of such; [] otherwise."""
+    bound = bound or {}
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Name):
+        if node.id in bound:
+            return bound[node.id]
+        value = values.get(node.id)
+        return (
+            literal_strings(value, {k: v for k, v in values.items() if k != node.id}, bound) if value else []
+        )
+    if isinstance(node, ast.Call) and _dotted(node.func) in {"sorted", "list", "tuple", "set"} and node.args:
+        return literal_strings(node.args[0], values, bound)
+    elements = node.keys if isinstance(node, ast.Dict) else getattr(node, "elts", None)
+    if isinstance(node, ast.Dict | ast.List | ast.Tuple | ast.Set) and elements is not None:
+        return [s for e in elements if e is not None for s in literal_strings(e, values, bound)]
+    return []
+
+
+def _marked_ids(
+    node: ast.AST, values: dict[str, ast.expr], bound: dict[str, list[str]], seen: frozenset[str]
+) -> list[tuple[str, int]]:
+    """(gate id, line) of every `...mark.gate(...)` inside `node`: a decorator itself, a
+    `pytest.param(..., marks=...)` in its parametrisation (a comprehension's loop over a literal
+    table included), or either behind a module-level name it uses."""
+    if isinstance(node, ast.Call) and _dotted(node.func).endswith("mark.gate"):
+        return [
+            (gate_id, node.lineno) for arg in node.args for gate_id in literal_strings(arg, values, bound)
+        ]
+    if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp):
+        inner = dict(bound)
+        for loop in node.generators:
+            if isinstance(loop.target, ast.Name):
+                inner[loop.target.id] = literal_strings(loop.iter, values, inner)
+        return _marked_ids(node.elt, values, inner, seen)
+    if isinstance(node, ast.Name) and node.id in values and node.id not in seen:
+        return _marked_ids(values[node.id], values, bound, seen | {node.id})
+    return [
+        found for child in ast.iter_child_nodes(node) for found in _marked_ids(child, values, bound, seen)
+    ]
+
+
+def gate_marked(tree: ast.Module) -> list[tuple[str, int, ast.AST]]:
+    """(gate id, line of the mark, what it marks) for every `pytest.mark.gate(...)` of a test
+    module: on a test or class, on a parameter of its parametrisation, or on the whole module (then
+    what it marks is the `pytestmark` assignment). One reading for the coverage check and the
+    gates' fingerprints (tools/fingerprints.py)."""
+    values = module_values(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            marks = node.decorator_list
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
         ):
-            found.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+            marks = [node.value]
+        else:
+            continue
+        found += [(g, line, node) for mark in marks for g, line in _marked_ids(mark, values, {}, frozenset())]
     return found
 
 
 @functools.lru_cache(maxsize=TEXT_CACHE)
 def _gate_marks(text: str) -> tuple[tuple[str, int, str], ...]:
-    """(gate id, line, test or `pytestmark`) of every `@pytest.mark.gate(...)` in one test file."""
+    """(gate id, line, test or `pytestmark`) of every gate mark in one test file."""
     tree = _parse(text)
     if tree is None:
         return ()
-    constants = _module_strings(tree)
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            marks, name = node.decorator_list, node.name
-        elif isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
-        ):
-            value = node.value
-            marks = value.elts if isinstance(value, (ast.List, ast.Tuple)) else [value]
-            name = "pytestmark"
-        else:
-            continue
-        for mark in marks:
-            if isinstance(mark, ast.Call) and _dotted(mark.func).endswith("mark.gate"):
-                for arg in mark.args:
-                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                        found.append((arg.value, mark.lineno, name))
-                    elif isinstance(arg, ast.Name) and arg.id in constants:
-                        found.append((constants[arg.id], mark.lineno, name))
-    return tuple(found)
+    return tuple((g, line, getattr(node, "name", "pytestmark")) for g, line, node in gate_marked(tree))
 
 
 @functools.lru_cache(maxsize=TEXT_CACHE)

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
-from audit import BINDING_FUNCS, _dotted, _module_strings, _walk
+from audit import BINDING_FUNCS, _dotted, _walk, gate_marked, literal_strings, module_values
 
 from contracts.spec import SAFE_LOADER
 
@@ -42,7 +42,8 @@ GATE_MARK = "gate"
 
 
 class Module:
-    """One parsed source file: its module-level functions and classes by name, and their source."""
+    """One parsed source file: its module-level functions, classes and assignments by name, and
+    their source."""
 
     def __init__(self, path: Path, rel: str) -> None:
         self.rel = rel
@@ -54,7 +55,14 @@ class Module:
             for node in self.tree.body
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
         }
-        self.constants = _module_strings(self.tree)
+        self.assigned: dict[str, ast.stmt] = {
+            target.id: node
+            for node in self.tree.body
+            if isinstance(node, ast.Assign | ast.AnnAssign)
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(target, ast.Name)
+        }
+        self.values = module_values(self.tree)
 
     def source(self, node: ast.AST) -> str:
         """The node's source, decorators included."""
@@ -63,19 +71,22 @@ class Module:
         return "\n".join(self.lines[first - 1 : node.end_lineno])  # type: ignore[attr-defined]
 
     def closure(self, node: ast.AST, others: dict[str, Module] | None = None) -> str:
-        """The node's source and that of every module-level function it names, transitively (in this
-        module, then in `others` by name: the judges' shared readers)."""
+        """The node's source and that of every module-level function, class and assignment it names,
+        transitively (in this module, then in `others` by name: the judges' shared readers). A
+        table or parametrisation a test or judge reads is part of what it proves."""
         seen: dict[str, str] = {}
         todo: list[tuple[Module, ast.AST]] = [(self, node)]
         while todo:
             module, current = todo.pop()
-            key = f"{module.rel}:{getattr(current, 'name', id(current))}"
+            key = f"{module.rel}:{current.lineno}"  # type: ignore[attr-defined]
             if key in seen:
                 continue
             seen[key] = module.source(current)
             for name in {n.id for n in ast.walk(current) if isinstance(n, ast.Name)}:
                 if name in module.defs:
                     todo.append((module, module.defs[name]))
+                elif name in module.assigned:
+                    todo.append((module, module.assigned[name]))
                 elif others and name in others:
                     todo.append((others[name], others[name].defs[name]))
         return "\n".join(seen[key] for key in sorted(seen))
@@ -103,14 +114,9 @@ def _modules(root: Path, rel_dir: str, mentions: str = "") -> Iterator[Module]:
             continue
 
 
-def _string_args(call: ast.Call, constants: dict[str, str]) -> list[str]:
-    found = []
-    for arg in call.args:
-        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-            found.append(arg.value)
-        elif isinstance(arg, ast.Name) and arg.id in constants:
-            found.append(constants[arg.id])
-    return found
+def _string_args(call: ast.Call, values: dict[str, ast.expr]) -> list[str]:
+    """The gate ids a decorator call names: literal strings, or module-level names bound to them."""
+    return [text for arg in call.args for text in literal_strings(arg, values)]
 
 
 def _judges(root: Path, parts: dict[str, list[str]]) -> None:
@@ -122,7 +128,7 @@ def _judges(root: Path, parts: dict[str, list[str]]) -> None:
             for decorator in getattr(node, "decorator_list", []):
                 if isinstance(decorator, ast.Call) and _dotted(decorator.func).endswith("judges"):
                     code = module.closure(node, shared)
-                    for gate_id in _string_args(decorator, module.constants):
+                    for gate_id in _string_args(decorator, module.values):
                         parts.setdefault(gate_id, []).append(f"judge {module.rel}\n{code}")
 
 
@@ -137,31 +143,18 @@ def _bindings(root: Path, parts: dict[str, list[str]]) -> None:
                     if _dotted(decorator.func).split(".")[-1] not in BINDING_FUNCS:
                         continue
                     code = module.closure(node)
-                    for gate_id in _string_args(decorator, module.constants)[:1]:
+                    for gate_id in _string_args(decorator, module.values)[:1]:
                         parts.setdefault(gate_id, []).append(f"binding {module.rel}\n{code}")
 
 
 def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
-    """Each falsifier test with the module-level helpers it calls; a module's `pytestmark` whole."""
+    """Each falsifier test with the module-level helpers and tables it reads; a module's
+    `pytestmark` whole. Which tests are falsifiers is read as the coverage check reads it
+    (audit.gate_marked): a mark on one parameter counts."""
     for module in _modules(root, "tests", f"mark.{GATE_MARK}"):
-        for node in [*_defs(module), *(n for n in module.tree.body if isinstance(n, ast.Assign))]:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                marks, code = node.decorator_list, None
-            elif isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets
-            ):
-                value = node.value
-                marks, code = (
-                    (value.elts if isinstance(value, ast.List | ast.Tuple) else [value]),
-                    module.text,
-                )
-            else:
-                continue
-            for mark in marks:
-                if isinstance(mark, ast.Call) and _dotted(mark.func).endswith(f"mark.{GATE_MARK}"):
-                    text = code if code is not None else module.closure(node)
-                    for gate_id in _string_args(mark, module.constants):
-                        parts.setdefault(gate_id, []).append(f"falsifier {module.rel}\n{text}")
+        for gate_id, _, node in gate_marked(module.tree):
+            text = module.text if isinstance(node, ast.Assign) else module.closure(node)
+            parts.setdefault(gate_id, []).append(f"falsifier {module.rel}\n{text}")
 
 
 def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
