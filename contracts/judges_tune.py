@@ -41,7 +41,12 @@ def _starts_at_ln2(m: Measured, t: Thresholds) -> list[str]:
 @judges(
     "GATE-DPO-002",
     "GATE-KD-002",
-    needs=("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
+    checks={
+        # read at the end of the invocation
+        "frozen": ("sha256_before", "sha256_after", "training_mode", "requires_grad", "with_grad"),
+        # counted at every forward it ran (rev 2; spec/run_kinds.yaml asks it of records from 1.15.0)
+        "watched": ("forwards", "forwards_in_training", "forwards_tracking_weights"),
+    },
 )
 def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
     before, after = m.get("sha256_before"), m.get("sha256_after")
@@ -56,7 +61,7 @@ def _stays_frozen(m: Measured, t: Thresholds) -> list[str]:
         problems.append(f"{requires} of the frozen model's parameters require a gradient")
     if graded := count(m, "with_grad"):
         problems.append(f"{graded} of the frozen model's parameters hold a .grad")
-    if has(m, "forwards", "forwards_in_training", "forwards_tracking_weights"):  # spec 1.14.0 on
+    if has(m, "forwards", "forwards_in_training", "forwards_tracking_weights"):
         ran = count(m, "forwards")
         if training := count(m, "forwards_in_training"):
             problems.append(

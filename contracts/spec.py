@@ -266,15 +266,15 @@ class Spec(Strict):
         entry = self.run_kinds.get(kind)
         return [] if entry is None else gates_required(entry, config)
 
-    def revision_at(self, gate_id: str, version: str) -> int | None:
-        """The revision of `gate_id` in force under spec `version` (None: the gate came later); kept
-        per spec digest, since the checker asks it of every gate result of every record."""
-        key = (self.sha256, gate_id, version)
+    def revision_at(self, gate_or_policy: str, version: str) -> int | None:
+        """The revision of a gate or policy file in force under spec `version` (None: it came
+        later); kept per spec digest, since the checker asks it of every gate result of every
+        record."""
+        key = (self.sha256, gate_or_policy, version)
         if key not in _REVISION_AT:
+            history = self.revisions.get(gate_or_policy) or self.policy_revisions.get(gate_or_policy) or []
             entries = [
-                e.revision
-                for e in self.revisions.get(gate_id, [])
-                if _release_numbers(e.spec_version) <= _release_numbers(version)
+                e.revision for e in history if _release_numbers(e.spec_version) <= _release_numbers(version)
             ]
             _REVISION_AT[key] = max(entries, default=None)
         return _REVISION_AT[key]
@@ -298,7 +298,7 @@ class Spec(Strict):
             raise BadInput(f"no benchmark goal named {name!r} in spec/benchmarks.yaml") from None
 
 
-# Spec.revision_at's answers, by (spec sha256, gate id, spec version).
+# Spec.revision_at's answers, by (spec sha256, gate or policy name, spec version).
 _REVISION_AT: dict[tuple[str, str, str], int | None] = {}
 
 

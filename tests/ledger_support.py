@@ -32,18 +32,25 @@ def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Pa
     cited artifact re-hashed as a forger would; returns the copy's directory."""
     target = tmp_path / run
     shutil.copytree(LEDGER / run, target)
-    path = target / EVIDENCE_FILE
+    return edited(target, change, rehash)
+
+
+def edited(run_dir: Path, change: Change, rehash: bool = True) -> Path:
+    """Run directory `run_dir` (a ledger copy, or a run a test just made) with `change` applied to
+    its record, every cited artifact re-hashed as a forger would; returns the directory."""
+    path = run_dir / EVIDENCE_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
-    change(data, target)
+    change(data, run_dir)
     if rehash:
-        _rehash(target, data)
+        _rehash(run_dir, data)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return target
+    return run_dir
 
 
-def findings(run_dir: Path) -> list[str]:
-    """What the integrity check reports of one run directory, as printed lines."""
-    return [f.line() for f in run_checks(ROOT, [run_dir], runs_only=True).violations]
+def findings(*run_dirs: Path) -> list[str]:
+    """What the integrity check reports of run directories checked together (a run with the
+    parents its lineage names), as printed lines."""
+    return [f.line() for f in run_checks(ROOT, list(run_dirs), runs_only=True).violations]
 
 
 def assert_caught(run_dir: Path, *fragments: str) -> None:

@@ -470,6 +470,16 @@ def test_records_of_an_older_run_kinds_revision_are_held_to_it_without_a_warning
     assert not any("not re-checked" in w.message for w in report.warnings)
 
 
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_policy_revision_bumped_later_under_the_same_version_is_not_held_against_older_records() -> None:
+    """options_matrix rev 2 came with 1.7.0 after two 1.7.0 records were made citing rev 1; their
+    commit listed no rev 2, so they are held to rev 1, not refused."""
+    dirs = [LEDGER / run for run in ("bench-model-20261123T150413", "bench-trace-20261123T150358")]
+    assert all(read_evidence(d / EVIDENCE_FILE).spec.policies["options_matrix"].revision == 1 for d in dirs)
+    assert load_spec().revision_at("options_matrix", "1.7.0") == 2
+    assert run_checks(ROOT, dirs, runs_only=True).violations == []
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_revision_lowered_below_its_spec_versions_is_caught(tmp_path: Path) -> None:
     """tiny-20261124 (spec 1.10.0, GATE-EVAL-001 rev 2) restamped rev 1 over a held-out set too small

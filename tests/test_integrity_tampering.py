@@ -466,6 +466,22 @@ def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_citing_the_policy_before_the_one_in_force_is_caught(repo: Path) -> None:
+    """The record made at the copy's commit cites run_kinds one revision back, with that
+    revision's true digest: the requirements it would be held to are the older, laxer ones."""
+    spec = load_spec_from(repo / "spec")
+    now = spec.policies["run_kinds"].revision
+    before = next(e for e in spec.policy_revisions["run_kinds"] if e.revision == now - 1)
+    tamper(
+        repo,
+        lambda data: data["spec"]["policies"]["run_kinds"].update(
+            revision=before.revision, sha256=before.sha256
+        ),
+    )
+    assert_caught(repo, RECORD, f"cites run_kinds rev {before.revision}, older than rev {now}")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize("edit", ["requirement-deleted", "kind-invented"])
 def test_a_run_kinds_edit_without_a_revision_is_caught(repo: Path, edit: str) -> None:
     path = repo / "spec" / "run_kinds.yaml"

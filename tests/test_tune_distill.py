@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_support import assert_caught, edited, findings, gate
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
@@ -25,6 +27,7 @@ from train_support import prepared, smoke_args, train
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
+from contracts.judges import CHECKS
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train.distill_objective import Distill
@@ -123,6 +126,25 @@ def test_a_dense_teacher_distils_into_an_moe_student_that_reloads_and_samples(
     assert student.model.config.moe_experts == 2
     assert student.tokenizer.sha256 == load_trained(world["teacher"]).tokenizer.sha256
     assert main(["sample", str(out), "--tokens", "4", "--prompt", "gate"]) == 0
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_without_the_teachers_forward_counts_is_caught(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """The forward counts of GATE-KD-002 rev 2 taken out of a record made today: what is left (the
+    end-of-run check) re-judges PASS, so only the run kind's requirement of the check `watched`
+    (spec/run_kinds.yaml rev 4) catches it."""
+    out = tmp_path / "out"
+    assert _distill(world, out, *STUDENT) == 0
+    assert findings(out, world["teacher"]) == []
+
+    def dropped(data: dict[str, Any], _dir: Path) -> None:
+        for key in CHECKS["GATE-KD-002"]["watched"]:
+            del gate(data, "GATE-KD-002")["measured"][key]
+
+    edited(out, dropped)
+    assert_caught(out, "a completed distill run must show GATE-KD-002's check watched")
 
 
 @pytest.mark.holds("GATE-KD-001", "GATE-KD-002")

@@ -13,12 +13,14 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from ledger_support import assert_caught, edited, findings, gate
 from prefs_support import prepared_pairs
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
@@ -26,6 +28,7 @@ from trace_support import save_run, tiny_model
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
+from contracts.judges import CHECKS
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.prefs_rows import pair_ids, pair_turns, parse_pair, render_pair
@@ -117,6 +120,25 @@ def test_dpo_writes_a_run_every_reader_takes(
     before, after = load_trained(world["source"]).model, load_trained(out).model
     assert not torch.equal(before.lm_head.weight, after.lm_head.weight)
     assert main(["sample", str(out), "--tokens", "4", "--prompt", "Q:"]) == 0
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_without_the_references_forward_counts_is_caught(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """The forward counts of GATE-DPO-002 rev 2 taken out of a record made today: what is left (the
+    end-of-run check) re-judges PASS, so only the run kind's requirement of the check `watched`
+    (spec/run_kinds.yaml rev 4) catches it."""
+    out = tmp_path / "out"
+    assert _dpo(world, out) == 0
+    assert findings(out) == []
+
+    def dropped(data: dict[str, Any], _dir: Path) -> None:
+        for key in CHECKS["GATE-DPO-002"]["watched"]:
+            del gate(data, "GATE-DPO-002")["measured"][key]
+
+    edited(out, dropped)
+    assert_caught(out, "a completed dpo run must show GATE-DPO-002's check watched")
 
 
 @pytest.mark.holds("GATE-DPO-001", "GATE-DPO-002", "GATE-DPO-005")

@@ -20,7 +20,7 @@ from spec_history import SpecHistory
 
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
-from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, GateResult, RunStatus, Verdict
+from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
 from contracts.judges import CHECKS, bare, judge
 from contracts.ledger import verdict_of
@@ -118,7 +118,11 @@ def check_gate_results(
             )
             continue
         had = spec.revision_at(result.id, record.spec.version)
-        if had is not None and result.revision < had and not _in_force_at_commit(record, result, history):
+        if (
+            had is not None
+            and result.revision < had
+            and not _in_force_at_commit(record, result.id, result.revision, history)
+        ):
             findings.violations.append(
                 f"{result.id} rev {result.revision} is older than rev {had}, which the spec "
                 f"{record.spec.version} the record names already had: a verdict re-stamped with an "
@@ -155,13 +159,19 @@ def check_gate_results(
             )
 
 
-def _in_force_at_commit(record: EvidenceRecord, result: GateResult, history: SpecHistory | None) -> bool:
-    """Whether a clean record's own commit had no revision of the result's gate newer than its own."""
+def _in_force_at_commit(
+    record: EvidenceRecord, name: str, revision: int, history: SpecHistory | None, clean_only: bool = True
+) -> bool:
+    """Whether the record's own commit had no revision of gate or policy `name` newer than the one
+    it cites. For a gate's verdict only a clean record's commit says so (a dirty tree may have
+    judged under an uncommitted revision); a policy's citation is held to the commit either way
+    (the two records of 1.7.0 that cite options_matrix rev 1 were made on a dirty tree whose
+    commit had no rev 2 yet)."""
     sha = record.code.git_sha
-    if history is None or sha is None or record.code.git_dirty:
+    if history is None or sha is None or (clean_only and record.code.git_dirty):
         return False
-    at = history.revision_in_force(sha, result.id)
-    return at is not None and result.revision >= at
+    at = history.revision_in_force(sha, name)
+    return at is not None and revision >= at
 
 
 def newer(version: str, than: str) -> bool:
@@ -178,7 +188,10 @@ def check_policies(
     decided what it must judge; one made before is held to today's policy, as it always was. A
     record that cites an older revision of run_kinds is held to that revision: its file is found
     in the repository's history by the digest the record cites (`history`), which must be the
-    digest spec/revisions.yaml lists for that revision.
+    digest spec/revisions.yaml lists for that revision. The revision cited is the one in force at
+    the spec version the record names (an older one only where the record's own clean commit had
+    no newer one: a revision bumped later under the same version), so no record sheds a
+    requirement by citing the policy before it.
     """
     if record.spec.version not in spec.versions:
         findings.violations.append(
@@ -202,6 +215,15 @@ def check_policies(
             findings.violations.append(
                 f"cites {name} rev {ref.revision}, which came with spec {came}, newer than the spec "
                 f"{record.spec.version} the record names"
+            )
+        elif (had := spec.revision_at(name, record.spec.version)) is not None and (
+            ref.revision < had
+            and not _in_force_at_commit(record, name, ref.revision, history, clean_only=False)
+        ):
+            findings.violations.append(
+                f"cites {name} rev {ref.revision}, older than rev {had}, which the spec "
+                f"{record.spec.version} the record names already had: a record held to a policy "
+                "that asked less of it"
             )
         elif ref.sha256 != listed:
             findings.violations.append(

@@ -8,8 +8,9 @@ record cites (`contracts.spec.policy_digest` of its content), with one `git log`
 `git cat-file` per policy file, the first time a record asks. A digest no version of the file
 ever had finds nothing (the caller reports what it cannot check).
 
-`revision_in_force` reads spec/revisions.yaml at a record's commit: the revision of a gate the
-record's own commit had, which a clean record's verdict cannot be older than.
+`revision_in_force` reads spec/revisions.yaml at a record's commit: the revision of a gate or
+policy file the record's own commit had, which a clean record's verdict or citation cannot be
+older than.
 """
 
 from __future__ import annotations
@@ -76,18 +77,19 @@ class SpecHistory:
         self._by_digest: dict[str, dict[str, object]] = {}
         self._revisions: dict[str, dict[str, int]] = {}
 
-    def revision_in_force(self, sha: str, gate_id: str) -> int | None:
-        """The latest revision of `gate_id` that spec/revisions.yaml lists at commit `sha` (None: the
-        commit has no such file, or the gate is not in it)."""
+    def revision_in_force(self, sha: str, name: str) -> int | None:
+        """The latest revision of gate or policy file `name` that spec/revisions.yaml lists at
+        commit `sha` (None: the commit has no such file, or it does not list `name`)."""
         if sha not in self._revisions:
             self._revisions[sha] = {}
             blob = files_at(self.root, [(sha, "spec/revisions.yaml")]).get((sha, "spec/revisions.yaml"))
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
-                listed = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)["revisions"]  # type: ignore[union-attr]
+                data = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)  # type: ignore[union-attr]
+                listed = {**(data.get("policies") or {}), **data["revisions"]}
                 self._revisions[sha] = {
-                    gate: max(int(e["revision"]) for e in entries) for gate, entries in listed.items()
+                    key: max(int(e["revision"]) for e in entries) for key, entries in listed.items()
                 }
-        return self._revisions[sha].get(gate_id)
+        return self._revisions[sha].get(name)
 
     def content(self, name: str, digest: str) -> object | None:
         """The parsed content of policy `name` whose digest is `digest`, or None when no committed
