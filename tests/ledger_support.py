@@ -17,7 +17,7 @@ from check_integrity import run_checks
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord
-from contracts.judges import judge
+from contracts.judges import CHECKS, check_readers, judge
 from contracts.ledger import verdict_of
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
@@ -60,6 +60,23 @@ def assert_caught(run_dir: Path, *fragments: str) -> None:
 
 def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
     return next(g for g in data["gates"] if g["id"] == gate_id)
+
+
+def required_checks(kind: str) -> list[tuple[str, str]]:
+    """Every (gate, check) spec/run_kinds.yaml asks a completed record of `kind` to show."""
+    return [(g, c) for g, checks in load_spec().run_kinds[kind].checks.items() for c in checks]
+
+
+def check_taken_out(data: dict[str, Any], gate_id: str, check: str) -> None:
+    """The values only `check` of `gate_id` holds, taken out of a record's JSON: what is left is
+    judged as if the check never ran."""
+    own = next(r.own for r in check_readers(CHECKS[gate_id]) if r.name == check)
+    measured = gate(data, gate_id)["measured"]
+    assert own and own <= measured.keys(), (
+        f"the record lacks {gate_id}'s check {check}, or it has no own value"
+    )
+    for key in own:
+        del measured[key]
 
 
 def log_lines(run_dir: Path) -> list[dict[str, Any]]:

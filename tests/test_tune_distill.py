@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, findings, gate
+from ledger_support import assert_caught, check_taken_out, edited, findings, required_checks
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
@@ -27,7 +26,6 @@ from train_support import prepared, smoke_args, train
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
-from contracts.judges import CHECKS
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train.distill_objective import Distill
@@ -128,23 +126,35 @@ def test_a_dense_teacher_distils_into_an_moe_student_that_reloads_and_samples(
     assert main(["sample", str(out), "--tokens", "4", "--prompt", "gate"]) == 0
 
 
-@pytest.mark.gate("GATE-INTEG-001")
-def test_a_record_without_the_teachers_forward_counts_is_caught(
-    world: dict[str, Path], tmp_path: Path
-) -> None:
-    """The forward counts of GATE-KD-002 rev 2 taken out of a record made today: what is left (the
-    end-of-run check) re-judges PASS, so only the run kind's requirement of the check `watched`
-    (spec/run_kinds.yaml rev 4) catches it."""
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def made(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A distill run made today, its record untouched: each test tampers with a copy."""
+    out = tmp_path_factory.mktemp("made") / "out"
     assert _distill(world, out, *STUDENT) == 0
-    assert findings(out, world["teacher"]) == []
+    return out
 
-    def dropped(data: dict[str, Any], _dir: Path) -> None:
-        for key in CHECKS["GATE-KD-002"]["watched"]:
-            del gate(data, "GATE-KD-002")["measured"][key]
 
-    edited(out, dropped)
-    assert_caught(out, "a completed distill run must show GATE-KD-002's check watched")
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_distill_record_made_today_shows_every_check_its_kind_asks_for(
+    world: dict[str, Path], made: Path
+) -> None:
+    assert findings(made, world["teacher"]) == []
+
+
+DISTILL_CHECKS = required_checks("distill")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(("gate_id", "check"), DISTILL_CHECKS, ids=[f"{g}-{c}" for g, c in DISTILL_CHECKS])
+def test_each_check_a_distill_record_must_show_taken_out_is_caught(
+    made: Path, tmp_path: Path, gate_id: str, check: str
+) -> None:
+    """The values only that check holds taken out (GATE-KD-002's forward counts among them, whose
+    absence re-judges PASS): a completed run may not show a check as never run."""
+    out = edited(
+        Path(shutil.copytree(made, tmp_path / "out")), lambda data, _: check_taken_out(data, gate_id, check)
+    )
+    assert_caught(out, f"a completed distill run must show {gate_id}'s check {check}")
 
 
 @pytest.mark.holds("GATE-KD-001", "GATE-KD-002")

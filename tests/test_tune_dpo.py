@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, edited, findings, gate
+from ledger_support import assert_caught, check_taken_out, edited, findings, required_checks
 from prefs_support import prepared_pairs
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
@@ -28,7 +28,6 @@ from trace_support import save_run, tiny_model
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
-from contracts.judges import CHECKS
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.prefs_rows import pair_ids, pair_turns, parse_pair, render_pair
@@ -122,23 +121,33 @@ def test_dpo_writes_a_run_every_reader_takes(
     assert main(["sample", str(out), "--tokens", "4", "--prompt", "Q:"]) == 0
 
 
-@pytest.mark.gate("GATE-INTEG-001")
-def test_a_record_without_the_references_forward_counts_is_caught(
-    world: dict[str, Path], tmp_path: Path
-) -> None:
-    """The forward counts of GATE-DPO-002 rev 2 taken out of a record made today: what is left (the
-    end-of-run check) re-judges PASS, so only the run kind's requirement of the check `watched`
-    (spec/run_kinds.yaml rev 4) catches it."""
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def made(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dpo run made today, its record untouched: each test tampers with a copy."""
+    out = tmp_path_factory.mktemp("made") / "out"
     assert _dpo(world, out) == 0
-    assert findings(out) == []
+    return out
 
-    def dropped(data: dict[str, Any], _dir: Path) -> None:
-        for key in CHECKS["GATE-DPO-002"]["watched"]:
-            del gate(data, "GATE-DPO-002")["measured"][key]
 
-    edited(out, dropped)
-    assert_caught(out, "a completed dpo run must show GATE-DPO-002's check watched")
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_dpo_record_made_today_shows_every_check_its_kind_asks_for(made: Path) -> None:
+    assert findings(made) == []
+
+
+DPO_CHECKS = required_checks("dpo")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(("gate_id", "check"), DPO_CHECKS, ids=[f"{g}-{c}" for g, c in DPO_CHECKS])
+def test_each_check_a_dpo_record_must_show_taken_out_is_caught(
+    made: Path, tmp_path: Path, gate_id: str, check: str
+) -> None:
+    """The values only that check holds taken out (GATE-DPO-002's forward counts among them, whose
+    absence re-judges PASS): a completed run may not show a check as never run."""
+    out = edited(
+        Path(shutil.copytree(made, tmp_path / "out")), lambda data, _: check_taken_out(data, gate_id, check)
+    )
+    assert_caught(out, f"a completed dpo run must show {gate_id}'s check {check}")
 
 
 @pytest.mark.holds("GATE-DPO-001", "GATE-DPO-002", "GATE-DPO-005")
