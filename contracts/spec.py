@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from contracts.errors import BadInput
 
@@ -135,16 +144,25 @@ class RevisionsFile(Strict):
 
 
 class OptionGates(Strict):
-    """Gates a record must also judge when its config turns an option on.
+    """Gates a record must also judge, and checks it must also show, when its config turns an
+    option on.
 
-    A gate that only applies to an option (the MoE gates to a model with experts) cannot be
-    required of every record of the kind, yet must not be skippable where the option is on:
-    the option is a dotted key of the record's config, on when its value is truthy (a non-zero
-    count, true, a non-empty list).
+    A gate that only applies to an option (the MoE gates to a model with experts), or a check
+    made only under a setting (warmup's rising rate when there is a warmup), cannot be required of
+    every record of the kind, yet must not be skippable where the option is on: the option is a
+    dotted key of the record's config, on when its value is truthy (a non-zero count, true, a
+    non-empty list).
     """
 
     option: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")
-    gates: list[str] = Field(min_length=1)
+    gates: list[str] = Field(default_factory=list)
+    checks: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _asks_something(self) -> OptionGates:
+        if not self.gates and not self.checks:
+            raise ValueError(f"option {self.option} names no gate and no check")
+        return self
 
 
 class RunKind(Strict):
@@ -401,7 +419,8 @@ def load_spec_from(spec_dir: Path) -> Spec:
     kinds_path = spec_dir / "run_kinds.yaml"
     kinds = _validated(RunKindsFile, policy_data["run_kinds"], kinds_path).run_kinds
     for name, kind in kinds.items():
-        for gate_id in [*kind.gates, *(g for option in kind.options for g in option.gates), *kind.checks]:
+        options = [g for option in kind.options for g in [*option.gates, *option.checks]]
+        for gate_id in [*kind.gates, *options, *kind.checks]:
             if gate_id not in gates:
                 raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
     digest = hashlib.sha256()
@@ -523,6 +542,18 @@ def gates_required(entry: RunKind, config: dict[str, Any] | None = None) -> list
     for option in entry.options:
         if _option_on(config or {}, option.option):
             required += [g for g in option.gates if g not in required]
+    return required
+
+
+def checks_required(entry: RunKind, config: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """gate id → the checks a completed record of run kind `entry` must show values of: the
+    kind's own, and those of every option its `config` turns on."""
+    required = {gate_id: list(names) for gate_id, names in entry.checks.items()}
+    for option in entry.options:
+        if _option_on(config or {}, option.option):
+            for gate_id, names in option.checks.items():
+                have = required.setdefault(gate_id, [])
+                have += [n for n in names if n not in have]
     return required
 
 

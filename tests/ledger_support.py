@@ -63,8 +63,11 @@ def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
 
 
 def required_checks(kind: str) -> list[tuple[str, str]]:
-    """Every (gate, check) spec/run_kinds.yaml asks a completed record of `kind` to show."""
-    return [(g, c) for g, checks in load_spec().run_kinds[kind].checks.items() for c in checks]
+    """Every (gate, check) spec/run_kinds.yaml asks a completed record of `kind` to show, those
+    of its options included (the records the tests make run with those options on)."""
+    entry = load_spec().run_kinds[kind]
+    tables = [entry.checks, *(option.checks for option in entry.options)]
+    return sorted({(g, c) for table in tables for g, names in table.items() for c in names})
 
 
 def check_taken_out(data: dict[str, Any], gate_id: str, check: str) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scratch import bump_policy
 
 from contracts.errors import BadInput
-from contracts.spec import GATE_ID_RE, default_spec_dir, load_spec, load_spec_from
+from contracts.spec import GATE_ID_RE, checks_required, default_spec_dir, load_spec, load_spec_from
 
 
 @pytest.fixture
@@ -92,3 +93,26 @@ def test_gate_id_pattern_accepts_only_the_documented_shape(candidate: str) -> No
         and parts[2].isdigit()
     )
     assert bool(GATE_ID_RE.match(candidate)) == shaped
+
+
+@pytest.mark.parametrize(("warmup_steps", "early_stop"), [(0, False), (1, False), (0, True), (20, True)])
+def test_an_option_asks_for_its_check_only_where_the_config_turns_it_on(
+    warmup_steps: int, early_stop: bool
+) -> None:
+    """run_kinds: warmup's check is asked of a train record with a warmup, early stopping's
+    configuration of one that stops early; the kind's own checks of every record."""
+    entry = load_spec().run_kinds["train"]
+    config = {"train": {"warmup_steps": warmup_steps}, "eval": {"early_stop": early_stop}}
+    required = checks_required(entry, config)
+    assert all(set(names) <= set(required[g]) for g, names in entry.checks.items())
+    assert ("warmup" in required.get("GATE-TRAIN-002", [])) == (warmup_steps > 0)
+    assert ("config" in required.get("GATE-EVAL-002", [])) == early_stop
+
+
+def test_an_option_that_asks_for_nothing_is_refused(spec_copy: Path) -> None:
+    kinds = spec_copy / "run_kinds.yaml"
+    text = kinds.read_text()
+    kinds.write_text(text.replace("        checks: {GATE-TRAIN-002: [warmup]}\n", "", 1))
+    bump_policy(spec_copy.parent, "run_kinds")  # a revision as the spec asks: only the option is wrong
+    with pytest.raises(BadInput, match="names no gate and no check"):
+        load_spec_from(spec_copy)

@@ -25,7 +25,7 @@ from contracts.gates import Mode
 from contracts.judges import CHECKS, bare, judge
 from contracts.ledger import verdict_of
 from contracts.release_rules import stale_reason
-from contracts.spec import RunKind, Spec, gates_required
+from contracts.spec import RunKind, Spec, checks_required, gates_required
 
 WAIVE_FLAG = "--waive"
 # The spec version from which records carry the policy digests that judged them.
@@ -245,11 +245,11 @@ def check_policies(
 
 
 def required_checks(record: EvidenceRecord, kinds: dict[str, RunKind], findings: RecordFindings) -> None:
-    """Each gate's checks the run kind asks of a completed record hold values (spec/run_kinds.yaml
-    of the revision the record cites)."""
+    """Each gate's checks the run kind asks of a completed record hold values, those of the options
+    its config turns on included (spec/run_kinds.yaml of the revision the record cites)."""
     kind = kinds.get(record.run.kind)
     by_id = {g.id: g for g in record.gates}
-    for gate_id, names in (kind.checks if kind else {}).items():
+    for gate_id, names in (checks_required(kind, record.config) if kind else {}).items():
         result = by_id.get(gate_id)
         if result is None or result.verdict is Verdict.NOT_RUN or gate_id in findings.stale:
             continue
