@@ -281,7 +281,7 @@ def _restored_stream(m: Measured, t: Thresholds) -> list[str]:
     return [] if restored == saved else ["the restored reader would not continue the saved stream"]
 
 
-@judges("GATE-DATA-003", needs=("mismatched_files",))
+@judges("GATE-DATA-003", needs=("mismatched_files", "first_problem"))
 def _shards_match(m: Measured, t: Thresholds) -> list[str]:
     bad = count(m, "mismatched_files")
     if not bad:
@@ -330,7 +330,7 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-006", needs=("excluded_windows",))
+@judges("GATE-DATA-006", needs=("excluded_windows", "by_source"))
 def _excluded(m: Measured, t: Thresholds) -> list[str]:
     hits = count(m, "excluded_windows")
     return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
@@ -747,13 +747,13 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-CKPT-001", needs=("missing",))
+@judges("GATE-CKPT-001", needs=("missing", "checkpoint"))
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     missing = items(m, "missing")
     return [f"the checkpoint lacks {', '.join(map(str, missing))}"] if missing else []
 
 
-@judges("GATE-CKPT-002", needs=("files_verified",))
+@judges("GATE-CKPT-002", needs=("files_verified", "checkpoint", "problem"))
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     problem = m.get("problem")
     if problem is not None:

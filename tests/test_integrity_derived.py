@@ -27,6 +27,7 @@ from ledger_support import (
     ROOT,
     Change,
     assert_caught,
+    edited,
     findings,
     gate,
     log_lines,
@@ -35,9 +36,11 @@ from ledger_support import (
     rederive,
     write_log,
 )
+from train_support import prepared, smoke_args, train
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
+from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
@@ -50,6 +53,44 @@ def test_every_ledger_record_re_derives(tmp_path: Path) -> None:
     dirs = [path.parent for path in evidence_paths(ROOT)]
     report = run_checks(ROOT, dirs, runs_only=True)
     assert [f.line() for f in report.violations] == []
+
+
+# -- a record made today, value by value --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke training run made by this checkout, its record untouched."""
+    root = tmp_path_factory.mktemp("trained")
+    assert train(smoke_args(prepared(root), root / "run")) == 0
+    return root / "run"
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_any_value_a_judge_reads_taken_out_of_a_record_made_today_is_caught(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Each measured value a gate's judge declares (contracts.judges.CHECKS), of every gate of a
+    train record, taken out alone: either its check is left short (malformed, re-judged) or the
+    check is gone, which the run kind does not allow. None passes by omission."""
+    assert findings(trained) == []
+    record = read_evidence(trained / EVIDENCE_FILE)
+    declared = [
+        (result.id, key)
+        for result in record.gates
+        if isinstance(result.measured, dict)
+        for keys in CHECKS.get(result.id, {}).values()
+        for key in sorted({bare(k) for k in keys} & result.measured.keys())
+    ]
+    assert len(declared) > 100
+    uncaught = []
+    for gate_id, key in declared:
+        copy = Path(shutil.copytree(trained, tmp_path / "copy"))
+        edited(copy, lambda data, _dir, g=gate_id, k=key: gate(data, g)["measured"].pop(k))
+        if not findings(copy):
+            uncaught.append(f"{gate_id}.{key}")
+        shutil.rmtree(copy)
+    assert uncaught == []
 
 
 # -- the illustrations of issue #27, on the records they name ------------------------------------
