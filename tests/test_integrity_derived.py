@@ -93,6 +93,52 @@ def test_any_value_a_judge_reads_taken_out_of_a_record_made_today_is_caught(
     assert uncaught == []
 
 
+# -- the command line against the config it asked for -----------------------------------------
+
+
+def _config_edited(old: str, new: str) -> Change:
+    """config.toml's line `old` made `new`, and the record made to agree by a perfect forger."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "config.toml"
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        rederive(data, run_dir)
+
+    return change
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "old", "new", "fragment"),
+    [
+        (
+            "mix-run-20261124-spec-1.14.0",
+            "moe_balance_coef = 0.1\n",
+            "moe_balance_coef = 0.01\n",
+            "model.moe_balance_coef=0.1",
+        ),
+        ("ft-demo-20261123", "every = 20\n", "every = 40\n", "eval.every=20"),
+    ],
+    ids=["a-coefficient", "the-evaluation-cadence"],
+)
+def test_a_config_other_than_its_command_line_asked_for_is_caught(
+    tmp_path: Path, run: str, old: str, new: str, fragment: str
+) -> None:
+    """The config edited and every field it decides re-derived: the command line the record keeps
+    still asks for the old value."""
+    assert_caught(planted(tmp_path, run, _config_edited(old, new)), f"its command line sets {fragment}")
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_key_a_resume_set_again_is_held_to_the_resume() -> None:
+    """mix-run asked for train.steps=40, then a resume for 50: config.toml's 50 is the one asked for."""
+    record = read_evidence(LEDGER / "mix-run" / EVIDENCE_FILE)
+    assert "train.steps=40" in record.run.argv and record.metrics["resumes"][0]["changed"] == ["train.steps"]
+    assert run_checks(ROOT, [LEDGER / "mix-run"], runs_only=True).violations == []
+
+
 # -- the illustrations of issue #27, on the records they name ------------------------------------
 
 
@@ -537,6 +583,27 @@ def test_a_revision_lowered_below_its_spec_versions_is_caught(tmp_path: Path) ->
 
     run = planted(tmp_path, "tiny-20261124", lowered)
     assert_caught(run, "GATE-EVAL-001 rev 1 is older than rev 2, which the spec 1.10.0 the record names")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_schema_lowered_to_have_every_verdict_read_as_stale_is_caught(tmp_path: Path) -> None:
+    """tiny-20261124 (spec 1.10.0) restamped schema 1 with its GATE-TRAIN-006 WARN turned PASS: a schema-1
+    record is only warned stale, so the flipped verdict would go unjudged."""
+
+    def lowered(data: dict[str, Any], _dir: Path) -> None:
+        data["schema_version"] = 1
+        gate(data, "GATE-TRAIN-006").update(verdict="PASS", message=None)
+
+    run = planted(tmp_path, "tiny-20261124", lowered)
+    assert_caught(run, "schema_version 1, but records of spec 1.2.0 on (this one names 1.10.0) are schema 2")
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_the_schema_1_records_of_spec_1_1_0_stay_stale_not_refused() -> None:
+    dirs = [LEDGER / run for run in ("demo-reference-20261122", "trace-20261122T005140")]
+    assert all(read_evidence(d / EVIDENCE_FILE).schema_version == 1 for d in dirs)
+    report = run_checks(ROOT, dirs, runs_only=True)
+    assert report.violations == [] and report.warnings
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from argv_config import argv_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
 
@@ -30,6 +31,9 @@ from contracts.spec import RunKind, Spec, checks_required, gates_required
 WAIVE_FLAG = "--waive"
 # The spec version from which records carry the policy digests that judged them.
 POLICIES_SINCE = "1.7.0"
+# The spec version whose records are written in schema 2 (the one the judges read): a record that
+# names it or a later one in an older schema lowered its schema to be reported stale as a whole.
+SCHEMA_2_SINCE = "1.2.0"
 
 
 @dataclass
@@ -282,6 +286,12 @@ def check_run(
             f"schema_version {record.schema_version} is newer than any this checker knows "
             f"({SCHEMA_VERSION}): no stack wrote it"
         )
+    if record.schema_version < SCHEMA_VERSION and not newer(SCHEMA_2_SINCE, record.spec.version):
+        findings.violations.append(
+            f"schema_version {record.schema_version}, but records of spec {SCHEMA_2_SINCE} on (this one "
+            f"names {record.spec.version}) are schema 2 or later: a schema lowered to have every verdict "
+            "read as stale"
+        )
     if record.schema_version < SCHEMA_VERSION:
         return  # a legacy record is stale as a whole; its form was checked by the schema
     kinds = check_policies(record, spec, findings, history)
@@ -366,5 +376,7 @@ def check_record_truth(
     check_gate_results(record, spec, findings, history)
     check_run(record, spec, findings, history)
     check_derived(record, run_dir, spec, findings)
+    if record.schema_version >= SCHEMA_VERSION:
+        findings.violations += argv_problems(record, run_dir)
     findings.violations += repeatability_problems(record)
     return findings
