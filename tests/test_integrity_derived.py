@@ -635,6 +635,31 @@ def _log_edit(edit: Callable[[list[dict[str, Any]]], None], forge: bool = True) 
     return change
 
 
+def _without(kind: str, step: int) -> Callable[[list[dict[str, Any]]], None]:
+    """The log's `kind` line at `step` taken out."""
+
+    def edit(lines: list[dict[str, Any]]) -> None:
+        lines.remove(next(line for line in lines if line.get("type") == kind and line["step"] == step))
+
+    return edit
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("run", "kind", "step"),
+    [("ft-demo-20261123", "eval", 40), ("tiny-20261124", "sample", 150), ("tiny-20261124", "eval", 100)],
+    ids=["the-final-evaluation", "a-sample", "an-evaluation"],
+)
+def test_an_evaluation_or_sample_line_its_config_scheduled_taken_out_is_caught(
+    tmp_path: Path, run: str, kind: str, step: int
+) -> None:
+    """ft-demo's last evaluation is where its held-out loss rose; taken out, with every field
+    re-derived, the record still agreed with its log."""
+    assert_caught(
+        planted(tmp_path, run, _log_edit(_without(kind, step))), f"has no {kind} line at step(s) [{step}]"
+    )
+
+
 def _raise_sample_score(lines: list[dict[str, Any]]) -> None:
     sample = next(line for line in lines if line.get("type") == "sample" and line["step"] == 150)
     sample["score"] = 96.24242424242425  # its three scores' mean is 86.24

@@ -566,6 +566,40 @@ def _samples(log: Log, derived: Derivation) -> None:
             )
 
 
+def _cadence(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> None:
+    """The evaluation and sample lines a run that ran all its steps must hold: at every step a
+    multiple of `eval.every` (of `monitor.sample_every`) and at the last one, and at no other (the
+    loop's rule, stack/train/loop.py). A deleted final evaluation, where the held-out loss rose,
+    is a line the config says was written. Runs whose cadence or length a resume changed are left
+    out: their config holds the last invocation's settings only."""
+    steps = config.get("train", {}).get("steps")
+    stopped_early = any(e.get("early_stop") is True for e in log.evals)
+    if inputs.record.run.status is not RunStatus.COMPLETED or stopped_early or not isinstance(steps, int):
+        return
+    resumes = inputs.record.metrics.get("resumes") if isinstance(inputs.record.metrics, dict) else None
+    changed = {key for r in resumes or [] if isinstance(r, dict) for key in r.get("changed") or []}
+    cadences = {"eval": ("eval", "every", log.evals), "sample": ("monitor", "sample_every", log.samples)}
+    ran = {line.get("step") for line in log.steps}
+    for kind, (section, key, lines) in cadences.items():
+        every = config.get(section, {}).get(key)
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            continue
+        if changed & {f"{section}.{key}", "train.steps"}:
+            continue
+        due = {s for s in ran if isinstance(s, int) and (s % every == 0 or s == steps)}
+        logged = {line.get("step") for line in lines}
+        if missing := sorted(due - logged):
+            derived.problems.append(
+                f"{METRICS_LOG} has no {kind} line at step(s) {missing[:5]}, where {section}.{key}={every} "
+                f"and train.steps={steps} say one was written"
+            )
+        if extra := sorted((s for s in logged - due if isinstance(s, int)), key=int):
+            derived.problems.append(
+                f"{METRICS_LOG} has {kind} line(s) at step(s) {extra[:5]}, where {section}.{key}={every} "
+                f"and train.steps={steps} say none was written"
+            )
+
+
 def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
     """Each evaluation's `train_loss` is the mean loss of the `eval.every` steps up to it (the loop's
     `recent_train_losses`, summed in step order)."""
@@ -937,6 +971,7 @@ def training_record(inputs: Inputs) -> Derivation:
     _summary(log, spiked, next(fired, None), derived)
     _samples(log, derived)
     _train_losses(log, config.get("eval", {}).get("every"), derived)
+    _cadence(inputs, log, config, derived)
     _parameters(inputs, config, settler)
     per_step = _tokens_per_step(inputs, log, config, derived)
     if per_step is not None:
