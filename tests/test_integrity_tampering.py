@@ -478,6 +478,27 @@ def test_each_check_a_train_record_must_show_taken_out_is_caught(
     assert_caught(repo, RECORD, f"a completed train run must show {gate_id}'s check {check}")
 
 
+def _started_a_day_earlier(data: dict[str, Any], _root: Path) -> None:
+    for key in ("started", "finished"):
+        data["run"][key] = (datetime.fromisoformat(data["run"][key]) - timedelta(days=1)).isoformat()
+
+
+def _moved_to_the_release_commit(data: dict[str, Any], root: Path) -> None:
+    """The commit that released the run, made after it, has the same spec/ and code."""
+    data["code"]["git_sha"] = git(root, "rev-parse", "HEAD")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    "edit", [_started_a_day_earlier, _moved_to_the_release_commit], ids=["started-earlier", "later-commit"]
+)
+def test_a_run_dated_before_its_commit_was_made_is_caught(
+    repo: Path, edit: Callable[[dict[str, Any], Path], None]
+) -> None:
+    tamper(repo, lambda data: edit(data, repo))
+    assert_caught(repo, RECORD, "before its commit", "was made")
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_record_citing_the_policy_before_the_one_in_force_is_caught(repo: Path) -> None:
     """The record made at the copy's commit cites run_kinds one revision back, with that

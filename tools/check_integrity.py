@@ -34,6 +34,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -235,7 +236,36 @@ class Checker:
                     loaded.record.run.id,
                     f"git sha {sha[:12]} is not in this repository's history",
                 )
+        dates = self._commit_dates(sorted(known))
+        for sha, when in dates.items():
+            for loaded in cited[sha]:
+                assert loaded.record is not None
+                if loaded.record.run.started < when:
+                    self.fail(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        loaded.record.run.id,
+                        f"started {loaded.record.run.started.isoformat()}, before its commit {sha[:12]} "
+                        f"was made ({when.isoformat()}): a run cannot come from code that did not exist yet",
+                    )
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
+
+    def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
+        """sha → when the commit was made (its committer date), in one `git show`."""
+        if not shas:
+            return {}
+        proc = subprocess.run(
+            ["git", "-C", str(self.root), "show", "-s", "--format=%H %cI", *shas],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        dates = {}
+        for line in proc.stdout.splitlines():
+            sha, _, when = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                dates[sha] = datetime.fromisoformat(when)
+        return dates
 
     def check_spec_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
         """A record names the spec of its commit: a clean one its version and its sha256 (the digest
