@@ -93,6 +93,20 @@ def test_any_value_a_judge_reads_taken_out_of_a_record_made_today_is_caught(
     assert uncaught == []
 
 
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_loss_that_consumed_other_targets_than_its_step_line_logs_is_caught(tmp_path: Path) -> None:
+    """mix-run-20261124-spec-1.14.0's GATE-TRAIN-007 counted and hashed 128 targets at step 40, as
+    the step line logs; restated as 256, its statement made to agree, it still re-judges PASS."""
+
+    def doubled(data: dict[str, Any], _dir: Path) -> None:
+        measured = gate(data, "GATE-TRAIN-007")["measured"]
+        measured.update(targets=256, stated_targets=256)
+        measured.update(targets_sha256="0" * 64, stated_targets_sha256="0" * 64)
+
+    run = planted(tmp_path, "mix-run-20261124-spec-1.14.0", doubled)
+    assert_caught(run, "gates[GATE-TRAIN-007].measured.targets is 256, but its artifacts derive 128")
+
+
 # -- the command line against the config it asked for -----------------------------------------
 
 

@@ -878,7 +878,9 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
-    batch a step, without gradient accumulation)."""
+    batch a step, without gradient accumulation); GATE-TRAIN-007's targets, counted and hashed at
+    the step it was last judged, are the ones that step's line logs (the probe reads the step's last
+    micro-batch, the whole batch without accumulation)."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
     vocab = config.get("model", {}).get("vocab")
@@ -890,6 +892,12 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
         for key in ("served_batches", "taken_batches"):
             if key in taken:
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
+    result = next((g for g in inputs.record.gates if g.id == "GATE-TRAIN-007"), None)
+    line = next((s for s in log.steps if result is not None and s.get("step") == result.step), None)
+    if settler.wanted("GATE-TRAIN-007") and one_batch and line is not None:
+        for key in ("targets", "targets_sha256"):
+            if key in judged.get("GATE-TRAIN-007", {}) and key in line:
+                derived.put(("gates", "GATE-TRAIN-007", "measured", key), line[key])
 
 
 def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> None:
