@@ -500,6 +500,21 @@ def test_a_run_dated_before_its_commit_was_made_is_caught(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("committed", [False, True], ids=["in-the-working-tree", "in-a-later-commit"])
+def test_a_filed_record_edited_where_nothing_it_cites_can_show_it_is_caught(
+    repo: Path, committed: bool
+) -> None:
+    """The environment a run states is written once, with no second witness: only the ledger's
+    history shows it changed (in the working tree, or committed on top)."""
+    tamper(repo, lambda data: data["env"].update(device="cuda", cuda="12.4"))
+    if committed:
+        commit_all(repo, "the run's environment restated")
+        assert_caught(repo, RECORD, "was changed or removed in commit", "the ledger is append-only")
+    else:
+        assert_caught(repo, RECORD, "differs from the committed file", "the ledger is append-only")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 def test_a_record_citing_the_policy_before_the_one_in_force_is_caught(repo: Path) -> None:
     """The record made at the copy's commit cites run_kinds one revision back, with that
     revision's true digest: the requirements it would be held to are the older, laxer ones."""

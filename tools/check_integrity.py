@@ -498,6 +498,55 @@ class Checker:
                         "evidence never change (only a withdrawal may be added)",
                     )
 
+    def check_ledger_history(self) -> None:
+        """The ledger is append-only: a file once committed under evidence/runs/ is never changed or
+        removed, in a later commit or in the working tree. A record is evidence of what a run did
+        when it was filed; an edit after the fact, however consistent with what it cites, is caught
+        here by git itself (a correction is a new run)."""
+        rel = RUNS_DIR.as_posix()
+        git = ["git", "-C", str(self.root)]
+        changed = subprocess.run(
+            [
+                *git,
+                "log",
+                "--diff-filter=MDRT",
+                "--no-renames",
+                "--format=commit %H",
+                "--name-only",
+                "--",
+                rel,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        sha = ""
+        for line in changed.stdout.splitlines():
+            if line.startswith("commit "):
+                sha = line.removeprefix("commit ")
+            elif line.strip():
+                self.fail(
+                    INTEG_EVIDENCE,
+                    self.root / line,
+                    "",
+                    f"was changed or removed in commit {sha[:12]} after it was committed: the ledger is "
+                    "append-only (a correction is a new run)",
+                )
+        edited = subprocess.run(
+            [*git, "diff", "HEAD", "--no-renames", "--diff-filter=MDT", "--name-only", "--", rel],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for line in edited.stdout.splitlines():
+            self.fail(
+                INTEG_EVIDENCE,
+                self.root / line,
+                "",
+                "differs from the committed file, or is gone: the ledger is append-only (a correction is a "
+                "new run)",
+            )
+
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
         weights = [a.sha256 for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
@@ -739,6 +788,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
             checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)
         return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
+    checker.check_ledger_history()
     checker.check_duplicates(ledger)
     try:
         registry = read_registry(root / REGISTRY_FILE)
