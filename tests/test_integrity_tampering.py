@@ -319,17 +319,25 @@ def test_a_repeatability_claim_without_its_replay_is_caught(repo: Path) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize("moved", [False, True], ids=["as-is", "start-time-moved"])
-def test_fabricated_copy_cited_by_the_registry_is_caught(repo: Path, moved: bool) -> None:
+@pytest.mark.parametrize("how", ["as-is", "start-time-moved", "one-throughput-changed"])
+def test_fabricated_copy_cited_by_the_registry_is_caught(repo: Path, how: str) -> None:
     forged = "scratch-forged"
     shutil.copytree(repo / LEDGER_DIR / RUN_ID, repo / LEDGER_DIR / forged)
     path = repo / LEDGER_DIR / forged / EVIDENCE_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
     data["run"]["id"] = forged
-    if moved:  # a forger who knows duplicates are matched on start time, commit and kind
+    if how != "as-is":  # a forger who knows duplicates are matched on start time, commit and kind
         data["run"]["started"] = (
             datetime.fromisoformat(data["run"]["started"]) + timedelta(seconds=1)
         ).isoformat()
+    if how == "one-throughput-changed":  # ... and on the log's bytes: one step's throughput rewritten
+        log = repo / LEDGER_DIR / forged / "metrics.jsonl"
+        lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        step = next(line for line in lines if line["type"] == "step")
+        step["tokens_per_s"] *= 1.01
+        log.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        art = next(a for a in data["artifacts"] if a["path"] == "metrics.jsonl")
+        art.update(sha256=sha256_file(log), bytes=log.stat().st_size)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     cite(repo, forged)
     # The checker cannot tell which of the two is the copy; its finding names both.

@@ -609,7 +609,9 @@ class Checker:
 
         A copy shows by the start time, commit and kind it shares with its original, or, when the
         start time was moved too, by its metrics log: every real run logs its own wall-clock
-        throughput there, so two runs never write the same bytes.
+        throughput there, so two runs never write the same bytes, nor the same throughput at any
+        step (a copy with one value changed still shares the others; a resumed leg shares its
+        run's, and is no copy).
         """
         seen: dict[tuple[str, ...], str] = {}
         by_id = {e.record.run.id: e.record for e in records if e.record is not None}
@@ -620,6 +622,8 @@ class Checker:
             when = (record.run.started.isoformat(), str(record.code.git_sha), record.run.kind)
             keys = [("start time, commit and kind", *when)]
             keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
+            if any(a.path == METRICS_LOG for a in record.artifacts):
+                keys += [("wall-clock throughput", repr(v)) for v in _throughputs(loaded.path.parent)]
             copied = next(
                 (  # the resumed legs of one run share its start (tools/lineage.py), never a log
                     key
@@ -697,6 +701,25 @@ class Checker:
                 )
             if gate.kind is GateKind.RUNTIME and not row.bindings:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
+
+
+def _throughputs(run_dir: Path) -> list[float]:
+    """The wall-clock throughputs a run's metrics log states (`tokens_per_s` of its step lines that
+    are not whole numbers): measured by the clock, no two runs share one."""
+    path = run_dir / METRICS_LOG
+    found = []
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(line)
+                rate = (
+                    entry.get("tokens_per_s")
+                    if isinstance(entry, dict) and entry.get("type") == "step"
+                    else None
+                )
+                if isinstance(rate, float) and not rate.is_integer():
+                    found.append(rate)
+    return found
 
 
 def gate_thresholds(spec: Spec | None, gate_id: str) -> dict[str, float | int]:
