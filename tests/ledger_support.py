@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from check_integrity import run_checks
 
 from contracts.derive import Artifacts, Inputs, derive
@@ -62,12 +63,21 @@ def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
     return next(g for g in data["gates"] if g["id"] == gate_id)
 
 
-def required_checks(kind: str) -> list[tuple[str, str]]:
-    """Every (gate, check) spec/run_kinds.yaml asks a completed record of `kind` to show, those
-    of its options included (the records the tests make run with those options on)."""
+def each_required_check(kind: str) -> pytest.MarkDecorator:
+    """A test parametrised by every (gate_id, check) spec/run_kinds.yaml asks a completed record of
+    `kind` to show, those of its options included (the records the tests make run with them on)."""
     entry = load_spec().run_kinds[kind]
     tables = [entry.checks, *(option.checks for option in entry.options)]
-    return sorted({(g, c) for table in tables for g, names in table.items() for c in names})
+    cases = sorted({(g, c) for table in tables for g, names in table.items() for c in names})
+    return pytest.mark.parametrize(("gate_id", "check"), cases, ids=[f"{g}-{c}" for g, c in cases])
+
+
+def assert_check_required(run_dir: Path, copy: Path, kind: str, gate_id: str, check: str) -> None:
+    """A copy (at `copy`) of run `run_dir` with `check_taken_out` is caught as a completed `kind`
+    run that does not show the check."""
+    shutil.copytree(run_dir, copy)
+    edited(copy, lambda data, _dir: check_taken_out(data, gate_id, check))
+    assert_caught(copy, f"a completed {kind} run must show {gate_id}'s check {check}")
 
 
 def check_taken_out(data: dict[str, Any], gate_id: str, check: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
-from ledger_support import check_taken_out, required_checks
+from ledger_support import check_taken_out, each_required_check
 from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, file_falsify_record, git
 from train_support import prepared, smoke_args
 
@@ -474,11 +474,8 @@ def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
     assert_caught(repo, RECORD, f"cites run_kinds rev {cited['revision']} with digest 000000000000")
 
 
-TRAIN_CHECKS = required_checks("train")
-
-
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("gate_id", "check"), TRAIN_CHECKS, ids=[f"{g}-{c}" for g, c in TRAIN_CHECKS])
+@each_required_check("train")
 def test_each_check_a_train_record_must_show_taken_out_is_caught(
     repo: Path, gate_id: str, check: str
 ) -> None:

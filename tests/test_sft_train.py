@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from ledger_support import assert_caught, check_taken_out, edited, findings, required_checks
+from ledger_support import assert_check_required, each_required_check, findings
 from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import BadInput, GateViolation
@@ -63,9 +62,6 @@ def sft_run(world: dict[str, Path]) -> Path:
     return out
 
 
-SFT_CHECKS = required_checks("sft")
-
-
 @pytest.mark.holds("GATE-INTEG-001")
 def test_an_sft_record_made_today_shows_every_check_its_kind_asks_for(
     world: dict[str, Path], sft_run: Path
@@ -74,17 +70,13 @@ def test_an_sft_record_made_today_shows_every_check_its_kind_asks_for(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("gate_id", "check"), SFT_CHECKS, ids=[f"{g}-{c}" for g, c in SFT_CHECKS])
+@each_required_check("sft")
 def test_each_check_an_sft_record_must_show_taken_out_is_caught(
     sft_run: Path, tmp_path: Path, gate_id: str, check: str
 ) -> None:
     """The values only that check holds taken out (GATE-SFT-003's start-up isolation among them):
     a completed run may not show a check as never run."""
-    out = edited(
-        Path(shutil.copytree(sft_run, tmp_path / "out")),
-        lambda data, _: check_taken_out(data, gate_id, check),
-    )
-    assert_caught(out, f"a completed sft run must show {gate_id}'s check {check}")
+    assert_check_required(sft_run, tmp_path / "out", "sft", gate_id, check)
 
 
 def _model(path: str = "sdpa") -> GPT:

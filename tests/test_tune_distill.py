@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, check_taken_out, edited, findings, required_checks
+from ledger_support import assert_check_required, each_required_check, findings
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
@@ -141,20 +141,14 @@ def test_a_distill_record_made_today_shows_every_check_its_kind_asks_for(
     assert findings(made, world["teacher"]) == []
 
 
-DISTILL_CHECKS = required_checks("distill")
-
-
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("gate_id", "check"), DISTILL_CHECKS, ids=[f"{g}-{c}" for g, c in DISTILL_CHECKS])
+@each_required_check("distill")
 def test_each_check_a_distill_record_must_show_taken_out_is_caught(
     made: Path, tmp_path: Path, gate_id: str, check: str
 ) -> None:
     """The values only that check holds taken out (GATE-KD-002's forward counts among them, whose
     absence re-judges PASS): a completed run may not show a check as never run."""
-    out = edited(
-        Path(shutil.copytree(made, tmp_path / "out")), lambda data, _: check_taken_out(data, gate_id, check)
-    )
-    assert_caught(out, f"a completed distill run must show {gate_id}'s check {check}")
+    assert_check_required(made, tmp_path / "out", "distill", gate_id, check)
 
 
 @pytest.mark.holds("GATE-KD-001", "GATE-KD-002")

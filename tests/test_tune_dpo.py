@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from ledger_support import assert_caught, check_taken_out, edited, findings, required_checks
+from ledger_support import assert_check_required, each_required_check, findings
 from prefs_support import prepared_pairs
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
@@ -134,20 +133,14 @@ def test_a_dpo_record_made_today_shows_every_check_its_kind_asks_for(made: Path)
     assert findings(made) == []
 
 
-DPO_CHECKS = required_checks("dpo")
-
-
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize(("gate_id", "check"), DPO_CHECKS, ids=[f"{g}-{c}" for g, c in DPO_CHECKS])
+@each_required_check("dpo")
 def test_each_check_a_dpo_record_must_show_taken_out_is_caught(
     made: Path, tmp_path: Path, gate_id: str, check: str
 ) -> None:
     """The values only that check holds taken out (GATE-DPO-002's forward counts among them, whose
     absence re-judges PASS): a completed run may not show a check as never run."""
-    out = edited(
-        Path(shutil.copytree(made, tmp_path / "out")), lambda data, _: check_taken_out(data, gate_id, check)
-    )
-    assert_caught(out, f"a completed dpo run must show {gate_id}'s check {check}")
+    assert_check_required(made, tmp_path / "out", "dpo", gate_id, check)
 
 
 @pytest.mark.holds("GATE-DPO-001", "GATE-DPO-002", "GATE-DPO-005")
