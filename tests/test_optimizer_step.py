@@ -196,6 +196,20 @@ def test_falsifier_a_rate_just_beyond_the_tolerance_halts_at_the_first_step(
     assert measured["applied_lr"] != measured["scheduled_lr"]
 
 
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_falsifier_a_schedule_the_loop_works_out_over_other_steps_halts_after_the_warmup(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's own rate decays over twice train.steps: the rate it sets and the rate it worked
+    out agree, so only a schedule taken from the invocation's settings shows the optimizer off."""
+    real = loop.lr_at
+    monkeypatch.setattr(
+        loop, "lr_at", lambda step, **kw: real(step, **{**kw, "total_steps": 2 * kw["total_steps"]})
+    )
+    measured = _halted(data, tmp_path / "run", 2, "train.warmup_steps=1")
+    assert measured["applied_lr"] > measured["scheduled_lr"]
+
+
 @pytest.mark.holds("GATE-TRAIN-008")
 def test_a_rate_just_inside_the_tolerance_passes(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -558,6 +558,12 @@ class Trainer:
 
     # -- the step -----------------------------------------------------------------------
 
+    @property
+    def schedule(self) -> dict[str, Any]:
+        """The train settings this invocation's rates follow (a resume may change them): logged at its
+        start for the checker, and what GATE-TRAIN-008 holds every step's rate to."""
+        return {key: getattr(self.config.train, key) for key in SCHEDULE_KEYS}
+
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics line (already checked and written)."""
         train = self.config.train
@@ -569,7 +575,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         applied = applied_lr(self.optimizer, lr)  # what AdamW will use, not the config
-        check_step_start(applied, lr, stale_gradients(self.trained_parameters), step)
+        check_step_start(self.optimizer, self.schedule, stale_gradients(self.trained_parameters), step)
         if step <= train.warmup_steps:
             previous = self.state.last_warmup_lr if step > 1 else None
             check_warmup_lr(applied, previous, step, train.warmup_steps, train.lr)
@@ -991,8 +997,7 @@ class Trainer:
         status = "completed"
         self.objective.start(self.model, self.heldout)
         # The schedule this invocation steps by (a resume may change it), for GATE-TRAIN-008's derivation.
-        schedule = {key: getattr(train, key) for key in SCHEDULE_KEYS}
-        self.metrics_log.write("event", step=self.state.step, event="schedule", **schedule)
+        self.metrics_log.write("event", step=self.state.step, event="schedule", **self.schedule)
         try:
             with signals.installed(), self.alerts.watching():
                 self.switches = determinism.Switches.now()  # what the first step runs with

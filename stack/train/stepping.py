@@ -50,7 +50,7 @@ or its shards).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,7 @@ import torch
 import torch._functorch.config as functorch_config
 
 from contracts.gates import Outcome, gate_require, measure
+from contracts.schedule import scheduled
 from stack.model.gpt import GPT
 from stack.train.distributed import World, local_shard, mean_across
 
@@ -91,14 +92,25 @@ def applied_lr(optimizer: torch.optim.Optimizer, scheduled: float) -> float:
     return max((float(group["lr"]) for group in optimizer.param_groups), key=lambda lr: abs(lr - scheduled))
 
 
-def _schedule(applied: float, scheduled: float, stale: int, step: int) -> Outcome:
-    measured = {"applied_lr": applied, "scheduled_lr": scheduled, "stale_gradients": stale}
+def _schedule(
+    optimizer: torch.optim.Optimizer, settings: Mapping[str, Any], stale: int, step: int
+) -> Outcome:
+    expected = scheduled(step, settings)
+    measured = {
+        "applied_lr": applied_lr(optimizer, expected),
+        "scheduled_lr": expected,
+        "stale_gradients": stale,
+    }
     return measure("GATE-TRAIN-008", measured, step=step, holds="the step starts clean at the scheduled rate")
 
 
 @gate_require("GATE-TRAIN-008", _schedule)
-def check_step_start(applied: float, scheduled: float, stale: int, step: int) -> None:
-    """Every step, before its first backward: no gradient left over, the optimizer at the scheduled rate."""
+def check_step_start(
+    optimizer: torch.optim.Optimizer, settings: Mapping[str, Any], stale: int, step: int
+) -> None:
+    """Every step, before its first backward: no gradient left over, and the optimizer at the rate
+    the schedule gives this step under the invocation's train settings (`contracts.schedule`, the
+    function the checker derives the log's rates with), never the rate the loop worked out itself."""
 
 
 # -- held: set-up, every load of weights, the probes ------------------------------------------
