@@ -747,10 +747,31 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-CKPT-001", needs=("missing", "checkpoint"))
+@judges(
+    "GATE-CKPT-001",
+    checks={
+        "complete": ("missing", "checkpoint"),
+        # rev 2: the model file read back after the save, against the model the run trains
+        "weights": ("weights_compared", "weights_differing", "checkpoint"),
+    },
+)
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
-    missing = items(m, "missing")
-    return [f"the checkpoint lacks {', '.join(map(str, missing))}"] if missing else []
+    problems = []
+    if has(m, "missing") and (missing := items(m, "missing")):
+        problems.append(f"the checkpoint lacks {', '.join(map(str, missing))}")
+    if has(m, "weights_compared", "weights_differing"):
+        compared, differing = count(m, "weights_compared"), count(m, "weights_differing")
+        if not compared:
+            problems.append(
+                f"no tensor of {m.get('checkpoint')}'s model file was compared with the model trained"
+            )
+        elif differing:
+            problems.append(
+                f"{differing} of the {compared} tensors of {m.get('checkpoint')}'s model file (first: "
+                f"{m.get('first_differing')}) are not the model the run trained: a resume would continue "
+                "another run"
+            )
+    return problems
 
 
 @judges("GATE-CKPT-002", needs=("files_verified", "checkpoint", "problem"))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
@@ -22,6 +23,7 @@ from train_support import evidence, prepared, smoke_args, step_lines, train, unj
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
+from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.coherence import CoherenceMonitor
@@ -176,6 +178,40 @@ def test_a_checkpoint_missing_its_rng_is_refused(
     monkeypatch.setattr(Trainer, "checkpoint_state", without_rng)
     assert train(smoke_args(data, tmp_path / "run")) == 3
     assert verdicts(tmp_path / "run")["GATE-CKPT-001"] == "FAIL"
+
+
+def _a_fresh_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model a save is handed instead of the one the run trains: the same shape, drawn anew."""
+    return GPT(model.config, seed=12345)
+
+
+def _one_ulp_off(model: torch.nn.Module) -> torch.nn.Module:
+    """The model trained, but for one element of one tensor moved by one unit in the last place."""
+    copy = GPT(model.config, seed=0)
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        weight = copy.embed.weight
+        weight[0, 0] = torch.nextafter(weight[0, 0], torch.tensor(float("inf"), dtype=weight.dtype))
+    return copy
+
+
+@pytest.mark.gate("GATE-CKPT-001")
+@pytest.mark.parametrize("saved", [_a_fresh_model, _one_ulp_off], ids=["a-fresh-model", "one-ulp-off"])
+def test_a_checkpoint_of_another_model_than_the_one_trained_halts_the_run(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    saved: Callable[[torch.nn.Module], torch.nn.Module],
+) -> None:
+    """The save is handed another model: the checkpoint is complete and verifies file by file, and a
+    resume would continue from it; only reading it back against the model in memory shows it."""
+    real = ckpt.save_checkpoint
+    monkeypatch.setattr(
+        ckpt, "save_checkpoint", lambda run_dir, step, model, *rest: real(run_dir, step, saved(model), *rest)
+    )
+    assert train(smoke_args(data, tmp_path / "run")) == 3
+    result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-CKPT-001")
+    assert result["verdict"] == "FAIL" and result["measured"]["weights_differing"] >= 1
 
 
 def _flip_last_byte(path: Path) -> None:

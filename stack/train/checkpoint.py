@@ -51,6 +51,7 @@ from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.artifacts import CHECKPOINT_MANIFEST, CHECKPOINT_NAME, CHECKPOINTS_DIR, OPTIMIZER_FILE, STATE_FILE
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
+from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive
 
 FORMAT_VERSION = 1
@@ -259,6 +260,39 @@ def _complete(result: Path) -> Outcome:
     state = json.loads((result / STATE_FILE).read_text())
     missing = [f for f in FILES if f not in manifest["files"]] + [k for k in STATE_KEYS if k not in state]
     return measure("GATE-CKPT-001", {"checkpoint": result.name, "missing": missing}, step=state.get("step"))
+
+
+def weights_measured(path: Path, model: torch.nn.Module) -> dict[str, Any]:
+    """How the model file of checkpoint `path`, read back, compares with `model`'s weights tensor by
+    tensor (dtype, shape and bytes): what GATE-CKPT-001's check `weights` judges."""
+    saved = load_file(str(path / "model.safetensors"))
+    live = model.state_dict()
+    differing = sorted(
+        name
+        for name, tensor in saved.items()
+        if name not in live or tensor_sha256(tensor) != tensor_sha256(live[name])
+    )
+    return {
+        "checkpoint": path.name,
+        "weights_compared": len(saved),
+        "weights_differing": len(differing),
+        "first_differing": differing[0] if differing else None,
+    }
+
+
+def _trained(path: Path, model: torch.nn.Module) -> Outcome:
+    step = json.loads((path / STATE_FILE).read_text()).get("step")
+    measured = weights_measured(path, model)
+    return measure(
+        "GATE-CKPT-001", measured, step=step, holds=f"{path.name} holds the weights the run trained"
+    )
+
+
+@gate_require("GATE-CKPT-001", _trained)
+def check_holds_trained(path: Path, model: torch.nn.Module) -> None:
+    """After each save, the checkpoint's model file read back is the model the run is training (a
+    save handed another model, or a file written from other tensors, would resume into a run that
+    never happened)."""
 
 
 def _retire(path: Path) -> Path:
