@@ -234,10 +234,12 @@ def test_a_next_batch_that_serves_its_chunks_first_batch_again_is_caught_where_t
         return self._chunk[0]
 
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
-    reader_module.check_served(reader, reader.next_batch(), 1)  # step 1: the chunk's first, rightly
+    reader_module.check_served(
+        reader, reader.next_batch(), 1, reader.seed
+    )  # step 1: the chunk's first, rightly
     monkeypatch.setattr(TokenReader, "next_batch", first_of_chunk)
     with pytest.raises(GateViolation, match="differ from the planned windows"):
-        reader_module.check_served(reader, reader.next_batch(), 2)
+        reader_module.check_served(reader, reader.next_batch(), 2, reader.seed)
 
 
 @pytest.mark.gate("GATE-DATA-001")
@@ -263,10 +265,10 @@ def test_stack_train_on_a_reader_that_repeats_a_batch_stops_at_that_step(
 def test_one_token_off_in_a_served_batch_is_caught_and_the_batch_itself_holds(data: Path) -> None:
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
     served = reader.next_batch()
-    reader_module.check_served(reader, served, 1)
+    reader_module.check_served(reader, served, 1, reader.seed)
     off = served.clone()
     off[B - 1, T] += 1
-    outcome = reader_module.served_outcome(reader, off, 1)
+    outcome = reader_module.served_outcome(reader, off, 1, reader.seed)
     assert not outcome.ok and outcome.measured["windows_mismatched"] == 1
 
 
@@ -281,17 +283,17 @@ def test_a_reader_whose_count_is_not_the_runs_is_caught_though_its_batch_is_plan
     for _ in range(2):
         reader.next_batch()
     served = reader.next_batch()
-    outcome = reader_module.served_outcome(reader, served, taken)
+    outcome = reader_module.served_outcome(reader, served, taken, reader.seed)
     assert outcome.measured["windows_mismatched"] == 0
     with pytest.raises(GateViolation, match=f"has served 3 batch\\(es\\) where the run has taken {taken}"):
-        reader_module.check_served(reader, served, taken)
+        reader_module.check_served(reader, served, taken, reader.seed)
 
 
 @pytest.mark.holds("GATE-DATA-001")
 def test_the_runs_own_count_holds(data: Path) -> None:
     reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
     for taken in range(1, 4):
-        reader_module.check_served(reader, reader.next_batch(), taken)
+        reader_module.check_served(reader, reader.next_batch(), taken, reader.seed)
 
 
 def test_the_reference_windows_equal_the_gathered_ones(data: Path) -> None:

@@ -112,6 +112,33 @@ def test_a_plan_drawn_with_replacement_stops_stack_train_before_its_first_step(
 
 
 @pytest.mark.gate("GATE-DATA-001")
+@pytest.mark.parametrize("reader_seed", [0, 8], ids=["seed-0", "the-next-seed"])
+def test_a_reader_seeded_otherwise_than_the_run_stops_stack_train_at_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reader_seed: int,
+) -> None:
+    """The reader handed another seed than train.seed=7: it serves its own plan faithfully, so only
+    the plan of the run's seed shows the batches are not the ones the run's seed orders."""
+    built = TokenReader.__init__
+    monkeypatch.setattr(
+        TokenReader, "__init__", lambda self, *a, **kw: built(self, *a, **{**kw, "seed": reader_seed})
+    )
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN, "train.seed=7"))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["windows_mismatched"] > 0 and measured["step_in_epoch"] == 0
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_a_run_of_another_seed_reads_the_plan_of_that_seed(world: dict[str, Path], tmp_path: Path) -> None:
+    assert train(smoke_args(world["text"], tmp_path / "run", *RUN, "train.seed=7")) == 0
+    assert _gate(tmp_path / "run", "GATE-DATA-001")["measured"]["windows_mismatched"] == 0
+
+
+@pytest.mark.gate("GATE-DATA-001")
 @pytest.mark.parametrize("weight", [1.0, 2.5])
 def test_one_window_planned_in_place_of_another_fires_and_the_plan_itself_holds(
     world: dict[str, Path], weight: float
@@ -168,10 +195,10 @@ def test_labels_of_the_next_step_stop_stack_sft_at_its_first_step(
 def test_one_label_off_in_a_served_batch_fires_and_the_batch_itself_holds(world: dict[str, Path]) -> None:
     reader = SftReader(world["sft"], batch_size=2, seq_len=PACK, seed=0)
     served = reader.next_batch()
-    assert reader_module.served_outcome(reader, served, 1).ok
+    assert reader_module.served_outcome(reader, served, 1, reader.seed).ok
     labels = served.labels.clone()
     labels[1, PACK] ^= 1  # one token's supervision flipped
-    outcome = reader_module.served_outcome(reader, SftBatch(served.tokens, labels), 1)
+    outcome = reader_module.served_outcome(reader, SftBatch(served.tokens, labels), 1, reader.seed)
     assert not outcome.ok and outcome.measured["mismatched_by_table"] == {"tokens": 0, "labels": 1}
 
 
@@ -193,7 +220,7 @@ def test_a_rank_served_rank_zeros_windows_is_caught_where_the_model_takes_them(
     monkeypatch.setattr(TokenReader, "_rank_ids", rank_zero)
     reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, rank=1, world_size=2)
     with pytest.raises(GateViolation, match="GATE-DATA-001"):
-        reader_module.check_served(reader, reader.next_batch(), 1)
+        reader_module.check_served(reader, reader.next_batch(), 1, reader.seed)
 
 
 # -- GATE-DATA-005: the held-out set is the held-out split's ---------------------------------

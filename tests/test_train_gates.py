@@ -21,6 +21,7 @@ from train_support import (
     verdicts,
 )
 
+from contracts import schedule
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
 from stack.model import generate as generate_module
@@ -306,7 +307,11 @@ def test_an_optimizer_that_misplaces_weight_decay_halts_at_start_up(
 def test_a_schedule_that_skips_warmup_halts_at_the_first_step(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(loop, "lr_at", lambda step, *, lr, **_: lr)  # the planted bug: the peak from step 1
+    """The schedule itself gives the peak from step 1, the loop's rate and the one GATE-TRAIN-008
+    holds it to alike (contracts.schedule): only the rates read back during warmup show it."""
+    peak = lambda step, *, lr, **_: lr  # noqa: E731  the planted bug
+    monkeypatch.setattr(loop, "lr_at", peak)
+    monkeypatch.setattr(schedule, "lr_at", peak)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
     stability = _measured(run, "GATE-TRAIN-002")

@@ -109,12 +109,15 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
     return measure("GATE-DATA-001", measured, holds="planned batches served")
 
 
-def planned_ids(reader: TokenReader, epoch: int, index: int) -> np.ndarray:
-    """This rank's window ids at step `index` of `epoch`, sliced straight from the epoch's plan:
-    global step i takes plan[i*B*W : (i+1)*B*W] and rank r the r-th B of them. Written out here
-    rather than read through `_rank_ids`, so the served check shares no code with what it checks."""
+def planned_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
+    """This rank's window ids at step `index` of `epoch`, sliced straight from the epoch's plan of
+    the run's `seed`: global step i takes plan[i*B*W : (i+1)*B*W] and rank r the r-th B of them.
+    Written out here rather than read through `_rank_ids`, so the served check shares no code with
+    what it checks; the plan is the reader's own only where the reader was seeded with the run's
+    seed (a reader handed another seed serves a stream the run's seed never planned)."""
     start = (index * reader.world_size + reader.rank) * reader.batch_size
-    return reader._plan(epoch)[start : start + reader.batch_size]
+    plan = reader._plan(epoch) if seed == reader.seed else mixture.epoch_plan(reader._mixture, seed, epoch)
+    return plan[start : start + reader.batch_size]
 
 
 def differing_rows(served: dict[str, torch.Tensor], planned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,12 +125,12 @@ def differing_rows(served: dict[str, torch.Tensor], planned: dict[str, np.ndarra
     return {name: (served[name].numpy() != windows).any(axis=1) for name, windows in planned.items()}
 
 
-def served_outcome(reader: TokenReader, batch: Any, ordinal: int) -> Outcome:
+def served_outcome(reader: TokenReader, batch: Any, ordinal: int, seed: int) -> Outcome:
     """GATE-DATA-001's check on what the model is handed: each table of the (B, T+1) batch the
     reader just served (its tokens; a fine-tuning batch's labels too, which hold its targets and
     document ids), against that step's planned windows of the split's tables read the plain way
-    at the ids sliced from the plan (`planned_ids`), and the reader's count of batches served
-    against `ordinal`, the run's own count of batches taken (1-based).
+    at the ids sliced from the plan of the run's `seed` (`planned_ids`), and the reader's count of
+    batches served against `ordinal`, the run's own count of batches taken (1-based).
 
     The chunk check vouches for what was gathered; this one for what left the reader, so a
     `next_batch` that hands out a placeholder, one batch of its chunk over and over, or the labels
@@ -145,7 +148,7 @@ def served_outcome(reader: TokenReader, batch: Any, ordinal: int) -> Outcome:
     by_table: dict[str, int] = {}
     mismatched = 0
     if shape_ok and 0 <= index < reader.steps_per_epoch:
-        ids = planned_ids(reader, epoch, index)
+        ids = planned_ids(reader, epoch, index, seed)
         rows = differing_rows(served, {n: t.reference_windows(ids) for n, t in reader._tables.items()})
         by_table = {name: int(np.count_nonzero(differ)) for name, differ in rows.items()}
         mismatched = int(np.count_nonzero(np.logical_or.reduce(list(rows.values()))))
@@ -163,8 +166,10 @@ def served_outcome(reader: TokenReader, batch: Any, ordinal: int) -> Outcome:
     return measure("GATE-DATA-001", measured, holds="the planned batch handed to the model")
 
 
-@gate_require("GATE-DATA-001", lambda reader, batch, ordinal: served_outcome(reader, batch, ordinal))
-def check_served(reader: TokenReader, batch: Any, ordinal: int) -> None:
+@gate_require(
+    "GATE-DATA-001", lambda reader, batch, ordinal, seed: served_outcome(reader, batch, ordinal, seed)
+)
+def check_served(reader: TokenReader, batch: Any, ordinal: int, seed: int) -> None:
     """Refuse to train on a batch whose tables are not the planned windows of the run's `ordinal`-th."""
 
 

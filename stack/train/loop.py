@@ -628,7 +628,7 @@ class Trainer:
             # Checked against the step's planned windows and hashed on the host while the device
             # works through the kernels just queued, before the optimizer steps on them; the hash
             # is of the global batch, so it is the same whatever the world size.
-            check_served(self.reader, served, self.state.batches_taken)
+            check_served(self.reader, served, self.state.batches_taken, train.seed)
             hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
             total += step_loss.logged.detach()
             if aux:
