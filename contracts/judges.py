@@ -214,6 +214,8 @@ def has(measured: Measured, *keys: str) -> bool:
         "windows": ("epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"),
         "stream": ("served_batches", "taken_batches"),
         "plan": ("plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"),
+        # rev 4: the windows the reader numbered cover every target of every shard but its tail
+        "coverage": ("covered_shards", "uncovered_fewest", "uncovered_most", "window_targets"),
     },
 )
 def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
@@ -233,6 +235,15 @@ def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
             )
     if has(m, "epoch", "step_in_epoch", "steps_per_epoch", "follows", "shape_ok", "windows_mismatched"):
         problems += _window_problems(m)
+    if has(m, "covered_shards", "uncovered_fewest", "uncovered_most", "window_targets"):
+        fewest, most = number(m, "uncovered_fewest"), number(m, "uncovered_most")
+        targets = count(m, "window_targets")
+        if fewest < 0 or most >= targets:
+            problems.append(
+                f"the reader's windows leave {fewest:g} to {most:g} targets of a shard uncovered (a window "
+                f"holds {targets}; fewer than that at each shard's end, none beyond it): windows dropped "
+                "or numbered past the shard"
+            )
     return problems
 
 

@@ -23,6 +23,7 @@ from hf_fixtures import uncased_tokenizer
 from train_support import prepared, smoke_args, train
 
 from contracts.errors import GateViolation
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import heldout as heldout_module
@@ -36,6 +37,7 @@ from stack.data.sft_gates import turns_outcome
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch, SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered
+from stack.data.windows import WindowTable
 from stack.train.objective import Pretrain
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
@@ -109,6 +111,44 @@ def test_a_plan_drawn_with_replacement_stops_stack_train_before_its_first_step(
     code = train(smoke_args(world["text"], out, *RUN))
     measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
     assert measured["windows_off_quota"] > 0 and measured["plan_windows"] == measured["quota_windows"]
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_windows_one_short_of_each_shard_stop_stack_train_at_set_up(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The window table numbers one window too few in every shard: the plan, its quotas and every
+    batch agree with the table, so only the table's cover of each shard shows a window's worth of
+    targets never read."""
+    built = WindowTable.__init__
+
+    def one_short(self: WindowTable, *args: Any, **kwargs: Any) -> None:
+        built(self, *args, **kwargs)
+        self.views = [view[:-1] for view in self.views]
+
+    monkeypatch.setattr(WindowTable, "__init__", one_short)
+    out = tmp_path / "run"
+    assert train(smoke_args(world["text"], out, *RUN)) == 3
+    assert "GATE-DATA-001" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.gate("GATE-DATA-001")
+@pytest.mark.parametrize(("fewest", "most", "holds"), [(0, T - 1, True), (0, T, False), (-1, 0, False)])
+def test_targets_left_at_a_shards_end_just_beyond_a_window_fire_and_just_inside_hold(
+    fewest: int, most: int, holds: bool
+) -> None:
+    measured = {"covered_shards": 2, "uncovered_fewest": fewest, "uncovered_most": most, "window_targets": T}
+    assert (judge("GATE-DATA-001", measured) == []) is holds
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_the_readers_windows_cover_every_shard(world: dict[str, Path]) -> None:
+    reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0)
+    outcome = reader_module.coverage_outcome(reader._tables)
+    assert outcome.ok and outcome.measured["covered_shards"] >= 1
 
 
 @pytest.mark.gate("GATE-DATA-001")

@@ -81,6 +81,33 @@ def _positive(name: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def coverage_outcome(tables: dict[str, WindowTable]) -> Outcome:
+    """GATE-DATA-001's check on the windows the reader numbered, before any is served: in every
+    table, shard k's windows cover its targets 1..n_k·T, so the targets left at its end, (tokens −
+    1) − n_k·T, are fewer than the T a window holds and never negative. Read from the views the
+    table gathers from, so a table that numbers one window too few (or too many) per shard, which
+    every later check takes as the split's, shows here."""
+    left = [
+        len(tokens) - 1 - len(view) * table.seq_len
+        for table in tables.values()
+        for tokens, view in zip(table.tokens, table.views, strict=True)
+        if len(tokens) > table.seq_len
+    ]
+    seq_len = next(iter(tables.values())).seq_len
+    measured = {
+        "covered_shards": len(left),
+        "uncovered_fewest": min(left, default=0),
+        "uncovered_most": max(left, default=0),
+        "window_targets": seq_len,
+    }
+    return measure("GATE-DATA-001", measured, holds="the windows cover every shard's targets")
+
+
+@gate_require("GATE-DATA-001", lambda tables: coverage_outcome(tables))
+def check_coverage(tables: dict[str, WindowTable]) -> None:
+    """Refuse windows that leave a window's worth of a shard's targets unread, or read past it."""
+
+
 def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torch.Tensor]) -> Outcome:
     """GATE-DATA-001's check on a gathered chunk: the planned successor, inside its epoch, real tokens.
 
@@ -228,6 +255,7 @@ class TokenReader:
         # Every table a batch is gathered from, by name (`split_tables`); the tokens' also numbers
         # the windows and their sources.
         self._tables = self.split_tables(split, shards)
+        check_coverage(self._tables)
         self._table = self._tables["tokens"]
         known = self.manifest.sources
         mixture.check_known("source_weights", source_weights or {}, known)
