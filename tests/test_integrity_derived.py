@@ -44,6 +44,10 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
+# A training record of the current spec (1.15.0): its gates are judged at today's revisions, so
+# what their values restate of the log is derived (a record of an older revision is stale there).
+CURRENT_RUN = "mix-run-20261125-spec-1.15.0"
+
 # -- the untampered ledger -----------------------------------------------------------------------
 
 
@@ -354,12 +358,13 @@ def test_switches_a_deterministic_run_could_not_have_run_under_are_caught(
 def test_a_checkpoint_check_of_another_checkpoint_or_fewer_files_is_caught(
     tmp_path: Path, gate_id: str, key: str, value: Any
 ) -> None:
-    """The log's last checkpoint is step-0000040, of four files (the record's `checkpoint`)."""
+    """The log's last checkpoint is step-0000040, of four files (the record's `checkpoint`): a
+    record of spec 1.15.0, judged at GATE-CKPT-001 rev 2."""
 
     def edit(data: dict[str, Any], _dir: Path) -> None:
         gate(data, gate_id)["measured"][key] = value
 
-    assert_caught(planted(tmp_path, "ft-demo-20261123", edit), f"gates[{gate_id}].measured.{key} is")
+    assert_caught(planted(tmp_path, CURRENT_RUN, edit), f"gates[{gate_id}].measured.{key} is")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -809,9 +814,9 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DATA-007].measured.model_vocab is 8192, but its artifacts derive 257",
         ),
         (
-            "tiny-20261124-spec-1.11.0",
-            lambda d: gate(d, "GATE-DATA-001")["measured"].update(served_batches=199),
-            "gates[GATE-DATA-001].measured.served_batches is 199, but its artifacts derive 200",
+            CURRENT_RUN,
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(served_batches=39),
+            "gates[GATE-DATA-001].measured.served_batches is 39, but its artifacts derive 40",
         ),
     ],
     ids=[
