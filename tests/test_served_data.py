@@ -135,8 +135,14 @@ def test_windows_one_short_of_each_shard_stop_stack_train_at_set_up(
     assert "GATE-DATA-001" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.gate("GATE-DATA-001")
-@pytest.mark.parametrize(("fewest", "most", "holds"), [(0, T - 1, True), (0, T, False), (-1, 0, False)])
+@pytest.mark.parametrize(
+    ("fewest", "most", "holds"),
+    [
+        pytest.param(0, T - 1, True, marks=pytest.mark.holds("GATE-DATA-001")),
+        pytest.param(0, T, False, marks=pytest.mark.gate("GATE-DATA-001")),
+        pytest.param(-1, 0, False, marks=pytest.mark.gate("GATE-DATA-001")),
+    ],
+)
 def test_targets_left_at_a_shards_end_just_beyond_a_window_fire_and_just_inside_hold(
     fewest: int, most: int, holds: bool
 ) -> None:
