@@ -60,6 +60,7 @@ from lineage import (
 )
 from mutation import falsify_findings
 from record_checks import check_record_truth
+from site_format import read_jsonl
 from spec_history import SpecHistory, files_at, tree_names
 
 from contracts.errors import BadInput
@@ -509,7 +510,7 @@ class Checker:
             [
                 *git,
                 "log",
-                "--diff-filter=MDRT",
+                "--diff-filter=MDT",
                 "--no-renames",
                 "--format=commit %H",
                 "--name-only",
@@ -706,20 +707,10 @@ class Checker:
 def _throughputs(run_dir: Path) -> list[float]:
     """The wall-clock throughputs a run's metrics log states (`tokens_per_s` of its step lines that
     are not whole numbers): measured by the clock, no two runs share one."""
-    path = run_dir / METRICS_LOG
-    found = []
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                entry = json.loads(line)
-                rate = (
-                    entry.get("tokens_per_s")
-                    if isinstance(entry, dict) and entry.get("type") == "step"
-                    else None
-                )
-                if isinstance(rate, float) and not rate.is_integer():
-                    found.append(rate)
-    return found
+    rates = [
+        line.get("tokens_per_s") for line in read_jsonl(run_dir / METRICS_LOG) if line.get("type") == "step"
+    ]
+    return [rate for rate in rates if isinstance(rate, float) and not rate.is_integer()]
 
 
 def gate_thresholds(spec: Spec | None, gate_id: str) -> dict[str, float | int]:

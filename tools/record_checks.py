@@ -168,9 +168,9 @@ def _in_force_at_commit(
 ) -> bool:
     """Whether the record's own commit had no revision of gate or policy `name` newer than the one
     it cites. For a gate's verdict only a clean record's commit says so (a dirty tree may have
-    judged under an uncommitted revision); a policy's citation is held to the commit either way
-    (the two records of 1.7.0 that cite options_matrix rev 1 were made on a dirty tree whose
-    commit had no rev 2 yet)."""
+    judged under an uncommitted revision); a policy's citation is held to its commit, dirty or
+    clean (a policy revision bumped later under the same version, after records made on a dirty
+    tree cited the one before)."""
     sha = record.code.git_sha
     if history is None or sha is None or (clean_only and record.code.git_dirty):
         return False
@@ -193,8 +193,8 @@ def check_policies(
     record that cites an older revision of run_kinds is held to that revision: its file is found
     in the repository's history by the digest the record cites (`history`), which must be the
     digest spec/revisions.yaml lists for that revision. The revision cited is the one in force at
-    the spec version the record names (an older one only where the record's own clean commit had
-    no newer one: a revision bumped later under the same version), so no record sheds a
+    the spec version the record names (an older one only where the record's own commit had no
+    newer one: a revision bumped later under the same version), so no record sheds a
     requirement by citing the policy before it.
     """
     if record.spec.version not in spec.versions:
