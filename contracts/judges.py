@@ -282,14 +282,35 @@ def _window_problems(m: Measured) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-002", needs=("reweighted",))
-def _restored_stream(m: Measured, t: Thresholds) -> list[str]:
-    if flag(m, "reweighted"):
-        return []  # the stream was changed on purpose (an excluded source lost its weight)
-    restored, saved = m.get("restored_next_sha256"), m.get("saved_next_sha256")
-    if not isinstance(restored, str) or not isinstance(saved, str):
-        raise Malformed("restored_next_sha256 and saved_next_sha256 must be strings")
-    return [] if restored == saved else ["the restored reader would not continue the saved stream"]
+@judges(
+    "GATE-DATA-002",
+    checks={
+        "restore": ("reweighted", "restored_next_sha256", "saved_next_sha256"),
+        "shuffled": ("plan_windows", "order_z"),
+        "reordered": ("repeat_z",),
+    },
+)
+def _batch_order(m: Measured, t: Thresholds) -> list[str]:
+    """A restored reader continues the saved stream; every epoch plan is shuffled, and otherwise
+    than the epoch before, as far as a uniform shuffle of its windows can show."""
+    problems = []
+    if has(m, "reweighted") and not flag(m, "reweighted"):  # reweighted: changed on purpose
+        restored, saved = m.get("restored_next_sha256"), m.get("saved_next_sha256")
+        if not isinstance(restored, str) or not isinstance(saved, str):
+            raise Malformed("restored_next_sha256 and saved_next_sha256 must be strings")
+        if restored != saved:
+            problems.append("the restored reader would not continue the saved stream")
+    for key, what in (
+        ("order_z", "in corpus order (consecutive windows repeat a window or take the next)"),
+        ("repeat_z", "in the previous epoch's order (the same window at the same position)"),
+    ):
+        if has(m, key) and not number(m, key) <= t["max_order_z"]:
+            problems.append(
+                f"the epoch plan of {count(m, 'plan_windows')} windows is {number(m, key):.3g} standard "
+                f"deviations more often {what} than a shuffle of its windows (at most {t['max_order_z']:g}): "
+                "the batches are not shuffled"
+            )
+    return problems
 
 
 @judges("GATE-DATA-003", needs=("mismatched_files", "first_problem"))
@@ -673,10 +694,19 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
             "probe_draws",
             "mismatched_probe_draws",
         ),
+        "context": ("context_logits_deviation",),
     },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "context_logits_deviation"):
+        deviation = number(m, "context_logits_deviation")
+        if not deviation <= t["context_logits_rtol"]:
+            problems.append(
+                f"the logits the monitor's draws were made from are {deviation:.3g} (× the largest logit) "
+                f"from a plain forward of the sampled text (rtol {t['context_logits_rtol']:g}): the sampler "
+                "did not see the text it sampled (a lost KV cache? restarted positions?)"
+            )
     if has(m, "draws", "mismatched_draws", "probe_draws", "mismatched_probe_draws"):
         settings = f"temperature {m.get('temperature')}, top_k {m.get('top_k')}"
         for what, drawn, mismatched in (

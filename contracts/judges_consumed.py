@@ -6,7 +6,11 @@ hashes `stack.train.consumption.Tally` measured, like every judge.
 
 from __future__ import annotations
 
-from contracts.judges import Malformed, Measured, Thresholds, count, has, judges, number
+from contracts.judges import Malformed, Measured, Thresholds, count, has, items, judges, number
+
+# The dtype of the logits a loss reads under each train.precision: the autocast dtype, or float32
+# without autocast (torch's names, as `str(dtype)` gives them after "torch.").
+COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 # What a difference at a position means, said in the message of each count that is not zero.
 _MISMATCHES = {
@@ -32,6 +36,7 @@ _MISMATCHES = {
             *_MISMATCHES,
         ),
         "gradient": ("loss_gradient_deviation",),
+        "precision": ("precision", "logits_dtypes"),
     },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
@@ -40,6 +45,8 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     value (smoothed labels, a sum for a mean, a mean over positions it did not score) move the
     gradient off that identity."""
     problems = _consumed_problems(m) if has(m, "scorings") else []
+    if has(m, "precision", "logits_dtypes"):
+        problems += _precision_problems(m)
     if has(m, "loss_gradient_deviation"):
         deviation = number(m, "loss_gradient_deviation")
         if not deviation <= t["loss_gradient_atol"]:
@@ -49,6 +56,20 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
     return problems
+
+
+def _precision_problems(m: Measured) -> list[str]:
+    """The logits every scoring read are in the compute dtype the run's precision names."""
+    precision, dtypes = m.get("precision"), items(m, "logits_dtypes")
+    if precision not in COMPUTE_DTYPES:
+        raise Malformed(f"precision must be one of {sorted(COMPUTE_DTYPES)}; got {precision!r}")
+    other = sorted({str(d) for d in dtypes} - {COMPUTE_DTYPES[precision]})
+    if other:
+        return [
+            f"the loss read logits in {', '.join(other)} where train.precision={precision} computes in "
+            f"{COMPUTE_DTYPES[precision]}: the run computes in another precision than it states"
+        ]
+    return []
 
 
 def _consumed_problems(m: Measured) -> list[str]:

@@ -137,10 +137,13 @@ def release_problems(
     that judged every gate its kind requires, failed none, and hashed the weights released. A
     blocking gate the run waived must be among the waivers the release `accepted` (gate → reason).
     `released_under` is the spec version a registry entry was released under: a gate that came
-    in after it is not demanded of its record (`stack release`, releasing now, passes None).
+    in after it, or that the run kind came to require after it, is not demanded of its record
+    (`stack release`, releasing now, passes None).
     """
     kind_gates = spec.required_gates(record.run.kind, record.config)
-    later = {g for g in kind_gates if released_under and spec.introduced_after(g, released_under)}
+    later = {
+        g for g in kind_gates if released_under and spec.required_after(record.run.kind, g, released_under)
+    }
     problems = _run_problems(spec, record, registry_git_sha, later)
     problems += [
         f"{gate_id} is stale ({why})"

@@ -170,13 +170,16 @@ class RunKind(Strict):
 
     `checks` names, for a gate several checks feed (contracts.judges declares them), the checks a
     completed record of the kind must hold values of: each one runs on every path of the kind, so
-    a record without its values did not show it.
+    a record without its values did not show it. `since` names, for a gate the kind came to
+    require after the gate itself existed, the spec version from which it does: a record made,
+    or a model released, under an older version is not held to it.
     """
 
     description: str
     gates: list[str] = Field(default_factory=list)
     options: list[OptionGates] = Field(default_factory=list)
     checks: dict[str, list[str]] = Field(default_factory=dict)
+    since: dict[str, str] = Field(default_factory=dict)
 
 
 class RunKindsFile(Strict):
@@ -307,6 +310,17 @@ class Spec(Strict):
         if not history or _release_numbers(history[0].spec_version) <= _release_numbers(version):
             return None
         return history[0].spec_version
+
+    def required_after(self, kind: str, gate_id: str, version: str) -> str | None:
+        """The spec version from which a record of run kind `kind` must judge `gate_id`, when it is
+        later than `version` (the gate came in later, or the kind came to require it later);
+        else None."""
+        since = [self.introduced_after(gate_id, version)]
+        entry = self.run_kinds.get(kind)
+        if entry is not None and gate_id in entry.since:
+            since.append(entry.since[gate_id])
+        later = [v for v in since if v is not None and _release_numbers(v) > _release_numbers(version)]
+        return max(later, key=_release_numbers) if later else None
 
     def benchmark(self, name: str) -> BenchmarkGoal:
         """The goal of one benchmark in spec/benchmarks.yaml."""

@@ -297,6 +297,23 @@ def test_the_split_score_is_exceeded_by_exactly_the_capacity(scores: list[float]
     assert above == capacity_tokens(capacity, values.numel())
 
 
+def test_no_token_of_the_batch_that_set_the_threshold_sits_on_it() -> None:
+    """A routed first block scores a token by its embedding alone: had the threshold been one of
+    the batch's own scores, every later occurrence of that token would sit on it, routed or not by
+    one forward's rounding (a batch and a single decoding step disagreed). None of the batch's
+    scores, computed again, equals it."""
+    model = mod_model(mod_every=1, mod_capacity=0.25)
+    first = model.layers[0]
+    assert isinstance(first, DepthRoutedBlock)
+    with torch.no_grad():
+        torch.nn.init.normal_(first.router.weight, std=1.0)
+        tokens = torch.randint(SHAPE["vocab"], (4, SHAPE["ctx"]), generator=torch.Generator().manual_seed(5))
+        model.train()(tokens)
+        scores = first.router(model.embed(tokens)).squeeze(-1)
+    threshold = first.route_threshold
+    assert bool((scores != threshold).all())
+
+
 def _drifting(model: GPT, steps: int, shift: float, seed: int = 0) -> None:
     """Train-mode forwards on fresh batches, each followed by a step that raises every router score
     by about `shift` (the weight moved along the mean direction of the block's inputs), as a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -25,7 +26,9 @@ from contracts import schedule
 from contracts.errors import GateViolation
 from contracts.spec import load_spec
 from stack.model import generate as generate_module
+from stack.model import gpt as gpt_module
 from stack.model.gpt import GPT
+from stack.model.kv_cache import KVCache
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.guards import check_clipped, check_first_loss, check_stability
@@ -434,3 +437,110 @@ def test_early_stopping_out_of_patience_waits_for_its_epoch_floor(data: Path, tm
     assert evidence(run)["run"]["stop_reason"] == "reached train.steps=16"
     state = json.loads((ckpt.list_checkpoints(run)[-1] / "state.json").read_text())
     assert state["monitors"]["early_stop"]["evals_without_improvement"] >= patience  # out of patience
+
+
+class _Decoder:
+    """A model as `generate` calls it, with a planted change to every cached call: a fresh KV cache
+    at each decoding step (the survey's M13b: each token drawn with no context, at position 0), or
+    the head's logits scaled by `scale` before anything reads them (the monitor's kept logits
+    and the draw alike, so only the plain forward can tell)."""
+
+    def __init__(self, model: torch.nn.Module, *, fresh_cache: bool = False, scale: float = 1.0) -> None:
+        self.model, self.config, self.embed = model, model.config, model.embed
+        self.fresh_cache, self.scale = fresh_cache, scale
+
+    def __call__(self, idx: torch.Tensor, *, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.fresh_cache and idx.shape[1] == 1:
+            cache = KVCache(self.config, idx.shape[0], idx.device, self.embed.weight.dtype)
+        hook = self.model.lm_head.register_forward_hook(lambda _m, _i, out: out * self.scale, prepend=True)
+        try:
+            return self.model(idx, cache=cache)
+        finally:
+            hook.remove()
+
+
+def _decoding_with(monkeypatch: pytest.MonkeyPatch, **planted: object) -> None:
+    """GPT.generate decodes the model (not the spread probe) through a `_Decoder` with `planted`."""
+    real = gpt_module.generate
+
+    def generate(model: torch.nn.Module, idx: torch.Tensor, n: int, **sampling: object) -> torch.Tensor:
+        return real(_Decoder(model, **planted) if isinstance(model, GPT) else model, idx, n, **sampling)
+
+    monkeypatch.setattr(gpt_module, "generate", generate)
+
+
+def _sampled(run: Path) -> dict[str, object]:
+    return next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-005")
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_decoder_given_a_fresh_cache_at_every_step_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each token is drawn from the logits the model gives it alone, at position 0: drawn exactly
+    as configured from those logits (the replay holds), but not from the model's for the text."""
+    _decoding_with(monkeypatch, fresh_cache=True)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    result = _sampled(run)
+    assert result["verdict"] == "FAIL" and result["measured"]["mismatched_draws"] == 0
+    assert result["measured"]["context_logits_deviation"] > 0.01
+
+
+@pytest.mark.parametrize(
+    "times, fires",
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRAIN-005")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRAIN-005")),
+    ],
+)
+def test_decoding_logits_off_just_beyond_context_logits_rtol_fire_and_just_inside_hold(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+) -> None:
+    """Every cached call's logits scaled by 1 + times × context_logits_rtol: each is off the plain
+    forward's by that fraction of the largest |logit|."""
+    rtol = load_spec().threshold("GATE-TRAIN-005", "context_logits_rtol")
+    _decoding_with(monkeypatch, scale=1.0 + times * rtol)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == (3 if fires else 0)
+    measured = _sampled(run)["measured"]
+    assert measured["context_logits_deviation"] == pytest.approx(times * rtol, rel=0.01)
+
+
+def _autocast_of(precision: str | None) -> Callable[[Trainer], contextlib.AbstractContextManager[object]]:
+    """A loop's autocast in `precision` whatever the run configures (None: no autocast)."""
+    if precision is None:
+        return lambda self: contextlib.nullcontext()
+    return lambda self: torch.autocast(self.device.type, dtype=getattr(torch, precision))
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+@pytest.mark.parametrize(
+    "configured, computed",
+    [("fp32", "bfloat16"), ("bf16", None)],
+    ids=["fp32-run-in-bf16", "bf16-run-in-fp32"],
+)
+def test_a_run_computing_in_another_precision_than_it_states_stops_at_its_first_step(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    configured: str,
+    computed: str | None,
+) -> None:
+    """The survey's M21 (an fp32 run under bf16 autocast), and its mirror."""
+    monkeypatch.setattr(Trainer, "_autocast", _autocast_of(computed))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, f"train.precision='{configured}'")) == 3
+    assert "GATE-TRAIN-007" in capsys.readouterr().err
+    result = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")
+    assert result["verdict"] == "FAIL" and result["step"] == 1
+    assert result["measured"]["logits_dtypes"] == [computed or "float32"]
+
+
+@pytest.mark.holds("GATE-TRAIN-007")
+def test_a_bf16_run_states_the_dtype_its_loss_read(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.precision='bf16'")) == 0
+    measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
+    assert (measured["precision"], measured["logits_dtypes"]) == ("bf16", ["bfloat16"])

@@ -315,8 +315,12 @@ def check_run(
         required_checks(record, kinds, findings)
         for gate_id in gates_required(kind, record.config) if kind is not None else []:
             result = by_id.get(gate_id)
-            if result is None and (since := spec.introduced_after(gate_id, record.spec.version)):
-                findings.stale[gate_id] = f"the gate came in spec {since}, after the record's"
+            if result is None and (
+                since := spec.required_after(record.run.kind, gate_id, record.spec.version)
+            ):
+                findings.stale[gate_id] = (
+                    f"the gate is required of the kind from spec {since}, after the record's"
+                )
             elif result is None:
                 findings.violations.append(
                     f"a completed {record.run.kind} run must judge {gate_id}; it is missing"

@@ -11,6 +11,9 @@ The epoch plan is a seeded permutation of the chosen window ids, a pure function
 of n windows and quota q gives each of its windows q // n times, and q mod n of them once more:
 `quota_outcome` counts the ids of a plan against that (GATE-DATA-001), so a plan drawn with
 replacement, which repeats some windows and never reads as many others, cannot pass for one.
+A permutation can still be no shuffle at all: the windows in corpus order, or the same order
+every epoch. `order_outcome` measures both against what a uniform shuffle of the same windows
+gives (GATE-DATA-002).
 
 Shares. A mixture policy (stack.data.policy) speaks in shares of windows instead: a cap is a
 source's maximum share, a floor its minimum, and `project_shares` turns any wanted shares into
@@ -124,6 +127,41 @@ def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
         "sources_off_quota": off_sources,
     }
     return measure("GATE-DATA-001", measured, holds="the epoch plan is a permutation of the sources' quotas")
+
+
+def _excess_z(hits: int, expected: float, trials: int) -> float:
+    """How many standard deviations `hits` of `trials` lie above `expected`, the count a uniform
+    shuffle gives on average, with a binomial's spread (0 at or below it; infinite above a count
+    a shuffle always gives exactly)."""
+    if trials == 0 or hits <= expected:
+        return 0.0
+    p = expected / trials
+    spread = math.sqrt(trials * p * (1.0 - p))
+    return (hits - expected) / spread if spread > 0 else math.inf
+
+
+def order_outcome(plan: np.ndarray, previous: np.ndarray | None) -> Outcome:
+    """GATE-DATA-002's shuffle checks of an epoch plan, against a uniform shuffle of its windows.
+
+    In corpus order: consecutive pairs that repeat a window or take the next one, which a shuffle of
+    windows with counts c gives (Σ c_a(c_a − 1) + Σ c_a·c_{a+1}) / L times on average over L
+    windows. Against the epoch before (`previous`, None in the first): positions holding the
+    same window, Σ c_a·c'_a / L on average. Each excess is in binomial standard deviations, so a
+    plan of few windows, or of one window many times, is held to what its shuffle can show.
+    """
+    size = len(plan)
+    counts = np.bincount(plan, minlength=1).astype(np.float64) if size else np.zeros(1)
+    steps = np.diff(plan)
+    ordered = int(np.count_nonzero((steps == 0) | (steps == 1)))
+    expected = (float(counts @ (counts - 1)) + float(counts[:-1] @ counts[1:])) / size if size else 0.0
+    measured: dict[str, object] = {"plan_windows": size, "order_z": _excess_z(ordered, expected, size - 1)}
+    if previous is not None:
+        width = min(size, len(previous))
+        before = np.bincount(previous, minlength=len(counts)).astype(np.float64)
+        counts = np.pad(counts, (0, len(before) - len(counts)))
+        same = int(np.count_nonzero(plan[:width] == previous[:width]))
+        measured["repeat_z"] = _excess_z(same, float(counts @ before) / max(size, 1), width)
+    return measure("GATE-DATA-002", measured, holds="the epoch plan is shuffled, afresh each epoch")
 
 
 def _source_tag(name: str) -> int:

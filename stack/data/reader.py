@@ -300,10 +300,16 @@ class TokenReader:
         return self._plan_cache[1]
 
     @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
+    @gate_ensure(
+        "GATE-DATA-002",
+        lambda self, epoch, result: mixture.order_outcome(
+            result, mixture.epoch_plan(self._mixture, self.seed, epoch - 1) if epoch > 0 else None
+        ),
+    )
     def _epoch_plan(self, epoch: int) -> np.ndarray:
         """The plan the reader serves `epoch` from, checked once when it is made (one count of the
         ids, about as much work as the shuffle): each source's quota, each window as often as the
-        quota says."""
+        quota says, shuffled, and otherwise than the epoch before."""
         return mixture.epoch_plan(self._mixture, self.seed, epoch)
 
     def _global_ids(self, epoch: int, first: int, count: int) -> np.ndarray:

@@ -10,6 +10,10 @@ forward into a loss record what they were handed, at the moment they use it:
 - `stack.tune.dpo.sequence_logprobs` (the sums DPO compares): the input ids and, as targets,
   the next token at every position its mask scores (−1 elsewhere).
 
+Both also record the dtype of the logits the loss read, so a run configured in one precision
+that computes in another (an autocast the config did not ask for, or one it asked for and did not
+get) shows it where the loss is made.
+
 They record into the tape of `recording()`, which the training loop opens around each
 micro-batch's loss (stack.train.consumption compares the tape with what the batch states,
 GATE-TRAIN-007). Outside a tape, `record` does nothing. The tape holds references to tensors
@@ -32,11 +36,14 @@ _TAPE: dict[str, list[Consumed] | None] = {"active": None}
 @dataclass(frozen=True)
 class Consumed:
     """One scoring of a batch: input ids (B, T), targets (B, T) with −1 where no token is scored,
-    and the document id of each input token (B, T), or None when attention was plain causal."""
+    the document id of each input token (B, T), or None when attention was plain causal, and the
+    dtype of the logits the head gave the loss (the compute dtype the run's precision names; None
+    for a batch's own statement, which has no logits)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     docs: torch.Tensor | None = None
+    logits_dtype: torch.dtype | None = None
 
 
 def record(consumed: Consumed) -> None:

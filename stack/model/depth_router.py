@@ -17,9 +17,10 @@ Training and inference route differently, because top-k over a sequence reads th
   and run through the block, so the block costs C of the dense one;
 * inference (eval mode, or any forward with a KV cache: evaluation, sampling, export checks):
   a token is routed when its score exceeds `route_threshold`, a buffer that every training
-  forward sets to the score that splits that batch's tokens, all sequences pooled, into the top
-  ⌊C·N⌋ and the rest (its (⌊C·N⌋ + 1)-th largest score, which exactly ⌊C·N⌋ of the batch's
-  scores exceed). The decision reads the token alone, so it is causal; every token
+  forward sets to a score that splits that batch's tokens, all sequences pooled, into the top
+  ⌊C·N⌋ and the rest (halfway between its (⌊C·N⌋ + 1)-th largest score and the next one up,
+  `split_score`, so no token sits on it). The decision reads the token alone, so it is causal,
+  and the same in a batch as in one decoding step (GATE-TRAIN-005 compares the two); every token
   then runs through attention with the unrouted keys masked (`key_mask`) and only routed tokens
   keep the result. This is the paper's documented alternative to an auxiliary predictor: it adds
   no loss term, and the routed fraction at inference approximates C rather than equalling it.
@@ -51,14 +52,26 @@ def capacity_tokens(capacity: float, length: int) -> int:
 
 
 def split_score(scores: torch.Tensor, capacity: float) -> torch.Tensor:
-    """The score that exactly ⌊C·N⌋ of the N `scores` exceed (ties aside): the (⌊C·N⌋ + 1)-th
-    largest, a score of the batch itself, so no rounding of a midpoint can move a token across it;
-    −∞ when ⌊C·N⌋ = N."""
+    """A score that exactly ⌊C·N⌋ of the N `scores` exceed (ties aside; −∞ when ⌊C·N⌋ = N): the
+    midpoint between the (⌊C·N⌋ + 1)-th largest score s and the smallest score above s.
+
+    Not s itself: a token's score at a routed first block is its embedding's alone, so every later
+    occurrence of the token that scored s would sit on the threshold, and one forward's rounding
+    (a batch, a single decoding step) would route it while another's would not. Halfway to the
+    next score up, every occurrence of a token lies a whole half-gap from it. Where the two scores
+    are adjacent floats and the midpoint rounds onto one of them, s is kept: exactly ⌊C·N⌋ still
+    exceed it. A token tied with s stays below, as it would with s.
+    """
     flat = scores.detach().reshape(-1)
     k = capacity_tokens(capacity, flat.numel())
     if k == flat.numel():
         return flat.new_tensor(float("-inf"))
-    return flat.topk(k + 1).values[k]
+    split = flat.topk(k + 1).values[k]
+    above = flat[flat > split]
+    if above.numel() == 0:
+        return split
+    middle = (split + above.min()) / 2
+    return middle if bool(split < middle < above.min()) else split
 
 
 class DepthRoutedBlock(Block):

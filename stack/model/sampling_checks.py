@@ -1,4 +1,5 @@
-"""GATE-TRAIN-005's `drawn` check: the coherence monitor's samples are drawn as the run configures.
+"""GATE-TRAIN-005's `drawn` and `context` checks: the coherence monitor's samples are drawn as the
+run configures, from the model's logits for the text sampled so far.
 
 The monitor judges what the model says, so its samples must come from the distribution its
 settings name: softmax(logits / temperature) over the top_k largest logits. A sampler that drops
@@ -19,6 +20,11 @@ from nearly flat, where a top-k cut decides, to peaked, where the temperature do
 rows of PROBE_TOKENS draws over at most PROBE_VOCAB ids, replayed the same way. The monitor's
 replay costs a softmax over the vocabulary per sampled token, the probe's 1024 draws a few
 hundred thousand elements, at the monitor's cadence only.
+
+The replay takes the logits as given. Whether they are the model's for the text being sampled
+(the prompt and every earlier draw, each at its position: what the KV cache stands for) is the
+`context` check: one plain forward of each sample, without a cache, must give the head the logits
+every draw was made from, within context_logits_rtol of its largest logit.
 """
 
 from __future__ import annotations
@@ -68,6 +74,30 @@ class Draws:
             differing += (expected != drawn[:, t : t + 1]).sum()
         missing = drawn.shape[1] - min(len(self.logits), drawn.shape[1])  # a draw from no head call
         return int(differing) + missing * drawn.shape[0]
+
+    def context_deviation(self, model: nn.Module, idx: torch.Tensor, drawn: torch.Tensor) -> float:
+        """How far the logits each draw was made from are from the logits one plain forward of the
+        sampled text gives at the same positions, in units of that forward's largest |logit|.
+
+        Replaying a draw checks the sampler given its logits; this checks that the logits were the
+        model's for the text sampled so far (the prompt and every earlier draw, at their positions).
+        A decoder that loses its KV cache, restarts its positions or sees another prefix gives the
+        head other logits, which sample just as fluently. Both sides are float32 forwards of the
+        same weights, so they differ by rounding only; a draw without logits counts as infinitely
+        far.
+        """
+        n = drawn.shape[1]
+        if n == 0:
+            return 0.0
+        if len(self.logits) < n:
+            return math.inf
+        text = torch.cat((idx, drawn), dim=1)[:, :-1]
+        plain, _ = model(text)
+        start = idx.shape[1] - 1
+        expected = plain[:, start : start + n].float()
+        kept = torch.stack(self.logits[:n], dim=1).float()
+        scale = expected.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
+        return float((kept - expected).abs().max() / scale)
 
 
 @contextmanager
@@ -141,11 +171,15 @@ class DrawTally:
     mismatched_draws: int = 0
     probe_draws: int = 0
     mismatched_probe_draws: int = 0
+    context_logits_deviation: float = 0.0
 
-    def add(self, draws: Draws, drawn: torch.Tensor) -> None:
-        """One generation of the monitor: its sampled tokens (B, n) against their replay."""
+    def add(self, draws: Draws, drawn: torch.Tensor, model: nn.Module, idx: torch.Tensor) -> None:
+        """One generation of the monitor from `model` after the prompt `idx`: its sampled tokens (B,
+        n) against their replay, and the logits they were drawn from against a plain forward."""
         self.draws += drawn.numel()
         self.mismatched_draws += draws.mismatched(drawn, self.temperature, self.top_k)
+        deviation = draws.context_deviation(model, idx, drawn)
+        self.context_logits_deviation = max(self.context_logits_deviation, deviation)
 
     def add_probe(self, draws: Draws, drawn: torch.Tensor) -> None:
         """The spread probe's sampled tokens (B, n) against their replay."""
@@ -161,6 +195,7 @@ class DrawTally:
             "mismatched_draws": self.mismatched_draws,
             "probe_draws": self.probe_draws,
             "mismatched_probe_draws": self.mismatched_probe_draws,
+            "context_logits_deviation": self.context_logits_deviation,
         }
 
 

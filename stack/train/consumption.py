@@ -106,8 +106,12 @@ def targets_sha256(targets: list[torch.Tensor]) -> str:
 class Tally:
     """What one optimizer step's micro-batches consumed against what they state."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, precision: str | None = None) -> None:
+        """Counts on `device`; with `precision` (the run's train.precision) the step's values also
+        hold it beside the dtypes of the logits each scoring read (GATE-TRAIN-007's check precision)."""
         self.counts = torch.zeros(len(COUNTS), dtype=torch.int64, device=device)
+        self.precision = precision
+        self.logits_dtypes: set[str] = set()
         self.scorings = 0
         self.stated_scorings = 0
         # Host copies of both sides' targets, queued without blocking; read after the step's sync.
@@ -118,6 +122,9 @@ class Tally:
         """One micro-batch: its tape (`consumed`) against its batch's statement (`stated`)."""
         self.scorings += len(consumed)
         self.stated_scorings += len(stated)
+        self.logits_dtypes.update(
+            str(c.logits_dtype).removeprefix("torch.") for c in consumed if c.logits_dtype is not None
+        )
         for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: `scorings`
             self.counts += compare(got, want)
         copies = [c.targets.detach().to("cpu", non_blocking=True) for c in consumed]
@@ -133,13 +140,16 @@ class Tally:
         same = len(self._stated) == len(self._consumed) and all(
             a is b for a, b in zip(self._stated, self._consumed, strict=True)
         )
-        return {
+        measured = {
             "scorings": self.scorings,
             "stated_scorings": self.stated_scorings,
             **{name: round(value) for name, value in zip(COUNTS, counts, strict=True)},
             "targets_sha256": consumed_sha256,
             "stated_targets_sha256": consumed_sha256 if same else targets_sha256(self._stated),
         }
+        if self.precision is not None:
+            measured |= {"precision": self.precision, "logits_dtypes": sorted(self.logits_dtypes)}
+        return measured
 
 
 @dataclass(frozen=True)

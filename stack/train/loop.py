@@ -604,7 +604,7 @@ class Trainer:
         # The objective's extra scalars (none for pretraining), summed over micro-batches.
         extra_names = self.objective.metric_names
         extra_totals = torch.zeros(len(extra_names), device=self.device)
-        tally = Tally(self.device)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
+        tally = Tally(self.device, train.precision)  # what each micro-batch's loss consumed (GATE-TRAIN-007)
         for _ in range(train.grad_accum):
             served = self.reader.next_batch()
             self.state.batches_taken += 1
@@ -868,7 +868,7 @@ class Trainer:
             draws, drawn = self._draw(
                 self.model, idx, min(monitor_cfg.tokens, self.config.model.ctx - len(ids)), generator
             )
-            tally.add(draws, drawn)
+            tally.add(draws, drawn, self.model, idx)
             # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
             # sample a padding row: it is no text, so it is left out rather than crash the monitor.
             known = [t for t in drawn[0].tolist() if t < self.tokenizer.vocab_size]

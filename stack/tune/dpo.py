@@ -46,8 +46,8 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> t
     the pairs' labels is what was summed.
     """
     targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
-    record(Consumed(tokens[:, :-1], targets))
     logits, _ = model(tokens[:, :-1])
+    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 
