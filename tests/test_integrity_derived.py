@@ -44,9 +44,9 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-# A training record of the current spec (1.15.0): its gates are judged at today's revisions, so
+# A training record of the current spec (1.16.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.15.0"
+CURRENT_RUN = "mix-run-20261125-spec-1.16.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -99,16 +99,40 @@ def test_any_value_a_judge_reads_taken_out_of_a_record_made_today_is_caught(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_loss_that_consumed_other_targets_than_its_step_line_logs_is_caught(tmp_path: Path) -> None:
-    """mix-run-20261124-spec-1.14.0's GATE-TRAIN-007 counted and hashed 128 targets at step 40, as
-    the step line logs; restated as 256, its statement made to agree, it still re-judges PASS."""
+    """The current record's GATE-TRAIN-007 counted and hashed 128 targets at step 40, as the step
+    line logs; restated as 256, its statement made to agree, it still re-judges PASS."""
 
     def doubled(data: dict[str, Any], _dir: Path) -> None:
         measured = gate(data, "GATE-TRAIN-007")["measured"]
         measured.update(targets=256, stated_targets=256)
         measured.update(targets_sha256="0" * 64, stated_targets_sha256="0" * 64)
 
-    run = planted(tmp_path, "mix-run-20261124-spec-1.14.0", doubled)
+    run = planted(tmp_path, CURRENT_RUN, doubled)
     assert_caught(run, "gates[GATE-TRAIN-007].measured.targets is 256, but its artifacts derive 128")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_precision_restated_to_match_what_the_loss_read_is_caught(tmp_path: Path) -> None:
+    """An fp32 run whose loss read bfloat16 logits, the record made to agree (precision bf16): it
+    re-judges PASS, but the config the run wrote says fp32."""
+
+    def bf16(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-TRAIN-007")["measured"].update(precision="bf16", logits_dtypes=["bfloat16"])
+
+    run = planted(tmp_path, CURRENT_RUN, bf16)
+    assert_caught(run, 'gates[GATE-TRAIN-007].measured.precision is "bf16", but its artifacts derive "fp32"')
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_record_of_1_16_0_without_its_shuffle_gate_is_caught(tmp_path: Path) -> None:
+    """GATE-DATA-002 taken out of a train record of spec 1.16.0, from which train records must
+    judge it; records of earlier versions, which did not, pass the ledger check without it."""
+
+    def without(data: dict[str, Any], _dir: Path) -> None:
+        data["gates"] = [g for g in data["gates"] if g["id"] != "GATE-DATA-002"]
+
+    run = planted(tmp_path, CURRENT_RUN, without)
+    assert_caught(run, "a completed train run must judge GATE-DATA-002; it is missing")
 
 
 # -- the command line against the config it asked for -----------------------------------------
@@ -892,7 +916,7 @@ MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandi
             "gates[GATE-TRAIN-002].measured.matrix_weight_decay is 0.2, but its artifacts derive 0.1",
         ),
         (
-            MIX_RUN,
+            CURRENT_RUN,
             lambda d: gate(d, "GATE-TRAIN-005")["measured"].update(temperature=1.0),
             "gates[GATE-TRAIN-005].measured.temperature is 1.0, but its artifacts derive 0.8",
         ),
