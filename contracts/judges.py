@@ -340,12 +340,13 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "documents": ("shared_documents",),
         "heldout": ("heldout_windows", "heldout_windows_mismatched"),
+        "spread": ("split_windows", "first_id", "last_id", "max_gap"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
     """No document in both splits (the index), and the held-out batches a run evaluates are the
-    held-out split's windows (the batches, against the split's shards)."""
-    problems = []
+    held-out split's windows (the batches, against the split's shards), spread over all of it."""
+    problems = _spread_problems(m) if has(m, "split_windows", "first_id", "last_id", "max_gap") else []
     if has(m, "shared_documents") and (shared := count(m, "shared_documents")):
         problems.append(f"{shared} document(s) are in both train and held-out")
     if has(m, "heldout_windows", "heldout_windows_mismatched"):
@@ -360,6 +361,26 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
                 + (f"; by table: {by_table}" if by_table else "")
             )
     return problems
+
+
+def _spread_problems(m: Measured) -> list[str]:
+    """The n held-out windows, by id in order, leave no run of ⌈W/n⌉ or more of the split's W
+    windows out: none before the first, after the last, or between two consecutive ones."""
+    windows, total = count(m, "heldout_windows"), count(m, "split_windows")
+    if not windows:
+        return []
+    spacing = -(-total // windows)
+    runs = {
+        "before the first": count(m, "first_id"),
+        "after the last": total - 1 - count(m, "last_id"),
+        "between two consecutive ones": count(m, "max_gap") - 1,
+    }
+    return [
+        f"{left} of the held-out split's {total} windows lie {where} of the {windows} held-out windows "
+        f"(fewer than {spacing} when spread evenly): the held-out set is not spread over the split"
+        for where, left in runs.items()
+        if not 0 <= left < spacing
+    ]
 
 
 @judges("GATE-DATA-006", needs=("excluded_windows", "by_source"))

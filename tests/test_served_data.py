@@ -303,6 +303,60 @@ def test_heldout_labels_one_window_off_are_refused_before_the_first_step(
 
 
 @pytest.mark.gate("GATE-DATA-005")
+def test_a_heldout_set_planned_over_the_splits_first_windows_is_refused_before_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mutant survey's M10: the planned ids are the split's first n·B, for the set's builder and
+    its check alike, so every batch equals the windows at its planned id and the rest of the split
+    is never evaluated."""
+    monkeypatch.setattr(heldout_module, "spread_ids", lambda total, need: np.arange(need, dtype=np.int64))
+    code = train(smoke_args(world["text"], tmp_path / "run", *RUN))
+    _refused_at_set_up(code, capsys.readouterr().err, "GATE-DATA-005", "not spread over the split")
+
+
+def _spread(first: int, last: int, gap: int) -> dict[str, Any]:
+    """GATE-DATA-005's values of 10 held-out windows at planned ids in a split of 100 (⌈W/n⌉ = 10),
+    every window the split's own."""
+    measured = {"heldout_windows": 10, "heldout_windows_mismatched": 0, "split_windows": 100}
+    return {**measured, "first_id": first, "last_id": last, "max_gap": gap}
+
+
+@pytest.mark.parametrize(
+    "measured, fires",
+    [
+        pytest.param(_spread(10, 99, 10), True, marks=pytest.mark.gate("GATE-DATA-005"), id="10-before"),
+        pytest.param(_spread(9, 99, 10), False, marks=pytest.mark.holds("GATE-DATA-005"), id="9-before"),
+        pytest.param(_spread(0, 89, 10), True, marks=pytest.mark.gate("GATE-DATA-005"), id="10-after"),
+        pytest.param(_spread(0, 90, 10), False, marks=pytest.mark.holds("GATE-DATA-005"), id="9-after"),
+        pytest.param(_spread(0, 99, 11), True, marks=pytest.mark.gate("GATE-DATA-005"), id="10-between"),
+        pytest.param(_spread(0, 99, 10), False, marks=pytest.mark.holds("GATE-DATA-005"), id="9-between"),
+    ],
+)
+def test_a_run_of_the_split_left_out_just_beyond_an_even_spread_fires_and_just_inside_holds(
+    measured: dict[str, Any], fires: bool
+) -> None:
+    """⌈W/n⌉ windows or more of the split left out before the first planned id, after the last or
+    between two consecutive ones fire; one fewer holds (i·W // n leaves at most ⌈W/n⌉ − 1)."""
+    spec = load_spec()
+    problems = judge("GATE-DATA-005", measured, spec.gate("GATE-DATA-005").threshold_values)
+    assert bool(problems) is fires, problems
+
+
+def test_the_stacks_heldout_ids_are_spread_over_any_split() -> None:
+    """spread_ids of every set size up to a split's, for splits of 1 to 60 windows, holds."""
+    spec = load_spec()
+    for total in range(1, 61):
+        for need in range(1, total + 1):
+            ids = heldout_module.spread_ids(total, need)
+            measured = _spread(int(ids[0]), int(ids[-1]), int(np.diff(ids).max()) if need > 1 else 1)
+            measured.update(heldout_windows=need, split_windows=total)
+            assert judge("GATE-DATA-005", measured, spec.gate("GATE-DATA-005").threshold_values) == []
+
+
+@pytest.mark.gate("GATE-DATA-005")
 def test_one_heldout_label_off_fires_and_the_set_itself_holds(world: dict[str, Path]) -> None:
     reader = SftReader(world["sft"], batch_size=1, seq_len=PACK, seed=0)
     batches = sft_heldout_batches(world["sft"], 1, PACK, None)

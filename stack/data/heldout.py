@@ -80,7 +80,11 @@ def heldout_outcome(
     """GATE-DATA-005's check of a held-out set: each table of `batches` (one of `reader`'s batch
     types, stack.data.reader.TokenReader.tables_of) against the held-out split's windows (of the
     sources not in `exclude`) at the held-out ids, read the plain way (WindowTable.reference_windows).
-    `split` names the set in the record: `heldout`, or `heldout:NAME` for a bandit arm's own."""
+    `split` names the set in the record: `heldout`, or `heldout:NAME` for a bandit arm's own.
+
+    Equal to the windows at the planned ids, the batches are also where those ids say in the
+    split: the first and last id and the largest step between consecutive ones, which the judge
+    holds to an even spread, so a set planned over one end of the split does not pass for it."""
     tables = reader.open_tables("heldout", exclude)
     served = [reader.tables_of(batch) for batch in batches]
     rows = sum(int(tables_of["tokens"].shape[0]) for tables_of in served)
@@ -91,6 +95,7 @@ def heldout_outcome(
     )
     differ = np.ones(rows, dtype=bool)
     by_table: dict[str, int] = {}
+    spread: dict[str, int] = {}  # where the planned ids lie in the split (none: nothing compared)
     if shape_ok and rows and tables["tokens"].total >= rows:
         ids = spread_ids(tables["tokens"].total, rows)
         planned = {name: table.reference_windows(ids) for name, table in tables.items()}
@@ -100,11 +105,18 @@ def heldout_outcome(
         }
         by_table = {name: int(np.count_nonzero(d)) for name, d in by_row.items()}
         differ = np.logical_or.reduce(list(by_row.values()))
+        spread = {
+            "split_windows": int(tables["tokens"].total),
+            "first_id": int(ids[0]),
+            "last_id": int(ids[-1]),
+            "max_gap": int(np.diff(ids).max()) if len(ids) > 1 else 1,
+        }
     measured = {
         "heldout_windows": rows,
         "heldout_windows_mismatched": int(np.count_nonzero(differ)),
         "mismatched_by_table": by_table,
         "split": split,
+        **spread,
     }
     return measure("GATE-DATA-005", measured, holds=f"the {rows} {split} windows are the held-out split's")
 
