@@ -63,6 +63,8 @@ def _precision_problems(m: Measured) -> list[str]:
     precision, dtypes = m.get("precision"), items(m, "logits_dtypes")
     if precision not in COMPUTE_DTYPES:
         raise Malformed(f"precision must be one of {sorted(COMPUTE_DTYPES)}; got {precision!r}")
+    if not dtypes and has(m, "scorings") and count(m, "scorings"):
+        return ["no scoring of the loss stated the dtype of the logits it read: its precision is unshown"]
     other = sorted({str(d) for d in dtypes} - {COMPUTE_DTYPES[precision]})
     if other:
         return [

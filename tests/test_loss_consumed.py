@@ -414,8 +414,8 @@ def _gathers_the_current_token(model: Any, tokens: torch.Tensor, mask: torch.Ten
     """The planted bug: the scoring records the right targets, then sums the log-probability of
     each position's own token instead of the next one."""
     targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
-    record(Consumed(tokens[:, :-1], targets))
     logits, _ = model(tokens[:, :-1])
+    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, :-1, None]).squeeze(-1)
     return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import re
@@ -544,3 +545,20 @@ def test_a_bf16_run_states_the_dtype_its_loss_read(data: Path, tmp_path: Path) -
     assert train(smoke_args(data, run, "train.precision='bf16'")) == 0
     measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
     assert (measured["precision"], measured["logits_dtypes"]) == ("bf16", ["bfloat16"])
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_loss_that_stops_stating_its_logits_dtype_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every scoring is recorded without the dtype of its logits: the precision it ran in goes
+    unshown, which stops the run at step 1 rather than passing for any precision."""
+    real = gpt_module.record
+    monkeypatch.setattr(
+        gpt_module, "record", lambda consumed: real(dataclasses.replace(consumed, logits_dtype=None))
+    )
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert "GATE-TRAIN-007" in capsys.readouterr().err
+    measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
+    assert measured["logits_dtypes"] == [] and measured["scorings"] > 0

@@ -131,13 +131,13 @@ def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
 
 def _excess_z(hits: int, expected: float, trials: int) -> float:
     """How many standard deviations `hits` of `trials` lie above `expected`, the count a uniform
-    shuffle gives on average, with a binomial's spread (0 at or below it; infinite above a count
-    a shuffle always gives exactly)."""
+    shuffle gives on average, with a binomial's spread (0 at or below it, and where a shuffle
+    always gives the same count: then `hits` can exceed it by rounding only)."""
     if trials == 0 or hits <= expected:
         return 0.0
     p = expected / trials
     spread = math.sqrt(trials * p * (1.0 - p))
-    return (hits - expected) / spread if spread > 0 else math.inf
+    return (hits - expected) / spread if spread > 0 else 0.0
 
 
 def order_outcome(plan: np.ndarray, previous: np.ndarray | None) -> Outcome:

@@ -301,16 +301,22 @@ class TokenReader:
 
     @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     @gate_ensure(
-        "GATE-DATA-002",
-        lambda self, epoch, result: mixture.order_outcome(
-            result, mixture.epoch_plan(self._mixture, self.seed, epoch - 1) if epoch > 0 else None
-        ),
+        "GATE-DATA-002", lambda self, epoch, result: mixture.order_outcome(result, self._previous_plan(epoch))
     )
     def _epoch_plan(self, epoch: int) -> np.ndarray:
         """The plan the reader serves `epoch` from, checked once when it is made (one count of the
         ids, about as much work as the shuffle): each source's quota, each window as often as the
         quota says, shuffled, and otherwise than the epoch before."""
         return mixture.epoch_plan(self._mixture, self.seed, epoch)
+
+    def _previous_plan(self, epoch: int) -> np.ndarray | None:
+        """The plan of the epoch before `epoch` (None for the first): the one the reader served it
+        from while it still holds it, else the one that epoch's seed gives (a resumed reader)."""
+        if epoch == 0:
+            return None
+        if self._plan_cache is not None and self._plan_cache[0] == epoch - 1:
+            return self._plan_cache[1]
+        return mixture.epoch_plan(self._mixture, self.seed, epoch - 1)
 
     def _global_ids(self, epoch: int, first: int, count: int) -> np.ndarray:
         """Window ids of steps [first, first+count) of `epoch`, shaped (count, world_size, batch_size)."""

@@ -39,6 +39,7 @@ from contracts.coherence import coherence_score
 from contracts.derive.training import CLIPPED_NORM, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from contracts.judges_consumed import COMPUTE_DTYPES
 from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.spec import load_spec
 from stack.data import chat_jinja
@@ -400,8 +401,7 @@ class Trainer:
         precision = self.config.train.precision
         if precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self.device.type, dtype=getattr(torch, COMPUTE_DTYPES[precision]))
 
     # -- resume -------------------------------------------------------------------------
 
