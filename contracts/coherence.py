@@ -11,6 +11,7 @@ the text, importing nothing from the stack.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from typing import Any
 
@@ -60,3 +61,14 @@ def coherence_score(text: str) -> float:
         + _TRIGRAM_WEIGHT * _distinct_ratio(trigrams)
         + _CHAR_WEIGHT * chars
     )
+
+
+def sample_score(scores: list[float]) -> float:
+    """The score of one sampling round: the mean of its prompts' coherence scores (exactly rounded).
+
+    One home for the rule: the monitor observes it, the sample line logs it, GATE-TRAIN-005's
+    `scored` check holds both to it, and the integrity check derives it from the logged texts.
+    """
+    if not scores:
+        raise ValueError("a sampling round needs at least one prompt's score")
+    return math.fsum(scores) / len(scores)

@@ -501,10 +501,19 @@ def _read_problems(m: Measured) -> list[str]:
         "config": ("patience", "min_epochs"),
         "stderr": ("heldout_stderr",),
         "stop": ("stop_epoch", "stop_evals"),
+        "aggregated": (
+            "set_batches",
+            "averaged_losses",
+            "losses_mean",
+            "losses_stderr",
+            "reported_loss",
+            "reported_stderr",
+        ),
+        "judged": ("judged_loss", "judged_stderr", "losses_mean", "losses_stderr"),
     },
 )
 def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
-    problems = []
+    problems = _aggregation_problems(m)
     if has(m, "patience", "min_epochs"):
         patience, min_epochs = number(m, "patience"), number(m, "min_epochs")
         if not patience >= t["min_patience_evals"]:
@@ -619,14 +628,29 @@ def _overfitting(m: Measured, t: Thresholds) -> list[str]:
 # -- training ------------------------------------------------------------------------------
 
 
-@judges("GATE-TRAIN-001", needs=("missing", "step"))
+@judges(
+    "GATE-TRAIN-001",
+    checks={"line": ("missing", "step"), "counted": ("served_tokens", "step_tokens")},
+)
 def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
-    missing = items(m, "missing")
-    step = count(m, "step")
-    previous = m.get("previous_step")
-    problems = [f"the metrics line lacks {', '.join(map(str, missing))}"] if missing else []
-    if previous is not None and step != count(m, "previous_step") + 1:
-        problems.append(f"the metrics jump from step {previous} to {step}")
+    """The line is complete and follows the step before it; and the tokens the run counts a step
+    (its throughput, tokens seen and the plan corpus adequacy judged) are those its batches served."""
+    problems = []
+    if has(m, "missing", "step"):
+        missing = items(m, "missing")
+        step = count(m, "step")
+        previous = m.get("previous_step")
+        problems += [f"the metrics line lacks {', '.join(map(str, missing))}"] if missing else []
+        if previous is not None and step != count(m, "previous_step") + 1:
+            problems.append(f"the metrics jump from step {previous} to {step}")
+    if has(m, "served_tokens", "step_tokens"):
+        served, counted = count(m, "served_tokens"), count(m, "step_tokens")
+        if served != counted:
+            problems.append(
+                f"the step's batches served {served} tokens, but the run counts {counted} a step: its "
+                "throughput, tokens seen, epochs and the corpus adequacy it planned are off by "
+                f"{counted / served if served else float('inf'):.3g}×"
+            )
     return problems
 
 
@@ -716,10 +740,20 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
             "mismatched_probe_draws",
         ),
         "context": ("context_logits_deviation",),
+        "scored": ("texts_score", "observed_score", "logged_score"),
     },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "texts_score", "observed_score", "logged_score"):
+        want = number(m, "texts_score")
+        read = (("the monitor observed", "observed_score"), ("the sample line logs", "logged_score"))
+        for what, key in read:
+            if not same_number(number(m, key), want):
+                problems.append(
+                    f"{what} a score of {number(m, key):.6g}, but the texts sampled score {want:.6g} "
+                    "(the mean of each prompt's coherence): the streak is not judged on the samples"
+                )
     if has(m, "context_logits_deviation"):
         deviation = number(m, "context_logits_deviation")
         if not deviation <= t["context_logits_rtol"]:
@@ -758,6 +792,38 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
                 else f"{steps} steps ran with sampling every {every:g} steps but no sample was scored"
             )
             problems.append(f"{what}: this training path skips the coherence monitor")
+    return problems
+
+
+def same_number(a: float, b: float) -> bool:
+    """Equal, NaN included: a value derived from the same losses by the same function is the same
+    float, and a NaN loss (which other gates judge) must not read as a second disagreement."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _aggregation_problems(m: Measured) -> list[str]:
+    """GATE-EVAL-002's aggregated and judged checks: the evaluation's reported mean and standard
+    error, and the stopper's, are mean_and_stderr of every held-out batch's loss."""
+    problems = []
+    if has(m, *CHECKS["GATE-EVAL-002"]["aggregated"]):
+        batches, averaged = count(m, "set_batches"), count(m, "averaged_losses")
+        if averaged != batches:
+            problems.append(
+                f"the evaluation averaged {averaged} losses of the held-out set's {batches} batches"
+            )
+    pairs = (
+        ("the evaluation reports", "reported_loss", "reported_stderr"),
+        ("early stopping judged", "judged_loss", "judged_stderr"),
+    )
+    for what, loss, stderr in pairs:
+        if not has(m, "losses_mean", "losses_stderr", loss, stderr):
+            continue
+        for got, want in ((loss, "losses_mean"), (stderr, "losses_stderr")):
+            if not same_number(number(m, got), number(m, want)):
+                problems.append(
+                    f"{what} {got.split('_')[1]} {number(m, got):.6g}, but the held-out batches' losses "
+                    f"give {number(m, want):.6g}: it did not read every batch's loss"
+                )
     return problems
 
 

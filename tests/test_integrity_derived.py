@@ -550,21 +550,21 @@ def test_each_command_record_is_held_to_its_result_file(
 # -- verdicts and requirements under the revisions a record cites -------------------------------
 
 
-def _step_line_dropped(data: dict[str, Any], run_dir: Path) -> None:
-    """The log's eleventh step line taken out, and the record made to agree: GATE-TRAIN-001 (a
-    gate no revision since the record changed) re-judges to FAIL, a verdict a completed run
+def _step_loss_not_finite(data: dict[str, Any], run_dir: Path) -> None:
+    """The log's eleventh step line given a NaN loss, and the record made to agree: GATE-TRAIN-003
+    (a gate no revision since the record changed) re-judges to FAIL, a verdict a completed run
     cannot carry."""
     lines = log_lines(run_dir)
-    lines.remove([line for line in lines if line.get("type") == "step"][10])
+    [line for line in lines if line.get("type") == "step"][10]["loss"] = float("nan")
     write_log(run_dir, lines)
     rederive(data, run_dir)
-    assert gate(data, "GATE-TRAIN-001")["verdict"] == "FAIL"
+    assert gate(data, "GATE-TRAIN-003")["verdict"] == "FAIL"
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_completed_record_under_an_older_run_kinds_with_a_fail_is_caught(tmp_path: Path) -> None:
     """ft-demo-20261123 cites run_kinds rev 1: a FAIL under `completed` is caught all the same."""
-    run = planted(tmp_path, "ft-demo-20261123", _step_line_dropped)
+    run = planted(tmp_path, "ft-demo-20261123", _step_loss_not_finite)
     assert_caught(run, "ft-demo-20261123", "status is completed, yet a gate FAILed")
 
 

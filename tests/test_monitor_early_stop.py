@@ -11,11 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.derive.training import mean_and_stderr
 from contracts.errors import GateViolation
 from contracts.evidence import Verdict, Waiver
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
-from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
+from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size
 
 SIZE = "GATE-EVAL-001"
 PATIENCE = "GATE-EVAL-002"

@@ -141,7 +141,9 @@ def test_a_loud_start_is_caught_at_the_first_step(
 
 @pytest.mark.gate("GATE-TRAIN-005")
 def test_degenerate_samples_halt_the_run(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("stack.train.loop.coherence_score", lambda text: 0.0)
+    # Every text scores 0 wherever it is scored: by the loop and by the scored check alike.
+    for scorer in ("stack.train.loop.coherence_score", "stack.train.coherence.coherence_score"):
+        monkeypatch.setattr(scorer, lambda text: 0.0)
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "train.steps=8", "monitor.sample_every=1")) == 3
     assert verdicts(run)["GATE-TRAIN-005"] == "FAIL"

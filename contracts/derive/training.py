@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.coherence import coherence_score
+from contracts.coherence import coherence_score, sample_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.reports import version_key
 from contracts.derive.restated import restated_settings
@@ -110,6 +110,23 @@ def diverging(previous: tuple[float, float] | None, train_loss: float, heldout_l
     """An evaluation whose held-out loss rose while its train loss fell, against the one before
     (`previous` is that evaluation's train and held-out loss)."""
     return previous is not None and heldout_loss > previous[1] and train_loss < previous[0]
+
+
+def mean_and_stderr(losses: list[float]) -> tuple[float, float]:
+    """Mean of per-batch held-out losses and its standard error (sample std / sqrt(n)): what an
+    evaluation reports, what early stopping judges, and what the checker derives from the losses
+    an evaluation line logs (GATE-EVAL-002's aggregated check holds the first two to it).
+
+    Needs two losses at least: one batch has no spread to estimate, and an unknown error would let
+    any improvement look significant.
+    """
+    if len(losses) < 2:
+        raise ValueError(f"a standard error needs at least 2 held-out losses, got {len(losses)}")
+    # Plain arithmetic rather than `statistics`: a NaN loss must come out as a NaN error, not a crash.
+    n = len(losses)
+    mean = math.fsum(losses) / n
+    variance = math.fsum((x - mean) ** 2 for x in losses) / (n - 1)
+    return mean, math.sqrt(variance) / math.sqrt(n)
 
 
 def improves(best: float | None, loss: float, stderr: float, multiple: float) -> bool:
@@ -225,14 +242,22 @@ class Settler:
             self.derived.put(("gates", gate_id, "step"), result.step, optional)
 
 
-def _step_lines(log: Log, derived: Derivation) -> list[tuple[dict[str, Any], int | None]]:
-    """GATE-TRAIN-001 per step line: complete, and following the step before it."""
+def _step_lines(
+    log: Log, per_step: int | None, derived: Derivation
+) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-TRAIN-001 per step line: complete, and following the step before it; and, where the
+    line counts the tokens its batches served (from 1.18.0), those against `per_step`, the tokens
+    of a step the config makes (None for a task whose windows the data decides: then the check is
+    not derived, and `tokens_seen` is still held to the lines' sum)."""
     outcomes, previous = [], None
     for line in log.steps:
         step = line.get("step")
         missing = [key for key in STEP_FIELDS if line.get(key) is None]
         number = step if isinstance(step, int) and not isinstance(step, bool) else -1
-        outcomes.append(({"missing": missing, "previous_step": previous, "step": number}, number))
+        measured: dict[str, Any] = {"missing": missing, "previous_step": previous, "step": number}
+        if "tokens" in line and per_step is not None:
+            measured |= {"served_tokens": line["tokens"], "step_tokens": per_step}
+        outcomes.append((measured, number))
         if previous is not None and number != previous + 1:
             derived.problems.append(f"{METRICS_LOG}: step {number} follows step {previous}")
         previous = number
@@ -276,10 +301,16 @@ def _coherence(
     scores: list[float] = []
     outcomes: list[tuple[dict[str, Any], int | None]] = []
     for line in log.samples:
-        score = line.get("score")
+        score, texts = line.get("score"), line.get("texts")
         if isinstance(score, int | float):
             scores.append(float(score))
             outcomes.append(({"recent_scores": scores[-shown:]}, line.get("step")))
+            if isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts):
+                # The streak counts the score the line logs (recent_scores above), so that is the
+                # score the monitor observed; the texts are scored again.
+                again = sample_score([coherence_score(text) for text in texts])
+                scored = {"texts_score": again, "observed_score": score, "logged_score": score}
+                outcomes.append((scored, line.get("step")))
     if ended:
         ran = {"samples_scored": len(scores), "steps": log.last_step, "sample_every": sample_every}
         outcomes.append((ran, log.last_step))
@@ -452,6 +483,28 @@ def _early_stopping(
     return outcomes
 
 
+def _aggregated(log: Log) -> list[tuple[dict[str, Any], int | None]]:
+    """GATE-EVAL-002's aggregated check at every evaluation whose line logs each batch's loss (from
+    1.18.0): the losses against the set's batches, and the reported mean and standard error
+    against mean_and_stderr of those losses."""
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    for line in log.evals:
+        losses = line.get("heldout_losses")
+        if not isinstance(losses, list) or len(losses) < 2 or not all(_real(x) for x in losses):
+            continue
+        mean, stderr = mean_and_stderr([float(x) for x in losses])
+        measured = {
+            "set_batches": line.get("batches"),
+            "averaged_losses": len(losses),
+            "losses_mean": finite_or_text(mean),
+            "losses_stderr": finite_or_text(stderr),
+            "reported_loss": finite_or_text(line.get("heldout_loss")),
+            "reported_stderr": finite_or_text(line.get("heldout_stderr")),
+        }
+        outcomes.append((measured, line.get("step")))
+    return outcomes
+
+
 def best_checkpoint(log: Log) -> str | None:
     """The checkpoint the loop keeps as the best: the latest one written right after an evaluation
     whose held-out loss was the lowest so far (the loop's rule in `Trainer.save`)."""
@@ -516,14 +569,20 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
 
 
 def _tokens_per_step(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> int | None:
-    """`metrics.tokens_seen` is every step's batch·accum·ctx·world tokens (for each task that reads
-    windows of the model's context), and, where every position is a scored target, what the step
-    lines say their losses scored; returns the tokens of one step (the record's own, for a task
-    whose windows are the data's)."""
+    """`metrics.tokens_seen` is the sum of the tokens the step lines say their batches served (from
+    1.18.0), or else every step's batch·accum·ctx·world tokens (for each task that reads windows of
+    the model's context), and, where every position is a scored target, what the step lines say
+    their losses scored; returns the tokens of one step (the record's own, for a task whose windows
+    are the data's)."""
     seen, last = inputs.record.metrics.get("tokens_seen"), log.last_step
     per_step = tokens_per_step(config, inputs.record.determinism.flags.get("world_size", 1))
+    served = [line.get("tokens") for line in log.steps]
+    counted = bool(served) and all(isinstance(n, int) and not isinstance(n, bool) for n in served)
+    if counted:
+        derived.put(("metrics", "tokens_seen"), sum(served))  # type: ignore[arg-type]
     if per_step is not None and last >= 1:
-        derived.put(("metrics", "tokens_seen"), last * per_step)
+        if not counted:
+            derived.put(("metrics", "tokens_seen"), last * per_step)
     elif isinstance(seen, int) and not isinstance(seen, bool) and last >= 1 and seen % last == 0:
         per_step = seen // last
     targets = [line.get("targets") for line in log.steps]
@@ -547,7 +606,7 @@ def _first_loss(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[tuple[
 
 def _samples(log: Log, derived: Derivation) -> None:
     """Each sample line's texts scored again by the monitor's scorer, and its score their mean (the
-    loop's rule: `score = sum(scores) / len(scores)`, each `coherence_score(text)`)."""
+    loop's rule: `sample_score(scores)`, each `coherence_score(text)`)."""
     for line in log.samples:
         texts, scores, score = line.get("texts"), line.get("scores"), line.get("score")
         if not isinstance(texts, list) or not isinstance(scores, list) or len(texts) != len(scores):
@@ -559,10 +618,10 @@ def _samples(log: Log, derived: Derivation) -> None:
                     f"{METRICS_LOG}: the sample at step {step} scores its text {index} {logged}, but the "
                     f"text scores {coherence_score(text)}"
                 )
-        if scores and all(_real(x) for x in scores) and not same(score, sum(scores) / len(scores)):
+        if scores and all(_real(x) for x in scores) and not same(score, sample_score(scores)):
             derived.problems.append(
                 f"{METRICS_LOG}: the sample at step {step} logs score {score}, but its scores' mean is "
-                f"{sum(scores) / len(scores)}"
+                f"{sample_score(scores)}"
             )
 
 
@@ -957,7 +1016,8 @@ def training_record(inputs: Inputs) -> Derivation:
     limits = {gate_id: gate.threshold_values for gate_id, gate in inputs.spec.gates.items()}
     spike_outcomes, spiked = _spikes(log, limits["GATE-TRAIN-006"])
     settler.derive("GATE-TRAIN-006", spike_outcomes)
-    settler.derive("GATE-TRAIN-001", _step_lines(log, derived))
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    settler.derive("GATE-TRAIN-001", _step_lines(log, tokens_per_step(config, world), derived))
     finite = [
         (
             {"loss": finite_or_text(s.get("loss")), "grad_norm": finite_or_text(s.get("grad_norm"))},
@@ -996,7 +1056,7 @@ def training_record(inputs: Inputs) -> Derivation:
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
-    settler.derive("GATE-EVAL-002", stopping, exact=False)
+    settler.derive("GATE-EVAL-002", stopping + _aggregated(log), exact=False)
     batches = {e.get("batches") for e in log.evals}
     if len(batches) > 1:
         derived.problems.append(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.coherence import coherence_score, sample_score
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.spec import load_spec
 
@@ -22,6 +23,23 @@ def _streak_outcome(monitor: CoherenceMonitor, step: int) -> Outcome:
 def _ran_outcome(monitor: CoherenceMonitor, total_steps: int, sample_every: int) -> Outcome:
     measured = {"samples_scored": len(monitor.history), "steps": total_steps, "sample_every": sample_every}
     return measure("GATE-TRAIN-005", measured, step=total_steps)
+
+
+def _scored_outcome(texts: list[str], observed: float, logged: float, step: int) -> Outcome:
+    measured = {
+        "texts_score": sample_score([coherence_score(text) for text in texts]),
+        "observed_score": observed,
+        "logged_score": logged,
+    }
+    return measure("GATE-TRAIN-005", measured, step=step, holds="the monitor judged the samples' score")
+
+
+@gate_require("GATE-TRAIN-005", _scored_outcome)
+def check_scored(texts: list[str], observed: float, logged: float, step: int) -> None:
+    """After each sampling round: the score the monitor observed (`observed`, its history's last)
+    and the one the sample line logs are the round's score, the mean of each sampled text's
+    coherence, scored again here from the texts. A monitor fed the best prompt's score, or a line
+    that says another score than the one judged, would let a collapse run on."""
 
 
 class CoherenceMonitor:

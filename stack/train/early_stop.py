@@ -13,24 +13,9 @@ from typing import Any
 
 import torch
 
-from contracts.derive.training import improves
+from contracts.derive.training import finite_or_text, improves, mean_and_stderr
 from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
-
-
-def mean_and_stderr(losses: list[float]) -> tuple[float, float]:
-    """Mean of per-batch held-out losses and its standard error (sample std / sqrt(n)).
-
-    Needs two losses at least: one batch has no spread to estimate, and an unknown error would let
-    any improvement look significant.
-    """
-    if len(losses) < 2:
-        raise ValueError(f"a standard error needs at least 2 held-out losses, got {len(losses)}")
-    # Plain arithmetic rather than `statistics`: a NaN loss must come out as a NaN error, not a crash.
-    n = len(losses)
-    mean = math.fsum(losses) / n
-    variance = math.fsum((x - mean) ** 2 for x in losses) / (n - 1)
-    return mean, math.sqrt(variance) / math.sqrt(n)
 
 
 def _size_outcome(batches: list[torch.Tensor]) -> Outcome:
@@ -77,6 +62,44 @@ def check_stderr(heldout_stderr: float, step: int) -> None:
     """Every evaluation: the standard error that decides improvements is positive and finite."""
 
 
+def _aggregated_outcome(
+    losses: list[float],
+    set_batches: int,
+    reported: tuple[float, float],
+    judged: tuple[float, float] | None,
+    step: int,
+) -> Outcome:
+    mean, stderr = mean_and_stderr(losses)
+    measured = {
+        "set_batches": set_batches,
+        "averaged_losses": len(losses),
+        "losses_mean": mean,
+        "losses_stderr": stderr,
+        "reported_loss": reported[0],
+        "reported_stderr": reported[1],
+    }
+    if judged is not None:
+        measured |= {"judged_loss": judged[0], "judged_stderr": judged[1]}
+    # JSON has no NaN: a non-finite value is kept as text, which the judge reads back.
+    measured = {k: finite_or_text(v) for k, v in measured.items()}
+    return measure("GATE-EVAL-002", measured, step=step, holds="the evaluation's numbers are every batch's")
+
+
+@gate_require("GATE-EVAL-002", _aggregated_outcome)
+def check_aggregated(
+    losses: list[float],
+    set_batches: int,
+    reported: tuple[float, float],
+    judged: tuple[float, float] | None,
+    step: int,
+) -> None:
+    """Every evaluation, before its line is written: the held-out loss and standard error it
+    reports, and those early stopping judged (`judged`, None when it is off), are mean_and_stderr
+    of `losses`, the loss the forwards gave each of the set's `set_batches` batches. A mean that
+    leaves out a batch, or a stopper handed some of the losses, moves them; the forwards' reads
+    are GATE-EVAL-001's."""
+
+
 class EarlyStopper:
     """Decides when held-out loss has stopped improving; prevents stopping a run on noise.
 
@@ -94,6 +117,7 @@ class EarlyStopper:
         self.best_step: int | None = None
         self.evals_without_improvement = 0
         self.stop_reason: str | None = None
+        self.judged: tuple[float, float] | None = None  # the last evaluation's mean and error, as judged
 
     def observe(self, heldout_losses: list[float], epoch: float, step: int) -> bool:
         """Take one held-out evaluation's per-batch losses; True means stop now (`stop_reason` says why).
@@ -102,6 +126,7 @@ class EarlyStopper:
         shrunken one that makes noise look like improvement.
         """
         heldout_loss, heldout_stderr = mean_and_stderr(heldout_losses)
+        self.judged = (heldout_loss, heldout_stderr)  # what GATE-EVAL-002's judged check compares
         check_stderr(heldout_stderr, step)
         if improves(self.best, heldout_loss, heldout_stderr, self.stderr_multiple):
             self.best = heldout_loss

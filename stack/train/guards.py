@@ -134,3 +134,15 @@ def _complete_line(line: dict[str, Any], previous_step: int | None) -> Outcome:
 @gate_require("GATE-TRAIN-001", _complete_line)
 def check_step_line(line: dict[str, Any], previous_step: int | None) -> None:
     """Every optimizer step leaves one complete metrics line, with no step skipped."""
+
+
+def _counted_outcome(served: int, counted: int, step: int) -> Outcome:
+    measured = {"served_tokens": served, "step_tokens": counted}
+    return measure("GATE-TRAIN-001", measured, step=step, holds="a step counts the tokens it served")
+
+
+@gate_require("GATE-TRAIN-001", _counted_outcome)
+def check_counted(served: int, counted: int, step: int) -> None:
+    """Every step: the tokens its batches served over all ranks (each row's inputs, counted from the
+    global batches hashed for its line) are the tokens the run counts a step (`counted`): what its
+    throughput, tokens seen, epochs and the plan corpus adequacy judged at set-up are made of."""

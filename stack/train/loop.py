@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from contracts.coherence import coherence_score
-from contracts.derive.training import CLIPPED_NORM, reached_steps
+from contracts.coherence import coherence_score, sample_score
+from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.judges_consumed import COMPUTE_DTYPES
@@ -85,13 +85,14 @@ from stack.model.sampling_checks import (
 )
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
-from stack.train.coherence import CoherenceMonitor
+from stack.train.coherence import CoherenceMonitor, check_scored
 from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed
-from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size, mean_and_stderr
+from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, check_heldout_size
 from stack.train.guards import (
     check_clipped,
+    check_counted,
     check_decay_groups,
     check_finite,
     check_first_loss,
@@ -393,7 +394,8 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
-        """Tokens of one optimizer step over all ranks."""
+        """Tokens of one optimizer step over all ranks, as planned (corpus adequacy, GATE-DATA-004);
+        GATE-TRAIN-001 holds the tokens every step serves to it."""
         train = self.config.train
         return train.batch_size * train.grad_accum * self.seq_len * self.world.size
 
@@ -594,7 +596,7 @@ class Trainer:
             reference = GradientReference(trained(self.model), train.grad_accum, loss_scale)
         phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
         epoch = self.reader.epoch
-        hashes = []
+        hashes, served_tokens = [], 0
         total = torch.zeros((), device=self.device)
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
         aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
@@ -629,7 +631,9 @@ class Trainer:
             # works through the kernels just queued, before the optimizer steps on them; the hash
             # is of the global batch, so it is the same whatever the world size.
             check_served(self.reader, served, self.state.batches_taken, train.seed)
-            hashes.append(batch_sha256(distributed.gather_rows(self.world, tokens)))
+            rows = distributed.gather_rows(self.world, tokens)  # the global batch: every rank's rows
+            hashes.append(batch_sha256(rows))
+            served_tokens += rows.shape[0] * (rows.shape[1] - 1)  # each row's inputs
             total += step_loss.logged.detach()
             if aux:
                 aux_totals += torch.stack([objective.detach(), *(aux[n][1].detach() for n in AUX_TERMS)])
@@ -662,10 +666,25 @@ class Trainer:
         aux_values, gradient_sums = rest[:aux_count], rest[aux_count : 2 * aux_count]
         defined_values = rest[2 * aux_count : 2 * aux_count + len(defined_totals)]
         extra_values = rest[2 * aux_count + len(defined_totals) :]
-        # What the loss read comes first: a loss that scored nothing is NaN because of it.
+        # The step's line, made before any judge reads it: the judges below read the values it
+        # logs, so a line cannot say other numbers than those judged (GATE-TRAIN-001).
         consumption = tally.measured(consumed)
+        line: dict[str, Any] = {
+            "step": step,
+            "epoch": self.reader.epoch,
+            "loss": loss_value,
+            "lr": applied,  # read back from the optimizer (GATE-TRAIN-008 re-derives its schedule check)
+            "grad_norm": grad_value,
+            CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
+            "tokens": served_tokens,  # counted from the batches served (GATE-TRAIN-001's counted check)
+            "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
+            "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)
+            "targets_sha256": consumption["targets_sha256"],
+        }
+        # What the loss read comes first: a loss that scored nothing is NaN because of it.
         check_consumed(consumption, step)
-        check_finite(loss_value, grad_value, step)
+        check_finite(line["loss"], line["grad_norm"], step)
+        check_counted(line["tokens"], self.tokens_per_step, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = (
             aux_terms(
@@ -675,12 +694,12 @@ class Trainer:
             else {}
         )
         if terms:
-            check_aux_in_loss(aux_values[0], loss_value, terms, step)
-        check_clipped(clipped_value, train.clip_norm, step)
+            check_aux_in_loss(aux_values[0], line["loss"], terms, step)
+        check_clipped(line[CLIPPED_NORM], train.clip_norm, step)
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
-            check_first_loss(loss_value, self.config.model.vocab, step)
-        probe = self._armed_probe(reference, grad_value, step) if watched else None
+            check_first_loss(line["loss"], self.config.model.vocab, step)
+        probe = self._armed_probe(reference, line["grad_norm"], step) if watched else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if probe is not None:
@@ -689,20 +708,8 @@ class Trainer:
                 self._judge_update(probe, lr, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step = step
-        self.state.tokens_seen += self.tokens_per_step
-        elapsed = time.perf_counter() - started
-        line: dict[str, Any] = {
-            "step": step,
-            "epoch": self.reader.epoch,
-            "loss": loss_value,
-            "lr": applied,  # read back from the optimizer (GATE-TRAIN-008 re-derives its schedule check)
-            "grad_norm": grad_value,
-            CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
-            "tokens_per_s": self.tokens_per_step / max(elapsed, 1e-9),
-            "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
-            "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)
-            "targets_sha256": consumption["targets_sha256"],
-        }
+        self.state.tokens_seen += line["tokens"]
+        line["tokens_per_s"] = line["tokens"] / max(time.perf_counter() - started, 1e-9)
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
             line[f"moe_{name}_defined"] = term["defined"]  # GATE-ARCH-001 re-derives its check from here
@@ -718,9 +725,9 @@ class Trainer:
         if self.reader.epoch != epoch:  # the reader wrapped (data.wrap=true): said, not only logged
             self.metrics_log.write("event", step=step, event="wrap", epoch=self.reader.epoch)
             self.on_event("wrap", self)
-        if self.state.spikes.observe(loss_value, step):
-            self.metrics_log.write("event", step=step, event="loss_spike", loss=loss_value)
-        self.state.recent_train_losses = [*self.state.recent_train_losses, loss_value][
+        if self.state.spikes.observe(line["loss"], step):
+            self.metrics_log.write("event", step=step, event="loss_spike", loss=line["loss"])
+        self.state.recent_train_losses = [*self.state.recent_train_losses, line["loss"]][
             -self.config.eval.every :
         ]
         return line
@@ -811,7 +818,8 @@ class Trainer:
             "step": step,
             "heldout_loss": mean,
             "heldout_stderr": stderr,
-            "batches": len(values),
+            "heldout_losses": values,  # each batch's: the checker derives the two above from them
+            "batches": len(self.heldout),  # the set's; GATE-EVAL-002 holds the losses averaged to it
             "train_loss": train_loss,
             "overfitting": overfit,
             "early_stop": stop,
@@ -821,6 +829,9 @@ class Trainer:
             line["routed"] = routed
         if self.source_heldout:
             line["bandit_rewards"] = self.policy.update(self._source_losses())
+        judged = self.state.early_stop.judged if self.config.eval.early_stop else None
+        reported = (line["heldout_loss"], line["heldout_stderr"])
+        check_aggregated(values, len(self.heldout), reported, judged, step)
         self.metrics_log.write("eval", **line)
         if stop:
             self.state.stop_reason = self.state.early_stop.stop_reason or "early stop"
@@ -879,10 +890,12 @@ class Trainer:
         spread = SpreadLogits(width, self.device, seed)  # the same draws, from spread logits
         tally.add_probe(*self._draw(spread, spread.prompt, PROBE_TOKENS, generator))
         check_drawn(tally, self.state.step)  # before the scores: they are of these samples
-        score = sum(scores) / len(scores)
-        self.metrics_log.write("sample", step=self.state.step, score=score, scores=scores, texts=texts)
-        self.state.monitor.observe(score, self.state.step)
-        return {"score": score, "texts": texts}
+        line = {"step": self.state.step, "score": sample_score(scores), "scores": scores, "texts": texts}
+        self.metrics_log.write("sample", **line)
+        self.state.monitor.observe(line["score"], self.state.step)
+        _, observed = self.state.monitor.history[-1]
+        check_scored(texts, observed, line["score"], self.state.step)
+        return {"score": line["score"], "texts": texts}
 
     def _draw(
         self, model: torch.nn.Module, idx: torch.Tensor, tokens: int, generator: torch.Generator

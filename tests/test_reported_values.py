@@ -1,0 +1,210 @@
+"""What a run reports is what its gates judged, and both are what it measured (spec 1.18.0).
+
+Each falsifier plants, through `stack train`, a bug that left the measurements right and the
+summary wrong: a token count without gradient accumulation (GATE-TRAIN-001 counted), a gradient
+norm read after the clip (GATE-TRAIN-008, which now reads the norm the line logs), a held-out mean
+that leaves out a batch and a stopper handed half the losses (GATE-EVAL-002 aggregated, judged),
+and a sampling round scored by its best prompt (GATE-TRAIN-005 scored). The judges are then held
+at their edge: equal values hold and the nearest float or count past them fires, so a tolerance
+slipped into any of these checks turns a test red.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts
+
+from contracts.derive.training import mean_and_stderr
+from contracts.judges import judge
+from stack.train.early_stop import EarlyStopper
+from stack.train.loop import Trainer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("corpus"))
+
+
+def gate_measured(run: Path, gate_id: str) -> dict[str, Any]:
+    """The values the record keeps for `gate_id`."""
+    (result,) = [g for g in evidence(run)["gates"] if g["id"] == gate_id]
+    return result["measured"]
+
+
+def eval_lines(run: Path) -> list[dict[str, Any]]:
+    """The evaluation lines of a run's metrics log."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [line for line in lines if line.get("type") == "eval"]
+
+
+@pytest.mark.holds("GATE-TRAIN-001", "GATE-EVAL-002", "GATE-TRAIN-005")
+def test_a_clean_run_logs_what_it_judged(data: Path, tmp_path: Path) -> None:
+    """With accumulation, every step line counts the tokens served, the evaluation line logs each
+    batch's loss and its mean is theirs, and the record holds the new checks' values."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.grad_accum=2")) == 0
+    lines = step_lines(run)
+    per_step = 4 * 2 * 32  # the smoke preset's batch 4 × grad_accum 2 × ctx 32, one rank
+    assert {line["tokens"] for line in lines} == {per_step}
+    assert evidence(run)["metrics"]["tokens_seen"] == per_step * len(lines)
+    (evaluation,) = eval_lines(run)
+    assert (evaluation["heldout_loss"], evaluation["heldout_stderr"]) == mean_and_stderr(
+        evaluation["heldout_losses"]
+    )
+    assert gate_measured(run, "GATE-TRAIN-001")["served_tokens"] == per_step
+    assert gate_measured(run, "GATE-EVAL-002")["judged_loss"] == evaluation["heldout_loss"]
+    assert {"texts_score", "observed_score", "logged_score"} <= gate_measured(run, "GATE-TRAIN-005").keys()
+
+
+@pytest.mark.gate("GATE-TRAIN-001")
+def test_a_step_counted_without_its_accumulation_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tokens_per_step leaves out grad_accum: tokens seen, epochs and the plan are halved."""
+    monkeypatch.setattr(
+        Trainer,
+        "tokens_per_step",
+        property(lambda self: self.config.train.batch_size * self.seq_len * self.world.size),
+    )
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.grad_accum=2")) == 3
+    assert verdicts(run)["GATE-TRAIN-001"] == "FAIL"
+    assert step_lines(run) == []  # refused before the first line was written
+
+
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_a_gradient_norm_read_after_the_clip_is_caught_at_the_first_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's norm is the clipped gradient's, not the one clipping measured: the line would log
+    the clip (0.5 here) as the norm. GATE-TRAIN-008 compares the logged norm with its reference."""
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def after_the_clip(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> torch.Tensor:
+        parameters = list(parameters)
+        clip(parameters, max_norm, *args, **kwargs)
+        return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", after_the_clip)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.clip_norm=0.5")) == 3
+    assert verdicts(run)["GATE-TRAIN-008"] == "FAIL"
+    assert "gradient norm before the clip" in str(evidence(run)["gates"])
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_a_held_out_mean_without_its_last_batch_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation reports the mean of all batches but the last."""
+    monkeypatch.setattr("stack.train.loop.mean_and_stderr", lambda losses: mean_and_stderr(losses[:-1]))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
+    assert eval_lines(run) == []  # refused before the line was written
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_a_stopper_handed_half_the_losses_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Early stopping judges the first half of the held-out losses."""
+    observe = EarlyStopper.observe
+
+    def half(self: EarlyStopper, losses: list[float], epoch: float, step: int) -> bool:
+        return observe(self, losses[: len(losses) // 2], epoch, step)
+
+    monkeypatch.setattr(EarlyStopper, "observe", half)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_round_scored_by_its_best_prompt_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor is fed the best prompt's score: one good sample hides the others' collapse."""
+    monkeypatch.setattr("stack.train.loop.sample_score", max)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert verdicts(run)["GATE-TRAIN-005"] == "FAIL"
+
+
+# -- the judges at their edge: equal holds, the nearest value past it fires -----------------------
+
+LOSSES = [5.0, 5.25, 4.5, 5.125]
+MEAN, STDERR = mean_and_stderr(LOSSES)
+AGGREGATED = {
+    "set_batches": 4,
+    "averaged_losses": 4,
+    "losses_mean": MEAN,
+    "losses_stderr": STDERR,
+    "reported_loss": MEAN,
+    "reported_stderr": STDERR,
+    "judged_loss": MEAN,
+    "judged_stderr": STDERR,
+}
+
+
+def past(value: float) -> float:
+    """The next float above `value`: the smallest disagreement there is."""
+    return math.nextafter(value, math.inf)
+
+
+NAN = dict.fromkeys(AGGREGATED.keys() - {"set_batches", "averaged_losses"}, "nan")
+
+
+def case(gate_id: str, measured: dict[str, Any], mark: Any) -> Any:
+    """One judge case, marked for the gate it proves."""
+    return pytest.param(gate_id, measured, marks=mark(gate_id))
+
+
+@pytest.mark.parametrize(
+    ("gate_id", "measured"),
+    [
+        case("GATE-EVAL-002", {**AGGREGATED, "averaged_losses": 3}, pytest.mark.gate),
+        case("GATE-EVAL-002", {**AGGREGATED, "reported_loss": past(MEAN)}, pytest.mark.gate),
+        case("GATE-EVAL-002", {**AGGREGATED, "reported_stderr": past(STDERR)}, pytest.mark.gate),
+        case("GATE-EVAL-002", {**AGGREGATED, "judged_loss": past(MEAN)}, pytest.mark.gate),
+        case("GATE-EVAL-002", {**AGGREGATED, "judged_stderr": past(STDERR)}, pytest.mark.gate),
+        case(
+            "GATE-TRAIN-005",
+            {"texts_score": 50.0, "observed_score": past(50.0), "logged_score": 50.0},
+            pytest.mark.gate,
+        ),
+        case(
+            "GATE-TRAIN-005",
+            {"texts_score": 50.0, "observed_score": 50.0, "logged_score": past(50.0)},
+            pytest.mark.gate,
+        ),
+        case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 257}, pytest.mark.gate),
+        case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 255}, pytest.mark.gate),
+    ],
+)
+def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) -> None:
+    assert judge(gate_id, measured)
+
+
+@pytest.mark.parametrize(
+    ("gate_id", "measured"),
+    [
+        case("GATE-EVAL-002", AGGREGATED, pytest.mark.holds),
+        case("GATE-EVAL-002", {**AGGREGATED, **NAN}, pytest.mark.holds),
+        case(
+            "GATE-TRAIN-005",
+            {"texts_score": 50.0, "observed_score": 50.0, "logged_score": 50.0},
+            pytest.mark.holds,
+        ),
+        case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 256}, pytest.mark.holds),
+    ],
+)
+def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:
+    """Equal values hold, NaN included (a NaN loss is GATE-EVAL-002's stderr check's to judge)."""
+    assert judge(gate_id, measured) == []
