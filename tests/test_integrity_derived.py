@@ -44,9 +44,9 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-# A training record of the current spec (1.16.0): its gates are judged at today's revisions, so
+# A training record of the current spec (1.18.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.16.0"
+CURRENT_RUN = "mix-run-20261125-spec-1.18.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -133,6 +133,55 @@ def test_a_record_of_1_16_0_without_its_shuffle_gate_is_caught(tmp_path: Path) -
 
     run = planted(tmp_path, CURRENT_RUN, without)
     assert_caught(run, "a completed train run must judge GATE-DATA-002; it is missing")
+
+
+def _restated(gate_id: str, **values: Any) -> Callable[[dict[str, Any], Path], None]:
+    """The record's values of `gate_id` set to `values`, which agree with each other."""
+    return lambda data, _dir: gate(data, gate_id)["measured"].update(values)
+
+
+def _flattered_evaluation(data: dict[str, Any], run_dir: Path) -> None:
+    """The last evaluation line's held-out loss lowered by 0.1, the record's values of it too: the
+    stopper and the line agree, each batch's loss in the line does not."""
+    lines = log_lines(run_dir)
+    last = [line for line in lines if line.get("type") == "eval"][-1]
+    last["heldout_loss"] -= 0.1
+    write_log(run_dir, lines)
+    gate(data, "GATE-EVAL-002")["measured"].update(reported_loss=last["heldout_loss"])
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            _restated("GATE-TRAIN-001", served_tokens=256, step_tokens=256),
+            "gates[GATE-TRAIN-001].measured.served_tokens is 256, but its artifacts derive 128",
+        ),
+        (
+            _restated("GATE-TRAIN-005", texts_score=95.0, observed_score=95.0, logged_score=95.0),
+            "gates[GATE-TRAIN-005].measured.texts_score is 95.0, but its artifacts derive 90.33",
+        ),
+        (
+            _restated(
+                "GATE-EVAL-002",
+                losses_mean=3.0,
+                reported_loss=3.0,
+                judged_loss=3.0,
+            ),
+            "gates[GATE-EVAL-002].measured.losses_mean is 3.0, but its artifacts derive 3.47",
+        ),
+        (_flattered_evaluation, 'gates[GATE-EVAL-002].verdict is "PASS", but its artifacts derive "FAIL'),
+    ],
+    ids=["served-tokens", "texts-score", "held-out-mean", "flattered-evaluation"],
+)
+def test_what_a_run_reported_is_derived_again_from_what_it_measured(
+    tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
+) -> None:
+    """The record of spec 1.18.0 restated so its own values agree (each re-judges PASS): the step
+    lines' served tokens, the sample lines' texts and the evaluation lines' per-batch losses derive
+    the values again with the run's own functions."""
+    assert_caught(planted(tmp_path, CURRENT_RUN, change), CURRENT_RUN, fragment)
 
 
 # -- the command line against the config it asked for -----------------------------------------
