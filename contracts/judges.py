@@ -616,13 +616,38 @@ def _score_is_the_sum_over_the_bytes(m: Measured, rtol: float) -> list[str]:
     return problems
 
 
-@judges("GATE-EVAL-004", needs=("diverging_evals",))
+@judges(
+    "GATE-EVAL-004",
+    checks={
+        "streak": ("diverging_evals",),
+        "compared": (
+            "compared_train_loss",
+            "compared_heldout_loss",
+            "reported_train_loss",
+            "reported_heldout_loss",
+        ),
+    },
+)
 def _overfitting(m: Measured, t: Thresholds) -> list[str]:
-    streak = count(m, "diverging_evals")
-    window = t["overfit_window_evals"]
-    if streak >= window:
-        return [f"held-out loss rose while train loss fell for {streak} evaluations (window {window})"]
-    return []
+    """A streak of evaluations whose held-out loss rose while the train loss fell; and the detector
+    compared the losses the evaluation reports, not others."""
+    problems = []
+    if has(m, "diverging_evals"):
+        streak = count(m, "diverging_evals")
+        window = t["overfit_window_evals"]
+        if streak >= window:
+            problems.append(
+                f"held-out loss rose while train loss fell for {streak} evaluations (window {window})"
+            )
+    for what in ("train", "heldout"):
+        compared, reported = f"compared_{what}_loss", f"reported_{what}_loss"
+        if has(m, compared, reported) and not same_number(number(m, compared), number(m, reported)):
+            problems.append(
+                f"overfitting was judged on a {what.replace('heldout', 'held-out')} loss of "
+                f"{number(m, compared):.6g}, but the evaluation reports {number(m, reported):.6g}: the "
+                "detector watched other numbers than the run's"
+            )
+    return problems
 
 
 # -- training ------------------------------------------------------------------------------

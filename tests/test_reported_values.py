@@ -4,7 +4,8 @@ Each falsifier plants, through `stack train`, a bug that left the measurements r
 summary wrong: a token count without gradient accumulation (GATE-TRAIN-001 counted), a gradient
 norm read after the clip (GATE-TRAIN-008, which now reads the norm the line logs), a held-out mean
 that leaves out a batch and a stopper handed half the losses (GATE-EVAL-002 aggregated, judged),
-and a sampling round scored by its best prompt (GATE-TRAIN-005 scored). The judges are then held
+a sampling round scored by its best prompt (GATE-TRAIN-005 scored) and an overfit detector fed the
+train loss twice (GATE-EVAL-004 compared, spec 1.19.0). The judges are then held
 at their edge: equal values hold and the nearest float or count past them fires, so a tolerance
 slipped into any of these checks turns a test red.
 """
@@ -24,6 +25,7 @@ from contracts.derive.training import mean_and_stderr
 from contracts.judges import judge
 from stack.train.early_stop import EarlyStopper
 from stack.train.loop import Trainer
+from stack.train.overfit import OverfitDetector
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +128,24 @@ def test_a_stopper_handed_half_the_losses_stops_the_run(
     assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
 
 
+@pytest.mark.gate("GATE-EVAL-004")
+def test_an_overfit_detector_fed_the_train_loss_is_recorded(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The detector is handed the train loss as the held-out loss, so the two can never part. A
+    warning gate: the run goes on and its record says WARN, naming what the detector compared."""
+    observe = OverfitDetector.observe
+
+    def blind(self: OverfitDetector, train_loss: float, heldout_loss: float, step: int) -> bool:
+        return observe(self, train_loss, train_loss, step)
+
+    monkeypatch.setattr(OverfitDetector, "observe", blind)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 0
+    assert verdicts(run)["GATE-EVAL-004"] == "WARN"
+    assert "the detector watched other numbers" in str(evidence(run)["gates"])
+
+
 @pytest.mark.gate("GATE-TRAIN-005")
 def test_a_round_scored_by_its_best_prompt_stops_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -158,6 +178,12 @@ def past(value: float) -> float:
     return math.nextafter(value, math.inf)
 
 
+COMPARED = {
+    "compared_train_loss": 4.0,
+    "compared_heldout_loss": MEAN,
+    "reported_train_loss": 4.0,
+    "reported_heldout_loss": MEAN,
+}
 NAN = dict.fromkeys(AGGREGATED.keys() - {"set_batches", "averaged_losses"}, "nan")
 
 
@@ -186,6 +212,8 @@ def case(gate_id: str, measured: dict[str, Any], mark: Any) -> Any:
         ),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 257}, pytest.mark.gate),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 255}, pytest.mark.gate),
+        case("GATE-EVAL-004", {**COMPARED, "compared_heldout_loss": past(MEAN)}, pytest.mark.gate),
+        case("GATE-EVAL-004", {**COMPARED, "compared_train_loss": past(4.0)}, pytest.mark.gate),
     ],
 )
 def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) -> None:
@@ -203,6 +231,7 @@ def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) 
             pytest.mark.holds,
         ),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 256}, pytest.mark.holds),
+        case("GATE-EVAL-004", COMPARED, pytest.mark.holds),
     ],
 )
 def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:

@@ -282,8 +282,11 @@ def _spikes(log: Log, thresholds: Any) -> tuple[list[tuple[dict[str, Any], int |
 
 
 def _overfit(log: Log) -> list[tuple[dict[str, Any], int | None]]:
-    """GATE-EVAL-004 per evaluation: the streak of held-out rises under train-loss falls."""
-    outcomes, previous, streak = [], None, 0
+    """GATE-EVAL-004 per evaluation: the streak of held-out rises under train-loss falls, and the
+    losses the detector compared, which are the line's (the train loss held to the step lines by
+    `_train_losses`, the held-out loss to the batches' by GATE-EVAL-002)."""
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    previous, streak = None, 0
     for line in log.evals:
         train_loss, heldout = line.get("train_loss"), line.get("heldout_loss")
         if not isinstance(train_loss, int | float) or not isinstance(heldout, int | float):
@@ -291,6 +294,9 @@ def _overfit(log: Log) -> list[tuple[dict[str, Any], int | None]]:
         streak = streak + 1 if diverging(previous, train_loss, heldout) else 0
         previous = (train_loss, heldout)
         outcomes.append(({"diverging_evals": streak}, line.get("step")))
+        compared = {"compared_train_loss": train_loss, "compared_heldout_loss": heldout}
+        reported = {"reported_train_loss": train_loss, "reported_heldout_loss": heldout}
+        outcomes.append(({k: finite_or_text(v) for k, v in (compared | reported).items()}, line.get("step")))
     return outcomes
 
 

@@ -104,7 +104,7 @@ from stack.train.heldout_reads import HeldoutReads, check_heldout_reads, window_
 from stack.train.lora_setup import StartWeights, adapter_parameters, adapter_settings, start_weights
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
-from stack.train.overfit import OverfitDetector
+from stack.train.overfit import OverfitDetector, check_compared
 from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
 from stack.train.spikes import SpikeDetector
 from stack.train.stepping import (
@@ -832,6 +832,7 @@ class Trainer:
         judged = self.state.early_stop.judged if self.config.eval.early_stop else None
         reported = (line["heldout_loss"], line["heldout_stderr"])
         check_aggregated(values, len(self.heldout), reported, judged, step)
+        check_compared(self.state.overfit, line["train_loss"], line["heldout_loss"], step)
         self.metrics_log.write("eval", **line)
         if stop:
             self.state.stop_reason = self.state.early_stop.stop_reason or "early stop"

@@ -6,15 +6,36 @@ goes on, and whoever picks the checkpoint to release knows where held-out loss t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from contracts.derive.training import diverging
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.derive.training import diverging, finite_or_text
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.judges import judge
 
 
 def _overfit_outcome(detector: OverfitDetector, step: int) -> Outcome:
     return measure("GATE-EVAL-004", {"diverging_evals": detector.diverging_evals}, step=step)
+
+
+def _compared_outcome(
+    detector: OverfitDetector, train_loss: float, heldout_loss: float, step: int
+) -> Outcome:
+    compared = detector.previous if detector.previous is not None else (math.nan, math.nan)
+    measured = {
+        "compared_train_loss": compared[0],
+        "compared_heldout_loss": compared[1],
+        "reported_train_loss": train_loss,
+        "reported_heldout_loss": heldout_loss,
+    }
+    return measure("GATE-EVAL-004", {k: finite_or_text(v) for k, v in measured.items()}, step=step)
+
+
+@gate_require("GATE-EVAL-004", _compared_outcome)
+def check_compared(detector: OverfitDetector, train_loss: float, heldout_loss: float, step: int) -> None:
+    """After each evaluation: the detector compared the train and held-out losses the evaluation
+    line reports (its held-out loss held to every batch's by GATE-EVAL-002), not others: a detector
+    fed the train loss twice can never see the two part."""
 
 
 class OverfitDetector:
