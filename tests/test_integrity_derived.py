@@ -44,9 +44,9 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-# A training record of the current spec (1.18.0): its gates are judged at today's revisions, so
+# A training record of the current spec (1.19.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.18.0"
+CURRENT_RUN = "mix-run-20261125-spec-1.19.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -172,13 +172,17 @@ def _flattered_evaluation(data: dict[str, Any], run_dir: Path) -> None:
             "gates[GATE-EVAL-002].measured.losses_mean is 3.0, but its artifacts derive 3.47",
         ),
         (_flattered_evaluation, 'gates[GATE-EVAL-002].verdict is "PASS", but its artifacts derive "FAIL'),
+        (
+            _restated("GATE-EVAL-004", compared_heldout_loss=3.0, reported_heldout_loss=3.0),
+            "gates[GATE-EVAL-004].measured.compared_heldout_loss is 3.0, but its artifacts derive 3.47",
+        ),
     ],
-    ids=["served-tokens", "texts-score", "held-out-mean", "flattered-evaluation"],
+    ids=["served-tokens", "texts-score", "held-out-mean", "flattered-evaluation", "overfit-compared"],
 )
 def test_what_a_run_reported_is_derived_again_from_what_it_measured(
     tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
 ) -> None:
-    """The record of spec 1.18.0 restated so its own values agree (each re-judges PASS): the step
+    """The current record (spec 1.19.0) restated so its own values agree (each re-judges PASS): the step
     lines' served tokens, the sample lines' texts and the evaluation lines' per-batch losses derive
     the values again with the run's own functions."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), CURRENT_RUN, fragment)
@@ -343,7 +347,7 @@ def test_held_out_loss_rising_over_the_last_evals_under_a_pass_is_caught(tmp_pat
             line["heldout_loss"] = 3.0 + 0.1 * i
         write_log(run_dir, lines)
 
-    run = planted(tmp_path, "mix-run", rising)
+    run = planted(tmp_path, CURRENT_RUN, rising)
     assert_caught(run, 'gates[GATE-EVAL-004].verdict is "PASS", but its artifacts derive "WARN"')
     assert_caught(run, "metrics.overfit_at_step is null, but its artifacts derive")
 
