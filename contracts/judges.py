@@ -510,6 +510,7 @@ def _read_problems(m: Measured) -> list[str]:
             "reported_stderr",
         ),
         "judged": ("judged_loss", "judged_stderr", "losses_mean", "losses_stderr"),
+        "forwards": ("compared_losses", "mismatched_losses"),
     },
 )
 def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
@@ -827,8 +828,9 @@ def same_number(a: float, b: float) -> bool:
 
 
 def _aggregation_problems(m: Measured) -> list[str]:
-    """GATE-EVAL-002's aggregated and judged checks: the evaluation's reported mean and standard
-    error, and the stopper's, are mean_and_stderr of every held-out batch's loss."""
+    """GATE-EVAL-002's aggregated, judged and forwards checks: the evaluation's reported mean and
+    standard error, and the stopper's, are mean_and_stderr of every held-out batch's loss, and each
+    of those is the loss its forward made."""
     problems = []
     if has(m, *CHECKS["GATE-EVAL-002"]["aggregated"]):
         batches, averaged = count(m, "set_batches"), count(m, "averaged_losses")
@@ -836,6 +838,11 @@ def _aggregation_problems(m: Measured) -> list[str]:
             problems.append(
                 f"the evaluation averaged {averaged} losses of the held-out set's {batches} batches"
             )
+    if has(m, "compared_losses", "mismatched_losses") and count(m, "mismatched_losses"):
+        problems.append(
+            f"{count(m, 'mismatched_losses')} of the {count(m, 'compared_losses')} held-out losses are not "
+            "the cross-entropy their forward computed: a held-out loss altered after the model made it"
+        )
     pairs = (
         ("the evaluation reports", "reported_loss", "reported_stderr"),
         ("early stopping judged", "judged_loss", "judged_stderr"),

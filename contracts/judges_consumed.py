@@ -6,7 +6,7 @@ hashes `stack.train.consumption.Tally` measured, like every judge.
 
 from __future__ import annotations
 
-from contracts.judges import Malformed, Measured, Thresholds, count, has, items, judges, number
+from contracts.judges import Malformed, Measured, Thresholds, count, has, items, judges, number, same_number
 
 # The dtype of the logits a loss reads under each train.precision: the autocast dtype, or float32
 # without autocast (torch's names, as `str(dtype)` gives them after "torch.").
@@ -37,6 +37,7 @@ _MISMATCHES = {
         ),
         "gradient": ("loss_gradient_deviation",),
         "precision": ("precision", "logits_dtypes"),
+        "logged": ("logged_loss", "forward_loss"),
     },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
@@ -47,6 +48,13 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     problems = _consumed_problems(m) if has(m, "scorings") else []
     if has(m, "precision", "logits_dtypes"):
         problems += _precision_problems(m)
+    if has(m, "logged_loss", "forward_loss"):
+        logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
+        if not same_number(logged, forward):
+            problems.append(
+                f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
+                "loss was scaled, dropped or mislabelled between the model and the metrics line"
+            )
     if has(m, "loss_gradient_deviation"):
         deviation = number(m, "loss_gradient_deviation")
         if not deviation <= t["loss_gradient_atol"]:

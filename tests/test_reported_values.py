@@ -5,7 +5,9 @@ summary wrong: a token count without gradient accumulation (GATE-TRAIN-001 count
 norm read after the clip (GATE-TRAIN-008, which now reads the norm the line logs), a held-out mean
 that leaves out a batch and a stopper handed half the losses (GATE-EVAL-002 aggregated, judged),
 a sampling round scored by its best prompt (GATE-TRAIN-005 scored) and an overfit detector fed the
-train loss twice (GATE-EVAL-004 compared, spec 1.19.0). The judges are then held
+train loss twice (GATE-EVAL-004 compared, spec 1.19.0); and, from 1.20.0, a logged loss and a
+held-out loss other than the cross-entropy the model's forward made (GATE-TRAIN-007 logged,
+GATE-EVAL-002 forwards). The judges are then held
 at their edge: equal values hold and the nearest float or count past them fires, so a tolerance
 slipped into any of these checks turns a test red.
 """
@@ -25,6 +27,7 @@ from contracts.derive.training import mean_and_stderr
 from contracts.judges import judge
 from stack.train.early_stop import EarlyStopper
 from stack.train.loop import Trainer
+from stack.train.objective import Pretrain, StepLoss
 from stack.train.overfit import OverfitDetector
 
 
@@ -128,6 +131,43 @@ def test_a_stopper_handed_half_the_losses_stops_the_run(
     assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
 
 
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_logged_loss_other_than_the_forwards_stops_the_first_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objective logs half the loss it back-propagates (a second division by grad_accum 2):
+    the weights train on the right loss, the line and every judge of it read the wrong one."""
+    loss = Pretrain.loss
+
+    def halved(self: Pretrain, forward: Any, model: torch.nn.Module, batch: torch.Tensor) -> StepLoss:
+        made = loss(self, forward, model, batch)
+        return StepLoss(backprop=made.backprop, logged=made.logged / 2, metrics=made.metrics)
+
+    monkeypatch.setattr(Pretrain, "loss", halved)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.grad_accum=2")) == 3
+    assert verdicts(run)["GATE-TRAIN-007"] == "FAIL"
+    assert step_lines(run) == []
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_a_held_out_loss_altered_after_its_forward_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each held-out batch's loss is shaved by 1% after the model made it: the mean, its error and
+    the stopper all agree with each other, and none with the model."""
+    heldout_loss = Pretrain.heldout_loss
+
+    def shaved(self: Pretrain, model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return heldout_loss(self, model, batch) * 0.99
+
+    monkeypatch.setattr(Pretrain, "heldout_loss", shaved)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
+    assert "not the cross-entropy their forward computed" in str(evidence(run)["gates"])
+
+
 @pytest.mark.gate("GATE-EVAL-004")
 def test_an_overfit_detector_fed_the_train_loss_is_recorded(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -214,6 +254,8 @@ def case(gate_id: str, measured: dict[str, Any], mark: Any) -> Any:
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 255}, pytest.mark.gate),
         case("GATE-EVAL-004", {**COMPARED, "compared_heldout_loss": past(MEAN)}, pytest.mark.gate),
         case("GATE-EVAL-004", {**COMPARED, "compared_train_loss": past(4.0)}, pytest.mark.gate),
+        case("GATE-TRAIN-007", {"logged_loss": past(MEAN), "forward_loss": MEAN}, pytest.mark.gate),
+        case("GATE-EVAL-002", {"compared_losses": 16, "mismatched_losses": 1}, pytest.mark.gate),
     ],
 )
 def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) -> None:
@@ -232,6 +274,9 @@ def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) 
         ),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 256}, pytest.mark.holds),
         case("GATE-EVAL-004", COMPARED, pytest.mark.holds),
+        case("GATE-TRAIN-007", {"logged_loss": MEAN, "forward_loss": MEAN}, pytest.mark.holds),
+        case("GATE-TRAIN-007", {"logged_loss": "nan", "forward_loss": "nan"}, pytest.mark.holds),
+        case("GATE-EVAL-002", {"compared_losses": 16, "mismatched_losses": 0}, pytest.mark.holds),
     ],
 )
 def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:

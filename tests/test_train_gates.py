@@ -38,6 +38,21 @@ from stack.train.metrics import MetricsLog
 from stack.train.resume_check import tensors_digest
 
 
+class PoisonedLoss:
+    """torch.nn.functional as the model's forward sees it, but with a cross-entropy that turns NaN
+    once `poisoned()` says so: the NaN is made where the loss is, so the forward records it too."""
+
+    def __init__(self, poisoned: Callable[[], bool]) -> None:
+        self.poisoned = poisoned
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(torch.nn.functional, name)
+
+    def cross_entropy(self, *args: object, **kwargs: object) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(*args, **kwargs)
+        return loss * float("nan") if self.poisoned() else loss
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prepared(tmp_path_factory.mktemp("corpus"))
@@ -60,20 +75,14 @@ def test_a_clean_run_passes_its_gates(data: Path, tmp_path: Path) -> None:
 def test_non_finite_loss_halts_the_run(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    original, step = GPT.forward, Trainer.train_step
-
-    def poisoned(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
-        logits, loss = original(self, idx, targets, **kw)
-        if targets is not None and poisoned.steps >= 3:  # the third step's loss (not a probe's before it)
-            loss = loss * float("nan")
-        return logits, loss
+    step, steps = Trainer.train_step, [0]
 
     def counted(self: Trainer) -> dict[str, object]:
-        poisoned.steps += 1
+        steps[0] += 1
         return step(self)
 
-    poisoned.steps = 0
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    # The third step's loss (not a probe's before it) is NaN.
+    monkeypatch.setattr(gpt_module, "F", PoisonedLoss(lambda: steps[0] >= 3))
     monkeypatch.setattr(Trainer, "train_step", counted)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
@@ -366,13 +375,7 @@ def _weights_and_moments(trainer: Trainer) -> tuple[str, str]:
 
 
 def _nan_loss(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = GPT.forward
-
-    def poisoned(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, **kw: object):
-        logits, loss = original(self, idx, targets, **kw)
-        return logits, None if loss is None else loss * float("nan")
-
-    monkeypatch.setattr(GPT, "forward", poisoned)
+    monkeypatch.setattr(gpt_module, "F", PoisonedLoss(lambda: True))
 
 
 def _nan_in_one_gradient(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -945,8 +945,9 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
     batch a step, without gradient accumulation); GATE-TRAIN-007's targets, counted and hashed at
     the step it was last judged, are the ones that step's line logs (the probe reads the step's last
-    micro-batch, the whole batch without accumulation), and the precision its logits' dtypes are
-    held to is the config's train.precision."""
+    micro-batch, the whole batch without accumulation), its logged and forward loss at that step
+    are the loss the line logs (its logged check holds them equal at run time), and the precision
+    its logits' dtypes are held to is the config's train.precision."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
     vocab = config.get("model", {}).get("vocab")
@@ -964,6 +965,10 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
         for key in ("targets", "targets_sha256"):
             if key in judged.get("GATE-TRAIN-007", {}) and key in line:
                 derived.put(("gates", "GATE-TRAIN-007", "measured", key), line[key])
+    if settler.wanted("GATE-TRAIN-007") and line is not None and "loss" in line:
+        for key in ("logged_loss", "forward_loss"):  # the logged check holds both to the line's loss
+            if key in judged.get("GATE-TRAIN-007", {}):
+                derived.put(("gates", "GATE-TRAIN-007", "measured", key), finite_or_text(line["loss"]))
     if settler.wanted("GATE-TRAIN-007") and "precision" in judged.get("GATE-TRAIN-007", {}):
         precision = config.get("train", {}).get("precision", "fp32")
         derived.put(("gates", "GATE-TRAIN-007", "measured", "precision"), precision)

@@ -12,7 +12,9 @@ forward into a loss record what they were handed, at the moment they use it:
 
 Both also record the dtype of the logits the loss read, so a run configured in one precision
 that computes in another (an autocast the config did not ask for, or one it asked for and did not
-get) shows it where the loss is made.
+get) shows it where the loss is made; and the forward's cross-entropy is recorded with what it
+read, so the loss a step logs and each held-out batch's loss can be held to the one the model made
+(GATE-TRAIN-007's check logged, GATE-EVAL-002's forwards).
 
 They record into the tape of `recording()`, which the training loop opens around each
 micro-batch's loss (stack.train.consumption compares the tape with what the batch states,
@@ -38,12 +40,14 @@ class Consumed:
     """One scoring of a batch: input ids (B, T), targets (B, T) with −1 where no token is scored,
     the document id of each input token (B, T), or None when attention was plain causal, and the
     dtype of the logits the head gave the loss (the compute dtype the run's precision names; None
-    for a batch's own statement, which has no logits)."""
+    for a batch's own statement, which has no logits), and the mean cross-entropy the forward
+    computed, detached (None where the scoring is not a cross-entropy: DPO's sums, a statement)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     docs: torch.Tensor | None = None
     logits_dtype: torch.dtype | None = None
+    loss: torch.Tensor | None = None
 
 
 def record(consumed: Consumed) -> None:

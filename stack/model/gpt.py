@@ -176,7 +176,7 @@ class GPT(nn.Module):
         if targets.shape != idx.shape:
             raise BadInput(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        record(Consumed(idx, targets, docs, logits.dtype))  # what this loss read (stack.model.consumed)
+        record(Consumed(idx, targets, docs, logits.dtype, loss.detach()))  # what it read and made
         return logits, loss
 
     def generate(

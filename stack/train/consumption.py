@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import finite_or_text
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.consumed import Consumed
 
@@ -276,3 +277,23 @@ def check_loss_gradient(
     with as_trained(model):
         reading = consumed_by_gradient(loss_of, model.lm_head)
     check_consumed(measured_at_the_loss(reading, stated), step)
+
+
+def forward_loss(tape: list[Consumed]) -> torch.Tensor:
+    """The cross-entropy the model's forwards on `tape` computed, summed (one forward for the
+    objectives that log it; 0 where none recorded one, which the tape's count of scorings judges)."""
+    losses = [c.loss for c in tape if c.loss is not None]
+    return torch.stack(losses).sum() if losses else torch.zeros(())
+
+
+def _logged_outcome(logged: float, forward: float, step: int) -> Outcome:
+    measured = {"logged_loss": finite_or_text(logged), "forward_loss": finite_or_text(forward)}
+    return measure("GATE-TRAIN-007", measured, step=step, holds="the step logs the loss its forwards made")
+
+
+@gate_require("GATE-TRAIN-007", _logged_outcome)
+def check_logged(logged: float, forward: float, step: int) -> None:
+    """Every step of an objective whose loss is the model's cross-entropy: the loss its line logs
+    (`logged`) is the mean over its micro-batches, and ranks, of the cross-entropy each forward
+    recorded as it computed it (`forward`), summed and reduced as the logged loss is. A loss scaled,
+    dropped or mislabelled between the forward and the line moves them apart."""

@@ -75,6 +75,7 @@ class Distill(Pretrain):
     name = "distill"
     metric_names = ("kl", "nll")
     first_loss_is_ln_vocab = False  # α·T²·KL + (1 − α)·NLL is not ln(vocab) at initialisation
+    logs_forward_loss = False  # and not the student's cross-entropy alone
 
     def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:
         """Load the teacher onto the run's device, once the data is found to be in its tokens."""

@@ -147,6 +147,7 @@ class Dpo(Objective):
     data = "data-prefs"
     metric_names = ("chosen_reward", "rejected_reward", "margin", "accuracy")
     first_loss_is_ln_vocab = False  # the DPO loss starts at ln 2, by GATE-DPO-001
+    logs_forward_loss = False  # its sums are scored by sequence_logprobs, with no cross-entropy
 
     def bind(self, config: RunConfig, data_dir: Path, device: torch.device) -> None:
         """Load the reference onto the run's device, once the data is found to be pairs in its tokens."""

@@ -15,6 +15,7 @@ import torch
 
 from contracts.derive.training import finite_or_text, improves, mean_and_stderr
 from contracts.gates import Outcome, gate_require, measure
+from contracts.judges import same_number
 from contracts.spec import load_spec
 
 
@@ -67,6 +68,7 @@ def _aggregated_outcome(
     set_batches: int,
     reported: tuple[float, float],
     judged: tuple[float, float] | None,
+    forwards: list[float] | None,
     step: int,
 ) -> Outcome:
     mean, stderr = mean_and_stderr(losses)
@@ -80,6 +82,9 @@ def _aggregated_outcome(
     }
     if judged is not None:
         measured |= {"judged_loss": judged[0], "judged_stderr": judged[1]}
+    if forwards is not None:
+        differ = sum(1 for a, b in zip(losses, forwards, strict=False) if not same_number(a, b))
+        measured |= {"compared_losses": len(forwards), "mismatched_losses": differ}
     # JSON has no NaN: a non-finite value is kept as text, which the judge reads back.
     measured = {k: finite_or_text(v) for k, v in measured.items()}
     return measure("GATE-EVAL-002", measured, step=step, holds="the evaluation's numbers are every batch's")
@@ -91,13 +96,15 @@ def check_aggregated(
     set_batches: int,
     reported: tuple[float, float],
     judged: tuple[float, float] | None,
+    forwards: list[float] | None,
     step: int,
 ) -> None:
     """Every evaluation, before its line is written: the held-out loss and standard error it
     reports, and those early stopping judged (`judged`, None when it is off), are mean_and_stderr
-    of `losses`, the loss the forwards gave each of the set's `set_batches` batches. A mean that
-    leaves out a batch, or a stopper handed some of the losses, moves them; the forwards' reads
-    are GATE-EVAL-001's."""
+    of `losses`, each of the set's `set_batches` batches' loss; and, for an objective whose loss is
+    the model's cross-entropy, each of those is the one its forward recorded (`forwards`, else
+    None). A mean that leaves out a batch, a stopper handed some of the losses, or a held-out loss
+    altered after the forward moves them; the forwards' reads are GATE-EVAL-001's."""
 
 
 class EarlyStopper:

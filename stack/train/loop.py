@@ -88,7 +88,7 @@ from stack.train import determinism, distributed, rng
 from stack.train.coherence import CoherenceMonitor, check_scored
 from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
-from stack.train.consumption import Tally, check_consumed
+from stack.train.consumption import Tally, check_consumed, check_logged, forward_loss
 from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, check_heldout_size
 from stack.train.guards import (
     check_clipped,
@@ -598,6 +598,7 @@ class Trainer:
         epoch = self.reader.epoch
         hashes, served_tokens = [], 0
         total = torch.zeros((), device=self.device)
+        forwards = torch.zeros((), device=self.device)  # the cross-entropy each forward made, summed
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
         aux_totals = torch.zeros(1 + len(AUX_TERMS) if self.config.model.moe else 0, device=self.device)
         aux_gradients = AuxGradients(self.device, self.config.model.moe)  # what the backward applied to each
@@ -626,6 +627,7 @@ class Trainer:
                 aux_gradients.watch(step_loss.backprop, self.model)  # hooks, read by the backward below
             self.scaler.scale(objective / train.grad_accum).backward()
             tally.add(tape, stated)
+            forwards += forward_loss(tape)
             self.last_batch = batch  # what a probe of the objective's identities reads (`probe`)
             # Checked against the step's planned windows and hashed on the host while the device
             # works through the kernels just queued, before the optimizer steps on them; the hash
@@ -649,7 +651,7 @@ class Trainer:
         clipped = distributed.local_value(torch.nn.utils.get_total_norm(grads))
         measured = torch.cat(
             [
-                torch.stack([total / train.grad_accum, grad_norm, clipped]),
+                torch.stack([total / train.grad_accum, grad_norm, clipped, forwards / train.grad_accum]),
                 aux_totals / train.grad_accum,
                 aux_gradients.sums(),
                 defined_totals / train.grad_accum,
@@ -659,7 +661,7 @@ class Trainer:
         )
         values = distributed.mean_across(self.world, measured).tolist()  # the step's one read
         consumed = [v * self.world.size for v in values[len(values) - len(CONSUMED_COUNTS) :]]
-        loss_value, grad_value, clipped_value, *rest = (
+        loss_value, grad_value, clipped_value, forward_value, *rest = (
             float(v) for v in values[: len(values) - len(CONSUMED_COUNTS)]
         )
         aux_count = len(aux_totals)  # the objective and each term's mean, then the gradients they received
@@ -683,6 +685,8 @@ class Trainer:
         }
         # What the loss read comes first: a loss that scored nothing is NaN because of it.
         check_consumed(consumption, step)
+        if self.objective.logs_forward_loss:
+            check_logged(line["loss"], forward_value, step)
         check_finite(line["loss"], line["grad_norm"], step)
         check_counted(line["tokens"], self.tokens_per_step, step)
         # aux_values is empty for a dense model, and then so are the terms.
@@ -777,6 +781,7 @@ class Trainer:
         # Replicas split the batches and sum their shares; shards must all run every forward together.
         share = 1 if self.sharded else self.world.size
         losses = torch.zeros(len(self.heldout), device=self.device)
+        forwards = torch.zeros(len(self.heldout), device=self.device)  # the loss each forward made
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         reset_inference_routed(self.model)  # and so is the inference-capacity window
         reads = HeldoutReads(self.device)  # what each forward consumed (GATE-EVAL-001)
@@ -785,12 +790,15 @@ class Trainer:
             with self._autocast(), recording() as tape:
                 loss = self.objective.heldout_loss(self.model, batch)
             losses[i] = loss.float()
+            forwards[i] = forward_loss(tape)
             reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
         counts = torch.tensor(reads.counts(), dtype=torch.float64, device=self.device)
-        # One reduction for both: replicas sum their shares of the losses and of the counts.
-        summed = torch.cat([losses.double(), counts])
+        # One reduction for all: replicas sum their shares of the losses and of the counts.
+        summed = torch.cat([losses.double(), forwards.double(), counts])
         summed = summed if self.sharded else distributed.mean_across(self.world, summed) * share
-        values, read = summed[: len(losses)].tolist(), [round(v) for v in summed[len(losses) :].tolist()]
+        n = len(losses)
+        values, made = summed[:n].tolist(), summed[n : 2 * n].tolist()
+        read = [round(v) for v in summed[2 * n :].tolist()]
         mean, stderr = mean_and_stderr(values)  # for the log; the stopper computes its own
         step = self.state.step
         check_heldout_reads(
@@ -831,7 +839,8 @@ class Trainer:
             line["bandit_rewards"] = self.policy.update(self._source_losses())
         judged = self.state.early_stop.judged if self.config.eval.early_stop else None
         reported = (line["heldout_loss"], line["heldout_stderr"])
-        check_aggregated(values, len(self.heldout), reported, judged, step)
+        made_by = made if self.objective.logs_forward_loss else None  # what each forward made
+        check_aggregated(values, len(self.heldout), reported, judged, made_by, step)
         check_compared(self.state.overfit, line["train_loss"], line["heldout_loss"], step)
         self.metrics_log.write("eval", **line)
         if stop:

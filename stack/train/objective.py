@@ -76,6 +76,10 @@ class Objective(ABC):
     # GATE-TRAIN-004 judges the first loss of a fresh model against ln(vocab): only where the loss
     # is that cross-entropy.
     first_loss_is_ln_vocab: bool = True
+    # Whether the loss it logs is the model's own cross-entropy, the one GPT.forward records (then
+    # the loss a step logs and each held-out batch's are held to it: GATE-TRAIN-007's logged check,
+    # GATE-EVAL-002's forwards); DPO's loss and distillation's mix are not that loss.
+    logs_forward_loss: bool = True
     # The kind of DATA_DIR it reads, as a need of stack.artifacts: a run on another is refused first.
     data: str = "data-pretrain"
     # Whether its windows pack several documents that must not attend to each other (the model's
