@@ -44,9 +44,9 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-# A training record of the current spec (1.19.0): its gates are judged at today's revisions, so
+# A training record of the current spec (1.20.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.19.0"
+CURRENT_RUN = "mix-run-20261125-spec-1.20.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -176,13 +176,24 @@ def _flattered_evaluation(data: dict[str, Any], run_dir: Path) -> None:
             _restated("GATE-EVAL-004", compared_heldout_loss=3.0, reported_heldout_loss=3.0),
             "gates[GATE-EVAL-004].measured.compared_heldout_loss is 3.0, but its artifacts derive 3.47",
         ),
+        (
+            _restated("GATE-TRAIN-007", logged_loss=3.0, forward_loss=3.0),
+            "gates[GATE-TRAIN-007].measured.logged_loss is 3.0, but its artifacts derive 3.25",
+        ),
     ],
-    ids=["served-tokens", "texts-score", "held-out-mean", "flattered-evaluation", "overfit-compared"],
+    ids=[
+        "served-tokens",
+        "texts-score",
+        "held-out-mean",
+        "flattered-evaluation",
+        "overfit-compared",
+        "logged-loss",
+    ],
 )
 def test_what_a_run_reported_is_derived_again_from_what_it_measured(
     tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
 ) -> None:
-    """The current record (spec 1.19.0) restated so its own values agree (each re-judges PASS): the step
+    """The current record (spec 1.20.0) restated so its own values agree (each re-judges PASS): the step
     lines' served tokens, the sample lines' texts and the evaluation lines' per-batch losses derive
     the values again with the run's own functions."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), CURRENT_RUN, fragment)

@@ -18,14 +18,14 @@ import pytest
 import torch
 from record_checks import check_record_truth
 from repeatability import repeatability_problems
-from train_support import evidence, prepared, smoke_args, step_lines, train
+from train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
+from stack.model import gpt as gpt_module
 from stack.model.gpt import GPT
 from stack.train import determinism
 from stack.train.loop import Trainer
-from stack.train.objective import Pretrain, StepLoss
 
 RTOL = load_spec().threshold("GATE-CKPT-003", "nondeterministic_loss_rtol")
 SHORT = ("train.steps=2", "train.warmup_steps=1")  # a smoke run of two steps: every cadence at step 2
@@ -201,17 +201,12 @@ def test_a_deterministic_run_replays_bit_for_bit_and_says_so(data: Path, tmp_pat
 
 @pytest.fixture
 def nudged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
-    """Multiply the loss of every step the run takes, but not of its rehearsal, by the factor put in
-    the yielded list: a kernel that does not repeat itself, as far as the replay can tell."""
+    """Multiply the cross-entropy the model computes in every step the run takes, but not in its
+    rehearsal, by the factor put in the yielded list: a kernel that does not repeat itself, as far
+    as the replay can tell (made inside the forward, as such a kernel's result would be)."""
     factor: list[float] = []
     rehearsing = [False]
-    loss, rehearse = Pretrain.loss, Trainer.rehearse
-
-    def nudged_loss(self: Pretrain, *args: Any, **kwargs: Any) -> StepLoss:
-        result = loss(self, *args, **kwargs)
-        if rehearsing[0] or not factor:
-            return result
-        return StepLoss(backprop=result.backprop * factor[0], logged=result.logged * factor[0])
+    rehearse = Trainer.rehearse
 
     def marked(self: Trainer, steps: int) -> Any:
         rehearsing[0] = True
@@ -220,7 +215,8 @@ def nudged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         finally:
             rehearsing[0] = False
 
-    monkeypatch.setattr(Pretrain, "loss", nudged_loss)
+    scaled = CrossEntropyScaled(lambda: 1.0 if rehearsing[0] or not factor else factor[0])
+    monkeypatch.setattr(gpt_module, "F", scaled)
     monkeypatch.setattr(Trainer, "rehearse", marked)
     yield factor
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from train_support import (
+    CrossEntropyScaled,
     evidence,
     prepared,
     smoke_args,
@@ -36,21 +37,6 @@ from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
 from stack.train.resume_check import tensors_digest
-
-
-class PoisonedLoss:
-    """torch.nn.functional as the model's forward sees it, but with a cross-entropy that turns NaN
-    once `poisoned()` says so: the NaN is made where the loss is, so the forward records it too."""
-
-    def __init__(self, poisoned: Callable[[], bool]) -> None:
-        self.poisoned = poisoned
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(torch.nn.functional, name)
-
-    def cross_entropy(self, *args: object, **kwargs: object) -> torch.Tensor:
-        loss = torch.nn.functional.cross_entropy(*args, **kwargs)
-        return loss * float("nan") if self.poisoned() else loss
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +68,8 @@ def test_non_finite_loss_halts_the_run(
         return step(self)
 
     # The third step's loss (not a probe's before it) is NaN.
-    monkeypatch.setattr(gpt_module, "F", PoisonedLoss(lambda: steps[0] >= 3))
+    nan = float("nan")
+    monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: nan if steps[0] >= 3 else 1.0))
     monkeypatch.setattr(Trainer, "train_step", counted)
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
@@ -375,7 +362,7 @@ def _weights_and_moments(trainer: Trainer) -> tuple[str, str]:
 
 
 def _nan_loss(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpt_module, "F", PoisonedLoss(lambda: True))
+    monkeypatch.setattr(gpt_module, "F", CrossEntropyScaled(lambda: float("nan")))
 
 
 def _nan_in_one_gradient(trainer: Trainer, monkeypatch: pytest.MonkeyPatch) -> None:

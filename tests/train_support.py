@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from contracts.evidence import Verdict
 from contracts.spec import Severity, load_spec
@@ -166,3 +167,21 @@ def one_line_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, s
     if code:
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     return code, err
+
+
+class CrossEntropyScaled:
+    """torch.nn.functional as the model's forward sees it, with its cross-entropy multiplied by
+    `factor()` (NaN included): a change made where the model computes its loss, so the forward's
+    own record of it (GATE-TRAIN-007's logged check) carries it too, as a real kernel's would.
+    Install it with `monkeypatch.setattr(stack.model.gpt, "F", CrossEntropyScaled(...))`."""
+
+    def __init__(self, factor: Callable[[], float]) -> None:
+        self.factor = factor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.nn.functional, name)
+
+    def cross_entropy(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = torch.nn.functional.cross_entropy(*args, **kwargs)
+        factor = self.factor()
+        return loss if factor == 1.0 else loss * factor
