@@ -440,13 +440,14 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
             "mismatched_positions",
             "consumed_windows",
         ),
+        "precision": ("precision", "logits_dtypes"),
     },
 )
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
     """The set, as made, counted by its distinct windows (two batches repeated eight times are
     two); and each evaluation, by what its forwards read: every batch of the set, each read as it
-    states, as many distinct windows as the set states."""
-    problems = []
+    states, as many distinct windows as the set states, in the compute dtype of train.precision."""
+    problems = precision_problems(m, "the evaluation") if has(m, "precision", "logits_dtypes") else []
     if has(m, "heldout_batches", "distinct_windows", "batch_size"):
         problems += _set_problems(m, t)
     if has(m, *CHECKS["GATE-EVAL-001"]["reads"]):
@@ -819,6 +820,28 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
             )
             problems.append(f"{what}: this training path skips the coherence monitor")
     return problems
+
+
+# The dtype of the logits a forward reads under each train.precision: the autocast dtype, or float32
+# without autocast (torch's names, as `str(dtype)` gives them after "torch.").
+COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def precision_problems(m: Measured, reader: str) -> list[str]:
+    """The logits every scoring of `reader` (the loss, the evaluation) read are in the compute dtype
+    the run's precision names: GATE-TRAIN-007's and GATE-EVAL-001's precision checks."""
+    precision, dtypes = m.get("precision"), items(m, "logits_dtypes")
+    if precision not in COMPUTE_DTYPES:
+        raise Malformed(f"precision must be one of {sorted(COMPUTE_DTYPES)}; got {precision!r}")
+    if not dtypes and has(m, "scorings") and count(m, "scorings"):
+        return [f"no scoring of {reader} stated the dtype of the logits it read: its precision is unshown"]
+    other = sorted({str(d) for d in dtypes} - {COMPUTE_DTYPES[precision]})
+    if other:
+        return [
+            f"{reader} read logits in {', '.join(other)} where train.precision={precision} computes in "
+            f"{COMPUTE_DTYPES[precision]}: the run computes in another precision than it states"
+        ]
+    return []
 
 
 def same_number(a: float, b: float) -> bool:

@@ -6,11 +6,17 @@ hashes `stack.train.consumption.Tally` measured, like every judge.
 
 from __future__ import annotations
 
-from contracts.judges import Malformed, Measured, Thresholds, count, has, items, judges, number, same_number
-
-# The dtype of the logits a loss reads under each train.precision: the autocast dtype, or float32
-# without autocast (torch's names, as `str(dtype)` gives them after "torch.").
-COMPUTE_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from contracts.judges import (
+    Malformed,
+    Measured,
+    Thresholds,
+    count,
+    has,
+    judges,
+    number,
+    precision_problems,
+    same_number,
+)
 
 # What a difference at a position means, said in the message of each count that is not zero.
 _MISMATCHES = {
@@ -47,7 +53,7 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     gradient off that identity."""
     problems = _consumed_problems(m) if has(m, "scorings") else []
     if has(m, "precision", "logits_dtypes"):
-        problems += _precision_problems(m)
+        problems += precision_problems(m, "the loss")
     if has(m, "logged_loss", "forward_loss"):
         logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
         if not same_number(logged, forward):
@@ -64,22 +70,6 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
     return problems
-
-
-def _precision_problems(m: Measured) -> list[str]:
-    """The logits every scoring read are in the compute dtype the run's precision names."""
-    precision, dtypes = m.get("precision"), items(m, "logits_dtypes")
-    if precision not in COMPUTE_DTYPES:
-        raise Malformed(f"precision must be one of {sorted(COMPUTE_DTYPES)}; got {precision!r}")
-    if not dtypes and has(m, "scorings") and count(m, "scorings"):
-        return ["no scoring of the loss stated the dtype of the logits it read: its precision is unshown"]
-    other = sorted({str(d) for d in dtypes} - {COMPUTE_DTYPES[precision]})
-    if other:
-        return [
-            f"the loss read logits in {', '.join(other)} where train.precision={precision} computes in "
-            f"{COMPUTE_DTYPES[precision]}: the run computes in another precision than it states"
-        ]
-    return []
 
 
 def _consumed_problems(m: Measured) -> list[str]:

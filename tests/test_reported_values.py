@@ -7,13 +7,15 @@ that leaves out a batch and a stopper handed half the losses (GATE-EVAL-002 aggr
 a sampling round scored by its best prompt (GATE-TRAIN-005 scored) and an overfit detector fed the
 train loss twice (GATE-EVAL-004 compared, spec 1.19.0); and, from 1.20.0, a logged loss and a
 held-out loss other than the cross-entropy the model's forward made (GATE-TRAIN-007 logged,
-GATE-EVAL-002 forwards). The judges are then held
+GATE-EVAL-002 forwards), and from 1.21.0 an evaluation computed in another precision than the run
+(GATE-EVAL-001 precision). The judges are then held
 at their edge: equal values hold and the nearest float or count past them fires, so a tolerance
 slipped into any of these checks turns a test red.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -168,6 +170,39 @@ def test_a_held_out_loss_altered_after_its_forward_stops_the_run(
     assert "not the cross-entropy their forward computed" in str(evidence(run)["gates"])
 
 
+@pytest.mark.gate("GATE-EVAL-001")
+@pytest.mark.parametrize(
+    ("precision", "other"),
+    [("fp32", torch.bfloat16), ("bf16", None)],
+    ids=["fp32-evaluated-in-bf16", "bf16-evaluated-in-fp32"],
+)
+def test_an_evaluation_in_another_precision_than_the_run_stops_it(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, other: torch.dtype | None
+) -> None:
+    """The evaluation computes under an autocast to `other` (None: none at all) whatever the run
+    asked for: training computes as configured, the held-out losses it is compared with do not."""
+    evaluate, autocast, evaluating = Trainer.evaluate, Trainer._autocast, [False]
+
+    def elsewhere(self: Trainer) -> dict[str, Any]:
+        evaluating[0] = True
+        try:
+            return evaluate(self)
+        finally:
+            evaluating[0] = False
+
+    def computing(self: Trainer) -> Any:
+        if not evaluating[0]:
+            return autocast(self)
+        return contextlib.nullcontext() if other is None else torch.autocast("cpu", dtype=other)
+
+    monkeypatch.setattr(Trainer, "evaluate", elsewhere)
+    monkeypatch.setattr(Trainer, "_autocast", computing)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, f"train.precision='{precision}'")) == 3
+    assert verdicts(run)["GATE-EVAL-001"] == "FAIL"
+    assert "the evaluation read logits in" in str(evidence(run)["gates"])
+
+
 @pytest.mark.gate("GATE-EVAL-004")
 def test_an_overfit_detector_fed_the_train_loss_is_recorded(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -256,6 +291,10 @@ def case(gate_id: str, measured: dict[str, Any], mark: Any) -> Any:
         case("GATE-EVAL-004", {**COMPARED, "compared_train_loss": past(4.0)}, pytest.mark.gate),
         case("GATE-TRAIN-007", {"logged_loss": past(MEAN), "forward_loss": MEAN}, pytest.mark.gate),
         case("GATE-EVAL-002", {"compared_losses": 16, "mismatched_losses": 1}, pytest.mark.gate),
+        case("GATE-EVAL-001", {"precision": "fp32", "logits_dtypes": ["bfloat16"]}, pytest.mark.gate),
+        case(
+            "GATE-EVAL-001", {"precision": "bf16", "logits_dtypes": ["bfloat16", "float32"]}, pytest.mark.gate
+        ),
     ],
 )
 def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) -> None:
@@ -277,6 +316,8 @@ def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) 
         case("GATE-TRAIN-007", {"logged_loss": MEAN, "forward_loss": MEAN}, pytest.mark.holds),
         case("GATE-TRAIN-007", {"logged_loss": "nan", "forward_loss": "nan"}, pytest.mark.holds),
         case("GATE-EVAL-002", {"compared_losses": 16, "mismatched_losses": 0}, pytest.mark.holds),
+        case("GATE-EVAL-001", {"precision": "fp32", "logits_dtypes": ["float32"]}, pytest.mark.holds),
+        case("GATE-EVAL-001", {"precision": "bf16", "logits_dtypes": ["bfloat16"]}, pytest.mark.holds),
     ],
 )
 def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:

@@ -947,7 +947,7 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
     the step it was last judged, are the ones that step's line logs (the probe reads the step's last
     micro-batch, the whole batch without accumulation), its logged and forward loss at that step
     are the loss the line logs (its logged check holds them equal at run time), and the precision
-    its logits' dtypes are held to is the config's train.precision."""
+    its logits' dtypes are held to, as GATE-EVAL-001's, is the config's train.precision."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
     vocab = config.get("model", {}).get("vocab")
@@ -969,9 +969,10 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
         for key in ("logged_loss", "forward_loss"):  # the logged check holds both to the line's loss
             if key in judged.get("GATE-TRAIN-007", {}):
                 derived.put(("gates", "GATE-TRAIN-007", "measured", key), finite_or_text(line["loss"]))
-    if settler.wanted("GATE-TRAIN-007") and "precision" in judged.get("GATE-TRAIN-007", {}):
-        precision = config.get("train", {}).get("precision", "fp32")
-        derived.put(("gates", "GATE-TRAIN-007", "measured", "precision"), precision)
+    precision = config.get("train", {}).get("precision", "fp32")
+    for gate_id in ("GATE-TRAIN-007", "GATE-EVAL-001"):  # the loss's and the evaluation's logits
+        if settler.wanted(gate_id) and "precision" in judged.get(gate_id, {}):
+            derived.put(("gates", gate_id, "measured", "precision"), precision)
 
 
 def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> None:

@@ -50,6 +50,12 @@ class Consumed:
     loss: torch.Tensor | None = None
 
 
+def logits_dtypes(tape: list[Consumed]) -> set[str]:
+    """The dtypes of the logits the scorings of `tape` read, by torch's name ("bfloat16"), as the
+    precision checks compare them with train.precision's compute dtype."""
+    return {str(c.logits_dtype).removeprefix("torch.") for c in tape if c.logits_dtype is not None}
+
+
 def record(consumed: Consumed) -> None:
     """Append `consumed` to the active tape (no tape: nothing happens)."""
     tape = _TAPE["active"]

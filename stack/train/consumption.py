@@ -37,7 +37,7 @@ import torch
 
 from contracts.derive.training import finite_or_text
 from contracts.gates import Outcome, gate_require, measure
-from stack.model.consumed import Consumed
+from stack.model.consumed import Consumed, logits_dtypes
 
 # Scored rows of logits whose gradient `cross_entropy_deviation` copies at a time.
 DEVIATION_ROWS = 1024
@@ -123,9 +123,7 @@ class Tally:
         """One micro-batch: its tape (`consumed`) against its batch's statement (`stated`)."""
         self.scorings += len(consumed)
         self.stated_scorings += len(stated)
-        self.logits_dtypes.update(
-            str(c.logits_dtype).removeprefix("torch.") for c in consumed if c.logits_dtype is not None
-        )
+        self.logits_dtypes |= logits_dtypes(consumed)
         for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: `scorings`
             self.counts += compare(got, want)
         copies = [c.targets.detach().to("cpu", non_blocking=True) for c in consumed]

@@ -39,7 +39,7 @@ from contracts.coherence import coherence_score, sample_score
 from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
-from contracts.judges_consumed import COMPUTE_DTYPES
+from contracts.judges import COMPUTE_DTYPES
 from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.spec import load_spec
 from stack.data import chat_jinja
@@ -806,6 +806,8 @@ class Trainer:
                 "set_batches": len(self.heldout),
                 "stated_windows": self.heldout_windows,
                 **dict(zip(HELDOUT_READS, read, strict=True)),
+                "precision": self.config.train.precision,
+                "logits_dtypes": sorted(reads.logits_dtypes),
             },
             step,
         )
