@@ -44,9 +44,9 @@ from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
-# A training record of the current spec (1.20.0): its gates are judged at today's revisions, so
+# A training record of the current spec (1.21.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.20.0"
+CURRENT_RUN = "mix-run-20261125-spec-1.21.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -180,6 +180,10 @@ def _flattered_evaluation(data: dict[str, Any], run_dir: Path) -> None:
             _restated("GATE-TRAIN-007", logged_loss=3.0, forward_loss=3.0),
             "gates[GATE-TRAIN-007].measured.logged_loss is 3.0, but its artifacts derive 3.25",
         ),
+        (
+            _restated("GATE-EVAL-001", precision="bf16", logits_dtypes=["bfloat16"]),
+            'gates[GATE-EVAL-001].measured.precision is "bf16", but its artifacts derive "fp32"',
+        ),
     ],
     ids=[
         "served-tokens",
@@ -188,12 +192,13 @@ def _flattered_evaluation(data: dict[str, Any], run_dir: Path) -> None:
         "flattered-evaluation",
         "overfit-compared",
         "logged-loss",
+        "evaluation-precision",
     ],
 )
 def test_what_a_run_reported_is_derived_again_from_what_it_measured(
     tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
 ) -> None:
-    """The current record (spec 1.20.0) restated so its own values agree (each re-judges PASS): the step
+    """The current record (spec 1.21.0) restated so its own values agree (each re-judges PASS): the step
     lines' served tokens, the sample lines' texts and the evaluation lines' per-batch losses derive
     the values again with the run's own functions."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), CURRENT_RUN, fragment)
@@ -829,9 +834,9 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "gates[GATE-DATA-001].measured.steps_per_epoch is 3906, but 1025 unique tokens hold at most 4",
         ),
         (
-            "tiny-20261124-spec-1.11.0",
+            CURRENT_RUN,  # a record at today's GATE-EVAL-001 (older ones are stale for it)
             lambda d: gate(d, "GATE-EVAL-001")["measured"].update(distinct_windows=4096),
-            "distinct_windows is 4096, more than the 16 held-out batches of 8 windows hold",
+            "distinct_windows is 4096, more than the 16 held-out batches of 4 windows hold",
         ),
         (
             "tiny-20261124",
