@@ -15,15 +15,23 @@ slipped into any of these checks turns a test red.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts
+from ledger_support import findings
+from train_support import (
+    autocast_of,
+    evidence,
+    metric_lines,
+    prepared,
+    smoke_args,
+    step_lines,
+    train,
+    verdicts,
+)
 
 from contracts.derive.training import mean_and_stderr
 from contracts.judges import judge
@@ -31,6 +39,7 @@ from stack.train.early_stop import EarlyStopper
 from stack.train.loop import Trainer
 from stack.train.objective import Pretrain, StepLoss
 from stack.train.overfit import OverfitDetector
+from stack.train.presets import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +53,6 @@ def gate_measured(run: Path, gate_id: str) -> dict[str, Any]:
     return result["measured"]
 
 
-def eval_lines(run: Path) -> list[dict[str, Any]]:
-    """The evaluation lines of a run's metrics log."""
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [line for line in lines if line.get("type") == "eval"]
-
-
 @pytest.mark.holds("GATE-TRAIN-001", "GATE-EVAL-002", "GATE-TRAIN-005")
 def test_a_clean_run_logs_what_it_judged(data: Path, tmp_path: Path) -> None:
     """With accumulation, every step line counts the tokens served, the evaluation line logs each
@@ -57,16 +60,30 @@ def test_a_clean_run_logs_what_it_judged(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "train.grad_accum=2")) == 0
     lines = step_lines(run)
-    per_step = 4 * 2 * 32  # the smoke preset's batch 4 × grad_accum 2 × ctx 32, one rank
+    smoke = PRESETS["smoke"]
+    per_step = smoke["train"]["batch_size"] * 2 * smoke["model"]["ctx"]  # grad_accum 2, one rank
     assert {line["tokens"] for line in lines} == {per_step}
     assert evidence(run)["metrics"]["tokens_seen"] == per_step * len(lines)
-    (evaluation,) = eval_lines(run)
+    (evaluation,) = metric_lines(run, "eval")
     assert (evaluation["heldout_loss"], evaluation["heldout_stderr"]) == mean_and_stderr(
         evaluation["heldout_losses"]
     )
     assert gate_measured(run, "GATE-TRAIN-001")["served_tokens"] == per_step
     assert gate_measured(run, "GATE-EVAL-002")["judged_loss"] == evaluation["heldout_loss"]
     assert {"texts_score", "observed_score", "logged_score"} <= gate_measured(run, "GATE-TRAIN-005").keys()
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_run_without_early_stopping_is_not_asked_for_the_stoppers_values(
+    data: Path, tmp_path: Path
+) -> None:
+    """With eval.early_stop=false the stopper judges nothing, so its checks (GATE-EVAL-002 stderr,
+    judged) are asked only of records that turn it on; the evaluation's own are still there."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "eval.early_stop=false")) == 0
+    assert findings(run) == []
+    assert {"reported_loss", "losses_mean"} <= gate_measured(run, "GATE-EVAL-002").keys()
+    assert "judged_loss" not in gate_measured(run, "GATE-EVAL-002")
 
 
 @pytest.mark.gate("GATE-TRAIN-001")
@@ -114,7 +131,7 @@ def test_a_held_out_mean_without_its_last_batch_stops_the_run(
     run = tmp_path / "run"
     assert train(smoke_args(data, run)) == 3
     assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
-    assert eval_lines(run) == []  # refused before the line was written
+    assert metric_lines(run, "eval") == []  # refused before the line was written
 
 
 @pytest.mark.gate("GATE-EVAL-002")
@@ -173,30 +190,26 @@ def test_a_held_out_loss_altered_after_its_forward_stops_the_run(
 @pytest.mark.gate("GATE-EVAL-001")
 @pytest.mark.parametrize(
     ("precision", "other"),
-    [("fp32", torch.bfloat16), ("bf16", None)],
+    [("fp32", "bfloat16"), ("bf16", None)],
     ids=["fp32-evaluated-in-bf16", "bf16-evaluated-in-fp32"],
 )
 def test_an_evaluation_in_another_precision_than_the_run_stops_it(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, other: torch.dtype | None
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, precision: str, other: str | None
 ) -> None:
     """The evaluation computes under an autocast to `other` (None: none at all) whatever the run
     asked for: training computes as configured, the held-out losses it is compared with do not."""
-    evaluate, autocast, evaluating = Trainer.evaluate, Trainer._autocast, [False]
+    evaluate, configured, elsewhere = Trainer.evaluate, Trainer._autocast, autocast_of(other)
+    evaluating = [False]
 
-    def elsewhere(self: Trainer) -> dict[str, Any]:
+    def marked(self: Trainer) -> dict[str, Any]:
         evaluating[0] = True
         try:
             return evaluate(self)
         finally:
             evaluating[0] = False
 
-    def computing(self: Trainer) -> Any:
-        if not evaluating[0]:
-            return autocast(self)
-        return contextlib.nullcontext() if other is None else torch.autocast("cpu", dtype=other)
-
-    monkeypatch.setattr(Trainer, "evaluate", elsewhere)
-    monkeypatch.setattr(Trainer, "_autocast", computing)
+    monkeypatch.setattr(Trainer, "evaluate", marked)
+    monkeypatch.setattr(Trainer, "_autocast", lambda self: (elsewhere if evaluating[0] else configured)(self))
     run = tmp_path / "run"
     assert train(smoke_args(data, run, f"train.precision='{precision}'")) == 3
     assert verdicts(run)["GATE-EVAL-001"] == "FAIL"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -14,6 +13,7 @@ import pytest
 import torch
 from train_support import (
     CrossEntropyScaled,
+    autocast_of,
     evidence,
     prepared,
     smoke_args,
@@ -500,13 +500,6 @@ def test_decoding_logits_off_just_beyond_context_logits_rtol_fire_and_just_insid
     assert measured["context_logits_deviation"] == pytest.approx(times * rtol, rel=0.01)
 
 
-def _autocast_of(precision: str | None) -> Callable[[Trainer], contextlib.AbstractContextManager[object]]:
-    """A loop's autocast in `precision` whatever the run configures (None: no autocast)."""
-    if precision is None:
-        return lambda self: contextlib.nullcontext()
-    return lambda self: torch.autocast(self.device.type, dtype=getattr(torch, precision))
-
-
 @pytest.mark.gate("GATE-TRAIN-007")
 @pytest.mark.parametrize(
     "configured, computed",
@@ -522,7 +515,7 @@ def test_a_run_computing_in_another_precision_than_it_states_stops_at_its_first_
     computed: str | None,
 ) -> None:
     """The survey's M21 (an fp32 run under bf16 autocast), and its mirror."""
-    monkeypatch.setattr(Trainer, "_autocast", _autocast_of(computed))
+    monkeypatch.setattr(Trainer, "_autocast", autocast_of(computed))
     run = tmp_path / "run"
     assert train(smoke_args(data, run, f"train.precision='{configured}'")) == 3
     assert "GATE-TRAIN-007" in capsys.readouterr().err

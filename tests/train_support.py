@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -107,10 +108,15 @@ def train(argv: list[str]) -> int:
     return main(argv)
 
 
+def metric_lines(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The metrics lines of one type (`step`, `eval`, `sample`, `event`) of a run."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [ln for ln in lines if ln["type"] == kind]
+
+
 def step_lines(run_dir: Path) -> list[dict[str, Any]]:
     """The per-step metrics lines of a run."""
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [ln for ln in lines if ln["type"] == "step"]
+    return metric_lines(run_dir, "step")
 
 
 def evidence(run_dir: Path) -> dict[str, Any]:
@@ -185,3 +191,11 @@ class CrossEntropyScaled:
         loss = torch.nn.functional.cross_entropy(*args, **kwargs)
         factor = self.factor()
         return loss if factor == 1.0 else loss * factor
+
+
+def autocast_of(dtype: str | None) -> Callable[[Trainer], contextlib.AbstractContextManager[object]]:
+    """A stand-in for `Trainer._autocast`: an autocast to `dtype` (torch's name, "bfloat16") whatever
+    the run configures, or none at all for None."""
+    if dtype is None:
+        return lambda self: contextlib.nullcontext()
+    return lambda self: torch.autocast(self.device.type, dtype=getattr(torch, dtype))
