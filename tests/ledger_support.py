@@ -26,6 +26,9 @@ from contracts.spec import load_spec
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER = ROOT / LEDGER_DIR
 Change = Callable[[dict[str, Any], Path], None]
+# A training record of the current spec (1.21.0): its gates are judged at today's revisions, so
+# what their values restate of the log is derived (a record of an older revision is stale there).
+CURRENT_RUN = "mix-run-20261125-spec-1.21.0"
 
 
 def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:
@@ -46,6 +49,19 @@ def edited(run_dir: Path, change: Change, rehash: bool = True) -> Path:
         _rehash(run_dir, data)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return run_dir
+
+
+def config_edited(old: str, new: str) -> Change:
+    """config.toml's line `old` made `new`, and the record made to agree by a perfect forger."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "config.toml"
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+        rederive(data, run_dir)
+
+    return change
 
 
 def findings(*run_dirs: Path) -> list[str]:

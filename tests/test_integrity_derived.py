@@ -23,10 +23,12 @@ import pytest
 from audit import LoadedEvidence, evidence_paths
 from check_integrity import Checker, run_checks
 from ledger_support import (
+    CURRENT_RUN,
     LEDGER,
     ROOT,
     Change,
     assert_caught,
+    config_edited,
     edited,
     findings,
     gate,
@@ -43,10 +45,6 @@ from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
-
-# A training record of the current spec (1.21.0): its gates are judged at today's revisions, so
-# what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261125-spec-1.21.0"
 
 # -- the untampered ledger -----------------------------------------------------------------------
 
@@ -207,19 +205,6 @@ def test_what_a_run_reported_is_derived_again_from_what_it_measured(
 # -- the command line against the config it asked for -----------------------------------------
 
 
-def _config_edited(old: str, new: str) -> Change:
-    """config.toml's line `old` made `new`, and the record made to agree by a perfect forger."""
-
-    def change(data: dict[str, Any], run_dir: Path) -> None:
-        path = run_dir / "config.toml"
-        text = path.read_text(encoding="utf-8")
-        assert old in text
-        path.write_text(text.replace(old, new, 1), encoding="utf-8")
-        rederive(data, run_dir)
-
-    return change
-
-
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     ("run", "old", "new", "fragment"),
@@ -239,7 +224,7 @@ def test_a_config_other_than_its_command_line_asked_for_is_caught(
 ) -> None:
     """The config edited and every field it decides re-derived: the command line the record keeps
     still asks for the old value."""
-    assert_caught(planted(tmp_path, run, _config_edited(old, new)), f"its command line sets {fragment}")
+    assert_caught(planted(tmp_path, run, config_edited(old, new)), f"its command line sets {fragment}")
 
 
 @pytest.mark.holds("GATE-INTEG-001")

@@ -1,0 +1,127 @@
+"""Falsifiers of the config rebuild: a pretraining record's config.toml edited where no `--set` reaches.
+
+The record's command lines name a preset and a few `--set` keys; every other key of config.toml
+is the preset's or a default. A forger who edits one of those (an initialisation scale, an
+optimizer constant, early stopping, wrapping, a bandit's rate) and re-derives the record from the
+edited file leaves the command lines as they were, which `tools/config_rebuild.py` resolves again
+with the stack's own parser and `resolve`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+from config_rebuild import CONFIG_CODE, REPO, rebuilt
+from ledger_support import CURRENT_RUN, LEDGER, assert_caught, config_edited, edited, findings, planted
+from pydantic import BaseModel
+from train_support import prepared, smoke_args, train
+
+import stack.cli.train
+import stack.cli.values
+from contracts.evidence import EVIDENCE_FILE, read_evidence
+from stack.train import presets, tune_settings
+from stack.train.config import RunConfig, resolve
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("key", "old", "new"),
+    [
+        ("model.init_std", "0.02", "0.03"),
+        ("train.beta2", "0.95", "0.99"),
+        ("eval.early_stop", "true", "false"),
+        ("data.wrap", "true", "false"),
+        ("data.bandit.gamma", "0.1", "0.2"),
+    ],
+    ids=["init-scale", "optimizer-constant", "early-stopping", "wrapping", "bandit-rate"],
+)
+def test_a_value_no_command_line_set_edited_in_the_config_is_caught(
+    tmp_path: Path, key: str, old: str, new: str
+) -> None:
+    """The edit and every field it decides re-derived: the record agrees with its config, and the
+    command lines it keeps (`--preset smoke` and its `--set` keys) resolve to the old value."""
+    name = key.rsplit(".", 1)[1]
+    run = planted(tmp_path, CURRENT_RUN, config_edited(f"\n{name} = {old}\n", f"\n{name} = {new}\n"))
+    assert_caught(
+        run, CURRENT_RUN, f"config.toml holds {key} = {new}, but its command lines resolve to {old}"
+    )
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_the_current_record_is_rebuilt_and_agrees() -> None:
+    """The record the falsifiers above edit is one the rebuild holds (its commit's configuration
+    code is this checkout's), and untouched it agrees key for key."""
+    run = LEDGER / CURRENT_RUN
+    config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
+    built = rebuilt(read_evidence(run / EVIDENCE_FILE), config)
+    assert built is not None and built[0] == config
+    assert findings(run) == []
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run of 5 steps resumed for 7 with a lower floor of the learning rate."""
+    root = tmp_path_factory.mktemp("resumed")
+    run = root / "run"
+    assert train(smoke_args(prepared(root), run)) == 0
+    resume = ["train", "--resume", str(run), "--set", "train.steps=7", "--set", "train.min_lr=0.0001"]
+    assert train(resume) == 0
+    return run
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_resumed_record_is_rebuilt_through_its_resume(resumed: Path) -> None:
+    record = read_evidence(resumed / EVIDENCE_FILE)
+    config = tomllib.loads((resumed / "config.toml").read_text(encoding="utf-8"))
+    built = rebuilt(record, config)
+    assert built is not None
+    assert built == (config, [["train.min_lr", "train.steps"]])
+    assert record.metrics["resumes"][0]["changed"] == ["train.min_lr", "train.steps"]
+    assert findings(resumed) == []
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_resume_whose_changes_are_understated_is_caught(resumed: Path, tmp_path: Path) -> None:
+    """The resume lowered the rate's floor; its record made to say it changed the steps alone."""
+    copy = Path(shutil.copytree(resumed, tmp_path / "run"))
+    edited(copy, lambda data, _dir: data["metrics"]["resumes"][0].update(changed=["train.steps"]))
+    assert_caught(
+        copy,
+        "metrics.resumes[0].changed is ['train.steps'], but its command line changes",
+        "['train.min_lr', 'train.steps']",
+    )
+
+
+def test_a_record_of_other_configuration_code_is_not_rebuilt() -> None:
+    """mix-run of spec 1.13.0 was made before the configuration code took its present text: this
+    checkout's `resolve` would not be that run's, so the record is left to argv_config's `--set` check."""
+    run = LEDGER / "mix-run-20261124-spec-1.13.0"
+    config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
+    assert rebuilt(read_evidence(run / EVIDENCE_FILE), config) is None
+
+
+def _config_classes(cls: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """`cls` and every pydantic model its fields hold, however nested in the annotations."""
+    seen.add(cls)
+    for info in cls.model_fields.values():
+        pending = [info.annotation]
+        while pending:
+            kind = pending.pop()
+            pending += typing.get_args(kind)
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in seen:
+                _config_classes(kind, seen)
+    return seen
+
+
+def test_the_configuration_code_names_every_module_a_configuration_is_made_of() -> None:
+    """CONFIG_CODE must hold every file that decides what a command line resolves to, or a change
+    there would go unseen and the rebuild would hold old records to new defaults."""
+    makers = [resolve, presets, tune_settings, stack.cli.train, stack.cli.values]
+    makers += list(_config_classes(RunConfig, set()))
+    files = {Path(inspect.getsourcefile(m) or "").resolve().relative_to(REPO).as_posix() for m in makers}
+    assert files <= set(CONFIG_CODE)
