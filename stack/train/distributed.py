@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from contracts.errors import BadInput
+
+# How long a rank that finished waits at the end for the others before it leaves the group anyway.
+LEAVE_TIMEOUT = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,23 @@ def join(device_type: str) -> World:
     return World(rank=rank, size=size, local_rank=local_rank, backend=backend)
 
 
-def leave(world: World) -> None:
-    """Tear the process group down (a no-op for a world of one)."""
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def leave(world: World, together: bool) -> None:
+    """Tear the process group down (a no-op for a world of one).
+
+    `together`: the loop ended on every rank alike (its steps done, a stop taken from all-reduced
+    numbers), so each waits for the others first. Without that wait a rank that tears gloo down
+    while another is still leaving can abort the other after a run that completed. A rank leaving
+    on an error does not wait: the others may never arrive. On gloo the wait is bounded
+    (LEAVE_TIMEOUT), so a rank that never comes costs a timeout error, not a hung run.
+    """
+    if not (world.distributed and dist.is_initialized()):
+        return
+    if together:
+        if world.backend == "gloo":
+            dist.monitored_barrier(timeout=LEAVE_TIMEOUT)
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def mean_across(world: World, values: torch.Tensor) -> torch.Tensor:

@@ -1020,7 +1020,7 @@ class Trainer:
             self.run_dir, resume_step=resume_step, write=self.world.is_main, mirror=mirror
         )
         signals = Signals()
-        status = "completed"
+        status, ended = "completed", False
         self.objective.start(self.model, self.heldout)
         # The schedule this invocation steps by (a resume may change it), for GATE-TRAIN-008's derivation.
         self.metrics_log.write("event", step=self.state.step, event="schedule", **self.schedule)
@@ -1066,6 +1066,7 @@ class Trainer:
                 self.state.monitor.require_ran(self.state.step, self.config.monitor.sample_every)
                 if not ckpt.step_dir(self.run_dir, self.state.step).exists():
                     self.save()
+            ended = True
         except RuntimeError as exc:  # under train.deterministic, PyTorch raises on a non-deterministic op
             refusal = self.alerts.refusal(exc)
             if refusal is None:
@@ -1073,7 +1074,7 @@ class Trainer:
             raise refusal from None
         finally:
             self.metrics_log.close()
-            distributed.leave(self.world)
+            distributed.leave(self.world, together=ended)
         if self.state.stop_reason is None:
             self.state.stop_reason = reached_steps(train.steps)
         return status
