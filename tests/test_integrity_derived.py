@@ -824,6 +824,16 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
             "distinct_windows is 4096, more than the 16 held-out batches of 4 windows hold",
         ),
         (
+            CURRENT_RUN,  # 6 targets of a shard unread, excused by windows said to hold 64 (ctx 32)
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(window_targets=64, uncovered_most=40),
+            "gates[GATE-DATA-001].measured.window_targets is 64, but its artifacts derive 32",
+        ),
+        (
+            CURRENT_RUN,  # a capped bandit mixture, whose steps per epoch no unique-token bound holds
+            lambda d: gate(d, "GATE-DATA-001")["measured"].update(steps_per_epoch=196151),
+            "steps_per_epoch is 196151, but its epoch plan's 784600 windows make 196150 steps of 4 windows",
+        ),
+        (
             "tiny-20261124",
             lambda d: d["run"].update(finished=d["run"]["started"]),
             "run.finished is 0.000 s after run.started, but the steps of metrics.jsonl took",
@@ -903,6 +913,8 @@ def test_a_log_whose_lines_contradict_each_other_is_caught(
         "distill-tokens-seen",
         "steps-per-epoch",
         "distinct-windows",
+        "window-targets",
+        "steps-per-epoch-of-the-plan",
         "wall-time",
         "dpo-margins",
         "dpo-first-loss",

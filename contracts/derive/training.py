@@ -718,30 +718,26 @@ def plain_mixture(config: dict[str, Any]) -> bool:
 
 
 def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, settler: Settler) -> None:
-    """GATE-DATA-001's steps per epoch held to the unique tokens, and the epochs the log shows held to it.
+    """GATE-DATA-001's window and steps per epoch held to the config and the epoch plan, and the
+    epochs the log shows held to them.
 
-    Under a plain mixture an epoch is every window of the split once. A window never crosses a
-    shard's end, so a split of many shards holds fewer windows than ⌊unique / tokens per window⌋:
-    the unique tokens bound the steps per epoch from above (⌊unique / tokens per step⌋) but do not
-    decide it. What the record's steps per epoch does decide is the log: step s is in epoch
-    ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens each new epoch at its first step.
-    Without gradient accumulation only (its micro-batches are the reader's steps).
+    A window of a task that reads the model's context holds ctx targets, the measure of the
+    coverage check (a larger one would excuse more of a shard left unread). The reader takes
+    batch × world windows of its epoch plan a step, so its steps per epoch are the plan's windows
+    over that, under any mixture. Under a plain mixture an epoch is every window of the split
+    once. A window never crosses a shard's end, so a split of many shards holds fewer windows than
+    ⌊unique / tokens per window⌋: the unique tokens bound the steps per epoch from above
+    (⌊unique / tokens per step⌋) but do not decide it. What the record's steps per epoch does
+    decide is the log: step s is in epoch ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens
+    each new epoch at its first step. Without gradient accumulation only (its micro-batches are
+    the reader's steps).
     """
-    unique = inputs.record.metrics.get("unique_train_tokens")
-    if config.get("train", {}).get("grad_accum", 1) != 1:
-        return
-    if not plain_mixture(config) or not isinstance(unique, int) or isinstance(unique, bool) or per_step < 1:
-        return
-    spe = _recorded_steps_per_epoch(inputs)
     derived = settler.derived
+    if settler.wanted("GATE-DATA-001"):
+        ctx = config.get("model", {}).get("ctx")
+        derived.put(("gates", "GATE-DATA-001", "measured", "window_targets"), ctx, optional=True)
+    spe = _recorded_steps_per_epoch(inputs)
     if spe is None:
-        return
-    bound = unique // per_step
-    if spe > bound or spe < 1:
-        derived.problems.append(
-            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but {unique} unique tokens hold at "
-            f"most {bound} steps of {per_step} tokens (and at least 1)"
-        )
         return
     quota, batch = _recorded_quota_windows(inputs), config.get("train", {}).get("batch_size")
     world = inputs.record.determinism.flags.get("world_size", 1)
@@ -750,6 +746,18 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
         derived.problems.append(
             f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but its epoch plan's {quota} windows "
             f"make {quota // windows} steps of {windows} windows"
+        )
+        return
+    unique = inputs.record.metrics.get("unique_train_tokens")
+    if config.get("train", {}).get("grad_accum", 1) != 1:
+        return
+    if not plain_mixture(config) or not isinstance(unique, int) or isinstance(unique, bool) or per_step < 1:
+        return
+    bound = unique // per_step
+    if spe > bound or spe < 1:
+        derived.problems.append(
+            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but {unique} unique tokens hold at "
+            f"most {bound} steps of {per_step} tokens (and at least 1)"
         )
         return
     if config.get("data", {}).get("wrap") is False:
