@@ -24,8 +24,11 @@ from train_support import prepared, smoke_args, train
 import stack.cli.train
 import stack.cli.values
 from contracts.evidence import EVIDENCE_FILE, read_evidence
+from stack.cli import main
 from stack.train import presets, tune_settings
 from stack.train.config import RunConfig, resolve
+
+CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -59,7 +62,7 @@ def test_the_current_record_is_rebuilt_and_agrees() -> None:
     run = LEDGER / CURRENT_RUN
     config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
     built = rebuilt(read_evidence(run / EVIDENCE_FILE), config)
-    assert built is not None and built[0] == config
+    assert built is not None and built.config == config and built.model_decided
     assert findings(run) == []
 
 
@@ -80,7 +83,7 @@ def test_a_resumed_record_is_rebuilt_through_its_resume(resumed: Path) -> None:
     config = tomllib.loads((resumed / "config.toml").read_text(encoding="utf-8"))
     built = rebuilt(record, config)
     assert built is not None
-    assert built == (config, [["train.min_lr", "train.steps"]])
+    assert (built.config, built.changes) == (config, [["train.min_lr", "train.steps"]])
     assert record.metrics["resumes"][0]["changed"] == ["train.min_lr", "train.steps"]
     assert findings(resumed) == []
 
@@ -125,3 +128,51 @@ def test_the_configuration_code_names_every_module_a_configuration_is_made_of() 
     makers += list(_config_classes(RunConfig, set()))
     files = {Path(inspect.getsourcefile(m) or "").resolve().relative_to(REPO).as_posix() for m in makers}
     assert files <= set(CONFIG_CODE)
+
+
+@pytest.fixture(scope="module")
+def started_from(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A smoke run, then a fine-tune of it on the same text (`stack train --init-from`) and a
+    supervised fine-tune of it on chat examples (`stack sft`), both started from its weights."""
+    root = tmp_path_factory.mktemp("started-from")
+    text, chat, base = prepared(root), root / "chat", root / "base"
+    halves = ["--val-fraction", "0.5", "--pack-len", "96"]
+    assert main(["prepare", str(CHAT), "--format", "chat", *halves, "--out", str(chat)]) == 0
+    assert train(smoke_args(text, base, "model.ctx=96")) == 0
+    runs = {"finetune": root / "finetune", "sft": root / "sft"}
+    quick = [
+        f"--set={item}"
+        for item in ("train.steps=3", "eval.every=3", "train.device='cpu'", "train.batch_size=1")
+    ]
+    start = ["--init-from", str(base), "--out"]
+    assert train(["train", *start, str(runs["finetune"]), "--data", str(text), *quick]) == 0
+    assert train(["sft", *start, str(runs["sft"]), "--data", str(chat), *quick]) == 0
+    return runs
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+@pytest.mark.parametrize("kind", ["finetune", "sft"])
+def test_a_run_started_from_a_model_is_rebuilt_but_for_its_model(
+    started_from: dict[str, Path], kind: str
+) -> None:
+    run = started_from[kind]
+    record = read_evidence(run / EVIDENCE_FILE)
+    config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
+    built = rebuilt(record, config)
+    assert record.run.kind == kind and built is not None and not built.model_decided
+    assert {k: v for k, v in built.config.items() if k != "model"} == {
+        k: v for k, v in config.items() if k != "model"
+    }
+    assert findings(run, run.parent / "base") == []  # checked with the parent its lineage names
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize("kind", ["finetune", "sft"])
+def test_a_fine_tunes_default_edited_in_its_config_is_caught(
+    started_from: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    """A fine-tune's clip norm (a default: its command line names no preset) edited, the record
+    re-derived from the edited file."""
+    copy = Path(shutil.copytree(started_from[kind], tmp_path / kind))
+    edited(copy, config_edited("\nclip_norm = 1.0\n", "\nclip_norm = 4.0\n"))
+    assert_caught(copy, "config.toml holds train.clip_norm = 4.0, but its command lines resolve to 1.0")

@@ -1,19 +1,20 @@
-"""A pretraining record's config.toml, resolved again from the command lines it keeps.
+"""A training record's config.toml, resolved again from the command lines it keeps.
 
 `argv_config` holds each `--set` of a record's command lines to its config.toml. The rest of that
 file, the preset's values and the defaults, was held by nothing: an `init_std`, a `beta2`, an
 `eval.early_stop` or a `data.wrap` edited in config.toml, the record made to agree, passed. Here
-the command lines of a `stack train` record are parsed by the stack's own parser and resolved by
-the stack's own `resolve` (the preset, then each `--set`; each resume's `--set` on the config
-before it), and config.toml must be what that gives, key for key, as must each resume's list of
-changed keys (`metrics.resumes[].changed`).
+the command lines of a `stack train` or `stack sft` record are parsed by the stack's own parser
+and resolved by the stack's own `resolve` (the preset, then each `--set`; each resume's `--set`
+on the config before it), and config.toml must be what that gives, key for key, as must each
+resume's list of changed keys (`metrics.resumes[].changed`). A run started `--init-from` a model
+takes that model's section from the checkpoint, which the record does not hold: its other
+sections are rebuilt, its model keys are left to `argv_config`.
 
 The rebuild runs this checkout's code, so it holds a record only where the code that resolves a
 configuration (CONFIG_CODE) is, byte for byte, the code of the record's commit; a record made
 under other resolution code is not rebuilt (its `--set` keys are still held by `argv_config`).
-Not rebuilt either: a run started with `--config FILE` (the file is not in the record), one
-started `--init-from` a checkpoint (its model section is the checkpoint's), and the other
-commands of the loop (`stack sft`, `dpo` and `distill` add settings of their own).
+Not rebuilt either: a run started with `--config FILE` (the file is not in the record), and the
+`dpo` and `distill` commands (their options become settings through paths resolved where they ran).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import io
 import json
 import subprocess
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ import stack
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
 from stack.cli import build_parser
+from stack.cli.sft import TASK as SFT_TASK
 from stack.train.config import changed_keys, resolve
 
 CONFIG_FILE = "config.toml"
@@ -42,6 +45,7 @@ CONFIG_FILE = "config.toml"
 # fill a value in (tests/test_config_rebuild.py holds this list to the modules the config classes
 # live in).
 CONFIG_CODE = (
+    "stack/cli/sft.py",
     "stack/cli/train.py",
     "stack/cli/values.py",
     "stack/config.py",
@@ -52,6 +56,23 @@ CONFIG_CODE = (
     "stack/train/tune_settings.py",
 )
 REPO = Path(stack.__file__).resolve().parent.parent
+# The commands rebuilt, with the `--set` items each adds to the user's (`stack sft` is `stack train`
+# with its task).
+COMMANDS: dict[str, tuple[str, ...]] = {"train": (), "sft": (SFT_TASK,)}
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A record's configuration resolved again: the config, the keys each resume changed, and
+    whether the command lines decide its model section (not so for a run started from a model)."""
+
+    config: dict[str, Any]
+    changes: list[list[str]]
+    model_decided: bool
+
+    def decides(self, key: str) -> bool:
+        """Whether the command lines decide dotted `key`."""
+        return self.model_decided or not key.startswith("model.")
 
 
 @functools.cache
@@ -90,33 +111,38 @@ def _resolved(preset: str | None, sets: tuple[str, ...], vocab: int | None, base
     return tomli_w.dumps(resolve(preset, None, list(sets), vocab=vocab, base=start).as_dict())
 
 
-def rebuilt(record: EvidenceRecord, config: dict[str, Any]) -> tuple[dict[str, Any], list[list[str]]] | None:
-    """(the configuration the record's command lines resolve to, the keys each resume changed), or
-    None where this module does not rebuild the record (see the module docstring). `config` (the
-    record's config.toml) lends only the tokenizer's vocabulary, which the data decides.
+def rebuilt(record: EvidenceRecord, config: dict[str, Any]) -> Rebuilt | None:
+    """What the record's command lines resolve to, or None where this module does not rebuild the
+    record (see the module docstring). `config` (the record's config.toml) lends the tokenizer's
+    vocabulary, which the data decides, and, for a run started `--init-from` a model, that
+    model's section, which the checkpoint decides.
 
     Raises BadInput for command lines `resolve` refuses."""
     first = _parsed(record.run.argv or [])
-    if first is None or first.command != "train" or first.resume is not None:
-        return None
-    if first.config is not None or first.init_from is not None:
+    if first is None or first.command not in COMMANDS or first.resume is not None or first.config is not None:
         return None
     resumes = record.metrics.get("resumes") if isinstance(record.metrics, dict) else None
     later = [_parsed(r.get("argv") or []) if isinstance(r, dict) else None for r in resumes or []]
-    if any(a is None or a.command != "train" or a.resume is None or a.config is not None for a in later):
+    if any(a is None or a.command not in COMMANDS or a.resume is None or a.config is not None for a in later):
         return None
     if record.code.git_sha is None or not same_config_code(record.code.git_sha):
         return None
-    vocab = config.get("model", {}).get("vocab") if isinstance(config.get("model"), dict) else None
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    vocab = model.get("vocab")
     vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
-    text = _resolved(first.preset, tuple(first.sets), vocab, None)
+    started_from = first.init_from is not None
+    # The checkpoint's model is the run's base, as `stack train` makes it (its vocab left to the data).
+    base = (
+        tomli_w.dumps({"model": {k: v for k, v in model.items() if k != "vocab"}}) if started_from else None
+    )
+    text = _resolved(first.preset, (*first.sets, *COMMANDS[first.command]), vocab, base)
     changes = []
     for resumed in later:
         assert resumed is not None
-        after = _resolved(None, tuple(resumed.sets), vocab, text)
+        after = _resolved(None, (*resumed.sets, *COMMANDS[resumed.command]), vocab, text)
         changes.append(changed_keys(tomllib.loads(text), tomllib.loads(after)))
         text = after
-    return _toml(tomllib.loads(text)), changes
+    return Rebuilt(_toml(tomllib.loads(text)), changes, model_decided=not started_from)
 
 
 def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -151,16 +177,17 @@ def rebuild_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
         return [f"its command lines do not resolve to a configuration: {exc}"]
     if built is None:
         return []
-    want, changes = built
-    wanted, used = _flat(want), _flat(config)
+    wanted, used = _flat(built.config), _flat(config)
     problems = [
         f"{CONFIG_FILE} holds {key} = {_shown(used, key)}, but its command lines resolve to "
-        f"{_shown(wanted, key)} (the preset, then each --set, as `stack train` resolves them)"
+        f"{_shown(wanted, key)} (the preset, then each --set, as `stack {record.run.argv[1]}` resolves them)"
         for key in sorted(wanted.keys() | used.keys())
-        if _shown(wanted, key) != _shown(used, key)
+        if built.decides(key) and _shown(wanted, key) != _shown(used, key)
     ]
     stated = [r.get("changed") for r in record.metrics.get("resumes") or [] if isinstance(r, dict)]
-    for at, (said, derived) in enumerate(zip(stated, changes, strict=True)):
+    for at, (said, derived) in enumerate(zip(stated, built.changes, strict=True)):
+        said = [k for k in said if built.decides(k)] if isinstance(said, list) else said
+        derived = [k for k in derived if built.decides(k)]
         if said != derived:
             problems.append(
                 f"metrics.resumes[{at}].changed is {said!r}, but its command line changes {derived!r}"
