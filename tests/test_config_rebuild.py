@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from config_rebuild import CONFIG_CODE, REPO, rebuilt
 from ledger_support import CURRENT_RUN, LEDGER, assert_caught, config_edited, edited, findings, planted
+from prefs_support import prepared_pairs
 from pydantic import BaseModel
+from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
 
 import stack.cli.train
@@ -176,3 +178,86 @@ def test_a_fine_tunes_default_edited_in_its_config_is_caught(
     copy = Path(shutil.copytree(started_from[kind], tmp_path / kind))
     edited(copy, config_edited("\nclip_norm = 1.0\n", "\nclip_norm = 4.0\n"))
     assert_caught(copy, "config.toml holds train.clip_norm = 4.0, but its command lines resolve to 1.0")
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A DPO run (β and ε given) and a distillation into a fresh smoke student (α = 0, the NLL
+    alone), each from a small saved model and resumed once with more steps."""
+    root = tmp_path_factory.mktemp("tuned")
+    source, dpo_run, distill_run = (
+        save_run(root / "source", tiny_model(ctx=64)),
+        root / "dpo",
+        root / "distill",
+    )
+    dpo_argv = ["dpo", str(source), "--data", str(prepared_pairs(root)), "--out", str(dpo_run)]
+    options = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--beta",
+        "0.2",
+        "--label-noise",
+        "0.1",
+        "--device",
+        "cpu",
+    ]
+    assert main([*dpo_argv, *options]) == 0
+    assert main(["dpo", "--resume", str(dpo_run), "--steps", "3"]) == 0
+    distill_argv = ["distill", str(source), "--data", str(prepared(root)), "--out", str(distill_run)]
+    assert (
+        main([*distill_argv, "--preset", "smoke", "--steps", "2", "--batch-size", "4", "--alpha", "0"]) == 0
+    )
+    assert main(["distill", "--resume", str(distill_run), "--steps", "3", "--device", "cpu"]) == 0
+    return {"dpo": dpo_run, "distill": distill_run}
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+@pytest.mark.parametrize("kind", ["dpo", "distill"])
+def test_a_tuning_run_is_rebuilt_through_its_commands_options(tuned: dict[str, Path], kind: str) -> None:
+    """`stack dpo` and `stack distill` turn their own options into keys (`--beta`, `--alpha`, the
+    loop's settings); the rebuild turns them so again, through each command's function, and the
+    resume's `--steps` (and `--device`) is the change its record lists."""
+    run = tuned[kind]
+    record = read_evidence(run / EVIDENCE_FILE)
+    config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
+    built = rebuilt(record, config)
+    assert built is not None and built.model_decided == (kind == "distill")
+    assert {k: v for k, v in built.config.items() if built.model_decided or k != "model"} == {
+        k: v for k, v in config.items() if built.model_decided or k != "model"
+    }
+    assert built.changes == [["train.steps"]]
+    assert findings(run, run.parent / "source") == []
+
+
+def test_a_distillation_given_alpha_zero_trains_on_the_nll_alone(tuned: dict[str, Path]) -> None:
+    """α = 0 is a setting (the soft term off), not an absent one: it reaches the run's config."""
+    config = tomllib.loads((tuned["distill"] / "config.toml").read_text(encoding="utf-8"))
+    assert config["distill"]["alpha"] == 0.0
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("kind", "old", "new", "key"),
+    [
+        ("dpo", "\nbeta = 0.2\n", "\nbeta = 0.1\n", "dpo.beta"),
+        ("dpo", "\nlabel_noise = 0.1\n", "\nlabel_noise = 0.0\n", "dpo.label_noise"),
+        ("distill", "\nalpha = 0.0\n", "\nalpha = 0.7\n", "distill.alpha"),
+        ("distill", "\nlr = 0.001\n", "\nlr = 0.002\n", "train.lr"),
+    ],
+    ids=["dpo-beta", "dpo-label-noise", "distill-alpha", "distill-lr"],
+)
+def test_a_tuning_commands_option_edited_in_the_config_is_caught(
+    tuned: dict[str, Path], tmp_path: Path, kind: str, old: str, new: str, key: str
+) -> None:
+    """What `--beta`, `--label-noise`, `--alpha` or a loop default made, edited in config.toml and
+    the record re-derived from the edited file."""
+    copy = Path(shutil.copytree(tuned[kind], tmp_path / kind))
+    shutil.copytree(tuned[kind].parent / "source", tmp_path / "source")
+    edited(copy, config_edited(old, new))
+    wanted = old.strip().split(" = ")[1]
+    assert_caught(
+        copy,
+        f"config.toml holds {key} = {new.strip().split(' = ')[1]}, but its command lines resolve to {wanted}",
+    )

@@ -1,20 +1,22 @@
 """A training record's config.toml, resolved again from the command lines it keeps.
 
 `argv_config` holds each `--set` of a record's command lines to its config.toml. The rest of that
-file, the preset's values and the defaults, was held by nothing: an `init_std`, a `beta2`, an
-`eval.early_stop` or a `data.wrap` edited in config.toml, the record made to agree, passed. Here
-the command lines of a `stack train` or `stack sft` record are parsed by the stack's own parser
-and resolved by the stack's own `resolve` (the preset, then each `--set`; each resume's `--set`
-on the config before it), and config.toml must be what that gives, key for key, as must each
-resume's list of changed keys (`metrics.resumes[].changed`). A run started `--init-from` a model
-takes that model's section from the checkpoint, which the record does not hold: its other
-sections are rebuilt, its model keys are left to `argv_config`.
+file, the preset's values, the defaults and what a command's own options set (`stack dpo --beta`,
+`stack distill --temperature`), was held by nothing: an `init_std`, a `beta2`, an
+`eval.early_stop` or a DPO β edited in config.toml, the record made to agree, passed. Here the
+command lines of a training record (`stack train`, `sft`, `dpo`, `distill`) are parsed by the
+stack's own parser, turned into `stack train`'s request by each command's own function, and
+resolved by the stack's own `resolve` (the preset, then each `--set`; each resume's on the config
+before it): config.toml must be what that gives, key for key, as must each resume's list of
+changed keys (`metrics.resumes[].changed`). A run started from a model (`--init-from`, a DPO
+policy, a distillation's `--student`) takes that model's section from the checkpoint, which the
+record does not hold: its other sections are rebuilt, its model keys are left to `argv_config`.
 
-The rebuild runs this checkout's code, so it holds a record only where the code that resolves a
-configuration (CONFIG_CODE) is, byte for byte, the code of the record's commit; a record made
+The rebuild runs this checkout's code, so it holds a record only where the code that resolves its
+command lines (CONFIG_CODE, and COMMAND_CODE of each command it ran) is, byte for byte, the code
+of the record's commit; a record made
 under other resolution code is not rebuilt (its `--set` keys are still held by `argv_config`).
-Not rebuilt either: a run started with `--config FILE` (the file is not in the record), and the
-`dpo` and `distill` commands (their options become settings through paths resolved where they ran).
+Nor is a run started with `--config FILE` (the file is not in the record).
 """
 
 from __future__ import annotations
@@ -35,17 +37,15 @@ import tomli_w
 import stack
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
-from stack.cli import build_parser
-from stack.cli.sft import TASK as SFT_TASK
+from stack.cli import build_parser, distill, dpo, sft
+from stack.cli.tune_options import resume_sets
 from stack.train.config import changed_keys, resolve
 
 CONFIG_FILE = "config.toml"
-# The files whose text decides what a `stack train` command line resolves to: the parser of its
-# options, the presets, the sections with their defaults and checks, and what those import to
-# fill a value in (tests/test_config_rebuild.py holds this list to the modules the config classes
-# live in).
+# The files whose text decides what any training command line resolves to: `stack train`'s
+# parser, the presets, the sections with their defaults and checks, and what those import to fill
+# a value in (tests/test_config_rebuild.py holds this list to the modules the config classes live in).
 CONFIG_CODE = (
-    "stack/cli/sft.py",
     "stack/cli/train.py",
     "stack/cli/values.py",
     "stack/config.py",
@@ -55,10 +55,16 @@ CONFIG_CODE = (
     "stack/train/presets.py",
     "stack/train/tune_settings.py",
 )
+# The commands of the training loop, each with the files that turn its own options into `stack
+# train`'s request. A record is held to the files of the commands on its command lines only, so a
+# change to `stack dpo` leaves a `stack train` record rebuildable.
+COMMAND_CODE: dict[str, tuple[str, ...]] = {
+    "train": (),
+    "sft": ("stack/cli/sft.py",),
+    "dpo": ("stack/cli/dpo.py", "stack/cli/tune_options.py"),
+    "distill": ("stack/cli/distill.py", "stack/cli/tune_options.py"),
+}
 REPO = Path(stack.__file__).resolve().parent.parent
-# The commands rebuilt, with the `--set` items each adds to the user's (`stack sft` is `stack train`
-# with its task).
-COMMANDS: dict[str, tuple[str, ...]] = {"train": (), "sft": (SFT_TASK,)}
 
 
 @dataclass(frozen=True)
@@ -75,13 +81,18 @@ class Rebuilt:
         return self.model_decided or not key.startswith("model.")
 
 
+def config_code(commands: set[str]) -> tuple[str, ...]:
+    """The files that decide what command lines of `commands` resolve to."""
+    return tuple(sorted({*CONFIG_CODE, *(f for c in commands for f in COMMAND_CODE[c])}))
+
+
 @functools.cache
-def same_config_code(sha: str) -> bool:
-    """Whether every file of CONFIG_CODE is, at commit `sha`, what this checkout holds (False when
-    git cannot tell: no repository, an unknown commit)."""
+def same_config_code(sha: str, files: tuple[str, ...]) -> bool:
+    """Whether every one of `files` is, at commit `sha`, what this checkout holds (False when git
+    cannot tell: no repository, an unknown commit)."""
     try:
         diff = subprocess.run(
-            ["git", "-C", str(REPO), "diff", "--quiet", sha, "--", *CONFIG_CODE],
+            ["git", "-C", str(REPO), "diff", "--quiet", sha, "--", *files],
             capture_output=True,
             check=False,
         )
@@ -111,35 +122,70 @@ def _resolved(preset: str | None, sets: tuple[str, ...], vocab: int | None, base
     return tomli_w.dumps(resolve(preset, None, list(sets), vocab=vocab, base=start).as_dict())
 
 
+def _table(config: dict[str, Any], name: str) -> dict[str, Any]:
+    table = config.get(name)
+    return table if isinstance(table, dict) else {}
+
+
+def _new_run(args: argparse.Namespace, config: dict[str, Any]) -> tuple[str | None, list[str], bool]:
+    """(the preset, the `--set` items, whether it starts from a model) a new run's command line
+    hands `stack train`, through each command's own function. What the filesystem decided where
+    the run was started (the absolute path of a DPO reference or a teacher, a fresh student's
+    vocabulary, read from its teacher) is taken from config.toml."""
+    if args.command == "dpo":
+        return None, dpo.config_sets(args, str(_table(config, "dpo").get("reference"))), True
+    if args.command == "distill":
+        teacher = str(_table(config, "distill").get("teacher"))
+        vocab = _table(config, "model").get("vocab") if args.preset is not None else None
+        return args.preset, distill.config_sets(args, teacher, vocab), args.student is not None
+    extra = [sft.TASK] if args.command == "sft" else []
+    return args.preset, [*args.sets, *extra], args.init_from is not None
+
+
+def _resumed(args: argparse.Namespace) -> list[str]:
+    """The `--set` items a resume's command line hands `stack train`."""
+    if args.command in ("dpo", "distill"):
+        return resume_sets(args)
+    return [*args.sets, *([sft.TASK] if args.command == "sft" else [])]
+
+
+def _rebuilt_here(args: argparse.Namespace | None, resume: bool) -> bool:
+    """Whether a parsed command line is one this module rebuilds, as a start or as a resume."""
+    return (
+        args is not None
+        and args.command in COMMAND_CODE
+        and (args.resume is not None) == resume
+        and getattr(args, "config", None) is None
+    )
+
+
 def rebuilt(record: EvidenceRecord, config: dict[str, Any]) -> Rebuilt | None:
     """What the record's command lines resolve to, or None where this module does not rebuild the
     record (see the module docstring). `config` (the record's config.toml) lends the tokenizer's
-    vocabulary, which the data decides, and, for a run started `--init-from` a model, that
-    model's section, which the checkpoint decides.
+    vocabulary, which the data decides; for a run started from a model, that model's section,
+    which the checkpoint decides; and the paths a DPO or distillation run resolved.
 
-    Raises BadInput for command lines `resolve` refuses."""
+    Raises BadInput for command lines `resolve` or a command refuses."""
     first = _parsed(record.run.argv or [])
-    if first is None or first.command not in COMMANDS or first.resume is not None or first.config is not None:
-        return None
     resumes = record.metrics.get("resumes") if isinstance(record.metrics, dict) else None
     later = [_parsed(r.get("argv") or []) if isinstance(r, dict) else None for r in resumes or []]
-    if any(a is None or a.command not in COMMANDS or a.resume is None or a.config is not None for a in later):
+    if not _rebuilt_here(first, resume=False) or not all(_rebuilt_here(a, resume=True) for a in later):
         return None
-    if record.code.git_sha is None or not same_config_code(record.code.git_sha):
+    assert first is not None
+    files = config_code({first.command, *(a.command for a in later if a is not None)})
+    if record.code.git_sha is None or not same_config_code(record.code.git_sha, files):
         return None
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    model = _table(config, "model")
     vocab = model.get("vocab")
     vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else None
-    started_from = first.init_from is not None
+    preset, sets, started_from = _new_run(first, config)
     # The checkpoint's model is the run's base, as `stack train` makes it (its vocab left to the data).
-    base = (
-        tomli_w.dumps({"model": {k: v for k, v in model.items() if k != "vocab"}}) if started_from else None
-    )
-    text = _resolved(first.preset, (*first.sets, *COMMANDS[first.command]), vocab, base)
+    source = {"model": {k: v for k, v in model.items() if k != "vocab"}}
+    text = _resolved(preset, tuple(sets), vocab, tomli_w.dumps(source) if started_from else None)
     changes = []
     for resumed in later:
         assert resumed is not None
-        after = _resolved(None, (*resumed.sets, *COMMANDS[resumed.command]), vocab, text)
+        after = _resolved(None, tuple(_resumed(resumed)), vocab, text)
         changes.append(changed_keys(tomllib.loads(text), tomllib.loads(after)))
         text = after
     return Rebuilt(_toml(tomllib.loads(text)), changes, model_decided=not started_from)
@@ -180,7 +226,7 @@ def rebuild_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     wanted, used = _flat(built.config), _flat(config)
     problems = [
         f"{CONFIG_FILE} holds {key} = {_shown(used, key)}, but its command lines resolve to "
-        f"{_shown(wanted, key)} (the preset, then each --set, as `stack {record.run.argv[1]}` resolves them)"
+        f"{_shown(wanted, key)} (as `stack {record.run.argv[1]}` resolves its options)"
         for key in sorted(wanted.keys() | used.keys())
         if built.decides(key) and _shown(wanted, key) != _shown(used, key)
     ]

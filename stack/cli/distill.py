@@ -28,6 +28,7 @@ from stack.cli.tune_options import (
     refuse_with_resume,
     request_args,
     require_task,
+    resume_sets,
 )
 from stack.train.tune_settings import DISTILL_DEFAULTS, DistillSettings
 
@@ -96,7 +97,7 @@ def run_distill(args: argparse.Namespace) -> int:
         )
         check_inputs("distill", args)
         require_task(args.resume, "distill")
-        return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
+        return train.run(request_args(args, resume_sets(args)))
     if args.path is None or args.data is None or args.out is None:
         raise BadInput("a new distillation needs TEACHER, --data DATA_DIR and --out OUT (or --resume OUT)")
     if (args.student is None) == (args.preset is None):
@@ -104,27 +105,39 @@ def run_distill(args: argparse.Namespace) -> int:
     if any(s.replace(" ", "").startswith(("train.task=", "distill.teacher=")) for s in args.sets):
         raise BadInput("stack distill sets train.task and distill.teacher itself; drop those --set keys")
     check_inputs("distill", args)
-    settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
-    settings.check()
-    sets = [
-        *_student_vocab(args),
-        f"train.steps={settings.steps}",
-        *loop_sets(args, settings),
-        *(f"{key}={value}" for name, key in DISTILL_KEYS.items() if (value := getattr(settings, name))),
-        *args.sets,
-        TASK,
-        f"distill.teacher={json.dumps(str(args.path.resolve()))}",
-    ]
     args.init_from = args.student
+    sets = config_sets(args, str(args.path.resolve()), _student_vocab(args))
     return train.run(request_args(args, sets))
 
 
-def _student_vocab(args: argparse.Namespace) -> list[str]:
+def config_sets(args: argparse.Namespace, teacher: str, vocab: int | None) -> list[str]:
+    """The `--set` assignments a new run's options make, the teacher given by its absolute path and
+    a fresh student's vocabulary (the teacher's; None for a --student, which keeps its own) by
+    `vocab` (tools/config_rebuild.py resolves a record's command line through this too)."""
+    settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
+    settings.check()
+    return [
+        *([] if vocab is None else [f"model.vocab={vocab}"]),
+        f"train.steps={settings.steps}",
+        *loop_sets(args, settings),
+        # `is not None`: α = 0 (the NLL alone) is a setting, not an absent one
+        *(
+            f"{key}={value}"
+            for name, key in DISTILL_KEYS.items()
+            if (value := getattr(settings, name)) is not None
+        ),
+        *args.sets,
+        TASK,
+        f"distill.teacher={json.dumps(teacher)}",
+    ]
+
+
+def _student_vocab(args: argparse.Namespace) -> int | None:
     """A fresh student gets the teacher's vocabulary (padded rows included), as GATE-KD-001 asks."""
     if args.preset is None:
-        return []  # a --student checkpoint keeps its own
+        return None  # a --student checkpoint keeps its own
     from stack.train import checkpoint as ckpt
     from stack.train.trained import resolve_checkpoint
 
     state = ckpt.read_state(resolve_checkpoint(args.path))
-    return [f"model.vocab={state['config']['model']['vocab']}"]
+    return int(state["config"]["model"]["vocab"])

@@ -29,6 +29,7 @@ from stack.cli.tune_options import (
     refuse_with_resume,
     request_args,
     require_task,
+    resume_sets,
 )
 from stack.train.tune_settings import DPO_DEFAULTS, DpoSettings
 
@@ -90,22 +91,27 @@ def run_dpo(args: argparse.Namespace) -> int:
         refuse_with_resume(args, DpoSettings, ("RUN_DIR|CKPT", "--out", "--data", "--reference", "--sets"))
         check_inputs("dpo", args)
         require_task(args.resume, "dpo")
-        return train.run(request_args(args, [f"train.steps={args.steps}", *loop_sets(args, None)]))
+        return train.run(request_args(args, resume_sets(args)))
     if args.path is None or args.data is None or args.out is None:
         raise BadInput("a new DPO run needs RUN_DIR|CKPT, --data DATA_DIR and --out OUT (or --resume OUT)")
     if any(s.replace(" ", "").startswith(("train.task=", "dpo.reference=")) for s in args.sets):
         raise BadInput("stack dpo sets train.task and dpo.reference itself; drop those --set keys")
     check_inputs("dpo", args)
+    reference = args.reference if args.reference is not None else args.path
+    args.init_from = args.path
+    return train.run(request_args(args, config_sets(args, str(reference.resolve()))))
+
+
+def config_sets(args: argparse.Namespace, reference: str) -> list[str]:
+    """The `--set` assignments a new run's options make, the reference given by its absolute path
+    (tools/config_rebuild.py resolves a record's command line through this too)."""
     settings = DpoSettings(steps=args.steps, **given_settings(args, DpoSettings))
     settings.check()
-    reference = args.reference if args.reference is not None else args.path
-    sets = [
+    return [
         f"train.steps={settings.steps}",
         *loop_sets(args, settings),
         *(f"{key}={getattr(settings, name)}" for name, key in DPO_KEYS.items()),
         *args.sets,
         TASK,
-        f"dpo.reference={json.dumps(str(reference.resolve()))}",
+        f"dpo.reference={json.dumps(reference)}",
     ]
-    args.init_from = args.path
-    return train.run(request_args(args, sets))

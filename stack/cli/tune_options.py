@@ -96,6 +96,11 @@ def loop_sets(args: argparse.Namespace, settings: Any) -> list[str]:
     return sets
 
 
+def resume_sets(args: argparse.Namespace) -> list[str]:
+    """The `--set` assignments of a resume: its --steps, and --device when given."""
+    return [f"train.steps={args.steps}", *loop_sets(args, None)]
+
+
 def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespace:
     """The namespace `stack train` reads, for a run (or resume) that these options describe."""
     return argparse.Namespace(
