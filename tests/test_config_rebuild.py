@@ -183,7 +183,8 @@ def test_a_fine_tunes_default_edited_in_its_config_is_caught(
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A DPO run (β and ε given) and a distillation into a fresh smoke student (α = 0, the NLL
-    alone), each from a small saved model and resumed once with more steps."""
+    alone, on windows of 24 tokens where the student's context is 32), each from a small saved
+    model and resumed once with more steps."""
     root = tmp_path_factory.mktemp("tuned")
     source, dpo_run, distill_run = (
         save_run(root / "source", tiny_model(ctx=64)),
@@ -207,7 +208,22 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert main(["dpo", "--resume", str(dpo_run), "--steps", "3"]) == 0
     distill_argv = ["distill", str(source), "--data", str(prepared(root)), "--out", str(distill_run)]
     assert (
-        main([*distill_argv, "--preset", "smoke", "--steps", "2", "--batch-size", "4", "--alpha", "0"]) == 0
+        main(
+            [
+                *distill_argv,
+                "--preset",
+                "smoke",
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--alpha",
+                "0",
+                "--seq-len",
+                "24",
+            ]
+        )
+        == 0
     )
     assert main(["distill", "--resume", str(distill_run), "--steps", "3", "--device", "cpu"]) == 0
     return {"dpo": dpo_run, "distill": distill_run}

@@ -688,18 +688,27 @@ def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
 
 # The tasks whose every position is a scored target: a step scores batch·accum·ctx·world of them.
 EVERY_POSITION_SCORED = (None, "distill")
-# The tasks whose windows are the model's context. `stack sft` and `stack dpo` read windows of the
-# data's pack_len, which the prepared data decides (a DPO row of a pair may be shorter than ctx).
-CONTEXT_WINDOWS = (None, "distill")
+def window_len(config: dict[str, Any]) -> int | None:
+    """Tokens of input in one of the reader's windows, where the config decides it: the model's
+    context for pretraining, `distill.seq_len` (default the context) for a distillation. None for
+    `stack sft` and `stack dpo`, whose windows are the data's pack_len (the prepared data decides
+    it), and for an incomplete config."""
+    train, model = config.get("train", {}), config.get("model", {})
+    task = train.get("task")
+    if task is None:
+        window = model.get("ctx")
+    elif task == "distill":
+        window = config.get("distill", {}).get("seq_len") or model.get("ctx")
+    else:
+        return None
+    return window if isinstance(window, int) and not isinstance(window, bool) and window > 0 else None
 
 
 def tokens_per_step(config: dict[str, Any], world: Any) -> int | None:
-    """Tokens of one optimizer step over all ranks, batch·accum·ctx·world, for the tasks that read
-    windows of the model's context; None for the others or an incomplete config."""
-    train, model = config.get("train", {}), config.get("model", {})
-    if train.get("task") not in CONTEXT_WINDOWS:
-        return None
-    shape = (train.get("batch_size"), train.get("grad_accum", 1), model.get("ctx"), world)
+    """Tokens of one optimizer step over all ranks, batch·accum·window·world, for the tasks whose
+    config decides the window (`window_len`); None for the others or an incomplete config."""
+    train = config.get("train", {})
+    shape = (train.get("batch_size"), train.get("grad_accum", 1), window_len(config), world)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         return None
     return math.prod(shape)  # type: ignore[arg-type]
@@ -721,8 +730,8 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     """GATE-DATA-001's window and steps per epoch held to the config and the epoch plan, and the
     epochs the log shows held to them.
 
-    A window of a task that reads the model's context holds ctx targets, the measure of the
-    coverage check (a larger one would excuse more of a shard left unread). The reader takes
+    A window holds `window_len` targets where the config decides it, the measure of the coverage
+    check (a larger one would excuse more of a shard left unread). The reader takes
     batch × world windows of its epoch plan a step, so its steps per epoch are the plan's windows
     over that, under any mixture. Under a plain mixture an epoch is every window of the split
     once. A window never crosses a shard's end, so a split of many shards holds fewer windows than
@@ -734,8 +743,9 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     """
     derived = settler.derived
     if settler.wanted("GATE-DATA-001"):
-        ctx = config.get("model", {}).get("ctx")
-        derived.put(("gates", "GATE-DATA-001", "measured", "window_targets"), ctx, optional=True)
+        window = window_len(config)
+        if window is not None:
+            derived.put(("gates", "GATE-DATA-001", "measured", "window_targets"), window, optional=True)
     spe = _recorded_steps_per_epoch(inputs)
     if spe is None:
         return
