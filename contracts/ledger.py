@@ -73,15 +73,31 @@ def settle(
 
     `ok` is the judge's finding over this outcome's own `measured` values. A verdict only gives
     way to one at least as bad; values of an equal or worse outcome merge into the earlier ones,
-    and the merged values are judged again. The run's ledger settles every outcome here, and the
-    integrity check settles the outcomes a metrics log holds here too (contracts.derive).
+    and the merged values are judged again. A better outcome never hides a worse one: it adds
+    only the values of checks the worse one did not measure (a gate waived for its size keeps the
+    values of the checks it makes later, which a record of its kind must show), never replaces
+    the numbers that made it fire, and the verdict stands. The run's ledger settles every outcome
+    here, and the integrity check settles the outcomes a metrics log holds here too
+    (contracts.derive).
     """
     verdict = verdict_of(spec, gate_id, ok, waived)
     if previous is not None and RANK[verdict] < RANK[previous.verdict]:
-        return None  # a better outcome never hides a worse one
+        return _joined(spec, gate_id, previous, measured, waived)
     if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
         measured = {**previous.measured, **measured}
     return judged_result(spec, gate_id, measured, waived, step)
+
+
+def _joined(spec: Spec, gate_id: str, worse: GateResult, measured: Any, waived: bool) -> GateResult | None:
+    """`worse` with the keys of a better outcome's `measured` it lacks, or None when there are
+    none (or the values are not tables): its step, and the verdict the judge gives it again."""
+    if not (isinstance(worse.measured, dict) and isinstance(measured, dict)):
+        return None
+    added = {key: value for key, value in measured.items() if key not in worse.measured}
+    if not added:
+        return None
+    joined = judged_result(spec, gate_id, {**worse.measured, **added}, waived, worse.step)
+    return joined if joined.verdict is worse.verdict else None
 
 
 class Ledger:
@@ -96,13 +112,14 @@ class Ledger:
     def record_outcome(self, gate_id: str, outcome: Outcome) -> Verdict:
         """Record a binding's outcome; returns the verdict the gate now stands at."""
         spec, waived = load_spec(), gate_id in self.waivers
-        result = settle(
-            spec, gate_id, self.results.get(gate_id), outcome.measured, outcome.ok, waived, outcome.step
-        )
+        previous, own = self.results.get(gate_id), verdict_of(spec, gate_id, outcome.ok, waived)
+        result = settle(spec, gate_id, previous, outcome.measured, outcome.ok, waived, outcome.step)
         if result is None:
-            return verdict_of(spec, gate_id, outcome.ok, waived)
+            return own
         self.results[gate_id] = result
-        return result.verdict
+        # A better outcome joined to a worse one is still judged on its own (the worse one was
+        # answered when it came).
+        return own if previous is not None and RANK[own] < RANK[previous.verdict] else result.verdict
 
     def carry(self, results: list[GateResult]) -> list[str]:
         """Take verdicts from an earlier part of the same run (a resume), re-judged under this spec.

@@ -14,7 +14,7 @@ import stack
 from contracts import gates as gates_module
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, Waiver
-from contracts.gates import BINDINGS, contract_mode, gate_ensure, gate_require, measure
+from contracts.gates import BINDINGS, Outcome, contract_mode, gate_ensure, gate_require, measure
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 
@@ -136,3 +136,31 @@ def test_static_scan_finds_exactly_the_registered_bindings() -> None:
     )
     assert runtime == static
     assert gates_module.bindings_by_gate()[BLOCKING]
+
+
+SIZE = {"heldout_batches": 2, "distinct_windows": 8, "batch_size": 4}  # GATE-EVAL-001's size check, failing
+
+
+def test_a_waived_gate_keeps_the_values_of_the_checks_it_makes_later() -> None:
+    """GATE-EVAL-001 waived at set-up for its size, then its precision check passing at the first
+    evaluation: the record holds both checks' values (a run of its kind must show them) and the
+    verdict stays WAIVED, its step the set-up's."""
+    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a tiny held-out set on purpose")])
+    precision = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}
+    assert (
+        ledger.record_outcome("GATE-EVAL-001", Outcome(False, "too few held-out batches", SIZE))
+        is Verdict.WAIVED
+    )
+    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", precision, step=5)) is Verdict.PASS
+    result = ledger.results["GATE-EVAL-001"]
+    assert (result.verdict, result.step, result.measured) == (Verdict.WAIVED, None, {**SIZE, **precision})
+
+
+def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> None:
+    """A later outcome that measures the failing check again and passes leaves its numbers as
+    they were: only values of checks the worse outcome did not measure are added."""
+    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a tiny held-out set on purpose")])
+    ledger.record_outcome("GATE-EVAL-001", Outcome(False, "too few held-out batches", SIZE))
+    bigger = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
+    assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", bigger, step=3)) is Verdict.PASS
+    assert ledger.results["GATE-EVAL-001"].measured == SIZE

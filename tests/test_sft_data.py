@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_support import findings
 
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
@@ -364,3 +365,17 @@ def test_verify_checks_the_label_files(
     capsys.readouterr()
     assert main(["prepare", "--verify", "--out", str(data)]) == 2
     assert "does not match its sha256" in capsys.readouterr().err
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("fmt", "path"), [("chat", CHAT), ("prefs", Path(__file__).parent / "data" / "prefs_small.jsonl")]
+)
+def test_a_fine_tuning_prepare_record_re_derives_clean(tmp_path: Path, fmt: str, path: Path) -> None:
+    """Fine-tuning data packs its examples into one stream a shard: GATE-DATA-014's documents
+    written are the examples the filters handed on, as `stack prepare` judged them."""
+    ledger = tmp_path / "ledger"
+    argv = ["prepare", str(path), "--format", fmt, "--val-fraction", "0.3", "--out", str(tmp_path / "data")]
+    assert main([*argv, "--evidence-dir", str(ledger)]) == 0
+    (record,) = list(ledger.iterdir())
+    assert findings(record) == []

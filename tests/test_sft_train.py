@@ -69,6 +69,20 @@ def test_an_sft_record_made_today_shows_every_check_its_kind_asks_for(
     assert findings(sft_run, world["base"]) == []
 
 
+@pytest.mark.holds("GATE-INTEG-001")
+def test_an_sft_run_that_waived_its_small_held_out_set_still_shows_every_check(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """GATE-EVAL-001 waived for a held-out set of 2 batches: the checks the gate makes at each
+    evaluation (what it read, in which precision) are still in the record, which the integrity
+    check asks of every completed sft run."""
+    out = tmp_path / "waived"
+    waiver = ["--waive", "GATE-EVAL-001", "--reason", "a held-out set of 2 batches on purpose"]
+    assert main([*_sft(world, out, "train.steps=4", "eval.batches=2"), *waiver]) == 0
+    assert verdicts(out)["GATE-EVAL-001"] == "WAIVED"
+    assert findings(out, world["base"]) == []
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 @each_required_check("sft")
 def test_each_check_an_sft_record_must_show_taken_out_is_caught(

@@ -681,7 +681,21 @@ def prepare_record(inputs: Inputs) -> Derivation:
 
 
 def shard_documents(manifest: dict[str, Any]) -> dict[str, int] | None:
-    """Documents written per source: the sum over its shards, both splits (None without shards)."""
+    """Documents written per source: the sum over its shards, both splits (None without shards).
+
+    Fine-tuning data (a manifest with an `sft` block: chat, prompt-completion, prefs) packs its
+    examples into one stream a shard, so a shard's `documents` counts streams; what the filters
+    handed on there is the source's examples, `sources.NAME.documents`, which `stack prepare`
+    judged GATE-DATA-014 with."""
+    if isinstance(manifest.get("sft"), dict):
+        sources = manifest.get("sources")
+        if not isinstance(sources, dict):
+            return None
+        return {
+            str(name): stats["documents"]
+            for name, stats in sources.items()
+            if isinstance(stats, dict) and isinstance(stats.get("documents"), int)
+        }
     shards = manifest.get("shards")
     if not isinstance(shards, list) or not shards:
         return None

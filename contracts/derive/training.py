@@ -688,6 +688,8 @@ def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
 
 # The tasks whose every position is a scored target: a step scores batch·accum·ctx·world of them.
 EVERY_POSITION_SCORED = (None, "distill")
+
+
 def window_len(config: dict[str, Any]) -> int | None:
     """Tokens of input in one of the reader's windows, where the config decides it: the model's
     context for pretraining, `distill.seq_len` (default the context) for a distillation. None for
