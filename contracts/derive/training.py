@@ -32,6 +32,7 @@ from typing import Any
 
 from contracts.coherence import coherence_score, sample_score
 from contracts.derive import Derivation, Inputs, derives, same
+from contracts.derive.invocations import invocation_problems
 from contracts.derive.reports import version_key
 from contracts.derive.restated import restated_settings
 from contracts.evidence import GateResult, RunStatus, Verdict
@@ -1045,6 +1046,9 @@ def training_record(inputs: Inputs) -> Derivation:
     if log is None:
         return derived
     settler = Settler(inputs, derived)
+    derived.problems += invocation_problems(
+        inputs.record, log.events, version_key(inputs.record.spec.version)
+    )
     limits = {gate_id: gate.threshold_values for gate_id, gate in inputs.spec.gates.items()}
     spike_outcomes, spiked = _spikes(log, limits["GATE-TRAIN-006"])
     settler.derive("GATE-TRAIN-006", spike_outcomes)
