@@ -66,6 +66,9 @@ class RunInfo(Record):
     id: str = Field(pattern=RUN_ID_PATTERN)
     kind: str  # train | trace | benchmark | ...
     argv: list[str]
+    # Each word of argv that named a file or directory where the run started, resolved there
+    # (absolute, links followed): what the command's recorded paths must be, or lie under.
+    places: dict[str, str] | None = None
     started: datetime
     finished: datetime | None = None
     status: RunStatus
@@ -279,6 +282,19 @@ def spec_ref(spec: Spec) -> SpecRef:
     return SpecRef(version=spec.version, sha256=spec.sha256, policies=spec.policies)
 
 
+def places_named(argv: list[str]) -> dict[str, str]:
+    """Each word of a command line after the program that names an existing file or directory,
+    resolved: the checker cannot resolve a relative path or a link where the run was made."""
+    places = {}
+    for word in argv[1:]:
+        try:
+            if word and not word.startswith("-") and Path(word).exists():
+                places[word] = str(Path(word).resolve())
+        except (OSError, ValueError):
+            continue  # not a name the filesystem takes
+    return places
+
+
 def new_record(
     kind: str, rid: str, argv: list[str], device: str, cuda: str | None = None, mode: str = "boundary"
 ) -> EvidenceRecord:
@@ -288,7 +304,9 @@ def new_record(
     """
     spec = load_spec()
     return EvidenceRecord(
-        run=RunInfo(id=rid, kind=kind, argv=argv, started=now(), status=RunStatus.RUNNING),
+        run=RunInfo(
+            id=rid, kind=kind, argv=argv, places=places_named(argv), started=now(), status=RunStatus.RUNNING
+        ),
         code=collect_code(REPO_ROOT),
         env=collect_env(device, cuda),
         spec=spec_ref(spec),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from argv_config import argv_problems
+from argv_record import argv_record_problems
 from config_rebuild import rebuild_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -383,5 +384,6 @@ def check_record_truth(
     check_derived(record, run_dir, spec, findings)
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
+        findings.violations += argv_record_problems(record)
     findings.violations += repeatability_problems(record)
     return findings

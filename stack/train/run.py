@@ -50,6 +50,7 @@ from contracts.evidence import (
     artifact,
     new_record,
     now,
+    places_named,
     read_evidence,
     spec_ref,
     write_evidence,
@@ -279,7 +280,14 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
     resumes = list(record.metrics.get("resumes", []))  # type: ignore[arg-type]
     changes = changed_keys(saved, config.as_dict())
-    resumes.append({"from_step": state["step"], "argv": request.argv, "changed": changes})
+    resumes.append(
+        {
+            "from_step": state["step"],
+            "argv": request.argv,
+            "places": places_named(request.argv),
+            "changed": changes,
+        }
+    )
     if rejudged:
         resumes[-1]["rejudged"] = rejudged
     record.metrics["resumes"] = resumes

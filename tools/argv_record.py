@@ -1,0 +1,189 @@
+"""What a record's command lines name, held to what the record says the command used.
+
+A record keeps its command lines (`run.argv`, and each resume's) and, since spec 1.22.0, the
+place each word naming a file or directory resolved to where the run started (`run.places`).
+The rest of the record restates those words: a surgery's `bits`, an export's `int8`, a trace's
+`prompt` in its config; the parent models in its lineage; a training run's data directory, the
+model it started from and its run id. A forger who edits one of those and leaves the command
+line as it was is caught here, without running anything:
+
+* every option a command line gives (or a flag it leaves off) whose name is a key of the
+  record's config must hold that value there, a path naming the same place (training configs
+  are resolved again whole by `config_rebuild`);
+* every parent in the record's lineage lies at a place one of its command lines names;
+* a training record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` and
+  `--init-from` point, and its run id is the name of the run directory `--out` (or `--resume`)
+  names.
+
+Options are read by the stack's own parser with every default left out, so only what the line
+says is compared (a default the code changed since the record was made is not the record's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import os
+from pathlib import Path, PurePath
+from typing import Any
+
+from contracts.evidence import EvidenceRecord
+from stack.cli import build_parser
+
+# The kinds of the training loop: their config is rebuilt whole from the command lines
+# (tools/config_rebuild.py), not option by option.
+LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
+# Config keys that name, under the name of what it is, a model the command line gives: the
+# `source` of a model a command changes, the `checkpoint` of one it reads (which of its words
+# that is depends on the command: `lora merge ADAPTER --base BASE` changes BASE).
+NAMED_MODELS = ("source", "checkpoint")
+# Actions whose value is what the line says even when it says nothing (a flag left off is False).
+KEPT_DEFAULTS = (
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._StoreConstAction,
+    argparse._HelpAction,
+    argparse._SubParsersAction,
+)
+
+
+def _suppress_defaults(parser: argparse.ArgumentParser) -> None:
+    """Leave every default but a flag's out of what `parser` (and its sub-commands) parse."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _suppress_defaults(sub)
+        elif not isinstance(action, KEPT_DEFAULTS):
+            action.default = argparse.SUPPRESS
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    parser = build_parser()
+    _suppress_defaults(parser)
+    return parser
+
+
+def given(argv: list[str]) -> dict[str, Any] | None:
+    """The options a `stack` command line gives, by destination (flags always); None for a line
+    the parser refuses or that is not `stack`'s."""
+    if len(argv) < 2 or Path(argv[0]).name != "stack":
+        return None
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
+        return vars(_parser().parse_args(argv[1:]))
+    return None
+
+
+def same_place(recorded: str, word: str, places: dict[str, str]) -> bool:
+    """Whether `recorded` is the place command-line `word` named, or lies under it (a run
+    directory names its newest checkpoint): the place the run resolved the word to (links
+    followed), or the word as written, whose parts a relative path must show in order."""
+    parts = PurePath(os.path.normpath(recorded)).parts
+    if word in places and parts[: len(PurePath(places[word]).parts)] == PurePath(places[word]).parts:
+        return True
+    named = PurePath(os.path.normpath(word)).parts
+    if ".." in named:
+        return True  # where a relative path with '..' led cannot be told without the directory
+    if PurePath(word).is_absolute():
+        return parts[: len(named)] == named
+    return any(parts[at : at + len(named)] == named for at in range(len(parts) - len(named) + 1))
+
+
+def _holds(recorded: Any, value: Any, places: dict[str, str]) -> bool | None:
+    """Whether a config value is what the command line gave, or None where the two are not of one
+    kind (a command that turned a word into a token id restates nothing)."""
+    if isinstance(value, PurePath):
+        return same_place(recorded, str(value), places) if isinstance(recorded, str) else None
+    if isinstance(value, list) and isinstance(recorded, list):
+        if len(recorded) < len(value):
+            return False  # a command may add to a list what other flags asked for, never drop from it
+        held = [_holds(r, v, places) for r, v in zip(recorded, value, strict=False)]
+        return None if None in held else all(held)
+    if isinstance(value, bool) or isinstance(recorded, bool):
+        return value is recorded if isinstance(value, bool) and isinstance(recorded, bool) else None
+    if isinstance(value, int | float) and isinstance(recorded, int | float):
+        return value == recorded
+    if isinstance(value, str) and isinstance(recorded, str):
+        return value == recorded
+    return None
+
+
+def _shown(value: Any) -> str:
+    return repr(str(value)) if isinstance(value, PurePath) else repr(value)
+
+
+def option_problems(record: EvidenceRecord) -> list[str]:
+    """Each config key of a non-training record whose value is not what its command line gave."""
+    options = given(record.run.argv or [])
+    if record.run.kind in LOOP_KINDS or options is None or not isinstance(record.config, dict):
+        return []
+    places, words = record.run.places or {}, (record.run.argv or [])[1:]
+    problems = [
+        f"config.{key} is {recorded!r}, but its command line gives {_shown(options[key])}"
+        for key, recorded in record.config.items()
+        if key in options and _holds(recorded, options[key], places) is False
+    ]
+    problems += [
+        f"config.{key} is {record.config[key]!r}, which none of its command line's words names"
+        for key in NAMED_MODELS
+        if key not in options
+        and isinstance(record.config.get(key), str)
+        and not any(same_place(record.config[key], word, places) for word in words)
+    ]
+    return problems
+
+
+def _command_lines(record: EvidenceRecord) -> list[tuple[list[str], dict[str, str]]]:
+    """(argv, places) of the start and of every resume the record lists."""
+    lines = [(record.run.argv or [], record.run.places or {})]
+    for resume in record.metrics.get("resumes") or [] if isinstance(record.metrics, dict) else []:
+        if isinstance(resume, dict) and isinstance(resume.get("argv"), list):
+            places = resume.get("places")
+            lines.append((resume["argv"], places if isinstance(places, dict) else {}))
+    return lines
+
+
+def lineage_path_problems(record: EvidenceRecord) -> list[str]:
+    """Each lineage parent whose path no word of the record's command lines names."""
+    if record.lineage is None:
+        return []
+    lines = _command_lines(record)
+    return [
+        f"its {ref.role} parent lies at {ref.path}, which none of its command lines names"
+        for ref in record.lineage.parents
+        if ref.path is not None
+        and not any(same_place(ref.path, word, places) for argv, places in lines for word in argv[1:])
+    ]
+
+
+def training_problems(record: EvidenceRecord) -> list[str]:
+    """A training record's data directory, starting model and run id against its first command line."""
+    options = given(record.run.argv or [])
+    if record.run.kind not in LOOP_KINDS or options is None:
+        return []
+    places, metrics = record.run.places or {}, record.metrics if isinstance(record.metrics, dict) else {}
+    init_from = metrics.get("init_from") if isinstance(metrics.get("init_from"), dict) else {}
+    stated = {"data": metrics.get("data_dir"), "init_from": init_from.get("path")}
+    problems = [
+        f"its {field} is {stated[option]!r}, but its command line's {flag} names {str(options[option])!r}"
+        for option, flag, field in (
+            ("data", "--data", "metrics.data_dir"),
+            ("init_from", "--init-from", "metrics.init_from.path"),
+        )
+        if options.get(option) is not None
+        and isinstance(stated[option], str)
+        and not same_place(stated[option], str(options[option]), places)
+    ]
+    run_dir = options.get("out") or options.get("resume")
+    if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != record.run.id:
+        problems.append(
+            f"run.id is {record.run.id!r}, but its command line writes the run directory {str(run_dir)!r}"
+        )
+    return problems
+
+
+def argv_record_problems(record: EvidenceRecord) -> list[str]:
+    """Everything the record says that its command lines contradict (see the module docstring)."""
+    return [*option_problems(record), *lineage_path_problems(record), *training_problems(record)]
