@@ -17,9 +17,13 @@ from typing import Any
 import pytest
 from argv_record import same_place
 from ledger_support import assert_caught, edited, findings, planted, rederive
+from prefs_support import prepared_pairs
+from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
 
 from contracts.evidence import EVIDENCE_FILE, canonical_sha256, read_evidence
+from stack.cli import dpo as dpo_cli
+from stack.cli import main, tune_options
 
 QUICK = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
 
@@ -171,3 +175,48 @@ def test_a_training_run_renamed_is_caught(family: dict[str, Path], tmp_path: Pat
 
     edited(copy, change)
     assert_caught(copy, "run.id is 'base-long', but its command line writes the run directory")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small saved model (context 64) and preference pairs for it."""
+    root = tmp_path_factory.mktemp("pairs")
+    return {"source": save_run(root / "source", tiny_model(ctx=64)), "data": prepared_pairs(root)}
+
+
+def _dpo(pairs: dict[str, Path], out: Path, *options: str) -> int:
+    argv = ["dpo", str(pairs["source"]), "--data", str(pairs["data"]), "--out", str(out), "--steps", "2"]
+    return main([*argv, "--batch-size", "1", "--device", "cpu", *options])
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_dpo_run_holds_every_option_it_was_given(pairs: dict[str, Path], tmp_path: Path) -> None:
+    assert _dpo(pairs, tmp_path / "dpo", "--beta", "0.2", "--label-noise", "0.1", "--lr", "0.002") == 0
+    assert findings(tmp_path / "dpo") == []
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_option_the_commands_table_drops_is_caught_by_its_name(
+    pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stack dpo`'s table of keys loses --label-noise (the audit's M07): the run trains with ε = 0
+    and the config rebuild, which resolves the command line through that same table, agrees with
+    it. The option is found by its name in config.toml, or not at all."""
+    monkeypatch.setattr(dpo_cli, "DPO_KEYS", {"beta": "dpo.beta"})
+    assert _dpo(pairs, tmp_path / "dpo", "--label-noise", "0.1") == 0
+    assert_caught(
+        tmp_path / "dpo", "its command line gives label_noise=0.1, but config.toml holds no label_noise"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_tuning_run_whose_rate_decays_is_caught(
+    pairs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--lr no longer sets the floor of the schedule (the audit's M09): the rate decays, which the
+    tuning commands promise it does not."""
+    monkeypatch.setitem(tune_options.LOOP_KEYS, "lr", ("train.lr",))
+    assert _dpo(pairs, tmp_path / "dpo", "--lr", "0.002") == 0
+    assert_caught(
+        tmp_path / "dpo", "a dpo run's learning rate is constant after its warmup, but config.toml holds"
+    )

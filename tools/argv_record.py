@@ -35,6 +35,12 @@ from stack.cli import build_parser
 # The kinds of the training loop: their config is rebuilt whole from the command lines
 # (tools/config_rebuild.py), not option by option.
 LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
+# Options of the training commands that are not config values: what to run and where.
+NOT_CONFIG = frozenset({"command", "preset", "nproc"})
+# An option whose config key has another name.
+CONFIG_NAMES = {"save_every": "every"}
+# The commands whose learning rate is constant after one warmup step (min_lr = lr).
+CONSTANT_RATE_KINDS = frozenset({"dpo", "distill"})
 # Config keys that name, under the name of what it is, a model the command line gives: the
 # `source` of a model a command changes, the `checkpoint` of one it reads (which of its words
 # that is depends on the command: `lora merge ADAPTER --base BASE` changes BASE).
@@ -184,6 +190,59 @@ def training_problems(record: EvidenceRecord) -> list[str]:
     return problems
 
 
+def _asked_options(record: EvidenceRecord) -> dict[str, Any]:
+    """Each scalar option the training record's command lines give (the last line to give one
+    wins): what `stack dpo` and `stack distill` turn into config keys of the same name."""
+    asked: dict[str, Any] = {}
+    for argv, _places in _command_lines(record):
+        options = given(argv) or {}
+        asked.update(
+            (name, value)
+            for name, value in options.items()
+            if name not in NOT_CONFIG and isinstance(value, int | float | str) and not isinstance(value, bool)
+        )
+    return asked
+
+
+def tuning_problems(record: EvidenceRecord) -> list[str]:
+    """Each option a training command line gives (`--beta`, `--alpha`, `--lr`, `--steps`...) that
+    config.toml does not hold, by its name, with the value given; and a tuning run's learning rate
+    that is not constant after its warmup, which `stack dpo` and `stack distill` promise (so a
+    resume with more --steps continues as a longer run would have). Read by name, not through the
+    commands' own tables of keys, so a table that drops an option cannot vouch for itself."""
+    config = record.config if isinstance(record.config, dict) else {}
+    if record.run.kind not in LOOP_KINDS or not config:
+        return []
+    tables = [table for table in config.values() if isinstance(table, dict)]
+    problems = []
+    for name, value in sorted(_asked_options(record).items()):
+        key = CONFIG_NAMES.get(name, name)
+        if not any(table.get(key) == value for table in tables):
+            problems.append(
+                f"its command line gives {name}={value!r}, but config.toml holds no {key} of that value"
+            )
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    sets = {key for argv, _ in _command_lines(record) for key in _set_keys(argv)}
+    constant = record.run.kind in CONSTANT_RATE_KINDS and not sets & {"train.lr", "train.min_lr"}
+    if constant and train.get("min_lr") != train.get("lr"):
+        problems.append(
+            f"a {record.run.kind} run's learning rate is constant after its warmup, but config.toml holds "
+            f"train.lr={train.get('lr')!r} and train.min_lr={train.get('min_lr')!r}"
+        )
+    return problems
+
+
+def _set_keys(argv: list[str]) -> list[str]:
+    """The keys the `--set` items of a command line name."""
+    options = given(argv) or {}
+    return [item.split("=", 1)[0].strip() for item in options.get("sets") or []]
+
+
 def argv_record_problems(record: EvidenceRecord) -> list[str]:
     """Everything the record says that its command lines contradict (see the module docstring)."""
-    return [*option_problems(record), *lineage_path_problems(record), *training_problems(record)]
+    return [
+        *option_problems(record),
+        *lineage_path_problems(record),
+        *training_problems(record),
+        *tuning_problems(record),
+    ]
