@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from contracts.errors import EXIT_BAD_INPUT, BadInput
 from stack.cli import main
 from stack.data import json_array
-from stack.data.corpus import InputFile
+from stack.data.corpus import InputFile, InputSpec, default_spec, discover
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import load_manifest
 from stack.data.unpack import readable
@@ -311,8 +311,8 @@ def test_a_json_array_of_records_is_read_one_record_an_element(
     code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "data"), "--val-fraction", "0")
     assert code == 0, err
     assert (
-        "hold an array of records, read one record an element (--format text reads a file whole): rows.json"
-        in (caplog.text)
+        "hold an array of records or texts, read one document an element (--format text reads a file "
+        "whole): rows.json" in (caplog.text)
     )
     assert (
         "without the text field and were read whole as text; to learn their records' text instead, pass "
@@ -331,12 +331,32 @@ def test_a_json_array_of_records_is_read_one_record_an_element(
     )
 
 
+def test_a_json_array_of_texts_is_read_one_document_a_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`json.dump(texts, f)` is how many people save a list of documents: each string is one
+    document, never the file's JSON read as text (the second prepare audit's finding 4)."""
+    (tmp_path / "texts.json").write_text(json.dumps(TEXTS))
+    code, _, err = prepare(
+        capsys, str(tmp_path / "texts.json"), "--out", str(tmp_path / "data"), "--val-fraction", "0"
+    )
+    assert code == 0, err
+    assert "hold an array of records or texts, read one document an element" in caplog.text
+    assert load_manifest(tmp_path / "data").filters["main"].documents_in == len(TEXTS)
+    train = split_text(tmp_path / "data", "train")
+    assert all(text in train for text in TEXTS) and '", "' not in train
+    code, _, err = prepare(
+        capsys, str(tmp_path / "texts.json"), "--source-field", "site", "--out", str(tmp_path / "o")
+    )
+    assert code == EXIT_BAD_INPUT and "texts.json[0] is a string, which has no field 'site'" in err
+
+
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
         (
-            [{"text": "a"}, "b"],
-            "rows.json[1] is a string, not an object; each element of the array must be one object",
+            [{"text": "a"}, 3],
+            "rows.json[1] is a number, not an object or a string; each element of the array must be one",
         ),
         (
             [{"body": "a"}, {"body": "b"}],
@@ -411,3 +431,49 @@ def test_drops_in_a_compressed_file_are_logged_under_its_own_name(tmp_path: Path
     assert (
         load_manifest(tmp_path / "data").filters["main"].examples["low_diversity"].startswith("web.txt.gz:")
     )
+
+
+# -- the second prepare audit: what a directory walk reads ---------------------------------------
+
+
+def _names(files: list[InputFile]) -> list[str]:
+    return [item.name for item in files]
+
+
+def test_a_linked_directory_is_read_and_a_link_back_up_the_tree_once(tmp_path: Path) -> None:
+    """Corpora are assembled with links (`ln -s ~/data/ru corpus/ru`): the linked files are the
+    corpus too, and a link to an ancestor does not read the tree again."""
+    outside, corpus = tmp_path / "ru", tmp_path / "corpus"
+    outside.mkdir()
+    corpus.mkdir()
+    (outside / "a.txt").write_text(TEXTS[0])
+    (corpus / "b.txt").write_text(TEXTS[1])
+    (corpus / "ru").symlink_to(outside, target_is_directory=True)
+    (corpus / "loop").symlink_to(corpus, target_is_directory=True)
+    assert _names(discover([InputSpec("main", corpus)], tmp_path / "data")) == ["b.txt", "ru/a.txt"]
+
+
+def test_a_site_packages_directory_of_a_users_corpus_is_read(tmp_path: Path) -> None:
+    """site-packages is left out of the standard library's default corpus only: in a user's
+    corpus (a vendored library, a virtual environment given on purpose) it is text like the rest."""
+    lib = tmp_path / "venv" / "lib" / "site-packages" / "click"
+    lib.mkdir(parents=True)
+    (lib / "core.py").write_text("def main():\n    return 0\n")
+    found = discover([InputSpec("main", tmp_path / "venv")], tmp_path / "data")
+    assert _names(found) == ["lib/site-packages/click/core.py"]
+    assert "site-packages" in default_spec(None).skip_dirs
+
+
+def test_a_data_dir_inside_an_input_is_left_out_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DATA_DIR prepared earlier into the corpus folder holds tokens, not text: its manifest and
+    shards are left out, and the screen says which directory."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(TEXTS):
+        (corpus / f"{i}.txt").write_text(text)
+    assert prepare(capsys, str(corpus), "--out", str(corpus / "old"))[0] == 0
+    assert prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))[0] == 0
+    assert f"left out {corpus / 'old'}: it is a DATA_DIR" in caplog.text
+    assert load_manifest(tmp_path / "data").sources["main"].files == len(TEXTS)

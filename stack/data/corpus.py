@@ -1,7 +1,9 @@
 """Finding the corpus and what reading it yields: documents, long documents, and skipped input.
 
-Directories are walked recursively in sorted order; hidden entries (names starting with "."),
-anything that is not a regular file, and DATA_DIR itself are left out. How a file becomes
+Directories are walked recursively in sorted order, links to directories followed (each
+directory once); hidden entries (names starting with "."), anything that is not a regular file,
+DATA_DIR itself and any other prepared DATA_DIR found inside an input are left out, the last
+with a note naming it. How a file becomes
 documents depends on its format (stack.data.formats): a text file is one document, or many
 with a separator; a JSONL or Parquet file holds one document per record. A document is valid
 UTF-8 (stack.data.utf8 replaces what is not, and the manifest counts it) identified by the
@@ -10,6 +12,7 @@ sha256 of its bytes, so the train/held-out split is a pure function of content.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sysconfig
@@ -28,8 +31,12 @@ INVALID_UTF8_ACTION = "bytes that are not UTF-8 were replaced with U+FFFD; the r
 STDLIB_SOURCE = "stdlib"
 ALL_FILES = "*"  # the pattern of an input without --glob
 # Parts of the interpreter's library directory that are not the standard library's own text.
-STDLIB_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 SOURCE_NAME_RE = re.compile(SOURCE_NAME_PATTERN)
+# What marks a directory as a DATA_DIR `stack prepare` wrote: its tokens are no corpus text.
+PREPARED_MARKS = ("manifest.json", "shards")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class InputSpec:
     path: Path
     glob: str = ALL_FILES
     suffix: str | None = None
+    skip_dirs: frozenset[str] = frozenset()  # directory names left out wherever they are
 
 
 @dataclass(frozen=True)
@@ -201,7 +209,7 @@ def stdlib_dir() -> Path:
 
 def default_spec(glob: str | None) -> InputSpec:
     """The default corpus: the standard library's .py files (narrowed by --glob when given)."""
-    return InputSpec(STDLIB_SOURCE, stdlib_dir(), glob or ALL_FILES, suffix=".py")
+    return InputSpec(STDLIB_SOURCE, stdlib_dir(), glob or ALL_FILES, suffix=".py", skip_dirs=STDLIB_SKIP_DIRS)
 
 
 def parse_input(arg: str, default_source: str) -> tuple[str, Path]:
@@ -224,14 +232,31 @@ def check_source_name(name: str) -> str:
     return name
 
 
+def _prepared(directory: Path) -> bool:
+    """Whether `directory` is a DATA_DIR `stack prepare` wrote (a manifest beside its shards)."""
+    return all((directory / mark).exists() for mark in PREPARED_MARKS)
+
+
 def _walk(spec: InputSpec, skip: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(spec.path):
+    """The files under `spec.path` it takes, in sorted order. Links to directories are followed,
+    each directory read once (a link back up the tree would loop); a prepared DATA_DIR is left
+    out with a note, since reading its manifest and shards as text would train on tokens."""
+    seen = {spec.path.resolve()}
+    for dirpath, dirnames, filenames in os.walk(spec.path, followlinks=True):
         here = Path(dirpath)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and d not in STDLIB_SKIP_DIRS and (here / d).resolve() != skip
-        )
+        kept = []
+        for d in sorted(dirnames):
+            real = (here / d).resolve()
+            if d.startswith(".") or d in spec.skip_dirs or real == skip or real in seen:
+                continue
+            if _prepared(here / d):
+                log.warning(
+                    f"note: left out {here / d}: it is a DATA_DIR `stack prepare` wrote, not corpus text"
+                )
+                continue
+            seen.add(real)
+            kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames):
             path = here / name
             rel = PurePosixPath(path.relative_to(spec.path).as_posix())

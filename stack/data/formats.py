@@ -9,7 +9,8 @@
 A record is a line's object (JSON Lines) or an element of a file's one array (stack.data.json_array).
 
 A `.json` file is read as records when it holds JSON Lines of documents (record_input.holds_records)
-or one array whose first element has the text field (stack.data.json_array), and prepare says so;
+or one array whose first element has the text field or is a string (stack.data.json_array), and
+prepare says so;
 any other `.json` file (a config, a pretty-printed document) is text, and prepare names the ones
 that hold arrays of other records, which `--text-field` would read as records.
 
@@ -47,8 +48,8 @@ JSON_LINES_IN_JSON = (
     "note: these .json file(s) hold JSON Lines, read one record a line (--format text reads a file whole)"
 )
 ARRAY_IN_JSON = (
-    "note: these .json file(s) hold an array of records, read one record an element (--format text reads "
-    "a file whole)"
+    "note: these .json file(s) hold an array of records or texts, read one document an element (--format "
+    "text reads a file whole)"
 )
 OTHER_RECORDS_AS_TEXT = (
     "note: these .json file(s) hold an array of records without the text field and were read whole as "
@@ -108,9 +109,10 @@ class Layout:
         return SUFFIX_FORMATS.get(suffix, "text")
 
     def _holds_array(self, path: Path) -> bool:
-        """Whether `path` holds a JSON array whose first element is a record with the text field."""
+        """Whether `path` holds a JSON array whose first element is a record with the text field,
+        or a string (an array of texts)."""
         first = first_element(path)
-        return isinstance(first, dict) and self.field in first
+        return isinstance(first, str) or (isinstance(first, dict) and self.field in first)
 
 
 def read_documents(

@@ -135,23 +135,36 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
 
 
 def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
-    """One document per element of a `.json` file holding one array of records
-    (stack.data.json_array); an element that is not an object is refused, naming it."""
+    """One document per element of a `.json` file holding one array (stack.data.json_array) of
+    records or of strings (`json.dump(texts, f)`: each string a document); any other element is
+    refused, naming it."""
     missing: list[tuple[str, dict[str, Any]]] = []
     records = 0
     try:
         for index, value, invalid in array_elements(item.path, item.given, advance):
             at = f"[{index}]"
+            if isinstance(value, str):
+                value = _string_record(f"{item.given}{at}", value, fields)
             if not isinstance(value, dict):
                 raise BadInput(
-                    f"{item.given}{at} is {_json_kind(value)}, not an object; each element of the array "
-                    'must be one object such as {"text": "..."}'
+                    f"{item.given}{at} is {_json_kind(value)}, not an object or a string; each element "
+                    'of the array must be one object such as {"text": "..."}, or one text'
                 )
             records += 1
             yield _record(item, at, (value, invalid), fields, missing)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
     _refuse_wrong_field(item, records, missing, fields)
+
+
+def _string_record(where: str, text: str, fields: Fields) -> dict[str, Any]:
+    """A string element as the record it stands for: its text, in the text field."""
+    if fields.source is not None:
+        raise BadInput(
+            f"{where} is a string, which has no field {fields.source!r} to name its source; drop "
+            "--source-field, and name the file's source as NAME=PATH"
+        )
+    return {fields.text: text}
 
 
 def _record(
