@@ -34,6 +34,7 @@ from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data import prepare_tasks
 from stack.data.filters import canaries, leak
 from stack.data.filters.dedup import NearDuplicates
 from stack.data.filters.diversity import diversity_score
@@ -58,7 +59,7 @@ from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
 from stack.data.split import content_sha256
 from stack.data.tokenizer import load_tokenizer
-from stack.data.working_set import MIN_WORKING_SET, WorkingSet
+from stack.data.working_set import DEFAULT_WORKING_SET, HELD_DOCUMENT_BYTES, MIN_WORKING_SET, WorkingSet
 from stack.eval.texts import split_documents, split_text
 
 SETTINGS = load_settings()
@@ -554,10 +555,13 @@ def test_a_file_read_whole_is_cut_by_size_not_judged_by_oversize(tmp_path: Path)
     assert report.dropped == {} and report.documents_out == len(pieces) == manifest.sources["web"].documents
 
 
-def test_a_long_unread_document_is_judged_on_its_first_window_and_length(tmp_path: Path) -> None:
-    """A document longer than the working set's batch is never held: oversize still applies to it,
-    and so do the filters that read the first window."""
+def test_a_long_unread_document_is_judged_on_its_first_window_and_length(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document longer than prepare holds whole (HELD_DOCUMENT_BYTES, made small here) is never
+    held: oversize still applies to it, and so do the filters that read the first window."""
     batch = WorkingSet(MIN_WORKING_SET).batch_bytes
+    monkeypatch.setattr(prepare_tasks, "HELD_DOCUMENT_BYTES", batch)
     path = settings_file(tmp_path, {"oversize": {"max_bytes": 2 * batch}})
     long_text = " ".join(
         f"word{i}" for i in range(batch * 3 // 2 // 8)
@@ -1076,3 +1080,30 @@ def test_the_judge_names_the_reasons_largest_first_and_an_example() -> None:
     ]
     row["dropped"] = {"script_mismatch": 5}
     assert judge("GATE-DATA-015", {"sources": {"s": row}}, {"max_source_drop_share": share}) == []
+
+
+def test_the_working_set_never_changes_what_dedup_keeps(tmp_path: Path) -> None:
+    """Documents longer than a small working set's batch (33 KiB against 26 KiB at 1 MiB) are
+    judged whole and deduplicated like the rest: the manifest and shards are those of the default
+    working set (the second prepare audit's finding 2)."""
+    batch = WorkingSet(MIN_WORKING_SET).batch_bytes
+    long_text = " ".join(f"mot{i}" for i in range(batch // 5))
+    assert batch < len(long_text) < HELD_DOCUMENT_BYTES
+    texts = [long_text] * 4 + [long_text + " fin"] * 2 + [corpora.english_text(i) for i in range(6)]
+    inputs = separated(tmp_path, "web", texts)
+    made = {
+        size: prepare_corpus(
+            inputs,
+            tmp_path / f"data-{size}",
+            filters=["dedup"],
+            val_fraction=0,
+            working_set=size,
+            layout=SEPARATED,
+        )
+        for size in (MIN_WORKING_SET, DEFAULT_WORKING_SET)
+    }
+    small, default = made[MIN_WORKING_SET], made[DEFAULT_WORKING_SET]
+    assert (
+        small.filters["web"].dropped == default.filters["web"].dropped == {"dedup_exact": 3, "dedup_near": 2}
+    )
+    assert small.model_dump(exclude={"documents"}) == default.model_dump(exclude={"documents"})

@@ -45,6 +45,10 @@ class LongDocument:
             self._digest.update(block)
             yield block
 
+    def text(self) -> bytes:
+        """The whole repaired document, read once (for one short enough to hold)."""
+        return b"".join(self._hashed())
+
     def pieces(self, cut: Callable[[bytearray, int], int], size: int) -> Iterator[bytes]:
         """The document in pieces of about `size` bytes cut where `cut` allows; read them once."""
         return safe_pieces(self._hashed(), cut, size)

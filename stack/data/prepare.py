@@ -17,6 +17,7 @@ the same for any number of workers.
 
 from __future__ import annotations
 
+import collections
 import logging
 import shutil
 import tempfile
@@ -208,9 +209,16 @@ class _Collector:
         return reason
 
     def _take_long(self, part: Part, spill: BinaryIO | None) -> None:
-        """A long document kept: its ids, from its own spill file or the worker's, block by block."""
+        """A long document the other filters kept: its ids, from its own spill file or the worker's,
+        block by block, unless dedup drops it now (one held whole is deduplicated like any other)."""
         (judged,) = part.docs
-        self._verdict(judged)
+        if self._verdict(judged) is not None:
+            if part.spill is not None:
+                part.spill.remove()
+            else:  # the worker's spill file is read in order: its ids are passed over
+                assert spill is not None and part.at is not None
+                collections.deque(read_spill(spill, self.dtype, part.at[1], self.block_tokens), maxlen=0)
+            return
         writer = self._writer(judged.source, judged.sha)
         if part.spill is not None:
             try:

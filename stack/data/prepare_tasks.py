@@ -39,7 +39,7 @@ from stack.data.shards import DTYPES, naming
 from stack.data.split import content_sha256
 from stack.data.tokenizer import Tokenizer, byte_level_cut
 from stack.data.utf8 import complete_prefix, repaired
-from stack.data.working_set import WorkingSet, format_size
+from stack.data.working_set import HELD_DOCUMENT_BYTES, WorkingSet, format_size
 
 # Documents judged per part at most, kept or dropped: what a part holds besides its ids stays small.
 PART_DOCS = 4096
@@ -97,6 +97,19 @@ def is_long(found: Document | FileRegion, working: WorkingSet) -> bool:
     return isinstance(found, FileRegion) or len(found.data) > working.batch_bytes
 
 
+def held_whole(found: Document | FileRegion) -> Document | None:
+    """The document whole, as the filters judge it, when it is at most HELD_DOCUMENT_BYTES long
+    (a region of a file is read, repaired to UTF-8 as every document is); None for a longer one,
+    which is judged on its first window. Its size decides, never the working set."""
+    if isinstance(found, Document):
+        return found if len(found.data) <= HELD_DOCUMENT_BYTES else None
+    if found.end - found.start > HELD_DOCUMENT_BYTES:
+        return None
+    whole = LongDocument(found, HELD_DOCUMENT_BYTES)
+    data = whole.text()
+    return Document(found.source, data, whole.sha, whole.invalid_utf8, found.where, found.delimited)
+
+
 def screened(screen: Screen, found: Document | FileRegion, long: bool, code: bool) -> Doc:
     """A document as the screen judges it: whole when held, else its first window and its sample
     read from disk (stack.data.filters.sample), with its length."""
@@ -128,16 +141,17 @@ def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore)
     for found in read_documents(task.item, job.layout, job.working.batch_bytes, advance):
         if isinstance(found, Skipped | Normalised | Note):  # counted and said by the encode pass
             continue
+        held = held_whole(found)
         if job.letters:
             code = job.screen.is_code(found.source, name)
-            doc = screened(job.screen, found, is_long(found, job.working), code)
+            doc = screened(job.screen, held or found, held is None, code)
             letters = job.screen.letters(found.source, doc)
             found_survey.letters.add(found.source, letters, job.screen.settings.script)
         sample = found_survey.sample
         if sample is None:
             continue
-        if isinstance(found, Document) and not is_long(found, job.working):
-            sample.offer(found.data, found.sha)
+        if held is not None:
+            sample.offer(held.data, held.sha)
             continue
         # The BPE to be trained cuts where every byte-level BPE made by train_bpe does.
         for piece in LongDocument(found, piece_bytes).pieces(byte_level_cut, piece_bytes):
@@ -255,15 +269,21 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
         if isinstance(found, Skipped | Normalised | Note):
             yield found
             continue
-        long = is_long(found, working)
-        doc = screened(screen, found, long, screen.is_code(found.source, name))
+        long, held = is_long(found, working), held_whole(found)
+        doc = screened(screen, held or found, held is None, screen.is_code(found.source, name))
         verdict = screen.judge(found.source, doc)
         reason = verdict.reason
-        sha = b"" if long else found.sha  # type: ignore[union-attr]
+        sha = b"" if held is None else held.sha
         judged = Judged(
-            found.source, sha, reason, found.where, length=doc.size, system=verdict.system, unread=long
+            found.source,
+            sha,
+            reason,
+            found.where,
+            length=doc.size,
+            system=verdict.system,
+            unread=held is None,
         )
-        dedups = screen.dedups(found.source) and not long
+        dedups = screen.dedups(found.source) and held is not None
         if reason is not None or dedups:
             judged.text = snippet(screen.text(doc.data))
         if reason is None and dedups and dedup is not None:

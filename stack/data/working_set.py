@@ -9,7 +9,9 @@ pieces of `batch / PIECES_PER_BATCH` bytes at points where the tokenizer gives t
 on the whole document, so that a batch of pieces keeps every core busy.
 
 None of these sizes changes what prepare writes, only how much memory and time it takes:
-`--working-set` is free to tune. This module imports nothing heavy, so the CLI can use it.
+`--working-set` is free to tune. What a document is judged on (whole, or its first window) is
+decided by its own size against HELD_DOCUMENT_BYTES, never by the working set. This module
+imports nothing heavy, so the CLI can use it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ MIN_WORKING_SET = 1 * MiB
 # BPE trains on a seeded sample of the corpus of at most this many bytes (stack.data.bpe_sample).
 DEFAULT_BPE_SAMPLE = 64 * MiB
 ENCODE_EXPANSION = 40
+# Documents up to this size are judged whole by every filter (dedup included) and offered whole to
+# the BPE sample, whatever the working set: what prepare writes must not depend on a memory setting.
+# Holding one such document costs a fraction of what encoding a batch does. Longer ones are judged
+# on their first window, a sample and their length, and counted `unread`.
+HELD_DOCUMENT_BYTES = 8 * MiB
 PIECES_PER_BATCH = 16
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": MiB, "G": 1 << 30}
 SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?)(?:i?B)?\s*$", re.IGNORECASE)
