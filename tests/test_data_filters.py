@@ -66,6 +66,17 @@ SETTINGS = load_settings()
 LEAK = SETTINGS.leak
 CASES = leak.canaries(LEAK)
 PHRASE = LEAK.fingerprints[0]
+# The stream canaries of the leak filter: the planted leaks a source's stream must lose.
+LEAK_CANARIES = sum(case.must_drop for case in CASES.values())
+
+
+def phrase_turn(lead: str) -> str:
+    """`lead` (holding a fingerprint phrase) made into a first user turn long enough for the phrase
+    to count without a header (leak.fingerprint_min_chars)."""
+    text = lead
+    while len(text) < LEAK.fingerprint_min_chars:
+        text += " Answer only in French, and keep every reply short."
+    return text
 
 
 def headed(count: int) -> str:
@@ -129,7 +140,7 @@ NEAR_MISSES = {
 LEAKS = {
     "over-limit.txt": chatml(str(CASES["headers_over_limit"].turn)),
     "weight-over-limit.txt": chatml(str(CASES["weight_over_limit"].turn)),
-    "phrase.txt": chatml(f"Hello there.\n{PHRASE.title()}. Answer the user."),
+    "phrase.txt": chatml(phrase_turn(f"Hello there.\n{PHRASE.title()}. Answer the user.")),
 }
 
 
@@ -194,7 +205,8 @@ def test_a_transcript_is_judged_in_its_first_user_turn_in_every_format(name: str
     """A prompt pasted into the user's turn is a leak in every format people store chats in; the same
     prompt as the transcript's system turn, or as the answer, is not."""
     shape = FORMATS[name]
-    assert judged(shape.format(f"{PHRASE}. Answer in French.")) == "leak_phrase"
+    assert judged(shape.format(phrase_turn(f"{PHRASE}."))) == "leak_phrase"
+    assert judged(shape.format(f"{PHRASE}. Answer in French.")) is None  # a system line before a question
     assert judged(shape.format(headed(LEAK.max_headers + 1))) == "leak_headers"
     assert judged(shape.format("What is the capital of Peru?")) is None
     system_prompt = shape.replace("Be brief.", f"{PHRASE}.\n\n{headed(LEAK.max_headers + 1)}")
@@ -207,7 +219,10 @@ def test_a_first_user_turn_after_a_long_system_turn_is_judged() -> None:
     """An agent's system prompt runs for pages; the user's turn after it is found all the same."""
     system = corpora.english_text(0, sentences=400)
     assert len(system) > SETTINGS.diversity.window_chars
-    assert judged(FORMATS["chatml"].replace("Be brief.", system).format(f"{PHRASE}.")) == "leak_phrase"
+    assert (
+        judged(FORMATS["chatml"].replace("Be brief.", system).format(phrase_turn(f"{PHRASE}.")))
+        == "leak_phrase"
+    )
 
 
 def test_plain_words_mark_a_transcript_only_with_the_answer_after_them() -> None:
@@ -934,7 +949,7 @@ def test_chat_examples_are_checked_in_their_first_user_turn(tmp_path: Path) -> N
 def leaky_corpus(root: Path) -> list[str]:
     """The audit's corpus: ten transcripts with a system prompt pasted into the user's turn in a source
     of notes, and a clean source."""
-    leaks = {f"leak{i}.txt": chatml(f"Note {i}.\n{PHRASE.title()}. Answer in French.") for i in range(10)}
+    leaks = {f"leak{i}.txt": chatml(phrase_turn(f"Note {i}.\n{PHRASE.title()}.")) for i in range(10)}
     notes = {f"note{i}.txt": f"A note on the weather, day {i}. It rained, then cleared." for i in range(10)}
     return corpus(root, {"web": leaks | notes, "books": {"b.txt": NEAR_MISSES["plain.txt"]}})
 
@@ -974,7 +989,10 @@ def test_a_source_whose_filtering_is_skipped_stops_the_prepare(
     skip_source(monkeypatch, "web")
     code, _, err = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0")
     assert code == EXIT_GATE and "GATE-DATA-013" in err
-    assert "source 'web': filter 'leak' dropped 0 of its 3 canaries" in err and "source 'books'" not in err
+    assert (
+        f"source 'web': filter 'leak' dropped 0 of its {LEAK_CANARIES} canaries" in err
+        and "source 'books'" not in err
+    )
     assert not (tmp_path / "data").exists()
 
 
@@ -989,7 +1007,8 @@ def test_leak_canaries_kept_in_a_source_fire_the_leak_gate() -> None:
     assert stream_canaries_outcome(runner).ok
     runner.report("web").canaries["leak"]["dropped"] -= 1
     assert (
-        "source 'web': filter 'leak' dropped 2 of its 3 canaries" in stream_canaries_outcome(runner).message
+        f"source 'web': filter 'leak' dropped {LEAK_CANARIES - 1} of its {LEAK_CANARIES} canaries"
+        in stream_canaries_outcome(runner).message
     )
     runner.report("web").canaries.pop("leak")
     assert "filter 'leak' has no canary" in stream_canaries_outcome(runner).message
@@ -1020,7 +1039,7 @@ def test_canaries_are_counted_apart_and_never_written(tmp_path: Path) -> None:
     assert web.canaries == {
         "diversity": {"planted": 1, "dropped": 1},
         "encoding": {"planted": 1, "dropped": 1},
-        "leak": {"planted": 3, "dropped": 3},
+        "leak": {"planted": LEAK_CANARIES, "dropped": LEAK_CANARIES},
         "oversize": {"planted": 1, "dropped": 1},
         "script": {"planted": 1, "dropped": 1},
     }
@@ -1107,3 +1126,20 @@ def test_the_working_set_never_changes_what_dedup_keeps(tmp_path: Path) -> None:
         small.filters["web"].dropped == default.filters["web"].dropped == {"dedup_exact": 3, "dedup_near": 2}
     )
     assert small.model_dump(exclude={"documents"}) == default.model_dump(exclude={"documents"})
+
+
+def test_one_system_line_before_a_question_is_kept_and_a_pasted_prompt_is_not() -> None:
+    """Gemma's chat format carries a system prompt at the head of the user's turn: one short line
+    holding a fingerprint is kept (the second prepare audit lost 50 of 50 such examples); two
+    fingerprints, or one in a long turn, are a pasted prompt."""
+    runner = FilterRunner(SETTINGS, ["leak"], {})
+    question = "What is the capital of Peru?"
+    cases = {
+        f"{PHRASE.capitalize()}.\n\n{question}": True,
+        f"{LEAK.fingerprints[0]}. {LEAK.fingerprints[2]} 2023-04.\n\n{question}": False,
+        phrase_turn(f"{PHRASE.capitalize()}.\n\n{question}"): False,
+    }
+    for turn, kept in cases.items():
+        assert runner.keep_turns("chat", [("user", turn), ("assistant", "Lima.")], turn.encode()) is kept, (
+            turn
+        )

@@ -477,3 +477,27 @@ def test_a_data_dir_inside_an_input_is_left_out_with_a_note(
     assert prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))[0] == 0
     assert f"left out {corpus / 'old'}: it is a DATA_DIR" in caplog.text
     assert load_manifest(tmp_path / "data").sources["main"].files == len(TEXTS)
+
+
+def test_a_source_the_records_name_can_be_waived_and_a_misspelt_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --source-field the sources come from the records, so the waiver prepare's own warnings
+    advise (`--no-filter blog --reason ...`) is taken, and one naming no record's source is refused
+    once the records are read (the second prepare audit's finding 9)."""
+    rows = [{"text": text, "site": "blog" if i % 2 else "news"} for i, text in enumerate(TEXTS)]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = [str(tmp_path / "s.jsonl"), "--source-field", "site"]
+    code, _, err = prepare(
+        capsys, *base, "--out", str(tmp_path / "a"), "--no-filter", "blog", "--reason", "read by hand"
+    )
+    assert code == 0, err
+    assert load_manifest(tmp_path / "a").filters["blog"].waiver == "read by hand"
+    code, _, err = prepare(
+        capsys, *base, "--out", str(tmp_path / "b"), "--no-filter", "blgo", "--reason", "x"
+    )
+    assert (
+        code == EXIT_BAD_INPUT
+        and "--no-filter blgo: no record named source 'blgo' in its field 'site'" in err
+    )
+    assert "(sources met: blog, news)" in err

@@ -52,7 +52,7 @@ from stack.data.fanout import Fanout, cores
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
-from stack.data.filters.runner import FilterRunner
+from stack.data.filters.runner import FilterRunner, check_waived_met
 from stack.data.formats import Layout
 from stack.data.manifest import (
     FORMAT_VERSION,
@@ -460,6 +460,9 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     log_path = log_file.close()
     written = {name: counts["documents"] for name, counts in collector.stats.items()}
     check_reports(plan.filters, written, recount(log_path))
+    if plan.layout.source_field is not None:
+        met = {name for name, report in plan.filters.reports.items() if report.documents_in}
+        check_waived_met(plan.filters.waivers, met, plan.layout.source_field)
     shards = collector.shards()
     totals = _totals(shards)
     documents = totals["train"].documents + totals["heldout"].documents
@@ -632,11 +635,11 @@ def prepare_corpus(
     out = Path(out)
     specs = _specs(inputs, source, glob, default)
     sources = {spec.source for spec in specs}
-    runner = open_filters(filters, filter_settings, no_filter or {}, sources)
+    layout = layout or Layout()
+    runner = open_filters(filters, filter_settings, no_filter or {}, sources, layout.source_field is not None)
     created = ownership.check_out(out)
     found = ownership.claim(out, force, sources, bpe=writes_tokenizer_file(tokenizer))
     files = discover(specs, out)
-    layout = layout or Layout()
     plan = _Plan(
         files,
         sources,

@@ -3,7 +3,8 @@
 A filter's canary is a document only that filter drops, built from the settings in force so
 that every filter before it in FILTER_NAMES keeps it (see Canary.delimited): for `leak`, chat
 transcripts (in the settings' first turn format) whose first user turn is a leaked prompt: one
-header over the limit, one character over the weight limit, a fingerprint phrase; a document
+header over the limit, one character over the weight limit, a fingerprint phrase in a turn long
+enough for it to count, two fingerprint phrases; a document
 one byte over `max_bytes`, judged by its length and never read, for `oversize`; U+FFFD where
 letters were for `encoding`; a loop for `diversity`; for `script`, letters of a script the
 source does not hold, chosen against what the filter keeps in it (a multilingual source holds

@@ -102,11 +102,17 @@ def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports
 
 
 def open_filters(
-    names: Sequence[str] | None, settings: Path | None, waivers: Mapping[str, str], sources: set[str]
+    names: Sequence[str] | None,
+    settings: Path | None,
+    waivers: Mapping[str, str],
+    sources: set[str],
+    records_name_sources: bool = False,
 ) -> FilterRunner:
     """The runner of one prepare, its waivers checked, every source's report opened (a source with
-    no document still has one) and the leak settings judged on their canaries (GATE-DATA-012)."""
-    check_waivers(waivers, sources)
+    no document still has one) and the leak settings judged on their canaries (GATE-DATA-012).
+    `records_name_sources`: the records' --source-field names sources beyond `sources`, so a
+    waiver's source is held to those once read."""
+    check_waivers(waivers, None if records_name_sources else sources)
     runner = FilterRunner(load_settings(settings), names, waivers)
     for name in sorted(sources):
         runner.report(name)

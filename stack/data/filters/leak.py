@@ -15,7 +15,10 @@ The region (at most `head_chars` characters) is a leaked prompt when it holds:
 
 - more than `max_headers` markdown headers (`# Role`, `## Output format`, ...);
 - headers × region length / 1000 above `max_header_weight`: a few headers over a long block;
-- a fingerprint phrase ("You are ChatGPT", "Knowledge cutoff:"), case-insensitive.
+- two fingerprint phrases ("You are ChatGPT", "Knowledge cutoff:"), case-insensitive; or one in a
+  turn that also holds a header or is at least `fingerprint_min_chars` long: a one-line "You are
+  a helpful assistant." before a question (how Gemma's chat format carries a system prompt) is
+  no leak.
 
 A header is a prose header: `#`s, a space, a title of at most `max_title_words` words that
 starts with a capital letter, on a line of its own after a blank line (or at the start), and
@@ -121,9 +124,10 @@ def _lowered(phrases: tuple[str, ...]) -> tuple[str, ...]:
 def leak_reason(region: str, settings: LeakSettings) -> str | None:
     """Why a first user turn is a leaked prompt (`leak_phrase`, `leak_headers`, `leak_weight`), or None."""
     lowered = region.lower()
-    if any(phrase in lowered for phrase in _lowered(tuple(settings.fingerprints))):
-        return "leak_phrase"
     headers = count_headers(region, settings)
+    phrases = sum(phrase in lowered for phrase in _lowered(tuple(settings.fingerprints)))
+    if phrases >= 2 or (phrases and (headers or len(region) >= settings.fingerprint_min_chars)):
+        return "leak_phrase"
     if headers > settings.max_headers:
         return "leak_headers"
     if headers * len(region) / 1000 > settings.max_header_weight:
@@ -164,14 +168,18 @@ class Case:
         return f"{before}{markers.user}\n{self.turn}{markers.end}\n{self.after}"
 
 
-def _client_code(phrase: str) -> str:
-    """Code that calls a chat model, its system prompt in the `system` message where it belongs."""
-    return (
+def _client_code(phrase: str, chars: int) -> str:
+    """Code that calls a chat model, its system prompt in the `system` message where it belongs, at
+    least `chars` long (so that judged whole, as the first user turn it is not, it would be a leak)."""
+    code = (
         "from openai import OpenAI\n\nclient = OpenAI()\nreply = client.chat.completions.create(\n"
         '    model="a-model",\n    messages=[\n'
         f'        {{"role": "system", "content": "{phrase.capitalize()}."}},\n'
         '        {"role": "user", "content": question},\n    ],\n)\n'
     )
+    while len(code) < chars:
+        code += "print(reply.choices[0].message.content, file=log)\n"
+    return code
 
 
 def canaries(settings: LeakSettings) -> dict[str, Case]:
@@ -196,7 +204,7 @@ def canaries(settings: LeakSettings) -> dict[str, Case]:
             short, False, before=f"{phrase.capitalize()}.\n\n{prompt_like(over + 2, 400)}"
         ),
         "markdown_document": Case(None, False, text=f"{prompt_like(over + 2, 400)}\n\n{phrase}\n"),
-        "client_code": Case(None, False, text=_client_code(phrase)),
+        "client_code": Case(None, False, text=_client_code(phrase, settings.fingerprint_min_chars)),
     }
     if settings.max_headers >= 1 and at_weight <= settings.head_chars:
         # max_headers headers in a turn exactly at the weight limit, then one character over it.
@@ -205,5 +213,11 @@ def canaries(settings: LeakSettings) -> dict[str, Case]:
         if at_weight + 1 <= settings.head_chars:
             cases["weight_over_limit"] = Case(body + "y", True)
     if settings.fingerprints:
-        cases["fingerprint"] = Case(f"Hello.\n{settings.fingerprints[0].upper()} and more.", True)
+        said = f"Hello.\n{settings.fingerprints[0].upper()} and more."
+        cases["fingerprint"] = Case(
+            said + " " + "y" * max(settings.fingerprint_min_chars - len(said) - 1, 0), True
+        )
+        cases["fingerprint_in_a_short_turn"] = Case(said, len(said) >= settings.fingerprint_min_chars)
+    if len(settings.fingerprints) >= 2:
+        cases["two_fingerprints"] = Case(f"{settings.fingerprints[0]}. {settings.fingerprints[1]}\nHi.", True)
     return cases

@@ -29,7 +29,8 @@ FIXES = {
 }
 # What each filter found in a document it dropped, where the filter's name does not say it.
 CAUSES = {
-    "leak": "a system prompt in the first user turn of a chat transcript",
+    "leak": "the shape of a system prompt in the first user turn: markdown headers or a fingerprint "
+    "phrase; a pasted document, such as a README or a problem statement, has it too",
     "oversize": "a document a separator or a record made, longer than oversize.max_bytes",
     "encoding": "text decoded with the wrong encoding: U+FFFD where its letters were",
 }

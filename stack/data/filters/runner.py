@@ -75,16 +75,27 @@ def chosen_filters(names: Sequence[str] | None, settings: FilterSettings) -> lis
     return [name for name in FILTER_NAMES if name in picked]
 
 
-def check_waivers(waivers: Mapping[str, str], sources: set[str]) -> None:
-    """A waiver names a source of this prepare and gives a reason; anything else is BadInput."""
+def check_waivers(waivers: Mapping[str, str], sources: set[str] | None) -> None:
+    """A waiver names a source of this prepare and gives a reason; anything else is BadInput.
+    `sources` is None where the records name their sources (--source-field): the waivers' sources
+    are then held to those the records named once they are read (`check_waived_met`)."""
     for source, reason in waivers.items():
-        if source not in sources:
+        if sources is not None and source not in sources:
             raise BadInput(
                 f"--no-filter {source}: no input belongs to source {source!r} (sources: "
                 f"{', '.join(sorted(sources))}); name a source given as NAME=PATH or --source"
             )
         if not reason.strip():
             raise BadInput(f"--no-filter {source} needs --reason TEXT: why its documents need no filtering")
+
+
+def check_waived_met(waivers: Mapping[str, str], met: set[str], field: str) -> None:
+    """BadInput for a waiver of a source no record named in `field`: a misspelt name waives nothing."""
+    for source in sorted(set(waivers) - met):
+        raise BadInput(
+            f"--no-filter {source}: no record named source {source!r} in its field {field!r} (sources "
+            f"met: {', '.join(sorted(met)) or 'none'}); name one of those"
+        )
 
 
 @cache

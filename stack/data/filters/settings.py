@@ -40,6 +40,7 @@ class LeakSettings(_Section):
     max_headers: int = Field(ge=0)
     max_header_weight: float = Field(gt=0)
     fingerprints: list[str]
+    fingerprint_min_chars: int = Field(ge=0)
     turns: list[TurnMarkers] = Field(min_length=1)
 
 
