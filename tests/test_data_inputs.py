@@ -501,3 +501,33 @@ def test_a_source_the_records_name_can_be_waived_and_a_misspelt_one_is_refused(
         and "--no-filter blgo: no record named source 'blgo' in its field 'site'" in err
     )
     assert "(sources met: blog, news)" in err
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_record_with_a_huge_integer_is_read_for_its_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """JSON allows integers of any length; Python converts at most 4,300 digits. A huge id beside
+    the text ended prepare in an internal error (the second prepare audit's finding 12)."""
+    huge = "9" * 5000
+    lines = [f'{{"id": {huge}, "text": {json.dumps(text)}}}' for text in TEXTS]
+    body = "\n".join(lines) + "\n" if suffix == ".jsonl" else "[" + ",".join(lines) + "]"
+    (tmp_path / f"rows{suffix}").write_text(body)
+    code, _, err = prepare(capsys, str(tmp_path / f"rows{suffix}"), "--out", str(tmp_path / "data"))
+    assert code == 0, err
+    assert load_manifest(tmp_path / "data").filters["main"].documents_in == len(TEXTS)
+
+
+def test_a_prepare_whose_held_out_split_is_empty_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two documents at the default --val-fraction: neither is held out, which `stack train` then
+    refuses; prepare says it when it happens, with the fix (the second prepare audit's finding 14)."""
+    corpus = corpora.write_files(tmp_path / "in", TEXTS[:2])
+    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))
+    assert code == 0, err
+    assert load_manifest(tmp_path / "data").totals["heldout"].tokens == 0
+    assert "warning: the held-out split is empty: none of the 2 document(s) landed in it" in out
+    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "half"), "--val-fraction", "0.5")
+    assert code == 0 and load_manifest(tmp_path / "half").totals["heldout"].tokens > 0, err
+    assert "held-out split is empty" not in out

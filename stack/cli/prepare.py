@@ -464,6 +464,13 @@ def run(args: argparse.Namespace) -> int:
         f"{manifest.duplicate_documents} duplicate document(s)\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
+    if heldout.tokens == 0 and manifest.val_fraction > 0:
+        documents = sum(stats.documents for stats in manifest.sources.values())
+        print(
+            f"  warning: the held-out split is empty: none of the {documents:,} document(s) landed in it at "
+            f"--val-fraction {manifest.val_fraction}; `stack train` scores held-out text, so raise "
+            "--val-fraction or add documents"
+        )
     if manifest.sft is not None and manifest.sft.dropped:
         left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
         longest = manifest.sft.longest_dropped

@@ -17,6 +17,7 @@ import codecs
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from contracts.errors import BadInput
 from stack.data.line_ends import BOM
@@ -56,12 +57,31 @@ class _Text:
         return text
 
 
+def _int_or_digits(digits: str) -> int | str:
+    """A JSON integer as an int, or as its digits where it is longer than Python converts
+    (sys.get_int_max_str_digits, 4,300 by default): a record's other fields, a huge id say, never
+    stop its text being read."""
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
+# The decoder of every JSON record prepare reads from a user's files.
+RECORDS = json.JSONDecoder(parse_int=_int_or_digits)
+
+
+def loads(text: str | bytes) -> Any:
+    """One JSON value of a user's file, as RECORDS decodes it (json.loads takes bytes too)."""
+    return RECORDS.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
 def array_elements(
     path: Path, given: str, advance: Callable[[int], None]
 ) -> Iterator[tuple[int, object, bool]]:
     """(index, value, whether the file so far held bytes that are not UTF-8) of each element of the
     JSON array in `path`; BadInput naming the element when the file is not one well-formed array."""
-    decoder = json.JSONDecoder()
+    decoder = RECORDS
     with open(path, "rb") as handle:
         text = _Text(handle, advance)
         buffer = text.more(CHUNK_BYTES).removeprefix("\ufeff").lstrip(_WHITESPACE)

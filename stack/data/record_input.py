@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from stack.data import json_array
 from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Note, Skipped, document, unreadable
 from stack.data.json_array import array_elements, starts_array
 from stack.data.line_ends import BOM, CRLF, Normalised, reported
@@ -85,7 +86,7 @@ def _json_object(where: str, line: bytes) -> tuple[dict[str, Any], bool]:
     except UnicodeDecodeError:
         text, invalid = line.decode("utf-8", errors="replace"), True
     try:
-        record = json.loads(text)
+        record = json_array.loads(text)
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"{where} is not JSON ({exc.msg}, column {exc.colno}); each line of a JSONL file must be "
@@ -197,7 +198,7 @@ def _not_json_lines(item: InputFile, line: bytes) -> bool:
     if item.path.suffix.lower() in JSONL_SUFFIXES:
         return False
     try:
-        json.loads(line)
+        json_array.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return True
     return False
@@ -220,7 +221,7 @@ def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> boo
         with open(path, "rb") as handle:
             while len(found) < 2 and (line := handle.readline(SNIFF_LINE_BYTES)):
                 if line.strip():
-                    found.append(json.loads(line.removeprefix(BOM)))
+                    found.append(json_array.loads(line.removeprefix(BOM)))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
     first = found[0] if found else None
@@ -290,6 +291,8 @@ def _check_text_column(path: Path, schema: pa.Schema, name: str) -> None:
     import pyarrow as pa
 
     kind = _column(path, schema, name, "--text-column")
+    if pa.types.is_dictionary(kind):  # pandas' category, Polars' categorical: strings by index
+        kind = kind.value_type
     textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
     if not (_is_view(kind) or any(test(kind) for test in textual)):
         raise BadInput(
@@ -323,6 +326,8 @@ def _strings(array: pa.Array) -> tuple[list[int], memoryview, np.ndarray]:
     import numpy as np
     import pyarrow as pa
 
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
     if _is_view(array.type):
         array = array.cast(pa.large_string())
     large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)

@@ -30,7 +30,7 @@ import numpy as np
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.artifacts import INDEX_FILE
-from stack.data import ownership
+from stack.data import json_array, ownership
 from stack.data import split as splitting
 from stack.data.chat_jinja import jinja_of
 from stack.data.corpus import check_source_name
@@ -183,7 +183,7 @@ def _records(path: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, 
             counts["empty_skipped"] += 1
             continue
         try:
-            yield f":{number}", json.loads(line)
+            yield f":{number}", json_array.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}:{number}: not JSON ({exc.msg})") from None
 
