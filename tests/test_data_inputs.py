@@ -531,3 +531,34 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
     code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "half"), "--val-fraction", "0.5")
     assert code == 0 and load_manifest(tmp_path / "half").totals["heldout"].tokens > 0, err
     assert "held-out split is empty" not in out
+
+
+def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exports nest the text (`{"data": {"text": ...}, "meta": {"site": ...}}`): `--text-field
+    data.text` and `--source-field meta.site` read it; `--text-field data` says how to name it
+    (the second prepare audit's finding 13)."""
+    rows = [
+        {"data": {"text": text}, "meta": {"site": "blog" if i % 2 else "news"}}
+        for i, text in enumerate(TEXTS)
+    ]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = [str(tmp_path / "rows.jsonl"), "--val-fraction", "0"]
+    code, _, err = prepare(
+        capsys,
+        *base,
+        "--text-field",
+        "data.text",
+        "--source-field",
+        "meta.site",
+        "--out",
+        str(tmp_path / "a"),
+    )
+    assert code == 0, err
+    manifest = load_manifest(tmp_path / "a")
+    assert {name: stats.documents for name, stats in manifest.sources.items() if stats.documents} == {
+        "blog": 4,
+        "news": 4,
+    }
+    assert all(text in split_text(tmp_path / "a", "train") for text in TEXTS)
+    code, _, err = prepare(capsys, *base, "--text-field", "data", "--out", str(tmp_path / "b"))
+    assert code == EXIT_BAD_INPUT and "holds an object, not a string" in err and "e.g. data.text" in err

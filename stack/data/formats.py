@@ -32,7 +32,9 @@ from stack.data.defaults import DEFAULT_DOC_BYTES, DEFAULT_TEXT_FIELD
 from stack.data.line_ends import Normalised
 from stack.data.record_input import (
     JSONL_SUFFIXES,
+    MISSING,
     Fields,
+    field_value,
     first_element,
     holds_array,
     holds_records,
@@ -112,7 +114,9 @@ class Layout:
         """Whether `path` holds a JSON array whose first element is a record with the text field,
         or a string (an array of texts)."""
         first = first_element(path)
-        return isinstance(first, str) or (isinstance(first, dict) and self.field in first)
+        return isinstance(first, str) or (
+            isinstance(first, dict) and field_value(first, self.field) is not MISSING
+        )
 
 
 def read_documents(

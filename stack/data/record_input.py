@@ -100,11 +100,31 @@ def _json_object(where: str, line: bytes) -> tuple[dict[str, Any], bool]:
     return record, invalid
 
 
+MISSING = object()  # what `field_value` gives for a field a record does not have
+
+
+def field_value(record: dict[str, Any], name: str) -> Any:
+    """The value of a record's field `name`, or MISSING: the key of that name, else a dotted path
+    through nested objects (`--text-field data.text` reads {"data": {"text": "..."}})."""
+    if name in record:
+        return record[name]
+    value: Any = record
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return MISSING
+        value = value[part]
+    return value
+
+
 def _field(where: str, record: dict[str, Any], name: str, option: str) -> object:
-    if name not in record:
+    value = field_value(record, name)
+    if value is MISSING:
         fields = ", ".join(sorted(record)) or "none"
-        raise BadInput(f"{where} has no field {name!r}; its fields are: {fields}; pass {option} NAME")
-    return record[name]
+        raise BadInput(
+            f"{where} has no field {name!r}; its fields are: {fields}; pass {option} NAME (a nested "
+            "one by its path, e.g. data.text)"
+        )
+    return value
 
 
 def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
@@ -177,7 +197,7 @@ def _record(
 ) -> Item:
     """The document of one record found `at` a line (`:12`) or an element (`[11]`) of its file; a
     record without the text field is skipped and kept in `missing`."""
-    if fields.text in parsed[0]:
+    if field_value(parsed[0], fields.text) is not MISSING:
         return _record_document(item, at, parsed, fields)
     missing.append((at, parsed[0]))
     return Skipped(item.source, "missing_field", f"{item.label}{at}")
@@ -225,7 +245,12 @@ def _holds_records(path: Path, size: int, mtime_ns: int, text_field: str) -> boo
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return False
     first = found[0] if found else None
-    return len(found) == 2 and isinstance(first, dict) and isinstance(found[1], dict) and text_field in first
+    return (
+        len(found) == 2
+        and isinstance(first, dict)
+        and isinstance(found[1], dict)
+        and field_value(first, text_field) is not MISSING
+    )
 
 
 def holds_array(path: Path) -> bool:
@@ -255,7 +280,7 @@ def _first_element(path: Path, size: int, mtime_ns: int) -> object:
 def _record_document(item: InputFile, at: str, parsed: tuple[dict[str, Any], bool], fields: Fields) -> Item:
     where = f"{item.given}{at}"
     record, invalid = parsed
-    text = record[fields.text]
+    text = field_value(record, fields.text)
     source = item.source
     if fields.source is not None:
         source = _source_name(where, _field(where, record, fields.source, "--source-field"), fields.source)
@@ -264,7 +289,7 @@ def _record_document(item: InputFile, at: str, parsed: tuple[dict[str, Any], boo
     if not isinstance(text, str):
         raise BadInput(
             f"{where}: field {fields.text!r} holds {_json_kind(text)}, not a string; "
-            "pass --text-field the field that holds the text"
+            "pass --text-field the field that holds the text (a nested one by its path, e.g. data.text)"
         )
     data, replaced = _text_bytes(text)
     return Document(source, data, content_sha256(data), invalid or replaced, f"{item.label}{at}")
