@@ -65,7 +65,7 @@ def test_all_empty_after_the_template_is_named(tmp_path: Path, capsys: pytest.Ca
 def test_all_dropped_by_the_filters_names_each_reason_and_the_waiver(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    leaked = [FORMATS["chat"](i, "You are a helpful assistant. Answer.") for i in range(4)]
+    leaked = [FORMATS["chat"](i, "You are ChatGPT. Knowledge cutoff: 2023-04. Answer.") for i in range(4)]
     path = write(tmp_path / "in.jsonl", leaked)
     assert prepare(path, "chat", tmp_path / "d") == 2
     line = capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.manifest import load_manifest
+from stack.data.prefs_rows import Pair, parse_pair
 from stack.data.sft_gates import check_supervision, supervision_outcome
 from stack.data.sft_prepare import pack, prepare_sft
 from stack.data.sft_reader import SftReader, sft_heldout_batches
-from stack.data.sft_template import Rendered, load_template, render
+from stack.data.sft_template import Rendered, example_turns, load_template, render
 from stack.data.tokenizer import ByteTokenizer, train_bpe
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
@@ -379,3 +381,100 @@ def test_a_fine_tuning_prepare_record_re_derives_clean(tmp_path: Path, fmt: str,
     assert main([*argv, "--evidence-dir", str(ledger)]) == 0
     (record,) = list(ledger.iterdir())
     assert findings(record) == []
+
+
+# -- the shapes fine-tuning data is exported in (stack.data.chat_shapes) -------------------------
+
+OPENAI = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4."},
+    ]
+}
+SAME_CHAT = {
+    "sharegpt": {
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "2+2?"},
+            {"from": "gpt", "value": "4."},
+        ]
+    },
+    "content-parts": {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": [{"type": "text", "text": "2+"}, {"type": "text", "text": "2?"}]},
+            {"role": "assistant", "content": "4.", "weight": 1},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SAME_CHAT))
+def test_a_conversation_reads_the_same_in_every_shape_it_is_exported_in(shape: str, tmp_path: Path) -> None:
+    """ShareGPT's from/value and OpenAI's content parts are the same turns as OpenAI's messages,
+    and prepare the same shards."""
+    assert example_turns(SAME_CHAT[shape], "chat", "x") == example_turns(OPENAI, "chat", "x")
+    made = {}
+    for name, record in (("openai", OPENAI), (shape, SAME_CHAT[shape])):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(record) + "\n")
+        made[name] = prepare_sft([path], tmp_path / f"data-{name}", fmt="chat", pack_len=64, val_fraction=0)
+    assert [s.sha256 for s in made["openai"].shards] == [s.sha256 for s in made[shape].shards]
+
+
+def test_alpaca_and_trl_records_are_a_user_turn_and_an_assistant_turn() -> None:
+    alpaca = {"instruction": "Add the numbers.", "input": "2 and 2", "output": "4."}
+    assert example_turns(alpaca, "chat", "x") == [
+        ("user", "Add the numbers.\n\n2 and 2"),
+        ("assistant", "4."),
+    ]
+    assert example_turns({**alpaca, "input": ""}, "chat", "x")[0] == ("user", "Add the numbers.")
+    trl = {
+        "prompt": [{"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": "4."}],
+    }
+    assert example_turns(trl, "prompt-completion", "x") == [("user", "2+2?"), ("assistant", "4.")]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "no", "weight": 0},
+                ]
+            },
+            "x: messages[1] has weight 0: a turn left out of training is not something prepare can mask",
+        ),
+        ({"text": "a", "label": 1}, 'x: a chat record is {"messages"'),
+        ({"conversations": [{"from": "narrator", "value": "hi"}]}, "x: conversations[0] must be {from:"),
+    ],
+    ids=["weight-zero", "no-shape", "unknown-speaker"],
+)
+def test_a_chat_record_of_no_shape_or_with_a_turn_not_to_train_is_refused(record: dict, message: str) -> None:
+    """A turn its data says not to train on (OpenAI's weight 0) was supervised in silence; a record of
+    no known shape names its fields and the shapes taken."""
+    with pytest.raises(BadInput, match=re.escape(message)):
+        example_turns(record, "chat", "x")
+
+
+def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() -> None:
+    """UltraFeedback's and TRL's implicit prompt (whole conversations sharing their prompt) and
+    Anthropic HH's transcripts are the prompt and two completions of the explicit form."""
+    template = load_template(None)
+    user = {"role": "user", "content": "2+2?"}
+    explicit = {"prompt": [user], "chosen": [{"role": "assistant", "content": "4."}], "rejected": "5."}
+    good, bad = {"role": "assistant", "content": "4."}, {"role": "assistant", "content": "5."}
+    ultra = {"prompt": "2+2?", "chosen": [user, good], "rejected": [user, bad]}
+    implicit = {"chosen": [user, good], "rejected": [user, bad]}
+    expected = parse_pair(explicit, "x", template)
+    assert parse_pair(ultra, "x", template) == parse_pair(implicit, "x", template) == expected
+    hh = {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5."}
+    assert parse_pair(hh, "x", template) == Pair("\n\nHuman: 2+2?\n\nAssistant:", " 4.", " 5.")
+    with pytest.raises(BadInput, match="must share every message but their last"):
+        parse_pair(
+            {"chosen": [user, good], "rejected": [{"role": "user", "content": "3+3?"}, bad]}, "x", template
+        )

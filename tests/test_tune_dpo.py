@@ -174,7 +174,7 @@ def test_a_resume_whose_reference_changed_is_refused_in_one_line(
 @pytest.mark.parametrize(
     ("line", "problem"),
     [
-        ('{"prompt": "Q", "chosen": "a"}', "needs 'prompt', 'chosen' and 'rejected'"),
+        ('{"prompt": "Q", "chosen": "a"}', "needs 'chosen' and 'rejected' (and 'prompt'"),
         ('{"prompt": "Q", "chosen": "a", "rejected": "a"}', "nothing to prefer"),
         ('{"prompt": "' + "x" * 80 + '", "chosen": "a", "rejected": "b"}', "1 longer than --pack-len 64"),
         ("not json", "not JSON"),

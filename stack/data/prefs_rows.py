@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
+from stack.data.chat_shapes import explicit_pair
 from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
@@ -82,9 +83,9 @@ def _completion(value: Any, where: str) -> str:
 
 
 def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
-    """A pair from one decoded JSONL line, in plain or chat form."""
-    if not isinstance(record, dict) or not {"prompt", "chosen", "rejected"} <= record.keys():
-        raise BadInput(f"{where}: a preference line needs 'prompt', 'chosen' and 'rejected'")
+    """A pair from one decoded JSONL line, in plain or chat form, its prompt stated or shared by the
+    two conversations (stack.data.chat_shapes)."""
+    record = explicit_pair(record, where)
     prompt = record["prompt"]
     if isinstance(prompt, list):
         prompt = render_prompt([_message(m, where) for m in prompt], template)

@@ -39,11 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.data.chat_shapes import ROLES, chat_turns, prompt_completion_turns
 from stack.data.tokenizer import Tokenizer
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = "chat"
-ROLES = ("system", "user", "assistant")
 
 
 class Turn(BaseModel):
@@ -129,32 +129,11 @@ def load_template(name_or_file: str | None) -> ChatTemplate:
 
 
 def example_turns(record: Any, fmt: str, where: str) -> list[tuple[str, str]]:
-    """(role, content) turns of one JSONL record of `--format chat` or `prompt-completion`."""
-    if not isinstance(record, dict):
-        raise BadInput(f"{where}: a record must be a JSON object")
+    """(role, content) turns of one record of `--format chat` or `prompt-completion`, in any of the
+    shapes stack.data.chat_shapes reads."""
     if fmt == "prompt-completion":
-        prompt, completion = record.get("prompt"), record.get("completion")
-        if not isinstance(prompt, str) or not isinstance(completion, str):
-            raise BadInput(f"{where}: a prompt-completion record needs string fields prompt and completion")
-        return [("user", prompt), ("assistant", completion)]
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadInput(f"{where}: a chat record needs a non-empty list 'messages' of {{role, content}}")
-    turns = []
-    for i, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        if role not in ROLES or not isinstance(content, str):
-            raise BadInput(
-                f"{where}: messages[{i}] must be {{role: {'|'.join(ROLES)}, content: string}}, "
-                f"got {message!r}"
-            )
-        turns.append((role, content))
-    if turns[-1][0] != "assistant":
-        raise BadInput(
-            f"{where}: the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
-        )
-    return turns
+        return prompt_completion_turns(record, where)
+    return chat_turns(record, where)
 
 
 def _last_occurrence(ids: np.ndarray, marker: np.ndarray) -> int | None:

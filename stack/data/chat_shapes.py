@@ -1,0 +1,204 @@
+"""The shapes people export fine-tuning records in, read as the turns each one stands for.
+
+`stack prepare --format chat|prompt-completion|prefs` reads one record a line (or an element of
+a JSON array). Datasets come in a few well-known shapes; each is read as what it means, never
+guessed at, and a record of none of them is refused in one line that names its fields and the
+shapes taken:
+
+- chat: OpenAI `{"messages": [{"role", "content"}]}`, a content a string or a list of text
+  parts (joined); ShareGPT `{"conversations": [{"from", "value"}]}` (human or user, gpt or
+  assistant, system); Alpaca `{"instruction", "input", "output"}` (the instruction, and the
+  input after a blank line, as the user's turn; the output as the assistant's).
+- prompt-completion: `{"prompt": text, "completion": text}`, or TRL's conversational form, a
+  list of messages and a list of one assistant message.
+- prefs: `{"prompt", "chosen", "rejected"}`, the prompt text or messages and each completion
+  text or one assistant message; chosen and rejected as whole conversations that share every
+  message but the last (UltraFeedback binarized, TRL's implicit prompt: the shared messages are
+  the prompt); Anthropic HH's transcripts `{"chosen": "\n\nHuman: ... \n\nAssistant: ...",
+  "rejected": ...}` (the shared text through the last `Assistant:` is the prompt).
+
+A message's `weight` (OpenAI's way to leave a turn out of training) is refused unless it is 1:
+supervising a turn its data says not to train on would be silent, and leaving it out is a mask
+the stack does not make.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.errors import BadInput
+
+ROLES = ("system", "user", "assistant")
+# ShareGPT's speakers, by the role each stands for.
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bard": "assistant",
+    "bing": "assistant",
+    "model": "assistant",
+}
+# Anthropic HH's marker of the assistant's turn in a transcript held as one string.
+HH_ASSISTANT = "\n\nAssistant:"
+CHAT_SHAPES = (
+    '{"messages": [{"role", "content"}]} (OpenAI), {"conversations": [{"from", "value"}]} (ShareGPT) '
+    'or {"instruction", "input", "output"} (Alpaca)'
+)
+
+
+def _fields(record: dict[str, Any]) -> str:
+    return ", ".join(sorted(record)) or "none"
+
+
+def _content(value: Any, where: str) -> str | None:
+    """A message's text: a string, or a list of text parts joined (OpenAI's content parts); None
+    for anything else (an image part, a number)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in value):
+        texts = [p.get("text") for p in value]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(texts)
+    return None
+
+
+def message_turn(message: Any, where: str) -> tuple[str, str]:
+    """(role, content) of one OpenAI-shaped message, refused in one line when it is not one."""
+    role = message.get("role") if isinstance(message, dict) else None
+    content = _content(message.get("content"), where) if isinstance(message, dict) else None
+    if role not in ROLES or content is None:
+        raise BadInput(
+            f"{where} must be {{role: {'|'.join(ROLES)}, content: text or a list of text parts}}, got "
+            f"{message!r:.120}"
+        )
+    weight = message.get("weight", 1)
+    if weight != 1:
+        raise BadInput(
+            f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
+            "can mask; drop the turn (or its example) from the file, or give it weight 1"
+        )
+    return role, content
+
+
+def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
+    speaker = message.get("from") if isinstance(message, dict) else None
+    value = message.get("value") if isinstance(message, dict) else None
+    if speaker not in SHAREGPT_ROLES or not isinstance(value, str):
+        raise BadInput(
+            f"{where} must be {{from: {'|'.join(SHAREGPT_ROLES)}, value: text}}, got {message!r:.120}"
+        )
+    return SHAREGPT_ROLES[speaker], value
+
+
+def _listed(record: dict[str, Any], key: str, where: str) -> list[Any]:
+    value = record[key]
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{where}: '{key}' must be a non-empty list of messages")
+    return value
+
+
+def chat_turns(record: Any, where: str) -> list[tuple[str, str]]:
+    """The (role, content) turns of one `--format chat` record, in any shape of the module's table."""
+    if not isinstance(record, dict):
+        raise BadInput(f"{where}: a record must be a JSON object")
+    if "messages" in record:
+        turns = [
+            message_turn(m, f"{where}: messages[{i}]")
+            for i, m in enumerate(_listed(record, "messages", where))
+        ]
+    elif "conversations" in record:
+        listed = _listed(record, "conversations", where)
+        turns = [_sharegpt_turn(m, f"{where}: conversations[{i}]") for i, m in enumerate(listed)]
+    elif {"instruction", "output"} <= record.keys():
+        turns = _alpaca_turns(record, where)
+    else:
+        raise BadInput(f"{where}: a chat record is {CHAT_SHAPES}; this one has fields: {_fields(record)}")
+    if turns[-1][0] != "assistant":
+        raise BadInput(
+            f"{where}: the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
+        )
+    return turns
+
+
+def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:
+    instruction, given, output = record["instruction"], record.get("input") or "", record["output"]
+    if not all(isinstance(v, str) for v in (instruction, given, output)):
+        raise BadInput(f"{where}: an Alpaca record's instruction, input and output must be text")
+    return [("user", f"{instruction}\n\n{given}" if given else instruction), ("assistant", output)]
+
+
+def prompt_completion_turns(record: Any, where: str) -> list[tuple[str, str]]:
+    """The turns of one `--format prompt-completion` record: text, or TRL's conversational form."""
+    if not isinstance(record, dict) or not {"prompt", "completion"} <= record.keys():
+        fields = _fields(record) if isinstance(record, dict) else "none (not an object)"
+        raise BadInput(
+            f"{where}: a prompt-completion record needs fields prompt and completion (text, or lists of "
+            f"messages); this one has fields: {fields}"
+        )
+    prompt, completion = record["prompt"], record["completion"]
+    if isinstance(prompt, str) and isinstance(completion, str):
+        return [("user", prompt), ("assistant", completion)]
+    if isinstance(prompt, list) and isinstance(completion, list) and len(completion) == 1:
+        turns = [message_turn(m, f"{where}: prompt[{i}]") for i, m in enumerate(prompt)]
+        answer = message_turn(completion[0], f"{where}: completion[0]")
+        if answer[0] == "assistant" and turns and all(role != "assistant" for role, _ in turns[-1:]):
+            return [*turns, answer]
+    raise BadInput(
+        f"{where}: prompt and completion must both be text, or a list of messages and a list of one "
+        "assistant message"
+    )
+
+
+def explicit_pair(record: Any, where: str) -> dict[str, Any]:
+    """A preference record with its prompt stated: the record itself when it states one, else its
+    prompt taken out of chosen and rejected where they share it (module table); a record of no
+    shape is refused naming its fields."""
+    if not isinstance(record, dict) or not {"chosen", "rejected"} <= record.keys():
+        fields = _fields(record) if isinstance(record, dict) else "none (not an object)"
+        raise BadInput(
+            f"{where}: a preference record needs 'chosen' and 'rejected' (and 'prompt', unless both "
+            f"hold the whole conversation); this one has fields: {fields}"
+        )
+    chosen, rejected = record["chosen"], record["rejected"]
+    if isinstance(chosen, list) and isinstance(rejected, list) and len(chosen) > 1 and len(rejected) > 1:
+        return _shared_messages(record, chosen, rejected, where)
+    if "prompt" in record:
+        return record
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        return _hh_pair(chosen, rejected, where)
+    raise BadInput(
+        f"{where}: a preference record without 'prompt' must give chosen and rejected as whole conversations"
+    )
+
+
+def _shared_messages(
+    record: dict[str, Any], chosen: list[Any], rejected: list[Any], where: str
+) -> dict[str, Any]:
+    """UltraFeedback's and TRL's implicit prompt: the messages before each last one are the prompt,
+    the same on both sides (and the record's prompt, where it states one as text)."""
+    before, after = chosen[:-1], rejected[:-1]
+    if before != after:
+        raise BadInput(f"{where}: chosen and rejected must share every message but their last, the answers")
+    prompt = record.get("prompt")
+    if isinstance(prompt, str):
+        users = [m.get("content") for m in before if isinstance(m, dict) and m.get("role") == "user"]
+        if users[-1:] != [prompt]:
+            raise BadInput(f"{where}: 'prompt' is not the user's message the conversations hold")
+    return {"prompt": before, "chosen": chosen[-1], "rejected": rejected[-1]}
+
+
+def _hh_pair(chosen: str, rejected: str, where: str) -> dict[str, Any]:
+    """Anthropic HH's transcripts: the shared text through the last assistant marker is the prompt."""
+    cut_chosen, cut_rejected = chosen.rfind(HH_ASSISTANT), rejected.rfind(HH_ASSISTANT)
+    if cut_chosen < 0 or cut_rejected < 0:
+        raise BadInput(
+            f"{where}: without 'prompt', chosen and rejected must be whole conversations: message lists, "
+            f"or transcripts whose answers follow {HH_ASSISTANT.strip()!r}"
+        )
+    end_chosen, end_rejected = cut_chosen + len(HH_ASSISTANT), cut_rejected + len(HH_ASSISTANT)
+    if chosen[:end_chosen] != rejected[:end_rejected]:
+        raise BadInput(f"{where}: chosen and rejected must share their transcript up to the last answer")
+    return {"prompt": chosen[:end_chosen], "chosen": chosen[end_chosen:], "rejected": rejected[end_rejected:]}
