@@ -562,3 +562,15 @@ def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.Capt
     assert all(text in split_text(tmp_path / "a", "train") for text in TEXTS)
     code, _, err = prepare(capsys, *base, "--text-field", "data", "--out", str(tmp_path / "b"))
     assert code == EXIT_BAD_INPUT and "holds an object, not a string" in err and "e.g. data.text" in err
+
+
+def test_a_source_line_names_the_filters_run_when_they_are_not_the_default_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--filter dedup` runs dedup alone, the default five off: the screen says which ran (the
+    second prepare audit's finding 20); under the default list the line stays as it was."""
+    corpus = corpora.write_files(tmp_path / "in", TEXTS)
+    code, out, err = prepare(capsys, str(corpus), "--filter", "dedup", "--out", str(tmp_path / "a"))
+    assert code == 0 and "main: 8 in, 8 out, 0.00% dropped (none); filters run: dedup" in out, err
+    code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "b"))
+    assert code == 0 and "filters run" not in out, err

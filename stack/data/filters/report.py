@@ -9,9 +9,11 @@ filter, the counts, the first document it dropped, and what to pass if the docum
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 from stack.data.filters.runner import FILTER_OF
+from stack.data.filters.settings import load_settings
 
 # What to do when a filter drops documents that belong in the corpus, by filter.
 FIXES = {
@@ -24,7 +26,9 @@ FIXES = {
     "diversity": 'waive the source (--no-filter {source} --reason "...") or lower '
     "diversity.min_compression_ratio with --filters FILE",
     "script": "put each language in its own source (NAME=PATH), or name the scripts with --filters FILE "
-    '(script: {{expected: [...]}}), or waive the source: --no-filter {source} --reason "..."',
+    "(script: {{expected: [...]}}); if the source is code (JSONL of source files, say), say so with "
+    "--filters FILE (sources: {{{source}: {{kind: code}}}}); or waive the source: --no-filter {source} "
+    '--reason "..."',
     "dedup": "leave out --filter dedup if repeated documents are meant",
 }
 # What each filter found in a document it dropped, where the filter's name does not say it.
@@ -59,6 +63,13 @@ def drop_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@cache
+def _built_in() -> list[str]:
+    """The filters that run when none is named, as shipped: a source's line names the filters run
+    when they are others (`--filter dedup` runs dedup alone)."""
+    return list(load_settings().default)
+
+
 def kept_scripts(row: Mapping[str, Any]) -> str:
     """What the script filter kept in a source, in words."""
     if row.get("multilingual"):
@@ -78,9 +89,10 @@ def drop_lines(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
         reasons = ", ".join(f"{reason} {n:,}" for reason, n in row["reasons"].items()) or "none"
         marked = " (marked pre-clean, filtered all the same)" if row["pre_clean"] else ""
         scripts = f"; scripts kept: {kept_scripts(row)}" if row["scripts"] is not None else ""
+        ran = f"; filters run: {', '.join(row['filters'])}" if row["filters"] != _built_in() else ""
         lines.append(
             f"  {row['source']}: {row['in']:,} in, {row['out']:,} out, {row['dropped_percent']:.2f}% "
-            f"dropped ({reasons}){scripts}{marked}"
+            f"dropped ({reasons}){scripts}{ran}{marked}"
         )
     return lines
 
@@ -147,8 +159,8 @@ def lost_scripts(name: str, report: Mapping[str, Any]) -> list[str]:
             reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(tally["dropped"].items()))
             fix = source_fix(name, {**report, "dropped": tally["dropped"]})
             lines.append(
-                f"  warning: source {name!r} lost all {tally['documents_in']:,} {system} document(s) to the "
-                f"filters ({reasons}); {fix}"
+                f"  warning: source {name!r} lost all {tally['documents_in']:,} of its {system} document(s) "
+                f"long enough to tell their script to the filters ({reasons}); {fix}"
             )
     return lines
 
