@@ -220,3 +220,15 @@ def test_a_tuning_run_whose_rate_decays_is_caught(
     assert_caught(
         tmp_path / "dpo", "a dpo run's learning rate is constant after its warmup, but config.toml holds"
     )
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_resumed_leg_filed_in_a_ledger_keeps_its_runs_name(tmp_path: Path) -> None:
+    """A resume filed with --evidence-dir is the leg `run-leg2` of the run its command line names
+    (the options audit found the run-id check refusing every such leg)."""
+    ledger, run = tmp_path / "ledger", tmp_path / "run"
+    assert train([*smoke_args(prepared(tmp_path), run, *QUICK), "--evidence-dir", str(ledger)]) == 0
+    resume = ["train", "--resume", str(run), "--set", "train.steps=4", "--evidence-dir", str(ledger)]
+    assert train(resume) == 0
+    assert sorted(p.name for p in ledger.iterdir()) == ["run", "run-leg2"]
+    assert findings(ledger / "run-leg2", ledger / "run") == []

@@ -29,7 +29,7 @@ import os
 from pathlib import Path, PurePath
 from typing import Any
 
-from contracts.evidence import EvidenceRecord
+from contracts.evidence import EvidenceRecord, leg_of
 from stack.cli import build_parser
 
 # The kinds of the training loop: their config is rebuilt whole from the command lines
@@ -183,7 +183,8 @@ def training_problems(record: EvidenceRecord) -> list[str]:
         and not same_place(stated[option], str(options[option]), places)
     ]
     run_dir = options.get("out") or options.get("resume")
-    if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != record.run.id:
+    # A resumed leg filed in a ledger is the run's id with its leg (`run-leg2`, contracts.evidence).
+    if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != leg_of(record.run.id)[0]:
         problems.append(
             f"run.id is {record.run.id!r}, but its command line writes the run directory {str(run_dir)!r}"
         )
