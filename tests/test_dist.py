@@ -124,6 +124,24 @@ def test_a_changed_world_size_is_refused(parallel: Path, tmp_path: Path) -> None
     assert "world_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("extra", "code", "said"),
+    [
+        (("--set", "model.n_heads=3"), 2, "stack train: error: config model: Value error, d_model 32 is not"),
+        (("--set", "train.clip_norm=0"), 3, "stack train: gate fired: GATE-TRAIN-002"),
+    ],
+    ids=["bad-input", "gate"],
+)
+def test_a_refusal_under_nproc_is_one_line_and_its_own_exit_code(
+    data: Path, tmp_path: Path, extra: tuple[str, ...], code: int, said: str
+) -> None:
+    """Both workers refuse alike; the user sees the refusal once, with the exit code a single
+    process gives, never torchrun's traceback and exit 1 (the options audit's finding 4)."""
+    proc = run_train(*smoke(data, tmp_path / "run", 2, "--nproc", "2", *extra), expect=code)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(said) and "Traceback" not in proc.stdout
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").iterdir():

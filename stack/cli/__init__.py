@@ -147,15 +147,23 @@ def _dispatch(argv: list[str]) -> int:
 def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
     """Print the one line for `exc` and return its exit code; unexpected ones leave a crash file."""
     if isinstance(exc, GateViolation):
-        _say(f"{command}: gate fired: {exc}")
-        return EXIT_GATE
+        return _end(f"{command}: gate fired: {exc}", EXIT_GATE)
     problem = describe(exc)
     if problem is not None:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
             _silence_stdout()
-        _say(f"{command}: error: {problem}")
-        return EXIT_BAD_INPUT
+        return _end(f"{command}: error: {problem}", EXIT_BAD_INPUT)
     return _internal_error(command, argv, exc)
+
+
+def _end(line: str, code: int) -> int:
+    """Say the line a command ends on and return its exit code; a worker of `stack train --nproc`
+    hands both to its launcher instead, which says each distinct line once (stack.train.launch)."""
+    from stack.train.launch import hand_over
+
+    if not hand_over(one_line(line), code):
+        _say(line)
+    return code
 
 
 def _internal_error(command: str, argv: list[str], exc: BaseException) -> int:
@@ -170,8 +178,7 @@ def _internal_error(command: str, argv: list[str], exc: BaseException) -> int:
         print(report, file=sys.stderr)
         return EXIT_INTERNAL
     where = f"full traceback written to {crash_file}, please report it"
-    _say(f"{command}: internal error: {summary}; {where}")
-    return EXIT_INTERNAL
+    return _end(f"{command}: internal error: {summary}; {where}", EXIT_INTERNAL)
 
 
 def describe(exc: BaseException) -> str | None:

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise BadInput("--nproc must be at least 1")
     if args.nproc > 1:
+        from stack.train.launch import launch
+
         return launch(args.nproc, args.argv)
     if len(args.waive) != len(args.reason):
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
@@ -111,20 +113,3 @@ def run(args: argparse.Namespace) -> int:
         init_from=args.init_from,
     )
     return train(request, step_progress)
-
-
-def launch(nproc: int, argv: list[str]) -> int:
-    """Re-run this command under torchrun with `nproc` processes on this node; returns its exit code."""
-    import subprocess
-    import sys
-
-    rest, skip = [], False
-    for arg in argv[1:]:  # drop "stack" and every --nproc
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            rest.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return subprocess.run([*command, "-m", "stack", *rest], check=False).returncode

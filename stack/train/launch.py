@@ -1,0 +1,90 @@
+"""`stack train --nproc N`: the same command under torchrun, ending as a single process would.
+
+Every check of a run (bad input, a gate at set-up or at a step) happens inside the worker
+processes, each of which would print its refusal, and torchrun would then end with its own
+traceback and exit 1 whatever the workers said. So the command is run by this module's entry
+point (`python -m stack.train.launch`), which starts torchrun's agent without its error report,
+and each worker that ends on a refusal hands its one line and exit code to the launcher through
+a file (`LAUNCH_DIR_ENV`) instead of printing it. The launcher prints each distinct line once
+and exits with the worst code the workers gave (a gate's 3 over bad input's 2 over an internal
+error's 1, whose line names its crash file); a worker that died without a word (a signal) is an
+internal error naming torchrun's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# Where a worker under `launch` leaves the line it ended on (unset outside a launch).
+LAUNCH_DIR_ENV = "GATESTACK_LAUNCH_DIR"
+# Exit codes by how much they say: a gate that fired, then bad input, then an internal error.
+SEVERITY = {3: 2, 2: 1, 1: 0}
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Re-run `argv` (a `stack` command line) under torchrun with `nproc` processes on this node;
+    print the workers' distinct lines and return the worst of their exit codes."""
+    rest, skip = [], False
+    for arg in argv[1:]:  # drop "stack" and every --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    with tempfile.TemporaryDirectory(prefix="gatestack-launch-") as where:
+        command = [sys.executable, "-m", __name__, "--standalone", f"--nproc-per-node={nproc}", "-m", "stack"]
+        code = subprocess.run(
+            [*command, *rest], env={**os.environ, LAUNCH_DIR_ENV: where}, check=False
+        ).returncode
+        ended = [
+            json.loads(path.read_text(encoding="utf-8")) for path in sorted(Path(where).glob("rank-*.json"))
+        ]
+    if not ended:
+        if code:
+            print(
+                f"stack train: internal error: torchrun ended with exit code {code} and no worker said why; "
+                "the workers' output is above",
+                file=sys.stderr,
+            )
+        return code
+    for line in dict.fromkeys(entry["line"] for entry in ended):
+        print(line, file=sys.stderr)
+    return max((entry["code"] for entry in ended), key=lambda c: SEVERITY.get(c, 0))
+
+
+def hand_over(line: str, code: int) -> bool:
+    """In a worker of a launch, leave the line it ends on (and its exit code) for the launcher and
+    return True; outside a launch, return False (the caller prints it)."""
+    where = os.environ.get(LAUNCH_DIR_ENV)
+    rank = os.environ.get("RANK")
+    if where is None or rank is None:
+        return False
+    (Path(where) / f"rank-{int(rank):04d}.json").write_text(
+        json.dumps({"line": line, "code": code}), encoding="utf-8"
+    )
+    return True
+
+
+def _agent(args: list[str]) -> int:
+    """torchrun's agent over `args`, its own error report left out: a failed worker's exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        run(parse_args(args))
+    except ChildFailedError as failed:
+        _, first = failed.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_agent(sys.argv[1:]))
