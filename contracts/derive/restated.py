@@ -22,18 +22,46 @@ So each is derived again from the config the record cites, by the rule the stack
   log's `shares` events), booked window by window as the policy books them;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
-* GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
+* GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`;
+* `env.device` is `train.device` where the config names one (not "auto": then the stack chose);
+* what the model's shape decides (contracts.model_shape, the stack's own rules): GATE-CKPT-001's
+  `weights_compared` are the tensors of a checkpoint's model file, GATE-TRAIN-008's
+  `updated_parameters` the tensors the optimizer steps (every parameter, or each adapter's A and B)
+  and its `stepped_parameters` (those whose gradient was not all zeros) and `moved_parameters`
+  (those of them the step changed) no more than those; GATE-LORA-001's `elements` are the probe's
+  logits; GATE-MODEL-003's `checked` and `skipped_options` are whether the model has none of the
+  options the reference does not write out, and which; its `init` names every parameter of the
+  model with the std or value GPT names for it (contracts.model_init) and a drawn tensor's
+  elements; and a LoRA run's `lora_matrices.skipped` lists every matrix without an adapter, with
+  the selection's reason;
+* GATE-TRAIN-005's `draws` are the monitor's prompts times the tokens it samples after each
+  (contracts.coherence.sample_length).
 
-A value is compared only where the record holds it (an older record may not measure it).
+A value is compared only where the record holds it (an older record may not measure it), and a
+setting a resume changed is not derived where the record's config holds the last invocation's only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
+from contracts.coherence import sample_length
 from contracts.curriculum import phase_at, source_bounds
 from contracts.derive.reports import version_key
-from contracts.model_shape import DEFAULTS, lora_touched
+from contracts.evidence import EvidenceRecord
+from contracts.model_init import named_initialisation
+from contracts.model_shape import (
+    DEFAULTS,
+    dense,
+    lora_probe_elements,
+    lora_skipped,
+    lora_touched,
+    model_file_tensors,
+    options_on,
+    parameter_shapes,
+    trained_tensors,
+)
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
@@ -175,12 +203,121 @@ def _served(
     return served
 
 
+def changed_by_resumes(record: EvidenceRecord) -> set[str]:
+    """The dotted config keys (`section.key`) a resume of the run changed: the record's config.toml
+    holds the last invocation's value of each, not what the earlier parts ran under."""
+    resumes = record.metrics.get("resumes") if isinstance(record.metrics, dict) else None
+    return {key for r in resumes or [] if isinstance(r, dict) for key in r.get("changed") or []}
+
+
+def touched_matrices(config: dict[str, Any], metrics: dict[str, Any]) -> list[str] | None:
+    """The matrices a LoRA run's adapters are on: the record's own list (`metrics.lora_matrices.
+    touched`, held to `lora.targets` where that decides it), else what `lora.targets` decides;
+    None for a run without LoRA, or targets only the stack resolves and no list."""
+    lora = config.get("lora")
+    if not isinstance(lora, dict):
+        return None
+    selection = metrics.get("lora_matrices")
+    if isinstance(selection, dict) and isinstance(selection.get("touched"), list):
+        return [str(name) for name in selection["touched"]]
+    return lora_touched(config.get("model", {}), lora.get("targets"))
+
+
+def _device(config: dict[str, Any], settler: Settler) -> None:
+    """`env.device` is the device the config names (set up once: a resume keeps the record's env)."""
+    device = config.get("train", {}).get("device")
+    if device in ("cpu", "cuda") and "train.device" not in changed_by_resumes(settler.inputs.record):
+        settler.derived.put(("env", "device"), device)
+
+
+def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler) -> None:
+    """GATE-CKPT-001's and GATE-TRAIN-008's counts of tensors, by the model's shape (and a LoRA run's
+    `adapters`): a problem where a probe says more parameters had a gradient, or moved, than the
+    optimizer steps."""
+    _put(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
+    updated = trained_tensors(model, adapters)
+    _put(settler, "GATE-TRAIN-008", "updated_parameters", updated)
+    judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-TRAIN-008"), None)
+    measured = judged.measured if judged is not None and isinstance(judged.measured, dict) else {}
+    stepped, moved = measured.get("stepped_parameters"), measured.get("moved_parameters")
+    for key, count, bound, of in (
+        ("stepped_parameters", stepped, updated, "tensors the optimizer steps"),
+        ("moved_parameters", moved, stepped, "stepped_parameters"),
+    ):
+        if settler.wanted("GATE-TRAIN-008") and _counts(count, bound) and count > bound:
+            settler.derived.problems.append(
+                f"gates[GATE-TRAIN-008].measured.{key} is {count}, more than the {bound} {of}"
+            )
+
+
+def _counts(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def _architecture(model: dict[str, Any], settler: Settler) -> None:
+    """GATE-MODEL-003: whether the reference wrote the model out (no option it does not, named in
+    `skipped_options`), and the initialisation named for each of the model's parameters (checked
+    on the model as built, before any adapter or checkpoint): std or value, and a drawn tensor's
+    elements; a parameter the model does not have is a problem."""
+    _put(settler, "GATE-MODEL-003", "checked", dense(model))
+    _put(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
+    judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-MODEL-003"), None)
+    init = judged.measured.get("init") if judged is not None and isinstance(judged.measured, dict) else None
+    if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
+        return
+    shapes = parameter_shapes(model)
+    for name, shape in shapes.items():
+        named = named_initialisation(name, model)
+        stated = {"named_value": named.value} if named.std is None else {"named_std": named.std}
+        if named.std is not None:
+            stated["elements"] = math.prod(shape)
+        for key, value in stated.items():
+            settler.derived.put(("gates", "GATE-MODEL-003", "measured", "init", name, key), value)
+    if extra := sorted(set(init) - set(shapes)):
+        settler.derived.problems.append(
+            f"gates[GATE-MODEL-003].measured.init names {', '.join(extra[:3])}, which the model of its "
+            "config.toml does not have"
+        )
+
+
+def _shaped(config: dict[str, Any], settler: Settler) -> None:
+    """What the model's shape and a LoRA run's targets decide of the record (module docstring)."""
+    model, metrics = config.get("model", {}), settler.inputs.record.metrics
+    try:
+        parameter_shapes(model)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return  # an incomplete [model] table: its shape is not decided
+    lora, touched = config.get("lora"), touched_matrices(config, metrics)
+    if not isinstance(lora, dict) or touched is not None:  # else the stack resolved the adapters
+        _tensor_counts(model, None if touched is None else len(touched), settler)
+    _architecture(model, settler)
+    if not isinstance(lora, dict):
+        return
+    _put(settler, "GATE-LORA-001", "elements", lora_probe_elements(model))
+    skipped = lora_skipped(model, lora.get("targets"))
+    if skipped is not None and isinstance(metrics.get("lora_matrices"), dict):
+        settler.derived.put(("metrics", "lora_matrices", "skipped"), skipped)
+
+
+def _draws(config: dict[str, Any], settler: Settler) -> None:
+    """GATE-TRAIN-005's `draws`: each prompt's sample, every sampling round alike."""
+    monitor, ctx = config.get("monitor", {}), config.get("model", {}).get("ctx")
+    prompts, tokens = monitor.get("prompts"), monitor.get("tokens")
+    if changed_by_resumes(settler.inputs.record) & {"monitor.prompts", "monitor.tokens"}:
+        return  # the record's last sampling round may be an earlier invocation's
+    if isinstance(prompts, list) and _counts(tokens, ctx):
+        _put(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
+
+
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
     """Every setting a training record's gates restate, derived from its config (module docstring)."""
     _decay(config, settler)
     monitor = config.get("monitor", {})
     for key in ("temperature", "top_k"):
         _put(settler, "GATE-TRAIN-005", key, monitor.get(key))
+    _draws(config, settler)
+    _device(config, settler)
+    _shaped(config, settler)
     _curriculum(config, log, settler)
     model = config.get("model", {})
     if model.get("mod_every"):
