@@ -144,24 +144,25 @@ def trained_tensors(model: Mapping[str, Any], adapters: int | None = None) -> in
     return len(parameter_shapes(model)) if adapters is None else ADAPTER_TRAINED * adapters
 
 
-def safetensors_holds(file_bytes: int, data_bytes: int, tensors: int) -> bool:
-    """Whether a safetensors file of `file_bytes` can hold `tensors` tensors of `data_bytes` in all."""
-    header = file_bytes - 8 - data_bytes
-    return 0 <= header <= HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR * tensors
+def safetensors_sizes(data_bytes: int, tensors: int) -> range:
+    """The sizes a safetensors file of `tensors` tensors of `data_bytes` in all can have: its 8-byte
+    length, a header of at most HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR per tensor, the data."""
+    least = 8 + data_bytes
+    return range(least, least + HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR * tensors + 1)
 
 
-def model_file_holds(file_bytes: int, parameters: int, model: Mapping[str, Any], adapters: int = 0) -> bool:
-    """Whether a float32 model.safetensors of `file_bytes` can hold exactly `parameters` (adapters
-    included) beside its buffers: the depth routers' thresholds and the adapters' base hashes."""
+def model_file_sizes(parameters: int, model: Mapping[str, Any], adapters: int = 0) -> range:
+    """The sizes a float32 model.safetensors holding exactly `parameters` (adapters included) can
+    have, beside its buffers: the depth routers' thresholds and the adapters' base hashes."""
     data = FLOAT32_BYTES * (parameters + len(routed_blocks(model))) + SHA256_BYTES * adapters
-    return safetensors_holds(file_bytes, data, model_file_tensors(model, adapters))
+    return safetensors_sizes(data, model_file_tensors(model, adapters))
 
 
-def optimizer_file_holds(file_bytes: int, trained_parameters: int, tensors: int) -> bool:
-    """Whether an optimizer.safetensors of `file_bytes` can hold AdamW's state of `tensors` trained
-    tensors of `trained_parameters` in all: two float32 moments of each and its float32 step."""
+def optimizer_file_sizes(trained_parameters: int, tensors: int) -> range:
+    """The sizes an optimizer.safetensors holding AdamW's state of `tensors` trained tensors of
+    `trained_parameters` in all can have: two float32 moments of each, and its float32 step."""
     data = FLOAT32_BYTES * (MOMENTS * trained_parameters + tensors)
-    return safetensors_holds(file_bytes, data, OPTIMIZER_TENSORS * tensors)
+    return safetensors_sizes(data, OPTIMIZER_TENSORS * tensors)
 
 
 def options_on(model: Mapping[str, Any]) -> list[str]:

@@ -71,9 +71,13 @@ if TYPE_CHECKING:
 SHARES_LOGGED = "1.14.0"
 
 
-def _put(settler: Settler, gate_id: str, key: str, value: Any) -> None:
-    """`value` as `gate_id`'s measured `key`, compared where the record holds that key."""
-    if value is not None and settler.wanted(gate_id):
+def restate(settler: Settler, gate_id: str, key: str, value: Any) -> None:
+    """`value` as `gate_id`'s measured `key`, compared where the record holds that key (and derived
+    only there: a check the record does not show is given no values, which would leave it part
+    measured)."""
+    result = next((g for g in settler.inputs.record.gates if g.id == gate_id), None)
+    held = result is not None and isinstance(result.measured, dict) and key in result.measured
+    if value is not None and held and settler.wanted(gate_id):
         settler.derived.put(("gates", gate_id, "measured", key), value, optional=True)
 
 
@@ -92,12 +96,12 @@ def _bounds(phase: dict[str, Any], name: str, excluded: bool) -> tuple[float, fl
 def _decay(config: dict[str, Any], settler: Settler) -> None:
     lora = config.get("lora")
     if not isinstance(lora, dict):
-        _put(settler, "GATE-TRAIN-002", "matrix_weight_decay", config.get("train", {}).get("weight_decay"))
+        restate(settler, "GATE-TRAIN-002", "matrix_weight_decay", config.get("train", {}).get("weight_decay"))
         return
-    _put(settler, "GATE-TRAIN-002", "lora_weight_decay", lora.get("weight_decay"))
+    restate(settler, "GATE-TRAIN-002", "lora_weight_decay", lora.get("weight_decay"))
     touched = lora_touched(config.get("model", {}), lora.get("targets"))
     if touched is not None:  # an A and a B beside each matrix touched
-        _put(settler, "GATE-TRAIN-002", "adapter_matrices", 2 * len(touched))
+        restate(settler, "GATE-TRAIN-002", "adapter_matrices", 2 * len(touched))
 
 
 def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
@@ -108,9 +112,9 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
     judged = {g.id: g for g in settler.inputs.record.gates}
     switch = judged.get("GATE-DATA-009")
     if switch is not None and isinstance(switch.step, int) and switch.step > 0:
-        _put(settler, "GATE-DATA-009", "step", switch.step)
-        _put(settler, "GATE-DATA-009", "after_steps", after_steps)
-        _put(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
+        restate(settler, "GATE-DATA-009", "step", switch.step)
+        restate(settler, "GATE-DATA-009", "after_steps", after_steps)
+        restate(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
     window = judged.get("GATE-DATA-008")
     evals = [int(e["step"]) for e in log.evals if isinstance(e.get("step"), int)]
     if window is None or window.step not in evals or settler.inputs.record.metrics.get("resumes"):
@@ -121,7 +125,7 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
         expected = window.measured.get("expected_share") if isinstance(window.measured, dict) else None
     concentration = judged.get("GATE-DATA-011")
     if concentration is not None and concentration.step == window.step and isinstance(expected, dict):
-        _put(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
+        restate(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
     served = _served(config, log, settler, window.step, start)
     if served is None:
         served = window.measured.get("served") if isinstance(window.measured, dict) else None
@@ -196,7 +200,7 @@ def _served(
         return None
     windows = (step - start + 1) * per_step
     served = {str(name): round(float(share) * windows) for name, share in shares.items()}
-    _put(settler, "GATE-DATA-008", "windows", windows)
+    restate(settler, "GATE-DATA-008", "windows", windows)
     for name, count in served.items():
         if settler.wanted("GATE-DATA-008"):
             settler.derived.put(("gates", "GATE-DATA-008", "measured", "served", name), count, optional=True)
@@ -234,9 +238,9 @@ def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler
     """GATE-CKPT-001's and GATE-TRAIN-008's counts of tensors, by the model's shape (and a LoRA run's
     `adapters`): a problem where a probe says more parameters had a gradient, or moved, than the
     optimizer steps."""
-    _put(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
+    restate(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
     updated = trained_tensors(model, adapters)
-    _put(settler, "GATE-TRAIN-008", "updated_parameters", updated)
+    restate(settler, "GATE-TRAIN-008", "updated_parameters", updated)
     judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-TRAIN-008"), None)
     measured = judged.measured if judged is not None and isinstance(judged.measured, dict) else {}
     stepped, moved = measured.get("stepped_parameters"), measured.get("moved_parameters")
@@ -259,8 +263,8 @@ def _architecture(model: dict[str, Any], settler: Settler) -> None:
     `skipped_options`), and the initialisation named for each of the model's parameters (checked
     on the model as built, before any adapter or checkpoint): std or value, and a drawn tensor's
     elements; a parameter the model does not have is a problem."""
-    _put(settler, "GATE-MODEL-003", "checked", dense(model))
-    _put(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
+    restate(settler, "GATE-MODEL-003", "checked", dense(model))
+    restate(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
     judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-MODEL-003"), None)
     init = judged.measured.get("init") if judged is not None and isinstance(judged.measured, dict) else None
     if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
@@ -293,7 +297,7 @@ def _shaped(config: dict[str, Any], settler: Settler) -> None:
     _architecture(model, settler)
     if not isinstance(lora, dict):
         return
-    _put(settler, "GATE-LORA-001", "elements", lora_probe_elements(model))
+    restate(settler, "GATE-LORA-001", "elements", lora_probe_elements(model))
     skipped = lora_skipped(model, lora.get("targets"))
     if skipped is not None and isinstance(metrics.get("lora_matrices"), dict):
         settler.derived.put(("metrics", "lora_matrices", "skipped"), skipped)
@@ -306,7 +310,7 @@ def _draws(config: dict[str, Any], settler: Settler) -> None:
     if changed_by_resumes(settler.inputs.record) & {"monitor.prompts", "monitor.tokens"}:
         return  # the record's last sampling round may be an earlier invocation's
     if isinstance(prompts, list) and _counts(tokens, ctx):
-        _put(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
+        restate(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
 
 
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
@@ -314,7 +318,7 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _decay(config, settler)
     monitor = config.get("monitor", {})
     for key in ("temperature", "top_k"):
-        _put(settler, "GATE-TRAIN-005", key, monitor.get(key))
+        restate(settler, "GATE-TRAIN-005", key, monitor.get(key))
     _draws(config, settler)
     _device(config, settler)
     _shaped(config, settler)
@@ -323,4 +327,4 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     if model.get("mod_every"):
         capacity = model.get("mod_capacity", DEFAULTS["mod_capacity"])
         for gate_id in ("GATE-ARCH-008", "GATE-ARCH-010", "GATE-ARCH-014"):
-            _put(settler, gate_id, "capacity", capacity)
+            restate(settler, gate_id, "capacity", capacity)

@@ -34,7 +34,7 @@ from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.reports import version_key
-from contracts.derive.restated import changed_by_resumes, restated_settings, touched_matrices
+from contracts.derive.restated import changed_by_resumes, restate, restated_settings, touched_matrices
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -42,8 +42,8 @@ from contracts.model_shape import (
     lora_parameters,
     lora_touched,
     matrix_share,
-    model_file_holds,
-    optimizer_file_holds,
+    model_file_sizes,
+    optimizer_file_sizes,
     param_count,
     trained_tensors,
 )
@@ -385,11 +385,7 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     if not (_count(step) and _count(every) and every > 0) or "loss_scale" in last:
         return
     if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
-        norm = finite_or_text(last["grad_norm"])
-        if settler.wanted("GATE-TRAIN-008"):
-            settler.derived.put(
-                ("gates", "GATE-TRAIN-008", "measured", "logged_grad_norm"), norm, optional=True
-            )
+        restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
 
 
 def _real(value: Any) -> bool:
@@ -540,9 +536,8 @@ def _compared_losses(log: Log, settler: Settler) -> None:
     is the forward's cross-entropy): each evaluation compares every batch's loss with its forward's,
     as many as the batches its line logs losses of."""
     counts = {len(e["heldout_losses"]) for e in log.evals if isinstance(e.get("heldout_losses"), list)}
-    if len(counts) == 1 and settler.wanted("GATE-EVAL-002"):
-        path = ("gates", "GATE-EVAL-002", "measured", "compared_losses")
-        settler.derived.put(path, counts.pop(), optional=True)
+    if len(counts) == 1:
+        restate(settler, "GATE-EVAL-002", "compared_losses", counts.pop())
 
 
 def best_checkpoint(log: Log) -> str | None:
@@ -751,39 +746,50 @@ FLOAT32_U = 2.0**-24
 MARGIN_RTOL = 1e-5
 
 
-def _objective_terms(log: Log, config: dict[str, Any], world: Any) -> list[str]:
-    """Each step line's loss against the terms it logs, by the objective's formula.
+def kd_loss(kl: float, nll: float, alpha: float, temperature: float) -> tuple[float, float]:
+    """The distillation loss of a step's terms, α·T²·kl + (1 − α)·nll, and the sum of its two
+    terms' magnitudes (what its float32 roundings are relative to)."""
+    soft, hard = alpha * temperature**2 * kl, (1 - alpha) * nll
+    return soft + hard, abs(soft) + abs(hard)
 
-    Distillation: the loss is α·T²·kl + (1 − α)·nll ([distill] alpha and temperature), each term
-    and the loss computed in float32 per micro-batch (five roundings) and averaged in float32 over
-    the step's micro-batches and the ranks (one rounding each): within (4 + 2·(accum + world))
-    float32 roundings of α·T²·|kl| + (1 − α)·|nll|. DPO: the margin is chosen_reward −
-    rejected_reward (the mean of the rows' differences, the difference of their means), within
-    MARGIN_RTOL."""
+
+def kd_roundings(accum: int, world: int) -> int:
+    """How many float32 roundings a distillation step line's loss may lie from `kd_loss` of the
+    terms it logs: five per micro-batch (α·T² and 1 − α, the two products, their sum), then the
+    loss and each term averaged over the micro-batches and the ranks (one rounding each)."""
+    return 5 + 2 * (accum + world)
+
+
+def margin_slack(chosen: float, rejected: float) -> float:
+    """How far a DPO step line's margin may lie from chosen_reward − rejected_reward (MARGIN_RTOL)."""
+    return MARGIN_RTOL * (1 + abs(chosen) + abs(rejected))
+
+
+def _objective_terms(log: Log, config: dict[str, Any], world: Any) -> list[str]:
+    """Each step line's loss against the terms it logs, by the objective's formula: a distillation's
+    loss within `kd_roundings` float32 roundings of `kd_loss` ([distill] alpha and temperature), a
+    DPO step's margin within `margin_slack` of chosen − rejected reward (the mean of the rows'
+    differences is the difference of their means)."""
     train, distill = config.get("train", {}), config.get("distill") or {}
-    alpha, temperature = distill.get("alpha"), distill.get("temperature")
-    accum = train.get("grad_accum", 1)
-    roundings = 4 + 2 * ((accum if _count(accum) else 1) + (world if _count(world) else 1))
+    alpha, temperature, accum = distill.get("alpha"), distill.get("temperature"), train.get("grad_accum", 1)
+    roundings = kd_roundings(accum if _count(accum) else 1, world if _count(world) else 1)
     problems = []
     for line in log.steps:
         kl, nll, loss = line.get("kl"), line.get("nll"), line.get("loss")
         if train.get("task") == "distill" and all(_real(v) for v in (alpha, temperature, kl, nll, loss)):
-            scale = alpha * temperature**2
-            formula = scale * kl + (1 - alpha) * nll
-            slack = roundings * FLOAT32_U * (scale * abs(kl) + (1 - alpha) * abs(nll))
-            if not abs(loss - formula) <= slack:
+            value, scale = kd_loss(kl, nll, alpha, temperature)
+            if not abs(loss - value) <= roundings * FLOAT32_U * scale:
                 problems.append(
                     f"{METRICS_LOG}: step {line.get('step')} logs loss {loss}, but its kl {kl} and nll {nll} "
-                    f"make α·T²·kl + (1 − α)·nll = {formula:.9g} (α {alpha}, T {temperature})"
+                    f"make α·T²·kl + (1 − α)·nll = {value:.9g} (α {alpha}, T {temperature})"
                 )
         margin, chosen, rejected = line.get("margin"), line.get("chosen_reward"), line.get("rejected_reward")
-        if all(_real(v) for v in (margin, chosen, rejected)):
-            slack = MARGIN_RTOL * (1 + abs(chosen) + abs(rejected))
-            if not abs(margin - (chosen - rejected)) <= slack:
-                problems.append(
-                    f"{METRICS_LOG}: step {line.get('step')} logs margin {margin}, but its rewards make "
-                    f"chosen − rejected = {chosen - rejected:.9g}"
-                )
+        rewards = all(_real(v) for v in (margin, chosen, rejected))
+        if rewards and not abs(margin - (chosen - rejected)) <= margin_slack(chosen, rejected):
+            problems.append(
+                f"{METRICS_LOG}: step {line.get('step')} logs margin {margin}, but its rewards make "
+                f"chosen − rejected = {chosen - rejected:.9g}"
+            )
     return problems
 
 
@@ -969,10 +975,10 @@ def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
             f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but the record's {spe} steps "
             f"per epoch wrap at {expected}"
         )
-    if settler.wanted("GATE-DATA-001") and log.steps:
+    if log.steps:
         epoch, index = divmod(log.last_step - 1, spe)
-        for key, value in (("epoch", epoch), ("step_in_epoch", index)):
-            derived.put(("gates", "GATE-DATA-001", "measured", key), value, optional=True)
+        restate(settler, "GATE-DATA-001", "epoch", epoch)
+        restate(settler, "GATE-DATA-001", "step_in_epoch", index)
 
 
 def _measured_count(inputs: Inputs, gate_id: str, key: str) -> int | None:
@@ -992,10 +998,8 @@ def _plan_windows(inputs: Inputs, settler: Settler) -> None:
     results = {g.id: g for g in inputs.record.gates}
     quota, order = results.get("GATE-DATA-001"), results.get("GATE-DATA-002")
     planned = _measured_count(inputs, "GATE-DATA-001", "plan_windows")
-    if quota is None or order is None or planned is None or not settler.wanted("GATE-DATA-002"):
-        return
-    if quota.verdict is Verdict.PASS and order.verdict is Verdict.PASS:
-        settler.derived.put(("gates", "GATE-DATA-002", "measured", "plan_windows"), planned, optional=True)
+    if quota is not None and order is not None and quota.verdict is order.verdict is Verdict.PASS:
+        restate(settler, "GATE-DATA-002", "plan_windows", planned)
 
 
 def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> None:
@@ -1039,23 +1043,26 @@ def _checkpoint_files(
     checkpoint, model = inputs.record.checkpoint, config.get("model", {})
     if checkpoint is None:
         return
-    weights, state = checkpoint.files.get("model.safetensors"), checkpoint.files.get("optimizer.safetensors")
-    if weights is not None and not model_file_holds(weights.bytes, parameters, model, adapters or 0):
-        derived.problems.append(
-            f"checkpoint {checkpoint.name}'s model.safetensors is {weights.bytes} bytes, which cannot hold "
-            f"{parameters} float32 parameters and a safetensors header"
+    files: list[tuple[str, range, str]] = [
+        (
+            "model.safetensors",
+            model_file_sizes(parameters, model, adapters or 0),
+            f"{parameters} float32 parameters",
         )
+    ]
     world = inputs.record.determinism.flags.get("world_size", 1)
-    if state is None or (world != 1 and config.get("train", {}).get("parallel") == "fsdp"):
-        return
-    trained = parameters if adapters is None else parameters - param_count(model)
-    tensors = trained_tensors(model, adapters)
-    if not optimizer_file_holds(state.bytes, trained, tensors):
-        derived.problems.append(
-            f"checkpoint {checkpoint.name}'s optimizer.safetensors is {state.bytes} bytes, which cannot hold "
-            f"AdamW's two float32 moments and step of {tensors} trained tensors of {trained} parameters "
-            "and a safetensors header"
-        )
+    if world == 1 or config.get("train", {}).get("parallel") != "fsdp":
+        trained = parameters if adapters is None else parameters - param_count(model)
+        tensors = trained_tensors(model, adapters)
+        state = f"AdamW's two float32 moments and step of {tensors} trained tensors of {trained} parameters"
+        files.append(("optimizer.safetensors", optimizer_file_sizes(trained, tensors), state))
+    for name, sizes, held in files:
+        file = checkpoint.files.get(name)
+        if file is not None and file.bytes not in sizes:
+            derived.problems.append(
+                f"checkpoint {checkpoint.name}'s {name} is {file.bytes} bytes, but {held} and a safetensors "
+                f"header take {sizes.start} to {sizes.stop - 1}"
+            )
 
 
 def _dpo(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
@@ -1229,12 +1236,13 @@ def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> 
         )
 
 
-def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], derived: Derivation) -> None:
+def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler: Settler) -> None:
     """GATE-EVAL-001: the held-out batches every evaluation used, each of `train.batch_size` windows,
     so no more distinct windows than batches × batch size. Each evaluation's reads are of that set:
     `set_batches` are its batches; and where each batch states one scoring of its windows, every
     position a target (pretraining, distillation: EVERY_POSITION_SCORED), the scorings its batches
     state are one a batch, and the distinct windows they state the set's distinct windows."""
+    derived = settler.derived
     derived.gate("GATE-EVAL-001", {"heldout_batches": batches})
     result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-001"), None)
     measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
@@ -1242,7 +1250,8 @@ def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], derived:
     stated = {"set_batches": batches}
     if config.get("train", {}).get("task") in EVERY_POSITION_SCORED:
         stated |= {"stated_scorings": batches, "stated_windows": distinct}
-    derived.gate("GATE-EVAL-001", stated, optional=True)
+    for key, value in stated.items():
+        restate(settler, "GATE-EVAL-001", key, value)
     size = config.get("train", {}).get("batch_size")
     if not isinstance(size, int) or isinstance(size, bool):
         return
@@ -1317,7 +1326,7 @@ def training_record(inputs: Inputs) -> Derivation:
             f"{METRICS_LOG}: its evaluations used {sorted(batches, key=str)} held-out batches"
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
-        _heldout_size(inputs, batches.pop(), config, derived)
+        _heldout_size(inputs, batches.pop(), config, settler)
     _plan_windows(inputs, settler)
     if not ended:  # a gate that stopped the run judged a step whose line was never written
         derived.primary |= {
