@@ -34,7 +34,13 @@ from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.reports import version_key
-from contracts.derive.restated import changed_by_resumes, restate, restated_settings, touched_matrices
+from contracts.derive.restated import (
+    SHARES_LOGGED,
+    changed_by_resumes,
+    restate,
+    restated_settings,
+    touched_matrices,
+)
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -875,11 +881,14 @@ def steady_from(inputs: Inputs, log: Log, config: dict[str, Any]) -> int | None:
     """The first step from which the reader's epoch length is the one the record states (the last
     GATE-DATA-001 measured): 1 for a mixture of fixed weights and exclusions, else the step of the
     policy's last `shares` event (the log says each share the policy hands the reader, at the step
-    it is first served); None when a resume changed the mixture (its config holds the last one)."""
+    it is first served, from SHARES_LOGGED on); None when a resume changed the mixture (its config
+    holds the last one), or a policy's shares went unlogged."""
     if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(inputs.record)):
         return None
     if not policy_driven(config):
         return 1
+    if version_key(inputs.record.spec.version) < version_key(SHARES_LOGGED):
+        return None
     shares = [e["step"] for e in log.events if e.get("event") == "shares" and isinstance(e.get("step"), int)]
     return max(shares, default=1)
 
