@@ -71,12 +71,22 @@ if TYPE_CHECKING:
 SHARES_LOGGED = "1.14.0"
 
 
+def measured_of(record: EvidenceRecord, gate_id: str) -> dict[str, Any]:
+    """A gate's measured values as the record states them ({} where it has none)."""
+    result = next((g for g in record.gates if g.id == gate_id), None)
+    return result.measured if result is not None and isinstance(result.measured, dict) else {}
+
+
+def whole(*values: Any) -> bool:
+    """Whether every value is an integer (a count, a step), not a boolean."""
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
 def restate(settler: Settler, gate_id: str, key: str, value: Any) -> None:
     """`value` as `gate_id`'s measured `key`, compared where the record holds that key (and derived
     only there: a check the record does not show is given no values, which would leave it part
     measured)."""
-    result = next((g for g in settler.inputs.record.gates if g.id == gate_id), None)
-    held = result is not None and isinstance(result.measured, dict) and key in result.measured
+    held = key in measured_of(settler.inputs.record, gate_id)
     if value is not None and held and settler.wanted(gate_id):
         settler.derived.put(("gates", gate_id, "measured", key), value, optional=True)
 
@@ -241,21 +251,16 @@ def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler
     restate(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
     updated = trained_tensors(model, adapters)
     restate(settler, "GATE-TRAIN-008", "updated_parameters", updated)
-    judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-TRAIN-008"), None)
-    measured = judged.measured if judged is not None and isinstance(judged.measured, dict) else {}
+    measured = measured_of(settler.inputs.record, "GATE-TRAIN-008")
     stepped, moved = measured.get("stepped_parameters"), measured.get("moved_parameters")
     for key, count, bound, of in (
         ("stepped_parameters", stepped, updated, "tensors the optimizer steps"),
         ("moved_parameters", moved, stepped, "stepped_parameters"),
     ):
-        if settler.wanted("GATE-TRAIN-008") and _counts(count, bound) and count > bound:
+        if settler.wanted("GATE-TRAIN-008") and whole(count, bound) and count > bound:
             settler.derived.problems.append(
                 f"gates[GATE-TRAIN-008].measured.{key} is {count}, more than the {bound} {of}"
             )
-
-
-def _counts(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def _architecture(model: dict[str, Any], settler: Settler) -> None:
@@ -265,8 +270,7 @@ def _architecture(model: dict[str, Any], settler: Settler) -> None:
     elements; a parameter the model does not have is a problem."""
     restate(settler, "GATE-MODEL-003", "checked", dense(model))
     restate(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
-    judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-MODEL-003"), None)
-    init = judged.measured.get("init") if judged is not None and isinstance(judged.measured, dict) else None
+    init = measured_of(settler.inputs.record, "GATE-MODEL-003").get("init")
     if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
         return
     shapes = parameter_shapes(model)
@@ -309,7 +313,7 @@ def _draws(config: dict[str, Any], settler: Settler) -> None:
     prompts, tokens = monitor.get("prompts"), monitor.get("tokens")
     if changed_by_resumes(settler.inputs.record) & {"monitor.prompts", "monitor.tokens"}:
         return  # the record's last sampling round may be an earlier invocation's
-    if isinstance(prompts, list) and _counts(tokens, ctx):
+    if isinstance(prompts, list) and whole(tokens, ctx):
         restate(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
 
 

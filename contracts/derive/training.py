@@ -37,9 +37,11 @@ from contracts.derive.reports import version_key
 from contracts.derive.restated import (
     SHARES_LOGGED,
     changed_by_resumes,
+    measured_of,
     restate,
     restated_settings,
     touched_matrices,
+    whole,
 )
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
@@ -388,7 +390,7 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     step skipped (fp16: a skipped step is not judged)."""
     last = log.steps[-1] if log.steps else {}
     step, every = last.get("step"), config.get("eval", {}).get("every")
-    if not (_count(step) and _count(every) and every > 0) or "loss_scale" in last:
+    if not (whole(step, every) and every > 0) or "loss_scale" in last:
         return
     if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
         restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
@@ -705,12 +707,12 @@ def _checkpoint_cadence(inputs: Inputs, log: Log, config: dict[str, Any], derive
     with a checkpoint of the last step; stack/train/loop.py). A checkpoint a signal asked for comes
     at any step, so events beyond those are not refused. Not where a resume changed ckpt.every."""
     every = config.get("ckpt", {}).get("every")
-    if inputs.record.run.status not in ENDED or not _count(every) or every < 1 or not log.steps:
+    if inputs.record.run.status not in ENDED or not whole(every) or every < 1 or not log.steps:
         return
     if "ckpt.every" in changed_by_resumes(inputs.record):
         return
     ran = {line.get("step") for line in log.steps}
-    due = {s for s in ran if _count(s) and s % every == 0} | {log.last_step}
+    due = {s for s in ran if whole(s) and s % every == 0} | {log.last_step}
     written = {e.get("step") for e in log.events if e.get("event") == "checkpoint"}
     if missing := sorted(due - written):
         derived.problems.append(
@@ -727,7 +729,7 @@ def _phase_switches(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[st
     if not isinstance(phases, list) or "data.phases" in changed_by_resumes(inputs.record):
         return []
     after_steps = [0, *(int(p.get("after_step", 0)) for p in phases if isinstance(p, dict))]
-    steps = [line["step"] for line in log.steps if _count(line.get("step")) and line["step"] >= 1]
+    steps = [line["step"] for line in log.steps if whole(line.get("step")) and line["step"] >= 1]
     due = [
         (phase_at(after_steps, s), s)
         for s in steps
@@ -778,7 +780,7 @@ def _objective_terms(log: Log, config: dict[str, Any], world: Any) -> list[str]:
     differences is the difference of their means)."""
     train, distill = config.get("train", {}), config.get("distill") or {}
     alpha, temperature, accum = distill.get("alpha"), distill.get("temperature"), train.get("grad_accum", 1)
-    roundings = kd_roundings(accum if _count(accum) else 1, world if _count(world) else 1)
+    roundings = kd_roundings(accum if whole(accum) else 1, world if whole(world) else 1)
     problems = []
     for line in log.steps:
         kl, nll, loss = line.get("kl"), line.get("nll"), line.get("loss")
@@ -901,11 +903,11 @@ def _window_targets(inputs: Inputs, config: dict[str, Any]) -> int | float | Non
     per_step = step_tokens(inputs, config)
     train, world = config.get("train", {}), inputs.record.determinism.flags.get("world_size", 1)
     shape = (train.get("batch_size"), train.get("grad_accum", 1), world)
-    if window is not None or per_step is None or not all(_count(v) and v > 0 for v in shape):
+    if window is not None or per_step is None or not all(whole(v) and v > 0 for v in shape):
         return window
     windows = math.prod(shape)  # type: ignore[arg-type]
-    whole, rest = divmod(per_step, windows)
-    return whole if rest == 0 else per_step / windows
+    quotient, rest = divmod(per_step, windows)
+    return quotient if rest == 0 else per_step / windows
 
 
 def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, settler: Settler) -> None:
@@ -944,7 +946,7 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     unique = inputs.record.metrics.get("unique_train_tokens")
     if config.get("train", {}).get("grad_accum", 1) != 1:
         return
-    if plain_mixture(config) and _count(unique) and per_step >= 1:
+    if plain_mixture(config) and whole(unique) and per_step >= 1:
         bound = unique // per_step
         if spe > bound or spe < 1:
             derived.problems.append(
@@ -960,10 +962,10 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
 def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
     """What steps per epoch `spe`, in force from step `start` on, decide of the log: the reader
     serves step s of a run as the (s − 1)-th batch of its stream, so s is in epoch ⌊(s − 1) / spe⌋,
-    a `wrap` event opens each new epoch at its first step, and the last step served is GATE-DATA-
-    001's epoch and step in it. Before `start` a policy's shares may have made epochs of other
-    lengths: the rule holds only where none ended there (no wrap before `start`, and `start` not
-    past the stated epoch's end)."""
+    a `wrap` event opens each new epoch at its first step, and the last step is the batch whose
+    epoch and place in it GATE-DATA-001 states. Before `start` a policy's shares may have made
+    epochs of other lengths: the rule holds only where none ended there (no wrap before `start`,
+    and `start` not past the stated epoch's end)."""
     derived = settler.derived
     wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
     if start - 1 > spe or any(isinstance(step, int) and step < start for step, _ in wraps):
@@ -992,13 +994,8 @@ def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
 
 def _measured_count(inputs: Inputs, gate_id: str, key: str) -> int | None:
     """A count a gate measured, as the record states it, or None when it has none."""
-    result = next((g for g in inputs.record.gates if g.id == gate_id), None)
-    value = result.measured.get(key) if result and isinstance(result.measured, dict) else None
-    return value if _count(value) else None
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    value = measured_of(inputs.record, gate_id).get(key)
+    return value if whole(value) else None
 
 
 def _plan_windows(inputs: Inputs, settler: Settler) -> None:
