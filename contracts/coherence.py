@@ -72,3 +72,11 @@ def sample_score(scores: list[float]) -> float:
     if not scores:
         raise ValueError("a sampling round needs at least one prompt's score")
     return math.fsum(scores) / len(scores)
+
+
+def sample_length(tokens: int, ctx: int) -> int:
+    """The tokens the monitor samples after each prompt: `monitor.tokens`, or ctx − 1 where the
+    context has no room beside them for the prompt's last token (the prompt keeps its last
+    ctx − length tokens). One home for the rule: the loop samples by it, and the integrity check
+    derives GATE-TRAIN-005's `draws` from it (prompts × this)."""
+    return min(tokens, ctx - 1)

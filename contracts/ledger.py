@@ -41,6 +41,12 @@ def verdict_of(spec: Spec, gate_id: str, holds: bool, waived: bool) -> Verdict:
     return Verdict.WARN if spec.gate(gate_id).severity is Severity.WARNING else Verdict.FAIL
 
 
+def judged_message(problems: list[str]) -> str | None:
+    """A gate result's message: its judge's problems, joined (None when it holds). The one rule,
+    for the ledger at run time and the integrity check re-judging a record."""
+    return "; ".join(problems) if problems else None
+
+
 def judged_result(
     spec: Spec, gate_id: str, measured: Any, waived: bool, step: int | None = None
 ) -> GateResult:
@@ -56,7 +62,7 @@ def judged_result(
         measured=measured,
         threshold=gate.threshold_values,
         step=step,
-        message="; ".join(problems) if problems else None,
+        message=judged_message(problems),
     )
 
 

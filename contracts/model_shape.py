@@ -1,11 +1,15 @@
-"""What a model's configuration decides about its size: the parameter count, and what LoRA adds.
+"""What a model's configuration decides about its size: its tensors, the parameter count, what LoRA adds.
 
-One home for the count: `stack.model.gpt.param_count_formula` (what presets and the docs quote,
-and what every model's `num_params()` is tested against) is this function, and a training
-record's `metrics.parameters` is derived from its config.toml by it
-(contracts/derive/training.py). The configuration is read as the `[model]` table of a config
-file: a key left out holds the default `stack.model.config.ModelConfig` gives it (an architecture
-option is left out of a saved configuration while it is off).
+One home for the shapes: `parameter_shapes` names every parameter of the model a `[model]` table
+describes with its shape, and the count is their sum; `stack.model.gpt.param_count_formula`
+(what presets and the docs quote, and what every model's `num_params()` is tested against) is
+`param_count`, and the tests hold every option's `named_parameters()` to `parameter_shapes`. A
+training record's `metrics.parameters`, the tensors its checks counted (GATE-CKPT-001's weights,
+GATE-TRAIN-008's stepped parameters), the sizes its checkpoint's files can have and the tensors
+of its fresh initialisation (GATE-MODEL-003) are derived from its config.toml by them
+(contracts/derive/). The configuration is read as the `[model]` table of a config file: a key
+left out holds the default `stack.model.config.ModelConfig` gives it (an architecture option is
+left out of a saved configuration while it is off).
 
 A LoRA run trains rank-r adapters beside the matrices its `lora.targets` name: each adds
 r·(in + out) parameters, A (r × in) and B (out × r). For the dense block matrices (the trace
@@ -16,6 +20,7 @@ matrices and the options' own matrices are the stack's to resolve, and are not d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,62 +46,133 @@ HF_NAMES = {
     "up_proj": "ffn_up",
     "down_proj": "ffn_out",
 }
-# A checkpoint's model.safetensors holds every parameter as float32 after a header of 8 bytes (its
-# length) and JSON naming each tensor's dtype, shape and offsets (and, in `__metadata__`, the tied
-# tensors). The header is bounded, not derived: HEADER_FIXED_BYTES for the JSON's frame, its
-# metadata and its padding, plus HEADER_BYTES_PER_TENSOR for each tensor's entry (a name, a dtype, a
-# shape, two offsets: about 90 bytes in the checkpoints of the ledger, whose headers are 1 to 6 KB).
-# So a parameter count the file's size cannot hold, or one well below what it holds, is a
-# contradiction, while any real header fits.
+# A checkpoint's files are safetensors: after a header of 8 bytes (its length) and JSON naming each
+# tensor's dtype, shape and offsets (and, in `__metadata__`, the tied tensors), the tensors' data.
+# The header is bounded, not derived: HEADER_FIXED_BYTES for the JSON's frame, its metadata and its
+# padding, plus HEADER_BYTES_PER_TENSOR for each tensor's entry (a name, a dtype, a shape, two
+# offsets: about 90 bytes in the checkpoints of the ledger, whose headers are 1 to 6 KB). So a
+# file too small for the data its tensors hold, or well larger, is a contradiction, while any real
+# header fits.
 FLOAT32_BYTES = 4
 HEADER_FIXED_BYTES = 1024
 HEADER_BYTES_PER_TENSOR = 256
+# A LoRA adapter's tensors in a model file: A and B, which train, and the sha256 of the base it was
+# attached to, 32 bytes (stack.model.lora); a depth-routed block's threshold is a float32 scalar.
+ADAPTER_TRAINED = 2
+ADAPTER_TENSORS = 3
+SHA256_BYTES = 32
+# AdamW's state of one trained tensor, as a checkpoint's optimizer.safetensors holds it: its two
+# moments (exp_avg, exp_avg_sq), float32 of the tensor's shape, and its step, a float32 scalar.
+MOMENTS = 2
+OPTIMIZER_TENSORS = 3
+# The architecture options that add modules of their own (experts, differential attention, depth
+# routing), by the name GATE-MODEL-003 lists each under, with the [model] key that turns it on:
+# stack/model/reference.py does not write their blocks out, and no LoRA target list here names
+# their matrices.
+OPTIONS = {"moe": "moe_experts", "diff_attn": "diff_attn", "mod": "mod_every"}
+# GATE-LORA-001 compares an adapted model's logits with its base's on a probe of this many ids (the
+# context, where it is shorter), every logit of each (stack.model.lora_checks).
+LORA_PROBE_TOKENS = 32
 
 
 def _get(model: Mapping[str, Any], key: str) -> Any:
     return model.get(key, DEFAULTS.get(key))
 
 
+def routed_blocks(model: Mapping[str, Any]) -> list[int]:
+    """The mixture-of-depths blocks: every mod_every-th (1, 3, 5, … for mod_every 2)."""
+    every = int(_get(model, "mod_every"))
+    return [i for i in range(int(model["n_layers"])) if every > 0 and i % every == every - 1]
+
+
+def parameter_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every parameter of the model a `[model]` table describes, by its state-dict name, with its
+    shape, in the order the model registers them (a tied head once, as `embed.weight`)."""
+    d, n_heads, n_kv = int(model["d_model"]), int(model["n_heads"]), int(model["n_kv_heads"])
+    head_dim, hidden, vocab = d // n_heads, int(model["ffn_hidden"]), int(model["vocab"])
+    kv_width = n_kv * head_dim
+    bias, diff = bool(_get(model, "qkv_bias")), bool(_get(model, "diff_attn"))
+    experts = int(_get(model, "moe_experts"))
+    routed = set(routed_blocks(model))
+    projections = [("q", d), ("k", kv_width), ("v", kv_width), ("o", d)]
+    if diff:  # the second branch's q2 and k2, shaped as q and k
+        projections += [("q2", d), ("k2", kv_width)]
+    feed_forwards = ["ffn."]
+    if experts:  # E routed experts and the shared one, beside the router
+        feed_forwards = [f"moe.expert{e}." for e in range(experts)]
+        feed_forwards += ["moe.shared."] if _get(model, "moe_shared_expert") else []
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (vocab, d)}
+    for i in range(int(model["n_layers"])):
+        block = f"layers.{i}."
+        shapes[f"{block}attn_norm.weight"] = (d,)
+        if diff:  # the attention's own λ vectors come before its projections
+            shapes |= {f"{block}attn.lambda_{name}": (head_dim,) for name in ("q1", "k1", "q2", "k2")}
+        for name, width in projections:
+            shapes[f"{block}attn.{name}.weight"] = (width, d)
+            if bias and name != "o":  # o never carries one
+                shapes[f"{block}attn.{name}.bias"] = (width,)
+        if diff:
+            shapes[f"{block}attn.head_norm.weight"] = (head_dim,)
+        shapes[f"{block}ffn_norm.weight"] = (d,)
+        if experts:
+            shapes[f"{block}moe.router.weight"] = (experts, d)
+        for ffn in feed_forwards:
+            shapes |= {f"{block}{ffn}{n}.weight": (hidden, d) for n in ("gate", "up")}
+            shapes[f"{block}{ffn}down.weight"] = (d, hidden)
+        if i in routed:
+            shapes[f"{block}router.weight"] = (1, d)
+    shapes["final_norm.weight"] = (d,)
+    if not _get(model, "tie_embeddings"):
+        shapes["lm_head.weight"] = (vocab, d)
+    return shapes
+
+
 def param_count(model: Mapping[str, Any]) -> int:
     """The number of parameters of the model a `[model]` table describes (a tied lm_head counts once)."""
-    d, n_heads, n_kv = int(model["d_model"]), int(model["n_heads"]), int(model["n_kv_heads"])
-    head_dim = d // n_heads
-    kv_width = n_kv * head_dim
-    qkv_bias, experts = bool(_get(model, "qkv_bias")), int(_get(model, "moe_experts"))
-    attn = d * d + 2 * d * kv_width + d * d  # q, k, v, o
-    if qkv_bias:
-        attn += d + 2 * kv_width  # one bias per output of q, k and v
-    ffn = 3 * d * int(model["ffn_hidden"])  # gate, up, down
-    if experts:  # E routed experts, the router, and the shared expert when there is one
-        ffn = ffn * (experts + int(bool(_get(model, "moe_shared_expert")))) + d * experts
-    if _get(model, "diff_attn"):  # q2 and k2 as q and k, the four λ vectors and head_norm
-        attn += d * d + d * kv_width + (d + kv_width if qkv_bias else 0) + 5 * head_dim
-    block = attn + ffn + 2 * d  # plus attn_norm and ffn_norm
-    vocab, layers = int(model["vocab"]), int(model["n_layers"])
-    head = 0 if _get(model, "tie_embeddings") else vocab * d
-    mod_every = int(_get(model, "mod_every"))
-    depth_routers = sum(d for i in range(layers) if mod_every > 0 and i % mod_every == mod_every - 1)
-    return vocab * d + layers * block + depth_routers + d + head
+    return sum(math.prod(shape) for shape in parameter_shapes(model).values())
 
 
-def tensor_bound(model: Mapping[str, Any]) -> int:
-    """At least as many tensors as the model has (every option's counted as if on)."""
-    experts = int(_get(model, "moe_experts"))
-    # norms, attention and its biases, differential attention's own, a depth router, the experts
-    # (and their router), and two LoRA tensors for each of the seven block matrices
-    per_block = 2 + 4 + 3 + 9 + 1 + 3 * (experts + 1) + 1 + 14
-    return 4 + int(model["n_layers"]) * per_block
+def model_file_tensors(model: Mapping[str, Any], adapters: int = 0) -> int:
+    """Tensors of a checkpoint's model.safetensors: every parameter (a tied head once), each
+    depth-routed block's threshold, and each of `adapters` LoRA adapters' A, B and base hash."""
+    return len(parameter_shapes(model)) + len(routed_blocks(model)) + ADAPTER_TENSORS * adapters
 
 
-def checkpoint_bytes_hold(model_bytes: int, parameters: int, model: Mapping[str, Any]) -> bool:
-    """Whether a float32 model.safetensors of `model_bytes` bytes can hold exactly `parameters`."""
-    header = model_bytes - 8 - FLOAT32_BYTES * parameters
-    return 0 <= header <= HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR * tensor_bound(model)
+def trained_tensors(model: Mapping[str, Any], adapters: int | None = None) -> int:
+    """Tensors a run's optimizer steps: every parameter of the model, or a LoRA run's adapters'
+    A and B (`adapters` of them; its base is frozen)."""
+    return len(parameter_shapes(model)) if adapters is None else ADAPTER_TRAINED * adapters
+
+
+def safetensors_sizes(data_bytes: int, tensors: int) -> range:
+    """The sizes a safetensors file of `tensors` tensors of `data_bytes` in all can have: its 8-byte
+    length, a header of at most HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR per tensor, the data."""
+    least = 8 + data_bytes
+    return range(least, least + HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR * tensors + 1)
+
+
+def model_file_sizes(parameters: int, model: Mapping[str, Any], adapters: int = 0) -> range:
+    """The sizes a float32 model.safetensors holding exactly `parameters` (adapters included) can
+    have, beside its buffers: the depth routers' thresholds and the adapters' base hashes."""
+    data = FLOAT32_BYTES * (parameters + len(routed_blocks(model))) + SHA256_BYTES * adapters
+    return safetensors_sizes(data, model_file_tensors(model, adapters))
+
+
+def optimizer_file_sizes(trained_parameters: int, tensors: int) -> range:
+    """The sizes an optimizer.safetensors holding AdamW's state of `tensors` trained tensors of
+    `trained_parameters` in all can have: two float32 moments of each, and its float32 step."""
+    data = FLOAT32_BYTES * (MOMENTS * trained_parameters + tensors)
+    return safetensors_sizes(data, OPTIMIZER_TENSORS * tensors)
+
+
+def options_on(model: Mapping[str, Any]) -> list[str]:
+    """The architecture options of OPTIONS the model has, in that order."""
+    return [name for name, key in OPTIONS.items() if _get(model, key)]
 
 
 def dense(model: Mapping[str, Any]) -> bool:
-    """Whether the model has no architecture option that adds matrices of its own."""
-    return not (_get(model, "moe_experts") or _get(model, "diff_attn") or _get(model, "mod_every"))
+    """Whether the model has no architecture option that adds modules of its own."""
+    return not options_on(model)
 
 
 def block_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
@@ -145,16 +221,53 @@ def lora_parameters(model: Mapping[str, Any], touched: list[str], r: int) -> int
     return total
 
 
+def lora_probe_tokens(model: Mapping[str, Any]) -> int:
+    """The ids of GATE-LORA-001's probe: LORA_PROBE_TOKENS, or the context where it is shorter."""
+    return min(int(model["ctx"]), LORA_PROBE_TOKENS)
+
+
+def lora_probe_elements(model: Mapping[str, Any]) -> int:
+    """The logits GATE-LORA-001 compares element for element: every id of the vocabulary at each of
+    the probe's positions."""
+    return lora_probe_tokens(model) * int(model["vocab"])
+
+
+def not_matched(option: str, patterns: list[str]) -> str:
+    """Why a selection of matrices (stack.model.targets) passed over one that no pattern names."""
+    return f"not matched by {option} {','.join(patterns)!r}"
+
+
+def tied_to(label: str) -> str:
+    """Why a selection lists a matrix apart from the one it chose or passed over: it is that tensor."""
+    return f"tied: the same tensor as {label}"
+
+
+def lora_skipped(model: Mapping[str, Any], targets: Any) -> list[dict[str, str]] | None:
+    """Every matrix a LoRA run on `lora.targets` leaves without an adapter, with the reason, in the
+    order stack.model.targets' selection lists them (module order, a tied head right after the
+    embedding it is), where `lora_touched` decides the targets; None otherwise."""
+    touched = lora_touched(model, targets)
+    if touched is None:
+        return None
+    unmatched = not_matched("lora.targets", [part.strip() for part in str(targets).split(",")])
+    tied = bool(_get(model, "tie_embeddings"))
+    head = {"matrix": "logits", "reason": tied_to("embed") if tied else unmatched}
+    blocks = [f"layers.{i}.{kind}" for i in range(int(model["n_layers"])) for kind in BLOCK_MATRICES]
+    return [
+        {"matrix": "embed", "reason": unmatched},
+        *([head] if tied else []),
+        *({"matrix": name, "reason": unmatched} for name in blocks if name not in touched),
+        *([] if tied else [head]),
+    ]
+
+
 def matrix_share(model: Mapping[str, Any], touched: list[str]) -> float | None:
     """The share of a dense model's matrix parameters the `touched` block matrices hold (the
     vectors, norms and biases, are no matrices); None for a model with options."""
     if not dense(model):
         return None
     shapes = block_shapes(model)
-    d, layers = int(model["d_model"]), int(model["n_layers"])
-    kv_width = shapes["k"][1]
-    vectors = (2 * layers + 1) * d + (layers * (d + 2 * kv_width) if _get(model, "qkv_bias") else 0)
-    total = param_count(model) - vectors
+    total = sum(math.prod(shape) for shape in parameter_shapes(model).values() if len(shape) == 2)
     sizes = []
     for name in touched:
         parts = name.split(".")

@@ -19,7 +19,7 @@ from check_integrity import run_checks
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord
 from contracts.judges import CHECKS, check_readers, judge
-from contracts.ledger import verdict_of
+from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
@@ -162,6 +162,6 @@ def rederive(data: dict[str, Any], run_dir: Path, rounds: int = 2) -> dict[str, 
             continue
         problems = judge(result["id"], result["measured"], spec.gates[result["id"]].threshold_values)
         result["verdict"] = verdict_of(spec, result["id"], not problems, result["id"] in waived).value
-        result["message"] = "; ".join(problems) if problems else None
+        result["message"] = judged_message(problems)
     _rehash(run_dir, data)
     return data

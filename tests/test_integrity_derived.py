@@ -1113,7 +1113,7 @@ def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> 
         rederive(data, run_dir)
 
     run = planted(tmp_path, "tiny-20261124", shrink)
-    assert_caught(run, "model.safetensors is 437512 bytes, which cannot hold")
+    assert_caught(run, "model.safetensors is 437512 bytes, but 47488 float32 parameters and a safetensors")
 
 
 @pytest.mark.gate("GATE-INTEG-001")

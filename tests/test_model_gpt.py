@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from contracts.judges import judge
-from contracts.model_shape import DEFAULTS, param_count
+from contracts.model_shape import DEFAULTS, param_count, parameter_shapes
 from stack.model import GPT, ModelConfig, param_count_formula
 
 CONFIG = ModelConfig(vocab=97, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128, ctx=32)
@@ -49,6 +49,25 @@ def test_the_shared_formula_reads_the_model_configs_own_defaults() -> None:
     for key, default in DEFAULTS.items():
         assert ModelConfig.model_fields[key].default == default, key
     assert param_count(CONFIG.model_dump()) == param_count_formula(CONFIG) == GPT(CONFIG).num_params()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"qkv_bias": True, "tie_embeddings": False},
+        {"moe_experts": 3, "moe_shared_expert": True},
+        {"diff_attn": True, "qkv_bias": True, "mod_every": 2},
+    ],
+    ids=["dense", "biased-untied", "experts-shared", "differential-depth-routed"],
+)
+def test_every_parameter_is_the_one_the_shared_shapes_name(options: dict[str, object]) -> None:
+    """contracts.model_shape.parameter_shapes, from the saved [model] table alone, names each of the
+    model's parameters, in the order it registers them, with its shape: the tensors the integrity
+    check counts in a record, and those whose initialisation GATE-MODEL-003's record must name."""
+    config = ModelConfig(**{**CONFIG.model_dump(), **options})
+    shapes = parameter_shapes(config.model_dump())
+    assert [(name, tuple(p.shape)) for name, p in GPT(config).named_parameters()] == list(shapes.items())
 
 
 def test_param_count_formula_by_hand() -> None:

@@ -26,7 +26,7 @@ from contracts.derive.reports import version_key
 from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
 from contracts.judges import CHECKS, bare, judge
-from contracts.ledger import verdict_of
+from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_reason
 from contracts.spec import RunKind, Spec, checks_required, gates_required
 
@@ -95,10 +95,11 @@ def check_gate_results(
     thresholds, and a verdict its judge agrees with.
 
     The verdict is recomputed as `contracts.ledger.judged_result` computes it at run time: the
-    gate's judge over the measured values, mapped by `verdict_of`. A revision older than the one
-    its spec version had is a verdict re-stamped to be reported stale instead of judged, unless a
-    clean record's own commit still had it (a revision bumped later under the same version;
-    `history` reads spec/revisions.yaml at the commit).
+    gate's judge over the measured values, mapped by `verdict_of`; and so is the message, the
+    judge's problems joined (`judged_message`), which a reader takes for the verdict's reason. A
+    revision older than the one its spec version had is a verdict re-stamped to be reported stale
+    instead of judged, unless a clean record's own commit still had it (a revision bumped later
+    under the same version; `history` reads spec/revisions.yaml at the commit).
     """
     current = current_revisions(spec)
     waived = {w.gate for w in record.waivers}
@@ -162,6 +163,11 @@ def check_gate_results(
             findings.violations.append(
                 f"{result.id}: recorded {result.verdict.value}, but its measured values re-judge "
                 f"to {recomputed.value}"
+            )
+        if (message := judged_message(problems)) != result.message:
+            findings.violations.append(
+                f"{result.id}: its message is {result.message!r}, but its judge says {message!r} of its "
+                "measured values"
             )
 
 

@@ -22,18 +22,46 @@ So each is derived again from the config the record cites, by the rule the stack
   log's `shares` events), booked window by window as the policy books them;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
-* GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`.
+* GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`;
+* `env.device` is `train.device` where the config names one (not "auto": then the stack chose);
+* what the model's shape decides (contracts.model_shape, the stack's own rules): GATE-CKPT-001's
+  `weights_compared` are the tensors of a checkpoint's model file, GATE-TRAIN-008's
+  `updated_parameters` the tensors the optimizer steps (every parameter, or each adapter's A and B)
+  and its `stepped_parameters` (those whose gradient was not all zeros) and `moved_parameters`
+  (those of them the step changed) no more than those; GATE-LORA-001's `elements` are the probe's
+  logits; GATE-MODEL-003's `checked` and `skipped_options` are whether the model has none of the
+  options the reference does not write out, and which; its `init` names every parameter of the
+  model with the std or value GPT names for it (contracts.model_init) and a drawn tensor's
+  elements; and a LoRA run's `lora_matrices.skipped` lists every matrix without an adapter, with
+  the selection's reason;
+* GATE-TRAIN-005's `draws` are the monitor's prompts times the tokens it samples after each
+  (contracts.coherence.sample_length).
 
-A value is compared only where the record holds it (an older record may not measure it).
+A value is compared only where the record holds it (an older record may not measure it), and a
+setting a resume changed is not derived where the record's config holds the last invocation's only.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
+from contracts.coherence import sample_length
 from contracts.curriculum import phase_at, source_bounds
 from contracts.derive.reports import version_key
-from contracts.model_shape import DEFAULTS, lora_touched
+from contracts.evidence import EvidenceRecord
+from contracts.model_init import named_initialisation
+from contracts.model_shape import (
+    DEFAULTS,
+    dense,
+    lora_probe_elements,
+    lora_skipped,
+    lora_touched,
+    model_file_tensors,
+    options_on,
+    parameter_shapes,
+    trained_tensors,
+)
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
@@ -43,9 +71,23 @@ if TYPE_CHECKING:
 SHARES_LOGGED = "1.14.0"
 
 
-def _put(settler: Settler, gate_id: str, key: str, value: Any) -> None:
-    """`value` as `gate_id`'s measured `key`, compared where the record holds that key."""
-    if value is not None and settler.wanted(gate_id):
+def measured_of(record: EvidenceRecord, gate_id: str) -> dict[str, Any]:
+    """A gate's measured values as the record states them ({} where it has none)."""
+    result = next((g for g in record.gates if g.id == gate_id), None)
+    return result.measured if result is not None and isinstance(result.measured, dict) else {}
+
+
+def whole(*values: Any) -> bool:
+    """Whether every value is an integer (a count, a step), not a boolean."""
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def restate(settler: Settler, gate_id: str, key: str, value: Any) -> None:
+    """`value` as `gate_id`'s measured `key`, compared where the record holds that key (and derived
+    only there: a check the record does not show is given no values, which would leave it part
+    measured)."""
+    held = key in measured_of(settler.inputs.record, gate_id)
+    if value is not None and held and settler.wanted(gate_id):
         settler.derived.put(("gates", gate_id, "measured", key), value, optional=True)
 
 
@@ -64,12 +106,12 @@ def _bounds(phase: dict[str, Any], name: str, excluded: bool) -> tuple[float, fl
 def _decay(config: dict[str, Any], settler: Settler) -> None:
     lora = config.get("lora")
     if not isinstance(lora, dict):
-        _put(settler, "GATE-TRAIN-002", "matrix_weight_decay", config.get("train", {}).get("weight_decay"))
+        restate(settler, "GATE-TRAIN-002", "matrix_weight_decay", config.get("train", {}).get("weight_decay"))
         return
-    _put(settler, "GATE-TRAIN-002", "lora_weight_decay", lora.get("weight_decay"))
+    restate(settler, "GATE-TRAIN-002", "lora_weight_decay", lora.get("weight_decay"))
     touched = lora_touched(config.get("model", {}), lora.get("targets"))
     if touched is not None:  # an A and a B beside each matrix touched
-        _put(settler, "GATE-TRAIN-002", "adapter_matrices", 2 * len(touched))
+        restate(settler, "GATE-TRAIN-002", "adapter_matrices", 2 * len(touched))
 
 
 def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
@@ -80,9 +122,9 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
     judged = {g.id: g for g in settler.inputs.record.gates}
     switch = judged.get("GATE-DATA-009")
     if switch is not None and isinstance(switch.step, int) and switch.step > 0:
-        _put(settler, "GATE-DATA-009", "step", switch.step)
-        _put(settler, "GATE-DATA-009", "after_steps", after_steps)
-        _put(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
+        restate(settler, "GATE-DATA-009", "step", switch.step)
+        restate(settler, "GATE-DATA-009", "after_steps", after_steps)
+        restate(settler, "GATE-DATA-009", "phase", phase_at(after_steps, switch.step))
     window = judged.get("GATE-DATA-008")
     evals = [int(e["step"]) for e in log.evals if isinstance(e.get("step"), int)]
     if window is None or window.step not in evals or settler.inputs.record.metrics.get("resumes"):
@@ -93,7 +135,7 @@ def _curriculum(config: dict[str, Any], log: Log, settler: Settler) -> None:
         expected = window.measured.get("expected_share") if isinstance(window.measured, dict) else None
     concentration = judged.get("GATE-DATA-011")
     if concentration is not None and concentration.step == window.step and isinstance(expected, dict):
-        _put(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
+        restate(settler, "GATE-DATA-011", "shares", expected)  # the one policy share both judged
     served = _served(config, log, settler, window.step, start)
     if served is None:
         served = window.measured.get("served") if isinstance(window.measured, dict) else None
@@ -168,11 +210,111 @@ def _served(
         return None
     windows = (step - start + 1) * per_step
     served = {str(name): round(float(share) * windows) for name, share in shares.items()}
-    _put(settler, "GATE-DATA-008", "windows", windows)
+    restate(settler, "GATE-DATA-008", "windows", windows)
     for name, count in served.items():
         if settler.wanted("GATE-DATA-008"):
             settler.derived.put(("gates", "GATE-DATA-008", "measured", "served", name), count, optional=True)
     return served
+
+
+def changed_by_resumes(record: EvidenceRecord) -> set[str]:
+    """The dotted config keys (`section.key`) a resume of the run changed: the record's config.toml
+    holds the last invocation's value of each, not what the earlier parts ran under."""
+    resumes = record.metrics.get("resumes") if isinstance(record.metrics, dict) else None
+    return {key for r in resumes or [] if isinstance(r, dict) for key in r.get("changed") or []}
+
+
+def touched_matrices(config: dict[str, Any], metrics: dict[str, Any]) -> list[str] | None:
+    """The matrices a LoRA run's adapters are on: the record's own list (`metrics.lora_matrices.
+    touched`, held to `lora.targets` where that decides it), else what `lora.targets` decides;
+    None for a run without LoRA, or targets only the stack resolves and no list."""
+    lora = config.get("lora")
+    if not isinstance(lora, dict):
+        return None
+    selection = metrics.get("lora_matrices")
+    if isinstance(selection, dict) and isinstance(selection.get("touched"), list):
+        return [str(name) for name in selection["touched"]]
+    return lora_touched(config.get("model", {}), lora.get("targets"))
+
+
+def _device(config: dict[str, Any], settler: Settler) -> None:
+    """`env.device` is the device the config names (set up once: a resume keeps the record's env)."""
+    device = config.get("train", {}).get("device")
+    if device in ("cpu", "cuda") and "train.device" not in changed_by_resumes(settler.inputs.record):
+        settler.derived.put(("env", "device"), device)
+
+
+def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler) -> None:
+    """GATE-CKPT-001's and GATE-TRAIN-008's counts of tensors, by the model's shape (and a LoRA run's
+    `adapters`): a problem where a probe says more parameters had a gradient, or moved, than the
+    optimizer steps."""
+    restate(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
+    updated = trained_tensors(model, adapters)
+    restate(settler, "GATE-TRAIN-008", "updated_parameters", updated)
+    measured = measured_of(settler.inputs.record, "GATE-TRAIN-008")
+    stepped, moved = measured.get("stepped_parameters"), measured.get("moved_parameters")
+    for key, count, bound, of in (
+        ("stepped_parameters", stepped, updated, "tensors the optimizer steps"),
+        ("moved_parameters", moved, stepped, "stepped_parameters"),
+    ):
+        if settler.wanted("GATE-TRAIN-008") and whole(count, bound) and count > bound:
+            settler.derived.problems.append(
+                f"gates[GATE-TRAIN-008].measured.{key} is {count}, more than the {bound} {of}"
+            )
+
+
+def _architecture(model: dict[str, Any], settler: Settler) -> None:
+    """GATE-MODEL-003: whether the reference wrote the model out (no option it does not, named in
+    `skipped_options`), and the initialisation named for each of the model's parameters (checked
+    on the model as built, before any adapter or checkpoint): std or value, and a drawn tensor's
+    elements; a parameter the model does not have is a problem."""
+    restate(settler, "GATE-MODEL-003", "checked", dense(model))
+    restate(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
+    init = measured_of(settler.inputs.record, "GATE-MODEL-003").get("init")
+    if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
+        return
+    shapes = parameter_shapes(model)
+    for name, shape in shapes.items():
+        named = named_initialisation(name, model)
+        stated = {"named_value": named.value} if named.std is None else {"named_std": named.std}
+        if named.std is not None:
+            stated["elements"] = math.prod(shape)
+        for key, value in stated.items():
+            settler.derived.put(("gates", "GATE-MODEL-003", "measured", "init", name, key), value)
+    if extra := sorted(set(init) - set(shapes)):
+        settler.derived.problems.append(
+            f"gates[GATE-MODEL-003].measured.init names {', '.join(extra[:3])}, which the model of its "
+            "config.toml does not have"
+        )
+
+
+def _shaped(config: dict[str, Any], settler: Settler) -> None:
+    """What the model's shape and a LoRA run's targets decide of the record (module docstring)."""
+    model, metrics = config.get("model", {}), settler.inputs.record.metrics
+    try:
+        parameter_shapes(model)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return  # an incomplete [model] table: its shape is not decided
+    lora, touched = config.get("lora"), touched_matrices(config, metrics)
+    if not isinstance(lora, dict) or touched is not None:  # else the stack resolved the adapters
+        _tensor_counts(model, None if touched is None else len(touched), settler)
+    _architecture(model, settler)
+    if not isinstance(lora, dict):
+        return
+    restate(settler, "GATE-LORA-001", "elements", lora_probe_elements(model))
+    skipped = lora_skipped(model, lora.get("targets"))
+    if skipped is not None and isinstance(metrics.get("lora_matrices"), dict):
+        settler.derived.put(("metrics", "lora_matrices", "skipped"), skipped)
+
+
+def _draws(config: dict[str, Any], settler: Settler) -> None:
+    """GATE-TRAIN-005's `draws`: each prompt's sample, every sampling round alike."""
+    monitor, ctx = config.get("monitor", {}), config.get("model", {}).get("ctx")
+    prompts, tokens = monitor.get("prompts"), monitor.get("tokens")
+    if changed_by_resumes(settler.inputs.record) & {"monitor.prompts", "monitor.tokens"}:
+        return  # the record's last sampling round may be an earlier invocation's
+    if isinstance(prompts, list) and whole(tokens, ctx):
+        restate(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
 
 
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
@@ -180,10 +322,13 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _decay(config, settler)
     monitor = config.get("monitor", {})
     for key in ("temperature", "top_k"):
-        _put(settler, "GATE-TRAIN-005", key, monitor.get(key))
+        restate(settler, "GATE-TRAIN-005", key, monitor.get(key))
+    _draws(config, settler)
+    _device(config, settler)
+    _shaped(config, settler)
     _curriculum(config, log, settler)
     model = config.get("model", {})
     if model.get("mod_every"):
         capacity = model.get("mod_capacity", DEFAULTS["mod_capacity"])
         for gate_id in ("GATE-ARCH-008", "GATE-ARCH-010", "GATE-ARCH-014"):
-            _put(settler, gate_id, "capacity", capacity)
+            restate(settler, gate_id, "capacity", capacity)

@@ -31,19 +31,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.coherence import coherence_score, sample_score
+from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.invocations import invocation_problems
 from contracts.derive.reports import version_key
-from contracts.derive.restated import restated_settings
+from contracts.derive.restated import (
+    SHARES_LOGGED,
+    changed_by_resumes,
+    measured_of,
+    restate,
+    restated_settings,
+    touched_matrices,
+    whole,
+)
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
 from contracts.model_shape import (
-    checkpoint_bytes_hold,
     lora_parameters,
     lora_touched,
     matrix_share,
+    model_file_sizes,
+    optimizer_file_sizes,
     param_count,
+    trained_tensors,
 )
 from contracts.schedule import SCHEDULE_KEYS, scheduled
 
@@ -225,11 +236,14 @@ class Settler:
         outcomes: Iterable[tuple[dict[str, Any], int | None]],
         exact: bool = True,
         optional: bool = False,
+        last: bool = False,
     ) -> None:
         """Derive `gate_id` from its outcomes: the settled verdict, step and each measured key.
 
         `exact` says the outcomes are every check the gate makes; otherwise the verdict derived is
-        a floor (a check the log does not hold may have fired too).
+        a floor (a check the log does not hold may have fired too). `last` says no check the log
+        does not hold runs after the last step its outcomes reach, so a gate that passed every
+        check was settled at that step (a record no worse than the floor passed them all).
         """
         if not self.wanted(gate_id):
             return
@@ -239,7 +253,7 @@ class Settler:
         self.derived.verdict(gate_id, result.verdict, exact)
         assert isinstance(result.measured, dict)
         self.derived.gate(gate_id, result.measured, optional)
-        if exact:
+        if exact or (last and result.verdict is Verdict.PASS):
             self.derived.put(("gates", gate_id, "step"), result.step, optional)
 
 
@@ -248,8 +262,8 @@ def _step_lines(
 ) -> list[tuple[dict[str, Any], int | None]]:
     """GATE-TRAIN-001 per step line: complete, and following the step before it; and, where the
     line counts the tokens its batches served (from 1.18.0), those against `per_step`, the tokens
-    of a step the config makes (None for a task whose windows the data decides: then the check is
-    not derived, and `tokens_seen` is still held to the lines' sum)."""
+    of every step (`step_tokens`; None where neither the config nor the record says: then the
+    check is not derived, and `tokens_seen` is still held to the lines' sum)."""
     outcomes, previous = [], None
     for line in log.steps:
         step = line.get("step")
@@ -367,6 +381,20 @@ def _schedule(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], int
             continue
         outcomes.append(({"applied_lr": line.get("lr"), "scheduled_lr": scheduled(step, settings)}, step))
     return outcomes
+
+
+def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-TRAIN-008's gradient check runs at the loop's probes (each invocation's first step, and
+    every step that evaluates: a multiple of eval.every, and train.steps), and the record keeps the
+    last probe's values. Where the log's last step is one, its `logged_grad_norm` is the norm that
+    step line logs (the loop hands the line's to the check), unless a loss scale may have had the
+    step skipped (fp16: a skipped step is not judged)."""
+    last = log.steps[-1] if log.steps else {}
+    step, every = last.get("step"), config.get("eval", {}).get("every")
+    if not (whole(step, every) and every > 0) or "loss_scale" in last:
+        return
+    if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
+        restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
 
 
 def _real(value: Any) -> bool:
@@ -512,6 +540,15 @@ def _aggregated(log: Log) -> list[tuple[dict[str, Any], int | None]]:
     return outcomes
 
 
+def _compared_losses(log: Log, settler: Settler) -> None:
+    """GATE-EVAL-002's `compared_losses`, where the record holds it (an objective whose held-out loss
+    is the forward's cross-entropy): each evaluation compares every batch's loss with its forward's,
+    as many as the batches its line logs losses of."""
+    counts = {len(e["heldout_losses"]) for e in log.evals if isinstance(e.get("heldout_losses"), list)}
+    if len(counts) == 1:
+        restate(settler, "GATE-EVAL-002", "compared_losses", counts.pop())
+
+
 def best_checkpoint(log: Log) -> str | None:
     """The checkpoint the loop keeps as the best: the latest one written right after an evaluation
     whose held-out loss was the lowest so far (the loop's rule in `Trainer.save`)."""
@@ -642,8 +679,7 @@ def _cadence(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivati
     stopped_early = any(e.get("early_stop") is True for e in log.evals)
     if inputs.record.run.status is not RunStatus.COMPLETED or stopped_early or not isinstance(steps, int):
         return
-    resumes = inputs.record.metrics.get("resumes") if isinstance(inputs.record.metrics, dict) else None
-    changed = {key for r in resumes or [] if isinstance(r, dict) for key in r.get("changed") or []}
+    changed = changed_by_resumes(inputs.record)
     cadences = {"eval": ("eval", "every", log.evals), "sample": ("monitor", "sample_every", log.samples)}
     ran = {line.get("step") for line in log.steps}
     for kind, (section, key, lines) in cadences.items():
@@ -664,6 +700,106 @@ def _cadence(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivati
                 f"{METRICS_LOG} has {kind} line(s) at step(s) {extra[:5]}, where {section}.{key}={every} "
                 f"and train.steps={steps} say none was written"
             )
+
+
+def _checkpoint_cadence(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> None:
+    """The checkpoint events a run that stopped by itself must hold: at every step it ran that is a
+    multiple of `ckpt.every`, and at its last (every way out of the loop but a gate or a crash ends
+    with a checkpoint of the last step; stack/train/loop.py). A checkpoint a signal asked for comes
+    at any step, so events beyond those are not refused. Not where a resume changed ckpt.every."""
+    every = config.get("ckpt", {}).get("every")
+    if inputs.record.run.status not in ENDED or not whole(every) or every < 1 or not log.steps:
+        return
+    if "ckpt.every" in changed_by_resumes(inputs.record):
+        return
+    ran = {line.get("step") for line in log.steps}
+    due = {s for s in ran if whole(s) and s % every == 0} | {log.last_step}
+    written = {e.get("step") for e in log.events if e.get("event") == "checkpoint"}
+    if missing := sorted(due - written):
+        derived.problems.append(
+            f"{METRICS_LOG} has no checkpoint event at step(s) {missing[:5]}, where ckpt.every={every} and "
+            f"its last step {log.last_step} say one was written"
+        )
+
+
+def _phase_switches(inputs: Inputs, log: Log, config: dict[str, Any]) -> list[str]:
+    """The `phase` events are the curriculum's switches: one at each step whose phase is not the
+    step before's (contracts.curriculum.phase_at: the step after a phase's `after_step`), naming
+    the phase it switched to, and at no other. Not where a resume changed the phases."""
+    phases = config.get("data", {}).get("phases")
+    if not isinstance(phases, list) or "data.phases" in changed_by_resumes(inputs.record):
+        return []
+    after_steps = [0, *(int(p.get("after_step", 0)) for p in phases if isinstance(p, dict))]
+    steps = [line["step"] for line in log.steps if whole(line.get("step")) and line["step"] >= 1]
+    due = [
+        (phase_at(after_steps, s), s)
+        for s in steps
+        if phase_at(after_steps, s) != (phase_at(after_steps, s - 1) if s > 1 else 0)
+    ]
+    logged = [(e.get("phase"), e.get("step")) for e in log.events if e.get("event") == "phase"]
+    if logged == due:
+        return []
+    return [
+        f"{METRICS_LOG}: its phase events are at (phase, step) {logged}, but data.phases after steps "
+        f"{after_steps[1:]} switch at {due}"
+    ]
+
+
+# float32's unit roundoff: a float32 sum or product of exact inputs is within this of the true one,
+# relative to the terms.
+FLOAT32_U = 2.0**-24
+# A DPO step line's margin is the float32 mean of its rows' reward differences, its rewards the
+# means of the rows' own: they agree to float32 roundings of the rows' rewards, whose magnitudes
+# the line does not keep; within MARGIN_RTOL of (1 + |chosen| + |rejected|), some hundred
+# roundings of rewards of order one, far below a margin moved on purpose.
+MARGIN_RTOL = 1e-5
+
+
+def kd_loss(kl: float, nll: float, alpha: float, temperature: float) -> tuple[float, float]:
+    """The distillation loss of a step's terms, α·T²·kl + (1 − α)·nll, and the sum of its two
+    terms' magnitudes (what its float32 roundings are relative to)."""
+    soft, hard = alpha * temperature**2 * kl, (1 - alpha) * nll
+    return soft + hard, abs(soft) + abs(hard)
+
+
+def kd_roundings(accum: int, world: int) -> int:
+    """How many float32 roundings a distillation step line's loss may lie from `kd_loss` of the
+    terms it logs: five per micro-batch (α·T² and 1 − α, the two products, their sum), then the
+    loss and each term averaged over the micro-batches and the ranks (one rounding each)."""
+    return 5 + 2 * (accum + world)
+
+
+def margin_slack(chosen: float, rejected: float) -> float:
+    """How far a DPO step line's margin may lie from chosen_reward − rejected_reward (MARGIN_RTOL)."""
+    return MARGIN_RTOL * (1 + abs(chosen) + abs(rejected))
+
+
+def _objective_terms(log: Log, config: dict[str, Any], world: Any) -> list[str]:
+    """Each step line's loss against the terms it logs, by the objective's formula: a distillation's
+    loss within `kd_roundings` float32 roundings of `kd_loss` ([distill] alpha and temperature), a
+    DPO step's margin within `margin_slack` of chosen − rejected reward (the mean of the rows'
+    differences is the difference of their means)."""
+    train, distill = config.get("train", {}), config.get("distill") or {}
+    alpha, temperature, accum = distill.get("alpha"), distill.get("temperature"), train.get("grad_accum", 1)
+    roundings = kd_roundings(accum if whole(accum) else 1, world if whole(world) else 1)
+    problems = []
+    for line in log.steps:
+        kl, nll, loss = line.get("kl"), line.get("nll"), line.get("loss")
+        if train.get("task") == "distill" and all(_real(v) for v in (alpha, temperature, kl, nll, loss)):
+            value, scale = kd_loss(kl, nll, alpha, temperature)
+            if not abs(loss - value) <= roundings * FLOAT32_U * scale:
+                problems.append(
+                    f"{METRICS_LOG}: step {line.get('step')} logs loss {loss}, but its kl {kl} and nll {nll} "
+                    f"make α·T²·kl + (1 − α)·nll = {value:.9g} (α {alpha}, T {temperature})"
+                )
+        margin, chosen, rejected = line.get("margin"), line.get("chosen_reward"), line.get("rejected_reward")
+        rewards = all(_real(v) for v in (margin, chosen, rejected))
+        if rewards and not abs(margin - (chosen - rejected)) <= margin_slack(chosen, rejected):
+            problems.append(
+                f"{METRICS_LOG}: step {line.get('step')} logs margin {margin}, but its rewards make "
+                f"chosen − rejected = {chosen - rejected:.9g}"
+            )
+    return problems
 
 
 def _train_losses(log: Log, every: Any, derived: Derivation) -> None:
@@ -717,6 +853,14 @@ def tokens_per_step(config: dict[str, Any], world: Any) -> int | None:
     return math.prod(shape)  # type: ignore[arg-type]
 
 
+def step_tokens(inputs: Inputs, config: dict[str, Any]) -> int | None:
+    """Tokens of every optimizer step of the run: batch·accum·window·world where the config decides
+    the window (`tokens_per_step`), else (sft, dpo) the run's own count, which its GATE-TRAIN-001
+    states and every step line's served tokens are held to (the loop counts one for the run)."""
+    per_step = tokens_per_step(config, inputs.record.determinism.flags.get("world_size", 1))
+    return per_step if per_step is not None else _measured_count(inputs, "GATE-TRAIN-001", "step_tokens")
+
+
 def plain_mixture(config: dict[str, Any]) -> bool:
     """Whether the run read its data as it lies: every source at weight 1, none excluded or capped,
     no floors, phases or policy (then an epoch is every window of the split)."""
@@ -729,30 +873,69 @@ def plain_mixture(config: dict[str, Any]) -> bool:
     )
 
 
+def policy_driven(config: dict[str, Any]) -> bool:
+    """Whether a mixture policy drives the reader (anything beyond weights and exclusions: the
+    stack's `DataSection.configured`): each share it hands the reader makes a new epoch plan."""
+    data = config.get("data", {})
+    return any(data.get(key) is not None for key in ("caps", "floors", "phases", "policy", "bandit"))
+
+
+def steady_from(inputs: Inputs, log: Log, config: dict[str, Any]) -> int | None:
+    """The first step from which the reader's epoch length is the one the record states (the last
+    GATE-DATA-001 measured): 1 for a mixture of fixed weights and exclusions, else the step of the
+    policy's last `shares` event (the log says each share the policy hands the reader, at the step
+    it is first served, from SHARES_LOGGED on); None when a resume changed the mixture (its config
+    holds the last one), or a policy's shares went unlogged."""
+    if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(inputs.record)):
+        return None
+    if not policy_driven(config):
+        return 1
+    if version_key(inputs.record.spec.version) < version_key(SHARES_LOGGED):
+        return None
+    shares = [e["step"] for e in log.events if e.get("event") == "shares" and isinstance(e.get("step"), int)]
+    return max(shares, default=1)
+
+
+def _window_targets(inputs: Inputs, config: dict[str, Any]) -> int | float | None:
+    """The targets of one of the reader's windows: `window_len` where the config decides it, else
+    (sft, dpo: the data's pack_len) a step's tokens (`step_tokens`) over the windows it reads,
+    batch × accum × world."""
+    window = window_len(config)
+    per_step = step_tokens(inputs, config)
+    train, world = config.get("train", {}), inputs.record.determinism.flags.get("world_size", 1)
+    shape = (train.get("batch_size"), train.get("grad_accum", 1), world)
+    if window is not None or per_step is None or not all(whole(v) and v > 0 for v in shape):
+        return window
+    windows = math.prod(shape)  # type: ignore[arg-type]
+    quotient, rest = divmod(per_step, windows)
+    return quotient if rest == 0 else per_step / windows
+
+
 def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, settler: Settler) -> None:
     """GATE-DATA-001's window and steps per epoch held to the config and the epoch plan, and the
     epochs the log shows held to them.
 
-    A window holds `window_len` targets where the config decides it, the measure of the coverage
-    check (a larger one would excuse more of a shard left unread). The reader takes
-    batch × world windows of its epoch plan a step, so its steps per epoch are the plan's windows
-    over that, under any mixture. Under a plain mixture an epoch is every window of the split
-    once. A window never crosses a shard's end, so a split of many shards holds fewer windows than
-    ⌊unique / tokens per window⌋: the unique tokens bound the steps per epoch from above
-    (⌊unique / tokens per step⌋) but do not decide it. What the record's steps per epoch does
-    decide is the log: step s is in epoch ⌊(s − 1) / steps per epoch⌋, and a `wrap` event opens
-    each new epoch at its first step. Without gradient accumulation only (its micro-batches are
-    the reader's steps).
+    A window holds `_window_targets` targets, the measure of the coverage check (a larger one would
+    excuse more of a shard left unread). The reader takes batch × world windows of its epoch plan
+    a step, so its steps per epoch are the plan's windows over that, under any mixture. Under a
+    plain mixture an epoch is every window of the split once. A window never crosses a shard's
+    end, so a split of many shards holds fewer windows than ⌊unique / tokens per window⌋: the
+    unique tokens bound the steps per epoch from above (⌊unique / tokens per step⌋) but do not
+    decide it. What the record's steps per epoch does decide is the log (`_epoch_steps`). Without
+    gradient accumulation only (its micro-batches are the reader's steps).
     """
     derived = settler.derived
     if settler.wanted("GATE-DATA-001"):
-        window = window_len(config)
+        window = _window_targets(inputs, config)
         if window is not None:
             derived.put(("gates", "GATE-DATA-001", "measured", "window_targets"), window, optional=True)
-    spe = _recorded_steps_per_epoch(inputs)
+    spe = _measured_count(inputs, "GATE-DATA-001", "steps_per_epoch")
     if spe is None:
         return
-    quota, batch = _recorded_quota_windows(inputs), config.get("train", {}).get("batch_size")
+    quota, batch = (
+        _measured_count(inputs, "GATE-DATA-001", "quota_windows"),
+        config.get("train", {}).get("batch_size"),
+    )
     world = inputs.record.determinism.flags.get("world_size", 1)
     windows = batch * world if isinstance(batch, int) and isinstance(world, int) else 0
     if quota is not None and windows > 0 and spe != quota // windows:
@@ -764,16 +947,29 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     unique = inputs.record.metrics.get("unique_train_tokens")
     if config.get("train", {}).get("grad_accum", 1) != 1:
         return
-    if not plain_mixture(config) or not isinstance(unique, int) or isinstance(unique, bool) or per_step < 1:
-        return
-    bound = unique // per_step
-    if spe > bound or spe < 1:
-        derived.problems.append(
-            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but {unique} unique tokens hold at "
-            f"most {bound} steps of {per_step} tokens (and at least 1)"
-        )
-        return
-    if config.get("data", {}).get("wrap") is False:
+    if plain_mixture(config) and whole(unique) and per_step >= 1:
+        bound = unique // per_step
+        if spe > bound or spe < 1:
+            derived.problems.append(
+                f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but {unique} unique tokens hold "
+                f"at most {bound} steps of {per_step} tokens (and at least 1)"
+            )
+            return
+    start = steady_from(inputs, log, config)
+    if start is not None and spe >= 1:
+        _epoch_steps(log, spe, start, settler)
+
+
+def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
+    """What steps per epoch `spe`, in force from step `start` on, decide of the log: the reader
+    serves step s of a run as the (s − 1)-th batch of its stream, so s is in epoch ⌊(s − 1) / spe⌋,
+    a `wrap` event opens each new epoch at its first step, and the last step is the batch whose
+    epoch and place in it GATE-DATA-001 states. Before `start` a policy's shares may have made
+    epochs of other lengths: the rule holds only where none ended there (no wrap before `start`,
+    and `start` not past the stated epoch's end)."""
+    derived = settler.derived
+    wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
+    if start - 1 > spe or any(isinstance(step, int) and step < start for step, _ in wraps):
         return
     steps = [line.get("step") for line in log.steps if isinstance(line.get("step"), int)]
     wrong = next(
@@ -786,34 +982,36 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
         )
     first = steps[0] if steps else 1
     expected = [(k * spe + 1, k) for k in range(1, (log.last_step - 1) // spe + 1) if k * spe + 1 >= first]
-    wraps = [(e.get("step"), e.get("epoch")) for e in log.events if e.get("event") == "wrap"]
     if wraps != expected:
         derived.problems.append(
             f"{METRICS_LOG}: its wrap events are at (step, epoch) {wraps}, but the record's {spe} steps "
             f"per epoch wrap at {expected}"
         )
+    if log.steps:
+        epoch, index = divmod(log.last_step - 1, spe)
+        restate(settler, "GATE-DATA-001", "epoch", epoch)
+        restate(settler, "GATE-DATA-001", "step_in_epoch", index)
 
 
-def _data_001_count(inputs: Inputs, key: str) -> int | None:
-    """A count GATE-DATA-001 measured, as the record states it, or None when it has none."""
-    result = next((g for g in inputs.record.gates if g.id == "GATE-DATA-001"), None)
-    value = result.measured.get(key) if result and isinstance(result.measured, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _measured_count(inputs: Inputs, gate_id: str, key: str) -> int | None:
+    """A count a gate measured, as the record states it, or None when it has none."""
+    value = measured_of(inputs.record, gate_id).get(key)
+    return value if whole(value) else None
 
 
-def _recorded_steps_per_epoch(inputs: Inputs) -> int | None:
-    return _data_001_count(inputs, "steps_per_epoch")
-
-
-def _recorded_quota_windows(inputs: Inputs) -> int | None:
-    """The windows the epoch plan must hold (rev 3's `plan` check): under a plain mixture, every
-    window of the split, which an epoch serves in steps of batch × world windows."""
-    return _data_001_count(inputs, "quota_windows")
+def _plan_windows(inputs: Inputs, settler: Settler) -> None:
+    """GATE-DATA-002's shuffle checks judge the epoch plan GATE-DATA-001's quota check counts (both
+    at the plan's making): while both pass, the last plan's windows are the same for both."""
+    results = {g.id: g for g in inputs.record.gates}
+    quota, order = results.get("GATE-DATA-001"), results.get("GATE-DATA-002")
+    planned = _measured_count(inputs, "GATE-DATA-001", "plan_windows")
+    if quota is not None and order is not None and quota.verdict is order.verdict is Verdict.PASS:
+        restate(settler, "GATE-DATA-002", "plan_windows", planned)
 
 
 def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> None:
     """`metrics.parameters`: the model's shape counted (contracts.model_shape), plus what a LoRA run's
-    adapters add; the matrices LoRA touched, and the checkpoint's weights file that must hold them."""
+    adapters add; the matrices LoRA touched, and the checkpoint's files that must hold them."""
     model, metrics, derived = config.get("model", {}), inputs.record.metrics, settler.derived
     try:
         base = param_count(model)
@@ -821,13 +1019,12 @@ def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> Non
         return
     lora = config.get("lora")
     parameters: int | None = base
+    touched = touched_matrices(config, metrics)
     if isinstance(lora, dict):
         selection = metrics.get("lora_matrices")
-        touched = lora_touched(model, lora.get("targets"))
-        if touched is not None and isinstance(selection, dict):
-            derived.put(("metrics", "lora_matrices", "touched"), touched)
-        if isinstance(selection, dict) and isinstance(selection.get("touched"), list):
-            touched = [str(name) for name in selection["touched"]]
+        decided = lora_touched(model, lora.get("targets"))
+        if decided is not None and isinstance(selection, dict):
+            derived.put(("metrics", "lora_matrices", "touched"), decided)
         share = matrix_share(model, touched) if touched is not None else None
         if share is not None and isinstance(selection, dict):
             derived.put(("metrics", "lora_matrices", "parameter_share"), share)
@@ -839,13 +1036,40 @@ def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> Non
     if parameters is None:
         return
     derived.put(("metrics", "parameters"), parameters)
-    checkpoint = inputs.record.checkpoint
-    weights = checkpoint.files.get("model.safetensors") if checkpoint is not None else None
-    if weights is not None and not checkpoint_bytes_hold(weights.bytes, parameters, model):
-        derived.problems.append(
-            f"checkpoint {checkpoint.name}'s model.safetensors is {weights.bytes} bytes, which cannot hold "  # type: ignore[union-attr]
-            f"{parameters} float32 parameters and a safetensors header"
+    adapters = None if touched is None else len(touched)
+    _checkpoint_files(inputs, config, parameters, adapters, derived)
+
+
+def _checkpoint_files(
+    inputs: Inputs, config: dict[str, Any], parameters: int, adapters: int | None, derived: Derivation
+) -> None:
+    """The record's checkpoint files hold what the model's shape decides: model.safetensors its
+    `parameters` (and buffers), optimizer.safetensors AdamW's moments and step of each tensor the
+    optimizer steps (every parameter, or a LoRA run's adapters), in one process or replicated (a
+    sharded run's optimizer state is each rank's own)."""
+    checkpoint, model = inputs.record.checkpoint, config.get("model", {})
+    if checkpoint is None:
+        return
+    files: list[tuple[str, range, str]] = [
+        (
+            "model.safetensors",
+            model_file_sizes(parameters, model, adapters or 0),
+            f"{parameters} float32 parameters",
         )
+    ]
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    if world == 1 or config.get("train", {}).get("parallel") != "fsdp":
+        trained = parameters if adapters is None else parameters - param_count(model)
+        tensors = trained_tensors(model, adapters)
+        state = f"AdamW's two float32 moments and step of {tensors} trained tensors of {trained} parameters"
+        files.append(("optimizer.safetensors", optimizer_file_sizes(trained, tensors), state))
+    for name, sizes, held in files:
+        file = checkpoint.files.get(name)
+        if file is not None and file.bytes not in sizes:
+            derived.problems.append(
+                f"checkpoint {checkpoint.name}'s {name} is {file.bytes} bytes, but {held} and a safetensors "
+                f"header take {sizes.start} to {sizes.stop - 1}"
+            )
 
 
 def _dpo(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
@@ -1019,17 +1243,26 @@ def _wall_time(inputs: Inputs, log: Log, per_step: int, derived: Derivation) -> 
         )
 
 
-def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], derived: Derivation) -> None:
+def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler: Settler) -> None:
     """GATE-EVAL-001: the held-out batches every evaluation used, each of `train.batch_size` windows,
-    so no more distinct windows than batches × batch size."""
+    so no more distinct windows than batches × batch size. Each evaluation's reads are of that set:
+    `set_batches` are its batches; and where each batch states one scoring of its windows, every
+    position a target (pretraining, distillation: EVERY_POSITION_SCORED), the scorings its batches
+    state are one a batch, and the distinct windows they state the set's distinct windows."""
+    derived = settler.derived
     derived.gate("GATE-EVAL-001", {"heldout_batches": batches})
+    result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-001"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    distinct = measured.get("distinct_windows")
+    stated = {"set_batches": batches}
+    if config.get("train", {}).get("task") in EVERY_POSITION_SCORED:
+        stated |= {"stated_scorings": batches, "stated_windows": distinct}
+    for key, value in stated.items():
+        restate(settler, "GATE-EVAL-001", key, value)
     size = config.get("train", {}).get("batch_size")
     if not isinstance(size, int) or isinstance(size, bool):
         return
     derived.put(("gates", "GATE-EVAL-001", "measured", "batch_size"), size, optional=True)
-    result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-001"), None)
-    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
-    distinct = measured.get("distinct_windows")
     if isinstance(batches, int) and _real(distinct) and distinct > batches * size:
         derived.problems.append(
             f"gates[GATE-EVAL-001].measured.distinct_windows is {distinct}, more than the {batches} held-out "
@@ -1052,8 +1285,7 @@ def training_record(inputs: Inputs) -> Derivation:
     limits = {gate_id: gate.threshold_values for gate_id, gate in inputs.spec.gates.items()}
     spike_outcomes, spiked = _spikes(log, limits["GATE-TRAIN-006"])
     settler.derive("GATE-TRAIN-006", spike_outcomes)
-    world = inputs.record.determinism.flags.get("world_size", 1)
-    settler.derive("GATE-TRAIN-001", _step_lines(log, tokens_per_step(config, world), derived))
+    settler.derive("GATE-TRAIN-001", _step_lines(log, step_tokens(inputs, config), derived))
     finite = [
         (
             {"loss": finite_or_text(s.get("loss")), "grad_norm": finite_or_text(s.get("grad_norm"))},
@@ -1070,9 +1302,13 @@ def training_record(inputs: Inputs) -> Derivation:
     )
     settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
     settler.derive("GATE-TRAIN-008", _schedule(log, config.get("train", {})), exact=False)
+    _probed_gradient(log, config, settler)
     derived.problems += _clip_problems(log, config.get("train", {}).get("clip_norm"))
     _stated(inputs, log, config, derived)
     _checkpoints(inputs, log, settler)
+    _checkpoint_cadence(inputs, log, config, derived)
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    derived.problems += _phase_switches(inputs, log, config) + _objective_terms(log, config, world)
     overfit = _overfit(log)
     settler.derive("GATE-EVAL-004", overfit)
     fired = (step for measured, step in overfit if judge("GATE-EVAL-004", measured, limits["GATE-EVAL-004"]))
@@ -1092,14 +1328,16 @@ def training_record(inputs: Inputs) -> Derivation:
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
-    settler.derive("GATE-EVAL-002", stopping + _aggregated(log), exact=False)
+    settler.derive("GATE-EVAL-002", stopping + _aggregated(log), exact=False, last=True)
+    _compared_losses(log, settler)
     batches = {e.get("batches") for e in log.evals}
     if len(batches) > 1:
         derived.problems.append(
             f"{METRICS_LOG}: its evaluations used {sorted(batches, key=str)} held-out batches"
         )
     elif batches and settler.wanted("GATE-EVAL-001"):
-        _heldout_size(inputs, batches.pop(), config, derived)
+        _heldout_size(inputs, batches.pop(), config, settler)
+    _plan_windows(inputs, settler)
     if not ended:  # a gate that stopped the run judged a step whose line was never written
         derived.primary |= {
             g.id for g in inputs.record.gates if g.verdict is Verdict.FAIL or (g.step or 0) > log.last_step

@@ -32,7 +32,7 @@ from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Attention, apply_rope, rope_angles
-from stack.model.reference import NOT_SPELLED_OUT, Adapters, reference_logits, spelled_out
+from stack.model.reference import Adapters, not_spelled_out, reference_logits
 
 PROBE_BATCH = 2
 PROBE_LEN = 40
@@ -400,10 +400,10 @@ def check_architecture(model: GPT, *, adapters: Adapters | None = None, seed: in
     tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
     docs = packed_documents(PROBE_BATCH, length, generator).to(device)
     packs = config.attention in DOCUMENT_PATHS  # the Triton kernel has no document mask, nor packs
-    if not spelled_out(config):
+    if skipped := not_spelled_out(config):
         with _fp32_matmuls():
             forms = _separation_forms(twin, tokens, docs if packs else None, generator)
-        return ArchitectureParity(False, forms, tuple(o for o in NOT_SPELLED_OUT if getattr(config, o)))
+        return ArchitectureParity(False, forms, tuple(skipped))
     reference = reference_logits(twin, tokens, adapters=adapters)
     packed = reference_logits(twin, tokens, docs, adapters) if packs else None
     forms = {}

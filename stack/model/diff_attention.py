@@ -31,9 +31,6 @@ from stack.model.kv_cache import LayerCache
 from stack.model.layers import Attention, RMSNorm, apply_rope
 from stack.model.projection import project
 
-# The four λ vectors start N(0, LAMBDA_STD²), as the paper's code draws them.
-LAMBDA_STD = 0.1
-
 
 def lambda_init(depth: int) -> float:
     """The paper's λ_init of the block at `depth` (0-based): 0.8 − 0.6 · exp(−0.3 · depth)."""

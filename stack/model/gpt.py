@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts.errors import BadInput
+from contracts.model_init import LAMBDA_STD
 from contracts.model_shape import param_count
 from stack.model.attention import PATHS
 from stack.model.config import ModelConfig
 from stack.model.consumed import Consumed, record
 from stack.model.depth_router import DepthRoutedBlock
-from stack.model.diff_attention import LAMBDA_STD, DiffAttention
+from stack.model.diff_attention import DiffAttention
 from stack.model.generate import generate
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Block, RMSNorm, rope_angles

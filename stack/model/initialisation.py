@@ -6,50 +6,25 @@ init_std / √(2 n_layers); norm gains 1, biases 0, a differential attention's �
 ~ N(0, LAMBDA_STD²). A slip in `init_weights` (the residual projections drawn at init_std, a
 gain left at 0) trains, only worse, and no other gate looks at the weights a run starts from.
 
-`named_initialisation` writes that table out again by parameter name, without calling
-`init_weights`; `initialisation_measured` reads each tensor's mean and root mean square; the
-judge allows a drawn tensor init_max_z standard errors of either (σ/√n for the mean, σ/√(2n) for
-the root mean square of n normal draws) and a constant one no difference at all. The check runs
+`contracts.model_init.named_initialisation` writes that table out again by parameter name,
+without calling `init_weights` (the integrity check derives a record's table by it too);
+`initialisation_measured` reads each tensor's mean and root mean square; the judge allows a drawn
+tensor init_max_z standard errors of either (σ/√n for the mean, σ/√(2n) for the root mean square
+of n normal draws) and a constant one no difference at all. The check runs
 on the model as the Trainer builds it, before any checkpoint is loaded over it: it judges the
 initialisation the class draws, which is what a fresh run trains from.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from contracts.gates import Outcome, gate_ensure, measure
-from stack.model.config import ModelConfig
-from stack.model.diff_attention import LAMBDA_STD
+from contracts.model_init import Named, named_initialisation
 from stack.model.gpt import GPT
-
-# The projections that write into the residual stream, by the end of their parameter's name.
-RESIDUAL_WRITERS = ("attn.o.weight", ".down.weight")
-
-
-@dataclass(frozen=True)
-class Named:
-    """A tensor's named initialisation: N(0, std²) when `std` is set, else every element `value`."""
-
-    std: float | None = None
-    value: float | None = None
-
-
-def named_initialisation(name: str, config: ModelConfig) -> Named:
-    """What GPT's docstring names for the parameter `name` of a model of `config`."""
-    if name.endswith("norm.weight"):  # attn_norm, ffn_norm, final_norm, a differential head_norm
-        return Named(value=1.0)
-    if name.endswith(".bias"):
-        return Named(value=0.0)
-    if ".lambda_" in name:
-        return Named(std=LAMBDA_STD)
-    if name.endswith(RESIDUAL_WRITERS):
-        return Named(std=config.init_std / math.sqrt(2 * config.n_layers))
-    return Named(std=config.init_std)
 
 
 def _tensor_measured(tensor: torch.Tensor, named: Named) -> dict[str, Any]:
@@ -68,7 +43,7 @@ def _tensor_measured(tensor: torch.Tensor, named: Named) -> dict[str, Any]:
 def initialisation_measured(model: GPT) -> dict[str, dict[str, Any]]:
     """Parameter name → what `_tensor_measured` reads of it, for every parameter of `model`."""
     return {
-        name: _tensor_measured(param, named_initialisation(name, model.config))
+        name: _tensor_measured(param, named_initialisation(name, model.config.model_dump()))
         for name, param in model.named_parameters()
     }
 

@@ -16,16 +16,18 @@ import torch
 from torch import nn
 
 from contracts.gates import gate_require, measure
+from contracts.model_shape import lora_probe_tokens
 from stack.model.gpt import GPT
 from stack.model.lora import adapters, merge, tensor_sha256, unmerge, without_adapters
 
-PROBE_TOKENS = 32
 PROBE_STRIDE = 7919  # a prime: consecutive probe ids land far apart in any vocabulary
 
 
 def probe_ids(model: GPT) -> torch.Tensor:
-    """(1, T) token ids, T = min(ctx, 32), strided across the vocabulary, on the model's device."""
-    length = min(model.config.ctx, PROBE_TOKENS)
+    """(1, T) token ids, T = min(ctx, 32) (contracts.model_shape.lora_probe_tokens, by which the
+    integrity check derives what GATE-LORA-001 compared), strided across the vocabulary, on the
+    model's device."""
+    length = lora_probe_tokens(model.config.model_dump())
     device = model.embed.weight.device
     return (torch.arange(length, device=device) * PROBE_STRIDE % model.config.vocab).unsqueeze(0)
 

@@ -18,7 +18,7 @@ s taken from the run's settings (`Adapters`), never from the adapter module.
 
 Options that change a block's function (experts, differential attention, depth routing) are not
 written out here: their own gates compare them with their papers (spec/gates/arch.yaml), and
-`spelled_out` says whether a config is one this module can judge.
+`not_spelled_out` names those a config turns on (none: one this module can judge).
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ from dataclasses import dataclass
 
 import torch
 
+from contracts.model_shape import options_on
 from stack.model.config import ModelConfig
 
-# The options whose blocks this reference does not write out, by the config field that turns each on.
-NOT_SPELLED_OUT = ("moe", "diff_attn", "mod")
 
-
-def spelled_out(config: ModelConfig) -> bool:
-    """Whether every block of a model of `config` is the dense block written out here."""
-    return not any(getattr(config, option) for option in NOT_SPELLED_OUT)
+def not_spelled_out(config: ModelConfig) -> list[str]:
+    """The options of a model of `config` whose blocks this reference does not write out
+    (contracts.model_shape.OPTIONS, the integrity check's list too), in that order."""
+    return options_on(config.model_dump())
 
 
 @dataclass(frozen=True)
@@ -137,8 +136,8 @@ def reference_logits(
     attention keeps to each token's document, and with `adapters` each LoRA adapter the model
     carries adds its term at the scale those settings name."""
     config: ModelConfig = model.config
-    if not spelled_out(config):
-        raise ValueError(f"the reference writes out dense blocks only; {NOT_SPELLED_OUT} must be off")
+    if skipped := not_spelled_out(config):
+        raise ValueError(f"the reference writes out dense blocks only; {', '.join(skipped)} must be off")
     hidden = _hidden(tokens, docs)
     x = model.embed.weight.double()[tokens]
     for block in model.layers:

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from contracts.errors import BadInput
+from contracts.model_shape import not_matched, tied_to
 from stack.model import names as vocabulary
 from stack.model.gpt import GPT
 
@@ -192,7 +193,7 @@ def select(
         layer = _layer(label)
         reason = None
         if not named:
-            reason = f"not matched by {option} {','.join(patterns)!r}"
+            reason = not_matched(option, patterns)
         elif chosen is not None and (layer is None or layer not in chosen):
             reason = (
                 f"outside --layers {layers}" if layer is not None else "in no block (--layers keeps blocks)"
@@ -205,7 +206,7 @@ def select(
             targets.append(Target(label, keys_of(model, weight), weight))
         else:
             skipped.append(Skipped(label, reason, weight.numel()))
-        skipped += [Skipped(n, f"tied: the same tensor as {label}", 0) for n in names if n != label]
+        skipped += [Skipped(n, tied_to(label), 0) for n in names if n != label]
     if not targets:
         raise BadInput(f"{option} {','.join(patterns)!r} leaves no matrix: " + _grouped(skipped)[0])
     return Selection(tuple(targets), tuple(skipped))

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from contracts.coherence import coherence_score, sample_score
+from contracts.coherence import coherence_score, sample_length, sample_score
 from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
@@ -883,14 +883,13 @@ class Trainer:
         seed = self.config.train.seed * 1_000_003 + self.state.step
         generator = torch.Generator(device=self.device).manual_seed(seed)
         texts, scores = [], []
-        room = self.config.model.ctx - monitor_cfg.tokens
+        ctx = self.config.model.ctx
+        length = sample_length(monitor_cfg.tokens, ctx)  # the prompt keeps the rest of the context
         tally = DrawTally(monitor_cfg.temperature, monitor_cfg.top_k)  # every draw replayed (GATE-TRAIN-005)
         for prompt in monitor_cfg.prompts:
-            ids = self.tokenizer.encode(prompt)[-max(room, 1) :]
+            ids = self.tokenizer.encode(prompt)[-(ctx - length) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-            draws, drawn = self._draw(
-                self.model, idx, min(monitor_cfg.tokens, self.config.model.ctx - len(ids)), generator
-            )
+            draws, drawn = self._draw(self.model, idx, length, generator)
             tally.add(draws, drawn, self.model, idx)
             # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
             # sample a padding row: it is no text, so it is left out rather than crash the monitor.
