@@ -33,3 +33,9 @@ def manifest_sha256(checkpoint: CheckpointRef) -> str:
     """The sha256 of the manifest.json of the checkpoint a record names."""
     return hashlib.sha256(manifest_bytes(checkpoint.step, checkpoint.files)).hexdigest()
 
+
+def released_manifest(checkpoint: CheckpointRef) -> bytes:
+    """The manifest.json of a release of the checkpoint a record names: its step, and its
+    WEIGHTS_FILES (`stack release` copies those, and the integrity check holds the release to it)."""
+    files = {name: checkpoint.files[name] for name in WEIGHTS_FILES if name in checkpoint.files}
+    return manifest_bytes(checkpoint.step, files)

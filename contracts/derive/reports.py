@@ -933,3 +933,50 @@ def sft_gate_problems(results: dict[str, Any], manifest: dict[str, Any], where: 
         )
     return problems
 
+
+# What GATE-DATA-001's coverage check measures (stack.data.reader.coverage_outcome).
+COVERAGE = ("covered_shards", "uncovered_fewest", "uncovered_most")
+
+
+def split_coverage(manifest: dict[str, Any], window: int) -> list[dict[str, int]]:
+    """GATE-DATA-001's coverage values for each split of a manifest's data read in windows of
+    `window` targets: a shard of n tokens longer than a window leaves (n − 1) mod `window` targets
+    past its last whole window, and the reader counts each such shard once per table a batch is
+    read from (the tokens; fine-tuning data adds their labels)."""
+    tables = 2 if isinstance(manifest.get("sft"), dict) else 1
+    shards = [
+        s for s in manifest.get("shards") or [] if isinstance(s, dict) and isinstance(s.get("tokens"), int)
+    ]
+    found = []
+    for split in sorted({str(s.get("split")) for s in shards}):
+        left = [
+            (s["tokens"] - 1) % window
+            for s in shards
+            if str(s.get("split")) == split and s["tokens"] > window
+        ]
+        found.append(
+            {
+                "covered_shards": tables * len(left),
+                "uncovered_fewest": min(left, default=0),
+                "uncovered_most": max(left, default=0),
+            }
+        )
+    return found
+
+
+def coverage_problems(measured: Any, manifest: dict[str, Any], where: str) -> list[str]:
+    """GATE-DATA-001's coverage values (`measured`) are those of a split of the data `where` holds,
+    at the record's window (`window_targets`)."""
+    if not isinstance(measured, dict) or not all(
+        isinstance(measured.get(k), int) for k in (*COVERAGE, "window_targets")
+    ):
+        return []
+    window = measured["window_targets"]
+    stated = {key: measured[key] for key in COVERAGE}
+    splits = split_coverage(manifest, window) if window > 0 else []
+    if not splits or stated in splits:
+        return []
+    return [
+        f"gates[GATE-DATA-001].measured's coverage is {stated}, but the shards of {where} at "
+        f"{window} targets a window give {splits}"
+    ]
