@@ -2,7 +2,8 @@
 
 `filed_runs(root)` makes, at smoke size and each by the command that makes it, a prepared DATA_DIR
 and a training run on it, chat examples and a LoRA fine-tune of that run on them, an evaluation of
-the run's held-out split, its Hugging Face export and a quantization of it: every record filed
+the run's held-out split, its Hugging Face export (and that export imported again), the
+fine-tune's adapter exported for peft, and a quantization of the run: every record filed
 into one ledger directory, so the records that name each other (the fine-tune its init parent and
 its data's prepare record, the evaluation the run it scored) are checked together. The integrity
 tests plant one tampering in a copy of one of these records.
@@ -35,6 +36,8 @@ class Filed:
     sft: Path
     eval: Path
     export: Path
+    imported: Path
+    lora_export: Path
     quantize: Path
 
 
@@ -91,8 +94,12 @@ def filed_runs(root: Path) -> Filed:
     )
     evaluated = _command(ledger, "eval", run, "--split", "val", "--record", root / "evalrec")
     export = _command(ledger, "export", run, "--format", "hf", "--out", root / "hf")
+    imported = _command(ledger, "import-hf", root / "hf", "--out", root / "imported")
+    lora_export = _command(ledger, "lora", "export", root / "sft", "--out", root / "peft")
     quantized = root / "quantized"
     quantize = _command(
         ledger, "quantize", run, "--targets", "*ffn_up*", "--method", "hqq", "--bits", "4", "--out", quantized
     )
-    return Filed(ledger, prepare, trained, prepare_chat, sft_record, evaluated, export, quantize)
+    return Filed(
+        ledger, prepare, trained, prepare_chat, sft_record, evaluated, export, imported, lora_export, quantize
+    )

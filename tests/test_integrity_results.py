@@ -75,9 +75,11 @@ def result_edited(
 
 @pytest.mark.holds("GATE-INTEG-001")
 def test_the_fresh_records_pass_untampered(filed: Filed) -> None:
-    """Each with the record of the run it read (an export's and a surgery's lineage names it)."""
-    for run_dir in (filed.eval, filed.export, filed.quantize, filed.prepare, filed.prepare_chat):
-        assert findings(run_dir, filed.train) == [], run_dir.name
+    """Each with the records of the runs it read (an export's, an import's and a surgery's lineage
+    names them)."""
+    made = (filed.eval, filed.export, filed.imported, filed.lora_export, filed.quantize)
+    for run_dir in (*made, filed.prepare, filed.prepare_chat):
+        assert findings(run_dir, filed.train, filed.sft, filed.export) == [], run_dir.name
 
 
 # -- a field restated from the result file, edited alone ------------------------------------------
@@ -93,6 +95,11 @@ RESTATED = [
     ("quantize", ("config", "bits"), 8),  # surgery.json's settings say 4
     ("quantize", ("checkpoint", "files", "model.safetensors", "sha256"), OTHER_SHA),
     ("prepare", ("data", "tokenizer_sha256"), OTHER_SHA),  # PR1
+    ("imported", ("metrics", "model_vocab"), 512),
+    ("imported", ("data", "tokenizer_sha256"), OTHER_SHA),
+    ("imported", ("config", "source"), "/elsewhere/hf"),
+    ("lora_export", ("lineage", "model_sha256"), OTHER_SHA),
+    ("lora_export", ("metrics", "base_sha256"), OTHER_SHA),
 ]
 
 
@@ -132,12 +139,13 @@ def test_an_evaluation_naming_another_checkpoint_than_its_config_is_caught(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@pytest.mark.parametrize("kind", ["export", "quantize"])
+@pytest.mark.parametrize("kind", ["export", "quantize", "imported", "lora_export"])
 def test_a_checkpoint_whose_files_are_not_the_ones_read_is_caught(
     filed: Filed, tmp_path: Path, kind: str
 ) -> None:
-    """P05: one hash of the checkpoint read swapped, its name kept; the result file cites the
-    checkpoint by the sha256 of its manifest, which the record's step and files make again."""
+    """P05: one hash of the checkpoint read (an import's: written) swapped, its name kept; the
+    result file cites the checkpoint by the sha256 of its manifest, which the record's step and
+    files make again."""
 
     def swapped(data: dict[str, Any], _dir: Path) -> None:
         data["checkpoint"]["files"]["optimizer.safetensors"]["sha256"] = OTHER_SHA
@@ -147,12 +155,22 @@ def test_a_checkpoint_whose_files_are_not_the_ones_read_is_caught(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_a_source_parent_that_is_not_the_checkpoint_read_is_caught(filed: Filed, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("export", "but the checkpoint it read"),
+        ("lora_export", "but the checkpoint it read"),
+        ("imported", "but import.json read"),
+    ],
+)
+def test_a_source_parent_that_is_not_the_model_read_is_caught(
+    filed: Filed, tmp_path: Path, kind: str, says: str
+) -> None:
     def repointed(data: dict[str, Any], _dir: Path) -> None:
         data["lineage"]["parents"][0]["checkpoint_sha256"] = OTHER_SHA
 
-    run = copied(tmp_path, filed.export, repointed)
-    assert_caught(run, "lineage's source parent names the weights abababababab, but the checkpoint it read")
+    run = copied(tmp_path, getattr(filed, kind), repointed)
+    assert_caught(run, "lineage's source parent names the weights abababababab", says)
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -83,6 +83,12 @@ def version_key(version: str) -> tuple[int, ...]:
 # -- what a result file says of the record that cites it ---------------------------------------
 
 WEIGHTS_FILE = "model.safetensors"
+# The result files of `stack import-hf` and `stack lora export`, and the adapter the latter makes.
+IMPORT_RECORD, LORA_EXPORT_RECORD, PEFT_WEIGHTS = (
+    "import.json",
+    "lora_export.json",
+    "adapter_model.safetensors",
+)
 
 
 def basename(path: str) -> str:
@@ -621,6 +627,65 @@ def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any
     made_weights(inputs, derived, report, file)
     written_under(derived, report)
     derived.problems += created_problems(inputs.record, "export.json", report, settled_first=False)
+
+
+@derives("import-hf")
+def import_record(inputs: Inputs) -> Derivation:
+    """What `stack import-hf` restates of import.json (stack.export.importer): the metrics, the
+    tokenizer, the checkpoint it wrote (cited by its manifest's sha256 among the files), its source
+    and the weights it read there, the spec; import.json is written before the record is settled."""
+    derived = Derivation()
+    report = report_of(inputs, derived, IMPORT_RECORD, PER_ITEM_SINCE)
+    if report is None:
+        return derived
+    mirrored(derived, report, ("family", "weights", "model_vocab", "parity"))
+    written, files = report.get("checkpoint"), report.get("files") or {}
+    manifest = (files.get(f"{written}/{MANIFEST}") or {}).get("sha256")  # a checkpoint's is named so too
+    cited_checkpoint(inputs, derived, f"{IMPORT_RECORD}'s files", written, manifest)
+    tokenizer = (report.get("tokenizer") or {}).get("sha256")
+    if inputs.record.data is not None and isinstance(tokenizer, str):
+        derived.put(("data", "tokenizer_sha256"), tokenizer)
+    source = report.get("source") or {}
+    if isinstance(source.get("path"), str):
+        derived.put(("config", "source"), source["path"])
+    read = (source.get("files") or {}).get(WEIGHTS_FILE)
+    parents = inputs.record.lineage.parents if inputs.record.lineage is not None else []
+    derived.problems += [
+        f"lineage's source parent names the weights {ref.checkpoint_sha256[:12]}, but {IMPORT_RECORD} "
+        f"read {read[:12]} from it"
+        for ref in parents
+        if ref.role == "source" and isinstance(read, str) and ref.checkpoint_sha256 != read
+    ]
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, IMPORT_RECORD, report, settled_first=False)
+    return derived
+
+
+@derives("lora-export")
+def lora_export_record(inputs: Inputs) -> Derivation:
+    """What `stack lora export` restates of lora_export.json (stack.export.peft_exchange): the
+    status, sample, parity and base, the checkpoint read and its source parent, the adapter it
+    made (once verified), the spec; the file is written before the record is settled."""
+    derived = Derivation()
+    report = report_of(inputs, derived, LORA_EXPORT_RECORD, PER_ITEM_SINCE)
+    if report is None:
+        return derived
+    mirrored(derived, report, ("status", "sample", "parity", "base_sha256"))
+    source = report.get("source_checkpoint") or {}
+    cited_checkpoint(
+        inputs,
+        derived,
+        f"{LORA_EXPORT_RECORD}'s source_checkpoint",
+        source.get("path"),
+        source.get("manifest_sha256"),
+    )
+    if inputs.record.checkpoint is not None and isinstance(source.get("step"), int):
+        derived.put(("checkpoint", "step"), source["step"])
+    derived.problems += source_parent_problems(inputs.record)
+    made_weights(inputs, derived, report, PEFT_WEIGHTS)
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, LORA_EXPORT_RECORD, report, settled_first=False)
+    return derived
 
 
 @derives("trace", "patch", "lens", "lens-train")
