@@ -19,6 +19,12 @@ resumed without --evidence-dir in between, whose record was never filed). The le
 share their start time, commit and kind by design; `same_run` tells the integrity check's copy
 detector so (a copy still shares its original's metrics log, which legs never do).
 
+A record also restates what the records it names decide, and is held to them: a run started from
+an init parent, the step of the checkpoint it started from and the parent's architecture; a run
+that read prepared data, what the prepare record of that data's manifest counted (its tokenizer,
+its shards, its examples); an evaluation, the context and the training data of the run that made
+the weights it scored.
+
 tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
 draws the trees.
 """
