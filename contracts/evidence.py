@@ -32,6 +32,8 @@ from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 SCHEMA_VERSION = 2
 EVIDENCE_FILE = "metadata.json"
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a run id is also a directory name
+RUN_ID_STAMP = "%Y%m%dT%H%M%S"  # the UTC second `run_id` names, read back by `stamped_at`
+STAMPED_ID_RE = re.compile(r"-(\d{8}T\d{6})(?:-\d+)?$")
 LEDGER_DIR = Path("evidence") / "runs"  # the repository's ledger of runs, relative to its root
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -274,7 +276,19 @@ def collect_env(device: str, cuda: str | None = None) -> EnvInfo:
 
 def run_id(prefix: str) -> str:
     """A run id that sorts by time: `<prefix>-<UTC yyyymmddThhmmss>`."""
-    return f"{prefix}-{now():%Y%m%dT%H%M%S}"
+    return f"{prefix}-{now():{RUN_ID_STAMP}}"
+
+
+def stamped_at(rid: str) -> datetime | None:
+    """The UTC second a `run_id` stamped into `rid` (one a same-second suffix `-N` may follow, as a
+    trace's does), or None when `rid` carries no stamp."""
+    found = STAMPED_ID_RE.search(rid)
+    if found is None:
+        return None
+    try:
+        return datetime.strptime(found.group(1), RUN_ID_STAMP).replace(tzinfo=UTC)
+    except ValueError:  # digits that are no date
+        return None
 
 
 def spec_ref(spec: Spec) -> SpecRef:

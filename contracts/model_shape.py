@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
     "mod_every": 0,
     "mod_capacity": 0.125,
 }
+# The model settings a run started from a checkpoint may change: the attention path (the paths are
+# numerically equivalent, GATE-MODEL-001) and what only the training loss and the training routing
+# read. Every other model key is the checkpoint's architecture: a --set or --config that changes
+# one is refused (stack.train.run), never dropped, and a started run's record is held to it.
+TRAINING_MODEL_KEYS = ("attention", "moe_balance_coef", "moe_z_coef", "mod_capacity")
 # The dense block matrices, in the order a block registers them (attention, then feed-forward),
 # by trace site, with their Hugging Face short names (stack.model.names.BLOCK).
 BLOCK_MATRICES = ("q", "k", "v", "attn_out", "ffn_gate", "ffn_up", "ffn_out")
@@ -125,6 +130,16 @@ def parameter_shapes(model: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     if not _get(model, "tie_embeddings"):
         shapes["lm_head.weight"] = (vocab, d)
     return shapes
+
+
+def architecture_changes(source: Mapping[str, Any], started: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """key → (the model's value, the started run's) for each key of the [model] table of a run
+    started from a model's weights (`started`) whose value is not that model's (`source`), but the
+    TRAINING_MODEL_KEYS a start may set: of the keys both tables hold, and those either leaves out
+    with a default (DEFAULTS)."""
+    keys = (source.keys() & started.keys()) | ((source.keys() | started.keys()) & DEFAULTS.keys())
+    values = {key: (_get(source, key), _get(started, key)) for key in sorted(keys - set(TRAINING_MODEL_KEYS))}
+    return {key: (was, now) for key, (was, now) in values.items() if was != now}
 
 
 def param_count(model: Mapping[str, Any]) -> int:

@@ -82,16 +82,21 @@ def _run_problems(
     return problems
 
 
-def _weights_problems(record: EvidenceRecord, weights_sha256: Sequence[str]) -> list[str]:
-    """The released weights must be the checkpoint the run hashed."""
-    hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint else None
-    if not weights_sha256:
+def _released_problems(record: EvidenceRecord, released: Sequence[tuple[str, str]]) -> list[str]:
+    """The released files must be the checkpoint the run hashed: the weights, and every other file
+    released under the name of one of its files (state.json) that file."""
+    hashed = record.checkpoint.files if record.checkpoint else {}
+    if not any(name == WEIGHTS_FILE for name, _ in released):
         return [f"the release has no {WEIGHTS_FILE} artifact"]
-    if hashed is None:
+    if WEIGHTS_FILE not in hashed:
         return [f"records no checkpoint hash of {WEIGHTS_FILE} to trace the weights to"]
-    if any(sha != hashed.sha256 for sha in weights_sha256):
-        return [f"the released {WEIGHTS_FILE} is not the checkpoint the run hashed"]
-    return []
+    differ = sorted({name for name, sha in released if name in hashed and sha != hashed[name].sha256})
+    return [
+        f"the released {name} is not the checkpoint the run hashed"
+        if name == WEIGHTS_FILE
+        else f"the released {name} is not the checkpoint's {name} the run hashed"
+        for name in differ
+    ]
 
 
 def _waiver_problems(spec: Spec, record: EvidenceRecord, accepted: Mapping[str, str]) -> list[str]:
@@ -125,16 +130,17 @@ def release_problems(
     spec: Spec,
     record: EvidenceRecord,
     stale: dict[str, str],
-    weights_sha256: Sequence[str],
+    released: Sequence[tuple[str, str]],
     registry_git_sha: str | None,
     accepted: Mapping[str, str] | None = None,
     released_under: str | None = None,
 ) -> list[str]:
-    """Why `record` cannot back a release of `weights_sha256` at `registry_git_sha` (empty: it can).
+    """Why `record` cannot back a release of the files `released` ((file name, sha256) pairs: the
+    weights, and what is released beside them) at `registry_git_sha` (empty: it can).
 
     `stale` maps gate ids to why their verdict is stale (`stale_gates`); a release must rest on
     a completed training run, with the contracts on, from a clean tree at the registry's commit,
-    that judged every gate its kind requires, failed none, and hashed the weights released. A
+    that judged every gate its kind requires, failed none, and hashed the files released. A
     blocking gate the run waived must be among the waivers the release `accepted` (gate → reason).
     `released_under` is the spec version a registry entry was released under: a gate that came
     in after it, or that the run kind came to require after it, is not demanded of its record
@@ -151,4 +157,4 @@ def release_problems(
         if gate_id not in later and not _current_then(spec, record, gate_id, released_under)
     ]
     problems += _waiver_problems(spec, record, accepted or {})
-    return problems + _weights_problems(record, weights_sha256)
+    return problems + _released_problems(record, released)

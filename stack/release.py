@@ -16,7 +16,6 @@ the checker accepts.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
 from contracts.evidence import (
     EVIDENCE_FILE,
@@ -38,7 +38,7 @@ from contracts.evidence import (
 )
 from contracts.model_card import CARD_FILE, model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
-from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
+from contracts.release_rules import INTEG_EVIDENCE, breaks, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
@@ -137,7 +137,7 @@ def source_checkpoint(run_dir: Path, record: EvidenceRecord) -> tuple[Path, Chec
             "record hashes its last checkpoint (evidence schema 2 or later)"
         )
     source = Path(run_dir) / ckpt.CKPT_DIR / ref.name
-    for name in ckpt.WEIGHTS_FILES:
+    for name in WEIGHTS_FILES:
         hashed, path = ref.files.get(name), source / name
         if hashed is None:
             raise BadInput(
@@ -160,9 +160,9 @@ def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef, accepted: di
     check, so the rules and the verdict are the checker's both.
     """
     spec = load_spec()
-    weights = ref.files[WEIGHTS_FILE].sha256
+    released = [(name, ref.files[name].sha256) for name in WEIGHTS_FILES]
     stale = stale_gates(record, spec)
-    problems = release_problems(spec, record, stale, [weights], record.code.git_sha, accepted)
+    problems = release_problems(spec, record, stale, released, record.code.git_sha, accepted)
     if breaks(INTEG_EVIDENCE, len(problems)):
         raise BadInput(
             f"cannot release from evidence run {record.run.id!r}: {'; '.join(problems)}; release a "
@@ -188,7 +188,7 @@ def release_entry(
         "evidence": [{"run": record.run.id, "sha256": hashlib.sha256(raw).hexdigest()}],
         "artifacts": [
             {"path": _relative(target / name, root), "sha256": files[name].sha256, "bytes": files[name].bytes}
-            for name in ckpt.WEIGHTS_FILES
+            for name in WEIGHTS_FILES
         ],
         "license": request.license,
         "card": _relative(target / CARD_FILE, root),
@@ -246,24 +246,21 @@ def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> b
     return new.encode("utf-8")
 
 
-def _copied(source: Path, staging: Path, ref: CheckpointRef) -> dict[str, dict[str, int | str]]:
-    """Copy the weights-only files into `staging`; their hashes, checked against the record's."""
-    files: dict[str, dict[str, int | str]] = {}
-    for name in ckpt.WEIGHTS_FILES:
+def _copy(source: Path, staging: Path, ref: CheckpointRef) -> None:
+    """Copy the weights-only files into `staging`, each checked against the record's hash (so the
+    manifest the record gives, `released_manifest`, is the copies')."""
+    for name in WEIGHTS_FILES:
         shutil.copyfile(source / name, staging / name)
-        files[name] = {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
-        if files[name]["sha256"] != ref.files[name].sha256:
+        if sha256_file(staging / name) != ref.files[name].sha256:
             raise BadInput(f"the copy of {source / name} does not hash as the record says; check the disk")
-    return files
 
 
 def publish(target: Path, source: Path, ref: CheckpointRef, card: str) -> None:
     """Assemble the release beside `target` (copies, manifest, card), then move it into place whole
     (stack.outputs.rundir)."""
     with rundir.opened(target, WRITER, option="--models-dir") as opened:
-        files = _copied(source, opened.where, ref)
-        manifest = {"format_version": ckpt.FORMAT_VERSION, "step": ref.step, "files": files}
-        atomic_write_bytes(opened.where / ckpt.MANIFEST, json.dumps(manifest, indent=1).encode())
+        _copy(source, opened.where, ref)
+        atomic_write_bytes(opened.where / ckpt.MANIFEST, released_manifest(ref))
         atomic_write_bytes(opened.where / CARD_FILE, card.encode("utf-8"))
         opened.commit()
 

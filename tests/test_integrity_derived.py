@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ from ledger_support import (
 from train_support import prepared, smoke_args, train
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, read_evidence
 from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
@@ -1450,11 +1451,20 @@ def test_a_goal_loosened_in_a_dirty_record_of_no_policy_digest_is_caught(tmp_pat
 
 
 def _perturbed(value: Any) -> Any:
-    """A value unlike `value` of a JSON type a forger would write there."""
+    """A value unlike `value` of a JSON type a forger would write there (another sha256 for a
+    sha256, another run status for a status, the next patch of a version: what the record's schema
+    and the checker read)."""
     if isinstance(value, bool):
         return not value
     if isinstance(value, int | float):
         return value * 2 + 1
+    if isinstance(value, str) and re.fullmatch(r"\d+\.\d+\.\d+", value):
+        major, minor, patch = value.split(".")
+        return f"{major}.{minor}.{int(patch) + 1}"
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return format(int(value, 16) ^ 1, "064x")
+    if isinstance(value, str) and value in set(RunStatus):
+        return next(status.value for status in RunStatus if status != value)
     if isinstance(value, str):
         return value + "!"
     if isinstance(value, list):

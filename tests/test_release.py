@@ -267,7 +267,8 @@ def test_the_command_and_the_checker_apply_the_same_rules(repo: Path) -> None:
     assert record.checkpoint is not None
     weights = record.checkpoint.files["model.safetensors"].sha256
     spec = load_spec()
-    found = release_problems(spec, dirty, stale_gates(dirty, spec), [weights], record.code.git_sha)
+    released = [("model.safetensors", weights)]
+    found = release_problems(spec, dirty, stale_gates(dirty, spec), released, record.code.git_sha)
     assert found == ["was made from a dirty tree"]
     entry = read_registry(repo / REGISTRY_FILE).models[-1]
     assert Checker(repo, spec)._release_problems(entry, dirty) == found

@@ -22,11 +22,13 @@ weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rule
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import gc
 import hashlib
 import json
 import os
+import posixpath
 import re
 import stat
 import subprocess
@@ -52,17 +54,19 @@ from audit import (
 )
 from lineage import (
     Release,
+    evaluated_problems,
     lineage_problems,
-    prepared_tokens_problems,
+    prepared_data_problems,
     rebadged_releases,
     release_parent_problems,
     same_run,
 )
 from mutation import falsify_findings
-from record_checks import check_record_truth
+from record_checks import check_record_truth, newer
 from site_format import read_jsonl
 from spec_history import SpecHistory, files_at, tree_names
 
+from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
@@ -80,6 +84,11 @@ CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-
 SPEC_VERSION_RE = re.compile(r"^version:\s*['\"]?([0-9A-Za-z.+-]+)", re.MULTILINE)
 # A run's metrics log, as its record lists it among its artifacts.
 METRICS_LOG = "metrics.jsonl"
+# The manifest of the DATA_DIR a prepare record made, filed beside it; a checkpoint's (and a
+# release's) has the same name.
+PREPARED_MANIFEST = CHECKPOINT_MANIFEST = "manifest.json"
+# A checkpoint's step, config and tokenizer, released beside the weights.
+STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -250,6 +259,7 @@ class Checker:
                         f"was made ({when.isoformat()}): a run cannot come from code that did not exist yet",
                     )
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
+        self.check_sources_at_commits({sha: cited[sha] for sha in known})
 
     def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
         """sha → when the commit was made (its committer date), in one `git show`."""
@@ -288,9 +298,7 @@ class Checker:
             ]
         )
         for sha, records in cited.items():
-            header, goals = files.get((sha, "spec.yaml")), files.get((sha, "benchmarks.yaml"))
-            found = SPEC_VERSION_RE.search(header) if isinstance(header, str) else None
-            version = found.group(1) if found else None
+            version, goals = version_in(files.get((sha, "spec.yaml"))), files.get((sha, "benchmarks.yaml"))
             by_name = (
                 {b.get("name"): b for b in (goals or {}).get("benchmarks", []) if isinstance(b, dict)}
                 if isinstance(goals, dict)
@@ -327,6 +335,24 @@ class Checker:
                         f"spec.sha256 is {record.spec.sha256[:12]}, but the spec at its commit {sha[:12]} "
                         f"hashes to {digest[:12]}",
                     )
+
+    def check_sources_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
+        """What a record states of a file of the repository, against the file at its commit
+        (`sources_cited`): the sha256 of a text it scored (a clean record: a dirty tree may have
+        edited it), the model of a preset it measured (dirty or clean, as its goals: a preset it
+        names is the committed one)."""
+        wanted = [
+            (sha, path, loaded.path, loaded.record)
+            for sha, records in cited.items()
+            for loaded in records
+            if loaded.record is not None
+            for path in sources_cited(loaded.record)
+        ]
+        blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
+        for sha, path, file, record in wanted:
+            blob = blobs.get((sha, path))
+            for problem in source_problems(record, path, blob) if blob is not None else []:
+                self.fail(INTEG_EVIDENCE, file, record.run.id, f"{problem} at its commit {sha[:12]}")
 
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
         """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
@@ -405,6 +431,17 @@ class Checker:
                     name,
                     f"git sha {model.git_sha[:12]} is not in this repository's history",
                 )
+            then = version_in(
+                self._files_at([model.git_sha], ("spec.yaml",)).get((model.git_sha, "spec.yaml"))
+            )
+            if then is not None and newer(then, model.spec_version):
+                self.fail(
+                    INTEG_EVIDENCE,
+                    path,
+                    name,
+                    f"spec_version {model.spec_version} is older than the spec {then} of its commit "
+                    f"{model.git_sha[:12]}: a model is released under its commit's spec, or a later one",
+                )
             for art in model.artifacts:
                 if art.path is not None:
                     self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
@@ -439,6 +476,7 @@ class Checker:
                         self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
                     if card is not None:
                         self.check_card(model, loaded.record, card)
+                    self.check_released_files(model, loaded.record)
 
     def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path) -> None:
         """The model card is the one its record and registry entry give (contracts.model_card)."""
@@ -460,6 +498,28 @@ class Checker:
                 f"is not the card its record gives (line {line + 1} should read {shown!r}); write it with "
                 "`stack release`, never by hand",
             )
+
+    def check_released_files(self, model: ReleasedModel, record: EvidenceRecord) -> None:
+        """The manifest.json beside the released weights is the one the record's checkpoint gives
+        (contracts.checkpoints.released_manifest: `stack release` writes it so), and the record
+        states what the state.json it released (its checkpoint's, `release_problems`) holds."""
+        paths = {a.path.rsplit("/", 1)[-1]: a.path for a in model.artifacts if a.path is not None}
+        if WEIGHTS_FILE not in paths or record.checkpoint is None:
+            return
+        manifest = self.root / paths[WEIGHTS_FILE].rsplit("/", 1)[0] / CHECKPOINT_MANIFEST
+        if not manifest.is_file() or manifest.read_bytes() != released_manifest(record.checkpoint):
+            self.fail(
+                INTEG_EVIDENCE,
+                manifest,
+                model.key,
+                f"is not the manifest of its record's checkpoint (step {record.checkpoint.step}, "
+                f"{', '.join(WEIGHTS_FILES)} as hashed): write it with `stack release`, never by hand",
+            )
+        state = self.root / paths[STATE_FILE] if STATE_FILE in paths else None
+        if state is not None and state.is_file():
+            with contextlib.suppress(ValueError):
+                for problem in released_state_problems(record, json.loads(state.read_text(encoding="utf-8"))):
+                    self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, model.key, problem)
 
     def check_registry_history(self, registry: Registry) -> None:
         """Entries are never deleted or rewritten: every committed version of the registry is a prefix
@@ -550,18 +610,26 @@ class Checker:
 
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
-        weights = [a.sha256 for a in model.artifacts if a.path is not None and a.path.endswith(WEIGHTS_FILE)]
+        released = [(a.path.rsplit("/", 1)[-1], a.sha256) for a in model.artifacts if a.path is not None]
         stale = self.stale.get(record.run.id, {})
         accepted = {w.gate: w.reason for w in model.accepted_waivers}
         return release_problems(
-            self.spec, record, stale, weights, model.git_sha, accepted, model.spec_version
+            self.spec, record, stale, released, model.git_sha, accepted, model.spec_version
         )
 
     def check_lineage(self, records: list[LoadedEvidence]) -> None:
-        """Each derived model's parents are in the ledger and vouch for its weights (tools/lineage.py)."""
+        """Each derived model's parents are in the ledger and vouch for its weights, each run is held
+        to what the records of its data and of the model it started from or scored say
+        (tools/lineage.py)."""
         loaded = {e.record.run.id: e for e in records if e.record is not None}
         by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
-        for run_id, problem in [*lineage_problems(by_id), *prepared_tokens_problems(by_id)]:
+        manifests = prepared_manifests(records)
+        found = [
+            *lineage_problems(by_id),
+            *prepared_data_problems(by_id, manifests),
+            *evaluated_problems(by_id),
+        ]
+        for run_id, problem in found:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
 
     def check_releases_named(
@@ -704,6 +772,22 @@ class Checker:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
 
 
+def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
+    """A prepare record's run id → the manifest.json it cites (its artifacts' hashes are checked with
+    the record), for the records that read its data (tools/lineage.py)."""
+    manifests = {}
+    for loaded in records:
+        record = loaded.record
+        if record is None or record.run.kind != "prepare":
+            continue
+        if any(a.path == PREPARED_MANIFEST for a in record.artifacts):
+            with contextlib.suppress(OSError, ValueError):
+                manifest = json.loads((loaded.path.parent / PREPARED_MANIFEST).read_text(encoding="utf-8"))
+                if isinstance(manifest, dict):
+                    manifests[record.run.id] = manifest
+    return manifests
+
+
 def _throughputs(run_dir: Path) -> list[float]:
     """The wall-clock throughputs a run's metrics log states (`tokens_per_s` of its step lines that
     are not whole numbers): measured by the clock, no two runs share one."""
@@ -711,6 +795,37 @@ def _throughputs(run_dir: Path) -> list[float]:
         line.get("tokens_per_s") for line in read_jsonl(run_dir / METRICS_LOG) if line.get("type") == "step"
     ]
     return [rate for rate in rates if isinstance(rate, float) and not rate.is_integer()]
+
+
+def released_state_problems(record: EvidenceRecord, state: object) -> list[str]:
+    """What the record a release cites says of the model, against the state.json released (its
+    checkpoint's): the step, the tokenizer's sha256, and the data it read (its reader's manifest)."""
+    if not isinstance(state, dict):
+        return [f"its {STATE_FILE} is not a JSON object"]
+    tokenizer, reader = state.get("tokenizer"), state.get("reader")
+    data = record.data
+    stated = {
+        "checkpoint.step": (record.checkpoint.step if record.checkpoint else None, state.get("step")),
+        "data.tokenizer_sha256": (
+            data.tokenizer_sha256 if data else None,
+            tokenizer.get("sha256") if isinstance(tokenizer, dict) else None,
+        ),
+        "data.manifest_sha256": (
+            data.manifest_sha256 if data else None,
+            reader.get("manifest_sha256") if isinstance(reader, dict) else None,
+        ),
+    }
+    return [
+        f"evidence run {record.run.id!r}: {field} is {mine!r}, but the released {STATE_FILE} says {theirs!r}"
+        for field, (mine, theirs) in stated.items()
+        if mine is not None and theirs is not None and mine != theirs
+    ]
+
+
+def version_in(header: object) -> str | None:
+    """The version a spec/spec.yaml states (its text, as `Checker._files_at` reads it), or None."""
+    found = SPEC_VERSION_RE.search(header) if isinstance(header, str) else None
+    return found.group(1) if found else None
 
 
 def gate_thresholds(spec: Spec | None, gate_id: str) -> dict[str, float | int]:
@@ -756,6 +871,72 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
         if goal is not None and key in metrics:
             stated[key] = (metrics[key], goal.get("goal"))
     return stated
+
+
+# Where the presets a benchmark names are defined (stack.train.presets.PRESETS).
+PRESETS_FILE = "stack/train/presets.py"
+
+
+def scored_text(record: EvidenceRecord) -> str | None:
+    """The repository path of the text a clean evaluation scored (`--text PATH`, given relative to
+    where it ran, which its config states resolved), or None."""
+    if record.run.kind != "eval" or record.code.git_dirty:
+        return None
+    argv = record.run.argv
+    given = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--text"), None)
+    resolved = record.config.get("text")
+    if given is None or given.startswith("/") or not isinstance(resolved, str):
+        return None
+    path = posixpath.normpath(given)
+    return path if not path.startswith("..") and resolved.endswith("/" + path) else None
+
+
+def sources_cited(record: EvidenceRecord) -> list[str]:
+    """The files of the repository a record states something of (`source_problems`)."""
+    metrics = record.metrics
+    measured_preset = isinstance(metrics.get("preset"), str) and isinstance(metrics.get("model"), dict)
+    cited = [PRESETS_FILE] if record.run.kind == "benchmark" and measured_preset else []
+    text = scored_text(record)
+    return [*cited, text] if text is not None else cited
+
+
+def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
+    """What `record` states of the repository's file `path` (its bytes: `blob`) that the file
+    contradicts: a text's sha256, or a preset's model."""
+    if path != PRESETS_FILE:
+        digest = hashlib.sha256(blob).hexdigest()
+        stated = record.metrics.get("text_sha256")
+        return (
+            []
+            if stated == digest
+            else [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
+        )
+    name, model = record.metrics["preset"], record.metrics["model"]
+    preset = (presets_in(blob) or {}).get(name) or {}
+    return [
+        f"metrics.model.{key} is {model.get(key)!r}, but the preset {name!r} in {PRESETS_FILE} has {value!r}"
+        for key, value in (preset.get("model") or {}).items()
+        if model.get(key) != value
+    ]
+
+
+def presets_in(source: bytes) -> dict | None:
+    """The PRESETS table a version of stack/train/presets.py assigns (a literal), or None."""
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError):
+        return None
+    for node in body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+            continue
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if any(isinstance(t, ast.Name) and t.id == "PRESETS" for t in targets):
+            try:
+                found = ast.literal_eval(node.value)
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
 
 
 @contextmanager

@@ -19,6 +19,12 @@ resumed without --evidence-dir in between, whose record was never filed). The le
 share their start time, commit and kind by design; `same_run` tells the integrity check's copy
 detector so (a copy still shares its original's metrics log, which legs never do).
 
+A record also restates what the records it names decide, and is held to them: a run started from
+an init parent, the step of the checkpoint it started from and the parent's architecture; a run
+that read prepared data, what the prepare record of that data's manifest counted (its tokenizer,
+its shards, its examples); an evaluation, the context and the training data of the run that made
+the weights it scored.
+
 tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
 draws the trees.
 """
@@ -27,8 +33,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from contracts.derive.reports import coverage_problems, sft_gate_problems
 from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
+from contracts.model_shape import architecture_changes
 
 # The run kinds whose model is made out of another one (spec/run_kinds.yaml).
 DERIVED_KINDS = frozenset(
@@ -51,6 +60,7 @@ DERIVED_KINDS = frozenset(
 # The spec version from which a derived model's record must name its parents (issue #37).
 LINEAGE_SINCE = (1, 7, 0)
 WEIGHTS_FILE = "model.safetensors"
+INIT = "init"  # the role of the parent whose weights a run started from (stack.train.lineage)
 
 
 def vouched_weights(record: EvidenceRecord) -> str | None:
@@ -111,6 +121,34 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
                         f"{str(vouched)[:12]}, not the {ref.checkpoint_sha256[:12]} this model was made from",
                     )
                 )
+            elif ref.role == INIT:
+                problems += [(run_id, p) for p in _started_problems(record, parent)]
+    return problems
+
+
+def _started_problems(record: EvidenceRecord, parent: EvidenceRecord) -> list[str]:
+    """What a run started from its init parent's weights restates of that parent's record: the step
+    of the checkpoint it started from (`metrics.init_from.step`), where the parent vouches for the
+    weights by its checkpoint, and the architecture of the model (the keys of [model] a start keeps,
+    contracts.model_shape.architecture_changes), where the parent's config states one."""
+    problems = []
+    start = record.metrics.get("init_from")
+    step = start.get("step") if isinstance(start, dict) else None
+    made = parent.lineage is not None and parent.lineage.model_sha256 is not None
+    if not made and parent.checkpoint is not None and step is not None and step != parent.checkpoint.step:
+        problems.append(
+            f"metrics.init_from.step is {step}, but its init parent {parent.run.id!r} checkpointed those "
+            f"weights at step {parent.checkpoint.step}"
+        )
+    source, started = (
+        r.config.get("model") if isinstance(r.config, dict) else None for r in (parent, record)
+    )
+    if isinstance(source, dict) and isinstance(started, dict):
+        problems += [
+            f"config.model.{key} is {now!r}, but the model of its init parent {parent.run.id!r} has "
+            f"{was!r}: a started run keeps its parent's architecture"
+            for key, (was, now) in architecture_changes(source, started).items()
+        ]
     return problems
 
 
@@ -274,34 +312,174 @@ def rebadged_releases(releases: list[Release]) -> list[tuple[str, str]]:
 TRAINING_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
 
 
-def prepared_tokens_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
-    """(run id, problem) for every training record whose `unique_train_tokens` is not the train split's
-    tokens of the prepare record in the ledger that made its data (the manifest sha256 both name),
-    when the run read every source of it (no source excluded or weighted 0)."""
-    prepared: dict[str, tuple[str, int]] = {}
+@dataclass(frozen=True)
+class Prepared:
+    """A prepare record of the ledger, as the records that read its data are held to it: its run id,
+    the train split's tokens its metrics state, and its manifest.json (None where it cites none)."""
+
+    run_id: str
+    train_tokens: int | None
+    manifest: dict[str, Any] | None
+
+
+def prepared_data(
+    records: Mapping[str, EvidenceRecord], manifests: Mapping[str, dict[str, Any]]
+) -> dict[str, Prepared]:
+    """manifest sha256 → the prepare record that made that data (`manifests`: a prepare record's
+    run id → the manifest.json it cites, which hashes to the sha256 it states)."""
+    prepared: dict[str, Prepared] = {}
     for run_id, record in records.items():
-        totals = record.metrics.get("totals") if record.run.kind == "prepare" else None
-        tokens = (totals.get("train") or {}).get("tokens") if isinstance(totals, dict) else None
         manifest = record.data.manifest_sha256 if record.data is not None else None
-        if isinstance(tokens, int) and manifest:
-            prepared.setdefault(manifest, (run_id, tokens))
+        if record.run.kind != "prepare" or not manifest:
+            continue
+        totals = record.metrics.get("totals")
+        tokens = (totals.get("train") or {}).get("tokens") if isinstance(totals, dict) else None
+        found = Prepared(run_id, tokens if isinstance(tokens, int) else None, manifests.get(run_id))
+        prepared.setdefault(manifest, found)
+    return prepared
+
+
+def prepared_data_problems(
+    records: Mapping[str, EvidenceRecord], manifests: Mapping[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """(run id, problem) for every record that names the manifest of data a prepare record in the
+    ledger made (data.manifest_sha256) and restates otherwise what that prepare counted: the train
+    split's tokens (`unique_train_tokens`, of a training run that read every source), the tokenizer
+    (`data.tokenizer_sha256`, GATE-DATA-007's data_* values), GATE-DATA-001's coverage of a split's
+    shards and GATE-SFT-001/002's counts of examples (contracts.derive.reports)."""
+    prepared = prepared_data(records, manifests)
     problems = []
     for run_id, record in records.items():
         manifest = record.data.manifest_sha256 if record.data is not None else None
-        if record.run.kind not in TRAINING_KINDS or manifest not in prepared:
+        if record.run.kind == "prepare" or manifest not in prepared:
             continue
-        data = record.config.get("data", {}) if isinstance(record.config, dict) else {}
-        weights = data.get("weights") or {}
-        if data.get("exclude") or any(not w for w in weights.values()):
-            continue
-        source, tokens = prepared[manifest]  # type: ignore[index]
-        unique = record.metrics.get("unique_train_tokens")
-        if unique is not None and unique != tokens:
-            problems.append(
-                (
-                    run_id,
-                    f"metrics.unique_train_tokens is {unique}, but the train split of its data (prepare "
-                    f"record {source!r}, manifest {manifest[:12]}) holds {tokens} tokens",  # type: ignore[index]
-                )
-            )
+        source = prepared[manifest]  # type: ignore[index]
+        where = f"its data (prepare record {source.run_id!r}, manifest {manifest[:12]})"  # type: ignore[index]
+        problems += [(run_id, p) for p in _unique_tokens_problems(record, source, where)]
+        if source.manifest is not None:
+            problems += [(run_id, p) for p in _read_data_problems(record, source.manifest, where)]
     return problems
+
+
+def _unique_tokens_problems(record: EvidenceRecord, source: Prepared, where: str) -> list[str]:
+    """A training run that read every source of its data (none excluded or weighted 0) states the
+    train split's tokens as its `unique_train_tokens`."""
+    if record.run.kind not in TRAINING_KINDS:
+        return []
+    data = record.config.get("data", {}) if isinstance(record.config, dict) else {}
+    weights = data.get("weights") or {}
+    if data.get("exclude") or any(not w for w in weights.values()):
+        return []
+    unique = record.metrics.get("unique_train_tokens")
+    if unique is None or source.train_tokens is None or unique == source.train_tokens:
+        return []
+    return [
+        f"metrics.unique_train_tokens is {unique}, but the train split of {where} holds "
+        f"{source.train_tokens} tokens"
+    ]
+
+
+# GATE-DATA-007's values of the data's tokenizer, by the key of the manifest's tokenizer they restate.
+DATA_TOKENIZER = {
+    "name": "data_tokenizer",
+    "identity": "data_tokenizer_identity",
+    "vocab_size": "data_vocab_size",
+}
+
+
+def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
+    """What a record that read prepared data restates of its manifest: the tokenizer that made it,
+    GATE-DATA-001's coverage of its shards, and GATE-SFT-001/002's counts of its examples."""
+    tokenizer = manifest.get("tokenizer") or {}
+    results = {g.id: g.measured for g in record.gates if isinstance(g.measured, dict)}
+    stated = {"sha256": ("data.tokenizer_sha256", record.data.tokenizer_sha256 if record.data else None)}
+    judged = results.get("GATE-DATA-007", {})
+    for key, name in DATA_TOKENIZER.items():
+        stated[key] = (f"gates[GATE-DATA-007].measured.{name}", judged.get(name))
+    problems = [
+        f"{field} is {value!r}, but the tokenizer of {where} has {key} {tokenizer[key]!r}"
+        for key, (field, value) in stated.items()
+        if value is not None and key in tokenizer and value != tokenizer[key]
+    ]
+    problems += coverage_problems(results.get("GATE-DATA-001"), manifest, where)
+    return problems + sft_gate_problems(results, manifest, where)
+
+
+# -- the run an evaluation scored -----------------------------------------------------------------
+
+# The run kinds whose record's checkpoint is the model the run made, not one it read.
+MAKING_KINDS = TRAINING_KINDS | {"es"}
+# The roles of the parent a model is made from without changing its architecture or its training
+# data: a surgery's, a merge's or an export's source, and the model an ES run evolves.
+SAME_MODEL_ROLES = ("source", INIT)
+
+
+def _made_by(records: Mapping[str, EvidenceRecord]) -> dict[str, EvidenceRecord]:
+    """weights sha256 → the record of the run that made them: a training or ES run's by its
+    checkpoint, a derived model's by `lineage.model_sha256` (`vouched_weights`)."""
+    made: dict[str, EvidenceRecord] = {}
+    for record in records.values():
+        derived = record.lineage is not None and record.lineage.model_sha256 is not None
+        weights = vouched_weights(record) if record.run.kind in MAKING_KINDS or derived else None
+        if weights is not None:
+            made.setdefault(weights, record)
+    return made
+
+
+def _makers(record: EvidenceRecord, records: Mapping[str, EvidenceRecord]) -> list[EvidenceRecord]:
+    """`record` and the records of the models it was made from, in turn, as far as the ledger holds
+    them (stack.train.lineage.trained_on follows the same chain for a DATA_DIR)."""
+    chain = [record]
+    while chain[-1].run.kind not in TRAINING_KINDS and chain[-1].lineage is not None:
+        ref = next((p for p in chain[-1].lineage.parents if p.role in SAME_MODEL_ROLES and p.run), None)
+        parent = records.get(ref.run) if ref is not None and ref.run is not None else None
+        if parent is None or parent.run.id in {m.run.id for m in chain}:
+            break
+        chain.append(parent)
+    return chain
+
+
+def evaluated_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
+    """(run id, problem) for every evaluation (`stack eval`) that restates what the record of the
+    model it scored (the run that made the weights its checkpoint holds, `_makers`) says: its
+    windows are that model's context (`config.seq_len`), and the training data its overlap was
+    measured against is that run's DATA_DIR, which is also the data it scored with `--split` and no
+    `--data`."""
+    made = _made_by(records)
+    problems = []
+    for run_id, record in records.items():
+        hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint is not None else None
+        maker = made.get(hashed.sha256) if hashed is not None and record.run.kind == "eval" else None
+        if maker is not None:
+            problems += [(run_id, p) for p in _evaluated_problems(record, _makers(maker, records))]
+    return problems
+
+
+def _evaluated_problems(record: EvidenceRecord, makers: list[EvidenceRecord]) -> list[str]:
+    """What an evaluation restates of the records of the model it scored (`makers`, nearest first)."""
+    problems = []
+    model = next((m.config["model"] for m in makers if isinstance(m.config.get("model"), dict)), None)
+    ctx, seq_len = (model or {}).get("ctx"), record.config.get("seq_len")
+    if isinstance(ctx, int) and seq_len is not None and seq_len != ctx:
+        problems.append(f"config.seq_len is {seq_len}, but the model it scored has a context of {ctx} tokens")
+    maker = next((m for m in makers if isinstance(m.metrics.get("data_dir"), str)), None)
+    if maker is None:
+        return problems
+    data_dir = maker.metrics["data_dir"]
+    overlap = record.metrics.get("overlap")
+    stated = {
+        "metrics.overlap.training_data": overlap.get("training_data") if isinstance(overlap, dict) else None
+    }
+    if _given(record.run.argv, "--split") and not _given(record.run.argv, "--data"):
+        stated["config.data"] = record.config.get("data")
+    problems += [
+        f"{field} is {value!r}, but the model it scored was trained on {data_dir!r} (run {maker.run.id!r})"
+        for field, value in stated.items()
+        if value is not None and value != data_dir
+    ]
+    return problems
+
+
+def _given(argv: list[str], option: str) -> bool:
+    """Whether a command line gave `option` (as `--opt VALUE` or `--opt=VALUE`)."""
+    return any(arg == option or arg.startswith(option + "=") for arg in argv)

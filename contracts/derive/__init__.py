@@ -21,10 +21,11 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from contracts.evidence import EvidenceRecord, Verdict, canonical_sha256
+from contracts.evidence import EvidenceRecord, Verdict, canonical_sha256, stamped_at
 from contracts.ledger import RANK
 from contracts.spec import Spec
 
@@ -35,6 +36,10 @@ ABSENT = object()  # what `recorded` returns for a field the record does not hav
 # Run kinds whose config_sha256 is compared with their config only from a spec version on: before
 # 1.7.0 `stack synth` hashed its config and then added its counts to it.
 CONFIG_DIGEST_SINCE = {"synth": "1.7.0"}
+# How long after the second its id names a record with a stamped id (`contracts.evidence.run_id`)
+# may say it started: the id is stamped first, then the ledger is claimed and the spec loaded before
+# the record reads the clock (stack.eval.evidence, stack.trace.record); seconds, never a minute.
+STAMP_SLACK = timedelta(seconds=60)
 # Floats derived again agree with the record to this relative tolerance: an older stack summed a
 # window's statistics in another order, and the last bit of a float is not a tampering.
 FLOAT_RTOL = 1e-12
@@ -169,11 +174,25 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
     of the config file it cites)."""
     deriver = DERIVERS.get(kind)
     derivation = Derivation() if deriver is None else deriver(inputs)
+    if kind not in LOOP_KINDS:  # a training run's id is its run directory's name, not a stamp
+        derivation.problems += stamp_problems(inputs.record)
     if inputs.record.config_sha256 is not None or inputs.artifacts.has("config.toml"):
         config = derivation.fields.get(("config",), inputs.record.config)
         since = CONFIG_DIGEST_SINCE.get(kind)
         derivation.put(("config_sha256",), canonical_sha256(config), since=since)
     return derivation
+
+
+def stamp_problems(record: EvidenceRecord) -> list[str]:
+    """A record whose id names the second it was stamped in started then, or within STAMP_SLACK."""
+    stamp = stamped_at(record.run.id)
+    started = record.run.started
+    if stamp is None or stamp <= started < stamp + STAMP_SLACK:
+        return []
+    return [
+        f"run.started is {started.isoformat()}, but its id {record.run.id} was stamped at "
+        f"{stamp.isoformat()}: a run starts when its id is stamped"
+    ]
 
 
 def field_name(path: FieldPath) -> str:
@@ -277,3 +296,4 @@ import contracts.derive.gpu_check  # noqa: E402
 import contracts.derive.proofs  # noqa: E402
 import contracts.derive.reports  # noqa: E402
 import contracts.derive.training  # noqa: E402,F401
+from contracts.derive.training import LOOP_KINDS  # noqa: E402

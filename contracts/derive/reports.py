@@ -17,13 +17,15 @@ import hashlib
 import json
 import math
 from collections import Counter
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from contracts.checkpoints import manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
-from contracts.evidence import RunStatus
+from contracts.evidence import EvidenceRecord, RunStatus
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
@@ -76,6 +78,92 @@ def version_key(version: str) -> tuple[int, ...]:
     """A semantic version as a sortable tuple (its pre-release part ignored)."""
     core = version.split("-", 1)[0]
     return tuple(int(part) for part in core.split(".") if part.isdigit())
+
+
+# -- what a result file says of the record that cites it ---------------------------------------
+
+WEIGHTS_FILE = "model.safetensors"
+# The result files of `stack import-hf` and `stack lora export`, and the adapter the latter makes.
+IMPORT_RECORD, LORA_EXPORT_RECORD, PEFT_WEIGHTS = (
+    "import.json",
+    "lora_export.json",
+    "adapter_model.safetensors",
+)
+
+
+def basename(path: str) -> str:
+    """The last part of a path as a result file writes it (the name a record gives a checkpoint)."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def cited_checkpoint(inputs: Inputs, derived: Derivation, where: str, path: Any, manifest: Any) -> None:
+    """A result file that cites the checkpoint it read by its directory (`path`) and by the sha256
+    of its manifest.json (`manifest`, at `where`) cites the record's checkpoint: the record names
+    it by that directory, and the manifest its step and files make again (contracts.checkpoints)
+    hashes as cited, so neither its step nor a file's hash can be swapped for another's."""
+    checkpoint = inputs.record.checkpoint
+    if checkpoint is None:
+        return
+    if isinstance(path, str) and basename(path):
+        derived.put(("checkpoint", "name"), basename(path))
+    made = manifest_sha256(checkpoint)
+    if isinstance(manifest, str) and manifest != made:
+        derived.problems.append(
+            f"checkpoint.files: the manifest of step {checkpoint.step} and its files hashes to {made[:12]}, "
+            f"but {where} cites {manifest[:12]}: the record names another checkpoint than the one read"
+        )
+
+
+def source_parent_problems(record: EvidenceRecord) -> list[str]:
+    """A derived model's `source` parent (stack.train.lineage) is the checkpoint its record read:
+    the weights the lineage names are that checkpoint's (`checkpoint.files`)."""
+    hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint is not None else None
+    parents = record.lineage.parents if record.lineage is not None else []
+    return [
+        f"lineage's source parent names the weights {ref.checkpoint_sha256[:12]}, but the checkpoint it "
+        f"read (checkpoint.files) holds {hashed.sha256[:12]}"
+        for ref in parents
+        if ref.role == "source" and hashed is not None and ref.checkpoint_sha256 != hashed.sha256
+    ]
+
+
+def made_weights(inputs: Inputs, derived: Derivation, report: dict[str, Any], name: str) -> None:
+    """`lineage.model_sha256`, the weights a command made, is the sha256 its result file lists for
+    them (`name`, relative to its output) when it made them."""
+    listed = (report.get("files") or {}).get(name)
+    if inputs.record.lineage is not None and isinstance(listed, dict) and "sha256" in listed:
+        derived.put(("lineage", "model_sha256"), listed["sha256"])
+
+
+def created_problems(
+    record: EvidenceRecord, name: str, report: dict[str, Any], settled_first: bool
+) -> list[str]:
+    """When a command wrote its result file (its `created`), against the run's start and finish:
+    after the run started, and before it finished, or, for a command that settles its record before
+    it writes the file (`settled_first`: a surgery), no earlier than the finish."""
+    try:
+        created = datetime.fromisoformat(str(report["created"]))
+    except (KeyError, ValueError):
+        return []
+    run = record.run
+    problems = []
+    if created < run.started:
+        problems.append(
+            f"run.started is {run.started.isoformat()}, after {name} was created ({created.isoformat()})"
+        )
+    finished = run.finished
+    if finished is not None and (created < finished if settled_first else created > finished):
+        order = "after" if settled_first else "before"
+        problems.append(
+            f"run.finished is {finished.isoformat()}, {order} {name} was created ({created.isoformat()})"
+        )
+    return problems
+
+
+def written_under(derived: Derivation, report: dict[str, Any]) -> None:
+    """The spec a command wrote its result file under is the one its record names."""
+    if isinstance(report.get("spec_version"), str):
+        derived.put(("spec", "version"), report["spec_version"])
 
 
 # -- the evaluation matrix ---------------------------------------------------------------------
@@ -197,6 +285,7 @@ def surgery_record(inputs: Inputs) -> Derivation:
     report = report_of(inputs, derived, "surgery.json", "1.5.0")
     if report is None:
         return derived
+    surgery_provenance(inputs, derived, report)
     measured = report.get("measured")
     if isinstance(measured, dict):
         derived.put(("metrics",), measured)
@@ -226,6 +315,29 @@ def surgery_record(inputs: Inputs) -> Derivation:
                 for key, want in matrix_lists(result.id, rows, result.measured).items():
                     derived.put(("gates", result.id, "measured", key), want)
     return derived
+
+
+def surgery_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> None:
+    """What the record restates of surgery.json (stack.surgery.output): its config is the source
+    and the settings, its checkpoint and source parent the source read, its status, spec and the
+    weights it made the file's; the file was written once the record was settled."""
+    settings = report.get("settings")
+    if isinstance(settings, dict):
+        for key, value in settings.items():
+            derived.put(("config", key), value)
+    source = report.get("source") or {}
+    cited_checkpoint(
+        inputs, derived, "surgery.json's source", source.get("checkpoint"), source.get("manifest_sha256")
+    )
+    if inputs.record.checkpoint is not None and isinstance(source.get("model_sha256"), str):
+        derived.put(("checkpoint", "files", WEIGHTS_FILE, "sha256"), source["model_sha256"])
+    derived.problems += source_parent_problems(inputs.record)
+    if report.get("status") in ("completed", "halted"):
+        derived.put(("run", "status"), report["status"])
+    if report.get("status") == "completed" and isinstance(report.get("checkpoint"), str):
+        made_weights(inputs, derived, report, f"{report['checkpoint']}/{WEIGHTS_FILE}")
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, "surgery.json", report, settled_first=True)
 
 
 # What each surgery gate lists of the matrices a surgery touched, by key: the keys of each row that
@@ -283,6 +395,9 @@ def memorization_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("prefix", "continuation", "min_verbatim_tokens", "models"))
+    for key in ("prefix", "continuation"):  # the lengths it was asked for, in its config too
+        if key in report:
+            derived.put(("config", key), report[key])
     least = report.get("min_verbatim_tokens")
     runs = {"fine-tuned": report.get("tuned_runs"), "base": report.get("base_runs")}
     if isinstance(least, int) and all(isinstance(r, list) and r for r in runs.values()):
@@ -310,6 +425,8 @@ def options_matrix_record(inputs: Inputs) -> Derivation:
     report = report_of(inputs, derived, "matrix.json", "1.6.0")
     if report is None or not isinstance(report.get("cells"), dict):
         return derived
+    if isinstance(report.get("model"), dict):  # the matrix's model, as its config states the matrix
+        derived.put(("config", "matrix", "model"), report["model"])
     cells, outcomes, messages = report["cells"], {}, {}
     for option, paths in cells.items():
         if not isinstance(paths, dict):
@@ -386,9 +503,14 @@ def _synth_lines(text: str, settings: dict[str, Any]) -> list[str]:
     return problems
 
 
+# What `stack synth` states as its config: synth.json before the counts were added to it.
+SYNTH_CONFIG = ("model", "template", "settings", "clamped")
+
+
 @derives("synth")
 def synth_record(inputs: Inputs) -> Derivation:
-    """The counts from synth.json, and the lines GATE-SYNTH-001 counts from synth.jsonl itself."""
+    """The counts from synth.json, and the lines GATE-SYNTH-001 counts from synth.jsonl itself; the
+    config and the checkpoint the file says the synthesis drew from."""
     derived = Derivation()
     report = report_of(inputs, derived, "synth.json", "1.6.0")
     text = inputs.artifacts.text("synth.jsonl")
@@ -396,6 +518,13 @@ def synth_record(inputs: Inputs) -> Derivation:
         derived.missing.append(("synth.jsonl", "1.6.0"))
     if report is None:
         return derived
+    for key in SYNTH_CONFIG:
+        if key in report:
+            derived.put(("config", key), report[key])
+    model = report.get("model") or {}
+    cited_checkpoint(
+        inputs, derived, "synth.json's model", model.get("checkpoint"), model.get("manifest_sha256")
+    )
     counts = {key: report[key] for key in ("generated", "kept", "dropped") if key in report}
     for key, value in counts.items():
         derived.put(("metrics", key), value)
@@ -412,13 +541,21 @@ def synth_record(inputs: Inputs) -> Derivation:
     return derived
 
 
+# What an evaluation scores, as eval.json, the record's metrics and GATE-EVAL-003 each state it.
+EVAL_SCORES = ("loss", "bits_per_byte", "tokens", "predicted_tokens", "bytes")
+
+
 @derives("eval")
 def eval_record(inputs: Inputs) -> Derivation:
-    """The scores the record repeats from eval.json."""
+    """The scores and overlap the record repeats from eval.json, and the scores GATE-EVAL-003 judged;
+    the checkpoint is the one its config names."""
     derived = Derivation()
     report = report_of(inputs, derived, "eval.json", "1.4.0")
     if report is not None:
-        mirrored(derived, report, ("loss", "bits_per_byte", "tokens", "predicted_tokens", "bytes"))
+        mirrored(derived, report, (*EVAL_SCORES, "overlap"))
+        if "GATE-EVAL-003" not in inputs.stale:
+            scores = {key: report[key] for key in EVAL_SCORES if key in report}
+            derived.gate("GATE-EVAL-003", scores, optional=True)
         bpb = bpb_identity(report.get("loss"), report.get("predicted_tokens"), report.get("bytes"))
         if bpb is not None and not same(report.get("bits_per_byte"), bpb):
             derived.problems.append(
@@ -426,6 +563,11 @@ def eval_record(inputs: Inputs) -> Derivation:
                 f"{report.get('predicted_tokens')} predicted tokens and {report.get('bytes')} bytes "
                 f"gives {bpb}"
             )
+    read = inputs.record.config.get("checkpoint")
+    if inputs.record.checkpoint is not None and isinstance(read, str) and basename(read):
+        derived.put(("checkpoint", "name"), basename(read))
+        if "GATE-CKPT-002" not in inputs.stale:
+            derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(read), optional=True)
     return derived
 
 
@@ -458,10 +600,91 @@ def export_record(inputs: Inputs) -> Derivation:
             )
     if isinstance(report.get("argv"), list):  # the command line the export ran (a waiver asked there)
         derived.put(("run", "argv"), report["argv"])
-    source = (report.get("source_checkpoint") or {}).get("path")
-    if isinstance(source, str) and source and "GATE-CKPT-002" not in inputs.stale:
-        name = source.rstrip("/").rsplit("/", 1)[-1]
-        derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), name, optional=True)
+    export_provenance(inputs, derived, report, file)
+    return derived
+
+
+def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any], file: str) -> None:
+    """What the record restates of export.json (stack.export.exporters): its config's format and
+    --int8 (an int8 graph is checked, or noted unbuilt, only when asked for), the checkpoint read,
+    (and GATE-CKPT-002's name of it), its source parent and tokenizer, the weights made (`file`) and
+    the spec; export.json is written before the record is settled."""
+    if isinstance(report.get("format"), str):
+        derived.put(("config", "format"), report["format"])
+    if isinstance(report.get("parity"), dict):
+        derived.put(("config", "int8"), "model.int8.onnx" in report["parity"])
+    source = report.get("source_checkpoint") or {}
+    path = source.get("path")
+    cited_checkpoint(inputs, derived, "export.json's source_checkpoint", path, source.get("manifest_sha256"))
+    if isinstance(path, str) and basename(path) and "GATE-CKPT-002" not in inputs.stale:
+        derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(path), optional=True)
+    if inputs.record.checkpoint is not None and isinstance(source.get("step"), int):
+        derived.put(("checkpoint", "step"), source["step"])
+    derived.problems += source_parent_problems(inputs.record)
+    tokenizer = (report.get("tokenizer") or {}).get("sha256")
+    if inputs.record.data is not None and isinstance(tokenizer, str):
+        derived.put(("data", "tokenizer_sha256"), tokenizer)
+    made_weights(inputs, derived, report, file)
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, "export.json", report, settled_first=False)
+
+
+@derives("import-hf")
+def import_record(inputs: Inputs) -> Derivation:
+    """What `stack import-hf` restates of import.json (stack.export.importer): the metrics, the
+    tokenizer, the checkpoint it wrote (cited by its manifest's sha256 among the files), its source
+    and the weights it read there, the spec; import.json is written before the record is settled."""
+    derived = Derivation()
+    report = report_of(inputs, derived, IMPORT_RECORD, PER_ITEM_SINCE)
+    if report is None:
+        return derived
+    mirrored(derived, report, ("family", "weights", "model_vocab", "parity"))
+    written, files = report.get("checkpoint"), report.get("files") or {}
+    manifest = (files.get(f"{written}/{MANIFEST}") or {}).get("sha256")  # a checkpoint's is named so too
+    cited_checkpoint(inputs, derived, f"{IMPORT_RECORD}'s files", written, manifest)
+    tokenizer = (report.get("tokenizer") or {}).get("sha256")
+    if inputs.record.data is not None and isinstance(tokenizer, str):
+        derived.put(("data", "tokenizer_sha256"), tokenizer)
+    source = report.get("source") or {}
+    if isinstance(source.get("path"), str):
+        derived.put(("config", "source"), source["path"])
+    read = (source.get("files") or {}).get(WEIGHTS_FILE)
+    parents = inputs.record.lineage.parents if inputs.record.lineage is not None else []
+    derived.problems += [
+        f"lineage's source parent names the weights {ref.checkpoint_sha256[:12]}, but {IMPORT_RECORD} "
+        f"read {read[:12]} from it"
+        for ref in parents
+        if ref.role == "source" and isinstance(read, str) and ref.checkpoint_sha256 != read
+    ]
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, IMPORT_RECORD, report, settled_first=False)
+    return derived
+
+
+@derives("lora-export")
+def lora_export_record(inputs: Inputs) -> Derivation:
+    """What `stack lora export` restates of lora_export.json (stack.export.peft_exchange): the
+    status, sample, parity and base, the checkpoint read and its source parent, the adapter it
+    made (once verified), the spec; the file is written before the record is settled."""
+    derived = Derivation()
+    report = report_of(inputs, derived, LORA_EXPORT_RECORD, PER_ITEM_SINCE)
+    if report is None:
+        return derived
+    mirrored(derived, report, ("status", "sample", "parity", "base_sha256"))
+    source = report.get("source_checkpoint") or {}
+    cited_checkpoint(
+        inputs,
+        derived,
+        f"{LORA_EXPORT_RECORD}'s source_checkpoint",
+        source.get("path"),
+        source.get("manifest_sha256"),
+    )
+    if inputs.record.checkpoint is not None and isinstance(source.get("step"), int):
+        derived.put(("checkpoint", "step"), source["step"])
+    derived.problems += source_parent_problems(inputs.record)
+    made_weights(inputs, derived, report, PEFT_WEIGHTS)
+    written_under(derived, report)
+    derived.problems += created_problems(inputs.record, LORA_EXPORT_RECORD, report, settled_first=False)
     return derived
 
 
@@ -472,6 +695,10 @@ def trace_record(inputs: Inputs) -> Derivation:
     report = report_of(inputs, derived, "trace.json", "1.0.0")
     if report is not None:
         mirrored(derived, report, ("trace_schema_version", "mode", "verdict", "first", "per_layer"))
+        for label, described in (report.get("paths") or {}).items():  # config.path_a: paths.A, ...
+            derived.put(("config", f"path_{str(label).lower()}"), described)
+        if isinstance(report.get("tokens"), list) and report["tokens"]:
+            derived.put(("config", "tokens"), len(report["tokens"]))
         results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
@@ -655,6 +882,11 @@ def prepare_record(inputs: Inputs) -> Derivation:
         derived.put(("metrics", "filters"), filters)
         derived.put(("metrics", "totals"), manifest.get("totals"))
         derived.problems += [f"{MANIFEST}: {p}" for p in manifest_problems(manifest)]
+        tokenizer = (manifest.get("tokenizer") or {}).get("sha256")
+        if inputs.record.data is not None and isinstance(tokenizer, str):
+            derived.put(("data", "tokenizer_sha256"), tokenizer)
+        results = {g.id: g.measured for g in inputs.record.gates if g.id not in inputs.stale}
+        derived.problems += sft_gate_problems(results, manifest, MANIFEST)
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}
@@ -738,3 +970,78 @@ def manifest_problems(manifest: dict[str, Any]) -> list[str]:
                 f"filters.{name} drops {dropped} document(s), but the drop log is empty (0 bytes)"
             )
     return problems
+
+
+def sft_gate_problems(results: dict[str, Any], manifest: dict[str, Any], where: str) -> list[str]:
+    """What GATE-SFT-001/002 measured of fine-tuning data (`results`: gate id → measured values),
+    against the manifest of that data (`where`): `stack prepare` judges them as it writes it, and
+    every run that reads it judges them again (stack.data.sft_reader). Only data prepared as
+    examples (an `sft` block) has them; GATE-SFT-002 counts the assistant turns and missing markers
+    the manifest keeps, and GATE-SFT-001 the examples of one shard, so no more than a split holds."""
+    judged = {g: results[g] for g in ("GATE-SFT-001", "GATE-SFT-002") if isinstance(results.get(g), dict)}
+    if not judged:
+        return []
+    sft = manifest.get("sft")
+    if not isinstance(sft, dict):
+        return [f"{' and '.join(judged)} judged fine-tuning examples, but {where} holds pretraining text"]
+    problems = [
+        f"gates[GATE-SFT-002].measured.{key} is {value}, but {where} counts {sft[key]}"
+        for key, value in judged.get("GATE-SFT-002", {}).items()
+        if key in ("assistant_turns", "markers_missing") and key in sft and value != sft[key]
+    ]
+    examples, splits = judged.get("GATE-SFT-001", {}).get("examples"), sft.get("examples")
+    counts = [n for n in splits.values() if isinstance(n, int)] if isinstance(splits, dict) else []
+    if isinstance(examples, int) and counts and examples > max(counts):
+        problems.append(
+            f"gates[GATE-SFT-001].measured.examples is {examples}, more than a split of {where} "
+            f"holds ({splits})"
+        )
+    return problems
+
+
+# What GATE-DATA-001's coverage check measures (stack.data.reader.coverage_outcome).
+COVERAGE = ("covered_shards", "uncovered_fewest", "uncovered_most")
+
+
+def split_coverage(manifest: dict[str, Any], window: int) -> list[dict[str, int]]:
+    """GATE-DATA-001's coverage values for each split of a manifest's data read in windows of
+    `window` targets: a shard of n tokens longer than a window leaves (n − 1) mod `window` targets
+    past its last whole window, and the reader counts each such shard once per table a batch is
+    read from (the tokens; fine-tuning data adds their labels)."""
+    tables = 2 if isinstance(manifest.get("sft"), dict) else 1
+    shards = [
+        s for s in manifest.get("shards") or [] if isinstance(s, dict) and isinstance(s.get("tokens"), int)
+    ]
+    found = []
+    for split in sorted({str(s.get("split")) for s in shards}):
+        left = [
+            (s["tokens"] - 1) % window
+            for s in shards
+            if str(s.get("split")) == split and s["tokens"] > window
+        ]
+        found.append(
+            {
+                "covered_shards": tables * len(left),
+                "uncovered_fewest": min(left, default=0),
+                "uncovered_most": max(left, default=0),
+            }
+        )
+    return found
+
+
+def coverage_problems(measured: Any, manifest: dict[str, Any], where: str) -> list[str]:
+    """GATE-DATA-001's coverage values (`measured`) are those of a split of the data `where` holds,
+    at the record's window (`window_targets`)."""
+    if not isinstance(measured, dict) or not all(
+        isinstance(measured.get(k), int) for k in (*COVERAGE, "window_targets")
+    ):
+        return []
+    window = measured["window_targets"]
+    stated = {key: measured[key] for key in COVERAGE}
+    splits = split_coverage(manifest, window) if window > 0 else []
+    if not splits or stated in splits:
+        return []
+    return [
+        f"gates[GATE-DATA-001].measured's coverage is {stated}, but the shards of {where} at "
+        f"{window} targets a window give {splits}"
+    ]

@@ -45,8 +45,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, manifest_bytes
 from contracts.errors import BadInput
-from contracts.evidence import atomic_write_bytes, sha256_file
+from contracts.evidence import FileHash, atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.artifacts import CHECKPOINT_MANIFEST, CHECKPOINT_NAME, CHECKPOINTS_DIR, OPTIMIZER_FILE, STATE_FILE
 from stack.data.tokenizer import TOKENIZER_FILE
@@ -54,11 +55,8 @@ from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive
 
-FORMAT_VERSION = 1
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
 FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
-# What a weights-only checkpoint holds: enough to rebuild the model and its tokenizer.
-WEIGHTS_FILES = ("model.safetensors", STATE_FILE)
 # What GATE-CKPT-001 requires state.json to hold.
 STATE_KEYS = (
     "format_version",
@@ -324,9 +322,8 @@ def save_checkpoint(
     files = {}
     for name in (*FILES, TOKENIZER_FILE):
         _fsync(tmp / name)
-        files[name] = {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-    manifest = {"format_version": FORMAT_VERSION, "step": step, "files": files}
-    atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        files[name] = FileHash(sha256=sha256_file(tmp / name), bytes=(tmp / name).stat().st_size)
+    atomic_write_bytes(tmp / MANIFEST, manifest_bytes(step, files))
     # A re-save of the same step (e.g. SIGUSR1 right after a periodic save) retires the old one.
     retired = _retire(final) if final.exists() else None
     os.replace(tmp, final)

@@ -58,6 +58,7 @@ from contracts.evidence import (
 from contracts.evidence import run_id as evidence_run_id
 from contracts.gates import contract_mode, weakest_mode
 from contracts.ledger import Ledger, recording
+from contracts.model_shape import TRAINING_MODEL_KEYS
 from contracts.spec import load_spec
 from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
@@ -350,13 +351,6 @@ def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None
         "drop those --set/--config keys, use the run's own --data and --nproc, or start a new run with --out"
     )
     rundir.refuse_changes(run_dir, checkpoint, changes, ways)
-
-
-# The model settings a run started from a checkpoint may change: the attention path (the paths are
-# numerically equivalent, GATE-MODEL-001) and what only the training loss and the training routing
-# read. Every other model key is the checkpoint's architecture: a --set or --config that changes
-# one is refused (`_with_model_of`), never dropped.
-TRAINING_MODEL_KEYS = ("attention", "moe_balance_coef", "moe_z_coef", "mod_capacity")
 
 
 def _asked_model_keys(request: TrainRequest) -> dict[str, Any]:
