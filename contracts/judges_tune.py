@@ -108,7 +108,7 @@ def _learns(m: Measured, t: Thresholds) -> list[str]:
             f"over {len(margins)} step(s) the mean reward margin spans {span:.3g} "
             f"(at least {t['min_margin_span']:g} wanted): the loss is stuck at ln 2"
         )
-    if len(set(accuracies)) < 2:
+    if len(set(accuracies)) < 2 and set(accuracies) != {1}:  # all 1: every pair preferred throughout
         problems.append(f"the accuracy never moved over {len(accuracies)} step(s)")
     return problems
 

@@ -433,6 +433,20 @@ def test_a_margin_span_just_below_the_limit_fires_and_just_above_holds() -> None
     assert not measure("GATE-DPO-004", {**case, "margins": [0.0, 1.0], "accuracies": [0.5, 0.5]}).ok
 
 
+@pytest.mark.gate("GATE-DPO-004")
+@pytest.mark.parametrize(
+    ("accuracies", "holds"), [([1.0, 1.0], True), ([0.0, 0.0], False), ([0.5, 0.5], False)]
+)
+def test_an_accuracy_that_never_moves_fires_unless_every_pair_is_preferred_throughout(
+    accuracies: list[float], holds: bool
+) -> None:
+    """A reference weaker than the starting policy (`--reference`) can leave every pair preferred
+    from the first step: an accuracy of 1 throughout cannot move, and the margins still must."""
+    case = {"beta": 0.1, "trainable_parameters": 10, "margins": [0.04, 0.31], "accuracies": accuracies}
+    assert measure("GATE-DPO-004", case).ok is holds
+    assert not measure("GATE-DPO-004", {**case, "margins": [0.04, 0.04]}).ok
+
+
 _real_dpo_terms = dpo.dpo_terms
 
 
