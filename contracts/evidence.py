@@ -160,6 +160,17 @@ def leg_id(run_id: str, leg: int) -> str:
     return run_id if leg == 1 else f"{run_id}-leg{leg}"
 
 
+# A set-up refusal is filed as `<run-id>-refused-<UTC time>` (`.2`, `.3`, … within one second).
+REFUSED = "-refused"
+REFUSED_SUFFIX = re.compile(rf"{REFUSED}-\d{{8}}T\d{{6}}(?:\.\d+)?$")
+
+
+def run_named(record_id: str) -> str:
+    """The run a ledger id is a record of: a set-up refusal's (`base-refused-20261125T100625`) and
+    a resumed leg's (`base-leg2`) are the run `base`'s."""
+    return leg_of(REFUSED_SUFFIX.sub("", record_id))[0]
+
+
 def leg_of(record_id: str) -> tuple[str, int]:
     """(run id, leg) of a ledger id: `base-leg3` is leg 3 of `base`; any other id is leg 1 of itself."""
     found = LEG_SUFFIX.search(record_id)

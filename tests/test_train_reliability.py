@@ -187,6 +187,7 @@ def test_after_refused_resumes_a_plain_resume_continues(finished: Path, tmp_path
     assert evidence(run)["metrics"]["resumes"][-1] == {
         "from_step": 2,
         "argv": ["stack", "train", "--resume", str(run)],
+        "places": {str(run): str(run.resolve())},
         "changed": [],
     }
 

@@ -29,7 +29,7 @@ import os
 from pathlib import Path, PurePath
 from typing import Any
 
-from contracts.evidence import EvidenceRecord, leg_of
+from contracts.evidence import EvidenceRecord, run_named
 from stack.cli import build_parser
 
 # The kinds of the training loop: their config is rebuilt whole from the command lines
@@ -156,6 +156,8 @@ def lineage_path_problems(record: EvidenceRecord) -> list[str]:
     if record.lineage is None:
         return []
     lines = _command_lines(record)
+    if all((given(argv) or {}).get("resume") is not None for argv, _places in lines):
+        return []  # a record that keeps only a resume's line (`stack es --resume`) keeps no start's
     return [
         f"its {ref.role} parent lies at {ref.path}, which none of its command lines names"
         for ref in record.lineage.parents
@@ -183,8 +185,8 @@ def training_problems(record: EvidenceRecord) -> list[str]:
         and not same_place(stated[option], str(options[option]), places)
     ]
     run_dir = options.get("out") or options.get("resume")
-    # A resumed leg filed in a ledger is the run's id with its leg (`run-leg2`, contracts.evidence).
-    if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != leg_of(record.run.id)[0]:
+    # A resumed leg or a set-up refusal filed in a ledger is the run's id with a suffix (contracts.evidence).
+    if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != run_named(record.run.id):
         problems.append(
             f"run.id is {record.run.id!r}, but its command line writes the run directory {str(run_dir)!r}"
         )

@@ -33,6 +33,7 @@ from contracts.derive.training import COHERENCE_SHOWN, stated_determinism
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import (
     EVIDENCE_FILE,
+    REFUSED,
     RESUMES,
     RUN_ID_PATTERN,
     SCHEMA_VERSION,
@@ -619,7 +620,7 @@ def summarise(record: EvidenceRecord, directory: Path) -> None:
 def _refusal_id(ledger_dir: Path, run_id: str) -> str:
     """The ledger id of a set-up refusal of `run_id`: `<run-id>-refused-<UTC time>` (and `.2`, `.3`
     … within one second), so the run id itself stays free for the run that passes set-up."""
-    stamped = evidence_run_id(f"{run_id}-refused")
+    stamped = evidence_run_id(f"{run_id}{REFUSED}")
     ids = itertools.chain([stamped], (f"{stamped}.{n}" for n in itertools.count(2)))
     return next(rid for rid in ids if not (Path(ledger_dir) / rid).exists())
 
