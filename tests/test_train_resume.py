@@ -462,3 +462,20 @@ def test_a_resume_that_changes_the_clip_or_the_warmup_is_judged_by_the_new_setti
     record = read_evidence(run / "metadata.json")
     assert verdicts(run)["GATE-TRAIN-002"] == "PASS"
     assert check_record_truth(record, run, load_spec()).violations == []
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [("train.grad_accum=2", "train.grad_accum (1 -> 2)"), ("eval.batches=20", "eval.batches")],
+    ids=["accumulation", "held-out-batches"],
+)
+def test_a_resume_that_changes_a_steps_tokens_or_the_held_out_set_is_refused(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, named: str
+) -> None:
+    """Accumulation sets the tokens a step serves, the unit of the run's plan and epochs; the
+    held-out batches are the one set every evaluation scores. Changed on resume, each left a record
+    the integrity check refused (the options audit); they are refused up front, in one line."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", change]) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1

@@ -427,6 +427,8 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     step, every = last.get("step"), config.get("eval", {}).get("every")
     if not (whole(step, every) and every > 0) or "loss_scale" in last:
         return
+    if settler.inputs.record.determinism.flags.get("world_size", 1) != 1:
+        return  # the line logs the ranks' reduced norm; the probe, its own rank's
     if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
         restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
 
@@ -1226,8 +1228,8 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
     batch a step, without gradient accumulation); GATE-TRAIN-007's targets, counted and hashed at
     the step it was last judged, are the ones that step's line logs (the probe reads the step's last
-    micro-batch, the whole batch without accumulation), its logged and forward loss at that step
-    are the loss the line logs (its logged check holds them equal at run time), and the precision
+    micro-batch, the whole batch without accumulation, on one process), its logged and forward loss
+    at that step are the loss the line logs (its logged check holds them equal at run time), and the precision
     its logits' dtypes are held to, as GATE-EVAL-001's, is the config's train.precision."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
@@ -1242,7 +1244,9 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
     result = next((g for g in inputs.record.gates if g.id == "GATE-TRAIN-007"), None)
     line = next((s for s in log.steps if result is not None and s.get("step") == result.step), None)
-    if settler.wanted("GATE-TRAIN-007") and one_batch and line is not None:
+    # The line counts every rank's targets; the gate, one rank's micro-batch.
+    one_rank = inputs.record.determinism.flags.get("world_size", 1) == 1
+    if settler.wanted("GATE-TRAIN-007") and one_batch and one_rank and line is not None:
         for key in ("targets", "targets_sha256"):
             if key in judged.get("GATE-TRAIN-007", {}) and key in line:
                 derived.put(("gates", "GATE-TRAIN-007", "measured", key), line[key])
