@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from contracts.evidence import GateResult, Verdict, Waiver
-from contracts.judges import judge
+from contracts.judges import CHECKS, judge
 from contracts.spec import Severity, Spec, load_spec
 
 if TYPE_CHECKING:
@@ -90,8 +90,24 @@ def settle(
     if previous is not None and RANK[verdict] < RANK[previous.verdict]:
         return _joined(spec, gate_id, previous, measured, waived)
     if previous is not None and isinstance(previous.measured, dict) and isinstance(measured, dict):
-        measured = {**previous.measured, **measured}
+        measured = {**_current(gate_id, previous.measured, measured), **measured}
     return judged_result(spec, gate_id, measured, waived, step)
+
+
+def _current(gate_id: str, earlier: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """`earlier` values less those measured under a setting `measured` gives another value: the
+    values of every check (CHECKS) that holds a key whose value changed, but the ones `measured`
+    holds. A resume that lowers the clip makes the post-clip norm measured under the old clip
+    another measurement's; judged against the new clip, it would fire on a run that clips."""
+    changed = {key for key in earlier.keys() & measured.keys() if earlier[key] != measured[key]}
+    stale = {
+        key
+        for keys in CHECKS.get(gate_id, {}).values()
+        if changed & set(keys)
+        for key in keys
+        if key not in measured
+    }
+    return {key: value for key, value in earlier.items() if key not in stale}
 
 
 def _joined(spec: Spec, gate_id: str, worse: GateResult, measured: Any, waived: bool) -> GateResult | None:

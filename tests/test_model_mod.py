@@ -432,3 +432,17 @@ def test_resume_with_both_options_is_bit_exact(data: Path, tmp_path_factory: pyt
     run = interrupted_copy(straight, tmp_path_factory.mktemp("mod-resumed"), at_step=2)
     assert train(["train", "--resume", str(run)]) == 0
     assert differences(straight, run) == []
+
+
+def test_inspect_counts_the_parameters_training_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A routed block's threshold is a buffer saved with the weights: `stack inspect` lists it and
+    counts the parameters the training record counts (the options audit's finding 10)."""
+    run = tmp_path / "run"
+    assert train(smoke_args(prepared(tmp_path), run, "model.n_layers=2", "model.mod_every=2")) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert any(t["buffer"] and t["name"].endswith("route_threshold") for t in shown["tensors"])
+    assert shown["parameters"] == json.loads((run / "metadata.json").read_text())["metrics"]["parameters"]

@@ -443,3 +443,39 @@ def test_a_resume_of_a_run_never_filed_files_it_under_its_own_id(straight: Path,
     assert sorted(p.name for p in ledger.iterdir()) == ["run"]
     filed = evidence(ledger / "run")
     assert filed["run"]["id"] == "run" and filed["lineage"] is None
+
+
+@pytest.mark.holds("GATE-TRAIN-002")
+@pytest.mark.parametrize(
+    "changes",
+    [("train.clip_norm=0.5",), ("train.warmup_steps=6",), ("train.lr=0.001", "train.warmup_steps=6")],
+    ids=["lower-clip", "longer-warmup", "rate-and-warmup"],
+)
+def test_a_resume_that_changes_the_clip_or_the_warmup_is_judged_by_the_new_setting(
+    straight: Path, tmp_path: Path, changes: tuple[str, ...]
+) -> None:
+    """The earlier leg's post-clip norm and warmup rates were measured under the old settings; a
+    resume that changes them is judged on what it measures under the new ones, never on the old
+    values against the new limits (the options audit saw GATE-TRAIN-002 fire with no problem named)."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), *(a for c in changes for a in ("--set", c))]) == 0
+    record = read_evidence(run / "metadata.json")
+    assert verdicts(run)["GATE-TRAIN-002"] == "PASS"
+    assert check_record_truth(record, run, load_spec()).violations == []
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [("train.grad_accum=2", "train.grad_accum (1 -> 2)"), ("eval.batches=20", "eval.batches")],
+    ids=["accumulation", "held-out-batches"],
+)
+def test_a_resume_that_changes_a_steps_tokens_or_the_held_out_set_is_refused(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, named: str
+) -> None:
+    """Accumulation sets the tokens a step serves, the unit of the run's plan and epochs; the
+    held-out batches are the one set every evaluation scores. Changed on resume, each left a record
+    the integrity check refused (the options audit); they are refused up front, in one line."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", change]) == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1

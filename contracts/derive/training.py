@@ -88,6 +88,9 @@ SWITCHES_WHEN_DETERMINISTIC = {
     False: {"deterministic_algorithms": False, "warn_only": False},
 }
 NONDETERMINISTIC_SDPA = ("cudnn",)
+# What each invocation's schedule event states of the settings its steps follow: the schedule's
+# own keys, and the clip (logged from spec 1.22.0 on; before, the config's is taken).
+INVOCATION_KEYS = (*SCHEDULE_KEYS, "clip_norm")
 # torch.nn.utils.clip_grad_norm_ scales by clip / (norm + 1e-6) when that is below one; the norm
 # measured after the clip agrees with that to float32 rounding, well inside CLIPPED_RTOL.
 CLIP_EPS = 1e-6
@@ -338,27 +341,61 @@ def _coherence(
     return outcomes
 
 
+def _invocation_events(log: Log) -> list[dict[str, Any]]:
+    """The log's schedule events by step: one at each invocation's start, with the settings its
+    steps follow (a resume may change them)."""
+    return sorted(
+        (e for e in log.events if e.get("event") == "schedule" and isinstance(e.get("step"), int)),
+        key=lambda e: e["step"],
+    )
+
+
+def _in_force(events: list[dict[str, Any]], step: int, train: dict[str, Any]) -> dict[str, Any]:
+    """The train settings a step followed: the config's, over them those its invocation's schedule
+    event states (the clip from spec 1.22.0 on; a log without events, the config's alone)."""
+    event = next((e for e in reversed(events) if e["step"] < step), None)
+    return train if event is None else {**train, **{k: v for k, v in event.items() if k in INVOCATION_KEYS}}
+
+
 def _stability(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], int | None]]:
-    """The parts of GATE-TRAIN-002 in the config and the log: settings, the warmup's rates, the clip."""
-    clip, warmup = train.get("clip_norm"), train.get("warmup_steps")
-    outcomes: list[tuple[dict[str, Any], int | None]] = [
-        ({"clip_norm": clip, "warmup_steps": warmup, "weight_decay": train.get("weight_decay")}, None)
-    ]
-    previous = None
+    """The parts of GATE-TRAIN-002 in the config and the log, as the loop judges them: each
+    invocation's settings at its start, the warmup's rates, the clip, each under the settings in
+    force for its step. A warmup's previous rate is its own invocation's when a resume changed
+    the warmup or the peak rate (the earlier ones followed another schedule)."""
+    events = _invocation_events(log)
+    starts = [None] if not events else [e["step"] for e in events]
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    previous, ramp = None, None
     for line in log.steps:
         step, lr = line.get("step"), line.get("lr")
-        if isinstance(step, int) and isinstance(warmup, int) and step <= warmup:
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        settings = _in_force(events, step, train)
+        if starts and (starts[0] is None or starts[0] < step):
+            starts.pop(0)
+            keys = ("clip_norm", "warmup_steps", "weight_decay")
+            outcomes.append(({key: settings.get(key) for key in keys}, None))
+            if ramp is not None and ramp != (settings.get("warmup_steps"), settings.get("lr")):
+                previous = None
+            ramp = (settings.get("warmup_steps"), settings.get("lr"))
+        warmup = settings.get("warmup_steps")
+        if isinstance(warmup, int) and step <= warmup:
             measured = {
                 "warmup_lr": lr,
                 "previous_warmup_lr": previous if step > 1 else None,
                 "warmup_step": step,
                 "warmup_steps": warmup,
-                "peak_lr": train.get("lr"),
+                "peak_lr": settings.get("lr"),
             }
             outcomes.append((measured, step))
             previous = lr
         if CLIPPED_NORM in line:
-            outcomes.append(({"post_clip_norm": line[CLIPPED_NORM], "clip_norm": clip}, step))
+            outcomes.append(
+                ({"post_clip_norm": line[CLIPPED_NORM], "clip_norm": settings.get("clip_norm")}, step)
+            )
+    if not outcomes:
+        keys = ("clip_norm", "warmup_steps", "weight_decay")
+        outcomes.append(({key: train.get(key) for key in keys}, None))
     return outcomes
 
 
@@ -367,10 +404,7 @@ def _schedule(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], int
     optimizer) against the loop's own schedule under the settings in force for that step: those
     of the last "schedule" event before it (each invocation logs one; a resume may change them),
     else the config's."""
-    events = sorted(
-        (e for e in log.events if e.get("event") == "schedule" and isinstance(e.get("step"), int)),
-        key=lambda e: e["step"],
-    )
+    events = _invocation_events(log)
     outcomes: list[tuple[dict[str, Any], int | None]] = []
     for line in log.steps:
         step = line.get("step")
@@ -393,6 +427,8 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     step, every = last.get("step"), config.get("eval", {}).get("every")
     if not (whole(step, every) and every > 0) or "loss_scale" in last:
         return
+    if settler.inputs.record.determinism.flags.get("world_size", 1) != 1:
+        return  # the line logs the ranks' reduced norm; the probe, its own rank's
     if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
         restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
 
@@ -401,13 +437,15 @@ def _real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _clip_problems(log: Log, clip: Any) -> list[str]:
-    """Step lines whose norm after the clip is not what clipping their norm before it gives."""
-    if not isinstance(clip, int | float) or clip <= 0:
-        return []
-    problems = []
+def _clip_problems(log: Log, train: dict[str, Any]) -> list[str]:
+    """Step lines whose norm after the clip is not what clipping their norm before it gives, by
+    the clip in force for the step."""
+    events, problems = _invocation_events(log), []
     for line in log.steps:
-        norm, after = line.get("grad_norm"), line.get(CLIPPED_NORM)
+        norm, after, step = line.get("grad_norm"), line.get(CLIPPED_NORM), line.get("step")
+        clip = _in_force(events, step, train).get("clip_norm") if isinstance(step, int) else None
+        if not isinstance(clip, int | float) or clip <= 0:
+            continue
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in (norm, after)):
             continue
         expected = clipped_norm(norm, clip)
@@ -1190,8 +1228,8 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
     batch a step, without gradient accumulation); GATE-TRAIN-007's targets, counted and hashed at
     the step it was last judged, are the ones that step's line logs (the probe reads the step's last
-    micro-batch, the whole batch without accumulation), its logged and forward loss at that step
-    are the loss the line logs (its logged check holds them equal at run time), and the precision
+    micro-batch, the whole batch without accumulation, on one process), its logged and forward loss
+    at that step are the loss the line logs (its logged check holds them equal at run time), and the precision
     its logits' dtypes are held to, as GATE-EVAL-001's, is the config's train.precision."""
     derived = settler.derived
     judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
@@ -1206,7 +1244,9 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
     result = next((g for g in inputs.record.gates if g.id == "GATE-TRAIN-007"), None)
     line = next((s for s in log.steps if result is not None and s.get("step") == result.step), None)
-    if settler.wanted("GATE-TRAIN-007") and one_batch and line is not None:
+    # The line counts every rank's targets; the gate, one rank's micro-batch.
+    one_rank = inputs.record.determinism.flags.get("world_size", 1) == 1
+    if settler.wanted("GATE-TRAIN-007") and one_batch and one_rank and line is not None:
         for key in ("targets", "targets_sha256"):
             if key in judged.get("GATE-TRAIN-007", {}) and key in line:
                 derived.put(("gates", "GATE-TRAIN-007", "measured", key), line[key])
@@ -1303,7 +1343,7 @@ def training_record(inputs: Inputs) -> Derivation:
     settler.derive("GATE-TRAIN-002", _stability(log, config.get("train", {})), exact=False)
     settler.derive("GATE-TRAIN-008", _schedule(log, config.get("train", {})), exact=False)
     _probed_gradient(log, config, settler)
-    derived.problems += _clip_problems(log, config.get("train", {}).get("clip_norm"))
+    derived.problems += _clip_problems(log, config.get("train", {}))
     _stated(inputs, log, config, derived)
     _checkpoints(inputs, log, settler)
     _checkpoint_cadence(inputs, log, config, derived)

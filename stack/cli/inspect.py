@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         "step": state.get("step"),
         "epoch": state.get("epoch"),
         "spec_version": state.get("spec_version"),
-        "parameters": sum(t["numel"] for t in tensors),
+        "parameters": sum(t["numel"] for t in tensors if not t["buffer"]),
         "config": state.get("config"),
         "state_keys_missing": [key for key in ckpt.STATE_KEYS if key not in state],
         "tensors": tensors,
@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _tensors(weights: Path) -> list[dict[str, Any]]:
-    """Name, shape, dtype and element count of each tensor, read from the header only."""
+    """Name, shape, dtype and element count of each tensor, read from the header only, and whether
+    it is a buffer the model keeps beside its parameters (not counted as one, as training counts)."""
+    from stack.model.depth_router import THRESHOLD
+    from stack.model.lora import BASE_HASH_KEY
+
+    buffers = (THRESHOLD, BASE_HASH_KEY)
     from safetensors import safe_open
 
     tensors = []
@@ -62,7 +67,10 @@ def _tensors(weights: Path) -> list[dict[str, Any]]:
             count = 1
             for dim in shape:
                 count *= dim
-            tensors.append({"name": name, "shape": shape, "dtype": sliced.get_dtype(), "numel": count})
+            buffer = name.rsplit(".", 1)[-1] in buffers
+            tensors.append(
+                {"name": name, "shape": shape, "dtype": sliced.get_dtype(), "numel": count, "buffer": buffer}
+            )
     return tensors
 
 

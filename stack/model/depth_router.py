@@ -45,6 +45,9 @@ from stack.model.config import ModelConfig
 from stack.model.kv_cache import LayerCache
 from stack.model.layers import Attention, Block
 
+# The buffer of a routed block's inference threshold (saved with the weights, no parameter).
+THRESHOLD = "route_threshold"
+
 
 def capacity_tokens(capacity: float, length: int) -> int:
     """⌊C·T⌋: how many of a sequence's T tokens a routed block computes in training."""
@@ -81,7 +84,7 @@ class DepthRoutedBlock(Block):
         super().__init__(config, attn)
         self.capacity = config.mod_capacity
         self.router = nn.Linear(config.d_model, 1, bias=False)
-        self.register_buffer("route_threshold", torch.zeros(()))
+        self.register_buffer(THRESHOLD, torch.zeros(()))
         # Which tokens the last forward routed, (B, T) bool: what the capacity and skip gates read.
         self.routed = torch.zeros(0, 0, dtype=torch.bool)
         # (routed, seen) tokens of the inference forwards since the last reset: GATE-ARCH-014's counts.

@@ -433,6 +433,9 @@ class Trainer:
         with ckpt.restoring(checkpoint, "rng"):
             rng.restore(state["rng"])
         check_restored(checkpoint, self._restored_states())
+        saved = state["config"]["train"]
+        if (saved["warmup_steps"], saved["lr"]) != (self.config.train.warmup_steps, self.config.train.lr):
+            self.state.last_warmup_lr = None  # the rate before followed another warmup: it rises afresh
         saved_mixture = DataSection.mixture_of(state["config"]["data"])
         if DataSection.mixture_of(self.config.as_dict()["data"]) != saved_mixture:
             self._pivot(checkpoint)  # recorded as a change by run.py
@@ -1022,7 +1025,10 @@ class Trainer:
         status, ended = "completed", False
         self.objective.start(self.model, self.heldout)
         # The schedule this invocation steps by (a resume may change it), for GATE-TRAIN-008's derivation.
-        self.metrics_log.write("event", step=self.state.step, event="schedule", **self.schedule)
+        clip = self.config.train.clip_norm  # the clip in force, as the checker holds each step to
+        self.metrics_log.write(
+            "event", step=self.state.step, event="schedule", **self.schedule, clip_norm=clip
+        )
         try:
             with signals.installed(), self.alerts.watching():
                 self.switches = determinism.Switches.now()  # what the first step runs with

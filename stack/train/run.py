@@ -93,7 +93,7 @@ DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the D
 # The writer of a run directory: continued in place with --resume, under its lock (stack.outputs.rundir).
 WRITER = rundir.Writer("stack train", resumable=True)
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
-FIXED_ON_RESUME = ("train.batch_size", "train.seed", "train.task")
+FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
 # The record's status for each way `Trainer.run` returns.
 FINAL_STATUS = {
     "completed": RunStatus.COMPLETED,
@@ -312,8 +312,11 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     """Keys whose new value the checkpoint cannot continue with.
 
     Every model key but the attention path (the weights have the old shape and meaning), the
-    batch size (the reader's position counts batches of it), the seed (the batch order is drawn
-    from it) and a change to or from fp16 (the checkpoint holds a loss scaler only for fp16).
+    batch size and the accumulation (the reader's position counts batches of them, and a step's
+    tokens are the unit the run's plan, epochs and corpus adequacy are judged in), the seed (the
+    batch order is drawn from it), the held-out batches (every evaluation scores one set, whose
+    losses early stopping compares) and a change to or from fp16 (the checkpoint holds a loss
+    scaler only for fp16).
     """
     before, after = state["config"], config.as_dict()
     fixed = [
@@ -449,7 +452,9 @@ class RunRecord:
                     "best_heldout_loss": state.best_heldout,
                     "best_checkpoint": state.best_checkpoint,
                     "planned_tokens": trainer.config.train.steps * trainer.tokens_per_step,
-                    "unique_train_tokens": trainer.reader.unique_tokens,
+                    # what GATE-DATA-004 judged at set-up (a phase that reweights the reader later
+                    # changes the reader's count, not the judged one)
+                    "unique_train_tokens": adequacy.unique_train_tokens,
                     "repeats": adequacy.repeats,
                     "tokens_per_parameter": adequacy.tokens_per_parameter,
                     "coherence_scores": [score for _, score in state.monitor.history][-COHERENCE_SHOWN:],
