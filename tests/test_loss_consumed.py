@@ -35,7 +35,7 @@ from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch
 from stack.model import attention
 from stack.model.checks import PROBE_LEN
-from stack.model.consumed import Consumed, record
+from stack.model.consumed import Consumed, mode_of, record
 from stack.train import dpo_objective
 from stack.train.consumption import COUNTS, compare, targets_sha256
 from stack.train.distill_objective import Distill
@@ -415,7 +415,7 @@ def _gathers_the_current_token(model: Any, tokens: torch.Tensor, mask: torch.Ten
     each position's own token instead of the next one."""
     targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
     logits, _ = model(tokens[:, :-1])
-    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype))
+    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype, mode=mode_of(model)))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, :-1, None]).squeeze(-1)
     return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 
@@ -617,7 +617,7 @@ def test_labels_smoothed_in_training_mode_only_stop_at_the_probe(
 def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() -> None:
     """Training mode inside (adapter dropout draws), the mode and the global generator as they were after."""
     from stack.model.lora import apply_lora
-    from stack.train.consumption import as_trained
+    from stack.train.consumption import in_mode
 
     model = tiny_model(ctx=16)
     apply_lora(model, "q,v", 2, 4.0, dropout=0.5)
@@ -626,7 +626,7 @@ def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() 
             parameter.fill_(0.5)
     tokens = torch.arange(8).unsqueeze(0)
     before = torch.get_rng_state()
-    with as_trained(model):
+    with in_mode(model, training=True):
         assert model.training
         first, second = model(tokens)[0], model(tokens)[0]
     assert not torch.equal(first, second)  # the dropout drew, twice differently

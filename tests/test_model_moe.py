@@ -25,7 +25,7 @@ from stack.cli import main
 from stack.model import moe as moe_module
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT, param_count_formula
-from stack.model.moe_checks import check_expert_shares, check_single_expert, routed_counts
+from stack.model.moe_checks import check_expert_shares, check_mixtures, routed_counts
 from stack.train import loop
 from tests.train_support import prepared, smoke_args, smoke_trainer, step_lines, train, unjudged, verdicts
 
@@ -123,7 +123,7 @@ def test_uniform_routing_balances_at_one_and_drops_nothing() -> None:
 @pytest.mark.holds("GATE-ARCH-003")
 def test_single_expert_is_dense_at_start_up() -> None:
     with recording(Ledger()) as ledger:
-        check_single_expert(moe_model().config)
+        check_mixtures(moe_model().config)
     assert ledger.results["GATE-ARCH-003"].verdict is Verdict.PASS
 
 
@@ -133,7 +133,7 @@ def test_falsifier_tokens_sent_to_wrong_rows(monkeypatch: pytest.MonkeyPatch) ->
     forward = moe_module.MoE.forward
     monkeypatch.setattr(moe_module.MoE, "forward", lambda self, x: forward(self, x).roll(1, dims=1))
     with recording(Ledger()) as ledger, pytest.raises(GateViolation) as caught:
-        check_single_expert(moe_model().config)
+        check_mixtures(moe_model().config)
     assert caught.value.gate_id == "GATE-ARCH-003"
     assert ledger.results["GATE-ARCH-003"].verdict is Verdict.FAIL
 
@@ -156,9 +156,9 @@ def test_falsifier_weights_off_by_epsilon(
     with recording(Ledger()) as ledger:
         if fires:
             with pytest.raises(GateViolation, match="GATE-ARCH-003"):
-                check_single_expert(moe_model().config)
+                check_mixtures(moe_model().config)
         else:
-            assert check_single_expert(moe_model().config)["max_abs_diff"] > 0  # the plant is there
+            assert check_mixtures(moe_model().config)["max_abs_diff"] > 0  # the plant is there
     expected = Verdict.FAIL if fires else Verdict.PASS
     assert ledger.results["GATE-ARCH-003"].verdict is expected
 
