@@ -251,6 +251,28 @@ def test_a_dpo_sum_that_skips_each_rows_first_completion_token_stops_the_run(
     assert measured["stated_targets"] - measured["targets"] == 2 * measured["scorings"]  # one per row
 
 
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_dpo_reference_scored_in_training_mode_stops_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The frozen reference is put in training mode before it scores (its dropout drawn into every
+    reward): the step's statement names evaluation mode for the reference's scoring, and the
+    policy's, in training mode, holds (GATE-TRAIN-007 rev 6, check mode)."""
+    logprobs = dpo_objective.Dpo._logprobs
+
+    def reference_in_training(self: dpo_objective.Dpo, forward: Any, rows: Any) -> Any:
+        self.reference.train()
+        return logprobs(self, forward, rows)
+
+    monkeypatch.setattr(dpo_objective.Dpo, "_logprobs", reference_in_training)
+    out = tmp_path / "reference-in-training"
+    measured = _stopped_by(out, _dpo(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert measured["modes"] == ["train"] and measured["mismatched_modes"] == 1
+
+
 def _targets_are_the_inputs(self: Pretrain, forward: Any, model: Any, batch: torch.Tensor) -> StepLoss:
     """The planted bug: the window's own tokens as targets (the shift forgotten)."""
     _, loss = forward(batch[:, :-1], batch[:, :-1])
