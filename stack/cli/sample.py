@@ -95,7 +95,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
         "prompt": args.prompt,
         "tokens": args.tokens,
         "seed": args.seed,
-        **sampler.measured(),
+        **sampler.settings(),
     }
     record.config, record.config_sha256 = config, canonical_sha256(config)
     ids = trained.tokenizer.encode(args.prompt) if args.prompt else []

@@ -98,8 +98,8 @@ class Sampler:
             return self.scaled(logits, seen).argmax(dim=-1, keepdim=True)
         return torch.multinomial(self.probabilities(logits, seen), 1, generator=generator)
 
-    def measured(self) -> dict[str, Any]:
-        """The settings, as GATE-TRAIN-005's record holds them and generation takes them."""
+    def settings(self) -> dict[str, Any]:
+        """The settings by the names generation takes them and GATE-TRAIN-005's record holds them."""
         return {
             "temperature": self.temperature,
             "top_k": self.top_k,
@@ -208,7 +208,7 @@ def sample_watched(
     """`tokens` tokens after each row of `idx`, sampled by the model's own `generate` with
     `sampler`'s settings, (B, tokens), and what each draw was made from."""
     with watching_draws(model, generator) as draws:
-        out = model.generate(idx, tokens, **sampler.measured(), generator=generator)
+        out = model.generate(idx, tokens, **sampler.settings(), generator=generator)
     return draws, out[:, idx.shape[1] :]
 
 
@@ -289,7 +289,7 @@ class DrawTally:
     def measured(self) -> dict[str, Any]:
         """GATE-TRAIN-005's `drawn` and `context` values, with every setting the draws were replayed under."""
         return {
-            **self.sampler.measured(),
+            **self.sampler.settings(),
             "draws": self.draws,
             "mismatched_draws": self.mismatched_draws,
             "probe_draws": self.probe_draws,
@@ -318,7 +318,7 @@ def sample_checked(
     logits a plain forward's of their window, and the spread probe (from `seed`) drawn by the
     model's own `generate` with the same settings and replayed."""
     with watching_draws(model, generator) as draws:
-        out = generate_long(model, idx, tokens, **sampler.measured(), generator=generator)
+        out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator)
     tally = DrawTally(sampler)
     tally.add(draws, out[:, idx.shape[1] :], model, idx)
     spread = SpreadLogits(probe_width(model.config.vocab, sampler.top_k), idx.device, seed)

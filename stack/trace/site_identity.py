@@ -165,6 +165,5 @@ class SiteIdentities:
                 self.rows[name] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=tensor.device)
             else:
                 self.rows[name] = site_deviation(tensor, identity.compute(*reads))
-        if name.endswith(".output"):  # the next block's input: what this block's identities read is done
-            layer = name.removesuffix("output")
-            self._seen = {k: v for k, v in self._seen.items() if not k.startswith(layer) or k == name}
+        if name.endswith(".output"):  # the next block's input, the one site any later identity reads
+            self._seen = {name: tensor}
