@@ -441,13 +441,17 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
             "consumed_windows",
         ),
         "precision": ("precision", "logits_dtypes"),
+        "mode": ("modes", "mismatched_modes"),
     },
 )
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
     """The set, as made, counted by its distinct windows (two batches repeated eight times are
     two); and each evaluation, by what its forwards read: every batch of the set, each read as it
-    states, as many distinct windows as the set states, in the compute dtype of train.precision."""
+    states, as many distinct windows as the set states, in the compute dtype of train.precision,
+    with the model in evaluation mode."""
     problems = precision_problems(m, "the evaluation") if has(m, "precision", "logits_dtypes") else []
+    if has(m, "modes", "mismatched_modes"):
+        problems += mode_problems(m, "the evaluation's forwards", "evaluation mode (no dropout drawn)")
     if has(m, "heldout_batches", "distinct_windows", "batch_size"):
         problems += _set_problems(m, t)
     if has(m, *CHECKS["GATE-EVAL-001"]["reads"]):
@@ -785,14 +789,16 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
         deviation = number(m, "context_logits_deviation")
         if not deviation <= t["context_logits_rtol"]:
             problems.append(
-                f"the logits the monitor's draws were made from are {deviation:.3g} (× the largest logit) "
-                f"from a plain forward of the sampled text (rtol {t['context_logits_rtol']:g}): the sampler "
-                "did not see the text it sampled (a lost KV cache? restarted positions?)"
+                f"the logits the draws were made from are {deviation:.3g} (× the largest logit) from a "
+                f"plain forward of the sampled text, past the model's context of its window (rtol "
+                f"{t['context_logits_rtol']:g}): the sampler did not see the text it sampled (a lost KV "
+                "cache? restarted positions? another part of a long text?)"
             )
     if has(m, "draws", "mismatched_draws", "probe_draws", "mismatched_probe_draws"):
-        settings = f"temperature {m.get('temperature')}, top_k {m.get('top_k')}"
+        named = ("temperature", "top_k", "top_p", "repetition_penalty")
+        settings = ", ".join(f"{key} {m[key]}" for key in named if key in m)
         for what, drawn, mismatched in (
-            ("the monitor's samples", "draws", "mismatched_draws"),
+            ("the samples", "draws", "mismatched_draws"),
             ("the sampler's draws on spread logits", "probe_draws", "mismatched_probe_draws"),
         ):
             if count(m, mismatched) > t["max_mismatched_draws"]:
@@ -842,6 +848,19 @@ def precision_problems(m: Measured, reader: str) -> list[str]:
             f"{COMPUTE_DTYPES[precision]}: the run computes in another precision than it states"
         ]
     return []
+
+
+def mode_problems(m: Measured, reader: str, wanted: str) -> list[str]:
+    """No scoring of `reader` (a training step's loss, an evaluation's forwards) ran in another mode
+    than the one it is due to run in (`wanted`): GATE-TRAIN-007's and GATE-EVAL-001's mode checks."""
+    modes, mismatched = items(m, "modes"), count(m, "mismatched_modes")
+    if not mismatched:
+        return []
+    seen = ", ".join(str(mode) for mode in modes) or "none stated"
+    return [
+        f"{mismatched} scoring(s) of {reader} ran with the model in another mode than {wanted} "
+        f"(modes seen: {seen}): its dropout was drawn, or not, against what the run computes"
+    ]
 
 
 def same_number(a: float, b: float) -> bool:
@@ -1173,18 +1192,34 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-TRACE-002", needs=("missing", "partial", "recorded_twice"))
+@judges(
+    "GATE-TRACE-002",
+    checks={"complete": ("missing", "partial", "recorded_twice"), "identity": ("identities+",)},
+)
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
+    """Every site present once with every statistic (`complete`), and each site that is a module's
+    output within site_identity_rtol × its largest magnitude of that module on the traced sites
+    it reads (`identity`): a hook on the wrong module, or two names swapped, fails there."""
+    problems = []
+    if has(m, "identities"):
+        found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
+        if found:
+            problems.append(
+                f"site(s) do not hold what their names say ({'; '.join(found)}, recomputed by the "
+                "module each name names from the traced sites it reads): a hook on the wrong module?"
+            )
+    if not has(m, "missing", "partial", "recorded_twice"):
+        return problems
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
     if not any(gaps.values()):
-        return []
+        return problems
     examples = m.get("examples") if isinstance(m.get("examples"), Mapping) else {}
     parts = [
         f"{key.replace('_', ' ')}: {', '.join(map(str, examples.get(key, []))) or n}"
         for key, n in gaps.items()
         if n
     ]
-    return [f"the trace is incomplete ({'; '.join(parts)})"]
+    return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
 
 
 def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:
@@ -1194,9 +1229,35 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
 
 
-@judges("GATE-EXPORT-001", needs=("max_abs_diff", "finite"))
+@judges(
+    "GATE-EXPORT-001", checks={"logits": ("max_abs_diff", "finite"), "special": ("special_ids+", "eot_id")}
+)
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
-    return _logits_within(m, "", t["logits_atol"], "the Hugging Face export's")
+    """The HF model's logits within logits_atol of the stack's (`logits`), and every special id an
+    export names, where transformers reads it, the stack tokenizer's end of text (`special`)."""
+    problems = (
+        _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
+    )
+    if has(m, "special_ids", "eot_id"):
+        problems += _special_id_problems(m)
+    return problems
+
+
+def _special_id_problems(m: Measured) -> list[str]:
+    """Each special id read from the export is the end-of-text id of the stack's tokenizer."""
+    found, eot = m["special_ids"], count(m, "eot_id")
+    if not isinstance(found, Mapping):
+        raise Malformed("'special_ids' must map where each id was read to the id")
+    wrong = {
+        where: value for where, value in sorted(found.items()) if isinstance(value, bool) or value != eot
+    }
+    if not wrong:
+        return []
+    listed = ", ".join(f"{where} is {value}" for where, value in wrong.items())
+    return [
+        f"the export names other special ids than its tokenizer's end of text {eot} ({listed}): "
+        "generation from it would not stop, or start, where the model learned to"
+    ]
 
 
 @judges(
@@ -1542,13 +1603,26 @@ def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-003", needs=("max_abs_diff", "ref_absmax"))
+@judges("GATE-ARCH-003", checks={"dense": ("max_abs_diff", "ref_absmax"), "mixture": ("mixtures+",)})
 def _single_expert_is_dense(m: Measured, t: Thresholds) -> list[str]:
-    diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
-    allowed = t["dense_atol"] + t["dense_rtol"] * scale
-    if not diff <= allowed:
-        return [f"the one-expert mixture differs from the dense FFN by {diff:.3g} (allowed {allowed:.3g})"]
-    return []
+    """The one-expert mixture against the dense FFN (`dense`), and each mixture written out
+    (`mixture`), within dense_atol + dense_rtol × the reference's largest magnitude."""
+    problems = []
+    if has(m, "max_abs_diff", "ref_absmax"):
+        diff, scale = number(m, "max_abs_diff"), number(m, "ref_absmax")
+        allowed = t["dense_atol"] + t["dense_rtol"] * scale
+        if not diff <= allowed:
+            problems.append(
+                f"the one-expert mixture differs from the dense FFN by {diff:.3g} (allowed {allowed:.3g})"
+            )
+    if has(m, "mixtures"):
+        found = _deviations(m["mixtures"], "mixture", t["dense_atol"], t["dense_rtol"])
+        if found:
+            problems.append(
+                f"the mixture of {'; '.join(found)} from its definition (softmax of the router, top-k, "
+                "weights renormalised to sum to one, Σ weight × expert, plus the shared expert)"
+            )
+    return problems
 
 
 @judges("GATE-ARCH-004", needs=("experts+",))

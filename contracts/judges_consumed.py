@@ -13,11 +13,14 @@ from contracts.judges import (
     count,
     has,
     judges,
+    mode_problems,
     number,
     precision_problems,
     same_number,
 )
 
+# The mode a training step runs each scoring in, as the mode check's message says it.
+_TRAINING_MODES = "a training step's (the trained model in training mode, a frozen one in evaluation mode)"
 # What a difference at a position means, said in the message of each count that is not zero.
 _MISMATCHES = {
     "mismatched_targets": "target position(s) differ from the batch's (another mask, or other ids)",
@@ -43,17 +46,24 @@ _MISMATCHES = {
         ),
         "gradient": ("loss_gradient_deviation",),
         "precision": ("precision", "logits_dtypes"),
+        "mode": ("modes", "mismatched_modes"),
         "logged": ("logged_loss", "forward_loss"),
+        "inference": ("inference_logits_deviation", "inference_loss_deviation"),
     },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     """The loss read what the batch states (every step, from the tape) and, where a probe read its
     gradient at uniform logits, scored it as a mean cross-entropy: the same targets with another
     value (smoothed labels, a sum for a mean, a mean over positions it did not score) move the
-    gradient off that identity."""
+    gradient off that identity. Each scoring ran in the mode a training step runs it in, and at a
+    probe the loss read the logits the model serves."""
     problems = _consumed_problems(m) if has(m, "scorings") else []
     if has(m, "precision", "logits_dtypes"):
         problems += precision_problems(m, "the loss")
+    if has(m, "modes", "mismatched_modes"):
+        problems += mode_problems(m, "the step's loss", _TRAINING_MODES)
+    if has(m, "inference_logits_deviation", "inference_loss_deviation"):
+        problems += _inference_problems(m, t["inference_rtol"])
     if has(m, "logged_loss", "forward_loss"):
         logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
         if not same_number(logged, forward):
@@ -70,6 +80,19 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
     return problems
+
+
+def _inference_problems(m: Measured, rtol: float) -> list[str]:
+    """The logits the loss read, and the loss, against the model's plain inference forward's."""
+    logits, loss = number(m, "inference_logits_deviation"), number(m, "inference_loss_deviation")
+    if logits <= rtol and loss <= rtol:
+        return []
+    return [
+        f"the logits the loss read are {logits:.3g} (× the largest logit) and the loss {loss:.3g} (× itself) "
+        f"from the model's plain forward without targets and its mean cross-entropy (rtol {rtol:g}): the "
+        "function the loss trains is not the one evaluated, saved and served (a norm, a scale or a "
+        "layer the loss path skips or adds?)"
+    ]
 
 
 def _consumed_problems(m: Measured) -> list[str]:

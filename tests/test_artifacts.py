@@ -361,6 +361,8 @@ WRITERS: dict[str, str] = {
     "lens --csv": "lens {run} --prompt a --csv {out}",
     "lens --save": "lens {run} --train --data {data} --save {out}",
     "lens --evidence-dir": "lens {run} --prompt a --evidence-dir {out}",
+    "sample --record": "sample {run} --tokens 2 --record {out}",
+    "sample --evidence-dir": "sample {run} --tokens 2 --evidence-dir {out}",
     "eval --record": "eval {run} --text {text} --record {out}",
     "eval --evidence-dir": "eval {run} --text {text} --evidence-dir {out}",
     "evalmatrix --record": "evalmatrix {run} --items {items} --train {items} --record {out}",

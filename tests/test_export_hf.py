@@ -178,6 +178,73 @@ def test_planted_config_bug_fails_the_check(
     assert fired.value.measured["max_abs_diff"] > load_spec().threshold(GATE, "logits_atol")
 
 
+# -- GATE-EXPORT-001 rev 2: the special ids an export names are its tokenizer's end of text ------
+
+
+def eos_off_by_one(config: dict[str, Any], _model: ModelConfig) -> None:
+    """The audit's M22: eos_token_id one below the end-of-text id (the last byte's)."""
+    config["eos_token_id"] -= 1
+
+
+def bos_off_by_one(config: dict[str, Any], _model: ModelConfig) -> None:
+    config["bos_token_id"] -= 1
+
+
+def eos_listed_with_another(config: dict[str, Any], _model: ModelConfig) -> None:
+    """A list of stop ids, as Llama 3 writes, holding the end of text and one more."""
+    config["eos_token_id"] = [config["eos_token_id"], config["eos_token_id"] - 1]
+
+
+@pytest.mark.holds(GATE)
+def test_an_export_names_its_tokenizers_end_of_text_wherever_transformers_reads_it(tmp_path: Path) -> None:
+    result = export_hf(make_checkpoint(tmp_path), tmp_path / "hf")
+    exporters.certify(result)
+    eot = load_trained(make_checkpoint(tmp_path / "again")).tokenizer.eot_id
+    assert result.record["eot_id"] == eot
+    assert set(result.record["special_ids"].values()) == {eot} and len(result.record["special_ids"]) == 5
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    "tamper", [eos_off_by_one, bos_off_by_one, eos_listed_with_another], ids=["eos-1", "bos-1", "eos-list"]
+)
+def test_an_export_naming_other_special_ids_exits_3_unverified(
+    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.json's ids are planted off the tokenizer's end of text: the logits still match, but a
+    model generated from would not stop (or start) where it learned to."""
+    checkpoint = make_checkpoint(tmp_path)
+    real = hf.hf_config
+
+    def planted(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
+        written = real(config, tokenizer)
+        tamper(written, config)
+        return written
+
+    monkeypatch.setattr(hf, "hf_config", planted)
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    assert (out / "model.unverified.safetensors").is_file() and not (out / "model.safetensors").exists()
+    record = json.loads((out / "export.json").read_text())
+    assert record["parity"]["model.safetensors"]["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
+    assert record["status"] == "failed" and len(set(map(str, record["special_ids"].values()))) == 2
+
+
+@pytest.mark.gate(GATE)
+def test_an_export_whose_tokenizer_ends_texts_with_another_token_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tokenizer_config.json names a plain byte as its eos_token: transformers' tokenizer ends texts
+    with an id the config and the model never did."""
+    from stack.export import hf_tokenizer
+
+    monkeypatch.setattr(hf_tokenizer, "EOT_TOKEN", "a")
+    out = tmp_path / "hf"
+    assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 3
+    assert "tokenizer eos_token_id is" in capsys.readouterr().err
+
+
 def test_parity_outcome_reads_its_threshold_from_the_spec() -> None:
     atol = float(load_spec().threshold(GATE, "logits_atol"))
     reference = torch.zeros(1, 4, 3)

@@ -35,7 +35,7 @@ from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch
 from stack.model import attention
 from stack.model.checks import PROBE_LEN
-from stack.model.consumed import Consumed, record
+from stack.model.consumed import Consumed, mode_of, record
 from stack.train import dpo_objective
 from stack.train.consumption import COUNTS, compare, targets_sha256
 from stack.train.distill_objective import Distill
@@ -251,6 +251,28 @@ def test_a_dpo_sum_that_skips_each_rows_first_completion_token_stops_the_run(
     assert measured["stated_targets"] - measured["targets"] == 2 * measured["scorings"]  # one per row
 
 
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_dpo_reference_scored_in_training_mode_stops_the_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The frozen reference is put in training mode before it scores (its dropout drawn into every
+    reward): the step's statement names evaluation mode for the reference's scoring, and the
+    policy's, in training mode, holds (GATE-TRAIN-007 rev 6, check mode)."""
+    logprobs = dpo_objective.Dpo._logprobs
+
+    def reference_in_training(self: dpo_objective.Dpo, forward: Any, rows: Any) -> Any:
+        self.reference.train()
+        return logprobs(self, forward, rows)
+
+    monkeypatch.setattr(dpo_objective.Dpo, "_logprobs", reference_in_training)
+    out = tmp_path / "reference-in-training"
+    measured = _stopped_by(out, _dpo(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
+    assert measured["modes"] == ["train"] and measured["mismatched_modes"] == 1
+
+
 def _targets_are_the_inputs(self: Pretrain, forward: Any, model: Any, batch: torch.Tensor) -> StepLoss:
     """The planted bug: the window's own tokens as targets (the shift forgotten)."""
     _, loss = forward(batch[:, :-1], batch[:, :-1])
@@ -415,7 +437,7 @@ def _gathers_the_current_token(model: Any, tokens: torch.Tensor, mask: torch.Ten
     each position's own token instead of the next one."""
     targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
     logits, _ = model(tokens[:, :-1])
-    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype))
+    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype, mode=mode_of(model)))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, :-1, None]).squeeze(-1)
     return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 
@@ -617,7 +639,7 @@ def test_labels_smoothed_in_training_mode_only_stop_at_the_probe(
 def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() -> None:
     """Training mode inside (adapter dropout draws), the mode and the global generator as they were after."""
     from stack.model.lora import apply_lora
-    from stack.train.consumption import as_trained
+    from stack.train.consumption import in_mode
 
     model = tiny_model(ctx=16)
     apply_lora(model, "q,v", 2, 4.0, dropout=0.5)
@@ -626,7 +648,7 @@ def test_the_probe_trains_as_the_run_does_and_leaves_its_random_streams_alone() 
             parameter.fill_(0.5)
     tokens = torch.arange(8).unsqueeze(0)
     before = torch.get_rng_state()
-    with as_trained(model):
+    with in_mode(model, training=True):
         assert model.training
         first, second = model(tokens)[0], model(tokens)[0]
     assert not torch.equal(first, second)  # the dropout drew, twice differently

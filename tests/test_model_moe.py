@@ -25,7 +25,7 @@ from stack.cli import main
 from stack.model import moe as moe_module
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT, param_count_formula
-from stack.model.moe_checks import check_expert_shares, check_single_expert, routed_counts
+from stack.model.moe_checks import check_expert_shares, check_mixtures, routed_counts
 from stack.train import loop
 from tests.train_support import prepared, smoke_args, smoke_trainer, step_lines, train, unjudged, verdicts
 
@@ -123,7 +123,7 @@ def test_uniform_routing_balances_at_one_and_drops_nothing() -> None:
 @pytest.mark.holds("GATE-ARCH-003")
 def test_single_expert_is_dense_at_start_up() -> None:
     with recording(Ledger()) as ledger:
-        check_single_expert(moe_model().config)
+        check_mixtures(moe_model().config)
     assert ledger.results["GATE-ARCH-003"].verdict is Verdict.PASS
 
 
@@ -133,7 +133,7 @@ def test_falsifier_tokens_sent_to_wrong_rows(monkeypatch: pytest.MonkeyPatch) ->
     forward = moe_module.MoE.forward
     monkeypatch.setattr(moe_module.MoE, "forward", lambda self, x: forward(self, x).roll(1, dims=1))
     with recording(Ledger()) as ledger, pytest.raises(GateViolation) as caught:
-        check_single_expert(moe_model().config)
+        check_mixtures(moe_model().config)
     assert caught.value.gate_id == "GATE-ARCH-003"
     assert ledger.results["GATE-ARCH-003"].verdict is Verdict.FAIL
 
@@ -156,9 +156,91 @@ def test_falsifier_weights_off_by_epsilon(
     with recording(Ledger()) as ledger:
         if fires:
             with pytest.raises(GateViolation, match="GATE-ARCH-003"):
-                check_single_expert(moe_model().config)
+                check_mixtures(moe_model().config)
         else:
-            assert check_single_expert(moe_model().config)["max_abs_diff"] > 0  # the plant is there
+            assert check_mixtures(moe_model().config)["max_abs_diff"] > 0  # the plant is there
+    expected = Verdict.FAIL if fires else Verdict.PASS
+    assert ledger.results["GATE-ARCH-003"].verdict is expected
+
+
+def _unnormalised_forward(self: moe_module.MoE, x: torch.Tensor) -> torch.Tensor:
+    """MoE.forward as the audit's M01 left it: the top-k probabilities used as the experts' weights
+    without dividing them by their sum (the aux terms and counts are not the point here)."""
+    tokens = x.reshape(-1, x.shape[-1])
+    probs = torch.softmax(self.router(tokens).float(), dim=-1)
+    top_p, top_i = probs.topk(self.top_k, dim=-1)
+    weights = top_p  # the planted bug: `/ top_p.sum(-1, keepdim=True)` left out
+    out = torch.zeros_like(tokens)
+    for e, expert in enumerate(self.experts):
+        rows, slot = (top_i == e).nonzero(as_tuple=True)
+        out = out.index_add(0, rows, expert(tokens[rows]) * weights[rows, slot, None].to(tokens.dtype))
+    if self.shared is not None:
+        out = out + self.shared(tokens)
+    return out.reshape(x.shape)
+
+
+@pytest.mark.gate("GATE-ARCH-003")
+def test_falsifier_top_k_weights_not_renormalised_stop_the_run_before_its_first_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Top-2 of 4 experts weighted by their raw probabilities: a single expert routed top-1 still
+    gets weight 1, so only the mixture written out from its definition sees it (the audit's M01)."""
+    monkeypatch.setattr(moe_module.MoE, "forward", _unnormalised_forward)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "model.moe_experts=4")) == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-003" in err and "the mixture of 4 experts, top 2 differs" in err
+    assert not (run / "metrics.jsonl").exists()  # refused at set-up: no step was taken
+
+
+@pytest.mark.parametrize(
+    ("experts", "top_k", "shared", "shown"),
+    [
+        (4, 2, False, ["4 experts, top 2"]),
+        (4, 1, False, ["4 experts, top 1", "4 experts, top 2"]),
+        (3, 3, True, ["3 experts, top 3 + shared", "4 experts, top 3 + shared"]),
+        (1, 1, False, ["1 expert, top 1", "3 experts, top 2"]),
+    ],
+)
+@pytest.mark.holds("GATE-ARCH-003")
+def test_the_configured_mixture_and_one_that_weighs_are_written_out(
+    experts: int, top_k: int, shared: bool, shown: list[str]
+) -> None:
+    """Every mixture shown computes its definition; a configuration that cannot show the weighting
+    (top-1 weighs nothing away from one expert, top-k of k chooses nothing) brings one that can."""
+    config = moe_model(moe_experts=experts, moe_top_k=top_k, moe_shared_expert=shared).config
+    with recording(Ledger()) as ledger:
+        measured = check_mixtures(config)
+    assert list(measured["mixtures"]) == shown
+    assert ledger.results["GATE-ARCH-003"].verdict is Verdict.PASS
+
+
+# A mixture whose output misses its definition by ε of itself (largest |output| ≈ 4.74 for 4 experts
+# top 2 here, float rounding ≈ 2e-7 besides) against dense_atol + dense_rtol × 4.74 ≈ 5.7e-6
+# allowed: 1.6e-6 lands at ≈ 7.8e-6, just beyond; 1.0e-6 at ≈ 4.9e-6, just inside. The one-expert
+# probe is left exact, so only the mixture check decides.
+@pytest.mark.parametrize(
+    ("epsilon", "fires"),
+    [
+        pytest.param(1.6e-6, True, marks=pytest.mark.gate("GATE-ARCH-003")),
+        pytest.param(1.0e-6, False, marks=pytest.mark.holds("GATE-ARCH-003")),
+    ],
+)
+def test_falsifier_mixture_off_its_definition_by_epsilon(
+    monkeypatch: pytest.MonkeyPatch, epsilon: float, fires: bool
+) -> None:
+    forward = moe_module.MoE.forward
+
+    def off(self: moe_module.MoE, x: torch.Tensor) -> torch.Tensor:
+        return forward(self, x) * (1 + epsilon if self.n_experts > 1 else 1)
+
+    monkeypatch.setattr(moe_module.MoE, "forward", off)
+    with recording(Ledger()) as ledger:
+        if fires:
+            with pytest.raises(GateViolation, match="GATE-ARCH-003"):
+                check_mixtures(moe_model().config)
+        else:
+            assert check_mixtures(moe_model().config)["max_abs_diff"] == 0.0
     expected = Verdict.FAIL if fires else Verdict.PASS
     assert ledger.results["GATE-ARCH-003"].verdict is expected
 

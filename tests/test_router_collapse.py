@@ -10,6 +10,7 @@ beyond and just inside through the judge.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plant_routing(monkeypatch: pytest.MonkeyPatch, experts_for: Callable[[int], tuple[int, ...]]) -> None:
     """For the length of each training loop (set-up's checks run the model as it is), every MoE
     layer's router returns logits favouring `experts_for(n)` for the n-th token it routes (counted
-    per layer and run), instead of what its weights compute: a router that collapsed in training."""
+    per layer and run), instead of what its weights compute: a router that collapsed in training.
+    A router is a function of its input, so an input it has routed before is routed as it was (the
+    probes score a batch twice, and hold the two scorings to each other, GATE-TRAIN-007)."""
     real_run = Trainer.run
 
     def collapsing(self: Trainer, resumed: bool) -> str:
@@ -51,15 +54,19 @@ def plant_routing(monkeypatch: pytest.MonkeyPatch, experts_for: Callable[[int], 
 def _router_logits_replaced(experts_for: Callable[[int], tuple[int, ...]]) -> Iterator[None]:
     real = MoE.forward
     seen: dict[int, int] = {}
+    routed: dict[tuple[int, bytes], torch.Tensor] = {}  # (layer, sha256 of its input) → the logits given
 
     def planted(self: MoE, x: torch.Tensor) -> torch.Tensor:
-        def replace(_module: Any, _args: Any, logits: torch.Tensor) -> torch.Tensor:
-            start = seen.get(id(self), 0)
-            seen[id(self)] = start + logits.shape[0]
-            favoured = torch.zeros_like(logits)
-            for row in range(logits.shape[0]):
-                favoured[row, list(experts_for(start + row))] = FAVOUR
-            return logits * 0 + favoured  # keeps the router in the graph, with no say
+        def replace(_module: Any, args: Any, logits: torch.Tensor) -> torch.Tensor:
+            key = (id(self), hashlib.sha256(args[0].detach().cpu().numpy().tobytes()).digest())
+            if key not in routed:
+                start = seen.get(id(self), 0)
+                seen[id(self)] = start + logits.shape[0]
+                favoured = torch.zeros_like(logits)
+                for row in range(logits.shape[0]):
+                    favoured[row, list(experts_for(start + row))] = FAVOUR
+                routed[key] = favoured
+            return logits * 0 + routed[key]  # keeps the router in the graph, with no say
 
         handle = self.router.register_forward_hook(replace)
         try:

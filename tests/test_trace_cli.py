@@ -58,6 +58,33 @@ def test_a_clean_model_exits_0_with_its_table_and_a_record_beside_the_run(
     assert len(record.metrics["per_layer"]) == 3 and record.artifacts[0].path == "trace.json"
 
 
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_trace_with_the_q_and_k_sites_swapped_exits_3_with_a_halted_record(
+    runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's M32: the hook table registers attn.k's output as `q` and attn.q's as `k`; the
+    trace is complete and plausible, and each of the two is off its own projection of attn_norm."""
+    from stack.trace import hooks
+
+    output_hook = hooks.SiteHooks._output
+    swap = {"q": "k", "k": "q"}
+
+    def swapped(self: hooks.SiteHooks, module: torch.nn.Module, name: str) -> None:
+        layer, _, kind = name.rpartition(".")
+        output_hook(self, module, f"{layer}.{swap.get(kind, kind)}" if layer else name)
+
+    monkeypatch.setattr(hooks.SiteHooks, "_output", swapped)
+    before = len(records(runs["good"]))
+    assert trace(runs["good"], "--prompt", PROMPT) == 3
+    assert "gate fired: GATE-TRACE-002" in capsys.readouterr().err
+    record = read_evidence(records(runs["good"])[before])
+    assert record.run.status.value == "halted"
+    (result,) = [g for g in record.gates if g.id == "GATE-TRACE-002"]
+    assert (
+        result.verdict.value == "FAIL" and "layers.0.q" in result.message and "layers.0.k" in result.message
+    )
+
+
 def test_against_names_the_edited_site_and_exits_3(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -92,6 +92,136 @@ def test_sites_observe_what_their_names_say() -> None:
     assert torch.equal(v["logits"], logits)
 
 
+# -- GATE-TRACE-002 rev 2: every site that is a module's output is that module's ----------------
+
+# The sites a dense block's identities recompute: every one that is one of its modules' outputs.
+BLOCK_IDENTITIES = ("attn_norm", "q", "k", "v", "ffn_norm", "ffn_gate", "ffn_up", "ffn_swiglu", "ffn_out")
+OPTIONS = {
+    "dense": {},
+    "moe-shared": {"moe_experts": 4, "moe_top_k": 2, "moe_shared_expert": True},
+    "diff-attn": {"diff_attn": True},
+    "mod": {"mod_every": 2, "mod_capacity": 0.5},
+    "qkv-bias": {"qkv_bias": True},
+}
+
+
+def _identities(trace: Any) -> dict[str, dict[str, Any]]:
+    outcome = trace.completeness()
+    assert outcome.ok, outcome.message
+    return outcome.measured["identities"]
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+@pytest.mark.parametrize("changes", OPTIONS.values(), ids=OPTIONS.keys())
+def test_every_site_that_is_a_module_output_is_that_modules(changes: dict[str, object]) -> None:
+    """Each option's layout: its projections, norms, routers and experts recomputed from the traced
+    sites they read, and the model's final norm and head; sums and the attention are not asked."""
+    trace, _ = trace_forward(tiny_model(**changes), tokens())
+    checked = _identities(trace)
+    assert {"final_norm", "logits", "layers.0.q", "layers.2.attn_norm"} <= checked.keys()
+    assert not any(name.endswith(("attn_out", "attn_residual", "ffn_silu", ".output")) for name in checked)
+    if not changes:
+        assert set(checked) == {f"layers.{i}.{k}" for i in range(3) for k in BLOCK_IDENTITIES} | {
+            "final_norm",
+            "logits",
+        }
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_identities_hold_under_lora_shadow_mode_and_ablation() -> None:
+    """An adapted projection is recomputed with its adapter; a shadow-fed block from what it was fed;
+    an ablated site is not asked, and its readers read its zeros as the forward did."""
+    from stack.model.lora import apply_lora
+
+    model = tiny_model()
+    apply_lora(model, "q,v,ffn_up", 2, 4.0)
+    with torch.no_grad():
+        for parameter in (p for name, p in model.named_parameters() if name.endswith("lora_B")):
+            parameter.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    intact, _ = trace_forward(model, tokens(), keep=True)
+    _identities(intact)
+    fed = {name: value * 1.5 for name, value in intact.values.items()}  # another path's tensors
+    shadowed, _ = trace_forward(model, tokens(), feed=fed)
+    assert "layers.1.attn_norm" in _identities(shadowed)
+    ablated, _ = trace_forward(model, tokens(), ablate=["layers.1.ffn_up"])
+    assert "layers.1.ffn_up" not in _identities(ablated) and "layers.1.ffn_swiglu" in _identities(ablated)
+
+
+def _hooked_as(monkeypatch: pytest.MonkeyPatch, rename: dict[str, str]) -> None:
+    """SiteHooks registers each site kind of `rename` under the other name: a hook table with those
+    sites swapped (the audit's M32 swapped q and k)."""
+    output_hook = tracer_module.SiteHooks._output
+
+    def swapped(self: Any, module: torch.nn.Module, name: str) -> None:
+        layer, _, kind = name.rpartition(".")
+        output_hook(self, module, f"{layer}.{rename.get(kind, kind)}" if layer else name)
+
+    monkeypatch.setattr(tracer_module.SiteHooks, "_output", swapped)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+@pytest.mark.parametrize(
+    ("kv_heads", "rename"),
+    [
+        (2, {"q": "k", "k": "q"}),
+        (1, {"q": "k", "k": "q"}),
+        (2, {"ffn_gate": "ffn_up", "ffn_up": "ffn_gate"}),
+    ],
+    ids=["q-k-same-shape", "q-k-grouped", "gate-up"],
+)
+def test_sites_hooked_under_each_others_names_fail_identity(
+    monkeypatch: pytest.MonkeyPatch, kv_heads: int, rename: dict[str, str]
+) -> None:
+    """A complete trace whose every statistic is plausible, two of its names swapped: each is off
+    its own module's output on attn_norm (or ffn_norm) by about its size."""
+    _hooked_as(monkeypatch, rename)
+    with pytest.raises(GateViolation, match="GATE-TRACE-002") as fired:
+        trace_forward(tiny_model(n_kv_heads=kv_heads), tokens())
+    identities = fired.value.measured["identities"]
+    assert fired.value.measured["missing"] == 0
+    for kind in rename:
+        diff = identities[f"layers.0.{kind}"]["max_abs_diff"]
+        assert diff == "inf" or diff > 0.1 * identities[f"layers.0.{kind}"]["ref_absmax"]
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.5, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_site_seen_off_its_module_just_beyond_site_identity_rtol_fires_and_just_inside_holds(
+    monkeypatch: pytest.MonkeyPatch, times: float, fires: bool
+) -> None:
+    """The hook on ffn.down shows the trace its output times 1 + times × site_identity_rtol (the
+    forward goes on with the module's own): ffn_out is that far off its recomputation."""
+    from contracts.spec import load_spec
+
+    rtol = float(load_spec().threshold("GATE-TRACE-002", "site_identity_rtol"))
+    output_hook = tracer_module.SiteHooks._output
+
+    def scaled(self: Any, module: torch.nn.Module, name: str) -> None:
+        if not name.endswith("1.ffn_out"):
+            return output_hook(self, module, name)
+
+        def hook(_module: torch.nn.Module, _args: Any, output: torch.Tensor) -> None:
+            self.visit(name, output * (1 + times * rtol))
+
+        self._handles.append(module.register_forward_hook(hook))
+
+    monkeypatch.setattr(tracer_module.SiteHooks, "_output", scaled)
+    model = tiny_model()
+    if fires:
+        with pytest.raises(GateViolation, match=r"layers\.1\.ffn_out differs"):
+            trace_forward(model, tokens())
+    else:
+        trace, _ = trace_forward(model, tokens())
+        found = _identities(trace)["layers.1.ffn_out"]
+        assert found["max_abs_diff"] == pytest.approx(times * rtol * found["ref_absmax"], rel=0.01)
+
+
 @pytest.mark.gate("GATE-TRACE-002")
 def test_a_model_that_hides_its_silu_fails_completeness() -> None:
     model = tiny_model()

@@ -10,7 +10,7 @@ rehearsal.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,21 +203,28 @@ def test_a_deterministic_run_replays_bit_for_bit_and_says_so(data: Path, tmp_pat
 def nudged(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Multiply the cross-entropy the model computes in every step the run takes, but not in its
     rehearsal, by the factor put in the yielded list: a kernel that does not repeat itself, as far
-    as the replay can tell (made inside the forward, as such a kernel's result would be)."""
+    as the replay can tell (made inside the forward, as such a kernel's result would be). Nor in
+    the probes, which hold the loss to the cross-entropy of the model's own logits
+    (GATE-TRAIN-007's inference check): a kernel's noise moves the logits, and their cross-entropy
+    with them, not one away from the other."""
     factor: list[float] = []
-    rehearsing = [False]
-    rehearse = Trainer.rehearse
+    unscaled = [False]  # while the loop rehearses or probes
+    rehearse, probe = Trainer.rehearse, Trainer.probe
 
-    def marked(self: Trainer, steps: int) -> Any:
-        rehearsing[0] = True
-        try:
-            return rehearse(self, steps)
-        finally:
-            rehearsing[0] = False
+    def marked(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(self: Trainer, *args: Any) -> Any:
+            unscaled[0] = True
+            try:
+                return method(self, *args)
+            finally:
+                unscaled[0] = False
 
-    scaled = CrossEntropyScaled(lambda: 1.0 if rehearsing[0] or not factor else factor[0])
+        return run
+
+    scaled = CrossEntropyScaled(lambda: 1.0 if unscaled[0] or not factor else factor[0])
     monkeypatch.setattr(gpt_module, "F", scaled)
-    monkeypatch.setattr(Trainer, "rehearse", marked)
+    monkeypatch.setattr(Trainer, "rehearse", marked(rehearse))
+    monkeypatch.setattr(Trainer, "probe", marked(probe))
     yield factor
 
 

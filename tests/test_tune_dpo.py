@@ -346,19 +346,25 @@ def test_a_reference_that_scores_the_steps_in_train_mode_fires(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The planted bug: the reference scores each step in train mode and is back in eval mode when
-    the run ends; its weights never move, so only the forwards it ran show it."""
-    logprobs, finish = dpo_objective.Dpo._logprobs, dpo_objective.Dpo.finish
+    """The planted bug: the reference scores the probes in train mode and is back in eval mode when
+    the run ends; its weights never move, so only the forwards it ran show it. (Its scorings of
+    the steps and the evaluations state their mode on the tape, where GATE-TRAIN-007 and
+    GATE-EVAL-001 hold them to eval mode and stop the first step:
+    test_loss_consumed.test_a_dpo_reference_scored_in_training_mode_stops_the_first_step.)"""
+    probe, finish = dpo_objective.Dpo.probe, dpo_objective.Dpo.finish
 
     def in_train_mode(self: dpo_objective.Dpo, *args: object) -> object:
         self.reference.train()
-        return logprobs(self, *args)  # type: ignore[arg-type]
+        try:
+            return probe(self, *args)  # type: ignore[arg-type]
+        finally:
+            self.reference.eval()
 
     def back_in_eval_mode(self: dpo_objective.Dpo, model: torch.nn.Module) -> None:
         self.reference.eval()
         finish(self, model)
 
-    monkeypatch.setattr(dpo_objective.Dpo, "_logprobs", in_train_mode)
+    monkeypatch.setattr(dpo_objective.Dpo, "probe", in_train_mode)
     monkeypatch.setattr(dpo_objective.Dpo, "finish", back_in_eval_mode)
     out = tmp_path / "out"
     assert _dpo(world, out) == 3

@@ -44,6 +44,12 @@ def add_result_options(parser: argparse.ArgumentParser, result_file: str) -> Non
     """--device, --record DIR and --evidence-dir: shared by the commands that score a model
     (eval, evalmatrix, memorization) and keep what they found beside its evidence record."""
     parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
+    add_record_options(parser, result_file)
+
+
+def add_record_options(parser: argparse.ArgumentParser, result_file: str) -> None:
+    """--record DIR and --evidence-dir: where a command that keeps an evidence record (those of
+    `add_result_options`, and `stack sample`) writes it, beside its result, and files it."""
     parser.add_argument(
         "--record",
         type=values.utf8_path,

@@ -2,14 +2,30 @@
 
 Every sampling option is checked while the command line is parsed (stack.cli.values), so a NaN
 temperature or an impossible seed is a one-line usage error before the checkpoint is read.
+
+The generation runs under the gates of a `sample` record: GATE-CKPT-002 when the checkpoint
+loads, and GATE-TRAIN-005's drawn and context checks on what was sampled (every draw replayed
+under the options given, from the logits a plain forward of its context gives; stack.model
+.sampling_checks), so a sampler that penalises the wrong way, cuts before it scales or keeps the
+wrong part of a long text exits 3 instead of printing. `--record DIR` writes the record as
+DIR/metadata.json beside the result (DIR/sample.json); `--evidence-dir LEDGER` files it. Without
+either the gates still fire, and only the text is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stack.cli import values
+from stack.cli.eval import add_record_options
+
+if TYPE_CHECKING:
+    from stack.eval.evidence import CommandEvidence
+
+KIND = "sample"
+RESULT_FILE = "sample.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,21 +45,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=values.seed, default=0, help=f"0 to {values.SEED_MAX}")
     parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
+    add_record_options(parser, RESULT_FILE)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the prompt followed by its continuation."""
+    """Print the prompt followed by its continuation, and keep its evidence."""
+    import sys
+
+    from contracts.errors import GateViolation
+    from contracts.evidence import RunStatus
+    from stack.cli.inputs import check_inputs
+    from stack.eval.evidence import CommandEvidence, check_record_dir, keep
+
+    check_inputs("sample", args)
+    check_record_dir(args.record)
+    evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
+    try:
+        with evidence.judging():
+            result = _sample(args, evidence)
+    except GateViolation:
+        keep(evidence, args.record, RESULT_FILE, None)
+        raise
+    evidence.settle(RunStatus.COMPLETED)
+    for where in keep(evidence, args.record, RESULT_FILE, result):
+        print(f"stack sample: evidence in {where}", file=sys.stderr)
+    print(result["text"])
+    return 0
+
+
+def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any]:
+    """Load the checkpoint, sample under GATE-TRAIN-005, and describe both in the record."""
+    import hashlib
     import sys
 
     import torch
 
-    from stack.cli.inputs import check_inputs
-    from stack.model.generate import generate_long
+    from contracts.evidence import DataRef, canonical_sha256
+    from stack.model.sampling_checks import Sampler, sample_checked
     from stack.train.trained import load_trained
 
-    check_inputs("sample", args)
     trained = load_trained(args.path, args.device)
+    evidence.note_checkpoint(trained.checkpoint.path)
+    sampler = Sampler(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
+    record = evidence.record
+    record.data = DataRef(tokenizer_sha256=trained.tokenizer.sha256)
+    config = {
+        "checkpoint": str(trained.checkpoint.path.resolve()),
+        "prompt": args.prompt,
+        "tokens": args.tokens,
+        "seed": args.seed,
+        **sampler.settings(),
+    }
+    record.config, record.config_sha256 = config, canonical_sha256(config)
     ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
     if not ids:
         ids = [trained.tokenizer.eot_id]  # an empty prompt starts where a document would
@@ -51,18 +105,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"stack sample: note: {note}", file=sys.stderr)
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    out = generate_long(
-        trained.model,
-        idx,
-        args.tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        generator=generator,
-    )
-    print(args.prompt + trained.tokenizer.decode(out[0, len(ids) :].tolist()))
-    return 0
+    out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed)
+    drawn = out[0, len(ids) :].tolist()
+    text = args.prompt + trained.tokenizer.decode(drawn)
+    record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return {"text": text, "prompt_tokens": len(ids), "drawn": drawn}
 
 
 def context_notes(prompt: int, tokens: int, ctx: int) -> list[str]:

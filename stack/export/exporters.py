@@ -149,10 +149,14 @@ def write_hf_files(directory: Path, trained: Trained) -> Path:
 def _write_hf(
     tmp: Path, trained: Trained, sample: Sample, reference: torch.Tensor, record: dict[str, Any]
 ) -> Checks:
-    """config.json, model.safetensors and the tokenizer files, checked in transformers."""
+    """config.json, model.safetensors and the tokenizer files, checked in transformers: its logits,
+    and the special ids it reads from them (kept in the record for `certify`)."""
     weights = write_hf_files(tmp, trained)  # renamed below if unchecked
-    check = parity.compare_logits(weights.name, reference, runtimes.hf_logits(tmp, sample.windows))
-    outcome = parity.hf_outcome(check)
+    hf_model = runtimes.load_hf_model(tmp)
+    check = parity.compare_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
+    special = parity.SpecialIds(runtimes.hf_special_ids(tmp, hf_model), trained.tokenizer.eot_id)
+    record.update(special.as_dict())
+    outcome = parity.hf_outcome(check, special)
     _settle(weights, check, outcome, record, parity.HF_GATE)
     return [(check, outcome)]
 
@@ -219,7 +223,7 @@ def certify(result: ExportResult) -> None:
     """Let each check's gate speak (GATE-EXPORT-001 for HF, GATE-EXPORT-002 for ONNX): exit 3 on a failure."""
     for check, _ in result.checks:
         if result.record["format"] == "hf":
-            parity.certify_hf(check)
+            parity.certify_hf(check, parity.SpecialIds(result.record["special_ids"], result.record["eot_id"]))
         elif check.artefact == "model.onnx":
             parity.certify_onnx_fp32(check)
         else:

@@ -58,13 +58,31 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
     return LogitsParity(artefact, diff, finite, agreement, positions)
 
 
+@dataclass(frozen=True)
+class SpecialIds:
+    """The special token ids an exported directory names, as transformers reads them (by where:
+    "config.json eos_token_id", "generation eos_token_id", "tokenizer eos_token_id", ...), and the
+    end-of-text id of the stack's tokenizer, which the export names both bos and eos: a model that
+    generates stops, and starts a document, where the stack's model learned to."""
+
+    found: dict[str, Any]
+    eot_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """GATE-EXPORT-001's special values."""
+        return {"special_ids": self.found, "eot_id": self.eot_id}
+
+
 def _diff(parity: LogitsParity) -> float | str:
     return parity.max_abs_diff if math.isfinite(parity.max_abs_diff) else str(parity.max_abs_diff)
 
 
-def hf_outcome(parity: LogitsParity) -> Outcome:
-    """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's."""
+def hf_outcome(parity: LogitsParity, special: SpecialIds | None = None) -> Outcome:
+    """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's, and (for an
+    export, whose config.json the stack wrote) its special ids the stack tokenizer's end of text."""
     measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
+    if special is not None:
+        measured |= special.as_dict()
     return measure(HF_GATE, measured, holds=f"transformers' logits of {parity.artefact} match the stack's")
 
 
@@ -109,9 +127,10 @@ def certify_peft(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> 
     """Raise GATE-LORA-007 unless peft reproduces the stack's adapted logits."""
 
 
-@gate_require("GATE-EXPORT-001", lambda parity: hf_outcome(parity))
-def certify_hf(parity: LogitsParity) -> None:
-    """Raise GATE-EXPORT-001 unless the HF export reproduces the stack's logits."""
+@gate_require("GATE-EXPORT-001", lambda parity, special: hf_outcome(parity, special))
+def certify_hf(parity: LogitsParity, special: SpecialIds | None = None) -> None:
+    """Raise GATE-EXPORT-001 unless the HF model reproduces the stack's logits and, given `special`
+    (an export's), names the stack tokenizer's end of text as its special ids."""
 
 
 @gate_require("GATE-EXPORT-002", lambda parity: fp32_outcome(parity))

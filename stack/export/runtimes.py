@@ -11,6 +11,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +48,30 @@ def load_hf_model(hf_dir: Path) -> torch.nn.Module:
 @torch.no_grad()
 def hf_logits(hf_dir: Path, windows: torch.Tensor) -> torch.Tensor:
     """Logits (N, T, vocab) of the HF directory's model on `windows`."""
-    return load_hf_model(hf_dir)(input_ids=windows).logits.float()
+    return logits_of(load_hf_model(hf_dir), windows)
+
+
+@torch.no_grad()
+def logits_of(hf_model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
+    """Logits (N, T, vocab) of a loaded transformers model on `windows`."""
+    return hf_model(input_ids=windows).logits.float()
+
+
+# The special token ids a config names, which generation reads to start and to stop.
+SPECIAL_KEYS = ("bos_token_id", "eos_token_id")
+
+
+def hf_special_ids(hf_dir: Path, hf_model: torch.nn.Module) -> dict[str, Any]:
+    """The special token ids of an HF directory as a user's transformers reads them: the loaded
+    model's config and generation config (what `generate` starts and stops with), and the
+    end-of-sequence id of its tokenizer (AutoTokenizer), by where each was read."""
+    from transformers import AutoTokenizer
+
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(str(hf_dir), local_files_only=True)
+    found = {f"config.json {key}": getattr(hf_model.config, key, None) for key in SPECIAL_KEYS}
+    found |= {f"generation {key}": getattr(hf_model.generation_config, key, None) for key in SPECIAL_KEYS}
+    return found | {"tokenizer eos_token_id": tokenizer.eos_token_id}
 
 
 @torch.no_grad()

@@ -171,6 +171,15 @@ def deviation(actual: torch.Tensor, reference: torch.Tensor) -> dict[str, float]
     return {"max_abs_diff": diff, "ref_absmax": reference.double().abs().max().item()}
 
 
+def relative_deviation(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """Max |actual - reference| in units of max |reference| (a reference of zeros counts as the
+    smallest normal float32, so any difference from it is huge); inf for tensors of other shapes."""
+    if actual.shape != reference.shape:
+        return math.inf
+    found = deviation(actual, reference)
+    return found["max_abs_diff"] / max(found["ref_absmax"], torch.finfo(torch.float32).tiny)
+
+
 @gate_ensure("GATE-MODEL-001", lambda result: result.outcome())
 @torch.no_grad()
 def check_attention_paths(model: GPT, *, seed: int = 0) -> PathParity:

@@ -12,9 +12,14 @@ forward into a loss record what they were handed, at the moment they use it:
 
 Both also record the dtype of the logits the loss read, so a run configured in one precision
 that computes in another (an autocast the config did not ask for, or one it asked for and did not
-get) shows it where the loss is made; and the forward's cross-entropy is recorded with what it
-read, so the loss a step logs and each held-out batch's loss can be held to the one the model made
-(GATE-TRAIN-007's check logged, GATE-EVAL-002's forwards).
+get) shows it where the loss is made; the forward's cross-entropy is recorded with what it read,
+so the loss a step logs and each held-out batch's loss can be held to the one the model made
+(GATE-TRAIN-007's check logged, GATE-EVAL-002's forwards); and the mode the model ran in
+(`mode_of`: dropout drawn or not), so a training step computed in evaluation mode, or an
+evaluation in training mode, shows where the loss is made (GATE-TRAIN-007's and GATE-EVAL-001's
+check mode). A tape opened with `keep_logits` also keeps the logits themselves, which a probe
+compares with the model's plain inference forward (GATE-TRAIN-007's check inference); a step's
+tape does not, so it holds no (B, T, vocab) tensor past the loss.
 
 They record into the tape of `recording()`, which the training loop opens around each
 micro-batch's loss (stack.train.consumption compares the tape with what the batch states,
@@ -30,9 +35,14 @@ from dataclasses import dataclass
 
 import torch
 
-# The tape being recorded, if any. A plain module-level slot: torch.compile traces a read of it
-# and an append to the list without a graph break (a ContextVar would break the graph).
+# The tape being recorded, if any, and whether it keeps the logits. Plain module-level slots:
+# torch.compile traces a read of them and an append to the list without a graph break (a
+# ContextVar would break the graph).
 _TAPE: dict[str, list[Consumed] | None] = {"active": None}
+_KEEP_LOGITS = {"active": False}
+
+# The mode a forward ran in (`mode_of`): every module in training mode, none, or some of them.
+TRAIN, EVAL, MIXED = "train", "eval", "mixed"
 
 
 @dataclass(frozen=True)
@@ -41,13 +51,39 @@ class Consumed:
     the document id of each input token (B, T), or None when attention was plain causal, and the
     dtype of the logits the head gave the loss (the compute dtype the run's precision names; None
     for a batch's own statement, which has no logits), and the mean cross-entropy the forward
-    computed, detached (None where the scoring is not a cross-entropy: DPO's sums, a statement)."""
+    computed, detached (None where the scoring is not a cross-entropy: DPO's sums, a statement).
+
+    `mode` is the mode the scored model ran in (`mode_of`). A statement names one only for a scoring
+    the run's training steps make with a frozen model (DPO's reference: EVAL); None there means the
+    model the run trains, which its training steps run in TRAIN. `logits` are the logits the loss
+    read, detached, kept only on a tape opened with `keep_logits` (None elsewhere)."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
     docs: torch.Tensor | None = None
     logits_dtype: torch.dtype | None = None
     loss: torch.Tensor | None = None
+    mode: str | None = None
+    logits: torch.Tensor | None = None
+
+
+def mode_of(model: torch.nn.Module) -> str:
+    """TRAIN when every module of `model` is in training mode (each dropout draws), EVAL when none
+    is, MIXED otherwise: a module left in the other mode (an adapter's dropout not switched back)
+    is a forward in neither mode."""
+    modes = {module.training for module in model.modules()}
+    return MIXED if len(modes) > 1 else TRAIN if modes == {True} else EVAL
+
+
+def taping() -> bool:
+    """Whether a tape is being recorded: a forward then records what it read (`record`)."""
+    return _TAPE["active"] is not None
+
+
+def kept(logits: torch.Tensor) -> torch.Tensor | None:
+    """`logits`, detached, when the tape keeps logits (a probe's); else None, so a step's tape holds
+    no (B, T, vocab) tensor beyond the loss."""
+    return logits.detach() if _KEEP_LOGITS["active"] else None
 
 
 def logits_dtypes(tape: list[Consumed]) -> set[str]:
@@ -64,11 +100,13 @@ def record(consumed: Consumed) -> None:
 
 
 @contextmanager
-def recording() -> Iterator[list[Consumed]]:
-    """A fresh tape for the scorings made inside the block, in the order they were made."""
+def recording(*, keep_logits: bool = False) -> Iterator[list[Consumed]]:
+    """A fresh tape for the scorings made inside the block, in the order they were made; with
+    `keep_logits` each scoring also keeps the logits it read."""
     previous, tape = _TAPE["active"], []
-    _TAPE["active"] = tape
+    keeping = _KEEP_LOGITS["active"]
+    _TAPE["active"], _KEEP_LOGITS["active"] = tape, keep_logits
     try:
         yield tape
     finally:
-        _TAPE["active"] = previous
+        _TAPE["active"], _KEEP_LOGITS["active"] = previous, keeping

@@ -15,7 +15,7 @@ from contracts.model_init import LAMBDA_STD
 from contracts.model_shape import param_count
 from stack.model.attention import PATHS
 from stack.model.config import ModelConfig
-from stack.model.consumed import Consumed, record
+from stack.model.consumed import Consumed, kept, mode_of, record, taping
 from stack.model.depth_router import DepthRoutedBlock
 from stack.model.diff_attention import DiffAttention
 from stack.model.generate import generate
@@ -177,7 +177,8 @@ class GPT(nn.Module):
         if targets.shape != idx.shape:
             raise BadInput(f"targets {tuple(targets.shape)} must have the shape of idx {tuple(idx.shape)}")
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        record(Consumed(idx, targets, docs, logits.dtype, loss.detach()))  # what it read and made
+        if taping():  # what it read and made, and how it ran (stack.model.consumed)
+            record(Consumed(idx, targets, docs, logits.dtype, loss.detach(), mode_of(self), kept(logits)))
         return logits, loss
 
     def generate(

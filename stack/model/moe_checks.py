@@ -187,26 +187,86 @@ def _deviation(actual: torch.Tensor, reference: torch.Tensor) -> dict[str, float
     return {"max_abs_diff": diff, "ref_absmax": reference.double().abs().max().item()}
 
 
+def _draw(modules: Iterable[nn.Module], generator: torch.Generator) -> None:
+    """Each linear weight of `modules` ~ N(0, 1/fan_in): activations, and router logits, of order 1."""
+    for module in modules:
+        for linear in (m for m in module.modules() if isinstance(m, nn.Linear)):
+            nn.init.normal_(linear.weight, std=linear.in_features**-0.5, generator=generator)
+
+
+def _swiglu(ffn: FeedForward, x: torch.Tensor) -> torch.Tensor:
+    """down(silu(gate x) · up x) in float64 from the expert's weights alone."""
+    gate, up = x @ ffn.gate.weight.double().T, x @ ffn.up.weight.double().T
+    return (gate * torch.sigmoid(gate) * up) @ ffn.down.weight.double().T
+
+
+def reference_mixture(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """The mixture stack.model.moe's docstring defines, in float64 from `moe`'s weights alone: per
+    token, the softmax of the router's logits, its top_k experts, their probabilities divided by
+    their sum, and the sum of each chosen expert's SwiGLU output times its weight (plus the shared
+    expert's output, when there is one)."""
+    tokens = x.reshape(-1, x.shape[-1]).double()
+    probs = torch.softmax(tokens @ moe.router.weight.double().T, dim=-1)
+    chosen = probs.topk(moe.top_k, dim=-1)
+    weights = chosen.values / chosen.values.sum(dim=-1, keepdim=True)
+    outputs = torch.stack([_swiglu(expert, tokens) for expert in moe.experts], dim=1)  # (N, E, d)
+    picked = outputs[torch.arange(len(tokens))[:, None], chosen.indices]  # (N, k, d)
+    out = (weights[..., None] * picked).sum(dim=1)
+    if moe.shared is not None:
+        out = out + _swiglu(moe.shared, tokens)
+    return out.reshape(x.shape)
+
+
+def shown_mixtures(config: ModelConfig) -> list[ModelConfig]:
+    """The mixtures GATE-ARCH-003 writes out: the configured one, and where it cannot show the
+    weighting (one expert, or every expert chosen) one of the same width with more experts than
+    its top_k ≥ 2, where choosing, weighting and renormalising all act."""
+    shown = [config]
+    if not config.moe_experts > config.moe_top_k >= 2:
+        top_k = max(config.moe_top_k, 2)
+        shown.append(
+            config.model_copy(update={"moe_top_k": top_k, "moe_experts": max(config.moe_experts, top_k + 1)})
+        )
+    return shown
+
+
+def _mixture_name(config: ModelConfig) -> str:
+    shared = " + shared" if config.moe_shared_expert else ""
+    experts = f"{config.moe_experts} expert{'s' if config.moe_experts != 1 else ''}"
+    return f"{experts}, top {config.moe_top_k}{shared}"
+
+
 @gate_ensure(
-    "GATE-ARCH-003", lambda result: measure("GATE-ARCH-003", result, holds="one expert is the dense FFN")
+    "GATE-ARCH-003",
+    lambda result: measure("GATE-ARCH-003", result, holds="the mixture computes its definition"),
 )
 @torch.no_grad()
-def check_single_expert(config: ModelConfig, *, seed: int = 0) -> dict[str, float]:
-    """A one-expert, top-1 mixture computes what the dense feed-forward with its weights computes.
+def check_mixtures(config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
+    """A one-expert, top-1 mixture computes what the dense feed-forward with its weights computes,
+    and each mixture of `shown_mixtures` what `reference_mixture` writes out from its weights.
 
-    The router then gives every token weight exactly 1, so any difference is a routing or
-    combining bug (tokens sent to the wrong rows, weights not renormalised, a scale applied
-    twice), which a many-expert model would hide among its other errors.
+    With one expert the router gives every token weight exactly 1, so any difference is a routing
+    or combining bug (tokens sent to the wrong rows, a scale applied twice), which a many-expert
+    model would hide among its other errors; with more experts than the top_k ≥ 2 each token picks,
+    the choosing and the weighting act too (weights not renormalised, the wrong experts picked,
+    the shared expert left out). The mixtures run in float64, so the router's choices are the
+    reference's and only float rounding is left between them.
     """
     generator = torch.Generator().manual_seed(seed)
     single = config.model_copy(update={"moe_experts": 1, "moe_top_k": 1, "moe_shared_expert": False})
     dense = FeedForward(config)
-    for linear in (dense.gate, dense.up, dense.down):
-        nn.init.normal_(linear.weight, std=linear.in_features**-0.5, generator=generator)
+    _draw([dense], generator)
     moe = MoE(single)
     moe.expert0.load_state_dict(copy.deepcopy(dense.state_dict()))
     x = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator)
-    return _deviation(moe(x), dense(x))
+    measured: dict[str, Any] = _deviation(moe(x), dense(x))
+    mixtures = {}
+    for shown in shown_mixtures(config):
+        mixture = MoE(shown).double()
+        _draw([mixture], generator)
+        tokens = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator, dtype=torch.float64)
+        mixtures[_mixture_name(shown)] = _deviation(mixture(tokens), reference_mixture(mixture, tokens))
+    return {**measured, "mixtures": mixtures}
 
 
 def _sha256(tensors: list[torch.Tensor]) -> str:

@@ -1,30 +1,38 @@
-"""GATE-TRAIN-005's `drawn` and `context` checks: the coherence monitor's samples are drawn as the
-run configures, from the model's logits for the text sampled so far.
+"""GATE-TRAIN-005's `drawn` and `context` checks: samples are drawn as their settings name, from
+the model's logits for the text sampled so far. The training monitor's samples are held to them
+(monitor.temperature, monitor.top_k), and so are `stack sample`'s (its temperature, top-k, top-p
+and repetition penalty, past the model's context included).
 
-The monitor judges what the model says, so its samples must come from the distribution its
-settings name: softmax(logits / temperature) over the top_k largest logits. A sampler that drops
-the temperature, or the cut, still emits text that scores, and nothing else would notice.
+A monitor judges what the model says, and a user reads what `stack sample` prints, so the samples
+must come from the distribution the settings name (`Sampler`, written out here apart from
+stack.model.generate): the repetition penalty on the logits of tokens already in the context,
+the temperature (0: the largest logit), the top_k largest, then the most likely tokens whose
+probability reaches top_p, in that order. A sampler that drops the temperature, cuts before it
+scales, or penalises the wrong way still emits text that reads, and nothing else would notice.
 
-So every draw the monitor makes is replayed. While it generates, a forward hook on the model's
-head keeps the last position's logits of each call (what each draw was made from), and the
-generator's state is kept from before the first draw. Afterwards a generator started from that
-state draws, call for call, `torch.multinomial` of the reference distribution written out here
-from the run's settings; a sampler that draws from that distribution draws the same tokens, bit
-for bit, and one that draws from another one differs wherever the two distributions order the
-generator's draws differently.
+So every draw is replayed. While the model generates, a forward hook on its head keeps the last
+position's logits of each call (what each draw was made from), and the generator's state is kept
+from before the first draw. Afterwards a generator started from that state draws, call for call,
+`torch.multinomial` of the distribution `Sampler` writes out from the same logits and the same
+context; a sampler that draws from that distribution draws the same tokens, bit for bit, and one
+that draws from another one differs wherever the two distributions order the generator's draws
+differently.
 
 How often they do depends on the logits: a young model's are nearly flat, and a temperature
-changes little there. So each round also samples, by the very call the monitor samples the model
-with (GPT's `generate`, the run's settings), a decoder of spread logits (`SpreadLogits`): rows
-from nearly flat, where a top-k cut decides, to peaked, where the temperature does, PROBE_ROWS
-rows of PROBE_TOKENS draws over at most PROBE_VOCAB ids, replayed the same way. The monitor's
-replay costs a softmax over the vocabulary per sampled token, the probe's 1024 draws a few
-hundred thousand elements, at the monitor's cadence only.
+changes little there. So each round also samples, by the very call the model is sampled with
+(GPT's `generate`, the same settings), a decoder of spread logits (`SpreadLogits`): rows from
+nearly flat, where a top-k cut decides, to peaked, where the temperature and top-p do, PROBE_ROWS
+rows of PROBE_TOKENS draws over at most PROBE_VOCAB ids, replayed the same way. The replay costs
+a softmax over the vocabulary per sampled token, the probe's 1024 draws a few hundred thousand
+elements, once per sampling.
 
 The replay takes the logits as given. Whether they are the model's for the text being sampled
-(the prompt and every earlier draw, each at its position: what the KV cache stands for) is the
-`context` check: one plain forward of each sample, without a cache, must give the head the logits
-every draw was made from, within context_logits_rtol of its largest logit.
+is the `context` check: a draw's context is the prompt and every earlier draw, each at its
+position (what the KV cache stands for), and past the model's context the window
+`context_windows` writes out (a prompt that fills the context is read from its newest half; once
+the text fills it, its newest half is the prompt of the next chunk). One plain forward of each
+window, without a cache, must give the head the logits every draw of it was made from, within
+context_logits_rtol of its largest logit.
 """
 
 from __future__ import annotations
@@ -38,20 +46,90 @@ from typing import Any
 import torch
 from torch import nn
 
-from contracts.gates import gate_require, measure
+from contracts.gates import Outcome, gate_require, measure
+from stack.model.checks import relative_deviation
 from stack.model.config import ModelConfig
+from stack.model.generate import generate_long
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 
 
-def reference_probabilities(logits: torch.Tensor, temperature: float, top_k: int | None) -> torch.Tensor:
-    """softmax(logits / temperature) over the top_k largest logits of each row (ties with the k-th
-    kept), in float32 as the sampler draws from; temperature > 0."""
-    scaled = logits.float() / temperature
-    if top_k is not None:
-        kth = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1).values[..., -1:]
-        scaled = torch.where(scaled >= kth, scaled, torch.full_like(scaled, float("-inf")))
-    return torch.softmax(scaled, dim=-1)
+@dataclass(frozen=True)
+class Sampler:
+    """What a sampler is to draw from, given the logits of the last position and the tokens of the
+    context so far: CTRL's repetition penalty (a seen token's logit divided by it when positive,
+    multiplied when not), the temperature (0 draws nothing: the largest logit), the top_k largest
+    logits (ties with the k-th kept), then the tokens at least as likely as the least likely of
+    the fewest most likely ones whose probability reaches top_p."""
+
+    temperature: float
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+
+    def scaled(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """The logits (B, vocab) in float32 after the penalty and the temperature (if not greedy)."""
+        scaled = logits.float()
+        if self.repetition_penalty != 1.0:
+            repeated = torch.zeros_like(scaled, dtype=torch.bool).scatter(1, seen, True)
+            penalised = torch.where(
+                scaled > 0, scaled / self.repetition_penalty, scaled * self.repetition_penalty
+            )
+            scaled = torch.where(repeated, penalised, scaled)
+        return scaled if self.temperature == 0 else scaled / self.temperature
+
+    def probabilities(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """The distribution (B, vocab) a draw is made from, in float32 as drawn; temperature > 0."""
+        scaled = self.scaled(logits, seen)
+        if self.top_k is not None:
+            kth = scaled.topk(min(self.top_k, scaled.shape[-1]), dim=-1).values[..., -1:]
+            scaled = torch.where(scaled >= kth, scaled, torch.full_like(scaled, float("-inf")))
+        if self.top_p is not None:
+            probs = torch.softmax(scaled, dim=-1)
+            ordered = probs.sort(dim=-1, descending=True).values
+            needed = ordered.cumsum(dim=-1) - ordered < self.top_p  # the mass before each is short of p
+            least = torch.where(needed, ordered, torch.full_like(ordered, math.inf)).min(dim=-1, keepdim=True)
+            scaled = torch.where(probs >= least.values, scaled, torch.full_like(scaled, float("-inf")))
+        return torch.softmax(scaled, dim=-1)
+
+    def draw(self, logits: torch.Tensor, seen: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The token (B, 1) the settings draw from `logits` after `seen`, with `generator`."""
+        if self.temperature == 0:
+            return self.scaled(logits, seen).argmax(dim=-1, keepdim=True)
+        return torch.multinomial(self.probabilities(logits, seen), 1, generator=generator)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings by the names generation takes them and GATE-TRAIN-005's record holds them."""
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+        }
+
+
+@dataclass(frozen=True)
+class Window:
+    """One chunk of a generation: the draws text[first : first + count], each made after the text
+    from `start` up to it."""
+
+    start: int
+    first: int
+    count: int
+
+
+def context_windows(prompt: int, tokens: int, ctx: int) -> list[Window]:
+    """The windows `tokens` draws after a prompt of `prompt` tokens are made in, for a model of
+    context `ctx`, as `stack sample` documents them: a chunk reads the whole text while it is
+    shorter than the context, else its newest ctx // 2 tokens, and draws until its window fills
+    the context (a generation within the context is one window from the start)."""
+    windows, length = [], prompt
+    while length < prompt + tokens:
+        start = 0 if length < ctx else length - ctx // 2
+        count = min(prompt + tokens - length, ctx - (length - start))
+        windows.append(Window(start, length, count))
+        length += count
+    return windows
 
 
 @dataclass
@@ -62,42 +140,50 @@ class Draws:
     generator_device: torch.device
     logits: list[torch.Tensor] = field(default_factory=list)
 
-    def mismatched(self, drawn: torch.Tensor, temperature: float, top_k: int | None) -> int:
-        """How many of `drawn` (B, n), the tokens sampled, a generator replayed from the kept state
-        draws otherwise from the reference distribution of the same logits."""
+    def mismatched(self, text: torch.Tensor, windows: list[Window], sampler: Sampler) -> int:
+        """How many draws of `text` (B, prompt + n: the prompt and the tokens sampled, in `windows`)
+        a generator replayed from the kept state draws otherwise from `sampler`'s distribution of the
+        same logits after the same context; a draw the head made no logits for counts as differing."""
         replay = torch.Generator(device=self.generator_device)
         replay.set_state(self.generator_state)
-        differing = torch.zeros((), dtype=torch.int64, device=drawn.device)
-        for t, logits in enumerate(self.logits[: drawn.shape[1]]):
-            probabilities = reference_probabilities(logits, temperature, top_k)
-            expected = torch.multinomial(probabilities, 1, generator=replay)
-            differing += (expected != drawn[:, t : t + 1]).sum()
-        missing = drawn.shape[1] - min(len(self.logits), drawn.shape[1])  # a draw from no head call
-        return int(differing) + missing * drawn.shape[0]
+        differing = torch.zeros((), dtype=torch.int64, device=text.device)
+        missing = 0
+        for window in windows:
+            for t in range(window.first, window.first + window.count):
+                index = t - windows[0].first
+                if index >= len(self.logits):
+                    missing += text.shape[0]
+                    continue
+                expected = sampler.draw(self.logits[index], text[:, window.start : t], replay)
+                differing += (expected != text[:, t : t + 1]).sum()
+        return int(differing) + missing
 
-    def context_deviation(self, model: nn.Module, idx: torch.Tensor, drawn: torch.Tensor) -> float:
-        """How far the logits each draw was made from are from the logits one plain forward of the
-        sampled text gives at the same positions, in units of that forward's largest |logit|.
+    def context_deviation(self, model: nn.Module, text: torch.Tensor, windows: list[Window]) -> float:
+        """How far the logits each draw was made from are from the logits one plain forward of its
+        window of the sampled text gives at the same position, in units of that forward's largest
+        |logit| (the worst window's).
 
         Replaying a draw checks the sampler given its logits; this checks that the logits were the
-        model's for the text sampled so far (the prompt and every earlier draw, at their positions).
-        A decoder that loses its KV cache, restarts its positions or sees another prefix gives the
-        head other logits, which sample just as fluently. Both sides are float32 forwards of the
-        same weights, so they differ by rounding only; a draw without logits counts as infinitely
-        far.
+        model's for the text sampled so far (the prompt and every earlier draw, at their positions,
+        within the window the context leaves). A decoder that loses its KV cache, restarts its
+        positions or keeps another part of the text gives the head other logits, which sample just
+        as fluently. Both sides are forwards of the same weights, so they differ by rounding only;
+        a draw without logits counts as infinitely far.
         """
-        n = drawn.shape[1]
-        if n == 0:
+        drawn = sum(window.count for window in windows)
+        if drawn == 0:
             return 0.0
-        if len(self.logits) < n:
+        if len(self.logits) < drawn:
             return math.inf
-        text = torch.cat((idx, drawn), dim=1)[:, :-1]
-        plain, _ = model(text)
-        start = idx.shape[1] - 1
-        expected = plain[:, start : start + n].float()
-        kept = torch.stack(self.logits[:n], dim=1).float()
-        scale = expected.abs().max().clamp_min(torch.finfo(torch.float32).tiny)
-        return float((kept - expected).abs().max() / scale)
+        worst, index = 0.0, 0
+        for window in windows:
+            plain, _ = model(text[:, window.start : window.first + window.count - 1])
+            start = window.first - window.start - 1
+            expected = plain[:, start : start + window.count].float()
+            kept = torch.stack(self.logits[index : index + window.count], dim=1).float()
+            worst = max(worst, relative_deviation(kept, expected))
+            index += window.count
+        return worst
 
 
 @contextmanager
@@ -114,6 +200,16 @@ def watching_draws(model: nn.Module, generator: torch.Generator) -> Iterator[Dra
         yield draws
     finally:
         handle.remove()
+
+
+def sample_watched(
+    model: nn.Module, idx: torch.Tensor, tokens: int, sampler: Sampler, generator: torch.Generator
+) -> tuple[Draws, torch.Tensor]:
+    """`tokens` tokens after each row of `idx`, sampled by the model's own `generate` with
+    `sampler`'s settings, (B, tokens), and what each draw was made from."""
+    with watching_draws(model, generator) as draws:
+        out = model.generate(idx, tokens, **sampler.settings(), generator=generator)
+    return draws, out[:, idx.shape[1] :]
 
 
 # The spread probe: rows of logits, and draws from each (one prefill, then decoding steps).
@@ -162,11 +258,10 @@ class SpreadLogits(nn.Module):
 
 @dataclass
 class DrawTally:
-    """A sampling round's draws against their replays: the monitor's samples (`draws`) and the
-    spread probe's (`probe_draws`), with the settings they were replayed under."""
+    """A sampling round's draws against their replays under the settings they were to be drawn
+    with: the model's samples (`draws`) and the spread probe's (`probe_draws`)."""
 
-    temperature: float
-    top_k: int | None
+    sampler: Sampler
     draws: int = 0
     mismatched_draws: int = 0
     probe_draws: int = 0
@@ -174,23 +269,27 @@ class DrawTally:
     context_logits_deviation: float = 0.0
 
     def add(self, draws: Draws, drawn: torch.Tensor, model: nn.Module, idx: torch.Tensor) -> None:
-        """One generation of the monitor from `model` after the prompt `idx`: its sampled tokens (B,
-        n) against their replay, and the logits they were drawn from against a plain forward."""
+        """One generation from `model` after the prompt `idx`: its sampled tokens (B, n) against their
+        replay, and the logits they were drawn from against a plain forward of each window."""
+        text = torch.cat((idx, drawn), dim=1)
+        windows = context_windows(idx.shape[1], drawn.shape[1], model.config.ctx)
         self.draws += drawn.numel()
-        self.mismatched_draws += draws.mismatched(drawn, self.temperature, self.top_k)
-        deviation = draws.context_deviation(model, idx, drawn)
+        self.mismatched_draws += draws.mismatched(text, windows, self.sampler)
+        deviation = draws.context_deviation(model, text, windows)
         self.context_logits_deviation = max(self.context_logits_deviation, deviation)
 
-    def add_probe(self, draws: Draws, drawn: torch.Tensor) -> None:
-        """The spread probe's sampled tokens (B, n) against their replay."""
+    def add_probe(self, draws: Draws, prompt: torch.Tensor, drawn: torch.Tensor) -> None:
+        """The spread probe's sampled tokens (B, n) after `prompt` against their replay."""
         self.probe_draws += drawn.numel()
-        self.mismatched_probe_draws += draws.mismatched(drawn, self.temperature, self.top_k)
+        windows = context_windows(prompt.shape[1], drawn.shape[1], prompt.shape[1] + drawn.shape[1])
+        self.mismatched_probe_draws += draws.mismatched(
+            torch.cat((prompt, drawn), dim=1), windows, self.sampler
+        )
 
     def measured(self) -> dict[str, Any]:
-        """GATE-TRAIN-005's `drawn` values."""
+        """GATE-TRAIN-005's `drawn` and `context` values, with every setting the draws were replayed under."""
         return {
-            "temperature": self.temperature,
-            "top_k": self.top_k,
+            **self.sampler.settings(),
             "draws": self.draws,
             "mismatched_draws": self.mismatched_draws,
             "probe_draws": self.probe_draws,
@@ -199,11 +298,31 @@ class DrawTally:
         }
 
 
-@gate_require(
-    "GATE-TRAIN-005",
-    lambda tally, step: measure(
-        "GATE-TRAIN-005", tally.measured(), step=step, holds="the samples are drawn as configured"
-    ),
-)
-def check_drawn(tally: DrawTally, step: int) -> None:
-    """Refuse to score samples that were not drawn from the distribution the run configures."""
+def _drawn_outcome(tally: DrawTally, step: int | None) -> Outcome:
+    return measure("GATE-TRAIN-005", tally.measured(), step=step, holds="the samples are drawn as configured")
+
+
+@gate_require("GATE-TRAIN-005", _drawn_outcome)
+def check_drawn(tally: DrawTally, step: int | None) -> None:
+    """Refuse samples that were not drawn from the distribution their settings name, or not from
+    the model's logits for the text sampled so far (`step` None: `stack sample`'s)."""
+
+
+@torch.no_grad()
+def sample_checked(
+    model: GPT, idx: torch.Tensor, tokens: int, sampler: Sampler, generator: torch.Generator, seed: int
+) -> torch.Tensor:
+    """`idx` (B, T) and `tokens` tokens sampled after it by `generate_long` with `sampler`'s settings
+    (`stack sample`'s generation, past the model's context too), held to GATE-TRAIN-005 before it is
+    returned: every draw replayed from the logits it was made from after the context it had, those
+    logits a plain forward's of their window, and the spread probe (from `seed`) drawn by the
+    model's own `generate` with the same settings and replayed."""
+    with watching_draws(model, generator) as draws:
+        out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator)
+    tally = DrawTally(sampler)
+    tally.add(draws, out[:, idx.shape[1] :], model, idx)
+    spread = SpreadLogits(probe_width(model.config.vocab, sampler.top_k), idx.device, seed)
+    probe, drawn = sample_watched(spread, spread.prompt, PROBE_TOKENS, sampler, generator)
+    tally.add_probe(probe, spread.prompt, drawn)
+    check_drawn(tally, None)
+    return out

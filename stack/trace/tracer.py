@@ -4,7 +4,9 @@ Each site's statistics are one on-device vector (stack.trace.stats); the vectors
 forward are stacked and moved to the host once, after the pass, so tracing adds no device
 synchronisation per site or per statistic. The hooks only read: the traced logits are the
 untraced ones, bit for bit (GATE-TRACE-001). `trace_forward` is bound to GATE-TRACE-002: a
-trace that lacks a site of any layer, or a statistic of any site, is refused.
+trace that lacks a site of any layer, or a statistic of any site, is refused, and so is one with
+a site that does not hold what its name says (stack.trace.site_identity: each site that is a
+module's output, recomputed by that module from the traced sites it reads).
 
 `keep=True` also keeps a copy of every site's tensor, which bisection compares element by
 element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -22,6 +25,7 @@ from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.gpt import GPT
 from stack.trace.hooks import SiteHooks
+from stack.trace.site_identity import ROW, SiteIdentities, as_measured, fed_inputs, identities
 from stack.trace.sites import (
     DENSE,
     STATS,
@@ -59,6 +63,9 @@ class Trace:
     duplicates: tuple[str, ...] = ()
     schema_version: int = TRACE_SCHEMA_VERSION
     layout: Layout = DENSE
+    # Per site that is a module's output, how far it is from that module on the sites it reads
+    # (stack.trace.site_identity); measured by the traced forward, absent from a trace read back.
+    identities: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -70,21 +77,24 @@ class Trace:
         return self.sites[name].stats[statistic]
 
     def completeness(self) -> Outcome:
-        """GATE-TRACE-002: every site of every layer present, once, with every statistic."""
+        """GATE-TRACE-002: every site of every layer present, once, with every statistic, and (for a
+        trace this process made) each site that is a module's output that module's on its reads."""
         missing = [n for n in self.names if n not in self.sites]
         partial = [n for n, r in self.sites.items() if any(r.stats.get(s) is None for s in STATS)]
         problems = {"missing": missing, "partial": partial, "recorded_twice": list(self.duplicates)}
         measured: dict[str, object] = {k: len(v) for k, v in problems.items()}
         measured["examples"] = {k: v[:5] for k, v in problems.items() if v}
         measured["sites"] = len(self.names)
-        return measure("GATE-TRACE-002", measured, holds="trace complete")
+        if self.identities:
+            measured["identities"] = self.identities
+        return measure("GATE-TRACE-002", measured, holds="trace complete, every site what its name says")
 
 
 class _Recorder:
     """The visitor of one traced forward: statistics on device, values when asked to keep them."""
 
-    def __init__(self, keep: bool, ablate: frozenset[str]) -> None:
-        self.keep, self.ablate = keep, ablate
+    def __init__(self, keep: bool, ablate: frozenset[str], identities: SiteIdentities) -> None:
+        self.keep, self.ablate, self.identities = keep, ablate, identities
         self.order: list[str] = []
         self.rows: list[torch.Tensor] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -103,15 +113,30 @@ class _Recorder:
         if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
             self.values[name] = seen.detach().clone()
+        self.identities.visit(name, seen)
         return replacement
 
     def trace(self, n_layers: int, layout: Layout) -> Trace:
-        table = torch.stack(self.rows).cpu().tolist()  # the one host transfer
+        checked = list(self.identities.rows)
+        stats, rows = torch.stack(self.rows), list(self.identities.rows.values())
+        deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(ROW))
+        # The one host transfer: every site's statistics, then every identity's row.
+        flat = torch.cat([stats.flatten(), deviations.flatten()]).cpu().tolist()
+        width, cut = stats.shape[1], stats.numel()
         sites = {}
-        for name, row in zip(self.order, table, strict=True):
+        for i, name in enumerate(self.order):
             shape, dtype = self.meta[name]
-            sites[name] = SiteRecord(name, shape, dtype, as_dict(math.prod(shape), row))
-        return Trace(n_layers, sites, self.values, duplicates=tuple(self.duplicates), layout=layout)
+            sites[name] = SiteRecord(
+                name, shape, dtype, as_dict(math.prod(shape), flat[i * width : (i + 1) * width])
+            )
+        identities = {
+            name: as_measured(flat[cut + i * len(ROW) : cut + (i + 1) * len(ROW)])
+            for i, name in enumerate(checked)
+        }
+        duplicates = tuple(self.duplicates)
+        return Trace(
+            n_layers, sites, self.values, duplicates=duplicates, layout=layout, identities=identities
+        )
 
 
 def check_site(name: str, option: str, n_layers: int, layout: Layout) -> BlockLayout | None:
@@ -148,7 +173,9 @@ def trace_forward(
 ) -> tuple[Trace, torch.Tensor]:
     """Run model(idx) once with every site recorded; returns the trace and the logits."""
     layout = layout_for(model.config)
-    recorder = _Recorder(keep, check_ablation(ablate, len(model.layers), layout))
+    ablated = check_ablation(ablate, len(model.layers), layout)
+    fed = fed_inputs(feed, len(model.layers))
+    recorder = _Recorder(keep, ablated, SiteIdentities(identities(model, layout), fed, ablated))
     with SiteHooks(model, recorder, feed):
         logits, _ = model(idx)
     return recorder.trace(len(model.layers), layout), logits

@@ -16,18 +16,27 @@ side names is taken on the host after that read, from copies queued without bloc
 A scoring may be narrower than its statement (DPO cuts a batch's rows to its longest sequence):
 positions beyond the narrower width are compared by what is scored there, which must be nothing.
 
+Each scoring also states the mode the model ran in (stack.model.consumed.mode_of), which a
+training step must be: the model the run trains in training mode (its dropout drawn), a frozen
+one (DPO's reference) in evaluation mode, as the objective's statement names. A loop that leaves
+the model in evaluation mode after an evaluation or a sample trains without its dropout.
+
 The tape is what the model's forward says it read. At the probes of a pretraining run (the first
 step of every invocation and every evaluation) the targets are also read off the loss's own
 gradient (`consumed_by_gradient`), so a cross-entropy that drops or moves positions after the
 forward recorded its tape is judged by what it did. That probe runs the model in training mode,
-the mode every loss the run steps on is computed in (`as_trained`): a loss that scores otherwise
+the mode every loss the run steps on is computed in (`in_mode`): a loss that scores otherwise
 in training than in evaluation (label smoothing switched on by `self.training`) is judged as it
-trains.
+trains. The same probes hold the function the loss trains to the one that is evaluated, saved and
+served (`inference_deviations`): in training mode (with the loss's own dropout draws) and in
+evaluation mode, the logits the loss read, and the loss itself, are those of the model's plain
+forward without targets, the forward generation and every export run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +46,8 @@ import torch
 
 from contracts.derive.training import finite_or_text
 from contracts.gates import Outcome, gate_require, measure
-from stack.model.consumed import Consumed, logits_dtypes
+from stack.model.checks import relative_deviation
+from stack.model.consumed import TRAIN, Consumed, logits_dtypes, recording
 
 # Scored rows of logits whose gradient `cross_entropy_deviation` copies at a time.
 DEVIATION_ROWS = 1024
@@ -104,15 +114,25 @@ def targets_sha256(targets: list[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def stated_mode(stated: Consumed) -> str:
+    """The mode a training step runs a scoring in: the one its statement names (a frozen model's),
+    else TRAIN, the model the run trains."""
+    return stated.mode or TRAIN
+
+
 class Tally:
     """What one optimizer step's micro-batches consumed against what they state."""
 
     def __init__(self, device: torch.device, precision: str | None = None) -> None:
-        """Counts on `device`; with `precision` (the run's train.precision) the step's values also
-        hold it beside the dtypes of the logits each scoring read (GATE-TRAIN-007's check precision)."""
+        """Counts on `device`; with `precision` (the run's train.precision: a step's tally) the values
+        also say how each scoring computed: that precision beside the dtypes of the logits each
+        scoring read, and the modes the models ran in, against those a training step runs them in
+        (GATE-TRAIN-007's checks precision and mode)."""
         self.counts = torch.zeros(len(COUNTS), dtype=torch.int64, device=device)
         self.precision = precision
         self.logits_dtypes: set[str] = set()
+        self.modes: set[str] = set()
+        self.mismatched_modes = 0
         self.scorings = 0
         self.stated_scorings = 0
         # Host copies of both sides' targets, queued without blocking; read after the step's sync.
@@ -124,8 +144,10 @@ class Tally:
         self.scorings += len(consumed)
         self.stated_scorings += len(stated)
         self.logits_dtypes |= logits_dtypes(consumed)
+        self.modes |= {str(c.mode) for c in consumed}
         for got, want in zip(consumed, stated, strict=False):  # an extra or missing one: `scorings`
             self.counts += compare(got, want)
+            self.mismatched_modes += got.mode != stated_mode(want)
         copies = [c.targets.detach().to("cpu", non_blocking=True) for c in consumed]
         self._consumed += copies
         for k, s in enumerate(stated):  # a statement that is a consumed tensor's memory shares its copy
@@ -148,6 +170,7 @@ class Tally:
         }
         if self.precision is not None:
             measured |= {"precision": self.precision, "logits_dtypes": sorted(self.logits_dtypes)}
+            measured |= {"modes": sorted(self.modes), "mismatched_modes": self.mismatched_modes}
         return measured
 
 
@@ -248,22 +271,27 @@ def check_consumed(measured: dict[str, Any], step: int) -> None:
 
 
 @contextmanager
-def as_trained(model: torch.nn.Module) -> Iterator[None]:
-    """`model` in training mode for the block, as the loop's own forwards run it, with the random
-    draws of that mode (dropout) taken from forked generators: the run's streams are left exactly as
-    they were, so a probed step trains, and resumes, as an unprobed one does.
+def in_mode(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    """`model` in training mode (`training`) or evaluation mode for the block, with the random draws
+    of that mode (dropout) taken from forked generators: the run's streams are left exactly as they
+    were, so a probed step trains, and resumes, as an unprobed one does.
 
     The gradient probe stays exact under dropout: it replaces the logits themselves, so the loss's
     gradient with respect to them does not depend on anything drawn upstream.
     """
-    device = next(model.parameters()).device
     was_training = model.training
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model.train()
+    with torch.random.fork_rng(devices=_cuda_devices(model)):
+        model.train(training)
         try:
             yield
         finally:
             model.train(was_training)
+
+
+def _cuda_devices(model: torch.nn.Module) -> list[torch.device]:
+    """The CUDA device `model` computes on, whose generator a fork must save too (none on CPU)."""
+    device = next(model.parameters()).device
+    return [device] if device.type == "cuda" else []
 
 
 def check_loss_gradient(
@@ -272,9 +300,73 @@ def check_loss_gradient(
     """GATE-TRAIN-007 at a probe of a cross-entropy task: what the loss's gradient shows it scored,
     and how, against what the batch states (`stated`), with `model` (whose `lm_head` gives the
     logits) in the mode the run trains in."""
-    with as_trained(model):
+    with in_mode(model, training=True):
         reading = consumed_by_gradient(loss_of, model.lm_head)
     check_consumed(measured_at_the_loss(reading, stated), step)
+
+
+def mean_cross_entropy(logits: list[torch.Tensor], stated: list[Consumed]) -> float:
+    """The mean cross-entropy, over every target the statements score, of the logits (B, T, vocab)
+    given for each statement's inputs: what a cross-entropy task's loss is by definition."""
+    total, scored = 0.0, 0
+    for scores, statement in zip(logits, stated, strict=True):
+        flat = scores.float().flatten(0, 1)
+        targets = statement.targets.flatten()
+        total += float(torch.nn.functional.cross_entropy(flat, targets, ignore_index=-1, reduction="sum"))
+        scored += int((targets >= 0).sum())
+    return total / scored if scored else math.nan
+
+
+def inference_deviations(
+    loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed]
+) -> dict[str, float]:
+    """How far the function a cross-entropy loss trains is from the model's plain inference forward
+    (`model(inputs, docs=docs)`, no targets: what evaluation reads, generation samples and an export
+    carries) on the batch's own inputs, in each mode a loss is computed in (training, with the loss's
+    own dropout draws made again; evaluation): the logits each scoring of the loss read, in units of
+    the plain forward's largest |logit|, and the loss, in units of the mean cross-entropy of the plain
+    logits at the targets the batch states (`mean_cross_entropy`). Both are 0 up to rounding for a loss
+    that is the served model's cross-entropy; a scoring without kept logits, or a count of scorings
+    other than the statement's, is infinitely far.
+    """
+    logits_deviation = loss_deviation = 0.0
+    for training in (True, False):
+        with in_mode(model, training):
+            with torch.random.fork_rng(devices=_cuda_devices(model)), recording(keep_logits=True) as tape:
+                loss = float(loss_of())  # its dropout draws, made again from the same state below
+            plain = [model(statement.inputs, docs=statement.docs)[0] for statement in stated]
+        kept = [scoring.logits for scoring in tape]
+        if len(kept) != len(plain) or any(k is None for k in kept):
+            return {"inference_logits_deviation": math.inf, "inference_loss_deviation": math.inf}
+        for read, served in zip(kept, plain, strict=True):
+            logits_deviation = max(logits_deviation, relative_deviation(read, served))
+        served_loss = mean_cross_entropy(plain, stated)
+        loss_deviation = max(
+            loss_deviation, relative_deviation(torch.tensor(loss), torch.tensor(served_loss))
+        )
+    return {"inference_logits_deviation": logits_deviation, "inference_loss_deviation": loss_deviation}
+
+
+def _inference_outcome(measured: dict[str, float], step: int) -> Outcome:
+    measured = {key: finite_or_text(value) for key, value in measured.items()}
+    return measure("GATE-TRAIN-007", measured, step=step, holds="the loss trains the model that is served")
+
+
+@gate_require("GATE-TRAIN-007", _inference_outcome)
+def check_inference(measured: dict[str, float], step: int) -> None:
+    """At a probe of a cross-entropy task: the logits the loss read and the loss itself are the
+    plain inference forward's (`inference_deviations`), so the model a run trains is the model it
+    evaluates, saves and serves."""
+
+
+def check_served(
+    loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed], step: int
+) -> None:
+    """GATE-TRAIN-007 at a probe of a cross-entropy task: the targets and the scoring its gradient
+    shows (`check_loss_gradient`), then the function it trains against the served one
+    (`check_inference`)."""
+    check_loss_gradient(loss_of, model, stated, step)
+    check_inference(inference_deviations(loss_of, model, stated), step)
 
 
 def forward_loss(tape: list[Consumed]) -> torch.Tensor:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.data.tokenizer import load_tokenizer
-from stack.model.consumed import Consumed
+from stack.model.consumed import EVAL, Consumed
 from stack.model.depth_router import causal_routing
 from stack.model.gpt import GPT
 from stack.train.config import DpoSection, RunConfig
@@ -234,11 +235,12 @@ class Dpo(Objective):
 
     def stated(self, batch: SftBatch) -> list[Consumed]:
         """The reference's scoring, then the policy's, each of the pairs' rows as the label file
-        marks them: a row's targets are its next tokens where their supervised bit is set."""
+        marks them: a row's targets are its next tokens where their supervised bit is set. The
+        reference is frozen: a training step scores with it in evaluation mode (GATE-DPO-002)."""
         rows, scored = stated_rows(batch)
         targets = torch.where(scored[:, 1:], rows[:, 1:], torch.full_like(rows[:, 1:], -1))
         rows_read = Consumed(inputs=rows[:, :-1], targets=targets)
-        return [rows_read, rows_read]
+        return [replace(rows_read, mode=EVAL), rows_read]
 
     def probe(self, model: torch.nn.Module, batch: SftBatch, step: int) -> None:
         """GATE-DPO-005 on the batch the loss just used: the log-probability sums the loss takes

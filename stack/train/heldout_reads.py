@@ -8,9 +8,11 @@ records what its forwards consumed (the tape of stack.model.consumed, as trainin
 and `HeldoutReads` compares it, batch by batch, with the statement of the held-out batch that
 forward was to score (`Objective.stated`, read from the set itself, never from the batch the
 forward was given): the batches scored, the scorings made, the positions read otherwise, and
-the distinct windows read against those the set states; and the dtype of the logits every
+the distinct windows read against those the set states; the dtype of the logits every
 forward read, which must be the compute dtype train.precision names (an evaluation under an
-autocast the run did not ask for reports a held-out loss of another precision).
+autocast the run did not ask for reports a held-out loss of another precision); and the mode every
+forward ran in, which must be evaluation mode (stack.model.consumed.mode_of): a held-out loss with
+dropout drawn into it is noisier and higher than the model's, and early stopping judges it.
 
 Cost: each forward's inputs, targets and document ids are copied to the host without blocking;
 once the last forward has run, the comparison and the count of distinct windows (a sha256 per
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 
 from contracts.gates import Outcome, gate_require, measure
-from stack.model.consumed import Consumed, logits_dtypes
+from stack.model.consumed import EVAL, Consumed, logits_dtypes
 from stack.train.consumption import compare
 
 # What `HeldoutReads.counts` returns, in order: summed over the ranks that share an evaluation.
@@ -64,11 +66,20 @@ class HeldoutReads:
         self.device = device
         self._batches: list[tuple[list[Consumed], list[Consumed]]] = []
         self.logits_dtypes: set[str] = set()  # of every scoring, held to train.precision
+        self.modes: set[str] = set()  # of every scoring, held to evaluation mode
+        self.mismatched_modes = 0
 
     def add(self, tape: list[Consumed], stated: list[Consumed]) -> None:
         """One held-out batch: its forward's tape (on the device) and its statement (on the host)."""
         self._batches.append(([_to_host(scoring) for scoring in tape], stated))
         self.logits_dtypes |= logits_dtypes(tape)
+        self.modes |= {str(scoring.mode) for scoring in tape}
+        self.mismatched_modes += sum(scoring.mode != EVAL for scoring in tape)
+
+    def measured_modes(self) -> dict[str, Any]:
+        """GATE-EVAL-001's mode values: the modes this rank's forwards ran in, and how many of its
+        scorings ran in another than evaluation mode."""
+        return {"modes": sorted(self.modes), "mismatched_modes": self.mismatched_modes}
 
     def counts(self) -> list[int]:
         """This rank's COUNTS, once its forwards have finished (waited for here)."""

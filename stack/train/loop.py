@@ -68,20 +68,20 @@ from stack.model.moe_checks import (
     aux_terms,
     check_aux_in_loss,
     check_expert_shares,
+    check_mixtures,
     check_router_collapse,
-    check_single_expert,
     defined_terms,
     reset_routed,
     routed_counts,
 )
 from stack.model.sampling_checks import (
     PROBE_TOKENS,
-    Draws,
     DrawTally,
+    Sampler,
     SpreadLogits,
     check_drawn,
     probe_width,
-    watching_draws,
+    sample_watched,
 )
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
@@ -319,7 +319,7 @@ class Trainer:
         check_attention_paths(self.model)
         check_runnable(config.model.attention, self.device, config.model.head_dim, train.task)
         if config.model.moe:
-            check_single_expert(config.model)
+            check_mixtures(config.model)
         if config.model.diff_attn:
             check_diff_attention(self.model)
         if config.model.mod:
@@ -766,8 +766,8 @@ class Trainer:
         """The objective's identities checked on the step's last micro-batch (`Objective.probe`):
         in eval mode, so adapter dropout draws nothing and every forward of the probe is the same
         function, and in fp32, so an independent recomputation is compared at full precision. The
-        loss's gradient probe (GATE-TRAIN-007) alone runs in training mode, as the loss trains
-        (stack.train.consumption.as_trained)."""
+        loss's gradient probe (GATE-TRAIN-007) runs in training mode, as the loss trains, and its
+        comparison with the plain inference forward in both modes (stack.train.consumption.in_mode)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -811,6 +811,7 @@ class Trainer:
                 **dict(zip(HELDOUT_READS, read, strict=True)),
                 "precision": self.config.train.precision,
                 "logits_dtypes": sorted(reads.logits_dtypes),
+                **reads.measured_modes(),
             },
             step,
         )
@@ -888,11 +889,12 @@ class Trainer:
         texts, scores = [], []
         ctx = self.config.model.ctx
         length = sample_length(monitor_cfg.tokens, ctx)  # the prompt keeps the rest of the context
-        tally = DrawTally(monitor_cfg.temperature, monitor_cfg.top_k)  # every draw replayed (GATE-TRAIN-005)
+        sampler = Sampler(monitor_cfg.temperature, monitor_cfg.top_k)
+        tally = DrawTally(sampler)  # every draw replayed (GATE-TRAIN-005)
         for prompt in monitor_cfg.prompts:
             ids = self.tokenizer.encode(prompt)[-(ctx - length) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
-            draws, drawn = self._draw(self.model, idx, length, generator)
+            draws, drawn = sample_watched(self.model, idx, length, sampler, generator)
             tally.add(draws, drawn, self.model, idx)
             # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
             # sample a padding row: it is no text, so it is left out rather than crash the monitor.
@@ -902,7 +904,8 @@ class Trainer:
             scores.append(coherence_score(text))
         width = probe_width(self.config.model.vocab, monitor_cfg.top_k)
         spread = SpreadLogits(width, self.device, seed)  # the same draws, from spread logits
-        tally.add_probe(*self._draw(spread, spread.prompt, PROBE_TOKENS, generator))
+        probe_draws, probe_drawn = sample_watched(spread, spread.prompt, PROBE_TOKENS, sampler, generator)
+        tally.add_probe(probe_draws, spread.prompt, probe_drawn)
         check_drawn(tally, self.state.step)  # before the scores: they are of these samples
         line = {"step": self.state.step, "score": sample_score(scores), "scores": scores, "texts": texts}
         self.metrics_log.write("sample", **line)
@@ -910,18 +913,6 @@ class Trainer:
         _, observed = self.state.monitor.history[-1]
         check_scored(texts, observed, line["score"], self.state.step)
         return {"score": line["score"], "texts": texts}
-
-    def _draw(
-        self, model: torch.nn.Module, idx: torch.Tensor, tokens: int, generator: torch.Generator
-    ) -> tuple[Draws, torch.Tensor]:
-        """`tokens` tokens after each row of `idx`, sampled from `model` as the monitor samples, (B,
-        tokens), and what each draw was made from (GATE-TRAIN-005 replays them)."""
-        monitor = self.config.monitor
-        with watching_draws(model, generator) as draws:
-            out = model.generate(
-                idx, tokens, temperature=monitor.temperature, top_k=monitor.top_k, generator=generator
-            )
-        return draws, out[:, idx.shape[1] :]
 
     # -- repeatability ------------------------------------------------------------------
 

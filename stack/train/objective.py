@@ -52,7 +52,7 @@ from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed
 from stack.train.config import RunConfig
-from stack.train.consumption import check_loss_gradient
+from stack.train.consumption import check_served
 
 DEFAULT_TASK = "pretrain"
 Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
@@ -169,5 +169,6 @@ class Pretrain(Objective):
 
     def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
         """GATE-TRAIN-007 measured at the loss, in training mode: the targets its gradient shows it
-        scored, and how, against the window's next tokens."""
-        check_loss_gradient(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
+        scored, and how, against the window's next tokens; and in both modes, the logits it read and
+        its value against the model's plain inference forward."""
+        check_served(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)

@@ -24,7 +24,7 @@ from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
 from stack.model.consumed import Consumed
-from stack.train.consumption import check_loss_gradient
+from stack.train.consumption import check_served
 from stack.train.objective import Forward, Objective, StepLoss
 
 # Logits of (idx, docs): the model with document masking, or a planted path without it.
@@ -158,9 +158,9 @@ class Sft(Objective):
 
     def probe(self, model: torch.nn.Module, batch: SftBatch, step: int) -> None:
         """GATE-TRAIN-007 at the loss (the supervised targets its gradient shows it scored, as a mean
-        over them), then GATE-SFT-003 on the batch the loss just used, when a row of it packs a
-        second example."""
-        check_loss_gradient(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
+        over them, and the logits it read and its value against the model's plain inference forward),
+        then GATE-SFT-003 on the batch the loss just used, when a row of it packs a second example."""
+        check_served(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
         measured = batch_isolation(lambda b: self.loss(model, model, b), model, batch, model.config.vocab)
         if measured["probe_positions"]:
             check_batch_isolation(measured, step)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
-from stack.model.consumed import Consumed, record
+from stack.model.consumed import Consumed, mode_of, record, taping
 from stack.model.gpt import GPT
 from stack.tune.pairs import PairBatch, collate_width
 
@@ -47,7 +47,8 @@ def sequence_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> t
     """
     targets = torch.where(mask[:, 1:], tokens[:, 1:], torch.full_like(tokens[:, 1:], -1))
     logits, _ = model(tokens[:, :-1])
-    record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype))
+    if taping():  # what it read, and how the model ran (stack.model.consumed)
+        record(Consumed(tokens[:, :-1], targets, logits_dtype=logits.dtype, mode=mode_of(model)))
     logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return torch.where(targets >= 0, logp, torch.zeros_like(logp)).sum(dim=-1)
 

@@ -1,0 +1,212 @@
+"""`stack sample` under GATE-TRAIN-005 rev 5, with a record of its own (run kind sample).
+
+Every draw `stack sample` prints is replayed from the logits it was made from under the options
+given (repetition penalty, temperature, top-k, top-p, written out in stack.model.sampling_checks
+apart from stack.model.generate), and those logits are held to a plain forward of the draw's
+window, past the model's context too. Each falsifier plants one of the audit's survivors in
+stack.model.generate and runs the command: an inverted repetition penalty (M18), a long generation
+that keeps the oldest half of the text (M19), top-p cut before the temperature (M20), and one
+token off its replay (just beyond max_mismatched_draws). Each exits 3 with a halted record; the
+unplanted command prints the same text as ever and records its gates PASS.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from train_support import prepared, smoke_args, train
+
+from contracts.spec import load_spec
+from stack.cli import main
+from stack.model import generate as generate_module
+from stack.model import sampling_checks
+from stack.model.sampling_checks import Window, context_windows
+
+# Past the smoke model's context of 32: three windows.
+LONG = ["--prompt", "the gate ", "--tokens", "60", "--seed", "3"]
+OPTIONS = {
+    "default": [],
+    "penalty": ["--repetition-penalty", "1.5"],
+    "top-p-hot": ["--top-p", "0.5", "--temperature", "1.5"],
+    "greedy-penalty": ["--temperature", "0", "--repetition-penalty", "1.3"],
+    "top-k-top-p": ["--top-k", "5", "--top-p", "0.9"],
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke model (ctx 32) trained a few steps."""
+    root = tmp_path_factory.mktemp("sample")
+    out = root / "run"
+    assert train(smoke_args(prepared(root), out)) == 0
+    return out
+
+
+def _sample(run: Path, record: Path | None, *options: str) -> int:
+    argv = ["sample", str(run), *LONG, *options]
+    return main([*argv, "--record", str(record)] if record is not None else argv)
+
+
+def _result(record: Path) -> dict[str, Any]:
+    """GATE-TRAIN-005's result in the sample's record."""
+    data = json.loads((record / "metadata.json").read_text())
+    return next(g for g in data["gates"] if g["id"] == "GATE-TRAIN-005")
+
+
+def _halted(record: Path) -> dict[str, Any]:
+    """The measured values of the FAIL the halted sample's record holds."""
+    assert json.loads((record / "metadata.json").read_text())["run"]["status"] == "halted"
+    result = _result(record)
+    assert result["verdict"] == "FAIL"
+    return result["measured"]
+
+
+def test_the_windows_of_a_long_generation_are_the_documented_ones() -> None:
+    """A prompt of 24 and 300 tokens at ctx 128 (the audit's case): the whole text up to the context,
+    then chunks after the newest half; a prompt that fills the context is read from its newest half."""
+    assert context_windows(24, 300, 128) == [
+        Window(0, 24, 104),
+        Window(64, 128, 64),
+        Window(128, 192, 64),
+        Window(192, 256, 64),
+        Window(256, 320, 4),
+    ]
+    assert context_windows(40, 10, 32) == [Window(24, 40, 10)]
+    assert context_windows(5, 10, 32) == [Window(0, 5, 10)]
+
+
+@pytest.mark.holds("GATE-TRAIN-005")
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_a_sample_is_drawn_as_its_options_name_and_recorded(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str]
+) -> None:
+    assert _sample(run, None, *options) == 0
+    printed = capsys.readouterr().out
+    record = tmp_path / "record"
+    assert _sample(run, record, *options) == 0
+    assert capsys.readouterr().out == printed  # the record changes nothing of what is sampled
+    data = json.loads((record / "metadata.json").read_text())
+    assert data["run"]["kind"] == "sample" and data["run"]["status"] == "completed"
+    assert {g["id"]: g["verdict"] for g in data["gates"]} == {
+        "GATE-CKPT-002": "PASS",
+        "GATE-TRAIN-005": "PASS",
+    }
+    measured = _result(record)["measured"]
+    assert (measured["draws"], measured["probe_draws"], measured["mismatched_draws"]) == (60, 1024, 0)
+    assert json.loads((record / "sample.json").read_text())["text"] + "\n" == printed
+
+
+def _inverted_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """The audit's M18: a seen token's positive logit multiplied by the penalty, a negative one divided."""
+    previous = logits.gather(1, seen)
+    previous = torch.where(previous > 0, previous * penalty, previous / penalty)
+    return logits.scatter(1, seen, previous)
+
+
+def _top_p_before_temperature(
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    repetition_penalty: float,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The audit's M20: sample_next with the top-p cut made on the unscaled logits."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        logits = generate_module.penalise_repeats(logits, seen, repetition_penalty)
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    if top_p is not None:
+        logits = generate_module.keep_top_p(logits, top_p)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = generate_module.keep_top_k(logits, top_k)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def _oldest_half(model: Any, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
+    """The audit's M19: generate_long whose next chunk continues the oldest half of the text."""
+    ctx = model.config.ctx
+    out, remaining = idx, max_new_tokens
+    while remaining > 0:
+        window = out[:, : ctx // 2] if out.shape[1] >= ctx else out
+        chunk = min(remaining, ctx - window.shape[1])
+        grown = generate_module.generate(model, window, chunk, **sampling)
+        out = torch.cat((out, grown[:, window.shape[1] :]), dim=1)
+        remaining -= chunk
+    return out
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+@pytest.mark.parametrize(
+    ("target", "name", "mutant", "options", "check"),
+    [
+        (
+            generate_module,
+            "penalise_repeats",
+            _inverted_penalty,
+            OPTIONS["penalty"],
+            "mismatched_probe_draws",
+        ),
+        (
+            generate_module,
+            "sample_next",
+            _top_p_before_temperature,
+            OPTIONS["top-p-hot"],
+            "mismatched_probe_draws",
+        ),
+        (sampling_checks, "generate_long", _oldest_half, [], "context_logits_deviation"),
+    ],
+    ids=["M18-penalty-inverted", "M20-top-p-before-temperature", "M19-oldest-half"],
+)
+def test_a_sampler_that_departs_from_its_options_exits_3_with_a_halted_record(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    target: object,
+    name: str,
+    mutant: Any,
+    options: list[str],
+    check: str,
+) -> None:
+    monkeypatch.setattr(target, name, mutant)
+    record = tmp_path / "record"
+    assert _sample(run, record, *options) == 3
+    assert "gate fired: GATE-TRAIN-005" in capsys.readouterr().err
+    measured = _halted(record)
+    rtol = load_spec().threshold("GATE-TRAIN-005", "context_logits_rtol")
+    assert measured[check] > (rtol if check == "context_logits_deviation" else 0)
+
+
+@pytest.mark.parametrize(
+    ("planted", "fires"),
+    [
+        pytest.param(True, True, marks=pytest.mark.gate("GATE-TRAIN-005")),
+        pytest.param(False, False, marks=pytest.mark.holds("GATE-TRAIN-005")),
+    ],
+)
+def test_one_printed_token_off_its_replay_fires(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: bool, fires: bool
+) -> None:
+    """The first token drawn is replaced by its neighbour: one mismatched draw, just beyond
+    max_mismatched_draws (0); the same command unplanted holds."""
+    real, calls = generate_module.sample_next, []
+
+    def one_off(logits: torch.Tensor, seen: torch.Tensor, **settings: Any) -> torch.Tensor:
+        token = real(logits, seen, **settings)
+        calls.append(1)
+        return (token + 1) % logits.shape[-1] if planted and len(calls) == 1 else token
+
+    monkeypatch.setattr(generate_module, "sample_next", one_off)
+    record = tmp_path / "record"
+    assert _sample(run, record) == (3 if fires else 0)
+    allowed = load_spec().threshold("GATE-TRAIN-005", "max_mismatched_draws")
+    assert _result(record)["measured"]["mismatched_draws"] == allowed + (1 if planted else 0)
