@@ -288,11 +288,16 @@ def _window_problems(m: Measured) -> list[str]:
         "restore": ("reweighted", "restored_next_sha256", "saved_next_sha256"),
         "shuffled": ("plan_windows", "order_z"),
         "reordered": ("repeat_z",),
+        # rev 3: the plan is the one contracts.plan defines for its seed and epoch, and a source of
+        # fractional weight draws its windows afresh each epoch
+        "defined": ("plan_seed", "plan_epoch", "plan_sha256", "defined_sha256"),
+        "redrawn": ("subsamples+",),
     },
 )
 def _batch_order(m: Measured, t: Thresholds) -> list[str]:
-    """A restored reader continues the saved stream; every epoch plan is shuffled, and otherwise
-    than the epoch before, as far as a uniform shuffle of its windows can show."""
+    """A restored reader continues the saved stream; every epoch plan is the one its seed and epoch
+    define, shuffled, and otherwise than the epoch before, as far as a uniform shuffle of its
+    windows and a fresh draw of a source's subsample can show."""
     problems = []
     if has(m, "reweighted") and not flag(m, "reweighted"):  # reweighted: changed on purpose
         restored, saved = m.get("restored_next_sha256"), m.get("saved_next_sha256")
@@ -300,6 +305,8 @@ def _batch_order(m: Measured, t: Thresholds) -> list[str]:
             raise Malformed("restored_next_sha256 and saved_next_sha256 must be strings")
         if restored != saved:
             problems.append("the restored reader would not continue the saved stream")
+    if has(m, *CHECKS["GATE-DATA-002"]["defined"]):
+        problems += _defined_problems(m)
     for key, what in (
         ("order_z", "in corpus order (consecutive windows repeat a window or take the next)"),
         ("repeat_z", "in the previous epoch's order (the same window at the same position)"),
@@ -309,6 +316,53 @@ def _batch_order(m: Measured, t: Thresholds) -> list[str]:
                 f"the epoch plan of {count(m, 'plan_windows')} windows is {number(m, key):.3g} standard "
                 f"deviations more often {what} than a shuffle of its windows (at most {t['max_order_z']:g}): "
                 "the batches are not shuffled"
+            )
+    if has(m, "subsamples"):
+        problems += _redraw_problems(items(m, "subsamples"), t["max_overlap_z"])
+    return problems
+
+
+def _defined_problems(m: Measured) -> list[str]:
+    """The plan served against the plan its seed and epoch define (contracts.plan), by digest."""
+    served, defined = m.get("plan_sha256"), m.get("defined_sha256")
+    if not isinstance(served, str) or not isinstance(defined, str):
+        raise Malformed("plan_sha256 and defined_sha256 must be strings")
+    if served == defined:
+        return []
+    return [
+        f"the plan of epoch {count(m, 'plan_epoch')} is not the one seed {count(m, 'plan_seed')} defines for "
+        f"it (sha256 {served[:12]} where the definition gives {defined[:12]}): the plan ignores the seed "
+        "or the epoch, or was drawn otherwise"
+    ]
+
+
+def overlap_z(windows: int, drawn: int, drawn_before: int, kept: int) -> float:
+    """How far `kept`, the windows two epochs' draws of `drawn` and `drawn_before` of a source's
+    `windows` share, lies above what two independent draws share on average, drawn·drawn_before /
+    windows, in the hypergeometric standard deviations of that count, a deviation counted as at
+    least one window (a count's spread below one window says nothing; 0 at or below the mean)."""
+    if windows < 2:
+        return 0.0
+    share = drawn_before / windows
+    expected = drawn * share
+    variance = drawn * share * (1.0 - share) * (windows - drawn) / (windows - 1)
+    return max(kept - expected, 0.0) / max(math.sqrt(variance), 1.0)
+
+
+def _redraw_problems(sources: list[Any], limit: float) -> list[str]:
+    """Each fractional source's windows drawn in two consecutive epochs, against fresh draws."""
+    problems = []
+    for source in sources:
+        if not isinstance(source, Mapping):
+            raise Malformed(f"a subsample is {source!r}, not an object")
+        windows, drawn = count(source, "windows"), count(source, "drawn")
+        before, kept = count(source, "drawn_before"), count(source, "kept")
+        z = overlap_z(windows, drawn, before, kept)
+        if not z <= limit:
+            problems.append(
+                f"source {source.get('source')!r} drew {kept} of the same {drawn} of its {windows} windows "
+                f"as the epoch before, {z:.3g} standard deviations more than fresh draws share (at most "
+                f"{limit:g}): it serves the same subsample every epoch"
             )
     return problems
 

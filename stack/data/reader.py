@@ -301,12 +301,16 @@ class TokenReader:
 
     @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     @gate_ensure(
-        "GATE-DATA-002", lambda self, epoch, result: mixture.order_outcome(result, self._previous_plan(epoch))
+        "GATE-DATA-002",
+        lambda self, epoch, result: mixture.plan_outcome(
+            self._mixture, self.seed, epoch, result, self._previous_plan(epoch)
+        ),
     )
     def _epoch_plan(self, epoch: int) -> np.ndarray:
-        """The plan the reader serves `epoch` from, checked once when it is made (one count of the
-        ids, about as much work as the shuffle): each source's quota, each window as often as the
-        quota says, shuffled, and otherwise than the epoch before."""
+        """The plan the reader serves `epoch` from, checked once when it is made (a count of the ids
+        and the plan drawn again from its definition, about three times the work of the shuffle):
+        each source's quota, each window as often as the quota says, the plan the seed and epoch
+        define, shuffled, and otherwise than the epoch before."""
         return mixture.epoch_plan(self._mixture, self.seed, epoch)
 
     def _previous_plan(self, epoch: int) -> np.ndarray | None:
