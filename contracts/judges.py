@@ -619,12 +619,25 @@ _POSITION_COUNTS = {
             "bytes",
             "text_bytes",
         ),
+        # rev 3: the text an evaluation of a split scores is that split's, as the manifest lists it
+        "split": (
+            "split",
+            "split_documents",
+            "split_tokens",
+            "documents_read",
+            "tokens_read",
+            "whole_split",
+            "documents_scored",
+            "split_text_sha256",
+            "text_sha256",
+        ),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
-    the score divides that sum by the text's bytes, or both."""
-    problems = []
+    the score divides that sum by the text's bytes, or the text of a split is the split's; or
+    several of these."""
+    problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
     if has(m, "missing_chars", "extra_chars"):
         missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
         if missing or extra:
@@ -634,6 +647,29 @@ def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     if has(m, *_POSITION_COUNTS, "scored_targets"):
         problems += _scored_every_position(m)
         problems += _score_is_the_sum_over_the_bytes(m, t["score_rtol"])
+    return problems
+
+
+def _split_text_problems(m: Measured) -> list[str]:
+    """The split's shards as read against the manifest's totals, and the text scored against the
+    whole documents of that reading (all of them, unless a byte budget cut the text)."""
+    split, problems = m.get("split"), []
+    for what in ("documents", "tokens"):
+        listed, read = count(m, f"split_{what}"), count(m, f"{what}_read")
+        if read != listed:
+            problems.append(f"the {split} split's shards hold {read} {what}; its manifest lists {listed}")
+    scored, listed = count(m, "documents_scored"), count(m, "split_documents")
+    if flag(m, "whole_split") and scored != listed:
+        problems.append(
+            f"the whole {split} split was asked for; its text holds {scored} of {listed} documents"
+        )
+    text, reference = str(m.get("text_sha256")), str(m.get("split_text_sha256"))
+    if text != reference:
+        problems.append(
+            f"the text scored is not the {split} split's {scored} document(s) as its shards hold them "
+            f"(sha256 {text[:12]} where the split gives {reference[:12]}): another split, or documents "
+            "lost or added"
+        )
     return problems
 
 
