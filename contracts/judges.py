@@ -1047,14 +1047,30 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-CKPT-002", needs=("files_verified", "checkpoint", "problem"))
+@judges(
+    "GATE-CKPT-002",
+    checks={
+        "verified": ("files_verified", "checkpoint", "problem"),
+        # rev 2: a command given a run directory reads its newest valid checkpoint
+        "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
+    },
+)
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
-    problem = m.get("problem")
-    if problem is not None:
-        return [f"refusing checkpoint: {problem}"]
-    if count(m, "files_verified") < 1:
-        return ["no file of the checkpoint was verified"]
-    return []
+    """The checkpoint read matches its manifest, file by file; and, chosen from a run directory, no
+    checkpoint of the run with a later step loads."""
+    problems = []
+    if has(m, "files_verified", "problem"):
+        if (problem := m.get("problem")) is not None:
+            problems.append(f"refusing checkpoint: {problem}")
+        elif count(m, "files_verified") < 1:
+            problems.append("no file of the checkpoint was verified")
+    if has(m, "newer_checkpoints", "newer_valid") and (newer := items(m, "newer_valid")):
+        problems.append(
+            f"{m.get('chosen_checkpoint')} was read from the run directory while its newer checkpoint(s) "
+            f"{', '.join(map(str, newer))} load: a resume would repeat steps the run took, a command "
+            "would read an older model than the run's"
+        )
+    return problems
 
 
 # -- model, trace, export ------------------------------------------------------------------

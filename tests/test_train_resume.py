@@ -272,6 +272,67 @@ def test_a_corrupt_checkpoint_is_refused_and_resume_falls_back(
     assert differences(straight, run) == []
 
 
+def _oldest_first(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
+    """The audit's M25: the choice of a run directory's checkpoint takes its oldest."""
+    return ckpt.list_checkpoints(run_dir)[0], []
+
+
+def _newest_check(record: dict[str, object]) -> dict[str, object]:
+    """GATE-CKPT-002's measured values in a record (plain data)."""
+    gates = record["gates"]
+    assert isinstance(gates, list)
+    return next(g for g in gates if g["id"] == "GATE-CKPT-002")["measured"]
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_a_resume_of_a_completed_run_from_an_older_checkpoint_is_refused_before_anything_is_written(
+    straight: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Extending the finished run from step 2 would retrain steps 3 to 8 over its history; its
+    newest checkpoint, step 8, loads, and the run's log says it wrote it."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    config = (run / "config.toml").read_bytes()
+    monkeypatch.setattr(ckpt, "latest_valid", _oldest_first)
+    assert train(["train", "--resume", str(run), "--set", "train.steps=10"]) == 3
+    err = capsys.readouterr().err
+    assert "GATE-CKPT-002" in err and "step-0000002 was read" in err and "step-0000008" in err, err
+    assert (run / "config.toml").read_bytes() == config and len(step_lines(run)) == 8
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_an_evaluation_of_a_run_dir_that_reads_an_older_checkpoint_is_refused(
+    straight: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(ckpt, "latest_valid", _oldest_first)
+    scored = tmp_path / "scored"
+    assert train(["eval", str(straight), "--split", "val", "--record", str(scored)]) == 3
+    assert "GATE-CKPT-002" in capsys.readouterr().err
+    measured = _newest_check(json.loads((scored / "metadata.json").read_text()))
+    assert measured["chosen_checkpoint"] == "step-0000002"
+    assert measured["newer_valid"] == ["step-0000004", "step-0000006", "step-0000008"]
+
+
+@pytest.mark.holds("GATE-CKPT-002")
+def test_a_resume_past_a_newer_checkpoint_that_does_not_load_holds_and_names_it(
+    straight: Path, tmp_path: Path
+) -> None:
+    """The newest checkpoint is damaged: resuming from the one before is the newest valid one, and
+    the record names the one passed over, and those the log names but the disk no longer holds."""
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    _flip_a_weight_bit(ckpt.list_checkpoints(run)[-1])
+    assert train(["train", "--resume", str(run)]) == 0
+    measured = _newest_check(evidence(run))
+    assert measured["chosen_checkpoint"] == "step-0000004" and measured["newer_valid"] == []
+    assert measured["newer_checkpoints"] == ["step-0000006", "step-0000008"]
+
+
 def test_no_temporary_directory_is_left_behind(straight: Path) -> None:
     assert not [p for p in (straight / ckpt.CKPT_DIR).iterdir() if p.name.startswith(".")]
 

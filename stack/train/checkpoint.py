@@ -53,6 +53,7 @@ from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive
+from stack.train.metrics import METRICS_FILE
 
 FORMAT_VERSION = 1
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
@@ -592,6 +593,54 @@ def problem(path: Path, resumable: bool = False) -> str | None:
     return None
 
 
+def logged_checkpoints(run_dir: Path) -> set[str]:
+    """The names of the checkpoints the run's metrics log says it wrote (its `checkpoint` events),
+    whether or not they are still on disk; none for a directory without a log."""
+    log = Path(run_dir) / METRICS_FILE
+    if not log.is_file():
+        return set()
+    names = set()
+    with open(log, encoding="utf-8") as lines:
+        for line in lines:
+            if '"checkpoint"' not in line:  # most lines are steps: not worth parsing
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == "checkpoint":
+                    names.add(str(entry.get("path")))
+    return names
+
+
+def newest_measured(run_dir: Path, chosen: Path | None, resumable: bool) -> dict[str, Any]:
+    """What GATE-CKPT-002's check `newest` judges of the checkpoint a command chose from a run
+    directory (None: it found none): every checkpoint of the run with a later step, whether on disk
+    or named by a `checkpoint` event of the run's log, and those of them that load (with
+    `resumable`, that a resume can continue from). Found by step number, apart from the listing
+    and the order the choice read, and verified here one by one."""
+    base = Path(run_dir) / CKPT_DIR
+    on_disk = {path.name for path in base.iterdir() if path.is_dir()} if base.is_dir() else set()
+    names = {name for name in on_disk | logged_checkpoints(run_dir) if STEP_NAME.fullmatch(name)}
+    after = -1 if chosen is None else int(chosen.name.removeprefix("step-"))
+    newer = sorted(name for name in names if int(name.removeprefix("step-")) > after)
+    valid = [name for name in newer if name in on_disk and problem(base / name, resumable) is None]
+    return {
+        "chosen_checkpoint": None if chosen is None else chosen.name,
+        "newer_checkpoints": newer,
+        "newer_valid": valid,
+    }
+
+
+def _newest(run_dir: Path, chosen: Path | None, resumable: bool) -> Outcome:
+    measured = newest_measured(run_dir, chosen, resumable)
+    return measure("GATE-CKPT-002", measured, holds="the run's newest valid checkpoint is the one read")
+
+
+@gate_require("GATE-CKPT-002", _newest)
+def check_newest(run_dir: Path, chosen: Path | None, resumable: bool) -> None:
+    """Refuse to read `chosen` of a run directory while a newer checkpoint of the run loads: a resume
+    would repeat steps the run already took, an evaluation would score an older model."""
+
+
 def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
     """The newest checkpoint that loads (or, with `resumable`, that a resume can continue from),
     and a note for each newer one that does not."""
@@ -606,10 +655,12 @@ def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, l
 
 def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]]:
     """The checkpoint a resume of `run_dir` continues from: the newest one a resume can continue
-    from, with a note for each newer one it passes over (and that it resumes from the older one);
-    refused when there is none. `resumable` False: the newest that loads, for a run whose
-    checkpoints carry their own resume state, which its restore checks (ES: its `es` entry)."""
+    from (GATE-CKPT-002 holds it to the run's checkpoints and its log's), with a note for each
+    newer one it passes over (and that it resumes from the older one); refused when there is
+    none. `resumable` False: the newest that loads, for a run whose checkpoints carry their own
+    resume state, which its restore checks (ES: its `es` entry)."""
     path, notes = latest_valid(run_dir, resumable)
+    check_newest(run_dir, path, resumable)
     if path is None:
         raise BadInput(
             f"{run_dir} has no valid checkpoint to resume from (a run that stopped before its first "

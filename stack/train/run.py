@@ -261,7 +261,12 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
             f"with --init-from {run_dir}"
         )
     data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
-    path, notes = ckpt.resume_point(run_dir)
+    record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
+    ledger = Ledger(record.waivers)
+    # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
+    rejudged = ledger.carry(record.gates)
+    with recording(ledger):  # the checkpoint chosen is judged into the run's record (GATE-CKPT-002)
+        path, notes = ckpt.resume_point(run_dir)
     for note in notes:
         print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
@@ -270,10 +275,6 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
     check_task_data(config, data_dir, request.argv)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
-    record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
-    ledger = Ledger(record.waivers)
-    # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
-    rejudged = ledger.carry(record.gates)
     record.run.status = RunStatus.RUNNING
     record.run.finished = None
     record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
