@@ -1026,6 +1026,8 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
         "complete": ("missing", "checkpoint"),
         # rev 2: the model file read back after the save, against the model the run trains
         "weights": ("weights_compared", "weights_differing", "checkpoint"),
+        # rev 3: the optimizer file read back after the save, against the optimizer's live state
+        "optimizer": ("optimizer_compared", "optimizer_differing", "checkpoint"),
     },
 )
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
@@ -1044,6 +1046,13 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
                 f"{m.get('first_differing')}) are not the model the run trained: a resume would continue "
                 "another run"
             )
+    # An optimizer that has not stepped holds no tensor: an empty state saved empty holds.
+    if has(m, "optimizer_compared", "optimizer_differing") and (differing := count(m, "optimizer_differing")):
+        problems.append(
+            f"{differing} tensor(s) of {m.get('checkpoint')}'s optimizer file (first: "
+            f"{m.get('first_optimizer_differing')}) are not the live optimizer's state, bit for bit and "
+            "dtype for dtype: a resume would continue with other moments than the run's"
+        )
     return problems
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -212,6 +213,54 @@ def test_a_checkpoint_of_another_model_than_the_one_trained_halts_the_run(
     assert train(smoke_args(data, tmp_path / "run")) == 3
     result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-CKPT-001")
     assert result["verdict"] == "FAIL" and result["measured"]["weights_differing"] >= 1
+
+
+def _moments_in_bf16(real: Callable[..., tuple[dict[str, torch.Tensor], dict]]) -> Callable[..., Any]:
+    """The audit's M04: the optimizer's moments written as bf16 to halve optimizer.safetensors."""
+
+    def planted(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = real(optimizer)
+        return {k: t.to(torch.bfloat16) if t.dim() else t for k, t in tensors.items()}, meta
+
+    return planted
+
+
+def _one_moment_one_ulp_off(real: Callable[..., tuple[dict[str, torch.Tensor], dict]]) -> Callable[..., Any]:
+    """The optimizer state written as it is, but for one element of one moment one unit in the last
+    place off: the least a file can differ by."""
+
+    def planted(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = real(optimizer)
+        name = next(k for k, t in sorted(tensors.items()) if t.dim())
+        moment = tensors[name].clone()
+        moment.view(-1)[0] = torch.nextafter(moment.view(-1)[0], torch.tensor(float("inf")))
+        return {**tensors, name: moment}, meta
+
+    return planted
+
+
+@pytest.mark.gate("GATE-CKPT-001")
+@pytest.mark.parametrize("written", [_moments_in_bf16, _one_moment_one_ulp_off], ids=["bf16", "one-ulp-off"])
+def test_a_checkpoint_whose_optimizer_file_is_not_the_live_state_halts_the_run(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    written: Callable[..., Any],
+) -> None:
+    """The file is complete and verifies, and a resume would restore it and find the restored state
+    equal to it; only reading it back against the optimizer in memory shows the rounding."""
+    monkeypatch.setattr(ckpt, "optimizer_tensors", written(ckpt.optimizer_tensors))
+    assert train(smoke_args(data, tmp_path / "run")) == 3
+    assert "GATE-CKPT-001" in capsys.readouterr().err
+    result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-CKPT-001")
+    assert result["verdict"] == "FAIL" and result["measured"]["optimizer_differing"] >= 1
+
+
+@pytest.mark.holds("GATE-CKPT-001")
+def test_every_save_reads_the_optimizer_file_back_equal_to_the_live_state(straight: Path) -> None:
+    measured = next(g for g in evidence(straight)["gates"] if g["id"] == "GATE-CKPT-001")["measured"]
+    assert measured["optimizer_compared"] > 0 and measured["optimizer_differing"] == 0
 
 
 def _flip_last_byte(path: Path) -> None:

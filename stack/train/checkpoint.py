@@ -281,19 +281,44 @@ def weights_measured(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def _trained(path: Path, model: torch.nn.Module) -> Outcome:
-    step = json.loads((path / STATE_FILE).read_text()).get("step")
-    measured = weights_measured(path, model)
-    return measure(
-        "GATE-CKPT-001", measured, step=step, holds=f"{path.name} holds the weights the run trained"
+def optimizer_measured(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """How the optimizer file of checkpoint `path`, read back, compares with `optimizer`'s live
+    state tensor by tensor (dtype, shape and bytes): what GATE-CKPT-001's check `optimizer`
+    judges. The live tensors are read from the optimizer's own state dict here, named as the file
+    names them (`<parameter index>.<slot>`), not through `optimizer_tensors`, which wrote the file;
+    a tensor on one side only differs."""
+    saved = load_file(str(path / OPTIMIZER_FILE))
+    live = {
+        f"{index}.{slot}": value
+        for index, slots in optimizer.state_dict()["state"].items()
+        for slot, value in slots.items()
+        if torch.is_tensor(value)
+    }
+    differing = sorted(
+        name
+        for name in saved.keys() | live.keys()
+        if name not in saved or name not in live or tensor_sha256(saved[name]) != tensor_sha256(live[name])
     )
+    return {
+        "checkpoint": path.name,
+        "optimizer_compared": len(live),
+        "optimizer_differing": len(differing),
+        "first_optimizer_differing": differing[0] if differing else None,
+    }
+
+
+def _trained(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Outcome:
+    step = json.loads((path / STATE_FILE).read_text()).get("step")
+    measured = {**weights_measured(path, model), **optimizer_measured(path, optimizer)}
+    return measure("GATE-CKPT-001", measured, step=step, holds=f"{path.name} holds the state the run trains")
 
 
 @gate_require("GATE-CKPT-001", _trained)
-def check_holds_trained(path: Path, model: torch.nn.Module) -> None:
-    """After each save, the checkpoint's model file read back is the model the run is training (a
-    save handed another model, or a file written from other tensors, would resume into a run that
-    never happened)."""
+def check_holds_trained(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """After each save, the checkpoint's model and optimizer files read back are the model the run
+    is training and its optimizer's state, bit for bit and dtype for dtype (a save handed another
+    model, or a file written from other tensors, or moments rounded to save space, would resume
+    into a run that never happened)."""
 
 
 def _retire(path: Path) -> Path:

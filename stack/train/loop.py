@@ -542,7 +542,7 @@ class Trainer:
                 self.run_dir, self.state.step, model, optimizer, self.checkpoint_state()
             )
             seconds = round(time.perf_counter() - started, 3)  # the write's cost, logged with it
-            ckpt.check_holds_trained(path, model if self.sharded else self.model)
+            ckpt.check_holds_trained(path, model, optimizer)
             if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
                 self.state.best_checkpoint = path.name
             best = self.state.best_checkpoint
