@@ -26,7 +26,7 @@ from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
-from stack.train import rng
+from stack.train import loop, rng
 from stack.train.coherence import CoherenceMonitor
 from stack.train.loop import Trainer, TrainState
 
@@ -380,6 +380,44 @@ def test_a_resume_past_a_newer_checkpoint_that_does_not_load_holds_and_names_it(
     measured = _newest_check(evidence(run))
     assert measured["chosen_checkpoint"] == "step-0000004" and measured["newer_valid"] == []
     assert measured["newer_checkpoints"] == ["step-0000006", "step-0000008"]
+
+
+OPTIMIZER_SETS = ["train.weight_decay=0.05", "train.eps=1e-7", "train.beta2=0.99"]
+
+
+@pytest.mark.holds("GATE-TRAIN-008")
+def test_a_resume_that_changes_the_optimizer_settings_steps_with_them_and_records_them(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.toml says the new weight decay, betas and eps: the restored groups step with them (the
+    optimizer's update is held to them at the first resumed step), the resume entry lists each
+    group's old and new value, and the next checkpoint holds them."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert (
+        train(["train", "--resume", str(run), *(w for item in OPTIMIZER_SETS for w in ("--set", item))]) == 0
+    )
+    assert "the restored optimizer steps with this resume's settings" in capsys.readouterr().err
+    assert verdicts(run)["GATE-TRAIN-008"] == "PASS"
+    changes = evidence(run)["metrics"]["resumes"][0]["optimizer_settings"]
+    assert {"group": 0, "key": "weight_decay", "was": 0.1, "now": 0.05} in changes
+    groups = ckpt.read_state(ckpt.list_checkpoints(run)[-1])["optimizer"]["param_groups"]
+    assert [(g["weight_decay"], g["eps"], g["betas"]) for g in groups] == [
+        (0.05, 1e-7, [0.9, 0.99]),
+        (0.0, 1e-7, [0.9, 0.99]),
+    ]
+
+
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_a_resume_whose_restored_optimizer_keeps_the_checkpoints_settings_halts_at_its_first_step(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings changed in config.toml and left off the restored groups: the first resumed
+    step's update is not the configured AdamW's."""
+    monkeypatch.setattr(loop, "apply_settings", lambda optimizer, settings: [])
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", OPTIMIZER_SETS[0]]) == 3
+    assert "GATE-TRAIN-008" in capsys.readouterr().err
+    assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]
 
 
 def test_no_temporary_directory_is_left_behind(straight: Path) -> None:

@@ -66,7 +66,7 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config, saved_value
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
@@ -319,22 +319,7 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     old, new = before.get("train", {}).get("precision"), config.train.precision
     if (old == "fp16") != (new == "fp16"):
         fixed.append("train.precision")
-    return [rundir.change(key, _lookup(before, key), _lookup(after, key)) for key in fixed]
-
-
-def _lookup(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a saved config dict: where absent, the default the key held (a
-    saved config leaves out an option at its default, so a refusal said its old value was None);
-    None for a key of an optional section that is not there, or one without a default."""
-    section, name = key.split(".", 1)
-    values = config.get(section, {})
-    if name in values:
-        return values[name]
-    schema = {"model": ModelConfig, **SECTIONS}.get(section)
-    field = schema.model_fields.get(name) if schema is not None else None
-    if field is None or field.is_required():
-        return None
-    return field.get_default(call_default_factory=True)
+    return [rundir.change(key, saved_value(before, key), saved_value(after, key)) for key in fixed]
 
 
 def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
@@ -694,7 +679,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             trainer.progress = progress
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
-                _record_pivot(plan.record, trainer)
+                _record_resume_changes(plan.record, trainer)
             if config.train.tensorboard and _is_main():  # from the step the run continues at
                 resumed = trainer.state.step if plan.checkpoint is not None else None
                 trainer.board = tensorboard.Board(run_dir, resumed)
@@ -738,13 +723,25 @@ def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
         trainer.board = None
 
 
-def _record_pivot(record: EvidenceRecord, trainer: Trainer) -> None:
+def _record_resume_changes(record: EvidenceRecord, trainer: Trainer) -> None:
     """A resume with a new mixture (the polish pivot) names, in its resume entry, where the replaced
-    mixture and policy state were archived; the changed keys are already listed there."""
+    mixture and policy state were archived; one that changed an optimizer setting (weight decay,
+    betas, eps) names each group's old and new value, and says so on stderr. The changed keys are
+    already listed there."""
+    resumes = record.metrics["resumes"]
+    assert isinstance(resumes, list)
     if trainer.policy_archive is not None:
-        resumes = record.metrics["resumes"]
-        assert isinstance(resumes, list)
         resumes[-1]["policy_archive"] = str(trainer.policy_archive.relative_to(trainer.run_dir))
+    if trainer.optimizer_changes:
+        resumes[-1]["optimizer_settings"] = trainer.optimizer_changes
+        if _is_main():
+            said = ", ".join(
+                f"group {c['group']} {c['key']} {c['was']} -> {c['now']}" for c in trainer.optimizer_changes
+            )
+            print(
+                f"{WRITER.command}: the restored optimizer steps with this resume's settings: {said}",
+                file=sys.stderr,
+            )
 
 
 def _exhausted(run_dir: Path, step: int) -> GateViolation:
