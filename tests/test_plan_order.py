@@ -182,8 +182,8 @@ def test_pairs_in_corpus_order_just_beyond_max_order_z_fire_and_just_inside_hold
 ) -> None:
     """11 pairs in corpus order where a shuffle gives about 1 ± 1 are 10.03 standard deviations
     over (beyond max_order_z 10); 10 pairs are 9.03 over."""
-    outcome = mixture.order_outcome(_ordered_pairs(pairs), None)
-    assert outcome.ok is not fires, outcome.measured
+    measured = mixture.order_measured(_ordered_pairs(pairs), None)
+    assert bool(judge("GATE-DATA-002", measured)) is fires, measured
 
 
 @pytest.mark.parametrize(
@@ -199,9 +199,9 @@ def test_positions_repeating_the_last_epoch_just_beyond_max_order_z_fire_and_jus
     """11 positions holding the previous epoch's window where a shuffle gives about 1 ± 1 are 10.01
     standard deviations over; 10 are 9.01 over."""
     plan, previous = _same_positions(same)
-    outcome = mixture.order_outcome(plan, previous)
-    assert outcome.ok is not fires, outcome.measured
-    assert outcome.measured["order_z"] == 0
+    measured = mixture.order_measured(plan, previous)
+    assert bool(judge("GATE-DATA-002", measured)) is fires, measured
+    assert measured["order_z"] == 0
 
 
 def _drawn_overlapping(kept: int) -> tuple[mixture.Mixture, np.ndarray, np.ndarray]:
@@ -261,10 +261,11 @@ def test_honest_plans_hold_over_many_seeds(seed: int, epoch: int, sizes: list[in
 def test_a_shuffle_of_few_or_repeated_windows_is_held_to_what_its_shuffle_can_show() -> None:
     """One window many times is in 'corpus order' at every pair, as its only shuffle is: it holds;
     so does every epoch plan the stack draws for a source of few windows at several weights."""
-    assert mixture.order_outcome(np.zeros(500, dtype=np.int64), np.zeros(500, dtype=np.int64)).ok
+    one_window = np.zeros(500, dtype=np.int64)
+    assert not judge("GATE-DATA-002", mixture.order_measured(one_window, one_window))
     for windows in (2, 3, 7, 40):
         for weight in (1.0, 2.5, 9.0):
             mix = mixture.Mixture({"s": (0, windows)}, {"s": weight}, {}, frozenset(), 16)
             for epoch in range(1, 6):
-                plan = mixture.epoch_plan(mix, 0, epoch)
-                assert mixture.order_outcome(plan, mixture.epoch_plan(mix, 0, epoch - 1)).ok
+                plan, previous = mixture.epoch_plan(mix, 0, epoch), mixture.epoch_plan(mix, 0, epoch - 1)
+                assert mixture.plan_outcome(mix, 0, epoch, plan, previous).ok

@@ -7,7 +7,8 @@ must hold, in config.toml, the value the last command line that touched it gave,
 later resume changed by other means. A config edited after the fact (steps, learning rate, a
 coefficient) while the command line still says otherwise is caught here, without the code of
 the record's commit: the value is parsed as `stack train` parses it (`stack.train.config`), and a
-key config.toml leaves out holds its default there (an option set to its default is not saved).
+key config.toml leaves out holds its default there, as a resume reads it (an option at its default
+is not saved: `stack.train.run.saved_value`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
-from stack.train.config import parse_sets, saved_value
+from stack.train.config import parse_sets
+from stack.train.run import saved_value
 
 SET_FLAG = "--set"
 CONFIG_FILE = "config.toml"

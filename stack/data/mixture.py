@@ -173,11 +173,6 @@ def order_measured(plan: np.ndarray, previous: np.ndarray | None) -> dict[str, o
     return measured
 
 
-def order_outcome(plan: np.ndarray, previous: np.ndarray | None) -> Outcome:
-    """GATE-DATA-002's shuffle checks of an epoch plan alone (`order_measured`)."""
-    return measure("GATE-DATA-002", order_measured(plan, previous), holds="the epoch plan is shuffled")
-
-
 def _drawn(mixture: Mixture, plan: np.ndarray, name: str) -> np.ndarray:
     """The windows of source `name` that `plan` holds once more than the rest: those its quota's
     q mod n were drawn from the source's n windows (empty when n divides q)."""

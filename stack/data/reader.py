@@ -299,17 +299,18 @@ class TokenReader:
             self._plan_cache = (epoch, self._epoch_plan(epoch))
         return self._plan_cache[1]
 
-    @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     @gate_ensure(
         "GATE-DATA-002",
         lambda self, epoch, result: mixture.plan_outcome(
             self._mixture, self.seed, epoch, result, self._previous_plan(epoch)
         ),
     )
+    @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     def _epoch_plan(self, epoch: int) -> np.ndarray:
         """The plan the reader serves `epoch` from, checked once when it is made (a count of the ids
         and the plan drawn again from its definition, about three times the work of the shuffle):
-        each source's quota, each window as often as the quota says, the plan the seed and epoch
+        each source's quota, each window as often as the quota says (judged first: a plan off its
+        quotas is that, before it is another plan than its seed's), the plan the seed and epoch
         define, shuffled, and otherwise than the epoch before."""
         return mixture.epoch_plan(self._mixture, self.seed, epoch)
 

@@ -383,22 +383,6 @@ def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return keys
 
 
-def saved_value(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a saved configuration (config.toml as a dict): where absent, the
-    default the key held, since a saved configuration leaves out an option at its default
-    (stack.model.config's `_option`) and TOML has no null; None for a key of an optional section
-    (lora, distill, dpo), or one without a default."""
-    section, name = key.split(".", 1)
-    values = config.get(section)
-    if isinstance(values, dict) and name in values:
-        return values[name]
-    schema = {"model": ModelConfig, **SECTIONS}.get(section)
-    field = schema.model_fields.get(name) if schema is not None else None
-    if field is None or field.is_required():
-        return None
-    return field.get_default(call_default_factory=True)
-
-
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved configuration as TOML."""
     Path(path).write_text(tomli_w.dumps(config.as_dict()), encoding="utf-8")

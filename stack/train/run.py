@@ -66,7 +66,7 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import RunConfig, changed_keys, read_toml, resolve, save_config, saved_value
+from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import Trainer
 from stack.train.lora_setup import finish as finish_lora
@@ -320,6 +320,23 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     if (old == "fp16") != (new == "fp16"):
         fixed.append("train.precision")
     return [rundir.change(key, saved_value(before, key), saved_value(after, key)) for key in fixed]
+
+
+def saved_value(config: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in a saved configuration (config.toml as a dict): where absent, the
+    default the key held, since a saved configuration leaves out an option at its default
+    (stack.model.config's `_option`) and TOML has no null; None for a key of an optional section
+    (lora, distill, dpo), or one without a default. A refusal names an old value by it, and the
+    integrity check holds a command line's `--set` to it (tools/argv_config.py)."""
+    section, name = key.split(".", 1)
+    values = config.get(section)
+    if isinstance(values, dict) and name in values:
+        return values[name]
+    schema = {"model": ModelConfig, **SECTIONS}.get(section)
+    field = schema.model_fields.get(name) if schema is not None else None
+    if field is None or field.is_required():
+        return None
+    return field.get_default(call_default_factory=True)
 
 
 def _refuse_changes(run_dir: Path, checkpoint: Path, changes: list[str]) -> None:
