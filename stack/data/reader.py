@@ -1,10 +1,12 @@
 """TokenReader: (B, T+1) int64 windows whose order is a pure function of the run's coordinates.
 
-Order. Each epoch is a seeded permutation of window ids (see mixture.epoch_plan). Global step i
-of an epoch takes ids plan[i*B*W : (i+1)*B*W]; rank r takes the r-th block of B of them, so the
-ranks of a data-parallel run read disjoint windows. The batch at any (seed, epoch, step, rank,
-world size) can be recomputed without replaying the steps before it, which is what makes
-`load_state_dict` exact (GATE-DATA-002).
+Order. Each epoch is a seeded permutation of window ids (see mixture.epoch_plan), the one
+contracts.plan defines for the reader's seed and the epoch: every plan the reader makes is drawn
+again from that definition and compared by digest, and measured for a shuffle afresh each epoch
+(GATE-DATA-002). Global step i of an epoch takes ids plan[i*B*W : (i+1)*B*W]; rank r takes the
+r-th block of B of them, so the ranks of a data-parallel run read disjoint windows. The batch at
+any (seed, epoch, step, rank, world size) can be recomputed without replaying the steps before
+it, which is what makes `load_state_dict` exact (GATE-DATA-002).
 
 End of an epoch. With wrap=True the reader logs and moves to epoch+1; with wrap=False it
 raises CorpusExhausted. It never serves anything that is not the planned next batch
