@@ -173,31 +173,26 @@ def order_measured(plan: np.ndarray, previous: np.ndarray | None) -> dict[str, o
     return measured
 
 
-def _drawn(mixture: Mixture, plan: np.ndarray, name: str) -> np.ndarray:
-    """The windows of source `name` that `plan` holds once more than the rest: those its quota's
-    q mod n were drawn from the source's n windows (empty when n divides q)."""
-    lo, hi = mixture.ranges[name]
-    counts = np.bincount(plan[(plan >= lo) & (plan < hi)] - lo, minlength=hi - lo)
-    return np.flatnonzero(counts > mixture.quota(name) // (hi - lo))
-
-
 def redrawn_measured(mixture: Mixture, plan: np.ndarray, previous: np.ndarray) -> dict[str, object]:
     """GATE-DATA-002's membership check of an epoch plan against the epoch before: for each source
-    whose quota is no multiple of its windows (a fractional weight, 0.5 or 2.5), which windows the
-    two plans drew, read from the plans themselves, and how many both drew. The judge holds that
-    overlap to what two independent draws give (hypergeometric); none is measured where no source
-    draws."""
+    whose quota q is no multiple of its n windows (a fractional weight, 0.5 or 2.5), which windows
+    each plan drew, read from the plans themselves (those it holds once more than q // n times),
+    and how many both drew. The judge holds that overlap to what two independent draws give
+    (hypergeometric); nothing is measured where no source draws. One count of each plan's ids."""
+    total = max((hi for _, hi in mixture.ranges.values()), default=0)
+    now, before = (np.bincount(ids, minlength=total) for ids in (plan, previous))
     sources = []
     for name, (lo, hi) in sorted(mixture.ranges.items()):
-        if hi > lo and mixture.quota(name) % (hi - lo):
-            now, before = _drawn(mixture, plan, name), _drawn(mixture, previous, name)
+        repeats, rest = divmod(mixture.quota(name), hi - lo) if hi > lo else (0, 0)
+        if rest:
+            drawn, drawn_before = now[lo:hi] > repeats, before[lo:hi] > repeats
             sources.append(
                 {
                     "source": name,
                     "windows": hi - lo,
-                    "drawn": len(now),
-                    "drawn_before": len(before),
-                    "kept": len(np.intersect1d(now, before)),
+                    "drawn": int(np.count_nonzero(drawn)),
+                    "drawn_before": int(np.count_nonzero(drawn_before)),
+                    "kept": int(np.count_nonzero(drawn & drawn_before)),
                 }
             )
     return {"subsamples": sources} if sources else {}
