@@ -288,11 +288,16 @@ def _window_problems(m: Measured) -> list[str]:
         "restore": ("reweighted", "restored_next_sha256", "saved_next_sha256"),
         "shuffled": ("plan_windows", "order_z"),
         "reordered": ("repeat_z",),
+        # rev 3: the plan is the one contracts.plan defines for its seed and epoch, and a source of
+        # fractional weight draws its windows afresh each epoch
+        "defined": ("plan_seed", "plan_epoch", "plan_sha256", "defined_sha256"),
+        "redrawn": ("subsamples+",),
     },
 )
 def _batch_order(m: Measured, t: Thresholds) -> list[str]:
-    """A restored reader continues the saved stream; every epoch plan is shuffled, and otherwise
-    than the epoch before, as far as a uniform shuffle of its windows can show."""
+    """A restored reader continues the saved stream; every epoch plan is the one its seed and epoch
+    define, shuffled, and otherwise than the epoch before, as far as a uniform shuffle of its
+    windows and a fresh draw of a source's subsample can show."""
     problems = []
     if has(m, "reweighted") and not flag(m, "reweighted"):  # reweighted: changed on purpose
         restored, saved = m.get("restored_next_sha256"), m.get("saved_next_sha256")
@@ -300,6 +305,8 @@ def _batch_order(m: Measured, t: Thresholds) -> list[str]:
             raise Malformed("restored_next_sha256 and saved_next_sha256 must be strings")
         if restored != saved:
             problems.append("the restored reader would not continue the saved stream")
+    if has(m, *CHECKS["GATE-DATA-002"]["defined"]):
+        problems += _defined_problems(m)
     for key, what in (
         ("order_z", "in corpus order (consecutive windows repeat a window or take the next)"),
         ("repeat_z", "in the previous epoch's order (the same window at the same position)"),
@@ -309,6 +316,53 @@ def _batch_order(m: Measured, t: Thresholds) -> list[str]:
                 f"the epoch plan of {count(m, 'plan_windows')} windows is {number(m, key):.3g} standard "
                 f"deviations more often {what} than a shuffle of its windows (at most {t['max_order_z']:g}): "
                 "the batches are not shuffled"
+            )
+    if has(m, "subsamples"):
+        problems += _redraw_problems(items(m, "subsamples"), t["max_overlap_z"])
+    return problems
+
+
+def _defined_problems(m: Measured) -> list[str]:
+    """The plan served against the plan its seed and epoch define (contracts.plan), by digest."""
+    served, defined = m.get("plan_sha256"), m.get("defined_sha256")
+    if not isinstance(served, str) or not isinstance(defined, str):
+        raise Malformed("plan_sha256 and defined_sha256 must be strings")
+    if served == defined:
+        return []
+    return [
+        f"the plan of epoch {count(m, 'plan_epoch')} is not the one seed {count(m, 'plan_seed')} defines for "
+        f"it (sha256 {served[:12]} where the definition gives {defined[:12]}): the plan ignores the seed "
+        "or the epoch, or was drawn otherwise"
+    ]
+
+
+def overlap_z(windows: int, drawn: int, drawn_before: int, kept: int) -> float:
+    """How far `kept`, the windows two epochs' draws of `drawn` and `drawn_before` of a source's
+    `windows` share, lies above what two independent draws share on average, drawn·drawn_before /
+    windows, in the hypergeometric standard deviations of that count, a deviation counted as at
+    least one window (a count's spread below one window says nothing; 0 at or below the mean)."""
+    if windows < 2:
+        return 0.0
+    share = drawn_before / windows
+    expected = drawn * share
+    variance = drawn * share * (1.0 - share) * (windows - drawn) / (windows - 1)
+    return max(kept - expected, 0.0) / max(math.sqrt(variance), 1.0)
+
+
+def _redraw_problems(sources: list[Any], limit: float) -> list[str]:
+    """Each fractional source's windows drawn in two consecutive epochs, against fresh draws."""
+    problems = []
+    for source in sources:
+        if not isinstance(source, Mapping):
+            raise Malformed(f"a subsample is {source!r}, not an object")
+        windows, drawn = count(source, "windows"), count(source, "drawn")
+        before, kept = count(source, "drawn_before"), count(source, "kept")
+        z = overlap_z(windows, drawn, before, kept)
+        if not z <= limit:
+            problems.append(
+                f"source {source.get('source')!r} drew {kept} of the same {drawn} of its {windows} windows "
+                f"as the epoch before, {z:.3g} standard deviations more than fresh draws share (at most "
+                f"{limit:g}): it serves the same subsample every epoch"
             )
     return problems
 
@@ -569,12 +623,25 @@ _POSITION_COUNTS = {
             "bytes",
             "text_bytes",
         ),
+        # rev 3: the text an evaluation of a split scores is that split's, as the manifest lists it
+        "split": (
+            "split",
+            "split_documents",
+            "split_tokens",
+            "documents_read",
+            "tokens_read",
+            "whole_split",
+            "documents_scored",
+            "split_text_sha256",
+            "text_sha256",
+        ),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
-    the score divides that sum by the text's bytes, or both."""
-    problems = []
+    the score divides that sum by the text's bytes, or the text of a split is the split's; or
+    several of these."""
+    problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
     if has(m, "missing_chars", "extra_chars"):
         missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
         if missing or extra:
@@ -584,6 +651,29 @@ def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     if has(m, *_POSITION_COUNTS, "scored_targets"):
         problems += _scored_every_position(m)
         problems += _score_is_the_sum_over_the_bytes(m, t["score_rtol"])
+    return problems
+
+
+def _split_text_problems(m: Measured) -> list[str]:
+    """The split's shards as read against the manifest's totals, and the text scored against the
+    whole documents of that reading (all of them, unless a byte budget cut the text)."""
+    split, problems = m.get("split"), []
+    for what in ("documents", "tokens"):
+        listed, read = count(m, f"split_{what}"), count(m, f"{what}_read")
+        if read != listed:
+            problems.append(f"the {split} split's shards hold {read} {what}; its manifest lists {listed}")
+    scored, listed = count(m, "documents_scored"), count(m, "split_documents")
+    if flag(m, "whole_split") and scored != listed:
+        problems.append(
+            f"the whole {split} split was asked for; its text holds {scored} of {listed} documents"
+        )
+    text, reference = str(m.get("text_sha256")), str(m.get("split_text_sha256"))
+    if text != reference:
+        problems.append(
+            f"the text scored is not the {split} split's {scored} document(s) as its shards hold them "
+            f"(sha256 {text[:12]} where the split gives {reference[:12]}): another split, or documents "
+            "lost or added"
+        )
     return problems
 
 
@@ -955,6 +1045,8 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
         "complete": ("missing", "checkpoint"),
         # rev 2: the model file read back after the save, against the model the run trains
         "weights": ("weights_compared", "weights_differing", "checkpoint"),
+        # rev 3: the optimizer file read back after the save, against the optimizer's live state
+        "optimizer": ("optimizer_compared", "optimizer_differing", "checkpoint"),
     },
 )
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
@@ -973,17 +1065,40 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
                 f"{m.get('first_differing')}) are not the model the run trained: a resume would continue "
                 "another run"
             )
+    # An optimizer that has not stepped holds no tensor: an empty state saved empty holds.
+    if has(m, "optimizer_compared", "optimizer_differing") and (differing := count(m, "optimizer_differing")):
+        problems.append(
+            f"{differing} tensor(s) of {m.get('checkpoint')}'s optimizer file (first: "
+            f"{m.get('first_optimizer_differing')}) are not the live optimizer's state, bit for bit and "
+            "dtype for dtype: a resume would continue with other moments than the run's"
+        )
     return problems
 
 
-@judges("GATE-CKPT-002", needs=("files_verified", "checkpoint", "problem"))
+@judges(
+    "GATE-CKPT-002",
+    checks={
+        "verified": ("files_verified", "checkpoint", "problem"),
+        # rev 2: a command given a run directory reads its newest valid checkpoint
+        "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
+    },
+)
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
-    problem = m.get("problem")
-    if problem is not None:
-        return [f"refusing checkpoint: {problem}"]
-    if count(m, "files_verified") < 1:
-        return ["no file of the checkpoint was verified"]
-    return []
+    """The checkpoint read matches its manifest, file by file; and, chosen from a run directory, no
+    checkpoint of the run with a later step loads."""
+    problems = []
+    if has(m, "files_verified", "problem"):
+        if (problem := m.get("problem")) is not None:
+            problems.append(f"refusing checkpoint: {problem}")
+        elif count(m, "files_verified") < 1:
+            problems.append("no file of the checkpoint was verified")
+    if has(m, "newer_checkpoints", "newer_valid") and (newer := items(m, "newer_valid")):
+        problems.append(
+            f"{m.get('chosen_checkpoint')} was read from the run directory while its newer checkpoint(s) "
+            f"{', '.join(map(str, newer))} load: a resume would repeat steps the run took, a command "
+            "would read an older model than the run's"
+        )
+    return problems
 
 
 # -- model, trace, export ------------------------------------------------------------------

@@ -49,6 +49,8 @@ _MISMATCHES = {
         "mode": ("modes", "mismatched_modes"),
         "logged": ("logged_loss", "forward_loss"),
         "inference": ("inference_logits_deviation", "inference_loss_deviation"),
+        # rev 6: over every window of each split, the statement names the manifest's supervised tokens
+        "manifest": ("stated_split_targets+", "split_supervised_tokens+"),
     },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
@@ -71,6 +73,8 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
                 "loss was scaled, dropped or mislabelled between the model and the metrics line"
             )
+    if has(m, "stated_split_targets", "split_supervised_tokens"):
+        problems += _statement_problems(m)
     if has(m, "loss_gradient_deviation"):
         deviation = number(m, "loss_gradient_deviation")
         if not deviation <= t["loss_gradient_atol"]:
@@ -92,6 +96,20 @@ def _inference_problems(m: Measured, rtol: float) -> list[str]:
         f"from the model's plain forward without targets and its mean cross-entropy (rtol {rtol:g}): the "
         "function the loss trains is not the one evaluated, saved and served (a norm, a scale or a "
         "layer the loss path skips or adds?)"
+    ]
+
+
+def _statement_problems(m: Measured) -> list[str]:
+    """Per split, the targets the statement names over every window against the manifest's count."""
+    stated, manifest = m.get("stated_split_targets"), m.get("split_supervised_tokens")
+    if not isinstance(stated, dict) or not isinstance(manifest, dict) or set(stated) != set(manifest):
+        raise Malformed("stated_split_targets and split_supervised_tokens must name the same splits")
+    return [
+        f"over every window of the {split} split the batches state {count(stated, split)} target(s) where "
+        f"the manifest counts {count(manifest, split)} supervised token(s): the labels or the statement "
+        "supervise padding, or positions no window scores"
+        for split in sorted(manifest)
+        if count(stated, split) != count(manifest, split)
     ]
 
 

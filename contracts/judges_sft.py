@@ -14,19 +14,41 @@ from contracts.judges import Measured, Thresholds, count, has, judges, number
     checks={
         "examples": ("examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"),
         "turns": ("turns_held", "turns_mismatched", "turns_unjudged"),
+        # rev 4: every supervised position can be scored: none of padding, none opening its example
+        "scorable": ("padding_supervised", "opening_supervised"),
     },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
-    """Every example supervised, its EOS included (the tables, at prepare and in every run); and, at
-    prepare, each assistant turn supervising exactly its content and its EOS."""
+    """Every example supervised, its EOS included, and every supervised position a target the loss
+    can score (the tables, at prepare and in every run); and, at prepare, each assistant turn
+    supervising exactly its content and its EOS."""
     problems = []
     if has(m, "examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"):
         problems += _example_problems(m, t)
+    if has(m, "padding_supervised", "opening_supervised"):
+        problems += _unscorable_problems(m)
     if has(m, "turns_held", "turns_mismatched", "turns_unjudged") and (wrong := count(m, "turns_mismatched")):
         problems.append(
             f"{wrong} assistant turn(s) supervise other tokens than their content and EOS (first: "
             f"{m.get('first_mismatch')}): the supervision starts before or after the text that follows "
             "the template's marker, or does not end with the EOS"
+        )
+    return problems
+
+
+def _unscorable_problems(m: Measured) -> list[str]:
+    """Supervised positions that are no target of an example: padding, or an example's first token."""
+    problems = []
+    if padding := count(m, "padding_supervised"):
+        problems.append(
+            f"{padding} padding position(s) (example 0, the filler of packed windows) are marked "
+            "supervised: the loss would teach the model to emit filler after every example"
+        )
+    if opening := count(m, "opening_supervised"):
+        problems.append(
+            f"{opening} example(s) open with a supervised token, which nothing of the example before it "
+            "predicts, so no loss scores it (an empty prompt?): give each example a prompt, or join "
+            "prompt and completion as chat turns (--join chat-turns)"
         )
     return problems
 

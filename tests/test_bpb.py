@@ -1,22 +1,31 @@
 """Bits per byte scores every token once and divides by every byte; a lossy tokenizer, windows that
-skip or repeat a target, and a denominator other than the text's bytes are refused (GATE-EVAL-003)."""
+skip or repeat a target, and a denominator other than the text's bytes are refused; and the text of
+a split is the split's shards, document for document (GATE-EVAL-003)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from train_support import prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.gates import measure
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
-from stack.eval import bpb
+from stack.cli import main
+from stack.data.shards import MappedShard
+from stack.data.tokenizer import ByteTokenizer as ByteLevel
+from stack.eval import bpb, texts
 from stack.eval.bpb import bits_per_byte, check_round_trip, evaluate_text
 
 GATE = "GATE-EVAL-003"
@@ -211,3 +220,88 @@ def test_a_score_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None
         assert not measure(GATE, {**clean, key: 1}).ok
     assert not measure(GATE, {**clean, "scored_positions_sha256": "0" * 64}).ok
     assert not measure(GATE, {**clean, "bytes": int(clean["bytes"]) - 1}).ok  # type: ignore[call-overload]
+
+
+# -- the text of a split (`stack eval --split val`) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run of two steps on the generated corpus: what `stack eval --split val` scores."""
+    root = tmp_path_factory.mktemp("split-eval")
+    run = root / "run"
+    cadence = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
+    assert train(smoke_args(prepared(root), run, *cadence)) == 0
+    return run
+
+
+def _eval_split(run: Path, record: Path, *extra: str) -> int:
+    return main(["eval", str(run), "--split", "val", "--record", str(record), *extra])
+
+
+def _split_check(record: Path) -> dict[str, Any]:
+    """GATE-EVAL-003's measured values in an eval record."""
+    gates = json.loads((record / "metadata.json").read_text())["gates"]
+    return next(g for g in gates if g["id"] == GATE)["measured"]
+
+
+def _reading_the_train_split(real: Callable[..., str]) -> Callable[..., str]:
+    """The audit's M06: `stack eval --split val` scores the train split."""
+
+    def planted(data_dir: Path, split: str, max_bytes: int | None = None) -> str:
+        return real(data_dir, "train", max_bytes)
+
+    return planted
+
+
+def _without_each_last_document(real: Callable[..., list[MappedShard]]) -> Callable[..., list[MappedShard]]:
+    """The audit's M23: the texts of a split lose the last document of each shard (its tokens end
+    at the end-of-text id before that document's)."""
+
+    def planted(*args: Any) -> list[MappedShard]:
+        cut = []
+        for shard in real(*args):
+            ends = np.flatnonzero(np.asarray(shard.tokens) == ByteLevel().eot_id)
+            cut.append(MappedShard(shard.entry, shard.tokens[: ends[-2] + 1]))
+        return cut
+
+    return planted
+
+
+@pytest.mark.gate(GATE)
+def test_an_evaluation_of_val_that_scores_the_train_split_is_refused(
+    scored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(texts, "split_text", _reading_the_train_split(texts.split_text))
+    code = _eval_split(scored_run, tmp_path / "scored")
+    err = capsys.readouterr().err
+    assert code == 3 and GATE in err and "not the heldout split's" in err and "Traceback" not in err, err
+    measured = _split_check(tmp_path / "scored")
+    assert measured["text_sha256"] != measured["split_text_sha256"]
+
+
+@pytest.mark.gate(GATE)
+def test_an_evaluation_that_drops_the_last_document_of_each_shard_is_refused(
+    scored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every other document is scored, each token once and over its bytes: only the split, read
+    again from its shards, shows the documents missing."""
+    monkeypatch.setattr(texts, "open_split", _without_each_last_document(texts.open_split))
+    code = _eval_split(scored_run, tmp_path / "scored")
+    err = capsys.readouterr().err
+    assert code == 3 and GATE in err and "documents lost or added" in err, err
+    measured = _split_check(tmp_path / "scored")
+    assert measured["documents_scored"] == measured["split_documents"] == measured["documents_read"]
+
+
+@pytest.mark.holds(GATE)
+@pytest.mark.parametrize("budget", [None, "2000"], ids=["whole-split", "max-bytes"])
+def test_the_split_scored_whole_or_up_to_max_bytes_holds(
+    scored_run: Path, tmp_path: Path, budget: str | None
+) -> None:
+    """With --max-bytes the text holds the split's first whole documents, fewer than all of them."""
+    assert _eval_split(scored_run, tmp_path / "scored", *(["--max-bytes", budget] if budget else [])) == 0
+    measured = _split_check(tmp_path / "scored")
+    assert measured["text_sha256"] == measured["split_text_sha256"]
+    assert measured["documents_read"] == measured["split_documents"] > 1
+    assert (measured["documents_scored"] < measured["split_documents"]) is (budget is not None)

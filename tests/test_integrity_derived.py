@@ -228,6 +228,37 @@ def test_a_config_other_than_its_command_line_asked_for_is_caught(
     assert_caught(planted(tmp_path, run, config_edited(old, new)), f"its command line sets {fragment}")
 
 
+@pytest.fixture(scope="module")
+def default_set_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mixture-of-experts smoke run whose command line sets model.moe_top_k to its default, 2:
+    a value config.toml leaves out, as it leaves out every architecture option at its default."""
+    root = tmp_path_factory.mktemp("default-set")
+    run = root / "run"
+    sets = ["model.moe_experts=4", "model.moe_top_k=2", "train.steps=2", "eval.every=2", "ckpt.every=2"]
+    assert train(smoke_args(prepared(root), run, *sets, "monitor.sample_every=2")) == 0
+    assert "moe_top_k" not in (run / "config.toml").read_text()
+    return run
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_a_key_set_to_the_default_config_toml_leaves_out_is_held_to_that_default(
+    default_set_run: Path,
+) -> None:
+    assert not [line for line in findings(default_set_run) if "its command line sets" in line]
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_key_set_to_its_default_and_edited_in_the_config_is_caught(
+    default_set_run: Path, tmp_path: Path
+) -> None:
+    """The default written in and changed (top 1), every field it decides re-derived: the command
+    line still asks for 2."""
+    run = tmp_path / "run"
+    shutil.copytree(default_set_run, run)
+    edited(run, config_edited("moe_experts = 4\n", "moe_experts = 4\nmoe_top_k = 1\n"))
+    assert_caught(run, "its command line sets model.moe_top_k=2, but config.toml holds 1")
+
+
 @pytest.mark.holds("GATE-INTEG-001")
 def test_a_key_a_resume_set_again_is_held_to_the_resume() -> None:
     """mix-run asked for train.steps=40, then a resume for 50: config.toml's 50 is the one asked for."""

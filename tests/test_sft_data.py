@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from ledger_support import findings
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data import sft_prepare
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import Pair, parse_pair
 from stack.data.sft_gates import check_supervision, supervision_outcome
@@ -172,6 +175,67 @@ def test_an_example_that_supervises_nothing_fires_and_one_token_holds(tmp_path: 
         check_supervision(tokens, labels, EOS)
 
 
+def _supervising_padding(real: Callable[..., tuple[np.ndarray, np.ndarray, int]]) -> Callable[..., Any]:
+    """The audit's M05: the packer labels the padding of every window supervised."""
+
+    def planted(examples: list[Rendered], pack_len: int, eos_id: int) -> tuple[np.ndarray, np.ndarray, int]:
+        tokens, labels, windows = real(examples, pack_len, eos_id)
+        return tokens, np.where((labels >> 1) == 0, 1, labels), windows
+
+    return planted
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_a_packer_that_supervises_padding_stops_stack_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every example keeps its supervision and its EOS, so only the padding counts show it."""
+    monkeypatch.setattr(sft_prepare, "pack", _supervising_padding(sft_prepare.pack))
+    out = tmp_path / "data"
+    argv = ["prepare", str(CHAT), "--format", "chat", "--pack-len", "96", "--val-fraction", "0.5"]
+    code = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-SFT-001" in err and "padding position(s)" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "supervised, fires",
+    [
+        pytest.param(1, True, marks=pytest.mark.gate("GATE-SFT-001")),
+        pytest.param(0, False, marks=pytest.mark.holds("GATE-SFT-001")),
+    ],
+)
+def test_one_supervised_padding_position_fires_and_none_holds(supervised: int, fires: bool) -> None:
+    tokens, labels = _packed(["Paris.", "Rome."])
+    padding = np.flatnonzero((labels >> 1) == 0)
+    labels[padding[:supervised]] |= 1
+    outcome = supervision_outcome(tokens, labels, EOS)
+    assert outcome.measured["padding_supervised"] == supervised and outcome.ok is not fires
+
+
+@pytest.mark.parametrize(
+    "prompt, fires",
+    [
+        pytest.param("", True, marks=pytest.mark.gate("GATE-SFT-001")),
+        pytest.param("Q", False, marks=pytest.mark.holds("GATE-SFT-001")),
+    ],
+)
+def test_an_example_that_opens_with_a_supervised_token_fires_and_one_prompt_token_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prompt: str, fires: bool
+) -> None:
+    """Joined as TRL joins them, an empty prompt leaves the completion's first token first in its
+    example: supervised, and predicted from nothing of it, so no loss could score it."""
+    source = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": prompt, "completion": "Paris."}, {"prompt": "Q", "completion": "Rome."}]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    argv = ["prepare", str(source), "--format", "prompt-completion", "--pack-len", "32"]
+    code = main([*argv, "--val-fraction", "0", "--out", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert (code == 3 and "GATE-SFT-001" in err and "open with a supervised token" in err) is fires, err
+    assert code == (3 if fires else 0), err
+
+
 # -- GATE-SFT-002 ----------------------------------------------------------------------------
 
 
@@ -269,9 +333,11 @@ def test_a_window_length_other_than_the_packing_is_refused(sft_data: Path) -> No
         SftReader(sft_data, batch_size=1, seq_len=64, seed=0)
 
 
-@pytest.mark.gate("GATE-SFT-001")
-def test_the_reader_judges_the_labels_it_maps(sft_data: Path, tmp_path: Path) -> None:
-    """Labels rewritten with the EOS masked, and their sha256 re-entered in the manifest, still fail."""
+def _relabelled(
+    sft_data: Path, tmp_path: Path, rewrite: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> Path:
+    """A copy of `sft_data` whose label files `rewrite(labels, tokens)` changed, their sha256
+    re-entered in the manifest: labels the reader must judge on their own."""
     import hashlib
     import shutil
 
@@ -288,12 +354,30 @@ def test_the_reader_judges_the_labels_it_maps(sft_data: Path, tmp_path: Path) ->
         raw = bytearray(path.read_bytes())
         labels = np.frombuffer(bytes(raw[HEADER.size :]), dtype="<u4").copy()
         tokens = np.fromfile(data / entry.shard, dtype="<u2", offset=HEADER.size)
-        labels[tokens == EOS] &= ~np.uint32(1)
+        labels = rewrite(labels, tokens).astype("<u4")
         path.write_bytes(bytes(raw[: HEADER.size]) + labels.tobytes())
         entries.append(entry.model_copy(update={"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}))
     sft = manifest.sft.model_copy(update={"labels": entries})
     (data / "manifest.json").write_bytes(manifest_bytes(manifest.model_copy(update={"sft": sft})))
+    return data
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_the_reader_judges_the_labels_it_maps(sft_data: Path, tmp_path: Path) -> None:
+    """Labels rewritten with the EOS masked, and their sha256 re-entered in the manifest, still fail."""
+    data = _relabelled(
+        sft_data, tmp_path, lambda labels, tokens: np.where(tokens == EOS, labels >> 1 << 1, labels)
+    )
     with pytest.raises(GateViolation, match="GATE-SFT-001"):
+        SftReader(data, batch_size=1, seq_len=96, seed=0)
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_the_reader_refuses_labels_that_supervise_padding(sft_data: Path, tmp_path: Path) -> None:
+    """Data the audit's M05 packer wrote (padding labelled supervised, the manifest resealed over
+    it) is refused by the reader of every run, whatever prepare judged."""
+    data = _relabelled(sft_data, tmp_path, lambda labels, tokens: np.where((labels >> 1) == 0, 1, labels))
+    with pytest.raises(GateViolation, match="padding position"):
         SftReader(data, batch_size=1, seq_len=96, seed=0)
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from contracts.errors import BadInput, GateViolation
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data import sft_prepare
+from stack.data.manifest import load_manifest
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch, sft_heldout_batches
 from stack.model.attention import naive_attention, sdpa_attention, softmax_scale, triton_attention
@@ -170,6 +174,46 @@ def test_the_loss_ignores_padding_and_prompt_targets(world: dict[str, Path]) -> 
         before, after = sft.loss(model, model, batch), sft.loss(model, model, rewritten)
     assert torch.equal(before.logged, after.logged)
     assert int(before.metrics["supervised_tokens"]) == int((batch.targets >= 0).sum()) > 0
+
+
+def _counting_one_more(real: Callable[..., tuple[Any, Any, int]]) -> Callable[..., tuple[Any, Any, int]]:
+    """A prepare whose manifest counts one supervised token more than its labels hold (the count
+    the audit's M05 packer wrote counted its padding), the labels themselves honest."""
+
+    def planted(*args: Any) -> tuple[Any, Any, int]:
+        shards, labels, supervised = real(*args)
+        return shards, labels, supervised + 1 if supervised else 0
+
+    return planted
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_manifest_count_one_past_the_statement_stops_stack_sft_at_set_up(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every step's targets would match their statement, and GATE-SFT-001 holds of every example;
+    only the statement read over each split against the manifest's count shows the token too many,
+    before anything of the run is written."""
+    with monkeypatch.context() as planted:
+        planted.setattr(sft_prepare, "_write_split", _counting_one_more(sft_prepare._write_split))
+        prepare_sft([CHAT], tmp_path / "data", fmt="chat", pack_len=PACK, val_fraction=0.5)
+    counted = load_manifest(tmp_path / "data").sft.supervised_tokens  # type: ignore[union-attr]
+    out = tmp_path / "run"
+    code = main(_sft({**world, "sft": tmp_path / "data"}, out, "train.steps=2"))
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-TRAIN-007" in err and "step 1/" not in err and not out.exists(), err
+    stated = counted["train"] - 1
+    assert f"the batches state {stated} target(s) where the manifest counts {counted['train']}" in err
+
+
+@pytest.mark.holds("GATE-TRAIN-007")
+def test_the_statement_over_each_split_names_the_manifests_supervised_tokens(sft_run: Path) -> None:
+    measured = next(g for g in evidence(sft_run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
+    assert measured["stated_split_targets"] == measured["split_supervised_tokens"]
+    assert all(measured["split_supervised_tokens"].values())
 
 
 # -- `stack sft` end to end ------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
-from stack.train import rng
+from stack.train import loop, rng
 from stack.train.coherence import CoherenceMonitor
 from stack.train.loop import Trainer, TrainState
 
@@ -214,6 +215,54 @@ def test_a_checkpoint_of_another_model_than_the_one_trained_halts_the_run(
     assert result["verdict"] == "FAIL" and result["measured"]["weights_differing"] >= 1
 
 
+def _moments_in_bf16(real: Callable[..., tuple[dict[str, torch.Tensor], dict]]) -> Callable[..., Any]:
+    """The audit's M04: the optimizer's moments written as bf16 to halve optimizer.safetensors."""
+
+    def planted(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = real(optimizer)
+        return {k: t.to(torch.bfloat16) if t.dim() else t for k, t in tensors.items()}, meta
+
+    return planted
+
+
+def _one_moment_one_ulp_off(real: Callable[..., tuple[dict[str, torch.Tensor], dict]]) -> Callable[..., Any]:
+    """The optimizer state written as it is, but for one element of one moment one unit in the last
+    place off: the least a file can differ by."""
+
+    def planted(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = real(optimizer)
+        name = next(k for k, t in sorted(tensors.items()) if t.dim())
+        moment = tensors[name].clone()
+        moment.view(-1)[0] = torch.nextafter(moment.view(-1)[0], torch.tensor(float("inf")))
+        return {**tensors, name: moment}, meta
+
+    return planted
+
+
+@pytest.mark.gate("GATE-CKPT-001")
+@pytest.mark.parametrize("written", [_moments_in_bf16, _one_moment_one_ulp_off], ids=["bf16", "one-ulp-off"])
+def test_a_checkpoint_whose_optimizer_file_is_not_the_live_state_halts_the_run(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    written: Callable[..., Any],
+) -> None:
+    """The file is complete and verifies, and a resume would restore it and find the restored state
+    equal to it; only reading it back against the optimizer in memory shows the rounding."""
+    monkeypatch.setattr(ckpt, "optimizer_tensors", written(ckpt.optimizer_tensors))
+    assert train(smoke_args(data, tmp_path / "run")) == 3
+    assert "GATE-CKPT-001" in capsys.readouterr().err
+    result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-CKPT-001")
+    assert result["verdict"] == "FAIL" and result["measured"]["optimizer_differing"] >= 1
+
+
+@pytest.mark.holds("GATE-CKPT-001")
+def test_every_save_reads_the_optimizer_file_back_equal_to_the_live_state(straight: Path) -> None:
+    measured = next(g for g in evidence(straight)["gates"] if g["id"] == "GATE-CKPT-001")["measured"]
+    assert measured["optimizer_compared"] > 0 and measured["optimizer_differing"] == 0
+
+
 def _flip_last_byte(path: Path) -> None:
     payload = bytearray(path.read_bytes())
     payload[-1] ^= 0xFF
@@ -270,6 +319,105 @@ def test_a_corrupt_checkpoint_is_refused_and_resume_falls_back(
     err = capsys.readouterr().err
     assert "skipping step-0000006" in err and "resuming from step-0000004" in err
     assert differences(straight, run) == []
+
+
+def _oldest_first(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
+    """The audit's M25: the choice of a run directory's checkpoint takes its oldest."""
+    return ckpt.list_checkpoints(run_dir)[0], []
+
+
+def _newest_check(record: dict[str, object]) -> dict[str, object]:
+    """GATE-CKPT-002's measured values in a record (plain data)."""
+    gates = record["gates"]
+    assert isinstance(gates, list)
+    return next(g for g in gates if g["id"] == "GATE-CKPT-002")["measured"]
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_a_resume_of_a_completed_run_from_an_older_checkpoint_is_refused_before_anything_is_written(
+    straight: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Extending the finished run from step 2 would retrain steps 3 to 8 over its history; its
+    newest checkpoint, step 8, loads, and the run's log says it wrote it."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    config = (run / "config.toml").read_bytes()
+    monkeypatch.setattr(ckpt, "latest_valid", _oldest_first)
+    assert train(["train", "--resume", str(run), "--set", "train.steps=10"]) == 3
+    err = capsys.readouterr().err
+    assert "GATE-CKPT-002" in err and "step-0000002 was read" in err and "step-0000008" in err, err
+    assert (run / "config.toml").read_bytes() == config and len(step_lines(run)) == 8
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_an_evaluation_of_a_run_dir_that_reads_an_older_checkpoint_is_refused(
+    straight: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(ckpt, "latest_valid", _oldest_first)
+    scored = tmp_path / "scored"
+    assert train(["eval", str(straight), "--split", "val", "--record", str(scored)]) == 3
+    assert "GATE-CKPT-002" in capsys.readouterr().err
+    measured = _newest_check(json.loads((scored / "metadata.json").read_text()))
+    assert measured["chosen_checkpoint"] == "step-0000002"
+    assert measured["newer_valid"] == ["step-0000004", "step-0000006", "step-0000008"]
+
+
+@pytest.mark.holds("GATE-CKPT-002")
+def test_a_resume_past_a_newer_checkpoint_that_does_not_load_holds_and_names_it(
+    straight: Path, tmp_path: Path
+) -> None:
+    """The newest checkpoint is damaged: resuming from the one before is the newest valid one, and
+    the record names the one passed over, and those the log names but the disk no longer holds."""
+    run = interrupted_copy(straight, tmp_path, at_step=6)
+    _flip_a_weight_bit(ckpt.list_checkpoints(run)[-1])
+    assert train(["train", "--resume", str(run)]) == 0
+    measured = _newest_check(evidence(run))
+    assert measured["chosen_checkpoint"] == "step-0000004" and measured["newer_valid"] == []
+    assert measured["newer_checkpoints"] == ["step-0000006", "step-0000008"]
+
+
+OPTIMIZER_SETS = ["train.weight_decay=0.05", "train.eps=1e-7", "train.beta2=0.99"]
+
+
+@pytest.mark.holds("GATE-TRAIN-008")
+def test_a_resume_that_changes_the_optimizer_settings_steps_with_them_and_records_them(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.toml says the new weight decay, betas and eps: the restored groups step with them (the
+    optimizer's update is held to them at the first resumed step), the resume entry lists each
+    group's old and new value, and the next checkpoint holds them."""
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert (
+        train(["train", "--resume", str(run), *(w for item in OPTIMIZER_SETS for w in ("--set", item))]) == 0
+    )
+    assert "the restored optimizer steps with this resume's settings" in capsys.readouterr().err
+    assert verdicts(run)["GATE-TRAIN-008"] == "PASS"
+    changes = evidence(run)["metrics"]["resumes"][0]["optimizer_settings"]
+    assert {"group": 0, "key": "weight_decay", "was": 0.1, "now": 0.05} in changes
+    groups = ckpt.read_state(ckpt.list_checkpoints(run)[-1])["optimizer"]["param_groups"]
+    assert [(g["weight_decay"], g["eps"], g["betas"]) for g in groups] == [
+        (0.05, 1e-7, [0.9, 0.99]),
+        (0.0, 1e-7, [0.9, 0.99]),
+    ]
+
+
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_a_resume_whose_restored_optimizer_keeps_the_checkpoints_settings_halts_at_its_first_step(
+    straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The settings changed in config.toml and left off the restored groups: the first resumed
+    step's update is not the configured AdamW's."""
+    monkeypatch.setattr(loop, "apply_settings", lambda optimizer, settings: [])
+    run = interrupted_copy(straight, tmp_path, at_step=4)
+    assert train(["train", "--resume", str(run), "--set", OPTIMIZER_SETS[0]]) == 3
+    assert "GATE-TRAIN-008" in capsys.readouterr().err
+    assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]
 
 
 def test_no_temporary_directory_is_left_behind(straight: Path) -> None:

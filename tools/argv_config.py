@@ -6,7 +6,9 @@ lists every key it changed under `metrics.resumes[].changed`. So each key a comm
 must hold, in config.toml, the value the last command line that touched it gave, or be a key a
 later resume changed by other means. A config edited after the fact (steps, learning rate, a
 coefficient) while the command line still says otherwise is caught here, without the code of
-the record's commit: the value is parsed as `stack train` parses it (`stack.train.config`).
+the record's commit: the value is parsed as `stack train` parses it (`stack.train.config`), and a
+key config.toml leaves out holds its default there, as a resume reads it (an option at its default
+is not saved: `stack.train.run.saved_value`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
 from stack.train.config import parse_sets
+from stack.train.run import saved_value
 
 SET_FLAG = "--set"
 CONFIG_FILE = "config.toml"
@@ -77,12 +80,9 @@ def argv_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     for key, want in sorted(wanted.items()):
         if want is UNKNOWN:
             continue
-        section, name = key.split(".", 1)
-        used = (
-            config.get(section, {}).get(name, UNKNOWN) if isinstance(config.get(section), dict) else UNKNOWN
-        )
-        if used is UNKNOWN or not _holds(want, used):
-            shown = "nothing" if used is UNKNOWN else repr(used)
+        used = saved_value(config, key)  # a key config.toml leaves out holds its default
+        if used is None or not _holds(want, used):
+            shown = "nothing" if used is None else repr(used)
             problems.append(
                 f"its command line sets {key}={want!r}, but {CONFIG_FILE} holds {shown}: the config is "
                 "not the one the run was asked for"

@@ -1,9 +1,11 @@
 """`stack eval`: held-out loss and bits per byte of a checkpoint, as JSON, judged and recorded.
 
-The scoring runs under the gates of an `eval` record (GATE-CKPT-002 when the checkpoint loads,
-GATE-EVAL-003 when the text is tokenised). `--record DIR` writes that record as DIR/metadata.json
-beside the result (DIR/eval.json); `--evidence-dir LEDGER` files it as LEDGER/<run-id>/. Without
-either the gates still fire, and only the JSON is printed.
+The scoring runs under the gates of an `eval` record: GATE-CKPT-002 when the checkpoint loads
+(for a RUN_DIR, that it is the run's newest valid checkpoint), GATE-EVAL-003 when the text of
+--split is held to the split's shards in the manifest, and when the text is tokenised and scored.
+`--record DIR` writes that record as DIR/metadata.json beside the result (DIR/eval.json);
+`--evidence-dir LEDGER` files it as LEDGER/<run-id>/. Without either the gates still fire, and
+only the JSON is printed.
 """
 
 from __future__ import annotations
@@ -142,10 +144,12 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         config["text"] = str(args.text.resolve())
         overlap = text_overlap(text.encode("utf-8"), training) if training else {"training_data": None}
     else:
+        from stack.eval.split_check import check_split_text
         from stack.eval.texts import split_text
 
         data_dir = args.data or _run_data_dir(trained.checkpoint.path)
         text = split_text(data_dir, "heldout", args.max_bytes)
+        check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
         overlap = heldout_overlap(Path(data_dir), training) if training else {"training_data": None}
     record.config, record.config_sha256 = config, canonical_sha256(config)

@@ -7,13 +7,16 @@ source has weight 0 whatever any dict or restored state says (GATE-DATA-006), wi
 a weight had to be overridden: the "zombie arm" was a removed source resurrected by a restore.
 
 The epoch plan is a seeded permutation of the chosen window ids, a pure function of
-(seed, epoch) and the mixture, so any step of any epoch can be recomputed on its own. A source
-of n windows and quota q gives each of its windows q // n times, and q mod n of them once more:
-`quota_outcome` counts the ids of a plan against that (GATE-DATA-001), so a plan drawn with
-replacement, which repeats some windows and never reads as many others, cannot pass for one.
-A permutation can still be no shuffle at all: the windows in corpus order, or the same order
-every epoch. `order_outcome` measures both against what a uniform shuffle of the same windows
-gives (GATE-DATA-002).
+(seed, epoch) and the mixture written out in contracts.plan, so any step of any epoch can be
+recomputed on its own. A source of n windows and quota q gives each of its windows q // n times,
+and q mod n of them once more: `quota_outcome` counts the ids of a plan against that
+(GATE-DATA-001), so a plan drawn with replacement, which repeats some windows and never reads as
+many others, cannot pass for one. The reader holds every plan it makes to that definition for
+its seed and epoch (`defined_measured`, GATE-DATA-002): a plan that ignored the seed, or the
+epoch, is another plan. A permutation can still be no shuffle at all: the windows in corpus
+order, or the same order every epoch, or a fractional source drawing the same windows every
+epoch. `order_measured` and `redrawn_measured` measure those against what a uniform shuffle and a
+fresh draw of the same windows give (GATE-DATA-002), so the definition itself is held to them.
 
 Shares. A mixture policy (stack.data.policy) speaks in shares of windows instead: a cap is a
 source's maximum share, a floor its minimum, and `project_shares` turns any wanted shares into
@@ -25,15 +28,16 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from contracts import plan as plan_definition
 from contracts.curriculum import source_bounds
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from stack.data.hashing import ids_sha256
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,11 @@ class Mixture:
         if name in self.caps:
             windows = min(windows, self.caps[name] // self.seq_len)
         return windows
+
+    @property
+    def quotas(self) -> dict[str, int]:
+        """Windows of every source in one epoch."""
+        return {name: self.quota(name) for name in self.ranges}
 
     @property
     def windows_per_epoch(self) -> int:
@@ -140,7 +149,7 @@ def _excess_z(hits: int, expected: float, trials: int) -> float:
     return (hits - expected) / spread if spread > 0 else 0.0
 
 
-def order_outcome(plan: np.ndarray, previous: np.ndarray | None) -> Outcome:
+def order_measured(plan: np.ndarray, previous: np.ndarray | None) -> dict[str, object]:
     """GATE-DATA-002's shuffle checks of an epoch plan, against a uniform shuffle of its windows.
 
     In corpus order: consecutive pairs that repeat a window or take the next one, which a shuffle of
@@ -161,26 +170,66 @@ def order_outcome(plan: np.ndarray, previous: np.ndarray | None) -> Outcome:
         counts = np.pad(counts, (0, len(before) - len(counts)))
         same = int(np.count_nonzero(plan[:width] == previous[:width]))
         measured["repeat_z"] = _excess_z(same, float(counts @ before) / max(size, 1), width)
-    return measure("GATE-DATA-002", measured, holds="the epoch plan is shuffled, afresh each epoch")
+    return measured
 
 
-def _source_tag(name: str) -> int:
-    return zlib.crc32(name.encode()) + 1  # 0 is the tag of the epoch-wide shuffle
+def redrawn_measured(mixture: Mixture, plan: np.ndarray, previous: np.ndarray) -> dict[str, object]:
+    """GATE-DATA-002's membership check of an epoch plan against the epoch before: for each source
+    whose quota q is no multiple of its n windows (a fractional weight, 0.5 or 2.5), which windows
+    each plan drew, read from the plans themselves (those it holds once more than q // n times),
+    and how many both drew. The judge holds that overlap to what two independent draws give
+    (hypergeometric); nothing is measured where no source draws. One count of each plan's ids."""
+    total = max((hi for _, hi in mixture.ranges.values()), default=0)
+    now, before = (np.bincount(ids, minlength=total) for ids in (plan, previous))
+    sources = []
+    for name, (lo, hi) in sorted(mixture.ranges.items()):
+        repeats, rest = divmod(mixture.quota(name), hi - lo) if hi > lo else (0, 0)
+        if rest:
+            drawn, drawn_before = now[lo:hi] > repeats, before[lo:hi] > repeats
+            sources.append(
+                {
+                    "source": name,
+                    "windows": hi - lo,
+                    "drawn": int(np.count_nonzero(drawn)),
+                    "drawn_before": int(np.count_nonzero(drawn_before)),
+                    "kept": int(np.count_nonzero(drawn & drawn_before)),
+                }
+            )
+    return {"subsamples": sources} if sources else {}
+
+
+def defined_measured(mixture: Mixture, seed: int, epoch: int, plan: np.ndarray) -> dict[str, object]:
+    """GATE-DATA-002's check that the plan served is the one its (seed, epoch) defines: the digest
+    of `plan` beside that of contracts.plan's for the same sources, quotas, seed and epoch, drawn
+    here from the definition itself rather than through `epoch_plan`, the code it checks."""
+    defined = plan_definition.epoch_plan(mixture.ranges, mixture.quotas, seed, epoch)
+    return {
+        "plan_seed": seed,
+        "plan_epoch": epoch,
+        "plan_sha256": ids_sha256(plan),
+        "defined_sha256": ids_sha256(defined),
+    }
+
+
+def plan_outcome(
+    mixture: Mixture, seed: int, epoch: int, plan: np.ndarray, previous: np.ndarray | None
+) -> Outcome:
+    """GATE-DATA-002 on an epoch plan the reader made: the one its seed and epoch define, shuffled,
+    and otherwise than the epoch before, in order and in the windows a fractional source drew."""
+    measured = {
+        **defined_measured(mixture, seed, epoch, plan),
+        **order_measured(plan, previous),
+        **(redrawn_measured(mixture, plan, previous) if previous is not None else {}),
+    }
+    holds = "the epoch plan is its seed's, shuffled afresh each epoch"
+    return measure("GATE-DATA-002", measured, holds=holds)
 
 
 @gate_ensure("GATE-DATA-006", lambda mixture, result: excluded_outcome(mixture, result))
 def epoch_plan(mixture: Mixture, seed: int, epoch: int) -> np.ndarray:
-    """The window ids of one epoch, in order: each source's quota, shuffled together."""
-    parts = [np.empty(0, dtype=np.int64)]
-    for name, (lo, hi) in sorted(mixture.ranges.items()):
-        quota, n = mixture.quota(name), hi - lo
-        if quota == 0:
-            continue
-        rng = np.random.default_rng([seed, epoch, _source_tag(name)])
-        repeats, rest = divmod(quota, n)
-        parts.append(lo + np.tile(np.arange(n, dtype=np.int64), repeats))
-        parts.append(lo + rng.permutation(n)[:rest].astype(np.int64))
-    return np.random.default_rng([seed, epoch, 0]).permutation(np.concatenate(parts))
+    """The window ids of one epoch, in order: each source's quota, shuffled together, as
+    contracts.plan defines them for (seed, epoch)."""
+    return plan_definition.epoch_plan(mixture.ranges, mixture.quotas, seed, epoch)
 
 
 def check_bounds(

@@ -1,10 +1,12 @@
 """TokenReader: (B, T+1) int64 windows whose order is a pure function of the run's coordinates.
 
-Order. Each epoch is a seeded permutation of window ids (see mixture.epoch_plan). Global step i
-of an epoch takes ids plan[i*B*W : (i+1)*B*W]; rank r takes the r-th block of B of them, so the
-ranks of a data-parallel run read disjoint windows. The batch at any (seed, epoch, step, rank,
-world size) can be recomputed without replaying the steps before it, which is what makes
-`load_state_dict` exact (GATE-DATA-002).
+Order. Each epoch is a seeded permutation of window ids (see mixture.epoch_plan), the one
+contracts.plan defines for the reader's seed and the epoch: every plan the reader makes is drawn
+again from that definition and compared by digest, and measured for a shuffle afresh each epoch
+(GATE-DATA-002). Global step i of an epoch takes ids plan[i*B*W : (i+1)*B*W]; rank r takes the
+r-th block of B of them, so the ranks of a data-parallel run read disjoint windows. The batch at
+any (seed, epoch, step, rank, world size) can be recomputed without replaying the steps before
+it, which is what makes `load_state_dict` exact (GATE-DATA-002).
 
 End of an epoch. With wrap=True the reader logs and moves to epoch+1; with wrap=False it
 raises CorpusExhausted. It never serves anything that is not the planned next batch
@@ -299,14 +301,19 @@ class TokenReader:
             self._plan_cache = (epoch, self._epoch_plan(epoch))
         return self._plan_cache[1]
 
-    @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     @gate_ensure(
-        "GATE-DATA-002", lambda self, epoch, result: mixture.order_outcome(result, self._previous_plan(epoch))
+        "GATE-DATA-002",
+        lambda self, epoch, result: mixture.plan_outcome(
+            self._mixture, self.seed, epoch, result, self._previous_plan(epoch)
+        ),
     )
+    @gate_ensure("GATE-DATA-001", lambda self, result: mixture.quota_outcome(self._mixture, result))
     def _epoch_plan(self, epoch: int) -> np.ndarray:
-        """The plan the reader serves `epoch` from, checked once when it is made (one count of the
-        ids, about as much work as the shuffle): each source's quota, each window as often as the
-        quota says, shuffled, and otherwise than the epoch before."""
+        """The plan the reader serves `epoch` from, checked once when it is made (a count of the ids
+        and the plan drawn again from its definition, about three times the work of the shuffle):
+        each source's quota, each window as often as the quota says (judged first: a plan off its
+        quotas is that, before it is another plan than its seed's), the plan the seed and epoch
+        define, shuffled, and otherwise than the epoch before."""
         return mixture.epoch_plan(self._mixture, self.seed, epoch)
 
     def _previous_plan(self, epoch: int) -> np.ndarray | None:

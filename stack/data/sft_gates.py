@@ -1,7 +1,9 @@
 """The supervision gates of fine-tuning data, measured on the arrays a run actually reads.
 
 Labels: one uint32 per token, `example * 2 + supervised`, where `example` numbers the examples
-of a shard from 1 and 0 marks the padding that fills a packed window. GATE-SFT-001 is judged on
+of a shard from 1 and 0 marks the padding that fills a packed window. Every supervised token is a
+target the loss can score: never padding, never the first token of its example. GATE-SFT-001 is
+judged on
 (tokens, labels) at prepare, before anything is written, and again by the reader of every
 training run on the files it maps; GATE-SFT-002 on the marker counts of the rendering.
 
@@ -40,9 +42,13 @@ def supervised_of(labels: np.ndarray) -> np.ndarray:
 
 
 def supervision_outcome(tokens: np.ndarray, labels: np.ndarray, eos_id: int) -> Outcome:
-    """GATE-SFT-001's measurement: per example, supervised tokens, and EOS ids left unsupervised."""
+    """GATE-SFT-001's measurement: per example, supervised tokens, and EOS ids left unsupervised;
+    and the supervised positions no loss can score as prepared: those of padding (example 0, which
+    is no example, so the per-example counts never see them) and those that open their example
+    (nothing of it comes before them to predict them from)."""
     example = examples_of(labels).astype(np.int64)
     supervised = supervised_of(labels)
+    opens = np.diff(example, prepend=-1) != 0
     eos = np.asarray(tokens) == eos_id
     real = example > 0
     n = int(example.max(initial=0)) + 1
@@ -59,6 +65,8 @@ def supervision_outcome(tokens: np.ndarray, labels: np.ndarray, eos_id: int) -> 
         else 0,
         "examples_without_eos": int((eos_count == 0).sum()),
         "unsupervised_eos": int((eos[real] & ~supervised[real]).sum()),
+        "padding_supervised": int(supervised[~real].sum()),
+        "opening_supervised": int((supervised & opens & real).sum()),
     }
     return measure("GATE-SFT-001", measured, holds="every example is supervised, its EOS included")
 

@@ -54,6 +54,7 @@ from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive
+from stack.train.metrics import METRICS_FILE
 
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
 FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
@@ -278,19 +279,44 @@ def weights_measured(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def _trained(path: Path, model: torch.nn.Module) -> Outcome:
-    step = json.loads((path / STATE_FILE).read_text()).get("step")
-    measured = weights_measured(path, model)
-    return measure(
-        "GATE-CKPT-001", measured, step=step, holds=f"{path.name} holds the weights the run trained"
+def optimizer_measured(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """How the optimizer file of checkpoint `path`, read back, compares with `optimizer`'s live
+    state tensor by tensor (dtype, shape and bytes): what GATE-CKPT-001's check `optimizer`
+    judges. The live tensors are read from the optimizer's own state dict here, named as the file
+    names them (`<parameter index>.<slot>`), not through `optimizer_tensors`, which wrote the file;
+    a tensor on one side only differs."""
+    saved = load_file(str(path / OPTIMIZER_FILE))
+    live = {
+        f"{index}.{slot}": value
+        for index, slots in optimizer.state_dict()["state"].items()
+        for slot, value in slots.items()
+        if torch.is_tensor(value)
+    }
+    differing = sorted(
+        name
+        for name in saved.keys() | live.keys()
+        if name not in saved or name not in live or tensor_sha256(saved[name]) != tensor_sha256(live[name])
     )
+    return {
+        "checkpoint": path.name,
+        "optimizer_compared": len(live),
+        "optimizer_differing": len(differing),
+        "first_optimizer_differing": differing[0] if differing else None,
+    }
+
+
+def _trained(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Outcome:
+    step = json.loads((path / STATE_FILE).read_text()).get("step")
+    measured = {**weights_measured(path, model), **optimizer_measured(path, optimizer)}
+    return measure("GATE-CKPT-001", measured, step=step, holds=f"{path.name} holds the state the run trains")
 
 
 @gate_require("GATE-CKPT-001", _trained)
-def check_holds_trained(path: Path, model: torch.nn.Module) -> None:
-    """After each save, the checkpoint's model file read back is the model the run is training (a
-    save handed another model, or a file written from other tensors, would resume into a run that
-    never happened)."""
+def check_holds_trained(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """After each save, the checkpoint's model and optimizer files read back are the model the run
+    is training and its optimizer's state, bit for bit and dtype for dtype (a save handed another
+    model, or a file written from other tensors, or moments rounded to save space, would resume
+    into a run that never happened)."""
 
 
 def _retire(path: Path) -> Path:
@@ -589,6 +615,54 @@ def problem(path: Path, resumable: bool = False) -> str | None:
     return None
 
 
+def logged_checkpoints(run_dir: Path) -> set[str]:
+    """The names of the checkpoints the run's metrics log says it wrote (its `checkpoint` events),
+    whether or not they are still on disk; none for a directory without a log."""
+    log = Path(run_dir) / METRICS_FILE
+    if not log.is_file():
+        return set()
+    names = set()
+    with open(log, encoding="utf-8") as lines:
+        for line in lines:
+            if '"checkpoint"' not in line:  # most lines are steps: not worth parsing
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == "checkpoint":
+                    names.add(str(entry.get("path")))
+    return names
+
+
+def newest_measured(run_dir: Path, chosen: Path | None, resumable: bool) -> dict[str, Any]:
+    """What GATE-CKPT-002's check `newest` judges of the checkpoint a command chose from a run
+    directory (None: it found none): every checkpoint of the run with a later step, whether on disk
+    or named by a `checkpoint` event of the run's log, and those of them that load (with
+    `resumable`, that a resume can continue from). Found by step number, apart from the listing
+    and the order the choice read, and verified here one by one."""
+    base = Path(run_dir) / CKPT_DIR
+    on_disk = {path.name for path in base.iterdir() if path.is_dir()} if base.is_dir() else set()
+    names = {name for name in on_disk | logged_checkpoints(run_dir) if STEP_NAME.fullmatch(name)}
+    after = -1 if chosen is None else int(chosen.name.removeprefix("step-"))
+    newer = sorted(name for name in names if int(name.removeprefix("step-")) > after)
+    valid = [name for name in newer if name in on_disk and problem(base / name, resumable) is None]
+    return {
+        "chosen_checkpoint": None if chosen is None else chosen.name,
+        "newer_checkpoints": newer,
+        "newer_valid": valid,
+    }
+
+
+def _newest(run_dir: Path, chosen: Path | None, resumable: bool) -> Outcome:
+    measured = newest_measured(run_dir, chosen, resumable)
+    return measure("GATE-CKPT-002", measured, holds="the run's newest valid checkpoint is the one read")
+
+
+@gate_require("GATE-CKPT-002", _newest)
+def check_newest(run_dir: Path, chosen: Path | None, resumable: bool) -> None:
+    """Refuse to read `chosen` of a run directory while a newer checkpoint of the run loads: a resume
+    would repeat steps the run already took, an evaluation would score an older model."""
+
+
 def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, list[str]]:
     """The newest checkpoint that loads (or, with `resumable`, that a resume can continue from),
     and a note for each newer one that does not."""
@@ -603,10 +677,12 @@ def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, l
 
 def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]]:
     """The checkpoint a resume of `run_dir` continues from: the newest one a resume can continue
-    from, with a note for each newer one it passes over (and that it resumes from the older one);
-    refused when there is none. `resumable` False: the newest that loads, for a run whose
-    checkpoints carry their own resume state, which its restore checks (ES: its `es` entry)."""
+    from (GATE-CKPT-002 holds it to the run's checkpoints and its log's), with a note for each
+    newer one it passes over (and that it resumes from the older one); refused when there is
+    none. `resumable` False: the newest that loads, for a run whose checkpoints carry their own
+    resume state, which its restore checks (ES: its `es` entry)."""
     path, notes = latest_valid(run_dir, resumable)
+    check_newest(run_dir, path, resumable)
     if path is None:
         raise BadInput(
             f"{run_dir} has no valid checkpoint to resume from (a run that stopped before its first "

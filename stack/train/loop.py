@@ -173,31 +173,51 @@ def check_runnable(path: str, device: torch.device, head_dim: int, task: str | N
         )
 
 
+def group_settings(config: RunConfig, adapters: bool) -> list[dict[str, Any]]:
+    """What each parameter group of the run's AdamW steps with, in the order `build_optimizer` makes
+    the groups: matrices decayed at train.weight_decay, norms and biases not decayed, then (with
+    `adapters`) LoRA adapters at lora.weight_decay; every group with the run's betas and eps. A
+    resume sets them on the restored groups (`apply_settings`), so a setting the resume changes is
+    the one the optimizer steps with."""
+    train = config.train
+    common = {"betas": (train.beta1, train.beta2), "eps": train.eps}
+    groups = [{**common, "weight_decay": train.weight_decay}, {**common, "weight_decay": 0.0}]
+    if adapters:
+        assert config.lora is not None, "adapters without a [lora] section"
+        groups.append({**common, "weight_decay": config.lora.weight_decay})
+    return groups
+
+
 def build_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with decoupled weight decay on matrices only; norms and biases are not decayed. LoRA
     adapters' A and B are a third group, decayed at lora.weight_decay (default 0)."""
-    train = config.train
     adapters = adapter_parameters(model)
     trained = [p for p in model.parameters() if p.requires_grad and id(p) not in adapters]
-    decay = [p for p in trained if p.dim() >= 2]
-    no_decay = [p for p in trained if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    params = [[p for p in trained if p.dim() >= 2], [p for p in trained if p.dim() < 2]]
     if adapters:
-        assert config.lora is not None, "adapters without a [lora] section"
-        lora_params = [p for p in model.parameters() if id(p) in adapters]
-        groups.append({"params": lora_params, "weight_decay": config.lora.weight_decay})
+        params.append([p for p in model.parameters() if id(p) in adapters])
+    settings = group_settings(config, bool(adapters))
     fused = device.type == "cuda"
     return torch.optim.AdamW(
-        groups,
-        lr=train.lr,
-        betas=(train.beta1, train.beta2),
-        eps=train.eps,
+        [{"params": group, **setting} for group, setting in zip(params, settings, strict=True)],
+        lr=config.train.lr,
         fused=fused,
         foreach=None if fused else True,
     )
+
+
+def apply_settings(optimizer: torch.optim.Optimizer, settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set each parameter group's hyper-parameters to `settings` (`group_settings`, in order); each
+    one that changed, as {group, key, was, now}. A restored group's betas come back from JSON as a
+    list: the same betas as the tuple."""
+    changed = []
+    for number, (group, wanted) in enumerate(zip(optimizer.param_groups, settings, strict=True)):
+        for key, now in wanted.items():
+            was = tuple(group[key]) if isinstance(group[key], list) else group[key]
+            if was != now:
+                changed.append({"group": number, "key": key, "was": was, "now": now})
+            group[key] = now
+    return changed
 
 
 @dataclass
@@ -390,6 +410,8 @@ class Trainer:
         # The held-out split's windows, read from its shards; judged last so the record keeps them.
         check_heldout(self.reader, self.heldout)
         self.policy_archive: Path | None = None  # where a polish pivot put the replaced policy's state
+        # The optimizer settings a resume changed on the restored groups (`apply_settings`).
+        self.optimizer_changes: list[dict[str, Any]] = []
         self.last_batch: Any = None  # the last micro-batch a loss consumed, on the device
 
     @property
@@ -434,8 +456,12 @@ class Trainer:
             rng.restore(state["rng"])
         check_restored(checkpoint, self._restored_states())
         saved = state["config"]["train"]
-        if (saved["warmup_steps"], saved["lr"]) != (self.config.train.warmup_steps, self.config.train.lr):
+        if (saved.get("warmup_steps"), saved.get("lr")) != (self.config.train.warmup_steps, self.config.train.lr):
             self.state.last_warmup_lr = None  # the rate before followed another warmup: it rises afresh
+        # The restored groups step with the settings of this invocation's config (a resume may change
+        # train.weight_decay, beta1, beta2, eps or lora.weight_decay); run.py records what changed.
+        adapters = bool(adapter_parameters(self.model))
+        self.optimizer_changes = apply_settings(self.optimizer, group_settings(self.config, adapters))
         saved_mixture = DataSection.mixture_of(state["config"]["data"])
         if DataSection.mixture_of(self.config.as_dict()["data"]) != saved_mixture:
             self._pivot(checkpoint)  # recorded as a change by run.py
@@ -545,7 +571,7 @@ class Trainer:
                 self.run_dir, self.state.step, model, optimizer, self.checkpoint_state()
             )
             seconds = round(time.perf_counter() - started, 3)  # the write's cost, logged with it
-            ckpt.check_holds_trained(path, model if self.sharded else self.model)
+            ckpt.check_holds_trained(path, model, optimizer)
             if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
                 self.state.best_checkpoint = path.name
             best = self.state.best_checkpoint

@@ -264,7 +264,12 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
             f"with --init-from {run_dir}"
         )
     data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
-    path, notes = ckpt.resume_point(run_dir)
+    record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
+    ledger = Ledger(record.waivers)
+    # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
+    rejudged = ledger.carry(record.gates)
+    with recording(ledger):  # the checkpoint chosen is judged into the run's record (GATE-CKPT-002)
+        path, notes = ckpt.resume_point(run_dir)
     for note in notes:
         print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
@@ -273,10 +278,6 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
     check_task_data(config, data_dir, request.argv)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
-    record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
-    ledger = Ledger(record.waivers)
-    # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
-    rejudged = ledger.carry(record.gates)
     record.run.status = RunStatus.RUNNING
     record.run.finished = None
     record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
@@ -331,16 +332,18 @@ def _shape_changes(state: dict[str, Any], config: RunConfig) -> list[str]:
     old, new = before.get("train", {}).get("precision"), config.train.precision
     if (old == "fp16") != (new == "fp16"):
         fixed.append("train.precision")
-    return [rundir.change(key, _lookup(before, key), _lookup(after, key)) for key in fixed]
+    return [rundir.change(key, saved_value(before, key), saved_value(after, key)) for key in fixed]
 
 
-def _lookup(config: dict[str, Any], key: str) -> Any:
-    """The value of a dotted key in a saved config dict: where absent, the default the key held (a
-    saved config leaves out an option at its default, so a refusal said its old value was None);
-    None for a key of an optional section that is not there, or one without a default."""
+def saved_value(config: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key in a saved configuration (config.toml as a dict): where absent, the
+    default the key held, since a saved configuration leaves out an option at its default
+    (stack.model.config's `_option`) and TOML has no null; None for a key of an optional section
+    (lora, distill, dpo), or one without a default. A refusal names an old value by it, and the
+    integrity check holds a command line's `--set` to it (tools/argv_config.py)."""
     section, name = key.split(".", 1)
-    values = config.get(section, {})
-    if name in values:
+    values = config.get(section)
+    if isinstance(values, dict) and name in values:
         return values[name]
     schema = {"model": ModelConfig, **SECTIONS}.get(section)
     field = schema.model_fields.get(name) if schema is not None else None
@@ -701,7 +704,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             trainer.progress = progress
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
-                _record_pivot(plan.record, trainer)
+                _record_resume_changes(plan.record, trainer)
             if config.train.tensorboard and _is_main():  # from the step the run continues at
                 resumed = trainer.state.step if plan.checkpoint is not None else None
                 trainer.board = tensorboard.Board(run_dir, resumed)
@@ -745,13 +748,25 @@ def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
         trainer.board = None
 
 
-def _record_pivot(record: EvidenceRecord, trainer: Trainer) -> None:
+def _record_resume_changes(record: EvidenceRecord, trainer: Trainer) -> None:
     """A resume with a new mixture (the polish pivot) names, in its resume entry, where the replaced
-    mixture and policy state were archived; the changed keys are already listed there."""
+    mixture and policy state were archived; one that changed an optimizer setting (weight decay,
+    betas, eps) names each group's old and new value, and says so on stderr. The changed keys are
+    already listed there."""
+    resumes = record.metrics["resumes"]
+    assert isinstance(resumes, list)
     if trainer.policy_archive is not None:
-        resumes = record.metrics["resumes"]
-        assert isinstance(resumes, list)
         resumes[-1]["policy_archive"] = str(trainer.policy_archive.relative_to(trainer.run_dir))
+    if trainer.optimizer_changes:
+        resumes[-1]["optimizer_settings"] = trainer.optimizer_changes
+        if _is_main():
+            said = ", ".join(
+                f"group {c['group']} {c['key']} {c['was']} -> {c['now']}" for c in trainer.optimizer_changes
+            )
+            print(
+                f"{WRITER.command}: the restored optimizer steps with this resume's settings: {said}",
+                file=sys.stderr,
+            )
 
 
 def _exhausted(run_dir: Path, step: int) -> GateViolation:

@@ -5,7 +5,10 @@ the loss is their mean cross-entropy, on training and held-out batches alike. At
 block-diagonal by example (the model's `docs`). GATE-SFT-003 checks that one example of a window
 cannot move another: at the start of every run on a held-out window split in two, and then on
 the batch the loss just used, through the loss itself, on the loop's probe cadence. Every step,
-GATE-TRAIN-007 compares the targets and document ids the loss read with the prepared labels.
+GATE-TRAIN-007 compares the targets and document ids the loss read with the prepared labels, as
+the statement reads them (`Sft.stated`: never a padding position); and once, when the reader
+opens, that statement read over every window of both splits names exactly the supervised tokens
+the manifest counted (`check_statement`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +27,7 @@ from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
+from stack.data.windows import WindowTable
 from stack.model.consumed import Consumed
 from stack.train.consumption import check_served
 from stack.train.objective import Forward, Objective, StepLoss
@@ -56,6 +61,46 @@ def isolation_outcome(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> 
 @gate_require("GATE-SFT-003", lambda logits_of, tokens, vocab: isolation_outcome(logits_of, tokens, vocab))
 def check_isolation(logits_of: LogitsOf, tokens: torch.Tensor, vocab: int) -> None:
     """Refuse to train when attention crosses the examples of a packed window."""
+
+
+# Windows per block when the statement is read over a whole split (`stated_split_targets`).
+STATED_BLOCK = 1024
+
+Statement = Callable[[SftBatch], list[Consumed]]
+
+
+def stated_split_targets(stated: Statement, tables: dict[str, WindowTable]) -> int:
+    """The targets `stated` names over every window of a split's tables (its token ids and labels),
+    a block of windows at a time: what an epoch that read each window once would score. The
+    windows of packed data cover every token of a shard after its first, so this is the split's
+    supervised tokens as the statement counts them."""
+    tokens, labels = tables["tokens"], tables["labels"]
+    total = 0
+    for start in range(0, tokens.total, STATED_BLOCK):
+        ids = np.arange(start, min(start + STATED_BLOCK, tokens.total), dtype=np.int64)
+        batch = SftBatch(torch.from_numpy(tokens.gather(ids)), torch.from_numpy(labels.gather(ids)))
+        total += sum(int((scoring.targets >= 0).sum()) for scoring in stated(batch))
+    return total
+
+
+def statement_outcome(stated: Statement, reader: SftReader) -> Outcome:
+    """GATE-TRAIN-007's check of the statement every step's loss is held to: over every window of
+    each split, read afresh from the files the manifest lists, it names as targets the supervised
+    tokens prepare counted into the manifest when GATE-SFT-001 judged the labels. A statement that
+    took padding, or the first token of an example, for a target names more or fewer."""
+    counted = sft_entry(reader.data_dir, reader.manifest).supervised_tokens
+    measured = {
+        "stated_split_targets": {
+            split: stated_split_targets(stated, reader.open_tables(split)) for split in counted
+        },
+        "split_supervised_tokens": dict(counted),
+    }
+    return measure("GATE-TRAIN-007", measured, holds="the statement names the manifest's supervised tokens")
+
+
+@gate_require("GATE-TRAIN-007", lambda stated, reader: statement_outcome(stated, reader))
+def check_statement(stated: Statement, reader: SftReader) -> None:
+    """Refuse to train when the statement of what a batch supervises is not the manifest's count."""
 
 
 def example_numbers(labels: torch.Tensor) -> torch.Tensor:
@@ -131,7 +176,11 @@ class Sft(Objective):
         return pack_len
 
     def open_reader(self, data_dir: Path, **options: Any) -> SftReader:
-        return SftReader(data_dir, split="train", **options)
+        """The train split's reader, once the statement read over every window of both splits
+        names the supervised tokens the manifest counted (GATE-TRAIN-007's manifest check)."""
+        reader = SftReader(data_dir, split="train", **options)
+        check_statement(self.stated, reader)
+        return reader
 
     def heldout(self, data_dir: Path, batch_size: int, seq_len: int, n_batches: int | None) -> list[Any]:
         return sft_heldout_batches(data_dir, batch_size, seq_len, n_batches)
@@ -150,9 +199,11 @@ class Sft(Objective):
 
     def stated(self, batch: SftBatch) -> list[Consumed]:
         """Read from the labels prepare wrote: a position's target is the next token when that token
-        is supervised and of the same example; attention keeps to each token's example."""
+        is supervised and of the same example, which is never padding (example 0, whatever its
+        label says); attention keeps to each token's example."""
         examples = example_numbers(batch.labels)
-        supervised = (batch.labels[:, 1:] % 2 == 1) & (examples[:, 1:] == examples[:, :-1])
+        follows = (examples[:, 1:] == examples[:, :-1]) & (examples[:, 1:] > 0)
+        supervised = (batch.labels[:, 1:] % 2 == 1) & follows
         targets = torch.where(supervised, batch.tokens[:, 1:], torch.full_like(batch.tokens[:, 1:], -1))
         return [Consumed(inputs=batch.tokens[:, :-1], targets=targets, docs=examples[:, :-1])]
 

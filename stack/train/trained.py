@@ -97,14 +97,16 @@ def check_released(path: Path) -> None:
 
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint directory as given (a release checked against its registry entry first), or a
-    run directory's newest valid checkpoint. Anything else is refused for what it is
-    (stack.artifacts): a DATA_DIR is not a damaged checkpoint."""
+    run directory's newest valid checkpoint, which GATE-CKPT-002 holds to every checkpoint of the
+    run and of its log (the command's record names the checkpoint it read). Anything else is
+    refused for what it is (stack.artifacts): a DATA_DIR is not a damaged checkpoint."""
     path = Path(path)
     identity = require(path, "model")
     if identity.kind.name in ("checkpoint", "release"):
         check_released(path)
         return path
     latest, notes = ckpt.latest_valid(path)
+    ckpt.check_newest(path, latest, resumable=False)
     for note in notes:
         print(f"stack: {note}", file=sys.stderr)
     if latest is None:
