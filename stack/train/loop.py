@@ -455,8 +455,8 @@ class Trainer:
         with ckpt.restoring(checkpoint, "rng"):
             rng.restore(state["rng"])
         check_restored(checkpoint, self._restored_states())
-        saved = state["config"]["train"]
-        if (saved.get("warmup_steps"), saved.get("lr")) != (self.config.train.warmup_steps, self.config.train.lr):
+        saved, train = state["config"]["train"], self.config.train
+        if (saved.get("warmup_steps"), saved.get("lr")) != (train.warmup_steps, train.lr):
             self.state.last_warmup_lr = None  # the rate before followed another warmup: it rises afresh
         # The restored groups step with the settings of this invocation's config (a resume may change
         # train.weight_decay, beta1, beta2, eps or lora.weight_decay); run.py records what changed.
