@@ -150,11 +150,11 @@ class OptionGates(Strict):
     A gate that only applies to an option (the MoE gates to a model with experts), or a check
     made only under a setting (warmup's rising rate when there is a warmup), cannot be required of
     every record of the kind, yet must not be skippable where the option is on: the option is a
-    dotted key of the record's config, on when its value is truthy (a non-zero count, true, a
-    non-empty list).
+    key of the record's config (dotted, or a top-level one: an eval record's split), on when its
+    value is truthy (a non-zero count, true, a non-empty list).
     """
 
-    option: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")
+    option: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)*$")
     gates: list[str] = Field(default_factory=list)
     checks: dict[str, list[str]] = Field(default_factory=dict)
 
