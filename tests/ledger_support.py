@@ -79,11 +79,18 @@ def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
     return next(g for g in data["gates"] if g["id"] == gate_id)
 
 
-def each_required_check(kind: str) -> pytest.MarkDecorator:
+# The options a smoke run turns on (a warmup, early stopping): what a record the tests make of a
+# dense model shows the checks of.
+SMOKE_OPTIONS = ("train.warmup_steps", "eval.early_stop")
+
+
+def each_required_check(kind: str, options: tuple[str, ...] | None = None) -> pytest.MarkDecorator:
     """A test parametrised by every (gate_id, check) spec/run_kinds.yaml asks a completed record of
-    `kind` to show, those of its options included (the records the tests make run with them on)."""
+    `kind` to show, those of its options included: every option (None), or the ones named, which
+    the record the test makes runs with on."""
     entry = load_spec().run_kinds[kind]
-    tables = [entry.checks, *(option.checks for option in entry.options)]
+    chosen = [o for o in entry.options if options is None or o.option in options]
+    tables = [entry.checks, *(option.checks for option in chosen)]
     cases = sorted({(g, c) for table in tables for g, names in table.items() for c in names})
     return pytest.mark.parametrize(("gate_id", "check"), cases, ids=[f"{g}-{c}" for g, c in cases])
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
-from ledger_support import check_taken_out, each_required_check
+from ledger_support import SMOKE_OPTIONS, check_taken_out, each_required_check
 from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, file_falsify_record, git
 from train_support import prepared, smoke_args
 
@@ -475,7 +475,7 @@ def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@each_required_check("train")
+@each_required_check("train", SMOKE_OPTIONS)
 def test_each_check_a_train_record_must_show_taken_out_is_caught(
     repo: Path, gate_id: str, check: str
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_check_required, each_required_check, findings
+from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check, findings
 from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import BadInput, GateViolation
@@ -88,7 +88,7 @@ def test_an_sft_run_that_waived_its_small_held_out_set_still_shows_every_check(
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-@each_required_check("sft")
+@each_required_check("sft", SMOKE_OPTIONS)
 def test_each_check_an_sft_record_must_show_taken_out_is_caught(
     sft_run: Path, tmp_path: Path, gate_id: str, check: str
 ) -> None:
