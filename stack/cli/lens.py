@@ -177,7 +177,7 @@ def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) ->
         f"trace schema {TRACE_SCHEMA_VERSION}"
     )
     mode = "logit-lens" if lens is None else "tuned-lens"
-    return lens_result(readings, ids, trained.tokenizer.decode, position, header, mode)
+    return lens_result(readings, ids, trained.tokenizer.text_of, position, header, mode)
 
 
 def _lens_warning(ledger: Ledger) -> str | None:

@@ -107,7 +107,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed)
     drawn = out[0, len(ids) :].tolist()
-    text = args.prompt + trained.tokenizer.decode(drawn)
+    text = args.prompt + trained.tokenizer.text_of(drawn)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return {"text": text, "prompt_tokens": len(ids), "drawn": drawn}
 

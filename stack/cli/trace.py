@@ -245,7 +245,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
         result = _patching(args, a, path_a.model(), idx, config)
     elif args.ablate:
         config["ablate"] = args.ablate
-        result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.decode)
+        result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.text_of)
     elif args.against or args.backend_b or args.dtype_b:
         weights, label_b, model_b = a.model, "same weights", a.config.model
         if args.against is not None:
@@ -370,7 +370,7 @@ def _patching(
     )
     bad = torch.tensor([corrupted], dtype=torch.long, device=idx.device)
     run = patch_runs(model, idx, bad, metric, sites, positions)
-    return patch_result(run, metric, idx[0].tolist(), a.tokenizer.decode, args.patch_sweep is not None)
+    return patch_result(run, metric, idx[0].tolist(), a.tokenizer.text_of, args.patch_sweep is not None)
 
 
 def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:

@@ -102,6 +102,12 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; EOT separators are dropped, bytes that are not UTF-8 become U+FFFD."""
 
+    def text_of(self, ids: Sequence[int]) -> str:
+        """Text of ids a model produced (drew, ranked, completed): an id past this tokenizer, a
+        padding row of a vocabulary padded for alignment (an imported Qwen2, a student given its
+        teacher's vocabulary), is no text and is left out rather than refused."""
+        return self.decode([i for i in ids if 0 <= i < self.vocab_size])
+
     @abstractmethod
     def encode_documents(self, documents: Sequence[bytes]) -> list[np.ndarray]:
         """Token ids of many UTF-8 documents at once, as arrays: prepare's fast path."""

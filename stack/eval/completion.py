@@ -63,5 +63,5 @@ def score_completion(
     matched = None
     if exact:
         grown = generate(model, sequence[:, : len(kept)], len(target), temperature=0.0)
-        matched = tokenizer.decode(grown[0, len(kept) :].tolist()).strip() == completion.strip()
+        matched = tokenizer.text_of(grown[0, len(kept) :].tolist()).strip() == completion.strip()
     return Scored(nll, len(target), dropped, matched)

@@ -922,10 +922,7 @@ class Trainer:
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
             draws, drawn = sample_watched(self.model, idx, length, sampler, generator)
             tally.add(draws, drawn, self.model, idx)
-            # A vocabulary padded past its tokenizer (an imported model, a distillation student) can
-            # sample a padding row: it is no text, so it is left out rather than crash the monitor.
-            known = [t for t in drawn[0].tolist() if t < self.tokenizer.vocab_size]
-            text = self.tokenizer.decode(known)
+            text = self.tokenizer.text_of(drawn[0].tolist())  # a padding row drawn is no text
             texts.append(text)
             scores.append(coherence_score(text))
         width = probe_width(self.config.model.vocab, monitor_cfg.top_k)

@@ -107,7 +107,7 @@ def _continue(
     new = out[0, len(ids) :].tolist()
     if tokenizer.eot_id in new:
         new = new[: new.index(tokenizer.eot_id)]
-    text = tokenizer.decode(new)
+    text = tokenizer.text_of(new)
     return text.split(stop)[0] if stop else text
 
 
