@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,19 @@ def test_an_unset_task_leaves_a_pretraining_config_and_its_hash_as_they_were() -
     plain = resolve("smoke", None, [], vocab=257)
     assert "task" not in plain.as_dict()["train"]
     assert resolve("smoke", None, ["train.task=sft"], vocab=257).sha256 != plain.sha256
+
+
+@pytest.mark.holds("GATE-TRAIN-003")
+def test_an_fp16_fine_tune_whose_first_scaled_gradients_overflow_trains_on(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """LoRA adapters on every projection in fp16: the first scaled gradients overflow, the scaler
+    skips those steps and halves its scale, and the run trains on from there (the options audit
+    saw it halted at step 1 for an overflow the scaler would have skipped)."""
+    out = tmp_path / "fp16"
+    sets = ("train.steps=12", "train.precision='fp16'", "lora.r=2", "lora.targets='*'", "train.batch_size=1")
+    assert main(_sft(world, out, *sets, "eval.every=12", "ckpt.every=12", "monitor.sample_every=12")) == 0
+    lines = step_lines(out)
+    assert not math.isfinite(lines[0]["grad_norm"]) and math.isfinite(lines[-1]["grad_norm"])
+    assert lines[-1]["loss_scale"] < lines[0]["loss_scale"] and verdicts(out)["GATE-TRAIN-003"] == "PASS"
+    assert findings(out, world["base"]) == []

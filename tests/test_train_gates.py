@@ -26,6 +26,7 @@ from train_support import (
 
 from contracts import schedule
 from contracts.errors import GateViolation
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.model import generate as generate_module
 from stack.model import gpt as gpt_module
@@ -78,6 +79,65 @@ def test_non_finite_loss_halts_the_run(
     assert record["run"]["status"] == "halted" and "GATE-TRAIN-003" in record["run"]["stop_reason"]
     assert verdicts(run)["GATE-TRAIN-003"] == "FAIL"
     assert [ln["step"] for ln in step_lines(run)] == [1, 2]  # step 3 never reached the weights
+
+
+def poisoned_scale(self: torch.amp.GradScaler, outputs: torch.Tensor) -> torch.Tensor:
+    """GradScaler.scale whose scaled loss keeps its value and sends back a NaN gradient: every
+    weight's gradient of a training step comes out NaN while its loss stays finite, as no scale
+    can fix (the probes, which take no scaled backward, are left alone)."""
+    scaled = _real_scale(self, outputs)
+    scaled.register_hook(lambda grad: grad * float("nan"))
+    return scaled
+
+
+_real_scale = torch.amp.GradScaler.scale
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+@pytest.mark.parametrize(("precision", "halted_at"), [("fp32", 1), ("fp16", 17)])
+def test_a_gradient_not_finite_at_any_scale_halts_the_run(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    precision: str,
+    halted_at: int,
+) -> None:
+    """Without loss scaling a NaN gradient halts the step it comes in. Under fp16 the scaler skips
+    each overflowing step and halves its scale from 65536: the steps that leave it at 1
+    (min_loss_scale) and above hold, and step 17, which leaves 0.5, halts the run."""
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", poisoned_scale)
+    run = tmp_path / "run"
+    sets = (
+        f"train.precision='{precision}'",
+        "train.steps=20",
+        "eval.every=20",
+        "ckpt.every=20",
+        "monitor.sample_every=20",
+    )
+    assert train(smoke_args(data, run, *sets)) == 3
+    assert "GATE-TRAIN-003" in capsys.readouterr().err
+    # the halting step's line is never written: the lines end at the step before it
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, halted_at))
+    result = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-003")
+    assert (result["verdict"], result["step"]) == ("FAIL", halted_at)
+    if precision == "fp16":
+        limit = load_spec().threshold("GATE-TRAIN-003", "min_loss_scale")
+        assert result["measured"]["loss_scale"] == limit / 2
+
+
+@pytest.mark.gate("GATE-TRAIN-003")
+def test_an_overflow_fires_only_once_its_scale_falls_below_the_least(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The judge on a step the fp16 scaler skipped: the scale it left at min_loss_scale holds, half
+    of it fires; a non-finite loss fires whatever the scale."""
+    limit = load_spec().threshold("GATE-TRAIN-003", "min_loss_scale")
+    overflow = {"loss": 5.0, "grad_norm": "inf"}
+    assert judge("GATE-TRAIN-003", {**overflow, "loss_scale": limit}) == []
+    assert judge("GATE-TRAIN-003", {**overflow, "loss_scale": limit / 2})
+    assert judge("GATE-TRAIN-003", {"loss": "nan", "grad_norm": "nan", "loss_scale": 65536.0})
+    assert judge("GATE-TRAIN-003", overflow)  # no loss scale: the step would have taken it
 
 
 @pytest.mark.gate("GATE-TRAIN-002")

@@ -154,6 +154,24 @@ def finite_or_text(value: Any) -> Any:
     return value if not isinstance(value, float) or math.isfinite(value) else str(value)
 
 
+def overflowed(loss: Any, grad_norm: Any, loss_scale: Any) -> bool:
+    """Whether a step under fp16 loss scaling (a `loss_scale`) found its gradient overflowing with
+    a finite loss: the scaler skips such a step, the weights untouched, and lowers the scale."""
+    values = (loss, grad_norm, loss_scale)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return False
+    return math.isfinite(loss) and not math.isfinite(grad_norm)
+
+
+def finite_measured(loss: Any, grad_norm: Any, loss_scale: Any) -> dict[str, Any]:
+    """GATE-TRAIN-003's values of a step: its loss and gradient norm, and, for a step the fp16
+    scaler skipped on an overflow, the loss scale it left (which must stay at least min_loss_scale)."""
+    measured = {"loss": finite_or_text(loss), "grad_norm": finite_or_text(grad_norm)}
+    if overflowed(loss, grad_norm, loss_scale):
+        measured["loss_scale"] = loss_scale
+    return measured
+
+
 @dataclass
 class Log:
     """metrics.jsonl, parsed: its lines by type, in order."""
@@ -389,7 +407,8 @@ def _stability(log: Log, train: dict[str, Any]) -> list[tuple[dict[str, Any], in
             }
             outcomes.append((measured, step))
             previous = lr
-        if CLIPPED_NORM in line:
+        skipped = overflowed(line.get("loss"), line.get("grad_norm"), line.get("loss_scale"))
+        if CLIPPED_NORM in line and not skipped:  # a step the fp16 scaler skipped clipped nothing
             outcomes.append(
                 ({"post_clip_norm": line[CLIPPED_NORM], "clip_norm": settings.get("clip_norm")}, step)
             )
@@ -1327,10 +1346,7 @@ def training_record(inputs: Inputs) -> Derivation:
     settler.derive("GATE-TRAIN-006", spike_outcomes)
     settler.derive("GATE-TRAIN-001", _step_lines(log, step_tokens(inputs, config), derived))
     finite = [
-        (
-            {"loss": finite_or_text(s.get("loss")), "grad_norm": finite_or_text(s.get("grad_norm"))},
-            s.get("step"),
-        )
+        (finite_measured(s.get("loss"), s.get("grad_norm"), s.get("loss_scale")), s.get("step"))
         for s in log.steps
     ]
     settler.derive("GATE-TRAIN-003", finite)

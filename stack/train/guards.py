@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from contracts.derive.training import STEP_FIELDS
+from contracts.derive.training import STEP_FIELDS, finite_measured
 from contracts.gates import Outcome, gate_require, measure
 
 
@@ -98,17 +98,16 @@ def check_decay_groups(
     decay; LoRA adapter matrices, all of them, in one with lora.weight_decay."""
 
 
-def _finite(loss: float, grad_norm: float, step: int) -> Outcome:
+def _finite(loss: float, grad_norm: float, step: int, loss_scale: float | None = None) -> Outcome:
     # Non-finite floats are kept as text: JSON has no NaN, and the judge reads 'nan' back.
-    measured = {
-        name: v if math.isfinite(v) else str(v) for name, v in (("loss", loss), ("grad_norm", grad_norm))
-    }
+    measured = finite_measured(loss, grad_norm, loss_scale)
     return measure("GATE-TRAIN-003", measured, step=step, holds="loss and gradient norm are finite")
 
 
 @gate_require("GATE-TRAIN-003", _finite)
-def check_finite(loss: float, grad_norm: float, step: int) -> None:
-    """Halt before a non-finite loss or gradient reaches the weights."""
+def check_finite(loss: float, grad_norm: float, step: int, loss_scale: float | None = None) -> None:
+    """Halt before a non-finite loss or gradient reaches the weights; a step the fp16 scaler skipped
+    on an overflow is judged after it, with the scale it left (`loss_scale`)."""
 
 
 def _first_loss(loss: float, vocab: int, step: int) -> Outcome:

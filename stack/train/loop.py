@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from contracts.coherence import coherence_score, sample_length, sample_score
-from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, reached_steps
+from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, overflowed, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.judges import COMPUTE_DTYPES
@@ -716,25 +716,33 @@ class Trainer:
         check_consumed(consumption, step)
         if self.objective.logs_forward_loss:
             check_logged(line["loss"], forward_value, step)
-        check_finite(line["loss"], line["grad_norm"], step)
+        # An fp16 step whose gradient overflowed is skipped by the scaler, which lowers the scale:
+        # nothing of it reaches the weights, so it is judged after the step (GATE-TRAIN-003 rev 2).
+        scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else None
+        skipped = overflowed(line["loss"], line["grad_norm"], scale)
+        if not skipped:
+            check_finite(line["loss"], line["grad_norm"], step)
         check_counted(line["tokens"], self.tokens_per_step, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = (
             aux_terms(
                 self.config.model, aux_values[1:], aux_gradients.derivatives(gradient_sums), defined_values
             )
-            if aux
+            if aux and not skipped
             else {}
         )
         if terms:
             check_aux_in_loss(aux_values[0], line["loss"], terms, step)
-        check_clipped(line[CLIPPED_NORM], train.clip_norm, step)
+        if not skipped:
+            check_clipped(line[CLIPPED_NORM], train.clip_norm, step)
         # A trained start is meant to be far below ln(vocab); a distillation loss is not that loss.
         if step == 1 and not self.fine_tuning and self.objective.first_loss_is_ln_vocab:
             check_first_loss(line["loss"], self.config.model.vocab, step)
-        probe = self._armed_probe(reference, line["grad_norm"], step) if watched else None
+        probe = self._armed_probe(reference, line["grad_norm"], step) if watched and not skipped else None
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if skipped:
+            check_finite(line["loss"], line["grad_norm"], step, float(self.scaler.get_scale()))
         if probe is not None:
             probe.close()
             if not self.scaler.is_enabled() or self.scaler.get_scale() >= loss_scale:  # the scaler stepped
