@@ -607,3 +607,14 @@ def test_a_loss_that_stops_stating_its_logits_dtype_is_caught(
     assert "GATE-TRAIN-007" in capsys.readouterr().err
     measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
     assert measured["logits_dtypes"] == [] and measured["scorings"] > 0
+
+
+def test_fsdp_asked_of_one_process_says_it_trains_unsharded(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """train.parallel='fsdp' without --nproc shards nothing: the run says so rather than leave the
+    user believing it sharded (the options audit's finding 12)."""
+    assert train(smoke_args(data, tmp_path / "run", "train.parallel='fsdp'")) == 0
+    assert "train.parallel='fsdp' shards over the processes of --nproc N; this run has one process" in (
+        capsys.readouterr().err
+    )

@@ -693,6 +693,12 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
                 "nondeterministic_loss_rtol",
                 file=sys.stderr,
             )
+        if config.train.parallel == "fsdp" and _world_size() == 1:
+            print(
+                "stack train: train.parallel='fsdp' shards over the processes of --nproc N; this run has "
+                "one process and trains unsharded",
+                file=sys.stderr,
+            )
     evidence = RunRecord(run_dir, plan.record, plan.ledger, evidence_dir)
     trainer.on_event = lambda event, t: _on_event(evidence, event, t)
     try:
