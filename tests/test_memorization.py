@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from record_checks import check_record_truth
 from site_finetune import finetune_section
-from train_support import prepared
+from train_support import prepared, smoke_args, train
 
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
@@ -146,3 +146,24 @@ def test_a_planted_run_between_disjoint_texts_is_found_exactly(
     shared: list[int], left: list[int], right: list[int]
 ) -> None:
     assert longest_common_run(left + shared + left, right + shared + right) == len(shared)
+
+
+def test_a_tuned_model_its_records_show_was_made_from_another_base_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fine-tune of run A compared with run B (another model) measured nothing about its tuning,
+    yet ran (the options audit, finding 8): the fine-tune's record names A's weights as its start,
+    so B is refused in one line, and A is taken."""
+    data = prepared(tmp_path)
+    quick = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
+    a, b, tuned = tmp_path / "a", tmp_path / "b", tmp_path / "tuned"
+    assert train(smoke_args(data, a, *quick, "model.ctx=64")) == 0
+    assert train(smoke_args(data, b, *quick, "model.ctx=64", "train.seed=1")) == 0
+    argv = ["train", "--init-from", str(a), "--data", str(data), "--out", str(tuned)]
+    assert train([*argv, *(f"--set={s}" for s in [*quick, "train.device='cpu'", "train.batch_size=4"])]) == 0
+    capsys.readouterr()
+    asked = ["memorization", str(tuned), "--data", str(data), "--n", "2", "--prefix", "4"]
+    assert main([*asked, "--base", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tuned} was not made from {b}" in err and len(err.strip().splitlines()) == 1
+    assert main([*asked, "--base", str(a)]) in (0, 3)  # judged, whatever its verdict

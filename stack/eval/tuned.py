@@ -5,22 +5,70 @@
 - an adapter directory (adapter.json beside adapter.safetensors): put onto a fresh load of the
   base it was trained on, strictly, refused unless the base is the one its manifest names
   (GATE-LORA-005, judged in the command's record).
+
+A run or checkpoint is refused when its records show it was made from another model than BASE:
+following the lineage of its record back through each parent's record, every branch ends at a
+model trained from scratch and none read BASE's weights. Where a branch ends at a model without
+a record (made elsewhere), nothing says where it came from, and the model is taken as given.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.errors import BadInput
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from stack.artifacts import identify
 from stack.model import adapters, lora
+from stack.train import checkpoint as ckpt
+from stack.train.lineage import parent
 from stack.train.trained import Trained, load_trained
 
 
 def load_tuned(path: Path, base: Path, device: str) -> Trained:
     """The fine-tuned model at `path`; an adapter directory is loaded onto the model at `base`."""
     if identify(path).kind.name != "adapter":
+        problem = descent_problem(Path(path), Path(base))
+        if problem is not None:
+            raise BadInput(problem)
         return load_trained(path, device)
     tuned = load_trained(base, "cpu")
     adapters.load_adapter(tuned.model, Path(path), lora.base_sha256(tuned.model))
     tuned.model.to(device).eval()
     return tuned
+
+
+def _record(model_dir: Path) -> EvidenceRecord | None:
+    """The record of the run or output that wrote the model at `model_dir` (a run, or a
+    checkpoint inside one), or None when there is none to read."""
+    owner = model_dir.parent.parent if model_dir.parent.name == ckpt.CKPT_DIR else model_dir
+    try:
+        return read_evidence(owner / EVIDENCE_FILE)
+    except (BadInput, OSError, ValueError):
+        return None
+
+
+def descent_problem(tuned: Path, base: Path) -> str | None:
+    """Why the model at `tuned` is not one made from `base`, by the records (module docstring); None
+    when it is, or when a record is missing on the way (then nothing can be told)."""
+    wanted = parent(base, "base").checkpoint_sha256
+    if parent(tuned, "tuned").checkpoint_sha256 == wanted:
+        return None
+    seen: set[Path] = set()
+    pending = [tuned]
+    while pending:
+        here = pending.pop().resolve()
+        if here in seen:
+            continue
+        seen.add(here)
+        record = _record(here)
+        if record is None:
+            return None  # a model made elsewhere on the way: its origin is unknown
+        parents = record.lineage.parents if record.lineage is not None else []
+        if any(ref.checkpoint_sha256 == wanted for ref in parents):
+            return None
+        pending += [Path(ref.path) for ref in parents if ref.path is not None]
+    return (
+        f"{tuned} was not made from {base}: its records' lineage never reads that model's weights "
+        f"({wanted[:12]}); give as the base the model it was tuned from"
+    )
