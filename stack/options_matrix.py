@@ -80,8 +80,10 @@ PATCH_PROMPTS = (("gate model", "gate token"), ("the gate", "the spec"), ("a b c
 PATCH_TARGET = "e"
 # What init-from-options asks over the model's own settings: every option's (a model without one
 # is refused, naming it) and new values of the settings a started model takes, which a model with
-# every option must then hold (`_honoured`).
+# every option must then hold (`_honoured`); each, with the model key that must be on for the
+# setting to apply (a matrix without depth routing or experts asks neither of theirs).
 INIT_KNOBS = {"mod_capacity": 0.25, "moe_z_coef": 0.002, "attention": "sdpa"}
+KNOB_NEEDS = {"mod_capacity": "mod_every", "moe_z_coef": "moe_experts"}
 SYNTH = ("--samples", "2", "--max-instruction-tokens", "8", "--max-response-tokens", "8")
 TRACEBACK = "Traceback (most recent call last)"
 # The command line a cell runs through: `stack.cli.main`, handed in by the command that runs the
@@ -340,7 +342,15 @@ def _init_from_options(at: Place) -> list[str]:
     """A fine-tune asking for every option's settings and new values of a started model's training
     settings (INIT_KNOBS)."""
     argv = ["train", "--init-from", str(at.run), "--data", str(at.data), "--out", at.out("init-from-options")]
-    return argv + _loop_sets(TUNE_STEPS) + _sets("model", {**at.matrix.every_option(), **INIT_KNOBS})
+    return argv + _loop_sets(TUNE_STEPS) + _sets("model", {**at.matrix.every_option(), **_knobs(at)})
+
+
+def _knobs(at: Place) -> dict[str, Any]:
+    """The INIT_KNOBS that apply to the model with every option of this matrix."""
+    every = at.matrix.every_option()
+    return {
+        key: value for key, value in INIT_KNOBS.items() if key not in KNOB_NEEDS or every.get(KNOB_NEEDS[key])
+    }
 
 
 def _patch(at: Place) -> list[str]:
@@ -513,8 +523,9 @@ def _honoured(at: Place) -> str | None:
     from stack.train.config import read_toml
 
     model = read_toml(at.work / "init-from-options" / "config.toml").get("model", {})
-    dropped = {key: model.get(key) for key, value in INIT_KNOBS.items() if model.get(key) != value}
-    return None if not dropped else f"the run holds {dropped}, not the asked {INIT_KNOBS}"
+    asked = _knobs(at)
+    dropped = {key: model.get(key) for key, value in asked.items() if model.get(key) != value}
+    return None if not dropped else f"the run holds {dropped}, not the asked {asked}"
 
 
 # Command name → a check of what it made once it exited 0: a problem (the cell `differs`) or None.

@@ -38,6 +38,7 @@ from stack.options_matrix import (
     Matrix,
     OptionSpec,
     Place,
+    _knobs,
     _run,
     load_matrix,
     matrix_outcome,
@@ -449,3 +450,19 @@ def test_the_triton_row_trains_where_triton_runs_and_its_cells_run_where_it_cann
     assert state["config"]["model"]["attention"] == "triton"
     assert os.environ.get("TRITON_INTERPRET") == "1"
     assert {fast[1]["triton"][c].outcome for c in ("train", "sample", "es")} == {"ok"}
+
+
+def test_init_from_options_asks_only_the_settings_a_matrixs_model_takes(tmp_path: Path) -> None:
+    """A matrix without experts or depth routing asks no moe_z_coef or mod_capacity of its started
+    model, which a model without those options refuses (the options audit ran a custom matrix and
+    lost every init-from-options cell to that refusal); the shipped matrix asks all of them."""
+    matrix = load_matrix()
+    plain = matrix.model_copy(update={"options": [o for o in matrix.options if o.name not in ("moe", "mod")]})
+    dense = next(c for c in plain.combinations() if not c.held)
+    at = Place(plain, dense, tmp_path, tmp_path, tmp_path)
+    assert "moe_z_coef" not in _knobs(at) and "mod_capacity" not in _knobs(at)
+    assert set(_knobs(Place(matrix, dense, tmp_path, tmp_path, tmp_path))) == {
+        "mod_capacity",
+        "moe_z_coef",
+        "attention",
+    }
