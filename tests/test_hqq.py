@@ -16,7 +16,7 @@ from record_checks import check_record_truth
 from torch import nn
 from trace_support import save_run, tiny_model
 
-from contracts.errors import GateViolation
+from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
@@ -117,6 +117,31 @@ def test_a_group_size_that_does_not_divide_a_row_is_refused(
     assert main(argv) == 2
     assert "does not divide the 32 columns of layers.0.q" in capsys.readouterr().err
     assert main(["quantize", str(source), "--targets", "q", "--bits", "5", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_sizes_a_refusal_offers_divide_every_chosen_matrix() -> None:
+    """With no power of two dividing a 100-column matrix, the refusal offers the sizes one
+    --group-size could take over every chosen matrix (40 and 100 columns: 2, 4, 5, 10, 20), not
+    those of the one matrix, which the 40-column ones then refused (the options audit)."""
+    targets = [
+        Target(site, (site,), nn.Parameter(torch.zeros(8, width)))
+        for site, width in (("layers.0.q", 40), ("layers.0.ffn_out", 100))
+    ]
+    with pytest.raises(
+        BadInput, match=r"G one of 2, 4, 5, 10, 20 \(a size that divides every chosen matrix\)"
+    ):
+        hqq.group_sizes(targets, None)
+
+
+def test_a_comma_list_of_targets_is_told_a_surgery_takes_one_pattern(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["quantize", str(source), "--targets", "q,k,v", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert (
+        "matches no matrix (one pattern: a comma list such as 'q,k,v' is LoRA's form)"
+        in capsys.readouterr().err
+    )
 
 
 # -- falsifiers ------------------------------------------------------------------------------

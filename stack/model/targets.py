@@ -219,8 +219,10 @@ def select_targets(model: GPT, pattern: str, layers: str | None = None) -> list[
 
 def _no_match(pattern: str, option: str, names: list[str]) -> str:
     kinds = ", ".join(dict.fromkeys(re.sub(r"expert\d+", "expert<e>", kind_of(name)) for name in names))
+    # LoRA's --set lora.targets takes a list ('q,v'); a surgery's --targets one glob ('*attn*').
+    listed = " (one pattern: a comma list such as 'q,k,v' is LoRA's form)" if "," in pattern else ""
     return (
-        f"{option} {pattern!r} matches no matrix; this model's matrices are named {kinds} (or by "
+        f"{option} {pattern!r} matches no matrix{listed}; this model's matrices are named {kinds} (or by "
         "their Hugging Face names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, "
         "lm_head; globs on the full name or the part after layers.<i>., e.g. 'ffn_*', 'layers.1.q', "
         "'moe.expert*', or '*' for every matrix)"

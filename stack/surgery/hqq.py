@@ -87,9 +87,16 @@ def group_sizes(targets: list[Target], requested: int | None) -> list[int]:
         sizes = [auto_group(c) for c in columns]
         for target, width, size in zip(targets, columns, sizes, strict=True):
             if size is None:
+                # one --group-size serves every chosen matrix: the sizes dividing them all
+                common = _divisors(math.gcd(*columns))
+                fix = (
+                    f"pass --group-size G with G one of {_listed(common)}"
+                    if common
+                    else "choose fewer --targets"
+                )
                 raise BadInput(
                     f"no power of two from {MIN_AUTO_GROUP} to {DEFAULT_GROUP} divides the {width} columns "
-                    f"of {target.site}; pass --group-size G with G one of {_listed(_divisors(width))}"
+                    f"of {target.site}; {fix} (a size that divides every chosen matrix)"
                 )
         return [s for s in sizes if s is not None]
     misfits = [(t.site, c) for t, c in zip(targets, columns, strict=True) if c % requested]
