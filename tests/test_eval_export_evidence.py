@@ -7,6 +7,7 @@ gate named. Filing is append-only: the same run id cannot be filed twice into on
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -236,3 +237,17 @@ def test_a_failed_parity_check_leaves_a_halted_record(
     assert record.run.status is RunStatus.HALTED and "GATE-EXPORT-001" in str(record.run.stop_reason)
     assert verdicts(record)["GATE-EXPORT-001"] == "FAIL" and verdicts(record)["GATE-CKPT-002"] == "PASS"
     assert "model.unverified.safetensors" in {art.path for art in record.artifacts}
+
+
+def test_eval_of_a_compressed_text_scores_its_text(
+    run: Path, crlf_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gzip of the text scores as the text itself, byte for byte (the second prepare audit saw
+    `stack eval --text FILE.gz` refused as not UTF-8)."""
+    packed = tmp_path / "text.txt.gz"
+    packed.write_bytes(gzip.compress(crlf_file.read_bytes()))
+    scores = []
+    for path in (crlf_file, packed):
+        assert main(["eval", str(run), "--text", str(path)]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[1]["bytes"] == crlf_file.stat().st_size and scores[1]["loss"] == scores[0]["loss"]

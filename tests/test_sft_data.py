@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import json
 import re
 from collections.abc import Callable
@@ -562,3 +564,27 @@ def test_preference_pairs_read_the_same_in_every_shape_they_are_exported_in() ->
         parse_pair(
             {"chosen": [user, good], "rejected": [{"role": "user", "content": "3+3?"}, bad]}, "x", template
         )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "encode"),
+    [
+        (".jsonl.gz", gzip.compress),
+        (".jsonl", lambda data: codecs.BOM_UTF16_LE + data.decode("utf-8").encode("utf-16-le")),
+    ],
+    ids=["gzip", "utf-16"],
+)
+@pytest.mark.parametrize("fmt", ["chat", "prefs"])
+def test_fine_tuning_data_compressed_or_in_utf16_prepares_as_its_text(
+    tmp_path: Path, suffix: str, encode: Callable[[bytes], bytes], fmt: str
+) -> None:
+    """Fine-tuning files are read as pretraining text is: a gzip or a UTF-16 file with a byte-order
+    mark gives the shards of its plain UTF-8 text (the second prepare audit's finding 5 saw them
+    refused as not UTF-8)."""
+    source = CHAT if fmt == "chat" else Path(__file__).parent / "data" / "prefs_small.jsonl"
+    (tmp_path / f"given{suffix}").write_bytes(encode(source.read_bytes()))
+    made = [
+        prepare_sft([path], tmp_path / f"data-{n}", fmt=fmt, pack_len=64, val_fraction=0.3)
+        for n, path in enumerate((source, tmp_path / f"given{suffix}"))
+    ]
+    assert [s.sha256 for s in made[0].shards] == [s.sha256 for s in made[1].shards]

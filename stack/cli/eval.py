@@ -105,17 +105,31 @@ def _check_split_options(args: argparse.Namespace) -> None:
 
 
 def _read_text(path: Path) -> str:
-    """The file's text exactly as stored: CRLF line ends stay CRLF, so every byte is scored."""
+    """The file's text exactly as stored: CRLF line ends stay CRLF, so every byte is scored. A
+    compressed file, or one in UTF-16 or UTF-32 with a byte-order mark, is its text in UTF-8, as
+    `stack prepare` reads it (stack.data.unpack)."""
+    import tempfile
+
     from contracts.errors import BadInput
+    from stack.data.corpus import InputFile
+    from stack.data.unpack import readable
 
     try:
-        return path.read_bytes().decode("utf-8")
+        with tempfile.TemporaryDirectory(prefix="gatestack-text-") as scratch:
+            return (
+                readable(InputFile("main", path, path.name), Path(scratch), 0)
+                .path.read_bytes()
+                .decode("utf-8")
+            )
     except FileNotFoundError:
         raise BadInput(f"--text {path} does not exist") from None
     except OSError as exc:
         raise BadInput(f"--text {path} cannot be read ({exc.strerror}); pass a UTF-8 text file") from None
     except UnicodeDecodeError:
-        raise BadInput(f"--text {path} is not UTF-8 text") from None
+        raise BadInput(
+            f"--text {path} is not UTF-8 text; give a UTF-8 file (gzip, bzip2, xz and zstd files, and UTF-16 "
+            "or UTF-32 with a byte-order mark, are read too)"
+        ) from None
 
 
 def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any]:

@@ -74,22 +74,24 @@ class LfStream:
             yield b"\r"
 
 
-def text_lines(path: Path, what: str) -> tuple[list[tuple[int, str]], bool, bool]:
+def text_lines(path: Path, what: str, shown: Path | None = None) -> tuple[list[tuple[int, str]], bool, bool]:
     """The numbered lines of a UTF-8 text file (JSONL), split at LF only, each without its line end;
-    and whether the file began with a byte-order mark and whether it had CRLF line ends.
+    and whether the file began with a byte-order mark and whether it had CRLF line ends. Messages
+    name `shown` (the file the user gave, where `path` is a UTF-8 copy of it) or `path`.
 
     A JSON string may hold U+2028 or other characters `str.splitlines` would split at; JSON
     Lines ends a line at LF alone.
     """
+    named = shown or path
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise BadInput(f"cannot read {path} ({exc.strerror}); give {what}") from None
+        raise BadInput(f"cannot read {named} ({exc.strerror}); give {what}") from None
     bom = data.startswith(BOM)
     try:
         text = data[len(BOM) if bom else 0 :].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); give {what}") from None
+        raise BadInput(f"{named} is not UTF-8 text (byte {exc.start}: {exc.reason}); give {what}") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

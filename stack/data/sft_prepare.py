@@ -20,6 +20,7 @@ Publishing reuses prepare's rules (stack.data.ownership): the lock, the staging 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
 from stack.data.chat_jinja import jinja_of
-from stack.data.corpus import check_source_name
+from stack.data.corpus import InputFile, check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
@@ -59,7 +60,7 @@ from stack.data.manifest import (
     write_manifest,
 )
 from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pair
-from stack.data.prepare import write_locked
+from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
 from stack.data.sft_gates import check_markers, check_supervision, check_turns
@@ -77,6 +78,7 @@ from stack.data.sft_template import (
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
+from stack.data.unpack import readable
 
 SFT_FORMATS = ("chat", "prompt-completion", PREFS_FORMAT)
 PROMPT_COMPLETION = "prompt-completion"
@@ -145,38 +147,42 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
 
 
 def _read_examples(
-    paths: Sequence[Path], fmt: str, template: ChatTemplate
+    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path
 ) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
     """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line, or
     file[element] in a JSON array), in file order; blank lines are skipped, and a byte-order mark or
-    CRLF line ends counted (stack.data.line_ends)."""
+    CRLF line ends counted (stack.data.line_ends). A compressed file, or one in UTF-16 or UTF-32
+    with a byte-order mark, is read through a UTF-8 copy in `scratch` (stack.data.unpack), as
+    pretraining text is."""
     examples, wheres, counts = [], [], Counter[str]()
-    for path in paths:
-        if not path.is_file():
-            raise BadInput(f"{path} is not a file; give JSONL files of {fmt} records")
+    for number, given in enumerate(paths):
+        if not given.is_file():
+            raise BadInput(f"{given} is not a file; give JSONL files of {fmt} records")
         counts["files"] += 1
-        for at, record in _records(path, fmt, counts):
-            where = f"{path}{at}"
+        path = readable(InputFile("main", given, given.name), scratch, number).path
+        for at, record in _records(path, given, fmt, counts):
+            where = f"{given}{at}"
             if fmt == PREFS_FORMAT:
                 examples.append(pair_turns(record, where, template))
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
             else:
                 examples.append(example_turns(record, fmt, where))
-            wheres.append(f"{path.name}{at}")
+            wheres.append(f"{given.name}{at}")
     return examples, wheres, counts
 
 
-def _records(path: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:
+def _records(path: Path, given: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:
     """(where in the file, record) of each record of a JSONL file (`:line`) or of a file holding one
-    JSON array of records (`[element]`, stack.data.json_array)."""
+    JSON array of records (`[element]`, stack.data.json_array): `path` read, `given` named (the
+    file the user gave, of which `path` may be a UTF-8 copy)."""
     what = f"a JSONL file of {fmt} records"
     if holds_array(path):
-        for index, record, invalid in array_elements(path, str(path), lambda _n: None):
+        for index, record, invalid in array_elements(path, str(given), lambda _n: None):
             if invalid:
-                raise BadInput(f"{path}[{index}] is not UTF-8 text; give {what}")
+                raise BadInput(f"{given}[{index}] is not UTF-8 text; give {what}")
             yield f"[{index}]", record
         return
-    lines, bom, crlf = text_lines(path, what)
+    lines, bom, crlf = text_lines(path, what, given)
     counts.update(event.what for event in reported("", bom, crlf))
     for number, line in lines:
         if not line.strip():
@@ -185,7 +191,7 @@ def _records(path: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, 
         try:
             yield f":{number}", json_array.loads(line)
         except json.JSONDecodeError as exc:
-            raise BadInput(f"{path}:{number}: not JSON ({exc.msg})") from None
+            raise BadInput(f"{given}:{number}: not JSON ({exc.msg})") from None
 
 
 @dataclass
@@ -337,7 +343,9 @@ def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
 def _build(staging: Path, plan: SftPlan) -> Manifest:
     """Render, check, pack and write everything into `staging`; the manifest comes last."""
     template = load_template(plan.template)
-    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template)
+    scratch = staging / UNPACKED_DIR
+    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch)
+    shutil.rmtree(scratch, ignore_errors=True)  # the UTF-8 copies are never published
     # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters): the
     # source's scripts measured over its examples, its canaries planted first, each drop logged.
     runner = plan.filters
