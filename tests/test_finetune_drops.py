@@ -49,7 +49,9 @@ def test_all_too_long_names_the_rule_the_count_the_longest_and_the_flag(
     assert prepare(path, fmt, tmp_path / "b", "--pack-len", str(longest - 1)) == 0
     sft = load_manifest(tmp_path / "b").sft
     assert sft is not None and sft.dropped == {"too_long": 1} and sft.longest_dropped == longest
-    assert f"left out 1 example(s): too_long 1 (the longest needs {longest} tokens" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warning: left out 1 of 6 example(s) (16.7%) after the filters: too_long 1" in out
+    assert f"(the longest needs {longest} tokens: --pack-len {longest} admits it)" in out
     # At the longest length every example is admitted.
     assert prepare(path, fmt, tmp_path / "c", "--pack-len", str(longest)) == 0
     sft = load_manifest(tmp_path / "c").sft

@@ -475,7 +475,10 @@ def run(args: argparse.Namespace) -> int:
         left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
         longest = manifest.sft.longest_dropped
         admits = f" (the longest needs {longest} tokens: --pack-len {longest} admits it)" if longest else ""
-        print(f"  left out {sum(manifest.sft.dropped.values())} example(s): {left}{admits}")
+        lost, kept = sum(manifest.sft.dropped.values()), sum(manifest.sft.examples.values())
+        share = 100.0 * lost / (lost + kept)
+        said = f"left out {lost} of {lost + kept} example(s) ({share:.1f}%) after the filters"
+        print(f"  warning: {said}: {left}{admits}")
     if manifest.normalised:
         marks = sum(n.byte_order_marks for n in manifest.normalised.values())
         crlf = sum(n.crlf_files for n in manifest.normalised.values())
