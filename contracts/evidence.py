@@ -290,6 +290,17 @@ def run_id(prefix: str) -> str:
     return f"{prefix}-{now():{RUN_ID_STAMP}}"
 
 
+def free_run_id(kind: str, place: Path | None) -> str:
+    """A run id stamped now, `<kind>-<time>`, made unique within `place` (the ledger or directory
+    its record is filed in) by `-1`, `-2`, … after it where a record of the same second is there:
+    two commands of one kind in one second are two records, never a refused second one."""
+    rid = run_id(kind)
+    candidate, n = rid, 1
+    while place is not None and (Path(place) / candidate).exists():
+        candidate, n = f"{rid}-{n}", n + 1
+    return candidate
+
+
 def stamped_at(rid: str) -> datetime | None:
     """The UTC second a `run_id` stamped into `rid` (one a same-second suffix `-N` may follow, as a
     trace's does), or None when `rid` carries no stamp."""

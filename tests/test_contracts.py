@@ -45,7 +45,8 @@ def test_failing_precondition_raises_gate_violation() -> None:
     error = info.value
     assert error.gate_id == BLOCKING
     assert error.revision == load_spec().gate(BLOCKING).revision
-    assert math.isnan(error.measured["loss"]) and error.threshold == {}
+    assert math.isnan(error.measured["loss"])
+    assert error.threshold == load_spec().gate(BLOCKING).threshold_values
     assert str(error).startswith(f"{BLOCKING} rev ")
 
 

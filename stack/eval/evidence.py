@@ -27,9 +27,9 @@ from contracts.evidence import (
     RunStatus,
     artifact,
     atomic_write_bytes,
+    free_run_id,
     new_record,
     now,
-    run_id,
     write_evidence,
 )
 from contracts.gates import contract_mode
@@ -44,7 +44,7 @@ class CommandEvidence:
     """One command's record, its ledger, and the ledger directory it is filed into (if any)."""
 
     def __init__(self, kind: str, argv: list[str], device: str, ledger_dir: Path | None) -> None:
-        rid = run_id(kind)
+        rid = free_run_id(kind, ledger_dir)
         if ledger_dir is not None:
             ledger.claim(ledger_dir, rid)  # a clash, or a ledger that cannot take it, before any work
         self.record: EvidenceRecord = new_record(kind, rid, argv, device, mode=contract_mode().value)

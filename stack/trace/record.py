@@ -28,6 +28,7 @@ from contracts.evidence import (
     RunStatus,
     artifact,
     canonical_sha256,
+    free_run_id,
     new_record,
     now,
     run_id,
@@ -116,14 +117,11 @@ def record_dir(
     out: Path | None, evidence_dir: Path | None, anchor: Path, kind: str = TRACE_KIND
 ) -> tuple[Path, str]:
     """The directory of this record and its run id, `<kind>-<time>` (unique within its parent)."""
-    rid = run_id(kind)
     if out is not None:
-        return Path(out), rid
+        return Path(out), run_id(kind)
     base = Path(evidence_dir) if evidence_dir is not None else anchor / "traces"
-    candidate, n = rid, 1
-    while (base / candidate).exists():  # two traces in the same second
-        candidate, n = f"{rid}-{n}", n + 1
-    return base / candidate, candidate
+    rid = free_run_id(kind, base)
+    return base / rid, rid
 
 
 def write_record(
