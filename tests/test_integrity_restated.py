@@ -395,7 +395,7 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
     [
         (
             measured("GATE-TRAIN-008", logged_grad_norm=0.5, reference_grad_norm=0.5),
-            "gates[GATE-TRAIN-008].measured.logged_grad_norm is 0.5, but its artifacts derive 1.56886",
+            "gates[GATE-TRAIN-008].measured.logged_grad_norm is 0.5, but its artifacts derive",
         ),
         (
             measured("GATE-EVAL-001", set_batches=32, scored_batches=32, scorings=32, stated_scorings=32),
@@ -423,7 +423,7 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
         ),
         (
             measured("GATE-DATA-002", plan_windows=7846000),
-            "gates[GATE-DATA-002].measured.plan_windows is 7846000, but its artifacts derive 784600",
+            "gates[GATE-DATA-002].measured.plan_windows is 7846000, but its artifacts derive",
         ),
     ],
     ids=[
@@ -439,7 +439,7 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
 )
 def test_gate_values_the_log_contradicts_are_caught(tmp_path: Path, change: Change, fragment: str) -> None:
     """CURRENT_RUN's last step (40) is an evaluation's, probed; its evaluations read 16 held-out
-    batches of 4 distinct windows each; its reader's epoch is 196150 steps."""
+    batches of 4 distinct windows each; its reader's epoch is far longer than its 40 steps."""
     assert_caught(planted(tmp_path, CURRENT_RUN, change), fragment)
 
 
@@ -460,11 +460,13 @@ def phase_moved(lines: list[dict[str, Any]], _config: dict[str, Any]) -> None:
 
 
 def wrapped_early(lines: list[dict[str, Any]], _config: dict[str, Any]) -> None:
-    """A wrap at step 21 and steps 21-40 put in epoch 1, as if an epoch were 20 steps."""
-    at = lines.index(step_line(lines, 21))
-    lines.insert(at, {"type": "event", "step": 21, "event": "wrap", "epoch": 1})
+    """A wrap one step after the policy's last shares (from where the epoch length holds) and the
+    steps from there on put in epoch 1, as if an epoch ended there."""
+    last_shares = max(ln["step"] for ln in lines if ln.get("event") == "shares")
+    at = lines.index(step_line(lines, last_shares + 1))
+    lines.insert(at, {"type": "event", "step": last_shares + 1, "event": "wrap", "epoch": 1})
     for line in lines:
-        if line.get("type") == "step" and line["step"] >= 21:
+        if line.get("type") == "step" and line["step"] > last_shares:
             line["epoch"] = 1
 
 
@@ -483,11 +485,11 @@ def wrapped_early(lines: list[dict[str, Any]], _config: dict[str, Any]) -> None:
         ),
         (
             wrapped_early,
-            "its wrap events are at (step, epoch) [(21, 1)], but the record's 196150 steps per epoch",
+            "its wrap events are at (step, epoch) [(32, 1)], but the record's",
         ),
         (
             wrapped_early,
-            "metrics.jsonl: step 21 is in epoch 1, but the record's 196150 steps per epoch put it",
+            "metrics.jsonl: step 32 is in epoch 1, but the record's",
         ),
     ],
     ids=["checkpoint-of-a-multiple", "checkpoint-of-the-last-step", "phase", "wrap", "epoch"],
@@ -496,7 +498,7 @@ def test_log_lines_the_config_schedules_otherwise_are_caught(
     tmp_path: Path, edit: LogEdit, fragment: str
 ) -> None:
     """CURRENT_RUN: 40 steps, ckpt.every = 10, one phase after step 20, under a bandit policy whose
-    last share came at step 21 (the epoch length holds from there, and no epoch ended before)."""
+    last shares came at step 31 (the epoch length holds from there, and no epoch ended before)."""
     assert_caught(planted(tmp_path, CURRENT_RUN, logged(edit)), fragment)
 
 
