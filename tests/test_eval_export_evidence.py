@@ -172,15 +172,11 @@ def test_a_record_dir_is_never_overwritten(run: Path, crlf_file: Path, tmp_path:
 
 
 @pytest.mark.parametrize("command", ["eval", "export"])
-def test_filing_the_same_run_id_twice_is_refused(
-    command: str,
-    run: Path,
-    crlf_file: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+def test_two_filings_in_one_second_are_two_records(
+    command: str, run: Path, crlf_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run ids are made from the clock; stop it, and the second filing must be refused, not merged."""
+    """Run ids are made from the clock; stop it, and the second filing takes the next free id
+    (`-1` after the stamp) in a record of its own: neither refused nor merged into the first."""
     fixed = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
     monkeypatch.setattr(contracts.evidence, "now", lambda: fixed)
     ledger = tmp_path / "ledger"
@@ -192,11 +188,13 @@ def test_filing_the_same_run_id_twice_is_refused(
         return main(["export", str(run), "--format", "hf", "--out", str(out), "--evidence-dir", str(ledger)])
 
     assert once(1) == 0
-    filed = sorted(ledger.iterdir())
-    capsys.readouterr()
-    assert once(2) == 2
-    assert "append-only" in capsys.readouterr().err
-    assert sorted(ledger.iterdir()) == filed and len(filed) == 1
+    [first] = sorted(ledger.iterdir())
+    before = (first / EVIDENCE_FILE).read_bytes()
+    assert once(2) == 0
+    assert sorted(p.name for p in ledger.iterdir()) == [first.name, f"{first.name}-1"]
+    assert (first / EVIDENCE_FILE).read_bytes() == before
+    second = read_evidence(ledger / f"{first.name}-1" / EVIDENCE_FILE)
+    assert second.run.id == f"{first.name}-1"
 
 
 @pytest.mark.parametrize(("fmt", "weights"), [("hf", "model.safetensors"), ("onnx", "model.onnx")])
