@@ -72,23 +72,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from contracts.errors import GateViolation
-    from contracts.evidence import RunStatus
     from stack.cli.inputs import check_inputs
-    from stack.eval.evidence import CommandEvidence, check_record_dir
+    from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     _check_split_options(args)
     check_inputs(KIND, args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
-    try:
-        with evidence.judging():
-            result = _score(args, evidence)
-    except GateViolation:
-        _keep(args, evidence, None)
-        raise
-    evidence.settle(RunStatus.COMPLETED)
-    for where in _keep(args, evidence, result):
+    result, kept = judged_and_kept(evidence, args.record, RESULT_FILE, lambda: _score(args, evidence))
+    for where in kept:
         print(f"stack eval: evidence in {where}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
@@ -194,13 +186,6 @@ def _warn_overlap(overlap: dict[str, Any]) -> None:
             f"({overlap['training_data']}): the score is not held out",
             file=sys.stderr,
         )
-
-
-def _keep(args: argparse.Namespace, evidence: CommandEvidence, result: dict[str, Any] | None) -> list[Path]:
-    """Write the record (and the result) to --record DIR and file it into --evidence-dir; where it went."""
-    from stack.eval.evidence import keep
-
-    return keep(evidence, args.record, RESULT_FILE, result)
 
 
 def _run_data_dir(checkpoint_path: Path) -> Path:

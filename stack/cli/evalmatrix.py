@@ -86,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
     """Score every row, keep the evidence, print the table (or JSON)."""
     import json
 
-    from contracts.errors import GateViolation
-    from contracts.evidence import RunStatus, canonical_sha256
+    from contracts.evidence import canonical_sha256
     from stack.cli.inputs import check_inputs
-    from stack.eval.evidence import CommandEvidence, check_record_dir, keep
+    from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs(KIND, args)
     check_record_dir(args.record)
@@ -105,14 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     evidence.record.config, evidence.record.config_sha256 = config, canonical_sha256(config)
-    try:
-        with evidence.judging():
-            result = _score(args, evidence)
-    except GateViolation:
-        keep(evidence, args.record, RESULT_FILE, None)
-        raise
-    evidence.settle(RunStatus.COMPLETED)
-    kept = keep(evidence, args.record, RESULT_FILE, result)
+    result, kept = judged_and_kept(evidence, args.record, RESULT_FILE, lambda: _score(args, evidence))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

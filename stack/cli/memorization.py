@@ -96,10 +96,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from contracts.errors import GateViolation
-    from contracts.evidence import RunStatus, Verdict, canonical_sha256
+    from contracts.evidence import Verdict, canonical_sha256
     from stack.cli.inputs import check_inputs
-    from stack.eval.evidence import CommandEvidence, check_record_dir, keep
+    from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs(KIND, args)
     check_record_dir(args.record)
@@ -116,14 +115,9 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     evidence.record.config, evidence.record.config_sha256 = config, canonical_sha256(config)
-    try:
-        with evidence.judging():
-            result = _measure(args, evidence, continuation)
-    except GateViolation:
-        keep(evidence, args.record, RESULT_FILE, None)
-        raise
-    evidence.settle(RunStatus.COMPLETED)
-    kept = keep(evidence, args.record, RESULT_FILE, result)
+    result, kept = judged_and_kept(
+        evidence, args.record, RESULT_FILE, lambda: _measure(args, evidence, continuation)
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

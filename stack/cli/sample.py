@@ -53,22 +53,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the prompt followed by its continuation, and keep its evidence."""
     import sys
 
-    from contracts.errors import GateViolation
-    from contracts.evidence import RunStatus
     from stack.cli.inputs import check_inputs
-    from stack.eval.evidence import CommandEvidence, check_record_dir, keep
+    from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs("sample", args)
     check_record_dir(args.record)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
-    try:
-        with evidence.judging():
-            result = _sample(args, evidence)
-    except GateViolation:
-        keep(evidence, args.record, RESULT_FILE, None)
-        raise
-    evidence.settle(RunStatus.COMPLETED)
-    for where in keep(evidence, args.record, RESULT_FILE, result):
+    result, kept = judged_and_kept(evidence, args.record, RESULT_FILE, lambda: _sample(args, evidence))
+    for where in kept:
         print(f"stack sample: evidence in {where}", file=sys.stderr)
     print(result["text"])
     return 0

@@ -53,6 +53,14 @@ def _fields(record: dict[str, Any]) -> str:
     return ", ".join(sorted(record)) or "none"
 
 
+def _require(record: Any, fields: set[str], where: str, needs: str) -> None:
+    """Refuse a record that is no object holding `fields`, saying what it `needs` and naming the
+    fields it has, so a user sees at once which shape their file is in."""
+    if not isinstance(record, dict) or not fields <= record.keys():
+        has = _fields(record) if isinstance(record, dict) else "none (not an object)"
+        raise BadInput(f"{where}: {needs}; this one has fields: {has}")
+
+
 def _content(value: Any, where: str) -> str | None:
     """A message's text: a string, or a list of text parts joined (OpenAI's content parts); None
     for anything else (an image part, a number)."""
@@ -132,12 +140,12 @@ def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:
 
 def prompt_completion_turns(record: Any, where: str) -> list[tuple[str, str]]:
     """The turns of one `--format prompt-completion` record: text, or TRL's conversational form."""
-    if not isinstance(record, dict) or not {"prompt", "completion"} <= record.keys():
-        fields = _fields(record) if isinstance(record, dict) else "none (not an object)"
-        raise BadInput(
-            f"{where}: a prompt-completion record needs fields prompt and completion (text, or lists of "
-            f"messages); this one has fields: {fields}"
-        )
+    _require(
+        record,
+        {"prompt", "completion"},
+        where,
+        "a prompt-completion record needs fields prompt and completion (text, or lists of messages)",
+    )
     prompt, completion = record["prompt"], record["completion"]
     if isinstance(prompt, str) and isinstance(completion, str):
         return [("user", prompt), ("assistant", completion)]
@@ -156,12 +164,13 @@ def explicit_pair(record: Any, where: str) -> dict[str, Any]:
     """A preference record with its prompt stated: the record itself when it states one, else its
     prompt taken out of chosen and rejected where they share it (module table); a record of no
     shape is refused naming its fields."""
-    if not isinstance(record, dict) or not {"chosen", "rejected"} <= record.keys():
-        fields = _fields(record) if isinstance(record, dict) else "none (not an object)"
-        raise BadInput(
-            f"{where}: a preference record needs 'chosen' and 'rejected' (and 'prompt', unless both "
-            f"hold the whole conversation); this one has fields: {fields}"
-        )
+    _require(
+        record,
+        {"chosen", "rejected"},
+        where,
+        "a preference record needs 'chosen' and 'rejected' (and 'prompt', unless both hold the whole "
+        "conversation)",
+    )
     chosen, rejected = record["chosen"], record["rejected"]
     if isinstance(chosen, list) and isinstance(rejected, list) and len(chosen) > 1 and len(rejected) > 1:
         return _shared_messages(record, chosen, rejected, where)

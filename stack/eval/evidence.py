@@ -5,15 +5,15 @@ for a scoring, GATE-EXPORT-001/002 for an export). The work runs with the record
 active, so the bindings' verdicts land in the record, and the gates its run kind requires
 (spec/run_kinds.yaml) are listed even when they never ran, as NOT_RUN. A gate that fires leaves
 the record halted with the gate named, and the record is still written: a refused scoring is
-evidence too. Filing into a ledger is append-only; the run id is claimed before the work starts,
-so a clash costs nothing.
+evidence too. Filing into a ledger is append-only; the run id is claimed before the work starts
+(the next free one when a record of the same second is there).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,25 @@ def check_record_dir(directory: Path | None) -> None:
             f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
             "choose a new --record DIR"
         )
+
+
+def judged_and_kept(
+    evidence: CommandEvidence,
+    record_dir: Path | None,
+    result_file: str,
+    work: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], list[Path]]:
+    """Run `work` with the record's ledger active and keep the record (`keep`) either way: a gate
+    that fires leaves it halted, kept without a result file, and goes on up (exit 3); otherwise the
+    record is completed and kept with `work`'s result. Returns the result and where it went."""
+    try:
+        with evidence.judging():
+            result = work()
+    except GateViolation:
+        keep(evidence, record_dir, result_file, None)
+        raise
+    evidence.settle(RunStatus.COMPLETED)
+    return result, keep(evidence, record_dir, result_file, result)
 
 
 def keep(
