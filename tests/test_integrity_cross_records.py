@@ -265,7 +265,7 @@ def release_findings(root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     registry = read_registry(root / REGISTRY_FILE)
     loaded = load_evidence(root / "evidence/runs" / RUN / EVIDENCE_FILE)
     checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), {RUN: loaded})
-    return [f.line() for f in checker.violations]
+    return [f.line() for f in checker.verdict()]
 
 
 def entry_edited(root: Path, **values: Any) -> None:

@@ -381,7 +381,7 @@ def test_a_copy_posing_as_a_later_leg_is_still_a_copy(legs: Path, monkeypatch: p
     ]
     checker.check_duplicates(loaded)
     assert any(
-        "run-leg4" in f.line() and "metrics.jsonl of 'run-leg3'" in f.line() for f in checker.violations
+        "run-leg4" in f.line() and "metrics.jsonl of 'run-leg3'" in f.line() for f in checker.verdict()
     )
     shutil.rmtree(copy_dir.parent)
 
