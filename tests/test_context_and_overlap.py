@@ -136,6 +136,33 @@ def test_prepare_pack_len_is_checked_against_the_model_whose_tokenizer_it_takes(
     assert entry is not None and entry.pack_len == 2 * (CTX + 1)
 
 
+def test_prepare_offers_no_pack_len_beyond_the_model_its_data_is_for(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A too-long example's hint stays within the context of the model whose tokenizer is taken:
+    it names the length that admits it only where that model reads it."""
+    chats = tmp_path / "chats.jsonl"
+
+    def chat(question: str) -> str:
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": "ok"}]
+        return json.dumps({"messages": messages}) + "\n"
+
+    chats.write_text(chat("word " * 20))
+    argv = ["prepare", str(chats), "--format", "chat", "--tokenizer", str(world["run"])]
+    argv += ["--val-fraction", "0"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert f"no --pack-len admits it, the model reads at most {CTX}" in _err(capsys)
+    chats.write_text(chat("hi") + chat("word " * 20))
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "too_long 1" in out and f"no --pack-len admits it, the model reads at most {CTX}" in out
+    chats.write_text(chat("hi") + chat("hi there"))
+    assert main([*argv, "--pack-len", "26", "--out", str(tmp_path / "c")]) == 0
+    longest = load_manifest(tmp_path / "c").sft.longest_dropped  # type: ignore[union-attr]
+    assert longest is not None and longest <= CTX
+    assert f"--pack-len {longest} admits it)" in capsys.readouterr().out
+
+
 # -- evaluation overlap -------------------------------------------------------------------------
 
 

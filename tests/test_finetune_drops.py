@@ -1,5 +1,8 @@
 """Refusals with counts: a fine-tuning prepare that drops every example says which rule dropped how
 many, the longest length, and the flag that would admit them; one that drops some counts them.
+A record of the right shape with nothing to learn from (a chat the user ends, a tied pair, a pair
+whose sides differ before the answers) is one such rule: left out and counted, never a refusal of
+the file, unless it leaves nothing.
 
 The length it reports is the one that admits: `--pack-len` at the longest length prepares, one
 token less still drops that example.
@@ -50,7 +53,7 @@ def test_all_too_long_names_the_rule_the_count_the_longest_and_the_flag(
     sft = load_manifest(tmp_path / "b").sft
     assert sft is not None and sft.dropped == {"too_long": 1} and sft.longest_dropped == longest
     out = capsys.readouterr().out
-    assert "warning: left out 1 of 6 example(s) (16.7%) after the filters: too_long 1" in out
+    assert "warning: left out 1 of 6 example(s) (16.7%), apart from the filters: too_long 1" in out
     assert f"(the longest needs {longest} tokens: --pack-len {longest} admits it)" in out
     # At the longest length every example is admitted.
     assert prepare(path, fmt, tmp_path / "c", "--pack-len", str(longest)) == 0
@@ -91,3 +94,43 @@ def test_a_file_of_blank_lines_is_no_records(tmp_path: Path, capsys: pytest.Capt
     path.write_text("\n\n\n")
     assert prepare(path, "chat", tmp_path / "d") == 2
     assert "no chat records in" in capsys.readouterr().err
+
+
+USER, ASSISTANT = {"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4."}
+# One record of each rule stack.data.chat_shapes.LeftOut names, in the format it belongs to.
+NOTHING_TO_LEARN = {
+    "unanswered": ("chat", {"messages": [USER, ASSISTANT, {"role": "user", "content": "and 3+3?"}]}),
+    "tie": ("prefs", {"prompt": "2+2?", "chosen": " 4.", "rejected": " 4."}),
+    "diverged": (
+        "prefs",
+        {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4.", "rejected": "\n\nHuman: 3+3?\n\nAssistant: 5."},
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", list(NOTHING_TO_LEARN))
+def test_a_record_with_nothing_to_learn_is_left_out_and_named_not_the_file_refused(
+    rule: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fmt, record = NOTHING_TO_LEARN[rule]
+    records = [FORMATS[fmt](i, "word") for i in range(5)]
+    path = write(tmp_path / "in.jsonl", [*records[:3], record, *records[3:]])
+    assert prepare(path, fmt, tmp_path / "d") == 0
+    sft = load_manifest(tmp_path / "d").sft
+    assert sft is not None and sft.dropped == {rule: 1} and sum(sft.examples.values()) == 5
+    assert list(sft.first_dropped) == [rule] and sft.first_dropped[rule].startswith("in.jsonl:4: ")
+    out = capsys.readouterr().out
+    assert f"left out 1 of 6 example(s) (16.7%), apart from the filters: {rule} 1" in out
+    assert f"the first {rule}: in.jsonl:4: " in out
+    # A file of nothing else is refused in one line naming the rule, its count and the first.
+    assert prepare(write(tmp_path / "all.jsonl", [record, record]), fmt, tmp_path / "e") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "every one of the 2" in err
+    assert f"was dropped: 2 {rule} (the first: all.jsonl:1: " in err
+
+
+def test_a_prepare_that_leaves_nothing_out_writes_no_first_dropped(tmp_path: Path) -> None:
+    """The manifest's bytes (which reader states are tied to) are what they were before the field."""
+    path = write(tmp_path / "in.jsonl", [FORMATS["chat"](i, "word") for i in range(4)])
+    assert prepare(path, "chat", tmp_path / "d") == 0
+    assert "first_dropped" not in (tmp_path / "d" / "manifest.json").read_text()

@@ -411,11 +411,13 @@ def test_bad_sft_input_is_one_line_and_exit_2(
 
 
 def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A record of no chat shape means the file is not chats: the file is refused, the record named."""
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    bad.write_text(CHAT.read_text() + '{"text": "hi"}\n')
     code = main(["prepare", str(bad), "--format", "chat", "--out", str(tmp_path / "data")])
     err = capsys.readouterr().err
-    assert code == 2 and f"{bad}:1" in err and "ends with the assistant's" in err
+    lines = len(CHAT.read_text().splitlines()) + 1
+    assert code == 2 and f"{bad}:{lines}: a chat record is" in err and "fields: text" in err, err
 
 
 def test_a_json_array_of_chats_prepares_the_same_examples_as_its_jsonl(
@@ -433,9 +435,10 @@ def test_a_json_array_of_chats_prepares_the_same_examples_as_its_jsonl(
     assert [label.sha256 for label in lines.sft.labels] == [label.sha256 for label in elements.sft.labels]
     rows[1] = {"messages": [{"role": "user", "content": "hi"}]}
     array.write_text(json.dumps(rows))
-    code = main(["prepare", str(array), "--format", "chat", "--out", str(tmp_path / "bad")])
-    err = capsys.readouterr().err
-    assert code == 2 and f"{array}[1]: the last message is the user's" in err, err
+    assert main(["prepare", str(array), "--format", "chat", "--out", str(tmp_path / "left")]) == 0
+    sft = load_manifest(tmp_path / "left").sft
+    assert sft is not None and sft.dropped == {"unanswered": 1}
+    assert sft.first_dropped["unanswered"].startswith("chats.json[1]: the last message is the user's")
 
 
 def test_verify_checks_the_label_files(

@@ -229,7 +229,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
         )
     check_inputs("prepare", args)
     waivers = _waivers(args)
-    pack_len = _pack_len(args)
+    pack_len, context = _pack_len(args)
     return _recorded(
         args.argv,
         args.evidence_dir,
@@ -250,22 +250,38 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             filters=args.filter,
             filter_settings=args.filters,
             no_filter=waivers,
+            context=context,
         ),
     )
 
 
-def _pack_len(args: argparse.Namespace) -> int:
-    """--pack-len, checked before any work against the model whose tokenizer `--tokenizer RUN_DIR`
-    takes (the data is for it): longer is refused; the default is cut to fit, and says so."""
+def _data_model(args: argparse.Namespace) -> tuple[Path | None, int | None]:
+    """The model the data is for, the one whose tokenizer `--tokenizer RUN_DIR` takes, and its
+    context: None for each when the tokenizer names no model."""
     from stack.data.pretrained import directory_of
-    from stack.data.sft_prepare import DEFAULT_PACK_LEN, most_pack_len
     from stack.export.hf_tokenizer import model_context
 
     given = args.tokenizer not in TOKENIZER_NAMES
     model = directory_of(args.tokenizer) or Path(args.tokenizer) if given else None
-    ctx = None if model is None else model_context(model)
+    return model, None if model is None else model_context(model)
+
+
+def _admitting(args: argparse.Namespace, longest: int) -> str:
+    """The --pack-len that would admit an example of `longest` tokens, within the data's model."""
+    from stack.data.sft_prepare import admitting, most_pack_len
+
+    ctx = _data_model(args)[1]
+    return admitting(longest, None if ctx is None else most_pack_len(args.format, ctx))
+
+
+def _pack_len(args: argparse.Namespace) -> tuple[int, int | None]:
+    """--pack-len, checked before any work against the model the data is for (_data_model): longer
+    is refused; the default is cut to fit, and says so. With it, that model's context."""
+    from stack.data.sft_prepare import DEFAULT_PACK_LEN, most_pack_len
+
+    model, ctx = _data_model(args)
     if ctx is None:
-        return args.pack_len or DEFAULT_PACK_LEN
+        return args.pack_len or DEFAULT_PACK_LEN, None
     most = most_pack_len(args.format, ctx)
     if args.pack_len is not None and args.pack_len > most:
         raise BadInput(
@@ -278,8 +294,8 @@ def _pack_len(args: argparse.Namespace) -> int:
             f"{DEFAULT_PACK_LEN} would not fit)",
             file=sys.stderr,
         )
-        return most
-    return args.pack_len or DEFAULT_PACK_LEN
+        return most, ctx
+    return args.pack_len or DEFAULT_PACK_LEN, ctx
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
@@ -474,11 +490,13 @@ def run(args: argparse.Namespace) -> int:
     if manifest.sft is not None and manifest.sft.dropped:
         left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
         longest = manifest.sft.longest_dropped
-        admits = f" (the longest needs {longest} tokens: --pack-len {longest} admits it)" if longest else ""
+        admits = f" (the longest needs {longest} tokens: {_admitting(args, longest)})" if longest else ""
         lost, kept = sum(manifest.sft.dropped.values()), sum(manifest.sft.examples.values())
         share = 100.0 * lost / (lost + kept)
-        said = f"left out {lost} of {lost + kept} example(s) ({share:.1f}%) after the filters"
+        said = f"left out {lost} of {lost + kept} example(s) ({share:.1f}%), apart from the filters"
         print(f"  warning: {said}: {left}{admits}")
+        for rule, first in manifest.sft.first_dropped.items():
+            print(f"    the first {rule}: {first}")
     if manifest.normalised:
         marks = sum(n.byte_order_marks for n in manifest.normalised.values())
         crlf = sum(n.crlf_files for n in manifest.normalised.values())

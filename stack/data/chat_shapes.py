@@ -17,6 +17,12 @@ shapes taken:
   the prompt); Anthropic HH's transcripts `{"chosen": "\n\nHuman: ... \n\nAssistant: ...",
   "rejected": ...}` (the shared text through the last `Assistant:` is the prompt).
 
+A record of the right shape with nothing to learn from (a chat that ends before the assistant
+answers, a pair whose two sides differ before the answers or prefer a text to itself) is
+`LeftOut`: prepare leaves it out and counts it, since one such record in a public dataset must not
+refuse the file; a record of no shape refuses the file, since then the file is not what it was said
+to be.
+
 A message's `weight` (OpenAI's way to leave a turn out of training) is refused unless it is 1:
 supervising a turn its data says not to train on would be silent, and leaving it out is a mask
 the stack does not make.
@@ -43,6 +49,18 @@ SHAREGPT_ROLES = {
 }
 # Anthropic HH's marker of the assistant's turn in a transcript held as one string.
 HH_ASSISTANT = "\n\nAssistant:"
+
+
+class LeftOut(BadInput):
+    """A record of a right shape that holds nothing to learn from. `stack prepare` counts it under
+    `rule` and goes on (stack.data.sft_prepare); any other reader refuses it as bad input."""
+
+    def __init__(self, rule: str, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.rule = rule
+        self.reason = reason
+
+
 CHAT_SHAPES = (
     '{"messages": [{"role", "content"}]} (OpenAI), {"conversations": [{"from", "value"}]} (ShareGPT) '
     'or {"instruction", "input", "output"} (Alpaca)'
@@ -125,9 +143,8 @@ def chat_turns(record: Any, where: str) -> list[tuple[str, str]]:
     else:
         raise BadInput(f"{where}: a chat record is {CHAT_SHAPES}; this one has fields: {_fields(record)}")
     if turns[-1][0] != "assistant":
-        raise BadInput(
-            f"{where}: the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
-        )
+        last = f"the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
+        raise LeftOut("unanswered", where, last)
     return turns
 
 
@@ -190,7 +207,8 @@ def _shared_messages(
     the same on both sides (and the record's prompt, where it states one as text)."""
     before, after = chosen[:-1], rejected[:-1]
     if before != after:
-        raise BadInput(f"{where}: chosen and rejected must share every message but their last, the answers")
+        reason = "chosen and rejected must share every message but their last, the answers"
+        raise LeftOut("diverged", where, reason)
     prompt = record.get("prompt")
     if isinstance(prompt, str):
         users = [m.get("content") for m in before if isinstance(m, dict) and m.get("role") == "user"]
@@ -209,5 +227,6 @@ def _hh_pair(chosen: str, rejected: str, where: str) -> dict[str, Any]:
         )
     end_chosen, end_rejected = cut_chosen + len(HH_ASSISTANT), cut_rejected + len(HH_ASSISTANT)
     if chosen[:end_chosen] != rejected[:end_rejected]:
-        raise BadInput(f"{where}: chosen and rejected must share their transcript up to the last answer")
+        reason = "chosen and rejected must share their transcript up to the last answer"
+        raise LeftOut("diverged", where, reason)
     return {"prompt": chosen[:end_chosen], "chosen": chosen[end_chosen:], "rejected": rejected[end_rejected:]}

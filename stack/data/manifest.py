@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -160,10 +160,12 @@ class SftEntry(Strict):
     assistant_turns: int = Field(ge=0)
     markers_missing: int = Field(ge=0)
     labels: list[LabelFile]
-    # examples left out by rule (empty, too_long: stack.data.sft_prepare) and the tokens the
-    # longest too-long one needs; the filters' own drops are in `filters`
+    # examples left out by rule (empty, too_long, and as read unanswered, tie, diverged:
+    # stack.data.sft_prepare), the tokens the longest too-long one needs, and per rule where its
+    # first was read and why; the filters' own drops are in `filters`
     dropped: dict[str, int] = {}
     longest_dropped: int | None = None
+    first_dropped: dict[str, str] = {}
 
 
 class ScriptTally(Strict):
@@ -276,11 +278,14 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
     tied to their sha256) are what they were before the field existed; so with `filters`,
-    `drop_log` and `normalised` when they are empty."""
-    exclude = {
-        name for name in ("sft", "filters", "drop_log", "normalised") if not getattr(manifest, name)
-    } or None
-    return (manifest.model_dump_json(indent=2, exclude=exclude) + "\n").encode()
+    `drop_log` and `normalised` when they are empty, and with the supervised entry's
+    `first_dropped`."""
+    exclude: dict[str, Any] = {
+        name: True for name in ("sft", "filters", "drop_log", "normalised") if not getattr(manifest, name)
+    }
+    if manifest.sft is not None and not manifest.sft.first_dropped:
+        exclude["sft"] = {"first_dropped": True}
+    return (manifest.model_dump_json(indent=2, exclude=exclude or None) + "\n").encode()
 
 
 def write_manifest(data_dir: Path, manifest: Manifest) -> Manifest:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
-from stack.data.chat_shapes import explicit_pair
+from stack.data.chat_shapes import LeftOut, explicit_pair
 from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
@@ -93,7 +93,7 @@ def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
         raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
     chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
     if chosen == rejected:
-        raise BadInput(f"{where}: 'chosen' and 'rejected' are the same text; there is nothing to prefer")
+        raise LeftOut("tie", where, "'chosen' and 'rejected' are the same text; there is nothing to prefer")
     return Pair(prompt, chosen, rejected)
 
 

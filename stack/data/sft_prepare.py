@@ -34,6 +34,7 @@ from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
 from stack.data.chat_jinja import jinja_of
+from stack.data.chat_shapes import LeftOut
 from stack.data.corpus import InputFile, check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
@@ -108,6 +109,14 @@ def most_pack_len(fmt: str, ctx: int) -> int:
     return ctx + 1 if fmt == PREFS_FORMAT else ctx
 
 
+def admitting(longest: int, most: int | None) -> str:
+    """What would admit an example of `longest` tokens: that --pack-len, unless the model the data is
+    for reads fewer (`most`, from most_pack_len, when --tokenizer names the model)."""
+    if most is None or longest <= most:
+        return f"--pack-len {longest} admits it"
+    return f"no --pack-len admits it, the model reads at most {most}: shorten it, or take a longer context"
+
+
 def labels_header(tokens: int, examples: int) -> bytes:
     """The 32-byte header of a label file."""
     return HEADER.pack(LABELS_MAGIC, SHARD_VERSION, LABEL_DTYPE.itemsize, tokens, examples)
@@ -147,11 +156,12 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
 
 
 def _read_examples(
-    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path
+    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path, dropped: Dropped
 ) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
     """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line, or
     file[element] in a JSON array), in file order; blank lines are skipped, and a byte-order mark or
-    CRLF line ends counted (stack.data.line_ends). A compressed file, or one in UTF-16 or UTF-32
+    CRLF line ends counted (stack.data.line_ends); a record with nothing to learn from is left out
+    into `dropped` (stack.data.chat_shapes.LeftOut). A compressed file, or one in UTF-16 or UTF-32
     with a byte-order mark, is read through a UTF-8 copy in `scratch` (stack.data.unpack), as
     pretraining text is."""
     examples, wheres, counts = [], [], Counter[str]()
@@ -161,12 +171,17 @@ def _read_examples(
         counts["files"] += 1
         path = readable(InputFile("main", given, given.name), scratch, number).path
         for at, record in _records(path, given, fmt, counts):
-            where = f"{given}{at}"
+            try:
+                if fmt == PREFS_FORMAT:
+                    turns = pair_turns(record, f"{given}{at}", template)
+                else:
+                    turns = example_turns(record, fmt, f"{given}{at}")
+            except LeftOut as out:
+                dropped.add(out.rule, f"{given.name}{at}: {out.reason}")
+                continue
             if fmt == PREFS_FORMAT:
-                examples.append(pair_turns(record, where, template))
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
-            else:
-                examples.append(example_turns(record, fmt, where))
+            examples.append(turns)
             wheres.append(f"{given.name}{at}")
     return examples, wheres, counts
 
@@ -197,14 +212,18 @@ def _records(path: Path, given: Path, fmt: str, counts: Counter[str]) -> Iterato
 @dataclass
 class Dropped:
     """Examples left out by a rule of their own (the filters count theirs in their report): blank
-    for what is learnt (`empty`), or longer than the window (`too_long`, with the longest)."""
+    for what is learnt (`empty`), longer than the window (`too_long`, with the longest), or of
+    nothing to learn from as read (stack.data.chat_shapes.LeftOut: `unanswered`, `tie`,
+    `diverged`); and, per rule, where its first one was read and why."""
 
     counts: Counter[str] = field(default_factory=Counter)
     longest: int = 0
+    first: dict[str, str] = field(default_factory=dict)
 
-    def add(self, rule: str, length: int = 0) -> None:
+    def add(self, rule: str, why: str, length: int = 0) -> None:
         self.counts[rule] += 1
         self.longest = max(self.longest, length)
+        self.first.setdefault(rule, why)
 
 
 def _empty(fmt: str, turns: list[tuple[str, str]]) -> bool:
@@ -213,23 +232,27 @@ def _empty(fmt: str, turns: list[tuple[str, str]]) -> bool:
 
 
 def _render_all(
-    examples: list[list[tuple[str, str]]], template: ChatTemplate, tok: Tokenizer, plan: SftPlan
-) -> tuple[dict[Split, _Split], np.ndarray, int, int, Dropped]:
-    """Render, split and index every example; leave out (and count) the blank and the too long."""
+    examples: list[tuple[list[tuple[str, str]], str]],
+    template: ChatTemplate,
+    tok: Tokenizer,
+    plan: SftPlan,
+    dropped: Dropped,
+) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
+    """Render, split and index every (turns, where) example; leave out (and count in `dropped`) the
+    blank and the too long."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
     turns_total = missing_total = 0
-    dropped = Dropped()
-    for i, turns in enumerate(examples):
+    for i, (turns, where) in enumerate(examples):
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
             pair, limit = pair_ids(tok, turns), plan.pack_len // 2
             if not pair.prompt:
-                dropped.add("empty")
+                dropped.add("empty", f"{where}: the prompt is empty")
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
         elif _empty(plan.fmt, turns):
-            dropped.add("empty")
+            dropped.add("empty", f"{where}: every assistant turn is blank")
             continue
         else:
             if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
@@ -238,7 +261,7 @@ def _render_all(
                 rendered = render(template, tok, turns, f"example {i + 1}")
             limit, length = plan.pack_len, len(rendered.ids)
         if rendered is None or length > limit:
-            dropped.add("too_long", length)
+            dropped.add("too_long", f"{where}: {length} tokens", length)
             continue
         sha = splitting.content_sha256(canonical_example(turns))
         which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
@@ -254,7 +277,7 @@ def _render_all(
         missing_total += rendered.markers_missing
     index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
     index["doc"], index["heldout"] = shas, heldout
-    return splits, index, turns_total, missing_total, dropped
+    return splits, index, turns_total, missing_total
 
 
 def _all_dropped(plan: SftPlan, read: int, blank: int, dropped: Dropped) -> BadInput:
@@ -263,16 +286,22 @@ def _all_dropped(plan: SftPlan, read: int, blank: int, dropped: Dropped) -> BadI
     if not read:
         return BadInput(f"no {plan.fmt} records in {files}: {blank} blank line(s) and no record")
     width = plan.pack_len // 2 if plan.fmt == PREFS_FORMAT else plan.pack_len
-    most = "the model's context + 1" if plan.fmt == PREFS_FORMAT else "the model's context"
     reasons = []
     if dropped.counts["too_long"]:
+        if plan.context is None:  # the model is yet to be made: its context is the user's to choose
+            most = "the model's context + 1" if plan.fmt == PREFS_FORMAT else "the model's context"
+            admits = f"--pack-len {dropped.longest} admits them, at most {most}"
+        else:
+            admits = admitting(dropped.longest, most_pack_len(plan.fmt, plan.context))
         reasons.append(
             f"{dropped.counts['too_long']} longer than --pack-len {width} (the longest needs "
-            f"{dropped.longest} tokens: --pack-len {dropped.longest} admits them, at most {most})"
+            f"{dropped.longest} tokens: {admits})"
         )
     if dropped.counts["empty"]:
         blank_part = "a prompt" if plan.fmt == PREFS_FORMAT else "an assistant turn"
         reasons.append(f"{dropped.counts['empty']} empty after the template (no text in {blank_part})")
+    for rule in sorted(set(dropped.counts) - {"too_long", "empty"}):  # left out as read (LeftOut)
+        reasons.append(f"{dropped.counts[rule]} {rule} (the first: {dropped.first[rule]})")
     filtered = plan.filters.report(plan.source).dropped
     if filtered:
         by = ", ".join(f"{reason} {n}" for reason, n in sorted(filtered.items()))
@@ -300,6 +329,7 @@ class SftPlan:
     source: str
     filters: FilterRunner
     join: str | None = None  # prompt-completion only: concatenate or chat-turns
+    context: int | None = None  # the context of the model the data is for, when --tokenizer names it
 
 
 def _write_split(
@@ -344,7 +374,8 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     """Render, check, pack and write everything into `staging`; the manifest comes last."""
     template = load_template(plan.template)
     scratch = staging / UNPACKED_DIR
-    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch)
+    dropped = Dropped()
+    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch, dropped)
     shutil.rmtree(scratch, ignore_errors=True)  # the UTF-8 copies are never published
     # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters): the
     # source's scripts measured over its examples, its canaries planted first, each drop logged.
@@ -356,25 +387,25 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     runner.set_scripts(letters.held(runner.settings.script))
     runner.log = DropLog(staging)
     runner.plant_turns(plan.source)
-    examples = [
-        turns
+    kept = [
+        (turns, where)
         for turns, where in zip(examples, wheres, strict=True)
         if runner.keep_turns(plan.source, turns, canonical_example(turns), where)
     ]
     log_path = runner.log.close()
-    check_reports(runner, {plan.source: len(examples)}, recount(log_path))
-    read = runner.report(plan.source).documents_in
-    if not examples:
+    check_reports(runner, {plan.source: len(kept)}, recount(log_path))
+    read = runner.report(plan.source).documents_in + sum(dropped.counts.values())
+    if not kept:
         if runner.reports[plan.source].dropped:  # the filters took them all: name them, with an example
             raise BadInput(empty_corpus(len(plan.files), runner.as_dict()))
-        raise _all_dropped(plan, read, counts["empty_skipped"], Dropped())
-    tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns in examples for _, c in turns])
-    splits, index, turns, missing, dropped = _render_all(examples, template, tok, plan)
+        raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
+    tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns, _ in kept for _, c in turns])
+    splits, index, turns, missing = _render_all(kept, template, tok, plan, dropped)
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
     if not splits["train"].examples:
-        raise BadInput(f"all {len(examples)} example(s) landed in the held-out split; lower --val-fraction")
+        raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)
     shards, label_files, supervised = [], [], {}
     for split in ("train", "heldout"):
@@ -402,7 +433,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         sources={
             plan.source: SourceStats(
                 files=counts["files"],
-                documents=len(examples),
+                documents=len(kept),
                 binary_skipped=0,
                 empty_skipped=counts["empty_skipped"],
                 invalid_utf8_files=0,
@@ -425,6 +456,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             examples={s: len(splits[s].examples) for s in ("train", "heldout")},  # type: ignore[misc]
             dropped=dict(sorted(dropped.counts.items())),
             longest_dropped=dropped.longest or None,
+            first_dropped=dict(sorted(dropped.first.items())),
             supervised_tokens=supervised,
             assistant_turns=turns,
             markers_missing=missing,
@@ -452,8 +484,10 @@ def prepare_sft(
     filters: Sequence[str] | None = None,
     filter_settings: Path | None = None,
     no_filter: Mapping[str, str] | None = None,
+    context: int | None = None,
 ) -> Manifest:
-    """Prepare supervised fine-tuning data from JSONL `inputs` into DATA_DIR `out` (module docstring)."""
+    """Prepare supervised fine-tuning data from JSONL `inputs` into DATA_DIR `out` (module docstring);
+    `context` is that of the model the data is for, when known, which bounds what a refusal offers."""
     if fmt not in SFT_FORMATS:
         raise BadInput(f"--format {fmt!r} is not one of {', '.join(SFT_FORMATS)}")
     if not inputs:
@@ -488,6 +522,7 @@ def prepare_sft(
         source,
         runner,
         join,
+        context,
     )
     out = Path(out)
     created = ownership.check_out(out)
