@@ -38,9 +38,11 @@ A cell's outcome comes from the exit code alone: 0 ok, 2 refused (one line, by c
 stack.cli.main), 3 gate, 1 or a traceback or an exception out of main crashed; except that a
 command the matrix checks against another path (COMMAND_CHECKS: two ES workers against one, the
 training settings a fine-tune asked for) and that exits 0 with another result `differs`, a silent
-wrong result. A cell is missing when what it needs did not complete (its model's train, the dense
-model's run, the prepared data) and skipped when the command whose output it reads (`after`)
-refused; the judge decides what each outcome means against the declared refusals. The matrix
+wrong result; and that a command which finds (FINDS: a bisection against the dense model's run)
+is ok when it finds exactly where the two models' weights differ, its exit 3 then its result. A
+cell is missing when what it needs did not complete (its model's train, the dense model's run,
+the prepared data) and skipped when the command whose output it reads (`after`) refused; the
+judge decides what each outcome means against the declared refusals. The matrix
 lives here and not in stack/model because it drives the command line, which stands above the model.
 """
 
@@ -535,6 +537,37 @@ COMMAND_CHECKS: dict[str, Callable[[Place], str | None]] = {
 }
 
 
+def _weights_differ(at: Place) -> bool:
+    """Whether this model's trained weights are not the dense model's, tensor for tensor: a
+    bisection against the dense run must then find where the two diverge, and else find nothing."""
+    import torch
+    from safetensors.torch import load_file
+
+    from stack.train.trained import resolve_checkpoint
+
+    mine, dense = (
+        load_file(str(resolve_checkpoint(run) / "model.safetensors")) for run in (at.run, at.dense_run)
+    )
+    return mine.keys() != dense.keys() or any(not torch.equal(mine[key], dense[key]) for key in mine)
+
+
+# Command name → whether its cell must find something: exit 3 with the trace's verdict line is then
+# the command's result (it found), not a gate; exit 0 is a wrong result (it found nothing).
+FINDS: dict[str, Callable[[Place], bool]] = {"trace-against": _weights_differ}
+FOUND = "verdict: "  # how a trace's result line starts (stack.cli.trace)
+
+
+def _found_as_expected(place: Place, command: str, cell: Cell) -> Cell:
+    """The cell of a command that finds (FINDS), judged by whether it found what the models hold."""
+    expected = FINDS[command](place)
+    found = cell.outcome == "gate" and cell.message.startswith(FOUND)
+    if expected and found:
+        return Cell("ok", cell.message, cell.seconds)
+    if expected and cell.outcome == "ok":
+        return Cell("differs", f"found nothing against another model's weights: {cell.message}", cell.seconds)
+    return cell
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1].strip() if lines else ""
@@ -628,6 +661,8 @@ def _run(place: Place, command: str, command_line: Command) -> Cell:
     else:
         with _without(list(row.train_env)):
             cell = run_cell(command_line, argv)
+    if command in FINDS and cell.outcome in ("ok", "gate"):
+        return _found_as_expected(place, command, cell)
     check = COMMAND_CHECKS.get(command)
     if cell.outcome == "ok" and check is not None:
         problem = check(place)

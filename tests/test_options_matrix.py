@@ -244,6 +244,33 @@ def test_a_false_gate_fails_its_cell(
     assert f"1 cell(s) failed: {ALL}/trace: gate" in _fired(MATRIX, _measured(fast, cells=cells))
 
 
+@pytest.mark.gate("GATE-ARCH-013")
+def test_a_bisection_against_other_weights_must_find_where_they_diverge(
+    fast: tuple[Path, Cells], data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model with the dense model's sites and weights of its own (another seed here; an option of
+    a custom matrix that keeps the sites, another rope base say, makes one): its trace-against is
+    ok when it finds (exit 3 and the verdict line), and differs when a bisection that never reads
+    the other checkpoint (planted) finds nothing. The dense model against its own run finds nothing."""
+    from stack.train import trained
+
+    dense = next(c for c in MATRIX.combinations() if c.name == "dense")
+    seeded = Place(MATRIX, dense, data, tmp_path / "seeded", fast[0] / "shared")
+    assert run_cell(main, [*COMMAND_ARGV["train"](seeded), "--set", "train.seed=1"]).outcome == "ok"
+    cell = _run(seeded, "trace-against", main)
+    assert cell.outcome == "ok" and cell.message.startswith("verdict: "), cell
+    own = _place(fast, data, "dense")
+    shutil.rmtree(own.work / "trace-against", ignore_errors=True)
+    assert _run(own, "trace-against", main).outcome == "ok"
+    load = trained.load_trained
+    monkeypatch.setattr(trained, "load_trained", lambda _path, *a, **k: load(seeded.run, *a, **k))
+    shutil.rmtree(seeded.work / "trace-against")
+    blind = _run(seeded, "trace-against", main)
+    assert blind.outcome == "differs" and "found nothing against another model's weights" in blind.message
+    cells = {**fast[1], "dense": {**fast[1]["dense"], "trace-against": blind}}
+    assert "1 cell(s) failed: dense/trace-against: differs" in _fired(MATRIX, _measured(fast, cells=cells))
+
+
 def _with_refusals(command: str, refuses: list[dict[str, str]]) -> Matrix:
     """The spec's matrix with `command`'s declared refusals replaced."""
     data = MATRIX.model_dump()
