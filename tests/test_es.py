@@ -105,6 +105,25 @@ def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) 
     assert check_record_truth(record, halves, load_spec()).violations == []
 
 
+def test_a_resumed_record_keeps_the_start_s_command_line_and_is_held_to_it(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """The resume's record keeps the line that chose the settings (`run.argv`, as a training run's
+    does) and the resume's in `metrics.resumes`; so a population edited in its config, which the
+    resume's own line never gives, contradicts a command line."""
+    out = tmp_path / "run"
+    assert _es(world, out) == 0
+    assert main(["es", "--resume", str(out), "--steps", "3"]) == 0
+    record = read_evidence(out / "metadata.json")
+    assert record.run.argv[:3] == ["stack", "es", str(world["source"])] and "--population" in record.run.argv
+    (resume,) = record.metrics["resumes"]
+    assert resume["from_step"] == 2 and resume["argv"][2:] == ["--resume", str(out), "--steps", "3"]
+    assert record.config["steps"] == 3 and check_record_truth(record, out, load_spec()).violations == []
+    record.config["population"] = 8
+    violations = check_record_truth(record, out, load_spec()).violations
+    assert "config.population is 8, but its command line gives 4" in violations
+
+
 _calls: list[int] = []
 
 

@@ -121,11 +121,18 @@ def _shown(value: Any) -> str:
 
 
 def option_problems(record: EvidenceRecord) -> list[str]:
-    """Each config key of a non-training record whose value is not what its command line gave."""
-    options = given(record.run.argv or [])
-    if record.run.kind in LOOP_KINDS or options is None or not isinstance(record.config, dict):
+    """Each config key of a non-training record whose value is not what its command lines gave: the
+    start's, each resume's (`stack es --resume` keeps them as training does) taking over the
+    options it gives."""
+    lines = _command_lines(record)
+    if record.run.kind in LOOP_KINDS or given(lines[0][0]) is None or not isinstance(record.config, dict):
         return []
-    places, words = record.run.places or {}, (record.run.argv or [])[1:]
+    options: dict[str, Any] = {}
+    places: dict[str, str] = {}
+    for argv, named in lines:
+        options.update(given(argv) or {})
+        places.update(named)
+    words = [word for argv, _named in lines for word in argv[1:]]
     problems = [
         f"config.{key} is {recorded!r}, but its command line gives {_shown(options[key])}"
         for key, recorded in record.config.items()

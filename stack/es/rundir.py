@@ -36,7 +36,15 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput, GateViolation
-from contracts.evidence import DataRef, Lineage, RunStatus, canonical_sha256, sha256_file
+from contracts.evidence import (
+    DataRef,
+    EvidenceRecord,
+    Lineage,
+    RunStatus,
+    canonical_sha256,
+    places_named,
+    sha256_file,
+)
 from contracts.spec import load_spec
 from stack.artifacts import ES_RUN_KIND, RUN_CONFIG
 from stack.data.manifest import load_manifest
@@ -85,6 +93,10 @@ class Job:
     data: Path
     source: dict[str, Any]
     resumed_from: int | None
+    # The command line of the start and of each resume up to this invocation (its own last), each
+    # with the places its words named and, for a resume, the step it went on from: kept in every
+    # checkpoint, so the record of a resume keeps the settings' own command line, as training's does.
+    commands: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _encode(generator: torch.Generator) -> str:
@@ -120,6 +132,7 @@ def _checkpoint_state(job: Job) -> dict[str, Any]:
             "generator": _encode(job.state.generator),
             "data": str(job.data),
             "source": job.source,
+            "commands": job.commands,
         },
     }
 
@@ -143,6 +156,7 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
             "lineage": lineage({"init": source}).model_dump(mode="json"),
         }
         job = Job(trained, _reader(data, settings), state, settings, data.resolve(), provenance, None)
+        job.commands = [_command(invocation.argv)]
         _commit(opened)
         save_config(trained.config, out / CONFIG_FILE)
         return _run(job, out, evidence, invocation)
@@ -158,6 +172,7 @@ def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> 
             print(f"{WRITER.command}: {note}", file=sys.stderr)
         trained = load_trained(path)
         job = _restored(out, trained, steps, data)
+        job.commands += [_command(invocation.argv, from_step=job.resumed_from)]
         _commit(opened)
         return _run(job, out, evidence, invocation)
 
@@ -209,7 +224,24 @@ def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job
     optimizer = EsAdam(flatten(trained.model), settings.lr)
     ckpt.load_optimizer(checkpoint, optimizer)
     state = EsState(checkpoint.step, generator, optimizer)
-    return Job(trained, reader, state, settings, data.resolve(), es["source"], checkpoint.step)
+    commands = list(es.get("commands") or [])  # a checkpoint older than the list keeps none
+    return Job(trained, reader, state, settings, data.resolve(), es["source"], checkpoint.step, commands)
+
+
+def _command(argv: list[str], from_step: int | None = None) -> dict[str, Any]:
+    """One invocation's command line, the places its words name from here, and (a resume) its step."""
+    command: dict[str, Any] = {"argv": argv, "places": places_named(argv)}
+    return command if from_step is None else {"from_step": from_step, **command}
+
+
+def _keep_command_lines(record: EvidenceRecord, commands: list[dict[str, Any]]) -> None:
+    """The record's command lines as a training record keeps them: the start's as `run.argv` (with
+    its places), each resume's in `metrics.resumes`. A run whose checkpoints predate the list keeps
+    this invocation's line only."""
+    if not commands or "from_step" in commands[0]:
+        return
+    record.run.argv, record.run.places = commands[0]["argv"], commands[0]["places"]
+    record.metrics["resumes"] = commands[1:]
 
 
 def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation) -> Path:
@@ -244,6 +276,7 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         "resumed_from": job.resumed_from,
         "steps": [asdict(r) for r in invocation.reports],
     }
+    _keep_command_lines(record, job.commands)
     evidence.note_checkpoint(saved[-1])
     evidence.settle(RunStatus.COMPLETED)
     return saved[-1]
