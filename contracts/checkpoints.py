@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from contracts.evidence import CheckpointRef, FileHash
 
@@ -39,3 +40,22 @@ def released_manifest(checkpoint: CheckpointRef) -> bytes:
     WEIGHTS_FILES (`stack release` copies those, and the integrity check holds the release to it)."""
     files = {name: checkpoint.files[name] for name in WEIGHTS_FILES if name in checkpoint.files}
     return manifest_bytes(checkpoint.step, files)
+
+
+def checkpoint_name(step: int) -> str:
+    """The directory a training run's checkpoint of `step` is written to, under checkpoints/."""
+    return f"step-{step:07d}"
+
+
+def best_checkpoint_of(lines: Iterable[Mapping[str, Any]]) -> str | None:
+    """The checkpoint a training run keeps as its best, by its metrics log's lines in order: the
+    latest one written right after an evaluation whose held-out loss was the lowest so far. The
+    loop keeps it through every prune (GATE-CKPT-002, check best); the checker names it again."""
+    best_loss = last_loss = best = None
+    for line in lines:
+        if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
+            last_loss = line["heldout_loss"]
+            best_loss = last_loss if best_loss is None else min(best_loss, last_loss)
+        elif line.get("event") == "checkpoint" and last_loss is not None and last_loss == best_loss:
+            best = line.get("path")
+    return best

@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.rewards import REWARDS
 from contracts.spec import load_spec
+from contracts.truncation import rank_kept
 
 Measured = Mapping[str, Any]
 Thresholds = Mapping[str, float | int]
@@ -635,13 +637,21 @@ _POSITION_COUNTS = {
             "split_text_sha256",
             "text_sha256",
         ),
+        # rev 4: the text of `--text FILE` is the file's bytes as stored, every one of them
+        "file": ("file_bytes", "file_sha256", "text_bytes", "text_sha256"),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
-    the score divides that sum by the text's bytes, or the text of a split is the split's; or
-    several of these."""
+    the score divides that sum by the text's bytes, or the text of a split is the split's, or the
+    text of a file is the file's; or several of these."""
     problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
+    if has(m, *CHECKS["GATE-EVAL-003"]["file"]) and m.get("file_sha256") != m.get("text_sha256"):
+        problems.append(
+            f"the text scored is not the file as stored: {count(m, 'text_bytes')} UTF-8 byte(s) with sha256 "
+            f"{str(m.get('text_sha256'))[:12]}, where the file holds {count(m, 'file_bytes')} with sha256 "
+            f"{str(m.get('file_sha256'))[:12]}: bytes dropped, added or changed in reading"
+        )
     if has(m, "missing_chars", "extra_chars"):
         missing, extra = count(m, "missing_chars"), count(m, "extra_chars")
         if missing or extra:
@@ -873,10 +883,17 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
         ),
         "context": ("context_logits_deviation",),
         "scored": ("texts_score", "observed_score", "logged_score"),
+        # rev 6: the texts scored are the text of the tokens the generations drew
+        "texts": ("texts_scored", "texts_not_drawn"),
     },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "texts_scored", "texts_not_drawn") and (not_drawn := count(m, "texts_not_drawn")):
+        problems.append(
+            f"{not_drawn} of the {count(m, 'texts_scored')} texts scored are not the text of the tokens "
+            "their generation drew: the score is of something the model did not write"
+        )
     if has(m, "texts_score", "observed_score", "logged_score"):
         want = number(m, "texts_score")
         read = (("the monitor observed", "observed_score"), ("the sample line logs", "logged_score"))
@@ -1092,6 +1109,8 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
         "verified": ("files_verified", "checkpoint", "problem"),
         # rev 2: a command given a run directory reads its newest valid checkpoint
         "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
+        # rev 3: every prune keeps the checkpoint the run's metrics log names its best
+        "best": ("best_checkpoint", "kept_checkpoints"),
     },
 )
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
@@ -1109,6 +1128,14 @@ def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
             f"{', '.join(map(str, newer))} load: a resume would repeat steps the run took, a command "
             "would read an older model than the run's"
         )
+    best = m.get("best_checkpoint")
+    if has(m, "best_checkpoint", "kept_checkpoints") and best is not None:
+        kept = list(map(str, items(m, "kept_checkpoints")))
+        if best not in kept:
+            problems.append(
+                f"the run's metrics log names {best} its best checkpoint (written right after its lowest "
+                f"held-out loss), but a prune left only {', '.join(kept)}"
+            )
     return problems
 
 
@@ -1606,9 +1633,27 @@ def _full_rank_is_identity(m: Measured, t: Thresholds) -> list[str]:
     return [f"LASER at ρ = 1 changed {differing} of {count(m, 'elements')} weight(s) of the targets"]
 
 
-@judges("GATE-LASER-002", needs=("matrices+",))
+@judges(
+    "GATE-LASER-002",
+    checks={
+        "error": ("matrices+",),
+        # rev 2: each matrix keeps the singular values ρ says (contracts.truncation)
+        "kept": ("rho", "matrices+"),
+    },
+)
 def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
+    """Each truncation's error against the norm of the values it discarded, and (given ρ) the
+    values it kept against ⌈ρ·rank⌉."""
     problems = []
+    if has(m, "rho"):
+        rho = number(m, "rho")
+        for row in _rows(m, "matrices"):
+            rank, kept = count(row, "rank"), count(row, "kept")
+            if kept != rank_kept(rank, rho):
+                problems.append(
+                    f"{row['matrix']}: kept {kept} of {rank} singular values; ρ = {rho:g} keeps "
+                    f"{rank_kept(rank, rho)} (⌈ρ·rank⌉)"
+                )
     for row in _rows(m, "matrices"):
         error, discarded, norm = number(row, "error"), number(row, "discarded_norm"), number(row, "norm")
         if not abs(error - discarded) <= t["frobenius_rtol"] * norm:
@@ -1779,11 +1824,26 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
     return {str(name): number(value, name) for name in value}
 
 
-@judges("GATE-DATA-008", needs=("windows", "served", "expected_share", "caps", "floors", "excluded"))
+@judges(
+    "GATE-DATA-008",
+    checks={
+        "shares": ("windows", "served", "expected_share", "caps", "floors", "excluded"),
+        # rev 2: a bandit is paid its reward's rule on each arm's own held-out windows
+        "paid": ("reward", "losses", "before", "reference", "rewards", "windows_read", "windows_stated"),
+    },
+)
 def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     """Each source's realised share within share_sigmas multinomial standard errors (plus
     share_slack_windows windows) of the policy's, inside [floor, cap] by the same tolerance;
-    an excluded source has neither a share nor a window."""
+    an excluded source has neither a share nor a window; and a bandit's rewards against its rule."""
+    problems = _bandit_paid(m) if has(m, *CHECKS["GATE-DATA-008"]["paid"]) else []
+    if has(m, *CHECKS["GATE-DATA-008"]["shares"]):
+        problems += _shares_follow(m, t)
+    return problems
+
+
+def _shares_follow(m: Measured, t: Thresholds) -> list[str]:
+    """The realised shares of the window against the policy's, its caps, floors and exclusions."""
     n = count(m, "windows")
     served = {name: count(m["served"], name) for name in _shares(m, "served")}
     expected, caps, floors = _shares(m, "expected_share"), _shares(m, "caps"), _shares(m, "floors")
@@ -1815,6 +1875,36 @@ def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
                 problems.append(
                     f"{name}'s {what} share {value:.4g} is below its floor {floor:g} (± {tolerance:.3g})"
                 )
+    return problems
+
+
+def _bandit_paid(m: Measured) -> list[str]:
+    """Each arm's loss read its own held-out windows (their sha256 against those the arm's set
+    states), and its reward is the rule the config names (contracts.rewards) applied to that loss,
+    the arm's loss at the evaluation before and its reference: exactly, since the bandit plays
+    the same rule on the same numbers."""
+    rule = REWARDS.get(str(m.get("reward")))
+    if rule is None:
+        raise Malformed(f"'reward' is {m.get('reward')!r}, not one of {', '.join(REWARDS)}")
+    losses, before, reference = _shares(m, "losses"), m.get("before"), m.get("reference")
+    read, stated, rewards = m.get("windows_read"), m.get("windows_stated"), _shares(m, "rewards")
+    if not all(isinstance(v, Mapping) for v in (before, reference, read, stated)):
+        raise Malformed("'before', 'reference', 'windows_read' and 'windows_stated' must be maps of arms")
+    problems = [
+        f"arm {arm}'s held-out loss read other windows than its own held-out set states"
+        for arm in sorted(losses)
+        if read.get(arm) != stated.get(arm)
+    ]
+    for arm, now in sorted(losses.items()):
+        was, ref = before.get(arm), reference.get(arm)
+        due = rule(now, None if was is None else float(was), None if ref is None else float(ref))
+        if rewards.get(arm) != due:
+            problems.append(
+                f"arm {arm} was paid {rewards.get(arm)!r}; the {m.get('reward')} reward of its held-out "
+                f"loss {now!r} (before {was!r}) is {due!r}"
+            )
+    if set(rewards) != set(losses):
+        problems.append(f"the arms paid {sorted(rewards)} are not the arms measured {sorted(losses)}")
     return problems
 
 

@@ -10,11 +10,18 @@ from typing import Any
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from test_data_policy import mixed_corpus
 from train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
 
+from contracts import rewards
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
+from stack.data.bandit import Exp3
+from stack.model.consumed import recording
 from stack.train import checkpoint as ckpt
 from stack.train import loop
+from stack.train.heldout_reads import to_host, windows_sha256
 
 MIXTURE = (
     "train.steps=12",
@@ -109,6 +116,79 @@ def test_an_arm_paid_on_another_sources_held_out_text_stops_before_step_1(
         assert code == 0, err
         result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-DATA-005")
         assert result["verdict"] == "PASS" and result["measured"]["split"] == "heldout"  # the main set, last
+
+
+def _paid_backwards(self: Exp3, losses: dict[str, float]) -> dict[str, float]:
+    """The planted bug: the improvement reward with before and now swapped (a loss that rises pays)."""
+    paid = {}
+    for arm in self.arms:
+        now = float(losses[arm])
+        paid[arm] = rewards.improvement(self.last_loss[arm] or 0.0, now, None) if self.last_loss[arm] else 0.0
+        self.log_weights[arm] += self.eta * paid[arm]
+        self.last_loss[arm] = now
+    self.updates += 1
+    return paid
+
+
+def _paid_on_the_main_set(self: loop.Trainer) -> tuple[dict[str, float], dict[str, str]]:
+    """The planted bug: every arm's loss measured on the first batches of the main held-out set."""
+    losses, read = {}, {}
+    for name, batches in self.source_heldout.items():
+        total, scorings = 0.0, []
+        for batch in self.heldout[: len(batches)]:
+            batch = batch.to(self.device)
+            with recording() as tape:
+                _, loss = self.model(batch[:, :-1], batch[:, 1:])
+            total += float(loss)
+            scorings += [to_host(scoring) for scoring in tape]
+        losses[name], read[name] = total / len(batches), windows_sha256(scorings)
+    return losses, read
+
+
+@pytest.mark.gate("GATE-DATA-008")
+@pytest.mark.parametrize(
+    ("where", "planted", "says"),
+    [
+        (Exp3, ("update", _paid_backwards), "was paid"),
+        (loop.Trainer, ("_source_losses", _paid_on_the_main_set), "read other windows than its own"),
+    ],
+    ids=["reward-backwards", "main-held-out-set"],
+)
+def test_a_bandit_paid_otherwise_than_its_rule_on_its_own_text_halts(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: type,
+    planted: tuple[str, Callable[..., Any]],
+    says: str,
+) -> None:
+    """The rewards the eval lines log are the bandit's own: only the rule applied again to the losses
+    measured, and the windows those losses read, show a bandit paid backwards or on the wrong text."""
+    monkeypatch.setattr(where, *planted)
+    assert train(smoke_args(data, tmp_path / "run", *MIXTURE)) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-008" in err and says in err, err
+    result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-DATA-008")
+    assert result["verdict"] == "FAIL" and result["measured"]["reward"] == "improvement"
+
+
+def test_the_checker_pays_the_logged_losses_again(straight: Path, tmp_path: Path) -> None:
+    """The record of a bandit run checks clean; one evaluation's rewards written backwards in its log
+    (the losses left as they were) contradict the rule applied again to those losses."""
+    clean = check_record_truth(read_evidence(straight / "metadata.json"), straight, load_spec())
+    assert clean.violations == []
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    at = [i for i, line in enumerate(lines) if '"bandit_rewards"' in line][1]
+    line = json.loads(lines[at])
+    line["bandit_rewards"] = {arm: -paid for arm, paid in line["bandit_rewards"].items()}
+    lines[at] = json.dumps(line)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    violations = check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations
+    said = f"the evaluation at step {line['step']} logs bandit rewards"
+    assert any(said in v for v in violations), violations
 
 
 @pytest.mark.holds("GATE-DATA-010")

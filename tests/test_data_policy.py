@@ -13,6 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from contracts import rewards
 from contracts.coherence import coherence_score
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
@@ -353,10 +354,10 @@ def test_the_bandit_is_uniform_until_every_arm_is_pulled() -> None:
 
 
 def test_the_rewards_do_not_pay_for_being_easy() -> None:
-    assert bandit_module.improvement(0.2, 0.2, None) == 0.0  # learned already: nothing to gain
-    assert bandit_module.improvement(2.0, 4.0, None) == 0.5
-    assert bandit_module.excess(0.2, None, 0.2) == 0.0
-    assert bandit_module.excess(4.0, None, 2.0) == 0.5
+    assert rewards.improvement(0.2, 0.2, None) == 0.0  # learned already: nothing to gain
+    assert rewards.improvement(2.0, 4.0, None) == 0.5
+    assert rewards.excess(0.2, None, 0.2) == 0.0
+    assert rewards.excess(4.0, None, 2.0) == 0.5
 
 
 # -- GATE-DATA-011: concentration on a repetitive source ---------------------------------------

@@ -22,6 +22,7 @@ from train_support import prepared, smoke_args, train
 import contracts.evidence
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, read_evidence, sha256_file
 from contracts.spec import load_spec
+from stack.cli import eval as eval_cli
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import bpb
@@ -118,6 +119,35 @@ def test_eval_of_a_text_the_tokenizer_cannot_round_trip_is_recorded_halted(
     result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
     assert isinstance(result.measured, dict) and result.measured["missing_chars"] == lost
     assert record.artifacts == [] and not (record_dir / "eval.json").exists()
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+def test_eval_of_a_text_read_with_one_byte_lost_is_recorded_halted(
+    run: Path,
+    crlf_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Plant a reader that turns the file's last CRLF into LF: one byte of the file is never scored,
+    and every count after the reading (round trip, bytes, positions) agrees with the text it got.
+    The file read again from disk does not."""
+    read = eval_cli._read_text
+
+    def one_byte_short(path: Path) -> str:
+        text = read(path)
+        cut = text.rindex("\r\n")
+        return text[:cut] + text[cut + 1 :]
+
+    monkeypatch.setattr(eval_cli, "_read_text", one_byte_short)
+    record_dir = tmp_path / "record"
+    assert main(["eval", str(run), "--text", str(crlf_file), "--record", str(record_dir)]) == 3
+    assert "gate fired: GATE-EVAL-003" in capsys.readouterr().err
+    record = assert_true_record(record_dir, "eval")
+    result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
+    assert isinstance(result.measured, dict) and result.verdict.value == "FAIL"
+    assert result.measured["file_bytes"] == crlf_file.stat().st_size == result.measured["text_bytes"] + 1
+    assert "the text scored is not the file as stored" in str(result.message)
 
 
 @pytest.mark.gate("GATE-EVAL-003")

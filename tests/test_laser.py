@@ -141,6 +141,23 @@ def test_a_truncation_that_keeps_the_smallest_values_fires(
 
 
 @pytest.mark.gate("GATE-LASER-002")
+@pytest.mark.parametrize("rho", [0.3, 0.7])
+def test_a_truncation_that_rounds_the_values_kept_down_fires(
+    source: Path, monkeypatch: pytest.MonkeyPatch, rho: float
+) -> None:
+    """Keeping ⌊ρ·r⌋ values: the error is still exactly the norm of what was dropped, so only the
+    count against ρ shows it (ρ·r above 1 and not whole, so the floor keeps one value fewer)."""
+    model = load_trained(source).model
+    targets = select_targets(model, "ffn_up")
+    laser(targets, rho)  # ⌈ρ·r⌉: holds
+    rank = min(targets[0].weight.shape)
+    assert rho * rank > 1 and rho * rank != int(rho * rank)
+    monkeypatch.setattr(laser_module, "rank_kept", lambda rank, rho: max(1, int(rho * rank)))
+    with pytest.raises(GateViolation, match=r"GATE-LASER-002.*layers\.0\.ffn_up: kept"):
+        laser(targets, rho)
+
+
+@pytest.mark.gate("GATE-LASER-002")
 def test_an_error_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
     rtol = load_spec().threshold("GATE-LASER-002", "frobenius_rtol")
 

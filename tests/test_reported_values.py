@@ -70,7 +70,8 @@ def test_a_clean_run_logs_what_it_judged(data: Path, tmp_path: Path) -> None:
     )
     assert gate_measured(run, "GATE-TRAIN-001")["served_tokens"] == per_step
     assert gate_measured(run, "GATE-EVAL-002")["judged_loss"] == evaluation["heldout_loss"]
-    assert {"texts_score", "observed_score", "logged_score"} <= gate_measured(run, "GATE-TRAIN-005").keys()
+    scored = {"texts_score", "observed_score", "logged_score", "texts_scored", "texts_not_drawn"}
+    assert scored <= gate_measured(run, "GATE-TRAIN-005").keys()
 
 
 @pytest.mark.holds("GATE-INTEG-001")
@@ -245,6 +246,22 @@ def test_a_round_scored_by_its_best_prompt_stops_the_run(
     assert verdicts(run)["GATE-TRAIN-005"] == "FAIL"
 
 
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_round_scoring_its_prompt_with_the_samples_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The texts scored carry their prompt's words ahead of what the model drew: a round of fluent
+    prompts flatters the score of a collapsing model, every count of the draws and the score's
+    arithmetic still right. The draws decoded again are not those texts."""
+    text_drawn = Trainer.text_drawn
+    monkeypatch.setattr(Trainer, "text_drawn", lambda self, drawn: "def " + text_drawn(self, drawn))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert verdicts(run)["GATE-TRAIN-005"] == "FAIL"
+    measured = gate_measured(run, "GATE-TRAIN-005")
+    assert measured["texts_not_drawn"] == measured["texts_scored"] > 0
+
+
 # -- the judges at their edge: equal holds, the nearest value past it fires -----------------------
 
 LOSSES = [5.0, 5.25, 4.5, 5.125]
@@ -298,6 +315,7 @@ def case(gate_id: str, measured: dict[str, Any], mark: Any) -> Any:
             {"texts_score": 50.0, "observed_score": 50.0, "logged_score": past(50.0)},
             pytest.mark.gate,
         ),
+        case("GATE-TRAIN-005", {"texts_scored": 3, "texts_not_drawn": 1}, pytest.mark.gate),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 257}, pytest.mark.gate),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 255}, pytest.mark.gate),
         case("GATE-EVAL-004", {**COMPARED, "compared_heldout_loss": past(MEAN)}, pytest.mark.gate),
@@ -324,6 +342,7 @@ def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) 
             {"texts_score": 50.0, "observed_score": 50.0, "logged_score": 50.0},
             pytest.mark.holds,
         ),
+        case("GATE-TRAIN-005", {"texts_scored": 3, "texts_not_drawn": 0}, pytest.mark.holds),
         case("GATE-TRAIN-001", {"served_tokens": 256, "step_tokens": 256}, pytest.mark.holds),
         case("GATE-EVAL-004", COMPARED, pytest.mark.holds),
         case("GATE-TRAIN-007", {"logged_loss": MEAN, "forward_loss": MEAN}, pytest.mark.holds),

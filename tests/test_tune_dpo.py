@@ -527,6 +527,31 @@ def test_a_loss_other_than_dpos_stops_at_the_first_step(
     assert measured["rejected_gradient"] == pytest.approx([-gradient, -gradient], rel=1e-5)
 
 
+def _heldout_swapped(self: dpo_objective.Dpo, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
+    """The planted bug: the held-out loss with policy and reference swapped; training's is DPO's."""
+    policy, reference = self._logprobs(model, dpo_objective.pair_rows(batch))
+    return _real_dpo_terms(reference, policy, self.settings.beta, self.settings.label_noise).loss
+
+
+@pytest.mark.gate("GATE-DPO-005")
+def test_a_heldout_loss_other_than_dpos_stops_at_the_evaluation(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every training step's loss is DPO's, so the probes hold; the evaluation's loss of the same
+    pairs is not, which the first held-out batch held to the formula shows once the policy has
+    moved from the reference (at the start the two agree whatever the order)."""
+    monkeypatch.setattr(dpo_objective.Dpo, "heldout_loss", _heldout_swapped)
+    out = tmp_path / "out"
+    assert _dpo(world, out, "--set", "eval.every=3") == 3
+    assert "GATE-DPO-005" in capsys.readouterr().err
+    measured, step = _dpo_005(out)
+    assert step == 3 and "loss" in measured
+    assert len(_steps(out)) == 3  # every training step passed; the evaluation after them fired
+
+
 @pytest.mark.holds("GATE-DPO-005")
 def test_label_noise_with_lora_holds_the_loss_and_its_gradient(
     world: dict[str, Path], tmp_path: Path

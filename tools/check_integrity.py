@@ -902,14 +902,17 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
 
 def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
     """What `record` states of the repository's file `path` (its bytes: `blob`) that the file
-    contradicts: a text's sha256, or a preset's model."""
+    contradicts: a text's sha256 and the bytes its score divides by, or a preset's model."""
     if path != PRESETS_FILE:
         digest = hashlib.sha256(blob).hexdigest()
-        stated = record.metrics.get("text_sha256")
+        stated, scored = record.metrics.get("text_sha256"), record.metrics.get("bytes")
+        if stated != digest:
+            return [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
+        # The text scored is the file's bytes (their sha256 says so), so its score divides by them all.
         return (
             []
-            if stated == digest
-            else [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
+            if scored in (None, len(blob))
+            else [f"metrics.bytes is {scored!r}, but {path} holds {len(blob)}"]
         )
     name, model = record.metrics["preset"], record.metrics["model"]
     preset = (presets_in(blob) or {}).get(name) or {}

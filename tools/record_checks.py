@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from argv_config import argv_problems
-from argv_record import argv_record_problems
+from argv_record import argv_record_problems, given
 from config_rebuild import rebuild_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -63,6 +63,23 @@ def waived_on_command_line(record: EvidenceRecord) -> set[str]:
             elif isinstance(token, str) and token.startswith(WAIVE_FLAG + "="):
                 waived.add(token.split("=", 1)[1])
     return waived
+
+
+def reasons_on_command_line(record: EvidenceRecord) -> dict[str, set[str]]:
+    """Gate id → the reasons the run's command lines gave it, each `--waive` with its `--reason`
+    (the pairs the training commands take, read by the stack's own parser)."""
+    argvs = [record.run.argv or []]
+    resumes = record.metrics.get("resumes")
+    if isinstance(resumes, list):
+        argvs += [r.get("argv") or [] for r in resumes if isinstance(r, dict)]
+    reasons: dict[str, set[str]] = {}
+    for argv in argvs:
+        options = given(argv) if isinstance(argv, list) else None
+        waive, reason = (options or {}).get("waive") or [], (options or {}).get("reason") or []
+        if len(waive) == len(reason):
+            for gate, why in zip(waive, reason, strict=True):
+                reasons.setdefault(str(gate), set()).add(str(why))
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -308,7 +325,7 @@ def check_run(
         findings.violations.append(
             f"contract_mode {record.contract_mode!r} is not one of {', '.join(sorted(modes))}"
         )
-    asked = waived_on_command_line(record)
+    asked, reasons = waived_on_command_line(record), reasons_on_command_line(record)
     for waiver in record.waivers:
         if waiver.gate not in spec.gates:
             findings.violations.append(f"waives unknown gate {waiver.gate}")
@@ -316,6 +333,11 @@ def check_run(
             findings.violations.append(
                 f"waiver of {waiver.gate} was not asked for on any command line of the run "
                 "(added after the fact?)"
+            )
+        elif waiver.gate in reasons and waiver.reason not in reasons[waiver.gate]:
+            findings.violations.append(
+                f"waiver of {waiver.gate} gives the reason {waiver.reason!r}, which no command line of the "
+                f"run gave it (they say {sorted(reasons[waiver.gate])})"
             )
     by_id = {g.id: g for g in record.gates}
     kind = kinds.get(record.run.kind) if kinds is not None else None

@@ -29,6 +29,7 @@ from contracts.evidence import EvidenceRecord, RunStatus
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
+from contracts.truncation import rank_kept
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
 
@@ -291,6 +292,16 @@ def surgery_record(inputs: Inputs) -> Derivation:
         derived.put(("metrics",), measured)
     gates = report.get("gates")
     rows = measured.get("matrices") if isinstance(measured, dict) else None
+    rho = (report.get("settings") or {}).get("rho")
+    if isinstance(rows, list) and isinstance(rho, int | float) and not isinstance(rho, bool):
+        derived.problems += [
+            f"surgery.json: {row.get('matrix')} kept {row.get('kept')} of {row.get('rank')} singular values, "
+            f"but ρ = {rho:g} keeps {rank_kept(row['rank'], rho)} (⌈ρ·rank⌉)"
+            for row in rows
+            if isinstance(row, dict)
+            and isinstance(row.get("rank"), int)
+            and row.get("kept") != rank_kept(row["rank"], rho)
+        ]
     if isinstance(gates, dict):
         for gate_id, values in sorted(gates.items()):
             if isinstance(values, dict):

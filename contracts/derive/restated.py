@@ -20,6 +20,8 @@ So each is derived again from the config the record cites, by the rule the stack
   share of them, as the evaluation line closing the window logs it (`source_shares`), and (from
   SHARES_LOGGED on) its `expected_share` the policy's shares in force at each of its steps (the
   log's `shares` events), booked window by window as the policy books them;
+* GATE-DATA-008's paid values (a bandit's rewards) are the last evaluation's, and every
+  evaluation's `bandit_rewards` the configured reward of the `bandit_losses` it logs;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`;
@@ -62,6 +64,7 @@ from contracts.model_shape import (
     parameter_shapes,
     trained_tensors,
 )
+from contracts.rewards import REWARDS
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
@@ -317,6 +320,46 @@ def _draws(config: dict[str, Any], settler: Settler) -> None:
         restate(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
 
 
+def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """Every evaluation's `bandit_rewards` are its arms' rewards under the configured rule
+    (contracts.rewards) of the `bandit_losses` it logs, each against the arm's loss at the
+    evaluation before (none at the first); and GATE-DATA-008's paid values are the last
+    evaluation's. Not derived for a resumed run (a polish pivot may have started a new bandit) or
+    a log without the losses (before spec 1.23.0)."""
+    data = config.get("data", {})
+    if data.get("policy") != "bandit" or settler.inputs.record.metrics.get("resumes"):
+        return
+    bandit = data.get("bandit") if isinstance(data.get("bandit"), dict) else {}
+    name, reference = bandit.get("reward", "improvement"), bandit.get("reference") or {}
+    rule = REWARDS.get(name)
+    paid = [e for e in log.evals if isinstance(e.get("bandit_losses"), dict)]
+    if rule is None or not paid:
+        return
+    before: dict[str, Any] = {}
+    for line in paid:
+        losses = line["bandit_losses"]
+        due = {arm: rule(float(now), before.get(arm), reference.get(arm)) for arm, now in losses.items()}
+        if line.get("bandit_rewards") != due:
+            settler.derived.problems.append(
+                f"metrics.jsonl: the evaluation at step {line.get('step')} logs bandit rewards "
+                f"{line.get('bandit_rewards')}, but the {name} reward of the arms' held-out losses it logs "
+                f"is {due}"
+            )
+        last_before, before = before, {arm: float(now) for arm, now in losses.items()}
+    judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-DATA-008"), None)
+    if judged is not None and judged.step == paid[-1].get("step"):
+        restate(settler, "GATE-DATA-008", "losses", paid[-1]["bandit_losses"])
+        restate(settler, "GATE-DATA-008", "rewards", paid[-1].get("bandit_rewards"))
+        restate(
+            settler,
+            "GATE-DATA-008",
+            "before",
+            {arm: last_before.get(arm) for arm in paid[-1]["bandit_losses"]},
+        )
+        restate(settler, "GATE-DATA-008", "reward", name)
+        restate(settler, "GATE-DATA-008", "reference", dict(reference))
+
+
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
     """Every setting a training record's gates restate, derived from its config (module docstring)."""
     _decay(config, settler)
@@ -327,6 +370,7 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _device(config, settler)
     _shaped(config, settler)
     _curriculum(config, log, settler)
+    _bandit(config, log, settler)
     model = config.get("model", {})
     if model.get("mod_every"):
         capacity = model.get("mod_capacity", DEFAULTS["mod_capacity"])

@@ -30,6 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.checkpoints import best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
@@ -503,10 +504,17 @@ def _checkpoints(inputs: Inputs, log: Log, settler: Settler) -> None:
     """The last checkpoint the log wrote is the one the record names, GATE-CKPT-001 checked and
     GATE-CKPT-002 verified, every one of its files."""
     written = [e for e in log.events if e.get("event") == "checkpoint"]
-    record = inputs.record
+    record, derived = inputs.record, settler.derived
+    derived.problems += [
+        f"{METRICS_LOG}: the checkpoint written at step {e.get('step')} is logged as {e.get('path')!r}, "
+        f"but a checkpoint of that step is {checkpoint_name(e['step'])!r}"
+        for e in written
+        if whole(e.get("step")) and e.get("path") != checkpoint_name(e["step"])
+    ]
+    restate(settler, "GATE-CKPT-002", "best_checkpoint", best_checkpoint_of(log.lines))
     if not written or record.checkpoint is None or record.run.status not in ENDED:
         return
-    last, derived = written[-1], settler.derived
+    last = written[-1]
     derived.put(("checkpoint", "name"), last.get("path"))
     derived.put(("checkpoint", "step"), last.get("step"))
     if settler.wanted("GATE-CKPT-001"):
@@ -606,26 +614,13 @@ def _compared_losses(log: Log, settler: Settler) -> None:
         restate(settler, "GATE-EVAL-002", "compared_losses", counts.pop())
 
 
-def best_checkpoint(log: Log) -> str | None:
-    """The checkpoint the loop keeps as the best: the latest one written right after an evaluation
-    whose held-out loss was the lowest so far (the loop's rule in `Trainer.save`)."""
-    best_loss = last_loss = best = None
-    for line in log.lines:
-        if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
-            last_loss = line["heldout_loss"]
-            best_loss = last_loss if best_loss is None else min(best_loss, last_loss)
-        elif line.get("event") == "checkpoint" and last_loss is not None and last_loss == best_loss:
-            best = line.get("path")
-    return best
-
-
 def _summary(log: Log, spiked: list[Any], overfit_at: int | None, derived: Derivation) -> None:
     """The record's summary fields the log decides."""
     derived.put(("metrics", "step"), log.last_step)
     losses = [e["heldout_loss"] for e in log.evals if isinstance(e.get("heldout_loss"), int | float)]
     derived.put(("metrics", "last_heldout_loss"), losses[-1] if losses else None)
     derived.put(("metrics", "best_heldout_loss"), min(losses) if losses else None)
-    derived.put(("metrics", "best_checkpoint"), best_checkpoint(log), optional=True)
+    derived.put(("metrics", "best_checkpoint"), best_checkpoint_of(log.lines), optional=True)
     scores = [s["score"] for s in log.samples if isinstance(s.get("score"), int | float)]
     derived.put(("metrics", "coherence_scores"), scores[-COHERENCE_SHOWN:])
     derived.put(("metrics", "loss_spikes"), len(spiked), optional=True)
@@ -855,6 +850,13 @@ def _objective_terms(log: Log, config: dict[str, Any], world: Any) -> list[str]:
             problems.append(
                 f"{METRICS_LOG}: step {line.get('step')} logs margin {margin}, but its rewards make "
                 f"chosen − rejected = {chosen - rejected:.9g}"
+            )
+        accuracy = line.get("accuracy")
+        # Accuracy 1 is every pair's margin above 0, accuracy 0 every one at or below: their mean follows.
+        if _real(margin) and accuracy in (0, 1) and (margin > 0) != (accuracy == 1) and margin != 0:
+            problems.append(
+                f"{METRICS_LOG}: step {line.get('step')} logs accuracy {accuracy} with a mean margin of "
+                f"{margin}: every pair ranked {'right' if accuracy == 1 else 'wrong'} cannot average that"
             )
     return problems
 

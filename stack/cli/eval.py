@@ -146,7 +146,10 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
     training = trained_on(trained.checkpoint.path)
     if args.text is not None:
+        from stack.eval.file_check import check_file_text
+
         text = _read_text(args.text)
+        check_file_text(args.text, text)
         config["text"] = str(args.text.resolve())
         overlap = text_overlap(text.encode("utf-8"), training) if training else {"training_data": None}
     else:

@@ -13,8 +13,10 @@ source at every evaluation:
   per source (`data.bandit.reference`, e.g. each source's loss under a reference model),
   max(now − reference, 0) / now. A source the model already predicts as well as it can pays 0.
 
-Every arm's loss is observed at every evaluation, so the update is EXP3's exponential weights
-without importance weighting (which would only add variance). The probabilities are uniform over
+The rewards' rules live in contracts.rewards, where GATE-DATA-008 (check paid) applies them
+again to the losses the run measured. Every arm's loss is observed at every evaluation, so the
+update is EXP3's exponential weights without importance weighting (which would only add
+variance). The probabilities are uniform over
 the eligible arms during `warmup_steps` and until every eligible arm has been pulled (served at
 least one window); after that they are (1 − γ) · softmax(log-weights) + γ / K. Caps and floors
 are applied on top by the policy (stack.data.policy). Arms are the sources that are not
@@ -26,29 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from contracts.rewards import REWARDS
+
 log = logging.getLogger(__name__)
-
-Reward = Callable[[float, float | None, float | None], float]
-
-
-def improvement(now: float, before: float | None, _reference: float | None) -> float:
-    """Relative drop of the held-out loss since the last evaluation (0 at the first one)."""
-    if before is None or before <= 0:
-        return 0.0
-    return min(1.0, max(-1.0, (before - now) / before))
-
-
-def excess(now: float, _before: float | None, reference: float | None) -> float:
-    """How far the held-out loss is above the source's reference loss, relative to the loss."""
-    if reference is None or now <= 0:
-        return 0.0
-    return max(0.0, now - reference) / now
-
-
-REWARDS: dict[str, Reward] = {"improvement": improvement, "excess": excess}
 
 
 class Exp3:

@@ -49,6 +49,15 @@ def check_window(window: dict[str, Any], step: int) -> None:
     """Refuse to go on when the windows read were not the mixture the policy asked for."""
 
 
+def _paid_outcome(paid: dict[str, Any], step: int) -> Outcome:
+    return measure("GATE-DATA-008", paid, step=step, holds="each arm is paid its rule on its own text")
+
+
+@gate_require("GATE-DATA-008", _paid_outcome)
+def check_paid(paid: dict[str, Any], step: int) -> None:
+    """Refuse to go on when a bandit arm's reward is not its rule's, on its own held-out windows."""
+
+
 def _concentration_outcome(
     shares: dict[str, float], profiles: dict[str, dict[str, float]], step: int
 ) -> Outcome:

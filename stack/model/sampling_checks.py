@@ -267,10 +267,13 @@ class DrawTally:
     probe_draws: int = 0
     mismatched_probe_draws: int = 0
     context_logits_deviation: float = 0.0
+    # The ids each generation drew, a row per sample: what the texts the monitor scores must decode
+    sampled: list[list[int]] = field(default_factory=list)
 
     def add(self, draws: Draws, drawn: torch.Tensor, model: nn.Module, idx: torch.Tensor) -> None:
         """One generation from `model` after the prompt `idx`: its sampled tokens (B, n) against their
         replay, and the logits they were drawn from against a plain forward of each window."""
+        self.sampled += drawn.tolist()
         text = torch.cat((idx, drawn), dim=1)
         windows = context_windows(idx.shape[1], drawn.shape[1], model.config.ctx)
         self.draws += drawn.numel()

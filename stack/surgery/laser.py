@@ -13,12 +13,12 @@ target goes through `truncate` at ρ = 1 and must come back unchanged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.truncation import rank_kept
 from stack.model.targets import Target
 
 
@@ -31,11 +31,6 @@ class Truncation:
     rank: int
     kept: int
     discarded_norm: float
-
-
-def rank_kept(rank: int, rho: float) -> int:
-    """How many singular values ρ keeps: ⌈ρ·rank⌉, at least one."""
-    return max(1, math.ceil(rho * rank))
 
 
 def low_rank(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, k: int) -> torch.Tensor:
@@ -66,8 +61,9 @@ def identity_outcome(targets: list[Target]) -> Outcome:
     return measure("GATE-LASER-001", measured, holds="LASER at ρ = 1 leaves every target unchanged")
 
 
-def spectrum_outcome(targets: list[Target], cuts: list[Truncation]) -> Outcome:
-    """GATE-LASER-002: per target, ‖W − W_k‖_F (of W_k as stored) against the discarded values' norm."""
+def spectrum_outcome(targets: list[Target], cuts: list[Truncation], rho: float) -> Outcome:
+    """GATE-LASER-002: per target, ‖W − W_k‖_F (of W_k as stored) against the discarded values' norm,
+    and the values kept against ρ and the rank."""
     rows = []
     for target, cut in zip(targets, cuts, strict=True):
         original = target.weight.detach().double()
@@ -81,11 +77,12 @@ def spectrum_outcome(targets: list[Target], cuts: list[Truncation]) -> Outcome:
                 "norm": float(torch.linalg.matrix_norm(original)),
             }
         )
-    return measure("GATE-LASER-002", {"matrices": rows}, holds="each error is the discarded values' norm")
+    measured = {"rho": rho, "matrices": rows}
+    return measure("GATE-LASER-002", measured, holds="each error is the discarded values' norm")
 
 
 @gate_require("GATE-LASER-001", lambda targets: identity_outcome(targets))
-@gate_ensure("GATE-LASER-002", lambda targets, result: spectrum_outcome(targets, result))
+@gate_ensure("GATE-LASER-002", lambda targets, rho, result: spectrum_outcome(targets, result, rho))
 @torch.no_grad()
 def laser(targets: list[Target], rho: float) -> list[Truncation]:
     """The rank-ρ truncation of every target; the model is not changed (`changes.write_weights` does)."""

@@ -45,7 +45,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, manifest_bytes
+from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name, manifest_bytes
 from contracts.errors import BadInput
 from contracts.evidence import FileHash, atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
@@ -209,7 +209,7 @@ class Checkpoint:
 
 def step_dir(run_dir: Path, step: int) -> Path:
     """Where the checkpoint of `step` lives."""
-    return Path(run_dir) / CKPT_DIR / f"step-{step:07d}"
+    return Path(run_dir) / CKPT_DIR / checkpoint_name(step)
 
 
 def writer_dir(run_dir: Path, step: int) -> Path:

@@ -25,21 +25,28 @@ def _ran_outcome(monitor: CoherenceMonitor, total_steps: int, sample_every: int)
     return measure("GATE-TRAIN-005", measured, step=total_steps)
 
 
-def _scored_outcome(texts: list[str], observed: float, logged: float, step: int) -> Outcome:
+def _scored_outcome(texts: list[str], observed: float, logged: float, step: int, drawn: list[str]) -> Outcome:
+    not_drawn = sum(text != own for text, own in zip(texts, drawn, strict=False)) + abs(
+        len(texts) - len(drawn)
+    )
     measured = {
         "texts_score": sample_score([coherence_score(text) for text in texts]),
         "observed_score": observed,
         "logged_score": logged,
+        "texts_scored": len(texts),
+        "texts_not_drawn": not_drawn,
     }
     return measure("GATE-TRAIN-005", measured, step=step, holds="the monitor judged the samples' score")
 
 
 @gate_require("GATE-TRAIN-005", _scored_outcome)
-def check_scored(texts: list[str], observed: float, logged: float, step: int) -> None:
-    """After each sampling round: the score the monitor observed (`observed`, its history's last)
-    and the one the sample line logs are the round's score, the mean of each sampled text's
-    coherence, scored again here from the texts. A monitor fed the best prompt's score, or a line
-    that says another score than the one judged, would let a collapse run on."""
+def check_scored(texts: list[str], observed: float, logged: float, step: int, drawn: list[str]) -> None:
+    """After each sampling round: the texts scored are the text of the tokens each generation drew
+    (`drawn`, decoded from the ids the draws were replayed from, never from the prompt), and the
+    score the monitor observed (`observed`, its history's last) and the one the sample line logs
+    are the round's score, the mean of each sampled text's coherence, scored again here from the
+    texts. A monitor fed the best prompt's score, a line that says another score than the one
+    judged, or texts that carry their prompt's words into the score, would let a collapse run on."""
 
 
 class CoherenceMonitor:

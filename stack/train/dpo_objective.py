@@ -277,6 +277,24 @@ class Dpo(Objective):
         """The held-out DPO loss: the same pairs' loss, scored as training scores them."""
         return self._terms(model, pair_rows(batch)).loss
 
+    def check_heldout(self, model: torch.nn.Module, batch: SftBatch, loss: torch.Tensor, step: int) -> None:
+        """GATE-DPO-005 (check loss) on a held-out batch: the loss the evaluation took of it against
+        DPO's formula over both models' plain sums, as `probe` holds a training batch's. A held-out
+        loss scored another way (the models swapped, β dropped) would steer early stopping and the
+        overfit detector with every training gate green."""
+        rows = pair_rows(batch)
+        policy, reference = self._logprobs(model, rows)
+        stated, scored = stated_rows(batch)
+        recomputed = [plain_logprobs(m, stated, scored) for m in (model, self.reference)]
+        measured = {
+            "beta": self.settings.beta,
+            "label_noise": self.settings.label_noise,
+            **recompute_measured((policy, reference), recomputed),
+            **loss_measured(self._terms(model, rows), recomputed),
+            "loss": float(loss.detach()),  # the evaluation's, not the terms' made again here
+        }
+        dpo.check_recomputed(measured, step)
+
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
         """GATE-DPO-001, -003 and -005 on the first held-out batch, before the first step."""
         if model.config.vocab != self.reference.config.vocab:

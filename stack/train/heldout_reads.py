@@ -49,7 +49,13 @@ def window_digests(scorings: Iterable[Consumed]) -> set[bytes]:
     return digests
 
 
-def _to_host(scoring: Consumed) -> Consumed:
+def windows_sha256(scorings: Iterable[Consumed]) -> str:
+    """One sha256 of the distinct windows the scorings read (`window_digests`, in sorted order):
+    equal for two sets of scorings exactly when they read the same windows."""
+    return hashlib.sha256(b"".join(sorted(window_digests(scorings)))).hexdigest()
+
+
+def to_host(scoring: Consumed) -> Consumed:
     """A host copy of a scoring, queued without blocking: read only once the device has finished."""
 
     def copy(tensor: torch.Tensor) -> torch.Tensor:
@@ -71,7 +77,7 @@ class HeldoutReads:
 
     def add(self, tape: list[Consumed], stated: list[Consumed]) -> None:
         """One held-out batch: its forward's tape (on the device) and its statement (on the host)."""
-        self._batches.append(([_to_host(scoring) for scoring in tape], stated))
+        self._batches.append(([to_host(scoring) for scoring in tape], stated))
         self.logits_dtypes |= logits_dtypes(tape)
         self.modes |= {str(scoring.mode) for scoring in tape}
         self.mismatched_modes += sum(scoring.mode != EVAL for scoring in tape)

@@ -125,6 +125,13 @@ class Objective(ABC):
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
         """The task's start-up gates on the model it is about to train (none for pretraining)."""
 
+    def check_heldout(  # noqa: B027 - optional hook
+        self, model: torch.nn.Module, batch: Any, loss: torch.Tensor, step: int
+    ) -> None:
+        """Judge the held-out loss an evaluation took of its first batch against the task's own
+        definition, where the forward's cross-entropy is not that loss (GATE-EVAL-002's forwards
+        check holds it where it is). The loop calls it inside the evaluation's autocast."""
+
     def finish(self, model: torch.nn.Module) -> None:  # noqa: B027 - optional hook
         """The task's gates judged once the loop has run its steps (none for pretraining)."""
 

@@ -1,0 +1,56 @@
+"""GATE-CKPT-002 (check best): every prune keeps the checkpoint the run's metrics log names best.
+
+A run at a learning rate that makes the held-out loss rise after its first evaluation, keeping one
+checkpoint: its best (step 2) must survive the prunes beside the newest. A prune planted to forget
+the best deletes it, and the run halts at that save naming the gate; the same run unplanted
+completes with the best on disk and the record naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from train_support import evidence, metric_lines, prepared, smoke_args, train
+
+from stack.train import checkpoint as ckpt
+
+RISING = ("train.lr=1.0", "train.steps=4", "eval.every=2", "ckpt.every=2", "ckpt.keep_last=1")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return prepared(tmp_path_factory.mktemp("best-kept"))
+
+
+def _heldout(run: Path) -> list[float]:
+    return [line["heldout_loss"] for line in metric_lines(run, "eval")]
+
+
+@pytest.mark.holds("GATE-CKPT-002")
+def test_the_best_checkpoint_survives_every_prune(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *RISING)) == 0
+    first, last = _heldout(run)
+    assert last > first  # the run this check is about: the newest is not the best
+    kept = sorted(path.name for path in ckpt.saved_checkpoints(run))
+    assert kept == ["step-0000002", "step-0000004"]
+    assert evidence(run)["metrics"]["best_checkpoint"] == "step-0000002"
+    result = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-CKPT-002")
+    assert result["verdict"] == "PASS" and result["measured"]["best_checkpoint"] == "step-0000002"
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_a_prune_that_forgets_the_best_halts_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prune = ckpt.prune
+    monkeypatch.setattr(ckpt, "prune", lambda run_dir, keep_last, best: prune(run_dir, keep_last, None))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *RISING)) == 3
+    err = capsys.readouterr().err
+    assert "GATE-CKPT-002" in err and "names step-0000002 its best checkpoint" in err, err
+    assert [path.name for path in ckpt.saved_checkpoints(run)] == ["step-0000004"]
+    record = json.loads((run / "metadata.json").read_text())
+    assert record["run"]["status"] == "halted"

@@ -1,0 +1,111 @@
+"""Tamperings of the third ledger audit (2026-11-25) that the checker now derives from what the
+repository holds: each is planted in a copy of a committed record, its artifacts re-hashed as a
+forger would, and the integrity check must name it.
+
+- a checkpoint event logged under another step's directory (K8);
+- a DPO step line whose accuracy its mean margin contradicts (F7);
+- a waiver whose reason no command line gave (W1);
+- a LASER record keeping other than ⌈ρ·rank⌉ singular values (E6);
+- an evaluation of a repository file claiming more bytes than the file holds at its commit (E1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_support import assert_caught, gate, planted
+
+DPO_RUN = "dpo-20261125-spec-1.22.0"
+SFT_RUN = "sft-lora-20261125-spec-1.22.0"
+LASER_RUN = "laser-20261122T145455"
+EVAL_RUN = "eval-20261122T141536"
+
+
+def _lines_edited(run_dir: Path, edit: Any) -> None:
+    """metrics.jsonl with `edit` applied to each parsed line (it returns the line to write)."""
+    path = run_dir / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path.write_text("".join(json.dumps(edit(line)) + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_checkpoint_logged_under_another_steps_name_is_caught(tmp_path: Path) -> None:
+    def misnamed(data: dict[str, Any], run_dir: Path) -> None:
+        def edit(line: dict[str, Any]) -> dict[str, Any]:
+            if line.get("event") == "checkpoint" and line["step"] == 20:
+                line["path"] = "step-0000030"
+            return line
+
+        _lines_edited(run_dir, edit)
+
+    run = planted(tmp_path, SFT_RUN, misnamed)
+    assert_caught(run, "the checkpoint written at step 20 is logged as 'step-0000030'")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_dpo_accuracy_its_margin_contradicts_is_caught(tmp_path: Path) -> None:
+    """Step 3 ranked both pairs wrong (accuracy 0, margin −0.075); written as accuracy 1 in the log and
+    in GATE-DPO-004's accuracies alike, the margin still says otherwise."""
+
+    def flattered(data: dict[str, Any], run_dir: Path) -> None:
+        def edit(line: dict[str, Any]) -> dict[str, Any]:
+            if line.get("type") == "step" and line["step"] == 3:
+                assert line["accuracy"] == 0.0 and line["margin"] < 0
+                line["accuracy"] = 1.0
+            return line
+
+        _lines_edited(run_dir, edit)
+        gate(data, "GATE-DPO-004")["measured"]["accuracies"][2] = 1.0
+
+    run = planted(tmp_path, DPO_RUN, flattered)
+    assert_caught(run, "step 3 logs accuracy 1.0 with a mean margin of")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_waiver_reason_no_command_line_gave_is_caught(tmp_path: Path) -> None:
+    def reworded(data: dict[str, Any], _run_dir: Path) -> None:
+        data["waivers"][0]["reason"] = "reviewed and accepted by the team"
+
+    run = planted(tmp_path, DPO_RUN, reworded)
+    assert_caught(run, "waiver of GATE-EVAL-001 gives the reason 'reviewed and accepted by the team'")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_laser_record_keeping_other_than_rho_says_is_caught(tmp_path: Path) -> None:
+    """ρ 0.5 of rank 128 keeps 64; every row restated as 48, in surgery.json and the record alike."""
+
+    def fewer(data: dict[str, Any], run_dir: Path) -> None:
+        report = json.loads((run_dir / "surgery.json").read_text(encoding="utf-8"))
+        for rows in (report["measured"]["matrices"], data["metrics"]["matrices"]):
+            for row in rows:
+                row["kept"] = 48
+        (run_dir / "surgery.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        for row in gate(data, "GATE-LASER-002")["measured"]["matrices"]:
+            row["kept"] = 48
+
+    run = planted(tmp_path, LASER_RUN, fewer)
+    assert_caught(run, "layers.2.ffn_gate kept 48 of 128 singular values, but ρ = 0.5 keeps 64")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_eval_claiming_more_bytes_than_its_file_holds_at_its_commit_is_caught(tmp_path: Path) -> None:
+    """E1: bytes 5120 → 5600 with bits per byte recomputed to match, in eval.json and the record; the
+    text's sha256 still names the file, which holds 5120."""
+
+    def more_bytes(data: dict[str, Any], run_dir: Path) -> None:
+        report = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        for values in (report, data["metrics"]):
+            values["bytes"] = 5600
+            values["bits_per_byte"] = values["loss"] * values["predicted_tokens"] / (5600 * math.log(2))
+        (run_dir / "eval.json").write_text(json.dumps(report), encoding="utf-8")
+        measured = gate(data, "GATE-EVAL-003")["measured"]
+        measured.update(bytes=5600, bits_per_byte=data["metrics"]["bits_per_byte"])
+        if "text_bytes" in measured:  # the gate counted the text it was handed: a forger says 5600 there too
+            measured["text_bytes"] = 5600
+
+    run = planted(tmp_path, EVAL_RUN, more_bytes)
+    assert_caught(run, "metrics.bytes is 5600, but docs/concepts/gates.md holds 5120")
