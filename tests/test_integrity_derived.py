@@ -49,11 +49,12 @@ from contracts.spec import load_spec
 
 # Records of the current spec whose gates the tests below tamper with (older records are stale
 # for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261125-spec-1.22.0"
-DPO_RUN = "dpo-20261125-spec-1.22.0"  # GATE-DPO-004 rev 2, GATE-TRAIN-003 rev 2 in the three
-DISTILL_RUN = "distill-moe4-20261125-spec-1.22.0"
-EXPORT_RUN = "export-hf-20261125T103808"  # GATE-CKPT-002 rev 2
-TRACE_RUN = "trace-20261125T103812"  # GATE-TRACE-002 rev 2
+SFT_RUN = "sft-lora-20261125-spec-1.23.0"
+DPO_RUN = "dpo-20261125-spec-1.23.0"  # GATE-DPO-004 rev 2, GATE-TRAIN-003 rev 2 in the three
+DISTILL_RUN = "distill-moe4-20261125-spec-1.23.0"
+EXPORT_RUN = "export-hf-20261125T123016"  # GATE-CKPT-002 rev 3
+TRACE_RUN = "trace-20261125T123020"  # GATE-TRACE-002 rev 2
+LASER_RUN = "laser-20261125T123118"  # GATE-LASER-002 rev 2
 
 
 # -- the untampered ledger -----------------------------------------------------------------------
@@ -999,6 +1000,7 @@ def test_what_a_training_config_and_log_decide_is_held_to_them(
 
 
 MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandit, under spec 1.12.0
+# (GATE-DATA-008 was revised in 1.23.0: its values are derived of the current record, CURRENT_RUN)
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -1006,22 +1008,22 @@ MIX_RUN = "mix-run-20261124-spec-1.12.0"  # caps, a phase at step 20 and a bandi
     ("run", "edit", "fragment"),
     [
         (
-            MIX_RUN,
+            CURRENT_RUN,
             lambda d: gate(d, "GATE-DATA-008")["measured"]["caps"].update(docs=0.9),
             "gates[GATE-DATA-008].measured.caps.docs is 0.9, but its artifacts derive 0.5",
         ),
         (
-            MIX_RUN,
+            CURRENT_RUN,
             lambda d: gate(d, "GATE-DATA-008")["measured"]["floors"].update(stdlib=0.4),
             "gates[GATE-DATA-008].measured.floors.stdlib is 0.4, but its artifacts derive 0.0",
         ),
         (
-            MIX_RUN,
+            CURRENT_RUN,
             lambda d: gate(d, "GATE-DATA-008")["measured"]["served"].update(docs=12),
-            "gates[GATE-DATA-008].measured.served.docs is 12, but its artifacts derive 18",
+            "gates[GATE-DATA-008].measured.served.docs is 12, but its artifacts derive 22",
         ),
         (
-            MIX_RUN,
+            CURRENT_RUN,
             lambda d: gate(d, "GATE-DATA-008")["measured"].update(windows=400),
             "gates[GATE-DATA-008].measured.windows is 400, but its artifacts derive 40",
         ),
@@ -1079,8 +1081,8 @@ def test_settings_a_gate_restates_are_held_to_the_config(
     assert_caught(planted(tmp_path, run, lambda d, _: edit(d)), run, fragment)
 
 
-SHARES_RUN = "mix-run-20261124-spec-1.14.0"  # its log holds the bandit policy's shares (spec 1.14.0)
-MOVED = {"docs": 0.45, "stdlib": 0.55}  # the window 31-40 served docs 18 of 40; the policy said 0.5
+SHARES_RUN = CURRENT_RUN  # its log holds the bandit policy's shares (from spec 1.14.0)
+MOVED = {"docs": 0.45, "stdlib": 0.55}  # the window 31-40 served docs 22 of 40; the policy said 0.5
 
 
 def _share_moved(data: dict[str, Any]) -> None:
@@ -1293,14 +1295,14 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
             "run.argv is",
         ),
         (
-            "laser-20261122T145455",
+            LASER_RUN,
             lambda d, _: gate(d, "GATE-LASER-002")["measured"].update(
                 matrices=gate(d, "GATE-LASER-002")["measured"]["matrices"][:-1]
             ),
             "gates[GATE-LASER-002].measured.matrices is",
         ),
         (
-            "laser-20261122T145455",
+            LASER_RUN,
             lambda d, _: gate(d, "GATE-LASER-002")["measured"]["matrices"][0].update(
                 discarded_norm=1.0, error=1.0
             ),

@@ -168,7 +168,7 @@ def test_a_device_other_than_the_config_names_is_caught(tmp_path: Path) -> None:
             "stepped_parameters is 22, more than the 21 tensors the optimizer steps",
         ),
         (
-            measured("GATE-TRAIN-008", moved_parameters=22),
+            measured("GATE-TRAIN-008", stepped_parameters=21, moved_parameters=22),
             "moved_parameters is 22, more than the 21 stepped_parameters",
         ),
     ],
