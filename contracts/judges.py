@@ -885,10 +885,17 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
         "scored": ("texts_score", "observed_score", "logged_score"),
         # rev 6: the texts scored are the text of the tokens the generations drew
         "texts": ("texts_scored", "texts_not_drawn"),
+        # rev 7: `stack sample` continued the prompt its record names
+        "prompt": ("prompt_tokens", "prompt_tokens_differing"),
     },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "prompt_tokens", "prompt_tokens_differing") and (differ := count(m, "prompt_tokens_differing")):
+        problems.append(
+            f"the generation continued another text than its prompt: {differ} of the prompt's "
+            f"{count(m, 'prompt_tokens')} token(s) differ from the ids it continued"
+        )
     if has(m, "texts_scored", "texts_not_drawn") and (not_drawn := count(m, "texts_not_drawn")):
         problems.append(
             f"{not_drawn} of the {count(m, 'texts_scored')} texts scored are not the text of the tokens "

@@ -172,6 +172,26 @@ def test_a_zero_point_search_that_goes_the_wrong_way_fires(
 
 
 @pytest.mark.gate("GATE-HQQ-001")
+def test_a_grid_one_level_short_fires_though_it_beats_rtn_on_the_same_grid(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planted bug (M13): the min-max grid divided into 2^bits steps, so the top level clips.
+    Round-to-nearest on that same grid is worse still, and HQQ beat it; the contracts' baseline is
+    on the true grid."""
+    targets = _targets(source)
+
+    def one_level_short(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        low, high = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+        scale = (high - low) / 2**bits
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return scale, -low / scale
+
+    monkeypatch.setattr(hqq, "minmax_grid", one_level_short)
+    with pytest.raises(GateViolation, match=r"GATE-HQQ-001.*layers\.0\.ffn_gate"):
+        quantise(targets, 4, 16, HalfQuadratic())
+
+
+@pytest.mark.gate("GATE-HQQ-001")
 def test_an_error_just_above_round_to_nearest_fires_and_just_below_holds() -> None:
     ratio = load_spec().threshold("GATE-HQQ-001", "max_error_ratio")
 

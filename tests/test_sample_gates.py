@@ -210,3 +210,29 @@ def test_one_printed_token_off_its_replay_fires(
     assert _sample(run, record) == (3 if fires else 0)
     allowed = load_spec().threshold("GATE-TRAIN-005", "max_mismatched_draws")
     assert _result(record)["measured"]["mismatched_draws"] == allowed + (1 if planted else 0)
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_generation_that_lost_its_prompts_last_token_fires(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The planted bug (M14, a prompt stripped before it is encoded): the model continues the prompt
+    short of its last token, every draw replayed right against what it was given. Held to the prompt
+    the record names, encoded again, the ids it continued differ."""
+    real = sampling_checks.sample_checked
+    monkeypatch.setattr(
+        sampling_checks, "sample_checked", lambda model, idx, *args: real(model, idx[:, :-1], *args)
+    )
+    record = tmp_path / "record"
+    assert _sample(run, record) == 3
+    assert _halted(record)["prompt_tokens_differing"] > 0
+
+
+@pytest.mark.holds("GATE-TRAIN-005")
+def test_a_prompt_past_the_context_is_continued_as_given(run: Path, tmp_path: Path) -> None:
+    """A prompt longer than the smoke model's context (32) is read from its newest half, and the
+    text returned still begins with every token of it."""
+    record = tmp_path / "record"
+    argv = ["sample", str(run), "--prompt", "the gate " * 8, "--tokens", "8", "--record", str(record)]
+    assert main(argv) == 0
+    assert _result(record)["measured"]["prompt_tokens_differing"] == 0

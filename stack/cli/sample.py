@@ -74,7 +74,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     import torch
 
     from contracts.evidence import DataRef, canonical_sha256
-    from stack.model.sampling_checks import Sampler, sample_checked
+    from stack.model.sampling_checks import Sampler, check_prompt, sample_checked
     from stack.train.trained import load_trained
 
     trained = load_trained(args.path, args.device)
@@ -98,6 +98,8 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed)
+    given = trained.tokenizer.encode(config["prompt"]) if config["prompt"] else [trained.tokenizer.eot_id]
+    check_prompt(given, out[0, : out.shape[1] - args.tokens].tolist())  # what the draws followed
     drawn = out[0, len(ids) :].tolist()
     text = args.prompt + trained.tokenizer.text_of(drawn)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()

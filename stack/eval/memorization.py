@@ -34,6 +34,7 @@ from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
 from stack.model.generate import generate_long
 from stack.model.gpt import GPT
+from stack.tune.frozen import weights_sha256
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class Recall:
     continuation: int
     tuned: list[int]
     base: list[int]
+    # Per row, the sha256 of the weights of the model handed in for it and of the one that generated
+    models_given: dict[str, str]
+    models_measured: dict[str, str]
 
 
 def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
@@ -144,10 +148,18 @@ def recall_outcome(recall: Recall) -> Outcome:
         "tuned_overlaps": recall.tuned,
         "base_overlaps": recall.base,
         "continuation_tokens": recall.continuation,
+        "models_given": recall.models_given,
+        "models_measured": recall.models_measured,
     }
     return measure(
         "GATE-FT-003", measured, holds="the fine-tuned model does not recite its training examples"
     )
+
+
+def rows(tuned: GPT, base: GPT) -> tuple[tuple[str, GPT], ...]:
+    """The rows of a recall table, each with the model that generates it: the fine-tuned, then the
+    base, the control that says what any model of the corpus would recite."""
+    return (("fine-tuned", tuned), ("base", base))
 
 
 @gate_ensure("GATE-FT-003", lambda result: recall_outcome(result))
@@ -163,9 +175,12 @@ def measure_recall(
     """Both models' longest verbatim runs over `examples` (each at least prefix + continuation long)."""
     tokens = torch.tensor([e.tokens[: prefix + continuation] for e in examples], dtype=torch.long)
     truth = tokens[:, prefix:].tolist()
-    runs = {}
-    for name, model in (("fine-tuned", tuned), ("base", base)):
+    given = {"fine-tuned": weights_sha256(tuned), "base": weights_sha256(base)}
+    runs, measured = {}, {}
+    for name, model in rows(tuned, base):
         advance(name)
+        measured[name] = weights_sha256(model)  # the row's model, as it generates
         generated = continue_greedily(model, tokens[:, :prefix], continuation, batch)
         runs[name] = [longest_common_run(g, t) for g, t in zip(generated, truth, strict=True)]
-    return Recall([e.source for e in examples], prefix, continuation, runs["fine-tuned"], runs["base"])
+    sources = [e.source for e in examples]
+    return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured)

@@ -311,6 +311,24 @@ def check_drawn(tally: DrawTally, step: int | None) -> None:
     the model's logits for the text sampled so far (`step` None: `stack sample`'s)."""
 
 
+def prompt_outcome(expected: list[int], continued: list[int]) -> Outcome:
+    """GATE-TRAIN-005's prompt check of `stack sample`: the ids the generation continued (what it
+    returns before the tokens it drew) against the prompt the record names, encoded by the
+    checkpoint's tokenizer (`expected`)."""
+    differing = sum(a != b for a, b in zip(expected, continued, strict=False))
+    measured = {
+        "prompt_tokens": len(expected),
+        "prompt_tokens_differing": differing + abs(len(expected) - len(continued)),
+    }
+    return measure("GATE-TRAIN-005", measured, holds="the generation continued the prompt given")
+
+
+@gate_require("GATE-TRAIN-005", prompt_outcome)
+def check_prompt(expected: list[int], continued: list[int]) -> None:
+    """Refuse a sample that continued another text than its prompt: one stripped, cut or re-encoded
+    on the way makes the model's continuation look like an answer to what the user asked."""
+
+
 @torch.no_grad()
 def sample_checked(
     model: GPT, idx: torch.Tensor, tokens: int, sampler: Sampler, generator: torch.Generator, seed: int

@@ -31,6 +31,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.quantisation import rtn_baseline
 from stack.model.targets import Target
 
 DEFAULT_GROUP = 64  # the HQQ authors' default group size, and the largest one picked automatically
@@ -161,12 +162,6 @@ def optimise_zero(
     return best
 
 
-def rtn(weight: torch.Tensor, bits: int, group: int) -> torch.Tensor:
-    """Round-to-nearest on the min-max grid, dequantised, in the weight's shape and dtype."""
-    w = grouped(weight, group)
-    return dequantised(w, *minmax_grid(w, bits), bits).reshape(weight.shape).to(weight.dtype)
-
-
 def hqq(weight: torch.Tensor, bits: int, group: int, settings: HalfQuadratic) -> torch.Tensor:
     """HQQ on the min-max scale with an optimised zero-point, dequantised, in the weight's shape and dtype."""
     w = grouped(weight, group)
@@ -176,11 +171,12 @@ def hqq(weight: torch.Tensor, bits: int, group: int, settings: HalfQuadratic) ->
 
 
 def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
-    """GATE-HQQ-001: per matrix, the Frobenius error of HQQ as stored against RTN's at its bits and group."""
+    """GATE-HQQ-001: per matrix, the Frobenius error of HQQ as stored against RTN's at its bits and
+    group, RTN as the contracts define it (contracts.quantisation), not on the quantiser's own grid."""
     rows = []
     for target, q in zip(targets, quantised, strict=True):
         original = target.weight.detach().double()
-        baseline = rtn(target.weight, q.bits, q.group).double()
+        baseline = rtn_baseline(target.weight, q.bits, q.group).to(target.weight.dtype).double()
         rows.append(
             {
                 "matrix": q.site,
