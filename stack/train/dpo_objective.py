@@ -249,19 +249,28 @@ class Dpo(Objective):
         against the formula over those plain sums; and its gradient at zero logits
         (`_gradient_at_zero_logits`)."""
         rows = pair_rows(batch)
-        policy, reference = self._logprobs(model, rows)
-        stated, scored = stated_rows(batch)
-        recomputed = [plain_logprobs(m, stated, scored) for m in (model, self.reference)]
         measured = {
-            "beta": self.settings.beta,
-            "label_noise": self.settings.label_noise,
-            **recompute_measured((policy, reference), recomputed),
-            **loss_measured(self._terms(model, rows), recomputed),
+            **self._formula_measured(model, batch),
             **dpo.gradient_reading(
                 self._gradient_at_zero_logits(model, rows), self.stated(batch)[-1].targets
             ),
         }
         dpo.check_recomputed(measured, step)
+
+    def _formula_measured(self, model: torch.nn.Module, batch: SftBatch) -> dict[str, Any]:
+        """What GATE-DPO-005 holds to DPO's formula on `batch`: the run's β and ε, the sums the loss
+        takes against a plain forward of each model (masked by the labels), and the loss and
+        rewards the objective gives beside those plain sums."""
+        rows = pair_rows(batch)
+        policy, reference = self._logprobs(model, rows)
+        stated, scored = stated_rows(batch)
+        recomputed = [plain_logprobs(m, stated, scored) for m in (model, self.reference)]
+        return {
+            "beta": self.settings.beta,
+            "label_noise": self.settings.label_noise,
+            **recompute_measured((policy, reference), recomputed),
+            **loss_measured(self._terms(model, rows), recomputed),
+        }
 
     def _gradient_at_zero_logits(self, model: torch.nn.Module, rows: pairs.PairBatch) -> torch.Tensor:
         """The gradient of the loss, by the objective's own path, at the policy's logits, with both
@@ -282,17 +291,8 @@ class Dpo(Objective):
         DPO's formula over both models' plain sums, as `probe` holds a training batch's. A held-out
         loss scored another way (the models swapped, β dropped) would steer early stopping and the
         overfit detector with every training gate green."""
-        rows = pair_rows(batch)
-        policy, reference = self._logprobs(model, rows)
-        stated, scored = stated_rows(batch)
-        recomputed = [plain_logprobs(m, stated, scored) for m in (model, self.reference)]
-        measured = {
-            "beta": self.settings.beta,
-            "label_noise": self.settings.label_noise,
-            **recompute_measured((policy, reference), recomputed),
-            **loss_measured(self._terms(model, rows), recomputed),
-            "loss": float(loss.detach()),  # the evaluation's, not the terms' made again here
-        }
+        measured = self._formula_measured(model, batch)
+        measured["loss"] = float(loss.detach())  # the evaluation's, not the terms' made again here
         dpo.check_recomputed(measured, step)
 
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:
