@@ -1688,8 +1688,28 @@ def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-HQQ-002", needs=("mean_kl_nats",))
+@judges(
+    "GATE-HQQ-002",
+    checks={
+        "agreement": ("mean_kl_nats",),
+        # rev 2: the model compared is the model written
+        "compared": ("compared_sha256", "written_sha256"),
+    },
+)
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
+    problems = []
+    if has(m, "compared_sha256", "written_sha256") and m.get("compared_sha256") != m.get("written_sha256"):
+        problems.append(
+            "the held-out agreement was measured on another model than the one written (weights sha256 "
+            f"{str(m.get('compared_sha256'))[:12]} compared, {str(m.get('written_sha256'))[:12]} written)"
+        )
+    if has(m, "mean_kl_nats"):
+        problems += _kl_bound(m, t)
+    return problems
+
+
+def _kl_bound(m: Measured, t: Thresholds) -> list[str]:
+    """The mean held-out KL of the quantised model against max_mean_kl_nats."""
     kl = number(m, "mean_kl_nats")
     if kl <= t["max_mean_kl_nats"]:
         return []

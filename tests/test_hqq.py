@@ -7,6 +7,7 @@ still beats round-to-nearest (only the held-out KL sees it), and a writer that u
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.model.targets import Target, select_targets
-from stack.surgery import changes, hqq
+from stack.surgery import agreement, changes, hqq
 from stack.surgery.hqq import HalfQuadratic, quantise
 from stack.train.trained import load_trained
 
@@ -212,6 +213,25 @@ def test_too_coarse_a_quantisation_fires_though_its_weight_error_beats_rtn(
     results = _results(out)
     assert results["GATE-HQQ-001"][0] == "PASS" and results["GATE-HQQ-002"][0] == "FAIL"
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.gate("GATE-HQQ-002")
+def test_an_agreement_measured_before_the_weights_changed_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The planted bug (M30): the KL taken against a copy of the model from before the quantised
+    weights were written, so it is 0 whatever the quantiser did."""
+    real = agreement.heldout_agreement
+    monkeypatch.setattr(
+        agreement,
+        "heldout_agreement",
+        lambda original, changed, windows: real(original, copy.deepcopy(original), windows),
+    )
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), *QUANTIZE, "--out", str(out)]) == 3
+    assert "GATE-HQQ-002" in capsys.readouterr().err
+    verdict, measured = _results(out)["GATE-HQQ-002"]
+    assert verdict == "FAIL" and measured["compared_sha256"] != measured["written_sha256"]
 
 
 @pytest.mark.gate("GATE-HQQ-002")

@@ -59,7 +59,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     from stack.export.sample import resolve_sample
     from stack.model.lora import tensor_hashes
     from stack.model.targets import select
-    from stack.surgery.agreement import heldout_agreement
+    from stack.surgery.agreement import check_compared, heldout_agreement
     from stack.surgery.changes import check_changes, check_ties, write_weights
     from stack.surgery.hqq import HalfQuadratic, quantise
     from stack.surgery.output import Operated
@@ -76,6 +76,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     check_ties(model)
     check_changes(model, targets, source)
     agreement = heldout_agreement(original, model, sample.windows)
+    check_compared(agreement["model_sha256"], model)  # the model `perform` writes
     measured = {
         "storage": "dequantised (fp32); the memory win needs a packed kernel",
         "optimiser": vars(settings),
