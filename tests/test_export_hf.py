@@ -155,14 +155,8 @@ def flip_tie(config: dict[str, Any], model: ModelConfig) -> None:
     config["tie_word_embeddings"] = not model.tie_embeddings
 
 
-@pytest.mark.gate(GATE)
-@pytest.mark.parametrize(
-    "tamper", [eps_times_ten, flip_tie], ids=["norm-eps-x10", "tied-head-declared-untied"]
-)
-def test_planted_config_bug_fails_the_check(
-    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    checkpoint = make_checkpoint(tmp_path)
+def plant_config(monkeypatch: pytest.MonkeyPatch, tamper: ConfigTamper) -> None:
+    """The export's config.json made as ever, then `tamper`ed: the bug planted in what it writes."""
     real = hf.hf_config
 
     def planted(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
@@ -171,6 +165,17 @@ def test_planted_config_bug_fails_the_check(
         return written
 
     monkeypatch.setattr(hf, "hf_config", planted)
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    "tamper", [eps_times_ten, flip_tie], ids=["norm-eps-x10", "tied-head-declared-untied"]
+)
+def test_planted_config_bug_fails_the_check(
+    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = make_checkpoint(tmp_path)
+    plant_config(monkeypatch, tamper)
     result = export_hf(checkpoint, tmp_path / "hf")
     with pytest.raises(GateViolation) as fired:
         exporters.certify(result)
@@ -214,14 +219,7 @@ def test_an_export_naming_other_special_ids_exits_3_unverified(
     """config.json's ids are planted off the tokenizer's end of text: the logits still match, but a
     model generated from would not stop (or start) where it learned to."""
     checkpoint = make_checkpoint(tmp_path)
-    real = hf.hf_config
-
-    def planted(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
-        written = real(config, tokenizer)
-        tamper(written, config)
-        return written
-
-    monkeypatch.setattr(hf, "hf_config", planted)
+    plant_config(monkeypatch, tamper)
     out = tmp_path / "hf"
     assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
     assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
