@@ -397,12 +397,16 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         "documents": ("shared_documents",),
         "heldout": ("heldout_windows", "heldout_windows_mismatched"),
         "spread": ("split_windows", "first_id", "last_id", "max_gap"),
+        "read": ("set_windows", "read_windows", "read_windows_mismatched"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
     """No document in both splits (the index), and the held-out batches a run evaluates are the
-    held-out split's windows (the batches, against the split's shards), spread over all of it."""
+    held-out split's windows (the batches, against the split's shards), spread over all of it,
+    and read as they are (a lens comparison's forwards, against the set)."""
     problems = _spread_problems(m) if has(m, "split_windows", "first_id", "last_id", "max_gap") else []
+    if has(m, "set_windows", "read_windows", "read_windows_mismatched"):
+        problems += _set_read_problems(m)
     if has(m, "shared_documents") and (shared := count(m, "shared_documents")):
         problems.append(f"{shared} document(s) are in both train and held-out")
     if has(m, "heldout_windows", "heldout_windows_mismatched"):
@@ -417,6 +421,18 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
                 + (f"; by table: {by_table}" if by_table else "")
             )
     return problems
+
+
+def _set_read_problems(m: Measured) -> list[str]:
+    """Every window of the held-out set read, once, where the set has it, and nothing else."""
+    windows, read = count(m, "set_windows"), count(m, "read_windows")
+    mismatched = count(m, "read_windows_mismatched")
+    if windows and read == windows and not mismatched:
+        return []
+    return [
+        f"the forwards read {read} window(s), {mismatched} of them not the held-out set's window at "
+        f"their place, where the set holds {windows}: the comparison read other text than the held-out set"
+    ]
 
 
 def _spread_problems(m: Measured) -> list[str]:

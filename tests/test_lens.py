@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ from contracts.evidence import Verdict, read_evidence
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
 from stack.cli import main
+from stack.data.heldout import heldout_batches
+from stack.data.reader import TokenReader
 from stack.lens import probes, residual
+from stack.lens import train as lens_train
 from stack.lens.probes import TunedLens, for_model, health_outcome, model_sha256
 from stack.lens.readout import read
 from stack.lens.residual import capture
@@ -185,6 +189,92 @@ def test_a_lens_worse_than_the_logit_lens_warns_per_layer(trained: dict[str, Pat
     result = {r.id: r for r in ledger.gate_results()}["GATE-LENS-003"]
     assert result.verdict is Verdict.WARN
     assert "layer 0:" in (result.message or "") and "layer 1:" not in (result.message or "")
+
+
+def _train_windows(data: Path, like: torch.Tensor) -> torch.Tensor:
+    """Windows of the train split in the shape of `like` (B, T): what a comparison must not read."""
+    reader = TokenReader(data, "train", batch_size=like.shape[0], seq_len=like.shape[1], seed=0)
+    return reader.next_batch()[:, :-1]
+
+
+def _reading(substitute: Callable[[Path, torch.Tensor, int], torch.Tensor], data: Path) -> Callable:
+    """The stack's `capture`, handed `substitute(data, ids, call)` in place of the ids it is given."""
+    calls = iter(range(1_000))
+
+    def planted(model: nn.Module, idx: torch.Tensor) -> residual.Residuals:
+        return capture(model, substitute(data, idx, next(calls)))
+
+    return planted
+
+
+def _first_batch_again() -> Callable[[Path, torch.Tensor, int], torch.Tensor]:
+    """Every call reads the first batch it was handed: one batch of the set scored twice."""
+    kept: list[torch.Tensor] = []
+
+    def substitute(data: Path, idx: torch.Tensor, call: int) -> torch.Tensor:
+        kept.append(idx)
+        return kept[0]
+
+    return substitute
+
+
+@pytest.mark.gate("GATE-DATA-005")
+@pytest.mark.parametrize(
+    "substitute",
+    [
+        pytest.param(lambda: lambda data, idx, call: _train_windows(data, idx), id="train-split"),
+        pytest.param(_first_batch_again, id="one-batch-twice"),
+        pytest.param(
+            lambda: lambda data, idx, call: torch.cat([idx[:1], _train_windows(data, idx)[1:]]),
+            id="one-row-of-train",
+        ),
+    ],
+)
+def test_a_lens_comparison_reading_other_text_than_the_heldout_set_is_refused(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, substitute: Callable
+) -> None:
+    """The audit's mutant read the train split for the "held-out" comparison; here the forwards
+    are handed other windows than the set's (the set itself is right), all or one row of them."""
+    model = load_trained(trained["run"]).model
+    monkeypatch.setattr(lens_train, "capture", _reading(substitute(), trained["data"]))
+    with pytest.raises(
+        GateViolation, match=r"GATE-DATA-005.*the comparison read other text than the held-out set"
+    ):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_lens_comparison_set_from_the_train_split_is_refused(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set the lenses are compared on made of train windows: refused before either lens reads it."""
+    model = load_trained(trained["run"]).model
+    made = heldout_batches(trained["data"], QUICK.batch_size, QUICK.seq_len, QUICK.heldout_batches)
+
+    def from_train(*args: object, **kwargs: object) -> list[torch.Tensor]:
+        reader = TokenReader(
+            trained["data"], "train", batch_size=QUICK.batch_size, seq_len=QUICK.seq_len, seed=0
+        )
+        return [reader.next_batch() for _ in made]
+
+    monkeypatch.setattr(lens_train, "heldout_batches", from_train)
+    with pytest.raises(GateViolation, match=r"GATE-DATA-005.*not the held-out split's windows"):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+@pytest.mark.holds("GATE-DATA-005")
+def test_a_lens_comparison_reads_the_heldout_set_once_each(trained: dict[str, Path]) -> None:
+    """Nothing planted: the comparison reads each window of the held-out set once, and the record
+    says how many it read."""
+    model = load_trained(trained["run"]).model
+    ledger = Ledger()
+    with recording(ledger):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+    result = {r.id: r for r in ledger.gate_results()}["GATE-DATA-005"]
+    assert result.verdict is Verdict.PASS
+    windows = QUICK.batch_size * QUICK.heldout_batches
+    assert result.measured["read_windows"] == result.measured["set_windows"] == windows
+    assert result.measured["read_windows_mismatched"] == 0
 
 
 @pytest.mark.gate("GATE-LENS-004")

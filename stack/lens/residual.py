@@ -34,6 +34,7 @@ class Residuals:
     states: tuple[torch.Tensor, ...]  # (batch, time, d_model) per lens layer
     last: torch.Tensor
     logits: torch.Tensor
+    inputs: torch.Tensor  # the token ids the forward read (batch, time): what a reading is of
 
 
 def read_through(model: GPT, state: torch.Tensor) -> torch.Tensor:
@@ -65,4 +66,4 @@ def capture(model: GPT, idx: torch.Tensor) -> Residuals:
 
     with SiteHooks(model, keep):
         logits, _ = model(idx)
-    return Residuals(tuple(wanted), tuple(seen[s] for s in wanted[:-1]), seen[wanted[-1]], logits)
+    return Residuals(tuple(wanted), tuple(seen[s] for s in wanted[:-1]), seen[wanted[-1]], logits, idx)

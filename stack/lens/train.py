@@ -15,8 +15,10 @@ constant and unclipped, took ten times their step; on one seed a layer ended wor
 logit lens.) Before the first step the lens must be the logit lens bit for bit (GATE-LENS-001);
 after the last, every probe must have moved, unless it was trained and its layer already read as
 the final distribution through the identity: nothing to learn (GATE-LENS-002). Then both lenses
-are read on batches of the held-out split; a layer where the tuned lens is further from the final
-distribution than the logit lens is a warning (GATE-LENS-003).
+are read on the held-out set a training run evaluates (windows spread over the held-out split,
+checked against its shards, and the forwards' ids checked against the set: GATE-DATA-005); a layer
+where the tuned lens is further from the final distribution than the logit lens is a warning
+(GATE-LENS-003).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from stack.data.heldout import check_heldout, heldout_batches
 from stack.data.reader import TokenReader
 from stack.lens.defaults import (
     DEFAULT_CLIP_NORM,
@@ -204,20 +207,62 @@ def heldout_outcome(per_layer: list[dict[str, float]]) -> Outcome:
     return measure("GATE-LENS-003", {"layers": per_layer}, holds="the tuned lens is no worse at any layer")
 
 
+def comparison_set(model: GPT, data_dir: Path, settings: LensTraining) -> list[torch.Tensor]:
+    """The held-out batches the two lenses are compared on: the held-out set a training run
+    evaluates (stack.data.heldout, windows spread over the split, the same on every call),
+    checked against the held-out split's shards before either lens reads it (GATE-DATA-005)."""
+    seq_len = sequence_length(settings.seq_len, model.config.ctx)
+    try:
+        batches = heldout_batches(data_dir, settings.batch_size, seq_len, settings.heldout_batches)
+    except BadInput as err:
+        raise BadInput(f"{err}; for the lens: lower --heldout-batches, --batch-size or --seq-len") from None
+    check_heldout(_reader(model, data_dir, "heldout", settings), batches)
+    return batches
+
+
+def read_outcome(batches: list[torch.Tensor], read: list[torch.Tensor]) -> Outcome:
+    """GATE-DATA-005's check `read`: the ids the comparison's forwards read (`Residuals.inputs`),
+    row by row, against the inputs of the held-out set's windows at the same place. A comparison
+    that reads other text than the set it checked (the train split, one batch read twice) shows
+    here, where the lenses read it, whatever the set itself was."""
+    want = torch.cat([batch[:, :-1] for batch in batches])
+    widths = {tuple(ids.shape[1:]) for ids in read}
+    got = torch.cat([ids.cpu() for ids in read]) if widths == {tuple(want.shape[1:])} else None
+    if got is not None and got.shape == want.shape:
+        mismatched = int((got != want).any(dim=1).sum())
+    else:  # rows missing, extra or of another width: none is read where the set has it
+        mismatched = max(int(want.shape[0]), sum(int(ids.shape[0]) for ids in read))
+    measured = {
+        "set_windows": int(want.shape[0]),
+        "read_windows": sum(int(ids.shape[0]) for ids in read),
+        "read_windows_mismatched": mismatched,
+    }
+    return measure("GATE-DATA-005", measured, holds="the lens comparison read the held-out set")
+
+
+@gate_require("GATE-DATA-005", lambda batches, read: read_outcome(batches, read))
+def check_read(batches: list[torch.Tensor], read: list[torch.Tensor]) -> None:
+    """Refuse a lens comparison whose forwards read other windows than the held-out set's."""
+
+
 @gate_ensure("GATE-LENS-003", lambda result: heldout_outcome(result))
 def heldout_comparison(
     model: GPT, lens: TunedLens, data_dir: Path, settings: LensTraining
 ) -> list[dict[str, float]]:
-    """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens."""
-    reader = _reader(model, data_dir, "heldout", settings)
-    batches = _batches(reader, model.lm_head.weight.device)
+    """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens,
+    over the held-out set (`comparison_set`) and only it (`check_read`, before it is reported)."""
+    batches = comparison_set(model, data_dir, settings)
+    device = model.lm_head.weight.device
     logit = torch.zeros(lens.n_layers, dtype=torch.float64)
     tuned = torch.zeros(lens.n_layers, dtype=torch.float64)
-    for _ in range(settings.heldout_batches):
-        residuals = capture(model, next(batches))
+    read = []
+    for batch in batches:
+        residuals = capture(model, batch[:, :-1].to(device))
+        read.append(residuals.inputs)
         logit += torch.tensor(mean_kl(model, residuals, None), dtype=torch.float64)
         tuned += torch.tensor(mean_kl(model, residuals, lens), dtype=torch.float64)
-    logit, tuned = logit / settings.heldout_batches, tuned / settings.heldout_batches
+    check_read(batches, read)
+    logit, tuned = logit / len(batches), tuned / len(batches)
     return [
         {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
         for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
