@@ -13,8 +13,9 @@ import torch
 from trace_support import save_run, tiny_model
 from train_support import WORDS
 
-from stack.eval.memorization import continue_greedily
+from stack.eval.memorization import GREEDY, continue_greedily
 from stack.model.gpt import GPT
+from stack.model.sampling_checks import DrawTally
 
 CTX = 64  # room for an 8-token prefix and a 32-token continuation without sliding the window
 
@@ -39,7 +40,7 @@ def own_continuations(
     reproduces by construction."""
     prompts = [f"{a} {b}".ljust(prefix, ".")[:prefix] for a, b in itertools.product(WORDS[:8], WORDS[:8])]
     ids = torch.tensor([[*lead, *p.encode()] for p in prompts])
-    continuations = continue_greedily(model(seed), ids, length, len(prompts))
+    continuations = continue_greedily(model(seed), ids, length, len(prompts), DrawTally(GREEDY))
     # ASCII only: a byte-level text that encodes back to exactly these ids
     found = [
         (p, bytes(c).decode("ascii")) for p, c in zip(prompts, continuations, strict=True) if max(c) < 128

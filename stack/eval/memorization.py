@@ -2,7 +2,9 @@
 
 For each of N training examples with at least P + C tokens, the first P tokens are the prefix
 and the next C the true continuation. Each model continues the prefix greedily for C tokens
-(`generate_long`, so P + C may exceed the model's context); the example's score is the longest
+(`generate_long`), and every draw is replayed as greedy from the logits it was made from, those
+the model's for the text so far (GATE-TRAIN-005: a recall of sampled text would measure the
+sampler's luck, not the model's memory); the example's score is the longest
 run of consecutive tokens the generated continuation shares, verbatim, with the true one
 (the longest common substring, found by dynamic programming in O(C²)). An example counts as
 reproduced when that run is at least the spec's min_verbatim_tokens; GATE-FT-003 (warning) fires
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
@@ -34,6 +37,15 @@ from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
 from stack.model.generate import generate_long
 from stack.model.gpt import GPT
+from stack.model.sampling_checks import (
+    PROBE_TOKENS,
+    DrawTally,
+    Sampler,
+    SpreadLogits,
+    check_drawn,
+    probe_width,
+    watching_draws,
+)
 from stack.tune.frozen import weights_sha256
 
 
@@ -131,15 +143,47 @@ def longest_common_run(generated: list[int], true: list[int]) -> int:
     return best
 
 
+# What a continuation is replayed under: greedy, the largest logit at every draw.
+GREEDY = Sampler(temperature=0.0)
+# The spread probe's seed: greedy draws read no generator, so any fixed seed serves.
+PROBE_SEED = 0
+
+
+def _continued(model: nn.Module, idx: torch.Tensor, length: int) -> torch.Tensor:
+    """The `length` tokens `model` continues each row of `idx` with, greedily: the one call that
+    generates both a row's continuation and the spread probe's, so both are drawn alike."""
+    return generate_long(model, idx, length, temperature=0.0)[:, idx.shape[1] :]
+
+
 @torch.inference_mode()
-def continue_greedily(model: GPT, prefixes: torch.Tensor, length: int, batch: int) -> list[list[int]]:
-    """Each prefix's greedy continuation of `length` tokens, `batch` prefixes per call."""
+def continue_greedily(
+    model: GPT, prefixes: torch.Tensor, length: int, batch: int, tally: DrawTally
+) -> list[list[int]]:
+    """Each prefix's greedy continuation of `length` tokens, `batch` prefixes per call; each draw
+    added to `tally` (GREEDY's) with the logits it was made from, for GATE-TRAIN-005 to replay."""
     device = model.embed.weight.device
-    grown = [
-        generate_long(model, chunk.to(device), length, temperature=0.0)[:, prefixes.shape[1] :]
-        for chunk in prefixes.split(batch)
-    ]
+    generator = torch.Generator(device=device)  # watched, never read: greedy draws take no sample
+    grown = []
+    for chunk in prefixes.split(batch):
+        chunk = chunk.to(device)
+        with watching_draws(model, generator) as draws:
+            drawn = _continued(model, chunk, length)
+        tally.add(draws, drawn, model, chunk)
+        grown.append(drawn)
     return torch.cat(grown).tolist()
+
+
+@torch.inference_mode()
+def check_greedy(tally: DrawTally, vocab: int, device: torch.device) -> None:
+    """GATE-TRAIN-005 over every continuation in `tally`, with the spread probe drawn by the same
+    call: a recall measured on sampled text (a temperature above 0 on the way) is refused. On a
+    model that recites, the largest logit is often so far ahead that a sample would pick it too;
+    the probe's flat rows are where a sample and the largest logit part."""
+    spread = SpreadLogits(probe_width(vocab, None), device, PROBE_SEED)
+    with watching_draws(spread, torch.Generator(device=device)) as draws:
+        drawn = _continued(spread, spread.prompt, PROBE_TOKENS)
+    tally.add_probe(draws, spread.prompt, drawn)
+    check_drawn(tally, None)
 
 
 def recall_outcome(recall: Recall) -> Outcome:
@@ -176,11 +220,12 @@ def measure_recall(
     tokens = torch.tensor([e.tokens[: prefix + continuation] for e in examples], dtype=torch.long)
     truth = tokens[:, prefix:].tolist()
     given = {"fine-tuned": weights_sha256(tuned), "base": weights_sha256(base)}
-    runs, measured = {}, {}
+    runs, measured, tally = {}, {}, DrawTally(GREEDY)
     for name, model in rows(tuned, base):
         advance(name)
         measured[name] = weights_sha256(model)  # the row's model, as it generates
-        generated = continue_greedily(model, tokens[:, :prefix], continuation, batch)
+        generated = continue_greedily(model, tokens[:, :prefix], continuation, batch, tally)
         runs[name] = [longest_common_run(g, t) for g, t in zip(generated, truth, strict=True)]
+    check_greedy(tally, tuned.config.vocab, tuned.embed.weight.device)  # before any run is reported
     sources = [e.source for e in examples]
     return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured)
