@@ -7,6 +7,7 @@ Pure functions of what the command measured and the gate's thresholds, like ever
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 from contracts.judges import Malformed, Measured, Thresholds, count, has, items, judges, number
@@ -80,9 +81,68 @@ def _leak_problems(draws: list[Any]) -> list[str]:
     return problems
 
 
-@judges("GATE-FT-002", needs=("rows+", "few_shot"))
+@judges(
+    "GATE-FT-002",
+    checks={
+        "items": ("rows+", "few_shot"),
+        # rev 2: what each row's forwards read before a completion is the text the row states,
+        # and the passages retrieved for an item are the best the folder holds for its prompt
+        "contexts": ("contexts_read", "contexts_stated"),
+        "retrieval": ("retrieval",),
+    },
+)
 def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
-    return _row_problems(m.get("rows")) + _leak_problems(items(m, "few_shot"))
+    problems = _row_problems(m.get("rows")) + _leak_problems(items(m, "few_shot")) if has(m, "rows") else []
+    if has(m, "contexts_read", "contexts_stated"):
+        problems += _context_problems(m.get("contexts_read"), m.get("contexts_stated"))
+    if has(m, "retrieval"):
+        problems += _retrieval_problems(items(m, "retrieval"))
+    return problems
+
+
+def _context_problems(read: Any, stated: Any) -> list[str]:
+    """Per row, the digest of the text each forward read before a completion against the text the
+    row states it put there (the item's prompt after its examples or passages)."""
+    if not (isinstance(read, dict) and isinstance(stated, dict)):
+        raise Malformed("'contexts_read' and 'contexts_stated' must be objects of row name → digests")
+    problems = []
+    for name in sorted(read.keys() | stated.keys()):
+        got, want = read.get(name), stated.get(name)
+        if not (isinstance(got, list) and isinstance(want, list)):
+            problems.append(f"row {name}: read or stated contexts are missing")
+            continue
+        differing = sum(a != b for a, b in zip(got, want, strict=False)) + abs(len(got) - len(want))
+        if differing:
+            problems.append(
+                f"row {name}: {differing} of {len(want)} items were scored after another text than the "
+                "row states (examples without their completions? other passages?)"
+            )
+    return problems
+
+
+def _retrieval_problems(found: list[Any]) -> list[str]:
+    """Each item's passages: scores above 0, best first, none below a passage left out, as many as
+    asked unless no passage left out scores above 0."""
+    problems = []
+    for entry in found:
+        if not isinstance(entry, dict) or not isinstance(entry.get("item"), str):
+            raise Malformed(f"retrieval entry {entry!r} names no item")
+        scores, left = items(entry, "scores"), number(entry, "best_left")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
+            raise Malformed(f"retrieval of item {entry['item']}: scores must be numbers")
+        if any(v <= 0 for v in scores) or any(a < b for a, b in pairwise(scores)):
+            problems.append(f"item {entry['item']}: passages retrieved not best first above 0 ({scores})")
+        elif scores and min(scores) < left:
+            problems.append(
+                f"item {entry['item']}: a passage left out scores {left:.4g}, above one retrieved "
+                f"({min(scores):.4g}): retrieval did not take the best"
+            )
+        elif len(scores) > (asked := count(entry, "asked")) or (len(scores) < asked and left > 0):
+            problems.append(
+                f"item {entry['item']}: {len(scores)} passages retrieved of {asked} asked, the best one "
+                f"left out scoring {left:.4g}"
+            )
+    return problems
 
 
 def _overlaps(m: Measured, key: str, longest: int) -> list[int]:

@@ -196,15 +196,107 @@ def test_an_example_sharing_only_the_prompt_is_no_leak(world: dict[str, Any], tm
     assert "near" in {e["id"] for e in first["examples"]}
 
 
+def _prompts_only(real: Any) -> Any:
+    """The audit's M04 in `row_contexts`: few-shot examples shown without their completions."""
+
+    def contexts(
+        row: Row, items: list[Item], draws: dict[str, Any], retrieved: Any
+    ) -> list[tuple[Item, str]]:
+        if row.context != "few-shot":
+            return real(row, items, draws, retrieved)
+        return [
+            (item, matrix_module.framed([e.prompt for e in draws[item.id].examples], item.prompt))
+            for item in items
+        ]
+
+    return contexts
+
+
+def _passages_of_the_next_item(real: Any) -> Any:
+    """Row D reads the passages retrieved for the next item, not its own."""
+
+    def contexts(
+        row: Row, items: list[Item], draws: dict[str, Any], retrieved: Any
+    ) -> list[tuple[Item, str]]:
+        if row.context != "retrieval":
+            return real(row, items, draws, retrieved)
+        shifted = {item.id: retrieved[items[(i + 1) % len(items)].id] for i, item in enumerate(items)}
+        return real(row, items, draws, shifted)
+
+    return contexts
+
+
+@pytest.mark.gate("GATE-FT-002")
+@pytest.mark.parametrize(
+    "planted", [_prompts_only, _passages_of_the_next_item], ids=["no-completions", "other-passages"]
+)
+def test_a_row_scored_after_another_text_than_it_states_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: Any
+) -> None:
+    """What each forward read before a completion is held to what its row states: the draw's
+    examples in full, or the passages retrieved for that item, then the item's prompt."""
+    monkeypatch.setattr(matrix_module, "row_contexts", planted(matrix_module.row_contexts))
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_ranked_docs(world, tmp_path)))) == 3
+    verdicts, evidence = _record(record)
+    assert verdicts["GATE-FT-002"] == "FAIL" and "after another text than the row states" in str(
+        next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"]
+    )
+
+
+def _ranked_docs(world: dict[str, Any], tmp_path: Path, tie: bool = False) -> Path:
+    """Per item, a passage of its whole prompt twice and one of its first word only (or, with `tie`,
+    the whole-prompt passage twice): BM25 ranks the first above the second (or ties them)."""
+    docs = tmp_path / "ranked"
+    docs.mkdir()
+    paragraphs = []
+    for item in world["items"]:
+        words = item["prompt"].strip(".").split()
+        paragraphs.append(" ".join(words * 2))
+        paragraphs.append(" ".join(words * 2) if tie else f"{words[0]} filler text")
+    (docs / "ranked.md").write_text("\n\n".join(paragraphs) + "\n")
+    return docs
+
+
+def _worst_first(self: BM25, query: str, n: int) -> list[tuple[Passage, float]]:
+    """The audit's M21 in `BM25.top`: the passages above 0 ranked worst first."""
+    scored = [(self.score(query, i), i) for i in range(len(self.passages))]
+    ranked = sorted((pair for pair in scored if pair[0] > 0), key=lambda pair: (pair[0], pair[1]))
+    return [(self.passages[i], s) for s, i in ranked[:n]]
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_retrieval_that_takes_the_worst_passages_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BM25, "top", _worst_first)
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_ranked_docs(world, tmp_path)))) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "retrieval did not take the best" in message
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_a_passage_left_out_that_ties_the_one_retrieved_holds(world: dict[str, Any], tmp_path: Path) -> None:
+    """The boundary: one passage asked, two that score the same; the one left out is no better."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_ranked_docs(world, tmp_path, tie=True)))) == 0
+    verdicts, evidence = _record(record)
+    result = next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")
+    assert verdicts["GATE-FT-002"] == "PASS"
+    assert all(e["best_left"] == e["scores"][0] > 0 for e in result["measured"]["retrieval"])
+
+
 # -- GATE-FT-001: the adapter beats few-shot ------------------------------------------------
 
 
 def _matrix(few_shot_bpb: float, adapter_bpb: float) -> Matrix:
     def row(name: str, bpb: float) -> RowResult:  # one item of one byte scored at `bpb` bits
         score = {"id": "a", "nll": bpb * math.log(2), "tokens": 1, "bytes": 1, "dropped": 0, "exact": None}
-        return RowResult(Row(name, name, "base", "none"), [score])
+        return RowResult(Row(name, name, "base", "none"), [score], ["0" * 64])
 
-    return Matrix([row("A", 4.0), row("B", few_shot_bpb), row("C", adapter_bpb)], [], {})
+    return Matrix([row("A", 4.0), row("B", few_shot_bpb), row("C", adapter_bpb)], [], {}, {})
 
 
 @pytest.mark.gate("GATE-FT-001")

@@ -26,6 +26,11 @@ class Item:
     completion: str
 
     @property
+    def text(self) -> str:
+        """The item as a few-shot example shows it: its prompt, then its completion."""
+        return self.prompt + self.completion
+
+    @property
     def sha256(self) -> str:
         """The digest of the content (prompt, NUL, completion): the same item whatever its id."""
         return hashlib.sha256(f"{self.prompt}\0{self.completion}".encode()).hexdigest()

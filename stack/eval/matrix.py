@@ -25,6 +25,7 @@ examples whatever the order or number of the items beside it.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class RowResult:
 
     row: Row
     scores: list[dict[str, Any]]
+    contexts: list[str]  # per item, the sha256 of the text the model read before its completion
 
     @property
     def ids(self) -> list[str]:
@@ -103,6 +105,7 @@ class Matrix:
     rows: list[RowResult]
     draws: list[Draw]
     retrieved: dict[str, list[dict[str, Any]]]
+    best_left: dict[str, float]  # per item, the best BM25 score of a passage not retrieved (0: none)
 
     def row(self, name: str) -> RowResult:
         """The result of the row named `name` (A, B, C, D)."""
@@ -162,6 +165,25 @@ def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]
     return [{"source": p.source, "paragraph": p.index, "score": score, "text": p.text} for p, score in found]
 
 
+def best_left(retriever: BM25, item: Item, retrieved: list[dict[str, Any]]) -> float:
+    """The best score for `item`'s prompt of a passage not among `retrieved`, every passage scored
+    again one by one (not ranked by `top`): retrieval took the best ones when none left is better."""
+    taken = {(p["source"], p["paragraph"]) for p in retrieved}
+    return max(
+        (
+            retriever.score(item.prompt, i)
+            for i, p in enumerate(retriever.passages)
+            if (p.source, p.index) not in taken
+        ),
+        default=0.0,
+    )
+
+
+def framed(before: list[str], prompt: str) -> str:
+    """The text a row puts before a completion: each piece followed by SEPARATOR, then the prompt."""
+    return "".join(text + SEPARATOR for text in before) + prompt
+
+
 def row_contexts(
     row: Row, items: list[Item], draws: dict[str, Draw], retrieved: dict[str, list[dict[str, Any]]]
 ) -> list[tuple[Item, str]]:
@@ -173,16 +195,34 @@ def row_contexts(
             before = [e.prompt + e.completion for e in draws[item.id].examples]
         elif row.context == "retrieval":
             before = [p["text"] for p in retrieved[item.id]]
-        contexts.append((item, "".join(text + SEPARATOR for text in before) + item.prompt))
+        contexts.append((item, framed(before, item.prompt)))
     return contexts
+
+
+def stated_context(row: Row, item: Item, matrix: Matrix) -> str:
+    """The text `row` states it put before `item`'s completion, from what the record shows: the
+    item's prompt after its draw's examples as examples show (`Item.text`), or after the passages
+    retrieved for it. GATE-FT-002 holds the text each forward read to it."""
+    if row.context == "few-shot":
+        draw = next(d for d in matrix.draws if d.item.id == item.id)
+        return framed([e.text for e in draw.examples], item.prompt)
+    if row.context == "retrieval":
+        return framed([p["text"] for p in matrix.retrieved[item.id]], item.prompt)
+    return item.prompt
+
+
+def text_sha256(text: str) -> str:
+    """The digest a context is compared by (UTF-8)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
     """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
-    scores = []
+    scores, read = [], []
     for item, context in contexts:
+        read.append(text_sha256(context))  # the text the model is handed, as handed
         where = f"row {row.name}, item {item.id}"
         scored = score_completion(
             model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
@@ -198,28 +238,45 @@ def score_row(
             }
         )
         advance()
-    return RowResult(row, scores)
+    return RowResult(row, scores, read)
 
 
-def same_items_outcome(matrix: Matrix) -> Outcome:
-    """GATE-FT-002 over the matrix as scored: each row's item ids, and every few-shot draw."""
+def same_items_outcome(matrix: Matrix, items: list[Item], passages: int) -> Outcome:
+    """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
+    each row's forwards read before each completion against the text the row states (`stated_context`),
+    and each item's retrieved passages against the best score of those left."""
     rows = {r.row.name: r.ids for r in matrix.rows}
-    measured = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
+    measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
+    measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
+    measured["contexts_stated"] = {
+        r.row.name: [text_sha256(stated_context(r.row, item, matrix)) for item in items] for r in matrix.rows
+    }
+    if matrix.retrieved:
+        measured["retrieval"] = [
+            {
+                "item": item,
+                "asked": passages,
+                "scores": [p["score"] for p in found],
+                "best_left": matrix.best_left[item],
+            }
+            for item, found in matrix.retrieved.items()
+        ]
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
 
-@gate_ensure("GATE-FT-002", lambda result: same_items_outcome(result))
+@gate_ensure("GATE-FT-002", lambda setup, items, result: same_items_outcome(result, items, setup.passages))
 def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
     """Every row of the setup over `items`; `advance(row)` after each item scored."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
-    retrieved = {}
+    retrieved, left = {}, {}
     if setup.retriever is not None:
         retrieved = {item.id: retrieve(setup.retriever, item, setup.passages) for item in items}
+        left = {item.id: best_left(setup.retriever, item, retrieved[item.id]) for item in items}
     results = []
     for row in rows_of(setup):
         contexts = row_contexts(row, items, draws, retrieved)
         results.append(score_row(row, model_of(setup, row), setup, contexts, partial(advance, row.name)))
-    return Matrix(results, list(draws.values()), retrieved)
+    return Matrix(results, list(draws.values()), retrieved, left)
 
 
 def adapter_outcome(matrix: Matrix) -> Outcome:
