@@ -398,15 +398,24 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         "heldout": ("heldout_windows", "heldout_windows_mismatched"),
         "spread": ("split_windows", "first_id", "last_id", "max_gap"),
         "read": ("set_windows", "read_windows", "read_windows_mismatched"),
+        "examples": ("train_examples", "train_examples_elsewhere"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
     """No document in both splits (the index), and the held-out batches a run evaluates are the
     held-out split's windows (the batches, against the split's shards), spread over all of it,
-    and read as they are (a lens comparison's forwards, against the set)."""
+    and read as they are (a lens comparison's forwards, against the set); and examples drawn as
+    train documents begin documents of the train split."""
     problems = _spread_problems(m) if has(m, "split_windows", "first_id", "last_id", "max_gap") else []
     if has(m, "set_windows", "read_windows", "read_windows_mismatched"):
         problems += _set_read_problems(m)
+    if has(m, "train_examples", "train_examples_elsewhere") and (
+        elsewhere := count(m, "train_examples_elsewhere")
+    ):
+        problems.append(
+            f"{elsewhere} of the {count(m, 'train_examples')} examples drawn as train documents begin no "
+            "document of the train split (drawn from the held-out split?)"
+        )
     if has(m, "shared_documents") and (shared := count(m, "shared_documents")):
         problems.append(f"{shared} document(s) are in both train and held-out")
     if has(m, "heldout_windows", "heldout_windows_mismatched"):

@@ -109,6 +109,27 @@ def test_examples_from_a_prepared_data_dir(world: dict[str, Any], tmp_path: Path
     result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
     assert len(result["examples"]) == 3 and all(e.startswith("train document") for e in result["examples"])
     assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "PASS"
+    examples = next(
+        g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-DATA-005"
+    )
+    assert examples.verdict.value == "PASS" and examples.measured["train_examples"] == 3
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_examples_drawn_from_the_heldout_split_are_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's M31: the examples drawn from the held-out split and labelled train documents,
+    so recall is measured on text the model never trained on; refused before any is continued."""
+    real = memorization.split_documents
+    monkeypatch.setattr(memorization, "split_documents", lambda data, split, eot: real(data, "heldout", eot))
+    data = prepared(tmp_path)
+    argv = ["memorization", str(world["tuned"]), "--base", str(world["base"]), "--data", str(data)]
+    assert main([*argv, "--n", "3", "--prefix", "4", "--record", str(tmp_path / "rec")]) == 3
+    result = next(
+        g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-DATA-005"
+    )
+    assert result.verdict.value == "FAIL" and result.measured["train_examples_elsewhere"] == 3
 
 
 def test_chat_records_are_the_ids_sft_trained_on(world: dict[str, Any], tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Exa
     from stack.data.sft_template import load_template
     from stack.data.tokenizer import load_tokenizer
     from stack.eval.memorization import data_examples, jsonl_examples
+    from stack.eval.split_check import check_train_examples
 
     if args.examples is not None:
         template = load_template(args.template)
@@ -147,7 +148,9 @@ def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Exa
         raise BadInput(
             f"--data {args.data} was tokenized by another tokenizer than the model's; give its own data"
         )
-    return data_examples(args.data, tokenizer, args.n, length, args.seed)
+    examples = data_examples(args.data, tokenizer, args.n, length, args.seed)
+    check_train_examples(args.data, [example.tokens for example in examples])
+    return examples
 
 
 def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: int) -> dict[str, Any]:
