@@ -6,7 +6,9 @@ forger would, and the integrity check must name it.
 - a DPO step line whose accuracy its mean margin contradicts (F7);
 - a waiver whose reason no command line gave (W1);
 - a LASER record keeping other than ⌈ρ·rank⌉ singular values (E6);
-- an evaluation of a repository file claiming more bytes than the file holds at its commit (E1).
+- an evaluation of a repository file claiming more bytes than the file holds at its commit (E1);
+- a prepare manifest whose shard holds more tokens than its bytes can (E14);
+- a run's held-out windows restated otherwise than its data's held-out shards hold (L13).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import assert_caught, gate, planted
+from ledger_support import LEDGER, assert_caught, findings, gate, planted
 
 DPO_RUN = "dpo-20261125-spec-1.22.0"
 SFT_RUN = "sft-lora-20261125-spec-1.22.0"
 LASER_RUN = "laser-20261122T145455"
 EVAL_RUN = "eval-20261122T141536"
+PREPARE_RUN = "prepare-20261125T103756"
+MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
 
 def _lines_edited(run_dir: Path, edit: Any) -> None:
@@ -109,3 +113,39 @@ def test_an_eval_claiming_more_bytes_than_its_file_holds_at_its_commit_is_caught
 
     run = planted(tmp_path, EVAL_RUN, more_bytes)
     assert_caught(run, "metrics.bytes is 5600, but docs/concepts/gates.md holds 5120")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_manifest_shard_holding_more_tokens_than_its_bytes_is_caught(tmp_path: Path) -> None:
+    """10 000 tokens added to one shard and to its split's total alike, so the totals still add up;
+    the shard's listed bytes hold a 32-byte header and 118 719 ids of 2 bytes, not 128 719."""
+
+    def padded(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        shard = manifest["shards"][0]
+        shard["tokens"] += 10_000
+        manifest["totals"][shard["split"]]["tokens"] += 10_000
+        path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        data["metrics"]["totals"] = manifest["totals"]
+
+    run = planted(tmp_path, PREPARE_RUN, padded)
+    assert_caught(
+        run, "shards/heldout-docs-00000.bin: 128719 tokens of 2 bytes take 257470 bytes", "lists 237470"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_heldout_windows_its_data_does_not_hold_are_caught(tmp_path: Path) -> None:
+    """The held-out shards of 118 719 and 6 879 008 tokens hold 3 709 + 214 968 windows of 32
+    targets; restated as 218 650, the record's spread still passes its own judge."""
+    record = json.loads((LEDGER / MIX_RUN / "metadata.json").read_text(encoding="utf-8"))
+    assert gate(record, "GATE-DATA-005")["measured"]["split_windows"] == 218_677
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-DATA-005")["measured"]["split_windows"] = 218_650
+
+    run = planted(tmp_path, MIX_RUN, restated)
+    says = ("split_windows is 218650, but the held-out shards of its data", "hold 218677 windows of 32")
+    assert any(all(f in line for f in says) for line in findings(run, LEDGER / PREPARE_RUN))
+    assert not any(says[0] in line for line in findings(run))  # its prepare record decides

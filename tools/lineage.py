@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.derive.reports import coverage_problems, sft_gate_problems
+from contracts.derive.reports import coverage_problems, heldout_windows_problems, sft_gate_problems
 from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
 from contracts.model_shape import architecture_changes
 
@@ -389,7 +389,8 @@ DATA_TOKENIZER = {
 
 def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
     """What a record that read prepared data restates of its manifest: the tokenizer that made it,
-    GATE-DATA-001's coverage of its shards, and GATE-SFT-001/002's counts of its examples."""
+    GATE-DATA-001's coverage of its shards, GATE-DATA-005's windows of its held-out split, and
+    GATE-SFT-001/002's counts of its examples."""
     tokenizer = manifest.get("tokenizer") or {}
     results = {g.id: g.measured for g in record.gates if isinstance(g.measured, dict)}
     stated = {"sha256": ("data.tokenizer_sha256", record.data.tokenizer_sha256 if record.data else None)}
@@ -402,6 +403,9 @@ def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where:
         if value is not None and key in tokenizer and value != tokenizer[key]
     ]
     problems += coverage_problems(results.get("GATE-DATA-001"), manifest, where)
+    data = record.config.get("data") if isinstance(record.config, dict) else None
+    exclude = (data.get("exclude") if isinstance(data, dict) else None) or []
+    problems += heldout_windows_problems(results, manifest, exclude, where)
     return problems + sft_gate_problems(results, manifest, where)
 
 

@@ -21,6 +21,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from contracts.checkpoints import manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
@@ -29,6 +31,7 @@ from contracts.evidence import EvidenceRecord, RunStatus
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
+from contracts.shard_layout import shard_bytes
 from contracts.truncation import rank_kept
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
@@ -949,12 +952,30 @@ def shard_documents(manifest: dict[str, Any]) -> dict[str, int] | None:
     return dict(written)
 
 
+def shard_size_problems(shards: list[dict[str, Any]], dtype: Any) -> list[str]:
+    """Each shard's bytes are a header and its tokens at the manifest's dtype (contracts.shard_layout)."""
+    try:
+        itemsize = np.dtype(dtype).itemsize if isinstance(dtype, str) else None
+    except TypeError:
+        return [f"dtype {dtype!r} is not a dtype of token ids"]
+    return [
+        f"shards {shard.get('path')}: {shard['tokens']} tokens of {itemsize} bytes take "
+        f"{shard_bytes(shard['tokens'], itemsize)} bytes with the header, but it lists {shard['bytes']}"
+        for shard in shards
+        if itemsize is not None
+        and isinstance(shard.get("tokens"), int)
+        and isinstance(shard.get("bytes"), int)
+        and shard["bytes"] != shard_bytes(shard["tokens"], itemsize)
+    ]
+
+
 def manifest_problems(manifest: dict[str, Any]) -> list[str]:
-    """A manifest against itself: each split's totals are the sums of its shards (stack.data.prepare
-    adds them up so), each source's filters keep documents_in − Σ dropped, and an empty drop log
-    (0 bytes) logged no drop."""
+    """A manifest against itself: each shard's bytes hold its tokens, each split's totals are the
+    sums of its shards (stack.data.prepare adds them up so), each source's filters keep
+    documents_in − Σ dropped, and an empty drop log (0 bytes) logged no drop."""
     problems = []
     shards = [s for s in manifest.get("shards") or [] if isinstance(s, dict)]
+    problems += shard_size_problems(shards, manifest.get("dtype"))
     totals = manifest.get("totals")
     if shards and isinstance(totals, dict):
         for split, row in totals.items():
@@ -1038,6 +1059,40 @@ def split_coverage(manifest: dict[str, Any], window: int) -> list[dict[str, int]
             }
         )
     return found
+
+
+def heldout_windows_problems(
+    results: dict[str, Any], manifest: dict[str, Any], exclude: list[str], where: str
+) -> list[str]:
+    """GATE-DATA-005's split_windows, the windows of the held-out split of the sources a run did not
+    exclude, at its window (GATE-DATA-001's window_targets): a held-out shard of n tokens holds
+    (n − 1) // window of them (stack.data.windows). Pretraining data only: a fine-tuning set's
+    windows are its packed examples'."""
+    held, read = results.get("GATE-DATA-005"), results.get("GATE-DATA-001")
+    if not (isinstance(held, dict) and isinstance(read, dict)) or isinstance(manifest.get("sft"), dict):
+        return []
+    window, stated = read.get("window_targets"), held.get("split_windows")
+    if (
+        held.get("split") != "heldout"
+        or not isinstance(window, int)
+        or window < 1
+        or not isinstance(stated, int)
+    ):
+        return []
+    shards = [
+        s for s in manifest.get("shards") or [] if isinstance(s, dict) and isinstance(s.get("tokens"), int)
+    ]
+    windows = sum(
+        max(0, (s["tokens"] - 1) // window)
+        for s in shards
+        if s.get("split") == "heldout" and s.get("source") not in exclude
+    )
+    if stated == windows:
+        return []
+    return [
+        f"gates[GATE-DATA-005].measured.split_windows is {stated}, but the held-out shards of {where} "
+        f"hold {windows} windows of {window} targets"
+    ]
 
 
 def coverage_problems(measured: Any, manifest: dict[str, Any], where: str) -> list[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -32,11 +31,11 @@ import numpy as np
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
 from contracts.gates import Outcome, gate_require, measure
+from contracts.shard_layout import HEADER, shard_bytes
 from stack.data.manifest import DTYPE_VOCAB_LIMITS, DataFile, Manifest, Shard, Split
 
 MAGIC = b"GSTOKENS"
 SHARD_VERSION = 1
-HEADER = struct.Struct("<8sIIQQ")
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 SHARD_DIR = "shards"
 # The names ShardWriter gives: shards/<split>-<source>-<number>.bin (a source may hold "-").
@@ -225,7 +224,7 @@ def shard_problem(data_dir: Path, entry: Shard, dtype: str, vocab_size: int, con
             f"{tokens} tokens, {documents} documents); the manifest expects {expected[2]}-byte tokens, "
             f"{entry.tokens} tokens, {entry.documents} documents"
         )
-    if entry.bytes != HEADER.size + tokens * itemsize:
+    if entry.bytes != shard_bytes(tokens, itemsize):
         return f"{entry.path}: {entry.bytes} bytes cannot hold a header and {tokens} tokens"
     if not contents:
         return None
