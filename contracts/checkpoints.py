@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from contracts.evidence import CheckpointRef, FileHash
@@ -47,15 +48,34 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
 
 
-def best_checkpoint_of(lines: Iterable[Mapping[str, Any]]) -> str | None:
-    """The checkpoint a training run keeps as its best, by its metrics log's lines in order: the
-    latest one written right after an evaluation whose held-out loss was the lowest so far. The
-    loop keeps it through every prune (GATE-CKPT-002, check best); the checker names it again."""
-    best_loss = last_loss = best = None
-    for line in lines:
+@dataclass
+class BestSoFar:
+    """The best checkpoint of a training run's metrics log, folded line by line: the latest one
+    written right after an evaluation whose held-out loss was the lowest so far. Kept between
+    reads, a run that follows its growing log (stack.train.best_kept) feeds it only the new lines."""
+
+    best: str | None = None
+    best_loss: float | None = None
+    last_loss: float | None = None
+
+    def take(self, line: Mapping[str, Any]) -> None:
+        """One line of the log, in order."""
         if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
-            last_loss = line["heldout_loss"]
-            best_loss = last_loss if best_loss is None else min(best_loss, last_loss)
-        elif line.get("event") == "checkpoint" and last_loss is not None and last_loss == best_loss:
-            best = line.get("path")
-    return best
+            self.last_loss = line["heldout_loss"]
+            self.best_loss = self.last_loss if self.best_loss is None else min(self.best_loss, self.last_loss)
+        elif (
+            line.get("event") == "checkpoint"
+            and self.last_loss is not None
+            and self.last_loss == self.best_loss
+        ):
+            self.best = line.get("path")
+
+
+def best_checkpoint_of(lines: Iterable[Mapping[str, Any]]) -> str | None:
+    """The checkpoint a training run keeps as its best, by its metrics log's lines in order
+    (`BestSoFar`). The loop keeps it through every prune (GATE-CKPT-002, check best); the checker
+    names it again."""
+    fold = BestSoFar()
+    for line in lines:
+        fold.take(line)
+    return fold.best

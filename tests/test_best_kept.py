@@ -9,12 +9,18 @@ completes with the best on disk and the record naming it.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from train_support import evidence, metric_lines, prepared, smoke_args, train
 
+from contracts.checkpoints import best_checkpoint_of
 from stack.train import checkpoint as ckpt
+from stack.train.best_kept import BestWatch
+from stack.train.metrics import read_lines
 
 RISING = ("train.lr=1.0", "train.steps=4", "eval.every=2", "ckpt.every=2", "ckpt.keep_last=1")
 
@@ -54,3 +60,38 @@ def test_a_prune_that_forgets_the_best_halts_the_run(
     assert [path.name for path in ckpt.saved_checkpoints(run)] == ["step-0000004"]
     record = json.loads((run / "metadata.json").read_text())
     assert record["run"]["status"] == "halted"
+
+
+# A metrics log's lines as the loop writes them: steps, evaluations (a few distinct losses, so ties
+# come up) and checkpoint events, in any order.
+LINES = st.one_of(
+    st.builds(lambda step: {"type": "step", "step": step, "loss": 1.0}, st.integers(1, 99)),
+    st.builds(
+        lambda step, loss: {"type": "eval", "step": step, "heldout_loss": loss},
+        st.integers(1, 99),
+        st.sampled_from([2.0, 2.5, 3.0]),
+    ),
+    st.builds(
+        lambda step: {"type": "event", "step": step, "event": "checkpoint", "path": f"step-{step:07d}"},
+        st.integers(1, 99),
+    ),
+)
+
+
+@given(st.lists(st.lists(LINES, max_size=6), max_size=6), st.booleans())
+def test_following_the_log_names_the_best_a_whole_read_names(chunks: list[list[dict]], torn: bool) -> None:
+    """Checked after each chunk of lines is written, the followed log names the best checkpoint a
+    read of the whole log names; a line torn mid-write is left for when it is whole."""
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root) / "metrics.jsonl"
+        path.touch()
+        watch = BestWatch(path)
+        for chunk in chunks:
+            with open(path, "a", encoding="utf-8") as log:
+                log.writelines(json.dumps(line) + "\n" for line in chunk)
+                if torn:
+                    log.write('{"type": "eval", "heldout_loss": 0.')  # the rest comes with the next chunk
+            assert watch.best() == best_checkpoint_of(read_lines(path))
+            if torn:
+                with open(path, "a", encoding="utf-8") as log:
+                    log.write('1, "step": 1}\n')

@@ -85,7 +85,7 @@ from stack.model.sampling_checks import (
 )
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
-from stack.train.best_kept import check_best_kept
+from stack.train.best_kept import BestWatch, check_best_kept
 from stack.train.coherence import CoherenceMonitor, check_scored
 from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
@@ -393,6 +393,7 @@ class Trainer:
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
+        self.best_watch: BestWatch | None = None  # GATE-CKPT-002's best, from the log run() opens
         self.board: Board | None = None  # train.tensorboard: opened by `stack train` with the run dir
         self.adequacy = corpus_adequacy(
             planned_tokens=train.steps * self.tokens_per_step,
@@ -586,7 +587,8 @@ class Trainer:
             self.metrics_log.write(
                 "event", step=self.state.step, event="checkpoint", path=path.name, seconds=seconds
             )
-            check_best_kept(self.run_dir, self.metrics_log.path, self.state.step)
+            assert self.best_watch is not None, "run() opens the log the best is read from"
+            check_best_kept(self.run_dir, self.best_watch, self.state.step)
             self.on_event("checkpoint", self)
         distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
@@ -1081,6 +1083,7 @@ class Trainer:
         self.metrics = MetricsLog(
             self.run_dir, resume_step=resume_step, write=self.world.is_main, mirror=mirror
         )
+        self.best_watch = BestWatch(self.metrics.path)  # follows the log as rolled back and then grown
         signals = Signals()
         status, ended = "completed", False
         self.objective.start(self.model, self.heldout)

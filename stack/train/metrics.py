@@ -23,13 +23,40 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     """Every line of a metrics file (a torn last line, from a crash mid-write, is dropped)."""
     if not Path(path).is_file():
         return []
+    return _parsed(Path(path).read_text(encoding="utf-8").splitlines())
+
+
+def _parsed(raw_lines: list[str]) -> list[dict[str, Any]]:
+    """The JSON lines among `raw_lines`; one that does not parse (torn mid-write) is skipped."""
     lines = []
-    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+    for raw in raw_lines:
         try:
             lines.append(json.loads(raw))
         except json.JSONDecodeError:
             continue
     return lines
+
+
+class LogTail:
+    """The lines a metrics file gained since the last call, for a check that follows the log while
+    the run writes it: reading it whole at every checkpoint costs its length each time, so a
+    million-step run would re-read a quadratic amount of it. A line not yet ended waits for its end.
+    The log only grows while a loop runs (a resume rolls it back before the loop opens it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.offset = 0  # bytes of whole lines already handed out
+
+    def new_lines(self) -> list[dict[str, Any]]:
+        """The whole lines written since the last call, parsed."""
+        if not self.path.is_file():
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        whole = data[: data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        return _parsed(whole.decode("utf-8").splitlines())
 
 
 class MetricsLog:
