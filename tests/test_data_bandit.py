@@ -130,6 +130,17 @@ def _paid_backwards(self: Exp3, losses: dict[str, float]) -> dict[str, float]:
     return paid
 
 
+def _remembers_a_rounded_loss(self: Exp3, losses: dict[str, float]) -> dict[str, float]:
+    """The planted bug: the bandit pays its rule right, but remembers each loss rounded to one decimal,
+    so every later payment is measured against a loss the run never measured."""
+    paid = REAL_UPDATE(self, losses)
+    self.last_loss.update({arm: round(loss, 1) for arm, loss in self.last_loss.items() if loss is not None})
+    return paid
+
+
+REAL_UPDATE = Exp3.update
+
+
 def _paid_on_the_main_set(self: loop.Trainer) -> tuple[dict[str, float], dict[str, str]]:
     """The planted bug: every arm's loss measured on the first batches of the main held-out set."""
     losses, read = {}, {}
@@ -151,8 +162,9 @@ def _paid_on_the_main_set(self: loop.Trainer) -> tuple[dict[str, float], dict[st
     [
         (Exp3, ("update", _paid_backwards), "was paid"),
         (loop.Trainer, ("_source_losses", _paid_on_the_main_set), "read other windows than its own"),
+        (Exp3, ("update", _remembers_a_rounded_loss), "was paid"),
     ],
-    ids=["reward-backwards", "main-held-out-set"],
+    ids=["reward-backwards", "main-held-out-set", "memory-not-the-logged-loss"],
 )
 def test_a_bandit_paid_otherwise_than_its_rule_on_its_own_text_halts(
     data: Path,

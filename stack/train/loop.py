@@ -249,6 +249,9 @@ class TrainState:
     last_warmup_lr: float | None = None
     # The experts' assignment counts of the latest evaluation windows (GATE-ARCH-012's history).
     routed_windows: list[dict[str, list[int]]] = field(default_factory=list)
+    # Each bandit arm's held-out loss as the loop measured and logged it at the last payment: what
+    # GATE-DATA-008 pays the next one against, the loop's own account, not the bandit's memory.
+    paid_losses: dict[str, float] = field(default_factory=dict)
 
     def monitors_state(self) -> dict[str, Any]:
         assert self.early_stop is not None
@@ -265,6 +268,8 @@ class TrainState:
             "last_warmup_lr": self.last_warmup_lr,
             # Only with experts: a dense run's checkpoints hold what they held before.
             **({"routed_windows": self.routed_windows} if self.routed_windows else {}),
+            # Only with a bandit, likewise.
+            **({"paid_losses": self.paid_losses} if self.paid_losses else {}),
         }
 
     def load_monitors(self, state: dict[str, Any]) -> None:
@@ -280,6 +285,7 @@ class TrainState:
         self.tokens_seen = state["tokens_seen"]
         self.last_warmup_lr = state.get("last_warmup_lr")
         self.routed_windows = list(state.get("routed_windows", []))
+        self.paid_losses = dict(state.get("paid_losses", {}))
 
 
 class Signals:
@@ -476,6 +482,9 @@ class Trainer:
         elif self.policy.active:
             with ckpt.restoring(checkpoint, "policy"):
                 self.policy.load_state_dict(state.get("policy"), checkpoint.step)
+            bandit = self.policy.bandit
+            if bandit is not None and "paid_losses" not in state["monitors"]:  # a checkpoint of before 1.26.0
+                self.state.paid_losses = {a: v for a, v in bandit.last_loss.items() if v is not None}
 
     def _pivot(self, checkpoint: ckpt.Checkpoint) -> None:
         """The polish pivot: a resume with a new mixture keeps weights, optimizer and loss history,
@@ -491,6 +500,7 @@ class Trainer:
             }
             atomic_write_bytes(path, (json.dumps(replaced, indent=1, sort_keys=True) + "\n").encode("utf-8"))
             self.policy_archive = path
+        self.state.paid_losses = {}  # the new policy's bandit, if any, has paid nothing yet
         if not self.policy.active:
             self.reader.reweight(self.config.data.weights)
 
@@ -916,16 +926,19 @@ class Trainer:
     def _pay_bandit(self, step: int) -> dict[str, Any]:
         """Pay the bandit from each arm's held-out loss; GATE-DATA-008 (check paid) holds what each
         arm's forwards read to the windows its own held-out set states, and every reward to its
-        rule (contracts.rewards) on the losses measured here. Returns the eval line's fields."""
+        rule (contracts.rewards) on the losses measured here and those the loop measured and logged
+        at the payment before (`TrainState.paid_losses`, never the bandit's own memory of them).
+        Returns the eval line's fields."""
         bandit = self.policy.bandit
         assert bandit is not None
-        before = dict(bandit.last_loss)
+        before = {arm: self.state.paid_losses.get(arm) for arm in bandit.arms}
         losses, read = self._source_losses()
         stated = {
             name: windows_sha256(Consumed(inputs=b[:, :-1], targets=b[:, 1:]) for b in batches)
             for name, batches in self.source_heldout.items()
         }
         rewards = self.policy.update(losses)
+        self.state.paid_losses = dict(losses)
         paid = {"reward": bandit.reward, "losses": losses, "before": before, "rewards": rewards}
         paid |= {"reference": dict(bandit.reference), "windows_read": read, "windows_stated": stated}
         check_paid(paid, step)
