@@ -8,7 +8,8 @@ forger would, and the integrity check must name it.
 - a LASER record keeping other than ⌈ρ·rank⌉ singular values (E6);
 - an evaluation of a repository file claiming more bytes than the file holds at its commit (E1);
 - a prepare manifest whose shard holds more tokens than its bytes can (E14);
-- a run's held-out windows restated otherwise than its data's held-out shards hold (L13).
+- a run's held-out windows restated otherwise than its data's held-out shards hold (L13);
+- an evaluation of a released model naming another model's weights (X3).
 """
 
 from __future__ import annotations
@@ -149,3 +150,20 @@ def test_heldout_windows_its_data_does_not_hold_are_caught(tmp_path: Path) -> No
     says = ("split_windows is 218650, but the held-out shards of its data", "hold 218677 windows of 32")
     assert any(all(f in line for f in says) for line in findings(run, LEDGER / PREPARE_RUN))
     assert not any(says[0] in line for line in findings(run))  # its prepare record decides
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_evaluation_of_a_release_naming_other_weights_is_caught(tmp_path: Path) -> None:
+    """The evaluation read stdlib-byte-demo 0.2.0 by its directory; its checkpoint restated with the
+    weights of 0.1.0 (the name left as it was) is not the release it names."""
+    older = "79e2420fa48a1784641231a19ced1600bdd48b35891bdfa425f4e09d45eac7fd"
+
+    def swapped(data: dict[str, Any], _run_dir: Path) -> None:
+        data["checkpoint"]["files"]["model.safetensors"]["sha256"] = older
+
+    run = planted(tmp_path, EVAL_RUN, swapped)
+    assert_caught(
+        run,
+        "checkpoint.files.model.safetensors is 79e2420fa48a, but config.checkpoint names the release "
+        "stdlib-byte-demo@0.2.0, whose weights are d0f2dea51055",
+    )

@@ -261,9 +261,12 @@ def release_parent_problems(
 ) -> list[tuple[str, str]]:
     """(run id, problem) for every record that names a released model by its path and says other
     weights, or another step, than the release's: a lineage parent's `checkpoint_sha256` is the
-    release's weights, and `metrics.init_from.step` the step of the checkpoint its record hashed."""
+    release's weights, `metrics.init_from.step` the step of the checkpoint its record hashed, and
+    the checkpoint a command read (`config.checkpoint`: an evaluation's, a sample's, an export's)
+    hashes its weights as the release does."""
     problems = []
     for run_id, record in records.items():
+        problems += [(run_id, p) for p in _read_release_problems(record, releases)]
         parents = record.lineage.parents if record.lineage is not None else []
         for ref in parents:
             release = next((r for r in releases if ref.path and _names(ref.path, r.directory)), None)
@@ -287,6 +290,20 @@ def release_parent_problems(
                 )
             )
     return problems
+
+
+def _read_release_problems(record: EvidenceRecord, releases: list[Release]) -> list[str]:
+    """A record whose command read a released model by its directory (`config.checkpoint`) names,
+    in its checkpoint, the weights the release holds."""
+    named = record.config.get("checkpoint") if isinstance(record.config, dict) else None
+    release = next((r for r in releases if isinstance(named, str) and _names(named, r.directory)), None)
+    files = record.checkpoint.files if record.checkpoint is not None else {}
+    if release is None or WEIGHTS_FILE not in files or files[WEIGHTS_FILE].sha256 == release.weights:
+        return []
+    return [
+        f"checkpoint.files.{WEIGHTS_FILE} is {files[WEIGHTS_FILE].sha256[:12]}, but config.checkpoint "
+        f"names the release {release.key}, whose weights are {release.weights[:12]}"
+    ]
 
 
 def rebadged_releases(releases: list[Release]) -> list[tuple[str, str]]:
