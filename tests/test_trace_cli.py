@@ -147,20 +147,26 @@ def _own_layer_in_baselines(report: dict[str, Any]) -> None:
         row["baseline_layers"] = sorted({*row["baseline_layers"], int(row["name"].split(".")[1])})
 
 
+def _blown_site_restated(report: dict[str, Any]) -> None:
+    report["site_stats"]["layers.1.ffn_up"]["std"] = report["site_stats"]["layers.0.ffn_up"]["std"]
+
+
 @pytest.mark.gate("GATE-TRACE-003")
 @pytest.mark.parametrize(
     ("tamper", "said"),
     [
         (_said_clean, "it names anomalies [], but GATE-TRACE-003's rule"),
         (_own_layer_in_baselines, "never its own"),
+        (_blown_site_restated, "site_stats[layers.1.ffn_up] is"),
     ],
 )
 def test_a_trace_record_tampered_to_hide_its_anomaly_is_refused_by_the_checker(
     runs: dict[str, Path], tmp_path: Path, tamper: Callable[[dict[str, Any]], None], said: str
 ) -> None:
     """The edited layer's anomaly, as the unmutated trace names it, derives again from the record's
-    own statistics; the same record rewritten to say clean, or with each baseline over its own
-    layer, is refused (benign: the record as written derives without a problem)."""
+    own statistics; the same record rewritten to say clean, with each baseline over its own layer,
+    or with the statistics its baselines read restated, is refused (benign: the record as written
+    derives without a problem)."""
     rec = tmp_path / "rec"
     assert trace(runs["blown"], "--prompt", PROMPT, "--out", rec) == 3
     report = json.loads((rec / "trace.json").read_text())

@@ -835,11 +835,12 @@ def anomaly_problems(
     own = {str(site.get("name")): site.get("stats") for site in sites if isinstance(site.get("stats"), dict)}
     kept = report.get("site_stats")
     stats = kept if isinstance(kept, dict) else {n: v for n, v in own.items() if block_site(n)}
+    if not all(isinstance(held, dict) for held in stats.values()):
+        return ["its site_stats hold an entry that is no object of statistics"]
     problems = [
         f"site_stats[{name}] is {_short(stats[name])}, but its site's statistics say otherwise"
         for name in sorted(own.keys() & stats.keys())
-        if not isinstance(stats[name], dict)
-        or any(not same(stats[name].get(key), own[name].get(key)) for key in ("count", "std", "nan", "inf"))
+        if any(not same(stats[name].get(key), own[name].get(key)) for key in ("count", "std", "nan", "inf"))
     ]
     if problems:
         return problems
