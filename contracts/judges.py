@@ -26,6 +26,7 @@ from typing import Any
 
 from contracts.rewards import REWARDS
 from contracts.spec import load_spec
+from contracts.trace_anomaly import anomalies, block_site
 from contracts.truncation import rank_kept
 
 Measured = Mapping[str, Any]
@@ -1327,6 +1328,8 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
             "same_shape",
         ),
         "producer": ("nonfinite_elements", "nonfinite_inputs"),
+        # rev 2: the anomalies a single-path trace names are those its sites' statistics give
+        "anomalies": ("site_stats+", "sites_judged+", "anomalies_named"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1342,14 +1345,15 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     it counts; the largest difference over rtol decides as every element would.
     producer (NaN/Inf in one trace): a site holding NaN/Inf whose inputs are all finite made them;
     a site fed NaN/Inf only passes them on, and naming it would hide where they came from.
+    anomalies (a single-path trace's report): the sites it names as anomalies, each with the layers
+    of its baseline, are exactly those the `site` rule gives when every judged site is set against
+    the same site in the other layers (contracts.trace_anomaly), from the statistics it measured.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
-        ratio = number(m, "std_ratio")
-        if flag(m, "nonfinite"):
-            problems.append("the site holds NaN or Inf")
-        elif ratio > t["anomaly_std_multiple"]:
-            problems.append(f"its std is {ratio:.3g}x the same site's median in the other layers")
+        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t)
+    if has(m, "site_stats", "sites_judged", "anomalies_named"):
+        problems += _anomalies_rederived(m, t)
     if has(m, "max_abs_error_over_rtol"):
         problems += _diverges(m, t)
     if has(m, "nonfinite_elements"):
@@ -1357,6 +1361,59 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
         if made and not fed:
             problems.append(f"the site makes {made} NaN/Inf value(s) from finite inputs")
     return problems
+
+
+def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds) -> list[str]:
+    """GATE-TRACE-003's check `site`: a site holding NaN/Inf, or whose std is beyond
+    anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`)."""
+    if nonfinite:
+        return ["the site holds NaN or Inf"]
+    if ratio > t["anomaly_std_multiple"]:
+        return [f"its std is {ratio:.3g}x the same site's median in the other layers"]
+    return []
+
+
+def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
+    """GATE-TRACE-003's check `anomalies` (see `_site_named`): the named anomalies and their
+    baselines' layers against those the sites' statistics give under the `site` rule."""
+    stats = m["site_stats"]
+    if not isinstance(stats, Mapping) or not all(isinstance(v, Mapping) for v in stats.values()):
+        raise Malformed("'site_stats' is not an object of per-site statistics")
+    named = [a for a in items(m, "anomalies_named") if isinstance(a, Mapping)]
+    if len(named) != len(items(m, "anomalies_named")):
+        raise Malformed("'anomalies_named' holds an entry that is not an object")
+    derived = anomalies(
+        stats,
+        [str(n) for n in items(m, "sites_judged")],
+        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t)),
+    )
+    problems = []
+    own = [str(a.get("name")) for a in named if _own_layer_in_baseline(a)]
+    if own:
+        problems.append(
+            f"the baseline of {', '.join(own)} includes the site's own layer: a layer that blew up "
+            "pulls its own baseline up and hides; a site is set against the other layers only"
+        )
+    given = [(str(a.get("name")), a.get("baseline_layers")) for a in named]
+    wanted = [(b.name, list(b.baseline_layers)) for b in derived]
+    if given != wanted:
+        problems.append(
+            f"the trace names anomalies {_named(given)}, but the statistics of its sites give "
+            f"{_named(wanted)} (each site's std against the median of the same site in the other layers)"
+        )
+    return problems
+
+
+def _own_layer_in_baseline(anomaly: Mapping[str, Any]) -> bool:
+    """Whether a named anomaly's baseline lists its own layer."""
+    where = block_site(str(anomaly.get("name")))
+    layers = anomaly.get("baseline_layers")
+    return where is not None and isinstance(layers, list) and where[0] in layers
+
+
+def _named(pairs: list[tuple[str, Any]]) -> str:
+    """Anomalies with their baselines' layers, for a message."""
+    return "[" + "; ".join(f"{name} (of layers {layers})" for name, layers in pairs) + "]"
 
 
 def _diverges(m: Measured, t: Thresholds) -> list[str]:

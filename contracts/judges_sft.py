@@ -16,12 +16,15 @@ from contracts.judges import Measured, Thresholds, count, has, judges, number
         "turns": ("turns_held", "turns_mismatched", "turns_unjudged"),
         # rev 4: every supervised position can be scored: none of padding, none opening its example
         "scorable": ("padding_supervised", "opening_supervised"),
+        # rev 5: every id of an example, its prompt too, is every message of its conversation
+        "rendered": ("examples_rendered", "examples_by_content", "examples_misrendered"),
     },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     """Every example supervised, its EOS included, and every supervised position a target the loss
     can score (the tables, at prepare and in every run); and, at prepare, each assistant turn
-    supervising exactly its content and its EOS."""
+    supervising exactly its content and its EOS, and every example's ids, its prompt too, reading
+    back as every message of its conversation (`rendered`)."""
     problems = []
     if has(m, "examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"):
         problems += _example_problems(m, t)
@@ -32,6 +35,14 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
             f"{wrong} assistant turn(s) supervise other tokens than their content and EOS (first: "
             f"{m.get('first_mismatch')}): the supervision starts before or after the text that follows "
             "the template's marker, or does not end with the EOS"
+        )
+    if has(m, "examples_rendered", "examples_by_content", "examples_misrendered") and (
+        wrong := count(m, "examples_misrendered")
+    ):
+        problems.append(
+            f"{wrong} example(s) (first: {m.get('first_misrendered')}) have ids that are not every message "
+            "of their conversation, each with its role's text around it: a turn (a system prompt, an "
+            "earlier user turn) is missing from, or other text is in, what the model is trained on"
         )
     return problems
 

@@ -27,13 +27,13 @@ from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import heldout as heldout_module
-from stack.data import mixture, sft_prepare
+from stack.data import mixture, sft_prepare, sft_template
 from stack.data import reader as reader_module
 from stack.data import sft_reader as sft_reader_module
 from stack.data.heldout import heldout_outcome
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
-from stack.data.sft_gates import turns_outcome
+from stack.data.sft_gates import rendering_outcome, turns_outcome
 from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch, SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered
@@ -540,6 +540,79 @@ def test_an_uncased_tokenizers_turns_are_all_judged_by_its_round_trip_and_hold(
     (turns,) = measured
     assert turns["turns_held"] == turns["turns_by_round_trip"] > 0
     assert turns["turns_mismatched"] == turns["turns_unjudged"] == 0
+
+
+Turns = list[tuple[str, str]]
+
+
+def _last_turn_before_each_answer(turns: Turns) -> Turns:
+    """The audit's M28 (`pending = [...]` for `pending += [...]`): of the turns before each assistant
+    turn only the last is kept, so a system prompt leaves every example's prompt."""
+    return [
+        turn
+        for i, turn in enumerate(turns)
+        if turn[0] == "assistant" or i + 1 == len(turns) or turns[i + 1][0] == "assistant"
+    ]
+
+
+def _planted(where: str) -> tuple[Any, Callable[..., Any]]:
+    """The module and function to plant M28 in: the grouping of turns (`turn_segments`, where it
+    lives once), or the renderer alone as prepare calls it."""
+    segments, render = sft_template.turn_segments, sft_prepare.render
+
+    def planted_segments(template: Any, turns: Turns, at: str) -> Any:
+        return segments(template, _last_turn_before_each_answer(turns), at)
+
+    def planted_render(template: Any, tok: Any, turns: Turns, at: str) -> Any:
+        return render(template, tok, _last_turn_before_each_answer(turns), at)
+
+    return (sft_template, planted_segments) if where == "turn_segments" else (sft_prepare, planted_render)
+
+
+@pytest.mark.gate("GATE-SFT-001")
+@pytest.mark.parametrize("tokenizer", ["byte", "uncased"])
+@pytest.mark.parametrize("where", ["turn_segments", "render"])
+def test_a_renderer_that_drops_earlier_turns_stops_stack_prepare(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    tokenizer: str,
+    uncased: Path,
+) -> None:
+    """The grouping of turns planted where it lives once (render and the turn texts alike, so each
+    turn supervises its content as that grouping writes it), or in the renderer alone: every
+    example keeps its supervision and its EOS, and only the whole example read back against all
+    its messages shows the system prompt gone."""
+    module, planted = _planted(where)
+    monkeypatch.setattr(module, where, planted)
+    argv = ["prepare", str(CHAT), "--format", "chat", "--pack-len", str(PACK), "--out", str(tmp_path / "out")]
+    code = main([*argv, *(["--tokenizer", f"hf:{uncased}"] if tokenizer == "uncased" else [])])
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-SFT-001" in err and "not every message" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.holds("GATE-SFT-001")
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe", "uncased"])
+def test_every_example_of_the_chat_fixtures_reads_back_as_all_its_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uncased: Path, tokenizer: str
+) -> None:
+    """The benign side: system turns and multi-turn conversations read back whole, exactly (a
+    tokenizer that gives text back) or by every message's content in order (one that lower-cases)."""
+    measured: list[dict[str, Any]] = []
+    real = sft_prepare.check_rendering
+
+    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tok: Any) -> None:
+        measured.append(rendering_outcome(tokens, labels, texts, tok).measured)
+        real(tokens, labels, texts, tok)
+
+    monkeypatch.setattr(sft_prepare, "check_rendering", observed)
+    given = {"byte": "byte", "bpe": "bpe", "uncased": f"hf:{uncased}"}[tokenizer]
+    prepare_sft([CHAT], tmp_path / "data", fmt="chat", pack_len=PACK, val_fraction=0.0, tokenizer=given)
+    (whole,) = measured
+    judged = whole["examples_by_content"] if tokenizer == "uncased" else whole["examples_rendered"]
+    assert judged == 60 and whole["examples_misrendered"] == 0
 
 
 @pytest.mark.gate("GATE-SFT-001")

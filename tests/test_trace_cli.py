@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from trace_support import save_run, tiny_model
 
+from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import read_evidence
+from contracts.spec import load_spec
+from contracts.trace_anomaly import SiteBaseline
 from stack.cli import main
+from stack.trace import modes
+from stack.trace.anomaly import is_anomaly, judged_sites
 from stack.trace.sites import TRACE_SCHEMA_VERSION
+from stack.trace.tracer import Trace
 
 PROMPT = "the gate fired at layer one"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A run, a run with ffn.up of layer 1 edited, and one whose layer 2 makes an Inf."""
+    """A run, a run with ffn.up of layer 1 edited, one whose layer 2 makes an Inf, and a two-layer
+    run whose layer 1 ffn.up is 30 times its trained size."""
     root = tmp_path_factory.mktemp("runs")
     model = tiny_model()
     save_run(root / "good", model)
@@ -29,7 +40,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with torch.no_grad():
         model.layers[2].ffn.gate.weight[0] = float("inf")
     save_run(root / "inf", model)
-    return {name: root / name for name in ("good", "edited", "inf")}
+    blown = tiny_model(n_layers=2)
+    with torch.no_grad():
+        blown.layers[1].ffn.up.weight *= 30  # the audit's M33 model: two layers, one blown up
+    save_run(root / "blown", blown)
+    return {name: root / name for name in ("good", "edited", "inf", "blown")}
 
 
 def trace(*argv: str | Path) -> int:
@@ -54,7 +69,8 @@ def test_a_clean_model_exits_0_with_its_table_and_a_record_beside_the_run(
     assert record.run.kind == "trace" and record.metrics["verdict"] == "clean"
     assert record.metrics["trace_schema_version"] == TRACE_SCHEMA_VERSION
     verdicts = {g.id: g.verdict.value for g in record.gates}
-    assert verdicts == {"GATE-CKPT-002": "PASS", "GATE-TRACE-002": "PASS"}  # the checkpoint was verified too
+    # the checkpoint was verified too, and the anomalies named re-derived from the sites (GATE-TRACE-003)
+    assert verdicts == {"GATE-CKPT-002": "PASS", "GATE-TRACE-002": "PASS", "GATE-TRACE-003": "PASS"}
     assert len(record.metrics["per_layer"]) == 3 and record.artifacts[0].path == "trace.json"
 
 
@@ -83,6 +99,82 @@ def test_a_trace_with_the_q_and_k_sites_swapped_exits_3_with_a_halted_record(
     assert (
         result.verdict.value == "FAIL" and "layers.0.q" in result.message and "layers.0.k" in result.message
     )
+
+
+def _with_own_layer(trace: Trace, names: list[str]) -> list[SiteBaseline]:
+    """The audit's M33 planted: each site's baseline the median of the same site over every layer,
+    its own included (the `j != layer` exclusion dropped), so a layer that blew up hides."""
+    found = []
+    for judged in judged_sites(trace, names):
+        layers = tuple(sorted((*judged.baseline_layers, judged.layer)))
+        baseline = statistics.median(trace.stat(f"layers.{j}.{judged.site}", "std") for j in layers)
+        planted = replace(judged, baseline=baseline, baseline_layers=layers, ratio=judged.std / baseline)
+        if is_anomaly(planted):
+            found.append(planted)
+    return found
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_a_baseline_that_takes_in_the_sites_own_layer_stops_the_trace(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's M33: with the edited layer in its own baseline, the report said clean (exit 0).
+    The anomalies named are derived again from the sites' statistics, and the gate fires."""
+    monkeypatch.setattr(modes, "find_anomalies", _with_own_layer)
+    assert trace(runs["blown"], "--prompt", PROMPT, "--out", tmp_path / "rec") == 3
+    assert "gate fired: GATE-TRACE-003" in capsys.readouterr().err
+    record = read_evidence(tmp_path / "rec" / "metadata.json")
+    (result,) = [g for g in record.gates if g.id == "GATE-TRACE-003"]
+    assert record.run.status.value == "halted" and result.verdict.value == "FAIL"
+    assert "layers.1.ffn_up" in result.message
+
+
+def _derived_problems(rec: Path) -> list[str]:
+    """What tools/check_integrity.py derives from a trace record's artifacts (contracts.derive)."""
+    record = read_evidence(rec / "metadata.json")
+    artifacts = Artifacts(rec, [a.path for a in record.artifacts])
+    return derive(record.run.kind, Inputs(record, artifacts, load_spec())).problems
+
+
+def _said_clean(report: dict[str, Any]) -> None:
+    report.update(verdict="clean", first=None, anomalies=[])
+    for row in report["per_layer"]:
+        row["anomalies"] = []
+
+
+def _own_layer_in_baselines(report: dict[str, Any]) -> None:
+    for row in report["baselines"]:
+        row["baseline_layers"] = sorted({*row["baseline_layers"], int(row["name"].split(".")[1])})
+
+
+def _blown_site_restated(report: dict[str, Any]) -> None:
+    report["site_stats"]["layers.1.ffn_up"]["std"] = report["site_stats"]["layers.0.ffn_up"]["std"]
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.parametrize(
+    ("tamper", "said"),
+    [
+        (_said_clean, "it names anomalies [], but GATE-TRACE-003's rule"),
+        (_own_layer_in_baselines, "never its own"),
+        (_blown_site_restated, "site_stats[layers.1.ffn_up] is"),
+    ],
+)
+def test_a_trace_record_tampered_to_hide_its_anomaly_is_refused_by_the_checker(
+    runs: dict[str, Path], tmp_path: Path, tamper: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """The edited layer's anomaly, as the unmutated trace names it, derives again from the record's
+    own statistics; the same record rewritten to say clean, with each baseline over its own layer,
+    or with the statistics its baselines read restated, is refused (benign: the record as written
+    derives without a problem)."""
+    rec = tmp_path / "rec"
+    assert trace(runs["blown"], "--prompt", PROMPT, "--out", rec) == 3
+    report = json.loads((rec / "trace.json").read_text())
+    assert report["verdict"] == "anomaly" and report["first"] == "layers.1.ffn_up"
+    assert _derived_problems(rec) == []
+    tamper(report)
+    (rec / "trace.json").write_text(json.dumps(report))
+    assert any(said in problem for problem in _derived_problems(rec))
 
 
 def test_against_names_the_edited_site_and_exits_3(

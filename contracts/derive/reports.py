@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -32,6 +33,7 @@ from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
 from contracts.shard_layout import shard_bytes
+from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
@@ -720,7 +722,10 @@ def trace_record(inputs: Inputs) -> Derivation:
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
         if mode == "single" and isinstance(sites, list):
-            derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites)]
+            limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
+            derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites, limits)]
+            if "GATE-TRACE-003" in wanted:
+                _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
         elif mode == "lens-train" and "GATE-LENS-003" in wanted:
@@ -731,6 +736,20 @@ def trace_record(inputs: Inputs) -> Derivation:
         if isinstance(tokens, list) and tokens:
             derived.problems += element_problems(results, wanted, len(tokens), report)
     return derived
+
+
+def _anomalies_measured(derived: Derivation, report: dict[str, Any], sites: list[Any]) -> None:
+    """GATE-TRACE-003's check `anomalies` judged what the report holds: the statistics every
+    baseline read, the sites judged, and the anomalies named with their baselines' layers."""
+    at = ("gates", "GATE-TRACE-003", "measured")
+    named = [a for a in report.get("anomalies") or [] if isinstance(a, dict)]
+    derived.put((*at, "site_stats"), report.get("site_stats"), optional=True)
+    derived.put((*at, "sites_judged"), [s.get("name") for s in sites if isinstance(s, dict)], optional=True)
+    derived.put(
+        (*at, "anomalies_named"),
+        [{"name": a.get("name"), "baseline_layers": a.get("baseline_layers")} for a in named],
+        optional=True,
+    )
 
 
 def _stat(site: dict[str, Any], key: str) -> Any:
@@ -747,14 +766,18 @@ def _layer_of(name: Any) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() else None
 
 
-def single_trace_problems(report: dict[str, Any], sites: list[Any]) -> list[str]:
+def single_trace_problems(
+    report: dict[str, Any], sites: list[Any], limits: Mapping[str, float | int]
+) -> list[str]:
     """A single-path trace's summary from its own sites (stack.trace.modes.single): the sites holding
     NaN/Inf are exactly its non-finite producers and carriers, in forward order; each layer's row
     restates its `layers.i.output` statistics, its non-finite sites and its anomalies; a non-finite
-    site of a block is an anomaly (GATE-TRACE-003 names a site that is not finite); the verdict is
-    clean only without anomalies, and `first` is the first anomaly (or producer)."""
+    site of a block is an anomaly (GATE-TRACE-003 names a site that is not finite); its anomalies
+    and baselines are those GATE-TRACE-003's rule gives from its sites' statistics under `limits`
+    (`anomaly_problems`); the verdict is clean only without anomalies, and `first` is the first
+    anomaly (or producer)."""
     sites = [site for site in sites if isinstance(site, dict)]
-    problems = []
+    problems = anomaly_problems(report, sites, limits)
     held = [str(site.get("name")) for site in sites if _nonfinite(site)]
     listed = report.get("nonfinite") or {}
     named = [*(listed.get("producers") or []), *(listed.get("carriers") or [])]
@@ -801,6 +824,46 @@ def single_trace_problems(report: dict[str, Any], sites: list[Any]) -> list[str]
             )
     elif first not in (listed.get("producers") or [None])[:1]:
         problems.append(f"its verdict is nonfinite at {first!r}, but its first producer is another site")
+    return problems
+
+
+def anomaly_problems(
+    report: dict[str, Any], sites: list[dict[str, Any]], limits: Mapping[str, float | int]
+) -> list[str]:
+    """GATE-TRACE-003's anomalies derived again from the report's own statistics: `site_stats`
+    (what every baseline read: each block site of the trace; a report before spec 1.26.0 has none,
+    and its sites, then every site, stand in) agree with its sites' statistics; each judged site's
+    baseline (`baselines`, where kept) is over the layers the rule takes, never its own; and the
+    anomalies it names are the judged sites the rule flags, in order (contracts.trace_anomaly)."""
+    own = {str(site.get("name")): site.get("stats") for site in sites if isinstance(site.get("stats"), dict)}
+    kept = report.get("site_stats")
+    stats = kept if isinstance(kept, dict) else {n: v for n, v in own.items() if block_site(n)}
+    if not all(isinstance(held, dict) for held in stats.values()):
+        return ["its site_stats hold an entry that is no object of statistics"]
+    problems = [
+        f"site_stats[{name}] is {_short(stats[name])}, but its site's statistics say otherwise"
+        for name in sorted(own.keys() & stats.keys())
+        if any(not same(stats[name].get(key), own[name].get(key)) for key in ("count", "std", "nan", "inf"))
+    ]
+    if problems:
+        return problems
+    judged = site_baselines(stats, [str(site.get("name")) for site in sites])
+    listed = report.get("baselines")
+    if isinstance(listed, list):
+        given = [(str(b.get("name")), b.get("baseline_layers")) for b in listed if isinstance(b, dict)]
+        wanted = [(b.name, list(b.baseline_layers)) for b in judged]
+        if given != wanted:
+            problems.append(
+                f"its baselines are over layers {given}, but its sites' statistics give {wanted} "
+                "(the same site in every other layer that saw something finite, never its own)"
+            )
+    flagged = [b.name for b in judged if judge("GATE-TRACE-003", b.measured(), limits)]
+    named = [str(a.get("name")) for a in report.get("anomalies") or [] if isinstance(a, dict)]
+    if named != flagged:
+        problems.append(
+            f"it names anomalies {named}, but GATE-TRACE-003's rule on its sites' statistics flags "
+            f"{flagged} (each site's std against the median of the same site in the other layers)"
+        )
     return problems
 
 

@@ -12,9 +12,12 @@ its supervised tokens, decoded where they stand in the turn, must be exactly the
 the marker (the assistant's content) and end with the EOS, the text written from the template and
 the messages, never from the mask (stack.data.sft_template.supervised_texts); for a tokenizer that
 normalises, the tokenizer's round trip of that text. A mask that starts one token late, or one
-early, shows there. The label files of the tables so judged are hashed into
-the manifest; every training run maps them only if they match, and checks each batch it serves
-against them (GATE-DATA-001, GATE-DATA-005).
+early, shows there. And it reads every example back whole (`check_rendering`): every id of it,
+the prompt too, against a text written from its messages alone, never from the grouping of turns
+the rendering used, so a turn the rendering dropped shows. The label files of the tables so
+judged are hashed into the manifest; every training run maps them only if they match, and checks
+each batch it serves against them (GATE-DATA-001, GATE-DATA-005): what the loss consumes is what
+was judged here.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from contracts.gates import Outcome, gate_require, measure
 
 if TYPE_CHECKING:
-    from stack.data.sft_template import TurnText
+    from stack.data.sft_template import ExampleText, TurnText
     from stack.data.tokenizer import Tokenizer
 
 
@@ -179,3 +182,74 @@ def check_turns(
     tokens: np.ndarray, labels: np.ndarray, texts: Sequence[list[TurnText]], tokenizer: Tokenizer
 ) -> None:
     """Refuse tables in which an assistant turn supervises other tokens than its content and EOS."""
+
+
+def _in_order(text: str, pieces: Sequence[str]) -> bool:
+    """Whether every piece appears in `text`, each after the one before it."""
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
+
+
+def _gives_back(tokenizer: Tokenizer, texts: Sequence[str]) -> bool:
+    """Whether the tokenizer gives `texts` back when each is encoded apart and the ids are decoded
+    together, as a rendering encodes its pieces apart: a byte or byte-level tokenizer does, one
+    that normalises (lower-cases, marks the start of every piece with a space) does not."""
+    ids = [i for text in texts for i in tokenizer.encode(text)]
+    return tokenizer.decode(ids) == "".join(texts)
+
+
+def example_verdict(ids: np.ndarray, expected: ExampleText, tokenizer: Tokenizer) -> str:
+    """One packed example's ids against its text: `rendered` when its pieces between EOS ids decode
+    to the example's whole text; for a tokenizer that does not give its messages back (it
+    normalises), `by_content` when every message's content, as the tokenizer gives it back, appears
+    in order; else `misrendered`. A tokenizer that gives them back is judged by the whole text
+    alone: a message, or the text around it, missing from the ids is misrendered, never unjudged."""
+    whole, contents = expected
+    cuts = np.flatnonzero(np.asarray(ids) == tokenizer.eot_id) + 1
+    decoded = "".join(tokenizer.decode(piece) for piece in np.split(np.asarray(ids), cuts) if piece.size)
+    if decoded == whole:
+        return "rendered"
+    if _gives_back(tokenizer, contents):
+        return "misrendered"
+    given_back = [round_trip(tokenizer, content).strip() for content in contents]
+    return "by_content" if _in_order(decoded, [c for c in given_back if c]) else "misrendered"
+
+
+def rendering_outcome(
+    tokens: np.ndarray, labels: np.ndarray, texts: Sequence[ExampleText], tokenizer: Tokenizer
+) -> Outcome:
+    """GATE-SFT-001's check of whole examples: example k (from 1) of the tables, every id of it (the
+    unsupervised prompt too), against `texts[k - 1]`, its messages as text (`example_verdict`).
+    The supervision check reads only what follows each marker, and the turn check each turn
+    against the same grouping of turns the rendering used; this one reads every message of the
+    conversation, so a turn the rendering dropped (a system prompt) shows."""
+    tokens, spans = np.asarray(tokens), _example_spans(labels)
+    verdicts = {"rendered": 0, "by_content": 0, "misrendered": 0}
+    first = 0
+    for number, expected in enumerate(texts, start=1):
+        lo, hi = spans.get(number, (0, 0))
+        verdict = example_verdict(tokens[lo:hi], expected, tokenizer) if hi > lo else "misrendered"
+        verdicts[verdict] += 1
+        first = first or (number if verdict == "misrendered" else 0)
+    measured = {
+        "examples_rendered": verdicts["rendered"],
+        "examples_by_content": verdicts["by_content"],
+        "examples_misrendered": verdicts["misrendered"],
+        **({"first_misrendered": first} if first else {}),
+    }
+    return measure("GATE-SFT-001", measured, holds="every example's ids are all of its messages")
+
+
+@gate_require(
+    "GATE-SFT-001",
+    lambda tokens, labels, texts, tokenizer: rendering_outcome(tokens, labels, texts, tokenizer),
+)
+def check_rendering(
+    tokens: np.ndarray, labels: np.ndarray, texts: Sequence[ExampleText], tokenizer: Tokenizer
+) -> None:
+    """Refuse tables in which an example's ids are not every message of its conversation."""

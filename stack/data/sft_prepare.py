@@ -64,12 +64,15 @@ from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pai
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
-from stack.data.sft_gates import check_markers, check_supervision, check_turns
+from stack.data.sft_gates import check_markers, check_rendering, check_supervision, check_turns
 from stack.data.sft_template import (
     ChatTemplate,
+    ExampleText,
     Rendered,
     TurnText,
     canonical_example,
+    concatenated_text,
+    example_text,
     example_turns,
     load_template,
     render,
@@ -95,12 +98,14 @@ SFT_SHARD_TOKENS = 1 << 62
 
 @dataclass
 class _Split:
-    """The rendered examples of one split, in input order, and each one's assistant turns as text
-    (written from the template and the messages: what GATE-SFT-001 reads the packed turns against;
-    none for preference pairs, whose rows are not assistant turns)."""
+    """The rendered examples of one split, in input order, each one's assistant turns as text
+    (written from the template and the messages: what GATE-SFT-001 reads the packed turns against),
+    and each one whole as text, from its messages alone (what GATE-SFT-001 reads every id of the
+    packed example against); neither for preference pairs, whose rows are not assistant turns."""
 
     examples: list[Rendered] = field(default_factory=list)
     texts: list[list[TurnText]] = field(default_factory=list)
+    wholes: list[ExampleText] = field(default_factory=list)
 
 
 def most_pack_len(fmt: str, ctx: int) -> int:
@@ -270,6 +275,10 @@ def _render_all(
             joined = plan.join == "concatenate"
             texts = [(turns[0][1], turns[1][1])] if joined else supervised_texts(template, turns)
             splits[which].texts.append(texts)
+            whole = (
+                concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
+            )
+            splits[which].wholes.append(whole)
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
@@ -343,6 +352,7 @@ def _write_split(
     check_supervision(tokens, labels, eos_id)
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
+        check_rendering(tokens, labels, rendered.wholes, tok)
     writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
     writer.add(tokens)
     shards = writer.close()

@@ -11,6 +11,11 @@ assistant's) goes turn by turn:
   marker are supervised; then the tokenizer's EOS id is appended, supervised, and the pending
   text starts again.
 
+That grouping is written once (`turn_segments`): `render` tokenizes it and `supervised_texts`
+reads it as text. What an example must read back as is written apart from it (`example_text`):
+every message in order with its role's text around it, so GATE-SFT-001 sees a turn the grouping
+lost.
+
 A template may write the tokenizer's own special tokens (`<|im_start|>`, `<|eot_id|>`, ...):
 where the model's tokenizer has such a token, the template's text of it becomes that one id
 (`encode_turn`), as the model met it in its own chat format; where it has none, it is text like
@@ -172,17 +177,15 @@ def encode_turn(tokenizer: Tokenizer, segments: list[Segment]) -> list[int]:
     return ids + (tokenizer.encode("".join(pending)) if any(pending) else [])
 
 
-def render(
-    template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple[str, str]], where: str
-) -> Rendered:
-    """Token ids and supervision mask of one example (see the module docstring)."""
+def turn_segments(template: ChatTemplate, turns: list[tuple[str, str]], where: str) -> list[list[Segment]]:
+    """Each assistant turn of an example as the segments tokenized together: every system and user
+    turn since the previous assistant turn, then the assistant's prefix and content (see the module
+    docstring). The one account of how an example's text is grouped: `render` tokenizes it and
+    `supervised_texts` reads it as text. Non-assistant turns after the last assistant's are
+    nothing to learn from and left out (stack.data.chat_shapes leaves such examples out)."""
     spec = template.spec
-    marker_text = spec.assistant_marker
-    marker = np.asarray(encode_turn(tokenizer, [(marker_text, True)]), dtype=np.int64)
-    pieces_ids: list[np.ndarray] = []
-    pieces_mask: list[np.ndarray] = []
+    grouped: list[list[Segment]] = []
     pending: list[Segment] = []
-    assistant_turns, missing = 0, 0
     for role, content in turns:
         if role not in spec.roles:
             raise BadInput(f"{where}: the template {spec.name} has no role {role!r}")
@@ -190,13 +193,28 @@ def render(
         if role != "assistant":
             pending += [(turn.prefix, True), (content, False), (turn.suffix, True)]
             continue
-        if marker_text in content:
+        grouped.append([*pending, (turn.prefix, True), (content, False)])
+        pending = []
+    return grouped
+
+
+def render(
+    template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple[str, str]], where: str
+) -> Rendered:
+    """Token ids and supervision mask of one example (see the module docstring)."""
+    marker_text = template.spec.assistant_marker
+    marker = np.asarray(encode_turn(tokenizer, [(marker_text, True)]), dtype=np.int64)
+    for role, content in turns:
+        if role == "assistant" and marker_text in content:
             raise BadInput(
                 f"{where}: an assistant message contains the assistant marker {marker_text!r}; "
                 "its supervised part would be ambiguous"
             )
-        assistant_turns += 1
-        segments = [*pending, (turn.prefix, True), (content, False)]
+    pieces_ids: list[np.ndarray] = []
+    pieces_mask: list[np.ndarray] = []
+    missing = 0
+    grouped = turn_segments(template, turns, where)
+    for segments in grouped:
         ids = np.asarray(encode_turn(tokenizer, segments), dtype=np.int64)
         mask = np.zeros(len(ids) + 1, dtype=np.uint8)
         found = _last_occurrence(ids, marker)
@@ -206,11 +224,10 @@ def render(
             mask[found + len(marker) :] = 1  # the content's tokens and the EOS after them
         pieces_ids += [ids, np.array([tokenizer.eot_id], dtype=np.int64)]
         pieces_mask.append(mask)
-        pending = []
     return Rendered(
         ids=np.concatenate(pieces_ids),
         mask=np.concatenate(pieces_mask),
-        assistant_turns=assistant_turns,
+        assistant_turns=len(grouped),
         markers_missing=missing,
     )
 
@@ -225,22 +242,49 @@ def supervised_texts(template: ChatTemplate, turns: list[tuple[str, str]]) -> li
     """Each assistant turn of an example as text, written from the template and the messages alone,
     never from ids or masks: what GATE-SFT-001 compares the supervised tokens of a rendering with.
 
-    A turn's text is its pending system and user turns, the assistant's prefix and its content,
-    as `render` tokenizes it; its supervised part starts after the last occurrence of the marker's
-    text (an assistant content never holds the marker: `render` refuses it).
+    A turn's text is its segments (`turn_segments`) as `render` tokenizes them; its supervised part
+    starts after the last occurrence of the marker's text (an assistant content never holds the
+    marker: `render` refuses it).
     """
-    spec, texts, pending = template.spec, [], ""
-    for role, content in turns:
-        turn = spec.roles[role]
-        if role != "assistant":
-            pending += turn.prefix + content + turn.suffix
-            continue
-        text = pending + turn.prefix + content
-        found = text.rfind(spec.assistant_marker)  # not found: nothing is to be supervised (GATE-SFT-002)
-        cut = len(text) if found < 0 else found + len(spec.assistant_marker)
+    marker, texts = template.spec.assistant_marker, []
+    for segments in turn_segments(template, turns, "example"):
+        text = "".join(piece for piece, _ in segments)
+        found = text.rfind(marker)  # not found: nothing is to be supervised (GATE-SFT-002)
+        cut = len(text) if found < 0 else found + len(marker)
         texts.append((text[:cut], text[cut:]))
-        pending = ""
     return texts
+
+
+# An example as text: the whole of what its ids decode to, and the content of each of its
+# messages, in order.
+ExampleText = tuple[str, tuple[str, ...]]
+
+
+def example_text(template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> ExampleText:
+    """An example as text, written from its messages alone, never from a grouping of its turns: every
+    message through the last assistant's, in order, each with its role's text around it (an
+    assistant's prefix and content; its EOS is no text). The template's own special tokens are read
+    as their decoding, as `encode_turn` makes them ids; a message's text stays text. What
+    GATE-SFT-001 reads each packed example back against: a message left out of the rendering
+    (a system turn dropped from the prompt) shows there, whatever the grouping of the turns."""
+    spec, specials = template.spec, tokenizer.special_tokens
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+
+    def written(text: str) -> str:
+        return pattern.sub(lambda m: tokenizer.decode([specials[m.group()]]), text) if specials else text
+
+    def message(role: str, content: str) -> str:
+        turn = spec.roles[role]
+        return written(turn.prefix) + content + ("" if role == "assistant" else written(turn.suffix))
+
+    last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=-1)
+    spoken = turns[: last + 1]
+    return "".join(message(*turn) for turn in spoken), tuple(content for _, content in spoken)
+
+
+def concatenated_text(prompt: str, completion: str) -> ExampleText:
+    """A prompt-completion record joined as TRL joins one (`render_concatenated`), as text."""
+    return prompt + completion, (prompt, completion)
 
 
 def render_concatenated(tokenizer: Tokenizer, prompt: str, completion: str, where: str) -> Rendered:

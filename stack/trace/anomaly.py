@@ -1,42 +1,30 @@
 """Single-model anomaly mode: a layer whose site stands out from the same site in other layers.
 
-Layers of a healthy model look alike: the std of `ffn_swiglu` in layer 3 is of the order of
-its std in layers 0, 1, 2 and 4. A site whose std exceeds k times the median of the same site
-over all the other layers (k = GATE-TRACE-003's anomaly_std_multiple) is an anomaly. Reported
-in forward order, the first one is where things went wrong; the ones after it are the cascade.
-A site holding NaN/Inf is always an anomaly (its std is not a number to compare).
+The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against the median of the
+same site over the other layers (k = anomaly_std_multiple), a site holding NaN/Inf always an
+anomaly, an empty site (no token routed there) never judged and never a baseline. Reported in
+forward order, the first one is where things went wrong; the ones after it are the cascade.
+`empty_sites` names the empty ones for the report.
 
-A site can be empty: an expert no token of the prompt was routed to, or the feed-forward of a
-mixture-of-depths block that routed none, sees zero rows. Its std (0 by stack.trace.stats'
-convention) says nothing about the layer, so an empty site is never a candidate and never part
-of another layer's baseline: a zero baseline would make every nonzero std an infinite ratio.
-`empty_sites` names them for the report instead.
+What the report names is judged again before it is believed (`check_anomalies`, GATE-TRACE-003's
+check `anomalies`): its anomalies, each with the layers of its baseline, must be those the rule
+gives from the statistics the trace measured, so a baseline that takes in the site's own layer,
+or an anomaly lost on the way to the report, stops the trace instead of reporting it clean.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from dataclasses import dataclass
+from typing import Any
 
+from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
-from stack.trace.sites import split
+from contracts.trace_anomaly import SiteBaseline, SiteStats, block_site, site_baselines
+from stack.trace.report import plain
 from stack.trace.tracer import Trace
 
-
-@dataclass(frozen=True)
-class Anomaly:
-    """One site of one layer against its baseline: the median std of that site in other layers."""
-
-    name: str
-    layer: int
-    site: str
-    std: float
-    baseline: float
-    baseline_layers: tuple[int, ...]
-    ratio: float
-    nonfinite: bool
+# The statistics of a site that every baseline reads.
+BASELINE_STATS = ("count", "std", "nan", "inf")
 
 
 def std_multiple() -> float:
@@ -49,40 +37,43 @@ def empty_sites(trace: Trace, names: list[str]) -> list[str]:
     return [name for name in names if trace.stat(name, "count") == 0]
 
 
-def find_anomalies(trace: Trace, names: list[str]) -> list[Anomaly]:
+def site_stats(trace: Trace) -> dict[str, dict[str, Any]]:
+    """What the baselines read of every block site of the trace, as JSON data (non-finite as text)."""
+    return {
+        name: plain({key: record.stats[key] for key in BASELINE_STATS})
+        for name, record in trace.sites.items()
+        if block_site(name) is not None
+    }
+
+
+def judged_sites(trace: Trace, names: list[str]) -> list[SiteBaseline]:
+    """Every block site among `names` that is judged, against its baseline, in forward order."""
+    return site_baselines(site_stats(trace), names)
+
+
+def is_anomaly(site: SiteBaseline) -> bool:
+    """GATE-TRACE-003's judge on one site: its std beyond k × its baseline, or NaN/Inf in it."""
+    return bool(judge("GATE-TRACE-003", site.measured()))
+
+
+def find_anomalies(trace: Trace, names: list[str]) -> list[SiteBaseline]:
     """The anomalous sites among `names`, in forward order (none for a one-layer model)."""
-    found = []
-    for name in names:
-        layer, site = split(name)
-        if layer is None or trace.stat(name, "count") == 0:
-            continue
-        # The same site in the other blocks that have it (a routed block has sites others lack)
-        # and saw something: an empty site is no baseline (module docstring).
-        others = [
-            j
-            for j in range(trace.n_layers)
-            if j != layer
-            and f"layers.{j}.{site}" in trace.sites
-            and trace.stat(f"layers.{j}.{site}", "count")
-        ]
-        if not others:
-            continue
-        record = trace.sites[name]
-        stds = {j: trace.stat(f"layers.{j}.{site}", "std") for j in others}
-        used = tuple(j for j in others if math.isfinite(stds[j]))  # a NaN layer is no baseline
-        baseline = statistics.median(stds[j] for j in used) if used else math.nan
-        std = record.stats["std"]
-        bad = record.stats["nan"] + record.stats["inf"] > 0 or not math.isfinite(std)
-        ratio = _ratio(std, baseline)
-        # GATE-TRACE-003's judge decides; JSON has no infinity, the judge reads "inf" back.
-        measured = {"std_ratio": ratio if math.isfinite(ratio) else str(ratio), "nonfinite": bad}
-        if judge("GATE-TRACE-003", measured):
-            found.append(Anomaly(name, layer, site, std, baseline, used, ratio, bad))
-    return found
+    return [site for site in judged_sites(trace, names) if is_anomaly(site)]
 
 
-def _ratio(std: float, baseline: float) -> float:
-    """std / baseline, where a zero baseline makes any spread infinitely large."""
-    if baseline == 0:
-        return math.inf if std > 0 else 1.0
-    return std / baseline
+def anomalies_outcome(stats: SiteStats, names: list[str], found: list[SiteBaseline]) -> Outcome:
+    """GATE-TRACE-003's check `anomalies`: the statistics the trace measured, the sites judged, and
+    the anomalies the report names with the layers of their baselines."""
+    measured = {
+        "site_stats": dict(stats),
+        "sites_judged": list(names),
+        "anomalies_named": [{"name": a.name, "baseline_layers": list(a.baseline_layers)} for a in found],
+    }
+    return measure(
+        "GATE-TRACE-003", measured, holds="the anomalies named are those its sites' statistics give"
+    )
+
+
+@gate_require("GATE-TRACE-003", lambda stats, names, found: anomalies_outcome(stats, names, found))
+def check_anomalies(stats: SiteStats, names: list[str], found: list[SiteBaseline]) -> None:
+    """Refuse a report whose anomalies are not those of the statistics its trace measured."""

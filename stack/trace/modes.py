@@ -19,9 +19,17 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
+from contracts.trace_anomaly import SiteBaseline
 from stack.trace import report
 from stack.trace.ablation import ablation_effect, greedy_sample
-from stack.trace.anomaly import Anomaly, empty_sites, find_anomalies, std_multiple
+from stack.trace.anomaly import (
+    check_anomalies,
+    empty_sites,
+    find_anomalies,
+    judged_sites,
+    site_stats,
+    std_multiple,
+)
 from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
 from stack.trace.calibrate import TracePath, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
@@ -59,7 +67,7 @@ def _trace_data(trace: Trace, names: list[str]) -> dict[str, Any]:
     return {"n_layers": trace.n_layers, "sites": [report.site_json(trace.sites[n]) for n in names]}
 
 
-def _anomaly_json(a: Anomaly) -> dict[str, Any]:
+def _anomaly_json(a: SiteBaseline) -> dict[str, Any]:
     return {
         "name": a.name,
         "std": a.std,
@@ -84,6 +92,8 @@ def single(
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
         write_dump(dump, trace, idx[0].tolist(), meta, reference_error(path, idx))
     found = find_anomalies(trace, names)
+    stats = site_stats(trace)
+    check_anomalies(stats, names, found)  # GATE-TRACE-003: the rule again, on what was measured
     empty = empty_sites(trace, names)
     bad = nonfinite(trace)
     lines = [
@@ -116,6 +126,10 @@ def single(
         "paths": {"A": path.describe()},
         "trace": _trace_data(trace, names),
         "anomalies": [_anomaly_json(a) for a in found],
+        # What every baseline read, and each judged site's baseline: tools/check_integrity.py
+        # derives the anomalies and the verdict from them again (contracts.trace_anomaly).
+        "site_stats": stats,
+        "baselines": [_anomaly_json(a) for a in judged_sites(trace, names)],
         "empty": empty,
         "nonfinite": {"producers": bad.producers, "carriers": bad.carriers},
     }

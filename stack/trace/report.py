@@ -11,8 +11,8 @@ import math
 import textwrap
 from typing import Any
 
+from contracts.trace_anomaly import SiteBaseline
 from stack.trace.ablation import AblationEffect
-from stack.trace.anomaly import Anomaly
 from stack.trace.bisect import Bisection, NonFinite
 from stack.trace.compare import ErrorStats, SiteComparison
 from stack.trace.sites import MODEL_SITES, STATS, TRACE_SCHEMA_VERSION, inputs_of, split
@@ -133,7 +133,7 @@ def bisection(result: Bisection, shadow: Bisection | None) -> list[str]:
     return lines
 
 
-def _ratio(a: Anomaly) -> str:
+def _ratio(a: SiteBaseline) -> str:
     return f"{num(a.ratio)}×" if math.isfinite(a.ratio) else "-"
 
 
@@ -144,7 +144,7 @@ def empty(names: list[str]) -> list[str]:
     return _listing(f"{len(names)} empty site(s), no token routed there, left out of every baseline: ", names)
 
 
-def anomalies(found: list[Anomaly], k: float, n_layers: int) -> list[str]:
+def anomalies(found: list[SiteBaseline], k: float, n_layers: int) -> list[str]:
     """The first anomaly and the cascade after it, with baselines and ratios."""
     if n_layers < 2:
         return ["anomaly mode needs at least two layers to compare a layer with the others"]
