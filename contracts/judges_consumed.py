@@ -1,7 +1,8 @@
-"""Judge of GATE-TRAIN-007: what a step's loss consumed against what its batch states.
+"""Judges of GATE-TRAIN-007 and GATE-ES-005: what a loss consumed against what its batch states.
 
-Imported at the end of contracts.judges, which registers it; a pure function of the counts and
-hashes `stack.train.consumption.Tally` measured, like every judge.
+Imported at the end of contracts.judges, which registers them; pure functions of the counts and
+hashes `stack.train.consumption.Tally` measured, like every judge. One rule (`consumed_problems`)
+for both: a training step's loss and an evolution-strategies fitness are held to their batch alike.
 """
 
 from __future__ import annotations
@@ -32,18 +33,22 @@ _MISMATCHES = {
 }
 
 
+# The measured keys of a comparison of what a loss consumed with what its batch states.
+_CONSUMED = (
+    "scorings",
+    "stated_scorings",
+    "targets",
+    "stated_targets",
+    "targets_sha256",
+    "stated_targets_sha256",
+    *_MISMATCHES,
+)
+
+
 @judges(
     "GATE-TRAIN-007",
     checks={
-        "consumed": (
-            "scorings",
-            "stated_scorings",
-            "targets",
-            "stated_targets",
-            "targets_sha256",
-            "stated_targets_sha256",
-            *_MISMATCHES,
-        ),
+        "consumed": _CONSUMED,
         "gradient": ("loss_gradient_deviation",),
         "precision": ("precision", "logits_dtypes"),
         "mode": ("modes", "mismatched_modes"),
@@ -59,7 +64,7 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     value (smoothed labels, a sum for a mean, a mean over positions it did not score) move the
     gradient off that identity. Each scoring ran in the mode a training step runs it in, and at a
     probe the loss read the logits the model serves."""
-    problems = _consumed_problems(m) if has(m, "scorings") else []
+    problems = consumed_problems(m) if has(m, "scorings") else []
     if has(m, "precision", "logits_dtypes"):
         problems += precision_problems(m, "the loss")
     if has(m, "modes", "mismatched_modes"):
@@ -113,7 +118,7 @@ def _statement_problems(m: Measured) -> list[str]:
     ]
 
 
-def _consumed_problems(m: Measured) -> list[str]:
+def consumed_problems(m: Measured) -> list[str]:
     """What the loss read against what the batch states: scorings, targets, positions, hashes."""
     scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
     hashes = (m.get("targets_sha256"), m.get("stated_targets_sha256"))
@@ -137,3 +142,10 @@ def _consumed_problems(m: Measured) -> list[str]:
             f"the targets the loss consumed hash to {hashes[0][:12]}, the batch's to {hashes[1][:12]}"
         )
     return problems
+
+
+@judges("GATE-ES-005", needs=_CONSUMED)
+def _fitness_consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
+    """Every fitness evaluation of an ES step read what the step's batch states (the language-model
+    fitness: its windows and each position's next token), by the rule a training step's loss is held to."""
+    return consumed_problems(m)

@@ -12,6 +12,17 @@ module-level function, so that worker processes can receive it). Every member of
 the same batch (common random numbers: the differences between members are then differences of
 weights, not of text).
 
+What each evaluation did is measured where it happened, as the model's forwards ran:
+
+- the scorings the fitness made through the model's loss are taped (stack.model.consumed), and
+  GATE-ES-005 holds them to what the fitness states (`statement_of`: the batch's windows and each
+  position's next token for the language-model fitness, nothing for a reward of the caller's own),
+  by the comparison a training step's loss is held to (stack.train.consumption.Tally);
+- every forward of the model records the weights it read (`Reads`, a forward pre-hook), which
+  GATE-ES-002's check applied holds to θ + sign·σ·ε(seed), the noise regenerated from the
+  member's seed: a member evaluated on the wrong side, at another scale, or before its weights
+  were written is off in nearly every element.
+
 Workers. With `workers` > 1 the members are split into that many contiguous chunks, each
 evaluated in its own process (spawned, one torch thread each) holding its own copy of the model:
 the model itself travels once, when the worker starts (its buffers, such as a mixture-of-depths
@@ -30,17 +41,23 @@ import multiprocessing
 import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from contracts.gates import Outcome, gate_require, measure
+from stack.es import noise as sampler
 from stack.es.noise import Member, noise
+from stack.model.consumed import Consumed, next_tokens, recording
 from stack.model.gpt import GPT
+from stack.train.consumption import Tally
+from stack.train.stepping import spacing
 
 Fitness = Callable[[GPT, torch.Tensor], torch.Tensor | float]
+# What a fitness states it scores through the model's loss, read from the batch alone.
+Statement = Callable[[torch.Tensor], list[Consumed]]
 
 
 def lm_fitness(model: GPT, batch: torch.Tensor) -> torch.Tensor:
@@ -48,6 +65,17 @@ def lm_fitness(model: GPT, batch: torch.Tensor) -> torch.Tensor:
     _, loss = model(batch[:, :-1], batch[:, 1:])
     assert loss is not None  # targets were given
     return -loss
+
+
+def states_nothing(batch: torch.Tensor) -> list[Consumed]:
+    """A reward of the caller's own: it states no scoring through the model's loss."""
+    return []
+
+
+def statement_of(fitness: Fitness) -> Statement:
+    """What `fitness` states each evaluation scores: the language-model fitness, the batch's next
+    tokens (as a pretraining step's loss does); a reward of the caller's own, nothing."""
+    return next_tokens if fitness is lm_fitness else states_nothing
 
 
 def graph_free() -> AbstractContextManager[Any]:
@@ -71,11 +99,50 @@ def write_flat(model: GPT, vector: torch.Tensor) -> None:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One member's fitness, and what GATE-ES-001 asks of how it was computed."""
+    """One member's fitness, and what GATE-ES-001, -002 and -005 ask of how it was computed: whether
+    it recorded a graph, the weights its forwards read (`Reads`: how many forwards, the elements off
+    θ + sign·σ·ε beyond rounding, the worst relative error) and the scorings its loss made."""
 
     fitness: float
     grad_enabled: bool
     graph: bool
+    forwards: int
+    outliers: int
+    perturbation_error: float
+    consumed: tuple[Consumed, ...]
+
+
+class Reads:
+    """A forward pre-hook on the model: the weights each forward of one member's fitness read,
+    against θ + sign·σ·ε(seed) with ε regenerated from the member's seed by the sampler's own
+    definition (`stack.es.noise.noise`, in θ's dtype), not by the code that wrote the weights.
+
+    An element is an outlier when it is off by more than one float spacing of the weight read and
+    one of the perturbation: the two roundings of θ + σ·(±ε), whichever way it is summed. `error`
+    is the worst forward's ‖read − θ − sign·σ·ε‖ / ‖σ·ε‖ (float64)."""
+
+    def __init__(self, theta: torch.Tensor, member: Member, sigma: float) -> None:
+        self.theta, self.member, self.sigma = theta, member, sigma
+        self.forwards = self.outliers = 0
+        self.error = 0.0
+
+    def __call__(self, module: torch.nn.Module, _args: Any) -> None:
+        read = flatten(module)  # type: ignore[arg-type]  # hooked on the GPT being evaluated
+        want = self.sigma * sampler.noise(self.member, self.theta.numel(), self.theta.dtype).double()
+        off = read.double() - self.theta.double() - want
+        allowed = spacing(read).double() + spacing(want.to(self.theta.dtype)).double()
+        self.forwards += 1
+        self.outliers += int((off.abs() > allowed).sum())
+        self.error = max(self.error, float(off.norm() / want.norm()))
+
+    @contextmanager
+    def watching(self, model: GPT) -> Iterator[Reads]:
+        """Record every forward of `model` inside the block."""
+        handle = model.register_forward_pre_hook(self)
+        try:
+            yield self
+        finally:
+            handle.remove()
 
 
 def evaluate_members(
@@ -90,14 +157,15 @@ def evaluate_members(
     results = []
     for member in members:
         write_flat(model, theta + sigma * noise(member, theta.numel(), theta.dtype))
-        with graph_free():
+        with Reads(theta, member, sigma).watching(model) as reads, graph_free(), recording() as tape:
             value = fitness(model, batch)
             grad_enabled = torch.is_grad_enabled()
         if torch.is_tensor(value):
             graph, value = value.requires_grad or value.grad_fn is not None, value.detach()
         else:
             graph = False
-        results.append(Evaluation(float(value), grad_enabled, graph))
+        read = (reads.forwards, reads.outliers, reads.error)
+        results.append(Evaluation(float(value), grad_enabled, graph, *read, tuple(tape)))
     return results
 
 
@@ -120,6 +188,36 @@ def graph_outcome(evaluations: list[Evaluation], grads: int) -> Outcome:
 @gate_require("GATE-ES-001", lambda evaluations, grads: graph_outcome(evaluations, grads))
 def check_graph_free(evaluations: list[Evaluation], grads: int) -> None:
     """Judge a step's evaluations and the .grad of every parameter before θ is updated."""
+
+
+def applied_outcome(evaluations: list[Evaluation]) -> Outcome:
+    """GATE-ES-002's check applied: the weights every forward of every member read."""
+    measured = {
+        "evaluated_members": len(evaluations),
+        "unread_members": sum(e.forwards == 0 for e in evaluations),
+        "perturbation_outliers": sum(e.outliers for e in evaluations),
+        "perturbation_error": max((e.perturbation_error for e in evaluations), default=0.0),
+    }
+    return measure("GATE-ES-002", measured, holds="each member was evaluated at θ + sign·σ·ε(seed)")
+
+
+@gate_require("GATE-ES-002", lambda evaluations: applied_outcome(evaluations))
+def check_applied(evaluations: list[Evaluation]) -> None:
+    """Judge the weights a step's members were evaluated at before their fitness is used."""
+
+
+def consumed_outcome(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> Outcome:
+    """GATE-ES-005: every evaluation's taped scorings against what the fitness states of `batch`."""
+    tally = Tally(batch.device)
+    for evaluation in evaluations:
+        tally.add(list(evaluation.consumed), stated(batch))
+    measured = tally.measured(tally.counts.tolist())
+    return measure("GATE-ES-005", measured, holds="every evaluation scored what the fitness states")
+
+
+@gate_require("GATE-ES-005", lambda evaluations, batch, stated: consumed_outcome(evaluations, batch, stated))
+def check_consumed(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> None:
+    """Judge what a step's evaluations read through the model's loss before their fitness is used."""
 
 
 # -- where the members are evaluated ------------------------------------------------------------
