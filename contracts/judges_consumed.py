@@ -72,12 +72,7 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "inference_logits_deviation", "inference_loss_deviation"):
         problems += _inference_problems(m, t["inference_rtol"])
     if has(m, "logged_loss", "forward_loss"):
-        logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
-        if not same_number(logged, forward):
-            problems.append(
-                f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
-                "loss was scaled, dropped or mislabelled between the model and the metrics line"
-            )
+        problems += logged_problems(m)
     if has(m, "stated_split_targets", "split_supervised_tokens"):
         problems += _statement_problems(m)
     if has(m, "loss_gradient_deviation"):
@@ -89,6 +84,17 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
     return problems
+
+
+def logged_problems(m: Measured) -> list[str]:
+    """The loss a step logs against the loss its forwards computed: the same float."""
+    logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
+    if same_number(logged, forward):
+        return []
+    return [
+        f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
+        "loss was scaled, dropped or mislabelled between the model and the metrics line"
+    ]
 
 
 def _inference_problems(m: Measured, rtol: float) -> list[str]:
@@ -144,8 +150,13 @@ def consumed_problems(m: Measured) -> list[str]:
     return problems
 
 
-@judges("GATE-ES-005", needs=_CONSUMED)
+@judges("GATE-ES-005", checks={"consumed": _CONSUMED, "logged": ("logged_loss", "forward_loss")})
 def _fitness_consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     """Every fitness evaluation of an ES step read what the step's batch states (the language-model
-    fitness: its windows and each position's next token), by the rule a training step's loss is held to."""
-    return consumed_problems(m)
+    fitness: its windows and each position's next token), and where the fitness is the negative of
+    the loss it scored, the population loss the step logs is the one its forwards computed: by the
+    rules a training step's loss is held to."""
+    problems = consumed_problems(m) if has(m, "scorings") else []
+    if has(m, "logged_loss", "forward_loss"):
+        problems += logged_problems(m)
+    return problems

@@ -222,6 +222,13 @@ def _loss_outside_the_forward(model: GPT, batch: torch.Tensor) -> torch.Tensor:
     return -torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, :-1].flatten())
 
 
+def _negated(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """A variant: the loss itself, so ES climbs it (the population loss logged is then −loss)."""
+    _, loss = model(batch[:, :-1], batch[:, 1:])
+    assert loss is not None
+    return loss
+
+
 def _fires(world: dict[str, Path], out: Path, gate: str, capsys: pytest.CaptureFixture[str]) -> dict:
     """`stack es` stopped by `gate` (exit 3, the gate named, its FAIL in OUT's record): its values."""
     assert _es(world, out) == 3
@@ -232,17 +239,27 @@ def _fires(world: dict[str, Path], out: Path, gate: str, capsys: pytest.CaptureF
 
 
 @pytest.mark.gate("GATE-ES-005")
-@pytest.mark.parametrize("fitness", [_copy_task, _loss_outside_the_forward], ids=["copy-task", "outside"])
-def test_a_fitness_that_scores_other_targets_than_the_next_tokens_fires(
+@pytest.mark.parametrize(
+    ("fitness", "disagree"),
+    [
+        (_copy_task, ("targets_sha256", "stated_targets_sha256")),
+        (_loss_outside_the_forward, ("scorings", "stated_scorings")),
+        (_negated, ("logged_loss", "forward_loss")),
+    ],
+    ids=["copy-task", "outside", "negated"],
+)
+def test_a_fitness_that_is_not_the_next_token_loss_fires(
     world: dict[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     fitness: object,
+    disagree: tuple[str, str],
 ) -> None:
+    """The body of the stack's language-model fitness replaced, as the mutant edited it."""
     monkeypatch.setattr(lm_fitness, "__code__", fitness.__code__)  # type: ignore[attr-defined]
     measured = _fires(world, tmp_path / "out", "GATE-ES-005", capsys)
-    assert measured["targets_sha256"] != measured["stated_targets_sha256"] or measured["scorings"] == 0
+    assert measured[disagree[0]] != measured[disagree[1]]
 
 
 def _one_side(member: Member, dim: int, dtype: torch.dtype) -> torch.Tensor:

@@ -17,7 +17,10 @@ What each evaluation did is measured where it happened, as the model's forwards 
 - the scorings the fitness made through the model's loss are taped (stack.model.consumed), and
   GATE-ES-005 holds them to what the fitness states (`statement_of`: the batch's windows and each
   position's next token for the language-model fitness, nothing for a reward of the caller's own),
-  by the comparison a training step's loss is held to (stack.train.consumption.Tally);
+  by the comparison a training step's loss is held to (stack.train.consumption.Tally); for the
+  language-model fitness, the population loss a step logs (−mean fitness) is also held to the
+  mean of the losses its forwards computed, so a fitness of the wrong sign or from another
+  computation than the scoring shows;
 - every forward of the model records the weights it read (`Reads`, a forward pre-hook), which
   GATE-ES-002's check applied holds to θ + sign·σ·ε(seed), the noise regenerated from the
   member's seed: a member evaluated on the wrong side, at another scale, or before its weights
@@ -47,6 +50,7 @@ from typing import Any
 
 import torch
 
+from contracts.derive.training import finite_or_text
 from contracts.gates import Outcome, gate_require, measure
 from stack.es import noise as sampler
 from stack.es.noise import Member, noise
@@ -56,8 +60,6 @@ from stack.train.consumption import Tally
 from stack.train.stepping import spacing
 
 Fitness = Callable[[GPT, torch.Tensor], torch.Tensor | float]
-# What a fitness states it scores through the model's loss, read from the batch alone.
-Statement = Callable[[torch.Tensor], list[Consumed]]
 
 
 def lm_fitness(model: GPT, batch: torch.Tensor) -> torch.Tensor:
@@ -67,15 +69,31 @@ def lm_fitness(model: GPT, batch: torch.Tensor) -> torch.Tensor:
     return -loss
 
 
+@dataclass(frozen=True)
+class Statement:
+    """What a fitness states of each evaluation (GATE-ES-005): the scorings it makes through the
+    model's loss, read from the batch alone, and whether its value is the negative of their loss
+    (then the population loss a step logs, −mean fitness, is the mean loss its forwards made)."""
+
+    scorings: Callable[[torch.Tensor], list[Consumed]]
+    negated_loss: bool
+
+
 def states_nothing(batch: torch.Tensor) -> list[Consumed]:
     """A reward of the caller's own: it states no scoring through the model's loss."""
     return []
 
 
+# The language-model fitness: −(the cross-entropy of each window's next tokens), one scoring.
+NEXT_TOKENS = Statement(next_tokens, negated_loss=True)
+# A reward of the caller's own, by default: no scoring through the model's loss, any value.
+REWARD = Statement(states_nothing, negated_loss=False)
+
+
 def statement_of(fitness: Fitness) -> Statement:
-    """What `fitness` states each evaluation scores: the language-model fitness, the batch's next
-    tokens (as a pretraining step's loss does); a reward of the caller's own, nothing."""
-    return next_tokens if fitness is lm_fitness else states_nothing
+    """What `fitness` states of each evaluation: NEXT_TOKENS for the language-model fitness (as a
+    pretraining step's loss states), REWARD for a reward of the caller's own."""
+    return NEXT_TOKENS if fitness is lm_fitness else REWARD
 
 
 def graph_free() -> AbstractContextManager[Any]:
@@ -207,11 +225,18 @@ def check_applied(evaluations: list[Evaluation]) -> None:
 
 
 def consumed_outcome(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> Outcome:
-    """GATE-ES-005: every evaluation's taped scorings against what the fitness states of `batch`."""
+    """GATE-ES-005: every evaluation's taped scorings against what the fitness states of `batch`
+    (check consumed); for a fitness stated as the negated loss, the population loss the step logs
+    against the mean of the losses its forwards computed (check logged)."""
     tally = Tally(batch.device)
     for evaluation in evaluations:
-        tally.add(list(evaluation.consumed), stated(batch))
+        tally.add(list(evaluation.consumed), stated.scorings(batch))
     measured = tally.measured(tally.counts.tolist())
+    if stated.negated_loss:
+        fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
+        taped = [float(c.loss) for e in evaluations for c in e.consumed if c.loss is not None]
+        forward = float(torch.tensor(taped, dtype=torch.float64).mean())
+        measured |= {"logged_loss": -float(fitness.mean()), "forward_loss": finite_or_text(forward)}
     return measure("GATE-ES-005", measured, holds="every evaluation scored what the fitness states")
 
 

@@ -79,7 +79,8 @@ class Invocation:
     evidence_dir: Path | None = None
     fitness: Fitness = lm_fitness
     # What each evaluation of `fitness` states it scores through the model's loss (GATE-ES-005);
-    # None: `statement_of(fitness)`, the batch's next tokens for the language-model fitness.
+    # None: `statement_of(fitness)`, the batch's next tokens for the language-model fitness and no
+    # scoring for a reward of the caller's own.
     stated: Statement | None = None
     on_step: Callable[[StepReport], None] = lambda report: None
     reports: list[StepReport] = field(default_factory=list)
