@@ -2011,8 +2011,15 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
     "GATE-ES-002",
     checks={
         "pairs": ("population", "pairs", "max_pair_sum", "min_noise_norm"),
-        # rev 2: every forward of every member read θ + sign·σ·ε(seed), to the roundings of its sum
-        "applied": ("evaluated_members", "unread_members", "perturbation_outliers", "perturbation_error"),
+        # rev 2: every forward of every member read θ + sign·σ·ε(seed), to the roundings of its sum,
+        # and each evaluation is at its member's place
+        "applied": (
+            "evaluated_members",
+            "misplaced_members",
+            "unread_members",
+            "perturbation_outliers",
+            "perturbation_error",
+        ),
     },
 )
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
@@ -2048,6 +2055,11 @@ def _applied_problems(m: Measured) -> list[str]:
     problems = []
     if has(m, "population") and evaluated != count(m, "population"):
         problems.append(f"{evaluated} member(s) were evaluated of a population of {count(m, 'population')}")
+    if misplaced := count(m, "misplaced_members"):
+        problems.append(
+            f"{misplaced} evaluation(s) are not at their member's place in the population: the estimate "
+            "weights one member's noise by another's fitness"
+        )
     if unread := count(m, "unread_members"):
         problems.append(
             f"the fitness of {unread} of {evaluated} member(s) read the model's weights in no forward"

@@ -300,6 +300,25 @@ def test_members_scored_at_the_previous_member_s_weights_fire(
     _fires(world, tmp_path / "out", "GATE-ES-002", capsys)
 
 
+@pytest.mark.gate("GATE-ES-002")
+def test_evaluations_out_of_the_population_s_order_fire(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A variant: each member scored at its own weights, the fitness handed back in another order
+    (as workers' chunks collected as they finish would be), so ĝ weights one's noise by another's."""
+    real = InProcess.evaluate
+
+    def reordered(self: InProcess, *args: object) -> tuple[list[population.Evaluation], int]:
+        evaluations, grads = real(self, *args)  # type: ignore[arg-type]
+        return evaluations[::-1], grads
+
+    monkeypatch.setattr(InProcess, "evaluate", reordered)
+    assert _fires(world, tmp_path / "out", "GATE-ES-002", capsys)["misplaced_members"] == 4
+
+
 @pytest.mark.gate("GATE-ES-006")
 def test_an_adam_that_steps_downhill_fires(
     world: dict[str, Path],

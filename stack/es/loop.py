@@ -74,7 +74,7 @@ def es_step(
     noise.check_pairs(members, theta.numel())
     evaluations, grads = population.evaluate(theta, batch, members, settings.sigma)
     check_graph_free(evaluations, grads + int(theta.grad is not None))
-    check_applied(evaluations)
+    check_applied(evaluations, members)
     check_consumed(evaluations, batch, stated)
     fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
     weights = shaping.centered_ranks(fitness)

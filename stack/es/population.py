@@ -40,6 +40,7 @@ count sums in another order), so a run is resumed with the workers it was starte
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import pickle
 from collections.abc import Callable, Iterator
@@ -57,7 +58,7 @@ from stack.es.noise import Member, noise
 from stack.model.consumed import Consumed, next_tokens, recording
 from stack.model.gpt import GPT
 from stack.train.consumption import Tally
-from stack.train.stepping import spacing
+from stack.train.stepping import CHUNK, spacing
 
 Fitness = Callable[[GPT, torch.Tensor], torch.Tensor | float]
 
@@ -117,10 +118,12 @@ def write_flat(model: GPT, vector: torch.Tensor) -> None:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One member's fitness, and what GATE-ES-001, -002 and -005 ask of how it was computed: whether
-    it recorded a graph, the weights its forwards read (`Reads`: how many forwards, the elements off
-    θ + sign·σ·ε beyond rounding, the worst relative error) and the scorings its loss made."""
+    """One member's fitness, and what GATE-ES-001, -002 and -005 ask of how it was computed: the
+    member whose weights its forwards were checked against, whether it recorded a graph, the
+    weights its forwards read (`Reads`: how many forwards, the elements off θ + sign·σ·ε beyond
+    rounding, the worst relative error) and the scorings its loss made."""
 
+    member: Member
     fitness: float
     grad_enabled: bool
     graph: bool
@@ -146,12 +149,17 @@ class Reads:
 
     def __call__(self, module: torch.nn.Module, _args: Any) -> None:
         read = flatten(module)  # type: ignore[arg-type]  # hooked on the GPT being evaluated
-        want = self.sigma * sampler.noise(self.member, self.theta.numel(), self.theta.dtype).double()
-        off = read.double() - self.theta.double() - want
-        allowed = spacing(read).double() + spacing(want.to(self.theta.dtype)).double()
+        epsilon = sampler.noise(self.member, self.theta.numel(), self.theta.dtype)
+        squares = wanted = 0.0
+        for start in range(0, read.numel(), CHUNK):  # float64 work a piece at a time
+            piece = slice(start, start + CHUNK)
+            want = self.sigma * epsilon[piece].double()
+            off = read[piece].double() - self.theta[piece].double() - want
+            allowed = spacing(read[piece]).double() + spacing(want.to(self.theta.dtype)).double()
+            self.outliers += int((off.abs() > allowed).sum())
+            squares, wanted = squares + float(off.square().sum()), wanted + float(want.square().sum())
         self.forwards += 1
-        self.outliers += int((off.abs() > allowed).sum())
-        self.error = max(self.error, float(off.norm() / want.norm()))
+        self.error = max(self.error, math.sqrt(squares / wanted))
 
     @contextmanager
     def watching(self, model: GPT) -> Iterator[Reads]:
@@ -183,7 +191,7 @@ def evaluate_members(
         else:
             graph = False
         read = (reads.forwards, reads.outliers, reads.error)
-        results.append(Evaluation(float(value), grad_enabled, graph, *read, tuple(tape)))
+        results.append(Evaluation(member, float(value), grad_enabled, graph, *read, tuple(tape)))
     return results
 
 
@@ -208,10 +216,14 @@ def check_graph_free(evaluations: list[Evaluation], grads: int) -> None:
     """Judge a step's evaluations and the .grad of every parameter before θ is updated."""
 
 
-def applied_outcome(evaluations: list[Evaluation]) -> Outcome:
-    """GATE-ES-002's check applied: the weights every forward of every member read."""
+def applied_outcome(evaluations: list[Evaluation], members: list[Member]) -> Outcome:
+    """GATE-ES-002's check applied: the weights every forward of every member read, and the
+    evaluations in the population's order (the fitness at i is the member at i's, whose noise
+    the estimate weights by it)."""
     measured = {
         "evaluated_members": len(evaluations),
+        "misplaced_members": sum(e.member != m for e, m in zip(evaluations, members, strict=False))
+        + abs(len(evaluations) - len(members)),
         "unread_members": sum(e.forwards == 0 for e in evaluations),
         "perturbation_outliers": sum(e.outliers for e in evaluations),
         "perturbation_error": max((e.perturbation_error for e in evaluations), default=0.0),
@@ -219,8 +231,8 @@ def applied_outcome(evaluations: list[Evaluation]) -> Outcome:
     return measure("GATE-ES-002", measured, holds="each member was evaluated at θ + sign·σ·ε(seed)")
 
 
-@gate_require("GATE-ES-002", lambda evaluations: applied_outcome(evaluations))
-def check_applied(evaluations: list[Evaluation]) -> None:
+@gate_require("GATE-ES-002", lambda evaluations, members: applied_outcome(evaluations, members))
+def check_applied(evaluations: list[Evaluation], members: list[Member]) -> None:
     """Judge the weights a step's members were evaluated at before their fitness is used."""
 
 
