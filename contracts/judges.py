@@ -2089,8 +2089,30 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ES-002", needs=("population", "pairs", "max_pair_sum", "min_noise_norm"))
+@judges(
+    "GATE-ES-002",
+    checks={
+        "pairs": ("population", "pairs", "max_pair_sum", "min_noise_norm"),
+        # rev 2: every forward of every member read θ + sign·σ·ε(seed), to the roundings of its sum,
+        # and each evaluation is at its member's place
+        "applied": (
+            "evaluated_members",
+            "misplaced_members",
+            "unread_members",
+            "perturbation_outliers",
+            "perturbation_error",
+        ),
+    },
+)
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
+    problems = _pairs_problems(m) if has(m, "population") else []
+    if has(m, "evaluated_members"):
+        problems += _applied_problems(m)
+    return problems
+
+
+def _pairs_problems(m: Measured) -> list[str]:
+    """The noise list: P/2 pairs whose two members' noise are each other's negation, none zero."""
     population, pairs = count(m, "population"), count(m, "pairs")
     problems = (
         []
@@ -2104,6 +2126,32 @@ def _mirrored(m: Measured, t: Thresholds) -> list[str]:
         )
     if not number(m, "min_noise_norm") > 0:
         problems.append("a member's noise is zero")
+    return problems
+
+
+def _applied_problems(m: Measured) -> list[str]:
+    """The weights each member's fitness read against θ + sign·σ·ε(seed) regenerated from its seed."""
+    evaluated = count(m, "evaluated_members")
+    if not evaluated:
+        return ["no member's evaluation was checked"]
+    problems = []
+    if has(m, "population") and evaluated != count(m, "population"):
+        problems.append(f"{evaluated} member(s) were evaluated of a population of {count(m, 'population')}")
+    if misplaced := count(m, "misplaced_members"):
+        problems.append(
+            f"{misplaced} evaluation(s) are not at their member's place in the population: the estimate "
+            "weights one member's noise by another's fitness"
+        )
+    if unread := count(m, "unread_members"):
+        problems.append(
+            f"the fitness of {unread} of {evaluated} member(s) read the model's weights in no forward"
+        )
+    if outliers := count(m, "perturbation_outliers"):
+        problems.append(
+            f"the weights the fitness forwards read differ from θ + sign·σ·ε(seed) beyond rounding in "
+            f"{outliers} element(s) (the worst forward {number(m, 'perturbation_error'):.3g} × ‖σε‖ off): "
+            "a member evaluated on the other side, at another scale, or at another member's weights"
+        )
     return problems
 
 

@@ -1,7 +1,8 @@
-"""Judge of GATE-TRAIN-007: what a step's loss consumed against what its batch states.
+"""Judges of GATE-TRAIN-007 and GATE-ES-005: what a loss consumed against what its batch states.
 
-Imported at the end of contracts.judges, which registers it; a pure function of the counts and
-hashes `stack.train.consumption.Tally` measured, like every judge.
+Imported at the end of contracts.judges, which registers them; pure functions of the counts and
+hashes `stack.train.consumption.Tally` measured, like every judge. One rule (`consumed_problems`)
+for both: a training step's loss and an evolution-strategies fitness are held to their batch alike.
 """
 
 from __future__ import annotations
@@ -32,18 +33,22 @@ _MISMATCHES = {
 }
 
 
+# The measured keys of a comparison of what a loss consumed with what its batch states.
+_CONSUMED = (
+    "scorings",
+    "stated_scorings",
+    "targets",
+    "stated_targets",
+    "targets_sha256",
+    "stated_targets_sha256",
+    *_MISMATCHES,
+)
+
+
 @judges(
     "GATE-TRAIN-007",
     checks={
-        "consumed": (
-            "scorings",
-            "stated_scorings",
-            "targets",
-            "stated_targets",
-            "targets_sha256",
-            "stated_targets_sha256",
-            *_MISMATCHES,
-        ),
+        "consumed": _CONSUMED,
         "gradient": ("loss_gradient_deviation",),
         "precision": ("precision", "logits_dtypes"),
         "mode": ("modes", "mismatched_modes"),
@@ -59,7 +64,7 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     value (smoothed labels, a sum for a mean, a mean over positions it did not score) move the
     gradient off that identity. Each scoring ran in the mode a training step runs it in, and at a
     probe the loss read the logits the model serves."""
-    problems = _consumed_problems(m) if has(m, "scorings") else []
+    problems = consumed_problems(m) if has(m, "scorings") else []
     if has(m, "precision", "logits_dtypes"):
         problems += precision_problems(m, "the loss")
     if has(m, "modes", "mismatched_modes"):
@@ -67,12 +72,7 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "inference_logits_deviation", "inference_loss_deviation"):
         problems += _inference_problems(m, t["inference_rtol"])
     if has(m, "logged_loss", "forward_loss"):
-        logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
-        if not same_number(logged, forward):
-            problems.append(
-                f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
-                "loss was scaled, dropped or mislabelled between the model and the metrics line"
-            )
+        problems += logged_problems(m)
     if has(m, "stated_split_targets", "split_supervised_tokens"):
         problems += _statement_problems(m)
     if has(m, "loss_gradient_deviation"):
@@ -84,6 +84,17 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
     return problems
+
+
+def logged_problems(m: Measured) -> list[str]:
+    """The loss a step logs against the loss its forwards computed: the same float."""
+    logged, forward = number(m, "logged_loss"), number(m, "forward_loss")
+    if same_number(logged, forward):
+        return []
+    return [
+        f"the step logs a loss of {logged:.8g}, but its forwards computed {forward:.8g}: the "
+        "loss was scaled, dropped or mislabelled between the model and the metrics line"
+    ]
 
 
 def _inference_problems(m: Measured, rtol: float) -> list[str]:
@@ -113,7 +124,7 @@ def _statement_problems(m: Measured) -> list[str]:
     ]
 
 
-def _consumed_problems(m: Measured) -> list[str]:
+def consumed_problems(m: Measured) -> list[str]:
     """What the loss read against what the batch states: scorings, targets, positions, hashes."""
     scorings, stated = count(m, "scorings"), count(m, "stated_scorings")
     hashes = (m.get("targets_sha256"), m.get("stated_targets_sha256"))
@@ -136,4 +147,16 @@ def _consumed_problems(m: Measured) -> list[str]:
         problems.append(
             f"the targets the loss consumed hash to {hashes[0][:12]}, the batch's to {hashes[1][:12]}"
         )
+    return problems
+
+
+@judges("GATE-ES-005", checks={"consumed": _CONSUMED, "logged": ("logged_loss", "forward_loss")})
+def _fitness_consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
+    """Every fitness evaluation of an ES step read what the step's batch states (the language-model
+    fitness: its windows and each position's next token), and where the fitness is the negative of
+    the loss it scored, the population loss the step logs is the one its forwards computed: by the
+    rules a training step's loss is held to."""
+    problems = consumed_problems(m) if has(m, "scorings") else []
+    if has(m, "logged_loss", "forward_loss"):
+        problems += logged_problems(m)
     return problems

@@ -1,10 +1,12 @@
-"""Judge of GATE-TRAIN-008: a step updates the weights from its own gradients at the scheduled rate.
+"""Judges of GATE-TRAIN-008 and GATE-ES-006: a step updates the weights as its optimizer is defined to.
 
-Imported at the end of contracts.judges, which registers it; a pure function of what
+Imported at the end of contracts.judges, which registers them; pure functions of what
 `stack.train.stepping` measured: the read-back and scheduled rates and the gradients left over
 (every step); which tensors the optimizer holds (at set-up, after every load of weights and at
 the probes); and at the probes, the gradient the optimizer was handed against the step's own,
-its update against AdamW's recomputed, and the parameters its step changed.
+its update against AdamW's recomputed, and the parameters its step changed. An evolution-strategies
+step's update against Adam's ascent of its gradient estimate (GATE-ES-006) is judged by the same
+rule as a training step's against AdamW's (`update_problems`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ _CHECKS = {
     "update": ("update_error", "update_worst", "updated_parameters", "optimizer_steps"),
     "moved": ("stepped_parameters", "moved_parameters", "unoptimized_parameters"),
 }
+
+# The step a training step's update is recomputed as, and what a miss suggests.
+_ADAMW = (
+    "AdamW's",
+    "recomputed from its inputs with the configured betas, eps and decoupled weight decay at the "
+    "schedule's rate: another optimizer, swapped betas or decay on the wrong tensors",
+)
 
 
 @judges("GATE-TRAIN-008", checks=_CHECKS)
@@ -53,7 +62,8 @@ def _steps_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
                 f"none of the {stepped} parameter(s) with a nonzero gradient changed in the optimizer's "
                 "step: it did not step, or stepped other tensors than the model's"
             )
-    return [*problems, *_held(m), *_gradient(m, t), *_update(m, t)]
+    update = update_problems(m, t["update_rtol"], *_ADAMW) if "update_error" in m else []
+    return [*problems, *_held(m), *_gradient(m, t), *update]
 
 
 def _held(m: Measured) -> list[str]:
@@ -101,19 +111,29 @@ def _gradient(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-def _update(m: Measured, t: Thresholds) -> list[str]:
-    """The worst tensor's weights or moment after the step within update_rtol of AdamW's."""
-    if "update_error" not in m:
-        return []
+def update_problems(m: Measured, rtol: float, reference: str, recomputed: str) -> list[str]:
+    """The worst tensor's weights or moment after the step within `rtol` of the `reference` step
+    recomputed as `recomputed` says (and what a miss suggests), and one optimizer step in the step."""
     problems = []
     if (steps := count(m, "optimizer_steps")) != 1:
         problems.append(f"the optimizer stepped {steps} time(s) in one step of the loop, not once")
-    error, rtol = number(m, "update_error"), t["update_rtol"]
+    error = number(m, "update_error")
     if error <= rtol:
         return problems
     return [
         *problems,
-        f"the optimizer's step is {error:.3g} of its own size from AdamW's at {m.get('update_worst')} "
-        f"(rtol {rtol:g}), recomputed from its inputs with the configured betas, eps and decoupled "
-        "weight decay at the schedule's rate: another optimizer, swapped betas or decay on the wrong tensors",
+        f"the optimizer's step is {error:.3g} of its own size from {reference} at {m.get('update_worst')} "
+        f"(rtol {rtol:g}), {recomputed}",
     ]
+
+
+@judges("GATE-ES-006", needs=("update_error", "update_worst", "updated_parameters", "optimizer_steps"))
+def _es_climbs(m: Measured, t: Thresholds) -> list[str]:
+    """The weights an ES step wrote, and Adam's moments, are Adam's ascent of the step's estimate ĝ."""
+    return update_problems(
+        m,
+        t["update_rtol"],
+        "Adam's ascent of the gradient estimate",
+        "recomputed in float64 from θ, ĝ and the moments before the step with the run's rate and "
+        "Adam's betas and eps: a step downhill, another optimizer, or weights written that are not θ",
+    )

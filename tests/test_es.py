@@ -1,8 +1,10 @@
 """`stack es`: evolution strategies from a checkpoint into a new run dir, under GATE-ES-001..004.
 
 Falsifiers plant each bug in the stack's own code path: a fitness evaluated with autograd on, a
-sampler that stops mirroring, fitness left unshaped; and the self-test's planted quadratic is
-where unmirrored noise is shown to point the wrong way.
+sampler that stops mirroring, members evaluated on one side whatever their sign, fitness left
+unshaped, a fitness that scores other targets than the batch's next tokens, an Adam that steps
+downhill or a step never written into the model; and the self-test's planted quadratic is where
+unmirrored noise is shown to point the wrong way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.es import noise, population, shaping
+from stack.es import loop, noise, optimizer, population, shaping
 from stack.es.noise import Member, check_pairs
 from stack.es.population import InProcess, Pool, flatten, lm_fitness
 from stack.es.rundir import Invocation, start
@@ -59,7 +61,7 @@ def _unmirrored(generator: torch.Generator, pairs: int) -> list[Member]:
 # -- the clean path, through the real CLI ------------------------------------------------------
 
 
-@pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-003", "GATE-ES-004")
+@pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-003", "GATE-ES-004", "GATE-ES-005", "GATE-ES-006")
 def test_es_writes_a_run_every_reader_takes(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -133,7 +135,7 @@ def _counting_reward(model: GPT, batch: torch.Tensor) -> torch.Tensor:
     return model(batch[:, :-1])[0].log_softmax(-1)[..., ord("e")].mean()
 
 
-@pytest.mark.holds("GATE-ES-001")
+@pytest.mark.holds("GATE-ES-001", "GATE-ES-002", "GATE-ES-005")
 def test_the_api_takes_a_user_reward(world: dict[str, Path], tmp_path: Path) -> None:
     _calls.clear()
     settings = EsSettings(steps=2, population=4, sigma=0.01, lr=0.01, seed=0, batch_size=2, seq_len=16)
@@ -205,6 +207,158 @@ def test_a_population_that_is_not_mirrored_fires() -> None:
     doubled = [Member(m.seed, 1) for m in noise.mirrored(torch.Generator().manual_seed(0), 4)]
     with pytest.raises(GateViolation, match="GATE-ES-002"):  # the pair's seed shared, its sign lost
         check_pairs(doubled, 32)
+
+
+def _copy_task(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """The planted bug (M27): the fitness scores each window against itself, not its next tokens."""
+    _, loss = model(batch[:, :-1], batch[:, :-1])
+    assert loss is not None
+    return -loss
+
+
+def _loss_outside_the_forward(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """A variant: the cross-entropy taken from the logits, outside the model's forward."""
+    logits = model(batch[:, :-1])[0]
+    return -torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, :-1].flatten())
+
+
+def _negated(model: GPT, batch: torch.Tensor) -> torch.Tensor:
+    """A variant: the loss itself, so ES climbs it (the population loss logged is then −loss)."""
+    _, loss = model(batch[:, :-1], batch[:, 1:])
+    assert loss is not None
+    return loss
+
+
+def _fires(world: dict[str, Path], out: Path, gate: str, capsys: pytest.CaptureFixture[str]) -> dict:
+    """`stack es` stopped by `gate` (exit 3, the gate named, its FAIL in OUT's record): its values."""
+    assert _es(world, out) == 3
+    assert gate in capsys.readouterr().err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == gate)
+    assert result.verdict.value == "FAIL"
+    return result.measured  # type: ignore[return-value]
+
+
+@pytest.mark.gate("GATE-ES-005")
+@pytest.mark.parametrize(
+    ("fitness", "disagree"),
+    [
+        (_copy_task, ("targets_sha256", "stated_targets_sha256")),
+        (_loss_outside_the_forward, ("scorings", "stated_scorings")),
+        (_negated, ("logged_loss", "forward_loss")),
+    ],
+    ids=["copy-task", "outside", "negated"],
+)
+def test_a_fitness_that_is_not_the_next_token_loss_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fitness: object,
+    disagree: tuple[str, str],
+) -> None:
+    """The body of the stack's language-model fitness replaced, as the mutant edited it."""
+    monkeypatch.setattr(lm_fitness, "__code__", fitness.__code__)  # type: ignore[attr-defined]
+    measured = _fires(world, tmp_path / "out", "GATE-ES-005", capsys)
+    assert measured[disagree[0]] != measured[disagree[1]]
+
+
+def _one_side(member: Member, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """The planted bug (M22): every member's weights written at +σε, whatever its sign."""
+    return noise.noise(Member(member.seed, 1), dim, dtype)
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_members_evaluated_on_one_side_fire(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The noise list is still ± pairs (check pairs holds); the weights the forwards read are not."""
+    monkeypatch.setattr(population, "noise", _one_side)  # the name the members' weights are written with
+    measured = _fires(world, tmp_path / "out", "GATE-ES-002", capsys)
+    assert measured["max_pair_sum"] == 0 and measured["perturbation_outliers"] > 0
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_members_scored_at_the_previous_member_s_weights_fire(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A variant: each member's weights written after its fitness was taken, so it scores the last."""
+    written: list[torch.Tensor] = []
+    real = population.write_flat
+
+    def late(model: GPT, vector: torch.Tensor) -> None:
+        if written:
+            real(model, written.pop())
+        written.append(vector)
+
+    monkeypatch.setattr(population, "write_flat", late)
+    _fires(world, tmp_path / "out", "GATE-ES-002", capsys)
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_evaluations_out_of_the_population_s_order_fire(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A variant: each member scored at its own weights, the fitness handed back in another order
+    (as workers' chunks collected as they finish would be), so ĝ weights one's noise by another's."""
+    real = InProcess.evaluate
+
+    def reordered(self: InProcess, *args: object) -> tuple[list[population.Evaluation], int]:
+        evaluations, grads = real(self, *args)  # type: ignore[arg-type]
+        return evaluations[::-1], grads
+
+    monkeypatch.setattr(InProcess, "evaluate", reordered)
+    assert _fires(world, tmp_path / "out", "GATE-ES-002", capsys)["misplaced_members"] == 4
+
+
+@pytest.mark.gate("GATE-ES-006")
+def test_an_adam_that_steps_downhill_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The planted bug (M05): Adam's step subtracted from θ (its moments as they should be)."""
+    real = optimizer.EsAdam.ascend
+
+    def descend(self: optimizer.EsAdam, gradient: torch.Tensor) -> None:
+        before = self.theta.clone()
+        real(self, gradient)
+        self.theta.copy_(before - (self.theta - before))
+
+    monkeypatch.setattr(optimizer.EsAdam, "ascend", descend)
+    measured = _fires(world, tmp_path / "out", "GATE-ES-006", capsys)
+    assert measured["update_worst"] == "θ weights" and measured["update_error"] > 1
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.gate("GATE-ES-006")
+def test_a_step_never_written_into_the_model_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A variant: θ stepped but not written, so the model (and its checkpoint) keeps the last member."""
+    monkeypatch.setattr(loop, "write_flat", lambda model, vector: None)
+    _fires(world, tmp_path / "out", "GATE-ES-006", capsys)
+
+
+@pytest.mark.gate("GATE-ES-006")
+def test_an_update_error_just_beyond_the_tolerance_fires_and_just_inside_holds() -> None:
+    limit = load_spec().threshold("GATE-ES-006", "update_rtol")
+    step = {"update_worst": "θ weights", "updated_parameters": 1, "optimizer_steps": 1}
+    assert not measure("GATE-ES-006", {**step, "update_error": 1.1 * limit}).ok
+    assert measure("GATE-ES-006", {**step, "update_error": 0.9 * limit}).ok
+    assert not measure("GATE-ES-006", {**step, "update_error": 0.0, "optimizer_steps": 2}).ok
 
 
 @pytest.mark.gate("GATE-ES-003")

@@ -3,9 +3,11 @@
 One step, as in OpenAI-ES (Salimans et al., 2017) with mirrored sampling and fitness shaping:
 
 1. draw P/2 seeds from the run's generator; each gives a + and a − member (GATE-ES-002);
-2. evaluate every member's fitness on the step's batch, building no graph (GATE-ES-001);
+2. evaluate every member's fitness on the step's batch, building no graph (GATE-ES-001), at the
+   member's own weights (GATE-ES-002), scoring what the fitness states (GATE-ES-005);
 3. replace the fitness values by centered ranks, which sum to zero (GATE-ES-003);
-4. ĝ = 1/(P·σ) Σ w_i ε_i, and Adam climbs it: θ ← θ + lr · m̂ / (√v̂ + eps).
+4. ĝ = 1/(P·σ) Σ w_i ε_i, and Adam climbs it: θ ← θ + lr · m̂ / (√v̂ + eps), written into the
+   model (GATE-ES-006).
 
 Everything a step changes is in `EsState` (the step, the generator, the optimizer holding θ and
 its moments) plus the reader's position, and all of it is saved with each checkpoint, so a run
@@ -20,9 +22,20 @@ from dataclasses import dataclass
 import torch
 
 from stack.data.reader import TokenReader
-from stack.es import estimate, noise, shaping
+from stack.es import estimate, noise, shaping, update
 from stack.es.optimizer import EsAdam
-from stack.es.population import Fitness, InProcess, Pool, check_graph_free, evaluator, write_flat
+from stack.es.population import (
+    Fitness,
+    InProcess,
+    Pool,
+    Statement,
+    check_applied,
+    check_consumed,
+    check_graph_free,
+    evaluator,
+    flatten,
+    write_flat,
+)
 from stack.es.settings import EsSettings
 from stack.model.gpt import GPT
 
@@ -47,21 +60,32 @@ class StepReport:
 
 
 def es_step(
-    model: GPT, state: EsState, population: InProcess | Pool, batch: torch.Tensor, settings: EsSettings
+    model: GPT,
+    state: EsState,
+    population: InProcess | Pool,
+    batch: torch.Tensor,
+    settings: EsSettings,
+    stated: Statement,
 ) -> StepReport:
-    """One ES step on `batch`: θ (and the model's weights) updated, under GATE-ES-001..003."""
+    """One ES step on `batch`: θ (and the model's weights) updated, under GATE-ES-001..003, 005, 006;
+    `stated` is what the fitness states each evaluation scores."""
     theta = state.optimizer.theta
     members = noise.mirrored(state.generator, settings.population // 2)
     noise.check_pairs(members, theta.numel())
     evaluations, grads = population.evaluate(theta, batch, members, settings.sigma)
     check_graph_free(evaluations, grads + int(theta.grad is not None))
+    check_applied(evaluations, members)
+    check_consumed(evaluations, batch, stated)
     fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
     weights = shaping.centered_ranks(fitness)
     shaping.check_weights(weights)
     gradient = estimate.gradient_estimate(members, weights, settings.sigma, theta.numel(), theta.dtype)
+    before = update.before_step(state.optimizer)
     state.optimizer.ascend(gradient)
     write_flat(model, theta)
     state.step += 1
+    measured = update.update_measured(before, gradient, flatten(model), state.optimizer, settings.lr)
+    update.check_update(measured, state.step)
     return StepReport(state.step, float(fitness.mean()), float(fitness.max()), float(gradient.norm()))
 
 
@@ -71,14 +95,16 @@ def evolve(
     reader: TokenReader,
     settings: EsSettings,
     fitness: Fitness,
+    stated: Statement,
     on_step: Callable[[StepReport], None],
     save: Callable[[EsState], None],
 ) -> None:
-    """Step until `settings.steps`, saving every `save_every` steps and after the last."""
+    """Step until `settings.steps`, saving every `save_every` steps and after the last; `stated` is
+    what `fitness` states each evaluation scores (stack.es.population.statement_of)."""
     population = evaluator(model, fitness, settings.workers)
     try:
         while state.step < settings.steps:
-            on_step(es_step(model, state, population, reader.next_batch(), settings))
+            on_step(es_step(model, state, population, reader.next_batch(), settings, stated))
             if state.step % settings.save_every == 0 or state.step == settings.steps:
                 save(state)
     finally:

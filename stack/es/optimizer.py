@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import torch
 
+# Adam's constants as OpenAI-ES uses them; GATE-ES-006 recomputes every step with these.
+BETAS, EPS = (0.9, 0.999), 1e-8
+
 
 class EsAdam(torch.optim.Optimizer):
     """Adam over one flat vector θ, ascending an estimated gradient."""
 
     def __init__(
-        self, theta: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+        self, theta: torch.Tensor, lr: float, betas: tuple[float, float] = BETAS, eps: float = EPS
     ) -> None:
         super().__init__([theta], {"lr": lr, "betas": betas, "eps": eps})
 

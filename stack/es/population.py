@@ -12,6 +12,20 @@ module-level function, so that worker processes can receive it). Every member of
 the same batch (common random numbers: the differences between members are then differences of
 weights, not of text).
 
+What each evaluation did is measured where it happened, as the model's forwards ran:
+
+- the scorings the fitness made through the model's loss are taped (stack.model.consumed), and
+  GATE-ES-005 holds them to what the fitness states (`statement_of`: the batch's windows and each
+  position's next token for the language-model fitness, nothing for a reward of the caller's own),
+  by the comparison a training step's loss is held to (stack.train.consumption.Tally); for the
+  language-model fitness, the population loss a step logs (−mean fitness) is also held to the
+  mean of the losses its forwards computed, so a fitness of the wrong sign or from another
+  computation than the scoring shows;
+- every forward of the model records the weights it read (`Reads`, a forward pre-hook), which
+  GATE-ES-002's check applied holds to θ + sign·σ·ε(seed), the noise regenerated from the
+  member's seed: a member evaluated on the wrong side, at another scale, or before its weights
+  were written is off in nearly every element.
+
 Workers. With `workers` > 1 the members are split into that many contiguous chunks, each
 evaluated in its own process (spawned, one torch thread each) holding its own copy of the model:
 the model itself travels once, when the worker starts (its buffers, such as a mixture-of-depths
@@ -26,19 +40,25 @@ count sums in another order), so a run is resumed with the workers it was starte
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import pickle
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from contracts.derive.training import finite_or_text
 from contracts.gates import Outcome, gate_require, measure
+from stack.es import noise as sampler
 from stack.es.noise import Member, noise
+from stack.model.consumed import Consumed, next_tokens, recording
 from stack.model.gpt import GPT
+from stack.train.consumption import Tally
+from stack.train.stepping import CHUNK, spacing
 
 Fitness = Callable[[GPT, torch.Tensor], torch.Tensor | float]
 
@@ -48,6 +68,33 @@ def lm_fitness(model: GPT, batch: torch.Tensor) -> torch.Tensor:
     _, loss = model(batch[:, :-1], batch[:, 1:])
     assert loss is not None  # targets were given
     return -loss
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What a fitness states of each evaluation (GATE-ES-005): the scorings it makes through the
+    model's loss, read from the batch alone, and whether its value is the negative of their loss
+    (then the population loss a step logs, −mean fitness, is the mean loss its forwards made)."""
+
+    scorings: Callable[[torch.Tensor], list[Consumed]]
+    negated_loss: bool
+
+
+def states_nothing(batch: torch.Tensor) -> list[Consumed]:
+    """A reward of the caller's own: it states no scoring through the model's loss."""
+    return []
+
+
+# The language-model fitness: −(the cross-entropy of each window's next tokens), one scoring.
+NEXT_TOKENS = Statement(next_tokens, negated_loss=True)
+# A reward of the caller's own, by default: no scoring through the model's loss, any value.
+REWARD = Statement(states_nothing, negated_loss=False)
+
+
+def statement_of(fitness: Fitness) -> Statement:
+    """What `fitness` states of each evaluation: NEXT_TOKENS for the language-model fitness (as a
+    pretraining step's loss states), REWARD for a reward of the caller's own."""
+    return NEXT_TOKENS if fitness is lm_fitness else REWARD
 
 
 def graph_free() -> AbstractContextManager[Any]:
@@ -71,11 +118,57 @@ def write_flat(model: GPT, vector: torch.Tensor) -> None:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One member's fitness, and what GATE-ES-001 asks of how it was computed."""
+    """One member's fitness, and what GATE-ES-001, -002 and -005 ask of how it was computed: the
+    member whose weights its forwards were checked against, whether it recorded a graph, the
+    weights its forwards read (`Reads`: how many forwards, the elements off θ + sign·σ·ε beyond
+    rounding, the worst relative error) and the scorings its loss made."""
 
+    member: Member
     fitness: float
     grad_enabled: bool
     graph: bool
+    forwards: int
+    outliers: int
+    perturbation_error: float
+    consumed: tuple[Consumed, ...]
+
+
+class Reads:
+    """A forward pre-hook on the model: the weights each forward of one member's fitness read,
+    against θ + sign·σ·ε(seed) with ε regenerated from the member's seed by the sampler's own
+    definition (`stack.es.noise.noise`, in θ's dtype), not by the code that wrote the weights.
+
+    An element is an outlier when it is off by more than one float spacing of the weight read and
+    one of the perturbation: the two roundings of θ + σ·(±ε), whichever way it is summed. `error`
+    is the worst forward's ‖read − θ − sign·σ·ε‖ / ‖σ·ε‖ (float64)."""
+
+    def __init__(self, theta: torch.Tensor, member: Member, sigma: float) -> None:
+        self.theta, self.member, self.sigma = theta, member, sigma
+        self.forwards = self.outliers = 0
+        self.error = 0.0
+
+    def __call__(self, module: torch.nn.Module, _args: Any) -> None:
+        read = flatten(module)  # type: ignore[arg-type]  # hooked on the GPT being evaluated
+        epsilon = sampler.noise(self.member, self.theta.numel(), self.theta.dtype)
+        squares = wanted = 0.0
+        for start in range(0, read.numel(), CHUNK):  # float64 work a piece at a time
+            piece = slice(start, start + CHUNK)
+            want = self.sigma * epsilon[piece].double()
+            off = read[piece].double() - self.theta[piece].double() - want
+            allowed = spacing(read[piece]).double() + spacing(want.to(self.theta.dtype)).double()
+            self.outliers += int((off.abs() > allowed).sum())
+            squares, wanted = squares + float(off.square().sum()), wanted + float(want.square().sum())
+        self.forwards += 1
+        self.error = max(self.error, math.sqrt(squares / wanted))
+
+    @contextmanager
+    def watching(self, model: GPT) -> Iterator[Reads]:
+        """Record every forward of `model` inside the block."""
+        handle = model.register_forward_pre_hook(self)
+        try:
+            yield self
+        finally:
+            handle.remove()
 
 
 def evaluate_members(
@@ -90,14 +183,15 @@ def evaluate_members(
     results = []
     for member in members:
         write_flat(model, theta + sigma * noise(member, theta.numel(), theta.dtype))
-        with graph_free():
+        with Reads(theta, member, sigma).watching(model) as reads, graph_free(), recording() as tape:
             value = fitness(model, batch)
             grad_enabled = torch.is_grad_enabled()
         if torch.is_tensor(value):
             graph, value = value.requires_grad or value.grad_fn is not None, value.detach()
         else:
             graph = False
-        results.append(Evaluation(float(value), grad_enabled, graph))
+        read = (reads.forwards, reads.outliers, reads.error)
+        results.append(Evaluation(member, float(value), grad_enabled, graph, *read, tuple(tape)))
     return results
 
 
@@ -120,6 +214,47 @@ def graph_outcome(evaluations: list[Evaluation], grads: int) -> Outcome:
 @gate_require("GATE-ES-001", lambda evaluations, grads: graph_outcome(evaluations, grads))
 def check_graph_free(evaluations: list[Evaluation], grads: int) -> None:
     """Judge a step's evaluations and the .grad of every parameter before θ is updated."""
+
+
+def applied_outcome(evaluations: list[Evaluation], members: list[Member]) -> Outcome:
+    """GATE-ES-002's check applied: the weights every forward of every member read, and the
+    evaluations in the population's order (the fitness at i is the member at i's, whose noise
+    the estimate weights by it)."""
+    measured = {
+        "evaluated_members": len(evaluations),
+        "misplaced_members": sum(e.member != m for e, m in zip(evaluations, members, strict=False))
+        + abs(len(evaluations) - len(members)),
+        "unread_members": sum(e.forwards == 0 for e in evaluations),
+        "perturbation_outliers": sum(e.outliers for e in evaluations),
+        "perturbation_error": max((e.perturbation_error for e in evaluations), default=0.0),
+    }
+    return measure("GATE-ES-002", measured, holds="each member was evaluated at θ + sign·σ·ε(seed)")
+
+
+@gate_require("GATE-ES-002", lambda evaluations, members: applied_outcome(evaluations, members))
+def check_applied(evaluations: list[Evaluation], members: list[Member]) -> None:
+    """Judge the weights a step's members were evaluated at before their fitness is used."""
+
+
+def consumed_outcome(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> Outcome:
+    """GATE-ES-005: every evaluation's taped scorings against what the fitness states of `batch`
+    (check consumed); for a fitness stated as the negated loss, the population loss the step logs
+    against the mean of the losses its forwards computed (check logged)."""
+    tally = Tally(batch.device)
+    for evaluation in evaluations:
+        tally.add(list(evaluation.consumed), stated.scorings(batch))
+    measured = tally.measured(tally.counts.tolist())
+    if stated.negated_loss:
+        fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
+        taped = [float(c.loss) for e in evaluations for c in e.consumed if c.loss is not None]
+        forward = float(torch.tensor(taped, dtype=torch.float64).mean())
+        measured |= {"logged_loss": -float(fitness.mean()), "forward_loss": finite_or_text(forward)}
+    return measure("GATE-ES-005", measured, holds="every evaluation scored what the fitness states")
+
+
+@gate_require("GATE-ES-005", lambda evaluations, batch, stated: consumed_outcome(evaluations, batch, stated))
+def check_consumed(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> None:
+    """Judge what a step's evaluations read through the model's loss before their fitness is used."""
 
 
 # -- where the members are evaluated ------------------------------------------------------------

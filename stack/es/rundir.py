@@ -53,7 +53,7 @@ from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.es.loop import EsSettings, EsState, StepReport, evolve
 from stack.es.optimizer import EsAdam
-from stack.es.population import Fitness, flatten, graph_free, lm_fitness
+from stack.es.population import Fitness, Statement, flatten, graph_free, lm_fitness, statement_of
 from stack.es.selftest import check_estimator
 from stack.eval.evidence import CommandEvidence
 from stack.model.gpt import GPT
@@ -78,6 +78,10 @@ class Invocation:
     argv: list[str]
     evidence_dir: Path | None = None
     fitness: Fitness = lm_fitness
+    # What each evaluation of `fitness` states it scores through the model's loss (GATE-ES-005);
+    # None: `statement_of(fitness)`, the batch's next tokens for the language-model fitness and no
+    # scoring for a reward of the caller's own.
+    stated: Statement | None = None
     on_step: Callable[[StepReport], None] = lambda report: None
     reports: list[StepReport] = field(default_factory=list)
 
@@ -268,7 +272,8 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         )
 
     try:
-        evolve(job.trained.model, job.state, job.reader, job.settings, invocation.fitness, report, save)
+        fitness, stated = invocation.fitness, invocation.stated or statement_of(invocation.fitness)
+        evolve(job.trained.model, job.state, job.reader, job.settings, fitness, stated, report, save)
     finally:
         log.close()
     record.metrics = {

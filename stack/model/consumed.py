@@ -67,6 +67,12 @@ class Consumed:
     logits: torch.Tensor | None = None
 
 
+def next_tokens(batch: torch.Tensor) -> list[Consumed]:
+    """What a window of T+1 tokens states a next-token loss scores: its first T are read and every
+    one of its last T is a target (pretraining's step, the language-model fitness of `stack es`)."""
+    return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
+
+
 def mode_of(model: torch.nn.Module) -> str:
     """TRAIN when every module of `model` is in training mode (each dropout draws), EVAL when none
     is, MIXED otherwise: a module left in the other mode (an adapter's dropout not switched back)

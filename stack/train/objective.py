@@ -50,7 +50,7 @@ import torch
 
 from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
-from stack.model.consumed import Consumed
+from stack.model.consumed import Consumed, next_tokens
 from stack.train.config import RunConfig
 from stack.train.consumption import check_served
 
@@ -172,7 +172,7 @@ class Pretrain(Objective):
 
     def stated(self, batch: torch.Tensor) -> list[Consumed]:
         """A window of T+1 tokens: its first T are read and every one of its last T is a target."""
-        return [Consumed(inputs=batch[:, :-1], targets=batch[:, 1:])]
+        return next_tokens(batch)
 
     def probe(self, model: torch.nn.Module, batch: torch.Tensor, step: int) -> None:
         """GATE-TRAIN-007 measured at the loss, in training mode: the targets its gradient shows it

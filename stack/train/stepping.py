@@ -50,7 +50,7 @@ or its shards).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,7 +295,7 @@ def _moments_before(
     return (first, second), float(state["step"])
 
 
-def _spacing(stored: torch.Tensor) -> torch.Tensor:
+def spacing(stored: torch.Tensor) -> torch.Tensor:
     """The distance from each stored value to the next float of its dtype away from zero."""
     magnitude = stored.abs()
     return torch.nextafter(magnitude, torch.full_like(magnitude, math.inf)) - magnitude
@@ -357,47 +357,74 @@ class StepProbe:
         """Each parameter's step against AdamW's, recomputed in float64: the worst relative error, over
         the tensors, of the weights' change (beyond ROUNDINGS float spacings of the stored weights)
         and of either moment, where it is, and how many times the optimizer stepped (once)."""
-        worst, where = 0.0, "" if self.steps_taken else "(the optimizer did not step)"
-        for b in self.before if self.steps_taken else ():
-            for quantity, relative in self._errors(b, settings):
-                if relative > worst or not where:
-                    worst, where = relative, f"{b.name} {quantity}"
-        return {
-            "update_error": _reported(worst),
-            "update_worst": where,
-            "updated_parameters": len(self.before),
-            "optimizer_steps": self.steps_taken,
-        }
+        errors = (
+            (f"{b.name} {quantity}", relative)
+            for b in (self.before if self.steps_taken else ())
+            for quantity, relative in self._errors(b, settings)
+        )
+        return update_values(errors, len(self.before), self.steps_taken)
 
     def _errors(self, b: _Before, settings: AdamWSettings) -> list[tuple[str, float]]:
         """(quantity, relative error) of one parameter's weights and moments after the step."""
         state = self.optimizer.state.get(b.parameter, {})
         if b.grad is None or b.moments is None or not all(k in state for k in MOMENTS):
             return [("(no AdamW moments)", math.inf)]
-        decay = settings.decay_of(b.parameter)
-        steps = b.steps + 1
-        bias1, bias2 = 1 - settings.beta1**steps, 1 - settings.beta2**steps
-        sums = dict.fromkeys(("change", "weights", "spacing", "m", "exp_avg", "v", "exp_avg_sq"), 0.0)
-        pieces = _flat_chunks(b.weights, b.grad, *b.moments, b.parameter, *(state[k] for k in MOMENTS))
-        for w, g, m, v, w_after, m_after, v_after in pieces:
-            w, g, m, v = (t.double() for t in (w, g, m, v))
-            m_want = settings.beta1 * m + (1 - settings.beta1) * g
-            v_want = settings.beta2 * v + (1 - settings.beta2) * g * g
-            step = settings.lr / bias1 * m_want / (v_want.sqrt() / math.sqrt(bias2) + settings.eps)
-            change = -settings.lr * decay * w - step
-            sums["change"] += float(change.square().sum())
-            sums["weights"] += float((w_after.double() - w - change).square().sum())
-            sums["spacing"] += float(_spacing(w_after).double().square().sum())
-            sums["m"] += float(m_want.square().sum())
-            sums["exp_avg"] += float((m_after.double() - m_want).square().sum())
-            sums["v"] += float(v_want.square().sum())
-            sums["exp_avg_sq"] += float((v_after.double() - v_want).square().sum())
-        weights = max(0.0, math.sqrt(sums["weights"]) - ROUNDINGS * math.sqrt(sums["spacing"]))
-        return [
-            ("weights", _relative(weights, math.sqrt(sums["change"]))),
-            ("exp_avg", _relative(math.sqrt(sums["exp_avg"]), math.sqrt(sums["m"]))),
-            ("exp_avg_sq", _relative(math.sqrt(sums["exp_avg_sq"]), math.sqrt(sums["v"]))),
-        ]
+        after = (b.parameter, *(state[k] for k in MOMENTS))
+        return adam_errors((b.weights, b.grad, *b.moments), after, settings, b.steps + 1, b.parameter)
+
+
+def adam_errors(
+    before: tuple[torch.Tensor, ...],
+    after: tuple[torch.Tensor, ...],
+    settings: AdamWSettings,
+    steps: float,
+    parameter: torch.Tensor | None = None,
+    *,
+    ascent: bool = False,
+) -> list[tuple[str, float]]:
+    """(quantity, relative error) of a step's weights and two moments against Adam's recomputed in
+    float64: `before` the weights, gradient and moments the step was handed, `after` the weights and
+    moments it left, `steps` the optimizer's count of steps with this one. AdamW descends the
+    gradient with decoupled decay of `parameter` (`settings.decay_of`); with `ascent` the step climbs
+    it undecayed (evolution strategies' Adam). The weights' error counts beyond ROUNDINGS float
+    spacings of the stored weights, each in units of the recomputed change (moment)."""
+    decay = 0.0 if parameter is None else settings.decay_of(parameter)
+    bias1, bias2 = 1 - settings.beta1**steps, 1 - settings.beta2**steps
+    sums = dict.fromkeys(("change", "weights", "spacing", "m", "exp_avg", "v", "exp_avg_sq"), 0.0)
+    for w, g, m, v, w_after, m_after, v_after in _flat_chunks(*before, *after):
+        w, g, m, v = (t.double() for t in (w, g, m, v))
+        m_want = settings.beta1 * m + (1 - settings.beta1) * g
+        v_want = settings.beta2 * v + (1 - settings.beta2) * g * g
+        step = settings.lr / bias1 * m_want / (v_want.sqrt() / math.sqrt(bias2) + settings.eps)
+        change = step if ascent else -settings.lr * decay * w - step
+        sums["change"] += float(change.square().sum())
+        sums["weights"] += float((w_after.double() - w - change).square().sum())
+        sums["spacing"] += float(spacing(w_after).double().square().sum())
+        sums["m"] += float(m_want.square().sum())
+        sums["exp_avg"] += float((m_after.double() - m_want).square().sum())
+        sums["v"] += float(v_want.square().sum())
+        sums["exp_avg_sq"] += float((v_after.double() - v_want).square().sum())
+    weights = max(0.0, math.sqrt(sums["weights"]) - ROUNDINGS * math.sqrt(sums["spacing"]))
+    return [
+        ("weights", _relative(weights, math.sqrt(sums["change"]))),
+        ("exp_avg", _relative(math.sqrt(sums["exp_avg"]), math.sqrt(sums["m"]))),
+        ("exp_avg_sq", _relative(math.sqrt(sums["exp_avg_sq"]), math.sqrt(sums["v"]))),
+    ]
+
+
+def update_values(errors: Iterable[tuple[str, float]], updated: int, steps: int) -> dict[str, Any]:
+    """The update check's values from (where, relative error) pairs: the worst and where it is, the
+    parameters compared and how many times the optimizer stepped (once)."""
+    worst, where = 0.0, "" if steps else "(the optimizer did not step)"
+    for place, relative in errors:
+        if relative > worst or not where:
+            worst, where = relative, place
+    return {
+        "update_error": _reported(worst),
+        "update_worst": where,
+        "updated_parameters": updated,
+        "optimizer_steps": steps,
+    }
 
 
 def _update(measured: dict[str, Any], step: int) -> Outcome:
