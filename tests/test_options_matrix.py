@@ -26,6 +26,7 @@ from render_site import GENERATED, render
 from scratch import make_repo
 from train_support import prepared
 
+from contracts import trace_anomaly
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.judges_options import cell_verdicts
@@ -48,7 +49,6 @@ from stack.options_matrix import (
     settle,
     trained_layers,
 )
-from stack.trace import anomaly
 from stack.trace.hooks import SiteHooks
 
 MATRIX = load_matrix()
@@ -235,7 +235,7 @@ def test_a_false_gate_fails_its_cell(
     fast: tuple[Path, Cells], data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A trace that calls every site an anomaly (a ratio planted infinite) exits 3: a gate."""
-    monkeypatch.setattr(anomaly, "_ratio", lambda std, baseline: float("inf"))
+    monkeypatch.setattr(trace_anomaly, "_ratio", lambda std, baseline: float("inf"))
     place = _place(fast, data)
     shutil.rmtree(place.work / "trace", ignore_errors=True)
     cell = run_cell(main, COMMAND_ARGV["trace"](place))
