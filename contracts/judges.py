@@ -26,6 +26,7 @@ from typing import Any
 
 from contracts.rewards import REWARDS
 from contracts.spec import load_spec
+from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
 from contracts.truncation import rank_kept
 
@@ -219,14 +220,19 @@ def has(measured: Measured, *keys: str) -> bool:
         "plan": ("plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"),
         # rev 4: the windows the reader numbered cover every target of every shard but its tail
         "coverage": ("covered_shards", "uncovered_fewest", "uncovered_most", "window_targets"),
+        # rev 5: the batch_sha256 a step's line logs is the fingerprint of its planned windows
+        "fingerprint": ("logged_batch_sha256", "planned_batch_sha256", "fingerprinted_step"),
     },
 )
 def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
     """The batches are the plan's: each epoch's plan a permutation of the sources' quotas, each
     batch the planned windows of its step in every table it holds (a chunk as gathered, or a batch
     as handed to the model), and, where the loop takes one, the reader's count of batches served
-    is the run's count of batches taken (a stream restarted or skipped serves its own plan)."""
+    is the run's count of batches taken (a stream restarted or skipped serves its own plan), and
+    the fingerprint its step's line logs is that of the step's planned windows."""
     problems = []
+    if has(m, *CHECKS["GATE-DATA-001"]["fingerprint"]):
+        problems += _fingerprint_problems(m)
     if has(m, "plan_windows", "quota_windows", "windows_off_quota", "sources_off_quota"):
         problems += _plan_problems(m)
     if has(m, "served_batches", "taken_batches"):
@@ -248,6 +254,20 @@ def _reader_batches(m: Measured, t: Thresholds) -> list[str]:
                 "or numbered past the shard"
             )
     return problems
+
+
+def _fingerprint_problems(m: Measured) -> list[str]:
+    """A step line's batch_sha256 against the fingerprint of the windows the plan says it read."""
+    logged, planned = m.get("logged_batch_sha256"), m.get("planned_batch_sha256")
+    if not isinstance(logged, str) or not isinstance(planned, str):
+        raise Malformed("logged_batch_sha256 and planned_batch_sha256 must be strings")
+    if logged == planned:
+        return []
+    return [
+        f"step {count(m, 'fingerprinted_step')} logs batch_sha256 {logged[:12]}, but its planned windows "
+        f"(all T+1 columns, every rank's rows) hash to {planned[:12]}: the fingerprint is not of the batch "
+        "served (taken over part of it, one rank's rows, or another step's?)"
+    ]
 
 
 def _plan_problems(m: Measured) -> list[str]:
@@ -400,14 +420,26 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         "spread": ("split_windows", "first_id", "last_id", "max_gap"),
         "read": ("set_windows", "read_windows", "read_windows_mismatched"),
         "examples": ("train_examples", "train_examples_elsewhere"),
+        # rev 4: every document is written to the split contracts.split's rule gives it, and the
+        # share held out is one the asked val_fraction draws
+        "assigned": ("assigned_documents", "documents_off_rule"),
+        "share": ("split_documents", "heldout_documents", "asked_val_fraction"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
-    """No document in both splits (the index), and the held-out batches a run evaluates are the
-    held-out split's windows (the batches, against the split's shards), spread over all of it,
-    and read as they are (a lens comparison's forwards, against the set); and examples drawn as
-    train documents begin documents of the train split."""
+    """No document in both splits (the index), each written to the split the rule gives it and as
+    many held out as the asked share draws (the prepare); the held-out batches a run evaluates
+    are the held-out split's windows (the batches, against the split's shards), spread over all
+    of it, and read as they are (a lens comparison's forwards, against the set); and examples
+    drawn as train documents begin documents of the train split."""
     problems = _spread_problems(m) if has(m, "split_windows", "first_id", "last_id", "max_gap") else []
+    if has(m, *CHECKS["GATE-DATA-005"]["assigned"]) and (off := count(m, "documents_off_rule")):
+        problems.append(
+            f"{off} of the {count(m, 'assigned_documents')} documents were written to another split than "
+            "the held-out rule (contracts.split) gives them for the seed and val_fraction"
+        )
+    if has(m, *CHECKS["GATE-DATA-005"]["share"]):
+        problems += _share_problems(m, t["min_split_tail_p"])
     if has(m, "set_windows", "read_windows", "read_windows_mismatched"):
         problems += _set_read_problems(m)
     if has(m, "train_examples", "train_examples_elsewhere") and (
@@ -442,6 +474,20 @@ def _set_read_problems(m: Measured) -> list[str]:
     return [
         f"the forwards read {read} window(s), {mismatched} of them not the held-out set's window at "
         f"their place, where the set holds {windows}: the comparison read other text than the held-out set"
+    ]
+
+
+def _share_problems(m: Measured, least: float) -> list[str]:
+    """The documents held out against Binomial(documents, val_fraction), by its exact two-sided tail."""
+    documents, heldout = count(m, "split_documents"), count(m, "heldout_documents")
+    asked = number(m, "asked_val_fraction")
+    tail = share_tail(documents, heldout, asked)
+    if tail >= least:
+        return []
+    return [
+        f"{heldout} of {documents} documents are held out ({heldout / max(documents, 1):.3g}) where "
+        f"val_fraction {asked:g} draws about {documents * asked:.3g}: a count that far off has two-sided "
+        f"probability {tail:.3g} (at least {least:g}); the split holds another share than it states"
     ]
 
 

@@ -1,5 +1,16 @@
 """The epoch plan, written out: which windows one epoch reads, in which order, keyed by (seed, epoch).
 
+A source's quota, its windows in one epoch, is floor(w · n) for a source of n windows and weight
+w, and at most ⌊cap / seq_len⌋ where a cap of tokens is set (`source_quota`): the reader's
+mixture calls it, and GATE-DATA-001 counts every plan against it, never against the mixture's
+own quotas, so a mixture that rounds its quotas otherwise cannot vouch for itself.
+
+A step's fingerprint, the `batch_sha256` its metrics line logs, is the sha256 of the token ids of
+the windows it read, every column of each (T+1) and every rank's rows in rank order
+(`int64_sha256`), one per micro-batch, combined in order where there are several
+(`step_sha256`). GATE-DATA-001 holds each line's fingerprint to that of the windows the plan
+says its step read, so a fingerprint taken of less than the batch served cannot stand for it.
+
 A source of n windows (ids lo..hi−1) and quota q gives each of its windows q // n times, in id
 order, then the first q mod n of a permutation of its n windows drawn from the generator seeded
 (seed, epoch, its tag): a fractional weight subsamples afresh each epoch. The sources' parts,
@@ -17,13 +28,33 @@ definition: a plan is reproduced by drawing from the same ones.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 # The tag of the generator that shuffles the sources' parts together; a source's tag is above it.
 SHUFFLE_TAG = 0
+
+
+def source_quota(windows: int, weight: float, cap_tokens: int | None, seq_len: int) -> int:
+    """Windows of one epoch of a source of `windows` windows and weight `weight`: floor(w · n), so
+    a weight of 1 reads each window once and a fractional one never more than it asks; at most
+    `cap_tokens` // `seq_len` where a cap is set (None: none)."""
+    quota = math.floor(weight * windows)
+    return quota if cap_tokens is None else min(quota, cap_tokens // seq_len)
+
+
+def quotas(
+    ranges: Mapping[str, tuple[int, int]], weights: Mapping[str, float], caps: Mapping[str, int], seq_len: int
+) -> dict[str, int]:
+    """Every source's quota (`source_quota`): `ranges` gives each source's window ids [lo, hi)."""
+    return {
+        name: source_quota(hi - lo, weights[name], caps.get(name), seq_len)
+        for name, (lo, hi) in ranges.items()
+    }
 
 
 def source_tag(name: str) -> int:
@@ -46,3 +77,16 @@ def epoch_plan(
         parts.append(lo + np.tile(np.arange(hi - lo, dtype=np.int64), repeats))
         parts.append(lo + drawn.astype(np.int64))
     return np.random.default_rng([seed, epoch, SHUFFLE_TAG]).permutation(np.concatenate(parts))
+
+
+def int64_sha256(values: np.ndarray) -> str:
+    """The hex sha256 of integers as contiguous little-endian int64, so it does not depend on the
+    dtype they were read in: a batch's fingerprint, of its windows (rows, T+1) row after row, and
+    a plan's, of its window ids."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<i8").tobytes()).hexdigest()
+
+
+def step_sha256(hashes: Sequence[str]) -> str:
+    """A step's fingerprint from its micro-batches' (`int64_sha256`, in order): the one's own,
+    else the sha256 of their hex digests concatenated."""
+    return hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from ledger_support import edited, findings, gate
 
-from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
+from contracts.judges import judge
+from contracts.spec import load_spec
+from contracts.split import share_tail
 from stack.artifacts import INDEX_FILE
 from stack.cli import main
+from stack.data import prepare as prepare_module
 from stack.data import split as splitting
 from stack.data.corpus import STDLIB_SOURCE, stdlib_dir
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.manifest import MANIFEST_FILE, load_manifest
 from stack.data.prepare import prepare_corpus
+from stack.data.sft_prepare import prepare_sft
 from stack.data.shards import HEADER, MAGIC, dtype_for
 from stack.data.tokenizer import load_tokenizer
 
@@ -348,3 +358,126 @@ def test_split_by_position_is_caught_before_anything_is_written(
     code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(tmp_path / "d"))
     assert code == EXIT_GATE and "GATE-DATA-005" in err and "in both train and held-out" in err
     assert not (tmp_path / "d").exists()
+
+
+# -- GATE-DATA-005: the share held out is the one asked ---------------------------------------
+
+
+def _half_the_share(real: Callable[[bytes, int, float], str]) -> Callable[[bytes, int, float], str]:
+    """The mutant survey's M09: each document held out at half the val_fraction asked."""
+    return lambda sha, seed, val_fraction: real(sha, seed, val_fraction / 2)
+
+
+@pytest.mark.gate("GATE-DATA-005")
+@pytest.mark.parametrize("val_fraction", ["0.6", "0.25"])
+def test_a_split_holding_half_the_share_asked_stops_stack_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, val_fraction: str
+) -> None:
+    """Disjoint, deterministic by content, and a manifest stating the share asked: only the
+    documents held to the rule one by one show the split is another."""
+    monkeypatch.setattr(splitting, "assign_split", _half_the_share(splitting.assign_split))
+    corpus = write_docs(tmp_path / "in", text_docs(80))
+    out = tmp_path / "d"
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(out), "--val-fraction", val_fraction)
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "held-out rule" in err
+    assert not out.exists()
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_collector_handed_half_the_share_stops_stack_prepare_by_the_manifests_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documents follow the rule, but for half the val_fraction the manifest states: each is
+    where that rule puts it, so only the manifest's own counts against its own share show it."""
+    built = prepare_module._Collector.__init__
+
+    def halved(self: Any, staging: Path, tokenizer: Any, dtype: str, plan: Any) -> None:
+        built(self, staging, tokenizer, dtype, replace(plan, val_fraction=plan.val_fraction / 2))
+
+    monkeypatch.setattr(prepare_module._Collector, "__init__", halved)
+    corpus = write_docs(tmp_path / "in", text_docs(200))
+    out = tmp_path / "d"
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(out), "--val-fraction", "0.6")
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "val_fraction 0.6" in err
+    assert not out.exists()
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_half_the_share_stops_a_fine_tuning_prepare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(splitting, "assign_split", _half_the_share(splitting.assign_split))
+    chat = Path(__file__).parent / "data" / "chat_small.jsonl"
+    with pytest.raises(GateViolation, match="GATE-DATA-005"):
+        prepare_sft([chat], tmp_path / "sft", fmt="chat", pack_len=96, val_fraction=0.5)
+
+
+@pytest.mark.holds("GATE-DATA-005")
+@pytest.mark.parametrize("val_fraction", ["0.6", "0.25", "0"])
+def test_an_honest_split_holds_and_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], val_fraction: str
+) -> None:
+    corpus = write_docs(tmp_path / "in", text_docs(80))
+    out, ledger = tmp_path / "d", tmp_path / "ledger"
+    argv = ["prepare", str(corpus), "--out", str(out), "--val-fraction", val_fraction]
+    assert run_cli(capsys, *argv, "--evidence-dir", str(ledger))[0] == 0
+    (record,) = ledger.glob("*/metadata.json")
+    result = next(g for g in json.loads(record.read_text())["gates"] if g["id"] == "GATE-DATA-005")
+    measured = result["measured"]
+    assert result["verdict"] == "PASS" and measured["documents_off_rule"] == 0
+    assert measured["split_documents"] == measured["assigned_documents"] == 80
+    assert measured["asked_val_fraction"] == float(val_fraction)
+
+
+def _share(documents: int, heldout: int, val_fraction: float) -> dict[str, Any]:
+    return {"split_documents": documents, "heldout_documents": heldout, "asked_val_fraction": val_fraction}
+
+
+@pytest.mark.gate("GATE-DATA-005")
+@pytest.mark.parametrize(("documents", "val_fraction"), [(80, 0.6), (80, 0.25), (5000, 0.05)])
+def test_a_share_just_beyond_the_tail_bound_fires_and_just_inside_holds(
+    documents: int, val_fraction: float
+) -> None:
+    """The fewest documents held out that the bound admits, and one fewer."""
+    least = load_spec().threshold("GATE-DATA-005", "min_split_tail_p")
+    inside = next(k for k in range(documents + 1) if share_tail(documents, k, val_fraction) >= least)
+    assert share_tail(documents, inside - 1, val_fraction) < least  # the count just beyond
+    assert judge("GATE-DATA-005", _share(documents, inside, val_fraction)) == []
+    assert judge("GATE-DATA-005", _share(documents, inside - 1, val_fraction))
+
+
+@pytest.mark.holds("GATE-DATA-005")
+@pytest.mark.parametrize("val_fraction", [0.05, 0.25, 0.5, 0.9])
+def test_every_split_of_five_documents_holds(val_fraction: float) -> None:
+    """A handful of documents is judged by its exact distribution: no split of five that leaves one
+    to train fires, though 4 of 5 held out at 0.05 is 7.7 standard errors from the mean, which a
+    normal approximation would call impossible."""
+    assert all(judge("GATE-DATA-005", _share(5, k, val_fraction)) == [] for k in range(5))
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_any_document_held_out_at_a_share_of_zero_fires() -> None:
+    assert judge("GATE-DATA-005", _share(80, 0, 0.0)) == []
+    assert judge("GATE-DATA-005", _share(80, 1, 0.0))
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_prepare_record_whose_manifest_holds_another_share_is_caught_by_the_checker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checker reads the share again from the manifest the record cites: a manifest (and a
+    record) restated to val_fraction 0.01 over a split drawn at 0.25 re-judges FAIL."""
+    corpus = write_docs(tmp_path / "in", text_docs(80))
+    ledger = tmp_path / "ledger"
+    argv = ["prepare", str(corpus), "--out", str(tmp_path / "d"), "--val-fraction", "0.25"]
+    assert run_cli(capsys, *argv, "--evidence-dir", str(ledger))[0] == 0
+    (record,) = ledger.iterdir()
+    assert findings(record) == []
+
+    def restated(data: dict[str, Any], run_dir: Path) -> None:
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+        payload = json.dumps({**manifest, "val_fraction": 0.01}).encode()
+        (run_dir / MANIFEST_FILE).write_bytes(payload)
+        data["data"]["manifest_sha256"] = hashlib.sha256(payload).hexdigest()
+        gate(data, "GATE-DATA-005")["measured"]["asked_val_fraction"] = 0.01
+
+    found = findings(edited(record, restated))
+    assert any("GATE-DATA-005" in line for line in found), found

@@ -97,12 +97,16 @@ def test_two_ranks_match_one_process(single: Path, parallel: Path) -> None:
 
 @pytest.mark.gate("GATE-DIST-001")
 def test_ranks_reading_the_same_slice_are_caught(data: Path, single: Path, tmp_path: Path) -> None:
+    """Each rank serves its reader's plan, so every rank's batch holds to it; the global batch's
+    fingerprint, held to the plan's every rank's windows, stops the run at its first step
+    (GATE-DATA-001 rev 5), and the run matches no single-process run (GATE-DIST-001)."""
     plant = tmp_path / "plant"
     plant.mkdir()
     (plant / "sitecustomize.py").write_text(SAME_SHARD_BUG)
     out = tmp_path / "run"
-    run_train(*smoke(data, out, 2, "--nproc", "2"), plant=plant)
-    assert any("different batches" in m for m in mismatches(single, out))
+    proc = run_train(*smoke(data, out, 2, "--nproc", "2"), plant=plant, expect=3)
+    assert "GATE-DATA-001" in proc.stderr and "planned windows" in proc.stderr
+    assert mismatches(single, out)
 
 
 def test_distributed_resume_continues_the_batches(data: Path, parallel: Path, tmp_path: Path) -> None:

@@ -55,6 +55,12 @@ def measured(gate_id: str, **values: Any) -> Change:
     return lambda data, _dir: gate(data, gate_id)["measured"].update(values)
 
 
+def _two_more_quota_windows(data: dict[str, Any], _dir: Path) -> None:
+    """The mutant survey's M25 as a record states it: quotas two windows above the rule's."""
+    values = gate(data, "GATE-DATA-001")["measured"]
+    values["quota_windows"] += 2
+
+
 @pytest.mark.holds("GATE-INTEG-001")
 def test_the_fresh_records_pass_checked_together(filed: Filed) -> None:
     """The fine-tune with its parent and its data's prepare record, the evaluation with the run it
@@ -80,6 +86,18 @@ def test_the_fresh_records_pass_checked_together(filed: Filed) -> None:
             measured("GATE-DATA-001", covered_shards=8),
             "gates[GATE-DATA-001].measured's coverage is {'covered_shards': 8",
             id="T20-covered-shards",
+        ),
+        pytest.param(
+            "train",
+            _two_more_quota_windows,
+            "gates[GATE-DATA-001].measured.quota_windows is",
+            id="M25-quota-windows",
+        ),
+        pytest.param(
+            "sft",
+            _two_more_quota_windows,
+            "gates[GATE-DATA-001].measured.quota_windows is",
+            id="M25-sft-quota-windows",
         ),
         pytest.param(
             "sft",

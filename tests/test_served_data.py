@@ -12,6 +12,7 @@ before the first step); the unplanted commands hold.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from hf_fixtures import uncased_tokenizer
-from train_support import prepared, smoke_args, train
+from ledger_support import edited, findings, gate
+from train_support import prepared, smoke_args, step_lines, train
 
 from contracts.errors import GateViolation
 from contracts.judges import judge
@@ -30,6 +32,7 @@ from stack.data import heldout as heldout_module
 from stack.data import mixture, sft_prepare, sft_template
 from stack.data import reader as reader_module
 from stack.data import sft_reader as sft_reader_module
+from stack.data.hashing import batch_sha256
 from stack.data.heldout import heldout_outcome
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
@@ -38,6 +41,7 @@ from stack.data.sft_prepare import prepare_sft
 from stack.data.sft_reader import SftBatch, SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered
 from stack.data.windows import WindowTable
+from stack.train import loop as loop_module
 from stack.train.objective import Pretrain
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
@@ -205,6 +209,38 @@ def test_one_window_planned_in_place_of_another_fires_and_the_plan_itself_holds(
     assert not outcome.ok and outcome.measured["windows_off_quota"] == 2
 
 
+def _rounded_up(mix: mixture.Mixture, name: str) -> int:
+    """The mutant survey's M25: a source's quota ceil(w · n) where the rule says floor(w · n)."""
+    lo, hi = mix.ranges[name]
+    return math.ceil(mix.weights[name] * (hi - lo))
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_quotas_rounded_up_stop_stack_train_before_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The mixture's own quota rounds a fractional weight's share up: the plan is a permutation of
+    those quotas, so only the rule's quotas (contracts.plan), computed apart from the mixture,
+    show the epoch plans a window more than the sources' quotas sum to."""
+    monkeypatch.setattr(mixture.Mixture, "quota", _rounded_up)
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN, "data.weights={main = 0.55}"))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["plan_windows"] == measured["quota_windows"] + 1
+    assert measured["sources_off_quota"] == ["main"]
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_a_fractional_weights_plan_holds_to_the_rules_quotas(world: dict[str, Path]) -> None:
+    reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, source_weights={"main": 0.55})
+    plan = reader._plan(0)
+    outcome = mixture.quota_outcome(reader._mixture, plan)
+    assert outcome.ok and outcome.measured["quota_windows"] == len(plan) < sum(reader.source_windows.values())
+
+
 # -- GATE-DATA-001: each table of a served batch -----------------------------------------------
 
 
@@ -267,6 +303,95 @@ def test_a_rank_served_rank_zeros_windows_is_caught_where_the_model_takes_them(
     reader = TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, rank=1, world_size=2)
     with pytest.raises(GateViolation, match="GATE-DATA-001"):
         reader_module.check_served(reader, reader.next_batch(), 1, reader.seed)
+
+
+# -- GATE-DATA-001: the fingerprint a step logs is its planned windows' ------------------------
+
+
+def _inputs_only(real: Callable[[torch.Tensor], str]) -> Callable[[torch.Tensor], str]:
+    """The mutant survey's M23: a step's batch_sha256 taken over the inputs only, its last column
+    (the last target of every row) left out."""
+    return lambda rows: real(rows[:, :-1])
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_batch_hash_of_the_inputs_only_stops_stack_train_at_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The model is served the right batch and the loss reads all of it; only the fingerprint the
+    line logs, which resumes, replays and data-parallel runs are compared by, is of less."""
+    monkeypatch.setattr(loop_module, "batch_sha256", _inputs_only(loop_module.batch_sha256))
+    out = tmp_path / "run"
+    code = train(smoke_args(world["text"], out, *RUN))
+    measured = _stopped_by(out, code, capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["logged_batch_sha256"] != measured["planned_batch_sha256"]
+    assert measured["fingerprinted_step"] == 1
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_batch_hash_of_the_inputs_only_stops_stack_sft_at_its_first_step(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A fine-tuning batch's fingerprint is of its token windows (the objective's `tokens`), held to
+    the planned windows of the tokens table."""
+    monkeypatch.setattr(loop_module, "batch_sha256", _inputs_only(loop_module.batch_sha256))
+    out = tmp_path / "run"
+    measured = _stopped_by(out, _sft(world, out), capsys.readouterr().err, "GATE-DATA-001")
+    assert measured["logged_batch_sha256"] != measured["planned_batch_sha256"]
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_every_step_logs_the_fingerprint_of_its_planned_windows_with_accumulation(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    assert train(smoke_args(world["text"], out, *RUN, "train.grad_accum=2")) == 0
+    measured = _gate(out, "GATE-DATA-001")["measured"]
+    last = step_lines(out)[-1]
+    assert measured["fingerprinted_step"] == last["step"]
+    assert measured["logged_batch_sha256"] == measured["planned_batch_sha256"] == last["batch_sha256"]
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_one_ranks_rows_hashed_for_the_global_batch_fire_and_every_ranks_hold(world: dict[str, Path]) -> None:
+    """With two ranks the fingerprint is of the global batch, rank 0's rows then rank 1's: each
+    rank's reader plans it alike, and a fingerprint of one rank's rows alone is refused."""
+    ranks = [
+        TokenReader(world["text"], batch_size=B, seq_len=T, seed=0, rank=r, world_size=2) for r in (0, 1)
+    ]
+    rows = torch.cat([reader.next_batch() for reader in ranks])
+    planned = [[reader_module.planned_sha256(reader, 0)] for reader in ranks]
+    for fingerprint in planned:
+        assert reader_module.fingerprint_outcome(batch_sha256(rows), fingerprint, 1).ok
+    outcome = reader_module.fingerprint_outcome(batch_sha256(rows[B:]), planned[1], 1)
+    assert not outcome.ok
+    with pytest.raises(GateViolation, match="GATE-DATA-001"):
+        reader_module.check_fingerprint(batch_sha256(rows[:B]), planned[0], 1)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_fingerprint_restated_in_the_record_is_caught_by_the_checker(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """The record's fingerprint check, logged and planned alike, edited: the checker holds the
+    logged one to the batch_sha256 of the step line it judged."""
+    ledger, run = tmp_path / "ledger", tmp_path / "run"
+    assert train([*smoke_args(world["text"], run, *RUN), "--evidence-dir", str(ledger)]) == 0
+    assert findings(ledger / "run") == []
+
+    def forged(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-DATA-001")["measured"].update(
+            logged_batch_sha256="0" * 64, planned_batch_sha256="0" * 64
+        )
+
+    found = findings(edited(ledger / "run", forged))
+    assert any("GATE-DATA-001].measured.logged_batch_sha256" in line for line in found), found
 
 
 # -- GATE-DATA-005: the held-out set is the held-out split's ---------------------------------

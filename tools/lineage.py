@@ -36,8 +36,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.derive.reports import coverage_problems, heldout_windows_problems, sft_gate_problems
+from contracts.derive.restated import changed_by_resumes
+from contracts.derive.training import policy_driven
 from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
 from contracts.model_shape import architecture_changes
+from contracts.plan import quotas
 
 # The run kinds whose model is made out of another one (spec/run_kinds.yaml).
 DERIVED_KINDS = frozenset(
@@ -363,7 +366,8 @@ def prepared_data_problems(
     ledger made (data.manifest_sha256) and restates otherwise what that prepare counted: the train
     split's tokens (`unique_train_tokens`, of a training run that read every source), the tokenizer
     (`data.tokenizer_sha256`, GATE-DATA-007's data_* values), GATE-DATA-001's coverage of a split's
-    shards and GATE-SFT-001/002's counts of examples (contracts.derive.reports)."""
+    shards and its epoch plans' quota windows (contracts.plan's rule), and GATE-SFT-001/002's counts
+    of examples (contracts.derive.reports)."""
     prepared = prepared_data(records, manifests)
     problems = []
     for run_id, record in records.items():
@@ -423,7 +427,46 @@ def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where:
     data = record.config.get("data") if isinstance(record.config, dict) else None
     exclude = (data.get("exclude") if isinstance(data, dict) else None) or []
     problems += heldout_windows_problems(results, manifest, exclude, where)
+    problems += _quota_problems(record, manifest, where)
     return problems + sft_gate_problems(results, manifest, where)
+
+
+def _train_windows(manifest: dict[str, Any], window: int) -> dict[str, int]:
+    """Windows of each source of the train split read in windows of `window` targets, as the reader
+    numbers them: ⌊(n − 1) / window⌋ in each shard of n tokens (GATE-DATA-001's coverage)."""
+    windows: dict[str, int] = {}
+    for shard in manifest.get("shards") or []:
+        if isinstance(shard, dict) and shard.get("split") == "train" and isinstance(shard.get("tokens"), int):
+            source = str(shard.get("source"))
+            windows[source] = windows.get(source, 0) + max(shard["tokens"] - 1, 0) // window
+    return windows
+
+
+def _quota_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
+    """GATE-DATA-001's quota_windows, the windows the record's epoch plans were held to, against
+    contracts.plan's quotas of the train split's sources in the manifest under the config's
+    data.weights and exclude: for a run of fixed weights whose resumes kept them (a policy's
+    shares, or a resume's new weights, make plans of other lengths)."""
+    measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-001"), None)
+    config = record.config if isinstance(record.config, dict) else {}
+    if not isinstance(measured, dict) or policy_driven(config):
+        return []
+    stated, window = measured.get("quota_windows"), measured.get("window_targets")
+    if not isinstance(stated, int) or not isinstance(window, int) or window < 1:
+        return []
+    if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(record)):
+        return []
+    data = config.get("data", {})
+    windows = _train_windows(manifest, window)
+    excluded, weights = set(data.get("exclude") or []), data.get("weights") or {}
+    weight = {name: 0.0 if name in excluded else float(weights.get(name, 1.0)) for name in windows}
+    rule = sum(quotas({name: (0, n) for name, n in windows.items()}, weight, {}, window).values())
+    if stated == rule:
+        return []
+    return [
+        f"gates[GATE-DATA-001].measured.quota_windows is {stated}, but the quotas of the train windows "
+        f"of {where} ({windows} at {window} targets) under data.weights {weights} give {rule}"
+    ]
 
 
 # -- the run an evaluation scored -----------------------------------------------------------------

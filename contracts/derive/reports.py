@@ -33,6 +33,7 @@ from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
 from contracts.shard_layout import shard_bytes
+from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
 
@@ -944,8 +945,9 @@ def per_source(reports: dict[str, Any], keys: tuple[str, ...]) -> dict[str, dict
 
 @derives("prepare")
 def prepare_record(inputs: Inputs) -> Derivation:
-    """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0), and
-    GATE-DATA-013/014/015's per-source values from those reports."""
+    """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0),
+    GATE-DATA-013/014/015's per-source values from those reports, and GATE-DATA-005's share of
+    documents held out (where the record judged it) from its counts per split and val_fraction."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
         if inputs.record.run.status is RunStatus.COMPLETED:
@@ -964,6 +966,9 @@ def prepare_record(inputs: Inputs) -> Derivation:
             derived.put(("data", "tokenizer_sha256"), tokenizer)
         results = {g.id: g.measured for g in inputs.record.gates if g.id not in inputs.stale}
         derived.problems += sft_gate_problems(results, manifest, MANIFEST)
+        share, split = share_measured(manifest), results.get("GATE-DATA-005")
+        if share is not None and isinstance(split, dict) and all(key in split for key in share):
+            derived.gate("GATE-DATA-005", share)
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}

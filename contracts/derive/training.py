@@ -1247,9 +1247,11 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
-    batch a step, without gradient accumulation); GATE-TRAIN-007's targets, counted and hashed at
-    the step it was last judged, are the ones that step's line logs (the probe reads the step's last
-    micro-batch, the whole batch without accumulation, on one process), its logged and forward loss
+    batch a step, without gradient accumulation), and the batch_sha256 its fingerprint check held
+    to the step's planned windows is the one that step's line logs; GATE-TRAIN-007's targets,
+    counted and hashed at the step it was last judged, are the ones that step's line logs (the
+    probe reads the step's last micro-batch, the whole batch without accumulation, on one
+    process), its logged and forward loss
     at that step are the loss the line logs (its logged check holds them equal at run time), and the precision
     its logits' dtypes are held to, as GATE-EVAL-001's, is the config's train.precision."""
     derived = settler.derived
@@ -1263,6 +1265,10 @@ def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: 
         for key in ("served_batches", "taken_batches"):
             if key in taken:
                 derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step)
+    fingerprinted = next((s for s in log.steps if s.get("step") == taken.get("fingerprinted_step")), None)
+    if settler.wanted("GATE-DATA-001") and fingerprinted is not None and "logged_batch_sha256" in taken:
+        logged = fingerprinted.get("batch_sha256")
+        derived.put(("gates", "GATE-DATA-001", "measured", "logged_batch_sha256"), logged)
     result = next((g for g in inputs.record.gates if g.id == "GATE-TRAIN-007"), None)
     line = next((s for s in log.steps if result is not None and s.get("step") == result.step), None)
     # The line counts every rank's targets; the gate, one rank's micro-batch.

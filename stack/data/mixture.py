@@ -83,12 +83,9 @@ class Mixture:
     seq_len: int
 
     def quota(self, name: str) -> int:
-        """Windows of `name` in one epoch."""
+        """Windows of `name` in one epoch: contracts.plan's rule (floor(w · n), capped)."""
         lo, hi = self.ranges[name]
-        windows = math.floor(self.weights[name] * (hi - lo))
-        if name in self.caps:
-            windows = min(windows, self.caps[name] // self.seq_len)
-        return windows
+        return plan_definition.source_quota(hi - lo, self.weights[name], self.caps.get(name), self.seq_len)
 
     @property
     def quotas(self) -> dict[str, int]:
@@ -111,8 +108,16 @@ def excluded_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
     return measure("GATE-DATA-006", {"excluded_windows": sum(hits.values()), "by_source": hits})
 
 
+def defined_quotas(mixture: Mixture) -> dict[str, int]:
+    """Every source's quota as contracts.plan's rule gives it for the mixture's windows, weights and
+    caps: what the checks hold a plan to, never the mixture's own `quota` (the code checked)."""
+    return plan_definition.quotas(mixture.ranges, mixture.weights, mixture.caps, mixture.seq_len)
+
+
 def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
-    """GATE-DATA-001's check of an epoch plan: a permutation of the sources' quotas.
+    """GATE-DATA-001's check of an epoch plan: a permutation of the sources' quotas, each quota
+    the rule's (`defined_quotas`), so a mixture that rounds a quota up plans more windows than
+    the quotas sum to.
 
     Each window id of a source with n windows and quota q must occur q // n or q // n + 1 times
     (exactly q // n when n divides q; never for a source of quota 0), and the source's ids q times
@@ -123,15 +128,16 @@ def quota_outcome(mixture: Mixture, plan: np.ndarray) -> Outcome:
     counts = np.bincount(plan[inside], minlength=total)
     off_windows = int(np.count_nonzero(~inside))
     off_sources = []
+    quotas = defined_quotas(mixture)
     for name, (lo, hi) in sorted(mixture.ranges.items()):
-        quota, found = mixture.quota(name), counts[lo:hi]
+        quota, found = quotas[name], counts[lo:hi]
         repeats, rest = divmod(quota, hi - lo) if hi > lo else (0, 0)
         off_windows += int(np.count_nonzero((found < repeats) | (found > repeats + (rest > 0))))
         if int(found.sum()) != quota:
             off_sources.append(name)
     measured = {
         "plan_windows": len(plan),
-        "quota_windows": mixture.windows_per_epoch,
+        "quota_windows": sum(quotas.values()),
         "windows_off_quota": off_windows,
         "sources_off_quota": off_sources,
     }
@@ -202,7 +208,7 @@ def defined_measured(mixture: Mixture, seed: int, epoch: int, plan: np.ndarray) 
     """GATE-DATA-002's check that the plan served is the one its (seed, epoch) defines: the digest
     of `plan` beside that of contracts.plan's for the same sources, quotas, seed and epoch, drawn
     here from the definition itself rather than through `epoch_plan`, the code it checks."""
-    defined = plan_definition.epoch_plan(mixture.ranges, mixture.quotas, seed, epoch)
+    defined = plan_definition.epoch_plan(mixture.ranges, defined_quotas(mixture), seed, epoch)
     return {
         "plan_seed": seed,
         "plan_epoch": epoch,

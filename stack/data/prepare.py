@@ -148,6 +148,7 @@ class _Collector:
         # The document index, 9 bytes a document: the only memory that grows with the corpus.
         self._shas = array("Q")
         self._heldout = array("B")
+        self.assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, per document
 
     def _writer(self, source: str, sha: bytes) -> ShardWriter:
         """The writer of a document's split and source; the document is entered in the index."""
@@ -155,6 +156,7 @@ class _Collector:
         key = (split, source)
         if key not in self.writers:
             self.writers[key] = ShardWriter(self.staging, split, source, self.dtype, self.plan.shard_tokens)
+        self.assigned.add(sha, split)
         doc, heldout = splitting.index_row(sha, split)
         self._shas.append(doc)
         self._heldout.append(heldout)
@@ -477,6 +479,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     index_path = staging / INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, collector.index())
+    splitting.check_assigned(collector.assigned)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         tokenizer=data_tokenizer_entry(staging, tok),
@@ -496,6 +499,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         normalised=normalised_input(collector.normalised),
     )
+    splitting.check_share(manifest.model_dump(mode="json"))
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 

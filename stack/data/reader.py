@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.plan import int64_sha256, step_sha256
 from stack.data import mixture
 from stack.data.hashing import ids_sha256
 from stack.data.manifest import SPLITS, load_manifest
@@ -138,15 +139,30 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
     return measure("GATE-DATA-001", measured, holds="planned batches served")
 
 
-def planned_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
-    """This rank's window ids at step `index` of `epoch`, sliced straight from the epoch's plan of
-    the run's `seed`: global step i takes plan[i*B*W : (i+1)*B*W] and rank r the r-th B of them.
-    Written out here rather than read through `_rank_ids`, so the served check shares no code with
-    what it checks; the plan is the reader's own only where the reader was seeded with the run's
-    seed (a reader handed another seed serves a stream the run's seed never planned)."""
-    start = (index * reader.world_size + reader.rank) * reader.batch_size
+def planned_step_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
+    """Every rank's window ids at step `index` of `epoch`, in rank order, sliced straight from the
+    epoch's plan of the run's `seed`: global step i takes plan[i*B*W : (i+1)*B*W]. Written out
+    here rather than read through `_global_ids`, so the served checks share no code with what they
+    check; the plan is the reader's own only where the reader was seeded with the run's seed (a
+    reader handed another seed serves a stream the run's seed never planned)."""
+    per_step = reader.batch_size * reader.world_size
     plan = reader._plan(epoch) if seed == reader.seed else mixture.epoch_plan(reader._mixture, seed, epoch)
-    return plan[start : start + reader.batch_size]
+    return plan[index * per_step : (index + 1) * per_step]
+
+
+def planned_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
+    """This rank's window ids at step `index` of `epoch`: rank r takes the r-th B of the step's."""
+    start = reader.rank * reader.batch_size
+    return planned_step_ids(reader, epoch, index, seed)[start : start + reader.batch_size]
+
+
+def planned_sha256(reader: TokenReader, seed: int) -> str:
+    """The fingerprint (contracts.plan.int64_sha256) of the global batch the step just served
+    holds by the plan of the run's `seed`: the token windows, all T+1 columns, at every rank's
+    planned ids in rank order, read the plain way from the tokens table (a fine-tuning batch's
+    tokens are that table too). What a step's logged `batch_sha256` is held to (`check_fingerprint`)."""
+    ids = planned_step_ids(reader, reader.epoch, reader._index - 1, seed)
+    return int64_sha256(reader._table.reference_windows(ids))
 
 
 def differing_rows(served: dict[str, torch.Tensor], planned: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -200,6 +216,26 @@ def served_outcome(reader: TokenReader, batch: Any, ordinal: int, seed: int) -> 
 )
 def check_served(reader: TokenReader, batch: Any, ordinal: int, seed: int) -> None:
     """Refuse to train on a batch whose tables are not the planned windows of the run's `ordinal`-th."""
+
+
+def fingerprint_outcome(logged: str, planned: list[str], step: int) -> Outcome:
+    """GATE-DATA-001's check on a step's fingerprint: the `batch_sha256` its metrics line logs
+    against contracts.plan's fingerprint of the step's planned windows (`planned_sha256` of each
+    micro-batch, combined by `step_sha256`), so the hash that two runs, a resume or a replay are
+    compared by is of what the plan says the model was served, every column and every rank's rows."""
+    measured = {
+        "logged_batch_sha256": logged,
+        "planned_batch_sha256": step_sha256(planned),
+        "fingerprinted_step": step,
+    }
+    return measure(
+        "GATE-DATA-001", measured, step=step, holds="the step's logged batch_sha256 is its planned windows'"
+    )
+
+
+@gate_require("GATE-DATA-001", fingerprint_outcome)
+def check_fingerprint(logged: str, planned: list[str], step: int) -> None:
+    """Refuse a step line whose `batch_sha256` is not the fingerprint of the step's planned windows."""
 
 
 def restore_outcome(reader: TokenReader, state: dict[str, Any]) -> Outcome:

@@ -247,6 +247,7 @@ def _render_all(
     blank and the too long."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
+    assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, example by example
     turns_total = missing_total = 0
     for i, (turns, where) in enumerate(examples):
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
@@ -279,11 +280,13 @@ def _render_all(
                 concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
             )
             splits[which].wholes.append(whole)
+        assigned.add(sha, which)
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
         turns_total += rendered.assistant_turns
         missing_total += rendered.markers_missing
+    splitting.check_assigned(assigned)
     index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
     index["doc"], index["heldout"] = shas, heldout
     return splits, index, turns_total, missing_total
@@ -473,6 +476,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             labels=label_files,
         ),
     )
+    splitting.check_share(manifest.model_dump(mode="json"))
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 

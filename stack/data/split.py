@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.split import held_out, share_measured
 from stack.data.manifest import Split
 
 INDEX_DTYPE = np.dtype([("doc", "<u8"), ("heldout", "u1")])
@@ -28,9 +30,49 @@ def content_sha256(data: bytes) -> bytes:
 
 
 def assign_split(doc_sha: bytes, seed: int, val_fraction: float) -> Split:
-    """`heldout` for a `val_fraction` share of documents, chosen by content hash and seed alone."""
-    draw = hashlib.sha256(seed.to_bytes(8, "little") + doc_sha).digest()
-    return "heldout" if int.from_bytes(draw[:8], "little") < val_fraction * 2**64 else "train"
+    """`heldout` for a `val_fraction` share of documents, chosen by content hash and seed alone
+    (contracts.split's rule)."""
+    return "heldout" if held_out(doc_sha, seed, val_fraction) else "train"
+
+
+class Assigned:
+    """The documents of a prepare by the split each was written to, and how many of them the
+    held-out rule (contracts.split.held_out) puts in the other split: counted as each is written,
+    from its own content hash, so an assignment that holds out another share than the seed and
+    val_fraction draw shows, document by document, whatever the counts add up to."""
+
+    def __init__(self, seed: int, val_fraction: float) -> None:
+        self.seed, self.val_fraction = seed, val_fraction
+        self.documents = self.off_rule = 0
+
+    def add(self, doc_sha: bytes, split: Split) -> None:
+        """One document written to `split`."""
+        self.documents += 1
+        self.off_rule += (split == "heldout") != held_out(doc_sha, self.seed, self.val_fraction)
+
+
+def _assigned_outcome(assigned: Assigned) -> Outcome:
+    measured = {"assigned_documents": assigned.documents, "documents_off_rule": assigned.off_rule}
+    return measure(
+        "GATE-DATA-005", measured, holds="every document is in the split the held-out rule gives it"
+    )
+
+
+@gate_require("GATE-DATA-005", _assigned_outcome)
+def check_assigned(assigned: Assigned) -> None:
+    """Refuse a split in which a document sits where the rule does not put it."""
+
+
+def _share_outcome(manifest: dict[str, Any]) -> Outcome:
+    measured = share_measured(manifest) or {}
+    return measure("GATE-DATA-005", measured, holds="the documents held out are a share val_fraction draws")
+
+
+@gate_require("GATE-DATA-005", _share_outcome)
+def check_share(manifest: dict[str, Any]) -> None:
+    """Refuse a manifest (as JSON) whose documents per split (a text corpus's documents, a
+    fine-tuning set's examples) are a share its `val_fraction` cannot have drawn, by the exact
+    binomial tail GATE-DATA-005 bounds: what the manifest states, as the checker reads it again."""
 
 
 def index_row(doc_sha: bytes, split: Split) -> tuple[int, int]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import json
 import shutil
 import signal
@@ -40,6 +39,7 @@ from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, overflowed,
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.judges import COMPUTE_DTYPES
+from contracts.plan import step_sha256
 from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.spec import load_spec
 from stack.data import chat_jinja
@@ -47,7 +47,7 @@ from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import check_heldout
 from stack.data.policy import build_policy, check_paid, source_heldout
-from stack.data.reader import check_served
+from stack.data.reader import check_fingerprint, check_served, planned_sha256
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
 from stack.model.checks import check_architecture, check_attention_paths, runnable_paths
@@ -645,7 +645,7 @@ class Trainer:
             reference = GradientReference(trained(self.model), train.grad_accum, loss_scale)
         phase = self.policy.before_step(step)  # the curriculum's phase and the policy's shares
         epoch = self.reader.epoch
-        hashes, served_tokens = [], 0
+        hashes, planned, served_tokens = [], [], 0
         total = torch.zeros((), device=self.device)
         forwards = torch.zeros((), device=self.device)  # the cross-entropy each forward made, summed
         # With experts: the back-propagated loss and each auxiliary term, summed over micro-batches.
@@ -682,6 +682,7 @@ class Trainer:
             # works through the kernels just queued, before the optimizer steps on them; the hash
             # is of the global batch, so it is the same whatever the world size.
             check_served(self.reader, served, self.state.batches_taken, train.seed)
+            planned.append(planned_sha256(self.reader, train.seed))  # the plan's global batch, every rank's
             rows = distributed.gather_rows(self.world, tokens)  # the global batch: every rank's rows
             hashes.append(batch_sha256(rows))
             served_tokens += rows.shape[0] * (rows.shape[1] - 1)  # each row's inputs
@@ -728,7 +729,7 @@ class Trainer:
             "grad_norm": grad_value,
             CLIPPED_NORM: clipped_value,  # what GATE-TRAIN-002's clip check judged, re-derived from here
             "tokens": served_tokens,  # counted from the batches served (GATE-TRAIN-001's counted check)
-            "batch_sha256": hashes[0] if len(hashes) == 1 else batch_sha256_of(hashes),
+            "batch_sha256": step_sha256(hashes),
             "targets": consumption["targets"],  # what the loss scored, and its hash (GATE-TRAIN-007)
             "targets_sha256": consumption["targets_sha256"],
         }
@@ -743,6 +744,7 @@ class Trainer:
         if not skipped:
             check_finite(line["loss"], line["grad_norm"], step)
         check_counted(line["tokens"], self.tokens_per_step, step)
+        check_fingerprint(line["batch_sha256"], planned, step)
         # aux_values is empty for a dense model, and then so are the terms.
         terms = (
             aux_terms(
@@ -1159,8 +1161,3 @@ class Trainer:
         if self.state.stop_reason is None:
             self.state.stop_reason = reached_steps(train.steps)
         return status
-
-
-def batch_sha256_of(hashes: list[str]) -> str:
-    """One hash for the micro-batches of a step: the sha256 of their hashes in order."""
-    return hashlib.sha256("".join(hashes).encode()).hexdigest()

@@ -1,0 +1,86 @@
+"""The train / held-out split, written out: which documents are held out, and how far the share of
+documents held out may stray from the share asked for.
+
+A document is held out when the first 8 bytes of sha256(seed as 8 little-endian bytes ‖ the
+sha256 of its content), read little-endian, fall below val_fraction · 2**64 (`held_out`): a draw
+of probability val_fraction per document, keyed by its content and the seed alone, so the same
+text lands in the same split wherever it occurs. `stack prepare` assigns every document by it
+(stack.data.split), and GATE-DATA-005 holds every document written to the split this rule gives
+it, and the manifest's realised share to the share it states.
+
+The realised share. Of n documents drawn so, the number held out is Binomial(n, val_fraction);
+`share_tail` is the exact two-sided probability of a count at least as far from n·val_fraction
+as the one realised (twice its tail, at most 1), summed term by term, so a corpus of
+five documents is judged by its own distribution and not by a normal approximation of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+# Terms of a tail below this share of the sum so far add nothing a float can hold.
+TAIL_PRECISION = 1e-17
+
+
+def held_out(doc_sha: bytes, seed: int, val_fraction: float) -> bool:
+    """Whether the document of content sha256 `doc_sha` is held out under (seed, val_fraction)."""
+    draw = hashlib.sha256(seed.to_bytes(8, "little") + doc_sha).digest()
+    return int.from_bytes(draw[:8], "little") < val_fraction * 2**64
+
+
+def _log_pmf(n: int, k: int, p: float) -> float:
+    """log P(X = k) for X ~ Binomial(n, p), 0 < p < 1."""
+    return (
+        math.lgamma(n + 1)
+        - math.lgamma(k + 1)
+        - math.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+
+
+def _tail(n: int, k: int, p: float, step: int) -> float:
+    """P(X ≤ k) (step −1) or P(X ≥ k) (step +1), summed from k away from the mean, where the terms
+    only fall, until they vanish: a few standard deviations of terms however large n is."""
+    total, j = 0.0, k
+    while 0 <= j <= n:
+        term = math.exp(_log_pmf(n, j, p))
+        total += term
+        if term <= total * TAIL_PRECISION:
+            break
+        j += step
+    return total
+
+
+def share_tail(documents: int, heldout: int, val_fraction: float) -> float:
+    """The two-sided tail probability of `heldout` of `documents` held out when each is held out
+    with probability `val_fraction`: twice the tail on the side of the mean the count lies (the
+    smaller one), at most 1; 0 for a count the draw cannot give (any held out at a share of 0)."""
+    if not 0 <= heldout <= documents:
+        return 0.0
+    if val_fraction <= 0.0:
+        return 1.0 if heldout == 0 else 0.0
+    if documents == 0:
+        return 1.0
+    step = -1 if heldout <= documents * val_fraction else +1
+    return min(1.0, 2.0 * _tail(documents, heldout, val_fraction, step))
+
+
+def share_measured(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """GATE-DATA-005's share values of a manifest (as JSON): the documents of both splits, those
+    held out and the val_fraction it states. A fine-tuning set's documents are its examples
+    (`sft.examples` per split: its shards count packed streams); a text corpus's, its `totals`.
+    None where the manifest holds neither."""
+    sft = manifest.get("sft")
+    counts = sft.get("examples") if isinstance(sft, dict) else manifest.get("totals")
+    if isinstance(counts, dict) and not isinstance(sft, dict):
+        counts = {split: (row or {}).get("documents") for split, row in counts.items()}
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(s), int) for s in ("train", "heldout")):
+        return None
+    return {
+        "split_documents": counts["train"] + counts["heldout"],
+        "heldout_documents": counts["heldout"],
+        "asked_val_fraction": manifest.get("val_fraction"),
+    }
