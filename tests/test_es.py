@@ -451,3 +451,20 @@ def test_workers_hold_models_of_their_own(world: dict[str, Path]) -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     here, _ = InProcess(model, lm_fitness).evaluate(theta, batch, members, 0.05)
     assert [e.fitness for e in there] == pytest.approx([e.fitness for e in here], rel=1e-5)
+
+
+@pytest.mark.holds("GATE-ES-002")
+def test_weights_that_nearly_cancel_the_perturbation_are_read_within_rounding() -> None:
+    """Where θ is about −σ·ε, θ + σ·ε is far finer than σ·ε, and σ's own rounding to float32 shows
+    beside the product's: an honest write is still no outlier (one spacing of the perturbation
+    fired on 368 elements of the demo model at σ 0.001)."""
+    member, sigma = Member(seed=11, sign=-1), 0.001
+    layer = torch.nn.Linear(256, 256, bias=False)
+    epsilon = noise.noise(member, layer.weight.numel(), torch.float32)
+    jitter = 1 + 1e-3 * torch.randn(epsilon.shape, generator=torch.Generator().manual_seed(0))
+    theta = -(sigma * epsilon) * jitter
+    population.write_flat(layer, theta + sigma * epsilon)  # the write the population makes
+    reads = population.Reads(theta, member, sigma)
+    reads(layer, ())
+    assert reads.forwards == 1 and reads.outliers == 0
+    assert reads.error < 1e-5

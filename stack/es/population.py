@@ -139,7 +139,9 @@ class Reads:
     definition (`stack.es.noise.noise`, in θ's dtype), not by the code that wrote the weights.
 
     An element is an outlier when it is off by more than one float spacing of the weight read and
-    one of the perturbation: the two roundings of θ + σ·(±ε), whichever way it is summed. `error`
+    two of the perturbation: the roundings of σ to θ's dtype, of σ·(±ε) and of the sum, whichever
+    way it is summed (where θ nearly cancels σ·ε, the sum's spacing is far finer than the
+    perturbation's, and σ's own rounding, up to half a spacing, shows). `error`
     is the worst forward's ‖read − θ − sign·σ·ε‖ / ‖σ·ε‖ (float64)."""
 
     def __init__(self, theta: torch.Tensor, member: Member, sigma: float) -> None:
@@ -155,7 +157,7 @@ class Reads:
             piece = slice(start, start + CHUNK)
             want = self.sigma * epsilon[piece].double()
             off = read[piece].double() - self.theta[piece].double() - want
-            allowed = spacing(read[piece]).double() + spacing(want.to(self.theta.dtype)).double()
+            allowed = spacing(read[piece]).double() + 2 * spacing(want.to(self.theta.dtype)).double()
             self.outliers += int((off.abs() > allowed).sum())
             squares, wanted = squares + float(off.square().sum()), wanted + float(want.square().sum())
         self.forwards += 1
