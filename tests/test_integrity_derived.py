@@ -1082,7 +1082,7 @@ def test_settings_a_gate_restates_are_held_to_the_config(
 
 
 SHARES_RUN = CURRENT_RUN  # its log holds the bandit policy's shares (from spec 1.14.0)
-MOVED = {"docs": 0.45, "stdlib": 0.55}  # the window 31-40 served docs 22 of 40; the policy said 0.5
+MOVED = {"docs": 0.45, "stdlib": 0.55}  # the window 31-40's share, where the policy said another
 
 
 def _share_moved(data: dict[str, Any]) -> None:
@@ -1104,11 +1104,17 @@ def _share_moved_unlogged(data: dict[str, Any], run_dir: Path) -> None:
     [
         (
             lambda d, _: _share_moved(d),
-            "gates[GATE-DATA-008].measured.expected_share.docs is 0.45, but its artifacts derive 0.5",
+            lambda r: (
+                "gates[GATE-DATA-008].measured.expected_share.docs is 0.45, but its artifacts derive "
+                f"{_docs_share(r)}"
+            ),
         ),
         (
             lambda d, _: _share_moved(d),
-            "gates[GATE-DATA-011].measured.shares.docs is 0.45, but its artifacts derive 0.5",
+            lambda r: (
+                "gates[GATE-DATA-011].measured.shares.docs is 0.45, but its artifacts derive "
+                f"{_docs_share(r)}"
+            ),
         ),
         (
             _share_moved_unlogged,
@@ -1119,12 +1125,21 @@ def _share_moved_unlogged(data: dict[str, Any], run_dir: Path) -> None:
     ids=["expected-share", "concentration-follows", "share-and-log"],
 )
 def test_the_policys_share_of_a_window_is_held_to_the_shares_the_log_says(
-    tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str
+    tmp_path: Path, change: Callable[[dict[str, Any], Path], None], fragment: str | Callable[..., str]
 ) -> None:
     """The share GATE-DATA-008 holds a window's served counts to, and GATE-DATA-011 judges, edited in
     both so that the record agrees with itself: the policy's shares the log says at each step of
     the window derive it again."""
+    if callable(fragment):
+        record = json.loads((LEDGER / SHARES_RUN / EVIDENCE_FILE).read_text(encoding="utf-8"))
+        assert _docs_share(record) != MOVED["docs"]
+        fragment = fragment(record)
     assert_caught(planted(tmp_path, SHARES_RUN, change), SHARES_RUN, fragment)
+
+
+def _docs_share(record: dict[str, Any]) -> Any:
+    """The policy's share of docs for the last window GATE-DATA-008 judged, as the record states it."""
+    return gate(record, "GATE-DATA-008")["measured"]["expected_share"]["docs"]
 
 
 MOE_RUN = "mix-run-20261124-spec-1.13.0"  # its GATE-ARCH-002 warned at step 20: expert 3 routed 87 of 4096
