@@ -29,7 +29,7 @@ from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import heldout as heldout_module
-from stack.data import mixture, sft_prepare, sft_template
+from stack.data import mixture, prefs_rows, sft_prepare, sft_template
 from stack.data import reader as reader_module
 from stack.data import sft_reader as sft_reader_module
 from stack.data.hashing import batch_sha256
@@ -756,3 +756,72 @@ def test_one_turn_off_by_one_among_all_fires_and_the_rendering_itself_holds(
     monkeypatch.setattr(sft_prepare, "render", render)
     with pytest.raises(GateViolation, match=r"GATE-SFT-001.*1 assistant turn\(s\) supervise other tokens"):
         prepare_sft([CHAT], tmp_path / "off", fmt="chat", pack_len=PACK, val_fraction=0.0)
+
+
+PREFS = Path(__file__).parent / "data" / "prefs_small.jsonl"
+
+
+@pytest.mark.holds("GATE-SFT-001")
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe", "uncased"])
+def test_every_pair_of_the_prefs_fixture_reads_back_as_its_prompt_and_both_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uncased: Path, tokenizer: str
+) -> None:
+    """The benign side for preference pairs: each pair's rows read back as the prompt and the chosen
+    answer, then the prompt and the rejected one (padding and end-of-text are no text)."""
+    measured: list[dict[str, Any]] = []
+    real = sft_prepare.check_rendering
+
+    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tok: Any) -> None:
+        measured.append(rendering_outcome(tokens, labels, texts, tok).measured)
+        real(tokens, labels, texts, tok)
+
+    monkeypatch.setattr(sft_prepare, "check_rendering", observed)
+    given = {"byte": "byte", "bpe": "bpe", "uncased": f"hf:{uncased}"}[tokenizer]
+    prepare_sft([PREFS], tmp_path / "data", fmt="prefs", pack_len=2 * PACK, val_fraction=0.0, tokenizer=given)
+    (whole,) = measured
+    judged = whole["examples_by_content"] if tokenizer == "uncased" else whole["examples_rendered"]
+    pairs = sum(1 for line in PREFS.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert 0 < judged <= pairs and whole["examples_misrendered"] == 0
+
+
+def _rows_swapped(pair: Any, width: int, eot: int) -> Rendered:
+    """A pair rendered with its answers swapped: the rejected row first, as if it were chosen."""
+    return REAL_RENDER_PAIR(type(pair)(pair.prompt, pair.completions[::-1]), width, eot)
+
+
+def _prompt_cut_in_the_rejected_row(pair: Any, width: int, eot: int) -> Rendered:
+    """A pair whose rejected row lost its prompt's first token (its mask and padding made to match,
+    so only the text can tell)."""
+    chosen = prefs_rows._row(pair.prompt, pair.completions[0], width, eot)
+    rejected = prefs_rows._row(pair.prompt[1:], pair.completions[1], width, eot)
+    ids, mask, padding = (np.asarray(a + b) for a, b in zip(chosen, rejected, strict=True))
+    return Rendered(ids.astype(np.int64), mask.astype(np.uint8), 2, 0, padding.astype(bool))
+
+
+REAL_RENDER_PAIR = sft_prepare.render_pair
+
+
+@pytest.mark.gate("GATE-SFT-001")
+@pytest.mark.parametrize(
+    "planted", [_rows_swapped, _prompt_cut_in_the_rejected_row], ids=["swapped", "prompt-cut"]
+)
+def test_a_pair_rendered_otherwise_than_its_prompt_and_answers_stops_stack_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], planted: Any
+) -> None:
+    """The chosen and rejected answers swapped (DPO would then train toward the rejected), or the
+    rejected row's prompt cut by a token: each pair's ids read back against its text."""
+    monkeypatch.setattr(sft_prepare, "render_pair", planted)
+    argv = [
+        "prepare",
+        str(PREFS),
+        "--format",
+        "prefs",
+        "--pack-len",
+        str(2 * PACK),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-SFT-001" in err and "not every message" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out" / "manifest.json").exists()

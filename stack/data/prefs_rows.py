@@ -30,7 +30,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from stack.data.chat_shapes import LeftOut, explicit_pair
-from stack.data.sft_template import ChatTemplate, Rendered, encode_turn
+from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
 PREFS_FORMAT = "prefs"
@@ -136,6 +136,15 @@ def pair_ids(tokenizer: Tokenizer, turns: list[tuple[str, str]]) -> PairIds:
     eot = tokenizer.eot_id
     completions = ([*tokenizer.encode(chosen), eot], [*tokenizer.encode(rejected), eot])
     return PairIds(encode_turn(tokenizer, [(prompt, True)]), completions)
+
+
+def pair_text(turns: list[tuple[str, str]]) -> ExampleText:
+    """A pair as text, written from its prompt and completions alone: its chosen row, then its
+    rejected row, each the prompt then the completion (their end-of-text and padding are no text).
+    What GATE-SFT-001 reads each packed pair back against: rows swapped, a prompt left out of one
+    row, or a completion cut, shows there, whatever `render_pair` did."""
+    (_, prompt), (_, chosen), (_, rejected) = turns
+    return prompt + chosen + prompt + rejected, (prompt, chosen, prompt, rejected)
 
 
 def render_pair(pair: PairIds, width: int, eot: int) -> Rendered:

@@ -60,7 +60,7 @@ from stack.data.manifest import (
     normalised_input,
     write_manifest,
 )
-from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_turns, render_pair
+from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, pair_turns, render_pair
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
@@ -257,6 +257,7 @@ def _render_all(
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
+            whole = pair_text(turns)
         elif _empty(plan.fmt, turns):
             dropped.add("empty", f"{where}: every assistant turn is blank")
             continue
@@ -279,7 +280,7 @@ def _render_all(
             whole = (
                 concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
             )
-            splits[which].wholes.append(whole)
+        splits[which].wholes.append(whole)
         assigned.add(sha, which)
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
@@ -355,7 +356,7 @@ def _write_split(
     check_supervision(tokens, labels, eos_id)
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
-        check_rendering(tokens, labels, rendered.wholes, tok)
+    check_rendering(tokens, labels, rendered.wholes, tok)
     writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
     writer.add(tokens)
     shards = writer.close()
