@@ -651,18 +651,7 @@ def test_an_uncased_tokenizers_turns_are_all_judged_by_its_round_trip_and_hold(
 ) -> None:
     """The benign side of the round trip: the rendering's own masks hold, every turn judged (none
     left unjudged), each against the tokenizer's round trip since none decodes to its text."""
-    measured: list[dict[str, Any]] = []
-    real = sft_prepare.check_turns
-
-    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tokenizer: Any) -> None:
-        measured.append(turns_outcome(tokens, labels, texts, tokenizer).measured)
-        real(tokens, labels, texts, tokenizer)
-
-    monkeypatch.setattr(sft_prepare, "check_turns", observed)
-    prepare_sft(
-        [CHAT], tmp_path / "data", fmt="chat", pack_len=PACK, val_fraction=0.0, tokenizer=f"hf:{uncased}"
-    )
-    (turns,) = measured
+    turns = _prepared_judged(tmp_path, monkeypatch, "check_turns", CHAT, "chat", PACK, f"hf:{uncased}")
     assert turns["turns_held"] == turns["turns_by_round_trip"] > 0
     assert turns["turns_mismatched"] == turns["turns_unjudged"] == 0
 
@@ -718,6 +707,41 @@ def test_a_renderer_that_drops_earlier_turns_stops_stack_prepare(
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+def _tokenizer(name: str, uncased: Path) -> str:
+    """The --tokenizer value of a tokenizer the rendering tests name."""
+    return {"byte": "byte", "bpe": "bpe", "uncased": f"hf:{uncased}"}[name]
+
+
+# The checks of GATE-SFT-001 `prepare_sft` runs on each split's tables, with the outcome each judges.
+OUTCOMES = {"check_turns": turns_outcome, "check_rendering": rendering_outcome}
+
+
+def _prepared_judged(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    check: str,
+    source: Path,
+    fmt: str,
+    pack_len: int,
+    tokenizer: str,
+) -> dict[str, Any]:
+    """What GATE-SFT-001's `check` (a name in OUTCOMES) measured of `source` prepared as `fmt` into
+    one split; the check still judges as it would."""
+    measured: list[dict[str, Any]] = []
+    real = getattr(sft_prepare, check)
+
+    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tok: Any) -> None:
+        measured.append(OUTCOMES[check](tokens, labels, texts, tok).measured)
+        real(tokens, labels, texts, tok)
+
+    monkeypatch.setattr(sft_prepare, check, observed)
+    prepare_sft(
+        [source], tmp_path / "data", fmt=fmt, pack_len=pack_len, val_fraction=0.0, tokenizer=tokenizer
+    )
+    (judged,) = measured
+    return judged
+
+
 @pytest.mark.holds("GATE-SFT-001")
 @pytest.mark.parametrize("tokenizer", ["byte", "bpe", "uncased"])
 def test_every_example_of_the_chat_fixtures_reads_back_as_all_its_messages(
@@ -725,17 +749,9 @@ def test_every_example_of_the_chat_fixtures_reads_back_as_all_its_messages(
 ) -> None:
     """The benign side: system turns and multi-turn conversations read back whole, exactly (a
     tokenizer that gives text back) or by every message's content in order (one that lower-cases)."""
-    measured: list[dict[str, Any]] = []
-    real = sft_prepare.check_rendering
-
-    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tok: Any) -> None:
-        measured.append(rendering_outcome(tokens, labels, texts, tok).measured)
-        real(tokens, labels, texts, tok)
-
-    monkeypatch.setattr(sft_prepare, "check_rendering", observed)
-    given = {"byte": "byte", "bpe": "bpe", "uncased": f"hf:{uncased}"}[tokenizer]
-    prepare_sft([CHAT], tmp_path / "data", fmt="chat", pack_len=PACK, val_fraction=0.0, tokenizer=given)
-    (whole,) = measured
+    whole = _prepared_judged(
+        tmp_path, monkeypatch, "check_rendering", CHAT, "chat", PACK, _tokenizer(tokenizer, uncased)
+    )
     judged = whole["examples_by_content"] if tokenizer == "uncased" else whole["examples_rendered"]
     assert judged == 60 and whole["examples_misrendered"] == 0
 
@@ -768,17 +784,9 @@ def test_every_pair_of_the_prefs_fixture_reads_back_as_its_prompt_and_both_answe
 ) -> None:
     """The benign side for preference pairs: each pair's rows read back as the prompt and the chosen
     answer, then the prompt and the rejected one (padding and end-of-text are no text)."""
-    measured: list[dict[str, Any]] = []
-    real = sft_prepare.check_rendering
-
-    def observed(tokens: np.ndarray, labels: np.ndarray, texts: Any, tok: Any) -> None:
-        measured.append(rendering_outcome(tokens, labels, texts, tok).measured)
-        real(tokens, labels, texts, tok)
-
-    monkeypatch.setattr(sft_prepare, "check_rendering", observed)
-    given = {"byte": "byte", "bpe": "bpe", "uncased": f"hf:{uncased}"}[tokenizer]
-    prepare_sft([PREFS], tmp_path / "data", fmt="prefs", pack_len=2 * PACK, val_fraction=0.0, tokenizer=given)
-    (whole,) = measured
+    whole = _prepared_judged(
+        tmp_path, monkeypatch, "check_rendering", PREFS, "prefs", 2 * PACK, _tokenizer(tokenizer, uncased)
+    )
     judged = whole["examples_by_content"] if tokenizer == "uncased" else whole["examples_rendered"]
     pairs = sum(1 for line in PREFS.read_text(encoding="utf-8").splitlines() if line.strip())
     assert 0 < judged <= pairs and whole["examples_misrendered"] == 0
