@@ -539,3 +539,33 @@ def test_heldout_too_small_or_too_few_is_bad_input(data: Path) -> None:
 def test_reader_bad_input(data: Path, options: dict, needle: str) -> None:
     with pytest.raises(BadInput, match=needle):
         TokenReader(data, **{"batch_size": B, "seq_len": T, "seed": 0, **options})
+
+
+def _plan_of_the_first_epoch(self: TokenReader, epoch: int) -> np.ndarray:
+    """The audit's N30: the reader's plan cache ignores the epoch, so every epoch replays the
+    first's order (its own GATE-DATA-001/002 checks run only when a plan is made: never again)."""
+    if self._plan_cache is None:
+        self._plan_cache = (epoch, self._epoch_plan(epoch))
+    return self._plan_cache[1]
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_reader_that_serves_the_first_epochs_plan_again_is_caught_at_the_next_epoch(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every batch of epoch 0 is its plan's; the first batch of epoch 1, served from epoch 0's plan
+    again, is not epoch 1's: the served check reads a plan of its own, never the reader's cache."""
+    monkeypatch.setattr(TokenReader, "_plan", _plan_of_the_first_epoch)
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    for taken in range(1, reader.steps_per_epoch + 1):
+        reader_module.check_served(reader, reader.next_batch(), taken, reader.seed)
+    with pytest.raises(GateViolation, match="differ from the planned windows"):
+        reader_module.check_served(reader, reader.next_batch(), reader.steps_per_epoch + 1, reader.seed)
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_every_batch_of_two_epochs_is_its_epochs_plan(data: Path) -> None:
+    reader = TokenReader(data, batch_size=B, seq_len=T, seed=0)
+    for taken in range(1, 2 * reader.steps_per_epoch + 2):
+        reader_module.check_served(reader, reader.next_batch(), taken, reader.seed)
+    assert reader.epoch == 2

@@ -142,12 +142,27 @@ def chunk_outcome(reader: TokenReader, epoch: int, first: int, result: list[torc
 def planned_step_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
     """Every rank's window ids at step `index` of `epoch`, in rank order, sliced straight from the
     epoch's plan of the run's `seed`: global step i takes plan[i*B*W : (i+1)*B*W]. Written out
-    here rather than read through `_global_ids`, so the served checks share no code with what they
-    check; the plan is the reader's own only where the reader was seeded with the run's seed (a
-    reader handed another seed serves a stream the run's seed never planned)."""
+    here rather than read through `_global_ids`, and from the checks' own plan (`defined_plan`),
+    never the reader's cache, so the served checks share no code with what they check (a reader
+    handed another seed serves a stream the run's seed never planned)."""
     per_step = reader.batch_size * reader.world_size
-    plan = reader._plan(epoch) if seed == reader.seed else mixture.epoch_plan(reader._mixture, seed, epoch)
-    return plan[index * per_step : (index + 1) * per_step]
+    return defined_plan(reader, seed, epoch)[index * per_step : (index + 1) * per_step]
+
+
+def defined_plan(reader: TokenReader, seed: int, epoch: int) -> np.ndarray:
+    """The plan `seed` defines for `epoch` under the reader's mixture (contracts.plan, through
+    mixture.epoch_plan), drawn here once per epoch and mixture and kept apart from the plan the
+    reader serves from: a reader that keeps serving an old epoch's plan (a cache keyed wrongly)
+    serves windows this plan does not hold, at the first step of the next epoch."""
+    kept = reader.checked_plan
+    if kept is None or kept[0] != seed or kept[1] != epoch or kept[2] is not reader._mixture:
+        kept = reader.checked_plan = (
+            seed,
+            epoch,
+            reader._mixture,
+            mixture.epoch_plan(reader._mixture, seed, epoch),
+        )
+    return kept[3]
 
 
 def planned_ids(reader: TokenReader, epoch: int, index: int, seed: int) -> np.ndarray:
@@ -331,6 +346,8 @@ class TokenReader:
                 "weights; lower batch_size or seq_len, or prepare more text"
             )
         self._plan_cache: tuple[int, np.ndarray] | None = None
+        # The served checks' own plan (`defined_plan`): seed, epoch, the mixture it was drawn under.
+        self.checked_plan: tuple[int, int, mixture.Mixture, np.ndarray] | None = None
 
     def _plan(self, epoch: int) -> np.ndarray:
         if self._plan_cache is None or self._plan_cache[0] != epoch:
