@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.evidence import CheckpointRef, FileHash
@@ -51,24 +51,29 @@ def checkpoint_name(step: int) -> str:
 @dataclass
 class BestSoFar:
     """The best checkpoint of a training run's metrics log, folded line by line: the latest one
-    written right after an evaluation whose held-out loss was the lowest so far. Kept between
-    reads, a run that follows its growing log (stack.train.best_kept) feeds it only the new lines."""
+    written right after an evaluation whose held-out loss was the lowest so far; and every
+    checkpoint written, in the order of its last writing. Kept between reads, a run that follows
+    its growing log (stack.train.best_kept) feeds it only the new lines."""
 
     best: str | None = None
     best_loss: float | None = None
     last_loss: float | None = None
+    written: list[str] = field(default_factory=list)
 
     def take(self, line: Mapping[str, Any]) -> None:
         """One line of the log, in order."""
         if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
             self.last_loss = line["heldout_loss"]
             self.best_loss = self.last_loss if self.best_loss is None else min(self.best_loss, self.last_loss)
-        elif (
-            line.get("event") == "checkpoint"
-            and self.last_loss is not None
-            and self.last_loss == self.best_loss
-        ):
-            self.best = line.get("path")
+        elif line.get("event") == "checkpoint" and isinstance(path := line.get("path"), str):
+            self.written = [*(name for name in self.written if name != path), path]
+            if self.last_loss is not None and self.last_loss == self.best_loss:
+                self.best = path
+
+    def kept(self, keep_last: int) -> list[str]:
+        """The checkpoints a prune leaves after the last one written (stack.train.checkpoint.prune):
+        the newest `keep_last` written and the best, by name."""
+        return sorted({*self.written[-keep_last:], *([self.best] if self.best is not None else [])})
 
 
 def best_checkpoint_of(lines: Iterable[Mapping[str, Any]]) -> str | None:

@@ -1190,6 +1190,8 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
         "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
         # rev 3: every prune keeps the checkpoint the run's metrics log names its best
         "best": ("best_checkpoint", "kept_checkpoints"),
+        # rev 4: a prune leaves exactly the newest ckpt.keep_last checkpoints written and the best
+        "pruned": ("expected_checkpoints",),
     },
 )
 def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
@@ -1214,6 +1216,14 @@ def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
             problems.append(
                 f"the run's metrics log names {best} its best checkpoint (written right after its lowest "
                 f"held-out loss), but a prune left only {', '.join(kept)}"
+            )
+    if has(m, "expected_checkpoints", "kept_checkpoints"):
+        kept = sorted(map(str, items(m, "kept_checkpoints")))
+        expected = sorted(map(str, items(m, "expected_checkpoints")))
+        if kept != expected:
+            problems.append(
+                f"a prune left {', '.join(kept) or 'nothing'}, where the run's metrics log says it keeps "
+                f"{', '.join(expected)} (the newest ckpt.keep_last written and the best)"
             )
     return problems
 

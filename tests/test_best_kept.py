@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from train_support import evidence, metric_lines, prepared, smoke_args, train
 
-from contracts.checkpoints import best_checkpoint_of
+from contracts.checkpoints import BestSoFar, best_checkpoint_of
 from stack.train import checkpoint as ckpt
 from stack.train.best_kept import BestWatch
 from stack.train.metrics import read_lines
@@ -80,8 +80,9 @@ LINES = st.one_of(
 
 @given(st.lists(st.lists(LINES, max_size=6), max_size=6), st.booleans())
 def test_following_the_log_names_the_best_a_whole_read_names(chunks: list[list[dict]], torn: bool) -> None:
-    """Checked after each chunk of lines is written, the followed log names the best checkpoint a
-    read of the whole log names; a line torn mid-write is left for when it is whole."""
+    """Checked after each chunk of lines is written, the followed log names the best checkpoint, and
+    the checkpoints a prune keeps, as a read of the whole log names them; a line torn mid-write is
+    left for when it is whole."""
     with tempfile.TemporaryDirectory() as root:
         path = Path(root) / "metrics.jsonl"
         path.touch()
@@ -91,7 +92,33 @@ def test_following_the_log_names_the_best_a_whole_read_names(chunks: list[list[d
                 log.writelines(json.dumps(line) + "\n" for line in chunk)
                 if torn:
                     log.write('{"type": "eval", "heldout_loss": 0.')  # the rest comes with the next chunk
-            assert watch.best() == best_checkpoint_of(read_lines(path))
+            fold = watch.read()
+            assert fold.best == best_checkpoint_of(read_lines(path))
+            assert fold.kept(2) == kept_after(read_lines(path), 2)
             if torn:
                 with open(path, "a", encoding="utf-8") as log:
                     log.write('1, "step": 1}\n')
+
+
+def kept_after(lines: list[dict], keep_last: int) -> list[str]:
+    """What a prune keeps by a whole read of the log's lines."""
+    fold = BestSoFar()
+    for line in lines:
+        fold.take(line)
+    return fold.kept(keep_last)
+
+
+@pytest.mark.gate("GATE-CKPT-002")
+def test_a_prune_that_keeps_one_checkpoint_too_many_halts_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The round-4 audit's N08: the prune keeps keep_last + 1, so the run directory holds a
+    checkpoint more than the run says it keeps (the mirror bug would delete a resumable one)."""
+    prune = ckpt.prune
+    monkeypatch.setattr(ckpt, "prune", lambda run_dir, keep_last, best: prune(run_dir, keep_last + 1, best))
+    run = tmp_path / "run"
+    assert (
+        train(smoke_args(data, run, "train.steps=6", "eval.every=2", "ckpt.every=2", "ckpt.keep_last=1")) == 3
+    )
+    err = capsys.readouterr().err
+    assert "GATE-CKPT-002" in err and "a prune left step-0000002, step-0000004" in err, err

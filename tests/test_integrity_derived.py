@@ -486,13 +486,17 @@ def test_switches_a_deterministic_run_could_not_have_run_under_are_caught(
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(
     ("gate_id", "key", "value"),
-    [("GATE-CKPT-001", "checkpoint", "step-0000020"), ("GATE-CKPT-002", "files_verified", 3)],
+    [
+        ("GATE-CKPT-001", "checkpoint", "step-0000020"),
+        ("GATE-CKPT-002", "files_verified", 3),
+        ("GATE-CKPT-002", "expected_checkpoints", ["step-0000040"]),
+    ],
 )
 def test_a_checkpoint_check_of_another_checkpoint_or_fewer_files_is_caught(
     tmp_path: Path, gate_id: str, key: str, value: Any
 ) -> None:
-    """The log's last checkpoint is step-0000040, of four files (the record's `checkpoint`): a
-    record of spec 1.15.0, judged at GATE-CKPT-001 rev 2."""
+    """The log's last checkpoint is step-0000040, of four files (the record's `checkpoint`), and a
+    prune after it keeps the newest ckpt.keep_last (2) and the best, never step-0000040 alone."""
 
     def edit(data: dict[str, Any], _dir: Path) -> None:
         gate(data, gate_id)["measured"][key] = value

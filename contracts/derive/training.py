@@ -30,7 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.checkpoints import best_checkpoint_of, checkpoint_name
+from contracts.checkpoints import BestSoFar, best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
@@ -511,7 +511,15 @@ def _checkpoints(inputs: Inputs, log: Log, settler: Settler) -> None:
         for e in written
         if whole(e.get("step")) and e.get("path") != checkpoint_name(e["step"])
     ]
-    restate(settler, "GATE-CKPT-002", "best_checkpoint", best_checkpoint_of(log.lines))
+    fold = BestSoFar()
+    for line in log.lines:
+        fold.take(line)
+    restate(settler, "GATE-CKPT-002", "best_checkpoint", fold.best)
+    keep_last = (
+        (record.config.get("ckpt") or {}).get("keep_last") if isinstance(record.config, dict) else None
+    )
+    if whole(keep_last) and keep_last > 0:
+        restate(settler, "GATE-CKPT-002", "expected_checkpoints", fold.kept(keep_last))
     if not written or record.checkpoint is None or record.run.status not in ENDED:
         return
     last = written[-1]

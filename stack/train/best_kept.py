@@ -28,22 +28,26 @@ class BestWatch:
         self.tail = LogTail(log_path)
         self.fold = BestSoFar()
 
-    def best(self) -> str | None:
-        """The best checkpoint the log names up to its last whole line."""
+    def read(self) -> BestSoFar:
+        """The fold of the log up to its last whole line."""
         for line in self.tail.new_lines():
             self.fold.take(line)
-        return self.fold.best
+        return self.fold
 
 
-def best_kept_outcome(run_dir: Path, watch: BestWatch, step: int) -> Outcome:
-    """The best checkpoint by the log's lines beside the checkpoints on disk, after a save's prune."""
+def best_kept_outcome(run_dir: Path, watch: BestWatch, keep_last: int, step: int) -> Outcome:
+    """The best checkpoint by the log's lines, and the checkpoints a prune leaves by them (the
+    newest `keep_last` written and the best), beside the checkpoints on disk after a save's prune."""
+    fold = watch.read()
     measured = {
-        "best_checkpoint": watch.best(),
+        "best_checkpoint": fold.best,
         "kept_checkpoints": [path.name for path in ckpt.saved_checkpoints(run_dir)],
+        "expected_checkpoints": fold.kept(keep_last),
     }
-    return measure("GATE-CKPT-002", measured, step=step, holds="the best checkpoint is kept")
+    return measure("GATE-CKPT-002", measured, step=step, holds="the best and the newest checkpoints are kept")
 
 
 @gate_require("GATE-CKPT-002", best_kept_outcome)
-def check_best_kept(run_dir: Path, watch: BestWatch, step: int) -> None:
-    """Refuse to go on once a prune deleted the checkpoint the run's log names its best."""
+def check_best_kept(run_dir: Path, watch: BestWatch, keep_last: int, step: int) -> None:
+    """Refuse to go on once a prune deleted the checkpoint the run's log names its best, or left
+    other checkpoints than the newest `keep_last` and the best."""

@@ -598,7 +598,7 @@ class Trainer:
                 "event", step=self.state.step, event="checkpoint", path=path.name, seconds=seconds
             )
             assert self.best_watch is not None, "run() opens the log the best is read from"
-            check_best_kept(self.run_dir, self.best_watch, self.state.step)
+            check_best_kept(self.run_dir, self.best_watch, self.config.ckpt.keep_last, self.state.step)
             self.on_event("checkpoint", self)
         distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
