@@ -9,7 +9,9 @@ forger would, and the integrity check must name it.
 - an evaluation of a repository file claiming more bytes than the file holds at its commit (E1);
 - a prepare manifest whose shard holds more tokens than its bytes can (E14);
 - a run's held-out windows restated otherwise than its data's held-out shards hold (L13);
-- an evaluation of a released model naming another model's weights (X3).
+- an evaluation of a released model naming another model's weights (X3);
+- a sample whose command line and config ask another count of tokens than it drew, or whose
+  text is not the one its record hashes (round 4, T36).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ SFT_RUN = "sft-lora-20261125-spec-1.22.0"
 LASER_RUN = "laser-20261122T145455"
 EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
+SAMPLE_RUN = "sample-20261125T124339"
 MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
 
@@ -167,3 +170,29 @@ def test_an_evaluation_of_a_release_naming_other_weights_is_caught(tmp_path: Pat
         "checkpoint.files.model.safetensors is 79e2420fa48a, but config.checkpoint names the release "
         "stdlib-byte-demo@0.2.0, whose weights are d0f2dea51055",
     )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_sample_asking_another_count_than_it_drew_is_caught(tmp_path: Path) -> None:
+    """The sample drew 64 tokens (sample.json); its command line and config restated as 48 agree
+    with each other, not with what was drawn."""
+
+    def fewer(data: dict[str, Any], _run_dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--tokens") + 1] = "48"
+        data["config"]["tokens"] = 48
+
+    run = planted(tmp_path, SAMPLE_RUN, fewer)
+    assert_caught(run, "sample.json holds 64 drawn token(s), but config.tokens is 48")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_sample_text_other_than_the_one_its_record_hashes_is_caught(tmp_path: Path) -> None:
+    def reworded(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "sample.json"
+        result = json.loads(path.read_text(encoding="utf-8"))
+        result["text"] = result["text"].replace("def", "abc")
+        path.write_text(json.dumps(result), encoding="utf-8")
+
+    run = planted(tmp_path, SAMPLE_RUN, reworded)
+    assert_caught(run, "metrics.text_sha256 is", "but its artifacts derive")

@@ -273,6 +273,36 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
     return derived
 
 
+# What `stack sample` writes beside its record: the text, the prompt's token count, the ids drawn.
+SAMPLE_RESULT = "sample.json"
+
+
+@derives("sample")
+def sample_record(inputs: Inputs) -> Derivation:
+    """A sample's text digest, its draws and its prompt's length from sample.json (cited since
+    1.24.0): `stack sample` draws exactly config.tokens after the prompt, one row, so GATE-TRAIN-005
+    replayed that many draws of a prompt of that many tokens."""
+    derived = Derivation()
+    report = report_of(inputs, derived, SAMPLE_RESULT, "1.24.0")
+    if report is None:
+        return derived
+    if isinstance(text := report.get("text"), str):
+        derived.put(("metrics", "text_sha256"), hashlib.sha256(text.encode("utf-8")).hexdigest())
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    drawn, asked = report.get("drawn"), config.get("tokens")
+    if isinstance(drawn, list) and isinstance(asked, int) and len(drawn) != asked:
+        derived.problems.append(
+            f"{SAMPLE_RESULT} holds {len(drawn)} drawn token(s), but config.tokens is {asked}: "
+            "`stack sample` draws exactly that many"
+        )
+    if "GATE-TRAIN-005" not in inputs.stale:
+        if isinstance(drawn, list):
+            derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), len(drawn), optional=True)
+        if isinstance(prompt := report.get("prompt_tokens"), int):
+            derived.put(("gates", "GATE-TRAIN-005", "measured", "prompt_tokens"), prompt, optional=True)
+    return derived
+
+
 # -- surgery: laser, quantize, lora merge ------------------------------------------------------
 
 # Before 1.7.0 surgery.json held the measured blocks but not the gates' results: the gates whose
