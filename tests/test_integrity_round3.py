@@ -11,7 +11,8 @@ forger would, and the integrity check must name it.
 - a run's held-out windows restated otherwise than its data's held-out shards hold (L13);
 - an evaluation of a released model naming another model's weights (X3);
 - a sample whose command line and config ask another count of tokens than it drew, or whose
-  text is not the one its record hashes (round 4, T36).
+  text is not the one its record hashes (round 4, T36);
+- an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LASER_RUN = "laser-20261122T145455"
 EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
+ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
 MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
 
@@ -196,3 +198,16 @@ def test_a_sample_text_other_than_the_one_its_record_hashes_is_caught(tmp_path: 
 
     run = planted(tmp_path, SAMPLE_RUN, reworded)
     assert_caught(run, "metrics.text_sha256 is", "but its artifacts derive")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_es_runs_quota_its_data_does_not_give_is_caught(tmp_path: Path) -> None:
+    """The es run names its data by path (every source at its full weight): the manifest's train
+    windows at 128 targets give 196 577; restated as 196 579 in the plan and the quota alike."""
+
+    def raised(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-DATA-001")["measured"].update(quota_windows=196_579, plan_windows=196_579)
+
+    run = planted(tmp_path, ES_RUN, raised)
+    says = "gates[GATE-DATA-001].measured.quota_windows is 196579, but the quotas of the train windows"
+    assert any(says in line and "give 196577" in line for line in findings(run, LEDGER / ES_DATA))

@@ -449,14 +449,16 @@ def _quota_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str
     shares, or a resume's new weights, make plans of other lengths)."""
     measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-001"), None)
     config = record.config if isinstance(record.config, dict) else {}
-    if not isinstance(measured, dict) or not isinstance(config.get("data"), dict) or policy_driven(config):
-        return []  # no mixture to plan by: a command that names its data by path alone (es)
+    data = config.get("data")
+    if isinstance(data, str):  # named by path alone (es): every source at its full weight
+        data = {}
+    if not isinstance(measured, dict) or not isinstance(data, dict) or policy_driven({"data": data}):
+        return []
     stated, window = measured.get("quota_windows"), measured.get("window_targets")
     if not isinstance(stated, int) or not isinstance(window, int) or window < 1:
         return []
     if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(record)):
         return []
-    data = config["data"]
     windows = _train_windows(manifest, window)
     excluded, weights = set(data.get("exclude") or []), data.get("weights") or {}
     weight = {name: 0.0 if name in excluded else float(weights.get(name, 1.0)) for name in windows}
