@@ -12,7 +12,9 @@ forger would, and the integrity check must name it.
 - an evaluation of a released model naming another model's weights (X3);
 - a sample whose command line and config ask another count of tokens than it drew, or whose
   text is not the one its record hashes (round 4, T36);
-- an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67).
+- an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
+  or its fitness evaluations with another count of targets than its population, batch and
+  window make (T25).
 """
 
 from __future__ import annotations
@@ -211,3 +213,17 @@ def test_an_es_runs_quota_its_data_does_not_give_is_caught(tmp_path: Path) -> No
     run = planted(tmp_path, ES_RUN, raised)
     says = "gates[GATE-DATA-001].measured.quota_windows is 196579, but the quotas of the train windows"
     assert any(says in line and "give 196577" in line for line in findings(run, LEDGER / ES_DATA))
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_es_evaluations_scoring_another_count_than_the_config_makes_are_caught(tmp_path: Path) -> None:
+    """4 members × 8 windows × 128 next tokens is 4 096 targets; restated as 8 192, consumed and
+    stated alike, so GATE-ES-005's own judge still passes."""
+
+    def doubled(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-ES-005")["measured"].update(targets=8192, stated_targets=8192)
+
+    assert_caught(
+        planted(tmp_path, ES_RUN, doubled),
+        "gates[GATE-ES-005].measured.targets is 8192, but its artifacts derive 4096",
+    )

@@ -1441,11 +1441,27 @@ def es_step_problems(reports: Any) -> list[str]:
     return problems
 
 
+def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-ES-005's counts of a step's evaluations from the config: one scoring per member, each
+    of batch_size windows of seq_len next-token targets (the language-model fitness, the only one
+    `stack es` runs), stated and consumed alike."""
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    sizes = [config.get(key) for key in ("population", "batch_size", "seq_len")]
+    if "GATE-ES-005" in inputs.stale or not all(whole(size) for size in sizes):
+        return
+    population, batch, length = sizes
+    counts = {"scorings": population, "targets": population * batch * length}
+    for key, value in counts.items():
+        for name in (key, f"stated_{key}"):
+            derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
+
+
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
     derived = Derivation()
     derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
+    _es_scorings(inputs, derived)
     log = read_log(inputs, derived, since=ES_LOG_SINCE)
     if log is None:
         return derived
