@@ -14,7 +14,8 @@ forger would, and the integrity check must name it.
   text is not the one its record hashes (round 4, T36);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
-  window make (T25).
+  window make (T25);
+- a memorization asking for fewer examples than its table lists (T38).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LASER_RUN = "laser-20261122T145455"
 EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
+MEMORIZATION_RUN = "memorization-20261125T143155"
 ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
 MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
@@ -227,3 +229,16 @@ def test_es_evaluations_scoring_another_count_than_the_config_makes_are_caught(t
         planted(tmp_path, ES_RUN, doubled),
         "gates[GATE-ES-005].measured.targets is 8192, but its artifacts derive 4096",
     )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_memorization_asking_fewer_examples_than_it_lists_is_caught(tmp_path: Path) -> None:
+    """--n 50 drew 50 examples (memorization.json); the command line and config restated as 40."""
+
+    def fewer(data: dict[str, Any], _run_dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--n") + 1] = "40"
+        data["config"]["n"] = 40
+
+    run = planted(tmp_path, MEMORIZATION_RUN, fewer)
+    assert_caught(run, "memorization.json lists 50 examples, more than config.n 40")

@@ -462,7 +462,31 @@ def memorization_record(inputs: Inputs) -> Derivation:
             "continuation_tokens": report["continuation"],
         }
         judged(inputs, derived, "GATE-FT-003", measured)
+    derived.problems += _memorization_count_problems(inputs, report)
     return derived
+
+
+def _memorization_count_problems(inputs: Inputs, report: dict[str, Any]) -> list[str]:
+    """The examples the table lists: at most config.n (the draw takes up to n), one run per example
+    in each row, and (with --data) the count GATE-DATA-005 held to the train split."""
+    examples = report.get("examples")
+    if not isinstance(examples, list):
+        return []
+    problems = []
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    if isinstance(asked := config.get("n"), int) and len(examples) > asked:
+        problems.append(f"memorization.json lists {len(examples)} examples, more than config.n {asked}")
+    for key in ("tuned_runs", "base_runs"):
+        if isinstance(runs := report.get(key), list) and len(runs) != len(examples):
+            problems.append(f"memorization.json has {len(runs)} {key} for {len(examples)} examples")
+    held = next((g.measured for g in inputs.record.gates if g.id == "GATE-DATA-005"), None) or {}
+    drawn = held.get("train_examples", len(examples)) if isinstance(held, dict) else len(examples)
+    if "GATE-DATA-005" not in inputs.stale and drawn != len(examples):
+        problems.append(
+            f"gates[GATE-DATA-005].measured.train_examples is {drawn}, but "
+            f"memorization.json lists {len(examples)} examples"
+        )
+    return problems
 
 
 @derives("options-matrix")
