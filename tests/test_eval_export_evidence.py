@@ -114,7 +114,7 @@ def test_eval_of_a_text_the_tokenizer_cannot_round_trip_is_recorded_halted(
     assert "gate fired: GATE-EVAL-003" in capsys.readouterr().err
     record = assert_true_record(record_dir, "eval")
     assert record.run.status is RunStatus.HALTED and "GATE-EVAL-003" in str(record.run.stop_reason)
-    assert verdicts(record) == {"GATE-CKPT-002": "PASS", "GATE-EVAL-003": "FAIL"}
+    assert verdicts(record) == {"GATE-CKPT-002": "PASS", "GATE-EVAL-003": "FAIL", "GATE-MODEL-003": "PASS"}
     lost = sum(not ch.isascii() for ch in CRLF_TEXT)
     result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
     assert isinstance(result.measured, dict) and result.measured["missing_chars"] == lost

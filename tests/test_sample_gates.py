@@ -93,6 +93,7 @@ def test_a_sample_is_drawn_as_its_options_name_and_recorded(
     assert data["run"]["kind"] == "sample" and data["run"]["status"] == "completed"
     assert {g["id"]: g["verdict"] for g in data["gates"]} == {
         "GATE-CKPT-002": "PASS",
+        "GATE-MODEL-003": "PASS",
         "GATE-TRAIN-005": "PASS",
     }
     measured = _result(record)["measured"]

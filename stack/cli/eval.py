@@ -131,9 +131,9 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     from contracts.evidence import DataRef, canonical_sha256
     from stack.eval.bpb import evaluate_text
     from stack.eval.overlap import heldout_overlap, text_overlap
-    from stack.train.trained import load_trained
+    from stack.train.trained import load_measured
 
-    trained = load_trained(args.path, args.device)
+    trained = load_measured(args.path, args.device)
     evidence.note_checkpoint(trained.checkpoint.path)
     record = evidence.record
     record.data = DataRef(tokenizer_sha256=trained.tokenizer.sha256)

@@ -75,9 +75,9 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
 
     from contracts.evidence import DataRef, canonical_sha256
     from stack.model.sampling_checks import Sampler, check_prompt, sample_checked
-    from stack.train.trained import load_trained
+    from stack.train.trained import load_measured
 
-    trained = load_trained(args.path, args.device)
+    trained = load_measured(args.path, args.device)
     evidence.note_checkpoint(trained.checkpoint.path)
     sampler = Sampler(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     record = evidence.record

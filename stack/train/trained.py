@@ -24,11 +24,12 @@ from contracts.release_rules import WEIGHTS_FILE
 from stack.artifacts import require
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state
-from stack.model.checks import runnable_paths
+from stack.model.checks import check_architecture, runnable_paths
 from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.train import checkpoint as ckpt
 from stack.train.config import RunConfig, resolve
+from stack.train.lora_setup import adapter_settings
 
 
 @dataclass
@@ -134,6 +135,16 @@ def runnable_attention(config: RunConfig, device: str | torch.device, where: Pat
         file=sys.stderr,
     )
     return FALLBACK_ATTENTION
+
+
+def load_measured(path: Path, device: str | torch.device = "cpu") -> Trained:
+    """`load_trained`, its model then held to the architecture its config names (GATE-MODEL-003's
+    reference comparison, as a training run makes before step 1; about 65 ms on the demo model):
+    for a command whose record measures that model (an evaluation, a sample), which would otherwise
+    score whatever forward the modules compute."""
+    trained = load_trained(path, device)
+    check_architecture(trained.model, adapters=adapter_settings(trained.config))
+    return trained
 
 
 def load_trained(path: Path, device: str | torch.device = "cpu", attention: str | None = None) -> Trained:
