@@ -15,7 +15,8 @@ forger would, and the integrity check must name it.
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
-- a memorization asking for fewer examples than its table lists (T38).
+- a memorization asking for fewer examples than its table lists (T38);
+- a distillation whose teacher and student name another tokenizer than its data's, together (T74).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
 MEMORIZATION_RUN = "memorization-20261125T143155"
+DISTILL_RUN, DISTILL_DATA = "distill-moe4-20261125-spec-1.27.0", "prepare-20261125T152241"
 ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
 MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
@@ -242,3 +244,21 @@ def test_a_memorization_asking_fewer_examples_than_it_lists_is_caught(tmp_path: 
 
     run = planted(tmp_path, MEMORIZATION_RUN, fewer)
     assert_caught(run, "memorization.json lists 50 examples, more than config.n 40")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_distillation_naming_another_tokenizer_than_its_datas_is_caught(tmp_path: Path) -> None:
+    """GATE-KD-001's teacher and student identities edited together (so they still agree, and the
+    gate passes): the student learns the data's tokens, whose tokenizer the manifest names."""
+    other = "ab" * 32
+
+    def renamed(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-KD-001")["measured"].update(
+            teacher_tokenizer_identity=other, student_tokenizer_identity=other
+        )
+
+    run = planted(tmp_path, DISTILL_RUN, renamed)
+    says = (
+        f"gates[GATE-KD-001].measured.student_tokenizer_identity is '{other}', but the tokenizer of its data"
+    )
+    assert any(says in line for line in findings(run, LEDGER / DISTILL_DATA))

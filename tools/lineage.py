@@ -409,18 +409,23 @@ DATA_TOKENIZER = {
 
 
 def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
-    """What a record that read prepared data restates of its manifest: the tokenizer that made it,
-    GATE-DATA-001's coverage of its shards, GATE-DATA-005's windows of its held-out split, and
-    GATE-SFT-001/002's counts of its examples."""
+    """What a record that read prepared data restates of its manifest: the tokenizer that made it
+    (a distillation's student's too, GATE-KD-001), GATE-DATA-001's coverage of its shards,
+    GATE-DATA-005's windows of its held-out split, and GATE-SFT-001/002's counts of its examples."""
     tokenizer = manifest.get("tokenizer") or {}
     results = {g.id: g.measured for g in record.gates if isinstance(g.measured, dict)}
-    stated = {"sha256": ("data.tokenizer_sha256", record.data.tokenizer_sha256 if record.data else None)}
+    stated = [("data.tokenizer_sha256", "sha256", record.data.tokenizer_sha256 if record.data else None)]
     judged = results.get("GATE-DATA-007", {})
-    for key, name in DATA_TOKENIZER.items():
-        stated[key] = (f"gates[GATE-DATA-007].measured.{name}", judged.get(name))
+    stated += [
+        (f"gates[GATE-DATA-007].measured.{name}", key, judged.get(name))
+        for key, name in DATA_TOKENIZER.items()
+    ]
+    distilled = results.get("GATE-KD-001", {})  # a distillation's student learns the data's tokens
+    student = distilled.get("student_tokenizer_identity")
+    stated.append(("gates[GATE-KD-001].measured.student_tokenizer_identity", "identity", student))
     problems = [
         f"{field} is {value!r}, but the tokenizer of {where} has {key} {tokenizer[key]!r}"
-        for key, (field, value) in stated.items()
+        for field, key, value in stated
         if value is not None and key in tokenizer and value != tokenizer[key]
     ]
     problems += coverage_problems(results.get("GATE-DATA-001"), manifest, where)
