@@ -180,17 +180,23 @@ def test_an_evaluation_of_a_release_naming_other_weights_is_caught(tmp_path: Pat
     )
 
 
+def _asked(option: str, key: str, value: int) -> Any:
+    """A change restating what the command line asked (`option`) and its config (`key`) alike."""
+
+    def change(data: dict[str, Any], _run_dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index(option) + 1] = str(value)
+        data["config"][key] = value
+
+    return change
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_sample_asking_another_count_than_it_drew_is_caught(tmp_path: Path) -> None:
     """The sample drew 64 tokens (sample.json); its command line and config restated as 48 agree
     with each other, not with what was drawn."""
 
-    def fewer(data: dict[str, Any], _run_dir: Path) -> None:
-        argv = data["run"]["argv"]
-        argv[argv.index("--tokens") + 1] = "48"
-        data["config"]["tokens"] = 48
-
-    run = planted(tmp_path, SAMPLE_RUN, fewer)
+    run = planted(tmp_path, SAMPLE_RUN, _asked("--tokens", "tokens", 48))
     assert_caught(run, "sample.json holds 64 drawn token(s), but config.tokens is 48")
 
 
@@ -237,12 +243,7 @@ def test_es_evaluations_scoring_another_count_than_the_config_makes_are_caught(t
 def test_a_memorization_asking_fewer_examples_than_it_lists_is_caught(tmp_path: Path) -> None:
     """--n 50 drew 50 examples (memorization.json); the command line and config restated as 40."""
 
-    def fewer(data: dict[str, Any], _run_dir: Path) -> None:
-        argv = data["run"]["argv"]
-        argv[argv.index("--n") + 1] = "40"
-        data["config"]["n"] = 40
-
-    run = planted(tmp_path, MEMORIZATION_RUN, fewer)
+    run = planted(tmp_path, MEMORIZATION_RUN, _asked("--n", "n", 40))
     assert_caught(run, "memorization.json lists 50 examples, more than config.n 40")
 
 
