@@ -57,6 +57,15 @@ def quotas(
     }
 
 
+def share_weights(shares: Mapping[str, float], windows: Mapping[str, int]) -> dict[str, float]:
+    """The weights that serve a policy's `shares` of an epoch's windows: a share p of a source of n
+    windows is weight p · N / n, N the split's windows, so its quota is floor(p · N). A source with
+    no windows takes none. The reader serves a policy's shares by these weights
+    (stack.data.reader), and the checker derives a policy run's plan from its logged shares by them."""
+    total = sum(windows.values())
+    return {name: shares.get(name, 0.0) * total / n for name, n in windows.items() if n}
+
+
 def source_tag(name: str) -> int:
     """The tag of source `name`'s generator: its name's CRC-32, plus one so it is never SHUFFLE_TAG."""
     return zlib.crc32(name.encode()) + 1

@@ -12,6 +12,8 @@ forger would, and the integrity check must name it.
 - an evaluation of a released model naming another model's weights (X3);
 - a sample whose command line and config ask another count of tokens than it drew, or whose
   text is not the one its record hashes (round 4, T36);
+- a bandit run's last epoch plan restated one window short of what its last logged shares give
+  (round 4, T66);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
@@ -223,6 +225,33 @@ def test_an_es_runs_quota_its_data_does_not_give_is_caught(tmp_path: Path) -> No
     run = planted(tmp_path, ES_RUN, raised)
     says = "gates[GATE-DATA-001].measured.quota_windows is 196579, but the quotas of the train windows"
     assert any(says in line and "give 196577" in line for line in findings(run, LEDGER / ES_DATA))
+
+
+@pytest.mark.parametrize(
+    ("short", "caught"),
+    [
+        pytest.param(1, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="T66-one-window-short"),
+        pytest.param(0, False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
+    ],
+)
+def test_a_policy_runs_quota_its_last_shares_do_not_give_is_caught(
+    tmp_path: Path, short: int, caught: bool
+) -> None:
+    """The bandit run's last plan was made from the shares its log's last `shares` event names
+    (docs 0.5, stdlib 0.5 from step 31): contracts.plan's quotas of its data's train windows under
+    the weights that serve them give 783 736; one window fewer, restated in the plan, the quota and
+    GATE-DATA-002 alike, passes every judge but not the rule."""
+
+    def shortened(data: dict[str, Any], _run_dir: Path) -> None:
+        windows = gate(data, "GATE-DATA-001")["measured"]["quota_windows"] - short
+        gate(data, "GATE-DATA-001")["measured"].update(quota_windows=windows, plan_windows=windows)
+        gate(data, "GATE-DATA-002")["measured"].update(plan_windows=windows)
+
+    run = planted(tmp_path, MIX_RUN, shortened)
+    says = "gates[GATE-DATA-001].measured.quota_windows is 783735, but the quotas of the train windows"
+    found = findings(run, LEDGER / PREPARE_RUN)
+    assert any(says in line and "last shares" in line and "give 783736" in line for line in found) is caught
+    assert caught or found == []
 
 
 @pytest.mark.gate("GATE-INTEG-001")

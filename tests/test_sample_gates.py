@@ -132,6 +132,15 @@ def _top_p_before_temperature(
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
 
 
+def _top_p_keeping_none(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """The audit's N03: keep_top_p cuts on the mass up to and including each token, so a row whose
+    most likely token alone reaches p keeps nothing (torch.multinomial would stop on it)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    reached = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+    sorted_logits = sorted_logits.masked_fill(reached >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+
+
 def _oldest_half(model: Any, idx: torch.Tensor, max_new_tokens: int, **sampling: Any) -> torch.Tensor:
     """The audit's M19: generate_long whose next chunk continues the oldest half of the text."""
     ctx = model.config.ctx
@@ -164,8 +173,9 @@ def _oldest_half(model: Any, idx: torch.Tensor, max_new_tokens: int, **sampling:
             "mismatched_probe_draws",
         ),
         (sampling_checks, "generate_long", _oldest_half, [], "context_logits_deviation"),
+        (generate_module, "keep_top_p", _top_p_keeping_none, OPTIONS["top-p-hot"], "mismatched_probe_draws"),
     ],
-    ids=["M18-penalty-inverted", "M20-top-p-before-temperature", "M19-oldest-half"],
+    ids=["M18-penalty-inverted", "M20-top-p-before-temperature", "M19-oldest-half", "N03-top-p-keeps-none"],
 )
 def test_a_sampler_that_departs_from_its_options_exits_3_with_a_halted_record(
     run: Path,

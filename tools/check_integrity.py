@@ -56,6 +56,7 @@ from lineage import (
     Release,
     evaluated_problems,
     lineage_problems,
+    logged_shares,
     prepared_data_problems,
     rebadged_releases,
     release_parent_problems,
@@ -624,9 +625,14 @@ class Checker:
         loaded = {e.record.run.id: e for e in records if e.record is not None}
         by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
         manifests = prepared_manifests(records)
+        shares = {
+            run_id: planned
+            for run_id, e in loaded.items()
+            if (planned := logged_shares(e.record, _cited_text(e, METRICS_LOG))) is not None
+        }
         found = [
             *lineage_problems(by_id),
-            *prepared_data_problems(by_id, manifests),
+            *prepared_data_problems(by_id, manifests, shares),
             *evaluated_problems(by_id),
         ]
         for run_id, problem in found:
@@ -770,6 +776,17 @@ class Checker:
                 )
             if gate.kind is GateKind.RUNTIME and not row.bindings:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
+
+
+def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
+    """The text of a file the record cites beside it (its hash is checked with the record), or None."""
+    record = loaded.record
+    if record is None or not any(a.path == name for a in record.artifacts):
+        return None
+    try:
+        return (loaded.path.parent / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:

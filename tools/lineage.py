@@ -31,16 +31,23 @@ draws the trees.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.derive.reports import coverage_problems, heldout_windows_problems, sft_gate_problems
-from contracts.derive.restated import changed_by_resumes
+from contracts.derive.reports import (
+    coverage_problems,
+    heldout_windows_problems,
+    sft_gate_problems,
+    version_key,
+)
+from contracts.derive.restated import SHARES_LOGGED, changed_by_resumes
 from contracts.derive.training import policy_driven
 from contracts.evidence import RESUMES, EvidenceRecord, ParentRef, RunStatus, leg_of
 from contracts.model_shape import architecture_changes
-from contracts.plan import quotas
+from contracts.plan import quotas, share_weights
 
 # The run kinds whose model is made out of another one (spec/run_kinds.yaml).
 DERIVED_KINDS = frozenset(
@@ -359,15 +366,41 @@ def prepared_data(
     return prepared
 
 
+def logged_shares(record: EvidenceRecord, log: str | None) -> dict[str, float] | None:
+    """The shares a policy run's last epoch plan was made from: the last `shares` event of its
+    metrics log (`log`, its text), which from SHARES_LOGGED on says each share the policy hands the
+    reader at the step it is first served; None for a run of fixed weights, an older one, or a log
+    without the event."""
+    data = record.config.get("data") if isinstance(record.config, dict) else None
+    if log is None or not isinstance(data, dict) or not policy_driven({"data": data}):
+        return None
+    if version_key(record.spec.version) < version_key(SHARES_LOGGED):
+        return None
+    last = None
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if (
+                isinstance(event, dict)
+                and event.get("event") == "shares"
+                and isinstance(event.get("shares"), dict)
+            ):
+                last = event["shares"]
+    return last
+
+
 def prepared_data_problems(
-    records: Mapping[str, EvidenceRecord], manifests: Mapping[str, dict[str, Any]]
+    records: Mapping[str, EvidenceRecord],
+    manifests: Mapping[str, dict[str, Any]],
+    shares: Mapping[str, dict[str, float]] | None = None,
 ) -> list[tuple[str, str]]:
     """(run id, problem) for every record that names the manifest of data a prepare record in the
     ledger made (data.manifest_sha256) and restates otherwise what that prepare counted: the train
     split's tokens (`unique_train_tokens`, of a training run that read every source), the tokenizer
     (`data.tokenizer_sha256`, GATE-DATA-007's data_* values), GATE-DATA-001's coverage of a split's
-    shards and its epoch plans' quota windows (contracts.plan's rule), and GATE-SFT-001/002's counts
-    of examples (contracts.derive.reports)."""
+    shards and its epoch plans' quota windows (contracts.plan's rule; `shares`: run id → the shares
+    a policy run's last plan was made from, `logged_shares`), and GATE-SFT-001/002's counts of
+    examples (contracts.derive.reports)."""
     prepared = prepared_data(records, manifests)
     problems = []
     for run_id, record in records.items():
@@ -378,7 +411,8 @@ def prepared_data_problems(
         where = f"its data (prepare record {source.run_id!r}, manifest {manifest[:12]})"  # type: ignore[index]
         problems += [(run_id, p) for p in _unique_tokens_problems(record, source, where)]
         if source.manifest is not None:
-            problems += [(run_id, p) for p in _read_data_problems(record, source.manifest, where)]
+            planned = (shares or {}).get(run_id)
+            problems += [(run_id, p) for p in _read_data_problems(record, source.manifest, where, planned)]
     return problems
 
 
@@ -408,7 +442,9 @@ DATA_TOKENIZER = {
 }
 
 
-def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
+def _read_data_problems(
+    record: EvidenceRecord, manifest: dict[str, Any], where: str, shares: dict[str, float] | None
+) -> list[str]:
     """What a record that read prepared data restates of its manifest: the tokenizer that made it
     (a distillation's student's too, GATE-KD-001), GATE-DATA-001's coverage of its shards,
     GATE-DATA-005's windows of its held-out split, and GATE-SFT-001/002's counts of its examples."""
@@ -432,7 +468,7 @@ def _read_data_problems(record: EvidenceRecord, manifest: dict[str, Any], where:
     data = record.config.get("data") if isinstance(record.config, dict) else None
     exclude = (data.get("exclude") if isinstance(data, dict) else None) or []
     problems += heldout_windows_problems(results, manifest, exclude, where)
-    problems += _quota_problems(record, manifest, where)
+    problems += _quota_problems(record, manifest, where, shares)
     return problems + sft_gate_problems(results, manifest, where)
 
 
@@ -447,32 +483,44 @@ def _train_windows(manifest: dict[str, Any], window: int) -> dict[str, int]:
     return windows
 
 
-def _quota_problems(record: EvidenceRecord, manifest: dict[str, Any], where: str) -> list[str]:
-    """GATE-DATA-001's quota_windows, the windows the record's epoch plans were held to, against
-    contracts.plan's quotas of the train split's sources in the manifest under the config's
-    data.weights and exclude: for a run of fixed weights whose resumes kept them (a policy's
-    shares, or a resume's new weights, make plans of other lengths)."""
+def _quota_problems(
+    record: EvidenceRecord, manifest: dict[str, Any], where: str, shares: dict[str, float] | None
+) -> list[str]:
+    """GATE-DATA-001's quota_windows, the windows the record's last epoch plan was held to, against
+    contracts.plan's quotas of the train split's sources in the manifest: under the config's
+    data.weights and exclude for a run of fixed weights, under the weights that serve `shares`
+    (contracts.plan.share_weights) for a policy's run, whose last plan they made; for a run whose
+    resumes kept its mixture (a resume's new weights make plans of other lengths)."""
     measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-001"), None)
     config = record.config if isinstance(record.config, dict) else {}
     data = config.get("data")
     if isinstance(data, str):  # named by path alone (es): every source at its full weight
         data = {}
-    if not isinstance(measured, dict) or not isinstance(data, dict) or policy_driven({"data": data}):
+    if not isinstance(measured, dict) or not isinstance(data, dict):
         return []
+    driven = policy_driven({"data": data})
     stated, window = measured.get("quota_windows"), measured.get("window_targets")
-    if not isinstance(stated, int) or not isinstance(window, int) or window < 1:
+    if (
+        not isinstance(stated, int)
+        or not isinstance(window, int)
+        or window < 1
+        or (driven and shares is None)
+    ):
         return []
     if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(record)):
         return []
     windows = _train_windows(manifest, window)
     excluded, weights = set(data.get("exclude") or []), data.get("weights") or {}
     weight = {name: 0.0 if name in excluded else float(weights.get(name, 1.0)) for name in windows}
+    if driven:
+        weight = {name: 0.0 for name in windows} | share_weights(shares or {}, windows)
     rule = sum(quotas({name: (0, n) for name, n in windows.items()}, weight, {}, window).values())
     if stated == rule:
         return []
+    mixture = f"the policy's last shares {shares}" if driven else f"data.weights {weights}"
     return [
         f"gates[GATE-DATA-001].measured.quota_windows is {stated}, but the quotas of the train windows "
-        f"of {where} ({windows} at {window} targets) under data.weights {weights} give {rule}"
+        f"of {where} ({windows} at {window} targets) under {mixture} give {rule}"
     ]
 
 

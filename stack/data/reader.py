@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.plan import int64_sha256, step_sha256
+from contracts.plan import int64_sha256, share_weights, step_sha256
 from stack.data import mixture
 from stack.data.hashing import ids_sha256
 from stack.data.manifest import SPLITS, load_manifest
@@ -487,14 +487,9 @@ class TokenReader:
         return self._table.gather(np.arange(lo, min(hi, lo + windows), dtype=np.int64))
 
     def set_shares(self, shares: dict[str, float]) -> None:
-        """Serve each source's share of an epoch's windows from the next batch on (a policy's mixture).
-
-        A share p of a source with n windows is weight p * N / n, N the split's windows: its quota
-        is then floor(p * N) windows of an epoch of about N. A source with no windows takes none.
-        """
-        sizes = self.source_windows
-        total = sum(sizes.values())
-        self.reweight({name: shares.get(name, 0.0) * total / n for name, n in sizes.items() if n})
+        """Serve each source's share of an epoch's windows from the next batch on (a policy's
+        mixture), by the weights contracts.plan.share_weights defines for them."""
+        self.reweight(share_weights(shares, self.source_windows))
 
     def reweight(self, source_weights: dict[str, float]) -> None:
         """Change the source mixture from the next batch on (a resumed run's "polish" of the curriculum).

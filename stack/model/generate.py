@@ -27,6 +27,16 @@ class Decoder(Protocol):
     def __call__(self, idx: torch.Tensor, *, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
+class NothingToDraw(RuntimeError):
+    """A row's logits kept no token after the top-k and top-p cuts: there is nothing to draw from.
+
+    Every cut as documented keeps at least one token, so this is a sampler that broke its own rule.
+    `torch.multinomial` would stop on the empty row with a message about inf and nan naming no
+    setting; raised here instead, it lets GATE-TRAIN-005's replay count the draws that were asked
+    for and never made (stack.model.sampling_checks), so the run halts on the gate.
+    """
+
+
 def _check_sampling(
     temperature: float, top_k: int | None, top_p: float | None, repetition_penalty: float
 ) -> None:
@@ -79,10 +89,13 @@ def sample_next(
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
+    drawable = torch.isfinite(logits).any(dim=-1)  # rows a model's bad logits left empty are not the cuts'
     if top_k is not None:
         logits = keep_top_k(logits, top_k)
     if top_p is not None:
         logits = keep_top_p(logits, top_p)
+    if (drawable & ~torch.isfinite(logits).any(dim=-1)).any():
+        raise NothingToDraw(f"the top-k {top_k} / top-p {top_p} cuts kept no token of a row")
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
 
 

@@ -49,7 +49,7 @@ from torch import nn
 from contracts.gates import Outcome, gate_require, measure
 from stack.model.checks import relative_deviation
 from stack.model.config import ModelConfig
-from stack.model.generate import generate_long
+from stack.model.generate import NothingToDraw, generate_long
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 
@@ -139,6 +139,8 @@ class Draws:
     generator_state: torch.Tensor
     generator_device: torch.device
     logits: list[torch.Tensor] = field(default_factory=list)
+    # Draws asked for and never made: the sampler kept no token to draw from (NothingToDraw)
+    undrawn: int = 0
 
     def mismatched(self, text: torch.Tensor, windows: list[Window], sampler: Sampler) -> int:
         """How many draws of `text` (B, prompt + n: the prompt and the tokens sampled, in `windows`)
@@ -202,14 +204,27 @@ def watching_draws(model: nn.Module, generator: torch.Generator) -> Iterator[Dra
         handle.remove()
 
 
+@contextmanager
+def counting_undrawn(draws: Draws, asked: int) -> Iterator[None]:
+    """For a generation of `asked` draws: a sampler that stops with nothing to draw from leaves
+    them all in `draws.undrawn`, for GATE-TRAIN-005 to count as not drawn as configured, instead
+    of an internal error that names no setting."""
+    try:
+        yield
+    except NothingToDraw:
+        draws.undrawn = asked
+
+
 def sample_watched(
     model: nn.Module, idx: torch.Tensor, tokens: int, sampler: Sampler, generator: torch.Generator
-) -> tuple[Draws, torch.Tensor]:
+) -> tuple[Draws, torch.Tensor | None]:
     """`tokens` tokens after each row of `idx`, sampled by the model's own `generate` with
-    `sampler`'s settings, (B, tokens), and what each draw was made from."""
-    with watching_draws(model, generator) as draws:
+    `sampler`'s settings, (B, tokens), and what each draw was made from; None for the tokens when
+    the sampler had nothing to draw from (`Draws.undrawn`)."""
+    out = None
+    with watching_draws(model, generator) as draws, counting_undrawn(draws, idx.shape[0] * tokens):
         out = model.generate(idx, tokens, **sampler.settings(), generator=generator)
-    return draws, out[:, idx.shape[1] :]
+    return draws, None if out is None else out[:, idx.shape[1] :]
 
 
 # The spread probe: rows of logits, and draws from each (one prefill, then decoding steps).
@@ -270,9 +285,18 @@ class DrawTally:
     # The ids each generation drew, a row per sample: what the texts the monitor scores must decode
     sampled: list[list[int]] = field(default_factory=list)
 
-    def add(self, draws: Draws, drawn: torch.Tensor, model: nn.Module, idx: torch.Tensor) -> None:
+    def add_undrawn(self, draws: Draws) -> bool:
+        """Count a generation that stopped with nothing to draw from: every draw it was asked for
+        differs from the replay, which always has a token to draw. True when it stopped so."""
+        self.draws += draws.undrawn
+        self.mismatched_draws += draws.undrawn
+        return draws.undrawn > 0
+
+    def add(self, draws: Draws, drawn: torch.Tensor | None, model: nn.Module, idx: torch.Tensor) -> None:
         """One generation from `model` after the prompt `idx`: its sampled tokens (B, n) against their
         replay, and the logits they were drawn from against a plain forward of each window."""
+        if self.add_undrawn(draws) or drawn is None:
+            return
         self.sampled += drawn.tolist()
         text = torch.cat((idx, drawn), dim=1)
         windows = context_windows(idx.shape[1], drawn.shape[1], model.config.ctx)
@@ -281,8 +305,12 @@ class DrawTally:
         deviation = draws.context_deviation(model, text, windows)
         self.context_logits_deviation = max(self.context_logits_deviation, deviation)
 
-    def add_probe(self, draws: Draws, prompt: torch.Tensor, drawn: torch.Tensor) -> None:
+    def add_probe(self, draws: Draws, prompt: torch.Tensor, drawn: torch.Tensor | None) -> None:
         """The spread probe's sampled tokens (B, n) after `prompt` against their replay."""
+        if draws.undrawn or drawn is None:
+            self.probe_draws += draws.undrawn
+            self.mismatched_probe_draws += draws.undrawn
+            return
         self.probe_draws += drawn.numel()
         windows = context_windows(prompt.shape[1], drawn.shape[1], prompt.shape[1] + drawn.shape[1])
         self.mismatched_probe_draws += draws.mismatched(
@@ -338,12 +366,21 @@ def sample_checked(
     returned: every draw replayed from the logits it was made from after the context it had, those
     logits a plain forward's of their window, and the spread probe (from `seed`) drawn by the
     model's own `generate` with the same settings and replayed."""
-    with watching_draws(model, generator) as draws:
+    out = None
+    with watching_draws(model, generator) as draws, counting_undrawn(draws, idx.shape[0] * tokens):
         out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator)
     tally = DrawTally(sampler)
-    tally.add(draws, out[:, idx.shape[1] :], model, idx)
+    tally.add(draws, None if out is None else out[:, idx.shape[1] :], model, idx)
     spread = SpreadLogits(probe_width(model.config.vocab, sampler.top_k), idx.device, seed)
     probe, drawn = sample_watched(spread, spread.prompt, PROBE_TOKENS, sampler, generator)
     tally.add_probe(probe, spread.prompt, drawn)
     check_drawn(tally, None)
-    return out
+    return drawn_or_stop(out)
+
+
+def drawn_or_stop(drawn: torch.Tensor | None) -> torch.Tensor:
+    """The tokens a generation drew, once GATE-TRAIN-005 has judged them: a generation that stopped
+    with nothing to draw from has none to score or print even under a waiver of the gate."""
+    if drawn is None:
+        raise NothingToDraw("the sampler kept no token to draw from (GATE-TRAIN-005 waived): nothing drawn")
+    return drawn

@@ -80,6 +80,7 @@ from stack.model.sampling_checks import (
     Sampler,
     SpreadLogits,
     check_drawn,
+    drawn_or_stop,
     probe_width,
     sample_watched,
 )
@@ -974,24 +975,24 @@ class Trainer:
         self.model.eval()
         seed = self.config.train.seed * 1_000_003 + self.state.step
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        texts, scores = [], []
         ctx = self.config.model.ctx
         length = sample_length(monitor_cfg.tokens, ctx)  # the prompt keeps the rest of the context
         sampler = Sampler(monitor_cfg.temperature, monitor_cfg.top_k)
         tally = DrawTally(sampler)  # every draw replayed (GATE-TRAIN-005)
+        generations = []
         for prompt in monitor_cfg.prompts:
             ids = self.tokenizer.encode(prompt)[-(ctx - length) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
             draws, drawn = sample_watched(self.model, idx, length, sampler, generator)
             tally.add(draws, drawn, self.model, idx)
-            text = self.text_drawn(drawn[0].tolist())
-            texts.append(text)
-            scores.append(coherence_score(text))
+            generations.append(drawn)
         width = probe_width(self.config.model.vocab, monitor_cfg.top_k)
         spread = SpreadLogits(width, self.device, seed)  # the same draws, from spread logits
         probe_draws, probe_drawn = sample_watched(spread, spread.prompt, PROBE_TOKENS, sampler, generator)
         tally.add_probe(probe_draws, spread.prompt, probe_drawn)
         check_drawn(tally, self.state.step)  # before the scores: they are of these samples
+        texts = [self.text_drawn(drawn_or_stop(drawn)[0].tolist()) for drawn in generations]
+        scores = [coherence_score(text) for text in texts]
         line = {"step": self.state.step, "score": sample_score(scores), "scores": scores, "texts": texts}
         self.metrics_log.write("sample", **line)
         self.state.monitor.observe(line["score"], self.state.step)
