@@ -14,6 +14,9 @@ forger would, and the integrity check must name it.
   text is not the one its record hashes (round 4, T36);
 - a bandit run's last epoch plan restated one window short of what its last logged shares give
   (round 4, T66);
+- a quantisation restating round-to-nearest's error, or a LASER record a matrix's norm or the
+  norm of the singular values it discarded, otherwise than its committed source model gives
+  (round 4, T33);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
@@ -40,6 +43,7 @@ SAMPLE_RUN = "sample-20261125T124339"
 MEMORIZATION_RUN = "memorization-20261125T143155"
 DISTILL_RUN, DISTILL_DATA = "distill-moe4-20261125-spec-1.27.0", "prepare-20261125T152241"
 ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
+QUANTIZE_RUN, LASER_SOURCE_RUN = "quantize-20261125T143144", "laser-20261125T143130"  # committed sources
 MIX_RUN = "mix-run-20261125-spec-1.22.0"  # reads the data PREPARE_RUN made, by manifest digest
 
 
@@ -252,6 +256,61 @@ def test_a_policy_runs_quota_its_last_shares_do_not_give_is_caught(
     found = findings(run, LEDGER / PREPARE_RUN)
     assert any(says in line and "last shares" in line and "give 783736" in line for line in found) is caught
     assert caught or found == []
+
+
+def _first_row_scaled(gate_id: str, key: str, factor: float) -> Any:
+    """`gate_id`'s first matrix row's `key` times `factor`, in the record and in surgery.json alike."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        for rows in (report["gates"][gate_id]["matrices"], gate(data, gate_id)["measured"]["matrices"]):
+            rows[0][key] *= factor
+        path.write_text(json.dumps(report), encoding="utf-8")
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("run", "gate_id", "key", "factor", "says"),
+    [
+        pytest.param(
+            QUANTIZE_RUN,
+            "GATE-HQQ-001",
+            "rtn_error",
+            1.15,
+            "GATE-HQQ-001's layers.0.ffn_gate rtn_error is",
+            marks=pytest.mark.gate("GATE-INTEG-001"),
+            id="T33-rtn-error",
+        ),
+        pytest.param(
+            LASER_SOURCE_RUN,
+            "GATE-LASER-002",
+            "discarded_norm",
+            0.99,
+            "GATE-LASER-002's layers.2.ffn_gate discarded_norm is",
+            marks=pytest.mark.gate("GATE-INTEG-001"),
+            id="discarded-norm",
+        ),
+        pytest.param(
+            LASER_SOURCE_RUN,
+            "GATE-LASER-002",
+            "norm",
+            1 + 1e-11,
+            None,
+            marks=pytest.mark.holds("GATE-INTEG-001"),
+            id="norm-last-bits",
+        ),
+    ],
+)
+def test_a_surgery_restating_its_source_model_otherwise_is_caught(
+    tmp_path: Path, run: str, gate_id: str, key: str, factor: float, says: str | None
+) -> None:
+    """The source model is committed (evidence/models/stdlib-byte-demo-0.2.0): its weights give the
+    baseline error, the norms and the discarded singular values without the surgery. A change in
+    the last bits (a norm summed in another order) is within NORM_RTOL and passes."""
+    found = findings(planted(tmp_path, run, _first_row_scaled(gate_id, key, factor)))
+    assert any(says in line for line in found) if says else found == []
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -20,6 +20,7 @@ from argv_record import argv_record_problems, given
 from config_rebuild import rebuild_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
+from surgery_sources import surgery_source_problems
 
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
@@ -413,5 +414,5 @@ def check_record_truth(
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
         findings.violations += argv_record_problems(record)
-    findings.violations += repeatability_problems(record)
+    findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir)
     return findings

@@ -1,0 +1,132 @@
+"""What a surgery record states of the model it started from, derived again from that model.
+
+A LASER or HQQ record names its source model (config `source`, the word its command line gave)
+and the digest of the weights it read (surgery.json's `source.model_sha256`). Where those weights
+are in the repository (a committed model under evidence/models/, say) several of its numbers
+follow from them alone, without running the surgery or the model:
+
+* GATE-LASER-002, per matrix: its rank (the smaller dimension), its Frobenius norm, and the norm
+  of the singular values ⌈ρ·rank⌉ leaves out (an SVD in float64, as stack.surgery.laser takes it);
+* GATE-HQQ-001, per matrix: the Frobenius error of round-to-nearest at the record's bits and
+  group (contracts.quantisation, the baseline the quantiser is held to), rounded to the weight's
+  dtype as the quantiser stores it.
+
+So a record that restates a baseline error, a norm or a discarded norm its source does not give
+is caught, however well its files are re-hashed. The errors of the weights a surgery wrote are
+not derived here: those weights are the surgery's output, outside the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.quantisation import rtn_baseline
+from contracts.truncation import rank_kept
+from stack.model.names import block_matrix
+
+SURGERY_REPORT = "surgery.json"
+WEIGHTS = "model.safetensors"
+# Derived norms agree with the record to this relative tolerance: LAPACK's SVD and the norms'
+# summation order may differ in the last bits between machines; a tampering is far larger.
+NORM_RTOL = 1e-9
+
+
+def _matrix_key(site: str) -> str:
+    """The state-dict key of a block matrix named by its trace site, `layers.2.ffn_gate`."""
+    layers, index, name = site.split(".", 2)
+    return f"{layers}.{index}.{block_matrix(name).module}.weight"
+
+
+def source_weights(record: EvidenceRecord, report: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The source model's tensors, when its `source` names a directory of the repository whose
+    weights hash to the digest surgery.json states; else None (nothing to derive from)."""
+    word = record.config.get("source") if isinstance(record.config, dict) else None
+    stated = (report.get("source") or {}).get("model_sha256")
+    if not isinstance(word, str) or not isinstance(stated, str) or Path(word).is_absolute():
+        return None
+    path = (REPO_ROOT / word / WEIGHTS).resolve()
+    if not path.is_relative_to(REPO_ROOT) or not path.is_file():
+        return None
+    if hashlib.sha256(path.read_bytes()).hexdigest() != stated:
+        return None
+    return load_file(path)
+
+
+def _differs(recorded: Any, derived: float) -> bool:
+    return not isinstance(recorded, int | float) or not math.isclose(recorded, derived, rel_tol=NORM_RTOL)
+
+
+def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: float) -> list[str]:
+    problems = []
+    for row in rows:
+        weight = weights.get(_matrix_key(str(row.get("matrix"))))
+        if weight is None:
+            problems.append(f"GATE-LASER-002 names {row.get('matrix')}, which its source model does not hold")
+            continue
+        original = weight.double()
+        rank = min(weight.shape)
+        values = torch.linalg.svdvals(original)
+        derived = {
+            "rank": rank,
+            "norm": float(torch.linalg.matrix_norm(original)),
+            "discarded_norm": float(values[rank_kept(rank, rho) :].square().sum().sqrt()),
+        }
+        problems += [
+            f"GATE-LASER-002's {row.get('matrix')} {key} is {row.get(key)!r}, but its source model "
+            f"gives {want:.10g}"
+            for key, want in derived.items()
+            if _differs(row.get(key), want)
+        ]
+    return problems
+
+
+def _hqq_problems(rows: list[Any], weights: dict[str, torch.Tensor], bits: int, group: int) -> list[str]:
+    problems = []
+    for row in rows:
+        weight = weights.get(_matrix_key(str(row.get("matrix"))))
+        if weight is None:
+            problems.append(f"GATE-HQQ-001 names {row.get('matrix')}, which its source model does not hold")
+            continue
+        baseline = rtn_baseline(weight, bits, group).to(weight.dtype).double()
+        want = float(torch.linalg.matrix_norm(weight.double() - baseline))
+        if _differs(row.get("rtn_error"), want):
+            problems.append(
+                f"GATE-HQQ-001's {row.get('matrix')} rtn_error is {row.get('rtn_error')!r}, but "
+                f"round-to-nearest at {bits} bits in groups of {group} of its source model gives {want:.10g}"
+            )
+    return problems
+
+
+def surgery_source_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
+    """What a laser or quantize record states of its committed source model and the model does not
+    give (empty for other kinds, and for a source outside the repository)."""
+    if record.run.kind not in ("laser", "quantize") or not (run_dir / SURGERY_REPORT).is_file():
+        return []
+    try:
+        report = json.loads((run_dir / SURGERY_REPORT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # the artifact checks report a file that does not read
+    gates = report.get("gates") if isinstance(report, dict) else None
+    if not isinstance(gates, dict):
+        return []
+    settings = report.get("settings") or {}
+    laser_rows = (gates.get("GATE-LASER-002") or {}).get("matrices")
+    hqq_rows = (gates.get("GATE-HQQ-001") or {}).get("matrices")
+    rho, bits, group = settings.get("rho"), settings.get("bits"), settings.get("group_size")
+    weights = source_weights(record, report) if laser_rows or hqq_rows else None
+    if weights is None:
+        return []
+    problems = []
+    if isinstance(laser_rows, list) and isinstance(rho, int | float):
+        problems += _laser_problems([r for r in laser_rows if isinstance(r, dict)], weights, float(rho))
+    if isinstance(hqq_rows, list) and isinstance(bits, int) and isinstance(group, int):
+        problems += _hqq_problems([r for r in hqq_rows if isinstance(r, dict)], weights, bits, group)
+    return [f"{SURGERY_REPORT}: {problem}" for problem in problems]
