@@ -17,6 +17,8 @@ forger would, and the integrity check must name it.
 - a quantisation restating round-to-nearest's error, or a LASER record a matrix's norm or the
   norm of the singular values it discarded, otherwise than its committed source model gives
   (round 4, T33);
+- a sample repointed, everywhere its record names it, at the withdrawn release 0.1.0, whose
+  directory holds no manifest to verify its files by (round 4, T46);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
@@ -34,12 +36,15 @@ from typing import Any
 import pytest
 from ledger_support import LEDGER, assert_caught, findings, gate, planted
 
+from contracts.evidence import canonical_sha256
+
 DPO_RUN = "dpo-20261125-spec-1.22.0"
 SFT_RUN = "sft-lora-20261125-spec-1.22.0"
 LASER_RUN = "laser-20261122T145455"
 EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
+SAMPLE_RUN_26 = "sample-20261125T143147"  # reads release 0.2.0 by its repository path
 MEMORIZATION_RUN = "memorization-20261125T143155"
 DISTILL_RUN, DISTILL_DATA = "distill-moe4-20261125-spec-1.27.0", "prepare-20261125T152241"
 ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
@@ -311,6 +316,35 @@ def test_a_surgery_restating_its_source_model_otherwise_is_caught(
     the last bits (a norm summed in another order) is within NORM_RTOL and passes."""
     found = findings(planted(tmp_path, run, _first_row_scaled(gate_id, key, factor)))
     assert any(says in line for line in found) if says else found == []
+
+
+@pytest.mark.parametrize(
+    ("release", "caught"),
+    [
+        pytest.param("0.1.0", True, marks=pytest.mark.gate("GATE-INTEG-001"), id="T46-withdrawn-release"),
+        pytest.param("0.2.0", False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
+    ],
+)
+def test_a_read_repointed_at_a_committed_checkpoint_that_verifies_otherwise_is_caught(
+    tmp_path: Path, release: str, caught: bool
+) -> None:
+    """The sample read release 0.2.0 by its repository path; repointed at 0.1.0 in its command
+    line, its places, its config (digest re-made) and GATE-CKPT-002, it still says two files were
+    verified: 0.1.0's directory, verified again by the stack's verify_files, has no manifest."""
+    old, new = "stdlib-byte-demo-0.2.0", f"stdlib-byte-demo-{release}"
+
+    def repointed(data: dict[str, Any], _run_dir: Path) -> None:
+        run = data["run"]
+        run["argv"] = [word.replace(old, new) for word in run["argv"]]
+        run["places"] = {k.replace(old, new): v.replace(old, new) for k, v in run["places"].items()}
+        data["config"]["checkpoint"] = data["config"]["checkpoint"].replace(old, new)
+        data["config_sha256"] = canonical_sha256(data["config"])
+        gate(data, "GATE-CKPT-002")["measured"]["checkpoint"] = new
+
+    found = findings(planted(tmp_path, SAMPLE_RUN_26, repointed))
+    says = f"gates[GATE-CKPT-002] says 2 file(s) of {new} verified (no problem), but evidence/models/{new}"
+    assert any(says in line and "verifies 0" in line for line in found) is caught
+    assert caught or found == []
 
 
 @pytest.mark.gate("GATE-INTEG-001")
