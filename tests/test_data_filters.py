@@ -33,7 +33,7 @@ from site_filters import drops_section
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
-from contracts.shingles import minhash_allowance
+from contracts.shingles import exact_jaccard, minhash_allowance
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import prepare_tasks
@@ -1199,6 +1199,11 @@ def _reversed_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def _band_taken_as_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands misused: a candidate that shares one band is a duplicate, whatever its signature says."""
+    monkeypatch.setattr(NearDuplicates, "similarity", lambda self, a, b: 1.0)
+
+
 def _short_exact_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """The exact index keyed by one byte of the sha256, not its 64-bit prefix."""
     check = NearDuplicates.check_signature
@@ -1208,7 +1213,9 @@ def _short_exact_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.gate("GATE-DATA-013")
-@pytest.mark.parametrize("plant", [_one_byte_shingles, _reversed_threshold, _short_exact_key])
+@pytest.mark.parametrize(
+    "plant", [_one_byte_shingles, _reversed_threshold, _band_taken_as_duplicate, _short_exact_key]
+)
 def test_wrong_dedup_drops_stop_the_prepare(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -1239,3 +1246,11 @@ def test_a_near_drop_just_below_the_minhash_allowance_fires() -> None:
     for jaccard, fires in ((floor + 1e-9, False), (floor - 1e-9, True)):
         measured["dedup"]["near"][0]["jaccard"] = jaccard
         assert bool(judge("GATE-DATA-013", measured)) is fires
+
+
+def test_the_exact_jaccard_counts_byte_windows() -> None:
+    """Known values: 'abcdef' and 'abcdeg' share 'abcde' of their 5-byte windows {abcde, bcdef} and
+    {abcde, bcdeg}; a text shorter than the width is one window; the allowance at the defaults is 0.28."""
+    assert exact_jaccard(b"abcdef", b"abcdeg", 5) == 1 / 3
+    assert exact_jaccard(b"abc", b"abc", 5) == 1.0 and exact_jaccard(b"abc", b"abd", 5) == 0.0
+    assert math.isclose(minhash_allowance(0.8, 32, 4), 0.2828, abs_tol=1e-4)
