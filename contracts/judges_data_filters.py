@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges
+from contracts.judges import Malformed, Measured, Thresholds, count, flag, has, items, judges, number
+from contracts.shingles import minhash_allowance
 
 
 def _sources(m: Measured) -> Mapping[str, Any]:
@@ -62,11 +63,21 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-DATA-013", needs=("sources",))
+@judges(
+    "GATE-DATA-013",
+    checks={
+        "coverage": ("sources",),
+        # rev 3: the dedup filter's drops, judged again apart from its hashes
+        "dedup": ("dedup",),
+    },
+)
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver; each
-    filter that ran on a source that held documents is proven by its canaries, all dropped by it."""
-    problems = []
+    filter that ran on a source that held documents is proven by its canaries, all dropped by it;
+    and the dedup drops re-judged were duplicates (`_dedup_problems`)."""
+    problems = _dedup_problems(m["dedup"], t) if has(m, "dedup") else []
+    if not has(m, "sources"):
+        return problems
     for name, row in _sources(m).items():
         canaries = row.get("canaries")
         if not isinstance(canaries, Mapping):
@@ -83,6 +94,44 @@ def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
             problems.append(f"source {name!r} was not filtered and has no waiver{marked}")
         elif filters and waiver is not None:
             problems.append(f"source {name!r} is both waived and filtered")
+    return problems
+
+
+def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
+    """The dedup drops re-judged (stack.data.filters.dedup.Rechecks): the sample is the first
+    dedup_recheck_pairs drops of each kind (near ones whose kept document was held); an exact drop's
+    sha256 is its kept document's; a near drop's exact Jaccard similarity of byte shingles is at
+    least min_jaccard less dedup_error_sds standard errors of MinHash over its permutations."""
+    if not isinstance(dedup, Mapping):
+        raise Malformed(f"'dedup' is {dedup!r}, not an object")
+    pairs = int(t["dedup_recheck_pairs"])
+    exact, near = items(dedup, "exact"), items(dedup, "near")
+    exact_drops, near_drops, unheld = (count(dedup, k) for k in ("exact_drops", "near_drops", "unheld"))
+    problems = []
+    if len(exact) != min(pairs, exact_drops):
+        problems.append(f"dedup: {len(exact)} exact drop(s) re-judged of {exact_drops}; sample {pairs}")
+    if unheld > near_drops or len(near) != min(pairs, near_drops - unheld):
+        problems.append(
+            f"dedup: {len(near)} near drop(s) re-judged of {near_drops} ({unheld} unheld); sample {pairs}"
+        )
+    for row in exact:
+        if not isinstance(row, Mapping) or row.get("doc") != row.get("kept") or not row.get("doc"):
+            problems.append(f"dedup: an exact drop is no copy of the document kept: {row!r}")
+    min_jaccard, permutations = number(dedup, "min_jaccard"), count(dedup, "permutations")
+    if permutations < 1:
+        raise Malformed(f"dedup: 'permutations' is {permutations}")
+    floor = min_jaccard - minhash_allowance(min_jaccard, permutations, t["dedup_error_sds"])
+    for row in near:
+        if not isinstance(row, Mapping):
+            raise Malformed(f"dedup: near drop {row!r} is not an object")
+        jaccard = number(row, "jaccard")
+        if not jaccard >= floor:
+            problems.append(
+                f"dedup: document {str(row.get('doc'))[:12]} was dropped as a near duplicate of "
+                f"{str(row.get('kept'))[:12]} but their {count(dedup, 'shingle_bytes')}-byte shingles' "
+                f"exact Jaccard similarity is {jaccard:.3f} < {floor:.3f} (min_jaccard {min_jaccard} "
+                f"less {t['dedup_error_sds']} standard errors of MinHash over {permutations} permutations)"
+            )
     return problems
 
 

@@ -89,12 +89,28 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         # and the passages retrieved for an item are the best the folder holds for its prompt
         "contexts": ("contexts_read", "contexts_stated"),
         "retrieval": ("retrieval",),
+        # rev 3: the ids each scoring forward read and scored, as taped, are the stated context cut
+        # by contracts.truncation.completion_window, and the context ids cut are its count
+        "windows": ("windows_read", "windows_stated", "dropped_read", "dropped_stated"),
     },
 )
 def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
     problems = _row_problems(m.get("rows")) + _leak_problems(items(m, "few_shot")) if has(m, "rows") else []
     if has(m, "contexts_read", "contexts_stated"):
         problems += _context_problems(m.get("contexts_read"), m.get("contexts_stated"))
+    if has(m, "windows_read", "windows_stated", "dropped_read", "dropped_stated"):
+        problems += _per_item_problems(
+            m.get("windows_read"),
+            m.get("windows_stated"),
+            "were scored on other token ids than the stated context cut to its newest tokens before "
+            "the whole completion (cut from the wrong end? a room off by one? the completion cut? "
+            "no end-of-text id?)",
+        )
+        problems += _per_item_problems(
+            m.get("dropped_read"),
+            m.get("dropped_stated"),
+            "record another count of context tokens cut than the stated context's length less the room",
+        )
     if has(m, "retrieval"):
         problems += _retrieval_problems(items(m, "retrieval"))
     return problems
@@ -103,20 +119,28 @@ def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
 def _context_problems(read: Any, stated: Any) -> list[str]:
     """Per row, the digest of the text each forward read before a completion against the text the
     row states it put there (the item's prompt after its examples or passages)."""
+    return _per_item_problems(
+        read,
+        stated,
+        "were scored after another text than the row states (examples without their completions? "
+        "other passages?)",
+    )
+
+
+def _per_item_problems(read: Any, stated: Any, what: str) -> list[str]:
+    """Per row, each item's value as read against the value the row states: `what` the items that
+    differ did."""
     if not (isinstance(read, dict) and isinstance(stated, dict)):
-        raise Malformed("'contexts_read' and 'contexts_stated' must be objects of row name → digests")
+        raise Malformed("read and stated values must be objects of row name → per-item values")
     problems = []
     for name in sorted(read.keys() | stated.keys()):
         got, want = read.get(name), stated.get(name)
         if not (isinstance(got, list) and isinstance(want, list)):
-            problems.append(f"row {name}: read or stated contexts are missing")
+            problems.append(f"row {name}: read or stated values are missing")
             continue
         differing = sum(a != b for a, b in zip(got, want, strict=False)) + abs(len(got) - len(want))
         if differing:
-            problems.append(
-                f"row {name}: {differing} of {len(want)} items were scored after another text than the "
-                "row states (examples without their completions? other passages?)"
-            )
+            problems.append(f"row {name}: {differing} of {len(want)} items {what}")
     return problems
 
 

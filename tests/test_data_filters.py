@@ -18,6 +18,7 @@ import json
 import math
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import corpora
@@ -32,10 +33,12 @@ from site_filters import drops_section
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
+from contracts.shingles import exact_jaccard, minhash_allowance
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import prepare_tasks
 from stack.data.filters import canaries, leak
+from stack.data.filters import dedup as dedup_module
 from stack.data.filters.dedup import NearDuplicates
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
@@ -1144,3 +1147,110 @@ def test_one_system_line_before_a_question_is_kept_and_a_pasted_prompt_is_not() 
         assert runner.keep_turns("chat", [("user", turn), ("assistant", "Lima.")], turn.encode()) is kept, (
             turn
         )
+
+
+# -- GATE-DATA-013's dedup check: each drop judged again by the exact Jaccard of byte shingles -----
+
+
+def dup_corpus(root: Path) -> list[str]:
+    """Thirty distinct English documents, four near copies (one word changed), six that share half a
+    document with one of them (similar, not duplicates) and one exact copy."""
+    docs = {f"doc{i:02d}.txt": corpora.english_text(i, 12) for i in range(30)}
+    for i in range(4):
+        text = docs[f"doc{i:02d}.txt"]
+        word = text.split()[5]
+        docs[f"near{i}.txt"] = text.replace(word, word.upper(), 1)
+    for i in range(6):
+        first, second = docs[f"doc{10 + i:02d}.txt"], corpora.english_text(100 + i, 12)
+        docs[f"half{i}.txt"] = first[: len(first) // 2] + second[len(second) // 2 :]
+    docs["copy.txt"] = docs["doc05.txt"]
+    return corpus(root, {"web": docs})
+
+
+def prepare_dedup(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> tuple[int, str, str]:
+    inputs = dup_corpus(tmp_path / f"{name}-in")
+    argv = ("prepare", *inputs, "--out", str(tmp_path / name), "--val-fraction", "0", "--filter", "dedup")
+    return run_cli(capsys, *argv)
+
+
+@pytest.mark.holds("GATE-DATA-013")
+def test_a_correct_dedup_on_real_near_duplicates_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The four near copies and the exact copy are dropped, the half-shared documents kept, and each
+    drop re-judged holds."""
+    code, out, _ = prepare_dedup(tmp_path, capsys, "data")
+    assert code == 0 and "web: 41 in, 36 out, 12.20% dropped (dedup_exact 1, dedup_near 4)" in out
+
+
+def _one_byte_shingles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's N21: every offset hashes the same slice, so a shingle depends on one byte."""
+    hashes = dedup_module.shingle_hashes
+    monkeypatch.setattr(dedup_module, "shingle_hashes", lambda data, width: hashes(data, 1))
+
+
+def _reversed_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate is dropped when its estimated similarity is at most min_jaccard, not at least."""
+    similarity = NearDuplicates.similarity
+    monkeypatch.setattr(
+        NearDuplicates,
+        "similarity",
+        lambda self, a, b: 2 * self.settings.min_jaccard - similarity(self, a, b),
+    )
+
+
+def _band_taken_as_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bands misused: a candidate that shares one band is a duplicate, whatever its signature says."""
+    monkeypatch.setattr(NearDuplicates, "similarity", lambda self, a, b: 1.0)
+
+
+def _short_exact_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact index keyed by one byte of the sha256, not its 64-bit prefix."""
+    check = NearDuplicates.check_signature
+    monkeypatch.setattr(
+        NearDuplicates, "check_signature", lambda self, sha, sig: check(self, sha[:1].ljust(32, b"\0"), sig)
+    )
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize(
+    "plant", [_one_byte_shingles, _reversed_threshold, _band_taken_as_duplicate, _short_exact_key]
+)
+def test_wrong_dedup_drops_stop_the_prepare(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+) -> None:
+    """Each planted dedup bug drops documents that are not duplicates: exit 3 naming the gate, and
+    nothing published."""
+    plant(monkeypatch)
+    code, _, err = prepare_dedup(tmp_path, capsys, "data")
+    assert code == EXIT_GATE and "GATE-DATA-013" in err and "dedup: " in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_a_near_drop_just_below_the_minhash_allowance_fires() -> None:
+    """The re-judged similarity against min_jaccard less dedup_error_sds standard errors: just
+    inside holds, just beyond fires."""
+    runner = FilterRunner(SETTINGS, ["dedup"], {})
+    base = corpora.english_text(3, 12)
+    for text in (base, base.replace(base.split()[5], "CHANGED", 1)):
+        runner.verdict("web", document(text), content_sha256(text.encode()))
+    measured = {"dedup": runner.rechecks.as_dict()}
+    assert measured["dedup"]["near_drops"] == 1 and judge("GATE-DATA-013", measured) == []
+    t = load_spec().gate("GATE-DATA-013").threshold_values
+    dedup = SETTINGS.dedup
+    floor = dedup.min_jaccard - minhash_allowance(dedup.min_jaccard, dedup.permutations, t["dedup_error_sds"])
+    for jaccard, fires in ((floor + 1e-9, False), (floor - 1e-9, True)):
+        measured["dedup"]["near"][0]["jaccard"] = jaccard
+        assert bool(judge("GATE-DATA-013", measured)) is fires
+
+
+def test_the_exact_jaccard_counts_byte_windows() -> None:
+    """Known values: 'abcdef' and 'abcdeg' share 'abcde' of their 5-byte windows {abcde, bcdef} and
+    {abcde, bcdeg}; a text shorter than the width is one window; the allowance at the defaults is 0.28."""
+    assert exact_jaccard(b"abcdef", b"abcdeg", 5) == 1 / 3
+    assert exact_jaccard(b"abc", b"abc", 5) == 1.0 and exact_jaccard(b"abc", b"abd", 5) == 0.0
+    assert math.isclose(minhash_allowance(0.8, 32, 4), 0.2828, abs_tol=1e-4)

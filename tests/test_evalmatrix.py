@@ -26,6 +26,7 @@ from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
+from stack.eval import completion as completion_module
 from stack.eval import matrix as matrix_module
 from stack.eval.items import Item
 from stack.eval.matrix import Matrix, Row, RowResult, adapter_outcome
@@ -364,3 +365,65 @@ def test_documents_are_cut_into_paragraphs(tmp_path: Path) -> None:
         ("one.md", 0, "first para"),
         ("one.md", 1, "second para"),
     ]
+
+
+# -- GATE-FT-002 check windows: the ids each scoring forward read, held to the documented cut ----------
+
+
+def _oldest_kept(fit: Any) -> Any:
+    """The audit's N11: the context cut keeps its oldest tokens (the prompt itself is cut off)."""
+
+    def fit_context(context: list[int], completion: int, ctx: int, where: str) -> tuple[list[int], int]:
+        kept, dropped = fit(context, completion, ctx, where)
+        return context[: len(kept)], dropped
+
+    return fit_context
+
+
+def _room_off_by_one(fit: Any) -> Any:
+    """The room is one token short: one context token too many is cut."""
+    return lambda context, completion, ctx, where: fit(context, completion + 1, ctx, where)
+
+
+def _no_eot(fit: Any) -> Any:
+    """The context loses its leading end-of-text id."""
+    return lambda context, completion, ctx, where: fit(context[1:], completion, ctx, where)
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_a_cut_few_shot_context_is_the_documented_cut(world: dict[str, Any], tmp_path: Path) -> None:
+    """Four shots overflow the model's 64 tokens: row B's contexts are cut, and what each forward read
+    is the stated context's newest tokens before the whole completion."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "4")) == 0
+    verdicts, evidence = _record(record)
+    measured = next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["measured"]
+    assert verdicts["GATE-FT-002"] == "PASS" and min(measured["dropped_read"]["B"]) > 0
+    assert measured["windows_read"] == measured["windows_stated"]
+
+
+@pytest.mark.gate("GATE-FT-002")
+@pytest.mark.parametrize("planted", [_oldest_kept, _room_off_by_one, _no_eot])
+def test_a_context_cut_other_than_documented_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: Any
+) -> None:
+    """Each planted cut reads other ids than the rule gives for the stated context: exit 3."""
+    monkeypatch.setattr(completion_module, "fit_context", planted(completion_module.fit_context))
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "4")) == 3
+    verdicts, evidence = _record(record)
+    assert verdicts["GATE-FT-002"] == "FAIL" and evidence["run"]["status"] == "halted"
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_completion_cut_instead_of_the_context_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forward scores the completion less its last token: the taped targets are not the rule's."""
+    ids = completion_module.check_round_trip
+    monkeypatch.setattr(
+        completion_module, "check_round_trip", lambda tokenizer, text: ids(tokenizer, text)[:-1]
+    )
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "4")) == 3
+    assert _record(record)[0]["GATE-FT-002"] == "FAIL"

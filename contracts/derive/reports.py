@@ -232,7 +232,7 @@ def _row_problems(row: dict[str, Any], report: dict[str, Any]) -> list[str]:
 @derives("evalmatrix")
 def evalmatrix_record(inputs: Inputs) -> Derivation:
     """Rows from per-item scores; the adapter's gain and GATE-FT-001 from rows B and C; GATE-FT-002's
-    item ids and few-shot draws from the same file."""
+    item ids, few-shot draws and each item's context tokens cut from the same file."""
     derived = Derivation()
     report = report_of(inputs, derived, "evalmatrix.json", "1.6.0")
     if report is None:
@@ -268,6 +268,10 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         derived.put(("metrics", "adapter_gain_bpb"), None)
     if judged_rows is not None:
         judged(inputs, derived, "GATE-FT-002", {"rows": judged_rows, "few_shot": report.get("few_shot")})
+        # the context tokens each item records as cut, as GATE-FT-002's check windows read them (rev 3)
+        assert isinstance(scores, dict)
+        cut = {name: [item.get("dropped") for item in items] for name, items in scores.items()}
+        derived.put(("gates", "GATE-FT-002", "measured", "dropped_read"), cut, optional=True)
     elif "few_shot" in report:
         derived.gate("GATE-FT-002", {"few_shot": report["few_shot"]})
     return derived

@@ -203,7 +203,8 @@ class _Collector:
         """dedup's word where it is still due, then the books: a canary's tally, or the document's counts."""
         reason = judged.reason
         if reason is None and judged.signature is not None:
-            reason = self.runner.duplicate(judged.sha, judged.signature)
+            assert judged.data is not None, "a document dedup judges comes with its bytes"
+            reason = self.runner.duplicate(judged.sha, judged.signature, judged.data)
         if judged.canary is not None:  # counted apart; a canary never has ids, so it is never written
             self.runner.count_canary(judged.source, judged.canary, reason)
             return reason

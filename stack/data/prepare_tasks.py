@@ -178,7 +178,9 @@ class Judged:
     """One document or canary as the screen left it, and how many ids were written for it.
 
     `reason` is the verdict of the filters before dedup; `signature` is set when dedup is still to
-    judge it. `sha` of a long document is known once it has been read whole (after encoding).
+    judge it, and `data` with it: the bytes it was made from, which GATE-DATA-013's dedup check
+    compares again (stack.data.filters.dedup.Rechecks). `sha` of a long document is known once it
+    has been read whole (after encoding).
     `text` is its first characters, kept where it may be dropped (for the example and the log).
     """
 
@@ -190,6 +192,7 @@ class Judged:
     length: int = 0
     system: str | None = None
     signature: np.ndarray | None = None
+    data: bytes | None = None
     canary: Canary | None = None
     tokens: int = 0
     unread: bool = False
@@ -240,7 +243,7 @@ def _judge_canary(screen: Screen, dedup: NearDuplicates | None, source: str, can
     reason = screen.reason(source, Doc(canary.data, canary.length, canary.delimited))
     judged = Judged(source, content_sha256(canary.data), reason, "canary", canary=canary)
     if reason is None and dedup is not None and screen.dedups(source):
-        judged.signature = dedup.signature(canary.data)
+        judged.signature, judged.data = dedup.signature(canary.data), canary.data
     return judged
 
 
@@ -287,7 +290,7 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
         if reason is not None or dedups:
             judged.text = snippet(screen.text(doc.data))
         if reason is None and dedups and dedup is not None:
-            judged.signature = dedup.signature(doc.data)
+            judged.signature, judged.data = dedup.signature(doc.data), doc.data
         data = doc.data
         if long:
             yield batch

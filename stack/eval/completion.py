@@ -9,6 +9,8 @@ something to be predicted from.
 A context too long for the model is cut from the left, keeping the tokens nearest the completion,
 and the cut is counted (`dropped`): a row whose few-shot examples or passages were cut says so.
 The completion itself is never cut; one that does not fit beside a single context token is refused.
+The scoring forward records the ids it read and the targets it scored on the active tape
+(stack.model.consumed): GATE-FT-002 holds them to contracts.truncation.completion_window.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from contracts.errors import BadInput
 from stack.data.tokenizer import Tokenizer
 from stack.eval.bpb import check_round_trip
+from stack.model.consumed import Consumed, mode_of, record
 from stack.model.generate import generate
 from stack.model.gpt import GPT
 
@@ -57,9 +60,13 @@ def score_completion(
     context_ids = [tokenizer.eot_id, *tokenizer.encode(context)]
     kept, dropped = fit_context(context_ids, len(target), model.config.ctx, where)
     sequence = torch.tensor([kept + target], dtype=torch.long, device=device)
-    logits, _ = model(sequence[:, :-1], None)
-    scored = logits[0, len(kept) - 1 :].float()
-    nll = float(F.cross_entropy(scored, sequence[0, len(kept) :], reduction="sum").double())
+    inputs, start = sequence[:, :-1], len(kept) - 1
+    logits, _ = model(inputs, None)
+    targets = sequence[0, start + 1 :]
+    nll = float(F.cross_entropy(logits[0, start:].float(), targets, reduction="sum").double())
+    # what this forward read and scored, on the tape GATE-FT-002's check windows reads
+    scored = F.pad(targets, (start, 0), value=-1)[None]
+    record(Consumed(inputs, scored, None, logits.dtype, mode=mode_of(model)))
     matched = None
     if exact:
         grown = generate(model, sequence[:, : len(kept)], len(target), temperature=0.0)

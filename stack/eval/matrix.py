@@ -28,17 +28,20 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.truncation import Window, completion_window, window_sha256
 from stack.data.tokenizer import Tokenizer
+from stack.eval.bpb import check_round_trip
 from stack.eval.completion import score_completion
 from stack.eval.items import Item
 from stack.eval.retrieval import BM25
+from stack.model.consumed import Consumed, recording
 from stack.model.gpt import GPT
 
 SEPARATOR = "\n\n"  # between few-shot examples, passages and the prompt
@@ -78,6 +81,10 @@ class RowResult:
     row: Row
     scores: list[dict[str, Any]]
     contexts: list[str]  # per item, the sha256 of the text the model read before its completion
+    # per item, the digest of the ids its scoring forward read and scored, as taped
+    # (contracts.truncation.window_sha256), and the context the scoring model holds
+    windows: list[str] = field(default_factory=list)
+    ctx: int = 0
 
     @property
     def ids(self) -> list[str]:
@@ -220,13 +227,15 @@ def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
     """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
-    scores, read = [], []
+    scores, read, windows = [], [], []
     for item, context in contexts:
         read.append(text_sha256(context))  # the text the model is handed, as handed
         where = f"row {row.name}, item {item.id}"
-        scored = score_completion(
-            model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
-        )
+        with recording() as tape:
+            scored = score_completion(
+                model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
+            )
+        windows.append(taped_window(tape))
         scores.append(
             {
                 "id": item.id,
@@ -238,19 +247,53 @@ def score_row(
             }
         )
         advance()
-    return RowResult(row, scores, read)
+    return RowResult(row, scores, read, windows, model.config.ctx)
 
 
-def same_items_outcome(matrix: Matrix, items: list[Item], passages: int) -> Outcome:
+def taped_window(tape: list[Consumed]) -> str:
+    """The digest of the ids the one scoring forward of a completion read and scored, as taped; a
+    tape without exactly one scoring says how many it holds (no digest matches that)."""
+    if len(tape) != 1:
+        return f"{len(tape)} scorings taped"
+    (consumed,) = tape
+    return window_sha256(consumed.inputs[0].tolist(), consumed.targets[0].tolist())
+
+
+def stated_windows(
+    result: RowResult, items: list[Item], matrix: Matrix, tokenizer: Tokenizer
+) -> list[Window]:
+    """Per item, what the row's scoring forward should read and score by the documented rule
+    (contracts.truncation.completion_window) applied to the context the row states."""
+    return [
+        completion_window(
+            tokenizer.eot_id,
+            tokenizer.encode(stated_context(result.row, item, matrix)),
+            check_round_trip(tokenizer, item.completion),
+            result.ctx,
+        )
+        for item in items
+    ]
+
+
+def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokenizer: Tokenizer) -> Outcome:
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
-    and each item's retrieved passages against the best score of those left."""
+    the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
+    documented cut of the stated context (`stated_windows`), and each item's retrieved passages
+    against the best score of those left."""
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
     measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
     measured["contexts_stated"] = {
         r.row.name: [text_sha256(stated_context(r.row, item, matrix)) for item in items] for r in matrix.rows
     }
+    stated = {r.row.name: stated_windows(r, items, matrix, tokenizer) for r in matrix.rows}
+    measured["windows_read"] = {r.row.name: r.windows for r in matrix.rows}
+    measured["windows_stated"] = {
+        name: [window_sha256(w.inputs, w.targets) for w in windows] for name, windows in stated.items()
+    }
+    measured["dropped_read"] = {r.row.name: [score["dropped"] for score in r.scores] for r in matrix.rows}
+    measured["dropped_stated"] = {name: [w.dropped for w in windows] for name, windows in stated.items()}
     if matrix.retrieved:
         measured["retrieval"] = [
             {
@@ -264,7 +307,10 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int) -> Outc
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
 
-@gate_ensure("GATE-FT-002", lambda setup, items, result: same_items_outcome(result, items, setup.passages))
+@gate_ensure(
+    "GATE-FT-002",
+    lambda setup, items, result: same_items_outcome(result, items, setup.passages, setup.tokenizer),
+)
 def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
     """Every row of the setup over `items`; `advance(row)` after each item scored."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}

@@ -11,17 +11,27 @@ permutations/bands rows, and documents that share a whole band are candidates; a
 near duplicate when its estimated similarity with an earlier document is at least
 `min_jaccard`. The index holds only signatures (4 bytes a permutation) and one entry per band
 per document, never text: prepare stays streaming.
+
+Every decision is checked against something the MinHash path does not share (`Rechecks`,
+GATE-DATA-013's dedup check): each exact drop's sha256 against its kept document's, and the
+first `dedup_recheck_pairs` near drops by the exact Jaccard similarity of the two documents'
+byte shingles (contracts.shingles), for which the writer holds the bytes of kept documents up
+to HELD_BYTES.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from contracts.errors import BadInput
+from contracts.shingles import exact_jaccard
 from stack.data.filters.settings import DedupSettings
 
 _BASE = np.uint64(0x100000001B3)  # the FNV-1a prime: an odd multiplier that mixes bytes well
 _CHUNK = 1 << 16  # shingles permuted at once: permutations × 512 KiB of memory
+HELD_BYTES = 64 << 20  # kept documents' bytes held for re-judging near drops (Rechecks)
 
 
 def _permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +55,14 @@ def shingle_hashes(data: bytes, width: int) -> np.ndarray:
     return np.unique(hashes)
 
 
+class Duplicate(NamedTuple):
+    """Why a document is dropped (`dedup_exact` or `dedup_near`) and the sha256 of the earlier, kept
+    document it repeats: the pair GATE-DATA-013's dedup check judges again."""
+
+    reason: str
+    kept: bytes
+
+
 class NearDuplicates:
     """The signatures of the documents kept so far, and the band index that finds candidates."""
 
@@ -58,8 +76,9 @@ class NearDuplicates:
         self._a, self._c = _permutations(settings.permutations)
         self._rows = settings.permutations // settings.bands
         self._signatures: list[np.ndarray] = []
+        self._shas: list[bytes] = []  # the sha256 of each document indexed, by number
         self._bands: list[dict[bytes, int]] = [{} for _ in range(settings.bands)]
-        self._exact: set[bytes] = set()
+        self._exact: dict[bytes, bytes] = {}  # 64-bit prefix → the sha256 of the first document with it
 
     def signature(self, data: bytes) -> np.ndarray:
         """The MinHash signature of a text: per permutation, the top half of its 64-bit minimum."""
@@ -75,27 +94,84 @@ class NearDuplicates:
         """The estimated Jaccard similarity of two signatures: the share of places they agree in."""
         return float(np.mean(first == second))
 
-    def check(self, sha: bytes, data: bytes) -> str | None:
-        """`dedup_exact` or `dedup_near` when it repeats an earlier document; else None (it is indexed)."""
+    def check(self, sha: bytes, data: bytes) -> Duplicate | None:
+        """The earlier document it repeats, exactly or nearly; else None (it is indexed)."""
         return self.check_signature(sha, None if sha[:8] in self._exact else self.signature(data))
 
-    def check_signature(self, sha: bytes, signature: np.ndarray | None) -> str | None:
+    def check_signature(self, sha: bytes, signature: np.ndarray | None) -> Duplicate | None:
         """`check` with the signature made beforehand (by a worker process; None when it was not needed)."""
         key = sha[:8]
         if key in self._exact:
-            return "dedup_exact"
+            return Duplicate("dedup_exact", self._exact[key])
         assert signature is not None, "a document not seen before needs its signature"
         keys = [
             signature[b * self._rows : (b + 1) * self._rows].tobytes() for b in range(self.settings.bands)
         ]
         candidates = {band[k] for band, k in zip(self._bands, keys, strict=True) if k in band}
-        if any(
-            self.similarity(signature, self._signatures[c]) >= self.settings.min_jaccard for c in candidates
-        ):
-            return "dedup_near"
-        self._exact.add(key)
+        for c in sorted(candidates):
+            if self.similarity(signature, self._signatures[c]) >= self.settings.min_jaccard:
+                return Duplicate("dedup_near", self._shas[c])
+        self._exact[key] = sha
         number = len(self._signatures)
         self._signatures.append(signature)
+        self._shas.append(sha)
         for band, k in zip(self._bands, keys, strict=True):
             band.setdefault(k, number)
         return None
+
+
+class Rechecks:
+    """The dedup drops GATE-DATA-013 judges again, measured beside the index, apart from its hashes.
+
+    Exact drops: the first `pairs`, each with its kept document's sha256 (equal, for a true
+    duplicate). Near drops: the first `pairs` whose kept document's bytes are held, each with the
+    exact Jaccard similarity of the two documents' `shingle_bytes`-wide shingles. Kept documents'
+    bytes are held in reading order while they fit in HELD_BYTES and the sample is not full; a
+    near drop whose kept document was not held, while the sample was open, is counted `unheld`.
+    """
+
+    def __init__(self, settings: DedupSettings, pairs: int) -> None:
+        self.settings, self.pairs = settings, pairs
+        self._held: dict[bytes, bytes] = {}
+        self._room = HELD_BYTES
+        self.exact: list[dict[str, str]] = []
+        self.near: list[dict[str, object]] = []
+        self.exact_drops = self.near_drops = self.unheld = 0
+
+    def note(self, sha: bytes, data: bytes, found: Duplicate | None) -> None:
+        """Book one verdict of the index on the document `data` (sha256 `sha`)."""
+        if found is None:
+            if len(self.near) < self.pairs and len(data) <= self._room:
+                self._held[sha] = data
+                self._room -= len(data)
+            return
+        if found.reason == "dedup_exact":
+            self.exact_drops += 1
+            if len(self.exact) < self.pairs:
+                self.exact.append({"doc": sha.hex(), "kept": found.kept.hex()})
+            return
+        self.near_drops += 1
+        if len(self.near) == self.pairs:
+            return
+        kept = self._held.get(found.kept)
+        if kept is None:
+            self.unheld += 1
+            return
+        jaccard = exact_jaccard(kept, data, self.settings.shingle_bytes)
+        self.near.append({"doc": sha.hex(), "kept": found.kept.hex(), "jaccard": jaccard})
+        if len(self.near) == self.pairs:
+            self._held.clear()  # the sample is full: nothing more to compare with
+
+    def as_dict(self) -> dict[str, object]:
+        """What GATE-DATA-013's dedup check reads: the filter's settings, the drops and the sample."""
+        s = self.settings
+        return {
+            "shingle_bytes": s.shingle_bytes,
+            "permutations": s.permutations,
+            "min_jaccard": s.min_jaccard,
+            "exact_drops": self.exact_drops,
+            "near_drops": self.near_drops,
+            "unheld": self.unheld,
+            "exact": self.exact,
+            "near": self.near,
+        }

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
+from contracts.spec import load_spec
 from stack.data.filters import canaries, diversity, encoding, leak, script, size
 from stack.data.filters.canaries import Canary
-from stack.data.filters.dedup import NearDuplicates
+from stack.data.filters.dedup import NearDuplicates, Rechecks
 from stack.data.filters.droplog import DropLog
 from stack.data.filters.sample import sample_of
 from stack.data.filters.script import Held, Letters
@@ -360,6 +361,8 @@ class FilterRunner:
         self.reports: dict[str, SourceReport] = {}
         self.log: DropLog | None = None
         self._dedup = NearDuplicates(settings.dedup) if "dedup" in self.filters else None
+        pairs = int(load_spec().threshold("GATE-DATA-013", "dedup_recheck_pairs"))
+        self.rechecks = Rechecks(settings.dedup, pairs)
 
     def set_scripts(self, measured: Mapping[str, Held]) -> None:
         """What the script filter keeps in each source, as measured (script.SourceLetters.held)."""
@@ -383,10 +386,13 @@ class FilterRunner:
             self.reports[source] = report
         return self.reports[source]
 
-    def duplicate(self, sha: bytes, signature: np.ndarray | None) -> str | None:
-        """dedup's verdict on a document that passed the other filters (its signature made by the screen)."""
+    def duplicate(self, sha: bytes, signature: np.ndarray | None, data: bytes) -> str | None:
+        """dedup's verdict on a document `data` that passed the other filters (its signature made by
+        the screen), booked for GATE-DATA-013 to judge again (dedup.Rechecks)."""
         assert self._dedup is not None, "dedup asked without the dedup filter"
-        return self._dedup.check_signature(sha, signature)
+        found = self._dedup.check_signature(sha, signature)
+        self.rechecks.note(sha, data, found)
+        return None if found is None else found.reason
 
     def count(self, source: str, reason: str | None, sha: bytes, counted: Counted) -> None:
         """Count one document in, and out or dropped by `reason`; a drop is logged, the first of its
@@ -418,7 +424,7 @@ class FilterRunner:
         found = self.screen.judge(source, doc)
         if found.reason is None and self.screen.dedups(source):
             assert self._dedup is not None
-            found = replace(found, reason=self.duplicate(sha, self._dedup.signature(doc.data)))
+            found = replace(found, reason=self.duplicate(sha, self._dedup.signature(doc.data), doc.data))
         return found
 
     def keep(self, source: str, sha: bytes, doc: Doc, where: str = "") -> bool:
