@@ -773,6 +773,13 @@ def trace_record(inputs: Inputs) -> Derivation:
         results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
+        if mode == "ablation" and "GATE-TRACE-003" in wanted:
+            at = ("gates", "GATE-TRACE-003", "measured", "mean_kl_reported")
+            derived.put(at, report.get("mean_kl"), optional=True)
+        if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
+            metric = report.get("metric") or {}
+            scores = {"clean_recorded": metric.get("clean"), "corrupted_recorded": metric.get("corrupted")}
+            derived.gate("GATE-PATCH-002", scores, optional=True)
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
