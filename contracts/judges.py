@@ -1386,6 +1386,8 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
         "producer": ("nonfinite_elements", "nonfinite_inputs"),
         # rev 2: the anomalies a single-path trace names are those its sites' statistics give
         "anomalies": ("site_stats+", "sites_judged+", "anomalies_named"),
+        # rev 3: an ablation's reported KL(intact ‖ ablated) is the one torch's kl_div gives
+        "ablation": ("mean_kl_reported", "mean_kl_recomputed"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1404,6 +1406,8 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     anomalies (a single-path trace's report): the sites it names as anomalies, each with the layers
     of its baseline, are exactly those the `site` rule gives when every judged site is set against
     the same site in the other layers (contracts.trace_anomaly), from the statistics it measured.
+    ablation (an ablation's report): the mean KL(intact ‖ ablated) it reports is within
+    ablation_kl_atol of the one contracts.divergence gives from the intact and ablated logits.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -1416,6 +1420,14 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
         made, fed = count(m, "nonfinite_elements"), count(m, "nonfinite_inputs")
         if made and not fed:
             problems.append(f"the site makes {made} NaN/Inf value(s) from finite inputs")
+    if has(m, "mean_kl_reported", "mean_kl_recomputed"):
+        reported, recomputed = number(m, "mean_kl_reported"), number(m, "mean_kl_recomputed")
+        if not abs(reported - recomputed) <= t["ablation_kl_atol"]:
+            problems.append(
+                f"the ablation reports a mean KL(intact ‖ ablated) of {reported:.6g} nats, but the intact "
+                f"and ablated logits give {recomputed:.6g} (allowed {t['ablation_kl_atol']:g}): the KL "
+                "reversed, or over other logits"
+            )
     return problems
 
 
@@ -1744,9 +1756,62 @@ def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
     return _bit_for_bit(m, "patching the run with its own activations")
 
 
-@judges("GATE-PATCH-002", needs=("differing_elements", "elements"))
+@judges(
+    "GATE-PATCH-002",
+    checks={
+        "full": ("differing_elements", "elements"),
+        # rev 2: each grid cell overwrote its site at its position; the scores are the plain forwards'
+        "cells": ("cells+",),
+        "scores": ("clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"),
+    },
+)
 def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
-    return _bit_for_bit(m, "against the clean run, patching the embedding at every position still")
+    """The embedding patched at every position recovers the clean logits bit for bit (`full`); each
+    grid cell's forward overwrote exactly its stated site at exactly its stated position, with the
+    clean run's value there (`cells`); the clean and corrupted scores are the metric read at the last
+    position of plain forwards of the prompts, within score_atol (`scores`)."""
+    problems = []
+    if has(m, "differing_elements", "elements"):
+        problems += _bit_for_bit(m, "against the clean run, patching the embedding at every position still")
+    if has(m, "cells"):
+        problems += _cells_miswritten(items(m, "cells"))
+    if has(m, "clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"):
+        for side in ("clean", "corrupted"):
+            recorded, plain = number(m, f"{side}_recorded"), number(m, f"{side}_plain")
+            if not abs(recorded - plain) <= t["score_atol"]:
+                problems.append(
+                    f"the {side} score is {recorded:.6g}, but the metric at the last position of a plain "
+                    f"forward of the {side} prompt is {plain:.6g} (allowed {t['score_atol']:g}): "
+                    "the metric is read at another position, or on another forward"
+                )
+    return problems
+
+
+def _cells_miswritten(cells: list[Any]) -> list[str]:
+    """GATE-PATCH-002's check `cells`: the cells whose forward overwrote another site, another
+    position, or a value not the clean run's, from what the hooks recorded."""
+    wrong = []
+    for cell in cells:
+        if not isinstance(cell, Mapping) or not isinstance(cell.get("written"), list):
+            raise Malformed("each entry of 'cells' must be an object with its 'written' sites")
+        site, position = cell.get("site"), count(cell, "position")
+        written = [w for w in cell["written"] if isinstance(w, Mapping)]
+        sites = [w.get("site") for w in written]
+        changed = sorted({p for w in written for p in items(w, "changed")})
+        unlike = cell.get("unlike_clean")
+        if sites != [site] or not set(changed) <= {position} or unlike != 0:
+            wrote = "; ".join(f"{w.get('site')} at {items(w, 'changed')}" for w in written) or "nothing"
+            wrong.append(
+                f"{site} at position {position} wrote {wrote}"
+                + (f" ({unlike} element(s) there unlike the clean run's)" if unlike else "")
+            )
+    if not wrong:
+        return []
+    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    return [
+        f"{len(wrong)} of {len(cells)} grid cell(s) did not patch exactly their site at their position "
+        f"with the clean value ({shown})"
+    ]
 
 
 @judges("GATE-PATCH-003", needs=("hooks", "function_modes"))

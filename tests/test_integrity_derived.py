@@ -42,7 +42,7 @@ from ledger_support import (
 from train_support import prepared, smoke_args, train
 
 from contracts.derive import Artifacts, Inputs, derive, field_name, recorded
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, read_evidence
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, canonical_sha256, read_evidence
 from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
@@ -1432,6 +1432,36 @@ def test_what_a_result_file_decides_is_held_to_it(
     gate values a legacy result file decides: a number edited in file and record alike, or in the
     record alone, is named."""
     assert_caught(planted(tmp_path, run, change), run, fragment)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_trace_restating_another_token_count_is_caught(tmp_path: Path) -> None:
+    """The byte tokenizer makes 'def main():' 11 tokens, and the trace's embedding and logits hold 11
+    rows (GATE-TRACE-003's site counts are 11 × width): config.tokens restated as 12, with the
+    config's digest made to agree, is named."""
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        data["config"]["tokens"] = 12
+        data["config_sha256"] = canonical_sha256(data["config"])
+
+    assert_caught(planted(tmp_path, TRACE_RUN, restated), "config.tokens is 12, but its artifacts derive 11")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_trace_restating_another_token_count_in_its_report_too_is_caught(tmp_path: Path) -> None:
+    """The same count restated in trace.json's site shapes as well (re-hashed): the prompt encoded
+    again by the tokenizer of the checkpoint its command line names still makes 11 tokens."""
+
+    def restated(data: dict[str, Any], run_dir: Path) -> None:
+        data["config"]["tokens"] = 12
+        data["config_sha256"] = canonical_sha256(data["config"])
+        path = run_dir / "trace.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        for site in report["trace"]["sites"]:
+            site["shape"][1] = 12
+        path.write_text(json.dumps(report), encoding="utf-8")
+
+    assert_caught(planted(tmp_path, TRACE_RUN, restated), "makes its prompt 'def main():' 11 token(s)")
 
 
 # -- across records: the releases a record names, the data a record read -------------------------

@@ -1,26 +1,33 @@
 """`stack trace --patch`: activation patching on a trained model, and the identities it must keep.
 
 Falsifiers plant each patching bug in the stack's own code path: a splice that rounds what it
-writes, one that drops the last position, a hook left registered before or after a run.
+writes, one that drops the last position, a hook left registered before or after a run; a grid
+whose cells patch every position, the position before, another layer or nothing (the hooks record
+what each cell's forward overwrote); a metric read at another position than the last, or off by
+just more than score_atol (the scores are read again on plain forwards).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from ledger_support import assert_caught, edited, gate
 from trace_support import tiny_model, tokens
 from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.trace import patch
 from stack.trace.hooks import SiteHooks
-from stack.trace.patch import Metric, patch_runs, sweep_sites
+from stack.trace.patch import Forward, Metric, Patches, patch_runs, sweep_sites
 
 CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"
 
@@ -82,6 +89,21 @@ def test_sweep_through_the_cli_records_the_grid_and_its_controls(
     last = grid[-1]["recovered"]
     # At the last layer only the last position reaches the last position's logits: all or nothing.
     assert last[-1] == 1.0 and last[:-1] == [0.0] * (len(CLEAN) - 1)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_patch_record_edited_to_other_scores_is_caught(run: Path, tmp_path: Path) -> None:
+    """The scores GATE-PATCH-002's check `scores` judged are trace.json's: a record whose recorded
+    clean score is edited (its plain twin with it, so the judge still passes) is named."""
+    out = tmp_path / "rec"
+    argv = ["trace", str(run), "--prompt", CLEAN, "--patch", CORRUPTED, "--target", " "]
+    assert main([*argv, "--patch-site", "layers.0.output", "--out", str(out)]) == 0
+
+    def edited_scores(data: dict[str, Any], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-PATCH-002")["measured"]
+        measured["clean_recorded"] = measured["clean_plain"] = measured["clean_recorded"] + 1.0
+
+    assert_caught(edited(out, edited_scores), "gates[GATE-PATCH-002].measured.clean_recorded is")
 
 
 def test_one_patch_writes_json_and_csv(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,6 +177,95 @@ def test_a_patch_that_drops_the_last_position_fires(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(patch, "splice", off_by_one)
     with pytest.raises(GateViolation, match="GATE-PATCH-002"):
         _patch(model, clean, corrupted)
+
+
+def _cells_rewritten(monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[Patches, int], Patches]) -> None:
+    """Plant a grid bug: each cell's patches (one site at one int position; the controls patch
+    whole slices and are left alone) rewritten by `rewrite(patches, layers)` before the forward."""
+    exact = patch.forward_with
+
+    def planted(model: torch.nn.Module, idx: torch.Tensor, patches: Patches, **kw: object) -> Forward:
+        if any(isinstance(p, int) for _, p in patches.values()):
+            patches = rewrite(patches, len(model.layers))  # type: ignore[arg-type]
+        return exact(model, idx, patches, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(patch, "forward_with", planted)
+
+
+def _every_position(patches: Patches, _layers: int) -> Patches:
+    return {site: (value, patch.EVERY_POSITION) for site, (value, _) in patches.items()}
+
+
+def _another_layer(patches: Patches, layers: int) -> Patches:
+    ((site, entry),) = patches.items()
+    layer = int(site.split(".")[1])
+    return {site.replace(f"layers.{layer}.", f"layers.{(layer + 1) % layers}."): entry}
+
+
+def _nothing(_patches: Patches, _layers: int) -> Patches:
+    return {}
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+@pytest.mark.parametrize("rewrite", [_every_position, _another_layer, _nothing], ids=lambda f: f.__name__)
+def test_a_grid_cell_that_patches_another_site_or_position_fires(
+    monkeypatch: pytest.MonkeyPatch, rewrite: Callable[[Patches, int], Patches]
+) -> None:
+    """Every position in each cell (the audit's N18: every cell of the sweep read 1.00), another
+    layer's site, or nothing at all: the hooks' record of the cell's forward names it."""
+    model, (clean, corrupted) = _experiment()
+    _patch(model, clean, corrupted)  # each cell patches its own site at its own position: holds
+    _cells_rewritten(monkeypatch, rewrite)
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*grid cell\(s\) did not patch exactly"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_a_splice_that_writes_the_position_before_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An off-by-one splice in the cells (the controls' whole slices are untouched, so GATE-PATCH-001
+    and the full patch hold): the value at p comes from the clean run's p - 1."""
+    model, (clean, corrupted) = _experiment()
+    exact = patch.splice
+
+    def shifted(tensor: torch.Tensor, source: torch.Tensor, positions: patch.Positions) -> torch.Tensor:
+        if isinstance(positions, int):
+            out = tensor.clone()
+            out[:, positions] = source[:, positions - 1]  # the planted bug
+            return out
+        return exact(tensor, source, positions)
+
+    monkeypatch.setattr(patch, "splice", shifted)
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*unlike the clean run's"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_a_metric_read_before_the_last_position_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's N29: the metric read at the second-to-last position; every recovered fraction is
+    consistent with its scores, which a plain forward read at the last position contradicts."""
+    model, (clean, corrupted) = _experiment()
+    exact = Metric.__call__
+    monkeypatch.setattr(Metric, "__call__", lambda self, logits: exact(self, logits[:, :-1]))
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*clean score is .* plain forward"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_scores_just_past_score_atol_fire_and_just_inside_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every score the run reads moved by twice score_atol, then by half of it (the recovered
+    fractions are unchanged): the first fires, the second holds, so a tolerance widened or
+    narrowed twofold turns this red."""
+    model, (clean, corrupted) = _experiment()
+    atol = load_spec().threshold("GATE-PATCH-002", "score_atol")
+    exact = Metric.__call__
+
+    def moved_by(shift: float) -> None:
+        monkeypatch.setattr(Metric, "__call__", lambda self, logits: exact(self, logits) + shift)
+        _patch(model, clean, corrupted)
+
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*clean score .*allowed"):
+        moved_by(2 * atol)
+    moved_by(atol / 2)
 
 
 @pytest.mark.gate("GATE-PATCH-003")

@@ -17,7 +17,9 @@ from torch.overrides import TorchFunctionMode
 from trace_support import CONFIG, tiny_model, tokens
 
 from contracts.errors import BadInput, GateViolation
+from contracts.spec import load_spec
 from stack.kernels import host_stats
+from stack.trace import ablation
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
 from stack.trace.sites import STATS, site_names
@@ -468,6 +470,43 @@ def test_ablation_zeroes_a_site_and_everything_downstream_sees_it() -> None:
     assert torch.equal(ablated.values["layers.1.attn_residual"], intact.values["layers.0.output"])
     assert torch.equal(ablated.values["layers.0.output"], intact.values["layers.0.output"])
     assert not torch.equal(ablated.values["logits"], intact.values["logits"])
+
+
+def _ablation_effect() -> ablation.AblationEffect:
+    """The effect of zeroing layers.1.attn_out in the tiny model, judged by GATE-TRACE-003."""
+    model, idx = tiny_model(), tokens()
+    intact, _ = trace_forward(model, idx, keep=True)
+    ablated, _ = trace_forward(model, idx, keep=True, ablate=["layers.1.attn_out"])
+    return ablation.ablation_effect(intact, ablated, ("layers.1.attn_out",))
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_an_ablation_kl_taken_the_other_way_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's N24: KL(ablated ‖ intact) reported under the label KL(intact ‖ ablated); the KL
+    recomputed from the two forwards' logits by kl_div names it."""
+    assert _ablation_effect().mean_kl > 0  # the KL as labelled: holds
+    exact = ablation.kl_per_position
+    monkeypatch.setattr(ablation, "kl_per_position", lambda intact, ablated: exact(ablated, intact))
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*mean KL\(intact ‖ ablated\)"):
+        _ablation_effect()
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_an_ablation_kl_just_past_its_tolerance_fires_and_just_inside_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reported KL moved by twice ablation_kl_atol fires, by half of it holds: a tolerance
+    widened or narrowed twofold turns this red."""
+    atol = load_spec().threshold("GATE-TRACE-003", "ablation_kl_atol")
+    exact = ablation.kl_per_position
+
+    def moved_by(shift: float) -> ablation.AblationEffect:
+        monkeypatch.setattr(ablation, "kl_per_position", lambda p, q: exact(p, q) + shift)
+        return _ablation_effect()
+
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*allowed"):
+        moved_by(2 * atol)
+    moved_by(atol / 2)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from config_rebuild import rebuild_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
 from surgery_sources import surgery_source_problems
+from trace_tokens import trace_token_problems
 
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
@@ -414,7 +415,7 @@ def check_record_truth(
     check_derived(record, run_dir, spec, findings)
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
-        findings.violations += argv_record_problems(record)
+        findings.violations += argv_record_problems(record) + trace_token_problems(record)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir)
     findings.violations += committed_checkpoint_problems(record)
     return findings

@@ -774,9 +774,20 @@ def trace_record(inputs: Inputs) -> Derivation:
             derived.put(("config", f"path_{str(label).lower()}"), described)
         if isinstance(report.get("tokens"), list) and report["tokens"]:
             derived.put(("config", "tokens"), len(report["tokens"]))
+        elif len(traced := traced_tokens(report)) > 1:
+            derived.problems.append(f"trace.json: its traces ran on different numbers of tokens, {traced}")
+        elif traced:
+            derived.put(("config", "tokens"), traced[0])
         results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
+        if mode == "ablation" and "GATE-TRACE-003" in wanted:
+            at = ("gates", "GATE-TRACE-003", "measured", "mean_kl_reported")
+            derived.put(at, report.get("mean_kl"), optional=True)
+        if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
+            metric = report.get("metric") or {}
+            scores = {"clean_recorded": metric.get("clean"), "corrupted_recorded": metric.get("corrupted")}
+            derived.gate("GATE-PATCH-002", scores, optional=True)
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
@@ -795,6 +806,29 @@ def trace_record(inputs: Inputs) -> Derivation:
         if isinstance(tokens, list) and tokens:
             derived.problems += element_problems(results, wanted, len(tokens), report)
     return derived
+
+
+# The sites of a trace that hold one row per prompt token: (batch, tokens, ...).
+TOKEN_ROW_SITES = ("embed", "logits")
+
+
+def traced_tokens(report: dict[str, Any]) -> list[int]:
+    """The token counts the traced forwards ran on, one per distinct count: the token axis of the
+    embedding or the logits in each trace the report keeps (config.tokens restates it, and
+    GATE-TRACE-003's site counts are tokens × width). Empty when no such site was kept."""
+    traces = [report.get("trace"), *(report.get("traces") or {}).values()]
+    return sorted(
+        {
+            site["shape"][1]
+            for trace in traces
+            if isinstance(trace, dict)
+            for site in trace.get("sites") or []
+            if isinstance(site, dict)
+            and site.get("name") in TOKEN_ROW_SITES
+            and isinstance(site.get("shape"), list)
+            and len(site["shape"]) >= 2
+        }
+    )
 
 
 def _anomalies_measured(derived: Derivation, report: dict[str, Any], sites: list[Any]) -> None:

@@ -5,6 +5,10 @@ and compares the ablated trace with the intact one: how far the logits move (cos
 how many next-token argmaxes change, the mean KL divergence from the intact distribution),
 and how much each layer's output changes. With `--sample N` both models also continue the
 prompt greedily, to read the damage as text.
+
+The KL reported is held to its direction where it is computed: GATE-TRACE-003's check `ablation`
+recomputes KL(intact ‖ ablated) from the two forwards' logits by torch's kl_div (contracts.divergence)
+and holds the reported mean to it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from contracts.divergence import mean_kl
+from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.gpt import GPT
 from stack.trace.compare import SiteComparison, Tolerance, compare_site
 from stack.trace.hooks import SiteHooks
@@ -34,11 +40,27 @@ class AblationEffect:
     output_change: dict[int, float]  # layer → ‖ablated - intact‖ / ‖intact‖ of the block output
 
 
+def kl_per_position(intact: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor:
+    """KL(intact ‖ ablated) in nats at each position, from the two float64 logits."""
+    log_p, log_q = intact.log_softmax(-1), ablated.log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_outcome(effect: AblationEffect, intact: Trace, ablated: Trace) -> Outcome:
+    """GATE-TRACE-003's check `ablation`: the reported mean KL and the one contracts.divergence
+    gives from the logits the intact and the ablated forward produced."""
+    measured = {
+        "mean_kl_reported": effect.mean_kl,
+        "mean_kl_recomputed": mean_kl(intact.values["logits"], ablated.values["logits"]),
+    }
+    return measure("GATE-TRACE-003", measured, holds="the ablation's KL is KL(intact ‖ ablated)")
+
+
+@gate_ensure("GATE-TRACE-003", lambda intact, ablated, result: kl_outcome(result, intact, ablated))
 def ablation_effect(intact: Trace, ablated: Trace, sites: tuple[str, ...]) -> AblationEffect:
     """Compare two kept traces of the same model, without and with the ablation."""
     a, b = intact.values["logits"].double(), ablated.values["logits"].double()
-    log_p, log_q = a.log_softmax(-1), b.log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    kl = kl_per_position(a, b)
     change = {}
     for layer in range(intact.n_layers):
         x, y = (t.values[f"layers.{layer}.output"].double() for t in (intact, ablated))

@@ -7,7 +7,10 @@ TorchFunctionMode, active only while that module runs, catches the result of `F.
 that stops calling F.silu there leaves the site unobserved, and GATE-TRACE-002 says so.
 
 A visitor may return a tensor to use in place of the one it was shown (ablation, and the
-planted bug of GATE-TRACE-001's falsifier); returning None leaves the forward untouched. The
+planted bug of GATE-TRACE-001's falsifier); returning None leaves the forward untouched. Every
+replacement is kept in `replaced` (the site, what the forward computed there, what took its place),
+so what a forward overwrote is measured where the hook did it, not taken from the caller's request
+(GATE-PATCH-002's check `cells`). The
 residual stream at `attn_residual` is only observed: replacing the ffn_norm input would not
 replace the stream, so a substitute there is refused.
 
@@ -24,6 +27,7 @@ instead of the previous block's output.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -39,6 +43,15 @@ from stack.model.moe import MoE
 from stack.trace.sites import block_input
 
 Visitor = Callable[[str, torch.Tensor], torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One site a hook overwrote: the tensor the forward computed there and the one it went on with."""
+
+    name: str
+    computed: torch.Tensor
+    written: torch.Tensor
 
 
 class _SiluProbe(TorchFunctionMode):
@@ -62,9 +75,17 @@ class SiteHooks:
     """A context manager that hooks every site of `model` for the duration of a `with` block."""
 
     def __init__(self, model: GPT, visit: Visitor, feed: Mapping[str, torch.Tensor] | None = None) -> None:
-        self.model, self.visit, self.feed = model, visit, feed
+        self.model, self._visitor, self.feed = model, visit, feed
+        self.replaced: list[Replacement] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._probe: _SiluProbe | None = None
+
+    def visit(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        """The visitor's answer for a site, each replacement kept with what it replaced."""
+        replacement = self._visitor(name, tensor)
+        if replacement is not None:
+            self.replaced.append(Replacement(name, tensor.detach(), replacement.detach().clone()))
+        return replacement
 
     def __enter__(self) -> SiteHooks:
         model = self.model

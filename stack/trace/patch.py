@@ -11,19 +11,27 @@ own activations at every site it uses, at every position, gives its logits bit f
 (GATE-PATCH-001), and the corrupted run patched with the clean embedding at every position
 gives the clean logits bit for bit (GATE-PATCH-002). The patches are the trace's site hooks; a
 run starts with none on the model and leaves none (GATE-PATCH-003).
+
+GATE-PATCH-002 also holds what the grid reports to what its forwards did: each cell's forward
+overwrote exactly its stated site at exactly its stated position, with the clean run's value there,
+as the hooks record it (check `cells`); and the clean and corrupted scores are those the contracts'
+metric reads at the last position of a plain forward of each prompt, with no hook on the model
+(check `scores`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.patching import last_position_score
 from stack.model.gpt import GPT
-from stack.trace.hooks import SiteHooks
+from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.identity import exact_outcome
 from stack.trace.sites import DENSE, BlockLayout, Layout, layout_for, split
 from stack.trace.tracer import check_site
@@ -43,11 +51,8 @@ class Metric:
     foil: int | None = None
 
     def __call__(self, logits: torch.Tensor) -> float:
-        """logit(target) - logit(foil), or log p(target) without a foil."""
-        last = logits[0, -1].double()
-        if self.foil is not None:
-            return float(last[self.target] - last[self.foil])
-        return float(last.log_softmax(-1)[self.target])
+        """logit(target) - logit(foil), or log p(target) without a foil (the contracts' reading)."""
+        return last_position_score(logits, self.target, self.foil)
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,19 @@ def splice(tensor: torch.Tensor, source: torch.Tensor, positions: Positions) -> 
     return out
 
 
+@dataclass(frozen=True)
+class Forward:
+    """One forward's logits, copies of the sites it was asked to keep, and what its hooks overwrote."""
+
+    logits: torch.Tensor
+    kept: dict[str, torch.Tensor]
+    replaced: list[Replacement]
+
+
 def forward_with(
     model: GPT, idx: torch.Tensor, patches: Patches, keep: frozenset[str] = frozenset()
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """model(idx) with `patches` applied; also returns copies of the (unpatched) `keep` sites."""
+) -> Forward:
+    """model(idx) with `patches` applied, keeping copies of the (unpatched) `keep` sites."""
     kept: dict[str, torch.Tensor] = {}
 
     def visit(name: str, tensor: torch.Tensor) -> torch.Tensor | None:
@@ -82,9 +96,74 @@ def forward_with(
             return splice(tensor, source, positions)
         return None
 
-    with SiteHooks(model, visit):
+    with SiteHooks(model, visit) as hooks:
         logits, _ = model(idx)
-    return logits, kept
+    return Forward(logits, kept, hooks.replaced)
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise: the two differ (NaN against NaN counts as the same)."""
+    return (a != b) & ~(a.isnan() & b.isnan())
+
+
+def cell_written(
+    site: str, position: int, clean: torch.Tensor, replaced: list[Replacement]
+) -> dict[str, Any]:
+    """What one grid cell's forward overwrote, as its hooks recorded it: every site replaced with the
+    positions (dim 1) where the tensor it went on with differs from the one the forward computed, and
+    how many elements of the stated site at the stated position differ from the clean run's."""
+    written = [
+        {
+            "site": r.name,
+            "changed": _differ(r.computed, r.written)
+            .transpose(0, 1)
+            .flatten(1)
+            .any(1)
+            .nonzero()
+            .flatten()
+            .tolist(),
+        }
+        for r in replaced
+    ]
+    at = [r.written for r in replaced if r.name == site]
+    unlike = int(_differ(at[0][:, position], clean[:, position]).sum()) if at else None
+    return {"site": site, "position": position, "written": written, "unlike_clean": unlike}
+
+
+def cells_outcome(cells: list[dict[str, Any]]) -> Outcome:
+    """GATE-PATCH-002's check `cells`: what each grid cell's forward overwrote."""
+    return measure("GATE-PATCH-002", {"cells": cells}, holds="each cell patched its site at its position")
+
+
+@gate_require("GATE-PATCH-002", lambda cells: cells_outcome(cells))
+def check_cells(cells: list[dict[str, Any]]) -> None:
+    """Refuse a grid whose forwards overwrote another site or position than the cell it fills."""
+
+
+def scores_outcome(run: tuple[float, float], plain: tuple[float, float]) -> Outcome:
+    """GATE-PATCH-002's check `scores`: the run's clean and corrupted scores and the contracts'
+    metric on plain forwards of the two prompts."""
+    measured = {
+        "clean_recorded": run[0],
+        "corrupted_recorded": run[1],
+        "clean_plain": plain[0],
+        "corrupted_plain": plain[1],
+    }
+    return measure(
+        "GATE-PATCH-002", measured, holds="the scores are the plain forwards' at the last position"
+    )
+
+
+@gate_require("GATE-PATCH-002", lambda run, plain: scores_outcome(run, plain))
+def check_scores(run: tuple[float, float], plain: tuple[float, float]) -> None:
+    """Refuse scores that are not the metric at the last position of the prompts' plain forwards."""
+
+
+def plain_score(model: GPT, idx: torch.Tensor, metric: Metric) -> float:
+    """The contracts' metric on the logits of a plain forward of idx: no hook is on the model here
+    (GATE-PATCH-003 holds it at the start), so nothing the patching code does can reach them."""
+    logits, _ = model(idx)
+    return last_position_score(logits, metric.target, metric.foil)
 
 
 def check_sites(sites: list[str], n_layers: int, layout: Layout = DENSE) -> None:
@@ -142,8 +221,8 @@ def self_patch(
     model: GPT, idx: torch.Tensor, values: Mapping[str, torch.Tensor], reference: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The run of idx patched with its own `values` at every position, and the logits it must equal."""
-    logits, _ = forward_with(model, idx, {site: (v, EVERY_POSITION) for site, v in values.items()})
-    return logits, reference
+    patched = forward_with(model, idx, {site: (v, EVERY_POSITION) for site, v in values.items()})
+    return patched.logits, reference
 
 
 @gate_ensure(
@@ -154,8 +233,8 @@ def full_patch(
     model: GPT, corrupted: torch.Tensor, clean_stream: torch.Tensor, clean_logits: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The corrupted run with the clean stream entering layer 0 at every position, and the clean logits."""
-    logits, _ = forward_with(model, corrupted, {STREAM_AT_LAYER_0: (clean_stream, EVERY_POSITION)})
-    return logits, clean_logits
+    patched = forward_with(model, corrupted, {STREAM_AT_LAYER_0: (clean_stream, EVERY_POSITION)})
+    return patched.logits, clean_logits
 
 
 @gate_require("GATE-PATCH-003", lambda model: hooks_outcome(model, "start"))
@@ -176,11 +255,14 @@ def patch_runs(
             "patching pairs positions, so give prompts of the same length"
         )
     check_sites(sites, len(model.layers), layout_for(model.config))
-    clean_logits, values = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
-    corrupted_logits, _ = forward_with(model, corrupted, {})
+    plain = (plain_score(model, clean, metric), plain_score(model, corrupted, metric))
+    first = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
+    clean_logits, values = first.logits, first.kept
+    corrupted_logits = forward_with(model, corrupted, {}).logits
     self_patch(model, clean, {site: values[site] for site in sites}, clean_logits)
     full_logits, _ = full_patch(model, corrupted, values[STREAM_AT_LAYER_0], clean_logits)
     clean_score, corrupted_score = metric(clean_logits), metric(corrupted_logits)
+    check_scores((clean_score, corrupted_score), plain)
     if clean_score == corrupted_score:
         raise BadInput(
             "the clean and corrupted prompts give the target the same score, so there is nothing to "
@@ -190,8 +272,12 @@ def patch_runs(
     def recovered(logits: torch.Tensor) -> float:
         return (metric(logits) - corrupted_score) / (clean_score - corrupted_score)
 
-    grid = {
-        site: [recovered(forward_with(model, corrupted, {site: (values[site], p)})[0]) for p in positions]
-        for site in sites
-    }
+    grid: dict[str, list[float]] = {site: [] for site in sites}
+    cells = []
+    for site in sites:
+        for p in positions:
+            cell = forward_with(model, corrupted, {site: (values[site], p)})
+            grid[site].append(recovered(cell.logits))
+            cells.append(cell_written(site, p, values[site], cell.replaced))
+    check_cells(cells)
     return PatchRun(clean_score, corrupted_score, tuple(positions), grid, recovered(full_logits))

@@ -1,0 +1,22 @@
+"""The activation-patching metric, read where GATE-PATCH-002's check `scores` says it is read.
+
+It lives in the contracts, apart from the patching run (stack.trace.patch), because a score the
+run computes with its own hooks on, at a position it picks itself, is self-consistent whatever that
+position is: a metric read at the second-to-last token moved every recovered fraction to the wrong
+token and every number still agreed with every other. The check applies this function to the logits
+of a plain forward of each prompt (no hook on the model) and holds the run's clean and corrupted
+scores to it; the run's own metric calls it too, so a correct run matches it bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def last_position_score(logits: torch.Tensor, target: int, foil: int | None) -> float:
+    """The metric of batch row 0 of `logits` (batch, positions, vocabulary) at its last position, in
+    float64: logit(target) − logit(foil) with a foil, else log p(target)."""
+    last = logits[0, logits.shape[1] - 1].double()
+    if foil is not None:
+        return float(last[target] - last[foil])
+    return float(last[target] - torch.logsumexp(last, dim=0))
