@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from contracts.gates import gate_require
 from stack.lens.probes import TunedLens, fit_outcome
@@ -43,10 +44,18 @@ def layer_log_probs(model: GPT, residuals: Residuals, lens: TunedLens | None) ->
     return [read_through(model, s).double().log_softmax(-1) for s in (*states, residuals.last)]
 
 
-def mean_kl(model: GPT, residuals: Residuals, lens: TunedLens | None) -> list[float]:
-    """Per lens layer, KL(final ‖ layer) averaged over every position of the batch."""
-    *layers, final = layer_log_probs(model, residuals, lens)
+def mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
+    """Per lens layer of `layer_log_probs`, KL(final ‖ layer) averaged over every position of the batch."""
+    *layers, final = log_probs
     return [float(kl_to_final(final, lp).mean()) for lp in layers]
+
+
+def recomputed_mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
+    """`mean_kl` by another path, torch's `kl_div` (input the layer, target the final distribution,
+    both as log-probabilities: KL(final ‖ layer)) summed over the vocabulary and averaged over every
+    position: what GATE-LENS-006 holds the reported KL to, on the same log-probabilities."""
+    *layers, final = log_probs
+    return [float(F.kl_div(lp, final, reduction="none", log_target=True).sum(dim=-1).mean()) for lp in layers]
 
 
 def read(model: GPT, residuals: Residuals, lens: TunedLens | None, top_k: int) -> list[LayerReading]:
