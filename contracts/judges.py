@@ -1747,11 +1747,28 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LENS-006", needs=("layers+", "recomputed+"))
+@judges(
+    "GATE-LENS-006",
+    checks={"heldout": ("layers+", "recomputed+"), "readings": ("reading_kl+", "recomputed_reading_kl+")},
+)
 def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
-    """Each layer's reported held-out KL, of either lens, within kl_atol + kl_rtol × the KL recomputed
-    from the same log-probabilities by torch's kl_div as KL(final ‖ layer), and a row recomputed for
-    every row reported."""
+    """Every check present: each reported KL within kl_atol + kl_rtol × the KL recomputed from the
+    same log-probabilities by torch's kl_div as KL(final ‖ layer), and one recomputed for each
+    reported: a comparison's held-out mean per layer and lens (heldout), a reading's value per
+    layer and position (readings)."""
+    problems = _heldout_kl(m, t) if "layers" in m else []
+    return problems + (_reading_kl(m, t) if "reading_kl" in m else [])
+
+
+def _kl_off(have: float, want: float, t: Thresholds) -> bool:
+    return not abs(have - want) <= t["kl_atol"] + t["kl_rtol"] * abs(want)
+
+
+# What a KL other than KL(final ‖ layer), summed over the vocabulary and averaged as stated, suggests.
+_KL_MISS = "another direction, normalisation or set of positions"
+
+
+def _heldout_kl(m: Measured, t: Thresholds) -> list[str]:
     reported, recomputed = items(m, "layers"), items(m, "recomputed")
     if not all(isinstance(row, Mapping) for row in (*reported, *recomputed)):
         raise Malformed("each entry of 'layers' and 'recomputed' must be an object")
@@ -1761,13 +1778,35 @@ def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
     for row, again in zip(reported, recomputed, strict=True):
         for lens in ("kl_logit", "kl_tuned"):
             have, want = number(row, lens), number(again, lens)
-            if not abs(have - want) <= t["kl_atol"] + t["kl_rtol"] * abs(want):
+            if _kl_off(have, want, t):
                 problems.append(
                     f"layer {count(row, 'layer')}: {lens} is {have:.10g} nats, but KL(final ‖ layer) "
-                    f"recomputed by kl_div from the same log-probabilities is {want:.10g} (another "
-                    "direction, normalisation or set of positions)"
+                    f"recomputed by kl_div from the same log-probabilities is {want:.10g} ({_KL_MISS})"
                 )
     return problems
+
+
+def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
+    reported, recomputed = items(m, "reading_kl"), items(m, "recomputed_reading_kl")
+    shape = [len(row) if isinstance(row, list) else None for row in reported]
+    if None in shape or shape != [len(row) if isinstance(row, list) else None for row in recomputed]:
+        return ["the reading's KLs and the recomputed ones are not one value per layer and position alike"]
+    off = [
+        (layer, position, have, want)
+        for layer, (row, again) in enumerate(zip(reported, recomputed, strict=True))
+        for position, (have, want) in enumerate(
+            zip(_reals({"kl": row}, "kl"), _reals({"kl": again}, "kl"), strict=True)
+        )
+        if _kl_off(have, want, t)
+    ]
+    if not off:
+        return []
+    layer, position, have, want = off[0]
+    return [
+        f"{len(off)} of the reading's KLs are not KL(final ‖ layer) recomputed by kl_div from the same "
+        f"log-probabilities; first layer {layer}, position {position}: {have:.10g} nats, recomputed "
+        f"{want:.10g} ({_KL_MISS})"
+    ]
 
 
 @judges("GATE-LENS-004", needs=("final_norm",))

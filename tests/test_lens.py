@@ -82,7 +82,8 @@ def test_logit_lens_table_json_csv_and_record(
     assert "logit lens" in text and "final  logits" in text and "verdict: read" in text
     record = read_evidence(out / "metadata.json")
     assert record.run.kind == "lens" and record.metrics["mode"] == "logit-lens"
-    assert _verdicts(out) == {"GATE-CKPT-002": "PASS", "GATE-LENS-004": "PASS", "GATE-LENS-005": "PASS"}
+    judged = ("GATE-CKPT-002", "GATE-LENS-004", "GATE-LENS-005", "GATE-LENS-006")
+    assert _verdicts(out) == dict.fromkeys(judged, "PASS")
     rows = record.metrics["per_layer"]  # the site's heat map: a row per layer, a cell per position
     assert [r["site"] for r in rows] == ["embed", "layers.0.output"]
     assert all(len(r["kl"]) == len(PROMPT) == len(r["top1"]) for r in rows)
@@ -535,6 +536,22 @@ def test_a_held_out_kl_other_than_kl_final_to_layer_fires(
 
 
 @pytest.mark.gate("GATE-LENS-006")
+@pytest.mark.parametrize("kl", [_reversed, _over_the_vocabulary], ids=["reversed", "vocab-mean"])
+def test_a_reading_whose_kl_is_not_kl_final_to_layer_fires(
+    monkeypatch: pytest.MonkeyPatch, kl: Callable
+) -> None:
+    """The same mutants read on a prompt: the table's KL per position, held to kl_div's."""
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    read(model, residuals, None, 3)  # KL(final ‖ layer): holds
+    monkeypatch.setattr(readout, "kl_to_final", kl)
+    with pytest.raises(
+        GateViolation, match=r"GATE-LENS-006.*of the reading's KLs are not KL\(final ‖ layer\)"
+    ):
+        read(model, residuals, None, 3)
+
+
+@pytest.mark.gate("GATE-LENS-006")
 def test_a_held_out_kl_summed_over_positions_fires(
     trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -601,3 +618,21 @@ def test_a_lens_records_schedule_and_kl_are_held_by_the_checker(
     assert any(
         "GATE-LENS-006: recorded PASS, but its measured values re-judge to FAIL" in line for line in found
     ), found
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_readings_kl_is_held_to_its_trace_by_the_checker(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A reading's record checks clean; the KLs its GATE-LENS-006 held are trace.json's readings."""
+    out = tmp_path / "read"
+    assert main(["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(out)]) == 0
+    assert findings(out) == []
+
+    def halved(data: dict, _dir: Path) -> None:  # reported and recomputed alike: a forger's pair
+        measured = gate(data, "GATE-LENS-006")["measured"]
+        for key in ("reading_kl", "recomputed_reading_kl"):
+            measured[key][0] = [x / 2 for x in measured[key][0]]
+
+    found = findings(edited(out, halved))
+    assert any("gates[GATE-LENS-006].measured.reading_kl[0]" in line for line in found), found

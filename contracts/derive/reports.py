@@ -795,6 +795,9 @@ def trace_record(inputs: Inputs) -> Derivation:
                 _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
+            readings = [r.get("kl") for r in report.get("readings") or [] if isinstance(r, dict)]
+            if "GATE-LENS-006" in wanted:  # the KLs it held to their recomputation are the ones shown
+                derived.put(("gates", "GATE-LENS-006", "measured", "reading_kl"), readings, optional=True)
         elif mode == "lens-train":
             _lens_train_measured(derived, inputs.record.config, results, wanted, report.get("per_layer"))
         tokens = report.get("tokens")

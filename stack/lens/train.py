@@ -44,7 +44,7 @@ from stack.lens.defaults import (
     DEFAULT_WEIGHT_DECAY,
 )
 from stack.lens.probes import TunedLens, for_model, health_outcome
-from stack.lens.readout import kl_to_final, layer_log_probs, mean_kl, recomputed_mean_kl
+from stack.lens.readout import check_kl, kl_to_final, layer_log_probs, mean_kl, recomputed_mean_kl
 from stack.lens.residual import Residuals, capture, read_through
 from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
@@ -262,18 +262,6 @@ def check_read(batches: list[torch.Tensor], read: list[torch.Tensor]) -> None:
     """Refuse a lens comparison whose forwards read other windows than the held-out set's."""
 
 
-def kl_defined_outcome(reported: list[dict[str, float]], recomputed: list[dict[str, float]]) -> Outcome:
-    """GATE-LENS-006: the held-out KLs the comparison reports (GATE-LENS-003's rows) against the same
-    means recomputed by torch's `kl_div` from the log-probabilities the comparison's forwards read."""
-    measured = {"layers": reported, "recomputed": recomputed}
-    return measure("GATE-LENS-006", measured, holds="the reported KL is KL(final ‖ layer)")
-
-
-@gate_require("GATE-LENS-006", kl_defined_outcome)
-def check_kl_defined(reported: list[dict[str, float]], recomputed: list[dict[str, float]]) -> None:
-    """Refuse a comparison whose KL is not KL(final ‖ layer) averaged over the set's positions."""
-
-
 def _rows(logit: torch.Tensor, tuned: torch.Tensor) -> list[dict[str, float]]:
     return [
         {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
@@ -287,7 +275,7 @@ def heldout_comparison(
 ) -> list[dict[str, float]]:
     """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens,
     over the held-out set (`comparison_set`) and only it (`check_read`), each mean recomputed from
-    the same log-probabilities by torch's `kl_div` (`check_kl_defined`), before it is reported."""
+    the same log-probabilities by torch's `kl_div` (`check_kl`), before it is reported."""
     batches = comparison_set(model, data_dir, settings)
     device = model.lm_head.weight.device
     sums = torch.zeros(4, lens.n_layers, dtype=torch.float64)  # logit, tuned; then both recomputed
@@ -301,5 +289,5 @@ def heldout_comparison(
     check_read(batches, read)
     sums /= len(batches)
     reported = _rows(sums[0], sums[1])
-    check_kl_defined(reported, _rows(sums[2], sums[3]))
+    check_kl({"layers": reported, "recomputed": _rows(sums[2], sums[3])})
     return reported
