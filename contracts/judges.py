@@ -1692,8 +1692,40 @@ def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
     return None
 
 
-@judges("GATE-LENS-002", needs=("probes+",))
+@judges("GATE-LENS-002", checks={"probes": ("probes+",), "schedule": ("applied_lrs+", "scheduled_lrs+")})
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
+    """Every check present: each probe moved or had nothing to learn (probes), and the rate the
+    optimizer applied at every step within lr_rtol of the lens schedule's (schedule)."""
+    problems = _probes_moved(m, t) if "probes" in m else []
+    return problems + (_stepped_as_scheduled(m, t) if "applied_lrs" in m else [])
+
+
+def _stepped_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
+    """One applied rate per scheduled step, each within lr_rtol of the schedule's rate for that step."""
+    applied, scheduled = _reals(m, "applied_lrs"), _reals(m, "scheduled_lrs")
+    if len(applied) != len(scheduled):
+        return [f"the optimizer stepped {len(applied)} time(s), the schedule has {len(scheduled)} step(s)"]
+    off = [
+        (step, a, s)
+        for step, (a, s) in enumerate(zip(applied, scheduled, strict=True), start=1)
+        if not abs(a - s) <= t["lr_rtol"] * abs(s)
+    ]
+    if not off:
+        return []
+    step, a, s = off[0]
+    return [
+        f"at {len(off)} of {len(applied)} step(s) the optimizer's learning rate is not the lens schedule's "
+        f"lr · (1 − (step − 1) / steps) (rtol {t['lr_rtol']:g}); first at step {step}: {a:.6g}, "
+        f"scheduled {s:.6g}"
+    ]
+
+
+def _reals(m: Measured, key: str) -> list[float]:
+    """A list of real numbers, each read as `number` reads one."""
+    return [number({key: value}, key) for value in items(m, key)]
+
+
+def _probes_moved(m: Measured, t: Thresholds) -> list[str]:
     stuck, broken = [], []
     for probe in items(m, "probes"):
         if not isinstance(probe, Mapping):
@@ -1725,6 +1757,68 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
                 f"{logit:.4g} through the logit lens"
             )
     return problems
+
+
+@judges(
+    "GATE-LENS-006",
+    checks={"heldout": ("layers+", "recomputed+"), "readings": ("reading_kl+", "recomputed_reading_kl+")},
+)
+def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
+    """Every check present: each reported KL within kl_atol + kl_rtol × the KL recomputed from the
+    same log-probabilities by torch's kl_div as KL(final ‖ layer), and one recomputed for each
+    reported: a comparison's held-out mean per layer and lens (heldout), a reading's value per
+    layer and position (readings)."""
+    problems = _heldout_kl(m, t) if "layers" in m else []
+    return problems + (_reading_kl(m, t) if "reading_kl" in m else [])
+
+
+def _kl_off(have: float, want: float, t: Thresholds) -> bool:
+    return not abs(have - want) <= t["kl_atol"] + t["kl_rtol"] * abs(want)
+
+
+# What a KL other than KL(final ‖ layer), summed over the vocabulary and averaged as stated, suggests.
+_KL_MISS = "another direction, normalisation or set of positions"
+
+
+def _heldout_kl(m: Measured, t: Thresholds) -> list[str]:
+    reported, recomputed = items(m, "layers"), items(m, "recomputed")
+    if not all(isinstance(row, Mapping) for row in (*reported, *recomputed)):
+        raise Malformed("each entry of 'layers' and 'recomputed' must be an object")
+    if [count(r, "layer") for r in reported] != [count(r, "layer") for r in recomputed]:
+        return [f"{len(reported)} layer(s) reported and {len(recomputed)} recomputed: not the same layers"]
+    problems = []
+    for row, again in zip(reported, recomputed, strict=True):
+        for lens in ("kl_logit", "kl_tuned"):
+            have, want = number(row, lens), number(again, lens)
+            if _kl_off(have, want, t):
+                problems.append(
+                    f"layer {count(row, 'layer')}: {lens} is {have:.10g} nats, but KL(final ‖ layer) "
+                    f"recomputed by kl_div from the same log-probabilities is {want:.10g} ({_KL_MISS})"
+                )
+    return problems
+
+
+def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
+    reported, recomputed = items(m, "reading_kl"), items(m, "recomputed_reading_kl")
+    shape = [len(row) if isinstance(row, list) else None for row in reported]
+    if None in shape or shape != [len(row) if isinstance(row, list) else None for row in recomputed]:
+        return ["the reading's KLs and the recomputed ones are not one value per layer and position alike"]
+    off = [
+        (layer, position, have, want)
+        for layer, (row, again) in enumerate(zip(reported, recomputed, strict=True))
+        for position, (have, want) in enumerate(
+            zip(_reals({"kl": row}, "kl"), _reals({"kl": again}, "kl"), strict=True)
+        )
+        if _kl_off(have, want, t)
+    ]
+    if not off:
+        return []
+    layer, position, have, want = off[0]
+    return [
+        f"{len(off)} of the reading's KLs are not KL(final ‖ layer) recomputed by kl_div from the same "
+        f"log-probabilities; first layer {layer}, position {position}: {have:.10g} nats, recomputed "
+        f"{want:.10g} ({_KL_MISS})"
+    ]
 
 
 @judges("GATE-LENS-004", needs=("final_norm",))

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: linear warmup, then cosine decay to min_lr.
+"""The learning-rate schedules: linear warmup, then cosine decay to min_lr; the tuned lens's linear decay.
 
 A pure function of the step, so a resumed run needs no scheduler object to restore: the step
 alone puts the learning rate exactly where the uninterrupted run had it. It lives in contracts
@@ -37,3 +37,16 @@ def scheduled(step: int, settings: Mapping[str, Any]) -> float:
         warmup_steps=settings["warmup_steps"],
         total_steps=settings["steps"],
     )
+
+
+def linear_decay_at(step: int, *, lr: float, total_steps: int) -> float:
+    """The tuned lens's rate for optimizer step `step` (1-based) of `total_steps`: lr · (1 − (step − 1)
+    / total_steps), lr at the first step and decayed linearly toward 0, no warmup (the tuned-lens
+    package's SGD schedule). `stack lens --train` sets each step's rate with it, and GATE-LENS-002
+    holds the rate its optimizer applied at every step to it, at run time and in the checker."""
+    return lr * (1 - (step - 1) / total_steps)
+
+
+def linear_decay(lr: float, total_steps: int) -> list[float]:
+    """`linear_decay_at` of every step 1..total_steps: a lens run's whole schedule."""
+    return [linear_decay_at(step, lr=lr, total_steps=total_steps) for step in range(1, total_steps + 1)]

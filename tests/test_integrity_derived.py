@@ -1340,6 +1340,11 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
             "gates[GATE-LENS-003].measured.layers[0].kl_tuned is 0.2, but its artifacts derive 1.57",
         ),
         (
+            "lens-train-20261125T152337",
+            lambda d, _: gate(d, "GATE-LENS-001")["measured"].update(elements=1310720),
+            "gates[GATE-LENS-001].measured.elements is 1310720, but its artifacts derive 1315840",
+        ),
+        (
             "lens-20261122T142052",
             _in_file(
                 "trace.json", lambda r: r["per_layer"][0].update(kl=[x / 2 for x in r["per_layer"][0]["kl"]])
@@ -1411,6 +1416,7 @@ def _one_more_drop_than_logged(report: dict[str, Any]) -> None:
         "laser-norms",
         "hqq-row-dropped",
         "lens-train-layers",
+        "lens-train-elements",
         "lens-readings",
         "trace-nan",
         "trace-per-layer",
@@ -1525,6 +1531,61 @@ def test_unique_tokens_other_than_the_prepare_records_train_split_are_caught(tmp
         for line in found
     ), "\n".join(found)
     assert findings(run) == []  # alone, nothing in the record contradicts it
+
+
+# lens-train-20261125T152337 fitted its lens on the data prepare-20261125T152241 made (the path
+# /tmp/ev27/mix-data), before spec 1.28.0 had it cite that data's manifest and tokenizer.
+LENS_DATA = {
+    "manifest_sha256": "17be58d1ba87d57b3e0852f904664dfe00a084909d84163f481e2ef4cb49f85c",
+    "tokenizer_sha256": "118613dd11c66ae5cc607f9fa9eb6030f3a1d58b14a7f1eff72835359d2a43a9",
+}
+
+
+def _lens_quota(windows: int) -> Change:
+    """The lens record citing its data, with its epoch plan's windows (GATE-DATA-001 and -002) set."""
+
+    def change(data: dict[str, Any], _dir: Path) -> None:
+        data["data"].update(LENS_DATA)
+        gate(data, "GATE-DATA-001")["measured"].update(plan_windows=windows, quota_windows=windows)
+        gate(data, "GATE-DATA-002")["measured"].update(plan_windows=windows)
+
+    return change
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_records_epoch_plan_is_held_to_the_manifest_it_cites(tmp_path: Path) -> None:
+    """Cited, the manifest decides the lens's quota windows as it does a training run's (196595 at
+    128 targets): the committed count passes, two more are named, with the prepare record beside it."""
+    prepare = LEDGER / "prepare-20261125T152241"
+    kept = planted(tmp_path / "kept", "lens-train-20261125T152337", _lens_quota(196595))
+    assert [f.line() for f in run_checks(ROOT, [kept, prepare], runs_only=True).violations] == []
+    run = planted(tmp_path / "more", "lens-train-20261125T152337", _lens_quota(196597))
+    found = [f.line() for f in run_checks(ROOT, [run, prepare], runs_only=True).violations]
+    assert any(
+        "gates[GATE-DATA-001].measured.quota_windows is 196597, but the quotas of the train windows" in line
+        and "give 196595" in line
+        for line in found
+    ), "\n".join(found)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_records_plan_windows_are_its_data_gates_and_its_manifest_is_asked_from_1_28_0(
+    tmp_path: Path,
+) -> None:
+    """GATE-DATA-002 restates GATE-DATA-001's plan windows as a training record's does; a lens-train
+    record of spec 1.28.0 or later that cites no manifest of its data is named."""
+    run = planted(
+        tmp_path / "plan",
+        "lens-train-20261125T152337",
+        lambda d, _: gate(d, "GATE-DATA-002")["measured"].update(plan_windows=196597),
+    )
+    assert_caught(
+        run, "gates[GATE-DATA-002].measured.plan_windows is 196597, but its artifacts derive 196595"
+    )
+    run = planted(
+        tmp_path / "uncited", "lens-train-20261125T152337", lambda d, _: d["spec"].update(version="1.28.0")
+    )
+    assert_caught(run, "cites no data.manifest_sha256 (the manifest of its --data)")
 
 
 # -- the spec a record names, against its commit --------------------------------------------------

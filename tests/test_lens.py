@@ -2,18 +2,22 @@
 
 Falsifiers plant each lens bug in the stack's own code path: probes that do not start at the
 identity, probes cut from the gradient (the validation doc's bug), probes that lose to the
-logit lens, a lens read through another model or no final norm, a lens fed post-norm states.
+logit lens, a lens read through another model or no final norm, a lens fed post-norm states,
+a learning-rate schedule other than the documented one (an audit's shifted by one step), and a
+held-out KL other than KL(final ‖ layer) (an audit's reversed).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from ledger_support import edited, findings, gate
 from safetensors import safe_open
 from torch import nn
 from trace_support import save_run, tiny_model
@@ -22,11 +26,13 @@ from train_support import two_layer_run
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, read_evidence
 from contracts.ledger import Ledger, recording
+from contracts.schedule import linear_decay_at
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.heldout import heldout_batches
+from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
-from stack.lens import probes, residual
+from stack.lens import probes, readout, residual
 from stack.lens import train as lens_train
 from stack.lens.probes import TunedLens, for_model, health_outcome, model_sha256
 from stack.lens.readout import read
@@ -76,7 +82,8 @@ def test_logit_lens_table_json_csv_and_record(
     assert "logit lens" in text and "final  logits" in text and "verdict: read" in text
     record = read_evidence(out / "metadata.json")
     assert record.run.kind == "lens" and record.metrics["mode"] == "logit-lens"
-    assert _verdicts(out) == {"GATE-CKPT-002": "PASS", "GATE-LENS-004": "PASS", "GATE-LENS-005": "PASS"}
+    judged = ("GATE-CKPT-002", "GATE-LENS-004", "GATE-LENS-005", "GATE-LENS-006")
+    assert _verdicts(out) == dict.fromkeys(judged, "PASS")
     rows = record.metrics["per_layer"]  # the site's heat map: a row per layer, a cell per position
     assert [r["site"] for r in rows] == ["embed", "layers.0.output"]
     assert all(len(r["kl"]) == len(PROMPT) == len(r["top1"]) for r in rows)
@@ -98,8 +105,13 @@ def test_training_saves_a_lens_of_this_model_and_reading_it_holds(
         metadata = handle.metadata()
     model = load_trained(trained["run"]).model
     assert metadata["model_sha256"] == model_sha256(model) and metadata["layers"] == "2"
-    rows = read_evidence(trained["train_record"] / "metadata.json").metrics["per_layer"]
+    record = read_evidence(trained["train_record"] / "metadata.json")
+    rows = record.metrics["per_layer"]
     assert all(r["kl_tuned"] <= r["kl_logit"] for r in rows)
+    measured = {g.id: g.measured for g in record.gates}
+    assert len(measured["GATE-LENS-002"]["applied_lrs"]) == 60  # every step's rate, for the checker
+    assert measured["GATE-LENS-006"]["layers"] == rows and len(measured["GATE-LENS-006"]["recomputed"]) == 2
+    assert record.data is not None and record.data.manifest_sha256 == load_manifest(trained["data"]).sha256
     argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--lens", str(trained["lens"])]
     assert main([*argv, "--out", str(tmp_path / "rec")]) == 0
     assert "tuned lens" in capsys.readouterr().out
@@ -370,7 +382,7 @@ def test_a_lens_of_blocks_that_pass_everything_through_has_nothing_to_learn(
     result = next(
         g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-LENS-002"
     )
-    assert result.verdict is Verdict.PASS and result.revision == 2
+    assert result.verdict is Verdict.PASS and result.revision >= 2
     probes_seen = result.measured["probes"]  # type: ignore[index]
     assert all(p["norm"] < 1e-12 and p["max_kl"] == 0 and p["grad_every_step"] for p in probes_seen)
 
@@ -423,3 +435,204 @@ def test_an_identity_kl_just_beyond_the_threshold_fires_and_just_inside_holds() 
     assert health_outcome(lens).ok
     lens.fit = [{"layer": 0, "optimized": True, "grad_every_step": False, "max_kl": 0.0}]
     assert not health_outcome(lens).ok
+
+
+# -- the schedule the optimizer applied (GATE-LENS-002, check schedule) -------------------------
+
+
+@pytest.mark.gate("GATE-LENS-002")
+@pytest.mark.parametrize(
+    "rate",
+    [
+        pytest.param(lambda self, step: self.lr * (1 - step / self.steps), id="shifted-one-step"),
+        pytest.param(lambda self, step: self.lr * (1 - (step - 1) / (self.steps + 1)), id="wrong-total"),
+        pytest.param(lambda self, step: self.lr, id="constant"),
+        pytest.param(
+            lambda self, step: self.lr * min(1.0, step / 2) * (1 - (step - 1) / self.steps), id="warmup"
+        ),
+    ],
+)
+def test_a_lens_schedule_other_than_the_documented_one_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, rate: Callable[[LensTraining, int], float]
+) -> None:
+    """The audit's N10 (lr · (1 − s/S): every step a step late) and its kin, planted in the rate the
+    lens's loop sets: the rate read back from the optimizer is not the documented schedule's."""
+    model = load_trained(trained["run"]).model
+    monkeypatch.setattr(LensTraining, "lr_at", rate)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*not the lens schedule's"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+class _Pinned(dict):  # type: ignore[type-arg]
+    """A parameter group the loop's writes of the rate do not reach: it keeps its first rate."""
+
+    def __setitem__(self, key: str, value: object) -> None:
+        if key != "lr":
+            super().__setitem__(key, value)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_parameter_group_the_schedule_does_not_reach_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lens's SGD built with two groups, the second pinned at the first step's rate: the rate
+    is read from every group, so the one left behind shows from step 2 on."""
+    sgd = torch.optim.SGD
+
+    class TwoGroups(sgd):  # type: ignore[misc, valid-type]
+        def __init__(self, params: object, **settings: object) -> None:
+            held = list(params)  # type: ignore[call-overload]
+            super().__init__([{"params": held[:1]}, {"params": held[1:]}], **settings)
+            self.param_groups[1] = _Pinned(self.param_groups[1])
+
+    model = load_trained(trained["run"]).model
+    monkeypatch.setattr(torch.optim, "SGD", TwoGroups)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*3 of 4 step\(s\).*first at step 2"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_rate_just_beyond_lr_rtol_fires_and_just_inside_holds(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rtol = load_spec().threshold("GATE-LENS-002", "lr_rtol")
+    model = load_trained(trained["run"]).model
+
+    def off_by(factor: float) -> Callable[[LensTraining, int], float]:
+        return lambda self, step: (
+            linear_decay_at(step, lr=self.lr, total_steps=self.steps) * (1 + factor * rtol)
+        )
+
+    monkeypatch.setattr(LensTraining, "lr_at", off_by(0.5))
+    lens = train_lens(model, trained["data"], QUICK, _quiet)
+    assert lens.schedule is not None and len(lens.schedule["applied_lrs"]) == QUICK.steps
+    monkeypatch.setattr(LensTraining, "lr_at", off_by(2.0))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*4 of 4 step\(s\)"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+# -- the KL the comparison reports (GATE-LENS-006) -----------------------------------------------
+
+
+def _reversed(final: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
+    """The audit's N27: KL(layer ‖ final)."""
+    return (reading.exp() * (reading - final)).sum(-1)
+
+
+def _over_the_vocabulary(final: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
+    """KL(final ‖ layer) divided by the vocabulary: averaged where it must be summed."""
+    return (final.exp() * (final - reading)).mean(-1)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+@pytest.mark.parametrize("kl", [_reversed, _over_the_vocabulary], ids=["reversed", "vocab-mean"])
+def test_a_held_out_kl_other_than_kl_final_to_layer_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, kl: Callable
+) -> None:
+    model = load_trained(trained["run"]).model
+    monkeypatch.setattr(readout, "kl_to_final", kl)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*layer 0: kl_logit is .* recomputed by kl_div"):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+@pytest.mark.parametrize("kl", [_reversed, _over_the_vocabulary], ids=["reversed", "vocab-mean"])
+def test_a_reading_whose_kl_is_not_kl_final_to_layer_fires(
+    monkeypatch: pytest.MonkeyPatch, kl: Callable
+) -> None:
+    """The same mutants read on a prompt: the table's KL per position, held to kl_div's."""
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    read(model, residuals, None, 3)  # KL(final ‖ layer): holds
+    monkeypatch.setattr(readout, "kl_to_final", kl)
+    with pytest.raises(
+        GateViolation, match=r"GATE-LENS-006.*of the reading's KLs are not KL\(final ‖ layer\)"
+    ):
+        read(model, residuals, None, 3)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_held_out_kl_summed_over_positions_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-position KL right, its mean taken over the wrong extent (summed over the batch)."""
+    model = load_trained(trained["run"]).model
+
+    def summed(log_probs: list[torch.Tensor]) -> list[float]:
+        *layers, final = log_probs
+        return [float(readout.kl_to_final(final, lp).sum()) for lp in layers]
+
+    monkeypatch.setattr(lens_train, "mean_kl", summed)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006"):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_kl_just_beyond_kl_rtol_fires_and_just_inside_holds(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rtol = load_spec().threshold("GATE-LENS-006", "kl_rtol")
+    kl, model = readout.kl_to_final, load_trained(trained["run"]).model
+
+    def off_by(factor: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda final, reading: kl(final, reading) * (1 + factor * rtol)
+
+    monkeypatch.setattr(readout, "kl_to_final", off_by(0.5))
+    ledger = Ledger()
+    with recording(ledger):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+    assert {r.id: r.verdict for r in ledger.gate_results()}["GATE-LENS-006"] is Verdict.PASS
+    monkeypatch.setattr(readout, "kl_to_final", off_by(2.0))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006"):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+# -- what the checker re-derives of a lens-train record ------------------------------------------
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_records_schedule_and_kl_are_held_by_the_checker(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """The record the CLI wrote checks clean; its scheduled rates are the lens schedule of its config's
+    lr and steps, and its KL rows re-judge against the recomputed ones they sit beside."""
+    assert findings(trained["train_record"]) == []
+
+    def copy(name: str, change: Callable[[dict, Path], None]) -> Path:
+        shutil.copytree(trained["train_record"], tmp_path / name)
+        return edited(tmp_path / name, change)
+
+    def steps_later(data: dict, _dir: Path) -> None:  # applied and scheduled alike: a forger's pair
+        measured = gate(data, "GATE-LENS-002")["measured"]
+        for key in ("applied_lrs", "scheduled_lrs"):
+            measured[key] = [*measured[key][1:], 0.0]
+
+    found = findings(copy("schedule", steps_later))
+    assert any("gates[GATE-LENS-002].measured.scheduled_lrs[0] is" in line for line in found), found
+
+    def reversed_rows(data: dict, _dir: Path) -> None:  # the recomputed KL of another direction
+        for row in gate(data, "GATE-LENS-006")["measured"]["recomputed"]:
+            row["kl_logit"] *= 1.02
+
+    found = findings(copy("kl", reversed_rows))
+    assert any(
+        "GATE-LENS-006: recorded PASS, but its measured values re-judge to FAIL" in line for line in found
+    ), found
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_readings_kl_is_held_to_its_trace_by_the_checker(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A reading's record checks clean; the KLs its GATE-LENS-006 held are trace.json's readings."""
+    out = tmp_path / "read"
+    assert main(["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(out)]) == 0
+    assert findings(out) == []
+
+    def halved(data: dict, _dir: Path) -> None:  # reported and recomputed alike: a forger's pair
+        measured = gate(data, "GATE-LENS-006")["measured"]
+        for key in ("reading_kl", "recomputed_reading_kl"):
+            measured[key][0] = [x / 2 for x in measured[key][0]]
+
+    found = findings(edited(out, halved))
+    assert any("gates[GATE-LENS-006].measured.reading_kl[0]" in line for line in found), found

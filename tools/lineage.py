@@ -494,7 +494,7 @@ def _quota_problems(
     measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-001"), None)
     config = record.config if isinstance(record.config, dict) else {}
     data = config.get("data")
-    if isinstance(data, str):  # named by path alone (es): every source at its full weight
+    if isinstance(data, str):  # named by path alone (es, lens-train): every source at its full weight
         data = {}
     if not isinstance(measured, dict) or not isinstance(data, dict):
         return []

@@ -32,6 +32,7 @@ from contracts.evidence import EvidenceRecord, RunStatus
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
+from contracts.schedule import linear_decay
 from contracts.shard_layout import shard_bytes
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
@@ -85,6 +86,16 @@ def version_key(version: str) -> tuple[int, ...]:
     """A semantic version as a sortable tuple (its pre-release part ignored)."""
     core = version.split("-", 1)[0]
     return tuple(int(part) for part in core.split(".") if part.isdigit())
+
+
+def whole(*values: Any) -> bool:
+    """Whether every value is an integer (a count, a step), not a boolean."""
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+def real(value: Any) -> bool:
+    """Whether a value is a number (an integer or a float), not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # -- what a result file says of the record that cites it ---------------------------------------
@@ -763,9 +774,10 @@ def lora_export_record(inputs: Inputs) -> Derivation:
     return derived
 
 
-@derives("trace", "patch", "lens", "lens-train")
+@derives("trace", "patch", "lens")
 def trace_record(inputs: Inputs) -> Derivation:
-    """The verdict, first anomaly and per-layer summary the record repeats from trace.json."""
+    """The verdict, first anomaly and per-layer summary the record repeats from trace.json (and a
+    lens-train record's, contracts.derive.training.lens_train_record)."""
     derived = Derivation()
     report = report_of(inputs, derived, "trace.json", "1.0.0")
     if report is not None:
@@ -798,16 +810,18 @@ def trace_record(inputs: Inputs) -> Derivation:
                 _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
-        elif mode == "lens-train" and "GATE-LENS-003" in wanted:
-            derived.put(
-                ("gates", "GATE-LENS-003", "measured", "layers"), report.get("per_layer"), optional=True
-            )
+            readings = [r.get("kl") for r in report.get("readings") or [] if isinstance(r, dict)]
+            if "GATE-LENS-006" in wanted:  # the KLs it held to their recomputation are the ones shown
+                derived.put(("gates", "GATE-LENS-006", "measured", "reading_kl"), readings, optional=True)
+        elif mode == "lens-train":
+            _lens_train_measured(derived, inputs.record.config, results, wanted, report.get("per_layer"))
         tokens = report.get("tokens")
         if isinstance(tokens, list) and tokens:
             derived.problems += element_problems(results, wanted, len(tokens), report)
     return derived
 
 
+<<<<<<< HEAD
 # The sites of a trace that hold one row per prompt token: (batch, tokens, ...).
 TOKEN_ROW_SITES = ("embed", "logits")
 
@@ -829,6 +843,35 @@ def traced_tokens(report: dict[str, Any]) -> list[int]:
             and len(site["shape"]) >= 2
         }
     )
+=======
+def _lens_train_measured(
+    derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], per_layer: Any
+) -> None:
+    """What a lens-train record's gates restate of trace.json and of its config: the held-out rows
+    (GATE-LENS-003's, and GATE-LENS-006's reported ones) are trace.json's per_layer; GATE-LENS-002's
+    scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule); and
+    GATE-LENS-001 compared the logits of every lens site (GATE-LENS-005's sites, the embedding and
+    each block) on the first batch, sites × batch_size × seq_len × vocabulary elements, the
+    vocabulary being what GATE-LENS-005's one site of a batch of that shape holds."""
+    for gate_id in ("GATE-LENS-003", "GATE-LENS-006"):
+        if gate_id in wanted:
+            derived.put(("gates", gate_id, "measured", "layers"), per_layer, optional=True)
+    config = config if isinstance(config, dict) else {}
+    lr, steps, batch, seq_len = (config.get(k) for k in ("lr", "steps", "batch_size", "seq_len"))
+    if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
+        derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
+    read = results.get("GATE-LENS-005") or {}
+    sites, elements = read.get("sites"), read.get("elements")
+    if not ("GATE-LENS-001" in wanted and isinstance(sites, list) and whole(elements, batch, seq_len)):
+        return
+    if batch * seq_len == 0 or elements % (batch * seq_len):
+        derived.problems.append(
+            f"gates[GATE-LENS-005].measured.elements is {elements}, not a whole vocabulary for each of "
+            f"its batch_size {batch} × seq_len {seq_len} positions"
+        )
+        return
+    derived.put(("gates", "GATE-LENS-001", "measured", "elements"), len(sites) * elements, optional=True)
+>>>>>>> s11-lens
 
 
 def _anomalies_measured(derived: Derivation, report: dict[str, Any], sites: list[Any]) -> None:

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.coherence import sample_length
 from contracts.curriculum import phase_at, source_bounds
-from contracts.derive.reports import version_key
+from contracts.derive.reports import version_key, whole
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
 from contracts.model_shape import (
@@ -78,11 +78,6 @@ def measured_of(record: EvidenceRecord, gate_id: str) -> dict[str, Any]:
     """A gate's measured values as the record states them ({} where it has none)."""
     result = next((g for g in record.gates if g.id == gate_id), None)
     return result.measured if result is not None and isinstance(result.measured, dict) else {}
-
-
-def whole(*values: Any) -> bool:
-    """Whether every value is an integer (a count, a step), not a boolean."""
-    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
 
 def restate(settler: Settler, gate_id: str, key: str, value: Any) -> None:

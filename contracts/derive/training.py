@@ -35,7 +35,8 @@ from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.invocations import invocation_problems
-from contracts.derive.reports import version_key
+from contracts.derive.reports import real as _real
+from contracts.derive.reports import trace_record, version_key
 from contracts.derive.restated import (
     SHARES_LOGGED,
     changed_by_resumes,
@@ -451,10 +452,6 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
         return  # the line logs the ranks' reduced norm; the probe, its own rank's
     if (step % every == 0 or step == config.get("train", {}).get("steps")) and "grad_norm" in last:
         restate(settler, "GATE-TRAIN-008", "logged_grad_norm", finite_or_text(last["grad_norm"]))
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _clip_problems(log: Log, train: dict[str, Any]) -> list[str]:
@@ -1454,6 +1451,23 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
     for key, value in counts.items():
         for name in (key, f"stated_{key}"):
             derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
+
+
+# A lens fitted on a DATA_DIR cites that data's manifest (data.manifest_sha256) from spec 1.28.0.
+LENS_DATA_SINCE = "1.28.0"
+
+
+@derives("lens-train")
+def lens_train_record(inputs: Inputs) -> Derivation:
+    """A lens-train record's trace.json and gates (`trace_record`); the manifest of the data it was
+    fitted on, cited as a training record cites its own (the ledger's check then holds its
+    GATE-DATA-001 quota windows to that manifest, tools/lineage.py); and its epoch plan's windows,
+    restated by GATE-DATA-002 as a training record's are (`_plan_windows`)."""
+    derived = trace_record(inputs)
+    if inputs.record.data is None or not inputs.record.data.manifest_sha256:
+        derived.missing.append(("data.manifest_sha256 (the manifest of its --data)", LENS_DATA_SINCE))
+    _plan_windows(inputs, Settler(inputs, derived))
+    return derived
 
 
 @derives("es")

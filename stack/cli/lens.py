@@ -25,6 +25,7 @@ from stack.lens.defaults import (
 )
 
 if TYPE_CHECKING:
+    from contracts.evidence import DataRef
     from contracts.ledger import Ledger
     from stack.trace.modes import Result
     from stack.train.trained import Trained
@@ -240,6 +241,19 @@ def _train(args: argparse.Namespace, trained: Trained, config: dict[str, Any], l
     return result
 
 
+def _data_read(args: argparse.Namespace) -> DataRef | None:
+    """The DATA_DIR a lens is fitted on, cited by its manifest's and tokenizer's sha256 as a training
+    record cites its data: what ties the record's GATE-DATA-001/005 counts to that data's manifest."""
+    from contracts.evidence import DataRef
+    from stack.data.manifest import load_manifest
+    from stack.data.tokenizer import load_tokenizer
+
+    if not args.train:
+        return None
+    manifest = load_manifest(args.data)
+    return DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=load_tokenizer(args.data).sha256)
+
+
 def run(args: argparse.Namespace) -> int:
     """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
     from stack.cli.inputs import check_inputs
@@ -259,6 +273,6 @@ def run(args: argparse.Namespace) -> int:
         trained = load_trained(checkpoint, torch_device(args.device))
         return _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
 
-    result, path = run_recorded(args, anchor, kind, config, compute)
+    result, path = run_recorded(args, anchor, kind, config, compute, _data_read(args))
     print(f"verdict: {result.verdict}   evidence: {path}")
     return 0

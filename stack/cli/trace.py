@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     import torch
 
+    from contracts.evidence import DataRef
     from contracts.ledger import Ledger
     from stack.data.tokenizer import Tokenizer
     from stack.model.config import ModelConfig
@@ -426,10 +427,12 @@ def run_recorded(
     kind: str,
     config: dict[str, Any],
     compute: Callable[[Ledger], Result],
+    data: DataRef | None = None,
 ) -> tuple[Result, Path]:
-    """Run `compute` under a ledger, write the outputs asked for and the evidence record of `kind`,
-    and print the result's lines (shared with `stack lens`). A gate that fires still leaves its
-    record, naming the gate, before the violation goes on to the CLI's exit 3."""
+    """Run `compute` under a ledger, write the outputs asked for and the evidence record of `kind`
+    (citing `data`, the prepared data it read, if any), and print the result's lines (shared with
+    `stack lens`). A gate that fires still leaves its record, naming the gate, before the violation
+    goes on to the CLI's exit 3."""
     from contracts.errors import GateViolation
     from contracts.gates import contract_mode
     from contracts.ledger import Ledger, recording
@@ -443,14 +446,35 @@ def run_recorded(
         except GateViolation as exc:
             directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
             write_record(
-                directory, rid, args.argv, args.device, mode, config, None, ledger, str(exc), kind, args.force
+                directory,
+                rid,
+                args.argv,
+                args.device,
+                mode,
+                config,
+                None,
+                ledger,
+                str(exc),
+                kind,
+                args.force,
+                data,
             )
             raise
     write_outputs(args, result)
     directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
     payload = result.payload()
     path = write_record(
-        directory, rid, args.argv, args.device, mode, config, payload, ledger, kind=kind, force=args.force
+        directory,
+        rid,
+        args.argv,
+        args.device,
+        mode,
+        config,
+        payload,
+        ledger,
+        kind=kind,
+        force=args.force,
+        data=data,
     )
     print("\n".join(result.lines))
     return result, path

@@ -39,6 +39,8 @@ class TunedLens(nn.Module):
         self.probes = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(n_layers))
         # Per probe, how its training went (stack.lens.train.FitWatch): None for a lens not trained here.
         self.fit: list[dict[str, object]] | None = None
+        # The rates its optimizer applied and the schedule's, step by step (FitWatch): None likewise.
+        self.schedule: dict[str, list[float]] | None = None
         self.reset()
 
     @torch.no_grad()
@@ -88,14 +90,16 @@ def fit_outcome(model: GPT, lens: TunedLens | None) -> Outcome:
 
 def health_outcome(lens: TunedLens) -> Outcome:
     """GATE-LENS-002: every probe's parameter norm, and whether it is finite; with how its training
-    went when the lens was trained here (optimized, grad_every_step, max_kl: `FitWatch`)."""
+    went when the lens was trained here (optimized, grad_every_step, max_kl: `FitWatch`), and then
+    its check schedule (applied_lrs against scheduled_lrs, step by step)."""
     probes = []
     for layer, probe in enumerate(lens.probes):
         params = torch.cat([probe.weight.detach().flatten(), probe.bias.detach().flatten()]).double()
         norm = float(params.norm())
         fit = lens.fit[layer] if lens.fit is not None else {}
         probes.append({**fit, "layer": layer, "norm": norm, "finite": bool(torch.isfinite(params).all())})
-    return measure("GATE-LENS-002", {"probes": probes}, holds="every probe learned or had nothing to learn")
+    measured = {"probes": probes, **(lens.schedule or {})}
+    return measure("GATE-LENS-002", measured, holds="every probe learned or had nothing to learn")
 
 
 def save_lens(path: Path, lens: TunedLens, extra: dict[str, str]) -> None:

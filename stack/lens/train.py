@@ -18,7 +18,9 @@ the final distribution through the identity: nothing to learn (GATE-LENS-002). T
 are read on the held-out set a training run evaluates (windows spread over the held-out split,
 checked against its shards, and the forwards' ids checked against the set: GATE-DATA-005); a layer
 where the tuned lens is further from the final distribution than the logit lens is a warning
-(GATE-LENS-003).
+(GATE-LENS-003). Every step's rate is read back from the optimizer and held to the schedule
+contracts.schedule defines (GATE-LENS-002, check schedule), and every reported KL to the same mean
+recomputed by torch's kl_div from the log-probabilities it was taken of (GATE-LENS-006).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.schedule import linear_decay, linear_decay_at
 from stack.data.heldout import check_heldout, heldout_batches
 from stack.data.reader import TokenReader
 from stack.lens.defaults import (
@@ -41,10 +44,11 @@ from stack.lens.defaults import (
     DEFAULT_WEIGHT_DECAY,
 )
 from stack.lens.probes import TunedLens, for_model, health_outcome
-from stack.lens.readout import kl_to_final, layer_log_probs, mean_kl
+from stack.lens.readout import check_kl, kl_to_final, layer_log_probs, mean_kl, recomputed_mean_kl
 from stack.lens.residual import Residuals, capture, read_through
 from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
+from stack.train.stepping import applied_lr
 
 Progress = Callable[[int, dict[str, Any]], None]
 
@@ -64,8 +68,9 @@ class LensTraining:
     clip_norm: float = DEFAULT_CLIP_NORM
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of step `step` (1-based): lr · (1 − (step − 1) / steps)."""
-        return self.lr * (1 - (step - 1) / self.steps)
+        """The learning rate of step `step` (1-based): lr · (1 − (step − 1) / steps), the schedule
+        contracts.schedule defines (GATE-LENS-002 holds the rate the optimizer applied to it)."""
+        return linear_decay_at(step, lr=self.lr, total_steps=self.steps)
 
 
 @contextmanager
@@ -119,9 +124,12 @@ class FitWatch:
     per probe, whether the optimizer holds its parameters, whether a gradient reached them at every
     step, and the largest mean KL its layer read at (a probe that never moved reads through the
     identity, so that is the identity's KL: 0 when the layer already is the final distribution, as
-    behind blocks that pass every token through unchanged)."""
+    behind blocks that pass every token through unchanged). And its check schedule: the rate the
+    optimizer applied at each step, read from its parameter groups as it steps, beside the rate
+    contracts.schedule gives that step under the lens settings."""
 
     def __init__(self, lens: TunedLens, optimizer: torch.optim.Optimizer) -> None:
+        self.applied_lrs: list[float] = []
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self.probes = [
             {
@@ -139,6 +147,13 @@ class FitWatch:
             reached = all(p.grad is not None for p in probe.parameters())
             facts["grad_every_step"] = bool(facts["grad_every_step"]) and reached
             facts["max_kl"] = max(float(facts["max_kl"]), float(kl.detach()))
+
+    def stepping(self, optimizer: torch.optim.Optimizer, scheduled: float) -> float:
+        """Just before the optimizer steps: the rate it will apply (of its groups' rates, the farthest
+        from `scheduled`, so a group left at another rate shows), kept for the schedule check."""
+        applied = applied_lr(optimizer, scheduled)
+        self.applied_lrs.append(applied)
+        return applied
 
 
 def sequence_length(asked: int | None, ctx: int) -> int:
@@ -193,12 +208,14 @@ def train_lens(
             loss.backward()
             watch.step(lens, kls)
             grad_norm = torch.nn.utils.clip_grad_norm_(lens.parameters(), settings.clip_norm)
-            lr = settings.lr_at(step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = settings.lr_at(step)
+            lr = watch.stepping(optimizer, linear_decay_at(step, lr=settings.lr, total_steps=settings.steps))
             optimizer.step()
             progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr})
     lens.fit = watch.probes  # what GATE-LENS-002 judges beside the probes' norms
+    scheduled = linear_decay(settings.lr, settings.steps)
+    lens.schedule = {"applied_lrs": watch.applied_lrs, "scheduled_lrs": scheduled}  # and the rates
     return lens.eval()
 
 
@@ -245,25 +262,32 @@ def check_read(batches: list[torch.Tensor], read: list[torch.Tensor]) -> None:
     """Refuse a lens comparison whose forwards read other windows than the held-out set's."""
 
 
+def _rows(logit: torch.Tensor, tuned: torch.Tensor) -> list[dict[str, float]]:
+    return [
+        {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
+        for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
+    ]
+
+
 @gate_ensure("GATE-LENS-003", lambda result: heldout_outcome(result))
 def heldout_comparison(
     model: GPT, lens: TunedLens, data_dir: Path, settings: LensTraining
 ) -> list[dict[str, float]]:
     """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens,
-    over the held-out set (`comparison_set`) and only it (`check_read`, before it is reported)."""
+    over the held-out set (`comparison_set`) and only it (`check_read`), each mean recomputed from
+    the same log-probabilities by torch's `kl_div` (`check_kl`), before it is reported."""
     batches = comparison_set(model, data_dir, settings)
     device = model.lm_head.weight.device
-    logit = torch.zeros(lens.n_layers, dtype=torch.float64)
-    tuned = torch.zeros(lens.n_layers, dtype=torch.float64)
+    sums = torch.zeros(4, lens.n_layers, dtype=torch.float64)  # logit, tuned; then both recomputed
     read = []
     for batch in batches:
         residuals = capture(model, batch[:, :-1].to(device))
         read.append(residuals.inputs)
-        logit += torch.tensor(mean_kl(model, residuals, None), dtype=torch.float64)
-        tuned += torch.tensor(mean_kl(model, residuals, lens), dtype=torch.float64)
+        logit, tuned = layer_log_probs(model, residuals, None), layer_log_probs(model, residuals, lens)
+        means = [mean_kl(logit), mean_kl(tuned), recomputed_mean_kl(logit), recomputed_mean_kl(tuned)]
+        sums += torch.tensor(means, dtype=torch.float64)
     check_read(batches, read)
-    logit, tuned = logit / len(batches), tuned / len(batches)
-    return [
-        {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
-        for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
-    ]
+    sums /= len(batches)
+    reported = _rows(sums[0], sums[1])
+    check_kl({"layers": reported, "recomputed": _rows(sums[2], sums[3])})
+    return reported

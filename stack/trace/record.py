@@ -25,6 +25,7 @@ from typing import Any
 from contracts.errors import BadInput
 from contracts.evidence import (
     EVIDENCE_FILE,
+    DataRef,
     RunStatus,
     artifact,
     canonical_sha256,
@@ -136,13 +137,17 @@ def write_record(
     stop_reason: str | None = None,
     kind: str = TRACE_KIND,
     force: bool = False,
+    data: DataRef | None = None,
 ) -> Path:
     """Write trace.json (when there is a report) and metadata.json of run kind `kind` as `directory`,
     built aside and swapped in (stack.outputs.rundir; with `force` in place of an earlier record
-    that `check_out_dir` let through); returns the record's path."""
+    that `check_out_dir` let through); returns the record's path. `data`: the prepared data the
+    command read, cited by its manifest's and tokenizer's sha256 (a lens fitted on a DATA_DIR)."""
     record = new_record(kind, rid, argv, device=device, mode=mode)
     record.config = config
     record.config_sha256 = canonical_sha256(config)
+    if data is not None:
+        record.data = data
     record.gates = ledger.gate_results(expected=load_spec().required_gates(kind))
     with rundir.opened(directory, _writer(kind), force=force) as opened:
         if payload is None:
