@@ -2,8 +2,9 @@
 
 It lives in the contracts, apart from the code that reports a divergence (stack.trace.ablation),
 because a KL computed by the code under test shares its bugs: the ablation's KL with its two sides
-swapped was still printed and stored as KL(intact ‖ ablated), and nothing held it to its
-direction. GATE-TRACE-003's check `ablation` holds the reported KL to this one.
+swapped was still printed and stored as KL(intact ‖ ablated), and a lens's KL(layer ‖ final) as
+KL(final ‖ layer); nothing held either to its direction. GATE-TRACE-003's check `ablation` and
+GATE-LENS-006 hold the reported KLs to these.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import torch
 import torch.nn.functional as F
 
 
+def kl_per_position(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p ‖ q) in nats at each position, from log-probabilities whose last dimension is the
+    vocabulary: `kl_div` takes log q as its input and log p as its target."""
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
+
+
 def mean_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
-    """KL(p ‖ q) in nats per position (the last dimension is the vocabulary), averaged over every
-    position, in float64: `kl_div` takes log q as its input and log p as its target."""
+    """KL(p ‖ q) in nats per position, from logits, averaged over every position, in float64."""
     log_p = torch.log_softmax(p_logits.double(), dim=-1)
     log_q = torch.log_softmax(q_logits.double(), dim=-1)
-    per_position = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=-1)
-    return float(per_position.mean())
+    return float(kl_per_position(log_p, log_q).mean())

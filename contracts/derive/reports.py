@@ -821,7 +821,6 @@ def trace_record(inputs: Inputs) -> Derivation:
     return derived
 
 
-<<<<<<< HEAD
 # The sites of a trace that hold one row per prompt token: (batch, tokens, ...).
 TOKEN_ROW_SITES = ("embed", "logits")
 
@@ -843,7 +842,8 @@ def traced_tokens(report: dict[str, Any]) -> list[int]:
             and len(site["shape"]) >= 2
         }
     )
-=======
+
+
 def _lens_train_measured(
     derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], per_layer: Any
 ) -> None:
@@ -871,7 +871,6 @@ def _lens_train_measured(
         )
         return
     derived.put(("gates", "GATE-LENS-001", "measured", "elements"), len(sites) * elements, optional=True)
->>>>>>> s11-lens
 
 
 def _anomalies_measured(derived: Derivation, report: dict[str, Any], sites: list[Any]) -> None:

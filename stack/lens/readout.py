@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from contracts.divergence import kl_per_position
 from contracts.gates import Outcome, gate_require, measure
 from stack.lens.probes import TunedLens, fit_outcome
 from stack.lens.residual import Residuals, read_through
@@ -53,10 +53,9 @@ def mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
 
 
 def recomputed_kl(final: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
-    """`kl_to_final` by another path, torch's `kl_div` (input the layer, target the final
-    distribution, both as log-probabilities: KL(final ‖ layer)) summed over the vocabulary: what
-    GATE-LENS-006 holds the reported KL to, on the same log-probabilities."""
-    return F.kl_div(reading, final, reduction="none", log_target=True).sum(dim=-1)
+    """`kl_to_final` by another path, the contracts' KL(final ‖ layer) by torch's `kl_div`
+    (contracts.divergence): what GATE-LENS-006 holds the reported KL to, on the same log-probabilities."""
+    return kl_per_position(final, reading)
 
 
 def recomputed_mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
