@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,22 @@ def _differs(recorded: Any, derived: float) -> bool:
     return not isinstance(recorded, int | float) or not math.isclose(recorded, derived, rel_tol=NORM_RTOL)
 
 
-def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: float) -> list[str]:
-    problems = []
+def _held(
+    gate_id: str, rows: list[Any], weights: dict[str, torch.Tensor], problems: list[str]
+) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+    """Each row of `gate_id` with the source model's weight of the matrix it names; a row naming a
+    matrix the model does not hold is a problem, added to `problems`."""
     for row in rows:
         weight = weights.get(_matrix_key(str(row.get("matrix"))))
         if weight is None:
-            problems.append(f"GATE-LASER-002 names {row.get('matrix')}, which its source model does not hold")
-            continue
+            problems.append(f"{gate_id} names {row.get('matrix')}, which its source model does not hold")
+        else:
+            yield row, weight
+
+
+def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: float) -> list[str]:
+    problems: list[str] = []
+    for row, weight in _held("GATE-LASER-002", rows, weights, problems):
         original = weight.double()
         rank = min(weight.shape)
         values = torch.linalg.svdvals(original)
@@ -89,12 +99,8 @@ def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: floa
 
 
 def _hqq_problems(rows: list[Any], weights: dict[str, torch.Tensor], bits: int, group: int) -> list[str]:
-    problems = []
-    for row in rows:
-        weight = weights.get(_matrix_key(str(row.get("matrix"))))
-        if weight is None:
-            problems.append(f"GATE-HQQ-001 names {row.get('matrix')}, which its source model does not hold")
-            continue
+    problems: list[str] = []
+    for row, weight in _held("GATE-HQQ-001", rows, weights, problems):
         baseline = rtn_baseline(weight, bits, group).to(weight.dtype).double()
         want = float(torch.linalg.matrix_norm(weight.double() - baseline))
         if _differs(row.get("rtn_error"), want):

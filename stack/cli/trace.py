@@ -440,42 +440,33 @@ def run_recorded(
 
     ledger = Ledger()
     mode = contract_mode().value
+
+    def recorded(payload: dict[str, Any] | None, stop_reason: str | None) -> Path:
+        """The record of this run, with the report `payload` (None: the gate stopped it first)."""
+        directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
+        return write_record(
+            directory,
+            rid,
+            args.argv,
+            args.device,
+            mode,
+            config,
+            payload,
+            ledger,
+            stop_reason,
+            kind,
+            args.force,
+            data,
+        )
+
     with recording(ledger):
         try:
             result = compute(ledger)
         except GateViolation as exc:
-            directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-            write_record(
-                directory,
-                rid,
-                args.argv,
-                args.device,
-                mode,
-                config,
-                None,
-                ledger,
-                str(exc),
-                kind,
-                args.force,
-                data,
-            )
+            recorded(None, str(exc))
             raise
     write_outputs(args, result)
-    directory, rid = record_dir(args.out, args.evidence_dir, anchor, kind)
-    payload = result.payload()
-    path = write_record(
-        directory,
-        rid,
-        args.argv,
-        args.device,
-        mode,
-        config,
-        payload,
-        ledger,
-        kind=kind,
-        force=args.force,
-        data=data,
-    )
+    path = recorded(result.payload(), None)
     print("\n".join(result.lines))
     return result, path
 
