@@ -19,6 +19,8 @@ forger would, and the integrity check must name it.
   (round 4, T33);
 - a sample repointed, everywhere its record names it, at the withdrawn release 0.1.0, whose
   directory holds no manifest to verify its files by (round 4, T46);
+- an export restating the built-in sample it compared logits on as half as many windows, its
+  parity positions with it, in its record and export.json alike (round 4, T40);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
@@ -45,6 +47,7 @@ EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
 SAMPLE_RUN_26 = "sample-20261125T143147"  # reads release 0.2.0 by its repository path
+EXPORT_RUN_26 = "export-hf-20261125T143124"  # compared logits on release 0.2.0's built-in sample
 MEMORIZATION_RUN = "memorization-20261125T143155"
 DISTILL_RUN, DISTILL_DATA = "distill-moe4-20261125-spec-1.27.0", "prepare-20261125T152241"
 ES_RUN, ES_DATA = "es-20261125T143158", "prepare-20261125T143112"  # the es run reads the data it made
@@ -344,6 +347,40 @@ def test_a_read_repointed_at_a_committed_checkpoint_that_verifies_otherwise_is_c
     found = findings(planted(tmp_path, SAMPLE_RUN_26, repointed))
     says = f"gates[GATE-CKPT-002] says 2 file(s) of {new} verified (no problem), but evidence/models/{new}"
     assert any(says in line and "verifies 0" in line for line in found) is caught
+    assert caught or found == []
+
+
+@pytest.mark.parametrize(
+    ("windows", "caught"),
+    [
+        pytest.param(4, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="T40-half-the-windows"),
+        pytest.param(8, False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
+    ],
+)
+def test_an_export_restating_its_builtin_sample_otherwise_is_caught(
+    tmp_path: Path, windows: int, caught: bool
+) -> None:
+    """The export read release 0.2.0 by its repository path and compared logits on the built-in
+    sample: the fixed text as 0.2.0's byte tokenizer encodes it, 8 windows of 128 at its context.
+    Restated as `windows` windows and their positions, everywhere the record and export.json say
+    them, only the sample rebuilt from the checkpoint tells."""
+    positions = windows * 128
+
+    def halved(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "export.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        for holder in (report, data["metrics"]):
+            holder["sample"]["windows"] = windows
+            holder["parity"]["model.safetensors"]["positions"] = positions
+        gate(data, "GATE-EXPORT-001")["measured"]["positions"] = positions
+        path.write_text(json.dumps(report), encoding="utf-8")
+
+    found = findings(planted(tmp_path, EXPORT_RUN_26, halved))
+    says = (
+        "metrics.sample.windows is 4, but the built-in sample of evidence/models/stdlib-byte-demo-0.2.0 has 8"
+    )
+    assert any(says in line for line in found) is caught
+    assert any("gates[GATE-EXPORT-001].measured.positions is 512" in line for line in found) is caught
     assert caught or found == []
 
 

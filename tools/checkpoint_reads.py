@@ -8,6 +8,12 @@ committed and never changed), the checker verifies that directory again by the s
 `verify_files` and holds the record to it. A record repointed at another committed model (a
 withdrawn release that holds no manifest) cannot keep saying its files were verified.
 
+The same committed checkpoint decides the built-in sample an export or a quantisation compared
+logits on (stack.export.sample): the fixed text as the checkpoint's tokenizer encodes it, cut into
+windows of its context. A record whose `metrics.sample` says `builtin` states that sample's
+windows, tokens per window and ids' digest, and its gates compared windows × tokens positions:
+each is derived again from the checkpoint.
+
 The path must be a word of the command line that is relative, that `run.places` resolved to a
 place ending in that same path (the run started at the root of a checkout), and that names a
 directory under evidence/ here whose name is the checkpoint the gate names.
@@ -18,8 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
-from stack.train.checkpoint import verify_files
+from stack.data.tokenizer_record import tokenizer_from_state
+from stack.export.sample import BUILTIN_SOURCE, resolve_sample
+from stack.train.checkpoint import read_state, verify_files
 
 COMMITTED = REPO_ROOT / "evidence"
 
@@ -63,4 +72,43 @@ def committed_checkpoint_problems(record: EvidenceRecord) -> list[str]:
                 f"({measured.get('problem') or 'no problem'}), but {word}, as committed, verifies "
                 f"{len(verified)} ({problem or 'no problem'})"
             )
+    return problems
+
+
+# The gates that compare logits over every position of the sample an export or surgery read.
+SAMPLE_GATES = ("GATE-EXPORT-001", "GATE-HQQ-002")
+
+
+def builtin_sample_problems(record: EvidenceRecord) -> list[str]:
+    """Where the record compared logits on the built-in sample of a committed checkpoint it read:
+    the sample it states, and the positions its gates compared, against that sample rebuilt."""
+    metrics = record.metrics if isinstance(record.metrics, dict) else {}
+    stated = metrics.get("sample")
+    checked = next((g.measured for g in record.gates if g.id == "GATE-CKPT-002"), None)
+    name = checked.get("checkpoint") if isinstance(checked, dict) else None
+    if not isinstance(stated, dict) or stated.get("source") != BUILTIN_SOURCE or not isinstance(name, str):
+        return []
+    problems = []
+    for word, directory in _committed_reads(record, name):
+        try:
+            state = read_state(directory)
+            tokenizer = tokenizer_from_state(state["tokenizer"])
+            sample = resolve_sample(tokenizer, int(state["config"]["model"]["ctx"]), None).describe()
+        except (BadInput, KeyError, TypeError, ValueError):
+            continue  # a checkpoint that does not read: GATE-CKPT-002's verification says why
+        problems += [
+            f"metrics.sample.{key} is {stated.get(key)!r}, but the built-in sample of {word} has {value!r}"
+            for key, value in sample.items()
+            if stated.get(key) != value
+        ]
+        positions = sample["windows"] * sample["tokens_per_window"]
+        problems += [
+            f"gates[{g.id}].measured.positions is {g.measured.get('positions')!r}, but the built-in sample "
+            f"of {word} holds {positions} positions"
+            for g in record.gates
+            if g.id in SAMPLE_GATES
+            and isinstance(g.measured, dict)
+            and "positions" in g.measured
+            and g.measured.get("positions") != positions
+        ]
     return problems

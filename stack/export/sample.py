@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from stack.data.tokenizer import Tokenizer
 
 MAX_WINDOWS = 8
+# What a sample of BUILTIN_TEXT is called in the records (tools/checkpoint_reads.py rebuilds it).
+BUILTIN_SOURCE = "builtin"
 # RoPE positions up to this length are covered; longer contexts are checked on their first part.
 MAX_WINDOW = 256
 
@@ -134,5 +136,5 @@ def resolve_sample(
     elif checkpoint is not None:
         # A token is at least one byte, and BPE tokens of real text average a few.
         found = _training_data_text(checkpoint, tokenizer, max_bytes=8 * MAX_WINDOWS * min(ctx, MAX_WINDOW))
-    text, source = found if found is not None else (BUILTIN_TEXT, "builtin")
+    text, source = found if found is not None else (BUILTIN_TEXT, BUILTIN_SOURCE)
     return Sample(source, windows(tokenizer.encode(text), ctx))
