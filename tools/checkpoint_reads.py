@@ -33,21 +33,24 @@ from stack.train.checkpoint import read_state, verify_files
 COMMITTED = REPO_ROOT / "evidence"
 
 
+def in_repository(record: EvidenceRecord, word: str) -> Path | None:
+    """The directory of this repository a word of the record's command line names: a relative
+    word that `run.places` resolved to a place ending in that same path (the run started at the
+    root of a checkout), where it still is here; else None."""
+    place = (record.run.places or {}).get(word)
+    if word.startswith("-") or Path(word).is_absolute() or not isinstance(place, str):
+        return None
+    directory = (REPO_ROOT / word).resolve()
+    same = place.rstrip("/").endswith("/" + word.strip("/"))
+    return directory if same and directory.is_relative_to(REPO_ROOT) and directory.is_dir() else None
+
+
 def _committed_reads(record: EvidenceRecord, name: str) -> list[tuple[str, Path]]:
     """(word, directory) for each word of the command line that names committed checkpoint `name`."""
-    places = record.run.places or {}
     found = []
     for word in record.run.argv or []:
-        place = places.get(word)
-        if word.startswith("-") or Path(word).is_absolute() or not isinstance(place, str):
-            continue
-        directory = (REPO_ROOT / word).resolve()
-        if (
-            place.rstrip("/").endswith("/" + word.strip("/"))
-            and directory.name == name
-            and directory.is_relative_to(COMMITTED)
-            and directory.is_dir()
-        ):
+        directory = in_repository(record, word)
+        if directory is not None and directory.name == name and directory.is_relative_to(COMMITTED):
             found.append((word, directory))
     return found
 

@@ -4,10 +4,11 @@ A trace (or patching) record restates the number of tokens its prompt is (`confi
 GATE-TRACE-003's site counts are that number × each site's width. The number is a function of the
 prompt and the tokenizer alone: the byte tokenizer makes 'def main():' 11 tokens. A record whose
 count was edited, its config digest made to agree, passed (the round-4 ledger audit's T30). Here
-the checkpoint its command line names is found (where the run resolved the word, `run.places`, or
-the word under this repository), its tokenizer rebuilt from its state by the stack's own code, and
-the prompt encoded again. A checkpoint no longer where the record names it is not checked here
-(the token axis of the traced sites still is, contracts.derive.reports.traced_tokens).
+the checkpoint its command line names is found (the word under this repository, where the run
+resolved it to the same path, `checkpoint_reads.in_repository`; else where the run resolved it),
+its tokenizer rebuilt from its state by the stack's own code, and the prompt encoded again. A
+checkpoint no longer where the record names it is not checked here (the token axis of the traced
+sites still is, contracts.derive.reports.traced_tokens).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from argv_record import given
-from audit import ROOT
+from checkpoint_reads import in_repository
 
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
@@ -31,8 +32,7 @@ def _checkpoint(record: EvidenceRecord) -> Path | None:
     word = (given(record.run.argv or []) or {}).get("path")
     if word is None:
         return None
-    places = record.run.places or {}
-    for candidate in (places.get(str(word)), ROOT / str(word)):
+    for candidate in (in_repository(record, str(word)), (record.run.places or {}).get(str(word))):
         if candidate is None or not Path(candidate).exists():
             continue
         try:
