@@ -21,6 +21,8 @@ forger would, and the integrity check must name it.
   directory holds no manifest to verify its files by (round 4, T46);
 - an export restating the built-in sample it compared logits on as half as many windows, its
   parity positions with it, in its record and export.json alike (round 4, T40);
+- a lens fitted on data restating the vocabulary it compared logits over, GATE-LENS-001 and
+  GATE-LENS-005 edited together (the lens helper's gap after T27);
 - an es run's epoch plan restated with quotas its data's manifest does not give (round 4, T67),
   or its fitness evaluations with another count of targets than its population, batch and
   window make (T25);
@@ -47,6 +49,7 @@ EVAL_RUN = "eval-20261122T141536"
 PREPARE_RUN = "prepare-20261125T103756"
 SAMPLE_RUN = "sample-20261125T124339"
 SAMPLE_RUN_26 = "sample-20261125T143147"  # reads release 0.2.0 by its repository path
+LENS_TRAIN_RUN = "lens-train-20261125T171238"  # fitted a lens of release 0.2.0 (vocabulary 257)
 EXPORT_RUN_26 = "export-hf-20261125T143124"  # compared logits on release 0.2.0's built-in sample
 MEMORIZATION_RUN = "memorization-20261125T143155"
 DISTILL_RUN, DISTILL_DATA = "distill-moe4-20261125-spec-1.27.0", "prepare-20261125T152241"
@@ -381,6 +384,33 @@ def test_an_export_restating_its_builtin_sample_otherwise_is_caught(
     )
     assert any(says in line for line in found) is caught
     assert any("gates[GATE-EXPORT-001].measured.positions is 512" in line for line in found) is caught
+    assert caught or found == []
+
+
+@pytest.mark.parametrize(
+    ("vocab", "caught"),
+    [
+        pytest.param(256, True, marks=pytest.mark.gate("GATE-INTEG-001"), id="one-token-fewer"),
+        pytest.param(257, False, marks=pytest.mark.holds("GATE-INTEG-001"), id="as-filed"),
+    ],
+)
+def test_a_lens_restating_the_vocabulary_it_compared_over_is_caught(
+    tmp_path: Path, vocab: int, caught: bool
+) -> None:
+    """The lens compared logits over 8 × 128 window positions of release 0.2.0's 257-token
+    vocabulary at each of its 5 sites; both gates restated for a vocabulary of `vocab` agree with
+    each other, and only the model the record read tells."""
+    per_site = 8 * 128 * vocab
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-LENS-005")["measured"]["elements"] = per_site
+        gate(data, "GATE-LENS-001")["measured"]["elements"] = 5 * per_site
+
+    found = findings(planted(tmp_path, LENS_TRAIN_RUN, restated))
+    says = (
+        "gates[GATE-LENS-005].measured.elements is 262144, but 1024 position(s) of the 257-token vocabulary"
+    )
+    assert any(says in line for line in found) is caught
     assert caught or found == []
 
 

@@ -14,6 +14,11 @@ windows of its context. A record whose `metrics.sample` says `builtin` states th
 windows, tokens per window and ids' digest, and its gates compared windows × tokens positions:
 each is derived again from the checkpoint.
 
+And it decides the vocabulary every logit-comparing gate counts: a lens's, a patch's elements are
+positions × the model's vocabulary, each position a prompt token (`config.tokens`) or, for a lens
+fitted on data, a window position (`batch_size` × `seq_len`). Edited together, the gates agree
+with each other (contracts.derive.reports.element_problems) but not with the model.
+
 The path must be a word of the command line that is relative, that `run.places` resolved to a
 place ending in that same path (the run started at the root of a checkout), and that names a
 directory under evidence/ here whose name is the checkpoint the gate names.
@@ -114,4 +119,52 @@ def builtin_sample_problems(record: EvidenceRecord) -> list[str]:
             and "positions" in g.measured
             and g.measured.get("positions") != positions
         ]
+    return problems
+
+
+# The gates whose `elements` count logits over a run's positions, by the run kind (a lens fitted on
+# data compares over its first batch's windows; a reading or a patch over the prompt's tokens).
+VOCABULARY_GATES = {
+    "lens-train": ("GATE-LENS-001", "GATE-LENS-005"),
+    "lens": ("GATE-LENS-005",),
+    "patch": ("GATE-PATCH-001", "GATE-PATCH-002"),
+}
+
+
+def _positions(record: EvidenceRecord) -> int | None:
+    """The positions a record's logit-comparing gates count elements over, per site (see above)."""
+    config = record.config if isinstance(record.config, dict) else {}
+    if record.run.kind == "lens-train":
+        batch, length = config.get("batch_size"), config.get("seq_len")
+        return batch * length if isinstance(batch, int) and isinstance(length, int) else None
+    tokens = config.get("tokens")
+    return tokens if isinstance(tokens, int) else None
+
+
+def vocabulary_problems(record: EvidenceRecord) -> list[str]:
+    """The `elements` a record's logit-comparing gates state, against positions × the vocabulary of
+    the committed checkpoint it read (a lens-train's GATE-LENS-001 counts every lens site: a whole
+    number of them)."""
+    gates = VOCABULARY_GATES.get(record.run.kind, ())
+    checked = next((g.measured for g in record.gates if g.id == "GATE-CKPT-002"), None)
+    name = checked.get("checkpoint") if isinstance(checked, dict) else None
+    positions = _positions(record)
+    if not gates or not isinstance(name, str) or not positions:
+        return []
+    problems = []
+    for word, directory in _committed_reads(record, name):
+        try:
+            vocab = int(read_state(directory)["config"]["model"]["vocab"])
+        except (BadInput, KeyError, TypeError, ValueError):
+            continue
+        for result in record.gates:
+            elements = result.measured.get("elements") if isinstance(result.measured, dict) else None
+            if result.id not in gates or not isinstance(elements, int):
+                continue
+            per_site = positions * vocab
+            if elements % per_site if result.id == "GATE-LENS-001" else elements != per_site:
+                problems.append(
+                    f"gates[{result.id}].measured.elements is {elements}, but {positions} position(s) of the "
+                    f"{vocab}-token vocabulary of {word} make {per_site} per site"
+                )
     return problems
