@@ -338,6 +338,11 @@ def test_an_adam_that_steps_downhill_fires(
     measured = _fires(world, tmp_path / "out", "GATE-ES-006", capsys)
     assert measured["update_worst"] == "θ weights" and measured["update_error"] > 1
     assert not (tmp_path / "out" / "checkpoints").exists()
+    # The halted record is true as it stands: halted before its first step's line, it reports no
+    # steps (the round-5 audit's checker once said its artifacts derive an empty list of them).
+    record = read_evidence(tmp_path / "out" / "metadata.json")
+    assert "steps" not in record.metrics
+    assert check_record_truth(record, tmp_path / "out", load_spec()).violations == []
 
 
 @pytest.mark.gate("GATE-ES-006")

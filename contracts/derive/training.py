@@ -1491,5 +1491,6 @@ def es_record(inputs: Inputs) -> Derivation:
         for line in log.steps
         if isinstance(line.get("step"), int) and line["step"] > start
     ]
-    derived.put(("metrics", "steps"), reports)
+    # A run halted before its first step's line holds no reports: it may leave `steps` out.
+    derived.put(("metrics", "steps"), reports, optional=not reports)
     return derived
