@@ -9,6 +9,7 @@ depths through the CLI, use it with every tool, and resume it bit for bit.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ from stack.model.gpt import GPT, param_count_formula
 from stack.model.kv_cache import KVCache
 from stack.model.layers import rope_angles
 from stack.model.mod_checks import (
+    capacity_lengths,
     check_capacity,
     check_depth_routing,
     check_inference_capacity,
@@ -193,6 +195,29 @@ def test_falsifier_strict_comparison_routes_one_too_few(monkeypatch: pytest.Monk
         check_capacity(mod_model())
     assert caught.value.gate_id == "GATE-ARCH-008"
     assert "routed 2 tokens of sequence 0, not ⌊0.125·24⌋ = 3" in caught.value.message
+
+
+@pytest.mark.gate("GATE-ARCH-008")
+@pytest.mark.parametrize("capacity", [0.125, 0.3])
+def test_falsifier_a_capacity_rounded_up_fires_at_the_start_of_a_run(
+    monkeypatch: pytest.MonkeyPatch, capacity: float
+) -> None:
+    """The round-5 audit's P18: ⌈C·T⌉ tokens routed. At C·T whole (0.125 · 24 = 3) every rounding
+    routes the same count, so the start-up checks probe a length where C·T is not whole too."""
+    monkeypatch.setattr(depth_router_module, "capacity_tokens", lambda c, t: math.ceil(c * t))
+    with pytest.raises(GateViolation) as caught:
+        check_depth_routing(mod_model(mod_capacity=capacity))
+    assert caught.value.gate_id == "GATE-ARCH-008"
+
+
+@pytest.mark.holds("GATE-ARCH-008")
+@given(capacity=st.floats(0.02, 1.0), ctx=st.integers(2, 200))
+def test_the_probed_lengths_hold_the_run_s_own_and_a_fractional_one(capacity: float, ctx: int) -> None:
+    lengths = capacity_lengths(capacity, ctx)
+    assert ctx in lengths and all(1 <= t <= ctx for t in lengths)
+    whole = [t for t in range(math.ceil(1 / capacity), ctx) if capacity * t == math.floor(capacity * t)]
+    if len(whole) < ctx - math.ceil(1 / capacity):  # some length routes a token at a fractional C·T
+        assert any(capacity * t != math.floor(capacity * t) for t in lengths if t < ctx)
 
 
 @pytest.mark.gate("GATE-ARCH-008")

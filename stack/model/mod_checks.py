@@ -4,7 +4,8 @@ held-out evaluation GATE-ARCH-014.
 The rules are judges in contracts/judges_arch_options.py. At start-up the stack measures on
 probes run through a copy of the model itself (fp32, random tokens), so what is judged is the
 model's own routing code with the run's configuration; a probe is long enough for ⌊C·T⌋ ≥ 1
-(the configuration refuses a capacity that routes no token of ctx). At evaluation it counts
+(the configuration refuses a capacity that routes no token of ctx). GATE-ARCH-008 probes the
+run's own window length and one where C·T is not whole (`capacity_lengths`). At evaluation it counts
 what the inference routing did on the held-out batches (`DepthRoutedBlock.inference_counts`).
 """
 
@@ -24,14 +25,25 @@ from stack.model.diff_checks import future_leak
 from stack.model.gpt import GPT
 
 
-def _probe_tokens(model: GPT, seed: int, targets: int = 0) -> torch.Tensor:
-    """PROBE_BATCH random sequences of T tokens, T long enough that ⌊C·T⌋ ≥ 1 (at most ctx), and
-    `targets` more for the next-token targets of a loss."""
+def _probe_tokens(model: GPT, seed: int, targets: int = 0, length: int | None = None) -> torch.Tensor:
+    """PROBE_BATCH random sequences of T tokens, T long enough that ⌊C·T⌋ ≥ 1 (at most ctx) unless
+    `length` says, and `targets` more for the next-token targets of a loss."""
     config = model.config
     generator = torch.Generator().manual_seed(seed)
-    length = min(config.ctx, max(PROBE_LEN, math.ceil(1 / config.mod_capacity)))
+    if length is None:
+        length = min(config.ctx, max(PROBE_LEN, math.ceil(1 / config.mod_capacity)))
     tokens = torch.randint(config.vocab, (PROBE_BATCH, length + targets), generator=generator)
     return tokens.to(model.embed.weight.device)
+
+
+def capacity_lengths(capacity: float, ctx: int) -> list[int]:
+    """The sequence lengths GATE-ARCH-008 probes: the run's own, ctx (a training window), and the
+    shortest that routes a token and whose C·T is not whole, where ⌊C·T⌋ parts from a rounding
+    up or to the nearest (at C·T whole, every rounding routes the same count: a probe there sees
+    none)."""
+    shortest = math.ceil(1 / capacity)
+    fractional = (t for t in range(shortest, ctx) if capacity * t != math.floor(capacity * t))
+    return sorted({ctx, *(t for t in [next(fractional, None)] if t is not None)})
 
 
 @gate_ensure(
@@ -39,10 +51,11 @@ def _probe_tokens(model: GPT, seed: int, targets: int = 0) -> torch.Tensor:
     lambda result: measure("GATE-ARCH-008", result, holds="each sequence routes exactly ⌊C·T⌋ tokens"),
 )
 @torch.no_grad()
-def check_capacity(model: GPT, *, seed: int = 0) -> dict[str, Any]:
-    """Tokens each routed block picked per sequence in one training-mode forward of a probe."""
+def check_capacity(model: GPT, *, seed: int = 0, length: int | None = None) -> dict[str, Any]:
+    """Tokens each routed block picked per sequence in one training-mode forward of a probe (of
+    `length` tokens, or `_probe_tokens`' own)."""
     twin = copy.deepcopy(model).float().train()
-    tokens = _probe_tokens(twin, seed)
+    tokens = _probe_tokens(twin, seed, length=length)
     twin(tokens)
     return {
         "capacity": twin.config.mod_capacity,
@@ -145,7 +158,8 @@ def reset_inference_routed(model: nn.Module) -> None:
 
 def check_depth_routing(model: GPT) -> None:
     """The start-up checks of a model with mixture-of-depths blocks (GATE-ARCH-008 … 011)."""
-    check_capacity(model)
+    for length in capacity_lengths(model.config.mod_capacity, model.config.ctx):
+        check_capacity(model, length=length)
     check_skipped_identical(model)
     check_router_gradient(model)
     check_mod_causal(model)
