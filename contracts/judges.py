@@ -1991,10 +1991,20 @@ def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
         "agreement": ("mean_kl_nats",),
         # rev 2: the model compared is the model written
         "compared": ("compared_sha256", "written_sha256"),
+        # rev 3: the mean KL reported is KL(original ‖ quantised) as contracts.divergence takes it
+        "recomputed": ("mean_kl_recomputed",),
     },
 )
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "mean_kl_recomputed", "mean_kl_nats"):
+        reported, again = number(m, "mean_kl_nats"), number(m, "mean_kl_recomputed")
+        if not abs(reported - again) <= t["kl_rtol"] * abs(again):
+            problems.append(
+                f"the held-out mean KL reported is {reported:.10g} nats, but KL(original ‖ quantised) "
+                f"recomputed by kl_div from the same logits is {again:.10g} (rtol {t['kl_rtol']:g}): "
+                "the KL taken the other way round, or over other positions"
+            )
     if has(m, "compared_sha256", "written_sha256") and m.get("compared_sha256") != m.get("written_sha256"):
         problems.append(
             "the held-out agreement was measured on another model than the one written (weights sha256 "

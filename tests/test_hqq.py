@@ -235,6 +235,30 @@ def test_an_agreement_measured_before_the_weights_changed_fires(
 
 
 @pytest.mark.gate("GATE-HQQ-002")
+def test_an_agreement_taken_the_other_way_round_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The round-5 audit's P20: KL(quantised ‖ original) reported as KL(original ‖ quantised); the
+    two differ by a few parts in a million at a mean of 1e-7 nats, far beyond kl_rtol."""
+    real = agreement.position_kl
+    monkeypatch.setattr(agreement, "position_kl", lambda original, changed: real(changed, original))
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), *QUANTIZE, "--out", str(out)]) == 3
+    assert "GATE-HQQ-002" in capsys.readouterr().err
+    verdict, measured = _results(out)["GATE-HQQ-002"]
+    assert verdict == "FAIL" and measured["mean_kl_nats"] != measured["mean_kl_recomputed"]
+
+
+@pytest.mark.gate("GATE-HQQ-002")
+def test_a_recomputed_kl_just_beyond_its_tolerance_fires_and_just_inside_holds() -> None:
+    rtol = load_spec().threshold("GATE-HQQ-002", "kl_rtol")
+    again = 1e-3
+    for factor, holds in ((2.0, False), (0.5, True)):
+        measured = {"mean_kl_nats": again * (1 + factor * rtol), "positions": 64, "mean_kl_recomputed": again}
+        assert measure("GATE-HQQ-002", measured).ok is holds
+
+
+@pytest.mark.gate("GATE-HQQ-002")
 def test_a_kl_just_beyond_the_bound_fires_and_just_inside_holds() -> None:
     limit = load_spec().threshold("GATE-HQQ-002", "max_mean_kl_nats")
     assert not measure("GATE-HQQ-002", {"mean_kl_nats": limit * 1.01, "positions": 64}).ok

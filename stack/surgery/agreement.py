@@ -4,7 +4,8 @@ Weight error alone misled others: it does not say which errors the model is sens
 two models read the same held-out windows (stack.export.sample: the checkpoint's held-out split
 when reachable, else --sample-text, else a fixed text) and at every position the KL divergence
 KL(original ‖ changed) of their next-token distributions is taken, in float64; GATE-HQQ-002
-bounds its mean.
+bounds its mean, and holds it to the same KL taken by the contracts' kl_div (contracts.divergence)
+from the same logits: a KL taken the other way round is another number.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from typing import Any
 
 import torch
 
+from contracts.divergence import mean_kl
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.model.gpt import GPT
 from stack.tune.frozen import weights_sha256
+
+
+def position_kl(original_logits: torch.Tensor, changed_logits: torch.Tensor) -> torch.Tensor:
+    """KL(original ‖ changed) in nats at every position, in float64."""
+    p, q = original_logits.double().log_softmax(-1), changed_logits.double().log_softmax(-1)
+    return (p.exp() * (p - q)).sum(-1)
 
 
 @gate_ensure(
@@ -29,14 +37,15 @@ def heldout_agreement(original: GPT, changed: GPT, windows: torch.Tensor) -> dic
     """Mean and largest KL(original ‖ changed) over every position of `windows` (batch, time), and
     the sha256 of the changed model's weights as compared (`check_compared` holds it to what is
     written)."""
-    p = original(windows)[0].double().log_softmax(-1)
-    q = changed(windows)[0].double().log_softmax(-1)
-    kl = (p.exp() * (p - q)).sum(-1)
+    original_logits, changed_logits = original(windows)[0], changed(windows)[0]
+    kl = position_kl(original_logits, changed_logits)
     return {
         "mean_kl_nats": float(kl.mean()),
         "max_kl_nats": float(kl.max()),
         "positions": kl.numel(),
         "model_sha256": weights_sha256(changed),
+        # the same KL(original ‖ changed) by the contracts' kl_div, from the same logits (check recomputed)
+        "mean_kl_recomputed": mean_kl(original_logits, changed_logits),
     }
 
 
