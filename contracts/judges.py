@@ -1540,16 +1540,33 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
 
 
 @judges(
-    "GATE-EXPORT-001", checks={"logits": ("max_abs_diff", "finite"), "special": ("special_ids+", "eot_id")}
+    "GATE-EXPORT-001",
+    checks={
+        "logits": ("max_abs_diff", "finite"),
+        "special": ("special_ids+", "eot_id"),
+        # rev 3: the configuration read back from the export is the model's
+        "architecture": ("architecture_keys", "architecture_differing"),
+    },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
-    """The HF model's logits within logits_atol of the stack's (`logits`), and every special id an
-    export names, where transformers reads it, the stack tokenizer's end of text (`special`)."""
+    """The HF model's logits within logits_atol of the stack's (`logits`), every special id an
+    export names, where transformers reads it, the stack tokenizer's end of text (`special`), and
+    every setting the importer reads back from the export the model's own (`architecture`)."""
     problems = (
         _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
     )
     if has(m, "special_ids", "eot_id"):
         problems += _special_id_problems(m)
+    if has(m, "architecture_keys", "architecture_differing"):
+        differing = m["architecture_differing"]
+        if not isinstance(differing, Mapping):
+            raise Malformed("'architecture_differing' must map each setting to what differs")
+        if differing or count(m, "architecture_keys") < 1:
+            problems.append(
+                f"the configuration read back from the export is not the model's: {dict(differing)} "
+                f"({count(m, 'architecture_keys')} setting(s) read back); a model loaded from it computes "
+                "something else past what parity compared"
+            )
     return problems
 
 

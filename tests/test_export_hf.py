@@ -243,6 +243,37 @@ def test_an_export_whose_tokenizer_ends_texts_with_another_token_exits_3(
     assert "tokenizer eos_token_id is" in capsys.readouterr().err
 
 
+# -- GATE-EXPORT-001 rev 3: the configuration read back from an export is the model's ----------------
+
+
+def context_one_short(config: dict[str, Any], model: ModelConfig) -> None:
+    """The round-5 audit's P22: max_position_embeddings one below the model's context."""
+    config["max_position_embeddings"] = model.ctx - 1
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize("tamper", [context_one_short], ids=["ctx-1"])
+def test_an_export_that_reads_back_as_another_configuration_exits_3(
+    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config.json one position short of the model's context: parity on the sample still holds,
+    but a model loaded back from it is not the one exported."""
+    plant_config(monkeypatch, tamper)
+    out = tmp_path / "hf"
+    assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    record = json.loads((out / "export.json").read_text())
+    assert record["parity"]["model.safetensors"]["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
+    assert set(record["architecture_differing"]) == {"ctx"}
+
+
+@pytest.mark.holds(GATE)
+def test_an_export_reads_back_as_the_model_s_configuration(tmp_path: Path) -> None:
+    result = export_hf(make_checkpoint(tmp_path), tmp_path / "hf")
+    exporters.certify(result)
+    assert result.record["architecture_differing"] == {} and result.record["architecture_keys"] >= 10
+
+
 def test_parity_outcome_reads_its_threshold_from_the_spec() -> None:
     atol = float(load_spec().threshold(GATE, "logits_atol"))
     reference = torch.zeros(1, 4, 3)

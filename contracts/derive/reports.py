@@ -677,6 +677,9 @@ def export_record(inputs: Inputs) -> Derivation:
     if isinstance(parity, dict) and "max_abs_diff" in parity:
         values = {f"{prefix}max_abs_diff": parity["max_abs_diff"], f"{prefix}finite": parity.get("finite")}
         derived.gate(gate_id, {**values, "positions": parity.get("positions")})
+        if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
+            read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
+            derived.gate(gate_id, read_back, optional=True)
         sample = report.get("sample") or {}
         windows, width = sample.get("windows"), sample.get("tokens_per_window")
         if isinstance(windows, int) and isinstance(width, int) and parity.get("positions") != windows * width:

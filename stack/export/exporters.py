@@ -156,7 +156,9 @@ def _write_hf(
     check = parity.compare_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
     special = parity.SpecialIds(runtimes.hf_special_ids(tmp, hf_model), trained.tokenizer.eot_id)
     record.update(special.as_dict())
-    outcome = parity.hf_outcome(check, special)
+    architecture = parity.architecture_read_back(trained.config.model, hf_model.config)
+    record.update(architecture)
+    outcome = parity.hf_outcome(check, special, architecture)
     _settle(weights, check, outcome, record, parity.HF_GATE)
     return [(check, outcome)]
 
@@ -223,7 +225,8 @@ def certify(result: ExportResult) -> None:
     """Let each check's gate speak (GATE-EXPORT-001 for HF, GATE-EXPORT-002 for ONNX): exit 3 on a failure."""
     for check, _ in result.checks:
         if result.record["format"] == "hf":
-            parity.certify_hf(check, parity.SpecialIds(result.record["special_ids"], result.record["eot_id"]))
+            special = parity.SpecialIds(result.record["special_ids"], result.record["eot_id"])
+            parity.certify_hf(check, special, {key: result.record[key] for key in parity.ARCHITECTURE_KEYS})
         elif check.artefact == "model.onnx":
             parity.certify_onnx_fp32(check)
         else:

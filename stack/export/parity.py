@@ -73,16 +73,48 @@ class SpecialIds:
         return {"special_ids": self.found, "eot_id": self.eot_id}
 
 
+# What `architecture_read_back` measures (export.json keeps them for `certify`).
+ARCHITECTURE_KEYS = ("architecture_keys", "architecture_differing")
+
+
+def architecture_read_back(model: Any, hf_config: Any) -> dict[str, Any]:
+    """GATE-EXPORT-001's check `architecture`: the model's configuration (`model`, a ModelConfig)
+    against the one the importer reads back from the config transformers loaded from the export
+    (`stack.export.hf.model_config_from_hf`): every key it reads, and those that differ. Parity on
+    a short sample passes a config.json whose context is one short; a model loaded back from it
+    does not compute what was exported beyond it."""
+    from contracts.errors import BadInput
+    from contracts.model_shape import DEFAULTS
+    from stack.export.hf import model_config_from_hf
+
+    try:
+        exported = model_config_from_hf(hf_config)
+    except BadInput as exc:
+        return {"architecture_keys": 0, "architecture_differing": {"config.json": str(exc)}}
+    ours = {**DEFAULTS, **model.model_dump(exclude_none=True)}  # an option left out is off
+    differing = {
+        key: {"model": ours.get(key), "exported": value}
+        for key, value in exported.items()
+        if ours.get(key) != value
+    }
+    return {"architecture_keys": len(exported), "architecture_differing": differing}
+
+
 def _diff(parity: LogitsParity) -> float | str:
     return parity.max_abs_diff if math.isfinite(parity.max_abs_diff) else str(parity.max_abs_diff)
 
 
-def hf_outcome(parity: LogitsParity, special: SpecialIds | None = None) -> Outcome:
+def hf_outcome(
+    parity: LogitsParity, special: SpecialIds | None = None, architecture: dict[str, Any] | None = None
+) -> Outcome:
     """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's, and (for an
-    export, whose config.json the stack wrote) its special ids the stack tokenizer's end of text."""
+    export, whose config.json the stack wrote) its special ids the stack tokenizer's end of text
+    and its architecture the model's (`architecture_read_back`)."""
     measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
     if special is not None:
         measured |= special.as_dict()
+    if architecture is not None:
+        measured |= architecture
     return measure(HF_GATE, measured, holds=f"transformers' logits of {parity.artefact} match the stack's")
 
 
@@ -127,10 +159,15 @@ def certify_peft(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> 
     """Raise GATE-LORA-007 unless peft reproduces the stack's adapted logits."""
 
 
-@gate_require("GATE-EXPORT-001", lambda parity, special: hf_outcome(parity, special))
-def certify_hf(parity: LogitsParity, special: SpecialIds | None = None) -> None:
+@gate_require(
+    "GATE-EXPORT-001", lambda parity, special, architecture: hf_outcome(parity, special, architecture)
+)
+def certify_hf(
+    parity: LogitsParity, special: SpecialIds | None = None, architecture: dict[str, Any] | None = None
+) -> None:
     """Raise GATE-EXPORT-001 unless the HF model reproduces the stack's logits and, given `special`
-    (an export's), names the stack tokenizer's end of text as its special ids."""
+    and `architecture` (an export's), names the stack tokenizer's end of text as its special ids
+    and reads back as the model's configuration."""
 
 
 @gate_require("GATE-EXPORT-002", lambda parity: fp32_outcome(parity))
