@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.rewards import REWARDS
+from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
@@ -2181,6 +2181,17 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
         "shares": ("windows", "served", "expected_share", "caps", "floors", "excluded"),
         # rev 2: a bandit is paid its reward's rule on each arm's own held-out windows
         "paid": ("reward", "losses", "before", "reference", "rewards", "windows_read", "windows_stated"),
+        # rev 4: its log-weights step by EXP3's rule; the probabilities it asks for are EXP3's
+        "stepped": ("log_weights_before", "log_weights_after", "eta"),
+        "wanted": (
+            "wanted_step",
+            "wanted_warmup",
+            "wanted_eligible",
+            "wanted_pulled",
+            "wanted_log_weights",
+            "wanted_gamma",
+            "wanted_shares",
+        ),
     },
 )
 def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
@@ -2190,7 +2201,48 @@ def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     problems = _bandit_paid(m) if has(m, *CHECKS["GATE-DATA-008"]["paid"]) else []
     if has(m, *CHECKS["GATE-DATA-008"]["shares"]):
         problems += _shares_follow(m, t)
+    if has(m, *CHECKS["GATE-DATA-008"]["stepped"], "rewards"):
+        problems += _bandit_stepped(m, t)
+    if has(m, *CHECKS["GATE-DATA-008"]["wanted"]):
+        problems += _bandit_wanted(m, t)
     return problems
+
+
+def _off(have: float | None, want: float, t: Thresholds) -> bool:
+    return have is None or not abs(have - want) <= t["bandit_rtol"] * max(abs(want), 1.0)
+
+
+def _bandit_stepped(m: Measured, t: Thresholds) -> list[str]:
+    """The log-weights the update left against EXP3's step (contracts.rewards) of those before it by
+    the rewards paid and η."""
+    before, after = _shares(m, "log_weights_before"), _shares(m, "log_weights_after")
+    due = exp3_log_weights(before, _shares(m, "rewards"), number(m, "eta"))
+    return [
+        f"arm {arm}'s log-weight went from {before.get(arm)!r} to {after.get(arm)!r}; EXP3's step by its "
+        f"reward {m['rewards'].get(arm)!r} at η {m.get('eta')!r} gives {want!r}"
+        for arm, want in sorted(due.items())
+        if _off(after.get(arm), want, t)
+    ]
+
+
+def _bandit_wanted(m: Measured, t: Thresholds) -> list[str]:
+    """The probabilities the bandit asked for against EXP3's of its state: uniform over the eligible
+    arms during the warmup and until each has been pulled, (1 − γ)·softmax + γ/K after."""
+    eligible = [str(arm) for arm in items(m, "wanted_eligible")]
+    wanted, pulled = _shares(m, "wanted_shares"), set(map(str, items(m, "wanted_pulled")))
+    if not eligible:
+        return [] if not wanted else [f"the bandit asked for {wanted} with no eligible arm"]
+    exploiting = count(m, "wanted_step") > count(m, "wanted_warmup") and pulled >= set(eligible)
+    due = (
+        exp3_probabilities(_shares(m, "wanted_log_weights"), eligible, number(m, "wanted_gamma"))
+        if exploiting
+        else dict.fromkeys(eligible, 1.0 / len(eligible))
+    )
+    off = [arm for arm in eligible if _off(wanted.get(arm), due[arm], t)]
+    if not off and set(wanted) <= set(eligible):
+        return []
+    how = "(1 − γ)·softmax(log-weights) + γ/K" if exploiting else "uniform over the eligible arms"
+    return [f"at step {count(m, 'wanted_step')} the bandit asked for {wanted}; EXP3 wants {due} ({how})"]
 
 
 def _shares_follow(m: Measured, t: Thresholds) -> list[str]:

@@ -1,15 +1,20 @@
-"""The rewards a mixture bandit may be paid (data.bandit.reward; stack.data.bandit plays them).
+"""The rewards a mixture bandit may be paid (data.bandit.reward; stack.data.bandit plays them),
+and EXP3's two moves on them: the step of its log-weights, and the probabilities it wants.
 
 They live in the contracts because GATE-DATA-008 holds every reward the bandit was paid to its
-rule, applied to the held-out losses the run measured: the stack plays the rule, the judge and
-the integrity check apply it again to the measured values. Both rewards are judged on held-out
+rule, applied to the held-out losses the run measured, every step of its log-weights and every
+set of probabilities it asked for to EXP3's rule written out here, apart from the bandit's own
+code: the stack plays the rules, the judge and the integrity check apply them again to the
+measured values (an update that subtracted the reward, or an exploration share of γ where it
+is γ / K, moved the mixture and passed every other check). Both rewards are judged on held-out
 windows of each source at every evaluation, never on the raw loss (which pays whatever is
 easiest to predict: the post-mortem's repetitive sources).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 
 Reward = Callable[[float, float | None, float | None], float]
 
@@ -31,3 +36,21 @@ def excess(now: float, _before: float | None, reference: float | None) -> float:
 
 
 REWARDS: dict[str, Reward] = {"improvement": improvement, "excess": excess}
+
+
+def exp3_log_weights(before: Mapping[str, float], paid: Mapping[str, float], eta: float) -> dict[str, float]:
+    """EXP3's step without importance weighting (every arm's loss is observed): each arm's
+    log-weight plus η times the reward it was paid (an arm not paid keeps its log-weight)."""
+    return {arm: weight + eta * paid[arm] if arm in paid else weight for arm, weight in before.items()}
+
+
+def exp3_probabilities(
+    log_weights: Mapping[str, float], arms: Sequence[str], gamma: float
+) -> dict[str, float]:
+    """The probabilities EXP3 wants over `arms` once it exploits: (1 − γ) · softmax(log-weights)
+    + γ / K, K the number of arms (the softmax taken from the largest log-weight, which it does
+    not change)."""
+    top = max(log_weights[arm] for arm in arms)
+    weights = {arm: math.exp(log_weights[arm] - top) for arm in arms}
+    total = math.fsum(weights.values())
+    return {arm: (1 - gamma) * w / total + gamma / len(arms) for arm, w in weights.items()}

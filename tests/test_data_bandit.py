@@ -16,6 +16,7 @@ from train_support import evidence, smoke_args, step_lines, train, unjudged, ver
 
 from contracts import rewards
 from contracts.evidence import read_evidence
+from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.data.bandit import Exp3
 from stack.model.consumed import recording
@@ -183,6 +184,67 @@ def test_a_bandit_paid_otherwise_than_its_rule_on_its_own_text_halts(
     assert "GATE-DATA-008" in err and says in err, err
     result = next(g for g in evidence(tmp_path / "run")["gates"] if g["id"] == "GATE-DATA-008")
     assert result["verdict"] == "FAIL" and result["measured"]["reward"] == "improvement"
+
+
+def _stepped_against_the_reward(self: Exp3, losses: dict[str, float]) -> dict[str, float]:
+    """The round-5 audit's Q04: each arm's log-weight moved by −η times its reward (paid right)."""
+    before = dict(self.log_weights)
+    paid = REAL_UPDATE(self, losses)
+    self.log_weights.update({arm: before[arm] - self.eta * reward for arm, reward in paid.items()})
+    return paid
+
+
+def _explores_with_all_of_gamma(self: Exp3, step: int, eligible: Any) -> dict[str, float]:
+    """The round-5 audit's Q03: an exploration share of γ for each arm, not γ / K, renormalised."""
+    wanted = REAL_WANTED(self, step, eligible)
+    if not self.exploiting(step, list(wanted)):
+        return wanted
+    mixed = {arm: p + self.gamma * (1 - 1 / len(wanted)) for arm, p in wanted.items()}
+    total = sum(mixed.values())
+    return {arm: p / total for arm, p in mixed.items()}
+
+
+REAL_WANTED = Exp3.wanted
+
+
+@pytest.mark.gate("GATE-DATA-008")
+@pytest.mark.parametrize(
+    ("planted", "says"),
+    [
+        (("update", _stepped_against_the_reward), "EXP3's step by its reward"),
+        (("wanted", _explores_with_all_of_gamma), "EXP3 wants"),
+    ],
+    ids=["Q04-update-sign", "Q03-exploration-gamma"],
+)
+def test_a_bandit_that_steps_or_asks_otherwise_than_exp3_halts(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    planted: tuple[str, Callable[..., Any]],
+    says: str,
+) -> None:
+    """Paid right, the bandit moved its log-weights against the pay, or mixed in too much
+    exploration: the shares followed what it asked for, so only EXP3's rule applied again to its
+    own state (contracts.rewards) shows it."""
+    monkeypatch.setattr(Exp3, *planted)
+    assert train(smoke_args(data, tmp_path / "run", *MIXTURE)) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-008" in err and says in err, err
+
+
+@pytest.mark.gate("GATE-DATA-008")
+def test_a_bandit_step_just_beyond_its_tolerance_fires_and_just_inside_holds() -> None:
+    rtol = load_spec().threshold("GATE-DATA-008", "bandit_rtol")
+
+    def stepped(error: float) -> dict[str, Any]:
+        """Arm a paid the improvement of a loss halved (0.5), its log-weight stepped from 2 by η 1."""
+        paid = {"reward": "improvement", "losses": {"a": 1.0}, "before": {"a": 2.0}, "reference": {}}
+        paid |= {"rewards": {"a": 0.5}, "windows_read": {"a": "x"}, "windows_stated": {"a": "x"}}
+        return paid | {"eta": 1.0, "log_weights_before": {"a": 2.0}, "log_weights_after": {"a": 2.5 + error}}
+
+    assert not measure("GATE-DATA-008", stepped(2 * rtol * 2.5)).ok
+    assert measure("GATE-DATA-008", stepped(0.5 * rtol)).ok
 
 
 def test_the_checker_pays_the_logged_losses_again(straight: Path, tmp_path: Path) -> None:

@@ -58,6 +58,29 @@ def check_paid(paid: dict[str, Any], step: int) -> None:
     """Refuse to go on when a bandit arm's reward is not its rule's, on its own held-out windows."""
 
 
+def wanted_measured(bandit: Exp3, step: int, eligible: list[str], wanted: dict[str, float]) -> dict[str, Any]:
+    """GATE-DATA-008's check `wanted`: the probabilities the bandit asked for at `step`, with the
+    state they follow from (its log-weights, which eligible arms it has pulled, γ and its warmup)."""
+    return {
+        "wanted_step": step,
+        "wanted_warmup": bandit.warmup_steps,
+        "wanted_eligible": list(eligible),
+        "wanted_pulled": [arm for arm in eligible if bandit.pulls[arm] > 0],
+        "wanted_log_weights": {arm: bandit.log_weights[arm] for arm in eligible},
+        "wanted_gamma": bandit.gamma,
+        "wanted_shares": dict(wanted),
+    }
+
+
+def _wanted_outcome(measured: dict[str, Any], step: int) -> Outcome:
+    return measure("GATE-DATA-008", measured, step=step, holds="the bandit asks for what EXP3 wants")
+
+
+@gate_require("GATE-DATA-008", _wanted_outcome)
+def check_wanted(measured: dict[str, Any], step: int) -> None:
+    """Refuse a mixture the bandit asked for other than EXP3's probabilities of its own state."""
+
+
 def _concentration_outcome(
     shares: dict[str, float], profiles: dict[str, dict[str, float]], step: int
 ) -> Outcome:
@@ -143,6 +166,7 @@ class MixturePolicy:
             sizes = self.reader.source_windows
             if self.bandit is not None:
                 wanted = self.bandit.wanted(step, eligible)
+                check_wanted(wanted_measured(self.bandit, step, eligible, wanted), step)
             else:
                 weights = mixture.effective_weights(
                     sizes, self.phases[index].weights, self.exclude, "the policy"

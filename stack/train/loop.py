@@ -940,10 +940,14 @@ class Trainer:
             name: windows_sha256(Consumed(inputs=b[:, :-1], targets=b[:, 1:]) for b in batches)
             for name, batches in self.source_heldout.items()
         }
+        weights_before = dict(bandit.log_weights)
         rewards = self.policy.update(losses)
         self.state.paid_losses = dict(losses)
         paid = {"reward": bandit.reward, "losses": losses, "before": before, "rewards": rewards}
         paid |= {"reference": dict(bandit.reference), "windows_read": read, "windows_stated": stated}
+        # check stepped: the log-weights the update left, against EXP3's step of those before it
+        paid |= {"log_weights_before": weights_before, "log_weights_after": dict(bandit.log_weights)}
+        paid |= {"eta": bandit.eta}
         check_paid(paid, step)
         return {"bandit_losses": losses, "bandit_rewards": rewards}
 
