@@ -9,6 +9,8 @@ GATE-LENS-006 hold the reported KLs to these.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -24,3 +26,10 @@ def mean_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
     log_p = torch.log_softmax(p_logits.double(), dim=-1)
     log_q = torch.log_softmax(q_logits.double(), dim=-1)
     return float(kl_per_position(log_p, log_q).mean())
+
+
+def mean_kl_per_layer(final: torch.Tensor, layers: Sequence[torch.Tensor]) -> list[float]:
+    """Per layer, KL(final ‖ layer) averaged over every position, from log-probabilities: what a
+    lens's held-out means and its training objective are recomputed as (GATE-LENS-006), by this
+    module's KL and mean rather than the lens's own."""
+    return [float(kl_per_position(final, reading).mean()) for reading in layers]

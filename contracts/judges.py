@@ -1778,15 +1778,24 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-LENS-006",
-    checks={"heldout": ("layers+", "recomputed+"), "readings": ("reading_kl+", "recomputed_reading_kl+")},
+    checks={
+        "heldout": ("layers+", "recomputed_batches+"),
+        "readings": ("reading_kl+", "recomputed_reading_kl+"),
+        "top": ("reading_top+", "top_logprobs+", "recomputed_top_logprobs+"),
+        "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
+    },
 )
 def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
-    """Every check present: each reported KL within kl_atol + kl_rtol × the KL recomputed from the
-    same log-probabilities by torch's kl_div as KL(final ‖ layer), and one recomputed for each
-    reported: a comparison's held-out mean per layer and lens (heldout), a reading's value per
-    layer and position (readings)."""
-    problems = _heldout_kl(m, t) if "layers" in m else []
-    return problems + (_reading_kl(m, t) if "reading_kl" in m else [])
+    """Every check present: each reported KL within kl_atol + kl_rtol × KL(final ‖ layer) recomputed
+    apart from it by torch's kl_div against a plain forward's distribution: a comparison's held-out
+    mean per layer and lens against the mean, taken here, of each batch's recomputed KL with each
+    lens by name (heldout); a reading's value per layer and position, the model's own row at KL 0
+    (readings); a reading's top-k probabilities against the log-probabilities it read (top); the
+    loss the lens training backpropagated against its documented objective (objective)."""
+    problems = _heldout_kl(m, t) if has(m, "layers", "recomputed_batches") else []
+    problems += _reading_kl(m, t) if has(m, "reading_kl", "recomputed_reading_kl") else []
+    problems += _reading_top(m, t) if has(m, "reading_top", "top_logprobs") else []
+    return problems + (_trained_objective(m, t) if has(m, "objective_losses") else [])
 
 
 def _kl_off(have: float, want: float, t: Thresholds) -> bool:
@@ -1794,13 +1803,35 @@ def _kl_off(have: float, want: float, t: Thresholds) -> bool:
 
 
 # What a KL other than KL(final ‖ layer), summed over the vocabulary and averaged as stated, suggests.
-_KL_MISS = "another direction, normalisation or set of positions"
+_KL_MISS = "another direction, normalisation, set of positions or final distribution"
+
+
+def _batch_means(batches: list[Any]) -> list[Mapping[str, Any]]:
+    """Per layer, the mean over batches of each batch's recomputed kl_logit and kl_tuned (fsum / count):
+    the held-out mean over every position, the batches being of one shape, by no divisor of the stack's."""
+    if not batches or not all(
+        isinstance(b, list) and all(isinstance(r, Mapping) for r in b) for b in batches
+    ):
+        raise Malformed("'recomputed_batches' must be a non-empty list of per-layer row lists")
+    layers = [count(r, "layer") for r in batches[0]]
+    if any([count(r, "layer") for r in b] != layers for b in batches):
+        raise Malformed("every batch of 'recomputed_batches' must hold the same layers")
+    return [
+        {
+            "layer": layer,
+            **{
+                lens: math.fsum(number(b[i], lens) for b in batches) / len(batches)
+                for lens in ("kl_logit", "kl_tuned")
+            },
+        }
+        for i, layer in enumerate(layers)
+    ]
 
 
 def _heldout_kl(m: Measured, t: Thresholds) -> list[str]:
-    reported, recomputed = items(m, "layers"), items(m, "recomputed")
-    if not all(isinstance(row, Mapping) for row in (*reported, *recomputed)):
-        raise Malformed("each entry of 'layers' and 'recomputed' must be an object")
+    reported, recomputed = items(m, "layers"), _batch_means(items(m, "recomputed_batches"))
+    if not all(isinstance(row, Mapping) for row in reported):
+        raise Malformed("each entry of 'layers' must be an object")
     if [count(r, "layer") for r in reported] != [count(r, "layer") for r in recomputed]:
         return [f"{len(reported)} layer(s) reported and {len(recomputed)} recomputed: not the same layers"]
     problems = []
@@ -1810,9 +1841,27 @@ def _heldout_kl(m: Measured, t: Thresholds) -> list[str]:
             if _kl_off(have, want, t):
                 problems.append(
                     f"layer {count(row, 'layer')}: {lens} is {have:.10g} nats, but KL(final ‖ layer) "
-                    f"recomputed by kl_div from the same log-probabilities is {want:.10g} ({_KL_MISS})"
+                    f"recomputed by kl_div through that lens and averaged over the "
+                    f"{len(items(m, 'recomputed_batches'))} held-out batch(es) is {want:.10g} ({_KL_MISS}, "
+                    "a mean over other batches, or the lenses' columns swapped)"
                 )
     return problems
+
+
+def _trained_objective(m: Measured, t: Thresholds) -> list[str]:
+    steps, losses = items(m, "objective_steps"), _reals(m, "objective_losses")
+    recomputed = _reals(m, "objective_recomputed")
+    if not len(steps) == len(losses) == len(recomputed):
+        return [
+            f"{len(losses)} loss(es) and {len(recomputed)} recomputed objective(s) for {len(steps)} step(s)"
+        ]
+    return [
+        f"at step {step} the lens training backpropagated a loss of {loss:.10g}, but its objective, the sum "
+        f"over lens layers of KL(final ‖ lens layer) recomputed by kl_div on that batch, is {want:.10g} "
+        f"({_KL_MISS})"
+        for step, loss, want in zip(steps, losses, recomputed, strict=True)
+        if _kl_off(loss, want, t)
+    ]
 
 
 def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
@@ -1820,21 +1869,78 @@ def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
     shape = [len(row) if isinstance(row, list) else None for row in reported]
     if None in shape or shape != [len(row) if isinstance(row, list) else None for row in recomputed]:
         return ["the reading's KLs and the recomputed ones are not one value per layer and position alike"]
+    rows = [_reals({"kl": row}, "kl") for row in reported]
     off = [
         (layer, position, have, want)
-        for layer, (row, again) in enumerate(zip(reported, recomputed, strict=True))
-        for position, (have, want) in enumerate(
-            zip(_reals({"kl": row}, "kl"), _reals({"kl": again}, "kl"), strict=True)
-        )
+        for layer, (row, again) in enumerate(zip(rows, recomputed, strict=True))
+        for position, (have, want) in enumerate(zip(row, _reals({"kl": again}, "kl"), strict=True))
         if _kl_off(have, want, t)
     ]
+    problems = []
+    if off:
+        layer, position, have, want = off[0]
+        problems.append(
+            f"{len(off)} of the reading's KLs are not KL(final ‖ layer) recomputed by kl_div against a "
+            f"plain forward's distribution; first layer {layer}, position {position}: {have:.10g} nats, "
+            f"recomputed {want:.10g} ({_KL_MISS})"
+        )
+    own = [x for x in (rows[-1] if rows else []) if not abs(x) <= t["kl_atol"]]
+    if own:
+        problems.append(
+            f"the model's own row (the reading's last) reads KL {own[0]:.10g} nats from the final "
+            f"distribution at {len(own)} position(s), not 0: another row was taken as the final one"
+        )
+    return problems
+
+
+def _reading_top(m: Measured, t: Thresholds) -> list[str]:
+    """Each reported top-k probability in [0, 1] and exp of the log-probability of its token in the
+    reading's distribution, and those tokens the k likeliest (their log-probabilities the top k)."""
+    top, logprobs, best = (items(m, k) for k in ("reading_top", "top_logprobs", "recomputed_top_logprobs"))
+    cells = _cells(top, logprobs, best)
+    if cells is None:
+        return ["the reading's top tokens and the recomputed ones are not k per layer and position alike"]
+    off = []
+    for layer, position, pairs, lps, want in cells:
+        probs = [number({"p": pair[1]}, "p") for pair in pairs]
+        lps, want = _reals({"l": lps}, "l"), sorted(_reals({"w": want}, "w"), reverse=True)
+        bad = [p for p, lp in zip(probs, lps, strict=True) if not 0 <= p <= 1 or _prob_off(p, lp, t)]
+        ranked = zip(sorted(lps, reverse=True), want, strict=True)
+        if bad or any(_prob_off(math.exp(have), top_k, t) for have, top_k in ranked):
+            off.append((layer, position, bad[0] if bad else probs[0]))
     if not off:
         return []
-    layer, position, have, want = off[0]
+    layer, position, p = off[0]
     return [
-        f"{len(off)} of the reading's KLs are not KL(final ‖ layer) recomputed by kl_div from the same "
-        f"log-probabilities; first layer {layer}, position {position}: {have:.10g} nats, recomputed "
-        f"{want:.10g} ({_KL_MISS})"
+        f"{len(off)} of the reading's top-k lists are not probabilities of the k likeliest tokens of the "
+        f"distribution it read; first layer {layer}, position {position} (probability {p:.6g}): a "
+        "probability outside [0, 1], not exp of its token's log-probability, or not a top-k token"
+    ]
+
+
+def _prob_off(p: float, log_p: float, t: Thresholds) -> bool:
+    return not abs(p - math.exp(log_p)) <= t["prob_atol"]
+
+
+def _cells(
+    top: list[Any], logprobs: list[Any], best: list[Any]
+) -> list[tuple[int, int, list, list, list]] | None:
+    """(layer, position, the reported (id, probability) pairs, their tokens' log-probabilities, the k
+    largest log-probabilities) per layer and position, or None where the three are not alike in shape."""
+
+    def shape(rows: list[Any]) -> list[list[int]] | None:
+        if not all(isinstance(r, list) and all(isinstance(c, list) for c in r) for r in rows):
+            return None
+        return [[len(c) for c in r] for r in rows]
+
+    if shape(top) is None or not shape(top) == shape(logprobs) == shape(best):
+        return None
+    if not all(isinstance(pair, list) and len(pair) == 2 for row in top for cell in row for pair in cell):
+        return None
+    return [
+        (layer, position, pairs, lps, want)
+        for layer, (row, lrow, brow) in enumerate(zip(top, logprobs, best, strict=True))
+        for position, (pairs, lps, want) in enumerate(zip(row, lrow, brow, strict=True))
     ]
 
 

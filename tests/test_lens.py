@@ -3,14 +3,17 @@
 Falsifiers plant each lens bug in the stack's own code path: probes that do not start at the
 identity, probes cut from the gradient (the validation doc's bug), probes that lose to the
 logit lens, a lens read through another model or no final norm, a lens fed post-norm states,
-a learning-rate schedule other than the documented one (an audit's shifted by one step), and a
-held-out KL other than KL(final ‖ layer) (an audit's reversed).
+a learning-rate schedule other than the documented one (an audit's shifted by one step), a
+held-out KL other than KL(final ‖ layer) (an audit's reversed), and a later audit's lens trained on
+the reversed KL, held-out means over one batch too many, the two lenses' columns swapped, a reading
+against the last lens layer as final, and log-probabilities reported as probabilities.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -110,7 +113,9 @@ def test_training_saves_a_lens_of_this_model_and_reading_it_holds(
     assert all(r["kl_tuned"] <= r["kl_logit"] for r in rows)
     measured = {g.id: g.measured for g in record.gates}
     assert len(measured["GATE-LENS-002"]["applied_lrs"]) == 60  # every step's rate, for the checker
-    assert measured["GATE-LENS-006"]["layers"] == rows and len(measured["GATE-LENS-006"]["recomputed"]) == 2
+    kl = measured["GATE-LENS-006"]
+    assert kl["layers"] == rows and len(kl["recomputed_batches"]) == 8  # per held-out batch, for the judge
+    assert kl["objective_steps"] == [1, 60] and len(kl["objective_losses"]) == 2
     assert record.data is not None and record.data.manifest_sha256 == load_manifest(trained["data"]).sha256
     argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--lens", str(trained["lens"])]
     assert main([*argv, "--out", str(tmp_path / "rec")]) == 0
@@ -587,6 +592,152 @@ def test_a_kl_just_beyond_kl_rtol_fires_and_just_inside_holds(
         heldout_comparison(model, for_model(model), trained["data"], QUICK)
 
 
+# -- what the KL, the probabilities and the loss are recomputed against (GATE-LENS-006 rev 2) -----
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_lens_trained_on_the_reversed_kl_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's P02: the training objective KL(layer ‖ final); the held-out report untouched."""
+    model, kl = load_trained(trained["run"]).model, lens_train.kl_to_final
+    monkeypatch.setattr(lens_train, "kl_to_final", lambda final, reading: kl(reading, final))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*at step 1 the lens training backpropagated"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_lens_training_loss_just_beyond_kl_rtol_fires_and_just_inside_holds(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rtol = load_spec().threshold("GATE-LENS-006", "kl_rtol")
+    model, kl = load_trained(trained["run"]).model, lens_train.kl_to_final
+
+    def off_by(factor: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        return lambda final, reading: kl(final, reading) * (1 + factor * rtol)
+
+    monkeypatch.setattr(lens_train, "kl_to_final", off_by(0.5))
+    ledger = Ledger()
+    with recording(ledger):
+        train_lens(model, trained["data"], QUICK, _quiet)
+    assert {r.id: r.verdict for r in ledger.gate_results()}["GATE-LENS-006"] is Verdict.PASS
+    monkeypatch.setattr(lens_train, "kl_to_final", off_by(2.0))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*lens training backpropagated"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_lens_trained_on_the_reversed_kl_exits_3(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """P02 through the CLI: the run stops with exit 3 naming the gate, the model and data as ever."""
+    kl = lens_train.kl_to_final
+    monkeypatch.setattr(lens_train, "kl_to_final", lambda final, reading: kl(reading, final))
+    argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "2"]
+    argv += ["--save", str(tmp_path / "lens.safetensors"), "--heldout-batches", "1", "--seq-len", "16"]
+    assert main([*argv, "--out", str(tmp_path / "rec")]) == 3
+    assert _verdicts(tmp_path / "rec")["GATE-LENS-006"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_held_out_means_over_one_batch_too_many_fire(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's P03: the sums divided by batches + 1; the judge averages the per-batch KLs itself."""
+    model, means = load_trained(trained["run"]).model, lens_train.heldout_means
+
+    def one_too_many(per_batch: list) -> tuple[list[float], list[float]]:
+        n = len(per_batch)
+        return tuple([x * n / (n + 1) for x in column] for column in means(per_batch))  # type: ignore[return-value]
+
+    heldout_comparison(model, for_model(model), trained["data"], QUICK)  # the stack's divisor: holds
+    monkeypatch.setattr(lens_train, "heldout_means", one_too_many)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*averaged over the 2 held-out batch"):
+        heldout_comparison(model, for_model(model), trained["data"], QUICK)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_held_out_columns_swapped_between_the_lenses_fire(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's Q01: the logit lens read where the tuned one is named and back (only a warning of
+    GATE-LENS-003 before); the recomputation reads each column through its own lens by name."""
+    model = load_trained(trained["run"]).model
+    tuned, real = probes.load_lens(trained["lens"], torch.device("cpu")), lens_train.layer_log_probs
+    ledger = Ledger()
+    with recording(ledger):
+        heldout_comparison(model, tuned, trained["data"], QUICK)
+    assert {r.id: r.verdict for r in ledger.gate_results()}["GATE-LENS-006"] is Verdict.PASS
+
+    def swapped(model: nn.Module, residuals: residual.Residuals, lens: TunedLens | None) -> list:
+        return real(model, residuals, tuned if lens is None else None)
+
+    monkeypatch.setattr(lens_train, "layer_log_probs", swapped)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*kl_logit is .*columns swapped"):
+        heldout_comparison(model, tuned, trained["data"], QUICK)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_reading_against_another_row_than_the_models_output_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The audit's P04: the last lens layer taken as the final distribution. The recomputed KL is
+    against a plain forward, and the model's own row must read 0."""
+    monkeypatch.setattr(readout, "model_output", lambda log_probs: log_probs[-2])
+    model = tiny_model()
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*the model's own row .* not 0"):
+        read(model, capture(model, _ids()), None, 3)
+    argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(tmp_path / "rec")]
+    assert main(argv) == 3
+
+
+def _top_tokens_planted(change: Callable[[float], float]) -> Callable:
+    real = readout.top_tokens
+    return lambda lp, k: [[(i, change(p)) for i, p in row] for row in real(lp, k)]
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_reading_reporting_log_probabilities_as_probabilities_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The audit's P29: top1_prob −4.83. A reported probability is exp of its token's log-probability."""
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    monkeypatch.setattr(readout, "top_tokens", _top_tokens_planted(math.log))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*top-k lists are not probabilities"):
+        read(model, residuals, None, 3)
+    argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(tmp_path / "rec")]
+    assert main(argv) == 3
+    assert _verdicts(tmp_path / "rec")["GATE-LENS-006"] == "FAIL"
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_reading_whose_top_tokens_are_not_the_likeliest_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probabilities right for their tokens, the tokens the 2nd to (k+1)th likeliest."""
+    real = readout.top_tokens
+    monkeypatch.setattr(readout, "top_tokens", lambda lp, k: [row[1:] for row in real(lp, k + 1)])
+    model = tiny_model()
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*top-k lists are not probabilities"):
+        read(model, capture(model, _ids()), None, 3)
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_probability_just_beyond_prob_atol_fires_and_just_inside_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    atol = load_spec().threshold("GATE-LENS-006", "prob_atol")
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    monkeypatch.setattr(readout, "top_tokens", _top_tokens_planted(lambda p: p - 0.5 * atol))
+    ledger = Ledger()
+    with recording(ledger):
+        read(model, residuals, None, 3)
+    assert {r.id: r.verdict for r in ledger.gate_results()}["GATE-LENS-006"] is Verdict.PASS
+    monkeypatch.setattr(readout, "top_tokens", _top_tokens_planted(lambda p: p - 2.0 * atol))
+    with pytest.raises(GateViolation, match=r"GATE-LENS-006.*top-k lists"):
+        read(model, residuals, None, 3)
+
+
 # -- what the checker re-derives of a lens-train record ------------------------------------------
 
 
@@ -611,13 +762,22 @@ def test_a_lens_records_schedule_and_kl_are_held_by_the_checker(
     assert any("gates[GATE-LENS-002].measured.scheduled_lrs[0] is" in line for line in found), found
 
     def reversed_rows(data: dict, _dir: Path) -> None:  # the recomputed KL of another direction
-        for row in gate(data, "GATE-LENS-006")["measured"]["recomputed"]:
-            row["kl_logit"] *= 1.02
+        for batch in gate(data, "GATE-LENS-006")["measured"]["recomputed_batches"]:
+            for row in batch:
+                row["kl_logit"] *= 1.02
 
     found = findings(copy("kl", reversed_rows))
     assert any(
         "GATE-LENS-006: recorded PASS, but its measured values re-judge to FAIL" in line for line in found
     ), found
+
+    def doubled_loss(data: dict, _dir: Path) -> None:  # loss and recomputed alike: a forger's pair
+        measured = gate(data, "GATE-LENS-006")["measured"]
+        for key in ("objective_losses", "objective_recomputed"):
+            measured[key][0] *= 2
+
+    found = findings(copy("objective", doubled_loss))
+    assert any("gates[GATE-LENS-006].measured.objective_losses[0]" in line for line in found), found
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -634,5 +794,14 @@ def test_a_lens_readings_kl_is_held_to_its_trace_by_the_checker(
         for key in ("reading_kl", "recomputed_reading_kl"):
             measured[key][0] = [x / 2 for x in measured[key][0]]
 
-    found = findings(edited(out, halved))
+    found = findings(edited(shutil.copytree(out, tmp_path / "kl"), halved))
     assert any("gates[GATE-LENS-006].measured.reading_kl[0]" in line for line in found), found
+
+    def as_logs(data: dict, _dir: Path) -> None:  # the audit's P29, reported and held alike
+        measured = gate(data, "GATE-LENS-006")["measured"]
+        for row, logprobs in zip(measured["reading_top"][0], measured["top_logprobs"][0], strict=True):
+            for pair, log_p in zip(row, logprobs, strict=True):
+                pair[1] = log_p
+
+    found = findings(edited(shutil.copytree(out, tmp_path / "top"), as_logs))
+    assert any("gates[GATE-LENS-006].measured.reading_top[0]" in line for line in found), found

@@ -813,11 +813,13 @@ def trace_record(inputs: Inputs) -> Derivation:
                 _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
-            readings = [r.get("kl") for r in report.get("readings") or [] if isinstance(r, dict)]
-            if "GATE-LENS-006" in wanted:  # the KLs it held to their recomputation are the ones shown
-                derived.put(("gates", "GATE-LENS-006", "measured", "reading_kl"), readings, optional=True)
+            readings = [r for r in report.get("readings") or [] if isinstance(r, dict)]
+            if "GATE-LENS-006" in wanted:  # the KLs and top tokens it held are the ones shown
+                for key, field in (("reading_kl", "kl"), ("reading_top", "top")):
+                    at = ("gates", "GATE-LENS-006", "measured", key)
+                    derived.put(at, [r.get(field) for r in readings], optional=True)
         elif mode == "lens-train":
-            _lens_train_measured(derived, inputs.record.config, results, wanted, report.get("per_layer"))
+            _lens_train_measured(derived, inputs.record.config, results, wanted, report)
         tokens = report.get("tokens")
         if isinstance(tokens, list) and tokens:
             derived.problems += element_problems(results, wanted, len(tokens), report)
@@ -848,19 +850,24 @@ def traced_tokens(report: dict[str, Any]) -> list[int]:
 
 
 def _lens_train_measured(
-    derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], per_layer: Any
+    derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], report: dict[str, Any]
 ) -> None:
     """What a lens-train record's gates restate of trace.json and of its config: the held-out rows
-    (GATE-LENS-003's, and GATE-LENS-006's reported ones) are trace.json's per_layer; GATE-LENS-002's
+    (GATE-LENS-003's, and GATE-LENS-006's reported ones) are trace.json's per_layer, and the losses
+    GATE-LENS-006's check objective held (first and last step) its losses; GATE-LENS-002's
     scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule); and
     GATE-LENS-001 compared the logits of every lens site (GATE-LENS-005's sites, the embedding and
     each block) on the first batch, sites × batch_size × seq_len × vocabulary elements, the
     vocabulary being what GATE-LENS-005's one site of a batch of that shape holds."""
     for gate_id in ("GATE-LENS-003", "GATE-LENS-006"):
         if gate_id in wanted:
-            derived.put(("gates", gate_id, "measured", "layers"), per_layer, optional=True)
+            derived.put(("gates", gate_id, "measured", "layers"), report.get("per_layer"), optional=True)
     config = config if isinstance(config, dict) else {}
     lr, steps, batch, seq_len = (config.get(k) for k in ("lr", "steps", "batch_size", "seq_len"))
+    losses = report.get("losses")
+    if "GATE-LENS-006" in wanted and isinstance(losses, dict) and whole(steps) and steps > 0:
+        first_last = [losses.get("first"), losses.get("last")][: min(steps, 2)]
+        derived.put(("gates", "GATE-LENS-006", "measured", "objective_losses"), first_last, optional=True)
     if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
         derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
     read = results.get("GATE-LENS-005") or {}

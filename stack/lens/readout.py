@@ -5,17 +5,19 @@ the model's own final norm and unembedding. KL(final ‖ lens) says how far that
 from the model's answer, in nats per position; the model's own distribution is the last row,
 at KL 0. Reading is bound to GATE-LENS-004: the model must have its final norm, and a tuned
 lens must have been trained on this model; every KL reported is held to the same KL recomputed
-by torch's kl_div (GATE-LENS-006).
+by torch's kl_div against the distribution of a plain forward of the model, and every top-k
+probability to the log-probabilities it was read from (GATE-LENS-006).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from contracts.divergence import kl_per_position
+from contracts.divergence import kl_per_position, mean_kl_per_layer
 from contracts.gates import Outcome, gate_require, measure
 from stack.lens.probes import TunedLens, fit_outcome
 from stack.lens.residual import Residuals, read_through
@@ -46,27 +48,50 @@ def layer_log_probs(model: GPT, residuals: Residuals, lens: TunedLens | None) ->
     return [read_through(model, s).double().log_softmax(-1) for s in (*states, residuals.last)]
 
 
+def model_output(log_probs: list[torch.Tensor]) -> torch.Tensor:
+    """The model's own distribution in a `layer_log_probs` list: its last entry, the reference every
+    lens layer's KL is taken against."""
+    return log_probs[-1]
+
+
 def mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
     """Per lens layer of `layer_log_probs`, KL(final ‖ layer) averaged over every position of the batch."""
-    *layers, final = log_probs
-    return [float(kl_to_final(final, lp).mean()) for lp in layers]
+    final = model_output(log_probs)
+    return [float(kl_to_final(final, lp).mean()) for lp in log_probs[:-1]]
 
 
-def recomputed_kl(final: torch.Tensor, reading: torch.Tensor) -> torch.Tensor:
-    """`kl_to_final` by another path, the contracts' KL(final ‖ layer) by torch's `kl_div`
-    (contracts.divergence): what GATE-LENS-006 holds the reported KL to, on the same log-probabilities."""
-    return kl_per_position(final, reading)
+@torch.no_grad()
+def output_log_probs(model: GPT, ids: torch.Tensor) -> torch.Tensor:
+    """The model's next-token log-probabilities of `ids` by a plain forward, no hook and no lens: the
+    final distribution GATE-LENS-006 recomputes every KL against, apart from the lens's own list, so a
+    reading that takes another row for the model's output shows."""
+    logits, _ = model(ids)
+    return logits.double().log_softmax(-1)
 
 
-def recomputed_mean_kl(log_probs: list[torch.Tensor]) -> list[float]:
-    """`mean_kl` by `recomputed_kl`, averaged over every position of the batch."""
-    *layers, final = log_probs
-    return [float(recomputed_kl(final, lp).mean()) for lp in layers]
+def kl_rows(logit: Sequence[float], tuned: Sequence[float]) -> list[dict[str, float]]:
+    """Per lens layer, the logit lens's and the tuned lens's KL, as records and reports hold them."""
+    return [
+        {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
+        for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
+    ]
+
+
+def recomputed_batch_kl(model: GPT, residuals: Residuals, lens: TunedLens) -> list[dict[str, float]]:
+    """One held-out batch's per-layer mean KLs recomputed apart from the comparison's: the final
+    distribution by a plain forward of the ids the batch's forward read, each column read through its
+    own lens by name (kl_logit none, kl_tuned `lens`), the KL and mean by contracts.divergence. The
+    comparison's mean over batches is the judge's to take (GATE-LENS-006, check heldout)."""
+    final = output_log_probs(model, residuals.inputs)
+    logit = mean_kl_per_layer(final, layer_log_probs(model, residuals, None)[:-1])
+    tuned = mean_kl_per_layer(final, layer_log_probs(model, residuals, lens)[:-1])
+    return kl_rows(logit, tuned)
 
 
 def kl_outcome(measured: dict[str, Any]) -> Outcome:
-    """GATE-LENS-006 over the KLs a lens reports beside the same KLs recomputed (`recomputed_kl`):
-    a comparison's held-out means (check heldout) or a reading's per-position values (check readings)."""
+    """GATE-LENS-006 over what a lens reports beside the same recomputed apart from it: a comparison's
+    held-out means (check heldout), a reading's per-position KLs (check readings) and top tokens
+    (check top), the loss the training consumed (check objective)."""
     return measure("GATE-LENS-006", measured, holds="the reported KL is KL(final ‖ layer)")
 
 
@@ -75,19 +100,38 @@ def check_kl(measured: dict[str, Any]) -> None:
     """Refuse a lens report whose KL is not KL(final ‖ layer), summed and averaged as stated."""
 
 
+def top_tokens(log_probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+    """Per position of (time, vocab) log-probabilities, the k likeliest tokens and their probabilities."""
+    probs, ids = log_probs.exp().topk(k, dim=-1)
+    return [list(zip(i.tolist(), p.tolist(), strict=True)) for i, p in zip(ids, probs, strict=True)]
+
+
 def read(model: GPT, residuals: Residuals, lens: TunedLens | None, top_k: int) -> list[LayerReading]:
-    """Every lens layer and the model's output, for the first sequence of the batch; its KLs held
-    to `recomputed_kl` of the same log-probabilities before they are reported (`check_kl`)."""
+    """Every lens layer and the model's output, for the first sequence of the batch. Before they are
+    reported (`check_kl`), its KLs are held to kl_div's against a plain forward's distribution
+    (check readings), and its top tokens to the log-probabilities they were read from (check top)."""
     log_probs = layer_log_probs(model, residuals, lens)
-    final = log_probs[-1][0]
+    final = model_output(log_probs)[0]
+    plain = output_log_probs(model, residuals.inputs)[0]
+    k = min(top_k, final.shape[-1])
     sites = (*residuals.sites[:-1], "logits")
-    readings, recomputed = [], []
+    readings, recomputed, top_logprobs, best = [], [], [], []
     for layer, (site, lp) in enumerate(zip(sites, log_probs, strict=True)):
         lp = lp[0]
-        probs, ids = lp.exp().topk(min(top_k, lp.shape[-1]), dim=-1)
-        top = [list(zip(i.tolist(), p.tolist(), strict=True)) for i, p in zip(ids, probs, strict=True)]
+        top = top_tokens(lp, k)
         entropy = -(lp.exp() * lp).sum(-1)
         readings.append(LayerReading(layer, site, kl_to_final(final, lp).tolist(), entropy.tolist(), top))
-        recomputed.append(recomputed_kl(final, lp).tolist())
-    check_kl({"reading_kl": [r.kl for r in readings], "recomputed_reading_kl": recomputed})
+        recomputed.append(kl_per_position(plain, lp).tolist())
+        ids = torch.tensor([[token for token, _ in row] for row in top], dtype=torch.long, device=lp.device)
+        top_logprobs.append(lp.gather(-1, ids).tolist())
+        best.append(lp.topk(k, dim=-1).values.tolist())
+    check_kl(
+        {
+            "reading_kl": [r.kl for r in readings],
+            "recomputed_reading_kl": recomputed,
+            "reading_top": [[[list(pair) for pair in row] for row in r.top] for r in readings],
+            "top_logprobs": top_logprobs,
+            "recomputed_top_logprobs": best,
+        }
+    )
     return readings

@@ -19,12 +19,15 @@ are read on the held-out set a training run evaluates (windows spread over the h
 checked against its shards, and the forwards' ids checked against the set: GATE-DATA-005); a layer
 where the tuned lens is further from the final distribution than the logit lens is a warning
 (GATE-LENS-003). Every step's rate is read back from the optimizer and held to the schedule
-contracts.schedule defines (GATE-LENS-002, check schedule), and every reported KL to the same mean
-recomputed by torch's kl_div from the log-probabilities it was taken of (GATE-LENS-006).
+contracts.schedule defines (GATE-LENS-002, check schedule); the loss backpropagated at the first
+and the last step to the documented objective recomputed by contracts.divergence against a plain
+forward (GATE-LENS-006, check objective); and every reported held-out mean to the mean over batches
+of each batch's KL recomputed that way, each lens by name (GATE-LENS-006, check heldout).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from typing import Any
 
 import torch
 
+from contracts.divergence import mean_kl_per_layer
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.schedule import linear_decay, linear_decay_at
@@ -44,7 +48,15 @@ from stack.lens.defaults import (
     DEFAULT_WEIGHT_DECAY,
 )
 from stack.lens.probes import TunedLens, for_model, health_outcome
-from stack.lens.readout import check_kl, kl_to_final, layer_log_probs, mean_kl, recomputed_mean_kl
+from stack.lens.readout import (
+    check_kl,
+    kl_rows,
+    kl_to_final,
+    layer_log_probs,
+    mean_kl,
+    output_log_probs,
+    recomputed_batch_kl,
+)
 from stack.lens.residual import Residuals, capture, read_through
 from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
@@ -110,6 +122,20 @@ def layer_kls(model: GPT, lens: TunedLens, residuals: Residuals) -> list[torch.T
 def lens_loss(model: GPT, lens: TunedLens, residuals: Residuals) -> torch.Tensor:
     """Sum over lens layers of KL(final ‖ lens layer), averaged over positions; gradients reach the probes."""
     return _summed(layer_kls(model, lens, residuals))
+
+
+def recomputed_objective(model: GPT, lens: TunedLens, residuals: Residuals) -> float:
+    """The documented objective of this batch recomputed apart from the loss: the sum over lens
+    layers of KL(final ‖ lens layer) averaged over positions, the final distribution by a plain
+    forward of the ids the step read, the KL by contracts.divergence (GATE-LENS-006, check objective)."""
+    final = output_log_probs(model, residuals.inputs)
+    return math.fsum(mean_kl_per_layer(final, layer_log_probs(model, residuals, lens)[:-1]))
+
+
+def objective_steps(steps: int) -> list[int]:
+    """The steps whose loss is held to the recomputed objective: the first (the lens still the logit
+    lens) and the last (the lens as trained)."""
+    return sorted({1, steps})
 
 
 def _summed(kls: list[torch.Tensor]) -> torch.Tensor:
@@ -197,6 +223,8 @@ def train_lens(
         weight_decay=settings.weight_decay,
     )
     watch = FitWatch(lens, optimizer)
+    checked = objective_steps(settings.steps)
+    objective: dict[str, list[float]] = {"objective_losses": [], "objective_recomputed": []}
     with frozen(model):
         for step in range(1, settings.steps + 1):
             residuals = capture(model, next(batches))
@@ -204,6 +232,9 @@ def train_lens(
                 check_start(model, lens, residuals)
             kls = layer_kls(model, lens, residuals)
             loss = _summed(kls)
+            if step in checked:  # the tensor backpropagated, beside the objective it stands for
+                objective["objective_losses"].append(float(loss.detach()))
+                objective["objective_recomputed"].append(recomputed_objective(model, lens, residuals))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             watch.step(lens, kls)
@@ -213,6 +244,7 @@ def train_lens(
             lr = watch.stepping(optimizer, linear_decay_at(step, lr=settings.lr, total_steps=settings.steps))
             optimizer.step()
             progress(step, {"loss": float(loss.detach()), "grad_norm": float(grad_norm), "lr": lr})
+    check_kl({"objective_steps": checked, **objective})
     lens.fit = watch.probes  # what GATE-LENS-002 judges beside the probes' norms
     scheduled = linear_decay(settings.lr, settings.steps)
     lens.schedule = {"applied_lrs": watch.applied_lrs, "scheduled_lrs": scheduled}  # and the rates
@@ -262,11 +294,11 @@ def check_read(batches: list[torch.Tensor], read: list[torch.Tensor]) -> None:
     """Refuse a lens comparison whose forwards read other windows than the held-out set's."""
 
 
-def _rows(logit: torch.Tensor, tuned: torch.Tensor) -> list[dict[str, float]]:
-    return [
-        {"layer": layer, "kl_logit": float(a), "kl_tuned": float(b)}
-        for layer, (a, b) in enumerate(zip(logit, tuned, strict=True))
-    ]
+def heldout_means(per_batch: list[list[list[float]]]) -> tuple[list[float], list[float]]:
+    """The comparison's per-layer means over the held-out batches (each batch's logit-lens, then
+    tuned-lens, per-layer means; the batches are of one shape, so this is the mean over every position)."""
+    sums = torch.tensor(per_batch, dtype=torch.float64).sum(0) / len(per_batch)
+    return sums[0].tolist(), sums[1].tolist()
 
 
 @gate_ensure("GATE-LENS-003", lambda result: heldout_outcome(result))
@@ -274,20 +306,19 @@ def heldout_comparison(
     model: GPT, lens: TunedLens, data_dir: Path, settings: LensTraining
 ) -> list[dict[str, float]]:
     """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens,
-    over the held-out set (`comparison_set`) and only it (`check_read`), each mean recomputed from
-    the same log-probabilities by torch's `kl_div` (`check_kl`), before it is reported."""
+    over the held-out set (`comparison_set`) and only it (`check_read`). Before it is reported, each
+    mean is held to the mean over batches of each batch's recomputed apart from it
+    (`recomputed_batch_kl`: a plain forward's final distribution, each lens by name) (`check_kl`)."""
     batches = comparison_set(model, data_dir, settings)
     device = model.lm_head.weight.device
-    sums = torch.zeros(4, lens.n_layers, dtype=torch.float64)  # logit, tuned; then both recomputed
-    read = []
+    per_batch, recomputed, read = [], [], []
     for batch in batches:
         residuals = capture(model, batch[:, :-1].to(device))
         read.append(residuals.inputs)
         logit, tuned = layer_log_probs(model, residuals, None), layer_log_probs(model, residuals, lens)
-        means = [mean_kl(logit), mean_kl(tuned), recomputed_mean_kl(logit), recomputed_mean_kl(tuned)]
-        sums += torch.tensor(means, dtype=torch.float64)
+        per_batch.append([mean_kl(logit), mean_kl(tuned)])
+        recomputed.append(recomputed_batch_kl(model, residuals, lens))
     check_read(batches, read)
-    sums /= len(batches)
-    reported = _rows(sums[0], sums[1])
-    check_kl({"layers": reported, "recomputed": _rows(sums[2], sums[3])})
+    reported = kl_rows(*heldout_means(per_batch))
+    check_kl({"layers": reported, "recomputed_batches": recomputed})
     return reported
