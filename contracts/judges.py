@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.patching import recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
 from contracts.spec import load_spec
 from contracts.split import share_tail
@@ -1387,7 +1388,19 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
         # rev 2: the anomalies a single-path trace names are those its sites' statistics give
         "anomalies": ("site_stats+", "sites_judged+", "anomalies_named"),
         # rev 3: an ablation's reported KL(intact ‖ ablated) is the one torch's kl_div gives
-        "ablation": ("mean_kl_reported", "mean_kl_recomputed"),
+        "ablation": (
+            "mean_kl_reported",
+            "mean_kl_recomputed",
+            # rev 4: the ablation's other numbers, each recomputed from the two forwards' tensors
+            "output_change_reported",
+            "output_change_recomputed",
+            "argmax_changed_reported",
+            "argmax_changed_recomputed",
+            "positions_reported",
+            "positions_recomputed",
+        ),
+        # rev 4: each greedy continuation of --sample N is N new ids
+        "samples": ("samples_asked", "sample_ids+"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1407,7 +1420,11 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     of its baseline, are exactly those the `site` rule gives when every judged site is set against
     the same site in the other layers (contracts.trace_anomaly), from the statistics it measured.
     ablation (an ablation's report): the mean KL(intact ‖ ablated) it reports is within
-    ablation_kl_atol of the one contracts.divergence gives from the intact and ablated logits.
+    ablation_kl_atol of the one contracts.divergence gives from the intact and ablated logits; every
+    layer's output change, the changed argmaxes and the positions it reports are those the
+    contracts' formulas give from the two forwards' kept tensors, exactly (the run reports them by
+    the same functions), and the changed argmaxes are at most the positions.
+    samples (an ablation with --sample N): each greedy continuation holds exactly N new ids.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -1428,6 +1445,41 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
                 f"and ablated logits give {recomputed:.6g} (allowed {t['ablation_kl_atol']:g}): the KL "
                 "reversed, or over other logits"
             )
+    if has(m, "output_change_reported", "output_change_recomputed"):
+        problems += _ablation_counts_wrong(m)
+    if has(m, "samples_asked", "sample_ids"):
+        asked, ids = count(m, "samples_asked"), m["sample_ids"]
+        wrong = {k: n for k, n in ids.items() if n != asked} if isinstance(ids, Mapping) else ids
+        if wrong:
+            problems.append(f"--sample {asked} asks for {asked} new token(s); the continuations hold {wrong}")
+    return problems
+
+
+def _ablation_counts_wrong(m: Measured) -> list[str]:
+    """GATE-TRACE-003's check `ablation`, beyond the KL: the per-layer output changes, the changed
+    argmaxes and the positions reported, against those recomputed from the kept tensors."""
+    problems = []
+    reported, recomputed = m["output_change_reported"], m["output_change_recomputed"]
+    if not isinstance(reported, Mapping) or not isinstance(recomputed, Mapping):
+        raise Malformed("'output_change_reported' and '_recomputed' must map each layer to its change")
+    unlike = {k: (reported.get(k), v) for k, v in recomputed.items() if reported.get(k) != v}
+    if unlike or set(reported) != set(recomputed):
+        pairs = list(unlike.items())[:4]
+        shown = "; ".join(f"layer {k}: reported {r}, recomputed {v:.6g}" for k, (r, v) in pairs)
+        problems.append(
+            f"the per-layer output changes reported are not ‖ablated − intact‖ / ‖intact‖ of the two "
+            f"forwards' block outputs ({shown or f'layers {sorted(reported)} against {sorted(recomputed)}'})"
+        )
+    positions = count(m, "positions_recomputed")
+    if count(m, "positions_reported") != positions:
+        reported_positions = m["positions_reported"]
+        problems.append(f"the ablation reports {reported_positions} positions; the logits hold {positions}")
+    flips, recounted = count(m, "argmax_changed_reported"), count(m, "argmax_changed_recomputed")
+    if flips != recounted or flips > positions:
+        problems.append(
+            f"the argmax changes at {flips} of {positions} position(s) as reported, but the logits' "
+            f"argmax over the vocabulary changes at {recounted}"
+        )
     return problems
 
 
@@ -1980,18 +2032,29 @@ def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
         # rev 2: each grid cell overwrote its site at its position; the scores are the plain forwards'
         "cells": ("cells+",),
         "scores": ("clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"),
+        # rev 3: the grid is every stated cell once; each recorded recovery is the formula's
+        "grid": ("grid_cells+", "grid_sites+", "grid_tokens", "grid_stated"),
+        "recovery": ("recovery_clean", "recovery_corrupted", "recovery_cells+", "recovery_full"),
     },
 )
 def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
     """The embedding patched at every position recovers the clean logits bit for bit (`full`); each
     grid cell's forward overwrote exactly its stated site at exactly its stated position, with the
-    clean run's value there (`cells`); the clean and corrupted scores are the metric read at the last
-    position of plain forwards of the prompts, within score_atol (`scores`)."""
+    clean run's value there, computed from the corrupted run's own value there, and changed its
+    position exactly where the two runs' kept values differ (`cells`); the clean and corrupted scores
+    are the metric read at the last position of plain forwards of the prompts, within score_atol
+    (`scores`); the grid's cells are every stated site × every stated position (a sweep: 0..T−1),
+    each once (`grid`); every recorded recovered fraction is contracts.patching's formula over the
+    recorded scores, exactly (`recovery`)."""
     problems = []
     if has(m, "differing_elements", "elements"):
         problems += _bit_for_bit(m, "against the clean run, patching the embedding at every position still")
     if has(m, "cells"):
         problems += _cells_miswritten(items(m, "cells"))
+    if has(m, "grid_cells", "grid_sites", "grid_tokens", "grid_stated"):
+        problems += _grid_unlike_stated(m)
+    if has(m, "recovery_clean", "recovery_corrupted", "recovery_cells", "recovery_full"):
+        problems += _recoveries_unlike_formula(m)
     if has(m, "clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"):
         for side in ("clean", "corrupted"):
             recorded, plain = number(m, f"{side}_recorded"), number(m, f"{side}_plain")
@@ -2006,21 +2069,26 @@ def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
 
 def _cells_miswritten(cells: list[Any]) -> list[str]:
     """GATE-PATCH-002's check `cells`: the cells whose forward overwrote another site, another
-    position, or a value not the clean run's, from what the hooks recorded."""
+    position, or a value not the clean run's, from what the hooks recorded; whose forward computed
+    at its site something other than the corrupted run's kept value (it ran on another prompt, or
+    the hook recorded its replacement as what was computed); or that changed their position where
+    the two runs' kept values are equal there, or left it unchanged where they differ."""
     wrong = []
     for cell in cells:
         if not isinstance(cell, Mapping) or not isinstance(cell.get("written"), list):
             raise Malformed("each entry of 'cells' must be an object with its 'written' sites")
         site, position = cell.get("site"), count(cell, "position")
+        must_change = [position] if count(cell, "clean_unlike_corrupted") else []
         written = [w for w in cell["written"] if isinstance(w, Mapping)]
         sites = [w.get("site") for w in written]
         changed = sorted({p for w in written for p in items(w, "changed")})
-        unlike = cell.get("unlike_clean")
-        if sites != [site] or not set(changed) <= {position} or unlike != 0:
+        unlike, computed = cell.get("unlike_clean"), cell.get("computed_unlike_corrupted")
+        if sites != [site] or changed != must_change or unlike != 0 or computed != 0:
             wrote = "; ".join(f"{w.get('site')} at {items(w, 'changed')}" for w in written) or "nothing"
             wrong.append(
-                f"{site} at position {position} wrote {wrote}"
+                f"{site} at position {position} wrote {wrote}, where the runs differ at {must_change}"
                 + (f" ({unlike} element(s) there unlike the clean run's)" if unlike else "")
+                + (f" (it computed {computed} element(s) unlike the corrupted run's)" if computed else "")
             )
     if not wrong:
         return []
@@ -2028,6 +2096,61 @@ def _cells_miswritten(cells: list[Any]) -> list[str]:
     return [
         f"{len(wrong)} of {len(cells)} grid cell(s) did not patch exactly their site at their position "
         f"with the clean value ({shown})"
+    ]
+
+
+def _grid_unlike_stated(m: Measured) -> list[str]:
+    """GATE-PATCH-002's check `grid`: the (site, position) cells the grid holds against every stated
+    site × every stated position (a sweep states every position of its grid_tokens-token prompt)."""
+    stated = m["grid_stated"]
+    if stated == "every":
+        positions = list(range(count(m, "grid_tokens")))
+    elif isinstance(stated, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in stated):
+        positions = stated
+    else:
+        raise Malformed(f"'grid_stated' is {stated!r}, not 'every' or a list of positions")
+    want = sorted((str(site), p) for site in items(m, "grid_sites") for p in positions)
+    cells = items(m, "grid_cells")
+    if not all(isinstance(c, list) and len(c) == 2 for c in cells):
+        raise Malformed("each entry of 'grid_cells' must be [site, position]")
+    have = sorted((str(site), p) for site, p in cells)
+    if have == want:
+        return []
+    missing = sorted(set(want) - set(have))
+    extra = [c for c in have if c not in want or have.count(c) > want.count(c)]
+    span = f"{positions[0]}..{positions[-1]}" if positions else "none"
+    return [
+        f"the grid holds {len(have)} cell(s) where it states {len(want)} (every one of "
+        f"{len(items(m, 'grid_sites'))} site(s) × positions {span}): "
+        f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
+        f"extra or repeated {sorted(set(extra))[:4]}"
+    ]
+
+
+def _recoveries_unlike_formula(m: Measured) -> list[str]:
+    """GATE-PATCH-002's check `recovery`: each recorded recovered fraction (every cell's and the full
+    patch's) against contracts.patching's formula over the recorded patched, clean and corrupted
+    scores; the run computes it with that function, so only a different formula differs."""
+    clean, corrupted = number(m, "recovery_clean"), number(m, "recovery_corrupted")
+    full = m["recovery_full"]
+    if not isinstance(full, Mapping):
+        raise Malformed(f"'recovery_full' is {full!r}, not an object with 'patched' and 'recovered'")
+    entries = [{**full, "site": "the full patch"}, *items(m, "recovery_cells")]
+    wrong = []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise Malformed("each recovery must be an object with its 'patched' score and 'recovered'")
+        recorded, patched = number(entry, "recovered"), number(entry, "patched")
+        formula = recovered_fraction(patched, clean, corrupted)
+        if recorded != formula and not (math.isnan(recorded) and math.isnan(formula)):
+            where = f"{entry.get('site')}" + (f" at {entry['position']}" if "position" in entry else "")
+            wrong.append(f"{where}: recorded {recorded:.6g}, the formula gives {formula:.6g}")
+    if not wrong:
+        return []
+    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    return [
+        f"{len(wrong)} recorded recovered fraction(s) are not (patched − corrupted)/(clean − corrupted) "
+        f"over the recorded scores ({shown})"
     ]
 
 

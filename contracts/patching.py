@@ -6,6 +6,11 @@ position is: a metric read at the second-to-last token moved every recovered fra
 token and every number still agreed with every other. The check applies this function to the logits
 of a plain forward of each prompt (no hook on the model) and holds the run's clean and corrupted
 scores to it; the run's own metric calls it too, so a correct run matches it bit for bit.
+
+The recovered fraction is a formula over those scores and lives here for the same reason: a run
+that computed (clean − patched)/(clean − corrupted) reported every cell inverted and the full patch,
+proved bit-exact, as recovering 0.0. GATE-PATCH-002's check `recovery` recomputes every recorded
+fraction from the recorded scores with this function.
 """
 
 from __future__ import annotations
@@ -20,3 +25,9 @@ def last_position_score(logits: torch.Tensor, target: int, foil: int | None) -> 
     if foil is not None:
         return float(last[target] - last[foil])
     return float(last[target] - torch.logsumexp(last, dim=0))
+
+
+def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
+    """(patched − corrupted) / (clean − corrupted): 0 where the patched run scores as the corrupted
+    one, 1 where it scores as the clean one."""
+    return (patched - corrupted) / (clean - corrupted)

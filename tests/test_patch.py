@@ -4,7 +4,11 @@ Falsifiers plant each patching bug in the stack's own code path: a splice that r
 writes, one that drops the last position, a hook left registered before or after a run; a grid
 whose cells patch every position, the position before, another layer or nothing (the hooks record
 what each cell's forward overwrote); a metric read at another position than the last, or off by
-just more than score_atol (the scores are read again on plain forwards).
+just more than score_atol (the scores are read again on plain forwards); cells run on the clean
+prompt, a hook that records its replacement as what the forward computed (the cells must change
+exactly where the two runs' kept values differ, and compute the corrupted run's value); a sweep
+that skips position 0, repeats or adds one; an inverted recovery formula (every recorded fraction is
+recomputed from the recorded scores by contracts.patching).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.trace import patch
-from stack.trace.hooks import SiteHooks
+from stack.trace import hooks, patch
+from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.patch import Forward, Metric, Patches, patch_runs, sweep_sites
 
 CLEAN, CORRUPTED = "gate evidence model", "gate manifest model"
@@ -52,8 +56,9 @@ def _experiment(model: torch.nn.Module | None = None) -> tuple[torch.nn.Module, 
 
 
 def _patch(model: torch.nn.Module, clean: torch.Tensor, corrupted: torch.Tensor) -> patch.PatchRun:
+    """A sweep of every layer's output over every position (positions None: the sweep's own)."""
     sites = sweep_sites("output", len(model.layers))
-    return patch_runs(model, clean, corrupted, Metric(target=5), sites, list(range(clean.shape[1])))
+    return patch_runs(model, clean, corrupted, Metric(target=5), sites, None)
 
 
 # -- the clean path, through the real CLI -------------------------------------------------
@@ -94,7 +99,9 @@ def test_sweep_through_the_cli_records_the_grid_and_its_controls(
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_patch_record_edited_to_other_scores_is_caught(run: Path, tmp_path: Path) -> None:
     """The scores GATE-PATCH-002's check `scores` judged are trace.json's: a record whose recorded
-    clean score is edited (its plain twin with it, so the judge still passes) is named."""
+    clean score is edited (its plain twin with it, so the judge still passes) is named; so is one
+    whose full patch is recorded as recovering 0.0 (its patched score with it, so the formula
+    still agrees), against trace.json's full_patched and full_recovered."""
     out = tmp_path / "rec"
     argv = ["trace", str(run), "--prompt", CLEAN, "--patch", CORRUPTED, "--target", " "]
     assert main([*argv, "--patch-site", "layers.0.output", "--out", str(out)]) == 0
@@ -104,6 +111,12 @@ def test_a_patch_record_edited_to_other_scores_is_caught(run: Path, tmp_path: Pa
         measured["clean_recorded"] = measured["clean_plain"] = measured["clean_recorded"] + 1.0
 
     assert_caught(edited(out, edited_scores), "gates[GATE-PATCH-002].measured.clean_recorded is")
+
+    def edited_recovery(data: dict[str, Any], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-PATCH-002")["measured"]
+        measured["recovery_full"] = {"patched": measured["recovery_corrupted"], "recovered": 0.0}
+
+    assert_caught(edited(out, edited_recovery), "gates[GATE-PATCH-002].measured.recovery_full")
 
 
 def test_one_patch_writes_json_and_csv(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,6 +279,87 @@ def test_scores_just_past_score_atol_fire_and_just_inside_hold(monkeypatch: pyte
     with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*clean score .*allowed"):
         moved_by(2 * atol)
     moved_by(atol / 2)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_grid_cells_run_on_the_clean_prompt_fire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P05: each cell's forward on the clean prompt (every cell recovered 1.00, and each
+    changed nothing, which the hooks' record alone accepted): what the cell computed at its site is
+    not the corrupted run's kept value, and it changed nothing where the two runs differ."""
+    model, (clean, corrupted) = _experiment()
+    run = _patch(model, clean, corrupted)  # the corrupted prompt in every cell: holds
+    assert run.recovered["layers.0.output"][:3] == [0.0, 0.0, 0.0]  # the prompts agree up to position 3
+    exact = patch.forward_with
+
+    def planted(model: torch.nn.Module, idx: torch.Tensor, patches: Patches, **kw: object) -> Forward:
+        cell = any(isinstance(p, int) for _, p in patches.values())
+        return exact(model, clean if cell else idx, patches, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(patch, "forward_with", planted)
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*computed \d+ element\(s\) unlike the corr"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_a_hook_that_records_its_replacement_as_computed_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P30: the hooks keep the replacement as what the forward computed, so no cell
+    changed anything (the grid's numbers are untouched); the cells that must change their position,
+    where the two runs' kept values differ, name it, and so does the corrupted run's value."""
+    model, (clean, corrupted) = _experiment()
+
+    def planted(self: SiteHooks, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
+        replacement = self._visitor(name, tensor)
+        if replacement is not None:
+            self.replaced.append(Replacement(name, replacement.detach(), replacement.detach().clone()))
+        return replacement
+
+    monkeypatch.setattr(hooks.SiteHooks, "visit", planted)
+    unchanged = r"wrote layers\.\d\.output at \[\], where the runs differ at \[3\]"
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*" + unchanged):
+        _patch(model, clean, corrupted)
+
+
+def _sweep_over(monkeypatch: pytest.MonkeyPatch, positions: Callable[[int], list[int]]) -> None:
+    """Plant the sweep's positions: `positions(tokens)` in place of every position of the prompt."""
+    monkeypatch.setattr(patch, "sweep_positions", positions)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+@pytest.mark.parametrize(
+    "positions",
+    [lambda n: list(range(1, n)), lambda n: [*range(n), n - 1], lambda n: list(range(n - 1))],
+    ids=["from_1", "last_twice", "last_dropped"],
+)
+def test_a_sweep_that_skips_or_repeats_a_position_fires(
+    monkeypatch: pytest.MonkeyPatch, positions: Callable[[int], list[int]]
+) -> None:
+    """The audit's P06: a sweep over positions 1..T−1 (the printed grid shifted a column); a
+    position twice, or the last dropped: the grid's cells against every site × 0..T−1."""
+    model, (clean, corrupted) = _experiment()
+    run = _patch(model, clean, corrupted)  # every position once: holds
+    assert run.positions == tuple(range(clean.shape[1])) and run.sweep
+    _sweep_over(monkeypatch, positions)
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*grid holds \d+ cell\(s\) where it states 30"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.gate("GATE-PATCH-002")
+def test_an_inverted_recovery_formula_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P07: (clean − patched)/(clean − corrupted) recorded every cell inverted and the full
+    patch, proved bit-exact, as 0.0; each recorded fraction recomputed by contracts.patching names it."""
+    model, (clean, corrupted) = _experiment()
+    assert _patch(model, clean, corrupted).full_recovered == 1.0  # the contracts' formula: holds
+    monkeypatch.setattr(patch, "recovered_fraction", lambda p, c, k: (c - p) / (c - k))
+    with pytest.raises(GateViolation, match=r"GATE-PATCH-002.*fraction\(s\) are not .*the full patch"):
+        _patch(model, clean, corrupted)
+
+
+@pytest.mark.holds("GATE-PATCH-002")
+def test_one_patch_at_its_stated_position_holds() -> None:
+    """A single patch states its position: the grid holds that one cell, its recovery the formula's."""
+    model, (clean, corrupted) = _experiment()
+    run = patch_runs(model, clean, corrupted, Metric(target=5), ["layers.1.output"], [7])
+    assert run.positions == (7,) and not run.sweep and list(run.recovered) == ["layers.1.output"]
 
 
 @pytest.mark.gate("GATE-PATCH-003")

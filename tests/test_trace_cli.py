@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from ledger_support import assert_caught, edited, gate
 from trace_support import save_run, tiny_model
 
 from contracts.derive import Artifacts, Inputs, derive
@@ -246,6 +247,27 @@ def test_ablation_reports_the_damage_and_exits_0(
     assert (
         "ABLATION: layers.0.ffn_out zeroed" in out and "next-token argmax changes" in out and "ablated" in out
     )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_ablation_record_edited_to_other_counts_is_caught(runs: dict[str, Path], tmp_path: Path) -> None:
+    """The numbers GATE-TRACE-003's check `ablation` held to the kept tensors are trace.json's: a
+    record whose changed argmaxes, or one layer's output change, are edited (the recomputed twin
+    with it, so the judge still passes) is named."""
+    out = tmp_path / "rec"
+    assert trace(runs["good"], "--prompt", PROMPT, "--ablate", "layers.0.ffn_out", "--out", out) == 0
+
+    def edited_argmax(data: dict[str, Any], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-TRACE-003")["measured"]
+        measured["argmax_changed_reported"] = measured["argmax_changed_recomputed"] = 0
+
+    def edited_change(data: dict[str, Any], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-TRACE-003")["measured"]
+        for side in ("reported", "recomputed"):
+            measured[f"output_change_{side}"]["1"] *= 2
+
+    assert_caught(edited(out, edited_argmax), "gates[GATE-TRACE-003].measured.argmax_changed_reported")
+    assert_caught(edited(out, edited_change), "gates[GATE-TRACE-003].measured.output_change_reported")
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ from trace_support import CONFIG, tiny_model, tokens
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.kernels import host_stats
-from stack.trace import ablation
+from stack.trace import ablation, modes
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
+from stack.trace.calibrate import TracePath
 from stack.trace.sites import STATS, site_names
 from stack.trace.stats import site_stats
 from stack.trace.tracer import trace_forward, unchanged_outcome
@@ -489,6 +490,47 @@ def test_an_ablation_kl_taken_the_other_way_fires(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(ablation, "kl_per_position", lambda intact, ablated: exact(ablated, intact))
     with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*mean KL\(intact ‖ ablated\)"):
         _ablation_effect()
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_an_output_change_over_the_ablated_norm_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P08: ‖ablated − intact‖ / ‖ablated‖ reported as the layer's output change; the
+    change recomputed from the two traces' block outputs by contracts.divergence names it."""
+    assert _ablation_effect().output_change[1] > 0  # ‖ablated − intact‖ / ‖intact‖: holds
+    monkeypatch.setattr(ablation, "relative_change", lambda x, y: float((y - x).norm() / y.norm()))
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*output changes reported are not"):
+        _ablation_effect()
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_an_argmax_over_the_positions_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P09: the argmax taken over the positions ("243 of 13 positions"); the changed
+    argmaxes recounted over the vocabulary, and bounded by the positions, name it."""
+    effect = _ablation_effect()  # over the vocabulary: holds
+    assert effect.argmax_changed <= effect.positions == tokens().shape[1]
+    monkeypatch.setattr(ablation, "argmax_changes", lambda a, b: int((a.argmax(1) != b.argmax(1)).sum()))
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*argmax changes at \d+ of 12 position"):
+        _ablation_effect()
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.parametrize("first", [True, False], ids=["prompt_token_added", "one_dropped"])
+def test_samples_that_are_not_the_new_tokens_fire(monkeypatch: pytest.MonkeyPatch, first: bool) -> None:
+    """The audit's P35: each continuation began with the prompt's last token (9 ids for
+    --sample 8); or one id short: each continuation must be exactly the N new ids asked for."""
+    model, idx = tiny_model(), tokens()
+    path = TracePath(model, "sdpa", "fp32", "tiny")
+    result = modes.ablation(path, idx, ("layers.1.attn_out",), [], 4, str)  # 4 new ids: holds
+    assert result.data["samples"]
+    exact = modes.greedy_sample
+
+    def planted(model: torch.nn.Module, idx: torch.Tensor, n: int, ablate: tuple[str, ...] = ()) -> list[int]:
+        ids = exact(model, idx, n, ablate)  # type: ignore[arg-type]
+        return [int(idx[0, -1]), *ids] if first else ids[1:]
+
+    monkeypatch.setattr(modes, "greedy_sample", planted)
+    with pytest.raises(GateViolation, match=r"GATE-TRACE-003.*--sample 4 asks for 4 new token"):
+        modes.ablation(path, idx, ("layers.1.attn_out",), [], 4, str)
 
 
 @pytest.mark.gate("GATE-TRACE-003")

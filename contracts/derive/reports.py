@@ -777,6 +777,46 @@ def lora_export_record(inputs: Inputs) -> Derivation:
     return derived
 
 
+def _ablation_reported(report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-TRACE-003's reported values (check ablation) as trace.json shows them: the mean KL, the
+    changed argmaxes, the positions and (from 1.29.0) each layer's output change."""
+    reported = {
+        "mean_kl_reported": report.get("mean_kl"),
+        "argmax_changed_reported": report.get("argmax_changed"),
+        "positions_reported": report.get("positions"),
+    }
+    rows = [r for r in report.get("per_layer") or [] if isinstance(r, dict)]
+    if rows:
+        reported["output_change_reported"] = {str(r.get("layer")): r.get("output_change") for r in rows}
+    return reported
+
+
+def _patch_recorded(report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-PATCH-002's recorded values as trace.json shows them: the scores (check scores) and,
+    where trace.json keeps the patched scores (from 1.29.0), the grid's cells and every recovered
+    fraction with the scores it came from (checks grid and recovery)."""
+    metric = report.get("metric") or {}
+    recorded: dict[str, Any] = {
+        "clean_recorded": metric.get("clean"),
+        "corrupted_recorded": metric.get("corrupted"),
+    }
+    rows = [r for r in report.get("per_layer") or [] if isinstance(r, dict)]
+    if "full_patched" not in report or not all(isinstance(r.get("patched"), list) for r in rows):
+        return recorded
+    cells = [
+        {"site": r.get("site"), "position": p, "patched": s, "recovered": v}
+        for r in rows
+        for p, v, s in zip(r.get("positions") or [], r.get("recovered") or [], r["patched"], strict=False)
+    ]
+    return recorded | {
+        "grid_cells": [[c["site"], c["position"]] for c in cells],
+        "recovery_clean": metric.get("clean"),
+        "recovery_corrupted": metric.get("corrupted"),
+        "recovery_cells": cells,
+        "recovery_full": {"patched": report["full_patched"], "recovered": report.get("full_recovered")},
+    }
+
+
 @derives("trace", "patch", "lens")
 def trace_record(inputs: Inputs) -> Derivation:
     """The verdict, first anomaly and per-layer summary the record repeats from trace.json (and a
@@ -797,12 +837,9 @@ def trace_record(inputs: Inputs) -> Derivation:
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
-            at = ("gates", "GATE-TRACE-003", "measured", "mean_kl_reported")
-            derived.put(at, report.get("mean_kl"), optional=True)
+            derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
-            metric = report.get("metric") or {}
-            scores = {"clean_recorded": metric.get("clean"), "corrupted_recorded": metric.get("corrupted")}
-            derived.gate("GATE-PATCH-002", scores, optional=True)
+            derived.gate("GATE-PATCH-002", _patch_recorded(report), optional=True)
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)

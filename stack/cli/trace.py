@@ -245,7 +245,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     if args.patch is not None:
         result = _patching(args, a, path_a.model(), idx, config)
     elif args.ablate:
-        config["ablate"] = args.ablate
+        config.update(ablate=args.ablate, sample=args.sample)
         result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.text_of)
     elif args.against or args.backend_b or args.dtype_b:
         weights, label_b, model_b = a.model, "same weights", a.config.model
@@ -358,7 +358,7 @@ def _patching(
     )
     if args.patch_sweep is not None:
         layout = layout_for(model.config)
-        sites, positions = sweep_sites(args.patch_sweep, len(model.layers), layout), list(range(length))
+        sites, positions = sweep_sites(args.patch_sweep, len(model.layers), layout), None
     else:
         position = length - 1 if args.patch_position is None else args.patch_position
         if position >= length:
@@ -367,11 +367,15 @@ def _patching(
             )
         sites, positions = [args.patch_site], [position]
     config.update(
-        patch=args.patch, target=metric.target, foil=metric.foil, patch_sites=sites, patch_positions=positions
+        patch=args.patch,
+        target=metric.target,
+        foil=metric.foil,
+        patch_sites=sites,
+        patch_positions="every" if positions is None else positions,
     )
     bad = torch.tensor([corrupted], dtype=torch.long, device=idx.device)
     run = patch_runs(model, idx, bad, metric, sites, positions)
-    return patch_result(run, metric, idx[0].tolist(), a.tokenizer.text_of, args.patch_sweep is not None)
+    return patch_result(run, metric, idx[0].tolist(), a.tokenizer.text_of)
 
 
 def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:

@@ -8,7 +8,11 @@ prompt greedily, to read the damage as text.
 
 The KL reported is held to its direction where it is computed: GATE-TRACE-003's check `ablation`
 recomputes KL(intact ‖ ablated) from the two forwards' logits by torch's kl_div (contracts.divergence)
-and holds the reported mean to it.
+and holds the reported mean to it. The check holds the report's other numbers the same way, each
+recomputed from the two traces' kept tensors by the contracts' formula: every layer's output change
+(‖ablated − intact‖ / ‖intact‖), the positions, and the changed argmaxes (over the vocabulary, so
+never more than the positions). Check `samples` holds each greedy continuation to the N new ids
+--sample N asked for.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from contracts.divergence import mean_kl
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts import divergence
+from contracts.divergence import argmax_changes, mean_kl, relative_change
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.model.gpt import GPT
 from stack.trace.compare import SiteComparison, Tolerance, compare_site
 from stack.trace.hooks import SiteHooks
@@ -46,17 +51,27 @@ def kl_per_position(intact: torch.Tensor, ablated: torch.Tensor) -> torch.Tensor
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def kl_outcome(effect: AblationEffect, intact: Trace, ablated: Trace) -> Outcome:
-    """GATE-TRACE-003's check `ablation`: the reported mean KL and the one contracts.divergence
-    gives from the logits the intact and the ablated forward produced."""
+def effect_outcome(effect: AblationEffect, intact: Trace, ablated: Trace) -> Outcome:
+    """GATE-TRACE-003's check `ablation`: each reported number (the mean KL, every layer's output
+    change, the changed argmaxes, the positions) and the one contracts.divergence gives from the
+    kept tensors of the intact and the ablated forward."""
+    a, b = intact.values["logits"], ablated.values["logits"]
+    sides = (intact, ablated)
+    outputs = {str(i): [t.values[f"layers.{i}.output"] for t in sides] for i in range(intact.n_layers)}
     measured = {
         "mean_kl_reported": effect.mean_kl,
-        "mean_kl_recomputed": mean_kl(intact.values["logits"], ablated.values["logits"]),
+        "mean_kl_recomputed": mean_kl(a, b),
+        "output_change_reported": {str(layer): v for layer, v in effect.output_change.items()},
+        "output_change_recomputed": {i: divergence.relative_change(x, y) for i, (x, y) in outputs.items()},
+        "argmax_changed_reported": effect.argmax_changed,
+        "argmax_changed_recomputed": divergence.argmax_changes(a, b),
+        "positions_reported": effect.positions,
+        "positions_recomputed": int(a.shape[:-1].numel()),
     }
-    return measure("GATE-TRACE-003", measured, holds="the ablation's KL is KL(intact ‖ ablated)")
+    return measure("GATE-TRACE-003", measured, holds="the ablation's numbers are the two forwards'")
 
 
-@gate_ensure("GATE-TRACE-003", lambda intact, ablated, result: kl_outcome(result, intact, ablated))
+@gate_ensure("GATE-TRACE-003", lambda intact, ablated, result: effect_outcome(result, intact, ablated))
 def ablation_effect(intact: Trace, ablated: Trace, sites: tuple[str, ...]) -> AblationEffect:
     """Compare two kept traces of the same model, without and with the ablation."""
     a, b = intact.values["logits"].double(), ablated.values["logits"].double()
@@ -64,11 +79,11 @@ def ablation_effect(intact: Trace, ablated: Trace, sites: tuple[str, ...]) -> Ab
     change = {}
     for layer in range(intact.n_layers):
         x, y = (t.values[f"layers.{layer}.output"].double() for t in (intact, ablated))
-        change[layer] = float((y - x).norm() / x.norm())
+        change[layer] = relative_change(x, y)
     return AblationEffect(
         sites=sites,
         logits=compare_site("logits", intact.sites["logits"], ablated.sites["logits"], a, b, EXACT),
-        argmax_changed=int((a.argmax(-1) != b.argmax(-1)).sum()),
+        argmax_changed=argmax_changes(a, b),
         positions=int(a.shape[:-1].numel()),
         mean_kl=float(kl.mean()),
         output_change=change,
@@ -86,3 +101,14 @@ def greedy_sample(model: GPT, idx: torch.Tensor, tokens: int, ablate: tuple[str,
     with SiteHooks(model, visit):
         out = model.generate(idx, tokens, temperature=0.0)
     return out[0, idx.shape[1] :].tolist()
+
+
+def samples_outcome(samples: dict[str, list[int]], asked: int) -> Outcome:
+    """GATE-TRACE-003's check `samples`: how many new ids each greedy continuation holds."""
+    measured = {"samples_asked": asked, "sample_ids": {k: len(ids) for k, ids in samples.items()}}
+    return measure("GATE-TRACE-003", measured, holds=f"each continuation is {asked} new token(s)")
+
+
+@gate_require("GATE-TRACE-003", lambda samples, asked: samples_outcome(samples, asked))
+def check_samples(samples: dict[str, list[int]], asked: int) -> None:
+    """Refuse continuations that are not the `asked` new ids (a prompt token kept, one dropped)."""

@@ -21,7 +21,7 @@ import torch
 from contracts.errors import BadInput
 from contracts.trace_anomaly import SiteBaseline
 from stack.trace import report
-from stack.trace.ablation import ablation_effect, greedy_sample
+from stack.trace.ablation import ablation_effect, check_samples, greedy_sample
 from stack.trace.anomaly import (
     check_anomalies,
     empty_sites,
@@ -270,10 +270,10 @@ def ablation(
     ]
     samples = {}
     if sample:
-        samples = {
-            "intact": decode(greedy_sample(model, idx, sample)),
-            "ablated": decode(greedy_sample(model, idx, sample, sites)),
-        }
+        ids = {"intact": greedy_sample(model, idx, sample)}
+        ids["ablated"] = greedy_sample(model, idx, sample, sites)
+        check_samples(ids, sample)
+        samples = {k: decode(v) for k, v in ids.items()}
         lines += [f"  greedy continuation, {sample} tokens:"]
         lines += [f"    {k:<8} {v!r}" for k, v in samples.items()]
     per_layer = [{"layer": i, "output_change": v} for i, v in effect.output_change.items()]

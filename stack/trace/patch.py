@@ -16,7 +16,13 @@ GATE-PATCH-002 also holds what the grid reports to what its forwards did: each c
 overwrote exactly its stated site at exactly its stated position, with the clean run's value there,
 as the hooks record it (check `cells`); and the clean and corrupted scores are those the contracts'
 metric reads at the last position of a plain forward of each prompt, with no hook on the model
-(check `scores`).
+(check `scores`). What a cell's hooks say the forward computed at its site is held to the corrupted
+run's own kept activation there, and a cell must change its position exactly where the clean and
+corrupted runs' kept activations differ (so a cell run on the clean prompt, or a hook that records
+its replacement as what was computed, is named). The grid holds exactly every (site, position) it
+states, a sweep every position of the prompt (check `grid`), and every recorded recovered fraction,
+each cell's and the full patch's, is the contracts' formula over the recorded scores (check
+`recovery`).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.patching import last_position_score
+from contracts.patching import last_position_score, recovered_fraction
 from stack.model.gpt import GPT
 from stack.trace.hooks import Replacement, SiteHooks
 from stack.trace.identity import exact_outcome
@@ -64,6 +70,9 @@ class PatchRun:
     positions: tuple[int, ...]
     recovered: dict[str, list[float]]
     full_recovered: float
+    sweep: bool  # the positions are the sweep's, every one of the prompt
+    patched: dict[str, list[float]]  # per site, the metric of each cell's forward
+    full_patched: float
 
 
 def splice(tensor: torch.Tensor, source: torch.Tensor, positions: Positions) -> torch.Tensor:
@@ -107,11 +116,14 @@ def _differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def cell_written(
-    site: str, position: int, clean: torch.Tensor, replaced: list[Replacement]
+    site: str, position: int, clean: torch.Tensor, corrupted: torch.Tensor, replaced: list[Replacement]
 ) -> dict[str, Any]:
     """What one grid cell's forward overwrote, as its hooks recorded it: every site replaced with the
-    positions (dim 1) where the tensor it went on with differs from the one the forward computed, and
-    how many elements of the stated site at the stated position differ from the clean run's."""
+    positions (dim 1) where the tensor it went on with differs from the one the forward computed;
+    how many elements of the stated site at the stated position differ from the clean run's; how
+    many elements of what the forward computed there differ from the corrupted run's kept value (up
+    to its site a cell is the corrupted forward); and, from the two runs' kept values alone, how many
+    elements at the stated position differ between clean and corrupted (where the cell must change)."""
     written = [
         {
             "site": r.name,
@@ -125,9 +137,15 @@ def cell_written(
         }
         for r in replaced
     ]
-    at = [r.written for r in replaced if r.name == site]
-    unlike = int(_differ(at[0][:, position], clean[:, position]).sum()) if at else None
-    return {"site": site, "position": position, "written": written, "unlike_clean": unlike}
+    at = [r for r in replaced if r.name == site]
+    return {
+        "site": site,
+        "position": position,
+        "written": written,
+        "unlike_clean": int(_differ(at[0].written[:, position], clean[:, position]).sum()) if at else None,
+        "computed_unlike_corrupted": int(_differ(at[0].computed, corrupted).sum()) if at else None,
+        "clean_unlike_corrupted": int(_differ(clean[:, position], corrupted[:, position]).sum()),
+    }
 
 
 def cells_outcome(cells: list[dict[str, Any]]) -> Outcome:
@@ -157,6 +175,34 @@ def scores_outcome(run: tuple[float, float], plain: tuple[float, float]) -> Outc
 @gate_require("GATE-PATCH-002", lambda run, plain: scores_outcome(run, plain))
 def check_scores(run: tuple[float, float], plain: tuple[float, float]) -> None:
     """Refuse scores that are not the metric at the last position of the prompts' plain forwards."""
+
+
+def recorded_outcome(tokens: int, sites: list[str], positions: list[int] | None, run: PatchRun) -> Outcome:
+    """GATE-PATCH-002's checks `grid` and `recovery` on what the run returns to be recorded: the
+    (site, position) of every grid value against the sites and positions the run was asked for (a
+    sweep: every position of the prompt's `tokens`), and every recovered fraction with the scores
+    it was computed from."""
+    cells = [
+        (site, p, v, s)
+        for site, row in run.recovered.items()
+        for p, v, s in zip(run.positions, row, run.patched[site], strict=True)
+    ]
+    measured = {
+        "grid_cells": [[site, p] for site, p, _, _ in cells],
+        "grid_sites": sites,
+        "grid_tokens": tokens,
+        "grid_stated": "every" if positions is None else positions,
+        "recovery_clean": run.clean,
+        "recovery_corrupted": run.corrupted,
+        "recovery_cells": [{"site": c, "position": p, "patched": s, "recovered": v} for c, p, v, s in cells],
+        "recovery_full": {"patched": run.full_patched, "recovered": run.full_recovered},
+    }
+    return measure("GATE-PATCH-002", measured, holds="every stated cell, each recovery the formula's")
+
+
+def sweep_positions(tokens: int) -> list[int]:
+    """The positions a sweep patches: every one of the prompt's."""
+    return list(range(tokens))
 
 
 def plain_score(model: GPT, idx: torch.Tensor, metric: Metric) -> float:
@@ -239,6 +285,10 @@ def full_patch(
 
 @gate_require("GATE-PATCH-003", lambda model: hooks_outcome(model, "start"))
 @gate_ensure("GATE-PATCH-003", lambda model, result: hooks_outcome(model, "end"))
+@gate_ensure(
+    "GATE-PATCH-002",
+    lambda clean, sites, positions, result: recorded_outcome(clean.shape[1], sites, positions, result),
+)
 @torch.no_grad()
 def patch_runs(
     model: GPT,
@@ -246,9 +296,10 @@ def patch_runs(
     corrupted: torch.Tensor,
     metric: Metric,
     sites: list[str],
-    positions: list[int],
+    positions: list[int] | None,
 ) -> PatchRun:
-    """Patch each site at each position from the clean run into the corrupted one, after the controls."""
+    """Patch each site at each position from the clean run into the corrupted one, after the
+    controls; `positions` None is a sweep, every position of the prompt."""
     if clean.shape != corrupted.shape:
         raise BadInput(
             f"the clean prompt is {clean.shape[1]} tokens and the corrupted one {corrupted.shape[1]}; "
@@ -258,7 +309,8 @@ def patch_runs(
     plain = (plain_score(model, clean, metric), plain_score(model, corrupted, metric))
     first = forward_with(model, clean, {}, keep=frozenset({*sites, STREAM_AT_LAYER_0}))
     clean_logits, values = first.logits, first.kept
-    corrupted_logits = forward_with(model, corrupted, {}).logits
+    second = forward_with(model, corrupted, {}, keep=frozenset(sites))
+    corrupted_logits, corrupted_values = second.logits, second.kept
     self_patch(model, clean, {site: values[site] for site in sites}, clean_logits)
     full_logits, _ = full_patch(model, corrupted, values[STREAM_AT_LAYER_0], clean_logits)
     clean_score, corrupted_score = metric(clean_logits), metric(corrupted_logits)
@@ -269,15 +321,27 @@ def patch_runs(
             "recover; choose prompts (or a --target) whose answers differ"
         )
 
-    def recovered(logits: torch.Tensor) -> float:
-        return (metric(logits) - corrupted_score) / (clean_score - corrupted_score)
+    def recovered(patched: float) -> float:
+        return recovered_fraction(patched, clean_score, corrupted_score)
 
-    grid: dict[str, list[float]] = {site: [] for site in sites}
+    grid_positions = sweep_positions(clean.shape[1]) if positions is None else positions
+    scores: dict[str, list[float]] = {site: [] for site in sites}
     cells = []
     for site in sites:
-        for p in positions:
+        for p in grid_positions:
             cell = forward_with(model, corrupted, {site: (values[site], p)})
-            grid[site].append(recovered(cell.logits))
-            cells.append(cell_written(site, p, values[site], cell.replaced))
+            scores[site].append(metric(cell.logits))
+            cells.append(cell_written(site, p, values[site], corrupted_values[site], cell.replaced))
     check_cells(cells)
-    return PatchRun(clean_score, corrupted_score, tuple(positions), grid, recovered(full_logits))
+    grid = {site: [recovered(s) for s in row] for site, row in scores.items()}
+    full_score = metric(full_logits)
+    return PatchRun(
+        clean_score,
+        corrupted_score,
+        tuple(grid_positions),
+        grid,
+        recovered(full_score),
+        positions is None,
+        scores,
+        full_score,
+    )

@@ -26,7 +26,7 @@ def _metric_text(metric: Metric, decode: Decode) -> str:
     return f"logit({target}) - logit({decode([metric.foil])!r}) at the last position"
 
 
-def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode, sweep: bool) -> Result:
+def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode) -> Result:
     """The Result of one patch (a site, a position) or a sweep (a site kind, every layer × position)."""
     lines = [
         f"stack trace: activation patching on {len(clean)} tokens, trace schema {TRACE_SCHEMA_VERSION}",
@@ -38,7 +38,7 @@ def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode
         "",
     ]
     tokens = [decode([t]) for t in clean]
-    if sweep:
+    if run.sweep:
         lines.append("recovered fraction per layer × position (columns: the clean prompt's tokens)")
         lines.append(f"{'layer':>5}  " + "".join(f"{repr(t)[: CELL - 1]:>{CELL}}" for t in tokens))
         for site, row in run.recovered.items():
@@ -50,7 +50,13 @@ def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode
             f"recovered {num(row[0])} of the difference"
         )
     per_layer = [
-        {"layer": split(site)[0], "site": site, "positions": list(run.positions), "recovered": row}
+        {
+            "layer": split(site)[0],
+            "site": site,
+            "positions": list(run.positions),
+            "recovered": row,
+            "patched": run.patched[site],
+        }
         for site, row in run.recovered.items()
     ]
     data: dict[str, Any] = {
@@ -62,6 +68,7 @@ def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode
         },
         "tokens": tokens,
         "full_recovered": run.full_recovered,
+        "full_patched": run.full_patched,
     }
     csv = [
         {
@@ -75,4 +82,4 @@ def patch_result(run: PatchRun, metric: Metric, clean: list[int], decode: Decode
         for site, row in run.recovered.items()
         for p, value in zip(run.positions, row, strict=True)
     ]
-    return Result("patch-sweep" if sweep else "patch", "patched", False, lines, data, csv, per_layer)
+    return Result("patch-sweep" if run.sweep else "patch", "patched", False, lines, data, csv, per_layer)
