@@ -23,6 +23,7 @@ from record_checks import check_record_truth
 from site_finetune import finetune_section
 
 from contracts.evidence import read_evidence
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
@@ -427,3 +428,47 @@ def test_a_completion_cut_instead_of_the_context_is_refused(
     record = tmp_path / "rec"
     assert main(_argv(world, record, "--shots", "4")) == 3
     assert _record(record)[0]["GATE-FT-002"] == "FAIL"
+
+
+# -- GATE-FT-002 check nll: each item's NLL, held to the sum its taped logits give its taped targets ---
+
+
+class _MeanCrossEntropy:
+    """torch.nn.functional as the scorer sees it, but cross_entropy averaged: the audit's P11."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(completion_module.torch.nn.functional, name)
+
+    @staticmethod
+    def cross_entropy(*args: Any, **kwargs: Any) -> Any:
+        return completion_module.torch.nn.functional.cross_entropy(*args, **{**kwargs, "reduction": "mean"})
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_completion_nll_averaged_not_summed_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scorer's NLL is a mean over the completion: every row's bits per byte shrink by its
+    length, and the stated NLLs are not the sums the taped logits give. Exit 3 naming the gate."""
+    monkeypatch.setattr(completion_module, "F", _MeanCrossEntropy())
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "4")) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "NLL other than the sum" in message
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_stated_nll_just_beyond_nll_rtol_fires(world: dict[str, Any], tmp_path: Path) -> None:
+    """The clean matrix's NLLs hold; one item's moved by just inside nll_rtol of its taped sum holds,
+    just beyond fires."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record)) == 0
+    measured = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")["measured"]
+    nll = {k: measured[k] for k in ("nll_read", "nll_taped")}
+    assert judge("GATE-FT-002", nll) == []
+    rtol = load_spec().gate("GATE-FT-002").threshold_values["nll_rtol"]
+    taped = nll["nll_taped"]["A"][0]
+    for factor, fires in ((0.99, False), (1.01, True)):
+        nll["nll_read"]["A"][0] = taped * (1 + factor * rtol)
+        assert bool(judge("GATE-FT-002", nll)) is fires

@@ -35,6 +35,7 @@ from typing import Any
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.likelihood import summed_nll
 from contracts.truncation import Window, completion_window, window_sha256
 from stack.data.tokenizer import Tokenizer
 from stack.eval.bpb import check_round_trip
@@ -85,6 +86,8 @@ class RowResult:
     # (contracts.truncation.window_sha256), and the context the scoring model holds
     windows: list[str] = field(default_factory=list)
     ctx: int = 0
+    # per item, the summed NLL of the taped targets under the taped logits (contracts.likelihood)
+    nll_taped: list[float | None] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -227,15 +230,16 @@ def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
     """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
-    scores, read, windows = [], [], []
+    scores, read, windows, nlls = [], [], [], []
     for item, context in contexts:
         read.append(text_sha256(context))  # the text the model is handed, as handed
         where = f"row {row.name}, item {item.id}"
-        with recording() as tape:
+        with recording(keep_logits=True) as tape:
             scored = score_completion(
                 model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
             )
         windows.append(taped_window(tape))
+        nlls.append(taped_nll(tape))
         scores.append(
             {
                 "id": item.id,
@@ -247,7 +251,7 @@ def score_row(
             }
         )
         advance()
-    return RowResult(row, scores, read, windows, model.config.ctx)
+    return RowResult(row, scores, read, windows, model.config.ctx, nlls)
 
 
 def taped_window(tape: list[Consumed]) -> str:
@@ -257,6 +261,15 @@ def taped_window(tape: list[Consumed]) -> str:
         return f"{len(tape)} scorings taped"
     (consumed,) = tape
     return window_sha256(consumed.inputs[0].tolist(), consumed.targets[0].tolist())
+
+
+def taped_nll(tape: list[Consumed]) -> float | None:
+    """The summed NLL of the one scoring forward's taped targets under the logits it taped
+    (contracts.likelihood.summed_nll, apart from the stack's loss); None when the tape holds another
+    number of scorings or no logits (no stated NLL matches that)."""
+    if len(tape) != 1 or tape[0].logits is None:
+        return None
+    return summed_nll(tape[0].logits, tape[0].targets)
 
 
 def stated_windows(
@@ -279,7 +292,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
-    documented cut of the stated context (`stated_windows`), and each item's retrieved passages
+    documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
+    taped targets' NLL under its taped logits (`taped_nll`), and each item's retrieved passages
     against the best score of those left."""
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
@@ -294,6 +308,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     }
     measured["dropped_read"] = {r.row.name: [score["dropped"] for score in r.scores] for r in matrix.rows}
     measured["dropped_stated"] = {name: [w.dropped for w in windows] for name, windows in stated.items()}
+    measured["nll_read"] = {r.row.name: [score["nll"] for score in r.scores] for r in matrix.rows}
+    measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
     if matrix.retrieved:
         measured["retrieval"] = [
             {
