@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +473,55 @@ def test_a_stated_nll_just_beyond_nll_rtol_fires(world: dict[str, Any], tmp_path
     for factor, fires in ((0.99, False), (1.01, True)):
         nll["nll_read"]["A"][0] = taped * (1 + factor * rtol)
         assert bool(judge("GATE-FT-002", nll)) is fires
+
+
+# -- GATE-FT-002 check retrieval, rescored by the statute (contracts.bm25), apart from the retriever ---
+
+
+def _idf_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R01: the retriever's idf lacks Lucene's 1, so a word in more than half the passages
+    weighs below 0 and passages sharing words with the prompt score at or below 0."""
+    init = BM25.__init__
+
+    def planted(self: BM25, passages: list[Passage]) -> None:
+        init(self, passages)
+        n, holding = len(passages), Counter(w for c in self.counts for w in c)
+        self.idf = {w: math.log((n - held + 0.5) / (held + 0.5)) for w, held in holding.items()}
+
+    monkeypatch.setattr(BM25, "__init__", planted)
+
+
+def _shared_docs(world: dict[str, Any], tmp_path: Path) -> Path:
+    """Four passages that each hold every item's prompt, and a word of their own: under the statute
+    every passage scores above 0 for every prompt, so three are there to retrieve for each item."""
+    docs = tmp_path / "shared"
+    docs.mkdir()
+    prompts = " ".join(item["prompt"] for item in world["items"])
+    paragraphs = [f"{prompts} {own}" for own in ("north", "south", "east", "west")]
+    (docs / "shared.md").write_text("\n\n".join(paragraphs) + "\n")
+    return docs
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_three_passages_asked_and_held_are_retrieved(world: dict[str, Any], tmp_path: Path) -> None:
+    """The clean retriever takes three passages per item, as the statute rescores them."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_shared_docs(world, tmp_path)), "--passages", "3")) == 0
+    retrieval = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")["measured"][
+        "retrieval"
+    ]
+    assert all(len(entry["scores"]) == 3 for entry in retrieval)
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_retriever_whose_idf_lacks_its_one_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the planted idf the retriever returns fewer passages than asked (or other ones), while
+    the statute scores more above 0: exit 3 naming the gate."""
+    _idf_without_one(monkeypatch)
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_shared_docs(world, tmp_path)), "--passages", "3")) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "passages retrieved of 3 asked" in message

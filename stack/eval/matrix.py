@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from contracts.bm25 import bm25
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
@@ -115,7 +116,9 @@ class Matrix:
     rows: list[RowResult]
     draws: list[Draw]
     retrieved: dict[str, list[dict[str, Any]]]
-    best_left: dict[str, float]  # per item, the best BM25 score of a passage not retrieved (0: none)
+    # per item, the statute's BM25 scores (contracts.bm25) of the passages retrieved, in their order,
+    # and the best of a passage left out (0: none), every passage rescored apart from the retriever
+    rescored: dict[str, dict[str, Any]]
 
     def row(self, name: str) -> RowResult:
         """The result of the row named `name` (A, B, C, D)."""
@@ -175,18 +178,18 @@ def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]
     return [{"source": p.source, "paragraph": p.index, "score": score, "text": p.text} for p, score in found]
 
 
-def best_left(retriever: BM25, item: Item, retrieved: list[dict[str, Any]]) -> float:
-    """The best score for `item`'s prompt of a passage not among `retrieved`, every passage scored
-    again one by one (not ranked by `top`): retrieval took the best ones when none left is better."""
-    taken = {(p["source"], p["paragraph"]) for p in retrieved}
-    return max(
-        (
-            retriever.score(item.prompt, i)
-            for i, p in enumerate(retriever.passages)
-            if (p.source, p.index) not in taken
-        ),
-        default=0.0,
-    )
+def rescored(
+    statute: Callable[[str], list[float]], retriever: BM25, item: Item, retrieved: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every passage of the folder scored again for `item`'s prompt by the statute (contracts.bm25),
+    apart from the retriever's index: the scores of those retrieved, in their order, and the best
+    of those left out (0 when none is). Retrieval took the best when none left out is better."""
+    scores = statute(item.prompt)
+    at = {(p.source, p.index): i for i, p in enumerate(retriever.passages)}
+    taken = [at[(p["source"], p["paragraph"])] for p in retrieved]
+    kept = set(taken)
+    left = (s for i, s in enumerate(scores) if i not in kept)
+    return {"scores": [scores[i] for i in taken], "best_left": max(left, default=0.0)}
 
 
 def framed(before: list[str], prompt: str) -> str:
@@ -294,7 +297,7 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
     documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
     taped targets' NLL under its taped logits (`taped_nll`), and each item's retrieved passages
-    against the best score of those left."""
+    against the best of those left, all scored by the statute (`rescored`)."""
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
     measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
@@ -312,13 +315,7 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
     if matrix.retrieved:
         measured["retrieval"] = [
-            {
-                "item": item,
-                "asked": passages,
-                "scores": [p["score"] for p in found],
-                "best_left": matrix.best_left[item],
-            }
-            for item, found in matrix.retrieved.items()
+            {"item": item, "asked": passages, **matrix.rescored[item]} for item in matrix.retrieved
         ]
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
@@ -330,15 +327,16 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
 def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
     """Every row of the setup over `items`; `advance(row)` after each item scored."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
-    retrieved, left = {}, {}
+    retrieved, rescores = {}, {}
     if setup.retriever is not None:
         retrieved = {item.id: retrieve(setup.retriever, item, setup.passages) for item in items}
-        left = {item.id: best_left(setup.retriever, item, retrieved[item.id]) for item in items}
+        statute = bm25([p.text for p in setup.retriever.passages])
+        rescores = {item.id: rescored(statute, setup.retriever, item, retrieved[item.id]) for item in items}
     results = []
     for row in rows_of(setup):
         contexts = row_contexts(row, items, draws, retrieved)
         results.append(score_row(row, model_of(setup, row), setup, contexts, partial(advance, row.name)))
-    return Matrix(results, list(draws.values()), retrieved, left)
+    return Matrix(results, list(draws.values()), retrieved, rescores)
 
 
 def adapter_outcome(matrix: Matrix) -> Outcome:
