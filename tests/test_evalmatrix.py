@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from record_checks import check_record_truth
 from site_finetune import finetune_section
 
+from contracts.bm25 import bm25
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -525,3 +526,16 @@ def test_a_retriever_whose_idf_lacks_its_one_is_refused(
     verdicts, evidence = _record(record)
     message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
     assert verdicts["GATE-FT-002"] == "FAIL" and "passages retrieved of 3 asked" in message
+
+
+def test_the_statute_scores_known_values_and_the_retriever_agrees() -> None:
+    """Two passages 'a b' and 'a c' (both of the mean length): 'b' is in one of two, idf ln 2, and
+    its term weight is 1 at f = 1, so it scores ln 2 and 0; 'a' is in both, idf ln 1.2, each. The
+    retriever's own index gives the same scores."""
+    texts = ["a b", "a c"]
+    statute = bm25(texts)
+    assert statute("b") == pytest.approx([math.log(2), 0.0])
+    assert statute("a") == pytest.approx([math.log(1.2)] * 2)
+    retriever = BM25([Passage("x.md", i, t) for i, t in enumerate(texts)])
+    for query in ("a", "b", "a b b", "z"):
+        assert [retriever.score(query, i) for i in range(2)] == pytest.approx(statute(query))
