@@ -712,18 +712,26 @@ _POSITION_COUNTS = {
         ),
         # rev 4: the text of `--text FILE` is the file's bytes as stored, every one of them
         "file": ("file_bytes", "file_sha256", "text_bytes", "text_sha256"),
+        # rev 5: the overlap with the training data stated is the one the document indexes give
+        "overlap": ("overlap_stated", "overlap_derived"),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
     the score divides that sum by the text's bytes, or the text of a split is the split's, or the
-    text of a file is the file's; or several of these."""
+    text of a file is the file's, or the overlap stated is the document indexes'; or several of these."""
     problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
     if has(m, *CHECKS["GATE-EVAL-003"]["file"]) and m.get("file_sha256") != m.get("text_sha256"):
         problems.append(
             f"the text scored is not the file as stored: {count(m, 'text_bytes')} UTF-8 byte(s) with sha256 "
             f"{str(m.get('text_sha256'))[:12]}, where the file holds {count(m, 'file_bytes')} with sha256 "
             f"{str(m.get('file_sha256'))[:12]}: bytes dropped, added or changed in reading"
+        )
+    if has(m, "overlap_stated", "overlap_derived") and m.get("overlap_stated") != m.get("overlap_derived"):
+        problems.append(
+            f"the overlap with the training data stated, {m.get('overlap_stated')!r}, is not the one the "
+            f"document indexes give (contracts.overlap), {m.get('overlap_derived')!r}: held-out documents "
+            "counted as training ones, or training ones missed"
         )
     if has(m, "missing_chars", "extra_chars"):
         missing, extra = count(m, "missing_chars"), count(m, "extra_chars")

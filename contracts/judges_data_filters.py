@@ -101,7 +101,9 @@ def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
     """The dedup drops re-judged (stack.data.filters.dedup.Rechecks): the sample is the first
     dedup_recheck_pairs drops of each kind (near ones whose kept document was held); an exact drop's
     sha256 is its kept document's; a near drop's exact Jaccard similarity of byte shingles is at
-    least min_jaccard less dedup_error_sds standard errors of MinHash over its permutations."""
+    least min_jaccard less dedup_error_sds standard errors of MinHash over its permutations, and
+    was measured on two different documents, the ones the drop names (`_pair_problems`); a near
+    drop is left unjudged as unheld only where the kept documents' bytes exceeded dedup_held_bytes."""
     if not isinstance(dedup, Mapping):
         raise Malformed(f"'dedup' is {dedup!r}, not an object")
     pairs = int(t["dedup_recheck_pairs"])
@@ -114,6 +116,13 @@ def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
         problems.append(
             f"dedup: {len(near)} near drop(s) re-judged of {near_drops} ({unheld} unheld); sample {pairs}"
         )
+    kept_bytes, limit = count(dedup, "kept_bytes"), int(t["dedup_held_bytes"])
+    if unheld and kept_bytes <= limit:
+        problems.append(
+            f"dedup: {unheld} near drop(s) left unjudged as unheld, but the documents kept while the "
+            f"sample was open hold {kept_bytes} bytes, within the {limit} held for re-judging: the "
+            "recheck did not find kept documents it held"
+        )
     for row in exact:
         if not isinstance(row, Mapping) or row.get("doc") != row.get("kept") or not row.get("doc"):
             problems.append(f"dedup: an exact drop is no copy of the document kept: {row!r}")
@@ -124,6 +133,7 @@ def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
     for row in near:
         if not isinstance(row, Mapping):
             raise Malformed(f"dedup: near drop {row!r} is not an object")
+        problems += _pair_problems(row)
         jaccard = number(row, "jaccard")
         if not jaccard >= floor:
             problems.append(
@@ -132,6 +142,25 @@ def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
                 f"exact Jaccard similarity is {jaccard:.3f} < {floor:.3f} (min_jaccard {min_jaccard} "
                 f"less {t['dedup_error_sds']} standard errors of MinHash over {permutations} permutations)"
             )
+    return problems
+
+
+def _pair_problems(row: Mapping[str, Any]) -> list[str]:
+    """A near drop's similarity was measured on two different documents, the ones it names: the
+    sha256 of the bytes compared as the drop (`doc_read`) is the drop's own, the filter's verdict's,
+    and that of the bytes compared as the kept document (`kept_read`) is the kept document's."""
+    doc, kept = row.get("doc"), row.get("kept")
+    if not (isinstance(doc, str) and isinstance(kept, str) and doc and kept):
+        raise Malformed(f"dedup: near drop {row!r} names no document or no kept document")
+    problems = []
+    if doc == kept:
+        problems.append(f"dedup: document {doc[:12]} is recorded as a near duplicate of itself")
+    if (row.get("doc_read"), row.get("kept_read")) != (doc, kept):
+        problems.append(
+            f"dedup: the near drop {doc[:12]} of {kept[:12]} was re-judged on other bytes (sha256 "
+            f"{str(row.get('doc_read'))[:12]} as the drop, {str(row.get('kept_read'))[:12]} as the "
+            "kept document): the recheck compared another pair than the one the filter matched"
+        )
     return problems
 
 

@@ -92,9 +92,11 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         # rev 3: the ids each scoring forward read and scored, as taped, are the stated context cut
         # by contracts.truncation.completion_window, and the context ids cut are its count
         "windows": ("windows_read", "windows_stated", "dropped_read", "dropped_stated"),
+        # rev 4: each item's summed NLL is the one its taped logits give its taped targets
+        "nll": ("nll_read", "nll_taped"),
     },
 )
-def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
+def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
     problems = _row_problems(m.get("rows")) + _leak_problems(items(m, "few_shot")) if has(m, "rows") else []
     if has(m, "contexts_read", "contexts_stated"):
         problems += _context_problems(m.get("contexts_read"), m.get("contexts_stated"))
@@ -113,6 +115,33 @@ def _same_items_no_leak(m: Measured, _t: Thresholds) -> list[str]:
         )
     if has(m, "retrieval"):
         problems += _retrieval_problems(items(m, "retrieval"))
+    if has(m, "nll_read", "nll_taped"):
+        problems += _nll_problems(m.get("nll_read"), m.get("nll_taped"), t["nll_rtol"])
+    return problems
+
+
+def _nll_problems(read: Any, taped: Any, rtol: float) -> list[str]:
+    """Per row, each item's stated NLL against the summed NLL of the targets its scoring forward
+    taped under the logits it taped (contracts.likelihood.summed_nll), within `rtol` of the latter."""
+    if not (isinstance(read, dict) and isinstance(taped, dict)):
+        raise Malformed("'nll_read' and 'nll_taped' must be objects of row name → per-item NLLs")
+    problems = []
+    for name in sorted(read.keys() | taped.keys()):
+        got, want = read.get(name), taped.get(name)
+        if not (isinstance(got, list) and isinstance(want, list)) or len(got) != len(want):
+            problems.append(f"row {name}: stated or taped NLLs are missing")
+            continue
+        off = [
+            (a, b)
+            for a, b in zip(got, want, strict=True)
+            if not (isinstance(a, int | float) and isinstance(b, int | float) and abs(a - b) <= rtol * abs(b))
+        ]
+        if off:
+            problems.append(
+                f"row {name}: {len(off)} of {len(want)} items state an NLL other than the sum over their "
+                f"scored targets under the logits their forward taped (first {off[0][0]!r} against "
+                f"{off[0][1]!r}, rtol {rtol:g}): a mean for a sum? a slice off by one?"
+            )
     return problems
 
 

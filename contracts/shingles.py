@@ -3,11 +3,14 @@
 The dedup filter (stack.data.filters.dedup) drops a near duplicate on a MinHash estimate of the
 Jaccard similarity of the two documents' sets of `width`-byte windows. GATE-DATA-013's dedup
 check holds each drop it re-judges to the similarity measured here, with plain Python sets of
-the windows' bytes: no hash, no permutation, no band, nothing the filter's own path shares.
+the windows' bytes: no hash, no permutation, no band, nothing the filter's own path shares;
+beside it, the sha256 of the two byte strings compared (`compared_pair`), which the check holds
+to the two documents the drop names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 
@@ -22,6 +25,17 @@ def exact_jaccard(first: bytes, second: bytes, width: int) -> float:
     """|A ∩ B| / |A ∪ B| of the two documents' `width`-byte shingles."""
     a, b = byte_shingles(first, width), byte_shingles(second, width)
     return len(a & b) / len(a | b)
+
+
+def compared_pair(kept: bytes, doc: bytes, width: int) -> dict[str, object]:
+    """A near drop re-judged: the exact Jaccard similarity of the kept document's and the dropped
+    document's shingles, beside the sha256 of each of the two byte strings it was computed from,
+    so the record shows which two documents were compared (two different ones, GATE-DATA-013)."""
+    return {
+        "kept_read": hashlib.sha256(kept).hexdigest(),
+        "doc_read": hashlib.sha256(doc).hexdigest(),
+        "jaccard": exact_jaccard(kept, doc, width),
+    }
 
 
 def minhash_allowance(jaccard: float, permutations: int, sds: float) -> float:

@@ -20,6 +20,7 @@ from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.manifest import load_manifest
+from stack.eval import overlap as overlap_module
 
 CTX = 32  # the smoke preset's context
 
@@ -246,3 +247,33 @@ def test_eval_counts_held_out_documents_of_other_data_that_the_run_trained_on(
     )
     assert main(["eval", str(world["run"]), "--split", "val"]) == 0  # its own held-out split: disjoint
     assert json.loads(capsys.readouterr().out)["overlap"]["heldout_documents_in_training"] == 0
+
+
+def _heldout_read_as_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R03: a DATA_DIR's training documents read as those its index holds out."""
+
+    def training_documents(data_dir: Path) -> object:
+        index = overlap_module._index(data_dir)
+        return index["doc"][index["heldout"] == 1]
+
+    monkeypatch.setattr(overlap_module, "training_documents", training_documents)
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+def test_an_overlap_counting_held_out_documents_as_training_ones_is_refused(
+    world: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under the planted reading the run's own held-out split is stated as trained on, and a file the
+    run trained on as not: each stated overlap is not the one the document indexes give, exit 3."""
+    corpus = world["root"] / "corpus"
+    trained = next(p for p in sorted(corpus.iterdir()) if _is_training(world["data"], p.read_bytes()))
+    _heldout_read_as_training(monkeypatch)
+    for extra in (["--split", "val"], ["--text", str(trained)]):
+        record = tmp_path / extra[0].strip("-")
+        assert main(["eval", str(world["run"]), *extra, "--record", str(record)]) == 3
+        gate = next(g for g in read_evidence(record / "metadata.json").gates if g.id == "GATE-EVAL-003")
+        assert gate.verdict.value == "FAIL" and "document indexes give" in str(gate.message)
+    capsys.readouterr()

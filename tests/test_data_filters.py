@@ -33,13 +33,13 @@ from site_filters import drops_section
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
-from contracts.shingles import exact_jaccard, minhash_allowance
+from contracts.shingles import compared_pair, exact_jaccard, minhash_allowance
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import prepare_tasks
 from stack.data.filters import canaries, leak
 from stack.data.filters import dedup as dedup_module
-from stack.data.filters.dedup import NearDuplicates
+from stack.data.filters.dedup import NearDuplicates, Rechecks
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
@@ -1245,6 +1245,66 @@ def test_a_near_drop_just_below_the_minhash_allowance_fires() -> None:
     floor = dedup.min_jaccard - minhash_allowance(dedup.min_jaccard, dedup.permutations, t["dedup_error_sds"])
     for jaccard, fires in ((floor + 1e-9, False), (floor - 1e-9, True)):
         measured["dedup"]["near"][0]["jaccard"] = jaccard
+        assert bool(judge("GATE-DATA-013", measured)) is fires
+
+
+def _drop_compared_with_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's P14: the recheck compares the dropped document with itself (Jaccard 1.0)."""
+    monkeypatch.setattr(
+        dedup_module, "compared_pair", lambda kept, data, width: compared_pair(data, data, width)
+    )
+
+
+class _NothingFound(dict[bytes, bytes]):
+    """Held bytes no lookup finds, as when the kept document is looked up by the drop's own sha256."""
+
+    def get(self, key: bytes, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+        return default
+
+
+def _kept_never_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's Q02: the recheck never finds the kept document, so every near drop is "unheld"."""
+    init = Rechecks.__init__
+
+    def planted(self: Rechecks, *args: object) -> None:
+        init(self, *args)  # type: ignore[arg-type]
+        self._held = _NothingFound()
+
+    monkeypatch.setattr(Rechecks, "__init__", planted)
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize("plant", [_drop_compared_with_itself, _kept_never_found])
+def test_a_recheck_that_judges_no_true_pair_stops_the_prepare(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+) -> None:
+    """The drops are right but their recheck is not: a pair that is one document twice, or near
+    drops left unjudged as unheld though the kept bytes fit in dedup_held_bytes. Exit 3 naming the
+    gate, and nothing published."""
+    plant(monkeypatch)
+    code, _, err = prepare_dedup(tmp_path, capsys, "data")
+    assert code == EXIT_GATE and "GATE-DATA-013" in err and "dedup: " in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_unheld_near_drops_are_excused_only_beyond_the_held_bytes() -> None:
+    """A recheck holding nothing leaves the near drop unheld: that fires while the kept documents'
+    bytes are at most dedup_held_bytes, and holds just beyond it."""
+    t = load_spec().gate("GATE-DATA-013").threshold_values
+    runner = FilterRunner(SETTINGS, ["dedup"], {})
+    runner.rechecks = Rechecks(SETTINGS.dedup, int(t["dedup_recheck_pairs"]), 0)
+    base = corpora.english_text(3, 12)
+    for text in (base, base.replace(base.split()[5], "CHANGED", 1)):
+        runner.verdict("web", document(text), content_sha256(text.encode()))
+    measured = {"dedup": runner.rechecks.as_dict()}
+    assert measured["dedup"]["unheld"] == 1 and measured["dedup"]["kept_bytes"] == len(base.encode())
+    assert judge("GATE-DATA-013", measured)
+    for kept_bytes, fires in ((t["dedup_held_bytes"], True), (t["dedup_held_bytes"] + 1, False)):
+        measured["dedup"]["kept_bytes"] = kept_bytes
         assert bool(judge("GATE-DATA-013", measured)) is fires
 
 

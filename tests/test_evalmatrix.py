@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 from record_checks import check_record_truth
 from site_finetune import finetune_section
 
+from contracts.bm25 import bm25
 from contracts.evidence import read_evidence
+from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
@@ -427,3 +430,112 @@ def test_a_completion_cut_instead_of_the_context_is_refused(
     record = tmp_path / "rec"
     assert main(_argv(world, record, "--shots", "4")) == 3
     assert _record(record)[0]["GATE-FT-002"] == "FAIL"
+
+
+# -- GATE-FT-002 check nll: each item's NLL, held to the sum its taped logits give its taped targets ---
+
+
+class _MeanCrossEntropy:
+    """torch.nn.functional as the scorer sees it, but cross_entropy averaged: the audit's P11."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(completion_module.torch.nn.functional, name)
+
+    @staticmethod
+    def cross_entropy(*args: Any, **kwargs: Any) -> Any:
+        return completion_module.torch.nn.functional.cross_entropy(*args, **{**kwargs, "reduction": "mean"})
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_completion_nll_averaged_not_summed_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scorer's NLL is a mean over the completion: every row's bits per byte shrink by its
+    length, and the stated NLLs are not the sums the taped logits give. Exit 3 naming the gate."""
+    monkeypatch.setattr(completion_module, "F", _MeanCrossEntropy())
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "4")) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "NLL other than the sum" in message
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_stated_nll_just_beyond_nll_rtol_fires(world: dict[str, Any], tmp_path: Path) -> None:
+    """The clean matrix's NLLs hold; one item's moved by just inside nll_rtol of its taped sum holds,
+    just beyond fires."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record)) == 0
+    measured = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")["measured"]
+    nll = {k: measured[k] for k in ("nll_read", "nll_taped")}
+    assert judge("GATE-FT-002", nll) == []
+    rtol = load_spec().gate("GATE-FT-002").threshold_values["nll_rtol"]
+    taped = nll["nll_taped"]["A"][0]
+    for factor, fires in ((0.99, False), (1.01, True)):
+        nll["nll_read"]["A"][0] = taped * (1 + factor * rtol)
+        assert bool(judge("GATE-FT-002", nll)) is fires
+
+
+# -- GATE-FT-002 check retrieval, rescored by the statute (contracts.bm25), apart from the retriever ---
+
+
+def _idf_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R01: the retriever's idf lacks Lucene's 1, so a word in more than half the passages
+    weighs below 0 and passages sharing words with the prompt score at or below 0."""
+    init = BM25.__init__
+
+    def planted(self: BM25, passages: list[Passage]) -> None:
+        init(self, passages)
+        n, holding = len(passages), Counter(w for c in self.counts for w in c)
+        self.idf = {w: math.log((n - held + 0.5) / (held + 0.5)) for w, held in holding.items()}
+
+    monkeypatch.setattr(BM25, "__init__", planted)
+
+
+def _shared_docs(world: dict[str, Any], tmp_path: Path) -> Path:
+    """Four passages that each hold every item's prompt, and a word of their own: under the statute
+    every passage scores above 0 for every prompt, so three are there to retrieve for each item."""
+    docs = tmp_path / "shared"
+    docs.mkdir()
+    prompts = " ".join(item["prompt"] for item in world["items"])
+    paragraphs = [f"{prompts} {own}" for own in ("north", "south", "east", "west")]
+    (docs / "shared.md").write_text("\n\n".join(paragraphs) + "\n")
+    return docs
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_three_passages_asked_and_held_are_retrieved(world: dict[str, Any], tmp_path: Path) -> None:
+    """The clean retriever takes three passages per item, as the statute rescores them."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_shared_docs(world, tmp_path)), "--passages", "3")) == 0
+    retrieval = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")["measured"][
+        "retrieval"
+    ]
+    assert all(len(entry["scores"]) == 3 for entry in retrieval)
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_retriever_whose_idf_lacks_its_one_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under the planted idf the retriever returns fewer passages than asked (or other ones), while
+    the statute scores more above 0: exit 3 naming the gate."""
+    _idf_without_one(monkeypatch)
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--docs", str(_shared_docs(world, tmp_path)), "--passages", "3")) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "passages retrieved of 3 asked" in message
+
+
+def test_the_statute_scores_known_values_and_the_retriever_agrees() -> None:
+    """Two passages 'a b' and 'a c' (both of the mean length): 'b' is in one of two, idf ln 2, and
+    its term weight is 1 at f = 1, so it scores ln 2 and 0; 'a' is in both, idf ln 1.2, each. The
+    retriever's own index gives the same scores."""
+    texts = ["a b", "a c"]
+    statute = bm25(texts)
+    assert statute("b") == pytest.approx([math.log(2), 0.0])
+    assert statute("a") == pytest.approx([math.log(1.2)] * 2)
+    retriever = BM25([Passage("x.md", i, t) for i, t in enumerate(texts)])
+    for query in ("a", "b", "a b b", "z"):
+        assert [retriever.score(query, i) for i in range(2)] == pytest.approx(statute(query))

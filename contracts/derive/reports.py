@@ -633,8 +633,8 @@ EVAL_SCORES = ("loss", "bits_per_byte", "tokens", "predicted_tokens", "bytes")
 
 @derives("eval")
 def eval_record(inputs: Inputs) -> Derivation:
-    """The scores and overlap the record repeats from eval.json, and the scores GATE-EVAL-003 judged;
-    the checkpoint is the one its config names."""
+    """The scores and overlap the record repeats from eval.json, and the scores and overlap
+    GATE-EVAL-003 judged; the checkpoint is the one its config names."""
     derived = Derivation()
     report = report_of(inputs, derived, "eval.json", "1.4.0")
     if report is not None:
@@ -642,6 +642,10 @@ def eval_record(inputs: Inputs) -> Derivation:
         if "GATE-EVAL-003" not in inputs.stale:
             scores = {key: report[key] for key in EVAL_SCORES if key in report}
             derived.gate("GATE-EVAL-003", scores, optional=True)
+            if "overlap" in report:  # the overlap check (rev 5) judged the overlap the report states
+                derived.put(
+                    ("gates", "GATE-EVAL-003", "measured", "overlap_stated"), report["overlap"], optional=True
+                )
         bpb = bpb_identity(report.get("loss"), report.get("predicted_tokens"), report.get("bytes"))
         if bpb is not None and not same(report.get("bits_per_byte"), bpb):
             derived.problems.append(

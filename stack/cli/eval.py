@@ -130,7 +130,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
     from contracts.evidence import DataRef, canonical_sha256
     from stack.eval.bpb import evaluate_text
-    from stack.eval.overlap import heldout_overlap, text_overlap
+    from stack.eval.overlap import overlap_of
     from stack.train.trained import load_measured
 
     trained = load_measured(args.path, args.device)
@@ -151,7 +151,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         text = _read_text(args.text)
         check_file_text(args.text, text)
         config["text"] = str(args.text.resolve())
-        overlap = text_overlap(text.encode("utf-8"), training) if training else {"training_data": None}
+        overlap = overlap_of(text.encode("utf-8"), None, training)
     else:
         from stack.eval.split_check import check_split_text
         from stack.eval.texts import split_text
@@ -160,7 +160,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         text = split_text(data_dir, "heldout", args.max_bytes)
         check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
-        overlap = heldout_overlap(Path(data_dir), training) if training else {"training_data": None}
+        overlap = overlap_of(None, Path(data_dir), training)
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     result = evaluate_text(

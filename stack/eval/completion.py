@@ -10,7 +10,8 @@ A context too long for the model is cut from the left, keeping the tokens neares
 and the cut is counted (`dropped`): a row whose few-shot examples or passages were cut says so.
 The completion itself is never cut; one that does not fit beside a single context token is refused.
 The scoring forward records the ids it read and the targets it scored on the active tape
-(stack.model.consumed): GATE-FT-002 holds them to contracts.truncation.completion_window.
+(stack.model.consumed): GATE-FT-002 holds them to contracts.truncation.completion_window, and the
+NLL to the sum contracts.likelihood.summed_nll computes from the logits it taped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contracts.errors import BadInput
 from stack.data.tokenizer import Tokenizer
 from stack.eval.bpb import check_round_trip
 from stack.model.consumed import Consumed, mode_of, record
+from stack.model.consumed import kept as kept_logits
 from stack.model.generate import generate
 from stack.model.gpt import GPT
 
@@ -64,9 +66,10 @@ def score_completion(
     logits, _ = model(inputs, None)
     targets = sequence[0, start + 1 :]
     nll = float(F.cross_entropy(logits[0, start:].float(), targets, reduction="sum").double())
-    # what this forward read and scored, on the tape GATE-FT-002's check windows reads
+    # what this forward read and scored, and the logits it scored them on (a tape that keeps logits),
+    # on the tape GATE-FT-002's checks windows and nll read
     scored = F.pad(targets, (start, 0), value=-1)[None]
-    record(Consumed(inputs, scored, None, logits.dtype, mode=mode_of(model)))
+    record(Consumed(inputs, scored, None, logits.dtype, mode=mode_of(model), logits=kept_logits(logits)))
     matched = None
     if exact:
         grown = generate(model, sequence[:, : len(kept)], len(target), temperature=0.0)

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from contracts.bm25 import bm25
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.likelihood import summed_nll
 from contracts.truncation import Window, completion_window, window_sha256
 from stack.data.tokenizer import Tokenizer
 from stack.eval.bpb import check_round_trip
@@ -85,6 +87,8 @@ class RowResult:
     # (contracts.truncation.window_sha256), and the context the scoring model holds
     windows: list[str] = field(default_factory=list)
     ctx: int = 0
+    # per item, the summed NLL of the taped targets under the taped logits (contracts.likelihood)
+    nll_taped: list[float | None] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -112,7 +116,9 @@ class Matrix:
     rows: list[RowResult]
     draws: list[Draw]
     retrieved: dict[str, list[dict[str, Any]]]
-    best_left: dict[str, float]  # per item, the best BM25 score of a passage not retrieved (0: none)
+    # per item, the statute's BM25 scores (contracts.bm25) of the passages retrieved, in their order,
+    # and the best of a passage left out (0: none), every passage rescored apart from the retriever
+    rescored: dict[str, dict[str, Any]]
 
     def row(self, name: str) -> RowResult:
         """The result of the row named `name` (A, B, C, D)."""
@@ -172,18 +178,18 @@ def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]
     return [{"source": p.source, "paragraph": p.index, "score": score, "text": p.text} for p, score in found]
 
 
-def best_left(retriever: BM25, item: Item, retrieved: list[dict[str, Any]]) -> float:
-    """The best score for `item`'s prompt of a passage not among `retrieved`, every passage scored
-    again one by one (not ranked by `top`): retrieval took the best ones when none left is better."""
-    taken = {(p["source"], p["paragraph"]) for p in retrieved}
-    return max(
-        (
-            retriever.score(item.prompt, i)
-            for i, p in enumerate(retriever.passages)
-            if (p.source, p.index) not in taken
-        ),
-        default=0.0,
-    )
+def rescored(
+    statute: Callable[[str], list[float]], retriever: BM25, item: Item, retrieved: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Every passage of the folder scored again for `item`'s prompt by the statute (contracts.bm25),
+    apart from the retriever's index: the scores of those retrieved, in their order, and the best
+    of those left out (0 when none is). Retrieval took the best when none left out is better."""
+    scores = statute(item.prompt)
+    at = {(p.source, p.index): i for i, p in enumerate(retriever.passages)}
+    taken = [at[(p["source"], p["paragraph"])] for p in retrieved]
+    kept = set(taken)
+    left = (s for i, s in enumerate(scores) if i not in kept)
+    return {"scores": [scores[i] for i in taken], "best_left": max(left, default=0.0)}
 
 
 def framed(before: list[str], prompt: str) -> str:
@@ -227,15 +233,16 @@ def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
     """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
-    scores, read, windows = [], [], []
+    scores, read, windows, nlls = [], [], [], []
     for item, context in contexts:
         read.append(text_sha256(context))  # the text the model is handed, as handed
         where = f"row {row.name}, item {item.id}"
-        with recording() as tape:
+        with recording(keep_logits=True) as tape:
             scored = score_completion(
                 model, setup.tokenizer, context, item.completion, exact=setup.exact, where=where
             )
         windows.append(taped_window(tape))
+        nlls.append(taped_nll(tape))
         scores.append(
             {
                 "id": item.id,
@@ -247,7 +254,7 @@ def score_row(
             }
         )
         advance()
-    return RowResult(row, scores, read, windows, model.config.ctx)
+    return RowResult(row, scores, read, windows, model.config.ctx, nlls)
 
 
 def taped_window(tape: list[Consumed]) -> str:
@@ -257,6 +264,15 @@ def taped_window(tape: list[Consumed]) -> str:
         return f"{len(tape)} scorings taped"
     (consumed,) = tape
     return window_sha256(consumed.inputs[0].tolist(), consumed.targets[0].tolist())
+
+
+def taped_nll(tape: list[Consumed]) -> float | None:
+    """The summed NLL of the one scoring forward's taped targets under the logits it taped
+    (contracts.likelihood.summed_nll, apart from the stack's loss); None when the tape holds another
+    number of scorings or no logits (no stated NLL matches that)."""
+    if len(tape) != 1 or tape[0].logits is None:
+        return None
+    return summed_nll(tape[0].logits, tape[0].targets)
 
 
 def stated_windows(
@@ -279,8 +295,9 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
-    documented cut of the stated context (`stated_windows`), and each item's retrieved passages
-    against the best score of those left."""
+    documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
+    taped targets' NLL under its taped logits (`taped_nll`), and each item's retrieved passages
+    against the best of those left, all scored by the statute (`rescored`)."""
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
     measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
@@ -294,15 +311,11 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     }
     measured["dropped_read"] = {r.row.name: [score["dropped"] for score in r.scores] for r in matrix.rows}
     measured["dropped_stated"] = {name: [w.dropped for w in windows] for name, windows in stated.items()}
+    measured["nll_read"] = {r.row.name: [score["nll"] for score in r.scores] for r in matrix.rows}
+    measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
     if matrix.retrieved:
         measured["retrieval"] = [
-            {
-                "item": item,
-                "asked": passages,
-                "scores": [p["score"] for p in found],
-                "best_left": matrix.best_left[item],
-            }
-            for item, found in matrix.retrieved.items()
+            {"item": item, "asked": passages, **matrix.rescored[item]} for item in matrix.retrieved
         ]
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
@@ -314,15 +327,16 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
 def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
     """Every row of the setup over `items`; `advance(row)` after each item scored."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
-    retrieved, left = {}, {}
+    retrieved, rescores = {}, {}
     if setup.retriever is not None:
         retrieved = {item.id: retrieve(setup.retriever, item, setup.passages) for item in items}
-        left = {item.id: best_left(setup.retriever, item, retrieved[item.id]) for item in items}
+        statute = bm25([p.text for p in setup.retriever.passages])
+        rescores = {item.id: rescored(statute, setup.retriever, item, retrieved[item.id]) for item in items}
     results = []
     for row in rows_of(setup):
         contexts = row_contexts(row, items, draws, retrieved)
         results.append(score_row(row, model_of(setup, row), setup, contexts, partial(advance, row.name)))
-    return Matrix(results, list(draws.values()), retrieved, left)
+    return Matrix(results, list(draws.values()), retrieved, rescores)
 
 
 def adapter_outcome(matrix: Matrix) -> Outcome:

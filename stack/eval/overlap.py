@@ -7,7 +7,9 @@ a held-out one. The evaluation commands say so in their output and their record:
   examples are drawn from and an adapter was tuned on), by id or by prompt text;
 - `stack eval`: `--text FILE` that is a training document of the run, and the held-out documents
   of `--split val --data DATA_DIR` that are training documents of the run (both by the content
-  hash of the document index, stack.data.split), when the run's DATA_DIR is known.
+  hash of the document index, stack.data.split), when the run's DATA_DIR is known. GATE-EVAL-003's
+  check overlap holds what it states to the same counts derived from the document indexes by
+  contracts.overlap (`overlap_of`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from contracts import overlap as derive
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.corpus import BINARY_SNIFF_BYTES, document
 from stack.data.line_ends import whole_text
 from stack.data.manifest import load_manifest
@@ -60,13 +64,17 @@ def training_documents(data_dir: Path) -> np.ndarray:
     return index["doc"][index["heldout"] == 0]
 
 
+def text_id(text: bytes) -> int:
+    """The content id of `text` read as `stack prepare` reads a file."""
+    body, _, _ = whole_text(text, BINARY_SNIFF_BYTES)
+    return index_row(document("", body).sha, "train")[0]
+
+
 def text_overlap(text: bytes, training: Path) -> dict[str, Any]:
     """Whether `text`, read as `stack prepare` reads a file, is a training document of `training`."""
-    body, _, _ = whole_text(text, BINARY_SNIFF_BYTES)
-    doc, _ = index_row(document("", body).sha, "train")
     return {
         "training_data": str(training),
-        "text_is_training_document": bool(doc in training_documents(training)),
+        "text_is_training_document": bool(text_id(text) in training_documents(training)),
     }
 
 
@@ -80,3 +88,36 @@ def heldout_overlap(data_dir: Path, training: Path) -> dict[str, Any]:
         "heldout_documents": int(heldout.size),
         "heldout_documents_in_training": int(shared.sum()),
     }
+
+
+def derived_overlap(text: bytes | None, data_dir: Path | None, training: Path | None) -> dict[str, Any]:
+    """The overlap `overlap_of` states, derived from the document indexes by contracts.overlap."""
+    if training is None:
+        return {"training_data": None}
+    if text is not None:
+        return {"training_data": str(training), **derive.text_in_training(text_id(text), _index(training))}
+    assert data_dir is not None, "an evaluation scores a file or a data split"
+    return {"training_data": str(training), **derive.heldout_in_training(_index(data_dir), _index(training))}
+
+
+def overlap_outcome(
+    text: bytes | None, data_dir: Path | None, training: Path | None, stated: dict[str, Any]
+) -> Outcome:
+    """GATE-EVAL-003's check overlap: the overlap stated beside the one derived from the indexes."""
+    measured = {"overlap_stated": stated, "overlap_derived": derived_overlap(text, data_dir, training)}
+    return measure("GATE-EVAL-003", measured, holds="the overlap stated is the document indexes'")
+
+
+@gate_ensure(
+    "GATE-EVAL-003",
+    lambda text, data_dir, training, result: overlap_outcome(text, data_dir, training, result),
+)
+def overlap_of(text: bytes | None, data_dir: Path | None, training: Path | None) -> dict[str, Any]:
+    """What `stack eval` states of its overlap with the run's training data (`training`, None when
+    unknown): of the file `text` it scored, or of the held-out documents of `data_dir`."""
+    if training is None:
+        return {"training_data": None}
+    if text is not None:
+        return text_overlap(text, training)
+    assert data_dir is not None, "an evaluation scores a file or a data split"
+    return heldout_overlap(data_dir, training)

@@ -1,17 +1,11 @@
 """A lexical BM25 retriever over a folder of .txt and .md documents: no embeddings, no index files.
 
 Each document is cut into passages at blank lines; a passage and a query are bags of lower-cased
-words (`\\w+`). A passage p scores, for the query's words w,
-
-    score(p) = Σ_w idf(w) · f(w, p) · (k1 + 1) / (f(w, p) + k1 · (1 − b + b · |p| / avgdl))
-    idf(w)   = ln(1 + (N − n(w) + 0.5) / (n(w) + 0.5))
-
-with f(w, p) the count of w in p, |p| its length in words, avgdl the mean length, N passages and
-n(w) of them holding w (Robertson and Zaragoza's BM25 with the non-negative idf Lucene uses). The
-sum runs over the query's words as they occur: a word the query repeats counts each time, as
-rank_bm25 (and the formula) counts it, so "the cat and the hat" weighs `the` twice.
-k1 = 1.2 and b = 0.75 are the customary values. Passages that share no word with the query score
-0 and are never returned, so an unrelated folder adds nothing rather than noise.
+words, scored by BM25 as contracts.bm25 defines it (the statute: Robertson and Zaragoza's BM25
+with Lucene's non-negative idf, k1 = 1.2, b = 0.75; a word the query repeats counts each time).
+This index computes the scores its own way, once per folder; GATE-FT-002's check retrieval
+rescores every passage by the statute apart from it. Passages that share no word with the query
+score 0 and are never returned, so an unrelated folder adds nothing rather than noise.
 """
 
 from __future__ import annotations
@@ -22,19 +16,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.bm25 import K1, B, words
 from contracts.errors import BadInput
 from stack.data.line_ends import read_text
 
-K1 = 1.2
-B = 0.75
 SUFFIXES = (".txt", ".md")
-WORD = re.compile(r"\w+")
 PARAGRAPH = re.compile(r"\n\s*\n")
-
-
-def words(text: str) -> list[str]:
-    """The lower-cased words of `text`, in order."""
-    return WORD.findall(text.lower())
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ Every decision is checked against something the MinHash path does not share (`Re
 GATE-DATA-013's dedup check): each exact drop's sha256 against its kept document's, and the
 first `dedup_recheck_pairs` near drops by the exact Jaccard similarity of the two documents'
 byte shingles (contracts.shingles), for which the writer holds the bytes of kept documents up
-to HELD_BYTES.
+to GATE-DATA-013's dedup_held_bytes; the bytes of the documents kept while the sample is open are
+counted, so a near drop left unjudged because its kept document was not held is excused only
+where they exceed that limit.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ from typing import NamedTuple
 import numpy as np
 
 from contracts.errors import BadInput
-from contracts.shingles import exact_jaccard
+from contracts.shingles import compared_pair
 from stack.data.filters.settings import DedupSettings
 
 _BASE = np.uint64(0x100000001B3)  # the FNV-1a prime: an odd multiplier that mixes bytes well
 _CHUNK = 1 << 16  # shingles permuted at once: permutations × 512 KiB of memory
-HELD_BYTES = 64 << 20  # kept documents' bytes held for re-judging near drops (Rechecks)
 
 
 def _permutations(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,25 +126,29 @@ class Rechecks:
 
     Exact drops: the first `pairs`, each with its kept document's sha256 (equal, for a true
     duplicate). Near drops: the first `pairs` whose kept document's bytes are held, each with the
-    exact Jaccard similarity of the two documents' `shingle_bytes`-wide shingles. Kept documents'
-    bytes are held in reading order while they fit in HELD_BYTES and the sample is not full; a
-    near drop whose kept document was not held, while the sample was open, is counted `unheld`.
+    exact Jaccard similarity of the two documents' `shingle_bytes`-wide shingles and the sha256 of
+    each byte string compared (contracts.shingles.compared_pair). Kept documents' bytes are held in
+    reading order while they fit in `held_bytes` and the sample is not full, and counted
+    (`kept_bytes`) held or not; a near drop whose kept document was not held, while the sample was
+    open, is counted `unheld`.
     """
 
-    def __init__(self, settings: DedupSettings, pairs: int) -> None:
+    def __init__(self, settings: DedupSettings, pairs: int, held_bytes: int) -> None:
         self.settings, self.pairs = settings, pairs
         self._held: dict[bytes, bytes] = {}
-        self._room = HELD_BYTES
+        self._room = held_bytes
         self.exact: list[dict[str, str]] = []
         self.near: list[dict[str, object]] = []
-        self.exact_drops = self.near_drops = self.unheld = 0
+        self.exact_drops = self.near_drops = self.unheld = self.kept_bytes = 0
 
     def note(self, sha: bytes, data: bytes, found: Duplicate | None) -> None:
         """Book one verdict of the index on the document `data` (sha256 `sha`)."""
         if found is None:
-            if len(self.near) < self.pairs and len(data) <= self._room:
-                self._held[sha] = data
-                self._room -= len(data)
+            if len(self.near) < self.pairs:
+                self.kept_bytes += len(data)
+                if len(data) <= self._room:
+                    self._held[sha] = data
+                    self._room -= len(data)
             return
         if found.reason == "dedup_exact":
             self.exact_drops += 1
@@ -157,8 +162,8 @@ class Rechecks:
         if kept is None:
             self.unheld += 1
             return
-        jaccard = exact_jaccard(kept, data, self.settings.shingle_bytes)
-        self.near.append({"doc": sha.hex(), "kept": found.kept.hex(), "jaccard": jaccard})
+        compared = compared_pair(kept, data, self.settings.shingle_bytes)
+        self.near.append({"doc": sha.hex(), "kept": found.kept.hex(), **compared})
         if len(self.near) == self.pairs:
             self._held.clear()  # the sample is full: nothing more to compare with
 
@@ -172,6 +177,7 @@ class Rechecks:
             "exact_drops": self.exact_drops,
             "near_drops": self.near_drops,
             "unheld": self.unheld,
+            "kept_bytes": self.kept_bytes,
             "exact": self.exact,
             "near": self.near,
         }

@@ -361,8 +361,10 @@ class FilterRunner:
         self.reports: dict[str, SourceReport] = {}
         self.log: DropLog | None = None
         self._dedup = NearDuplicates(settings.dedup) if "dedup" in self.filters else None
-        pairs = int(load_spec().threshold("GATE-DATA-013", "dedup_recheck_pairs"))
-        self.rechecks = Rechecks(settings.dedup, pairs)
+        gate = load_spec().gate("GATE-DATA-013").threshold_values
+        self.rechecks = Rechecks(
+            settings.dedup, int(gate["dedup_recheck_pairs"]), int(gate["dedup_held_bytes"])
+        )
 
     def set_scripts(self, measured: Mapping[str, Held]) -> None:
         """What the script filter keeps in each source, as measured (script.SourceLetters.held)."""

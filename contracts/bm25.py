@@ -1,0 +1,57 @@
+"""BM25, the statute: what a retrieved passage scores for a query, written out once from its definition.
+
+A passage and a query are bags of lower-cased words (`\\w+`). A passage p scores, for the query's
+words w as they occur (a repeated word counts each time),
+
+    score(p) = Σ_w idf(w) · f(w, p) · (k1 + 1) / (f(w, p) + k1 · (1 − b + b · |p| / avgdl))
+    idf(w)   = ln(1 + (N − n(w) + 0.5) / (n(w) + 0.5))
+
+with f(w, p) the count of w in p, |p| its length in words, avgdl the mean length, N passages and
+n(w) of them holding w: Robertson and Zaragoza's BM25 with the non-negative idf Lucene uses,
+k1 = 1.2 and b = 0.75. GATE-FT-002's check retrieval rescores every passage with this, apart from
+the retriever's own index (stack.eval.retrieval), so a scorer bug the retriever and a rescore by
+the same scorer would share (an idf without its 1, which turns common words negative) shows as
+passages left out that score above those retrieved, or fewer retrieved than asked.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+
+K1 = 1.2
+B = 0.75
+WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """The lower-cased words of `text`, in order."""
+    return WORD.findall(text.lower())
+
+
+def bm25(passages: list[str]) -> Callable[[str], list[float]]:
+    """The scorer of `passages`: a query → every passage's BM25 score, by the definition above, in
+    the passages' order (the counts made once, so each item's query costs one pass)."""
+    bags = [Counter(words(text)) for text in passages]
+    lengths = [sum(bag.values()) for bag in bags]
+    avgdl = sum(lengths) / max(1, len(passages))
+    n = len(passages)
+    idf = {
+        w: math.log(1 + (n - held + 0.5) / (held + 0.5))
+        for w, held in Counter(w for bag in bags for w in bag).items()
+    }
+
+    def scores(query: str) -> list[float]:
+        asked = words(query)
+        return [
+            sum(
+                idf[w] * bag[w] * (K1 + 1) / (bag[w] + K1 * (1 - B + B * length / avgdl))
+                for w in asked
+                if w in bag
+            )
+            for bag, length in zip(bags, lengths, strict=True)
+        ]
+
+    return scores
