@@ -49,15 +49,15 @@ from contracts.spec import load_spec
 
 # Records of the current spec whose gates the tests below tamper with (older records are stale
 # for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261125-spec-1.28.0"
-DPO_RUN = "dpo-20261125-spec-1.28.0"  # GATE-DPO-004 rev 2, GATE-TRAIN-003 rev 2 in the three
-DISTILL_RUN = "distill-moe4-20261125-spec-1.28.0"
-EXPORT_RUN = "export-hf-20261125T171157"  # GATE-CKPT-002 rev 4
-TRACE_RUN = "trace-20261125T171201"  # GATE-TRACE-002 rev 2, GATE-TRACE-003 rev 3
-LASER_RUN = "laser-20261125T171203"  # GATE-LASER-002 rev 2
-QUANTIZE_RUN = "quantize-20261125T171218"  # GATE-HQQ-001 rev 2
-MEMORIZATION_RUN = "memorization-20261125T171230"  # GATE-FT-003 rev 2, GATE-TRAIN-005 rev 9
-PATCH_RUN = "patch-20261125T171240"  # GATE-PATCH-002 rev 2
+SFT_RUN = "sft-lora-20261125-spec-1.29.0"
+DPO_RUN = "dpo-20261125-spec-1.29.0"  # GATE-DPO-004 rev 2, GATE-TRAIN-003 rev 2 in the three
+DISTILL_RUN = "distill-moe4-20261125-spec-1.29.0"
+EXPORT_RUN = "export-hf-20261125T174857"  # GATE-CKPT-002 rev 4, GATE-EXPORT-001 rev 3
+TRACE_RUN = "trace-20261125T174901"  # GATE-TRACE-002 rev 2, GATE-TRACE-003 rev 4
+LASER_RUN = "laser-20261125T174903"  # GATE-LASER-002 rev 2
+QUANTIZE_RUN = "quantize-20261125T174920"  # GATE-HQQ-001 rev 2, GATE-HQQ-002 rev 3
+MEMORIZATION_RUN = "memorization-20261125T174933"  # GATE-FT-003 rev 2, GATE-TRAIN-005 rev 9
+PATCH_RUN = "patch-20261125T174945"  # GATE-PATCH-002 rev 3
 
 
 # -- the untampered ledger -----------------------------------------------------------------------
