@@ -15,12 +15,17 @@ fraction from the recorded scores with this function.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the judges read `recovered_fraction`, and a prepare loads them without torch
+    import torch
 
 
 def last_position_score(logits: torch.Tensor, target: int, foil: int | None) -> float:
     """The metric of batch row 0 of `logits` (batch, positions, vocabulary) at its last position, in
     float64: logit(target) − logit(foil) with a foil, else log p(target)."""
+    import torch
+
     last = logits[0, logits.shape[1] - 1].double()
     if foil is not None:
         return float(last[target] - last[foil])

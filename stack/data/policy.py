@@ -146,6 +146,9 @@ class MixturePolicy:
         self.profiles: dict[str, dict[str, float]] = {}
         self._shares: dict[str, float] = {}
         self._cache: dict[tuple[Any, ...], dict[str, float]] = {}
+        # What a bandit asked for when the shares were last computed, until a step serves them
+        # (GATE-DATA-008's check wanted judges the probabilities a step reads, not a look ahead).
+        self._asked: dict[str, Any] | None = None
         self._open_window()
         for phase in phases:  # a phase whose shares cannot sum to 1 is refused at set-up, not at its step
             self.shares_at(phase.after_step + 1)
@@ -166,7 +169,7 @@ class MixturePolicy:
             sizes = self.reader.source_windows
             if self.bandit is not None:
                 wanted = self.bandit.wanted(step, eligible)
-                check_wanted(wanted_measured(self.bandit, step, eligible, wanted), step)
+                self._asked = wanted_measured(self.bandit, step, eligible, wanted)  # judged when served
             else:
                 weights = mixture.effective_weights(
                     sizes, self.phases[index].weights, self.exclude, "the policy"
@@ -189,6 +192,9 @@ class MixturePolicy:
             check_phase(step, index, self.after_steps)
             self._judged = True
         self._shares = self.shares_at(step)
+        if self._asked is not None:  # a bandit's new probabilities, judged as they are first served
+            check_wanted(self._asked, step)
+            self._asked = None
         if self.active and self._shares != self.applied:
             self.reader.set_shares(self._shares)
             self.applied = self._shares
