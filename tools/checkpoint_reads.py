@@ -168,3 +168,26 @@ def vocabulary_problems(record: EvidenceRecord) -> list[str]:
                     f"{vocab}-token vocabulary of {word} make {per_site} per site"
                 )
     return problems
+
+
+def end_of_text_problems(record: EvidenceRecord) -> list[str]:
+    """An export's GATE-EXPORT-001 holds every special id it names to `eot_id`, the end of text of
+    the checkpoint's tokenizer: where the checkpoint is a committed one the export read, that id is
+    the committed tokenizer's own, rebuilt from its state."""
+    stated = next((g.measured for g in record.gates if g.id == "GATE-EXPORT-001"), None)
+    checked = next((g.measured for g in record.gates if g.id == "GATE-CKPT-002"), None)
+    name = checked.get("checkpoint") if isinstance(checked, dict) else None
+    if not isinstance(stated, dict) or "eot_id" not in stated or not isinstance(name, str):
+        return []
+    problems = []
+    for word, directory in _committed_reads(record, name):
+        try:
+            eot = tokenizer_from_state(read_state(directory)["tokenizer"]).eot_id
+        except (BadInput, KeyError, TypeError, ValueError):
+            continue
+        if stated["eot_id"] != eot:
+            problems.append(
+                f"gates[GATE-EXPORT-001].measured.eot_id is {stated['eot_id']!r}, but the tokenizer of "
+                f"{word} ends texts with {eot}"
+            )
+    return problems

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from argv_config import argv_problems
 from argv_record import argv_record_problems, given
-from checkpoint_reads import builtin_sample_problems, committed_checkpoint_problems, vocabulary_problems
+from checkpoint_reads import (
+    builtin_sample_problems,
+    committed_checkpoint_problems,
+    end_of_text_problems,
+    vocabulary_problems,
+)
 from config_rebuild import rebuild_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -418,5 +423,5 @@ def check_record_truth(
         findings.violations += argv_record_problems(record) + trace_token_problems(record)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir)
     findings.violations += committed_checkpoint_problems(record) + builtin_sample_problems(record)
-    findings.violations += vocabulary_problems(record)
+    findings.violations += vocabulary_problems(record) + end_of_text_problems(record)
     return findings

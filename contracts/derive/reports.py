@@ -833,6 +833,7 @@ def trace_record(inputs: Inputs) -> Derivation:
             derived.put(("config", f"path_{str(label).lower()}"), described)
         if isinstance(report.get("tokens"), list) and report["tokens"]:
             derived.put(("config", "tokens"), len(report["tokens"]))
+            derived.problems += spelled_problems(report["tokens"], (inputs.record.config or {}).get("prompt"))
         elif len(traced := traced_tokens(report)) > 1:
             derived.problems.append(f"trace.json: its traces ran on different numbers of tokens, {traced}")
         elif traced:
@@ -844,6 +845,7 @@ def trace_record(inputs: Inputs) -> Derivation:
             derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
             derived.gate("GATE-PATCH-002", _patch_recorded(report), optional=True)
+            derived.problems += unwritten_recovery_problems(results["GATE-PATCH-002"])
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
@@ -888,6 +890,41 @@ def traced_tokens(report: dict[str, Any]) -> list[int]:
             and len(site["shape"]) >= 2
         }
     )
+
+
+def spelled_problems(tokens: list[Any], prompt: Any) -> list[str]:
+    """trace.json's tokens are each prompt token decoded on its own: together they spell the prompt
+    the record states (where every piece decodes whole: a byte of a character cut across tokens
+    decodes to U+FFFD, and then only their count is held)."""
+    if not isinstance(prompt, str) or not all(isinstance(t, str) for t in tokens):
+        return []
+    spelled = "".join(tokens)
+    if spelled == prompt or "\ufffd" in spelled:
+        return []
+    return [f"trace.json: its tokens spell {spelled!r}, but config.prompt is {prompt!r}"]
+
+
+def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
+    """A patching cell whose forward overwrote no position is the corrupted forward itself: its
+    patched score is the corrupted score and it recovers nothing. What GATE-PATCH-002's cells say
+    was written, against what its recovery says was scored."""
+    cells, scored = measured.get("cells"), measured.get("recovery_cells")
+    corrupted = measured.get("recovery_corrupted")
+    if not isinstance(cells, list) or not isinstance(scored, list):
+        return []
+    by_cell = {(row.get("site"), row.get("position")): row for row in scored if isinstance(row, dict)}
+    problems = []
+    for cell in (c for c in cells if isinstance(c, dict)):
+        if any(isinstance(w, dict) and w.get("changed") for w in cell.get("written") or []):
+            continue
+        where = f"{cell.get('site')} at position {cell.get('position')}"
+        row = by_cell.get((cell.get("site"), cell.get("position")))
+        if row is not None and (row.get("patched") != corrupted or row.get("recovered") != 0):
+            problems.append(
+                f"gates[GATE-PATCH-002]: {where} wrote nothing, yet scored {row.get('patched')!r} (the "
+                f"corrupted run {corrupted!r}) and recovered {row.get('recovered')!r}"
+            )
+    return problems
 
 
 def _lens_train_measured(
@@ -1159,6 +1196,13 @@ def prepare_record(inputs: Inputs) -> Derivation:
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}
     if "GATE-DATA-013" in current:
         derived.put(("gates", "GATE-DATA-013", "measured", "sources"), per_source(filters, COVERAGE_KEYS))
+        settings = ((inputs.record.config or {}).get("filter_settings") or {}).get("dedup")
+        dedup = (next((g.measured for g in inputs.record.gates if g.id == "GATE-DATA-013"), None) or {}).get(
+            "dedup"
+        )
+        if isinstance(settings, dict) and isinstance(dedup, dict):  # the settings its rechecks judged by
+            for key in ("shingle_bytes", "permutations", "min_jaccard"):
+                derived.put(("gates", "GATE-DATA-013", "measured", "dedup", key), settings.get(key))
     if "GATE-DATA-015" in current:
         derived.put(("gates", "GATE-DATA-015", "measured", "sources"), per_source(filters, SHARE_KEYS))
     if "GATE-DATA-014" in current:

@@ -358,6 +358,8 @@ def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
     """Every setting a training record's gates restate, derived from its config (module docstring)."""
     _decay(config, settler)
+    # The reader draws every epoch plan from the run's seed (stack.train.loop opens it with train.seed).
+    restate(settler, "GATE-DATA-002", "plan_seed", config.get("train", {}).get("seed"))
     monitor = config.get("monitor", {})
     for key in ("temperature", "top_k"):
         restate(settler, "GATE-TRAIN-005", key, monitor.get(key))
