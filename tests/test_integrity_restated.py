@@ -485,11 +485,11 @@ def wrapped_early(lines: list[dict[str, Any]], _config: dict[str, Any]) -> None:
         ),
         (
             wrapped_early,
-            "its wrap events are at (step, epoch) [(32, 1)], but the record's",
+            ", 1)], but the record's 196550 steps per epoch wrap at []",
         ),
         (
             wrapped_early,
-            "metrics.jsonl: step 32 is in epoch 1, but the record's",
+            "is in epoch 1, but the record's 196550 steps per epoch put it in epoch 0",
         ),
     ],
     ids=["checkpoint-of-a-multiple", "checkpoint-of-the-last-step", "phase", "wrap", "epoch"],
@@ -498,7 +498,8 @@ def test_log_lines_the_config_schedules_otherwise_are_caught(
     tmp_path: Path, edit: LogEdit, fragment: str
 ) -> None:
     """CURRENT_RUN: 40 steps, ckpt.every = 10, one phase after step 20, under a bandit policy whose
-    last shares came at step 31 (the epoch length holds from there, and no epoch ended before)."""
+    last shares came at step 21 or later (the epoch length holds from there, and no epoch ended
+    before); its epochs are 196 550 steps."""
     assert_caught(planted(tmp_path, CURRENT_RUN, logged(edit)), fragment)
 
 
