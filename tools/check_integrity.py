@@ -210,7 +210,7 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
-        truth = check_record_truth(record, loaded.path.parent, self.spec, self.history)
+        truth = check_record_truth(record, loaded.path.parent, self.spec, self.history, self.root)
         for problem in truth.violations:
             self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
         for reason in sorted(set(truth.stale.values())):

@@ -35,32 +35,34 @@ from stack.data.tokenizer_record import tokenizer_from_state
 from stack.export.sample import BUILTIN_SOURCE, resolve_sample
 from stack.train.checkpoint import read_state, verify_files
 
-COMMITTED = REPO_ROOT / "evidence"
+# Where the checked tree keeps what it commits of its models (released ones included).
+COMMITTED = "evidence"
 
 
-def in_repository(record: EvidenceRecord, word: str) -> Path | None:
-    """The directory of this repository a word of the record's command line names: a relative
+def in_repository(record: EvidenceRecord, word: str, root: Path = REPO_ROOT) -> Path | None:
+    """The directory of the repository at `root` a word of the record's command line names: a relative
     word that `run.places` resolved to a place ending in that same path (the run started at the
     root of a checkout), where it still is here; else None."""
     place = (record.run.places or {}).get(word)
     if word.startswith("-") or Path(word).is_absolute() or not isinstance(place, str):
         return None
-    directory = (REPO_ROOT / word).resolve()
+    directory = (root / word).resolve()
     same = place.rstrip("/").endswith("/" + word.strip("/"))
-    return directory if same and directory.is_relative_to(REPO_ROOT) and directory.is_dir() else None
+    return directory if same and directory.is_relative_to(root.resolve()) and directory.is_dir() else None
 
 
-def _committed_reads(record: EvidenceRecord, name: str) -> list[tuple[str, Path]]:
+def _committed_reads(record: EvidenceRecord, name: str, root: Path) -> list[tuple[str, Path]]:
     """(word, directory) for each word of the command line that names committed checkpoint `name`."""
     found = []
     for word in record.run.argv or []:
-        directory = in_repository(record, word)
-        if directory is not None and directory.name == name and directory.is_relative_to(COMMITTED):
+        directory = in_repository(record, word, root)
+        committed = (root / COMMITTED).resolve()
+        if directory is not None and directory.name == name and directory.is_relative_to(committed):
             found.append((word, directory))
     return found
 
 
-def committed_checkpoint_problems(record: EvidenceRecord) -> list[str]:
+def committed_checkpoint_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
     """Where the record's GATE-CKPT-002 names a committed checkpoint its command line read: the
     files verified and the problem the record states, against that checkpoint verified again."""
     result = next((g for g in record.gates if g.id == "GATE-CKPT-002"), None)
@@ -71,7 +73,7 @@ def committed_checkpoint_problems(record: EvidenceRecord) -> list[str]:
     if not isinstance(name, str) or "files_verified" not in measured:
         return []
     problems = []
-    for word, directory in _committed_reads(record, name):
+    for word, directory in _committed_reads(record, name, root):
         problem, verified = verify_files(directory)
         stated = (measured.get("files_verified"), measured.get("problem") is None)
         if stated != (len(verified), problem is None):
@@ -87,7 +89,7 @@ def committed_checkpoint_problems(record: EvidenceRecord) -> list[str]:
 SAMPLE_GATES = ("GATE-EXPORT-001", "GATE-HQQ-002")
 
 
-def builtin_sample_problems(record: EvidenceRecord) -> list[str]:
+def builtin_sample_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
     """Where the record compared logits on the built-in sample of a committed checkpoint it read:
     the sample it states, and the positions its gates compared, against that sample rebuilt."""
     metrics = record.metrics if isinstance(record.metrics, dict) else {}
@@ -97,7 +99,7 @@ def builtin_sample_problems(record: EvidenceRecord) -> list[str]:
     if not isinstance(stated, dict) or stated.get("source") != BUILTIN_SOURCE or not isinstance(name, str):
         return []
     problems = []
-    for word, directory in _committed_reads(record, name):
+    for word, directory in _committed_reads(record, name, root):
         try:
             state = read_state(directory)
             tokenizer = tokenizer_from_state(state["tokenizer"])
@@ -141,7 +143,7 @@ def _positions(record: EvidenceRecord) -> int | None:
     return tokens if isinstance(tokens, int) else None
 
 
-def vocabulary_problems(record: EvidenceRecord) -> list[str]:
+def vocabulary_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
     """The `elements` a record's logit-comparing gates state, against positions × the vocabulary of
     the committed checkpoint it read (a lens-train's GATE-LENS-001 counts every lens site: a whole
     number of them)."""
@@ -152,7 +154,7 @@ def vocabulary_problems(record: EvidenceRecord) -> list[str]:
     if not gates or not isinstance(name, str) or not positions:
         return []
     problems = []
-    for word, directory in _committed_reads(record, name):
+    for word, directory in _committed_reads(record, name, root):
         try:
             vocab = int(read_state(directory)["config"]["model"]["vocab"])
         except (BadInput, KeyError, TypeError, ValueError):
@@ -170,7 +172,7 @@ def vocabulary_problems(record: EvidenceRecord) -> list[str]:
     return problems
 
 
-def end_of_text_problems(record: EvidenceRecord) -> list[str]:
+def end_of_text_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
     """An export's GATE-EXPORT-001 holds every special id it names to `eot_id`, the end of text of
     the checkpoint's tokenizer: where the checkpoint is a committed one the export read, that id is
     the committed tokenizer's own, rebuilt from its state."""
@@ -180,7 +182,7 @@ def end_of_text_problems(record: EvidenceRecord) -> list[str]:
     if not isinstance(stated, dict) or "eot_id" not in stated or not isinstance(name, str):
         return []
     problems = []
-    for word, directory in _committed_reads(record, name):
+    for word, directory in _committed_reads(record, name, root):
         try:
             eot = tokenizer_from_state(read_state(directory)["tokenizer"]).eot_id
         except (BadInput, KeyError, TypeError, ValueError):

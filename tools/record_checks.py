@@ -31,7 +31,7 @@ from trace_tokens import trace_token_problems
 
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
-from contracts.evidence import SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
+from contracts.evidence import REPO_ROOT, SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
 from contracts.judges import CHECKS, bare, judge
 from contracts.ledger import judged_message, verdict_of
@@ -410,18 +410,23 @@ def _inside(path: str) -> bool:
 
 
 def check_record_truth(
-    record: EvidenceRecord, run_dir: Path, spec: Spec, history: SpecHistory | None = None
+    record: EvidenceRecord,
+    run_dir: Path,
+    spec: Spec,
+    history: SpecHistory | None = None,
+    root: Path = REPO_ROOT,
 ) -> RecordFindings:
     """Every truth check of one record (`history`: the repository's policy files as they were, to
-    hold a record to the run_kinds revision it cites)."""
+    hold a record to the run_kinds revision it cites; `root`: the repository checked, whose
+    committed models the checks that read them open)."""
     findings = RecordFindings()
     check_gate_results(record, spec, findings, history)
     check_run(record, spec, findings, history)
     check_derived(record, run_dir, spec, findings)
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
-        findings.violations += argv_record_problems(record) + trace_token_problems(record)
-    findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir)
-    findings.violations += committed_checkpoint_problems(record) + builtin_sample_problems(record)
-    findings.violations += vocabulary_problems(record) + end_of_text_problems(record)
+        findings.violations += argv_record_problems(record) + trace_token_problems(record, root)
+    findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
+    findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
+    findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     return findings

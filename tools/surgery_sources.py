@@ -46,15 +46,17 @@ def _matrix_key(site: str) -> str:
     return f"{layers}.{index}.{block_matrix(name).module}.weight"
 
 
-def source_weights(record: EvidenceRecord, report: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+def source_weights(
+    record: EvidenceRecord, report: dict[str, Any], root: Path
+) -> dict[str, torch.Tensor] | None:
     """The source model's tensors, when its `source` names a directory of the repository whose
     weights hash to the digest surgery.json states; else None (nothing to derive from)."""
     word = record.config.get("source") if isinstance(record.config, dict) else None
     stated = (report.get("source") or {}).get("model_sha256")
     if not isinstance(word, str) or not isinstance(stated, str) or Path(word).is_absolute():
         return None
-    path = (REPO_ROOT / word / WEIGHTS).resolve()
-    if not path.is_relative_to(REPO_ROOT) or not path.is_file():
+    path = (root / word / WEIGHTS).resolve()
+    if not path.is_relative_to(root.resolve()) or not path.is_file():
         return None
     if hashlib.sha256(path.read_bytes()).hexdigest() != stated:
         return None
@@ -111,7 +113,7 @@ def _hqq_problems(rows: list[Any], weights: dict[str, torch.Tensor], bits: int, 
     return problems
 
 
-def surgery_source_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
+def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = REPO_ROOT) -> list[str]:
     """What a laser or quantize record states of its committed source model and the model does not
     give (empty for other kinds, and for a source outside the repository)."""
     if record.run.kind not in ("laser", "quantize") or not (run_dir / SURGERY_REPORT).is_file():
@@ -127,7 +129,7 @@ def surgery_source_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     laser_rows = (gates.get("GATE-LASER-002") or {}).get("matrices")
     hqq_rows = (gates.get("GATE-HQQ-001") or {}).get("matrices")
     rho, bits, group = settings.get("rho"), settings.get("bits"), settings.get("group_size")
-    weights = source_weights(record, report) if laser_rows or hqq_rows else None
+    weights = source_weights(record, report, root) if laser_rows or hqq_rows else None
     if weights is None:
         return []
     problems = []

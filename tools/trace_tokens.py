@@ -19,7 +19,7 @@ from argv_record import given
 from checkpoint_reads import in_repository
 
 from contracts.errors import BadInput
-from contracts.evidence import EvidenceRecord
+from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.tokenizer_record import tokenizer_from_state
 from stack.train.checkpoint import read_state
 from stack.train.trained import resolve_checkpoint
@@ -27,12 +27,12 @@ from stack.train.trained import resolve_checkpoint
 TRACE_KINDS = frozenset({"trace", "patch"})
 
 
-def _checkpoint(record: EvidenceRecord) -> Path | None:
+def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
     """The checkpoint the record's command line names, where it can still be read; else None."""
     word = (given(record.run.argv or []) or {}).get("path")
     if word is None:
         return None
-    for candidate in (in_repository(record, str(word)), (record.run.places or {}).get(str(word))):
+    for candidate in (in_repository(record, str(word), root), (record.run.places or {}).get(str(word))):
         if candidate is None or not Path(candidate).exists():
             continue
         try:
@@ -42,13 +42,13 @@ def _checkpoint(record: EvidenceRecord) -> Path | None:
     return None
 
 
-def trace_token_problems(record: EvidenceRecord) -> list[str]:
+def trace_token_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
     """config.tokens against the prompt as the named checkpoint's tokenizer encodes it."""
     config = record.config if isinstance(record.config, dict) else {}
     prompt, tokens = config.get("prompt"), config.get("tokens")
     if record.run.kind not in TRACE_KINDS or not isinstance(prompt, str) or not isinstance(tokens, int):
         return []
-    checkpoint = _checkpoint(record)
+    checkpoint = _checkpoint(record, root)
     if checkpoint is None:
         return []
     try:
