@@ -32,6 +32,7 @@ from site_format import (
     code,
     gate_path,
     number,
+    record_json_path,
     run_path,
     scalar,
     table,
@@ -253,6 +254,7 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
         manifest = checkpoint_manifest(loaded, ledger)
         if manifest is not None:
             pages[f"evidence/{run_id}/checkpoint-manifest.json"] = json.dumps(manifest[1], indent=1) + "\n"
+        pages[record_json_path(run_id)] = loaded.raw.decode("utf-8")
         compared = [(b if a == run_id else a, compare_path(a, b)) for a, b in pairs if run_id in (a, b)]
         pages[run_path(run_id)] = run_page(loaded, ledger, list(plots), manifest, compared)
     for run_a, run_b in pairs:

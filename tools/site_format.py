@@ -76,6 +76,11 @@ def run_path(run_id: str) -> str:
     return f"evidence/{run_id}.md"
 
 
+def record_json_path(run_id: str) -> str:
+    """Where the site keeps a copy of a run's metadata.json, in the folder beside its page."""
+    return f"evidence/{run_id}/metadata.json"
+
+
 def gate_path(gate_id: str) -> str:
     """Where a gate's page lives, relative to docs/reference/."""
     return f"gates/{gate_id}.md"
@@ -284,18 +289,31 @@ def value_rows(measured: Any, thresholds: Any) -> list[ValueRow]:
     return rows
 
 
-def json_details(value: Any, label: str = "JSON") -> str:
-    """The full value one click away, in a <details> block that fits in a table cell."""
+# A value whose JSON is longer than this is linked, not inlined, when the page can link to the
+# whole record: Python-Markdown scans every character of a table cell for inline markup, and a
+# falsify record's per-test detail (300 KiB on each of forty pages) took 80 % of the site's build.
+INLINE_JSON_CHARS = 16_384
+
+
+def json_details(value: Any, label: str = "JSON", whole: str | None = None) -> str:
+    """The full value one click away, in a <details> block that fits in a table cell.
+
+    `whole` is the link from the page to the record's own JSON (the site copies each record
+    beside its page); a value too long to inline is shown there instead.
+    """
     dumped = json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    if whole is not None and len(dumped) > INLINE_JSON_CHARS:
+        return f"<br>[{text(label)}: {number(len(dumped.encode()), 'B')}, in the record]({whole})"
     return f'<details class="gs-json"><summary>{text(label)}</summary><pre>{text(dumped)}</pre></details>'
 
 
-def values_cell(measured: Any, thresholds: Any, message: str | None = None) -> str:
-    """A table cell with a verdict's message, its `name = value (limit)` rows and its JSON."""
+def values_cell(measured: Any, thresholds: Any, message: str | None = None, whole: str | None = None) -> str:
+    """A table cell with a verdict's message, its `name = value (limit)` rows and its JSON
+    (linked through `whole`, the record's own JSON, when too long to inline)."""
     parts = [f"<strong>{text(message)}</strong>"] if message else []
     parts += [str(row) for row in value_rows(measured, thresholds)] or ["nothing measured"]
     body = "<br>".join(parts)
-    return body + json_details({"measured": measured, "threshold": thresholds})
+    return body + json_details({"measured": measured, "threshold": thresholds}, whole=whole)
 
 
 def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:

@@ -16,6 +16,8 @@ from site_format import (
     badge,
     code,
     gate_path,
+    link,
+    record_json_path,
     scalar,
     table,
     text,
@@ -69,12 +71,13 @@ def _history(row: CoverageRow, ledger: Ledger, page: str) -> list[str]:
         loaded = ledger.by_id[verdict.run]
         record = record_of(loaded)
         result = next(g for g in record.gates if g.id == row.gate.id)
+        whole = link(page, record_json_path(verdict.run))
         rows.append(
             [
                 f"{run_link(page, verdict.run)}<br>"
                 f"{text(record.run.kind)}, {record.run.started:%Y-%m-%d %H:%M}",
                 verdict_badge(verdict.verdict, verdict.stale) + f"<br>rev {verdict.revision}",
-                values_cell(result.measured, result.threshold, result.message),
+                values_cell(result.measured, result.threshold, result.message, whole),
             ]
         )
     return table(["run", "verdict", "measured (limit)"], rows)

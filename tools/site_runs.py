@@ -24,6 +24,7 @@ from site_format import (
     link,
     number,
     read_jsonl,
+    record_json_path,
     run_path,
     scalar,
     short_sha,
@@ -166,6 +167,7 @@ def _verdicts(record: EvidenceRecord, ledger: Ledger, page: str) -> list[str]:
     if not record.gates:
         return ["This run judged no gate."]
     rows = []
+    whole = link(page, record_json_path(record.run.id))
     for result in record.gates:
         seen = ledger.verdicts.get((record.run.id, result.id))
         stale = seen.stale if seen is not None else False
@@ -176,7 +178,7 @@ def _verdicts(record: EvidenceRecord, ledger: Ledger, page: str) -> list[str]:
             [
                 f"{gate}<br>rev {result.revision}",
                 verdict_badge(result.verdict.value, stale) + step,
-                values_cell(result.measured, result.threshold, result.message),
+                values_cell(result.measured, result.threshold, result.message, whole),
             ]
         )
     return table(["gate", "verdict", "measured (limit)"], rows)
@@ -341,13 +343,16 @@ def run_page(
     if record.waivers:
         out.append("\n## Waivers\n")
         out += [f"- {code(w.gate)}: {text(w.reason)}" for w in record.waivers]
+    whole = link(page, record_json_path(run.id))
     metrics = {k: v for k, v in record.metrics.items() if k != "resumes"}
     if metrics:
         out.append("\n## Metrics\n")
         rows = [
             [
                 code(k),
-                json_details(v, f"{len(v)} entries") if isinstance(v, dict) and v else scalar(v, unit_of(k)),
+                json_details(v, f"{len(v)} entries", whole)
+                if isinstance(v, dict) and v
+                else scalar(v, unit_of(k)),
             ]
             for k, v in sorted(metrics.items())
         ]
@@ -362,6 +367,7 @@ def run_page(
         out.append("\n## Configuration\n")
         out.append(f"Resolved configuration, sha256 {short_sha(record.config_sha256)}:\n")
         out.append(json_details(record.config, "the configuration as JSON"))
+    out.append(f"\nThe whole record: [metadata.json]({whole}) (a copy of {code(loaded.path.name)} as filed).")
     return "\n".join(out) + "\n"
 
 
