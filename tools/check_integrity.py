@@ -65,7 +65,7 @@ from lineage import (
 from mutation import falsify_findings
 from record_checks import check_record_truth, newer
 from site_format import read_jsonl
-from spec_history import SpecHistory, files_at, tree_names
+from spec_history import SpecHistory, committed_yaml, files_at, tree_names
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
@@ -391,9 +391,8 @@ class Checker:
         for (sha, path), blob in blobs.items():
             name = path.removeprefix("spec/")
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
-                text = blob.decode("utf-8")
                 # spec.yaml is read for its version line only: its changelog is long to parse
-                found[(sha, name)] = text if name == "spec.yaml" else yaml.load(text, Loader=SAFE_LOADER)
+                found[(sha, name)] = blob.decode("utf-8") if name == "spec.yaml" else committed_yaml(blob)
         return found
 
     def _known_commits(self, shas: list[str]) -> set[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -68,6 +69,17 @@ def tree_names(raw: bytes) -> list[str]:
     return names
 
 
+@lru_cache(maxsize=1024)
+def committed_yaml(blob: bytes) -> object:
+    """A committed YAML file's bytes, parsed (raises yaml.YAMLError, UnicodeDecodeError).
+
+    Cached by content, once per process: a check reads the same few spec files at dozens of
+    commits, and a process checking several copies of one history (the checker's tests) reads
+    them again for each. Callers only read what it returns.
+    """
+    return yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)
+
+
 class SpecHistory:
     """The spec files of one repository's history: each policy file's versions by content digest,
     and the gate revisions of spec/revisions.yaml at a commit."""
@@ -84,7 +96,7 @@ class SpecHistory:
             self._revisions[sha] = {}
             blob = files_at(self.root, [(sha, "spec/revisions.yaml")]).get((sha, "spec/revisions.yaml"))
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError, AttributeError, TypeError):
-                data = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)  # type: ignore[union-attr]
+                data = committed_yaml(blob)  # type: ignore[arg-type]
                 listed = {**(data.get("policies") or {}), **data["revisions"]}
                 self._revisions[sha] = {
                     key: max(int(e["revision"]) for e in entries) for key, entries in listed.items()
@@ -117,6 +129,6 @@ class SpecHistory:
         versions: dict[str, object] = {}
         for blob in files_at(self.root, [(sha, path) for sha in shas]).values():
             with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
-                data = yaml.load(blob.decode("utf-8"), Loader=SAFE_LOADER)
+                data = committed_yaml(blob)
                 versions.setdefault(policy_digest(data), data)
         return versions

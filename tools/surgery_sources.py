@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,17 @@ def _matrix_key(site: str) -> str:
     return f"{layers}.{index}.{block_matrix(name).module}.weight"
 
 
-def source_weights(
-    record: EvidenceRecord, report: dict[str, Any], root: Path
-) -> dict[str, torch.Tensor] | None:
-    """The source model's tensors, when its `source` names a directory of the repository whose
-    weights hash to the digest surgery.json states; else None (nothing to derive from)."""
+# Source models' tensors by the sha256 of the file they were read from. Every number derived here
+# is a pure function of those bytes, so it is computed once per process and digest
+# (`_laser_numbers`, `_rtn_error`): a process that checks several copies of one ledger, as the
+# checker's tests do, takes each SVD once.
+_SOURCES: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def source_weights(record: EvidenceRecord, report: dict[str, Any], root: Path) -> str | None:
+    """The digest of the source model's weights, loaded into `_SOURCES`, when its `source` names a
+    directory of the repository whose weights hash to the digest surgery.json states; else None
+    (nothing to derive from)."""
     word = record.config.get("source") if isinstance(record.config, dict) else None
     stated = (report.get("source") or {}).get("model_sha256")
     if not isinstance(word, str) or not isinstance(stated, str) or Path(word).is_absolute():
@@ -60,7 +67,32 @@ def source_weights(
         return None
     if hashlib.sha256(path.read_bytes()).hexdigest() != stated:
         return None
-    return load_file(path)
+    if stated not in _SOURCES:
+        _SOURCES[stated] = load_file(path)
+    return stated
+
+
+@lru_cache(maxsize=4096)
+def _laser_numbers(digest: str, key: str, rho: float) -> dict[str, float]:
+    """A matrix's rank, Frobenius norm and the norm of the singular values LASER at ρ leaves out,
+    in float64 as stack.surgery.laser takes them."""
+    original = _SOURCES[digest][key].double()
+    rank = min(original.shape)
+    values = torch.linalg.svdvals(original)
+    return {
+        "rank": rank,
+        "norm": float(torch.linalg.matrix_norm(original)),
+        "discarded_norm": float(values[rank_kept(rank, rho) :].square().sum().sqrt()),
+    }
+
+
+@lru_cache(maxsize=4096)
+def _rtn_error(digest: str, key: str, bits: int, group: int) -> float:
+    """The Frobenius error of round-to-nearest at `bits` in groups of `group`, rounded to the
+    weight's dtype as the quantiser stores it."""
+    weight = _SOURCES[digest][key]
+    baseline = rtn_baseline(weight, bits, group).to(weight.dtype).double()
+    return float(torch.linalg.matrix_norm(weight.double() - baseline))
 
 
 def _differs(recorded: Any, derived: float) -> bool:
@@ -68,29 +100,22 @@ def _differs(recorded: Any, derived: float) -> bool:
 
 
 def _held(
-    gate_id: str, rows: list[Any], weights: dict[str, torch.Tensor], problems: list[str]
-) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
-    """Each row of `gate_id` with the source model's weight of the matrix it names; a row naming a
-    matrix the model does not hold is a problem, added to `problems`."""
+    gate_id: str, rows: list[Any], digest: str, problems: list[str]
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each row of `gate_id` with the state-dict key of the matrix it names; a row naming a
+    matrix the source model (`digest`) does not hold is a problem, added to `problems`."""
     for row in rows:
-        weight = weights.get(_matrix_key(str(row.get("matrix"))))
-        if weight is None:
+        key = _matrix_key(str(row.get("matrix")))
+        if key not in _SOURCES[digest]:
             problems.append(f"{gate_id} names {row.get('matrix')}, which its source model does not hold")
         else:
-            yield row, weight
+            yield row, key
 
 
-def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: float) -> list[str]:
+def _laser_problems(rows: list[Any], digest: str, rho: float) -> list[str]:
     problems: list[str] = []
-    for row, weight in _held("GATE-LASER-002", rows, weights, problems):
-        original = weight.double()
-        rank = min(weight.shape)
-        values = torch.linalg.svdvals(original)
-        derived = {
-            "rank": rank,
-            "norm": float(torch.linalg.matrix_norm(original)),
-            "discarded_norm": float(values[rank_kept(rank, rho) :].square().sum().sqrt()),
-        }
+    for row, key in _held("GATE-LASER-002", rows, digest, problems):
+        derived = _laser_numbers(digest, key, rho)
         problems += [
             f"GATE-LASER-002's {row.get('matrix')} {key} is {row.get(key)!r}, but its source model "
             f"gives {want:.10g}"
@@ -100,11 +125,10 @@ def _laser_problems(rows: list[Any], weights: dict[str, torch.Tensor], rho: floa
     return problems
 
 
-def _hqq_problems(rows: list[Any], weights: dict[str, torch.Tensor], bits: int, group: int) -> list[str]:
+def _hqq_problems(rows: list[Any], digest: str, bits: int, group: int) -> list[str]:
     problems: list[str] = []
-    for row, weight in _held("GATE-HQQ-001", rows, weights, problems):
-        baseline = rtn_baseline(weight, bits, group).to(weight.dtype).double()
-        want = float(torch.linalg.matrix_norm(weight.double() - baseline))
+    for row, key in _held("GATE-HQQ-001", rows, digest, problems):
+        want = _rtn_error(digest, key, bits, group)
         if _differs(row.get("rtn_error"), want):
             problems.append(
                 f"GATE-HQQ-001's {row.get('matrix')} rtn_error is {row.get('rtn_error')!r}, but "
@@ -129,12 +153,12 @@ def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = 
     laser_rows = (gates.get("GATE-LASER-002") or {}).get("matrices")
     hqq_rows = (gates.get("GATE-HQQ-001") or {}).get("matrices")
     rho, bits, group = settings.get("rho"), settings.get("bits"), settings.get("group_size")
-    weights = source_weights(record, report, root) if laser_rows or hqq_rows else None
-    if weights is None:
+    digest = source_weights(record, report, root) if laser_rows or hqq_rows else None
+    if digest is None:
         return []
     problems = []
     if isinstance(laser_rows, list) and isinstance(rho, int | float):
-        problems += _laser_problems([r for r in laser_rows if isinstance(r, dict)], weights, float(rho))
+        problems += _laser_problems([r for r in laser_rows if isinstance(r, dict)], digest, float(rho))
     if isinstance(hqq_rows, list) and isinstance(bits, int) and isinstance(group, int):
-        problems += _hqq_problems([r for r in hqq_rows if isinstance(r, dict)], weights, bits, group)
+        problems += _hqq_problems([r for r in hqq_rows if isinstance(r, dict)], digest, bits, group)
     return [f"{SURGERY_REPORT}: {problem}" for problem in problems]
