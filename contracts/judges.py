@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.likelihood import bits_per_byte_of
 from contracts.patching import recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
 from contracts.spec import load_spec
@@ -714,12 +715,16 @@ _POSITION_COUNTS = {
         "file": ("file_bytes", "file_sha256", "text_bytes", "text_sha256"),
         # rev 5: the overlap with the training data stated is the one the document indexes give
         "overlap": ("overlap_stated", "overlap_derived"),
+        # rev 6: the NLL summed is contracts.likelihood's over the logits the forwards taped, batch
+        # by batch, and the score that sum over the UTF-8 bytes of the text the tokens decode to
+        "nll": ("nll_nats", "nll_taped", "nll_batch_deviation", "bits_per_byte", "bytes", "bytes_decoded"),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
     the score divides that sum by the text's bytes, or the text of a split is the split's, or the
-    text of a file is the file's, or the overlap stated is the document indexes'; or several of these."""
+    text of a file is the file's, or the overlap stated is the document indexes', or the NLL is the
+    taped logits' and the score its bits per byte; or several of these."""
     problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
     if has(m, *CHECKS["GATE-EVAL-003"]["file"]) and m.get("file_sha256") != m.get("text_sha256"):
         problems.append(
@@ -742,6 +747,40 @@ def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     if has(m, *_POSITION_COUNTS, "scored_targets"):
         problems += _scored_every_position(m)
         problems += _score_is_the_sum_over_the_bytes(m, t["score_rtol"])
+    if has(m, *CHECKS["GATE-EVAL-003"]["nll"]):
+        problems += _score_is_the_taped_nll(m, t["nll_rtol"])
+    return problems
+
+
+def _score_is_the_taped_nll(m: Measured, rtol: float) -> list[str]:
+    """The NLL summed against contracts.likelihood's float64 sum over the forwards' taped logits (in
+    total, and the worst batch), the bytes counted against the UTF-8 bytes of the text the scored
+    tokens decode to, and bits per byte against the one formula over those two."""
+    nll, taped, worst = number(m, "nll_nats"), number(m, "nll_taped"), number(m, "nll_batch_deviation")
+    n_bytes, decoded, bpb = count(m, "bytes"), count(m, "bytes_decoded"), number(m, "bits_per_byte")
+    problems = []
+    if not abs(nll - taped) <= rtol * abs(taped):
+        problems.append(
+            f"the NLL summed, {nll:.9g} nats, is not the float64 sum of −log softmax of the logits the "
+            f"scoring forwards taped at their targets, {taped:.9g} (contracts.likelihood, rtol {rtol:g}): "
+            "a mean for a sum? a batch left out of the total?"
+        )
+    if not worst <= rtol:
+        problems.append(
+            f"a batch's NLL is {worst:.3g} (relative) from the sum the logits its forward taped give its "
+            f"targets (rtol {rtol:g})"
+        )
+    if n_bytes != decoded:
+        problems.append(
+            f"the result counts {n_bytes} byte(s), but the text the scored tokens decode to holds {decoded} "
+            "UTF-8 bytes (characters counted for bytes?)"
+        )
+    want = bits_per_byte_of(taped, decoded) if decoded > 0 else math.nan
+    if not abs(bpb - want) <= rtol * abs(want):
+        problems.append(
+            f"bits per byte {bpb:.9g} is not the taped NLL over the {decoded} UTF-8 bytes the scored tokens "
+            f"decode to, {want:.9g} (contracts.likelihood.bits_per_byte_of, rtol {rtol:g})"
+        )
     return problems
 
 
@@ -968,10 +1007,12 @@ def _first_loss(m: Measured, t: Thresholds) -> list[str]:
         "texts": ("texts_scored", "texts_not_drawn"),
         # rev 7: `stack sample` continued the prompt its record names
         "prompt": ("prompt_tokens", "prompt_tokens_differing"),
+        # rev 10: the draws started from the state a generator seeded with the stated seed holds
+        "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
     },
 )
 def _coherence(m: Measured, t: Thresholds) -> list[str]:
-    problems = []
+    problems = seeded_problems(m) if has(m, *CHECKS["GATE-TRAIN-005"]["seeded"]) else []
     if has(m, "prompt_tokens", "prompt_tokens_differing") and (differ := count(m, "prompt_tokens_differing")):
         problems.append(
             f"the generation continued another text than its prompt: {differ} of the prompt's "
@@ -1032,6 +1073,20 @@ def _coherence(m: Measured, t: Thresholds) -> list[str]:
             )
             problems.append(f"{what}: this training path skips the coherence monitor")
     return problems
+
+
+def seeded_problems(m: Measured) -> list[str]:
+    """The state the draws' generator started from against the one a generator freshly seeded with
+    the stated seed holds (contracts.seeds), by sha256: GATE-TRAIN-005's and GATE-SYNTH-002's check
+    seeded."""
+    started, seeded = m.get("generator_state_sha256"), m.get("seeded_state_sha256")
+    if isinstance(started, str) and started == seeded:
+        return []
+    return [
+        f"the draws started from a generator state (sha256 {str(started)[:12]}) other than the one a "
+        f"{m.get('generator_device')} generator seeded with the stated seed {m.get('seed')!r} holds "
+        f"({str(seeded)[:12]}): the sampler drew from another seed than the one asked for"
+    ]
 
 
 # The dtype of the logits a forward reads under each train.precision: the autocast dtype, or float32

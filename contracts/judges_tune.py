@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from contracts.judges import (
+    CHECKS,
     Malformed,
     Measured,
     Thresholds,
@@ -18,6 +19,7 @@ from contracts.judges import (
     items,
     judges,
     number,
+    seeded_problems,
 )
 
 
@@ -391,10 +393,19 @@ def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-SYNTH-002", needs=("replayed", "generated", "mismatched"))
+@judges(
+    "GATE-SYNTH-002",
+    checks={
+        "replay": ("replayed", "generated", "mismatched"),
+        # rev 2: the samples were drawn from the state a generator seeded with the stated seed holds
+        "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
+    },
+)
 def _replays(m: Measured, t: Thresholds) -> list[str]:
+    problems = seeded_problems(m) if has(m, *CHECKS["GATE-SYNTH-002"]["seeded"]) else []
+    if not has(m, "replayed", "generated", "mismatched"):
+        return problems
     replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")
-    problems = []
     if replayed < min(int(t["replay_samples"]), generated):
         problems.append(
             f"only {replayed} sample(s) were replayed, not {min(int(t['replay_samples']), generated)}"

@@ -1,21 +1,49 @@
-"""The summed negative log-likelihood of scored targets, from the logits a forward handed its loss.
+"""The summed negative log-likelihood of scored targets, from the logits a forward handed its loss,
+and bits per byte: that sum over the UTF-8 bytes of the text scored.
 
 An evaluation matrix's row states its bits per byte from each completion's summed NLL
-(stack.eval.completion); a mean where the sum belongs divides every row by the completion's
-length, and a row computed from the code under test shares its bugs. GATE-FT-002's check nll holds
-each item's stated NLL to the sum computed here, apart from the stack's loss: float64
+(stack.eval.completion), and `stack eval` its score from the NLL summed over every window of the
+text (stack.eval.bpb); a mean where the sum belongs divides the score by a length, and a number
+computed from the code under test shares its bugs. GATE-FT-002's check nll and GATE-EVAL-003's
+check nll hold the stated NLL to the sum computed here, apart from the stack's loss: float64
 log-softmax of the taped logits, read at each taped target, over every position scored.
+
+The denominator is the text's UTF-8 bytes, counted here (`utf8_bytes`) of the text the scored
+tokens decode to: a count of characters for bytes made accented completions 17 % worse per byte
+and every gate passed (GATE-FT-002's check bytes, GATE-EVAL-003's check nll). `bits_per_byte_of`
+is the one formula of bits per byte, for the stack, the judges and the checker alike.
+
+torch is loaded only to recompute a sum: the judges read `bits_per_byte_of`, and a prepare loads
+them without torch.
 """
 
 from __future__ import annotations
 
-import torch
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def summed_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """−Σ log p(target) in nats over every position whose target is not −1 (logits (…, T, vocab),
     targets (…, T)), in float64."""
+    import torch
+
     log_p = torch.log_softmax(logits.double(), dim=-1)
     scored = targets >= 0
     picked = log_p[scored].gather(-1, targets[scored].long()[:, None])
     return float(-picked.sum())
+
+
+def utf8_bytes(text: str) -> int:
+    """The bytes a score of `text` divides by: its UTF-8 encoding's length, not its characters."""
+    return len(text.encode("utf-8"))
+
+
+def bits_per_byte_of(total_nll_nats: float, n_bytes: int) -> float:
+    """Bits per byte of a text whose UTF-8 bytes number `n_bytes` (GATE-EVAL-003's denominator)."""
+    if n_bytes <= 0:
+        raise ValueError("bits per byte of an empty text is undefined")
+    return total_nll_nats / math.log(2) / n_bytes

@@ -16,17 +16,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from train_support import prepared, smoke_args, train
+from train_support import MeanCrossEntropy, characters_for_bytes, prepared, smoke_args, train
 
 from contracts.errors import BadInput, GateViolation
 from contracts.gates import measure
 from contracts.ledger import Ledger, recording
+from contracts.likelihood import summed_nll
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.shards import MappedShard
 from stack.data.tokenizer import ByteTokenizer as ByteLevel
 from stack.eval import bpb, texts
 from stack.eval.bpb import bits_per_byte, check_round_trip, evaluate_text
+from stack.model.consumed import Consumed
 
 GATE = "GATE-EVAL-003"
 TEXT = "Held-out text with a few non-ASCII characters: naïve café, π ≈ 3.14159, 日本語.\n" * 3
@@ -305,3 +307,130 @@ def test_the_split_scored_whole_or_up_to_max_bytes_holds(
     assert measured["text_sha256"] == measured["split_text_sha256"]
     assert measured["documents_read"] == measured["split_documents"] > 1
     assert (measured["documents_scored"] < measured["split_documents"]) is (budget is not None)
+
+
+# -- check nll: the NLL held, batch by batch, to the logits each forward taped (contracts.likelihood) --
+
+ACCENTED = "Le café était animé ; une naïve façade, déjà vue, où l'on dîne à côté.\n" * 4
+
+
+def _eval_file(run: Path, record: Path, text: str, where: Path) -> int:
+    """`stack eval RUN --text FILE --record RECORD` of `text`, written to `where` first."""
+    where.write_text(text, encoding="utf-8")
+    return main(["eval", str(run), "--text", str(where), "--record", str(record)])
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize("source", ["text", "split"])
+def test_an_nll_summed_from_each_batchs_mean_is_refused(
+    scored_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+) -> None:
+    """The audit's R01: the sum takes cross-entropy's mean over each batch (README.md scored 0.031
+    bits per byte for 7.68). The positions, the loss and bits per byte all agree with that wrong
+    sum; the logits each batch's forward taped do not. Exit 3, on --text and --split alike."""
+    monkeypatch.setattr(bpb, "F", MeanCrossEntropy())
+    record = tmp_path / "scored"
+    if source == "text":
+        code = _eval_file(scored_run, record, ACCENTED, tmp_path / "accented.txt")
+    else:
+        code = _eval_split(scored_run, record)
+    err = capsys.readouterr().err
+    assert code == 3 and GATE in err and "a mean for a sum?" in err and "Traceback" not in err, err
+    measured = _split_check(record)
+    assert measured["missing_positions"] == measured["repeated_positions"] == 0
+    assert measured["nll_nats"] < measured["nll_taped"] / 10 and measured["nll_batch_deviation"] > 0.9
+
+
+@pytest.mark.gate(GATE)
+def test_bytes_counted_as_characters_wherever_the_scorer_counts_them_are_refused(
+    scored_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's R20, in `stack eval`: every UTF-8 byte count the scorer makes counts characters,
+    so its result's bytes, the bytes the scored check holds them to and bits per byte agree with one
+    another; the UTF-8 bytes of the text the scored tokens decode to, counted by
+    contracts.likelihood, do not."""
+    monkeypatch.setattr(bpb, "len", characters_for_bytes, raising=False)
+    record = tmp_path / "scored"
+    code = _eval_file(scored_run, record, ACCENTED, tmp_path / "accented.txt")
+    err = capsys.readouterr().err
+    assert code == 3 and GATE in err and "characters counted for bytes?" in err, err
+    measured = _split_check(record)
+    assert measured["bytes"] == measured["text_bytes"] == len(ACCENTED) < measured["bytes_decoded"]
+    assert measured["bytes_decoded"] == len(ACCENTED.encode("utf-8"))
+
+
+@pytest.mark.holds(GATE)
+def test_an_accented_file_is_scored_over_its_utf8_bytes_and_its_taped_nll(
+    scored_run: Path, tmp_path: Path
+) -> None:
+    """Unplanted: the NLL is the taped logits' (every batch within a rounding of float32), the bytes
+    the file's UTF-8 bytes, not its characters."""
+    record = tmp_path / "scored"
+    assert _eval_file(scored_run, record, ACCENTED, tmp_path / "accented.txt") == 0
+    measured = _split_check(record)
+    rtol = load_spec().threshold(GATE, "nll_rtol")
+    assert measured["bytes"] == measured["bytes_decoded"] == len(ACCENTED.encode("utf-8")) > len(ACCENTED)
+    assert measured["nll_batch_deviation"] < rtol / 100
+    assert measured["nll_nats"] == pytest.approx(measured["nll_taped"], rel=rtol / 100)
+
+
+def _first_batch_off_by(factor: float) -> Callable[..., float]:
+    """The stack's batch sum, the first batch's moved by `factor` × nll_rtol of itself."""
+    real, rtol, calls = bpb._nll_sum, load_spec().threshold(GATE, "nll_rtol"), []
+
+    def planted(*args: Any) -> float:
+        calls.append(1)
+        nll = real(*args)
+        return nll * (1 + factor * rtol) if len(calls) == 1 else nll
+
+    return planted
+
+
+@pytest.mark.parametrize(
+    ("factor", "fires"),
+    [
+        pytest.param(1.1, True, marks=pytest.mark.gate(GATE)),
+        pytest.param(0.9, False, marks=pytest.mark.holds(GATE)),
+    ],
+)
+def test_one_batch_off_its_taped_nll_just_beyond_nll_rtol_fires_and_just_inside_holds(
+    monkeypatch: pytest.MonkeyPatch, factor: float, fires: bool
+) -> None:
+    """One batch of several states its NLL 1.1 × nll_rtol off the sum its taped logits give: the
+    total is off by less (the other batches dilute it), the batch itself is not; 0.9 × holds."""
+    monkeypatch.setattr(bpb, "_nll_sum", _first_batch_off_by(factor))
+    scoring = contextlib.nullcontext() if not fires else pytest.raises(GateViolation, match="a batch's NLL")
+    with scoring:
+        evaluate_text(BigramLM(), ByteTokenizer(), TEXT, seq_len=16, batch_size=4, device="cpu")
+
+
+@pytest.mark.gate(GATE)
+def test_the_taped_total_and_the_decoded_bytes_just_beyond_nll_rtol_fire() -> None:
+    """The clean scoring's check nll holds; the taped total moved 0.9 × nll_rtol holds and 1.1 ×
+    fires (the NLL summed and bits per byte both leave it), as does a batch deviation past it, and
+    one byte more in the decoded text."""
+    rtol = load_spec().threshold(GATE, "nll_rtol")
+    clean = _scored()
+    assert measure(GATE, clean).ok
+    taped = float(clean["nll_taped"])  # type: ignore[arg-type]
+    assert measure(GATE, {**clean, "nll_taped": taped * (1 + 0.9 * rtol)}).ok
+    assert not measure(GATE, {**clean, "nll_taped": taped * (1 + 1.1 * rtol)}).ok
+    assert measure(GATE, {**clean, "nll_batch_deviation": 0.9 * rtol}).ok
+    assert not measure(GATE, {**clean, "nll_batch_deviation": 1.1 * rtol}).ok
+    assert not measure(GATE, {**clean, "bytes_decoded": int(clean["bytes_decoded"]) + 1}).ok  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("vocab", [257, 50_000])
+def test_a_taped_sum_is_the_statutes_whatever_the_chunks(vocab: int) -> None:
+    """The taped sum, read in bounded chunks of positions row by row, is contracts.likelihood's over
+    the whole tape at once (and NaN for a tape without logits)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 300, vocab, generator=generator)
+    targets = torch.randint(vocab, (2, 300), generator=generator)
+    consumed = Consumed(targets, targets, logits=logits)
+    assert bpb.taped_sum(consumed) == pytest.approx(summed_nll(logits, targets), rel=1e-12)
+    assert math.isnan(bpb.taped_sum(Consumed(targets, targets)))

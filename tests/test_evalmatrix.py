@@ -20,10 +20,13 @@ import pytest
 from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 from site_finetune import finetune_section
+from train_support import MeanCrossEntropy, characters_for_bytes
 
 from contracts.bm25 import bm25
+from contracts.derive.reports import row_summary
 from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec
@@ -435,24 +438,13 @@ def test_a_completion_cut_instead_of_the_context_is_refused(
 # -- GATE-FT-002 check nll: each item's NLL, held to the sum its taped logits give its taped targets ---
 
 
-class _MeanCrossEntropy:
-    """torch.nn.functional as the scorer sees it, but cross_entropy averaged: the audit's P11."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(completion_module.torch.nn.functional, name)
-
-    @staticmethod
-    def cross_entropy(*args: Any, **kwargs: Any) -> Any:
-        return completion_module.torch.nn.functional.cross_entropy(*args, **{**kwargs, "reduction": "mean"})
-
-
 @pytest.mark.gate("GATE-FT-002")
 def test_a_completion_nll_averaged_not_summed_is_refused(
     world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The scorer's NLL is a mean over the completion: every row's bits per byte shrink by its
     length, and the stated NLLs are not the sums the taped logits give. Exit 3 naming the gate."""
-    monkeypatch.setattr(completion_module, "F", _MeanCrossEntropy())
+    monkeypatch.setattr(completion_module, "F", MeanCrossEntropy())
     record = tmp_path / "rec"
     assert main(_argv(world, record, "--shots", "4")) == 3
     verdicts, evidence = _record(record)
@@ -539,3 +531,84 @@ def test_the_statute_scores_known_values_and_the_retriever_agrees() -> None:
     retriever = BM25([Passage("x.md", i, t) for i, t in enumerate(texts)])
     for query in ("a", "b", "a b b", "z"):
         assert [retriever.score(query, i) for i in range(2)] == pytest.approx(statute(query))
+
+
+# -- GATE-FT-002 check bytes: each item's bytes, the UTF-8 bytes of the completion its forward scored ---
+
+ACCENTED = ["un café crème", "la naïveté", "déjà vu", "une façade à côté"]
+
+
+def _accented_argv(world: dict[str, Any], root: Path) -> list[str]:
+    """`stack evalmatrix` of the base over items whose completions are accented, recorded in root/rec."""
+    items = [{"id": f"a{i}", "prompt": f"Réponse {i} : ", "completion": c} for i, c in enumerate(ACCENTED)]
+    pool = [
+        {"id": f"p{i}", "prompt": f"Exemple {i} : ", "completion": c[::-1]} for i, c in enumerate(ACCENTED)
+    ]
+    items_file, train_file = write_jsonl(root / "items.jsonl", items), write_jsonl(root / "train.jsonl", pool)
+    argv = ["evalmatrix", str(world["base"]), "--items", str(items_file), "--train", str(train_file)]
+    return [*argv, "--record", str(root / "rec")]
+
+
+def _bytes_measured(record: Path) -> tuple[str, dict[str, Any]]:
+    """GATE-FT-002's verdict and measured values in the matrix's record."""
+    result = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")
+    return result["verdict"], result
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_completion_bytes_counted_as_characters_are_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's R20: every byte count the matrix makes counts the completion's characters, so
+    each row's bits per byte rises by the accents' share (17 % on the audit's items) and the rows
+    still sum their items; the UTF-8 bytes of the text each forward's taped targets decode to,
+    counted by contracts.likelihood, do not match. Exit 3 naming the gate."""
+    monkeypatch.setattr(matrix_module, "len", characters_for_bytes, raising=False)
+    assert main(_accented_argv(world, tmp_path)) == 3
+    verdict, result = _bytes_measured(tmp_path / "rec")
+    assert verdict == "FAIL" and "characters counted for bytes?" in str(result["message"])
+    assert result["measured"]["bytes_read"]["A"] == [len(c) for c in ACCENTED]
+    assert result["measured"]["bytes_decoded"]["A"] == [len(c.encode("utf-8")) for c in ACCENTED]
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_accented_completions_are_scored_over_their_utf8_bytes(world: dict[str, Any], tmp_path: Path) -> None:
+    """Unplanted: each item's bytes are its completion's UTF-8 bytes in every row, evalmatrix.json
+    keeps the completions, and the checker finds the record true to them."""
+    assert main(_accented_argv(world, tmp_path)) == 0
+    verdict, result = _bytes_measured(tmp_path / "rec")
+    utf8 = [len(c.encode("utf-8")) for c in ACCENTED]
+    assert verdict == "PASS" and result["measured"]["bytes_read"] == {"A": utf8, "B": utf8}
+    assert result["measured"]["bytes_decoded"] == result["measured"]["bytes_read"]
+    assert _result(tmp_path / "rec")["completions"] == ACCENTED
+    filed = read_evidence(tmp_path / "rec" / "metadata.json")
+    assert check_record_truth(filed, tmp_path / "rec", load_spec()).violations == []
+
+
+def _bytes_as_characters(data: dict[str, Any], run_dir: Path) -> None:
+    """A perfect forger's R20: evalmatrix.json's item bytes made their completions' characters, its
+    rows summed again by the checker's own function, the record re-derived from the file."""
+    path = run_dir / "evalmatrix.json"
+    report = json.loads(path.read_text())
+    for scores in report["scores"].values():
+        for score, completion in zip(scores, report["completions"], strict=True):
+            score["bytes"] = len(completion)
+    named = ("row", "label", "model", "context")
+    report["rows"] = [
+        row_summary({k: r[k] for k in named}, report["scores"][r["row"]]) for r in report["rows"]
+    ]
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    rederive(data, run_dir)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_matrix_whose_bytes_are_edited_with_its_rows_is_named_from_its_completions(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every number of the edited record agrees with every other; the completions evalmatrix.json
+    keeps, counted again by contracts.likelihood, do not."""
+    assert main(_accented_argv(world, tmp_path)) == 0
+    run_dir = edited(tmp_path / "rec", _bytes_as_characters)
+    assert_caught(
+        run_dir, "evalmatrix.json: row A's item a0 counts 13 bytes, but its completion holds 15 UTF-8"
+    )

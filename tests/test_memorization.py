@@ -17,12 +17,15 @@ import torch
 from ft_support import filler, own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
+from ledger_support import assert_caught, edited, rederive
 from record_checks import check_record_truth
 from site_finetune import finetune_section
 from train_support import prepared, smoke_args, train
 
+from contracts.derive.reports import memorization_summary
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
+from contracts.verbatim import longest_common_run as statute_run
 from stack.cli import main
 from stack.data.sft_template import load_template, render
 from stack.data.tokenizer import ByteTokenizer
@@ -91,8 +94,17 @@ def test_one_recited_and_one_of_31_tokens_stay_inside(world: dict[str, Any], tmp
     texts = [prompt + whole, near_miss, *filler(N - 2, PREFIX + CONTINUATION)]
     assert _run(world, _examples(tmp_path / "train.jsonl", texts), tmp_path / "rec") == 0
     assert _verdicts(tmp_path / "rec")["GATE-FT-003"] == "PASS"
-    runs = json.loads((tmp_path / "rec" / "memorization.json").read_text())["tuned_runs"]
-    assert sorted(runs)[-2:] == [31, 32]
+    result = json.loads((tmp_path / "rec" / "memorization.json").read_text())
+    assert sorted(result["tuned_runs"])[-2:] == [31, 32]
+    # check runs: every run stated is the one contracts.verbatim finds in the continuations kept
+    kept = result["continuations"]
+    assert [len(kept[row]) for row in ("true", "fine-tuned", "base")] == [N, N, N]
+    assert all(len(c) == CONTINUATION for row in kept.values() for c in row)
+    measured = next(
+        g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-FT-003"
+    )
+    assert measured.measured["tuned_runs_recomputed"] == result["tuned_runs"]
+    assert measured.measured["base_runs_recomputed"] == result["base_runs"]
 
 
 def test_a_continuation_too_short_to_count_is_refused(world: dict[str, Any], tmp_path: Path) -> None:
@@ -162,6 +174,12 @@ def test_a_sequence_shares_all_of_itself(a: list[int]) -> None:
 def test_the_run_is_symmetric_and_no_longer_than_either(a: list[int], b: list[int]) -> None:
     run = longest_common_run(a, b)
     assert run == longest_common_run(b, a) <= min(len(a), len(b))
+
+
+@given(TOKENS, TOKENS)
+def test_the_stack_finds_the_run_the_statute_finds(a: list[int], b: list[int]) -> None:
+    """The stack's dynamic programme and contracts.verbatim's rule, written apart, agree."""
+    assert longest_common_run(a, b) == statute_run(a, b)
 
 
 @given(TOKENS, st.lists(st.integers(10, 19), max_size=8), st.lists(st.integers(20, 29), max_size=8))
@@ -254,3 +272,50 @@ def test_greedy_continuations_are_replayed_draw_for_draw(world: dict[str, Any], 
     assert result.verdict.value == "PASS"
     assert result.measured["draws"] == 2 * N * CONTINUATION and result.measured["mismatched_draws"] == 0
     assert result.measured["probe_draws"] > 0 and result.measured["mismatched_probe_draws"] == 0
+
+
+# -- GATE-FT-003 check runs: each run stated, contracts.verbatim's over the continuations kept -------
+
+
+@pytest.mark.gate("GATE-FT-003")
+def test_a_run_rule_off_by_one_is_flagged_and_the_checker_finds_the_runs_again(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's R07 class: the stack's run rule counts past the run it found (R07's recurrence
+    read the cell above, and every continuation of both models counted whole). Every run stated is
+    longer than the one contracts.verbatim finds between the continuation kept and the true one:
+    the gate warns naming both rows, and the checker, finding every run again from the
+    continuations memorization.json keeps, names the record."""
+    real = memorization.longest_common_run
+    monkeypatch.setattr(memorization, "longest_common_run", lambda generated, true: real(generated, true) + 1)
+    examples = _examples(tmp_path / "train.jsonl", filler(N, PREFIX + CONTINUATION))
+    assert _run(world, examples, tmp_path / "rec") == 0  # GATE-FT-003 is a warning
+    filed = read_evidence(tmp_path / "rec" / "metadata.json")
+    result = next(g for g in filed.gates if g.id == "GATE-FT-003")
+    assert result.verdict.value == "WARN" and "the base row states 20 of 20" in str(result.message)
+    found = check_record_truth(filed, tmp_path / "rec", load_spec()).violations
+    assert any("its tuned_runs are" in v and "the continuations it keeps give" in v for v in found), found
+
+
+def _runs_edited(data: dict[str, Any], run_dir: Path) -> None:
+    """A perfect forger: memorization.json's fine-tuned runs made whole continuations (recited), its
+    summary made again from them by the checker's own function, the record re-derived."""
+    path = run_dir / "memorization.json"
+    report = json.loads(path.read_text())
+    report["tuned_runs"] = [CONTINUATION] * len(report["tuned_runs"])
+    least = report["min_verbatim_tokens"]
+    report["models"]["fine-tuned"] = memorization_summary(report["tuned_runs"], least)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    rederive(data, run_dir)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_runs_edited_with_their_summary_are_named_from_the_continuations_kept(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Every number of the edited record agrees with every other; the continuations the file keeps,
+    their runs found again by contracts.verbatim, do not."""
+    examples = _examples(tmp_path / "train.jsonl", filler(N, PREFIX + CONTINUATION))
+    assert _run(world, examples, tmp_path / "rec") == 0
+    run_dir = edited(tmp_path / "rec", _runs_edited)
+    assert_caught(run_dir, "memorization.json: its tuned_runs are [32, 32", "the continuations it keeps give")

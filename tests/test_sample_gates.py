@@ -18,8 +18,11 @@ from typing import Any
 
 import pytest
 import torch
+from ledger_support import assert_caught, edited
 from train_support import prepared, smoke_args, train
 
+from contracts.evidence import canonical_sha256
+from contracts.seeds import seeded_state_sha256
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.model import generate as generate_module
@@ -98,6 +101,11 @@ def test_a_sample_is_drawn_as_its_options_name_and_recorded(
     }
     measured = _result(record)["measured"]
     assert (measured["draws"], measured["probe_draws"], measured["mismatched_draws"]) == (60, 1024, 0)
+    # check seeded: the draws started from the state --seed 3 gives a fresh generator (contracts.seeds)
+    assert (measured["seed"], measured["generator_device"]) == (3, "cpu")
+    assert (
+        measured["generator_state_sha256"] == measured["seeded_state_sha256"] == seeded_state_sha256(3, "cpu")
+    )
     assert json.loads((record / "sample.json").read_text())["text"] + "\n" == printed
 
 
@@ -247,3 +255,62 @@ def test_a_prompt_past_the_context_is_continued_as_given(run: Path, tmp_path: Pa
     argv = ["sample", str(run), "--prompt", "the gate " * 8, "--tokens", "8", "--record", str(record)]
     assert main(argv) == 0
     assert _result(record)["measured"]["prompt_tokens_differing"] == 0
+
+
+# -- check seeded: the draws start from the state the seed asked for gives a fresh generator -------
+
+
+def _seeded_with_zero(real: Any) -> Any:
+    """The audit's R23: the generator `stack sample` draws with seeded with 0, whatever --seed says."""
+
+    def planted(model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: Any, seed: int) -> Any:
+        return real(model, idx, tokens, sampler, generator.manual_seed(0), seed)
+
+    return planted
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_sample_drawn_from_another_seed_than_asked_is_refused(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every seed would print the same text, and every draw replays from the state the sampler kept;
+    that state is not the one --seed 3 gives a fresh generator. Exit 3 with a halted record."""
+    monkeypatch.setattr(sampling_checks, "sample_checked", _seeded_with_zero(sampling_checks.sample_checked))
+    record = tmp_path / "record"
+    assert _sample(run, record) == 3
+    err = capsys.readouterr().err
+    assert "gate fired: GATE-TRAIN-005" in err and "another seed than the one asked for" in err, err
+    measured = _halted(record)
+    assert (measured["seed"], measured["mismatched_draws"], measured["mismatched_probe_draws"]) == (3, 0, 0)
+    assert measured["generator_state_sha256"] == seeded_state_sha256(0, "cpu")
+
+
+@pytest.mark.holds("GATE-TRAIN-005")
+def test_two_seeds_print_two_texts(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the audit's R23 took away: --seed 3 and --seed 4 print different continuations."""
+    texts = []
+    for seed in ("3", "4"):
+        assert _sample(run, None, "--seed", seed) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] != texts[1]
+
+
+def _seed_restated(data: dict[str, Any], _run_dir: Path) -> None:
+    """The record's command line and config say --seed 4 of a sample drawn from seed 3."""
+    argv = data["run"]["argv"]
+    argv[argv.index("--seed") + 1] = "4"
+    data["config"]["seed"] = 4
+    data["config_sha256"] = canonical_sha256(data["config"])
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_sample_whose_record_names_another_seed_than_it_drew_from_is_caught(
+    run: Path, tmp_path: Path
+) -> None:
+    """The checker seeds a generator again from the seed the record's config names (contracts.seeds):
+    the seed the gate judged, and the state it gives, are not the record's."""
+    record = tmp_path / "record"
+    assert _sample(run, record) == 0
+    edited(record, _seed_restated)
+    assert_caught(record, "gates[GATE-TRAIN-005].measured.seed is 3, but its artifacts derive 4")
+    assert_caught(record, "gates[GATE-TRAIN-005].measured.seeded_state_sha256 is")

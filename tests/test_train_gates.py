@@ -8,9 +8,11 @@ import math
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from ledger_support import assert_caught, edited
 from train_support import (
     CrossEntropyScaled,
     autocast_of,
@@ -27,6 +29,7 @@ from train_support import (
 from contracts import schedule
 from contracts.errors import GateViolation
 from contracts.judges import judge
+from contracts.seeds import monitor_seed, seeded_state_sha256
 from contracts.spec import load_spec
 from stack.model import generate as generate_module
 from stack.model import gpt as gpt_module
@@ -56,6 +59,12 @@ def test_a_clean_run_passes_its_gates(data: Path, tmp_path: Path) -> None:
     # A 30k-token corpus cannot feed even a tiny model to the spec's tokens per parameter.
     assert verdicts(run)["GATE-DATA-004"] == "WARN"
     assert [ln["step"] for ln in step_lines(run)] == [1, 2, 3, 4, 5]
+    # GATE-TRAIN-005 check seeded: the round after step 5 drew from the seed the monitor states
+    sampled = next(g for g in record["gates"] if g["id"] == "GATE-TRAIN-005")["measured"]
+    assert sampled["seed"] == monitor_seed(0, 5)
+    assert (
+        sampled["generator_state_sha256"] == sampled["seeded_state_sha256"] == seeded_state_sha256(5, "cpu")
+    )
 
 
 @pytest.mark.gate("GATE-TRAIN-003")
@@ -273,6 +282,55 @@ def test_one_sampled_token_off_the_replay_is_caught(
     measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-005")["measured"]
     assert measured["mismatched_draws"] == 1 + load_spec().threshold("GATE-TRAIN-005", "max_mismatched_draws")
     assert measured["mismatched_probe_draws"] == 0
+
+
+def _reseeded_with_zero(real: Callable[..., Any]) -> Callable[..., Any]:
+    """The audit's R23 in the monitor: each sampling of a round drawn with its generator seeded with
+    0, not with the round's seed (contracts.seeds.monitor_seed of train.seed and the step)."""
+
+    def planted(model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: torch.Generator) -> Any:
+        return real(model, idx, tokens, sampler, generator.manual_seed(0))
+
+    return planted
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_monitor_drawing_from_another_seed_than_its_rounds_is_caught(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every round would sample the same texts after whatever step; every draw replays from the
+    state the sampler kept, and that state is not the one the round's stated seed gives."""
+    monkeypatch.setattr(loop, "sample_watched", _reseeded_with_zero(loop.sample_watched))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 3
+    assert "another seed than the one asked for" in capsys.readouterr().err
+    result = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-005")
+    measured = result["measured"]
+    assert result["verdict"] == "FAIL" and (result["step"], measured["seed"]) == (5, monitor_seed(0, 5))
+    assert measured["mismatched_draws"] == 0 and measured["generator_state_sha256"] == seeded_state_sha256(
+        0, "cpu"
+    )
+
+
+def _seed_of_another_round(data: dict[str, Any], _run_dir: Path) -> None:
+    """The monitor's seed and the state it gives restated as those of the round after step 4."""
+    measured = next(g for g in data["gates"] if g["id"] == "GATE-TRAIN-005")["measured"]
+    measured["seed"] = monitor_seed(0, 4)
+    measured["generator_state_sha256"] = measured["seeded_state_sha256"] = seeded_state_sha256(
+        monitor_seed(0, 4), "cpu"
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_monitor_seed_of_no_round_the_log_shows_is_caught(data: Path, tmp_path: Path) -> None:
+    """The checker derives the round's seed from train.seed and the step of the last sample line
+    (contracts.seeds.monitor_seed): a record restating another round's agrees with itself only."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run)) == 0
+    edited(run, _seed_of_another_round)
+    assert_caught(
+        run, f"gates[GATE-TRAIN-005].measured.seed is {monitor_seed(0, 4)}, but its artifacts derive 5"
+    )
 
 
 @pytest.mark.gate("GATE-EVAL-001")

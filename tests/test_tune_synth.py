@@ -17,6 +17,7 @@ from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from contracts.gates import measure
+from contracts.seeds import seeded_state_sha256
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.manifest import load_manifest
@@ -149,6 +150,27 @@ def test_a_sampler_that_is_not_the_seeded_one_fires(
 
 
 @pytest.mark.gate("GATE-SYNTH-002")
+def test_a_synthesis_seeded_otherwise_than_stated_fires_though_its_replay_agrees(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's R23, in `stack synth`: the generator is seeded with 0 whatever --seed says. The
+    replay, seeded the same way, makes every sample again; the state the synthesis drew from is not
+    the one --seed 5 gives a fresh generator (check seeded)."""
+    real = synth.new_generator
+    monkeypatch.setattr(synth, "new_generator", lambda seed, device="cpu": real(0, device))
+    out = tmp_path / "out"
+    assert _synth(source, out, *LOOSE, "--seed", "5") == 3
+    err = capsys.readouterr().err
+    assert "GATE-SYNTH-002" in err and "another seed than the one asked for" in err, err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-SYNTH-002")
+    assert result.verdict.value == "FAIL" and (result.measured["seed"], result.measured["mismatched"]) == (
+        5,
+        0,
+    )
+    assert result.measured["generator_state_sha256"] == seeded_state_sha256(0, "cpu")
+
+
+@pytest.mark.gate("GATE-SYNTH-002")
 def test_a_replay_one_sample_short_fires_and_a_full_one_holds() -> None:
     wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
     assert measure("GATE-SYNTH-002", {"replayed": wanted, "generated": 10, "mismatched": 0}).ok
@@ -177,3 +199,9 @@ def test_the_device_is_where_it_samples_and_is_recorded(source: Path, tmp_path: 
         assert record.env.device == device
         assert {g.verdict.value for g in record.gates} == {"PASS"}
         assert check_record_truth(record, out, load_spec()).violations == []
+        seeded = next(g.measured for g in record.gates if g.id == "GATE-SYNTH-002")
+        assert (
+            seeded["generator_state_sha256"]
+            == seeded["seeded_state_sha256"]
+            == seeded_state_sha256(0, device)
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import random
@@ -191,6 +192,27 @@ class CrossEntropyScaled:
         loss = torch.nn.functional.cross_entropy(*args, **kwargs)
         factor = self.factor()
         return loss if factor == 1.0 else loss * factor
+
+
+class MeanCrossEntropy:
+    """torch.nn.functional as a scorer sees it, but its cross-entropy averaged whatever reduction it
+    asks for: an NLL that is to be a sum is a mean (the audit's P11 in an evaluation matrix, R01 in
+    `stack eval`). Install it with `monkeypatch.setattr(module, "F", MeanCrossEntropy())`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch.nn.functional, name)
+
+    @staticmethod
+    def cross_entropy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(*args, **{**kwargs, "reduction": "mean"})
+
+
+def characters_for_bytes(value: Any) -> int:
+    """`len` as a module of the stack sees it once planted there (`monkeypatch.setattr(module,
+    "len", characters_for_bytes, raising=False)`): a bytes object counts the characters it encodes,
+    every other value its length. Every UTF-8 byte count of the module becomes a count of
+    characters, consistently (the audit's R20)."""
+    return builtins.len(value.decode("utf-8")) if isinstance(value, bytes) else builtins.len(value)
 
 
 def autocast_of(dtype: str | None) -> Callable[[Trainer], contextlib.AbstractContextManager[object]]:

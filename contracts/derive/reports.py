@@ -32,11 +32,14 @@ from contracts.evidence import EvidenceRecord, RunStatus
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
+from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.schedule import linear_decay
+from contracts.seeds import seeded_state_sha256
 from contracts.shard_layout import shard_bytes
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
+from contracts.verbatim import longest_common_run
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
 
@@ -187,13 +190,6 @@ def written_under(derived: Derivation, report: dict[str, Any]) -> None:
 # -- the evaluation matrix ---------------------------------------------------------------------
 
 
-def bits_per_byte_of(total_nll_nats: float, n_bytes: int) -> float:
-    """Bits per byte of a text whose UTF-8 bytes number `n_bytes` (GATE-EVAL-003's denominator)."""
-    if n_bytes <= 0:
-        raise ValueError("bits per byte of an empty text is undefined")
-    return total_nll_nats / math.log(2) / n_bytes
-
-
 def row_summary(row: dict[str, Any], scores: list[dict[str, Any]]) -> dict[str, Any]:
     """One row of the matrix from its per-item scores, summed in item order as the command sums them."""
     nll = tokens = n_bytes = dropped = 0
@@ -240,6 +236,32 @@ def _row_problems(row: dict[str, Any], report: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _completion_bytes(
+    inputs: Inputs, derived: Derivation, report: dict[str, Any], scores: dict[str, Any]
+) -> list[str]:
+    """Each item's bytes, as each row states them, against the UTF-8 bytes of the completion
+    evalmatrix.json keeps for it (from 1.30.0): what GATE-FT-002's check bytes (rev 5) read, derived."""
+    completions, ids = report.get("completions"), report.get("items")
+    if not (isinstance(completions, list) and isinstance(ids, list) and len(completions) == len(ids)):
+        return []
+    counted = [utf8_bytes(c) if isinstance(c, str) else None for c in completions]
+    if "GATE-FT-002" not in inputs.stale:
+        stated = {name: [item.get("bytes") for item in items] for name, items in scores.items()}
+        derived.put(("gates", "GATE-FT-002", "measured", "bytes_read"), stated, optional=True)
+        derived.put(
+            ("gates", "GATE-FT-002", "measured", "bytes_decoded"),
+            dict.fromkeys(scores, counted),
+            optional=True,
+        )
+    return [
+        f"evalmatrix.json: row {name}'s item {item.get('id')} counts {item.get('bytes')} bytes, but its "
+        f"completion holds {n_bytes} UTF-8 bytes"
+        for name, items in scores.items()
+        for item, n_bytes in zip(items, counted, strict=False)
+        if item.get("bytes") != n_bytes
+    ]
+
+
 @derives("evalmatrix")
 def evalmatrix_record(inputs: Inputs) -> Derivation:
     """Rows from per-item scores; the adapter's gain and GATE-FT-001 from rows B and C; GATE-FT-002's
@@ -283,6 +305,10 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         assert isinstance(scores, dict)
         cut = {name: [item.get("dropped") for item in items] for name, items in scores.items()}
         derived.put(("gates", "GATE-FT-002", "measured", "dropped_read"), cut, optional=True)
+        # the NLLs the rows sum, as GATE-FT-002's check nll read them (rev 4)
+        nll = {name: [item.get("nll") for item in items] for name, items in scores.items()}
+        derived.put(("gates", "GATE-FT-002", "measured", "nll_read"), nll, optional=True)
+        derived.problems += _completion_bytes(inputs, derived, report, scores)
     elif "few_shot" in report:
         derived.gate("GATE-FT-002", {"few_shot": report["few_shot"]})
     return derived
@@ -315,7 +341,24 @@ def sample_record(inputs: Inputs) -> Derivation:
             derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), len(drawn), optional=True)
         if isinstance(prompt := report.get("prompt_tokens"), int):
             derived.put(("gates", "GATE-TRAIN-005", "measured", "prompt_tokens"), prompt, optional=True)
+    # check seeded (GATE-TRAIN-005 rev 10): `stack sample --seed`, as its config states it
+    seeded(inputs, derived, "GATE-TRAIN-005", config.get("seed"))
     return derived
+
+
+def seeded(inputs: Inputs, derived: Derivation, gate_id: str, seed: Any) -> None:
+    """A check seeded's values the record's config decides (where the record shows the check): the
+    seed is the one `seed` states, and the state a generator freshly seeded with it holds, on the
+    device the record's generator drew on, is contracts.seeds' (not derived where this machine has
+    no generator of that device)."""
+    measured = next((g.measured for g in inputs.record.gates if g.id == gate_id), None)
+    if gate_id in inputs.stale or not isinstance(measured, dict) or "seed" not in measured or not whole(seed):
+        return
+    derived.put(("gates", gate_id, "measured", "seed"), seed, optional=True)
+    device = measured.get("generator_device")
+    digest = seeded_state_sha256(seed, device) if isinstance(device, str) else None
+    if digest is not None:
+        derived.put(("gates", gate_id, "measured", "seeded_state_sha256"), digest, optional=True)
 
 
 # -- surgery: laser, quantize, lora merge ------------------------------------------------------
@@ -449,9 +492,54 @@ def memorization_summary(runs: list[int], least: int) -> dict[str, Any]:
     }
 
 
+# The rows of a memorization report, by their key in memorization.json's `continuations`.
+MEMORIZATION_ROWS = {"fine-tuned": "tuned_runs", "base": "base_runs"}
+
+
+def recomputed_runs(report: dict[str, Any]) -> dict[str, list[int]] | None:
+    """Each row's per-example longest verbatim run, found again by contracts.verbatim between the
+    continuation memorization.json keeps for it and the true one (from 1.30.0); None without them."""
+    kept = report.get("continuations")
+    if not isinstance(kept, dict):
+        return None
+    lists = [kept.get(name) for name in ("true", *MEMORIZATION_ROWS)]
+    if not all(isinstance(x, list) and all(isinstance(c, list) for c in x) for x in lists):
+        return None
+    true = lists[0]
+    return {
+        name: [longest_common_run(g, t) for g, t in zip(kept[name], true, strict=False)]
+        for name in MEMORIZATION_ROWS
+    }
+
+
+def _continuation_problems(report: dict[str, Any], recomputed: dict[str, list[int]]) -> list[str]:
+    """The continuations kept: each as long as the report's continuation, one per example in every row,
+    and each row's stated runs the ones they give."""
+    kept, length = report["continuations"], report.get("continuation")
+    problems = [
+        f"memorization.json: {sum(len(c) != length for c in kept[name])} of its {name} continuations are "
+        f"not {length} tokens"
+        for name in ("true", *MEMORIZATION_ROWS)
+        if isinstance(length, int) and any(len(c) != length for c in kept[name])
+    ]
+    problems += [
+        f"memorization.json keeps {len(kept[name])} {name} continuations for {len(kept['true'])} examples"
+        for name in MEMORIZATION_ROWS
+        if len(kept[name]) != len(kept["true"])
+    ]
+    problems += [
+        f"memorization.json: its {key} are {_short(report.get(key), 120)}, but the continuations it keeps "
+        f"give {_short(recomputed[name], 120)} (contracts.verbatim)"
+        for name, key in MEMORIZATION_ROWS.items()
+        if report.get(key) != recomputed[name]
+    ]
+    return problems
+
+
 @derives("memorization")
 def memorization_record(inputs: Inputs) -> Derivation:
-    """GATE-FT-003 from the per-example verbatim runs; the summary from the same file."""
+    """GATE-FT-003 from the per-example verbatim runs, found again in the continuations kept where
+    the file keeps them; the summary from the same runs."""
     derived = Derivation()
     report = report_of(inputs, derived, "memorization.json", "1.6.0")
     if report is None:
@@ -461,7 +549,11 @@ def memorization_record(inputs: Inputs) -> Derivation:
         if key in report:
             derived.put(("config", key), report[key])
     least = report.get("min_verbatim_tokens")
-    runs = {"fine-tuned": report.get("tuned_runs"), "base": report.get("base_runs")}
+    runs = {name: report.get(key) for name, key in MEMORIZATION_ROWS.items()}
+    recomputed = recomputed_runs(report)
+    if recomputed is not None:
+        derived.problems += _continuation_problems(report, recomputed)
+        runs = dict(recomputed)
     if isinstance(least, int) and all(isinstance(r, list) and r for r in runs.values()):
         models = {name: memorization_summary(r, least) for name, r in runs.items()}  # type: ignore[arg-type]
         if not same(report.get("models"), models):
@@ -476,6 +568,11 @@ def memorization_record(inputs: Inputs) -> Derivation:
             "base_overlaps": report["base_runs"],
             "continuation_tokens": report["continuation"],
         }
+        if recomputed is not None:  # check runs (rev 3): the runs stated, against those found again
+            measured |= {
+                "tuned_runs_recomputed": recomputed["fine-tuned"],
+                "base_runs_recomputed": recomputed["base"],
+            }
         judged(inputs, derived, "GATE-FT-003", measured)
     derived.problems += _memorization_count_problems(inputs, report)
     return derived
@@ -624,6 +721,7 @@ def synth_record(inputs: Inputs) -> Derivation:
         judged(inputs, derived, "GATE-SYNTH-001", {**counts, "lines": lines})
     if "generated" in report:
         derived.gate("GATE-SYNTH-002", {"generated": report["generated"]})
+    seeded(inputs, derived, "GATE-SYNTH-002", (report.get("settings") or {}).get("seed"))
     return derived
 
 

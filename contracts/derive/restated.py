@@ -37,7 +37,10 @@ So each is derived again from the config the record cites, by the rule the stack
   elements; and a LoRA run's `lora_matrices.skipped` lists every matrix without an adapter, with
   the selection's reason;
 * GATE-TRAIN-005's `draws` are the monitor's prompts times the tokens it samples after each
-  (contracts.coherence.sample_length).
+  (contracts.coherence.sample_length), and its `seed` the monitor's seed (contracts.seeds
+  .monitor_seed) of train.seed and the step of the last sampling round the log shows, or of the
+  step the gate's result names (a round a gate stopped logs no sample line); its
+  `seeded_state_sha256` is the state a generator freshly seeded with that seed holds.
 
 A value is compared only where the record holds it (an older record may not measure it), and a
 setting a resume changed is not derived where the record's config holds the last invocation's only.
@@ -50,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.coherence import sample_length
 from contracts.curriculum import phase_at, source_bounds
-from contracts.derive.reports import version_key, whole
+from contracts.derive.reports import seeded, version_key, whole
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
 from contracts.model_shape import (
@@ -65,6 +68,7 @@ from contracts.model_shape import (
     trained_tensors,
 )
 from contracts.rewards import REWARDS
+from contracts.seeds import monitor_seed
 
 if TYPE_CHECKING:
     from contracts.derive.training import Log, Settler
@@ -315,6 +319,21 @@ def _draws(config: dict[str, Any], settler: Settler) -> None:
         restate(settler, "GATE-TRAIN-005", "draws", len(prompts) * sample_length(tokens, ctx))
 
 
+def _monitor_seeded(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """GATE-TRAIN-005's check seeded: the seed stated is the monitor's of the last sampling round
+    (the last sample line's step, or the step a gate stopped the round at), and the state it starts."""
+    record = settler.inputs.record
+    result = next((g for g in record.gates if g.id == "GATE-TRAIN-005"), None)
+    train_seed = config.get("train", {}).get("seed")
+    if result is None or not whole(train_seed) or "train.seed" in changed_by_resumes(record):
+        return
+    steps = [line.get("step") for line in log.samples[-1:]] + [result.step]
+    stated = [monitor_seed(train_seed, step) for step in steps if whole(step)]
+    held = measured_of(record, "GATE-TRAIN-005").get("seed")
+    if settler.wanted("GATE-TRAIN-005") and stated:
+        seeded(settler.inputs, settler.derived, "GATE-TRAIN-005", held if held in stated else stated[0])
+
+
 def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
     """Every evaluation's `bandit_rewards` are its arms' rewards under the configured rule
     (contracts.rewards) of the `bandit_losses` it logs, each against the arm's loss at the
@@ -364,6 +383,7 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     for key in ("temperature", "top_k"):
         restate(settler, "GATE-TRAIN-005", key, monitor.get(key))
     _draws(config, settler)
+    _monitor_seeded(config, log, settler)
     _device(config, settler)
     _shaped(config, settler)
     _curriculum(config, log, settler)

@@ -170,6 +170,8 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     }
     return {
         "items": [item.id for item in items],
+        # each item's completion, as scored: the checker counts the bytes each score divides by again
+        "completions": [item.completion for item in items],
         "rows": rows,
         "scores": {r.row.name: r.scores for r in matrix.rows},  # the raw results the rows are summed from
         "adapter_gain_bpb": gain,

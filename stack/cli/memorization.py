@@ -190,6 +190,8 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
         "examples": recall.sources,
         "tuned_runs": recall.tuned,
         "base_runs": recall.base,
+        # every continuation's ids, the true ones and each row's: the checker finds every run again
+        "continuations": recall.continuations,
     }
 
 

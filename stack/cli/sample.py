@@ -4,10 +4,11 @@ Every sampling option is checked while the command line is parsed (stack.cli.val
 temperature or an impossible seed is a one-line usage error before the checkpoint is read.
 
 The generation runs under the gates of a `sample` record: GATE-CKPT-002 when the checkpoint
-loads, and GATE-TRAIN-005's drawn and context checks on what was sampled (every draw replayed
-under the options given, from the logits a plain forward of its context gives; stack.model
-.sampling_checks), so a sampler that penalises the wrong way, cuts before it scales or keeps the
-wrong part of a long text exits 3 instead of printing. `--record DIR` writes the record as
+loads, and GATE-TRAIN-005's drawn, context and seeded checks on what was sampled (every draw
+replayed under the options given, from the logits a plain forward of its context gives, and from
+the generator state the record's seed starts; stack.model.sampling_checks), so a sampler that
+penalises the wrong way, cuts before it scales, keeps the wrong part of a long text or draws from
+another seed than the one given exits 3 instead of printing. `--record DIR` writes the record as
 DIR/metadata.json beside the result (DIR/sample.json); `--evidence-dir LEDGER` files it. Without
 either the gates still fire, and only the text is printed.
 """

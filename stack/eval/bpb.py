@@ -10,20 +10,30 @@ denominator taken from something other than the text's UTF-8 bytes. The first is
 windowing to the sum (`_nll_sum`), which counts the positions of the targets it sums
 (`ScoredPositions`); `check_scored` then requires those to be positions 1..N−1, each once, each
 predicted from the token before it, and the score to be that sum over the text's bytes.
+
+A sum that is not the NLL of those targets (a mean taken for a sum, a batch left out of the total)
+agrees with every count above. So each batch's scoring forward tapes the ids and targets it scored
+and the logits it scored them on (stack.model.consumed), one bounded tape per batch, and the NLL
+it returns is held, batch by batch and in total, to contracts.likelihood's float64 sum over that
+tape (`TapedNll`); and the score to contracts.likelihood's bits per byte of that sum over the
+UTF-8 bytes of the text the scored tokens decode to (GATE-EVAL-003, check nll).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-from contracts.derive.reports import bits_per_byte_of
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.likelihood import bits_per_byte_of, summed_nll, utf8_bytes
+from stack.model.consumed import Consumed, mode_of, record, recording
+from stack.model.consumed import kept as kept_logits
 
 
 class Tokenizer(Protocol):
@@ -106,7 +116,8 @@ def _nll_sum(
     """Summed NLL (nats) of tokens 1.. of each row given the tokens before it.
 
     `windows` (B, L + 1, 2) holds each token's id and its position in the text. The ids the sum
-    takes as targets and their positions are one slice, so `scored` counts exactly what was summed.
+    takes as targets and their positions are one slice, so `scored` counts exactly what was summed;
+    the ids read, the targets and the logits scored are taped (`TapedNll` holds the sum to them).
     """
     windows = windows.to(device)
     (input_ids, input_positions), (target_ids, target_positions) = (
@@ -116,14 +127,72 @@ def _nll_sum(
     logits, _ = model(input_ids, None)
     nll = F.cross_entropy(logits.float().flatten(0, 1), target_ids.flatten(), reduction="none")
     scored.add(target_positions, input_positions)
+    record(
+        Consumed(input_ids, target_ids, None, logits.dtype, mode=mode_of(model), logits=kept_logits(logits))
+    )
     return float(nll.double().sum())
 
 
+# Logit elements (float64) the recomputation of one taped scoring reads at a time: 32 MiB, however
+# long the window or large the vocabulary.
+TAPED_CHUNK_ELEMENTS = 1 << 22
+
+
+def taped_sum(consumed: Consumed) -> float:
+    """contracts.likelihood.summed_nll of one taped scoring, row by row in chunks of positions, so
+    the float64 copy of a large vocabulary's logits stays bounded; NaN for a scoring taped without
+    its logits (no stated sum matches that)."""
+    logits, targets = consumed.logits, consumed.targets
+    if logits is None:
+        return math.nan
+    step = max(1, TAPED_CHUNK_ELEMENTS // logits.shape[-1])
+    return math.fsum(
+        summed_nll(logits[row, start : start + step], targets[row, start : start + step])
+        for row in range(logits.shape[0])
+        for start in range(0, logits.shape[1], step)
+    )
+
+
+class TapedNll:
+    """Each batch's stated NLL against contracts.likelihood's float64 sum over what its forward
+    taped: the total of those sums, and the largest relative difference of any batch, kept as the
+    batches are scored, so no batch's logits outlive it."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.deviation = 0.0
+
+    def add(self, stated: float, tape: list[Consumed]) -> None:
+        """One batch: the NLL its sum returned, and the scorings taped while it was computed (a batch
+        whose tape holds no logits, or a NaN, differs infinitely)."""
+        taped = math.fsum(taped_sum(consumed) for consumed in tape)
+        self.total += taped
+        off = abs(stated - taped)
+        relative = off / abs(taped) if taped else (math.inf if off else 0.0)
+        self.deviation = max(self.deviation, math.inf if math.isnan(relative) else relative)
+
+
+def _taped_nll_sum(
+    model: torch.nn.Module,
+    windows: torch.Tensor,
+    device: torch.device | str,
+    scored: ScoredPositions,
+    taped: TapedNll,
+) -> float:
+    """`_nll_sum` of one batch under a tape of its own, held to the tape by `taped`."""
+    with recording(keep_logits=True) as tape:
+        stated = _nll_sum(model, windows, device, scored)
+    taped.add(stated, tape)
+    return stated
+
+
 def scored_measured(
-    scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float
+    scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float, taped: TapedNll, decoded: str
 ) -> dict[str, Any]:
     """What GATE-EVAL-003 judges of a scoring: the positions the sum took, the count the result
-    claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here."""
+    claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here; and
+    (check nll) the NLL the forwards' tapes give, the worst batch's difference from it, and the
+    UTF-8 bytes of the text the scored tokens decode to (`decoded`), counted by contracts.likelihood."""
     return {
         **scored.measured(),
         "predicted_tokens": result["predicted_tokens"],
@@ -132,6 +201,9 @@ def scored_measured(
         "bits_per_byte": result["bits_per_byte"],
         "bytes": result["bytes"],
         "text_bytes": len(text.encode("utf-8")),
+        "nll_taped": taped.total,
+        "nll_batch_deviation": taped.deviation,
+        "bytes_decoded": utf8_bytes(decoded),
     }
 
 
@@ -172,7 +244,8 @@ def evaluate_text(
     batch_size at a time; a shorter final window is scored on its own. The first token of the text
     has no context and is not predicted, so the NLL covers tokens[1:] while bits per byte divides
     by every byte of the text: a slight overestimate, on the conservative side. GATE-EVAL-003
-    judges the positions the sum took and the score's bytes (`check_scored`) before it is returned.
+    judges the positions the sum took and the score's bytes (`check_scored`) before it is returned,
+    and the NLL of every batch against the logits its forward taped (`TapedNll`).
 
     Returns loss (mean nats per predicted token), bits_per_byte, tokens (of the text),
     predicted_tokens (tokens − 1) and bytes (UTF-8 bytes of the text).
@@ -183,16 +256,18 @@ def evaluate_text(
     # (N, 2): each token's id and its position, which travel together into the sum.
     tokens = torch.stack([torch.tensor(ids, dtype=torch.long), torch.arange(len(ids))], dim=-1)
     full, rest = text_windows(tokens, seq_len)
-    total = 0.0
+    total, taped = 0.0, TapedNll()
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             scored = ScoredPositions(len(ids), device)
             if len(full):
-                total += sum(_nll_sum(model, batch, device, scored) for batch in full.split(batch_size))
+                total += sum(
+                    _taped_nll_sum(model, batch, device, scored, taped) for batch in full.split(batch_size)
+                )
             if rest.shape[1] > 1:
-                total += _nll_sum(model, rest, device, scored)
+                total += _taped_nll_sum(model, rest, device, scored, taped)
     finally:
         model.train(was_training)
     predicted = len(ids) - 1
@@ -203,5 +278,5 @@ def evaluate_text(
         "predicted_tokens": predicted,
         "bytes": len(text.encode("utf-8")),
     }
-    check_scored(scored_measured(scored, text, result, total))
+    check_scored(scored_measured(scored, text, result, total, taped, tokenizer.decode(ids)))
     return result

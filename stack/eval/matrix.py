@@ -9,10 +9,12 @@ what prompting its base model already gets.
 | D   | the adapter's model, else the base | the passages BM25 retrieves for the prompt  |
 
 Each row scores every item's reference completion (stack.eval.completion): bits per byte over
-the bytes of all completions, loss per completion token, and with `exact` the share of items
+the UTF-8 bytes of all completions, loss per completion token, and with `exact` the share of items
 whose greedy continuation is the completion. Rows C and D need an adapter and a document folder.
-The per-item scores are kept (evalmatrix.json's `scores`): each row is their sum, by the function
-the integrity check re-derives the record's rows with (contracts.derive.reports.row_summary).
+The per-item scores are kept (evalmatrix.json's `scores`), and each item's completion
+(`completions`): each row is the scores' sum, by the function the integrity check re-derives the
+record's rows with (contracts.derive.reports.row_summary), and each score's bytes are held to the
+UTF-8 bytes of the completion its forward scored (GATE-FT-002's check bytes, contracts.likelihood).
 
 Two gates judge the matrix. GATE-FT-002 (blocking): every row scored the same item ids in the
 same order, and no few-shot example is the item it precedes, by id or by content; the draw
@@ -36,7 +38,7 @@ from contracts.bm25 import bm25
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
-from contracts.likelihood import summed_nll
+from contracts.likelihood import summed_nll, utf8_bytes
 from contracts.truncation import Window, completion_window, window_sha256
 from stack.data.tokenizer import Tokenizer
 from stack.eval.bpb import check_round_trip
@@ -89,6 +91,8 @@ class RowResult:
     ctx: int = 0
     # per item, the summed NLL of the taped targets under the taped logits (contracts.likelihood)
     nll_taped: list[float | None] = field(default_factory=list)
+    # per item, the UTF-8 bytes of the text the taped targets decode to (contracts.likelihood)
+    bytes_decoded: list[int | None] = field(default_factory=list)
 
     @property
     def ids(self) -> list[str]:
@@ -233,7 +237,7 @@ def score_row(
     row: Row, model: GPT, setup: Setup, contexts: list[tuple[Item, str]], advance: Callable[[], None]
 ) -> RowResult:
     """Score every (item, context) of one row: one score per item, bytes counted on the completion."""
-    scores, read, windows, nlls = [], [], [], []
+    scores, read, windows, nlls, decoded = [], [], [], [], []
     for item, context in contexts:
         read.append(text_sha256(context))  # the text the model is handed, as handed
         where = f"row {row.name}, item {item.id}"
@@ -243,6 +247,7 @@ def score_row(
             )
         windows.append(taped_window(tape))
         nlls.append(taped_nll(tape))
+        decoded.append(taped_bytes(tape, setup.tokenizer))
         scores.append(
             {
                 "id": item.id,
@@ -254,7 +259,7 @@ def score_row(
             }
         )
         advance()
-    return RowResult(row, scores, read, windows, model.config.ctx, nlls)
+    return RowResult(row, scores, read, windows, model.config.ctx, nlls, decoded)
 
 
 def taped_window(tape: list[Consumed]) -> str:
@@ -273,6 +278,15 @@ def taped_nll(tape: list[Consumed]) -> float | None:
     if len(tape) != 1 or tape[0].logits is None:
         return None
     return summed_nll(tape[0].logits, tape[0].targets)
+
+
+def taped_bytes(tape: list[Consumed], tokenizer: Tokenizer) -> int | None:
+    """The UTF-8 bytes (contracts.likelihood.utf8_bytes) of the text the one scoring forward's taped
+    targets decode to: the completion as scored, which its bits per byte divide by; None when the
+    tape holds another number of scorings (no stated count matches that)."""
+    if len(tape) != 1:
+        return None
+    return utf8_bytes(tokenizer.decode([t for t in tape[0].targets[0].tolist() if t >= 0]))
 
 
 def stated_windows(
@@ -296,7 +310,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
     documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
-    taped targets' NLL under its taped logits (`taped_nll`), and each item's retrieved passages
+    taped targets' NLL under its taped logits (`taped_nll`), each item's bytes against the UTF-8
+    bytes of the text its taped targets decode to (`taped_bytes`), and each item's retrieved passages
     against the best of those left, all scored by the statute (`rescored`)."""
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
@@ -313,6 +328,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
     measured["dropped_stated"] = {name: [w.dropped for w in windows] for name, windows in stated.items()}
     measured["nll_read"] = {r.row.name: [score["nll"] for score in r.scores] for r in matrix.rows}
     measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
+    measured["bytes_read"] = {r.row.name: [score["bytes"] for score in r.scores] for r in matrix.rows}
+    measured["bytes_decoded"] = {r.row.name: r.bytes_decoded for r in matrix.rows}
     if matrix.retrieved:
         measured["retrieval"] = [
             {"item": item, "asked": passages, **matrix.rescored[item]} for item in matrix.retrieved

@@ -12,6 +12,10 @@ when the fine-tuned model reproduces more than max_rate of the examples. The bas
 measured on the same prefixes as a control: text any model of the language would continue the
 same way (licence headers, boilerplate) shows up in both.
 
+Every continuation's ids are kept (memorization.json's `continuations`: the true ones and each
+row's), and GATE-FT-003's check runs holds each run to the one contracts.verbatim finds between
+them, a rule written apart from `longest_common_run`; the checker finds every run again from them.
+
 Examples are whole documents from a prepared DATA_DIR's train split, or lines of a JSONL file
 ({"text"}, {"prompt", "completion"} joined, or a chat record {"messages"} rendered by the chat
 template into the ids SFT trained on), drawn without replacement by a seeded generator.
@@ -31,6 +35,7 @@ from torch import nn
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.verbatim import longest_common_run as statute_run
 from stack.data.line_ends import text_lines
 from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
 from stack.data.tokenizer import Tokenizer
@@ -69,6 +74,15 @@ class Recall:
     # Per row, the sha256 of the weights of the model handed in for it and of the one that generated
     models_given: dict[str, str]
     models_measured: dict[str, str]
+    # The ids of every continuation: "true" (each example's, after its prefix) and each row's, as drawn
+    continuations: dict[str, list[list[int]]]
+
+    def recomputed(self, row: str) -> list[int]:
+        """Each example's run between `row`'s continuation and the true one, by contracts.verbatim."""
+        return [
+            statute_run(g, t)
+            for g, t in zip(self.continuations[row], self.continuations["true"], strict=True)
+        ]
 
 
 def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
@@ -187,13 +201,16 @@ def check_greedy(tally: DrawTally, vocab: int, device: torch.device) -> None:
 
 
 def recall_outcome(recall: Recall) -> Outcome:
-    """GATE-FT-003 over the runs measured for both models."""
+    """GATE-FT-003 over the runs measured for both models, and (check runs) those contracts.verbatim
+    finds in the continuations kept."""
     measured = {
         "tuned_overlaps": recall.tuned,
         "base_overlaps": recall.base,
         "continuation_tokens": recall.continuation,
         "models_given": recall.models_given,
         "models_measured": recall.models_measured,
+        "tuned_runs_recomputed": recall.recomputed("fine-tuned"),
+        "base_runs_recomputed": recall.recomputed("base"),
     }
     return measure(
         "GATE-FT-003", measured, holds="the fine-tuned model does not recite its training examples"
@@ -221,11 +238,12 @@ def measure_recall(
     truth = tokens[:, prefix:].tolist()
     given = {"fine-tuned": weights_sha256(tuned), "base": weights_sha256(base)}
     runs, measured, tally = {}, {}, DrawTally(GREEDY)
+    kept = {"true": [e.tokens[prefix : prefix + continuation] for e in examples]}  # as the examples hold them
     for name, model in rows(tuned, base):
         advance(name)
         measured[name] = weights_sha256(model)  # the row's model, as it generates
-        generated = continue_greedily(model, tokens[:, :prefix], continuation, batch, tally)
-        runs[name] = [longest_common_run(g, t) for g, t in zip(generated, truth, strict=True)]
+        kept[name] = continue_greedily(model, tokens[:, :prefix], continuation, batch, tally)
+        runs[name] = [longest_common_run(g, t) for g, t in zip(kept[name], truth, strict=True)]
     check_greedy(tally, tuned.config.vocab, tuned.embed.weight.device)  # before any run is reported
     sources = [e.source for e in examples]
-    return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured)
+    return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured, kept)

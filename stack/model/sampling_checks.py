@@ -33,6 +33,12 @@ position (what the KV cache stands for), and past the model's context the window
 the text fills it, its newest half is the prompt of the next chunk). One plain forward of each
 window, without a cache, must give the head the logits every draw of it was made from, within
 context_logits_rtol of its largest logit.
+
+The replay starts from the state the generator held before the first draw, whatever it was: a
+generator seeded with another seed than the one stated replays just as well. So a tally that
+states the seed its draws were to start from (`stack sample`'s --seed, the monitor's seed of the
+round, contracts.seeds.monitor_seed) holds that kept state, by sha256, to the state a generator
+freshly seeded with it holds (contracts.seeds.seeded_state_sha256): the `seeded` check.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import torch
 from torch import nn
 
 from contracts.gates import Outcome, gate_require, measure
+from contracts.seeds import seeded_state_sha256, state_sha256
 from stack.model.checks import relative_deviation
 from stack.model.config import ModelConfig
 from stack.model.generate import NothingToDraw, generate_long
@@ -274,9 +281,12 @@ class SpreadLogits(nn.Module):
 @dataclass
 class DrawTally:
     """A sampling round's draws against their replays under the settings they were to be drawn
-    with: the model's samples (`draws`) and the spread probe's (`probe_draws`)."""
+    with: the model's samples (`draws`) and the spread probe's (`probe_draws`); and, where the round
+    states the `seed` its draws start from, the generator state its first generation started from."""
 
     sampler: Sampler
+    seed: int | None = None
+    first: Draws | None = None
     draws: int = 0
     mismatched_draws: int = 0
     probe_draws: int = 0
@@ -295,6 +305,8 @@ class DrawTally:
     def add(self, draws: Draws, drawn: torch.Tensor | None, model: nn.Module, idx: torch.Tensor) -> None:
         """One generation from `model` after the prompt `idx`: its sampled tokens (B, n) against their
         replay, and the logits they were drawn from against a plain forward of each window."""
+        if self.first is None:
+            self.first = draws
         if self.add_undrawn(draws) or drawn is None:
             return
         self.sampled += drawn.tolist()
@@ -318,7 +330,8 @@ class DrawTally:
         )
 
     def measured(self) -> dict[str, Any]:
-        """GATE-TRAIN-005's `drawn` and `context` values, with every setting the draws were replayed under."""
+        """GATE-TRAIN-005's `drawn` and `context` values, with every setting the draws were replayed
+        under, and with a stated seed the `seeded` values."""
         return {
             **self.sampler.settings(),
             "draws": self.draws,
@@ -326,6 +339,22 @@ class DrawTally:
             "probe_draws": self.probe_draws,
             "mismatched_probe_draws": self.mismatched_probe_draws,
             "context_logits_deviation": self.context_logits_deviation,
+            **(self.seeded() if self.seed is not None else {}),
+        }
+
+    def seeded(self) -> dict[str, Any]:
+        """The `seeded` check's values: the seed stated, the device of the generator the first
+        generation drew with, the sha256 of the state it started from, and that of a generator of
+        that device freshly seeded with the seed (contracts.seeds)."""
+        assert self.seed is not None
+        device = None if self.first is None else self.first.generator_device.type
+        return {
+            "seed": self.seed,
+            "generator_device": device,
+            "generator_state_sha256": None
+            if self.first is None
+            else state_sha256(self.first.generator_state),
+            "seeded_state_sha256": None if device is None else seeded_state_sha256(self.seed, device),
         }
 
 
@@ -364,12 +393,13 @@ def sample_checked(
     """`idx` (B, T) and `tokens` tokens sampled after it by `generate_long` with `sampler`'s settings
     (`stack sample`'s generation, past the model's context too), held to GATE-TRAIN-005 before it is
     returned: every draw replayed from the logits it was made from after the context it had, those
-    logits a plain forward's of their window, and the spread probe (from `seed`) drawn by the
+    logits a plain forward's of their window, the generator's state before the first draw the one
+    `seed` (the seed the record states) starts, and the spread probe (from `seed`) drawn by the
     model's own `generate` with the same settings and replayed."""
     out = None
     with watching_draws(model, generator) as draws, counting_undrawn(draws, idx.shape[0] * tokens):
         out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator)
-    tally = DrawTally(sampler)
+    tally = DrawTally(sampler, seed)
     tally.add(draws, None if out is None else out[:, idx.shape[1] :], model, idx)
     spread = SpreadLogits(probe_width(model.config.vocab, sampler.top_k), idx.device, seed)
     probe, drawn = sample_watched(spread, spread.prompt, PROBE_TOKENS, sampler, generator)

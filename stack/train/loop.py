@@ -41,6 +41,7 @@ from contracts.evidence import atomic_write_bytes
 from contracts.judges import COMPUTE_DTYPES
 from contracts.plan import step_sha256
 from contracts.schedule import SCHEDULE_KEYS, lr_at
+from contracts.seeds import monitor_seed
 from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
@@ -982,7 +983,8 @@ class Trainer:
         ctx = self.config.model.ctx
         length = sample_length(monitor_cfg.tokens, ctx)  # the prompt keeps the rest of the context
         sampler = Sampler(monitor_cfg.temperature, monitor_cfg.top_k)
-        tally = DrawTally(sampler)  # every draw replayed (GATE-TRAIN-005)
+        # every draw replayed, from the state the round's stated seed starts (GATE-TRAIN-005)
+        tally = DrawTally(sampler, monitor_seed(self.config.train.seed, self.state.step))
         generations = []
         for prompt in monitor_cfg.prompts:
             ids = self.tokenizer.encode(prompt)[-(ctx - length) :]

@@ -23,7 +23,9 @@ The gates bound here:
 - GATE-SYNTH-001 the counts add up: every generated sample is kept or dropped for one reason,
   and the file holds exactly the kept ones (`check_counts`);
 - GATE-SYNTH-002 same seed, same samples: the first samples are generated again from the seed
-  and must hash the same (`check_replay`).
+  and must hash the same (`check_replay`); a replay seeded the way the synthesis was repeats a
+  wrong seed too, so the state the generator held before the first draw is also held to the one
+  a generator freshly seeded with the stated seed holds (check seeded, contracts.seeds).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 from contracts.coherence import coherence_score
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges_tune import SYNTH_REASONS
+from contracts.seeds import seeded_state_sha256, state_sha256
 from contracts.spec import load_spec
 from stack.data.sft_template import ChatTemplate
 from stack.data.tokenizer import Tokenizer
@@ -72,6 +75,9 @@ class Report:
     kept: list[Sample] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     raw_sha256: list[str] = field(default_factory=list)
+    # the generator the samples were drawn with: its device, and the sha256 of its state before the first draw
+    generator_device: str | None = None
+    generator_state_sha256: str | None = None
 
     @property
     def generated(self) -> int:
@@ -178,7 +184,8 @@ def synthesize(
 ) -> Report:
     """Generate `settings.samples` samples from the seed and filter them."""
     model.eval()
-    rng, report, seen = new_generator(settings.seed, next(model.parameters()).device), Report(), set()
+    rng, seen = new_generator(settings.seed, next(model.parameters()).device), set()
+    report = Report(generator_device=rng.device.type, generator_state_sha256=state_sha256(rng.get_state()))
     for done in range(1, settings.samples + 1):
         sample = draw(model, tokenizer, template, settings, rng)
         if sample is None:
@@ -247,12 +254,23 @@ def check_counts(report: Report, written: Path) -> None:
 def replay_measured(
     model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, report: Report
 ) -> dict[str, object]:
-    """The first samples generated again from the seed: how many, and how many hash otherwise."""
+    """The first samples generated again from the seed: how many, and how many hash otherwise; and
+    (check seeded) the state the synthesis's generator started from against a generator freshly
+    seeded with the stated seed."""
     wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
     count = min(wanted, report.generated)
     again = synthesize(model, tokenizer, template, SynthSettings(**{**settings.__dict__, "samples": count}))
     mismatched = sum(a != b for a, b in zip(again.raw_sha256, report.raw_sha256[:count], strict=True))
-    return {"replayed": count, "generated": report.generated, "mismatched": mismatched}
+    device = report.generator_device
+    return {
+        "replayed": count,
+        "generated": report.generated,
+        "mismatched": mismatched,
+        "seed": settings.seed,
+        "generator_device": device,
+        "generator_state_sha256": report.generator_state_sha256,
+        "seeded_state_sha256": None if device is None else seeded_state_sha256(settings.seed, device),
+    }
 
 
 def replay_outcome(
