@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the judges read this module's rules; only the recomputation needs torch
+    import torch
 
 # The statistics of a site, in the trace's order: the element count, then what its elements give.
 STATISTICS = ("count", "mean", "std", "min", "max", "absmax", "nan", "inf", "zero", "l1_fp64")
@@ -30,6 +31,8 @@ def statistics(tensor: torch.Tensor) -> torch.Tensor:
     rest): the count; the mean; the population std (√ of the mean squared deviation from the mean);
     min and max; absmax, the largest |x|; the counts of NaN, of ±Inf and of exact zeros; l1_fp64,
     Σ|x|. A NaN anywhere makes the moments NaN (IEEE). An empty tensor's are all 0."""
+    import torch
+
     x = tensor.detach().reshape(-1).to(torch.float64)
     n = x.numel()
     if n == 0:
