@@ -27,6 +27,8 @@ from typing import Any
 from contracts.likelihood import bits_per_byte_of
 from contracts.patching import recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
+from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
+from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
@@ -1619,13 +1621,20 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-TRACE-002",
-    checks={"complete": ("missing", "partial", "recorded_twice"), "identity": ("identities+",)},
+    checks={
+        "complete": ("missing", "partial", "recorded_twice"),
+        "identity": ("identities+",),
+        # rev 3: a sample of sites' statistics are their definitions' from the tensors observed
+        "statistics": ("stats_recorded+", "stats_recomputed+"),
+    },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
-    """Every site present once with every statistic (`complete`), and each site that is a module's
+    """Every site present once with every statistic (`complete`), each site that is a module's
     output within site_identity_rtol × its largest magnitude of that module on the traced sites
-    it reads (`identity`): a hook on the wrong module, or two names swapped, fails there."""
-    problems = []
+    it reads (`identity`): a hook on the wrong module, or two names swapped, fails there; and the
+    statistics recorded of a sample of sites consistent with each other and with those recomputed
+    by their definitions from the tensors the sites observed (`statistics`)."""
+    problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
     if has(m, "identities"):
         found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
         if found:
@@ -1647,6 +1656,50 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
 
 
+def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:
+    """GATE-TRACE-002's check `statistics`: per sampled site, the recorded statistics against each
+    other (contracts.site_statistics.inconsistencies) and against those recomputed from its tensor:
+    the counts, min, max and absmax exactly, mean and std within statistics_rtol × the recomputed
+    absmax, l1_fp64 within statistics_rtol × itself (other summation orders, float32 sums on the
+    torch path)."""
+    recorded, recomputed = m["stats_recorded"], m["stats_recomputed"]
+    if not isinstance(recorded, Mapping) or not isinstance(recomputed, Mapping):
+        raise Malformed("'stats_recorded' and 'stats_recomputed' must map each site to its statistics")
+    if set(recorded) != set(recomputed):
+        return [f"statistics recorded of sites {sorted(recorded)}, recomputed of {sorted(recomputed)}"]
+    found = []
+    for site in sorted(recorded):
+        mine, again = recorded[site], recomputed[site]
+        if not isinstance(mine, Mapping) or not isinstance(again, Mapping):
+            raise Malformed(f"the statistics of {site} are not an object of statistics")
+        found += [f"{site}: {p}" for p in inconsistencies(mine)]
+        found += [f"{site}: {p}" for p in _unlike_recomputed(mine, again, t["statistics_rtol"])]
+    if not found:
+        return []
+    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    return [
+        f"the trace's statistics are not what their definitions give from the tensors the sites observed "
+        f"({shown}): the statistics kernel computes another quantity?"
+    ]
+
+
+def _unlike_recomputed(mine: Mapping[str, Any], again: Mapping[str, Any], rtol: float) -> list[str]:
+    """The statistics of one site recorded otherwise than recomputed (see `_statistics_problems`)."""
+    scale = {"mean": "absmax", "std": "absmax", "l1_fp64": "l1_fp64"}
+    off = []
+    for key in STATISTICS:
+        have, want = real_statistic(mine.get(key)), real_statistic(again.get(key))
+        if have is None or want is None:
+            raise Malformed(f"statistic {key} is {mine.get(key)!r} recorded, {again.get(key)!r} recomputed")
+        if have == want or (math.isnan(have) and math.isnan(want)):
+            continue
+        size = real_statistic(again.get(scale.get(key, key))) or 0.0
+        allowed = 0.0 if key in EXACT or not math.isfinite(want) else rtol * abs(size)
+        if not abs(have - want) <= allowed:
+            off.append(f"{key} {have!r}, recomputed {want!r}")
+    return off
+
+
 def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:
     diff, finite = number(m, f"{prefix}max_abs_diff"), flag(m, f"{prefix}finite")
     if finite and diff <= atol:
@@ -1659,17 +1712,32 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     checks={
         "logits": ("max_abs_diff", "finite"),
         "special": ("special_ids+", "eot_id"),
-        # rev 3: the configuration read back from the export is the model's
+        # rev 3: the configuration read back from the export is the model's (rev 4: every field
+        # of config.json as transformers loads it, dtype included, against contracts.hf_export)
         "architecture": ("architecture_keys", "architecture_differing"),
+        # rev 4: a plain from_pretrained loads the export in the dtype its weights are stored in
+        "loaded": ("loaded_dtypes+", "stored_dtypes+"),
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     """The HF model's logits within logits_atol of the stack's (`logits`), every special id an
-    export names, where transformers reads it, the stack tokenizer's end of text (`special`), and
-    every setting the importer reads back from the export the model's own (`architecture`)."""
+    export names, where transformers reads it, the stack tokenizer's end of text (`special`),
+    every setting the importer reads back from the export and every field of its config.json the
+    model's own (`architecture`), and the dtypes a plain load gives the ones stored (`loaded`)."""
     problems = (
         _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
     )
+    if has(m, "loaded_dtypes", "stored_dtypes"):
+        loaded, stored = (
+            sorted(map(str, items(m, "loaded_dtypes"))),
+            sorted(map(str, items(m, "stored_dtypes"))),
+        )
+        if loaded != stored:
+            problems.append(
+                f"transformers' plain from_pretrained loads the export in {', '.join(loaded)}, but its "
+                f"weights are stored in {', '.join(stored)}: config.json declares another dtype than its "
+                "weights', and users get a model other than the one exported"
+            )
     if has(m, "special_ids", "eot_id"):
         problems += _special_id_problems(m)
     if has(m, "architecture_keys", "architecture_differing"):
@@ -1824,12 +1892,44 @@ def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
     return None
 
 
-@judges("GATE-LENS-002", checks={"probes": ("probes+",), "schedule": ("applied_lrs+", "scheduled_lrs+")})
+@judges(
+    "GATE-LENS-002",
+    checks={
+        "probes": ("probes+",),
+        "schedule": ("applied_lrs+", "scheduled_lrs+"),
+        # rev 4: every other hyper-parameter the record states is the one the optimizer applied
+        "hyperparameters": ("applied_hyperparameters+", "stated_hyperparameters+"),
+    },
+)
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
-    """Every check present: each probe moved or had nothing to learn (probes), and the rate the
-    optimizer applied at every step within lr_rtol of the lens schedule's (schedule)."""
+    """Every check present: each probe moved or had nothing to learn (probes), the rate the
+    optimizer applied at every step within lr_rtol of the lens schedule's (schedule), and every
+    other hyper-parameter it applied at every step the one the record states (hyperparameters)."""
     problems = _probes_moved(m, t) if "probes" in m else []
+    problems += _stepped_as_stated(m) if "applied_hyperparameters" in m else []
     return problems + (_stepped_as_scheduled(m, t) if "applied_lrs" in m else [])
+
+
+def _stepped_as_stated(m: Measured) -> list[str]:
+    """Per step, each hyper-parameter the optimizer applied (read from its parameter groups) against
+    the value the record states, exactly: the stack hands the optimizer the setting's own value."""
+    stated, applied = m["stated_hyperparameters"], items(m, "applied_hyperparameters")
+    if not isinstance(stated, Mapping) or not all(isinstance(step, Mapping) for step in applied):
+        raise Malformed("the stated and each step's applied hyper-parameters must be objects")
+    off = [
+        (step, key, values.get(key), want)
+        for step, values in enumerate(applied, start=1)
+        for key, want in stated.items()
+        if not (values.get(key) == want and isinstance(values.get(key), bool) == isinstance(want, bool))
+    ]
+    if not off:
+        return []
+    step, key, have, want = off[0]
+    keys, steps = sorted({k for _, k, _, _ in off}), len({s for s, *_ in off})
+    return [
+        f"the optimizer applied {', '.join(keys)} other than the record states at {steps} of "
+        f"{len(applied)} step(s); first at step {step}: {key} {have!r}, stated {want!r}"
+    ]
 
 
 def _stepped_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
@@ -1896,6 +1996,8 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "heldout": ("layers+", "recomputed_batches+"),
         "readings": ("reading_kl+", "recomputed_reading_kl+"),
+        # rev 3: a reading's entropies are contracts.divergence's of the log-probabilities it read
+        "entropy": ("reading_entropy+", "recomputed_reading_entropy+"),
         "top": ("reading_top+", "top_logprobs+", "recomputed_top_logprobs+"),
         "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
     },
@@ -1905,10 +2007,13 @@ def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
     apart from it by torch's kl_div against a plain forward's distribution: a comparison's held-out
     mean per layer and lens against the mean, taken here, of each batch's recomputed KL with each
     lens by name (heldout); a reading's value per layer and position, the model's own row at KL 0
-    (readings); a reading's top-k probabilities against the log-probabilities it read (top); the
-    loss the lens training backpropagated against its documented objective (objective)."""
+    (readings); a reading's entropy per layer and position against −Σ p log p of the
+    log-probabilities it read (entropy); a reading's top-k probabilities against those
+    log-probabilities (top); the loss the lens training backpropagated against its documented
+    objective (objective)."""
     problems = _heldout_kl(m, t) if has(m, "layers", "recomputed_batches") else []
     problems += _reading_kl(m, t) if has(m, "reading_kl", "recomputed_reading_kl") else []
+    problems += _reading_entropy(m, t) if has(m, "reading_entropy") else []
     problems += _reading_top(m, t) if has(m, "reading_top", "top_logprobs") else []
     return problems + (_trained_objective(m, t) if has(m, "objective_losses") else [])
 
@@ -2006,6 +2111,33 @@ def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
             f"distribution at {len(own)} position(s), not 0: another row was taken as the final one"
         )
     return problems
+
+
+def _reading_entropy(m: Measured, t: Thresholds) -> list[str]:
+    """Each reported entropy within kl_atol + kl_rtol × the one contracts.divergence.entropy gives of
+    the same log-probabilities, per layer and position (both float64 sums of the same terms)."""
+    reported, recomputed = items(m, "reading_entropy"), items(m, "recomputed_reading_entropy")
+    shape = [len(row) if isinstance(row, list) else None for row in reported]
+    if None in shape or shape != [len(row) if isinstance(row, list) else None for row in recomputed]:
+        return [
+            "the reading's entropies and the recomputed ones are not one value per layer and position alike"
+        ]
+    off = [
+        (layer, position, have, want)
+        for layer, (row, again) in enumerate(zip(reported, recomputed, strict=True))
+        for position, (have, want) in enumerate(
+            zip(_reals({"e": row}, "e"), _reals({"e": again}, "e"), strict=True)
+        )
+        if _kl_off(have, want, t)
+    ]
+    if not off:
+        return []
+    layer, position, have, want = off[0]
+    return [
+        f"{len(off)} of the reading's entropies are not −Σ p log p of the distribution it read; first "
+        f"layer {layer}, position {position}: {have:.10g} nats, recomputed {want:.10g} (a mean over the "
+        "vocabulary for its sum, or bits for nats?)"
+    ]
 
 
 def _reading_top(m: Measured, t: Thresholds) -> list[str]:
@@ -2277,20 +2409,74 @@ def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LASER-003", needs=("targets+", "changed"))
+@judges(
+    "GATE-LASER-003",
+    checks={
+        "changed": ("targets+", "changed"),
+        # rev 2: the targets are what the command line's --targets and --layers select
+        "selection": ("targets+", "selected+"),
+    },
+)
 def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
+    """Only the targets' tensors changed (`changed`), and the targets are exactly the tensors the
+    command line selects by contracts.selection's rule (`selection`)."""
     targets = {str(name) for name in items(m, "targets")}
-    stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
-    return [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
-
-
-@judges("GATE-HQQ-001", needs=("matrices+",))
-def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
     problems = []
-    for row in _rows(m, "matrices"):
+    if has(m, "changed"):
+        stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
+        problems += [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
+    if has(m, "selected"):
+        chosen = {str(name) for name in items(m, "selected")}
+        left, added = sorted(chosen - targets), sorted(targets - chosen)
+        if left or added:
+            problems.append(
+                f"the surgery's targets are not the matrices its --targets and --layers select "
+                f"(contracts.selection): left out {', '.join(left) or 'none'}; taken beyond them "
+                f"{', '.join(added) or 'none'} (a range read without its last block?)"
+            )
+    return problems
+
+
+@judges(
+    "GATE-HQQ-001",
+    checks={
+        "error": ("matrices+",),
+        # rev 3: the weights written lie on a 2^bits grid per group, its codes dequantised
+        "grid": ("grid+", "bits"),
+    },
+)
+def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
+    """Each matrix's HQQ error at most max_error_ratio × round-to-nearest's (`error`), and each
+    matrix as written a grid of at most 2^bits levels per group, one scale and one zero-point per
+    group, integer codes in [0, 2^bits − 1] whose dequantisation is every written weight (`grid`)."""
+    problems = []
+    for row in _rows(m, "matrices") if has(m, "matrices") else []:
         hqq, rtn = number(row, "hqq_error"), number(row, "rtn_error")
         if not hqq <= t["max_error_ratio"] * rtn:
             problems.append(f"{row['matrix']}: HQQ error {hqq:.6g} > round-to-nearest's {rtn:.6g}")
+    return problems + (_off_grid(m) if has(m, "grid") else [])
+
+
+def _off_grid(m: Measured) -> list[str]:
+    """GATE-HQQ-001's check grid, matrix by matrix (see `_hqq_beats_rtn`)."""
+    top = 2 ** count(m, "bits") - 1
+    problems = []
+    for row in _rows(m, "grid"):
+        groups, found = count(row, "groups"), []
+        if count(row, "levels") > top + 1:
+            found.append(
+                f"a group holds {row['levels']} distinct values (a {m['bits']}-bit grid has {top + 1})"
+            )
+        if count(row, "scales") != groups or count(row, "zeros") != groups:
+            found.append(f"{row['scales']} scales and {row['zeros']} zero-points for {groups} groups")
+        low, high = number(row, "codes_min"), number(row, "codes_max")
+        if not (flag(row, "codes_integral") and 0 <= low <= high <= top):
+            found.append(f"codes from {low:g} to {high:g}, not integers in 0..{top}")
+        if unreproduced := count(row, "unreproduced"):
+            found.append(f"{unreproduced} weights written are not the dequantisation of their codes")
+        problems += (
+            [f"{row['matrix']} as written is no {m['bits']}-bit grid: {'; '.join(found)}"] if found else []
+        )
     return problems
 
 
@@ -2391,13 +2577,21 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-002", needs=("routed+",))
+@judges(
+    "GATE-ARCH-002",
+    checks={
+        "shares": ("routed+",),
+        # rev 2: the window's assignments are every token each MoE layer received × top_k
+        "total": ("routed+", "routed_tokens+", "top_k"),
+    },
+)
 def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
-    """Each expert's share of assignments within [min, max] × 1/E, per MoE layer."""
+    """Each expert's share of assignments within [min, max] × 1/E, per MoE layer (`shares`), and
+    the window's assignments per layer exactly the tokens it received × top_k (`total`)."""
     routed = m.get("routed")
     if not isinstance(routed, Mapping) or not routed:
         raise Malformed("'routed' must map each MoE layer to its per-expert counts")
-    problems = []
+    problems = routed_total_problems(routed, m) if has(m, "routed_tokens", "top_k") else []
     for layer, counts in routed.items():
         if not isinstance(counts, list) or not counts:
             raise Malformed(f"{layer}: {counts!r} is not a list of counts")
@@ -2414,6 +2608,31 @@ def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
                 problems.append(
                     f"{layer}.expert{e} received {share:.3g} of the assignments (allowed {allowed})"
                 )
+    return problems
+
+
+def routed_total_problems(window: Mapping[str, Any], m: Measured) -> list[str]:
+    """GATE-ARCH-002's and -012's check `total`: each MoE layer's assignments in one evaluation
+    window, summed over its experts, against the tokens its forwards received in that window
+    (`routed_tokens`) × `top_k`, exactly (every token reaches all k of its experts, none dropped),
+    and the same layers on both sides."""
+    received, top_k = m.get("routed_tokens"), count(m, "top_k")
+    if not isinstance(received, Mapping):
+        raise Malformed("'routed_tokens' must map each MoE layer to the tokens it received")
+    if set(map(str, window)) != set(map(str, received)):
+        return [f"the window counts layers {sorted(window)}, but layers {sorted(received)} received tokens"]
+    problems = []
+    for layer, counts in window.items():
+        if not isinstance(counts, list):
+            raise Malformed(f"{layer}: {counts!r} is not a list of counts")
+        assigned = sum(count({"n": c}, "n") for c in counts)
+        tokens = count({"n": received[layer]}, "n")
+        if assigned != tokens * top_k:
+            problems.append(
+                f"{layer}: the window's assignments add up to {assigned}, but its forwards were handed "
+                f"{tokens} tokens × top_k {top_k} = {tokens * top_k}: counts overwritten by each forward "
+                "instead of summed, or left from before the window?"
+            )
     return problems
 
 

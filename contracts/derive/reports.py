@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
@@ -29,13 +30,17 @@ from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
 from contracts.evidence import EvidenceRecord, RunStatus
+from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
+from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
+from contracts.selection import selected_by
 from contracts.shard_layout import shard_bytes
+from contracts.site_statistics import inconsistencies, strict
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
@@ -407,6 +412,7 @@ def surgery_record(inputs: Inputs) -> Derivation:
                         for key, want in matrix_lists(gate_id, rows, values).items()
                         if not same(value := values.get(key), want)
                     ]
+        derived.problems += _selection_problems(inputs, derived, gates)
     else:
         derived.missing.append(("surgery.json: per-gate results", PER_ITEM_SINCE))
         for gate_id, block in SURGERY_BLOCKS.items():
@@ -420,6 +426,30 @@ def surgery_record(inputs: Inputs) -> Derivation:
                 for key, want in matrix_lists(result.id, rows, result.measured).items():
                     derived.put(("gates", result.id, "measured", key), want)
     return derived
+
+
+def _selection_problems(inputs: Inputs, derived: Derivation, gates: dict[str, Any]) -> list[str]:
+    """GATE-LASER-003's check selection (from 1.30.0): the tensors it held the targets to are what
+    the record's command line (`run.argv`: --targets, --layers) selects of the model its config.toml
+    describes, by contracts.selection; the record's and surgery.json's alike."""
+    values = gates.get("GATE-LASER-003")
+    text = inputs.artifacts.text("config.toml")
+    if not (isinstance(values, dict) and "selected" in values and text is not None):
+        return []
+    try:
+        model = tomllib.loads(text).get("model")
+    except tomllib.TOMLDecodeError:
+        return ["config.toml is not TOML"]
+    if not isinstance(model, dict):
+        return []
+    want = selected_by(inputs.record.run.argv or [], model)
+    derived.put(("gates", "GATE-LASER-003", "measured", "selected"), want)
+    if same(values["selected"], want):
+        return []
+    return [
+        f"surgery.json: gates.GATE-LASER-003.selected is {_short(values['selected'])}, but the command "
+        f"line's --targets and --layers select {_short(want)} of its model"
+    ]
 
 
 def surgery_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> None:
@@ -782,6 +812,9 @@ def export_record(inputs: Inputs) -> Derivation:
         if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
             read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
             derived.gate(gate_id, read_back, optional=True)
+        if "stored_dtypes" in report:  # rev 4: the dtypes loaded and stored, the weights file's again
+            derived.gate(gate_id, {"loaded_dtypes": report.get("loaded_dtypes")}, optional=True)
+            derived.problems += _stored_dtype_problems(inputs, derived, gate_id, file, report)
         sample = report.get("sample") or {}
         windows, width = sample.get("windows"), sample.get("tokens_per_window")
         if isinstance(windows, int) and isinstance(width, int) and parity.get("positions") != windows * width:
@@ -793,6 +826,35 @@ def export_record(inputs: Inputs) -> Derivation:
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+def _stored_dtype_problems(
+    inputs: Inputs, derived: Derivation, gate_id: str, file: str, report: dict[str, Any]
+) -> list[str]:
+    """GATE-EXPORT-001's stored dtypes (check loaded) are those the weights file's header names
+    (contracts.hf_export.stored_dtypes), export.json's too; and config.json declares that dtype, the
+    one a plain from_pretrained loads the weights in."""
+    if not inputs.artifacts.has(file):
+        return []
+    with (inputs.artifacts.directory / file).open("rb") as handle:
+        head = handle.read(HEADER_LENGTH_BYTES)
+        stored = hf_stored_dtypes(head + handle.read(int.from_bytes(head, "little")))
+    derived.put(("gates", gate_id, "measured", "stored_dtypes"), stored, optional=True)
+    problems = (
+        []
+        if report.get("stored_dtypes") == stored
+        else [
+            f"export.json: stored_dtypes is {_short(report.get('stored_dtypes'))}, but {file} stores {stored}"
+        ]
+    )
+    config = inputs.artifacts.json("config.json")
+    declared = [config.get(f) for f in DTYPE_FIELDS if f in config] if isinstance(config, dict) else []
+    return problems + [
+        f"config.json: declares dtype {value!r}, but {file} stores {stored}: a plain from_pretrained loads "
+        "the export in another dtype than its weights'"
+        for value in declared
+        if [value] != stored
+    ]
 
 
 def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any], file: str) -> None:
@@ -947,6 +1009,8 @@ def trace_record(inputs: Inputs) -> Derivation:
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
+            _statistics_recorded(derived, results["GATE-TRACE-002"], sites)
+        derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
             limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
             derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites, limits)]
@@ -955,8 +1019,12 @@ def trace_record(inputs: Inputs) -> Derivation:
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
             readings = [r for r in report.get("readings") or [] if isinstance(r, dict)]
-            if "GATE-LENS-006" in wanted:  # the KLs and top tokens it held are the ones shown
-                for key, field in (("reading_kl", "kl"), ("reading_top", "top")):
+            if "GATE-LENS-006" in wanted:  # the KLs, entropies and top tokens it held are the ones shown
+                for key, field in (
+                    ("reading_kl", "kl"),
+                    ("reading_entropy", "entropy"),
+                    ("reading_top", "top"),
+                ):
                     at = ("gates", "GATE-LENS-006", "measured", key)
                     derived.put(at, [r.get(field) for r in readings], optional=True)
         elif mode == "lens-train":
@@ -1002,6 +1070,32 @@ def spelled_problems(tokens: list[Any], prompt: Any) -> list[str]:
     return [f"trace.json: its tokens spell {spelled!r}, but config.prompt is {prompt!r}"]
 
 
+def _statistics_recorded(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
+    """GATE-TRACE-002's check statistics judged the statistics trace.json holds of each site it
+    sampled (from 1.30.0): its recorded ones are those of the same sites there."""
+    sampled = measured.get("stats_recorded")
+    if not isinstance(sampled, dict):
+        return
+    held = {site.get("name"): site.get("stats") for site in sites if isinstance(site, dict)}
+    for name in sampled:
+        at = ("gates", "GATE-TRACE-002", "measured", "stats_recorded", name)
+        derived.put(at, strict(held.get(name) or {}))
+
+
+def statistics_problems(report: dict[str, Any]) -> list[str]:
+    """Every site of every trace trace.json keeps, its statistics against each other (absmax is
+    max(−min, max) exactly, min ≤ max, the counts within the count: contracts.site_statistics), as
+    GATE-TRACE-002's check statistics holds the sites it sampled."""
+    traces = [report.get("trace"), *(report.get("traces") or {}).values()]
+    problems = []
+    for trace in (t for t in traces if isinstance(t, dict)):
+        for site in (s for s in trace.get("sites") or [] if isinstance(s, dict)):
+            stats = site.get("stats")
+            found = inconsistencies(stats) if isinstance(stats, dict) else ["no statistics"]
+            problems += [f"trace.json: site {site.get('name')}: {p}" for p in found]
+    return problems
+
+
 def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     """A patching cell whose forward overwrote no position is the corrupted forward itself: its
     patched score is the corrupted score and it recovers nothing. What GATE-PATCH-002's cells say
@@ -1025,16 +1119,23 @@ def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     return problems
 
 
+# The lens training's SGD hyper-parameters besides the rate, as its record's config names them
+# (stack.lens.train.LensTraining.stated_hyperparameters).
+LENS_HYPERPARAMETERS = ("weight_decay", "momentum", "nesterov")
+
+
 def _lens_train_measured(
     derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], report: dict[str, Any]
 ) -> None:
     """What a lens-train record's gates restate of trace.json and of its config: the held-out rows
     (GATE-LENS-003's, and GATE-LENS-006's reported ones) are trace.json's per_layer, and the losses
     GATE-LENS-006's check objective held (first and last step) its losses; GATE-LENS-002's
-    scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule); and
-    GATE-LENS-001 compared the logits of every lens site (GATE-LENS-005's sites, the embedding and
-    each block) on the first batch, sites × batch_size × seq_len × vocabulary elements, the
-    vocabulary being what GATE-LENS-005's one site of a batch of that shape holds."""
+    scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule), and the
+    hyper-parameters its check hyperparameters held every step to the config's weight decay,
+    momentum and Nesterov flag; and GATE-LENS-001 compared the logits of every lens site
+    (GATE-LENS-005's sites, the embedding and each block) on the first batch, sites × batch_size ×
+    seq_len × vocabulary elements, the vocabulary being what GATE-LENS-005's one site of a batch of
+    that shape holds."""
     for gate_id in ("GATE-LENS-003", "GATE-LENS-006"):
         if gate_id in wanted:
             derived.put(("gates", gate_id, "measured", "layers"), report.get("per_layer"), optional=True)
@@ -1046,6 +1147,9 @@ def _lens_train_measured(
         derived.put(("gates", "GATE-LENS-006", "measured", "objective_losses"), first_last, optional=True)
     if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
         derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
+    if "GATE-LENS-002" in wanted:  # the hyper-parameters its check held every step to are the config's
+        stated = {key: config.get(key) for key in LENS_HYPERPARAMETERS}
+        derived.put(("gates", "GATE-LENS-002", "measured", "stated_hyperparameters"), stated, optional=True)
     read = results.get("GATE-LENS-005") or {}
     sites, elements = read.get("sites"), read.get("elements")
     if not ("GATE-LENS-001" in wanted and isinstance(sites, list) and whole(elements, batch, seq_len)):

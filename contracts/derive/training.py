@@ -1202,6 +1202,7 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
                     since = DEFINED_LOGGED if field == "defined" else None
                     derived.put(path, value, optional=True, since=since)
     _routing_log(inputs, log, settler)
+    _routed_tokens(inputs, log, config, settler)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
         collapse_judged is not None
@@ -1247,6 +1248,32 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
     ]
     if all(w is not None for w in windows) or logged:
         settler.derived.put(("gates", "GATE-ARCH-012", "measured", "windows"), windows[-keep:])
+
+
+def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-ARCH-002's and -012's check total: the tokens each MoE layer received in the window
+    they judged are the window's batches (its evaluation line's `batches`) × batch × window, and
+    top_k is the config's (ModelConfig's default where left out), so a window's assignments must
+    add up to batches × B × T × top_k. Derived where the config decides the window (pretraining,
+    distillation: `window_len`), on one process (replicas split the batches) and with every block
+    dense-routed (a mixture-of-depths block hands its mixture only the tokens it routes)."""
+    model, train = config.get("model", {}), config.get("train", {})
+    window, batch = window_len(config), train.get("batch_size")
+    one_process = inputs.record.determinism.flags.get("world_size", 1) == 1
+    if not (one_process and whole(window, batch, model.get("n_layers")) and not model.get("mod_every")):
+        return
+    evals = {e.get("step"): e for e in log.evals}
+    layers = [f"layers.{i}.moe" for i in range(model["n_layers"])]
+    top_k = model.get("moe_top_k", 2)  # ModelConfig's default, as the loop passes it
+    for gate_id in ("GATE-ARCH-002", "GATE-ARCH-012"):
+        result = next((g for g in inputs.record.gates if g.id == gate_id), None)
+        line = evals.get(result.step) if result is not None else None
+        if line is None or not settler.wanted(gate_id) or not whole(line.get("batches")):
+            continue
+        tokens = line["batches"] * batch * window
+        at = ("gates", gate_id, "measured")
+        settler.derived.put((*at, "routed_tokens"), dict.fromkeys(layers, tokens), optional=True)
+        settler.derived.put((*at, "top_k"), top_k, optional=True)
 
 
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:

@@ -66,6 +66,7 @@ from stack.model.mod_checks import (
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     AuxGradients,
+    ReceivedTokens,
     aux_terms,
     check_aux_in_loss,
     check_expert_shares,
@@ -846,16 +847,17 @@ class Trainer:
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         reset_inference_routed(self.model)  # and so is the inference-capacity window
         reads = HeldoutReads(self.device)  # what each forward consumed (GATE-EVAL-001)
-        for i in range(self.world.rank % share, len(self.heldout), share):
-            batch = self.objective.to_device(self.heldout[i], self.device)
-            with self._autocast(), recording() as tape:
-                loss = self.objective.heldout_loss(self.model, batch)
-            if i == 0:  # the task's own definition of the loss, on one batch an evaluation
-                with self._autocast():
-                    self.objective.check_heldout(self.model, batch, loss, self.state.step)
-            losses[i] = loss.float()
-            forwards[i] = forward_loss(tape)
-            reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
+        with ReceivedTokens(self.model) as received:  # what the window's experts were handed
+            for i in range(self.world.rank % share, len(self.heldout), share):
+                batch = self.objective.to_device(self.heldout[i], self.device)
+                with self._autocast(), recording() as tape:
+                    loss = self.objective.heldout_loss(self.model, batch)
+                if i == 0:  # the task's own definition of the loss, on one batch an evaluation
+                    with self._autocast():
+                        self.objective.check_heldout(self.model, batch, loss, self.state.step)
+                losses[i] = loss.float()
+                forwards[i] = forward_loss(tape)
+                reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
         counts = torch.tensor(reads.counts(), dtype=torch.float64, device=self.device)
         # One reduction for all: replicas sum their shares of the losses and of the counts.
         summed = torch.cat([losses.double(), forwards.double(), counts])
@@ -876,7 +878,7 @@ class Trainer:
             },
             step,
         )
-        routed = self._judge_routing(step) if self.config.model.moe else None
+        routed = self._judge_routing(received.tokens, step) if self.config.model.moe else None
         if self.config.model.mod:
             check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
@@ -915,16 +917,18 @@ class Trainer:
         self.on_event("eval", self)
         return line
 
-    def _judge_routing(self, step: int) -> dict[str, list[int]]:
+    def _judge_routing(self, received: dict[str, int], step: int) -> dict[str, list[int]]:
         """GATE-ARCH-002 (a warning) on this evaluation window's assignments, then GATE-ARCH-012 on
-        the latest windows, as many as its collapse_evaluations (kept in every checkpoint); returns
+        the latest windows, as many as its collapse_evaluations (kept in every checkpoint), each
+        with the tokens every MoE layer was handed in the window (`received`, check total); returns
         the window's assignments."""
         routed = routed_counts(self.model)
-        check_expert_shares(routed, step)
+        model = self.config.model
+        check_expert_shares(routed, received, model.moe_top_k, step)
         keep = int(load_spec().threshold("GATE-ARCH-012", "collapse_evaluations"))
         self.state.routed_windows = [*self.state.routed_windows, routed][-keep:]
-        model = self.config.model
-        check_router_collapse(self.state.routed_windows, model.moe_top_k, model.moe_balance_coef, step)
+        windows = self.state.routed_windows
+        check_router_collapse(windows, received, model.moe_top_k, model.moe_balance_coef, step)
         return routed
 
     def _pay_bandit(self, step: int) -> dict[str, Any]:

@@ -89,7 +89,23 @@ def stale_gradients(parameters: Sequence[torch.Tensor]) -> int:
 
 def applied_lr(optimizer: torch.optim.Optimizer, scheduled: float) -> float:
     """The rate the optimizer will apply: of its parameter groups' rates, the farthest from `scheduled`."""
-    return max((float(group["lr"]) for group in optimizer.param_groups), key=lambda lr: abs(lr - scheduled))
+    return float(applied_settings(optimizer, {"lr": scheduled})["lr"])
+
+
+def applied_settings(optimizer: torch.optim.Optimizer, stated: Mapping[str, Any]) -> dict[str, Any]:
+    """Each hyper-parameter of `stated` as the optimizer will apply it: of its parameter groups'
+    values, one unlike the stated value where there is one (the farthest from it, for a number),
+    so a group left at another value shows."""
+
+    def distance(value: Any, want: Any) -> float:
+        if isinstance(want, bool) or isinstance(value, bool):
+            return float(value is not want)
+        return abs(float(value) - float(want))
+
+    return {
+        key: max((group[key] for group in optimizer.param_groups), key=lambda v, w=want: distance(v, w))
+        for key, want in stated.items()
+    }
 
 
 def _schedule(
