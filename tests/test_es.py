@@ -344,6 +344,10 @@ def test_a_generator_reseeded_every_step_fires(
     monkeypatch.setattr(noise, "mirrored", _reseeded)
     measured = _fires(world, tmp_path / "out", "GATE-ES-002", capsys)
     assert measured["seeds_step"] == 2 and measured["max_pair_sum"] == 0
+    # The halted record is true as it stands: it reports step 1, the one line its log holds.
+    record = read_evidence(tmp_path / "out" / "metadata.json")
+    assert [s["step"] for s in record.metrics["steps"]] == [1]  # type: ignore[union-attr]
+    assert check_record_truth(record, tmp_path / "out", load_spec()).violations == []
 
 
 @pytest.mark.gate("GATE-ES-002")
