@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.curriculum import eligible_arms, static_shares
+from contracts.es_seeds import member_seeds, run_seeds
 from contracts.likelihood import bits_per_byte_of
 from contracts.patching import recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
@@ -2697,18 +2699,33 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
         "wanted": (
             "wanted_step",
             "wanted_warmup",
+            "wanted_arms",
+            "wanted_phase_weights",
+            "wanted_phase_caps",
             "wanted_eligible",
             "wanted_pulled",
             "wanted_log_weights",
             "wanted_gamma",
             "wanted_shares",
         ),
+        # rev 5: a bandit's pulls are the windows served of each arm since it began
+        "tallied": ("tallied_pulls", "tallied_served"),
+        # rev 5: a static policy serves contracts.curriculum.static_shares of its phase and the manifest
+        "static": (
+            "static_weights",
+            "static_caps",
+            "static_floors",
+            "static_excluded",
+            "static_windows",
+            "static_shares",
+        ),
     },
 )
 def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     """Each source's realised share within share_sigmas multinomial standard errors (plus
     share_slack_windows windows) of the policy's, inside [floor, cap] by the same tolerance;
-    an excluded source has neither a share nor a window; and a bandit's rewards against its rule."""
+    an excluded source has neither a share nor a window; a bandit's rewards against its rule, its
+    statistics against the policy's books; a static policy's shares against its rule."""
     problems = _bandit_paid(m) if has(m, *CHECKS["GATE-DATA-008"]["paid"]) else []
     if has(m, *CHECKS["GATE-DATA-008"]["shares"]):
         problems += _shares_follow(m, t)
@@ -2716,7 +2733,55 @@ def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
         problems += _bandit_stepped(m, t)
     if has(m, *CHECKS["GATE-DATA-008"]["wanted"]):
         problems += _bandit_wanted(m, t)
+    if has(m, *CHECKS["GATE-DATA-008"]["tallied"]):
+        problems += _bandit_tallied(m)
+    if has(m, *CHECKS["GATE-DATA-008"]["static"]):
+        problems += _static_shares(m, t)
     return problems
+
+
+def _bandit_tallied(m: Measured) -> list[str]:
+    """The pulls the bandit counts against the windows of each arm the reader served since it began,
+    exactly: a count assigned where it accumulates keeps only the last step's, and the bandit never
+    sees every arm pulled."""
+    pulls, served = m.get("tallied_pulls"), m.get("tallied_served")
+    if not (isinstance(pulls, Mapping) and isinstance(served, Mapping)):
+        raise Malformed("'tallied_pulls' and 'tallied_served' must map each arm to a count")
+    off = {arm: (pulls.get(arm), served.get(arm)) for arm in sorted(set(pulls) | set(served))}
+    off = {arm: pair for arm, pair in off.items() if pair[0] != pair[1]}
+    if not off:
+        return []
+    shown = "; ".join(f"{arm}: {have!r} pulls, {want!r} windows served" for arm, (have, want) in off.items())
+    return [f"the bandit's pulls are not the windows served of each arm since it began ({shown})"]
+
+
+def _static_shares(m: Measured, t: Thresholds) -> list[str]:
+    """The shares a static policy served against contracts.curriculum.static_shares: each source's
+    weight times its windows in the manifest's shards, over their sum, projected onto the phase's
+    caps and floors; each within static_rtol of the rule's (absolute below 1)."""
+    windows = {name: count(m["static_windows"], name) for name in _shares(m, "static_windows")}
+    excluded = set(map(str, items(m, "static_excluded")))
+    due = static_shares(
+        _shares(m, "static_weights"),
+        windows,
+        excluded,
+        _shares(m, "static_caps"),
+        _shares(m, "static_floors"),
+    )
+    served = _shares(m, "static_shares")
+    off = [
+        name
+        for name in sorted(set(due) | set(served))
+        if not abs(served.get(name, 0.0) - due.get(name, 0.0))
+        <= t["static_rtol"] * max(due.get(name, 0.0), 1.0)
+    ]
+    if not off:
+        return []
+    shown = ", ".join(f"{name} {served.get(name, 0.0):.4g} for {due.get(name, 0.0):.4g}" for name in off)
+    return [
+        f"the static policy serves {shown}: not each source's weight times its natural share of the "
+        "manifest's windows, projected onto the phase's caps and floors (contracts.curriculum.static_shares)"
+    ]
 
 
 def _off(have: float | None, want: float, t: Thresholds) -> bool:
@@ -2737,10 +2802,19 @@ def _bandit_stepped(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _bandit_wanted(m: Measured, t: Thresholds) -> list[str]:
-    """The probabilities the bandit asked for against EXP3's of its state: uniform over the eligible
-    arms during the warmup and until each has been pulled, (1 − γ)·softmax + γ/K after."""
+    """The arms the bandit chose among against those the phase's configured weights and caps leave
+    (contracts.curriculum.eligible_arms), and the probabilities it asked for against EXP3's of its
+    state: uniform over the eligible arms during the warmup and until each has been pulled,
+    (1 − γ)·softmax + γ/K after."""
     eligible = [str(arm) for arm in items(m, "wanted_eligible")]
     wanted, pulled = _shares(m, "wanted_shares"), set(map(str, items(m, "wanted_pulled")))
+    arms = [str(arm) for arm in items(m, "wanted_arms")]
+    due_eligible = eligible_arms(arms, _shares(m, "wanted_phase_weights"), _shares(m, "wanted_phase_caps"))
+    if sorted(eligible) != due_eligible:
+        return [
+            f"at step {count(m, 'wanted_step')} the bandit chose among {sorted(eligible)}; the phase's "
+            f"weights and caps leave {due_eligible} of its arms (a weight or cap of 0 takes an arm out)"
+        ]
     if not eligible:
         return [] if not wanted else [f"the bandit asked for {wanted} with no eligible arm"]
     exploiting = count(m, "wanted_step") > count(m, "wanted_warmup") and pulled >= set(eligible)
@@ -2907,12 +2981,38 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
             "perturbation_outliers",
             "perturbation_error",
         ),
+        # rev 3: each step's members are the seeds the run's rule gives that step, none an earlier step's
+        "seeds": ("seeds_run_seed", "seeds_population", "seeds_step", "member_seeds+"),
     },
 )
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
     problems = _pairs_problems(m) if has(m, "population") else []
     if has(m, "evaluated_members"):
         problems += _applied_problems(m)
+    if has(m, "seeds_run_seed", "seeds_population", "seeds_step", "member_seeds"):
+        problems += _seeds_problems(m)
+    return problems
+
+
+def _seeds_problems(m: Measured) -> list[str]:
+    """The seeds a step's members were evaluated with, in population order, against the run's rule
+    (contracts.es_seeds) for its seed, its population's P/2 pairs and that step, and against every
+    seed the rule gave the steps before it."""
+    seed, step, evaluated = count(m, "seeds_run_seed"), count(m, "seeds_step"), items(m, "member_seeds")
+    population = count(m, "seeds_population")
+    if not step or population < 2 or population % 2:
+        return [f"step {step} of a population of {population} cannot be ± pairs"]
+    *earlier, due = run_seeds(seed, step, population // 2)
+    problems = []
+    if evaluated != member_seeds(due):
+        problems.append(
+            f"step {step} evaluated the members of seeds {evaluated[::2]}; the run's rule (seed {seed}, "
+            f"contracts.es_seeds) gives that step {due}: a generator re-seeded, restored from another "
+            "step or drawn twice"
+        )
+    before = {s for seeds in earlier for s in seeds}
+    if reused := sorted(set(evaluated) & before):
+        problems.append(f"step {step} evaluated seed(s) {reused[:4]} that an earlier step of the run drew")
     return problems
 
 

@@ -46,6 +46,7 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
+from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -1480,6 +1481,39 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
             derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
 
 
+# ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002 rev 3, check seeds).
+ES_SEEDS_SINCE = "1.30.0"
+
+
+def _es_seeds(inputs: Inputs, log: Log, derived: Derivation) -> None:
+    """From spec ES_SEEDS_SINCE: every step line's `seeds` are those the run's rule gives its step
+    (contracts.es_seeds, from the config's seed and population), so no seed is drawn by two steps;
+    GATE-ES-002's check seeds restates the config's seed and the members of the step it judged last."""
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    seed, population = config.get("seed"), config.get("population")
+    lines = [line for line in log.steps if whole(line.get("step")) and line["step"] > 0]
+    if version_key(inputs.record.spec.version) < version_key(ES_SEEDS_SINCE) or not lines:
+        return
+    if not whole(seed, population) or population < 2:
+        return
+    due = run_seeds(seed, max(line["step"] for line in lines), population // 2)
+    for line in lines:
+        if line.get("seeds") != due[line["step"] - 1]:
+            derived.problems.append(
+                f"{METRICS_LOG}: step {line['step']} logs noise seeds {line.get('seeds')}, but the run's "
+                f"rule (seed {seed}, contracts.es_seeds) gives that step {due[line['step'] - 1]}"
+            )
+    if "GATE-ES-002" in inputs.stale:
+        return
+    judged = measured_of(inputs.record, "GATE-ES-002").get("seeds_step")
+    derived.put(("gates", "GATE-ES-002", "measured", "seeds_run_seed"), seed, optional=True)
+    derived.put(("gates", "GATE-ES-002", "measured", "seeds_population"), population, optional=True)
+    line = next((line for line in lines if line["step"] == judged), None)
+    if line is not None and isinstance(line.get("seeds"), list):
+        members = member_seeds(line["seeds"])
+        derived.put(("gates", "GATE-ES-002", "measured", "member_seeds"), members, optional=True)
+
+
 # A lens fitted on a DATA_DIR cites that data's manifest (data.manifest_sha256) from spec 1.28.0.
 LENS_DATA_SINCE = "1.28.0"
 
@@ -1520,4 +1554,5 @@ def es_record(inputs: Inputs) -> Derivation:
     ]
     # A run halted before its first step's line holds no reports: it may leave `steps` out.
     derived.put(("metrics", "steps"), reports, optional=not reports)
+    _es_seeds(inputs, log, derived)
     return derived
