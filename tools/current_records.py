@@ -18,8 +18,10 @@ output. It takes about five minutes on a two-core machine.
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,256 +32,53 @@ TRAINING_IDS = ("mix-run", "finetune", "sft-lora", "dpo", "distill-moe4")
 
 def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
     """(label, stack argv) of every record, in the order their inputs need."""
-    data, sft_data, pairs = str(work / "mix-data"), str(work / "sft-data"), str(work / "dpo-pairs")
-    lens = str(work / "demo.lens.safetensors")
-    out = {name: str(work / f"{name}-spec-{version}") for name in TRAINING_IDS}
-    return [
-        (
-            "prepare",
-            ["prepare", "--default", f"docs={ROOT / 'docs'}", "--val-fraction", "0.2", "--out", data],
-        ),
-        ("export", ["export", RELEASE, "--format", "hf", "--out", str(work / "demo-hf")]),
-        ("trace", ["trace", RELEASE, "--prompt", "def main():"]),
-        (
-            "laser",
-            [
-                "laser",
-                RELEASE,
-                "--targets",
-                "ffn_*",
-                "--layers",
-                "2-3",
-                "--rho",
-                "0.5",
-                "--out",
-                str(work / "laser"),
-            ],
-        ),
-        (
-            "quantize",
-            [
-                "quantize",
-                RELEASE,
-                "--targets",
-                "ffn_*",
-                "--bits",
-                "4",
-                "--group-size",
-                "32",
-                "--out",
-                str(work / "hqq"),
-            ],
-        ),
-        ("sample", ["sample", RELEASE, "--prompt", "def main():", "--tokens", "64", "--seed", "1"]),
-        (
-            "finetune",
-            [
-                "train",
-                "--init-from",
-                RELEASE,
-                "--data",
-                data,
-                "--out",
-                out["finetune"],
-                "--set",
-                "train.steps=20",
-                "--set",
-                "eval.every=10",
-                "--set",
-                "ckpt.every=10",
-            ],
-        ),
-        (
-            "memorization",
-            [
-                "memorization",
-                out["finetune"],
-                "--base",
-                RELEASE,
-                "--data",
-                data,
-                "--n",
-                "50",
-                "--record",
-                str(work / "recall"),
-            ],
-        ),
-        (
-            "es",
-            [
-                "es",
-                RELEASE,
-                "--data",
-                data,
-                "--out",
-                str(work / "es"),
-                "--steps",
-                "3",
-                "--population",
-                "4",
-                "--sigma",
-                "0.001",
-                "--lr",
-                "0.001",
-            ],
-        ),
-        ("lens-train", ["lens", RELEASE, "--train", "--data", data, "--steps", "20", "--save", lens]),
-        (
-            "patch",
-            [
-                "trace",
-                RELEASE,
-                "--prompt",
-                "import os",
-                "--patch",
-                "import re",
-                "--target",
-                "s",
-                "--patch-sweep",
-                "output",
-            ],
-        ),
-        (
-            "ablate",
-            ["trace", RELEASE, "--prompt", "def main():", "--ablate", "layers.1.ffn_up", "--sample", "8"],
-        ),
-        ("lens", ["lens", RELEASE, "--prompt", "def main():", "--lens", lens]),
-        ("eval", ["eval", RELEASE, "--text", str(ROOT / "docs" / "concepts" / "gates.md")]),
-        (
-            "mix-run",
-            [
-                "train",
-                "--data",
-                data,
-                "--out",
-                out["mix-run"],
-                "--preset",
-                "smoke",
-                "--set",
-                "train.device='cpu'",
-                "--set",
-                "train.steps=40",
-                "--set",
-                "eval.every=10",
-                "--set",
-                "ckpt.every=10",
-                "--set",
-                "model.moe_experts=4",
-                "--set",
-                "model.moe_balance_coef=0.1",
-                "--set",
-                "data.caps={docs=0.3}",
-                "--set",
-                "data.phases=[{after_step=20, caps={docs=0.5}}]",
-                "--set",
-                "data.policy=bandit",
-                "--set",
-                'data.bandit={reward="improvement", warmup_steps=10}',
-            ],
-        ),
-        (
-            "sft-data",
-            [
-                "prepare",
-                str(ROOT / "tests" / "data" / "chat_small.jsonl"),
-                "--format",
-                "chat",
-                "--tokenizer",
-                RELEASE,
-                "--out",
-                sft_data,
-            ],
-        ),
-        (
-            "sft",
-            [
-                "sft",
-                "--data",
-                sft_data,
-                "--init-from",
-                RELEASE,
-                "--out",
-                out["sft-lora"],
-                "--set",
-                "train.steps=40",
-                "--set",
-                "train.batch_size=1",
-                "--set",
-                "eval.every=20",
-                "--set",
-                "ckpt.every=20",
-                "--set",
-                "monitor.sample_every=20",
-                "--set",
-                "lora.r=8",
-                "--set",
-                "lora.alpha=16",
-                "--set",
-                "lora.targets=q,v",
-            ],
-        ),
-        (
-            "dpo-pairs",
-            [
-                "prepare",
-                str(ROOT / "tests" / "data" / "prefs_small.jsonl"),
-                "--format",
-                "prefs",
-                "--tokenizer",
-                RELEASE,
-                "--out",
-                pairs,
-            ],
-        ),
-        (
-            "dpo",
-            [
-                "dpo",
-                RELEASE,
-                "--data",
-                pairs,
-                "--out",
-                out["dpo"],
-                "--steps",
-                "20",
-                "--save-every",
-                "10",
-                "--batch-size",
-                "2",
-                "--device",
-                "cpu",
-                "--set",
-                "eval.batches=2",
-                "--waive",
-                "GATE-EVAL-001",
-                "--reason",
-                "a dozen pairs: 4 held out, two batches",
-            ],
-        ),
-        (
-            "distill",
-            [
-                "distill",
-                RELEASE,
-                "--data",
-                data,
-                "--out",
-                out["distill-moe4"],
-                "--preset",
-                "tiny",
-                "--set",
-                "model.moe_experts=4",
-                "--steps",
-                "60",
-                "--batch-size",
-                "8",
-                "--save-every",
-                "30",
-                "--device",
-                "cpu",
-            ],
-        ),
-    ]
+    w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(ROOT / "docs"))
+    tests = shlex.quote(str(ROOT / "tests" / "data"))
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    run = {name: f"{w}/{name}-{day}-spec-{version}" for name in TRAINING_IDS}
+    lines = f"""
+        prepare      prepare --default docs={docs} --val-fraction 0.2 --out {w}/mix-data
+        export       export {r} --format hf --out {w}/demo-hf
+        trace        trace {r} --prompt 'def main():'
+        laser        laser {r} --targets 'ffn_*' --layers 2-3 --rho 0.5 --out {w}/laser
+        quantize     quantize {r} --targets 'ffn_*' --bits 4 --group-size 32 --out {w}/hqq
+        sample       sample {r} --prompt 'def main():' --tokens 64 --seed 1
+        finetune     train --init-from {r} --data {w}/mix-data --out {run["finetune"]}
+                     --set train.steps=20 --set eval.every=10 --set ckpt.every=10
+        memorization memorization {run["finetune"]} --base {r} --data {w}/mix-data --n 50 --record {w}/recall
+        es           es {r} --data {w}/mix-data --out {w}/es --steps 3 --population 4 --sigma 0.001
+                     --lr 0.001
+        lens-train   lens {r} --train --data {w}/mix-data --steps 20 --save {w}/demo.lens.safetensors
+        patch        trace {r} --prompt 'import os' --patch 'import re' --target s --patch-sweep output
+        ablate       trace {r} --prompt 'def main():' --ablate layers.1.ffn_up --sample 8
+        lens         lens {r} --prompt 'def main():' --lens {w}/demo.lens.safetensors
+        eval         eval {r} --text {docs}/concepts/gates.md
+        mix-run      train --data {w}/mix-data --out {run["mix-run"]} --preset smoke
+                     --set "train.device='cpu'" --set train.steps=40 --set eval.every=10 --set ckpt.every=10
+                     --set model.moe_experts=4 --set model.moe_balance_coef=0.1 --set 'data.caps={{docs=0.3}}'
+                     --set 'data.phases=[{{after_step=20, caps={{docs=0.5}}}}]' --set data.policy=bandit
+                     --set 'data.bandit={{reward="improvement", warmup_steps=10}}'
+        sft-data     prepare {tests}/chat_small.jsonl --format chat --tokenizer {r} --val-fraction 0.5
+                     --out {w}/sft-data
+        sft          sft --data {w}/sft-data --init-from {r} --out {run["sft-lora"]} --set train.steps=40
+                     --set train.batch_size=1 --set eval.every=20 --set ckpt.every=20
+                     --set monitor.sample_every=20 --set lora.r=8 --set lora.alpha=16 --set lora.targets=q,v
+        dpo-pairs    prepare {tests}/prefs_small.jsonl --format prefs --tokenizer {r} --val-fraction 0.3
+                     --out {w}/dpo-pairs
+        dpo          dpo {r} --data {w}/dpo-pairs --out {run["dpo"]} --steps 20 --save-every 10
+                     --batch-size 2 --device cpu --set eval.batches=2 --waive GATE-EVAL-001
+                     --reason 'a dozen pairs: 4 held out, two batches'
+        distill      distill {r} --data {w}/mix-data --out {run["distill-moe4"]} --preset tiny
+                     --set model.moe_experts=4 --steps 60 --batch-size 8 --save-every 30 --device cpu
+    """
+    found: list[tuple[str, list[str]]] = []
+    for line in lines.strip().splitlines():  # a line that starts with a label starts a command
+        label, _, rest = line.strip().partition(" ")
+        if label.startswith("--"):
+            found[-1][1].extend(shlex.split(line))
+        else:
+            found.append((label, shlex.split(rest)))
+    return found
 
 
 def spec_version() -> str:
