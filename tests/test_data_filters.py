@@ -521,7 +521,7 @@ def test_kept_documents_must_be_the_written_ones() -> None:
         with pytest.raises(
             GateViolation, match=f"GATE-DATA-014.*2 document\\(s\\) kept but {written} written"
         ):
-            check_recorded(runner.as_dict(), {"web": written}, {})
+            check_recorded(runner.as_dict(), {"web": written}, {}, {})
 
 
 @given(st.lists(st.sampled_from([*NEAR_MISSES.values(), *LEAKS.values(), "x" * 40]), max_size=12))

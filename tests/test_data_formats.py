@@ -658,3 +658,20 @@ def test_one_byte_unaccounted_for_either_way_fires() -> None:
     for kept in (79, 81):
         assert judge("GATE-DATA-014", {"accounts": {"main": {**account, "kept_bytes": kept}}})
     assert judge("GATE-DATA-014", {"accounts": {"main": {**account, "altered_documents": 1}}})
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_verify_judges_the_byte_accounts_a_manifest_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stack prepare --verify` re-judges each source's account from manifest.json: as written it
+    holds, a byte taken from the kept documents fires."""
+    assert _prepare_mixed(tmp_path, capsys)[0] == 0
+    data = tmp_path / "data"
+    assert run_cli(capsys, "prepare", "--verify", "--out", str(data))[0] == 0
+    path = data / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["accounting"]["text"]["kept_bytes"] -= 1
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+    assert code == 3 and "GATE-DATA-014" in err and "went nowhere" in err, err

@@ -60,8 +60,11 @@ def coverage_outcome(
     return measure("GATE-DATA-013", measured, holds="every source filtered, each filter proven")
 
 
-def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports) -> Outcome:
-    """GATE-DATA-014: each source's in, out, drops by reason, its drop log lines and documents written."""
+def counts_outcome(
+    reports: Reports, written: Mapping[str, int], logged: Reports, accounts: Reports | None = None
+) -> Outcome:
+    """GATE-DATA-014: each source's in, out, drops by reason, its drop log lines and documents written;
+    with `accounts`, each source's byte account as a manifest keeps it (stack.data.accounting)."""
     sources: dict[str, dict[str, Any]] = {
         name: {
             "documents_in": report["documents_in"],
@@ -80,7 +83,10 @@ def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports
             "logged": dict(logged.get(name, {})),
             "written": written.get(name, 0),
         }
-    return measure("GATE-DATA-014", {"sources": sources}, holds="drop counts add up per source")
+    measured: dict[str, Any] = {"sources": sources}
+    if accounts:
+        measured["accounts"] = {name: dict(account) for name, account in accounts.items()}
+    return measure("GATE-DATA-014", measured, holds="drop counts add up per source")
 
 
 def share_outcome(reports: Reports) -> Outcome:
@@ -110,9 +116,13 @@ def check_reports(runner: FilterRunner, written: Mapping[str, int], logged: Repo
     counted again from its file (stack.data.filters.droplog.recount)."""
 
 
-@gate_require("GATE-DATA-014", lambda reports, written, logged: counts_outcome(reports, written, logged))
-def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports) -> None:
-    """Judge a prepared DATA_DIR's books against its drop log again (`stack prepare --verify`)."""
+@gate_require(
+    "GATE-DATA-014",
+    lambda reports, written, logged, accounts: counts_outcome(reports, written, logged, accounts),
+)
+def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports, accounts: Reports) -> None:
+    """Judge a prepared DATA_DIR's books against its drop log again, and its byte accounts
+    (`stack prepare --verify`; a manifest made before they were kept has none)."""
 
 
 def open_filters(
