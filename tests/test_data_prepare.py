@@ -501,15 +501,18 @@ def test_an_example_identity_that_hashes_its_place_stops_a_fine_tuning_prepare(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The audit's R30: the identity a split is drawn from hashes the example's place too, so the two
-    copies of an example land apart. The index, the assignment and the disjointness check all read
-    that identity and agree; the examples as stored do not. Exit 3 naming the gate."""
+    copies of an example land apart. Planted wherever prepare takes an example's identity, the
+    index, the assignment and the disjointness check all read it and agree; the examples as stored
+    do not. Exit 3 naming the gate."""
     from stack.data import sft_prepare
 
-    places = iter(range(10**6))
+    places: dict[int, int] = {}  # each example's place, the same whoever asks its identity
     real = sft_prepare.example_identity
-    monkeypatch.setattr(
-        sft_prepare, "example_identity", lambda turns: real([*turns, ("at", str(next(places)))])
-    )
+
+    def placed(turns: list[tuple[str, str]]) -> bytes:
+        return real([*turns, ("at", str(places.setdefault(id(turns), len(places))))])
+
+    monkeypatch.setattr(sft_prepare, "example_identity", placed)
     argv = ["prepare", str(_doubled_chat(tmp_path)), "--format", "chat", "--out", str(tmp_path / "d")]
     code, err = run_cli(capsys, *argv, "--pack-len", "96", "--val-fraction", "0.5")
     assert code == EXIT_GATE and "GATE-DATA-005" in err and "stored exactly as a train one" in err, err

@@ -13,6 +13,11 @@ either is needed, then the pass that filters and encodes. The files may go to wo
 (stack.data.fanout); this process takes their results in file order and alone decides what
 depends on the documents before (dedup, the split, the shards, the counts), so the output is
 the same for any number of workers.
+
+What it writes is held to what it read, measured as it writes: every input byte is a document's,
+kept or dropped, or framing (GATE-DATA-014, stack.data.accounting); the ids it writes decode to
+the documents' text (GATE-DATA-007, stack.data.round_trips); and no held-out document is stored as
+a train one, keyed from the ids written (GATE-DATA-005, stack.data.split.Stored).
 """
 
 from __future__ import annotations

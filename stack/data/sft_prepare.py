@@ -304,7 +304,7 @@ def _render_all(
                 concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
             )
         splits[which].wholes.append(whole)
-        assigned.add(sha, which)
+        assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
