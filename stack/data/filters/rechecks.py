@@ -14,7 +14,9 @@ settings in force:
   computed on it;
 - oversize: its length, and whether a separator or a record made it;
 - leak_phrase, leak_headers, leak_weight: its first user turn is found again in its bytes (or is
-  the chat example's), and its headers, characters and fingerprint phrases counted.
+  the chat example's), and its headers, characters and fingerprint phrases counted, with the leak
+  filter's own finder and counter (stack.data.filters.leak), which GATE-DATA-012's canaries hold
+  at the limits: what this adds is the filter's glue and its rule, not a second measure.
 
 A document too long to hold (stack.data.long_documents) is measured on what was read of it from
 disk, its first window and its sample, as the filter was. What is kept of a dropped document until
