@@ -430,6 +430,9 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         # share held out is one the asked val_fraction draws
         "assigned": ("assigned_documents", "documents_off_rule"),
         "share": ("split_documents", "heldout_documents", "asked_val_fraction"),
+        # rev 5: no held-out document or example is stored as a train one, keyed as the shards
+        # store it apart from the identity the split was drawn by
+        "stored": ("stored_documents", "stored_heldout", "stored_shared"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
@@ -446,6 +449,8 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, *CHECKS["GATE-DATA-005"]["share"]):
         problems += _share_problems(m, t["min_split_tail_p"])
+    if has(m, *CHECKS["GATE-DATA-005"]["stored"]):
+        problems += _stored_problems(m)
     if has(m, "set_windows", "read_windows", "read_windows_mismatched"):
         problems += _set_read_problems(m)
     if has(m, "train_examples", "train_examples_elsewhere") and (
@@ -468,6 +473,23 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
                 "their planned ids (read from the train split? labels of other windows?)"
                 + (f"; by table: {by_table}" if by_table else "")
             )
+    return problems
+
+
+def _stored_problems(m: Measured) -> list[str]:
+    """The splits as stored: no held-out document's stored form is a train one's, and (with the
+    manifest's counts) every document written was keyed."""
+    stored, heldout, shared = (count(m, k) for k in ("stored_documents", "stored_heldout", "stored_shared"))
+    problems = []
+    if shared:
+        problems.append(
+            f"{shared} of the {heldout} held-out documents (examples) are stored exactly as a train one: "
+            "the split was drawn by an identity that is not the content's (a location, a counter?)"
+        )
+    if heldout > stored or shared > heldout:
+        problems.append(f"{shared} shared and {heldout} held out of {stored} stored documents do not add up")
+    if has(m, "split_documents") and (listed := count(m, "split_documents")) != stored:
+        problems.append(f"{stored} documents were keyed as stored, where the manifest counts {listed}")
     return problems
 
 
@@ -523,21 +545,42 @@ def _excluded(m: Measured, t: Thresholds) -> list[str]:
     return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
 
 
+# The tokenizers the stack trains or defines: lossless by construction (stack.data.tokenizer).
+OWN_TOKENIZERS = ("byte", "bpe")
+
+
 @judges(
     "GATE-DATA-007",
-    needs=(
-        "data_tokenizer_identity",
-        "model_tokenizer_identity",
-        "data_probe_sha256",
-        "model_probe_sha256",
-        "data_vocab_size",
-        "model_vocab",
-    ),
+    checks={
+        "identity": (
+            "data_tokenizer_identity",
+            "model_tokenizer_identity",
+            "data_probe_sha256",
+            "model_probe_sha256",
+            "data_vocab_size",
+            "model_vocab",
+        ),
+        # rev 3: the documents prepare writes decode to their text
+        "round_trip": (
+            "tokenizer",
+            "gives_back_probe",
+            "round_trip_documents",
+            "round_trip_failed",
+            "heldout_documents",
+            "heldout_checked",
+            "round_trip_rate",
+            "input_bytes",
+        ),
+    },
 )
 def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     """Identity by what the tokenizer does, witnessed twice: its canonical identity and its ids of a
     fixed probe text. Not by size (two tokenizers of one size map ids to other strings), not by
-    the bytes of one file (one tokenizer is saved in several formats)."""
+    the bytes of one file (one tokenizer is saved in several formats). And the documents a prepare
+    wrote decode to their text (`_round_trip_problems`)."""
+    problems = _round_trip_problems(m, t["round_trip_bytes"]) if has(m, "round_trip_documents") else []
+    if not has(m, "data_tokenizer_identity"):
+        return problems
     keys = [f"{side}_{what}" for what in ("tokenizer_identity", "probe_sha256") for side in ("data", "model")]
     if not all(isinstance(m.get(key), str) for key in keys):
         raise Malformed(f"{', '.join(keys)} must be strings")
@@ -554,6 +597,34 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     if data_vocab > model_vocab:
         problems.append(
             f"the data's tokenizer has {data_vocab} ids, the model's embedding {model_vocab} rows"
+        )
+    return problems
+
+
+def _round_trip_problems(m: Measured, budget: float) -> list[str]:
+    """Every held-out document was decoded again, the rest at the share round_trip_bytes allows;
+    and, for a tokenizer that promises the round trip (the stack's own, or one that gives back the
+    probe text), every one checked decodes to its text."""
+    name, gives_back = m.get("tokenizer"), flag(m, "gives_back_probe")
+    checked, failed = count(m, "round_trip_documents"), count(m, "round_trip_failed")
+    heldout, heldout_checked = count(m, "heldout_documents"), count(m, "heldout_checked")
+    rate, corpus = number(m, "round_trip_rate"), count(m, "input_bytes")
+    problems = []
+    if failed > checked or heldout_checked > min(heldout, checked):
+        problems.append(f"{failed} failed and {heldout_checked} held out of {checked} checked do not add up")
+    if failed and (name in OWN_TOKENIZERS or gives_back):
+        problems.append(
+            f"{failed} of the {checked} documents checked do not decode to their text with the {name} "
+            f"tokenizer (first: {m.get('first_failed')}): it stores other text than the corpus (a prefix "
+            "space, a character lost?)"
+        )
+    if heldout_checked != heldout:
+        problems.append(f"{heldout_checked} of the {heldout} held-out documents were decoded again, not all")
+    least = min(1.0, budget / max(corpus, 1))
+    if not rate >= least:
+        problems.append(
+            f"documents were drawn for the round trip at {rate:.3g}, below {least:.3g}: round_trip_bytes "
+            f"{budget:g} over the corpus's {corpus} bytes"
         )
     return problems
 

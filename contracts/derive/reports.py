@@ -1367,11 +1367,57 @@ def per_source(reports: dict[str, Any], keys: tuple[str, ...]) -> dict[str, dict
     return {name: {key: row.get(key) for key in keys} for name, row in reports.items()}
 
 
+# Since this spec version a prepare's manifest keeps each source's byte account (GATE-DATA-014's
+# check bytes), and its record holds the round trip (GATE-DATA-007) and the stored keys' counts
+# (GATE-DATA-005's check stored) the manifest's counts give again.
+ACCOUNTS_SINCE = "1.30.0"
+
+
+def _prepare_since_1_30(inputs: Inputs, derived: Derivation, manifest: dict[str, Any]) -> None:
+    """What a prepare's manifest and config give again of the checks of spec 1.30.0: each source's
+    byte account (GATE-DATA-014 bytes), the settings the filter rules were judged by (GATE-DATA-013
+    rules), the data's tokenizer and held-out documents (GATE-DATA-007 round_trip), and the
+    documents of both splits and of the held-out one (GATE-DATA-005 stored)."""
+    results = {g.id: g.measured for g in inputs.record.gates if g.id not in inputs.stale}
+
+    def judged(gate_id: str, key: str) -> bool:
+        measured = results.get(gate_id)
+        return isinstance(measured, dict) and key in measured
+
+    if judged("GATE-DATA-014", "accounts"):
+        derived.put(
+            ("gates", "GATE-DATA-014", "measured", "accounts"),
+            manifest.get("accounting"),
+            since=ACCOUNTS_SINCE,
+        )
+    settings = (inputs.record.config or {}).get("filter_settings") or {}
+    if judged("GATE-DATA-013", "rules") and isinstance(settings, dict):
+        rules = results["GATE-DATA-013"]["rules"]
+        stated = rules.get("settings") if isinstance(rules, dict) else None
+        for section, values in (stated or {}).items():
+            for key in values if isinstance(values, dict) else ():
+                where = ("gates", "GATE-DATA-013", "measured", "rules", "settings", section, key)
+                derived.put(where, (settings.get(section) or {}).get(key), since=ACCOUNTS_SINCE)
+    share = share_measured(manifest)
+    if judged("GATE-DATA-007", "round_trip_documents"):
+        where = ("gates", "GATE-DATA-007", "measured")
+        derived.put(
+            (*where, "tokenizer"), (manifest.get("tokenizer") or {}).get("name"), since=ACCOUNTS_SINCE
+        )
+        if share is not None:
+            derived.put((*where, "heldout_documents"), share["heldout_documents"], since=ACCOUNTS_SINCE)
+    if judged("GATE-DATA-005", "stored_documents") and share is not None:
+        where = ("gates", "GATE-DATA-005", "measured")
+        derived.put((*where, "stored_documents"), share["split_documents"], since=ACCOUNTS_SINCE)
+        derived.put((*where, "stored_heldout"), share["heldout_documents"], since=ACCOUNTS_SINCE)
+
+
 @derives("prepare")
 def prepare_record(inputs: Inputs) -> Derivation:
     """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0),
-    GATE-DATA-013/014/015's per-source values from those reports, and GATE-DATA-005's share of
-    documents held out (where the record judged it) from its counts per split and val_fraction."""
+    GATE-DATA-013/014/015's per-source values from those reports, GATE-DATA-005's share of
+    documents held out (where the record judged it) from its counts per split and val_fraction,
+    and the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`)."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
         if inputs.record.run.status is RunStatus.COMPLETED:
@@ -1393,6 +1439,7 @@ def prepare_record(inputs: Inputs) -> Derivation:
         share, split = share_measured(manifest), results.get("GATE-DATA-005")
         if share is not None and isinstance(split, dict) and all(key in split for key in share):
             derived.gate("GATE-DATA-005", share)
+        _prepare_since_1_30(inputs, derived, manifest)
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}

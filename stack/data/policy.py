@@ -37,6 +37,7 @@ import torch
 
 from contracts.curriculum import UNWEIGHTED, project_shares, split_windows
 from contracts.errors import BadInput
+from contracts.filter_rules import compression_ratio
 from contracts.gates import Outcome, gate_require, measure
 from contracts.rewards import EXP3_START, exp3_log_weights
 from stack.data import mixture
@@ -45,7 +46,6 @@ from stack.data.curriculum import Phase, check_phase, phase_at
 from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
-from stack.data.repetition import compression_ratio
 
 # Tokens of each source read to profile it for GATE-DATA-011: enough that zlib's own overhead
 # (a few dozen bytes) does not hide repetition, few enough to read in a moment.
@@ -148,7 +148,7 @@ def weighted(weights: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str
 
 
 def text_profile(texts: Iterable[str], score: Callable[[str], float]) -> dict[str, float]:
-    """zlib's compressed/raw size over all the text (stack.data.repetition), and the mean coherence score."""
+    """zlib's compressed/raw size over all the text (contracts.filter_rules), and the mean coherence score."""
     texts = list(texts)
     ratio = compression_ratio("".join(texts).encode("utf-8", "replace"))
     return {"compression_ratio": ratio, "coherence": math.fsum(map(score, texts)) / max(len(texts), 1)}

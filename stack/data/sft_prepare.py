@@ -30,9 +30,11 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from contracts.split import example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
+from stack.data.accounting import TURNS, Books, check_accounts
 from stack.data.chat_jinja import jinja_of
 from stack.data.chat_shapes import LeftOut
 from stack.data.corpus import InputFile, check_source_name
@@ -47,6 +49,7 @@ from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
+    ByteAccount,
     DataFile,
     FilterReport,
     LabelFile,
@@ -64,13 +67,20 @@ from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, pair_turns,
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
-from stack.data.sft_gates import check_markers, check_rendering, check_supervision, check_turns
+from stack.data.round_trips import RoundTrips, book_examples, check_round_trips
+from stack.data.sft_gates import (
+    check_markers,
+    check_rendering,
+    check_supervision,
+    check_turns,
+    example_verdicts,
+    stored_example_keys,
+)
 from stack.data.sft_template import (
     ChatTemplate,
     ExampleText,
     Rendered,
     TurnText,
-    canonical_example,
     concatenated_text,
     example_text,
     example_turns,
@@ -160,15 +170,21 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
     return train_bpe(texts, vocab_size or DEFAULT_BPE_VOCAB)
 
 
+def turns_bytes(turns: Sequence[tuple[str, str]]) -> int:
+    """The UTF-8 bytes of an example's turns, the unit of a fine-tuning prepare's books
+    (stack.data.accounting)."""
+    return sum(len(text.encode("utf-8")) for _, text in turns)
+
+
 def _read_examples(
-    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path, dropped: Dropped
+    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path, dropped: Dropped, source: str
 ) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
     """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line, or
-    file[element] in a JSON array), in file order; blank lines are skipped, and a byte-order mark or
-    CRLF line ends counted (stack.data.line_ends); a record with nothing to learn from is left out
-    into `dropped` (stack.data.chat_shapes.LeftOut). A compressed file, or one in UTF-16 or UTF-32
-    with a byte-order mark, is read through a UTF-8 copy in `scratch` (stack.data.unpack), as
-    pretraining text is."""
+    file[element] in a JSON array), in file order, each booked as read by `source`; blank lines are
+    skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends); a record with
+    nothing to learn from is left out into `dropped` (stack.data.chat_shapes.LeftOut). A compressed
+    file, or one in UTF-16 or UTF-32 with a byte-order mark, is read through a UTF-8 copy in
+    `scratch` (stack.data.unpack), as pretraining text is."""
     examples, wheres, counts = [], [], Counter[str]()
     for number, given in enumerate(paths):
         if not given.is_file():
@@ -186,6 +202,7 @@ def _read_examples(
                 continue
             if fmt == PREFS_FORMAT:
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
+            dropped.books.read(source, TURNS, turns_bytes(turns))
             examples.append(turns)
             wheres.append(f"{given.name}{at}")
     return examples, wheres, counts
@@ -219,11 +236,13 @@ class Dropped:
     """Examples left out by a rule of their own (the filters count theirs in their report): blank
     for what is learnt (`empty`), longer than the window (`too_long`, with the longest), or of
     nothing to learn from as read (stack.data.chat_shapes.LeftOut: `unanswered`, `tie`,
-    `diverged`); and, per rule, where its first one was read and why."""
+    `diverged`); and, per rule, where its first one was read and why. `books` holds the bytes of
+    the examples read, kept and dropped (stack.data.accounting)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     longest: int = 0
     first: dict[str, str] = field(default_factory=dict)
+    books: Books = field(default_factory=Books)
 
     def add(self, rule: str, why: str, length: int = 0) -> None:
         self.counts[rule] += 1
@@ -254,12 +273,14 @@ def _render_all(
             pair, limit = pair_ids(tok, turns), plan.pack_len // 2
             if not pair.prompt:
                 dropped.add("empty", f"{where}: the prompt is empty")
+                dropped.books.document(plan.source, "empty", turns_bytes(turns))
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
             whole = pair_text(turns)
         elif _empty(plan.fmt, turns):
             dropped.add("empty", f"{where}: every assistant turn is blank")
+            dropped.books.document(plan.source, "empty", turns_bytes(turns))
             continue
         else:
             if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
@@ -269,10 +290,12 @@ def _render_all(
             limit, length = plan.pack_len, len(rendered.ids)
         if rendered is None or length > limit:
             dropped.add("too_long", f"{where}: {length} tokens", length)
+            dropped.books.document(plan.source, "too_long", turns_bytes(turns))
             continue
-        sha = splitting.content_sha256(canonical_example(turns))
+        sha = example_identity(turns)
         which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
         splits[which].examples.append(rendered)
+        dropped.books.document(plan.source, None, turns_bytes(turns))
         if plan.fmt != PREFS_FORMAT:  # the turns as text: a joined prompt and completion are one turn
             joined = plan.join == "concatenate"
             texts = [(turns[0][1], turns[1][1])] if joined else supervised_texts(template, turns)
@@ -281,7 +304,7 @@ def _render_all(
                 concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
             )
         splits[which].wholes.append(whole)
-        assigned.add(sha, which)
+        assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
@@ -346,9 +369,17 @@ class SftPlan:
 
 
 def _write_split(
-    staging: Path, split: Split, plan: SftPlan, rendered: _Split, tok: Tokenizer, dtype: str
+    staging: Path,
+    split: Split,
+    plan: SftPlan,
+    rendered: _Split,
+    tok: Tokenizer,
+    dtype: str,
+    stored: splitting.Stored,
+    trips: RoundTrips,
 ) -> tuple[list[Shard], list[LabelFile], int]:
-    """The shard and label file of one split (none when it has no example)."""
+    """The shard and label file of one split (none when it has no example); each example written is
+    keyed as stored into `stored`, and its ids decoded against its whole text into `trips`."""
     if not rendered.examples:
         return [], [], 0
     eos_id = tok.eot_id
@@ -357,6 +388,10 @@ def _write_split(
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
     check_rendering(tokens, labels, rendered.wholes, tok)
+    for key in stored_example_keys(tokens, labels, tok):
+        stored.add(split, key)
+    verdicts = example_verdicts(tokens, labels, rendered.wholes, tok)
+    book_examples(trips, split == "heldout", verdicts, f"{split} example")
     writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
     writer.add(tokens)
     shards = writer.close()
@@ -389,7 +424,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     template = load_template(plan.template)
     scratch = staging / UNPACKED_DIR
     dropped = Dropped()
-    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch, dropped)
+    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch, dropped, plan.source)
     shutil.rmtree(scratch, ignore_errors=True)  # the UTF-8 copies are never published
     # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters): the
     # source's scripts measured over its examples, its canaries planted first, each drop logged.
@@ -401,11 +436,12 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     runner.set_scripts(letters.held(runner.settings.script))
     runner.log = DropLog(staging)
     runner.plant_turns(plan.source)
-    kept = [
-        (turns, where)
-        for turns, where in zip(examples, wheres, strict=True)
-        if runner.keep_turns(plan.source, turns, canonical_example(turns), where)
-    ]
+    kept = []
+    for turns, where in zip(examples, wheres, strict=True):
+        if (reason := runner.judge_turns(plan.source, turns, where)) is None:
+            kept.append((turns, where))
+        else:
+            dropped.books.document(plan.source, reason, turns_bytes(turns))
     log_path = runner.log.close()
     check_reports(runner, {plan.source: len(kept)}, recount(log_path))
     read = runner.report(plan.source).documents_in + sum(dropped.counts.values())
@@ -418,15 +454,20 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
+    check_accounts(dropped.books)
     if not splits["train"].examples:
         raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)
     shards, label_files, supervised = [], [], {}
+    stored = splitting.Stored()
+    trips = RoundTrips(tok, 1.0, sum(path.stat().st_size for path in plan.files))  # every example
     for split in ("train", "heldout"):
-        written, labels, count = _write_split(staging, split, plan, splits[split], tok, dtype)
+        written, labels, count = _write_split(staging, split, plan, splits[split], tok, dtype, stored, trips)
         shards += written
         label_files += labels
         supervised[split] = count
+    check_round_trips(trips)
+    splitting.check_stored(stored)
     index_path = staging / INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, index)
@@ -460,6 +501,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         normalised=normalised_input({plan.source: {k: counts[k] for k in NormalisedInput.model_fields}}),
+        accounting={name: ByteAccount(**account) for name, account in dropped.books.as_dict().items()},
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
             template=template.spec.name,
