@@ -60,9 +60,11 @@ WRITTEN_BY: dict[str, frozenset[str]] = {
     "synth": frozenset({"synth"}),
     "options-matrix": frozenset({"options-matrix"}),
 }
-# The run kinds other programs write (pytest, the benchmarks, tools/gpu_check.py): their command
-# lines are not `stack`'s, and this module does not read them.
-NOT_STACK_KINDS = frozenset({"conformance", "falsify", "benchmark", "gpu-check"})
+# The run kinds other programs write (pytest, the benchmarks, tools/gpu_check.py, and the scratch
+# records tools/scratch.py declares for the checker's own tests and benchmark, tools/scratch.SYNTHETIC):
+# their command lines are not `stack`'s, and this module does not read them. Any other kind is
+# `stack`'s, and one WRITTEN_BY does not name is a violation (`command_line_problems`).
+NOT_STACK_KINDS = frozenset({"conformance", "falsify", "benchmark", "gpu-check", "synthetic"})
 # An interpreter that runs the stack as a module (`python -m stack ...`, `python3.12 -m stack`).
 PYTHON_RE = re.compile(r"python[0-9.]*")
 # The option of each training command that names the model it starts from: `stack dpo` tunes the
