@@ -246,18 +246,36 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
 
 
+def filed_run(status_line: str) -> bool:
+    """Whether a `git status --porcelain=v2` line is an untracked run directory of the ledger
+    (`? evidence/runs/<run-id>/`): a record filed into this checkout's ledger since its commit.
+    Such a record is no code that ran, so it leaves the tree clean; a file added to a committed run
+    directory, or a committed record changed, is still dirt."""
+    if not status_line.startswith("? ") or not status_line.endswith("/"):
+        return False
+    parts = Path(status_line[2:]).parts
+    return (
+        len(parts) == len(LEDGER_DIR.parts) + 1
+        and parts[:-1] == LEDGER_DIR.parts
+        and bool(re.fullmatch(RUN_ID_PATTERN, parts[-1]))
+    )
+
+
 def collect_code(repo: Path) -> CodeInfo:
     """The commit the code came from, whether the tree was dirty, and a hash of the diff.
 
     One `git status` gives the commit and the dirt (untracked files count: they may be the code
-    that ran); the diff is read only when there is dirt, since a clean tree has none.
+    that ran; the records a session files into the ledger do not, `filed_run`: each command of a
+    session filing its record there would otherwise make the tree of the next one dirty, and
+    every check made only of a clean record's commit would skip it); the diff is read only when
+    there is dirt, since a clean tree has none.
     """
     status = _git(repo, "status", "--porcelain=v2", "--branch", "--untracked-files=normal")
     lines = status.stdout.decode(errors="replace").splitlines()
     head = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
     if status.returncode != 0 or head is None or head == "(initial)":
         return CodeInfo(git_sha=None, git_dirty=True, diff_sha256=None)
-    dirty = any(not ln.startswith("#") for ln in lines)
+    dirty = any(not ln.startswith("#") and not filed_run(ln) for ln in lines)
     diff = _git(repo, "diff", "HEAD").stdout if dirty else b""
     return CodeInfo(
         git_sha=head,

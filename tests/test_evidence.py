@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from contracts.errors import BadInput
 from contracts.evidence import (
+    EVIDENCE_FILE,
+    LEDGER_DIR,
     CodeInfo,
     EvidenceRecord,
     RunInfo,
@@ -101,6 +103,33 @@ def test_code_info_tells_a_clean_tree_from_edits_and_new_files(tmp_path: Path) -
     (tmp_path / "code.py").write_text("x = 3\n")
     edited = collect_code(tmp_path)
     assert edited.git_dirty and edited.diff_sha256 == hashlib.sha256(git("diff", "HEAD").encode()).hexdigest()
+
+
+def test_records_filed_since_the_commit_leave_the_tree_clean(tmp_path: Path) -> None:
+    """A session files each command's record into the ledger: the next command of the session
+    still runs the committed code, so its record names a clean tree; anything else new is dirt."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True)
+        return done.stdout
+
+    git("init", "-q")
+    committed = tmp_path / LEDGER_DIR / "prepare-20261125T000000"
+    committed.mkdir(parents=True)
+    (committed / EVIDENCE_FILE).write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "HEAD").strip()
+    for run_id in ("eval-20261125T000001", "mix-run-20261125-spec-1.30.0"):
+        filed = tmp_path / LEDGER_DIR / run_id
+        filed.mkdir()
+        (filed / EVIDENCE_FILE).write_text("{}\n")
+    assert collect_code(tmp_path) == CodeInfo(git_sha=head, git_dirty=False, diff_sha256=None)
+    (committed / "extra.json").write_text("{}\n")  # a file added to a committed record is dirt
+    assert collect_code(tmp_path).git_dirty
+    (committed / "extra.json").unlink()
+    (tmp_path / LEDGER_DIR.parent / "notes.txt").write_text("x\n")  # beside the ledger: dirt
+    assert collect_code(tmp_path).git_dirty
 
 
 def test_env_info_reads_versions_without_importing() -> None:

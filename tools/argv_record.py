@@ -7,13 +7,16 @@ The rest of the record restates those words: a surgery's `bits`, an export's `in
 model it started from and its run id. A forger who edits one of those and leaves the command
 line as it was is caught here, without running anything:
 
+* every command line is one `stack`'s own parser takes, running a command that writes the record's
+  kind: a line it cannot parse is a violation naming it, never a reason to skip the checks below
+  (and `config_rebuild`'s) that read it;
 * every option a command line gives (or a flag it leaves off) whose name is a key of the
   record's config must hold that value there, a path naming the same place (training configs
   are resolved again whole by `config_rebuild`);
 * every parent in the record's lineage lies at a place one of its command lines names;
-* a training record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` and
-  `--init-from` point, and its run id is the name of the run directory `--out` (or `--resume`)
-  names.
+* a record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` and the word that
+  names the model it started from point (`--init-from`, a DPO policy, a distillation's `--student`),
+  and a training record's run id is the name of the run directory `--out` (or `--resume`) names.
 
 Options are read by the stack's own parser with every default left out, so only what the line
 says is compared (a default the code changed since the record was made is not the record's).
@@ -26,12 +29,50 @@ import contextlib
 import functools
 import io
 import os
+import re
 from pathlib import Path, PurePath
 from typing import Any
 
 from contracts.evidence import EvidenceRecord, run_named
 from stack.cli import build_parser
 
+# Each `stack` command with the run kinds of the records it writes (spec/run_kinds.yaml): `stack
+# train` from a model writes a finetune, and with `train.task` an sft, dpo or distill record; `stack
+# trace --patch` a patch; `stack lens --train` a lens-train; `stack lora ACTION` a lora-ACTION.
+WRITTEN_BY: dict[str, frozenset[str]] = {
+    "prepare": frozenset({"prepare"}),
+    "train": frozenset({"train", "finetune", "sft", "dpo", "distill"}),
+    "sft": frozenset({"sft"}),
+    "dpo": frozenset({"dpo"}),
+    "distill": frozenset({"distill"}),
+    "es": frozenset({"es"}),
+    "sample": frozenset({"sample"}),
+    "eval": frozenset({"eval"}),
+    "evalmatrix": frozenset({"evalmatrix"}),
+    "memorization": frozenset({"memorization"}),
+    "export": frozenset({"export-hf", "export-onnx"}),
+    "import-hf": frozenset({"import-hf"}),
+    "trace": frozenset({"trace", "patch"}),
+    "lens": frozenset({"lens", "lens-train"}),
+    "laser": frozenset({"laser"}),
+    "quantize": frozenset({"quantize"}),
+    "lora": frozenset({"lora-merge", "lora-export", "lora-import"}),
+    "synth": frozenset({"synth"}),
+    "options-matrix": frozenset({"options-matrix"}),
+}
+# The run kinds other programs write (pytest, the benchmarks, tools/gpu_check.py, and the scratch
+# records tools/scratch.py declares for the checker's own tests and benchmark, tools/scratch.SYNTHETIC):
+# their command lines are not `stack`'s, and this module does not read them. Any other kind is
+# `stack`'s, and one WRITTEN_BY does not name is a violation (`command_line_problems`).
+NOT_STACK_KINDS = frozenset({"conformance", "falsify", "benchmark", "gpu-check", "synthetic"})
+# An interpreter that runs the stack as a module (`python -m stack ...`, `python3.12 -m stack`).
+PYTHON_RE = re.compile(r"python[0-9.]*")
+# The option of each training command that names the model it starts from: `stack dpo` tunes the
+# policy RUN_DIR|CKPT it is given, `stack distill` its --student (stack/cli/dpo.py and distill.py
+# hand them on as --init-from).
+START_OPTION = {"train": "init_from", "sft": "init_from", "dpo": "path", "distill": "student"}
+# The inputs a record's metrics restate that `input_problems` holds to the word naming each.
+INPUT_FIELDS = ("data_dir", "init_from.path")
 # The kinds of the training loop: their config is rebuilt whole from the command lines
 # (tools/config_rebuild.py), not option by option.
 LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
@@ -72,14 +113,90 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stack_words(argv: list[str]) -> list[str] | None:
+    """The words a command line hands `stack`'s parser: those after `stack` (or a path to the stack
+    script) or after `python -m stack`; None for a line of another program."""
+    if argv and Path(argv[0]).name == "stack":
+        return argv[1:]
+    if len(argv) >= 3 and PYTHON_RE.fullmatch(Path(argv[0]).name) and argv[1:3] == ["-m", "stack"]:
+        return argv[3:]
+    return None
+
+
+def parsed(argv: list[str]) -> dict[str, Any] | str:
+    """The options a `stack` command line gives, by destination (flags always), or why it is none:
+    another program's line, or the parser's own refusal."""
+    words = stack_words(argv)
+    if words is None:
+        return "it does not run `stack` (nor `python -m stack`)"
+    options = _parsed_words(tuple(words))
+    return dict(options) if isinstance(options, dict) else options
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_words(words: tuple[str, ...]) -> dict[str, Any] | str:
+    """`parsed` of the words after the program, once per line (every check of a record reads its
+    lines again; a copy of the options is handed out, so no caller changes the cached one)."""
+    refusal = io.StringIO()
+    with contextlib.redirect_stderr(refusal), contextlib.suppress(SystemExit):
+        return vars(_parser().parse_args(list(words)))
+    said = [line for line in refusal.getvalue().splitlines() if line.strip()]
+    return f"`stack`'s parser refuses it: {said[-1] if said else 'no reason given'}"
+
+
+def _words(argv: list[str]) -> list[str]:
+    """The words of a `stack` command line after its program (none of another program's line)."""
+    return stack_words(argv) or []
+
+
 def given(argv: list[str]) -> dict[str, Any] | None:
     """The options a `stack` command line gives, by destination (flags always); None for a line
-    the parser refuses or that is not `stack`'s."""
-    if len(argv) < 2 or Path(argv[0]).name != "stack":
+    the parser refuses or that is not `stack`'s (`command_line_problems` names such a line)."""
+    options = parsed(argv)
+    return options if isinstance(options, dict) else None
+
+
+def word_of(argv: list[str], option: str) -> str | None:
+    """How a command line spelled the path it gives `option` (`--opt VALUE`, `--opt=VALUE` or a
+    positional): the key `run.places` resolves it under. None where the line gives no path there."""
+    value = (given(argv) or {}).get(option)
+    if not isinstance(value, PurePath):
         return None
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
-        return vars(_parser().parse_args(argv[1:]))
-    return None
+    words = [w.partition("=")[2] if w.startswith("-") else w for w in _words(argv)]
+    return next((w for w in words if w and PurePath(w) == value), str(value))
+
+
+def command_line_problems(record: EvidenceRecord) -> list[str]:
+    """Each command line of a record of a kind `stack` writes that `stack`'s parser does not take,
+    or that runs a command that does not write the kind. The checks of this module and of
+    `config_rebuild` read the record's command lines; a line they could not read would turn them
+    all off, so it is a violation here, never a skip."""
+    kind = record.run.kind
+    if kind in NOT_STACK_KINDS:
+        return []
+    commands = sorted(command for command, kinds in WRITTEN_BY.items() if kind in kinds)
+    if not commands:
+        return [
+            f"the checker knows no `stack` command that writes a {kind!r} record: its command lines go unread"
+        ]
+    problems = []
+    for at, (argv, _places) in enumerate(_command_lines(record)):
+        where = "run.argv" if at == 0 else f"metrics.resumes[{at - 1}].argv"
+        options = parsed(argv)
+        if isinstance(options, str):
+            problems.append(f"{where} {argv!r} is not a command line the checker can read: {options}")
+        elif options.get("command") not in commands:
+            problems.append(
+                f"{where} runs `stack {options.get('command')}`, but a {kind} record is written by "
+                f"{' or '.join(f'`stack {c}`' for c in commands)}"
+            )
+        elif kind in LOOP_KINDS and (options.get("resume") is not None) != (at > 0):
+            # stack.train.run keeps the line that started a run as run.argv, each resume's after it
+            said = "resumes a run" if at == 0 else "starts a run (no --resume)"
+            problems.append(
+                f"{where} {said}, but a {kind} record keeps its start first and its resumes after it"
+            )
+    return problems
 
 
 def same_place(recorded: str, word: str, places: dict[str, str]) -> bool:
@@ -132,7 +249,7 @@ def option_problems(record: EvidenceRecord) -> list[str]:
     for argv, named in lines:
         options.update(given(argv) or {})
         places.update(named)
-    words = [word for argv, _named in lines for word in argv[1:]]
+    words = [word for argv, _named in lines for word in _words(argv)]
     problems = [
         f"config.{key} is {recorded!r}, but its command line gives {_shown(options[key])}"
         for key, recorded in record.config.items()
@@ -169,35 +286,74 @@ def lineage_path_problems(record: EvidenceRecord) -> list[str]:
         f"its {ref.role} parent lies at {ref.path}, which none of its command lines names"
         for ref in record.lineage.parents
         if ref.path is not None
-        and not any(same_place(ref.path, word, places) for argv, places in lines for word in argv[1:])
+        and not any(same_place(ref.path, word, places) for argv, places in lines for word in _words(argv))
     ]
 
 
-def training_problems(record: EvidenceRecord) -> list[str]:
-    """A training record's data directory, starting model and run id against its first command line."""
+def _flag(command: str, dest: str) -> str:
+    """How `stack COMMAND`'s help names the option (or positional) of destination `dest`."""
+    for action in _parser()._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for option in action.choices[command]._actions:
+                if option.dest == dest:
+                    return option.option_strings[0] if option.option_strings else str(option.metavar or dest)
+    return dest
+
+
+def input_problems(record: EvidenceRecord) -> list[str]:
+    """The inputs a record restates against its first command line: `metrics.data_dir` is where
+    its --data points, `metrics.init_from.path` where the word naming the model it started from
+    points (START_OPTION); a path stated where the line names none is as false as another one.
+    A line that only resumes names neither (the run's config does)."""
+    options = given(record.run.argv or [])
+    if options is None or options.get("resume") is not None:
+        return []  # an unreadable line is command_line_problems'
+    places, metrics = record.run.places or {}, record.metrics if isinstance(record.metrics, dict) else {}
+    command = str(options.get("command"))
+    stated = [
+        (f"metrics.{field}", _dotted(metrics, field), _input_option(field, command)) for field in INPUT_FIELDS
+    ]
+    problems = []
+    for field, value, dest in stated:
+        if not isinstance(value, str):
+            continue
+        if dest is None or options.get(dest) is None:
+            problems.append(
+                f"its {field} is {value!r}, but its command line (`stack {command}`) names no such input"
+            )
+        elif not same_place(value, str(options[dest]), places):
+            problems.append(
+                f"its {field} is {value!r}, but its command line's {_flag(command, dest)} names "
+                f"{str(options[dest])!r}"
+            )
+    return problems
+
+
+def _input_option(field: str, command: str) -> str | None:
+    """The option of `stack COMMAND` that names the input a record's metrics restate as `field`."""
+    return "data" if field == "data_dir" else START_OPTION.get(command)
+
+
+def _dotted(table: dict[str, Any], field: str) -> Any:
+    """The value at dotted `field` of nested tables (None where a part is missing)."""
+    value: Any = table
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def run_dir_problems(record: EvidenceRecord) -> list[str]:
+    """A training record's run id is the name of the run directory its first command line writes."""
     options = given(record.run.argv or [])
     if record.run.kind not in LOOP_KINDS or options is None:
         return []
-    places, metrics = record.run.places or {}, record.metrics if isinstance(record.metrics, dict) else {}
-    init_from = metrics.get("init_from") if isinstance(metrics.get("init_from"), dict) else {}
-    stated = {"data": metrics.get("data_dir"), "init_from": init_from.get("path")}
-    problems = [
-        f"its {field} is {stated[option]!r}, but its command line's {flag} names {str(options[option])!r}"
-        for option, flag, field in (
-            ("data", "--data", "metrics.data_dir"),
-            ("init_from", "--init-from", "metrics.init_from.path"),
-        )
-        if options.get(option) is not None
-        and isinstance(stated[option], str)
-        and not same_place(stated[option], str(options[option]), places)
-    ]
     run_dir = options.get("out") or options.get("resume")
     # A resumed leg or a set-up refusal filed in a ledger is the run's id with a suffix (contracts.evidence).
     if run_dir is not None and PurePath(os.path.normpath(str(run_dir))).name != run_named(record.run.id):
-        problems.append(
+        return [
             f"run.id is {record.run.id!r}, but its command line writes the run directory {str(run_dir)!r}"
-        )
-    return problems
+        ]
+    return []
 
 
 def _asked_options(record: EvidenceRecord) -> dict[str, Any]:
@@ -251,8 +407,10 @@ def _set_keys(argv: list[str]) -> list[str]:
 def argv_record_problems(record: EvidenceRecord) -> list[str]:
     """Everything the record says that its command lines contradict (see the module docstring)."""
     return [
+        *command_line_problems(record),
         *option_problems(record),
         *lineage_path_problems(record),
-        *training_problems(record),
+        *input_problems(record),
+        *run_dir_problems(record),
         *tuning_problems(record),
     ]

@@ -28,7 +28,6 @@ import gc
 import hashlib
 import json
 import os
-import posixpath
 import re
 import stat
 import subprocess
@@ -63,7 +62,9 @@ from lineage import (
     same_run,
 )
 from mutation import falsify_findings
+from place_links import place_link_problems
 from record_checks import check_record_truth, newer
+from scored_text import scored_text, text_problems
 from site_format import read_jsonl
 from spec_history import SpecHistory, committed_yaml, files_at, tree_names
 
@@ -287,17 +288,13 @@ class Checker:
 
         A resumed training record keeps the commit it started at while its spec is the resume's, so
         it is not held to its first commit's spec. A dirty tree may have edited spec/ itself, so its
-        version and digest are not compared; a goal it states must still be the committed one.
+        digest is not compared, nor its version unless its digest proves its spec the commit's (the
+        same sha256: then it is that spec, of that version); a goal it states must still be the
+        committed one.
         """
         shas = [sha for sha, records in cited.items() if records]
         files = self._files_at(shas, ("spec.yaml", "benchmarks.yaml"))
-        digests = self._spec_digests(
-            [
-                sha
-                for sha, records in cited.items()
-                if any(e.record and not e.record.code.git_dirty for e in records)
-            ]
-        )
+        digests = self._spec_digests(shas)
         for sha, records in cited.items():
             version, goals = version_in(files.get((sha, "spec.yaml"))), files.get((sha, "benchmarks.yaml"))
             by_name = (
@@ -318,17 +315,18 @@ class Checker:
                             f"metrics.{key} is {stated!r}, but spec/benchmarks.yaml at its commit {sha[:12]} "
                             f"says {goal!r}",
                         )
-                if record.code.git_dirty or record.metrics.get("resumes"):
+                if record.metrics.get("resumes"):
                     continue
-                if version is not None and record.spec.version != version:
+                digest = digests.get(sha)
+                proven = not record.code.git_dirty or record.spec.sha256 == digest
+                if proven and version is not None and record.spec.version != version:
                     self.fail(
                         INTEG_EVIDENCE,
                         loaded.path,
                         record.run.id,
                         f"names spec {record.spec.version}, but its commit {sha[:12]} has spec {version}",
                     )
-                digest = digests.get(sha)
-                if digest is not None and record.spec.sha256 != digest:
+                if not record.code.git_dirty and digest is not None and record.spec.sha256 != digest:
                     self.fail(
                         INTEG_EVIDENCE,
                         loaded.path,
@@ -339,8 +337,9 @@ class Checker:
 
     def check_sources_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
         """What a record states of a file of the repository, against the file at its commit
-        (`sources_cited`): the sha256 of a text it scored (a clean record: a dirty tree may have
-        edited it), the model of a preset it measured (dirty or clean, as its goals: a preset it
+        (`sources_cited`): a text it scored, dirty or clean (tools/scored_text.py: a dirty record's
+        where what it states proves the text the committed one, else a warning says it is not
+        derived), the model of a preset it measured (dirty or clean, as its goals: a preset it
         names is the committed one)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
@@ -352,8 +351,22 @@ class Checker:
         blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
-            for problem in source_problems(record, path, blob) if blob is not None else []:
+            if blob is None:  # a dirty tree may have scored a file it had not committed yet
+                said = f"states what {path} holds, but its commit {sha[:12]} has no such file"
+                if record.code.git_dirty:
+                    self.warn(STALE, file, record.run.id, said)
+                else:
+                    self.fail(INTEG_EVIDENCE, file, record.run.id, said)
+                continue
+            problems, warnings = (
+                (source_problems(record, path, blob), [])
+                if path == PRESETS_FILE
+                else text_problems(record, path, blob, self.root)
+            )
+            for problem in problems:
                 self.fail(INTEG_EVIDENCE, file, record.run.id, f"{problem} at its commit {sha[:12]}")
+            for warning in warnings:
+                self.warn(STALE, file, record.run.id, warning)
 
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
         """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
@@ -633,6 +646,7 @@ class Checker:
             *lineage_problems(by_id),
             *prepared_data_problems(by_id, manifests, shares),
             *evaluated_problems(by_id),
+            *place_link_problems(by_id),
         ]
         for run_id, problem in found:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
@@ -893,22 +907,9 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
 PRESETS_FILE = "stack/train/presets.py"
 
 
-def scored_text(record: EvidenceRecord) -> str | None:
-    """The repository path of the text a clean evaluation scored (`--text PATH`, given relative to
-    where it ran, which its config states resolved), or None."""
-    if record.run.kind != "eval" or record.code.git_dirty:
-        return None
-    argv = record.run.argv
-    given = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--text"), None)
-    resolved = record.config.get("text")
-    if given is None or given.startswith("/") or not isinstance(resolved, str):
-        return None
-    path = posixpath.normpath(given)
-    return path if not path.startswith("..") and resolved.endswith("/" + path) else None
-
-
 def sources_cited(record: EvidenceRecord) -> list[str]:
-    """The files of the repository a record states something of (`source_problems`)."""
+    """The files of the repository a record states something of (a preset it measured, a text it
+    scored: `source_problems`, tools/scored_text.py)."""
     metrics = record.metrics
     measured_preset = isinstance(metrics.get("preset"), str) and isinstance(metrics.get("model"), dict)
     cited = [PRESETS_FILE] if record.run.kind == "benchmark" and measured_preset else []
@@ -917,23 +918,12 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
 
 
 def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
-    """What `record` states of the repository's file `path` (its bytes: `blob`) that the file
-    contradicts: a text's sha256 and the bytes its score divides by, or a preset's model."""
-    if path != PRESETS_FILE:
-        digest = hashlib.sha256(blob).hexdigest()
-        stated, scored = record.metrics.get("text_sha256"), record.metrics.get("bytes")
-        if stated != digest:
-            return [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
-        # The text scored is the file's bytes (their sha256 says so), so its score divides by them all.
-        return (
-            []
-            if scored in (None, len(blob))
-            else [f"metrics.bytes is {scored!r}, but {path} holds {len(blob)}"]
-        )
+    """What a benchmark states of the preset it measured that stack/train/presets.py at its commit
+    (its bytes: `blob`) contradicts: the preset's model."""
     name, model = record.metrics["preset"], record.metrics["model"]
     preset = (presets_in(blob) or {}).get(name) or {}
     return [
-        f"metrics.model.{key} is {model.get(key)!r}, but the preset {name!r} in {PRESETS_FILE} has {value!r}"
+        f"metrics.model.{key} is {model.get(key)!r}, but the preset {name!r} in {path} has {value!r}"
         for key, value in (preset.get("model") or {}).items()
         if model.get(key) != value
     ]

@@ -29,14 +29,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from argv_record import given, word_of
+
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.tokenizer_record import tokenizer_from_state
 from stack.export.sample import BUILTIN_SOURCE, resolve_sample
-from stack.train.checkpoint import read_state, verify_files
+from stack.train.checkpoint import read_manifest, read_state, verify_files
+from stack.train.trained import resolve_checkpoint
 
 # Where the checked tree keeps what it commits of its models (released ones included).
 COMMITTED = "evidence"
+# The kinds whose record's `checkpoint` is the checkpoint the command read, as
+# stack.eval.evidence.note_checkpoint names it (its directory's name, its manifest's step and
+# files), not one it made.
+READ_KINDS = frozenset(
+    {
+        "eval",
+        "sample",
+        "memorization",
+        "evalmatrix",
+        "synth",
+        "export-hf",
+        "export-onnx",
+        "laser",
+        "quantize",
+        "lora-merge",
+        "lora-export",
+    }
+)
+# The kinds whose `data.tokenizer_sha256` is the tokenizer of the model the command read
+# (stack/cli/eval.py, sample.py, memorization.py, evalmatrix.py, stack/surgery/output.py,
+# stack/export/exporters.py, stack/es/rundir.py: `trained.tokenizer.sha256`).
+READ_TOKENIZER_KINDS = frozenset(
+    {"eval", "sample", "memorization", "evalmatrix", "laser", "quantize", "lora-merge", "export-hf", "es"}
+)
 
 
 def in_repository(record: EvidenceRecord, word: str, root: Path = REPO_ROOT) -> Path | None:
@@ -192,4 +219,63 @@ def end_of_text_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list
                 f"gates[GATE-EXPORT-001].measured.eot_id is {stated['eot_id']!r}, but the tokenizer of "
                 f"{word} ends texts with {eot}"
             )
+    return problems
+
+
+def read_option(record: EvidenceRecord) -> str:
+    """The option naming the model whose checkpoint (and tokenizer) the record states: RUN_DIR|CKPT,
+    or the --base a LoRA merge changes where it gives one."""
+    options = given(record.run.argv or []) or {}
+    lora = record.run.kind.startswith("lora-") and options.get("base") is not None
+    return "base" if lora else "path"
+
+
+def committed_read(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple[str, Path] | None:
+    """(word, checkpoint directory) of the committed checkpoint the record's command line read by
+    its `read_option` (a directory under evidence/ here, `in_repository`); None for a model read
+    elsewhere. Raises BadInput for a committed directory that holds no checkpoint to read."""
+    word = word_of(record.run.argv or [], read_option(record))
+    directory = in_repository(record, word, root) if word is not None else None
+    if word is None or directory is None or not directory.is_relative_to((root / COMMITTED).resolve()):
+        return None
+    return word, resolve_checkpoint(directory)
+
+
+def read_checkpoint_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
+    """Where a command read a committed checkpoint: the `checkpoint` its record states (READ_KINDS)
+    is that checkpoint's name, step and files as its manifest lists them, and the tokenizer it
+    states (READ_TOKENIZER_KINDS) is that checkpoint's, rebuilt from its state by the stack's own
+    code. The committed files are never changed (the registry's history holds them), so this holds
+    of a record of a dirty tree as of a clean one."""
+    if record.run.kind not in READ_KINDS | READ_TOKENIZER_KINDS:
+        return []
+    try:
+        read = committed_read(record, root)
+        if read is None:
+            return []
+        word, checkpoint = read
+        manifest = read_manifest(checkpoint)
+        tokenizer = tokenizer_from_state(read_state(checkpoint)["tokenizer"]).sha256
+    except (BadInput, KeyError, TypeError) as exc:
+        return [f"the committed checkpoint its command line read cannot be read here: {exc}"]
+    problems = []
+    stated = record.checkpoint if record.run.kind in READ_KINDS else None
+    if stated is not None:
+        files = {name: (entry["sha256"], entry["bytes"]) for name, entry in manifest["files"].items()}
+        said = {name: (entry.sha256, entry.bytes) for name, entry in stated.files.items()}
+        problems += [
+            f"checkpoint.{field} is {mine!r}, but {word}, as committed, has {theirs!r}"
+            for field, mine, theirs in (
+                ("name", stated.name, checkpoint.name),
+                ("step", stated.step, manifest["step"]),
+                ("files", said, files),
+            )
+            if mine != theirs
+        ]
+    said_tokenizer = record.data.tokenizer_sha256 if record.data is not None else None
+    if record.run.kind in READ_TOKENIZER_KINDS and said_tokenizer != tokenizer:
+        problems.append(
+            f"data.tokenizer_sha256 is {said_tokenizer!r}, but the tokenizer of {word}, as committed, is "
+            f"{tokenizer!r}"
+        )
     return problems

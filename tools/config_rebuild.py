@@ -16,7 +16,9 @@ The rebuild runs this checkout's code, so it holds a record only where the code 
 command lines (CONFIG_CODE, and COMMAND_CODE of each command it ran) is, byte for byte, the code
 of the record's commit; a record made
 under other resolution code is not rebuilt (its `--set` keys are still held by `argv_config`).
-Nor is a run started with `--config FILE` (the file is not in the record).
+Nor is a run started with `--config FILE` (the file is not in the record). Either is named in a
+warning (`not_rebuilt`), never skipped in silence; a command line `stack` does not parse is a
+violation (argv_record.command_line_problems), never a record with nothing to rebuild.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from argv_record import stack_words
 
 import stack
 from contracts.errors import BadInput
@@ -109,11 +112,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parsed(argv: list[str]) -> argparse.Namespace | None:
-    """One command line as `stack` parses it; None for one it refuses (or that is not `stack`'s)."""
-    if len(argv) < 2 or Path(argv[0]).name != "stack":
+    """One command line as `stack` parses it (`stack ...` or `python -m stack ...`,
+    argv_record.stack_words); None for one it refuses or that is not `stack`'s, which
+    argv_record.command_line_problems names."""
+    words = stack_words(argv)
+    if words is None:
         return None
     with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
-        return _parser().parse_args(argv[1:])
+        return _parser().parse_args(words)
     return None
 
 
@@ -166,16 +172,46 @@ def _rebuilt_here(args: argparse.Namespace | None, resume: bool) -> bool:
     )
 
 
-def rebuilt(record: EvidenceRecord, config: dict[str, Any]) -> Rebuilt | None:
-    """What the record's command lines resolve to, or None where this module does not rebuild the
-    record (see the module docstring). `config` (the record's config.toml) lends the tokenizer's
-    vocabulary, which the data decides; for a run started from a model, that model's section,
-    which the checkpoint decides; and the paths a DPO or distillation run resolved.
-
-    Raises BadInput for command lines `resolve` or a command refuses."""
-    first = _parsed(record.run.argv or [])
+def _lines(record: EvidenceRecord) -> tuple[argparse.Namespace | None, list[argparse.Namespace | None]]:
+    """The record's first command line and each resume's, parsed (None: one `stack` refuses)."""
     resumes = record.metrics.get("resumes") if isinstance(record.metrics, dict) else None
     later = [_parsed(r.get("argv") or []) if isinstance(r, dict) else None for r in resumes or []]
+    return _parsed(record.run.argv or []), later
+
+
+def not_rebuilt(record: EvidenceRecord) -> str | None:
+    """Why a training record's config.toml is not rebuilt here, as a warning names it: a start or
+    resume from `--config FILE`, or resolution code that is not, at the record's commit, this
+    checkout's. None where it is rebuilt, where the record is no training command's, or where its
+    command lines are ones argv_record.command_line_problems names as a violation (unreadable, a
+    start that resumes, a resume that starts)."""
+    first, later = _lines(record)
+    if first is None or first.command not in COMMAND_CODE or any(a is None for a in later):
+        return None
+    if any(getattr(a, "config", None) is not None for a in [first, *later]):
+        return (
+            "config.toml is not rebuilt from its command lines: a --config FILE it read is not in the record"
+        )
+    if first.resume is not None or any(a is not None and a.resume is None for a in later):
+        return None
+    files = config_code({first.command, *(a.command for a in later if a is not None)})
+    sha = record.code.git_sha
+    if sha is not None and same_config_code(sha, files):
+        return None
+    return (
+        "config.toml is not rebuilt from its command lines: the code that resolves them "
+        f"({', '.join(files)}) is not, at its commit {str(sha)[:12]}, this checkout's"
+    )
+
+
+def rebuilt(record: EvidenceRecord, config: dict[str, Any]) -> Rebuilt | None:
+    """What the record's command lines resolve to, or None where this module does not rebuild the
+    record (see the module docstring; `not_rebuilt` says why). `config` (the record's config.toml)
+    lends the tokenizer's vocabulary, which the data decides; for a run started from a model, that
+    model's section, which the checkpoint decides; and the paths a DPO or distillation run resolved.
+
+    Raises BadInput for command lines `resolve` or a command refuses."""
+    first, later = _lines(record)
     if not _rebuilt_here(first, resume=False) or not all(_rebuilt_here(a, resume=True) for a in later):
         return None
     assert first is not None
@@ -215,6 +251,14 @@ def _shown(flat: dict[str, Any], key: str) -> str:
     return json.dumps(flat[key], sort_keys=True) if key in flat else "nothing"
 
 
+def rebuild_warnings(record: EvidenceRecord, run_dir: Path) -> list[str]:
+    """Why a training record's cited config.toml is not held to its command lines (`not_rebuilt`)."""
+    if not any(a.path == CONFIG_FILE for a in record.artifacts) or not (run_dir / CONFIG_FILE).is_file():
+        return []
+    reason = not_rebuilt(record)
+    return [] if reason is None else [reason]
+
+
 def rebuild_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     """Each key of config.toml, and each resume's changed keys, other than the command lines give."""
     path = run_dir / CONFIG_FILE
@@ -231,9 +275,10 @@ def rebuild_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     if built is None:
         return []
     wanted, used = _flat(built.config), _flat(config)
+    command = (stack_words(record.run.argv) or ["?"])[0]
     problems = [
         f"{CONFIG_FILE} holds {key} = {_shown(used, key)}, but its command lines resolve to "
-        f"{_shown(wanted, key)} (as `stack {record.run.argv[1]}` resolves its options)"
+        f"{_shown(wanted, key)} (as `stack {command}` resolves its options)"
         for key in sorted(wanted.keys() | used.keys())
         if built.decides(key) and _shown(wanted, key) != _shown(used, key)
     ]

@@ -24,6 +24,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contracts.evidence import collect_code
+
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
 # Run directories whose name is the run id (the training loop names a run after its directory).
@@ -97,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ledger", type=Path, default=ROOT / "evidence" / "runs", help="where records are filed"
     )
     args = parser.parse_args(argv)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True)
-    if dirty.stdout.strip():
+    if collect_code(ROOT).git_dirty:  # the stack's own rule: records filed since the commit are no dirt
         print(
             "current_records: the tree has uncommitted changes; commit them first (a record of a dirty "
             "tree names no commit)",

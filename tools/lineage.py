@@ -72,6 +72,26 @@ DERIVED_KINDS = frozenset(
 LINEAGE_SINCE = (1, 7, 0)
 WEIGHTS_FILE = "model.safetensors"
 INIT = "init"  # the role of the parent whose weights a run started from (stack.train.lineage)
+SOURCE = "source"  # the role of the model a surgery, merge, export or import read (stack.train.lineage)
+# The roles of the parents each kind's command names (stack.train.lineage.lineage, called by each):
+# the training loop's start, a DPO reference, a distillation's teacher and a resumed leg's earlier
+# leg; an ES run's start; the source a surgery, merge, export or import read; the base a peft
+# adapter is imported onto. A parent of another role (or of a kind not here) is one no command
+# names, and the checks keyed by role (contracts.derive.reports.source_parent_problems, the init
+# parent's step and architecture) would pass it over: it is a violation.
+PARENT_ROLES: dict[str, frozenset[str]] = {
+    "train": frozenset({RESUMES}),
+    "finetune": frozenset({INIT, RESUMES}),
+    "sft": frozenset({INIT, RESUMES}),
+    "dpo": frozenset({INIT, "reference", RESUMES}),
+    "distill": frozenset({INIT, "teacher", RESUMES}),
+    "es": frozenset({INIT}),
+    **dict.fromkeys(
+        ("laser", "quantize", "lora-merge", "lora-export", "export-hf", "export-onnx", "import-hf"),
+        frozenset({SOURCE}),
+    ),
+    "lora-import": frozenset({"base"}),
+}
 
 
 def vouched_weights(record: EvidenceRecord) -> str | None:
@@ -99,6 +119,7 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
     """(run id, problem) for every broken link among `records` (run id → record); see the module doc."""
     problems = []
     for run_id, record in records.items():
+        problems += [(run_id, problem) for problem in role_problems(record)]
         if record.lineage is None or not record.lineage.parents:
             if _asks_for_lineage(record):
                 problems.append(
@@ -135,6 +156,27 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
             elif ref.role == INIT:
                 problems += [(run_id, p) for p in _started_problems(record, parent)]
     return problems
+
+
+def role_problems(record: EvidenceRecord) -> list[str]:
+    """Each lineage parent of a role the record's kind's command never names (PARENT_ROLES)."""
+    parents = record.lineage.parents if record.lineage is not None else []
+    if not parents:
+        return []
+    roles = PARENT_ROLES.get(record.run.kind)
+    if roles is None:
+        return [f"its lineage names parents, but no command of its kind {record.run.kind!r} names any"]
+    problems = [
+        f"its lineage names a parent of role {ref.role!r} ({ref.path}), which the command of a "
+        f"{record.run.kind!r} record never names (it names {', '.join(sorted(roles))})"
+        for ref in parents
+        if ref.role not in roles
+    ]
+    return problems + [
+        f"its {RESUMES} parent names no record: a resumed leg names the filed leg it continues"
+        for ref in parents
+        if ref.role == RESUMES and ref.run is None
+    ]
 
 
 def _started_problems(record: EvidenceRecord, parent: EvidenceRecord) -> list[str]:
@@ -543,16 +585,21 @@ def _static_windows_problems(
 MAKING_KINDS = TRAINING_KINDS | {"es"}
 # The roles of the parent a model is made from without changing its architecture or its training
 # data: a surgery's, a merge's or an export's source, and the model an ES run evolves.
-SAME_MODEL_ROLES = ("source", INIT)
+SAME_MODEL_ROLES = (SOURCE, INIT)
+
+
+def made_weights(record: EvidenceRecord) -> str | None:
+    """The sha256 of the weights a record's run made: a training or ES run's checkpoint's, a derived
+    model's `lineage.model_sha256` (`vouched_weights`); None for a record that made none."""
+    derived = record.lineage is not None and record.lineage.model_sha256 is not None
+    return vouched_weights(record) if record.run.kind in MAKING_KINDS or derived else None
 
 
 def _made_by(records: Mapping[str, EvidenceRecord]) -> dict[str, EvidenceRecord]:
-    """weights sha256 → the record of the run that made them: a training or ES run's by its
-    checkpoint, a derived model's by `lineage.model_sha256` (`vouched_weights`)."""
+    """weights sha256 → the record of the run that made them (`made_weights`)."""
     made: dict[str, EvidenceRecord] = {}
     for record in records.values():
-        derived = record.lineage is not None and record.lineage.model_sha256 is not None
-        weights = vouched_weights(record) if record.run.kind in MAKING_KINDS or derived else None
+        weights = made_weights(record)
         if weights is not None:
             made.setdefault(weights, record)
     return made

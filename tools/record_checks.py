@@ -21,9 +21,10 @@ from checkpoint_reads import (
     builtin_sample_problems,
     committed_checkpoint_problems,
     end_of_text_problems,
+    read_checkpoint_problems,
     vocabulary_problems,
 )
-from config_rebuild import rebuild_problems
+from config_rebuild import rebuild_problems, rebuild_warnings
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
 from surgery_sources import surgery_source_problems
@@ -426,7 +427,9 @@ def check_record_truth(
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
         findings.violations += argv_record_problems(record) + trace_token_problems(record, root)
+        findings.warnings += rebuild_warnings(record, run_dir)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
+    findings.violations += read_checkpoint_problems(record, root)
     return findings

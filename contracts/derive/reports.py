@@ -786,7 +786,23 @@ def eval_record(inputs: Inputs) -> Derivation:
         derived.put(("checkpoint", "name"), basename(read))
         if "GATE-CKPT-002" not in inputs.stale:
             derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(read), optional=True)
+    derived.problems += scored_text_problems(inputs.record)
     return derived
+
+
+def scored_text_problems(record: EvidenceRecord) -> list[str]:
+    """`stack eval` hashes the text it scored once, into `metrics.text_sha256` and GATE-EVAL-003's
+    `text_sha256` alike (stack/cli/eval.py, stack.eval.file_check, stack.eval.split_check): two
+    digests of one text that differ name two texts (a gate of any revision states it)."""
+    scored = next((g.measured for g in record.gates if g.id == "GATE-EVAL-003"), None)
+    judged = scored.get("text_sha256") if isinstance(scored, dict) else None
+    stated = record.metrics.get("text_sha256")
+    if not isinstance(judged, str) or not isinstance(stated, str) or judged == stated:
+        return []
+    return [
+        f"metrics.text_sha256 is {stated!r}, but GATE-EVAL-003 judged the text {judged!r}: the evaluation "
+        "hashes the one text it scored into both"
+    ]
 
 
 # What the export gates measured, by the parity report's keys (fp32 for the ONNX graph).
