@@ -52,6 +52,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from cross_reads import cross_read_problems
 from lineage import (
     Release,
     evaluated_problems,
@@ -66,10 +67,11 @@ from mutation import falsify_findings
 from record_checks import check_record_truth, newer
 from site_format import read_jsonl
 from spec_history import SpecHistory, committed_yaml, files_at, tree_names
+from trace_tokens import text_token_problems
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord
 from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
@@ -352,7 +354,7 @@ class Checker:
         blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
-            for problem in source_problems(record, path, blob) if blob is not None else []:
+            for problem in source_problems(record, path, blob, self.root) if blob is not None else []:
                 self.fail(INTEG_EVIDENCE, file, record.run.id, f"{problem} at its commit {sha[:12]}")
 
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
@@ -633,6 +635,7 @@ class Checker:
             *lineage_problems(by_id),
             *prepared_data_problems(by_id, manifests, shares),
             *evaluated_problems(by_id),
+            *cross_read_problems(by_id, self.root),
         ]
         for run_id, problem in found:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
@@ -916,16 +919,18 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
     return [*cited, text] if text is not None else cited
 
 
-def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
+def source_problems(record: EvidenceRecord, path: str, blob: bytes, root: Path = REPO_ROOT) -> list[str]:
     """What `record` states of the repository's file `path` (its bytes: `blob`) that the file
-    contradicts: a text's sha256 and the bytes its score divides by, or a preset's model."""
+    contradicts: a text's sha256, the bytes its score divides by and the tokens the tokenizer of the
+    committed model it read makes of it (tools/trace_tokens.py), or a preset's model."""
     if path != PRESETS_FILE:
         digest = hashlib.sha256(blob).hexdigest()
         stated, scored = record.metrics.get("text_sha256"), record.metrics.get("bytes")
         if stated != digest:
             return [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
         # The text scored is the file's bytes (their sha256 says so), so its score divides by them all.
-        return (
+        counted = text_token_problems(record, blob.decode("utf-8"), path, root)
+        return counted + (
             []
             if scored in (None, len(blob))
             else [f"metrics.bytes is {scored!r}, but {path} holds {len(blob)}"]
