@@ -58,6 +58,10 @@ LASER_RUN = "laser-20261125T174903"  # GATE-LASER-002 rev 2
 QUANTIZE_RUN = "quantize-20261125T174920"  # GATE-HQQ-001 rev 2, GATE-HQQ-002 rev 3
 MEMORIZATION_RUN = "memorization-20261125T174933"  # GATE-FT-003 rev 2, GATE-TRAIN-005 rev 9
 PATCH_RUN = "patch-20261125T174945"  # GATE-PATCH-002 rev 3
+SAMPLE_RUN = "sample-20261125T174923"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261125T174947"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261125T174949"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261125T174943"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------

@@ -51,6 +51,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from cross_reads import cross_read_problems
 from lineage import (
     Release,
     evaluated_problems,
@@ -647,6 +648,7 @@ class Checker:
             *prepared_data_problems(by_id, manifests, shares),
             *evaluated_problems(by_id),
             *place_link_problems(by_id),
+            *cross_read_problems(by_id, self.root),
         ]
         for run_id, problem in found:
             self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)

@@ -1,30 +1,47 @@
-"""A trace's token count, derived from its prompt by its model's tokenizer.
+"""The text and the tokens a record states, derived from its model's tokenizer.
 
-A trace (or patching) record restates the number of tokens its prompt is (`config.tokens`), and
-GATE-TRACE-003's site counts are that number × each site's width. The number is a function of the
-prompt and the tokenizer alone: the byte tokenizer makes 'def main():' 11 tokens. A record whose
-count was edited, its config digest made to agree, passed (the round-4 ledger audit's T30). Here
-the checkpoint its command line names is found (the word under this repository, where the run
-resolved it to the same path, `checkpoint_reads.in_repository`; else where the run resolved it),
-its tokenizer rebuilt from its state by the stack's own code, and the prompt encoded again. A
-checkpoint no longer where the record names it is not checked here (the token axis of the traced
-sites still is, contracts.derive.reports.traced_tokens).
+What a command made of a text by a tokenizer is a function of the text and the tokenizer alone, and
+the tokenizer is the checkpoint's the command read. A record restates those tokens and texts, and a
+forger made them agree only with each other: a trace's token count with its config digest (the
+round-4 ledger audit's T30); a sample's text that its drawn ids do not decode to, its prompt
+restated, its prompt's token count changed; a lens reading's top-1 label that its token id does not
+decode to (the round-6 audit's U01, U02, U04, U54). Here the checkpoint the command line names is
+found (the word under this repository, where the run resolved it to the same path,
+`checkpoint_reads.in_repository`; else where the run resolved it), its tokenizer rebuilt by the
+stack's own code (once per process and checkpoint: tools/committed_models.read_model), and:
+
+* a trace's, a patching's or a lens reading's `config.tokens` is the count its prompt encodes to;
+  the `tokens` trace.json keeps are each of those ids decoded on its own; a patching's target and
+  foil are the one id their text on the command line encodes to;
+* a lens reading's top-1 label of each layer and position (trace.json's `per_layer`) is its
+  reading's top id decoded;
+* a sample's `prompt_tokens` (sample.json) are the ids `stack sample` continued
+  (`stack.cli.sample.prompt_ids`), and its text is the prompt followed by its drawn ids decoded
+  (`stack.cli.sample.sample_text`).
+
+(An evaluation's token counts are derived with the rest of its scored text: tools/scored_text.py.)
+
+A checkpoint no longer where the record names it is not checked here (the token axis of the traced
+sites still is, contracts.derive.reports.traced_tokens); one that is there and does not read is
+named.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from argv_record import given
 from checkpoint_reads import in_repository
+from committed_models import UNREADABLE, read_model
 
-from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
-from stack.data.tokenizer_record import tokenizer_from_state
-from stack.train.checkpoint import read_state
-from stack.train.trained import resolve_checkpoint
+from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
+from stack.data.tokenizer import Tokenizer
 
-TRACE_KINDS = frozenset({"trace", "patch"})
+TOKEN_KINDS = frozenset({"trace", "patch", "lens", "sample"})
+TRACE_REPORT = "trace.json"
 
 
 def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
@@ -36,29 +53,123 @@ def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
         if candidate is None or not Path(candidate).exists():
             continue
         try:
-            return resolve_checkpoint(Path(candidate))
-        except BadInput:
+            return read_model(Path(candidate)).checkpoint
+        except UNREADABLE:
             continue
     return None
 
 
-def trace_token_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
-    """config.tokens against the prompt as the named checkpoint's tokenizer encodes it."""
+def _result(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """A result file of the run directory as a table; None where it is missing or does not read
+    (the artifact checks name that)."""
+    try:
+        report = json.loads((run_dir / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REPO_ROOT) -> list[str]:
+    """What a trace, patching, lens or sample record states of its text and tokens, against the
+    named checkpoint's tokenizer (module doc)."""
     config = record.config if isinstance(record.config, dict) else {}
-    prompt, tokens = config.get("prompt"), config.get("tokens")
-    if record.run.kind not in TRACE_KINDS or not isinstance(prompt, str) or not isinstance(tokens, int):
+    prompt = config.get("prompt")
+    if record.run.kind not in TOKEN_KINDS or not isinstance(prompt, str):
         return []
     checkpoint = _checkpoint(record, root)
     if checkpoint is None:
         return []
     try:
-        tokenizer = tokenizer_from_state(read_state(checkpoint)["tokenizer"])
-    except BadInput as exc:
+        tokenizer = read_model(checkpoint).tokenizer
+    except UNREADABLE as exc:
         return [f"the tokenizer of {checkpoint}, which its command line names, cannot be rebuilt: {exc}"]
-    encoded = len(tokenizer.encode(prompt))
-    if encoded == tokens:
+    if record.run.kind == "sample":
+        return _sample_problems(_result(run_dir, RESULT_FILE), prompt, tokenizer)
+    ids = tokenizer.encode(prompt)
+    tokens = config.get("tokens")
+    problems = []
+    if isinstance(tokens, int) and tokens != len(ids):
+        problems.append(
+            f"config.tokens is {tokens}, but the tokenizer of {checkpoint} makes its prompt {prompt!r} "
+            f"{len(ids)} token(s)"
+        )
+    report = _result(run_dir, TRACE_REPORT) or {}
+    pieces = [tokenizer.text_of([i]) for i in ids]  # each prompt token decoded once per record
+    if isinstance(report.get("tokens"), list) and report["tokens"] != pieces:
+        problems.append(
+            f"{TRACE_REPORT}: its tokens are {report['tokens']}, but the tokenizer of {checkpoint} makes "
+            f"its prompt {pieces}"
+        )
+    if record.run.kind == "patch":
+        problems += _patch_token_problems(record, config, tokenizer)
+    return problems + _lens_label_problems(report, tokenizer)
+
+
+def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Tokenizer) -> list[str]:
+    """sample.json's prompt token count and text, against the ids `stack sample` continued and the
+    text its drawn ids make after the prompt."""
+    if report is None:
         return []
-    return [
-        f"config.tokens is {tokens}, but the tokenizer of {checkpoint} makes its prompt {prompt!r} "
-        f"{encoded} token(s)"
-    ]
+    problems = []
+    counted, drawn, text = report.get("prompt_tokens"), report.get("drawn"), report.get("text")
+    continued = len(prompt_ids(tokenizer, prompt))
+    if counted is not None and counted != continued:
+        problems.append(
+            f"{RESULT_FILE}: prompt_tokens is {counted!r}, but `stack sample` continues config.prompt "
+            f"{prompt!r} as {continued} token(s) of its checkpoint's tokenizer"
+        )
+    if isinstance(drawn, list) and all(isinstance(i, int) for i in drawn) and text is not None:
+        made = sample_text(tokenizer, prompt, drawn)
+        if text != made:
+            problems.append(
+                f"{RESULT_FILE}: its text is {_short(text)}, but config.prompt and the ids it drew make "
+                f"{_short(made)}"
+            )
+    return problems
+
+
+def _short(text: Any, limit: int = 60) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _patch_token_problems(record: EvidenceRecord, config: dict[str, Any], tokenizer: Tokenizer) -> list[str]:
+    """A patching's target and foil (config.target, config.foil): the one id the text its command line
+    gives for each encodes to (`stack trace --target TOKEN`)."""
+    options = given(record.run.argv or []) or {}
+    problems = []
+    for name in ("target", "foil"):
+        word, stated = options.get(name), config.get(name)
+        if not isinstance(word, str):
+            continue
+        ids = tokenizer.encode(word)
+        if ids != [stated]:
+            problems.append(
+                f"config.{name} is {stated!r}, but its command line's --{name} {word!r} is {ids} for the "
+                "tokenizer of its checkpoint"
+            )
+    return problems
+
+
+def _lens_label_problems(report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:
+    """A lens reading's per-layer top-1 labels (trace.json's `per_layer`, each layer's before the
+    final reading), against its readings' top ids decoded."""
+    rows = [r for r in report.get("per_layer") or [] if isinstance(r, dict) and "top1" in r]
+    readings = [r for r in report.get("readings") or [] if isinstance(r, dict)]
+    problems = []
+    for row, reading in zip(rows, readings, strict=False):
+        tops = reading.get("top") if isinstance(reading.get("top"), list) else []
+        ids = [_first_id(t) for t in tops]
+        labels = row["top1"] if isinstance(row["top1"], list) else []
+        for position, (label, top) in enumerate(zip(labels, ids, strict=False)):
+            if isinstance(top, int) and label != (decoded := tokenizer.text_of([top])):
+                problems.append(
+                    f"{TRACE_REPORT}: per_layer[{row.get('layer')}].top1[{position}] is {label!r}, but its "
+                    f"reading's top token {top} decodes to {decoded!r}"
+                )
+    return problems
+
+
+def _first_id(top: Any) -> Any:
+    """The id of the likeliest token of one position's top list ([[id, probability], ...])."""
+    return top[0][0] if isinstance(top, list) and top and isinstance(top[0], list) and top[0] else None

@@ -971,6 +971,50 @@ def _ablation_reported(report: dict[str, Any]) -> dict[str, Any]:
     return reported
 
 
+def _sites_of(report: dict[str, Any], trace: str) -> list[dict[str, Any]]:
+    """The sites trace.json keeps of one of its traces, in the order the forward reached them."""
+    kept = ((report.get("traces") or {}).get(trace) or {}).get("sites")
+    return [site for site in kept or [] if isinstance(site, dict)]
+
+
+def ablation_site_problems(report: dict[str, Any]) -> list[str]:
+    """Where an ablation acted, as its own two traces show it: `stack trace --ablate` zeroes each
+    site it names as the forward reaches it (stack.trace.tracer), so in the ablated trace that site
+    holds only zeros, and every site the forward reached before the first of them is the intact
+    trace's, statistic for statistic. An ablation restated as another site than the one it zeroed
+    (the round-6 ledger audit's U19) contradicts one or the other. Where the ablated site is not
+    kept, the sites of earlier blocks come before it."""
+    ablated = [name for name in report.get("ablated") or [] if isinstance(name, str)]
+    intact, zeroed = _sites_of(report, "intact"), _sites_of(report, "ablated")
+    if not ablated or not intact or [s.get("name") for s in intact] != [s.get("name") for s in zeroed]:
+        return []
+    problems = []
+    names = [site.get("name") for site in zeroed]
+    for site in zeroed:
+        stats = site.get("stats") if isinstance(site.get("stats"), dict) else {}
+        if site.get("name") in ablated and stats.get("zero") != stats.get("count"):
+            problems.append(
+                f"it says {site['name']} was ablated, but the ablated trace holds "
+                f"{stats.get('count')} value(s) there of which {stats.get('zero')} are zero"
+            )
+    kept = [names.index(name) for name in ablated if name in names]
+    layers = [layer for name in ablated if (layer := _layer_of(name)) is not None]
+    for position, (before, after) in enumerate(zip(intact, zeroed, strict=True)):
+        layer = before.get("layer")
+        if kept:
+            reached_first = position < min(kept)
+        else:
+            reached_first = bool(layers) and isinstance(layer, int) and layer < min(layers)
+        if reached_first and before.get("stats") != after.get("stats"):
+            problems.append(
+                f"{before.get('name')} differs between the intact and the ablated trace, but the forward "
+                f"reaches it before {', '.join(ablated)}, which it says it ablated: nothing was zeroed "
+                "before it"
+            )
+            break
+    return problems
+
+
 def _patch_recorded(report: dict[str, Any]) -> dict[str, Any]:
     """GATE-PATCH-002's recorded values as trace.json shows them: the scores (check scores) and,
     where trace.json keeps the patched scores (from 1.29.0), the grid's cells and every recovered
@@ -1017,6 +1061,8 @@ def trace_record(inputs: Inputs) -> Derivation:
         results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
+        if mode == "ablation":
+            derived.problems += [f"trace.json: {p}" for p in ablation_site_problems(report)]
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
             derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:

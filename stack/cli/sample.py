@@ -23,6 +23,7 @@ from stack.cli import values
 from stack.cli.eval import add_record_options
 
 if TYPE_CHECKING:
+    from stack.data.tokenizer import Tokenizer
     from stack.eval.evidence import CommandEvidence
 
 KIND = "sample"
@@ -91,9 +92,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
         **sampler.settings(),
     }
     record.config, record.config_sha256 = config, canonical_sha256(config)
-    ids = trained.tokenizer.encode(args.prompt) if args.prompt else []
-    if not ids:
-        ids = [trained.tokenizer.eot_id]  # an empty prompt starts where a document would
+    ids = prompt_ids(trained.tokenizer, args.prompt)
     for note in context_notes(len(ids), args.tokens, trained.config.model.ctx):
         print(f"stack sample: note: {note}", file=sys.stderr)
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
@@ -102,9 +101,22 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     given = trained.tokenizer.encode(config["prompt"]) if config["prompt"] else [trained.tokenizer.eot_id]
     check_prompt(given, out[0, : out.shape[1] - args.tokens].tolist())  # what the draws followed
     drawn = out[0, len(ids) :].tolist()
-    text = args.prompt + trained.tokenizer.text_of(drawn)
+    text = sample_text(trained.tokenizer, args.prompt, drawn)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return {"text": text, "prompt_tokens": len(ids), "drawn": drawn}
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The ids `stack sample` continues: the prompt's, or the end-of-text id where it has none (an
+    empty prompt starts where a document would). sample.json's `prompt_tokens` counts them, and the
+    checker holds it to them (tools/trace_tokens.py)."""
+    return tokenizer.encode(prompt) or [tokenizer.eot_id]
+
+
+def sample_text(tokenizer: Tokenizer, prompt: str, drawn: list[int]) -> str:
+    """The text `stack sample` prints and keeps (sample.json's `text`): the prompt as given, then
+    what the ids drawn after it decode to."""
+    return prompt + tokenizer.text_of(drawn)
 
 
 def context_notes(prompt: int, tokens: int, ctx: int) -> list[str]:

@@ -136,8 +136,7 @@ def write_hf_files(directory: Path, trained: Trained) -> Path:
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    config = hf.hf_config(trained.config.model, trained.tokenizer)
-    (directory / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    (directory / "config.json").write_text(hf.config_json(trained.config.model, trained.tokenizer))
     weights = directory / MODEL_FILES["hf"]  # the name transformers looks for
     save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
     hf_tokenizer.write_tokenizer_files(

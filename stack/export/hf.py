@@ -22,6 +22,7 @@ What the stack's model cannot compute exactly is refused when a config.json is r
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
@@ -176,6 +177,12 @@ def _problems(hf: Any) -> list[str]:
             "every layer must attend to the whole context)"
         )
     return problems
+
+
+def config_json(config: ModelConfig, tokenizer: Tokenizer) -> str:
+    """config.json as an export writes it (`hf_config`, a field a line): export.json keeps its
+    sha256, which the checker derives again from a committed checkpoint (tools/committed_models.py)."""
+    return json.dumps(hf_config(config, tokenizer), indent=1) + "\n"
 
 
 def model_config_from_hf(hf: Any) -> dict[str, Any]:

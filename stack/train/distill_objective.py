@@ -69,6 +69,27 @@ def recomputed_nll(student: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return -logp.squeeze(-1)[scored].mean()
 
 
+def distill_window(seq_len: int | None, ctx: int, teacher_ctx: int) -> int:
+    """The windows a distillation reads: `distill.seq_len` (default: the student's context `ctx`),
+    at most the student's context and the teacher's, since the teacher scores every window the
+    student reads; else refused. The checker asks it of a record's teacher too (a teacher restated
+    as a model the stack would have refused: tools/cross_reads.py)."""
+    window = seq_len or ctx
+    if window > ctx:
+        raise BadInput(
+            f"distill.seq_len (--seq-len) {window} is longer than the student's context of {ctx}; "
+            f"give at most {ctx}"
+        )
+    if window > teacher_ctx:
+        given = "--seq-len" if seq_len else f"the student's context of {ctx} (no --seq-len)"
+        raise BadInput(
+            f"windows of {window} tokens ({given}) are longer than the teacher's context of "
+            f"{teacher_ctx}, so the teacher cannot score them; pass --seq-len {teacher_ctx} or less "
+            "(distill.seq_len)"
+        )
+    return window
+
+
 class Distill(Pretrain):
     """Pretraining's batches, scored by the distillation loss against a frozen teacher."""
 
@@ -94,23 +115,8 @@ class Distill(Pretrain):
         self.probed = False
 
     def window(self, data_dir: Path, ctx: int) -> int:
-        """`distill.seq_len`, at most the student's context (default: all of it) and the teacher's:
-        the teacher scores every window the student reads."""
-        seq_len = self.settings.seq_len or ctx
-        if seq_len > ctx:
-            raise BadInput(
-                f"distill.seq_len (--seq-len) {seq_len} is longer than the student's context of {ctx}; "
-                f"give at most {ctx}"
-            )
-        teacher_ctx = self.teacher.model.config.ctx
-        if seq_len > teacher_ctx:
-            given = "--seq-len" if self.settings.seq_len else f"the student's context of {ctx} (no --seq-len)"
-            raise BadInput(
-                f"windows of {seq_len} tokens ({given}) are longer than the teacher's context of "
-                f"{teacher_ctx}, so the teacher cannot score them; pass --seq-len {teacher_ctx} or less "
-                "(distill.seq_len)"
-            )
-        return seq_len
+        """`distill.seq_len`, at most the student's context and the teacher's (`distill_window`)."""
+        return distill_window(self.settings.seq_len, ctx, self.teacher.model.config.ctx)
 
     def _vocab(self, model: torch.nn.Module) -> int:
         """The ids distilled over: the declared truncation, else the whole vocabulary."""
