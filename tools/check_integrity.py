@@ -22,7 +22,6 @@ weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rule
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import gc
 import hashlib
@@ -52,6 +51,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
 from lineage import (
     Release,
     evaluated_problems,
@@ -63,6 +63,7 @@ from lineage import (
     same_run,
 )
 from mutation import falsify_findings
+from preset_sources import PRESET_SOURCES, PRESETS_FILE, preset_problems, states_preset
 from record_checks import check_record_truth, newer
 from site_format import read_jsonl
 from spec_history import SpecHistory, committed_yaml, files_at, tree_names
@@ -261,6 +262,7 @@ class Checker:
                     )
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
         self.check_sources_at_commits({sha: cited[sha] for sha in known})
+        self.check_listed_tests({sha: cited[sha] for sha in known})
 
     def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
         """sha → when the commit was made (its committer date), in one `git show`."""
@@ -340,8 +342,9 @@ class Checker:
     def check_sources_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
         """What a record states of a file of the repository, against the file at its commit
         (`sources_cited`): the sha256 of a text it scored (a clean record: a dirty tree may have
-        edited it), the model of a preset it measured (dirty or clean, as its goals: a preset it
-        names is the committed one)."""
+        edited it), the model and train settings of a preset it measured, as the preset and its
+        sections' defaults decide them (dirty or clean, as its goals: a preset it names is the
+        committed one; tools/preset_sources.py)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
             for sha, records in cited.items()
@@ -352,8 +355,36 @@ class Checker:
         blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
-            for problem in source_problems(record, path, blob) if blob is not None else []:
+            if path == PRESETS_FILE:  # the preset with its sections' defaults, read together
+                problems = preset_problems(record, {p: blobs.get((sha, p)) for p in PRESET_SOURCES})
+            elif path in PRESET_SOURCES:
+                continue
+            else:
+                problems = source_problems(record, path, blob) if blob is not None else []
+            for problem in problems:
                 self.fail(INTEG_EVIDENCE, file, record.run.id, f"{problem} at its commit {sha[:12]}")
+
+    def check_listed_tests(self, cited: dict[str, list[LoadedEvidence]]) -> None:
+        """The tests a falsify or conformance record lists are those of its commit, marked for the
+        gates it lists them under, and a completed one lists every test marked for them there
+        (tools/falsifier_sources.py); a record of a dirty tree is not held to its commit's tests."""
+        for sha, records in sorted(cited.items()):
+            modules: dict[str, TestFile | None] | None = None
+            for loaded in records:
+                record = loaded.record
+                if record is None or record.run.kind not in LISTED_BY:
+                    continue
+                if record.code.git_dirty:
+                    self.warn(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        record.run.id,
+                        "made from a dirty tree: the tests it lists are not held to those of its commit",
+                    )
+                    continue
+                modules = dict(modules_at(self.root, sha)) if modules is None else modules
+                for problem in listing_problems(record, modules):
+                    self.fail(INTEG_EVIDENCE, loaded.path, record.run.id, problem)
 
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
         """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
@@ -889,10 +920,6 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
     return stated
 
 
-# Where the presets a benchmark names are defined (stack.train.presets.PRESETS).
-PRESETS_FILE = "stack/train/presets.py"
-
-
 def scored_text(record: EvidenceRecord) -> str | None:
     """The repository path of the text a clean evaluation scored (`--text PATH`, given relative to
     where it ran, which its config states resolved), or None."""
@@ -908,54 +935,24 @@ def scored_text(record: EvidenceRecord) -> str | None:
 
 
 def sources_cited(record: EvidenceRecord) -> list[str]:
-    """The files of the repository a record states something of (`source_problems`)."""
-    metrics = record.metrics
-    measured_preset = isinstance(metrics.get("preset"), str) and isinstance(metrics.get("model"), dict)
-    cited = [PRESETS_FILE] if record.run.kind == "benchmark" and measured_preset else []
+    """The files of the repository a record states something of (`source_problems`; a benchmark's
+    preset, tools/preset_sources.py)."""
+    cited = list(PRESET_SOURCES) if states_preset(record) else []
     text = scored_text(record)
     return [*cited, text] if text is not None else cited
 
 
 def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
-    """What `record` states of the repository's file `path` (its bytes: `blob`) that the file
-    contradicts: a text's sha256 and the bytes its score divides by, or a preset's model."""
-    if path != PRESETS_FILE:
-        digest = hashlib.sha256(blob).hexdigest()
-        stated, scored = record.metrics.get("text_sha256"), record.metrics.get("bytes")
-        if stated != digest:
-            return [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
-        # The text scored is the file's bytes (their sha256 says so), so its score divides by them all.
-        return (
-            []
-            if scored in (None, len(blob))
-            else [f"metrics.bytes is {scored!r}, but {path} holds {len(blob)}"]
-        )
-    name, model = record.metrics["preset"], record.metrics["model"]
-    preset = (presets_in(blob) or {}).get(name) or {}
-    return [
-        f"metrics.model.{key} is {model.get(key)!r}, but the preset {name!r} in {PRESETS_FILE} has {value!r}"
-        for key, value in (preset.get("model") or {}).items()
-        if model.get(key) != value
-    ]
-
-
-def presets_in(source: bytes) -> dict | None:
-    """The PRESETS table a version of stack/train/presets.py assigns (a literal), or None."""
-    try:
-        body = ast.parse(source).body
-    except (SyntaxError, ValueError):
-        return None
-    for node in body:
-        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
-            continue
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if any(isinstance(t, ast.Name) and t.id == "PRESETS" for t in targets):
-            try:
-                found = ast.literal_eval(node.value)
-            except ValueError:
-                return None
-            return found if isinstance(found, dict) else None
-    return None
+    """What `record` states of the repository's text `path` (its bytes: `blob`) that the file
+    contradicts: its sha256 and the bytes its score divides by."""
+    digest = hashlib.sha256(blob).hexdigest()
+    stated, scored = record.metrics.get("text_sha256"), record.metrics.get("bytes")
+    if stated != digest:
+        return [f"metrics.text_sha256 is {stated!r}, but {path} hashes to {digest!r}"]
+    # The text scored is the file's bytes (their sha256 says so), so its score divides by them all.
+    return (
+        [] if scored in (None, len(blob)) else [f"metrics.bytes is {scored!r}, but {path} holds {len(blob)}"]
+    )
 
 
 @contextmanager
