@@ -5,11 +5,11 @@ describes with its shape, and the count is their sum; `stack.model.gpt.param_cou
 (what presets and the docs quote, and what every model's `num_params()` is tested against) is
 `param_count`, and the tests hold every option's `named_parameters()` to `parameter_shapes`. A
 training record's `metrics.parameters`, the tensors its checks counted (GATE-CKPT-001's weights,
-GATE-TRAIN-008's stepped parameters), the sizes its checkpoint's files can have and the tensors
-of its fresh initialisation (GATE-MODEL-003) are derived from its config.toml by them
-(contracts/derive/). The configuration is read as the `[model]` table of a config file: a key
-left out holds the default `stack.model.config.ModelConfig` gives it (an architecture option is
-left out of a saved configuration while it is off).
+GATE-TRAIN-008's stepped parameters), the sizes of its checkpoint's files
+(contracts.checkpoint_layout) and the tensors of its fresh initialisation (GATE-MODEL-003) are
+derived from its config.toml by them (contracts/derive/). The configuration is read as the
+`[model]` table of a config file: a key left out holds the default `stack.model.config.ModelConfig`
+gives it (an architecture option is left out of a saved configuration while it is off).
 
 A LoRA run trains rank-r adapters beside the matrices its `lora.targets` name: each adds
 r·(in + out) parameters, A (r × in) and B (out × r). For the dense block matrices (the trace
@@ -51,25 +51,10 @@ HF_NAMES = {
     "up_proj": "ffn_up",
     "down_proj": "ffn_out",
 }
-# A checkpoint's files are safetensors: after a header of 8 bytes (its length) and JSON naming each
-# tensor's dtype, shape and offsets (and, in `__metadata__`, the tied tensors), the tensors' data.
-# The header is bounded, not derived: HEADER_FIXED_BYTES for the JSON's frame, its metadata and its
-# padding, plus HEADER_BYTES_PER_TENSOR for each tensor's entry (a name, a dtype, a shape, two
-# offsets: about 90 bytes in the checkpoints of the ledger, whose headers are 1 to 6 KB). So a
-# file too small for the data its tensors hold, or well larger, is a contradiction, while any real
-# header fits.
-FLOAT32_BYTES = 4
-HEADER_FIXED_BYTES = 1024
-HEADER_BYTES_PER_TENSOR = 256
 # A LoRA adapter's tensors in a model file: A and B, which train, and the sha256 of the base it was
-# attached to, 32 bytes (stack.model.lora); a depth-routed block's threshold is a float32 scalar.
+# attached to (stack.model.lora; their bytes: contracts.checkpoint_layout).
 ADAPTER_TRAINED = 2
 ADAPTER_TENSORS = 3
-SHA256_BYTES = 32
-# AdamW's state of one trained tensor, as a checkpoint's optimizer.safetensors holds it: its two
-# moments (exp_avg, exp_avg_sq), float32 of the tensor's shape, and its step, a float32 scalar.
-MOMENTS = 2
-OPTIMIZER_TENSORS = 3
 # The architecture options that add modules of their own (experts, differential attention, depth
 # routing), by the name GATE-MODEL-003 lists each under, with the [model] key that turns it on:
 # stack/model/reference.py does not write their blocks out, and no LoRA target list here names
@@ -157,27 +142,6 @@ def trained_tensors(model: Mapping[str, Any], adapters: int | None = None) -> in
     """Tensors a run's optimizer steps: every parameter of the model, or a LoRA run's adapters'
     A and B (`adapters` of them; its base is frozen)."""
     return len(parameter_shapes(model)) if adapters is None else ADAPTER_TRAINED * adapters
-
-
-def safetensors_sizes(data_bytes: int, tensors: int) -> range:
-    """The sizes a safetensors file of `tensors` tensors of `data_bytes` in all can have: its 8-byte
-    length, a header of at most HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR per tensor, the data."""
-    least = 8 + data_bytes
-    return range(least, least + HEADER_FIXED_BYTES + HEADER_BYTES_PER_TENSOR * tensors + 1)
-
-
-def model_file_sizes(parameters: int, model: Mapping[str, Any], adapters: int = 0) -> range:
-    """The sizes a float32 model.safetensors holding exactly `parameters` (adapters included) can
-    have, beside its buffers: the depth routers' thresholds and the adapters' base hashes."""
-    data = FLOAT32_BYTES * (parameters + len(routed_blocks(model))) + SHA256_BYTES * adapters
-    return safetensors_sizes(data, model_file_tensors(model, adapters))
-
-
-def optimizer_file_sizes(trained_parameters: int, tensors: int) -> range:
-    """The sizes an optimizer.safetensors holding AdamW's state of `tensors` trained tensors of
-    `trained_parameters` in all can have: two float32 moments of each, and its float32 step."""
-    data = FLOAT32_BYTES * (MOMENTS * trained_parameters + tensors)
-    return safetensors_sizes(data, OPTIMIZER_TENSORS * tensors)
 
 
 def options_on(model: Mapping[str, Any]) -> list[str]:

@@ -1184,7 +1184,8 @@ def test_routing_a_record_restates_is_held_to_the_evaluation_lines(
 @pytest.mark.gate("GATE-INTEG-001")
 def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> None:
     """tiny-20261124's 108,928 parameters in a config shrunk to match a forged count: the checkpoint's
-    model.safetensors (437,512 bytes) holds far more float32 numbers than that."""
+    model.safetensors (437,512 bytes) is not the file of the shrunk model's tensors
+    (contracts.checkpoint_layout)."""
 
     def shrink(data: dict[str, Any], run_dir: Path) -> None:
         config = (run_dir / "config.toml").read_text()
@@ -1192,7 +1193,9 @@ def test_a_checkpoint_too_small_for_its_parameters_is_caught(tmp_path: Path) -> 
         rederive(data, run_dir)
 
     run = planted(tmp_path, "tiny-20261124", shrink)
-    assert_caught(run, "model.safetensors is 437512 bytes, but 47488 float32 parameters and a safetensors")
+    assert_caught(
+        run, "model.safetensors is 437512 bytes, but the safetensors file of the tensors of its model"
+    )
 
 
 @pytest.mark.gate("GATE-INTEG-001")

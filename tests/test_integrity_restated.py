@@ -46,20 +46,15 @@ from prefs_support import prepared_pairs
 from safetensors.torch import load_file, save_file, save_model
 from train_support import prepared, smoke_args, train
 
+from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.derive.training import FLOAT32_U, kd_loss, kd_roundings, margin_slack
-from contracts.model_shape import (
-    lora_parameters,
-    lora_touched,
-    model_file_sizes,
-    model_file_tensors,
-    optimizer_file_sizes,
-    param_count,
-    trained_tensors,
-)
+from contracts.model_shape import lora_touched, model_file_tensors, trained_tensors
 from stack.cli import main
 from stack.model import GPT, ModelConfig
 from stack.model.lora import apply_lora
 from stack.train.checkpoint import optimizer_tensors
+from stack.train.config import LoraSection, RunConfig, TrainSection
+from stack.train.loop import build_optimizer
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 Edit = Callable[[dict[str, Any]], None]
@@ -261,34 +256,30 @@ def file_bytes(name: str, size: int) -> Change:
     return lambda data, _dir: data["checkpoint"]["files"][name].update(bytes=size)
 
 
-def file_sizes(name: str) -> range:
-    """The sizes CURRENT_RUN's checkpoint file `name` may have (37120 parameters, all trained)."""
+def file_size(name: str) -> int:
+    """The size CURRENT_RUN's checkpoint file `name` has, as its config.toml's model decides it
+    (every parameter trained)."""
     model = json.loads((LEDGER / CURRENT_RUN / "metadata.json").read_text())["config"]["model"]
-    if name == "model.safetensors":
-        return model_file_sizes(param_count(model), model)
-    return optimizer_file_sizes(param_count(model), trained_tensors(model))
+    size = model_file_bytes(model) if name == "model.safetensors" else optimizer_file_bytes(model)
+    assert size is not None
+    return size
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors"])
-@pytest.mark.parametrize("end", ["smallest", "largest"])
-def test_a_checkpoint_file_just_past_what_its_tensors_take_is_caught(
-    tmp_path: Path, name: str, end: str
+@pytest.mark.parametrize("off", [-1, 1])
+def test_a_checkpoint_file_a_byte_off_what_its_tensors_take_is_caught(
+    tmp_path: Path, name: str, off: int
 ) -> None:
-    sizes = file_sizes(name)
-    size = sizes.start - 1 if end == "smallest" else sizes.stop
-    run = planted(tmp_path, CURRENT_RUN, file_bytes(name, size))
-    assert_caught(run, f"{name} is {size} bytes, but", f"take {sizes.start} to {sizes.stop - 1}")
+    size = file_size(name)
+    run = planted(tmp_path, CURRENT_RUN, file_bytes(name, size + off))
+    assert_caught(run, f"{name} is {size + off} bytes, but the safetensors file of", f"is {size} bytes")
 
 
 @pytest.mark.holds("GATE-INTEG-001")
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors"])
-@pytest.mark.parametrize("end", ["smallest", "largest"])
-def test_a_checkpoint_file_of_a_size_its_tensors_can_take_stands(tmp_path: Path, name: str, end: str) -> None:
-    sizes = file_sizes(name)
-    run = planted(
-        tmp_path, CURRENT_RUN, file_bytes(name, sizes.start if end == "smallest" else sizes.stop - 1)
-    )
+def test_a_checkpoint_file_of_the_size_its_tensors_take_stands(tmp_path: Path, name: str) -> None:
+    run = planted(tmp_path, CURRENT_RUN, file_bytes(name, file_size(name)))
     assert findings(run) == []
 
 
@@ -303,22 +294,25 @@ def test_a_checkpoint_file_of_a_size_its_tensors_can_take_stands(tmp_path: Path,
     ],
     ids=["dense", "biased-untied", "experts", "differential-depth-routed"],
 )
-def test_files_a_model_and_its_optimizer_save_have_the_sizes_the_check_allows(
+def test_files_a_model_and_its_optimizer_save_have_the_sizes_the_check_derives(
     tmp_path: Path, options: dict[str, Any]
 ) -> None:
     """The files of a real model (with LoRA adapters on q and v where it is dense) and of AdamW's
-    state after one step, written as a checkpoint writes them: their tensors are the counts the
-    check derives, their sizes within the ranges it allows."""
+    state after one step (stack.train.loop.build_optimizer), written as a checkpoint writes them:
+    their tensors are the counts the check derives, their sizes, byte for byte, those
+    contracts.checkpoint_layout gives."""
     config = ModelConfig(
         vocab=50, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1, ffn_hidden=24, ctx=16, **options
     )
     model, table = GPT(config, seed=0), config.model_dump()
-    parameters, adapters = param_count(table), None
+    touched: list[str] | None = None
     if not options:
         touched = lora_touched(table, "q,v")
         assert touched is not None and len(apply_lora(model, "q,v", r=2, alpha=4.0)) == len(touched)
-        parameters, adapters = parameters + (lora_parameters(table, touched, 2) or 0), len(touched)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    adapters, rank = (None, 0) if touched is None else (len(touched), 2)
+    lora = None if touched is None else LoraSection(r=2, alpha=4.0, targets="q,v")
+    run = RunConfig(model=config, train=TrainSection(steps=1), lora=lora)
+    optimizer = build_optimizer(model, run, torch.device("cpu"))  # its groups number the state
     window = torch.arange(17).unsqueeze(0) % config.vocab  # a whole context: a routed block picks 2
     _, loss = model(window[:, :-1], window[:, 1:])
     assert loss is not None
@@ -326,14 +320,10 @@ def test_files_a_model_and_its_optimizer_save_have_the_sizes_the_check_allows(
     optimizer.step()
     save_model(model, str(tmp_path / "model.safetensors"))
     save_file(optimizer_tensors(optimizer)[0], str(tmp_path / "optimizer.safetensors"))
-    tensors = trained_tensors(table, adapters)
     assert len(load_file(str(tmp_path / "model.safetensors"))) == model_file_tensors(table, adapters or 0)
-    assert len(load_file(str(tmp_path / "optimizer.safetensors"))) == 3 * tensors
-    trained = parameters if adapters is None else parameters - param_count(table)
-    assert (tmp_path / "model.safetensors").stat().st_size in model_file_sizes(
-        parameters, table, adapters or 0
-    )
-    assert (tmp_path / "optimizer.safetensors").stat().st_size in optimizer_file_sizes(trained, tensors)
+    assert len(load_file(str(tmp_path / "optimizer.safetensors"))) == 3 * trained_tensors(table, adapters)
+    assert (tmp_path / "model.safetensors").stat().st_size == model_file_bytes(table, touched or (), rank)
+    assert (tmp_path / "optimizer.safetensors").stat().st_size == optimizer_file_bytes(table, touched, rank)
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -221,12 +221,16 @@ def literal_strings(
 
 
 def _marked_ids(
-    node: ast.AST, values: dict[str, ast.expr], bound: dict[str, list[str]], seen: frozenset[str]
+    node: ast.AST,
+    values: dict[str, ast.expr],
+    bound: dict[str, list[str]],
+    seen: frozenset[str],
+    mark: str = "gate",
 ) -> list[tuple[str, int]]:
-    """(gate id, line) of every `...mark.gate(...)` inside `node`: a decorator itself, a
-    `pytest.param(..., marks=...)` in its parametrisation (a comprehension's loop over a literal
-    table included), or either behind a module-level name it uses."""
-    if isinstance(node, ast.Call) and _dotted(node.func).endswith("mark.gate"):
+    """(gate id, line) of every `...mark.gate(...)` (or another `mark`) inside `node`: a decorator
+    itself, a `pytest.param(..., marks=...)` in its parametrisation (a comprehension's loop over a
+    literal table included), or either behind a module-level name it uses."""
+    if isinstance(node, ast.Call) and _dotted(node.func).endswith(f"mark.{mark}"):
         return [
             (gate_id, node.lineno) for arg in node.args for gate_id in literal_strings(arg, values, bound)
         ]
@@ -235,19 +239,22 @@ def _marked_ids(
         for loop in node.generators:
             if isinstance(loop.target, ast.Name):
                 inner[loop.target.id] = literal_strings(loop.iter, values, inner)
-        return _marked_ids(node.elt, values, inner, seen)
+        return _marked_ids(node.elt, values, inner, seen, mark)
     if isinstance(node, ast.Name) and node.id in values and node.id not in seen:
-        return _marked_ids(values[node.id], values, bound, seen | {node.id})
+        return _marked_ids(values[node.id], values, bound, seen | {node.id}, mark)
     return [
-        found for child in ast.iter_child_nodes(node) for found in _marked_ids(child, values, bound, seen)
+        found
+        for child in ast.iter_child_nodes(node)
+        for found in _marked_ids(child, values, bound, seen, mark)
     ]
 
 
-def gate_marked(tree: ast.Module) -> list[tuple[str, int, ast.AST]]:
-    """(gate id, line of the mark, what it marks) for every `pytest.mark.gate(...)` of a test
-    module: on a test or class, on a parameter of its parametrisation, or on the whole module (then
-    what it marks is the `pytestmark` assignment). One reading for the coverage check and the
-    gates' fingerprints (tools/fingerprints.py)."""
+def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, ast.AST]]:
+    """(gate id, line of the mark, what it marks) for every `pytest.mark.gate(...)` (or another
+    `mark`, `holds`) of a test module: on a test or class, on a parameter of its parametrisation, or
+    on the whole module (then what it marks is the `pytestmark` assignment). One reading for the
+    coverage check, the gates' fingerprints (tools/fingerprints.py) and the tests a falsify record
+    lists (tools/falsifier_sources.py)."""
     values = module_values(tree)
     found = []
     for node in ast.walk(tree):
@@ -259,7 +266,9 @@ def gate_marked(tree: ast.Module) -> list[tuple[str, int, ast.AST]]:
             marks = [node.value]
         else:
             continue
-        found += [(g, line, node) for mark in marks for g, line in _marked_ids(mark, values, {}, frozenset())]
+        found += [
+            (g, line, node) for made in marks for g, line in _marked_ids(made, values, {}, frozenset(), mark)
+        ]
     return found
 
 

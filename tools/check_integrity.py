@@ -22,7 +22,6 @@ weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rule
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import gc
 import hashlib
@@ -52,6 +51,7 @@ from audit import (
     scan_falsifiers,
 )
 from cross_reads import cross_read_problems
+from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
 from lineage import (
     Release,
     evaluated_problems,
@@ -64,6 +64,7 @@ from lineage import (
 )
 from mutation import falsify_findings
 from place_links import place_link_problems
+from preset_sources import PRESET_SOURCES, PRESETS_FILE, preset_problems, states_preset
 from record_checks import check_record_truth, newer
 from scored_text import scored_text, text_problems
 from site_format import read_jsonl
@@ -263,6 +264,7 @@ class Checker:
                     )
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
         self.check_sources_at_commits({sha: cited[sha] for sha in known})
+        self.check_listed_tests({sha: cited[sha] for sha in known})
 
     def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
         """sha → when the commit was made (its committer date), in one `git show`."""
@@ -340,8 +342,9 @@ class Checker:
         """What a record states of a file of the repository, against the file at its commit
         (`sources_cited`): a text it scored, dirty or clean (tools/scored_text.py: a dirty record's
         where what it states proves the text the committed one, else a warning says it is not
-        derived), the model of a preset it measured (dirty or clean, as its goals: a preset it
-        names is the committed one)."""
+        derived), the model and train settings of a preset it measured, as the preset and its
+        sections' defaults decide them (dirty or clean, as its goals: a preset it names is the
+        committed one; tools/preset_sources.py)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
             for sha, records in cited.items()
@@ -352,22 +355,46 @@ class Checker:
         blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
-            if blob is None:  # a dirty tree may have scored a file it had not committed yet
+            if path == PRESETS_FILE:  # the preset with its sections' defaults, read together
+                problems = preset_problems(record, {p: blobs.get((sha, p)) for p in PRESET_SOURCES})
+                warnings: list[str] = []
+            elif path in PRESET_SOURCES:
+                continue
+            elif blob is None:  # a dirty tree may have scored a file it had not committed yet
                 said = f"states what {path} holds, but its commit {sha[:12]} has no such file"
                 if record.code.git_dirty:
                     self.warn(STALE, file, record.run.id, said)
                 else:
                     self.fail(INTEG_EVIDENCE, file, record.run.id, said)
                 continue
-            problems, warnings = (
-                (source_problems(record, path, blob), [])
-                if path == PRESETS_FILE
-                else text_problems(record, path, blob, self.root)
-            )
+            else:
+                problems, warnings = text_problems(record, path, blob, self.root)
             for problem in problems:
                 self.fail(INTEG_EVIDENCE, file, record.run.id, f"{problem} at its commit {sha[:12]}")
             for warning in warnings:
                 self.warn(STALE, file, record.run.id, warning)
+
+    def check_listed_tests(self, cited: dict[str, list[LoadedEvidence]]) -> None:
+        """The tests a falsify or conformance record lists are those of its commit, marked for the
+        gates it lists them under, and a completed one lists every test marked for them there
+        (tools/falsifier_sources.py); a record of a dirty tree is not held to its commit's tests."""
+        for sha, records in sorted(cited.items()):
+            modules: dict[str, TestFile | None] | None = None
+            for loaded in records:
+                record = loaded.record
+                if record is None or record.run.kind not in LISTED_BY:
+                    continue
+                if record.code.git_dirty:
+                    self.warn(
+                        INTEG_EVIDENCE,
+                        loaded.path,
+                        record.run.id,
+                        "made from a dirty tree: the tests it lists are not held to those of its commit",
+                    )
+                    continue
+                modules = dict(modules_at(self.root, sha)) if modules is None else modules
+                for problem in listing_problems(record, modules):
+                    self.fail(INTEG_EVIDENCE, loaded.path, record.run.id, problem)
 
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
         """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
@@ -905,49 +932,12 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
     return stated
 
 
-# Where the presets a benchmark names are defined (stack.train.presets.PRESETS).
-PRESETS_FILE = "stack/train/presets.py"
-
-
 def sources_cited(record: EvidenceRecord) -> list[str]:
-    """The files of the repository a record states something of (a preset it measured, a text it
-    scored: `source_problems`, tools/scored_text.py)."""
-    metrics = record.metrics
-    measured_preset = isinstance(metrics.get("preset"), str) and isinstance(metrics.get("model"), dict)
-    cited = [PRESETS_FILE] if record.run.kind == "benchmark" and measured_preset else []
+    """The files of the repository a record states something of (a preset it measured and its
+    sections' defaults, tools/preset_sources.py; a text it scored, tools/scored_text.py)."""
+    cited = list(PRESET_SOURCES) if states_preset(record) else []
     text = scored_text(record)
     return [*cited, text] if text is not None else cited
-
-
-def source_problems(record: EvidenceRecord, path: str, blob: bytes) -> list[str]:
-    """What a benchmark states of the preset it measured that stack/train/presets.py at its commit
-    (its bytes: `blob`) contradicts: the preset's model."""
-    name, model = record.metrics["preset"], record.metrics["model"]
-    preset = (presets_in(blob) or {}).get(name) or {}
-    return [
-        f"metrics.model.{key} is {model.get(key)!r}, but the preset {name!r} in {path} has {value!r}"
-        for key, value in (preset.get("model") or {}).items()
-        if model.get(key) != value
-    ]
-
-
-def presets_in(source: bytes) -> dict | None:
-    """The PRESETS table a version of stack/train/presets.py assigns (a literal), or None."""
-    try:
-        body = ast.parse(source).body
-    except (SyntaxError, ValueError):
-        return None
-    for node in body:
-        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
-            continue
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if any(isinstance(t, ast.Name) and t.id == "PRESETS" for t in targets):
-            try:
-                found = ast.literal_eval(node.value)
-            except ValueError:
-                return None
-            return found if isinstance(found, dict) else None
-    return None
 
 
 @contextmanager

@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.evidence import EvidenceRecord, Verdict
-
-REPLAY_GATE = "GATE-CKPT-003"
+from contracts.replay import REPLAY_GATE
 
 
 def repeatability_problems(record: EvidenceRecord) -> list[str]:

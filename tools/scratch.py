@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 from audit import ROOT, RUNS_DIR
+from falsifier_sources import MODULE_MARK, modules_at
 from fingerprints import gate_fingerprints
 
 from contracts.derive.proofs import falsify_summary, outcome_counts
@@ -125,10 +126,14 @@ def file_falsify_record(
     the code fingerprints of `root`'s tree as it is, as a real record keeps them (unless told not)."""
     spec = scratch_spec(root)
     active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
+    marked = falsifiers_at(root, sha)
     detail = {}
     for gate_id in active:
-        (test,) = falsifier_measured(gate_id, TEST_PASSED)["falsifiers"]
-        detail[gate_id] = {"falsifiers": {test: TEST_PASSED}, "red_with_gate_off": {test: proven}}
+        tests = marked.get(gate_id) or list(falsifier_measured(gate_id, TEST_PASSED)["falsifiers"])
+        detail[gate_id] = {
+            "falsifiers": dict.fromkeys(tests, TEST_PASSED),
+            "red_with_gate_off": dict.fromkeys(tests, proven),
+        }
     run_dir = root / RUNS_DIR / run
     run_dir.mkdir(parents=True)
     summary = {"gates": falsify_summary(detail)}
@@ -141,11 +146,28 @@ def file_falsify_record(
         gates=[judged_result(spec, "GATE-INTEG-002", summary, waived=False)],
         metrics={
             "gates": detail,
-            "counts": outcome_counts(TEST_PASSED for _ in active),
+            "counts": outcome_counts(
+                TEST_PASSED for _ in {t for d in detail.values() for t in d["falsifiers"]}
+            ),
             **({"fingerprints": gate_fingerprints(root)} if fingerprints else {}),
         },
     )
     return write_evidence(run_dir, record)
+
+
+def falsifiers_at(root: Path, sha: str) -> dict[str, list[str]]:
+    """gate id → the tests commit `sha` marks for it (a test, a class, or each test of a module
+    marked whole), as `make falsify` would list them and the checker reads them
+    (tools/falsifier_sources.py)."""
+    found: dict[str, list[str]] = {}
+    for path, module in sorted(modules_at(root, sha)):
+        if module is None:
+            continue
+        for owner, gates in sorted(module.marked(("gate",)).items()):
+            names = [owner] if owner != MODULE_MARK else sorted(n for n in module.defined if "::" not in n)
+            for gate_id in sorted(gates):
+                found.setdefault(gate_id, []).extend(f"{path}::{name}" for name in names)
+    return found
 
 
 def copy_repo(dst: Path) -> str:

@@ -30,17 +30,24 @@ def files_at(
 ) -> dict[tuple[str, str], bytes]:
     """The content of each (commit, path) of `wanted` that git has as a `kind` object (a file's bytes,
     or a tree's raw entries), in one `git cat-file --batch`."""
-    if not wanted:
+    found = objects(root, [f"{sha}:{path}" for sha, path in wanted], kind)
+    return {key: found[f"{key[0]}:{key[1]}"] for key in wanted if f"{key[0]}:{key[1]}" in found}
+
+
+def objects(root: Path, names: list[str], kind: bytes = b"blob") -> dict[str, bytes]:
+    """The content of each git object named in `names` (an object id, or `commit:path`) that git has
+    as a `kind` object, in one `git cat-file --batch`."""
+    if not names:
         return {}
     proc = subprocess.run(
         ["git", "-C", str(root), "cat-file", "--batch"],
-        input="".join(f"{sha}:{path}\n" for sha, path in wanted).encode(),
+        input="".join(f"{name}\n" for name in names).encode(),
         capture_output=True,
         check=False,
     )
-    found: dict[tuple[str, str], bytes] = {}
+    found: dict[str, bytes] = {}
     out, at = proc.stdout, 0
-    for key in wanted:
+    for name in names:
         end = out.find(b"\n", at)
         if end < 0:
             break
@@ -52,7 +59,7 @@ def files_at(
             at += int(header[2]) + 1
             continue
         size = int(header[2])
-        found[key] = out[at : at + size]
+        found[name] = out[at : at + size]
         at += size + 1
     return found
 

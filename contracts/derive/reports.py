@@ -41,6 +41,7 @@ from contracts.seeds import seeded_state_sha256
 from contracts.selection import selected_by
 from contracts.shard_layout import shard_bytes
 from contracts.site_statistics import inconsistencies, strict
+from contracts.spec import thresholds_digest
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
@@ -60,6 +61,52 @@ def judged(inputs: Inputs, derived: Derivation, gate_id: str, measured: dict[str
     assert result is not None
     derived.verdict(gate_id, result.verdict)
     derived.gate(gate_id, measured)
+
+
+def thresholds_in_force(inputs: Inputs, gate_id: str) -> dict[str, float | int] | None:
+    """The thresholds of the revision of `gate_id` the record judged under (the one its spec
+    version had where it states no result of the gate): the values its result states where they
+    hash to the digest spec/revisions.yaml keeps for that revision, else the spec's own where that
+    revision's digest is today's. None where neither holds: an older revision's values are kept
+    only as their digest, so what a result file restates of them is not derived."""
+    spec, record = inputs.spec, inputs.record
+    result = next((g for g in record.gates if g.id == gate_id), None)
+    revision = result.revision if result is not None else spec.revision_at(gate_id, record.spec.version)
+    entry = next((e for e in spec.revisions.get(gate_id, []) if e.revision == revision), None)
+    if entry is None or gate_id not in spec.gates:
+        return None
+    if result is not None and thresholds_digest(result.threshold) == entry.thresholds_sha256:
+        return dict(result.threshold)
+    gate = spec.gates[gate_id]
+    return gate.threshold_values if gate.thresholds_sha256 == entry.thresholds_sha256 else None
+
+
+def restated_threshold_problems(inputs: Inputs, where: str, restated: Any) -> list[str]:
+    """A result file's block that names the gate it was judged by (`gate`) and restates its
+    thresholds (`threshold`, a parity report's) states the thresholds in force for that gate's
+    revision (`thresholds_in_force`), each key it names; found at any depth of `restated`."""
+    if isinstance(restated, list):
+        return [
+            p
+            for i, item in enumerate(restated)
+            for p in restated_threshold_problems(inputs, f"{where}[{i}]", item)
+        ]
+    if not isinstance(restated, dict):
+        return []
+    problems = [
+        p
+        for key, value in restated.items()
+        for p in restated_threshold_problems(inputs, f"{where}.{key}", value)
+    ]
+    gate_id, stated = restated.get("gate"), restated.get("threshold")
+    in_force = thresholds_in_force(inputs, gate_id) if isinstance(gate_id, str) else None
+    if isinstance(stated, dict) and in_force is not None:
+        problems += [
+            f"{where}.threshold.{key} is {value!r}, but {gate_id} judged under {in_force.get(key)!r}"
+            for key, value in stated.items()
+            if not same(value, in_force.get(key))
+        ]
+    return problems
 
 
 def report_of(inputs: Inputs, derived: Derivation, name: str, since: str) -> dict[str, Any] | None:
@@ -578,7 +625,7 @@ def memorization_record(inputs: Inputs) -> Derivation:
     for key in ("prefix", "continuation"):  # the lengths it was asked for, in its config too
         if key in report:
             derived.put(("config", key), report[key])
-    least = report.get("min_verbatim_tokens")
+    least = _least_verbatim(inputs, derived, report)
     runs = {name: report.get(key) for name, key in MEMORIZATION_ROWS.items()}
     recomputed = recomputed_runs(report)
     if recomputed is not None:
@@ -606,6 +653,23 @@ def memorization_record(inputs: Inputs) -> Derivation:
         judged(inputs, derived, "GATE-FT-003", measured)
     derived.problems += _memorization_count_problems(inputs, report)
     return derived
+
+
+def _least_verbatim(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> Any:
+    """The run an example must share with its true continuation to count as reproduced: GATE-FT-003's
+    min_verbatim_tokens, which `stack memorization` reads from the spec and writes into the file
+    (stack/cli/memorization.py), so the file's count and the record's are made with the threshold
+    in force; the file's own value where that is not known (`thresholds_in_force`)."""
+    in_force = (thresholds_in_force(inputs, "GATE-FT-003") or {}).get("min_verbatim_tokens")
+    if in_force is None:
+        return report.get("min_verbatim_tokens")
+    derived.put(("metrics", "min_verbatim_tokens"), in_force)
+    if "min_verbatim_tokens" in report and not same(report["min_verbatim_tokens"], in_force):
+        derived.problems.append(
+            f"memorization.json: min_verbatim_tokens is {report['min_verbatim_tokens']!r}, but GATE-FT-003 "
+            f"counts an example reproduced from {in_force!r} tokens (its threshold min_verbatim_tokens)"
+        )
+    return int(in_force)
 
 
 def _memorization_count_problems(inputs: Inputs, report: dict[str, Any]) -> list[str]:
@@ -820,6 +884,7 @@ def export_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("status", "opset", "sample", "parity"))
+    derived.problems += restated_threshold_problems(inputs, "export.json: parity", report.get("parity"))
     gate_id, file, prefix = EXPORT_PARITY[inputs.record.run.kind]
     parity = (report.get("parity") or {}).get(file)
     if isinstance(parity, dict) and "max_abs_diff" in parity:
@@ -908,6 +973,7 @@ def import_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("family", "weights", "model_vocab", "parity"))
+    derived.problems += restated_threshold_problems(inputs, "import.json: parity", report.get("parity"))
     written, files = report.get("checkpoint"), report.get("files") or {}
     manifest = (files.get(f"{written}/{MANIFEST}") or {}).get("sha256")  # a checkpoint's is named so too
     cited_checkpoint(inputs, derived, f"{IMPORT_RECORD}'s files", written, manifest)
@@ -940,6 +1006,7 @@ def lora_export_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("status", "sample", "parity", "base_sha256"))
+    derived.problems += restated_threshold_problems(inputs, "lora_export.json: parity", report.get("parity"))
     source = report.get("source_checkpoint") or {}
     cited_checkpoint(
         inputs,
@@ -1474,6 +1541,53 @@ def _prepare_since_1_30(inputs: Inputs, derived: Derivation, manifest: dict[str,
         derived.put((*where, "stored_heldout"), share["heldout_documents"], since=ACCOUNTS_SINCE)
 
 
+def leak_sources(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """GATE-DATA-012's `sources` (checked after reading): each source's filters, its documents in and
+    its leak canaries planted and dropped, from its filter report."""
+    return {
+        name: {
+            "filters": report.get("filters"),
+            "documents_in": report.get("documents_in"),
+            "leak": (report.get("canaries") or {}).get("leak"),
+        }
+        for name, report in reports.items()
+    }
+
+
+def canary_form_problems(canaries: Any, leak_settings: Any) -> list[str]:
+    """GATE-DATA-012's canaries as the leak filter judged them (stack's FilterRunner.canary_results):
+    a case planted as a user turn is judged in every transcript format the config's
+    `filter_settings.leak.turns` lists (`<case> in <user marker>`) and as a chat example
+    (`<case> as chat`). So each case the rows judge in one format is judged in each of them, and in
+    no format the settings do not list: rows of a format taken out are missing, not passed."""
+    turns = leak_settings.get("turns") if isinstance(leak_settings, dict) else None
+    if not isinstance(canaries, list) or not isinstance(turns, list):
+        return []
+    markers = {t.get("user", "").strip() for t in turns if isinstance(t, dict)}
+    names = {row.get("name") for row in canaries if isinstance(row, dict)}
+    cases = {name.partition(" in ")[0] for name in names if isinstance(name, str) and " in " in name}
+    wanted = {f"{case} in {marker}" for case in cases for marker in markers} | {f"{c} as chat" for c in cases}
+    missing = sorted(wanted - names)
+    unlisted = sorted(
+        name
+        for name in names
+        if isinstance(name, str) and " in " in name and name.partition(" in ")[2] not in markers
+    )
+    problems = []
+    if missing:
+        problems.append(
+            f"gates[GATE-DATA-012].measured.canaries judge {len(cases)} turn case(s) in the formats of "
+            f"config.filter_settings.leak.turns, but lack {len(missing)} of their rows "
+            f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})"
+        )
+    if unlisted:
+        problems.append(
+            f"gates[GATE-DATA-012].measured.canaries judge {', '.join(unlisted[:4])}, in a format "
+            "config.filter_settings.leak.turns does not list"
+        )
+    return problems
+
+
 @derives("prepare")
 def prepare_record(inputs: Inputs) -> Derivation:
     """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0),
@@ -1502,9 +1616,18 @@ def prepare_record(inputs: Inputs) -> Derivation:
         if share is not None and isinstance(split, dict) and all(key in split for key in share):
             derived.gate("GATE-DATA-005", share)
         _prepare_since_1_30(inputs, derived, manifest)
+        if share is not None and isinstance(split, dict) and "assigned_documents" in split:
+            # Every document written was assigned a split as it was written (stack.data.split.Assigned).
+            derived.gate("GATE-DATA-005", {"assigned_documents": share["split_documents"]})
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}
+    leaks = next((g.measured for g in inputs.record.gates if g.id == "GATE-DATA-012"), None)
+    if "GATE-DATA-012" not in inputs.stale and isinstance(leaks, dict) and "sources" in leaks:
+        derived.put(("gates", "GATE-DATA-012", "measured", "sources"), leak_sources(filters))
+    if "GATE-DATA-012" not in inputs.stale and isinstance(leaks, dict):
+        settings = ((inputs.record.config or {}).get("filter_settings") or {}).get("leak")
+        derived.problems += canary_form_problems(leaks.get("canaries"), settings)
     if "GATE-DATA-013" in current:
         derived.put(("gates", "GATE-DATA-013", "measured", "sources"), per_source(filters, COVERAGE_KEYS))
         settings = ((inputs.record.config or {}).get("filter_settings") or {}).get("dedup")

@@ -40,7 +40,8 @@ So each is derived again from the config the record cites, by the rule the stack
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`;
 * `env.device` is `train.device` where the config names one (not "auto": then the stack chose);
 * what the model's shape decides (contracts.model_shape, the stack's own rules): GATE-CKPT-001's
-  `weights_compared` are the tensors of a checkpoint's model file, GATE-TRAIN-008's
+  `weights_compared` are the tensors of a checkpoint's model file and its `optimizer_compared`
+  AdamW's three of each tensor the optimizer steps (contracts.checkpoint_layout), GATE-TRAIN-008's
   `updated_parameters` the tensors the optimizer steps (every parameter, or each adapter's A and B)
   and its `stepped_parameters` (those whose gradient was not all zeros) and `moved_parameters`
   (those of them the step changed) no more than those; GATE-LORA-001's `elements` are the probe's
@@ -64,6 +65,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from contracts.checkpoint_layout import OPTIMIZER_SLOTS
 from contracts.coherence import sample_length
 from contracts.curriculum import phase_at, source_bounds, static_shares
 from contracts.derive.reports import seeded, version_key, whole
@@ -280,6 +282,8 @@ def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler
     optimizer steps."""
     restate(settler, "GATE-CKPT-001", "weights_compared", model_file_tensors(model, adapters or 0))
     updated = trained_tensors(model, adapters)
+    # AdamW keeps each stepped tensor's moments and step: what the optimizer file it compared holds.
+    restate(settler, "GATE-CKPT-001", "optimizer_compared", len(OPTIMIZER_SLOTS) * updated)
     restate(settler, "GATE-TRAIN-008", "updated_parameters", updated)
     measured = measured_of(settler.inputs.record, "GATE-TRAIN-008")
     stepped, moved = measured.get("stepped_parameters"), measured.get("moved_parameters")

@@ -30,6 +30,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.checkpoints import BestSoFar, best_checkpoint_of, checkpoint_name
 from contracts.coherence import coherence_score, sample_score
 from contracts.curriculum import phase_at
@@ -50,21 +51,16 @@ from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
-from contracts.model_shape import (
-    lora_parameters,
-    lora_touched,
-    matrix_share,
-    model_file_sizes,
-    optimizer_file_sizes,
-    param_count,
-    trained_tensors,
-)
+from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
+from contracts.replay import REPLAY_GATE, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, scheduled
 
 METRICS_LOG = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 # The run kinds of the one training loop: their records cite its metrics log and config.
 LOOP_KINDS = ("train", "finetune", "sft", "dpo", "distill")
+# The revision of GATE-TRAIN-007 that brought its check manifest (`stated_split_targets`).
+SPLIT_TARGETS_SINCE = 6
 # Fields every step line carries (GATE-TRAIN-001); later keys of a line are the loop's to add.
 STEP_FIELDS = ("step", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "batch_sha256")
 # The gradient norm after clipping, as the optimizer saw it (GATE-TRAIN-002's clip check).
@@ -997,17 +993,8 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     spe = _measured_count(inputs, "GATE-DATA-001", "steps_per_epoch")
     if spe is None:
         return
-    quota, batch = (
-        _measured_count(inputs, "GATE-DATA-001", "quota_windows"),
-        config.get("train", {}).get("batch_size"),
-    )
-    world = inputs.record.determinism.flags.get("world_size", 1)
-    windows = batch * world if isinstance(batch, int) and isinstance(world, int) else 0
-    if quota is not None and windows > 0 and spe != quota // windows:
-        derived.problems.append(
-            f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but its epoch plan's {quota} windows "
-            f"make {quota // windows} steps of {windows} windows"
-        )
+    if problems := epoch_length_problems(inputs, config.get("train", {}).get("batch_size")):
+        derived.problems += problems
         return
     unique = inputs.record.metrics.get("unique_train_tokens")
     if config.get("train", {}).get("grad_accum", 1) != 1:
@@ -1023,6 +1010,22 @@ def _epochs(inputs: Inputs, log: Log, config: dict[str, Any], per_step: int, set
     start = steady_from(inputs, log, config)
     if start is not None and spe >= 1:
         _epoch_steps(log, spe, start, settler)
+
+
+def epoch_length_problems(inputs: Inputs, batch: Any) -> list[str]:
+    """GATE-DATA-001's steps per epoch are its epoch plan's windows (its quota) over the batch × world
+    windows the reader takes a step, rounded down (stack.data.reader: the rest of an epoch is not
+    read), for a training run and a fitted lens alike."""
+    spe = _measured_count(inputs, "GATE-DATA-001", "steps_per_epoch")
+    quota = _measured_count(inputs, "GATE-DATA-001", "quota_windows")
+    world = inputs.record.determinism.flags.get("world_size", 1)
+    windows = batch * world if whole(batch, world) else 0
+    if spe is None or quota is None or windows <= 0 or spe == quota // windows:
+        return []
+    return [
+        f"gates[GATE-DATA-001].measured.steps_per_epoch is {spe}, but its epoch plan's {quota} windows "
+        f"make {quota // windows} steps of {windows} windows"
+    ]
 
 
 def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
@@ -1056,6 +1059,95 @@ def _epoch_steps(log: Log, spe: int, start: int, settler: Settler) -> None:
         epoch, index = divmod(log.last_step - 1, spe)
         restate(settler, "GATE-DATA-001", "epoch", epoch)
         restate(settler, "GATE-DATA-001", "step_in_epoch", index)
+
+
+def _split_targets(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivation) -> None:
+    """GATE-TRAIN-007's check manifest (from SPLIT_TARGETS_SINCE): the targets its statement names
+    over every window of the train split (`stated_split_targets.train`, which the check holds to the
+    manifest's supervised tokens) are what the run's first epoch scored, where that epoch read each
+    train window once: a plain mixture (an epoch is every window of the split), its steps taking
+    batch × world windows each with none left over (steps_per_epoch of them make plan_windows), no
+    gradient accumulation, and the log holding each step of the epoch, from the run's start. A step
+    line's `targets` count what the loss scored over its micro-batches and ranks. The value means the
+    same under every revision since, so a stale verdict's is held to it too."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-TRAIN-007"), None)
+    stated = (
+        result.measured.get("stated_split_targets") if result and isinstance(result.measured, dict) else None
+    )
+    if result is None or result.revision < SPLIT_TARGETS_SINCE or not isinstance(stated, dict):
+        return
+    train, world = config.get("train", {}), inputs.record.determinism.flags.get("world_size", 1)
+    spe = _measured_count(inputs, "GATE-DATA-001", "steps_per_epoch")
+    plan = _measured_count(inputs, "GATE-DATA-001", "plan_windows")
+    batch = train.get("batch_size")
+    if (
+        not whole(stated.get("train"), spe, plan, batch, world)
+        or inputs.record.metrics.get("resumes")
+        or not plain_mixture(config)
+        or train.get("grad_accum", 1) != 1
+        or spe * batch * world != plan
+    ):
+        return
+    first = [line for line in log.steps if line.get("epoch") == 0]
+    if [line.get("step") for line in first] != list(range(1, spe + 1)):
+        return
+    if not all(whole(line.get("targets")) for line in first):
+        return
+    scored = sum(line["targets"] for line in first)
+    if scored != stated["train"]:
+        derived.problems.append(
+            f"gates[GATE-TRAIN-007].measured.stated_split_targets.train is {stated['train']}, but the {spe} "
+            f"steps of the first epoch, which read every train window once, scored {scored} targets "
+            f"({METRICS_LOG})"
+        )
+
+
+def _replay(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-CKPT-003's replay as the config plans it (contracts.replay.replay_plan of
+    train.replay_steps, the device the run used and its processes): a run that planned none states
+    no replayed step, no price of a replay and no repeatability; one that planned some replayed that
+    many, or the steps it had where fewer (with data.wrap; at most that many without). The price
+    (metrics.repeatability) names the steps GATE-CKPT-003 replayed and the kernels it held bit for
+    bit (train.deterministic), and its step_seconds are the mean of tokens over tokens per second of
+    the replayed steps' lines (the first of the run), rounded to 4 places as the loop records them.
+    Not derived for a resumed run, whose config is its last invocation's."""
+    record, derived = inputs.record, settler.derived
+    train, world = config.get("train", {}), record.determinism.flags.get("world_size", 1)
+    asked = train.get("replay_steps")
+    if record.metrics.get("resumes") or not whole(world) or not (asked is None or whole(asked)):
+        return
+    planned = replay_plan(asked, record.env.device, world > 1)
+    measured = measured_of(record, REPLAY_GATE)
+    cost = record.metrics.get("repeatability")
+    stated = {
+        f"{REPLAY_GATE}'s replayed_steps": "replayed_steps" in measured,
+        "metrics.repeatability": cost is not None,
+        "determinism.flags.repeatable true": record.determinism.flags.get("repeatable") is True,
+    }
+    if planned == 0:
+        if claims := [what for what, held in stated.items() if held]:
+            derived.problems.append(
+                f"config.toml plans no replay (train.replay_steps {asked!r} on {record.env.device}, "
+                f"{world} process(es): contracts.replay.replay_plan gives 0 steps), yet the record states "
+                f"{', '.join(claims)}"
+            )
+        return
+    steps, replayed = train.get("steps"), measured.get("replayed_steps")
+    if whole(steps) and config.get("data", {}).get("wrap", True) and settler.wanted(REPLAY_GATE):
+        derived.put(("gates", REPLAY_GATE, "measured", "replayed_steps"), min(planned, steps), optional=True)
+    elif whole(replayed) and replayed > planned:
+        derived.problems.append(f"{REPLAY_GATE} replayed {replayed} steps, but config.toml plans {planned}")
+    if not isinstance(cost, dict) or not whole(replayed):
+        return
+    derived.put(("metrics", "repeatability", "replayed_steps"), replayed)
+    if isinstance(train.get("deterministic"), bool):
+        derived.put(("metrics", "repeatability", "bit_for_bit"), train["deterministic"])
+    lines = log.steps[:replayed]
+    if len(lines) == replayed > 0 and all(
+        _real(x.get("tokens")) and _real(x.get("tokens_per_s")) for x in lines
+    ):
+        seconds = [line["tokens"] / line["tokens_per_s"] for line in lines]
+        derived.put(("metrics", "repeatability", "step_seconds"), round(sum(seconds) / len(seconds), 4))
 
 
 def _measured_count(inputs: Inputs, gate_id: str, key: str) -> int | None:
@@ -1101,39 +1193,32 @@ def _parameters(inputs: Inputs, config: dict[str, Any], settler: Settler) -> Non
     if parameters is None:
         return
     derived.put(("metrics", "parameters"), parameters)
-    adapters = None if touched is None else len(touched)
-    _checkpoint_files(inputs, config, parameters, adapters, derived)
+    _checkpoint_files(inputs, config, touched, derived)
 
 
 def _checkpoint_files(
-    inputs: Inputs, config: dict[str, Any], parameters: int, adapters: int | None, derived: Derivation
+    inputs: Inputs, config: dict[str, Any], touched: list[str] | None, derived: Derivation
 ) -> None:
-    """The record's checkpoint files hold what the model's shape decides: model.safetensors its
-    `parameters` (and buffers), optimizer.safetensors AdamW's moments and step of each tensor the
-    optimizer steps (every parameter, or a LoRA run's adapters), in one process or replicated (a
-    sharded run's optimizer state is each rank's own)."""
+    """The record's checkpoint files are, byte for byte in size, what the model's shape and a LoRA
+    run's adapters decide (contracts.checkpoint_layout): model.safetensors its parameters, buffers
+    and adapters, optimizer.safetensors AdamW's moments and step of each tensor the optimizer steps,
+    in one process or replicated (a sharded run's optimizer state is each rank's own)."""
     checkpoint, model = inputs.record.checkpoint, config.get("model", {})
-    if checkpoint is None:
+    rank = (config.get("lora") or {}).get("r") if touched is not None else 0
+    if checkpoint is None or not whole(rank):
         return
-    files: list[tuple[str, range, str]] = [
-        (
-            "model.safetensors",
-            model_file_sizes(parameters, model, adapters or 0),
-            f"{parameters} float32 parameters",
-        )
-    ]
+    held = "its model" if touched is None else f"its model with {len(touched)} rank-{rank} LoRA adapters"
+    files = [("model.safetensors", model_file_bytes(model, touched or (), rank), f"the tensors of {held}")]
     world = inputs.record.determinism.flags.get("world_size", 1)
     if world == 1 or config.get("train", {}).get("parallel") != "fsdp":
-        trained = parameters if adapters is None else parameters - param_count(model)
-        tensors = trained_tensors(model, adapters)
-        state = f"AdamW's two float32 moments and step of {tensors} trained tensors of {trained} parameters"
-        files.append(("optimizer.safetensors", optimizer_file_sizes(trained, tensors), state))
-    for name, sizes, held in files:
+        state = f"AdamW's moments and step of each tensor it steps ({held})"
+        files.append(("optimizer.safetensors", optimizer_file_bytes(model, touched, rank), state))
+    for name, size, what in files:
         file = checkpoint.files.get(name)
-        if file is not None and file.bytes not in sizes:
+        if file is not None and size is not None and file.bytes != size:
             derived.problems.append(
-                f"checkpoint {checkpoint.name}'s {name} is {file.bytes} bytes, but {held} and a safetensors "
-                f"header take {sizes.start} to {sizes.stop - 1}"
+                f"checkpoint {checkpoint.name}'s {name} is {file.bytes} bytes, but the safetensors file of "
+                f"{what}, as config.toml gives it, is {size} bytes"
             )
 
 
@@ -1421,6 +1506,8 @@ def training_record(inputs: Inputs) -> Derivation:
     _dpo(inputs, log, config, settler)
     _experts(inputs, log, config, settler)
     _stated_by_gates(inputs, log, config, settler)
+    _split_targets(inputs, log, config, derived)
+    _replay(inputs, log, config, settler)
     restated_settings(config, log, settler)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
@@ -1523,11 +1610,13 @@ def lens_train_record(inputs: Inputs) -> Derivation:
     """A lens-train record's trace.json and gates (`trace_record`); the manifest of the data it was
     fitted on, cited as a training record cites its own (the ledger's check then holds its
     GATE-DATA-001 quota windows to that manifest, tools/lineage.py); and its epoch plan's windows,
-    restated by GATE-DATA-002 as a training record's are (`_plan_windows`)."""
+    restated by GATE-DATA-002 as a training record's are (`_plan_windows`), and its steps per epoch
+    held to that plan's windows over its batch (`epoch_length_problems`)."""
     derived = trace_record(inputs)
     if inputs.record.data is None or not inputs.record.data.manifest_sha256:
         derived.missing.append(("data.manifest_sha256 (the manifest of its --data)", LENS_DATA_SINCE))
     _plan_windows(inputs, Settler(inputs, derived))
+    derived.problems += epoch_length_problems(inputs, (inputs.record.config or {}).get("batch_size"))
     return derived
 
 

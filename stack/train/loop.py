@@ -40,6 +40,7 @@ from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from contracts.judges import COMPUTE_DTYPES
 from contracts.plan import step_sha256
+from contracts.replay import replay_plan
 from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.seeds import monitor_seed
 from contracts.spec import load_spec
@@ -141,11 +142,6 @@ from stack.train.tensorboard import Board
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
 POLICY_ARCHIVE = "policy-archive"
-
-
-# Steps the repeatability check replays at the start of each invocation on CUDA when
-# train.replay_steps is unset: two, so that the second step runs on weights the first one updated.
-REPLAY_STEPS = 2
 
 
 def repeatable_cuda() -> None:
@@ -1037,17 +1033,16 @@ class Trainer:
     # -- repeatability ------------------------------------------------------------------
 
     def _replay_plan(self) -> int:
-        """Steps the repeatability check replays: train.replay_steps, or when unset REPLAY_STEPS on
-        CUDA in one process (where kernels may not repeat) and none elsewhere."""
+        """Steps the repeatability check replays (contracts.replay.replay_plan, the rule the checker
+        holds a record's replay to): train.replay_steps, or when unset REPLAY_STEPS on CUDA in one
+        process (where kernels may not repeat) and none elsewhere."""
         asked = self.config.train.replay_steps
-        if asked is None:
-            return REPLAY_STEPS if self.device.type == "cuda" and not self.world.distributed else 0
         if asked and self.world.distributed:
             raise BadInput(
                 f"train.replay_steps={asked} replays steps within one process; under --nproc leave it unset "
                 "or set it to 0"
             )
-        return asked
+        return replay_plan(asked, self.device.type, self.world.distributed)
 
     def rehearse(self, steps: int) -> Rehearsal:
         """Take the next `steps` steps with nothing written, then put every state back from a

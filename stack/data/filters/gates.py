@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from contracts.derive.reports import COVERAGE_KEYS, SHARE_KEYS, per_source
+from contracts.derive.reports import COVERAGE_KEYS, SHARE_KEYS, leak_sources, per_source
 from contracts.gates import Outcome, gate_require, measure
 from stack.data.filters.runner import FilterRunner, check_waivers
 from stack.data.filters.settings import load_settings
@@ -36,15 +36,7 @@ def canaries_outcome(runner: FilterRunner) -> Outcome:
 
 def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
     """GATE-DATA-012 after reading: the same, and every source's planted leaks dropped by the leak filter."""
-    sources = {
-        name: {
-            "filters": report["filters"],
-            "documents_in": report["documents_in"],
-            "leak": report["canaries"].get("leak"),
-        }
-        for name, report in runner.as_dict().items()
-    }
-    measured = {"canaries": runner.canary_results(), "sources": sources}
+    measured = {"canaries": runner.canary_results(), "sources": leak_sources(runner.as_dict())}
     return measure("GATE-DATA-012", measured, holds="planted leaks dropped in every source filtered")
 
 
