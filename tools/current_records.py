@@ -11,8 +11,8 @@ docs, from a clean tree (a record of a dirty tree names no commit anyone can che
     python tools/current_records.py --work /tmp/records
 
 Each command files its record into evidence/runs/ (--ledger for another), and the script prints
-the run ids the tests' constants name. It stops at the first command that fails, with its
-output. It takes about five minutes on a two-core machine.
+each command's label beside the run id it filed, for the tests' constants. It stops at the first
+command that fails, with its output. It takes about five minutes on a two-core machine.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"current_records: {args.work} is not empty; give a new directory", file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    before = set(p.name for p in args.ledger.iterdir())
+    filed: list[tuple[str, str]] = []  # (label, run id): what the tests' constants name
     for label, stack_argv in commands(args.work.resolve(), spec_version()):
         files = label not in ("sft-data", "dpo-pairs")  # the fine-tuning data is prepared, not filed
         cmd = [
@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             *(["--evidence-dir", str(args.ledger)] if files else []),
         ]
         print(f"current_records: {label}", flush=True)
+        before = {p.name for p in args.ledger.iterdir()}
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
             print(f"current_records: {label} exited {done.returncode}", file=sys.stderr)
             return 1
-    for name in sorted(set(p.name for p in args.ledger.iterdir()) - before):
-        print(name)
+        filed += [(label, name) for name in sorted({p.name for p in args.ledger.iterdir()} - before)]
+    for label, name in filed:
+        print(f"{label:<13} {name}")
     return 0
 
 
