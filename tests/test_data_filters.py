@@ -50,6 +50,7 @@ from stack.data.filters.dedup import NearDuplicates, Rechecks
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_recorded, counts_outcome, stream_canaries_outcome
+from stack.data.filters.rechecks import rule_settings
 from stack.data.filters.runner import Doc, FilterRunner, Screen
 from stack.data.filters.sample import sample_of, sample_text, spans
 from stack.data.filters.script import (
@@ -1464,28 +1465,10 @@ def test_a_measuring_filter_off_its_rule_stops_the_prepare(
 
 def _rules(reason: str, rows: list[dict[str, Any]], drops: int | None = None) -> dict[str, Any]:
     """GATE-DATA-013's rules values for `rows` measured again of `drops` drops for `reason`."""
-    s = SETTINGS
-    settings_ = {
-        "script": {"min_share": s.script.min_share, "min_letters": s.script.min_letters},
-        "encoding": {
-            "max_replaced_share": s.encoding.max_replaced_share,
-            "min_letters": s.encoding.min_letters,
-        },
-        "diversity": {
-            "min_chars": s.diversity.min_chars,
-            "min_compression_ratio": s.diversity.min_compression_ratio,
-        },
-        "oversize": {"max_bytes": s.oversize.max_bytes},
-        "leak": {
-            "max_headers": s.leak.max_headers,
-            "max_header_weight": s.leak.max_header_weight,
-            "fingerprint_min_chars": s.leak.fingerprint_min_chars,
-        },
-    }
     dropped = len(rows) if drops is None else drops
     return {
         "rules": {
-            "settings": settings_,
+            "settings": rule_settings(SETTINGS),
             "drops": {reason: dropped},
             "rechecked": {reason: rows},
             "held": {"web": ["LATIN"]},

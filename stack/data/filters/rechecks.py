@@ -139,26 +139,32 @@ class FilterRechecks:
 
     def as_dict(self) -> dict[str, Any]:
         """What the check reads: the settings the rules take, the drops and those measured again."""
-        s = self.settings
         return {
-            "settings": {
-                "script": {"min_share": s.script.min_share, "min_letters": s.script.min_letters},
-                "encoding": {
-                    "max_replaced_share": s.encoding.max_replaced_share,
-                    "min_letters": s.encoding.min_letters,
-                },
-                "diversity": {
-                    "min_chars": s.diversity.min_chars,
-                    "min_compression_ratio": s.diversity.min_compression_ratio,
-                },
-                "oversize": {"max_bytes": s.oversize.max_bytes},
-                "leak": {
-                    "max_headers": s.leak.max_headers,
-                    "max_header_weight": s.leak.max_header_weight,
-                    "fingerprint_min_chars": s.leak.fingerprint_min_chars,
-                },
-            },
+            "settings": rule_settings(self.settings),
             "drops": dict(sorted(self.drops.items())),
             "rechecked": dict(sorted(self.rechecked.items())),
             "held": dict(sorted(self.held.items())),
         }
+
+
+def rule_settings(settings: FilterSettings) -> dict[str, dict[str, Any]]:
+    """The settings each rule of contracts.filter_rules takes, by filter, as GATE-DATA-013's check
+    rules states them."""
+    s = settings
+    return {
+        "script": {"min_share": s.script.min_share, "min_letters": s.script.min_letters},
+        "encoding": {
+            "max_replaced_share": s.encoding.max_replaced_share,
+            "min_letters": s.encoding.min_letters,
+        },
+        "diversity": {
+            "min_chars": s.diversity.min_chars,
+            "min_compression_ratio": s.diversity.min_compression_ratio,
+        },
+        "oversize": {"max_bytes": s.oversize.max_bytes},
+        "leak": {
+            "max_headers": s.leak.max_headers,
+            "max_header_weight": s.leak.max_header_weight,
+            "fingerprint_min_chars": s.leak.fingerprint_min_chars,
+        },
+    }
