@@ -103,7 +103,8 @@ def test_a_directory_without_the_files_a_tokenizer_needs_is_one_line(
     no_config.mkdir()
     (no_config / "tokenizer.json").write_bytes((tokenizer_dirs["llama3"] / "tokenizer.json").read_bytes())
     assert main(["prepare", corpus, "--out", str(tmp_path / "b"), "--tokenizer", f"hf:{no_config}"]) == 2
-    assert "has no tokenizer_config.json" in capsys.readouterr().err
+    err = capsys.readouterr().err  # nothing beside it names an eos: the line says where to add one
+    assert "names no end-of-sequence token" in err and "copy tokenizer_config.json from" in err
     with pytest.raises(BadInput, match="--vocab-size applies to --tokenizer bpe"):
         prepare_corpus([corpus], tmp_path / "c", tokenizer=f"hf:{tokenizer_dirs['llama3']}", vocab_size=500)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -782,6 +782,7 @@ def export_record(inputs: Inputs) -> Derivation:
         if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
             read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
             derived.gate(gate_id, read_back, optional=True)
+        tokens_read_back(derived, report)
         sample = report.get("sample") or {}
         windows, width = sample.get("windows"), sample.get("tokens_per_window")
         if isinstance(windows, int) and isinstance(width, int) and parity.get("positions") != windows * width:
@@ -793,6 +794,18 @@ def export_record(inputs: Inputs) -> Derivation:
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+# GATE-EXPORT-001 rev 4: the special ids held to the model's own, and the tokenizer read back.
+TOKENS_READ_BACK = ("special_ids", "eot_id", "special_expected", "tokenizer_keys", "tokenizer_differing")
+
+
+def tokens_read_back(derived: Derivation, report: dict[str, Any]) -> None:
+    """GATE-EXPORT-001's special and tokenizer values as an export.json or import.json keeps them
+    (stack.export.tokenizer_check): the record's measured values must be the file's."""
+    found = {key: report[key] for key in TOKENS_READ_BACK if key in report}
+    if found:
+        derived.gate("GATE-EXPORT-001", found, optional=True)
 
 
 def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any], file: str) -> None:
@@ -830,6 +843,7 @@ def import_record(inputs: Inputs) -> Derivation:
     if report is None:
         return derived
     mirrored(derived, report, ("family", "weights", "model_vocab", "parity"))
+    tokens_read_back(derived, report)
     written, files = report.get("checkpoint"), report.get("files") or {}
     manifest = (files.get(f"{written}/{MANIFEST}") or {}).get("sha256")  # a checkpoint's is named so too
     cited_checkpoint(inputs, derived, f"{IMPORT_RECORD}'s files", written, manifest)

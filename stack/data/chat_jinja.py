@@ -22,9 +22,11 @@ an imported model's own Jinja. `stack export --format hf` writes it into tokeniz
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import BadInput
 from stack.data.sft_template import TemplateFile
 
 STATE_KEY = "chat_template"
@@ -71,6 +73,36 @@ def render_text(
     if add_generation_prompt:
         pieces.append(spec.roles[ASSISTANT].prefix)
     return "".join(pieces)
+
+
+def render_jinja(
+    jinja: str,
+    messages: Sequence[Mapping[str, Any]],
+    special_tokens: Mapping[str, str],
+    add_generation_prompt: bool = False,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """A model's own Jinja chat template rendered as `apply_chat_template` renders it: by
+    transformers' own renderer (so every filter and global a template may use is the one it was
+    written for), the tokenizer's named special tokens (`bos_token`, `eos_token`, ...) as variables,
+    and a message's keys whose value is None left out, as transformers leaves them out. A template
+    that cannot render the messages raises what its renderer raises (a TemplateError, a TypeError)."""
+    try:
+        from transformers.utils.chat_template_utils import render_jinja_template
+    except ImportError:
+        raise BadInput(
+            "rendering a model's own chat template needs transformers: pip install 'gatestack[export]', or "
+            "render with the stack's template instead (--template chat)"
+        ) from None
+    plain = [{key: value for key, value in message.items() if value is not None} for message in messages]
+    rendered, _ = render_jinja_template(
+        [plain],
+        tools=None if tools is None else list(tools),
+        chat_template=jinja,
+        add_generation_prompt=add_generation_prompt,
+        **special_tokens,
+    )
+    return str(rendered[0])
 
 
 def data_template(data_dir: Path) -> dict[str, Any] | None:

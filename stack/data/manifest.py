@@ -83,6 +83,9 @@ class TokenizerEntry(Strict):
     # What the tokenizer does, as one digest (stack.data.tokenizer_identity): the same for the
     # model's checkpoint, its export and its re-import. None in a manifest written before it was.
     identity: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    # hf only: the files that name the model's special tokens, as they came, and config.json's
+    # special ids (stack.data.hf_specials.HfSettings); None in a manifest written before they were kept.
+    hf_settings: dict[str, Any] | None = None
 
     @field_validator("path")
     @classmethod

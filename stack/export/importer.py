@@ -38,9 +38,9 @@ from contracts.spec import load_spec
 from stack.artifacts import IMPORT_RECORD, weight_files
 from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
-from stack.data.tokenizer_record import tokenizer_state
+from stack.data.tokenizer_record import tokenizer_state, tokenizer_summary
 from stack.eval.evidence import CommandEvidence
-from stack.export import deps, hf, hf_tokenizer, parity, runtimes
+from stack.export import deps, hf, hf_tokenizer, parity, runtimes, tokenizer_check
 from stack.export.sample import resolve_sample
 from stack.model.gpt import GPT
 from stack.outputs import ownership, rundir
@@ -199,18 +199,36 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
         raise BadInput(f"the weights of {hf_dir} do not fit its config.json: {detail}") from None
     model.eval()
     sample = resolve_sample(tokenizer, config.model.ctx, sample_text)
+    hf_model = runtimes.load_hf_model(hf_dir)
     check = parity.compare_logits(
-        str(hf_dir), runtimes.hf_logits(hf_dir, sample.windows), runtimes.stack_logits(model, sample.windows)
+        str(hf_dir),
+        runtimes.logits_of(hf_model, sample.windows),
+        runtimes.stack_logits(model, sample.windows),
     )
-    outcome = parity.hf_outcome(check)
-    parity.certify_hf(check)  # nothing is written for a model the stack computes differently,
-    if not outcome.ok:  # not even with the contracts switched off
+    jinja = hf_tokenizer.read_chat_template(hf_dir)
+    special = None  # the stack's own tokenizer, restored from its record, ends and starts at its end of text
+    if tokenizer.settings is not None:  # kept as the model's
+        found = runtimes.hf_special_ids(hf_dir, hf_model)
+        special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))
+    del hf_model
+    # What the checkpoint keeps of the tokenizer is what transformers reads from the model.
+    reading = tokenizer_check.hf_reading(hf_dir)
+    if tokenizer_check.UNREADABLE in reading:
+        raise BadInput(
+            f"transformers cannot read the tokenizer of {hf_dir} ({reading[tokenizer_check.UNREADABLE]}), "
+            "so neither could the users of the model: fix its tokenizer_config.json (a special token is a "
+            'string, or {"__type": "AddedToken", "content": ...})'
+        )
+    expected = tokenizer_check.expected_reading(tokenizer, jinja, hf.family(config.model))
+    read_back = tokenizer_check.read_back(expected, reading)
+    outcome = parity.hf_outcome(check, special, tokenizer=read_back)
+    parity.certify_hf(check, special, tokenizer=read_back)  # nothing is written for a model the stack
+    if not outcome.ok:  # computes or reads differently, not even with the contracts switched off
         raise violation(parity.HF_GATE, outcome)
     source = {
         "path": str(hf_dir.resolve()),
         "files": {p.name: sha256_file(p) for p in sorted(hf_dir.iterdir()) if p.is_file()},
     }
-    jinja = hf_tokenizer.read_chat_template(hf_dir)
     record = {
         "source": source,
         "chat_template": None if jinja is None else imported_template(jinja),
@@ -220,7 +238,7 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
             "source_dtypes": dtypes,
             "imported_as": "float32",
         },
-        "tokenizer": {k: v for k, v in tokenizer_state(tokenizer).items() if k != "json"},
+        "tokenizer": tokenizer_summary(tokenizer),
         "model_vocab": config.model.vocab,
         "sample": sample.describe(),
         "parity": {
@@ -229,6 +247,8 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
             "ok": outcome.ok,
             "threshold": outcome.threshold,
         },
+        **({} if special is None else special.as_dict()),
+        **read_back,
         "spec_version": load_spec().version,
         "versions": deps.versions(),
     }
