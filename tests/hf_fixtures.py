@@ -9,7 +9,10 @@ in the styles real checkpoints use.
 - `llama2_tokenizer`: SentencePiece-style BPE (as Llama 2, TinyLlama): "▁" for spaces, a "▁"
   prepended to the text, byte fallback through `<0xNN>` tokens, `</s>` the end-of-sequence
   token at id 2.
-Each writes tokenizer.json and tokenizer_config.json into a directory and returns it.
+Each writes tokenizer.json and tokenizer_config.json into a directory and returns it. Those that
+ship a chat template write it there, as the models do: `llama3_chat_tokenizer` Llama 3's (a bos,
+every turn ended by <|eot_id|>), `chatml_instruct_tokenizer` ChatML with <|im_end|> the eos_token
+(so the user's turns end with the end of sequence too; CHATML_TOOLS_TEMPLATE writes tool calls).
 
 Whole model directories (`llama_model`, `qwen2_model`) add config.json and safetensors weights
 written by transformers itself, from its own config classes, at odd sizes (head_dim 12, three
@@ -48,6 +51,26 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 LLAMA3_CHAT_MARKERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+# Qwen2.5's way with OpenAI tool calls: an assistant's call as <tool_call> JSON in its turn, a tool's
+# answer as <tool_response> in a user turn.
+CHATML_TOOLS_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role in ['system', 'user'] or (message.role == 'assistant' and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant' }}"
+    "{%- if message.content %}{{- '\n' + message.content }}{%- endif %}"
+    "{%- for call in message.tool_calls %}{%- set call = call.function %}"
+    '{{- \'\n<tool_call>\n{"name": "\' + call.name + \'", "arguments": \' + call.arguments }}'
+    "{{- '}\n</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
 
 
 def _write_config(directory: Path, eos: str, bos: str | None, chat_template: str | None = None) -> None:
@@ -109,12 +132,14 @@ def qwen2_tokenizer(directory: Path, vocab_size: int = 400, chat_template: str |
     )
 
 
-def chatml_instruct_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
-    """A Qwen2-Instruct-style tokenizer: ChatML, and <|im_end|> its eos_token, so every turn of the
-    template, the user's too, ends with the end-of-sequence id."""
+def chatml_instruct_tokenizer(
+    directory: Path, vocab_size: int = 400, chat_template: str = CHATML_TEMPLATE
+) -> Path:
+    """A Qwen2-Instruct-style tokenizer: ChatML (or `chat_template`), and <|im_end|> its eos_token, so
+    every turn of the template, the user's too, ends with the end-of-sequence id."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     return _byte_level_bpe(
-        directory, vocab_size, specials, eos="<|im_end|>", bos=None, chat_template=CHATML_TEMPLATE
+        directory, vocab_size, specials, eos="<|im_end|>", bos=None, chat_template=chat_template
     )
 
 

@@ -18,10 +18,14 @@ both against transformers).
 A checkpoint carries its template under the state key `chat_template` ({name, sha256, jinja}):
 the template its training data was rendered with, else the one of the model it started from, or
 an imported model's own Jinja. `stack export --format hf` writes it into tokenizer_config.json.
+A run that would tune a model shipping a template on data rendered with another is refused at
+set-up unless the change is accepted on record (`check_template_change`): the data of a model
+that ships one is rendered by it (`render_jinja`, stack.data.chat_render).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from stack.data.sft_template import TemplateFile
 
 STATE_KEY = "chat_template"
 ASSISTANT = "assistant"
+IMPORTED = "imported"  # the name of an imported model's own template (stack.export.importer)
 
 
 def _literal(text: str) -> str:
@@ -119,3 +124,28 @@ def chat_template_of(state: dict[str, Any]) -> str | None:
     """The Jinja chat template a checkpoint's state carries, or None."""
     record = state.get(STATE_KEY)
     return str(record["jinja"]) if isinstance(record, dict) and record.get("jinja") else None
+
+
+def _described(record: dict[str, Any]) -> str:
+    """A template record by its name and the sha256 of its Jinja."""
+    sha = str(record.get("sha256") or hashlib.sha256(str(record.get("jinja")).encode("utf-8")).hexdigest())
+    name = "its own chat template" if record.get("name") == IMPORTED else str(record.get("name"))
+    return f"{name} (sha256 {sha[:12]})"
+
+
+def check_template_change(
+    data: dict[str, Any] | None, shipped: dict[str, Any] | None, accepted: str | None
+) -> None:
+    """Refuse, at a run's set-up, to tune a model that ships a chat template on data rendered with
+    another, unless the change is accepted on record (`data.chat_template_change`, its reason kept in
+    the run's config): the run's checkpoints would carry the data's template, and the model's own
+    would be gone from every export of it, unsaid. Data rendered with the model's own template (its
+    Jinja, the same text) and a model that ships none are no change."""
+    if data is None or shipped is None or accepted is not None or data.get("jinja") == shipped.get("jinja"):
+        return
+    raise BadInput(
+        f"the data was rendered with {_described(data)}, but the model ships {_described(shipped)}, which "
+        "training on it would replace: prepare the data again with --tokenizer naming the model and no "
+        "--template (it renders with the model's own), or accept the change on record with "
+        '--set data.chat_template_change="why"'
+    )

@@ -157,6 +157,9 @@ class SftEntry(Strict):
     # The template as Jinja (stack.data.chat_jinja) when it rendered the examples: what a model
     # trained on them carries into its checkpoints and its Hugging Face export
     chat_template: str | None = None
+    # What rendered them: the stack's template (or TRL's join), or the model's own chat template,
+    # whose prompts may hold its EOS (stack.data.chat_render; GATE-SFT-001's prompt_eos)
+    renderer: Literal["stack", "model"] = "stack"
     pack_len: int = Field(ge=2)
     examples: dict[Split, int]
     supervised_tokens: dict[Split, int]

@@ -24,6 +24,7 @@ from typing import Any
 
 from contracts.errors import BadInput
 from stack.artifacts import HF_CONFIG, TOKENIZER_JSON, require
+from stack.data.chat_jinja import chat_template_of
 from stack.data.hf_specials import GENERATION_CONFIG, MODEL_ID_KEYS, SPECIAL_TOKENS_MAP
 from stack.data.tokenizer import TOKENIZER_CONFIG, PretrainedTokenizer, Tokenizer, load_tokenizer
 from stack.data.tokenizer_identity import EOT_TOKEN
@@ -196,6 +197,20 @@ def model_tokenizer(path: Path) -> Tokenizer:
     if identity.kind.family == "data":  # a DATA_DIR's tokenizer.json is the stack's own record
         return load_tokenizer(path)
     return read_tokenizer(path)
+
+
+def model_chat_template(path: Path) -> str | None:
+    """The chat template the model whose tokenizer `--tokenizer RUN_DIR` takes ships, which renders
+    the fine-tuning data prepared for it (stack.data.chat_render): a stack model's checkpoint's
+    (stack.data.chat_jinja), a Hugging Face directory's own (`read_chat_template`); None for a
+    DATA_DIR, a tokenizer alone, or a model that ships none."""
+    identity = require(path, "tokenizer-source")
+    if identity.kind.family == "model":
+        from stack.train import checkpoint as ckpt
+        from stack.train.trained import resolve_checkpoint
+
+        return chat_template_of(ckpt.read_state(resolve_checkpoint(path)))
+    return None if identity.kind.family == "data" else read_chat_template(path)
 
 
 def model_context(path: Path) -> int | None:

@@ -14,8 +14,11 @@ tokenizer.json (`hf_tokenizer.read_tokenizer`). The model's vocabulary is config
 vocab_size, which may exceed the tokenizer's (an embedding padded for speed, as Qwen2's 151936
 rows over a 151646-id tokenizer): every id the tokenizer makes must have a row, never the reverse.
 A chat template the model ships (chat_template.jinja, or tokenizer_config.json's `chat_template`)
-is kept in the checkpoint's state as it came (stack.data.chat_jinja), so runs started from the
-import inherit it and `stack export` writes it back.
+is kept in the checkpoint's state as it came (stack.data.chat_jinja), so chat data prepared with
+the import's tokenizer is rendered by it, runs started from the import keep it, and `stack export`
+writes it back. So are the files that name the model's special tokens (stack.data.hf_specials),
+with the tokenizer, held at import to what transformers reads from the directory
+(GATE-EXPORT-001's checks special and tokenizer).
 
 Before anything is written the stack model is compared with transformers' own reading of the
 same directory (GATE-EXPORT-001's logits_atol), so a model the stack would compute differently
@@ -137,7 +140,8 @@ def fresh_state(
 
 def imported_template(jinja: str) -> dict[str, Any]:
     """The checkpoint's record of a model's own Jinja chat template, kept as it came."""
-    return {"name": "imported", "sha256": hashlib.sha256(jinja.encode("utf-8")).hexdigest(), "jinja": jinja}
+    sha = hashlib.sha256(jinja.encode("utf-8")).hexdigest()
+    return {"name": chat_jinja.IMPORTED, "sha256": sha, "jinja": jinja}
 
 
 def import_hf(
