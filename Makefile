@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check conformance falsify proofs
+.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check conformance falsify proofs records
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -95,3 +95,9 @@ falsify: $(STAMP)
 proofs: $(STAMP)
 	$(BIN)/python -m pytest tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs \
 	  --falsify-ledger evidence/runs
+
+## records: after a spec version revises gates, file one record of each command under it (from a
+## clean tree; the checker's tests tamper with copies of these), in RECORDS_WORK's fresh directory
+RECORDS_WORK ?= /tmp/gatestack-records
+records: $(STAMP)
+	$(BIN)/python tools/current_records.py --work $(RECORDS_WORK)

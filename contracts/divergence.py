@@ -7,7 +7,8 @@ KL(final ‖ layer); nothing held either to its direction. GATE-TRACE-003's chec
 GATE-LENS-006 hold the reported KLs to these. The ablation's other numbers are formulas over the
 same two forwards, and their rule lives here too: a per-layer output change divided by the ablated
 norm (18.5 where it was 1.0) and an argmax taken over the positions ("243 of 13 positions") were
-reported and nothing recomputed them.
+reported and nothing recomputed them. A lens reading's entropy averaged over the vocabulary
+instead of summed (0.0214 nats for 5.49) was reported too: GATE-LENS-006 holds it to `entropy`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def mean_kl_per_layer(final: torch.Tensor, layers: Sequence[torch.Tensor]) -> li
     lens's held-out means and its training objective are recomputed as (GATE-LENS-006), by this
     module's KL and mean rather than the lens's own."""
     return [float(kl_per_position(final, reading).mean()) for reading in layers]
+
+
+def entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """The entropy −Σ p log p in nats at each position, from log-probabilities whose last dimension
+    is the vocabulary, summed over it in float64 (a term with p = 0 adds 0)."""
+    log_p = log_p.double()
+    p = log_p.exp()
+    return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=-1)
 
 
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:

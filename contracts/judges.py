@@ -24,9 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.curriculum import eligible_arms, static_shares
+from contracts.es_seeds import member_seeds, run_seeds
 from contracts.likelihood import bits_per_byte_of
 from contracts.patching import recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
+from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
+from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
@@ -426,6 +430,9 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         # share held out is one the asked val_fraction draws
         "assigned": ("assigned_documents", "documents_off_rule"),
         "share": ("split_documents", "heldout_documents", "asked_val_fraction"),
+        # rev 5: no held-out document or example is stored as a train one, keyed as the shards
+        # store it apart from the identity the split was drawn by
+        "stored": ("stored_documents", "stored_heldout", "stored_shared"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
@@ -442,6 +449,8 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, *CHECKS["GATE-DATA-005"]["share"]):
         problems += _share_problems(m, t["min_split_tail_p"])
+    if has(m, *CHECKS["GATE-DATA-005"]["stored"]):
+        problems += _stored_problems(m)
     if has(m, "set_windows", "read_windows", "read_windows_mismatched"):
         problems += _set_read_problems(m)
     if has(m, "train_examples", "train_examples_elsewhere") and (
@@ -464,6 +473,23 @@ def _disjoint(m: Measured, t: Thresholds) -> list[str]:
                 "their planned ids (read from the train split? labels of other windows?)"
                 + (f"; by table: {by_table}" if by_table else "")
             )
+    return problems
+
+
+def _stored_problems(m: Measured) -> list[str]:
+    """The splits as stored: no held-out document's stored form is a train one's, and (with the
+    manifest's counts) every document written was keyed."""
+    stored, heldout, shared = (count(m, k) for k in ("stored_documents", "stored_heldout", "stored_shared"))
+    problems = []
+    if shared:
+        problems.append(
+            f"{shared} of the {heldout} held-out documents (examples) are stored exactly as a train one: "
+            "the split was drawn by an identity that is not the content's (a location, a counter?)"
+        )
+    if heldout > stored or shared > heldout:
+        problems.append(f"{shared} shared and {heldout} held out of {stored} stored documents do not add up")
+    if has(m, "split_documents") and (listed := count(m, "split_documents")) != stored:
+        problems.append(f"{stored} documents were keyed as stored, where the manifest counts {listed}")
     return problems
 
 
@@ -519,21 +545,42 @@ def _excluded(m: Measured, t: Thresholds) -> list[str]:
     return [f"{hits} window(s) of excluded sources would be sampled: {m.get('by_source')}"] if hits else []
 
 
+# The tokenizers the stack trains or defines: lossless by construction (stack.data.tokenizer).
+OWN_TOKENIZERS = ("byte", "bpe")
+
+
 @judges(
     "GATE-DATA-007",
-    needs=(
-        "data_tokenizer_identity",
-        "model_tokenizer_identity",
-        "data_probe_sha256",
-        "model_probe_sha256",
-        "data_vocab_size",
-        "model_vocab",
-    ),
+    checks={
+        "identity": (
+            "data_tokenizer_identity",
+            "model_tokenizer_identity",
+            "data_probe_sha256",
+            "model_probe_sha256",
+            "data_vocab_size",
+            "model_vocab",
+        ),
+        # rev 3: the documents prepare writes decode to their text
+        "round_trip": (
+            "tokenizer",
+            "gives_back_probe",
+            "round_trip_documents",
+            "round_trip_failed",
+            "heldout_documents",
+            "heldout_checked",
+            "round_trip_rate",
+            "input_bytes",
+        ),
+    },
 )
 def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     """Identity by what the tokenizer does, witnessed twice: its canonical identity and its ids of a
     fixed probe text. Not by size (two tokenizers of one size map ids to other strings), not by
-    the bytes of one file (one tokenizer is saved in several formats)."""
+    the bytes of one file (one tokenizer is saved in several formats). And the documents a prepare
+    wrote decode to their text (`_round_trip_problems`)."""
+    problems = _round_trip_problems(m, t["round_trip_bytes"]) if has(m, "round_trip_documents") else []
+    if not has(m, "data_tokenizer_identity"):
+        return problems
     keys = [f"{side}_{what}" for what in ("tokenizer_identity", "probe_sha256") for side in ("data", "model")]
     if not all(isinstance(m.get(key), str) for key in keys):
         raise Malformed(f"{', '.join(keys)} must be strings")
@@ -550,6 +597,34 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     if data_vocab > model_vocab:
         problems.append(
             f"the data's tokenizer has {data_vocab} ids, the model's embedding {model_vocab} rows"
+        )
+    return problems
+
+
+def _round_trip_problems(m: Measured, budget: float) -> list[str]:
+    """Every held-out document was decoded again, the rest at the share round_trip_bytes allows;
+    and, for a tokenizer that promises the round trip (the stack's own, or one that gives back the
+    probe text), every one checked decodes to its text."""
+    name, gives_back = m.get("tokenizer"), flag(m, "gives_back_probe")
+    checked, failed = count(m, "round_trip_documents"), count(m, "round_trip_failed")
+    heldout, heldout_checked = count(m, "heldout_documents"), count(m, "heldout_checked")
+    rate, corpus = number(m, "round_trip_rate"), count(m, "input_bytes")
+    problems = []
+    if failed > checked or heldout_checked > min(heldout, checked):
+        problems.append(f"{failed} failed and {heldout_checked} held out of {checked} checked do not add up")
+    if failed and (name in OWN_TOKENIZERS or gives_back):
+        problems.append(
+            f"{failed} of the {checked} documents checked do not decode to their text with the {name} "
+            f"tokenizer (first: {m.get('first_failed')}): it stores other text than the corpus (a prefix "
+            "space, a character lost?)"
+        )
+    if heldout_checked != heldout:
+        problems.append(f"{heldout_checked} of the {heldout} held-out documents were decoded again, not all")
+    least = min(1.0, budget / max(corpus, 1))
+    if not rate >= least:
+        problems.append(
+            f"documents were drawn for the round trip at {rate:.3g}, below {least:.3g}: round_trip_bytes "
+            f"{budget:g} over the corpus's {corpus} bytes"
         )
     return problems
 
@@ -1619,13 +1694,20 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-TRACE-002",
-    checks={"complete": ("missing", "partial", "recorded_twice"), "identity": ("identities+",)},
+    checks={
+        "complete": ("missing", "partial", "recorded_twice"),
+        "identity": ("identities+",),
+        # rev 3: a sample of sites' statistics are their definitions' from the tensors observed
+        "statistics": ("stats_recorded+", "stats_recomputed+"),
+    },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
-    """Every site present once with every statistic (`complete`), and each site that is a module's
+    """Every site present once with every statistic (`complete`), each site that is a module's
     output within site_identity_rtol × its largest magnitude of that module on the traced sites
-    it reads (`identity`): a hook on the wrong module, or two names swapped, fails there."""
-    problems = []
+    it reads (`identity`): a hook on the wrong module, or two names swapped, fails there; and the
+    statistics recorded of a sample of sites consistent with each other and with those recomputed
+    by their definitions from the tensors the sites observed (`statistics`)."""
+    problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
     if has(m, "identities"):
         found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
         if found:
@@ -1647,6 +1729,50 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
 
 
+def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:
+    """GATE-TRACE-002's check `statistics`: per sampled site, the recorded statistics against each
+    other (contracts.site_statistics.inconsistencies) and against those recomputed from its tensor:
+    the counts, min, max and absmax exactly, mean and std within statistics_rtol × the recomputed
+    absmax, l1_fp64 within statistics_rtol × itself (other summation orders, float32 sums on the
+    torch path)."""
+    recorded, recomputed = m["stats_recorded"], m["stats_recomputed"]
+    if not isinstance(recorded, Mapping) or not isinstance(recomputed, Mapping):
+        raise Malformed("'stats_recorded' and 'stats_recomputed' must map each site to its statistics")
+    if set(recorded) != set(recomputed):
+        return [f"statistics recorded of sites {sorted(recorded)}, recomputed of {sorted(recomputed)}"]
+    found = []
+    for site in sorted(recorded):
+        mine, again = recorded[site], recomputed[site]
+        if not isinstance(mine, Mapping) or not isinstance(again, Mapping):
+            raise Malformed(f"the statistics of {site} are not an object of statistics")
+        found += [f"{site}: {p}" for p in inconsistencies(mine)]
+        found += [f"{site}: {p}" for p in _unlike_recomputed(mine, again, t["statistics_rtol"])]
+    if not found:
+        return []
+    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    return [
+        f"the trace's statistics are not what their definitions give from the tensors the sites observed "
+        f"({shown}): the statistics kernel computes another quantity?"
+    ]
+
+
+def _unlike_recomputed(mine: Mapping[str, Any], again: Mapping[str, Any], rtol: float) -> list[str]:
+    """The statistics of one site recorded otherwise than recomputed (see `_statistics_problems`)."""
+    scale = {"mean": "absmax", "std": "absmax", "l1_fp64": "l1_fp64"}
+    off = []
+    for key in STATISTICS:
+        have, want = real_statistic(mine.get(key)), real_statistic(again.get(key))
+        if have is None or want is None:
+            raise Malformed(f"statistic {key} is {mine.get(key)!r} recorded, {again.get(key)!r} recomputed")
+        if have == want or (math.isnan(have) and math.isnan(want)):
+            continue
+        size = real_statistic(again.get(scale.get(key, key))) or 0.0
+        allowed = 0.0 if key in EXACT or not math.isfinite(want) else rtol * abs(size)
+        if not abs(have - want) <= allowed:
+            off.append(f"{key} {have!r}, recomputed {want!r}")
+    return off
+
+
 def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:
     diff, finite = number(m, f"{prefix}max_abs_diff"), flag(m, f"{prefix}finite")
     if finite and diff <= atol:
@@ -1659,8 +1785,11 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     checks={
         "logits": ("max_abs_diff", "finite"),
         "special": ("special_ids+", "eot_id"),
-        # rev 3: the configuration read back from the export is the model's
+        # rev 3: the configuration read back from the export is the model's (rev 4: every field
+        # of config.json as transformers loads it, dtype included, against contracts.hf_export)
         "architecture": ("architecture_keys", "architecture_differing"),
+        # rev 4: a plain from_pretrained loads the export in the dtype its weights are stored in
+        "loaded": ("loaded_dtypes+", "stored_dtypes+"),
         # rev 4: the tokenizer transformers reads back is the model's own
         "tokenizer": ("tokenizer_keys", "tokenizer_differing"),
     },
@@ -1668,12 +1797,24 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     """The HF model's logits within logits_atol of the stack's (`logits`), every special id an
     export names, where transformers reads it, the model's own (`special`), every setting the
-    importer reads back from the export the model's own (`architecture`), and the tokenizer
+    importer reads back from the export and every field of its config.json the model's own
+    (`architecture`), the dtypes a plain load gives the ones stored (`loaded`), and the tokenizer
     transformers reads from it, its special tokens, chat template and ids, the model's own
     (`tokenizer`)."""
     problems = (
         _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
     )
+    if has(m, "loaded_dtypes", "stored_dtypes"):
+        loaded, stored = (
+            sorted(map(str, items(m, "loaded_dtypes"))),
+            sorted(map(str, items(m, "stored_dtypes"))),
+        )
+        if loaded != stored:
+            problems.append(
+                f"transformers' plain from_pretrained loads the export in {', '.join(loaded)}, but its "
+                f"weights are stored in {', '.join(stored)}: config.json declares another dtype than its "
+                "weights', and users get a model other than the one exported"
+            )
     if has(m, "special_ids", "eot_id"):
         problems += _special_id_problems(m)
     if has(m, "architecture_keys", "architecture_differing"):
@@ -1849,12 +1990,44 @@ def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
     return None
 
 
-@judges("GATE-LENS-002", checks={"probes": ("probes+",), "schedule": ("applied_lrs+", "scheduled_lrs+")})
+@judges(
+    "GATE-LENS-002",
+    checks={
+        "probes": ("probes+",),
+        "schedule": ("applied_lrs+", "scheduled_lrs+"),
+        # rev 4: every other hyper-parameter the record states is the one the optimizer applied
+        "hyperparameters": ("applied_hyperparameters+", "stated_hyperparameters+"),
+    },
+)
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
-    """Every check present: each probe moved or had nothing to learn (probes), and the rate the
-    optimizer applied at every step within lr_rtol of the lens schedule's (schedule)."""
+    """Every check present: each probe moved or had nothing to learn (probes), the rate the
+    optimizer applied at every step within lr_rtol of the lens schedule's (schedule), and every
+    other hyper-parameter it applied at every step the one the record states (hyperparameters)."""
     problems = _probes_moved(m, t) if "probes" in m else []
+    problems += _stepped_as_stated(m) if "applied_hyperparameters" in m else []
     return problems + (_stepped_as_scheduled(m, t) if "applied_lrs" in m else [])
+
+
+def _stepped_as_stated(m: Measured) -> list[str]:
+    """Per step, each hyper-parameter the optimizer applied (read from its parameter groups) against
+    the value the record states, exactly: the stack hands the optimizer the setting's own value."""
+    stated, applied = m["stated_hyperparameters"], items(m, "applied_hyperparameters")
+    if not isinstance(stated, Mapping) or not all(isinstance(step, Mapping) for step in applied):
+        raise Malformed("the stated and each step's applied hyper-parameters must be objects")
+    off = [
+        (step, key, values.get(key), want)
+        for step, values in enumerate(applied, start=1)
+        for key, want in stated.items()
+        if not (values.get(key) == want and isinstance(values.get(key), bool) == isinstance(want, bool))
+    ]
+    if not off:
+        return []
+    step, key, have, want = off[0]
+    keys, steps = sorted({k for _, k, _, _ in off}), len({s for s, *_ in off})
+    return [
+        f"the optimizer applied {', '.join(keys)} other than the record states at {steps} of "
+        f"{len(applied)} step(s); first at step {step}: {key} {have!r}, stated {want!r}"
+    ]
 
 
 def _stepped_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
@@ -1921,6 +2094,8 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
     checks={
         "heldout": ("layers+", "recomputed_batches+"),
         "readings": ("reading_kl+", "recomputed_reading_kl+"),
+        # rev 3: a reading's entropies are contracts.divergence's of the log-probabilities it read
+        "entropy": ("reading_entropy+", "recomputed_reading_entropy+"),
         "top": ("reading_top+", "top_logprobs+", "recomputed_top_logprobs+"),
         "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
     },
@@ -1930,10 +2105,13 @@ def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
     apart from it by torch's kl_div against a plain forward's distribution: a comparison's held-out
     mean per layer and lens against the mean, taken here, of each batch's recomputed KL with each
     lens by name (heldout); a reading's value per layer and position, the model's own row at KL 0
-    (readings); a reading's top-k probabilities against the log-probabilities it read (top); the
-    loss the lens training backpropagated against its documented objective (objective)."""
+    (readings); a reading's entropy per layer and position against −Σ p log p of the
+    log-probabilities it read (entropy); a reading's top-k probabilities against those
+    log-probabilities (top); the loss the lens training backpropagated against its documented
+    objective (objective)."""
     problems = _heldout_kl(m, t) if has(m, "layers", "recomputed_batches") else []
     problems += _reading_kl(m, t) if has(m, "reading_kl", "recomputed_reading_kl") else []
+    problems += _reading_entropy(m, t) if has(m, "reading_entropy") else []
     problems += _reading_top(m, t) if has(m, "reading_top", "top_logprobs") else []
     return problems + (_trained_objective(m, t) if has(m, "objective_losses") else [])
 
@@ -2031,6 +2209,33 @@ def _reading_kl(m: Measured, t: Thresholds) -> list[str]:
             f"distribution at {len(own)} position(s), not 0: another row was taken as the final one"
         )
     return problems
+
+
+def _reading_entropy(m: Measured, t: Thresholds) -> list[str]:
+    """Each reported entropy within kl_atol + kl_rtol × the one contracts.divergence.entropy gives of
+    the same log-probabilities, per layer and position (both float64 sums of the same terms)."""
+    reported, recomputed = items(m, "reading_entropy"), items(m, "recomputed_reading_entropy")
+    shape = [len(row) if isinstance(row, list) else None for row in reported]
+    if None in shape or shape != [len(row) if isinstance(row, list) else None for row in recomputed]:
+        return [
+            "the reading's entropies and the recomputed ones are not one value per layer and position alike"
+        ]
+    off = [
+        (layer, position, have, want)
+        for layer, (row, again) in enumerate(zip(reported, recomputed, strict=True))
+        for position, (have, want) in enumerate(
+            zip(_reals({"e": row}, "e"), _reals({"e": again}, "e"), strict=True)
+        )
+        if _kl_off(have, want, t)
+    ]
+    if not off:
+        return []
+    layer, position, have, want = off[0]
+    return [
+        f"{len(off)} of the reading's entropies are not −Σ p log p of the distribution it read; first "
+        f"layer {layer}, position {position}: {have:.10g} nats, recomputed {want:.10g} (a mean over the "
+        "vocabulary for its sum, or bits for nats?)"
+    ]
 
 
 def _reading_top(m: Measured, t: Thresholds) -> list[str]:
@@ -2302,20 +2507,74 @@ def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LASER-003", needs=("targets+", "changed"))
+@judges(
+    "GATE-LASER-003",
+    checks={
+        "changed": ("targets+", "changed"),
+        # rev 2: the targets are what the command line's --targets and --layers select
+        "selection": ("targets+", "selected+"),
+    },
+)
 def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
+    """Only the targets' tensors changed (`changed`), and the targets are exactly the tensors the
+    command line selects by contracts.selection's rule (`selection`)."""
     targets = {str(name) for name in items(m, "targets")}
-    stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
-    return [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
-
-
-@judges("GATE-HQQ-001", needs=("matrices+",))
-def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
     problems = []
-    for row in _rows(m, "matrices"):
+    if has(m, "changed"):
+        stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
+        problems += [f"tensor(s) not named as targets changed: {', '.join(stray)}"] if stray else []
+    if has(m, "selected"):
+        chosen = {str(name) for name in items(m, "selected")}
+        left, added = sorted(chosen - targets), sorted(targets - chosen)
+        if left or added:
+            problems.append(
+                f"the surgery's targets are not the matrices its --targets and --layers select "
+                f"(contracts.selection): left out {', '.join(left) or 'none'}; taken beyond them "
+                f"{', '.join(added) or 'none'} (a range read without its last block?)"
+            )
+    return problems
+
+
+@judges(
+    "GATE-HQQ-001",
+    checks={
+        "error": ("matrices+",),
+        # rev 3: the weights written lie on a 2^bits grid per group, its codes dequantised
+        "grid": ("grid+", "bits"),
+    },
+)
+def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
+    """Each matrix's HQQ error at most max_error_ratio × round-to-nearest's (`error`), and each
+    matrix as written a grid of at most 2^bits levels per group, one scale and one zero-point per
+    group, integer codes in [0, 2^bits − 1] whose dequantisation is every written weight (`grid`)."""
+    problems = []
+    for row in _rows(m, "matrices") if has(m, "matrices") else []:
         hqq, rtn = number(row, "hqq_error"), number(row, "rtn_error")
         if not hqq <= t["max_error_ratio"] * rtn:
             problems.append(f"{row['matrix']}: HQQ error {hqq:.6g} > round-to-nearest's {rtn:.6g}")
+    return problems + (_off_grid(m) if has(m, "grid") else [])
+
+
+def _off_grid(m: Measured) -> list[str]:
+    """GATE-HQQ-001's check grid, matrix by matrix (see `_hqq_beats_rtn`)."""
+    top = 2 ** count(m, "bits") - 1
+    problems = []
+    for row in _rows(m, "grid"):
+        groups, found = count(row, "groups"), []
+        if count(row, "levels") > top + 1:
+            found.append(
+                f"a group holds {row['levels']} distinct values (a {m['bits']}-bit grid has {top + 1})"
+            )
+        if count(row, "scales") != groups or count(row, "zeros") != groups:
+            found.append(f"{row['scales']} scales and {row['zeros']} zero-points for {groups} groups")
+        low, high = number(row, "codes_min"), number(row, "codes_max")
+        if not (flag(row, "codes_integral") and 0 <= low <= high <= top):
+            found.append(f"codes from {low:g} to {high:g}, not integers in 0..{top}")
+        if unreproduced := count(row, "unreproduced"):
+            found.append(f"{unreproduced} weights written are not the dequantisation of their codes")
+        problems += (
+            [f"{row['matrix']} as written is no {m['bits']}-bit grid: {'; '.join(found)}"] if found else []
+        )
     return problems
 
 
@@ -2416,13 +2675,21 @@ def _aux_in_loss(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-ARCH-002", needs=("routed+",))
+@judges(
+    "GATE-ARCH-002",
+    checks={
+        "shares": ("routed+",),
+        # rev 2: the window's assignments are every token each MoE layer received × top_k
+        "total": ("routed+", "routed_tokens+", "top_k"),
+    },
+)
 def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
-    """Each expert's share of assignments within [min, max] × 1/E, per MoE layer."""
+    """Each expert's share of assignments within [min, max] × 1/E, per MoE layer (`shares`), and
+    the window's assignments per layer exactly the tokens it received × top_k (`total`)."""
     routed = m.get("routed")
     if not isinstance(routed, Mapping) or not routed:
         raise Malformed("'routed' must map each MoE layer to its per-expert counts")
-    problems = []
+    problems = routed_total_problems(routed, m) if has(m, "routed_tokens", "top_k") else []
     for layer, counts in routed.items():
         if not isinstance(counts, list) or not counts:
             raise Malformed(f"{layer}: {counts!r} is not a list of counts")
@@ -2439,6 +2706,31 @@ def _expert_shares(m: Measured, t: Thresholds) -> list[str]:
                 problems.append(
                     f"{layer}.expert{e} received {share:.3g} of the assignments (allowed {allowed})"
                 )
+    return problems
+
+
+def routed_total_problems(window: Mapping[str, Any], m: Measured) -> list[str]:
+    """GATE-ARCH-002's and -012's check `total`: each MoE layer's assignments in one evaluation
+    window, summed over its experts, against the tokens its forwards received in that window
+    (`routed_tokens`) × `top_k`, exactly (every token reaches all k of its experts, none dropped),
+    and the same layers on both sides."""
+    received, top_k = m.get("routed_tokens"), count(m, "top_k")
+    if not isinstance(received, Mapping):
+        raise Malformed("'routed_tokens' must map each MoE layer to the tokens it received")
+    if set(map(str, window)) != set(map(str, received)):
+        return [f"the window counts layers {sorted(window)}, but layers {sorted(received)} received tokens"]
+    problems = []
+    for layer, counts in window.items():
+        if not isinstance(counts, list):
+            raise Malformed(f"{layer}: {counts!r} is not a list of counts")
+        assigned = sum(count({"n": c}, "n") for c in counts)
+        tokens = count({"n": received[layer]}, "n")
+        if assigned != tokens * top_k:
+            problems.append(
+                f"{layer}: the window's assignments add up to {assigned}, but its forwards were handed "
+                f"{tokens} tokens × top_k {top_k} = {tokens * top_k}: counts overwritten by each forward "
+                "instead of summed, or left from before the window?"
+            )
     return problems
 
 
@@ -2503,18 +2795,33 @@ def _shares(m: Measured, key: str) -> dict[str, float]:
         "wanted": (
             "wanted_step",
             "wanted_warmup",
+            "wanted_arms",
+            "wanted_phase_weights",
+            "wanted_phase_caps",
             "wanted_eligible",
             "wanted_pulled",
             "wanted_log_weights",
             "wanted_gamma",
             "wanted_shares",
         ),
+        # rev 5: a bandit's pulls are the windows served of each arm since it began
+        "tallied": ("tallied_pulls", "tallied_served"),
+        # rev 5: a static policy serves contracts.curriculum.static_shares of its phase and the manifest
+        "static": (
+            "static_weights",
+            "static_caps",
+            "static_floors",
+            "static_excluded",
+            "static_windows",
+            "static_shares",
+        ),
     },
 )
 def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
     """Each source's realised share within share_sigmas multinomial standard errors (plus
     share_slack_windows windows) of the policy's, inside [floor, cap] by the same tolerance;
-    an excluded source has neither a share nor a window; and a bandit's rewards against its rule."""
+    an excluded source has neither a share nor a window; a bandit's rewards against its rule, its
+    statistics against the policy's books; a static policy's shares against its rule."""
     problems = _bandit_paid(m) if has(m, *CHECKS["GATE-DATA-008"]["paid"]) else []
     if has(m, *CHECKS["GATE-DATA-008"]["shares"]):
         problems += _shares_follow(m, t)
@@ -2522,7 +2829,55 @@ def _realised_shares(m: Measured, t: Thresholds) -> list[str]:
         problems += _bandit_stepped(m, t)
     if has(m, *CHECKS["GATE-DATA-008"]["wanted"]):
         problems += _bandit_wanted(m, t)
+    if has(m, *CHECKS["GATE-DATA-008"]["tallied"]):
+        problems += _bandit_tallied(m)
+    if has(m, *CHECKS["GATE-DATA-008"]["static"]):
+        problems += _static_shares(m, t)
     return problems
+
+
+def _bandit_tallied(m: Measured) -> list[str]:
+    """The pulls the bandit counts against the windows of each arm the reader served since it began,
+    exactly: a count assigned where it accumulates keeps only the last step's, and the bandit never
+    sees every arm pulled."""
+    pulls, served = m.get("tallied_pulls"), m.get("tallied_served")
+    if not (isinstance(pulls, Mapping) and isinstance(served, Mapping)):
+        raise Malformed("'tallied_pulls' and 'tallied_served' must map each arm to a count")
+    off = {arm: (pulls.get(arm), served.get(arm)) for arm in sorted(set(pulls) | set(served))}
+    off = {arm: pair for arm, pair in off.items() if pair[0] != pair[1]}
+    if not off:
+        return []
+    shown = "; ".join(f"{arm}: {have!r} pulls, {want!r} windows served" for arm, (have, want) in off.items())
+    return [f"the bandit's pulls are not the windows served of each arm since it began ({shown})"]
+
+
+def _static_shares(m: Measured, t: Thresholds) -> list[str]:
+    """The shares a static policy served against contracts.curriculum.static_shares: each source's
+    weight times its windows in the manifest's shards, over their sum, projected onto the phase's
+    caps and floors; each within static_rtol of the rule's (absolute below 1)."""
+    windows = {name: count(m["static_windows"], name) for name in _shares(m, "static_windows")}
+    excluded = set(map(str, items(m, "static_excluded")))
+    due = static_shares(
+        _shares(m, "static_weights"),
+        windows,
+        excluded,
+        _shares(m, "static_caps"),
+        _shares(m, "static_floors"),
+    )
+    served = _shares(m, "static_shares")
+    off = [
+        name
+        for name in sorted(set(due) | set(served))
+        if not abs(served.get(name, 0.0) - due.get(name, 0.0))
+        <= t["static_rtol"] * max(due.get(name, 0.0), 1.0)
+    ]
+    if not off:
+        return []
+    shown = ", ".join(f"{name} {served.get(name, 0.0):.4g} for {due.get(name, 0.0):.4g}" for name in off)
+    return [
+        f"the static policy serves {shown}: not each source's weight times its natural share of the "
+        "manifest's windows, projected onto the phase's caps and floors (contracts.curriculum.static_shares)"
+    ]
 
 
 def _off(have: float | None, want: float, t: Thresholds) -> bool:
@@ -2543,10 +2898,19 @@ def _bandit_stepped(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _bandit_wanted(m: Measured, t: Thresholds) -> list[str]:
-    """The probabilities the bandit asked for against EXP3's of its state: uniform over the eligible
-    arms during the warmup and until each has been pulled, (1 − γ)·softmax + γ/K after."""
+    """The arms the bandit chose among against those the phase's configured weights and caps leave
+    (contracts.curriculum.eligible_arms), and the probabilities it asked for against EXP3's of its
+    state: uniform over the eligible arms during the warmup and until each has been pulled,
+    (1 − γ)·softmax + γ/K after."""
     eligible = [str(arm) for arm in items(m, "wanted_eligible")]
     wanted, pulled = _shares(m, "wanted_shares"), set(map(str, items(m, "wanted_pulled")))
+    arms = [str(arm) for arm in items(m, "wanted_arms")]
+    due_eligible = eligible_arms(arms, _shares(m, "wanted_phase_weights"), _shares(m, "wanted_phase_caps"))
+    if sorted(eligible) != due_eligible:
+        return [
+            f"at step {count(m, 'wanted_step')} the bandit chose among {sorted(eligible)}; the phase's "
+            f"weights and caps leave {due_eligible} of its arms (a weight or cap of 0 takes an arm out)"
+        ]
     if not eligible:
         return [] if not wanted else [f"the bandit asked for {wanted} with no eligible arm"]
     exploiting = count(m, "wanted_step") > count(m, "wanted_warmup") and pulled >= set(eligible)
@@ -2713,12 +3077,38 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
             "perturbation_outliers",
             "perturbation_error",
         ),
+        # rev 3: each step's members are the seeds the run's rule gives that step, none an earlier step's
+        "seeds": ("seeds_run_seed", "seeds_population", "seeds_step", "member_seeds+"),
     },
 )
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
     problems = _pairs_problems(m) if has(m, "population") else []
     if has(m, "evaluated_members"):
         problems += _applied_problems(m)
+    if has(m, "seeds_run_seed", "seeds_population", "seeds_step", "member_seeds"):
+        problems += _seeds_problems(m)
+    return problems
+
+
+def _seeds_problems(m: Measured) -> list[str]:
+    """The seeds a step's members were evaluated with, in population order, against the run's rule
+    (contracts.es_seeds) for its seed, its population's P/2 pairs and that step, and against every
+    seed the rule gave the steps before it."""
+    seed, step, evaluated = count(m, "seeds_run_seed"), count(m, "seeds_step"), items(m, "member_seeds")
+    population = count(m, "seeds_population")
+    if not step or population < 2 or population % 2:
+        return [f"step {step} of a population of {population} cannot be ± pairs"]
+    *earlier, due = run_seeds(seed, step, population // 2)
+    problems = []
+    if evaluated != member_seeds(due):
+        problems.append(
+            f"step {step} evaluated the members of seeds {evaluated[::2]}; the run's rule (seed {seed}, "
+            f"contracts.es_seeds) gives that step {due}: a generator re-seeded, restored from another "
+            "step or drawn twice"
+        )
+    before = {s for seeds in earlier for s in seeds}
+    if reused := sorted(set(evaluated) & before):
+        problems.append(f"step {step} evaluated seed(s) {reused[:4]} that an earlier step of the run drew")
     return problems
 
 

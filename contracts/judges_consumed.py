@@ -7,6 +7,8 @@ for both: a training step's loss and an evolution-strategies fitness are held to
 
 from __future__ import annotations
 
+import math
+
 from contracts.judges import (
     Malformed,
     Measured,
@@ -56,6 +58,15 @@ _CONSUMED = (
         "inference": ("inference_logits_deviation", "inference_loss_deviation"),
         # rev 6: over every window of each split, the statement names the manifest's supervised tokens
         "manifest": ("stated_split_targets+", "split_supervised_tokens+"),
+        # rev 7: what each LoRA adapter's A read in a training forward shows the configured dropout
+        "dropout": (
+            "dropout_p",
+            "dropout_adapters",
+            "dropout_unread",
+            "dropout_elements",
+            "dropout_zeroed",
+            "dropout_scale_error",
+        ),
     },
 )
 def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
@@ -75,6 +86,8 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
         problems += logged_problems(m)
     if has(m, "stated_split_targets", "split_supervised_tokens"):
         problems += _statement_problems(m)
+    if has(m, "dropout_p", "dropout_zeroed"):
+        problems += _dropout_problems(m, t)
     if has(m, "loss_gradient_deviation"):
         deviation = number(m, "loss_gradient_deviation")
         if not deviation <= t["loss_gradient_atol"]:
@@ -83,6 +96,48 @@ def _consumed_as_stated(m: Measured, t: Thresholds) -> list[str]:
                 f"(atol {t['loss_gradient_atol']:g}): the targets are scored with another value "
                 "(smoothed labels? a sum for a mean? a mean over unscored positions?)"
             )
+    return problems
+
+
+def _dropout_problems(m: Measured, t: Thresholds) -> list[str]:
+    """What the adapters' A matrices read in a training forward against dropout(x) at the configured
+    rate p: of the n input elements that are not 0, the share read as 0 within dropout_sigmas
+    standard deviations of a Binomial(n, p) of n·p, every other element read as x / (1 − p) within
+    dropout_scale_ulps units of its dtype's epsilon; at p = 0, the input exactly."""
+    p, adapters = number(m, "dropout_p"), count(m, "dropout_adapters")
+    n, zeroed, error = (
+        count(m, "dropout_elements"),
+        count(m, "dropout_zeroed"),
+        number(m, "dropout_scale_error"),
+    )
+    if not adapters:
+        return ["no LoRA adapter was handed an input in the training forward measured"]
+    problems = []
+    if unread := count(m, "dropout_unread"):
+        problems.append(
+            f"{unread} of {adapters} adapter(s) handed an input had their A read other inputs, or none: "
+            "A's product is not over the adapter's own (dropped) input"
+        )
+    if p == 0:
+        if zeroed or error:
+            problems.append(
+                f"lora.dropout is 0, but A read {zeroed} of {n} input element(s) as 0 and the rest up to "
+                f"{error:.3g} ε from the input: a dropout drawn where none is configured"
+            )
+        return problems
+    bound = t["dropout_sigmas"] * math.sqrt(n * p * (1 - p))
+    if not n or abs(zeroed - n * p) > bound:
+        problems.append(
+            f"A read {zeroed} of {n} nonzero input element(s) as 0 where lora.dropout {p:g} zeroes "
+            f"{n * p:.1f} ± {bound:.1f} ({t['dropout_sigmas']:g} σ): the configured dropout is not drawn "
+            "on what A reads (skipped, drawn in the wrong mode, or at another rate)"
+        )
+    if not error <= t["dropout_scale_ulps"]:
+        problems.append(
+            f"the elements A read that dropout kept are up to {error:.3g} ε from x / (1 − p) (allowed "
+            f"{t['dropout_scale_ulps']:g}): the survivors are not rescaled by 1 / (1 − {p:g}), or A read "
+            "something the adapter was not handed"
+        )
     return problems
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from contracts import filter_rules
 from contracts.judges import Malformed, Measured, Thresholds, count, flag, has, items, judges, number
 from contracts.shingles import minhash_allowance
 
@@ -69,13 +70,18 @@ def _leaks_dropped(m: Measured, t: Thresholds) -> list[str]:
         "coverage": ("sources",),
         # rev 3: the dedup filter's drops, judged again apart from its hashes
         "dedup": ("dedup",),
+        # rev 5: the measuring filters' drops, measured again and judged by their rules
+        "rules": ("rules",),
     },
 )
 def _every_source_filtered(m: Measured, t: Thresholds) -> list[str]:
     """A source with no filter needs a waiver with a reason; a pre-clean mark is no waiver; each
     filter that ran on a source that held documents is proven by its canaries, all dropped by it;
-    and the dedup drops re-judged were duplicates (`_dedup_problems`)."""
+    the dedup drops re-judged were duplicates (`_dedup_problems`); and the other filters' drops
+    measured again are their rules' (`_rule_problems`)."""
     problems = _dedup_problems(m["dedup"], t) if has(m, "dedup") else []
+    if has(m, "rules"):
+        problems += _rule_problems(m["rules"], int(t["filter_recheck_docs"]))
     if not has(m, "sources"):
         return problems
     for name, row in _sources(m).items():
@@ -145,6 +151,80 @@ def _dedup_problems(dedup: Any, t: Thresholds) -> list[str]:
     return problems
 
 
+def _settings(rules: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    settings = rules.get("settings")
+    found = settings.get(name) if isinstance(settings, Mapping) else None
+    if not isinstance(found, Mapping):
+        raise Malformed(f"rules: the settings of {name!r} are {found!r}, not an object")
+    return found
+
+
+def _letters(row: Mapping[str, Any]) -> dict[str, int]:
+    letters = row.get("letters")
+    if not isinstance(letters, Mapping):
+        raise Malformed(f"rules: a drop's letters are {letters!r}, not an object of scripts")
+    return {str(name): count(letters, name) for name in letters}
+
+
+def rule_holds(reason: str, row: Mapping[str, Any], rules: Mapping[str, Any]) -> bool:
+    """Whether a drop for `reason`, measured again (`row`), is one its filter's rule makes under the
+    settings the record states (contracts.filter_rules)."""
+    if reason == "script_mismatch":
+        s, held = _settings(rules, "script"), (rules.get("held") or {}).get(row.get("source"))
+        if not isinstance(held, list):
+            raise Malformed(f"rules: no scripts are stated as held in source {row.get('source')!r}")
+        share, least = number(s, "min_share"), count(s, "min_letters")
+        return not flag(row, "code") and filter_rules.script_mismatch(_letters(row), held, share, least)
+    if reason == "mis_encoded":
+        s = _settings(rules, "encoding")
+        letters, replaced = sum(_letters(row).values()), count(row, "replaced")
+        most, least = number(s, "max_replaced_share"), count(s, "min_letters")
+        return filter_rules.mis_encoded(letters, replaced, most, least)
+    if reason == "low_diversity":
+        s = _settings(rules, "diversity")
+        long_enough = count(row, "chars") >= count(s, "min_chars")
+        below = number(row, "ratio") < number(s, "min_compression_ratio")
+        return long_enough and flag(row, "repeats") and below
+    if reason == "oversize":
+        s = _settings(rules, "oversize")
+        return flag(row, "delimited") and filter_rules.oversize(count(row, "bytes"), count(s, "max_bytes"))
+    s = _settings(rules, "leak")
+    found = filter_rules.leak_verdict(
+        count(row, "headers"),
+        count(row, "chars"),
+        count(row, "phrases"),
+        count(s, "max_headers"),
+        number(s, "max_header_weight"),
+        count(s, "fingerprint_min_chars"),
+    )
+    return flag(row, "turn") and found == reason
+
+
+def _rule_problems(rules: Any, docs: int) -> list[str]:
+    """The measuring filters' drops (stack.data.filters.rechecks): the first `docs` of each reason (as
+    many as there are, up to that) were measured again, and each is a drop its rule makes."""
+    if not isinstance(rules, Mapping) or not isinstance(rules.get("rechecked"), Mapping):
+        raise Malformed(f"'rules' is {rules!r}, not an object of drops measured again")
+    drops, rechecked = rules.get("drops"), rules["rechecked"]
+    if not isinstance(drops, Mapping):
+        raise Malformed(f"rules: 'drops' is {drops!r}, not an object of reasons")
+    problems = []
+    for reason in sorted(set(drops) | set(rechecked)):
+        rows, dropped = rechecked.get(reason) or [], count(drops, reason) if reason in drops else 0
+        if not isinstance(rows, list) or len(rows) != min(docs, dropped):
+            size = len(rows) if isinstance(rows, list) else rows
+            problems.append(f"rules: {size} {reason} drop(s) measured again of {dropped}; sample {docs}")
+            continue
+        wrong = [row for row in rows if not (isinstance(row, Mapping) and rule_holds(reason, row, rules))]
+        if wrong:
+            problems.append(
+                f"rules: {len(wrong)} of the {len(rows)} {reason} drops measured again are no drop the "
+                f"filter's rule makes under the settings in force (first: {wrong[0]!r:.400}): the filter "
+                "compares with another setting, or measures otherwise than its rule"
+            )
+    return problems
+
+
 def _pair_problems(row: Mapping[str, Any]) -> list[str]:
     """A near drop's similarity was measured on two different documents, the ones it names: the
     sha256 of the bytes compared as the drop (`doc_read`) is the drop's own, the filter's verdict's,
@@ -171,11 +251,21 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
     return {reason: count(found, reason) for reason in found}
 
 
-@judges("GATE-DATA-014", needs=("sources",))
+@judges(
+    "GATE-DATA-014",
+    checks={
+        "counts": ("sources",),
+        # rev 3: every input byte of every source is a document's kept or dropped, or framing
+        "bytes": ("accounts",),
+    },
+)
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
-    the drop log's lines counted again (a reason with no drop may be left out of either)."""
-    problems = []
+    the drop log's lines counted again (a reason with no drop may be left out of either); and
+    every input byte is accounted for (`_bytes_problems`)."""
+    problems = _bytes_problems(m["accounts"]) if has(m, "accounts") else []
+    if not has(m, "sources"):
+        return problems
     for name, row in _sources(m).items():
         dropped = _reasons(name, row, "dropped")
         logged = _reasons(name, row, "logged")
@@ -191,6 +281,47 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
         written = count(row, "written")
         if written != documents_out:
             problems.append(f"source {name!r}: {documents_out} document(s) kept but {written} written")
+    return problems
+
+
+def _named_counts(name: str, row: Mapping[str, Any], key: str) -> dict[str, int]:
+    found = row.get(key)
+    if not isinstance(found, Mapping):
+        raise Malformed(f"account {name!r}: {key!r} is {found!r}, not an object of byte counts")
+    return {str(what): count(found, what) for what in found}
+
+
+def unaccounted(account: Mapping[str, Any], name: str = "") -> int:
+    """The input bytes of one source's account that went nowhere it names (negative: more bytes
+    accounted for than were read): Σ input − kept − Σ dropped − Σ framing."""
+    read = sum(_named_counts(name, account, "input_bytes").values())
+    dropped = sum(_named_counts(name, account, "dropped_bytes").values())
+    framing = sum(_named_counts(name, account, "framing_bytes").values())
+    return read - count(account, "kept_bytes") - dropped - framing
+
+
+def _bytes_problems(accounts: Any) -> list[str]:
+    """Per source, the input bytes read (stack.data.accounting) against the documents kept and
+    dropped and the framing removed; and no document's text other than the bytes it was read from."""
+    if not isinstance(accounts, Mapping):
+        raise Malformed(f"'accounts' is {accounts!r}, not an object of sources")
+    problems = []
+    for name, account in accounts.items():
+        if not isinstance(account, Mapping):
+            raise Malformed(f"account {name!r} is {account!r}, not an object")
+        if missing := unaccounted(account, name):
+            where = "went nowhere the books name" if missing > 0 else "were accounted for beyond those read"
+            problems.append(
+                f"source {name!r}: {abs(missing):,} input byte(s) {where}: read "
+                f"{account.get('input_bytes')}, kept {account.get('kept_bytes')}, dropped "
+                f"{account.get('dropped_bytes')}, framing {account.get('framing_bytes')} (a document cut "
+                "short, a tail never read, a record lost between the reader and the writer?)"
+            )
+        if altered := count(account, "altered_documents"):
+            problems.append(
+                f"source {name!r}: {altered} document(s) are not the bytes they were read from, though "
+                "no line end or byte was normalised: cut or padded on their way to the filters"
+            )
     return problems
 
 

@@ -3,8 +3,9 @@
 Imported at the end of contracts.judges, which registers them; pure functions of what
 `stack.train.stepping` measured: the read-back and scheduled rates and the gradients left over
 (every step); which tensors the optimizer holds (at set-up, after every load of weights and at
-the probes); and at the probes, the gradient the optimizer was handed against the step's own,
-its update against AdamW's recomputed, and the parameters its step changed. An evolution-strategies
+the probes); the weights the run starts from against those it states (check start); and at the
+probes, the gradient the optimizer was handed against the step's own, its update against AdamW's
+recomputed, and the parameters its step changed. An evolution-strategies
 step's update against Adam's ascent of its gradient estimate (GATE-ES-006) is judged by the same
 rule as a training step's against AdamW's (`update_problems`).
 """
@@ -20,7 +21,11 @@ _CHECKS = {
     "gradient": ("gradient_compared",),
     "update": ("update_error", "update_worst", "updated_parameters", "optimizer_steps"),
     "moved": ("stepped_parameters", "moved_parameters", "unoptimized_parameters"),
+    # rev 3: the weights step 1 starts from are the ones the run states it starts from
+    "start": ("start_from", "start_seed", "start_tensors", "start_sha256", "stated_start_sha256"),
 }
+# What a run's first step may start from (stack.train.stepping.start_measured).
+START_FROM = ("seed", "checkpoint")
 
 # The step a training step's update is recomputed as, and what a miss suggests.
 _ADAMW = (
@@ -63,7 +68,30 @@ def _steps_as_scheduled(m: Measured, t: Thresholds) -> list[str]:
                 "step: it did not step, or stepped other tensors than the model's"
             )
     update = update_problems(m, t["update_rtol"], *_ADAMW) if "update_error" in m else []
-    return [*problems, *_held(m), *_gradient(m, t), *update]
+    return [*problems, *_held(m), *_gradient(m, t), *update, *_start(m)]
+
+
+def _start(m: Measured) -> list[str]:
+    """The sha256 of the weights the run holds before its first step against that of the weights it
+    states it starts from: a fresh run's drawn again from train.seed, a fine-tune's read from its
+    checkpoint, both apart from the model the loop trains."""
+    if "start_sha256" not in m:
+        return []
+    origin, tensors = m.get("start_from"), count(m, "start_tensors")
+    if origin not in START_FROM:
+        return [f"the run states it starts from {origin!r}, not one of {', '.join(START_FROM)}"]
+    if tensors and m.get("start_sha256") == m.get("stated_start_sha256"):
+        return []
+    stated = (
+        f"GPT's initialisation drawn from train.seed {count(m, 'start_seed')} in a fresh generator"
+        if origin == "seed"
+        else "the weights its --init-from checkpoint holds"
+    )
+    return [
+        f"the {tensors} tensor(s) the run starts from are not {stated} (sha256 "
+        f"{str(m.get('start_sha256'))[:12]} against {str(m.get('stated_start_sha256'))[:12]}): another "
+        "seed, a load that never happened, or weights changed before the first step"
+    ]
 
 
 def _held(m: Measured) -> list[str]:

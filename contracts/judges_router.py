@@ -14,7 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contracts.judges import Malformed, Measured, Thresholds, count, items, judges, number
+from contracts.judges import (
+    Malformed,
+    Measured,
+    Thresholds,
+    count,
+    has,
+    items,
+    judges,
+    number,
+    routed_total_problems,
+)
 
 
 def _window(window: Any) -> dict[str, list[int]]:
@@ -42,11 +52,24 @@ def _fix(balance_coef: float) -> str:
     )
 
 
-@judges("GATE-ARCH-012", needs=("windows+", "top_k", "balance_coef"))
+@judges(
+    "GATE-ARCH-012",
+    checks={
+        "collapse": ("windows+", "top_k", "balance_coef"),
+        # rev 2: the latest window's assignments are every token each MoE layer received × top_k
+        "total": ("windows+", "routed_tokens+", "top_k"),
+    },
+)
 def _router_collapse(m: Measured, t: Thresholds) -> list[str]:
     windows = [_window(w) for w in items(m, "windows")]
     if not windows:
         raise Malformed("'windows' holds no evaluation window")
+    total = routed_total_problems(windows[-1], m) if has(m, "routed_tokens") else []
+    return total + (_collapsed(windows, m, t) if has(m, "balance_coef") else [])
+
+
+def _collapsed(windows: list[dict[str, list[int]]], m: Measured, t: Thresholds) -> list[str]:
+    """Check `collapse`: a takeover, a starvation or an empty expert over the last windows."""
     top_k, coef = count(m, "top_k"), number(m, "balance_coef")
     if not top_k:
         raise Malformed("'top_k' is 0")

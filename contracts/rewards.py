@@ -17,6 +17,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 Reward = Callable[[float, float | None, float | None], float]
+# Every arm's log-weight before EXP3's first step.
+EXP3_START = 0.0
 
 
 def improvement(now: float, before: float | None, _reference: float | None) -> float:

@@ -8,6 +8,14 @@ text lands in the same split wherever it occurs. `stack prepare` assigns every d
 (stack.data.split), and GATE-DATA-005 holds every document written to the split this rule gives
 it, and the manifest's realised share to the share it states.
 
+Identities. A document's identity is the sha256 of its UTF-8 bytes (`document_identity`); a
+fine-tuning example's, the sha256 of its turns as canonical JSON (`canonical_example`,
+`example_identity`): pure functions of content, defined here once, so the split the writer draws
+and the one GATE-DATA-005 checks with cannot be two identities. Its check `stored` does not trust
+either: it keys every document or example as the shards store it (`StoredDigest`: a text
+document's stored token ids; `stored_example_key`: an example's stored ids decoded, run by run of
+supervision) and counts the held-out ones whose stored form is also a train one.
+
 The realised share. Of n documents drawn so, the number held out is Binomial(n, val_fraction);
 `share_tail` is the exact two-sided probability of a count at least as far from n·val_fraction
 as the one realised (twice its tail, at most 1), summed term by term, so a corpus of
@@ -17,11 +25,60 @@ five documents is judged by its own distribution and not by a normal approximati
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 # Terms of a tail below this share of the sum so far add nothing a float can hold.
 TAIL_PRECISION = 1e-17
+
+
+def document_identity(data: bytes) -> bytes:
+    """The identity of a document: the sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(data).digest()
+
+
+def canonical_example(turns: Sequence[tuple[str, str]]) -> bytes:
+    """The bytes a fine-tuning example's identity is hashed from: its (role, text) turns as compact
+    JSON, nothing of where it was read."""
+    pairs = [list(turn) for turn in turns]
+    return json.dumps(pairs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def example_identity(turns: Sequence[tuple[str, str]]) -> bytes:
+    """The identity of a fine-tuning example (its split, its index row, its drop-log line): the
+    sha256 of its canonical turns."""
+    return hashlib.sha256(canonical_example(turns)).digest()
+
+
+class StoredDigest:
+    """The key of one text document as a shard stores it: the sha256 of the bytes of its token ids
+    (its end-of-text id included) as written, block by block, in the shards' dtype. One tokenizer
+    encodes one text to one sequence of ids and never two texts to the same one (it round-trips,
+    GATE-DATA-007), so equal keys are equal documents."""
+
+    def __init__(self, dtype: str) -> None:
+        self._digest = hashlib.sha256(dtype.encode("ascii"))
+
+    def update(self, written: bytes) -> None:
+        """The next bytes of the document's ids as written."""
+        self._digest.update(written)
+
+    def digest(self) -> bytes:
+        return self._digest.digest()
+
+
+def stored_example_key(runs: Sequence[tuple[bool, str]]) -> bytes:
+    """The key of one fine-tuning example as its shard and label file store it: its ids decoded run
+    by run of supervision, each run's text with whether it is supervised."""
+    return hashlib.sha256(json.dumps([[bool(s), t] for s, t in runs], ensure_ascii=False).encode()).digest()
+
+
+def shared_keys(train: Sequence[bytes], heldout: Sequence[bytes]) -> int:
+    """How many held-out documents (or examples) are stored as some train document is."""
+    seen = set(train)
+    return sum(key in seen for key in heldout)
 
 
 def held_out(doc_sha: bytes, seed: int, val_fraction: float) -> bool:

@@ -18,6 +18,7 @@ from contracts import rewards
 from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
+from stack.data import policy as policy_module
 from stack.data.bandit import Exp3
 from stack.model.consumed import recording
 from stack.train import checkpoint as ckpt
@@ -245,6 +246,137 @@ def test_a_bandit_step_just_beyond_its_tolerance_fires_and_just_inside_holds() -
 
     assert not measure("GATE-DATA-008", stepped(2 * rtol * 2.5)).ok
     assert measure("GATE-DATA-008", stepped(0.5 * rtol)).ok
+
+
+# -- checks tallied, stepped and wanted: the bandit held to the policy's books of it -----------------
+
+
+def _pulls_assigned(self: Exp3, served: dict[str, int]) -> None:
+    """The round-6 audit's R05: each step's served windows assigned to the pull counts, not added."""
+    for arm in self.arms:
+        self.pulls[arm] = served.get(arm, 0)
+
+
+def _never_exploits(self: Exp3, step: int, eligible: Any) -> bool:
+    """A bandit that waits for a pull it never counts: uniform for the whole run."""
+    return False
+
+
+@pytest.mark.gate("GATE-DATA-008")
+@pytest.mark.parametrize(
+    ("planted", "says"),
+    [
+        (("record_pulls", _pulls_assigned), "pulls are not the windows served"),
+        (("exploiting", _never_exploits), "EXP3 wants"),
+    ],
+    ids=["R05-pulls-assigned", "never-exploits"],
+)
+def test_a_bandit_whose_statistics_are_not_what_was_served_and_paid_halts(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    planted: tuple[str, Callable[..., Any]],
+    says: str,
+) -> None:
+    """Pulls assigned where they add up leave an arm missing from the last step counted as never
+    pulled, so the bandit stays uniform; a bandit that never exploits does so outright. The shares
+    follow what it asks for, its pay and steps are its rule's, and the wanted check, had it taken the
+    bandit's own pulls, would pass: the windows the policy booked as served (tallied) and EXP3 of the
+    policy's books (wanted) show both. Exit 3 naming the gate."""
+    monkeypatch.setattr(Exp3, *planted)
+    assert train(smoke_args(data, tmp_path / "run", *MIXTURE)) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-008" in err and says in err, err
+
+
+@pytest.mark.holds("GATE-DATA-008")
+def test_the_checker_holds_the_logged_pulls_and_log_weights_to_what_was_served_and_paid(
+    straight: Path, tmp_path: Path
+) -> None:
+    """Every evaluation logs the bandit's pulls (the windows its arms served so far) and log-weights
+    (EXP3's steps of the rewards due), and the record checks clean; one evaluation's pulls edited to
+    the last step's alone, as R05's bandit counted them, contradict the windows its log served."""
+    paid = [line for line in _lines(straight, "eval") if "bandit_pulls" in line]
+    assert paid and all(sum(line["bandit_pulls"].values()) == 4 * line["step"] for line in paid)
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    at = [i for i, line in enumerate(lines) if '"bandit_pulls"' in line][1]
+    line = json.loads(lines[at])
+    line["bandit_pulls"] = {arm: min(n, 1) for arm, n in line["bandit_pulls"].items()}
+    lines[at] = json.dumps(line)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    violations = check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations
+    said = f"the evaluation at step {line['step']} logs the bandit's pulls"
+    assert any(said in v for v in violations), violations
+
+
+# -- check static: a policy without a bandit serves weight × natural share ---------------------------
+
+STATIC = (
+    "train.steps=6",
+    "eval.every=3",
+    "eval.batches=32",  # a third of the held-out windows are garbage, all alike (GATE-EVAL-001)
+    "ckpt.every=3",
+    "data.policy='static'",
+    "data.weights={garbage = 0.5}",
+)
+
+
+def _weights_alone(weights: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
+    """The round-6 audit's R29: each source's weight over the sum of the weights, its size dropped."""
+    total = sum(weights.values())
+    return {name: weights[name] / total for name in sizes}
+
+
+@pytest.mark.gate("GATE-DATA-008")
+def test_a_static_policy_that_drops_the_natural_sizes_halts(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Served as asked (the shares check, whose expected shares are the policy's own, holds), but not
+    weight × natural share: contracts.curriculum.static_shares of the config's weights and the
+    manifest's windows shows it at the first step. Exit 3 naming the gate."""
+    monkeypatch.setattr(policy_module, "weighted", _weights_alone)
+    assert train(smoke_args(data, tmp_path / "run", *STATIC)) == 3
+    err = capsys.readouterr().err
+    assert "GATE-DATA-008" in err and "the static policy serves" in err, err
+
+
+@pytest.mark.holds("GATE-DATA-008")
+def test_a_static_policy_serves_its_rule_s_shares_and_the_checker_derives_them(
+    data: Path, tmp_path: Path
+) -> None:
+    """A static run's shares are the rule's, and its record checks clean; its logged shares edited
+    to uniform (GATE-DATA-008's expected shares derive from them) contradict the rule applied again
+    to the config and the windows the check recorded."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, *STATIC)) == 0
+    measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-DATA-008")["measured"]
+    assert measured["static_weights"] == {"garbage": 0.5} and measured["static_windows"]
+    assert check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations == []
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if '"event": "shares"' in line)
+    line = json.loads(lines[at])
+    line["shares"] = dict.fromkeys(line["shares"], 1 / 3)
+    lines[at] = json.dumps(line)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    violations = check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations
+    assert any("natural share of the windows" in v for v in violations), violations
+
+
+@pytest.mark.gate("GATE-DATA-008")
+def test_a_static_share_just_beyond_its_tolerance_fires_and_just_inside_holds() -> None:
+    rtol = load_spec().threshold("GATE-DATA-008", "static_rtol")
+
+    def served(error: float) -> dict[str, Any]:
+        """Sources of 100 and 300 windows at weights 1 and 1/3: half each, a's moved by `error`."""
+        rule = {"static_weights": {"b": 1 / 3}, "static_caps": {}, "static_floors": {}, "static_excluded": []}
+        return rule | {"static_windows": {"a": 100, "b": 300}, "static_shares": {"a": 0.5 + error, "b": 0.5}}
+
+    assert measure("GATE-DATA-008", served(0.99 * rtol)).ok
+    assert not measure("GATE-DATA-008", served(1.01 * rtol)).ok
+    assert not measure("GATE-DATA-008", served(0.5 - 100 / 400)).ok  # the natural shares, unweighted
 
 
 def test_the_checker_pays_the_logged_losses_again(straight: Path, tmp_path: Path) -> None:

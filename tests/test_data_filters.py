@@ -20,6 +20,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import corpora
 import pytest
@@ -30,15 +31,21 @@ from hypothesis import strategies as st
 from record_checks import check_record_truth
 from site_filters import drops_section
 
+from contracts import filter_rules
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
 from contracts.shingles import compared_pair, exact_jaccard, minhash_allowance
 from contracts.spec import load_spec
+from contracts.split import document_identity
 from stack.cli import main
 from stack.data import prepare_tasks
 from stack.data.filters import canaries, leak
 from stack.data.filters import dedup as dedup_module
+from stack.data.filters import diversity as diversity_module
+from stack.data.filters import encoding as encoding_module
+from stack.data.filters import script as script_module
+from stack.data.filters import size as size_module
 from stack.data.filters.dedup import NearDuplicates, Rechecks
 from stack.data.filters.diversity import diversity_score
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
@@ -60,7 +67,6 @@ from stack.data.formats import Layout
 from stack.data.manifest import load_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
-from stack.data.split import content_sha256
 from stack.data.tokenizer import load_tokenizer
 from stack.data.working_set import DEFAULT_WORKING_SET, HELD_DOCUMENT_BYTES, MIN_WORKING_SET, WorkingSet
 from stack.eval.texts import split_documents, split_text
@@ -181,9 +187,9 @@ def test_headers_in_an_assistant_answer_are_no_leak() -> None:
     """Chat data is checked in its first user turn: an answer full of markdown is kept."""
     turns = [("user", "How do I structure a report?"), ("assistant", headed(LEAK.max_headers + 3))]
     runner = FilterRunner(SETTINGS, ["leak"], {})
-    assert runner.keep_turns("chat", turns, b"answer")
+    assert runner.judge_turns("chat", turns) is None
     pasted = [("user", headed(LEAK.max_headers + 1)), ("assistant", "Sure.")]
-    assert not runner.keep_turns("chat", pasted, b"pasted")
+    assert runner.judge_turns("chat", pasted) is not None
 
 
 # Transcripts as people store them, each with a prompt pasted into the user's turn (dropped) or in
@@ -509,13 +515,13 @@ def test_kept_documents_must_be_the_written_ones() -> None:
     """One document more or fewer written than kept fires; the exact count holds."""
     runner = FilterRunner(SETTINGS, None, {})
     for text in ("one document", "another document"):
-        runner.keep("web", content_sha256(text.encode()), document(text))
+        runner.keep("web", document_identity(text.encode()), document(text))
     assert counts_outcome(runner.as_dict(), {"web": 2}, {}).ok
     for written in (1, 3):
         with pytest.raises(
             GateViolation, match=f"GATE-DATA-014.*2 document\\(s\\) kept but {written} written"
         ):
-            check_recorded(runner.as_dict(), {"web": written}, {})
+            check_recorded(runner.as_dict(), {"web": written}, {}, {})
 
 
 @given(st.lists(st.sampled_from([*NEAR_MISSES.values(), *LEAKS.values(), "x" * 40]), max_size=12))
@@ -524,7 +530,7 @@ def test_kept_documents_must_be_the_written_ones() -> None:
 def test_in_is_out_plus_drops_for_any_mix(texts: list[str]) -> None:
     runner = FilterRunner(SETTINGS, [*SETTINGS.default, "dedup"], {})
     runner.set_scripts({"web": named(["LATIN"])})
-    kept = sum(runner.keep("web", content_sha256(t.encode()), document(t)) for t in texts)
+    kept = sum(runner.keep("web", document_identity(t.encode()), document(t)) for t in texts)
     logged = {name: report["dropped"] for name, report in runner.as_dict().items()}
     assert counts_outcome(runner.as_dict(), {"web": kept} if texts else {}, logged).ok
 
@@ -843,7 +849,7 @@ def test_exact_and_near_duplicates_are_dropped_and_distinct_texts_kept() -> None
     other = " ".join(f"term{i}" for i in range(400))
     runner = FilterRunner(SETTINGS, ["dedup"], {})
     texts = (base, base, near, other)
-    found = [runner.verdict("web", document(t), content_sha256(t.encode())).reason for t in texts]
+    found = [runner.verdict("web", document(t), document_identity(t.encode())).reason for t in texts]
     assert found == [None, "dedup_exact", "dedup_near", None]
 
 
@@ -1144,9 +1150,7 @@ def test_one_system_line_before_a_question_is_kept_and_a_pasted_prompt_is_not() 
         phrase_turn(f"{PHRASE.capitalize()}.\n\n{question}"): False,
     }
     for turn, kept in cases.items():
-        assert runner.keep_turns("chat", [("user", turn), ("assistant", "Lima.")], turn.encode()) is kept, (
-            turn
-        )
+        assert (runner.judge_turns("chat", [("user", turn), ("assistant", "Lima.")]) is None) is kept, turn
 
 
 # -- GATE-DATA-013's dedup check: each drop judged again by the exact Jaccard of byte shingles -----
@@ -1237,7 +1241,7 @@ def test_a_near_drop_just_below_the_minhash_allowance_fires() -> None:
     runner = FilterRunner(SETTINGS, ["dedup"], {})
     base = corpora.english_text(3, 12)
     for text in (base, base.replace(base.split()[5], "CHANGED", 1)):
-        runner.verdict("web", document(text), content_sha256(text.encode()))
+        runner.verdict("web", document(text), document_identity(text.encode()))
     measured = {"dedup": runner.rechecks.as_dict()}
     assert measured["dedup"]["near_drops"] == 1 and judge("GATE-DATA-013", measured) == []
     t = load_spec().gate("GATE-DATA-013").threshold_values
@@ -1299,7 +1303,7 @@ def test_unheld_near_drops_are_excused_only_beyond_the_held_bytes() -> None:
     runner.rechecks = Rechecks(SETTINGS.dedup, int(t["dedup_recheck_pairs"]), 0)
     base = corpora.english_text(3, 12)
     for text in (base, base.replace(base.split()[5], "CHANGED", 1)):
-        runner.verdict("web", document(text), content_sha256(text.encode()))
+        runner.verdict("web", document(text), document_identity(text.encode()))
     measured = {"dedup": runner.rechecks.as_dict()}
     assert measured["dedup"]["unheld"] == 1 and measured["dedup"]["kept_bytes"] == len(base.encode())
     assert judge("GATE-DATA-013", measured)
@@ -1314,3 +1318,236 @@ def test_the_exact_jaccard_counts_byte_windows() -> None:
     assert exact_jaccard(b"abcdef", b"abcdeg", 5) == 1 / 3
     assert exact_jaccard(b"abc", b"abc", 5) == 1.0 and exact_jaccard(b"abc", b"abd", 5) == 0.0
     assert math.isclose(minhash_allowance(0.8, 32, 4), 0.2828, abs_tol=1e-4)
+
+
+# -- GATE-DATA-013's check rules: each measuring filter's drops measured again, held to its rule ---
+
+
+def bilingual(seed: int, latin_share: float, letters: int = 2000) -> str:
+    """A document of English words and Russian ones, `latin_share` of its letters Latin."""
+    english, russian = corpora.english_text(seed, 60), corpora.cyrillic_text(seed, 60)
+    latin_chars = [c for c in english if c.isalpha() or c == " "]
+    cyrillic_chars = [c for c in russian if c.isalpha() or c == " "]
+    latin = "".join(latin_chars)[: round(letters * latin_share)]
+    cyrillic = "".join(cyrillic_chars)[: letters - len(latin)]
+    return f"{latin}\n{cyrillic}\n"
+
+
+def news_corpus(root: Path, shares: dict[str, float]) -> list[str]:
+    """Thirty English documents and one bilingual document per entry, its share of Latin letters."""
+    docs = {f"doc{i:02d}.txt": corpora.english_text(i, 12) for i in range(30)}
+    docs |= {f"{name}.txt": bilingual(i, share) for i, (name, share) in enumerate(shares.items())}
+    return corpus(root, {"news": docs})
+
+
+def _main_share_for_min_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R15: the script filter compares a document's share with main_share (0.9)."""
+    monkeypatch.setattr(
+        script_module,
+        "mismatch",
+        lambda scripts, held, s: filter_rules.script_mismatch(
+            scripts, held.scripts, s.main_share, s.min_letters
+        ),
+    )
+
+
+def _held_letters_halved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script filter counts half of a document's letters in its source's scripts as another's."""
+    real = script_module.mismatch
+
+    def halved(scripts: dict[str, int], held: Held, s: Any) -> bool:
+        kept = sum(n for name, n in scripts.items() if name in held.scripts)
+        others = {name: n for name, n in scripts.items() if name not in held.scripts}
+        return real({**others, "LATIN": kept // 2, "OTHER": kept - kept // 2}, held, s)
+
+    monkeypatch.setattr(script_module, "mismatch", halved)
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize("plant", [_main_share_for_min_share, _held_letters_halved])
+def test_a_script_filter_off_its_rule_stops_the_prepare(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+) -> None:
+    """Documents 70 % Latin in an English source are dropped as script_mismatch by a filter off its
+    rule: the drop log and the counts agree, and only the recheck, counting each drop's letters again,
+    shows their share is over min_share. Exit 3 naming the gate."""
+    plant(monkeypatch)
+    inputs = news_corpus(tmp_path / "in", {"bilingual-a": 0.7, "bilingual-b": 0.7})
+    code, _, err = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0")
+    assert code == EXIT_GATE and "GATE-DATA-013" in err and "script_mismatch drops measured again" in err, err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.holds("GATE-DATA-013")
+def test_documents_on_either_side_of_min_share_are_kept_and_dropped_by_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Just inside min_share is kept, just outside is dropped, and the drop measured again holds."""
+    share = SETTINGS.script.min_share
+    inputs = news_corpus(tmp_path / "in", {"inside": share + 0.01, "outside": share - 0.01})
+    code, out, err = run_cli(
+        capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), "--val-fraction", "0"
+    )
+    assert code == 0, err
+    assert "news: 32 in, 31 out" in out and "script_mismatch 1" in out
+
+
+def _oversize_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oversize filter drops a document of exactly max_bytes (>= for >)."""
+    monkeypatch.setattr(size_module, "oversize", lambda length, s: length >= s.max_bytes)
+
+
+def _encoding_half_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoding filter compares U+FFFD's share with half of max_replaced_share."""
+    monkeypatch.setattr(
+        encoding_module,
+        "mis_encoded",
+        lambda letters, s: filter_rules.mis_encoded(
+            letters.total, letters.replaced, s.max_replaced_share / 2, s.min_letters
+        ),
+    )
+
+
+def _diversity_without_its_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The diversity filter drops on the ratio alone, ten times min_compression_ratio, no probe asked."""
+    monkeypatch.setattr(
+        diversity_module,
+        "low_diversity",
+        lambda text, s: (
+            len(text[: s.window_chars]) >= s.min_chars
+            and filter_rules.compression_ratio(text[: s.window_chars].encode()) < 10 * s.min_compression_ratio
+        ),
+    )
+
+
+RULES_MAX_BYTES = 8000  # oversize.max_bytes of the rules corpus's settings, above its other documents
+
+
+def rules_corpus(root: Path) -> list[str]:
+    """English documents and, for the filters the plants above move: a separated document of exactly
+    oversize.max_bytes (a --filters file makes it small), one with U+FFFD for a third of its letters,
+    and repetitive but no loop (five words at random)."""
+    max_bytes = RULES_MAX_BYTES
+    english = [corpora.english_text(i, 12) for i in range(20)]
+    at_limit = (corpora.english_text(99, 60) * 8)[:max_bytes].strip()
+    at_limit += "x" * (max_bytes - len(at_limit.encode()))
+    replaced = "".join(c if i % 3 else "\ufffd" for i, c in enumerate(corpora.english_text(98, 30)))
+    docs = [*english, at_limit, replaced, five_words(7)]
+    (root / "web").mkdir(parents=True)
+    (root / "web" / "docs.txt").write_text("\n<|endoftext|>\n".join(docs), encoding="utf-8")
+    return [f"web={root / 'web'}"]
+
+
+@pytest.mark.gate("GATE-DATA-013")
+@pytest.mark.parametrize(
+    "plant", [_oversize_at_the_limit, _encoding_half_the_limit, _diversity_without_its_probes]
+)
+def test_a_measuring_filter_off_its_rule_stops_the_prepare(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+) -> None:
+    """The oversize, encoding and diversity filters each moved off their rule drop a document their
+    rule keeps; the recheck measures it again and names the reason. Without the plant it holds."""
+    inputs = rules_corpus(tmp_path / "in")
+    options = ["--doc-sep", "\\n<|endoftext|>\\n", "--val-fraction", "0"]
+    options += ["--filters", str(settings_file(tmp_path, {"oversize": {"max_bytes": RULES_MAX_BYTES}}))]
+    assert run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "benign"), *options)[0] == 0
+    plant(monkeypatch)
+    code, _, err = run_cli(capsys, "prepare", *inputs, "--out", str(tmp_path / "data"), *options)
+    assert code == EXIT_GATE and "GATE-DATA-013" in err and "drops measured again are no drop" in err, err
+
+
+def _rules(reason: str, rows: list[dict[str, Any]], drops: int | None = None) -> dict[str, Any]:
+    """GATE-DATA-013's rules values for `rows` measured again of `drops` drops for `reason`."""
+    s = SETTINGS
+    settings_ = {
+        "script": {"min_share": s.script.min_share, "min_letters": s.script.min_letters},
+        "encoding": {
+            "max_replaced_share": s.encoding.max_replaced_share,
+            "min_letters": s.encoding.min_letters,
+        },
+        "diversity": {
+            "min_chars": s.diversity.min_chars,
+            "min_compression_ratio": s.diversity.min_compression_ratio,
+        },
+        "oversize": {"max_bytes": s.oversize.max_bytes},
+        "leak": {
+            "max_headers": s.leak.max_headers,
+            "max_header_weight": s.leak.max_header_weight,
+            "fingerprint_min_chars": s.leak.fingerprint_min_chars,
+        },
+    }
+    dropped = len(rows) if drops is None else drops
+    return {
+        "rules": {
+            "settings": settings_,
+            "drops": {reason: dropped},
+            "rechecked": {reason: rows},
+            "held": {"web": ["LATIN"]},
+        }
+    }
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_each_rule_holds_a_drop_just_beyond_its_limit_and_refuses_one_just_inside() -> None:
+    """Each reason's drop measured again, just beyond the setting (a drop the rule makes: holds) and
+    just inside it (no drop of the rule: fires)."""
+    s = SETTINGS
+    least = s.script.min_letters
+    below, at = math.ceil(least * s.script.min_share) - 1, math.ceil(least * s.script.min_share)
+    ratio = s.diversity.min_compression_ratio
+    limit = s.leak.max_headers
+    cases = {
+        "script_mismatch": (
+            {
+                "source": "web",
+                "letters": {"LATIN": below, "CYRILLIC": least - below},
+                "replaced": 0,
+                "code": False,
+            },
+            {"source": "web", "letters": {"LATIN": at, "CYRILLIC": least - at}, "replaced": 0, "code": False},
+        ),
+        "mis_encoded": (
+            {"letters": {"LATIN": 20}, "replaced": 30, "code": False},
+            {"letters": {"LATIN": 25}, "replaced": 25, "code": False},
+        ),
+        "low_diversity": (
+            {"chars": s.diversity.min_chars, "repeats": True, "ratio": ratio - 1e-9},
+            {"chars": s.diversity.min_chars, "repeats": True, "ratio": ratio},
+        ),
+        "oversize": (
+            {"bytes": s.oversize.max_bytes + 1, "delimited": True},
+            {"bytes": s.oversize.max_bytes, "delimited": True},
+        ),
+        "leak_headers": (
+            {"turn": True, "headers": limit + 1, "chars": 40 * (limit + 1), "phrases": 0},
+            {"turn": True, "headers": limit, "chars": 40 * limit, "phrases": 0},
+        ),
+    }
+    for reason, (beyond, inside) in cases.items():
+        assert judge("GATE-DATA-013", _rules(reason, [{"where": "a", **beyond}])) == [], reason
+        assert judge("GATE-DATA-013", _rules(reason, [{"where": "a", **inside}])), reason
+
+
+@pytest.mark.gate("GATE-DATA-013")
+def test_the_recheck_takes_the_first_filter_recheck_docs_drops_of_each_reason() -> None:
+    """As many drops measured again as there are, up to filter_recheck_docs: one fewer fires."""
+    docs = int(load_spec().threshold("GATE-DATA-013", "filter_recheck_docs"))
+    row = {"where": "a", "bytes": SETTINGS.oversize.max_bytes + 1, "delimited": True}
+    assert judge("GATE-DATA-013", _rules("oversize", [row] * docs, docs + 5)) == []
+    assert judge("GATE-DATA-013", _rules("oversize", [row] * (docs - 1), docs + 5))
+    assert judge("GATE-DATA-013", _rules("oversize", [row] * 2, 3))
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=120, deadline=None)
+def test_the_plain_letter_count_is_the_filters_table(text: str) -> None:
+    """contracts.filter_rules counts letters one character at a time through unicodedata; the filter
+    through its table: the same letters by script and the same U+FFFD, marks and all."""
+    letters, replaced = filter_rules.letters_by_script(text)
+    assert (letters, replaced) == (letter_counts(text).scripts, letter_counts(text).replaced)

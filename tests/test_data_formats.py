@@ -12,6 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +24,11 @@ from hypothesis import strategies as st
 from test_data_prepare import run_cli
 from train_support import WORDS, smoke_args, train
 
+from contracts.judges import judge
 from stack.artifacts import INDEX_FILE
+from stack.data import record_input, text_input
 from stack.data.bpe_sample import BpeSample
-from stack.data.corpus import Document, FileRegion, InputFile, Skipped
+from stack.data.corpus import Document, FileRegion, Framing, InputFile, Skipped
 from stack.data.formats import Layout
 from stack.data.manifest import Manifest, load_manifest
 from stack.data.prepare import prepare_corpus
@@ -387,8 +390,12 @@ def test_a_file_without_separator_is_cut_into_pieces_that_make_it_up(
     path = tmp_path_factory.mktemp("cut") / "file.txt"
     path.write_bytes(data)
     for batch_bytes in (64, 1 << 20):
-        found = list(
-            text_documents(InputFile("main", path, "file.txt"), None, batch_bytes, lambda _n: None, doc_bytes)
+        *found, framing = text_documents(
+            InputFile("main", path, "file.txt"), None, batch_bytes, lambda _n: None, doc_bytes
+        )
+        assert isinstance(framing, Framing)  # the books (GATE-DATA-014): every byte a piece's or framing
+        assert sum(f.raw for f in found if not isinstance(f, Skipped)) + sum(framing.removed.values()) == len(
+            data
         )
         if not data.strip(WHITESPACE) and len(data) <= min(batch_bytes, doc_bytes):
             assert found == [Skipped("main", "empty", "file.txt")]  # nothing but blanks is no document
@@ -444,7 +451,8 @@ def test_items_of_a_separated_file_are_documents_and_nothing_else(tmp_path: Path
     assert [item.data for item in items if isinstance(item, Document)] == [b"one", b"two"]
     path.write_text(f"\n{SEP}\n")
     assert list(text_documents(InputFile("main", path), SEP.encode(), 1 << 16, lambda _n: None)) == [
-        Skipped("main", "empty", "t.txt")
+        Skipped("main", "empty", "t.txt"),
+        Framing("main", {"separator": len(SEP), "blank": 2}),
     ]
 
 
@@ -525,3 +533,145 @@ def test_input_that_does_not_parse_is_refused_in_one_line(
     code, err = run_cli(capsys, "prepare", str(source), "--out", str(tmp_path / "data"), *options)
     assert code == 2 and message in err, err
     assert not (tmp_path / "data").exists()
+
+
+# -- GATE-DATA-014 check bytes: every input byte a document's, kept or dropped, or framing --------
+
+
+def mixed_corpus(root: Path) -> list[str]:
+    """Every way prepare reads a byte, in two sources: text files (one with a byte-order mark and
+    CRLF line ends, one blank, one binary, one cut by --doc-bytes), a separated file with blank
+    stretches and no separator at its end (the audit's sep.txt), JSONL with blank, null and missing
+    texts, and Parquet with a null and a blank row."""
+    text, records = root / "text", root / "records"
+    text.mkdir(parents=True)
+    records.mkdir()
+    body = stories(12, seed=5)
+    (text / "crlf.txt").write_bytes(b"\xef\xbb\xbf" + body[0].replace("\n", "\r\n").encode())
+    (text / "blank.txt").write_bytes(b" \n\t\n")
+    (text / "image.bin").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")
+    (text / "long.txt").write_text("\n".join(body[1:6]), encoding="utf-8")
+    (text / "sep.txt").write_text(
+        f"  \n{SEP}".join(["", *body[6:9]]) + f"{SEP}\n \n{SEP}" + body[9], encoding="utf-8"
+    )
+    lines = [{"text": body[10]}, {"text": "  "}, {"text": None}, {"other": "no text field"}, {"text": "ü ok"}]
+    (records / "docs.jsonl").write_text(
+        "\n".join(json.dumps(line) for line in lines) + "\n\n", encoding="utf-8"
+    )
+    table = pa.table({"text": [body[11], None, " \n", "ending"]})
+    pq.write_table(table, records / "docs.parquet")
+    return [f"text={text}", f"records={records}"]
+
+
+def _prepare_mixed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    argv = ["prepare", *mixed_corpus(tmp_path / "in"), "--out", str(tmp_path / "data"), "--val-fraction", "0"]
+    return run_cli(capsys, *argv, "--doc-sep", SEP, "--doc-bytes", "2K")
+
+
+@pytest.mark.holds("GATE-DATA-014")
+def test_every_byte_of_every_format_is_accounted_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The books of a corpus of every format add up to the byte: a text file by its size on disk,
+    records by their text fields' UTF-8 bytes; a byte-order mark, separators, blank text and a
+    binary file are framing, and nothing is left over."""
+    code, err = _prepare_mixed(tmp_path, capsys)
+    assert code == 0, err
+    accounts = load_manifest(tmp_path / "data").accounting
+    text = accounts["text"]
+    files = sum(p.stat().st_size for p in (tmp_path / "in" / "text").iterdir())
+    assert text.input_bytes == {"text_files": files} and text.altered_documents == 0
+    assert set(text.framing_bytes) == {"byte_order_mark", "separator", "blank", "binary"}
+    assert text.kept_bytes + sum(text.framing_bytes.values()) + sum(text.dropped_bytes.values()) == files
+    fields = accounts["records"]
+    body = stories(12, seed=5)
+    expected = sum(len(t.encode()) for t in (body[10], "  ", "ü ok", body[11], " \n", "ending"))
+    assert fields.input_bytes == {"text_fields": expected} and fields.framing_bytes == {"blank": 4}
+
+
+def _tail_never_appended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R37: the bytes left in the separator search's tail at the end of the file are
+    never added, so the file's last document loses its last len(sep) − 1 bytes."""
+    real = text_input._Between.add
+
+    def add(self: Any, data: bytes, offset: int) -> None:
+        if data and offset + len(data) == self.path.stat().st_size:
+            return
+        real(self, data, offset)
+
+    monkeypatch.setattr(text_input._Between, "add", add)
+
+
+def _whole_file_cut_by_a_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file read whole (or a piece of one cut by size) loses its last byte on its way to the filters."""
+    real = text_input.document
+    monkeypatch.setattr(
+        text_input, "document", lambda source, text, *a, **k: real(source, text[:-1], *a, **k)
+    )
+
+
+def _record_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JSONL record's text loses its first character between its parse and its document."""
+    real = record_input._text_bytes
+    monkeypatch.setattr(record_input, "_text_bytes", lambda text: real(text[1:]))
+
+
+def _parquet_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Parquet row's document is made of the first half of its text's bytes."""
+    real = record_input.document
+
+    def cut(source: str, text: bytes, *args: Any, **options: Any) -> Any:
+        return real(source, text[: len(text) // 2], *args, **options)
+
+    monkeypatch.setattr(record_input, "document", cut)
+
+
+@pytest.mark.gate("GATE-DATA-014")
+@pytest.mark.parametrize(
+    "plant", [_tail_never_appended, _whole_file_cut_by_a_byte, _record_text_cut, _parquet_text_cut]
+)
+def test_bytes_lost_on_the_way_from_an_input_stop_the_prepare(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    plant: Callable[[pytest.MonkeyPatch], None],
+) -> None:
+    """Each planted reader bug loses bytes of a document with no drop counted: every count of
+    documents still adds up, the books of bytes do not. Exit 3 naming the gate, nothing published."""
+    plant(monkeypatch)
+    code, err = _prepare_mixed(tmp_path, capsys)
+    assert code == 3 and "GATE-DATA-014" in err and ("went nowhere" in err or "not the bytes" in err), err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_one_byte_unaccounted_for_either_way_fires() -> None:
+    """The judge over an account: exactly balanced holds; a byte short or over fires."""
+    account = {
+        "input_bytes": {"text_files": 100},
+        "kept_bytes": 80,
+        "dropped_bytes": {"oversize": 10},
+        "framing_bytes": {"separator": 10},
+        "altered_documents": 0,
+    }
+    assert judge("GATE-DATA-014", {"accounts": {"main": account}}) == []
+    for kept in (79, 81):
+        assert judge("GATE-DATA-014", {"accounts": {"main": {**account, "kept_bytes": kept}}})
+    assert judge("GATE-DATA-014", {"accounts": {"main": {**account, "altered_documents": 1}}})
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_verify_judges_the_byte_accounts_a_manifest_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stack prepare --verify` re-judges each source's account from manifest.json: as written it
+    holds, a byte taken from the kept documents fires."""
+    assert _prepare_mixed(tmp_path, capsys)[0] == 0
+    data = tmp_path / "data"
+    assert run_cli(capsys, "prepare", "--verify", "--out", str(data))[0] == 0
+    path = data / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["accounting"]["text"]["kept_bytes"] -= 1
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    code, err = run_cli(capsys, "prepare", "--verify", "--out", str(data))
+    assert code == 3 and "GATE-DATA-014" in err and "went nowhere" in err, err

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from contracts import rewards
 from contracts.coherence import coherence_score
+from contracts.curriculum import project_shares
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict
 from contracts.judges import judge
@@ -152,7 +153,7 @@ def test_projected_shares_sum_to_one_within_caps_and_floors(
     case: tuple[dict[str, float], dict[str, float], dict[str, float]],
 ) -> None:
     wanted, caps, floors = case
-    shares = mixture.project_shares(wanted, caps, floors)
+    shares = project_shares(wanted, caps, floors)
     assert math.isclose(math.fsum(shares.values()), 1.0, abs_tol=1e-9)
     assert all(floors[n] - 1e-9 <= shares[n] <= caps[n] + 1e-9 for n in shares)
 
@@ -212,7 +213,7 @@ def test_a_raw_loss_reward_feeding_a_repetitive_source_past_its_cap_is_caught(
     _feed_on_repetition(_policy(data, capped, bandit=BANDIT))  # benign: the cap binds the probabilities
     # Plant the bug: the bandit's probabilities are only normalised, the caps never applied.
     monkeypatch.setattr(
-        mixture,
+        policy_module,
         "project_shares",
         lambda wanted, caps, floors: {n: wanted.get(n, 0.0) / sum(wanted.values()) for n in caps},
     )
@@ -229,7 +230,7 @@ def _restored_with_chat_excluded(data: Path) -> MixturePolicy:
     state = json.loads(json.dumps(before.state_dict(4)))
     after = _policy(data, exclude=["chat"], bandit=BANDIT)
     after.reader.load_state_dict(before.reader.state_dict())
-    after.bandit.load_state_dict(state["bandit"])  # the zombie arm's weight comes back with the state
+    after.load_bandit(state)  # the zombie arm's weight comes back with the state
     _serve(after, 5, 12)
     after.close_window(12)
     return after

@@ -20,7 +20,7 @@ from ledger_support import edited, findings, gate
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.judges import judge
 from contracts.spec import load_spec
-from contracts.split import share_tail
+from contracts.split import document_identity, share_tail
 from stack.artifacts import INDEX_FILE
 from stack.cli import main
 from stack.data import prepare as prepare_module
@@ -128,7 +128,7 @@ def test_split_follows_content_not_path(tmp_path: Path) -> None:
     for doc in np.unique(index["doc"]):
         assert len(set(index["heldout"][index["doc"] == doc])) == 1
     for rel, text in docs.items():
-        sha = splitting.content_sha256(text.encode())
+        sha = document_identity(text.encode())
         assert splitting.assign_split(sha, 0, 0.3) == splitting.assign_split(sha, 0, 0.3), rel
 
 
@@ -481,3 +481,105 @@ def test_a_prepare_record_whose_manifest_holds_another_share_is_caught_by_the_ch
 
     found = findings(edited(record, restated))
     assert any("GATE-DATA-005" in line for line in found), found
+
+
+# -- GATE-DATA-005 check stored: no held-out document is stored as a train one -------------------
+
+CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
+
+
+def _doubled_chat(root: Path) -> Path:
+    """Every example of the small chat set twice, the second copy after all the first."""
+    lines = CHAT.read_text(encoding="utf-8").splitlines()
+    path = root / "chat_dup.jsonl"
+    path.write_text("\n".join(lines + lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_an_example_identity_that_hashes_its_place_stops_a_fine_tuning_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit's R30: the identity a split is drawn from hashes the example's place too, so the two
+    copies of an example land apart. Planted wherever prepare takes an example's identity, the
+    index, the assignment and the disjointness check all read it and agree; the examples as stored
+    do not. Exit 3 naming the gate."""
+    from stack.data import sft_prepare
+
+    places: dict[int, int] = {}  # each example's place, the same whoever asks its identity
+    real = sft_prepare.example_identity
+
+    def placed(turns: list[tuple[str, str]]) -> bytes:
+        return real([*turns, ("at", str(places.setdefault(id(turns), len(places))))])
+
+    monkeypatch.setattr(sft_prepare, "example_identity", placed)
+    argv = ["prepare", str(_doubled_chat(tmp_path)), "--format", "chat", "--out", str(tmp_path / "d")]
+    code, err = run_cli(capsys, *argv, "--pack-len", "96", "--val-fraction", "0.5")
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "stored exactly as a train one" in err, err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_document_identity_that_hashes_its_place_stops_a_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bug in text: a document's identity hashes where it was read, so copies of one file
+    in two places land apart; the stored documents are keyed apart from any identity."""
+    from stack.data import prepare_tasks
+    from stack.data.corpus import Document
+
+    held = prepare_tasks.held_whole
+
+    def placed(found: Any) -> Document | None:
+        doc = held(found)
+        if doc is None:
+            return None
+        return Document(
+            doc.source,
+            doc.data,
+            document_identity(doc.data + doc.where.encode()),
+            doc.invalid_utf8,
+            doc.where,
+            doc.delimited,
+            doc.raw,
+            doc.crlf,
+        )
+
+    monkeypatch.setattr(prepare_tasks, "held_whole", placed)
+    copies = {f"{d}/copy.txt": text_docs(1)["doc000.txt"] for d in "abcdefgh"}
+    corpus = write_docs(tmp_path / "in", copies | text_docs(12, seed=3))
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(tmp_path / "d"), "--val-fraction", "0.5")
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "stored exactly as a train one" in err, err
+
+
+@pytest.mark.holds("GATE-DATA-005")
+def test_copies_of_an_example_are_stored_in_one_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Honest identities: each example's two copies land together, the manifest counts them as
+    duplicates, and the record shows every example keyed as stored, none shared."""
+    ledger = tmp_path / "ledger"
+    argv = ["prepare", str(_doubled_chat(tmp_path)), "--format", "chat", "--out", str(tmp_path / "d")]
+    assert (
+        run_cli(capsys, *argv, "--pack-len", "96", "--val-fraction", "0.5", "--evidence-dir", str(ledger))[0]
+        == 0
+    )
+    (record,) = ledger.glob("*/metadata.json")
+    measured = next(g for g in json.loads(record.read_text())["gates"] if g["id"] == "GATE-DATA-005")[
+        "measured"
+    ]
+    manifest = load_manifest(tmp_path / "d")
+    assert measured["stored_shared"] == 0 and measured["stored_documents"] == sum(
+        manifest.sft.examples.values()
+    )
+    assert manifest.duplicate_documents == len(CHAT.read_text().splitlines())
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_one_held_out_document_stored_as_a_train_one_fires() -> None:
+    stored = {"stored_documents": 10, "stored_heldout": 3, "stored_shared": 0}
+    assert judge("GATE-DATA-005", stored) == []
+    assert judge("GATE-DATA-005", {**stored, "stored_shared": 1})
+    assert judge(
+        "GATE-DATA-005", {**stored, "split_documents": 11, "heldout_documents": 3, "asked_val_fraction": 0.3}
+    )

@@ -21,12 +21,13 @@ from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared
 
+from contracts import es_seeds
 from contracts.errors import GateViolation
 from contracts.evidence import read_evidence
 from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
-from stack.es import loop, noise, optimizer, population, shaping
+from stack.es import loop, noise, optimizer, population, rundir, shaping
 from stack.es.noise import Member, check_pairs
 from stack.es.population import InProcess, Pool, flatten, lm_fitness
 from stack.es.rundir import Invocation, start
@@ -317,6 +318,88 @@ def test_evaluations_out_of_the_population_s_order_fire(
 
     monkeypatch.setattr(InProcess, "evaluate", reordered)
     assert _fires(world, tmp_path / "out", "GATE-ES-002", capsys)["misplaced_members"] == 4
+
+
+# -- GATE-ES-002 check seeds: each step's members are the seeds the run's rule gives that step ---------
+
+REAL_MIRRORED = noise.mirrored
+
+
+def _reseeded(_generator: torch.Generator, pairs: int) -> list[Member]:
+    """The round-6 audit's R14: the noise generator seeded afresh with the run's seed (0) at every
+    step, so every step draws step 1's seeds."""
+    return REAL_MIRRORED(torch.Generator().manual_seed(0), pairs)
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_a_generator_reseeded_every_step_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Step 1 draws its own seeds and passes; step 2 draws step 1's again: the pairs, the weights
+    read and every other check within the step hold, and only the seeds the rule gives step 2
+    (contracts.es_seeds) show the repeat. Exit 3 naming the gate, at step 2."""
+    monkeypatch.setattr(noise, "mirrored", _reseeded)
+    measured = _fires(world, tmp_path / "out", "GATE-ES-002", capsys)
+    assert measured["seeds_step"] == 2 and measured["max_pair_sum"] == 0
+    # The halted record is true as it stands: it reports step 1, the one line its log holds.
+    record = read_evidence(tmp_path / "out" / "metadata.json")
+    assert [s["step"] for s in record.metrics["steps"]] == [1]  # type: ignore[union-attr]
+    assert check_record_truth(record, tmp_path / "out", load_spec()).violations == []
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_a_resume_that_restores_a_fresh_generator_fires(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A resume whose generator is seeded afresh instead of restored from the checkpoint: its first
+    step evaluates step 1's seeds again, where the rule gives step 3 its own."""
+    out = tmp_path / "out"
+    assert _es(world, out) == 0
+    monkeypatch.setattr(rundir, "_decode", lambda _text: torch.Generator().manual_seed(0))
+    assert main(["es", "--resume", str(out), "--steps", "3"]) == 3
+    err = capsys.readouterr().err
+    assert "GATE-ES-002" in err and "step 3 evaluated the members of seeds" in err, err
+
+
+@pytest.mark.holds("GATE-ES-002")
+def test_each_step_logs_the_seeds_the_rule_gives_it_and_the_checker_derives_them(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """A clean run's step lines name the rule's seeds (contracts.es_seeds, from the config's seed),
+    and its record checks clean; a step line whose seeds are step 1's, as a generator re-seeded
+    every step would log them, is named by the checker from the config alone."""
+    out = tmp_path / "out"
+    assert _es(world, out, "--steps", "3", "--seed", "5") == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["seeds"] for line in lines] == es_seeds.run_seeds(5, 3, 2)
+    record = read_evidence(out / "metadata.json")
+    assert check_record_truth(record, out, load_spec()).violations == []
+    lines[2]["seeds"] = lines[0]["seeds"]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    violations = check_record_truth(record, out, load_spec()).violations
+    assert any("step 3 logs noise seeds" in v and "contracts.es_seeds" in v for v in violations), violations
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_seeds_off_the_rule_or_repeated_fire_and_the_rule_s_own_hold() -> None:
+    """The judge's check seeds on its own: step 2's members at the rule's seeds hold; at step 1's
+    seeds, or with one member's seed changed, they fire."""
+    due = es_seeds.run_seeds(7, 2, 2)
+    seeds = {"seeds_run_seed": 7, "seeds_population": 4, "seeds_step": 2}
+    assert measure("GATE-ES-002", {**seeds, "member_seeds": es_seeds.member_seeds(due[1])}).ok
+    repeated = measure("GATE-ES-002", {**seeds, "member_seeds": es_seeds.member_seeds(due[0])})
+    assert not repeated.ok and "that an earlier step of the run drew" in str(repeated.message)
+    moved = es_seeds.member_seeds(due[1])
+    moved[3] += 1
+    assert not measure("GATE-ES-002", {**seeds, "member_seeds": moved}).ok
+    more = es_seeds.member_seeds(es_seeds.run_seeds(7, 2, 4)[1])  # twice the population's pairs
+    assert not measure("GATE-ES-002", {**seeds, "member_seeds": more}).ok
 
 
 @pytest.mark.gate("GATE-ES-006")

@@ -268,7 +268,7 @@ def test_an_export_that_reads_back_as_another_configuration_exits_3(
     assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
     record = json.loads((out / "export.json").read_text())
     assert record["parity"]["model.safetensors"]["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
-    assert set(record["architecture_differing"]) == {"ctx"}
+    assert set(record["architecture_differing"]) == {"ctx", "config.json max_position_embeddings"}
 
 
 @pytest.mark.holds(GATE)
@@ -321,3 +321,88 @@ def test_an_export_that_drops_the_qkv_biases_fails_the_check(
     assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
     assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
     assert (out / "model.unverified.safetensors").is_file() and not (out / "model.safetensors").exists()
+
+
+# -- GATE-EXPORT-001 rev 4: judged as a user loads it, every config.json field the model's -----------
+
+
+def declared_bfloat16(config: dict[str, Any], _model: ModelConfig) -> None:
+    """The audit's R18: config.json declares bfloat16 for float32 weights."""
+    config["dtype"] = "bfloat16"
+
+
+def cache_off(config: dict[str, Any], _model: ModelConfig) -> None:
+    """A field parity cannot see: generation without its key-value cache."""
+    config["use_cache"] = False
+
+
+def unruled_field(config: dict[str, Any], _model: ModelConfig) -> None:
+    """A field the contracts' rule has none for (transformers reads it; what it does is unchecked)."""
+    config["pretraining_tp"] = 1
+
+
+@pytest.mark.gate(GATE)
+def test_an_export_that_declares_another_dtype_than_its_weights_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain from_pretrained loads it in bfloat16: the loaded dtype is not the stored float32, and
+    config.json's dtype is not the model's; exit 3 naming the gate, the weights renamed unverified."""
+    plant_config(monkeypatch, declared_bfloat16)
+    out = tmp_path / "hf"
+    assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    record = json.loads((out / "export.json").read_text())
+    assert (record["loaded_dtypes"], record["stored_dtypes"]) == (["bfloat16"], ["float32"])
+    assert record["architecture_differing"]["config.json dtype"] == {
+        "model": "float32",
+        "exported": "bfloat16",
+    }
+    assert (out / "model.unverified.safetensors").is_file()
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize("tamper", [cache_off, unruled_field], ids=["use-cache-off", "unruled-field"])
+def test_an_export_with_a_config_field_other_than_the_model_s_exits_3(
+    tamper: ConfigTamper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fields parity cannot see, held to contracts.hf_export's rule: one written otherwise, or one
+    the rule does not know, is named (its logits still match)."""
+    plant_config(monkeypatch, tamper)
+    out = tmp_path / "hf"
+    assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 3
+    assert "gate fired: GATE-EXPORT-001" in capsys.readouterr().err
+    record = json.loads((out / "export.json").read_text())
+    assert record["parity"]["model.safetensors"]["max_abs_diff"] <= load_spec().threshold(GATE, "logits_atol")
+    assert len(record["architecture_differing"]) == 1
+
+
+@pytest.mark.holds(GATE)
+@pytest.mark.parametrize("biased", [False, True], ids=["llama", "qwen2"])
+def test_an_export_loads_by_default_in_its_weights_dtype_with_every_field_the_model_s(
+    tmp_path: Path, biased: bool
+) -> None:
+    checkpoint = biased_checkpoint(tmp_path) if biased else make_checkpoint(tmp_path)
+    result = export_hf(checkpoint, tmp_path / "hf")
+    exporters.certify(result)
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert result.record["loaded_dtypes"] == result.record["stored_dtypes"] == ["float32"]
+    assert result.record["architecture_differing"] == {}
+    assert result.record["architecture_keys"] >= len(written)
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_export_record_whose_config_declares_another_dtype_is_caught(tmp_path: Path) -> None:
+    """The checker reads the stored dtypes from the weights file again and holds config.json's dtype to
+    them: a config.json edited to bfloat16 after the fact (re-hashed as a forger would) is named."""
+    from ledger_support import assert_caught, edited
+
+    out = tmp_path / "hf"
+    assert main(["export", str(make_checkpoint(tmp_path)), "--format", "hf", "--out", str(out)]) == 0
+
+    def bfloat16(_data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "dtype": "bfloat16"}))
+
+    assert_caught(
+        edited(out, bfloat16), "config.json: declares dtype 'bfloat16', but model.safetensors stores"
+    )

@@ -283,3 +283,75 @@ def test_a_writer_that_unties_the_head_fires(
     assert main([*argv, "--out", str(out)]) == 3
     assert "GATE-HQQ-003" in capsys.readouterr().err
     assert _results(out)["GATE-HQQ-003"][0] == "FAIL"
+
+
+# -- GATE-HQQ-001 check grid: the weights written lie on 2^bits levels per group ---------------------
+
+
+def _zero_points_per_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R17: the zero-point search keeps one zero-point per weight, not per group (its
+    mean over the wrong dimension, broadcast): each weight rounds on a grid shifted by its column."""
+    real = hqq.optimise_zero
+
+    def per_weight(
+        w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, s: HalfQuadratic
+    ) -> torch.Tensor:
+        return real(w, scale, zero, bits, s) + torch.linspace(-0.05, 0.05, w.shape[1], dtype=w.dtype)
+
+    monkeypatch.setattr(hqq, "optimise_zero", per_weight)
+
+
+@pytest.mark.gate("GATE-HQQ-001")
+def test_zero_points_kept_per_weight_stop_the_quantisation(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A "4-bit" output with more than 16 values per group: `stack quantize` exits 3 naming the gate,
+    the distinct values counted on the weights written into the model."""
+    _zero_points_per_weight(monkeypatch)
+    out = tmp_path / "out"
+    argv = ["quantize", str(source), "--targets", "ffn_up", "--group-size", "32", "--bits", "4"]
+    assert main([*argv, "--out", str(out)]) == 3
+    assert "GATE-HQQ-001" in capsys.readouterr().err
+    verdict, measured = _results(out)["GATE-HQQ-001"]
+    assert verdict == "FAIL"
+    message = next(g.message for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-HQQ-001")
+    assert "as written is no 4-bit grid" in str(message) and "zero-points for" in str(message)
+    assert max(row["levels"] for row in measured["grid"]) > 16  # type: ignore[index]
+
+
+@pytest.mark.gate("GATE-HQQ-001")
+def test_a_group_one_level_beyond_the_grid_fires_and_a_full_grid_holds() -> None:
+    """At 4 bits a group of 16 distinct values with codes 0..15 holds; 17 values, or a code 16, fire;
+    so does one weight that is not its code's dequantisation."""
+    row = {"matrix": "layers.0.q", "groups": 4, "scales": 4, "zeros": 4, "codes_integral": True}
+    clean = {**row, "levels": 16, "codes_min": 0.0, "codes_max": 15.0, "unreproduced": 0}
+    assert measure("GATE-HQQ-001", {"grid": [clean], "bits": 4}).ok
+    for change in ({"levels": 17}, {"codes_max": 16.0}, {"unreproduced": 1}, {"zeros": 64}):
+        assert not measure("GATE-HQQ-001", {"grid": [{**clean, **change}], "bits": 4}).ok, change
+
+
+@pytest.mark.holds("GATE-HQQ-001")
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_quantize_record_whose_grid_is_not_its_checkpoints_is_caught(source: Path, tmp_path: Path) -> None:
+    """The grid a clean run records is the checkpoint's it wrote (at most 16 levels a group at 4 bits);
+    a record and surgery.json that say one level fewer (the judge still passes) are named against
+    that checkpoint."""
+    from ledger_support import assert_caught, edited, gate
+
+    out = tmp_path / "out"
+    assert main(["quantize", str(source), *QUANTIZE, "--bits", "4", "--out", str(out)]) == 0
+    grid = _results(out)["GATE-HQQ-001"][1]["grid"]  # type: ignore[index]
+    assert len(grid) == 9 and all(r["levels"] <= 16 and r["unreproduced"] == 0 for r in grid)
+
+    levels = grid[0]["levels"]
+
+    def fewer_levels(data: dict[str, object], run_dir: Path) -> None:
+        gate(data, "GATE-HQQ-001")["measured"]["grid"][0]["levels"] = levels - 1
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text())
+        report["gates"]["GATE-HQQ-001"]["grid"][0]["levels"] = levels - 1
+        path.write_text(json.dumps(report))
+
+    assert_caught(
+        edited(out, fewer_levels), f"has levels {levels - 1}, but the checkpoint it wrote gives {levels}"
+    )

@@ -114,6 +114,54 @@ def test_a_field_restated_from_its_result_file_is_caught(
     assert_caught(run, f"{'.'.join(path)} is {json.dumps(value)}, but its artifacts derive")
 
 
+# -- gate values a fresh record restates of its manifest, config and log ---------------------------
+# The ledger's records of spec 1.29.0 are stale under GATE-DATA-013 rev 5 and GATE-DATA-007 rev 3,
+# so round 5's P01 (dedup's threshold restated) and the model vocabulary GATE-DATA-007 restates of
+# the config are planted in fresh records, beside spec 1.30.0's values a prepare's manifest and
+# config give again: each source's byte account (a forger moving the bytes a document lost into
+# framing keeps the sum), the settings the filter rules were judged by, the data's tokenizer, and
+# the documents keyed as stored.
+
+
+def _bytes_moved_to_framing(measured: dict[str, Any]) -> None:
+    account = next(iter(measured["accounts"].values()))
+    account["kept_bytes"] -= 12
+    account["framing_bytes"]["blank"] = account["framing_bytes"].get("blank", 0) + 12
+
+
+FRESH_GATE_VALUES = [
+    ("prepare", "GATE-DATA-013", lambda m: m["dedup"].update(min_jaccard=0.7), "dedup.min_jaccard is 0.7"),
+    ("sft", "GATE-DATA-007", lambda m: m.update(model_vocab=8192), "model_vocab is 8192"),
+    ("prepare", "GATE-DATA-014", _bytes_moved_to_framing, "kept_bytes is"),
+    (
+        "prepare",
+        "GATE-DATA-013",
+        lambda m: m["rules"]["settings"]["script"].update(min_share=0.9),
+        "min_share is 0.9",
+    ),
+    ("prepare", "GATE-DATA-007", lambda m: m.update(tokenizer="hf"), "tokenizer is"),
+    (
+        "prepare_chat",
+        "GATE-DATA-005",
+        lambda m: m.update(stored_heldout=m["stored_heldout"] - 1),
+        "stored_heldout",
+    ),
+]
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+@pytest.mark.parametrize(
+    ("kind", "gate_id", "edit", "says"),
+    FRESH_GATE_VALUES,
+    ids=["P01-min-jaccard", "model-vocab", "accounts", "rules-settings", "round-trip-tokenizer", "stored"],
+)
+def test_a_gate_value_its_artifacts_decide_restated_is_caught(
+    filed: Filed, tmp_path: Path, kind: str, gate_id: str, edit: Callable[[dict[str, Any]], None], says: str
+) -> None:
+    run = copied(tmp_path, getattr(filed, kind), lambda data, _dir: edit(gate(data, gate_id)["measured"]))
+    assert_caught(run, f"gates[{gate_id}].measured.", says, "but its artifacts derive")
+
+
 @pytest.mark.gate("GATE-INTEG-001")
 def test_eval_tokens_restated_in_the_result_file_too_are_caught_by_the_gate_that_counted_them(
     filed: Filed, tmp_path: Path

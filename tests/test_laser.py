@@ -258,3 +258,95 @@ def test_quantize_on_every_matrix_says_what_it_touched_and_skipped(
     recorded = json.loads((out / "surgery.json").read_text())["measured"]
     assert "layers.1.moe.expert1.down" in recorded["selection"]["touched"]
     assert {row["matrix"] for row in recorded["matrices"]} == set(recorded["selection"]["touched"])
+
+
+# -- GATE-LASER-003 check selection: the targets are what the command line selects ---------------
+
+
+def _layers_without_their_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--layers A-B` parsed as range(A, B): the audit's R36, planted in the stack's parser."""
+    from stack.model import names
+
+    real = names.parse_layers
+    monkeypatch.setattr(
+        names, "parse_layers", lambda text, n: range(real(text, n).start, real(text, n).stop - 1)
+    )
+
+
+@pytest.mark.gate("GATE-LASER-003")
+@pytest.mark.parametrize(
+    "command", [("laser", "--rho", "0.5"), ("quantize", "--bits", "8")], ids=["laser", "quantize"]
+)
+def test_a_layer_range_read_without_its_last_block_stops_the_surgery(
+    source: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: tuple[str, ...],
+) -> None:
+    """`--layers 1-2` leaves block 2 out and says "outside --layers 1-2": the targets are not what
+    the command line selects by contracts.selection, exit 3 naming the gate."""
+    _layers_without_their_last(monkeypatch)
+    out = tmp_path / "out"
+    name, *settings = command
+    argv = [name, str(source), "--targets", "ffn_*", "--layers", "1-2", *settings, "--out", str(out)]
+    assert main(argv) == 3
+    assert "GATE-LASER-003" in capsys.readouterr().err
+    message = _verdict_message(out)
+    assert "left out layers.2.ffn.down.weight, layers.2.ffn.gate.weight, layers.2.ffn.up.weight" in message
+
+
+@pytest.mark.holds("GATE-LASER-003")
+@pytest.mark.parametrize(
+    "model",
+    [tiny_model(), tiny_model(tie_embeddings=False), _options_model()],
+    ids=["tied", "untied", "options"],
+)
+@pytest.mark.parametrize(
+    "pattern",
+    ["*", "ffn_*", "q", "layers.1.q", "q_proj", "down_proj", "embed", "lm_head", "logits", "moe.*", "*2"],
+)
+@pytest.mark.parametrize("layers", [None, "0", "1", "0-1", "1-1"])
+def test_the_stacks_selection_is_the_contracts_rule(model: GPT, pattern: str, layers: str | None) -> None:
+    """The stack's selection and contracts.selection's agree, key for key, on every kind of name,
+    with and without --layers, on a tied, an untied and an every-option model."""
+    from contracts.selection import selected
+
+    try:
+        chosen = select(model, [pattern], layers)
+    except BadInput:  # a pattern or range that selects nothing: no surgery runs
+        assert selected(model.config.model_dump(), [pattern], layers) == []
+        return
+    keys = sorted(key for target in chosen.targets for key in target.keys)
+    assert keys == selected(model.config.model_dump(), [pattern], layers)
+
+
+def test_the_contracts_read_an_option_as_argparse_does() -> None:
+    from contracts.selection import option
+
+    argv = ["stack", "laser", "run", "--targets", "q", "--lay=0-1", "--targets=ffn_*", "--rho", "0.5"]
+    assert (option(argv, "--targets"), option(argv, "--layers"), option(["x"], "--layers")) == (
+        "ffn_*",
+        "0-1",
+        None,
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_surgery_record_whose_selection_is_not_its_command_lines_is_caught(
+    source: Path, tmp_path: Path
+) -> None:
+    """The selection GATE-LASER-003 held the targets to is what the record's argv selects of its
+    config.toml's model: a record that drops a block from both (so the judge still passes) is named."""
+    from ledger_support import assert_caught, edited, gate
+
+    out = tmp_path / "out"
+    argv = ["laser", str(source), "--targets", "ffn_*", "--layers", "1-2", "--rho", "0.5", "--out", str(out)]
+    assert main(argv) == 0
+
+    def one_block(data: dict[str, object], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-LASER-003")["measured"]
+        for key in ("targets", "selected", "changed"):
+            measured[key] = [k for k in measured[key] if k.startswith("layers.1.")]
+
+    assert_caught(edited(out, one_block), "gates[GATE-LASER-003].measured.selected")

@@ -11,6 +11,7 @@ against the last lens layer as final, and log-probabilities reported as probabil
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -805,3 +806,144 @@ def test_a_lens_readings_kl_is_held_to_its_trace_by_the_checker(
 
     found = findings(edited(shutil.copytree(out, tmp_path / "top"), as_logs))
     assert any("gates[GATE-LENS-006].measured.reading_top[0]" in line for line in found), found
+
+
+# -- a reading's entropy, recomputed from the log-probabilities it read (GATE-LENS-006 rev 3) ------
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_reading_whose_entropy_is_averaged_over_the_vocabulary_stops_the_lens(
+    trained: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit's R34: −Σ p log p divided by the vocabulary (0.0214 nats for 5.49), every layer
+    and position, while KL and top tokens stay right: `stack lens` exits 3 naming the gate."""
+    monkeypatch.setattr(readout, "entropy_of", lambda lp: -(lp.exp() * lp).mean(-1))
+    argv = ["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(tmp_path / "rec")]
+    assert main(argv) == 3
+    assert "GATE-LENS-006" in capsys.readouterr().err
+    (result,) = [
+        g for g in read_evidence(tmp_path / "rec" / "metadata.json").gates if g.id == "GATE-LENS-006"
+    ]
+    assert result.verdict is Verdict.FAIL and "entropies are not −Σ p log p" in str(result.message)
+
+
+@pytest.mark.parametrize(
+    ("factor", "fires"),
+    [
+        pytest.param(2.0, True, marks=pytest.mark.gate("GATE-LENS-006")),
+        pytest.param(0.5, False, marks=pytest.mark.holds("GATE-LENS-006")),
+    ],
+)
+def test_an_entropy_just_beyond_kl_rtol_fires_and_just_inside_holds(
+    monkeypatch: pytest.MonkeyPatch, factor: float, fires: bool
+) -> None:
+    """Every entropy scaled by 1 + factor × kl_rtol: inside the tolerance the reading holds, beyond
+    it the entropies are named."""
+    rtol = load_spec().threshold("GATE-LENS-006", "kl_rtol")
+    real = readout.entropy_of
+    monkeypatch.setattr(readout, "entropy_of", lambda lp: real(lp) * (1 + factor * rtol))
+    model = tiny_model()
+    residuals = capture(model, _ids())
+    ledger = Ledger()
+    with recording(ledger), contextlib.suppress(GateViolation):
+        read(model, residuals, None, 3)
+    result = {r.id: r for r in ledger.gate_results()}["GATE-LENS-006"]
+    assert (result.verdict is Verdict.FAIL) is fires
+    assert ("entropies are not" in str(result.message)) is fires
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_record_whose_entropies_are_not_its_readings_is_caught(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """The entropies GATE-LENS-006 held are trace.json's readings': a record edited to others (the
+    recomputed twin with them, so the judge still passes) is named."""
+    out = tmp_path / "rec"
+    assert main(["lens", str(trained["run"]), "--prompt", PROMPT, "--out", str(out)]) == 0
+
+    def halved(data: dict[str, object], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-LENS-006")["measured"]
+        for key in ("reading_entropy", "recomputed_reading_entropy"):
+            measured[key] = [[e / 2 for e in row] for row in measured[key]]
+
+    assert any(
+        "gates[GATE-LENS-006].measured.reading_entropy" in line for line in findings(edited(out, halved))
+    )
+
+
+# -- every other hyper-parameter the record states, read back from the optimizer (GATE-LENS-002 rev 4)
+
+
+def _sgd_built_with(monkeypatch: pytest.MonkeyPatch, **forced: object) -> None:
+    """The lens's SGD built with `forced` in place of what the settings hand it (the audit's R19:
+    weight_decay=0.0 whatever --weight-decay said)."""
+    sgd = torch.optim.SGD
+
+    class Forced(sgd):  # type: ignore[misc, valid-type]
+        def __init__(self, params: object, **settings: object) -> None:
+            super().__init__(params, **{**settings, **forced})
+
+    monkeypatch.setattr(torch.optim, "SGD", Forced)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_lens_trained_without_the_weight_decay_its_record_states_stops(
+    trained: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit's R19 through `stack lens --train`: exit 3 naming GATE-LENS-002, the decay read back
+    from the optimizer at every step against the 0.001 the record states."""
+    _sgd_built_with(monkeypatch, weight_decay=0.0)
+    argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "3"]
+    out = tmp_path / "rec"
+    assert main([*argv, "--save", str(tmp_path / "l.safetensors"), "--seq-len", "16", "--out", str(out)]) == 3
+    assert "GATE-LENS-002" in capsys.readouterr().err
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-LENS-002"]
+    assert result.verdict is Verdict.FAIL
+    assert "first at step 1: weight_decay 0.0, stated 0.001" in str(result.message)
+
+
+@pytest.mark.gate("GATE-LENS-002")
+@pytest.mark.parametrize(
+    "forced", [{"momentum": 0.5}, {"nesterov": False, "momentum": 0.9}], ids=["momentum", "nesterov"]
+)
+def test_a_lens_optimizer_with_another_momentum_or_nesterov_fires(
+    trained: dict[str, Path], monkeypatch: pytest.MonkeyPatch, forced: dict[str, object]
+) -> None:
+    model = load_trained(trained["run"]).model
+    _sgd_built_with(monkeypatch, **forced)
+    with pytest.raises(GateViolation, match=r"GATE-LENS-002.*other than the record states at 4 of 4 step"):
+        train_lens(model, trained["data"], QUICK, _quiet)
+
+
+@pytest.mark.holds("GATE-LENS-002")
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_lens_record_states_the_hyperparameters_it_applied_and_the_checker_holds_them_to_its_config(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A clean lens training reads the config's decay, momentum and Nesterov flag back at every step;
+    a record whose stated values are edited (the applied ones with them, so the judge passes) is
+    named against its config."""
+    record = read_evidence(trained["train_record"] / "metadata.json")
+    (result,) = [g for g in record.gates if g.id == "GATE-LENS-002"]
+    stated = {key: (record.config or {})[key] for key in ("weight_decay", "momentum", "nesterov")}
+    assert result.measured["stated_hyperparameters"] == stated
+    assert result.measured["applied_hyperparameters"] == [stated] * 60
+    copy = tmp_path / "rec"
+    shutil.copytree(trained["train_record"], copy)
+
+    def undecayed(data: dict[str, object], _run_dir: Path) -> None:
+        measured = gate(data, "GATE-LENS-002")["measured"]
+        measured["stated_hyperparameters"]["weight_decay"] = 0.0
+        for step in measured["applied_hyperparameters"]:
+            step["weight_decay"] = 0.0
+
+    found = findings(edited(copy, undecayed))
+    assert any(
+        "stated_hyperparameters.weight_decay is 0.0, but its artifacts derive 0.001" in f for f in found
+    )

@@ -8,22 +8,28 @@ One base run and one LoRA run are trained per module (a few seconds each on the 
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run
 from train_support import evidence, one_line_cli, prepared, smoke_args, train, unjudged, verdicts
 
 from contracts.evidence import read_evidence
+from contracts.gates import measure
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.model.gpt import GPT
-from stack.model.lora import adapter_sha256, base_sha256, has_lora
+from stack.model.lora import LoRALinear, adapter_sha256, base_sha256, has_lora
 from stack.train import checkpoint as ckpt
+from stack.train import lora_setup
 from stack.train.trained import load_trained
 
 STEPS = ["train.steps=4", "eval.every=4", "ckpt.every=2", "ckpt.keep_last=4", "monitor.sample_every=4"]
@@ -230,3 +236,121 @@ def test_adapters_decayed_otherwise_than_lora_weight_decay_fire(
         capsys, *smoke_args(runs["data"], tmp_path / "run", *STEPS, *LORA), "--init-from", str(runs["base"])
     )
     assert code == 3 and "GATE-TRAIN-002" in err and "lora.weight_decay 0" in err
+
+
+# -- GATE-TRAIN-007 check dropout: what each adapter's A read shows the configured dropout --------
+
+
+def _adapter_with(dropped: Callable[[LoRALinear, torch.Tensor], torch.Tensor]) -> Callable[..., Any]:
+    """LoRALinear.adapter with A reading `dropped(self, x)` in place of its dropout's output."""
+
+    def adapter(self: LoRALinear, x: torch.Tensor) -> torch.Tensor | None:
+        if self.merged:
+            return None
+        if torch.is_grad_enabled():
+            self.fed += x.numel() // self.in_features
+        return self.scale * F.linear(F.linear(dropped(self, x), self.lora_A), self.lora_B)
+
+    return adapter
+
+
+def _tune(runs: dict[str, Path], out: Path, *lora: str) -> int:
+    return train([*smoke_args(runs["data"], out, *STEPS, *lora), "--init-from", str(runs["base"])])
+
+
+@pytest.mark.holds("GATE-TRAIN-007")
+def test_a_lora_run_s_adapters_read_their_input_under_the_configured_dropout(runs: dict[str, Path]) -> None:
+    """The tuned run (lora.dropout 0.1): A read about a tenth of its nonzero input as 0 and the rest
+    scaled by 1 / 0.9; the record's rate is the config's, which the checker holds it to."""
+    result = next(g for g in evidence(runs["tuned"])["gates"] if g["id"] == "GATE-TRAIN-007")
+    measured = result["measured"]
+    assert result["verdict"] == "PASS" and measured["dropout_p"] == 0.1 and measured["dropout_unread"] == 0
+    assert measured["dropout_adapters"] == 5 and measured["dropout_scale_error"] <= 1.0
+    assert abs(measured["dropout_zeroed"] / measured["dropout_elements"] - 0.1) < 0.02
+    record = read_evidence(runs["tuned"] / "metadata.json")
+    next(g for g in record.gates if g.id == "GATE-TRAIN-007").measured["dropout_p"] = 0.0  # type: ignore[index]
+    violations = check_record_truth(record, runs["tuned"], load_spec()).violations
+    assert any("dropout_p is 0.0, but its artifacts derive 0.1" in v for v in violations), violations
+
+
+def _never_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round-6 audit's R02: A handed the adapter's input as it came, the dropout never drawn."""
+    monkeypatch.setattr(LoRALinear, "adapter", _adapter_with(lambda _self, x: x))
+
+
+def _unscaled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropout's mask drawn by hand in training, its survivors left at x instead of x / (1 − p)."""
+
+    def masked(self: LoRALinear, x: torch.Tensor) -> torch.Tensor:
+        return x * (torch.rand_like(x) >= self.lora_dropout.p) if self.training else x
+
+    monkeypatch.setattr(LoRALinear, "adapter", _adapter_with(masked))
+
+
+def _drawn_at_a_tenth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapters built with dropout 0.1 whatever lora.dropout says."""
+    real = lora_setup.apply_lora
+    monkeypatch.setattr(
+        lora_setup, "apply_lora", lambda *args, **kwargs: real(*args[:4], 0.1, *args[5:], **kwargs)
+    )
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+@pytest.mark.parametrize(
+    ("plant", "lora", "says"),
+    [
+        pytest.param(_never_drawn, "lora.dropout=0.1", "is not drawn on what A reads", id="R02-never-drawn"),
+        pytest.param(_unscaled, "lora.dropout=0.1", "not rescaled", id="survivors-unscaled"),
+        pytest.param(
+            _drawn_at_a_tenth,
+            "lora.dropout=0.0",
+            "a dropout drawn where none is configured",
+            id="drawn-at-p-0",
+        ),
+    ],
+)
+def test_an_adapter_whose_a_reads_other_than_its_dropout_halts(
+    runs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    plant: Callable[[pytest.MonkeyPatch], None],
+    lora: str,
+    says: str,
+) -> None:
+    """Each trains: GATE-MODEL-003 runs its training-mode forms with every dropout at p = 0, the mode
+    check asks only for training mode, and the inference comparison replays the same dropout; what
+    A read at the first probe, against what the adapter was handed, halts the run, exit 3 naming
+    the gate."""
+    plant(monkeypatch)
+    assert _tune(runs, tmp_path / "run", *LORA[:3], lora) == 3
+    err = capsys.readouterr().err
+    assert "GATE-TRAIN-007" in err and says in err, err
+
+
+@pytest.mark.holds("GATE-TRAIN-007")
+def test_an_adapter_without_dropout_reads_exactly_its_input(runs: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _tune(runs, run, *LORA[:3], "lora.dropout=0.0") == 0
+    measured = next(g for g in evidence(run)["gates"] if g["id"] == "GATE-TRAIN-007")["measured"]
+    assert measured["dropout_zeroed"] == 0 and measured["dropout_scale_error"] == 0
+
+
+@pytest.mark.gate("GATE-TRAIN-007")
+def test_a_dropout_count_or_scale_just_beyond_its_bound_fires_and_just_inside_holds() -> None:
+    """The binomial bound on the count A read as 0 (dropout_sigmas standard deviations of n·p) and
+    the survivors' distance from x / (1 − p) (dropout_scale_ulps), each at 0.99 and 1.01 of it."""
+    sigmas = load_spec().threshold("GATE-TRAIN-007", "dropout_sigmas")
+    ulps = load_spec().threshold("GATE-TRAIN-007", "dropout_scale_ulps")
+    n, p = 100_000, 0.1
+    bound = sigmas * math.sqrt(n * p * (1 - p))
+
+    def read(zeroed: float, error: float) -> dict[str, Any]:
+        counts = {"dropout_adapters": 2, "dropout_unread": 0, "dropout_elements": n}
+        return {"dropout_p": p, **counts, "dropout_zeroed": round(zeroed), "dropout_scale_error": error}
+
+    assert measure("GATE-TRAIN-007", read(n * p + 0.99 * bound, 0.99 * ulps)).ok
+    assert measure("GATE-TRAIN-007", read(n * p - 0.99 * bound, 0.0)).ok
+    assert not measure("GATE-TRAIN-007", read(n * p + 1.01 * bound, 0.0)).ok
+    assert not measure("GATE-TRAIN-007", read(n * p - 1.01 * bound, 0.0)).ok
+    assert not measure("GATE-TRAIN-007", read(n * p, 1.01 * ulps)).ok

@@ -199,6 +199,10 @@ def test_tool_calls_the_template_cannot_write_are_dropped_and_counted_not_the_fi
     out = capsys.readouterr().out
     report = load_manifest(tmp_path / "d").filters["main"]
     assert report.dropped == {"unrenderable": 6} and report.documents_out == 54
+    # GATE-DATA-014 check bytes: a dropped record's bytes are read and booked as dropped, so they balance
+    books = load_manifest(tmp_path / "d").accounting["main"]
+    assert books.dropped_bytes["unrenderable"] > 0
+    assert sum(books.input_bytes.values()) == books.kept_bytes + sum(books.dropped_bytes.values())
     logged = [json.loads(line) for line in (tmp_path / "d" / DROP_LOG_FILE).read_text().splitlines()]
     assert [row["where"] for row in logged] == [f"tools.jsonl:{i + 1}" for i in range(0, 60, 10)]
     warning = next(line for line in out.splitlines() if "the chat template cannot write" in line)

@@ -25,7 +25,7 @@ from stack.cli import main
 from stack.model import moe as moe_module
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT, param_count_formula
-from stack.model.moe_checks import check_expert_shares, check_mixtures, routed_counts
+from stack.model.moe_checks import ReceivedTokens, check_expert_shares, check_mixtures, routed_counts
 from stack.train import loop
 from tests.train_support import prepared, smoke_args, smoke_trainer, step_lines, train, unjudged, verdicts
 
@@ -442,13 +442,15 @@ def test_falsifier_router_collapse_warns_with_shares() -> None:
         with torch.no_grad():
             layer.moe.router.weight.zero_()
     tokens = torch.randint(SHAPE["vocab"], (4, 24), generator=torch.Generator().manual_seed(0))
-    with recording(Ledger()) as ledger:
+    top_k = MOE["moe_top_k"]
+    with recording(Ledger()) as ledger, ReceivedTokens(healthy) as received:
         healthy(tokens)
-        check_expert_shares(routed_counts(healthy), 1)
+        check_expert_shares(routed_counts(healthy), received.tokens, top_k, 1)
         assert ledger.results["GATE-ARCH-002"].verdict is Verdict.PASS
-    with recording(Ledger()) as ledger:
+    with recording(Ledger()) as ledger, ReceivedTokens(collapsed) as received:
         collapsed(tokens)
-        check_expert_shares(routed_counts(collapsed), 1)  # a warning gate: recorded, not raised
+        # a warning gate: recorded, not raised
+        check_expert_shares(routed_counts(collapsed), received.tokens, top_k, 1)
     result = ledger.results["GATE-ARCH-002"]
     assert result.verdict is Verdict.WARN
     starved = [e for e, n in enumerate(result.measured["routed"]["layers.0.moe"]) if n == 0]

@@ -19,15 +19,18 @@ from typing import Any
 
 import pytest
 import torch
+from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train
 
+from contracts.evidence import EvidenceRecord, GateResult, read_evidence
 from contracts.judges import judge
 from contracts.schedule import lr_at
 from contracts.spec import load_spec
 from stack.model import GPT, ModelConfig
 from stack.train import checkpoint as ckpt
 from stack.train import loop
+from stack.train.lora_setup import StartWeights
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,11 @@ def started(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("started") / "run"
     assert train(smoke_args(data, run, "train.steps=2", "ckpt.every=1", "ckpt.keep_last=2")) == 0
     return run
+
+
+def _result_of(record: EvidenceRecord) -> GateResult:
+    (result,) = [g for g in record.gates if g.id == "GATE-TRAIN-008"]
+    return result
 
 
 def _result(record: dict[str, Any]) -> dict[str, Any]:
@@ -263,6 +271,62 @@ def test_an_init_from_and_a_resume_hold_the_models_tensors(data: Path, started: 
     for run in (finetune, resumed):
         result = _result(evidence(run))
         assert result["verdict"] == "PASS" and result["measured"]["unheld_parameters"] == 0
+    started_from = _result(evidence(finetune))["measured"]
+    assert started_from["start_from"] == "checkpoint"
+    assert started_from["start_sha256"] == started_from["stated_start_sha256"]
+
+
+# -- start: the weights the first step starts from are the ones the run states ------------------
+
+
+def _drawn_from_seed_0(config: ModelConfig, seed: int | None = None) -> GPT:
+    """The round-6 audit's R13: the Trainer's model built with seed 0, whatever train.seed says."""
+    return GPT(config, seed=0)
+
+
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_falsifier_a_model_drawn_from_another_seed_than_train_seed_is_refused_at_set_up(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model trains as well from seed 0 as from seed 7, and its initialisation passes
+    GATE-MODEL-003's statistics; only the weights drawn again from train.seed in a fresh generator
+    (check start) show that the run starts from another seed's."""
+    monkeypatch.setattr(loop, "GPT", _drawn_from_seed_0)
+    measured = _refused(smoke_args(data, tmp_path / "run", "train.seed=7"), tmp_path / "ledger")
+    assert measured["start_from"] == "seed" and measured["start_seed"] == 7
+    assert measured["start_sha256"] != measured["stated_start_sha256"]
+
+
+@pytest.mark.holds("GATE-TRAIN-008")
+def test_a_model_drawn_from_seed_0_is_the_start_of_a_run_of_seed_0(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same build where train.seed is 0: the start it states, tensor for tensor; and the record's
+    start_seed is the config's, which the checker holds it to."""
+    monkeypatch.setattr(loop, "GPT", _drawn_from_seed_0)
+    run = tmp_path / "run"
+    measured = _passes(data, run, "train.seed=0")
+    assert measured["start_seed"] == 0 and measured["start_sha256"] == measured["stated_start_sha256"]
+    record = read_evidence(run / "metadata.json")
+    assert check_record_truth(record, run, load_spec()).violations == []
+    _result_of(record).measured["start_seed"] = 7  # type: ignore[index]
+    violations = check_record_truth(record, run, load_spec()).violations
+    assert any("start_seed is 7, but its artifacts derive 0" in v for v in violations), violations
+
+
+@pytest.mark.gate("GATE-TRAIN-008")
+def test_falsifier_an_init_from_whose_load_never_happens_is_refused_at_set_up(
+    data: Path, started: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--init-from's weights never loaded: the run would fine-tune the random initialisation (no
+    first-loss check runs for a fine-tune), its optimizer holding the model's own tensors; the
+    checkpoint's weights, read from its file apart from the model, are not what the model holds."""
+    monkeypatch.setattr(StartWeights, "load", lambda _self, _model: None)
+    argv = [*smoke_args(data, tmp_path / "run"), "--init-from", str(started)]
+    measured = _refused(argv, tmp_path / "ledger")
+    assert (
+        measured["start_from"] == "checkpoint" and measured["start_sha256"] != measured["stated_start_sha256"]
+    )
 
 
 # -- gradient: what the optimizer is handed, against the step's own gradient -------------------

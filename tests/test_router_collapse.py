@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 import torch
-from train_support import prepared, smoke_args, train
+from record_checks import check_record_truth
+from train_support import metric_lines, prepared, smoke_args, train
 
+from contracts.evidence import EvidenceRecord
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.model.moe import MoE
@@ -169,3 +171,74 @@ def test_a_collapse_lasting_one_evaluation_less_than_the_spec_holds() -> None:
     collapsed, healthy = [1990, 1990, 10, 10], [1000, 1000, 1000, 1000]
     assert judge("GATE-ARCH-012", _windows(healthy, *[collapsed] * need)) != []
     assert judge("GATE-ARCH-012", _windows(healthy, *[collapsed] * (need - 1))) == []
+
+
+# -- check total: a window's assignments are every token each layer received × top_k ----------------
+
+
+def _overwrite_routed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each MoE forward overwrites the layer's counts with its own instead of adding them to the
+    window's: the audit's R04. A window of sixteen held-out batches then counts the last one."""
+    real = MoE.forward
+
+    def overwriting(self: MoE, x: torch.Tensor) -> torch.Tensor:
+        before = self.routed.clone()
+        out = real(self, x)
+        self.routed = self.routed - before.to(self.routed.device)  # this forward's counts alone
+        return out
+
+    monkeypatch.setattr(MoE, "forward", overwriting)
+
+
+@pytest.mark.gate("GATE-ARCH-012")
+def test_routed_counts_overwritten_by_each_forward_stop_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Counts of the last held-out batch judged as the window: GATE-ARCH-012's check total halts
+    the run at its first evaluation (exit 3), and GATE-ARCH-002 names the same short window."""
+    _overwrite_routed(monkeypatch)
+    out = tmp_path / "overwritten"
+    assert _train(data, out) == 3
+    err = capsys.readouterr().err
+    assert "GATE-ARCH-012" in err and "the window's assignments add up to" in err
+    shares = _result(out, "GATE-ARCH-002")
+    assert shares["verdict"] == "WARN" and "the window's assignments add up to" in shares["message"]
+    received, top_k = _result(out, "GATE-ARCH-012")["measured"]["routed_tokens"], 2
+    window = _result(out, "GATE-ARCH-012")["measured"]["windows"][-1]
+    assert all(sum(window[layer]) < n * top_k for layer, n in received.items())
+
+
+@pytest.mark.holds("GATE-ARCH-002")
+@pytest.mark.holds("GATE-ARCH-012")
+def test_a_whole_window_adds_up_and_the_checker_derives_its_tokens(data: Path, tmp_path: Path) -> None:
+    """A clean run's windows add up to batches × batch × ctx × top_k, which the checker derives
+    from the config and the evaluation line: a record whose tokens say otherwise is refused."""
+    out = tmp_path / "clean"
+    assert _train(data, out) == 0
+    record = EvidenceRecord.model_validate_json((out / "metadata.json").read_text())
+    config = record.config or {}
+    line = metric_lines(out, "eval")[-1]
+    want = line["batches"] * config["train"]["batch_size"] * config["model"]["ctx"]
+    for gate_id in ("GATE-ARCH-002", "GATE-ARCH-012"):
+        result = _result(out, gate_id)
+        assert result["verdict"] == "PASS" and result["measured"]["routed_tokens"] == {"layers.0.moe": want}
+    assert sum(line["routed"]["layers.0.moe"]) == want * 2
+    assert check_record_truth(record, out, load_spec()).violations == []
+    forged = record.model_copy(deep=True)
+    shares = next(g for g in forged.gates if g.id == "GATE-ARCH-002")
+    shares.measured["routed_tokens"] = {"layers.0.moe": want // 16}
+    violations = check_record_truth(forged, out, load_spec()).violations
+    assert any("routed_tokens" in v and f"derive {want}" in v for v in violations), violations
+
+
+@pytest.mark.gate("GATE-ARCH-002")
+@pytest.mark.gate("GATE-ARCH-012")
+def test_a_window_one_assignment_off_its_tokens_fires_and_an_exact_one_holds() -> None:
+    """2048 tokens at top-2 are 4096 assignments: one fewer or one more fires both gates' check
+    total, exactly 4096 holds."""
+    for assigned, fires in ((4095, True), (4097, True), (4096, False)):
+        window = {"layers.0.moe": [1024, 1024, 1024, assigned - 3072]}
+        total = {"routed_tokens": {"layers.0.moe": 2048}, "top_k": 2}
+        assert bool(judge("GATE-ARCH-002", {"routed": window, **total})) is fires
+        collapse = {"windows": [window], **total, "balance_coef": 0.01}
+        assert bool(judge("GATE-ARCH-012", collapse)) is fires

@@ -22,8 +22,8 @@ from contracts.trace_anomaly import SiteBaseline
 from stack.cli import main
 from stack.trace import modes
 from stack.trace.anomaly import is_anomaly, judged_sites
-from stack.trace.sites import TRACE_SCHEMA_VERSION
-from stack.trace.tracer import Trace
+from stack.trace.sites import TRACE_SCHEMA_VERSION, layout_for
+from stack.trace.tracer import Trace, statistics_sample
 
 PROMPT = "the gate fired at layer one"
 
@@ -341,3 +341,85 @@ def test_two_paths_of_other_layouts_are_refused_not_calibrated() -> None:
     for first, second in ((a, b), (b, a)):
         with pytest.raises(BadInput, match="different sites"):
             two_paths(first, second, tokens(), names, [], shadow=False, stop_on_nonfinite=False)
+
+
+# -- GATE-TRACE-002 check statistics: the statistics kernels held to the statistics' definitions ----
+
+
+def _absmax_as_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU kernel's row of every float32 site with absmax = max: the audit's R06, planted on
+    the result of the wrapper the statistics call (the kernel itself is C)."""
+    from stack.trace import stats
+
+    real = stats.host_site_stats
+
+    def planted(tensor: torch.Tensor, **options: Any) -> torch.Tensor | None:
+        row = real(tensor, **options)
+        if row is not None:
+            row = row.clone()
+            row[4] = row[3]  # absmax := max
+        return row
+
+    monkeypatch.setattr(stats, "host_site_stats", planted)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+def test_a_statistics_kernel_whose_absmax_is_the_max_stops_the_trace(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """absmax taken as max for every float32 site on the CPU: each sampled site whose most negative
+    element outweighs its largest says absmax < −min, against itself and against its tensor."""
+    _absmax_as_max(monkeypatch)
+    out = tmp_path / "rec"
+    assert trace(runs["good"], "--prompt", PROMPT, "--out", out) == 3
+    assert "gate fired: GATE-TRACE-002" in capsys.readouterr().err
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-TRACE-002"]
+    assert result.verdict.value == "FAIL" and "is not max(−min, max)" in str(result.message)
+    assert "absmax" in str(result.message) and "recomputed" in str(result.message)
+
+
+@pytest.mark.parametrize(
+    ("times", "fires"),
+    [
+        pytest.param(1.01, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(0.99, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_a_mean_off_its_definition_just_beyond_statistics_rtol_fires_and_just_inside_holds(
+    runs: dict[str, Path], tmp_path: Path, times: float, fires: bool
+) -> None:
+    """A clean trace's sampled statistics are their definitions'; one site's recorded mean moved by
+    times × statistics_rtol × its absmax holds inside the tolerance and fires beyond it."""
+    from contracts.judges import judge
+
+    out = tmp_path / "rec"
+    assert trace(runs["good"], "--prompt", PROMPT, "--out", out) == 0
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-TRACE-002"]
+    measured = {k: result.measured[k] for k in ("stats_recorded", "stats_recomputed")}
+    model = tiny_model()
+    assert set(measured["stats_recorded"]) == statistics_sample(len(model.layers), layout_for(model.config))
+    assert judge("GATE-TRACE-002", measured) == []
+    rtol = load_spec().gate("GATE-TRACE-002").threshold_values["statistics_rtol"]
+    site = measured["stats_recomputed"]["logits"]
+    measured["stats_recorded"]["logits"]["mean"] = site["mean"] + times * rtol * site["absmax"]
+    assert bool(judge("GATE-TRACE-002", measured)) is fires
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_trace_whose_absmax_is_not_the_larger_of_min_and_max_is_caught(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """trace.json's every site, sampled or not, is held to absmax = max(−min, max): a site edited
+    there (and in the record, where the gate sampled it) is named by the checker."""
+    out = tmp_path / "rec"
+    assert trace(runs["good"], "--prompt", PROMPT, "--out", out) == 0
+
+    def absmax_as_max(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "trace.json"
+        report = json.loads(path.read_text())
+        for site in report["trace"]["sites"]:
+            if site["name"] == "layers.0.output":
+                site["stats"]["absmax"] = site["stats"]["max"] = -site["stats"]["min"] / 2
+        path.write_text(json.dumps(report))
+
+    assert_caught(edited(out, absmax_as_max), "trace.json: site layers.0.output: absmax")

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.curriculum import split_windows
 from contracts.derive.reports import (
     coverage_problems,
     heldout_windows_problems,
@@ -472,17 +473,6 @@ def _read_data_problems(
     return problems + sft_gate_problems(results, manifest, where)
 
 
-def _train_windows(manifest: dict[str, Any], window: int) -> dict[str, int]:
-    """Windows of each source of the train split read in windows of `window` targets, as the reader
-    numbers them: ⌊(n − 1) / window⌋ in each shard of n tokens (GATE-DATA-001's coverage)."""
-    windows: dict[str, int] = {}
-    for shard in manifest.get("shards") or []:
-        if isinstance(shard, dict) and shard.get("split") == "train" and isinstance(shard.get("tokens"), int):
-            source = str(shard.get("source"))
-            windows[source] = windows.get(source, 0) + max(shard["tokens"] - 1, 0) // window
-    return windows
-
-
 def _quota_problems(
     record: EvidenceRecord, manifest: dict[str, Any], where: str, shares: dict[str, float] | None
 ) -> list[str]:
@@ -509,18 +499,41 @@ def _quota_problems(
         return []
     if any(key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(record)):
         return []
-    windows = _train_windows(manifest, window)
+    windows = split_windows(_shards(manifest), "train", window)
+    problems = _static_windows_problems(record, windows, window, where)
     excluded, weights = set(data.get("exclude") or []), data.get("weights") or {}
     weight = {name: 0.0 if name in excluded else float(weights.get(name, 1.0)) for name in windows}
     if driven:
         weight = {name: 0.0 for name in windows} | share_weights(shares or {}, windows)
     rule = sum(quotas({name: (0, n) for name, n in windows.items()}, weight, {}, window).values())
     if stated == rule:
-        return []
+        return problems
     mixture = f"the policy's last shares {shares}" if driven else f"data.weights {weights}"
     return [
+        *problems,
         f"gates[GATE-DATA-001].measured.quota_windows is {stated}, but the quotas of the train windows "
-        f"of {where} ({windows} at {window} targets) under {mixture} give {rule}"
+        f"of {where} ({windows} at {window} targets) under {mixture} give {rule}",
+    ]
+
+
+def _shards(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shards a manifest lists (those that are tables)."""
+    return [shard for shard in manifest.get("shards") or [] if isinstance(shard, dict)]
+
+
+def _static_windows_problems(
+    record: EvidenceRecord, windows: dict[str, int], window: int, where: str
+) -> list[str]:
+    """GATE-DATA-008's check static derived a static policy's shares from `static_windows`: the
+    windows of each source of the train split of the manifest at the run's window (the same
+    contracts.curriculum.split_windows), which the record's shares events are held to."""
+    measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-008"), None)
+    stated = measured.get("static_windows") if isinstance(measured, dict) else None
+    if stated is None or stated == windows:
+        return []
+    return [
+        f"gates[GATE-DATA-008].measured.static_windows is {stated}, but the train split of {where} holds "
+        f"{windows} windows of {window} targets"
     ]
 
 

@@ -13,7 +13,10 @@ follow from them alone, without running the surgery or the model:
 
 So a record that restates a baseline error, a norm or a discarded norm its source does not give
 is caught, however well its files are re-hashed. The errors of the weights a surgery wrote are
-not derived here: those weights are the surgery's output, outside the repository.
+not derived here: those weights are the surgery's output, outside the repository. What its
+grid is, is: GATE-HQQ-001's check grid counts the distinct values of each group of every matrix
+the quantiser wrote, and the checkpoint the record's run directory holds gives those counts again
+(contracts.quantisation.most_levels), with each matrix's number of groups.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 
 from contracts.evidence import REPO_ROOT, EvidenceRecord
-from contracts.quantisation import rtn_baseline
+from contracts.quantisation import most_levels, rtn_baseline
 from contracts.truncation import rank_kept
 from stack.model.names import block_matrix
 
@@ -137,9 +140,35 @@ def _hqq_problems(rows: list[Any], digest: str, bits: int, group: int) -> list[s
     return problems
 
 
+def _grid_problems(rows: list[Any], run_dir: Path, report: dict[str, Any]) -> list[str]:
+    """GATE-HQQ-001's grid rows against the checkpoint the quantiser wrote (surgery.json's
+    `checkpoint` in the run directory): each matrix's groups and the most distinct values a group
+    holds there."""
+    path = run_dir / str(report.get("checkpoint")) / WEIGHTS
+    if not path.is_file():
+        return []  # a halted surgery wrote none; the artifact checks name a missing one
+    written = load_file(path)
+    problems = []
+    for row in rows:
+        weight, group = written.get(str(row.get("key"))), row.get("group")
+        if weight is None or not isinstance(group, int) or group < 1 or weight.numel() % group:
+            where = f"{row.get('key')!r} in groups of {group!r}"
+            problems.append(f"GATE-HQQ-001's grid names {where}, which the checkpoint it wrote does not hold")
+            continue
+        derived = {"groups": weight.numel() // group, "levels": most_levels(weight, group)}
+        problems += [
+            f"GATE-HQQ-001's grid of {row.get('matrix')} has {key} {row.get(key)!r}, but the checkpoint it "
+            f"wrote gives {want}"
+            for key, want in derived.items()
+            if row.get(key) != want
+        ]
+    return problems
+
+
 def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = REPO_ROOT) -> list[str]:
     """What a laser or quantize record states of its committed source model and the model does not
-    give (empty for other kinds, and for a source outside the repository)."""
+    give (empty for other kinds, and for a source outside the repository), and what its grid states
+    of the checkpoint it wrote and that checkpoint does not give."""
     if record.run.kind not in ("laser", "quantize") or not (run_dir / SURGERY_REPORT).is_file():
         return []
     try:
@@ -152,11 +181,14 @@ def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = 
     settings = report.get("settings") or {}
     laser_rows = (gates.get("GATE-LASER-002") or {}).get("matrices")
     hqq_rows = (gates.get("GATE-HQQ-001") or {}).get("matrices")
+    grid_rows = (gates.get("GATE-HQQ-001") or {}).get("grid")
+    problems = []
+    if isinstance(grid_rows, list):
+        problems += _grid_problems([r for r in grid_rows if isinstance(r, dict)], run_dir, report)
     rho, bits, group = settings.get("rho"), settings.get("bits"), settings.get("group_size")
     digest = source_weights(record, report, root) if laser_rows or hqq_rows else None
     if digest is None:
-        return []
-    problems = []
+        return [f"{SURGERY_REPORT}: {problem}" for problem in problems]
     if isinstance(laser_rows, list) and isinstance(rho, int | float):
         problems += _laser_problems([r for r in laser_rows if isinstance(r, dict)], digest, float(rho))
     if isinstance(hqq_rows, list) and isinstance(bits, int) and isinstance(group, int):

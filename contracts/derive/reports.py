@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tomllib
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
@@ -29,13 +30,17 @@ from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
 from contracts.evidence import EvidenceRecord, RunStatus
+from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
+from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
+from contracts.selection import selected_by
 from contracts.shard_layout import shard_bytes
+from contracts.site_statistics import inconsistencies, strict
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
 from contracts.truncation import rank_kept
@@ -407,6 +412,7 @@ def surgery_record(inputs: Inputs) -> Derivation:
                         for key, want in matrix_lists(gate_id, rows, values).items()
                         if not same(value := values.get(key), want)
                     ]
+        derived.problems += _selection_problems(inputs, derived, gates)
     else:
         derived.missing.append(("surgery.json: per-gate results", PER_ITEM_SINCE))
         for gate_id, block in SURGERY_BLOCKS.items():
@@ -420,6 +426,30 @@ def surgery_record(inputs: Inputs) -> Derivation:
                 for key, want in matrix_lists(result.id, rows, result.measured).items():
                     derived.put(("gates", result.id, "measured", key), want)
     return derived
+
+
+def _selection_problems(inputs: Inputs, derived: Derivation, gates: dict[str, Any]) -> list[str]:
+    """GATE-LASER-003's check selection (from 1.30.0): the tensors it held the targets to are what
+    the record's command line (`run.argv`: --targets, --layers) selects of the model its config.toml
+    describes, by contracts.selection; the record's and surgery.json's alike."""
+    values = gates.get("GATE-LASER-003")
+    text = inputs.artifacts.text("config.toml")
+    if not (isinstance(values, dict) and "selected" in values and text is not None):
+        return []
+    try:
+        model = tomllib.loads(text).get("model")
+    except tomllib.TOMLDecodeError:
+        return ["config.toml is not TOML"]
+    if not isinstance(model, dict):
+        return []
+    want = selected_by(inputs.record.run.argv or [], model)
+    derived.put(("gates", "GATE-LASER-003", "measured", "selected"), want)
+    if same(values["selected"], want):
+        return []
+    return [
+        f"surgery.json: gates.GATE-LASER-003.selected is {_short(values['selected'])}, but the command "
+        f"line's --targets and --layers select {_short(want)} of its model"
+    ]
 
 
 def surgery_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> None:
@@ -782,6 +812,9 @@ def export_record(inputs: Inputs) -> Derivation:
         if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
             read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
             derived.gate(gate_id, read_back, optional=True)
+        if "stored_dtypes" in report:  # rev 4: the dtypes loaded and stored, the weights file's again
+            derived.gate(gate_id, {"loaded_dtypes": report.get("loaded_dtypes")}, optional=True)
+            derived.problems += _stored_dtype_problems(inputs, derived, gate_id, file, report)
         tokens_read_back(derived, report)
         sample = report.get("sample") or {}
         windows, width = sample.get("windows"), sample.get("tokens_per_window")
@@ -794,6 +827,35 @@ def export_record(inputs: Inputs) -> Derivation:
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+def _stored_dtype_problems(
+    inputs: Inputs, derived: Derivation, gate_id: str, file: str, report: dict[str, Any]
+) -> list[str]:
+    """GATE-EXPORT-001's stored dtypes (check loaded) are those the weights file's header names
+    (contracts.hf_export.stored_dtypes), export.json's too; and config.json declares that dtype, the
+    one a plain from_pretrained loads the weights in."""
+    if not inputs.artifacts.has(file):
+        return []
+    with (inputs.artifacts.directory / file).open("rb") as handle:
+        head = handle.read(HEADER_LENGTH_BYTES)
+        stored = hf_stored_dtypes(head + handle.read(int.from_bytes(head, "little")))
+    derived.put(("gates", gate_id, "measured", "stored_dtypes"), stored, optional=True)
+    problems = (
+        []
+        if report.get("stored_dtypes") == stored
+        else [
+            f"export.json: stored_dtypes is {_short(report.get('stored_dtypes'))}, but {file} stores {stored}"
+        ]
+    )
+    config = inputs.artifacts.json("config.json")
+    declared = [config.get(f) for f in DTYPE_FIELDS if f in config] if isinstance(config, dict) else []
+    return problems + [
+        f"config.json: declares dtype {value!r}, but {file} stores {stored}: a plain from_pretrained loads "
+        "the export in another dtype than its weights'"
+        for value in declared
+        if [value] != stored
+    ]
 
 
 # GATE-EXPORT-001 rev 4: the special ids held to the model's own, and the tokenizer read back.
@@ -961,6 +1023,8 @@ def trace_record(inputs: Inputs) -> Derivation:
         sites = (report.get("trace") or {}).get("sites")
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
+            _statistics_recorded(derived, results["GATE-TRACE-002"], sites)
+        derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
             limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
             derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites, limits)]
@@ -969,8 +1033,12 @@ def trace_record(inputs: Inputs) -> Derivation:
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
             readings = [r for r in report.get("readings") or [] if isinstance(r, dict)]
-            if "GATE-LENS-006" in wanted:  # the KLs and top tokens it held are the ones shown
-                for key, field in (("reading_kl", "kl"), ("reading_top", "top")):
+            if "GATE-LENS-006" in wanted:  # the KLs, entropies and top tokens it held are the ones shown
+                for key, field in (
+                    ("reading_kl", "kl"),
+                    ("reading_entropy", "entropy"),
+                    ("reading_top", "top"),
+                ):
                     at = ("gates", "GATE-LENS-006", "measured", key)
                     derived.put(at, [r.get(field) for r in readings], optional=True)
         elif mode == "lens-train":
@@ -1016,6 +1084,32 @@ def spelled_problems(tokens: list[Any], prompt: Any) -> list[str]:
     return [f"trace.json: its tokens spell {spelled!r}, but config.prompt is {prompt!r}"]
 
 
+def _statistics_recorded(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
+    """GATE-TRACE-002's check statistics judged the statistics trace.json holds of each site it
+    sampled (from 1.30.0): its recorded ones are those of the same sites there."""
+    sampled = measured.get("stats_recorded")
+    if not isinstance(sampled, dict):
+        return
+    held = {site.get("name"): site.get("stats") for site in sites if isinstance(site, dict)}
+    for name in sampled:
+        at = ("gates", "GATE-TRACE-002", "measured", "stats_recorded", name)
+        derived.put(at, strict(held.get(name) or {}))
+
+
+def statistics_problems(report: dict[str, Any]) -> list[str]:
+    """Every site of every trace trace.json keeps, its statistics against each other (absmax is
+    max(−min, max) exactly, min ≤ max, the counts within the count: contracts.site_statistics), as
+    GATE-TRACE-002's check statistics holds the sites it sampled."""
+    traces = [report.get("trace"), *(report.get("traces") or {}).values()]
+    problems = []
+    for trace in (t for t in traces if isinstance(t, dict)):
+        for site in (s for s in trace.get("sites") or [] if isinstance(s, dict)):
+            stats = site.get("stats")
+            found = inconsistencies(stats) if isinstance(stats, dict) else ["no statistics"]
+            problems += [f"trace.json: site {site.get('name')}: {p}" for p in found]
+    return problems
+
+
 def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     """A patching cell whose forward overwrote no position is the corrupted forward itself: its
     patched score is the corrupted score and it recovers nothing. What GATE-PATCH-002's cells say
@@ -1039,16 +1133,23 @@ def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     return problems
 
 
+# The lens training's SGD hyper-parameters besides the rate, as its record's config names them
+# (stack.lens.train.LensTraining.stated_hyperparameters).
+LENS_HYPERPARAMETERS = ("weight_decay", "momentum", "nesterov")
+
+
 def _lens_train_measured(
     derived: Derivation, config: Any, results: dict[str, Any], wanted: set[str], report: dict[str, Any]
 ) -> None:
     """What a lens-train record's gates restate of trace.json and of its config: the held-out rows
     (GATE-LENS-003's, and GATE-LENS-006's reported ones) are trace.json's per_layer, and the losses
     GATE-LENS-006's check objective held (first and last step) its losses; GATE-LENS-002's
-    scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule); and
-    GATE-LENS-001 compared the logits of every lens site (GATE-LENS-005's sites, the embedding and
-    each block) on the first batch, sites × batch_size × seq_len × vocabulary elements, the
-    vocabulary being what GATE-LENS-005's one site of a batch of that shape holds."""
+    scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule), and the
+    hyper-parameters its check hyperparameters held every step to the config's weight decay,
+    momentum and Nesterov flag; and GATE-LENS-001 compared the logits of every lens site
+    (GATE-LENS-005's sites, the embedding and each block) on the first batch, sites × batch_size ×
+    seq_len × vocabulary elements, the vocabulary being what GATE-LENS-005's one site of a batch of
+    that shape holds."""
     for gate_id in ("GATE-LENS-003", "GATE-LENS-006"):
         if gate_id in wanted:
             derived.put(("gates", gate_id, "measured", "layers"), report.get("per_layer"), optional=True)
@@ -1060,6 +1161,9 @@ def _lens_train_measured(
         derived.put(("gates", "GATE-LENS-006", "measured", "objective_losses"), first_last, optional=True)
     if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
         derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
+    if "GATE-LENS-002" in wanted:  # the hyper-parameters its check held every step to are the config's
+        stated = {key: config.get(key) for key in LENS_HYPERPARAMETERS}
+        derived.put(("gates", "GATE-LENS-002", "measured", "stated_hyperparameters"), stated, optional=True)
     read = results.get("GATE-LENS-005") or {}
     sites, elements = read.get("sites"), read.get("elements")
     if not ("GATE-LENS-001" in wanted and isinstance(sites, list) and whole(elements, batch, seq_len)):
@@ -1277,11 +1381,57 @@ def per_source(reports: dict[str, Any], keys: tuple[str, ...]) -> dict[str, dict
     return {name: {key: row.get(key) for key in keys} for name, row in reports.items()}
 
 
+# Since this spec version a prepare's manifest keeps each source's byte account (GATE-DATA-014's
+# check bytes), and its record holds the round trip (GATE-DATA-007) and the stored keys' counts
+# (GATE-DATA-005's check stored) the manifest's counts give again.
+ACCOUNTS_SINCE = "1.30.0"
+
+
+def _prepare_since_1_30(inputs: Inputs, derived: Derivation, manifest: dict[str, Any]) -> None:
+    """What a prepare's manifest and config give again of the checks of spec 1.30.0: each source's
+    byte account (GATE-DATA-014 bytes), the settings the filter rules were judged by (GATE-DATA-013
+    rules), the data's tokenizer and held-out documents (GATE-DATA-007 round_trip), and the
+    documents of both splits and of the held-out one (GATE-DATA-005 stored)."""
+    results = {g.id: g.measured for g in inputs.record.gates if g.id not in inputs.stale}
+
+    def judged(gate_id: str, key: str) -> bool:
+        measured = results.get(gate_id)
+        return isinstance(measured, dict) and key in measured
+
+    if judged("GATE-DATA-014", "accounts"):
+        derived.put(
+            ("gates", "GATE-DATA-014", "measured", "accounts"),
+            manifest.get("accounting"),
+            since=ACCOUNTS_SINCE,
+        )
+    settings = (inputs.record.config or {}).get("filter_settings") or {}
+    if judged("GATE-DATA-013", "rules") and isinstance(settings, dict):
+        rules = results["GATE-DATA-013"]["rules"]
+        stated = rules.get("settings") if isinstance(rules, dict) else None
+        for section, values in (stated or {}).items():
+            for key in values if isinstance(values, dict) else ():
+                where = ("gates", "GATE-DATA-013", "measured", "rules", "settings", section, key)
+                derived.put(where, (settings.get(section) or {}).get(key), since=ACCOUNTS_SINCE)
+    share = share_measured(manifest)
+    if judged("GATE-DATA-007", "round_trip_documents"):
+        where = ("gates", "GATE-DATA-007", "measured")
+        derived.put(
+            (*where, "tokenizer"), (manifest.get("tokenizer") or {}).get("name"), since=ACCOUNTS_SINCE
+        )
+        if share is not None:
+            derived.put((*where, "heldout_documents"), share["heldout_documents"], since=ACCOUNTS_SINCE)
+    if judged("GATE-DATA-005", "stored_documents") and share is not None:
+        where = ("gates", "GATE-DATA-005", "measured")
+        derived.put((*where, "stored_documents"), share["split_documents"], since=ACCOUNTS_SINCE)
+        derived.put((*where, "stored_heldout"), share["heldout_documents"], since=ACCOUNTS_SINCE)
+
+
 @derives("prepare")
 def prepare_record(inputs: Inputs) -> Derivation:
     """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0),
-    GATE-DATA-013/014/015's per-source values from those reports, and GATE-DATA-005's share of
-    documents held out (where the record judged it) from its counts per split and val_fraction."""
+    GATE-DATA-013/014/015's per-source values from those reports, GATE-DATA-005's share of
+    documents held out (where the record judged it) from its counts per split and val_fraction,
+    and the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`)."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
         if inputs.record.run.status is RunStatus.COMPLETED:
@@ -1303,6 +1453,7 @@ def prepare_record(inputs: Inputs) -> Derivation:
         share, split = share_measured(manifest), results.get("GATE-DATA-005")
         if share is not None and isinstance(split, dict) and all(key in split for key in share):
             derived.gate("GATE-DATA-005", share)
+        _prepare_since_1_30(inputs, derived, manifest)
     if not isinstance(filters, dict):
         return derived
     current = {g for g in ("GATE-DATA-013", "GATE-DATA-014", "GATE-DATA-015") if g not in inputs.stale}

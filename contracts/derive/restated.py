@@ -21,7 +21,20 @@ So each is derived again from the config the record cites, by the rule the stack
   SHARES_LOGGED on) its `expected_share` the policy's shares in force at each of its steps (the
   log's `shares` events), booked window by window as the policy books them;
 * GATE-DATA-008's paid values (a bandit's rewards) are the last evaluation's, and every
-  evaluation's `bandit_rewards` the configured reward of the `bandit_losses` it logs;
+  evaluation's `bandit_rewards` the configured reward of the `bandit_losses` it logs; from 1.30.0
+  every evaluation's `bandit_pulls` (the bandit's own) are the windows of each arm its windows
+  served so far (each window's `source_shares` of its steps × batch_size × grad_accum, in a
+  one-process run) and its `bandit_log_weights` EXP3's steps from 0 by η and the rewards due so far
+  (contracts.rewards), and checks tallied and stepped restate the last evaluation's;
+* GATE-DATA-008's check static (a run without a bandit): every `shares` event the log holds is
+  contracts.curriculum.static_shares of the phase serving its step (the config's weights, caps,
+  floors and exclusions) and the windows the check recorded (`static_windows`, which the ledger's
+  check holds to the data's manifest, tools/lineage.py), within static_rtol; the exclusions (and,
+  without phases, the weights, caps and floors) are restated from the config;
+* GATE-TRAIN-008's check start: `start_seed` is `train.seed`, and `start_from` "checkpoint" for a
+  run started with --init-from (`metrics.init_from`), "seed" otherwise (not for a resumed run,
+  whose last invocation measured its own construction);
+* GATE-TRAIN-007's check dropout: `dropout_p` is `lora.dropout`;
 * GATE-DATA-011's `shares`, judged when the same window closed, are GATE-DATA-008's
   `expected_share` (the loop hands both gates the one policy share): derived, where that is;
 * GATE-ARCH-008, 010 and 014: `capacity` is `model.mod_capacity`;
@@ -52,7 +65,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from contracts.coherence import sample_length
-from contracts.curriculum import phase_at, source_bounds
+from contracts.curriculum import phase_at, source_bounds, static_shares
 from contracts.derive.reports import seeded, version_key, whole
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
@@ -67,7 +80,7 @@ from contracts.model_shape import (
     parameter_shapes,
     trained_tensors,
 )
-from contracts.rewards import REWARDS
+from contracts.rewards import EXP3_START, REWARDS, exp3_log_weights
 from contracts.seeds import monitor_seed
 
 if TYPE_CHECKING:
@@ -95,8 +108,13 @@ def restate(settler: Settler, gate_id: str, key: str, value: Any) -> None:
 
 def _phases(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The curriculum's phases as the run serves them: the base mixture after step 0, then each
-    configured phase (a phase replaces the mixture's caps and floors, it does not add to them)."""
-    base = {"after_step": 0, "caps": data.get("caps") or {}, "floors": data.get("floors") or {}}
+    configured phase (a phase replaces the mixture's weights, caps and floors, it does not add to them)."""
+    base = {
+        "after_step": 0,
+        "weights": data.get("weights") or {},
+        "caps": data.get("caps") or {},
+        "floors": data.get("floors") or {},
+    }
     return [base, *(p for p in data.get("phases") or [] if isinstance(p, dict))]
 
 
@@ -200,6 +218,17 @@ def _expected(
     return expected
 
 
+def _window_served(line: dict[str, Any], per_step: int | None, start: int) -> dict[str, int] | None:
+    """The windows of each source the evaluation window closed by `line` served, in a one-process
+    run whose steps read `per_step` windows each: steps `start`…its step, each source's logged
+    share (`source_shares`) of them. None where that is not derived."""
+    shares, step = line.get("source_shares"), line.get("step")
+    if per_step is None or not isinstance(shares, dict) or not whole(step):
+        return None
+    windows = (step - start + 1) * per_step
+    return {str(name): round(float(share) * windows) for name, share in shares.items()}
+
+
 def _served(
     config: dict[str, Any], log: Log, settler: Settler, step: int, start: int
 ) -> dict[str, int] | None:
@@ -207,12 +236,11 @@ def _served(
     grad_accum windows each, and the evaluation line closing it logs each source's share of them;
     the served counts are those shares of that many windows. None where it is not derived."""
     line = next((e for e in log.evals if e.get("step") == step), {})
-    shares, per_step = line.get("source_shares"), _per_step(config, settler)
-    if per_step is None or not isinstance(shares, dict):
+    per_step = _per_step(config, settler)
+    served = _window_served(line, per_step, start)
+    if served is None or per_step is None:
         return None
-    windows = (step - start + 1) * per_step
-    served = {str(name): round(float(share) * windows) for name, share in shares.items()}
-    restate(settler, "GATE-DATA-008", "windows", windows)
+    restate(settler, "GATE-DATA-008", "windows", (step - start + 1) * per_step)
     for name, count in served.items():
         if settler.wanted("GATE-DATA-008"):
             settler.derived.put(("gates", "GATE-DATA-008", "measured", "served", name), count, optional=True)
@@ -337,9 +365,10 @@ def _monitor_seeded(config: dict[str, Any], log: Log, settler: Settler) -> None:
 def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
     """Every evaluation's `bandit_rewards` are its arms' rewards under the configured rule
     (contracts.rewards) of the `bandit_losses` it logs, each against the arm's loss at the
-    evaluation before (none at the first); and GATE-DATA-008's paid values are the last
-    evaluation's. Not derived for a resumed run (a polish pivot may have started a new bandit) or
-    a log without the losses (before spec 1.23.0)."""
+    evaluation before (none at the first); its `bandit_pulls` the windows each arm served so far,
+    and its `bandit_log_weights` EXP3's steps of the rewards due (`_bandit_books`); GATE-DATA-008's
+    paid, tallied and stepped values are the last evaluation's. Not derived for a resumed run (a
+    polish pivot may have started a new bandit) or a log without the losses (before spec 1.23.0)."""
     data = config.get("data", {})
     if data.get("policy") != "bandit" or settler.inputs.record.metrics.get("resumes"):
         return
@@ -350,6 +379,7 @@ def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
     if rule is None or not paid:
         return
     before: dict[str, Any] = {}
+    due_rewards = []
     for line in paid:
         losses = line["bandit_losses"]
         due = {arm: rule(float(now), before.get(arm), reference.get(arm)) for arm, now in losses.items()}
@@ -359,8 +389,10 @@ def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
                 f"{line.get('bandit_rewards')}, but the {name} reward of the arms' held-out losses it logs "
                 f"is {due}"
             )
+        due_rewards.append(due)
         last_before, before = before, {arm: float(now) for arm, now in losses.items()}
     judged = next((g for g in settler.inputs.record.gates if g.id == "GATE-DATA-008"), None)
+    books = _bandit_books(config, log, settler, paid, due_rewards)
     if judged is not None and judged.step == paid[-1].get("step"):
         restate(settler, "GATE-DATA-008", "losses", paid[-1]["bandit_losses"])
         restate(settler, "GATE-DATA-008", "rewards", paid[-1].get("bandit_rewards"))
@@ -372,6 +404,114 @@ def _bandit(config: dict[str, Any], log: Log, settler: Settler) -> None:
         )
         restate(settler, "GATE-DATA-008", "reward", name)
         restate(settler, "GATE-DATA-008", "reference", dict(reference))
+        for key, value in books.items():
+            restate(settler, "GATE-DATA-008", key, value)
+
+
+def _bandit_books(
+    config: dict[str, Any],
+    log: Log,
+    settler: Settler,
+    paid: list[dict[str, Any]],
+    rewards: list[dict[str, float]],
+) -> dict[str, Any]:
+    """From 1.30.0 (where evaluations log them), each paid evaluation's `bandit_pulls` against the
+    windows each arm served up to it (every evaluation window so far, `_window_served`; one-process
+    runs only), and its `bandit_log_weights` against EXP3's steps from EXP3_START by η and the
+    `rewards` due at every payment up to it, within bandit_rtol. Returns the last payment's values
+    of checks tallied (`tallied_served`) and stepped (`log_weights_before`, `log_weights_after`)."""
+    bandit = config.get("data", {}).get("bandit") or {}
+    eta = bandit.get("eta", measured_of(settler.inputs.record, "GATE-DATA-008").get("eta"))
+    if not any("bandit_pulls" in line for line in paid) or not isinstance(eta, int | float):
+        return {}
+    per_step, rtol = _per_step(config, settler), settler.inputs.spec.threshold("GATE-DATA-008", "bandit_rtol")
+    due_at = {id(line): due for line, due in zip(paid, rewards, strict=True)}
+    served: dict[str, int] | None = {}
+    weights: dict[str, float] = {}
+    derived: dict[str, Any] = {}
+    start = 1
+    for line in (e for e in log.evals if whole(e.get("step"))):
+        counts = _window_served(line, per_step, start)
+        served = (
+            None if counts is None or served is None else {a: served.get(a, 0) + n for a, n in counts.items()}
+        )
+        start = line["step"] + 1
+        if id(line) not in due_at:
+            continue
+        due = due_at[id(line)]
+        before = weights or dict.fromkeys(due, EXP3_START)
+        weights = exp3_log_weights(before, due, float(eta))
+        pulls, logged = line.get("bandit_pulls"), line.get("bandit_log_weights")
+        if served is not None and isinstance(pulls, dict) and pulls != {a: served.get(a, 0) for a in pulls}:
+            settler.derived.problems.append(
+                f"metrics.jsonl: the evaluation at step {line['step']} logs the bandit's pulls {pulls}, but "
+                f"the windows its arms served up to it are {served}"
+            )
+        if isinstance(logged, dict) and any(
+            not isinstance(logged.get(a), int | float) or abs(logged[a] - w) > rtol * max(abs(w), 1.0)
+            for a, w in weights.items()
+        ):
+            settler.derived.problems.append(
+                f"metrics.jsonl: the evaluation at step {line['step']} logs the bandit's log-weights "
+                f"{logged}, but EXP3's steps by η {eta} of the rewards due up to it give {weights}"
+            )
+        derived = {"log_weights_before": before, "log_weights_after": weights}
+        if served is not None:
+            derived["tallied_served"] = {a: served.get(a, 0) for a in due}
+    return derived
+
+
+def _static(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """GATE-DATA-008's check static of a run without a bandit: every `shares` event is
+    contracts.curriculum.static_shares of the phase serving its step and the windows the check
+    recorded, within static_rtol; the exclusions, and without phases the weights, caps and floors,
+    are the config's. Not derived where a resume changed the mixture (the polish pivot)."""
+    data = config.get("data", {})
+    windows = measured_of(settler.inputs.record, "GATE-DATA-008").get("static_windows")
+    changed = any(
+        key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(settler.inputs.record)
+    )
+    if data.get("policy") == "bandit" or changed or not isinstance(windows, dict):
+        return
+    if not settler.wanted("GATE-DATA-008") or not all(whole(n) for n in windows.values()):
+        return
+    phases, excluded = _phases(data), sorted(data.get("exclude") or [])
+    after_steps = [int(p.get("after_step", 0)) for p in phases]
+    rtol = settler.inputs.spec.threshold("GATE-DATA-008", "static_rtol")
+    for event in (e for e in log.events if e.get("event") == "shares" and whole(e.get("step"))):
+        phase = phases[phase_at(after_steps, max(event["step"], 1))]
+        parts = [phase.get(key) or {} for key in ("weights", "caps", "floors")]
+        due = static_shares(parts[0], windows, set(excluded), parts[1], parts[2])
+        logged = event.get("shares") if isinstance(event.get("shares"), dict) else {}
+        if any(
+            not isinstance(logged.get(n, 0.0), int | float)
+            or abs(logged.get(n, 0.0) - due.get(n, 0.0)) > rtol * max(due.get(n, 0.0), 1.0)
+            for n in set(due) | set(logged)
+        ):
+            settler.derived.problems.append(
+                f"metrics.jsonl: the shares logged at step {event['step']}, {logged}, are not each source's "
+                f"weight times its natural share of the windows {windows}, projected onto the phase's caps "
+                f"and floors: {due} (contracts.curriculum.static_shares)"
+            )
+    restate(settler, "GATE-DATA-008", "static_excluded", excluded)
+    if len(phases) == 1:
+        for key in ("weights", "caps", "floors"):
+            restate(settler, "GATE-DATA-008", f"static_{key}", phases[0][key])
+
+
+def _started(config: dict[str, Any], settler: Settler) -> None:
+    """GATE-TRAIN-008's check start: the seed a fresh start is drawn from is train.seed, and a run
+    started with --init-from states a checkpoint's weights (a resumed run's last invocation measured
+    its own construction, so its origin is not derived); GATE-TRAIN-007's check dropout: the rate
+    it held the adapters to is lora.dropout."""
+    record = settler.inputs.record
+    restate(settler, "GATE-TRAIN-008", "start_seed", config.get("train", {}).get("seed"))
+    if not record.metrics.get("resumes"):
+        origin = "checkpoint" if record.metrics.get("init_from") else "seed"
+        restate(settler, "GATE-TRAIN-008", "start_from", origin)
+    lora = config.get("lora")
+    if isinstance(lora, dict):
+        restate(settler, "GATE-TRAIN-007", "dropout_p", lora.get("dropout"))
 
 
 def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> None:
@@ -388,6 +528,8 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _shaped(config, settler)
     _curriculum(config, log, settler)
     _bandit(config, log, settler)
+    _static(config, log, settler)
+    _started(config, settler)
     model = config.get("model", {})
     if model.get("mod_every"):
         capacity = model.get("mod_capacity", DEFAULTS["mod_capacity"])

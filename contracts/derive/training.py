@@ -46,6 +46,7 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
+from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -1202,6 +1203,7 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
                     since = DEFINED_LOGGED if field == "defined" else None
                     derived.put(path, value, optional=True, since=since)
     _routing_log(inputs, log, settler)
+    _routed_tokens(inputs, log, config, settler)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
         collapse_judged is not None
@@ -1247,6 +1249,32 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
     ]
     if all(w is not None for w in windows) or logged:
         settler.derived.put(("gates", "GATE-ARCH-012", "measured", "windows"), windows[-keep:])
+
+
+def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """GATE-ARCH-002's and -012's check total: the tokens each MoE layer received in the window
+    they judged are the window's batches (its evaluation line's `batches`) × batch × window, and
+    top_k is the config's (ModelConfig's default where left out), so a window's assignments must
+    add up to batches × B × T × top_k. Derived where the config decides the window (pretraining,
+    distillation: `window_len`), on one process (replicas split the batches) and with every block
+    dense-routed (a mixture-of-depths block hands its mixture only the tokens it routes)."""
+    model, train = config.get("model", {}), config.get("train", {})
+    window, batch = window_len(config), train.get("batch_size")
+    one_process = inputs.record.determinism.flags.get("world_size", 1) == 1
+    if not (one_process and whole(window, batch, model.get("n_layers")) and not model.get("mod_every")):
+        return
+    evals = {e.get("step"): e for e in log.evals}
+    layers = [f"layers.{i}.moe" for i in range(model["n_layers"])]
+    top_k = model.get("moe_top_k", 2)  # ModelConfig's default, as the loop passes it
+    for gate_id in ("GATE-ARCH-002", "GATE-ARCH-012"):
+        result = next((g for g in inputs.record.gates if g.id == gate_id), None)
+        line = evals.get(result.step) if result is not None else None
+        if line is None or not settler.wanted(gate_id) or not whole(line.get("batches")):
+            continue
+        tokens = line["batches"] * batch * window
+        at = ("gates", gate_id, "measured")
+        settler.derived.put((*at, "routed_tokens"), dict.fromkeys(layers, tokens), optional=True)
+        settler.derived.put((*at, "top_k"), top_k, optional=True)
 
 
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
@@ -1453,6 +1481,39 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
             derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
 
 
+# ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002 rev 3, check seeds).
+ES_SEEDS_SINCE = "1.30.0"
+
+
+def _es_seeds(inputs: Inputs, log: Log, derived: Derivation) -> None:
+    """From spec ES_SEEDS_SINCE: every step line's `seeds` are those the run's rule gives its step
+    (contracts.es_seeds, from the config's seed and population), so no seed is drawn by two steps;
+    GATE-ES-002's check seeds restates the config's seed and the members of the step it judged last."""
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    seed, population = config.get("seed"), config.get("population")
+    lines = [line for line in log.steps if whole(line.get("step")) and line["step"] > 0]
+    if version_key(inputs.record.spec.version) < version_key(ES_SEEDS_SINCE) or not lines:
+        return
+    if not whole(seed, population) or population < 2:
+        return
+    due = run_seeds(seed, max(line["step"] for line in lines), population // 2)
+    for line in lines:
+        if line.get("seeds") != due[line["step"] - 1]:
+            derived.problems.append(
+                f"{METRICS_LOG}: step {line['step']} logs noise seeds {line.get('seeds')}, but the run's "
+                f"rule (seed {seed}, contracts.es_seeds) gives that step {due[line['step'] - 1]}"
+            )
+    if "GATE-ES-002" in inputs.stale:
+        return
+    judged = measured_of(inputs.record, "GATE-ES-002").get("seeds_step")
+    derived.put(("gates", "GATE-ES-002", "measured", "seeds_run_seed"), seed, optional=True)
+    derived.put(("gates", "GATE-ES-002", "measured", "seeds_population"), population, optional=True)
+    line = next((line for line in lines if line["step"] == judged), None)
+    if line is not None and isinstance(line.get("seeds"), list):
+        members = member_seeds(line["seeds"])
+        derived.put(("gates", "GATE-ES-002", "measured", "member_seeds"), members, optional=True)
+
+
 # A lens fitted on a DATA_DIR cites that data's manifest (data.manifest_sha256) from spec 1.28.0.
 LENS_DATA_SINCE = "1.28.0"
 
@@ -1493,4 +1554,5 @@ def es_record(inputs: Inputs) -> Derivation:
     ]
     # A run halted before its first step's line holds no reports: it may leave `steps` out.
     derived.put(("metrics", "steps"), reports, optional=not reports)
+    _es_seeds(inputs, log, derived)
     return derived

@@ -81,7 +81,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     targets = list(selection.targets)
     cuts = laser(targets, args.rho)
     write_weights(model, targets, [cut.weight for cut in cuts])
-    check_changes(model, targets, source)
+    check_changes(model, targets, source, args.argv)
     rows = [
         {"matrix": cut.site, "keys": list(t.keys), "rank": cut.rank, "kept": cut.kept}
         | {"discarded_norm": cut.discarded_norm}

@@ -61,7 +61,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     from stack.model.targets import select
     from stack.surgery.agreement import check_compared, heldout_agreement
     from stack.surgery.changes import check_changes, check_ties, write_weights
-    from stack.surgery.hqq import HalfQuadratic, quantise
+    from stack.surgery.hqq import HalfQuadratic, check_grid, quantise
     from stack.surgery.output import Operated
 
     model = trained.model
@@ -73,8 +73,9 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     settings = HalfQuadratic()
     quantised = quantise(targets, args.bits, args.group_size, settings)
     write_weights(model, targets, [q.weight for q in quantised])
+    check_grid(model, targets, quantised, args.bits)  # measured on what was written
     check_ties(model)
-    check_changes(model, targets, source)
+    check_changes(model, targets, source, args.argv)
     agreement = heldout_agreement(original, model, sample.windows)
     check_compared(agreement["model_sha256"], model)  # the model `perform` writes
     measured = {

@@ -31,7 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from contracts.rewards import REWARDS
+from contracts.rewards import EXP3_START, REWARDS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Exp3:
         self.arms = sorted(arms)
         self.reward, self.gamma, self.eta, self.warmup_steps = reward, gamma, eta, warmup_steps
         self.reference = dict(reference)
-        self.log_weights = dict.fromkeys(self.arms, 0.0)
+        self.log_weights = dict.fromkeys(self.arms, EXP3_START)
         self.pulls = dict.fromkeys(self.arms, 0)
         self.last_loss: dict[str, float | None] = dict.fromkeys(self.arms)
         self.last_reward: dict[str, float] = dict.fromkeys(self.arms, 0.0)
@@ -73,10 +73,6 @@ class Exp3:
         weights = {arm: math.exp(self.log_weights[arm] - top) for arm in arms}
         total = math.fsum(weights.values())
         return {arm: (1 - self.gamma) * w / total + self.gamma / len(arms) for arm, w in weights.items()}
-
-    def state_key(self) -> tuple[int, tuple[int, ...]]:
-        """What the exploiting probabilities depend on besides the step: updates and who was pulled."""
-        return self.updates, tuple(min(self.pulls[arm], 1) for arm in self.arms)
 
     def record_pulls(self, served: Mapping[str, int]) -> None:
         """Count the windows each arm served."""

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from contracts.errors import BadInput
+from contracts.split import document_identity
 from stack.data.line_ends import LfStream
 from stack.data.manifest import SOURCE_NAME_PATTERN
-from stack.data.split import content_sha256
 from stack.data.utf8 import repaired
 
 BINARY_SNIFF_BYTES = 8000
@@ -82,6 +82,8 @@ class Document:
     `where` says where it was read (file, then line, row, document number or byte range), for
     messages and the drop log. `delimited` is false for a text file read without a separator,
     whole or cut by size: its length is the file's, which the oversize filter does not judge.
+    `raw` is the input bytes it was read from (stack.data.accounting: the file bytes of its span,
+    or its record's text field), and `crlf` whether its CRLF were read as LF; -1: not counted.
     """
 
     source: str
@@ -90,6 +92,8 @@ class Document:
     invalid_utf8: bool
     where: str = ""
     delimited: bool = True
+    raw: int = -1
+    crlf: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,11 @@ class FileRegion:
     where: str = ""
     delimited: bool = True
     crlf: bool = False  # read every CRLF as LF (stack.data.line_ends)
+
+    @property
+    def raw(self) -> int:
+        """The file bytes the document is read from (stack.data.accounting)."""
+        return self.end - self.start
 
     def raw_blocks(self, size: int) -> Iterator[bytes]:
         """The region's bytes as read from disk, `size` at a time (CRLF as LF when `crlf`)."""
@@ -136,11 +145,24 @@ class FileRegion:
 @dataclass(frozen=True)
 class Skipped:
     """Input that is not a document, and why: the manifest counts these per source. `what` names it
-    (a file and its kind, or a record's line) for the note that lists what was skipped."""
+    (a file and its kind, or a record's line) for the note that lists what was skipped; `size` is
+    a blank record's text bytes (stack.data.accounting; a file's framing is its reader's Framing)."""
 
     source: str
     reason: str  # "binary" (a file) | "empty" (a file, or a record without text) | "missing_field"
     what: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Framing:
+    """What one input file of `source` held besides its documents (stack.data.accounting):
+    `removed`, the bytes its reader took away as framing, by kind; and, for a file of records,
+    `read`, the UTF-8 bytes of the text fields it read, the input side of the books."""
+
+    source: str
+    removed: dict[str, int]
+    read: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,10 +175,13 @@ class Note:
     about: str = ""
 
 
-def document(source: str, raw: bytes, where: str = "", delimited: bool = True) -> Document:
-    """The document of `raw` bytes: repaired to valid UTF-8, then hashed."""
-    data, invalid = repaired(raw)
-    return Document(source, data, content_sha256(data), invalid, where, delimited)
+def document(
+    source: str, text: bytes, where: str = "", delimited: bool = True, raw: int = -1, crlf: bool = False
+) -> Document:
+    """The document of `text` bytes, read from `raw` input bytes (CRLF as LF when `crlf`): repaired
+    to valid UTF-8, then hashed."""
+    data, invalid = repaired(text)
+    return Document(source, data, document_identity(data), invalid, where, delimited, raw, crlf)
 
 
 def unreadable(path: Path, exc: OSError) -> BadInput:

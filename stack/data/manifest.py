@@ -210,6 +210,19 @@ class FilterReport(Strict):
     by_script: dict[str, ScriptTally] = {}
 
 
+class ByteAccount(Strict):
+    """Where one source's input bytes went (stack.data.accounting, GATE-DATA-014's check `bytes`):
+    input by unit (`text_files`, `text_fields`, `turns`) = the bytes of the documents kept + those
+    dropped, by reason + the framing removed, by kind; `altered_documents` held in memory whose
+    text is not the bytes they were read from though nothing normalised them (none, once published)."""
+
+    input_bytes: dict[str, int]
+    kept_bytes: int = Field(ge=0)
+    dropped_bytes: dict[str, int]
+    framing_bytes: dict[str, int]
+    altered_documents: int = Field(ge=0)
+
+
 class Manifest(Strict):
     """The whole DATA_DIR as data. `sha256` is the fingerprint of the manifest file's bytes."""
 
@@ -229,6 +242,8 @@ class Manifest(Strict):
     drop_log: DataFile | None = None  # drops.jsonl (stack.data.filters.droplog); absent before it was kept
     # per source, where a reader dropped a byte-order mark or read CRLF as LF; absent when none did
     normalised: dict[str, NormalisedInput] = {}
+    # per source, where every input byte went (GATE-DATA-014); absent from manifests made before it
+    accounting: dict[str, ByteAccount] = {}
 
     _sha256: str = PrivateAttr(default="")
 
@@ -284,10 +299,12 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
     tied to their sha256) are what they were before the field existed; so with `filters`,
-    `drop_log` and `normalised` when they are empty, and with the supervised entry's
-    `first_dropped`."""
+    `drop_log`, `normalised` and `accounting` when they are empty, and with the supervised
+    entry's `first_dropped`."""
     exclude: dict[str, Any] = {
-        name: True for name in ("sft", "filters", "drop_log", "normalised") if not getattr(manifest, name)
+        name: True
+        for name in ("sft", "filters", "drop_log", "normalised", "accounting")
+        if not getattr(manifest, name)
     }
     if manifest.sft is not None and not manifest.sft.first_dropped:
         exclude["sft"] = {"first_dropped": True}

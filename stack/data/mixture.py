@@ -20,7 +20,8 @@ fresh draw of the same windows give (GATE-DATA-002), so the definition itself is
 
 Shares. A mixture policy (stack.data.policy) speaks in shares of windows instead: a cap is a
 source's maximum share, a floor its minimum, and `project_shares` turns any wanted shares into
-ones that keep both and sum to 1. An excluded source has cap 0 and floor 0, whatever else is
+ones that keep both and sum to 1 (contracts.curriculum.project_shares: one projection, which
+GATE-DATA-008's check static applies again). An excluded source has cap 0 and floor 0, whatever else is
 configured: the post-mortem's belt and braces against the zombie arm.
 """
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts import plan as plan_definition
-from contracts.curriculum import source_bounds
+from contracts.curriculum import UNWEIGHTED, source_bounds
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.hashing import ids_sha256
@@ -53,10 +54,11 @@ def check_known(kind: str, names: Iterable[str], known: Iterable[str]) -> None:
 def effective_weights(
     sources: Iterable[str], weights: Mapping[str, float], exclude: Iterable[str], origin: str
 ) -> dict[str, float]:
-    """Weight per source (default 1.0); excluded sources get 0 and a warning if one was asked for."""
+    """Weight per source (UNWEIGHTED, 1, where none is given); excluded sources get 0 and a warning if one
+    was asked for."""
     effective = {}
     for name in sorted(sources):
-        weight = float(weights.get(name, 1.0))
+        weight = float(weights.get(name, UNWEIGHTED))
         if not math.isfinite(weight) or weight < 0:
             raise BadInput(f"weight {weight} for source {name!r} in {origin} must be finite and >= 0")
         effective[name] = weight
@@ -278,45 +280,3 @@ def share_bounds(
             "shares cannot sum to 1; raise a cap or drop one"
         )
     return cap, floor
-
-
-def project_shares(
-    wanted: Mapping[str, float], caps: Mapping[str, float], floors: Mapping[str, float]
-) -> dict[str, float]:
-    """Shares in [floor, cap] per source that sum to 1, in the ratios of `wanted` where no bound binds.
-
-    share(τ) = clip(τ·wanted, floor, cap) is piecewise linear in τ, with breaks where a source
-    reaches its floor or cap; the segment where the sum crosses 1 is found among the breaks and
-    τ solved there exactly. Scaling (not adding) keeps a source the policy gave nothing at its floor.
-    """
-    names = sorted(caps)
-    weight = {n: float(wanted.get(n, 0.0)) for n in names}
-
-    def share(n: str, tau: float) -> float:
-        # Compared as τ against the source's breaks, so a source at a break is exactly at its bound;
-        # the cap first, for a floor and cap so close that their breaks are one float.
-        if weight[n] == 0:
-            return floors[n]
-        if tau >= caps[n] / weight[n]:
-            return caps[n]
-        return floors[n] if tau <= floors[n] / weight[n] else tau * weight[n]
-
-    def shares(tau: float) -> dict[str, float]:
-        return {n: share(n, tau) for n in names}
-
-    def total(tau: float) -> float:
-        return math.fsum(shares(tau).values())
-
-    breaks = sorted({0.0, *(b / weight[n] for n in names if weight[n] > 0 for b in (floors[n], caps[n]))})
-    if total(breaks[-1]) < 1.0:
-        raise BadInput(
-            "the mixture cannot sum to 1: the sources with weight > 0 reach their caps first; give "
-            "another source weight, raise a cap or a floor"
-        )
-    upper = next(i for i, tau in enumerate(breaks) if total(tau) >= 1.0)
-    if upper == 0 or total(breaks[upper]) == 1.0:
-        return shares(breaks[upper])
-    inside = shares((breaks[upper - 1] + breaks[upper]) / 2)
-    free = [n for n in names if weight[n] > 0 and floors[n] < inside[n] < caps[n]]
-    tau = (1.0 - math.fsum(inside[n] for n in names if n not in free)) / math.fsum(weight[n] for n in free)
-    return {**inside, **{n: tau * weight[n] for n in free}}

@@ -2,7 +2,8 @@
 
 A policy walks the curriculum (stack.data.curriculum), asks the bandit (stack.data.bandit) for
 the probabilities it wants when there is one, or takes each source's weight times its size when
-there is not, and projects them onto the phase's caps and floors (`mixture.project_shares`).
+there is not, and projects them onto the phase's caps and floors (`project_shares`,
+contracts.curriculum).
 When the shares change it hands them to the reader (`TokenReader.set_shares`). Without caps,
 floors, phases or a bandit (`active` False) it never touches the reader: the run reads exactly
 what it read before policies existed, and the policy only keeps the books.
@@ -14,6 +15,15 @@ within caps and floors, and nothing of an excluded source) and, for an active po
 it concentrates on a repetitive or incoherent source (GATE-DATA-011, a warning). The whole
 policy goes into every checkpoint with the shares it will serve next, which a restore must
 reproduce bit for bit (GATE-DATA-010).
+
+What the policy asks for is judged as each step first serves it, against rules written out apart
+from its own code. A static policy's shares are held to contracts.curriculum.static_shares of the
+phase's configured weights, caps and floors and the windows of the manifest's shards (GATE-DATA-008
+check static). A bandit's statistics are held to what the policy measured outside it: its pulls
+to the windows served of each arm since it began (`served_total`, counted from the batches the
+reader served; check tallied), its log-weights to EXP3's steps (contracts.rewards) by the rewards
+it was paid from the first payment on (`paid_log_weights`; check stepped), and the probabilities
+it asks for to EXP3's of those two (check wanted), never to its own memory of them.
 """
 
 from __future__ import annotations
@@ -25,15 +35,17 @@ from typing import Any
 
 import torch
 
+from contracts.curriculum import UNWEIGHTED, project_shares, split_windows
 from contracts.errors import BadInput
+from contracts.filter_rules import compression_ratio
 from contracts.gates import Outcome, gate_require, measure
+from contracts.rewards import EXP3_START, exp3_log_weights
 from stack.data import mixture
 from stack.data.bandit import Exp3
 from stack.data.curriculum import Phase, check_phase, phase_at
 from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
-from stack.data.repetition import compression_ratio
 
 # Tokens of each source read to profile it for GATE-DATA-011: enough that zlib's own overhead
 # (a few dozen bytes) does not hide repetition, few enough to read in a moment.
@@ -58,17 +70,28 @@ def check_paid(paid: dict[str, Any], step: int) -> None:
     """Refuse to go on when a bandit arm's reward is not its rule's, on its own held-out windows."""
 
 
-def wanted_measured(bandit: Exp3, step: int, eligible: list[str], wanted: dict[str, float]) -> dict[str, Any]:
-    """GATE-DATA-008's check `wanted`: the probabilities the bandit asked for at `step`, with the
-    state they follow from (its log-weights, which eligible arms it has pulled, γ and its warmup)."""
+def tallied_measured(bandit: Exp3, served: Mapping[str, int]) -> dict[str, Any]:
+    """GATE-DATA-008's check `tallied`: the pulls the bandit counts, beside the windows of each arm
+    the reader served since the bandit began (`served`, the policy's books)."""
     return {
-        "wanted_step": step,
-        "wanted_warmup": bandit.warmup_steps,
-        "wanted_eligible": list(eligible),
-        "wanted_pulled": [arm for arm in eligible if bandit.pulls[arm] > 0],
-        "wanted_log_weights": {arm: bandit.log_weights[arm] for arm in eligible},
-        "wanted_gamma": bandit.gamma,
-        "wanted_shares": dict(wanted),
+        "tallied_pulls": {arm: bandit.pulls[arm] for arm in bandit.arms},
+        "tallied_served": {arm: served.get(arm, 0) for arm in bandit.arms},
+    }
+
+
+def static_measured(
+    phase: Phase, windows: dict[str, int], excluded: Iterable[str], shares: dict[str, float]
+) -> dict[str, Any]:
+    """GATE-DATA-008's check `static`: the shares a policy without a bandit serves, beside what
+    contracts.curriculum.static_shares derives them from (the phase's weights, caps and floors as
+    configured, the exclusions and the windows of each source in the manifest's shards)."""
+    return {
+        "static_weights": dict(phase.weights),
+        "static_caps": dict(phase.caps),
+        "static_floors": dict(phase.floors),
+        "static_excluded": sorted(excluded),
+        "static_windows": windows,
+        "static_shares": dict(shares),
     }
 
 
@@ -78,7 +101,19 @@ def _wanted_outcome(measured: dict[str, Any], step: int) -> Outcome:
 
 @gate_require("GATE-DATA-008", _wanted_outcome)
 def check_wanted(measured: dict[str, Any], step: int) -> None:
-    """Refuse a mixture the bandit asked for other than EXP3's probabilities of its own state."""
+    """Refuse a mixture the bandit asked for other than EXP3's probabilities of the state the policy
+    measured (the arms served, the log-weights its rewards give), or a bandit whose pulls are not
+    the windows served."""
+
+
+def _static_outcome(measured: dict[str, Any], step: int) -> Outcome:
+    return measure("GATE-DATA-008", measured, step=step, holds="a static policy serves its rule's shares")
+
+
+@gate_require("GATE-DATA-008", _static_outcome)
+def check_static(measured: dict[str, Any], step: int) -> None:
+    """Refuse a static policy's shares other than the weights times the manifest's natural shares,
+    projected onto the phase's caps and floors (contracts.curriculum.static_shares)."""
 
 
 def _concentration_outcome(
@@ -105,8 +140,15 @@ def check_restored_policy(saved: dict[str, float], restored: dict[str, float], s
     """Refuse a resume whose policy would serve other shares than the saved one."""
 
 
+def weighted(weights: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
+    """What a policy without a bandit asks for: each source's weight times its windows, over the
+    sum of those ({} when it is 0), before caps and floors."""
+    total = math.fsum(weights[n] * sizes[n] for n in sizes)
+    return {n: weights[n] * sizes[n] / total for n in sizes} if total > 0 else {}
+
+
 def text_profile(texts: Iterable[str], score: Callable[[str], float]) -> dict[str, float]:
-    """zlib's compressed/raw size over all the text (stack.data.repetition), and the mean coherence score."""
+    """zlib's compressed/raw size over all the text (contracts.filter_rules), and the mean coherence score."""
     texts = list(texts)
     ratio = compression_ratio("".join(texts).encode("utf-8", "replace"))
     return {"compression_ratio": ratio, "coherence": math.fsum(map(score, texts)) / max(len(texts), 1)}
@@ -146,9 +188,18 @@ class MixturePolicy:
         self.profiles: dict[str, dict[str, float]] = {}
         self._shares: dict[str, float] = {}
         self._cache: dict[tuple[Any, ...], dict[str, float]] = {}
-        # What a bandit asked for when the shares were last computed, until a step serves them
-        # (GATE-DATA-008's check wanted judges the probabilities a step reads, not a look ahead).
+        # What the shares were computed from when they last were, until a step serves them
+        # (GATE-DATA-008's checks wanted and static judge the shares a step reads, not a look ahead).
         self._asked: dict[str, Any] | None = None
+        # The windows of each source in the manifest's shards, numbered as the reader numbers them
+        # (contracts.curriculum.split_windows): what check static derives a static policy's shares from.
+        shards = [shard.model_dump() for shard in reader.manifest.shards]
+        self.manifest_windows = split_windows(shards, reader.split, reader.seq_len)
+        # A bandit's books, kept apart from it (checks tallied, stepped and wanted): the windows of
+        # each arm served since it began, and EXP3's log-weights of every reward it was paid.
+        arms = bandit.arms if bandit is not None else []
+        self.served_total: dict[str, int] = dict.fromkeys(arms, 0)
+        self.paid_log_weights: dict[str, float] = dict.fromkeys(arms, EXP3_START)
         self._open_window()
         for phase in phases:  # a phase whose shares cannot sum to 1 is refused at set-up, not at its step
             self.shares_at(phase.after_step + 1)
@@ -156,28 +207,62 @@ class MixturePolicy:
     # -- what to serve ---------------------------------------------------------------------
 
     def shares_at(self, step: int) -> dict[str, float]:
-        """The share of each source in optimizer step `step` (computed once per phase and bandit state)."""
+        """The share of each source in optimizer step `step`: computed once per phase and, with a
+        bandit, once per state of the policy's books of it (the warmup passed, which eligible arms
+        were served, the log-weights its rewards give), so the bandit is asked again whenever EXP3's
+        answer may change, and judged (check wanted) each time."""
         index = phase_at(self.phases, step)
         caps, floors = self.bounds[index]
         key: tuple[Any, ...] = (index,)
         if self.bandit is not None:
             # A phase's weight 0 (or cap 0) takes an arm out of that phase; other weights are the bandit's.
             weights = self.phases[index].weights
-            eligible = [arm for arm in self.bandit.arms if caps[arm] > 0 and weights.get(arm, 1.0) > 0]
-            key = (index, self.bandit.exploiting(step, eligible), self.bandit.state_key())
+            eligible = [arm for arm in self.bandit.arms if caps[arm] > 0 and weights.get(arm, UNWEIGHTED) > 0]
+            pulled = tuple(self.served_total[arm] > 0 for arm in eligible)
+            key = (
+                index,
+                step > self.bandit.warmup_steps,
+                pulled,
+                tuple(sorted(self.paid_log_weights.items())),
+            )
         if key not in self._cache:
             sizes = self.reader.source_windows
             if self.bandit is not None:
                 wanted = self.bandit.wanted(step, eligible)
-                self._asked = wanted_measured(self.bandit, step, eligible, wanted)  # judged when served
+                self._asked = self.wanted_measured(step, eligible, wanted)  # judged when served
             else:
                 weights = mixture.effective_weights(
                     sizes, self.phases[index].weights, self.exclude, "the policy"
                 )
-                total = math.fsum(weights[n] * sizes[n] for n in sizes)
-                wanted = {n: weights[n] * sizes[n] / total for n in sizes} if total > 0 else {}
-            self._cache = {key: mixture.project_shares(wanted, caps, floors)}
+                wanted = weighted(weights, sizes)
+            self._cache = {key: project_shares(wanted, caps, floors)}
+            if self.bandit is None:  # judged when served, as a bandit's are
+                phase = self.phases[index]
+                self._asked = static_measured(phase, self.manifest_windows, self.exclude, self._cache[key])
         return self._cache[key]
+
+    def wanted_measured(self, step: int, eligible: list[str], wanted: dict[str, float]) -> dict[str, Any]:
+        """GATE-DATA-008's checks `wanted` and `tallied`: the probabilities the bandit asked for at
+        `step` among the arms it took as eligible, beside the phase's configured weights and caps
+        they are eligible by, the state EXP3 takes them from as the policy measured it (the
+        log-weights its rewards give, the eligible arms served at least one window, γ and the
+        warmup), and the bandit's pulls beside the windows served."""
+        bandit = self.bandit
+        assert bandit is not None
+        phase = self.phases[phase_at(self.phases, step)]
+        return {
+            "wanted_step": step,
+            "wanted_warmup": bandit.warmup_steps,
+            "wanted_arms": list(bandit.arms),
+            "wanted_phase_weights": dict(phase.weights),
+            "wanted_phase_caps": dict(phase.caps),
+            "wanted_eligible": list(eligible),
+            "wanted_pulled": [arm for arm in eligible if self.served_total.get(arm, 0) > 0],
+            "wanted_log_weights": {arm: self.paid_log_weights[arm] for arm in eligible},
+            "wanted_gamma": bandit.gamma,
+            "wanted_shares": dict(wanted),
+            **tallied_measured(bandit, self.served_total),
+        }
 
     @property
     def shares(self) -> dict[str, float]:
@@ -192,8 +277,8 @@ class MixturePolicy:
             check_phase(step, index, self.after_steps)
             self._judged = True
         self._shares = self.shares_at(step)
-        if self._asked is not None:  # a bandit's new probabilities, judged as they are first served
-            check_wanted(self._asked, step)
+        if self._asked is not None:  # new shares, judged as they are first served
+            (check_wanted if self.bandit is not None else check_static)(self._asked, step)
             self._asked = None
         if self.active and self._shares != self.applied:
             self.reader.set_shares(self._shares)
@@ -215,6 +300,8 @@ class MixturePolicy:
         self.window["windows"] += windows
         if self.bandit is not None:
             self.bandit.record_pulls(served)
+            for arm in self.served_total:
+                self.served_total[arm] += served.get(arm, 0)
 
     # -- the evaluation window -------------------------------------------------------------
 
@@ -262,8 +349,13 @@ class MixturePolicy:
                 self.profiles[name] = text_profile((decode(row.tolist()) for row in windows), score)
 
     def update(self, losses: Mapping[str, float]) -> dict[str, float]:
-        """Pay the bandit from each source's held-out loss (nothing without a bandit)."""
-        return self.bandit.update(losses) if self.bandit is not None else {}
+        """Pay the bandit from each source's held-out loss (nothing without a bandit), and step the
+        policy's own account of its log-weights by EXP3's rule with the rewards paid."""
+        if self.bandit is None:
+            return {}
+        paid = self.bandit.update(losses)
+        self.paid_log_weights = exp3_log_weights(self.paid_log_weights, paid, self.bandit.eta)
+        return paid
 
     # -- state -----------------------------------------------------------------------------
 
@@ -276,6 +368,8 @@ class MixturePolicy:
             "window": self.window,
             "switches": self.switches,
             "bandit": self.bandit.state_dict() if self.bandit is not None else None,
+            **({"served_total": self.served_total} if self.bandit is not None else {}),
+            **({"paid_log_weights": self.paid_log_weights} if self.bandit is not None else {}),
             "next_shares": self.shares_at(step + 1),
         }
 
@@ -286,7 +380,7 @@ class MixturePolicy:
             check_restored_policy({}, self.shares_at(step + 1), step)
             return
         if self.bandit is not None and state["bandit"] is not None:
-            self.bandit.load_state_dict(state["bandit"])
+            self.load_bandit(state)
         self.phase, self.applied, self._shares = state["phase"], state["applied"], dict(state["shares"])
         self.window = {
             key: value if key == "windows" else dict(value) for key, value in state["window"].items()
@@ -294,6 +388,18 @@ class MixturePolicy:
         self.switches = [dict(s) for s in state["switches"]]
         self._cache = {}
         check_restored_policy(state["next_shares"], self.shares_at(step + 1), step)
+
+    def load_bandit(self, state: Mapping[str, Any]) -> None:
+        """The bandit of a `state_dict` and the policy's books of it, for this bandit's arms (the
+        zombie filter). A checkpoint of before 1.30.0 kept no books of the policy's own: the
+        bandit's pulls and log-weights stand in for them."""
+        assert self.bandit is not None
+        self.bandit.load_state_dict(state["bandit"])
+        served = state.get("served_total", self.bandit.pulls)
+        weights = state.get("paid_log_weights", self.bandit.log_weights)
+        known = self.bandit.known_arms(served)
+        self.served_total.update({arm: int(served[arm]) for arm in known})
+        self.paid_log_weights.update({arm: float(weights[arm]) for arm in known})
 
 
 def build_policy(

@@ -13,6 +13,11 @@ either is needed, then the pass that filters and encodes. The files may go to wo
 (stack.data.fanout); this process takes their results in file order and alone decides what
 depends on the documents before (dedup, the split, the shards, the counts), so the output is
 the same for any number of workers.
+
+What it writes is held to what it read, measured as it writes: every input byte is a document's,
+kept or dropped, or framing (GATE-DATA-014, stack.data.accounting); the ids it writes decode to
+the documents' text (GATE-DATA-007, stack.data.round_trips); and no held-out document is stored as
+a train one, keyed from the ids written (GATE-DATA-005, stack.data.split.Stored).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +41,7 @@ from contracts.evidence import sha256_file
 from stack.artifacts import INDEX_FILE
 from stack.data import ownership
 from stack.data import split as splitting
+from stack.data.accounting import TEXT_FIELDS, TEXT_FILES, Books, check_accounts
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     ALL_FILES,
@@ -57,6 +63,7 @@ from stack.data.formats import Layout
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
+    ByteAccount,
     DataFile,
     FilterReport,
     Manifest,
@@ -71,6 +78,7 @@ from stack.data.prepare_tasks import (
     EncodeJob,
     Judged,
     Part,
+    RoundTripDraw,
     Survey,
     SurveyJob,
     Task,
@@ -81,6 +89,7 @@ from stack.data.prepare_tasks import (
     survey,
 )
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
+from stack.data.round_trips import RoundTrips, check_round_trips, decodes_to, sample_rate
 from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import BPE_MIN_VOCAB, ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
@@ -149,9 +158,15 @@ class _Collector:
         self._shas = array("Q")
         self._heldout = array("B")
         self.assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, per document
+        self.books = Books()  # where every input byte went (GATE-DATA-014, stack.data.accounting)
+        self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
+        # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
+        # are decoded again, by the bytes of every file read
+        self.trips = RoundTrips(tokenizer, sample_rate(plan.input_bytes), plan.input_bytes)
 
-    def _writer(self, source: str, sha: bytes) -> ShardWriter:
-        """The writer of a document's split and source; the document is entered in the index."""
+    def _write(self, source: str, sha: bytes, blocks: Iterator[np.ndarray], tokens: int) -> Split:
+        """Write one document into its split's and source's shard, enter it in the index, and key it
+        as written (splitting.Stored); the split it went to."""
         split = splitting.assign_split(sha, self.plan.seed, self.plan.val_fraction)
         key = (split, source)
         if key not in self.writers:
@@ -161,7 +176,8 @@ class _Collector:
         self._shas.append(doc)
         self._heldout.append(heldout)
         self.stats[source]["documents"] += 1
-        return self.writers[key]
+        self.stored.add(split, self.writers[key].add_blocks(blocks, tokens))
+        return split
 
     def take(self, part: Part, spill: BinaryIO | None = None) -> None:
         """One part of a file; `spill` is the worker's spill file its `at` points into."""
@@ -175,7 +191,12 @@ class _Collector:
                 self.skipped[part.skipped.reason].add(part.skipped.what)
         for event in part.normalised:
             self.normalised[event.source][event.what] += 1
+        for framing in part.framing:
+            self.books.framed(framing.source, framing.removed)
+            self.books.read(framing.source, TEXT_FIELDS, framing.read)
         if part.end is not None:
+            if self.plan.layout.format_of(part.end.path) == "text":  # its size, as the file system had it
+                self.books.read(part.end.source, TEXT_FILES, self.plan.sizes[part.end.path])
             counts = self.stats[part.end.source]
             counts["files"] += 1
             counts["invalid_utf8_files"] += part.invalid_utf8
@@ -196,7 +217,12 @@ class _Collector:
             if judged.tokens:
                 assert ids is not None
                 if reason is None:
-                    self._writer(judged.source, judged.sha).add(ids[start : start + judged.tokens])
+                    one = ids[start : start + judged.tokens]
+                    split = self._write(judged.source, judged.sha, iter([one]), judged.tokens)
+                    self.books.document(judged.source, None, judged.raw, judged.altered)
+                    text = judged.check_text
+                    verdict = None if text is None else decodes_to(self.tokenizer, one, text)
+                    self.trips.add(split == "heldout", verdict, judged.where)
                 start += judged.tokens
 
     def _verdict(self, judged: Judged) -> str | None:
@@ -209,6 +235,8 @@ class _Collector:
             self.runner.count_canary(judged.source, judged.canary, reason)
             return reason
         self.runner.count(judged.source, reason, judged.sha, judged.counted())
+        if reason is not None:  # a kept document is booked as it is written
+            self.books.document(judged.source, reason, judged.raw, judged.altered)
         return reason
 
     def _take_long(self, part: Part, spill: BinaryIO | None) -> None:
@@ -222,15 +250,18 @@ class _Collector:
                 assert spill is not None and part.at is not None
                 collections.deque(read_spill(spill, self.dtype, part.at[1], self.block_tokens), maxlen=0)
             return
-        writer = self._writer(judged.source, judged.sha)
+        self.books.document(judged.source, None, judged.raw, judged.altered)
         if part.spill is not None:
             try:
-                writer.add_blocks(part.spill.blocks(self.plan.working_set.batch_bytes), judged.tokens)
+                blocks = part.spill.blocks(self.plan.working_set.batch_bytes)
+                split = self._write(judged.source, judged.sha, blocks, judged.tokens)
             finally:
                 part.spill.remove()
         else:
             assert spill is not None and part.at is not None
-            writer.add_blocks(read_spill(spill, self.dtype, part.at[1], self.block_tokens), judged.tokens)
+            blocks = read_spill(spill, self.dtype, part.at[1], self.block_tokens)
+            split = self._write(judged.source, judged.sha, blocks, judged.tokens)
+        self.trips.add(split == "heldout", judged.round_trip, judged.where)
 
     def close(self) -> None:
         """Finish every open shard (where a full disk may still show, when buffers are flushed)."""
@@ -391,6 +422,14 @@ class _Plan:
     progress: bool
     filters: FilterRunner
     workers: int
+    # The size of every file read (a copy's, for a file read through one), from the file system
+    # before any is read: the input of the books of a file read as text (stack.data.accounting).
+    sizes: Mapping[Path, int] = field(default_factory=dict)
+
+    @property
+    def input_bytes(self) -> int:
+        """The bytes of every file read."""
+        return sum(self.sizes.values())
 
 
 def _encode_all(
@@ -405,6 +444,8 @@ def _encode_all(
         collector.tokenizer,
         collector.dtype,
         collector.staging,
+        RoundTripDraw(plan.seed, plan.val_fraction, collector.trips.rate),
+        plan.filters.rules.docs,
     )
     if plan.workers == 1:
         for task in tasks:
@@ -424,7 +465,8 @@ def _encode_all(
 
 def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
     """Survey the corpus (scripts, bpe's sample), train bpe, then write every document's tokens."""
-    bar, task = _progress(plan.progress, sum(item.path.stat().st_size for item in plan.files))
+    plan = replace(plan, sizes={item.path: item.path.stat().st_size for item in plan.files})
+    bar, task = _progress(plan.progress, plan.input_bytes)
     tasks = _tasks(plan.files)
     with bar, Fanout(plan.workers, staging) as fan:
         found = _survey(plan, tasks, fan, task)
@@ -463,6 +505,8 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     log_path = log_file.close()
     written = {name: counts["documents"] for name, counts in collector.stats.items()}
     check_reports(plan.filters, written, recount(log_path))
+    check_accounts(collector.books)
+    check_round_trips(collector.trips)
     if plan.layout.source_field is not None:
         met = {name for name, report in plan.filters.reports.items() if report.documents_in}
         check_waived_met(plan.filters.waivers, met, plan.layout.source_field)
@@ -481,6 +525,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     with naming(index_path):
         splitting.write_index(index_path, collector.index())
     splitting.check_assigned(collector.assigned)
+    splitting.check_stored(collector.stored)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         tokenizer=data_tokenizer_entry(staging, tok),
@@ -499,6 +544,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         normalised=normalised_input(collector.normalised),
+        accounting={name: ByteAccount(**account) for name, account in collector.books.as_dict().items()},
     )
     splitting.check_share(manifest.model_dump(mode="json"))
     with naming(staging / MANIFEST_FILE):

@@ -16,6 +16,7 @@ which the writer reads back in order and removes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -24,10 +25,13 @@ from typing import BinaryIO
 
 import numpy as np
 
+from contracts.split import document_identity, held_out
+from stack.data import accounting
 from stack.data.bpe_sample import BpeSample
-from stack.data.corpus import Document, FileRegion, InputFile, Note, Skipped
+from stack.data.corpus import Document, FileRegion, Framing, InputFile, Note, Skipped
 from stack.data.filters.canaries import Canary
 from stack.data.filters.dedup import NearDuplicates
+from stack.data.filters.rechecks import RULED, Dropped, dropped_of
 from stack.data.filters.runner import Counted, Doc, Screen, snippet
 from stack.data.filters.sample import sample_of, sample_text, spans
 from stack.data.filters.script import SourceLetters
@@ -35,8 +39,8 @@ from stack.data.formats import Layout, read_documents
 from stack.data.line_ends import Normalised
 from stack.data.long_documents import LongDocument, Spill
 from stack.data.read_ahead import read_ahead
+from stack.data.round_trips import drawn
 from stack.data.shards import DTYPES, naming
-from stack.data.split import content_sha256
 from stack.data.tokenizer import Tokenizer, byte_level_cut
 from stack.data.utf8 import complete_prefix, repaired
 from stack.data.working_set import HELD_DOCUMENT_BYTES, WorkingSet, format_size
@@ -107,7 +111,9 @@ def held_whole(found: Document | FileRegion) -> Document | None:
         return None
     whole = LongDocument(found, HELD_DOCUMENT_BYTES)
     data = whole.text()
-    return Document(found.source, data, whole.sha, whole.invalid_utf8, found.where, found.delimited)
+    return Document(
+        found.source, data, whole.sha, whole.invalid_utf8, found.where, found.delimited, found.raw, found.crlf
+    )
 
 
 def screened(screen: Screen, found: Document | FileRegion, long: bool, code: bool) -> Doc:
@@ -139,7 +145,7 @@ def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore)
     piece_bytes = job.working.piece_bytes
     name = text_name(job.layout, task.item)
     for found in read_documents(task.item, job.layout, job.working.batch_bytes, advance):
-        if isinstance(found, Skipped | Normalised | Note):  # counted and said by the encode pass
+        if isinstance(found, Skipped | Normalised | Note | Framing):  # counted and said by the encode pass
             continue
         held = held_whole(found)
         if job.letters:
@@ -155,14 +161,29 @@ def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore)
             continue
         # The BPE to be trained cuts where every byte-level BPE made by train_bpe does.
         for piece in LongDocument(found, piece_bytes).pieces(byte_level_cut, piece_bytes):
-            sample.offer(piece, content_sha256(piece))
+            sample.offer(piece, document_identity(piece))
     return found_survey
+
+
+@dataclass(frozen=True)
+class RoundTripDraw:
+    """Which documents held in memory carry their text to the writer, whose ids it decodes again
+    (stack.data.round_trips): the held-out ones, by contracts.split's rule for the split's seed and
+    val_fraction, and those drawn at `rate` by their content hash."""
+
+    seed: int
+    val_fraction: float
+    rate: float
+
+    def selects(self, doc_sha: bytes) -> bool:
+        return held_out(doc_sha, self.seed, self.val_fraction) or drawn(doc_sha, self.rate)
 
 
 @dataclass(frozen=True)
 class EncodeJob:
     """What every file of the encode pass shares. `encode_bytes` is the text encoded in one call: the
-    working set's batch shared among the workers. `spills` is where a worker leaves its ids."""
+    working set's batch shared among the workers. `spills` is where a worker leaves its ids.
+    `round_trips` picks the documents whose text the writer decodes their ids against."""
 
     layout: Layout
     working: WorkingSet
@@ -171,6 +192,8 @@ class EncodeJob:
     tokenizer: Tokenizer
     dtype: str
     spills: Path
+    round_trips: RoundTripDraw
+    recheck_docs: int  # drops of each reason per file whose reading is kept for GATE-DATA-013's rules
 
 
 @dataclass(slots=True)
@@ -182,6 +205,11 @@ class Judged:
     compares again (stack.data.filters.dedup.Rechecks). `sha` of a long document is known once it
     has been read whole (after encoding).
     `text` is its first characters, kept where it may be dropped (for the example and the log).
+    `raw` is the input bytes it was read from, `altered` whether its text is not those bytes though
+    nothing normalised it (stack.data.accounting). `check_text` is the text of a kept document the
+    writer decodes its ids against; `round_trip` the verdict on a long one, encoded in pieces, each
+    decoded as it was encoded (stack.data.round_trips). `dropped` is what GATE-DATA-013's check
+    rules reads of a drop it may measure again (stack.data.filters.rechecks).
     """
 
     source: str
@@ -196,10 +224,15 @@ class Judged:
     canary: Canary | None = None
     tokens: int = 0
     unread: bool = False
+    raw: int = 0
+    altered: bool = False
+    check_text: bytes | None = None
+    round_trip: bool | None = None
+    dropped: Dropped | None = None
 
     def counted(self) -> Counted:
         """What the books count of it besides its verdict (stack.data.filters.runner.Counted)."""
-        return Counted(self.where, self.text, self.length, self.system, self.unread)
+        return Counted(self.where, self.text, self.length, self.system, self.unread, self.dropped)
 
 
 @dataclass
@@ -218,6 +251,7 @@ class Part:
     skipped: Skipped | None = None
     normalised: list[Normalised] = field(default_factory=list)  # what a reader normalised (line_ends)
     end: InputFile | None = None
+    framing: list[Framing] = field(default_factory=list)  # with `end`: what the file held besides documents
     invalid_utf8: bool = False  # with `end`: a document of the file had bytes replaced
     note: Note | None = None
 
@@ -241,10 +275,16 @@ class _Long:
 
 def _judge_canary(screen: Screen, dedup: NearDuplicates | None, source: str, canary: Canary) -> Judged:
     reason = screen.reason(source, Doc(canary.data, canary.length, canary.delimited))
-    judged = Judged(source, content_sha256(canary.data), reason, "canary", canary=canary)
+    judged = Judged(source, document_identity(canary.data), reason, "canary", canary=canary)
     if reason is None and dedup is not None and screen.dedups(source):
         judged.signature, judged.data = dedup.signature(canary.data), canary.data
     return judged
+
+
+def _normalised(found: Document) -> bool:
+    """Whether a document's text was normalised from the bytes it was read from (CRLF read as LF,
+    bytes replaced), so that its length may differ from theirs."""
+    return found.crlf or found.invalid_utf8
 
 
 def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Generator[object, None, None]:
@@ -263,12 +303,17 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
         ]
     invalid = False
     name = text_name(job.layout, task.item)
+    rechecked: Counter[str] = Counter()
+    framing: list[Framing] = []  # said with the file's end, not one by one
     for found in read_documents(task.item, job.layout, working.batch_bytes, advance):
         if found.source not in planted:  # a record's own source, first met in this file
             planted.add(found.source)
             batch.docs += [
                 _judge_canary(screen, dedup, found.source, c) for c in screen.canaries(found.source)
             ]
+        if isinstance(found, Framing):
+            framing.append(found)
+            continue
         if isinstance(found, Skipped | Normalised | Note):
             yield found
             continue
@@ -285,12 +330,22 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             length=doc.size,
             system=verdict.system,
             unread=held is None,
+            raw=found.raw,
+            altered=held is not None and accounting.altered(len(held.data), held.raw, _normalised(held)),
         )
         dedups = screen.dedups(found.source) and held is not None
         if reason is not None or dedups:
             judged.text = snippet(screen.text(doc.data))
+        if reason in RULED and rechecked[reason] < job.recheck_docs:
+            rechecked[reason] += 1
+            whole = None if held is None else held.data
+            judged.dropped = dropped_of(
+                screen.settings, whole, doc.data, doc.sample, doc.size, doc.delimited, doc.code
+            )
         if reason is None and dedups and dedup is not None:
             judged.signature, judged.data = dedup.signature(doc.data), doc.data
+        if reason is None and not long and job.round_trips.selects(sha):
+            judged.check_text = doc.data
         data = doc.data
         if long:
             yield batch
@@ -310,7 +365,7 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             batch.size += len(data)
         batch.docs.append(judged)
     yield batch
-    yield Part(end=task.item, invalid_utf8=invalid)
+    yield Part(end=task.item, invalid_utf8=invalid, framing=framing)
 
 
 def _encode_short(job: EncodeJob, batch: _Short) -> Part:
@@ -347,6 +402,7 @@ def _encode_long(job: EncodeJob, long: _Long, spill_dir: Path, name: str) -> tup
     document = LongDocument(long.found, working.piece_bytes)
     spill = Spill(spill_dir, job.dtype, name)
     note = None
+    round_trip = True
     try:
         for group in _groups(document.pieces(tok.cut_point, working.piece_bytes), job.encode_bytes):
             if len(group) == 1 and len(group[0]) > job.encode_bytes:
@@ -356,7 +412,8 @@ def _encode_long(job: EncodeJob, long: _Long, spill_dir: Path, name: str) -> tup
                     f"where the {tok.name} tokenizer can cut it safely; it is encoded in one piece, beyond "
                     "the working set",
                 )
-            for ids in tok.encode_documents(group):
+            for piece, ids in zip(group, tok.encode_documents(group), strict=True):
+                round_trip &= tok.decode(ids) == piece.decode("utf-8")
                 spill.write(ids)
         spill.write(np.array([tok.eot_id], dtype=np.uint32))
     except BaseException:
@@ -364,6 +421,7 @@ def _encode_long(job: EncodeJob, long: _Long, spill_dir: Path, name: str) -> tup
         raise
     long.judged.sha = document.sha
     long.judged.tokens = spill.tokens
+    long.judged.round_trip = round_trip
     return Part(docs=[long.judged], spill=spill, long=True, note=note), document.invalid_utf8
 
 

@@ -13,11 +13,17 @@ not that of a JSONL file (a dataset's README.md) is left out with a note.
 Parquet is read with pyarrow one batch of rows at a time, each about the working set's batch
 size of text (from the file's own column statistics), never the whole file. A JSONL line is
 read whole, since a JSON text cannot be cut; an unusually long line costs its own size.
+
+The books of a file of records (stack.data.accounting, GATE-DATA-014) count its text fields'
+UTF-8 bytes, per source: measured where each record is parsed (`field_bytes`), or for Parquet
+from the column's offsets, batch by batch, apart from the loop that makes each row's document;
+a blank text is counted as blank framing, and each document carries the bytes it was read from.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,18 +31,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from contracts.split import document_identity
 from stack.data import json_array
-from stack.data.corpus import SOURCE_NAME_RE, Document, InputFile, Note, Skipped, document, unreadable
+from stack.data.accounting import BLANK
+from stack.data.corpus import (
+    SOURCE_NAME_RE,
+    Document,
+    Framing,
+    InputFile,
+    Note,
+    Skipped,
+    document,
+    unreadable,
+)
 from stack.data.json_array import array_elements, starts_array
 from stack.data.line_ends import BOM, CRLF, Normalised, reported
-from stack.data.split import content_sha256
 
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-Item = Document | Skipped | Normalised | Note
+Item = Document | Skipped | Normalised | Note | Framing
 # What a `.json` file's format is told from: at most this much of each of its first two lines.
 SNIFF_LINE_BYTES = 1 << 20
 # The names of JSON Lines files; `--format auto` reads these as JSONL.
@@ -116,6 +132,27 @@ def field_value(record: dict[str, Any], name: str) -> Any:
     return value
 
 
+def field_bytes(record: object, name: str) -> int:
+    """The UTF-8 bytes of a record's text field as parsed, or of the field's value itself when
+    `record` is that value (0 for a record without it, or whose field holds no text): the input
+    side of the books of a file of records."""
+    value = field_value(record, name) if isinstance(record, dict) else record
+    return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+
+
+class _Fields:
+    """A file of records' books by source: the text fields' bytes read, and those blank."""
+
+    def __init__(self) -> None:
+        self.read: Counter[str] = Counter()
+        self.blank: Counter[str] = Counter()
+
+    def framing(self) -> Iterator[Framing]:
+        """One Framing per source the file's records named."""
+        for source in sorted(self.read.keys() | self.blank.keys()):
+            yield Framing(source, {BLANK: self.blank[source]}, self.read[source])
+
+
 def _field(where: str, record: dict[str, Any], name: str, option: str) -> object:
     value = field_value(record, name)
     if value is MISSING:
@@ -133,6 +170,7 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
     bom = crlf = False
     missing: list[tuple[str, dict[str, Any]]] = []  # the records without the text field
     records = 0
+    books = _Fields()
     try:
         with open(item.path, "rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -148,11 +186,14 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
                     return
                 records += 1
                 parsed = _json_object(f"{item.given}:{number}", line)
-                yield _record(item, f":{number}", parsed, fields, missing)
+                found = _record(item, f":{number}", parsed, fields, missing)
+                books.read[found.source] += field_bytes(parsed[0], fields.text)
+                yield _counted(found, books)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
     _refuse_wrong_field(item, records, missing, fields)
     yield from reported(item.source, bom, crlf)
+    yield from books.framing()
 
 
 def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int], None]) -> Iterator[Item]:
@@ -161,6 +202,7 @@ def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int
     refused, naming it."""
     missing: list[tuple[str, dict[str, Any]]] = []
     records = 0
+    books = _Fields()
     try:
         for index, value, invalid in array_elements(item.path, item.given, advance):
             at = f"[{index}]"
@@ -172,10 +214,20 @@ def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int
                     'of the array must be one object such as {"text": "..."}, or one text'
                 )
             records += 1
-            yield _record(item, at, (value, invalid), fields, missing)
+            found = _record(item, at, (value, invalid), fields, missing)
+            books.read[found.source] += field_bytes(value, fields.text)
+            yield _counted(found, books)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
     _refuse_wrong_field(item, records, missing, fields)
+    yield from books.framing()
+
+
+def _counted(found: Item, books: _Fields) -> Item:
+    """A record's document or skip, a blank text's bytes booked as blank framing."""
+    if isinstance(found, Skipped) and found.reason == "empty":
+        books.blank[found.source] += found.size
+    return found
 
 
 def _string_record(where: str, text: str, fields: Fields) -> dict[str, Any]:
@@ -285,14 +337,15 @@ def _record_document(item: InputFile, at: str, parsed: tuple[dict[str, Any], boo
     if fields.source is not None:
         source = _source_name(where, _field(where, record, fields.source, "--source-field"), fields.source)
     if text is None or (isinstance(text, str) and not text.strip()):
-        return Skipped(source, "empty")
+        return Skipped(source, "empty", size=field_bytes(text, fields.text))
     if not isinstance(text, str):
         raise BadInput(
             f"{where}: field {fields.text!r} holds {_json_kind(text)}, not a string; "
             "pass --text-field the field that holds the text (a nested one by its path, e.g. data.text)"
         )
     data, replaced = _text_bytes(text)
-    return Document(source, data, content_sha256(data), invalid or replaced, f"{item.label}{at}")
+    raw = field_bytes(text, fields.text)
+    return Document(source, data, document_identity(data), invalid or replaced, f"{item.label}{at}", raw=raw)
 
 
 def _arrow_failure(path: Path, exc: Exception) -> BadInput:
@@ -363,6 +416,19 @@ def _strings(array: pa.Array) -> tuple[list[int], memoryview, np.ndarray]:
     return bounds.tolist(), view, array.is_valid().to_numpy(zero_copy_only=False)
 
 
+def _column_bytes(books: _Fields, sources: str | list[Any], bounds: list[int], valid: np.ndarray) -> None:
+    """The bytes of a batch's text column, from its offsets (null rows hold none), booked by source:
+    the input side of a Parquet file's books, apart from the loop over its rows."""
+    import numpy as np
+
+    lengths = np.diff(np.asarray(bounds, dtype=np.int64)) * np.asarray(valid, dtype=bool)
+    if isinstance(sources, str):
+        books.read[sources] += int(lengths.sum())
+        return
+    for name in set(sources):
+        books.read[str(name)] += int(lengths[np.asarray([s == name for s in sources])].sum())
+
+
 def parquet_documents(
     item: InputFile, fields: Fields, batch_bytes: int, advance: Callable[[int], None]
 ) -> Iterator[Item]:
@@ -382,24 +448,27 @@ def parquet_documents(
         columns.append(fields.source)
     size, rows, done, row = item.path.stat().st_size, max(parquet.metadata.num_rows, 1), 0, 0
     batches = parquet.iter_batches(batch_size=_batch_rows(parquet, fields.text, batch_bytes), columns=columns)
+    books = _Fields()
     while True:
         try:
             batch = next(batches, None)
         except (pa.ArrowException, OSError) as exc:
             raise _arrow_failure(item.given, exc) from None
         if batch is None:
+            yield from books.framing()
             return
         bounds, data, valid = _strings(batch.column(0))
         sources = batch.column(1).to_pylist() if fields.source is not None else None
+        _column_bytes(books, item.source if sources is None else sources, bounds, valid)
         for i in range(batch.num_rows):
             source = item.source
             if sources is not None:
                 source = _source_name(f"{item.given} row {row + i}", sources[i], columns[1])
             raw = bytes(data[bounds[i] : bounds[i + 1]]) if valid[i] else b""
             if not raw.strip():
-                yield Skipped(source, "empty")
+                yield _counted(Skipped(source, "empty", size=len(raw)), books)
             else:
-                yield document(source, raw, f"{item.label} row {row + i}")
+                yield document(source, raw, f"{item.label} row {row + i}", raw=len(raw))
         row += batch.num_rows
         advance(size * row // rows - done)
         done = size * row // rows

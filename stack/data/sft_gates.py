@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contracts.gates import Outcome, gate_require, measure
+from contracts.split import stored_example_key
 
 if TYPE_CHECKING:
     from stack.data.sft_template import ExampleText, TurnText
@@ -132,6 +133,25 @@ def _example_spans(labels: np.ndarray) -> dict[int, tuple[int, int]]:
     firsts = np.flatnonzero(np.diff(numbers, prepend=-1) != 0)
     lasts = np.append(firsts[1:], len(at)) - 1
     return {int(numbers[f]): (int(at[f]), int(at[last]) + 1) for f, last in zip(firsts, lasts, strict=True)}
+
+
+def stored_example_keys(tokens: np.ndarray, labels: np.ndarray, tokenizer: Tokenizer) -> list[bytes]:
+    """The key of every example of packed tables as they are written (GATE-DATA-005's check
+    `stored`): its positions' ids decoded run by run of supervision (contracts.split.stored_example_key),
+    a pair's padding between its rows left out, in example order."""
+    tokens, labels = np.asarray(tokens), np.asarray(labels)
+    numbers, supervised = examples_of(labels), supervised_of(labels)
+    keys = []
+    for number, (lo, hi) in sorted(_example_spans(labels).items()):
+        mine = numbers[lo:hi] == number
+        ids, marks = tokens[lo:hi][mine], supervised[lo:hi][mine]
+        cuts = np.flatnonzero(np.diff(marks)) + 1
+        runs = [
+            (bool(mark[0]), tokenizer.decode(run.tolist()))
+            for run, mark in zip(np.split(ids, cuts), np.split(marks, cuts), strict=True)
+        ]
+        keys.append(stored_example_key(runs))
+    return keys
 
 
 def round_trip(tokenizer: Tokenizer, text: str) -> str:
@@ -247,6 +267,19 @@ def example_verdict(ids: np.ndarray, expected: ExampleText, tokenizer: Tokenizer
     return "by_content" if _in_order(decoded, [c for c in given_back if c]) else "misrendered"
 
 
+def example_verdicts(
+    tokens: np.ndarray, labels: np.ndarray, texts: Sequence[ExampleText], tokenizer: Tokenizer
+) -> list[str]:
+    """Each example k (from 1) of the tables against `texts[k - 1]` (`example_verdict`), in order;
+    an example the tables do not hold is misrendered."""
+    tokens, spans = np.asarray(tokens), _example_spans(labels)
+    verdicts = []
+    for number, expected in enumerate(texts, start=1):
+        lo, hi = spans.get(number, (0, 0))
+        verdicts.append(example_verdict(tokens[lo:hi], expected, tokenizer) if hi > lo else "misrendered")
+    return verdicts
+
+
 def rendering_outcome(
     tokens: np.ndarray, labels: np.ndarray, texts: Sequence[ExampleText], tokenizer: Tokenizer
 ) -> Outcome:
@@ -255,12 +288,9 @@ def rendering_outcome(
     The supervision check reads only what follows each marker, and the turn check each turn
     against the same grouping of turns the rendering used; this one reads every message of the
     conversation, so a turn the rendering dropped (a system prompt) shows."""
-    tokens, spans = np.asarray(tokens), _example_spans(labels)
     verdicts = {"rendered": 0, "by_content": 0, "misrendered": 0}
     first = 0
-    for number, expected in enumerate(texts, start=1):
-        lo, hi = spans.get(number, (0, 0))
-        verdict = example_verdict(tokens[lo:hi], expected, tokenizer) if hi > lo else "misrendered"
+    for number, verdict in enumerate(example_verdicts(tokens, labels, texts, tokenizer), start=1):
         verdicts[verdict] += 1
         first = first or (number if verdict == "misrendered" else 0)
     measured = {

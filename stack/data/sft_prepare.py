@@ -33,9 +33,11 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from contracts.split import document_identity, example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
+from stack.data.accounting import TURNS, Books, check_accounts
 from stack.data.chat_jinja import jinja_of
 from stack.data.chat_render import (
     ModelTemplate,
@@ -50,6 +52,7 @@ from stack.data.chat_shapes import (
     UNRENDERABLE,
     LeftOut,
     chat_messages,
+    explicit_pair,
     message_text,
     prompt_completion_turns,
     turns_of,
@@ -66,6 +69,7 @@ from stack.data.line_ends import reported, text_lines
 from stack.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
+    ByteAccount,
     DataFile,
     FilterReport,
     LabelFile,
@@ -83,14 +87,21 @@ from stack.data.prefs_rows import PREFS_FORMAT, pair_ids, pair_text, pair_turns,
 from stack.data.prepare import UNPACKED_DIR, write_locked
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
-from stack.data.sft_gates import check_markers, check_rendering, check_supervision, check_turns
+from stack.data.round_trips import RoundTrips, book_examples, check_round_trips
+from stack.data.sft_gates import (
+    check_markers,
+    check_rendering,
+    check_supervision,
+    check_turns,
+    example_verdicts,
+    stored_example_keys,
+)
 from stack.data.sft_template import (
     TEMPLATES_DIR,
     ChatTemplate,
     ExampleText,
     Rendered,
     TurnText,
-    canonical_example,
     concatenated_text,
     example_text,
     load_template,
@@ -99,7 +110,6 @@ from stack.data.sft_template import (
     supervised_texts,
 )
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
-from stack.data.split import content_sha256
 from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
 from stack.data.unpack import readable
@@ -212,17 +222,48 @@ def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _
     return _Example(turns_of(messages, tuple(renderer.spec.roles), where), where)
 
 
+def turns_bytes(turns: Sequence[tuple[str, str]]) -> int:
+    """The UTF-8 bytes of an example's turns, the unit of a fine-tuning prepare's books
+    (stack.data.accounting)."""
+    return sum(len(text.encode("utf-8")) for _, text in turns)
+
+
+def _said(value: object) -> str:
+    """What a prompt, completion or message says, as text: a string as it is, a message its text
+    (message_text), a list of them joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return message_text(value)
+    return "".join(map(_said, value)) if isinstance(value, list) else ""
+
+
+def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
+    """The UTF-8 bytes of what a record the renderer cannot write says (its messages' text, a pair's
+    prompt, chosen and rejected), booked as read and dropped as unrenderable so GATE-DATA-014's books
+    balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it."""
+    if plan.fmt == PREFS_FORMAT:
+        pair = explicit_pair(record, where)
+        parts: list[object] = [pair["prompt"], pair["chosen"], pair["rejected"]]
+    elif plan.fmt == PROMPT_COMPLETION:
+        parts = [record["prompt"], record["completion"]] if isinstance(record, dict) else []
+    else:
+        parts = list(chat_messages(record, where))
+    return sum(len(_said(part).encode("utf-8")) for part in parts)
+
+
 def _read_examples(
     plan: SftPlan, renderer: Renderer, scratch: Path, dropped: Dropped
 ) -> tuple[list[_Example], Counter[str]]:
     """Every record's example (`_example`) in file order, each where it was read (file:line, or
-    file[element] in a JSON array); blank lines are skipped, and a byte-order mark or CRLF line ends
-    counted (stack.data.line_ends). A record with nothing to learn from is left out into `dropped`
-    (stack.data.chat_shapes.LeftOut); one the renderer cannot write is dropped as unrenderable into
-    the filters' books (the drop log and the source's report, where GATE-DATA-014 counts it and
-    GATE-DATA-015 weighs its share), the records it can write kept. A compressed file, or one in
-    UTF-16 or UTF-32 with a byte-order mark, is read through a UTF-8 copy in `scratch`
-    (stack.data.unpack), as pretraining text is."""
+    file[element] in a JSON array) and its turns' bytes booked as read (stack.data.accounting);
+    blank lines are skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends).
+    A record with nothing to learn from is left out into `dropped` (stack.data.chat_shapes.LeftOut);
+    one the renderer cannot write is dropped as unrenderable into the filters' books (the drop log
+    and the source's report, where GATE-DATA-014 counts it and GATE-DATA-015 weighs its share) and
+    its bytes booked as read and dropped (`_unrendered_bytes`), the records it can write kept. A
+    compressed file, or one in UTF-16 or UTF-32 with a byte-order mark, is read through a UTF-8 copy
+    in `scratch` (stack.data.unpack), as pretraining text is."""
     examples, counts = [], Counter[str]()
     for number, given in enumerate(plan.files):
         if not given.is_file():
@@ -238,11 +279,17 @@ def _read_examples(
                 if out.rule != UNRENDERABLE:
                     dropped.add(out.rule, f"{where}: {out.reason}")
                     continue
-                sha = content_sha256(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+                sha = document_identity(
+                    json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+                )
                 # The books' example of the rule is its first record with the whole reason and fix.
                 plan.filters.report(plan.source).examples.setdefault(UNRENDERABLE, f"{where}: {out.reason}")
                 plan.filters.count(plan.source, UNRENDERABLE, sha, Counted(where, out.reason))
+                size = _unrendered_bytes(record, plan, f"{given}{at}")
+                dropped.books.read(plan.source, TURNS, size)
+                dropped.books.document(plan.source, UNRENDERABLE, size)
                 continue
+            dropped.books.read(plan.source, TURNS, turns_bytes(examples[-1].turns))
             if plan.fmt == PREFS_FORMAT:
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
     return examples, counts
@@ -276,11 +323,13 @@ class Dropped:
     """Examples left out by a rule of their own (the filters count theirs in their report): blank
     for what is learnt (`empty`), longer than the window (`too_long`, with the longest), or of
     nothing to learn from as read (stack.data.chat_shapes.LeftOut: `unanswered`, `tie`,
-    `diverged`); and, per rule, where its first one was read and why."""
+    `diverged`); and, per rule, where its first one was read and why. `books` holds the bytes of
+    the examples read, kept and dropped (stack.data.accounting)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     longest: int = 0
     first: dict[str, str] = field(default_factory=dict)
+    books: Books = field(default_factory=Books)
 
     def add(self, rule: str, why: str, length: int = 0) -> None:
         self.counts[rule] += 1
@@ -308,12 +357,14 @@ def _render_all(
             pair, limit = pair_ids(tok, turns), plan.pack_len // 2
             if not pair.prompt:
                 dropped.add("empty", f"{where}: the prompt is empty")
+                dropped.books.document(plan.source, "empty", turns_bytes(turns))
                 continue
             length = pair.length
             rendered = render_pair(pair, limit, tok.eot_id) if length <= limit else None
             whole = pair_text(turns)
         elif _empty(plan.fmt, turns):
             dropped.add("empty", f"{where}: every assistant turn is blank")
+            dropped.books.document(plan.source, "empty", turns_bytes(turns))
             continue
         else:
             if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
@@ -326,15 +377,17 @@ def _render_all(
             limit, length = plan.pack_len, len(rendered.ids)
         if rendered is None or length > limit:
             dropped.add("too_long", f"{where}: {length} tokens", length)
+            dropped.books.document(plan.source, "too_long", turns_bytes(turns))
             continue
-        sha = splitting.content_sha256(canonical_example(turns))
+        sha = example_identity(turns)
         which = splitting.assign_split(sha, plan.seed, plan.val_fraction)
         splits[which].examples.append(rendered)
+        dropped.books.document(plan.source, None, turns_bytes(turns))
         if plan.fmt != PREFS_FORMAT:  # the turns as text: a joined prompt and completion are one turn
             texts, whole = _texts(example, renderer, tok, plan)
             splits[which].texts.append(texts)
         splits[which].wholes.append(whole)
-        assigned.add(sha, which)
+        assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
         shas.append(doc)
         heldout.append(held)
@@ -414,10 +467,20 @@ class SftPlan:
 
 
 def _write_split(
-    staging: Path, split: Split, plan: SftPlan, rendered: _Split, tok: Tokenizer, dtype: str, by_model: bool
+    staging: Path,
+    split: Split,
+    plan: SftPlan,
+    rendered: _Split,
+    tok: Tokenizer,
+    dtype: str,
+    stored: splitting.Stored,
+    trips: RoundTrips,
+    by_model: bool,
 ) -> tuple[list[Shard], list[LabelFile], int]:
-    """The shard and label file of one split (none when it has no example); `by_model`: the model's
-    own template rendered the examples (GATE-SFT-001 admits the EOS it ends a prompt's turns with)."""
+    """The shard and label file of one split (none when it has no example); each example written is
+    keyed as stored into `stored`, and its ids decoded against its whole text into `trips`;
+    `by_model`: the model's own template rendered the examples (GATE-SFT-001 admits the EOS it ends
+    a prompt's turns with)."""
     if not rendered.examples:
         return [], [], 0
     eos_id = tok.eot_id
@@ -426,6 +489,10 @@ def _write_split(
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
     check_rendering(tokens, labels, rendered.wholes, tok)
+    for key in stored_example_keys(tokens, labels, tok):
+        stored.add(split, key)
+    verdicts = example_verdicts(tokens, labels, rendered.wholes, tok)
+    book_examples(trips, split == "heldout", verdicts, f"{split} example")
     writer = ShardWriter(staging, split, plan.source, dtype, SFT_SHARD_TOKENS)
     writer.add(tokens)
     shards = writer.close()
@@ -488,11 +555,12 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         letters.add(plan.source, runner.screen.letters(plan.source, doc), runner.settings.script)
     runner.set_scripts(letters.held(runner.settings.script))
     runner.plant_turns(plan.source)
-    kept = [
-        example
-        for example in examples
-        if runner.keep_turns(plan.source, example.turns, canonical_example(example.turns), example.where)
-    ]
+    kept = []
+    for example in examples:
+        if (reason := runner.judge_turns(plan.source, example.turns, example.where)) is None:
+            kept.append(example)
+        else:
+            dropped.books.document(plan.source, reason, turns_bytes(example.turns))
     log_path = runner.log.close()
     check_reports(runner, {plan.source: len(kept)}, recount(log_path))
     read = runner.report(plan.source).documents_in + sum(dropped.counts.values())
@@ -505,16 +573,23 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
+    check_accounts(dropped.books)
     if not splits["train"].examples:
         raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)
     shards, label_files, supervised = [], [], {}
     by_model = isinstance(renderer, ModelTemplate) and _templated(plan, counts)
+    stored = splitting.Stored()
+    trips = RoundTrips(tok, 1.0, sum(path.stat().st_size for path in plan.files))  # every example
     for split in ("train", "heldout"):
-        written, labels, count = _write_split(staging, split, plan, splits[split], tok, dtype, by_model)
+        written, labels, count = _write_split(
+            staging, split, plan, splits[split], tok, dtype, stored, trips, by_model
+        )
         shards += written
         label_files += labels
         supervised[split] = count
+    check_round_trips(trips)
+    splitting.check_stored(stored)
     index_path = staging / INDEX_FILE
     with naming(index_path):
         splitting.write_index(index_path, index)
@@ -548,6 +623,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         filters={name: FilterReport(**report) for name, report in plan.filters.as_dict().items()},
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         normalised=normalised_input({plan.source: {k: counts[k] for k in NormalisedInput.model_fields}}),
+        accounting={name: ByteAccount(**account) for name, account in dropped.books.as_dict().items()},
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
             template=renderer.name if isinstance(renderer, ModelTemplate) else renderer.spec.name,

@@ -35,7 +35,6 @@ the EOS id cannot mask it (GATE-SFT-001 checks the result).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,8 +320,3 @@ def render_concatenated(tokenizer: Tokenizer, prompt: str, completion: str, wher
     mask = np.zeros(len(ids), dtype=np.uint8)
     mask[len(prompt_ids) :] = 1
     return Rendered(ids=ids, mask=mask, assistant_turns=1, markers_missing=0)
-
-
-def canonical_example(turns: list[tuple[str, str]]) -> bytes:
-    """The bytes an example's identity (its split, its index row) is hashed from."""
-    return json.dumps(turns, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -32,6 +32,7 @@ from contracts.errors import BadInput, GateViolation
 from contracts.evidence import sha256_file
 from contracts.gates import Outcome, gate_require, measure
 from contracts.shard_layout import HEADER, shard_bytes
+from contracts.split import StoredDigest
 from stack.data.manifest import DTYPE_VOCAB_LIMITS, DataFile, Manifest, Shard, Split
 
 MAGIC = b"GSTOKENS"
@@ -92,12 +93,13 @@ class ShardWriter:
         self._tokens = 0
         self._documents = 0
 
-    def add(self, tokens: np.ndarray) -> None:
-        """Append one document's ids (its EOT included)."""
-        self.add_blocks(iter([tokens]), len(tokens))
+    def add(self, tokens: np.ndarray) -> bytes:
+        """Append one document's ids (its EOT included); its key as stored (`add_blocks`)."""
+        return self.add_blocks(iter([tokens]), len(tokens))
 
-    def add_blocks(self, blocks: Iterator[np.ndarray], tokens: int) -> None:
-        """Append one document of `tokens` ids (its EOT included), given block by block.
+    def add_blocks(self, blocks: Iterator[np.ndarray], tokens: int) -> bytes:
+        """Append one document of `tokens` ids (its EOT included), given block by block; returns the
+        key of the document as written (contracts.split.StoredDigest, GATE-DATA-005's check stored).
 
         A long document's ids arrive in blocks so that it is never held whole; the shard is
         finished first if the document would overfill it, decided on its whole length, so a
@@ -110,10 +112,14 @@ class ShardWriter:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = open(self._path, "wb")  # noqa: SIM115 - closed by _finish or discard
             self._write(bytes(HEADER.size))
+        key = StoredDigest(self.dtype.name)
         for block in blocks:
-            self._write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+            written = np.ascontiguousarray(block, dtype=self.dtype).tobytes()
+            self._write(written)
+            key.update(written)
             self._tokens += len(block)
         self._documents += 1
+        return key.digest()
 
     def close(self) -> list[Shard]:
         """Finish the open shard; the manifest entries of every shard written."""

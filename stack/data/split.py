@@ -1,7 +1,8 @@
 """Train / held-out assignment by document content, and the index that proves the two disjoint.
 
-A document's split is drawn from sha256(seed, sha256(content)), never from its path or its
-position in the walk: the same text always lands in the same split, wherever and however often
+A document's split is drawn from sha256(seed, its identity), the identity a pure function of its
+content defined in contracts.split (a document's bytes, a fine-tuning example's turns), never from
+its path or its position in the walk: the same text always lands in the same split, wherever and however often
 it occurs, so a duplicated file cannot leak into the held-out set (GATE-DATA-005). The index
 (documents.npy) keeps one row per document, a 64-bit prefix of its content hash and its split,
 so readers can re-check the disjointness of what they are about to read.
@@ -9,7 +10,6 @@ so readers can re-check the disjointness of what they are about to read.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,10 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.split import held_out, share_measured
+from contracts.split import held_out, share_measured, shared_keys
 from stack.data.manifest import Split
 
 INDEX_DTYPE = np.dtype([("doc", "<u8"), ("heldout", "u1")])
-
-
-def content_sha256(data: bytes) -> bytes:
-    """The identity of a document: sha256 of its UTF-8 bytes."""
-    return hashlib.sha256(data).digest()
 
 
 def assign_split(doc_sha: bytes, seed: int, val_fraction: float) -> Split:
@@ -61,6 +56,35 @@ def _assigned_outcome(assigned: Assigned) -> Outcome:
 @gate_require("GATE-DATA-005", _assigned_outcome)
 def check_assigned(assigned: Assigned) -> None:
     """Refuse a split in which a document sits where the rule does not put it."""
+
+
+class Stored:
+    """The key of every document (a fine-tuning set's every example) as the shards store it, by the
+    split it was written to (contracts.split: StoredDigest, stored_example_key): what GATE-DATA-005's
+    check `stored` reads the overlap of the splits from, apart from the identity they were drawn by."""
+
+    def __init__(self) -> None:
+        self.keys: dict[Split, list[bytes]] = {"train": [], "heldout": []}
+
+    def add(self, split: Split, key: bytes) -> None:
+        """One document written to `split`, keyed as stored."""
+        self.keys[split].append(key)
+
+
+def _stored_outcome(stored: Stored) -> Outcome:
+    train, heldout = stored.keys["train"], stored.keys["heldout"]
+    measured = {
+        "stored_documents": len(train) + len(heldout),
+        "stored_heldout": len(heldout),
+        "stored_shared": shared_keys(train, heldout),
+    }
+    return measure("GATE-DATA-005", measured, holds="no held-out document is stored as a train one")
+
+
+@gate_require("GATE-DATA-005", _stored_outcome)
+def check_stored(stored: Stored) -> None:
+    """Refuse a split whose held-out shards store a document (an example) its train shards store too,
+    whatever identity the split was drawn by."""
 
 
 def _share_outcome(manifest: dict[str, Any]) -> Outcome:

@@ -24,18 +24,26 @@ A file in which the separator never occurs is not what `--doc-sep` says it is: r
 document of the whole file (which the oversize filter would drop as a dump, and whose fix would
 be the separator already given), it is read as a file without a separator, whole or cut by
 size, and a note names it.
+
+Every byte of a file goes somewhere the books see (stack.data.accounting, GATE-DATA-014): into a
+document, whose `raw` is the span of file bytes it was read from, or into the framing the reader
+counts where it takes the bytes away (a byte-order mark, each separator found, the whitespace
+trimmed around a document or making none, a binary file), said once per file as a `Framing`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from stack.data.accounting import BINARY, BLANK, BYTE_ORDER_MARK, SEPARATOR
 from stack.data.corpus import (
     BINARY_SNIFF_BYTES,
     Document,
     FileRegion,
+    Framing,
     InputFile,
     Note,
     Skipped,
@@ -45,13 +53,13 @@ from stack.data.corpus import (
     unreadable,
 )
 from stack.data.defaults import DEFAULT_DOC_BYTES
-from stack.data.line_ends import CRLF, Normalised, as_lf, reported, text_start, whole_text
+from stack.data.line_ends import BOM, CRLF, Normalised, as_lf, reported, text_start, whole_text
 from stack.data.working_set import format_size
 
 WHITESPACE = b" \t\r\n\f\v"
 CUT_LOOKBACK = 1 << 16
 
-Item = Document | FileRegion | Skipped | Normalised | Note
+Item = Document | FileRegion | Skipped | Normalised | Note | Framing
 
 
 def _line_ends(head: bytes) -> tuple[int, bool]:
@@ -66,16 +74,20 @@ def text_documents(
     advance: Callable[[int], None],
     doc_bytes: int = DEFAULT_DOC_BYTES,
 ) -> Iterator[Item]:
-    """The documents of one text file; `advance` is told how many of its bytes were read."""
+    """The documents of one text file, then its framing; `advance` is told how many of its bytes
+    were read."""
+    removed: Counter[str] = Counter()
     try:
         if separator is None:
-            yield from _whole_file(item, doc_bytes, batch_bytes, advance)
-        elif not (yield from _separated(item, separator, batch_bytes, advance)):
+            yield from _whole_file(item, doc_bytes, batch_bytes, advance, removed)
+        elif not (yield from _separated(item, separator, batch_bytes, advance, removed)):
             size = format_size(item.path.stat().st_size)
             yield Note(item.source, unseparated(separator, doc_bytes), f"{item.label} ({size})")
-            yield from _whole_file(item, doc_bytes, batch_bytes, _read_before)
+            removed.clear()  # read again from the start: only the second reading is counted
+            yield from _whole_file(item, doc_bytes, batch_bytes, _read_before, removed)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
+    yield Framing(item.source, {kind: n for kind, n in removed.items() if n})
 
 
 def unseparated(separator: bytes, doc_bytes: int) -> str:
@@ -93,28 +105,35 @@ def _read_before(_bytes: int) -> None:
 
 
 def _whole_file(
-    item: InputFile, doc_bytes: int, batch_bytes: int, advance: Callable[[int], None]
+    item: InputFile, doc_bytes: int, batch_bytes: int, advance: Callable[[int], None], removed: Counter[str]
 ) -> Iterator[Item]:
     size = item.path.stat().st_size
     if size <= min(batch_bytes, doc_bytes):
         data = item.path.read_bytes()
         advance(len(data))
         text, bom, crlf = whole_text(data, BINARY_SNIFF_BYTES)
+        mark = len(BOM) if bom else 0
         if is_binary(data):
+            removed[BINARY] += len(data)
             yield Skipped(item.source, "binary", f"{item.label}: {kind_of(data)}")
         elif not text.strip(WHITESPACE):  # nothing but blanks is no document
+            removed[BYTE_ORDER_MARK] += mark
+            removed[BLANK] += len(data) - mark
             yield Skipped(item.source, "empty", item.label)
         else:
+            removed[BYTE_ORDER_MARK] += mark
             yield from reported(item.source, bom, crlf)
-            yield document(item.source, text, item.label, delimited=False)
+            yield document(item.source, text, item.label, delimited=False, raw=len(data) - mark, crlf=crlf)
         return
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
         if is_binary(head):
             advance(size)
+            removed[BINARY] += size
             yield Skipped(item.source, "binary", f"{item.label}: {kind_of(head)}")
             return
         start, crlf = _line_ends(head)
+        removed[BYTE_ORDER_MARK] += start
         yield from reported(item.source, start > 0, crlf)
         advance(start)
         first = start  # past a byte-order mark
@@ -124,7 +143,8 @@ def _whole_file(
             if end - start <= batch_bytes:
                 handle.seek(start)
                 piece = handle.read(end - start)
-                yield document(item.source, as_lf(piece) if crlf else piece, where, delimited=False)
+                text = as_lf(piece) if crlf else piece
+                yield document(item.source, text, where, delimited=False, raw=end - start, crlf=crlf)
             else:
                 yield FileRegion(item.source, item.path, start, end, where, delimited=False, crlf=crlf)
             advance(end - start)
@@ -157,19 +177,28 @@ def _cut(handle: BinaryIO, start: int, limit: int) -> int:
 
 
 class _Between:
-    """The document being read between two separators: held while short, tracked by offsets once long."""
+    """The document being read between two separators: held while short, tracked by offsets once long.
 
-    def __init__(self, source: str, path: Path, label: str, limit: int, crlf: bool) -> None:
+    The bytes handed to it since the last separator that the document does not hold (the
+    whitespace around it, or all of them when they make no document) are counted as blank in
+    `removed` when it finishes."""
+
+    def __init__(
+        self, source: str, path: Path, label: str, limit: int, crlf: bool, removed: Counter[str]
+    ) -> None:
         self.source, self.path, self.label, self.limit, self.crlf = source, path, label, limit, crlf
+        self.removed = removed
         self.number = 0  # documents found so far
         self._held = bytearray()
         self._held_at = 0
         self._long = False
         self._start: int | None = None  # file offsets of the first and past the last non-blank byte
         self._end = 0
+        self._added = 0  # bytes handed to it since the last separator
 
     def add(self, data: bytes, offset: int) -> None:
         """Append the bytes found at file `offset`."""
+        self._added += len(data)
         if self._long:
             self._track(data, offset)
             return
@@ -203,26 +232,35 @@ class _Between:
         if self._long and self._start is not None:
             found = FileRegion(self.source, self.path, self._start, self._end, self._where(), crlf=self.crlf)
         elif not self._long and (text := bytes(self._held).strip(WHITESPACE)):
-            found = document(self.source, as_lf(text) if self.crlf else text, self._where())
-        self._held, self._long, self._start, self._end = bytearray(), False, None, 0
+            lf = as_lf(text) if self.crlf else text
+            found = document(self.source, lf, self._where(), raw=len(text), crlf=self.crlf)
+        self.removed[BLANK] += self._added - (0 if found is None else found.raw)
+        self._held, self._long, self._start, self._end, self._added = bytearray(), False, None, 0, 0
         return found
 
 
 def _separated(
-    item: InputFile, separator: bytes, batch_bytes: int, advance: Callable[[int], None]
+    item: InputFile,
+    separator: bytes,
+    batch_bytes: int,
+    advance: Callable[[int], None],
+    removed: Counter[str],
 ) -> Generator[Item, None, bool]:
     """The documents between separators; returns whether the file was read (False: it holds text but
     never the separator, and nothing was yielded)."""
     with open(item.path, "rb") as handle:
         head = handle.read(BINARY_SNIFF_BYTES)
     if is_binary(head):
-        advance(item.path.stat().st_size)
+        size = item.path.stat().st_size
+        advance(size)
+        removed[BINARY] += size
         yield Skipped(item.source, "binary", f"{item.label}: {kind_of(head)}")
         return True
     start, crlf = _line_ends(head)
     marked = as_crlf(separator) if crlf else separator
-    read = yield from _documents(item, marked, batch_bytes, advance, start, crlf)
+    read = yield from _documents(item, marked, batch_bytes, advance, start, crlf, removed)
     if read:  # else the file is read again without a separator, which reports its line ends
+        removed[BYTE_ORDER_MARK] += start
         yield from reported(item.source, start > 0, crlf)
     return read
 
@@ -239,11 +277,12 @@ def _documents(
     advance: Callable[[int], None],
     start: int,
     crlf: bool,
+    removed: Counter[str],
 ) -> Generator[Item, None, bool]:
     """The documents between separators of a file read from byte `start`; returns whether they were
     (False, and nothing yielded, when the file holds text but never the separator: it is not what
-    --doc-sep says)."""
-    between = _Between(item.source, item.path, item.label, batch_bytes, crlf)
+    --doc-sep says). Each separator found is counted in `removed`."""
+    between = _Between(item.source, item.path, item.label, batch_bytes, crlf, removed)
     found = hits = 0
     tail, offset = b"", start  # unsearched bytes from the last block, and their file offset
     advance(start)
@@ -254,6 +293,7 @@ def _documents(
             buf, pos = tail + block, 0
             while (hit := buf.find(separator, pos)) >= 0:
                 hits += 1
+                removed[SEPARATOR] += len(separator)
                 between.add(buf[pos:hit], offset + pos)
                 if (doc := between.finish()) is not None:
                     found += 1

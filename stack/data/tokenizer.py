@@ -148,7 +148,9 @@ class ByteTokenizer(Tokenizer):
         return list(text.encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
-        array = np.asarray(ids, dtype=np.int64)
+        array = np.asarray(ids)  # an array of ids stays in its own integer dtype: no int64 copy
+        if array.dtype.kind not in "iu":
+            array = array.astype(np.int64)
         if array.size and (array.min() < 0 or array.max() > self.eot_id):
             raise ValueError(f"byte tokenizer ids are 0..{self.eot_id}; got {array.min()}..{array.max()}")
         return array[array != self.eot_id].astype(np.uint8).tobytes().decode("utf-8", errors="replace")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from contracts.filter_rules import complete_prefix
+
 
 def repaired(data: bytes) -> tuple[bytes, bool]:
     """`data` as valid UTF-8, and whether anything had to be replaced."""
@@ -19,28 +21,6 @@ def repaired(data: bytes) -> tuple[bytes, bool]:
     except UnicodeDecodeError:
         return data.decode("utf-8", errors="replace").encode("utf-8"), True
     return data, False
-
-
-def _sequence_length(lead: int) -> int:
-    """Bytes of the UTF-8 sequence that `lead` starts (1 for ASCII and for bytes no sequence starts with)."""
-    if lead >= 0xF0:
-        return 4 if lead < 0xF8 else 1
-    if lead >= 0xE0:
-        return 3
-    return 2 if lead >= 0xC0 else 1
-
-
-def complete_prefix(data: bytes | bytearray) -> int:
-    """Length of the longest prefix of `data` that ends where a decoder would be between characters.
-
-    Only a sequence started in the last four bytes and not yet complete is held back; bytes that
-    can never become valid are left in, since a whole-document decoder replaces them the same way.
-    """
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # not a continuation byte: the last sequence starts here
-            return len(data) - back if _sequence_length(byte) > back else len(data)
-    return len(data)
 
 
 class Utf8Stream:

@@ -13,8 +13,8 @@ from stack.data.tokenizer import tokenizer_from_entry
 
 
 def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | None = None) -> Manifest:
-    """Manifest, tokenizer, every shard (GATE-DATA-003), split disjointness (GATE-DATA-005) and the
-    filters' drop counts against the drop log (GATE-DATA-014).
+    """Manifest, tokenizer, every shard (GATE-DATA-003), split disjointness (GATE-DATA-005), and the
+    filters' drop counts against the drop log and the byte accounts (GATE-DATA-014).
 
     With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
     built and the held-out split holds its minimum number of batches, so a long run does not
@@ -58,4 +58,5 @@ def _check_drop_log(data_dir: Path, manifest: Manifest) -> None:
         )
     reports = {name: report.model_dump() for name, report in manifest.filters.items()}
     written = {name: stats.documents for name, stats in manifest.sources.items()}
-    check_recorded(reports, written, recount(path))
+    accounts = {name: account.model_dump() for name, account in manifest.accounting.items()}
+    check_recorded(reports, written, recount(path), accounts)

@@ -2,7 +2,8 @@
 
 One step, as in OpenAI-ES (Salimans et al., 2017) with mirrored sampling and fitness shaping:
 
-1. draw P/2 seeds from the run's generator; each gives a + and a − member (GATE-ES-002);
+1. draw P/2 seeds from the run's generator; each gives a + and a − member (GATE-ES-002), and the
+   seeds evaluated are the ones the run's rule gives the step (contracts.es_seeds, check seeds);
 2. evaluate every member's fitness on the step's batch, building no graph (GATE-ES-001), at the
    member's own weights (GATE-ES-002), scoring what the fitness states (GATE-ES-005);
 3. replace the fitness values by centered ranks, which sum to zero (GATE-ES-003);
@@ -57,6 +58,7 @@ class StepReport:
     fitness_mean: float
     fitness_best: float
     grad_norm: float
+    seeds: list[int]  # each pair's noise seed, as its members were evaluated (GATE-ES-002's check seeds)
 
 
 def es_step(
@@ -75,6 +77,8 @@ def es_step(
     evaluations, grads = population.evaluate(theta, batch, members, settings.sigma)
     check_graph_free(evaluations, grads + int(theta.grad is not None))
     check_applied(evaluations, members)
+    evaluated = [e.member.seed for e in evaluations]
+    noise.check_seeds(evaluated, settings.seed, settings.population, state.step + 1)
     check_consumed(evaluations, batch, stated)
     fitness = torch.tensor([e.fitness for e in evaluations], dtype=torch.float64)
     weights = shaping.centered_ranks(fitness)
@@ -86,7 +90,8 @@ def es_step(
     state.step += 1
     measured = update.update_measured(before, gradient, flatten(model), state.optimizer, settings.lr)
     update.check_update(measured, state.step)
-    return StepReport(state.step, float(fitness.mean()), float(fitness.max()), float(gradient.norm()))
+    report = (float(fitness.mean()), float(fitness.max()), float(gradient.norm()), evaluated[::2])
+    return StepReport(state.step, *report)
 
 
 def evolve(

@@ -9,6 +9,10 @@ Mirrored (antithetic) sampling draws one seed per pair and gives it to two membe
 In f(θ ± σε) = f(θ) ± σ∇fᵀε + ½σ²εᵀHε ± …, the even terms are the same for both members, so
 they cancel in the pair's difference and the estimate keeps only the odd, gradient, part; this
 is what GATE-ES-002 holds the sampler to and GATE-ES-004's planted quadratic relies on.
+
+Each step's seeds are the run generator's next P/2 draws; GATE-ES-002's check seeds holds the
+seeds every step's members were evaluated with to that rule as contracts.es_seeds writes it out
+(from the run's seed and the step), so a generator re-seeded or restored wrongly halts the run.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from contracts.es_seeds import SEED_BOUND
 from contracts.gates import Outcome, gate_require, measure
-
-# Seeds are drawn below 2**62: any such value is a valid torch seed and a JSON-safe integer.
-SEED_BOUND = 2**62
 
 
 @dataclass(frozen=True)
@@ -59,3 +61,19 @@ def pairs_outcome(members: list[Member], dim: int) -> Outcome:
 @gate_require("GATE-ES-002", lambda members, dim: pairs_outcome(members, dim))
 def check_pairs(members: list[Member], dim: int) -> None:
     """Judge a step's population before it is evaluated: mirrored, or the step does not run."""
+
+
+def seeds_outcome(evaluated: list[int], seed: int, population: int, step: int) -> Outcome:
+    """GATE-ES-002's check seeds: the seeds step `step`'s members were evaluated with, in population
+    order, and the run's seed and population (--seed, --population) their rule starts from."""
+    measured = {"seeds_run_seed": seed, "seeds_population": population, "seeds_step": step}
+    measured["member_seeds"] = list(evaluated)
+    return measure("GATE-ES-002", measured, step=step, holds="each step evaluates its own seeds")
+
+
+@gate_require(
+    "GATE-ES-002",
+    lambda evaluated, seed, population, step: seeds_outcome(evaluated, seed, population, step),
+)
+def check_seeds(evaluated: list[int], seed: int, population: int, step: int) -> None:
+    """Refuse a step whose members are not the seeds the run's rule gives it (a repeated step's)."""

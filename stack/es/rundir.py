@@ -276,12 +276,13 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         evolve(job.trained.model, job.state, job.reader, job.settings, fitness, stated, report, save)
     finally:
         log.close()
-    record.metrics = {
-        "data_dir": str(job.data),  # what `stack eval` reads the held-out split of, as for a training run
-        "resumed_from": job.resumed_from,
-        "steps": [asdict(r) for r in invocation.reports],
-    }
-    _keep_command_lines(record, job.commands)
+        # Halted or not, the record reports the steps its log holds (a gate may stop a later step).
+        record.metrics = {
+            "data_dir": str(job.data),  # what `stack eval` reads the held-out split of, as for a training run
+            "resumed_from": job.resumed_from,
+            **({"steps": [asdict(r) for r in invocation.reports]} if invocation.reports else {}),
+        }
+        _keep_command_lines(record, job.commands)
     evidence.note_checkpoint(saved[-1])
     evidence.settle(RunStatus.COMPLETED)
     return saved[-1]

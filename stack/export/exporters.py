@@ -150,16 +150,21 @@ def write_hf_files(directory: Path, trained: Trained) -> Path:
 def _write_hf(
     tmp: Path, trained: Trained, sample: Sample, reference: torch.Tensor, record: dict[str, Any]
 ) -> Checks:
-    """config.json, model.safetensors and the tokenizer files, checked in transformers: its logits,
-    the special ids, configuration and tokenizer it reads from them (kept in the record for `certify`)."""
+    """config.json, model.safetensors and the tokenizer files, checked in transformers as a user loads
+    them (from_pretrained's defaults): its logits, the special ids it reads from them, every field of
+    config.json against the model's, the dtype it loads in against the weights' stored dtype, and the
+    tokenizer it reads back (kept in the record for `certify`)."""
     weights = write_hf_files(tmp, trained)  # renamed below if unchecked
-    hf_model = runtimes.load_hf_model(tmp)
+    hf_model = runtimes.load_as_user(tmp)  # as a user loads it: no dtype asked for
     check = parity.compare_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
     tokenizer = trained.tokenizer
     found = runtimes.hf_special_ids(tmp, hf_model)
     special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))
     record.update(special.as_dict())
-    architecture = parity.architecture_read_back(trained.config.model, hf_model.config)
+    written = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    dtype = str(next(trained.model.parameters()).dtype).removeprefix("torch.")
+    architecture = parity.architecture_read_back(trained.config.model, hf_model.config, written, dtype)
+    architecture |= parity.dtypes_read_back(hf_model, runtimes.stored_dtypes(weights))
     record.update(architecture)
     template = chat_template_of(trained.checkpoint.state)
     expected = tokenizer_check.expected_reading(tokenizer, template, hf.family(trained.config.model))

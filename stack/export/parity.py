@@ -79,31 +79,54 @@ class SpecialIds:
 TOKENIZER_KEYS = ("tokenizer_keys", "tokenizer_differing")
 
 
-# What `architecture_read_back` measures (export.json keeps them for `certify`).
-ARCHITECTURE_KEYS = ("architecture_keys", "architecture_differing")
+# What `architecture_read_back` and `dtypes_read_back` measure (export.json keeps them for `certify`).
+ARCHITECTURE_KEYS = ("architecture_keys", "architecture_differing", "loaded_dtypes", "stored_dtypes")
 
 
-def architecture_read_back(model: Any, hf_config: Any) -> dict[str, Any]:
+def _plain(value: Any) -> Any:
+    """A config value as JSON holds it: a torch dtype by its name (`float32`), a tuple as a list."""
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def architecture_read_back(model: Any, hf_config: Any, written: dict[str, Any], dtype: str) -> dict[str, Any]:
     """GATE-EXPORT-001's check `architecture`: the model's configuration (`model`, a ModelConfig)
     against the one the importer reads back from the config transformers loaded from the export
-    (`stack.export.hf.model_config_from_hf`): every key it reads, and those that differ. Parity on
-    a short sample passes a config.json whose context is one short; a model loaded back from it
-    does not compute what was exported beyond it."""
+    (`stack.export.hf.model_config_from_hf`), every key it reads; and every field of the config.json
+    written (`written`), as transformers loaded it, against contracts.hf_export's rule for the model
+    with weights of `dtype` (dtype included). Parity on a short sample passes a config.json whose
+    context is one short, and parity in float32 one that declares bfloat16; a model loaded from it
+    does not compute what was exported."""
     from contracts.errors import BadInput
+    from contracts.hf_export import expected_fields, field_differences
     from contracts.model_shape import DEFAULTS
     from stack.export.hf import model_config_from_hf
 
+    ours = {**DEFAULTS, **model.model_dump(exclude_none=True)}  # an option left out is off
+    loaded = {field: _plain(getattr(hf_config, field, value)) for field, value in written.items()}
+    fields = field_differences(loaded, expected_fields(ours, dtype))
     try:
         exported = model_config_from_hf(hf_config)
     except BadInput as exc:
-        return {"architecture_keys": 0, "architecture_differing": {"config.json": str(exc)}}
-    ours = {**DEFAULTS, **model.model_dump(exclude_none=True)}  # an option left out is off
+        return {"architecture_keys": 0, "architecture_differing": {"config.json": str(exc), **fields}}
     differing = {
         key: {"model": ours.get(key), "exported": value}
         for key, value in exported.items()
         if ours.get(key) != value
     }
-    return {"architecture_keys": len(exported), "architecture_differing": differing}
+    return {"architecture_keys": len(exported) + len(loaded), "architecture_differing": differing | fields}
+
+
+def dtypes_read_back(hf_model: torch.nn.Module, stored: list[str]) -> dict[str, Any]:
+    """GATE-EXPORT-001's check `loaded`: the dtypes of the parameters of the model as transformers
+    loads the export by default (no dtype asked for), beside those its weights file stores."""
+    loaded = sorted({_plain(p.dtype) for p in hf_model.parameters()})
+    return {"loaded_dtypes": loaded, "stored_dtypes": stored}
 
 
 def _diff(parity: LogitsParity) -> float | str:
@@ -116,10 +139,11 @@ def hf_outcome(
     architecture: dict[str, Any] | None = None,
     tokenizer: dict[str, Any] | None = None,
 ) -> Outcome:
-    """GATE-EXPORT-001: the HF model's fp32 logits within logits_atol of the stack's; its special ids
-    the model's own; for an export, whose config.json the stack wrote, its architecture the model's
-    (`architecture_read_back`); and its tokenizer as transformers reads it the model's own
-    (stack.export.tokenizer_check.read_back)."""
+    """GATE-EXPORT-001: the HF model's logits (as loaded: an export's by default, an import's in
+    fp32) within logits_atol of the stack's; its special ids the model's own; for an export, whose
+    config.json the stack wrote, its architecture the model's (`architecture_read_back`) and the
+    dtype it loads in the one its weights are stored in (`dtypes_read_back`); and its tokenizer as
+    transformers reads it the model's own (stack.export.tokenizer_check.read_back)."""
     measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
     if special is not None:
         measured |= special.as_dict()

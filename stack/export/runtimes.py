@@ -8,6 +8,7 @@ files on disk are right, not just the tensors in memory.
 from __future__ import annotations
 
 import contextlib
+import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,32 @@ def load_hf_model(hf_dir: Path) -> torch.nn.Module:
             str(hf_dir), dtype=torch.float32, local_files_only=True, trust_remote_code=False
         )
     return model.eval()
+
+
+def load_as_user(hf_dir: Path) -> torch.nn.Module:
+    """The directory as a user's plain `AutoModelForCausalLM.from_pretrained(DIR)` loads it: no dtype
+    asked for (transformers then takes the one config.json declares), local files only, eval mode.
+    What an export's parity judges (GATE-EXPORT-001), so a config.json whose dtype is not its
+    weights' loads, and is judged, as users get it."""
+    from transformers import AutoModelForCausalLM
+
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(hf_dir), local_files_only=True, trust_remote_code=False
+        )
+    return model.eval()
+
+
+def stored_dtypes(weights: Path) -> list[str]:
+    """The dtypes a safetensors file stores its tensors in, read from its header
+    (contracts.hf_export.stored_dtypes)."""
+    from contracts.hf_export import HEADER_LENGTH_BYTES
+    from contracts.hf_export import stored_dtypes as header_dtypes
+
+    with weights.open("rb") as handle:
+        head = handle.read(HEADER_LENGTH_BYTES)
+        (length,) = struct.unpack("<Q", head)
+        return header_dtypes(head + handle.read(length))
 
 
 @torch.no_grad()

@@ -5,8 +5,9 @@ the model's own final norm and unembedding. KL(final ‖ lens) says how far that
 from the model's answer, in nats per position; the model's own distribution is the last row,
 at KL 0. Reading is bound to GATE-LENS-004: the model must have its final norm, and a tuned
 lens must have been trained on this model; every KL reported is held to the same KL recomputed
-by torch's kl_div against the distribution of a plain forward of the model, and every top-k
-probability to the log-probabilities it was read from (GATE-LENS-006).
+by torch's kl_div against the distribution of a plain forward of the model, every entropy to
+contracts.divergence's of the same log-probabilities, and every top-k probability to the
+log-probabilities it was read from (GATE-LENS-006).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from contracts import divergence
 from contracts.divergence import kl_per_position, mean_kl_per_layer
 from contracts.gates import Outcome, gate_require, measure
 from stack.lens.probes import TunedLens, fit_outcome
@@ -100,6 +102,12 @@ def check_kl(measured: dict[str, Any]) -> None:
     """Refuse a lens report whose KL is not KL(final ‖ layer), summed and averaged as stated."""
 
 
+def entropy_of(log_probs: torch.Tensor) -> torch.Tensor:
+    """The entropy in nats at each position of (..., vocab) log-probabilities: −Σ p log p over the
+    vocabulary (GATE-LENS-006 holds it to contracts.divergence.entropy)."""
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
 def top_tokens(log_probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
     """Per position of (time, vocab) log-probabilities, the k likeliest tokens and their probabilities."""
     probs, ids = log_probs.exp().topk(k, dim=-1)
@@ -109,19 +117,21 @@ def top_tokens(log_probs: torch.Tensor, k: int) -> list[list[tuple[int, float]]]
 def read(model: GPT, residuals: Residuals, lens: TunedLens | None, top_k: int) -> list[LayerReading]:
     """Every lens layer and the model's output, for the first sequence of the batch. Before they are
     reported (`check_kl`), its KLs are held to kl_div's against a plain forward's distribution
-    (check readings), and its top tokens to the log-probabilities they were read from (check top)."""
+    (check readings), its entropies to contracts.divergence's of the log-probabilities they were
+    read from (check entropy), and its top tokens to those log-probabilities (check top)."""
     log_probs = layer_log_probs(model, residuals, lens)
     final = model_output(log_probs)[0]
     plain = output_log_probs(model, residuals.inputs)[0]
     k = min(top_k, final.shape[-1])
     sites = (*residuals.sites[:-1], "logits")
-    readings, recomputed, top_logprobs, best = [], [], [], []
+    readings, recomputed, entropies, top_logprobs, best = [], [], [], [], []
     for layer, (site, lp) in enumerate(zip(sites, log_probs, strict=True)):
         lp = lp[0]
         top = top_tokens(lp, k)
-        entropy = -(lp.exp() * lp).sum(-1)
+        entropy = entropy_of(lp)
         readings.append(LayerReading(layer, site, kl_to_final(final, lp).tolist(), entropy.tolist(), top))
         recomputed.append(kl_per_position(plain, lp).tolist())
+        entropies.append(divergence.entropy(lp).tolist())
         ids = torch.tensor([[token for token, _ in row] for row in top], dtype=torch.long, device=lp.device)
         top_logprobs.append(lp.gather(-1, ids).tolist())
         best.append(lp.topk(k, dim=-1).values.tolist())
@@ -129,6 +139,8 @@ def read(model: GPT, residuals: Residuals, lens: TunedLens | None, top_k: int) -
         {
             "reading_kl": [r.kl for r in readings],
             "recomputed_reading_kl": recomputed,
+            "reading_entropy": [r.entropy for r in readings],
+            "recomputed_reading_entropy": entropies,
             "reading_top": [[[list(pair) for pair in row] for row in r.top] for r in readings],
             "top_logprobs": top_logprobs,
             "recomputed_top_logprobs": best,

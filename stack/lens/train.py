@@ -60,7 +60,7 @@ from stack.lens.readout import (
 from stack.lens.residual import Residuals, capture, read_through
 from stack.model.gpt import GPT
 from stack.trace.identity import exact_outcome
-from stack.train.stepping import applied_lr
+from stack.train.stepping import applied_lr, applied_settings
 
 Progress = Callable[[int, dict[str, Any]], None]
 
@@ -78,6 +78,12 @@ class LensTraining:
     heldout_batches: int
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     clip_norm: float = DEFAULT_CLIP_NORM
+    nesterov: bool = True  # the tuned-lens package's SGD; recorded, so the optimizer is held to it
+
+    def stated_hyperparameters(self) -> dict[str, float | bool]:
+        """The SGD hyper-parameters besides the rate that the record states (its config), which
+        GATE-LENS-002's check hyperparameters holds every parameter group to at every step."""
+        return {"weight_decay": self.weight_decay, "momentum": self.momentum, "nesterov": self.nesterov}
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step `step` (1-based): lr · (1 − (step − 1) / steps), the schedule
@@ -152,10 +158,16 @@ class FitWatch:
     identity, so that is the identity's KL: 0 when the layer already is the final distribution, as
     behind blocks that pass every token through unchanged). And its check schedule: the rate the
     optimizer applied at each step, read from its parameter groups as it steps, beside the rate
-    contracts.schedule gives that step under the lens settings."""
+    contracts.schedule gives that step under the lens settings; and its check hyperparameters: the
+    weight decay, momentum and Nesterov flag it applied at each step, read the same way, beside
+    those the record states (`stated`)."""
 
-    def __init__(self, lens: TunedLens, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self, lens: TunedLens, optimizer: torch.optim.Optimizer, stated: dict[str, float | bool]
+    ) -> None:
         self.applied_lrs: list[float] = []
+        self.stated = stated
+        self.applied: list[dict[str, float | bool]] = []
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self.probes = [
             {
@@ -176,9 +188,11 @@ class FitWatch:
 
     def stepping(self, optimizer: torch.optim.Optimizer, scheduled: float) -> float:
         """Just before the optimizer steps: the rate it will apply (of its groups' rates, the farthest
-        from `scheduled`, so a group left at another rate shows), kept for the schedule check."""
+        from `scheduled`, so a group left at another rate shows), kept for the schedule check, and
+        likewise each other hyper-parameter the record states, kept for the hyperparameters check."""
         applied = applied_lr(optimizer, scheduled)
         self.applied_lrs.append(applied)
+        self.applied.append(applied_settings(optimizer, self.stated))
         return applied
 
 
@@ -219,10 +233,10 @@ def train_lens(
         lens.parameters(),
         lr=settings.lr,
         momentum=settings.momentum,
-        nesterov=True,
+        nesterov=settings.nesterov,
         weight_decay=settings.weight_decay,
     )
-    watch = FitWatch(lens, optimizer)
+    watch = FitWatch(lens, optimizer, settings.stated_hyperparameters())
     checked = objective_steps(settings.steps)
     objective: dict[str, list[float]] = {"objective_losses": [], "objective_recomputed": []}
     with frozen(model):
@@ -247,7 +261,13 @@ def train_lens(
     check_kl({"objective_steps": checked, **objective})
     lens.fit = watch.probes  # what GATE-LENS-002 judges beside the probes' norms
     scheduled = linear_decay(settings.lr, settings.steps)
-    lens.schedule = {"applied_lrs": watch.applied_lrs, "scheduled_lrs": scheduled}  # and the rates
+    # and how it stepped: the rates, and the other hyper-parameters, as applied and as stated
+    lens.schedule = {
+        "applied_lrs": watch.applied_lrs,
+        "scheduled_lrs": scheduled,
+        "applied_hyperparameters": watch.applied,
+        "stated_hyperparameters": watch.stated,
+    }
     return lens.eval()
 
 

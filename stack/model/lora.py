@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -335,16 +335,18 @@ def base_sha256(model: nn.Module) -> str:
     """
     if any(wrapper.merged for _, wrapper in adapters(model)):
         raise BadInput("the model's adapters are merged: unmerge them to hash the base")
-    return _state_sha256(base_state(model))
+    return state_sha256(base_state(model))
 
 
 def adapter_sha256(model: nn.Module) -> str:
     """One sha256 over the adapters' A and B (key and tensor hash, sorted by key): which adapter a
     model carries, whatever checkpoint or file it came from."""
-    return _state_sha256(adapter_state(model))
+    return state_sha256(adapter_state(model))
 
 
-def _state_sha256(state: dict[str, torch.Tensor]) -> str:
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """One sha256 over a state's tensors: each key with its tensor's hash (`tensor_sha256`), sorted
+    by key. Equal digests, equal states, whatever device the tensors are on."""
     digest = hashlib.sha256()
     for key, tensor in sorted(state.items()):
         digest.update(f"{key}={tensor_sha256(tensor)}\n".encode())

@@ -137,36 +137,74 @@ def check_aux_in_loss(
     """
 
 
-@gate_require(
-    "GATE-ARCH-002",
-    lambda routed, step: measure(
-        "GATE-ARCH-002", {"routed": routed}, step=step, holds="every expert receives its share of tokens"
-    ),
-)
-def check_expert_shares(routed: dict[str, list[int]], step: int) -> None:
-    """Each expert's share of the evaluation window's assignments is within the floor and the cap.
+class ReceivedTokens:
+    """The tokens each MoE layer's forwards were handed while the counter is open, counted by a
+    forward pre-hook on the layer, apart from the layer's own assignment counts (`MoE.routed`).
 
-    `routed` maps each MoE layer to its per-expert assignment counts; the record keeps them, so a
-    WARN says which experts starved.
+    A window's assignments must add up to these tokens × top_k exactly (GATE-ARCH-002 and -012,
+    check total): counts overwritten by each forward instead of accumulated (the last batch of
+    sixteen judged as the window), or counts not reset before it, show there, where the routing
+    is counted, whatever the shares look like. A model without experts hooks nothing.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self._layers = {name: m for name, m in model.named_modules() if isinstance(m, MoE)}
+        self.tokens = dict.fromkeys(self._layers, 0)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _counter(self, name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def count(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self.tokens[name] += int(inputs[0].shape[:-1].numel())
+
+        return count
+
+    def __enter__(self) -> ReceivedTokens:
+        self._handles = [m.register_forward_pre_hook(self._counter(n)) for n, m in self._layers.items()]
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _shares_outcome(routed: dict[str, list[int]], received: dict[str, int], top_k: int, step: int) -> Outcome:
+    measured = {"routed": routed, "routed_tokens": received, "top_k": top_k}
+    return measure("GATE-ARCH-002", measured, step=step, holds="every expert receives its share of tokens")
+
+
+@gate_require("GATE-ARCH-002", _shares_outcome)
+def check_expert_shares(
+    routed: dict[str, list[int]], received: dict[str, int], top_k: int, step: int
+) -> None:
+    """Each expert's share of the evaluation window's assignments is within the floor and the cap,
+    and the window's assignments are every token its layer received × top_k (check total).
+
+    `routed` maps each MoE layer to its per-expert assignment counts, `received` to the tokens its
+    forwards were handed in the window (`ReceivedTokens`); the record keeps them, so a WARN says
+    which experts starved.
     """
 
 
 def _collapse_outcome(
-    windows: list[dict[str, list[int]]], top_k: int, balance_coef: float, step: int
+    windows: list[dict[str, list[int]]], received: dict[str, int], top_k: int, balance_coef: float, step: int
 ) -> Outcome:
-    measured = {"windows": windows, "top_k": top_k, "balance_coef": balance_coef}
+    measured = {"windows": windows, "routed_tokens": received, "top_k": top_k, "balance_coef": balance_coef}
     return measure("GATE-ARCH-012", measured, step=step, holds="the router has not collapsed")
 
 
 @gate_require("GATE-ARCH-012", _collapse_outcome)
 def check_router_collapse(
-    windows: list[dict[str, list[int]]], top_k: int, balance_coef: float, step: int
+    windows: list[dict[str, list[int]]], received: dict[str, int], top_k: int, balance_coef: float, step: int
 ) -> None:
     """Stop a run whose router collapsed: an expert routed nothing in the latest evaluation window,
-    or taking nearly every token (or nearly none) in each of the last windows GATE-ARCH-012 names.
+    or taking nearly every token (or nearly none) in each of the last windows GATE-ARCH-012 names;
+    and one whose latest window's assignments are not every token its layers received × top_k
+    (check total: a collapse judged on part of the window is no judgement of it).
 
-    `windows` are the evaluation windows' counts, oldest first, the latest last; `balance_coef`
-    is the load-balancing loss's weight, which the message's fix names.
+    `windows` are the evaluation windows' counts, oldest first, the latest last; `received` the
+    tokens each layer was handed in the latest (`ReceivedTokens`); `balance_coef` is the
+    load-balancing loss's weight, which the message's fix names.
     """
 
 

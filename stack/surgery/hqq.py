@@ -19,7 +19,10 @@ to 64 (the authors' default) that divides its row, so the presets' feed-forward 
 The result is stored dequantised, in the matrix's dtype, as the tinygpt validation doc did: the
 model is then an ordinary checkpoint every command reads, with the quantisation's error and none
 of its memory win. The win needs the integers and the per-group (s, z) stored packed and a
-kernel that multiplies by them, which this module does not provide.
+kernel that multiplies by them, which this module does not provide. The weights written must
+still be the grid: GATE-HQQ-001's check grid counts each group's distinct values in the model
+after the write (at most 2^bits) and holds them to the contracts' dequantisation of the codes,
+with one scale and one zero-point per group.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
-from contracts.quantisation import rtn_baseline
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.quantisation import dequantise, most_levels, rtn_baseline
 from stack.model.targets import Target
 
 DEFAULT_GROUP = 64  # the HQQ authors' default group size, and the largest one picked automatically
@@ -50,12 +54,16 @@ class HalfQuadratic:
 
 @dataclass(frozen=True)
 class Quantised:
-    """One matrix quantised and stored dequantised, with its grid."""
+    """One matrix quantised and stored dequantised, with its grid: the integer code of each weight
+    (groups, group) and each group's scale and zero-point, (groups, 1) each."""
 
     site: str
     weight: torch.Tensor
     bits: int
     group: int
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
 
 
 def grouped(weight: torch.Tensor, group: int) -> torch.Tensor:
@@ -162,12 +170,15 @@ def optimise_zero(
     return best
 
 
-def hqq(weight: torch.Tensor, bits: int, group: int, settings: HalfQuadratic) -> torch.Tensor:
-    """HQQ on the min-max scale with an optimised zero-point, dequantised, in the weight's shape and dtype."""
+def hqq(target: Target, bits: int, group: int, settings: HalfQuadratic) -> Quantised:
+    """HQQ of one target on the min-max scale with an optimised zero-point: its weights dequantised in
+    their shape and dtype, with the codes and the grid they came from."""
+    weight = target.weight
     w = grouped(weight, group)
     scale, zero = minmax_grid(w, bits)
     zero = optimise_zero(w, scale, zero, bits, settings)
-    return dequantised(w, scale, zero, bits).reshape(weight.shape).to(weight.dtype)
+    stored = dequantised(w, scale, zero, bits).reshape(weight.shape).to(weight.dtype)
+    return Quantised(target.site, stored, bits, group, levels(w, scale, zero, bits), scale, zero)
 
 
 def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
@@ -193,7 +204,39 @@ def quantise(targets: list[Target], bits: int, group: int | None, settings: Half
     """Every target quantised by HQQ in groups of `group` weights (None: `auto_group` per matrix);
     the model is not changed (`changes.write_weights` does)."""
     sizes = group_sizes(targets, group)
-    return [
-        Quantised(t.site, hqq(t.weight, bits, size, settings), bits, size)
-        for t, size in zip(targets, sizes, strict=True)
-    ]
+    return [hqq(t, bits, size, settings) for t, size in zip(targets, sizes, strict=True)]
+
+
+def grid_outcome(model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int) -> Outcome:
+    """GATE-HQQ-001's check grid, on the weights written into the model (the tensor its state holds
+    under each target's key after `changes.write_weights`): per matrix, the most distinct values a group holds
+    (contracts.quantisation.most_levels), the range of the quantiser's codes and whether they are
+    integers, how many scales and zero-points it kept (one each per group), and how many written
+    weights differ from the contracts' dequantisation of its codes, in the weight's dtype."""
+    state, rows = model.state_dict(), []
+    for target, q in zip(targets, quantised, strict=True):
+        written = state[target.keys[0]].detach()
+        again = dequantise(q.codes, q.scale, q.zero).reshape(written.shape).to(written.dtype)
+        rows.append(
+            {
+                "matrix": q.site,
+                "key": target.keys[0],
+                "group": q.group,
+                "groups": written.numel() // q.group,
+                "levels": most_levels(written, q.group),
+                "codes_min": float(q.codes.min()) + 0.0,  # never -0.0
+                "codes_max": float(q.codes.max()),
+                "codes_integral": bool(torch.equal(q.codes, q.codes.round())),
+                "scales": q.scale.numel(),
+                "zeros": q.zero.numel(),
+                "unreproduced": int((again != written).sum()),
+            }
+        )
+    measured = {"grid": rows, "bits": bits}
+    return measure("GATE-HQQ-001", measured, holds=f"every written group lies on a {bits}-bit grid")
+
+
+@gate_require("GATE-HQQ-001", grid_outcome)
+def check_grid(model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int) -> None:
+    """Refuse quantised weights, as written, that are not a 2^bits-level grid per group reproduced
+    by dequantising the quantiser's codes."""

@@ -10,6 +10,11 @@ module's output, recomputed by that module from the traced sites it reads).
 
 `keep=True` also keeps a copy of every site's tensor, which bisection compares element by
 element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
+Whatever `keep` says, the forward keeps the tensors of a bounded sample of sites (of each kind,
+its site in the last block that has it, and the model's own sites: `statistics_sample`), whose
+statistics are computed again from them by their definitions (contracts.site_statistics): the
+fused kernels' numbers are held to those, and every site's statistics to each other, by
+GATE-TRACE-002's check statistics.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import torch
 
+from contracts import site_statistics
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.model.gpt import GPT
@@ -66,6 +72,9 @@ class Trace:
     # Per site that is a module's output, how far it is from that module on the sites it reads
     # (stack.trace.site_identity); measured by the traced forward, absent from a trace read back.
     identities: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per site of `statistics_sample`, its statistics recomputed by their definitions from the
+    # tensor it observed (contracts.site_statistics); measured by the traced forward only.
+    recomputed: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -87,18 +96,35 @@ class Trace:
         measured["sites"] = len(self.names)
         if self.identities:
             measured["identities"] = self.identities
+        if self.recomputed:
+            strict = site_statistics.strict
+            measured["stats_recorded"] = {n: strict(self.sites[n].stats) for n in self.recomputed}
+            measured["stats_recomputed"] = {n: strict(v) for n, v in self.recomputed.items()}
         return measure("GATE-TRACE-002", measured, holds="trace complete, every site what its name says")
+
+
+def statistics_sample(n_layers: int, layout: Layout) -> frozenset[str]:
+    """The sites whose statistics a traced forward computes again from their tensors (GATE-TRACE-002,
+    check statistics): of each kind of site, its site in the last block that has it, and every site
+    outside the blocks; each kind's layout and path through the statistics kernels is in it, and its
+    size does not grow with the model's depth."""
+    names = site_names(n_layers, layout)
+    last = {split(name)[1]: name for name in names if split(name)[0] is not None}
+    return frozenset([*last.values(), *(name for name in names if split(name)[0] is None)])
 
 
 class _Recorder:
     """The visitor of one traced forward: statistics on device, values when asked to keep them."""
 
-    def __init__(self, keep: bool, ablate: frozenset[str], identities: SiteIdentities) -> None:
-        self.keep, self.ablate, self.identities = keep, ablate, identities
+    def __init__(
+        self, keep: bool, ablate: frozenset[str], identities: SiteIdentities, sample: frozenset[str]
+    ) -> None:
+        self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
         self.order: list[str] = []
         self.rows: list[torch.Tensor] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
+        self.sampled: dict[str, torch.Tensor] = {}
         self.duplicates: list[str] = []
 
     def __call__(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
@@ -110,9 +136,13 @@ class _Recorder:
         self.order.append(name)
         self.rows.append(site_stats(seen))
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
-        if self.keep:
+        if self.keep or name in self.sample:
             # A copy, so that a later in-place write into the same storage cannot change the record.
-            self.values[name] = seen.detach().clone()
+            kept = seen.detach().clone()
+            if self.keep:
+                self.values[name] = kept
+            if name in self.sample:
+                self.sampled[name] = kept
         self.identities.visit(name, seen)
         return replacement
 
@@ -120,9 +150,19 @@ class _Recorder:
         checked = list(self.identities.rows)
         stats, rows = torch.stack(self.rows), list(self.identities.rows.values())
         deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(ROW))
-        # The one host transfer: every site's statistics, then every identity's row.
-        flat = torch.cat([stats.flatten(), deviations.flatten()]).cpu().tolist()
+        sampled = list(self.sampled)
+        again = [site_statistics.statistics(self.sampled[name]).to(stats.device) for name in sampled]
+        # The one host transfer: every site's statistics, every identity's row, every sampled
+        # site's statistics by their definitions.
+        parts = [stats.flatten(), deviations.flatten(), *again]
+        flat = torch.cat(parts).cpu().tolist()
         width, cut = stats.shape[1], stats.numel()
+        tail = cut + deviations.numel()
+        size = len(site_statistics.STATISTICS)
+        recomputed = {
+            name: site_statistics.named(flat[tail + i * size : tail + (i + 1) * size])
+            for i, name in enumerate(sampled)
+        }
         sites = {}
         for i, name in enumerate(self.order):
             shape, dtype = self.meta[name]
@@ -135,7 +175,13 @@ class _Recorder:
         }
         duplicates = tuple(self.duplicates)
         return Trace(
-            n_layers, sites, self.values, duplicates=duplicates, layout=layout, identities=identities
+            n_layers,
+            sites,
+            self.values,
+            duplicates=duplicates,
+            layout=layout,
+            identities=identities,
+            recomputed=recomputed,
         )
 
 
@@ -175,7 +221,8 @@ def trace_forward(
     layout = layout_for(model.config)
     ablated = check_ablation(ablate, len(model.layers), layout)
     fed = fed_inputs(feed, len(model.layers))
-    recorder = _Recorder(keep, ablated, SiteIdentities(identities(model, layout), fed, ablated))
+    checked = SiteIdentities(identities(model, layout), fed, ablated)
+    recorder = _Recorder(keep, ablated, checked, statistics_sample(len(model.layers), layout))
     with SiteHooks(model, recorder, feed):
         logits, _ = model(idx)
     return recorder.trace(len(model.layers), layout), logits

@@ -261,10 +261,16 @@ def _complete(result: Path) -> Outcome:
     return measure("GATE-CKPT-001", {"checkpoint": result.name, "missing": missing}, step=state.get("step"))
 
 
+def saved_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors the model file of checkpoint `path` holds, read back as saved (a tied head stored
+    once, under the name it was saved by)."""
+    return load_file(str(path / "model.safetensors"))
+
+
 def weights_measured(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     """How the model file of checkpoint `path`, read back, compares with `model`'s weights tensor by
     tensor (dtype, shape and bytes): what GATE-CKPT-001's check `weights` judges."""
-    saved = load_file(str(path / "model.safetensors"))
+    saved = saved_weights(path)
     live = model.state_dict()
     differing = sorted(
         name

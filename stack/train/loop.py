@@ -47,7 +47,7 @@ from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import check_heldout
-from stack.data.policy import build_policy, check_paid, source_heldout
+from stack.data.policy import build_policy, check_paid, source_heldout, tallied_measured
 from stack.data.reader import check_fingerprint, check_served, planned_sha256
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_record import tokenizer_state
@@ -56,6 +56,7 @@ from stack.model.consumed import Consumed, recording
 from stack.model.diff_checks import check_diff_attention
 from stack.model.gpt import GPT
 from stack.model.initialisation import check_initialisation
+from stack.model.lora import adapters as lora_adapters
 from stack.model.lora_checks import check_identity, identity_measured
 from stack.model.mod_checks import (
     check_depth_routing,
@@ -66,6 +67,7 @@ from stack.model.mod_checks import (
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
     AuxGradients,
+    ReceivedTokens,
     aux_terms,
     check_aux_in_loss,
     check_expert_shares,
@@ -92,6 +94,7 @@ from stack.train.coherence import CoherenceMonitor, check_scored
 from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed, check_logged, forward_loss
+from stack.train.dropout_reads import check_dropout, measure_dropout
 from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, check_heldout_size
 from stack.train.guards import (
     check_clipped,
@@ -124,10 +127,13 @@ from stack.train.stepping import (
     check_gradient,
     check_held,
     check_moved,
+    check_start,
     check_step_start,
     check_update,
+    drawn_start,
     held_measured,
     stale_gradients,
+    start_measured,
     trained,
 )
 from stack.train.tasks import objective_for
@@ -364,6 +370,9 @@ class Trainer:
         self.fine_tuning = False
         self.lora = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
         check_architecture(self.model, adapters=adapter_settings(config))  # the adapters it trains included
+        # GATE-TRAIN-008 (check start): what the model holds now is GPT's initialisation drawn again from
+        # train.seed in a fresh generator (an --init-from start and a resume load over it later)
+        self._check_start(drawn_start(config.model, train.seed), "seed", self.model)
         if self.sharded:
             distributed.shard(self.model, self.model.layers)  # in place: parameters become shards
         elif self.world.distributed:
@@ -542,12 +551,14 @@ class Trainer:
         run's adapter is merged in memory or continued (stack.train.lora_setup.start_weights);
         returns what the run started from, for the record and the command's line."""
         start = start_weights(checkpoint, self.config)
-        if self.sharded:
+        if self.sharded:  # the start is judged on the plain twin the shards are scattered from
             plain_model, _ = self._plain_twins()
             start.load(plain_model)
+            self._check_start(start.tensors(), "checkpoint", plain_model)
             distributed.scatter_model(self.model, plain_model)
         else:
             start.load(self.model)
+            self._check_start(start.tensors(), "checkpoint", self.model)
             if self.lora is not None and start.mode != "continued":  # GATE-LORA-001 again, on the real base
                 check_identity(identity_measured(self.model))
         self._check_held()  # the loaded model is the one the optimizer steps
@@ -561,6 +572,11 @@ class Trainer:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""
         plain = GPT(self.config.model, seed=self.config.train.seed)  # no draw from the global RNG
         return plain, build_optimizer(plain, self.config, torch.device("cpu"))
+
+    def _check_start(self, stated: dict[str, torch.Tensor], origin: str, model: torch.nn.Module) -> None:
+        """GATE-TRAIN-008's check start: `model`'s tensors are the `stated` start's (`origin`: "seed"
+        for a fresh run's initialisation, "checkpoint" for --init-from's weights)."""
+        check_start(start_measured(model.state_dict(), stated, origin, self.config.train.seed))
 
     def _check_held(self, step: int | None = None) -> None:
         """GATE-TRAIN-008: the optimizer and the loop's list of trained parameters hold the model's own."""
@@ -827,13 +843,18 @@ class Trainer:
         in eval mode, so adapter dropout draws nothing and every forward of the probe is the same
         function, and in fp32, so an independent recomputation is compared at full precision. The
         loss's gradient probe (GATE-TRAIN-007) runs in training mode, as the loss trains, and its
-        comparison with the plain inference forward in both modes (stack.train.consumption.in_mode)."""
+        comparison with the plain inference forward in both modes (stack.train.consumption.in_mode).
+        With adapters, the loss once more in training mode with autograd on, what each adapter's A
+        read held to the configured dropout (GATE-TRAIN-007's check dropout, stack.train.dropout_reads)."""
         was_training = self.model.training
         self.model.eval()
         try:
             self.objective.probe(self.model, self.last_batch, step)
         finally:
             self.model.train(was_training)
+        if self.config.lora is not None and lora_adapters(self.model):  # GATE-TRAIN-007 check dropout
+            loss_of = functools.partial(self.objective.loss, self.model, self.model, self.last_batch)
+            check_dropout(measure_dropout(loss_of, self.model, self.config.lora.dropout), step)
 
     # -- evaluation and samples ---------------------------------------------------------
 
@@ -848,16 +869,17 @@ class Trainer:
         reset_routed(self.model)  # the routing-balance window is this evaluation's batches
         reset_inference_routed(self.model)  # and so is the inference-capacity window
         reads = HeldoutReads(self.device)  # what each forward consumed (GATE-EVAL-001)
-        for i in range(self.world.rank % share, len(self.heldout), share):
-            batch = self.objective.to_device(self.heldout[i], self.device)
-            with self._autocast(), recording() as tape:
-                loss = self.objective.heldout_loss(self.model, batch)
-            if i == 0:  # the task's own definition of the loss, on one batch an evaluation
-                with self._autocast():
-                    self.objective.check_heldout(self.model, batch, loss, self.state.step)
-            losses[i] = loss.float()
-            forwards[i] = forward_loss(tape)
-            reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
+        with ReceivedTokens(self.model) as received:  # what the window's experts were handed
+            for i in range(self.world.rank % share, len(self.heldout), share):
+                batch = self.objective.to_device(self.heldout[i], self.device)
+                with self._autocast(), recording() as tape:
+                    loss = self.objective.heldout_loss(self.model, batch)
+                if i == 0:  # the task's own definition of the loss, on one batch an evaluation
+                    with self._autocast():
+                        self.objective.check_heldout(self.model, batch, loss, self.state.step)
+                losses[i] = loss.float()
+                forwards[i] = forward_loss(tape)
+                reads.add(tape, self.objective.stated(self.heldout[i]))  # the set's own i-th batch states
         counts = torch.tensor(reads.counts(), dtype=torch.float64, device=self.device)
         # One reduction for all: replicas sum their shares of the losses and of the counts.
         summed = torch.cat([losses.double(), forwards.double(), counts])
@@ -878,7 +900,7 @@ class Trainer:
             },
             step,
         )
-        routed = self._judge_routing(step) if self.config.model.moe else None
+        routed = self._judge_routing(received.tokens, step) if self.config.model.moe else None
         if self.config.model.mod:
             check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
@@ -917,24 +939,28 @@ class Trainer:
         self.on_event("eval", self)
         return line
 
-    def _judge_routing(self, step: int) -> dict[str, list[int]]:
+    def _judge_routing(self, received: dict[str, int], step: int) -> dict[str, list[int]]:
         """GATE-ARCH-002 (a warning) on this evaluation window's assignments, then GATE-ARCH-012 on
-        the latest windows, as many as its collapse_evaluations (kept in every checkpoint); returns
+        the latest windows, as many as its collapse_evaluations (kept in every checkpoint), each
+        with the tokens every MoE layer was handed in the window (`received`, check total); returns
         the window's assignments."""
         routed = routed_counts(self.model)
-        check_expert_shares(routed, step)
+        model = self.config.model
+        check_expert_shares(routed, received, model.moe_top_k, step)
         keep = int(load_spec().threshold("GATE-ARCH-012", "collapse_evaluations"))
         self.state.routed_windows = [*self.state.routed_windows, routed][-keep:]
-        model = self.config.model
-        check_router_collapse(self.state.routed_windows, model.moe_top_k, model.moe_balance_coef, step)
+        windows = self.state.routed_windows
+        check_router_collapse(windows, received, model.moe_top_k, model.moe_balance_coef, step)
         return routed
 
     def _pay_bandit(self, step: int) -> dict[str, Any]:
         """Pay the bandit from each arm's held-out loss; GATE-DATA-008 (check paid) holds what each
         arm's forwards read to the windows its own held-out set states, and every reward to its
         rule (contracts.rewards) on the losses measured here and those the loop measured and logged
-        at the payment before (`TrainState.paid_losses`, never the bandit's own memory of them).
-        Returns the eval line's fields."""
+        at the payment before (`TrainState.paid_losses`, never the bandit's own memory of them);
+        the log-weights the payment left to EXP3's step of the policy's own account of them (check
+        stepped), and the bandit's pulls to the windows served (check tallied). Returns the eval
+        line's fields, the bandit's pulls and log-weights among them (the checker's to derive)."""
         bandit = self.policy.bandit
         assert bandit is not None
         before = {arm: self.state.paid_losses.get(arm) for arm in bandit.arms}
@@ -943,16 +969,17 @@ class Trainer:
             name: windows_sha256(Consumed(inputs=b[:, :-1], targets=b[:, 1:]) for b in batches)
             for name, batches in self.source_heldout.items()
         }
-        weights_before = dict(bandit.log_weights)
+        weights_before = dict(self.policy.paid_log_weights)  # the policy's account, not the bandit's
         rewards = self.policy.update(losses)
         self.state.paid_losses = dict(losses)
         paid = {"reward": bandit.reward, "losses": losses, "before": before, "rewards": rewards}
         paid |= {"reference": dict(bandit.reference), "windows_read": read, "windows_stated": stated}
         # check stepped: the log-weights the update left, against EXP3's step of those before it
         paid |= {"log_weights_before": weights_before, "log_weights_after": dict(bandit.log_weights)}
-        paid |= {"eta": bandit.eta}
+        paid |= {"eta": bandit.eta, **tallied_measured(bandit, self.policy.served_total)}
         check_paid(paid, step)
-        return {"bandit_losses": losses, "bandit_rewards": rewards}
+        state = {"bandit_pulls": dict(bandit.pulls), "bandit_log_weights": dict(bandit.log_weights)}
+        return {"bandit_losses": losses, "bandit_rewards": rewards, **state}
 
     def _source_losses(self) -> tuple[dict[str, float], dict[str, str]]:
         """Held-out loss of each bandit arm on its own held-out batches (every rank runs them all),

@@ -103,6 +103,12 @@ class StartWeights:
     note: dict[str, Any] | None = None
     said: str | None = None
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors this start puts into the model, read apart from it (GATE-TRAIN-008's check
+        start): the merged state, else the checkpoint's model file as saved (a continued adapter's
+        base and adapter together)."""
+        return self.merged if self.merged is not None else ckpt.saved_weights(self.checkpoint.path)
+
     def load(self, model: torch.nn.Module) -> None:
         """Put the start into `model` (the run's model, or a plain twin of it), strictly."""
         if self.mode == "continued":  # base and adapter under the same keys as the source's

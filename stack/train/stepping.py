@@ -31,6 +31,15 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   lora.weight_decay, norm gains and biases not at all). Swapped betas, Adam's L2 decay for
   AdamW's, a wrong eps or a decayed norm show there, whatever the optimizer's implementation
   (fused on CUDA, foreach elsewhere), within a relative tolerance.
+* `start`: at set-up, the weights the first step will start from are the ones the run states it
+  starts from, by the sha256 of every tensor (stack.model.lora.state_sha256), read from the live
+  model and derived apart from it: a fresh run's, once the model is built and its adapters
+  attached, GPT's initialisation drawn again from train.seed in a fresh generator (a model drawn
+  from another seed trains as well, and only a replay of the run showed it); an `--init-from`
+  run's, once its start is loaded, the tensors its checkpoint holds (its LoRA run merged in
+  memory, or its adapter continued, as the start says), read from the checkpoint's file (a load
+  that never happened trained from the random initialisation with every gate green). A resume's
+  weights are GATE-CKPT-003's.
 * `moved`: at the probes, the optimizer holds every trained parameter that received a gradient,
   and its step changed at least one of those whose gradient is not all zeros. A loop whose
   optimizer never steps, steps a copy of the model, or leaves a parameter group out trains with
@@ -59,7 +68,9 @@ import torch._functorch.config as functorch_config
 
 from contracts.gates import Outcome, gate_require, measure
 from contracts.schedule import scheduled
+from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
+from stack.model.lora import state_sha256
 from stack.train.distributed import World, local_shard, mean_across
 
 # Elements of one tensor compared in float64 at a time (32 MiB per float64 temporary).
@@ -89,7 +100,23 @@ def stale_gradients(parameters: Sequence[torch.Tensor]) -> int:
 
 def applied_lr(optimizer: torch.optim.Optimizer, scheduled: float) -> float:
     """The rate the optimizer will apply: of its parameter groups' rates, the farthest from `scheduled`."""
-    return max((float(group["lr"]) for group in optimizer.param_groups), key=lambda lr: abs(lr - scheduled))
+    return float(applied_settings(optimizer, {"lr": scheduled})["lr"])
+
+
+def applied_settings(optimizer: torch.optim.Optimizer, stated: Mapping[str, Any]) -> dict[str, Any]:
+    """Each hyper-parameter of `stated` as the optimizer will apply it: of its parameter groups'
+    values, one unlike the stated value where there is one (the farthest from it, for a number),
+    so a group left at another value shows."""
+
+    def distance(value: Any, want: Any) -> float:
+        if isinstance(want, bool) or isinstance(value, bool):
+            return float(value is not want)
+        return abs(float(value) - float(want))
+
+    return {
+        key: max((group[key] for group in optimizer.param_groups), key=lambda v, w=want: distance(v, w))
+        for key, want in stated.items()
+    }
 
 
 def _schedule(
@@ -111,6 +138,41 @@ def check_step_start(
     """Every step, before its first backward: no gradient left over, and the optimizer at the rate
     the schedule gives this step under the invocation's train settings (`contracts.schedule`, the
     function the checker derives the log's rates with), never the rate the loop worked out itself."""
+
+
+# -- start: what the first step starts from ------------------------------------------------------
+
+
+def drawn_start(model: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The weights GPT's initialisation draws for `model` from `seed` in a fresh generator: what a
+    fresh run states it starts from, built here apart from the run's own model."""
+    return GPT(model, seed=seed).state_dict()
+
+
+def start_measured(
+    live: Mapping[str, torch.Tensor], stated: Mapping[str, torch.Tensor], origin: str, seed: int
+) -> dict[str, Any]:
+    """GATE-TRAIN-008's check start: the sha256 of the live model's tensors under every key of the
+    `stated` start (a LoRA wrapper keeps its base's keys; its adapters are not part of a base's
+    start), and of the stated start's; `origin` is "seed" (a fresh run, drawn from train.seed
+    `seed`) or "checkpoint" (--init-from)."""
+    held = {key: live[key] for key in stated if key in live}
+    return {
+        "start_from": origin,
+        "start_seed": seed,
+        "start_tensors": len(stated),
+        "start_sha256": state_sha256(held) if len(held) == len(stated) else None,
+        "stated_start_sha256": state_sha256(stated),
+    }
+
+
+def _start(measured: dict[str, Any]) -> Outcome:
+    return measure("GATE-TRAIN-008", measured, holds="the run starts from the weights it states")
+
+
+@gate_require("GATE-TRAIN-008", _start)
+def check_start(measured: dict[str, Any]) -> None:
+    """At set-up, once the weights the first step starts from are in place: they are the stated ones."""
 
 
 # -- held: set-up, every load of weights, the probes ------------------------------------------

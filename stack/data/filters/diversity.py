@@ -3,7 +3,7 @@
 A loop ("region region region", one sentence said a thousand times, boilerplate pasted over
 and over) compresses to a few per cent of its size; text with a small alphabet or vocabulary
 does not, because it does not repeat itself, it only has low entropy. So the score is the zlib
-compression ratio (stack.data.repetition) of the first `window_chars` characters, and a window
+compression ratio (contracts.filter_rules) of the first `window_chars` characters, and a window
 below `min_compression_ratio` is dropped. It replaced the coherence score of model samples,
 which reads word and n-gram variety and so dropped DNA, music notation, tables and generated
 grammars along with the loops (docs/data.md gives the numbers measured on each).
@@ -16,30 +16,17 @@ repeats a given 16-byte stretch, so most documents are kept after three substrin
 
 from __future__ import annotations
 
+from contracts import filter_rules
 from stack.data.filters.settings import DiversitySettings
-from stack.data.repetition import compression_ratio
-
-PROBE_BYTES = 16
-
-
-def repeats_itself(window: bytes) -> bool:
-    """Whether one of the window's probes (16 bytes at 1/2, 3/4 and the end) occurs earlier in it."""
-    for start in (len(window) // 2, len(window) * 3 // 4, len(window) - PROBE_BYTES):
-        if start > 0 and window.find(window[start : start + PROBE_BYTES]) < start:
-            return True
-    return False
 
 
 def diversity_score(text: str, settings: DiversitySettings) -> float:
     """The compression ratio of the document's first window (lower: more repetitive)."""
-    return compression_ratio(text[: settings.window_chars].encode("utf-8"))
+    return filter_rules.compression_ratio(text[: settings.window_chars].encode("utf-8"))
 
 
 def low_diversity(text: str, settings: DiversitySettings) -> bool:
     """Whether the first window repeats itself and compresses below `min_compression_ratio`
-    (a window under `min_chars` never does)."""
+    (a window under `min_chars` never does): contracts.filter_rules.low_diversity."""
     window = text[: settings.window_chars]
-    if len(window) < settings.min_chars:
-        return False
-    data = window.encode("utf-8")
-    return repeats_itself(data) and compression_ratio(data) < settings.min_compression_ratio
+    return filter_rules.low_diversity(window, settings.min_chars, settings.min_compression_ratio)

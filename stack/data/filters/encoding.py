@@ -12,19 +12,14 @@ utf-8`), which prepare names.
 
 from __future__ import annotations
 
+from contracts import filter_rules
 from stack.data.filters.script import Letters
 from stack.data.filters.settings import EncodingSettings
 
 
-def replaced_share(letters: Letters) -> float | None:
-    """U+FFFD's share of the letters and U+FFFD of a sample (None: neither is there)."""
-    total = letters.total + letters.replaced
-    return letters.replaced / total if total else None
-
-
 def mis_encoded(letters: Letters, settings: EncodingSettings) -> bool:
-    """Whether U+FFFD is more than `max_replaced_share` of a sample's letters (never under `min_letters`)."""
-    share = replaced_share(letters)
-    if share is None or letters.total + letters.replaced < settings.min_letters:
-        return False
-    return share > settings.max_replaced_share
+    """Whether U+FFFD is more than `max_replaced_share` of a sample's letters (never under `min_letters`):
+    contracts.filter_rules.mis_encoded on the letters the filter counted."""
+    return filter_rules.mis_encoded(
+        letters.total, letters.replaced, settings.max_replaced_share, settings.min_letters
+    )

@@ -5,9 +5,10 @@
   read; and, once all are read, the leak canaries planted in every source it runs on were
   dropped by it (stack.data.filters.canaries);
 - GATE-DATA-013: every source was filtered, each of its filters proven by its canary, or waived
-  by name with a reason; and the dedup filter's drops were duplicates: each exact drop's sha256
+  by name with a reason; the dedup filter's drops were duplicates: each exact drop's sha256
   is its kept document's, and each near drop re-judged (dedup.Rechecks) is as similar to its kept
-  document by the exact Jaccard of their byte shingles as MinHash's error allows;
+  document by the exact Jaccard of their byte shingles as MinHash's error allows; and the other
+  filters' first drops of each reason, measured again (rechecks.FilterRechecks), are their rules';
 - GATE-DATA-014: per source, documents in = documents out + Σ dropped, documents out =
   documents written (the manifest's count), and the drops by reason = the drop log's lines;
 - GATE-DATA-015 (a warning): no source lost more than max_source_drop_share of its documents.
@@ -47,15 +48,23 @@ def stream_canaries_outcome(runner: FilterRunner) -> Outcome:
     return measure("GATE-DATA-012", measured, holds="planted leaks dropped in every source filtered")
 
 
-def coverage_outcome(reports: Reports, dedup: Mapping[str, Any]) -> Outcome:
-    """GATE-DATA-013: each source's filters and their canaries, its waiver and pre-clean mark; and
-    the dedup drops re-judged (stack.data.filters.dedup.Rechecks.as_dict)."""
+def coverage_outcome(
+    reports: Reports, dedup: Mapping[str, Any], rules: Mapping[str, Any] | None = None
+) -> Outcome:
+    """GATE-DATA-013: each source's filters and their canaries, its waiver and pre-clean mark; the
+    dedup drops re-judged (stack.data.filters.dedup.Rechecks.as_dict); and the other filters' drops
+    re-judged by their rules (stack.data.filters.rechecks.FilterRechecks.as_dict)."""
     measured = {"sources": per_source(dict(reports), COVERAGE_KEYS), "dedup": dict(dedup)}
+    if rules is not None:
+        measured["rules"] = dict(rules)
     return measure("GATE-DATA-013", measured, holds="every source filtered, each filter proven")
 
 
-def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports) -> Outcome:
-    """GATE-DATA-014: each source's in, out, drops by reason, its drop log lines and documents written."""
+def counts_outcome(
+    reports: Reports, written: Mapping[str, int], logged: Reports, accounts: Reports | None = None
+) -> Outcome:
+    """GATE-DATA-014: each source's in, out, drops by reason, its drop log lines and documents written;
+    with `accounts`, each source's byte account as a manifest keeps it (stack.data.accounting)."""
     sources: dict[str, dict[str, Any]] = {
         name: {
             "documents_in": report["documents_in"],
@@ -74,7 +83,10 @@ def counts_outcome(reports: Reports, written: Mapping[str, int], logged: Reports
             "logged": dict(logged.get(name, {})),
             "written": written.get(name, 0),
         }
-    return measure("GATE-DATA-014", {"sources": sources}, holds="drop counts add up per source")
+    measured: dict[str, Any] = {"sources": sources}
+    if accounts:
+        measured["accounts"] = {name: dict(account) for name, account in accounts.items()}
+    return measure("GATE-DATA-014", measured, holds="drop counts add up per source")
 
 
 def share_outcome(reports: Reports) -> Outcome:
@@ -91,7 +103,9 @@ def check_canaries(runner: FilterRunner) -> None:
 @gate_require("GATE-DATA-012", lambda runner, written, logged: stream_canaries_outcome(runner))
 @gate_require(
     "GATE-DATA-013",
-    lambda runner, written, logged: coverage_outcome(runner.as_dict(), runner.rechecks.as_dict()),
+    lambda runner, written, logged: coverage_outcome(
+        runner.as_dict(), runner.rechecks.as_dict(), runner.rules.as_dict()
+    ),
 )
 @gate_require(
     "GATE-DATA-014", lambda runner, written, logged: counts_outcome(runner.as_dict(), written, logged)
@@ -102,9 +116,13 @@ def check_reports(runner: FilterRunner, written: Mapping[str, int], logged: Repo
     counted again from its file (stack.data.filters.droplog.recount)."""
 
 
-@gate_require("GATE-DATA-014", lambda reports, written, logged: counts_outcome(reports, written, logged))
-def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports) -> None:
-    """Judge a prepared DATA_DIR's books against its drop log again (`stack prepare --verify`)."""
+@gate_require(
+    "GATE-DATA-014",
+    lambda reports, written, logged, accounts: counts_outcome(reports, written, logged, accounts),
+)
+def check_recorded(reports: Reports, written: Mapping[str, int], logged: Reports, accounts: Reports) -> None:
+    """Judge a prepared DATA_DIR's books against its drop log again, and its byte accounts
+    (`stack prepare --verify`; a manifest made before they were kept has none)."""
 
 
 def open_filters(

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from contracts.filter_rules import leak_verdict
 from stack.data.filters.settings import LeakSettings, TurnMarkers
 
 _HEADER_RE = re.compile(r"#{1,6} +([A-Z][^\n]*?)\s*")
@@ -121,18 +122,19 @@ def _lowered(phrases: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(phrase.lower() for phrase in phrases)
 
 
-def leak_reason(region: str, settings: LeakSettings) -> str | None:
-    """Why a first user turn is a leaked prompt (`leak_phrase`, `leak_headers`, `leak_weight`), or None."""
+def measured(region: str, settings: LeakSettings) -> tuple[int, int, int]:
+    """What the rule reads of a first user turn: its prose headers, its characters and the
+    fingerprint phrases it holds."""
     lowered = region.lower()
-    headers = count_headers(region, settings)
     phrases = sum(phrase in lowered for phrase in _lowered(tuple(settings.fingerprints)))
-    if phrases >= 2 or (phrases and (headers or len(region) >= settings.fingerprint_min_chars)):
-        return "leak_phrase"
-    if headers > settings.max_headers:
-        return "leak_headers"
-    if headers * len(region) / 1000 > settings.max_header_weight:
-        return "leak_weight"
-    return None
+    return count_headers(region, settings), len(region), phrases
+
+
+def leak_reason(region: str, settings: LeakSettings) -> str | None:
+    """Why a first user turn is a leaked prompt (`leak_phrase`, `leak_headers`, `leak_weight`), or
+    None, by the rule of contracts.filter_rules.leak_verdict."""
+    s = settings
+    return leak_verdict(*measured(region, s), s.max_headers, s.max_header_weight, s.fingerprint_min_chars)
 
 
 def judge(data: bytes, settings: LeakSettings, head: str | None = None) -> str | None:

@@ -36,15 +36,16 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.spec import load_spec
+from contracts.split import document_identity, example_identity
 from stack.data.chat_shapes import UNRENDERABLE
 from stack.data.filters import canaries, diversity, encoding, leak, script, size
 from stack.data.filters.canaries import Canary
 from stack.data.filters.dedup import NearDuplicates, Rechecks
 from stack.data.filters.droplog import DropLog
+from stack.data.filters.rechecks import Dropped, FilterRechecks, dropped_of
 from stack.data.filters.sample import sample_of
 from stack.data.filters.script import Held, Letters
 from stack.data.filters.settings import FILTER_NAMES, FilterSettings
-from stack.data.split import content_sha256
 from stack.data.working_set import format_size
 
 # The reasons each filter drops a document for.
@@ -342,13 +343,15 @@ class SourceReport:
 @dataclass(frozen=True)
 class Counted:
     """One judged document as the books count it: where it was read, its first characters (for the
-    example), its length in bytes, its writing system, and whether it was too long to read whole."""
+    example), its length in bytes, its writing system, whether it was too long to read whole, and,
+    for a drop GATE-DATA-013's check rules may measure again, what it reads of it (rechecks.Dropped)."""
 
     where: str = ""
     text: str = ""
     length: int = 0
     system: str | None = None
     unread: bool = False
+    dropped: Dropped | None = None
 
 
 class FilterRunner:
@@ -368,6 +371,7 @@ class FilterRunner:
         self.rechecks = Rechecks(
             settings.dedup, int(gate["dedup_recheck_pairs"]), int(gate["dedup_held_bytes"])
         )
+        self.rules = FilterRechecks(settings, int(gate["filter_recheck_docs"]))
 
     def set_scripts(self, measured: Mapping[str, Held]) -> None:
         """What the script filter keeps in each source, as measured (script.SourceLetters.held)."""
@@ -411,6 +415,8 @@ class FilterRunner:
             report.documents_out += 1
             return
         report.dropped[reason] += 1
+        held = sorted(self.screen.scripts_of(source).scripts) if reason == "script_mismatch" else []
+        self.rules.note(source, reason, counted.where, counted.dropped, held)
         if reason not in report.examples:
             sized = f" ({format_size(counted.length)})" if reason == "oversize" else ""
             report.examples[reason] = f"{counted.where}{sized}: {snippet(counted.text)!r}"
@@ -432,21 +438,28 @@ class FilterRunner:
             found = replace(found, reason=self.duplicate(sha, self._dedup.signature(doc.data), doc.data))
         return found
 
+    def judge_and_count(self, source: str, sha: bytes, doc: Doc, where: str = "") -> str | None:
+        """Judge and count one document held in memory; why it is dropped (None: kept)."""
+        found = self.verdict(source, doc, sha)
+        dropped = None
+        if self.rules.wants(found.reason):
+            data = doc.data
+            dropped = dropped_of(self.settings, data, data, None, doc.size, doc.delimited, doc.code, doc.head)
+        counted = Counted(where, self.screen.text(doc.data), doc.size, found.system, dropped=dropped)
+        self.count(source, found.reason, sha, counted)
+        return found.reason
+
     def keep(self, source: str, sha: bytes, doc: Doc, where: str = "") -> bool:
         """Judge and count one document held in memory; whether it is kept."""
-        found = self.verdict(source, doc, sha)
-        self.count(
-            source, found.reason, sha, Counted(where, self.screen.text(doc.data), doc.size, found.system)
-        )
-        return found.reason is None
+        return self.judge_and_count(source, sha, doc, where) is None
 
-    def keep_turns(
-        self, source: str, turns: Sequence[tuple[str, str]], identity: bytes, where: str = ""
-    ) -> bool:
-        """A chat or prompt-completion example, its first user turn the region the leak filter judges."""
+    def judge_turns(self, source: str, turns: Sequence[tuple[str, str]], where: str = "") -> str | None:
+        """Why a chat or prompt-completion example is dropped (None: kept), its first user turn the
+        region the leak filter judges; dedup and the drop log know it by its identity
+        (contracts.split.example_identity), the one its split is drawn from."""
         text = "\n".join(content for _, content in turns).encode("utf-8")
         head = leak.first_user_turn(turns)
-        return self.keep(source, content_sha256(identity), Doc(text, head=head), where)
+        return self.judge_and_count(source, example_identity(turns), Doc(text, head=head), where)
 
     def plant_turns(self, source: str) -> None:
         """Plant `source`'s canaries as chat examples (a user turn each) and tally them."""
@@ -454,7 +467,7 @@ class FilterRunner:
             turn = canary.turn if canary.turn is not None else canary.data.decode("utf-8")
             data = turn.encode("utf-8")
             doc = Doc(data, canary.length if canary.delimited else None, canary.delimited, head=turn)
-            self.count_canary(source, canary, self.verdict(source, doc, content_sha256(data)).reason)
+            self.count_canary(source, canary, self.verdict(source, doc, document_identity(data)).reason)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Every source's report, by source name."""

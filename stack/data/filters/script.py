@@ -31,7 +31,9 @@ identifiers and comments, and comments in another language are no reason to drop
 
 Letters are classified through a table of every code point's script, filled 256 code points at
 a time the first time a text touches them, so a sample costs a few numpy operations however
-many scripts it mixes; ASCII text (all LATIN) skips the table.
+many scripts it mixes; ASCII text (all LATIN) skips the table. The rule a document is dropped by,
+and the plain count GATE-DATA-013's check rules counts a dropped document's letters with again,
+one character at a time, are contracts.filter_rules'.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from functools import cache
 
 import numpy as np
 
+from contracts.filter_rules import REPLACEMENT_CHARACTER, script_mismatch, script_of
 from stack.data.filters.settings import ScriptSettings
 
 # Writing systems written with more than one script; any other script is a system of its own.
@@ -54,24 +57,15 @@ SYSTEMS: dict[str, frozenset[str]] = {
     "JAPANESE": frozenset({"CJK", "IDEOGRAPHIC", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA"}),
     "KOREAN": frozenset({"CJK", "IDEOGRAPHIC", "HANGUL"}),
 }
-REPLACEMENT_CHARACTER = "\ufffd"
-
 _BLOCK = 256
 _NOT_A_LETTER, _INHERITED, _REPLACED = 0, 1, 2
 _UNFILLED = np.iinfo(np.uint16).max
 _ASCII_LETTERS = string.ascii_letters.encode()
-_FORMS = ("FULLWIDTH", "HALFWIDTH")
 
 _table = np.full(0x110000, _UNFILLED, dtype=np.uint16)
 _names: list[str] = ["", "", ""]  # id → script; ids below 3 are not letters of a script
 _ids: dict[str, int] = {}
 _lock = threading.Lock()
-
-
-def script_of(char: str) -> str:
-    """The script of a letter: the first word of its Unicode name (the second, after FULLWIDTH/HALFWIDTH)."""
-    words = unicodedata.name(char, "UNKNOWN").split(" ", 2)
-    return words[1] if words[0] in _FORMS and len(words) > 1 else words[0]
 
 
 def _id(script: str) -> int:
@@ -200,11 +194,9 @@ def named(systems: Collection[str]) -> Held:
 
 def mismatch(scripts: Mapping[str, int], held: Held, settings: ScriptSettings) -> bool:
     """Whether fewer than `min_share` of a document's letters are in what its source holds (a
-    document with fewer than `min_letters` letters is too short to tell: never)."""
-    total = sum(scripts.values())
-    if total < settings.min_letters:
-        return False
-    return sum(n for name, n in scripts.items() if name in held.scripts) / total < settings.min_share
+    document with fewer than `min_letters` letters is too short to tell: never), by the rule of
+    contracts.filter_rules.script_mismatch."""
+    return script_mismatch(scripts, held.scripts, settings.min_share, settings.min_letters)
 
 
 @dataclass

@@ -6,9 +6,10 @@ The length is known before the text is read, so a long document on disk is dropp
 
 from __future__ import annotations
 
+from contracts import filter_rules
 from stack.data.filters.settings import OversizeSettings
 
 
 def oversize(length: int, settings: OversizeSettings) -> bool:
-    """Whether a document of `length` bytes is too long."""
-    return length > settings.max_bytes
+    """Whether a document of `length` bytes is too long (contracts.filter_rules.oversize)."""
+    return filter_rules.oversize(length, settings.max_bytes)

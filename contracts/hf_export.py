@@ -1,0 +1,108 @@
+"""What a Hugging Face export's config.json must state of the model, field by field, and the dtypes
+its weights file stores.
+
+The export writes config.json itself (stack.export.hf.hf_config), and a field it writes wrongly
+moves what a user gets while the stack's own read-back agrees with it: `"dtype": "bfloat16"` over
+float32 weights made transformers' plain `from_pretrained` load the model in bfloat16, while the
+export's parity loaded it in float32 by asking for float32, and nothing read the field. So the
+statute lives here, from the model's [model] table and the dtype its weights are stored in, apart
+from the writer: GATE-EXPORT-001's check architecture holds every field of the written config.json,
+as transformers loads it, to `expected_fields` (a field with no rule here is a difference too, so a
+new field cannot pass unread); its check loaded holds the dtype a plain load gives to the dtypes
+`stored_dtypes` reads in the weights file, which the checker reads again.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from contracts.model_shape import DEFAULTS
+
+# safetensors' dtype names → torch's (without the `torch.` prefix).
+SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+# The names one config.json field goes by: transformers 5 reads `dtype`, earlier ones `torch_dtype`.
+DTYPE_FIELDS = ("dtype", "torch_dtype")
+# The fields GATE-EXPORT-001's check special holds to the model's own ids (special_expected), not
+# this rule: a model made elsewhere keeps the bos, eos and pad its config.json named at import.
+SPECIAL_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+# model_type → the class transformers builds for it.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+HEADER_LENGTH_BYTES = 8
+
+
+def stored_dtypes(head: bytes) -> list[str]:
+    """The dtypes, sorted and each once, of the tensors a safetensors file stores, read from its
+    header (`head`: the file's first bytes, at least the 8-byte length and the JSON it gives)."""
+    (length,) = struct.unpack("<Q", head[:HEADER_LENGTH_BYTES])
+    header = json.loads(head[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + length])
+    names = {entry.get("dtype") for key, entry in header.items() if key != "__metadata__"}
+    return sorted(SAFETENSORS_DTYPES.get(str(name), str(name)) for name in names)
+
+
+def expected_fields(model: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """Every field of a Llama's config.json (a Qwen2's, for a model with q/k/v biases) that computes
+    what the model a [model] table describes computes, with weights stored in `dtype`."""
+    table = {**DEFAULTS, **model}
+    family = "qwen2" if table["qkv_bias"] else "llama"
+    theta = float(table["rope_theta"])
+    fields: dict[str, Any] = {
+        "architectures": [ARCHITECTURES[family]],
+        "model_type": family,
+        "vocab_size": table["vocab"],
+        "hidden_size": table["d_model"],
+        "intermediate_size": table["ffn_hidden"],
+        "num_hidden_layers": table["n_layers"],
+        "num_attention_heads": table["n_heads"],
+        "num_key_value_heads": table["n_kv_heads"],
+        "head_dim": table["d_model"] // table["n_heads"],
+        "hidden_act": "silu",
+        "max_position_embeddings": table["ctx"],
+        "rms_norm_eps": table["norm_eps"],
+        "rope_parameters": {"rope_type": "default", "rope_theta": theta},
+        "rope_theta": theta,
+        "tie_word_embeddings": bool(table["tie_embeddings"]),
+        "attention_dropout": 0.0,
+        "initializer_range": table["init_std"],
+        "dtype": dtype,
+        "use_cache": True,
+    }
+    if family == "qwen2":  # every layer attends to the whole context
+        return fields | {"use_sliding_window": False, "layer_types": ["full_attention"] * table["n_layers"]}
+    return fields | {"attention_bias": False, "mlp_bias": False}
+
+
+def field_differences(loaded: Mapping[str, Any], expected: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Field → {"model": what `expected_fields` says, "exported": what transformers loaded} for every
+    field of the written config.json (`loaded`: each as loaded) that is not the rule's, every field
+    the rule has that the file lacks, and every field the rule has none for; the special ids aside."""
+    differing = {}
+    for field, value in loaded.items():
+        if field in SPECIAL_FIELDS:
+            continue
+        want = expected.get("dtype" if field in DTYPE_FIELDS else field, _NO_RULE)
+        if value != want or isinstance(value, bool) != isinstance(want, bool):
+            differing[f"config.json {field}"] = {
+                "model": None if want is _NO_RULE else want,
+                "exported": value,
+            }
+    named = {"dtype" if field in DTYPE_FIELDS else field for field in loaded}
+    for field in expected.keys() - named:
+        differing[f"config.json {field}"] = {"model": expected[field], "exported": None}
+    return differing
+
+
+_NO_RULE = object()

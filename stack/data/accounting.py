@@ -1,0 +1,110 @@
+"""Every byte of every input, accounted for: GATE-DATA-014's check `bytes`.
+
+Per source, the input read is held to what became of it: input = the bytes of the documents
+kept + those of the documents dropped, by reason + the framing the format removed, by kind. The
+input is measured apart from the reader where it can be:
+
+- a file read as text: its size on disk, taken by the writer when the file ends (for a
+  compressed file, or UTF-16 or UTF-32 with a byte-order mark, the size of the UTF-8 copy read);
+  a document's bytes are the file bytes it was read from, before CRLF is read as LF and bytes that
+  are not UTF-8 are replaced;
+- a record (JSONL, a JSON array, Parquet): the UTF-8 bytes of its text field, measured where the
+  record is parsed (Parquet: from the column's offsets, apart from the loop over its rows); the
+  rest of the file (JSON syntax, other fields) is no document's and is not counted;
+- a fine-tuning example (chat, prompt-completion, prefs): the UTF-8 bytes of its turns as read
+  from its record; a record left out as read (unanswered, tie, diverged) holds no turns.
+
+Framing, each kind counted from the bytes it names where the reader takes them away, never as a
+difference of totals: a byte-order mark, separators (`--doc-sep`), blank text (the whitespace
+around a separated document, a file or record of whitespace only), and binary files. Beside the
+sum, each document held in memory whose text was not normalised (no CRLF read as LF, no byte
+replaced) must be exactly as long as the bytes it was read from: a document cut or padded on
+its way to the filters is `altered`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.gates import Outcome, gate_require, measure
+
+# The input units, by how a format's input is measured.
+TEXT_FILES, TEXT_FIELDS, TURNS = "text_files", "text_fields", "turns"
+# The framing kinds a reader removes.
+BYTE_ORDER_MARK, SEPARATOR, BLANK, BINARY = "byte_order_mark", "separator", "blank", "binary"
+
+
+@dataclass
+class Account:
+    """One source's books: input by unit, documents kept and dropped by reason, framing by kind."""
+
+    input: Counter[str] = field(default_factory=Counter)
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    framing: Counter[str] = field(default_factory=Counter)
+    altered: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The account as the manifest and GATE-DATA-014 keep it."""
+        return {
+            "input_bytes": _nonzero(self.input),
+            "kept_bytes": self.kept,
+            "dropped_bytes": _nonzero(self.dropped),
+            "framing_bytes": _nonzero(self.framing),
+            "altered_documents": self.altered,
+        }
+
+
+def _nonzero(counts: Counter[str]) -> dict[str, int]:
+    """The counts that are not 0, by name: the same books whatever kinds a reader named with nothing."""
+    return {name: n for name, n in sorted(counts.items()) if n}
+
+
+class Books:
+    """Every source's account, kept by the one process that writes."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, Account] = {}
+
+    def _of(self, source: str) -> Account:
+        return self.accounts.setdefault(source, Account())
+
+    def read(self, source: str, unit: str, size: int) -> None:
+        """Input of `source`: `size` bytes in `unit`."""
+        self._of(source).input[unit] += size
+
+    def framed(self, source: str, removed: dict[str, int]) -> None:
+        """Framing a reader removed from `source`'s input, by kind."""
+        self._of(source).framing.update(removed)
+
+    def document(self, source: str, reason: str | None, size: int, altered: bool = False) -> None:
+        """One document of `size` input bytes, kept (`reason` None) or dropped for `reason`."""
+        account = self._of(source)
+        if reason is None:
+            account.kept += size
+        else:
+            account.dropped[reason] += size
+        account.altered += altered
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Every source's account, by source name."""
+        return {name: self.accounts[name].as_dict() for name in sorted(self.accounts)}
+
+
+def altered(stored: int, raw: int, normalised: bool) -> bool:
+    """Whether a document of `stored` bytes is not the `raw` input bytes it was read from, though
+    nothing normalised it (no CRLF read as LF, no byte replaced)."""
+    return not normalised and stored != raw
+
+
+def accounts_outcome(books: Books) -> Outcome:
+    """GATE-DATA-014's check `bytes` over every source's account."""
+    return measure("GATE-DATA-014", {"accounts": books.as_dict()}, holds="every input byte is accounted for")
+
+
+@gate_require("GATE-DATA-014", lambda books: accounts_outcome(books))
+def check_accounts(books: Books) -> None:
+    """Refuse a prepare whose books lose or make up input bytes, or whose documents are not the bytes
+    they were read from."""
