@@ -36,8 +36,9 @@ SAFETENSORS_DTYPES = {
 }
 # The names one config.json field goes by: transformers 5 reads `dtype`, earlier ones `torch_dtype`.
 DTYPE_FIELDS = ("dtype", "torch_dtype")
-# The fields GATE-EXPORT-001's check special holds to the tokenizer's end of text, not this rule.
-SPECIAL_FIELDS = ("bos_token_id", "eos_token_id")
+# The fields GATE-EXPORT-001's check special holds to the model's own ids (special_expected), not
+# this rule: a model made elsewhere keeps the bos, eos and pad its config.json named at import.
+SPECIAL_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 # model_type → the class transformers builds for it.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 HEADER_LENGTH_BYTES = 8

@@ -1790,13 +1790,17 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
         "architecture": ("architecture_keys", "architecture_differing"),
         # rev 4: a plain from_pretrained loads the export in the dtype its weights are stored in
         "loaded": ("loaded_dtypes+", "stored_dtypes+"),
+        # rev 4: the tokenizer transformers reads back is the model's own
+        "tokenizer": ("tokenizer_keys", "tokenizer_differing"),
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     """The HF model's logits within logits_atol of the stack's (`logits`), every special id an
-    export names, where transformers reads it, the stack tokenizer's end of text (`special`),
-    every setting the importer reads back from the export and every field of its config.json the
-    model's own (`architecture`), and the dtypes a plain load gives the ones stored (`loaded`)."""
+    export names, where transformers reads it, the model's own (`special`), every setting the
+    importer reads back from the export and every field of its config.json the model's own
+    (`architecture`), the dtypes a plain load gives the ones stored (`loaded`), and the tokenizer
+    transformers reads from it, its special tokens, chat template and ids, the model's own
+    (`tokenizer`)."""
     problems = (
         _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
     )
@@ -1814,31 +1818,52 @@ def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "special_ids", "eot_id"):
         problems += _special_id_problems(m)
     if has(m, "architecture_keys", "architecture_differing"):
-        differing = m["architecture_differing"]
-        if not isinstance(differing, Mapping):
-            raise Malformed("'architecture_differing' must map each setting to what differs")
+        differing = _differing(m, "architecture_differing")
         if differing or count(m, "architecture_keys") < 1:
             problems.append(
                 f"the configuration read back from the export is not the model's: {dict(differing)} "
                 f"({count(m, 'architecture_keys')} setting(s) read back); a model loaded from it computes "
                 "something else past what parity compared"
             )
+    if has(m, "tokenizer_keys", "tokenizer_differing"):
+        differing = _differing(m, "tokenizer_differing")
+        if differing or count(m, "tokenizer_keys") < 1:
+            listed = ", ".join(sorted(differing))
+            problems.append(
+                f"the tokenizer transformers reads back is not the model's own: {listed} differ "
+                f"({count(m, 'tokenizer_keys')} value(s) read back); its users would get other special "
+                "tokens, prompts or ids than the model's"
+            )
     return problems
 
 
+def _differing(m: Measured, key: str) -> Mapping[str, Any]:
+    """A read-back's differing values, each setting to what differs."""
+    differing = m[key]
+    if not isinstance(differing, Mapping):
+        raise Malformed(f"'{key}' must map each setting to what differs")
+    return differing
+
+
 def _special_id_problems(m: Measured) -> list[str]:
-    """Each special id read from the export is the end-of-text id of the stack's tokenizer."""
+    """Each special id read from the export is the model's own (`special_expected`, by where it is
+    read; rev 3 records name none, and then every one is the end of text of the stack's tokenizer)."""
     found, eot = m["special_ids"], count(m, "eot_id")
     if not isinstance(found, Mapping):
         raise Malformed("'special_ids' must map where each id was read to the id")
+    expected = m.get("special_expected", dict.fromkeys(found, eot))
+    if not isinstance(expected, Mapping):
+        raise Malformed("'special_expected' must map where each id is read to the model's own")
     wrong = {
-        where: value for where, value in sorted(found.items()) if isinstance(value, bool) or value != eot
+        where: (found.get(where), value)
+        for where, value in sorted(expected.items())
+        if isinstance(found.get(where), bool) or found.get(where) != value
     }
     if not wrong:
         return []
-    listed = ", ".join(f"{where} is {value}" for where, value in wrong.items())
+    listed = ", ".join(f"{where} is {got}, not {value}" for where, (got, value) in wrong.items())
     return [
-        f"the export names other special ids than its tokenizer's end of text {eot} ({listed}): "
+        f"the export names other special ids than the model's own ({listed}): "
         "generation from it would not stop, or start, where the model learned to"
     ]
 

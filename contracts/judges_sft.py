@@ -6,7 +6,7 @@ judge in `contracts.judges`; imported at the end of that module so they register
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, has, judges, number
+from contracts.judges import Measured, Thresholds, count, flag, has, judges, number
 
 
 @judges(
@@ -18,6 +18,8 @@ from contracts.judges import Measured, Thresholds, count, has, judges, number
         "scorable": ("padding_supervised", "opening_supervised"),
         # rev 5: every id of an example, its prompt too, is every message of its conversation
         "rendered": ("examples_rendered", "examples_by_content", "examples_misrendered"),
+        # rev 7: an EOS that ends a prompt's turn, which only a model's own template writes
+        "prompt": ("prompt_eos", "model_template"),
     },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
@@ -30,6 +32,8 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
         problems += _example_problems(m, t)
     if has(m, "padding_supervised", "opening_supervised"):
         problems += _unscorable_problems(m)
+    if has(m, "prompt_eos", "model_template"):
+        problems += _prompt_eos_problems(m, t)
     if has(m, "turns_held", "turns_mismatched", "turns_unjudged") and (wrong := count(m, "turns_mismatched")):
         problems.append(
             f"{wrong} assistant turn(s) supervise other tokens than their content and EOS (first: "
@@ -85,6 +89,20 @@ def _example_problems(m: Measured, t: Thresholds) -> list[str]:
             f"{t['max_unsupervised_eos']:g}): the model never learns to stop (a pad id equal to the EOS id?)"
         )
     return problems
+
+
+def _prompt_eos_problems(m: Measured, t: Thresholds) -> list[str]:
+    """EOS ids left unsupervised with a supervised token of their example after them end a prompt's
+    turn: a model's own template writes them (Qwen2's <|im_end|> after the user's turn); the stack's
+    templates write an EOS only after an assistant's turn, to be supervised."""
+    prompt = count(m, "prompt_eos")
+    if prompt <= t["max_unsupervised_eos"] or flag(m, "model_template"):
+        return []
+    return [
+        f"{prompt} EOS token(s) inside examples are masked out of the loss (allowed "
+        f"{t['max_unsupervised_eos']:g}), and the stack's templates write an EOS only after an "
+        "assistant's turn, to be supervised: an earlier turn never learns to stop"
+    ]
 
 
 @judges("GATE-SFT-002", needs=("markers_missing",))

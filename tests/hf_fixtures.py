@@ -9,7 +9,10 @@ in the styles real checkpoints use.
 - `llama2_tokenizer`: SentencePiece-style BPE (as Llama 2, TinyLlama): "▁" for spaces, a "▁"
   prepended to the text, byte fallback through `<0xNN>` tokens, `</s>` the end-of-sequence
   token at id 2.
-Each writes tokenizer.json and tokenizer_config.json into a directory and returns it.
+Each writes tokenizer.json and tokenizer_config.json into a directory and returns it. Those that
+ship a chat template write it there, as the models do: `llama3_chat_tokenizer` Llama 3's (a bos,
+every turn ended by <|eot_id|>), `chatml_instruct_tokenizer` ChatML with <|im_end|> the eos_token
+(so the user's turns end with the end of sequence too; CHATML_TOOLS_TEMPLATE writes tool calls).
 
 Whole model directories (`llama_model`, `qwen2_model`) add config.json and safetensors weights
 written by transformers itself, from its own config classes, at odd sizes (head_dim 12, three
@@ -35,13 +38,57 @@ TEXT = (
 ) * 8
 
 
-def _write_config(directory: Path, eos: str, bos: str | None) -> None:
-    config = {"bos_token": bos, "eos_token": {"content": eos, "special": True}, "model_max_length": 2048}
+# The chat templates the models ship, as their tokenizer_config.json holds them: Llama 3's (a bos
+# first, every turn ended by <|eot_id|>) and Qwen2's ChatML (no bos, every turn ended by <|im_end|>).
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAMA3_CHAT_MARKERS = ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+# Qwen2.5's way with OpenAI tool calls: an assistant's call as <tool_call> JSON in its turn, a tool's
+# answer as <tool_response> in a user turn.
+CHATML_TOOLS_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role in ['system', 'user'] or (message.role == 'assistant' and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>assistant' }}"
+    "{%- if message.content %}{{- '\n' + message.content }}{%- endif %}"
+    "{%- for call in message.tool_calls %}{%- set call = call.function %}"
+    '{{- \'\n<tool_call>\n{"name": "\' + call.name + \'", "arguments": \' + call.arguments }}'
+    "{{- '}\n</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if loop.index0 == 0 or messages[loop.index0 - 1].role != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + message.content + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
+def _write_config(directory: Path, eos: str, bos: str | None, chat_template: str | None = None) -> None:
+    added = {"__type": "AddedToken", "content": eos, "special": True}  # the older layout's AddedToken form
+    config = {"bos_token": bos, "eos_token": added, "model_max_length": 2048}
+    if chat_template is not None:
+        config["chat_template"] = chat_template
     (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
 def _byte_level_bpe(
-    directory: Path, vocab_size: int, specials: list[str], eos: str, bos: str | None, lowercase: bool = False
+    directory: Path,
+    vocab_size: int,
+    specials: list[str],
+    eos: str,
+    bos: str | None,
+    lowercase: bool = False,
+    chat_template: str | None = None,
 ) -> Path:
     """A byte-level BPE trained on TEXT, `specials` added after its vocabulary, in `directory`
     (created); with `lowercase`, its normaliser lower-cases every text it encodes."""
@@ -59,7 +106,7 @@ def _byte_level_bpe(
     backend.train_from_iterator([TEXT], trainer=trainer)
     backend.add_special_tokens(specials)
     backend.save(str(directory / "tokenizer.json"))
-    _write_config(directory, eos=eos, bos=bos)
+    _write_config(directory, eos=eos, bos=bos, chat_template=chat_template)
     return directory
 
 
@@ -69,10 +116,31 @@ def llama3_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
     return _byte_level_bpe(directory, vocab_size, specials, eos="<|end_of_text|>", bos="<|begin_of_text|>")
 
 
-def qwen2_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+def llama3_chat_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
+    """A Llama-3-style tokenizer with its chat markers and its chat template (LLAMA3_TEMPLATE)."""
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", *LLAMA3_CHAT_MARKERS]
+    return _byte_level_bpe(
+        directory, vocab_size, specials, "<|end_of_text|>", "<|begin_of_text|>", chat_template=LLAMA3_TEMPLATE
+    )
+
+
+def qwen2_tokenizer(directory: Path, vocab_size: int = 400, chat_template: str | None = None) -> Path:
     """A Qwen2-style byte-level BPE tokenizer in `directory` (created); it has no bos token."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    return _byte_level_bpe(directory, vocab_size, specials, eos="<|endoftext|>", bos=None)
+    return _byte_level_bpe(
+        directory, vocab_size, specials, eos="<|endoftext|>", bos=None, chat_template=chat_template
+    )
+
+
+def chatml_instruct_tokenizer(
+    directory: Path, vocab_size: int = 400, chat_template: str = CHATML_TEMPLATE
+) -> Path:
+    """A Qwen2-Instruct-style tokenizer: ChatML (or `chat_template`), and <|im_end|> its eos_token, so
+    every turn of the template, the user's too, ends with the end-of-sequence id."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    return _byte_level_bpe(
+        directory, vocab_size, specials, eos="<|im_end|>", bos=None, chat_template=chat_template
+    )
 
 
 def uncased_tokenizer(directory: Path, vocab_size: int = 400) -> Path:
@@ -184,6 +252,7 @@ def llama_model(
 
 def qwen2_model(
     directory: Path,
+    tokenizer: Callable[[Path], Path] = qwen2_tokenizer,
     *,
     tie: bool = True,
     dtype: str = "float32",
@@ -194,7 +263,7 @@ def qwen2_model(
     """A Qwen2 checkpoint directory (Qwen2ForCausalLM: q/k/v biases) with its own tokenizer."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    qwen2_tokenizer(directory)
+    tokenizer(directory)
     rope = {"rope_type": "default", "rope_theta": 1000000.0}
     config = {"rms_norm_eps": 1e-6, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
     return _save_model(directory, Qwen2Config, Qwen2ForCausalLM, config, dtype, max_shard_size, seed)

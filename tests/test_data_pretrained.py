@@ -103,7 +103,46 @@ def test_a_directory_without_the_files_a_tokenizer_needs_is_one_line(
     no_config.mkdir()
     (no_config / "tokenizer.json").write_bytes((tokenizer_dirs["llama3"] / "tokenizer.json").read_bytes())
     assert main(["prepare", corpus, "--out", str(tmp_path / "b"), "--tokenizer", f"hf:{no_config}"]) == 2
-    assert "has no tokenizer_config.json" in capsys.readouterr().err
+    err = capsys.readouterr().err  # nothing beside it names an eos: the line says where to add one
+    assert "names no end-of-sequence token" in err and "copy tokenizer_config.json from" in err
     with pytest.raises(BadInput, match="--vocab-size applies to --tokenizer bpe"):
         prepare_corpus([corpus], tmp_path / "c", tokenizer=f"hf:{tokenizer_dirs['llama3']}", vocab_size=500)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+# Where the special tokens are named, as transformers resolves them (stack.data.hf_specials):
+# tokenizer_config.json; special_tokens_map.json over it only without added_tokens_decoder.
+ADDED = {"__type": "AddedToken", "content": "<|begin_of_text|>", "special": True}
+LAYOUTS = {
+    "config": ({"eos_token": "<|end_of_text|>", "bos_token": "<|begin_of_text|>"}, None),
+    "map-only": ({}, {"eos_token": "<|end_of_text|>", "bos_token": {"content": "<|begin_of_text|>"}}),
+    "map-over-config": ({"eos_token": "<|begin_of_text|>"}, {"eos_token": "<|end_of_text|>"}),
+    "config-with-decoder": (
+        {"eos_token": "<|end_of_text|>", "bos_token": ADDED, "added_tokens_decoder": {}},
+        {"eos_token": "<|begin_of_text|>"},
+    ),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_special_tokens_are_read_where_transformers_reads_them(
+    layout: str, tokenizer_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The audit's F06: an eos only in special_tokens_map.json was refused though transformers reads
+    it. Each layout resolves to the named tokens AutoTokenizer gives, and documents end with its eos."""
+    from transformers import AutoTokenizer
+
+    from stack.data.hf_specials import SPECIAL_NAMES, special_tokens
+
+    config, mapped = LAYOUTS[layout]
+    directory = tmp_path / layout
+    directory.mkdir()
+    (directory / "tokenizer.json").write_bytes((tokenizer_dirs["llama3"] / "tokenizer.json").read_bytes())
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", **config}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    if mapped is not None:
+        (directory / "special_tokens_map.json").write_text(json.dumps(mapped), encoding="utf-8")
+    users = AutoTokenizer.from_pretrained(str(directory))
+    named = {k: v for k, v in users.special_tokens_map.items() if k in SPECIAL_NAMES}
+    assert special_tokens(directory) == named
+    assert PretrainedTokenizer.from_dir(directory).eot_token == users.eos_token

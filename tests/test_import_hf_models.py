@@ -16,16 +16,19 @@ from typing import Any
 
 import pytest
 import torch
-from hf_fixtures import VOCAB_PADDING, llama2_tokenizer, llama_model, qwen2_model
+from hf_fixtures import VOCAB_PADDING, llama2_tokenizer, llama3_chat_tokenizer, llama_model, qwen2_model
+from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, smoke_args, train, unjudged, verdicts, write_corpus
 
+from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec
 from stack.artifacts import weight_files
 from stack.cli import main
+from stack.data.hf_specials import HfSettings
 from stack.data.prepare import prepare_corpus
-from stack.export import hf, runtimes
+from stack.export import hf, hf_tokenizer, runtimes
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
@@ -231,7 +234,12 @@ def test_a_config_the_stack_cannot_compute_exactly_is_refused_in_one_line(
     ("removed", "needle"),
     [
         (("tokenizer.json", "tokenizer_config.json"), "has no tokenizer: neither tokenizer.json"),
-        (("tokenizer_config.json",), "has no tokenizer_config.json"),
+        # Nothing names the end of a document: the line says which file to add it to.
+        (
+            ("tokenizer_config.json", "generation_config.json"),
+            "names no end-of-sequence token (no eos_token in tokenizer_config.json or "
+            "special_tokens_map.json, no eos_token_id in generation_config.json or config.json)",
+        ),
     ],
 )
 def test_a_directory_without_its_tokenizer_is_refused_in_one_line(
@@ -241,12 +249,48 @@ def test_a_directory_without_its_tokenizer_is_refused_in_one_line(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    source = edited_copy(sources[USED["llama"]], tmp_path / "src")
+    source = edited_copy(sources[USED["llama"]], tmp_path / "src", eos_token_id=DROP)
     for name in removed:
         (source / name).unlink()
     assert import_dir(source, tmp_path / "out") == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
+    assert "tokenizer.json" in removed or "copy tokenizer_config.json from the model's repository" in err
+
+
+def eos_moved(directory: Path, layout: str) -> None:
+    """The Llama's eos_token (and bos_token) moved out of tokenizer_config.json: into
+    special_tokens_map.json, the older layout transformers still reads, or nowhere but
+    generation_config.json's and config.json's eos_token_id."""
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    moved = {key: config.pop(key) for key in ("bos_token", "eos_token")}
+    path.write_text(json.dumps(config))
+    if layout == "special_tokens_map":
+        (directory / "special_tokens_map.json").write_text(json.dumps(moved))
+
+
+@pytest.mark.holds(EXPORT_GATE)
+@pytest.mark.parametrize("layout", ["special_tokens_map", "config_ids"])
+def test_an_eos_named_where_transformers_reads_it_imports_and_exports_back_unchanged(
+    layout: str, sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """The audit's F06: the eos_token only in special_tokens_map.json was refused. Read as transformers
+    reads it, the import ends documents with it, and the export reads back as the source did."""
+    from transformers import AutoTokenizer
+
+    source = edited_copy(sources[USED["llama"]], tmp_path / "src")
+    eos_moved(source, layout)
+    assert import_dir(source, tmp_path / "out") == 0
+    tokenizer = load_trained(tmp_path / "out").tokenizer
+    assert (
+        tokenizer.eot_token == "<|end_of_text|>"
+        and tokenizer.eot_id == json.loads((source / "config.json").read_text())["eos_token_id"]
+    )
+    assert main(["export", str(tmp_path / "out"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    before, after = (AutoTokenizer.from_pretrained(str(d)) for d in (source, tmp_path / "hf"))
+    assert (after.bos_token, after.eos_token) == (before.bos_token, before.eos_token)
+    assert (before.eos_token is None) == (layout == "config_ids")
 
 
 @pytest.mark.parametrize(
@@ -413,3 +457,167 @@ def test_the_judge_compares_identities_not_sizes() -> None:
     assert judge(TOKENIZER_GATE, {**same, "model_probe_sha256": "d" * 64}) != []
     assert judge(TOKENIZER_GATE, {**same, "data_vocab_size": 389}) != []
     assert "malformed" in judge(TOKENIZER_GATE, {**same, "data_tokenizer_identity": None})[0]
+
+
+# -- GATE-EXPORT-001 rev 4: the model's special tokens survive import → export ----------------
+
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What does the gate hold?"},
+    {"role": "assistant", "content": "What the run did."},
+    {"role": "user", "content": "And then?"},
+]
+
+
+@pytest.fixture(scope="module")
+def chat_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A Llama with a bos, Llama 3's chat markers and chat template, and its import."""
+    root = tmp_path_factory.mktemp("chat-llama")
+    source = llama_model(root / "src", llama3_chat_tokenizer)
+    assert import_dir(source, root / "imported") == 0
+    return source, root / "imported"
+
+
+def as_transformers_reads(directory: Path) -> dict[str, Any]:
+    """What a user's transformers reads from a directory: special tokens and ids, template, ids."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer, config = (
+        AutoTokenizer.from_pretrained(str(directory)),
+        AutoConfig.from_pretrained(str(directory)),
+    )
+    chat = tokenizer.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True, return_dict=False)
+    return {
+        "specials": dict(tokenizer.special_tokens_map),
+        "ids": [tokenizer.bos_token_id, tokenizer.eos_token_id, config.bos_token_id, config.eos_token_id],
+        "template": tokenizer.chat_template,
+        "encode": tokenizer.encode("The gate holds."),
+        "chat": list(chat),
+        "text": tokenizer.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=True),
+    }
+
+
+@pytest.mark.holds(EXPORT_GATE)
+def test_an_untouched_import_exports_back_as_transformers_read_the_model(
+    chat_llama: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The audit's F05: import → export of a Llama kept its weights but dropped its bos_token, named
+    the end of text its bos_token_id, and its own template rendered without <|begin_of_text|>."""
+    source, imported = chat_llama
+    assert main(["export", str(imported), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    before, after = as_transformers_reads(source), as_transformers_reads(tmp_path / "hf")
+    assert after == before
+    assert before["specials"]["bos_token"] == "<|begin_of_text|>" and before["text"].startswith(
+        "<|begin_of_text|>"
+    )
+    record = json.loads((tmp_path / "hf" / "export.json").read_text())
+    assert record["tokenizer_differing"] == {} and record["tokenizer_keys"] == 12
+    assert record["special_expected"]["config.json bos_token_id"] == before["ids"][2] != before["ids"][3]
+
+
+def only_eos_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The F05 writer: tokenizer_config.json holds the eos_token alone (and the template)."""
+    write = hf_tokenizer.write_tokenizer_files
+
+    def planted(out: Path, tokenizer: Any, max_length: int, chat_template: str | None = None) -> None:
+        write(out, tokenizer, max_length, chat_template)
+        config = json.loads((out / "tokenizer_config.json").read_text())
+        kept = {
+            key: config[key]
+            for key in ("eos_token", "chat_template", "added_tokens_decoder")
+            if key in config
+        }
+        (out / "tokenizer_config.json").write_text(json.dumps(kept))
+
+    monkeypatch.setattr(hf_tokenizer, "write_tokenizer_files", planted)
+
+
+def template_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that leaves the model's chat template out of the export."""
+    write = hf_tokenizer.write_tokenizer_files
+    monkeypatch.setattr(
+        hf_tokenizer,
+        "write_tokenizer_files",
+        lambda out, tok, length, _template=None: write(out, tok, length),
+    )
+
+
+def end_of_text_as_bos(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The F05 config.json: bos_token_id is the tokenizer's end of text, as for the stack's own models."""
+    monkeypatch.setattr(hf, "model_ids", lambda tok: {"bos_token_id": tok.eot_id, "eos_token_id": tok.eot_id})
+
+
+@pytest.mark.gate(EXPORT_GATE)
+@pytest.mark.parametrize(
+    ("plant", "needle"),
+    [
+        (only_eos_written, "the tokenizer transformers reads back is not the model's own: bos_token,"),
+        (
+            template_dropped,
+            "the tokenizer transformers reads back is not the model's own: chat, chat_template",
+        ),
+        (end_of_text_as_bos, "other special ids than the model's own (config.json bos_token_id is "),
+    ],
+    ids=["bos-dropped", "template-dropped", "bos-id-is-eos"],
+)
+def test_an_export_that_loses_the_model_s_special_tokens_exits_3_unverified(
+    plant: Callable[[pytest.MonkeyPatch], None],
+    needle: str,
+    chat_llama: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Logits match and the architecture reads back, but the export's users get other prompts."""
+    plant(monkeypatch)
+    out = tmp_path / "hf"
+    assert main(["export", str(chat_llama[1]), "--format", "hf", "--out", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert f"gate fired: {EXPORT_GATE}" in err and needle in err, err
+    assert (out / "model.unverified.safetensors").is_file() and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.gate(EXPORT_GATE)
+def test_an_import_that_keeps_less_than_the_model_names_is_refused_and_writes_nothing(
+    chat_llama: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An importer that kept tokenizer_config.json but not special_tokens_map.json, which names the
+    bos and eos of this (older-layout) model: what it would carry is not what transformers reads."""
+    source = edited_copy(chat_llama[0], tmp_path / "src")
+    eos_moved(source, "special_tokens_map")
+    read = HfSettings.read
+
+    def planted(directory: Path) -> HfSettings:
+        found = read(directory)
+        return HfSettings(
+            {k: v for k, v in found.files.items() if k != "special_tokens_map.json"}, found.model_ids
+        )
+
+    monkeypatch.setattr(HfSettings, "read", staticmethod(planted))
+    assert import_dir(source, tmp_path / "out") == 3
+    err = capsys.readouterr().err
+    assert f"gate fired: {EXPORT_GATE}" in err and "bos_token" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("command", "key"), [("export", "tokenizer_keys"), ("import", "special_expected")])
+def test_tokens_read_back_are_held_to_the_result_file(
+    command: str, key: str, chat_llama: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """GATE-EXPORT-001's special and tokenizer values restated in the record, the result file left
+    as written: the checker derives them from export.json (import.json) and names the field."""
+    out = tmp_path / "out"
+    if command == "export":
+        assert main(["export", str(chat_llama[1]), "--format", "hf", "--out", str(out)]) == 0
+    else:
+        assert import_dir(chat_llama[0], out) == 0
+    assert check_record_truth(read_evidence(out / EVIDENCE_FILE), out, load_spec()).violations == []
+    data = json.loads((out / EVIDENCE_FILE).read_text())
+    measured = next(g for g in data["gates"] if g["id"] == EXPORT_GATE)["measured"]
+    measured[key] = 3 if key == "tokenizer_keys" else {**measured[key], "config.json bos_token_id": 0}
+    (out / EVIDENCE_FILE).write_text(json.dumps(data))
+    found = check_record_truth(read_evidence(out / EVIDENCE_FILE), out, load_spec()).violations
+    assert any(f"GATE-EXPORT-001].measured.{key}" in str(v) for v in found), found

@@ -34,6 +34,7 @@ from argv_record import given, word_of
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.tokenizer_record import tokenizer_from_state
+from stack.export.hf_tokenizer import expected_special_ids
 from stack.export.sample import BUILTIN_SOURCE, resolve_sample
 from stack.train.checkpoint import read_manifest, read_state, verify_files
 from stack.train.trained import resolve_checkpoint
@@ -200,9 +201,10 @@ def vocabulary_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[
 
 
 def end_of_text_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
-    """An export's GATE-EXPORT-001 holds every special id it names to `eot_id`, the end of text of
-    the checkpoint's tokenizer: where the checkpoint is a committed one the export read, that id is
-    the committed tokenizer's own, rebuilt from its state."""
+    """An export's GATE-EXPORT-001 holds every special id it names to the model's own
+    (`special_expected`; before rev 4, to `eot_id`, the end of text of the checkpoint's tokenizer):
+    where the checkpoint is a committed one the export read, both are the committed tokenizer's
+    own, rebuilt from its state (stack.export.hf_tokenizer.expected_special_ids)."""
     stated = next((g.measured for g in record.gates if g.id == "GATE-EXPORT-001"), None)
     checked = next((g.measured for g in record.gates if g.id == "GATE-CKPT-002"), None)
     name = checked.get("checkpoint") if isinstance(checked, dict) else None
@@ -211,13 +213,19 @@ def end_of_text_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list
     problems = []
     for word, directory in _committed_reads(record, name, root):
         try:
-            eot = tokenizer_from_state(read_state(directory)["tokenizer"]).eot_id
+            tokenizer = tokenizer_from_state(read_state(directory)["tokenizer"])
         except (BadInput, KeyError, TypeError, ValueError):
             continue
-        if stated["eot_id"] != eot:
+        if stated["eot_id"] != tokenizer.eot_id:
             problems.append(
                 f"gates[GATE-EXPORT-001].measured.eot_id is {stated['eot_id']!r}, but the tokenizer of "
-                f"{word} ends texts with {eot}"
+                f"{word} ends texts with {tokenizer.eot_id}"
+            )
+        own = expected_special_ids(tokenizer)
+        if "special_expected" in stated and stated["special_expected"] != own:
+            problems.append(
+                f"gates[GATE-EXPORT-001].measured.special_expected is {stated['special_expected']!r}, but "
+                f"the tokenizer of {word} makes {own}"
             )
     return problems
 

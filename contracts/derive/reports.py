@@ -896,6 +896,7 @@ def export_record(inputs: Inputs) -> Derivation:
         if "stored_dtypes" in report:  # rev 4: the dtypes loaded and stored, the weights file's again
             derived.gate(gate_id, {"loaded_dtypes": report.get("loaded_dtypes")}, optional=True)
             derived.problems += _stored_dtype_problems(inputs, derived, gate_id, file, report)
+        tokens_read_back(derived, report)
         sample = report.get("sample") or {}
         windows, width = sample.get("windows"), sample.get("tokens_per_window")
         if isinstance(windows, int) and isinstance(width, int) and parity.get("positions") != windows * width:
@@ -938,6 +939,18 @@ def _stored_dtype_problems(
     ]
 
 
+# GATE-EXPORT-001 rev 4: the special ids held to the model's own, and the tokenizer read back.
+TOKENS_READ_BACK = ("special_ids", "eot_id", "special_expected", "tokenizer_keys", "tokenizer_differing")
+
+
+def tokens_read_back(derived: Derivation, report: dict[str, Any]) -> None:
+    """GATE-EXPORT-001's special and tokenizer values as an export.json or import.json keeps them
+    (stack.export.tokenizer_check): the record's measured values must be the file's."""
+    found = {key: report[key] for key in TOKENS_READ_BACK if key in report}
+    if found:
+        derived.gate("GATE-EXPORT-001", found, optional=True)
+
+
 def export_provenance(inputs: Inputs, derived: Derivation, report: dict[str, Any], file: str) -> None:
     """What the record restates of export.json (stack.export.exporters): its config's format and
     --int8 (an int8 graph is checked, or noted unbuilt, only when asked for), the checkpoint read,
@@ -974,6 +987,7 @@ def import_record(inputs: Inputs) -> Derivation:
         return derived
     mirrored(derived, report, ("family", "weights", "model_vocab", "parity"))
     derived.problems += restated_threshold_problems(inputs, "import.json: parity", report.get("parity"))
+    tokens_read_back(derived, report)
     written, files = report.get("checkpoint"), report.get("files") or {}
     manifest = (files.get(f"{written}/{MANIFEST}") or {}).get("sha256")  # a checkpoint's is named so too
     cited_checkpoint(inputs, derived, f"{IMPORT_RECORD}'s files", written, manifest)

@@ -35,7 +35,7 @@ from stack.data.tokenizer import TOKENIZER_NAMES, Tokenizer
 from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, format_size, parse_size
 
 if TYPE_CHECKING:
-    from stack.data.manifest import Manifest
+    from stack.data.manifest import Manifest, SftEntry
 
 RECORD_KIND = "prepare"  # the run kind of its evidence record (spec/run_kinds.yaml)
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
@@ -123,7 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--template",
         metavar="NAME|FILE",
         help="with --format chat|prompt-completion|prefs: a shipped chat template by name, or a YAML file "
-        "(default chat, stack/data/templates/chat.yaml)",
+        "(default: the model's own when --tokenizer names a model that ships one, else chat, "
+        "stack/data/templates/chat.yaml)",
     )
     parser.add_argument(
         "--join",
@@ -251,8 +252,23 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             filter_settings=args.filters,
             no_filter=waivers,
             context=context,
+            model_template=_model_template(args),
         ),
     )
+
+
+def _model_template(args: argparse.Namespace) -> str | None:
+    """The chat template of the model `--tokenizer` names (hf:DIR or RUN_DIR), when it ships one:
+    it renders the examples unless --template names another (stack.data.chat_render)."""
+    from stack.data.pretrained import directory_of
+    from stack.export.hf_tokenizer import model_chat_template, read_chat_template
+
+    if args.tokenizer in TOKENIZER_NAMES:
+        return None
+    directory = directory_of(args.tokenizer)
+    if directory is not None:
+        return read_chat_template(directory)
+    return model_chat_template(Path(args.tokenizer)) if Path(args.tokenizer).is_dir() else None
 
 
 def _data_model(args: argparse.Namespace) -> tuple[Path | None, int | None]:
@@ -487,6 +503,8 @@ def run(args: argparse.Namespace) -> int:
             f"--val-fraction {manifest.val_fraction}; `stack train` scores held-out text, so raise "
             "--val-fraction or add documents"
         )
+    if manifest.sft is not None:
+        print(_template_line(args, manifest.sft))
     if manifest.sft is not None and manifest.sft.dropped:
         left = ", ".join(f"{rule} {n}" for rule, n in manifest.sft.dropped.items())
         longest = manifest.sft.longest_dropped
@@ -509,4 +527,36 @@ def run(args: argparse.Namespace) -> int:
 
         reports = {name: report.model_dump() for name, report in manifest.filters.items()}
         print("\n".join(["  filters, per source:", *drop_lines(reports), *drop_warnings(reports)]))
+        for line in _unrenderable_lines(reports):
+            print(line)
     return 0
+
+
+def _template_line(args: argparse.Namespace, sft: SftEntry) -> str:
+    """Which chat template rendered the examples, and, when the model `--tokenizer` names ships
+    another, that training the model on them replaces its own (and how that is accepted)."""
+    from stack.data.sft_prepare import PROMPT_COMPLETION
+
+    if sft.format == PROMPT_COMPLETION and sft.join == "concatenate":
+        return "  chat template: none (prompt and completion joined as TRL joins them)"
+    line = f"  chat template: {sft.template} (sha256 {sft.template_sha256[:12]})"
+    shipped = _model_template(args) if args.template is not None else None
+    if shipped is not None and shipped != sft.chat_template:
+        line += (
+            f"\n  note: {args.tokenizer} ships its own chat template, which --template {args.template} "
+            "replaces: fine-tuning the model on this data is refused unless accepted on record with "
+            '--set data.chat_template_change="why"; leave out --template to render with the model\'s own'
+        )
+    return line
+
+
+def _unrenderable_lines(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """A line for each source with records the chat template could not write, naming the first."""
+    from stack.data.chat_shapes import UNRENDERABLE
+
+    return [
+        f"  warning: {name}: left out {report['dropped'][UNRENDERABLE]:,} record(s) the chat template "
+        f"cannot write; the first: {report['examples'].get(UNRENDERABLE, '')}"
+        for name, report in sorted(reports.items())
+        if report["dropped"].get(UNRENDERABLE)
+    ]

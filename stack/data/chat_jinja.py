@@ -18,17 +18,24 @@ both against transformers).
 A checkpoint carries its template under the state key `chat_template` ({name, sha256, jinja}):
 the template its training data was rendered with, else the one of the model it started from, or
 an imported model's own Jinja. `stack export --format hf` writes it into tokenizer_config.json.
+A run that would tune a model shipping a template on data rendered with another is refused at
+set-up unless the change is accepted on record (`check_template_change`): the data of a model
+that ships one is rendered by it (`render_jinja`, stack.data.chat_render).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contracts.errors import BadInput
 from stack.data.sft_template import TemplateFile
 
 STATE_KEY = "chat_template"
 ASSISTANT = "assistant"
+IMPORTED = "imported"  # the name of an imported model's own template (stack.export.importer)
 
 
 def _literal(text: str) -> str:
@@ -73,6 +80,36 @@ def render_text(
     return "".join(pieces)
 
 
+def render_jinja(
+    jinja: str,
+    messages: Sequence[Mapping[str, Any]],
+    special_tokens: Mapping[str, str],
+    add_generation_prompt: bool = False,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
+    """A model's own Jinja chat template rendered as `apply_chat_template` renders it: by
+    transformers' own renderer (so every filter and global a template may use is the one it was
+    written for), the tokenizer's named special tokens (`bos_token`, `eos_token`, ...) as variables,
+    and a message's keys whose value is None left out, as transformers leaves them out. A template
+    that cannot render the messages raises what its renderer raises (a TemplateError, a TypeError)."""
+    try:
+        from transformers.utils.chat_template_utils import render_jinja_template
+    except ImportError:
+        raise BadInput(
+            "rendering a model's own chat template needs transformers: pip install 'gatestack[export]', or "
+            "render with the stack's template instead (--template chat)"
+        ) from None
+    plain = [{key: value for key, value in message.items() if value is not None} for message in messages]
+    rendered, _ = render_jinja_template(
+        [plain],
+        tools=None if tools is None else list(tools),
+        chat_template=jinja,
+        add_generation_prompt=add_generation_prompt,
+        **special_tokens,
+    )
+    return str(rendered[0])
+
+
 def data_template(data_dir: Path) -> dict[str, Any] | None:
     """The template record of a DATA_DIR whose examples a chat template rendered, else None."""
     from stack.data.manifest import load_manifest
@@ -87,3 +124,28 @@ def chat_template_of(state: dict[str, Any]) -> str | None:
     """The Jinja chat template a checkpoint's state carries, or None."""
     record = state.get(STATE_KEY)
     return str(record["jinja"]) if isinstance(record, dict) and record.get("jinja") else None
+
+
+def _described(record: dict[str, Any]) -> str:
+    """A template record by its name and the sha256 of its Jinja."""
+    sha = str(record.get("sha256") or hashlib.sha256(str(record.get("jinja")).encode("utf-8")).hexdigest())
+    name = "its own chat template" if record.get("name") == IMPORTED else str(record.get("name"))
+    return f"{name} (sha256 {sha[:12]})"
+
+
+def check_template_change(
+    data: dict[str, Any] | None, shipped: dict[str, Any] | None, accepted: str | None
+) -> None:
+    """Refuse, at a run's set-up, to tune a model that ships a chat template on data rendered with
+    another, unless the change is accepted on record (`data.chat_template_change`, its reason kept in
+    the run's config): the run's checkpoints would carry the data's template, and the model's own
+    would be gone from every export of it, unsaid. Data rendered with the model's own template (its
+    Jinja, the same text) and a model that ships none are no change."""
+    if data is None or shipped is None or accepted is not None or data.get("jinja") == shipped.get("jinja"):
+        return
+    raise BadInput(
+        f"the data was rendered with {_described(data)}, but the model ships {_described(shipped)}, which "
+        "training on it would replace: prepare the data again with --tokenizer naming the model and no "
+        "--template (it renders with the model's own), or accept the change on record with "
+        '--set data.chat_template_change="why"'
+    )

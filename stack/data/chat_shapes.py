@@ -21,7 +21,12 @@ A record of the right shape with nothing to learn from (a chat that ends before 
 answers, a pair whose two sides differ before the answers or prefer a text to itself) is
 `LeftOut`: prepare leaves it out and counts it, since one such record in a public dataset must not
 refuse the file; a record of no shape refuses the file, since then the file is not what it was said
-to be.
+to be. So is a record whose messages the chat template cannot write (`UNRENDERABLE`): an OpenAI
+tool call (an assistant message with `tool_calls`, a `tool` message) or a content that is no text,
+for a template without them. `chat_messages` reads a record's messages as they are, for a model's
+own template to render what it can (stack.data.chat_render); `turns_of` makes them the (role,
+text) turns of the stack's templates, which have a system, a user and an assistant turn only.
+Messages quote a record by `excerpt`, one short line whatever the record holds.
 
 A message's `weight` (OpenAI's way to leave a turn out of training) is refused unless it is 1:
 supervising a turn its data says not to train on would be silent, and leaving it out is a mask
@@ -30,6 +35,7 @@ the stack does not make.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from contracts.errors import BadInput
@@ -49,6 +55,15 @@ SHAREGPT_ROLES = {
 }
 # Anthropic HH's marker of the assistant's turn in a transcript held as one string.
 HH_ASSISTANT = "\n\nAssistant:"
+# The rule of a record the chat template cannot write, and what to do about one.
+UNRENDERABLE = "unrenderable"
+UNRENDERABLE_FIX = (
+    "render with a chat template that writes them (the model's own: --tokenizer of a model that ships "
+    "one, without --template), or leave such records out of the file"
+)
+# The longest excerpt of a record a message quotes, and of each string in it.
+EXCERPT_CHARS = 160
+EXCERPT_TEXT = 24
 
 
 class LeftOut(BadInput):
@@ -71,6 +86,35 @@ def _fields(record: dict[str, Any]) -> str:
     return ", ".join(sorted(record)) or "none"
 
 
+def _brief(value: Any) -> str:
+    """One value of a record, short: a string cut with an ellipsis, a list or an object by its size."""
+    if isinstance(value, str):
+        return json.dumps(
+            value if len(value) <= EXCERPT_TEXT else value[:EXCERPT_TEXT] + "…", ensure_ascii=False
+        )
+    if isinstance(value, list):
+        return f"[{len(value)} item{'s' * (len(value) != 1)}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(sorted(value))[:EXCERPT_TEXT] + "}"
+    return json.dumps(value)
+
+
+def excerpt(value: Any) -> str:
+    """A record, or a message of one, as one short clean line for a message: an object's keys with
+    each value brief, never a value cut in the middle."""
+    if not isinstance(value, dict):
+        return _brief(value)
+    parts, used = [], 2
+    for key, item in value.items():
+        part = f"{json.dumps(str(key), ensure_ascii=False)}: {_brief(item)}"
+        if used + len(part) > EXCERPT_CHARS:
+            parts.append("…")
+            break
+        parts.append(part)
+        used += len(part) + 2
+    return "{" + ", ".join(parts) + "}"
+
+
 def _require(record: Any, fields: set[str], where: str, needs: str) -> None:
     """Refuse a record that is no object holding `fields`, saying what it `needs` and naming the
     fields it has, so a user sees at once which shape their file is in."""
@@ -91,14 +135,13 @@ def _content(value: Any, where: str) -> str | None:
     return None
 
 
-def message_turn(message: Any, where: str) -> tuple[str, str]:
-    """(role, content) of one OpenAI-shaped message, refused in one line when it is not one."""
-    role = message.get("role") if isinstance(message, dict) else None
-    content = _content(message.get("content"), where) if isinstance(message, dict) else None
-    if role not in ROLES or content is None:
+def openai_message(message: Any, where: str) -> dict[str, Any]:
+    """One OpenAI-shaped message as it is (a content of text parts joined into its text), refused in
+    one line when it is no message at all: not an object with a string role."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise BadInput(
-            f"{where} must be {{role: {'|'.join(ROLES)}, content: text or a list of text parts}}, got "
-            f"{message!r:.120}"
+            f'{where} is not a message: {excerpt(message)}; a message is {{"role": "user", "content": '
+            '"..."}} (roles system, user, assistant, or a tool\'s)'
         )
     weight = message.get("weight", 1)
     if weight != 1:
@@ -106,7 +149,34 @@ def message_turn(message: Any, where: str) -> tuple[str, str]:
             f"{where} has weight {weight!r}: a turn left out of training is not something prepare "
             "can mask; drop the turn (or its example) from the file, or give it weight 1"
         )
+    text = _content(message.get("content"), where)
+    return message if text is None else {**message, "content": text}
+
+
+def turn_of(message: dict[str, Any], roles: tuple[str, ...], where: str) -> tuple[str, str]:
+    """(role, text) of a message a template of `roles` writes as a turn; one it cannot write (a
+    tool call, a tool's answer, another role, a content that is no text) is left out as unrenderable."""
+    role, content = message["role"], message.get("content")
+    if message.get("tool_calls") or role not in roles or not isinstance(content, str):
+        what = (
+            "a tool call"
+            if message.get("tool_calls")
+            else f"role {role!r}"
+            if role not in roles
+            else "a content that is no text"
+        )
+        raise LeftOut(
+            UNRENDERABLE,
+            where,
+            f"{what}, which the chat template cannot write ({'/'.join(roles)} turns of text): "
+            f"{excerpt(message)}; {UNRENDERABLE_FIX}",
+        )
     return role, content
+
+
+def message_turn(message: Any, where: str) -> tuple[str, str]:
+    """(role, content) of one OpenAI-shaped message as a turn of the stack's templates."""
+    return turn_of(openai_message(message, where), ROLES, where)
 
 
 def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
@@ -114,7 +184,7 @@ def _sharegpt_turn(message: Any, where: str) -> tuple[str, str]:
     value = message.get("value") if isinstance(message, dict) else None
     if speaker not in SHAREGPT_ROLES or not isinstance(value, str):
         raise BadInput(
-            f"{where} must be {{from: {'|'.join(SHAREGPT_ROLES)}, value: text}}, got {message!r:.120}"
+            f"{where} must be {{from: {'|'.join(SHAREGPT_ROLES)}, value: text}}, got {excerpt(message)}"
         )
     return SHAREGPT_ROLES[speaker], value
 
@@ -126,26 +196,45 @@ def _listed(record: dict[str, Any], key: str, where: str) -> list[Any]:
     return value
 
 
-def chat_turns(record: Any, where: str) -> list[tuple[str, str]]:
-    """The (role, content) turns of one `--format chat` record, in any shape of the module's table."""
+def chat_messages(record: Any, where: str) -> list[dict[str, Any]]:
+    """The messages of one `--format chat` record, in any shape of the module's table, as OpenAI
+    messages: OpenAI's as they are (tool calls included), ShareGPT's and Alpaca's turns made so."""
     if not isinstance(record, dict):
         raise BadInput(f"{where}: a record must be a JSON object")
     if "messages" in record:
-        turns = [
-            message_turn(m, f"{where}: messages[{i}]")
-            for i, m in enumerate(_listed(record, "messages", where))
-        ]
+        listed = _listed(record, "messages", where)
+        messages = [openai_message(m, f"{where}: messages[{i}]") for i, m in enumerate(listed)]
     elif "conversations" in record:
         listed = _listed(record, "conversations", where)
         turns = [_sharegpt_turn(m, f"{where}: conversations[{i}]") for i, m in enumerate(listed)]
+        messages = [{"role": role, "content": content} for role, content in turns]
     elif {"instruction", "output"} <= record.keys():
-        turns = _alpaca_turns(record, where)
+        messages = [{"role": role, "content": content} for role, content in _alpaca_turns(record, where)]
     else:
         raise BadInput(f"{where}: a chat record is {CHAT_SHAPES}; this one has fields: {_fields(record)}")
-    if turns[-1][0] != "assistant":
-        last = f"the last message is the {turns[-1][0]}'s; an example ends with the assistant's"
+    if messages[-1]["role"] != "assistant":
+        last = f"the last message is the {messages[-1]['role']}'s; an example ends with the assistant's"
         raise LeftOut("unanswered", where, last)
-    return turns
+    return messages
+
+
+def turns_of(messages: list[dict[str, Any]], roles: tuple[str, ...], where: str) -> list[tuple[str, str]]:
+    """The (role, text) turns of a chat's messages for a template of `roles` (`turn_of`)."""
+    return [turn_of(m, roles, f"{where}: messages[{i}]") for i, m in enumerate(messages)]
+
+
+def chat_turns(record: Any, where: str) -> list[tuple[str, str]]:
+    """The (role, content) turns of one `--format chat` record, in any shape of the module's table."""
+    return turns_of(chat_messages(record, where), ROLES, where)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """All a message says, as one text: its content, and its tool calls as JSON. What the filters
+    judge and an example's identity is hashed from, whatever the template writes of it."""
+    content = message.get("content")
+    text = content if isinstance(content, str) else "" if content is None else json.dumps(content)
+    calls = message.get("tool_calls")
+    return text if not calls else text + json.dumps(calls, ensure_ascii=False, sort_keys=True)
 
 
 def _alpaca_turns(record: dict[str, Any], where: str) -> list[tuple[str, str]]:

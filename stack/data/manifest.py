@@ -83,6 +83,9 @@ class TokenizerEntry(Strict):
     # What the tokenizer does, as one digest (stack.data.tokenizer_identity): the same for the
     # model's checkpoint, its export and its re-import. None in a manifest written before it was.
     identity: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    # hf only: the files that name the model's special tokens, as they came, and config.json's
+    # special ids (stack.data.hf_specials.HfSettings); None in a manifest written before they were kept.
+    hf_settings: dict[str, Any] | None = None
 
     @field_validator("path")
     @classmethod
@@ -154,6 +157,9 @@ class SftEntry(Strict):
     # The template as Jinja (stack.data.chat_jinja) when it rendered the examples: what a model
     # trained on them carries into its checkpoints and its Hugging Face export
     chat_template: str | None = None
+    # What rendered them: the stack's template (or TRL's join), or the model's own chat template,
+    # whose prompts may hold its EOS (stack.data.chat_render; GATE-SFT-001's prompt_eos)
+    renderer: Literal["stack", "model"] = "stack"
     pack_len: int = Field(ge=2)
     examples: dict[Split, int]
     supervised_tokens: dict[Split, int]

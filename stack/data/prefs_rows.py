@@ -9,16 +9,16 @@ row's bounds (stack.train.dpo_objective) and GATE-DPO-005 checks the scored mask
 Packed with windows of 2·L, every window of the DATA_DIR is exactly one pair, so the training
 reader's shuffled windows are shuffled pairs, and its resume is the reader's own.
 
-A line is `{"prompt": str, "chosen": str, "rejected": str}`, or the chat form, where `prompt` is
-a list of `{"role", "content"}` messages and `chosen`/`rejected` each one assistant message (a
-list of one, or the message itself). Chat messages are rendered with the SFT chat template
-(stack/data/templates/, `--template`), the assistant's prefix ending the prompt, so the
-completion is only what the assistant said. The prompt is chat-format
-text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
-tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn);
-the completions are text, so a special token's string in one stays text. A pair whose longer
-row does not fit L is left out (and counted, stack.data.sft_prepare), never cut: a cut
-completion changes what is preferred.
+A line is `{"prompt": str, "chosen": str, "rejected": str}`, or the chat form, where `prompt` is a
+list of `{"role", "content"}` messages and `chosen`/`rejected` each one assistant message (a list of
+one, or the message itself). Chat messages are rendered with the SFT chat template
+(stack/data/templates/, `--template`, or the model's own, stack.data.chat_render), the assistant's
+prefix ending the prompt, so the completion is only what the assistant said. The prompt is chat-
+format text, so the tokenizer's special tokens written in it become their ids, as a Hugging Face
+tokenizer reads a prompt rendered by its chat template (stack.data.sft_template.encode_turn); the
+completions are text, so a special token's string in one stays text. A pair whose longer row does
+not fit L is left out (and counted, stack.data.sft_prepare), never cut: a cut completion changes
+what is preferred.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
-from stack.data.chat_shapes import LeftOut, explicit_pair
+from stack.data.chat_render import ModelTemplate, model_prompt
+from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn
 from stack.data.tokenizer import Tokenizer
 
@@ -48,15 +49,18 @@ class Pair:
     rejected: str
 
 
-def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate) -> str:
-    """Messages as the template writes them, then the assistant's prefix: what the completion follows."""
+def render_prompt(messages: list[dict[str, Any]], template: ChatTemplate | ModelTemplate, where: str) -> str:
+    """Messages as the template writes them, then the assistant's prefix (a model's own template's
+    generation prompt, stack.data.chat_render): what the completion follows. A message the
+    template cannot write leaves the pair out as unrenderable."""
+    if isinstance(template, ModelTemplate):
+        return model_prompt(template, messages, where)
     roles = template.spec.roles
-    for message in messages:
+    for i, message in enumerate(messages):
         if message["role"] not in roles or message["role"] == ASSISTANT:
-            raise BadInput(
-                f"a prompt message has role {message['role']!r}; give "
-                f"{', '.join(r for r in roles if r != ASSISTANT)} turns before the completion"
-            )
+            turns = ", ".join(r for r in roles if r != ASSISTANT)
+            reason = f"prompt[{i}] has role {message['role']!r}; the template writes {turns} turns before it"
+            raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
     text = "".join(roles[m["role"]].prefix + m["content"] + roles[m["role"]].suffix for m in messages)
     return text + roles[ASSISTANT].prefix
 
@@ -82,13 +86,13 @@ def _completion(value: Any, where: str) -> str:
     return str(message["content"])
 
 
-def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
+def parse_pair(record: Any, where: str, template: ChatTemplate | ModelTemplate) -> Pair:
     """A pair from one decoded JSONL line, in plain or chat form, its prompt stated or shared by the
     two conversations (stack.data.chat_shapes)."""
     record = explicit_pair(record, where)
     prompt = record["prompt"]
     if isinstance(prompt, list):
-        prompt = render_prompt([_message(m, where) for m in prompt], template)
+        prompt = render_prompt([_message(m, where) for m in prompt], template, where)
     if not isinstance(prompt, str) or not prompt:
         raise BadInput(f"{where}: 'prompt' must be non-empty text or a list of chat messages")
     chosen, rejected = _completion(record["chosen"], where), _completion(record["rejected"], where)
@@ -97,7 +101,7 @@ def parse_pair(record: Any, where: str, template: ChatTemplate) -> Pair:
     return Pair(prompt, chosen, rejected)
 
 
-def pair_turns(record: Any, where: str, template: ChatTemplate) -> list[tuple[str, str]]:
+def pair_turns(record: Any, where: str, template: ChatTemplate | ModelTemplate) -> list[tuple[str, str]]:
     """(role, text) of one JSONL pair: the rendered prompt, the chosen and the rejected completion."""
     pair = parse_pair(record, where, template)
     return list(zip(PAIR_ROLES, (pair.prompt, pair.chosen, pair.rejected), strict=True))

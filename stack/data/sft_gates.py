@@ -45,16 +45,21 @@ def supervised_of(labels: np.ndarray) -> np.ndarray:
     return (np.asarray(labels) & 1).astype(bool)
 
 
-def supervision_outcome(tokens: np.ndarray, labels: np.ndarray, eos_id: int) -> Outcome:
-    """GATE-SFT-001's measurement: per example, supervised tokens, and EOS ids left unsupervised;
-    and the supervised positions no loss can score as prepared: those of padding (example 0, which
-    is no example, so the per-example counts never see them) and those that open their example
-    (nothing of it comes before them to predict them from)."""
+def supervision_outcome(
+    tokens: np.ndarray, labels: np.ndarray, eos_id: int, model_template: bool = False
+) -> Outcome:
+    """GATE-SFT-001's measurement: per example, supervised tokens, and EOS ids left unsupervised,
+    apart those a supervised token of their example follows (`prompt_eos`: the end of a user's or
+    system's turn, which a model's own template may write as the EOS; `model_template` says the
+    examples were rendered by one); and the supervised positions no loss can score as prepared:
+    those of padding (example 0, which is no example, so the per-example counts never see them)
+    and those that open their example (nothing of it comes before them to predict them from)."""
     example = examples_of(labels).astype(np.int64)
     supervised = supervised_of(labels)
     opens = np.diff(example, prepend=-1) != 0
     eos = np.asarray(tokens) == eos_id
     real = example > 0
+    followed = _supervised_after(example, supervised)
     n = int(example.max(initial=0)) + 1
     per_example = np.bincount(example[real], weights=supervised[real], minlength=n)[1:]
     eos_count = np.bincount(example[real], weights=eos[real], minlength=n)[1:]
@@ -68,15 +73,37 @@ def supervision_outcome(tokens: np.ndarray, labels: np.ndarray, eos_id: int) -> 
         if present.any()
         else 0,
         "examples_without_eos": int((eos_count == 0).sum()),
-        "unsupervised_eos": int((eos[real] & ~supervised[real]).sum()),
+        "unsupervised_eos": int((eos & ~supervised & real & ~followed).sum()),
+        "prompt_eos": int((eos & ~supervised & real & followed).sum()),
+        "model_template": model_template,
         "padding_supervised": int(supervised[~real].sum()),
         "opening_supervised": int((supervised & opens & real).sum()),
     }
     return measure("GATE-SFT-001", measured, holds="every example is supervised, its EOS included")
 
 
-@gate_require("GATE-SFT-001", lambda tokens, labels, eos_id: supervision_outcome(tokens, labels, eos_id))
-def check_supervision(tokens: np.ndarray, labels: np.ndarray, eos_id: int) -> None:
+def _supervised_after(example: np.ndarray, supervised: np.ndarray) -> np.ndarray:
+    """Whether a supervised position of the same example comes after each position."""
+    later = np.zeros(len(example), dtype=bool)
+    if len(example) > 1:
+        # A supervised position's example, carried backwards: the last one at or after each position.
+        marks = np.where(supervised, example, 0)[::-1]
+        index = np.where(marks > 0, np.arange(len(marks)), -1)
+        last = np.maximum.accumulate(index)
+        carried = np.where(last >= 0, marks[np.maximum(last, 0)], 0)[::-1]
+        later[:-1] = carried[1:] == example[:-1]
+    return later
+
+
+@gate_require(
+    "GATE-SFT-001",
+    lambda tokens, labels, eos_id, model_template: supervision_outcome(
+        tokens, labels, eos_id, model_template
+    ),
+)
+def check_supervision(
+    tokens: np.ndarray, labels: np.ndarray, eos_id: int, model_template: bool = False
+) -> None:
     """Refuse data in which an example teaches nothing, or never teaches the model to stop."""
 
 
@@ -142,10 +169,10 @@ def turn_verdict(
     tokenizer's round trip of it); and whether it was judged against the round trip (a tokenizer
     that normalises: then the part before the supervision must decode to the round trip of the
     text through the marker)."""
-    before, text = expected
-    if turn[-1] != tokenizer.eot_id:
+    before, text, ends_with_eos = expected
+    if ends_with_eos and turn[-1] != tokenizer.eot_id:
         return "mismatched", False
-    whole = tokenizer.decode(turn[:-1])
+    whole = tokenizer.decode(turn[:-1] if ends_with_eos else turn)
     by_round_trip = whole != before + text
     if by_round_trip and whole != round_trip(tokenizer, before + text):
         return "unjudged", False

@@ -1,17 +1,20 @@
 """`stack prepare --format chat|prompt-completion`: supervised examples into packed, labelled shards.
 
-Each JSONL record is rendered by the chat template (stack.data.sft_template) into ids and a
-mask (a prompt-completion record, by default, is joined as TRL joins it instead: prompt, then
-completion and EOS, supervised; `join="chat-turns"` renders it as a user and an assistant turn),
-assigned to a split by the sha256 of its turns (as documents are), and packed in input
-order, whole, into windows of `pack_len` tokens: an example that does not fit the current
-window starts the next one, the rest of the window is padding (the EOS id, unsupervised,
-example 0), and an example longer than `pack_len` is refused. Each split and source becomes one
-token shard laid out as pretraining's (stack.data.shards), its windows back to back plus one
-trailing padding token, so the reader's windows of `pack_len + 1` tokens with stride `pack_len`
-are exactly the packed windows; and one label file beside it (`.labels`, the same 32-byte
-header with magic GSLABELS, then a uint32 `example * 2 + supervised` per token), hashed in the
-manifest like the shard. GATE-SFT-001 and GATE-SFT-002 are judged before anything is written.
+Each JSONL record is rendered by the chat template into ids and a mask: `--template`'s
+(stack.data.sft_template); else, when the tokenizer comes from a model that ships its own chat
+template, that one (stack.data.chat_render); else the stack's default. A prompt-completion record,
+by default, is joined as TRL joins it instead: prompt, then completion and EOS, supervised;
+`join="chat-turns"` renders it as a user and an assistant turn. A record the template cannot write
+(a tool call, for a template without them) is dropped as unrenderable into the filters' books, not
+refused with the file. Each example is assigned to a split by the sha256 of its turns (as documents
+are), and packed in input order, whole, into windows of `pack_len` tokens: an example that does not
+fit the current window starts the next one, the rest of the window is padding (the EOS id,
+unsupervised, example 0), and an example longer than `pack_len` is refused. Each split and source
+becomes one token shard laid out as pretraining's (stack.data.shards), its windows back to back plus
+one trailing padding token, so the reader's windows of `pack_len + 1` tokens with stride `pack_len`
+are exactly the packed windows; and one label file beside it (`.labels`, the same 32-byte header
+with magic GSLABELS, then a uint32 `example * 2 + supervised` per token), hashed in the manifest
+like the shard. GATE-SFT-001 and GATE-SFT-002 are judged before anything is written.
 
 Publishing reuses prepare's rules (stack.data.ownership): the lock, the staging directory, and
 `--force` replacing only what an earlier prepare wrote.
@@ -30,19 +33,36 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
-from contracts.split import example_identity
+from contracts.split import document_identity, example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
 from stack.data.accounting import TURNS, Books, check_accounts
 from stack.data.chat_jinja import jinja_of
-from stack.data.chat_shapes import LeftOut
+from stack.data.chat_render import (
+    ModelTemplate,
+    ModelTurn,
+    model_example_text,
+    model_texts,
+    model_turns,
+    named_tokens,
+    render_model,
+)
+from stack.data.chat_shapes import (
+    UNRENDERABLE,
+    LeftOut,
+    chat_messages,
+    explicit_pair,
+    message_text,
+    prompt_completion_turns,
+    turns_of,
+)
 from stack.data.corpus import InputFile, check_source_name
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
 from stack.data.filters.report import empty_corpus
-from stack.data.filters.runner import Doc, FilterRunner
+from stack.data.filters.runner import Counted, Doc, FilterRunner
 from stack.data.filters.script import SourceLetters
 from stack.data.json_array import array_elements
 from stack.data.line_ends import reported, text_lines
@@ -77,13 +97,13 @@ from stack.data.sft_gates import (
     stored_example_keys,
 )
 from stack.data.sft_template import (
+    TEMPLATES_DIR,
     ChatTemplate,
     ExampleText,
     Rendered,
     TurnText,
     concatenated_text,
     example_text,
-    example_turns,
     load_template,
     render,
     render_concatenated,
@@ -170,42 +190,109 @@ def _tokenizer(spec: str | Tokenizer, vocab_size: int | None, texts: list[str]) 
     return train_bpe(texts, vocab_size or DEFAULT_BPE_VOCAB)
 
 
+# What renders a prepare's examples: the stack's template (YAML), or the model's own (Jinja).
+Renderer = ChatTemplate | ModelTemplate
+
+
+@dataclass
+class _Example:
+    """One record as read: its turns (a pair's prompt, chosen, rejected), which the filters judge and
+    its identity is hashed from; where it was read; and, for a model's own template, its assistant
+    turns as that template writes them (stack.data.chat_render)."""
+
+    turns: list[tuple[str, str]]
+    where: str
+    written: list[ModelTurn] | None = None
+
+
+def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _Example:
+    """One record's example, in the format's shapes (stack.data.chat_shapes); a record the renderer
+    cannot write is LeftOut as unrenderable."""
+    if plan.fmt == PREFS_FORMAT:
+        return _Example(pair_turns(record, where, renderer), where)
+    if plan.fmt == PROMPT_COMPLETION:
+        messages = [{"role": role, "content": text} for role, text in prompt_completion_turns(record, where)]
+    else:
+        messages = chat_messages(record, where)
+    if plan.join == "concatenate":  # joined as TRL joins them: no template writes them
+        return _Example([(m["role"], m["content"]) for m in messages], where)
+    if isinstance(renderer, ModelTemplate):
+        turns = [(str(m["role"]), message_text(m)) for m in messages]
+        return _Example(turns, where, model_turns(renderer, messages, where))
+    return _Example(turns_of(messages, tuple(renderer.spec.roles), where), where)
+
+
 def turns_bytes(turns: Sequence[tuple[str, str]]) -> int:
     """The UTF-8 bytes of an example's turns, the unit of a fine-tuning prepare's books
     (stack.data.accounting)."""
     return sum(len(text.encode("utf-8")) for _, text in turns)
 
 
+def _said(value: object) -> str:
+    """What a prompt, completion or message says, as text: a string as it is, a message its text
+    (message_text), a list of them joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return message_text(value)
+    return "".join(map(_said, value)) if isinstance(value, list) else ""
+
+
+def _unrendered_bytes(record: object, plan: SftPlan, where: str) -> int:
+    """The UTF-8 bytes of what a record the renderer cannot write says (its messages' text, a pair's
+    prompt, chosen and rejected), booked as read and dropped as unrenderable so GATE-DATA-014's books
+    balance (stack.data.accounting); the record was parsed once already, so this cannot refuse it."""
+    if plan.fmt == PREFS_FORMAT:
+        pair = explicit_pair(record, where)
+        parts: list[object] = [pair["prompt"], pair["chosen"], pair["rejected"]]
+    elif plan.fmt == PROMPT_COMPLETION:
+        parts = [record["prompt"], record["completion"]] if isinstance(record, dict) else []
+    else:
+        parts = list(chat_messages(record, where))
+    return sum(len(_said(part).encode("utf-8")) for part in parts)
+
+
 def _read_examples(
-    paths: Sequence[Path], fmt: str, template: ChatTemplate, scratch: Path, dropped: Dropped, source: str
-) -> tuple[list[list[tuple[str, str]]], list[str], Counter[str]]:
-    """Every record's turns (a pair's prompt, chosen, rejected) and where it was read (file:line, or
-    file[element] in a JSON array), in file order, each booked as read by `source`; blank lines are
-    skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends); a record with
-    nothing to learn from is left out into `dropped` (stack.data.chat_shapes.LeftOut). A compressed
-    file, or one in UTF-16 or UTF-32 with a byte-order mark, is read through a UTF-8 copy in
-    `scratch` (stack.data.unpack), as pretraining text is."""
-    examples, wheres, counts = [], [], Counter[str]()
-    for number, given in enumerate(paths):
+    plan: SftPlan, renderer: Renderer, scratch: Path, dropped: Dropped
+) -> tuple[list[_Example], Counter[str]]:
+    """Every record's example (`_example`) in file order, each where it was read (file:line, or
+    file[element] in a JSON array) and its turns' bytes booked as read (stack.data.accounting);
+    blank lines are skipped, and a byte-order mark or CRLF line ends counted (stack.data.line_ends).
+    A record with nothing to learn from is left out into `dropped` (stack.data.chat_shapes.LeftOut);
+    one the renderer cannot write is dropped as unrenderable into the filters' books (the drop log
+    and the source's report, where GATE-DATA-014 counts it and GATE-DATA-015 weighs its share) and
+    its bytes booked as read and dropped (`_unrendered_bytes`), the records it can write kept. A
+    compressed file, or one in UTF-16 or UTF-32 with a byte-order mark, is read through a UTF-8 copy
+    in `scratch` (stack.data.unpack), as pretraining text is."""
+    examples, counts = [], Counter[str]()
+    for number, given in enumerate(plan.files):
         if not given.is_file():
-            raise BadInput(f"{given} is not a file; give JSONL files of {fmt} records")
+            raise BadInput(f"{given} is not a file; give JSONL files of {plan.fmt} records")
         counts["files"] += 1
         path = readable(InputFile("main", given, given.name), scratch, number).path
-        for at, record in _records(path, given, fmt, counts):
+        for at, record in _records(path, given, plan.fmt, counts):
+            where = f"{given.name}{at}"
             try:
-                if fmt == PREFS_FORMAT:
-                    turns = pair_turns(record, f"{given}{at}", template)
-                else:
-                    turns = example_turns(record, fmt, f"{given}{at}")
+                examples.append(_example(record, plan, renderer, f"{given}{at}"))
+                examples[-1].where = where
             except LeftOut as out:
-                dropped.add(out.rule, f"{given.name}{at}: {out.reason}")
+                if out.rule != UNRENDERABLE:
+                    dropped.add(out.rule, f"{where}: {out.reason}")
+                    continue
+                sha = document_identity(
+                    json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8")
+                )
+                # The books' example of the rule is its first record with the whole reason and fix.
+                plan.filters.report(plan.source).examples.setdefault(UNRENDERABLE, f"{where}: {out.reason}")
+                plan.filters.count(plan.source, UNRENDERABLE, sha, Counted(where, out.reason))
+                size = _unrendered_bytes(record, plan, f"{given}{at}")
+                dropped.books.read(plan.source, TURNS, size)
+                dropped.books.document(plan.source, UNRENDERABLE, size)
                 continue
-            if fmt == PREFS_FORMAT:
+            dropped.books.read(plan.source, TURNS, turns_bytes(examples[-1].turns))
+            if plan.fmt == PREFS_FORMAT:
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
-            dropped.books.read(source, TURNS, turns_bytes(turns))
-            examples.append(turns)
-            wheres.append(f"{given.name}{at}")
-    return examples, wheres, counts
+    return examples, counts
 
 
 def _records(path: Path, given: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:
@@ -256,19 +343,16 @@ def _empty(fmt: str, turns: list[tuple[str, str]]) -> bool:
 
 
 def _render_all(
-    examples: list[tuple[list[tuple[str, str]], str]],
-    template: ChatTemplate,
-    tok: Tokenizer,
-    plan: SftPlan,
-    dropped: Dropped,
+    examples: list[_Example], renderer: Renderer, tok: Tokenizer, plan: SftPlan, dropped: Dropped
 ) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
-    """Render, split and index every (turns, where) example; leave out (and count in `dropped`) the
-    blank and the too long."""
+    """Render, split and index every example; leave out (and count in `dropped`) the blank and the
+    too long."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
     assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, example by example
     turns_total = missing_total = 0
-    for i, (turns, where) in enumerate(examples):
+    for i, example in enumerate(examples):
+        turns, where = example.turns, example.where
         if plan.fmt == PREFS_FORMAT:  # one window per pair: its chosen row, then its rejected row
             pair, limit = pair_ids(tok, turns), plan.pack_len // 2
             if not pair.prompt:
@@ -285,8 +369,11 @@ def _render_all(
         else:
             if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
                 rendered = render_concatenated(tok, turns[0][1], turns[1][1], f"example {i + 1}")
+            elif example.written is not None:  # the model's own template (stack.data.chat_render)
+                rendered = render_model(example.written, tok)
             else:
-                rendered = render(template, tok, turns, f"example {i + 1}")
+                assert isinstance(renderer, ChatTemplate)
+                rendered = render(renderer, tok, turns, f"example {i + 1}")
             limit, length = plan.pack_len, len(rendered.ids)
         if rendered is None or length > limit:
             dropped.add("too_long", f"{where}: {length} tokens", length)
@@ -297,12 +384,8 @@ def _render_all(
         splits[which].examples.append(rendered)
         dropped.books.document(plan.source, None, turns_bytes(turns))
         if plan.fmt != PREFS_FORMAT:  # the turns as text: a joined prompt and completion are one turn
-            joined = plan.join == "concatenate"
-            texts = [(turns[0][1], turns[1][1])] if joined else supervised_texts(template, turns)
+            texts, whole = _texts(example, renderer, tok, plan)
             splits[which].texts.append(texts)
-            whole = (
-                concatenated_text(turns[0][1], turns[1][1]) if joined else example_text(template, tok, turns)
-            )
         splits[which].wholes.append(whole)
         assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
@@ -314,6 +397,20 @@ def _render_all(
     index = np.empty(len(shas), dtype=splitting.INDEX_DTYPE)
     index["doc"], index["heldout"] = shas, heldout
     return splits, index, turns_total, missing_total
+
+
+def _texts(
+    example: _Example, renderer: Renderer, tok: Tokenizer, plan: SftPlan
+) -> tuple[list[TurnText], ExampleText]:
+    """An example's assistant turns as text and the example whole as text, written from its messages
+    and its template alone, never from its ids: what GATE-SFT-001 reads the packed tables back against."""
+    turns = example.turns
+    if plan.join == "concatenate":
+        return [(turns[0][1], turns[1][1], True)], concatenated_text(turns[0][1], turns[1][1])
+    if example.written is not None:
+        return model_texts(example.written, tok), model_example_text(example.written, tok)
+    assert isinstance(renderer, ChatTemplate)
+    return supervised_texts(renderer, turns), example_text(renderer, tok, turns)
 
 
 def _all_dropped(plan: SftPlan, read: int, blank: int, dropped: Dropped) -> BadInput:
@@ -366,6 +463,7 @@ class SftPlan:
     filters: FilterRunner
     join: str | None = None  # prompt-completion only: concatenate or chat-turns
     context: int | None = None  # the context of the model the data is for, when --tokenizer names it
+    model_template: str | None = None  # that model's own chat template (Jinja), when it ships one
 
 
 def _write_split(
@@ -377,14 +475,17 @@ def _write_split(
     dtype: str,
     stored: splitting.Stored,
     trips: RoundTrips,
+    by_model: bool,
 ) -> tuple[list[Shard], list[LabelFile], int]:
     """The shard and label file of one split (none when it has no example); each example written is
-    keyed as stored into `stored`, and its ids decoded against its whole text into `trips`."""
+    keyed as stored into `stored`, and its ids decoded against its whole text into `trips`;
+    `by_model`: the model's own template rendered the examples (GATE-SFT-001 admits the EOS it ends
+    a prompt's turns with)."""
     if not rendered.examples:
         return [], [], 0
     eos_id = tok.eot_id
     tokens, labels, _ = pack(rendered.examples, plan.pack_len, eos_id)
-    check_supervision(tokens, labels, eos_id)
+    check_supervision(tokens, labels, eos_id, by_model)
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
     check_rendering(tokens, labels, rendered.wholes, tok)
@@ -411,6 +512,24 @@ def _write_split(
     return shards, [entry], int((labels & 1).sum())
 
 
+def chosen_renderer(template: str | None, model_template: str | None, tokenizer: str | Tokenizer) -> Renderer:
+    """What renders the examples: `--template`'s, when given; else the model's own chat template,
+    when the tokenizer comes from a model that ships one (stack.data.chat_render), rendered the
+    stack's way where it is the Jinja of a shipped template (a stack model tuned on chats: the
+    same text, tokenized as the model was tuned); else the stack's default
+    (stack/data/templates/chat.yaml)."""
+    if template is None and model_template is not None and isinstance(tokenizer, Tokenizer):
+        shipped = [load_template(path.stem) for path in sorted(TEMPLATES_DIR.glob("*.yaml"))]
+        same = [found for found in shipped if jinja_of(found.spec) == model_template]
+        return same[0] if same else ModelTemplate(model_template, named_tokens(tokenizer))
+    return load_template(template)
+
+
+def _jinja(renderer: Renderer) -> str:
+    """The renderer as the Jinja chat template a model trained on its examples carries."""
+    return renderer.jinja if isinstance(renderer, ModelTemplate) else jinja_of(renderer.spec)
+
+
 def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
     """Whether the chat template rendered the examples: chats, prompt-completion read as chat turns,
     and pairs whose prompts are chat messages. Only then does the data's model learn its format."""
@@ -421,27 +540,27 @@ def _templated(plan: SftPlan, counts: Counter[str]) -> bool:
 
 def _build(staging: Path, plan: SftPlan) -> Manifest:
     """Render, check, pack and write everything into `staging`; the manifest comes last."""
-    template = load_template(plan.template)
+    renderer = chosen_renderer(plan.template, plan.model_template, plan.tokenizer)
     scratch = staging / UNPACKED_DIR
     dropped = Dropped()
-    examples, wheres, counts = _read_examples(plan.files, plan.fmt, template, scratch, dropped, plan.source)
+    runner = plan.filters
+    runner.log = DropLog(staging)  # open from the first record: one the template cannot write is logged
+    examples, counts = _read_examples(plan, renderer, scratch, dropped)
     shutil.rmtree(scratch, ignore_errors=True)  # the UTF-8 copies are never published
     # Filtered before rendering, a leak looked for in the first user turn (stack.data.filters): the
     # source's scripts measured over its examples, its canaries planted first, each drop logged.
-    runner = plan.filters
     letters = SourceLetters()
-    for turns in examples:
-        doc = Doc("\n".join(c for _, c in turns).encode("utf-8"))
+    for example in examples:
+        doc = Doc("\n".join(c for _, c in example.turns).encode("utf-8"))
         letters.add(plan.source, runner.screen.letters(plan.source, doc), runner.settings.script)
     runner.set_scripts(letters.held(runner.settings.script))
-    runner.log = DropLog(staging)
     runner.plant_turns(plan.source)
     kept = []
-    for turns, where in zip(examples, wheres, strict=True):
-        if (reason := runner.judge_turns(plan.source, turns, where)) is None:
-            kept.append((turns, where))
+    for example in examples:
+        if (reason := runner.judge_turns(plan.source, example.turns, example.where)) is None:
+            kept.append(example)
         else:
-            dropped.books.document(plan.source, reason, turns_bytes(turns))
+            dropped.books.document(plan.source, reason, turns_bytes(example.turns))
     log_path = runner.log.close()
     check_reports(runner, {plan.source: len(kept)}, recount(log_path))
     read = runner.report(plan.source).documents_in + sum(dropped.counts.values())
@@ -449,8 +568,8 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         if runner.reports[plan.source].dropped:  # the filters took them all: name them, with an example
             raise BadInput(empty_corpus(len(plan.files), runner.as_dict()))
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
-    tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for turns, _ in kept for _, c in turns])
-    splits, index, turns, missing = _render_all(kept, template, tok, plan, dropped)
+    tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for example in kept for _, c in example.turns])
+    splits, index, turns, missing = _render_all(kept, renderer, tok, plan, dropped)
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
@@ -459,10 +578,13 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)
     shards, label_files, supervised = [], [], {}
+    by_model = isinstance(renderer, ModelTemplate) and _templated(plan, counts)
     stored = splitting.Stored()
     trips = RoundTrips(tok, 1.0, sum(path.stat().st_size for path in plan.files))  # every example
     for split in ("train", "heldout"):
-        written, labels, count = _write_split(staging, split, plan, splits[split], tok, dtype, stored, trips)
+        written, labels, count = _write_split(
+            staging, split, plan, splits[split], tok, dtype, stored, trips, by_model
+        )
         shards += written
         label_files += labels
         supervised[split] = count
@@ -504,10 +626,11 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         accounting={name: ByteAccount(**account) for name, account in dropped.books.as_dict().items()},
         sft=SftEntry(
             format=plan.fmt,  # type: ignore[arg-type]
-            template=template.spec.name,
-            template_sha256=template.sha256,
+            template=renderer.name if isinstance(renderer, ModelTemplate) else renderer.spec.name,
+            template_sha256=renderer.sha256,
             join=plan.join,
-            chat_template=jinja_of(template.spec) if _templated(plan, counts) else None,
+            chat_template=_jinja(renderer) if _templated(plan, counts) else None,
+            renderer="model" if by_model else "stack",
             pack_len=plan.pack_len,
             examples={s: len(splits[s].examples) for s in ("train", "heldout")},  # type: ignore[misc]
             dropped=dict(sorted(dropped.counts.items())),
@@ -542,9 +665,12 @@ def prepare_sft(
     filter_settings: Path | None = None,
     no_filter: Mapping[str, str] | None = None,
     context: int | None = None,
+    model_template: str | None = None,
 ) -> Manifest:
     """Prepare supervised fine-tuning data from JSONL `inputs` into DATA_DIR `out` (module docstring);
-    `context` is that of the model the data is for, when known, which bounds what a refusal offers."""
+    `context` is that of the model the data is for, when known, which bounds what a refusal offers;
+    `model_template` that model's own chat template, which renders the examples unless `template`
+    names another (stack.data.chat_render)."""
     if fmt not in SFT_FORMATS:
         raise BadInput(f"--format {fmt!r} is not one of {', '.join(SFT_FORMATS)}")
     if not inputs:
@@ -580,6 +706,7 @@ def prepare_sft(
         runner,
         join,
         context,
+        model_template,
     )
     out = Path(out)
     created = ownership.check_out(out)

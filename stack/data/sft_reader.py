@@ -103,7 +103,8 @@ def check_split(data_dir: Path, manifest: Manifest, split: str) -> None:
     for shard, labels in zip(
         open_split(data_dir, manifest, split), open_labels(data_dir, manifest, split), strict=True
     ):
-        check_supervision(np.asarray(shard.tokens), np.asarray(labels.tokens), eos_id)
+        by_model = entry.renderer == "model"  # the model's own template may end a prompt's turn with its EOS
+        check_supervision(np.asarray(shard.tokens), np.asarray(labels.tokens), eos_id, by_model)
     check_markers(entry.assistant_turns, entry.markers_missing)
 
 

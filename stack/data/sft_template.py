@@ -16,6 +16,9 @@ reads it as text. What an example must read back as is written apart from it (`e
 every message in order with its role's text around it, so GATE-SFT-001 sees a turn the grouping
 lost.
 
+A role the template has no turn for leaves the example out as unrenderable
+(stack.data.chat_shapes.UNRENDERABLE), counted, never refusing the file.
+
 A template may write the tokenizer's own special tokens (`<|im_start|>`, `<|eot_id|>`, ...):
 where the model's tokenizer has such a token, the template's text of it becomes that one id
 (`encode_turn`), as the model met it in its own chat format; where it has none, it is text like
@@ -43,7 +46,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
-from stack.data.chat_shapes import ROLES, chat_turns, prompt_completion_turns
+from stack.data.chat_shapes import (
+    ROLES,
+    UNRENDERABLE,
+    UNRENDERABLE_FIX,
+    LeftOut,
+    chat_turns,
+    excerpt,
+    prompt_completion_turns,
+)
 from stack.data.tokenizer import Tokenizer
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -187,7 +198,8 @@ def turn_segments(template: ChatTemplate, turns: list[tuple[str, str]], where: s
     pending: list[Segment] = []
     for role, content in turns:
         if role not in spec.roles:
-            raise BadInput(f"{where}: the template {spec.name} has no role {role!r}")
+            reason = f"role {role!r}, which the template {spec.name} has no turn for: {excerpt(content)}"
+            raise LeftOut(UNRENDERABLE, where, f"{reason}; {UNRENDERABLE_FIX}")
         turn = spec.roles[role]
         if role != "assistant":
             pending += [(turn.prefix, True), (content, False), (turn.suffix, True)]
@@ -232,9 +244,11 @@ def render(
 
 
 # One assistant turn as text: what comes before its supervised part (from the turn's first
-# character through the marker), and the supervised part itself (the rest of the turn: what
-# follows the marker in the assistant's prefix, then the content); its EOS follows.
-TurnText = tuple[str, str]
+# character through the marker), the supervised part itself (the rest of the turn: what follows
+# the marker in the assistant's prefix, then the content), and whether an EOS the stack wrote
+# follows it (always, with the stack's templates; a model's own ends its turns itself,
+# stack.data.chat_render).
+TurnText = tuple[str, str, bool]
 
 
 def supervised_texts(template: ChatTemplate, turns: list[tuple[str, str]]) -> list[TurnText]:
@@ -250,7 +264,7 @@ def supervised_texts(template: ChatTemplate, turns: list[tuple[str, str]]) -> li
         text = "".join(piece for piece, _ in segments)
         found = text.rfind(marker)  # not found: nothing is to be supervised (GATE-SFT-002)
         cut = len(text) if found < 0 else found + len(marker)
-        texts.append((text[:cut], text[cut:]))
+        texts.append((text[:cut], text[cut:], True))
     return texts
 
 
@@ -266,19 +280,26 @@ def example_text(template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple
     as their decoding, as `encode_turn` makes them ids; a message's text stays text. What
     GATE-SFT-001 reads each packed example back against: a message left out of the rendering
     (a system turn dropped from the prompt) shows there, whatever the grouping of the turns."""
-    spec, specials = template.spec, tokenizer.special_tokens
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-
-    def written(text: str) -> str:
-        return pattern.sub(lambda m: tokenizer.decode([specials[m.group()]]), text) if specials else text
+    spec = template.spec
 
     def message(role: str, content: str) -> str:
         turn = spec.roles[role]
-        return written(turn.prefix) + content + ("" if role == "assistant" else written(turn.suffix))
+        written = template_text(tokenizer, turn.prefix)
+        return written + content + ("" if role == "assistant" else template_text(tokenizer, turn.suffix))
 
     last = max((i for i, (role, _) in enumerate(turns) if role == "assistant"), default=-1)
     spoken = turns[: last + 1]
     return "".join(message(*turn) for turn in spoken), tuple(content for _, content in spoken)
+
+
+def template_text(tokenizer: Tokenizer, text: str) -> str:
+    """A template's text as its ids decode: each special token of the tokenizer it writes as that
+    token's decoding (`encode_turn` makes it the id; an EOS decodes to nothing)."""
+    specials = tokenizer.special_tokens
+    if not specials:
+        return text
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+    return pattern.sub(lambda m: tokenizer.decode([specials[m.group()]]), text)
 
 
 def concatenated_text(prompt: str, completion: str) -> ExampleText:

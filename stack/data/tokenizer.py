@@ -26,14 +26,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
 from stack.artifacts import TOKENIZER_JSON
-from stack.data import tokenizer_identity
+from stack.data import hf_specials, tokenizer_identity
+from stack.data.hf_specials import HfSettings
 
 if TYPE_CHECKING:
     import tokenizers
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from stack.data.manifest import TokenizerEntry
 
 TOKENIZER_FILE = TOKENIZER_JSON
-TOKENIZER_CONFIG = "tokenizer_config.json"  # a Hugging Face tokenizer's settings: its eos_token
+TOKENIZER_CONFIG = hf_specials.TOKENIZER_CONFIG  # a Hugging Face tokenizer's settings: its eos_token
 TOKENIZER_NAMES = ("byte", "bpe")
 # 256 byte symbols, the EOT id, and at least one merge: anything smaller is not a BPE.
 BPE_MIN_VOCAB = 258
@@ -58,6 +59,9 @@ class Tokenizer(ABC):
     """What the rest of the stack may rely on: a name, a vocabulary size and a lossless round trip."""
 
     name: str
+    # A model made elsewhere's own files naming its special tokens (stack.data.hf_specials); the
+    # stack's own tokenizers have none.
+    settings: HfSettings | None = None
 
     @property
     @abstractmethod
@@ -269,11 +273,12 @@ class PretrainedTokenizer(LibraryTokenizer):
 
     `stack prepare --tokenizer hf:DIR` and `stack import-hf DIR` read DIR/tokenizer.json (any model
     the `tokenizers` library loads: byte-level BPE as in Llama 3 and Qwen2, SentencePiece-style BPE
-    with byte fallback as in Llama 2) and DIR/tokenizer_config.json for the end-of-sequence token;
-    nothing is downloaded. Three differences from the stack's own tokenizers, each deliberate:
+    with byte fallback as in Llama 2) and the files beside it that name its special tokens, kept as
+    `settings` (stack.data.hf_specials); nothing is downloaded. Three differences from the stack's
+    own tokenizers, each deliberate:
     - the separator prepare writes after every document is the model's own end-of-sequence token
-      (`eos_token` in tokenizer_config.json), wherever its id is, so the data reads as the model
-      was trained to read it;
+      (`eos_token`, resolved as transformers resolves it), wherever its id is, so the data reads as
+      the model was trained to read it;
     - special tokens in the *text* are encoded as text (`encode_special_tokens`): a document that
       happens to contain "</s>" or "<|endoftext|>" cannot smuggle a separator into the shards;
     - it may normalise text (Llama 2's prepends "▁", some lower-case): it is not guaranteed
@@ -283,9 +288,12 @@ class PretrainedTokenizer(LibraryTokenizer):
 
     name = "hf"
 
-    def __init__(self, json_text: str, eot_token: str, where: str) -> None:
+    def __init__(
+        self, json_text: str, eot_token: str, where: str, settings: HfSettings | None = None
+    ) -> None:
         super().__init__(_backend(json_text, where), json_text)
         self.eot_token = eot_token
+        self.settings = settings
         eot = self._backend.token_to_id(eot_token)
         if eot is None:
             raise BadInput(f"{where}: its end-of-sequence token {eot_token!r} is not in the vocabulary")
@@ -293,7 +301,8 @@ class PretrainedTokenizer(LibraryTokenizer):
 
     @classmethod
     def from_dir(cls, directory: Path) -> PretrainedTokenizer:
-        """The tokenizer of a local model directory (tokenizer.json + tokenizer_config.json)."""
+        """The tokenizer of a local model directory: tokenizer.json, the end-of-sequence token as
+        transformers resolves it (stack.data.hf_specials), and the files that name its special tokens."""
         directory = Path(directory)
         file = directory / TOKENIZER_JSON
         if not file.is_file():
@@ -301,7 +310,9 @@ class PretrainedTokenizer(LibraryTokenizer):
                 f"{directory} has no {TOKENIZER_JSON}; give the directory of a Hugging Face model or "
                 "tokenizer (it is read locally, nothing is downloaded)"
             )
-        return cls(_read_text(file), eos_token(directory), str(file))
+        text = _read_text(file)
+        eos = hf_specials.eos_token(directory, _backend(text, str(file)).id_to_token)
+        return cls(text, eos, str(file), HfSettings.read(directory))
 
     @property
     def vocab_size(self) -> int:
@@ -415,7 +426,8 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
             )
         if entry.name == "hf":
             assert entry.eot_token is not None  # the manifest model requires it for hf
-            tokenizer = PretrainedTokenizer(text, entry.eot_token, str(path))
+            settings = HfSettings.from_dict(entry.hf_settings)
+            tokenizer = PretrainedTokenizer(text, entry.eot_token, str(path), settings)
         else:
             tokenizer = BpeTokenizer.from_json(text, str(path))
     if tokenizer.sha256 != entry.sha256 or tokenizer.vocab_size != entry.vocab_size:
@@ -432,26 +444,6 @@ def load_tokenizer(data_dir: Path | str) -> Tokenizer:
     from stack.data.manifest import load_manifest
 
     return tokenizer_from_entry(Path(data_dir), load_manifest(data_dir).tokenizer)
-
-
-def eos_token(directory: Path) -> str:
-    """The end-of-sequence token tokenizer_config.json names (a string, or {"content": ...})."""
-    file = Path(directory) / TOKENIZER_CONFIG
-    if not file.is_file():
-        raise BadInput(
-            f"{directory} has no {TOKENIZER_CONFIG}; it names the end-of-sequence token that separates "
-            "documents: copy it from the model's repository"
-        )
-    try:
-        config: Any = json.loads(_read_text(file))
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{file} is not valid JSON ({exc})") from None
-    token = config.get("eos_token") if isinstance(config, dict) else None
-    if isinstance(token, dict):
-        token = token.get("content")
-    if not isinstance(token, str) or not token:
-        raise BadInput(f"{file} names no eos_token; the documents need a separator the model knows")
-    return token
 
 
 def _read_text(file: Path) -> str:

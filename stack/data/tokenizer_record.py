@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
+from stack.data.hf_specials import HfSettings
 from stack.data.manifest import TokenizerEntry
 from stack.data.shards import naming
 from stack.data.tokenizer import TOKENIZER_FILE, BpeTokenizer, ByteTokenizer, PretrainedTokenizer, Tokenizer
 
 RESTORE = "restore the checkpoint from a good copy"
+# The record's key for a pretrained tokenizer's own special-token files (stack.data.hf_specials).
+HF_SETTINGS = "hf_settings"
 
 
 def tokenizer_state(tokenizer: Tokenizer) -> dict[str, Any]:
@@ -36,7 +39,15 @@ def tokenizer_state(tokenizer: Tokenizer) -> dict[str, Any]:
     }
     if isinstance(tokenizer, PretrainedTokenizer):
         state["eot_token"] = tokenizer.eot_token
+    if tokenizer.settings is not None:
+        state[HF_SETTINGS] = tokenizer.settings.as_dict()
     return state
+
+
+def tokenizer_summary(tokenizer: Tokenizer) -> dict[str, Any]:
+    """The tokenizer's record without the files it is kept in (its sha256 stays): what an import's
+    or an export's own record says of it."""
+    return {k: v for k, v in tokenizer_state(tokenizer).items() if k not in ("json", HF_SETTINGS)}
 
 
 def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
@@ -52,7 +63,8 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
     elif state["name"] == "hf":
         if not isinstance(state.get("eot_token"), str):
             raise BadInput(f"{where} names no eot_token; {RESTORE}")
-        tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where)
+        settings = HfSettings.from_dict(state.get(HF_SETTINGS))
+        tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where, settings)
     elif state["name"] == "bpe":
         tokenizer = BpeTokenizer.from_json(str(state["json"]), where)
     else:
@@ -84,4 +96,5 @@ def data_tokenizer_entry(staging: Path, tokenizer: Tokenizer) -> TokenizerEntry:
         identity=tokenizer.identity,
         path=path,
         eot_token=tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else None,
+        hf_settings=None if tokenizer.settings is None else tokenizer.settings.as_dict(),
     )

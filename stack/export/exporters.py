@@ -26,8 +26,8 @@ from contracts.gates import Outcome
 from contracts.spec import load_spec
 from stack.artifacts import EXPORT_RECORD, ONNX_MODEL, WEIGHTS_FILE
 from stack.data.chat_jinja import chat_template_of
-from stack.data.tokenizer_record import tokenizer_state
-from stack.export import deps, hf, hf_tokenizer, onnx_export, parity, runtimes
+from stack.data.tokenizer_record import tokenizer_summary
+from stack.export import deps, hf, hf_tokenizer, onnx_export, parity, runtimes, tokenizer_check
 from stack.export.sample import Sample, resolve_sample
 from stack.model.lora import has_lora
 from stack.outputs import ownership, rundir
@@ -103,7 +103,7 @@ def _record(request: ExportRequest, trained: Trained, sample: Sample) -> dict[st
             "manifest_sha256": sha256_file(path / ckpt.MANIFEST),
             "config_sha256": trained.config.sha256,
         },
-        "tokenizer": {k: v for k, v in tokenizer_state(trained.tokenizer).items() if k != "json"},
+        "tokenizer": tokenizer_summary(trained.tokenizer),
         "sample": sample.describe(),
         "spec_version": load_spec().version,
         "versions": deps.versions(),
@@ -137,6 +137,7 @@ def write_hf_files(directory: Path, trained: Trained) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(hf.config_json(trained.config.model, trained.tokenizer))
+    hf_tokenizer.write_generation_config(directory, trained.tokenizer)
     weights = directory / MODEL_FILES["hf"]  # the name transformers looks for
     save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
     hf_tokenizer.write_tokenizer_files(
@@ -150,19 +151,25 @@ def _write_hf(
 ) -> Checks:
     """config.json, model.safetensors and the tokenizer files, checked in transformers as a user loads
     them (from_pretrained's defaults): its logits, the special ids it reads from them, every field of
-    config.json against the model's, and the dtype it loads in against the weights' stored dtype
-    (kept in the record for `certify`)."""
+    config.json against the model's, the dtype it loads in against the weights' stored dtype, and the
+    tokenizer it reads back (kept in the record for `certify`)."""
     weights = write_hf_files(tmp, trained)  # renamed below if unchecked
     hf_model = runtimes.load_as_user(tmp)  # as a user loads it: no dtype asked for
     check = parity.compare_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
-    special = parity.SpecialIds(runtimes.hf_special_ids(tmp, hf_model), trained.tokenizer.eot_id)
+    tokenizer = trained.tokenizer
+    found = runtimes.hf_special_ids(tmp, hf_model)
+    special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))
     record.update(special.as_dict())
     written = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
     dtype = str(next(trained.model.parameters()).dtype).removeprefix("torch.")
     architecture = parity.architecture_read_back(trained.config.model, hf_model.config, written, dtype)
     architecture |= parity.dtypes_read_back(hf_model, runtimes.stored_dtypes(weights))
     record.update(architecture)
-    outcome = parity.hf_outcome(check, special, architecture)
+    template = chat_template_of(trained.checkpoint.state)
+    expected = tokenizer_check.expected_reading(tokenizer, template, hf.family(trained.config.model))
+    read_back = tokenizer_check.read_back(expected, tokenizer_check.hf_reading(tmp))
+    record.update(read_back)
+    outcome = parity.hf_outcome(check, special, architecture, read_back)
     _settle(weights, check, outcome, record, parity.HF_GATE)
     return [(check, outcome)]
 
@@ -229,8 +236,11 @@ def certify(result: ExportResult) -> None:
     """Let each check's gate speak (GATE-EXPORT-001 for HF, GATE-EXPORT-002 for ONNX): exit 3 on a failure."""
     for check, _ in result.checks:
         if result.record["format"] == "hf":
-            special = parity.SpecialIds(result.record["special_ids"], result.record["eot_id"])
-            parity.certify_hf(check, special, {key: result.record[key] for key in parity.ARCHITECTURE_KEYS})
+            record = result.record
+            special = parity.SpecialIds(record["special_ids"], record["eot_id"], record["special_expected"])
+            architecture = {key: record[key] for key in parity.ARCHITECTURE_KEYS}
+            read_back = {key: record[key] for key in parity.TOKENIZER_KEYS}
+            parity.certify_hf(check, special, architecture, read_back)
         elif check.artefact == "model.onnx":
             parity.certify_onnx_fp32(check)
         else:

@@ -26,6 +26,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from stack.export.hf_tokenizer import model_ids
 from stack.model import names
 from stack.model.config import ModelConfig
 
@@ -143,8 +144,7 @@ def hf_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
         "tie_word_embeddings": config.tie_embeddings,
         "attention_dropout": 0.0,
         "initializer_range": config.init_std,
-        "bos_token_id": tokenizer.eot_id,
-        "eos_token_id": tokenizer.eot_id,
+        **model_ids(tokenizer),  # the model's own bos, eos and pad (stack.export.hf_tokenizer)
         "dtype": "float32",
         "use_cache": True,
     }

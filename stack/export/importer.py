@@ -14,8 +14,11 @@ tokenizer.json (`hf_tokenizer.read_tokenizer`). The model's vocabulary is config
 vocab_size, which may exceed the tokenizer's (an embedding padded for speed, as Qwen2's 151936
 rows over a 151646-id tokenizer): every id the tokenizer makes must have a row, never the reverse.
 A chat template the model ships (chat_template.jinja, or tokenizer_config.json's `chat_template`)
-is kept in the checkpoint's state as it came (stack.data.chat_jinja), so runs started from the
-import inherit it and `stack export` writes it back.
+is kept in the checkpoint's state as it came (stack.data.chat_jinja), so chat data prepared with
+the import's tokenizer is rendered by it, runs started from the import keep it, and `stack export`
+writes it back. So are the files that name the model's special tokens (stack.data.hf_specials),
+with the tokenizer, held at import to what transformers reads from the directory
+(GATE-EXPORT-001's checks special and tokenizer).
 
 Before anything is written the stack model is compared with transformers' own reading of the
 same directory (GATE-EXPORT-001's logits_atol), so a model the stack would compute differently
@@ -38,9 +41,9 @@ from contracts.spec import load_spec
 from stack.artifacts import IMPORT_RECORD, weight_files
 from stack.data import chat_jinja
 from stack.data.tokenizer import Tokenizer
-from stack.data.tokenizer_record import tokenizer_state
+from stack.data.tokenizer_record import tokenizer_state, tokenizer_summary
 from stack.eval.evidence import CommandEvidence
-from stack.export import deps, hf, hf_tokenizer, parity, runtimes
+from stack.export import deps, hf, hf_tokenizer, parity, runtimes, tokenizer_check
 from stack.export.sample import resolve_sample
 from stack.model.gpt import GPT
 from stack.outputs import ownership, rundir
@@ -137,7 +140,8 @@ def fresh_state(
 
 def imported_template(jinja: str) -> dict[str, Any]:
     """The checkpoint's record of a model's own Jinja chat template, kept as it came."""
-    return {"name": "imported", "sha256": hashlib.sha256(jinja.encode("utf-8")).hexdigest(), "jinja": jinja}
+    sha = hashlib.sha256(jinja.encode("utf-8")).hexdigest()
+    return {"name": chat_jinja.IMPORTED, "sha256": sha, "jinja": jinja}
 
 
 def import_hf(
@@ -199,18 +203,36 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
         raise BadInput(f"the weights of {hf_dir} do not fit its config.json: {detail}") from None
     model.eval()
     sample = resolve_sample(tokenizer, config.model.ctx, sample_text)
+    hf_model = runtimes.load_hf_model(hf_dir)
     check = parity.compare_logits(
-        str(hf_dir), runtimes.hf_logits(hf_dir, sample.windows), runtimes.stack_logits(model, sample.windows)
+        str(hf_dir),
+        runtimes.logits_of(hf_model, sample.windows),
+        runtimes.stack_logits(model, sample.windows),
     )
-    outcome = parity.hf_outcome(check)
-    parity.certify_hf(check)  # nothing is written for a model the stack computes differently,
-    if not outcome.ok:  # not even with the contracts switched off
+    jinja = hf_tokenizer.read_chat_template(hf_dir)
+    special = None  # the stack's own tokenizer, restored from its record, ends and starts at its end of text
+    if tokenizer.settings is not None:  # kept as the model's
+        found = runtimes.hf_special_ids(hf_dir, hf_model)
+        special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))
+    del hf_model
+    # What the checkpoint keeps of the tokenizer is what transformers reads from the model.
+    reading = tokenizer_check.hf_reading(hf_dir)
+    if tokenizer_check.UNREADABLE in reading:
+        raise BadInput(
+            f"transformers cannot read the tokenizer of {hf_dir} ({reading[tokenizer_check.UNREADABLE]}), "
+            "so neither could the users of the model: fix its tokenizer_config.json (a special token is a "
+            'string, or {"__type": "AddedToken", "content": ...})'
+        )
+    expected = tokenizer_check.expected_reading(tokenizer, jinja, hf.family(config.model))
+    read_back = tokenizer_check.read_back(expected, reading)
+    outcome = parity.hf_outcome(check, special, tokenizer=read_back)
+    parity.certify_hf(check, special, tokenizer=read_back)  # nothing is written for a model the stack
+    if not outcome.ok:  # computes or reads differently, not even with the contracts switched off
         raise violation(parity.HF_GATE, outcome)
     source = {
         "path": str(hf_dir.resolve()),
         "files": {p.name: sha256_file(p) for p in sorted(hf_dir.iterdir()) if p.is_file()},
     }
-    jinja = hf_tokenizer.read_chat_template(hf_dir)
     record = {
         "source": source,
         "chat_template": None if jinja is None else imported_template(jinja),
@@ -220,7 +242,7 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
             "source_dtypes": dtypes,
             "imported_as": "float32",
         },
-        "tokenizer": {k: v for k, v in tokenizer_state(tokenizer).items() if k != "json"},
+        "tokenizer": tokenizer_summary(tokenizer),
         "model_vocab": config.model.vocab,
         "sample": sample.describe(),
         "parity": {
@@ -229,6 +251,8 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
             "ok": outcome.ok,
             "threshold": outcome.threshold,
         },
+        **({} if special is None else special.as_dict()),
+        **read_back,
         "spec_version": load_spec().version,
         "versions": deps.versions(),
     }

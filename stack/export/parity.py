@@ -60,17 +60,23 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
 
 @dataclass(frozen=True)
 class SpecialIds:
-    """The special token ids an exported directory names, as transformers reads them (by where:
-    "config.json eos_token_id", "generation eos_token_id", "tokenizer eos_token_id", ...), and the
-    end-of-text id of the stack's tokenizer, which the export names both bos and eos: a model that
-    generates stops, and starts a document, where the stack's model learned to."""
+    """The special token ids a Hugging Face directory names, as transformers reads them (by where:
+    "config.json eos_token_id", "generation eos_token_id", "tokenizer eos_token_id", ...), the
+    ids the model's own are there (`expected`, stack.export.hf_tokenizer.expected_special_ids: a
+    model made elsewhere keeps its bos, eos and pad; the stack's own models start and end at the
+    end of text), and the end-of-text id of the stack's tokenizer, which its documents end with."""
 
     found: dict[str, Any]
     eot_id: int
+    expected: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         """GATE-EXPORT-001's special values."""
-        return {"special_ids": self.found, "eot_id": self.eot_id}
+        return {"special_ids": self.found, "eot_id": self.eot_id, "special_expected": self.expected}
+
+
+# What `tokenizer_check.read_back` measures (export.json keeps them for `certify`).
+TOKENIZER_KEYS = ("tokenizer_keys", "tokenizer_differing")
 
 
 # What `architecture_read_back` and `dtypes_read_back` measure (export.json keeps them for `certify`).
@@ -128,18 +134,23 @@ def _diff(parity: LogitsParity) -> float | str:
 
 
 def hf_outcome(
-    parity: LogitsParity, special: SpecialIds | None = None, architecture: dict[str, Any] | None = None
+    parity: LogitsParity,
+    special: SpecialIds | None = None,
+    architecture: dict[str, Any] | None = None,
+    tokenizer: dict[str, Any] | None = None,
 ) -> Outcome:
     """GATE-EXPORT-001: the HF model's logits (as loaded: an export's by default, an import's in
-    fp32) within logits_atol of the stack's, and (for an export, whose config.json the stack wrote)
-    its special ids the stack tokenizer's end of text, its architecture the model's
-    (`architecture_read_back`) and the dtype it loads in the one its weights are stored in
-    (`dtypes_read_back`)."""
+    fp32) within logits_atol of the stack's; its special ids the model's own; for an export, whose
+    config.json the stack wrote, its architecture the model's (`architecture_read_back`) and the
+    dtype it loads in the one its weights are stored in (`dtypes_read_back`); and its tokenizer as
+    transformers reads it the model's own (stack.export.tokenizer_check.read_back)."""
     measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
     if special is not None:
         measured |= special.as_dict()
     if architecture is not None:
         measured |= architecture
+    if tokenizer is not None:
+        measured |= tokenizer
     return measure(HF_GATE, measured, holds=f"transformers' logits of {parity.artefact} match the stack's")
 
 
@@ -185,14 +196,18 @@ def certify_peft(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> 
 
 
 @gate_require(
-    "GATE-EXPORT-001", lambda parity, special, architecture: hf_outcome(parity, special, architecture)
+    "GATE-EXPORT-001",
+    lambda parity, special, architecture, tokenizer: hf_outcome(parity, special, architecture, tokenizer),
 )
 def certify_hf(
-    parity: LogitsParity, special: SpecialIds | None = None, architecture: dict[str, Any] | None = None
+    parity: LogitsParity,
+    special: SpecialIds | None = None,
+    architecture: dict[str, Any] | None = None,
+    tokenizer: dict[str, Any] | None = None,
 ) -> None:
-    """Raise GATE-EXPORT-001 unless the HF model reproduces the stack's logits and, given `special`
-    and `architecture` (an export's), names the stack tokenizer's end of text as its special ids
-    and reads back as the model's configuration."""
+    """Raise GATE-EXPORT-001 unless the HF model reproduces the stack's logits and, given `special`,
+    `architecture` (an export's) and `tokenizer`, names the model's own special ids, reads back as
+    the model's configuration and reads its tokenizer as the model's own."""
 
 
 @gate_require("GATE-EXPORT-002", lambda parity: fp32_outcome(parity))

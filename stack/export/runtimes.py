@@ -84,8 +84,8 @@ def logits_of(hf_model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     return hf_model(input_ids=windows).logits.float()
 
 
-# The special token ids a config names, which generation reads to start and to stop.
-SPECIAL_KEYS = ("bos_token_id", "eos_token_id")
+# The special token ids a config names, which generation reads to start, stop and pad.
+SPECIAL_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def hf_special_ids(hf_dir: Path, hf_model: torch.nn.Module) -> dict[str, Any]:

@@ -139,6 +139,12 @@ class DataSection(Section):
     phases: list[PhaseSection] | None = Field(default=None, description="a curriculum of later mixtures")
     policy: Literal["static", "bandit"] | None = Field(default=None, description="static (default) or bandit")
     bandit: BanditSection | None = Field(default=None, description="the bandit's settings")
+    chat_template_change: str | None = Field(
+        default=None,
+        min_length=1,
+        description="why the chat template the data was rendered with may replace the one the model "
+        "ships (kept in the run's config); unset, such a run is refused at set-up",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DataSection:
@@ -166,8 +172,9 @@ class DataSection(Section):
 
     @staticmethod
     def mixture_of(data: dict[str, Any]) -> dict[str, Any]:
-        """A saved `[data]` table without `wrap`: what a resume compares to find a new mixture."""
-        return {key: value for key, value in data.items() if key != "wrap"}
+        """A saved `[data]` table without `wrap` and `chat_template_change`: what a resume compares to
+        find a new mixture."""
+        return {key: value for key, value in data.items() if key not in ("wrap", "chat_template_change")}
 
     def bandit_settings(self) -> dict[str, Any] | None:
         """`[data.bandit]` with its defaults when data.policy = "bandit", else None."""

@@ -559,7 +559,9 @@ class Trainer:
                 check_identity(identity_measured(self.model))
         self._check_held()  # the loaded model is the one the optimizer steps
         self.fine_tuning = True
-        self.chat_template = self.chat_template or checkpoint.state.get(chat_jinja.STATE_KEY)  # inherited
+        shipped = checkpoint.state.get(chat_jinja.STATE_KEY)
+        chat_jinja.check_template_change(self.chat_template, shipped, self.config.data.chat_template_change)
+        self.chat_template = self.chat_template or shipped  # inherited
         return start
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:

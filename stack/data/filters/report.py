@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
+from stack.data.chat_shapes import UNRENDERABLE_FIX
 from stack.data.filters.runner import FILTER_OF
 from stack.data.filters.settings import load_settings
 
@@ -30,6 +31,7 @@ FIXES = {
     "--filters FILE (sources: {{{source}: {{kind: code}}}}); or waive the source: --no-filter {source} "
     '--reason "..."',
     "dedup": "leave out --filter dedup if repeated documents are meant",
+    "template": UNRENDERABLE_FIX,
 }
 # What each filter found in a document it dropped, where the filter's name does not say it.
 CAUSES = {
@@ -37,6 +39,8 @@ CAUSES = {
     "phrase; a pasted document, such as a README or a problem statement, has it too",
     "oversize": "a document a separator or a record made, longer than oversize.max_bytes",
     "encoding": "text decoded with the wrong encoding: U+FFFD where its letters were",
+    "template": "a chat record the chat template cannot write: a tool call, a tool's message, a content "
+    "that is no text",
 }
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from contracts.errors import BadInput
 from contracts.spec import load_spec
 from contracts.split import document_identity, example_identity
+from stack.data.chat_shapes import UNRENDERABLE
 from stack.data.filters import canaries, diversity, encoding, leak, script, size
 from stack.data.filters.canaries import Canary
 from stack.data.filters.dedup import NearDuplicates, Rechecks
@@ -55,6 +56,8 @@ REASONS = {
     "diversity": ("low_diversity",),
     "script": ("script_mismatch",),
     "dedup": ("dedup_exact", "dedup_near"),
+    # Not a filter: a chat record its template cannot write is booked with the filters' drops.
+    "template": (UNRENDERABLE,),
 }
 FILTER_OF = {reason: name for name, reasons in REASONS.items() for reason in reasons}
 # What a compressed file's name ends with past the name of what it holds (stack.data.unpack).

@@ -1,0 +1,216 @@
+"""Fine-tuning examples rendered by a model's own chat template, as the model's users render them.
+
+A model made elsewhere ships its chat format as a Jinja template (tokenizer_config.json's
+`chat_template`, or chat_template.jinja), which the stack's data-only templates
+(stack.data.sft_template) cannot express: a bos before the first turn, an end of turn after the
+assistant's (`<|eot_id|>`, ChatML's `<|im_end|>\\n`), a system prompt folded into the first user
+turn, tool calls. When the tokenizer `stack prepare` is given comes from such a model, the examples
+are rendered by that template (`ModelTemplate`), unless `--template` names another.
+
+How an example becomes ids and a supervision mask, for any template (`render_model`): the
+conversation is rendered whole, and again up to each assistant message with the generation prompt
+(its prompt, `P_k`) and through it (`F_k`), by transformers' own renderer
+(stack.data.chat_jinja.render_jinja). Each must begin the next: a template that writes the earlier
+turns otherwise once later ones follow cannot be masked turn by turn, and the example is left out
+as unrenderable. The text from the end of the previous assistant message to `P_k` is the turn's
+prompt (unsupervised); from `P_k` to `F_k` its completion, the message and whatever the template
+ends the turn with (supervised). The two are tokenized apart, so their boundary is a token
+boundary as generation meets it: the model continues its prompt's own ids. Where the template
+writes a message's content (found by rendering the conversation with a stand-in for each) the
+content is encoded as text; the template's own text has its special tokens read as their ids
+(stack.data.sft_template.encode_turn), as transformers reads them. After the last turn the
+tokenizer's end of sequence follows, supervised, unless the template's completion already holds
+it: every example ends where a document ends.
+
+A conversation the template cannot render (it raises, or leaves a message's content out, or
+writes it changed) is left out as unrenderable (stack.data.chat_shapes.UNRENDERABLE), never
+rendered another way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stack.data.chat_jinja import render_jinja
+from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, excerpt
+from stack.data.sft_template import ExampleText, Rendered, Segment, TurnText, encode_turn, template_text
+from stack.data.tokenizer import PretrainedTokenizer, Tokenizer
+from stack.data.tokenizer_identity import EOT_TOKEN
+
+ASSISTANT = "assistant"
+# A message's content while its place is sought: private-use code points, which no template writes.
+STAND_IN = "\ue000{}\ue001"
+# How much of a renderer's error a reason quotes.
+ERROR_CHARS = 120
+
+
+def named_tokens(tokenizer: Tokenizer) -> dict[str, str]:
+    """The tokenizer's named special tokens, as `apply_chat_template` gives them to a template
+    (`bos_token`, `eos_token`, ...): a model's own, resolved as transformers resolves them
+    (stack.data.hf_specials), else the end of text it ends documents with."""
+    if tokenizer.settings is not None:
+        return tokenizer.settings.special_tokens()
+    return {"eos_token": tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else EOT_TOKEN}
+
+
+@dataclass(frozen=True)
+class ModelTemplate:
+    """A model's own Jinja chat template, and the named special tokens it is rendered with."""
+
+    jinja: str
+    special_tokens: dict[str, str]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.jinja.encode("utf-8")).hexdigest()
+
+    @property
+    def name(self) -> str:
+        """How the manifest and every message name it."""
+        return "the model's own chat template"
+
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
+        return render_jinja(self.jinja, messages, self.special_tokens, add_generation_prompt)
+
+
+@dataclass(frozen=True)
+class ModelTurn:
+    """One assistant turn as the template writes it: its prompt's pieces (everything since the
+    previous turn's completion) and its completion's, each piece (text, written by the template)."""
+
+    prompt: list[Segment]
+    completion: list[Segment]
+
+
+def _unrenderable(where: str, why: str) -> LeftOut:
+    return LeftOut(UNRENDERABLE, where, f"{why}; {UNRENDERABLE_FIX}")
+
+
+def _rendered(
+    template: ModelTemplate, messages: list[dict[str, Any]], where: str, prompt: bool = False
+) -> str:
+    """The template's text of `messages`; a renderer's error leaves the example out."""
+    try:
+        return template.render(messages, prompt)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:ERROR_CHARS]
+        raise _unrenderable(
+            where, f"{template.name} cannot render it ({type(exc).__name__}: {detail})"
+        ) from None
+
+
+def _pieces(template: ModelTemplate, messages: list[dict[str, Any]], whole: str, where: str) -> list[Segment]:
+    """`whole`, the template's text of `messages`, as pieces: each message's content (found where a
+    stand-in for it renders) and the template's text between them. A template that leaves a content
+    out, or writes it otherwise than as it is (or stripped, as a `| trim` does), leaves the example out."""
+    stood = [
+        {**m, "content": STAND_IN.format(i)} if isinstance(m.get("content"), str) else m
+        for i, m in enumerate(messages)
+    ]
+    marked = _rendered(template, stood, where)
+    for strip in (False, True):
+        pieces: list[Segment] = []
+        rest = marked
+        for i, message in enumerate(messages):
+            if not isinstance(message.get("content"), str):
+                continue
+            head, found, rest = rest.partition(STAND_IN.format(i))
+            if not found:
+                raise _unrenderable(where, f"{template.name} leaves out messages[{i}]: {excerpt(message)}")
+            content = message["content"].strip() if strip else message["content"]
+            pieces += [(head, True), (content, False)]
+        pieces.append((rest, True))
+        if "".join(text for text, _ in pieces) == whole:
+            return [piece for piece in pieces if piece[0]]
+    raise _unrenderable(where, f"{template.name} writes a message's text otherwise than it is")
+
+
+def _cut(pieces: list[Segment], start: int, end: int) -> list[Segment]:
+    """The pieces of the text's characters start..end."""
+    cut, at = [], 0
+    for text, by_template in pieces:
+        lo, hi = max(start - at, 0), min(end - at, len(text))
+        if lo < hi:
+            cut.append((text[lo:hi], by_template))
+        at += len(text)
+    return cut
+
+
+def model_turns(template: ModelTemplate, messages: list[dict[str, Any]], where: str) -> list[ModelTurn]:
+    """Each assistant turn of a conversation as the template writes it (the module docstring)."""
+    whole = _rendered(template, messages, where)
+    pieces = _pieces(template, messages, whole, where)
+    turns, done = [], 0
+    for k, message in enumerate(messages):
+        if message["role"] != ASSISTANT:
+            continue
+        prompt = _rendered(template, messages[:k], where, prompt=True)
+        through = _rendered(template, messages[: k + 1], where)
+        if not (whole.startswith(through) and through.startswith(prompt) and prompt[:done] == whole[:done]):
+            raise _unrenderable(
+                where, f"{template.name} writes the turns before messages[{k}] otherwise once it follows"
+            )
+        if len(through) == len(prompt):
+            raise _unrenderable(where, f"{template.name} writes nothing of messages[{k}]: {excerpt(message)}")
+        turns.append(ModelTurn(_cut(pieces, done, len(prompt)), _cut(pieces, len(prompt), len(through))))
+        done = len(through)
+    return turns
+
+
+def model_prompt(template: ModelTemplate, messages: list[dict[str, Any]], where: str) -> str:
+    """A pair's prompt messages as the template writes them with its generation prompt."""
+    return _rendered(template, messages, where, prompt=True)
+
+
+def render_model(turns: list[ModelTurn], tokenizer: Tokenizer) -> Rendered:
+    """Token ids and supervision mask of an example's turns (the module docstring)."""
+    ids: list[int] = []
+    mask: list[int] = []
+    for turn in turns:
+        prompt, completion = encode_turn(tokenizer, turn.prompt), encode_turn(tokenizer, turn.completion)
+        ids += prompt + completion
+        mask += [0] * len(prompt) + [1] * len(completion)
+    if ends_with_eos(turns, tokenizer):
+        ids.append(tokenizer.eot_id)
+        mask.append(1)
+    return Rendered(
+        ids=np.asarray(ids, dtype=np.int64),
+        mask=np.asarray(mask, dtype=np.uint8),
+        assistant_turns=len(turns),
+        markers_missing=0,
+    )
+
+
+def ends_with_eos(turns: list[ModelTurn], tokenizer: Tokenizer) -> bool:
+    """Whether the stack writes the end of sequence after the last turn: unless its completion holds it."""
+    return tokenizer.eot_id not in encode_turn(tokenizer, turns[-1].completion)
+
+
+def model_texts(turns: list[ModelTurn], tokenizer: Tokenizer) -> list[TurnText]:
+    """Each turn as text, from the template's pieces alone (its special tokens as they decode): what
+    GATE-SFT-001 reads each packed turn back against; only the last is followed by an EOS the stack
+    wrote, and only when `ends_with_eos`."""
+    last = len(turns) - 1
+    eos = ends_with_eos(turns, tokenizer)
+    return [
+        (_written(turn.prompt, tokenizer), _written(turn.completion, tokenizer), eos and i == last)
+        for i, turn in enumerate(turns)
+    ]
+
+
+def model_example_text(turns: list[ModelTurn], tokenizer: Tokenizer) -> ExampleText:
+    """An example as text: every piece the template wrote through the last turn, and each message's
+    content where it wrote one, in order. What GATE-SFT-001 reads every id of the packed example
+    back against."""
+    pieces = [piece for turn in turns for piece in (*turn.prompt, *turn.completion)]
+    whole = "".join(_written([piece], tokenizer) for piece in pieces)
+    return whole, tuple(text for text, by_template in pieces if not by_template and text)
+
+
+def _written(pieces: list[Segment], tokenizer: Tokenizer) -> str:
+    """Pieces as their ids decode: the template's special tokens as their decoding, contents as they are."""
+    return "".join(template_text(tokenizer, text) if by_template else text for text, by_template in pieces)
