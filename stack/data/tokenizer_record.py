@@ -54,7 +54,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
             raise BadInput(f"{where} names no eot_token; {RESTORE}")
         tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where)
     elif state["name"] == "bpe":
-        tokenizer = BpeTokenizer.from_json(str(state["json"]), where)
+        tokenizer = BpeTokenizer.from_json(str(state["json"]), where, RESTORE)
     else:
         raise BadInput(f"{where} names a tokenizer kind this stack does not know (byte, bpe, hf); {RESTORE}")
     if tokenizer.sha256 != state["sha256"]:
