@@ -51,29 +51,46 @@ def checkpoint_name(step: int) -> str:
 @dataclass
 class BestSoFar:
     """The best checkpoint of a training run's metrics log, folded line by line: the latest one
-    written right after an evaluation whose held-out loss was the lowest so far; and every
-    checkpoint written, in the order of its last writing. Kept between reads, a run that follows
-    its growing log (stack.train.best_kept) feeds it only the new lines."""
+    written right after an evaluation whose held-out loss was the lowest so far; every checkpoint
+    written and not set aside since, in the order of its last writing; and the checkpoint the
+    latest invocation resumed from. Kept between reads, a run that follows its growing log
+    (stack.train.best_kept) feeds it only the new lines.
+
+    A `set_aside` event (a checkpoint that did not verify, renamed out of the run's checkpoints)
+    takes the checkpoint out of those written, and out of the best and the resumed-from; a
+    `resumed` event names the checkpoint an invocation continued from.
+    """
 
     best: str | None = None
     best_loss: float | None = None
     last_loss: float | None = None
     written: list[str] = field(default_factory=list)
+    resumed: str | None = None
 
     def take(self, line: Mapping[str, Any]) -> None:
         """One line of the log, in order."""
+        event, path = line.get("event"), line.get("path")
         if line.get("type") == "eval" and isinstance(line.get("heldout_loss"), int | float):
             self.last_loss = line["heldout_loss"]
             self.best_loss = self.last_loss if self.best_loss is None else min(self.best_loss, self.last_loss)
-        elif line.get("event") == "checkpoint" and isinstance(path := line.get("path"), str):
+        elif event == "checkpoint" and isinstance(path, str):
             self.written = [*(name for name in self.written if name != path), path]
             if self.last_loss is not None and self.last_loss == self.best_loss:
                 self.best = path
+        elif event == "set_aside" and isinstance(path, str):
+            self.written = [name for name in self.written if name != path]
+            self.best = None if self.best == path else self.best
+            self.resumed = None if self.resumed == path else self.resumed
+        elif event == "resumed" and isinstance(path, str):
+            self.resumed = path
 
     def kept(self, keep_last: int) -> list[str]:
         """The checkpoints a prune leaves after the last one written (stack.train.checkpoint.prune):
-        the newest `keep_last` written and the best, by name."""
-        return sorted({*self.written[-keep_last:], *([self.best] if self.best is not None else [])})
+        the newest `keep_last` written and not set aside, the best, and the one resumed from (a
+        checkpoint the log records writing, as every resume's is), by name."""
+        resumed = [self.resumed] if self.resumed in self.written else []
+        best = [self.best] if self.best is not None else []
+        return sorted({*self.written[-keep_last:], *best, *resumed})
 
 
 def best_checkpoint_of(lines: Iterable[Mapping[str, Any]]) -> str | None:

@@ -1329,7 +1329,8 @@ def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
         "newest": ("chosen_checkpoint", "newer_checkpoints", "newer_valid"),
         # rev 3: every prune keeps the checkpoint the run's metrics log names its best
         "best": ("best_checkpoint", "kept_checkpoints"),
-        # rev 4: a prune leaves exactly the newest ckpt.keep_last checkpoints written and the best
+        # rev 4: a prune leaves exactly the newest ckpt.keep_last checkpoints written and the best;
+        # rev 5: counted among those that verify, not set aside, and with the one resumed from
         "pruned": ("expected_checkpoints",),
     },
 )
@@ -1361,8 +1362,9 @@ def _verified_checkpoint(m: Measured, t: Thresholds) -> list[str]:
         expected = sorted(map(str, items(m, "expected_checkpoints")))
         if kept != expected:
             problems.append(
-                f"a prune left {', '.join(kept) or 'nothing'}, where the run's metrics log says it keeps "
-                f"{', '.join(expected)} (the newest ckpt.keep_last written and the best)"
+                f"a prune left {', '.join(kept) or 'nothing'} that verify against their manifests, where the "
+                f"run's metrics log says it keeps {', '.join(expected)} (the newest ckpt.keep_last written "
+                "and not set aside, the best, and the checkpoint the run resumed from)"
             )
     return problems
 

@@ -63,7 +63,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from contracts.errors import BadInput
+from contracts.errors import BadInput, Interrupted, interrupted_by
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.judges_options import cell_verdicts, combinations
 from contracts.spec import default_spec_dir
@@ -575,15 +575,21 @@ def _last_line(text: str) -> str:
 
 def run_cell(command: Command, argv: list[str]) -> Cell:
     """Run `stack ARGV` through `command` in this process with its output captured; the exit code
-    decides the cell."""
+    decides the cell. A cell a signal stopped (Ctrl-C, SIGTERM: its status 130 or 143) stops the
+    matrix too, as `Interrupted`: the user asked the whole command to stop, not one cell."""
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = command(argv)
+    except KeyboardInterrupt:
+        raise
     except BaseException as exc:  # main lets only SystemExit out; anything here is a crash of the cell
         escaped = f"{type(exc).__name__} escaped stack.cli.main: {exc}"
         return Cell("crashed", escaped, time.perf_counter() - start)
+    stopped = interrupted_by(code)
+    if stopped is not None:
+        raise Interrupted(stopped, f"while a cell ran `stack {argv[0]}` ({_last_line(err.getvalue())})")
     seconds = time.perf_counter() - start
     if TRACEBACK in err.getvalue() or TRACEBACK in out.getvalue():
         return Cell("crashed", f"exit {code} with a traceback: {_last_line(err.getvalue())}", seconds)

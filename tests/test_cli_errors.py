@@ -9,6 +9,7 @@ fix (exit 2); anything unexpected is one line naming a crash file that holds the
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import re
@@ -412,7 +413,81 @@ def test_an_interrupt_is_one_line_exit_130(
 
     monkeypatch.setattr(stack.cli.gates, "run", interrupted)
     assert main(["gates"]) == 130
-    assert error_line(capsys) == "stack gates: interrupted"
+    assert error_line(capsys) == "stack gates: interrupted by SIGINT"
+
+
+# A command that is sent SIGTERM in the middle of its work, in a process of its own (before the
+# fix SIGTERM killed the process outright).
+SIGTERMED = """
+import os, signal, sys, time
+import stack.cli.gates
+from stack.cli import main
+
+def run(_args):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler raises before this ends
+    finally:
+        print("cleaned up", file=sys.stderr)
+    return 0
+
+stack.cli.gates.run = run
+before = signal.getsignal(signal.SIGTERM)
+code = main(["gates"])
+assert signal.getsignal(signal.SIGTERM) == before
+sys.exit(code)
+"""
+
+
+def test_sigterm_is_one_line_exit_143_after_the_command_cleans_up() -> None:
+    """Audit F08: SIGTERM, which killed a command outright, is raised through it as SIGINT is (its
+    finally blocks run) and ends it with one line and status 143; the handler is put back after."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERMED],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 143, done.stderr
+    assert done.stderr.splitlines() == ["cleaned up", "stack gates: interrupted by SIGTERM"], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "raised", "said"),
+    [
+        ("train", MemoryError(), "the machine ran out of memory; lower train.batch_size"),
+        (
+            "sample",
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 25600000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            "the machine ran out of memory (it asked for 25600000000 bytes at once); lower --tokens",
+        ),
+        ("gates", MemoryError(), "the machine ran out of memory; close what else holds memory"),
+    ],
+)
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(
+    command: str,
+    raised: BaseException,
+    said: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Audit F07: a MemoryError, or torch's allocator refusing, anywhere in a command is bad input:
+    one line saying what ran out and the setting of that command to lower, exit 2, no crash file."""
+    module = importlib.import_module(f"stack.cli.{command}")
+
+    def runs_out(_args: object) -> int:
+        raise raised
+
+    monkeypatch.setattr(module, "run", runs_out)
+    parser_args = {"train": ["--data", "d", "--out", "o"], "sample": ["RUN"], "gates": []}[command]
+    assert main([command, *parser_args]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"stack {command}: error: {said}"), line
 
 
 def test_a_message_with_line_breaks_stays_one_line(

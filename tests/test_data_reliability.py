@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_support import smoke_args, write_corpus
 from tree_snapshot import snapshot, unwritable
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput
@@ -418,3 +419,64 @@ def test_manifest_hashes_cover_every_listed_file(prepared: Path) -> None:
     manifest = load_manifest(prepared)
     assert set(manifest.hashes()) | {MANIFEST_FILE} == set(manifest.files())
     assert all(sha256_file(prepared / rel) == sha for rel, sha in manifest.hashes().items())
+
+
+# -- audit F11: the advice of every refusal of a damaged DATA_DIR works when followed ------------
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(data)
+
+
+def _retype_shards(data: Path) -> None:
+    manifest = json.loads((data / MANIFEST_FILE).read_text())
+    manifest["shards"] = "none"
+    (data / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+HELD_OUT = ("--val-fraction", "0.25")  # enough held-out text for a smoke run's evaluation
+DAMAGES = {
+    "manifest-cut": lambda data: (data / MANIFEST_FILE).write_text('{"format_version": 1, "tok'),
+    "manifest-retyped": _retype_shards,
+    "shard-altered": lambda data: _flip_last_byte(data / "shards" / "train-main-00000.bin"),
+    "shard-deleted": lambda data: (data / "shards" / "train-main-00000.bin").unlink(),
+    "heldout-deleted": lambda data: (data / "shards" / "heldout-main-00000.bin").unlink(),
+    "index-altered": lambda data: _flip_last_byte(data / "documents.npy"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_the_fix_a_damaged_data_dir_is_refused_with_works_when_followed(
+    damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit F11: a corrupt manifest made `stack train` say "re-run `stack prepare ... --force`", and
+    --force then refused, repeating it. Now the advice is --force only where prepare's --force rule
+    takes the directory as it is; else a new --out, or moving DATA_DIR away, each of which works, and
+    --force's own refusal names no --force."""
+    source = write_corpus(tmp_path / "in")
+    data = tmp_path / "d"
+    assert main(["prepare", str(source), "--out", str(data), *HELD_OUT]) == 0
+    DAMAGES[damage](data)
+    capsys.readouterr()
+    assert main(smoke_args(data, tmp_path / "run", "train.steps=1")) == EXIT_BAD_INPUT
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    if f"`stack prepare ... --out {data} --force`" in line:
+        followed = [["prepare", str(source), "--out", str(data), "--force", *HELD_OUT]]
+        targets = [data]
+    else:
+        assert "`stack prepare ... --out NEW_DIR`" in line and "--force would not replace it" in line, line
+        code, err = prepare(capsys, str(source), "--out", str(data), "--force", *HELD_OUT)
+        assert code == EXIT_BAD_INPUT and "--force" not in err.rsplit(";", 1)[1], err  # not circular
+        moved = tmp_path / "moved-away"
+        data.rename(moved)
+        followed = [
+            ["prepare", str(source), "--out", str(tmp_path / "new"), *HELD_OUT],
+            ["prepare", str(source), "--out", str(data), *HELD_OUT],
+        ]
+        targets = [tmp_path / "new", data]
+    for argv, target in zip(followed, targets, strict=True):
+        assert main(argv) == 0, capsys.readouterr().err
+        assert main(smoke_args(target, tmp_path / f"run-{target.name}", "train.steps=1")) == 0

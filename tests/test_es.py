@@ -33,6 +33,7 @@ from stack.es.population import InProcess, Pool, flatten, lm_fitness
 from stack.es.rundir import Invocation, start
 from stack.es.settings import EsSettings
 from stack.model.gpt import GPT
+from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained
 
 
@@ -106,6 +107,24 @@ def test_a_resume_continues_bit_for_bit(world: dict[str, Path], tmp_path: Path) 
     # one log for the whole run, line for line the straight run's (ES logs no wall-clock time)
     assert (halves / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
     assert check_record_truth(record, halves, load_spec()).violations == []
+
+
+def test_a_resume_past_a_corrupt_newest_checkpoint_sets_it_aside_whole(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit F10 for ES: the resume passes over the damaged step 4 and sets it aside, so its own save
+    of step 4 neither replaces nor deletes it (nothing a run cannot vouch for is deleted)."""
+    out = tmp_path / "out"
+    assert _es(world, out, "--steps", "4", "--save-every", "2") == 0
+    weights = out / "checkpoints" / "step-0000004" / "model.safetensors"
+    damaged = bytearray(weights.read_bytes())
+    damaged[-1] ^= 1
+    weights.write_bytes(damaged)
+    capsys.readouterr()
+    assert main(["es", "--resume", str(out), "--steps", "4"]) == 0
+    assert "set aside step-0000004 as step-0000004.set-aside" in capsys.readouterr().err
+    assert (out / "checkpoints" / "step-0000004.set-aside" / "model.safetensors").read_bytes() == damaged
+    assert ckpt.verify(out / "checkpoints" / "step-0000004") is None
 
 
 def test_a_resumed_record_keeps_the_start_s_command_line_and_is_held_to_it(

@@ -6,6 +6,8 @@ Every command's use of them is held in tests/test_artifacts.py (one row per outp
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from tree_snapshot import snapshot
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.artifacts import LOCK_FILE
-from stack.outputs import ownership, rundir
+from stack.outputs import lock, ownership, rundir
 from stack.outputs.destination import check_directory, check_file
+from stack.outputs.lock import exclusive
 from stack.outputs.ownership import Earlier
 
 NAMES = ("a.bin", "b.json", "sub/c.txt", "sub/deep/d.txt")
@@ -159,6 +162,76 @@ def test_what_is_there_is_never_removed_when_a_new_run_is_refused(tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(BadInput, match="continue it with --resume"), rundir.opened(out, WRITERS["in place"]):
+    with pytest.raises(BadInput, match=r"choose another --out$"), rundir.opened(out, WRITERS["in place"]):
         pass
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("continues", [True, False], ids=["a-run-it-continues", "anything-else"])
+def test_a_refusal_offers_resume_only_where_resume_would_take_the_directory(
+    continues: bool, tmp_path: Path
+) -> None:
+    """Audit F15: a folder of the user's files was told `continue it with --resume`, which then
+    refused it. The writer says which directories its --resume continues; only those are offered it."""
+    (tmp_path / "notes.txt").write_text("mine")
+    writer = rundir.Writer("stack test", resumable=True, continues=lambda out: continues)
+    with pytest.raises(BadInput) as refused:
+        rundir.check(tmp_path, writer)
+    assert ("--resume" in str(refused.value)) is continues
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["an-earlier-output", "the-users-files"])
+def test_a_refusal_offers_force_only_where_force_would_replace_the_directory(
+    earlier: bool, tmp_path: Path
+) -> None:
+    """The same for --force: offered for a directory that holds an earlier output and nothing else."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.bin").write_bytes(b"weights")
+    if earlier:
+        ownership.write_record(out, "record.json", {"kind": "test"})
+    with pytest.raises(BadInput) as refused:
+        rundir.check(out, WRITERS["aside"])
+    assert ("--force" in str(refused.value)) is earlier
+    if earlier:
+        rundir.check(out, WRITERS["aside"], force=True)  # what it offered is taken
+
+
+def _taken_elsewhere(lock_file: Path) -> bool:
+    """Whether another process would be refused the lock `lock_file` (flock, as stack.outputs.lock)."""
+    probe = "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    return subprocess.run([sys.executable, "-c", probe, str(lock_file)], capture_output=True).returncode != 0
+
+
+def _one_writer_dir(root: Path) -> Path:
+    """A run directory as `stack train` leaves it: its configuration beside its writer's lock file."""
+    root.mkdir()
+    (root / "config.toml").write_text("[train]\n")
+    (root / LOCK_FILE).write_text("")
+    return root
+
+
+@pytest.mark.parametrize("check", [check_directory, check_file])
+def test_an_output_under_a_directory_another_process_writes_is_refused_naming_it(
+    check: object, tmp_path: Path
+) -> None:
+    """Audit F09: one writer per run directory, whatever the output and whichever command writes it:
+    a path under a run being written is refused naming the writer, before anything is written."""
+    run = _one_writer_dir(tmp_path / "run")
+    writing = rf"lies in {run}, which is being written by another process \(pid \d+, stack train\)"
+    # A live writer of the run: this process's own open of the lock, outside any command.
+    with exclusive(run, "stack train"), pytest.raises(BadInput, match=writing):
+        check(run / "traces" / "t", "--out")  # type: ignore[operator]
+    with lock.command_scope("stack test"):  # the writer is gone: the check takes the run's lock
+        check(run / "traces" / "t", "--out")  # type: ignore[operator]
+        assert _taken_elsewhere(run / LOCK_FILE)
+        assert (run / LOCK_FILE).read_text().split(" ", 1)[1] == "stack test\n"  # for the next refusal
+    assert not _taken_elsewhere(run / LOCK_FILE)  # released when the command ends
+
+
+def test_a_stray_lock_file_makes_no_directory_a_run(tmp_path: Path) -> None:
+    """Another program's `.lock` above an output is not taken, truncated or waited for."""
+    (tmp_path / LOCK_FILE).write_text("someone else's\n")
+    with lock.command_scope("stack test"):
+        check_directory(tmp_path / "out", "--out")
+    assert (tmp_path / LOCK_FILE).read_text() == "someone else's\n"

@@ -253,8 +253,8 @@ def test_pruning_spares_what_is_not_a_checkpoint(finished: Path, tmp_path: Path)
     shutil.copytree(base / "step-0000002", base / "step-0000001-my-backup")
     shutil.copytree(base / "step-0000002", base / "step-0000003")
     (base / "step-0000003" / ckpt.MANIFEST).unlink()  # not one of the run's checkpoints: no manifest
-    gone = ckpt.prune(run, keep_last=1, best=None)
-    assert [p.name for p in gone] == ["step-0000002"]
+    pruned = ckpt.prune(run, 1, ckpt.written_checkpoints(run), keep=())
+    assert pruned.deleted == ["step-0000002"] and pruned.set_aside == []
     assert sorted(p.name for p in base.iterdir()) == [
         "step-0000001-my-backup",
         "step-0000003",
@@ -273,7 +273,7 @@ def test_a_prune_that_dies_mid_delete_leaves_no_half_checkpoint_in_sight(
 
     monkeypatch.setattr(ckpt.shutil, "rmtree", dies_after_one_file)
     with pytest.raises(OSError, match="killed mid-delete"):
-        ckpt.prune(run, keep_last=1, best=None)
+        ckpt.prune(run, 1, ckpt.written_checkpoints(run), keep=())
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000004"]
     assert (run / ckpt.CKPT_DIR / f".retired-step-0000002-{os.getpid()}").is_dir()
 
@@ -476,3 +476,104 @@ def test_an_unusable_destination_is_refused_before_any_work(
     line = one_line(capsys.readouterr().err)
     assert f"error: {flag} {target.absolute()}" in line and said in line
     assert snapshot(tmp_path) == before
+
+
+# -- audit F09: one writer per run directory, whatever the output ----------------------------------
+
+
+def test_no_command_writes_under_a_run_that_another_process_is_writing(
+    data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While `stack train` held RUN/.lock, `stack trace RUN` and `stack lens RUN` wrote their records
+    into RUN/traces/. Every output under the run (a record's default home, --out, --json, --record,
+    --save, a run nested in it) is now refused naming the writer, and nothing is written; once the
+    writer is gone, the same command writes there."""
+    run = copy_of(finished, tmp_path)
+    outputs = [
+        ["trace", str(run), "--prompt", "hello"],
+        ["lens", str(run), "--prompt", "hello"],
+        ["trace", str(run), "--prompt", "hello", "--out", str(tmp_path / "t"), "--json", str(run / "t.json")],
+        ["lens", str(run), "--prompt", "hello", "--out", str(run / "lens")],
+        ["eval", str(run), "--split", "val", "--record", str(run / "scored")],
+        ["sample", str(run), "--tokens", "2", "--record", str(run / "sampled")],
+        ["export", str(run), "--format", "hf", "--out", str(run / "hf")],
+        smoke_args(data, run / "nested"),
+    ]
+    with exclusive(run, "stack train"):  # a live writer (this process's own open of the lock)
+        before = snapshot(run)
+        for argv in outputs:
+            assert train(argv) == 2, argv
+            line = one_line(capsys.readouterr().err)
+            assert f"which is being written by another process (pid {os.getpid()}, stack train)" in line, line
+        assert snapshot(run) == before
+    assert train(outputs[0]) in (0, 3)  # the writer is gone: a trace's finding is exit 3, not a refusal
+    assert [p.name.split("-")[0] for p in (run / "traces").iterdir()] == ["trace"]
+
+
+# -- audit F15: a refusal offers only what would be accepted ----------------------------------------
+
+
+def test_a_folder_of_the_users_files_is_not_offered_resume_and_a_run_is(
+    data: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --out MYDIR` on the user's own files said `continue it with --resume MYDIR`, which was
+    then refused; a run it would continue is still offered --resume, and following it works."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("notes\n")
+    assert train(smoke_args(data, mine)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.endswith("already exists and is not empty; choose another --out\n"), line
+    run = copy_of(finished, tmp_path)
+    assert train(smoke_args(data, run)) == 2
+    assert f"or continue it with --resume {run}" in one_line(capsys.readouterr().err)
+    assert train(["train", "--resume", str(run)]) == 0
+    for path in ckpt.list_checkpoints(run):  # a run none of whose checkpoints a resume can take
+        (path / "model.safetensors").write_bytes(b"damaged")
+    assert train(smoke_args(data, run)) == 2
+    assert "--resume" not in one_line(capsys.readouterr().err)
+
+
+def test_resume_with_new_run_options_names_only_those_given(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_of(finished, tmp_path)
+    assert train(["train", "--resume", str(run), "--preset", "smoke"]) == 2
+    assert "drop --preset (use --set" in one_line(capsys.readouterr().err)
+
+
+# -- audit F07: a size that cannot fit is refused in one line before anything is allocated ---------
+
+
+@pytest.mark.parametrize(
+    "setting", ["model.ctx=100000000", "train.batch_size=100000000", "model.d_model=200000"]
+)
+def test_a_size_that_cannot_fit_is_one_line_naming_it_not_an_internal_error(
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    setting: str,
+) -> None:
+    """A mistyped `--set model.ctx=100000000` was exit 1: the start-up check's KV cache asked for 25.6
+    GB. The step's estimated memory is held to the machine's before the model is built: exit 2, one
+    line naming the setting and its value, no crash file, and no run directory left."""
+    monkeypatch.setenv("GATESTACK_CRASH_DIR", str(tmp_path / "crashes"))
+    out = tmp_path / "run"
+    assert train(smoke_args(data, out, setting)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "for a training step" in line and "; lower " in line and setting in line.rsplit("; lower ")[1], (
+        line
+    )
+    assert not (tmp_path / "crashes").exists() and not out.exists()
+
+
+def test_the_start_up_checks_allocate_by_their_probe_not_by_the_context() -> None:
+    """The architecture check decodes a few tokens through the KV cache; sized by ctx it asked a model
+    of ctx 10^12 for petabytes. It runs now whatever ctx says."""
+    from stack.model.checks import check_architecture
+    from stack.model.config import ModelConfig
+    from stack.model.gpt import GPT
+
+    config = ModelConfig(vocab=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, ffn_hidden=32, ctx=10**12)
+    check_architecture(GPT(config, seed=0))

@@ -424,7 +424,13 @@ def test_no_temporary_directory_is_left_behind(straight: Path) -> None:
     assert not [p for p in (straight / ckpt.CKPT_DIR).iterdir() if p.name.startswith(".")]
 
 
-def test_sigterm_checkpoints_and_resume_completes(data: Path, straight: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["term", "int"])
+def test_a_signal_checkpoints_ends_not_completed_and_resume_completes(
+    data: Path, straight: Path, tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
+    """SIGTERM or Ctrl-C: a checkpoint at the next step boundary, the record `interrupted`, and the
+    conventional status 128 + the signal (audit F08: it was 0, so `stack train ... && next` went on
+    from a half-trained model); one line names the checkpoint, and --resume runs to the end."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [
@@ -441,14 +447,20 @@ def test_sigterm_checkpoints_and_resume_completes(data: Path, straight: Path, tm
         time.sleep(0.2)
     while time.time() < deadline and len(step_lines(run)) < 3:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == code, err
     record = evidence(run)
-    assert record["run"]["status"] == "interrupted" and "SIGTERM" in record["run"]["stop_reason"]
+    assert record["run"]["status"] == "interrupted" and stop.name in record["run"]["stop_reason"]
     stopped = len(step_lines(run))
     assert ckpt.list_checkpoints(run)[-1].name == f"step-{stopped:07d}"
     assert stopped < 400
+    assert err.splitlines()[-1] == (
+        f"stack train: interrupted by {stop.name}: stopped at step {stopped} of 400, which is saved in "
+        f"step-{stopped:07d}; continue with --resume {run}"
+    )
+    assert train(["train", "--resume", str(run), "--set", f"train.steps={stopped + 2}"]) == 0
+    assert evidence(run)["run"]["status"] == "completed"
 
 
 def test_a_changed_mixture_on_resume_is_applied_and_recorded(

@@ -11,6 +11,10 @@ lose an error (docs/reliability.md tables each case):
   (named by its errno, with the path), a file that does not decode (UTF-8, JSON, TOML, YAML) and
   a malformed safetensors header;
 - exit 3, one line naming the gate: a `GateViolation`;
+- exit 130 (Ctrl-C's SIGINT) or 143 (SIGTERM), one line saying so and what was kept: a signal
+  that stopped the command (`Interrupted`; SIGTERM is raised as one for the whole command, as
+  Python raises SIGINT, so every command cleans up and ends the same way; the training loop
+  catches both first, checkpoints, and then raises it);
 - exit 1, one line naming a crash file that holds the full traceback: anything else, which is a
   bug of gatestack's to report. The file goes under $GATESTACK_CRASH_DIR, else
   $XDG_STATE_HOME/gatestack/crashes (~/.local/state/gatestack/crashes), else, when that cannot
@@ -20,14 +24,20 @@ lose an error (docs/reliability.md tables each case):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
-from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation, Interrupted
 from stack import __version__
 
 if TYPE_CHECKING:
@@ -58,7 +68,6 @@ COMMANDS = (
     "release",
 )
 EXIT_INTERNAL = 1
-EXIT_INTERRUPTED = 130
 CRASH_DIR_ENV = "GATESTACK_CRASH_DIR"
 MESSAGE_LIMIT = 500  # characters of an unexpected exception's message shown on the terminal
 
@@ -118,14 +127,35 @@ def main(argv: list[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     command = _command_name(given)
     try:
-        return _dispatch(given)
-    except KeyboardInterrupt:
-        _say(f"{command}: interrupted")
-        return EXIT_INTERRUPTED
+        with sigterm_raises():
+            return _dispatch(given)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, or a loop that stopped at a signal (Interrupted)
+        stopped = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT.name)
+        said = f": {stopped.detail}" if stopped.detail else ""
+        return _end(f"{command}: interrupted by {stopped.signal_name}{said}", stopped.exit_code)
     except SystemExit:  # a command's own exit carries its own status and message
         raise
     except BaseException as exc:  # every failure ends here, even those outside Exception (a Rust panic)
         return report_failure(command, given, exc)
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises `Interrupted` for the block, as Python raises SIGINT as KeyboardInterrupt: a
+    command a scheduler stops cleans up (finally blocks, staging) and ends with one line and 143,
+    instead of dying mid-write. Only the main thread can set a handler; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _command_name(argv: list[str]) -> str:
@@ -141,14 +171,17 @@ def _dispatch(argv: list[str]) -> int:
     except SystemExit as exc:  # argparse has printed the help, the version or its one-line error
         return int(exc.code or 0)
     args.argv = ["stack", *argv]  # recorded in evidence
-    return int(args.func(args) or 0)
+    from stack.outputs.lock import command_scope
+
+    with command_scope(_command_name(argv)):  # the one-writer locks its outputs take, until it ends
+        return int(args.func(args) or 0)
 
 
 def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
     """Print the one line for `exc` and return its exit code; unexpected ones leave a crash file."""
     if isinstance(exc, GateViolation):
         return _end(f"{command}: gate fired: {exc}", EXIT_GATE)
-    problem = describe(exc)
+    problem = out_of_memory(command, exc) or describe(exc)
     if problem is not None:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
             _silence_stdout()
@@ -232,6 +265,39 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, SafetensorError):
         return f"a .safetensors file it read is malformed ({exc}); restore it or re-create it"
     return None
+
+
+# The settings that size what each command holds in memory, for the line of one that ran out.
+MEMORY_SETTINGS = {
+    "stack train": "train.batch_size (train.grad_accum keeps the tokens per step) or model.ctx",
+    "stack sft": "train.batch_size (train.grad_accum keeps the tokens per step) or model.ctx",
+    "stack dpo": "--batch-size",
+    "stack distill": "--batch-size",
+    "stack es": "--batch-size or --workers",
+    "stack eval": "--batch-size",
+    "stack lens": "--batch-size",
+    "stack memorization": "--batch-size",
+    "stack prepare": "--working-set or --workers",
+    "stack sample": "--tokens",
+}
+_ASKED = re.compile(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?[KMGT]?i?B|[0-9]+ bytes)")
+
+
+def out_of_memory(command: str, exc: BaseException) -> str | None:
+    """The one line for a command that ran out of memory (Python's MemoryError, torch's allocators'
+    errors, on the GPU or the CPU): what ran out, how much was asked, and the setting to lower;
+    None for any other failure. Bad input, not a bug: the sizes were the user's to choose."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = " ".join(str(exc).split())
+    cpu = isinstance(exc, RuntimeError) and "can't allocate memory" in text
+    if not (isinstance(exc, MemoryError) or "OutOfMemoryError" in names or cpu):
+        return None
+    where = "the GPU" if "OutOfMemoryError" in names or "CUDA" in text else "the machine"
+    asked = _ASKED.search(text)
+    said = f" (it asked for {asked[1]} at once)" if asked else ""
+    setting = MEMORY_SETTINGS.get(command)
+    lower = f"lower {setting}, or" if setting else "close what else holds memory, or"
+    return f"{where} ran out of memory{said}; {lower} run it where there is more"
 
 
 # The readers of the formats users hand in; a RecursionError raised inside one is the input's

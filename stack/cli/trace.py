@@ -440,8 +440,9 @@ def run_recorded(
     from contracts.errors import GateViolation
     from contracts.gates import contract_mode
     from contracts.ledger import Ledger, recording
-    from stack.trace.record import record_dir, write_record
+    from stack.trace.record import check_record_home, record_dir, write_record
 
+    check_record_home(args.out, args.evidence_dir, anchor)
     ledger = Ledger()
     mode = contract_mode().value
 

@@ -95,9 +95,14 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(
             "--resume continues a run with its own weights; --init-from starts a new run: pick one"
         )
-    if args.resume is not None and (args.out is not None or args.preset is not None):
+    given = [
+        option for option, value in (("--out", args.out), ("--preset", args.preset)) if value is not None
+    ]
+    if (
+        args.resume is not None and given
+    ):  # name only what was given: `drop --out` to one who gave none misleads
         raise BadInput(
-            "--resume continues an existing run: drop --out and --preset (use --set to change keys)"
+            f"--resume continues an existing run: drop {' and '.join(given)} (use --set to change keys)"
         )
     check_inputs(getattr(args, "command", "train"), args)
     request = TrainRequest(

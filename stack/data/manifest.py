@@ -28,6 +28,7 @@ from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
 from stack.artifacts import DATA_MANIFEST as MANIFEST_FILE
 from stack.artifacts import require
+from stack.data.damage import Damaged
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "heldout")
@@ -322,28 +323,32 @@ def write_manifest(data_dir: Path, manifest: Manifest) -> Manifest:
 def parse_manifest(data_dir: Path, payload: bytes) -> Manifest:
     """Validate manifest bytes that belong to `data_dir`; any defect is BadInput naming the file."""
     where = Path(data_dir) / MANIFEST_FILE
-    fix = f"re-run `stack prepare ... --out {data_dir} --force`"
+    # A manifest that cannot be read vouches for no file, so prepare's --force replaces none.
+    untrusted = f"{MANIFEST_FILE}, prepare's record of the files it wrote there, cannot be read"
+
+    def damaged(problem: str) -> Damaged:
+        return Damaged(data_dir, problem, untrusted)
+
     try:
         raw = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{where} is corrupt: not JSON ({exc}); {fix}") from None
+        raise damaged(f"{where} is corrupt: not JSON ({exc})") from None
     if isinstance(raw, dict) and raw.get("format_version") != FORMAT_VERSION:
-        raise BadInput(
-            f"{where} has format_version {raw.get('format_version')!r}; this code reads "
-            f"{FORMAT_VERSION}; {fix}"
+        raise damaged(
+            f"{where} has format_version {raw.get('format_version')!r}; this code reads {FORMAT_VERSION}"
         )
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "manifest"
-        raise BadInput(f"{where} is corrupt: {loc}: {first['msg']}; {fix}") from None
+        raise damaged(f"{where} is corrupt: {loc}: {first['msg']}") from None
     root = Path(data_dir).resolve()
     for rel in manifest.files():
         if not (root / rel).resolve().is_relative_to(root):
-            raise BadInput(
+            raise damaged(
                 f"{where} names {rel!r}, which resolves outside {data_dir}; a manifest may only "
-                f"name files inside its own DATA_DIR; {fix}"
+                "name files inside its own DATA_DIR"
             )
     manifest._sha256 = hashlib.sha256(payload).hexdigest()
     return manifest
@@ -381,7 +386,7 @@ def _load_manifest(data_dir: Path) -> Manifest:
         ) from None
     except OSError as exc:
         raise BadInput(
-            f"cannot read {data_dir / MANIFEST_FILE} ({exc.strerror}); fix its permissions or re-run "
-            f"`stack prepare ... --out {data_dir} --force`"
+            f"cannot read {data_dir / MANIFEST_FILE} ({exc.strerror}); fix its permissions, or prepare the "
+            f"data again into a new directory (`stack prepare ... --out NEW_DIR`)"
         ) from None
     return parse_manifest(data_dir, payload)

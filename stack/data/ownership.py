@@ -30,6 +30,7 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.artifacts import INDEX_FILE, LOCK_FILE
+from stack.data.damage import Damaged
 from stack.data.manifest import MANIFEST_FILE, parse_manifest
 from stack.data.shards import SHARD_DIR, SHARD_NAME
 from stack.data.tokenizer import TOKENIZER_FILE
@@ -121,7 +122,7 @@ def _may_write(out: Path, sources: set[str], bpe: bool) -> list[str]:
 def check_out(out: Path) -> Path | None:
     """Refuse an --out prepare cannot write (stack.outputs.destination); returns the topmost
     directory it will create, if any."""
-    return check_directory(out, OPTION, into=True)
+    return check_directory(out, OPTION, into=True, locks_itself=True)  # prepare takes OUT's lock itself
 
 
 def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
@@ -135,7 +136,11 @@ def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
     stale, content = _entries(out)
     if not content:
         return Claim(frozenset(), tuple(stale), None)
-    if not force:
+    if not force:  # --force is offered only where it would be taken
+        try:
+            claim(out, True, sources, bpe)
+        except BadInput:
+            raise not_empty(out, OPTION, f"choose another {OPTION}") from None
         raise not_empty(
             out,
             OPTION,
@@ -145,10 +150,11 @@ def claim(out: Path, force: bool, sources: set[str], bpe: bool) -> Claim:
     current = _read(out / MANIFEST_FILE)
     try:
         listed = _listed(out, stale, current)
-    except BadInput as exc:
+    except BadInput as exc:  # its own fix is not this refusal's: --force is what refuses here
+        problem = exc.problem if isinstance(exc, Damaged) else str(exc)
         raise BadInput(
             f"--force replaces only what prepare wrote, and {out / MANIFEST_FILE} is not a manifest it "
-            f"can trust ({exc}); {move_away(OPTION)}"
+            f"can trust ({problem}); {move_away(OPTION)}"
         ) from None
     if current is not None:
         listed[MANIFEST_FILE] = {hashlib.sha256(current).hexdigest()}

@@ -23,6 +23,7 @@ import torch
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.data.damage import Damaged
 from stack.data.heldout import heldout_batches, spread_ids
 from stack.data.manifest import Manifest, SftEntry, load_manifest
 from stack.data.reader import TokenReader
@@ -79,17 +80,16 @@ def open_labels(data_dir: Path, manifest: Manifest, split: str) -> list[MappedSh
     mapped = []
     for shard in manifest.shards_of(split):
         labels = by_shard.get(shard.path)
-        fix = f"re-run `stack prepare ... --out {data_dir} --force`"
         if labels is None or labels.tokens != shard.tokens:
-            raise BadInput(f"the manifest of {data_dir} lists no labels for {shard.path}; {fix}")
+            raise Damaged(data_dir, f"the manifest of {data_dir} lists no labels for {shard.path}")
         path = data_dir / labels.path
         if not path.is_file() or path.stat().st_size != labels.bytes or sha256_file(path) != labels.sha256:
-            raise BadInput(f"{labels.path} is missing or does not match its sha256 in the manifest; {fix}")
+            raise Damaged(data_dir, f"{labels.path} is missing or does not match its sha256 in the manifest")
         with open(path, "rb") as handle:
             head = handle.read(HEADER.size)
         if head[:24] != labels_header(labels.tokens, 0)[:24]:  # magic, version, width, tokens
-            raise BadInput(
-                f"{labels.path} does not start with a label header for {labels.tokens} tokens; {fix}"
+            raise Damaged(
+                data_dir, f"{labels.path} does not start with a label header for {labels.tokens} tokens"
             )
         tokens = np.memmap(path, dtype=LABEL_DTYPE, mode="r", offset=HEADER.size, shape=(labels.tokens,))
         mapped.append(MappedShard(shard, tokens))

@@ -33,6 +33,7 @@ from contracts.evidence import sha256_file
 from contracts.gates import Outcome, gate_require, measure
 from contracts.shard_layout import HEADER, shard_bytes
 from contracts.split import StoredDigest
+from stack.data.damage import Damaged
 from stack.data.manifest import DTYPE_VOCAB_LIMITS, DataFile, Manifest, Shard, Split
 
 MAGIC = b"GSTOKENS"
@@ -276,7 +277,7 @@ def _map_split(data_dir: Path, manifest: Manifest, split: str) -> list[MappedSha
     for entry in manifest.shards_of(split):
         # The structural check runs even with contracts off: mapping a short file would crash.
         if (problem := shard_problem(data_dir, entry, manifest.dtype, vocab, contents=False)) is not None:
-            raise BadInput(f"{problem}; re-run `stack prepare ... --out {data_dir} --force`")
+            raise Damaged(data_dir, problem)
         tokens = np.memmap(
             data_dir / entry.path,
             dtype=DTYPES[manifest.dtype],
@@ -299,6 +300,4 @@ def open_split(data_dir: Path, manifest: Manifest, split: str) -> list[MappedSha
     except GateViolation as exc:
         if exc.gate_id != "GATE-DATA-003":
             raise
-        raise BadInput(
-            f"{exc.message} [{exc.gate_id}]; re-run `stack prepare ... --out {data_dir} --force`"
-        ) from None
+        raise Damaged(data_dir, f"{exc.message} [{exc.gate_id}]") from None

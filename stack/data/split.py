@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.split import held_out, share_measured, shared_keys
+from stack.data.damage import Damaged
 from stack.data.manifest import Split
 
 INDEX_DTYPE = np.dtype([("doc", "<u8"), ("heldout", "u1")])
@@ -128,11 +128,7 @@ def read_index(path: Path) -> np.ndarray:
     try:
         index = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise BadInput(
-            f"{path} is not a document index ({exc}); re-run `stack prepare ... --force`"
-        ) from None
+        raise Damaged(Path(path).parent, f"{path} is not a document index ({exc})") from None
     if index.dtype != INDEX_DTYPE or index.ndim != 1:
-        raise BadInput(
-            f"{path} has dtype {index.dtype}, not a document index; re-run `stack prepare ... --force`"
-        )
+        raise Damaged(Path(path).parent, f"{path} has dtype {index.dtype}, not a document index")
     return index

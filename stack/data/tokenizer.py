@@ -34,6 +34,7 @@ from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
 from stack.artifacts import TOKENIZER_JSON
 from stack.data import hf_specials, tokenizer_identity
+from stack.data.damage import Damaged
 from stack.data.hf_specials import HfSettings
 
 if TYPE_CHECKING:
@@ -246,13 +247,14 @@ class BpeTokenizer(LibraryTokenizer):
         self._byte_level = is_plain_byte_level(json.loads(self._json))
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> BpeTokenizer:
-        """The tokenizer a tokenizer.json text describes; a record that is not one is BadInput."""
-        fix = "; re-run `stack prepare ... --force`"
+    def from_json(cls, text: str, where: str, fix: str | None = None) -> BpeTokenizer:
+        """The tokenizer a tokenizer.json text describes; a record that is not one is BadInput ending
+        in `fix`, what the reader of `where` can do about it (None: the caller adds its own)."""
+        ending = "" if fix is None else f"; {fix}"
         problem = bpe_record_problem(text)
         if problem is not None:
-            raise BadInput(f"{where} is not a BPE tokenizer record: {problem}{fix}")
-        return cls(library_backend(text, where, fix))
+            raise BadInput(f"{where} is not a BPE tokenizer record: {problem}{ending}")
+        return cls(library_backend(text, where, ending))
 
     @property
     def vocab_size(self) -> int:
@@ -418,23 +420,28 @@ def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"cannot read {path} ({exc}); re-run `stack prepare ... --force`") from None
+            raise Damaged(data_dir, f"cannot read {path} ({exc})") from None
         if hashlib.sha256(text.encode("utf-8")).hexdigest() != entry.sha256:
-            raise BadInput(
+            raise Damaged(
+                data_dir,
                 f"{path} does not match the sha256 in the manifest: it was altered or copied from "
-                "another DATA_DIR; re-run `stack prepare ... --force`"
+                "another DATA_DIR",
             )
         if entry.name == "hf":
             assert entry.eot_token is not None  # the manifest model requires it for hf
             settings = HfSettings.from_dict(entry.hf_settings)
             tokenizer = PretrainedTokenizer(text, entry.eot_token, str(path), settings)
         else:
-            tokenizer = BpeTokenizer.from_json(text, str(path))
+            try:
+                tokenizer = BpeTokenizer.from_json(text, str(path))
+            except BadInput as exc:
+                raise Damaged(data_dir, str(exc)) from None
     if tokenizer.sha256 != entry.sha256 or tokenizer.vocab_size != entry.vocab_size:
-        raise BadInput(
+        raise Damaged(
+            data_dir,
             f"the manifest's {entry.name} tokenizer (vocab {entry.vocab_size}, sha256 "
             f"{entry.sha256[:12]}) is not the one this code builds (vocab {tokenizer.vocab_size}, "
-            f"sha256 {tokenizer.sha256[:12]}); re-run `stack prepare ... --force`"
+            f"sha256 {tokenizer.sha256[:12]})",
         )
     return tokenizer
 

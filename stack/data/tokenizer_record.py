@@ -66,7 +66,7 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
         settings = HfSettings.from_dict(state.get(HF_SETTINGS))
         tokenizer = PretrainedTokenizer(str(state["json"]), state["eot_token"], where, settings)
     elif state["name"] == "bpe":
-        tokenizer = BpeTokenizer.from_json(str(state["json"]), where)
+        tokenizer = BpeTokenizer.from_json(str(state["json"]), where, RESTORE)
     else:
         raise BadInput(f"{where} names a tokenizer kind this stack does not know (byte, bpe, hf); {RESTORE}")
     if tokenizer.sha256 != state["sha256"]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from stack.data.damage import Damaged
 from stack.data.manifest import SPLITS, Manifest, load_manifest
 from stack.data.shards import open_split
 from stack.data.split import read_index
@@ -52,9 +52,8 @@ def _check_drop_log(data_dir: Path, manifest: Manifest) -> None:
     path = data_dir / manifest.drop_log.path
     found = sha256_file(path) if path.is_file() else None
     if found != manifest.drop_log.sha256:
-        raise BadInput(
-            f"{path} is {'missing' if found is None else 'not the drop log the manifest lists'}; "
-            f"re-run `stack prepare ... --out {data_dir} --force`"
+        raise Damaged(
+            data_dir, f"{path} is {'missing' if found is None else 'not the drop log the manifest lists'}"
         )
     reports = {name: report.model_dump() for name, report in manifest.filters.items()}
     written = {name: stats.documents for name, stats in manifest.sources.items()}

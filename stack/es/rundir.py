@@ -68,7 +68,9 @@ from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 KIND, CONFIG_FILE = ES_RUN_KIND, RUN_CONFIG
 # An ES run is continued in place with --resume, under its lock (stack.outputs.rundir).
-WRITER = rundir.Writer("stack es", resumable=True)
+WRITER = rundir.Writer(
+    "stack es", resumable=True, continues=lambda out: ckpt.continuable(out, "es-run", False)
+)
 
 
 @dataclass
@@ -177,7 +179,7 @@ def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> 
         trained = load_trained(path)
         job = _restored(out, trained, steps, data)
         job.commands += [_command(invocation.argv, from_step=job.resumed_from)]
-        _commit(opened)
+        _commit(opened, resumed_from=job.resumed_from)
         return _run(job, out, evidence, invocation)
 
 
@@ -189,12 +191,16 @@ def check_runs(model: GPT) -> None:
         model(probe)
 
 
-def _commit(opened: rundir.RunDir) -> None:
-    """Set-up passed: OUT is the run's from here (what dead writers left among its checkpoints goes)."""
+def _commit(opened: rundir.RunDir, resumed_from: int | None = None) -> None:
+    """Set-up passed: OUT is the run's from here (what dead writers left among its checkpoints goes;
+    a resume sets aside the checkpoints newer than the one it continues from, which it passed over)."""
     opened.commit()
     note = ckpt.leftovers_note(opened.out)
-    if note is not None:
-        print(f"{WRITER.command}: {note}", file=sys.stderr)
+    notes = [] if note is None else [note]
+    if resumed_from is not None:
+        notes += [aside.line() for aside in ckpt.set_aside_newer(opened.out, resumed_from, resumable=False)]
+    for line in notes:
+        print(f"{WRITER.command}: {line}", file=sys.stderr)
 
 
 def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from contracts import overlap as derive
-from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from contracts.gates import Outcome, gate_ensure, measure
 from stack.data.corpus import BINARY_SNIFF_BYTES, document
+from stack.data.damage import Damaged
 from stack.data.line_ends import whole_text
 from stack.data.manifest import load_manifest
 from stack.data.split import INDEX_DTYPE, index_row
@@ -49,12 +49,10 @@ def _index(data_dir: Path) -> np.ndarray:
     manifest = load_manifest(data_dir)
     path = data_dir / manifest.documents.path
     if not path.is_file() or sha256_file(path) != manifest.documents.sha256:
-        raise BadInput(
-            f"{path} does not match its sha256 in the manifest; re-run `stack prepare ... --force`"
-        )
+        raise Damaged(data_dir, f"{path} does not match its sha256 in the manifest")
     index = np.load(path, allow_pickle=False)
     if index.dtype != INDEX_DTYPE:
-        raise BadInput(f"{path} is not a document index; re-run `stack prepare ... --force`")
+        raise Damaged(data_dir, f"{path} is not a document index")
     return index
 
 

@@ -272,7 +272,7 @@ class ArchitectureParity:
 def _cached_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
     """`tokens`' logits decoded as generation decodes: the first half in one call, then one token
     per call, each continuing the KV cache."""
-    cache = KVCache(model.config, tokens.shape[0], tokens.device, model.embed.weight.dtype)
+    cache = KVCache(model.config, tokens.shape[0], tokens.device, model.embed.weight.dtype, tokens.shape[1])
     prefill = tokens.shape[1] // 2
     pieces = [model(tokens[:, :prefill], cache=cache)[0]]
     pieces += [model(tokens[:, t : t + 1], cache=cache)[0] for t in range(prefill, tokens.shape[1])]

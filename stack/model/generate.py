@@ -122,7 +122,8 @@ def generate(
             f"prompt of {idx.shape[1]} + {max_new_tokens} new tokens exceeds ctx {model.config.ctx}; "
             "shorten the prompt or ask for fewer tokens"
         )
-    cache = KVCache(model.config, idx.shape[0], idx.device, model.embed.weight.dtype)
+    length = idx.shape[1] + max_new_tokens
+    cache = KVCache(model.config, idx.shape[0], idx.device, model.embed.weight.dtype, length)
     logits, _ = model(idx, cache=cache)
     out = idx
     for step in range(max_new_tokens):

@@ -28,14 +28,26 @@ class LayerCache:
 
 
 class KVCache:
-    """Every layer's cache plus the shared length; preallocated to ctx so a step never copies it."""
+    """Every layer's cache plus the shared length; preallocated to `length` positions (the most the
+    caller will decode; ctx when not said) so a step never copies it. Sized by the caller's need,
+    not by ctx: a start-up check that decodes a few tokens of a model with a huge ctx allocates a few."""
 
-    def __init__(self, config: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        length: int | None = None,
+    ) -> None:
+        length = config.ctx if length is None else length
+        if not 1 <= length <= config.ctx:
+            raise ValueError(f"a KV cache of {length} positions for a model of ctx {config.ctx}")
         # Differential attention caches the keys of both its branches (stack.model.diff_attention).
         key_heads = config.n_kv_heads * (2 if config.diff_attn else 1)
 
         def buffer(heads: int) -> torch.Tensor:
-            return torch.zeros((batch, heads, config.ctx, config.head_dim), device=device, dtype=dtype)
+            return torch.zeros((batch, heads, length, config.head_dim), device=device, dtype=dtype)
 
         self.layers = [
             LayerCache(buffer(key_heads), buffer(config.n_kv_heads)) for _ in range(config.n_layers)

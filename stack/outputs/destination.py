@@ -18,6 +18,10 @@ a DATA_DIR it replaces files in, a ledger it files into) needs that directory it
 builds its output beside and renames it into place (stack.outputs.staging) needs its parent.
 A path that does not exist yet needs the nearest directory above it that does.
 
+A path that lies in a directory one writer writes in place (a run directory, a DATA_DIR) can
+take an output only from that writer: the check takes that directory's lock for the rest of the
+command, and refuses while another process holds it (stack.outputs.lock.claim_under).
+
 Permission is asked of the kernel (`os.access`), which answers for the real user: a superuser
 may write anywhere but into an immutable directory (`chattr +i`), and is refused only there.
 """
@@ -28,6 +32,7 @@ import os
 from pathlib import Path
 
 from contracts.errors import BadInput
+from stack.outputs.lock import claim_under
 
 
 def utf8_problem(text: str) -> str | None:
@@ -46,9 +51,11 @@ def utf8_problem(text: str) -> str | None:
     return None
 
 
-def check_directory(path: Path, option: str, into: bool = False) -> Path | None:
+def check_directory(path: Path, option: str, into: bool = False, locks_itself: bool = False) -> Path | None:
     """Refuse a directory output `path` that cannot be written (module docstring); returns the
-    topmost directory that writing it will create, None when `path` exists."""
+    topmost directory that writing it will create, None when `path` exists. `locks_itself`: the
+    command takes `path`'s own lock (an in-place writer, stack.outputs.rundir), so only the
+    directories above it are claimed here."""
     path = Path(path)
     _check_name(path, option)
     if path.exists():
@@ -56,8 +63,11 @@ def check_directory(path: Path, option: str, into: bool = False) -> Path | None:
             raise BadInput(f"{option} {path} exists and is not a directory; choose another {option}")
         receiving = path if into else path.absolute().parent
         _check_writable(receiving, path, option, os.R_OK if into else 0)
+        claim_under(path, option, itself=into and not locks_itself)
         return None
-    return _check_creatable(path, option)
+    created = _check_creatable(path, option)
+    claim_under(path, option)
+    return created
 
 
 def check_file(path: Path, option: str) -> Path | None:
@@ -73,8 +83,11 @@ def check_file(path: Path, option: str) -> Path | None:
                 f"choose another {option}"
             )
         _check_writable(path.absolute().parent, path, option)
+        claim_under(path, option)
         return None
-    return _check_creatable(path, option)
+    created = _check_creatable(path, option)
+    claim_under(path, option)
+    return created
 
 
 def _check_name(path: Path, option: str) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
-from stack.artifacts import CHECKPOINTS_DIR, LOCK_FILE, RUN_CONFIG
+from stack.artifacts import CHECKPOINT_NAME, CHECKPOINTS_DIR, LOCK_FILE, RUN_CONFIG
 from stack.outputs import ownership, staging
 from stack.outputs.destination import check_directory
 from stack.outputs.lock import exclusive
@@ -45,33 +45,47 @@ class Writer:
     """One command as the writer of its directories: what differs between commands, on purpose.
 
     `command` names it in refusals and notes (`stack es`). `resumable`: continued in place with
-    --resume (module docstring); else built aside and swapped in. `earlier` reads the record an
-    earlier output keeps of its files (stack.outputs.ownership), for --force; None when the
+    --resume (module docstring); else built aside and swapped in. `continues` says whether the
+    command's --resume would take a directory (a run of its kind with a checkpoint to continue
+    from), so a refusal offers --resume only where it would be accepted. `earlier` reads the record
+    an earlier output keeps of its files (stack.outputs.ownership), for --force; None when the
     command takes no --force.
     """
 
     command: str
     resumable: bool = False
     earlier: Callable[[Path], ownership.Earlier] | None = None
+    continues: Callable[[Path], bool] | None = None
 
     def remedy(self, out: Path, option: str) -> str:
-        """What a refusal of a non-empty `out` tells the user to do."""
-        if self.resumable:
-            stopped = (Path(out) / RUN_CONFIG).is_file() and not any(
-                (Path(out) / CHECKPOINTS_DIR).glob("step-*")
-            )
-            if stopped:  # a run, but nothing --resume could continue
-                return (
-                    f"choose another {option} ({out} holds a run that stopped before its first "
-                    "checkpoint, which --resume cannot continue: its metadata.json says why)"
-                )
+        """What a refusal of a non-empty `out` tells the user to do: only what would be accepted."""
+        if self.continues is not None and self.continues(out):
             return f"choose another {option}, or continue it with --resume {out}"
-        if self.earlier is not None:
+        if self.resumable and (Path(out) / RUN_CONFIG).is_file() and not _any_checkpoint(out):
+            return (  # a run, but nothing --resume could continue
+                f"choose another {option} ({out} holds a run that stopped before its first "
+                "checkpoint, which --resume cannot continue: its metadata.json says why)"
+            )
+        if self.earlier is not None and _replaceable(out, self.earlier, option):
             return (
-                f"choose another {option}, or --force to replace an earlier output of `{self.command}` "
-                "(only if it holds nothing else)"
+                f"choose another {option}, or --force to replace the earlier `{self.command}` output it holds"
             )
         return f"choose another {option}"
+
+
+def _replaceable(out: Path, earlier: Callable[[Path], ownership.Earlier], option: str) -> bool:
+    """Whether --force would replace `out`: it holds an earlier output of the command and nothing else."""
+    try:
+        ownership.claim(out, earlier(out), option=option)
+    except BadInput:
+        return False
+    return True
+
+
+def _any_checkpoint(out: Path) -> bool:
+    """Whether `out` holds a checkpoint directory, step-NNNNNNN, of a run."""
+    base = Path(out) / CHECKPOINTS_DIR
+    return base.is_dir() and any(CHECKPOINT_NAME.fullmatch(p.name) for p in base.iterdir())
 
 
 class RunDir:
@@ -95,7 +109,7 @@ def check(
     out: Path, writer: Writer, resume: bool = False, force: bool = False, option: str = "--out"
 ) -> None:
     """Refuse, before any work, an `out` the writer could not open (the `open` step's checks)."""
-    check_directory(out, option, into=writer.resumable)
+    check_directory(out, option, into=writer.resumable, locks_itself=writer.resumable)
     if resume:
         if not (out / RUN_CONFIG).is_file():
             raise BadInput(

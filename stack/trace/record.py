@@ -39,12 +39,13 @@ from contracts.ledger import Ledger
 from contracts.spec import load_spec
 from stack.artifacts import CHECKPOINTS_DIR as CKPT_DIR
 from stack.outputs import ownership, rundir
-from stack.outputs.destination import check_file
+from stack.outputs.destination import check_directory, check_file
 from stack.trace.dump import FORMAT as DUMP_FORMAT
 from stack.trace.report import plain
 from stack.trace.sites import TRACE_SCHEMA_VERSION
 
 REPORT_FILE = "trace.json"
+TRACES_DIR = "traces"  # where a record goes without --out: RUN_DIR/traces/, or ./traces/
 TRACE_KIND = "trace"  # spec/run_kinds.yaml says which gates a trace record must judge
 # The kinds of record that look inside a model and share this module; --force replaces any of them.
 DIAGNOSTIC_KINDS = (TRACE_KIND, "patch", "lens", "lens-train")
@@ -114,13 +115,27 @@ def check_one_place(out: Path | None, evidence_dir: Path | None) -> None:
         )
 
 
+def _records_home(evidence_dir: Path | None, anchor: Path) -> Path:
+    """Where a record goes without --out: into the ledger asked for, else ANCHOR/traces/."""
+    return Path(evidence_dir) if evidence_dir is not None else anchor / TRACES_DIR
+
+
+def check_record_home(out: Path | None, evidence_dir: Path | None, anchor: Path) -> None:
+    """Refuse, before any work, the directory a record without --out goes into as every output is
+    refused (stack.outputs.destination): a run's traces/ is written under the run's one-writer
+    lock, held from here to the end, so a trace of a run that `stack train` is writing is refused
+    naming it, instead of writing beside it."""
+    if out is None:
+        check_directory(_records_home(evidence_dir, anchor), "--out", into=True)
+
+
 def record_dir(
     out: Path | None, evidence_dir: Path | None, anchor: Path, kind: str = TRACE_KIND
 ) -> tuple[Path, str]:
     """The directory of this record and its run id, `<kind>-<time>` (unique within its parent)."""
     if out is not None:
         return Path(out), run_id(kind)
-    base = Path(evidence_dir) if evidence_dir is not None else anchor / "traces"
+    base = _records_home(evidence_dir, anchor)
     rid = free_run_id(kind, base)
     return base / rid, rid
 

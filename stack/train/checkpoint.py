@@ -17,6 +17,14 @@ a re-save of its step) is first renamed out of sight, then deleted, so a crash m
 leaves a hidden leftover, never a visible half checkpoint. Leftovers whose writer is dead are
 swept at the next start (`sweep_leftovers`).
 
+Only what the run can prove it wrote is ever deleted: a checkpoint its metrics log records writing
+(with its manifest's sha256) whose files still verify. One that does not verify is never counted
+as one of the checkpoints a prune keeps, and never deleted either: it is *set aside*, renamed to
+`step-NNNNNNN.set-aside` beside the others (no reader takes that name for a checkpoint), and the
+run says so on stderr and in its log (`set_aside`). A resume sets aside every checkpoint newer
+than the one it continues from (it passed over them: none loads), so the run's own saves at those
+steps never replace them.
+
 Loading checks, in order: manifest.json against its schema (bad input, naming the key), every
 file against the manifest's sha256 and size (GATE-CKPT-002), state.json against its schema, and
 each safetensors header (every tensor's declared bytes inside the file) before torch reads it.
@@ -36,7 +44,7 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +57,16 @@ from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name
 from contracts.errors import BadInput
 from contracts.evidence import FileHash, atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from stack.artifacts import CHECKPOINT_MANIFEST, CHECKPOINT_NAME, CHECKPOINTS_DIR, OPTIMIZER_FILE, STATE_FILE
+from stack.artifacts import (
+    CHECKPOINT_MANIFEST,
+    CHECKPOINT_NAME,
+    CHECKPOINTS_DIR,
+    NEEDS,
+    OPTIMIZER_FILE,
+    RUN_CONFIG,
+    STATE_FILE,
+    identify,
+)
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
@@ -95,6 +112,13 @@ DTYPE_BYTES = {
     "F64": 8,
 }
 RESTORE = "restore the checkpoint from a good copy"
+# The suffix a checkpoint the run cannot vouch for is renamed with (`set_aside`): beside the run's
+# checkpoints, under a name no reader takes for one (CHECKPOINT_NAME is matched whole).
+SET_ASIDE = ".set-aside"
+# A file's identity as its directory listing gives it: name, inode, size, mtime and ctime.
+FileStat = tuple[str, int, int, int, int]
+# Each checkpoint's files as they stood when they last verified in this process (`verified`).
+_VERIFIED: dict[Path, tuple[FileStat, ...]] = {}
 
 
 class _Strict(BaseModel):
@@ -362,6 +386,9 @@ def save_checkpoint(
     _fsync(final.parent)
     if retired is not None:
         shutil.rmtree(retired)
+    signature = _signature(final)  # every file was hashed just now, for the manifest
+    if signature is not None:
+        _VERIFIED[final.resolve()] = signature
     return final
 
 
@@ -495,6 +522,32 @@ def verify_files(path: Path) -> tuple[str | None, list[str]]:
     return None, verified
 
 
+def _signature(path: Path) -> tuple[FileStat, ...] | None:
+    """Every file of checkpoint `path` as its directory listing gives it; None when it cannot be read.
+    A file rewritten in place (a byte flipped) moves its mtime and ctime; one replaced, its inode."""
+    try:
+        stats = [(entry.name, entry.stat()) for entry in sorted(Path(path).iterdir())]
+    except OSError:
+        return None
+    return tuple((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in stats)
+
+
+def verified(path: Path) -> str | None:
+    """`verify`, remembered: None when every file matches the manifest, else why not. A checkpoint
+    whose files are as they stood when they last verified in this process is not hashed again: a
+    prune and its check ask about the same few checkpoints at every save, and a save has just
+    hashed the one it wrote."""
+    key, before = Path(path).resolve(), _signature(path)
+    if before is not None and _VERIFIED.get(key) == before:
+        return None
+    found = verify(path)
+    if found is None and before is not None and _signature(path) == before:
+        _VERIFIED[key] = before
+    else:
+        _VERIFIED.pop(key, None)
+    return found
+
+
 def _verified(path: Path) -> Outcome:
     if (Path(path) / MANIFEST).is_file():
         read_manifest(path)  # a manifest that is not one is bad input, named by its key
@@ -574,10 +627,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def saved_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's checkpoints that hold a manifest, oldest first: what pruning and the record count.
+    """The run's checkpoints that hold a manifest, oldest first: what the record counts.
 
     A step directory without one was never finished by the atomic writer (or was damaged); it
-    is left for `latest_valid` to report and for the user to look at.
+    is left for `latest_valid` to report, and a prune or a resume sets it aside.
     """
     return [p for p in list_checkpoints(run_dir) if (p / MANIFEST).is_file()]
 
@@ -621,22 +674,26 @@ def problem(path: Path, resumable: bool = False) -> str | None:
     return None
 
 
-def logged_checkpoints(run_dir: Path) -> set[str]:
-    """The names of the checkpoints the run's metrics log says it wrote (its `checkpoint` events),
-    whether or not they are still on disk; none for a directory without a log."""
+def _log_events(run_dir: Path, events: Collection[str]) -> Iterator[dict[str, Any]]:
+    """The run's metrics log's event lines called one of `events`, in order (none without a log)."""
     log = Path(run_dir) / METRICS_FILE
     if not log.is_file():
-        return set()
-    names = set()
+        return
+    quoted = [f'"{name}"' for name in events]
     with open(log, encoding="utf-8") as lines:
         for line in lines:
-            if '"checkpoint"' not in line:  # most lines are steps: not worth parsing
+            if not any(name in line for name in quoted):  # most lines are steps: not worth parsing
                 continue
             with contextlib.suppress(json.JSONDecodeError):
                 entry = json.loads(line)
-                if isinstance(entry, dict) and entry.get("event") == "checkpoint":
-                    names.add(str(entry.get("path")))
-    return names
+                if isinstance(entry, dict) and entry.get("event") in events:
+                    yield entry
+
+
+def logged_checkpoints(run_dir: Path) -> set[str]:
+    """The names of the checkpoints the run's metrics log says it wrote (its `checkpoint` events),
+    whether or not they are still on disk; none for a directory without a log."""
+    return {str(entry.get("path")) for entry in _log_events(run_dir, ("checkpoint",))}
 
 
 def newest_measured(run_dir: Path, chosen: Path | None, resumable: bool) -> dict[str, Any]:
@@ -681,6 +738,15 @@ def latest_valid(run_dir: Path, resumable: bool = False) -> tuple[Path | None, l
     return None, notes
 
 
+def continuable(out: Path, need: str, resumable: bool) -> bool:
+    """Whether a --resume taking `need` (stack.artifacts) would continue `out`: a run of that kind,
+    with its configuration and a checkpoint a resume can continue from (`resumable`: one with the
+    optimizer state a training resume restores). What a refusal may offer (stack.outputs.rundir)."""
+    if not NEEDS[need].takes(identify(out)) or not (Path(out) / RUN_CONFIG).is_file():
+        return False
+    return latest_valid(out, resumable)[0] is not None
+
+
 def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]]:
     """The checkpoint a resume of `run_dir` continues from: the newest one a resume can continue
     from (GATE-CKPT-002 holds it to the run's checkpoints and its log's), with a note for each
@@ -697,17 +763,116 @@ def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]
     return path, [*notes, f"resuming from {path.name} instead"] if notes else []
 
 
-def prune(run_dir: Path, keep_last: int, best: Path | None) -> list[Path]:
-    """Delete checkpoints beyond the newest `keep_last`, always keeping `best`; returns what went.
+@dataclass(frozen=True)
+class SetAside:
+    """A checkpoint directory the run could not vouch for, renamed out of its checkpoints, and why."""
 
-    Only the run's own checkpoints are candidates: a directory named exactly step-NNNNNNN that
-    holds a manifest. Each is retired (renamed out of sight) before it is deleted.
+    name: str
+    to: str
+    why: str
+
+    def line(self) -> str:
+        """What the run says of it on stderr."""
+        return (
+            f"set aside {self.name} as {self.to}: {self.why}; it is no longer counted as one of the run's "
+            "checkpoints, and nothing was deleted (look at it, then remove it or restore it)"
+        )
+
+
+def set_aside(path: Path, why: str) -> SetAside:
+    """Rename checkpoint `path` to `step-NNNNNNN.set-aside` beside it (`-2`, `-3`, ... when taken):
+    it leaves the run's checkpoints, so no reader, prune or save takes it for one, and stays whole
+    for the user to look at. Never deleted: it may be the only copy of something."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}{SET_ASIDE}")
+    suffix = 2
+    while target.exists() or target.is_symlink():
+        target = path.with_name(f"{path.name}{SET_ASIDE}-{suffix}")
+        suffix += 1
+    os.rename(path, target)
+    _VERIFIED.pop(path.resolve(), None)
+    return SetAside(path.name, target.name, why)
+
+
+def set_aside_newer(run_dir: Path, step: int, resumable: bool = True) -> list[SetAside]:
+    """At a resume from the checkpoint of `step`: set aside every checkpoint directory of the run with
+    a later step. The resume passed over each (none loads, or none can be resumed), and the run will
+    save those steps again: a save would replace one, and a prune would rank it among the newest."""
+    aside = []
+    for path in list_checkpoints(run_dir):
+        if int(path.name.removeprefix("step-")) > step:
+            found = problem(path, resumable) or "a newer checkpoint than the one resumed from"
+            aside.append(set_aside(path, f"the resume from {checkpoint_name(step)} passed over it ({found})"))
+    return aside
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune did: the checkpoints it deleted, and those it set aside instead of counting."""
+
+    deleted: list[str]
+    set_aside: list[SetAside]
+
+
+def _proof(path: Path, manifest_sha256: str | None) -> str | None:
+    """Why checkpoint `path` cannot be shown to be the one the run's log records writing (None when
+    it can): its manifest is not the one written (`manifest_sha256`, None for a log older than that
+    record), or a file does not match its manifest."""
+    if manifest_sha256 is not None:
+        try:
+            found = sha256_file(Path(path) / MANIFEST)
+        except OSError:
+            found = None
+        if found != manifest_sha256:
+            return f"its {MANIFEST} is not the one the run's log records writing"
+    return verified(path)
+
+
+def prune(run_dir: Path, keep_last: int, written: Mapping[str, str | None], keep: Collection[str]) -> Pruned:
+    """Delete the run's checkpoints beyond the newest `keep_last` that verify, never one named in
+    `keep` (the best, the one this invocation resumed from); returns what went and what was set aside.
+
+    The candidates are the checkpoints the run's log records writing (`written`: name → the sha256
+    of the manifest written, in the order of their last writing) that are on disk; a directory the
+    log does not name is never touched. Each must prove to be what the log records (`_proof`)
+    before it is counted among the kept or deleted: one that does not is set aside (`set_aside`),
+    neither. Each doomed one is retired (renamed out of sight) before it is deleted.
     """
-    paths = saved_checkpoints(run_dir)
-    doomed = [p for p in paths[:-keep_last] if best is None or p.resolve() != best.resolve()]
-    for path in doomed:
-        shutil.rmtree(_retire(path))
-    return doomed
+    base = Path(run_dir) / CKPT_DIR
+    counted, deleted, aside = 0, [], []
+    for name in reversed(list(written)):
+        path = base / name
+        if not STEP_NAME.fullmatch(name) or path.is_symlink() or not path.is_dir():
+            continue
+        why = _proof(path, written[name])
+        if why is not None:
+            aside.append(set_aside(path, why))
+        elif counted < keep_last:
+            counted += 1
+        elif name not in keep:
+            shutil.rmtree(_retire(path))
+            deleted.append(name)
+    return Pruned(deleted, aside)
+
+
+def written_checkpoints(run_dir: Path) -> dict[str, str | None]:
+    """The checkpoints the run's metrics log records writing and not setting aside since: name → the
+    sha256 of the manifest written (None where the log predates that record), in the order of their
+    last writing. What a prune may count and delete (`prune`)."""
+    written: dict[str, str | None] = {}
+    for entry in _log_events(run_dir, ("checkpoint", "set_aside")):
+        name = str(entry.get("path"))
+        written.pop(name, None)
+        if entry["event"] == "checkpoint":
+            sha = entry.get("manifest_sha256")
+            written[name] = sha if isinstance(sha, str) else None
+    return written
+
+
+def verified_checkpoints(run_dir: Path) -> list[str]:
+    """The names of the run's checkpoints on disk that verify against their manifests (`verified`):
+    the checkpoints a prune left, as GATE-CKPT-002's check pruned counts them."""
+    return [path.name for path in saved_checkpoints(run_dir) if verified(path) is None]
 
 
 def leftovers_note(run_dir: Path) -> str | None:

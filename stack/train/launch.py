@@ -7,8 +7,9 @@ point (`python -m stack.train.launch`), which starts torchrun's agent without it
 and each worker that ends on a refusal hands its one line and exit code to the launcher through
 a file (`LAUNCH_DIR_ENV`) instead of printing it. The launcher prints each distinct line once
 and exits with the worst code the workers gave (a gate's 3 over bad input's 2 over an internal
-error's 1, whose line names its crash file); a worker that died without a word (a signal) is an
-internal error naming torchrun's exit code.
+error's 1, whose line names its crash file, over an interrupt's 130 or 143: workers a signal
+stopped after their checkpoint); a worker that died without a word is an internal error naming
+torchrun's exit code.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 # Where a worker under `launch` leaves the line it ended on (unset outside a launch).
 LAUNCH_DIR_ENV = "GATESTACK_LAUNCH_DIR"
-# Exit codes by how much they say: a gate that fired, then bad input, then an internal error.
-SEVERITY = {3: 2, 2: 1, 1: 0}
+# Exit codes by how much they say: a gate that fired, then bad input, then an internal error, then
+# an interrupt (any other code, 130 or 143).
+SEVERITY = {3: 3, 2: 2, 1: 1}
 
 
 def launch(nproc: int, argv: list[str]) -> int:

@@ -26,6 +26,7 @@ import functools
 import json
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import torch
 from contracts.coherence import coherence_score, sample_length, sample_score
 from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, overflowed, reached_steps
 from contracts.errors import BadInput
-from contracts.evidence import atomic_write_bytes
+from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.judges import COMPUTE_DTYPES
 from contracts.plan import step_sha256
 from contracts.replay import replay_plan
@@ -142,6 +143,7 @@ from stack.train.tensorboard import Board
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
 POLICY_ARCHIVE = "policy-archive"
+COMMAND = "stack train"  # how the run's notes on stderr begin, the loop's and stack.train.run's
 
 
 def repeatable_cuda() -> None:
@@ -407,6 +409,11 @@ class Trainer:
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
         self.metrics: MetricsLog | None = None
         self.best_watch: BestWatch | None = None  # GATE-CKPT-002's best, from the log run() opens
+        # The checkpoints the run's log records writing (name → its manifest's sha256), what a prune
+        # may count and delete, and the one this invocation resumed from, which no prune deletes.
+        self.written: dict[str, str | None] = {}
+        self.resumed_from: str | None = None
+        self.interrupted_by: str | None = None  # the signal that stopped the loop (SIGINT, SIGTERM)
         self.board: Board | None = None  # train.tensorboard: opened by `stack train` with the run dir
         self.adequacy = corpus_adequacy(
             planned_tokens=train.steps * self.tokens_per_step,
@@ -608,16 +615,44 @@ class Trainer:
             ckpt.check_holds_trained(path, model, optimizer)
             if self.state.last_heldout is not None and self.state.last_heldout == self.state.best_heldout:
                 self.state.best_checkpoint = path.name
-            best = self.state.best_checkpoint
-            ckpt.prune(self.run_dir, self.config.ckpt.keep_last, path.parent / best if best else None)
+            manifest = sha256_file(path / ckpt.MANIFEST)
             self.metrics_log.write(
-                "event", step=self.state.step, event="checkpoint", path=path.name, seconds=seconds
+                "event",
+                step=self.state.step,
+                event="checkpoint",
+                path=path.name,
+                seconds=seconds,
+                manifest_sha256=manifest,
             )
+            self.written.pop(path.name, None)
+            self.written[path.name] = manifest  # the newest, in the order of writing
+            protected = {name for name in (self.state.best_checkpoint, self.resumed_from) if name}
+            pruned = ckpt.prune(self.run_dir, self.config.ckpt.keep_last, self.written, protected)
+            self.said_aside(pruned.set_aside)
             assert self.best_watch is not None, "run() opens the log the best is read from"
             check_best_kept(self.run_dir, self.best_watch, self.config.ckpt.keep_last, self.state.step)
             self.on_event("checkpoint", self)
         distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
+
+    def said_aside(self, aside: list[ckpt.SetAside]) -> None:
+        """Tell of each checkpoint set aside, on stderr and as a `set_aside` event of the log, and stop
+        counting it as one the run wrote, kept as its best or resumed from."""
+        for entry in aside:
+            print(f"{COMMAND}: {entry.line()}", file=sys.stderr)
+            self.metrics_log.write(
+                "event",
+                step=self.state.step,
+                event="set_aside",
+                path=entry.name,
+                to=entry.to,
+                reason=entry.why,
+            )
+            self.written.pop(entry.name, None)
+            if self.state.best_checkpoint == entry.name:
+                self.state.best_checkpoint = None
+            if self.resumed_from == entry.name:
+                self.resumed_from = None
 
     @property
     def metrics_log(self) -> MetricsLog:
@@ -1138,6 +1173,12 @@ class Trainer:
         self.metrics_log.write(
             "event", step=self.state.step, event="schedule", **self.schedule, clip_norm=clip
         )
+        if self.world.is_main:
+            self.written = ckpt.written_checkpoints(self.run_dir)  # as rolled back
+            if resumed:
+                self.resumed_from = ckpt.step_dir(self.run_dir, self.state.step).name
+                self.metrics_log.write("event", step=self.state.step, event="resumed", path=self.resumed_from)
+                self.said_aside(ckpt.set_aside_newer(self.run_dir, self.state.step))
         try:
             with signals.installed(), self.alerts.watching():
                 self.switches = determinism.Switches.now()  # what the first step runs with
@@ -1172,6 +1213,7 @@ class Trainer:
                         self.save()
                     if signals.stop is not None:
                         self.state.stop_reason = f"{signals.stop} received"
+                        self.interrupted_by = signals.stop
                         status = "interrupted"
                         break
                     if self.state.stop_reason is not None:

@@ -30,7 +30,7 @@ import torch
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.derive.training import COHERENCE_SHOWN, stated_determinism
-from contracts.errors import BadInput, GateViolation
+from contracts.errors import BadInput, GateViolation, Interrupted
 from contracts.evidence import (
     EVIDENCE_FILE,
     REFUSED,
@@ -71,8 +71,9 @@ from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
-from stack.train.loop import Trainer
+from stack.train.loop import COMMAND, Trainer, pick_device
 from stack.train.lora_setup import finish as finish_lora
+from stack.train.memory import check_fits
 from stack.train.metrics import METRICS_FILE
 from stack.train.tasks import objective_for
 from stack.train.tokenizer_match import check_data_tokenizer
@@ -91,7 +92,9 @@ SFT_KIND = "sft"  # --init-from with train.task=sft: finetune's gates and the SF
 DISTILL_KIND = "distill"  # train.task=distill, from --init-from or a fresh model: the KD gates too
 DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the DPO gates
 # The writer of a run directory: continued in place with --resume, under its lock (stack.outputs.rundir).
-WRITER = rundir.Writer("stack train", resumable=True)
+WRITER = rundir.Writer(
+    COMMAND, resumable=True, continues=lambda out: ckpt.continuable(out, "training-run", True)
+)
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
 # The record's status for each way `Trainer.run` returns.
@@ -207,6 +210,7 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
         assert request.init_from is not None
         asked = _asked_model_keys(request)
         config = _with_model_of(config, source_model, asked, _started_from(request))
+    check_fits(config, pick_device(config.train.device))  # before the model is built
     device = "cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     kind = _kind_of(config, request.init_from)
     record = new_record(kind, run_id, request.argv, device, torch.version.cuda, contract_mode().value)
@@ -278,6 +282,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
     check_task_data(config, data_dir, request.argv)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
+    check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING
     record.run.finished = None
     record.contract_mode = weakest_mode(record.contract_mode, contract_mode().value)
@@ -736,11 +741,17 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     filed = evidence.file_in_ledger()
     if final is RunStatus.EXHAUSTED:
         raise _exhausted(run_dir, state.step)
-    if not _is_main():
-        return 0
-    print(f"stack train: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
-    if filed is not None:
-        print(f"stack train: evidence filed at {filed}")
+    if _is_main() and final is not RunStatus.INTERRUPTED:
+        print(f"{COMMAND}: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
+    if _is_main() and filed is not None:
+        print(f"{COMMAND}: evidence filed at {filed}")
+    if final is RunStatus.INTERRUPTED:  # not a completed run: exit 130 or 143, never 0 (contracts.errors)
+        assert trainer.interrupted_by is not None, "only a signal interrupts the loop"
+        raise Interrupted(
+            trainer.interrupted_by,
+            f"stopped at step {state.step} of {config.train.steps}, which is saved in "
+            f"{ckpt.step_dir(run_dir, state.step).name}; continue with --resume {run_dir}",
+        )
     return 0
 
 

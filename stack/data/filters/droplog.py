@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO
 
-from contracts.errors import BadInput
+from stack.data.damage import Damaged
 from stack.data.shards import naming
 
 DROP_LOG_FILE = "drops.jsonl"
@@ -55,9 +55,7 @@ def recount(path: Path) -> dict[str, dict[str, int]]:
                     row = json.loads(line)
                     counts[row["source"]][row["reason"]] += 1
                 except (ValueError, KeyError, TypeError):
-                    raise BadInput(
-                        f"{path}:{number} is not a drop log line; re-run `stack prepare ... --force`"
-                    ) from None
+                    raise Damaged(Path(path).parent, f"{path}:{number} is not a drop log line") from None
     except OSError as exc:
-        raise BadInput(f"cannot read {path} ({exc.strerror}); re-run `stack prepare ... --force`") from None
+        raise Damaged(Path(path).parent, f"cannot read {path} ({exc.strerror})") from None
     return {source: dict(sorted(reasons.items())) for source, reasons in sorted(counts.items())}

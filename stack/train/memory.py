@@ -1,0 +1,80 @@
+"""A configuration that cannot fit in the device's memory is refused before anything is allocated.
+
+A mistyped `--set model.ctx=100000000` used to reach the model's start-up checks, whose KV cache
+asked for 25.6 GB at once, and end as an internal error with a traceback. The start-up checks
+now size what they allocate by their probes, and before any of it the run's training step is
+estimated (stack.train.presets.estimated_memory_bytes: the training state of every parameter, the
+activations every block keeps, the loss's logits) against the device's memory: a step that cannot
+fit even there is refused in one line that names the settings its largest term grows with, and
+their values, so the typo shows. The estimate leaves things out (the CUDA context, fragmentation,
+attention scores off the flash path), so it refuses only what cannot fit; a run it lets through
+may still run out, which the CLI reports in one line too (stack.cli.describe).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from contracts.errors import BadInput
+from stack.model.gpt import param_count_formula
+from stack.train.config import RunConfig
+from stack.train.presets import ACTIVATION_BYTES, LOGIT_BYTES, STATE_BYTES_PER_PARAM, estimated_memory_bytes
+
+# The memory limit of this process's cgroup (v2), where the machine's RAM is not all it may use.
+CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """All the memory a training step on `device` could have: the GPU's total, or the machine's
+    physical memory (its cgroup's limit, when lower)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = CGROUP_LIMIT.read_text().strip()
+    except OSError:
+        return physical
+    return min(physical, int(limit)) if limit.isdigit() else physical
+
+
+def _gigabytes(count: int) -> str:
+    return f"{count / 1e9:,.1f} GB"
+
+
+def check_fits(config: RunConfig, device: torch.device) -> None:
+    """Refuse, before the model is built, a configuration whose training step's estimated memory is
+    more than `device` has: one line naming the settings the largest term grows with."""
+    model, batch = config.model, config.train.batch_size
+    parameters = param_count_formula(model)
+    needed = estimated_memory_bytes(model, batch, parameters)
+    available = device_memory_bytes(device)
+    if needed <= available:
+        return
+    tokens = batch * model.ctx
+    terms = {
+        f"the training state of {parameters:,} parameters ({STATE_BYTES_PER_PARAM} bytes each)": (
+            STATE_BYTES_PER_PARAM * parameters,
+            f"model.d_model={model.d_model}, model.n_layers={model.n_layers}, "
+            f"model.ffn_hidden={model.ffn_hidden} or the vocabulary ({model.vocab}, the data's tokenizer's)",
+        ),
+        f"the activations of {tokens:,} tokens through {model.n_layers} blocks": (
+            ACTIVATION_BYTES * tokens * model.n_layers * model.d_model,
+            f"model.ctx={model.ctx}, train.batch_size={batch} (train.grad_accum keeps the tokens per "
+            f"step), model.n_layers={model.n_layers} or model.d_model={model.d_model}",
+        ),
+        f"the logits of {tokens:,} tokens over a vocabulary of {model.vocab}": (
+            LOGIT_BYTES * tokens * model.vocab,
+            f"model.ctx={model.ctx} or train.batch_size={batch} (train.grad_accum keeps the tokens per step)",
+        ),
+    }
+    largest = max(terms, key=lambda name: terms[name][0])
+    holder = "the GPU" if device.type == "cuda" else "this machine"
+    size, settings = terms[largest]
+    raise BadInput(
+        f"this configuration needs about {_gigabytes(needed)} for a training step, most of it "
+        f"{_gigabytes(size)} for {largest}, and {holder} has {_gigabytes(available)} in all; "
+        f"lower {settings}"
+    )
