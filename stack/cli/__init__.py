@@ -222,6 +222,11 @@ def describe(exc: BaseException) -> str | None:
     import yaml
     from safetensors import SafetensorError
 
+    from stack.data.damage import Damaged
+    from stack.data.ownership import remedy
+
+    if isinstance(exc, Damaged):  # the fix prepare's own --force rule admits (stack.data.damage)
+        return f"{exc.problem}; {remedy(exc)}"
     if isinstance(exc, BadInput):
         return str(exc)
     if isinstance(exc, OSError):

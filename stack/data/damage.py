@@ -1,13 +1,16 @@
-"""What a reader tells the user to do with a damaged DATA_DIR: one fix, and one that works.
+"""The refusal of a damaged DATA_DIR: the problem, and a fix that works.
 
 Every reader of a DATA_DIR (the manifest, the shards, the labels, the document index, the drop
 log, the tokenizer) refuses a file that does not match what prepare recorded. Each used to say
 "re-run `stack prepare ... --out DATA_DIR --force`", and --force then refused in its turn: it
 replaces only files prepare can show it wrote, unchanged, so a corrupt manifest (which vouches
-for nothing) or a shard whose bytes changed is exactly what it will not touch. The advice is
-made here, once, by asking prepare's own --force rule (stack.data.ownership.claim) whether it
-would take this DATA_DIR as it is: --force when it would, else a new --out (or moving DATA_DIR
-away first), with the reason --force would give.
+for nothing) or a shard whose bytes changed is exactly what it will not touch.
+
+The readers stand below prepare's --force rule (stack.data.ownership imports them), so a
+`Damaged` refusal carries the directory and its problem and says the fix that always works, a
+new --out. The command line, which stands above both, asks the rule whether --force would take
+the directory as it is and names that fix instead (stack.data.ownership.remedy, called by
+stack.cli.describe).
 """
 
 from __future__ import annotations
@@ -21,41 +24,13 @@ AGAIN = "stack prepare ..."
 
 
 class Damaged(BadInput):
-    """A DATA_DIR file that is not what prepare recorded: the problem, then the fix (`remedy`).
+    """A DATA_DIR file that is not what prepare recorded: `problem`, then the fix.
 
-    `problem` alone is kept for a refusal that quotes it (prepare's own, which gives its fix)."""
+    `force_refused`: why --force would refuse the directory, when the reader knows already (a
+    manifest that cannot be read vouches for nothing)."""
 
     def __init__(self, data_dir: Path, problem: str, force_refused: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
         self.problem = problem
-        super().__init__(f"{problem}; {remedy(data_dir, force_refused)}")
-
-
-def remedy(data_dir: Path, force_refused: str | None = None) -> str:
-    """The fix for a damaged `data_dir` that `stack prepare` accepts: --force when prepare's --force
-    rule takes the directory as it is, else a new --out or moving it away. `force_refused`: why
-    --force would refuse, when the caller knows already (a manifest that cannot be read)."""
-    data_dir = Path(data_dir)
-    refused = force_refused if force_refused is not None else _force_refusal(data_dir)
-    if refused is None:
-        return f"prepare it again over it: `{AGAIN} --out {data_dir} --force`"
-    return (
-        f"prepare it again into a new directory (`{AGAIN} --out NEW_DIR`), or move {data_dir} away "
-        f"and prepare it there again; --force would not replace it: {refused}"
-    )
-
-
-def _force_refusal(data_dir: Path) -> str | None:
-    """Why `stack prepare ... --out DATA_DIR --force` would refuse `data_dir` as it is now, whatever
-    its sources and tokenizer (every shard and the tokenizer file counted as its to write); None
-    when it would replace what it finds."""
-    from stack.data.ownership import claim  # prepare's own rule; it reads manifests through here
-    from stack.data.shards import SHARD_DIR, SHARD_NAME
-
-    shards = data_dir / SHARD_DIR
-    names = [path.name for path in shards.iterdir()] if shards.is_dir() and not shards.is_symlink() else []
-    sources = {match[2] for name in names if (match := SHARD_NAME.match(f"{SHARD_DIR}/{name}"))}
-    try:
-        claim(data_dir, True, sources, bpe=True)
-    except BadInput as exc:
-        return exc.problem if isinstance(exc, Damaged) else str(exc).rsplit("; ", 1)[0]
-    return None
+        self.force_refused = force_refused
+        super().__init__(f"{problem}; prepare it again into a new directory (`{AGAIN} --out NEW_DIR`)")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from contracts.errors import BadInput
 from stack.artifacts import INDEX_FILE, LOCK_FILE
-from stack.data.damage import Damaged
+from stack.data.damage import AGAIN, Damaged
 from stack.data.manifest import MANIFEST_FILE, parse_manifest
 from stack.data.shards import SHARD_DIR, SHARD_NAME
 from stack.data.tokenizer import TOKENIZER_FILE
@@ -195,3 +195,31 @@ def write_failure(exc: OSError, out: Path) -> str:
         f"cannot write {where} ({exc.strerror}); prepare removed what it had written: check the "
         f"disk and permissions of {out} and run the same command again"
     )
+
+
+def remedy(damaged: Damaged) -> str:
+    """The fix for the damaged DATA_DIR a reader refused that `stack prepare` accepts: --force when
+    prepare's --force rule (`claim`) takes the directory as it is, else a new --out or moving it
+    away, with the reason --force would give (the reader's own, when it knew it already)."""
+    data_dir = damaged.data_dir
+    refused = damaged.force_refused if damaged.force_refused is not None else _force_refusal(data_dir)
+    if refused is None:
+        return f"prepare it again over it: `{AGAIN} --out {data_dir} --force`"
+    return (
+        f"prepare it again into a new directory (`{AGAIN} --out NEW_DIR`), or move {data_dir} away "
+        f"and prepare it there again; --force would not replace it: {refused}"
+    )
+
+
+def _force_refusal(data_dir: Path) -> str | None:
+    """Why `stack prepare ... --out DATA_DIR --force` would refuse `data_dir` as it is now, whatever
+    its sources and tokenizer (every shard and the tokenizer file counted as its to write); None
+    when it would replace what it finds."""
+    shards = data_dir / SHARD_DIR
+    names = [path.name for path in shards.iterdir()] if shards.is_dir() and not shards.is_symlink() else []
+    sources = {match[2] for name in names if (match := SHARD_NAME.match(f"{SHARD_DIR}/{name}"))}
+    try:
+        claim(data_dir, True, sources, bpe=True)
+    except BadInput as exc:
+        return exc.problem if isinstance(exc, Damaged) else str(exc).rsplit("; ", 1)[0]
+    return None
