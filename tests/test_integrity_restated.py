@@ -48,6 +48,7 @@ from train_support import prepared, smoke_args, train
 
 from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.derive.training import FLOAT32_U, kd_loss, kd_roundings, margin_slack
+from contracts.evidence import EVIDENCE_FILE
 from contracts.model_shape import lora_touched, model_file_tensors, trained_tensors
 from stack.cli import main
 from stack.model import GPT, ModelConfig
@@ -475,11 +476,11 @@ def wrapped_early(lines: list[dict[str, Any]], _config: dict[str, Any]) -> None:
         ),
         (
             wrapped_early,
-            ", 1)], but the record's 196550 steps per epoch wrap at []",
+            ", 1)], but the record's {steps_per_epoch} steps per epoch wrap at []",
         ),
         (
             wrapped_early,
-            "is in epoch 1, but the record's 196550 steps per epoch put it in epoch 0",
+            "is in epoch 1, but the record's {steps_per_epoch} steps per epoch put it in epoch 0",
         ),
     ],
     ids=["checkpoint-of-a-multiple", "checkpoint-of-the-last-step", "phase", "wrap", "epoch"],
@@ -489,8 +490,12 @@ def test_log_lines_the_config_schedules_otherwise_are_caught(
 ) -> None:
     """CURRENT_RUN: 40 steps, ckpt.every = 10, one phase after step 20, under a bandit policy whose
     last shares came at step 21 or later (the epoch length holds from there, and no epoch ended
-    before); its epochs are 196 550 steps."""
-    assert_caught(planted(tmp_path, CURRENT_RUN, logged(edit)), fragment)
+    before); its epochs are GATE-DATA-001's steps_per_epoch."""
+    record = json.loads((LEDGER / CURRENT_RUN / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    steps_per_epoch = gate(record, "GATE-DATA-001")["measured"]["steps_per_epoch"]
+    assert_caught(
+        planted(tmp_path, CURRENT_RUN, logged(edit)), fragment.format(steps_per_epoch=steps_per_epoch)
+    )
 
 
 def kd_term_moved(by: float) -> LogEdit:
