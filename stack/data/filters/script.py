@@ -21,10 +21,13 @@ least `min_letters` letters that are not code): a document is written in a syste
 `main_share` of its letters are in it. When at least `main_share` of the source's documents are
 written in one system, the source is in that system, and the filter drops the documents with
 fewer than `min_share` of their letters in it: at most 1 - main_share of them, and none of
-those written in it. Otherwise the source is multilingual (its languages, or documents that mix
-two systems throughout, such as translation files): every script found in it is kept, and only
-a document in none of them (the canary) is dropped. `expected:` in the settings names the
-systems of every source instead.
+those written in it. A system of that minority that is the main system of at least
+`min_documents` documents is a language the source holds in earnest, not a stray (the
+Japanese, Korean and Cyrillic pages of a man-page tree whose other languages are Latin): it is
+held beside the main one, and its documents are kept. Otherwise the source is multilingual (its languages,
+or documents that mix two systems throughout, such as translation files): every script found in
+it is kept, and only a document in none of them (the canary) is dropped. `expected:` in the
+settings names the systems of every source instead.
 
 Code is not judged (stack.data.filters.runner decides what is code): its letters are
 identifiers and comments, and comments in another language are no reason to drop code.
@@ -201,10 +204,12 @@ def mismatch(scripts: Mapping[str, int], held: Held, settings: ScriptSettings) -
 
 @dataclass
 class _Tally:
-    """One source's judged documents: how many, how many are written in each system, every script seen."""
+    """One source's judged documents: how many, how many are written in each system, how many have
+    each system as their main one, every script seen."""
 
     documents: int = 0
     written: Counter[str] = field(default_factory=Counter)
+    leading: Counter[str] = field(default_factory=Counter)
     seen: set[str] = field(default_factory=set)
 
 
@@ -222,6 +227,7 @@ class SourceLetters:
             return
         tally.documents += 1
         tally.seen.update(scripts)
+        tally.leading[main_system(scripts)] += 1
         for name, share in system_shares(scripts).items():
             if share >= settings.main_share:
                 tally.written[name] += 1
@@ -232,6 +238,7 @@ class SourceLetters:
             ours = self.tallies.setdefault(source, _Tally())
             ours.documents += theirs.documents
             ours.written.update(theirs.written)
+            ours.leading.update(theirs.leading)
             ours.seen |= theirs.seen
 
     def held(self, settings: ScriptSettings) -> dict[str, Held]:
@@ -246,7 +253,12 @@ def _held(tally: _Tally, settings: ScriptSettings) -> Held:
         return Held()
     main = _rank({name: n / tally.documents for name, n in tally.written.items()}) if tally.written else ""
     if main and tally.written[main] >= settings.main_share * tally.documents:
-        return Held((main,), system_scripts(main))
+        # A system of the minority held in earnest (the main one of min_documents documents: a page's
+        # markup may be in the main system's letters) is the source's too.
+        least = settings.min_documents
+        earnest = sorted(n for n, count in tally.leading.items() if n != main and count >= least)
+        systems = (main, *earnest)
+        return Held(systems, frozenset().union(*(system_scripts(name) for name in systems)))
     return Held(tuple(sorted(tally.seen)), frozenset(tally.seen), multilingual=True)
 
 

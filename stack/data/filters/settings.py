@@ -78,6 +78,7 @@ class ScriptSettings(_Section):
 
     expected: list[str] | None = Field(default=None, min_length=1)
     main_share: float = Field(gt=0, le=1)
+    min_documents: int = Field(ge=1)
     min_share: float = Field(ge=0, le=1)
     min_letters: int = Field(ge=1)
     code_suffixes: list[str]
