@@ -1,4 +1,4 @@
-"""`stack prepare`'s inputs (text, separated text, JSONL, Parquet) and its bounded-memory streaming.
+"""`stack prepare`'s inputs (text, separated text, JSONL, Parquet, CSV) and its bounded-memory streaming.
 
 The same text must give the same documents, ids and split whatever format or layout it comes
 in; a document longer than the working set must give the ids of whole-document encoding; a
@@ -7,6 +7,7 @@ corpus that does not parse is refused in one line that names the place.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import random
@@ -26,7 +27,7 @@ from train_support import WORDS, smoke_args, train
 
 from contracts.judges import judge
 from stack.artifacts import INDEX_FILE
-from stack.data import record_input, text_input
+from stack.data import record_input, table_input, text_input
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import Document, FileRegion, Framing, InputFile, Skipped
 from stack.data.formats import Layout
@@ -87,6 +88,18 @@ def as_parquet(root: Path, docs: Sequence[str], **extra: Sequence[object]) -> Pa
     return root / "docs.parquet"
 
 
+def as_table(root: Path, docs: Sequence[str], name: str = "docs.csv", **extra: Sequence[object]) -> Path:
+    """One row per document under a header, as csv.writer writes it (a multi-line text quoted):
+    an id, the text, and any `extra` columns; a `.tsv` name gets tabs."""
+    root.mkdir(parents=True)
+    delimiter = "\t" if name.endswith(".tsv") else ","
+    with open(root / name, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(["id", "text", *extra])
+        writer.writerows([i, doc, *(v[i] for v in extra.values())] for i, doc in enumerate(docs))
+    return root / name
+
+
 def as_categorical_parquet(root: Path, docs: Sequence[str]) -> Path:
     """Parquet whose text column is dictionary-encoded, as pandas' `category` and Polars'
     categorical columns are saved (the second prepare audit's finding 8)."""
@@ -104,6 +117,8 @@ KINDS: dict[str, tuple[Callable[[Path, Sequence[str]], Path], Layout]] = {
     "jsonl": (as_jsonl, Layout()),
     "parquet": (as_parquet, Layout()),
     "parquet-categorical": (as_categorical_parquet, Layout()),
+    "csv": (as_table, Layout()),
+    "tsv": (lambda root, docs: as_table(root, docs, "docs.tsv"), Layout()),
 }
 
 
@@ -410,7 +425,7 @@ def test_a_file_without_separator_is_cut_into_pieces_that_make_it_up(
 # -- records: sources, empty and repaired text ----------------------------------------------------
 
 
-@pytest.mark.parametrize("write", [as_jsonl, as_parquet])
+@pytest.mark.parametrize("write", [as_jsonl, as_parquet, as_table])
 def test_a_source_field_puts_each_record_in_its_source(
     write: Callable[..., Path], docs: list[str], tmp_path: Path
 ) -> None:
@@ -475,6 +490,13 @@ def jsonl_file(root: Path, *lines: str) -> Path:
     return root / "c.jsonl"
 
 
+def csv_file(root: Path, text: str) -> Path:
+    """A CSV file of exactly `text`."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "t.csv").write_text(text)
+    return root / "t.csv"
+
+
 BAD_INPUTS: list[tuple[str, Callable[[Path], Path], tuple[str, ...], str]] = [
     ("not JSON", lambda r: jsonl_file(r, '{"text": "ok"}', "not json"), (), "c.jsonl:2 is not JSON"),
     ("a list", lambda r: jsonl_file(r, "[1, 2]"), (), "c.jsonl:1 is an array, not an object"),
@@ -509,6 +531,25 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], Path], tuple[str, ...], str]] = [
         (),
         "c.parquet cannot be read as Parquet",
     ),
+    (
+        "no such CSV column",
+        lambda r: as_table(r, ["x"]),
+        ("--text-field", "review"),
+        "docs.csv has no column 'review'; its columns are: id, text; pass --text-column NAME",
+    ),
+    (
+        "a short CSV row",
+        lambda r: csv_file(r, 'id,text\n1,"one\ntwo"\n2\n'),
+        (),
+        "t.csv:4 holds 1 value(s) where the header names 2 columns",
+    ),
+    ("an open CSV quote", lambda r: csv_file(r, 'id,text\n1,ok\n2,"open\n'), (), "t.csv:3 is not CSV"),
+    (
+        "a CSV column twice",
+        lambda r: csv_file(r, "text,text\na,b\n"),
+        (),
+        "t.csv: the header names column 'text' 2 times",
+    ),
     ("an empty separator", lambda r: as_files(r, ["x"]), ("--doc-sep", ""), "--doc-sep is empty"),
     ("an unknown escape", lambda r: as_files(r, ["x"]), ("--doc-sep", "a\\q"), "has the escape \\q"),
     (
@@ -542,7 +583,8 @@ def mixed_corpus(root: Path) -> list[str]:
     """Every way prepare reads a byte, in two sources: text files (one with a byte-order mark and
     CRLF line ends, one blank, one binary, one cut by --doc-bytes), a separated file with blank
     stretches and no separator at its end (the audit's sep.txt), JSONL with blank, null and missing
-    texts, and Parquet with a null and a blank row."""
+    texts, Parquet with a null and a blank row, and a CSV table with a byte-order mark, CRLF row
+    ends, a quoted value over two lines, a blank line and empty and blank values."""
     text, records = root / "text", root / "records"
     text.mkdir(parents=True)
     records.mkdir()
@@ -560,6 +602,8 @@ def mixed_corpus(root: Path) -> list[str]:
     )
     table = pa.table({"text": [body[11], None, " \n", "ending"]})
     pq.write_table(table, records / "docs.parquet")
+    rows = 'id,text\r\n1,"csv, quoted\r\nover two lines"\r\n2,\r\n\r\n3,  \r\n4,last row\r\n'
+    (records / "rows.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
     return [f"text={text}", f"records={records}"]
 
 
@@ -585,8 +629,19 @@ def test_every_byte_of_every_format_is_accounted_for(
     assert text.kept_bytes + sum(text.framing_bytes.values()) + sum(text.dropped_bytes.values()) == files
     fields = accounts["records"]
     body = stories(12, seed=5)
-    expected = sum(len(t.encode()) for t in (body[10], "  ", "ü ok", body[11], " \n", "ending"))
-    assert fields.input_bytes == {"text_fields": expected} and fields.framing_bytes == {"blank": 4}
+    texts = (
+        body[10],
+        "  ",
+        "ü ok",
+        body[11],
+        " \n",
+        "ending",
+        "csv, quoted\r\nover two lines",
+        "  ",
+        "last row",
+    )
+    expected = sum(len(t.encode()) for t in texts)
+    assert fields.input_bytes == {"text_fields": expected} and fields.framing_bytes == {"blank": 6}
 
 
 def _tail_never_appended(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,6 +671,17 @@ def _record_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(record_input, "_text_bytes", lambda text: real(text[1:]))
 
 
+def _table_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CSV row's text loses its last character between the row read and its record."""
+    real = table_input.record_item
+
+    def cut(item: InputFile, at: str, parsed: tuple[dict[str, Any], bool], fields: Any, missing: Any) -> Any:
+        record, invalid = parsed
+        return real(item, at, ({**record, fields.text: record[fields.text][:-1]}, invalid), fields, missing)
+
+    monkeypatch.setattr(table_input, "record_item", cut)
+
+
 def _parquet_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Parquet row's document is made of the first half of its text's bytes."""
     real = record_input.document
@@ -628,7 +694,8 @@ def _parquet_text_cut(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.gate("GATE-DATA-014")
 @pytest.mark.parametrize(
-    "plant", [_tail_never_appended, _whole_file_cut_by_a_byte, _record_text_cut, _parquet_text_cut]
+    "plant",
+    [_tail_never_appended, _whole_file_cut_by_a_byte, _record_text_cut, _parquet_text_cut, _table_text_cut],
 )
 def test_bytes_lost_on_the_way_from_an_input_stop_the_prepare(
     tmp_path: Path,

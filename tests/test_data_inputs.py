@@ -408,11 +408,86 @@ def test_a_field_option_that_does_not_apply_is_refused_or_noted(
     code, _, err = prepare(
         capsys, str(folder), "--format", "text", "--text-field", "body", "--out", str(tmp_path / "data")
     )
-    assert code == EXIT_BAD_INPUT and "--text-field names a JSONL field or Parquet column" in err
+    assert code == EXIT_BAD_INPUT and "--text-field body names a JSONL field or a Parquet or CSV column" in err
     code, _, err = prepare(capsys, str(folder), "--text-field", "body", "--out", str(tmp_path / "data"))
     assert code == 0, err
-    assert "note: --text-field body applies to JSONL and Parquet files only" in caplog.text
+    assert (
+        "note: --text-field body applies to files of records (JSONL, JSON, Parquet, CSV, TSV)" in caplog.text
+    )
     assert "1 file(s) are read as text, whole: doc.txt" in caplog.text
+    (folder / "chat.jsonl").write_text(records(TEXTS[:2]))
+    code, _, err = prepare(
+        capsys,
+        str(folder / "chat.jsonl"),
+        "--format",
+        "chat",
+        "--text-field",
+        "body",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert code == EXIT_BAD_INPUT and err.rstrip().endswith("whose fields it knows; drop --text-field"), err
+
+
+# -- round-6 user audit F03: a table's text column is its documents -----------------------------------
+
+
+def test_a_csv_with_the_text_column_is_read_by_its_rows_and_one_without_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`reviews.csv --text-field review` was one document of header, ids, ratings and quotes; each
+    review is now a document, and the other columns are in none. A table without the column named
+    is read whole as text only when no --text-field was given for it, and a note says how to read it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = "".join(f'{i},{1 + i % 5},"{text}"\n' for i, text in enumerate(TEXTS))
+    (folder / "reviews.csv").write_text("id,rating,review\n" + rows)
+    code, _, err = prepare(capsys, str(folder), "--text-field", "review", "--out", str(tmp_path / "rows"))
+    assert code == 0, err
+    stats = load_manifest(tmp_path / "rows").sources["main"]
+    assert (stats.files, stats.documents) == (1, len(TEXTS))
+    fields = load_manifest(tmp_path / "rows").accounting["main"].input_bytes
+    assert fields == {"text_fields": sum(len(text.encode()) for text in TEXTS)}
+    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "whole"))
+    assert code == 0, err
+    assert load_manifest(tmp_path / "whole").sources["main"].documents == 1
+    assert "CSV/TSV file(s) have no column named by --text-field (default text)" in caplog.text
+    assert "pass --text-field NAME" in caplog.text and "reviews.csv" in caplog.text
+
+
+# -- round-6 user audit F13: sources whose records keep their text under different names ---------------
+
+
+def test_each_source_can_name_its_own_text_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """web keeps its text in `text`, code in `content`: one global --text-field broke the other
+    source and its refusal advised the option that broke the first. `--text-field code=content`
+    names code's field alone, and the refusal of either says so."""
+    (tmp_path / "web.jsonl").write_text(records(TEXTS[:4]))
+    (tmp_path / "code.jsonl").write_text(records(TEXTS[4:], "content"))
+    inputs = (f"web={tmp_path / 'web.jsonl'}", f"code={tmp_path / 'code.jsonl'}")
+    code, _, err = prepare(capsys, *inputs, "--out", str(tmp_path / "d"))
+    assert code == EXIT_BAD_INPUT and "or --text-field code=NAME for source code alone" in err, err
+    code, _, err = prepare(capsys, *inputs, "--text-field", "content", "--out", str(tmp_path / "d"))
+    assert code == EXIT_BAD_INPUT and "or --text-field web=NAME for source web alone" in err, err
+    code, _, err = prepare(capsys, *inputs, "--text-field", "code=content", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    manifest = load_manifest(tmp_path / "d")
+    assert {name: stats.documents for name, stats in manifest.sources.items()} == {"code": 4, "web": 4}
+    argv = ("--text-field", "content", "--text-field", "web=text")  # one for all, one source's own
+    code, _, err = prepare(capsys, *inputs, *argv, "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    assert {name: stats.documents for name, stats in load_manifest(tmp_path / "e").sources.items()} == {
+        "code": 4,
+        "web": 4,
+    }
+    for options, message in (
+        (("cod=content",), "--text-field cod=content names source 'cod', but the sources are: code, web"),
+        (("code=content", "code=body"), "names the field of source 'code' twice (content, body)"),
+        (("content", "body"), "--text-field is given 2 times (content, body)"),
+    ):
+        argv = tuple(item for option in options for item in ("--text-field", option))
+        code, _, err = prepare(capsys, *inputs, *argv, "--out", str(tmp_path / "f"))
+        assert code == EXIT_BAD_INPUT and message in err, err
 
 
 def test_the_filter_option_says_it_replaces_the_default_list(capsys: pytest.CaptureFixture[str]) -> None:

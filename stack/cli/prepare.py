@@ -113,11 +113,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("auto", "text", "jsonl", "parquet", "chat", "prompt-completion", "prefs"),
+        choices=("auto", "text", "jsonl", "parquet", "csv", "chat", "prompt-completion", "prefs"),
         default="auto",
         help="how input files are read (default auto: .jsonl/.ndjson are JSONL, .parquet Parquet, "
-        "the rest text); chat and prompt-completion read JSONL fine-tuning examples "
-        "(docs/finetuning.md), prefs JSONL preference pairs for `stack dpo` (docs/preferences.md)",
+        ".csv/.tsv with the text column CSV, the rest text); chat and prompt-completion read JSONL "
+        "fine-tuning examples (docs/finetuning.md), prefs JSONL preference pairs for `stack dpo` "
+        "(docs/preferences.md)",
     )
     parser.add_argument(
         "--template",
@@ -159,8 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--text-field",
         "--text-column",
-        metavar="NAME",
-        help=f"JSONL field or Parquet column that holds a document's text (default {DEFAULT_TEXT_FIELD})",
+        action="append",
+        default=[],
+        metavar="NAME|SOURCE=NAME",
+        help="JSONL field, Parquet or CSV column that holds a document's text (default "
+        f"{DEFAULT_TEXT_FIELD}); SOURCE=NAME names it for one source alone, e.g. code=content",
     )
     parser.add_argument(
         "--source-field",
@@ -222,11 +226,14 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     (stack.data.sft_prepare, stack.data.prefs_rows)."""
     from stack.data.sft_prepare import prepare_sft
 
-    extra = (args.default, args.doc_sep, args.glob, args.seq_len, args.workers)
-    if any(value not in (None, False) for value in extra):
+    options = ("default", "doc_sep", "glob", "seq_len", "workers", "text_field", "source_field")
+    given = [
+        f"--{name.replace('_', '-')}" for name in options if getattr(args, name) not in (None, False, [])
+    ]
+    if given:
         raise BadInput(
-            f"--format {args.format} reads the JSONL files given as INPUT; drop --default, --doc-sep, "
-            "--glob, --seq-len and --workers"
+            f"--format {args.format} reads the JSONL files given as INPUT, whose fields it knows; drop "
+            f"{' and '.join(given)}"
         )
     check_inputs("prepare", args)
     waivers = _waivers(args)
@@ -446,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
         if args.seq_len is not None:
             raise BadInput("--seq-len and --batch-size go with --verify")
         check_inputs("prepare", args)
-        from stack.data.formats import Layout
+        from stack.data.formats import Layout, TextFields
         from stack.data.prepare import prepare_corpus
 
         waivers = _waivers(args)
@@ -467,7 +474,13 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force,
                 dtype=args.dtype,
                 shard_tokens=args.shard_tokens,
-                layout=Layout(args.format, args.doc_sep, args.text_field, args.source_field, args.doc_bytes),
+                layout=Layout(
+                    args.format,
+                    args.doc_sep,
+                    TextFields.parse(args.text_field),
+                    args.source_field,
+                    args.doc_bytes,
+                ),
                 working_set=args.working_set,
                 bpe_sample=args.bpe_sample,
                 progress=sys.stderr.isatty(),

@@ -195,7 +195,7 @@ class _Collector:
             self.books.framed(framing.source, framing.removed)
             self.books.read(framing.source, TEXT_FIELDS, framing.read)
         if part.end is not None:
-            if self.plan.layout.format_of(part.end.path) == "text":  # its size, as the file system had it
+            if self.plan.layout.format_of(part.end) == "text":  # its size, as the file system had it
                 self.books.read(part.end.source, TEXT_FILES, self.plan.sizes[part.end.path])
             counts = self.stats[part.end.source]
             counts["files"] += 1
@@ -565,7 +565,7 @@ def _workers(requested: int | None, files: Sequence[InputFile], working_set: int
 def _notes(files: Sequence[InputFile], layout: Layout) -> None:
     """Say on screen which text files are cut into documents by size, and how to give a separator;
     and which files a --text-field given does not apply to, being read as text."""
-    as_text = [item for item in files if layout.format_of(item.path) == "text"]
+    as_text = [item for item in files if layout.format_of(item) == "text"]
     for item in as_text:
         size = item.path.stat().st_size
         if layout.doc_sep is None and size > layout.doc_bytes:
@@ -575,14 +575,15 @@ def _notes(files: Sequence[InputFile], layout: Layout) -> None:
                 f"{pieces:,} documents of at most {format_size(layout.doc_bytes)} at line ends (--doc-bytes "
                 "SIZE); give --doc-sep SEP if the file separates its documents"
             )
-    given = [f"--{name} {value}" for name, value in layout.field_options() if value is not None]
-    if given and as_text:
-        names = Named()
-        for item in as_text:
-            names.add(item.label)
+    by_options: dict[tuple[str, ...], Named] = {}
+    for item in as_text:
+        given = tuple(layout.field_options(item.source))
+        if given:
+            by_options.setdefault(given, Named()).add(item.label)
+    for given, names in by_options.items():
         log.warning(
-            f"note: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to JSONL and Parquet "
-            f"files only; {names.count:,} file(s) are read as text, whole: {names}"
+            f"note: {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to files of records "
+            f"(JSONL, JSON, Parquet, CSV, TSV) only; {names.count:,} file(s) are read as text, whole: {names}"
         )
 
 
@@ -687,6 +688,7 @@ def prepare_corpus(
     specs = _specs(inputs, source, glob, default)
     sources = {spec.source for spec in specs}
     layout = layout or Layout()
+    layout.check_sources(sources)
     runner = open_filters(filters, filter_settings, no_filter or {}, sources, layout.source_field is not None)
     created = ownership.check_out(out)
     found = ownership.claim(out, force, sources, bpe=writes_tokenizer_file(tokenizer))

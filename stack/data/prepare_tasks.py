@@ -134,7 +134,7 @@ def screened(screen: Screen, found: Document | FileRegion, long: bool, code: boo
 def text_name(layout: Layout, item: InputFile) -> str | None:
     """The name of a file read as text, which may say its documents are code (Screen.is_code); None
     for a file of records, whose name says nothing of what their text is."""
-    return item.label if layout.format_of(item.path) == "text" else None
+    return item.label if layout.format_of(item) == "text" else None
 
 
 def survey(job: SurveyJob, task: Task, advance: Callable[[int], None] = _ignore) -> Survey:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -65,10 +65,21 @@ NOT_JSON_LINES = (
 
 @dataclass(frozen=True)
 class Fields:
-    """Which field (JSONL) or column (Parquet) holds a record's text, and which its source, if any."""
+    """Which field (JSONL) or column (Parquet, CSV) holds a record's text, and which its source, if
+    any; `own` is the file's source when it has a name of its own, whose text field can then be
+    named for it alone (`--text-field SOURCE=NAME`)."""
 
     text: str = "text"
     source: str | None = None
+    own: str | None = None
+
+    def remedy(self, table: bool = False) -> str:
+        """How to name the text field, for a refusal that found the one named missing: a table's
+        column (`table`: Parquet, CSV), or a JSON record's field, which may be named by its path."""
+        option = "--text-column" if table else "--text-field"
+        path = "" if table else " (a nested one by its path, e.g. data.text)"
+        alone = "" if self.own is None else f", or {option} {self.own}=NAME for source {self.own} alone"
+        return f"pass {option} NAME{path}{alone}"
 
 
 def _json_kind(value: object) -> str:
@@ -140,7 +151,7 @@ def field_bytes(record: object, name: str) -> int:
     return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
 
 
-class _Fields:
+class FieldBooks:
     """A file of records' books by source: the text fields' bytes read, and those blank."""
 
     def __init__(self) -> None:
@@ -170,7 +181,7 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
     bom = crlf = False
     missing: list[tuple[str, dict[str, Any]]] = []  # the records without the text field
     records = 0
-    books = _Fields()
+    books = FieldBooks()
     try:
         with open(item.path, "rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -186,9 +197,9 @@ def jsonl_documents(item: InputFile, fields: Fields, advance: Callable[[int], No
                     return
                 records += 1
                 parsed = _json_object(f"{item.given}:{number}", line)
-                found = _record(item, f":{number}", parsed, fields, missing)
+                found = record_item(item, f":{number}", parsed, fields, missing)
                 books.read[found.source] += field_bytes(parsed[0], fields.text)
-                yield _counted(found, books)
+                yield booked(found, books)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
     _refuse_wrong_field(item, records, missing, fields)
@@ -202,35 +213,35 @@ def json_array_documents(item: InputFile, fields: Fields, advance: Callable[[int
     refused, naming it."""
     missing: list[tuple[str, dict[str, Any]]] = []
     records = 0
-    books = _Fields()
+    books = FieldBooks()
     try:
         for index, value, invalid in array_elements(item.path, item.given, advance):
             at = f"[{index}]"
             if isinstance(value, str):
-                value = _string_record(f"{item.given}{at}", value, fields)
+                value = _stringrecord_item(f"{item.given}{at}", value, fields)
             if not isinstance(value, dict):
                 raise BadInput(
                     f"{item.given}{at} is {_json_kind(value)}, not an object or a string; each element "
                     'of the array must be one object such as {"text": "..."}, or one text'
                 )
             records += 1
-            found = _record(item, at, (value, invalid), fields, missing)
+            found = record_item(item, at, (value, invalid), fields, missing)
             books.read[found.source] += field_bytes(value, fields.text)
-            yield _counted(found, books)
+            yield booked(found, books)
     except OSError as exc:
         raise unreadable(item.given, exc) from None
     _refuse_wrong_field(item, records, missing, fields)
     yield from books.framing()
 
 
-def _counted(found: Item, books: _Fields) -> Item:
+def booked(found: Item, books: FieldBooks) -> Item:
     """A record's document or skip, a blank text's bytes booked as blank framing."""
     if isinstance(found, Skipped) and found.reason == "empty":
         books.blank[found.source] += found.size
     return found
 
 
-def _string_record(where: str, text: str, fields: Fields) -> dict[str, Any]:
+def _stringrecord_item(where: str, text: str, fields: Fields) -> dict[str, Any]:
     """A string element as the record it stands for: its text, in the text field."""
     if fields.source is not None:
         raise BadInput(
@@ -240,7 +251,7 @@ def _string_record(where: str, text: str, fields: Fields) -> dict[str, Any]:
     return {fields.text: text}
 
 
-def _record(
+def record_item(
     item: InputFile,
     at: str,
     parsed: tuple[dict[str, Any], bool],
@@ -261,7 +272,9 @@ def _refuse_wrong_field(
     """BadInput when no record of the file has the text field: the field named is the wrong one."""
     if missing and len(missing) == records:
         at, record = missing[0]
-        _field(f"{item.given}{at}", record, fields.text, "--text-field")
+        names = ", ".join(sorted(record)) or "none"
+        remedy = fields.remedy()
+        raise BadInput(f"{item.given}{at} has no field {fields.text!r}; its fields are: {names}; {remedy}")
 
 
 def _not_json_lines(item: InputFile, line: bytes) -> bool:
@@ -356,19 +369,24 @@ def _arrow_failure(path: Path, exc: Exception) -> BadInput:
     )
 
 
-def _column(path: Path, schema: pa.Schema, name: str, option: str) -> pa.DataType:
+def missing_column(path: Path, columns: Sequence[str], name: str, remedy: str) -> BadInput:
+    """The refusal of a table (Parquet, CSV) without the column named: its columns, and `remedy`."""
+    return BadInput(
+        f"{path} has no column {name!r}; its columns are: {', '.join(columns) or 'none'}; {remedy}"
+    )
+
+
+def _column(path: Path, schema: pa.Schema, name: str, remedy: str) -> pa.DataType:
     if name not in schema.names:
-        raise BadInput(
-            f"{path} has no column {name!r}; its columns are: {', '.join(schema.names) or 'none'}; "
-            f"pass {option} NAME"
-        )
+        raise missing_column(path, schema.names, name, remedy)
     return schema.field(name).type
 
 
-def _check_text_column(path: Path, schema: pa.Schema, name: str) -> None:
+def _check_text_column(path: Path, schema: pa.Schema, fields: Fields) -> None:
     import pyarrow as pa
 
-    kind = _column(path, schema, name, "--text-column")
+    name = fields.text
+    kind = _column(path, schema, name, fields.remedy(table=True))
     if pa.types.is_dictionary(kind):  # pandas' category, Polars' categorical: strings by index
         kind = kind.value_type
     textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -416,7 +434,7 @@ def _strings(array: pa.Array) -> tuple[list[int], memoryview, np.ndarray]:
     return bounds.tolist(), view, array.is_valid().to_numpy(zero_copy_only=False)
 
 
-def _column_bytes(books: _Fields, sources: str | list[Any], bounds: list[int], valid: np.ndarray) -> None:
+def _column_bytes(books: FieldBooks, sources: str | list[Any], bounds: list[int], valid: np.ndarray) -> None:
     """The bytes of a batch's text column, from its offsets (null rows hold none), booked by source:
     the input side of a Parquet file's books, apart from the loop over its rows."""
     import numpy as np
@@ -441,14 +459,14 @@ def parquet_documents(
     except (pa.ArrowException, OSError) as exc:
         raise _arrow_failure(item.given, exc) from None
     schema = parquet.schema_arrow
-    _check_text_column(item.given, schema, fields.text)
+    _check_text_column(item.given, schema, fields)
     columns = [fields.text]
     if fields.source is not None:
-        _column(item.given, schema, fields.source, "--source-column")
+        _column(item.given, schema, fields.source, "pass --source-column NAME")
         columns.append(fields.source)
     size, rows, done, row = item.path.stat().st_size, max(parquet.metadata.num_rows, 1), 0, 0
     batches = parquet.iter_batches(batch_size=_batch_rows(parquet, fields.text, batch_bytes), columns=columns)
-    books = _Fields()
+    books = FieldBooks()
     while True:
         try:
             batch = next(batches, None)
@@ -466,7 +484,7 @@ def parquet_documents(
                 source = _source_name(f"{item.given} row {row + i}", sources[i], columns[1])
             raw = bytes(data[bounds[i] : bounds[i + 1]]) if valid[i] else b""
             if not raw.strip():
-                yield _counted(Skipped(source, "empty", size=len(raw)), books)
+                yield booked(Skipped(source, "empty", size=len(raw)), books)
             else:
                 yield document(source, raw, f"{item.label} row {row + i}", raw=len(raw))
         row += batch.num_rows
