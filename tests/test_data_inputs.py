@@ -408,7 +408,7 @@ def test_a_field_option_that_does_not_apply_is_refused_or_noted(
     code, _, err = prepare(
         capsys, str(folder), "--format", "text", "--text-field", "body", "--out", str(tmp_path / "data")
     )
-    assert code == EXIT_BAD_INPUT and "--text-field body names a JSONL field or a Parquet or CSV column" in err
+    assert code == EXIT_BAD_INPUT and "--text-field body names a JSONL field or a Parquet or CSV" in err
     code, _, err = prepare(capsys, str(folder), "--text-field", "body", "--out", str(tmp_path / "data"))
     assert code == 0, err
     assert (

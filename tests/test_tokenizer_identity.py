@@ -166,6 +166,11 @@ def _inputs(root: Path, fmt: str) -> tuple[list[str], list[str]]:
     if fmt == "parquet":
         pq.write_table(pa.table({"text": lines}), root / "docs.parquet")
         return [str(root / "docs.parquet")], []
+    if fmt == "csv":
+        (root / "docs.csv").write_text(
+            "n,body\n" + "".join(f'{i},"{line}"\n' for i, line in enumerate(lines))
+        )
+        return [str(root / "docs.csv")], ["--text-column", "body"]
     if fmt == "chat":
         return [str(DATA / "chat_small.jsonl")], ["--format", "chat", "--pack-len", "64"]
     if fmt == "prompt-completion":
@@ -181,7 +186,7 @@ def _inputs(root: Path, fmt: str) -> tuple[list[str], list[str]]:
 DOCUMENTS = [
     f"Document {i}: the gate holds when the run does what the spec says, {i * i} times." for i in range(20)
 ]
-FORMATS = ["text", "separated text", "jsonl", "parquet", "chat", "prompt-completion", "prefs"]
+FORMATS = ["text", "separated text", "jsonl", "parquet", "csv", "chat", "prompt-completion", "prefs"]
 
 
 @pytest.mark.holds(GATE)

@@ -149,8 +149,8 @@ class Layout:
         if self.format == "text" and given:
             raise BadInput(
                 f"{' and '.join(given)} {'name' if len(given) > 1 else 'names'} a JSONL field or a Parquet "
-                "or CSV column, but --format text reads every file whole as text; drop it, or read the records "
-                "with --format jsonl, parquet or csv"
+                "or CSV column, but --format text reads every file whole as text; drop it, or read the "
+                "records with --format jsonl, parquet or csv"
             )
         if self.doc_bytes < 1:
             raise BadInput(f"--doc-bytes {self.doc_bytes} must be at least 1 byte, e.g. 1M")
