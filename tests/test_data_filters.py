@@ -35,6 +35,7 @@ from contracts import filter_rules
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
 from contracts.evidence import read_evidence, sha256_file
 from contracts.judges import judge
+from contracts.leak_canaries import canary_rows
 from contracts.shingles import compared_pair, exact_jaccard, minhash_allowance
 from contracts.spec import load_spec
 from contracts.split import document_identity
@@ -359,6 +360,37 @@ def test_canaries_follow_a_users_limits_in_every_format(tmp_path: Path) -> None:
         assert rows[f"headers_over_limit in {markers.user.strip()}"]["reason"] == "leak_headers"
     assert rows["headers_over_limit as chat"]["reason"] == "leak_headers"
     assert not rows["markdown_document"]["dropped"] and not rows["client_code"]["dropped"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    max_headers=st.integers(0, 6),
+    max_header_weight=st.floats(0.05, 40.0),
+    head_chars=st.integers(1, 4000),
+    fingerprints=st.lists(st.sampled_from(list(LEAK.fingerprints)), max_size=3, unique=True),
+    fingerprint_min_chars=st.integers(0, 200),
+)
+def test_the_canaries_planted_are_the_cases_the_contract_lists(
+    max_headers: int,
+    max_header_weight: float,
+    head_chars: int,
+    fingerprints: list[str],
+    fingerprint_min_chars: int,
+) -> None:
+    """The rows GATE-DATA-012 judges, and what each must do, are those contracts.leak_canaries
+    rebuilds from the settings a record keeps: the integrity check holds a record's rows to them."""
+    leak_settings = LEAK.model_copy(
+        update={
+            "max_headers": max_headers,
+            "max_header_weight": max_header_weight,
+            "head_chars": head_chars,
+            "fingerprints": fingerprints,
+            "fingerprint_min_chars": fingerprint_min_chars,
+        }
+    )
+    runner = FilterRunner(SETTINGS.model_copy(update={"leak": leak_settings}), None, {})
+    rows = {row["name"]: row["must_drop"] for row in runner.canary_results()}
+    assert rows == canary_rows(leak_settings.model_dump(mode="json"))
 
 
 # -- GATE-DATA-013: every source filtered or waived --------------------------------------------

@@ -13,8 +13,9 @@ name it; the copy as filed passes.
   targets restated with the checkpoint's files left as the real adapters wrote them (U61c);
 - a lens-train's steps per epoch other than its plan's windows over its batch (U21b);
 - a prepare's assigned documents or GATE-DATA-012's per-source documents in other than its
-  manifest's (U35, U50b), or its leak canaries of two transcript formats its config lists taken
-  out (U36);
+  manifest's (U35, U50b), or its leak canaries other than the cases its config's leak settings
+  plant (contracts.leak_canaries): two transcript formats taken out (U36), a whole case taken out,
+  a case's must_drop restated, a row of no case;
 - a training benchmark's batch size or attention other than its preset and the config defaults at
   its commit decide (U42, U44);
 - an export's parity threshold restated looser than the gate's (thresholds in force).
@@ -165,6 +166,26 @@ def _turn_format_removed(data: dict[str, Any], _run_dir: Path) -> None:
     measured["canaries"] = [c for c in measured["canaries"] if c["name"].partition(" in ")[2] not in gone]
 
 
+def _case_removed(data: dict[str, Any], _run_dir: Path) -> None:
+    """Every row of one must-drop case taken out, in every format: the format check alone passed it."""
+    measured = gate(data, "GATE-DATA-012")["measured"]
+    measured["canaries"] = [c for c in measured["canaries"] if not c["name"].startswith("headers_over_limit")]
+
+
+def _must_drop_restated(data: dict[str, Any], _run_dir: Path) -> None:
+    """A planted leak the filter kept, restated as a near miss: the judge then passes it."""
+    for row in gate(data, "GATE-DATA-012")["measured"]["canaries"]:
+        if row["name"].startswith("fingerprint "):
+            row.update(must_drop=False, dropped=False, reason=None)
+
+
+def _case_invented(data: dict[str, Any], _run_dir: Path) -> None:
+    measured = gate(data, "GATE-DATA-012")["measured"]
+    measured["canaries"].append(
+        {"name": "emoji_heading", "must_drop": True, "dropped": True, "reason": "leak_headers"}
+    )
+
+
 def _batch_size(data: dict[str, Any], _run_dir: Path) -> None:
     data["metrics"]["batch_size"] *= 2
 
@@ -202,7 +223,10 @@ def _parity_threshold(data: dict[str, Any], run_dir: Path) -> None:
         (LENS_TRAIN_RUN, _steps_per_epoch, "gates[GATE-DATA-001].measured.steps_per_epoch is"),
         (PREPARE_RUN, _assigned_documents, "gates[GATE-DATA-005].measured.assigned_documents is"),
         (PREPARE_RUN, _documents_in, "gates[GATE-DATA-012].measured.sources.docs.documents_in is"),
-        (PREPARE_RUN, _turn_format_removed, "config.filter_settings.leak.turns, but lack"),
+        (PREPARE_RUN, _turn_format_removed, "lack 20 of the rows config.filter_settings.leak plants"),
+        (PREPARE_RUN, _case_removed, "lack 9 of the rows config.filter_settings.leak plants"),
+        (PREPARE_RUN, _must_drop_restated, "restate must_drop of 9 row(s) against their case (fingerprint"),
+        (PREPARE_RUN, _case_invented, "plants no case or format for (emoji_heading)"),
         (BENCH_RUN, _batch_size, "metrics.batch_size is"),
         (BENCH_RUN, _attention, "metrics.model.attention is 'triton', but the preset"),
         (EXPORT_RUN, _parity_threshold, "export.json: parity.model.safetensors.threshold."),
@@ -222,6 +246,9 @@ def _parity_threshold(data: dict[str, Any], run_dir: Path) -> None:
         "U35-assigned-documents",
         "U50b-documents-in",
         "U36-turn-canaries",
+        "U36-case-removed",
+        "U36-must-drop-restated",
+        "U36-case-invented",
         "U42-batch-size",
         "U44-attention",
         "parity-threshold",

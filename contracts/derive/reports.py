@@ -34,6 +34,7 @@ from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
 from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
+from contracts.leak_canaries import canary_rows
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.schedule import linear_decay
@@ -1568,37 +1569,35 @@ def leak_sources(reports: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str
     }
 
 
-def canary_form_problems(canaries: Any, leak_settings: Any) -> list[str]:
-    """GATE-DATA-012's canaries as the leak filter judged them (stack's FilterRunner.canary_results):
-    a case planted as a user turn is judged in every transcript format the config's
-    `filter_settings.leak.turns` lists (`<case> in <user marker>`) and as a chat example
-    (`<case> as chat`). So each case the rows judge in one format is judged in each of them, and in
-    no format the settings do not list: rows of a format taken out are missing, not passed."""
-    turns = leak_settings.get("turns") if isinstance(leak_settings, dict) else None
-    if not isinstance(canaries, list) or not isinstance(turns, list):
+def canary_problems(canaries: Any, leak_settings: Any) -> list[str]:
+    """GATE-DATA-012's canaries against the cases the config's `filter_settings.leak` plants
+    (contracts.leak_canaries, what stack's FilterRunner.canary_results judges): each transcript
+    case in every turn format the settings list and as a chat example, each plain document once,
+    each with the must_drop its case has. Rows left out (a case, or a format taken out) are missing,
+    not passed; a row of no case or format the settings plant, or with another must_drop, is
+    restated. Settings the cases cannot be rebuilt from are a problem too: the check fails closed."""
+    if not isinstance(canaries, list):
         return []
-    markers = {t.get("user", "").strip() for t in turns if isinstance(t, dict)}
-    names = {row.get("name") for row in canaries if isinstance(row, dict)}
-    cases = {name.partition(" in ")[0] for name in names if isinstance(name, str) and " in " in name}
-    wanted = {f"{case} in {marker}" for case in cases for marker in markers} | {f"{c} as chat" for c in cases}
-    missing = sorted(wanted - names)
-    unlisted = sorted(
-        name
-        for name in names
-        if isinstance(name, str) and " in " in name and name.partition(" in ")[2] not in markers
-    )
+    try:
+        wanted = canary_rows(leak_settings)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [
+            "config.filter_settings.leak is not leak settings: GATE-DATA-012's canaries cannot be rebuilt"
+        ]
+    rows = {row.get("name"): row.get("must_drop") for row in canaries if isinstance(row, dict)}
+    where = "gates[GATE-DATA-012].measured.canaries"
+    missing = sorted(set(wanted) - set(rows))
+    unplanted = sorted(str(name) for name in set(rows) - set(wanted))
+    restated = sorted(name for name in set(wanted) & set(rows) if rows[name] is not wanted[name])
     problems = []
-    if missing:
-        problems.append(
-            f"gates[GATE-DATA-012].measured.canaries judge {len(cases)} turn case(s) in the formats of "
-            f"config.filter_settings.leak.turns, but lack {len(missing)} of their rows "
-            f"({', '.join(missing[:4])}{', …' if len(missing) > 4 else ''})"
-        )
-    if unlisted:
-        problems.append(
-            f"gates[GATE-DATA-012].measured.canaries judge {', '.join(unlisted[:4])}, in a format "
-            "config.filter_settings.leak.turns does not list"
-        )
+    for found, what in (
+        (missing, "lack {n} of the rows config.filter_settings.leak plants"),
+        (unplanted, "judge {n} row(s) config.filter_settings.leak plants no case or format for"),
+        (restated, "restate must_drop of {n} row(s) against their case"),
+    ):
+        if found:
+            listed = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+            problems.append(f"{where} {what.format(n=len(found))} ({listed})")
     return problems
 
 
@@ -1641,7 +1640,7 @@ def prepare_record(inputs: Inputs) -> Derivation:
         derived.put(("gates", "GATE-DATA-012", "measured", "sources"), leak_sources(filters))
     if "GATE-DATA-012" not in inputs.stale and isinstance(leaks, dict):
         settings = ((inputs.record.config or {}).get("filter_settings") or {}).get("leak")
-        derived.problems += canary_form_problems(leaks.get("canaries"), settings)
+        derived.problems += canary_problems(leaks.get("canaries"), settings)
     if "GATE-DATA-013" in current:
         derived.put(("gates", "GATE-DATA-013", "measured", "sources"), per_source(filters, COVERAGE_KEYS))
         settings = ((inputs.record.config or {}).get("filter_settings") or {}).get("dedup")

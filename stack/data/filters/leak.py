@@ -28,11 +28,12 @@ not followed by another `#` line (so a comment block pasted into a question is n
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from contracts.filter_rules import leak_verdict
+from contracts.leak_canaries import fingerprint_turn, leak_cases, weight_at_limit
 from stack.data.filters.settings import LeakSettings, TurnMarkers
 
 _HEADER_RE = re.compile(r"#{1,6} +([A-Z][^\n]*?)\s*")
@@ -185,7 +186,8 @@ def _client_code(phrase: str, chars: int) -> str:
 
 
 def canaries(settings: LeakSettings) -> dict[str, Case]:
-    """Planted cases at the configured limits, by name.
+    """Planted cases at the configured limits, by name: those contracts.leak_canaries lists for the
+    settings, with what each must do.
 
     Built from the settings, so a limit moved by a --filters file moves its canaries with it: a
     first user turn one header over the limit is dropped and one at the limit kept, a fingerprint
@@ -194,32 +196,43 @@ def canaries(settings: LeakSettings) -> dict[str, Case]:
     """
     over = settings.max_headers + 1
     short = "Tell me about the weather."
-    at_weight = int(settings.max_header_weight * 1000 / max(settings.max_headers, 1))
+    at_weight = weight_at_limit(settings.max_header_weight, settings.max_headers)
     phrase = settings.fingerprints[0] if settings.fingerprints else "you are a helpful assistant"
-    cases = {
+    # max_headers headers in a turn exactly at the weight limit (then one character over it).
+    at_limit = (prompt_like(settings.max_headers, at_weight) + "y" * at_weight)[:at_weight]
+    said = fingerprint_turn(settings.fingerprints) if settings.fingerprints else ""
+    built: dict[str, Callable[[bool], Case]] = {
         # The shortest turns of their header counts, so the weight rule stays out of the way.
-        "headers_over_limit": Case(prompt_like(over, 0), True),
-        "headers_at_limit": Case(prompt_like(settings.max_headers, 0), False),
-        "markdown_in_answer": Case(short, False, after=prompt_like(over + 2, 400)),
-        "url_path": Case("See https://example.org/docs/api/v2/users/list/#/section/a/b for the list.", False),
-        "system_prompt_in_system_turn": Case(
-            short, False, before=f"{phrase.capitalize()}.\n\n{prompt_like(over + 2, 400)}"
+        "headers_over_limit": lambda drop: Case(prompt_like(over, 0), drop),
+        "headers_at_limit": lambda drop: Case(prompt_like(settings.max_headers, 0), drop),
+        "markdown_in_answer": lambda drop: Case(short, drop, after=prompt_like(over + 2, 400)),
+        "url_path": lambda drop: Case(
+            "See https://example.org/docs/api/v2/users/list/#/section/a/b for the list.", drop
         ),
-        "markdown_document": Case(None, False, text=f"{prompt_like(over + 2, 400)}\n\n{phrase}\n"),
-        "client_code": Case(None, False, text=_client_code(phrase, settings.fingerprint_min_chars)),
+        "system_prompt_in_system_turn": lambda drop: Case(
+            short, drop, before=f"{phrase.capitalize()}.\n\n{prompt_like(over + 2, 400)}"
+        ),
+        "markdown_document": lambda drop: Case(
+            None, drop, text=f"{prompt_like(over + 2, 400)}\n\n{phrase}\n"
+        ),
+        "client_code": lambda drop: Case(
+            None, drop, text=_client_code(phrase, settings.fingerprint_min_chars)
+        ),
+        "weight_at_limit": lambda drop: Case(at_limit, drop),
+        "weight_over_limit": lambda drop: Case(at_limit + "y", drop),
+        "fingerprint": lambda drop: Case(
+            said + " " + "y" * max(settings.fingerprint_min_chars - len(said) - 1, 0), drop
+        ),
+        "fingerprint_in_a_short_turn": lambda drop: Case(said, drop),
+        "two_fingerprints": lambda drop: Case(
+            f"{settings.fingerprints[0]}. {settings.fingerprints[1]}\nHi.", drop
+        ),
     }
-    if settings.max_headers >= 1 and at_weight <= settings.head_chars:
-        # max_headers headers in a turn exactly at the weight limit, then one character over it.
-        body = (prompt_like(settings.max_headers, at_weight) + "y" * at_weight)[:at_weight]
-        cases["weight_at_limit"] = Case(body, False)
-        if at_weight + 1 <= settings.head_chars:
-            cases["weight_over_limit"] = Case(body + "y", True)
-    if settings.fingerprints:
-        said = f"Hello.\n{settings.fingerprints[0].upper()} and more."
-        cases["fingerprint"] = Case(
-            said + " " + "y" * max(settings.fingerprint_min_chars - len(said) - 1, 0), True
-        )
-        cases["fingerprint_in_a_short_turn"] = Case(said, len(said) >= settings.fingerprint_min_chars)
-    if len(settings.fingerprints) >= 2:
-        cases["two_fingerprints"] = Case(f"{settings.fingerprints[0]}. {settings.fingerprints[1]}\nHi.", True)
-    return cases
+    wanted = leak_cases(
+        settings.max_headers,
+        settings.max_header_weight,
+        settings.head_chars,
+        settings.fingerprints,
+        settings.fingerprint_min_chars,
+    )
+    return {name: built[name](must_drop) for name, must_drop in wanted.items()}

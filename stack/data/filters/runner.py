@@ -480,7 +480,11 @@ class FilterRunner:
         rows = []
         s = self.settings.leak
         for name, case in leak.canaries(s).items():
-            forms = {f"{name} in {m.user.strip()}": case.as_text(m) for m in s.turns} if case.turn else {}
+            forms = (
+                {f"{name} in {m.user.strip()}": case.as_text(m) for m in s.turns}
+                if case.turn is not None
+                else {}
+            )
             judged = {label: leak.judge(text.encode(), s) for label, text in forms.items()}
             if case.turn is None:
                 judged[name] = leak.judge(case.text.encode(), s)
