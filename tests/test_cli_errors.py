@@ -550,6 +550,20 @@ def test_input_a_reader_cannot_follow_is_one_line_exit_2(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_lone_surrogate_that_may_be_a_name_byte_is_not_blamed_on_json_alone() -> None:
+    """Round-6 audit F12: a path's byte that is not UTF-8 (U+DC80-U+DCFF, Python's stand-in for it)
+    that reached a file was reported as a JSON escape of "a text it read"; the line names the byte and
+    both causes it can be. Any other lone surrogate comes from JSON alone and is said as before."""
+    with pytest.raises(UnicodeEncodeError) as name:
+        os.fsdecode(b"loop\xe9.txt").encode("utf-8")
+    line = describe(name.value)
+    assert line is not None and "lone surrogate (U+DCE9)" in line and "the byte 0xE9 of a path" in line
+    assert "give that path a UTF-8 name" in line
+    with pytest.raises(UnicodeEncodeError) as escape:
+        "hi \ud800".encode("utf-8")
+    assert "escapes must come as high/low pairs" in str(describe(escape.value))
+
+
 def test_filters_nested_deeper_than_yaml_reads_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,9 +12,14 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import io
 import json
 import lzma
+import os
 import re
+import subprocess
+import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +29,11 @@ import yaml
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from record_checks import check_record_truth
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput
+from contracts.evidence import read_evidence
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import json_array
 from stack.data.corpus import InputFile, InputSpec, default_spec, discover
@@ -61,6 +69,8 @@ def records(texts: list[str], field: str = "text") -> str:
 
 
 TEXTS = [corpora.english_text(i) for i in range(8)]
+REPO = Path(__file__).resolve().parent.parent
+PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64)
 
 
 # -- finding 5: compressed and UTF-16/32 files are read, files without text are named -----------------
@@ -122,7 +132,7 @@ def test_a_folder_without_text_is_refused_naming_each_file_and_its_kind(
 ) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64))
+    (folder / "logo.png").write_bytes(PNG)
     (folder / "notes.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(1, 200)))
     (folder / "old.txt").write_bytes("Windows notepad, no mark".encode("utf-16-le"))
     code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "data"))
@@ -130,6 +140,36 @@ def test_a_folder_without_text_is_refused_naming_each_file_and_its_kind(
     assert "logo.png: a PNG image" in err and "notes.pdf: a PDF (extract its text" in err
     assert "old.txt: text in UTF-16 without a byte-order mark (convert it: iconv -f utf-16le" in err
     assert not (tmp_path / "data").exists()
+
+
+def _tar(texts: list[str]) -> bytes:
+    """A tar archive of text files: binary by its NUL-padded headers."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for number, text in enumerate(texts):
+            data = text.encode()
+            info = tarfile.TarInfo(f"files/f{number}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_only_a_file_read_as_text_is_said_to_be_cut_by_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round-6 audit F02: a bundle.tar.gz over --doc-bytes was said to be "cut into about 2 documents",
+    then skipped as a tar archive, two notes that contradict each other. The cut note is said of a
+    file the reader reads as text alone, by the sniff the reader skips binaries by."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "bundle.tar.gz").write_bytes(gzip.compress(_tar(TEXTS)))
+    (folder / "notes.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(1, 200)) * 20)  # no NUL, binary still
+    (folder / "long.txt").write_text("\n".join(TEXTS))
+    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "data"), "--doc-bytes", "1K")
+    assert code == 0, err
+    cut = [line for line in caplog.text.splitlines() if "is read without --doc-sep" in line]
+    assert len(cut) == 1 and "long.txt (" in cut[0], cut
+    assert "bundle.tar.gz: a tar archive (unpack it)" in caplog.text and "notes.pdf: a PDF" in caplog.text
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".zst"])
@@ -508,6 +548,43 @@ def test_drops_in_a_compressed_file_are_logged_under_its_own_name(tmp_path: Path
     )
 
 
+def _fs(name: bytes) -> str:
+    """A file name of these bytes, as Python hands it over (a byte that is not UTF-8: a lone surrogate)."""
+    return os.fsdecode(name)
+
+
+def test_a_name_that_is_not_utf8_is_written_with_its_bytes_escaped_and_refuses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Round-6 audit F12: a Latin-1 file name whose document the diversity filter dropped refused the
+    whole corpus (exit 2, "a text it read holds a lone surrogate ... in JSON, \\uD800-\\uDFFF escapes
+    must come as high/low pairs"), the drop log could not hold the name. Every name prepare writes or
+    says now has its bytes that are not UTF-8 written as \\xNN: the drop log, the manifest's examples,
+    the notes and the evidence record (which the checker passes), for a document kept and one dropped,
+    at the top and in a directory whose name is not UTF-8, under an INPUT whose name is not UTF-8."""
+    folder = tmp_path / _fs(b"in\xe9")
+    sub = folder / _fs(b"sub\xe9")
+    sub.mkdir(parents=True)
+    for where, seed in ((folder, 0), (sub, 1)):
+        (where / _fs(b"loop\xe9.txt")).write_text(corpora.loop(f"region {seed} "))
+        (where / _fs(b"kept\xe9.txt")).write_text(TEXTS[seed])
+    (sub / _fs(b"logo\xe9.png")).write_bytes(PNG)
+    data, ledger = tmp_path / "data", tmp_path / "ledger"
+    code, _, err = prepare(capsys, str(folder), "--out", str(data), "--evidence-dir", str(ledger))
+    assert code == 0, err
+    rows = [json.loads(line) for line in (data / DROP_LOG_FILE).read_text(encoding="utf-8").splitlines()]
+    assert sorted(row["where"] for row in rows) == ["loop\\xe9.txt", "sub\\xe9/loop\\xe9.txt"]
+    manifest = load_manifest(data)
+    assert manifest.filters["main"].examples["low_diversity"].startswith("loop\\xe9.txt: ")
+    assert manifest.sources["main"].documents == 2  # the kept ones, at the top and below
+    assert "sub\\xe9/logo\\xe9.png: a PNG image" in caplog.text
+    (filed,) = ledger.glob("*/metadata.json")
+    record = read_evidence(filed)
+    assert record.run.argv[2] == record.config["inputs"][0] == f"{tmp_path}/in\\xe9"
+    assert record.run.places == {f"{tmp_path}/in\\xe9": f"{tmp_path.resolve()}/in\\xe9"}
+    assert check_record_truth(record, filed.parent, load_spec()).violations == []
+
+
 # -- the second prepare audit: what a directory walk reads ---------------------------------------
 
 
@@ -552,6 +629,41 @@ def test_a_data_dir_inside_an_input_is_left_out_with_a_note(
     assert prepare(capsys, str(corpus), "--out", str(tmp_path / "data"))[0] == 0
     assert f"left out {corpus / 'old'}: it is a DATA_DIR" in caplog.text
     assert load_manifest(tmp_path / "data").sources["main"].files == len(TEXTS)
+
+
+def test_a_named_pipe_given_as_input_is_refused_as_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-6 audit F16: `stack prepare pipe` said "no files under pipe (hidden files and directories
+    are left out); give a directory", of a named pipe. It says what the input is, and the fix."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    code, _, err = prepare(capsys, str(pipe), "--out", str(tmp_path / "data"))
+    assert code == EXIT_BAD_INPUT
+    assert f"input {pipe} is a named pipe, not a file or a directory" in err, err
+    assert f"cat {pipe} > corpus.txt" in err and "no files under" not in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_named_pipe_in_a_directory_is_left_out_by_name_never_opened(tmp_path: Path) -> None:
+    """A pipe in the corpus folder is named in a note and never opened (an open waits for a writer
+    that never comes): prepare ends, in its own process under a timeout, with the folder's text."""
+    corpus = tmp_path / "corpus"
+    (corpus / "logs").mkdir(parents=True)
+    (corpus / "a.txt").write_text(TEXTS[0])
+    os.mkfifo(corpus / "logs" / "live")
+    done = subprocess.run(
+        [sys.executable, "-m", "stack", "prepare", str(corpus), "--out", str(tmp_path / "data")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "note: left out 1 named pipe(s), socket(s) or device(s)" in done.stderr
+    assert "logs/live (a named pipe)" in done.stderr and "cat PIPE > FILE" in done.stderr
+    assert load_manifest(tmp_path / "data").sources["main"].files == 1
 
 
 def test_a_source_the_records_name_can_be_waived_and_a_misspelt_one_is_refused(

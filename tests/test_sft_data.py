@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -418,6 +419,30 @@ def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     lines = len(CHAT.read_text().splitlines()) + 1
     assert code == 2 and f"{bad}:{lines}: a chat record is" in err and "fields: text" in err, err
+
+
+def test_a_chat_file_whose_name_is_not_utf8_is_named_with_its_bytes_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-6 audit F12, for fine-tuning data: a record of a file named in Latin-1 that the diversity
+    filter drops, and one left out for a blank answer, are named with the byte written as \\xe9 in
+    the drop log and the manifest, and the set is prepared."""
+    name = os.fsdecode(b"chat\xe9.jsonl")
+    repeated = {"role": "user", "content": "again and again " * 40}
+    extra = [
+        {"messages": [repeated, {"role": "assistant", "content": "again and again " * 40}]},
+        {"messages": [{"role": "user", "content": "Say nothing."}, {"role": "assistant", "content": " "}]},
+    ]
+    (tmp_path / name).write_text(CHAT.read_text() + "".join(json.dumps(row) + "\n" for row in extra))
+    out = tmp_path / "data"
+    code = main(["prepare", str(tmp_path / name), "--format", "chat", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    lines = len(CHAT.read_text().splitlines())
+    (row,) = [json.loads(line) for line in (out / "drops.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert row["where"] == f"chat\\xe9.jsonl:{lines + 1}"
+    manifest = load_manifest(out)
+    assert manifest.filters["main"].examples["low_diversity"].startswith(f"chat\\xe9.jsonl:{lines + 1}: ")
+    assert f"chat\\xe9.jsonl:{lines + 2}: every assistant turn is blank" in capsys.readouterr().out
 
 
 def test_a_json_array_of_chats_prepares_the_same_examples_as_its_jsonl(

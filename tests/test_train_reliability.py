@@ -174,6 +174,29 @@ def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothin
     assert snapshot(run) == before
 
 
+def test_a_resume_reads_moved_data_where_data_says_and_names_data_when_it_moved(
+    finished: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-6 audit F15b: `--data` with `--resume` is honoured (the run's data at a new place, held to
+    the checkpoint's manifest), not ignored. A resume whose recorded DATA_DIR is gone said "make it
+    with `stack prepare`"; it names --data, the way to give the place it moved to."""
+    run = copy_of(finished, tmp_path)
+    record = json.loads((run / "metadata.json").read_text())
+    gone = tmp_path / "gone"
+    record["metrics"]["data_dir"] = str(gone)  # where the run's data was before it moved
+    (run / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
+    before = snapshot(run)
+    assert train(["train", "--resume", str(run)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"was trained on DATA_DIR {gone}, which is not there any more" in line
+    assert "give its new place with --data DATA_DIR" in line
+    assert snapshot(run) == before
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    assert train(["train", "--resume", str(run), "--data", str(moved), "--set", "train.steps=5"]) == 0
+    assert [ln["step"] for ln in step_lines(run)][-1] == 5
+
+
 def test_after_refused_resumes_a_plain_resume_continues(finished: Path, tmp_path: Path) -> None:
     """The bug this guards: a refused resume used to rewrite config.toml, so every later one failed."""
     run = copy_of(finished, tmp_path, keep_until=2)

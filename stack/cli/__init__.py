@@ -70,6 +70,9 @@ COMMANDS = (
 EXIT_INTERNAL = 1
 CRASH_DIR_ENV = "GATESTACK_CRASH_DIR"
 MESSAGE_LIMIT = 500  # characters of an unexpected exception's message shown on the terminal
+# The lone surrogates Python hands over for the bytes 0x80-0xFF of a name or argument that is not UTF-8
+# (os.fsdecode's surrogateescape): U+DC80-U+DCFF; a JSON escape may make these too, or any other.
+ESCAPED_BYTES = range(0xDC80, 0xDD00)
 
 # What an errno means for the user, and the fix; {path} is the file the operating system named.
 _ERRNO_LINES: dict[int, str] = {
@@ -243,6 +246,14 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, UnicodeEncodeError):
         bad = exc.object[exc.start : exc.end]
         what = f"U+{ord(bad[0]):04X}" if bad else "a character"
+        if exc.reason == "surrogates not allowed" and bad and ord(bad[0]) in ESCAPED_BYTES:
+            byte = ord(bad[0]) - 0xDC00
+            return (
+                f"a text it wrote holds a lone surrogate ({what}), which is no character and cannot be "
+                f"written as {exc.encoding}: it stands for the byte 0x{byte:02X} of a path or argument "
+                "that is not UTF-8, or comes from an unpaired \\uD800-\\uDFFF escape in JSON; give "
+                "that path a UTF-8 name, or fix or drop that text"
+            )
         if exc.reason == "surrogates not allowed":
             return (
                 f"a text it read holds a lone surrogate ({what}), which is no character and cannot be "

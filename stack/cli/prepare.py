@@ -375,11 +375,13 @@ def _waivers(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[str, object]:
-    """What the evidence record keeps of the request: inputs, tokenizer, and the resolved filter settings."""
+    """What the evidence record keeps of the request: inputs (as `name_text` writes a name that is not
+    UTF-8, as the record's command line does), tokenizer, and the resolved filter settings."""
+    from stack.data.corpus import name_text
     from stack.data.filters.settings import load_settings
 
     return {
-        "inputs": [str(item) for item in args.inputs] + (["--default"] if args.default else []),
+        "inputs": [name_text(item) for item in args.inputs] + (["--default"] if args.default else []),
         "out": str(args.out),
         "tokenizer": args.tokenizer,
         "filters": args.filter,
@@ -400,17 +402,21 @@ def _recorded(
     record alone; a copy of the DATA_DIR's manifest.json is filed beside
     it, the raw per-source reports the integrity check re-derives `metrics.filters`, the totals
     and GATE-DATA-013/014's values from (contracts.derive.reports). Without a ledger the gates
-    still run and still stop the prepare; nothing is filed.
+    still run and still stop the prepare; nothing is filed. An INPUT whose name is not UTF-8 is
+    kept in the command line and its place as `name_text` writes it, which JSON can hold.
     """
     if ledger_dir is None:
         return work()
     from contracts.errors import GateViolation
     from contracts.evidence import DataRef, RunStatus, canonical_sha256
+    from stack.data.corpus import name_text
     from stack.data.manifest import MANIFEST_FILE
     from stack.eval.evidence import CommandEvidence
 
     evidence = CommandEvidence(RECORD_KIND, argv, "cpu", ledger_dir)
     record = evidence.record
+    record.run.argv = [name_text(word) for word in argv]
+    record.run.places = {name_text(word): name_text(at) for word, at in (record.run.places or {}).items()}
     record.config, record.config_sha256 = settings, canonical_sha256(settings)
     try:
         with evidence.judging():

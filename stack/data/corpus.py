@@ -3,7 +3,8 @@
 Directories are walked recursively in sorted order, links to directories followed (each
 directory once); hidden entries (names starting with "."), anything that is not a regular file,
 DATA_DIR itself and any other prepared DATA_DIR found inside an input are left out, the last
-with a note naming it. How a file becomes
+with a note naming it, as are named pipes, sockets and devices (`special_kind`: an open of a pipe
+waits for a writer, and prepare reads each file more than once). How a file becomes
 documents depends on its format (stack.data.formats): a text file is one document, or many
 with a separator; a JSONL or Parquet file holds one document per record. A document is valid
 UTF-8 (stack.data.utf8 replaces what is not, and the manifest counts it) identified by the
@@ -15,9 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import sysconfig
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from contracts.errors import BadInput
@@ -35,6 +37,15 @@ STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 SOURCE_NAME_RE = re.compile(SOURCE_NAME_PATTERN)
 # What marks a directory as a DATA_DIR `stack prepare` wrote: its tokens are no corpus text.
 PREPARED_MARKS = ("manifest.json", "shards")
+# Names a note lists at most.
+NAMED_IN_NOTES = 5
+# What a path is that is neither a regular file nor a directory, by the test of its mode.
+SPECIAL_KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +77,25 @@ class InputFile:
 
     @property
     def label(self) -> str:
-        """The name messages use."""
-        return self.name or self.path.name
+        """The name messages, the drop log and the manifest use (`name_text`)."""
+        return name_text(self.name or self.path.name)
 
     @property
     def given(self) -> Path:
-        """The file as the user gave it, for messages that name its path."""
-        return self.origin or self.path
+        """The file as the user gave it, for messages that name its path (`name_text`: a name that
+        is not UTF-8 is shown with its bytes escaped, so this is no path to open)."""
+        return Path(name_text(self.origin or self.path))
+
+
+def name_text(name: str | os.PathLike[str]) -> str:
+    """A file's name or path as text any file can hold: itself when it is UTF-8, else with each byte
+    that is not UTF-8 written as `\\xNN` (`loop\\xe9.txt`), the bytes os.fsencode gives back.
+
+    Python hands such a byte over as a lone surrogate (U+DCE9 for 0xE9), which no UTF-8 file, JSON
+    record or drop log line can hold: every name prepare writes or says passes through here, so a
+    file's name never refuses the corpus it is in.
+    """
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -186,13 +209,51 @@ def document(
 
 def unreadable(path: Path, exc: OSError) -> BadInput:
     """The one line for an input file that cannot be read."""
-    return BadInput(f"cannot read {path}: {exc.strerror}; fix its permissions or leave it out")
+    return BadInput(f"cannot read {name_text(path)}: {exc.strerror}; fix its permissions or leave it out")
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is when it is a named pipe, a socket or a device (links followed): no file prepare
+    can read, since it reads each file more than once and an open of a pipe waits for a writer;
+    None for anything else (a regular file, a directory, a broken link)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in SPECIAL_KINDS if test(mode)), None)
+
+
+@dataclass
+class Named:
+    """What a note names: the first NAMED_IN_NOTES names, and how many there are in all."""
+
+    first: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, name: str) -> None:
+        if self.count < NAMED_IN_NOTES:
+            self.first.append(name)
+        self.count += 1
+
+    def __str__(self) -> str:
+        more = f"; and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
+        return "; ".join(self.first) + more
 
 
 def is_binary(head: bytes) -> bool:
     """git's rule: a NUL byte in the first BINARY_SNIFF_BYTES bytes makes a file binary; and a PDF,
     whose first kilobytes may hold none, is no text either."""
     return b"\0" in head[:BINARY_SNIFF_BYTES] or head.startswith(b"%PDF-")
+
+
+def holds_text(item: InputFile) -> bool:
+    """Whether the text reader reads `item` as text rather than skip it as binary (`is_binary` of its
+    first bytes, as the reader sniffs them), for what is said of a file before it is read."""
+    try:
+        with open(item.path, "rb") as handle:
+            return not is_binary(handle.read(BINARY_SNIFF_BYTES))
+    except OSError as exc:
+        raise unreadable(item.given, exc) from None
 
 
 # Text of ASCII characters in UTF-16 has a NUL in every other byte; past this share of them, a file
@@ -262,10 +323,11 @@ def _prepared(directory: Path) -> bool:
     return all((directory / mark).exists() for mark in PREPARED_MARKS)
 
 
-def _walk(spec: InputSpec, skip: Path) -> Iterator[Path]:
+def _walk(spec: InputSpec, skip: Path, special: Named) -> Iterator[Path]:
     """The files under `spec.path` it takes, in sorted order. Links to directories are followed,
     each directory read once (a link back up the tree would loop); a prepared DATA_DIR is left
-    out with a note, since reading its manifest and shards as text would train on tokens."""
+    out with a note, since reading its manifest and shards as text would train on tokens. A named
+    pipe, socket or device it would take is added to `special`, never opened."""
     seen = {spec.path.resolve()}
     for dirpath, dirnames, filenames in os.walk(spec.path, followlinks=True):
         here = Path(dirpath)
@@ -276,7 +338,8 @@ def _walk(spec: InputSpec, skip: Path) -> Iterator[Path]:
                 continue
             if _prepared(here / d):
                 log.warning(
-                    f"note: left out {here / d}: it is a DATA_DIR `stack prepare` wrote, not corpus text"
+                    f"note: left out {name_text(here / d)}: it is a DATA_DIR `stack prepare` wrote, not "
+                    "corpus text"
                 )
                 continue
             seen.add(real)
@@ -285,31 +348,46 @@ def _walk(spec: InputSpec, skip: Path) -> Iterator[Path]:
         for name in sorted(filenames):
             path = here / name
             rel = PurePosixPath(path.relative_to(spec.path).as_posix())
-            if name.startswith(".") or not rel.match(spec.glob) or not path.is_file():
-                continue  # not is_file: sockets, pipes (a read would block) and broken links
-            if spec.suffix is None or path.suffix == spec.suffix:
+            if name.startswith(".") or not rel.match(spec.glob) or spec.suffix not in (None, path.suffix):
+                continue
+            if path.is_file():
                 yield path
+            elif (kind := special_kind(path)) is not None:  # else a broken link, left out
+                special.add(f"{name_text(rel)} ({kind})")
 
 
 def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
     """Every file the inputs name, ordered by source, then input, then path; none from `out_dir`."""
     skip = out_dir.resolve()
     found: list[tuple[str, int, InputFile]] = []
+    special = Named()
     for number, spec in enumerate(specs):
         check_source_name(spec.source)
+        shown = name_text(spec.path)
         if not spec.path.exists():
-            raise BadInput(f"input {spec.path} does not exist; give existing files or directories")
+            raise BadInput(f"input {shown} does not exist; give existing files or directories")
         if spec.path.resolve().is_relative_to(skip):
-            raise BadInput(f"input {spec.path} is inside --out {out_dir}; prepare would read its own output")
+            raise BadInput(f"input {shown} is inside --out {out_dir}; prepare would read its own output")
+        if (kind := special_kind(spec.path)) is not None:
+            raise BadInput(
+                f"input {shown} is {kind}, not a file or a directory: prepare reads each file more than "
+                f"once; write what it carries to a file first (e.g. cat {shown} > corpus.txt) and give that"
+            )
         if spec.path.is_file():
             found.append((spec.source, number, InputFile(spec.source, spec.path, spec.path.name)))
         else:
             found.extend(
                 (spec.source, number, InputFile(spec.source, p, p.relative_to(spec.path).as_posix()))
-                for p in _walk(spec, skip)
+                for p in _walk(spec, skip, special)
             )
+    if special.count:
+        log.warning(
+            f"note: left out {special.count:,} named pipe(s), socket(s) or device(s), which prepare does not "
+            f"read (it reads each file more than once): {special}; to read what one carries, write it to "
+            "a file first (cat PIPE > FILE)"
+        )
     if not found:
-        where = ", ".join(str(s.path) for s in specs)
+        where = ", ".join(name_text(s.path) for s in specs)
         patterns = sorted({s.glob for s in specs} - {ALL_FILES})
         if not patterns:
             raise BadInput(

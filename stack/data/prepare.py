@@ -48,9 +48,11 @@ from stack.data.corpus import (
     INVALID_UTF8_ACTION,
     InputFile,
     InputSpec,
+    Named,
     check_source_name,
     default_spec,
     discover,
+    holds_text,
     parse_input,
 )
 from stack.data.defaults import DEFAULT_BPE_VOCAB, DEFAULT_SHARD_TOKENS, DEFAULT_SOURCE, DEFAULT_VAL_FRACTION
@@ -111,8 +113,7 @@ log = logging.getLogger(__name__)
 # 1.9 GiB in all at the most (benchmarks/prepare_stream.py measures the sum).
 WORKER_BYTES = 16 << 20
 WORKER_SET = 32 << 20
-# Names a note lists at most; what a skip of each reason that a note names is.
-NAMED_IN_NOTES = 5
+# What a skip of each reason that a note names is.
 SKIPPED = {"binary": "file(s) that hold no text", "missing_field": "record(s) without the text field"}
 # The scratch directory of the staging directory that copies of compressed or UTF-16/32 files go to.
 UNPACKED_DIR = ".unpacked"
@@ -304,23 +305,6 @@ class _Collector:
     def duplicates(self) -> int:
         """Documents whose content hash (its 64-bit prefix, as in the index) appeared earlier."""
         return len(self._shas) - len(np.unique(np.frombuffer(self._shas, dtype=np.uint64)))
-
-
-@dataclass
-class Named:
-    """What a note names: the first NAMED_IN_NOTES names, and how many there are in all."""
-
-    first: list[str] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, name: str) -> None:
-        if self.count < NAMED_IN_NOTES:
-            self.first.append(name)
-        self.count += 1
-
-    def __str__(self) -> str:
-        more = f"; and {self.count - len(self.first):,} more" if self.count > len(self.first) else ""
-        return "; ".join(self.first) + more
 
 
 def _tasks(files: Sequence[InputFile]) -> list[Task]:
@@ -563,12 +547,13 @@ def _workers(requested: int | None, files: Sequence[InputFile], working_set: int
 
 
 def _notes(files: Sequence[InputFile], layout: Layout) -> None:
-    """Say on screen which text files are cut into documents by size, and how to give a separator;
+    """Say on screen which text files are cut into documents by size, and how to give a separator
+    (of a file the reader will skip as binary, by the same sniff, nothing is said);
     and which files a --text-field given does not apply to, being read as text."""
     as_text = [item for item in files if layout.format_of(item) == "text"]
     for item in as_text:
         size = item.path.stat().st_size
-        if layout.doc_sep is None and size > layout.doc_bytes:
+        if layout.doc_sep is None and size > layout.doc_bytes and holds_text(item):
             pieces = -(-size // layout.doc_bytes)
             log.warning(
                 f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into about "

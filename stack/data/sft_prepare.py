@@ -57,7 +57,7 @@ from stack.data.chat_shapes import (
     prompt_completion_turns,
     turns_of,
 )
-from stack.data.corpus import InputFile, check_source_name
+from stack.data.corpus import InputFile, check_source_name, name_text
 from stack.data.defaults import DEFAULT_BPE_VOCAB
 from stack.data.filters.droplog import DROP_LOG_FILE, DropLog, recount
 from stack.data.filters.gates import check_reports, open_filters
@@ -271,7 +271,7 @@ def _read_examples(
         counts["files"] += 1
         path = readable(InputFile("main", given, given.name), scratch, number).path
         for at, record in _records(path, given, plan.fmt, counts):
-            where = f"{given.name}{at}"
+            where = f"{name_text(given.name)}{at}"
             try:
                 examples.append(_example(record, plan, renderer, f"{given}{at}"))
                 examples[-1].where = where

@@ -268,6 +268,11 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
             f"with --init-from {run_dir}"
         )
     data_dir = request.data_dir or Path(str(record.metrics.get("data_dir", "")))
+    if request.data_dir is None and not data_dir.exists():
+        raise BadInput(
+            f"{run_dir} was trained on DATA_DIR {data_dir}, which is not there any more; if it moved, "
+            "give its new place with --data DATA_DIR (the same prepared data: its manifest is checked)"
+        )
     record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
     ledger = Ledger(record.waivers)
     # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
