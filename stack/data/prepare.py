@@ -548,12 +548,12 @@ def _workers(requested: int | None, files: Sequence[InputFile], working_set: int
 
 def _notes(files: Sequence[InputFile], layout: Layout) -> None:
     """Say on screen which text files are cut into documents by size, and how to give a separator
-    (of a file the reader will skip as binary, by the same sniff, nothing is said);
-    and which files a --text-field given does not apply to, being read as text."""
-    as_text = [item for item in files if layout.format_of(item) == "text"]
+    and which files a --text-field given does not apply to, being read as text. Of a file the reader
+    will skip as binary (by the same sniff) neither is said."""
+    as_text = [item for item in files if layout.format_of(item) == "text" and holds_text(item)]
     for item in as_text:
         size = item.path.stat().st_size
-        if layout.doc_sep is None and size > layout.doc_bytes and holds_text(item):
+        if layout.doc_sep is None and size > layout.doc_bytes:
             pieces = -(-size // layout.doc_bytes)
             log.warning(
                 f"note: {item.label} ({format_size(size)}) is read without --doc-sep: it is cut into about "
