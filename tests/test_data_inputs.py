@@ -495,6 +495,22 @@ def test_a_csv_with_the_text_column_is_read_by_its_rows_and_one_without_is_named
     assert "pass --text-field NAME" in caplog.text and "reviews.csv" in caplog.text
 
 
+def test_a_table_is_split_at_the_delimiter_its_header_uses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet saved where the decimal mark is a comma separates by semicolons; a bar and a
+    tab work too, and `.tsv` is split at tabs whatever its header holds."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    plain = [" ".join(text.replace('"', " ").split()) for text in TEXTS[:2]]  # one line, no quote
+    for name, mark in (("semi.csv", ";"), ("bar.csv", "|"), ("tab.csv", "\t"), ("t.tsv", "\t")):
+        rows = "".join(f"{i}{mark}{text.replace(mark, ' ')}\n" for i, text in enumerate(plain))
+        (folder / name).write_text(f"id{mark}text\n{rows}")
+    code, _, err = prepare(capsys, str(folder), "--out", str(tmp_path / "data"))
+    assert code == 0, err
+    assert load_manifest(tmp_path / "data").sources["main"].documents == 8
+
+
 # -- round-6 user audit F13: sources whose records keep their text under different names ---------------
 
 

@@ -6,8 +6,9 @@ row names the columns; the `--text-field` column (default `text`) is each row's 
 the `--source-field` column, when named, its source, as a JSONL record's fields are
 (stack.data.record_input, whose record rules apply: a blank value is skipped as empty).
 
-`.tsv` and `.tab` files are split at tabs, any other file at commas unless its header holds tabs
-and no comma. Quoted values (RFC 4180: `"a, b"`, `""` for a quote, line breaks inside) are read
+`.tsv` and `.tab` files are split at tabs, any other at the first of comma, tab, semicolon and
+bar that its header holds (a spreadsheet saved where the decimal mark is a comma uses semicolons).
+Quoted values (RFC 4180: `"a, b"`, `""` for a quote, line breaks inside) are read
 with Python's csv module in strict mode. A table that half parses is not trusted: an unclosed
 quote, or a row with another number of values than the header has, stops prepare naming the
 file and line. A blank line is no row. The file is read a line at a time; invalid UTF-8 is
@@ -43,8 +44,11 @@ from stack.data.record_input import (
 if TYPE_CHECKING:
     from _csv import Reader
 
-# The suffixes `--format auto` reads as tables, and the delimiter each names.
-TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+# The suffixes `--format auto` reads as tables; those that name tab-separated values.
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+TAB_SUFFIXES = (".tsv", ".tab")
+# The delimiters a table's header is searched for, in order, when its suffix does not decide.
+CANDIDATES = (",", "\t", ";", "|")
 # One value may be a whole book: the csv module's default limit (128 KiB) would refuse it.
 csv.field_size_limit(sys.maxsize)
 
@@ -77,11 +81,11 @@ class _Lines:
 
 
 def delimiter_of(path: Path, header: str) -> str:
-    """The delimiter of a table: by its suffix, else a tab when its header holds tabs and no comma."""
-    by_suffix = TABLE_SUFFIXES.get(path.suffix.lower())
-    if by_suffix is not None:
-        return by_suffix
-    return "\t" if "\t" in header and "," not in header else ","
+    """The delimiter of a table: a tab for `.tsv` and `.tab`, else the first of comma, tab, semicolon
+    (a spreadsheet saved where the decimal mark is a comma) and bar that its header holds."""
+    if path.suffix.lower() in TAB_SUFFIXES:
+        return "\t"
+    return next((mark for mark in CANDIDATES if mark in header), ",")
 
 
 def _header_line(path: Path) -> str:
