@@ -1872,10 +1872,15 @@ def _special_id_problems(m: Measured) -> list[str]:
 
 @judges(
     "GATE-EXPORT-002",
-    checks={"fp32": ("fp32_max_abs_diff", "fp32_finite"), "int8": ("int8_argmax_agreement", "int8_finite")},
+    checks={
+        "fp32": ("fp32_max_abs_diff", "fp32_finite"),
+        "int8": ("int8_argmax_agreement", "int8_finite"),
+        # rev 2: the int8 graph, as saved, stores every quantised matmul weight as INT8
+        "weights": ("int8_weight_types+",),
+    },
 )
 def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
-    problems = []
+    problems = _int8_weight_problems(m) if has(m, "int8_weight_types") else []
     if has(m, "fp32_max_abs_diff"):
         problems += _logits_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
     if has(m, "int8_argmax_agreement"):
@@ -1886,6 +1891,21 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
                 f"(at least {t['int8_argmax_agreement']:.0%}; finite: {finite})"
             )
     return problems
+
+
+def _int8_weight_problems(m: Measured) -> list[str]:
+    """The element types of the saved int8 graph's quantised matmul weights and zero-points
+    (contracts.onnx_weights), every one INT8 as the export states."""
+    types = m.get("int8_weight_types")
+    if not isinstance(types, Mapping) or not all(isinstance(n, int) for n in types.values()):
+        raise Malformed("'int8_weight_types' must map element types to counts")
+    other = {kind: n for kind, n in types.items() if kind != "INT8"}
+    if not other:
+        return []
+    return [
+        f"the int8 graph stores {sum(other.values())} of its {sum(types.values())} quantised matmul weights "
+        f"and zero-points as {', '.join(sorted(other))}, not INT8 (as stored: {dict(types)})"
+    ]
 
 
 # -- gates judged by their falsifier tests (the conformance record) --------------------------
@@ -1999,15 +2019,35 @@ def _why_unmoved(probe: Mapping[str, Any], t: Thresholds) -> str | None:
         "schedule": ("applied_lrs+", "scheduled_lrs+"),
         # rev 4: every other hyper-parameter the record states is the one the optimizer applied
         "hyperparameters": ("applied_hyperparameters+", "stated_hyperparameters+"),
+        # rev 5: the gradients every step applied are clipped to the clip norm the record states
+        "clip": ("stepped_grad_norms+", "stated_clip_norm"),
     },
 )
 def _every_probe_learned(m: Measured, t: Thresholds) -> list[str]:
     """Every check present: each probe moved or had nothing to learn (probes), the rate the
-    optimizer applied at every step within lr_rtol of the lens schedule's (schedule), and every
-    other hyper-parameter it applied at every step the one the record states (hyperparameters)."""
+    optimizer applied at every step within lr_rtol of the lens schedule's (schedule), every other
+    hyper-parameter it applied at every step the one the record states (hyperparameters), and the
+    norm of the gradients it stepped at every step at most the stated clip norm (clip)."""
     problems = _probes_moved(m, t) if "probes" in m else []
     problems += _stepped_as_stated(m) if "applied_hyperparameters" in m else []
+    problems += _stepped_clipped(m, t) if "stepped_grad_norms" in m else []
     return problems + (_stepped_as_scheduled(m, t) if "applied_lrs" in m else [])
+
+
+def _stepped_clipped(m: Measured, t: Thresholds) -> list[str]:
+    """Per step, the norm of the gradients the optimizer stepped (read from the parameters it holds,
+    after the loop's clip) at most the stated clip norm × (1 + clip_rtol)."""
+    norms, clip = _reals(m, "stepped_grad_norms"), number(m, "stated_clip_norm")
+    limit = clip * (1 + t["clip_rtol"])
+    off = [(step, norm) for step, norm in enumerate(norms, start=1) if not norm <= limit]
+    if not off:
+        return []
+    step, norm = off[0]
+    return [
+        f"at {len(off)} of {len(norms)} step(s) the optimizer stepped gradients of norm above the clip norm "
+        f"the record states ({clip:g}, rtol {t['clip_rtol']:g}); first at step {step}: {norm:.6g} "
+        "(clipped at another norm, or not at all?)"
+    ]
 
 
 def _stepped_as_stated(m: Measured) -> list[str]:
@@ -2100,6 +2140,8 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
         "entropy": ("reading_entropy+", "recomputed_reading_entropy+"),
         "top": ("reading_top+", "top_logprobs+", "recomputed_top_logprobs+"),
         "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
+        # rev 4: the comparison read as many held-out windows as the record's settings state
+        "windows": ("heldout_windows_read", "heldout_windows_stated"),
     },
 )
 def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
@@ -2110,8 +2152,10 @@ def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
     (readings); a reading's entropy per layer and position against −Σ p log p of the
     log-probabilities it read (entropy); a reading's top-k probabilities against those
     log-probabilities (top); the loss the lens training backpropagated against its documented
-    objective (objective)."""
+    objective (objective); and the held-out windows the comparison read, as many as the record's
+    --heldout-batches × --batch-size (windows)."""
     problems = _heldout_kl(m, t) if has(m, "layers", "recomputed_batches") else []
+    problems += _heldout_windows(m) if has(m, "heldout_windows_read") else []
     problems += _reading_kl(m, t) if has(m, "reading_kl", "recomputed_reading_kl") else []
     problems += _reading_entropy(m, t) if has(m, "reading_entropy") else []
     problems += _reading_top(m, t) if has(m, "reading_top", "top_logprobs") else []
@@ -2145,6 +2189,16 @@ def _batch_means(batches: list[Any]) -> list[Mapping[str, Any]]:
             },
         }
         for i, layer in enumerate(layers)
+    ]
+
+
+def _heldout_windows(m: Measured) -> list[str]:
+    read, stated = count(m, "heldout_windows_read"), count(m, "heldout_windows_stated")
+    if read == stated:
+        return []
+    return [
+        f"the comparison's forwards read {read} held-out window(s), but the record states "
+        f"--heldout-batches × --batch-size = {stated}: the lenses were compared on another set than stated"
     ]
 
 
@@ -2543,18 +2597,41 @@ def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
         "error": ("matrices+",),
         # rev 3: the weights written lie on a 2^bits grid per group, its codes dequantised
         "grid": ("grid+", "bits"),
+        # rev 4: every matrix's groups are the --group-size the command's settings state
+        "requested": ("grid+", "group_requested"),
     },
 )
 def _hqq_beats_rtn(m: Measured, t: Thresholds) -> list[str]:
-    """Each matrix's HQQ error at most max_error_ratio × round-to-nearest's (`error`), and each
+    """Each matrix's HQQ error at most max_error_ratio × round-to-nearest's (`error`), each
     matrix as written a grid of at most 2^bits levels per group, one scale and one zero-point per
-    group, integer codes in [0, 2^bits − 1] whose dequantisation is every written weight (`grid`)."""
+    group, integer codes in [0, 2^bits − 1] whose dequantisation is every written weight (`grid`),
+    and each matrix's group the size the settings request, where they request one (`requested`)."""
     problems = []
     for row in _rows(m, "matrices") if has(m, "matrices") else []:
         hqq, rtn = number(row, "hqq_error"), number(row, "rtn_error")
         if not hqq <= t["max_error_ratio"] * rtn:
             problems.append(f"{row['matrix']}: HQQ error {hqq:.6g} > round-to-nearest's {rtn:.6g}")
+    problems += _off_request(m) if has(m, "group_requested") else []
     return problems + (_off_grid(m) if has(m, "grid") else [])
+
+
+def _off_request(m: Measured) -> list[str]:
+    """Each grid row's group against the --group-size the settings state (none stated: one picked per
+    matrix, nothing to hold here). A row's group is the grid's own, its scales one per group of it
+    (check grid), so a quantiser that used another size shows here whatever size was asked."""
+    requested = m.get("group_requested")
+    if requested is None:
+        return []
+    if isinstance(requested, bool) or not isinstance(requested, int):
+        raise Malformed(f"'group_requested' is {requested!r}, not a group size or null")
+    off = [row for row in _rows(m, "grid") if count(row, "group") != requested]
+    if not off:
+        return []
+    first = off[0]
+    return [
+        f"{len(off)} of {len(_rows(m, 'grid'))} matrices were quantised in groups other than the "
+        f"--group-size {requested} the settings state (first {first['matrix']}: groups of {first['group']})"
+    ]
 
 
 def _off_grid(m: Measured) -> list[str]:
@@ -3081,12 +3158,16 @@ def _no_graph(m: Measured, t: Thresholds) -> list[str]:
         ),
         # rev 3: each step's members are the seeds the run's rule gives that step, none an earlier step's
         "seeds": ("seeds_run_seed", "seeds_population", "seeds_step", "member_seeds+"),
+        # rev 4: the σ every forward's weights were perturbed by, as read, is the σ the record states
+        "sigma": ("sigma_read+", "sigma_stated"),
     },
 )
 def _mirrored(m: Measured, t: Thresholds) -> list[str]:
     problems = _pairs_problems(m) if has(m, "population") else []
     if has(m, "evaluated_members"):
         problems += _applied_problems(m)
+    if has(m, "sigma_read", "sigma_stated"):
+        problems += _sigma_problems(m, t["sigma_rtol"])
     if has(m, "seeds_run_seed", "seeds_population", "seeds_step", "member_seeds"):
         problems += _seeds_problems(m)
     return problems
@@ -3112,6 +3193,20 @@ def _seeds_problems(m: Measured) -> list[str]:
     if reused := sorted(set(evaluated) & before):
         problems.append(f"step {step} evaluated seed(s) {reused[:4]} that an earlier step of the run drew")
     return problems
+
+
+def _sigma_problems(m: Measured, rtol: float) -> list[str]:
+    """Each forward's perturbation scale, ⟨read − θ, sign·ε⟩ / ‖ε‖² of the weights it read, within
+    `rtol` of the σ the record states: the estimate divides by the stated σ, so members perturbed
+    by another make ĝ another multiple of the gradient than the record says."""
+    read, stated = _reals(m, "sigma_read"), number(m, "sigma_stated")
+    off = [sigma for sigma in read if not abs(sigma - stated) <= rtol * abs(stated)]
+    if not off:
+        return []
+    return [
+        f"{len(off)} of {len(read)} forward(s) read weights perturbed by σ {off[0]:.6g} along their "
+        f"member's noise, but the record states σ {stated:g} (rtol {rtol:g}), which the estimate divides by"
+    ]
 
 
 def _pairs_problems(m: Measured) -> list[str]:

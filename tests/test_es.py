@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ledger_support import edited, findings, gate
 from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
@@ -575,3 +576,75 @@ def test_weights_that_nearly_cancel_the_perturbation_are_read_within_rounding() 
     reads(layer, ())
     assert reads.forwards == 1 and reads.outliers == 0
     assert reads.error < 1e-5
+
+
+# -- the σ the members were perturbed by, measured from the weights read (GATE-ES-002 rev 4) ------
+
+
+def _default_sigma(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's R75: the step hands its evaluator EsSettings.sigma, the default, whatever --sigma
+    said (the estimate still divides by the stated σ)."""
+    for evaluator in (InProcess, Pool):
+        real = evaluator.evaluate
+
+        def planted(
+            self: object,
+            theta: torch.Tensor,
+            batch: torch.Tensor,
+            members: list,
+            _sigma: float,
+            real: object = real,
+        ) -> object:
+            return real(self, theta, batch, members, EsSettings.sigma)  # type: ignore[operator]
+
+        monkeypatch.setattr(evaluator, "evaluate", planted)
+
+
+@pytest.mark.gate("GATE-ES-002")
+def test_members_perturbed_at_the_default_sigma_not_the_stated_one_fire(
+    world: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The weights each forward read moved by σ 0.01 along its member's noise; the record states
+    0.05: exit 3 naming GATE-ES-002, though check applied (σ taken from the call) holds."""
+    _default_sigma(monkeypatch)
+    out = tmp_path / "out"
+    assert _es(world, out, "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--sigma", "0.05") == 3
+    assert "GATE-ES-002" in capsys.readouterr().err
+    result = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-ES-002")
+    assert result.verdict.value == "FAIL" and result.measured["perturbation_outliers"] == 0
+    assert "the record states σ 0.05" in str(result.message)
+
+
+@pytest.mark.holds("GATE-ES-002")
+@pytest.mark.gate("GATE-ES-002")
+def test_the_stated_sigma_holds_a_sigma_beyond_sigma_rtol_fires_and_the_checker_holds_it_to_the_config(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """A clean --sigma 0.05 run reads every forward's σ within sigma_rtol of 0.05; one σ just inside
+    holds, just beyond fires; a record whose stated σ is edited (with the σ read) is named by the
+    checker against its config."""
+    out = tmp_path / "out"
+    assert _es(world, out, "--steps", "3", "--batch-size", "2", "--seq-len", "16", "--sigma", "0.05") == 0
+    record = read_evidence(out / "metadata.json")
+    result = next(g for g in record.gates if g.id == "GATE-ES-002")
+    measured = dict(result.measured)
+    assert (
+        result.verdict.value == "PASS"
+        and measured["sigma_stated"] == 0.05
+        and len(measured["sigma_read"]) == 4
+    )
+    rtol = load_spec().threshold("GATE-ES-002", "sigma_rtol")
+    for factor, fires in ((0.5, False), (2.0, True)):
+        checked = {**measured, "sigma_read": [*measured["sigma_read"][1:], 0.05 * (1 + factor * rtol)]}
+        assert (not measure("GATE-ES-002", checked).ok) is fires
+    assert findings(out) == []
+
+    def forged(data: dict, _dir: Path) -> None:  # stated and read alike: the judge passes
+        measured = gate(data, "GATE-ES-002")["measured"]
+        measured["sigma_stated"], measured["sigma_read"] = 0.01, [0.01] * 4
+
+    found = findings(edited(out, forged))
+    assert any("sigma_stated is 0.01, but its artifacts derive 0.05" in f for f in found), found

@@ -137,12 +137,13 @@ def test_non_finite_or_disagreeing_int8_logits_fail_the_gate() -> None:
     nan = reference.clone()
     nan[0, 0, 0] = float("nan")
     shuffled = reference[:, :, torch.randperm(11, generator=torch.Generator().manual_seed(1))]
-    assert parity.int8_outcome(parity.compare_logits("int8", reference, reference)).ok
+    stored = {"INT8": 10}  # the int8 graph's weights as a clean export stores them
+    assert parity.int8_outcome(parity.compare_logits("int8", reference, reference), stored).ok
     for candidate in (nan, shuffled):
         check = parity.compare_logits("int8", reference, candidate)
-        assert not parity.int8_outcome(check).ok
+        assert not parity.int8_outcome(check, stored).ok
         with pytest.raises(GateViolation, match=GATE):
-            parity.certify_onnx_int8(check)
+            parity.certify_onnx_int8(check, stored)
     assert json.dumps(parity.compare_logits("int8", reference, nan).as_dict())  # nan is JSON-safe
 
 
@@ -206,3 +207,63 @@ def test_out_dir_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
     assert not (tmp_path / "x").exists()
     assert not list(tmp_path.glob(".*tmp-*"))  # no staging directory left behind
+
+
+# -- GATE-EXPORT-002 check weights: the int8 graph, as saved, stores int8 weights (audit R66) -----
+
+
+@pytest.mark.gate(GATE)
+def test_an_int8_graph_whose_weights_are_stored_unsigned_never_ships(
+    fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's R66: the dynamic quantiser asked for QUInt8 weights. The graph still keeps the
+    argmax; its matmul weights, read from the saved file, are UINT8: exit 3, the graph kept under
+    its `.unverified` name."""
+    import onnxruntime.quantization as ort_quantization
+
+    real = ort_quantization.quantize_dynamic
+
+    def unsigned(model_input: str, model_output: str, **options: object) -> None:
+        real(model_input, model_output, **{**options, "weight_type": ort_quantization.QuantType.QUInt8})
+
+    monkeypatch.setattr(ort_quantization, "quantize_dynamic", unsigned)
+    out = tmp_path / "onnx"
+    assert export_onnx(fitted, out, "--int8") == 3
+    assert "gate fired: GATE-EXPORT-002" in capsys.readouterr().err
+    assert (out / "model.int8.unverified.onnx").is_file() and not (out / "model.int8.onnx").exists()
+    record = json.loads((out / "export.json").read_text())
+    assert set(record["int8_weight_types"]) == {"UINT8"}
+    assert record["parity"]["model.int8.onnx"]["argmax_agreement"] >= load_spec().threshold(
+        GATE, "int8_argmax_agreement"
+    )  # parity alone passes it
+
+
+@pytest.mark.holds(GATE)
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_int8_graph_stores_int8_weights_and_the_checker_reads_them_again(
+    fitted: Path, tmp_path: Path
+) -> None:
+    """A clean --int8 export's matmul weights and zero-points are all INT8, as the record states and
+    the checker reads again; one UINT8 among them fires; a record whose types are edited (export.json
+    and the gate alike) is named against the saved graph."""
+    from ledger_support import assert_caught, edited, gate
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(fitted), "--format", "onnx", "--out", str(out), "--int8"]) == 0
+    record = json.loads((out / "export.json").read_text())
+    types = record["int8_weight_types"]
+    assert set(types) == {"INT8"} and types["INT8"] > 0
+    measured = next(g for g in json.loads((out / "metadata.json").read_text())["gates"] if g["id"] == GATE)
+    assert measured["measured"]["int8_weight_types"] == types
+    assert parity.int8_outcome(parity.LogitsParity("g", 0.0, True, 1.0, 4), types).ok
+    one_off = {"INT8": types["INT8"] - 1, "UINT8": 1}
+    assert not parity.int8_outcome(parity.LogitsParity("g", 0.0, True, 1.0, 4), one_off).ok
+
+    def forged(data: dict, run_dir: Path) -> None:  # the record and export.json alike: the judge passes
+        gate(data, GATE)["measured"]["int8_weight_types"] = {"INT8": types["INT8"] + 1}
+        path = run_dir / "export.json"
+        report = json.loads(path.read_text())
+        report["int8_weight_types"] = {"INT8": types["INT8"] + 1}
+        path.write_text(json.dumps(report))
+
+    assert_caught(edited(out, forged), "int8_weight_types is", "but model.int8.onnx stores")

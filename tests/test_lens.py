@@ -29,6 +29,7 @@ from train_support import two_layer_run
 
 from contracts.errors import BadInput, GateViolation
 from contracts.evidence import Verdict, read_evidence
+from contracts.judges import judge
 from contracts.ledger import Ledger, recording
 from contracts.schedule import linear_decay_at
 from contracts.spec import load_spec
@@ -38,6 +39,7 @@ from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
 from stack.lens import probes, readout, residual
 from stack.lens import train as lens_train
+from stack.lens.defaults import DEFAULT_CLIP_NORM
 from stack.lens.probes import TunedLens, for_model, health_outcome, model_sha256
 from stack.lens.readout import read
 from stack.lens.residual import capture
@@ -947,3 +949,103 @@ def test_a_lens_record_states_the_hyperparameters_it_applied_and_the_checker_hol
     assert any(
         "stated_hyperparameters.weight_decay is 0.0, but its artifacts derive 0.001" in f for f in found
     )
+
+
+# -- the clip and the held-out set the record states, measured where they act (audit R61, R71) -----
+
+
+def _lens_train(trained: dict[str, Path], tmp_path: Path, *extra: str) -> tuple[int, Path]:
+    """`stack lens --train` as the audit ran it (10 steps of 4 × 32 tokens), with `extra`."""
+    out = tmp_path / "rec"
+    argv = ["lens", str(trained["run"]), "--train", "--data", str(trained["data"]), "--steps", "10"]
+    argv += ["--batch-size", "4", "--seq-len", "32", "--save", str(tmp_path / "l.safetensors")]
+    return main([*argv, *extra, "--out", str(out)]), out
+
+
+def _gate_result(out: Path, gate_id: str) -> object:
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == gate_id]
+    return result
+
+
+@pytest.mark.gate("GATE-LENS-002")
+def test_a_lens_clipped_at_the_default_norm_not_the_stated_one_stops(
+    trained: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit's R61: the loop clips at DEFAULT_CLIP_NORM whatever --clip-norm said; the record
+    states 0.05. The gradients the optimizer steps, read from its parameters, exceed it: exit 3."""
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(
+        torch.nn.utils,
+        "clip_grad_norm_",
+        lambda params, _max_norm, **kw: clip(params, DEFAULT_CLIP_NORM, **kw),
+    )
+    code, out = _lens_train(trained, tmp_path, "--clip-norm", "0.05")
+    assert code == 3 and "GATE-LENS-002" in capsys.readouterr().err
+    result = _gate_result(out, "GATE-LENS-002")
+    assert result.verdict is Verdict.FAIL  # type: ignore[attr-defined]
+    assert "above the clip norm the record states (0.05" in str(result.message)  # type: ignore[attr-defined]
+
+
+@pytest.mark.holds("GATE-LENS-002")
+@pytest.mark.gate("GATE-LENS-002")
+def test_the_stated_clip_holds_and_a_norm_just_beyond_clip_rtol_fires(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A clean --clip-norm 0.05 run passes, every stepped norm at most 0.05 (and some clipped to it);
+    its measured values re-judged with one norm just inside clip_rtol hold, just beyond fire."""
+    code, out = _lens_train(trained, tmp_path, "--clip-norm", "0.05")
+    assert code == 0
+    measured = dict(_gate_result(out, "GATE-LENS-002").measured)  # type: ignore[attr-defined]
+    norms = measured["stepped_grad_norms"]
+    assert measured["stated_clip_norm"] == 0.05 and len(norms) == 10 and max(norms) <= 0.05
+    assert max(norms) > 0.05 * (1 - 1e-3)  # the clip acted: the check is not vacuous here
+    rtol = load_spec().threshold("GATE-LENS-002", "clip_rtol")
+    for factor, fires in ((0.5, False), (2.0, True)):
+        measured["stepped_grad_norms"] = [*norms[:-1], 0.05 * (1 + factor * rtol)]
+        assert bool(judge("GATE-LENS-002", measured)) is fires
+
+
+@pytest.mark.gate("GATE-LENS-006")
+def test_a_comparison_drawn_at_the_default_count_not_the_stated_one_stops(
+    trained: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit's R71: the comparison set drawn with no count (the spec's default) whatever
+    --heldout-batches said; the record states 3. The windows its forwards read are not 3 × 4: exit 3."""
+    real = lens_train.heldout_batches
+    monkeypatch.setattr(
+        lens_train, "heldout_batches", lambda data, batch, seq, _n, **kw: real(data, batch, seq, None, **kw)
+    )
+    code, out = _lens_train(trained, tmp_path, "--heldout-batches", "3")
+    assert code == 3 and "GATE-LENS-006" in capsys.readouterr().err
+    result = _gate_result(out, "GATE-LENS-006")
+    assert result.verdict is Verdict.FAIL  # type: ignore[attr-defined]
+    assert "--heldout-batches × --batch-size = 12" in str(result.message)  # type: ignore[attr-defined]
+
+
+@pytest.mark.holds("GATE-LENS-006")
+@pytest.mark.gate("GATE-INTEG-001")
+def test_the_stated_heldout_count_holds_and_the_checker_holds_clip_and_count_to_the_config(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    """A clean --heldout-batches 3 run reads 12 windows and passes; a record whose stated clip norm or
+    window count is edited with what it is held against (so the judge passes) is named against its
+    config."""
+    code, out = _lens_train(trained, tmp_path, "--heldout-batches", "3")
+    assert code == 0 and findings(out) == []
+    measured = _gate_result(out, "GATE-LENS-006").measured  # type: ignore[attr-defined]
+    assert measured["heldout_windows_read"] == measured["heldout_windows_stated"] == 12
+
+    def forged(data: dict, _dir: Path) -> None:
+        windows = gate(data, "GATE-LENS-006")["measured"]
+        windows["heldout_windows_read"] = windows["heldout_windows_stated"] = 64
+        gate(data, "GATE-LENS-002")["measured"]["stated_clip_norm"] = 10.0
+
+    found = findings(edited(out, forged))
+    assert any("heldout_windows_stated is 64, but its artifacts derive 12" in f for f in found), found
+    assert any("stated_clip_norm is 10.0, but its artifacts derive 1.0" in f for f in found), found

@@ -37,6 +37,7 @@ from contracts.judges_ft import reproduced
 from contracts.leak_canaries import canary_rows
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, utf8_bytes
+from contracts.onnx_weights import quantised_weight_types
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
 from contracts.selection import selected_by
@@ -461,6 +462,12 @@ def surgery_record(inputs: Inputs) -> Derivation:
                         if not same(value := values.get(key), want)
                     ]
         derived.problems += _selection_problems(inputs, derived, gates)
+        settings = report.get("settings")
+        if isinstance(settings, dict) and "group_size" in settings and "GATE-HQQ-001" in gates:
+            # the size GATE-HQQ-001's check requested held the groups to is the settings' own,
+            # whatever surgery.json's gate block restates of it
+            group = settings["group_size"]
+            derived.put(("gates", "GATE-HQQ-001", "measured", "group_requested"), group, optional=True)
     else:
         derived.missing.append(("surgery.json: per-gate results", PER_ITEM_SINCE))
         for gate_id, block in SURGERY_BLOCKS.items():
@@ -905,10 +912,35 @@ def export_record(inputs: Inputs) -> Derivation:
                 f"export.json: parity over {parity.get('positions')} positions, but its sample is {windows} "
                 f"windows of {width} tokens"
             )
+    if "int8_weight_types" in report:  # GATE-EXPORT-002 rev 2: the saved int8 graph's weights, read again
+        derived.problems += _int8_weight_type_problems(inputs, derived, gate_id, report)
     if isinstance(report.get("argv"), list):  # the command line the export ran (a waiver asked there)
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+def _int8_weight_type_problems(
+    inputs: Inputs, derived: Derivation, gate_id: str, report: dict[str, Any]
+) -> list[str]:
+    """GATE-EXPORT-002's check weights (from rev 2): the element types export.json and the gate state
+    of the int8 graph's quantised matmul weights are those the saved graph, under the name its parity
+    gives it, stores (contracts.onnx_weights); a graph the record does not cite is named."""
+    check = (report.get("parity") or {}).get("model.int8.onnx")
+    saved = check.get("file") if isinstance(check, dict) else None
+    if not (isinstance(saved, str) and inputs.artifacts.has(saved)):
+        return [
+            f"export.json states int8_weight_types, but the record cites no int8 graph {saved!r} "
+            "to read them in"
+        ]
+    stored = quantised_weight_types(inputs.artifacts.directory / saved)
+    derived.put(("gates", gate_id, "measured", "int8_weight_types"), stored, optional=True)
+    if same(report["int8_weight_types"], stored):
+        return []
+    return [
+        f"export.json: int8_weight_types is {_short(report['int8_weight_types'])}, "
+        f"but {saved} stores {stored}"
+    ]
 
 
 def _stored_dtype_problems(
@@ -1276,7 +1308,9 @@ def _lens_train_measured(
     GATE-LENS-006's check objective held (first and last step) its losses; GATE-LENS-002's
     scheduled rates are the lens schedule of the config's lr and steps (contracts.schedule), and the
     hyper-parameters its check hyperparameters held every step to the config's weight decay,
-    momentum and Nesterov flag; and GATE-LENS-001 compared the logits of every lens site
+    momentum and Nesterov flag, and the clip norm its check clip held every step's gradients to the
+    config's clip_norm; GATE-LENS-006's stated held-out windows are the config's heldout_batches ×
+    batch_size; and GATE-LENS-001 compared the logits of every lens site
     (GATE-LENS-005's sites, the embedding and each block) on the first batch, sites × batch_size ×
     seq_len × vocabulary elements, the vocabulary being what GATE-LENS-005's one site of a batch of
     that shape holds."""
@@ -1294,6 +1328,11 @@ def _lens_train_measured(
     if "GATE-LENS-002" in wanted:  # the hyper-parameters its check held every step to are the config's
         stated = {key: config.get(key) for key in LENS_HYPERPARAMETERS}
         derived.put(("gates", "GATE-LENS-002", "measured", "stated_hyperparameters"), stated, optional=True)
+        derived.put(("gates", "GATE-LENS-002", "measured", "stated_clip_norm"), config.get("clip_norm"), True)
+    heldout = config.get("heldout_batches")
+    if "GATE-LENS-006" in wanted and whole(heldout, batch):  # the count its check windows held the set to
+        stated_windows = heldout * batch
+        derived.put(("gates", "GATE-LENS-006", "measured", "heldout_windows_stated"), stated_windows, True)
     read = results.get("GATE-LENS-005") or {}
     sites, elements = read.get("sites"), read.get("elements")
     if not ("GATE-LENS-001" in wanted and isinstance(sites, list) and whole(elements, batch, seq_len)):

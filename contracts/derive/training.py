@@ -1568,6 +1568,13 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
             derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
 
 
+def _es_sigma(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-ES-002's check sigma held every forward's perturbation scale to the config's sigma."""
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    if "GATE-ES-002" not in inputs.stale and "sigma" in config:
+        derived.put(("gates", "GATE-ES-002", "measured", "sigma_stated"), config["sigma"], optional=True)
+
+
 # ES step lines log each step's pair seeds from spec 1.30.0 (GATE-ES-002 rev 3, check seeds).
 ES_SEEDS_SINCE = "1.30.0"
 
@@ -1626,6 +1633,7 @@ def es_record(inputs: Inputs) -> Derivation:
     derived = Derivation()
     derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
     _es_scorings(inputs, derived)
+    _es_sigma(inputs, derived)
     log = read_log(inputs, derived, since=ES_LOG_SINCE)
     if log is None:
         return derived

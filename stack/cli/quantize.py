@@ -73,7 +73,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     settings = HalfQuadratic()
     quantised = quantise(targets, args.bits, args.group_size, settings)
     write_weights(model, targets, [q.weight for q in quantised])
-    check_grid(model, targets, quantised, args.bits)  # measured on what was written
+    check_grid(model, targets, quantised, args.bits, args.group_size)  # measured on what was written
     check_ties(model)
     check_changes(model, targets, source, args.argv)
     agreement = heldout_agreement(original, model, sample.windows)

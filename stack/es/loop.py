@@ -76,7 +76,7 @@ def es_step(
     noise.check_pairs(members, theta.numel())
     evaluations, grads = population.evaluate(theta, batch, members, settings.sigma)
     check_graph_free(evaluations, grads + int(theta.grad is not None))
-    check_applied(evaluations, members)
+    check_applied(evaluations, members, settings.sigma)  # σ as the record states it, not as handed on
     evaluated = [e.member.seed for e in evaluations]
     noise.check_seeds(evaluated, settings.seed, settings.population, state.step + 1)
     check_consumed(evaluations, batch, stated)

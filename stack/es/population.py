@@ -121,7 +121,8 @@ class Evaluation:
     """One member's fitness, and what GATE-ES-001, -002 and -005 ask of how it was computed: the
     member whose weights its forwards were checked against, whether it recorded a graph, the
     weights its forwards read (`Reads`: how many forwards, the elements off θ + sign·σ·ε beyond
-    rounding, the worst relative error) and the scorings its loss made."""
+    rounding, the worst relative error, the σ each forward's weights were perturbed by) and the
+    scorings its loss made."""
 
     member: Member
     fitness: float
@@ -130,6 +131,7 @@ class Evaluation:
     forwards: int
     outliers: int
     perturbation_error: float
+    sigma_read: tuple[float, ...]
     consumed: tuple[Consumed, ...]
 
 
@@ -142,26 +144,35 @@ class Reads:
     two of the perturbation: the roundings of σ to θ's dtype, of σ·(±ε) and of the sum, whichever
     way it is summed (where θ nearly cancels σ·ε, the sum's spacing is far finer than the
     perturbation's, and σ's own rounding, up to half a spacing, shows). `error`
-    is the worst forward's ‖read − θ − sign·σ·ε‖ / ‖σ·ε‖ (float64)."""
+    is the worst forward's ‖read − θ − sign·σ·ε‖ / ‖σ·ε‖ (float64). Apart from the σ it is handed,
+    each forward's `sigmas` entry is the scale its weights were perturbed by along the member's
+    noise, ⟨read − θ, sign·ε⟩ / ‖ε‖² in float64 (GATE-ES-002's check sigma holds it to the σ the
+    run's record states: a σ handed to both the writer and this hook would agree with itself)."""
 
     def __init__(self, theta: torch.Tensor, member: Member, sigma: float) -> None:
         self.theta, self.member, self.sigma = theta, member, sigma
         self.forwards = self.outliers = 0
         self.error = 0.0
+        self.sigmas: list[float] = []
 
     def __call__(self, module: torch.nn.Module, _args: Any) -> None:
         read = flatten(module)  # type: ignore[arg-type]  # hooked on the GPT being evaluated
         epsilon = sampler.noise(self.member, self.theta.numel(), self.theta.dtype)
-        squares = wanted = 0.0
+        squares = wanted = along = noise_squares = 0.0
         for start in range(0, read.numel(), CHUNK):  # float64 work a piece at a time
             piece = slice(start, start + CHUNK)
-            want = self.sigma * epsilon[piece].double()
-            off = read[piece].double() - self.theta[piece].double() - want
+            direction = epsilon[piece].double()
+            moved = read[piece].double() - self.theta[piece].double()
+            want = self.sigma * direction
+            off = moved - want
             allowed = spacing(read[piece]).double() + 2 * spacing(want.to(self.theta.dtype)).double()
             self.outliers += int((off.abs() > allowed).sum())
             squares, wanted = squares + float(off.square().sum()), wanted + float(want.square().sum())
+            along += float((moved * direction).sum())
+            noise_squares += float(direction.square().sum())
         self.forwards += 1
         self.error = max(self.error, math.sqrt(squares / wanted))
+        self.sigmas.append(along / noise_squares)
 
     @contextmanager
     def watching(self, model: GPT) -> Iterator[Reads]:
@@ -192,7 +203,7 @@ def evaluate_members(
             graph, value = value.requires_grad or value.grad_fn is not None, value.detach()
         else:
             graph = False
-        read = (reads.forwards, reads.outliers, reads.error)
+        read = (reads.forwards, reads.outliers, reads.error, tuple(reads.sigmas))
         results.append(Evaluation(member, float(value), grad_enabled, graph, *read, tuple(tape)))
     return results
 
@@ -218,10 +229,11 @@ def check_graph_free(evaluations: list[Evaluation], grads: int) -> None:
     """Judge a step's evaluations and the .grad of every parameter before θ is updated."""
 
 
-def applied_outcome(evaluations: list[Evaluation], members: list[Member]) -> Outcome:
+def applied_outcome(evaluations: list[Evaluation], members: list[Member], sigma: float) -> Outcome:
     """GATE-ES-002's check applied: the weights every forward of every member read, and the
     evaluations in the population's order (the fitness at i is the member at i's, whose noise
-    the estimate weights by it)."""
+    the estimate weights by it); and its check sigma: the σ every forward's weights were perturbed
+    by, as read, against `sigma`, the one the run's settings (its record) state."""
     measured = {
         "evaluated_members": len(evaluations),
         "misplaced_members": sum(e.member != m for e, m in zip(evaluations, members, strict=False))
@@ -229,13 +241,16 @@ def applied_outcome(evaluations: list[Evaluation], members: list[Member]) -> Out
         "unread_members": sum(e.forwards == 0 for e in evaluations),
         "perturbation_outliers": sum(e.outliers for e in evaluations),
         "perturbation_error": max((e.perturbation_error for e in evaluations), default=0.0),
+        "sigma_read": [s for e in evaluations for s in e.sigma_read],
+        "sigma_stated": sigma,
     }
     return measure("GATE-ES-002", measured, holds="each member was evaluated at θ + sign·σ·ε(seed)")
 
 
-@gate_require("GATE-ES-002", lambda evaluations, members: applied_outcome(evaluations, members))
-def check_applied(evaluations: list[Evaluation], members: list[Member]) -> None:
-    """Judge the weights a step's members were evaluated at before their fitness is used."""
+@gate_require("GATE-ES-002", lambda evaluations, members, sigma: applied_outcome(evaluations, members, sigma))
+def check_applied(evaluations: list[Evaluation], members: list[Member], sigma: float) -> None:
+    """Judge the weights a step's members were evaluated at, and the σ they were perturbed by
+    against the stated `sigma`, before their fitness is used."""
 
 
 def consumed_outcome(evaluations: list[Evaluation], batch: torch.Tensor, stated: Statement) -> Outcome:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, DataRef, canonical_sha256, sha256_file
 from contracts.gates import Outcome
+from contracts.onnx_weights import quantised_weight_types
 from contracts.spec import load_spec
 from stack.artifacts import EXPORT_RECORD, ONNX_MODEL, WEIGHTS_FILE
 from stack.data.chat_jinja import chat_template_of
@@ -200,8 +201,9 @@ def _write_onnx(
     int8 = parity.unverified(tmp / "model.int8.onnx")
     onnx_export.quantize_int8(tmp / "model.onnx", int8)
     record["int8_opset"] = onnx_export.graph_opset(int8)
+    record["int8_weight_types"] = quantised_weight_types(int8)  # as the saved file stores them
     check = parity.compare_logits("model.int8.onnx", reference, runtimes.onnx_logits(int8, sample.windows))
-    outcome = parity.int8_outcome(check)
+    outcome = parity.int8_outcome(check, record["int8_weight_types"])
     _settle(int8, check, outcome, record, parity.ONNX_GATE)
     return [*checks, (check, outcome)]
 
@@ -244,7 +246,7 @@ def certify(result: ExportResult) -> None:
         elif check.artefact == "model.onnx":
             parity.certify_onnx_fp32(check)
         else:
-            parity.certify_onnx_int8(check)
+            parity.certify_onnx_int8(check, result.record["int8_weight_types"])
 
 
 def keep_evidence(

@@ -164,12 +164,15 @@ def fp32_outcome(parity: LogitsParity) -> Outcome:
     return measure(ONNX_GATE, measured, holds=f"ONNX Runtime's logits of {parity.artefact} match PyTorch's")
 
 
-def int8_outcome(parity: LogitsParity) -> Outcome:
-    """GATE-EXPORT-002, int8 graph: finite, and next-token argmax agreement at least int8_argmax_agreement."""
+def int8_outcome(parity: LogitsParity, weight_types: dict[str, int]) -> Outcome:
+    """GATE-EXPORT-002, int8 graph: finite, and next-token argmax agreement at least int8_argmax_agreement;
+    and (check weights) every quantised matmul weight of the saved graph stored as INT8, its
+    `weight_types` read from the file (contracts.onnx_weights)."""
     measured = {
         "int8_argmax_agreement": parity.argmax_agreement,
         "int8_finite": parity.finite,
         "positions": parity.positions,
+        "int8_weight_types": weight_types,
     }
     return measure(ONNX_GATE, measured, holds=f"the int8 graph {parity.artefact} keeps the next-token argmax")
 
@@ -215,6 +218,7 @@ def certify_onnx_fp32(parity: LogitsParity) -> None:
     """Raise GATE-EXPORT-002 unless the fp32 graph reproduces PyTorch's logits."""
 
 
-@gate_require("GATE-EXPORT-002", lambda parity: int8_outcome(parity))
-def certify_onnx_int8(parity: LogitsParity) -> None:
-    """Raise GATE-EXPORT-002 unless the int8 graph is finite and keeps the next-token argmax."""
+@gate_require("GATE-EXPORT-002", lambda parity, weight_types: int8_outcome(parity, weight_types))
+def certify_onnx_int8(parity: LogitsParity, weight_types: dict[str, int]) -> None:
+    """Raise GATE-EXPORT-002 unless the int8 graph is finite, keeps the next-token argmax and stores
+    its quantised weights as int8."""

@@ -19,10 +19,12 @@ are read on the held-out set a training run evaluates (windows spread over the h
 checked against its shards, and the forwards' ids checked against the set: GATE-DATA-005); a layer
 where the tuned lens is further from the final distribution than the logit lens is a warning
 (GATE-LENS-003). Every step's rate is read back from the optimizer and held to the schedule
-contracts.schedule defines (GATE-LENS-002, check schedule); the loss backpropagated at the first
+contracts.schedule defines (GATE-LENS-002, check schedule), and the norm of the gradients it steps to
+the clip norm the settings state (check clip); the loss backpropagated at the first
 and the last step to the documented objective recomputed by contracts.divergence against a plain
 forward (GATE-LENS-006, check objective); and every reported held-out mean to the mean over batches
-of each batch's KL recomputed that way, each lens by name (GATE-LENS-006, check heldout).
+of each batch's KL recomputed that way, each lens by name (GATE-LENS-006, check heldout), over as
+many windows as the settings state (check windows).
 """
 
 from __future__ import annotations
@@ -160,13 +162,20 @@ class FitWatch:
     optimizer applied at each step, read from its parameter groups as it steps, beside the rate
     contracts.schedule gives that step under the lens settings; and its check hyperparameters: the
     weight decay, momentum and Nesterov flag it applied at each step, read the same way, beside
-    those the record states (`stated`)."""
+    those the record states (`stated`); and its check clip: the norm of the gradients the optimizer
+    is about to step, read from the parameters its groups hold, beside the clip norm the record
+    states (`clip_norm`)."""
 
     def __init__(
-        self, lens: TunedLens, optimizer: torch.optim.Optimizer, stated: dict[str, float | bool]
+        self,
+        lens: TunedLens,
+        optimizer: torch.optim.Optimizer,
+        stated: dict[str, float | bool],
+        clip_norm: float,
     ) -> None:
         self.applied_lrs: list[float] = []
-        self.stated = stated
+        self.stated, self.clip_norm = stated, clip_norm
+        self.stepped_grad_norms: list[float] = []
         self.applied: list[dict[str, float | bool]] = []
         held = {id(p) for group in optimizer.param_groups for p in group["params"]}
         self.probes = [
@@ -193,7 +202,21 @@ class FitWatch:
         applied = applied_lr(optimizer, scheduled)
         self.applied_lrs.append(applied)
         self.applied.append(applied_settings(optimizer, self.stated))
+        self.stepped_grad_norms.append(stepped_grad_norm(optimizer))
         return applied
+
+
+def stepped_grad_norm(optimizer: torch.optim.Optimizer) -> float:
+    """The L2 norm, in float64, of the gradients the optimizer's next step applies: every gradient
+    its parameter groups hold, after whatever clipping the loop did, so a clip at another norm than
+    the stated one shows where it acts (GATE-LENS-002, check clip)."""
+    grads = [
+        p.grad.detach().double().flatten()
+        for g in optimizer.param_groups
+        for p in g["params"]
+        if p.grad is not None
+    ]
+    return float(torch.cat(grads).norm()) if grads else 0.0
 
 
 def sequence_length(asked: int | None, ctx: int) -> int:
@@ -236,7 +259,7 @@ def train_lens(
         nesterov=settings.nesterov,
         weight_decay=settings.weight_decay,
     )
-    watch = FitWatch(lens, optimizer, settings.stated_hyperparameters())
+    watch = FitWatch(lens, optimizer, settings.stated_hyperparameters(), settings.clip_norm)
     checked = objective_steps(settings.steps)
     objective: dict[str, list[float]] = {"objective_losses": [], "objective_recomputed": []}
     with frozen(model):
@@ -267,6 +290,8 @@ def train_lens(
         "scheduled_lrs": scheduled,
         "applied_hyperparameters": watch.applied,
         "stated_hyperparameters": watch.stated,
+        "stepped_grad_norms": watch.stepped_grad_norms,
+        "stated_clip_norm": watch.clip_norm,
     }
     return lens.eval()
 
@@ -328,7 +353,8 @@ def heldout_comparison(
     """Per lens layer, the mean held-out KL to the final distribution, logit lens and tuned lens,
     over the held-out set (`comparison_set`) and only it (`check_read`). Before it is reported, each
     mean is held to the mean over batches of each batch's recomputed apart from it
-    (`recomputed_batch_kl`: a plain forward's final distribution, each lens by name) (`check_kl`)."""
+    (`recomputed_batch_kl`: a plain forward's final distribution, each lens by name), and the windows
+    read to the count the settings state (`heldout_windows`) (`check_kl`)."""
     batches = comparison_set(model, data_dir, settings)
     device = model.lm_head.weight.device
     per_batch, recomputed, read = [], [], []
@@ -340,5 +366,17 @@ def heldout_comparison(
         recomputed.append(recomputed_batch_kl(model, residuals, lens))
     check_read(batches, read)
     reported = kl_rows(*heldout_means(per_batch))
-    check_kl({"layers": reported, "recomputed_batches": recomputed})
+    check_kl({"layers": reported, "recomputed_batches": recomputed, **heldout_windows(read, settings)})
     return reported
+
+
+def heldout_windows(read: list[torch.Tensor], settings: LensTraining) -> dict[str, int]:
+    """GATE-LENS-006's check windows: the windows the comparison's forwards read (the rows of the ids
+    each one consumed, counted where they were read), beside the count the record's settings state,
+    --heldout-batches × --batch-size. A set drawn at another size than the record states (a count
+    dropped on the way to the set) is compared on other text than the record says, and every
+    recomputation of it agrees with itself."""
+    return {
+        "heldout_windows_read": sum(int(ids.shape[0]) for ids in read),
+        "heldout_windows_stated": settings.heldout_batches * settings.batch_size,
+    }

@@ -207,12 +207,17 @@ def quantise(targets: list[Target], bits: int, group: int | None, settings: Half
     return [hqq(t, bits, size, settings) for t, size in zip(targets, sizes, strict=True)]
 
 
-def grid_outcome(model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int) -> Outcome:
+def grid_outcome(
+    model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int, requested: int | None
+) -> Outcome:
     """GATE-HQQ-001's check grid, on the weights written into the model (the tensor its state holds
     under each target's key after `changes.write_weights`): per matrix, the most distinct values a group holds
     (contracts.quantisation.most_levels), the range of the quantiser's codes and whether they are
     integers, how many scales and zero-points it kept (one each per group), and how many written
-    weights differ from the contracts' dequantisation of its codes, in the weight's dtype."""
+    weights differ from the contracts' dequantisation of its codes, in the weight's dtype. And its
+    check requested: beside the rows, the --group-size the command's settings state (`requested`,
+    None for one picked per matrix), which every row's group, pinned to the grid by its count of
+    scales, must be."""
     state, rows = model.state_dict(), []
     for target, q in zip(targets, quantised, strict=True):
         written = state[target.keys[0]].detach()
@@ -232,11 +237,13 @@ def grid_outcome(model: nn.Module, targets: list[Target], quantised: list[Quanti
                 "unreproduced": int((again != written).sum()),
             }
         )
-    measured = {"grid": rows, "bits": bits}
+    measured = {"grid": rows, "bits": bits, "group_requested": requested}
     return measure("GATE-HQQ-001", measured, holds=f"every written group lies on a {bits}-bit grid")
 
 
 @gate_require("GATE-HQQ-001", grid_outcome)
-def check_grid(model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int) -> None:
+def check_grid(
+    model: nn.Module, targets: list[Target], quantised: list[Quantised], bits: int, requested: int | None
+) -> None:
     """Refuse quantised weights, as written, that are not a 2^bits-level grid per group reproduced
-    by dequantising the quantiser's codes."""
+    by dequantising the quantiser's codes, or whose groups are not the `requested` size."""
