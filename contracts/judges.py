@@ -721,6 +721,8 @@ def _read_problems(m: Measured) -> list[str]:
         ),
         "judged": ("judged_loss", "judged_stderr", "losses_mean", "losses_stderr"),
         "forwards": ("compared_losses", "mismatched_losses"),
+        # rev 5: the set every evaluation scored holds the batches the run's config asks for
+        "asked": ("asked_batches", "set_batches"),
     },
 )
 def _early_stopping(m: Measured, t: Thresholds) -> list[str]:
@@ -1206,9 +1208,9 @@ def same_number(a: float, b: float) -> bool:
 
 
 def _aggregation_problems(m: Measured) -> list[str]:
-    """GATE-EVAL-002's aggregated, judged and forwards checks: the evaluation's reported mean and
-    standard error, and the stopper's, are mean_and_stderr of every held-out batch's loss, and each
-    of those is the loss its forward made."""
+    """GATE-EVAL-002's aggregated, judged, forwards and asked checks: the evaluation's reported mean
+    and standard error, and the stopper's, are mean_and_stderr of every held-out batch's loss, each
+    of those is the loss its forward made, and the set scored is the size the config asks for."""
     problems = []
     if has(m, *CHECKS["GATE-EVAL-002"]["aggregated"]):
         batches, averaged = count(m, "set_batches"), count(m, "averaged_losses")
@@ -1216,6 +1218,12 @@ def _aggregation_problems(m: Measured) -> list[str]:
             problems.append(
                 f"the evaluation averaged {averaged} losses of the held-out set's {batches} batches"
             )
+    if has(m, "asked_batches", "set_batches") and count(m, "asked_batches") != count(m, "set_batches"):
+        problems.append(
+            f"the evaluation scored a held-out set of {count(m, 'set_batches')} batches where the run's "
+            f"config asks for {count(m, 'asked_batches')} (eval.batches, contracts.heldout): its held-out "
+            "loss, early stopping and best checkpoint judge another set than the one the record states"
+        )
     if has(m, "compared_losses", "mismatched_losses") and count(m, "mismatched_losses"):
         problems.append(
             f"{count(m, 'mismatched_losses')} of the {count(m, 'compared_losses')} held-out losses are not "

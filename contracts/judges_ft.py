@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
+from contracts.few_shot import expected_draw
 from contracts.judges import CHECKS, Malformed, Measured, Thresholds, count, has, items, judges, number
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
@@ -94,6 +95,9 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         "windows": ("windows_read", "windows_stated", "dropped_read", "dropped_stated"),
         # rev 4: each item's summed NLL is the one its taped logits give its taped targets
         "nll": ("nll_read", "nll_taped"),
+        # rev 6: each item's few-shot examples are contracts.few_shot's draw from the seed, the item
+        # and the pool, in draw order
+        "draws": ("few_shot", "draws_pool", "draws_seed", "draws_shots"),
         # rev 5: each item's bytes are the UTF-8 bytes of the text its taped targets decode to
         "bytes": ("bytes_read", "bytes_decoded"),
     },
@@ -117,6 +121,8 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, "retrieval"):
         problems += _retrieval_problems(items(m, "retrieval"))
+    if has(m, "draws_pool", "draws_seed", "draws_shots"):
+        problems += _draw_problems(items(m, "few_shot"), items(m, "draws_pool"), m)
     if has(m, "nll_read", "nll_taped"):
         problems += _nll_problems(m.get("nll_read"), m.get("nll_taped"), t["nll_rtol"])
     if has(m, "bytes_read", "bytes_decoded"):
@@ -127,6 +133,32 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
             "bits per byte divide by (characters counted for bytes?)",
         )
     return problems
+
+
+def _draw_problems(draws: list[Any], pool: list[Any], m: Measured) -> list[str]:
+    """Each item's few-shot examples, in order, against the draw contracts.few_shot.expected_draw
+    makes again from the seed, the item and the pool ({id, sha256} in its order)."""
+    seed, shots = count(m, "draws_seed"), count(m, "draws_shots")
+    if not all(isinstance(p, dict) for p in pool):
+        raise Malformed("'draws_pool' must list {id, sha256} objects")
+    off, shown_all = [], set()
+    for draw in draws:
+        if not isinstance(draw, dict) or not isinstance(draw.get("item"), str):
+            raise Malformed(f"few-shot draw {draw!r} names no item")
+        shown = [e.get("id") for e in items(draw, "examples") if isinstance(e, dict)]
+        shown_all.add(tuple(shown))
+        want = expected_draw(seed, draw["item"], draw.get("item_sha256"), pool, shots)
+        if shown != want:
+            off.append((draw["item"], shown, want))
+    if not off:
+        return []
+    item, shown, want = off[0]
+    same = len(shown_all) == 1 and len(draws) > 1
+    return [
+        f"{len(off)} of {len(draws)} items were shown other few-shot examples than the seeded draw of "
+        f"their own (contracts.few_shot, seed {seed}): item {item} shows {shown}, its draw is {want}"
+        + ("; every item shows the same examples (a generator seeded without the item?)" if same else "")
+    ]
 
 
 def _nll_problems(read: Any, taped: Any, rtol: float) -> list[str]:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import re
 
-from contracts.judges import Malformed, Measured, Thresholds, count, flag, items, judges, number
+from contracts.judges import (
+    CHECKS,
+    MAIN_CHECK,
+    Malformed,
+    Measured,
+    Thresholds,
+    count,
+    flag,
+    has,
+    items,
+    judges,
+    number,
+)
+from contracts.peft_config import field_problems
 
 
 def _names(m: Measured, key: str) -> list[str]:
@@ -102,9 +115,20 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-007", needs=("adapters", "not_loaded", "max_abs_diff", "finite"))
+@judges(
+    "GATE-LORA-007",
+    checks={
+        MAIN_CHECK: ("adapters", "not_loaded", "max_abs_diff", "finite"),
+        # rev 2: adapter_config.json as written, against the run's recorded [lora] section and the
+        # modules its target_modules select (contracts.peft_config), against those the file adapts
+        "config": ("config_written", "config_recorded", "modules_targeted", "modules_adapted"),
+    },
+)
 def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
-    problems = _some_adapters(m)
+    problems = _config_problems(m) if has(m, *CHECKS["GATE-LORA-007"]["config"]) else []
+    if not has(m, *CHECKS["GATE-LORA-007"][MAIN_CHECK]):
+        return problems
+    problems += _some_adapters(m)
     unloaded = _names(m, "not_loaded")
     if unloaded:
         problems.append(f"peft loaded no tensor for: {', '.join(unloaded)}")
@@ -113,5 +137,24 @@ def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
         problems.append(
             f"peft's logits differ from the stack's by up to {diff:.3g} (atol {t['logits_atol']}; "
             f"finite: {finite})"
+        )
+    return problems
+
+
+def _config_problems(m: Measured) -> list[str]:
+    """GATE-LORA-007's check config: every field peft reads from adapter_config.json is the one the
+    run's [lora] section gives (contracts.peft_config.field_problems), and the modules its
+    target_modules select by peft's rule are exactly those the adapter file holds tensors for."""
+    written, recorded = m.get("config_written"), m.get("config_recorded")
+    if not (isinstance(written, dict) and isinstance(recorded, dict)):
+        raise Malformed("'config_written' and 'config_recorded' must be objects of field → value")
+    problems = [f"adapter_config.json: {p}" for p in field_problems(written, recorded)]
+    targeted, adapted = sorted(_names(m, "modules_targeted")), sorted(_names(m, "modules_adapted"))
+    if targeted != adapted:
+        problems.append(
+            f"adapter_config.json's target_modules select {len(targeted)} modules of the base by peft's "
+            f"rule, but the adapter file holds tensors for {len(adapted)} (selected, not adapted: "
+            f"{sorted(set(targeted) - set(adapted))[:3]}; adapted, not selected: "
+            f"{sorted(set(adapted) - set(targeted))[:3]})"
         )
     return problems

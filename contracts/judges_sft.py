@@ -20,6 +20,14 @@ from contracts.judges import Measured, Thresholds, count, flag, has, judges, num
         "rendered": ("examples_rendered", "examples_by_content", "examples_misrendered"),
         # rev 7: an EOS that ends a prompt's turn, which only a model's own template writes
         "prompt": ("prompt_eos", "model_template"),
+        # rev 8: the windows written are the greedy packing of the examples (contracts.packing)
+        "packed": (
+            "windows_written",
+            "windows_packed",
+            "tokens_written",
+            "tokens_packed",
+            "examples_misplaced",
+        ),
     },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
@@ -28,6 +36,8 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
     supervising exactly its content and its EOS, and every example's ids, its prompt too, reading
     back as every message of its conversation (`rendered`)."""
     problems = []
+    if has(m, "windows_written", "windows_packed", "tokens_written", "tokens_packed", "examples_misplaced"):
+        problems += _packing_problems(m)
     if has(m, "examples", "fewest_supervised_tokens", "examples_without_eos", "unsupervised_eos"):
         problems += _example_problems(m, t)
     if has(m, "padding_supervised", "opening_supervised"):
@@ -145,4 +155,23 @@ def _packing_isolated(m: Measured, t: Thresholds) -> list[str]:
                 f"{positions} position(s): the loss's forward lets examples attend to each other; pass "
                 "the batch's document ids (`docs`) to the model and keep attention block-diagonal"
             )
+    return problems
+
+
+def _packing_problems(m: Measured) -> list[str]:
+    """GATE-SFT-001's check packed: the tables hold the windows, the tokens and each example's start
+    the greedy packing of the examples' lengths gives (contracts.packing.greedy_packing)."""
+    problems = []
+    windows, packed = count(m, "windows_written"), count(m, "windows_packed")
+    tokens, want = count(m, "tokens_written"), count(m, "tokens_packed")
+    if windows != packed or tokens != want:
+        problems.append(
+            f"the tables hold {windows} windows ({tokens} tokens) where the greedy packing of their examples "
+            f"fills {packed} ({want}): {tokens - want:+d} tokens of padding"
+        )
+    if misplaced := count(m, "examples_misplaced"):
+        problems.append(
+            f"{misplaced} examples start elsewhere than the greedy packing puts them: one that fits the room "
+            "left in a window was moved to the next?"
+        )
     return problems

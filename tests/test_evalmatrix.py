@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -612,3 +613,61 @@ def test_a_matrix_whose_bytes_are_edited_with_its_rows_is_named_from_its_complet
     assert_caught(
         run_dir, "evalmatrix.json: row A's item a0 counts 13 bytes, but its completion holds 15 UTF-8"
     )
+
+
+# -- GATE-FT-002 check draws: each item's examples are its own seeded draw (contracts.few_shot) ---------
+
+
+@pytest.mark.gate("GATE-FT-002")
+def test_a_draw_seeded_without_the_item_is_refused(
+    world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round-7 R59: `random.Random(f"{seed}:{item.id}")` made `random.Random(seed)`: every item is
+    shown the same examples. None is the item itself, so only drawing again from the seed, the item
+    and the pool shows it. Exit 3 naming the gate."""
+    monkeypatch.setattr(
+        matrix_module,
+        "seeded_sample",
+        lambda seed, item_id, eligible, shots: random.Random(seed).sample(eligible, shots),
+    )
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "2")) == 3
+    verdicts, evidence = _record(record)
+    message = str(next(g for g in evidence["gates"] if g["id"] == "GATE-FT-002")["message"])
+    assert verdicts["GATE-FT-002"] == "FAIL" and "every item shows the same examples" in message
+
+
+@pytest.mark.holds("GATE-FT-002")
+def test_every_item_shows_its_own_seeded_draw_and_the_checker_draws_it_again(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Unplanted: the record keeps the pool, seed and shots the draws are held to; evalmatrix.json
+    keeps the pool, and the checker finds the record true to it."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "2", "--seed", "5")) == 0
+    measured = next(g for g in _record(record)[1]["gates"] if g["id"] == "GATE-FT-002")["measured"]
+    assert measured["draws_seed"] == 5 and measured["draws_shots"] == 2
+    assert [p["id"] for p in _result(record)["pool"]] == [p["id"] for p in world["pool"]]
+    assert len({tuple(e["id"] for e in d["examples"]) for d in _result(record)["few_shot"]}) > 1
+    filed = read_evidence(record / "metadata.json")
+    assert check_record_truth(filed, record, load_spec()).violations == []
+
+
+def _same_shots_for_every_item(data: dict[str, Any], run_dir: Path) -> None:
+    """evalmatrix.json's draws all made the first item's (what R59's matrix wrote)."""
+    path = run_dir / "evalmatrix.json"
+    report = json.loads(path.read_text())
+    for draw in report["few_shot"]:
+        draw["examples"] = report["few_shot"][0]["examples"]
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_matrix_whose_draws_are_not_their_items_own_is_caught(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """The record says PASS; evalmatrix.json's draws, drawn again from its pool and the record's seed,
+    say otherwise."""
+    record = tmp_path / "rec"
+    assert main(_argv(world, record, "--shots", "2")) == 0
+    assert_caught(edited(record, _same_shots_for_every_item), "GATE-FT-002")

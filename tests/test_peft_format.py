@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_support import assert_caught, edited, findings
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import one_line_cli
@@ -154,6 +155,88 @@ def test_an_export_whose_keys_peft_cannot_place_fires(
     assert code == 3 and "peft loaded no tensor for" in err
     measured = json.loads((out / "lora_export.json").read_text())["parity"]
     assert len(measured["not_loaded"]) == 24
+
+
+# -- GATE-LORA-007 check config: adapter_config.json against the run's recorded [lora] section ----------
+
+
+@pytest.fixture(scope="module")
+def dropout_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose adapters trained at dropout 0.1 (its checkpoint's [lora] section says so)."""
+    root = tmp_path_factory.mktemp("peft-dropout")
+    save_lora_run(root / "run", LoraSection(r=4, alpha=8.0, dropout=0.1, targets="q,v"))
+    return root / "run"
+
+
+@pytest.mark.holds(GATE)
+def test_an_exported_config_says_what_the_runs_lora_section_does(dropout_run: Path, tmp_path: Path) -> None:
+    """Every field peft reads is the run's: dropout 0.1 written as 0.1, and target_modules select, by
+    peft's rule, exactly the modules the adapter file holds tensors for."""
+    out = tmp_path / "out"
+    assert main(["lora", "export", str(dropout_run), "--out", str(out)]) == 0
+    assert json.loads((out / peft_format.CONFIG).read_text())["lora_dropout"] == 0.1
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == GATE]
+    assert isinstance(result.measured, dict) and result.verdict.value == "PASS"
+    assert result.measured["config_written"] == result.measured["config_recorded"]
+    assert result.measured["modules_targeted"] == result.measured["modules_adapted"]
+    assert len(result.measured["modules_adapted"]) == 2 * 3  # q and v of three blocks
+
+
+@pytest.mark.gate(GATE)
+def test_an_export_that_writes_dropout_zero_for_an_adapter_trained_at_0_1_fires(
+    dropout_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-7 R53: adapter_config.json says lora_dropout 0.0 for an adapter trained at 0.1. Parity
+    runs in evaluation mode, where dropout does nothing; the check config reads the file back."""
+    config = peft_format.peft_config
+    monkeypatch.setattr(
+        peft_format, "peft_config", lambda model, base: {**config(model, base), "lora_dropout": 0.0}
+    )
+    out = tmp_path / "out"
+    code, err = one_line_cli(capsys, "lora", "export", str(dropout_run), "--out", str(out))
+    assert code == 3 and GATE in err
+    assert "lora_dropout is 0.0 where the run's [lora] section gives 0.1" in str(
+        read_evidence(out / "metadata.json").gates
+    )
+    assert not (out / peft_format.WEIGHTS).exists()  # named unverified
+
+
+@pytest.mark.gate(GATE)
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lora_alpha", 4.0), ("bias", "all"), ("fan_in_fan_out", True), ("target_modules", ["q_proj"])],
+)
+def test_an_export_whose_config_says_another_setting_than_the_run_fires(
+    dropout_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    value: object,
+) -> None:
+    """Any other field peft reads, written other than the run's, fires the same check (target_modules
+    through the modules it selects on the exported base)."""
+    config = peft_format.peft_config
+    monkeypatch.setattr(peft_format, "peft_config", lambda model, base: {**config(model, base), field: value})
+    code, err = one_line_cli(capsys, "lora", "export", str(dropout_run), "--out", str(tmp_path / "out"))
+    assert code == 3 and GATE in err
+
+
+def _dropout_zero(data: dict[str, object], run_dir: Path) -> None:
+    """adapter_config.json's lora_dropout made 0.0 after the export (the record left as it was)."""
+    path = run_dir / peft_format.CONFIG
+    path.write_text(json.dumps({**json.loads(path.read_text()), "lora_dropout": 0.0}, indent=1) + "\n")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_an_adapter_config_edited_after_the_export_is_caught(dropout_run: Path, tmp_path: Path) -> None:
+    """The checker reads adapter_config.json back (contracts.peft_config.written_fields), and the
+    modules its target_modules select on the exported base and those the adapter file holds: the
+    record's config_written no longer is the file's."""
+    out = tmp_path / "out"
+    assert main(["lora", "export", str(dropout_run), "--out", str(out)]) == 0
+    assert findings(out) == []
+    assert_caught(edited(out, _dropout_zero), "GATE-LORA-007", "config_written")
 
 
 @pytest.mark.gate(GATE)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import findings
+from ledger_support import config_edited, edited, findings
 from train_support import (
     autocast_of,
     evidence,
@@ -355,3 +355,55 @@ def test_the_nearest_disagreement_fires(gate_id: str, measured: dict[str, Any]) 
 def test_agreement_holds(gate_id: str, measured: dict[str, Any]) -> None:
     """Equal values hold, NaN included (a NaN loss is GATE-EVAL-002's stderr check's to judge)."""
     assert judge(gate_id, measured) == []
+
+
+# -- GATE-EVAL-002 check asked: the set every evaluation scored is the one the recorded config asks for --
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_a_held_out_set_sized_by_the_default_not_eval_batches_stops_the_run(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round-7 R69: the loop hands the objective no eval.batches (`heldout(…, None)`), so a run asked
+    for 20 held-out batches scores the spec's minimum at every evaluation while its config says 20.
+    GATE-EVAL-002's check asked holds the set scored to the config: exit 3 before the line is written."""
+    heldout = Pretrain.heldout
+
+    def dropped(self: Pretrain, data_dir: Path, batch_size: int, seq_len: int, n: int | None) -> list[Any]:
+        return heldout(self, data_dir, batch_size, seq_len, None)
+
+    monkeypatch.setattr(Pretrain, "heldout", dropped)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "eval.batches=20")) == 3
+    assert verdicts(run)["GATE-EVAL-002"] == "FAIL"
+    assert "where the run's config asks for 20" in str(evidence(run)["gates"])
+    assert metric_lines(run, "eval") == []
+
+
+@pytest.mark.holds("GATE-EVAL-002")
+def test_a_held_out_set_of_the_asked_size_holds_and_the_checker_agrees(data: Path, tmp_path: Path) -> None:
+    """eval.batches=20 scored as 20 holds; the record states the asked size and the checker derives
+    it from config.toml and metrics.jsonl. A line whose set is one batch short is a finding."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "eval.batches=20")) == 0
+    assert gate_measured(run, "GATE-EVAL-002")["asked_batches"] == 20
+    (evaluation,) = metric_lines(run, "eval")
+    assert evaluation["batches"] == len(evaluation["heldout_losses"]) == 20
+    assert findings(run) == []
+    measured = dict(gate_measured(run, "GATE-EVAL-002"))
+    assert judge("GATE-EVAL-002", measured) == []
+    assert judge("GATE-EVAL-002", measured | {"asked_batches": 21})
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_config_asking_for_another_held_out_set_than_the_lines_scored_is_caught(
+    data: Path, tmp_path: Path
+) -> None:
+    """The record of a run that scored 20 held-out batches, its config.toml made to ask for 24 and
+    everything else re-derived by a perfect forger: the evaluation lines still say 20 (the R69 record)."""
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "eval.batches=20")) == 0
+    edited(run, config_edited("batches = 20", "batches = 24"))
+    assert any(
+        "scored 20 held-out batches (20 losses), but its config asks for 24" in f for f in findings(run)
+    )

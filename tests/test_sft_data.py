@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import inspect
 import json
 import os
 import re
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,13 @@ from hypothesis import strategies as st
 from ledger_support import findings
 
 from contracts.errors import BadInput, GateViolation
+from contracts.packing import greedy_packing
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data import sft_prepare
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import Pair, parse_pair
-from stack.data.sft_gates import check_supervision, supervision_outcome
+from stack.data.sft_gates import check_supervision, packing_outcome, supervision_outcome
 from stack.data.sft_prepare import pack, prepare_sft
 from stack.data.sft_reader import SftReader, sft_heldout_batches
 from stack.data.sft_template import Rendered, example_turns, load_template, render
@@ -299,6 +302,84 @@ def test_packing_keeps_every_example_whole_inside_one_window(lengths: list[int])
         assert len(where) == n and where[-1] - where[0] == n - 1
         assert where[0] // 32 == where[-1] // 32  # never split across windows
     assert int((labels & 1).sum()) == len(lengths)
+
+
+# -- GATE-SFT-001 check packed: the windows written are the greedy packing of the examples ----------
+
+
+def _planted_pack(old: str, new: str) -> Callable[..., Any]:
+    """stack.data.sft_prepare.pack with its one line `old` made `new`: the audit's mutant itself,
+    compiled from the packer's own source in its module's namespace (no packer rewritten here)."""
+    source = textwrap.dedent(inspect.getsource(sft_prepare.pack))
+    assert source.count(old) == 1
+    namespace = dict(vars(sft_prepare))
+    exec(compile(source.replace(old, new), sft_prepare.__file__, "exec"), namespace)
+    return namespace["pack"]
+
+
+def _exact_fill(tmp_path: Path) -> Path:
+    """Four prompt-completion examples of 16 byte tokens each (prompt, completion, EOS): two fill a
+    window of 32 exactly."""
+    source = tmp_path / "fill.jsonl"
+    rows = [{"prompt": "Q", "completion": f"Answer {i} is ok"} for i in range(4)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return source
+
+
+@pytest.mark.gate("GATE-SFT-001")
+def test_a_packer_that_moves_an_exactly_fitting_example_to_the_next_window_stops_prepare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-7 R72: `used + len(ids) > pack_len` made `>=`: an example that exactly fills the room
+    left opens a new window, so every window here holds one example and half padding. Every
+    supervision count is unchanged; the check packed re-packs the examples' lengths."""
+    monkeypatch.setattr(
+        sft_prepare,
+        "pack",
+        _planted_pack("used + len(example.ids) > pack_len", "used + len(example.ids) >= pack_len"),
+    )
+    argv = ["prepare", str(_exact_fill(tmp_path)), "--format", "prompt-completion", "--pack-len", "32"]
+    code = main([*argv, "--val-fraction", "0", "--out", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 3 and "GATE-SFT-001" in err and "greedy packing" in err, err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.holds("GATE-SFT-001")
+def test_examples_that_exactly_fill_a_window_are_packed_into_it(tmp_path: Path) -> None:
+    """The same examples, packed as the rule packs them: two windows, no example moved."""
+    out = tmp_path / "data"
+    argv = ["prepare", str(_exact_fill(tmp_path)), "--format", "prompt-completion", "--pack-len", "32"]
+    assert main([*argv, "--val-fraction", "0", "--out", str(out)]) == 0
+    assert sum(s.tokens for s in load_manifest(out).shards if s.split == "train") == 2 * 32 + 1
+
+
+@pytest.mark.parametrize(
+    "shift, fires",
+    [
+        pytest.param(1, True, marks=pytest.mark.gate("GATE-SFT-001")),
+        pytest.param(0, False, marks=pytest.mark.holds("GATE-SFT-001")),
+    ],
+)
+def test_examples_one_position_off_the_rule_fire_and_none_holds(shift: int, fires: bool) -> None:
+    """The tables of a clean packing hold against their examples' lengths; the same tables against
+    a first example one token longer (every later start one position off the rule) fire."""
+    _, labels = _packed(["Paris.", "Rome.", "Madrid."])
+    lengths = [int(n) for n in np.bincount(labels >> 1)[1:]]
+    outcome = packing_outcome(labels, [lengths[0] + shift, *lengths[1:]], 64)
+    assert outcome.ok is not fires and (outcome.measured["examples_misplaced"] > 0) is fires
+
+
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(2, 32), min_size=1, max_size=12))
+def test_the_packer_packs_as_the_greedy_rule_does(lengths: list[int]) -> None:
+    """Any lengths up to pack_len: the stack's packer and contracts.packing agree on every start."""
+    examples = [
+        Rendered(np.full(n, 7, dtype=np.int64), np.r_[np.zeros(n - 1), 1].astype(np.uint8), 1, 0)
+        for n in lengths
+    ]
+    _, labels, windows = pack(examples, 32, EOS)
+    assert packing_outcome(labels, lengths, 32).ok and windows == greedy_packing(lengths, 32).windows
 
 
 def test_a_window_packs_more_than_one_example(sft_data: Path) -> None:

@@ -24,7 +24,7 @@ from stack.data.sft_reader import SftBatch, sft_heldout_batches
 from stack.model.attention import naive_attention, sdpa_attention, softmax_scale, triton_attention
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
-from stack.train.sft_objective import check_isolation, isolation_outcome
+from stack.train.sft_objective import Sft, check_isolation, isolation_outcome
 from stack.train.tasks import OBJECTIVES, objective_for
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
@@ -322,3 +322,22 @@ def test_an_fp16_fine_tune_whose_first_scaled_gradients_overflow_trains_on(
     assert not math.isfinite(lines[0]["grad_norm"]) and math.isfinite(lines[-1]["grad_norm"])
     assert lines[-1]["loss_scale"] < lines[0]["loss_scale"] and verdicts(out)["GATE-TRAIN-003"] == "PASS"
     assert findings(out, world["base"]) == []
+
+
+@pytest.mark.gate("GATE-EVAL-002")
+def test_an_sft_held_out_set_sized_by_the_default_not_eval_batches_stops_the_run(
+    world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round-7 R69 under the SFT objective: the loop hands `heldout` no eval.batches, so the set is
+    the spec minimum's, not the 2 batches the config asks for (GATE-EVAL-001 waived for them).
+    GATE-EVAL-002's check asked, in the loop every objective shares, stops the run."""
+    heldout = Sft.heldout
+
+    def dropped(self: Sft, data_dir: Path, batch_size: int, seq_len: int, n: int | None) -> list[Any]:
+        return heldout(self, data_dir, batch_size, seq_len, None)
+
+    monkeypatch.setattr(Sft, "heldout", dropped)
+    out = tmp_path / "run"
+    waiver = ["--waive", "GATE-EVAL-001", "--reason", "a held-out set of 2 batches on purpose"]
+    assert main([*_sft(world, out, "train.steps=4", "eval.batches=2"), *waiver]) == 3
+    assert verdicts(out)["GATE-EVAL-002"] == "FAIL"

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts import peft_config
 from contracts.checkpoints import manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
@@ -50,6 +51,10 @@ from contracts.truncation import rank_kept
 from contracts.verbatim import longest_common_run
 
 PER_ITEM_SINCE = "1.7.0"  # the spec version from which these kinds cite their raw per-item results
+# The revision of GATE-FT-002 that brought its check draws (evalmatrix.json keeps the pool).
+FEW_SHOT_DRAWS_SINCE = 6
+# The revision of GATE-LORA-007 that brought its check config; the file it reads back.
+PEFT_CONFIG_SINCE, PEFT_CONFIG, PEFT_BASE_WEIGHTS = 2, "adapter_config.json", "base/model.safetensors"
 
 
 def judged(inputs: Inputs, derived: Derivation, gate_id: str, measured: dict[str, Any]) -> None:
@@ -316,6 +321,23 @@ def _completion_bytes(
     ]
 
 
+def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-FT-002's check draws (rev 6) from evalmatrix.json's pool and the record's seed and shots:
+    each item's examples are drawn again by contracts.few_shot. A record of that revision whose file
+    keeps no pool is a problem, never a skipped check."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-FT-002"), None)
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    if "pool" not in report:
+        if result is not None and result.revision >= FEW_SHOT_DRAWS_SINCE:
+            derived.problems.append("evalmatrix.json keeps no few-shot pool: its draws cannot be drawn again")
+        return {}
+    return {
+        "draws_pool": report["pool"],
+        "draws_seed": config.get("seed"),
+        "draws_shots": config.get("shots"),
+    }
+
+
 @derives("evalmatrix")
 def evalmatrix_record(inputs: Inputs) -> Derivation:
     """Rows from per-item scores; the adapter's gain and GATE-FT-001 from rows B and C; GATE-FT-002's
@@ -354,7 +376,10 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
     else:
         derived.put(("metrics", "adapter_gain_bpb"), None)
     if judged_rows is not None:
-        judged(inputs, derived, "GATE-FT-002", {"rows": judged_rows, "few_shot": report.get("few_shot")})
+        drawn = _few_shot_draws(inputs, derived, report)
+        judged(
+            inputs, derived, "GATE-FT-002", {"rows": judged_rows, "few_shot": report.get("few_shot"), **drawn}
+        )
         # the context tokens each item records as cut, as GATE-FT-002's check windows read them (rev 3)
         assert isinstance(scores, dict)
         cut = {name: [item.get("dropped") for item in items] for name, items in scores.items()}
@@ -1043,6 +1068,44 @@ def import_record(inputs: Inputs) -> Derivation:
     return derived
 
 
+def _peft_config_written(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-LORA-007's `config_written` (check config, rev 2) is adapter_config.json's fields as the
+    export keeps the file (contracts.peft_config.written_fields), where the record cites it; one it
+    cites that is no readable JSON object is a problem."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-LORA-007"), None)
+    cited = inputs.artifacts.has(PEFT_CONFIG)  # a record filed into a ledger keeps no adapter files
+    if result is None or "GATE-LORA-007" in inputs.stale or result.revision < PEFT_CONFIG_SINCE or not cited:
+        return
+    try:
+        config = inputs.artifacts.json(PEFT_CONFIG)
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        derived.problems.append(
+            f"{PEFT_CONFIG} is not a JSON object the export keeps: its fields cannot be read"
+        )
+        return
+    derived.put(("gates", "GATE-LORA-007", "measured", "config_written"), peft_config.written_fields(config))
+    adapter, base = _stored_keys(inputs, PEFT_WEIGHTS), _stored_keys(inputs, PEFT_BASE_WEIGHTS)
+    if adapter is not None:
+        adapted = peft_config.modules_of(adapter, peft_config.ADAPTER_PREFIX, peft_config.ADAPTER_SUFFIXES)
+        derived.put(("gates", "GATE-LORA-007", "measured", "modules_adapted"), adapted)
+    if base is not None:  # the base the export wrote beside the adapter (none with --base)
+        modules = peft_config.modules_of(base, "", peft_config.BASE_SUFFIXES)
+        targeted = peft_config.targeted(config.get("target_modules"), modules)
+        derived.put(("gates", "GATE-LORA-007", "measured", "modules_targeted"), targeted)
+
+
+def _stored_keys(inputs: Inputs, file: str) -> list[str] | None:
+    """The tensor keys of a safetensors file the record cites, read from its header; None when it
+    cites no such file."""
+    if not inputs.artifacts.has(file):
+        return None
+    with (inputs.artifacts.directory / file).open("rb") as handle:
+        head = handle.read(HEADER_LENGTH_BYTES)
+        return peft_config.header_keys(head + handle.read(int.from_bytes(head, "little")))
+
+
 @derives("lora-export")
 def lora_export_record(inputs: Inputs) -> Derivation:
     """What `stack lora export` restates of lora_export.json (stack.export.peft_exchange): the
@@ -1065,6 +1128,7 @@ def lora_export_record(inputs: Inputs) -> Derivation:
     if inputs.record.checkpoint is not None and isinstance(source.get("step"), int):
         derived.put(("checkpoint", "step"), source["step"])
     derived.problems += source_parent_problems(inputs.record)
+    _peft_config_written(inputs, derived)
     made_weights(inputs, derived, report, PEFT_WEIGHTS)
     written_under(derived, report)
     derived.problems += created_problems(inputs.record, LORA_EXPORT_RECORD, report, settled_first=False)

@@ -49,6 +49,7 @@ from contracts.derive.restated import (
 )
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
+from contracts.heldout import heldout_set_batches
 from contracts.judges import judge
 from contracts.ledger import settle
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
@@ -59,6 +60,8 @@ METRICS_LOG = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 # The run kinds of the one training loop: their records cite its metrics log and config.
 LOOP_KINDS = ("train", "finetune", "sft", "dpo", "distill")
+# The revision of GATE-EVAL-002 that brought its check asked (`asked_batches`).
+ASKED_SINCE = 5
 # The revision of GATE-TRAIN-007 that brought its check manifest (`stated_split_targets`).
 SPLIT_TARGETS_SINCE = 6
 # Fields every step line carries (GATE-TRAIN-001); later keys of a line are the loop's to add.
@@ -585,10 +588,11 @@ def _early_stopping(
     return outcomes
 
 
-def _aggregated(log: Log) -> list[tuple[dict[str, Any], int | None]]:
+def _aggregated(log: Log, asked: int | None) -> list[tuple[dict[str, Any], int | None]]:
     """GATE-EVAL-002's aggregated check at every evaluation whose line logs each batch's loss (from
     1.18.0): the losses against the set's batches, and the reported mean and standard error
-    against mean_and_stderr of those losses."""
+    against mean_and_stderr of those losses; and, given `asked` (a record of the check asked,
+    rev 5), the set's batches against the config's (contracts.heldout)."""
     outcomes: list[tuple[dict[str, Any], int | None]] = []
     for line in log.evals:
         losses = line.get("heldout_losses")
@@ -603,8 +607,29 @@ def _aggregated(log: Log) -> list[tuple[dict[str, Any], int | None]]:
             "reported_loss": finite_or_text(line.get("heldout_loss")),
             "reported_stderr": finite_or_text(line.get("heldout_stderr")),
         }
+        if asked is not None:
+            measured["asked_batches"] = asked
         outcomes.append((measured, line.get("step")))
     return outcomes
+
+
+def _asked_problems(log: Log, asked: int) -> list[str]:
+    """Every evaluation line's set (`batches`) and the losses it logs against the held-out set the
+    config asks for (eval.batches, else the spec minimum: contracts.heldout), whatever the record's
+    revision: a consuming call that dropped the setting scored another set than the record states."""
+    return [
+        f"{METRICS_LOG}: the evaluation at step {line.get('step')} scored {line.get('batches')} held-out "
+        f"batches ({len(line.get('heldout_losses') or [])} losses), but its config asks for {asked}"
+        for line in log.evals
+        if line.get("batches") != asked
+        or (isinstance(line.get("heldout_losses"), list) and len(line["heldout_losses"]) != asked)
+    ]
+
+
+def _revision_of(inputs: Inputs, gate_id: str) -> int:
+    """The revision of `gate_id` the record states its result under (0 where it states none)."""
+    result = next((g for g in inputs.record.gates if g.id == gate_id), None)
+    return result.revision if result is not None else 0
 
 
 def _compared_losses(log: Log, settler: Settler) -> None:
@@ -1512,7 +1537,14 @@ def training_record(inputs: Inputs) -> Derivation:
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
-    settler.derive("GATE-EVAL-002", stopping + _aggregated(log), exact=False, last=True)
+    asked = heldout_set_batches(
+        config.get("eval", {}).get("batches"), limits["GATE-EVAL-001"]["min_heldout_batches"]
+    )
+    derived.problems += _asked_problems(log, asked)
+    since = _revision_of(inputs, "GATE-EVAL-002") >= ASKED_SINCE
+    settler.derive(
+        "GATE-EVAL-002", stopping + _aggregated(log, asked if since else None), exact=False, last=True
+    )
     _compared_losses(log, settler)
     batches = {e.get("batches") for e in log.evals}
     if len(batches) > 1:

@@ -154,7 +154,7 @@ def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, 
 def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any]:
     """The matrix, its adapter gain (GATE-FT-001 when there is an adapter), as the result JSON."""
     from stack.cli.progress import count_progress
-    from stack.eval.matrix import adapter_gain, rows_of, score_matrix
+    from stack.eval.matrix import adapter_gain, pool_measured, rows_of, score_matrix
     from stack.eval.overlap import item_overlap
 
     setup, items = _setup(args, evidence)
@@ -177,6 +177,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "adapter_gain_bpb": gain,
         "overlap": overlap,
         "few_shot": [d.measured() for d in matrix.draws],
+        "pool": pool_measured(setup.pool),  # the pool drawn from: the checker draws every item again
         "retrieved": retrieved,
     }
 

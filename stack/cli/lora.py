@@ -221,7 +221,7 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"{check['artefact']}: {'ok' if check['ok'] else 'FAILED'}: {check['message']}")
             base = result.record["base"]
             print(f"wrote {args.out} (peft adapter; base {base}; evidence in {args.out / RECORD})")
-            parity.certify_peft(result.check, result.adapters, result.not_loaded)
+            parity.certify_peft(result.check, result.adapters, result.not_loaded, result.config)
     except GateViolation:
         keep_export(evidence, args.path, result)
         raise

@@ -3,8 +3,9 @@
 The windows are spread evenly over the whole split (ids i * W // (N * B) for W windows), so the
 set covers every source and shard in proportion and needs no seed: every run, and every
 evaluation within a run, judges exactly the same tokens. N defaults to GATE-EVAL-001's
-`min_heldout_batches`. A smaller N is handed out when asked for: judging whether it may be used
-is GATE-EVAL-001's binding in the training loop, where a user can waive it.
+`min_heldout_batches` (contracts.heldout, the rule GATE-EVAL-002's check asked holds a run to).
+A smaller N is handed out when asked for: judging whether it may be used is GATE-EVAL-001's
+binding in the training loop, where a user can waive it.
 
 What a run evaluates is checked against that choice (GATE-DATA-005, `check_heldout`): every
 table of every held-out batch (the tokens; a fine-tuning batch's labels) must be the held-out
@@ -21,6 +22,7 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_require, measure
+from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
 from stack.data import mixture
 from stack.data.manifest import load_manifest
@@ -45,7 +47,7 @@ def heldout_batches(
     """N (batch_size, seq_len + 1) int64 batches of held-out windows, the same on every call."""
     import torch
 
-    n = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")) if n_batches is None else n_batches
+    n = heldout_set_batches(n_batches, load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
     if n < 1 or batch_size < 1 or seq_len < 1:
         raise BadInput(f"n_batches={n}, batch_size={batch_size} and seq_len={seq_len} must be >= 1")
     data_dir = Path(data_dir)

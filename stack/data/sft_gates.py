@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contracts.gates import Outcome, gate_require, measure
+from contracts.packing import greedy_packing
 from contracts.split import stored_example_key
 
 if TYPE_CHECKING:
@@ -105,6 +106,33 @@ def check_supervision(
     tokens: np.ndarray, labels: np.ndarray, eos_id: int, model_template: bool = False
 ) -> None:
     """Refuse data in which an example teaches nothing, or never teaches the model to stop."""
+
+
+def packing_outcome(labels: np.ndarray, lengths: list[int], pack_len: int) -> Outcome:
+    """GATE-SFT-001's check packed, on the tables as written: the windows they hold ((length − 1) /
+    pack_len) and their length, and where each example starts (its first position, by the example
+    numbers of `labels`), against the greedy packing of the examples' `lengths` (contracts.packing)."""
+    rule = greedy_packing(lengths, pack_len)
+    spans = _example_spans(labels)
+    written = [spans[n][0] if n in spans else -1 for n in range(1, len(lengths) + 1)]
+    measured = {
+        "windows_written": (len(labels) - 1) // pack_len,
+        "windows_packed": rule.windows,
+        "tokens_written": len(labels),
+        "tokens_packed": rule.tokens,
+        "examples_misplaced": sum(1 for a, b in zip(written, rule.starts, strict=True) if a != b),
+    }
+    return measure(
+        "GATE-SFT-001", measured, holds=f"the {len(lengths)} examples are packed as the greedy rule packs"
+    )
+
+
+@gate_require(
+    "GATE-SFT-001",
+    lambda labels, lengths, pack_len: packing_outcome(labels, lengths, pack_len),
+)
+def check_packing(labels: np.ndarray, lengths: list[int], pack_len: int) -> None:
+    """Refuse tables whose windows are not the greedy packing of their examples (contracts.packing)."""
 
 
 def markers_outcome(assistant_turns: int, markers_missing: int) -> Outcome:

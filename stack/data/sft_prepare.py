@@ -90,6 +90,7 @@ from stack.data.record_input import holds_array
 from stack.data.round_trips import RoundTrips, book_examples, check_round_trips
 from stack.data.sft_gates import (
     check_markers,
+    check_packing,
     check_rendering,
     check_supervision,
     check_turns,
@@ -486,6 +487,7 @@ def _write_split(
     eos_id = tok.eot_id
     tokens, labels, _ = pack(rendered.examples, plan.pack_len, eos_id)
     check_supervision(tokens, labels, eos_id, by_model)
+    check_packing(labels, [len(example.ids) for example in rendered.examples], plan.pack_len)
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
     check_rendering(tokens, labels, rendered.wholes, tok)

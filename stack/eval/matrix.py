@@ -28,7 +28,6 @@ examples whatever the order or number of the items beside it.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +36,7 @@ from typing import Any
 from contracts.bm25 import bm25
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
+from contracts.few_shot import seeded_sample
 from contracts.gates import Outcome, gate_ensure, measure
 from contracts.likelihood import summed_nll, utf8_bytes
 from contracts.truncation import Window, completion_window, window_sha256
@@ -173,7 +173,7 @@ def draw_examples(item: Item, pool: list[Item], shots: int, seed: int) -> Draw:
             f"item {item.id}: the training data has {len(eligible)} examples other than it, fewer than "
             f"--shots {shots}; give more training examples or fewer shots"
         )
-    return Draw(item, random.Random(f"{seed}:{item.id}").sample(eligible, shots))
+    return Draw(item, seeded_sample(seed, item.id, eligible, shots))
 
 
 def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]:
@@ -305,16 +305,29 @@ def stated_windows(
     ]
 
 
-def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokenizer: Tokenizer) -> Outcome:
+def pool_measured(pool: list[Item]) -> list[dict[str, str]]:
+    """The few-shot pool as GATE-FT-002's check draws reads it and evalmatrix.json keeps it: each
+    example's id and content digest, in the pool's order (the order a draw samples from)."""
+    return [{"id": p.id, "sha256": p.sha256} for p in pool]
+
+
+def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outcome:
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
     documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
     taped targets' NLL under its taped logits (`taped_nll`), each item's bytes against the UTF-8
     bytes of the text its taped targets decode to (`taped_bytes`), and each item's retrieved passages
-    against the best of those left, all scored by the statute (`rescored`)."""
+    against the best of those left, all scored by the statute (`rescored`); and every draw against the
+    one contracts.few_shot draws again from the seed, the item and the pool (check draws)."""
+    passages, tokenizer = setup.passages, setup.tokenizer
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
+    measured |= {
+        "draws_pool": pool_measured(setup.pool),
+        "draws_seed": setup.seed,
+        "draws_shots": setup.shots,
+    }
     measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
     measured["contexts_stated"] = {
         r.row.name: [text_sha256(stated_context(r.row, item, matrix)) for item in items] for r in matrix.rows
@@ -339,7 +352,7 @@ def same_items_outcome(matrix: Matrix, items: list[Item], passages: int, tokeniz
 
 @gate_ensure(
     "GATE-FT-002",
-    lambda setup, items, result: same_items_outcome(result, items, setup.passages, setup.tokenizer),
+    lambda setup, items, result: same_items_outcome(result, items, setup),
 )
 def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
     """Every row of the setup over `items`; `advance(row)` after each item scored."""

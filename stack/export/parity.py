@@ -177,25 +177,33 @@ def int8_outcome(parity: LogitsParity, weight_types: dict[str, int]) -> Outcome:
     return measure(ONNX_GATE, measured, holds=f"the int8 graph {parity.artefact} keeps the next-token argmax")
 
 
-def peft_outcome(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> Outcome:
+def peft_outcome(
+    parity: LogitsParity, adapters: int, not_loaded: list[str], config: dict[str, Any] | None = None
+) -> Outcome:
     """GATE-LORA-007: peft's logits of the adapter on the HF base within logits_atol of the stack's,
-    with every tensor of the adapter file loaded by peft as written."""
+    with every tensor of the adapter file loaded by peft as written; and, for an export, `config`:
+    adapter_config.json as written against the run's [lora] section (check config,
+    stack.export.peft_exchange.written_config)."""
     measured = {
         "max_abs_diff": _diff(parity),
         "finite": parity.finite,
         "positions": parity.positions,
         "adapters": adapters,
         "not_loaded": not_loaded,
+        **(config or {}),
     }
     return measure(PEFT_GATE, measured, holds=f"peft's logits of {parity.artefact} match the stack's")
 
 
 @gate_require(
     "GATE-LORA-007",
-    lambda parity, adapters, not_loaded: peft_outcome(parity, adapters, not_loaded),
+    lambda parity, adapters, not_loaded, config=None: peft_outcome(parity, adapters, not_loaded, config),
 )
-def certify_peft(parity: LogitsParity, adapters: int, not_loaded: list[str]) -> None:
-    """Raise GATE-LORA-007 unless peft reproduces the stack's adapted logits."""
+def certify_peft(
+    parity: LogitsParity, adapters: int, not_loaded: list[str], config: dict[str, Any] | None = None
+) -> None:
+    """Raise GATE-LORA-007 unless peft reproduces the stack's adapted logits and, for an export, its
+    adapter_config.json says what the run's [lora] section does."""
 
 
 @gate_require(

@@ -27,6 +27,7 @@ and nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
+from contracts import peft_config
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, canonical_sha256, sha256_file
 from contracts.spec import load_spec
@@ -71,10 +74,42 @@ class Exchanged:
     check: parity.LogitsParity
     not_loaded: list[str]
     adapters: int
+    config: dict[str, Any] | None = None  # an export's adapter_config.json as measured (`written_config`)
 
     @property
     def ok(self) -> bool:
-        return parity.peft_outcome(self.check, self.adapters, self.not_loaded).ok
+        return parity.peft_outcome(self.check, self.adapters, self.not_loaded, self.config).ok
+
+
+def _modules(files: list[Path], prefix: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The modules named by the tensors of safetensors `files`: each key less `prefix` and the first of
+    `suffixes` it ends with (keys ending with none are left out)."""
+    found = set()
+    for path in files:
+        with safe_open(str(path), framework="pt") as opened:
+            for key in opened.keys():  # noqa: SIM118 (a safetensors handle is no dict)
+                end = next((x for x in suffixes if key.endswith(x)), None)
+                if end is not None and key.startswith(prefix):
+                    found.add(key.removeprefix(prefix).removesuffix(end))
+    return sorted(found)
+
+
+def written_config(directory: Path, base_dir: Path, lora_section: dict[str, Any]) -> dict[str, Any]:
+    """GATE-LORA-007's check config, measured on the files as written: adapter_config.json read back
+    from `directory`, the fields the run's recorded [lora] section (`lora_section`, the checkpoint's
+    config, never the model's adapters) gives it (contracts.peft_config), the modules of the HF base
+    its target_modules select by peft's rule, and the modules adapter_model.safetensors holds tensors for."""
+    written = json.loads((directory / peft_format.CONFIG).read_text(encoding="utf-8"))
+    base = _modules(weight_files(Path(base_dir)), "", (".weight",))
+    adapted = _modules(
+        [directory / peft_format.WEIGHTS], peft_format.PREFIX, (".lora_A.weight", ".lora_B.weight")
+    )
+    return {
+        "config_written": peft_config.written_fields(written),
+        "config_recorded": peft_config.expected_fields(lora_section),
+        "modules_targeted": peft_config.targeted(written.get("target_modules"), base),
+        "modules_adapted": adapted,
+    }
 
 
 def _adapted(path: Path) -> Trained:
@@ -121,7 +156,7 @@ def _compare(trained: Trained, base_dir: Path, adapter_dir: Path, sample_text: P
 
 
 def _parity_record(result: Exchanged) -> dict[str, Any]:
-    outcome = parity.peft_outcome(result.check, result.adapters, result.not_loaded)
+    outcome = parity.peft_outcome(result.check, result.adapters, result.not_loaded, result.config)
     return {
         **result.check.as_dict(),
         "adapters": result.adapters,
@@ -162,7 +197,9 @@ def export_adapter(
                 write_hf_files(tmp / BASE_DIR, trained)
         base_name = str((base_hf if base_hf is not None else Path(out) / BASE_DIR).resolve())
         peft_format.write_peft(tmp, trained.model, base_name)
-        result = _compare(trained, base_hf if base_hf is not None else tmp / BASE_DIR, tmp, sample_text)
+        base_dir = base_hf if base_hf is not None else tmp / BASE_DIR
+        result = _compare(trained, base_dir, tmp, sample_text)
+        result.config = written_config(tmp, base_dir, trained.config.lora.model_dump())  # GATE-LORA-007
         record = {
             **result.record,
             "source_checkpoint": {

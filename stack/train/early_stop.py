@@ -66,6 +66,7 @@ def check_stderr(heldout_stderr: float, step: int) -> None:
 def _aggregated_outcome(
     losses: list[float],
     set_batches: int,
+    asked_batches: int,
     reported: tuple[float, float],
     judged: tuple[float, float] | None,
     forwards: list[float] | None,
@@ -74,6 +75,7 @@ def _aggregated_outcome(
     mean, stderr = mean_and_stderr(losses)
     measured = {
         "set_batches": set_batches,
+        "asked_batches": asked_batches,
         "averaged_losses": len(losses),
         "losses_mean": mean,
         "losses_stderr": stderr,
@@ -94,6 +96,7 @@ def _aggregated_outcome(
 def check_aggregated(
     losses: list[float],
     set_batches: int,
+    asked_batches: int,
     reported: tuple[float, float],
     judged: tuple[float, float] | None,
     forwards: list[float] | None,
@@ -103,8 +106,10 @@ def check_aggregated(
     reports, and those early stopping judged (`judged`, None when it is off), are mean_and_stderr
     of `losses`, each of the set's `set_batches` batches' loss; and, for an objective whose loss is
     the model's cross-entropy, each of those is the one its forward recorded (`forwards`, else
-    None). A mean that leaves out a batch, a stopper handed some of the losses, or a held-out loss
-    altered after the forward moves them; the forwards' reads are GATE-EVAL-001's."""
+    None); and `set_batches`, the batches the evaluation's forwards scored, are `asked_batches`, the
+    set the run's recorded config asks for (contracts.heldout, check asked). A mean that leaves out a
+    batch, a stopper handed some of the losses, a held-out loss altered after the forward, or a set
+    sized by a default the config overrode moves them; the forwards' reads are GATE-EVAL-001's."""
 
 
 class EarlyStopper:

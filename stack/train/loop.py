@@ -39,6 +39,7 @@ from contracts.coherence import coherence_score, sample_length, sample_score
 from contracts.derive.training import CLIPPED_NORM, mean_and_stderr, overflowed, reached_steps
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
+from contracts.heldout import heldout_set_batches
 from contracts.judges import COMPUTE_DTYPES
 from contracts.plan import step_sha256
 from contracts.replay import replay_plan
@@ -403,6 +404,9 @@ class Trainer:
             exclude=config.data.exclude or None,
         )
         self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
+        # The set the recorded config asks for, by the rule apart from the reader (GATE-EVAL-002 asked).
+        minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
+        self.asked_batches = heldout_set_batches(config.eval.batches, minimum)
         check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
@@ -962,7 +966,7 @@ class Trainer:
         judged = self.state.early_stop.judged if self.config.eval.early_stop else None
         reported = (line["heldout_loss"], line["heldout_stderr"])
         made_by = made if self.objective.logs_forward_loss else None  # what each forward made
-        check_aggregated(values, len(self.heldout), reported, judged, made_by, step)
+        check_aggregated(values, len(self.heldout), self.asked_batches, reported, judged, made_by, step)
         check_compared(self.state.overfit, line["train_loss"], line["heldout_loss"], step)
         self.metrics_log.write("eval", **line)
         if stop:
