@@ -51,6 +51,7 @@ from audit import (
     scan_falsifiers,
 )
 from cross_reads import cross_read_problems
+from default_sources import default_problems, default_sources
 from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
 from lineage import (
     Release,
@@ -360,6 +361,11 @@ class Checker:
                 warnings: list[str] = []
             elif path in PRESET_SOURCES:
                 continue
+            elif path in (sources := default_sources(record)):  # what a silent command line left
+                if path != sources[0]:
+                    continue
+                found = default_problems(record, {p: blobs.get((sha, p)) for p in sources})
+                problems, warnings = ([], found) if record.code.git_dirty else (found, [])
             elif blob is None:  # a dirty tree may have scored a file it had not committed yet
                 said = f"states what {path} holds, but its commit {sha[:12]} has no such file"
                 if record.code.git_dirty:
@@ -934,8 +940,11 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
 
 def sources_cited(record: EvidenceRecord) -> list[str]:
     """The files of the repository a record states something of (a preset it measured and its
-    sections' defaults, tools/preset_sources.py; a text it scored, tools/scored_text.py)."""
+    sections' defaults, tools/preset_sources.py; the parser of the command it ran, whose defaults
+    its config holds where its command line is silent, tools/default_sources.py; a text it scored,
+    tools/scored_text.py)."""
     cited = list(PRESET_SOURCES) if states_preset(record) else []
+    cited += default_sources(record)
     text = scored_text(record)
     return [*cited, text] if text is not None else cited
 

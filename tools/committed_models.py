@@ -43,6 +43,8 @@ from checkpoint_reads import COMMITTED, in_repository
 
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.hf_export import dtypes_fit
+from contracts.model_shape import param_count
 from contracts.spec import Spec
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_identity import probe_sha256
@@ -304,4 +306,25 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
             f"{EXPORT_REPORT}: architecture_keys is {stated!r}, but GATE-EXPORT-001 rev {revision} reads "
             f"back {keys} setting(s) of the config.json of the committed model {_name(model)}"
         )
-    return problems
+    return problems + _export_dtype_problems(report, model)
+
+
+def _export_dtype_problems(report: dict[str, Any], model: ReadModel) -> list[str]:
+    """export.json's `stored_dtypes`, against the size of the model.safetensors it lists: the
+    committed model's parameters (contracts.model_shape.param_count) in those dtypes make a file of
+    about that size (contracts.hf_export.dtypes_fit), where the record keeps no weights file whose
+    header names them."""
+    stated = report.get("stored_dtypes")
+    size = ((report.get("files") or {}).get(WEIGHTS_FILE) or {}).get("bytes")
+    if not isinstance(stated, list) or not isinstance(size, int):
+        return []
+    elements = param_count(model.state["config"]["model"])
+    fits = dtypes_fit(size, elements, [str(d) for d in stated])
+    if fits is None:
+        return [f"{EXPORT_REPORT}: stored_dtypes {stated} names a dtype whose element size is not known"]
+    if fits:
+        return []
+    return [
+        f"{EXPORT_REPORT}: stored_dtypes is {stated}, but its {WEIGHTS_FILE} of {size} bytes does not hold "
+        f"the {elements} parameters of the committed model {_name(model)} in them"
+    ]

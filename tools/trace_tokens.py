@@ -29,19 +29,24 @@ named.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from argv_record import given
 from checkpoint_reads import in_repository
-from committed_models import UNREADABLE, read_model
+from committed_models import UNREADABLE, ReadModel, read_model
 
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
 from stack.data.tokenizer import Tokenizer
+from stack.trace.ablation import greedy_sample
+from stack.trace.calibrate import TracePath
 
 TOKEN_KINDS = frozenset({"trace", "patch", "lens", "sample"})
 TRACE_REPORT = "trace.json"
+LENS_MODES = ("tuned-lens", "logit-lens")
 
 
 def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
@@ -102,7 +107,11 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
         )
     if record.run.kind == "patch":
         problems += _patch_token_problems(record, config, tokenizer)
-    return problems + _lens_label_problems(report, tokenizer)
+    if report.get("mode") == "ablation":
+        problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
+    return (
+        problems + _lens_label_problems(report, tokenizer) + _lens_width_problems(config, report, tokenizer)
+    )
 
 
 def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Tokenizer) -> list[str]:
@@ -149,6 +158,71 @@ def _patch_token_problems(record: EvidenceRecord, config: dict[str, Any], tokeni
                 "tokenizer of its checkpoint"
             )
     return problems
+
+
+def _lens_width_problems(config: dict[str, Any], report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:
+    """A lens reading keeps, at every layer and position, the top config.top_k tokens of its logits
+    (`stack.lens.readout.read`: k = min(top_k, the logits' width), and the logits are at least the
+    tokenizer's vocabulary wide): audit V04, a reading of 5 restated as top_k 10."""
+    top_k = config.get("top_k")
+    if report.get("mode") not in LENS_MODES or not isinstance(top_k, int) or isinstance(top_k, bool):
+        return []
+    widths = sorted(
+        {
+            len(top)
+            for reading in report.get("readings") or []
+            if isinstance(reading, dict)
+            for top in reading.get("top") or []
+            if isinstance(top, list)
+        }
+    )
+    fits = widths == [top_k] or (
+        top_k > tokenizer.vocab_size and len(widths) == 1 and tokenizer.vocab_size <= widths[0] <= top_k
+    )
+    if not widths or fits:
+        return []
+    return [
+        f"{TRACE_REPORT}: its readings keep the top {widths} token(s) of each position, but config.top_k "
+        f"is {top_k}"
+    ]
+
+
+def _sample_replay_problems(
+    config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+) -> list[str]:
+    """An ablation's greedy continuations (`--sample N`, trace.json's `samples`) replayed: the named
+    checkpoint on the path config.path_a describes continues the prompt N tokens greedily, intact
+    and with config.ablate zeroed (`stack.trace.ablation.greedy_sample`, as `stack trace` drew
+    them), and the texts are those ids decoded (audit V17: --sample 8 restated as 16). A few
+    forwards of the committed model on the CPU."""
+    sample, samples = config.get("sample"), report.get("samples")
+    if not isinstance(sample, int) or isinstance(sample, bool) or not isinstance(samples, dict):
+        return []
+    if sample == 0 or not samples:
+        return (
+            []
+            if sample == 0 and not samples
+            else [f"{TRACE_REPORT}: it keeps samples {sorted(samples)}, but config.sample is {sample}"]
+        )
+    described = re.fullmatch(r".* \(([\w-]+), (\w+)\)", str(config.get("path_a")))
+    if described is None:
+        return [f"config.path_a {config.get('path_a')!r} names no backend and dtype to replay its samples on"]
+    try:
+        path = TracePath(model.trained.model, described[1], described[2], "replay").model()
+        idx = torch.tensor([ids], dtype=torch.long)
+        sites = tuple(config.get("ablate") or ())
+        drawn = {
+            "intact": greedy_sample(path, idx, sample),
+            "ablated": greedy_sample(path, idx, sample, sites),
+        }
+    except UNREADABLE as exc:
+        return [f"its samples cannot be replayed on {config.get('path_a')}: {exc}"]
+    return [
+        f"{TRACE_REPORT}: samples.{name} is {_short(samples.get(name))}, but {sample} greedy token(s) of its "
+        f"checkpoint make {_short(text)}"
+        for name, text in ((k, model.tokenizer.text_of(v)) for k, v in drawn.items())
+        if samples.get(name) != text
+    ]
 
 
 def _lens_label_problems(report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:

@@ -1,0 +1,180 @@
+"""Tamperings of the seventh ledger audit (2026-11-26) that the checker now derives from what the
+record's own artifacts, its committed model or the repository at its commit hold: each is planted in
+a copy of a committed record as the audit's plant did it, finished by a perfect forger (every field
+the artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the
+integrity check must name it; the copies as filed pass.
+
+- a mixture's experts restated (V07c: every evaluation line routes to as many experts as it has);
+- a bandit's cap restated (V08: its warmup shares are the caps' projection of even wants);
+- a lens reading's top_k and an ablation's --sample restated (V04, V17: the readings' width, and the
+  greedy continuations replayed on the committed model);
+- an export's model digest and stored dtypes restated (V11, V19: export.json's files);
+- a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
+  filter settings (V02, V37, V41: the command's defaults at the record's commit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, log_lines, planted, rederive
+from test_integrity_derived import ABLATION_RUN, LENS_RUN, MEMORIZATION_RUN, SAMPLE_RUN
+from test_integrity_round5 import EXPORT_RUN, PREPARE_RUN
+
+OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
+
+
+def assert_found(found: list[str], *fragments: str) -> None:
+    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+
+
+def _finished(plant: Change) -> Change:
+    """`plant`, then a perfect forger's finish (ledger_support.rederive)."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        plant(data, run_dir)
+        rederive(data, run_dir, rounds=4)
+
+    return change
+
+
+def _set_in_argv(data: dict[str, Any], old: str, new: str) -> None:
+    """A `--set` item and config.toml's line restated alike."""
+    argv = data["run"]["argv"]
+    assert any(old in word for word in argv), argv
+    data["run"]["argv"] = [word.replace(old, new) for word in argv]
+
+
+def _toml_replaced(run_dir: Path, old: str, new: str) -> None:
+    path = run_dir / "config.toml"
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) -> None:
+    """V07c: model.moe_experts doubled on the command line and in config.toml; every evaluation line
+    still routes each mixture layer to as many experts as the run had."""
+    routed = next(line["routed"] for line in log_lines(LEDGER / CURRENT_RUN) if "routed" in line)
+    experts = len(next(iter(routed.values())))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        _set_in_argv(data, f"model.moe_experts={experts}", f"model.moe_experts={2 * experts}")
+        _toml_replaced(run_dir, f"moe_experts = {experts}", f"moe_experts = {2 * experts}")
+
+    found = findings(planted(tmp_path, CURRENT_RUN, _finished(plant)))
+    assert_found(found, f"to {experts} experts, but config model.moe_experts is {2 * experts}")
+
+
+def test_a_bandit_cap_restated_against_its_warmup_shares_is_caught(tmp_path: Path) -> None:
+    """V08: the base mixture's cap of a source doubled (command line and config.toml); the log's
+    shares at step 1 are the bandit's even wants projected onto the cap the run had."""
+    caps = json.loads(json.dumps(_record(CURRENT_RUN)["config"]["data"]["caps"]))
+    source, cap = next(iter(caps.items()))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        _set_in_argv(data, f"{source}={cap}", f"{source}={2 * cap}")
+        _toml_replaced(run_dir, f"{source} = {cap}", f"{source} = {2 * cap}")
+
+    found = findings(planted(tmp_path, CURRENT_RUN, _finished(plant)))
+    assert_found(found, "are not the bandit's warmup", "contracts.curriculum.project_shares")
+
+
+def _record(run: str) -> dict[str, Any]:
+    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+
+
+def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) -> None:
+    """V04: config.top_k doubled (the command line gives none); every reading keeps top_k tokens."""
+    top_k = _record(LENS_RUN)["config"]["top_k"]
+    found = findings(
+        planted(tmp_path, LENS_RUN, _finished(lambda data, _dir: data["config"].update(top_k=2 * top_k)))
+    )
+    assert_found(found, f"its readings keep the top [{top_k}] token(s)", f"config.top_k is {2 * top_k}")
+
+
+def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_path: Path) -> None:
+    """V17: --sample doubled on the command line and in the config; the committed model's greedy
+    continuation of that many tokens is not the text trace.json keeps."""
+    sample = _record(ABLATION_RUN)["config"]["sample"]
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--sample") + 1] = str(2 * sample)
+        data["config"]["sample"] = 2 * sample
+
+    found = findings(planted(tmp_path, ABLATION_RUN, _finished(plant)))
+    assert_found(
+        found, "trace.json: samples.intact is", f"but {2 * sample} greedy token(s) of its checkpoint"
+    )
+
+
+def _export_report(run_dir: Path, change: Any) -> None:
+    path = run_dir / "export.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    change(report)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_path: Path) -> None:
+    """V19: export.json's stored dtypes restated as half-width ones; the model file it lists is the
+    size of the committed model's parameters at full width."""
+    stored = json.loads((LEDGER / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
+    assert stored["stored_dtypes"] == ["float32"]
+    plant = _finished(
+        lambda _data, run_dir: _export_report(run_dir, lambda r: r.update(stored_dtypes=["bfloat16"]))
+    )
+    found = findings(planted(tmp_path, EXPORT_RUN, plant))
+    assert_found(found, "export.json: stored_dtypes is ['bfloat16'], but its model.safetensors of")
+
+
+def test_an_export_model_digest_restated_is_caught(tmp_path: Path) -> None:
+    """V11: lineage.model_sha256 restated; export.json lists the digest of the model it wrote (the
+    audit's forger re-derived the field back to the truth, so its plant left no lie)."""
+    found = findings(
+        planted(tmp_path, EXPORT_RUN, lambda data, _dir: data["lineage"].update(model_sha256=OTHER_SHA))
+    )
+    assert_found(found, f'lineage.model_sha256 is "{OTHER_SHA}", but its artifacts derive')
+
+
+def _temperature(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["temperature"] = round(data["config"]["temperature"] / 2, 3)
+    gate(data, "GATE-TRAIN-005")["measured"]["temperature"] = data["config"]["temperature"]
+
+
+def _seed(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["seed"] += 5
+
+
+def _oversize(data: dict[str, Any], _dir: Path) -> None:
+    data["config"]["filter_settings"]["oversize"]["max_bytes"] //= 8
+
+
+@pytest.mark.parametrize(
+    ("run", "option", "plant", "says"),
+    [
+        (SAMPLE_RUN, "--temperature", _temperature, "leaves --temperature to the default"),
+        (MEMORIZATION_RUN, "--seed", _seed, "leaves --seed to the default"),
+        (PREPARE_RUN, "--filters", _oversize, "config.filter_settings.oversize.max_bytes is"),
+    ],
+    ids=["V02-sample-temperature", "V37-memorization-seed", "V41-prepare-filter-settings"],
+)
+def test_a_setting_left_to_its_default_restated_is_caught(
+    tmp_path: Path, run: str, option: str, plant: Change, says: str
+) -> None:
+    """A config value no option of the command line set, restated: the command's parser (or default
+    file) at the record's commit decides it."""
+    assert not any(word.split("=")[0] == option for word in _record(run)["run"]["argv"])
+    found = findings(planted(tmp_path, run, _finished(plant)))
+    assert_found(found, says, "at its commit")
+
+
+@pytest.mark.parametrize(
+    "run", [CURRENT_RUN, LENS_RUN, ABLATION_RUN, EXPORT_RUN, SAMPLE_RUN, MEMORIZATION_RUN, PREPARE_RUN]
+)
+def test_the_records_as_filed_pass(tmp_path: Path, run: str) -> None:
+    assert findings(planted(tmp_path, run, lambda *_: None)) == []
