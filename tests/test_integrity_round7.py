@@ -9,6 +9,9 @@ integrity check must name it; the copies as filed pass.
 - a lens reading's top_k and an ablation's --sample restated (V04, V17: the readings' width, and the
   greedy continuations replayed on the committed model);
 - an export's model digest and stored dtypes restated (V11, V19: export.json's files);
+- a fine-tune's data tokenizer restated (V13: its init model's tokenizer);
+- a distillation's teacher re-pointed to a fine-tune's checkpoint with an invented frozen digest
+  (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
   filter settings (V02, V37, V41: the command's defaults at the record's commit).
 """
@@ -22,7 +25,7 @@ from typing import Any
 
 import pytest
 from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, log_lines, planted, rederive
-from test_integrity_derived import ABLATION_RUN, LENS_RUN, MEMORIZATION_RUN, SAMPLE_RUN
+from test_integrity_derived import ABLATION_RUN, DISTILL_RUN, LENS_RUN, MEMORIZATION_RUN, SAMPLE_RUN, SFT_RUN
 from test_integrity_round5 import EXPORT_RUN, PREPARE_RUN
 
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -173,8 +176,52 @@ def test_a_setting_left_to_its_default_restated_is_caught(
     assert_found(found, says, "at its commit")
 
 
+def test_a_fine_tunes_data_tokenizer_restated_against_its_init_model_is_caught(tmp_path: Path) -> None:
+    """V13: data.tokenizer_sha256 of an SFT record (whose data no prepare record made) restated."""
+    plant = _finished(lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))
+    found = findings(planted(tmp_path, SFT_RUN, plant))
+    assert_found(found, f"data.tokenizer_sha256 is '{OTHER_SHA}', but the committed model")
+
+
+def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path: Path) -> None:
+    """V15: a distillation's teacher re-pointed (command line, places, config.toml, lineage parent
+    and its weights file) to the fine-tuned checkpoint MEMORIZATION_RUN measured, and GATE-KD-002's
+    digests invented; the memorization record measured those weights' digest otherwise."""
+    memorization = _record(MEMORIZATION_RUN)
+    tuned = memorization["config"]["models"]["tuned"]
+    weights = memorization["checkpoint"]["files"]["model.safetensors"]["sha256"]
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        word = data["run"]["argv"][2]
+        old = data["run"]["places"].pop(word)
+        data["run"]["argv"][2] = tuned
+        data["run"]["places"][tuned] = tuned
+        _toml_replaced(run_dir, f'teacher = "{old}"', f'teacher = "{tuned}"')
+        parent = next(p for p in data["lineage"]["parents"] if p["role"] == "teacher")
+        parent.update(checkpoint_sha256=weights, path=tuned)
+        measured = gate(data, "GATE-KD-002")["measured"]
+        measured["sha256_before"] = measured["sha256_after"] = OTHER_SHA
+
+    found = findings(planted(tmp_path, DISTILL_RUN, _finished(plant)), LEDGER / MEMORIZATION_RUN)
+    assert_found(
+        found,
+        f"gates[GATE-KD-002].measured.sha256_before is {OTHER_SHA[:12]}, but record '{MEMORIZATION_RUN}'",
+    )
+
+
 @pytest.mark.parametrize(
-    "run", [CURRENT_RUN, LENS_RUN, ABLATION_RUN, EXPORT_RUN, SAMPLE_RUN, MEMORIZATION_RUN, PREPARE_RUN]
+    "run",
+    [
+        SFT_RUN,
+        DISTILL_RUN,
+        CURRENT_RUN,
+        LENS_RUN,
+        ABLATION_RUN,
+        EXPORT_RUN,
+        SAMPLE_RUN,
+        MEMORIZATION_RUN,
+        PREPARE_RUN,
+    ],
 )
 def test_the_records_as_filed_pass(tmp_path: Path, run: str) -> None:
     assert findings(planted(tmp_path, run, lambda *_: None)) == []

@@ -217,6 +217,9 @@ def committed_model_problems(
         own = models.get(OWN.get(record.run.kind, "read"))
         if own is not None:
             problems += _own_checkpoint_problems(record, own)
+        reader = models.get(DATA_READER.get(record.run.kind, "init"))
+        if own is None and reader is not None:
+            problems += _data_tokenizer_problems(record, reader)
         if record.run.kind == "export-hf" and own is not None:
             problems += _export_config_problems(record, run_dir, own, spec)
     except UNREADABLE as exc:
@@ -243,6 +246,20 @@ def _gate_fact_problems(record: EvidenceRecord, models: dict[str, ReadModel]) ->
 
 def _name(model: ReadModel) -> str:
     return model.checkpoint.name
+
+
+def _data_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
+    """A training run from a committed model (its init, a distillation's teacher, a DPO reference:
+    DATA_READER) reads its data with that model's tokenizer, which GATE-DATA-007 holds the data to:
+    `data.tokenizer_sha256` is that tokenizer's (round-7 audit V13: an SFT record restating another
+    tokenizer, whose data no prepare record made)."""
+    stated = record.data.tokenizer_sha256 if record.data is not None else None
+    if stated is None or stated == model.tokenizer.sha256:
+        return []
+    return [
+        f"data.tokenizer_sha256 is {stated!r}, but the committed model {_name(model)} it read its data "
+        f"for has the tokenizer {model.tokenizer.sha256!r}"
+    ]
 
 
 def _own_checkpoint_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
