@@ -12,6 +12,8 @@ integrity check must name it; the copies as filed pass.
 - a fine-tune's data tokenizer restated (V13: its init model's tokenizer);
 - a distillation's teacher re-pointed to a fine-tune's checkpoint with an invented frozen digest
   (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
+- a benchmark option's active parameters restated (V26: the preset, the options matrix and
+  ModelConfig's defaults at its commit, counted by contracts.model_shape);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
   filter settings (V02, V37, V41: the command's defaults at the record's commit).
 """
@@ -28,6 +30,12 @@ from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, log_line
 from test_integrity_derived import ABLATION_RUN, DISTILL_RUN, LENS_RUN, MEMORIZATION_RUN, SAMPLE_RUN, SFT_RUN
 from test_integrity_round5 import EXPORT_RUN, PREPARE_RUN
 
+from benchmarks import train_throughput
+from contracts.model_shape import active_params
+from stack.model.config import ModelConfig
+
+# Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
+OPTIONS_RUN = "bench-train-options-20261122T172734"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
 
 
@@ -209,9 +217,40 @@ def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path:
     )
 
 
+def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> None:
+    """V26: one option row's active parameters lowered; the preset, the matrix and the defaults at
+    the record's commit shape that option's model."""
+    rows = _record(OPTIONS_RUN)["metrics"]["options"]
+    index = next(i for i, row in enumerate(rows) if row["active_params"] != row["params"])
+    lowered = rows[index]["active_params"] - 1000
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["options"][index]["active_params"] = lowered
+
+    found = findings(planted(tmp_path, OPTIONS_RUN, _finished(plant)))
+    assert_found(found, f"metrics.options[{index}].active_params is {lowered}, but option")
+
+
+def test_the_active_parameter_rule_is_the_benchmarks() -> None:
+    """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
+    counts of the models the options benchmark shapes (dense, each option, combinations)."""
+    base = {"vocab": 257, "d_model": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2, "ctx": 128}
+    for settings in (
+        {"ffn_hidden": 352},
+        {"ffn_hidden": 176, "moe_experts": 4, "moe_top_k": 2},
+        {"ffn_hidden": 144, "moe_experts": 4, "moe_top_k": 1, "moe_shared_expert": True, "diff_attn": True},
+        {"ffn_hidden": 832, "mod_every": 2, "mod_capacity": 0.5},
+    ):
+        config = ModelConfig(**base, **settings)
+        assert active_params(config.model_dump()) == pytest.approx(
+            train_throughput.active_params(config), rel=1e-12
+        )
+
+
 @pytest.mark.parametrize(
     "run",
     [
+        OPTIONS_RUN,
         SFT_RUN,
         DISTILL_RUN,
         CURRENT_RUN,

@@ -65,7 +65,15 @@ from lineage import (
 )
 from mutation import falsify_findings
 from place_links import place_link_problems
-from preset_sources import PRESET_SOURCES, PRESETS_FILE, preset_problems, states_preset
+from preset_sources import (
+    OPTIONS_SOURCES,
+    PRESET_SOURCES,
+    PRESETS_FILE,
+    options_problems,
+    preset_problems,
+    states_options,
+    states_preset,
+)
 from record_checks import check_record_truth, newer
 from scored_text import scored_text, text_problems
 from site_format import read_jsonl
@@ -357,9 +365,12 @@ class Checker:
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
             if path == PRESETS_FILE:  # the preset with its sections' defaults, read together
-                problems = preset_problems(record, {p: blobs.get((sha, p)) for p in PRESET_SOURCES})
+                sources = OPTIONS_SOURCES if states_options(record) else PRESET_SOURCES
+                found = {p: blobs.get((sha, p)) for p in sources}
+                problems = options_problems(record, found) if states_options(record) else []
+                problems += preset_problems(record, found) if states_preset(record) else []
                 warnings: list[str] = []
-            elif path in PRESET_SOURCES:
+            elif path in OPTIONS_SOURCES:
                 continue
             elif path in (sources := default_sources(record)):  # what a silent command line left
                 if path != sources[0]:
@@ -943,7 +954,8 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
     sections' defaults, tools/preset_sources.py; the parser of the command it ran, whose defaults
     its config holds where its command line is silent, tools/default_sources.py; a text it scored,
     tools/scored_text.py)."""
-    cited = list(PRESET_SOURCES) if states_preset(record) else []
+    cited = list(OPTIONS_SOURCES) if states_options(record) else []
+    cited += [p for p in PRESET_SOURCES if p not in cited] if states_preset(record) else []
     cited += default_sources(record)
     text = scored_text(record)
     return [*cited, text] if text is not None else cited

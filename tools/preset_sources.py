@@ -9,6 +9,12 @@ the preset's value where stack/train/presets.py's PRESETS sets it, else the defa
 class declares there (ModelConfig in stack/model/config.py, TrainSection in stack/train/config.py),
 read from the source without running it. A key no one decides there (the vocabulary, the data's)
 is not compared; a file or class the commit does not have is a problem, never a silent pass.
+
+benchmarks/train_throughput.py --options (`metrics.benchmark` train_options) trains each option of
+spec/options_matrix.yaml on the preset's model with the ffn_hidden that gives it the dense model's
+active parameters, and states each row's `params` and `active_params`: both are counted again from
+the preset and ModelConfig's defaults at the commit, the option's settings in the matrix there and
+the row's ffn_hidden (contracts.model_shape.param_count and active_params, the benchmark's rule).
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from __future__ import annotations
 import ast
 from typing import Any
 
+import yaml
+
 from contracts.evidence import EvidenceRecord
+from contracts.model_shape import active_params, param_count
 
 # Where the presets a benchmark names are defined (stack.train.presets.PRESETS).
 PRESETS_FILE = "stack/train/presets.py"
@@ -26,6 +35,9 @@ DEFAULTS = {
     "train": ("stack/train/config.py", "TrainSection"),
 }
 PRESET_SOURCES = (PRESETS_FILE, *(path for path, _ in DEFAULTS.values()))
+# The options a train_options benchmark shapes (spec/options_matrix.yaml: each option's model settings).
+OPTIONS_FILE = "spec/options_matrix.yaml"
+OPTIONS_SOURCES = (*PRESET_SOURCES, OPTIONS_FILE)
 # The train settings a training benchmark states of the config it ran (metrics.<key>).
 TRAIN_KEYS = ("batch_size", "grad_accum", "precision", "deterministic")
 # The pydantic helpers a config class declares a field's default with: Field(default=...) or its
@@ -133,4 +145,73 @@ def preset_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> l
                 continue
             if stated.get(key) != decided:
                 problems.append(f"{where}{key} is {stated.get(key)!r}, but {by} {decided!r}")
+    return problems
+
+
+def states_options(record: EvidenceRecord) -> bool:
+    """Whether `record` is a train_options benchmark: each option of the matrix shaped to the dense
+    model's active parameters on a preset (benchmarks/train_throughput.py --options)."""
+    metrics = record.metrics
+    return (
+        record.run.kind == "benchmark"
+        and metrics.get("benchmark") == "train_options"
+        and isinstance(metrics.get("preset"), str)
+        and isinstance(metrics.get("options"), list)
+    )
+
+
+def _option_settings(blob: bytes | None, name: str) -> dict[str, Any] | None:
+    """The model settings of option `name` in a version of spec/options_matrix.yaml: the option of
+    that name, or the options its `+`-joined parts name together (a combination); None where the
+    file names no such option."""
+    try:
+        listed = (yaml.safe_load(blob or b"") or {}).get("options") or []
+    except (yaml.YAMLError, AttributeError):
+        return None
+    by_name = {o.get("name"): o.get("model") or {} for o in listed if isinstance(o, dict)}
+    if name in by_name:
+        return dict(by_name[name])
+    parts = name.split("+")
+    if not all(part in by_name for part in parts):
+        return None
+    return {key: value for part in parts for key, value in by_name[part].items()}
+
+
+def options_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
+    """Each option row's `params` and `active_params` of a train_options benchmark, against the
+    model its commit decides (`blobs`: each of OPTIONS_SOURCES's bytes): the preset's model over
+    ModelConfig's defaults there, the option's settings in spec/options_matrix.yaml there and the
+    row's ffn_hidden, counted by contracts.model_shape (param_count; active_params, the benchmark's
+    rule). The vocabulary is the one the dense row's parameters hold (round-7 audit V26: the moe
+    row's active parameters restated)."""
+    name = record.metrics["preset"]
+    presets = presets_in(blobs.get(PRESETS_FILE) or b"")
+    defaults = class_defaults(blobs.get(DEFAULTS["model"][0]) or b"", DEFAULTS["model"][1])
+    if presets is None or not isinstance(presets.get(name), dict) or defaults is None:
+        return [f"metrics.preset is {name!r}, but its commit has no such preset with ModelConfig's defaults"]
+    base = {**defaults, **(presets[name].get("model") or {})}
+    rows = [row for row in record.metrics["options"] if isinstance(row, dict) and "ffn_hidden" in row]
+    dense = next((row for row in rows if row.get("option") == "dense"), None)
+    if dense is None or not isinstance(dense.get("params"), int):
+        return ["metrics.options has no dense row stating its parameters, which fixes the vocabulary"]
+    shape = {**base, "ffn_hidden": dense["ffn_hidden"], "vocab": 0}
+    per_id = param_count({**shape, "vocab": 1}) - param_count(shape)
+    vocab, left = divmod(dense["params"] - param_count(shape), per_id)
+    if left or vocab <= 0:
+        return [f"metrics.options' dense row states {dense['params']} parameters, which no vocabulary gives"]
+    problems = []
+    for index, row in enumerate(rows):
+        settings = _option_settings(blobs.get(OPTIONS_FILE), str(row.get("option")))
+        if settings is None:
+            problems.append(
+                f"metrics.options[{index}] is option {row.get('option')!r}, which {OPTIONS_FILE} lacks"
+            )
+            continue
+        model = {**base, **settings, "ffn_hidden": row["ffn_hidden"], "vocab": vocab}
+        for key, derived in (("params", param_count(model)), ("active_params", round(active_params(model)))):
+            if key in row and row[key] != derived:
+                problems.append(
+                    f"metrics.options[{index}].{key} is {row[key]!r}, but option {row.get('option')!r} of "
+                    f"the preset {name!r} at ffn_hidden {row['ffn_hidden']} has {derived}"
+                )
     return problems
