@@ -14,6 +14,8 @@ integrity check must name it; the copies as filed pass.
   (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
 - a benchmark option's active parameters restated (V26: the preset, the options matrix and
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
+- a LoRA merge's modules restated (V32b: the LoRA run of the ledger that wrote the adapters it
+  merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
   filter settings (V02, V37, V41: the command's defaults at the record's commit).
 """
@@ -36,6 +38,8 @@ from stack.model.config import ModelConfig
 
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"
+MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
+ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
 
 
@@ -231,6 +235,31 @@ def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> Non
     assert_found(found, f"metrics.options[{index}].active_params is {lowered}, but option")
 
 
+def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_caught(tmp_path: Path) -> None:
+    """V32b: two modules of a layer the model lacks added to a merge (record and surgery.json), with
+    the adapters its parity and unmerge checks count."""
+    modules = _record(MERGE_RUN)["metrics"]["modules"]
+    layers = 1 + max(int(m.split(".")[1]) for m in modules)
+    extra = [f"layers.{layers}.attn.q", f"layers.{layers}.attn.v"]
+
+    def invent(measured: dict[str, Any]) -> None:
+        measured["modules"] = measured["modules"] + extra
+        measured["parity"]["adapters"] = measured["unmerge"]["adapters"] = len(modules) + len(extra)
+        measured["parity"]["mismatched_elements"].update(dict.fromkeys(extra, 0))
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        invent(data["metrics"])
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        invent(report["measured"])
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    found = findings(planted(tmp_path, MERGE_RUN, _finished(plant)), LEDGER / ADAPTER_RUN)
+    assert_found(
+        found, f"metrics.modules is {modules + extra}, but the adapters it merged at", f"sit on {modules}"
+    )
+
+
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
     counts of the models the options benchmark shapes (dense, each option, combinations)."""
@@ -251,6 +280,7 @@ def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     "run",
     [
         OPTIONS_RUN,
+        MERGE_RUN,
         SFT_RUN,
         DISTILL_RUN,
         CURRENT_RUN,
