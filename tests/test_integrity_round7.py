@@ -8,6 +8,8 @@ integrity check must name it; the copies as filed pass.
 - a bandit's cap restated (V08: its warmup shares are the caps' projection of even wants);
 - a lens reading's top_k and an ablation's --sample restated (V04, V17: the readings' width, and the
   greedy continuations replayed on the committed model);
+- a single trace's prompt restated with as many tokens (V35: its embed site is the committed
+  model's embedding rows of the prompt's ids);
 - an export's model digest and stored dtypes restated (V11, V19: export.json's files);
 - a fine-tune's data tokenizer restated (V13: its init model's tokenizer);
 - a distillation's teacher re-pointed to a fine-tune's checkpoint with an invented frozen digest
@@ -29,7 +31,15 @@ from typing import Any
 
 import pytest
 from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, log_lines, planted, rederive
-from test_integrity_derived import ABLATION_RUN, DISTILL_RUN, LENS_RUN, MEMORIZATION_RUN, SAMPLE_RUN, SFT_RUN
+from test_integrity_derived import (
+    ABLATION_RUN,
+    DISTILL_RUN,
+    LENS_RUN,
+    MEMORIZATION_RUN,
+    SAMPLE_RUN,
+    SFT_RUN,
+    TRACE_RUN,
+)
 from test_integrity_round5 import EXPORT_RUN, PREPARE_RUN
 
 from benchmarks import train_throughput
@@ -126,6 +136,22 @@ def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_pat
     assert_found(
         found, "trace.json: samples.intact is", f"but {2 * sample} greedy token(s) of its checkpoint"
     )
+
+
+def test_a_single_traces_prompt_restated_against_its_embed_site_is_caught(tmp_path: Path) -> None:
+    """V35: the prompt restated (command line and config) as another of as many tokens; the embed
+    site's statistics are those of the filed prompt's embedding rows."""
+    prompt = _record(TRACE_RUN)["config"]["prompt"]
+    other = prompt.swapcase()
+    assert other != prompt and len(other.encode()) == len(prompt.encode())
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        argv = data["run"]["argv"]
+        argv[argv.index("--prompt") + 1] = other
+        data["config"]["prompt"] = other
+
+    found = findings(planted(tmp_path, TRACE_RUN, _finished(plant)))
+    assert_found(found, "trace.json: its embed site's", f"of its prompt {other!r}")
 
 
 def _export_report(run_dir: Path, change: Any) -> None:
@@ -281,6 +307,7 @@ def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     [
         OPTIONS_RUN,
         MERGE_RUN,
+        TRACE_RUN,
         SFT_RUN,
         DISTILL_RUN,
         CURRENT_RUN,
