@@ -16,6 +16,7 @@ integrity check must name it; the copies as filed pass.
   (V15: the ledger's memorization record measured that checkpoint's weights otherwise);
 - a benchmark option's active parameters restated (V26: the preset, the options matrix and
   ModelConfig's defaults at its commit, counted by contracts.model_shape);
+- a speed benchmark's model restated (V27: config_for at its commit, read from the source);
 - a LoRA merge's modules restated (V32b: the LoRA run of the ledger that wrote the adapters it
   merged puts them on its config's targets);
 - a setting no option set, restated: a sample's temperature, a memorization's seed, a prepare's
@@ -48,6 +49,7 @@ from stack.model.config import ModelConfig
 
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"
+SPEED_RUN = "bench-model-20261123T150413"  # benchmarks/model_speed.py on the CPU, a dirty tree
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -286,6 +288,18 @@ def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_ca
     )
 
 
+def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path) -> None:
+    """V27: the timed model's n_kv_heads halved (a claim that grouped-query attention was timed);
+    config_for at the record's commit gives every head its own keys and values."""
+    heads = _record(SPEED_RUN)["metrics"]["config"]["n_kv_heads"]
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["config"]["n_kv_heads"] = heads // 2
+
+    found = findings(planted(tmp_path, SPEED_RUN, _finished(plant)))
+    assert_found(found, f"metrics.config.n_kv_heads is {heads // 2}, but config_for(", f"gives {heads}")
+
+
 def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     """contracts.model_shape.active_params counts what benchmarks/train_throughput.active_params
     counts of the models the options benchmark shapes (dense, each option, combinations)."""
@@ -306,6 +320,7 @@ def test_the_active_parameter_rule_is_the_benchmarks() -> None:
     "run",
     [
         OPTIONS_RUN,
+        SPEED_RUN,
         MERGE_RUN,
         TRACE_RUN,
         SFT_RUN,

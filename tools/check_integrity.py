@@ -69,10 +69,14 @@ from preset_sources import (
     OPTIONS_SOURCES,
     PRESET_SOURCES,
     PRESETS_FILE,
+    SPEED_FILE,
+    SPEED_SOURCES,
     options_problems,
     preset_problems,
+    speed_problems,
     states_options,
     states_preset,
+    states_speed_model,
 )
 from record_checks import check_record_truth, newer
 from scored_text import scored_text, text_problems
@@ -352,8 +356,11 @@ class Checker:
         (`sources_cited`): a text it scored, dirty or clean (tools/scored_text.py: a dirty record's
         where what it states proves the text the committed one, else a warning says it is not
         derived), the model and train settings of a preset it measured, as the preset and its
-        sections' defaults decide them (dirty or clean, as its goals: a preset it names is the
-        committed one; tools/preset_sources.py)."""
+        sections' defaults decide them, and likewise an options benchmark's parameter counts and a
+        speed benchmark's timed model (dirty or clean, as its goals: a preset it names is the
+        committed one; tools/preset_sources.py); the config values a command line left to its
+        command's defaults, as the parser at the commit declares them (a dirty record's are warned
+        of; tools/default_sources.py)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
             for sha, records in cited.items()
@@ -370,6 +377,9 @@ class Checker:
                 problems = options_problems(record, found) if states_options(record) else []
                 problems += preset_problems(record, found) if states_preset(record) else []
                 warnings: list[str] = []
+            elif path == SPEED_FILE and states_speed_model(record):  # the model a speed benchmark timed
+                problems = speed_problems(record, {p: blobs.get((sha, p)) for p in SPEED_SOURCES})
+                warnings = []
             elif path in OPTIONS_SOURCES:
                 continue
             elif path in (sources := default_sources(record)):  # what a silent command line left
@@ -957,6 +967,7 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
     cited = list(OPTIONS_SOURCES) if states_options(record) else []
     cited += [p for p in PRESET_SOURCES if p not in cited] if states_preset(record) else []
     cited += default_sources(record)
+    cited += [p for p in SPEED_SOURCES if p not in cited] if states_speed_model(record) else []
     text = scored_text(record)
     return [*cited, text] if text is not None else cited
 

@@ -15,6 +15,12 @@ spec/options_matrix.yaml on the preset's model with the ffn_hidden that gives it
 active parameters, and states each row's `params` and `active_params`: both are counted again from
 the preset and ModelConfig's defaults at the commit, the option's settings in the matrix there and
 the row's ffn_hidden (contracts.model_shape.param_count and active_params, the benchmark's rule).
+
+benchmarks/model_speed.py times one model per device and states it (`metrics.config`, ModelConfig
+dumped) with its batch (`metrics.batch`): the model is `config_for(device)`, a ModelConfig call
+whose keywords are the device's SHAPES entry (`**shape`), literals, or keys of that entry
+(`shape["n_heads"]`), over ModelConfig's defaults, and the batch BATCH[device], all read from the
+source at the commit (round-7 audit V27: n_kv_heads restated to claim grouped-query attention).
 """
 
 from __future__ import annotations
@@ -214,4 +220,90 @@ def options_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> 
                     f"metrics.options[{index}].{key} is {row[key]!r}, but option {row.get('option')!r} of "
                     f"the preset {name!r} at ffn_hidden {row['ffn_hidden']} has {derived}"
                 )
+    return problems
+
+
+SPEED_FILE = "benchmarks/model_speed.py"
+SPEED_SOURCES = (SPEED_FILE, DEFAULTS["model"][0])
+# The benchmark names benchmarks/model_speed.py gives its records: model_vs_reference_<device>.
+SPEED_BENCHMARK = "model_vs_reference_"
+
+
+def states_speed_model(record: EvidenceRecord) -> bool:
+    """Whether `record` is benchmarks/model_speed.py's, stating the model it timed."""
+    metrics = record.metrics
+    return (
+        record.run.kind == "benchmark"
+        and str(metrics.get("benchmark", "")).startswith(SPEED_BENCHMARK)
+        and isinstance(metrics.get("config"), dict)
+    )
+
+
+def _literal_tables(body: list[ast.stmt]) -> dict[str, Any]:
+    """The module-level names a source assigns a literal to, with it."""
+    found = {}
+    for node in body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+            continue
+        targets, value = (node.targets if isinstance(node, ast.Assign) else [node.target]), node.value
+        for target in targets:
+            if isinstance(target, ast.Name):
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    continue
+    return found
+
+
+def speed_settings(source: bytes, device: str) -> tuple[dict[str, Any], Any] | None:
+    """(the model settings `config_for(device)` passes ModelConfig, the batch BATCH gives `device`) of
+    a version of benchmarks/model_speed.py: a keyword it cannot read is left out. None where the
+    source has no SHAPES entry for the device or no config_for calling ModelConfig."""
+    try:
+        body = ast.parse(source).body
+    except (SyntaxError, ValueError):
+        return None
+    tables = _literal_tables(body)
+    shape = (tables.get("SHAPES") or {}).get(device)
+    function = next((n for n in body if isinstance(n, ast.FunctionDef) and n.name == "config_for"), None)
+    nodes = ast.walk(function) if function is not None else iter(())
+    calls = [n for n in nodes if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "ModelConfig"]
+    if not isinstance(shape, dict) or len(calls) != 1:
+        return None
+    settings: dict[str, Any] = {}
+    for keyword in calls[0].keywords:
+        value = keyword.value
+        if keyword.arg is None:
+            settings.update(shape)
+        elif isinstance(value, ast.Subscript) and isinstance(value.slice, ast.Constant):
+            if value.slice.value in shape:
+                settings[keyword.arg] = shape[value.slice.value]
+        else:
+            try:
+                settings[keyword.arg] = ast.literal_eval(value)
+            except ValueError:
+                continue
+    return settings, (tables.get("BATCH") or {}).get(device)
+
+
+def speed_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
+    """What benchmarks/model_speed.py's record states of the model it timed and its batch, against
+    the source at its commit (`blobs`: each of SPEED_SOURCES's bytes; module docstring)."""
+    device = str(record.metrics["benchmark"]).removeprefix(SPEED_BENCHMARK)
+    found = speed_settings(blobs.get(SPEED_FILE) or b"", device)
+    defaults = class_defaults(blobs.get(DEFAULTS["model"][0]) or b"", DEFAULTS["model"][1])
+    if found is None or defaults is None:
+        return [f"its commit has no {SPEED_FILE} config_for({device!r}) with ModelConfig's defaults to read"]
+    settings, batch = found
+    decided = {**defaults, **settings}
+    stated = record.metrics["config"]
+    problems = [
+        f"metrics.config.{key} is {stated[key]!r}, but config_for({device!r}) in {SPEED_FILE} gives {value!r}"
+        for key, value in sorted(decided.items())
+        if key in stated and stated[key] != value
+    ]
+    if batch is not None and record.metrics.get("batch") != batch:
+        problems.append(
+            f"metrics.batch is {record.metrics.get('batch')!r}, but {SPEED_FILE} has BATCH {batch!r}"
+        )
     return problems
