@@ -74,6 +74,14 @@ def _adapted(model: Mapping[str, Any], touched: Sequence[str]) -> dict[str, tupl
     return found if len(found) == len(on) else None
 
 
+def adapted_modules(model: Mapping[str, Any], touched: Sequence[str]) -> list[str] | None:
+    """The modules (`layers.0.attn.q`, ...) LoRA adapters on the matrices `touched`
+    (contracts.model_shape.lora_touched's names) sit on, in module order: what a merge of them merges;
+    None where those are not decided here."""
+    adapted = _adapted(model, touched)
+    return None if adapted is None else [weight.removesuffix(".weight") for weight in adapted]
+
+
 def _adapter_tensors(weight: str, shape: tuple[int, ...], r: int) -> dict[str, Tensor]:
     """A LoRA adapter's tensors beside the weight `weight` (out × in) it is on."""
     module, (out, fan_in) = weight.removesuffix(".weight"), shape

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contracts.model_shape import DEFAULTS
@@ -33,6 +33,19 @@ SAFETENSORS_DTYPES = {
     "I8": "int8",
     "U8": "uint8",
     "BOOL": "bool",
+}
+# Bytes of one element of each dtype a safetensors file stores, by torch's name.
+ELEMENT_BYTES = {
+    "float64": 8,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "int64": 8,
+    "int32": 4,
+    "int16": 2,
+    "int8": 1,
+    "uint8": 1,
+    "bool": 1,
 }
 # The names one config.json field goes by: transformers 5 reads `dtype`, earlier ones `torch_dtype`.
 DTYPE_FIELDS = ("dtype", "torch_dtype")
@@ -106,3 +119,17 @@ def field_differences(loaded: Mapping[str, Any], expected: Mapping[str, Any]) ->
 
 
 _NO_RULE = object()
+
+
+def dtypes_fit(file_bytes: int, elements: int, dtypes: Sequence[str]) -> bool | None:
+    """Whether a safetensors file of `file_bytes` bytes can hold a model of `elements` parameters
+    stored in `dtypes`: its tensors' data is elements × an element size between the least and the
+    largest of those dtypes', and its header (8 bytes of length, then a JSON entry of some hundred
+    bytes per tensor) is smaller than one byte per element, since every tensor of a model holds far
+    more elements than its entry has bytes. So a float32 file is not a bfloat16 one (audit V19: an
+    export's stored dtypes restated). None where a dtype is not known, or nothing is stated."""
+    sizes = [ELEMENT_BYTES.get(d) for d in dtypes]
+    if not sizes or elements <= 0 or any(size is None for size in sizes):
+        return None
+    least, most = min(s for s in sizes if s is not None), max(s for s in sizes if s is not None)
+    return elements * least + HEADER_LENGTH_BYTES <= file_bytes < elements * (most + 1)

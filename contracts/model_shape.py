@@ -132,6 +132,24 @@ def param_count(model: Mapping[str, Any]) -> int:
     return sum(math.prod(shape) for shape in parameter_shapes(model).values())
 
 
+def active_params(model: Mapping[str, Any]) -> float:
+    """Parameters one training token passes through, on average (benchmarks/train_throughput.py's
+    `active_params`, by which it shapes each option to as many as the dense model): every parameter
+    outside the blocks; in a block, of a mixture only its top-k of the routed experts (and the shared
+    one), and of a depth-routed block only its capacity's share of the tokens."""
+    sizes = {name: math.prod(shape) for name, shape in parameter_shapes(model).items()}
+    experts, top_k = int(_get(model, "moe_experts")), int(model.get("moe_top_k", 2))
+    routed = set(routed_blocks(model))
+    total = float(sum(n for name, n in sizes.items() if not name.startswith("layers.")))
+    for i in range(int(model["n_layers"])):
+        block = float(sum(n for name, n in sizes.items() if name.startswith(f"layers.{i}.")))
+        if experts:
+            experts_held = sum(n for name, n in sizes.items() if name.startswith(f"layers.{i}.moe.expert"))
+            block -= experts_held * (1 - top_k / experts)
+        total += block * (float(_get(model, "mod_capacity")) if i in routed else 1.0)
+    return total
+
+
 def model_file_tensors(model: Mapping[str, Any], adapters: int = 0) -> int:
     """Tensors of a checkpoint's model.safetensors: every parameter (a tied head once), each
     depth-routed block's threshold, and each of `adapters` LoRA adapters' A, B and base hash."""

@@ -51,6 +51,7 @@ from audit import (
     scan_falsifiers,
 )
 from cross_reads import cross_read_problems
+from default_sources import default_problems, default_sources
 from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
 from lineage import (
     Release,
@@ -64,7 +65,19 @@ from lineage import (
 )
 from mutation import falsify_findings
 from place_links import place_link_problems
-from preset_sources import PRESET_SOURCES, PRESETS_FILE, preset_problems, states_preset
+from preset_sources import (
+    OPTIONS_SOURCES,
+    PRESET_SOURCES,
+    PRESETS_FILE,
+    SPEED_FILE,
+    SPEED_SOURCES,
+    options_problems,
+    preset_problems,
+    speed_problems,
+    states_options,
+    states_preset,
+    states_speed_model,
+)
 from record_checks import check_record_truth, newer
 from scored_text import scored_text, text_problems
 from site_format import read_jsonl
@@ -343,8 +356,11 @@ class Checker:
         (`sources_cited`): a text it scored, dirty or clean (tools/scored_text.py: a dirty record's
         where what it states proves the text the committed one, else a warning says it is not
         derived), the model and train settings of a preset it measured, as the preset and its
-        sections' defaults decide them (dirty or clean, as its goals: a preset it names is the
-        committed one; tools/preset_sources.py)."""
+        sections' defaults decide them, and likewise an options benchmark's parameter counts and a
+        speed benchmark's timed model (dirty or clean, as its goals: a preset it names is the
+        committed one; tools/preset_sources.py); the config values a command line left to its
+        command's defaults, as the parser at the commit declares them (a dirty record's are warned
+        of; tools/default_sources.py)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
             for sha, records in cited.items()
@@ -356,10 +372,21 @@ class Checker:
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
             if path == PRESETS_FILE:  # the preset with its sections' defaults, read together
-                problems = preset_problems(record, {p: blobs.get((sha, p)) for p in PRESET_SOURCES})
+                sources = OPTIONS_SOURCES if states_options(record) else PRESET_SOURCES
+                found = {p: blobs.get((sha, p)) for p in sources}
+                problems = options_problems(record, found) if states_options(record) else []
+                problems += preset_problems(record, found) if states_preset(record) else []
                 warnings: list[str] = []
-            elif path in PRESET_SOURCES:
+            elif path == SPEED_FILE and states_speed_model(record):  # the model a speed benchmark timed
+                problems = speed_problems(record, {p: blobs.get((sha, p)) for p in SPEED_SOURCES})
+                warnings = []
+            elif path in OPTIONS_SOURCES:
                 continue
+            elif path in (sources := default_sources(record)):  # what a silent command line left
+                if path != sources[0]:
+                    continue
+                found = default_problems(record, {p: blobs.get((sha, p)) for p in sources})
+                problems, warnings = ([], found) if record.code.git_dirty else (found, [])
             elif blob is None:  # a dirty tree may have scored a file it had not committed yet
                 said = f"states what {path} holds, but its commit {sha[:12]} has no such file"
                 if record.code.git_dirty:
@@ -934,8 +961,13 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
 
 def sources_cited(record: EvidenceRecord) -> list[str]:
     """The files of the repository a record states something of (a preset it measured and its
-    sections' defaults, tools/preset_sources.py; a text it scored, tools/scored_text.py)."""
-    cited = list(PRESET_SOURCES) if states_preset(record) else []
+    sections' defaults, tools/preset_sources.py; the parser of the command it ran, whose defaults
+    its config holds where its command line is silent, tools/default_sources.py; a text it scored,
+    tools/scored_text.py)."""
+    cited = list(OPTIONS_SOURCES) if states_options(record) else []
+    cited += [p for p in PRESET_SOURCES if p not in cited] if states_preset(record) else []
+    cited += default_sources(record)
+    cited += [p for p in SPEED_SOURCES if p not in cited] if states_speed_model(record) else []
     text = scored_text(record)
     return [*cited, text] if text is not None else cited
 

@@ -43,6 +43,8 @@ from checkpoint_reads import COMMITTED, in_repository
 
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.hf_export import dtypes_fit
+from contracts.model_shape import param_count
 from contracts.spec import Spec
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_identity import probe_sha256
@@ -215,6 +217,9 @@ def committed_model_problems(
         own = models.get(OWN.get(record.run.kind, "read"))
         if own is not None:
             problems += _own_checkpoint_problems(record, own)
+        reader = models.get(DATA_READER.get(record.run.kind, "init"))
+        if own is None and reader is not None:
+            problems += _data_tokenizer_problems(record, reader)
         if record.run.kind == "export-hf" and own is not None:
             problems += _export_config_problems(record, run_dir, own, spec)
     except UNREADABLE as exc:
@@ -241,6 +246,20 @@ def _gate_fact_problems(record: EvidenceRecord, models: dict[str, ReadModel]) ->
 
 def _name(model: ReadModel) -> str:
     return model.checkpoint.name
+
+
+def _data_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
+    """A training run from a committed model (its init, a distillation's teacher, a DPO reference:
+    DATA_READER) reads its data with that model's tokenizer, which GATE-DATA-007 holds the data to:
+    `data.tokenizer_sha256` is that tokenizer's (round-7 audit V13: an SFT record restating another
+    tokenizer, whose data no prepare record made)."""
+    stated = record.data.tokenizer_sha256 if record.data is not None else None
+    if stated is None or stated == model.tokenizer.sha256:
+        return []
+    return [
+        f"data.tokenizer_sha256 is {stated!r}, but the committed model {_name(model)} it read its data "
+        f"for has the tokenizer {model.tokenizer.sha256!r}"
+    ]
 
 
 def _own_checkpoint_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
@@ -304,4 +323,25 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
             f"{EXPORT_REPORT}: architecture_keys is {stated!r}, but GATE-EXPORT-001 rev {revision} reads "
             f"back {keys} setting(s) of the config.json of the committed model {_name(model)}"
         )
-    return problems
+    return problems + _export_dtype_problems(report, model)
+
+
+def _export_dtype_problems(report: dict[str, Any], model: ReadModel) -> list[str]:
+    """export.json's `stored_dtypes`, against the size of the model.safetensors it lists: the
+    committed model's parameters (contracts.model_shape.param_count) in those dtypes make a file of
+    about that size (contracts.hf_export.dtypes_fit), where the record keeps no weights file whose
+    header names them."""
+    stated = report.get("stored_dtypes")
+    size = ((report.get("files") or {}).get(WEIGHTS_FILE) or {}).get("bytes")
+    if not isinstance(stated, list) or not isinstance(size, int):
+        return []
+    elements = param_count(model.state["config"]["model"])
+    fits = dtypes_fit(size, elements, [str(d) for d in stated])
+    if fits is None:
+        return [f"{EXPORT_REPORT}: stored_dtypes {stated} names a dtype whose element size is not known"]
+    if fits:
+        return []
+    return [
+        f"{EXPORT_REPORT}: stored_dtypes is {stated}, but its {WEIGHTS_FILE} of {size} bytes does not hold "
+        f"the {elements} parameters of the committed model {_name(model)} in them"
+    ]

@@ -15,7 +15,9 @@ record that saved the path it read says otherwise (U20). Here:
 * a lens reading of a lens file that a completed lens-train record of the ledger saved (the same
   place, `run.places`, its run finished before the reading started; the last such) states that
   record's lens digest (`config.lens_sha256`), and GATE-LENS-004's `lens_model_sha256` is the model
-  that lens was trained on.
+  that lens was trained on;
+* two records that read the same frozen model's weights file (a distillation's teacher, a DPO
+  reference, a memorization's fine-tuned checkpoint: FROZEN_READS) state the same digest of it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def cross_read_problems(
     for run_id, record in records.items():
         problems += [(run_id, p) for p in _teacher_problems(record, records, root)]
         problems += [(run_id, p) for p in _lens_problems(record, records)]
-    return problems
+    return problems + _frozen_digest_problems(records)
 
 
 def _teacher_model(
@@ -137,4 +139,53 @@ def _lens_problems(record: EvidenceRecord, records: Mapping[str, EvidenceRecord]
         f"with {wanted!r}"
         for field, (stated, wanted) in made.items()
         if stated is not None and wanted is not None and stated != wanted
+    ]
+
+
+# Where a record names the weights file of a frozen model it read (the sha256 of its
+# model.safetensors) and the digest it measured of those weights (`stack.tune.frozen
+# .weights_sha256`): (run kind, the file's place, the gate, the digest's measured key). A
+# distillation's teacher and a DPO reference by their lineage parent; a memorization's fine-tuned
+# model by the checkpoint it read.
+FROZEN_READS = (
+    ("distill", ("lineage", TEACHER), "GATE-KD-002", ("sha256_before",)),
+    ("dpo", ("lineage", "reference"), "GATE-DPO-002", ("sha256_before",)),
+    ("memorization", ("checkpoint", "model.safetensors"), "GATE-FT-003", ("models_measured", "fine-tuned")),
+)
+
+
+def _frozen_read(record: EvidenceRecord) -> tuple[str, str, str] | None:
+    """(weights file sha256, digest measured, where it is stated) of the frozen model `record` read."""
+    for kind, (block, name), gate_id, key in FROZEN_READS:
+        if record.run.kind != kind:
+            continue
+        if block == "lineage":
+            parents = record.lineage.parents if record.lineage is not None else []
+            file = next((p.checkpoint_sha256 for p in parents if p.role == name), None)
+        else:
+            ref = record.checkpoint.files.get(name) if record.checkpoint is not None else None
+            file = ref.sha256 if ref is not None else None
+        measured: Any = next((g.measured for g in record.gates if g.id == gate_id), None)
+        for part in key:
+            measured = measured.get(part) if isinstance(measured, dict) else None
+        if isinstance(file, str) and isinstance(measured, str):
+            return file, measured, f"gates[{gate_id}].measured.{'.'.join(key)}"
+    return None
+
+
+def _frozen_digest_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
+    """Two records that read the same weights file (by its sha256) measured the same frozen digest
+    of it: the digest is a function of the weights (round-7 audit V15: a distillation's teacher
+    re-pointed to a fine-tune's checkpoint with an invented digest, which the ledger's memorization
+    record of that checkpoint measured otherwise). Each record is named with the other."""
+    read = {run_id: found for run_id, record in records.items() if (found := _frozen_read(record))}
+    return [
+        (
+            run_id,
+            f"{where} is {digest[:12]}, but record {other!r} measured the weights of the same model file "
+            f"(model.safetensors {file[:12]}) as {read[other][1][:12]}",
+        )
+        for run_id, (file, digest, where) in sorted(read.items())
+        for other in sorted(read)
+        if other != run_id and read[other][0] == file and read[other][1] != digest
     ]

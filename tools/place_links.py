@@ -21,7 +21,9 @@ digests must be the writer's:
   step the writer's checkpoint is at and (for a command that states the read model's tokenizer)
   its tokenizer;
 - a tuned lens a lens training saved (`--save`): the `config.lens_sha256` of a reading of it
-  (`--lens`).
+  (`--lens`);
+- the adapters a LoRA run wrote: a merge of them (`stack lora merge ADAPTER`) merged the modules
+  the run's config puts adapters on, and counts that many.
 
 A read of one of a run's earlier checkpoints (a step its record does not vouch for) is not
 compared. Paths are compared where each run resolved them (`run.places`, links followed), or as
@@ -40,8 +42,12 @@ from argv_record import given, word_of
 from checkpoint_reads import READ_KINDS, READ_TOKENIZER_KINDS, read_option
 from lineage import MAKING_KINDS, WEIGHTS_FILE, made_weights
 
+from contracts.checkpoint_layout import adapted_modules
 from contracts.evidence import EvidenceRecord, run_named
+from contracts.model_shape import lora_touched
 
+# The option of `stack lora merge ADAPTER` that names the adapters it merges.
+ADAPTER_OPTION = "path"
 # The options through which a command writes what another command reads.
 WRITING_OPTIONS = ("out", "resume", "save")
 
@@ -152,6 +158,8 @@ def place_link_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str
                 found = _data_problems(record, writer.record, where)
             elif writer.option == "save" and not rest:
                 found = _lens_problems(record, writer.record, read, where)
+            elif record.run.kind == "lora-merge" and read.option == ADAPTER_OPTION:
+                found = _merged_problems(record, writer.record, where)
             elif _names_vouched(writer.record, rest):
                 found = _model_problems(record, writer.record, read, where)
             else:
@@ -178,6 +186,33 @@ def _lens_problems(record: EvidenceRecord, training: EvidenceRecord, read: Read,
     if read.option != "lens" or made is None or stated == made:
         return []
     return [f"config.lens_sha256 is {stated!r}, but the lens it read at {where} is {made!r}"]
+
+
+def _merged_problems(record: EvidenceRecord, writer: EvidenceRecord, where: str) -> list[str]:
+    """A merge of the adapters a LoRA run of the ledger wrote merged the modules its config puts
+    them on (contracts.model_shape.lora_touched of its model and `lora.targets`, on the modules
+    contracts.checkpoint_layout.adapted_modules names): `metrics.modules`, and the adapters its
+    parity and unmerge checks count (round-7 audit V32b: two modules of a layer the model lacks
+    invented)."""
+    config = writer.config if isinstance(writer.config, dict) else {}
+    model, lora = config.get("model"), config.get("lora")
+    if not isinstance(model, dict) or not isinstance(lora, dict):
+        return []
+    touched = lora_touched(model, lora.get("targets"))
+    modules = adapted_modules(model, touched) if touched is not None else None
+    if modules is None:
+        return [f"the adapters it merged at {where} sit on modules the checker cannot decide"]
+    metrics = record.metrics if isinstance(record.metrics, dict) else {}
+    stated = {
+        "metrics.modules": (metrics.get("modules"), modules),
+        "metrics.parity.adapters": ((metrics.get("parity") or {}).get("adapters"), len(modules)),
+        "metrics.unmerge.adapters": ((metrics.get("unmerge") or {}).get("adapters"), len(modules)),
+    }
+    return [
+        f"{field} is {value!r}, but the adapters it merged at {where} sit on {modules}"
+        for field, (value, due) in stated.items()
+        if value is not None and value != due
+    ]
 
 
 def _names_vouched(writer: EvidenceRecord, rest: tuple[str, ...]) -> bool:

@@ -29,19 +29,34 @@ named.
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from argv_record import given
 from checkpoint_reads import in_repository
-from committed_models import UNREADABLE, read_model
+from committed_models import UNREADABLE, ReadModel, read_model
 
+from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.site_statistics import EXACT, named, statistics
 from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
 from stack.data.tokenizer import Tokenizer
+from stack.model.gpt import GPT
+from stack.trace.ablation import greedy_sample
+from stack.trace.calibrate import TracePath
 
 TOKEN_KINDS = frozenset({"trace", "patch", "lens", "sample"})
 TRACE_REPORT = "trace.json"
+LENS_MODES = ("tuned-lens", "logit-lens")
+# The traces whose `embed` site is the committed model's embedding of the prompt on config.path_a
+# (a comparison's second path, a patching's corrupted prompt, are another's).
+EMBED_MODES = ("single", "ablation")
+# The embed site's moments, derived again from the same float32 rows, agree to this relative
+# tolerance (an order of summation; another prompt moves them by far more).
+EMBED_RTOL = 1e-9
 
 
 def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
@@ -102,7 +117,12 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
         )
     if record.run.kind == "patch":
         problems += _patch_token_problems(record, config, tokenizer)
-    return problems + _lens_label_problems(report, tokenizer)
+    if report.get("mode") == "ablation":
+        problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
+    problems += _embed_problems(config, report, read_model(checkpoint), ids)
+    return (
+        problems + _lens_label_problems(report, tokenizer) + _lens_width_problems(config, report, tokenizer)
+    )
 
 
 def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Tokenizer) -> list[str]:
@@ -149,6 +169,118 @@ def _patch_token_problems(record: EvidenceRecord, config: dict[str, Any], tokeni
                 "tokenizer of its checkpoint"
             )
     return problems
+
+
+def _lens_width_problems(config: dict[str, Any], report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:
+    """A lens reading keeps, at every layer and position, the top config.top_k tokens of its logits
+    (`stack.lens.readout.read`: k = min(top_k, the logits' width), and the logits are at least the
+    tokenizer's vocabulary wide): audit V04, a reading of 5 restated as top_k 10."""
+    top_k = config.get("top_k")
+    if report.get("mode") not in LENS_MODES or not isinstance(top_k, int) or isinstance(top_k, bool):
+        return []
+    widths = sorted(
+        {
+            len(top)
+            for reading in report.get("readings") or []
+            if isinstance(reading, dict)
+            for top in reading.get("top") or []
+            if isinstance(top, list)
+        }
+    )
+    fits = widths == [top_k] or (
+        top_k > tokenizer.vocab_size and len(widths) == 1 and tokenizer.vocab_size <= widths[0] <= top_k
+    )
+    if not widths or fits:
+        return []
+    return [
+        f"{TRACE_REPORT}: its readings keep the top {widths} token(s) of each position, but config.top_k "
+        f"is {top_k}"
+    ]
+
+
+def _path_model(config: dict[str, Any], model: ReadModel) -> GPT:
+    """The committed model on the path config.path_a describes (`LABEL (backend, dtype)`,
+    stack.trace.calibrate.TracePath.describe), as `stack trace` ran it; BadInput where the
+    description names none."""
+    described = re.fullmatch(r".* \(([\w-]+), (\w+)\)", str(config.get("path_a")))
+    if described is None:
+        raise BadInput(f"config.path_a {config.get('path_a')!r} names no backend and dtype")
+    return TracePath(model.trained.model, described[1], described[2], "replay").model()
+
+
+def _embed_problems(
+    config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+) -> list[str]:
+    """The `embed` site a trace kept (a single trace's, each of an ablation's two) holds the
+    committed model's embedding of the prompt's ids on config.path_a: its statistics are
+    contracts.site_statistics' of that lookup, the exact ones equal and the moments within
+    EMBED_RTOL (round-7 audit V35: a single trace's prompt restated with as many tokens; an embedding
+    lookup, no forward)."""
+    traces = [report.get("trace"), *(report.get("traces") or {}).values()]
+    kept = [
+        site.get("stats")
+        for trace in traces
+        if isinstance(trace, dict)
+        for site in trace.get("sites") or []
+        if isinstance(site, dict) and site.get("name") == "embed" and isinstance(site.get("stats"), dict)
+    ]
+    if not kept or report.get("mode") not in EMBED_MODES:
+        return []
+    try:
+        path = _path_model(config, model)
+        with torch.no_grad():
+            looked_up = named(statistics(path.embed(torch.tensor([ids], dtype=torch.long))).tolist())
+    except UNREADABLE as exc:
+        return [f"its embed site cannot be derived on {config.get('path_a')}: {exc}"]
+    problems = []
+    for stats in kept:
+        differing = [
+            key
+            for key, value in looked_up.items()
+            if not isinstance(stats.get(key), int | float)
+            or not math.isclose(stats[key], value, rel_tol=0.0 if key in EXACT else EMBED_RTOL, abs_tol=0.0)
+        ]
+        if differing:
+            problems.append(
+                f"{TRACE_REPORT}: its embed site's {', '.join(differing)} are not those of the embedding "
+                f"rows of its prompt {config.get('prompt')!r} in its checkpoint ({_short(looked_up)})"
+            )
+    return problems
+
+
+def _sample_replay_problems(
+    config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+) -> list[str]:
+    """An ablation's greedy continuations (`--sample N`, trace.json's `samples`) replayed: the named
+    checkpoint on the path config.path_a describes continues the prompt N tokens greedily, intact
+    and with config.ablate zeroed (`stack.trace.ablation.greedy_sample`, as `stack trace` drew
+    them), and the texts are those ids decoded (audit V17: --sample 8 restated as 16). A few
+    forwards of the committed model on the CPU."""
+    sample, samples = config.get("sample"), report.get("samples")
+    if not isinstance(sample, int) or isinstance(sample, bool) or not isinstance(samples, dict):
+        return []
+    if sample == 0 or not samples:
+        return (
+            []
+            if sample == 0 and not samples
+            else [f"{TRACE_REPORT}: it keeps samples {sorted(samples)}, but config.sample is {sample}"]
+        )
+    try:
+        path = _path_model(config, model)
+        idx = torch.tensor([ids], dtype=torch.long)
+        sites = tuple(config.get("ablate") or ())
+        drawn = {
+            "intact": greedy_sample(path, idx, sample),
+            "ablated": greedy_sample(path, idx, sample, sites),
+        }
+    except UNREADABLE as exc:
+        return [f"its samples cannot be replayed on {config.get('path_a')}: {exc}"]
+    return [
+        f"{TRACE_REPORT}: samples.{name} is {_short(samples.get(name))}, but {sample} greedy token(s) of its "
+        f"checkpoint make {_short(text)}"
+        for name, text in ((k, model.tokenizer.text_of(v)) for k, v in drawn.items())
+        if samples.get(name) != text
+    ]
 
 
 def _lens_label_problems(report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:

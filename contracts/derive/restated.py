@@ -31,6 +31,9 @@ So each is derived again from the config the record cites, by the rule the stack
   floors and exclusions) and the windows the check recorded (`static_windows`, which the ledger's
   check holds to the data's manifest, tools/lineage.py), within static_rtol; the exclusions (and,
   without phases, the weights, caps and floors) are restated from the config;
+* a bandit's `shares` events during its warmup are every arm the phase leaves eligible alike,
+  projected onto the phase's caps and floors (contracts.curriculum.project_shares), within
+  static_rtol;
 * GATE-TRAIN-008's check start: `start_seed` is `train.seed`, and `start_from` "checkpoint" for a
   run started with --init-from (`metrics.init_from`), "seed" otherwise (not for a resumed run,
   whose last invocation measured its own construction);
@@ -67,7 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.checkpoint_layout import OPTIMIZER_SLOTS
 from contracts.coherence import sample_length
-from contracts.curriculum import phase_at, source_bounds, static_shares
+from contracts.curriculum import eligible_arms, phase_at, project_shares, source_bounds, static_shares
 from contracts.derive.reports import seeded, version_key, whole
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
@@ -487,11 +490,7 @@ def _static(config: dict[str, Any], log: Log, settler: Settler) -> None:
         parts = [phase.get(key) or {} for key in ("weights", "caps", "floors")]
         due = static_shares(parts[0], windows, set(excluded), parts[1], parts[2])
         logged = event.get("shares") if isinstance(event.get("shares"), dict) else {}
-        if any(
-            not isinstance(logged.get(n, 0.0), int | float)
-            or abs(logged.get(n, 0.0) - due.get(n, 0.0)) > rtol * max(due.get(n, 0.0), 1.0)
-            for n in set(due) | set(logged)
-        ):
+        if _shares_differ(logged, due, rtol):
             settler.derived.problems.append(
                 f"metrics.jsonl: the shares logged at step {event['step']}, {logged}, are not each source's "
                 f"weight times its natural share of the windows {windows}, projected onto the phase's caps "
@@ -501,6 +500,55 @@ def _static(config: dict[str, Any], log: Log, settler: Settler) -> None:
     if len(phases) == 1:
         for key in ("weights", "caps", "floors"):
             restate(settler, "GATE-DATA-008", f"static_{key}", phases[0][key])
+
+
+def _shares_differ(logged: dict[str, Any], due: dict[str, float], rtol: float) -> bool:
+    """Whether logged shares are not `due` within `rtol` (relative to a share, or to 1 below it)."""
+    return any(
+        not isinstance(logged.get(n, 0.0), int | float)
+        or abs(logged.get(n, 0.0) - due.get(n, 0.0)) > rtol * max(due.get(n, 0.0), 1.0)
+        for n in set(due) | set(logged)
+    )
+
+
+def _bandit_warmup(config: dict[str, Any], log: Log, settler: Settler) -> None:
+    """A bandit's `shares` events during its warmup (step <= data.bandit.warmup_steps): EXP3 wants
+    every arm the phase leaves eligible alike (stack.data.bandit.wanted before it exploits;
+    contracts.curriculum.eligible_arms), and the policy serves that projected onto the phase's caps
+    and floors (contracts.curriculum.project_shares), within GATE-DATA-008's static_rtol. The arms are
+    the sources the event names. Audit V08: a cap restated 0.3 -> 0.6 while the log served docs 0.3.
+    Not derived where a resume changed the mixture."""
+    data = config.get("data", {})
+    bandit = data.get("bandit") if isinstance(data.get("bandit"), dict) else {}
+    warmup = bandit.get("warmup_steps")
+    changed = any(
+        key.startswith("data.") and key != "data.wrap" for key in changed_by_resumes(settler.inputs.record)
+    )
+    if data.get("policy") != "bandit" or changed or not whole(warmup):
+        return
+    phases, excluded = _phases(data), set(data.get("exclude") or [])
+    after_steps = [int(p.get("after_step", 0)) for p in phases]
+    rtol = settler.inputs.spec.threshold("GATE-DATA-008", "static_rtol")
+    for event in log.events:
+        logged = event.get("shares")
+        if event.get("event") != "shares" or not whole(event.get("step")) or not isinstance(logged, dict):
+            continue
+        if event["step"] > warmup:
+            continue
+        phase = phases[phase_at(after_steps, max(event["step"], 1))]
+        bounds = {name: _bounds(phase, name, name in excluded) for name in logged}
+        caps = {name: cap for name, (cap, _) in bounds.items()}
+        eligible = eligible_arms(logged, phase.get("weights") or {}, caps)
+        if not eligible:
+            continue
+        wanted = dict.fromkeys(eligible, 1.0 / len(eligible))
+        due = project_shares(wanted, caps, {name: floor for name, (_, floor) in bounds.items()})
+        if _shares_differ(logged, due, rtol):
+            settler.derived.problems.append(
+                f"metrics.jsonl: the shares logged at step {event['step']}, {logged}, are not the bandit's "
+                f"warmup (every eligible arm alike, {eligible}) projected onto the phase's caps {caps}: "
+                f"{due} (contracts.curriculum.project_shares)"
+            )
 
 
 def _started(config: dict[str, Any], settler: Settler) -> None:
@@ -533,6 +581,7 @@ def restated_settings(config: dict[str, Any], log: Log, settler: Settler) -> Non
     _curriculum(config, log, settler)
     _bandit(config, log, settler)
     _static(config, log, settler)
+    _bandit_warmup(config, log, settler)
     _started(config, settler)
     model = config.get("model", {})
     if model.get("mod_every"):

@@ -1313,6 +1313,7 @@ def _experts(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler)
                     since = DEFINED_LOGGED if field == "defined" else None
                     derived.put(path, value, optional=True, since=since)
     _routing_log(inputs, log, settler)
+    settler.derived.problems += routed_width_problems(log, model)
     _routed_tokens(inputs, log, config, settler)
     collapse_judged = results.get("GATE-ARCH-012")
     if (
@@ -1359,6 +1360,23 @@ def _routing_log(inputs: Inputs, log: Log, settler: Settler) -> None:
     ]
     if all(w is not None for w in windows) or logged:
         settler.derived.put(("gates", "GATE-ARCH-012", "measured", "windows"), windows[-keep:])
+
+
+def routed_width_problems(log: Log, model: dict[str, Any]) -> list[str]:
+    """Every evaluation line's routed counts list one count per expert of each mixture layer: their
+    length is the config's model.moe_experts (audit V07c: a record restated as 8 experts whose log
+    routes to 4)."""
+    experts = model.get("moe_experts")
+    if not whole(experts):
+        return []
+    return [
+        f"metrics.jsonl: the eval line at step {e.get('step')} routes {name} to {len(counts)} experts, "
+        f"but config model.moe_experts is {experts}"
+        for e in log.evals
+        if isinstance(e.get("routed"), dict)
+        for name, counts in e["routed"].items()
+        if not isinstance(counts, list) or len(counts) != experts
+    ]
 
 
 def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:

@@ -1,0 +1,187 @@
+"""What a command's record states of a setting its command line left to the command's default, against
+the default the command's parser declared at the record's commit.
+
+A `stack` command (other than the training loop, whose config `config_rebuild` resolves whole)
+writes into its record's config the value of each option it read: `stack sample` its temperature,
+`stack memorization` its seed, `stack lens` its top_k. Where the command line gives the option,
+`argv_record.option_problems` holds the config to it; where the line leaves it out, the value is the
+parser's default, and `argv_record` reads the line with every default left out (a default the code
+changed since is not the record's). The parser the run used is the one at the record's commit, in
+git: its `add_argument(..., default=LITERAL)` calls in stack/cli/<command>.py, read from the source
+without running it. So each config key the line does not set that names an option of that parser
+with one literal default must hold that default (round-7 audit V02: a sample's temperature 0.8
+restated as 0.6 with no --temperature; V37: a memorization's seed). A record of a dirty tree may have
+run another parser than its commit's: what it contradicts there is a warning, not a violation. A
+record whose commit has no such file, or one that does not parse, is named, never passed in silence.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+from argv_record import LOOP_KINDS, NOT_STACK_KINDS, _command_lines, given
+
+from contracts.evidence import REPO_ROOT, EvidenceRecord
+from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
+
+# Where `stack COMMAND`'s parser is declared: stack/cli/<command>.py (a dash made an underscore).
+CLI_DIR = "stack/cli"
+# The argparse actions whose default a line always states (a flag's): argv_record compares those.
+FLAG_ACTIONS = frozenset({"store_true", "store_false", "store_const", "count", "help"})
+# Config keys a command fills from a file of the repository when an option is left out: command →
+# {config key: (the option, the file)}. `stack prepare` without --filters records the built-in filter
+# settings (stack.data.filters.settings.load_settings(None): defaults.yaml validated, so every value
+# the file sets is the config's; round-7 audit V41: oversize.max_bytes restated).
+DEFAULT_FILES = {
+    "prepare": {"filter_settings": ("filters", str(FILTER_DEFAULTS.relative_to(REPO_ROOT)))},
+}
+# A default of an option that two add_argument calls of one file declare differently: not one.
+AMBIGUOUS = object()
+
+
+def command_of(record: EvidenceRecord) -> str | None:
+    """The `stack` command the record's first command line runs, for a kind whose config is held
+    option by option (not the training loop's, not another program's); None otherwise."""
+    if (
+        record.run.kind in LOOP_KINDS
+        or record.run.kind in NOT_STACK_KINDS
+        or not isinstance(record.config, dict)
+    ):
+        return None
+    command = (given(record.run.argv or []) or {}).get("command")
+    return command if isinstance(command, str) else None
+
+
+def parser_source(record: EvidenceRecord) -> str | None:
+    """The repository file whose parser decides the record's defaults (None: no such record)."""
+    command = command_of(record)
+    return None if command is None else f"{CLI_DIR}/{command.replace('-', '_')}.py"
+
+
+def default_sources(record: EvidenceRecord) -> list[str]:
+    """The repository files that decide what the record's config holds where its command line is
+    silent: its command's parser first, then each DEFAULT_FILES file of its command."""
+    parser = parser_source(record)
+    if parser is None:
+        return []
+    return [parser, *(path for _option, path in DEFAULT_FILES.get(str(command_of(record)), {}).values())]
+
+
+def _dest(call: ast.Call) -> str | None:
+    """The destination of an add_argument call: its `dest=`, else its first long option's (or its
+    positional's) name with dashes made underscores."""
+    named = next((k.value for k in call.keywords if k.arg == "dest"), None)
+    if isinstance(named, ast.Constant) and isinstance(named.value, str):
+        return named.value
+    words = [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    long = next((w for w in words if w.startswith("--")), None)
+    word = long or next((w for w in words if not w.startswith("-")), None)
+    return None if word is None else word.lstrip("-").replace("-", "_")
+
+
+def parser_defaults(source: bytes) -> dict[str, Any] | None:
+    """Each option an argparse parser in `source` declares with a literal default (a flag's left
+    out), by destination; an option declared twice with two defaults is left out. None where the
+    source does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    found: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr != "add_argument":
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        action = keywords.get("action")
+        if isinstance(action, ast.Constant) and action.value in FLAG_ACTIONS:
+            continue
+        dest = _dest(node)
+        if dest is None or "default" not in keywords:
+            continue
+        try:
+            default = ast.literal_eval(keywords["default"])
+        except ValueError:
+            continue
+        if dest in found and found[dest] != default:
+            found[dest] = AMBIGUOUS
+        else:
+            found.setdefault(dest, default)
+    return {dest: value for dest, value in found.items() if value is not AMBIGUOUS}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _same(recorded: Any, default: Any) -> bool:
+    if isinstance(recorded, bool) or isinstance(default, bool):
+        return recorded is default
+    if isinstance(recorded, str) and isinstance(default, str):
+        return recorded == default or PurePath(recorded) == PurePath(default)
+    return bool(recorded == default)
+
+
+def default_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
+    """Each config key the record's command lines leave out whose value is not what its command's
+    sources at its commit decide (`blobs`: each of `default_sources`'s bytes, None where the commit
+    lacks it): the literal default other than None its parser declares, or every value the default
+    file of DEFAULT_FILES sets (module docstring)."""
+    sources = default_sources(record)
+    if not sources:
+        return []
+    path = sources[0]
+    defaults = parser_defaults(blobs.get(path) or b"")
+    if defaults is None or blobs.get(path) is None:
+        return [f"its command's parser {path} cannot be read at its commit: its defaults are not held"]
+    given_keys: set[str] = set()
+    for argv, _places in _command_lines(record):
+        given_keys |= set(given(argv) or {})
+    assert isinstance(record.config, dict)
+    problems = [
+        f"config.{key} is {recorded!r}, but its command line leaves --{key.replace('_', '-')} to the "
+        f"default {defaults[key]!r} that {path} declares"
+        for key, recorded in sorted(record.config.items())
+        if key not in given_keys
+        and defaults.get(key) is not None
+        and _scalar(recorded)
+        and _scalar(defaults[key])
+        if not _same(recorded, defaults[key])
+    ]
+    for key, (option, file) in DEFAULT_FILES.get(str(command_of(record)), {}).items():
+        if option in given_keys or key not in record.config:
+            continue
+        try:
+            declared = yaml.safe_load(blobs.get(file) or b"")
+        except yaml.YAMLError:
+            declared = None
+        if not isinstance(declared, dict):
+            problems.append(f"config.{key} is left to {file}, which its commit does not hold readable")
+            continue
+        problems += [
+            f"config.{where} is {stated!r}, but its command line gives no --{option} and {file} sets "
+            f"{value!r}"
+            for where, value, stated in _set_values(declared, record.config[key], key)
+            if not _same(stated, value)
+        ]
+    return problems
+
+
+def _set_values(declared: Any, stated: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted place, value the file sets, value the config states) of every leaf `declared` sets: a
+    table's keys and a list's items (of as many items) recursively; a key the file leaves to the
+    settings' own defaults is not one."""
+    if isinstance(declared, dict):
+        for key, value in declared.items():
+            held = stated.get(key) if isinstance(stated, dict) else None
+            yield from _set_values(value, held, f"{where}.{key}")
+    elif isinstance(declared, list) and isinstance(stated, list) and len(declared) == len(stated):
+        for index, (value, held) in enumerate(zip(declared, stated, strict=True)):
+            yield from _set_values(value, held, f"{where}[{index}]")
+    else:
+        yield where, declared, stated
