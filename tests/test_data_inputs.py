@@ -540,6 +540,7 @@ def test_each_source_can_name_its_own_text_field(tmp_path: Path, capsys: pytest.
         (("cod=content",), "--text-field cod=content names source 'cod', but the sources are: code, web"),
         (("code=content", "code=body"), "names the field of source 'code' twice (content, body)"),
         (("content", "body"), "--text-field is given 2 times (content, body)"),
+        (("code=",), "--text-field code= names no field for source 'code'; give one"),
     ):
         argv = tuple(item for option in options for item in ("--text-field", option))
         code, _, err = prepare(capsys, *inputs, *argv, "--out", str(tmp_path / "f"))

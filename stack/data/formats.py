@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.errors import BadInput
-from stack.data.corpus import Document, FileRegion, InputFile, Note, Skipped, parse_input
+from stack.data.corpus import SOURCE_NAME_RE, Document, FileRegion, InputFile, Note, Skipped, parse_input
 from stack.data.defaults import DEFAULT_DOC_BYTES, DEFAULT_SOURCE, DEFAULT_TEXT_FIELD
 from stack.data.line_ends import Normalised
 from stack.data.record_input import (
@@ -93,6 +93,11 @@ class TextFields:
         by_source: dict[str, str] = {}
         for value in values:
             source, name = parse_input(value, "")
+            if not source and value.endswith("=") and SOURCE_NAME_RE.match(value[:-1]):
+                raise BadInput(
+                    f"--text-field {value} names no field for source {value[:-1]!r}; give one, e.g. "
+                    f"--text-field {value}content"
+                )
             if not source:
                 every.append(value)
                 continue
