@@ -7,6 +7,7 @@ torch reads them; the end of a corpus as a clean stop; fp16 loss scaling on CPU,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,18 +21,21 @@ from pathlib import Path
 import pytest
 import torch
 from record_checks import check_record_truth
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts, write_corpus
 from tree_snapshot import snapshot
 
 from contracts.errors import BadInput
-from contracts.evidence import read_evidence
+from contracts.evidence import EvidenceRecord, RunStatus, read_evidence
 from contracts.spec import load_spec
 from stack.artifacts import LOCK_FILE
+from stack.cli import describe, os_error_line
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import TokenReader
 from stack.outputs.lock import exclusive
 from stack.train import checkpoint as ckpt
+from stack.train import run as run_module
 
 # A corpus that runs out after a few steps: 8 windows of 65 tokens per micro-batch, 8 per step.
 EXHAUSTING = ("train.batch_size=8", "model.ctx=64", "train.grad_accum=8", "train.steps=1000")
@@ -410,6 +414,152 @@ def test_a_resume_passes_over_a_malformed_checkpoint(
     assert [line["step"] for line in step_lines(run)] == [1, 2, 3, 4]
     assert ckpt.problem(ckpt.step_dir(run, 4), resumable=True) is None  # written again at step 4
     assert evidence(run)["checkpoint"]["name"] == "step-0000004"
+
+
+def test_a_checkpoint_newer_than_its_logs_steps_is_refused_touching_nothing_then_resumed_past(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G01's harder variant (a power cut: the checkpoint was synced, the log's tail was not): the log
+    lost step-0000004's event and the step lines before it, so adopting it would leave a gap in the
+    run's history. Refused in one line, touching nothing, naming the way on; after that `mv` the
+    resume continues from the newest checkpoint the log records, and retakes the lost steps."""
+    run = copy_of(finished, tmp_path)
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    lost = next(at for at, line in enumerate(lines) if json.loads(line).get("step", 0) > 2)
+    log.write_text("".join(lines[:lost]))
+    before = snapshot(run)
+    assert train(["train", "--resume", str(run)]) == 2
+    line = one_line(capsys.readouterr().err)
+    newest = ckpt.step_dir(run, 4)
+    assert f"cannot resume {run} from step-0000004" in line and "nor the steps after 2" in line
+    assert line.rstrip().endswith(
+        f"move {newest} aside (mv {newest} {newest}.set-aside) to resume from the newest checkpoint "
+        "the log records"
+    )
+    assert snapshot(run) == before
+    newest.rename(f"{newest}.set-aside")
+    assert train(["train", "--resume", str(run)]) == 0
+    assert [ln["batch_sha256"] for ln in step_lines(run)] == [
+        ln["batch_sha256"] for ln in step_lines(finished)
+    ]
+    assert evidence(run)["metrics"]["resumes"][-1]["from_step"] == 2
+    assert (run / ckpt.CKPT_DIR / "step-0000004.set-aside").is_dir()  # nothing deleted
+    assert check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations == []
+
+
+# -- a disk that fills while the run writes ------------------------------------------------------
+
+NO_SPACE = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def _full_at(step: int, real: Callable[..., None], *, rust: bool) -> Callable[..., None]:
+    """A safetensors save that writes half its file, then meets a full disk, at the checkpoint of
+    `step` (as the staging writer does on a tmpfs that fills): an OSError that names no file, as
+    Python's write reports it, or safetensors' own error, whose text alone says it (`rust`)."""
+
+    def save(what: object, filename: str, *args: object, **kwargs: object) -> None:
+        if f"step-{step:07d}" not in filename:
+            return real(what, filename, *args, **kwargs)
+        Path(filename).write_bytes(b"\0" * 4096)
+        if rust:
+            raise SafetensorError(NO_SPACE)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return save
+
+
+def ending(err: str) -> str:
+    """The line a run ends on, after its progress lines (one line: no traceback)."""
+    assert "Traceback" not in err, err
+    return err.splitlines()[-1]
+
+
+def _stopped_cleanly(run: Path, line: str) -> None:
+    """What a run the disk filled under leaves: no staging directory, its lock free for the next
+    command, and its record `failed` for the reason the line gives."""
+    assert not [p.name for p in (run / ckpt.CKPT_DIR).iterdir() if p.name.startswith(".")]
+    with exclusive(run, "stack train"):
+        pass
+    record = evidence(run)["run"]
+    assert record["status"] == "failed"
+    assert line == f"stack train: error: {record['stop_reason']}"
+
+
+def test_a_disk_full_at_the_first_checkpoint_names_it_cleans_up_and_says_how_to_start_again(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G04: the line named no file and said "run again", which was refused; the half-written staging
+    directory stayed (what filled the disk) and metadata.json said `running`, while the refusal of
+    the same command said it "says why". Its own advice is what works now."""
+    monkeypatch.setattr(ckpt, "save_model", _full_at(2, ckpt.save_model, rust=False))
+    run = tmp_path / "run"
+    argv = smoke_args(data, run, "train.steps=4", "ckpt.every=2")
+    assert train(argv) == 2
+    line = ending(capsys.readouterr().err)
+    assert line.startswith(
+        f"stack train: error: the disk is full writing checkpoint step-0000002 ({ckpt.step_dir(run, 2)}; "
+        "what it had written is removed); "
+    )
+    assert line.endswith(
+        f"{run} holds no checkpoint to resume: free space, then remove {run} and run the same command "
+        "again, or choose another --out"
+    )
+    _stopped_cleanly(run, line)
+    monkeypatch.undo()
+    shutil.rmtree(run)
+    assert train(argv) == 0
+
+
+def test_a_disk_full_at_a_later_checkpoint_is_no_malformed_file_and_resume_continues(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G05: safetensors' I/O error writing a checkpoint was called "a .safetensors file it read is
+    malformed; restore it or re-create it". It is the disk, and --resume is the way on."""
+    monkeypatch.setattr(ckpt, "save_file", _full_at(4, ckpt.save_file, rust=True))
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.steps=6", "ckpt.every=2", "ckpt.keep_last=8")) == 2
+    line = ending(capsys.readouterr().err)
+    assert line == (
+        f"stack train: error: the disk is full writing checkpoint step-0000004 ({ckpt.step_dir(run, 4)}; "
+        f"what it had written is removed); free space, then continue from step-0000002 with: stack "
+        f"train --resume {run}"
+    )
+    _stopped_cleanly(run, line)
+    monkeypatch.undo()
+    assert train(["train", "--resume", str(run)]) == 0
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, 7))
+    assert check_record_truth(read_evidence(run / "metadata.json"), run, load_spec()).violations == []
+
+
+def test_a_record_the_full_disk_will_not_take_is_said_not_the_error_of_writing_it(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The record's own write failing too used to replace the error that stopped the run; the line
+    says the write that stopped it, and that metadata.json still says `running`."""
+    monkeypatch.setattr(ckpt, "save_model", _full_at(2, ckpt.save_model, rust=False))
+    real = run_module.write_evidence
+
+    def full_for_the_failure(run_dir: Path, record: EvidenceRecord) -> None:
+        if record.run.status == RunStatus.FAILED:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(run_dir, record)
+
+    monkeypatch.setattr(run_module, "write_evidence", full_for_the_failure)
+    run = tmp_path / "run"
+    assert train(smoke_args(data, run, "train.steps=2", "ckpt.every=2")) == 2
+    line = ending(capsys.readouterr().err)
+    assert "the disk is full writing checkpoint step-0000002" in line
+    assert line.endswith("; metadata.json could not be written either, and still says the run is running")
+    assert evidence(run)["run"]["status"] == "running"
+
+
+def test_a_safetensors_error_that_reports_the_disk_is_said_as_the_disk() -> None:
+    """Every command: safetensors' text of an operating system's refusal is that refusal's line."""
+    assert describe(SafetensorError(NO_SPACE)) == os_error_line(OSError(errno.ENOSPC, "x"))
+    assert "is malformed" in str(
+        describe(SafetensorError("Error while deserializing header: HeaderTooLarge"))
+    )
 
 
 # -- the end of the corpus is a clean stop ------------------------------------------------------

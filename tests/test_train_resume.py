@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import check_integrity
 import pytest
 import torch
 from record_checks import check_record_truth
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
 from contracts.errors import GateViolation
-from contracts.evidence import read_evidence
+from contracts.evidence import read_evidence, sha256_file
 from contracts.spec import load_spec
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
@@ -380,6 +381,48 @@ def test_a_resume_past_a_newer_checkpoint_that_does_not_load_holds_and_names_it(
     measured = _newest_check(evidence(run))
     assert measured["chosen_checkpoint"] == "step-0000004" and measured["newer_valid"] == []
     assert measured["newer_checkpoints"] == ["step-0000006", "step-0000008"]
+
+
+def unlogged_newest(straight: Path, tmp_path: Path, torn: bool) -> Path:
+    """The straight run as a kill between its last checkpoint's rename into place and the log line
+    that records it leaves it (audit round 7, G01): step-0000008 on disk and verifying, the log's
+    last line (its `checkpoint` event) lost whole, or `torn` mid-write."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    log = run / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])
+    assert (last.get("event"), last.get("path")) == ("checkpoint", "step-0000008")
+    log.write_text("".join(lines[:-1]) + (lines[-1][:-40] if torn else ""))
+    return run
+
+
+@pytest.mark.holds("GATE-CKPT-002")
+@pytest.mark.parametrize("torn", [False, True], ids=["lost", "torn"])
+def test_a_checkpoint_its_log_never_recorded_is_adopted_and_the_run_goes_on(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], torn: bool
+) -> None:
+    """G01: the resume continued from step-0000008, which the log never named, then GATE-CKPT-002
+    fired at every later save (the prune's kept set is read from the log). The resume adopts it,
+    saying so in one line, and logs its event: every later prune and resume holds, the steps before
+    it are the ones that made it (nothing retaken), and the record passes the integrity check."""
+    run = unlogged_newest(straight, tmp_path, torn)
+    manifest = sha256_file(ckpt.step_dir(run, 8) / ckpt.MANIFEST)
+    assert train(["train", "--resume", str(run), "--set", "train.steps=10", "--set", "ckpt.keep_last=1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("adopting step-0000008") == 1 and "its checkpoint event is logged now" in err, err
+    events = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"checkpoint"' in x]
+    adopted = [e for e in events if e.get("adopted")]
+    assert [(e["path"], e["manifest_sha256"]) for e in adopted] == [("step-0000008", manifest)]
+    assert evidence(run)["metrics"]["resumes"][-1]["from_step"] == 8
+    assert train(["train", "--resume", str(run), "--set", "train.steps=12", "--set", "ckpt.keep_last=1"]) == 0
+    assert "adopting" not in capsys.readouterr().err
+    assert [ln["step"] for ln in step_lines(run)] == list(range(1, 13))
+    kept = [{k: ln[k] for k in COMPARED} for ln in step_lines(run)[:8]]
+    assert kept == [{k: ln[k] for k in COMPARED} for ln in step_lines(straight)]
+    assert not (run / "metrics.rolled-back.jsonl").exists()  # no step was taken twice
+    assert verdicts(run)["GATE-CKPT-002"] == "PASS"
+    assert check_integrity.main(["--runs-only", "--run", str(run)]) == 0, capsys.readouterr()
 
 
 OPTIMIZER_SETS = ["train.weight_decay=0.05", "train.eps=1e-7", "train.beta2=0.99"]

@@ -296,7 +296,9 @@ def checkpoint_timing(run_dir: Path) -> dict[str, JsonValue]:
     takes to verify, every file against its sha256 as a resume loads it (GATE-CKPT-002), timed here."""
     from stack.train import checkpoint as ckpt
 
-    writes = [line["seconds"] for line in metrics_lines(run_dir) if line.get("event") == "checkpoint"]
+    # An adopted checkpoint's event (logged at a resume after a kill) has no write time of its own.
+    events = [line for line in metrics_lines(run_dir) if line.get("event") == "checkpoint"]
+    writes = [line["seconds"] for line in events if not line.get("adopted")]
     last = ckpt.list_checkpoints(run_dir)[-1]
     started = time.perf_counter()
     ckpt.load_checkpoint(last)

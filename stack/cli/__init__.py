@@ -227,6 +227,7 @@ def describe(exc: BaseException) -> str | None:
 
     from stack.data.damage import Damaged
     from stack.data.ownership import remedy
+    from stack.outputs.staging import os_error_of
 
     if isinstance(exc, Damaged):  # the fix prepare's own --force rule admits (stack.data.damage)
         return f"{exc.problem}; {remedy(exc)}"
@@ -279,6 +280,9 @@ def describe(exc: BaseException) -> str | None:
     if isinstance(exc, yaml.YAMLError):
         return f"a YAML file it read is malformed ({_yaml_problem(exc)}); fix the file's syntax"
     if isinstance(exc, SafetensorError):
+        refused = os_error_of(exc)  # a write the operating system refused (a full disk) is no malformed file
+        if refused is not None:
+            return os_error_line(refused)
         return f"a .safetensors file it read is malformed ({exc}); restore it or re-create it"
     return None
 

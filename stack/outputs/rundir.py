@@ -63,8 +63,8 @@ class Writer:
             return f"choose another {option}, or continue it with --resume {out}"
         if self.resumable and (Path(out) / RUN_CONFIG).is_file() and not _any_checkpoint(out):
             return (  # a run, but nothing --resume could continue
-                f"choose another {option} ({out} holds a run that stopped before its first "
-                "checkpoint, which --resume cannot continue: its metadata.json says why)"
+                f"choose another {option}, or remove {out} and run again ({out} holds a run that stopped "
+                "before its first checkpoint, which --resume cannot continue: its metadata.json says why)"
             )
         if self.earlier is not None and _replaceable(out, self.earlier, option):
             return (

@@ -20,7 +20,9 @@ Both renames stay on one file system (beside the output, or inside it), so each 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -130,3 +132,19 @@ def move_in(staging: Path, out: Path, owned: Collection[str], last: str, who: st
         for rel in staged:
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / rel, out / rel)
+
+
+# How safetensors (Rust) reports the operating system's refusal of a write: "... (os error 28)".
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The operating system's refusal `exc` reports (itself when it is an OSError, or one a library
+    reported only as text, as safetensors does), None for any other failure: a disk that filled
+    while a .safetensors file was written is the disk's problem, not a malformed file."""
+    if isinstance(exc, OSError):
+        return exc
+    found = _OS_ERROR.search(str(exc))
+    if found is None or int(found[1]) not in errno.errorcode:
+        return None
+    return OSError(int(found[1]), os.strerror(int(found[1])))

@@ -15,7 +15,10 @@ fsynced, and the directory is renamed into place, so a reader never sees half of
 (GATE-CKPT-002). Deleting is the same in reverse: a checkpoint that goes (pruned, or replaced by
 a re-save of its step) is first renamed out of sight, then deleted, so a crash mid-delete
 leaves a hidden leftover, never a visible half checkpoint. Leftovers whose writer is dead are
-swept at the next start (`sweep_leftovers`).
+swept at the next start (`sweep_leftovers`). A write the operating system refuses (a full disk)
+removes what it staged and names the checkpoint (`NotWritten`). A save logs the checkpoint only
+after its rename, so a kill between the two leaves one the log does not name: the resume that
+continues from it logs it, adopted (`adoption_note`).
 
 Only what the run can prove it wrote is ever deleted: a checkpoint its metrics log records writing
 (with its manifest's sha256) whose files still verify. One that does not verify is never counted
@@ -51,6 +54,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name, manifest_bytes
@@ -70,8 +74,8 @@ from stack.artifacts import (
 from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
-from stack.outputs.staging import alive
-from stack.train.metrics import METRICS_FILE
+from stack.outputs.staging import alive, os_error_of
+from stack.train.metrics import METRICS_FILE, read_lines
 
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
 FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
@@ -358,15 +362,24 @@ def _retire(path: Path) -> Path:
     return retired
 
 
-@gate_ensure("GATE-CKPT-001", lambda result: _complete(result))
-def save_checkpoint(
-    run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-) -> Path:
-    """Write the checkpoint of `step` atomically and return its directory."""
-    final = step_dir(run_dir, step)
-    tmp = writer_dir(run_dir, step)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+class NotWritten(OSError):
+    """The operating system refused a write of a checkpoint (a full disk, most often): it names the
+    checkpoint, not the staged file the write was for, and its staging directory is removed."""
+
+    def __init__(self, final: Path, refused: OSError) -> None:
+        super().__init__(refused.errno, refused.strerror, str(final))
+        self.checkpoint = final.name
+
+
+def _stage(
+    tmp: Path,
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+) -> None:
+    """Write every file of the checkpoint of `step` into `tmp`, each fsynced, the manifest last."""
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
     tensors, meta = optimizer_tensors(optimizer)
@@ -380,6 +393,25 @@ def save_checkpoint(
         _fsync(tmp / name)
         files[name] = FileHash(sha256=sha256_file(tmp / name), bytes=(tmp / name).stat().st_size)
     atomic_write_bytes(tmp / MANIFEST, manifest_bytes(step, files))
+
+
+@gate_ensure("GATE-CKPT-001", lambda result: _complete(result))
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> Path:
+    """Write the checkpoint of `step` atomically and return its directory."""
+    final = step_dir(run_dir, step)
+    tmp = writer_dir(run_dir, step)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        _stage(tmp, run_dir, step, model, optimizer, state)
+    except (OSError, SafetensorError) as exc:  # a full disk, most often: what was staged goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        refused = os_error_of(exc)
+        if refused is None:
+            raise
+        raise NotWritten(final, refused) from exc
     # A re-save of the same step (e.g. SIGUSR1 right after a periodic save) retires the old one.
     retired = _retire(final) if final.exists() else None
     os.replace(tmp, final)
@@ -758,9 +790,45 @@ def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]
     if path is None:
         raise BadInput(
             f"{run_dir} has no valid checkpoint to resume from (a run that stopped before its first "
-            f"checkpoint: its metadata.json says why); start a new run with another --out"
+            f"checkpoint: its metadata.json says why); start a new run with another --out, or remove "
+            f"{run_dir} and run its first command again"
         )
     return path, [*notes, f"resuming from {path.name} instead"] if notes else []
+
+
+# What the `checkpoint` event a resume writes for a checkpoint its save never logged says of it.
+ADOPTED = "at resume: it verifies, and the log holds its steps, but its save stopped before logging it"
+
+
+def adoption_note(run_dir: Path, path: Path) -> str | None:
+    """At a resume from checkpoint `path`: None when the run's metrics log records writing it, else
+    the line that says the resume adopts it (the loop then logs the `checkpoint` event its save never
+    wrote, marked `adopted`: the log made whole, so it names every checkpoint a prune counts).
+
+    A save renames the checkpoint into place, then logs it: a stop between the two leaves a
+    checkpoint that verifies and a log holding every step line up to it but not its event. Adopting
+    it keeps the resume bit-exact: the log's step lines are those of the steps the checkpoint holds,
+    and the resume continues after them (it rolls back only the lines after the checkpoint). A log
+    whose step lines stop short of the checkpoint lost more than that line, and cannot be made whole
+    from the checkpoint: refused, naming the way to resume from the newest checkpoint it records.
+    """
+    name = Path(path).name
+    if name in written_checkpoints(run_dir):
+        return None
+    step = int(name.removeprefix("step-"))
+    logged = [line["step"] for line in read_lines(Path(run_dir) / METRICS_FILE) if line.get("type") == "step"]
+    last = max(logged, default=0)
+    if last < step:
+        raise BadInput(
+            f"cannot resume {run_dir} from {name}: its {METRICS_FILE} records neither writing it nor the "
+            f"steps after {last}, so the log lost lines the checkpoint cannot restore; move {path} aside "
+            f"(mv {path} {path}{SET_ASIDE}) to resume from the newest checkpoint the log records"
+        )
+    return (
+        f"adopting {name}: it verifies and {METRICS_FILE} holds its steps, but its save stopped "
+        "before logging it (a kill between the two); its checkpoint event is logged now, and the run "
+        "continues from it"
+    )
 
 
 @dataclass(frozen=True)

@@ -639,6 +639,22 @@ class Trainer:
         distributed.barrier(self.world)  # nobody moves on before the checkpoint is complete
         return path
 
+    def adopt(self, name: str) -> None:
+        """Log the `checkpoint` event of the checkpoint this resume continues from, which its save
+        never logged (ckpt.adoption_note): the log names it as written, with its manifest's sha256,
+        so a prune counts it and GATE-CKPT-002 and the checker read the checkpoint the run resumed
+        from in its log. No write time: none was measured."""
+        manifest = sha256_file(self.run_dir / ckpt.CKPT_DIR / name / ckpt.MANIFEST)
+        self.metrics_log.write(
+            "event",
+            step=self.state.step,
+            event="checkpoint",
+            path=name,
+            manifest_sha256=manifest,
+            adopted=ckpt.ADOPTED,
+        )
+        self.written[name] = manifest  # the newest: every one the log names is older
+
     def said_aside(self, aside: list[ckpt.SetAside]) -> None:
         """Tell of each checkpoint set aside, on stderr and as a `set_aside` event of the log, and stop
         counting it as one the run wrote, kept as its best or resumed from."""
@@ -1181,6 +1197,8 @@ class Trainer:
             self.written = ckpt.written_checkpoints(self.run_dir)  # as rolled back
             if resumed:
                 self.resumed_from = ckpt.step_dir(self.run_dir, self.state.step).name
+                if self.resumed_from not in self.written:  # its save stopped before logging it
+                    self.adopt(self.resumed_from)
                 self.metrics_log.write("event", step=self.state.step, event="resumed", path=self.resumed_from)
                 self.said_aside(ckpt.set_aside_newer(self.run_dir, self.state.step))
         try:

@@ -17,6 +17,7 @@ the end of a corpus read with data.wrap=false leaves it `exhausted` after a last
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import re
@@ -279,6 +280,8 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     rejudged = ledger.carry(record.gates)
     with recording(ledger):  # the checkpoint chosen is judged into the run's record (GATE-CKPT-002)
         path, notes = ckpt.resume_point(run_dir)
+    adopted = ckpt.adoption_note(run_dir, path)  # the log and the disk agree before anything else
+    notes += [adopted] if adopted is not None else []
     for note in notes:
         print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
@@ -735,6 +738,14 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     except BadInput as exc:
         evidence.refresh(trainer, RunStatus.FAILED, str(exc))
         raise
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            _failed(evidence, trainer, f"{type(exc).__name__}: {exc}")
+            raise
+        line = _disk_full(run_dir, exc)
+        if not _failed(evidence, trainer, line):
+            line += f"; {EVIDENCE_FILE} could not be written either, and still says the run is running"
+        raise BadInput(line) from exc
     except Exception as exc:
         evidence.refresh(trainer, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
@@ -758,6 +769,40 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             f"{ckpt.step_dir(run_dir, state.step).name}; continue with --resume {run_dir}",
         )
     return 0
+
+
+# The operating system's refusals that free space cures: the run stops, and continues once there is room.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _failed(evidence: RunRecord, trainer: Trainer, reason: str) -> bool:
+    """Record the run `failed` for `reason` in its metadata.json; False when that write failed too
+    (a disk still full), so the error that stopped the run is the one said, not the record's."""
+    try:
+        evidence.refresh(trainer, RunStatus.FAILED, reason)
+    except OSError:
+        return False
+    return True
+
+
+def _disk_full(run_dir: Path, exc: OSError) -> str:
+    """The line for a run the disk filled under: what was being written (a checkpoint by its name;
+    what it had staged is removed, ckpt.NotWritten), and the way on that works: --resume from its
+    newest checkpoint, or, for a run that has none, a new start in a place the failed one leaves."""
+    full = "the disk is full" if exc.errno == errno.ENOSPC else "the disk quota is used up"
+    if isinstance(exc, ckpt.NotWritten):
+        what = f"checkpoint {exc.checkpoint} ({exc.filename}; what it had written is removed)"
+    else:
+        what = str(exc.filename) if exc.filename is not None else f"a file of the run {run_dir}"
+    newest, _ = ckpt.latest_valid(run_dir, resumable=True)
+    if newest is not None:
+        way = f"free space, then continue from {newest.name} with: stack train --resume {run_dir}"
+    else:
+        way = (
+            f"{run_dir} holds no checkpoint to resume: free space, then remove {run_dir} and run the same "
+            "command again, or choose another --out"
+        )
+    return f"{full} writing {what}; {way}"
 
 
 def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
