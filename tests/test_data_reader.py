@@ -477,6 +477,17 @@ def test_unknown_sources_and_negative_weights_are_bad_input(two_sources: Path, o
         TokenReader(two_sources, batch_size=1, seq_len=T, seed=0, **options)
 
 
+def test_excluding_every_source_names_the_sources_not_the_batch_size(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-7 audit G08: `data.exclude=["main"]`, the only source, was refused as an epoch of 0
+    windows, "lower batch_size or seq_len, or prepare more text"."""
+    assert train(smoke_args(data, tmp_path / "run", 'data.exclude=["main"]')) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "data.exclude leaves no source to sample (the data has: main)" in err and "batch_size" not in err
+
+
 def test_an_excluded_source_stays_excluded_after_a_restore(
     two_sources: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,7 +19,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from train_support import prepared, smoke_args, train
+from train_support import prepared, smoke_args, smoke_start, train
 
 from contracts.errors import GateViolation
 from contracts.evidence import Verdict
@@ -325,7 +325,8 @@ def test_falsifier_adapter_dropout_drawn_in_evaluation_mode_is_caught(
 
     monkeypatch.setattr(LoRALinear, "adapter", always_dropping)
     lora = ["lora.r=4", "lora.alpha=8", "lora.dropout=0.1"]
-    assert train(smoke_args(data, tmp_path / "run", *lora)) == 3
+    start = ["--init-from", str(smoke_start(data, tmp_path / "base"))]  # [lora] needs a start
+    assert train([*smoke_args(data, tmp_path / "run", *lora), *start]) == 3
     err = capsys.readouterr().err
     assert "GATE-MODEL-003" in err and "eval differs" in err and "train differs" not in err
 

@@ -171,10 +171,38 @@ def test_a_resume_on_other_data_or_another_world_size_is_refused_touching_nothin
     other = tmp_path / "other-data"
     prepare_corpus([write_corpus(tmp_path / "other", seed=1)], other, val_fraction=0.25, seed=0)
     assert train(["train", "--resume", str(run), "--data", str(other)]) == 2
-    assert "with a changed data manifest (" in one_line(capsys.readouterr().err)
+    line = one_line(capsys.readouterr().err)
+    assert (
+        f"--data {other} holds other prepared data than the run started on, a changed data manifest (" in line
+    )
+    assert "--set" not in line  # no key was set: the round-7 audit's G13
     monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun announces to a resume under --nproc 2
     assert train(["train", "--resume", str(run)]) == 2
     assert "with a changed world_size (1 -> 2)" in one_line(capsys.readouterr().err)
+    assert snapshot(run) == before
+
+
+def test_a_resume_after_its_data_dir_was_prepared_again_says_so(
+    finished: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-7 audit G13: the run's own DATA_DIR prepared again (`prepare --out D --force`) under a run
+    was refused as a changed key, "drop those --set/--config keys, use the run's own --data", though
+    no key was set and the data was the run's own; the line says what happened and what to do."""
+    run, again = copy_of(finished, tmp_path), tmp_path / "again"
+    shutil.copytree(data, again)
+    record = json.loads((run / "metadata.json").read_text())
+    record["metrics"]["data_dir"] = str(again.resolve())
+    (run / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
+    prepare_corpus([write_corpus(tmp_path / "other", seed=1)], again, val_fraction=0.25, seed=0, force=True)
+    before = snapshot(run)
+    assert train(["train", "--resume", str(run)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert (
+        f"its DATA_DIR {again} was prepared again since the run started, which changed its data manifest ("
+        in line
+    )
+    assert "prepare that data into another DATA_DIR and pass it with --data" in line
+    assert "--set" not in line
     assert snapshot(run) == before
 
 
@@ -713,6 +741,81 @@ def test_resume_with_new_run_options_names_only_those_given(
     run = copy_of(finished, tmp_path)
     assert train(["train", "--resume", str(run), "--preset", "smoke"]) == 2
     assert "drop --preset (use --set" in one_line(capsys.readouterr().err)
+
+
+# -- round-7 user audit: refusals that say what is wrong and what to do -------------------------
+
+
+def test_a_run_name_that_cannot_be_a_run_id_says_ascii_and_offers_one(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G06: `--out …/läufe` was refused as not "letters, digits, '.', '_' and '-'", though ä is a
+    letter; the name is the run's id, which the rule holds to ASCII, and the line says so."""
+    out = tmp_path / "läufe"
+    assert train(smoke_args(data, out)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert (
+        "run directory name 'läufe' is the run's id in its record and ledger, so it must use ASCII " in line
+    )
+    assert line.rstrip().endswith("e.g. 'laufe'") and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "said"),
+    [
+        (
+            "monitor.prompts=[hello, world]",
+            "--set monitor.prompts=[hello, world] is not a TOML list: quote its items, e.g. "
+            '--set \'monitor.prompts=["hello", "world"]\'',
+        ),
+        ("data.exclude=[main]", "is not a TOML list: quote its items, e.g. --set 'data.exclude=[\"main\"]'"),
+        (
+            "data.weights={main=x}",
+            "is not a TOML table: quote its string values, e.g. --set 'data.weights={main=\"x\"}'",
+        ),
+    ],
+)
+def test_a_set_value_that_opens_a_list_but_is_not_toml_says_to_quote_its_items(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, said: str
+) -> None:
+    """G09: the bare words of `[hello, world]` are not TOML, so the value fell back to a string and
+    was refused as "Input should be a valid list", though a list was written."""
+    assert train(smoke_args(data, tmp_path / "run", item)) == 2
+    line = one_line(capsys.readouterr().err)
+    assert said in line and "valid list" not in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "command"),
+    [
+        ("dpo.beta=0.5", "`stack dpo RUN_DIR|CKPT --data PAIRS --out RUN_DIR`"),
+        ("distill.temperature=2.0", "`stack distill TEACHER --data DATA_DIR --out RUN_DIR`"),
+    ],
+)
+def test_a_section_of_another_command_names_that_command(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, command: str
+) -> None:
+    """G10: `stack train --set dpo.beta=0.5` said "config dpo.reference: Field required", a key the
+    user never heard of; dpo.* and distill.* belong to their tasks and the commands that run them."""
+    assert train(smoke_args(data, tmp_path / "run", item)) == 2
+    line = one_line(capsys.readouterr().err)
+    section = item.split(".")[0]
+    assert (
+        f"{item.split('=')[0]}: {section}.* settings are for train.task={section}, which {command} " in line
+    )
+    assert "this run's train.task is pretrain" in line and "Field required" not in line
+
+
+def test_a_phase_that_starts_after_the_last_step_is_noted(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """G11: a phase after step 500 of a 10-step run never applied, and the run said nothing. It is a
+    note, not a refusal: a resume may raise train.steps past it."""
+    phases = "data.phases=[{after_step=500, weights={main=1.0}}]"
+    assert train(smoke_args(data, tmp_path / "run", "train.steps=2", phases)) == 0
+    err = capsys.readouterr().err
+    assert "data.phases[0] (phase 1) starts after step 500, but train.steps is 2: it never applies" in err
 
 
 # -- audit F07: a size that cannot fit is refused in one line before anything is allocated ---------

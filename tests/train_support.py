@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 import torch
+from trace_support import save_run
 
 from contracts.evidence import Verdict
 from contracts.spec import Severity, load_spec
 from stack.cli import main
 from stack.data.prepare import prepare_corpus
 from stack.data.tokenizer import load_tokenizer
+from stack.model import GPT
 from stack.train.config import resolve
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
@@ -84,6 +86,16 @@ def two_layer_run(root: Path) -> tuple[Path, Path]:
     ]
     assert train(smoke_args(data, run, *steps)) == 0
     return data, run
+
+
+def smoke_start(data: Path, run_dir: Path) -> Path:
+    """RUN_DIR: the smoke preset's model, as initialised, saved as a run on DATA_DIR's tokenizer: a
+    start for `--init-from` where only the shape matters (a [lora] run needs one) and a trained
+    base would cost seconds."""
+    tokenizer = load_tokenizer(data)
+    config = resolve("smoke", None, [], vocab=tokenizer.vocab_size)
+    save_run(run_dir, GPT(config.model), tokenizer=tokenizer)
+    return run_dir
 
 
 def smoke_args(data: Path, out: Path, *sets: str) -> list[str]:

@@ -51,6 +51,17 @@ def check_known(kind: str, names: Iterable[str], known: Iterable[str]) -> None:
             raise BadInput(f"{kind} names unknown source {name!r}; this DATA_DIR has: {', '.join(known)}")
 
 
+def check_some_left(exclude: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse an exclusion of every source: nothing is left to sample, which was refused later as an
+    epoch of 0 windows, "lower batch_size or seq_len", the wrong fix."""
+    known = sorted(known)
+    if known and set(known) <= set(exclude):
+        raise BadInput(
+            f"data.exclude leaves no source to sample (the data has: {', '.join(known)}); "
+            "exclude fewer sources"
+        )
+
+
 def effective_weights(
     sources: Iterable[str], weights: Mapping[str, float], exclude: Iterable[str], origin: str
 ) -> dict[str, float]:

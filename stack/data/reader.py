@@ -313,6 +313,7 @@ class TokenReader:
         known = self.manifest.sources
         mixture.check_known("source_weights", source_weights or {}, known)
         mixture.check_known("exclude", exclude or [], known)
+        mixture.check_some_left(exclude or [], known)
         mixture.check_known("source_caps", source_caps or {}, known)
         self.exclude = frozenset(exclude or [])
         self._chunk_batches = max(1, CHUNK_TOKENS // (self.batch_size * (self.seq_len + 1)))

@@ -25,8 +25,10 @@ How a command writes is the one deliberate difference (`Writer`):
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
+from contracts.evidence import RUN_ID_PATTERN
 from stack.artifacts import CHECKPOINT_NAME, CHECKPOINTS_DIR, LOCK_FILE, RUN_CONFIG
 from stack.outputs import ownership, staging
 from stack.outputs.destination import check_directory
@@ -206,6 +209,27 @@ def _aside(out: Path, writer: Writer, force: bool, option: str) -> Iterator[RunD
         finally:
             if not rundir.committed:
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_id_of(directory: Path) -> str:
+    """The run id a run directory's name gives its run: the one rule for such names, held by `stack
+    train` and every command that trains through it (sft, dpo, distill).
+
+    The id names the run's record and its ledger directory (evidence/runs/<id>), so it is ASCII
+    (contracts.evidence.RUN_ID_PATTERN): git quotes a path of other characters in `git status`
+    (`"\\303\\244"` for ä), which the ledger's tools would take for another path. Commands whose
+    output directory's name is no run id (prepare, export, import-hf, ...) take any name.
+    """
+    name = Path(directory).resolve().name
+    if re.fullmatch(RUN_ID_PATTERN, name) is None:
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        suggestion = re.sub(r"[^A-Za-z0-9._-]", "-", ascii_name).lstrip("._-")
+        instead = f", e.g. {suggestion!r}" if suggestion else ""
+        raise BadInput(
+            f"run directory name {name!r} is the run's id in its record and ledger, so it must use ASCII "
+            f"letters, digits, '.', '_' and '-' only, and start with a letter or digit{instead}"
+        )
+    return name
 
 
 def change(key: str, old: Any, new: Any) -> str:

@@ -7,6 +7,8 @@ its sha256 goes into the evidence, so a run can always say exactly what it ran w
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -258,6 +260,13 @@ RENAMED = {
 
 # Optional sections: absent from a configuration (and its hash) unless one of their keys is set.
 OPTIONAL: dict[str, type[Section]] = {"lora": LoraSection, "distill": DistillSection, "dpo": DpoSection}
+# Optional sections read by one objective only (train.task), and the command that runs it: such a
+# section under another task was refused for the key its command fills in (dpo.reference: Field
+# required), a key the user never heard of.
+TASK_SECTIONS = {
+    "distill": "stack distill TEACHER --data DATA_DIR --out RUN_DIR",
+    "dpo": "stack dpo RUN_DIR|CKPT --data PAIRS --out RUN_DIR",
+}
 
 SECTIONS: dict[str, type[Section]] = {
     "train": TrainSection,
@@ -305,12 +314,40 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _parse_value(text: str) -> Any:
-    """A `--set` value as TOML (numbers, booleans, lists, quoted strings); bare words stay strings."""
+def _parse_value(key: str, text: str) -> Any:
+    """A `--set` value as TOML (numbers, booleans, lists, quoted strings); bare words stay strings.
+
+    A value that opens a list or a table (`[`, `{`) but is not TOML is refused rather than kept as
+    a string: `[hello, world]` is a list to whoever typed it, and the string in its place was refused
+    later as "Input should be a valid list", which hid that its items want quotes.
+    """
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return text
+        shape = {"[": ("list", "items"), "{": ("table", "string values")}.get(text[:1])
+        if shape is None:
+            return text
+        raise BadInput(
+            f"--set {key}={text} is not a TOML {shape[0]}: quote its {shape[1]}, e.g. "
+            f"--set '{key}={_quoted(text)}'"
+        ) from None
+
+
+def _quoted(text: str) -> str:
+    """`text` with each bare word that is not a TOML value quoted: `[a, 1]` -> `["a", 1]`,
+    `{a=x}` -> `{a="x"}` (a table's keys stay bare, as TOML allows)."""
+
+    def quote(found: re.Match[str]) -> str:
+        word = found[2].strip()
+        if not word or found[3] == "=":
+            return found[0]
+        try:
+            tomllib.loads(f"v = {word}")
+        except tomllib.TOMLDecodeError:
+            return f"{found[1]}{json.dumps(word)}"
+        return found[0]
+
+    return re.sub(r"([\[{,=]\s*)([^\[\]{},=]+?)(?=\s*([\]},=]))", quote, text)
 
 
 def parse_sets(assignments: list[str]) -> dict[str, Any]:
@@ -321,7 +358,7 @@ def parse_sets(assignments: list[str]) -> dict[str, Any]:
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise BadInput(f"--set {item!r} is not section.key=value (e.g. --set train.steps=200)")
-        out.setdefault(section, {})[name] = _parse_value(value.strip())
+        out.setdefault(section, {})[name] = _parse_value(key.strip(), value.strip())
     return out
 
 
@@ -363,6 +400,7 @@ def resolve(
             f"unknown config section(s) {', '.join(unknown)}; sections: model, {', '.join(SECTIONS)}, "
             f"{', '.join(OPTIONAL)}"
         )
+    _check_task_sections(data)
     for (section, key), now in RENAMED.items():
         if key in data.get(section, {}):
             raise BadInput(f"config key {section}.{key} is now {now}; rename it")
@@ -379,6 +417,20 @@ def resolve(
     sections = {name: parse_section(cls, name, data.get(name, {})) for name, cls in SECTIONS.items()}
     optional = {name: parse_section(cls, name, data[name]) for name, cls in OPTIONAL.items() if name in data}
     return RunConfig(model=parse_section(ModelConfig, "model", model), **sections, **optional)
+
+
+def _check_task_sections(data: dict[str, Any]) -> None:
+    """Refuse a section of another objective's (TASK_SECTIONS) than the run's train.task, naming the
+    command it belongs to."""
+    train = data.get("train")
+    task = train.get("task") if isinstance(train, dict) else None
+    for section, command in TASK_SECTIONS.items():
+        if section in data and task != section:
+            keys = ", ".join(f"{section}.{key}" for key in data[section]) or f"[{section}]"
+            raise BadInput(
+                f"{keys}: {section}.* settings are for train.task={section}, which `{command}` runs "
+                f"(this run's train.task is {task or 'pretrain'}); use `stack {section}`, or drop them"
+            )
 
 
 def changed_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

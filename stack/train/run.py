@@ -20,7 +20,6 @@ import contextlib
 import errno
 import itertools
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ from contracts.evidence import (
     EVIDENCE_FILE,
     REFUSED,
     RESUMES,
-    RUN_ID_PATTERN,
     SCHEMA_VERSION,
     Artifact,
     CheckpointRef,
@@ -135,13 +133,6 @@ class Plan:
     checkpoint: Path | None = None  # the checkpoint a resume continues from
 
 
-def _check_run_dir_name(run_dir: Path) -> str:
-    name = run_dir.resolve().name
-    if re.fullmatch(RUN_ID_PATTERN, name) is None:
-        raise BadInput(f"run directory name {name!r} must use letters, digits, '.', '_' and '-' only")
-    return name
-
-
 def _is_main() -> bool:
     """Rank 0 of a torchrun launch, or a plain single process."""
     return os.environ.get("RANK", "0") == "0"
@@ -207,6 +198,7 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     )
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.argv)
+    _check_lora_start(config, started=request.init_from is not None)
     if source_model is not None:
         assert request.init_from is not None
         asked = _asked_model_keys(request)
@@ -228,6 +220,20 @@ def check_task_data(config: RunConfig, data_dir: Path, argv: list[str]) -> None:
     objective = objective_for(config.train.task)
     command = " ".join(argv[:2]) if len(argv) > 1 else "stack train"
     require(data_dir, objective.data, f"`{command}` (train.task {objective.name})")
+
+
+def _check_lora_start(config: RunConfig, started: bool) -> None:
+    """Refuse `[lora]` on a run that starts from no trained model (`started`: --init-from, or a
+    resume of a run that had one): the adapters train on a frozen base, and a fresh base is random
+    weights, so the run learned next to nothing and said nothing (loss 5.52 -> 5.48 in ten smoke
+    steps where the same run without [lora] reached 4.74), as train.task=sft without --init-from
+    would, which is refused too."""
+    if config.lora is not None and not started:
+        raise BadInput(
+            "[lora] (a lora.* key) trains adapters on a frozen base, and this run starts from a randomly "
+            "initialised model: pass --init-from RUN_DIR (a trained run, or a model imported with "
+            "`stack import-hf`), or drop the lora.* keys to train every weight"
+        )
 
 
 def _kind_of(config: RunConfig, init_from: Path | None) -> str:
@@ -285,10 +291,12 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     for note in notes:
         print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
+    _refuse_other_data(run_dir, state, data_dir, str(record.metrics.get("data_dir", "")))
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
     check_task_data(config, data_dir, request.argv)
+    _check_lora_start(config, started="init_from" in record.metrics)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
     check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING
@@ -311,11 +319,32 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     return Plan(run_dir, data_dir, config, tokenizer, record, ledger, path)
 
 
+def _refuse_other_data(run_dir: Path, state: dict[str, Any], data_dir: Path, recorded: str) -> None:
+    """Refuse a resume whose DATA_DIR holds other prepared data than the checkpoint's batch stream
+    was read from (its manifest's sha256), saying which way that came about: `--data` named another
+    DATA_DIR, or the run's own (`recorded`) was prepared again since (`stack prepare --out DATA_DIR
+    --force`). The refusal of any changed key used to blame --set/--config keys no one had given."""
+    old, new = state["reader"].get("manifest_sha256"), load_manifest(data_dir).sha256
+    if old == new:
+        return
+    shas = rundir.change("data manifest", old, new)
+    if str(Path(data_dir).resolve()) != recorded:
+        raise BadInput(
+            f"cannot resume {run_dir}: --data {data_dir} holds other prepared data than the run started "
+            f"on, a changed {shas}; give the data it started on (prepared into {recorded}), or start a "
+            "new run with --out"
+        )
+    raise BadInput(
+        f"cannot resume {run_dir}: its DATA_DIR {data_dir} was prepared again since the run started, "
+        f"which changed its {shas}; a resume needs the data it started on: prepare that data into "
+        "another DATA_DIR and pass it with --data, or start a new run with --out"
+    )
+
+
 def _data_changes(state: dict[str, Any], data_dir: Path, tokenizer: Tokenizer) -> list[str]:
     """What the checkpoint's batch stream was made from and by, against this resume's."""
     reader = state["reader"]
     now = {
-        "data manifest": (reader.get("manifest_sha256"), load_manifest(data_dir).sha256),
         "tokenizer": (state["tokenizer"]["sha256"], tokenizer.sha256),
         "world_size": (reader.get("world_size"), _world_size()),
     }
@@ -547,7 +576,7 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     written (stack.outputs.rundir's commit).
     """
     run_dir = _run_dir_of(request)
-    run_id = _check_run_dir_name(run_dir)
+    run_id = rundir.run_id_of(run_dir)
     resume = request.resume is not None
     leg = None
     if request.evidence_dir is not None and _is_main():  # refuse a clash now, not after hours of training
@@ -682,6 +711,19 @@ def _open_run_dir(run_dir: Path, config: RunConfig) -> None:
     (run_dir / METRICS_FILE).touch()
 
 
+def _unreached_phases(config: RunConfig) -> list[str]:
+    """A note for each curriculum phase that starts at or after the run's last step: it never
+    applies (a phase serves the steps after its after_step), unless a resume raises train.steps,
+    which is why it is a note and not a refusal. Such a run used to end with exit 0 and no word."""
+    steps = config.train.steps
+    return [
+        f"data.phases[{i}] (phase {i + 1}) starts after step {phase.after_step}, but train.steps is "
+        f"{steps}: it never applies in this run (a --resume with a larger train.steps reaches it)"
+        for i, phase in enumerate(config.data.phases or [])
+        if phase.after_step >= steps
+    ]
+
+
 def _on_event(evidence: RunRecord, event: str, trainer: Trainer) -> None:
     """A wrap of the corpus is said on stderr; evaluations and checkpoints refresh the record."""
     if event != "wrap":
@@ -706,6 +748,8 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
                 "nondeterministic_loss_rtol",
                 file=sys.stderr,
             )
+        for note in _unreached_phases(config):
+            print(f"stack train: {note}", file=sys.stderr)
         if config.train.parallel == "fsdp" and _world_size() == 1:
             print(
                 "stack train: train.parallel='fsdp' shards over the processes of --nproc N; this run has "
