@@ -718,10 +718,26 @@ def refusal(identity: Identity, need: Need, who: str | None = None) -> str:
     made = f" (written by `{given.written_by}`)" if given.written_by else ""
     if not identity.sure:
         return f"{identity.path} is {UNSURE[given.family]}; {who or 'this'} needs {need.noun}: {need.make}"
+    needs = f"{who} needs" if who else "this needs"
+    holder = _holder(identity.path, need)
+    if holder is not None:
+        return (
+            f"{identity.path} is {given.noun}{made} in {holder.path}, {holder.kind.noun}; {needs} "
+            f"{need.noun}: pass its directory {holder.path}"
+        )
     route = given.routes.get(need.name) or given.routes.get(need.name.split("-")[0]) or need.make
     hint = route.format(path=identity.path)
-    needs = f"{who} needs" if who else "this needs"
     return f"{identity.path} is {given.noun}{made}; {needs} {need.noun}: {hint}"
+
+
+def _holder(path: Path, need: Need) -> Identity | None:
+    """The directory holding a file given where `need` takes that directory (DATA_DIR/manifest.json
+    for --data DATA_DIR, RUN_DIR/config.toml for --resume RUN_DIR): what was meant, so the fix is
+    passing it, not a route from the file (which would, say, tokenize a manifest as a corpus)."""
+    if not path.is_file():
+        return None
+    holder = identify(path.parent)
+    return holder if holder.sure and need.takes(holder) else None
 
 
 def require(path: Path | str, need: str, who: str | None = None) -> Identity:

@@ -359,8 +359,9 @@ def _patch(at: Place) -> list[str]:
     from stack.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(at.data)
+    encode = tokenizer.encode_prompt
     clean, corrupted = next(
-        ((a, b) for a, b in PATCH_PROMPTS if len(tokenizer.encode(a)) == len(tokenizer.encode(b))),
+        ((a, b) for a, b in PATCH_PROMPTS if len(encode(a)) == len(encode(b))),
         PATCH_PROMPTS[0],
     )
     argv = ["trace", str(at.run), "--prompt", clean, "--patch", corrupted, "--target", PATCH_TARGET]

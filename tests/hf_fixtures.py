@@ -267,3 +267,17 @@ def qwen2_model(
     rope = {"rope_type": "default", "rope_theta": 1000000.0}
     config = {"rms_norm_eps": 1e-6, "rope_parameters": rope, "tie_word_embeddings": tie, **config}
     return _save_model(directory, Qwen2Config, Qwen2ForCausalLM, config, dtype, max_shard_size, seed)
+
+
+def tiny_chatml_qwen2(directory: Path) -> Path:
+    """A one-layer Qwen2 whose tokenizer writes ChatML (<|im_start|>, <|im_end|> special tokens): a
+    chat model small enough to import, sample and trace in a test."""
+    return qwen2_model(
+        directory,
+        lambda d: qwen2_tokenizer(d, chat_template=CHATML_TEMPLATE),
+        num_hidden_layers=1,
+        hidden_size=24,
+        intermediate_size=40,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )

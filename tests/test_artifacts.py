@@ -506,3 +506,33 @@ def test_every_output_of_every_command_is_in_the_table() -> None:
         if action.dest in OUTPUTS and not isinstance(action, argparse._StoreTrueAction)
     }
     assert outputs - NOT_WRITERS == {(writer.split()[0], writer.split()[-1]) for writer in WRITERS}
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "kind", "name"),
+    [
+        ("train", "--data", "data-pretrain", "manifest.json"),
+        ("train", "--init-from", "run", "config.toml"),
+        ("train", "--resume", "run", "metadata.json"),
+        ("sample", "RUN_DIR|CKPT", "run", "config.toml"),
+    ],
+)
+def test_a_file_inside_the_directory_an_input_takes_is_refused_naming_the_directory(
+    kinds: dict[str, Path],
+    cli: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    option: str,
+    kind: str,
+    name: str,
+) -> None:
+    """G12: DATA_DIR/manifest.json given to --data (a run's file to --resume, --init-from, sample) is
+    refused with the one fix, its directory, never a route from the file (`stack prepare` of a
+    manifest tokenizes it as a corpus)."""
+    entry = next(i for i in INPUTS if (i.command, i.option) == (command, option))
+    inside = kinds[kind] / name
+    assert inside.is_file()
+    assert main(_argv(entry, "inside", {**kinds, "inside": inside}, tmp_path / "out")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.endswith(f"pass its directory {kinds[kind]}") and "stack prepare" not in line, line

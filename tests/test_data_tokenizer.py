@@ -213,3 +213,24 @@ def test_the_sample_is_every_held_out_document_and_round_trip_bytes_of_the_rest(
     assert (
         judge("GATE-DATA-007", _round_trip(round_trip_failed=1, tokenizer="hf", gives_back_probe=False)) == []
     )
+
+
+def test_a_prompt_writes_special_tokens_and_a_corpus_document_does_not(tmp_path: Path) -> None:
+    """G02: `encode_prompt` (what a user types) makes a chat marker its special id, as transformers
+    does; `encode` and `encode_documents` (corpus text) keep it text, so a document cannot smuggle
+    one in. The stack's own tokenizers' one special is the end-of-text separator's name."""
+    from hf_fixtures import qwen2_tokenizer
+
+    from stack.data.tokenizer import PretrainedTokenizer
+
+    hf = PretrainedTokenizer.from_dir(qwen2_tokenizer(tmp_path / "qwen"))
+    marker = hf.special_tokens["<|im_start|>"]
+    text = "<|im_start|>user\nhi<|im_end|>"
+    assert hf.encode_prompt(text)[0] == marker and hf.special_tokens["<|im_end|>"] in hf.encode_prompt(text)
+    assert marker not in hf.encode(text) and marker not in hf.encode_documents([text.encode()])[0].tolist()
+    assert hf.encode_prompt("plain words") == hf.encode("plain words")
+    byte = ByteTokenizer()
+    assert byte.encode_prompt("a<|endoftext|>b") == [97, byte.eot_id, 98]
+    assert byte.eot_id not in byte.encode("a<|endoftext|>b")
+    bpe = train_bpe(["a b c <|endoftext|> d e"] * 20, BPE_MIN_VOCAB + 20)
+    assert bpe.encode_prompt("a<|endoftext|>") == [*bpe.encode("a"), bpe.eot_id]

@@ -21,13 +21,14 @@ import torch
 from ledger_support import assert_caught, edited
 from train_support import prepared, smoke_args, train
 
-from contracts.evidence import canonical_sha256
+from contracts.evidence import canonical_sha256, read_evidence
 from contracts.seeds import seeded_state_sha256
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.model import generate as generate_module
 from stack.model import sampling_checks
 from stack.model.sampling_checks import Window, context_windows
+from tools.trace_tokens import trace_token_problems
 
 # Past the smoke model's context of 32: three windows.
 LONG = ["--prompt", "the gate ", "--tokens", "60", "--seed", "3"]
@@ -314,3 +315,55 @@ def test_a_sample_whose_record_names_another_seed_than_it_drew_from_is_caught(
     edited(record, _seed_restated)
     assert_caught(record, "gates[GATE-TRAIN-005].measured.seed is 3, but its artifacts derive 4")
     assert_caught(record, "gates[GATE-TRAIN-005].measured.seeded_state_sha256 is")
+
+
+CHATML_PROMPT = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A ChatML Qwen2 (its Hugging Face directory) and its `stack import-hf` import."""
+    from hf_fixtures import tiny_chatml_qwen2
+
+    root = tmp_path_factory.mktemp("chatml")
+    source = tiny_chatml_qwen2(root / "hf")
+    assert main(["import-hf", str(source), "--out", str(root / "imported")]) == 0
+    return source, root / "imported"
+
+
+def test_a_chat_prompt_is_sampled_on_its_special_tokens_ids(
+    chat_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """G02: the ChatML markers typed into --prompt are the model's special ids, as transformers (the
+    tokenizers library's own encode) gives them and as `prepare --format chat` writes them; sample.json
+    states those ids."""
+    from tokenizers import Tokenizer as Backend
+
+    source, imported = chat_model
+    assert (
+        main(
+            [
+                "sample",
+                str(imported),
+                "--prompt",
+                CHATML_PROMPT,
+                "--tokens",
+                "2",
+                "--record",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    library = Backend.from_file(str(source / "tokenizer.json"))
+    expected = library.encode(CHATML_PROMPT, add_special_tokens=False).ids
+    assert expected[0] == library.token_to_id("<|im_start|>")
+    kept = json.loads((tmp_path / "r" / "sample.json").read_text())
+    assert (kept["prompt_ids"], kept["prompt_tokens"]) == (expected, len(expected))
+    assert (
+        trace_token_problems(read_evidence(tmp_path / "r" / "metadata.json"), tmp_path / "r") == []
+    )  # the checker agrees
+    kept["prompt_ids"] = [*expected[1:], expected[0]]
+    (tmp_path / "r" / "sample.json").write_text(json.dumps(kept))
+    (problem,) = trace_token_problems(read_evidence(tmp_path / "r" / "metadata.json"), tmp_path / "r")
+    assert "prompt_ids" in problem

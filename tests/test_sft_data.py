@@ -502,6 +502,37 @@ def test_a_record_that_is_not_a_chat_is_named(tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and f"{bad}:{lines}: a chat record is" in err and "fields: text" in err, err
 
 
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("pc.csv", "prompt-completion"),
+        ("pr.csv", "prefs"),
+        ("chat.tsv", "chat"),
+        ("pc.parquet", "prompt-completion"),
+    ],
+)
+def test_a_table_given_to_a_fine_tuning_format_is_named_with_the_conversion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, fmt: str
+) -> None:
+    """G07: a CSV/TSV or Parquet table (the shape of TRL datasets on the hub) given to --format
+    prompt-completion, prefs or chat is refused in one line saying it is a table, that the format
+    reads JSONL, and how to convert it, not "not JSON" or "not UTF-8 text"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / name
+    if name.endswith(".parquet"):
+        pq.write_table(pa.table({"prompt": ["What is 1+1?"], "completion": [" 2"]}), table)
+    else:
+        table.write_text("prompt,completion\nWhat is 1+1?, 2\n")
+    code = main(["prepare", str(table), "--format", fmt, "--out", str(tmp_path / "data")])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    kind = {"parquet": "a Parquet file", "tsv": "a TSV table"}.get(name.split(".")[-1], "a CSV table")
+    assert code == 2 and f"--format {fmt} reads JSONL files; {table} is {kind}: convert it to JSONL" in line
+    assert sft_prepare.JSONL_EXAMPLES[fmt] in line and "not JSON" not in line and "UTF-8" not in line
+    assert not (tmp_path / "data").exists()
+
+
 def test_a_chat_file_whose_name_is_not_utf8_is_named_with_its_bytes_escaped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -24,6 +24,7 @@ from stack.trace import modes
 from stack.trace.anomaly import is_anomaly, judged_sites
 from stack.trace.sites import TRACE_SCHEMA_VERSION, layout_for
 from stack.trace.tracer import Trace, statistics_sample
+from tools.trace_tokens import trace_token_problems
 
 PROMPT = "the gate fired at layer one"
 
@@ -423,3 +424,20 @@ def test_a_trace_whose_absmax_is_not_the_larger_of_min_and_max_is_caught(
         path.write_text(json.dumps(report))
 
     assert_caught(edited(out, absmax_as_max), "trace.json: site layers.0.output: absmax")
+
+
+def test_a_chat_prompt_is_traced_on_its_special_tokens_ids(tmp_path: Path) -> None:
+    """G02: trace encodes the ChatML markers typed into --prompt as the model's special ids, as
+    `stack sample` does (Tokenizer.encode_prompt): config.tokens counts them, and the checker's
+    re-derivation (tools/trace_tokens.py) encodes the prompt the same way."""
+    from hf_fixtures import tiny_chatml_qwen2
+    from tokenizers import Tokenizer as Backend
+
+    source = tiny_chatml_qwen2(tmp_path / "hf")
+    assert main(["import-hf", str(source), "--out", str(tmp_path / "imported")]) == 0
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert trace(tmp_path / "imported", "--prompt", prompt, "--out", tmp_path / "rec") in (0, 3)
+    expected = Backend.from_file(str(source / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
+    record = read_evidence(tmp_path / "rec" / "metadata.json")
+    assert record.config["tokens"] == len(expected)
+    assert trace_token_problems(record, tmp_path / "rec") == []  # the checker encodes it as trace did

@@ -100,7 +100,7 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
         return [f"the tokenizer of {checkpoint}, which its command line names, cannot be rebuilt: {exc}"]
     if record.run.kind == "sample":
         return _sample_problems(_result(run_dir, RESULT_FILE), prompt, tokenizer)
-    ids = tokenizer.encode(prompt)
+    ids = tokenizer.encode_prompt(prompt)
     tokens = config.get("tokens")
     problems = []
     if isinstance(tokens, int) and tokens != len(ids):
@@ -132,11 +132,17 @@ def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Toke
         return []
     problems = []
     counted, drawn, text = report.get("prompt_tokens"), report.get("drawn"), report.get("text")
-    continued = len(prompt_ids(tokenizer, prompt))
-    if counted is not None and counted != continued:
+    ids = prompt_ids(tokenizer, prompt)
+    if counted is not None and counted != len(ids):
         problems.append(
             f"{RESULT_FILE}: prompt_tokens is {counted!r}, but `stack sample` continues config.prompt "
-            f"{prompt!r} as {continued} token(s) of its checkpoint's tokenizer"
+            f"{prompt!r} as {len(ids)} token(s) of its checkpoint's tokenizer"
+        )
+    stated = report.get("prompt_ids")  # kept since prompts are encoded with their special tokens
+    if stated is not None and stated != ids:
+        problems.append(
+            f"{RESULT_FILE}: prompt_ids are {_short(stated)}, but `stack sample` continues config.prompt "
+            f"{prompt!r} as {_short(ids)} with its checkpoint's tokenizer"
         )
     if isinstance(drawn, list) and all(isinstance(i, int) for i in drawn) and text is not None:
         made = sample_text(tokenizer, prompt, drawn)
@@ -162,7 +168,7 @@ def _patch_token_problems(record: EvidenceRecord, config: dict[str, Any], tokeni
         word, stated = options.get(name), config.get(name)
         if not isinstance(word, str):
             continue
-        ids = tokenizer.encode(word)
+        ids = tokenizer.encode_prompt(word)
         if ids != [stated]:
             problems.append(
                 f"config.{name} is {stated!r}, but its command line's --{name} {word!r} is {ids} for the "

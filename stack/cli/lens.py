@@ -158,7 +158,7 @@ def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) ->
     from stack.trace.sites import TRACE_SCHEMA_VERSION
 
     model = trained.model
-    ids = trained.tokenizer.encode(args.prompt)
+    ids = trained.tokenizer.encode_prompt(args.prompt)
     if len(ids) > model.config.ctx:
         raise BadInput(
             f"the prompt is {len(ids)} tokens; the model takes {model.config.ctx}: shorten --prompt"

@@ -98,19 +98,19 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed)
-    given = trained.tokenizer.encode(config["prompt"]) if config["prompt"] else [trained.tokenizer.eot_id]
+    given = prompt_ids(trained.tokenizer, config["prompt"])
     check_prompt(given, out[0, : out.shape[1] - args.tokens].tolist())  # what the draws followed
     drawn = out[0, len(ids) :].tolist()
     text = sample_text(trained.tokenizer, args.prompt, drawn)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return {"text": text, "prompt_tokens": len(ids), "drawn": drawn}
+    return {"text": text, "prompt_tokens": len(ids), "prompt_ids": ids, "drawn": drawn}
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The ids `stack sample` continues: the prompt's, or the end-of-text id where it has none (an
     empty prompt starts where a document would). sample.json's `prompt_tokens` counts them, and the
     checker holds it to them (tools/trace_tokens.py)."""
-    return tokenizer.encode(prompt) or [tokenizer.eot_id]
+    return tokenizer.encode_prompt(prompt) or [tokenizer.eot_id]
 
 
 def sample_text(tokenizer: Tokenizer, prompt: str, drawn: list[int]) -> str:

@@ -233,7 +233,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     # backend (TracePath), checked here first with the option that names it.
     a = load_trained(checkpoint, device, attention="sdpa")
     check_backend("--backend", args.backend, a.config.model, device, checkpoint)
-    ids = a.tokenizer.encode(args.prompt)
+    ids = a.tokenizer.encode_prompt(args.prompt)
     if len(ids) > a.config.model.ctx - args.sample:
         room = a.config.model.ctx - args.sample
         raise BadInput(f"the prompt is {len(ids)} tokens; the model takes {room} here: shorten --prompt")
@@ -333,7 +333,7 @@ def _one_token(tokenizer: Tokenizer, text: str, option: str) -> int:
     """The id of `text`, which must be exactly one token of the checkpoint's tokenizer."""
     from contracts.errors import BadInput
 
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode_prompt(text)
     if len(ids) != 1:
         raise BadInput(f"{option} {text!r} is {len(ids)} tokens for this tokenizer; give exactly one token")
     return ids[0]
@@ -350,7 +350,7 @@ def _patching(
     from stack.trace.patch_report import patch_result
     from stack.trace.sites import layout_for
 
-    corrupted = a.tokenizer.encode(args.patch)
+    corrupted = a.tokenizer.encode_prompt(args.patch)
     length = idx.shape[1]
     metric = Metric(
         _one_token(a.tokenizer, args.target, "--target"),

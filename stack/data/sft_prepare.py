@@ -111,6 +111,7 @@ from stack.data.sft_template import (
     supervised_texts,
 )
 from stack.data.shards import HEADER, SHARD_VERSION, ShardWriter, dtype_for, naming
+from stack.data.table_input import TAB_SUFFIXES, TABLE_SUFFIXES
 from stack.data.tokenizer import ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
 from stack.data.unpack import readable
@@ -270,6 +271,7 @@ def _read_examples(
         if not given.is_file():
             raise BadInput(f"{given} is not a file; give JSONL files of {plan.fmt} records")
         counts["files"] += 1
+        refuse_table(given, plan.fmt)
         path = readable(InputFile("main", given, given.name), scratch, number).path
         for at, record in _records(path, given, plan.fmt, counts):
             where = f"{name_text(given.name)}{at}"
@@ -294,6 +296,35 @@ def _read_examples(
             if plan.fmt == PREFS_FORMAT:
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
     return examples, counts
+
+
+# One record of each fine-tuning format, as a line of its JSONL file reads (stack.data.chat_shapes).
+JSONL_EXAMPLES = {
+    "chat": '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}',
+    "prompt-completion": '{"prompt": "What is 2+2?", "completion": " 4"}',
+    PREFS_FORMAT: '{"prompt": "What is 2+2?", "chosen": " 4", "rejected": " 5"}',
+}
+
+
+def refuse_table(given: Path, fmt: str) -> None:
+    """A CSV/TSV or Parquet table given to a fine-tuning format, refused by what it is before its
+    bytes are misread as JSON lines ("not JSON", "not UTF-8 text"): the fine-tuning formats read JSONL
+    (or a JSON array) only, and the fix is converting the table to one object a line."""
+    with open(given, "rb") as handle:
+        parquet = handle.read(4) == b"PAR1"
+    name = given.name.removesuffix(".gz")
+    tabbed = name.lower().endswith(TAB_SUFFIXES)
+    table = "a TSV table" if tabbed else "a CSV table" if name.lower().endswith(TABLE_SUFFIXES) else None
+    kind = "a Parquet file" if parquet else table
+    if kind is None:
+        return
+    tabs = ", sep='\\t'" if tabbed else ""
+    read = f"read_parquet('{given}')" if parquet else f"read_csv('{given}'{tabs})"
+    raise BadInput(
+        f"--format {fmt} reads JSONL files; {given} is {kind}: convert it to JSONL with one object per "
+        f'line, e.g. {JSONL_EXAMPLES[fmt]} (python -c "import pandas as pd; pd.{read}'
+        f".to_json('{Path(name).stem}.jsonl', orient='records', lines=True, force_ascii=False)\")"
+    )
 
 
 def _records(path: Path, given: Path, fmt: str, counts: Counter[str]) -> Iterator[tuple[str, object]]:

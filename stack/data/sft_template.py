@@ -35,7 +35,6 @@ the EOS id cannot mask it (GATE-SFT-001 checks the result).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,21 +168,16 @@ def encode_turn(tokenizer: Tokenizer, segments: list[Segment]) -> list[int]:
     """Token ids of one turn's text: the tokenizer's special tokens written by the template become
     their ids; everything between them (template text and message text run together) is encoded
     as one piece, as it would be without them, so a BPE merges across the seams as it always has."""
-    specials = tokenizer.special_tokens
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
     ids: list[int] = []
     pending: list[str] = []
     for text, by_template in segments:
-        if not by_template or not specials:
-            pending.append(text)
-            continue
-        start = 0
-        for match in pattern.finditer(text):
-            pending.append(text[start : match.start()])
+        for part in tokenizer.split_specials(text) if by_template else [text]:
+            if isinstance(part, str):
+                pending.append(part)
+                continue
             ids += tokenizer.encode("".join(pending)) if any(pending) else []
-            ids.append(specials[match.group()])
-            pending, start = [], match.end()
-        pending.append(text[start:])
+            ids.append(part)
+            pending = []
     return ids + (tokenizer.encode("".join(pending)) if any(pending) else [])
 
 
@@ -295,11 +289,8 @@ def example_text(template: ChatTemplate, tokenizer: Tokenizer, turns: list[tuple
 def template_text(tokenizer: Tokenizer, text: str) -> str:
     """A template's text as its ids decode: each special token of the tokenizer it writes as that
     token's decoding (`encode_turn` makes it the id; an EOS decodes to nothing)."""
-    specials = tokenizer.special_tokens
-    if not specials:
-        return text
-    pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
-    return pattern.sub(lambda m: tokenizer.decode([specials[m.group()]]), text)
+    parts = tokenizer.split_specials(text)
+    return "".join(part if isinstance(part, str) else tokenizer.decode([part]) for part in parts)
 
 
 def concatenated_text(prompt: str, completion: str) -> ExampleText:

@@ -103,6 +103,31 @@ class Tokenizer(ABC):
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, without any separator."""
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a prompt a user gives (`--prompt`, `--patch`, `--target`, an eval item's
+        prompt, `monitor.prompts`): the special tokens written in it are the specials, as transformers
+        encodes a prompt and as prepared chat data holds a template's markers
+        (stack.data.sft_template.encode_turn). Corpus text goes through `encode`, where a special's
+        text is only text; a prompt without one encodes as `encode` encodes it. For the stack's own
+        tokenizers the one special is the end-of-text separator, written `<|endoftext|>`."""
+        ids: list[int] = []
+        for part in self.split_specials(text):
+            ids += [part] if isinstance(part, int) else self.encode(part)
+        return ids
+
+    def split_specials(self, text: str) -> list[str | int]:
+        """`text` cut at the special tokens written in it (`special_tokens`, the longest first): the
+        non-empty text between them, and each special's id in its place."""
+        specials = self.special_tokens
+        pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        parts: list[str | int] = []
+        start = 0
+        for match in pattern.finditer(text) if specials else ():
+            parts += [text[start : match.start()], specials[match.group()]]
+            start = match.end()
+        parts.append(text[start:])
+        return [part for part in parts if part != ""]
+
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; EOT separators are dropped, bytes that are not UTF-8 become U+FFFD."""
@@ -330,6 +355,21 @@ class PretrainedTokenizer(LibraryTokenizer):
         added = self._backend.get_added_tokens_decoder()
         specials = {token.content: index for index, token in added.items() if token.special}
         return {**specials, self.eot_token: self._eot}
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt as transformers encodes it with this tokenizer.json: the library's own split at
+        the added tokens, special ones included, the end-of-sequence token registered as special as
+        transformers registers it (each added token's strip and normalisation flags apply)."""
+        return self._prompt_backend.encode(text, add_special_tokens=False).ids
+
+    @cached_property
+    def _prompt_backend(self) -> tokenizers.Tokenizer:
+        """The backend with special tokens in text encoded as the specials (`encode_prompt`)."""
+        from tokenizers import AddedToken
+
+        backend = library_backend(self._json, "tokenizer.json", "")
+        backend.add_special_tokens([AddedToken(self.eot_token, special=True, normalized=False)])
+        return backend
 
 
 def is_plain_byte_level(record: dict[str, object]) -> bool:

@@ -59,7 +59,7 @@ def score_completion(
     """The completion's NLL after `context`; with `exact`, whether greedy decoding reproduces it."""
     device = model.embed.weight.device
     target = check_round_trip(tokenizer, completion)
-    context_ids = [tokenizer.eot_id, *tokenizer.encode(context)]
+    context_ids = [tokenizer.eot_id, *tokenizer.encode_prompt(context)]
     kept, dropped = fit_context(context_ids, len(target), model.config.ctx, where)
     sequence = torch.tensor([kept + target], dtype=torch.long, device=device)
     inputs, start = sequence[:, :-1], len(kept) - 1

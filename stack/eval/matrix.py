@@ -297,7 +297,7 @@ def stated_windows(
     return [
         completion_window(
             tokenizer.eot_id,
-            tokenizer.encode(stated_context(result.row, item, matrix)),
+            tokenizer.encode_prompt(stated_context(result.row, item, matrix)),
             check_round_trip(tokenizer, item.completion),
             result.ctx,
         )

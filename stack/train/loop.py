@@ -1067,7 +1067,7 @@ class Trainer:
         tally = DrawTally(sampler, monitor_seed(self.config.train.seed, self.state.step))
         generations = []
         for prompt in monitor_cfg.prompts:
-            ids = self.tokenizer.encode(prompt)[-(ctx - length) :]
+            ids = self.tokenizer.encode_prompt(prompt)[-(ctx - length) :]
             idx = torch.tensor([ids], dtype=torch.long, device=self.device)
             draws, drawn = sample_watched(self.model, idx, length, sampler, generator)
             tally.add(draws, drawn, self.model, idx)
