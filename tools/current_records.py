@@ -36,7 +36,7 @@ def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
     """(label, stack argv) of every record, in the order their inputs need."""
     w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(ROOT / "docs"))
     tests = shlex.quote(str(ROOT / "tests" / "data"))
-    day = datetime.now(UTC).strftime("%Y%m%d")
+    day = datetime.now(UTC).strftime("%Y%m%dT%H%M")  # two sets filed on one day get their own ids
     run = {name: f"{w}/{name}-{day}-spec-{version}" for name in TRAINING_IDS}
     lines = f"""
         prepare      prepare --default docs={docs} --val-fraction 0.2 --out {w}/mix-data
