@@ -49,19 +49,19 @@ from contracts.spec import load_spec
 
 # Records of the current spec (tools/current_records.py, `make records`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261126-spec-1.31.0"
-DPO_RUN = "dpo-20261126-spec-1.31.0"
-DISTILL_RUN = "distill-moe4-20261126-spec-1.31.0"
-EXPORT_RUN = "export-hf-20261126T020613"
-TRACE_RUN = "trace-20261126T020618"
-LASER_RUN = "laser-20261126T020620"
-QUANTIZE_RUN = "quantize-20261126T020624"
-MEMORIZATION_RUN = "memorization-20261126T020645"
-PATCH_RUN = "patch-20261126T020701"
-SAMPLE_RUN = "sample-20261126T020632"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "trace-20261126T020706"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "lens-20261126T020708"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "lens-train-20261126T020658"
+SFT_RUN = "sft-lora-20261126T0241-spec-1.31.0"
+DPO_RUN = "dpo-20261126T0241-spec-1.31.0"
+DISTILL_RUN = "distill-moe4-20261126T0241-spec-1.31.0"
+EXPORT_RUN = "export-hf-20261126T024151"
+TRACE_RUN = "trace-20261126T024157"
+LASER_RUN = "laser-20261126T024159"
+QUANTIZE_RUN = "quantize-20261126T024204"
+MEMORIZATION_RUN = "memorization-20261126T024219"
+PATCH_RUN = "patch-20261126T024235"
+SAMPLE_RUN = "sample-20261126T024208"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261126T024237"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261126T024240"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261126T024232"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------
