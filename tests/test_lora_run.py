@@ -145,12 +145,13 @@ def test_bad_input_is_one_line_and_exit_2(
     assert code == 2 and "embed" in err
 
 
-def test_lora_without_a_trained_start_is_refused_naming_init_from(
+def test_lora_without_a_trained_start_is_refused_naming_the_start_option(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Round-7 audit G03: a lora.* key on a fresh `stack train` froze a randomly initialised base and
     trained only the adapters (loss 5.52 -> 5.48 in ten smoke steps, 4.74 without the key), exit 0;
-    so did a [lora] section in a reused config file, and a resume of a run started without one."""
+    so did a [lora] section in a reused config file, and a resume of a run started without one.
+    `stack distill` names its own option, --student."""
     fresh = ["train", "--data", str(runs["data"]), "--out", str(tmp_path / "t"), "--preset", "smoke"]
     said = "[lora] (a lora.* key) trains adapters on a frozen base, and this run starts from a randomly "
     code, err = one_line_cli(capsys, *fresh, "--set", "lora.alpha=32")
@@ -163,6 +164,9 @@ def test_lora_without_a_trained_start_is_refused_naming_init_from(
     shutil.copytree(runs["base"], run)
     code, err = one_line_cli(capsys, "train", "--resume", str(run), "--set", "lora.r=4")
     assert code == 2 and said in err
+    distill = ["distill", str(runs["base"]), "--data", str(runs["data"]), "--out", str(tmp_path / "d")]
+    code, err = one_line_cli(capsys, *distill, "--preset", "smoke", "--set", "lora.r=4")
+    assert code == 2 and "pass --student RUN|CKPT" in err and "--init-from" not in err
 
 
 # -- a run started from a LoRA run: the SFT-then-DPO chain -----------------------------------

@@ -205,3 +205,38 @@ def test_the_device_is_where_it_samples_and_is_recorded(source: Path, tmp_path: 
             == seeded["seeded_state_sha256"]
             == seeded_state_sha256(0, device)
         )
+
+
+def test_the_template_markers_reach_the_model_as_their_special_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ChatML template's `<|im_start|>` is asked as its special id, as `stack prepare --format chat`
+    wrote it into the data the model was tuned on; the model's own instruction text stays text."""
+    from hf_fixtures import qwen2_tokenizer
+
+    from stack.data.sft_template import load_template
+    from stack.data.tokenizer import PretrainedTokenizer
+
+    tokenizer = PretrainedTokenizer.from_dir(qwen2_tokenizer(tmp_path / "qwen"))
+    (tmp_path / "chatml.yaml").write_text(
+        "name: chatml\nroles:\n"
+        '  user: {prefix: "<|im_start|>user\\n", suffix: "<|im_end|>\\n"}\n'
+        '  assistant: {prefix: "<|im_start|>assistant\\n"}\n'
+        'assistant_marker: "<|im_start|>assistant"\n'
+    )
+    template = load_template(str(tmp_path / "chatml.yaml"))
+    asked: list[list[int]] = []
+    real = synth.generate
+
+    def recording(model: torch.nn.Module, ids: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        asked.append(ids[0].tolist())
+        return real(model, ids, *args, **kwargs)
+
+    monkeypatch.setattr(synth, "generate", recording)
+    model = tiny_model(ctx=128, vocab=tokenizer.vocab_size)
+    settings = SynthSettings(samples=1, max_instruction_tokens=8, max_response_tokens=8)
+    synth.draw(model, tokenizer, template, settings, synth.new_generator(0, torch.device("cpu")))
+    start = tokenizer.special_tokens["<|im_start|>"]
+    assert asked[0][0] == start and asked[0][1:] == tokenizer.encode("user\n")
+    assert len(asked) == 2 and asked[1].count(start) == 2
+    assert tokenizer.special_tokens["<|im_end|>"] in asked[1]

@@ -198,7 +198,7 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     )
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
     check_task_data(config, data_dir, request.argv)
-    _check_lora_start(config, started=request.init_from is not None)
+    _check_lora_start(config, request.init_from is not None, request.argv)
     if source_model is not None:
         assert request.init_from is not None
         asked = _asked_model_keys(request)
@@ -222,16 +222,17 @@ def check_task_data(config: RunConfig, data_dir: Path, argv: list[str]) -> None:
     require(data_dir, objective.data, f"`{command}` (train.task {objective.name})")
 
 
-def _check_lora_start(config: RunConfig, started: bool) -> None:
-    """Refuse `[lora]` on a run that starts from no trained model (`started`: --init-from, or a
-    resume of a run that had one): the adapters train on a frozen base, and a fresh base is random
-    weights, so the run learned next to nothing and said nothing (loss 5.52 -> 5.48 in ten smoke
-    steps where the same run without [lora] reached 4.74), as train.task=sft without --init-from
-    would, which is refused too."""
+def _check_lora_start(config: RunConfig, started: bool, argv: list[str]) -> None:
+    """Refuse `[lora]` on a run that starts from no trained model (`started`: --init-from or
+    --student, or a resume of a run that had one): the adapters train on a frozen base, and a fresh
+    base is random weights, so the run learned next to nothing and said nothing (loss 5.52 -> 5.48
+    in ten smoke steps where the same run without [lora] reached 4.74), as train.task=sft without
+    --init-from would, which is refused too. The fix names the option the user's command has."""
     if config.lora is not None and not started:
+        option = "--student RUN|CKPT" if argv[1:2] == ["distill"] else "--init-from RUN_DIR"
         raise BadInput(
             "[lora] (a lora.* key) trains adapters on a frozen base, and this run starts from a randomly "
-            "initialised model: pass --init-from RUN_DIR (a trained run, or a model imported with "
+            f"initialised model: pass {option} (a trained run, or a model imported with "
             "`stack import-hf`), or drop the lora.* keys to train every weight"
         )
 
@@ -296,7 +297,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
     check_task_data(config, data_dir, request.argv)
-    _check_lora_start(config, started="init_from" in record.metrics)
+    _check_lora_start(config, "init_from" in record.metrics, request.argv)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
     check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING

@@ -44,7 +44,7 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.judges_tune import SYNTH_REASONS
 from contracts.seeds import seeded_state_sha256, state_sha256
 from contracts.spec import load_spec
-from stack.data.sft_template import ChatTemplate
+from stack.data.sft_template import ChatTemplate, Segment, encode_turn
 from stack.data.tokenizer import Tokenizer
 from stack.model.generate import generate
 from stack.model.gpt import GPT
@@ -94,7 +94,7 @@ def new_generator(seed: int, device: torch.device | str = "cpu") -> torch.Genera
 def _continue(
     model: GPT,
     tokenizer: Tokenizer,
-    prompt: str,
+    prompt: list[Segment],
     budget: int,
     stop: str,
     settings: SynthSettings,
@@ -102,8 +102,10 @@ def _continue(
     reserve: int = 0,
 ) -> str | None:
     """The model's continuation of `prompt`, cut at end-of-text or at `stop`, leaving `reserve`
-    positions of the context free; None without room."""
-    ids = tokenizer.encode(prompt)
+    positions of the context free; None without room. The prompt is encoded as prepared chat data
+    encodes a turn (`encode_turn`): the template's special tokens are their ids, the model's own
+    instruction text is only text, so the model is asked in the markup it was tuned on."""
+    ids = encode_turn(tokenizer, prompt)
     budget = min(budget, model.config.ctx - len(ids) - reserve)
     if budget < 1:
         return None
@@ -120,14 +122,19 @@ def _continue(
 def _instruction_room(model: GPT, tokenizer: Tokenizer, template: ChatTemplate) -> int:
     """The most tokens an instruction may take: half the context left after the user prefix (the
     rest is the response's)."""
-    return (model.config.ctx - len(tokenizer.encode(template.spec.roles[USER].prefix))) // 2
+    return (model.config.ctx - len(_template_ids(tokenizer, template.spec.roles[USER].prefix))) // 2
 
 
 def _response_room(model: GPT, tokenizer: Tokenizer, template: ChatTemplate) -> int:
     """The most tokens a response may take: the context less the prompt around an empty instruction
     (a longer instruction leaves less)."""
     user, assistant = template.spec.roles[USER], template.spec.roles[ASSISTANT]
-    return model.config.ctx - len(tokenizer.encode(user.prefix + user.suffix + assistant.prefix))
+    return model.config.ctx - len(_template_ids(tokenizer, user.prefix + user.suffix + assistant.prefix))
+
+
+def _template_ids(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of the template's own text, its special tokens as their ids (`encode_turn`)."""
+    return encode_turn(tokenizer, [(text, True)])
 
 
 def clamps(
@@ -153,10 +160,10 @@ def draw(
     roles = template.spec.roles
     user, assistant = roles[USER], roles[ASSISTANT]
     budget = min(settings.max_instruction_tokens, _instruction_room(model, tokenizer, template))
-    instruction = _continue(model, tokenizer, user.prefix, budget, user.suffix, settings, rng)
+    instruction = _continue(model, tokenizer, [(user.prefix, True)], budget, user.suffix, settings, rng)
     if instruction is None:
         return None
-    prompt = user.prefix + instruction + user.suffix + assistant.prefix
+    prompt = [(user.prefix, True), (instruction, False), (user.suffix + assistant.prefix, True)]
     # One position is kept for the end-of-text that closes the assistant's turn in SFT data, so the
     # sample, prepared as a chat, fits a window of the model's context.
     response = _continue(model, tokenizer, prompt, settings.max_response_tokens, "", settings, rng, reserve=1)
