@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.errors import BadInput
+from contracts.spec import SAFE_LOADER
 
 REGISTRY_FILE = Path("evidence") / "registry.yaml"
 
@@ -69,12 +71,19 @@ class Registry(Entry):
 
 
 def read_registry(path: Path) -> Registry:
-    """Load and validate a registry file; problems are BadInput naming the file."""
+    """Load and validate a registry file; problems are BadInput naming the file. Each caller gets
+    its own copy, so none can change what another reads."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        return Registry.model_validate(data)
+        return _parsed_registry(Path(path).read_text(encoding="utf-8")).model_copy(deep=True)
     except FileNotFoundError:
         raise BadInput(f"no registry at {path}") from None
     except (yaml.YAMLError, ValidationError) as exc:
         text = " ".join(str(exc).split())[:300]
         raise BadInput(f"{path} is not a valid registry: {text}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_registry(text: str) -> Registry:
+    """A registry's text parsed and validated, once per content: the integrity check resolves a
+    released checkpoint for every record that names one, each through the same file."""
+    return Registry.model_validate(yaml.load(text, Loader=SAFE_LOADER) or {})

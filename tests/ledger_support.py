@@ -64,14 +64,14 @@ def config_edited(old: str, new: str) -> Change:
     return change
 
 
-def findings(*run_dirs: Path) -> list[str]:
-    """What the integrity check reports of run directories checked together (a run with the
-    parents its lineage names), as printed lines."""
-    return [f.line() for f in run_checks(ROOT, list(run_dirs), runs_only=True).violations]
+def findings(*run_dirs: Path, root: Path = ROOT) -> list[str]:
+    """What the integrity check of the repository at `root` reports of run directories checked
+    together (a run with the parents its lineage names), as printed lines."""
+    return [f.line() for f in run_checks(root, list(run_dirs), runs_only=True).violations]
 
 
-def assert_caught(run_dir: Path, *fragments: str) -> None:
-    found = findings(run_dir)
+def assert_caught(run_dir: Path, *fragments: str, root: Path = ROOT) -> None:
+    found = findings(run_dir, root=root)
     assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
 
 
@@ -95,12 +95,14 @@ def each_required_check(kind: str, options: tuple[str, ...] | None = None) -> py
     return pytest.mark.parametrize(("gate_id", "check"), cases, ids=[f"{g}-{c}" for g, c in cases])
 
 
-def assert_check_required(run_dir: Path, copy: Path, kind: str, gate_id: str, check: str) -> None:
-    """A copy (at `copy`) of run `run_dir` with `check_taken_out` is caught as a completed `kind`
-    run that does not show the check."""
+def assert_check_required(
+    run_dir: Path, copy: Path, kind: str, gate_id: str, check: str, root: Path = ROOT
+) -> None:
+    """A copy (at `copy`) of run `run_dir` with `check_taken_out` is caught, checked against the
+    repository at `root`, as a completed `kind` run that does not show the check."""
     shutil.copytree(run_dir, copy)
     edited(copy, lambda data, _dir: check_taken_out(data, gate_id, check))
-    assert_caught(copy, f"a completed {kind} run must show {gate_id}'s check {check}")
+    assert_caught(copy, f"a completed {kind} run must show {gate_id}'s check {check}", root=root)
 
 
 def check_taken_out(data: dict[str, Any], gate_id: str, check: str) -> None:

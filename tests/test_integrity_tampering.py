@@ -4,7 +4,9 @@ One real run is trained with `stack train --preset smoke` inside a scratch copy 
 repository (its history, spec, ledger, registry, docs, tests and sources), so its record names
 the copy's commit and a clean tree, and it is released in the copy's registry like any model.
 Each test then copies that repository, plants exactly one tampering, and asserts that
-check_integrity reports it, naming the file, the gate and what is wrong. A tampered record is
+check_integrity reports it, naming the file, the gate and what is wrong. A tampering of the
+record's own truth is looked for by the check of that record alone (`--runs-only --run`, which
+needs no other record); one the registry, the history or the docs must show, by the whole check. A tampered record is
 re-cited in the registry by its new sha256, as a forger would, so what catches it is the
 record's truth and not merely its changed bytes.
 """
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
-from ledger_support import SMOKE_OPTIONS, check_taken_out, each_required_check
+from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check
 from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, file_falsify_record, git
 from train_support import prepared, smoke_args
 
@@ -163,6 +165,18 @@ def assert_caught(root: Path, *fragments: str) -> None:
     assert named(found, *fragments), "\n".join(found)
 
 
+def record_violations(root: Path) -> list[str]:
+    """What the check of the released record alone reports, against its repository: a tampering
+    of the record's own truth (its verdicts, thresholds, metrics, spec and dates) is found by the
+    record's check, which needs no other record, so the whole ledger is not checked again."""
+    return [f.line() for f in run_checks(root, [root / LEDGER_DIR / RUN_ID], runs_only=True).violations]
+
+
+def assert_record_caught(root: Path, *fragments: str) -> None:
+    found = record_violations(root)
+    assert named(found, *fragments), "\n".join(found)
+
+
 def stack_train(released: Released, out: Path, ledger: Path) -> subprocess.CompletedProcess[str]:
     """The installed `stack train`, asked to file its record in `ledger`."""
     argv = [str(STACK), *smoke_args(released.data, out), "--evidence-dir", str(ledger)]
@@ -208,7 +222,7 @@ def test_not_run_flipped_to_pass_is_caught(repo: Path) -> None:
         result(data, "GATE-EVAL-004").update(measured=None, message=None, step=None, verdict="PASS")
 
     tamper(repo, flip)
-    assert_caught(repo, RECORD, "GATE-EVAL-004: recorded PASS, but its measured values re-judge to")
+    assert_record_caught(repo, RECORD, "GATE-EVAL-004: recorded PASS, but its measured values re-judge to")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -237,19 +251,23 @@ def test_halted_record_still_released_is_caught(repo: Path) -> None:
 @pytest.mark.gate("GATE-INTEG-001")
 def test_first_loss_contradicting_its_pass_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["measured"].update(loss=40.0))
-    assert_caught(repo, RECORD, "GATE-TRAIN-004: recorded PASS, but its measured values re-judge to FAIL")
+    assert_record_caught(
+        repo, RECORD, "GATE-TRAIN-004: recorded PASS, but its measured values re-judge to FAIL"
+    )
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_heldout_batches_contradicting_their_pass_are_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-EVAL-001")["measured"].update(heldout_batches=2))
-    assert_caught(repo, RECORD, "GATE-EVAL-001: recorded PASS, but its measured values re-judge to FAIL")
+    assert_record_caught(
+        repo, RECORD, "GATE-EVAL-001: recorded PASS, but its measured values re-judge to FAIL"
+    )
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_threshold_edited_in_the_record_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: result(data, "GATE-TRAIN-004")["threshold"].update(first_loss_tolerance=100.0))
-    assert_caught(repo, RECORD, "GATE-TRAIN-004: the record's thresholds", "are not the spec's")
+    assert_record_caught(repo, RECORD, "GATE-TRAIN-004: the record's thresholds", "are not the spec's")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -268,7 +286,7 @@ def test_deleted_gate_result_is_caught(repo: Path) -> None:
 def test_all_gate_results_deleted_are_caught(repo: Path) -> None:
     tamper(repo, lambda data: data.update(gates=[]))
     required = load_spec_from(repo / "spec").required_gates("train")
-    found = violations(repo)
+    found = record_violations(repo)
     unreported = [g for g in required if not named(found, RECORD, f"run must judge {g}; it is missing")]
     assert required and unreported == [], "\n".join(found)
 
@@ -276,7 +294,7 @@ def test_all_gate_results_deleted_are_caught(repo: Path) -> None:
 @pytest.mark.gate("GATE-INTEG-001")
 def test_unknown_contract_mode_is_caught(repo: Path) -> None:
     tamper(repo, lambda data: data.update(contract_mode="sometimes"))
-    assert_caught(repo, RECORD, "contract_mode 'sometimes' is not one of")
+    assert_record_caught(repo, RECORD, "contract_mode 'sometimes' is not one of")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -292,14 +310,14 @@ def test_waiver_added_after_the_fact_is_caught(repo: Path) -> None:
         result(data, "GATE-DATA-004")["verdict"] = "WAIVED"
 
     tamper(repo, waive)
-    assert_caught(repo, RECORD, "waiver of GATE-DATA-004 was not asked for on any command line")
+    assert_record_caught(repo, RECORD, "waiver of GATE-DATA-004 was not asked for on any command line")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize(("key", "value"), [("step", 4), ("last_heldout_loss", 1.25)])
 def test_edited_metrics_are_caught(repo: Path, key: str, value: float) -> None:
     tamper(repo, lambda data: data["metrics"].update({key: value}))
-    assert_caught(repo, RECORD, f"metrics.{key} is {value!r}, but its artifacts derive")
+    assert_record_caught(repo, RECORD, f"metrics.{key} is {value!r}, but its artifacts derive")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -312,7 +330,7 @@ def test_a_repeatability_claim_without_its_replay_is_caught(repo: Path) -> None:
         data["determinism"]["flags"]["repeatable"] = True
 
     tamper(repo, claim)
-    assert_caught(repo, RECORD, "claims its run repeatable without a passing GATE-CKPT-003 replay")
+    assert_record_caught(repo, RECORD, "claims its run repeatable without a passing GATE-CKPT-003 replay")
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -456,8 +474,9 @@ def test_a_model_card_that_contradicts_its_record_is_caught(repo: Path) -> None:
 def test_a_record_naming_another_spec_version_than_its_commit_is_caught(repo: Path) -> None:
     version = load_spec_from(repo / "spec").version
     tamper(repo, lambda data: data["spec"].update(version="1.6.0"))
-    assert_caught(repo, RECORD, "names spec 1.6.0, but its commit")
-    assert_caught(repo, RECORD, "newer than the spec 1.6.0 the record names")
+    found = record_violations(repo)
+    assert named(found, RECORD, "names spec 1.6.0, but its commit"), "\n".join(found)
+    assert named(found, RECORD, "newer than the spec 1.6.0 the record names"), "\n".join(found)
     assert version != "1.6.0"
 
 
@@ -471,16 +490,18 @@ def test_a_policy_digest_the_spec_never_had_is_caught(repo: Path) -> None:
         policy.update(sha256="0" * 64)
 
     tamper(repo, zeroed)
-    assert_caught(repo, RECORD, f"cites run_kinds rev {cited['revision']} with digest 000000000000")
+    assert_record_caught(repo, RECORD, f"cites run_kinds rev {cited['revision']} with digest 000000000000")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 @each_required_check("train", SMOKE_OPTIONS)
 def test_each_check_a_train_record_must_show_taken_out_is_caught(
-    repo: Path, gate_id: str, check: str
+    released: Released, tmp_path: Path, gate_id: str, check: str
 ) -> None:
-    tamper(repo, lambda data: check_taken_out(data, gate_id, check))
-    assert_caught(repo, RECORD, f"a completed train run must show {gate_id}'s check {check}")
+    """The released record's copy, checked on its own against the release's repository (a record's
+    own truth needs no other record, so the whole ledger is not checked again for each check)."""
+    record = released.root / LEDGER_DIR / RUN_ID
+    assert_check_required(record, tmp_path / RUN_ID, "train", gate_id, check, root=released.root)
 
 
 def _started_a_day_earlier(data: dict[str, Any], _root: Path) -> None:
@@ -501,7 +522,7 @@ def test_a_run_dated_before_its_commit_was_made_is_caught(
     repo: Path, edit: Callable[[dict[str, Any], Path], None]
 ) -> None:
     tamper(repo, lambda data: edit(data, repo))
-    assert_caught(repo, RECORD, "before its commit", "was made")
+    assert_record_caught(repo, RECORD, "before its commit", "was made")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -532,7 +553,7 @@ def test_a_record_citing_the_policy_before_the_one_in_force_is_caught(repo: Path
             revision=before.revision, sha256=before.sha256
         ),
     )
-    assert_caught(repo, RECORD, f"cites run_kinds rev {before.revision}, older than rev {now}")
+    assert_record_caught(repo, RECORD, f"cites run_kinds rev {before.revision}, older than rev {now}")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
