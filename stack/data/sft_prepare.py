@@ -675,7 +675,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             labels=label_files,
         ),
     )
-    splitting.check_share(manifest.model_dump(mode="json"))
+    splitting.check_share(manifest.model_dump(mode="json"), index)
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 
