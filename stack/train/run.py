@@ -22,7 +22,7 @@ import itertools
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,16 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
+from stack.train.config import (
+    SECTIONS,
+    TASK_COMMANDS,
+    RunConfig,
+    changed_keys,
+    read_toml,
+    resolve,
+    save_config,
+    task_of,
+)
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import COMMAND, Trainer, pick_device
 from stack.train.lora_setup import finish as finish_lora
@@ -153,8 +162,18 @@ def _run_dir_of(request: TrainRequest) -> Path:
         return request.resume
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    rundir.check(request.out, WRITER)
+    rundir.check(request.out, _writer_for(request))
     return request.out
+
+
+def _writer_for(request: TrainRequest) -> rundir.Writer:
+    """WRITER as the command typed sees it: `stack sft/dpo/distill --resume` continues only a run of
+    its own task (stack.cli.tune_options.require_task), so a refusal offers --resume only for one."""
+    command = next((arg for arg in request.argv[1:] if not arg.startswith("-")), "train")
+    if command not in TASK_COMMANDS:
+        return WRITER
+    takes = WRITER.continues or (lambda _out: False)
+    return replace(WRITER, continues=lambda out: takes(out) and task_of(out) == command)
 
 
 def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
