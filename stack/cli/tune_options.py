@@ -147,7 +147,7 @@ def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespac
 def require_task(run_dir: Path, task: str) -> None:
     """`--resume` continues a run of this command's task only: another is resumed by the command that
     wrote it (its train.task is in the run's config.toml), which the refusal names."""
-    from stack.train.config import command_of, task_of
+    from stack.train.run import command_of, task_of
 
     found = task_of(run_dir)
     if found != task:

@@ -18,7 +18,6 @@ from pydantic import Field, model_validator
 
 from contracts.errors import BadInput
 from contracts.evidence import canonical_sha256
-from stack.artifacts import RUN_CONFIG
 from stack.config import Section, parse_section
 from stack.data.curriculum import Phase
 from stack.data.mixture import check_bounds
@@ -371,22 +370,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise BadInput(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
-
-
-def task_of(run_dir: Path) -> str | None:
-    """The train.task of the run in `run_dir` as its config.toml states it (None: pretraining, or no
-    run there): which command resumes it."""
-    config = Path(run_dir) / RUN_CONFIG
-    return read_toml(config).get("train", {}).get("task") if config.is_file() else None
-
-
-# The tasks whose runs a command of the same name writes and resumes (`stack sft`, ...).
-TASK_COMMANDS = ("sft", "dpo", "distill")
-
-
-def command_of(task: str | None) -> str:
-    """The command that writes (and resumes) a run of `task`: `stack train` for the others."""
-    return f"stack {task}" if task in TASK_COMMANDS else "stack train"
 
 
 def resolve(

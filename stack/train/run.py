@@ -68,16 +68,7 @@ from stack.model.targets import summary_lines
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
-from stack.train.config import (
-    SECTIONS,
-    TASK_COMMANDS,
-    RunConfig,
-    changed_keys,
-    read_toml,
-    resolve,
-    save_config,
-    task_of,
-)
+from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import COMMAND, Trainer, pick_device
 from stack.train.lora_setup import finish as finish_lora
@@ -103,6 +94,8 @@ DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the D
 WRITER = rundir.Writer(
     COMMAND, resumable=True, continues=lambda out: ckpt.continuable(out, "training-run", True)
 )
+# The tasks whose runs a command of the same name writes and resumes (`stack sft`, ...).
+TASK_COMMANDS = ("sft", "dpo", "distill")
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
 # The record's status for each way `Trainer.run` returns.
@@ -164,6 +157,18 @@ def _run_dir_of(request: TrainRequest) -> Path:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
     rundir.check(request.out, _writer_for(request))
     return request.out
+
+
+def task_of(run_dir: Path) -> str | None:
+    """The train.task of the run in `run_dir` as its config.toml states it (None: pretraining, or no
+    run there): which command resumes it."""
+    config = Path(run_dir) / CONFIG_FILE
+    return read_toml(config).get("train", {}).get("task") if config.is_file() else None
+
+
+def command_of(task: str | None) -> str:
+    """The command that writes (and resumes) a run of `task`: `stack train` for the others."""
+    return f"stack {task}" if task in TASK_COMMANDS else "stack train"
 
 
 def _writer_for(request: TrainRequest) -> rundir.Writer:
