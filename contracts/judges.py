@@ -433,6 +433,8 @@ def _adequacy(m: Measured, t: Thresholds) -> list[str]:
         # rev 5: no held-out document or example is stored as a train one, keyed as the shards
         # store it apart from the identity the split was drawn by
         "stored": ("stored_documents", "stored_heldout", "stored_shared"),
+        # rev 6: the share is judged on the distinct contents the index holds (copies are one draw)
+        "contents": ("split_contents", "heldout_contents"),
     },
 )
 def _disjoint(m: Measured, t: Thresholds) -> list[str]:
@@ -506,14 +508,26 @@ def _set_read_problems(m: Measured) -> list[str]:
 
 
 def _share_problems(m: Measured, least: float) -> list[str]:
-    """The documents held out against Binomial(documents, val_fraction), by its exact two-sided tail."""
+    """The distinct contents held out (the documents, for a record without them) against
+    Binomial(contents, val_fraction), by its exact two-sided tail: the split draws once per content."""
     documents, heldout = count(m, "split_documents"), count(m, "heldout_documents")
     asked = number(m, "asked_val_fraction")
+    if not has(m, *CHECKS["GATE-DATA-005"]["contents"]):
+        unit, copies = "documents", ""
+    else:
+        contents, held = count(m, "split_contents"), count(m, "heldout_contents")
+        if contents > documents or held > heldout or contents - held > documents - heldout:
+            return [
+                f"{contents} distinct contents ({held} held out) do not add up with {documents} documents "
+                f"({heldout} held out)"
+            ]
+        unit, copies = "distinct contents", f" (of {documents} documents, copies counted once)"
+        documents, heldout = contents, held
     tail = share_tail(documents, heldout, asked)
     if tail >= least:
         return []
     return [
-        f"{heldout} of {documents} documents are held out ({heldout / max(documents, 1):.3g}) where "
+        f"{heldout} of {documents} {unit}{copies} are held out ({heldout / max(documents, 1):.3g}) where "
         f"val_fraction {asked:g} draws about {documents * asked:.3g}: a count that far off has two-sided "
         f"probability {tail:.3g} (at least {least:g}); the split holds another share than it states"
     ]

@@ -19,7 +19,9 @@ supervision) and counts the held-out ones whose stored form is also a train one.
 The realised share. Of n documents drawn so, the number held out is Binomial(n, val_fraction);
 `share_tail` is the exact two-sided probability of a count at least as far from n·val_fraction
 as the one realised (twice its tail, at most 1), summed term by term, so a corpus of
-five documents is judged by its own distribution and not by a normal approximation of it.
+five documents is judged by its own distribution and not by a normal approximation of it. The
+draw is one per content, so the count judged is of distinct contents (`content_counts`): copies of
+one text are one draw, wherever they were read.
 """
 
 from __future__ import annotations
@@ -123,6 +125,16 @@ def share_tail(documents: int, heldout: int, val_fraction: float) -> float:
         return 1.0
     step = -1 if heldout <= documents * val_fraction else +1
     return min(1.0, 2.0 * _tail(documents, heldout, val_fraction, step))
+
+
+def content_counts(keys: Sequence[int], heldout: Sequence[bool]) -> dict[str, int]:
+    """GATE-DATA-005's check `contents` of what a split holds, read from its document index (one
+    row per document written: its content key, whether it is held out): the distinct contents of
+    both splits and those held out. The split is drawn by content, so every copy of a content lands
+    where its first does: the draw is Binomial(contents, val_fraction), and copies neither widen
+    the count (500 copies of a cookie banner are one draw) nor hide a split cut at another share."""
+    held = {key for key, out in zip(keys, heldout, strict=True) if out}
+    return {"split_contents": len(set(keys)), "heldout_contents": len(held)}
 
 
 def share_measured(manifest: dict[str, Any]) -> dict[str, Any] | None:

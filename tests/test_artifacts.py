@@ -11,6 +11,7 @@ held to the parsers, so a new path argument cannot be left out of it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 from contextlib import nullcontext
@@ -493,6 +494,23 @@ def test_no_output_replaces_a_file_its_command_did_not_write(
     before = snapshot(tmp_path)
     line = _refused_in_one_line([*_writer_argv(writer, kinds, out, tmp_path / "fresh"), *force], capsys)
     assert said in line, line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("writer", sorted(w for w in WRITERS if w.endswith("--record")))
+def test_a_record_dir_holding_a_users_result_file_is_refused(
+    kinds: dict[str, Path], writer: str, cli: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --record DIR of the user's that holds their own file of the name the command writes its
+    result under (eval.json, sample.json, ...) is refused before any work, and the file is kept
+    (audit 8 H01: only metadata.json was checked, and the user's eval.json was written over)."""
+    result_file = importlib.import_module(f"stack.cli.{writer.split()[0]}").RESULT_FILE
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / result_file).write_text("a user's own results\n")
+    before = snapshot(tmp_path)
+    line = _refused_in_one_line(_writer_argv(writer, kinds, out, tmp_path / "fresh"), capsys)
+    assert f"--record {out} already holds a {result_file}" in line, line
     assert snapshot(tmp_path) == before
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from trace_support import save_run, tiny_model
+from train_support import smoke_args, write_corpus
 
 import stack.cli.gates
 from contracts.evidence import sha256_file
@@ -324,6 +325,37 @@ def test_a_closed_pipe_is_one_line_and_no_second_complaint(checkpoint: Path) -> 
         "stack inspect: error: the output was closed before it was all written (broken pipe); "
         "read it to the end"
     ]
+
+
+def _with_its_reader_gone(argv: list[str]) -> int:
+    """Run `stack ARGV` with stdout and stderr on one pipe whose reader has gone (`2>&1 | head -0`)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stack", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    return proc.wait(timeout=300)
+
+
+def test_a_closed_pipe_does_not_end_the_work_of_train_or_prepare(tmp_path: Path, crash_dir: Path) -> None:
+    """Audit 8 H03: `stack train ... 2>&1 | head -1` died at step 2 (exit 1, no line, no crash file,
+    the run failed without a checkpoint), and prepare exited 2 over a complete DATA_DIR. A command
+    that makes work drops what it prints once the reader has gone, and finishes: exit 0."""
+    data = tmp_path / "data"
+    prepare = ["prepare", str(write_corpus(tmp_path)), "--out", str(data), "--val-fraction", "0.25"]
+    assert _with_its_reader_gone(prepare) == 0
+    assert (data / "manifest.json").is_file()
+    run = tmp_path / "run"
+    assert _with_its_reader_gone(smoke_args(data, run, "train.steps=6", "ckpt.every=3")) == 0
+    record = json.loads((run / "metadata.json").read_text())["run"]
+    assert record["status"] == "completed", record
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-"))
+    assert not crash_dir.exists() or not any(crash_dir.iterdir())
 
 
 def test_markup_in_names_is_printed_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:

@@ -483,6 +483,73 @@ def test_a_prepare_record_whose_manifest_holds_another_share_is_caught_by_the_ch
     assert any("GATE-DATA-005" in line for line in found), found
 
 
+# -- GATE-DATA-005 check contents: the share is a draw per content, copies counted once ---------
+
+
+def _with_copies(root: Path, distinct: int, copies: int) -> Path:
+    """`distinct` documents and `copies` copies of one more (a site's cookie banner, audit 8 H02)."""
+    banner = text_docs(1, seed=7)["doc000.txt"]
+    return write_docs(root, text_docs(distinct) | {f"banner/{i:03d}.txt": banner for i in range(copies)})
+
+
+def _share_measured(ledger: Path) -> dict[str, Any]:
+    (record,) = ledger.glob("*/metadata.json")
+    return next(g for g in json.loads(record.read_text())["gates"] if g["id"] == "GATE-DATA-005")["measured"]
+
+
+@pytest.mark.holds("GATE-DATA-005")
+def test_a_correct_split_of_a_corpus_of_many_copies_holds_and_the_checker_agrees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit 8 H02: 80 documents and 200 copies of a banner, split by content as documented, were
+    stopped (exit 3, "another share than it states"): every copy counted as a draw of its own. The
+    split holds 81 contents, judged as such, and the checker derives them from the manifest."""
+    corpus = _with_copies(tmp_path / "in", 80, 200)
+    ledger = tmp_path / "ledger"
+    argv = ["prepare", str(corpus), "--out", str(tmp_path / "d"), "--val-fraction", "0.25"]
+    assert run_cli(capsys, *argv, "--evidence-dir", str(ledger))[0] == 0
+    measured = _share_measured(ledger)
+    manifest = load_manifest(tmp_path / "d")
+    assert measured["split_contents"] == 81 == 280 - manifest.duplicate_documents
+    assert findings(next(ledger.iterdir())) == []
+
+    def restated(data: dict[str, Any], run_dir: Path) -> None:
+        gate(data, "GATE-DATA-005")["measured"]["split_contents"] = 280
+
+    found = findings(edited(next(ledger.iterdir()), restated))
+    assert any("split_contents" in line for line in found), found
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_a_split_cut_at_half_the_share_still_fires_among_many_copies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies are no hiding place: the documents follow the rule at half the val_fraction the
+    manifest states, in a corpus of 300 copies of one text; its distinct contents show it."""
+    built = prepare_module._Collector.__init__
+
+    def halved(self: Any, staging: Path, tokenizer: Any, dtype: str, plan: Any) -> None:
+        built(self, staging, tokenizer, dtype, replace(plan, val_fraction=plan.val_fraction / 2))
+
+    monkeypatch.setattr(prepare_module._Collector, "__init__", halved)
+    corpus = _with_copies(tmp_path / "in", 200, 300)
+    code, err = run_cli(capsys, "prepare", str(corpus), "--out", str(tmp_path / "d"), "--val-fraction", "0.6")
+    assert code == EXIT_GATE and "GATE-DATA-005" in err and "distinct contents" in err, err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.gate("GATE-DATA-005")
+def test_copies_on_the_held_out_side_cannot_make_a_wrong_share_look_right() -> None:
+    """300 of 500 documents held out is the share 0.6 asks, but they are 300 copies of the one
+    content held out of 201: judged on contents it fires; and contents that do not add up with the
+    documents fire."""
+    documents = {"split_documents": 500, "heldout_documents": 300, "asked_val_fraction": 0.6}
+    assert judge("GATE-DATA-005", documents) == []
+    assert judge("GATE-DATA-005", {**documents, "split_contents": 201, "heldout_contents": 121}) == []
+    assert judge("GATE-DATA-005", {**documents, "split_contents": 201, "heldout_contents": 1})
+    assert judge("GATE-DATA-005", {**documents, "split_contents": 501, "heldout_contents": 300})
+
+
 # -- GATE-DATA-005 check stored: no held-out document is stored as a train one -------------------
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"

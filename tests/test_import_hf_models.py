@@ -209,7 +209,8 @@ REFUSED: dict[str, tuple[str, dict[str, Any], str]] = {
         {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1, "layer_types": DROP},
         "use_sliding_window (layer_types has 2 'sliding_attention' layers",
     ),
-    "unknown-model-type": ("llama", {"model_type": "mistral"}, "model_type 'mistral'; import-hf reads llama"),
+    "unknown-model-type": ("llama", {"model_type": "gpt2"}, "model_type 'gpt2'; import-hf reads llama"),
+    "mistral-with-a-window": ("llama", {"model_type": "mistral", "sliding_window": 16}, "or train one"),
     "vocab-below-the-tokenizer": (
         "llama",
         {"vocab_size": 300},
@@ -228,6 +229,20 @@ def test_a_config_the_stack_cannot_compute_exactly_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mistral_without_a_window_is_refused_with_a_way_in_that_imports(
+    sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit 8 H10: a Mistral whose sliding_window is null computes as a Llama, yet the refusal named
+    no way in. It names one, and the copy it describes imports (parity held to transformers)."""
+    mistral = edited_copy(
+        sources[USED["llama"]], tmp_path / "mistral", model_type="mistral", sliding_window=None
+    )
+    assert import_dir(mistral, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert 'import a copy whose config.json says "model_type": "llama"' in err and err.count("\n") == 1, err
+    assert import_dir(edited_copy(mistral, tmp_path / "as-llama", model_type="llama"), tmp_path / "out") == 0
 
 
 @pytest.mark.parametrize(

@@ -728,3 +728,19 @@ def test_fine_tuning_data_compressed_or_in_utf16_prepares_as_its_text(
         for n, path in enumerate((source, tmp_path / f"given{suffix}"))
     ]
     assert [s.sha256 for s in made[0].shards] == [s.sha256 for s in made[1].shards]
+
+
+def test_prepare_says_how_many_examples_each_split_holds_and_how_to_give_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit 8 H07: a chat prepare's summary said "in 1 documents" per split (its shards count
+    packed streams), the examples held out printed nowhere; and a directory of chat files was
+    refused as "not a file" without the way to give it."""
+    out = tmp_path / "d"
+    argv = ["prepare", str(CHAT), "--format", "chat", "--pack-len", "96", "--val-fraction", "0.25"]
+    assert main([*argv, "--out", str(out)]) == 0
+    examples = load_manifest(out).sft.examples
+    said = capsys.readouterr().out
+    assert f"in {examples['train']:,} examples; " in said and f"in {examples['heldout']:,} examples; " in said
+    assert main(["prepare", str(CHAT.parent), "--format", "chat", "--out", str(tmp_path / "e")]) == 2
+    assert f"name its files (`{CHAT.parent}/*.jsonl`)" in capsys.readouterr().err

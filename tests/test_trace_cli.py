@@ -278,6 +278,10 @@ def test_an_ablation_record_edited_to_other_counts_is_caught(runs: dict[str, Pat
         (["{good}"], "non-empty --prompt"),
         (["{good}", "--prompt", "x", "--shadow"], "--shadow needs a path B"),
         (["{good}", "--prompt", "x", "--layers", "7"], "outside the model's layers"),
+        (
+            ["{good}", "--prompt", "x", "--layers", "1-0"],
+            "--layers '1-0' is reversed: give LOW-HIGH, e.g. --layers 0-1",
+        ),
         (["{good}", "--prompt", "x", "--sites", "nope"], "matches no site"),
         (["{good}", "--prompt", "x", "--atol", "1e-3"], "apply to a bisection"),
         (["{good}", "--prompt", "x", "--backend-b", "naive", "--atol", "q=x"], "--atol"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -646,3 +647,71 @@ def test_pairs_are_refused_as_sft_data_in_one_line(
     assert main([*argv, "--out", str(tmp_path / "out"), "--set", "train.steps=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "`stack dpo RUN_DIR --data" in err
+
+
+def test_a_resume_or_an_out_of_a_run_of_another_kind_names_the_command_that_takes_it(
+    made: Path, world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit 8 H06: `stack sft --resume` of a run of another task blamed settings the user never gave,
+    or the data; it is refused as dpo and distill refuse it, naming the command that resumes it.
+    H08: `--out` of a run of another kind offered `--resume`, which that command then refused; it is
+    told to choose another --out, and --resume is offered only for a run of the command's own kind."""
+    run = Path(shutil.copytree(made, tmp_path / "run"))
+    for command, steps in (("sft", ["--set", "train.steps=4"]), ("distill", ["--steps", "4"])):
+        assert main([command, "--resume", str(run), *steps]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"is not a {command} run" in err and f"`stack dpo --resume {run}`" in err, err
+    chat = tmp_path / "chat"
+    prepare = ["prepare", str(PREFS.parent / "chat_small.jsonl"), "--format", "chat", "--out", str(chat)]
+    assert main([*prepare, "--pack-len", str(CTX), "--val-fraction", "0.25"]) == 0
+    capsys.readouterr()
+    argv = ["--init-from", str(world["source"]), "--data", str(chat), "--out", str(run)]
+    assert main(["sft", *argv, "--set", "train.steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("choose another --out") and "--resume" not in err, err
+    assert _dpo(world, run) == 2
+    assert f"continue it with --resume {run}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "pair"),
+    [
+        ("dpo", ["--steps", "2", "--set", "train.steps=3"]),
+        ("dpo", ["--beta", "0.2", "--set", "dpo.beta=0.3"]),
+        ("dpo", ["--lr", "1e-3", "--set", "train.min_lr=1e-4"]),
+        ("distill", ["--steps", "2", "--set", "train.steps=3"]),
+        ("distill", ["--temperature", "2.0", "--set", "distill.temperature=3.0"]),
+    ],
+)
+def test_an_option_and_a_set_of_the_same_key_are_refused_in_one_line(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, pair: list[str]
+) -> None:
+    """Audit 8 H05: `--steps 2 --set train.steps=3` ran 3 steps, the option the user typed dropped
+    without a word. The pair is refused, naming both, before anything is written."""
+    out = tmp_path / "out"
+    argv = [command, str(world["source"]), "--data", str(world["data"]), "--out", str(out), *pair]
+    assert main([*argv, *(["--preset", "smoke"] if command == "distill" else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    flag, key = pair[0], pair[3].split("=")[0]
+    assert err.splitlines() == [
+        f"stack {command}: error: {flag} and --set {key} both set {key}; give one of the two"
+    ]
+    assert not out.exists()
+
+
+def test_a_set_without_its_option_is_taken(world: dict[str, Path], tmp_path: Path) -> None:
+    """`--set train.steps=2` alone (the option --steps left at its default) is the user's setting."""
+    out = tmp_path / "out"
+    argv = [
+        "dpo",
+        str(world["source"]),
+        "--data",
+        str(world["data"]),
+        "--out",
+        str(out),
+        "--set",
+        "train.steps=2",
+    ]
+    assert main([*argv, "--batch-size", "1", "--device", "cpu"]) == 0
+    assert len(_steps(out)) == 2

@@ -1731,6 +1731,11 @@ def prepare_record(inputs: Inputs) -> Derivation:
         share, split = share_measured(manifest), results.get("GATE-DATA-005")
         if share is not None and isinstance(split, dict) and all(key in split for key in share):
             derived.gate("GATE-DATA-005", share)
+        duplicates = manifest.get("duplicate_documents")
+        if share is not None and isinstance(split, dict) and "split_contents" in split:
+            # The index holds one row per document written; its copies are the manifest's duplicates.
+            contents = share["split_documents"] - duplicates if isinstance(duplicates, int) else None
+            derived.gate("GATE-DATA-005", {"split_contents": contents})
         _prepare_since_1_30(inputs, derived, manifest)
         if share is not None and isinstance(split, dict) and "assigned_documents" in split:
             # Every document written was assigned a split as it was written (stack.data.split.Assigned).

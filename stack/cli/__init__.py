@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation, Interrupted
 from stack import __version__
@@ -176,8 +176,52 @@ def _dispatch(argv: list[str]) -> int:
     args.argv = ["stack", *argv]  # recorded in evidence
     from stack.outputs.lock import command_scope
 
-    with command_scope(_command_name(argv)):  # the one-writer locks its outputs take, until it ends
+    with command_scope(_command_name(argv)), _outliving_a_closed_pipe(args.command in MAKES_WORK):
         return int(args.func(args) or 0)
+
+
+# The commands whose work is what they make (a run, a DATA_DIR), not what they print: a reader that
+# goes away (`| head -1`, quitting `less`) ends only what they print (audit 8 H03).
+MAKES_WORK = frozenset({"train", "sft", "dpo", "distill", "es", "prepare"})
+
+
+class _OutlivedStream:
+    """stdout or stderr of a command that outlives its reader: the first write or flush that meets
+    a closed pipe points the stream's descriptor at /dev/null, and that line and every later one is
+    dropped, so the work goes on and ends as it would have (its record, checkpoints, exit code)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _silence(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _silence(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _outliving_a_closed_pipe(makes_work: bool) -> Iterator[None]:
+    """For a command that makes work (MAKES_WORK), stdout and stderr that outlive their reader."""
+    if not makes_work:
+        yield
+        return
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_OutlivedStream(s) for s in streams)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
@@ -187,7 +231,7 @@ def report_failure(command: str, argv: list[str], exc: BaseException) -> int:
     problem = out_of_memory(command, exc) or describe(exc)
     if problem is not None:
         if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
-            _silence_stdout()
+            _silence(sys.stdout)
         return _end(f"{command}: error: {problem}", EXIT_BAD_INPUT)
     return _internal_error(command, argv, exc)
 
@@ -450,14 +494,19 @@ def one_line(text: str) -> str:
 
 
 def _say(line: str) -> None:
-    """Print one line on stderr, whatever the message held."""
-    print(one_line(line), file=sys.stderr)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so the interpreter's last flush cannot fail on the closed pipe again."""
+    """Print one line on stderr, whatever the message held; a stderr whose reader has gone takes
+    none, and the command still ends with its own exit code (not 1, with no crash file)."""
     try:
-        fd = sys.stdout.fileno()
+        print(one_line(line), file=sys.stderr, flush=True)
+    except BrokenPipeError:
+        _silence(sys.stderr)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point `stream` at /dev/null, so no later write, nor the interpreter's last flush, can fail on
+    its closed pipe again."""
+    try:
+        fd = stream.fileno()
     except (OSError, ValueError):  # not a real file (captured output): nothing will be flushed to a pipe
         return
     devnull = os.open(os.devnull, os.O_WRONLY)

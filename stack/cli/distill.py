@@ -25,6 +25,7 @@ from stack.cli.tune_options import (
     add_loop_options,
     given_settings,
     loop_sets,
+    refuse_set_conflicts,
     refuse_with_resume,
     request_args,
     require_task,
@@ -104,6 +105,7 @@ def run_distill(args: argparse.Namespace) -> int:
         raise BadInput("give the student as --student RUN|CKPT or as --preset NAME, one of the two")
     if any(s.replace(" ", "").startswith(("train.task=", "distill.teacher=")) for s in args.sets):
         raise BadInput("stack distill sets train.task and distill.teacher itself; drop those --set keys")
+    refuse_set_conflicts(args, DISTILL_KEYS)
     check_inputs("distill", args)
     args.init_from = args.student
     sets = config_sets(args, str(args.path.resolve()), _student_vocab(args))

@@ -26,6 +26,7 @@ from stack.cli.tune_options import (
     add_loop_options,
     given_settings,
     loop_sets,
+    refuse_set_conflicts,
     refuse_with_resume,
     request_args,
     require_task,
@@ -96,6 +97,7 @@ def run_dpo(args: argparse.Namespace) -> int:
         raise BadInput("a new DPO run needs RUN_DIR|CKPT, --data DATA_DIR and --out OUT (or --resume OUT)")
     if any(s.replace(" ", "").startswith(("train.task=", "dpo.reference=")) for s in args.sets):
         raise BadInput("stack dpo sets train.task and dpo.reference itself; drop those --set keys")
+    refuse_set_conflicts(args, DPO_KEYS)
     check_inputs("dpo", args)
     reference = args.reference if args.reference is not None else args.path
     args.init_from = args.path

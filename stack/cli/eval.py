@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_split_options(args)
     check_inputs(KIND, args)
-    check_record_dir(args.record)
+    check_record_dir(args.record, RESULT_FILE)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     result, kept = judged_and_kept(evidence, args.record, RESULT_FILE, lambda: _score(args, evidence))
     for where in kept:

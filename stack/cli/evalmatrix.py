@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs(KIND, args)
-    check_record_dir(args.record)
+    check_record_dir(args.record, RESULT_FILE)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     config = {
         "models": {"base": str(args.path), "adapter": None if args.adapter is None else str(args.adapter)},

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs(KIND, args)
-    check_record_dir(args.record)
+    check_record_dir(args.record, RESULT_FILE)
     continuation = _continuation(args)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     config = {

@@ -433,6 +433,14 @@ def _recorded(
     return manifest
 
 
+def _units(manifest: Manifest, split: str) -> str:
+    """What a split holds, as the user counts it: a fine-tuning set's examples (its shards count
+    packed streams, not examples: audit 8 H07), a corpus's documents."""
+    if manifest.sft is not None:
+        return f"{manifest.sft.examples[split]:,} examples"
+    return f"{manifest.totals[split].documents:,} documents"
+
+
 def run(args: argparse.Namespace) -> int:
     """Prepare (or verify) DATA_DIR and print what it holds."""
     started = time.perf_counter()
@@ -506,8 +514,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{verb} {args.out}: {manifest.tokenizer.name} tokenizer (vocab {manifest.tokenizer.vocab_size}, "
         f"{manifest.dtype}), sources {', '.join(manifest.sources)}\n"
-        f"  train {train.tokens:,} tokens in {train.documents:,} documents; "
-        f"held-out {heldout.tokens:,} tokens in {heldout.documents:,} documents; "
+        f"  train {train.tokens:,} tokens in {_units(manifest, 'train')}; "
+        f"held-out {heldout.tokens:,} tokens in {_units(manifest, 'heldout')}; "
         f"{len(manifest.shards)} shard(s)\n"
         f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s) or "
         f"record(s){f' and {missing} record(s) without the text field' if missing else ''}; "

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from stack.eval.evidence import CommandEvidence, check_record_dir, judged_and_kept
 
     check_inputs("sample", args)
-    check_record_dir(args.record)
+    check_record_dir(args.record, RESULT_FILE)
     evidence = CommandEvidence(KIND, args.argv, args.device, args.evidence_dir)
     result, kept = judged_and_kept(evidence, args.record, RESULT_FILE, lambda: _sample(args, evidence))
     for where in kept:

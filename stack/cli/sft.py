@@ -32,12 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Refuse a start without a model to tune, then run the training loop with the SFT task."""
     from contracts.errors import BadInput
+    from stack.cli.inputs import check_inputs
+    from stack.cli.tune_options import require_task
 
     if args.init_from is None and args.resume is None:
         raise BadInput(
             "stack sft fine-tunes a trained model: pass --init-from RUN_DIR (a run, or a directory written "
             "by `stack import-hf`), or --resume RUN_DIR"
         )
+    if args.resume is not None:  # as dpo and distill: what the path is, then whose run it is
+        check_inputs("sft", args)
+        require_task(args.resume, "sft")
     if any(s.replace(" ", "").startswith("train.task=") for s in args.sets):
         raise BadInput("stack sft sets train.task=sft itself; drop --set train.task")
     args.sets = [*args.sets, TASK]

@@ -29,6 +29,7 @@ def add_loop_options(parser: argparse.ArgumentParser, defaults: Any) -> argparse
     parser.add_argument(
         "--steps",
         type=values.positive_int,
+        action=_Given,
         default=defaults.steps,
         help=f"steps in all (default {defaults.steps})",
     )
@@ -42,6 +43,30 @@ def add_loop_options(parser: argparse.ArgumentParser, defaults: Any) -> argparse
     for flag, name, kind, text in LOOP_OPTIONS:
         group.add_argument(flag, dest=name, type=kind, help=f"{text} (default {getattr(defaults, name)})")
     return group
+
+
+class _Given(argparse.Action):
+    """Store the option's value and note that it was given: an option with a default (--steps) is
+    then told apart from one left out (`refuse_set_conflicts`)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, value)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def refuse_set_conflicts(args: argparse.Namespace, task_keys: dict[str, str]) -> None:
+    """An option given beside a `--set` of a config key it sets (`--steps 2 --set train.steps=3`):
+    refuse the pair in one line rather than let the later assignment win without a word."""
+    keys = {"steps": ("train.steps",), "device": ("train.device",), **LOOP_KEYS}
+    keys |= {name: (key,) for name, key in task_keys.items()}
+    given = {name for name in keys if name != "steps" and getattr(args, name, None) is not None}
+    given |= set(getattr(args, "given", ())) & {"steps"}  # --steps has a default: given only if typed
+    set_keys = {item.split("=", 1)[0].strip() for item in args.sets}
+    for name in sorted(given):
+        for key in keys[name]:
+            if key in set_keys:
+                flag = f"--{name.replace('_', '-')}"
+                raise BadInput(f"{flag} and --set {key} both set {key}; give one of the two")
 
 
 def given_settings(args: argparse.Namespace, settings_type: type) -> dict[str, Any]:
@@ -121,14 +146,13 @@ def request_args(args: argparse.Namespace, sets: list[str]) -> argparse.Namespac
 
 def require_task(run_dir: Path, task: str) -> None:
     """`--resume` continues a run of this command's task only: another is resumed by the command that
-    wrote it (its train.task is in the run's config.toml)."""
-    from stack.train.config import read_toml
+    wrote it (its train.task is in the run's config.toml), which the refusal names."""
+    from stack.train.run import command_of, task_of
 
-    config = run_dir / "config.toml"
-    found = read_toml(config).get("train", {}).get("task") if config.is_file() else None
+    found = task_of(run_dir)
     if found != task:
+        command = command_of(found)
         raise BadInput(
-            f"{run_dir} is not a {task} run (train.task is {found!r}); resume it with the command "
-            "that wrote it (`stack train --resume`, `stack sft --resume`, `stack distill --resume`, "
-            "`stack dpo --resume`)"
+            f"{run_dir} is not a {task} run (train.task is {found!r}: a `{command}` run); resume it with "
+            f"`{command} --resume {run_dir}`"
         )

@@ -507,7 +507,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         )
     index_path = staging / INDEX_FILE
     with naming(index_path):
-        splitting.write_index(index_path, collector.index())
+        splitting.write_index(index_path, index := collector.index())
     splitting.check_assigned(collector.assigned)
     splitting.check_stored(collector.stored)
     manifest = Manifest(
@@ -530,7 +530,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         normalised=normalised_input(collector.normalised),
         accounting={name: ByteAccount(**account) for name, account in collector.books.as_dict().items()},
     )
-    splitting.check_share(manifest.model_dump(mode="json"))
+    splitting.check_share(manifest.model_dump(mode="json"), index)
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 

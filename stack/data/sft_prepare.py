@@ -268,6 +268,11 @@ def _read_examples(
     in `scratch` (stack.data.unpack), as pretraining text is."""
     examples, counts = [], Counter[str]()
     for number, given in enumerate(plan.files):
+        if given.is_dir():
+            raise BadInput(
+                f"{given} is a directory; name its files (`{given}/*.jsonl`): {plan.fmt} data is read "
+                "from the JSONL files given"
+            )
         if not given.is_file():
             raise BadInput(f"{given} is not a file; give JSONL files of {plan.fmt} records")
         counts["files"] += 1
@@ -675,7 +680,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             labels=label_files,
         ),
     )
-    splitting.check_share(manifest.model_dump(mode="json"))
+    splitting.check_share(manifest.model_dump(mode="json"), index)
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.split import held_out, share_measured, shared_keys
+from contracts.split import content_counts, held_out, share_measured, shared_keys
 from stack.data.damage import Damaged
 from stack.data.manifest import Split
 
@@ -87,16 +87,18 @@ def check_stored(stored: Stored) -> None:
     whatever identity the split was drawn by."""
 
 
-def _share_outcome(manifest: dict[str, Any]) -> Outcome:
-    measured = share_measured(manifest) or {}
-    return measure("GATE-DATA-005", measured, holds="the documents held out are a share val_fraction draws")
+def _share_outcome(manifest: dict[str, Any], index: np.ndarray) -> Outcome:
+    measured = (share_measured(manifest) or {}) | content_counts(
+        index["doc"].tolist(), index["heldout"].astype(bool).tolist()
+    )
+    return measure("GATE-DATA-005", measured, holds="the contents held out are a share val_fraction draws")
 
 
 @gate_require("GATE-DATA-005", _share_outcome)
-def check_share(manifest: dict[str, Any]) -> None:
-    """Refuse a manifest (as JSON) whose documents per split (a text corpus's documents, a
-    fine-tuning set's examples) are a share its `val_fraction` cannot have drawn, by the exact
-    binomial tail GATE-DATA-005 bounds: what the manifest states, as the checker reads it again."""
+def check_share(manifest: dict[str, Any], index: np.ndarray) -> None:
+    """Refuse a manifest (as JSON) and the document index written with it whose distinct contents
+    per split (a text corpus's documents, a fine-tuning set's examples, copies counted once) are a
+    share its `val_fraction` cannot have drawn, by the exact binomial tail GATE-DATA-005 bounds."""
 
 
 def index_row(doc_sha: bytes, split: Split) -> tuple[int, int]:

@@ -87,16 +87,18 @@ class CommandEvidence:
         return ledger.file(self.ledger_dir, self.record, files)
 
 
-def check_record_dir(directory: Path | None) -> None:
-    """Refuse a --record DIR that is a file or already holds a record: a record is never overwritten."""
+def check_record_dir(directory: Path | None, result_file: str) -> None:
+    """Refuse a --record DIR that is a file or already holds a record or a file named `result_file`:
+    the command would write both, and a file it cannot prove it wrote is never overwritten."""
     if directory is None:
         return
     check_directory(directory, "--record", into=True)
-    if (directory / EVIDENCE_FILE).exists() or (directory / EVIDENCE_FILE).is_symlink():
-        raise BadInput(
-            f"--record {directory} already holds a {EVIDENCE_FILE}, and a record is never overwritten; "
-            "choose a new --record DIR"
-        )
+    for name in (EVIDENCE_FILE, result_file):
+        if (directory / name).exists() or (directory / name).is_symlink():
+            raise BadInput(
+                f"--record {directory} already holds a {name}, which this command writes and never "
+                "overwrites; choose a new --record DIR"
+            )
 
 
 def judged_and_kept(

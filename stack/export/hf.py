@@ -185,6 +185,18 @@ def config_json(config: ModelConfig, tokenizer: Tokenizer) -> str:
     return json.dumps(hf_config(config, tokenizer), indent=1) + "\n"
 
 
+def _way_in(hf: Any) -> str:
+    """What a user can do with a model_type import-hf does not read: a Mistral without a sliding
+    window is a Llama in all but its name (the same weights, names and arithmetic), which the
+    parity check then holds to transformers; any other is another model than the stack's."""
+    if hf.model_type == "mistral" and getattr(hf, "sliding_window", None) is None:
+        return (
+            "a Mistral without a sliding window (sliding_window null) computes as a Llama: import a copy "
+            'whose config.json says "model_type": "llama" (the parity check holds it to transformers)'
+        )
+    return "the stack's model is a Llama-style decoder: import a llama or qwen2 model, or train one"
+
+
 def model_config_from_hf(hf: Any) -> dict[str, Any]:
     """The stack's [model] section for a transformers `LlamaConfig` or `Qwen2Config`.
 
@@ -195,7 +207,7 @@ def model_config_from_hf(hf: Any) -> dict[str, Any]:
     if hf.model_type not in ARCHITECTURES:
         raise BadInput(
             f"config.json has model_type {hf.model_type!r}; import-hf reads {' and '.join(ARCHITECTURES)} "
-            "checkpoints only"
+            f"checkpoints only; {_way_in(hf)}"
         )
     problems = _problems(hf)
     if problems:

@@ -113,6 +113,8 @@ def parse_layers(text: str, n_layers: int) -> range:
         raise BadInput(f"--layers {text!r} is not a layer or a range; write e.g. --layers 2 or --layers 0-3")
     first = int(match.group(1))
     last = int(match.group(2)) if match.group(2) is not None else first
-    if first > last or last >= n_layers:
+    if first > last:
+        raise BadInput(f"--layers {text!r} is reversed: give LOW-HIGH, e.g. --layers {last}-{first}")
+    if last >= n_layers:
         raise BadInput(f"--layers {text!r} is outside the model's layers 0-{n_layers - 1}")
     return range(first, last + 1)

@@ -22,7 +22,7 @@ import itertools
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,8 @@ DPO_KIND = "dpo"  # train.task=dpo, from --init-from: finetune's gates and the D
 WRITER = rundir.Writer(
     COMMAND, resumable=True, continues=lambda out: ckpt.continuable(out, "training-run", True)
 )
+# The tasks whose runs a command of the same name writes and resumes (`stack sft`, ...).
+TASK_COMMANDS = ("sft", "dpo", "distill")
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
 # The record's status for each way `Trainer.run` returns.
@@ -153,8 +155,30 @@ def _run_dir_of(request: TrainRequest) -> Path:
         return request.resume
     if request.out is None or request.data_dir is None:
         raise BadInput("stack train needs --data DATA_DIR and --out RUN_DIR (or --resume RUN_DIR)")
-    rundir.check(request.out, WRITER)
+    rundir.check(request.out, _writer_for(request))
     return request.out
+
+
+def task_of(run_dir: Path) -> str | None:
+    """The train.task of the run in `run_dir` as its config.toml states it (None: pretraining, or no
+    run there): which command resumes it."""
+    config = Path(run_dir) / CONFIG_FILE
+    return read_toml(config).get("train", {}).get("task") if config.is_file() else None
+
+
+def command_of(task: str | None) -> str:
+    """The command that writes (and resumes) a run of `task`: `stack train` for the others."""
+    return f"stack {task}" if task in TASK_COMMANDS else "stack train"
+
+
+def _writer_for(request: TrainRequest) -> rundir.Writer:
+    """WRITER as the command typed sees it: `stack sft/dpo/distill --resume` continues only a run of
+    its own task (stack.cli.tune_options.require_task), so a refusal offers --resume only for one."""
+    command = next((arg for arg in request.argv[1:] if not arg.startswith("-")), "train")
+    if command not in TASK_COMMANDS:
+        return WRITER
+    takes = WRITER.continues or (lambda _out: False)
+    return replace(WRITER, continues=lambda out: takes(out) and task_of(out) == command)
 
 
 def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
