@@ -6,9 +6,9 @@ the copy's commit and a clean tree, and it is released in the copy's registry li
 Each test then copies that repository, plants exactly one tampering, and asserts that
 check_integrity reports it, naming the file, the gate and what is wrong. A tampering of the
 record's own truth is looked for by the check of that record alone (`--runs-only --run`, which
-needs no other record); one the registry, the history or the docs must show, by the whole check. A tampered record is
-re-cited in the registry by its new sha256, as a forger would, so what catches it is the
-record's truth and not merely its changed bytes.
+needs no other record); one the registry, the history or the docs must show, by the whole
+check. A tampered record is re-cited in the registry by its new sha256, as a forger would, so
+what catches it is the record's truth and not merely its changed bytes.
 """
 
 from __future__ import annotations
