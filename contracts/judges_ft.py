@@ -12,6 +12,7 @@ from typing import Any
 
 from contracts.few_shot import expected_draw
 from contracts.judges import CHECKS, Malformed, Measured, Thresholds, count, has, items, judges, number
+from contracts.recall_draw import drawn_indices
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
 MEMORISATION_REMEDIES = (
@@ -260,10 +261,12 @@ def reproduced(runs: list[int], least: int) -> int:
         "models": ("models_given", "models_measured"),
         # rev 3: each run stated is contracts.verbatim's over the continuations kept
         "runs": ("tuned_overlaps", "base_overlaps", "tuned_runs_recomputed", "base_runs_recomputed"),
+        # rev 4: the examples measured are those contracts.recall_draw draws from the stated seed
+        "drawn": ("examples_seed", "examples_n", "examples_length", "examples_pool", "examples_drawn"),
     },
 )
 def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
-    problems = []
+    problems = _drawn_problems(m) if has(m, *CHECKS["GATE-FT-003"]["drawn"]) else []
     if has(m, *CHECKS["GATE-FT-003"]["runs"]):
         for row, key in (("fine-tuned", "tuned"), ("base", "base")):
             problems += _run_problems(row, items(m, f"{key}_overlaps"), items(m, f"{key}_runs_recomputed"))
@@ -280,6 +283,23 @@ def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
     if has(m, "continuation_tokens", "tuned_overlaps", "base_overlaps"):
         problems += _recitation(m, t)
     return problems
+
+
+def _drawn_problems(m: Measured) -> list[str]:
+    """The examples measured (their pool indices) against the ones contracts.recall_draw draws from
+    the pool's lengths with the seed the record states."""
+    pool = items(m, "examples_pool")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pool):
+        raise Malformed("'examples_pool' must hold each example's token count")
+    seed, drawn = count(m, "examples_seed"), items(m, "examples_drawn")
+    expected = drawn_indices(pool, count(m, "examples_n"), count(m, "examples_length"), seed)
+    if drawn == expected:
+        return []
+    return [
+        f"the examples measured (pool indices {drawn[:4]}...) are not the {len(expected)} the stated seed "
+        f"{seed} draws from the pool ({expected[:4]}..., contracts.recall_draw): the recall describes "
+        "another set than the record names (drawn with another seed?)"
+    ]
 
 
 def _run_problems(row: str, stated: list[Any], recomputed: list[Any]) -> list[str]:

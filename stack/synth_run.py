@@ -74,6 +74,7 @@ def run(
                 evidence.record.config = dict(sidecar)  # the sidecar gains the counts below; the config not
                 evidence.record.config_sha256 = canonical_sha256(evidence.record.config)
                 report = synth.synthesize(trained.model, trained.tokenizer, template, settings, on_sample)
+                synth.check_draws(trained.model, settings, report)
                 synth.write_records(where / RECORDS, report.kept)
                 written.append(RECORDS)
                 synth.check_counts(report, where / RECORDS)

@@ -21,6 +21,7 @@ from contracts.seeds import seeded_state_sha256
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.manifest import load_manifest
+from stack.model.sampling_checks import DrawTally, Sampler
 from stack.tune import synth
 from stack.tune.settings import SynthSettings
 
@@ -170,6 +171,44 @@ def test_a_synthesis_seeded_otherwise_than_stated_fires_though_its_replay_agrees
     assert result.measured["generator_state_sha256"] == seeded_state_sha256(0, "cpu")
 
 
+def _train005(out: Path) -> dict[str, object]:
+    gate = next(g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-TRAIN-005")
+    return {"verdict": gate.verdict.value, **gate.measured}
+
+
+@pytest.mark.gate("GATE-TRAIN-005")
+def test_a_synthesis_drawn_at_another_temperature_than_asked_fires(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's R76: `--temperature 0.5` is recorded while every draw is made at T = 1. The replay
+    of GATE-SYNTH-002 calls the same sampling and agrees; each draw replayed at the recorded
+    temperature from the logits it was made from (and the spread probe, drawn by the same call)
+    does not."""
+    real = synth.generate
+
+    def at_one(*args: object, **kwargs: object) -> torch.Tensor:
+        return real(*args, **{**kwargs, "temperature": 1.0})
+
+    monkeypatch.setattr(synth, "generate", at_one)
+    out = tmp_path / "out"
+    assert _synth(source, out, *LOOSE, "--temperature", "0.5") == 3
+    assert "GATE-TRAIN-005" in capsys.readouterr().err
+    measured = _train005(out)
+    assert measured["verdict"] == "FAIL" and measured["temperature"] == 0.5
+    assert measured["mismatched_probe_draws"] > 0 and measured["mismatched_draws"] > 0
+    assert check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations == []
+
+
+@pytest.mark.holds("GATE-TRAIN-005")
+def test_a_synthesis_drawn_at_the_temperature_asked_holds(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _synth(source, out, *LOOSE, "--temperature", "0.5") == 0
+    measured = _train005(out)
+    assert measured["verdict"] == "PASS" and measured["temperature"] == 0.5
+    assert measured["draws"] > 0 and measured["mismatched_draws"] == measured["mismatched_probe_draws"] == 0
+    assert check_record_truth(read_evidence(out / "metadata.json"), out, load_spec()).violations == []
+
+
 @pytest.mark.gate("GATE-SYNTH-002")
 def test_a_replay_one_sample_short_fires_and_a_full_one_holds() -> None:
     wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
@@ -235,7 +274,8 @@ def test_the_template_markers_reach_the_model_as_their_special_ids(
     monkeypatch.setattr(synth, "generate", recording)
     model = tiny_model(ctx=128, vocab=tokenizer.vocab_size)
     settings = SynthSettings(samples=1, max_instruction_tokens=8, max_response_tokens=8)
-    synth.draw(model, tokenizer, template, settings, synth.new_generator(0, torch.device("cpu")))
+    tally = DrawTally(Sampler(settings.temperature))
+    synth.draw(model, tokenizer, template, settings, synth.new_generator(0, torch.device("cpu")), tally)
     start = tokenizer.special_tokens["<|im_start|>"]
     assert asked[0][0] == start and asked[0][1:] == tokenizer.encode("user\n")
     assert len(asked) == 2 and asked[1].count(start) == 2

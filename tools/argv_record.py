@@ -71,8 +71,9 @@ PYTHON_RE = re.compile(r"python[0-9.]*")
 # policy RUN_DIR|CKPT it is given, `stack distill` its --student (stack/cli/dpo.py and distill.py
 # hand them on as --init-from).
 START_OPTION = {"train": "init_from", "sft": "init_from", "dpo": "path", "distill": "student"}
-# The inputs a record's metrics restate that `input_problems` holds to the word naming each.
-INPUT_FIELDS = ("data_dir", "init_from.path")
+# The inputs a record's metrics restate that `input_problems` holds to the word naming each (a
+# memorization's base_checkpoint is its --base resolved: round-8 audit W14).
+INPUT_FIELDS = ("data_dir", "init_from.path", "base_checkpoint")
 # The kinds of the training loop: their config is rebuilt whole from the command lines
 # (tools/config_rebuild.py), not option by option.
 LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
@@ -331,6 +332,8 @@ def input_problems(record: EvidenceRecord) -> list[str]:
 
 def _input_option(field: str, command: str) -> str | None:
     """The option of `stack COMMAND` that names the input a record's metrics restate as `field`."""
+    if field == "base_checkpoint":
+        return "base" if command == "memorization" else None
     return "data" if field == "data_dir" else START_OPTION.get(command)
 
 

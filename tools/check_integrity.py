@@ -50,6 +50,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
+from code_constants import constant_problems, constant_sources
 from cross_reads import cross_read_problems
 from default_sources import default_problems, default_sources
 from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
@@ -386,6 +387,11 @@ class Checker:
                 if path != sources[0]:
                     continue
                 found = default_problems(record, {p: blobs.get((sha, p)) for p in sources})
+                problems, warnings = ([], found) if record.code.git_dirty else (found, [])
+            elif path in (constants := constant_sources(record)):  # what committed constants decide
+                if path != constants[0]:
+                    continue
+                found = constant_problems(record, {p: blobs.get((sha, p)) for p in constants})
                 problems, warnings = ([], found) if record.code.git_dirty else (found, [])
             elif blob is None:  # a dirty tree may have scored a file it had not committed yet
                 said = f"states what {path} holds, but its commit {sha[:12]} has no such file"
@@ -967,6 +973,7 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
     cited = list(OPTIONS_SOURCES) if states_options(record) else []
     cited += [p for p in PRESET_SOURCES if p not in cited] if states_preset(record) else []
     cited += default_sources(record)
+    cited += constant_sources(record)
     cited += [p for p in SPEED_SOURCES if p not in cited] if states_speed_model(record) else []
     text = scored_text(record)
     return [*cited, text] if text is not None else cited

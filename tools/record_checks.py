@@ -26,6 +26,8 @@ from checkpoint_reads import (
 )
 from committed_models import committed_model_problems
 from config_rebuild import rebuild_problems, rebuild_warnings
+from env_checks import env_problems
+from es_sources import es_noise_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
 from surgery_sources import surgery_source_problems
@@ -432,6 +434,7 @@ def check_record_truth(
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
-    findings.violations += read_checkpoint_problems(record, root)
+    findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
+    findings.violations += es_noise_problems(record, root)
     findings.violations += committed_model_problems(record, run_dir, spec, root)
     return findings

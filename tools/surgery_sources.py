@@ -115,6 +115,21 @@ def _held(
             yield row, key
 
 
+def _elements_problems(measured: dict[str, Any], digest: str) -> list[str]:
+    """GATE-LASER-001's elements: the weights of the matrices it lists, counted in the source model
+    (each matrix's shape is the source's; round-8 ledger audit W05)."""
+    keys = [_matrix_key(str(site)) for site in measured["matrices"]]
+    if any(key not in _SOURCES[digest] for key in keys):
+        return ["GATE-LASER-001 lists a matrix its source model does not hold"]
+    elements = sum(_SOURCES[digest][key].numel() for key in keys)
+    if measured["elements"] == elements:
+        return []
+    return [
+        f"GATE-LASER-001's elements is {measured['elements']!r}, but the {len(keys)} matrices it lists "
+        f"hold {elements} weights in its source model"
+    ]
+
+
 def _laser_problems(rows: list[Any], digest: str, rho: float) -> list[str]:
     problems: list[str] = []
     for row, key in _held("GATE-LASER-002", rows, digest, problems):
@@ -186,9 +201,12 @@ def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = 
     if isinstance(grid_rows, list):
         problems += _grid_problems([r for r in grid_rows if isinstance(r, dict)], run_dir, report)
     rho, bits, group = settings.get("rho"), settings.get("bits"), settings.get("group_size")
-    digest = source_weights(record, report, root) if laser_rows or hqq_rows else None
+    counted = gates.get("GATE-LASER-001") or {}
+    digest = source_weights(record, report, root) if laser_rows or hqq_rows or counted else None
     if digest is None:
         return [f"{SURGERY_REPORT}: {problem}" for problem in problems]
+    if isinstance(counted, dict) and isinstance(counted.get("matrices"), list) and "elements" in counted:
+        problems += _elements_problems(counted, digest)
     if isinstance(laser_rows, list) and isinstance(rho, int | float):
         problems += _laser_problems([r for r in laser_rows if isinstance(r, dict)], digest, float(rho))
     if isinstance(hqq_rows, list) and isinstance(bits, int) and isinstance(group, int):

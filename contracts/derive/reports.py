@@ -683,9 +683,44 @@ def memorization_record(inputs: Inputs) -> Derivation:
                 "tuned_runs_recomputed": recomputed["fine-tuned"],
                 "base_runs_recomputed": recomputed["base"],
             }
+        measured |= _drawn_measured(inputs, derived, report)
         judged(inputs, derived, "GATE-FT-003", measured)
     derived.problems += _memorization_count_problems(inputs, report)
+    examples, continuation = report.get("examples"), report.get("continuation")
+    if isinstance(examples, list) and whole(continuation):
+        # every row continues every example for `continuation` greedy draws, all in one tally (W03),
+        # under every revision of GATE-TRAIN-005 a memorization record holds
+        draws = len(MEMORIZATION_ROWS) * len(examples) * continuation
+        derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), draws, optional=True)
     return derived
+
+
+def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-FT-003's check drawn (rev 4) where the record holds it: the seed, n and length the draw is
+    made again with are the config's and the file's, not the gate's own word; the pool and the
+    indices are the record's, the indices those of the examples memorization.json lists (a DATA_DIR's
+    train document i is index i; a JSONL pool's lines are not kept, so only their count is held)."""
+    result = next((g.measured for g in inputs.record.gates if g.id == "GATE-FT-003"), None)
+    if not isinstance(result, dict) or "examples_drawn" not in result:
+        return {}
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    prefix, continuation = report.get("prefix"), report.get("continuation")
+    measured = {
+        "examples_seed": config.get("seed"),
+        "examples_n": config.get("n"),
+        "examples_length": prefix + continuation if whole(prefix, continuation) else None,
+        "examples_pool": result.get("examples_pool"),
+        "examples_drawn": result["examples_drawn"],
+    }
+    drawn, listed = result["examples_drawn"], report.get("examples")
+    if isinstance(drawn, list) and isinstance(listed, list):
+        named = [f"train document {i}" for i in drawn] if config.get("data") is not None else None
+        if len(drawn) != len(listed) or (named is not None and named != listed):
+            derived.problems.append(
+                f"memorization.json lists the examples {_short(listed)}, but GATE-FT-003 measured the pool "
+                f"indices {_short(drawn)}"
+            )
+    return measured
 
 
 def _least_verbatim(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> Any:
@@ -848,7 +883,13 @@ def synth_record(inputs: Inputs) -> Derivation:
         judged(inputs, derived, "GATE-SYNTH-001", {**counts, "lines": lines})
     if "generated" in report:
         derived.gate("GATE-SYNTH-002", {"generated": report["generated"]})
-    seeded(inputs, derived, "GATE-SYNTH-002", (report.get("settings") or {}).get("seed"))
+    settings = report.get("settings") or {}
+    seeded(inputs, derived, "GATE-SYNTH-002", settings.get("seed"))
+    if "GATE-TRAIN-005" not in inputs.stale and "temperature" in settings:
+        # the draws are replayed at the temperature the synthesis states (GATE-TRAIN-005 rev 11)
+        derived.put(
+            ("gates", "GATE-TRAIN-005", "measured", "temperature"), settings["temperature"], optional=True
+        )
     return derived
 
 

@@ -37,7 +37,7 @@ from contracts.curriculum import phase_at
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.invocations import invocation_problems
 from contracts.derive.reports import real as _real
-from contracts.derive.reports import trace_record, version_key
+from contracts.derive.reports import thresholds_in_force, trace_record, version_key
 from contracts.derive.restated import (
     SHARES_LOGGED,
     changed_by_resumes,
@@ -47,6 +47,7 @@ from contracts.derive.restated import (
     touched_matrices,
     whole,
 )
+from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
 from contracts.heldout import heldout_set_batches
@@ -1618,6 +1619,26 @@ def _es_scorings(inputs: Inputs, derived: Derivation) -> None:
             derived.put(("gates", "GATE-ES-005", "measured", name), value, optional=True)
 
 
+def _es_selftest(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-ES-004's planted case and angle: a pure function of the run's seed and the gate's
+    thresholds the record judged under (toy_dimension, toy_pairs, toy_sigma), the self-test written
+    out in contracts.es_noise (round-8 ledger audit W26b: the angle restated within the threshold)."""
+    seed = (inputs.record.config if isinstance(inputs.record.config, dict) else {}).get("seed")
+    thresholds = thresholds_in_force(inputs, "GATE-ES-004") or {}
+    case = [thresholds.get(name) for name in ("toy_dimension", "toy_pairs", "toy_sigma")]
+    if "GATE-ES-004" in inputs.stale or not whole(seed) or any(value is None for value in case):
+        return
+    dimension, pairs, sigma = int(case[0]), int(case[1]), float(case[2])
+    measured = {
+        "dimension": dimension,
+        "pairs": pairs,
+        "sigma": sigma,
+        "angle_degrees": planted_angle(seed, dimension, pairs, sigma),
+    }
+    for name, value in measured.items():
+        derived.put(("gates", "GATE-ES-004", "measured", name), value, optional=True)
+
+
 def _es_sigma(inputs: Inputs, derived: Derivation) -> None:
     """GATE-ES-002's check sigma held every forward's perturbation scale to the config's sigma."""
     config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
@@ -1684,6 +1705,7 @@ def es_record(inputs: Inputs) -> Derivation:
     derived.problems += es_step_problems(inputs.record.metrics.get("steps"))
     _es_scorings(inputs, derived)
     _es_sigma(inputs, derived)
+    _es_selftest(inputs, derived)
     log = read_log(inputs, derived, since=ES_LOG_SINCE)
     if log is None:
         return derived

@@ -19,7 +19,7 @@ from stack.cli.eval import add_result_options
 
 if TYPE_CHECKING:
     from stack.eval.evidence import CommandEvidence
-    from stack.eval.memorization import Example, Recall
+    from stack.eval.memorization import Drawn, Recall
 
 KIND = "memorization"
 RESULT_FILE = "memorization.json"
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Example]:
+def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> Drawn:
     """--n training examples of `length` tokens, from the DATA_DIR (same tokenizer, by identity) or
     the JSONL file."""
     from contracts.errors import BadInput
@@ -148,9 +148,9 @@ def _examples(args: argparse.Namespace, tokenizer: Any, length: int) -> list[Exa
         raise BadInput(
             f"--data {args.data} was tokenized by another tokenizer than the model's; give its own data"
         )
-    examples = data_examples(args.data, tokenizer, args.n, length, args.seed)
-    check_train_examples(args.data, [example.tokens for example in examples])
-    return examples
+    drawn = data_examples(args.data, tokenizer, args.n, length, args.seed)
+    check_train_examples(args.data, [example.tokens for example in drawn.examples])
+    return drawn
 
 
 def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: int) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
     from contracts.errors import BadInput
     from contracts.evidence import DataRef
     from stack.cli.progress import count_progress
-    from stack.eval.memorization import measure_recall
+    from stack.eval.memorization import check_drawn_examples, measure_recall
     from stack.eval.tuned import load_tuned
     from stack.train.trained import load_trained
 
@@ -179,7 +179,11 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
             )
     evidence.record.data = DataRef(tokenizer_sha256=tuned.tokenizer.sha256)
     evidence.record.metrics["base_checkpoint"] = str(base.checkpoint.path.resolve())
-    chosen = _examples(args, tuned.tokenizer, args.prefix + continuation)
+    length = args.prefix + continuation
+    drawn = _examples(args, tuned.tokenizer, length)
+    # the draw made again from the seed the record states (GATE-FT-003 check drawn)
+    check_drawn_examples(drawn, args.n, length, evidence.record.config["seed"])
+    chosen = drawn.examples
     with count_progress("memorization", 2) as advance:
         recall = measure_recall(
             tuned.model, base.model, chosen, args.prefix, continuation, args.batch_size, advance

@@ -18,13 +18,15 @@ them, a rule written apart from `longest_common_run`; the checker finds every ru
 
 Examples are whole documents from a prepared DATA_DIR's train split, or lines of a JSONL file
 ({"text"}, {"prompt", "completion"} joined, or a chat record {"messages"} rendered by the chat
-template into the ids SFT trained on), drawn without replacement by a seeded generator.
+template into the ids SFT trained on), drawn without replacement by a seeded generator
+(contracts.recall_draw). GATE-FT-003's check drawn draws again from the seed the record states and
+the lengths of the pool as read (`check_drawn_examples`): examples drawn with another seed than the
+one recorded describe another set than the record says.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ import torch
 from torch import nn
 
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.recall_draw import drawn_indices
 from contracts.verbatim import longest_common_run as statute_run
 from stack.data.line_ends import text_lines
 from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
@@ -56,10 +59,20 @@ from stack.tune.frozen import weights_sha256
 
 @dataclass(frozen=True)
 class Example:
-    """A training example's tokens, and where it came from (shown in the result)."""
+    """A training example's tokens, where it came from (shown in the result), and its index in the
+    pool it was drawn from."""
 
     source: str
     tokens: list[int]
+    index: int
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """The examples drawn, and the length in tokens of every example of the pool, in pool order."""
+
+    examples: list[Example]
+    pool: list[int]
 
 
 @dataclass(frozen=True)
@@ -93,19 +106,20 @@ def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
             f"no training example has the {length} tokens a prefix and a continuation need; "
             "lower --prefix or --continuation, or give longer examples"
         )
-    return sorted(random.Random(seed).sample(long_enough, min(n, len(long_enough))))
+    return drawn_indices(lengths, n, length, seed)
 
 
-def data_examples(data_dir: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> list[Example]:
+def data_examples(data_dir: Path, tokenizer: Tokenizer, n: int, length: int, seed: int) -> Drawn:
     """n documents of a DATA_DIR's train split (tokenized by `tokenizer`, checked by the caller),
     cut to `length` tokens; the split is read twice, so only the chosen documents are held."""
     lengths = [len(tokens) for tokens in split_documents(data_dir, "train", tokenizer.eot_id)]
     picked = set(choose(lengths, n, length, seed))
-    return [
-        Example(f"train document {i}", np.asarray(tokens[:length]).tolist())
+    examples = [
+        Example(f"train document {i}", np.asarray(tokens[:length]).tolist(), i)
         for i, tokens in enumerate(split_documents(data_dir, "train", tokenizer.eot_id))
         if i in picked
     ]
+    return Drawn(examples, lengths)
 
 
 def _tokens_of(record: object, tokenizer: Tokenizer, template: ChatTemplate, where: str) -> list[int]:
@@ -126,11 +140,11 @@ def _tokens_of(record: object, tokenizer: Tokenizer, template: ChatTemplate, whe
 
 def jsonl_examples(
     path: Path, tokenizer: Tokenizer, n: int, length: int, seed: int, template: ChatTemplate | None = None
-) -> list[Example]:
+) -> Drawn:
     """n lines of a JSONL file, each tokenized as one example and cut to `length` tokens; chat records
     are rendered by `template` (default: the shipped one)."""
     template = template or load_template(None)
-    examples = []
+    examples, lengths = [], []
     lines, _, _ = text_lines(path, "a JSONL file of training examples")
     for number, line in lines:
         if not line.strip():
@@ -140,8 +154,30 @@ def jsonl_examples(
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{where}: not JSON ({exc.msg}); write one object per line") from None
-        examples.append(Example(f"line {number}", _tokens_of(record, tokenizer, template, where)[:length]))
-    return [examples[i] for i in choose([len(e.tokens) for e in examples], n, length, seed)]
+        tokens = _tokens_of(record, tokenizer, template, where)
+        examples.append(Example(f"line {number}", tokens[:length], len(examples)))
+        lengths.append(len(tokens))
+    return Drawn([examples[i] for i in choose(lengths, n, length, seed)], lengths)
+
+
+def drawn_outcome(drawn: Drawn, n: int, length: int, seed: int) -> Outcome:
+    """GATE-FT-003's check drawn: the pool indices of the examples measured, beside what the draw
+    needs to be made again (contracts.recall_draw): the pool's lengths, n, length and the seed the
+    record states."""
+    measured = {
+        "examples_seed": seed,
+        "examples_n": n,
+        "examples_length": length,
+        "examples_pool": drawn.pool,
+        "examples_drawn": [e.index for e in drawn.examples],
+    }
+    return measure("GATE-FT-003", measured, holds="the examples measured are the ones the stated seed draws")
+
+
+@gate_require("GATE-FT-003", drawn_outcome)
+def check_drawn_examples(drawn: Drawn, n: int, length: int, seed: int) -> None:
+    """Refuse a recall measured on other examples than the stated seed draws from the pool: the
+    record would name a set it was not measured on."""
 
 
 def longest_common_run(generated: list[int], true: list[int]) -> int:

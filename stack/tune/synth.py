@@ -48,6 +48,15 @@ from stack.data.sft_template import ChatTemplate, Segment, encode_turn
 from stack.data.tokenizer import Tokenizer
 from stack.model.generate import generate
 from stack.model.gpt import GPT
+from stack.model.sampling_checks import (
+    PROBE_TOKENS,
+    DrawTally,
+    Sampler,
+    SpreadLogits,
+    check_drawn,
+    probe_width,
+    watching_draws,
+)
 from stack.tune.settings import SynthSettings
 
 REASONS = SYNTH_REASONS
@@ -78,6 +87,8 @@ class Report:
     # the generator the samples were drawn with: its device, and the sha256 of its state before the first draw
     generator_device: str | None = None
     generator_state_sha256: str | None = None
+    # every continuation's draws with the logits they were drawn from, for GATE-TRAIN-005 to replay
+    tally: DrawTally | None = None
 
     @property
     def generated(self) -> int:
@@ -91,6 +102,15 @@ def new_generator(seed: int, device: torch.device | str = "cpu") -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _sampled(
+    model: torch.nn.Module, idx: torch.Tensor, budget: int, settings: SynthSettings, rng: torch.Generator
+) -> torch.Tensor:
+    """The `budget` tokens sampled after each row of `idx` (B, budget): the one call that draws both
+    a synthesis's continuations and GATE-TRAIN-005's spread probe, so both are drawn alike."""
+    out = generate(model, idx, budget, temperature=settings.temperature, generator=rng)
+    return out[:, idx.shape[1] :]
+
+
 def _continue(
     model: GPT,
     tokenizer: Tokenizer,
@@ -99,20 +119,23 @@ def _continue(
     stop: str,
     settings: SynthSettings,
     rng: torch.Generator,
+    tally: DrawTally,
     reserve: int = 0,
 ) -> str | None:
     """The model's continuation of `prompt`, cut at end-of-text or at `stop`, leaving `reserve`
     positions of the context free; None without room. The prompt is encoded as prepared chat data
     encodes a turn (`encode_turn`): the template's special tokens are their ids, the model's own
-    instruction text is only text, so the model is asked in the markup it was tuned on."""
+    instruction text is only text, so the model is asked in the markup it was tuned on. Its draws,
+    with the logits they were made from, go to `tally`."""
     ids = encode_turn(tokenizer, prompt)
     budget = min(budget, model.config.ctx - len(ids) - reserve)
     if budget < 1:
         return None
-    out = generate(
-        model, torch.tensor([ids], device=rng.device), budget, temperature=settings.temperature, generator=rng
-    )
-    new = out[0, len(ids) :].tolist()
+    idx = torch.tensor([ids], device=rng.device)
+    with watching_draws(model, rng) as draws:
+        drawn = _sampled(model, idx, budget, settings, rng)
+    tally.add(draws, drawn, model, idx)
+    new = drawn[0].tolist()
     if tokenizer.eot_id in new:
         new = new[: new.index(tokenizer.eot_id)]
     text = tokenizer.text_of(new)
@@ -154,19 +177,27 @@ def clamps(
 
 
 def draw(
-    model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, rng: torch.Generator
+    model: GPT,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    settings: SynthSettings,
+    rng: torch.Generator,
+    tally: DrawTally,
 ) -> Sample | None:
     """One instruction and its response; None when the instruction leaves no room for a response."""
     roles = template.spec.roles
     user, assistant = roles[USER], roles[ASSISTANT]
     budget = min(settings.max_instruction_tokens, _instruction_room(model, tokenizer, template))
-    instruction = _continue(model, tokenizer, [(user.prefix, True)], budget, user.suffix, settings, rng)
+    instruction = _continue(
+        model, tokenizer, [(user.prefix, True)], budget, user.suffix, settings, rng, tally
+    )
     if instruction is None:
         return None
     prompt = [(user.prefix, True), (instruction, False), (user.suffix + assistant.prefix, True)]
     # One position is kept for the end-of-text that closes the assistant's turn in SFT data, so the
     # sample, prepared as a chat, fits a window of the model's context.
-    response = _continue(model, tokenizer, prompt, settings.max_response_tokens, "", settings, rng, reserve=1)
+    budget = settings.max_response_tokens
+    response = _continue(model, tokenizer, prompt, budget, "", settings, rng, tally, reserve=1)
     return None if response is None else Sample(instruction.strip(), response.strip())
 
 
@@ -192,9 +223,13 @@ def synthesize(
     """Generate `settings.samples` samples from the seed and filter them."""
     model.eval()
     rng, seen = new_generator(settings.seed, next(model.parameters()).device), set()
-    report = Report(generator_device=rng.device.type, generator_state_sha256=state_sha256(rng.get_state()))
+    report = Report(
+        generator_device=rng.device.type,
+        generator_state_sha256=state_sha256(rng.get_state()),
+        tally=DrawTally(Sampler(settings.temperature)),
+    )
     for done in range(1, settings.samples + 1):
-        sample = draw(model, tokenizer, template, settings, rng)
+        sample = draw(model, tokenizer, template, settings, rng, report.tally)
         if sample is None:
             report.raw_sha256.append("")
             report.dropped["no_room"] += 1
@@ -225,6 +260,25 @@ def write_records(path: Path, samples: list[Sample]) -> None:
     """The kept samples as JSONL chat records, one per line (`chat_record`)."""
     lines = [json.dumps(chat_record(s), ensure_ascii=False) for s in samples]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+# -- GATE-TRAIN-005: drawn at the recorded temperature ---------------------------------------
+
+
+@torch.no_grad()
+def check_draws(model: GPT, settings: SynthSettings, report: Report) -> None:
+    """GATE-TRAIN-005 over every continuation of the synthesis, replayed at the temperature the
+    record states (`settings`), with the spread probe (seeded with the synthesis's seed) drawn by
+    the same call: a young model's nearly flat logits hide a wrong temperature, the probe's peaked
+    rows do not."""
+    assert report.tally is not None
+    device = next(model.parameters()).device
+    spread = SpreadLogits(probe_width(model.config.vocab, None), device, settings.seed)
+    rng = new_generator(settings.seed, device)
+    with watching_draws(spread, rng) as draws:
+        drawn = _sampled(spread, spread.prompt, PROBE_TOKENS, settings, rng)
+    report.tally.add_probe(draws, spread.prompt, drawn)
+    check_drawn(report.tally, None)
 
 
 # -- GATE-SYNTH-001: the counts add up -------------------------------------------------------

@@ -1,0 +1,178 @@
+"""Tamperings of the eighth ledger audit (2026-11-26) that the checker now derives from what the
+record's own artifacts, its command line or the repository at its commit hold: each is planted in a
+copy of a committed record as the audit's plant did it, finished by a perfect forger (every field the
+artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the integrity
+check must name it; the copies as filed pass.
+
+Tests are prefixed by the area of the branch that added them (tune_, es_, surgery_, sample_ ...).
+
+- a memorization's GATE-TRAIN-005 draws restated (W03: both rows continue every example for the
+  continuation's length, memorization.json);
+- a memorization's base_checkpoint restated (W14: its --base, resolved by run.places);
+- a sample's GATE-TRAIN-005 probe_draws restated (W28: PROBE_ROWS × PROBE_TOKENS at its commit);
+- a quantization's HQQ optimiser settings restated (W33: HalfQuadratic's defaults at its commit);
+- an ES run's batch_size and workers restated with no option given (W17, W60: EsSettings' defaults
+  at its commit, its parser declaring none);
+- a LASER run's GATE-LASER-001 elements restated (W05: the listed matrices in its source model);
+- an ES run's GATE-ES-004 angle and GATE-ES-002 smallest noise norm restated (W26b, W31: the
+  planted case and the member seeds' noise, contracts.es_noise);
+- a CPU-only torch build's record restated as a CUDA run (W44: env against itself).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ledger_support import LEDGER, Change, findings, gate, planted, rederive
+from test_integrity_derived import LASER_RUN, MEMORIZATION_RUN, QUANTIZE_RUN, SAMPLE_RUN
+from test_integrity_round5 import FINETUNE_RUN
+from test_integrity_round6 import ES_RUN
+
+
+def assert_found(found: list[str], *fragments: str) -> None:
+    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+
+
+def _finished(plant: Change) -> Change:
+    """`plant`, then a perfect forger's finish (ledger_support.rederive)."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        plant(data, run_dir)
+        rederive(data, run_dir, rounds=4)
+
+    return change
+
+
+def _record(run: str) -> dict[str, Any]:
+    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+
+
+def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
+    """W03: GATE-TRAIN-005's draws halved; memorization.json's examples × continuation × 2 rows say
+    otherwise (a derived field: the forger's finish puts it back)."""
+
+    def halve(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-TRAIN-005")["measured"]["draws"] //= 2
+
+    report = json.loads((LEDGER / MEMORIZATION_RUN / "memorization.json").read_text(encoding="utf-8"))
+    draws = 2 * len(report["examples"]) * report["continuation"]
+    found = findings(planted(tmp_path, MEMORIZATION_RUN, halve))
+    assert_found(found, f"gates[GATE-TRAIN-005].measured.draws is {draws // 2}", f"derive {draws}")
+    # a forger who re-derives every field the artifacts decide restores it
+    restored = json.loads(
+        (planted(tmp_path / "forged", MEMORIZATION_RUN, _finished(halve)) / "metadata.json").read_text()
+    )
+    assert gate(restored, "GATE-TRAIN-005")["measured"]["draws"] == draws
+
+
+def test_tune_memorization_base_checkpoint_restated_is_caught(tmp_path: Path) -> None:
+    """W14: metrics.base_checkpoint re-pointed to another model directory than --base names."""
+
+    def repoint(data: dict[str, Any], _dir: Path) -> None:
+        data["metrics"]["base_checkpoint"] = str(
+            Path(data["metrics"]["base_checkpoint"]).parent / "other-0.1.0"
+        )
+
+    found = findings(planted(tmp_path, MEMORIZATION_RUN, _finished(repoint)))
+    assert_found(found, "metrics.base_checkpoint is", "--base names")
+
+
+def test_sample_probe_draws_restated_are_caught(tmp_path: Path) -> None:
+    """W28: GATE-TRAIN-005's probe_draws quadrupled; the spread probe's constants at the commit say
+    otherwise."""
+
+    def quadruple(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-TRAIN-005")["measured"]["probe_draws"] *= 4
+
+    found = findings(planted(tmp_path, SAMPLE_RUN, _finished(quadruple)))
+    assert_found(found, "probe_draws is", "PROBE_ROWS", "at its commit")
+
+
+def test_surgery_hqq_optimiser_restated_is_caught(tmp_path: Path) -> None:
+    """W33: the HQQ optimiser's iterations restated in the record and surgery.json alike."""
+
+    def more_iters(data: dict[str, Any], run_dir: Path) -> None:
+        data["metrics"]["optimiser"]["iters"] += 30
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["measured"]["optimiser"]["iters"] += 30
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    found = findings(planted(tmp_path, QUANTIZE_RUN, _finished(more_iters)))
+    assert_found(found, "metrics.optimiser is", "HalfQuadratic", "at its commit")
+
+
+def test_surgery_laser_elements_restated_are_caught(tmp_path: Path) -> None:
+    """W05: GATE-LASER-001's element count restated in the record and surgery.json alike; the listed
+    matrices' shapes in the committed source model say otherwise."""
+
+    def more(data: dict[str, Any], run_dir: Path) -> None:
+        gate(data, "GATE-LASER-001")["measured"]["elements"] += 1000
+        path = run_dir / "surgery.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["gates"]["GATE-LASER-001"]["elements"] += 1000
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+    found = findings(planted(tmp_path, LASER_RUN, _finished(more)))
+    assert_found(found, "GATE-LASER-001's elements is", "weights in its source model")
+
+
+@pytest.mark.parametrize("key", ["batch_size", "workers"], ids=["W17-batch-size", "W60-workers"])
+def test_es_a_setting_no_option_gave_restated_is_caught(tmp_path: Path, key: str) -> None:
+    """W17, W60: a setting `stack es` was given no option for, restated; EsSettings' default at the
+    commit decides it (the es parser's defaults are None)."""
+    assert not any(word == f"--{key.replace('_', '-')}" for word in _record(ES_RUN)["run"]["argv"])
+
+    def doubled(data: dict[str, Any], _dir: Path) -> None:
+        data["config"][key] *= 2
+
+    found = findings(planted(tmp_path, ES_RUN, _finished(doubled)))
+    assert_found(found, f"config.{key} is", "EsSettings' default", "at its commit")
+
+
+def test_es_a_self_test_angle_restated_within_the_threshold_is_caught(tmp_path: Path) -> None:
+    """W26b: GATE-ES-004's angle restated as a better self-test; contracts.es_noise's planted case,
+    from the run's seed and the gate's thresholds, gives the angle (a derived field: the forger's
+    finish puts it back)."""
+    angle = gate(_record(ES_RUN), "GATE-ES-004")["measured"]["angle_degrees"]
+
+    def better(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-ES-004")["measured"]["angle_degrees"] = angle / 2
+
+    assert_found(findings(planted(tmp_path, ES_RUN, better)), "angle_degrees is", f"derive {angle}")
+    forged = planted(tmp_path / "forged", ES_RUN, _finished(better))
+    assert (
+        gate(json.loads((forged / "metadata.json").read_text()), "GATE-ES-004")["measured"]["angle_degrees"]
+        == angle
+    )
+
+
+def test_es_a_noise_norm_restated_is_caught(tmp_path: Path) -> None:
+    """W31: GATE-ES-002's smallest noise norm restated; the member seeds' noise over the source model's
+    parameters gives it."""
+
+    def larger(data: dict[str, Any], _dir: Path) -> None:
+        gate(data, "GATE-ES-002")["measured"]["min_noise_norm"] *= 1.5
+
+    found = findings(planted(tmp_path, ES_RUN, _finished(larger)))
+    assert_found(found, "min_noise_norm is", "has the smallest norm")
+
+
+def test_tune_a_cpu_only_build_restated_as_a_cuda_run_is_caught(tmp_path: Path) -> None:
+    """W44: env restated as a CUDA run beside its own CPU-only torch build."""
+    assert _record(FINETUNE_RUN)["env"]["torch"].endswith("+cpu")
+
+    def on_cuda(data: dict[str, Any], _dir: Path) -> None:
+        data["env"].update(device="cuda", cuda="12.4")
+
+    found = findings(planted(tmp_path, FINETUNE_RUN, _finished(on_cuda)))
+    assert_found(found, "env.device is 'cuda'", "CPU-only build")
+    assert_found(found, "env.cuda is '12.4'", "CPU-only build")
+
+
+@pytest.mark.parametrize("run", [MEMORIZATION_RUN, SAMPLE_RUN, QUANTIZE_RUN, ES_RUN, FINETUNE_RUN, LASER_RUN])
+def test_tune_the_records_as_filed_pass(tmp_path: Path, run: str) -> None:
+    assert findings(planted(tmp_path, run, lambda *_: None)) == []
