@@ -12,7 +12,7 @@ from typing import Any
 
 from contracts.few_shot import expected_draw
 from contracts.judges import CHECKS, Malformed, Measured, Thresholds, count, has, items, judges, number
-from contracts.recall_draw import drawn_indices
+from contracts.recall_draw import drawn_ranks
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
 MEMORISATION_REMEDIES = (
@@ -262,7 +262,14 @@ def reproduced(runs: list[int], least: int) -> int:
         # rev 3: each run stated is contracts.verbatim's over the continuations kept
         "runs": ("tuned_overlaps", "base_overlaps", "tuned_runs_recomputed", "base_runs_recomputed"),
         # rev 4: the examples measured are those contracts.recall_draw draws from the stated seed
-        "drawn": ("examples_seed", "examples_n", "examples_length", "examples_pool", "examples_drawn"),
+        "drawn": (
+            "examples_seed",
+            "examples_n",
+            "examples_length",
+            "examples_eligible",
+            "examples_ranks",
+            "examples_drawn",
+        ),
     },
 )
 def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
@@ -286,19 +293,20 @@ def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _drawn_problems(m: Measured) -> list[str]:
-    """The examples measured (their pool indices) against the ones contracts.recall_draw draws from
-    the pool's lengths with the seed the record states."""
-    pool = items(m, "examples_pool")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pool):
-        raise Malformed("'examples_pool' must hold each example's token count")
-    seed, drawn = count(m, "examples_seed"), items(m, "examples_drawn")
-    expected = drawn_indices(pool, count(m, "examples_n"), count(m, "examples_length"), seed)
-    if drawn == expected:
+    """The examples measured (their ranks among the pool's eligible examples) against the ranks
+    contracts.recall_draw draws from the number eligible with the seed the record states."""
+    ranks, drawn = items(m, "examples_ranks"), items(m, "examples_drawn")
+    if len(ranks) != len(drawn) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranks):
+        raise Malformed("'examples_ranks' must hold one whole rank per example measured")
+    seed, eligible = count(m, "examples_seed"), count(m, "examples_eligible")
+    expected = drawn_ranks(eligible, count(m, "examples_n"), seed)
+    if ranks == expected:
         return []
     return [
-        f"the examples measured (pool indices {drawn[:4]}...) are not the {len(expected)} the stated seed "
-        f"{seed} draws from the pool ({expected[:4]}..., contracts.recall_draw): the recall describes "
-        "another set than the record names (drawn with another seed?)"
+        f"the examples measured (pool indices {drawn[:4]}..., ranks {ranks[:4]}... among the {eligible} of "
+        f"at least {m.get('examples_length')} tokens) are not the {len(expected)} the stated seed {seed} "
+        f"draws ({expected[:4]}..., contracts.recall_draw): the recall describes another set than the "
+        "record names (drawn with another seed?)"
     ]
 
 

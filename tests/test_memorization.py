@@ -9,6 +9,7 @@ GATE-FT-003; 1 of 20 (rate 0.05) beside one example reproduced for 31 tokens mus
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,22 @@ def test_runs_edited_with_their_summary_are_named_from_the_continuations_kept(
     assert _run(world, examples, tmp_path / "rec") == 0
     run_dir = edited(tmp_path / "rec", _runs_edited)
     assert_caught(run_dir, "memorization.json: its tuned_runs are [32, 32", "the continuations it keeps give")
+
+
+@given(
+    st.lists(st.integers(0, 40), max_size=60),
+    st.integers(1, 12),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+)
+def test_the_draw_is_its_ranks_among_the_eligible_examples(
+    lengths: list[int], n: int, length: int, seed: int
+) -> None:
+    """The identity GATE-FT-003's check drawn rests on: the examples drawn from a pool are the
+    eligible ones at the ranks drawn from how many there are, so a record needs no pool's lengths."""
+    from contracts.recall_draw import drawn_indices, drawn_ranks, eligible_indices
+
+    eligible = eligible_indices(lengths, length)
+    drawn = drawn_indices(lengths, n, length, seed)
+    assert drawn == sorted(random.Random(seed).sample(eligible, min(n, len(eligible))))
+    assert [eligible.index(i) for i in drawn] == drawn_ranks(len(eligible), n, seed)

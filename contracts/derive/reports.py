@@ -697,9 +697,10 @@ def memorization_record(inputs: Inputs) -> Derivation:
 
 def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
     """GATE-FT-003's check drawn (rev 4) where the record holds it: the seed, n and length the draw is
-    made again with are the config's and the file's, not the gate's own word; the pool and the
-    indices are the record's, the indices those of the examples memorization.json lists (a DATA_DIR's
-    train document i is index i; a JSONL pool's lines are not kept, so only their count is held)."""
+    made again with are the config's and the file's, not the gate's own word; the eligible count,
+    the ranks and the indices are the record's, the indices those of the examples memorization.json
+    lists (a DATA_DIR's train document i is index i; a JSONL pool's lines are not kept, so only
+    their count is held)."""
     result = next((g.measured for g in inputs.record.gates if g.id == "GATE-FT-003"), None)
     if not isinstance(result, dict) or "examples_drawn" not in result:
         return {}
@@ -709,7 +710,8 @@ def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any])
         "examples_seed": config.get("seed"),
         "examples_n": config.get("n"),
         "examples_length": prefix + continuation if whole(prefix, continuation) else None,
-        "examples_pool": result.get("examples_pool"),
+        "examples_eligible": result.get("examples_eligible"),
+        "examples_ranks": result.get("examples_ranks"),
         "examples_drawn": result["examples_drawn"],
     }
     drawn, listed = result["examples_drawn"], report.get("examples")

@@ -37,7 +37,7 @@ from torch import nn
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.recall_draw import drawn_indices
+from contracts.recall_draw import drawn_indices, eligible_indices
 from contracts.verbatim import longest_common_run as statute_run
 from stack.data.line_ends import text_lines
 from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
@@ -100,8 +100,7 @@ class Recall:
 
 def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
     """Indices of up to n examples of at least `length` tokens, drawn without replacement, in order."""
-    long_enough = [i for i, size in enumerate(lengths) if size >= length]
-    if not long_enough:
+    if not eligible_indices(lengths, length):
         raise BadInput(
             f"no training example has the {length} tokens a prefix and a continuation need; "
             "lower --prefix or --continuation, or give longer examples"
@@ -161,14 +160,18 @@ def jsonl_examples(
 
 
 def drawn_outcome(drawn: Drawn, n: int, length: int, seed: int) -> Outcome:
-    """GATE-FT-003's check drawn: the pool indices of the examples measured, beside what the draw
-    needs to be made again (contracts.recall_draw): the pool's lengths, n, length and the seed the
+    """GATE-FT-003's check drawn: the pool indices of the examples measured and their ranks among the
+    pool's examples of at least `length` tokens (-1 for one that has fewer), beside what the draw
+    needs to be made again (contracts.recall_draw): how many are eligible, n and the seed the
     record states."""
+    eligible = eligible_indices(drawn.pool, length)
+    rank = {index: position for position, index in enumerate(eligible)}
     measured = {
         "examples_seed": seed,
         "examples_n": n,
         "examples_length": length,
-        "examples_pool": drawn.pool,
+        "examples_eligible": len(eligible),
+        "examples_ranks": [rank.get(e.index, -1) for e in drawn.examples],
         "examples_drawn": [e.index for e in drawn.examples],
     }
     return measure("GATE-FT-003", measured, holds="the examples measured are the ones the stated seed draws")
