@@ -1723,6 +1723,8 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
         "identity": ("identities+",),
         # rev 3: a sample of sites' statistics are their definitions' from the tensors observed
         "statistics": ("stats_recorded+", "stats_recomputed+"),
+        # rev 4: the sites each kept trace shows are those --layers and --sites select
+        "selection": ("shown", "selected+"),
     },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
@@ -1732,6 +1734,8 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     statistics recorded of a sample of sites consistent with each other and with those recomputed
     by their definitions from the tensors the sites observed (`statistics`)."""
     problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
+    if has(m, "shown", "selected"):
+        problems += _selection_problems(m)
     if has(m, "identities"):
         found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
         if found:
@@ -1751,6 +1755,21 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
         if n
     ]
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
+
+
+def _selection_problems(m: Measured) -> list[str]:
+    """GATE-TRACE-002's check `selection`: every trace the report keeps shows exactly the sites
+    contracts.selection.trace_sites selects from the forward's sites by --layers and --sites (a
+    bisection stopped at the first NaN keeps none)."""
+    shown, selected = m["shown"], items(m, "selected")
+    if not isinstance(shown, Mapping):
+        raise Malformed("'shown' must map each kept trace to the sites it shows")
+    return [
+        f"the {label} trace shows {len(sites)} site(s), but --layers and --sites select {len(selected)} "
+        f"(contracts.selection.trace_sites): an option ignored?"
+        for label, sites in shown.items()
+        if list(sites) != list(selected)
+    ]
 
 
 def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:

@@ -15,6 +15,12 @@ to it, at run time and in the checker (from the record's argv and config.toml):
   a dense matrix's Hugging Face name (`q_proj`, `layers.1.q_proj`, `embed_tokens`, `lm_head`);
 * `--layers A-B` is every block from A to B, both included (`--layers A` the one block), and then
   keeps only the matrices of those blocks; a model-level matrix is in no block.
+
+`stack trace --layers A-B --sites GLOB` selects trace sites by the same block rule (`trace_sites`):
+a model-level site (embed, final_norm, logits) is in no block and stays; a glob matches a site's
+full name or its kind (the part after `layers.<i>.`). GATE-TRACE-002's check selection holds the
+sites a trace report keeps to it. `site_widths` gives the last axis of each site the [model] table
+decides, by which the checker holds a trace's site shapes and counts to its checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from contracts.model_shape import DEFAULTS, HF_NAMES, parameter_shapes
+from contracts.model_shape import DEFAULTS, HF_NAMES, parameter_shapes, routed_blocks
 
 # A block module's path → the trace site its output is observed at (the rest keep their path).
 MODULE_SITES = {
@@ -38,6 +44,8 @@ MODULE_SITES = {
     "attn.q2": "q2",
     "attn.k2": "k2",
 }
+# The trace sites a block's matrices are observed at.
+KINDS = frozenset(MODULE_SITES.values())
 # The model-level matrices: module → (name, Hugging Face short name).
 MODEL_MATRICES = {"embed": ("embed", "embed_tokens"), "lm_head": ("logits", "lm_head")}
 SITE_HF = {site: hf for hf, site in HF_NAMES.items()} | dict(MODEL_MATRICES.values())
@@ -127,3 +135,46 @@ def selected_by(argv: Sequence[str], model: Mapping[str, Any]) -> list[str]:
     """What a surgery's command line (`--targets GLOB`, optionally `--layers A-B`) selects of the model."""
     targets = option(argv, "--targets")
     return [] if targets is None else selected(model, [targets], option(argv, "--layers"))
+
+
+def trace_sites(traced: Sequence[str], layers: str | None, pattern: str | None, n_layers: int) -> list[str]:
+    """The sites of `traced` (a forward's site names, in order) that `stack trace --layers` and
+    `--sites` keep: a block site only in a block `layers` names, any site only where `pattern`
+    matches its full name or its kind."""
+    blocks = None if layers is None else set(parse_layers(layers, n_layers))
+    chosen = []
+    for name in traced:
+        layer = layer_of(name)
+        kind = name.split(".", 2)[2] if layer is not None else name
+        if blocks is not None and layer is not None and layer not in blocks:
+            continue
+        if pattern is not None and not any(fnmatch.fnmatchcase(n, pattern) for n in (name, kind)):
+            continue
+        chosen.append(name)
+    return chosen
+
+
+# The block sites on the residual stream, d_model wide: the norms' outputs, the residual and the output.
+RESIDUAL_SITES = ("attn_norm", "attn_residual", "ffn_norm", "output")
+
+
+def site_widths(model: Mapping[str, Any]) -> dict[str, int]:
+    """The width (last axis) of each trace site of a model a [model] table describes whose rows are
+    the prompt's tokens: embed, final_norm and each block's residual sites d_model, logits the
+    vocabulary, a projection's site its matrix's rows (contracts.model_shape: k and v n_kv_heads ×
+    head_dim), ffn_silu and ffn_swiglu ffn_gate's. A depth-routed block, whose sites hold only its
+    routed tokens, and a mixture's expert sites are not given."""
+    d = int(model["d_model"])
+    widths = {"embed": d, "final_norm": d, "logits": int(model["vocab"])}
+    routed = set(routed_blocks(model))
+    for key, shape in parameter_shapes(model).items():
+        name = matrix_name(key)
+        layer = layer_of(name)
+        if len(shape) == 2 and layer is not None and layer not in routed and name.split(".", 2)[2] in KINDS:
+            widths[name] = shape[0]
+    for layer in (i for i in range(int(model["n_layers"])) if i not in routed):
+        widths |= {f"layers.{layer}.{kind}": d for kind in RESIDUAL_SITES}
+        gate = widths.get(f"layers.{layer}.ffn_gate")
+        if gate is not None:
+            widths |= {f"layers.{layer}.{kind}": gate for kind in ("ffn_silu", "ffn_swiglu")}
+    return widths

@@ -1,10 +1,11 @@
-"""Tamperings of the eighth ledger audit (2026-11-26) that the checker now derives from what the
-record's own artifacts, its command line or the repository at its commit hold: each is planted in a
-copy of a committed record as the audit's plant did it, finished by a perfect forger (every field the
-artifacts derive re-derived, every verdict re-judged, every artifact re-hashed), and the integrity
-check must name it; the copies as filed pass.
+"""Tamperings of the eighth ledger and mutant audits (2026-11-26) that the checker now derives from
+what a record's own artifacts, its command line, its committed model or the repository at its commit
+hold: each is planted in a copy of a committed record as the audit's plant did it, finished by a
+perfect forger where the field is derived (every field the artifacts derive re-derived, every verdict
+re-judged, every artifact re-hashed), and the integrity check must name it; the copies as filed pass.
 
-Tests are prefixed by the area of the branch that added them (tune_, es_, surgery_, sample_ ...).
+Tests are prefixed by the area of the branch that added them (tune_, es_, surgery_, sample_, trace_,
+patch_, lens_).
 
 - a memorization's GATE-TRAIN-005 draws restated (W03: both rows continue every example for the
   continuation's length, memorization.json);
@@ -16,7 +17,13 @@ Tests are prefixed by the area of the branch that added them (tune_, es_, surger
 - a LASER run's GATE-LASER-001 elements restated (W05: the listed matrices in its source model);
 - an ES run's GATE-ES-004 angle and GATE-ES-002 smallest noise norm restated (W26b, W31: the
   planted case and the member seeds' noise, contracts.es_noise);
-- a CPU-only torch build's record restated as a CUDA run (W44: env against itself).
+- a CPU-only torch build's record restated as a CUDA run (W44: env against itself);
+- trace: a site's shape and count restated (W36: layers.0.k 128 wide, a model without grouped-query
+  attention; the checkpoint's [model] table decides every site's width, contracts.selection.site_widths);
+  a path's dtype restated against --dtype (R83), every traced site against its path's dtype; the
+  table's statistic restated against trace.json's (R103);
+- patch: config.foil restated with no --foil given (W66: trace.json's metric keeps the foil it scored);
+- lens: the read position restated against trace.json's (R93).
 """
 
 from __future__ import annotations
@@ -27,7 +34,15 @@ from typing import Any
 
 import pytest
 from ledger_support import LEDGER, Change, findings, gate, planted, rederive
-from test_integrity_derived import LASER_RUN, MEMORIZATION_RUN, QUANTIZE_RUN, SAMPLE_RUN
+from test_integrity_derived import (
+    LASER_RUN,
+    LENS_RUN,
+    MEMORIZATION_RUN,
+    PATCH_RUN,
+    QUANTIZE_RUN,
+    SAMPLE_RUN,
+    TRACE_RUN,
+)
 from test_integrity_round5 import FINETUNE_RUN
 from test_integrity_round6 import ES_RUN
 
@@ -176,3 +191,91 @@ def test_tune_a_cpu_only_build_restated_as_a_cuda_run_is_caught(tmp_path: Path) 
 @pytest.mark.parametrize("run", [MEMORIZATION_RUN, SAMPLE_RUN, QUANTIZE_RUN, ES_RUN, FINETUNE_RUN, LASER_RUN])
 def test_tune_the_records_as_filed_pass(tmp_path: Path, run: str) -> None:
     assert findings(planted(tmp_path, run, lambda *_: None)) == []
+
+
+def _report_edited(edit: Any) -> Change:
+    """trace.json changed by `edit`, and the record re-derived from it by a perfect forger."""
+
+    def plant(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "trace.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        edit(report, data)
+        path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+    return _finished(plant)
+
+
+def _site(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(site for site in report["trace"]["sites"] if site["name"] == name)
+
+
+def test_trace_site_widened_against_the_checkpoints_shapes_is_caught(tmp_path: Path) -> None:
+    """W36: layers.0.k restated as wide as q (shape and count), as a model without grouped-query
+    attention would trace it; the checkpoint's [model] table makes k n_kv_heads × head_dim wide."""
+
+    def widen(report: dict[str, Any], _data: dict[str, Any]) -> None:
+        k, q = _site(report, "layers.0.k"), _site(report, "layers.0.q")
+        assert k["shape"] != q["shape"]
+        k["shape"], k["stats"]["count"] = q["shape"], q["stats"]["count"]
+
+    found = findings(planted(tmp_path, TRACE_RUN, _report_edited(widen)))
+    assert_found(found, "site layers.0.k is", "but its checkpoint's model makes it")
+
+
+def test_trace_path_dtype_restated_against_its_sites_and_command_line_is_caught(tmp_path: Path) -> None:
+    """R83 seen from the ledger: a path described in bf16 whose sites hold float32 (the forward ran
+    in fp32), and a command line's --dtype bf16 against a path described in fp32."""
+
+    def as_bf16(report: dict[str, Any], _data: dict[str, Any]) -> None:
+        report["paths"]["A"] = report["paths"]["A"].replace("fp32)", "bf16)")
+
+    found = findings(planted(tmp_path / "sites", TRACE_RUN, _report_edited(as_bf16)))
+    assert_found(found, "trace.json: the trace trace's sites hold float32", "is bfloat16")
+
+    def asked_bf16(data: dict[str, Any], _dir: Path) -> None:
+        data["run"]["argv"] += ["--dtype", "bf16"]
+
+    found = findings(planted(tmp_path / "argv", TRACE_RUN, _finished(asked_bf16)))
+    assert_found(found, "config.path_a is", "but its command line gives --dtype bf16")
+
+
+def test_trace_statistic_restated_against_trace_json_is_caught(tmp_path: Path) -> None:
+    """R103 seen from the ledger: trace.json names the table's statistic (from 1.32.0); config.stat
+    restates it, and a record that says absmax where the table showed std is caught."""
+
+    def shown(report: dict[str, Any], _data: dict[str, Any]) -> None:
+        report["stat"] = "std"
+
+    def claimed(data: dict[str, Any], _dir: Path) -> None:
+        data["config"]["stat"] = "absmax"
+
+    found = findings(planted(tmp_path, TRACE_RUN, _then(_report_edited(shown), claimed)))
+    assert_found(found, "config.stat is", "absmax", "derive", "std")
+
+
+def _then(first: Change, second: Change) -> Change:
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        first(data, run_dir)
+        second(data, run_dir)
+
+    return change
+
+
+def test_patch_foil_restated_without_a_foil_option_is_caught(tmp_path: Path) -> None:
+    """W66: config.foil set to a token id where the command line gives no --foil and trace.json's
+    metric scored log p of the target (foil null)."""
+    record = json.loads((LEDGER / PATCH_RUN / "metadata.json").read_text(encoding="utf-8"))
+    assert record["config"]["foil"] is None and "--foil" not in record["run"]["argv"]
+    found = findings(planted(tmp_path, PATCH_RUN, lambda data, _dir: data["config"].update(foil=101)))
+    assert_found(found, "config.foil is 101", "its command line gives no --foil")
+    assert_found(found, "config.foil")
+
+
+def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> None:
+    """R93 seen from the ledger: a lens reading's config.position (from 1.32.0) is the position its
+    readings were taken at, trace.json's."""
+    position = json.loads((LEDGER / LENS_RUN / "trace.json").read_text(encoding="utf-8"))["position"]
+    found = findings(
+        planted(tmp_path, LENS_RUN, lambda data, _dir: data["config"].update(position=position - 1))
+    )
+    assert_found(found, f"config.position is {position - 1}", str(position))

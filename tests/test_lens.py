@@ -1049,3 +1049,28 @@ def test_the_stated_heldout_count_holds_and_the_checker_holds_clip_and_count_to_
     found = findings(edited(out, forged))
     assert any("heldout_windows_stated is 64, but its artifacts derive 12" in f for f in found), found
     assert any("stated_clip_norm is 10.0, but its artifacts derive 1.0" in f for f in found), found
+
+
+@pytest.mark.gate("GATE-DATA-001")
+def test_a_lens_trained_on_another_seeds_windows_than_stated_stops(
+    trained: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The round-8 audit's R104: the lens's reader built with seed 0 whatever --seed said; the record
+    states seed 5. Its first batch is not the plan of seed 5's first step: exit 3 naming GATE-DATA-001."""
+    reader = lens_train.TokenReader
+    monkeypatch.setattr(lens_train, "TokenReader", lambda *args, **kw: reader(*args, **{**kw, "seed": 0}))
+    code, out = _lens_train(trained, tmp_path, "--seed", "5")
+    assert code == 3 and "GATE-DATA-001" in capsys.readouterr().err
+    result = _gate_result(out, "GATE-DATA-001")
+    assert result.verdict is Verdict.FAIL  # type: ignore[attr-defined]
+
+
+@pytest.mark.holds("GATE-DATA-001")
+def test_a_lens_trained_on_its_stated_seeds_windows_holds(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The honest `--seed 5` lens: every batch it fits on is the plan of seed 5's."""
+    code, out = _lens_train(trained, tmp_path, "--seed", "5")
+    assert code == 0 and _gate_result(out, "GATE-DATA-001").verdict is Verdict.PASS  # type: ignore[attr-defined]
+    assert findings(out) == []

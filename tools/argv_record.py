@@ -266,6 +266,45 @@ def option_problems(record: EvidenceRecord) -> list[str]:
     return problems
 
 
+# The config field describing each path of `stack trace` (`LABEL (backend, dtype)`), with the options
+# that choose its backend and dtype, in the order they decide (path B defaults to path A's).
+TRACE_PATHS = {
+    "path_a": (("backend",), ("dtype",)),
+    "path_b": (("backend_b", "backend"), ("dtype_b", "dtype")),
+}
+# Options of `stack trace` whose config value, a token id, is None where the line gives none.
+ABSENT_NONE = ("foil",)
+
+
+def trace_option_problems(record: EvidenceRecord) -> list[str]:
+    """A trace's paths as config describes them against the --backend/--dtype (and -b) its command
+    line gives (round-8 R83: --dtype bf16 traced and described in fp32), and a token option the line
+    does not give that its config states (W66: a patch's foil)."""
+    options = given(record.run.argv or [])
+    config = record.config if isinstance(record.config, dict) else {}
+    if options is None or options.get("command") != "trace":
+        return []
+    problems = []
+    for field, choices in TRACE_PATHS.items():
+        described = config.get(field)
+        if described is None:
+            continue  # a trace has a path B only where its line asks for one (and path_a is derived)
+        found = re.search(r"\(([\w-]+), (\w+)\)$", described) if isinstance(described, str) else None
+        for part, dests in enumerate(choices, start=1):
+            asked = next((options[d] for d in dests if options.get(d) is not None), None)
+            if asked is not None and (found is None or found.group(part) != asked):
+                problems.append(
+                    f"config.{field} is {described!r}, but its command line gives "
+                    f"{_flag('trace', dests[0])} {asked}"
+                )
+    problems += [
+        f"config.{key} is {config[key]!r}, but its command line gives no {_flag('trace', key)}"
+        for key in ABSENT_NONE
+        if key in config and config[key] is not None and options.get(key) is None
+    ]
+    return problems
+
+
 def _command_lines(record: EvidenceRecord) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, places) of the start and of every resume the record lists."""
     lines = [(record.run.argv or [], record.run.places or {})]
@@ -412,6 +451,7 @@ def argv_record_problems(record: EvidenceRecord) -> list[str]:
     return [
         *command_line_problems(record),
         *option_problems(record),
+        *trace_option_problems(record),
         *lineage_path_problems(record),
         *input_problems(record),
         *run_dir_problems(record),

@@ -41,6 +41,7 @@ from committed_models import UNREADABLE, ReadModel, read_model
 
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.selection import site_widths
 from contracts.site_statistics import EXACT, named, statistics
 from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
 from stack.data.tokenizer import Tokenizer
@@ -120,6 +121,7 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
     if report.get("mode") == "ablation":
         problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
     problems += _embed_problems(config, report, read_model(checkpoint), ids)
+    problems += _site_shape_problems(report, read_model(checkpoint).state["config"]["model"], len(ids))
     return (
         problems + _lens_label_problems(report, tokenizer) + _lens_width_problems(config, report, tokenizer)
     )
@@ -251,6 +253,26 @@ def _embed_problems(
                 f"{TRACE_REPORT}: its embed site's {', '.join(differing)} are not those of the embedding "
                 f"rows of its prompt {config.get('prompt')!r} in its checkpoint ({_short(looked_up)})"
             )
+    return problems
+
+
+def _site_shape_problems(report: dict[str, Any], model: dict[str, Any], tokens: int) -> list[str]:
+    """Each kept site whose width the checkpoint's [model] table decides (contracts.selection.site_widths)
+    is (1, tokens, width) and counts that many elements (round-8 ledger audit W36: layers.0.k
+    restated 128 wide, a model without grouped-query attention)."""
+    widths = site_widths(model)
+    problems = []
+    for trace in (report.get("trace"), *(report.get("traces") or {}).values()):
+        for site in trace.get("sites") or [] if isinstance(trace, dict) else []:
+            width = widths.get(site.get("name")) if isinstance(site, dict) else None
+            if width is None:
+                continue
+            count = (site.get("stats") or {}).get("count")
+            if site.get("shape") != [1, tokens, width] or count != tokens * width:
+                problems.append(
+                    f"{TRACE_REPORT}: site {site['name']} is {site.get('shape')} ({count} elements), but its "
+                    f"checkpoint's model makes it {[1, tokens, width]} ({tokens * width})"
+                )
     return problems
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ from contracts.likelihood import bits_per_byte_of, utf8_bytes
 from contracts.onnx_weights import quantised_weight_types
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
-from contracts.selection import selected_by
+from contracts.selection import selected_by, trace_sites
 from contracts.shard_layout import shard_bytes
 from contracts.site_statistics import inconsistencies, strict
 from contracts.spec import thresholds_digest
@@ -1282,6 +1283,8 @@ def trace_record(inputs: Inputs) -> Derivation:
         results = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
+        _options_derived(inputs, derived, report)
+        derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report)]
         if mode == "ablation":
             derived.problems += [f"trace.json: {p}" for p in ablation_site_problems(report)]
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
@@ -1290,8 +1293,10 @@ def trace_record(inputs: Inputs) -> Derivation:
             derived.gate("GATE-PATCH-002", _patch_recorded(report), optional=True)
             derived.problems += unwritten_recovery_problems(results["GATE-PATCH-002"])
         sites = (report.get("trace") or {}).get("sites")
+        if "GATE-TRACE-002" in wanted:
+            config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+            _selection_derived(derived, results["GATE-TRACE-002"], report, config)
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
-            derived.put(("gates", "GATE-TRACE-002", "measured", "sites"), len(sites), optional=True)
             _statistics_recorded(derived, results["GATE-TRACE-002"], sites)
         derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
@@ -1316,6 +1321,60 @@ def trace_record(inputs: Inputs) -> Derivation:
         if isinstance(tokens, list) and tokens:
             derived.problems += element_problems(results, wanted, len(tokens), report)
     return derived
+
+
+def _options_derived(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> None:
+    """The config values of options whose consumed value trace.json shows: the table's statistic
+    (`stat`, from 1.32.0), a lens's read position, a patch's target and foil ids (its metric). A
+    record before 1.32.0 has no config.stat or config.position."""
+    older = version_key(inputs.record.spec.version) < (1, 32, 0)
+    if "stat" in report:
+        derived.put(("config", "stat"), report["stat"], optional=older)
+    if report.get("mode") in ("tuned-lens", "logit-lens") and "position" in report:
+        derived.put(("config", "position"), report["position"], optional=older)
+    metric = report.get("metric")
+    if report.get("mode") in ("patch", "patch-sweep") and isinstance(metric, dict):
+        derived.put(("config", "target"), metric.get("target"))
+        derived.put(("config", "foil"), metric.get("foil"))
+
+
+# The dtype a site of a path run in each of `stack trace --dtype`'s dtypes holds (stack.trace.calibrate).
+PATH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
+# The path each kept trace of a report ran on (paths.A, paths.B): a single trace and both sides of
+# an ablation are path A's.
+TRACE_PATH = {"trace": "A", "A": "A", "B": "B", "intact": "A", "ablated": "A"}
+# A described path, `LABEL (backend, dtype)` or, from a dump, `LABEL (backend, dtype, device)`.
+PATH_RE = re.compile(r"\((?P<backend>[\w-]+), (?P<dtype>\w+)(?:, [\w:]+)?\)$")
+
+
+def described_path(described: Any) -> dict[str, str] | None:
+    """The backend and dtype a described path names, None where it names none."""
+    found = PATH_RE.search(described) if isinstance(described, str) else None
+    return None if found is None else found.groupdict()
+
+
+def site_dtype_problems(report: dict[str, Any]) -> list[str]:
+    """Every site of a kept trace holds the dtype of the path it ran on (paths.A for a single trace
+    or an ablation, paths.B for B's): a path described in another dtype than its forward ran in
+    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites."""
+    paths = report.get("paths") if isinstance(report.get("paths"), dict) else {}
+    problems = []
+    for label in _kept_sites(report):
+        described = paths.get(TRACE_PATH.get(label, ""))
+        if described is None:
+            continue
+        path = described_path(described)
+        want = PATH_DTYPES.get(path["dtype"]) if path is not None else None
+        if want is None:
+            problems.append(f"path {described!r} names no dtype a trace runs in")
+            continue
+        sites = _kept(report)[label].get("sites") or []
+        found = sorted({str(site.get("dtype")) for site in sites if isinstance(site, dict)} - {want})
+        if found:
+            problems.append(
+                f"the {label} trace's sites hold {', '.join(found)}, but its path {described!r} is {want}"
+            )
+    return problems
 
 
 # The sites of a trace that hold one row per prompt token: (batch, tokens, ...).
@@ -1353,14 +1412,53 @@ def spelled_problems(tokens: list[Any], prompt: Any) -> list[str]:
     return [f"trace.json: its tokens spell {spelled!r}, but config.prompt is {prompt!r}"]
 
 
+def _kept(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each trace trace.json keeps, by label (`trace`, or A/B, intact/ablated)."""
+    kept = {"trace": report.get("trace"), **(report.get("traces") or {})}
+    return {str(label): trace for label, trace in kept.items() if isinstance(trace, dict)}
+
+
+def _kept_sites(report: dict[str, Any]) -> dict[str, list[Any]]:
+    """The site names each trace trace.json keeps shows, by label."""
+    return {
+        label: [site.get("name") for site in trace.get("sites") or [] if isinstance(site, dict)]
+        for label, trace in _kept(report).items()
+    }
+
+
+def _selection_derived(
+    derived: Derivation, measured: dict[str, Any], report: dict[str, Any], config: dict[str, Any]
+) -> None:
+    """GATE-TRACE-002's site count is the forward's (every site of the model, `traced` from rev 4),
+    never trace.json's, which keeps only what --layers and --sites select; a record without
+    `traced` and with no selection keeps every site, so trace.json's count is the model's. Check
+    selection's sites shown are trace.json's, and those selected contracts.selection.trace_sites's
+    of the traced sites by config.layers and config.sites."""
+    at = ("gates", "GATE-TRACE-002", "measured")
+    kept = _kept_sites(report)
+    traced = measured.get("traced")
+    if isinstance(traced, list):
+        derived.put((*at, "sites"), len(traced), optional=True)
+        derived.put((*at, "shown"), kept, optional=True)
+        depths = [t["n_layers"] for t in _kept(report).values() if isinstance(t.get("n_layers"), int)]
+        chosen = trace_sites(
+            [str(n) for n in traced], config.get("layers"), config.get("sites"), depths[0] if depths else 0
+        )
+        derived.put((*at, "selected"), chosen, optional=True)
+    elif config.get("layers") is None and config.get("sites") is None and kept.get("trace") is not None:
+        derived.put((*at, "sites"), len(kept["trace"]), optional=True)
+
+
 def _statistics_recorded(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
     """GATE-TRACE-002's check statistics judged the statistics trace.json holds of each site it
-    sampled (from 1.30.0): its recorded ones are those of the same sites there."""
+    sampled (from 1.30.0): its recorded ones are those of the same sites there. A sampled site that
+    --layers or --sites left out of the report (the `selected` sites say which) is not there."""
     sampled = measured.get("stats_recorded")
     if not isinstance(sampled, dict):
         return
     held = {site.get("name"): site.get("stats") for site in sites if isinstance(site, dict)}
-    for name in sampled:
+    shown = measured.get("selected")
+    for name in (n for n in sampled if not isinstance(shown, list) or n in shown or n in held):
         at = ("gates", "GATE-TRACE-002", "measured", "stats_recorded", name)
         derived.put(at, strict(held.get(name) or {}))
 

@@ -171,7 +171,8 @@ def _read(args: argparse.Namespace, trained: Trained, config: dict[str, Any]) ->
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     readings = read(model, capture(model, idx), lens, args.top_k)
     which = "logit lens" if lens is None else f"tuned lens {args.lens}"
-    config.update(prompt=args.prompt, tokens=len(ids), lens=None if lens is None else str(args.lens))
+    config.update(prompt=args.prompt, tokens=len(ids), position=position)
+    config.update(lens=None if lens is None else str(args.lens))
     config.update(lens_sha256=None if lens is None else sha256_file(args.lens), top_k=args.top_k)
     header = (
         f"stack lens: {args.path} on {len(ids)} tokens, {len(model.layers)} layers, {which}, "

@@ -263,7 +263,19 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
         result = modes.two_paths(path_a, path_b, idx, names, rules, args.shadow, args.stop_on_nonfinite)
     else:
         result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
+        config.update(stat=args.stat)
+    _check_selection(args, result, a.config.model.n_layers, layout_for(a.config.model))
     return result
+
+
+def _check_selection(args: argparse.Namespace, result: Result, n_layers: int, layout: Layout) -> None:
+    """GATE-TRACE-002 (check selection): the sites the report keeps are those --layers and --sites
+    select of every site of the model, by contracts.selection's rule."""
+    from stack.trace.sites import site_names
+    from stack.trace.tracer import check_selection
+
+    if args.patch is None:  # a patching keeps no trace (GATE-PATCH-002 judges its sites)
+        check_selection(result.payload(), site_names(n_layers, layout), args.layers, args.sites, n_layers)
 
 
 def check_backend(
@@ -390,7 +402,9 @@ def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
     names = _names(args, a.trace.n_layers, a.trace.layout)
     rules = parse_rules(args.atol, args.rtol)
     labels = (str(args.compare[0]), str(args.compare[1]))
-    return modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)
+    result = modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)
+    _check_selection(args, result, a.trace.n_layers, a.trace.layout)
+    return result
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

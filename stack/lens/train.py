@@ -43,7 +43,7 @@ from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.schedule import linear_decay, linear_decay_at
 from stack.data.heldout import check_heldout, heldout_batches
-from stack.data.reader import TokenReader
+from stack.data.reader import TokenReader, check_served
 from stack.lens.defaults import (
     DEFAULT_CLIP_NORM,
     DEFAULT_SEQ_LEN,
@@ -235,9 +235,15 @@ def _reader(model: GPT, data_dir: Path, split: str, settings: LensTraining) -> T
     return TokenReader(data_dir, split, batch_size=settings.batch_size, seq_len=seq_len, seed=settings.seed)
 
 
-def _batches(reader: TokenReader, device: torch.device) -> Iterator[torch.Tensor]:
+def _batches(reader: TokenReader, device: torch.device, seed: int) -> Iterator[torch.Tensor]:
+    """The training windows' inputs, each batch held first to the plan of the stated `seed`
+    (GATE-DATA-001, `check_served`: a reader drawn from another seed serves other windows)."""
+    taken = 0
     while True:
-        yield reader.next_batch()[:, :-1].to(device)
+        batch = reader.next_batch()
+        taken += 1
+        check_served(reader, batch, taken, seed)
+        yield batch[:, :-1].to(device)
 
 
 @gate_ensure("GATE-LENS-002", lambda result: health_outcome(result))
@@ -250,7 +256,7 @@ def train_lens(
 ) -> TunedLens:
     """Fit `lens` (default: a fresh one) to `model` on data_dir's train split; the model is not changed."""
     device = model.lm_head.weight.device
-    batches = _batches(_reader(model, data_dir, "train", settings), device)
+    batches = _batches(_reader(model, data_dir, "train", settings), device, settings.seed)
     lens = for_model(model) if lens is None else lens
     optimizer = torch.optim.SGD(
         lens.parameters(),

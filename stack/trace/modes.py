@@ -124,6 +124,7 @@ def single(
     ]
     data = {
         "paths": {"A": path.describe()},
+        "stat": statistic,  # the table's statistic: config.stat restates it
         "trace": _trace_data(trace, names),
         "anomalies": [_anomaly_json(a) for a in found],
         # What every baseline read, and each judged site's baseline: tools/check_integrity.py

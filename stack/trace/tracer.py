@@ -28,7 +28,8 @@ import torch
 
 from contracts import site_statistics
 from contracts.errors import BadInput
-from contracts.gates import Outcome, gate_ensure, measure
+from contracts.gates import Outcome, gate_ensure, gate_require, measure
+from contracts.selection import trace_sites
 from stack.model.gpt import GPT
 from stack.trace.hooks import SiteHooks
 from stack.trace.site_identity import ROW, SiteIdentities, as_measured, fed_inputs, identities
@@ -101,6 +102,34 @@ class Trace:
             measured["stats_recorded"] = {n: strict(self.sites[n].stats) for n in self.recomputed}
             measured["stats_recomputed"] = {n: strict(v) for n, v in self.recomputed.items()}
         return measure("GATE-TRACE-002", measured, holds="trace complete, every site what its name says")
+
+
+def kept_sites(payload: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The sites each trace a report keeps shows, by label (`trace`, or path A/B, intact/ablated),
+    read from the report itself: what --json and the record will hold."""
+    kept = {"trace": payload.get("trace"), **(payload.get("traces") or {})}
+    return {
+        label: [site["name"] for site in trace.get("sites") or []]
+        for label, trace in kept.items()
+        if isinstance(trace, Mapping)
+    }
+
+
+def selection(
+    payload: Mapping[str, Any], traced: list[str], layers: str | None, pattern: str | None, n_layers: int
+) -> Outcome:
+    """GATE-TRACE-002's check selection: the sites the report's traces show against those
+    contracts.selection.trace_sites selects from the forward's sites by --layers and --sites."""
+    chosen = trace_sites(traced, layers, pattern, n_layers)
+    return measure("GATE-TRACE-002", {"shown": kept_sites(payload), "selected": chosen, "traced": traced})
+
+
+@gate_require("GATE-TRACE-002", selection)
+def check_selection(
+    payload: Mapping[str, Any], traced: list[str], layers: str | None, pattern: str | None, n_layers: int
+) -> None:
+    """Bound to GATE-TRACE-002 (check selection): a report whose traces show other sites than
+    --layers and --sites select halts the trace before it is written."""
 
 
 def statistics_sample(n_layers: int, layout: Layout) -> frozenset[str]:
