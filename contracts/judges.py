@@ -809,13 +809,16 @@ _POSITION_COUNTS = {
         # rev 6: the NLL summed is contracts.likelihood's over the logits the forwards taped, batch
         # by batch, and the score that sum over the UTF-8 bytes of the text the tokens decode to
         "nll": ("nll_nats", "nll_taped", "nll_batch_deviation", "bits_per_byte", "bytes", "bytes_decoded"),
+        # rev 7: the widest window the scoring forwards taped is the context the evaluation states
+        "window": ("window_tokens", "context", "tokens"),
     },
 )
 def _every_byte(m: Measured, t: Thresholds) -> list[str]:
     """The tokenizer round-trips the text, or the NLL sum took every token after the first once and
     the score divides that sum by the text's bytes, or the text of a split is the split's, or the
     text of a file is the file's, or the overlap stated is the document indexes', or the NLL is the
-    taped logits' and the score its bits per byte; or several of these."""
+    taped logits' and the score its bits per byte, or the windows scored are the stated context; or
+    several of these."""
     problems = _split_text_problems(m) if has(m, *CHECKS["GATE-EVAL-003"]["split"]) else []
     if has(m, *CHECKS["GATE-EVAL-003"]["file"]) and m.get("file_sha256") != m.get("text_sha256"):
         problems.append(
@@ -840,7 +843,23 @@ def _every_byte(m: Measured, t: Thresholds) -> list[str]:
         problems += _score_is_the_sum_over_the_bytes(m, t["score_rtol"])
     if has(m, *CHECKS["GATE-EVAL-003"]["nll"]):
         problems += _score_is_the_taped_nll(m, t["nll_rtol"])
+    if has(m, *CHECKS["GATE-EVAL-003"]["window"]):
+        problems += _windows_are_the_context(m)
     return problems
+
+
+def _windows_are_the_context(m: Measured) -> list[str]:
+    """The widest window the scoring forwards read against the context the evaluation states: a text
+    of N tokens is scored in windows of the whole context, or of its N − 1 tokens when shorter."""
+    widest, context, tokens = count(m, "window_tokens"), count(m, "context"), count(m, "tokens")
+    want = min(context, max(tokens - 1, 0))
+    if widest == want:
+        return []
+    return [
+        f"the scoring forwards read windows of at most {widest} token(s), but the evaluation states a "
+        f"context of {context} (over {tokens} tokens, windows of {want}): each token was scored from "
+        "another context than the one recorded"
+    ]
 
 
 def _score_is_the_taped_nll(m: Measured, rtol: float) -> list[str]:
@@ -1918,10 +1937,17 @@ def _special_id_problems(m: Measured) -> list[str]:
         "int8": ("int8_argmax_agreement", "int8_finite"),
         # rev 2: the int8 graph, as saved, stores every quantised matmul weight as INT8
         "weights": ("int8_weight_types+",),
+        # rev 3: the saved fp32 graph's opset_import declares the opset the export was asked for
+        "opset": ("opset", "opset_asked"),
     },
 )
 def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _int8_weight_problems(m) if has(m, "int8_weight_types") else []
+    if has(m, "opset", "opset_asked") and count(m, "opset") != count(m, "opset_asked"):
+        problems.append(
+            f"the saved graph declares ai.onnx opset {count(m, 'opset')}, but the export was asked for opset "
+            f"{count(m, 'opset_asked')}: a runtime that needs the asked opset's operators cannot load it"
+        )
     if has(m, "fp32_max_abs_diff"):
         problems += _logits_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
     if has(m, "int8_argmax_agreement"):

@@ -13,14 +13,24 @@ tokens decode to: a count of characters for bytes made accented completions 17 %
 and every gate passed (GATE-FT-002's check bytes, GATE-EVAL-003's check nll). `bits_per_byte_of`
 is the one formula of bits per byte, for the stack, the judges and the checker alike.
 
+Which positions a text's score must sum is stated here too: of a text of N tokens, every position
+1..N−1 once (the first has no context). GATE-EVAL-003 compares the sha256 of the positions the sum
+took (`positions_sha256`, in ascending order) with `predicted_positions_sha256(N)`, and the checker
+derives the latter again from the token count the record states (a record that restated both
+digests alike agreed with itself and with nothing else: round-8 ledger audit W81).
+
 torch is loaded only to recompute a sum: the judges read `bits_per_byte_of`, and a prepare loads
 them without torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     import torch
@@ -47,3 +57,13 @@ def bits_per_byte_of(total_nll_nats: float, n_bytes: int) -> float:
     if n_bytes <= 0:
         raise ValueError("bits per byte of an empty text is undefined")
     return total_nll_nats / math.log(2) / n_bytes
+
+
+def positions_sha256(positions: Iterable[int] | np.ndarray) -> str:
+    """sha256 of token positions as 8-byte little-endian integers, in the order given."""
+    return hashlib.sha256(np.asarray(positions, dtype="<i8").tobytes()).hexdigest()
+
+
+def predicted_positions_sha256(tokens: int) -> str:
+    """`positions_sha256` of the positions a score of a text of `tokens` tokens predicts: 1..tokens−1."""
+    return positions_sha256(np.arange(1, max(tokens, 1), dtype="<i8"))

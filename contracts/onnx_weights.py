@@ -6,7 +6,8 @@ zero-point, fed to a MatMulInteger. Asked for QUInt8 instead, the same graph sto
 it still runs and still keeps the next-token argmax, so parity alone does not tell them apart
 (an audit's did exactly that, and every gate passed). GATE-EXPORT-002's check weights holds the
 types read here from the saved file, by the stack at export time and by the checker from the
-record's model.int8.onnx, to INT8. The onnx package is imported when a graph is read, so the
+record's model.int8.onnx, to INT8. The opset a graph declares is read here too (`declared_opset`).
+The onnx package is imported when a graph is read, so the
 judges load without it.
 """
 
@@ -37,3 +38,13 @@ def quantised_weight_types(path: Path) -> dict[str, int]:
                 kind = stored.get(node.input[index])
                 found[NOT_STORED if kind is None else onnx.TensorProto.DataType.Name(kind)] += 1
     return dict(sorted(found.items()))
+
+
+def declared_opset(path: Path) -> int | None:
+    """The default-domain (ai.onnx) opset the graph at `path` declares in its opset_import (None:
+    it declares none), read from the saved file: GATE-EXPORT-002's check opset holds it to the
+    opset the export was asked for."""
+    import onnx
+
+    imports = onnx.load(str(path), load_external_data=False).opset_import
+    return next((entry.version for entry in imports if entry.domain in ("", "ai.onnx")), None)

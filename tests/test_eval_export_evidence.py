@@ -173,6 +173,54 @@ def test_eval_whose_windows_skip_targets_is_recorded_halted(
     assert record.artifacts == [] and not (record_dir / "eval.json").exists()
 
 
+def _narrowed(by: Callable[[int], int]) -> Callable[..., dict]:
+    """bpb.evaluate_text handed windows of `by(seq_len)` tokens by its caller (audit R80: ctx // 2)."""
+    real = bpb.evaluate_text
+
+    def narrowed(model: torch.nn.Module, tokenizer: object, text: str, seq_len: int, *args, **kwargs) -> dict:
+        return real(model, tokenizer, text, by(seq_len), *args, **kwargs)
+
+    return narrowed
+
+
+@pytest.mark.gate("GATE-EVAL-003")
+@pytest.mark.parametrize("by", [lambda ctx: ctx // 2, lambda ctx: ctx - 1], ids=["half", "one-short"])
+def test_eval_scored_in_narrower_windows_than_its_context_is_recorded_halted(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    by: Callable[[int], int],
+) -> None:
+    """Audit R80: every token is still scored once, from a shorter context than config.seq_len says;
+    check window (rev 7) holds the widest window the scoring forwards taped to the stated context."""
+    monkeypatch.setattr(bpb, "evaluate_text", _narrowed(by))
+    text = tmp_path / "long.txt"
+    text.write_text(CRLF_TEXT * 8, encoding="utf-8")  # longer than the context: full windows
+    record_dir = tmp_path / "record"
+    assert main(["eval", str(run), "--text", str(text), "--record", str(record_dir)]) == 3
+    assert "gate fired: GATE-EVAL-003" in capsys.readouterr().err
+    record = assert_true_record(record_dir, "eval")
+    result = next(g for g in record.gates if g.id == "GATE-EVAL-003")
+    assert isinstance(result.measured, dict) and result.verdict.value == "FAIL"
+    context = record.config["seq_len"]
+    assert result.measured["context"] == context and result.measured["window_tokens"] == by(context)
+
+
+@pytest.mark.holds("GATE-EVAL-003")
+def test_eval_scored_in_windows_of_its_context_holds(run: Path, tmp_path: Path) -> None:
+    """Full windows of the whole context, and a text shorter than it scored in one window of its own."""
+    for name, copies in (("long", 8), ("short", 1)):
+        text = tmp_path / f"{name}.txt"
+        text.write_text(CRLF_TEXT * copies, encoding="utf-8")
+        record_dir = tmp_path / name
+        assert main(["eval", str(run), "--text", str(text), "--record", str(record_dir)]) == 0
+        record = assert_true_record(record_dir, "eval")
+        measured = next(g for g in record.gates if g.id == "GATE-EVAL-003").measured
+        assert isinstance(measured, dict) and measured["context"] == record.config["seq_len"]
+        assert measured["window_tokens"] == min(measured["context"], measured["tokens"] - 1)
+
+
 def test_eval_without_evidence_flags_prints_json_and_writes_nothing(
     run: Path,
     crlf_file: Path,

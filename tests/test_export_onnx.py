@@ -58,7 +58,7 @@ def test_fp32_and_int8_graphs_pass_and_run_with_other_shapes(fitted: Path, tmp_p
     windows = torch.randint(0, 257, (3, 5), generator=torch.Generator().manual_seed(0))
     reference = runtimes.stack_logits(load_trained(fitted).model, windows)
     fp32 = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(out / "model.onnx", windows))
-    assert parity.fp32_outcome(fp32).ok
+    assert parity.fp32_outcome(fp32, {"opset": record["opset"], "opset_asked": record["opset_asked"]}).ok
 
 
 def scramble_int8_weights(path: Path) -> None:
@@ -129,6 +129,41 @@ def test_broken_fp32_graph_is_caught_and_not_quantised(
     assert sorted(p.name for p in out.glob("*.onnx")) == ["model.unverified.onnx"]
     record = json.loads((out / "export.json").read_text())
     assert record["parity"]["model.int8.onnx"] == {"ok": False, "message": "not built: the fp32 graph failed"}
+
+
+# An opset above the exporter's default that torch writes (`stack export --opset`): audit R88's.
+ASKED_OPSET = onnx_export.DEFAULT_OPSET + 2
+
+
+@pytest.mark.gate(GATE)
+def test_a_graph_written_at_another_opset_than_asked_halts(
+    fitted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Audit R88: --opset 20 handed on as the default opset 18. The graph is sound (parity holds), so
+    only check opset (rev 3), the saved graph's opset_import against the asked opset, sees it."""
+    real = onnx_export.export_graph
+
+    def planted(model: GPT, path: Path, opset: int) -> None:
+        real(model, path, onnx_export.DEFAULT_OPSET)
+
+    monkeypatch.setattr(onnx_export, "export_graph", planted)
+    out, ledger = tmp_path / "onnx", tmp_path / "ledger"
+    assert export_onnx(fitted, out, "--opset", str(ASKED_OPSET), "--evidence-dir", str(ledger)) == 3
+    assert "gate fired: GATE-EXPORT-002" in capsys.readouterr().err
+    (filed,) = ledger.glob("*/metadata.json")
+    measured = next(g for g in json.loads(filed.read_text())["gates"] if g["id"] == GATE)["measured"]
+    assert (measured["opset"], measured["opset_asked"]) == (onnx_export.DEFAULT_OPSET, ASKED_OPSET)
+
+
+@pytest.mark.holds(GATE)
+def test_a_graph_written_at_the_asked_opset_holds(fitted: Path, tmp_path: Path) -> None:
+    out, ledger = tmp_path / "onnx", tmp_path / "ledger"
+    assert export_onnx(fitted, out, "--opset", str(ASKED_OPSET), "--evidence-dir", str(ledger)) == 0
+    assert onnx_export.graph_opset(out / "model.onnx") == ASKED_OPSET
+    (filed,) = ledger.glob("*/metadata.json")
+    record = json.loads(filed.read_text())
+    measured = next(g for g in record["gates"] if g["id"] == GATE)["measured"]
+    assert measured["opset"] == measured["opset_asked"] == record["config"]["opset"] == ASKED_OPSET
 
 
 @pytest.mark.gate(GATE)

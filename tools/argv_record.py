@@ -12,7 +12,9 @@ line as it was is caught here, without running anything:
   (and `config_rebuild`'s) that read it;
 * every option a command line gives (or a flag it leaves off) whose name is a key of the
   record's config must hold that value there, a path naming the same place (training configs
-  are resolved again whole by `config_rebuild`);
+  are resolved again whole by `config_rebuild`); and an option STATED_OPTIONS lists for the
+  command must be a key of the config at all (a record that leaves out the value it used cannot
+  be held to the line: round-8 audit R91, R99), given on the line or not;
 * every parent in the record's lineage lies at a place one of its command lines names;
 * a record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` and the word that
   names the model it started from point (`--init-from`, a DPO policy, a distillation's `--student`),
@@ -33,6 +35,7 @@ import re
 from pathlib import Path, PurePath
 from typing import Any
 
+from contracts.derive.reports import version_key
 from contracts.evidence import EvidenceRecord, run_named
 from stack.cli import build_parser
 
@@ -87,6 +90,11 @@ CONSTANT_RATE_KINDS = frozenset({"dpo", "distill"})
 # `source` of a model a command changes, the `checkpoint` of one it reads (which of its words
 # that is depends on the command: `lora merge ADAPTER --base BASE` changes BASE).
 NAMED_MODELS = ("source", "checkpoint")
+# Options whose value a command's record must state in its config, by the config key of the
+# option's name, from the spec version given on: the value the command used, which the derivation
+# of the record's kind holds to the artifact it decides (a prepare's manifest) and this module to
+# the command line. A command that records another option adds it here.
+STATED_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"prepare": ("1.32.0", ("seed", "val_fraction"))}
 # Actions whose value is what the line says even when it says nothing (a flag left off is False).
 KEPT_DEFAULTS = (
     argparse._StoreTrueAction,
@@ -256,6 +264,15 @@ def option_problems(record: EvidenceRecord) -> list[str]:
         for key, recorded in record.config.items()
         if key in options and _holds(recorded, options[key], places) is False
     ]
+    command = str(options.get("command"))
+    since, stated = STATED_OPTIONS.get(command, ("", ()))
+    if stated and version_key(record.spec.version) >= version_key(since):
+        problems += [
+            f"config states no {key}: `stack {command}` records the {_flag(command, key)} it used there, "
+            "so nothing holds it to its command line"
+            for key in stated
+            if key not in record.config
+        ]
     problems += [
         f"config.{key} is {record.config[key]!r}, which none of its command line's words names"
         for key in NAMED_MODELS

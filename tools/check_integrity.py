@@ -80,7 +80,7 @@ from preset_sources import (
     states_speed_model,
 )
 from record_checks import check_record_truth, newer
-from scored_text import scored_text, text_problems
+from scored_text import committed_text, scored_texts, text_problems
 from site_format import read_jsonl
 from spec_history import SpecHistory, committed_yaml, files_at, tree_names
 
@@ -372,6 +372,10 @@ class Checker:
         blobs = files_at(self.root, sorted({(sha, path) for sha, path, _, _ in wanted}))
         for sha, path, file, record in wanted:
             blob = blobs.get((sha, path))
+            if path in (texts := scored_texts(record)):  # the scored text, by the path its commit holds
+                if path != texts[0]:
+                    continue
+                path, blob = committed_text(texts, lambda tail, sha=sha: blobs.get((sha, tail)))
             if path == PRESETS_FILE:  # the preset with its sections' defaults, read together
                 sources = OPTIONS_SOURCES if states_options(record) else PRESET_SOURCES
                 found = {p: blobs.get((sha, p)) for p in sources}
@@ -975,8 +979,7 @@ def sources_cited(record: EvidenceRecord) -> list[str]:
     cited += default_sources(record)
     cited += constant_sources(record)
     cited += [p for p in SPEED_SOURCES if p not in cited] if states_speed_model(record) else []
-    text = scored_text(record)
-    return [*cited, text] if text is not None else cited
+    return [*cited, *scored_texts(record)]
 
 
 @contextmanager

@@ -19,6 +19,12 @@ positions × the model's vocabulary, each position a prompt token (`config.token
 fitted on data, a window position (`batch_size` × `seq_len`). Edited together, the gates agree
 with each other (contracts.derive.reports.element_problems) but not with the model.
 
+It decides, too, what a command restates of the model it read (`committed_source_problems`): an
+evaluation's config.seq_len is the model's context (stack/cli/eval.py writes the loaded config's
+ctx; eval has no --seq-len: round-8 ledger audit W08), and an export.json's source
+config digest and tokenizer summary are the checkpoint's config and tokenizer as
+stack.export.exporters._record writes them (W09, W12: their neighbours were held, they were not).
+
 The path must be a word of the command line that is relative, that `run.places` resolved to a
 place ending in that same path (the run started at the root of a checkout), and that names a
 directory under evidence/ here whose name is the checkpoint the gate names.
@@ -26,6 +32,7 @@ directory under evidence/ here whose name is the checkpoint the gate names.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +40,11 @@ from argv_record import given, word_of
 
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
-from stack.data.tokenizer_record import tokenizer_from_state
+from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_summary
 from stack.export.hf_tokenizer import expected_special_ids
 from stack.export.sample import BUILTIN_SOURCE, resolve_sample
 from stack.train.checkpoint import read_manifest, read_state, verify_files
+from stack.train.config import resolve
 from stack.train.trained import resolve_checkpoint
 
 # Where the checked tree keeps what it commits of its models (released ones included).
@@ -287,3 +295,66 @@ def read_checkpoint_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> 
             f"{tokenizer!r}"
         )
     return problems
+
+
+# The kinds whose export.json restates the source checkpoint's config digest and tokenizer.
+EXPORT_KINDS = frozenset({"export-hf", "export-onnx"})
+EXPORT_RECORD = "export.json"
+
+
+def committed_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = REPO_ROOT) -> list[str]:
+    """Where a command read a committed checkpoint: an evaluation's config.seq_len is its config's
+    model.ctx, and an export's export.json states its config's digest (`source_checkpoint.config_sha256`,
+    the resolved config's sha256, as stack.train.trained.load_trained resolves it) and its tokenizer
+    (`tokenizer`: stack.data.tokenizer_record.tokenizer_summary of the tokenizer rebuilt from its
+    state). A committed checkpoint that cannot be read is named, never passed."""
+    if record.run.kind != "eval" and record.run.kind not in EXPORT_KINDS:
+        return []
+    try:
+        read = committed_read(record, root)
+        if read is None:
+            return []
+        word, checkpoint = read
+        state = read_state(checkpoint)
+        config = resolve(None, None, [], base=state["config"])
+        tokenizer = tokenizer_summary(tokenizer_from_state(state["tokenizer"]))
+    except (BadInput, KeyError, TypeError, ValueError) as exc:
+        return [f"the committed checkpoint its command line read cannot be read here: {exc}"]
+    stated = record.config if isinstance(record.config, dict) else {}
+    if record.run.kind == "eval":
+        if stated.get("seq_len") == config.model.ctx:
+            return []
+        return [
+            f"config.seq_len is {stated.get('seq_len')!r}, but {word}, as committed, has a context of "
+            f"{config.model.ctx}, the windows `stack eval` scores"
+        ]
+    report = _json_of(run_dir / EXPORT_RECORD)
+    if report is None:
+        return []  # a record that cites no export.json is named by its derivation (contracts.derive)
+    source = report.get("source_checkpoint") if isinstance(report.get("source_checkpoint"), dict) else {}
+    problems = []
+    if source.get("config_sha256") != config.sha256:
+        problems.append(
+            f"{EXPORT_RECORD}'s source_checkpoint.config_sha256 is {source.get('config_sha256')!r}, but the "
+            f"config of {word}, as committed, hashes to {config.sha256!r}"
+        )
+    if report.get("tokenizer") != tokenizer:
+        differing = sorted(
+            key
+            for key in set(tokenizer) | set(report.get("tokenizer") or {})
+            if (report.get("tokenizer") or {}).get(key) != tokenizer.get(key)
+        )
+        problems.append(
+            f"{EXPORT_RECORD}'s tokenizer states {', '.join(differing) or 'its fields'} otherwise than the "
+            f"tokenizer of {word}, as committed ({', '.join(f'{k}={tokenizer.get(k)!r}' for k in differing)})"
+        )
+    return problems
+
+
+def _json_of(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None where there is none to read."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

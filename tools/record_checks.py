@@ -20,6 +20,7 @@ from argv_record import argv_record_problems, given
 from checkpoint_reads import (
     builtin_sample_problems,
     committed_checkpoint_problems,
+    committed_source_problems,
     end_of_text_problems,
     read_checkpoint_problems,
     vocabulary_problems,
@@ -435,6 +436,6 @@ def check_record_truth(
     findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
-    findings.violations += es_noise_problems(record, root)
+    findings.violations += es_noise_problems(record, root) + committed_source_problems(record, run_dir, root)
     findings.violations += committed_model_problems(record, run_dir, spec, root)
     return findings

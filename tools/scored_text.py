@@ -39,17 +39,30 @@ from stack.train.checkpoint import read_state
 SCORED_GATE = "GATE-EVAL-003"
 
 
-def scored_text(record: EvidenceRecord) -> str | None:
-    """The repository path of the text an evaluation scored (`--text PATH`, given relative to where
-    it ran, which its config states resolved), dirty or clean; else None."""
+def scored_texts(record: EvidenceRecord) -> list[str]:
+    """The repository paths the text an evaluation scored may have (`--text PATH`, given relative to
+    where it ran, which its config states resolved), dirty or clean: PATH, for a run started at the
+    root of its checkout, and each shorter tail of it, for one started above it (`repo/README.md`
+    from the directory holding the clone `repo` names its README.md); none for another record.
+    `committed_text` picks the one its commit holds."""
     if record.run.kind != "eval":
-        return None
+        return []
     given = word_of(record.run.argv or [], "text")
     resolved = record.config.get("text") if isinstance(record.config, dict) else None
     if given is None or PurePath(given).is_absolute() or not isinstance(resolved, str):
-        return None
+        return []
     path = posixpath.normpath(given)
-    return path if not path.startswith("..") and resolved.endswith("/" + path) else None
+    if path.startswith("..") or not resolved.endswith("/" + path):
+        return []
+    parts = PurePath(path).parts
+    return [posixpath.join(*parts[at:]) for at in range(len(parts))]
+
+
+def committed_text(paths: list[str], blob_of: Callable[[str], bytes | None]) -> tuple[str, bytes | None]:
+    """(repository path, bytes at the commit) of the scored text: the longest of `scored_texts`'s
+    paths that the commit holds (`blob_of` is None for one it does not), or the first path with
+    None where the commit holds none of them."""
+    return next(((path, blob) for path in paths if (blob := blob_of(path)) is not None), (paths[0], None))
 
 
 def _as_read(blob: bytes) -> bytes:

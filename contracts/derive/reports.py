@@ -31,15 +31,15 @@ from contracts.checkpoints import manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
-from contracts.evidence import EvidenceRecord, RunStatus
+from contracts.evidence import EvidenceRecord, RunStatus, Verdict
 from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
 from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
 from contracts.leak_canaries import canary_rows
 from contracts.ledger import settle
-from contracts.likelihood import bits_per_byte_of, utf8_bytes
-from contracts.onnx_weights import quantised_weight_types
+from contracts.likelihood import bits_per_byte_of, predicted_positions_sha256, utf8_bytes
+from contracts.onnx_weights import declared_opset, quantised_weight_types
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
 from contracts.selection import selected_by, trace_sites
@@ -915,6 +915,7 @@ def eval_record(inputs: Inputs) -> Derivation:
                 derived.put(
                     ("gates", "GATE-EVAL-003", "measured", "overlap_stated"), report["overlap"], optional=True
                 )
+
         bpb = bpb_identity(report.get("loss"), report.get("predicted_tokens"), report.get("bytes"))
         if bpb is not None and not same(report.get("bits_per_byte"), bpb):
             derived.problems.append(
@@ -928,7 +929,28 @@ def eval_record(inputs: Inputs) -> Derivation:
         if "GATE-CKPT-002" not in inputs.stale:
             derived.put(("gates", "GATE-CKPT-002", "measured", "checkpoint"), basename(read), optional=True)
     derived.problems += scored_text_problems(inputs.record)
+    _scored_positions(inputs, derived)
     return derived
+
+
+def _scored_positions(inputs: Inputs, derived: Derivation) -> None:
+    """What GATE-EVAL-003 states that the text's token count and the record's config decide, at any
+    revision: the digest of the positions a score of N tokens predicts (contracts.likelihood;
+    round-8 ledger audit W81 restated it with its twin), and, where the gate passed, the scored
+    positions' digest too (it passes only when the two are one); and (check window, rev 7) the
+    context the windows were held to, config.seq_len (audit R80)."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-EVAL-003"), None)
+    measured = result.measured if result is not None else None
+    if not isinstance(measured, dict):
+        return
+    tokens = measured.get("tokens")
+    if "predicted_positions_sha256" in measured and whole(tokens):
+        predicted = predicted_positions_sha256(tokens)
+        derived.gate("GATE-EVAL-003", {"predicted_positions_sha256": predicted})
+        if result is not None and result.verdict is Verdict.PASS:
+            derived.gate("GATE-EVAL-003", {"scored_positions_sha256": predicted})
+    if "context" in measured:
+        derived.gate("GATE-EVAL-003", {"context": (inputs.record.config or {}).get("seq_len")})
 
 
 def scored_text_problems(record: EvidenceRecord) -> list[str]:
@@ -983,10 +1005,40 @@ def export_record(inputs: Inputs) -> Derivation:
             )
     if "int8_weight_types" in report:  # GATE-EXPORT-002 rev 2: the saved int8 graph's weights, read again
         derived.problems += _int8_weight_type_problems(inputs, derived, gate_id, report)
+    if inputs.record.run.kind == "export-onnx":
+        derived.problems += _opset_problems(inputs, derived, report)
     if isinstance(report.get("argv"), list):  # the command line the export ran (a waiver asked there)
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+def _opset_problems(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> list[str]:
+    """An ONNX export's opset: the one its saved model.onnx declares (contracts.onnx_weights, where the
+    record cites the graph; else export.json's `opset`, which the export read from it) is the one
+    its config asked for (audit R88: config.opset 20, a graph of opset 18, and nobody compared);
+    GATE-EXPORT-002's check opset (rev 3) states those two, and export.json's `opset_asked` the
+    asked one."""
+    asked = (inputs.record.config or {}).get("opset")
+    file = "model.onnx"
+    declared = declared_opset(inputs.artifacts.directory / file) if inputs.artifacts.has(file) else None
+    problems = []
+    if declared is not None and report.get("opset") != declared:
+        problems.append(f"export.json: opset is {report.get('opset')!r}, but {file} declares {declared}")
+    declared = report.get("opset") if declared is None else declared
+    measured = next((g.measured for g in inputs.record.gates if g.id == "GATE-EXPORT-002"), None)
+    if isinstance(measured, dict) and "opset" in measured and "GATE-EXPORT-002" not in inputs.stale:
+        derived.gate("GATE-EXPORT-002", {"opset": declared, "opset_asked": asked})
+    if "opset_asked" in report and report["opset_asked"] != asked:
+        problems.append(
+            f"export.json: opset_asked is {report['opset_asked']!r}, but config.opset is {asked!r}"
+        )
+    if isinstance(asked, int) and isinstance(declared, int) and asked != declared:
+        problems.append(
+            f"config.opset asks for opset {asked}, but the exported graph declares opset {declared}: the "
+            "export was written at another opset than the one it records"
+        )
+    return problems
 
 
 def _int8_weight_type_problems(
@@ -1845,12 +1897,20 @@ def canary_problems(canaries: Any, leak_settings: Any) -> list[str]:
     return problems
 
 
+# Since this spec version a prepare's config states the seed and val_fraction it handed the split
+# (every prepare path); the manifest it wrote keeps the ones the split was drawn with.
+SPLIT_DRAW, SPLIT_DRAW_SINCE = ("seed", "val_fraction"), "1.32.0"
+
+
 @derives("prepare")
 def prepare_record(inputs: Inputs) -> Derivation:
     """The per-source filter reports and totals from the DATA_DIR's manifest (cited since 1.7.0),
     GATE-DATA-013/014/015's per-source values from those reports, GATE-DATA-005's share of
     documents held out (where the record judged it) from its counts per split and val_fraction,
-    and the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`)."""
+    the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`), and
+    (since 1.32.0) config.seed and config.val_fraction as the manifest's, the draw the split was
+    made with: tools/argv_record holds the config to the command line, so a prepare that split
+    with another seed or share than the one asked for contradicts one of the two (audit R91, R99)."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
         if inputs.record.run.status is RunStatus.COMPLETED:
@@ -1878,6 +1938,8 @@ def prepare_record(inputs: Inputs) -> Derivation:
             contents = share["split_documents"] - duplicates if isinstance(duplicates, int) else None
             derived.gate("GATE-DATA-005", {"split_contents": contents})
         _prepare_since_1_30(inputs, derived, manifest)
+        for key in SPLIT_DRAW:  # the split's draw as the prepare made it (contracts.split.held_out)
+            derived.put(("config", key), manifest.get(key), since=SPLIT_DRAW_SINCE)
         if share is not None and isinstance(split, dict) and "assigned_documents" in split:
             # Every document written was assigned a split as it was written (stack.data.split.Assigned).
             derived.gate("GATE-DATA-005", {"assigned_documents": share["split_documents"]})

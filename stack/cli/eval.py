@@ -164,7 +164,13 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     result = evaluate_text(
-        trained.model, trained.tokenizer, text, trained.config.model.ctx, args.batch_size, args.device
+        trained.model,
+        trained.tokenizer,
+        text,
+        trained.config.model.ctx,
+        args.batch_size,
+        args.device,
+        context=config["seq_len"],  # GATE-EVAL-003's check window holds the windows scored to it
     )
     record.metrics.update(result)
     record.metrics["overlap"] = result["overlap"] = overlap

@@ -376,7 +376,9 @@ def _waivers(args: argparse.Namespace) -> dict[str, str]:
 
 def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[str, object]:
     """What the evidence record keeps of the request: inputs (as `name_text` writes a name that is not
-    UTF-8, as the record's command line does), tokenizer, and the resolved filter settings."""
+    UTF-8, as the record's command line does), tokenizer, the resolved filter settings, and the seed
+    and val_fraction handed to the split (every prepare path draws it with these two; the checker
+    holds them to the command line and to the manifest the prepare wrote)."""
     from stack.data.corpus import name_text
     from stack.data.filters.settings import load_settings
 
@@ -387,6 +389,8 @@ def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[st
         "filters": args.filter,
         "filter_settings": load_settings(args.filters).model_dump(),
         "waivers": waivers,
+        "seed": args.seed,
+        "val_fraction": args.val_fraction,
     }
 
 

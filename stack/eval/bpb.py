@@ -21,7 +21,6 @@ UTF-8 bytes of the text the scored tokens decode to (GATE-EVAL-003, check nll).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from typing import Any, Protocol
@@ -31,7 +30,13 @@ import torch.nn.functional as F
 
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
-from contracts.likelihood import bits_per_byte_of, summed_nll, utf8_bytes
+from contracts.likelihood import (
+    bits_per_byte_of,
+    positions_sha256,
+    predicted_positions_sha256,
+    summed_nll,
+    utf8_bytes,
+)
 from stack.model.consumed import Consumed, mode_of, record, recording
 from stack.model.consumed import kept as kept_logits
 
@@ -73,11 +78,6 @@ def bits_per_byte(total_nll_nats: float, text: str) -> float:
     return bits_per_byte_of(total_nll_nats, len(text.encode("utf-8")))
 
 
-def _positions_sha256(positions: torch.Tensor) -> str:
-    """sha256 of token positions (int64, in the order given)."""
-    return hashlib.sha256(positions.to(torch.int64).cpu().numpy().tobytes()).hexdigest()
-
-
 class ScoredPositions:
     """Which positions of the text's tokens the NLL sum took as targets, and how often, counted on
     the device where the sum reads them; and how many targets were not predicted from the token
@@ -95,7 +95,7 @@ class ScoredPositions:
 
     def measured(self) -> dict[str, Any]:
         """The counts GATE-EVAL-003 judges, and the sha256 of the scored positions in ascending order
-        (a position scored twice appears twice) beside that of 1..N−1."""
+        (a position scored twice appears twice) beside that of 1..N−1 (contracts.likelihood)."""
         counts = self.counts.cpu()
         every = torch.arange(len(counts))
         return {
@@ -105,8 +105,8 @@ class ScoredPositions:
             "repeated_positions": int((counts - 1).clamp(min=0).sum()),
             "first_token_scored": int(counts[0]),
             "misaligned_targets": int(self.misaligned),
-            "scored_positions_sha256": _positions_sha256(torch.repeat_interleave(every, counts)),
-            "predicted_positions_sha256": _positions_sha256(every[1:]),
+            "scored_positions_sha256": positions_sha256(torch.repeat_interleave(every, counts).numpy()),
+            "predicted_positions_sha256": predicted_positions_sha256(len(counts)),
         }
 
 
@@ -161,11 +161,13 @@ class TapedNll:
     def __init__(self) -> None:
         self.total = 0.0
         self.deviation = 0.0
+        self.widest = 0  # the most tokens one row of a taped scoring read (check window)
 
     def add(self, stated: float, tape: list[Consumed]) -> None:
         """One batch: the NLL its sum returned, and the scorings taped while it was computed (a batch
         whose tape holds no logits, or a NaN, differs infinitely)."""
         taped = math.fsum(taped_sum(consumed) for consumed in tape)
+        self.widest = max(self.widest, *(consumed.inputs.shape[-1] for consumed in tape))
         self.total += taped
         off = abs(stated - taped)
         relative = off / abs(taped) if taped else (math.inf if off else 0.0)
@@ -187,12 +189,20 @@ def _taped_nll_sum(
 
 
 def scored_measured(
-    scored: ScoredPositions, text: str, result: dict[str, Any], nll_nats: float, taped: TapedNll, decoded: str
+    scored: ScoredPositions,
+    text: str,
+    result: dict[str, Any],
+    nll_nats: float,
+    taped: TapedNll,
+    decoded: str,
+    context: int,
 ) -> dict[str, Any]:
     """What GATE-EVAL-003 judges of a scoring: the positions the sum took, the count the result
-    claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here; and
-    (check nll) the NLL the forwards' tapes give, the worst batch's difference from it, and the
-    UTF-8 bytes of the text the scored tokens decode to (`decoded`), counted by contracts.likelihood."""
+    claims, the NLL summed, and the score against the UTF-8 bytes of `text`, counted here; (check
+    nll) the NLL the forwards' tapes give, the worst batch's difference from it, and the UTF-8 bytes
+    of the text the scored tokens decode to (`decoded`), counted by contracts.likelihood; and (check
+    window) the widest window the scoring forwards taped against the `context` the evaluation
+    states it scored at."""
     return {
         **scored.measured(),
         "predicted_tokens": result["predicted_tokens"],
@@ -204,6 +214,8 @@ def scored_measured(
         "nll_taped": taped.total,
         "nll_batch_deviation": taped.deviation,
         "bytes_decoded": utf8_bytes(decoded),
+        "window_tokens": taped.widest,
+        "context": context,
     }
 
 
@@ -236,6 +248,7 @@ def evaluate_text(
     seq_len: int,
     batch_size: int,
     device: torch.device | str,
+    context: int | None = None,
 ) -> dict[str, Any]:
     """Held-out loss and bits per byte of `text`, every token scored exactly once.
 
@@ -245,7 +258,9 @@ def evaluate_text(
     has no context and is not predicted, so the NLL covers tokens[1:] while bits per byte divides
     by every byte of the text: a slight overestimate, on the conservative side. GATE-EVAL-003
     judges the positions the sum took and the score's bytes (`check_scored`) before it is returned,
-    and the NLL of every batch against the logits its forward taped (`TapedNll`).
+    and the NLL of every batch against the logits its forward taped (`TapedNll`), and the widest
+    window those forwards read against `context`, the context the caller states the text is scored
+    at (its record's seq_len; seq_len when None): of a text of N tokens, min(context, N − 1).
 
     Returns loss (mean nats per predicted token), bits_per_byte, tokens (of the text),
     predicted_tokens (tokens − 1) and bytes (UTF-8 bytes of the text).
@@ -278,5 +293,6 @@ def evaluate_text(
         "predicted_tokens": predicted,
         "bytes": len(text.encode("utf-8")),
     }
-    check_scored(scored_measured(scored, text, result, total, taped, tokenizer.decode(ids)))
+    stated = seq_len if context is None else context
+    check_scored(scored_measured(scored, text, result, total, taped, tokenizer.decode(ids), stated))
     return result

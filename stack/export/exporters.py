@@ -188,9 +188,10 @@ def _write_onnx(
     hf_tokenizer.write_tokenizer_files(tmp, trained.tokenizer, trained.config.model.ctx, template)
     fp32 = parity.unverified(tmp / MODEL_FILES["onnx"])
     onnx_export.export_graph(trained.model, fp32, request.opset)
-    record["opset"] = onnx_export.graph_opset(fp32)
+    record["opset"] = onnx_export.graph_opset(fp32)  # as the saved graph declares it
+    record["opset_asked"] = request.opset
     check = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
-    outcome = parity.fp32_outcome(check)
+    outcome = parity.fp32_outcome(check, opset_pair(record))
     _settle(fp32, check, outcome, record, parity.ONNX_GATE)
     checks = [(check, outcome)]
     if not request.int8:
@@ -206,6 +207,12 @@ def _write_onnx(
     outcome = parity.int8_outcome(check, record["int8_weight_types"])
     _settle(int8, check, outcome, record, parity.ONNX_GATE)
     return [*checks, (check, outcome)]
+
+
+def opset_pair(record: dict[str, Any]) -> dict[str, int]:
+    """GATE-EXPORT-002's check opset of an ONNX export.json: the opset its saved graph declares and
+    the one asked for (--opset, or the default the command put in its place)."""
+    return {"opset": record["opset"], "opset_asked": record["opset_asked"]}
 
 
 def export(request: ExportRequest) -> ExportResult:
@@ -244,7 +251,7 @@ def certify(result: ExportResult) -> None:
             read_back = {key: record[key] for key in parity.TOKENIZER_KEYS}
             parity.certify_hf(check, special, architecture, read_back)
         elif check.artefact == "model.onnx":
-            parity.certify_onnx_fp32(check)
+            parity.certify_onnx_fp32(check, opset_pair(result.record))
         else:
             parity.certify_onnx_int8(check, result.record["int8_weight_types"])
 

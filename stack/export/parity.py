@@ -154,12 +154,15 @@ def hf_outcome(
     return measure(HF_GATE, measured, holds=f"transformers' logits of {parity.artefact} match the stack's")
 
 
-def fp32_outcome(parity: LogitsParity) -> Outcome:
-    """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's."""
+def fp32_outcome(parity: LogitsParity, opset: dict[str, int]) -> Outcome:
+    """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's; and (check opset,
+    rev 3) `opset`: the default-domain opset the saved graph's opset_import declares (`opset`) and
+    the one the export was asked for, the record's config.opset (`opset_asked`)."""
     measured = {
         "fp32_max_abs_diff": _diff(parity),
         "fp32_finite": parity.finite,
         "positions": parity.positions,
+        **opset,
     }
     return measure(ONNX_GATE, measured, holds=f"ONNX Runtime's logits of {parity.artefact} match PyTorch's")
 
@@ -221,9 +224,10 @@ def certify_hf(
     the model's configuration and reads its tokenizer as the model's own."""
 
 
-@gate_require("GATE-EXPORT-002", lambda parity: fp32_outcome(parity))
-def certify_onnx_fp32(parity: LogitsParity) -> None:
-    """Raise GATE-EXPORT-002 unless the fp32 graph reproduces PyTorch's logits."""
+@gate_require("GATE-EXPORT-002", lambda parity, opset: fp32_outcome(parity, opset))
+def certify_onnx_fp32(parity: LogitsParity, opset: dict[str, int]) -> None:
+    """Raise GATE-EXPORT-002 unless the fp32 graph reproduces PyTorch's logits and declares the
+    opset it was asked for."""
 
 
 @gate_require("GATE-EXPORT-002", lambda parity, weight_types: int8_outcome(parity, weight_types))
