@@ -70,6 +70,22 @@ def findings(*run_dirs: Path, root: Path = ROOT) -> list[str]:
     return [f.line() for f in run_checks(root, list(run_dirs), runs_only=True).violations]
 
 
+def assert_found(found: list[str], *fragments: str) -> None:
+    """Some line of `found` (the check's printed findings) names every fragment."""
+    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+
+
+def forger_finished(plant: Change) -> Change:
+    """`plant`, then a perfect forger's finish (`rederive`): what is left to catch is what the
+    artifacts cannot re-derive."""
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        plant(data, run_dir)
+        rederive(data, run_dir, rounds=4)
+
+    return change
+
+
 def assert_caught(run_dir: Path, *fragments: str, root: Path = ROOT) -> None:
     found = findings(run_dir, root=root)
     assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"

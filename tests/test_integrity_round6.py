@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from check_integrity import run_checks
-from ledger_support import CURRENT_RUN, LEDGER, ROOT, Change, findings, gate, planted, rederive
+from ledger_support import CURRENT_RUN, LEDGER, ROOT, Change, assert_found, findings, gate, planted, rederive
 from test_integrity_derived import DPO_RUN, MEMORIZATION_RUN
 from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
 
@@ -36,10 +36,6 @@ OTHER_SHA = hashlib.sha256(b"a bpe tokenizer").hexdigest()
 
 def ledger_record(run: str) -> dict[str, Any]:
     return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
-
-
-def assert_found(found: list[str], *fragments: str) -> None:
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
 
 
 def _seed_under_python_m_stack(data: dict[str, Any], run_dir: Path) -> None:

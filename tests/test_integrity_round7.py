@@ -31,7 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, log_lines, planted, rederive
+from ledger_support import (
+    CURRENT_RUN,
+    LEDGER,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    log_lines,
+    planted,
+)
 from test_integrity_derived import (
     ABLATION_RUN,
     DISTILL_RUN,
@@ -53,20 +63,6 @@ SPEED_RUN = "bench-model-20261123T150413"  # benchmarks/model_speed.py on the CP
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
-
-
-def assert_found(found: list[str], *fragments: str) -> None:
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
-
-
-def _finished(plant: Change) -> Change:
-    """`plant`, then a perfect forger's finish (ledger_support.rederive)."""
-
-    def change(data: dict[str, Any], run_dir: Path) -> None:
-        plant(data, run_dir)
-        rederive(data, run_dir, rounds=4)
-
-    return change
 
 
 def _set_in_argv(data: dict[str, Any], old: str, new: str) -> None:
@@ -93,7 +89,7 @@ def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) ->
         _set_in_argv(data, f"model.moe_experts={experts}", f"model.moe_experts={2 * experts}")
         _toml_replaced(run_dir, f"moe_experts = {experts}", f"moe_experts = {2 * experts}")
 
-    found = findings(planted(tmp_path, CURRENT_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, CURRENT_RUN, forger_finished(plant)))
     assert_found(found, f"to {experts} experts, but config model.moe_experts is {2 * experts}")
 
 
@@ -107,7 +103,7 @@ def test_a_bandit_cap_restated_against_its_warmup_shares_is_caught(tmp_path: Pat
         _set_in_argv(data, f"{source}={cap}", f"{source}={2 * cap}")
         _toml_replaced(run_dir, f"{source} = {cap}", f"{source} = {2 * cap}")
 
-    found = findings(planted(tmp_path, CURRENT_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, CURRENT_RUN, forger_finished(plant)))
     assert_found(found, "are not the bandit's warmup", "contracts.curriculum.project_shares")
 
 
@@ -119,7 +115,9 @@ def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) ->
     """V04: config.top_k doubled (the command line gives none); every reading keeps top_k tokens."""
     top_k = _record(LENS_RUN)["config"]["top_k"]
     found = findings(
-        planted(tmp_path, LENS_RUN, _finished(lambda data, _dir: data["config"].update(top_k=2 * top_k)))
+        planted(
+            tmp_path, LENS_RUN, forger_finished(lambda data, _dir: data["config"].update(top_k=2 * top_k))
+        )
     )
     assert_found(found, f"its readings keep the top [{top_k}] token(s)", f"config.top_k is {2 * top_k}")
 
@@ -134,7 +132,7 @@ def test_an_ablation_sample_length_restated_against_its_replay_is_caught(tmp_pat
         argv[argv.index("--sample") + 1] = str(2 * sample)
         data["config"]["sample"] = 2 * sample
 
-    found = findings(planted(tmp_path, ABLATION_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, ABLATION_RUN, forger_finished(plant)))
     assert_found(
         found, "trace.json: samples.intact is", f"but {2 * sample} greedy token(s) of its checkpoint"
     )
@@ -152,7 +150,7 @@ def test_a_single_traces_prompt_restated_against_its_embed_site_is_caught(tmp_pa
         argv[argv.index("--prompt") + 1] = other
         data["config"]["prompt"] = other
 
-    found = findings(planted(tmp_path, TRACE_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, TRACE_RUN, forger_finished(plant)))
     assert_found(found, "trace.json: its embed site's", f"of its prompt {other!r}")
 
 
@@ -168,7 +166,7 @@ def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_pat
     size of the committed model's parameters at full width."""
     stored = json.loads((LEDGER / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
     assert stored["stored_dtypes"] == ["float32"]
-    plant = _finished(
+    plant = forger_finished(
         lambda _data, run_dir: _export_report(run_dir, lambda r: r.update(stored_dtypes=["bfloat16"]))
     )
     found = findings(planted(tmp_path, EXPORT_RUN, plant))
@@ -212,13 +210,13 @@ def test_a_setting_left_to_its_default_restated_is_caught(
     """A config value no option of the command line set, restated: the command's parser (or default
     file) at the record's commit decides it."""
     assert not any(word.split("=")[0] == option for word in _record(run)["run"]["argv"])
-    found = findings(planted(tmp_path, run, _finished(plant)))
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
     assert_found(found, says, "at its commit")
 
 
 def test_a_fine_tunes_data_tokenizer_restated_against_its_init_model_is_caught(tmp_path: Path) -> None:
     """V13: data.tokenizer_sha256 of an SFT record (whose data no prepare record made) restated."""
-    plant = _finished(lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))
+    plant = forger_finished(lambda data, _dir: data["data"].update(tokenizer_sha256=OTHER_SHA))
     found = findings(planted(tmp_path, SFT_RUN, plant))
     assert_found(found, f"data.tokenizer_sha256 is '{OTHER_SHA}', but the committed model")
 
@@ -242,7 +240,7 @@ def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path:
         measured = gate(data, "GATE-KD-002")["measured"]
         measured["sha256_before"] = measured["sha256_after"] = OTHER_SHA
 
-    found = findings(planted(tmp_path, DISTILL_RUN, _finished(plant)), LEDGER / MEMORIZATION_RUN)
+    found = findings(planted(tmp_path, DISTILL_RUN, forger_finished(plant)), LEDGER / MEMORIZATION_RUN)
     assert_found(
         found,
         f"gates[GATE-KD-002].measured.sha256_before is {OTHER_SHA[:12]}, but record '{MEMORIZATION_RUN}'",
@@ -259,7 +257,7 @@ def test_an_options_active_parameters_restated_are_caught(tmp_path: Path) -> Non
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"]["options"][index]["active_params"] = lowered
 
-    found = findings(planted(tmp_path, OPTIONS_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, OPTIONS_RUN, forger_finished(plant)))
     assert_found(found, f"metrics.options[{index}].active_params is {lowered}, but option")
 
 
@@ -282,7 +280,7 @@ def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_ca
         invent(report["measured"])
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    found = findings(planted(tmp_path, MERGE_RUN, _finished(plant)), LEDGER / ADAPTER_RUN)
+    found = findings(planted(tmp_path, MERGE_RUN, forger_finished(plant)), LEDGER / ADAPTER_RUN)
     assert_found(
         found, f"metrics.modules is {modules + extra}, but the adapters it merged at", f"sit on {modules}"
     )
@@ -296,7 +294,7 @@ def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path) -> None:
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"]["config"]["n_kv_heads"] = heads // 2
 
-    found = findings(planted(tmp_path, SPEED_RUN, _finished(plant)))
+    found = findings(planted(tmp_path, SPEED_RUN, forger_finished(plant)))
     assert_found(found, f"metrics.config.n_kv_heads is {heads // 2}, but config_for(", f"gives {heads}")
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import LEDGER, Change, findings, gate, planted, rederive
+from ledger_support import LEDGER, Change, assert_found, findings, forger_finished, gate, planted, rederive
 from test_data_prepare import run_cli, text_docs, write_docs
 from test_integrity_derived import (
     LASER_RUN,
@@ -59,20 +59,6 @@ from test_integrity_round6 import ES_RUN
 import stack.data.prepare as prepare_module
 import stack.data.sft_prepare as sft_prepare_module
 from contracts.likelihood import predicted_positions_sha256
-
-
-def assert_found(found: list[str], *fragments: str) -> None:
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
-
-
-def _finished(plant: Change) -> Change:
-    """`plant`, then a perfect forger's finish (ledger_support.rederive)."""
-
-    def change(data: dict[str, Any], run_dir: Path) -> None:
-        plant(data, run_dir)
-        rederive(data, run_dir, rounds=4)
-
-    return change
 
 
 def _record(run: str) -> dict[str, Any]:
@@ -92,7 +78,7 @@ def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
     assert_found(found, f"gates[GATE-TRAIN-005].measured.draws is {draws // 2}", f"derive {draws}")
     # a forger who re-derives every field the artifacts decide restores it
     restored = json.loads(
-        (planted(tmp_path / "forged", MEMORIZATION_RUN, _finished(halve)) / "metadata.json").read_text()
+        (planted(tmp_path / "forged", MEMORIZATION_RUN, forger_finished(halve)) / "metadata.json").read_text()
     )
     assert gate(restored, "GATE-TRAIN-005")["measured"]["draws"] == draws
 
@@ -105,7 +91,7 @@ def test_tune_memorization_base_checkpoint_restated_is_caught(tmp_path: Path) ->
             Path(data["metrics"]["base_checkpoint"]).parent / "other-0.1.0"
         )
 
-    found = findings(planted(tmp_path, MEMORIZATION_RUN, _finished(repoint)))
+    found = findings(planted(tmp_path, MEMORIZATION_RUN, forger_finished(repoint)))
     assert_found(found, "metrics.base_checkpoint is", "--base names")
 
 
@@ -116,7 +102,7 @@ def test_sample_probe_draws_restated_are_caught(tmp_path: Path) -> None:
     def quadruple(data: dict[str, Any], _dir: Path) -> None:
         gate(data, "GATE-TRAIN-005")["measured"]["probe_draws"] *= 4
 
-    found = findings(planted(tmp_path, SAMPLE_RUN, _finished(quadruple)))
+    found = findings(planted(tmp_path, SAMPLE_RUN, forger_finished(quadruple)))
     assert_found(found, "probe_draws is", "PROBE_ROWS", "at its commit")
 
 
@@ -130,7 +116,7 @@ def test_surgery_hqq_optimiser_restated_is_caught(tmp_path: Path) -> None:
         report["measured"]["optimiser"]["iters"] += 30
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    found = findings(planted(tmp_path, QUANTIZE_RUN, _finished(more_iters)))
+    found = findings(planted(tmp_path, QUANTIZE_RUN, forger_finished(more_iters)))
     assert_found(found, "metrics.optimiser is", "HalfQuadratic", "at its commit")
 
 
@@ -145,7 +131,7 @@ def test_surgery_laser_elements_restated_are_caught(tmp_path: Path) -> None:
         report["gates"]["GATE-LASER-001"]["elements"] += 1000
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    found = findings(planted(tmp_path, LASER_RUN, _finished(more)))
+    found = findings(planted(tmp_path, LASER_RUN, forger_finished(more)))
     assert_found(found, "GATE-LASER-001's elements is", "weights in its source model")
 
 
@@ -158,7 +144,7 @@ def test_es_a_setting_no_option_gave_restated_is_caught(tmp_path: Path, key: str
     def doubled(data: dict[str, Any], _dir: Path) -> None:
         data["config"][key] *= 2
 
-    found = findings(planted(tmp_path, ES_RUN, _finished(doubled)))
+    found = findings(planted(tmp_path, ES_RUN, forger_finished(doubled)))
     assert_found(found, f"config.{key} is", "EsSettings' default", "at its commit")
 
 
@@ -172,7 +158,7 @@ def test_es_a_self_test_angle_restated_within_the_threshold_is_caught(tmp_path: 
         gate(data, "GATE-ES-004")["measured"]["angle_degrees"] = angle / 2
 
     assert_found(findings(planted(tmp_path, ES_RUN, better)), "angle_degrees is", f"derive {angle}")
-    forged = planted(tmp_path / "forged", ES_RUN, _finished(better))
+    forged = planted(tmp_path / "forged", ES_RUN, forger_finished(better))
     assert (
         gate(json.loads((forged / "metadata.json").read_text()), "GATE-ES-004")["measured"]["angle_degrees"]
         == angle
@@ -186,7 +172,7 @@ def test_es_a_noise_norm_restated_is_caught(tmp_path: Path) -> None:
     def larger(data: dict[str, Any], _dir: Path) -> None:
         gate(data, "GATE-ES-002")["measured"]["min_noise_norm"] *= 1.5
 
-    found = findings(planted(tmp_path, ES_RUN, _finished(larger)))
+    found = findings(planted(tmp_path, ES_RUN, forger_finished(larger)))
     assert_found(found, "min_noise_norm is", "has the smallest norm")
 
 
@@ -197,7 +183,7 @@ def test_tune_a_cpu_only_build_restated_as_a_cuda_run_is_caught(tmp_path: Path) 
     def on_cuda(data: dict[str, Any], _dir: Path) -> None:
         data["env"].update(device="cuda", cuda="12.4")
 
-    found = findings(planted(tmp_path, FINETUNE_RUN, _finished(on_cuda)))
+    found = findings(planted(tmp_path, FINETUNE_RUN, forger_finished(on_cuda)))
     assert_found(found, "env.device is 'cuda'", "CPU-only build")
     assert_found(found, "env.cuda is '12.4'", "CPU-only build")
 
@@ -216,7 +202,7 @@ def _report_edited(edit: Any) -> Change:
         edit(report, data)
         path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
-    return _finished(plant)
+    return forger_finished(plant)
 
 
 def _site(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -249,7 +235,7 @@ def test_trace_path_dtype_restated_against_its_sites_and_command_line_is_caught(
     def asked_bf16(data: dict[str, Any], _dir: Path) -> None:
         data["run"]["argv"] += ["--dtype", "bf16"]
 
-    found = findings(planted(tmp_path / "argv", TRACE_RUN, _finished(asked_bf16)))
+    found = findings(planted(tmp_path / "argv", TRACE_RUN, forger_finished(asked_bf16)))
     assert_found(found, "config.path_a is", "but its command line gives --dtype bf16")
 
 
