@@ -59,6 +59,9 @@ def resume_step(mismatched: list[str]) -> gpu_check.Step:
 def filed(steps: list[gpu_check.Step], ledger: Path) -> tuple[int, Path]:
     """Finish and file a gpu-check record of `steps` as main() does; exit code and record path."""
     record = new_record(gpu_check.KIND, run_id(gpu_check.KIND), ["tools/gpu_check.py"], "test GPU", "13.0")
+    # As a GPU machine states it: a CUDA build of torch (this machine's CPU-only build ran nowhere
+    # else, which the checker holds a record's env to: tools/env_checks.py).
+    record.env = record.env.model_copy(update={"torch": record.env.torch.split("+")[0] + "+cu130"})
     code = gpu_check.finish(record, steps, gpus=1)
     return code, gpu_check.file_record(ledger, record)
 
