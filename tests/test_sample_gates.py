@@ -13,6 +13,7 @@ unplanted command prints the same text as ever and records its gates PASS.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,87 @@ def test_a_chat_prompt_is_sampled_on_its_special_tokens_ids(
     (tmp_path / "r" / "sample.json").write_text(json.dumps(kept))
     (problem,) = trace_token_problems(read_evidence(tmp_path / "r" / "metadata.json"), tmp_path / "r")
     assert "prompt_ids" in problem
+
+
+def _drawn_past_an_end(run: Path, root: Path) -> tuple[list[str], int]:
+    """Options under which the run's model draws the end-of-text among its 60 tokens (a hot
+    temperature makes every token about equally likely, so a few seeds find one), and its id."""
+    from stack.train.trained import load_measured
+
+    eot = load_measured(run, "cpu").tokenizer.eot_id
+    for seed in range(40):
+        options = ["--temperature", "50", "--seed", str(seed)]
+        record = root / f"seed-{seed}"
+        assert _sample(run, record, *options, "--ignore-eot") == 0
+        if eot in json.loads((record / "sample.json").read_text())["drawn"][:-1]:
+            return options, eot
+    raise AssertionError("no seed of 40 drew the end-of-text")
+
+
+def test_the_text_stops_where_the_model_ended_the_document(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round-8 audit H04: a draw of the end-of-text ends the text (as transformers' generate stops at
+    its end-of-sequence), and the terminal says so; --ignore-eot shows every draw. Both records keep
+    all 60 draws, state the choice, and pass the integrity check's text derivation."""
+    from stack.train.trained import load_measured
+
+    options, eot = _drawn_past_an_end(run, tmp_path)
+    capsys.readouterr()
+    stopped, on = tmp_path / "stopped", tmp_path / "on"
+    assert _sample(run, stopped, *options) == 0
+    note = capsys.readouterr().err
+    assert _sample(run, on, *options, "--ignore-eot") == 0
+    kept = [json.loads((d / "sample.json").read_text()) for d in (stopped, on)]
+    assert kept[0]["drawn"] == kept[1]["drawn"] and len(kept[0]["drawn"]) == 60
+    end = kept[0]["drawn"].index(eot)
+    tokenizer = load_measured(run, "cpu").tokenizer
+    assert kept[0]["text"] == "the gate " + tokenizer.text_of(kept[0]["drawn"][:end])
+    assert kept[1]["text"] == "the gate " + tokenizer.text_of(kept[1]["drawn"])
+    assert kept[0]["text"] != kept[1]["text"]
+    assert f"the model ended the text (end-of-text) after {end} of 60 tokens" in note
+    for record, ignored in ((stopped, False), (on, True)):
+        assert read_evidence(record / "metadata.json").config["ignore_eot"] is ignored
+        assert trace_token_problems(read_evidence(record / "metadata.json"), record) == []
+
+
+def _text_run_on(run: Path) -> Callable[[dict[str, Any], Path], None]:
+    """sample.json's text shows the draws past the end-of-text while the record says it stopped."""
+    from stack.train.trained import load_measured
+
+    tokenizer = load_measured(run, "cpu").tokenizer
+
+    def change(data: dict[str, Any], run_dir: Path) -> None:
+        path = run_dir / "sample.json"
+        kept = json.loads(path.read_text())
+        kept["text"] = data["config"]["prompt"] + tokenizer.text_of(kept["drawn"])
+        path.write_text(json.dumps(kept))
+
+    return change
+
+
+def _config_set(**values: Any) -> Callable[[dict[str, Any], Path], None]:
+    """The record's config with `values` set (None: the key taken out), its hash made again."""
+
+    def change(data: dict[str, Any], _run_dir: Path) -> None:
+        for key, value in values.items():
+            data["config"].pop(key) if value is None else data["config"].update({key: value})
+        data["config_sha256"] = canonical_sha256(data["config"])
+
+    return change
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_sample_text_run_on_past_its_end_of_text_is_caught(run: Path, tmp_path: Path) -> None:
+    """The checker derives the text from the draws with stack.cli.sample.sample_text, so a text that
+    shows what the model drew past the end it drew is caught; so is a record that keeps the stop
+    out of its config, or states --ignore-eot its command line does not give."""
+    options, _eot = _drawn_past_an_end(run, tmp_path)
+    for name, change, caught in (
+        ("run-on", _text_run_on(run), "sample.json: its text is"),
+        ("unstated", _config_set(ignore_eot=None), "config states no ignore_eot"),
+        ("restated", _config_set(ignore_eot=True), "config.ignore_eot is True, but its command line gives"),
+    ):
+        record = tmp_path / name
+        assert _sample(run, record, *options) == 0
+        assert_caught(edited(record, change), caught)

@@ -94,7 +94,10 @@ NAMED_MODELS = ("source", "checkpoint")
 # option's name, from the spec version given on: the value the command used, which the derivation
 # of the record's kind holds to the artifact it decides (a prepare's manifest) and this module to
 # the command line. A command that records another option adds it here.
-STATED_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {"prepare": ("1.32.0", ("seed", "val_fraction"))}
+STATED_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "prepare": ("1.32.0", ("seed", "val_fraction")),
+    "sample": ("1.33.0", ("ignore_eot",)),
+}
 # Actions whose value is what the line says even when it says nothing (a flag left off is False).
 KEPT_DEFAULTS = (
     argparse._StoreTrueAction,

@@ -100,7 +100,7 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
     except UNREADABLE as exc:
         return [f"the tokenizer of {checkpoint}, which its command line names, cannot be rebuilt: {exc}"]
     if record.run.kind == "sample":
-        return _sample_problems(_result(run_dir, RESULT_FILE), prompt, tokenizer)
+        return _sample_problems(_result(run_dir, RESULT_FILE), config, tokenizer)
     ids = tokenizer.encode_prompt(prompt)
     tokens = config.get("tokens")
     problems = []
@@ -127,11 +127,15 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
     )
 
 
-def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Tokenizer) -> list[str]:
+def _sample_problems(
+    report: dict[str, Any] | None, config: dict[str, Any], tokenizer: Tokenizer
+) -> list[str]:
     """sample.json's prompt token count and text, against the ids `stack sample` continued and the
-    text its drawn ids make after the prompt."""
+    text its drawn ids make after the prompt (up to the first end-of-text unless config.ignore_eot;
+    a record before spec 1.33.0 states none and showed every draw)."""
     if report is None:
         return []
+    prompt, ignore_eot = config["prompt"], config.get("ignore_eot") is not False
     problems = []
     counted, drawn, text = report.get("prompt_tokens"), report.get("drawn"), report.get("text")
     ids = prompt_ids(tokenizer, prompt)
@@ -147,7 +151,7 @@ def _sample_problems(report: dict[str, Any] | None, prompt: str, tokenizer: Toke
             f"{prompt!r} as {_short(ids)} with its checkpoint's tokenizer"
         )
     if isinstance(drawn, list) and all(isinstance(i, int) for i in drawn) and text is not None:
-        made = sample_text(tokenizer, prompt, drawn)
+        made = sample_text(tokenizer, prompt, drawn, ignore_eot)
         if text != made:
             problems.append(
                 f"{RESULT_FILE}: its text is {_short(text)}, but config.prompt and the ids it drew make "

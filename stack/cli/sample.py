@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--repetition-penalty", type=values.factor, default=1.0, help="1.0 is off; from 0.001 to 1000"
     )
     parser.add_argument("--seed", type=values.seed, default=0, help=f"0 to {values.SEED_MAX}")
+    parser.add_argument(
+        "--ignore-eot",
+        action="store_true",
+        help="go on past the end-of-text the model draws (default: the text stops there)",
+    )
     parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     add_record_options(parser, RESULT_FILE)
     parser.set_defaults(func=run)
@@ -89,6 +94,7 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
         "prompt": args.prompt,
         "tokens": args.tokens,
         "seed": args.seed,
+        "ignore_eot": args.ignore_eot,
         **sampler.settings(),
     }
     record.config, record.config_sha256 = config, canonical_sha256(config)
@@ -101,7 +107,14 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     given = prompt_ids(trained.tokenizer, config["prompt"])
     check_prompt(given, out[0, : out.shape[1] - args.tokens].tolist())  # what the draws followed
     drawn = out[0, len(ids) :].tolist()
-    text = sample_text(trained.tokenizer, args.prompt, drawn)
+    shown = shown_draws(trained.tokenizer, drawn, args.ignore_eot)
+    if len(shown) < len(drawn):
+        print(
+            f"stack sample: note: the model ended the text (end-of-text) after {len(shown)} of "
+            f"{len(drawn)} tokens; --ignore-eot shows what it drew past it",
+            file=sys.stderr,
+        )
+    text = sample_text(trained.tokenizer, args.prompt, drawn, args.ignore_eot)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return {"text": text, "prompt_tokens": len(ids), "prompt_ids": ids, "drawn": drawn}
 
@@ -113,10 +126,22 @@ def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     return tokenizer.encode_prompt(prompt) or [tokenizer.eot_id]
 
 
-def sample_text(tokenizer: Tokenizer, prompt: str, drawn: list[int]) -> str:
+def shown_draws(tokenizer: Tokenizer, drawn: list[int], ignore_eot: bool) -> list[int]:
+    """The drawn ids the text shows: up to the first end-of-text, where the model ended the document
+    (transformers' generate stops at its end-of-sequence the same way), or all of them with
+    --ignore-eot. Every draw is still made and kept in sample.json's `drawn`: GATE-TRAIN-005 replays
+    the whole generation, and a tokenizer decodes the end-of-text to nothing, so a text run on past
+    it would show no sign of where the document ended (round-8 new-user audit H04)."""
+    if ignore_eot or tokenizer.eot_id not in drawn:
+        return drawn
+    return drawn[: drawn.index(tokenizer.eot_id)]
+
+
+def sample_text(tokenizer: Tokenizer, prompt: str, drawn: list[int], ignore_eot: bool) -> str:
     """The text `stack sample` prints and keeps (sample.json's `text`): the prompt as given, then
-    what the ids drawn after it decode to."""
-    return prompt + tokenizer.text_of(drawn)
+    what the ids it shows of those drawn after it decode to (`shown_draws`). The checker derives a
+    record's text with this function (tools/trace_tokens.py)."""
+    return prompt + tokenizer.text_of(shown_draws(tokenizer, drawn, ignore_eot))
 
 
 def context_notes(prompt: int, tokens: int, ctx: int) -> list[str]:
