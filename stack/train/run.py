@@ -121,6 +121,12 @@ class TrainRequest:
     argv: list[str]
     init_from: Path | None = None
 
+    @property
+    def command(self) -> str:
+        """The `stack` command typed (argv is `["stack", COMMAND, ...]`: the top-level parser takes
+        no option before it but --version): the one place a refusal's advice reads it from."""
+        return self.argv[1] if len(self.argv) > 1 else "train"
+
 
 @dataclass
 class Plan:
@@ -174,11 +180,10 @@ def command_of(task: str | None) -> str:
 def _writer_for(request: TrainRequest) -> rundir.Writer:
     """WRITER as the command typed sees it: `stack sft/dpo/distill --resume` continues only a run of
     its own task (stack.cli.tune_options.require_task), so a refusal offers --resume only for one."""
-    command = next((arg for arg in request.argv[1:] if not arg.startswith("-")), "train")
-    if command not in TASK_COMMANDS:
+    if request.command not in TASK_COMMANDS:
         return WRITER
     takes = WRITER.continues or (lambda _out: False)
-    return replace(WRITER, continues=lambda out: takes(out) and task_of(out) == command)
+    return replace(WRITER, continues=lambda out: takes(out) and task_of(out) == request.command)
 
 
 def _stamp(record: EvidenceRecord, config: RunConfig, data_dir: Path, tokenizer: Tokenizer) -> None:
@@ -221,8 +226,8 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
         None if source_model is None else {"model": {k: v for k, v in source_model.items() if k != "vocab"}}
     )
     config = resolve(request.preset, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=base)
-    check_task_data(config, data_dir, request.argv)
-    _check_lora_start(config, request.init_from is not None, request.argv)
+    check_task_data(config, data_dir, request.command)
+    _check_lora_start(config, request.init_from is not None, request.command)
     if source_model is not None:
         assert request.init_from is not None
         asked = _asked_model_keys(request)
@@ -238,22 +243,21 @@ def _new_plan(request: TrainRequest, run_dir: Path, run_id: str) -> Plan:
     return Plan(run_dir, data_dir, config, tokenizer, record, Ledger(request.waivers))
 
 
-def check_task_data(config: RunConfig, data_dir: Path, argv: list[str]) -> None:
+def check_task_data(config: RunConfig, data_dir: Path, command: str) -> None:
     """Refuse a DATA_DIR of another kind than the task's objective reads (stack.artifacts), in words
     that name both: chat examples given to pretraining say `stack sft`, not a shape mismatch."""
     objective = objective_for(config.train.task)
-    command = " ".join(argv[:2]) if len(argv) > 1 else "stack train"
-    require(data_dir, objective.data, f"`{command}` (train.task {objective.name})")
+    require(data_dir, objective.data, f"`stack {command}` (train.task {objective.name})")
 
 
-def _check_lora_start(config: RunConfig, started: bool, argv: list[str]) -> None:
+def _check_lora_start(config: RunConfig, started: bool, command: str) -> None:
     """Refuse `[lora]` on a run that starts from no trained model (`started`: --init-from or
     --student, or a resume of a run that had one): the adapters train on a frozen base, and a fresh
     base is random weights, so the run learned next to nothing and said nothing (loss 5.52 -> 5.48
     in ten smoke steps where the same run without [lora] reached 4.74), as train.task=sft without
     --init-from would, which is refused too. The fix names the option the user's command has."""
     if config.lora is not None and not started:
-        option = "--student RUN|CKPT" if argv[1:2] == ["distill"] else "--init-from RUN_DIR"
+        option = "--student RUN|CKPT" if command == "distill" else "--init-from RUN_DIR"
         raise BadInput(
             "[lora] (a lora.* key) trains adapters on a frozen base, and this run starts from a randomly "
             f"initialised model: pass {option} (a trained run, or a model imported with "
@@ -320,8 +324,8 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)
-    check_task_data(config, data_dir, request.argv)
-    _check_lora_start(config, "init_from" in record.metrics, request.argv)
+    check_task_data(config, data_dir, request.command)
+    _check_lora_start(config, "init_from" in record.metrics, request.command)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
     check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING
@@ -443,11 +447,10 @@ def _asked_model_keys(request: TrainRequest) -> dict[str, Any]:
 def _started_from(request: TrainRequest) -> tuple[str, bool]:
     """How the command line named the model the run starts from, and whether the command also
     trains a fresh model from a --preset (`stack train` and `stack distill` do; sft and dpo don't)."""
-    argv = request.argv
-    if "--student" in argv:
+    if "--student" in request.argv:
         return f"--student {request.init_from}", True
-    if "--init-from" in argv:
-        return f"--init-from {request.init_from}", argv[1:2] == ["train"]
+    if "--init-from" in request.argv:
+        return f"--init-from {request.init_from}", request.command == "train"
     return f"the policy {request.init_from}", False  # stack dpo's RUN_DIR|CKPT
 
 
