@@ -228,7 +228,12 @@ def same_place(recorded: str, word: str, places: dict[str, str]) -> bool:
 
 def _holds(recorded: Any, value: Any, places: dict[str, str]) -> bool | None:
     """Whether a config value is what the command line gave, or None where the two are not of one
-    kind (a command that turned a word into a token id restates nothing)."""
+    kind (a command that turned a word into a token id restates nothing). A value the line gives
+    that the config holds as None (none) was not used: a `stack lens --lens FILE` that read the
+    logit lens, an `import-hf --sample-text FILE` measured on the default text (round-9 audit R139,
+    R141)."""
+    if recorded is None:
+        return value is None or value is False
     if isinstance(value, PurePath):
         return same_place(recorded, str(value), places) if isinstance(recorded, str) else None
     if isinstance(value, list) and isinstance(recorded, list):
