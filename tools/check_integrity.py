@@ -31,7 +31,7 @@ import re
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -695,10 +695,24 @@ class Checker:
             self.spec, record, stale, released, model.git_sha, accepted, model.spec_version
         )
 
-    def check_lineage(self, records: list[LoadedEvidence]) -> None:
+    def check_lineage(self, records: list[LoadedEvidence], context: Sequence[LoadedEvidence] = ()) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights, each run is held
         to what the records of its data and of the model it started from or scored say
-        (tools/lineage.py)."""
+        (tools/lineage.py). `context` (a runs-only check: the committed ledger) holds the records the
+        checked ones are joined to without being judged themselves: what is reported is what the
+        checked records add to the context's own findings (a run whose data a committed prepare
+        made, a lens reading of the file a checked lens-train saved), never a silent skip of a
+        record the run names."""
+        checked = {e.record.run.id for e in records if e.record is not None}
+        joined = [e for e in context if e.record is not None and e.record.run.id not in checked]
+        loaded = {e.record.run.id: e for e in [*joined, *records] if e.record is not None}
+        known = set(self._lineage_found(list(context))) if context else set()
+        for run_id, problem in self._lineage_found([*joined, *records]):
+            if (run_id, problem) not in known:
+                self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+
+    def _lineage_found(self, records: list[LoadedEvidence]) -> list[tuple[str, str]]:
+        """(run id, problem) for every record of `records`, joined to each other (check_lineage)."""
         loaded = {e.record.run.id: e for e in records if e.record is not None}
         by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
         manifests = prepared_manifests(records)
@@ -714,8 +728,7 @@ class Checker:
             *place_link_problems(by_id),
             *cross_read_problems(by_id, self.root),
         ]
-        for run_id, problem in found:
-            self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
+        return found
 
     def check_releases_named(
         self, registry: Registry, records: dict[str, LoadedEvidence], checked: list[LoadedEvidence]
@@ -1020,7 +1033,10 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
-    checker.check_lineage(ledger + extra)
+    if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
+        checker.check_lineage(extra, [load_evidence(p) for p in evidence_paths(root)])
+    else:
+        checker.check_lineage(ledger + extra)
     if runs_only:
         with contextlib.suppress(BadInput):  # the registry's own form is the full check's to judge
             checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)

@@ -56,6 +56,7 @@ from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune.frozen import weights_sha256
 
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_JSON = "tokenizer.json"  # the tokenizer in Hugging Face form, in a checkpoint and an export
 # What a model cannot be read for: a file that is missing or damaged, a state that is not one.
 UNREADABLE = (BadInput, OSError, KeyError, TypeError, ValueError)
 
@@ -73,6 +74,14 @@ class ReadModel:
     @cached_property
     def tokenizer(self) -> Tokenizer:
         return tokenizer_from_state(self.state["tokenizer"])
+
+    @cached_property
+    def tokenizer_json(self) -> tuple[str, int]:
+        """The sha256 and size of the tokenizer.json a checkpoint or an export writes of this model's
+        tokenizer (`Tokenizer.hf_json`: stack.data.tokenizer_record.write_tokenizer_file,
+        stack.export.hf_tokenizer.write_tokenizer_files)."""
+        text = self.tokenizer.hf_json().encode("utf-8")
+        return hashlib.sha256(text).hexdigest(), len(text)
 
     @cached_property
     def trained(self) -> Trained:
@@ -220,6 +229,7 @@ def committed_model_problems(
         reader = models.get(DATA_READER.get(record.run.kind, "init"))
         if own is None and reader is not None:
             problems += _data_tokenizer_problems(record, reader)
+            problems += _written_tokenizer_problems(record, reader)
         if record.run.kind == "export-hf" and own is not None:
             problems += _export_config_problems(record, run_dir, own, spec)
     except UNREADABLE as exc:
@@ -260,6 +270,38 @@ def _data_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[s
         f"data.tokenizer_sha256 is {stated!r}, but the committed model {_name(model)} it read its data "
         f"for has the tokenizer {model.tokenizer.sha256!r}"
     ]
+
+
+def _tokenizer_json_problems(where: str, listed: Any, model: ReadModel, how: str) -> list[str]:
+    """A tokenizer.json a record lists (`listed`: its {sha256, bytes}) against the one `model`'s
+    tokenizer serialises to (`ReadModel.tokenizer_json`): round-9 ledger audit X03, X18, a restated
+    digest of a file written deterministically from a committed tokenizer."""
+    if not isinstance(listed, dict) or ("sha256" not in listed and "bytes" not in listed):
+        return []
+    digest, size = model.tokenizer_json
+    if listed.get("sha256", digest) == digest and listed.get("bytes", size) == size:
+        return []
+    return [
+        f"{where} is sha256 {str(listed.get('sha256'))[:12]} of {listed.get('bytes')} bytes, but the "
+        f"tokenizer of the committed model {_name(model)} {how} serialises to sha256 {digest[:12]} of "
+        f"{size} bytes"
+    ]
+
+
+def _written_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
+    """A run that read its data with a committed model's tokenizer (`data.tokenizer_sha256` is that
+    tokenizer's, `_data_tokenizer_problems`) writes that tokenizer into the checkpoint it makes: the
+    checkpoint's tokenizer.json is its Hugging Face form (stack.train.checkpoint)."""
+    stated = record.data.tokenizer_sha256 if record.data is not None else None
+    if record.checkpoint is None or stated != model.tokenizer.sha256:
+        return []
+    listed = record.checkpoint.files.get(TOKENIZER_JSON)
+    return _tokenizer_json_problems(
+        f"checkpoint.files.{TOKENIZER_JSON}",
+        None if listed is None else listed.model_dump(),
+        model,
+        "its data was read with",
+    )
 
 
 def _own_checkpoint_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
@@ -314,6 +356,8 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
             f"{EXPORT_REPORT}: config.json's sha256 is {file[:12]}, but the config.json of the committed "
             f"model {_name(model)} it exported hashes to {digest[:12]}"
         )
+    listed = (report.get("files") or {}).get(TOKENIZER_JSON)
+    problems += _tokenizer_json_problems(f"{EXPORT_REPORT}: {TOKENIZER_JSON}", listed, model, "it exported")
     stated = report.get("architecture_keys")
     revision = spec.revision_at("GATE-EXPORT-001", record.spec.version) or 0
     keys = len(hf.model_config_from_hf(SimpleNamespace(**written)))

@@ -1350,6 +1350,9 @@ def trace_record(inputs: Inputs) -> Derivation:
             _selection_derived(derived, results["GATE-TRACE-002"], report, config)
         if isinstance(sites, list) and "GATE-TRACE-002" in wanted:
             _statistics_recorded(derived, results["GATE-TRACE-002"], sites)
+            _identity_references(derived, results["GATE-TRACE-002"], sites)
+        if mode in ("patch", "patch-sweep"):
+            _patch_positions(derived, report, (inputs.record.config or {}).get("patch_positions"))
         derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
             limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
@@ -1476,6 +1479,33 @@ def _kept_sites(report: dict[str, Any]) -> dict[str, list[Any]]:
         label: [site.get("name") for site in trace.get("sites") or [] if isinstance(site, dict)]
         for label, trace in _kept(report).items()
     }
+
+
+def _identity_references(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
+    """GATE-TRACE-002's identities are measured against the traced site: each identity's
+    `ref_absmax` is the absmax trace.json's stats hold of that site (round-9 ledger audit X70)."""
+    identities = measured.get("identities")
+    absmax = {
+        s["name"]: s["stats"]["absmax"]
+        for s in sites
+        if isinstance(s, dict) and isinstance(s.get("stats"), dict) and "absmax" in s["stats"]
+    }
+    for name, identity in (identities if isinstance(identities, dict) else {}).items():
+        if isinstance(identity, dict) and "ref_absmax" in identity and name in absmax:
+            at = ("gates", "GATE-TRACE-002", "measured", "identities", name, "ref_absmax")
+            derived.put(at, absmax[name])
+
+
+def _patch_positions(derived: Derivation, report: dict[str, Any], stated: Any) -> None:
+    """config.patch_positions is what the patch ran at (stack.cli.trace): the positions trace.json's
+    layers were patched at, which a sweep (every position) states as "every" (an older stack listed
+    them; `stated`, the record's, says which form it wrote) (round-9 ledger audit X49)."""
+    layers = [line for line in report.get("per_layer") or [] if isinstance(line, dict)]
+    positions = sorted({p for line in layers for p in line.get("positions") or []})
+    if report.get("mode") == "patch-sweep" and not isinstance(stated, list):
+        derived.put(("config", "patch_positions"), "every", optional=True)
+    elif positions:
+        derived.put(("config", "patch_positions"), positions, optional=True)
 
 
 def _selection_derived(

@@ -50,6 +50,12 @@ from contracts.derive.restated import (
 from contracts.es_noise import planted_angle
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.evidence import GateResult, RunStatus, Verdict
+from contracts.gate_counts import (
+    heldout_windows,
+    isolation_positions,
+    pad_appended,
+    teacher_forwards_at_least,
+)
 from contracts.heldout import heldout_set_batches
 from contracts.judges import judge
 from contracts.ledger import settle
@@ -1406,6 +1412,46 @@ def _routed_tokens(inputs: Inputs, log: Log, config: dict[str, Any], settler: Se
         settler.derived.put((*at, "top_k"), top_k, optional=True)
 
 
+def _counted_by_rule(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
+    """Counts gates state that a code rule makes of the config or of numbers stated beside them
+    (contracts.gate_counts; round-9 ledger audit X33, X35, X68, X24b): GATE-SFT-003's positions
+    compared, the second half of a window of GATE-DATA-001's window_targets tokens; GATE-DPO-003's pad tokens
+    appended, the spec's probe_pad_tokens as far as the stated room allows; GATE-DATA-008's bandit
+    warm-up, the config's data.bandit.warmup_steps; and GATE-KD-002's teacher forwards, at least one
+    per micro-step the log shows."""
+    derived = settler.derived
+    judged = {g.id: g.measured for g in inputs.record.gates if isinstance(g.measured, dict)}
+    width = judged.get("GATE-DATA-001", {}).get("window_targets")  # the held-out window's tokens
+    if (
+        "positions_compared" in judged.get("GATE-SFT-003", {})
+        and settler.wanted("GATE-SFT-003")
+        and whole(width)
+    ):
+        derived.put(("gates", "GATE-SFT-003", "measured", "positions_compared"), isolation_positions(width))
+    padding, wanted = judged.get("GATE-DPO-003", {}), thresholds_in_force(inputs, "GATE-DPO-003") or {}
+    room, pad = padding.get("room"), wanted.get("probe_pad_tokens")
+    if "appended" in padding and settler.wanted("GATE-DPO-003") and whole(room) and pad is not None:
+        derived.put(("gates", "GATE-DPO-003", "measured", "appended"), pad_appended(int(pad), room))
+    bandit = config.get("data", {}).get("bandit")
+    warmup = bandit.get("warmup_steps") if isinstance(bandit, dict) else None
+    if (
+        "wanted_warmup" in judged.get("GATE-DATA-008", {})
+        and settler.wanted("GATE-DATA-008")
+        and whole(warmup)
+    ):
+        derived.put(("gates", "GATE-DATA-008", "measured", "wanted_warmup"), warmup)
+    forwards, accum = (
+        judged.get("GATE-KD-002", {}).get("forwards"),
+        config.get("train", {}).get("grad_accum", 1),
+    )
+    fewest = teacher_forwards_at_least(log.last_step, accum) if whole(accum) and log.steps else 0
+    if settler.wanted("GATE-KD-002") and whole(forwards) and forwards < fewest:
+        derived.problems.append(
+            f"gates[GATE-KD-002].measured.forwards is {forwards}, but the teacher ran at least {fewest} "
+            f"forwards: one per micro-step, {log.last_step} steps of {accum} (DistillObjective.loss)"
+        )
+
+
 def _stated_by_gates(inputs: Inputs, log: Log, config: dict[str, Any], settler: Settler) -> None:
     """What gates restate of the config and the log: GATE-DATA-007's model vocabulary is the config's;
     GATE-DATA-001's count of batches taken, judged on the batch of the last step, is that step (one
@@ -1550,6 +1596,7 @@ def training_record(inputs: Inputs) -> Derivation:
     _dpo(inputs, log, config, settler)
     _experts(inputs, log, config, settler)
     _stated_by_gates(inputs, log, config, settler)
+    _counted_by_rule(inputs, log, config, settler)
     _split_targets(inputs, log, config, derived)
     _replay(inputs, log, config, settler)
     restated_settings(config, log, settler)
@@ -1691,6 +1738,13 @@ def lens_train_record(inputs: Inputs) -> Derivation:
     restated by GATE-DATA-002 as a training record's are (`_plan_windows`), and its steps per epoch
     held to that plan's windows over its batch (`epoch_length_problems`)."""
     derived = trace_record(inputs)
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    batches, size = config.get("heldout_batches"), config.get("batch_size")
+    windows = measured_of(inputs.record, "GATE-DATA-005")
+    if "GATE-DATA-005" not in inputs.stale and whole(batches, size):
+        for key in ("heldout_windows", "set_windows", "read_windows"):  # round-9 ledger audit X13
+            if key in windows:
+                derived.put(("gates", "GATE-DATA-005", "measured", key), heldout_windows(batches, size))
     if inputs.record.data is None or not inputs.record.data.manifest_sha256:
         derived.missing.append(("data.manifest_sha256 (the manifest of its --data)", LENS_DATA_SINCE))
     _plan_windows(inputs, Settler(inputs, derived))
