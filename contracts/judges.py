@@ -27,13 +27,14 @@ from typing import Any
 from contracts.curriculum import eligible_arms, static_shares
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.likelihood import bits_per_byte_of
-from contracts.patching import recovered_fraction
+from contracts.patching import asked_cells, recovered_fraction
 from contracts.rewards import REWARDS, exp3_log_weights, exp3_probabilities
 from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
 from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
+from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
 
 Measured = Mapping[str, Any]
@@ -1582,6 +1583,10 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
         ),
         # rev 4: each greedy continuation of --sample N is N new ids
         "samples": ("samples_asked", "sample_ids+"),
+        # rev 5: the sites the ablated forward zeroed (and the continuations shown) are those asked
+        "ablated": ("ablate_asked+", "ablate_zeroed", "ablate_reported", "sample_asked", "continuations"),
+        # rev 5: every compared site was judged at the tolerance --atol/--rtol ask for there
+        "tolerance": ("atol_asked", "rtol_asked", "site_tolerances"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1606,6 +1611,12 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     contracts' formulas give from the two forwards' kept tensors, exactly (the run reports them by
     the same functions), and the changed argmaxes are at most the positions.
     samples (an ablation with --sample N): each greedy continuation holds exactly N new ids.
+    ablated (an ablation): the sites the ablated forward's hooks overwrote with zeros are those the
+    command line's --ablate names, and the report names them as given; the report shows two greedy
+    continuations where --sample N > 0 asks for them and none otherwise.
+    tolerance (a bisection): every compared site was judged at the atol and rtol
+    contracts.trace_tolerance.asked_bounds gives from the command line's --atol/--rtol, and where no
+    rule matches at fp64_error_multiple × the site's reference error and default_rtol.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -1628,12 +1639,72 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
             )
     if has(m, "output_change_reported", "output_change_recomputed"):
         problems += _ablation_counts_wrong(m)
+    if has(m, "ablate_asked", "ablate_zeroed", "ablate_reported", "sample_asked", "continuations"):
+        problems += _ablation_unasked(m)
+    if has(m, "atol_asked", "rtol_asked", "site_tolerances"):
+        problems += _tolerances_unasked(m, t)
     if has(m, "samples_asked", "sample_ids"):
         asked, ids = count(m, "samples_asked"), m["sample_ids"]
         wrong = {k: n for k, n in ids.items() if n != asked} if isinstance(ids, Mapping) else ids
         if wrong:
             problems.append(f"--sample {asked} asks for {asked} new token(s); the continuations hold {wrong}")
     return problems
+
+
+def _ablation_unasked(m: Measured) -> list[str]:
+    """GATE-TRACE-003's check `ablated`: the sites zeroed and named, and the continuations shown,
+    against what --ablate and --sample asked for."""
+    asked, zeroed, reported = items(m, "ablate_asked"), items(m, "ablate_zeroed"), items(m, "ablate_reported")
+    problems = []
+    if sorted(set(map(str, zeroed))) != sorted(set(map(str, asked))):
+        problems.append(
+            f"--ablate asks to zero {sorted(set(asked))}, but the ablated forward's hooks zeroed "
+            f"{sorted(set(zeroed))}"
+        )
+    if reported != asked:
+        problems.append(f"--ablate asks for {asked}, but the report says {reported} were ablated")
+    sample, shown = count(m, "sample_asked"), count(m, "continuations")
+    if shown != (2 if sample else 0):
+        problems.append(
+            f"--sample {sample} asks for {'two' if sample else 'no'} continuations; the report shows {shown}"
+        )
+    return problems
+
+
+def _tolerances_unasked(m: Measured, t: Thresholds) -> list[str]:
+    """GATE-TRACE-003's check `tolerance`: each compared site's atol and rtol against the bounds the
+    command line's --atol/--rtol ask for there (contracts.trace_tolerance), or the calibrated atol
+    and the default rtol where no rule matches."""
+    atol_words, rtol_words = items(m, "atol_asked"), items(m, "rtol_asked")
+    if not all(isinstance(w, str) for w in [*atol_words, *rtol_words]):
+        raise Malformed("'atol_asked' and 'rtol_asked' must list the command line's words")
+    wrong = []
+    for row in items(m, "site_tolerances"):
+        if not isinstance(row, Mapping) or not isinstance(row.get("name"), str):
+            raise Malformed("each entry of 'site_tolerances' must be an object with the site's 'name'")
+        try:
+            atol, rtol = asked_bounds(row["name"], atol_words, rtol_words)
+        except ValueError as exc:
+            raise Malformed(f"an --atol/--rtol word is not GLOB=VALUE: {exc}") from None
+        reference = row.get("reference_error")
+        judged = number(row, "atol")
+        if atol is None:
+            calibrated = isinstance(reference, int | float) and not isinstance(reference, bool)
+            fits = calibrated and judged == t["fp64_error_multiple"] * reference
+            want = f"{t['fp64_error_multiple']:g} × its fp64 error {reference}"
+        else:
+            fits, want = reference is None and judged == atol, f"{atol:g} (--atol)"
+        want_rtol = t["default_rtol"] if rtol is None else rtol
+        if not fits or number(row, "rtol") != want_rtol:
+            wrong.append(
+                f"{row['name']} judged at atol {judged:g}, rtol {row.get('rtol')} "
+                f"(asked: atol {want}, rtol {want_rtol:g})"
+            )
+    if not wrong:
+        return []
+    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    said = " ".join([*(f"--atol {w}" for w in atol_words), *(f"--rtol {w}" for w in rtol_words)]) or "none"
+    return [f"{len(wrong)} site(s) were not judged at the tolerance the command line asks ({said}): {shown}"]
 
 
 def _ablation_counts_wrong(m: Measured) -> list[str]:
@@ -2451,6 +2522,8 @@ def _self_patch_changes_nothing(m: Measured, t: Thresholds) -> list[str]:
         # rev 3: the grid is every stated cell once; each recorded recovery is the formula's
         "grid": ("grid_cells+", "grid_sites+", "grid_tokens", "grid_stated"),
         "recovery": ("recovery_clean", "recovery_corrupted", "recovery_cells+", "recovery_full"),
+        # rev 4: the grid's cells are the ones the command line asked for
+        "asked": ("asked_patch", "asked_cells+", "asked_tokens"),
     },
 )
 def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
@@ -2471,6 +2544,8 @@ def _full_patch_recovers(m: Measured, t: Thresholds) -> list[str]:
         problems += _grid_unlike_stated(m)
     if has(m, "recovery_clean", "recovery_corrupted", "recovery_cells", "recovery_full"):
         problems += _recoveries_unlike_formula(m)
+    if has(m, "asked_patch", "asked_cells", "asked_tokens"):
+        problems += _cells_unasked(m)
     if has(m, "clean_recorded", "corrupted_recorded", "clean_plain", "corrupted_plain"):
         for side in ("clean", "corrupted"):
             recorded, plain = number(m, f"{side}_recorded"), number(m, f"{side}_plain")
@@ -2540,6 +2615,27 @@ def _grid_unlike_stated(m: Measured) -> list[str]:
         f"{len(items(m, 'grid_sites'))} site(s) × positions {span}): "
         f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
         f"extra or repeated {sorted(set(extra))[:4]}"
+    ]
+
+
+def _cells_unasked(m: Measured) -> list[str]:
+    """GATE-PATCH-002's check `asked`: the (site, position) cells the grid patched against those
+    contracts.patching.asked_cells gives from the command line's --patch-site, --patch-position and
+    --patch-sweep and the prompt's length."""
+    asked = m["asked_patch"]
+    if not isinstance(asked, Mapping) or set(asked) != {"site", "position", "sweep"}:
+        raise Malformed(f"'asked_patch' is {asked!r}, not an object of 'site', 'position' and 'sweep'")
+    cells = items(m, "asked_cells")
+    if not all(isinstance(c, list) and len(c) == 2 for c in cells):
+        raise Malformed("each entry of 'asked_cells' must be [site, position]")
+    have = [(str(site), p) for site, p in cells]
+    want = asked_cells(asked, count(m, "asked_tokens"), [site for site, _ in have])
+    if sorted(have) == sorted(want) and len({s for s, _ in have}) == len({s for s, _ in want}):
+        return []
+    said = " ".join(f"--patch-{k} {v}" for k, v in asked.items() if v is not None)
+    return [
+        f"the command line asks for {len(want)} cell(s) ({said}: {want[:4]}{' …' if len(want) > 4 else ''}), "
+        f"but the grid patched {len(have)}: {have[:4]}{' …' if len(have) > 4 else ''}"
     ]
 
 

@@ -11,11 +11,17 @@ The recovered fraction is a formula over those scores and lives here for the sam
 that computed (clean − patched)/(clean − corrupted) reported every cell inverted and the full patch,
 proved bit-exact, as recovering 0.0. GATE-PATCH-002's check `recovery` recomputes every recorded
 fraction from the recorded scores with this function.
+
+Which cells the command line asks for is a rule of its words and the prompt's length alone, and it
+lives here too: a run that patched at the last token where `--patch-position 5` asked recorded
+position 10 as the one it patched, every cell agreed with that statement, and every gate passed
+(round-9 audit R111). GATE-PATCH-002's check `asked` holds the grid's cells to `asked_cells`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the judges read `recovered_fraction`, and a prepare loads them without torch
     import torch
@@ -36,3 +42,19 @@ def recovered_fraction(patched: float, clean: float, corrupted: float) -> float:
     """(patched − corrupted) / (clean − corrupted): 0 where the patched run scores as the corrupted
     one, 1 where it scores as the clean one."""
     return (patched - corrupted) / (clean - corrupted)
+
+
+def asked_cells(asked: Mapping[str, Any], tokens: int, sites: Sequence[str]) -> list[tuple[str, int]]:
+    """The (site, position) cells `stack trace --patch` asks for on a `tokens`-token prompt, in
+    order: `--patch-site S` the one cell at `--patch-position P`, the last position (tokens − 1)
+    where none is given; `--patch-sweep KIND` every position 0..tokens−1 of each site among `sites`
+    (the grid's) that is a block's KIND site (which blocks can patch KIND is the model's layout)."""
+    if asked.get("sweep") is not None:
+        swept = [
+            s
+            for s in dict.fromkeys(sites)
+            if s.startswith("layers.") and s.split(".", 2)[2:] == [asked["sweep"]]
+        ]
+        return [(site, p) for site in swept for p in range(tokens)]
+    position = asked.get("position")
+    return [(str(asked.get("site")), tokens - 1 if position is None else int(position))]

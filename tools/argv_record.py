@@ -299,6 +299,16 @@ TRACE_PATHS = {
 }
 # Options of `stack trace` whose config value, a token id, is None where the line gives none.
 ABSENT_NONE = ("foil",)
+# The values a trace's gate checks take as its command line gives them (GATE-TRACE-003's checks
+# ablated and tolerance, GATE-PATCH-002's check asked: round-9 audit R111, R113, R131), each with
+# the option(s) whose value it is and the value an option the line leaves out has.
+ASKED_VALUES: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {
+    ("GATE-TRACE-003", "ablate_asked"): (("ablate",), []),
+    ("GATE-TRACE-003", "sample_asked"): (("sample",), 0),
+    ("GATE-TRACE-003", "atol_asked"): (("atol",), []),
+    ("GATE-TRACE-003", "rtol_asked"): (("rtol",), []),
+    ("GATE-PATCH-002", "asked_patch"): (("patch_site", "patch_position", "patch_sweep"), None),
+}
 
 
 def trace_option_problems(record: EvidenceRecord) -> list[str]:
@@ -327,7 +337,64 @@ def trace_option_problems(record: EvidenceRecord) -> list[str]:
         for key in ABSENT_NONE
         if key in config and config[key] is not None and options.get(key) is None
     ]
+    return problems + _asked_problems(record, options) + _patch_cells_problems(config, options)
+
+
+def _asked(options: dict[str, Any], dests: tuple[str, ...], absent: Any) -> Any:
+    """The value a gate check takes from the command line's option(s) `dests`: one option's value
+    (`absent` where the line leaves it out), several as an object of site, position and sweep."""
+    if len(dests) == 1:
+        return options.get(dests[0], absent)
+    return {dest.removeprefix("patch_"): options.get(dest) for dest in dests}
+
+
+def _asked_problems(record: EvidenceRecord, options: dict[str, Any]) -> list[str]:
+    """Each command-line value a trace's gate check measured (ASKED_VALUES) that is not what the
+    record's command line gives: the check held the run to another request than the user's."""
+    measured = {g.id: g.measured for g in record.gates if isinstance(g.measured, dict)}
+    problems = []
+    for (gate_id, key), (dests, absent) in ASKED_VALUES.items():
+        if key not in measured.get(gate_id, {}):
+            continue
+        recorded, value = measured[gate_id][key], _asked(options, dests, absent)
+        if recorded != value:
+            flags = "/".join(_flag("trace", d) for d in dests)
+            problems.append(
+                f"gates[{gate_id}].measured.{key} is {recorded!r}, but its command line's {flags} "
+                f"give {value!r}"
+            )
     return problems
+
+
+def _patch_cells_problems(config: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """A patching's config.patch_sites and patch_positions against --patch-site, --patch-position
+    (the last of config.tokens where none is given) and --patch-sweep: the cells it states it
+    patched are the ones the line asked for (round-9 R111: position 10 stated under
+    --patch-position 5)."""
+    if options.get("patch") is None:
+        return []
+    site, position, sweep = (options.get(k) for k in ("patch_site", "patch_position", "patch_sweep"))
+    sites, positions = config.get("patch_sites"), config.get("patch_positions")
+    tokens = config.get("tokens")
+    length = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    if sweep is not None:
+        kinds = {s.split(".", 2)[2] if isinstance(s, str) and s.count(".") >= 2 else s for s in sites or []}
+        want_sites, want_positions = (kinds == {sweep} and bool(sites)), "every"
+        # before 1.29.0 a sweep stated its positions as the list of every one
+        every = [want_positions, *([list(range(length))] if length is not None else [])]
+        shown = f"--patch-sweep {sweep}"
+    else:
+        last = None if length is None else length - 1
+        want_sites, want_positions = sites == [site], [last if position is None else position]
+        every = [want_positions]
+        shown = f"--patch-site {site}" + ("" if position is None else f" --patch-position {position}")
+    if want_sites and positions in every:
+        return []
+    return [
+        f"config.patch_sites is {sites!r} and config.patch_positions {positions!r}, but its command "
+        f"line asks for {shown}"
+        + (f" (positions {want_positions!r})" if want_positions != "every" else " (every position)")
+    ]
 
 
 def _command_lines(record: EvidenceRecord) -> list[tuple[list[str], dict[str, str]]]:

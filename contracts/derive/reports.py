@@ -48,6 +48,7 @@ from contracts.site_statistics import inconsistencies, strict
 from contracts.spec import thresholds_digest
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
+from contracts.trace_tolerance import judged_tolerances
 from contracts.truncation import rank_kept
 from contracts.verbatim import longest_common_run
 
@@ -1289,6 +1290,19 @@ def ablation_site_problems(report: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _ablation_asked(report: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """GATE-TRACE-003's check `ablated` as the record's config (held to argv by tools/argv_record)
+    and trace.json show it: the sites asked, zeroed (from 1.33.0 trace.json keeps the sites the
+    hooks zeroed) and named, the --sample asked and the continuations shown."""
+    return {
+        "ablate_asked": config.get("ablate"),
+        "ablate_zeroed": report.get("zeroed"),
+        "ablate_reported": report.get("ablated"),
+        "sample_asked": config.get("sample"),
+        "continuations": len(report.get("samples") or {}),
+    }
+
+
 def _patch_recorded(report: dict[str, Any]) -> dict[str, Any]:
     """GATE-PATCH-002's recorded values as trace.json shows them: the scores (check scores) and,
     where trace.json keeps the patched scores (from 1.29.0), the grid's cells and every recovered
@@ -1339,10 +1353,23 @@ def trace_record(inputs: Inputs) -> Derivation:
         derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report)]
         if mode == "ablation":
             derived.problems += [f"trace.json: {p}" for p in ablation_site_problems(report)]
+        config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
             derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
+            derived.gate("GATE-TRACE-003", _ablation_asked(report, config), optional=True)
+        if mode in ("bisect", "compare") and "GATE-TRACE-003" in wanted:
+            asked = {"atol_asked": config.get("atol"), "rtol_asked": config.get("rtol")}
+            tolerances = {"site_tolerances": judged_tolerances(report)}
+            derived.gate("GATE-TRACE-003", asked | tolerances, optional=True)
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
-            derived.gate("GATE-PATCH-002", _patch_recorded(report), optional=True)
+            recorded = _patch_recorded(report)
+            derived.gate("GATE-PATCH-002", recorded, optional=True)
+            if "grid_cells" in recorded:  # check asked: the cells trace.json keeps, on its tokens
+                tokens = report.get("tokens")
+                asked = {"asked_cells": recorded["grid_cells"], "asked_tokens": config.get("tokens")}
+                if isinstance(tokens, list) and tokens:
+                    asked["asked_tokens"] = len(tokens)
+                derived.gate("GATE-PATCH-002", asked, optional=True)
             derived.problems += unwritten_recovery_problems(results["GATE-PATCH-002"])
         sites = (report.get("trace") or {}).get("sites")
         if "GATE-TRACE-002" in wanted:

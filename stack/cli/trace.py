@@ -223,8 +223,9 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
 
     from contracts.errors import BadInput
     from stack.trace import modes
+    from stack.trace.ablation import check_ablated
     from stack.trace.calibrate import TracePath
-    from stack.trace.compare import parse_rules
+    from stack.trace.compare import check_tolerances, parse_rules
     from stack.trace.sites import layout_for
     from stack.train.trained import load_trained
 
@@ -247,6 +248,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     elif args.ablate:
         config.update(ablate=args.ablate, sample=args.sample)
         result = modes.ablation(path_a, idx, tuple(args.ablate), names, args.sample, a.tokenizer.text_of)
+        check_ablated(args.ablate, args.sample, result.payload())  # GATE-TRACE-003, check ablated
     elif args.against or args.backend_b or args.dtype_b:
         weights, label_b, model_b = a.model, "same weights", a.config.model
         if args.against is not None:
@@ -261,6 +263,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
         config.update(path_b=path_b.describe(), shadow=args.shadow, atol=args.atol, rtol=args.rtol)
         rules = parse_rules(args.atol, args.rtol)
         result = modes.two_paths(path_a, path_b, idx, names, rules, args.shadow, args.stop_on_nonfinite)
+        check_tolerances(args.atol, args.rtol, result.payload())  # GATE-TRACE-003, check tolerance
     else:
         result = modes.single(path_a, idx, names, args.stat, args.stop_on_nonfinite, args.dump)
         config.update(stat=args.stat)
@@ -358,7 +361,7 @@ def _patching(
     import torch
 
     from contracts.errors import BadInput
-    from stack.trace.patch import Metric, patch_runs, sweep_sites
+    from stack.trace.patch import Metric, check_asked, patch_runs, sweep_sites
     from stack.trace.patch_report import patch_result
     from stack.trace.sites import layout_for
 
@@ -387,13 +390,16 @@ def _patching(
     )
     bad = torch.tensor([corrupted], dtype=torch.long, device=idx.device)
     run = patch_runs(model, idx, bad, metric, sites, positions)
+    # GATE-PATCH-002 (check asked): the grid against the options as the command line gives them
+    asked = {"site": args.patch_site, "position": args.patch_position, "sweep": args.patch_sweep}
+    check_asked(asked, length, run)
     return patch_result(run, metric, idx[0].tolist(), a.tokenizer.text_of)
 
 
 def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
     from stack.trace import modes
     from stack.trace.bisect import check_comparable
-    from stack.trace.compare import parse_rules
+    from stack.trace.compare import check_tolerances, parse_rules
     from stack.trace.dump import read_dump
 
     a, b = (read_dump(p) for p in args.compare)
@@ -403,6 +409,7 @@ def _from_dumps(args: argparse.Namespace, config: dict[str, Any]) -> Result:
     rules = parse_rules(args.atol, args.rtol)
     labels = (str(args.compare[0]), str(args.compare[1]))
     result = modes.dumps(a, b, names, rules, args.stop_on_nonfinite, labels)
+    check_tolerances(args.atol, args.rtol, result.payload())  # GATE-TRACE-003, check tolerance
     _check_selection(args, result, a.trace.n_layers, a.trace.layout)
     return result
 

@@ -12,12 +12,17 @@ and holds the reported mean to it. The check holds the report's other numbers th
 recomputed from the two traces' kept tensors by the contracts' formula: every layer's output change
 (‖ablated − intact‖ / ‖intact‖), the positions, and the changed argmaxes (over the vocabulary, so
 never more than the positions). Check `samples` holds each greedy continuation to the N new ids
---sample N asked for.
+--sample N asked for. Check `ablated` holds the sites the ablated forward's hooks overwrote with
+zeros (stack.trace.tracer.Trace.zeroed), and the sites the report names, to the command line's
+--ablate, and the continuations the report shows to its --sample: an ablation handed only the
+first of two --ablate sites zeroed one, said so, and every gate passed (round-9 audit R113).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -112,3 +117,22 @@ def samples_outcome(samples: dict[str, list[int]], asked: int) -> Outcome:
 @gate_require("GATE-TRACE-003", lambda samples, asked: samples_outcome(samples, asked))
 def check_samples(samples: dict[str, list[int]], asked: int) -> None:
     """Refuse continuations that are not the `asked` new ids (a prompt token kept, one dropped)."""
+
+
+def ablated_outcome(ablate: Sequence[str], sample: int, payload: Mapping[str, Any]) -> Outcome:
+    """GATE-TRACE-003's check `ablated`: the command line's --ablate and --sample against the sites
+    the ablated forward zeroed, the sites the report names and the continuations it shows."""
+    measured = {
+        "ablate_asked": list(ablate),
+        "ablate_zeroed": list(payload.get("zeroed") or []),
+        "ablate_reported": list(payload.get("ablated") or []),
+        "sample_asked": sample,
+        "continuations": len(payload.get("samples") or {}),
+    }
+    return measure("GATE-TRACE-003", measured, holds="the sites zeroed are those --ablate names")
+
+
+@gate_require("GATE-TRACE-003", ablated_outcome)
+def check_ablated(ablate: Sequence[str], sample: int, payload: Mapping[str, Any]) -> None:
+    """Refuse an ablation report whose forward zeroed, or that names, other sites than --ablate
+    asked for, or that shows continuations --sample did not ask for (or none it did)."""

@@ -11,19 +11,27 @@ Tolerances come per site from a `TolerancePolicy`: by default atol = m × the re
 (how far the reference path lands from fp64 at that site, see stack.trace.calibrate) and
 rtol = GATE-TRACE-003's default_rtol (0), with m = its fp64_error_multiple; `--atol`/`--rtol` rules, each
 `GLOB=VALUE` or a bare VALUE for every site, replace them where they match (the last match wins).
+GATE-TRACE-003's check `tolerance` holds the tolerance every compared site of the report was judged
+at to the rule contracts.trace_tolerance states from the command line's --atol/--rtol words (a
+policy handed no rules judged every site at its calibrated tolerance while `--atol 0.05` was
+asked: round-9 audit R131).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
+from contracts.trace_tolerance import judged_tolerances
 from stack.trace.sites import split
 from stack.trace.tracer import SiteRecord
 
@@ -213,3 +221,20 @@ def compare_site(
         sampled=sampled,
         divergence=_divergence(tol, min_atol, mismatch, same_shape=True),
     )
+
+
+def tolerances_outcome(atol: list[str], rtol: list[str], payload: Mapping[str, Any]) -> Outcome:
+    """GATE-TRACE-003's check `tolerance`: the command line's --atol/--rtol words and the tolerance
+    each compared site of the report was judged at."""
+    measured = {
+        "atol_asked": list(atol),
+        "rtol_asked": list(rtol),
+        "site_tolerances": judged_tolerances(payload),
+    }
+    return measure("GATE-TRACE-003", measured, holds="every site judged at the tolerance asked for")
+
+
+@gate_require("GATE-TRACE-003", tolerances_outcome)
+def check_tolerances(atol: list[str], rtol: list[str], payload: Mapping[str, Any]) -> None:
+    """Refuse a bisection any of whose sites was judged at another tolerance than --atol/--rtol ask
+    for there (or, where none matches, than the calibrated atol and the default rtol)."""

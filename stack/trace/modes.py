@@ -281,6 +281,7 @@ def ablation(
     data = {
         "paths": {"A": path.describe()},
         "ablated": list(sites),
+        "zeroed": list(ablated.zeroed),
         "logits": report.comparison_json(effect.logits),
         "argmax_changed": effect.argmax_changed,
         "positions": effect.positions,

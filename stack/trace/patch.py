@@ -22,7 +22,10 @@ corrupted runs' kept activations differ (so a cell run on the clean prompt, or a
 its replacement as what was computed, is named). The grid holds exactly every (site, position) it
 states, a sweep every position of the prompt (check `grid`), and every recorded recovered fraction,
 each cell's and the full patch's, is the contracts' formula over the recorded scores (check
-`recovery`).
+`recovery`). The grid's cells are those the command line asks for, by contracts.patching's rule
+from --patch-site, --patch-position and --patch-sweep as given (check `asked`): a run that patched
+at the last position where `--patch-position 5` asked stated position 10 and every gate passed
+(round-9 audit R111).
 """
 
 from __future__ import annotations
@@ -345,3 +348,19 @@ def patch_runs(
         scores,
         full_score,
     )
+
+
+def asked_outcome(asked: Mapping[str, Any], tokens: int, run: PatchRun) -> Outcome:
+    """GATE-PATCH-002's check `asked`: the command line's --patch-site/--patch-position/--patch-sweep
+    (`asked`, as given) and the (site, position) of every cell the run patched and scored."""
+    measured = {
+        "asked_patch": dict(asked),
+        "asked_cells": [[site, p] for site in run.recovered for p in run.positions],
+        "asked_tokens": tokens,
+    }
+    return measure("GATE-PATCH-002", measured, holds="the grid is the cells the command line asked for")
+
+
+@gate_require("GATE-PATCH-002", asked_outcome)
+def check_asked(asked: Mapping[str, Any], tokens: int, run: PatchRun) -> None:
+    """Refuse a patching whose grid is not the cells --patch-site/--patch-position/--patch-sweep ask for."""

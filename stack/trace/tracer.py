@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -76,6 +76,9 @@ class Trace:
     # Per site of `statistics_sample`, its statistics recomputed by their definitions from the
     # tensor it observed (contracts.site_statistics); measured by the traced forward only.
     recomputed: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The sites whose tensor the forward's hooks replaced with zeros (SiteHooks.replaced): where an
+    # ablation acted, measured by the hooks, not by the list of sites it was handed.
+    zeroed: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -252,9 +255,10 @@ def trace_forward(
     fed = fed_inputs(feed, len(model.layers))
     checked = SiteIdentities(identities(model, layout), fed, ablated)
     recorder = _Recorder(keep, ablated, checked, statistics_sample(len(model.layers), layout))
-    with SiteHooks(model, recorder, feed):
+    with SiteHooks(model, recorder, feed) as hooks:
         logits, _ = model(idx)
-    return recorder.trace(len(model.layers), layout), logits
+    zeroed = tuple(dict.fromkeys(r.name for r in hooks.replaced if not bool(r.written.any())))
+    return replace(recorder.trace(len(model.layers), layout), zeroed=zeroed), logits
 
 
 def unchanged_outcome(traced: torch.Tensor, untraced: torch.Tensor) -> Outcome:
