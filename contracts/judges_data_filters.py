@@ -257,13 +257,18 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
         "counts": ("sources",),
         # rev 3: every input byte of every source is a document's kept or dropped, or framing
         "bytes": ("accounts",),
+        # rev 4: every file read below a directory input is one --glob admits (contracts.corpus_inputs)
+        "inputs": ("glob", "files_read", "outside_glob"),
     },
 )
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
-    the drop log's lines counted again (a reason with no drop may be left out of either); and
-    every input byte is accounted for (`_bytes_problems`)."""
+    the drop log's lines counted again (a reason with no drop may be left out of either); every
+    input byte is accounted for (`_bytes_problems`); and no file was read that --glob leaves out
+    (`_outside_glob`)."""
     problems = _bytes_problems(m["accounts"]) if has(m, "accounts") else []
+    if has(m, "glob", "files_read", "outside_glob"):
+        problems += _outside_glob(m)
     if not has(m, "sources"):
         return problems
     for name, row in _sources(m).items():
@@ -282,6 +287,20 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
         if written != documents_out:
             problems.append(f"source {name!r}: {documents_out} document(s) kept but {written} written")
     return problems
+
+
+def _outside_glob(m: Measured) -> list[str]:
+    """The files read below a directory input that the --glob `glob` does not admit (none may be)."""
+    glob, outside = m.get("glob"), items(m, "outside_glob")
+    if glob is not None and not isinstance(glob, str):
+        raise Malformed(f"'glob' is {glob!r}, not a pattern or null")
+    if not outside:
+        return []
+    shown = ", ".join(map(str, outside[:5])) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+    return [
+        f"{len(outside)} of the {count(m, 'files_read')} file(s) read lie below an input but --glob "
+        f"{glob!r} does not admit them: {shown}"
+    ]
 
 
 def _named_counts(name: str, row: Mapping[str, Any], key: str) -> dict[str, int]:

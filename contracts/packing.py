@@ -15,6 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The rows of a preference pair's window (chosen, then rejected), each of --pack-len tokens: a
+# `--format prefs` manifest's pack_len is this many times the --pack-len asked.
+PAIR_ROWS = 2
+
 
 @dataclass(frozen=True)
 class Packing:

@@ -84,6 +84,9 @@ LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
 NOT_CONFIG = frozenset({"command", "preset", "nproc"})
 # An option whose config key has another name.
 CONFIG_NAMES = {"save_every": "every"}
+# Config keys of a command that hold another option than the one of their name: a prepare's
+# `filters` is its --filter list (the YAML of --filters is resolved into `filter_settings`).
+CONFIG_OPTIONS = {"prepare": {"filters": "filter"}}
 # The commands whose learning rate is constant after one warmup step (min_lr = lr).
 CONSTANT_RATE_KINDS = frozenset({"dpo", "distill"})
 # Config keys that name, under the name of what it is, a model the command line gives: the
@@ -91,12 +94,36 @@ CONSTANT_RATE_KINDS = frozenset({"dpo", "distill"})
 # that is depends on the command: `lora merge ADAPTER --base BASE` changes BASE).
 NAMED_MODELS = ("source", "checkpoint")
 # Options whose value a command's record must state in its config, by the config key of the
-# option's name, from the spec version given on: the value the command used, which the derivation
-# of the record's kind holds to the artifact it decides (a prepare's manifest) and this module to
-# the command line. A command that records another option adds it here.
-STATED_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "prepare": ("1.32.0", ("seed", "val_fraction")),
-    "sample": ("1.33.0", ("ignore_eot",)),
+# option's name, each from the spec version given on: the value the command used, which the
+# derivation of the record's kind holds to the artifact it decides (a prepare's manifest) and this
+# module to the command line. A command that records another option adds it here. From 1.33.0 a
+# prepare states every option that selects or shapes what enters its DATA_DIR (round-9 audit R129
+# --glob, R137 --join); what it does not state changes speed or where things go, never the data
+# (--working-set, --workers, --force, --evidence-dir) or belongs to --verify, which files no record.
+STATED_OPTIONS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "prepare": (
+        ("1.32.0", ("seed", "val_fraction")),
+        (
+            "1.33.0",
+            (
+                "format",
+                "vocab_size",
+                "source",
+                "template",
+                "join",
+                "pack_len",
+                "glob",
+                "doc_sep",
+                "doc_bytes",
+                "text_field",
+                "source_field",
+                "dtype",
+                "shard_tokens",
+                "bpe_sample",
+            ),
+        ),
+    ),
+    "sample": (("1.33.0", ("ignore_eot",)),),
 }
 # Actions whose value is what the line says even when it says nothing (a flag left off is False).
 KEPT_DEFAULTS = (
@@ -267,24 +294,26 @@ def option_problems(record: EvidenceRecord) -> list[str]:
         options.update(given(argv) or {})
         places.update(named)
     words = [word for argv, _named in lines for word in _words(argv)]
-    problems = [
-        f"config.{key} is {recorded!r}, but its command line gives {_shown(options[key])}"
-        for key, recorded in record.config.items()
-        if key in options and _holds(recorded, options[key], places) is False
-    ]
     command = str(options.get("command"))
-    since, stated = STATED_OPTIONS.get(command, ("", ()))
-    if stated and version_key(record.spec.version) >= version_key(since):
-        problems += [
-            f"config states no {key}: `stack {command}` records the {_flag(command, key)} it used there, "
-            "so nothing holds it to its command line"
-            for key in stated
-            if key not in record.config
-        ]
+    dests = {key: CONFIG_OPTIONS.get(command, {}).get(key, key) for key in record.config}
+    problems = [
+        f"config.{key} is {recorded!r}, but its command line gives {_shown(options[dests[key]])}"
+        for key, recorded in record.config.items()
+        if dests[key] in options and _holds(recorded, options[dests[key]], places) is False
+    ]
+    problems += [
+        f"config states no {key}: `stack {command}` records the {_flag(command, key)} it used there, "
+        "so nothing holds it to its command line"
+        for since, stated in STATED_OPTIONS.get(command, ())
+        if version_key(record.spec.version) >= version_key(since)
+        for key in stated
+        if key not in record.config
+    ]
     problems += [
         f"config.{key} is {record.config[key]!r}, which none of its command line's words names"
         for key in NAMED_MODELS
         if key not in options
+        and _flag(command, key) == key  # an option of the command by that name is no model (prepare --source)
         and isinstance(record.config.get(key), str)
         and not any(same_place(record.config[key], word, places) for word in words)
     ]

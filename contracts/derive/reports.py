@@ -31,6 +31,7 @@ from contracts.checkpoints import manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
+from contracts.derive.prepare_options import OPTIONS_SINCE, prepare_options
 from contracts.evidence import EvidenceRecord, RunStatus, Verdict
 from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
 from contracts.hf_export import stored_dtypes as hf_stored_dtypes
@@ -1967,7 +1968,8 @@ def prepare_record(inputs: Inputs) -> Derivation:
     the values of spec 1.30.0's checks the manifest and config give (`_prepare_since_1_30`), and
     (since 1.32.0) config.seed and config.val_fraction as the manifest's, the draw the split was
     made with: tools/argv_record holds the config to the command line, so a prepare that split
-    with another seed or share than the one asked for contradicts one of the two (audit R91, R99)."""
+    with another seed or share than the one asked for contradicts one of the two (audit R91, R99);
+    and (since 1.33.0) every other stated option the manifest decides (`prepare_options`)."""
     derived = Derivation()
     if not inputs.artifacts.has(MANIFEST):
         if inputs.record.run.status is RunStatus.COMPLETED:
@@ -1997,6 +1999,8 @@ def prepare_record(inputs: Inputs) -> Derivation:
         _prepare_since_1_30(inputs, derived, manifest)
         for key in SPLIT_DRAW:  # the split's draw as the prepare made it (contracts.split.held_out)
             derived.put(("config", key), manifest.get(key), since=SPLIT_DRAW_SINCE)
+        if version_key(inputs.record.spec.version) >= version_key(OPTIONS_SINCE):
+            prepare_options(inputs, derived, manifest)
         if share is not None and isinstance(split, dict) and "assigned_documents" in split:
             # Every document written was assigned a split as it was written (stack.data.split.Assigned).
             derived.gate("GATE-DATA-005", {"assigned_documents": share["split_documents"]})

@@ -230,6 +230,17 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     given = [
         f"--{name.replace('_', '-')}" for name in options if getattr(args, name) not in (None, False, [])
     ]
+    # What a corpus's shards and reading take, which a fine-tuning set never uses (its record states
+    # them as none: `_read_config`), given another value than the default.
+    defaults = {
+        "dtype": "auto",
+        "shard_tokens": DEFAULT_SHARD_TOKENS,
+        "doc_bytes": DEFAULT_DOC_BYTES,
+        "bpe_sample": DEFAULT_BPE_SAMPLE,
+    }
+    given += [
+        f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name) != value
+    ]
     if given:
         raise BadInput(
             f"--format {args.format} reads the JSONL files given as INPUT, whose fields it knows; drop "
@@ -241,7 +252,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     return _recorded(
         args.argv,
         args.evidence_dir,
-        _record_config(args, waivers),
+        _record_config(args, waivers, pack_len),
         lambda: prepare_sft(
             args.inputs,
             args.out,
@@ -374,14 +385,24 @@ def _waivers(args: argparse.Namespace) -> dict[str, str]:
     return dict(zip(args.no_filter, args.reason, strict=True))
 
 
-def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[str, object]:
+def _record_config(
+    args: argparse.Namespace, waivers: dict[str, str], pack_len: int | None = None
+) -> dict[str, object]:
     """What the evidence record keeps of the request: inputs (as `name_text` writes a name that is not
-    UTF-8, as the record's command line does), tokenizer, the resolved filter settings, and the seed
-    and val_fraction handed to the split (every prepare path draws it with these two; the checker
-    holds them to the command line and to the manifest the prepare wrote)."""
+    UTF-8, as the record's command line does), tokenizer, the resolved filter settings, the seed
+    and val_fraction handed to the split (every prepare path draws it with these two), and (spec
+    1.33.0) every other option that selects or shapes what enters DATA_DIR, by its option's name:
+    a corpus's read settings (`_read_config`), a fine-tuning set's format, template, join and
+    pack_len (`pack_len`: the one used, default or cut to the model's context), the tokenizer's
+    vocab_size and the source of INPUTs without NAME=. An option the path does not use is None.
+    The checker holds each to the command line (tools/argv_record.STATED_OPTIONS) and to the
+    manifest the prepare wrote (contracts.derive.reports.prepare_record; round-9 audit R129, R137)."""
     from stack.data.corpus import name_text
     from stack.data.filters.settings import load_settings
+    from stack.data.sft_prepare import JOINS, PROMPT_COMPLETION, SFT_FORMATS
 
+    sft = args.format in SFT_FORMATS
+    joined = args.join or JOINS[0] if args.format == PROMPT_COMPLETION else args.join
     return {
         "inputs": [name_text(item) for item in args.inputs] + (["--default"] if args.default else []),
         "out": str(args.out),
@@ -391,7 +412,32 @@ def _record_config(args: argparse.Namespace, waivers: dict[str, str]) -> dict[st
         "waivers": waivers,
         "seed": args.seed,
         "val_fraction": args.val_fraction,
+        "format": args.format,
+        "vocab_size": args.vocab_size,
+        "source": args.source,
+        "template": args.template,
+        "join": joined,
+        "pack_len": pack_len if sft else None,
+        **_read_config(args, sft),
     }
+
+
+def _read_config(args: argparse.Namespace, sft: bool) -> dict[str, object]:
+    """A corpus's read settings as asked, the keys of the manifest's `reading` (stack.data.manifest
+    .ReadSettings): --glob, --doc-sep, --doc-bytes, --text-field, --source-field, --dtype,
+    --shard-tokens, --bpe-sample. A fine-tuning set refuses the first, third and fourth of them and
+    uses none of the others but its automatic dtype: each is None there but dtype, "auto"."""
+    corpus = {
+        "glob": args.glob,
+        "doc_sep": args.doc_sep,
+        "doc_bytes": args.doc_bytes,
+        "text_field": args.text_field,
+        "source_field": args.source_field,
+        "dtype": args.dtype,
+        "shard_tokens": args.shard_tokens,
+        "bpe_sample": args.bpe_sample,
+    }
+    return {key: (value if not sft or key == "dtype" else None) for key, value in corpus.items()}
 
 
 def _recorded(

@@ -1,4 +1,5 @@
-"""Every byte of every input, accounted for: GATE-DATA-014's check `bytes`.
+"""Every byte of every input, accounted for: GATE-DATA-014's check `bytes`; and every file read is
+one the inputs and --glob admit: its check `inputs` (`FilesRead`).
 
 Per source, the input read is held to what became of it: input = the bytes of the documents
 kept + those of the documents dropped, by reason + the framing the format removed, by kind. The
@@ -28,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.corpus_inputs import glob_admits
 from contracts.gates import Outcome, gate_require, measure
 
 # The input units, by how a format's input is measured.
@@ -108,3 +110,32 @@ def accounts_outcome(books: Books) -> Outcome:
 def check_accounts(books: Books) -> None:
     """Refuse a prepare whose books lose or make up input bytes, or whose documents are not the bytes
     they were read from."""
+
+
+class FilesRead:
+    """The files whose reading the writer saw end, each judged as it ends by the --glob the prepare
+    was handed (contracts.corpus_inputs, apart from the walk that found them): GATE-DATA-014's check
+    `inputs` (rev 4; round-9 audit R129: a .rst file read under --glob '*.py')."""
+
+    def __init__(self, glob: str | None) -> None:
+        self.glob = glob
+        self.count = 0
+        self.outside: list[str] = []
+
+    def ended(self, name: str, below: bool) -> None:
+        """One file read to its end, at `name` below its input (`below`: found in a directory input;
+        a file given as an input is read whatever the pattern)."""
+        self.count += 1
+        if below and not glob_admits(name, self.glob):
+            self.outside.append(name)
+
+
+def files_outcome(files: FilesRead) -> Outcome:
+    """GATE-DATA-014's check `inputs`: the glob, the files read and those it does not admit."""
+    measured = {"glob": files.glob, "files_read": files.count, "outside_glob": files.outside}
+    return measure("GATE-DATA-014", measured, holds="every file read is one --glob admits")
+
+
+@gate_require("GATE-DATA-014", lambda files: files_outcome(files))
+def check_files_read(files: FilesRead) -> None:
+    """Refuse a prepare that read a file below a directory input that its --glob does not admit."""

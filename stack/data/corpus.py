@@ -74,6 +74,7 @@ class InputFile:
     path: Path
     name: str = ""
     origin: Path | None = None
+    below: bool = False  # found in a directory input (--glob applies), not given as an input itself
 
     @property
     def label(self) -> str:
@@ -377,7 +378,11 @@ def discover(specs: Sequence[InputSpec], out_dir: Path) -> list[InputFile]:
             found.append((spec.source, number, InputFile(spec.source, spec.path, spec.path.name)))
         else:
             found.extend(
-                (spec.source, number, InputFile(spec.source, p, p.relative_to(spec.path).as_posix()))
+                (
+                    spec.source,
+                    number,
+                    InputFile(spec.source, p, p.relative_to(spec.path).as_posix(), below=True),
+                )
                 for p in _walk(spec, skip, special)
             )
     if special.count:

@@ -175,6 +175,23 @@ class SftEntry(Strict):
     first_dropped: dict[str, str] = {}
 
 
+class ReadSettings(Strict):
+    """How `stack prepare` found and read a corpus's files, as it was handed the options: the
+    --format, --glob, --doc-sep, --doc-bytes, --text-field values (as `TextFields.given` writes
+    them), --source-field, --shard-tokens and --bpe-sample the files were read and the shards
+    written with. The integrity check holds the record's config to them (round-9 audit R129: a
+    --glob that never reached the walk, which nothing stated)."""
+
+    format: str
+    glob: str | None
+    doc_sep: str | None
+    doc_bytes: int = Field(ge=1)
+    text_field: list[str]
+    source_field: str | None
+    shard_tokens: int = Field(ge=1)
+    bpe_sample: int = Field(ge=1)
+
+
 class ScriptTally(Strict):
     """The documents of one writing system in a source, as the script filter read them: in, out and
     dropped by reason (by any filter)."""
@@ -245,6 +262,8 @@ class Manifest(Strict):
     normalised: dict[str, NormalisedInput] = {}
     # per source, where every input byte went (GATE-DATA-014); absent from manifests made before it
     accounting: dict[str, ByteAccount] = {}
+    # a corpus's read settings (not a fine-tuning set's); absent from manifests made before spec 1.33.0
+    reading: ReadSettings | None = None
 
     _sha256: str = PrivateAttr(default="")
 
@@ -300,11 +319,11 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
     tied to their sha256) are what they were before the field existed; so with `filters`,
-    `drop_log`, `normalised` and `accounting` when they are empty, and with the supervised
+    `drop_log`, `normalised`, `accounting` and `reading` when they are empty, and with the supervised
     entry's `first_dropped`."""
     exclude: dict[str, Any] = {
         name: True
-        for name in ("sft", "filters", "drop_log", "normalised", "accounting")
+        for name in ("sft", "filters", "drop_log", "normalised", "accounting", "reading")
         if not getattr(manifest, name)
     }
     if manifest.sft is not None and not manifest.sft.first_dropped:

@@ -41,7 +41,7 @@ from contracts.evidence import sha256_file
 from stack.artifacts import INDEX_FILE
 from stack.data import ownership
 from stack.data import split as splitting
-from stack.data.accounting import TEXT_FIELDS, TEXT_FILES, Books, check_accounts
+from stack.data.accounting import TEXT_FIELDS, TEXT_FILES, Books, FilesRead, check_accounts, check_files_read
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     ALL_FILES,
@@ -69,6 +69,7 @@ from stack.data.manifest import (
     DataFile,
     FilterReport,
     Manifest,
+    ReadSettings,
     Shard,
     SourceStats,
     Split,
@@ -160,6 +161,7 @@ class _Collector:
         self._heldout = array("B")
         self.assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, per document
         self.books = Books()  # where every input byte went (GATE-DATA-014, stack.data.accounting)
+        self.files = FilesRead(plan.glob)  # every file read, against --glob (GATE-DATA-014's check inputs)
         self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
         # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
         # are decoded again, by the bytes of every file read
@@ -200,6 +202,7 @@ class _Collector:
                 self.books.read(part.end.source, TEXT_FILES, self.plan.sizes[part.end.path])
             counts = self.stats[part.end.source]
             counts["files"] += 1
+            self.files.ended(part.end.name, part.end.below)
             counts["invalid_utf8_files"] += part.invalid_utf8
             if part.invalid_utf8:
                 self.invalid_utf8.add(part.end.label)
@@ -406,6 +409,7 @@ class _Plan:
     progress: bool
     filters: FilterRunner
     workers: int
+    glob: str | None = None  # the --glob the files were found by, which every file read is held to
     # The size of every file read (a copy's, for a file read through one), from the file system
     # before any is read: the input of the books of a file read as text (stack.data.accounting).
     sizes: Mapping[Path, int] = field(default_factory=dict)
@@ -490,6 +494,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     written = {name: counts["documents"] for name, counts in collector.stats.items()}
     check_reports(plan.filters, written, recount(log_path))
     check_accounts(collector.books)
+    check_files_read(collector.files)
     check_round_trips(collector.trips)
     if plan.layout.source_field is not None:
         met = {name for name, report in plan.filters.reports.items() if report.documents_in}
@@ -529,10 +534,26 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
         drop_log=DataFile(path=DROP_LOG_FILE, bytes=log_path.stat().st_size, sha256=sha256_file(log_path)),
         normalised=normalised_input(collector.normalised),
         accounting={name: ByteAccount(**account) for name, account in collector.books.as_dict().items()},
+        reading=_reading(plan),
     )
     splitting.check_share(manifest.model_dump(mode="json"), index)
     with naming(staging / MANIFEST_FILE):
         return write_manifest(staging, manifest)
+
+
+def _reading(plan: _Plan) -> ReadSettings:
+    """The read settings the corpus was found, read and written with, for the manifest."""
+    layout = plan.layout
+    return ReadSettings(
+        format=layout.format,
+        glob=plan.glob,
+        doc_sep=layout.doc_sep,
+        doc_bytes=layout.doc_bytes,
+        text_field=layout.fields.given(),
+        source_field=layout.source_field,
+        shard_tokens=plan.shard_tokens,
+        bpe_sample=plan.bpe_sample,
+    )
 
 
 def _workers(requested: int | None, files: Sequence[InputFile], working_set: int) -> int:
@@ -694,5 +715,6 @@ def prepare_corpus(
         progress,
         runner,
         _workers(workers, files, working_set),
+        glob,
     )
     return write_locked(out, created, found, lambda staging: _build(staging, plan))

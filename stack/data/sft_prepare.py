@@ -33,11 +33,12 @@ import numpy as np
 
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
+from contracts.packing import PAIR_ROWS
 from contracts.split import document_identity, example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
-from stack.data.accounting import TURNS, Books, check_accounts
+from stack.data.accounting import TURNS, Books, FilesRead, check_accounts, check_files_read
 from stack.data.chat_jinja import jinja_of
 from stack.data.chat_render import (
     ModelTemplate,
@@ -300,6 +301,7 @@ def _read_examples(
             dropped.books.read(plan.source, TURNS, turns_bytes(examples[-1].turns))
             if plan.fmt == PREFS_FORMAT:
                 counts["chat_prompts"] += isinstance(record, dict) and isinstance(record.get("prompt"), list)
+        dropped.files.ended(name_text(given.name), below=False)  # an input itself: no --glob applies
     return examples, counts
 
 
@@ -361,12 +363,14 @@ class Dropped:
     for what is learnt (`empty`), longer than the window (`too_long`, with the longest), or of
     nothing to learn from as read (stack.data.chat_shapes.LeftOut: `unanswered`, `tie`,
     `diverged`); and, per rule, where its first one was read and why. `books` holds the bytes of
-    the examples read, kept and dropped (stack.data.accounting)."""
+    the examples read, kept and dropped (stack.data.accounting), `files` the files read (GATE-DATA-014's
+    check inputs: each is an input itself, which no --glob narrows)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     longest: int = 0
     first: dict[str, str] = field(default_factory=dict)
     books: Books = field(default_factory=Books)
+    files: FilesRead = field(default_factory=lambda: FilesRead(None))
 
     def add(self, rule: str, why: str, length: int = 0) -> None:
         self.counts[rule] += 1
@@ -612,6 +616,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     check_markers(turns, missing)
     check_accounts(dropped.books)
+    check_files_read(dropped.files)
     if not splits["train"].examples:
         raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)
@@ -724,7 +729,7 @@ def prepare_sft(
             f"--join goes with --format {PROMPT_COMPLETION}; {fmt} records are rendered by --template"
         )
     if fmt == PREFS_FORMAT:
-        pack_len *= 2  # a window is a pair: two rows of --pack-len tokens (stack.data.prefs_rows)
+        pack_len *= PAIR_ROWS  # a window is a pair: two rows of --pack-len tokens (stack.data.prefs_rows)
     if not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.1")
     check_source_name(source)
