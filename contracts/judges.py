@@ -1438,14 +1438,23 @@ def _attention_paths(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-MODEL-003", checks={"architecture": ("checked", "forms"), "init": ("init+",)})
+@judges(
+    "GATE-MODEL-003",
+    checks={
+        "architecture": ("checked", "forms"),
+        "init": ("init+",),
+        # rev 4: the parameters the model holds are those its config implies (contracts.model_parameters)
+        "structure": ("parameters_held+", "parameters_named+"),
+    },
+)
 def _architecture(m: Measured, t: Thresholds) -> list[str]:
     """Each form's logits (train and eval mode, plain and packed, decoded through the KV cache)
     within model_atol + model_rtol × the reference's largest magnitude; a model with an option the
     reference does not write out is not compared with it (`checked` false, the options named): its
     forms, when the record has them, are its causality and isolation, logits that must not move
     when other positions' tokens change. And each parameter of a fresh model as its initialisation
-    names it (`init`)."""
+    names it (`init`), and every parameter the model holds, with its shape and whether it trains,
+    exactly those its config implies (`structure`)."""
     problems = []
     if has(m, "checked") and (flag(m, "checked") or m.get("forms")):
         problems = _deviations(m.get("forms"), "form", t["model_atol"], t["model_rtol"])
@@ -1462,7 +1471,48 @@ def _architecture(m: Measured, t: Thresholds) -> list[str]:
             )
     if has(m, "init"):
         problems += _initialisation_problems(m["init"], t["init_max_z"])
+    if has(m, "parameters_held", "parameters_named"):
+        problems += _structure_problems(m["parameters_held"], m["parameters_named"])
     return problems
+
+
+def _structure_problems(held: Any, named: Any) -> list[str]:
+    """The parameters the model holds against those its config implies: by name, then each common
+    one's shape and whether it trains (contracts.model_parameters.implied_parameters' form)."""
+    if not (isinstance(held, Mapping) and isinstance(named, Mapping)):
+        raise Malformed("'parameters_held' and 'parameters_named' must map each parameter to its shape")
+    problems = []
+    if missing := sorted(set(named) - set(held)):
+        problems.append(f"the model lacks {len(missing)} parameter(s) its config implies: {_listed(missing)}")
+    if extra := sorted(set(held) - set(named)):
+        problems.append(f"the model holds {len(extra)} parameter(s) its config lacks: {_listed(extra)}")
+    for key in ("shape", "trainable"):
+        off = [
+            f"{name} {_field(held[name], key)!r} (config: {_field(named[name], key)!r})"
+            for name in sorted(set(held) & set(named))
+            if _field(held[name], key) != _field(named[name], key)
+        ]
+        if off:
+            problems.append(f"{len(off)} parameter(s) differ in {key}: {_listed(off)}")
+    if problems:
+        problems.append(
+            "the model is not built as its config names (a module never created or one too many, a "
+            "head tied or untied, a router on another block, adapters on other matrices than lora.targets)"
+        )
+    return problems
+
+
+def _listed(names: list[str], shown: int = 6) -> str:
+    """The first `shown` names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _field(entry: Any, key: str) -> Any:
+    """One parameter's `shape` or `trainable`, as stated."""
+    if not isinstance(entry, Mapping) or key not in entry:
+        raise Malformed(f"a parameter's entry {entry!r} has no {key!r}")
+    return entry[key]
 
 
 def _initialisation_problems(tensors: Any, max_z: float) -> list[str]:

@@ -51,8 +51,9 @@ So each is derived again from the config the record cites, by the rule the stack
   logits; GATE-MODEL-003's `checked` and `skipped_options` are whether the model has none of the
   options the reference does not write out, and which; its `init` names every parameter of the
   model with the std or value GPT names for it (contracts.model_init) and a drawn tensor's
-  elements; and a LoRA run's `lora_matrices.skipped` lists every matrix without an adapter, with
-  the selection's reason;
+  elements, and its `parameters_named` every parameter of the model and its adapters with its
+  shape and whether it trains (contracts.model_parameters); and a LoRA run's
+  `lora_matrices.skipped` lists every matrix without an adapter, with the selection's reason;
 * GATE-TRAIN-005's `draws` are the monitor's prompts times the tokens it samples after each
   (contracts.coherence.sample_length), and its `seed` the monitor's seed (contracts.seeds
   .monitor_seed) of train.seed and the step of the last sampling round the log shows, or of the
@@ -74,6 +75,7 @@ from contracts.curriculum import eligible_arms, phase_at, project_shares, source
 from contracts.derive.reports import seeded, version_key, whole
 from contracts.evidence import EvidenceRecord
 from contracts.model_init import named_initialisation
+from contracts.model_parameters import implied_parameters
 from contracts.model_shape import (
     DEFAULTS,
     dense,
@@ -336,6 +338,13 @@ def _shaped(config: dict[str, Any], settler: Settler) -> None:
     if not isinstance(lora, dict) or touched is not None:  # else the stack resolved the adapters
         _tensor_counts(model, None if touched is None else len(touched), settler)
     _architecture(model, settler)
+    # GATE-MODEL-003's check structure: the parameters the config implies, by the stack's own statute
+    try:
+        implied = implied_parameters(model, lora if isinstance(lora, dict) else None)
+    except (KeyError, TypeError, ValueError):
+        settler.derived.problems.append("config.toml's [lora] states no r or targets for check structure")
+    else:
+        restate(settler, "GATE-MODEL-003", "parameters_named", implied)
     if not isinstance(lora, dict):
         return
     restate(settler, "GATE-LORA-001", "elements", lora_probe_elements(model))

@@ -238,14 +238,14 @@ def _swiglu(ffn: FeedForward, x: torch.Tensor) -> torch.Tensor:
     return (gate * torch.sigmoid(gate) * up) @ ffn.down.weight.double().T
 
 
-def reference_mixture(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+def reference_mixture(moe: MoE, x: torch.Tensor, top_k: int) -> torch.Tensor:
     """The mixture stack.model.moe's docstring defines, in float64 from `moe`'s weights alone: per
-    token, the softmax of the router's logits, its top_k experts, their probabilities divided by
-    their sum, and the sum of each chosen expert's SwiGLU output times its weight (plus the shared
-    expert's output, when there is one)."""
+    token, the softmax of the router's logits, its `top_k` experts (the configured number, not the
+    module's), their probabilities divided by their sum, and the sum of each chosen expert's SwiGLU
+    output times its weight (plus the shared expert's output, when there is one)."""
     tokens = x.reshape(-1, x.shape[-1]).double()
     probs = torch.softmax(tokens @ moe.router.weight.double().T, dim=-1)
-    chosen = probs.topk(moe.top_k, dim=-1)
+    chosen = probs.topk(top_k, dim=-1)
     weights = chosen.values / chosen.values.sum(dim=-1, keepdim=True)
     outputs = torch.stack([_swiglu(expert, tokens) for expert in moe.experts], dim=1)  # (N, E, d)
     picked = outputs[torch.arange(len(tokens))[:, None], chosen.indices]  # (N, k, d)
@@ -274,11 +274,35 @@ def _mixture_name(config: ModelConfig) -> str:
     return f"{experts}, top {config.moe_top_k}{shared}"
 
 
-@gate_ensure(
-    "GATE-ARCH-003",
-    lambda result: measure("GATE-ARCH-003", result, holds="the mixture computes its definition"),
-)
+def _arch003(result: dict[str, Any]) -> Outcome:
+    """A GATE-ARCH-003 verdict of one check's values (the mixtures, or the one-expert probe)."""
+    return measure("GATE-ARCH-003", result, holds="the mixture computes its definition")
+
+
+@gate_ensure("GATE-ARCH-003", lambda result: _arch003({"mixtures": result}))
 @torch.no_grad()
+def check_defined_mixtures(config: ModelConfig, generator: torch.Generator) -> dict[str, dict[str, float]]:
+    """Each mixture of `shown_mixtures`, built by MoE and run in float64, against `reference_mixture`
+    of its weights at the top_k its config names (not the module's own): a module that routes to
+    another number of experts than configured is off its definition here, before any probe that
+    builds a mixture of other settings runs it."""
+    mixtures = {}
+    for shown in shown_mixtures(config):
+        mixture = MoE(shown).double()
+        _draw([mixture], generator)
+        tokens = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator, dtype=torch.float64)
+        reference = reference_mixture(mixture, tokens, shown.moe_top_k)
+        mixtures[_mixture_name(shown)] = _deviation(mixture(tokens), reference)
+    return mixtures
+
+
+@gate_ensure("GATE-ARCH-003", _arch003)
+@torch.no_grad()
+def check_single_expert(moe: MoE, dense: FeedForward, x: torch.Tensor) -> dict[str, float]:
+    """The one-expert, top-1 mixture `moe` (holding `dense`'s weights) against `dense` on `x`."""
+    return _deviation(moe(x), dense(x))
+
+
 def check_mixtures(config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
     """A one-expert, top-1 mixture computes what the dense feed-forward with its weights computes,
     and each mixture of `shown_mixtures` what `reference_mixture` writes out from its weights.
@@ -288,7 +312,9 @@ def check_mixtures(config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
     model would hide among its other errors; with more experts than the top_k ≥ 2 each token picks,
     the choosing and the weighting act too (weights not renormalised, the wrong experts picked,
     the shared expert left out). The mixtures run in float64, so the router's choices are the
-    reference's and only float rounding is left between them.
+    reference's and only float rounding is left between them. The one-expert probe is drawn first
+    and run last: the configured mixtures are judged before it (GATE-ARCH-003 rev 3), so a module
+    that ignores its configured top_k stops the run there rather than crash inside the probe.
     """
     generator = torch.Generator().manual_seed(seed)
     single = config.model_copy(update={"moe_experts": 1, "moe_top_k": 1, "moe_shared_expert": False})
@@ -297,14 +323,8 @@ def check_mixtures(config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
     moe = MoE(single)
     moe.expert0.load_state_dict(copy.deepcopy(dense.state_dict()))
     x = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator)
-    measured: dict[str, Any] = _deviation(moe(x), dense(x))
-    mixtures = {}
-    for shown in shown_mixtures(config):
-        mixture = MoE(shown).double()
-        _draw([mixture], generator)
-        tokens = torch.randn(2, PROBE_TOKENS, config.d_model, generator=generator, dtype=torch.float64)
-        mixtures[_mixture_name(shown)] = _deviation(mixture(tokens), reference_mixture(mixture, tokens))
-    return {**measured, "mixtures": mixtures}
+    mixtures = check_defined_mixtures(config, generator)
+    return {**check_single_expert(moe, dense, x), "mixtures": mixtures}
 
 
 def _sha256(tensors: list[torch.Tensor]) -> str:

@@ -90,6 +90,7 @@ from stack.model.sampling_checks import (
     probe_width,
     sample_watched,
 )
+from stack.model.structure import check_structure
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
 from stack.train.best_kept import BestWatch, check_best_kept
@@ -368,6 +369,10 @@ class Trainer:
         self.sharded = self.world.distributed and train.parallel == "fsdp"
         self.fine_tuning = False
         self.lora = attach_lora(self.model, config, self.sharded)  # [lora]: adapters, base frozen
+        # GATE-MODEL-003 (check structure): every tensor the model and its adapters hold, and which
+        # train, are those the resolved config implies (contracts.model_parameters)
+        lora_table = None if config.lora is None else config.lora.model_dump()
+        check_structure(self.model, config.model.model_dump(), lora_table)
         check_architecture(self.model, adapters=adapter_settings(config))  # the adapters it trains included
         # GATE-TRAIN-008 (check start): what the model holds now is GPT's initialisation drawn again from
         # train.seed in a fresh generator (an --init-from start and a resume load over it later)
