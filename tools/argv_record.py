@@ -98,6 +98,28 @@ STATED_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare": ("1.32.0", ("seed", "val_fraction")),
     "sample": ("1.33.0", ("ignore_eot",)),
 }
+# Options a command's record states deeper in its config than a key of the option's name: by
+# command, the option's destination and the path of config keys that holds its value (`stack synth`
+# keeps its sampling settings under `settings` and the model it read as `model.checkpoint`; `stack
+# evalmatrix` its models under `models`). Each is held to the line as a top-level key is.
+NESTED_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "synth": {
+        "path": ("model", "checkpoint"),
+        **{
+            name: ("settings", name)
+            for name in (
+                "samples",
+                "seed",
+                "temperature",
+                "max_instruction_tokens",
+                "max_response_tokens",
+                "min_chars",
+                "min_coherence",
+            )
+        },
+    },
+    "evalmatrix": {"path": ("models", "base"), "adapter": ("models", "adapter")},
+}
 # Actions whose value is what the line says even when it says nothing (a flag left off is False).
 KEPT_DEFAULTS = (
     argparse._StoreTrueAction,
@@ -250,6 +272,30 @@ def _holds(recorded: Any, value: Any, places: dict[str, str]) -> bool | None:
     return None
 
 
+def _nested_problems(
+    config: dict[str, Any], command: str, options: dict[str, Any], places: dict[str, str]
+) -> list[str]:
+    """Each option NESTED_OPTIONS places deeper in the command's config whose value there is not what
+    the line gives (round-9 audit: synth's settings and evalmatrix's models were held to nothing);
+    a config that does not hold the place at all is a problem too, never a skip."""
+    problems = []
+    for dest, path in NESTED_OPTIONS.get(command, {}).items():
+        if dest not in options:
+            continue
+        recorded: Any = config
+        for key in path:
+            recorded = recorded.get(key, _ABSENT) if isinstance(recorded, dict) else _ABSENT
+        where = "config." + ".".join(path)
+        if recorded is _ABSENT:
+            problems.append(f"{where} is absent, but its command line gives {_shown(options[dest])}")
+        elif _holds(recorded, options[dest], places) is False:
+            problems.append(f"{where} is {recorded!r}, but its command line gives {_shown(options[dest])}")
+    return problems
+
+
+_ABSENT = object()  # a config place that is not there
+
+
 def _shown(value: Any) -> str:
     return repr(str(value)) if isinstance(value, PurePath) else repr(value)
 
@@ -273,6 +319,7 @@ def option_problems(record: EvidenceRecord) -> list[str]:
         if key in options and _holds(recorded, options[key], places) is False
     ]
     command = str(options.get("command"))
+    problems += _nested_problems(record.config, command, options, places)
     since, stated = STATED_OPTIONS.get(command, ("", ()))
     if stated and version_key(record.spec.version) >= version_key(since):
         problems += [

@@ -311,7 +311,7 @@ def pool_measured(pool: list[Item]) -> list[dict[str, str]]:
     return [{"id": p.id, "sha256": p.sha256} for p in pool]
 
 
-def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outcome:
+def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, exact_stated: bool) -> Outcome:
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
@@ -319,7 +319,9 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outco
     taped targets' NLL under its taped logits (`taped_nll`), each item's bytes against the UTF-8
     bytes of the text its taped targets decode to (`taped_bytes`), and each item's retrieved passages
     against the best of those left, all scored by the statute (`rescored`); and every draw against the
-    one contracts.few_shot draws again from the seed, the item and the pool (check draws)."""
+    one contracts.few_shot draws again from the seed, the item and the pool (check draws); and each
+    item's exact match, as its row scored it, against the exact match the record states it asked
+    for (`exact_stated`, config.exact_match: check exact)."""
     passages, tokenizer = setup.passages, setup.tokenizer
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
@@ -343,6 +345,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outco
     measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
     measured["bytes_read"] = {r.row.name: [score["bytes"] for score in r.scores] for r in matrix.rows}
     measured["bytes_decoded"] = {r.row.name: r.bytes_decoded for r in matrix.rows}
+    measured["exact_read"] = {r.row.name: [score["exact"] for score in r.scores] for r in matrix.rows}
+    measured["exact_stated"] = exact_stated
     if matrix.retrieved:
         measured["retrieval"] = [
             {"item": item, "asked": passages, **matrix.rescored[item]} for item in matrix.retrieved
@@ -352,10 +356,14 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outco
 
 @gate_ensure(
     "GATE-FT-002",
-    lambda setup, items, result: same_items_outcome(result, items, setup),
+    lambda setup, items, exact_stated, result: same_items_outcome(result, items, setup, exact_stated),
 )
-def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
-    """Every row of the setup over `items`; `advance(row)` after each item scored."""
+def score_matrix(
+    setup: Setup, items: list[Item], advance: Callable[[str], None], exact_stated: bool
+) -> Matrix:
+    """Every row of the setup over `items`; `advance(row)` after each item scored. `exact_stated` is
+    whether the record says exact match was asked for (GATE-FT-002's check exact holds the scores to
+    it), apart from the setup the scoring reads."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
     retrieved, rescores = {}, {}
     if setup.retriever is not None:
