@@ -342,6 +342,20 @@ def _exact_matches(inputs: Inputs, derived: Derivation, scores: dict[str, Any]) 
     ]
 
 
+def _retrieval_asked(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-FT-002's check retrieval judges each item's passages against how many were asked for:
+    that is the record's config.passages (which the checker holds to --passages), never a count of
+    the command's own, so a setting that never reached the retriever is judged against the one stated."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-FT-002"), None)
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    retrieval = result.measured.get("retrieval") if result is not None else None
+    if "GATE-FT-002" in inputs.stale or not isinstance(retrieval, list):
+        return
+    asked = config.get("passages")
+    stated = [{**r, "asked": asked} if isinstance(r, dict) else r for r in retrieval]
+    derived.put(("gates", "GATE-FT-002", "measured", "retrieval"), stated, optional=True)
+
+
 def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
     """GATE-FT-002's check draws (rev 6) from evalmatrix.json's pool and the record's seed and shots:
     each item's examples are drawn again by contracts.few_shot. A record of that revision whose file
@@ -410,6 +424,7 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         derived.put(("gates", "GATE-FT-002", "measured", "nll_read"), nll, optional=True)
         derived.problems += _completion_bytes(inputs, derived, report, scores)
         derived.problems += _exact_matches(inputs, derived, scores)
+        _retrieval_asked(inputs, derived)
     elif "few_shot" in report:
         derived.gate("GATE-FT-002", {"few_shot": report["few_shot"]})
     return derived

@@ -160,8 +160,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
     setup, items = _setup(args, evidence)
     with count_progress("evalmatrix", len(items) * len(rows_of(setup))) as advance:
-        stated = evidence.record.config["exact_match"]
-        matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"), stated)
+        matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"), evidence.record.config)
     gain = adapter_gain(matrix) if setup.adapter is not None else None
     rows = [r.summary() for r in matrix.rows]
     overlap = item_overlap(items, setup.pool)
