@@ -11,7 +11,18 @@ from itertools import pairwise
 from typing import Any
 
 from contracts.few_shot import expected_draw
-from contracts.judges import CHECKS, Malformed, Measured, Thresholds, count, has, items, judges, number
+from contracts.judges import (
+    CHECKS,
+    Malformed,
+    Measured,
+    Thresholds,
+    count,
+    flag,
+    has,
+    items,
+    judges,
+    number,
+)
 from contracts.recall_draw import drawn_ranks
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
@@ -101,6 +112,9 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         "draws": ("few_shot", "draws_pool", "draws_seed", "draws_shots"),
         # rev 5: each item's bytes are the UTF-8 bytes of the text its taped targets decode to
         "bytes": ("bytes_read", "bytes_decoded"),
+        # rev 7: every item of every row has an exact match where the record states exact match was
+        # asked for (config.exact_match), and none where it was not
+        "exact": ("exact_read", "exact_stated"),
     },
 )
 def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
@@ -133,6 +147,25 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
             "count other bytes than the UTF-8 bytes of the completion their forward scored, which their "
             "bits per byte divide by (characters counted for bytes?)",
         )
+    if has(m, "exact_read", "exact_stated"):
+        problems += _exact_problems(m.get("exact_read"), flag(m, "exact_stated"))
+    return problems
+
+
+def _exact_problems(read: Any, stated: bool) -> list[str]:
+    """Per row, each item's exact match against the setting the record states: true or false for
+    every item where exact match was asked for, null for every item where it was not."""
+    if not isinstance(read, dict) or not all(isinstance(v, list) for v in read.values()):
+        raise Malformed("'exact_read' must be an object of row name → per-item exact matches")
+    problems = []
+    for name, values in sorted(read.items()):
+        off = [v for v in values if not (isinstance(v, bool) if stated else v is None)]
+        if off:
+            said = "asks for exact match" if stated else "asks for no exact match"
+            problems.append(
+                f"row {name}: {len(off)} of {len(values)} items have exact match {off[0]!r}, but the record "
+                f"{said} (config.exact_match {stated}): the setting never reached the scorer?"
+            )
     return problems
 
 

@@ -21,6 +21,7 @@ from contracts.judges import (
     number,
     seeded_problems,
 )
+from contracts.synth_budget import PARTS, part_budget, text_tokens
 
 
 @judges("GATE-DPO-001", needs=("loss", "ln2", "max_abs_reward"))
@@ -369,6 +370,40 @@ def _temperature_squared(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+def _budget_problems(m: Measured) -> list[str]:
+    """Each continuation of a synthesis against contracts.synth_budget: the tokens it drew are the
+    budget of its part under the stated setting, the context and its prompt's length, and its text
+    was decoded from the tokens drawn before the first end-of-text (all of them without one), so a
+    part ends at its end-of-text or is exactly its budget long."""
+    ctx = count(m, "ctx")
+    asked = {part: count(m, f"max_{part}_tokens") for part in PARTS}
+    short, cut = [], []
+    for c in items(m, "continuations"):
+        if not isinstance(c, dict) or c.get("part") not in PARTS:
+            raise Malformed(f"a continuation {c!r} is not {{part, prompt_tokens, drawn, eot_at, text}}")
+        drawn, eot_at = count(c, "drawn"), c.get("eot_at")
+        if eot_at is not None and (isinstance(eot_at, bool) or not isinstance(eot_at, int)):
+            raise Malformed(f"a continuation's eot_at is {eot_at!r}, not a position or null")
+        budget = part_budget(c["part"], asked[c["part"]], ctx, count(c, "prompt_tokens"))
+        if drawn != budget:
+            short.append(f"{c['part']} drew {drawn} token(s), its budget {budget}")
+        if count(c, "text") != text_tokens(drawn, eot_at):
+            cut.append(f"{c['part']} keeps {c['text']} of {drawn} drawn (end-of-text at {eot_at})")
+    problems = []
+    if short:
+        problems.append(
+            f"{len(short)} continuation(s) drew other than the budget contracts.synth_budget gives "
+            f"max_instruction_tokens {asked['instruction']}, max_response_tokens {asked['response']} and "
+            f"ctx {ctx} (first: {short[0]}): a budget read from the wrong setting?"
+        )
+    if cut:
+        problems.append(
+            f"{len(cut)} continuation(s) keep other tokens than those drawn before the end-of-text "
+            f"(first: {cut[0]})"
+        )
+    return problems
+
+
 # The reasons `stack synth` may drop a sample for (stack.tune.synth reads them from here).
 SYNTH_REASONS = ("short", "repetitive", "duplicate", "no_room")
 
@@ -399,10 +434,15 @@ def _counts_add_up(m: Measured, t: Thresholds) -> list[str]:
         "replay": ("replayed", "generated", "mismatched"),
         # rev 2: the samples were drawn from the state a generator seeded with the stated seed holds
         "seeded": ("seed", "generator_device", "generator_state_sha256", "seeded_state_sha256"),
+        # rev 3: every continuation drew the budget contracts.synth_budget gives the stated length
+        # setting, the context and its prompt, and its text is what it drew before the end-of-text
+        "budgets": ("continuations", "ctx", "max_instruction_tokens", "max_response_tokens"),
     },
 )
 def _replays(m: Measured, t: Thresholds) -> list[str]:
     problems = seeded_problems(m) if has(m, *CHECKS["GATE-SYNTH-002"]["seeded"]) else []
+    if has(m, *CHECKS["GATE-SYNTH-002"]["budgets"]):
+        problems += _budget_problems(m)
     if not has(m, "replayed", "generated", "mismatched"):
         return problems
     replayed, generated, mismatched = count(m, "replayed"), count(m, "generated"), count(m, "mismatched")

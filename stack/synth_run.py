@@ -4,7 +4,8 @@
                        which `stack prepare OUT/synth.jsonl --format chat` reads as they are
     OUT/synth.json     the sidecar: seed, model (checkpoint and manifest sha256), template
                        (path and sha256), settings, counts generated, kept and dropped by reason,
-                       and the sha256 of synth.jsonl
+                       the sha256 of synth.jsonl, and (from spec 1.33.0) the model's context and
+                       every continuation as drawn (GATE-SYNTH-002's check budgets)
     OUT/metadata.json  the evidence record (run kind synth), naming both files
 
 OUT must be new or empty: a synthesis never writes over data. It is one artifact, so it lives as
@@ -82,6 +83,8 @@ def run(
                 counts = {"generated": report.generated, "kept": len(report.kept), "dropped": report.dropped}
                 evidence.record.metrics = counts
                 sidecar |= {"seed": settings.seed, **counts, "records_sha256": sha256_file(where / RECORDS)}
+                drawn = synth.budgets_measured(trained.model, settings, report)
+                sidecar |= {key: drawn[key] for key in ("ctx", "continuations")}
                 (where / SIDECAR).write_text(
                     json.dumps(sidecar, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
                 )

@@ -274,8 +274,8 @@ def test_the_template_markers_reach_the_model_as_their_special_ids(
     monkeypatch.setattr(synth, "generate", recording)
     model = tiny_model(ctx=128, vocab=tokenizer.vocab_size)
     settings = SynthSettings(samples=1, max_instruction_tokens=8, max_response_tokens=8)
-    tally = DrawTally(Sampler(settings.temperature))
-    synth.draw(model, tokenizer, template, settings, synth.new_generator(0, torch.device("cpu")), tally)
+    report = synth.Report(tally=DrawTally(Sampler(settings.temperature)))
+    synth.draw(model, tokenizer, template, settings, synth.new_generator(0, torch.device("cpu")), report)
     start = tokenizer.special_tokens["<|im_start|>"]
     assert asked[0][0] == start and asked[0][1:] == tokenizer.encode("user\n")
     assert len(asked) == 2 and asked[1].count(start) == 2

@@ -32,13 +32,16 @@ import functools
 import io
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
 from contracts.derive.reports import version_key
 from contracts.evidence import EvidenceRecord, run_named
 from stack.cli import build_parser
+from stack.data.sft_template import TEMPLATES_DIR, template_path
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Each `stack` command with the run kinds of the records it writes (spec/run_kinds.yaml): `stack
 # train` from a model writes a finetune, and with `train.task` an sft, dpo or distill record; `stack
 # trace --patch` a patch; `stack lens --train` a lens-train; `stack lora ACTION` a lora-ACTION.
@@ -124,6 +127,41 @@ STATED_OPTIONS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
         ),
     ),
     "sample": (("1.33.0", ("ignore_eot",)),),
+}
+# Options a command's record states deeper in its config than a key of the option's name: by
+# command, the option's destination and the path of config keys that holds its value (`stack synth`
+# keeps its sampling settings under `settings` and the model it read as `model.checkpoint`; `stack
+# evalmatrix` its models under `models`). Each is held to the line as a top-level key is.
+NESTED_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "synth": {
+        "path": ("model", "checkpoint"),
+        **{
+            name: ("settings", name)
+            for name in (
+                "samples",
+                "seed",
+                "temperature",
+                "max_instruction_tokens",
+                "max_response_tokens",
+                "min_chars",
+                "min_coherence",
+            )
+        },
+    },
+    "evalmatrix": {"path": ("models", "base"), "adapter": ("models", "adapter")},
+}
+
+
+def _template_place(word: str) -> PurePath:
+    """The file `stack synth --template WORD` read (stack.data.sft_template.template_path): a shipped
+    template's path from the repository root (so a record made in another checkout holds), or WORD."""
+    path = template_path(word)
+    return path.relative_to(REPO_ROOT) if path.parent == TEMPLATES_DIR else PurePath(word)
+
+
+# Options whose word names their config place through the command's own resolution, by command.
+OPTION_PLACES: dict[str, dict[str, tuple[tuple[str, ...], Callable[[str], PurePath]]]] = {
+    "synth": {"template": (("template", "path"), _template_place)},
 }
 # Actions whose value is what the line says even when it says nothing (a flag left off is False).
 KEPT_DEFAULTS = (
@@ -277,6 +315,32 @@ def _holds(recorded: Any, value: Any, places: dict[str, str]) -> bool | None:
     return None
 
 
+def _nested_problems(
+    config: dict[str, Any], command: str, options: dict[str, Any], places: dict[str, str]
+) -> list[str]:
+    """Each option NESTED_OPTIONS places deeper in the command's config whose value there is not what
+    the line gives (round-9 audit: synth's settings and evalmatrix's models were held to nothing);
+    a config that does not hold the place at all is a problem too, never a skip."""
+    placed = {dest: (path, lambda value: value) for dest, path in NESTED_OPTIONS.get(command, {}).items()}
+    placed |= OPTION_PLACES.get(command, {})
+    problems = []
+    for dest, (path, place) in placed.items():
+        if dest not in options:
+            continue
+        recorded: Any = config
+        for key in path:
+            recorded = recorded.get(key, _ABSENT) if isinstance(recorded, dict) else _ABSENT
+        where, value = "config." + ".".join(path), place(options[dest])
+        if recorded is _ABSENT:
+            problems.append(f"{where} is absent, but its command line gives {_shown(options[dest])}")
+        elif _holds(recorded, value, places) is False:
+            problems.append(f"{where} is {recorded!r}, but its command line gives {_shown(options[dest])}")
+    return problems
+
+
+_ABSENT = object()  # a config place that is not there
+
+
 def _shown(value: Any) -> str:
     return repr(str(value)) if isinstance(value, PurePath) else repr(value)
 
@@ -301,6 +365,7 @@ def option_problems(record: EvidenceRecord) -> list[str]:
         for key, recorded in record.config.items()
         if dests[key] in options and _holds(recorded, options[dests[key]], places) is False
     ]
+    problems += _nested_problems(record.config, command, options, places)
     problems += [
         f"config states no {key}: `stack {command}` records the {_flag(command, key)} it used there, "
         "so nothing holds it to its command line"

@@ -324,6 +324,40 @@ def _completion_bytes(
     ]
 
 
+def _exact_matches(inputs: Inputs, derived: Derivation, scores: dict[str, Any]) -> list[str]:
+    """Each item's exact match, as evalmatrix.json's per-item scores state it, against the record's
+    config.exact_match (which the checker holds to --exact-match): a number for every item where it
+    is true, none where it is false; GATE-FT-002's check exact (rev 7) reads the same, derived."""
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    stated = config.get("exact_match")
+    read = {name: [item.get("exact") for item in items] for name, items in scores.items()}
+    if "GATE-FT-002" not in inputs.stale:
+        derived.put(("gates", "GATE-FT-002", "measured", "exact_read"), read, optional=True)
+        derived.put(("gates", "GATE-FT-002", "measured", "exact_stated"), stated, optional=True)
+    if not isinstance(stated, bool):
+        return [f"config.exact_match is {stated!r}, not true or false: the matrix's exact matches go unheld"]
+    return [
+        f"evalmatrix.json: row {name}'s {len(off)} item(s) have exact match {off[0]!r}, but "
+        f"config.exact_match is {stated}"
+        for name, values in read.items()
+        if (off := [v for v in values if not (isinstance(v, bool) if stated else v is None)])
+    ]
+
+
+def _retrieval_asked(inputs: Inputs, derived: Derivation) -> None:
+    """GATE-FT-002's check retrieval judges each item's passages against how many were asked for:
+    that is the record's config.passages (which the checker holds to --passages), never a count of
+    the command's own, so a setting that never reached the retriever is judged against the one stated."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-FT-002"), None)
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    retrieval = result.measured.get("retrieval") if result is not None else None
+    if "GATE-FT-002" in inputs.stale or not isinstance(retrieval, list):
+        return
+    asked = config.get("passages")
+    stated = [{**r, "asked": asked} if isinstance(r, dict) else r for r in retrieval]
+    derived.put(("gates", "GATE-FT-002", "measured", "retrieval"), stated, optional=True)
+
+
 def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
     """GATE-FT-002's check draws (rev 6) from evalmatrix.json's pool and the record's seed and shots:
     each item's examples are drawn again by contracts.few_shot. A record of that revision whose file
@@ -391,6 +425,8 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         nll = {name: [item.get("nll") for item in items] for name, items in scores.items()}
         derived.put(("gates", "GATE-FT-002", "measured", "nll_read"), nll, optional=True)
         derived.problems += _completion_bytes(inputs, derived, report, scores)
+        derived.problems += _exact_matches(inputs, derived, scores)
+        _retrieval_asked(inputs, derived)
     elif "few_shot" in report:
         derived.gate("GATE-FT-002", {"few_shot": report["few_shot"]})
     return derived
@@ -853,6 +889,38 @@ def _synth_lines(text: str, settings: dict[str, Any]) -> list[str]:
     return problems
 
 
+# The spec version from which synth.json keeps every continuation as drawn (GATE-SYNTH-002 rev 3).
+SYNTH_CONTINUATIONS_SINCE = "1.33.0"
+
+
+def _synth_budgets(
+    inputs: Inputs, derived: Derivation, report: dict[str, Any], settings: dict[str, Any]
+) -> None:
+    """GATE-SYNTH-002's check budgets from synth.json: every continuation it keeps, the model's
+    context, and the length settings it states (the record's config.settings), judged again by the
+    same judge, so a budget read from the wrong setting is a problem here whatever the record says;
+    one instruction drawn per sample generated."""
+    if "continuations" not in report:
+        if inputs.record.run.status is RunStatus.COMPLETED:
+            derived.missing.append(("synth.json: continuations", SYNTH_CONTINUATIONS_SINCE))
+        return
+    measured = {
+        "continuations": report["continuations"],
+        "ctx": report.get("ctx"),
+        "max_instruction_tokens": settings.get("max_instruction_tokens"),
+        "max_response_tokens": settings.get("max_response_tokens"),
+    }
+    if "GATE-SYNTH-002" not in inputs.stale:
+        derived.gate("GATE-SYNTH-002", measured)
+    derived.problems += [f"synth.json: {p}" for p in judge("GATE-SYNTH-002", measured)]
+    parts = [c.get("part") for c in report["continuations"] if isinstance(c, dict)]
+    if isinstance(report.get("generated"), int) and parts.count("instruction") != report["generated"]:
+        derived.problems.append(
+            f"synth.json keeps {parts.count('instruction')} instruction continuation(s), but "
+            f"{report['generated']} samples were generated"
+        )
+
+
 # What `stack synth` states as its config: synth.json before the counts were added to it.
 SYNTH_CONFIG = ("model", "template", "settings", "clamped")
 
@@ -890,6 +958,7 @@ def synth_record(inputs: Inputs) -> Derivation:
         derived.gate("GATE-SYNTH-002", {"generated": report["generated"]})
     settings = report.get("settings") or {}
     seeded(inputs, derived, "GATE-SYNTH-002", settings.get("seed"))
+    _synth_budgets(inputs, derived, report, settings)
     if "GATE-TRAIN-005" not in inputs.stale and "temperature" in settings:
         # the draws are replayed at the temperature the synthesis states (GATE-TRAIN-005 rev 11)
         derived.put(

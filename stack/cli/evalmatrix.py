@@ -8,7 +8,8 @@ Items and training examples are JSONL lines {"id", "prompt", "completion"}. Rows
 model (a fine-tuned or merged-LoRA checkpoint of BASE), D the adapter's model (else the base)
 with the --passages best BM25 passages of --docs before the prompt. Exit 0: the table (or --json)
 printed; GATE-FT-001 (warning) reports an adapter that does not beat few-shot; 3: a row scored
-other items than the rest, or an item was its own example (GATE-FT-002); 2: bad input. See
+other items than the rest, or an item was its own example, or exact match was computed other than
+config.exact_match says (GATE-FT-002); 2: bad input. See
 docs/finetuning.md.
 """
 
@@ -159,7 +160,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
 
     setup, items = _setup(args, evidence)
     with count_progress("evalmatrix", len(items) * len(rows_of(setup))) as advance:
-        matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"))
+        matrix = score_matrix(setup, items, lambda row: advance(f"row {row}"), evidence.record.config)
     gain = adapter_gain(matrix) if setup.adapter is not None else None
     rows = [r.summary() for r in matrix.rows]
     overlap = item_overlap(items, setup.pool)

@@ -28,7 +28,7 @@ examples whatever the order or number of the items beside it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -311,7 +311,7 @@ def pool_measured(pool: list[Item]) -> list[dict[str, str]]:
     return [{"id": p.id, "sha256": p.sha256} for p in pool]
 
 
-def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outcome:
+def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, config: Mapping[str, Any]) -> Outcome:
     """GATE-FT-002 over the matrix as scored: each row's item ids, every few-shot draw, the text
     each row's forwards read before each completion against the text the row states (`stated_context`),
     the ids each scoring forward read and scored, as taped, and the context ids it cut, against the
@@ -319,14 +319,18 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outco
     taped targets' NLL under its taped logits (`taped_nll`), each item's bytes against the UTF-8
     bytes of the text its taped targets decode to (`taped_bytes`), and each item's retrieved passages
     against the best of those left, all scored by the statute (`rescored`); and every draw against the
-    one contracts.few_shot draws again from the seed, the item and the pool (check draws)."""
-    passages, tokenizer = setup.passages, setup.tokenizer
+    one contracts.few_shot draws again from the seed, the item and the pool (check draws); and each
+    item's exact match, as its row scored it, against the exact match the record states it asked
+    for (check exact). The settings these are held to (seed, shots, passages, exact_match) are the
+    ones the record states (`config`), not the setup's: a setting that never reached the
+    setup shows as a draw, a retrieval or a score other than the record says."""
+    tokenizer = setup.tokenizer
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
     measured |= {
         "draws_pool": pool_measured(setup.pool),
-        "draws_seed": setup.seed,
-        "draws_shots": setup.shots,
+        "draws_seed": config["seed"],
+        "draws_shots": config["shots"],
     }
     measured["contexts_read"] = {r.row.name: r.contexts for r in matrix.rows}
     measured["contexts_stated"] = {
@@ -343,19 +347,24 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup) -> Outco
     measured["nll_taped"] = {r.row.name: r.nll_taped for r in matrix.rows}
     measured["bytes_read"] = {r.row.name: [score["bytes"] for score in r.scores] for r in matrix.rows}
     measured["bytes_decoded"] = {r.row.name: r.bytes_decoded for r in matrix.rows}
+    measured["exact_read"] = {r.row.name: [score["exact"] for score in r.scores] for r in matrix.rows}
+    measured["exact_stated"] = config["exact_match"]
     if matrix.retrieved:
         measured["retrieval"] = [
-            {"item": item, "asked": passages, **matrix.rescored[item]} for item in matrix.retrieved
+            {"item": item, "asked": config["passages"], **matrix.rescored[item]} for item in matrix.retrieved
         ]
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
 
 @gate_ensure(
     "GATE-FT-002",
-    lambda setup, items, result: same_items_outcome(result, items, setup),
+    lambda setup, items, config, result: same_items_outcome(result, items, setup, config),
 )
-def score_matrix(setup: Setup, items: list[Item], advance: Callable[[str], None]) -> Matrix:
-    """Every row of the setup over `items`; `advance(row)` after each item scored."""
+def score_matrix(
+    setup: Setup, items: list[Item], advance: Callable[[str], None], config: Mapping[str, Any]
+) -> Matrix:
+    """Every row of the setup over `items`; `advance(row)` after each item scored. `config` is the
+    record's: the settings GATE-FT-002 holds what the setup did to, apart from the setup."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
     retrieved, rescores = {}, {}
     if setup.retriever is not None:

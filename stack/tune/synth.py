@@ -89,6 +89,8 @@ class Report:
     generator_state_sha256: str | None = None
     # every continuation's draws with the logits they were drawn from, for GATE-TRAIN-005 to replay
     tally: DrawTally | None = None
+    # every continuation as drawn, in order (`drawn_measured`): GATE-SYNTH-002's check budgets
+    continuations: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def generated(self) -> int:
@@ -111,6 +113,14 @@ def _sampled(
     return out[:, idx.shape[1] :]
 
 
+def drawn_measured(part: str, prompt_tokens: int, drawn: list[int], eot_id: int, kept: int) -> dict[str, Any]:
+    """One continuation as GATE-SYNTH-002's check budgets reads it: its part, its prompt's length, the
+    tokens the sampler returned, where the first end-of-text among them is (None: none) and how many
+    of them the text was decoded from (`kept`)."""
+    eot_at = drawn.index(eot_id) if eot_id in drawn else None
+    return {"part": part, "prompt_tokens": prompt_tokens, "drawn": len(drawn), "eot_at": eot_at, "text": kept}
+
+
 def _continue(
     model: GPT,
     tokenizer: Tokenizer,
@@ -119,25 +129,30 @@ def _continue(
     stop: str,
     settings: SynthSettings,
     rng: torch.Generator,
-    tally: DrawTally,
+    report: Report,
     reserve: int = 0,
 ) -> str | None:
     """The model's continuation of `prompt`, cut at end-of-text or at `stop`, leaving `reserve`
     positions of the context free; None without room. The prompt is encoded as prepared chat data
     encodes a turn (`encode_turn`): the template's special tokens are their ids, the model's own
     instruction text is only text, so the model is asked in the markup it was tuned on. Its draws,
-    with the logits they were made from, go to `tally`."""
+    with the logits they were made from, go to the report's tally, and what it drew to its
+    continuations (`drawn_measured`, a response by `reserve`)."""
+    assert report.tally is not None
+    part = "response" if reserve else "instruction"
     ids = encode_turn(tokenizer, prompt)
     budget = min(budget, model.config.ctx - len(ids) - reserve)
     if budget < 1:
+        report.continuations.append(drawn_measured(part, len(ids), [], tokenizer.eot_id, 0))
         return None
     idx = torch.tensor([ids], device=rng.device)
     with watching_draws(model, rng) as draws:
         drawn = _sampled(model, idx, budget, settings, rng)
-    tally.add(draws, drawn, model, idx)
+    report.tally.add(draws, drawn, model, idx)
     new = drawn[0].tolist()
     if tokenizer.eot_id in new:
         new = new[: new.index(tokenizer.eot_id)]
+    report.continuations.append(drawn_measured(part, len(ids), drawn[0].tolist(), tokenizer.eot_id, len(new)))
     text = tokenizer.text_of(new)
     return text.split(stop)[0] if stop else text
 
@@ -182,14 +197,14 @@ def draw(
     template: ChatTemplate,
     settings: SynthSettings,
     rng: torch.Generator,
-    tally: DrawTally,
+    report: Report,
 ) -> Sample | None:
     """One instruction and its response; None when the instruction leaves no room for a response."""
     roles = template.spec.roles
     user, assistant = roles[USER], roles[ASSISTANT]
     budget = min(settings.max_instruction_tokens, _instruction_room(model, tokenizer, template))
     instruction = _continue(
-        model, tokenizer, [(user.prefix, True)], budget, user.suffix, settings, rng, tally
+        model, tokenizer, [(user.prefix, True)], budget, user.suffix, settings, rng, report
     )
     if instruction is None:
         return None
@@ -197,7 +212,7 @@ def draw(
     # One position is kept for the end-of-text that closes the assistant's turn in SFT data, so the
     # sample, prepared as a chat, fits a window of the model's context.
     budget = settings.max_response_tokens
-    response = _continue(model, tokenizer, prompt, budget, "", settings, rng, tally, reserve=1)
+    response = _continue(model, tokenizer, prompt, budget, "", settings, rng, report, reserve=1)
     return None if response is None else Sample(instruction.strip(), response.strip())
 
 
@@ -229,7 +244,7 @@ def synthesize(
         tally=DrawTally(Sampler(settings.temperature)),
     )
     for done in range(1, settings.samples + 1):
-        sample = draw(model, tokenizer, template, settings, rng, report.tally)
+        sample = draw(model, tokenizer, template, settings, rng, report)
         if sample is None:
             report.raw_sha256.append("")
             report.dropped["no_room"] += 1
@@ -315,9 +330,10 @@ def check_counts(report: Report, written: Path) -> None:
 def replay_measured(
     model: GPT, tokenizer: Tokenizer, template: ChatTemplate, settings: SynthSettings, report: Report
 ) -> dict[str, object]:
-    """The first samples generated again from the seed: how many, and how many hash otherwise; and
+    """The first samples generated again from the seed: how many, and how many hash otherwise;
     (check seeded) the state the synthesis's generator started from against a generator freshly
-    seeded with the stated seed."""
+    seeded with the stated seed; and (check budgets) every continuation as the sampler returned it,
+    with the model's context and the length settings stated."""
     wanted = int(load_spec().threshold("GATE-SYNTH-002", "replay_samples"))
     count = min(wanted, report.generated)
     again = synthesize(model, tokenizer, template, SynthSettings(**{**settings.__dict__, "samples": count}))
@@ -331,6 +347,18 @@ def replay_measured(
         "generator_device": device,
         "generator_state_sha256": report.generator_state_sha256,
         "seeded_state_sha256": None if device is None else seeded_state_sha256(settings.seed, device),
+        **budgets_measured(model, settings, report),
+    }
+
+
+def budgets_measured(model: GPT, settings: SynthSettings, report: Report) -> dict[str, Any]:
+    """GATE-SYNTH-002's check budgets: every continuation as drawn (`drawn_measured`), the context of
+    the model that drew them, and the length settings the record states; synth.json keeps the same."""
+    return {
+        "continuations": report.continuations,
+        "ctx": model.config.ctx,
+        "max_instruction_tokens": settings.max_instruction_tokens,
+        "max_response_tokens": settings.max_response_tokens,
     }
 
 
