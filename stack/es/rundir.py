@@ -19,8 +19,11 @@ number of workers); a resume on other data is refused. OUT lives as every run di
 only once set-up (loading, the data's tokenizer, GATE-DATA-007, a forward of the model on a few
 tokens) has passed, so a refusal leaves it as it was. Each invocation then runs the estimator's
 self-test (GATE-ES-004); a gate that fires from there on leaves its halted record as
-OUT/metadata.json. A resume writes a new record
-over the previous one; `--evidence-dir` files every record, append-only.
+OUT/metadata.json. SIGINT or SIGTERM from there on stops the run as `stack train`'s loop stops: the
+step under way is finished and saved, the record says `interrupted`, and the command ends 130 or
+143 naming the resume that continues it. A run killed outright (no record) is still an ES run by
+its checkpoints' `es` state (stack.artifacts), which `--resume` continues. A resume writes a new
+record over the previous one; `--evidence-dir` files every record, append-only.
 """
 
 from __future__ import annotations
