@@ -51,6 +51,8 @@ RUN_CONFIG = "config.toml"  # a run's resolved configuration
 IMPORT_RECORD = "import.json"  # `stack import-hf`
 SURGERY_RECORD = "surgery.json"  # `stack laser`, `stack quantize`, `stack lora merge`
 ES_RUN_KIND = "es"  # the evidence record's run kind of a `stack es` run
+ES_WRITER = "stack es"  # the command an ES run's lock names while it writes (stack.outputs.lock)
+ES_STATE = "es"  # the key of an ES checkpoint's state.json that holds the run's own state
 ADAPTER_DIR = "adapter"  # where a LoRA run keeps its adapter
 ADAPTER_MANIFEST = "adapter.json"
 ADAPTER_WEIGHTS = "adapter.safetensors"
@@ -213,8 +215,36 @@ def _is_run_like(look: Look) -> bool:
     return _has_checkpoints(look) or look.has(RUN_CONFIG, LOCK_FILE)
 
 
+def lock_holder(path: Path) -> tuple[str, str | None]:
+    """The pid and command a lock file names ('unknown' and None when it names none): its writer
+    marks it while it writes, and the file of a writer the kernel released at a kill still does."""
+    pid, _, command = _head(path, 4096).decode("utf-8", "replace").strip().partition(" ")
+    return pid or "unknown", command or None
+
+
+def _newest_state(look: Look) -> dict[str, Any] | None:
+    """The state.json of the run's newest checkpoint that has a readable one (None: no such)."""
+    steps = [p for p in (look.path / CHECKPOINTS_DIR).iterdir() if CHECKPOINT_NAME.fullmatch(p.name)]
+    for step in sorted(steps, reverse=True):
+        state = _object(_parse(step / STATE_FILE, json.loads))
+        if state is not None:
+            return state
+    return None
+
+
 def _is_es_run(look: Look) -> bool:
-    return _has_checkpoints(look) and _run_kind(look) == ES_RUN_KIND
+    """A `stack es` run, known by what it writes as it goes, not only by the record it writes at the
+    end (a run killed before that was taken for a training run, and neither command would resume
+    it): a record of run kind es; a checkpoint whose state.json holds the ES state; or, before its
+    first checkpoint, its lock naming `stack es` (the words of a killed writer's lock stay)."""
+    if not _is_run_like(look):
+        return False
+    if _run_kind(look) == ES_RUN_KIND:
+        return True
+    if _has_checkpoints(look):
+        state = _newest_state(look)
+        return state is not None and isinstance(state.get(ES_STATE), dict)
+    return lock_holder(look.path / LOCK_FILE)[1] == ES_WRITER
 
 
 def _is_lora_run(look: Look) -> bool:
@@ -395,8 +425,10 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         "es-run",
         "an evolution-strategies run directory",
-        "stack es",
-        f"{CHECKPOINTS_DIR}/step-NNNNNNN beside a {EVIDENCE_FILE} of run kind {ES_RUN_KIND}",
+        ES_WRITER,
+        f"a run directory whose {EVIDENCE_FILE} is of run kind {ES_RUN_KIND}, or whose newest "
+        f"{CHECKPOINTS_DIR}/step-NNNNNNN/{STATE_FILE} holds the ES state ({ES_STATE}), or, before its "
+        f"first checkpoint, whose {LOCK_FILE} names {ES_WRITER}",
         "model",
         _is_es_run,
         {"training-run": "resume it with `stack es --resume {path}`"},

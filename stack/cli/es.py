@@ -8,8 +8,9 @@ language-model loss on one batch, ranks them, and takes an Adam step along the e
 gradient. Exit 0: OUT written; 3: a gate fired (GATE-ES-001: no autograd graph; -002: ± pairs,
 each evaluated at its own side; -003: shaped weights sum to zero; -004: the estimator's self-test
 on a planted quadratic; -005: the fitness scored the batch's next tokens; -006: the step written is
-Adam's ascent of ĝ), the halted record in OUT; 2: bad input. See docs/surgery.md, "Evolution
-strategies".
+Adam's ascent of ĝ), the halted record in OUT; 2: bad input; 130 / 143: stopped by SIGINT /
+SIGTERM once the step under way was saved, the record `interrupted`, the line naming the resume.
+See docs/surgery.md, "Evolution strategies".
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from stack.es.population import (
 )
 from stack.es.settings import EsSettings
 from stack.model.gpt import GPT
+from stack.train.loop import Signals
 
 
 @dataclass
@@ -103,14 +104,23 @@ def evolve(
     stated: Statement,
     on_step: Callable[[StepReport], None],
     save: Callable[[EsState], None],
+    signals: Signals | None = None,
 ) -> None:
     """Step until `settings.steps`, saving every `save_every` steps and after the last; `stated` is
-    what `fitness` states each evaluation scores (stack.es.population.statement_of)."""
+    what `fitness` states each evaluation scores (stack.es.population.statement_of). `signals` (as
+    installed for the loop) are read after each step, as `stack train`'s loop reads them: SIGUSR1
+    saves that step; SIGINT or SIGTERM saves it and ends the loop, for --resume to go on from."""
+    signals = signals if signals is not None else Signals()
     population = evaluator(model, fitness, settings.workers)
     try:
         while state.step < settings.steps:
             on_step(es_step(model, state, population, reader.next_batch(), settings, stated))
-            if state.step % settings.save_every == 0 or state.step == settings.steps:
+            stop = signals.stop is not None
+            due = state.step % settings.save_every == 0 or state.step == settings.steps
+            if stop or signals.save_now or due:
+                signals.save_now = False
                 save(state)
+            if stop:
+                return
     finally:
         population.close()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import pickle
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -52,6 +53,7 @@ from typing import Any
 import torch
 
 from contracts.derive.training import finite_or_text
+from contracts.errors import STOP_SIGNALS
 from contracts.gates import Outcome, gate_require, measure
 from stack.es import noise as sampler
 from stack.es.noise import Member, noise
@@ -299,8 +301,11 @@ _worker: tuple[GPT, Fitness] | None = None
 
 def _start_worker(model: bytes, fitness: Fitness) -> None:
     """A worker's own copy of the run's model, buffers included (its parameters are overwritten by
-    every task), and the fitness."""
+    every task), and the fitness. It ignores SIGINT and SIGTERM: a Ctrl-C reaches the whole process
+    group, and the run's own process is the one that finishes the step, saves it and stops the pool."""
     global _worker
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
     torch.set_num_threads(1)
     _worker = (pickle.loads(model).eval(), fitness)
 

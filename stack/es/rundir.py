@@ -19,8 +19,11 @@ number of workers); a resume on other data is refused. OUT lives as every run di
 only once set-up (loading, the data's tokenizer, GATE-DATA-007, a forward of the model on a few
 tokens) has passed, so a refusal leaves it as it was. Each invocation then runs the estimator's
 self-test (GATE-ES-004); a gate that fires from there on leaves its halted record as
-OUT/metadata.json. A resume writes a new record
-over the previous one; `--evidence-dir` files every record, append-only.
+OUT/metadata.json. SIGINT or SIGTERM from there on stops the run as `stack train`'s loop stops: the
+step under way is finished and saved, the record says `interrupted`, and the command ends 130 or
+143 naming the resume that continues it. A run killed outright (no record) is still an ES run by
+its checkpoints' `es` state (stack.artifacts), which `--resume` continues. A resume writes a new
+record over the previous one; `--evidence-dir` files every record, append-only.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 import torch
 
-from contracts.errors import BadInput, GateViolation
+from contracts.errors import BadInput, GateViolation, Interrupted
 from contracts.evidence import (
     DataRef,
     EvidenceRecord,
@@ -46,7 +49,7 @@ from contracts.evidence import (
     sha256_file,
 )
 from contracts.spec import load_spec
-from stack.artifacts import ES_RUN_KIND, RUN_CONFIG
+from stack.artifacts import ES_RUN_KIND, ES_STATE, ES_WRITER, RUN_CONFIG
 from stack.data.manifest import load_manifest
 from stack.data.reader import TokenReader
 from stack.data.tokenizer import load_tokenizer
@@ -62,6 +65,7 @@ from stack.train import checkpoint as ckpt
 from stack.train import rng
 from stack.train.config import save_config
 from stack.train.lineage import lineage
+from stack.train.loop import Signals
 from stack.train.metrics import METRICS_FILE, MetricsLog
 from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
@@ -69,7 +73,7 @@ from stack.train.trained import Trained, load_trained, resolve_checkpoint
 KIND, CONFIG_FILE = ES_RUN_KIND, RUN_CONFIG
 # An ES run is continued in place with --resume, under its lock (stack.outputs.rundir).
 WRITER = rundir.Writer(
-    "stack es", resumable=True, continues=lambda out: ckpt.continuable(out, "es-run", False)
+    ES_WRITER, resumable=True, continues=lambda out: ckpt.continuable(out, "es-run", False)
 )
 
 
@@ -133,7 +137,7 @@ def _checkpoint_state(job: Job) -> dict[str, Any]:
         "config": job.trained.config.as_dict(),
         "spec_version": load_spec().version,
         "tokenizer": tokenizer_state(job.trained.tokenizer),
-        "es": {
+        ES_STATE: {
             "settings": asdict(job.settings),
             "generator": _encode(job.state.generator),
             "data": str(job.data),
@@ -165,7 +169,8 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
         job.commands = [_command(invocation.argv)]
         _commit(opened)
         save_config(trained.config, out / CONFIG_FILE)
-        return _run(job, out, evidence, invocation)
+        ended = _run(job, out, evidence, invocation)
+    return ended.written()
 
 
 def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> Path:
@@ -180,7 +185,8 @@ def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> 
         job = _restored(out, trained, steps, data)
         job.commands += [_command(invocation.argv, from_step=job.resumed_from)]
         _commit(opened, resumed_from=job.resumed_from)
-        return _run(job, out, evidence, invocation)
+        ended = _run(job, out, evidence, invocation)
+    return ended.written()
 
 
 def check_runs(model: GPT) -> None:
@@ -207,7 +213,7 @@ def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job
     """The job an ES checkpoint describes, to run on to `steps`; a resume on other data than the
     checkpoint's reader was reading is refused (stack.outputs.rundir.refuse_changes)."""
     checkpoint = trained.checkpoint
-    es = checkpoint.state.get("es")
+    es = checkpoint.state.get(ES_STATE)
     if not isinstance(es, dict):
         raise BadInput(
             f"{checkpoint.path} was not written by `stack es`; "
@@ -217,7 +223,7 @@ def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job
         raise BadInput(
             f"{checkpoint.path} is at step {checkpoint.step} already; give --steps above {checkpoint.step}"
         )
-    with ckpt.restoring(checkpoint, "es"):
+    with ckpt.restoring(checkpoint, ES_STATE):
         settings = replace(EsSettings(**es["settings"]), steps=steps).resolved(trained.model.config.ctx)
         generator = _decode(es["generator"])
     data = data if data is not None else Path(es["data"])
@@ -254,8 +260,34 @@ def _keep_command_lines(record: EvidenceRecord, commands: list[dict[str, Any]]) 
     record.metrics["resumes"] = commands[1:]
 
 
-def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation) -> Path:
-    """Self-test the estimator, then step to the end, saving as the settings ask; judged throughout."""
+@dataclass(frozen=True)
+class Ended:
+    """Where an invocation's steps ended: its last checkpoint and its step, the steps the run is to
+    reach, and the signal that stopped it first (None: it reached them)."""
+
+    checkpoint: Path
+    step: int
+    steps: int
+    signal: str | None
+
+    def written(self) -> Path:
+        """The last checkpoint, once OUT's record is written. A run a signal stopped is not completed:
+        `Interrupted` (exit 130 or 143, as `stack train`'s), naming the step saved and the resume
+        that continues the run to its steps."""
+        if self.signal is None:
+            return self.checkpoint
+        out = self.checkpoint.parent.parent
+        raise Interrupted(
+            self.signal,
+            f"stopped at step {self.step} of {self.steps}, which is saved in {self.checkpoint.name}; "
+            f"continue with `stack es --resume {out} --steps {self.steps}`",
+        )
+
+
+def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation) -> Ended:
+    """Self-test the estimator, then step to the end, saving as the settings ask; judged throughout.
+    SIGINT or SIGTERM from here on stops the run at the end of the step under way, which is saved,
+    and the record says `interrupted` (as `stack train` stops): OUT is left for --resume."""
     record = evidence.record
     record.config = {"source": job.source, "data": str(job.data), **asdict(job.settings)}
     record.config_sha256 = canonical_sha256(record.config)
@@ -263,7 +295,6 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         manifest_sha256=job.reader.manifest.sha256, tokenizer_sha256=job.trained.tokenizer.sha256
     )
     record.lineage = Lineage.model_validate(job.source["lineage"]) if "lineage" in job.source else None
-    check_estimator(job.settings.seed)
     saved: list[Path] = []
     log = MetricsLog(out, resume_step=job.resumed_from)
 
@@ -277,9 +308,22 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
             ckpt.save_checkpoint(out, state.step, job.trained.model, state.optimizer, _checkpoint_state(job))
         )
 
+    signals = Signals()
     try:
-        fitness, stated = invocation.fitness, invocation.stated or statement_of(invocation.fitness)
-        evolve(job.trained.model, job.state, job.reader, job.settings, fitness, stated, report, save)
+        with signals.installed():
+            check_estimator(job.settings.seed)
+            fitness, stated = invocation.fitness, invocation.stated or statement_of(invocation.fitness)
+            evolve(
+                job.trained.model,
+                job.state,
+                job.reader,
+                job.settings,
+                fitness,
+                stated,
+                report,
+                save,
+                signals,
+            )
     finally:
         log.close()
         # Halted or not, the record reports the steps its log holds (a gate may stop a later step).
@@ -290,8 +334,11 @@ def _run(job: Job, out: Path, evidence: CommandEvidence, invocation: Invocation)
         }
         _keep_command_lines(record, job.commands)
     evidence.note_checkpoint(saved[-1])
-    evidence.settle(RunStatus.COMPLETED)
-    return saved[-1]
+    if signals.stop is None:
+        evidence.settle(RunStatus.COMPLETED)
+    else:
+        evidence.settle(RunStatus.INTERRUPTED, f"{signals.stop} received")
+    return Ended(saved[-1], job.state.step, job.settings.steps, signals.stop)
 
 
 @contextmanager

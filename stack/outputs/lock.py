@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TextIO
 
 from contracts.errors import BadInput
-from stack.artifacts import CHECKPOINTS_DIR, DATA_MANIFEST, LOCK_FILE, RUN_CONFIG
+from stack.artifacts import CHECKPOINTS_DIR, DATA_MANIFEST, LOCK_FILE, RUN_CONFIG, lock_holder
 
 
 @dataclass
@@ -50,20 +50,10 @@ def _ours(directory: Path, claimed_only: bool = False) -> bool:
     return any(directory in s.claimed or (not claimed_only and directory in s.exclusive) for s in _SCOPES)
 
 
-def _holder(path: Path) -> tuple[str, str | None]:
-    """The pid and command the lock file names ('unknown' when it names none)."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        text = ""
-    pid, _, command = text.partition(" ")
-    return pid or "unknown", command or None
-
-
 def _held_by(path: Path, what: str | None = None) -> str:
     """'pid N, COMMAND' for a refusal: the holder's own command, as its lock file names it (else
     `what`, when given)."""
-    pid, command = _holder(path)
+    pid, command = lock_holder(path)
     named = command or what
     return f"pid {pid}" if named is None else f"pid {pid}, {named}"
 
@@ -107,7 +97,7 @@ def exclusive(directory: Path, what: str) -> Iterator[str | None]:
                 f"{directory} is being written by another process ({_held_by(path, what)}); "
                 "wait for it to finish or stop it first"
             ) from None
-        previous, _ = _holder(path)
+        previous, _ = lock_holder(path)
         note = None
         if previous not in ("unknown", str(os.getpid())):
             note = f"took over {path}: its previous holder (pid {previous}) is gone"

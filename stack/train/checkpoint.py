@@ -59,7 +59,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name, manifest_bytes
 from contracts.errors import BadInput
-from contracts.evidence import FileHash, atomic_write_bytes, sha256_file
+from contracts.evidence import EVIDENCE_FILE, FileHash, atomic_write_bytes, sha256_file
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.artifacts import (
     CHECKPOINT_MANIFEST,
@@ -788,9 +788,10 @@ def resume_point(run_dir: Path, resumable: bool = True) -> tuple[Path, list[str]
     path, notes = latest_valid(run_dir, resumable)
     check_newest(run_dir, path, resumable)
     if path is None:
+        why = ": its metadata.json says why" if (Path(run_dir) / EVIDENCE_FILE).is_file() else ""
         raise BadInput(
             f"{run_dir} has no valid checkpoint to resume from (a run that stopped before its first "
-            f"checkpoint: its metadata.json says why); start a new run with another --out, or remove "
+            f"checkpoint{why}); start a new run with another --out, or remove "
             f"{run_dir} and run its first command again"
         )
     return path, [*notes, f"resuming from {path.name} instead"] if notes else []
