@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--text", type=values.utf8_path, metavar="FILE", help="a UTF-8 text file, scored byte for byte"
     )
-    source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
+    source.add_argument(
+        "--split",
+        choices=["val"],
+        help="the held-out documents of the run's DATA_DIR of pretraining text (a fine-tune's examples: "
+        "stack evalmatrix)",
+    )
     parser.add_argument(
         "--max-bytes",
         type=values.positive_int,
