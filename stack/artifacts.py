@@ -772,12 +772,18 @@ def _holder(path: Path, need: Need) -> Identity | None:
     return holder if holder.sure and need.takes(holder) else None
 
 
-def require(path: Path | str, need: str, who: str | None = None) -> Identity:
-    """The identity of `path` when `need` takes it; else BadInput with the refusal's one line."""
+def require(
+    path: Path | str,
+    need: str,
+    who: str | None = None,
+    refused: Callable[[Identity, Need], str] | None = None,
+) -> Identity:
+    """The identity of `path` when `need` takes it; else BadInput with the refusal's one line, or
+    with `refused`'s where the user did not name `path` (a command found it), so the line says how."""
     wanted = NEEDS[need]
     identity = identify(path)
     if not wanted.takes(identity):
-        raise BadInput(refusal(identity, wanted, who))
+        raise BadInput(refusal(identity, wanted, who) if refused is None else refused(identity, wanted))
     return identity
 
 

@@ -30,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--text", type=values.utf8_path, metavar="FILE", help="a UTF-8 text file, scored byte for byte"
     )
-    source.add_argument("--split", choices=["val"], help="the held-out split of the run's DATA_DIR")
+    source.add_argument(
+        "--split",
+        choices=["val"],
+        help="the held-out documents of the run's DATA_DIR of pretraining text (a fine-tune's examples: "
+        "stack evalmatrix)",
+    )
     parser.add_argument(
         "--max-bytes",
         type=values.positive_int,
@@ -156,7 +161,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         from stack.eval.split_check import check_split_text
         from stack.eval.texts import split_text
 
-        data_dir = args.data or _run_data_dir(trained.checkpoint.path)
+        data_dir = args.data or _run_data_dir(args.path, trained.checkpoint.path)
         text = split_text(data_dir, "heldout", args.max_bytes)
         check_split_text(data_dir, args.split, args.max_bytes, text)
         config.update(split=args.split, data=str(Path(data_dir).resolve()), max_bytes=args.max_bytes)
@@ -197,10 +202,14 @@ def _warn_overlap(overlap: dict[str, Any]) -> None:
         )
 
 
-def _run_data_dir(checkpoint_path: Path) -> Path:
+def _run_data_dir(path: Path, checkpoint_path: Path) -> Path:
     """The DATA_DIR the checkpoint's model learned from (stack.train.lineage.trained_on): its run's, or
-    for a surgery's, merge's or import's output the source's."""
+    for a surgery's, merge's or import's output the source's; held to what `--data` takes (the same
+    entry of stack.cli.inputs), so an SFT or DPO run's examples are refused as they are by --data,
+    not counted as documents by GATE-EVAL-003."""
     from contracts.errors import BadInput
+    from stack.artifacts import Identity, Need
+    from stack.cli.inputs import input_of
     from stack.train.lineage import trained_on
 
     data_dir = trained_on(checkpoint_path)
@@ -209,4 +218,16 @@ def _run_data_dir(checkpoint_path: Path) -> Path:
             f"no DATA_DIR is recorded for {checkpoint_path} or the model it was made from, or it no "
             "longer exists; pass --data DATA_DIR (or --text FILE)"
         )
+
+    def refused(identity: Identity, need: Need) -> str:
+        matrix = f"stack evalmatrix BASE --items HELDOUT.jsonl --train TRAIN.jsonl --adapter {path}"
+        return (
+            f"{path} learned from {data_dir}, {identity.kind.noun}; `stack eval --split val` scores the "
+            f"held-out documents of {need.noun}: score {path} on held-out examples with `{matrix}`, on a "
+            "text with `--text FILE`, or on pretraining text with `--data DATA_DIR` (the held-out loss on "
+            "those examples of the run that trained on them is the heldout_loss of its metrics.jsonl "
+            "eval lines)"
+        )
+
+    input_of(KIND, "--data").require(data_dir, refused)
     return data_dir

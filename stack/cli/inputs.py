@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stack.artifacts import require
+from stack.artifacts import Identity, Need, require
 
 
 def _paths(value: Any) -> list[Path]:
@@ -39,6 +39,12 @@ class Input:
     applies: Callable[[Any], bool] = field(default=lambda args: True, repr=False)
     # The paths it names, from the parsed arguments (default: the value of `dest`, one or several).
     paths: Callable[[Any], list[Path]] | None = field(default=None, repr=False)
+
+    def require(self, path: Path, refused: Callable[[Identity, Need], str] | None = None) -> Identity:
+        """The identity of `path` when this input takes it, else BadInput (stack.artifacts.require):
+        the one rule for the input, whether the user named `path` with the option or the command
+        found it itself (`refused` then words the line: `stack eval`'s run's own DATA_DIR)."""
+        return require(path, self.need, self.who, refused)
 
     @property
     def who(self) -> str:
@@ -151,6 +157,13 @@ def inputs_of(command: str) -> list[Input]:
     return [i for i in INPUTS if i.command == command]
 
 
+def input_of(command: str, option: str) -> Input:
+    """The one entry of `command`'s `option`, for a path the command finds where the option is not
+    given, held to what the option takes."""
+    (entry,) = [i for i in inputs_of(command) if i.option == option]
+    return entry
+
+
 def check_inputs(command: str, args: Any) -> None:
     """Refuse, before any work, an input of `command` that is not a kind it takes."""
     for entry in inputs_of(command):
@@ -158,4 +171,4 @@ def check_inputs(command: str, args: Any) -> None:
         if value is None or value == [] or not entry.applies(args):
             continue
         for path in entry.paths(args) if entry.paths is not None else _paths(value):
-            require(path, entry.need, entry.who)
+            entry.require(path)
