@@ -27,7 +27,7 @@ from checkpoint_reads import (
 )
 from committed_models import committed_model_problems
 from config_rebuild import rebuild_problems, rebuild_warnings
-from env_checks import env_problems
+from env_checks import env_problems, version_findings
 from es_sources import es_noise_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -436,6 +436,9 @@ def check_record_truth(
     findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
+    versions_wrong, versions_warned = version_findings(record, run_dir, root)
+    findings.violations += versions_wrong
+    findings.warnings += versions_warned
     findings.violations += es_noise_problems(record, root) + committed_source_problems(record, run_dir, root)
     findings.violations += committed_model_problems(record, run_dir, spec, root)
     return findings
