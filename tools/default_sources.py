@@ -7,12 +7,17 @@ writes into its record's config the value of each option it read: `stack sample`
 `argv_record.option_problems` holds the config to it; where the line leaves it out, the value is the
 parser's default, and `argv_record` reads the line with every default left out (a default the code
 changed since is not the record's). The parser the run used is the one at the record's commit, in
-git: its `add_argument(..., default=LITERAL)` calls in stack/cli/<command>.py, read from the source
-without running it. So each config key the line does not set that names an option of that parser
-with one literal default must hold that default (round-7 audit V02: a sample's temperature 0.8
-restated as 0.6 with no --temperature; V37: a memorization's seed). A record of a dirty tree may have
-run another parser than its commit's: what it contradicts there is a warning, not a violation. A
-record whose commit has no such file, or one that does not parse, is named, never passed in silence.
+git: its `add_argument` calls in stack/cli/<command>.py, read from the source without running it.
+Every kind of default counts: a literal, a name the file binds to one or imports from another module
+of the repository (read at the same commit), and argparse's None where no default is given. So each
+config key the line does not set that names an option of that parser with one default must hold
+that default (round-7 audit V02: a sample's temperature 0.8 restated as 0.6 with no --temperature;
+V37: a memorization's seed; round-9 audit X08: a tuned lens's weight decay, whose default is
+DEFAULT_WEIGHT_DECAY; X40: a sample's top_k, None, restated as 40), unless the command fills the
+value in itself (RESOLVED). A default no literal decides is named, never passed. A record of a dirty
+tree may have run another parser than its commit's: what it contradicts there is a warning, not a
+violation. A record whose commit has no such file, or one that does not parse, is
+named, never passed in silence.
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ UNRESOLVED = object()
 MAX_IMPORTS = 3
 # A file of the repository at the record's commit (None where the commit lacks it).
 Reader = Callable[[str], bytes | None]
-# The options whose default None a command resolves before it records the value, by command:
-# {destination: what resolves it, and where the checker holds it}. Every other option a silent
+# The options whose value a command resolves before it records it (from a default of None, or from
+# settings the parser only names, as `stack es` does), by command: {destination: what resolves it,
+# and where the checker holds it}. Every other option a silent
 # command line leaves at None is recorded as None: argparse's None is the value the command read
 # (round-9 ledger audit X40: a sample's top_k null restated as 40 with no --top-k given).
 RESOLVED: dict[str, dict[str, str]] = {
@@ -196,9 +202,9 @@ def _same(recorded: Any, default: Any) -> bool:
 
 def _held(command: str, key: str, recorded: Any, default: Any) -> bool:
     """Whether config value `recorded` is what a silent command line leaves option `key` to: its
-    parser's default, or, where the command resolves a default of None (RESOLVED), anything the
+    parser's default, or, where the command resolves the value itself (RESOLVED), anything the
     check of what resolves it holds."""
-    if default is None and key in RESOLVED.get(command, {}):
+    if key in RESOLVED.get(command, {}):
         return True
     return (_scalar(recorded) or isinstance(recorded, list)) and _same(recorded, default)
 
