@@ -82,7 +82,7 @@ from preset_sources import (
 from record_checks import check_record_truth, newer
 from scored_text import committed_text, scored_texts, text_problems
 from site_format import read_jsonl
-from spec_history import SpecHistory, committed_yaml, files_at, tree_names
+from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
@@ -390,7 +390,7 @@ class Checker:
             elif path in (sources := default_sources(record)):  # what a silent command line left
                 if path != sources[0]:
                     continue
-                found = default_problems(record, {p: blobs.get((sha, p)) for p in sources})
+                found = default_problems(record, commit_reader(self.root, sha, blobs))
                 problems, warnings = ([], found) if record.code.git_dirty else (found, [])
             elif path in (constants := constant_sources(record)):  # what committed constants decide
                 if path != constants[0]:

@@ -70,6 +70,11 @@ def module_constants(source: bytes) -> dict[str, Any] | None:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return None
+    return tree_constants(tree)
+
+
+def tree_constants(tree: ast.Module) -> dict[str, Any]:
+    """`module_constants` of a parsed module (a name bound to another value maps to NOT_LITERAL)."""
     found: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):

@@ -7,26 +7,34 @@ writes into its record's config the value of each option it read: `stack sample`
 `argv_record.option_problems` holds the config to it; where the line leaves it out, the value is the
 parser's default, and `argv_record` reads the line with every default left out (a default the code
 changed since is not the record's). The parser the run used is the one at the record's commit, in
-git: its `add_argument(..., default=LITERAL)` calls in stack/cli/<command>.py, read from the source
-without running it. So each config key the line does not set that names an option of that parser
-with one literal default must hold that default (round-7 audit V02: a sample's temperature 0.8
-restated as 0.6 with no --temperature; V37: a memorization's seed). A record of a dirty tree may have
-run another parser than its commit's: what it contradicts there is a warning, not a violation. A
-record whose commit has no such file, or one that does not parse, is named, never passed in silence.
+git: its `add_argument` calls in stack/cli/<command>.py, read from the source without running it.
+Every kind of default counts: a literal, a name the file binds to one or imports from another module
+of the repository (read at the same commit), and argparse's None where no default is given. So each
+config key the line does not set that names an option of that parser with one default must hold
+that default (round-7 audit V02: a sample's temperature 0.8 restated as 0.6 with no --temperature;
+V37: a memorization's seed; round-9 audit X08: a tuned lens's weight decay, whose default is
+DEFAULT_WEIGHT_DECAY; X40: a sample's top_k, None, restated as 40), unless the command fills the
+value in itself (RESOLVED). A default no literal decides is named, never passed. A record of a dirty
+tree may have run another parser than its commit's: what it contradicts there is a warning, not a
+violation. A record whose commit has no such file, or one that does not parse, is
+named, never passed in silence.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import fields
 from pathlib import PurePath
 from typing import Any
 
 import yaml
 from argv_record import LOOP_KINDS, NOT_STACK_KINDS, _command_lines, given
+from code_constants import NOT_LITERAL, _literal, tree_constants
 
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
+from stack.es.settings import EsSettings
 
 # Where `stack COMMAND`'s parser is declared: stack/cli/<command>.py (a dash made an underscore).
 CLI_DIR = "stack/cli"
@@ -41,6 +49,34 @@ DEFAULT_FILES = {
 }
 # A default of an option that two add_argument calls of one file declare differently: not one.
 AMBIGUOUS = object()
+# A default declared by an expression `resolved` cannot read (a call, an attribute): equal to no
+# value a record states, so a config key left to it is named, never passed in silence.
+UNRESOLVED = object()
+# How many `from MODULE import NAME` steps `resolved` follows to the literal a default names.
+MAX_IMPORTS = 3
+# A file of the repository at the record's commit (None where the commit lacks it).
+Reader = Callable[[str], bytes | None]
+# The options whose value a command resolves before it records it (from a default of None, or from
+# settings the parser only names, as `stack es` does), by command: {destination: what resolves it,
+# and where the checker holds it}. Every other option a silent
+# command line leaves at None is recorded as None: argparse's None is the value the command read
+# (round-9 ledger audit X40: a sample's top_k null restated as 40 with no --top-k given).
+RESOLVED: dict[str, dict[str, str]] = {
+    "es": dict.fromkeys(
+        (f.name for f in fields(EsSettings)), "EsSettings' default (tools/code_constants.py)"
+    ),
+    "export": {"opset": "the ONNX exporter's DEFAULT_OPSET, for --format onnx"},
+    "lens": {
+        "position": "the prompt's last position (contracts/derive/reports.py)",
+        "seq_len": "the model's context (stack.lens.train.sequence_length)",
+    },
+    "memorization": {"continuation": "the spec's min_verbatim_tokens"},
+    "prepare": {
+        "inputs": "--default's sources",
+        "filters": "the --filter names, at commits whose config named them so",
+    },
+    "synth": {"template": "the built-in chat template, by path and digest"},
+}
 
 
 def command_of(record: EvidenceRecord) -> str | None:
@@ -83,10 +119,48 @@ def _dest(call: ast.Call) -> str | None:
     return None if word is None else word.lstrip("-").replace("-", "_")
 
 
-def parser_defaults(source: bytes) -> dict[str, Any] | None:
-    """Each option an argparse parser in `source` declares with a literal default (a flag's left
-    out), by destination; an option declared twice with two defaults is left out. None where the
-    source does not parse."""
+def module_file(module: str) -> list[str]:
+    """The repository files that may hold dotted `module` (a module's file, a package's __init__)."""
+    path = module.replace(".", "/")
+    return [f"{path}.py", f"{path}/__init__.py"]
+
+
+def _imported(tree: ast.Module, name: str) -> tuple[str, str] | None:
+    """(module, name there) of a top-level `from MODULE import NAME [as name]` that binds `name`."""
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    return node.module, alias.name
+    return None
+
+
+def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_IMPORTS) -> Any:
+    """The value a default expression of a parser's module stands for: a literal's; a name bound
+    at its module's top level to a literal, or imported (`from MODULE import NAME`) from a module of
+    the repository that binds it so (read at the same commit); UNRESOLVED otherwise."""
+    value = _literal(node)
+    if value is not NOT_LITERAL or not isinstance(node, ast.Name):
+        return UNRESOLVED if value is NOT_LITERAL else value
+    bound = (tree_constants(tree)).get(node.id, NOT_LITERAL)
+    if bound is not NOT_LITERAL:
+        return bound
+    origin = _imported(tree, node.id)
+    if origin is None or depth == 0:
+        return UNRESOLVED
+    source = next((blob for path in module_file(origin[0]) if (blob := read(path)) is not None), None)
+    try:
+        module = ast.parse(source) if source is not None else None
+    except (SyntaxError, ValueError):
+        module = None
+    return UNRESOLVED if module is None else resolved(ast.Name(origin[1]), module, read, depth - 1)
+
+
+def parser_defaults(source: bytes, read: Reader = lambda _path: None) -> dict[str, Any] | None:
+    """Each option an argparse parser in `source` declares, by destination, with the default it
+    declares (None where it declares none, as argparse gives it; a name resolved by `resolved`,
+    UNRESOLVED where it stands for no literal; a flag's left out); an option declared twice with
+    two defaults is left out. None where the source does not parse."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
@@ -102,12 +176,9 @@ def parser_defaults(source: bytes) -> dict[str, Any] | None:
         if isinstance(action, ast.Constant) and action.value in FLAG_ACTIONS:
             continue
         dest = _dest(node)
-        if dest is None or "default" not in keywords:
+        if dest is None:
             continue
-        try:
-            default = ast.literal_eval(keywords["default"])
-        except ValueError:
-            continue
+        default = resolved(keywords["default"], tree, read) if "default" in keywords else None
         if dest in found and found[dest] != default:
             found[dest] = AMBIGUOUS
         else:
@@ -120,6 +191,8 @@ def _scalar(value: Any) -> bool:
 
 
 def _same(recorded: Any, default: Any) -> bool:
+    if isinstance(recorded, list) and isinstance(default, list | tuple):
+        return len(recorded) == len(default) and all(map(_same, recorded, default))
     if isinstance(recorded, bool) or isinstance(default, bool):
         return recorded is default
     if isinstance(recorded, str) and isinstance(default, str):
@@ -127,37 +200,56 @@ def _same(recorded: Any, default: Any) -> bool:
     return bool(recorded == default)
 
 
-def default_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
+def _held(command: str, key: str, recorded: Any, default: Any) -> bool:
+    """Whether config value `recorded` is what a silent command line leaves option `key` to: its
+    parser's default, or, where the command resolves the value itself (RESOLVED), anything the
+    check of what resolves it holds."""
+    if key in RESOLVED.get(command, {}):
+        return True
+    return (_scalar(recorded) or isinstance(recorded, list)) and _same(recorded, default)
+
+
+def _default_problem(key: str, recorded: Any, default: Any, path: str) -> str:
+    option = f"--{key.replace('_', '-')}"
+    if default is UNRESOLVED:
+        return (
+            f"config.{key} is {recorded!r}, but its command line leaves {option} to a default {path} "
+            "declares by an expression the checker does not read: the value is not held"
+        )
+    return (
+        f"config.{key} is {recorded!r}, but its command line leaves {option} to the default {default!r} "
+        f"that {path} declares"
+    )
+
+
+def default_problems(record: EvidenceRecord, read: Reader) -> list[str]:
     """Each config key the record's command lines leave out whose value is not what its command's
-    sources at its commit decide (`blobs`: each of `default_sources`'s bytes, None where the commit
-    lacks it): the literal default other than None its parser declares, or every value the default
-    file of DEFAULT_FILES sets (module docstring)."""
+    sources at its commit decide (`read`: a file of the repository at the record's commit, None
+    where it lacks it): the default its parser declares (a literal, a constant it names, or None,
+    as RESOLVED allows), or every value the default file of DEFAULT_FILES sets (module docstring)."""
     sources = default_sources(record)
     if not sources:
         return []
-    path = sources[0]
-    defaults = parser_defaults(blobs.get(path) or b"")
-    if defaults is None or blobs.get(path) is None:
+    path, command = sources[0], str(command_of(record))
+    blob = read(path)
+    defaults = None if blob is None else parser_defaults(blob, read)
+    if defaults is None:
         return [f"its command's parser {path} cannot be read at its commit: its defaults are not held"]
     given_keys: set[str] = set()
     for argv, _places in _command_lines(record):
         given_keys |= set(given(argv) or {})
     assert isinstance(record.config, dict)
     problems = [
-        f"config.{key} is {recorded!r}, but its command line leaves --{key.replace('_', '-')} to the "
-        f"default {defaults[key]!r} that {path} declares"
+        _default_problem(key, recorded, defaults[key], path)
         for key, recorded in sorted(record.config.items())
-        if key not in given_keys
-        and defaults.get(key) is not None
-        and _scalar(recorded)
-        and _scalar(defaults[key])
-        if not _same(recorded, defaults[key])
+        if key not in given_keys and key in defaults
+        if not _held(command, key, recorded, defaults[key])
     ]
-    for key, (option, file) in DEFAULT_FILES.get(str(command_of(record)), {}).items():
+    for key, (option, file) in DEFAULT_FILES.get(command, {}).items():
         if option in given_keys or key not in record.config:
             continue
         try:
-            declared = yaml.safe_load(blobs.get(file) or b"")
+            declared = yaml.safe_load(read(file) or b"")
         except yaml.YAMLError:
             declared = None
         if not isinstance(declared, dict):

@@ -119,7 +119,7 @@ def lineage_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, s
     """(run id, problem) for every broken link among `records` (run id → record); see the module doc."""
     problems = []
     for run_id, record in records.items():
-        problems += [(run_id, problem) for problem in role_problems(record)]
+        problems += [(run_id, problem) for problem in role_problems(record) + made_digest_problems(record)]
         if record.lineage is None or not record.lineage.parents:
             if _asks_for_lineage(record):
                 problems.append(
@@ -176,6 +176,29 @@ def role_problems(record: EvidenceRecord) -> list[str]:
         f"its {RESUMES} parent names no record: a resumed leg names the filed leg it continues"
         for ref in parents
         if ref.role == RESUMES and ref.run is None
+    ]
+
+
+def made_digest_problems(record: EvidenceRecord) -> list[str]:
+    """A `lineage.model_sha256` where the record's checkpoint is not the model it read.
+
+    stack.train.lineage.lineage states the weights a command wrote only where the record's
+    `checkpoint` names its input (a surgery's, an export's, a merge's source: the weights of a
+    parent it read), so the made weights would otherwise go unnamed; a record whose checkpoint is
+    the model its run made (a training or ES run's, MAKING_KINDS; or any checkpoint no parent's
+    weights are) vouches for that checkpoint, and a digest beside it is one no command wrote
+    (round-9 ledger audit X74: an ES record given an invented model_sha256)."""
+    if record.lineage is None or record.lineage.model_sha256 is None:
+        return []
+    hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint is not None else None
+    read = {ref.checkpoint_sha256 for ref in record.lineage.parents}
+    if record.run.kind not in MAKING_KINDS and hashed is not None and hashed.sha256 in read:
+        return []
+    named = "names no weights" if hashed is None else f"holds weights {hashed.sha256[:12]}"
+    why = "the model its run made" if record.run.kind in MAKING_KINDS else "none of its parents' weights"
+    return [
+        f"lineage.model_sha256 is {record.lineage.model_sha256[:12]}, but its checkpoint {named}, "
+        f"{why}: a command states the weights it wrote only where its checkpoint is the model it read"
     ]
 
 

@@ -12,8 +12,10 @@ record made before its kind gained an artifact (it could not cite what did not e
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from argv_config import argv_problems
 from argv_record import argv_record_problems, given
@@ -27,7 +29,7 @@ from checkpoint_reads import (
 )
 from committed_models import committed_model_problems
 from config_rebuild import rebuild_problems, rebuild_warnings
-from env_checks import env_problems
+from env_checks import env_problems, version_findings
 from es_sources import es_noise_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -38,7 +40,7 @@ from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
 from contracts.evidence import REPO_ROOT, SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
-from contracts.judges import CHECKS, bare, judge
+from contracts.judges import CHECKS, JUDGES, Malformed, bare, judge, present_checks
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_reason
 from contracts.spec import RunKind, Spec, checks_required, gates_required
@@ -199,6 +201,58 @@ def check_gate_results(
                 f"{result.id}: its message is {result.message!r}, but its judge says {message!r} of its "
                 "measured values"
             )
+        if recomputed is Verdict.WARN:
+            findings.violations += [
+                f"{result.id}: WARN, but its check {check} finds without reading a threshold that {problem}: "
+                "a record that contradicts its own measurement is false, not warned of"
+                for check, problem in contradictions(result.id, result.measured, problems)
+            ]
+
+
+class _ThresholdRead(Exception):
+    """A judge read a threshold: what it found is a measure against the spec, not a contradiction."""
+
+
+class _NoThresholds(Mapping[str, float | int]):
+    """Thresholds that stop a judge at the first one it reads."""
+
+    def __getitem__(self, key: str) -> float | int:
+        raise _ThresholdRead(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise _ThresholdRead("every threshold")
+
+    def __len__(self) -> int:
+        raise _ThresholdRead("every threshold")
+
+
+def contradictions(gate_id: str, measured: Any, problems: list[str]) -> list[tuple[str, str]]:
+    """(check, problem) of each of a gate's `problems` that one of its checks finds, judged alone
+    on its own measured keys, without reading any threshold.
+
+    A warning gate's severity says how bad it is that a measure falls short of the spec's bound; a
+    check that needs no bound compares the record with itself: a stated value against the one
+    recomputed beside it, the examples measured against those the stated seed draws, the rows
+    generated against the models handed in (round-9 ledger audit X64: GATE-FT-003's
+    examples_eligible 2446 restated as 5000, its judge's `drawn` check saying the recall describes
+    another set, and the record passing as a WARN). Such a problem is not the run's weakness but
+    the record's falsehood (or a run that did not do what it states), whatever the gate's severity.
+    A check that reads a threshold, or that its judge cannot judge alone, is left to the verdict."""
+    if not isinstance(measured, Mapping) or not problems or gate_id not in JUDGES:
+        return []
+    try:
+        present = present_checks(gate_id, measured)
+    except Malformed:
+        return []
+    found = []
+    for check in present:
+        keys = {bare(key) for key in CHECKS[gate_id].get(check, ())}
+        try:
+            alone = JUDGES[gate_id]({k: v for k, v in measured.items() if k in keys}, _NoThresholds())
+        except (_ThresholdRead, Malformed):
+            continue
+        found += [(check, problem) for problem in alone if problem in problems]
+    return found
 
 
 def _in_force_at_commit(
@@ -436,6 +490,9 @@ def check_record_truth(
     findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
+    versions_wrong, versions_warned = version_findings(record, run_dir, root)
+    findings.violations += versions_wrong
+    findings.warnings += versions_warned
     findings.violations += es_noise_problems(record, root) + committed_source_problems(record, run_dir, root)
     findings.violations += committed_model_problems(record, run_dir, spec, root)
     return findings

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,21 @@ def files_at(
     or a tree's raw entries), in one `git cat-file --batch`."""
     found = objects(root, [f"{sha}:{path}" for sha, path in wanted], kind)
     return {key: found[f"{key[0]}:{key[1]}"] for key in wanted if f"{key[0]}:{key[1]}" in found}
+
+
+def commit_reader(root: Path, sha: str, known: dict[tuple[str, str], bytes]) -> Callable[[str], bytes | None]:
+    """A reader of the files of commit `sha`: each from `known` (what `files_at` already read), else
+    from git, once (a file the commit lacks reads as None)."""
+    read: dict[str, bytes | None] = {}
+
+    def at(path: str) -> bytes | None:
+        if (sha, path) in known:
+            return known[(sha, path)]
+        if path not in read:
+            read[path] = files_at(root, [(sha, path)]).get((sha, path))
+        return read[path]
+
+    return at
 
 
 def objects(root: Path, names: list[str], kind: bytes = b"blob") -> dict[str, bytes]:

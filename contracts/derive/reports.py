@@ -1616,7 +1616,14 @@ def _selection_derived(
     at = ("gates", "GATE-TRACE-002", "measured")
     kept = _kept_sites(report)
     traced = measured.get("traced")
-    if isinstance(traced, list):
+    chosen_by = {key: config.get(key) for key in ("layers", "sites")}
+    if any(value is not None and not isinstance(value, str) for value in chosen_by.values()):
+        derived.problems += [
+            f"config.{key} is {value!r}, not the text of its --{key} option: its selection is not derived"
+            for key, value in chosen_by.items()
+            if value is not None and not isinstance(value, str)
+        ]
+    elif isinstance(traced, list):
         derived.put((*at, "sites"), len(traced), optional=True)
         derived.put((*at, "shown"), kept, optional=True)
         depths = [t["n_layers"] for t in _kept(report).values() if isinstance(t.get("n_layers"), int)]
@@ -1656,6 +1663,14 @@ def statistics_problems(report: dict[str, Any]) -> list[str]:
     return problems
 
 
+# A patching cell's fields the recovery check keys and reads by: (key, type, what it must be).
+CELL_FIELDS = (
+    ("site", str, "a site's name"),
+    ("position", int, "a position"),
+    ("written", list, "a list of the writes made"),
+)
+
+
 def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     """A patching cell whose forward overwrote no position is the corrupted forward itself: its
     patched score is the corrupted score and it recovers nothing. What GATE-PATCH-002's cells say
@@ -1664,6 +1679,16 @@ def unwritten_recovery_problems(measured: dict[str, Any]) -> list[str]:
     corrupted = measured.get("recovery_corrupted")
     if not isinstance(cells, list) or not isinstance(scored, list):
         return []
+    unread = [
+        f"gates[GATE-PATCH-002].measured.{name}[{at}].{key} is {row.get(key)!r}, not {what}"
+        for name, rows in (("cells", cells), ("recovery_cells", scored))
+        for at, row in enumerate(rows)
+        if isinstance(row, dict)
+        for key, kind, what in CELL_FIELDS
+        if key in row and not isinstance(row[key], kind)
+    ]
+    if unread:
+        return unread
     by_cell = {(row.get("site"), row.get("position")): row for row in scored if isinstance(row, dict)}
     problems = []
     for cell in (c for c in cells if isinstance(c, dict)):
@@ -2007,8 +2032,15 @@ def canary_problems(canaries: Any, leak_settings: Any) -> list[str]:
         return [
             "config.filter_settings.leak is not leak settings: GATE-DATA-012's canaries cannot be rebuilt"
         ]
-    rows = {row.get("name"): row.get("must_drop") for row in canaries if isinstance(row, dict)}
     where = "gates[GATE-DATA-012].measured.canaries"
+    unnamed = [
+        f"{where}[{at}].name is {row.get('name')!r}, not a row's name: its canaries are not held"
+        for at, row in enumerate(canaries)
+        if isinstance(row, dict) and not isinstance(row.get("name"), str)
+    ]
+    if unnamed:
+        return unnamed
+    rows = {row.get("name"): row.get("must_drop") for row in canaries if isinstance(row, dict)}
     missing = sorted(set(wanted) - set(rows))
     unplanted = sorted(str(name) for name in set(rows) - set(wanted))
     restated = sorted(name for name in set(wanted) & set(rows) if rows[name] is not wanted[name])

@@ -1752,6 +1752,27 @@ def lens_train_record(inputs: Inputs) -> Derivation:
     return derived
 
 
+def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
+    """The step an ES record's run went on from (0 for a fresh start): `metrics.resumed_from`, which
+    stack.es.rundir states as the last resume's `from_step` (None with no resume); its command lines
+    (`metrics.resumes`, or a line without --resume in a record older than that list) decide it. A
+    value that is no step is a named problem, not a crash (round-9 ledger audit X48: a path given
+    as resumed_from)."""
+    metrics = inputs.record.metrics
+    stated, resumes = metrics.get("resumed_from"), metrics.get("resumes")
+    if isinstance(resumes, list):
+        last = resumes[-1] if resumes and isinstance(resumes[-1], dict) else {}
+        derived.put(("metrics", "resumed_from"), last.get("from_step"))
+    elif not any(str(word).split("=", 1)[0] == "--resume" for word in inputs.record.run.argv or []):
+        derived.put(("metrics", "resumed_from"), None)
+    if stated is None or whole(stated):
+        return stated or 0
+    derived.problems.append(
+        f"metrics.resumed_from is {stated!r}, not a step: a run resumes from the step of a checkpoint"
+    )
+    return 0
+
+
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
@@ -1769,7 +1790,7 @@ def es_record(inputs: Inputs) -> Derivation:
         if previous is not None and step != previous + 1:
             derived.problems.append(f"{METRICS_LOG}: step {step} follows step {previous}")
         previous = step
-    start = inputs.record.metrics.get("resumed_from") or 0
+    start = _es_resumed_from(inputs, derived)
     reports = [
         {key: value for key, value in line.items() if key != "type"}
         for line in log.steps
