@@ -106,6 +106,26 @@ def test_a_default_named_by_an_imported_constant_is_resolved() -> None:
     assert resolved(ast.parse("X").body[0].value, ast.parse(b"Y = 1"), files.get) is UNRESOLVED  # type: ignore[attr-defined]
 
 
+def test_a_default_written_as_arithmetic_of_constants_is_resolved() -> None:
+    """`stack prepare`'s size defaults are `1 << 26` and `64 * MiB` (MiB bound in the module that
+    exports the default): the arithmetic of constants is the value (its record of 1.33.0 states
+    them); a name bound to itself, or arithmetic of a call, stays UNRESOLVED."""
+    parser = (
+        b"from pkg.sizes import SAMPLE\nimport argparse\nSHARD = 1 << 26\nLOOP = LOOP + 1\n"
+        b"p = argparse.ArgumentParser()\np.add_argument('--shard', default=SHARD)\n"
+        b"p.add_argument('--sample', default=SAMPLE)\np.add_argument('--loop', default=LOOP)\n"
+        b"p.add_argument('--half', default=SHARD // 2 - 0.5)\np.add_argument('--call', default=2 * f())\n"
+    )
+    files = {"pkg/sizes.py": b"MiB = 1 << 20\nSAMPLE = 64 * MiB\n"}
+    assert parser_defaults(parser, files.get) == {
+        "shard": 1 << 26,
+        "sample": 64 << 20,
+        "loop": UNRESOLVED,
+        "half": (1 << 25) - 0.5,
+        "call": UNRESOLVED,
+    }
+
+
 def test_every_none_default_a_command_resolves_is_one_its_record_holds_otherwise() -> None:
     """RESOLVED names only options whose None the command replaces: each names a command and an
     option of its parser (a stale entry would exempt nothing and hide a typo)."""

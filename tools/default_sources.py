@@ -23,6 +23,7 @@ named, never passed in silence.
 from __future__ import annotations
 
 import ast
+import operator
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import PurePath
@@ -30,7 +31,7 @@ from typing import Any
 
 import yaml
 from argv_record import LOOP_KINDS, NOT_STACK_KINDS, _command_lines, given
-from code_constants import NOT_LITERAL, _literal, tree_constants
+from code_constants import NOT_LITERAL, _literal
 
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
@@ -52,8 +53,9 @@ AMBIGUOUS = object()
 # A default declared by an expression `resolved` cannot read (a call, an attribute): equal to no
 # value a record states, so a config key left to it is named, never passed in silence.
 UNRESOLVED = object()
-# How many `from MODULE import NAME` steps `resolved` follows to the literal a default names.
-MAX_IMPORTS = 3
+# How many names (bound in a module, or imported by `from MODULE import NAME`) `resolved` follows
+# to the literal a default stands for: a name bound to itself is not followed for ever.
+MAX_NAMES = 8
 # A file of the repository at the record's commit (None where the commit lacks it).
 Reader = Callable[[str], bytes | None]
 # The options whose value a command resolves before it records it (from a default of None, or from
@@ -135,18 +137,48 @@ def _imported(tree: ast.Module, name: str) -> tuple[str, str] | None:
     return None
 
 
-def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_IMPORTS) -> Any:
-    """The value a default expression of a parser's module stands for: a literal's; a name bound
-    at its module's top level to a literal, or imported (`from MODULE import NAME`) from a module of
-    the repository that binds it so (read at the same commit); UNRESOLVED otherwise."""
+# The arithmetic a default's constant may be written in (`1 << 26`, `64 * MiB`).
+ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.LShift: operator.lshift,
+}
+
+
+def _binding(tree: ast.Module, name: str) -> ast.expr | None:
+    """The expression a module's top level binds `name` to once (`NAME = ...`, `NAME: T = ...`)."""
+    found = [
+        node.value
+        for node in tree.body
+        if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [name])
+        or (isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name and node.value)
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_NAMES) -> Any:
+    """The value a default expression of a parser's module stands for: a literal's; integer or float
+    arithmetic of such values (`1 << 26`, `64 * MiB`); a name bound at its module's top level to one,
+    or imported (`from MODULE import NAME`) from a module of the repository that binds it so (read at
+    the same commit); UNRESOLVED otherwise."""
     value = _literal(node)
-    if value is not NOT_LITERAL or not isinstance(node, ast.Name):
-        return UNRESOLVED if value is NOT_LITERAL else value
-    bound = (tree_constants(tree)).get(node.id, NOT_LITERAL)
-    if bound is not NOT_LITERAL:
-        return bound
+    if value is not NOT_LITERAL:
+        return value
+    if isinstance(node, ast.BinOp) and type(node.op) in ARITHMETIC:
+        left, right = resolved(node.left, tree, read, depth), resolved(node.right, tree, read, depth)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
+        return ARITHMETIC[type(node.op)](left, right) if numbers else UNRESOLVED
+    if not isinstance(node, ast.Name) or depth == 0:
+        return UNRESOLVED
+    bound = _binding(tree, node.id)
+    if bound is not None:
+        return resolved(bound, tree, read, depth - 1)
     origin = _imported(tree, node.id)
-    if origin is None or depth == 0:
+    if origin is None:
         return UNRESOLVED
     source = next((blob for path in module_file(origin[0]) if (blob := read(path)) is not None), None)
     try:
