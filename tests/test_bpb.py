@@ -126,6 +126,24 @@ def test_every_token_is_scored_once(seq_len: int, batch_size: int) -> None:
     assert result["bits_per_byte"] == pytest.approx(total / math.log(2) / n_bytes, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("seq_len", "batch_size"),
+    [(16, 4), (7, 3), (1, 64), (1000, 1)],
+    ids=["batches", "short-final-window", "one-token-windows", "longer-than-text"],
+)
+def test_progress_counts_every_window_up_to_all_of_them(seq_len: int, batch_size: int) -> None:
+    """What `stack eval` shows while it scores (round-9 audit J03): after each batch, the windows
+    scored so far of how many the text makes: rising, ending at all of them, each token's window once."""
+    heard: list[tuple[int, int]] = []
+    evaluate_text(
+        BigramLM(), ByteTokenizer(), TEXT, seq_len, batch_size, "cpu", progress=lambda *p: heard.append(p)
+    )
+    windows = -(-(len(TEXT.encode("utf-8")) - 1) // seq_len)
+    assert {total for _done, total in heard} == {windows}
+    done = [d for d, _total in heard]
+    assert done == sorted(set(done)) and done[-1] == windows and done[0] <= batch_size
+
+
 def test_evaluation_restores_training_mode() -> None:
     model = BigramLM().train()
     evaluate_text(model, ByteTokenizer(), TEXT, seq_len=16, batch_size=4, device="cpu")

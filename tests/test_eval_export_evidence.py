@@ -85,8 +85,12 @@ def test_eval_of_a_crlf_text_scores_every_byte_and_records_it(
         str(ledger),
     ]
     assert main(argv) == 0
-    printed = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
     assert printed["bytes"] == crlf_file.stat().st_size
+    # the scoring's progress on stderr (J03), ending at every window of the text
+    windows = -(-(printed["tokens"] - 1) // assert_true_record(record_dir, "eval").config["seq_len"])
+    assert f"stack eval: scoring: {windows:,} of {windows:,} windows" in err.splitlines()
     record = assert_true_record(record_dir, "eval")
     assert_completed_and_passed(record)
     assert record.metrics["bytes"] == crlf_file.stat().st_size

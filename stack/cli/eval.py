@@ -134,6 +134,7 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
     import hashlib
 
     from contracts.evidence import DataRef, canonical_sha256
+    from stack.cli.progress import amount_progress
     from stack.eval.bpb import evaluate_text
     from stack.eval.overlap import overlap_of
     from stack.train.trained import load_measured
@@ -168,15 +169,17 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         overlap = overlap_of(None, Path(data_dir), training)
     record.config, record.config_sha256 = config, canonical_sha256(config)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    result = evaluate_text(
-        trained.model,
-        trained.tokenizer,
-        text,
-        trained.config.model.ctx,
-        args.batch_size,
-        args.device,
-        context=config["seq_len"],  # GATE-EVAL-003's check window holds the windows scored to it
-    )
+    with amount_progress("stack eval: scoring", "windows") as reached:
+        result = evaluate_text(
+            trained.model,
+            trained.tokenizer,
+            text,
+            trained.config.model.ctx,
+            args.batch_size,
+            args.device,
+            context=config["seq_len"],  # GATE-EVAL-003's check window holds the windows scored to it
+            progress=reached,
+        )
     record.metrics.update(result)
     record.metrics["overlap"] = result["overlap"] = overlap
     _warn_overlap(overlap)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -249,6 +250,7 @@ def evaluate_text(
     batch_size: int,
     device: torch.device | str,
     context: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Held-out loss and bits per byte of `text`, every token scored exactly once.
 
@@ -261,6 +263,9 @@ def evaluate_text(
     and the NLL of every batch against the logits its forward taped (`TapedNll`), and the widest
     window those forwards read against `context`, the context the caller states the text is scored
     at (its record's seq_len; seq_len when None): of a text of N tokens, min(context, N − 1).
+
+    `progress(done, total)`, when given, hears after each batch how many of the text's windows
+    have been scored.
 
     Returns loss (mean nats per predicted token), bits_per_byte, tokens (of the text),
     predicted_tokens (tokens − 1) and bytes (UTF-8 bytes of the text).
@@ -277,12 +282,13 @@ def evaluate_text(
     try:
         with torch.inference_mode():
             scored = ScoredPositions(len(ids), device)
-            if len(full):
-                total += sum(
-                    _taped_nll_sum(model, batch, device, scored, taped) for batch in full.split(batch_size)
-                )
-            if rest.shape[1] > 1:
-                total += _taped_nll_sum(model, rest, device, scored, taped)
+            batches = [*(full.split(batch_size) if len(full) else ()), *([rest] if rest.shape[1] > 1 else [])]
+            windows, done = sum(len(batch) for batch in batches), 0
+            for batch in batches:
+                total += _taped_nll_sum(model, batch, device, scored, taped)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, windows)
     finally:
         model.train(was_training)
     predicted = len(ids) - 1
