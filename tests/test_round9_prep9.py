@@ -293,11 +293,21 @@ def test_a_filters_file_without_filter_names_is_no_finding(
     assert findings(record) == []
 
 
-@pytest.mark.parametrize("option", [("--dtype", "uint32"), ("--shard-tokens", "500"), ("--bpe-sample", "1M")])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--dtype", "uint32"),
+        ("--shard-tokens", "500"),
+        ("--bpe-sample", "1M"),
+        ("--shard-tokens", "67108864"),  # typed at its default: still an option the set never uses
+        ("--doc-bytes", "1M"),
+    ],
+)
 def test_a_fine_tuning_prepare_refuses_the_corpus_options_it_never_uses(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, option: tuple[str, str]
 ) -> None:
-    """--format prompt-completion writes its shards by its own rule: a --dtype it would ignore is refused."""
+    """--format prompt-completion writes its shards by its own rule: a corpus option it would ignore is
+    refused, typed at its default too (its record states none of them)."""
     code, err = run_cli(
         capsys,
         "prepare",
@@ -309,3 +319,24 @@ def test_a_fine_tuning_prepare_refuses_the_corpus_options_it_never_uses(
         str(tmp_path / "d"),
     )
     assert code != 0 and option[0] in err, err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        (str(DATA / "chat_small.jsonl"), "--format", "chat", "--pack-len", "64"),
+        (str(PROMPT_COMPLETION), "--format", "prompt-completion"),
+        (str(PREFS), "--format", "prefs"),
+    ],
+    ids=["chat", "prompt-completion", "prefs"],
+)
+def test_a_fine_tuning_prepare_as_made_passes_the_check(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    """The corpus read settings a fine-tuning set never uses are stated as none, which the manifest
+    decides (contracts.derive.prepare_options), not the parser's defaults for a corpus."""
+    code, err, record = _prepare(capsys, tmp_path, *argv)
+    assert code == 0, err
+    unused = ("doc_bytes", "shard_tokens", "bpe_sample")
+    assert [_config(record)[key] for key in unused] == [None, None, None]
+    assert findings(record) == []

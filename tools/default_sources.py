@@ -33,6 +33,7 @@ import yaml
 from argv_record import LOOP_KINDS, NOT_STACK_KINDS, _command_lines, given
 from code_constants import NOT_LITERAL, _literal
 
+from contracts.derive.prepare_options import READ_KEYS
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
 from stack.es.settings import EsSettings
@@ -76,6 +77,11 @@ RESOLVED: dict[str, dict[str, str]] = {
     "prepare": {
         "inputs": "--default's sources",
         "filters": "the --filter names, at commits whose config named them so",
+        # none for a fine-tuning set, which never reads them (stack/cli/prepare.py `_read_config`)
+        **dict.fromkeys(
+            (*READ_KEYS, "text_field"),
+            "the manifest's `reading` (contracts/derive/prepare_options.py), none for a fine-tuning set",
+        ),
     },
     "synth": {"template": "the built-in chat template, by path and digest"},
 }

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 RECORD_KIND = "prepare"  # the run kind of its evidence record (spec/run_kinds.yaml)
 ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}
+# Options only a corpus's shards and reading take: a fine-tuning --format refuses them typed at all,
+# even at their defaults, since its record states them as none (`_read_config`).
+CORPUS_ONLY = ("shard_tokens", "doc_bytes", "bpe_sample")
 
 
 def separator(text: str) -> str:
@@ -107,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shard-tokens",
+        action=values.NoteGiven,
         type=values.positive_int,
         default=DEFAULT_SHARD_TOKENS,
         help="tokens per shard, about",
@@ -151,6 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--doc-bytes",
+        action=values.NoteGiven,
         type=parse_size,
         default=DEFAULT_DOC_BYTES,
         metavar="SIZE",
@@ -182,6 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--bpe-sample",
+        action=values.NoteGiven,
         type=parse_size,
         default=DEFAULT_BPE_SAMPLE,
         metavar="SIZE",
@@ -231,16 +237,10 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
         f"--{name.replace('_', '-')}" for name in options if getattr(args, name) not in (None, False, [])
     ]
     # What a corpus's shards and reading take, which a fine-tuning set never uses (its record states
-    # them as none: `_read_config`), given another value than the default.
-    defaults = {
-        "dtype": "auto",
-        "shard_tokens": DEFAULT_SHARD_TOKENS,
-        "doc_bytes": DEFAULT_DOC_BYTES,
-        "bpe_sample": DEFAULT_BPE_SAMPLE,
-    }
-    given += [
-        f"--{name.replace('_', '-')}" for name, value in defaults.items() if getattr(args, name) != value
-    ]
+    # them as none: `_read_config`), typed at all, even at its default; and a shard dtype other than auto.
+    given += [f"--{name.replace('_', '-')}" for name in CORPUS_ONLY if name in values.given(args)] + (
+        ["--dtype"] if args.dtype != "auto" else []
+    )
     if given:
         raise BadInput(
             f"--format {args.format} reads the JSONL files given as INPUT, whose fields it knows; drop "

@@ -29,7 +29,7 @@ def add_loop_options(parser: argparse.ArgumentParser, defaults: Any) -> argparse
     parser.add_argument(
         "--steps",
         type=values.positive_int,
-        action=_Given,
+        action=values.NoteGiven,
         default=defaults.steps,
         help=f"steps in all (default {defaults.steps})",
     )
@@ -45,22 +45,13 @@ def add_loop_options(parser: argparse.ArgumentParser, defaults: Any) -> argparse
     return group
 
 
-class _Given(argparse.Action):
-    """Store the option's value and note that it was given: an option with a default (--steps) is
-    then told apart from one left out (`refuse_set_conflicts`)."""
-
-    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
-        setattr(namespace, self.dest, value)
-        namespace.given = {*getattr(namespace, "given", ()), self.dest}
-
-
 def refuse_set_conflicts(args: argparse.Namespace, task_keys: dict[str, str]) -> None:
     """An option given beside a `--set` of a config key it sets (`--steps 2 --set train.steps=3`):
     refuse the pair in one line rather than let the later assignment win without a word."""
     keys = {"steps": ("train.steps",), "device": ("train.device",), **LOOP_KEYS}
     keys |= {name: (key,) for name, key in task_keys.items()}
     given = {name for name in keys if name != "steps" and getattr(args, name, None) is not None}
-    given |= set(getattr(args, "given", ())) & {"steps"}  # --steps has a default: given only if typed
+    given |= values.given(args) & {"steps"}  # --steps has a default: given only if typed
     set_keys = {item.split("=", 1)[0].strip() for item in args.sets}
     for name in sorted(given):
         for key in keys[name]:

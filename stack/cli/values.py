@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 from stack.outputs.destination import utf8_problem
 
@@ -175,3 +176,19 @@ def utf8_path(text: str) -> Path:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"{text!r} {problem}")
     return Path(text)
+
+
+class NoteGiven(argparse.Action):
+    """Store the option's value and note in `namespace.given` that it was typed: an option with a
+    default is then told apart from one left out, whatever value was typed (`stack dpo --steps`
+    beside a `--set train.steps`; a corpus-only `stack prepare` option typed with a fine-tuning
+    --format, even at its default)."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, value: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, value)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def given(args: argparse.Namespace) -> set[str]:
+    """The destinations of the NoteGiven options the command line typed."""
+    return set(getattr(args, "given", ()))
