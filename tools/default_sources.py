@@ -68,6 +68,7 @@ RESOLVED: dict[str, dict[str, str]] = {
     "es": dict.fromkeys(
         (f.name for f in fields(EsSettings)), "EsSettings' default (tools/code_constants.py)"
     ),
+    "eval": {"data": "the run's own DATA_DIR when --data is not given (stack.train.lineage.trained_on)"},
     "export": {"opset": "the ONNX exporter's DEFAULT_OPSET, for --format onnx"},
     "lens": {
         "position": "the prompt's last position (contracts/derive/reports.py)",
@@ -77,6 +78,8 @@ RESOLVED: dict[str, dict[str, str]] = {
     "prepare": {
         "inputs": "--default's sources",
         "filters": "the --filter names, at commits whose config named them so",
+        "pack_len": "the default or the model's context, the manifest's sft.pack_len (prepare_options)",
+        "join": "concatenate for prompt-completion, the manifest's sft.join (prepare_options)",
         # none for a fine-tuning set, which never reads them (stack/cli/prepare.py `_read_config`)
         **dict.fromkeys(
             (*READ_KEYS, "text_field"),
