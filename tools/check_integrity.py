@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -695,40 +696,25 @@ class Checker:
             self.spec, record, stale, released, model.git_sha, accepted, model.spec_version
         )
 
-    def check_lineage(self, records: list[LoadedEvidence], context: Sequence[LoadedEvidence] = ()) -> None:
+    def check_lineage(
+        self,
+        records: list[LoadedEvidence],
+        context: Sequence[LoadedEvidence] = (),
+        known: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights, each run is held
         to what the records of its data and of the model it started from or scored say
         (tools/lineage.py). `context` (a runs-only check: the committed ledger) holds the records the
         checked ones are joined to without being judged themselves: what is reported is what the
-        checked records add to the context's own findings (a run whose data a committed prepare
-        made, a lens reading of the file a checked lens-train saved), never a silent skip of a
-        record the run names."""
+        checked records add to the context's own findings (`known`: a run whose data a committed
+        prepare made, a lens reading of the file a checked lens-train saved), never a silent skip of
+        a record the run names."""
         checked = {e.record.run.id for e in records if e.record is not None}
         joined = [e for e in context if e.record is not None and e.record.run.id not in checked]
         loaded = {e.record.run.id: e for e in [*joined, *records] if e.record is not None}
-        known = set(self._lineage_found(list(context))) if context else set()
-        for run_id, problem in self._lineage_found([*joined, *records]):
+        for run_id, problem in lineage_found([*joined, *records], self.root):
             if (run_id, problem) not in known:
                 self.fail(INTEG_EVIDENCE, loaded[run_id].path, run_id, problem)
-
-    def _lineage_found(self, records: list[LoadedEvidence]) -> list[tuple[str, str]]:
-        """(run id, problem) for every record of `records`, joined to each other (check_lineage)."""
-        loaded = {e.record.run.id: e for e in records if e.record is not None}
-        by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
-        manifests = prepared_manifests(records)
-        shares = {
-            run_id: planned
-            for run_id, e in loaded.items()
-            if (planned := logged_shares(e.record, _cited_text(e, METRICS_LOG))) is not None
-        }
-        found = [
-            *lineage_problems(by_id),
-            *prepared_data_problems(by_id, manifests, shares),
-            *evaluated_problems(by_id),
-            *place_link_problems(by_id),
-            *cross_read_problems(by_id, self.root),
-        ]
-        return found
 
     def check_releases_named(
         self, registry: Registry, records: dict[str, LoadedEvidence], checked: list[LoadedEvidence]
@@ -1012,6 +998,54 @@ def collector_paused() -> Iterator[None]:
 
 
 @collector_paused()
+def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, str]]:
+    """(run id, problem) for every record of `records`, joined to each other (Checker.check_lineage)."""
+    loaded = {e.record.run.id: e for e in records if e.record is not None}
+    by_id = {run_id: e.record for run_id, e in loaded.items() if e.record is not None}
+    manifests = prepared_manifests(records)
+    shares = {
+        run_id: planned
+        for run_id, e in loaded.items()
+        if (planned := logged_shares(e.record, _cited_text(e, METRICS_LOG))) is not None
+    }
+    return [
+        *lineage_problems(by_id),
+        *prepared_data_problems(by_id, manifests, shares),
+        *evaluated_problems(by_id),
+        *place_link_problems(by_id),
+        *cross_read_problems(by_id, root),
+    ]
+
+
+def _evidence_state(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Every file below evidence/ with its modification time and size: what the committed ledger's
+    records and the files they cite are, as far as a cache of what was read from them can tell."""
+    return tuple(
+        sorted(
+            (str(path), status.st_mtime_ns, status.st_size)
+            for path in (root / "evidence").rglob("*")
+            if path.is_file() and not path.is_symlink() and (status := path.stat())
+        )
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _committed(
+    root: Path, _state: tuple[tuple[str, int, int], ...]
+) -> tuple[tuple[LoadedEvidence, ...], frozenset[tuple[str, str]]]:
+    """The committed ledger's records and what its lineage checks find of them joined to each other,
+    read once for each state of evidence/ (`_evidence_state`)."""
+    records = tuple(load_evidence(p) for p in evidence_paths(root))
+    return records, frozenset(lineage_found(list(records), root))
+
+
+def committed_ledger(root: Path) -> tuple[tuple[LoadedEvidence, ...], frozenset[tuple[str, str]]]:
+    """The committed ledger a runs-only check joins its runs to, with its own lineage findings: a test
+    suite checks hundreds of runs against one repository, and reading and judging its 360 records
+    again for each took longer than the check of the run itself."""
+    return _committed(root.resolve(), _evidence_state(root))
+
+
 def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> Report:
     """Every check over one repository and any extra run directories.
 
@@ -1034,7 +1068,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
     if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
-        checker.check_lineage(extra, [load_evidence(p) for p in evidence_paths(root)])
+        checker.check_lineage(extra, *committed_ledger(root))
     else:
         checker.check_lineage(ledger + extra)
     if runs_only:
