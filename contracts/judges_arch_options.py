@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from contracts.judges import Malformed, Measured, Thresholds, count, has, judges, number
+from contracts.depth_routing import capacity_share, threshold_admits
+from contracts.judges import MAIN_CHECK, Malformed, Measured, Thresholds, count, has, judges, number
 
 
 def _layers(m: Measured, key: str) -> Mapping[str, object]:
@@ -59,12 +60,41 @@ def _reduces_to_attention(m: Measured, t: Thresholds) -> list[str]:
     return _within(diff, allowed, "with λ = 0 the layer differs from normalised ordinary attention")
 
 
-@judges("GATE-ARCH-008", needs=("capacity", "length", "routed+"))
-def _capacity(m: Measured, t: Thresholds) -> list[str]:
-    """Each sequence of each layer routed ⌊capacity · length⌋ tokens, within max_count_error."""
-    capacity, length = number(m, "capacity"), count(m, "length")
-    expected = math.floor(capacity * length)
+def _threshold_problems(m: Measured) -> list[str]:
+    """Check inference: per layer, {admitted, tokens, tied} of the training batch that set the
+    threshold, held to `threshold_admits` (contracts/depth_routing.py)."""
+    capacity = number(m, "capacity")
     problems = []
+    for layer, split in _layers(m, "threshold_split").items():
+        if not isinstance(split, Mapping):
+            raise Malformed(f"{layer}: {split!r} is not a map of admitted, tokens and tied")
+        admitted, tokens, tied = count(split, "admitted"), count(split, "tokens"), count(split, "tied")
+        if not threshold_admits(capacity, tokens, admitted, tied):
+            share = capacity_share(capacity, tokens)
+            problems.append(
+                f"{layer}'s inference threshold admits {admitted} of the {tokens} scores of the training "
+                f"batch that set it ({tied} tied at the split), not ⌊{capacity:g}·{tokens}⌋ = {share}: "
+                "evaluation and sampling route another share than mod_capacity"
+            )
+    return problems
+
+
+@judges(
+    "GATE-ARCH-008",
+    checks={
+        MAIN_CHECK: ("capacity", "length", "routed+"),
+        # rev 3: the inference threshold each block saved splits the batch that set it at capacity
+        "inference": ("capacity", "threshold_split+"),
+    },
+)
+def _capacity(m: Measured, t: Thresholds) -> list[str]:
+    """Each sequence of each layer routed ⌊capacity · length⌋ tokens, within max_count_error; the
+    threshold inference routes by admits ⌊C·N⌋ of the N scores that set it (check inference)."""
+    problems = _threshold_problems(m) if has(m, "threshold_split") else []
+    if not has(m, "length", "routed"):
+        return problems
+    capacity, length = number(m, "capacity"), count(m, "length")
+    expected = capacity_share(capacity, length)
     for layer, counts in _layers(m, "routed").items():
         if not isinstance(counts, list) or not counts:
             raise Malformed(f"{layer}: {counts!r} is not a list of per-sequence counts")
@@ -97,7 +127,7 @@ def _router_gradient(m: Measured, t: Thresholds) -> list[str]:
     routed = None
     if has(m, "capacity", "length"):
         capacity, length = number(m, "capacity"), count(m, "length")
-        routed = math.floor(capacity * length)
+        routed = capacity_share(capacity, length)
     problems = []
     for layer in _layers(m, "grad_absmax"):
         grad = number(m["grad_absmax"], layer)

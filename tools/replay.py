@@ -9,7 +9,9 @@ evidence/runs/<id>, or the run directory itself) holding metadata.json, config.t
 metrics.jsonl; DATA_DIR must be the data the run read, by its manifest's sha256. The replay builds
 the stack's own trainer from config.toml, takes the first K optimizer steps on the CPU with
 nothing written, and compares each step's line with the log's (every key but the wall-clock
-throughput), then GATE-TRAIN-004's first loss with the record's.
+throughput), and each held-out evaluation's line at those steps (the evaluation's forwards read
+what training alone does not, such as a mixture-of-depths block's inference threshold), then
+GATE-TRAIN-004's first loss with the record's.
 
 Which kinds replay: `train` from DATA_DIR alone; `finetune` and `sft` with `--init-from` the
 checkpoint they started from, refused unless its weights hash to the parent the record's lineage
@@ -50,15 +52,32 @@ class Replay:
     differences: list[str]
 
 
-def _logged_steps(run_dir: Path, steps: int) -> list[dict[str, Any]]:
-    """The log's first `steps` step lines."""
+def _logged(run_dir: Path, kind: str) -> list[dict[str, Any]]:
+    """The log's lines of one `type` (step, eval), in order."""
     lines = []
     for raw in (run_dir / METRICS_LOG).read_text(encoding="utf-8").splitlines():
         if raw.strip():
             line = json.loads(raw)
-            if line.get("type") == "step":
+            if line.get("type") == kind:
                 lines.append(line)
-    return lines[:steps]
+    return lines
+
+
+def _differences(logged: list[dict[str, Any]], replayed: list[dict[str, Any]], kind: str) -> list[str]:
+    """Every key of paired lines that is not bit for bit, the wall clock aside; an unpaired line too."""
+    differences = [
+        f"{kind} {ours.get('step')}: {key} is {theirs.get(key)!r} in {METRICS_LOG}, "
+        f"{ours.get(key)!r} replayed"
+        for theirs, ours in zip(logged, replayed, strict=False)
+        for key in sorted(set(theirs) | set(ours))
+        if key not in (*WALL_CLOCK, "type") and not _same(theirs.get(key), ours.get(key))
+    ]
+    if len(logged) != len(replayed):
+        differences.append(
+            f"{METRICS_LOG} has {len(logged)} {kind} line(s) at the replayed steps, "
+            f"the replay makes {len(replayed)}"
+        )
+    return differences
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -112,7 +131,7 @@ def replay(run_dir: Path, data_dir: Path, steps: int = 5, init_from: Path | None
     record = read_evidence(run_dir / EVIDENCE_FILE)
     _check_inputs(record, data_dir, init_from)
     config = resolve(None, run_dir / "config.toml", ["train.device='cpu'"])  # the run's, on the CPU
-    logged = _logged_steps(run_dir, steps)
+    logged = _logged(run_dir, "step")[:steps]
     tokenizer = load_tokenizer(data_dir)
     with (
         tempfile.TemporaryDirectory(prefix="gatestack-replay-") as tmp,
@@ -124,14 +143,18 @@ def replay(run_dir: Path, data_dir: Path, steps: int = 5, init_from: Path | None
             trainer.start_from(ckpt.load_checkpoint(resolve_checkpoint(init_from)))
         trainer.metrics = MetricsLog(Path(tmp), write=False)
         trainer.objective.start(trainer.model, trainer.heldout)
-        replayed = [trainer.train_step() for _ in logged]
+        replayed, evaluated = [], []
+        for _ in logged:  # the loop's schedule: a probe after the first step, a probe and an evaluation
+            replayed.append(trainer.train_step())  # after each step it evaluates at (they set no weight)
+            step = replayed[-1]["step"]
+            if len(replayed) == 1 or trainer.evaluates_after(step):
+                trainer.probe(step)
+            if trainer.evaluates_after(step):
+                evaluated.append(trainer.evaluate())
         trainer.metrics.close()
-    differences = [
-        f"step {ours.get('step')}: {key} is {theirs.get(key)!r} in {METRICS_LOG}, {ours.get(key)!r} replayed"
-        for theirs, ours in zip(logged, replayed, strict=True)
-        for key in sorted(set(theirs) | set(ours))
-        if key not in (*WALL_CLOCK, "type") and not _same(theirs.get(key), ours.get(key))
-    ]
+    last = replayed[-1]["step"] if replayed else 0
+    evals = [line for line in _logged(run_dir, "eval") if line.get("step", math.inf) <= last]
+    differences = _differences(logged, replayed, "step") + _differences(evals, evaluated, "eval")
     first = next((g for g in record.gates if g.id == "GATE-TRAIN-004"), None)
     measured = first.measured if first is not None and isinstance(first.measured, dict) else None
     if measured is not None and replayed and not _same(measured.get("loss"), replayed[0]["loss"]):

@@ -89,6 +89,8 @@ class DepthRoutedBlock(Block):
         self.routed = torch.zeros(0, 0, dtype=torch.bool)
         # (routed, seen) tokens of the inference forwards since the last reset: GATE-ARCH-014's counts.
         self.inference_counts = torch.zeros(2, dtype=torch.long)
+        # The scores of the training batch that last set the threshold: what GATE-ARCH-008 holds it to.
+        self.split_scores: torch.Tensor | None = None
         self.causal = False  # route by the threshold in training mode too (`causal_routing`)
 
     def forward(
@@ -156,6 +158,7 @@ class DepthRoutedBlock(Block):
         self.routed = torch.zeros(batch, length, dtype=torch.bool, device=x.device).scatter(1, idx, True)
         if k == 0:
             return x
+        self.split_scores = scores.detach()
         with torch.no_grad():  # the inference threshold of the weights that scored this batch
             self.route_threshold.copy_(split_score(scores, self.capacity))
         rows = idx[..., None].expand(-1, -1, width)

@@ -1,12 +1,13 @@
 """The bindings of the mixture-of-depths gates: at start-up GATE-ARCH-008 … 011, at every
-held-out evaluation GATE-ARCH-014.
+held-out evaluation GATE-ARCH-014 and GATE-ARCH-008's check inference.
 
 The rules are judges in contracts/judges_arch_options.py. At start-up the stack measures on
 probes run through a copy of the model itself (fp32, random tokens), so what is judged is the
 model's own routing code with the run's configuration; a probe is long enough for ⌊C·T⌋ ≥ 1
 (the configuration refuses a capacity that routes no token of ctx). GATE-ARCH-008 probes the
 run's own window length and one where C·T is not whole (`capacity_lengths`). At evaluation it counts
-what the inference routing did on the held-out batches (`DepthRoutedBlock.inference_counts`).
+what the inference routing did on the held-out batches (`DepthRoutedBlock.inference_counts`), and
+holds the threshold that routing read to the scores of the training batch that set it.
 """
 
 from __future__ import annotations
@@ -143,6 +144,41 @@ def check_mod_causal(model: GPT, *, seed: int = 0) -> dict[str, Any]:
 def check_inference_capacity(routed: dict[str, list[int]], capacity: float, step: int) -> None:
     """Judge what each block's inference routing did on an evaluation's held-out batches:
     `routed` maps each block to [tokens routed, tokens seen] (`inference_routed`)."""
+
+
+@gate_require(
+    "GATE-ARCH-008",
+    lambda split, capacity, step: measure(
+        "GATE-ARCH-008",
+        {"capacity": capacity, "threshold_split": split},
+        step=step,
+        holds="each inference threshold admits ⌊C·N⌋ of the scores that set it",
+    ),
+)
+def check_inference_threshold(split: dict[str, dict[str, int]], capacity: float, step: int) -> None:
+    """Judge the threshold each block's inference routing reads at an evaluation against the
+    training batch that set it: `split` maps each block to `threshold_split`'s counts."""
+
+
+def threshold_split(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Per mixture-of-depths block whose threshold a training forward of this process set: how many
+    of that batch's scores exceed the threshold as inference compares them (admitted), of how many
+    (tokens), and the scores beyond the first tied at the largest score left out (tied)."""
+    return {
+        name: split_counts(block.split_scores, block.route_threshold)
+        for name, block in depth_routed_blocks(model)
+        if block.split_scores is not None  # resumed or loaded: no batch of this process set it
+    }
+
+
+def split_counts(scores: torch.Tensor, threshold: torch.Tensor) -> dict[str, int]:
+    """Of `scores`, the ones `threshold` admits as inference routing compares them (in the scores'
+    dtype), how many there are, and those beyond the first tied at the largest score left out."""
+    flat = scores.reshape(-1)
+    admits = flat > threshold.to(flat.dtype)
+    left = flat[~admits]
+    tied = int((left == left.max()).sum()) - 1 if left.numel() else 0
+    return {"admitted": int(admits.sum()), "tokens": flat.numel(), "tied": tied}
 
 
 def inference_routed(model: nn.Module) -> dict[str, list[int]]:

@@ -64,8 +64,10 @@ from stack.model.lora_checks import check_identity, identity_measured
 from stack.model.mod_checks import (
     check_depth_routing,
     check_inference_capacity,
+    check_inference_threshold,
     inference_routed,
     reset_inference_routed,
+    threshold_split,
 )
 from stack.model.moe import AUX_TERMS, weighted_aux
 from stack.model.moe_checks import (
@@ -914,6 +916,11 @@ class Trainer:
 
     # -- evaluation and samples ---------------------------------------------------------
 
+    def evaluates_after(self, step: int) -> bool:
+        """Whether the loop probes and evaluates after `step` (every eval.every steps and the last):
+        the replay (tools/replay.py) follows the same schedule to compare the eval lines."""
+        return step % self.config.eval.every == 0 or step == self.config.train.steps
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Held-out loss over the fixed batches; feeds early stopping and overfit detection."""
@@ -959,6 +966,8 @@ class Trainer:
         routed = self._judge_routing(received.tokens, step) if self.config.model.moe else None
         if self.config.model.mod:
             check_inference_capacity(inference_routed(self.model), self.config.model.mod_capacity, step)
+            if split := threshold_split(self.model):  # the threshold these forwards read
+                check_inference_threshold(split, self.config.model.mod_capacity, step)
         train_loss = sum(self.state.recent_train_losses) / max(len(self.state.recent_train_losses), 1)
         self.state.last_heldout = mean
         if self.state.best_heldout is None or mean < self.state.best_heldout:
@@ -1228,10 +1237,10 @@ class Trainer:
                             self.judge_replay(rehearsal, taken)
                     step = line["step"]
                     self.progress(step, line)
-                    if not probed or step % self.config.eval.every == 0 or step == train.steps:
+                    if not probed or self.evaluates_after(step):
                         self.probe(step)
                         probed = True
-                    if step % self.config.eval.every == 0 or step == train.steps:
+                    if self.evaluates_after(step):
                         self.evaluate()
                     if step % self.config.monitor.sample_every == 0 or step == train.steps:
                         self.sample()
