@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any
 
+from contracts.exact_match import exact_match
 from contracts.few_shot import expected_draw
 from contracts.judges import (
     CHECKS,
@@ -113,8 +114,9 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         # rev 5: each item's bytes are the UTF-8 bytes of the text its taped targets decode to
         "bytes": ("bytes_read", "bytes_decoded"),
         # rev 7: every item of every row has an exact match where the record states exact match was
-        # asked for (config.exact_match), and none where it was not
-        "exact": ("exact_read", "exact_stated"),
+        # asked for (config.exact_match), and none where it was not; each stated exact match is
+        # contracts.exact_match of the greedy continuation it compared and the item's completion
+        "exact": ("exact_read", "exact_stated", "exact_greedy", "exact_completions"),
     },
 )
 def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
@@ -149,6 +151,38 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, "exact_read", "exact_stated"):
         problems += _exact_problems(m.get("exact_read"), flag(m, "exact_stated"))
+    if has(m, "exact_read", "exact_stated", "exact_greedy", "exact_completions") and flag(m, "exact_stated"):
+        problems += _exact_value_problems(
+            m.get("exact_read"), m.get("exact_greedy"), m.get("exact_completions")
+        )
+    return problems
+
+
+def _exact_value_problems(read: Any, greedy: Any, completions: Any) -> list[str]:
+    """Per row, each item's stated exact match against contracts.exact_match of the greedy
+    continuation its row decoded and the item's completion: a scorer that compares less (or more)
+    than the statute shows as an item whose stated match differs."""
+    if not (isinstance(greedy, dict) and isinstance(completions, list) and isinstance(read, dict)):
+        raise Malformed("'exact_greedy' must be an object of row → continuations, 'exact_completions' a list")
+    problems = []
+    for name, values in sorted(read.items()):
+        decoded = greedy.get(name)
+        if not isinstance(decoded, list) or len(decoded) != len(values) or len(values) != len(completions):
+            problems.append(f"row {name}: its greedy continuations do not pair with its items' completions")
+            continue
+        off = [
+            (i, stated)
+            for i, (stated, text, completion) in enumerate(zip(values, decoded, completions, strict=True))
+            if not isinstance(text, str) or stated != exact_match(text, completion)
+        ]
+        if off:
+            i, stated = off[0]
+            problems.append(
+                f"row {name}: {len(off)} of {len(values)} items state an exact match other than "
+                f"contracts.exact_match of their greedy continuation (first: item {i} states {stated!r}, "
+                f"continuation {decoded[i]!r}, completion {completions[i]!r}): the scorer compares "
+                "other than the whole stripped text?"
+            )
     return problems
 
 

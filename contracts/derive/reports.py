@@ -324,10 +324,13 @@ def _completion_bytes(
     ]
 
 
-def _exact_matches(inputs: Inputs, derived: Derivation, scores: dict[str, Any]) -> list[str]:
+def _exact_matches(
+    inputs: Inputs, derived: Derivation, report: dict[str, Any], scores: dict[str, Any]
+) -> list[str]:
     """Each item's exact match, as evalmatrix.json's per-item scores state it, against the record's
     config.exact_match (which the checker holds to --exact-match): a number for every item where it
-    is true, none where it is false; GATE-FT-002's check exact (rev 7) reads the same, derived."""
+    is true, none where it is false, and (`_greedy_matches`) the one its greedy continuation gives;
+    GATE-FT-002's check exact (rev 7) reads the same, derived."""
     config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
     stated = config.get("exact_match")
     read = {name: [item.get("exact") for item in items] for name, items in scores.items()}
@@ -336,7 +339,7 @@ def _exact_matches(inputs: Inputs, derived: Derivation, scores: dict[str, Any]) 
         derived.put(("gates", "GATE-FT-002", "measured", "exact_stated"), stated, optional=True)
     if not isinstance(stated, bool):
         return [f"config.exact_match is {stated!r}, not true or false: the matrix's exact matches go unheld"]
-    return [
+    return _greedy_matches(inputs, derived, report, scores, stated) + [
         f"evalmatrix.json: row {name}'s {len(off)} item(s) have exact match {off[0]!r}, but "
         f"config.exact_match is {stated}"
         for name, values in read.items()
@@ -373,6 +376,32 @@ def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any])
         "draws_seed": config.get("seed"),
         "draws_shots": config.get("shots"),
     }
+
+
+# The spec version from which evalmatrix.json keeps each item's greedy continuation (GATE-FT-002 rev 7).
+GREEDY_SINCE = "1.33.0"
+
+
+def _greedy_matches(
+    inputs: Inputs, derived: Derivation, report: dict[str, Any], scores: dict[str, Any], stated: bool
+) -> list[str]:
+    """Where exact match was asked for, each item's stated exact match against contracts.exact_match
+    of the greedy continuation evalmatrix.json keeps and the item's completion, by the same judge
+    (GATE-FT-002's check exact, rev 7); a record of a gate revision that kept no continuation is
+    excused as stale, a current one without them is missing them."""
+    if not stated or "GATE-FT-002" in inputs.stale:
+        return []
+    if not all("greedy" in item for items in scores.values() for item in items):
+        derived.missing.append(("evalmatrix.json: greedy continuations", GREEDY_SINCE))
+        return []
+    measured = {
+        "exact_read": {name: [item.get("exact") for item in items] for name, items in scores.items()},
+        "exact_stated": stated,
+        "exact_greedy": {name: [item.get("greedy") for item in items] for name, items in scores.items()},
+        "exact_completions": report.get("completions"),
+    }
+    derived.put(("gates", "GATE-FT-002", "measured", "exact_greedy"), measured["exact_greedy"], optional=True)
+    return [f"evalmatrix.json: {p}" for p in judge("GATE-FT-002", measured)]
 
 
 @derives("evalmatrix")
@@ -425,7 +454,7 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
         nll = {name: [item.get("nll") for item in items] for name, items in scores.items()}
         derived.put(("gates", "GATE-FT-002", "measured", "nll_read"), nll, optional=True)
         derived.problems += _completion_bytes(inputs, derived, report, scores)
-        derived.problems += _exact_matches(inputs, derived, scores)
+        derived.problems += _exact_matches(inputs, derived, report, scores)
         _retrieval_asked(inputs, derived)
     elif "few_shot" in report:
         derived.gate("GATE-FT-002", {"few_shot": report["few_shot"]})

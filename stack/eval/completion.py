@@ -32,12 +32,19 @@ from stack.model.gpt import GPT
 
 @dataclass(frozen=True)
 class Scored:
-    """One completion under one context: summed NLL (nats), its tokens, context tokens cut, exact match."""
+    """One completion under one context: summed NLL (nats), its tokens, context tokens cut, exact match,
+    and the greedy continuation's text the exact match compared (None without exact match)."""
 
     nll: float
     tokens: int
     dropped: int
     exact: bool | None
+    greedy: str | None = None
+
+
+def matches(greedy: str, completion: str) -> bool:
+    """The scorer's exact match: the greedy text is the completion, surrounding whitespace aside."""
+    return greedy.strip() == completion.strip()
 
 
 def fit_context(context: list[int], completion: int, ctx: int, where: str) -> tuple[list[int], int]:
@@ -70,8 +77,8 @@ def score_completion(
     # on the tape GATE-FT-002's checks windows and nll read
     scored = F.pad(targets, (start, 0), value=-1)[None]
     record(Consumed(inputs, scored, None, logits.dtype, mode=mode_of(model), logits=kept_logits(logits)))
-    matched = None
-    if exact:
-        grown = generate(model, sequence[:, : len(kept)], len(target), temperature=0.0)
-        matched = tokenizer.text_of(grown[0, len(kept) :].tolist()).strip() == completion.strip()
-    return Scored(nll, len(target), dropped, matched)
+    if not exact:
+        return Scored(nll, len(target), dropped, None)
+    grown = generate(model, sequence[:, : len(kept)], len(target), temperature=0.0)
+    greedy = tokenizer.text_of(grown[0, len(kept) :].tolist())
+    return Scored(nll, len(target), dropped, matches(greedy, completion), greedy)

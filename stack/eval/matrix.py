@@ -256,6 +256,9 @@ def score_row(
                 "bytes": len(item.completion.encode("utf-8")),
                 "dropped": scored.dropped,
                 "exact": bool(scored.exact) if setup.exact else None,
+                # the greedy continuation that exact match compared: GATE-FT-002's check exact
+                # compares it again by contracts.exact_match, in the run and in the checker
+                "greedy": scored.greedy if setup.exact else None,
             }
         )
         advance()
@@ -321,9 +324,10 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, config: 
     against the best of those left, all scored by the statute (`rescored`); and every draw against the
     one contracts.few_shot draws again from the seed, the item and the pool (check draws); and each
     item's exact match, as its row scored it, against the exact match the record states it asked
-    for (check exact). The settings these are held to (seed, shots, passages, exact_match) are the
-    ones the record states (`config`), not the setup's: a setting that never reached the
-    setup shows as a draw, a retrieval or a score other than the record says."""
+    for and against contracts.exact_match of the greedy continuation it compared (check exact). The
+    settings these are held to (seed, shots, passages, exact_match) are the ones the record states
+    (`config`), not the setup's: a setting that never reached the setup shows as a draw, a retrieval
+    or a score other than the record says."""
     tokenizer = setup.tokenizer
     rows = {r.row.name: r.ids for r in matrix.rows}
     measured: dict[str, Any] = {"rows": rows, "few_shot": [d.measured() for d in matrix.draws]}
@@ -349,6 +353,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, config: 
     measured["bytes_decoded"] = {r.row.name: r.bytes_decoded for r in matrix.rows}
     measured["exact_read"] = {r.row.name: [score["exact"] for score in r.scores] for r in matrix.rows}
     measured["exact_stated"] = config["exact_match"]
+    measured["exact_greedy"] = {r.row.name: [score["greedy"] for score in r.scores] for r in matrix.rows}
+    measured["exact_completions"] = [item.completion for item in items]
     if matrix.retrieved:
         measured["retrieval"] = [
             {"item": item, "asked": config["passages"], **matrix.rescored[item]} for item in matrix.retrieved
