@@ -1773,6 +1773,22 @@ def _es_resumed_from(inputs: Inputs, derived: Derivation) -> int:
     return 0
 
 
+# ES holds each step's batch to its planned windows from spec 1.33.0 (GATE-DATA-001 rev 8, round-10 R156).
+ES_SERVED_SINCE = "1.33.0"
+
+
+def _es_batches(inputs: Inputs, log: Log, derived: Derivation) -> None:
+    """GATE-DATA-001's checks windows and stream in an ES run judge each step's batch as the step
+    takes it, one batch a step: in a run that ended (its last step's line written), the counts of
+    batches served and taken it states are its log's last step, a resume's included (round-10 R156)."""
+    if version_key(inputs.record.spec.version) < version_key(ES_SERVED_SINCE) or not log.steps:
+        return
+    if inputs.record.run.status not in ENDED or "GATE-DATA-001" in inputs.stale:
+        return
+    for key in ("served_batches", "taken_batches"):
+        derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step, optional=True)
+
+
 @derives("es")
 def es_record(inputs: Inputs) -> Derivation:
     """An ES record's per-step reports are its log's step lines after the step it resumed from."""
@@ -1799,4 +1815,5 @@ def es_record(inputs: Inputs) -> Derivation:
     # A run halted before its first step's line holds no reports: it may leave `steps` out.
     derived.put(("metrics", "steps"), reports, optional=not reports)
     _es_seeds(inputs, log, derived)
+    _es_batches(inputs, log, derived)
     return derived

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from stack.data.reader import TokenReader
+from stack.data.reader import TokenReader, check_served
 from stack.es import estimate, noise, shaping, update
 from stack.es.optimizer import EsAdam
 from stack.es.population import (
@@ -109,12 +109,18 @@ def evolve(
     """Step until `settings.steps`, saving every `save_every` steps and after the last; `stated` is
     what `fitness` states each evaluation scores (stack.es.population.statement_of). `signals` (as
     installed for the loop) are read after each step, as `stack train`'s loop reads them: SIGUSR1
-    saves that step; SIGINT or SIGTERM saves it and ends the loop, for --resume to go on from."""
+    saves that step; SIGINT or SIGTERM saves it and ends the loop, for --resume to go on from.
+    Each step's batch, the one its population's fitness is computed on, is held first to the windows
+    the plan of `settings.seed` gives that step (GATE-DATA-001, `check_served`)."""
     signals = signals if signals is not None else Signals()
     population = evaluator(model, fitness, settings.workers)
     try:
         while state.step < settings.steps:
-            on_step(es_step(model, state, population, reader.next_batch(), settings, stated))
+            batch = reader.next_batch()
+            # The run has taken one batch a step: a reader whose stream restarted at a resume serves
+            # its own first windows, not the plan's for this step (GATE-DATA-001, checks windows, stream).
+            check_served(reader, batch, state.step + 1, settings.seed)
+            on_step(es_step(model, state, population, batch, settings, stated))
             stop = signals.stop is not None
             due = state.step % settings.save_every == 0 or state.step == settings.steps
             if stop or signals.save_now or due:
