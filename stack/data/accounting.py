@@ -139,3 +139,34 @@ def files_outcome(files: FilesRead) -> Outcome:
 @gate_require("GATE-DATA-014", lambda files: files_outcome(files))
 def check_files_read(files: FilesRead) -> None:
     """Refuse a prepare that read a file below a directory input that its --glob does not admit."""
+
+
+class Separated:
+    """The documents of text files read with --doc-sep, as the writer sees each file's reading end,
+    and where those still holding the separator were read: GATE-DATA-014's check `separated` (rev 5;
+    round-10 audit R158: the separator never reached the reader, 60 documents were read as 1)."""
+
+    def __init__(self, doc_sep: str | None) -> None:
+        self.doc_sep = doc_sep
+        self.documents = 0
+        self.holding: list[str] = []
+
+    def ended(self, documents: int, holding: list[str]) -> None:
+        """One file's reading ended: its `documents` measured, those read at `holding` holding it."""
+        self.documents += documents
+        self.holding += holding
+
+
+def separated_outcome(separated: Separated) -> Outcome:
+    """GATE-DATA-014's check `separated`: the separator, the documents measured and those holding it."""
+    measured = {
+        "doc_sep": separated.doc_sep,
+        "separated_documents": separated.documents,
+        "holding_separator": separated.holding,
+    }
+    return measure("GATE-DATA-014", measured, holds="no document read with --doc-sep holds the separator")
+
+
+@gate_require("GATE-DATA-014", lambda separated: separated_outcome(separated))
+def check_separated(separated: Separated) -> None:
+    """Refuse a prepare that yielded a document of a text file still holding the --doc-sep separator."""
