@@ -21,7 +21,9 @@ from ledger_support import assert_caught, check_taken_out, edited, findings, gat
 from test_data_prepare import run_cli, text_docs
 
 import stack.data.formats as formats_module
+import stack.data.prepare_tasks as prepare_tasks_module
 from contracts.separators import holds_separator
+from stack.data.corpus import FileRegion
 
 SEPARATOR = "<|endoftext|>"
 
@@ -138,3 +140,35 @@ def test_the_checker_refuses_a_doc_sep_prepare_without_the_check(
     assert code == 0, err
     edited(record, lambda data, _dir: check_taken_out(data, "GATE-DATA-014", "separated"))
     assert_caught(record, "holds no check separated")
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("block", [1, 3, 5, 64])
+def test_a_long_document_is_searched_across_block_borders(tmp_path: Path, crlf: bool, block: int) -> None:
+    """A long document (a FileRegion, read again in blocks) holds the separator wherever a block
+    border falls in it, and one without it holds none; in a CRLF file the separator's line ends
+    are read as LF, as the document's are."""
+    separator = b"\n<|endoftext|>\n"
+    line_end = b"\r\n" if crlf else b"\n"
+    path = tmp_path / "long.txt"
+    path.write_bytes(b"one story" + separator.replace(b"\n", line_end) + b"another")
+    size = path.stat().st_size
+    holding = FileRegion("default", path, 0, size, crlf=crlf)
+    free = FileRegion("default", path, 0, len(b"one story") + 2, crlf=crlf)
+    assert prepare_tasks_module._holds(holding, separator, block)
+    assert not prepare_tasks_module._holds(free, separator, block)
+
+
+@pytest.mark.holds("GATE-DATA-014")
+def test_an_honest_crlf_doc_sep_prepare_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Benign: a file with CRLF line ends separated by a separator holding line ends passes."""
+    source = tmp_path / "crlf.txt"
+    text = "\n<|endoftext|>\n".join(text_docs(20).values())
+    source.write_bytes(text.replace("\n", "\r\n").encode())
+    ledger = tmp_path / "ledger"
+    argv = ("--doc-sep", "\\n<|endoftext|>\\n", "--out", str(tmp_path / "d"), "--evidence-dir", str(ledger))
+    code, err = run_cli(capsys, "prepare", str(source), *argv)
+    assert code == 0, err
+    (record,) = ledger.iterdir()
+    measured = _gate(record, "GATE-DATA-014")["measured"]
+    assert (measured["separated_documents"], measured["holding_separator"]) == (20, [])

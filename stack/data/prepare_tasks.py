@@ -295,7 +295,7 @@ def _holds(found: Document | FileRegion, separator: bytes, block_bytes: int) -> 
         window = tail + block
         if holds_separator(window, separator, found.crlf):
             return True
-        tail = window[len(window) - len(separator) + 1 :] if len(separator) > 1 else b""
+        tail = window[-(len(separator) - 1) :] if len(separator) > 1 else b""
     return False
 
 
