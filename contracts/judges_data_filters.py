@@ -261,18 +261,23 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
         "inputs": ("glob", "files_read", "outside_glob"),
         # rev 5: no document of a text file read with --doc-sep holds the separator (contracts.separators)
         "separated": ("doc_sep", "separated_documents", "holding_separator"),
+        # rev 5: no piece of a text file read without a separator is over --doc-bytes (contracts.doc_cut)
+        "cut": ("doc_bytes", "cut_documents", "over_doc_bytes"),
     },
 )
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
     the drop log's lines counted again (a reason with no drop may be left out of either); every
     input byte is accounted for (`_bytes_problems`); no file was read that --glob leaves out
-    (`_outside_glob`); and no document read with --doc-sep holds the separator (`_holding_separator`)."""
+    (`_outside_glob`); no document read with --doc-sep holds the separator (`_holding_separator`);
+    and no piece of a text file read without one is over --doc-bytes (`_over_doc_bytes`)."""
     problems = _bytes_problems(m["accounts"]) if has(m, "accounts") else []
     if has(m, "glob", "files_read", "outside_glob"):
         problems += _outside_glob(m)
     if has(m, "doc_sep", "separated_documents", "holding_separator"):
         problems += _holding_separator(m)
+    if has(m, "doc_bytes", "cut_documents", "over_doc_bytes"):
+        problems += _over_doc_bytes(m)
     if not has(m, "sources"):
         return problems
     for name, row in _sources(m).items():
@@ -316,6 +321,18 @@ def _holding_separator(m: Measured) -> list[str]:
     return [
         f"{len(holding)} of the {count(m, 'separated_documents')} document(s) read from text with --doc-sep "
         f"{m.get('doc_sep')!r} still hold the separator (it did not reach the reader?): {shown}"
+    ]
+
+
+def _over_doc_bytes(m: Measured) -> list[str]:
+    """The pieces of text files read without a separator longer than --doc-bytes allows (none may be)."""
+    over = items(m, "over_doc_bytes")
+    if not over:
+        return []
+    shown = ", ".join(map(str, over[:5])) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+    return [
+        f"{len(over)} of the {count(m, 'cut_documents')} piece(s) of text read without a separator are "
+        f"longer than --doc-bytes {m.get('doc_bytes')!r} allows (it did not reach the reader?): {shown}"
     ]
 
 

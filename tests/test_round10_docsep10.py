@@ -5,7 +5,9 @@ check passed; the manifest's `reading.doc_sep` still stated the separator asked 
 
 GATE-DATA-014's check `separated` (rev 5) measures each document the reader yields from a text file
 read with --doc-sep, where it is judged (stack.data.prepare_tasks), against contracts.separators:
-none may hold the separator. The mutant is planted here, in this process, through the real command.
+none may hold the separator. Its check `cut` (rev 5) holds the pieces of a text file read without a
+separator to --doc-bytes (contracts.doc_cut), the same class for the cut. The mutants are planted
+here, in this process, through the real command.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from test_data_prepare import run_cli, text_docs
 
 import stack.data.formats as formats_module
 import stack.data.prepare_tasks as prepare_tasks_module
+from contracts.doc_cut import within_cut
 from contracts.separators import holds_separator
 from stack.data.corpus import FileRegion
 
@@ -172,3 +175,65 @@ def test_an_honest_crlf_doc_sep_prepare_passes(capsys: pytest.CaptureFixture[str
     (record,) = ledger.iterdir()
     measured = _gate(record, "GATE-DATA-014")["measured"]
     assert (measured["separated_documents"], measured["holding_separator"]) == (20, [])
+
+
+def _cut_prepare(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> tuple[int, str, Path]:
+    """`stack prepare FILE --doc-bytes 1K` of one file of 60 documents (about 20 KiB), no separator."""
+    source = tmp_path / "one.txt"
+    source.write_text("\n".join(text_docs(60).values()), encoding="utf-8")
+    ledger = tmp_path / "ledger"
+    argv = ("--doc-bytes", "1K", "--val-fraction", "0.2", "--out", str(tmp_path / "d"))
+    code, err = run_cli(capsys, "prepare", str(source), *argv, "--evidence-dir", str(ledger))
+    (record,) = ledger.iterdir()
+    return code, err, record
+
+
+@pytest.mark.gate("GATE-DATA-014")
+def test_a_doc_bytes_that_never_reaches_the_reader_halts_the_prepare(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The class of R158 for --doc-bytes (round-9 R162): the text reader is handed the default cut,
+    so the file is one piece of about 20 KiB under --doc-bytes 1K: exit 3 naming the gate."""
+    text_documents = formats_module.text_documents
+
+    def uncut(item: Any, separator: bytes | None, batch_bytes: int, advance: Any, _doc_bytes: int) -> Any:
+        return text_documents(item, separator, batch_bytes, advance)
+
+    monkeypatch.setattr(formats_module, "text_documents", uncut)
+    code, err, record = _cut_prepare(capsys, tmp_path)
+    assert code == 3 and "GATE-DATA-014" in err and "longer than --doc-bytes" in err, err
+    measured = _gate(record, "GATE-DATA-014")["measured"]
+    assert (measured["doc_bytes"], measured["cut_documents"], len(measured["over_doc_bytes"])) == (1024, 1, 1)
+
+
+@pytest.mark.holds("GATE-DATA-014")
+def test_an_honest_doc_bytes_prepare_passes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Benign: the same file cut at 1K is many pieces, none over it; the integrity check is clean."""
+    code, err, record = _cut_prepare(capsys, tmp_path)
+    assert code == 0, err
+    measured = _gate(record, "GATE-DATA-014")["measured"]
+    assert measured["cut_documents"] > 1 and measured["over_doc_bytes"] == []
+    assert findings(record) == []
+
+
+@given(st.integers(min_value=1, max_value=1 << 20))
+def test_the_cut_statute_allows_doc_bytes_and_one_character(doc_bytes: int) -> None:
+    """A piece of exactly --doc-bytes is within the cut, one byte more is not (a single UTF-8
+    character excepted when --doc-bytes is smaller than it)."""
+    assert within_cut(doc_bytes, doc_bytes) and within_cut(4, doc_bytes)
+    assert not within_cut(max(doc_bytes, 4) + 1, doc_bytes)
+
+
+def test_the_checker_holds_the_cut_measured_to_the_manifest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A record that says the pieces were measured against another --doc-bytes than the manifest's
+    is caught: the checker derives the gate's doc_bytes from manifest.json's reading."""
+    code, err, record = _cut_prepare(capsys, tmp_path)
+    assert code == 0, err
+
+    def other_cut(data: dict[str, Any], _run_dir: Path) -> None:
+        gate(data, "GATE-DATA-014")["measured"]["doc_bytes"] = 1 << 20
+
+    edited(record, other_cut)
+    assert_caught(record, "GATE-DATA-014", "measured.doc_bytes")

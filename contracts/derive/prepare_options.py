@@ -15,7 +15,8 @@ chat-turns with the examples joined as TRL joins them):
   manifest's tokenizer, and a bpe's vocabulary is at most --vocab-size;
 - GATE-DATA-014's check `inputs` (rev 4) judged the files read by the manifest's glob, and
   counted the files its sources list; its check `separated` (rev 5) measured the documents against
-  the manifest's doc_sep, and was made wherever the manifest states one.
+  the manifest's doc_sep, and was made wherever the manifest states one; its check `cut` (rev 5)
+  measured the pieces of text read without a separator against the manifest's doc_bytes.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def _gate_inputs(
     """GATE-DATA-014's check `inputs`: the glob it judged by is the manifest's, and the files it
     saw read are the ones the manifest's sources count; its check `separated` (rev 5): the separator
     it measured the documents against is the manifest's doc_sep, and a record of rev 5 or later
-    whose manifest states a doc_sep made the check (R158: a separator stated but never measured)."""
+    whose manifest states a doc_sep made the check (R158: a separator stated but never measured); its
+    check `cut`: the --doc-bytes it measured the pieces against is the manifest's doc_bytes."""
     if "GATE-DATA-014" in inputs.stale:
         return
     gate = next((g for g in inputs.record.gates if g.id == "GATE-DATA-014"), None)
@@ -86,6 +88,8 @@ def _gate_inputs(
             f"manifest.json read text with doc_sep {doc_sep!r}, but GATE-DATA-014 (rev {gate.revision}) "
             "holds no check separated: no document was measured against the separator"
         )
+    if "cut_documents" in measured:
+        derived.gate("GATE-DATA-014", {"doc_bytes": (reading or {}).get("doc_bytes")})
     sources = _table(manifest.get("sources")) or {}
     files = [stats.get("files") for stats in sources.values() if isinstance(stats, dict)]
     derived.gate("GATE-DATA-014", {"glob": (reading or {}).get("glob")})

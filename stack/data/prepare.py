@@ -45,9 +45,11 @@ from stack.data.accounting import (
     TEXT_FIELDS,
     TEXT_FILES,
     Books,
+    Cut,
     FilesRead,
     Separated,
     check_accounts,
+    check_cut,
     check_files_read,
     check_separated,
 )
@@ -172,6 +174,7 @@ class _Collector:
         self.books = Books()  # where every input byte went (GATE-DATA-014, stack.data.accounting)
         self.files = FilesRead(plan.glob)  # every file read, against --glob (GATE-DATA-014's check inputs)
         self.separated = Separated(plan.layout.doc_sep)  # GATE-DATA-014's check separated
+        self.cut = Cut(plan.layout.doc_bytes)  # GATE-DATA-014's check cut
         self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
         # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
         # are decoded again, by the bytes of every file read
@@ -214,6 +217,7 @@ class _Collector:
             counts["files"] += 1
             self.files.ended(part.end.name, part.end.below)
             self.separated.ended(part.separated, part.holding)
+            self.cut.ended(part.cut, part.over)
             counts["invalid_utf8_files"] += part.invalid_utf8
             if part.invalid_utf8:
                 self.invalid_utf8.add(part.end.label)
@@ -508,6 +512,8 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     check_files_read(collector.files)
     if plan.layout.doc_sep is not None:  # a check made only with --doc-sep (not in run_kinds' list)
         check_separated(collector.separated)
+    if collector.cut.documents:  # made only where a text file was read without a separator
+        check_cut(collector.cut)
     check_round_trips(collector.trips)
     if plan.layout.source_field is not None:
         met = {name for name, report in plan.filters.reports.items() if report.documents_in}

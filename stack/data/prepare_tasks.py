@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from contracts.doc_cut import within_cut
 from contracts.separators import holds_separator
 from contracts.split import document_identity, held_out
 from stack.data import accounting
@@ -258,6 +259,9 @@ class Part:
     # with `end`, for a text file read with --doc-sep: its documents, and where those holding it were read
     separated: int = 0
     holding: list[str] = field(default_factory=list)
+    # with `end`, for a text file read without a separator: its pieces, and where those over --doc-bytes were
+    cut: int = 0
+    over: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -328,6 +332,8 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
     doc_sep = job.layout.doc_sep
     separator = None if doc_sep is None or job.layout.format_of(task.item) != "text" else doc_sep.encode()
     separated, holding = 0, []
+    cut, over = 0, []  # GATE-DATA-014's check cut: pieces of a text file read without a separator
+    text = job.layout.format_of(task.item) == "text"
     for found in read_documents(task.item, job.layout, working.batch_bytes, advance):
         if found.source not in planted:  # a record's own source, first met in this file
             planted.add(found.source)
@@ -344,6 +350,10 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             separated += 1
             if _holds(found, separator, working.batch_bytes):
                 holding.append(found.where)
+        if text and not found.delimited:
+            cut += 1
+            if not within_cut(found.raw, job.layout.doc_bytes):
+                over.append(found.where)
         long, held = is_long(found, working), held_whole(found)
         doc = screened(screen, held or found, held is None, screen.is_code(found.source, name))
         verdict = screen.judge(found.source, doc)
@@ -392,7 +402,15 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             batch.size += len(data)
         batch.docs.append(judged)
     yield batch
-    yield Part(end=task.item, invalid_utf8=invalid, framing=framing, separated=separated, holding=holding)
+    yield Part(
+        end=task.item,
+        invalid_utf8=invalid,
+        framing=framing,
+        separated=separated,
+        holding=holding,
+        cut=cut,
+        over=over,
+    )
 
 
 def _encode_short(job: EncodeJob, batch: _Short) -> Part:
