@@ -259,16 +259,25 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
         "bytes": ("accounts",),
         # rev 4: every file read below a directory input is one --glob admits (contracts.corpus_inputs)
         "inputs": ("glob", "files_read", "outside_glob"),
+        # rev 5: no document of a text file read with --doc-sep holds the separator (contracts.separators)
+        "separated": ("doc_sep", "separated_documents", "holding_separator"),
+        # rev 5: no piece of a text file read without a separator is over --doc-bytes (contracts.doc_cut)
+        "cut": ("doc_bytes", "cut_documents", "over_doc_bytes"),
     },
 )
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     """Per source: in = out + Σ dropped, out = the documents written, and the drops by reason are
     the drop log's lines counted again (a reason with no drop may be left out of either); every
-    input byte is accounted for (`_bytes_problems`); and no file was read that --glob leaves out
-    (`_outside_glob`)."""
+    input byte is accounted for (`_bytes_problems`); no file was read that --glob leaves out
+    (`_outside_glob`); no document read with --doc-sep holds the separator (`_holding_separator`);
+    and no piece of a text file read without one is over --doc-bytes (`_over_doc_bytes`)."""
     problems = _bytes_problems(m["accounts"]) if has(m, "accounts") else []
     if has(m, "glob", "files_read", "outside_glob"):
         problems += _outside_glob(m)
+    if has(m, "doc_sep", "separated_documents", "holding_separator"):
+        problems += _holding_separator(m)
+    if has(m, "doc_bytes", "cut_documents", "over_doc_bytes"):
+        problems += _over_doc_bytes(m)
     if not has(m, "sources"):
         return problems
     for name, row in _sources(m).items():
@@ -300,6 +309,30 @@ def _outside_glob(m: Measured) -> list[str]:
     return [
         f"{len(outside)} of the {count(m, 'files_read')} file(s) read lie below an input but --glob "
         f"{glob!r} does not admit them: {shown}"
+    ]
+
+
+def _holding_separator(m: Measured) -> list[str]:
+    """The documents of text files read with --doc-sep that still hold the separator (none may)."""
+    holding = items(m, "holding_separator")
+    if not holding:
+        return []
+    shown = ", ".join(map(str, holding[:5])) + (f" and {len(holding) - 5} more" if len(holding) > 5 else "")
+    return [
+        f"{len(holding)} of the {count(m, 'separated_documents')} document(s) read from text with --doc-sep "
+        f"{m.get('doc_sep')!r} still hold the separator (it did not reach the reader?): {shown}"
+    ]
+
+
+def _over_doc_bytes(m: Measured) -> list[str]:
+    """The pieces of text files read without a separator longer than --doc-bytes allows (none may be)."""
+    over = items(m, "over_doc_bytes")
+    if not over:
+        return []
+    shown = ", ".join(map(str, over[:5])) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+    return [
+        f"{len(over)} of the {count(m, 'cut_documents')} piece(s) of text read without a separator are "
+        f"longer than --doc-bytes {m.get('doc_bytes')!r} allows (it did not reach the reader?): {shown}"
     ]
 
 

@@ -14,7 +14,9 @@ chat-turns with the examples joined as TRL joins them):
 - a --dtype other than auto is the manifest's dtype; --tokenizer byte, bpe or hf:DIR names the
   manifest's tokenizer, and a bpe's vocabulary is at most --vocab-size;
 - GATE-DATA-014's check `inputs` (rev 4) judged the files read by the manifest's glob, and
-  counted the files its sources list.
+  counted the files its sources list; its check `separated` (rev 5) measured the documents against
+  the manifest's doc_sep, and was made wherever the manifest states one; its check `cut` (rev 5)
+  measured the pieces of text read without a separator against the manifest's doc_bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ READ_KEYS = ("glob", "doc_sep", "doc_bytes", "source_field", "shard_tokens", "bp
 # The tokenizer a --tokenizer word makes, where the word alone decides it (a RUN_DIR's is its model's).
 TOKENIZER_NAMES = {"byte": "byte", "bpe": "bpe"}
 HF_PREFIX = "hf:"
+# The revision of GATE-DATA-014 from which a prepare with --doc-sep makes its check `separated`.
+SEPARATED_SINCE_REVISION = 5
 
 
 def _table(value: Any) -> dict[str, Any] | None:
@@ -66,12 +70,26 @@ def _gate_inputs(
     inputs: Inputs, derived: Derivation, manifest: dict[str, Any], reading: dict[str, Any] | None
 ) -> None:
     """GATE-DATA-014's check `inputs`: the glob it judged by is the manifest's, and the files it
-    saw read are the ones the manifest's sources count."""
+    saw read are the ones the manifest's sources count; its check `separated` (rev 5): the separator
+    it measured the documents against is the manifest's doc_sep, and a record of rev 5 or later
+    whose manifest states a doc_sep made the check (R158: a separator stated but never measured); its
+    check `cut`: the --doc-bytes it measured the pieces against is the manifest's doc_bytes."""
     if "GATE-DATA-014" in inputs.stale:
         return
-    measured = next((g.measured for g in inputs.record.gates if g.id == "GATE-DATA-014"), None)
+    gate = next((g for g in inputs.record.gates if g.id == "GATE-DATA-014"), None)
+    measured = None if gate is None else gate.measured
     if not isinstance(measured, dict) or "files_read" not in measured:
         return
+    doc_sep = (reading or {}).get("doc_sep")
+    if "separated_documents" in measured:
+        derived.gate("GATE-DATA-014", {"doc_sep": doc_sep})
+    elif doc_sep is not None and gate is not None and gate.revision >= SEPARATED_SINCE_REVISION:
+        derived.problems.append(
+            f"manifest.json read text with doc_sep {doc_sep!r}, but GATE-DATA-014 (rev {gate.revision}) "
+            "holds no check separated: no document was measured against the separator"
+        )
+    if "cut_documents" in measured:
+        derived.gate("GATE-DATA-014", {"doc_bytes": (reading or {}).get("doc_bytes")})
     sources = _table(manifest.get("sources")) or {}
     files = [stats.get("files") for stats in sources.values() if isinstance(stats, dict)]
     derived.gate("GATE-DATA-014", {"glob": (reading or {}).get("glob")})

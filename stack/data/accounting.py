@@ -139,3 +139,62 @@ def files_outcome(files: FilesRead) -> Outcome:
 @gate_require("GATE-DATA-014", lambda files: files_outcome(files))
 def check_files_read(files: FilesRead) -> None:
     """Refuse a prepare that read a file below a directory input that its --glob does not admit."""
+
+
+class Separated:
+    """The documents of text files read with --doc-sep, as the writer sees each file's reading end,
+    and where those still holding the separator were read: GATE-DATA-014's check `separated` (rev 5;
+    round-10 audit R158: the separator never reached the reader, 60 documents were read as 1)."""
+
+    def __init__(self, doc_sep: str | None) -> None:
+        self.doc_sep = doc_sep
+        self.documents = 0
+        self.holding: list[str] = []
+
+    def ended(self, documents: int, holding: list[str]) -> None:
+        """One file's reading ended: its `documents` measured, those read at `holding` holding it."""
+        self.documents += documents
+        self.holding += holding
+
+
+def separated_outcome(separated: Separated) -> Outcome:
+    """GATE-DATA-014's check `separated`: the separator, the documents measured and those holding it."""
+    measured = {
+        "doc_sep": separated.doc_sep,
+        "separated_documents": separated.documents,
+        "holding_separator": separated.holding,
+    }
+    return measure("GATE-DATA-014", measured, holds="no document read with --doc-sep holds the separator")
+
+
+@gate_require("GATE-DATA-014", lambda separated: separated_outcome(separated))
+def check_separated(separated: Separated) -> None:
+    """Refuse a prepare that yielded a document of a text file still holding the --doc-sep separator."""
+
+
+class Cut:
+    """The pieces of text files read without a separator, as the writer sees each file's reading end,
+    and where those longer than --doc-bytes allows were read: GATE-DATA-014's check `cut` (rev 5; the
+    class of round-10 audit R158 for --doc-bytes, round-9 R162: the cut never reaching the reader)."""
+
+    def __init__(self, doc_bytes: int) -> None:
+        self.doc_bytes = doc_bytes
+        self.documents = 0
+        self.over: list[str] = []
+
+    def ended(self, documents: int, over: list[str]) -> None:
+        """One file's reading ended: its `documents` measured, those read at `over` over --doc-bytes."""
+        self.documents += documents
+        self.over += over
+
+
+def cut_outcome(cut: Cut) -> Outcome:
+    """GATE-DATA-014's check `cut`: --doc-bytes, the pieces measured and those longer than it allows."""
+    measured = {"doc_bytes": cut.doc_bytes, "cut_documents": cut.documents, "over_doc_bytes": cut.over}
+    return measure("GATE-DATA-014", measured, holds="no piece of a text file read whole is over --doc-bytes")
+
+
+@gate_require("GATE-DATA-014", lambda cut: cut_outcome(cut))
+def check_cut(cut: Cut) -> None:
+    """Refuse a prepare that yielded a piece of a text file read without a separator longer than
+    --doc-bytes allows (contracts.doc_cut)."""

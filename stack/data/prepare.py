@@ -41,7 +41,18 @@ from contracts.evidence import sha256_file
 from stack.artifacts import INDEX_FILE
 from stack.data import ownership
 from stack.data import split as splitting
-from stack.data.accounting import TEXT_FIELDS, TEXT_FILES, Books, FilesRead, check_accounts, check_files_read
+from stack.data.accounting import (
+    TEXT_FIELDS,
+    TEXT_FILES,
+    Books,
+    Cut,
+    FilesRead,
+    Separated,
+    check_accounts,
+    check_cut,
+    check_files_read,
+    check_separated,
+)
 from stack.data.bpe_sample import BpeSample
 from stack.data.corpus import (
     ALL_FILES,
@@ -162,6 +173,8 @@ class _Collector:
         self.assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, per document
         self.books = Books()  # where every input byte went (GATE-DATA-014, stack.data.accounting)
         self.files = FilesRead(plan.glob)  # every file read, against --glob (GATE-DATA-014's check inputs)
+        self.separated = Separated(plan.layout.doc_sep)  # GATE-DATA-014's check separated
+        self.cut = Cut(plan.layout.doc_bytes)  # GATE-DATA-014's check cut
         self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
         # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
         # are decoded again, by the bytes of every file read
@@ -203,6 +216,8 @@ class _Collector:
             counts = self.stats[part.end.source]
             counts["files"] += 1
             self.files.ended(part.end.name, part.end.below)
+            self.separated.ended(part.separated, part.holding)
+            self.cut.ended(part.cut, part.over)
             counts["invalid_utf8_files"] += part.invalid_utf8
             if part.invalid_utf8:
                 self.invalid_utf8.add(part.end.label)
@@ -495,6 +510,10 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     check_reports(plan.filters, written, recount(log_path))
     check_accounts(collector.books)
     check_files_read(collector.files)
+    if plan.layout.doc_sep is not None:  # a check made only with --doc-sep (not in run_kinds' list)
+        check_separated(collector.separated)
+    if collector.cut.documents:  # made only where a text file was read without a separator
+        check_cut(collector.cut)
     check_round_trips(collector.trips)
     if plan.layout.source_field is not None:
         met = {name for name, report in plan.filters.reports.items() if report.documents_in}

@@ -25,6 +25,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from contracts.doc_cut import within_cut
+from contracts.separators import holds_separator
 from contracts.split import document_identity, held_out
 from stack.data import accounting
 from stack.data.bpe_sample import BpeSample
@@ -254,6 +256,12 @@ class Part:
     framing: list[Framing] = field(default_factory=list)  # with `end`: what the file held besides documents
     invalid_utf8: bool = False  # with `end`: a document of the file had bytes replaced
     note: Note | None = None
+    # with `end`, for a text file read with --doc-sep: its documents, and where those holding it were read
+    separated: int = 0
+    holding: list[str] = field(default_factory=list)
+    # with `end`, for a text file read without a separator: its pieces, and where those over --doc-bytes were
+    cut: int = 0
+    over: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +289,20 @@ def _judge_canary(screen: Screen, dedup: NearDuplicates | None, source: str, can
     return judged
 
 
+def _holds(found: Document | FileRegion, separator: bytes, block_bytes: int) -> bool:
+    """Whether a document the reader yielded holds `separator` (contracts.separators): a long one is
+    read again in blocks, each searched with the last len(separator) - 1 bytes of the one before."""
+    if isinstance(found, Document):
+        return holds_separator(found.data, separator, found.crlf)
+    tail = b""
+    for block in found.raw_blocks(block_bytes):
+        window = tail + block
+        if holds_separator(window, separator, found.crlf):
+            return True
+        tail = window[-(len(separator) - 1) :] if len(separator) > 1 else b""
+    return False
+
+
 def _normalised(found: Document) -> bool:
     """Whether a document's text was normalised from the bytes it was read from (CRLF read as LF,
     bytes replaced), so that its length may differ from theirs."""
@@ -305,6 +327,13 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
     name = text_name(job.layout, task.item)
     rechecked: Counter[str] = Counter()
     framing: list[Framing] = []  # said with the file's end, not one by one
+    # GATE-DATA-014's check separated: each document of a text file read with --doc-sep, measured here
+    # on what the reader yielded, apart from the reader (round-10 audit R158)
+    doc_sep = job.layout.doc_sep
+    separator = None if doc_sep is None or job.layout.format_of(task.item) != "text" else doc_sep.encode()
+    separated, holding = 0, []
+    cut, over = 0, []  # GATE-DATA-014's check cut: pieces of a text file read without a separator
+    text = job.layout.format_of(task.item) == "text"
     for found in read_documents(task.item, job.layout, working.batch_bytes, advance):
         if found.source not in planted:  # a record's own source, first met in this file
             planted.add(found.source)
@@ -317,6 +346,14 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
         if isinstance(found, Skipped | Normalised | Note):
             yield found
             continue
+        if separator is not None:
+            separated += 1
+            if _holds(found, separator, working.batch_bytes):
+                holding.append(found.where)
+        if text and not found.delimited:
+            cut += 1
+            if not within_cut(found.raw, job.layout.doc_bytes):
+                over.append(found.where)
         long, held = is_long(found, working), held_whole(found)
         doc = screened(screen, held or found, held is None, screen.is_code(found.source, name))
         verdict = screen.judge(found.source, doc)
@@ -365,7 +402,15 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
             batch.size += len(data)
         batch.docs.append(judged)
     yield batch
-    yield Part(end=task.item, invalid_utf8=invalid, framing=framing)
+    yield Part(
+        end=task.item,
+        invalid_utf8=invalid,
+        framing=framing,
+        separated=separated,
+        holding=holding,
+        cut=cut,
+        over=over,
+    )
 
 
 def _encode_short(job: EncodeJob, batch: _Short) -> Part:
