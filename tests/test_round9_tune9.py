@@ -28,7 +28,7 @@ from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
 from contracts.derive.reports import row_summary
-from contracts.evidence import EvidenceRecord, read_evidence
+from contracts.evidence import read_evidence
 from contracts.judges import judge
 from contracts.spec import load_spec
 from contracts.synth_budget import part_budget, text_tokens
@@ -191,28 +191,33 @@ def test_a_synthesis_record_with_short_responses_is_named_by_the_checker(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_synth_settings_are_held_to_the_command_line(source: Path, tmp_path: Path) -> None:
-    """config.settings.max_response_tokens (and the model read) against the command line's words."""
+    """config.settings.max_response_tokens (and the model read) against the command line's words,
+    named by the integrity check (GATE-INTEG-001) of the edited record."""
     assert _synth(source, tmp_path / "rec") == 0
-    data = json.loads((tmp_path / "rec" / "metadata.json").read_text())
-    assert option_problems(EvidenceRecord.model_validate(data)) == []
-    data["config"]["settings"]["max_response_tokens"] = 16
-    data["config"]["model"]["checkpoint"] = str(tmp_path / "elsewhere")
-    found = option_problems(EvidenceRecord.model_validate(data))
-    assert "config.settings.max_response_tokens is 16, but its command line gives 40" in found
-    assert any(p.startswith("config.model.checkpoint is") for p in found)
+    assert option_problems(read_evidence(tmp_path / "rec" / "metadata.json")) == []
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        data["config"]["settings"]["max_response_tokens"] = 16
+        data["config"]["model"]["checkpoint"] = str(tmp_path / "elsewhere")
+
+    run_dir = edited(tmp_path / "rec", restated)
+    assert_caught(run_dir, "config.settings.max_response_tokens is 16, but its command line gives 40")
+    assert_caught(run_dir, "config.model.checkpoint is")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_the_synth_template_is_held_to_the_command_line(source: Path, tmp_path: Path) -> None:
     """`--template chat` reads the shipped chat template: a record naming another template's file is
-    named; the one read holds."""
+    named by the integrity check; the one read holds."""
     assert _synth(source, tmp_path / "rec", "--template", "chat") == 0
     data = json.loads((tmp_path / "rec" / "metadata.json").read_text())
     assert data["config"]["template"]["path"].endswith("stack/data/templates/chat.yaml")
-    assert option_problems(EvidenceRecord.model_validate(data)) == []
-    data["config"]["template"]["path"] = str(tmp_path / "mine.yaml")
-    found = option_problems(EvidenceRecord.model_validate(data))
-    assert any(p.startswith("config.template.path is") and "'chat'" in p for p in found)
+    assert option_problems(read_evidence(tmp_path / "rec" / "metadata.json")) == []
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        data["config"]["template"]["path"] = str(tmp_path / "mine.yaml")
+
+    assert_caught(edited(tmp_path / "rec", restated), "config.template.path is", "'chat'")
 
 
 # -- R134: GATE-FT-002 check exact -------------------------------------------------------------
@@ -322,15 +327,18 @@ def test_a_matrix_whose_exact_matches_are_dropped_is_named_by_the_checker(
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_evalmatrix_models_are_held_to_the_command_line(world: dict[str, Any], tmp_path: Path) -> None:
-    """config.models.adapter (and config.exact_match) against the command line's words."""
+    """config.models.adapter (and config.exact_match) against the command line's words, named by the
+    integrity check (GATE-INTEG-001) of the edited record."""
     assert _matrix(world, tmp_path / "rec", "--exact-match") == 0
-    data = json.loads((tmp_path / "rec" / "metadata.json").read_text())
-    assert option_problems(EvidenceRecord.model_validate(data)) == []
-    data["config"]["models"]["adapter"] = None
-    data["config"]["exact_match"] = False
-    found = option_problems(EvidenceRecord.model_validate(data))
-    assert any(p.startswith("config.models.adapter is None, but its command line gives") for p in found)
-    assert "config.exact_match is False, but its command line gives True" in found
+    assert option_problems(read_evidence(tmp_path / "rec" / "metadata.json")) == []
+
+    def restated(data: dict[str, Any], _run_dir: Path) -> None:
+        data["config"]["models"]["adapter"] = None
+        data["config"]["exact_match"] = False
+
+    run_dir = edited(tmp_path / "rec", restated)
+    assert_caught(run_dir, "config.models.adapter is None, but its command line gives")
+    assert_caught(run_dir, "config.exact_match is False, but its command line gives True")
 
 
 # -- the other settings a matrix consumes: held to what the record states, at run time -------------
