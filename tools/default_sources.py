@@ -146,15 +146,16 @@ def _imported(tree: ast.Module, name: str) -> tuple[str, str] | None:
     return None
 
 
-# The arithmetic a default's constant may be written in (`1 << 26`, `64 * MiB`).
+# The arithmetic a default's constant may be written in (`1 << 26`, `64 * MiB`). No power, and no
+# shift wider than a 64-bit count: the source read is whatever a record's commit holds, and `9 ** 9 **
+# 9` or `1 << 10 ** 12` there would hang the check or exhaust its memory instead of naming the default.
 ARITHMETIC: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
     ast.FloorDiv: operator.floordiv,
     ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-    ast.LShift: operator.lshift,
+    ast.LShift: lambda value, bits: value << bits if bits <= 64 else UNRESOLVED,
 }
 
 
@@ -180,7 +181,10 @@ def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_NA
     if isinstance(node, ast.BinOp) and type(node.op) in ARITHMETIC:
         left, right = resolved(node.left, tree, read, depth), resolved(node.right, tree, read, depth)
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (left, right))
-        return ARITHMETIC[type(node.op)](left, right) if numbers else UNRESOLVED
+        try:
+            return ARITHMETIC[type(node.op)](left, right) if numbers else UNRESOLVED
+        except (ArithmeticError, TypeError, ValueError):  # a zero divisor, a negative or float shift
+            return UNRESOLVED
     if not isinstance(node, ast.Name) or depth == 0:
         return UNRESOLVED
     bound = _binding(tree, node.id)
