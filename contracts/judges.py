@@ -36,6 +36,7 @@ from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
 from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
+from contracts.wording import first_few
 
 Measured = Mapping[str, Any]
 Thresholds = Mapping[str, float | int]
@@ -1483,9 +1484,11 @@ def _structure_problems(held: Any, named: Any) -> list[str]:
         raise Malformed("'parameters_held' and 'parameters_named' must map each parameter to its shape")
     problems = []
     if missing := sorted(set(named) - set(held)):
-        problems.append(f"the model lacks {len(missing)} parameter(s) its config implies: {_listed(missing)}")
+        problems.append(
+            f"the model lacks {len(missing)} parameter(s) its config implies: {first_few(missing, 6)}"
+        )
     if extra := sorted(set(held) - set(named)):
-        problems.append(f"the model holds {len(extra)} parameter(s) its config lacks: {_listed(extra)}")
+        problems.append(f"the model holds {len(extra)} parameter(s) its config lacks: {first_few(extra, 6)}")
     for key in ("shape", "trainable"):
         off = [
             f"{name} {_field(held[name], key)!r} (config: {_field(named[name], key)!r})"
@@ -1493,19 +1496,13 @@ def _structure_problems(held: Any, named: Any) -> list[str]:
             if _field(held[name], key) != _field(named[name], key)
         ]
         if off:
-            problems.append(f"{len(off)} parameter(s) differ in {key}: {_listed(off)}")
+            problems.append(f"{len(off)} parameter(s) differ in {key}: {first_few(off, 6)}")
     if problems:
         problems.append(
             "the model is not built as its config names (a module never created or one too many, a "
             "head tied or untied, a router on another block, adapters on other matrices than lora.targets)"
         )
     return problems
-
-
-def _listed(names: list[str], shown: int = 6) -> str:
-    """The first `shown` names, and how many more."""
-    more = f" and {len(names) - shown} more" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 def _field(entry: Any, key: str) -> Any:
@@ -1752,7 +1749,7 @@ def _tolerances_unasked(m: Measured, t: Thresholds) -> list[str]:
             )
     if not wrong:
         return []
-    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    shown = first_few(wrong, 4, "; ")
     said = " ".join([*(f"--atol {w}" for w in atol_words), *(f"--rtol {w}" for w in rtol_words)]) or "none"
     return [f"{len(wrong)} site(s) were not judged at the tolerance the command line asks ({said}): {shown}"]
 
@@ -1932,7 +1929,7 @@ def _statistics_problems(m: Measured, t: Thresholds) -> list[str]:
         found += [f"{site}: {p}" for p in _unlike_recomputed(mine, again, t["statistics_rtol"])]
     if not found:
         return []
-    shown = "; ".join(found[:4]) + (f"; and {len(found) - 4} more" if len(found) > 4 else "")
+    shown = first_few(found, 4, "; ")
     return [
         f"the trace's statistics are not what their definitions give from the tensors the sites observed "
         f"({shown}): the statistics kernel computes another quantity?"
@@ -2633,7 +2630,7 @@ def _cells_miswritten(cells: list[Any]) -> list[str]:
             )
     if not wrong:
         return []
-    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    shown = first_few(wrong, 4, "; ")
     return [
         f"{len(wrong)} of {len(cells)} grid cell(s) did not patch exactly their site at their position "
         f"with the clean value ({shown})"
@@ -2709,7 +2706,7 @@ def _recoveries_unlike_formula(m: Measured) -> list[str]:
             wrong.append(f"{where}: recorded {recorded:.6g}, the formula gives {formula:.6g}")
     if not wrong:
         return []
-    shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+    shown = first_few(wrong, 4, "; ")
     return [
         f"{len(wrong)} recorded recovered fraction(s) are not (patched − corrupted)/(clean − corrupted) "
         f"over the recorded scores ({shown})"

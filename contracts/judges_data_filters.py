@@ -8,6 +8,7 @@ from typing import Any
 from contracts import filter_rules
 from contracts.judges import Malformed, Measured, Thresholds, count, flag, has, items, judges, number
 from contracts.shingles import minhash_allowance
+from contracts.wording import first_few
 
 
 def _sources(m: Measured) -> Mapping[str, Any]:
@@ -305,7 +306,7 @@ def _outside_glob(m: Measured) -> list[str]:
         raise Malformed(f"'glob' is {glob!r}, not a pattern or null")
     if not outside:
         return []
-    shown = ", ".join(map(str, outside[:5])) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+    shown = first_few(outside)
     return [
         f"{len(outside)} of the {count(m, 'files_read')} file(s) read lie below an input but --glob "
         f"{glob!r} does not admit them: {shown}"
@@ -317,7 +318,7 @@ def _holding_separator(m: Measured) -> list[str]:
     holding = items(m, "holding_separator")
     if not holding:
         return []
-    shown = ", ".join(map(str, holding[:5])) + (f" and {len(holding) - 5} more" if len(holding) > 5 else "")
+    shown = first_few(holding)
     return [
         f"{len(holding)} of the {count(m, 'separated_documents')} document(s) read from text with --doc-sep "
         f"{m.get('doc_sep')!r} still hold the separator (it did not reach the reader?): {shown}"
@@ -329,7 +330,7 @@ def _over_doc_bytes(m: Measured) -> list[str]:
     over = items(m, "over_doc_bytes")
     if not over:
         return []
-    shown = ", ".join(map(str, over[:5])) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+    shown = first_few(over)
     return [
         f"{len(over)} of the {count(m, 'cut_documents')} piece(s) of text read without a separator are "
         f"longer than --doc-bytes {m.get('doc_bytes')!r} allows (it did not reach the reader?): {shown}"

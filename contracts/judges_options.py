@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.judges import Malformed, Measured, Thresholds, count, items, judges
+from contracts.wording import first_few
 
 OUTCOMES = ("ok", "refused", "gate", "crashed", "differs", "skipped", "missing")
 DENSE = "dense"
@@ -162,11 +163,6 @@ def paths_of(m: Measured) -> list[str]:
     return list(paths)
 
 
-def _named(cells: list[str]) -> str:
-    more = f" and {len(cells) - SHOWN} more" if len(cells) > SHOWN else ""
-    return "; ".join(cells[:SHOWN]) + more
-
-
 @judges("GATE-ARCH-013", needs=("options+", "commands+", "cells", "messages", "layers"))
 def _every_option_every_command(m: Measured, t: Thresholds) -> list[str]:
     options, commands = items(m, "options"), _commands(m)
@@ -193,7 +189,7 @@ def _every_option_every_command(m: Measured, t: Thresholds) -> list[str]:
     failed = [f"{a}/{b}: {v.note}" for (a, b), v in verdicts.items() if v.verdict == "fail"]
     missing = [f"{a}/{b}: {v.note}" for (a, b), v in verdicts.items() if v.verdict == "missing"]
     if len(failed) > t["max_failed_cells"]:
-        problems.append(f"{len(failed)} cell(s) failed: {_named(failed)}")
+        problems.append(f"{len(failed)} cell(s) failed: {first_few(failed, SHOWN, '; ')}")
     if len(missing) > t["max_missing_cells"]:
-        problems.append(f"{len(missing)} cell(s) not run: {_named(missing)}")
+        problems.append(f"{len(missing)} cell(s) not run: {first_few(missing, SHOWN, '; ')}")
     return problems

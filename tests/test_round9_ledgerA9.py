@@ -126,6 +126,23 @@ def test_a_default_written_as_arithmetic_of_constants_is_resolved() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "expression", ["9 ** 9 ** 9", "1 << 10 ** 12", "1 << 65", "1 // 0", "1 << -1", "2.5 << 1"]
+)
+def test_a_default_whose_arithmetic_would_hang_or_raise_stays_unresolved(expression: str) -> None:
+    """A record's commit is whatever its author pushed: a power, a shift past 64 bits, a zero divisor or
+    a negative or float shift in a parser default is UNRESOLVED (named as such by the check), never a
+    hang, an exhausted memory or a crash of the checker."""
+    parser = f"import argparse\np = argparse.ArgumentParser()\np.add_argument('--n', default={expression})\n"
+    assert parser_defaults(parser.encode(), {}.get) == {"n": UNRESOLVED}
+
+
+def test_a_shift_of_exactly_64_bits_is_still_resolved() -> None:
+    """The guard's edge: `1 << 64` is arithmetic a parser may mean; one bit more is refused."""
+    parser = b"import argparse\np = argparse.ArgumentParser()\np.add_argument('--n', default=1 << 64)\n"
+    assert parser_defaults(parser, {}.get) == {"n": 1 << 64}
+
+
 def test_every_none_default_a_command_resolves_is_one_its_record_holds_otherwise() -> None:
     """RESOLVED names only options whose None the command replaces: each names a command and an
     option of its parser (a stale entry would exempt nothing and hide a typo)."""

@@ -36,6 +36,7 @@ from torch import nn
 
 from contracts.errors import BadInput
 from contracts.model_shape import not_matched, tied_to
+from contracts.wording import first_few
 from stack.model import names as vocabulary
 from stack.model.gpt import GPT
 
@@ -236,8 +237,7 @@ def _grouped(skipped: list[Skipped] | tuple[Skipped, ...]) -> list[str]:
         by_reason.setdefault(s.reason, []).append(s.name)
     lines = []
     for reason, names in by_reason.items():
-        more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
-        lines.append(f"{len(names)} ({reason}): {', '.join(names[:SHOWN])}{more}")
+        lines.append(f"{len(names)} ({reason}): {first_few(names, SHOWN)}")
     return lines
 
 
