@@ -23,6 +23,7 @@ named, never passed in silence.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -170,6 +171,16 @@ def _binding(tree: ast.Module, name: str) -> ast.expr | None:
     return found[0] if len(found) == 1 else None
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(source: bytes) -> ast.Module | None:
+    """A module's syntax tree, parsed once per content (the records of one commit, and most commits,
+    share their parsers' sources; the trees are only read); None where it does not parse."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
 def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_NAMES) -> Any:
     """The value a default expression of a parser's module stands for: a literal's; integer or float
     arithmetic of such values (`1 << 26`, `64 * MiB`); a name bound at its module's top level to one,
@@ -194,10 +205,7 @@ def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_NA
     if origin is None:
         return UNRESOLVED
     source = next((blob for path in module_file(origin[0]) if (blob := read(path)) is not None), None)
-    try:
-        module = ast.parse(source) if source is not None else None
-    except (SyntaxError, ValueError):
-        module = None
+    module = _parsed(source) if source is not None else None
     return UNRESOLVED if module is None else resolved(ast.Name(origin[1]), module, read, depth - 1)
 
 
@@ -206,9 +214,8 @@ def parser_defaults(source: bytes, read: Reader = lambda _path: None) -> dict[st
     declares (None where it declares none, as argparse gives it; a name resolved by `resolved`,
     UNRESOLVED where it stands for no literal; a flag's left out); an option declared twice with
     two defaults is left out. None where the source does not parse."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    tree = _parsed(source)
+    if tree is None:
         return None
     found: dict[str, Any] = {}
     for node in ast.walk(tree):

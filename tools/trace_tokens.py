@@ -28,6 +28,7 @@ named.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -210,13 +211,15 @@ def _lens_width_problems(config: dict[str, Any], report: dict[str, Any], tokeniz
     ]
 
 
-def _path_model(config: dict[str, Any], model: ReadModel) -> GPT:
+@functools.lru_cache(maxsize=64)
+def _path_model(path_a: str, model: ReadModel) -> GPT:
     """The committed model on the path config.path_a describes (`LABEL (backend, dtype)`,
-    stack.trace.calibrate.TracePath.describe), as `stack trace` ran it; BadInput where the
-    description names none."""
-    described = re.fullmatch(r".* \(([\w-]+), (\w+)\)", str(config.get("path_a")))
+    stack.trace.calibrate.TracePath.describe), as `stack trace` ran it, built once per process for
+    each model (`read_model` gives one ReadModel per checkpoint content) and only read after;
+    BadInput where the description names none."""
+    described = re.fullmatch(r".* \(([\w-]+), (\w+)\)", path_a)
     if described is None:
-        raise BadInput(f"config.path_a {config.get('path_a')!r} names no backend and dtype")
+        raise BadInput(f"config.path_a {path_a!r} names no backend and dtype")
     return TracePath(model.trained.model, described[1], described[2], "replay").model()
 
 
@@ -239,7 +242,7 @@ def _embed_problems(
     if not kept or report.get("mode") not in EMBED_MODES:
         return []
     try:
-        path = _path_model(config, model)
+        path = _path_model(str(config.get("path_a")), model)
         with torch.no_grad():
             looked_up = named(statistics(path.embed(torch.tensor([ids], dtype=torch.long))).tolist())
     except UNREADABLE as exc:
@@ -280,6 +283,18 @@ def _site_shape_problems(report: dict[str, Any], model: dict[str, Any], tokens: 
     return problems
 
 
+@functools.lru_cache(maxsize=64)
+def _greedy(
+    model: ReadModel, path_a: str, ids: tuple[int, ...], tokens: int, sites: tuple[str, ...]
+) -> tuple[int, ...]:
+    """`greedy_sample` of the committed model on the path `path_a` describes, drawn once per process
+    for each model, prompt and ablation: `read_model` gives one ReadModel per checkpoint content, so
+    the draw is a function of its key, and a test suite checking copies of the ledger again and again
+    replays each committed ablation once."""
+    path = _path_model(path_a, model)
+    return tuple(greedy_sample(path, torch.tensor([list(ids)], dtype=torch.long), tokens, sites))
+
+
 def _sample_replay_problems(
     config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
 ) -> list[str]:
@@ -298,12 +313,10 @@ def _sample_replay_problems(
             else [f"{TRACE_REPORT}: it keeps samples {sorted(samples)}, but config.sample is {sample}"]
         )
     try:
-        path = _path_model(config, model)
-        idx = torch.tensor([ids], dtype=torch.long)
         sites = tuple(config.get("ablate") or ())
         drawn = {
-            "intact": greedy_sample(path, idx, sample),
-            "ablated": greedy_sample(path, idx, sample, sites),
+            "intact": _greedy(model, str(config.get("path_a")), tuple(ids), sample, ()),
+            "ablated": _greedy(model, str(config.get("path_a")), tuple(ids), sample, sites),
         }
     except UNREADABLE as exc:
         return [f"its samples cannot be replayed on {config.get('path_a')}: {exc}"]
