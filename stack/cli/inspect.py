@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +34,16 @@ def run(args: argparse.Namespace) -> int:
     loaded = ckpt.load_checkpoint(path)  # verifies every checksum first (GATE-CKPT-002)
     state = loaded.state
     tensors = _tensors(path / "model.safetensors")
+    implied = _implied_count(state.get("config"))
+    counted = sum(t["numel"] for t in tensors if not t["buffer"])
     summary = {
         "path": str(path),
         "checksums": "ok",
         "step": state.get("step"),
         "epoch": state.get("epoch"),
         "spec_version": state.get("spec_version"),
-        "parameters": sum(t["numel"] for t in tensors if not t["buffer"]),
+        "parameters": counted,
+        "parameters_implied": implied,
         "config": state.get("config"),
         "state_keys_missing": [key for key in ckpt.STATE_KEYS if key not in state],
         "tensors": tensors,
@@ -47,7 +52,27 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_tables(summary)
+    if isinstance(implied, int) and implied != counted:
+        print(
+            f"stack inspect: warning: the checkpoint holds {counted:,} parameters but its config implies "
+            f"{implied:,} (contracts.model_parameters): the model is not built as its config names",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _implied_count(config: Any) -> int | str:
+    """How many parameters the checkpoint's `[model]` and `[lora]` tables imply, written out by the
+    statute GATE-MODEL-003 holds every run's model to (contracts.model_parameters), apart from the
+    tensors counted in the file: the two disagree when the file or the count is wrong. A state too
+    damaged to say is named, not tripped over (the module docstring)."""
+    from contracts.model_parameters import implied_parameters
+
+    try:
+        implied = implied_parameters(config["model"], config.get("lora"))
+        return sum(math.prod(entry["shape"]) for entry in implied.values())
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"unknown: its config cannot say ({type(exc).__name__}: {exc})"
 
 
 def _tensors(weights: Path) -> list[dict[str, Any]]:
@@ -82,7 +107,11 @@ def _print_tables(summary: dict[str, Any]) -> None:
 
     console = data_console()
     console.print(f"{summary['path']} step {summary['step']}, spec {summary['spec_version']}, checksums ok")
-    console.print(f"parameters: {summary['parameters']:,} (a tied embedding is stored once)")
+    implied = summary["parameters_implied"]
+    said = f"{implied:,}" if isinstance(implied, int) else implied
+    console.print(
+        f"parameters: {summary['parameters']:,} (a tied embedding is stored once; its config implies {said})"
+    )
     if summary["state_keys_missing"]:
         console.print(f"state.json lacks: {', '.join(summary['state_keys_missing'])}")
     table = Table("tensor", "shape", "dtype")
