@@ -21,11 +21,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from contracts.errors import GateViolation
+from contracts.errors import BadInput, GateViolation
 from contracts.evidence import RunStatus, canonical_sha256, sha256_file
 from stack.artifacts import SYNTH_RECORDS, SYNTH_SIDECAR
-from stack.data.sft_template import load_template
+from stack.data.chat_jinja import chat_template_of
+from stack.data.sft_prepare import chosen_renderer
+from stack.data.sft_template import ChatTemplate
+from stack.data.tokenizer import Tokenizer
 from stack.eval.evidence import CommandEvidence
 from stack.outputs import rundir
 from stack.train import checkpoint as ckpt
@@ -59,7 +63,7 @@ def run(
                 checkpoint = resolve_checkpoint(source)
                 trained = load_trained(checkpoint, device)
                 evidence.note_checkpoint(checkpoint)
-                template = load_template(template_name)
+                template = synth_template(template_name, trained.checkpoint.state, trained.tokenizer)
                 sidecar = {
                     "model": source_record(checkpoint),
                     "template": {"path": str(template.path.resolve()), "sha256": template.sha256},
@@ -95,6 +99,22 @@ def run(
             raise
         _write(evidence, opened, written)
     return report
+
+
+def synth_template(name: str | None, state: dict[str, Any], tokenizer: Tokenizer) -> ChatTemplate:
+    """The template the model is prompted in: `--template`'s when given, else the one its examples
+    would be rendered by (`chosen_renderer`, prepare's rule): the model's own where it ships a
+    stack template (a model tuned on chatml chats is asked in chatml, not the default's `User: `),
+    else the default. A model shipping a Jinja template of its own (an import) is refused: a
+    Magpie draw continues the user turn's prefix, which a Jinja template does not name apart."""
+    renderer = chosen_renderer(name, chat_template_of(state), tokenizer)
+    if isinstance(renderer, ChatTemplate):
+        return renderer
+    raise BadInput(
+        f"the model ships its own chat template (sha256 {renderer.sha256[:12]}), which stack synth cannot "
+        "split into a user prefix to continue: give --template FILE writing the same format as a stack "
+        "template (docs/finetuning.md), or --template chat to prompt it in the stack's default"
+    )
 
 
 def source_record(checkpoint: Path) -> dict[str, str]:
