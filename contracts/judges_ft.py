@@ -24,7 +24,9 @@ from contracts.judges import (
     judges,
     number,
 )
-from contracts.recall_draw import drawn_ranks
+from contracts.overlap import items_in_training
+from contracts.recall_draw import drawn_ranks, starts_text
+from contracts.wording import first_few
 
 # What GATE-FT-003's message tells the user to change: the usual causes of memorisation.
 MEMORISATION_REMEDIES = (
@@ -102,7 +104,9 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         # rev 2: what each row's forwards read before a completion is the text the row states,
         # and the passages retrieved for an item are the best the folder holds for its prompt
         "contexts": ("contexts_read", "contexts_stated"),
-        "retrieval": ("retrieval",),
+        # rev 8: the passages rescored are the statute's walk of the stated folder, and the
+        # retriever's passage list is that walk's (files, passages and their digest)
+        "retrieval": ("retrieval", "passages_read", "passages_statute"),
         # rev 3: the ids each scoring forward read and scored, as taped, are the stated context cut
         # by contracts.truncation.completion_window, and the context ids cut are its count
         "windows": ("windows_read", "windows_stated", "dropped_read", "dropped_stated"),
@@ -117,6 +121,9 @@ def _leak_problems(draws: list[Any]) -> list[str]:
         # asked for (config.exact_match), and none where it was not; each stated exact match is
         # contracts.exact_match of the greedy continuation it compared and the item's completion
         "exact": ("exact_read", "exact_stated", "exact_greedy", "exact_completions"),
+        # rev 8: the held-out items stated as training items, by id and by prompt text, are
+        # contracts.overlap.items_in_training of the items and the pool (ids and prompts)
+        "overlap": ("overlap_stated", "overlap_items", "overlap_pool"),
     },
 )
 def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
@@ -138,6 +145,11 @@ def _same_items_no_leak(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, "retrieval"):
         problems += _retrieval_problems(items(m, "retrieval"))
+    if has(m, "passages_read", "passages_statute"):
+        problems += _passage_list_problems(m.get("passages_read"), m.get("passages_statute"))
+    if has(m, *CHECKS["GATE-FT-002"]["overlap"]):
+        found, pool = items(m, "overlap_items"), items(m, "overlap_pool")
+        problems += _overlap_problems(m.get("overlap_stated"), found, pool)
     if has(m, "draws_pool", "draws_seed", "draws_shots"):
         problems += _draw_problems(items(m, "few_shot"), items(m, "draws_pool"), m)
     if has(m, "nll_read", "nll_taped"):
@@ -307,6 +319,47 @@ def _retrieval_problems(found: list[Any]) -> list[str]:
     return problems
 
 
+def _passage_list_problems(read: Any, statute: Any) -> list[str]:
+    """The retriever's passage list against the statute's walk of the folder (contracts.bm25
+    .passages_read of each): the same passages per file and the same list, by digest."""
+    if not all(isinstance(v, dict) and isinstance(v.get("files"), dict) for v in (read, statute)):
+        raise Malformed("'passages_read' and 'passages_statute' must be {files, sha256} objects")
+    if read == statute:
+        return []
+    files, walked = read["files"], statute["files"]
+    unread = [name for name in walked if name not in files]
+    other = [name for name in walked if name in files and files[name] != walked[name]]
+    return [
+        f"the retriever read {sum(files.values())} passages of {len(files)} files where the folder holds "
+        f"{sum(walked.values())} of {len(walked)} by the statute's walk (contracts.bm25.folder_passages)"
+        + (f"; files never read: {first_few(unread)}" if unread else "")
+        + (f"; files read into other passages: {first_few(other)}" if other else "")
+        + ": a reader that skips a suffix, or splits or strips paragraphs otherwise?"
+    ]
+
+
+def _pairs(values: list[Any], key: str) -> list[tuple[str, str]]:
+    """(id, prompt) of each {id, prompt} object of `values`."""
+    if not all(isinstance(v, dict) and {type(v.get("id")), type(v.get("prompt"))} == {str} for v in values):
+        raise Malformed(f"{key!r} must list {{id, prompt}} objects")
+    return [(v["id"], v["prompt"]) for v in values]
+
+
+def _overlap_problems(stated: Any, found: list[Any], pool: list[Any]) -> list[str]:
+    """The items stated as training items against contracts.overlap.items_in_training of the items
+    and the pool as read."""
+    if not isinstance(stated, dict) or set(stated) != {"by_id", "by_text"}:
+        raise Malformed(f"'overlap_stated' is {stated!r}, not a {{by_id, by_text}} object")
+    derived = items_in_training(_pairs(found, "overlap_items"), _pairs(pool, "overlap_pool"))
+    if stated == derived:
+        return []
+    return [
+        f"the held-out items stated as training items (by id {stated['by_id']}, by prompt text "
+        f"{stated['by_text']}) are not those of the items and the pool (by id {derived['by_id']}, by "
+        f"prompt text {derived['by_text']}, contracts.overlap): prompts compared with their spacing?"
+    ]
+
+
 def _overlaps(m: Measured, key: str, longest: int) -> list[int]:
     """Per-example verbatim run lengths: counts no longer than the continuation they were found in."""
     values = items(m, key)
@@ -337,10 +390,15 @@ def reproduced(runs: list[int], least: int) -> int:
             "examples_ranks",
             "examples_drawn",
         ),
+        # rev 5: the text of the ids each example was measured on (prefix and true continuation)
+        # starts its --examples record's text as contracts.recall_draw.example_text writes it
+        "tokens": ("examples_decoded", "examples_rendered"),
     },
 )
 def _no_recitation(m: Measured, t: Thresholds) -> list[str]:
     problems = _drawn_problems(m) if has(m, *CHECKS["GATE-FT-003"]["drawn"]) else []
+    if has(m, *CHECKS["GATE-FT-003"]["tokens"]):
+        problems += _token_problems(items(m, "examples_decoded"), items(m, "examples_rendered"))
     if has(m, *CHECKS["GATE-FT-003"]["runs"]):
         for row, key in (("fine-tuned", "tuned"), ("base", "base")):
             problems += _run_problems(row, items(m, f"{key}_overlaps"), items(m, f"{key}_runs_recomputed"))
@@ -374,6 +432,22 @@ def _drawn_problems(m: Measured) -> list[str]:
         f"at least {m.get('examples_length')} tokens) are not the {len(expected)} the stated seed {seed} "
         f"draws ({expected[:4]}..., contracts.recall_draw): the recall describes another set than the "
         "record names (drawn with another seed?)"
+    ]
+
+
+def _token_problems(decoded: list[Any], rendered: list[Any]) -> list[str]:
+    """Each example's measured ids, as text, against the start of its record's text
+    (contracts.recall_draw.starts_text)."""
+    if len(decoded) != len(rendered) or not all(isinstance(d, str) for d in decoded):
+        raise Malformed("'examples_decoded' must hold one text per example measured, as 'examples_rendered'")
+    off = [i for i, (d, r) in enumerate(zip(decoded, rendered, strict=True)) if not starts_text(d, r)]
+    if not off:
+        return []
+    return [
+        f"{len(off)} of {len(decoded)} examples were measured on ids whose text is not the start of their "
+        f"--examples record (example {off[0]}: {decoded[off[0]][:40]!r}, the record starts "
+        f"{str(rendered[off[0]])[:40]!r}; contracts.recall_draw.example_text): a prompt left out, or "
+        "another rendering of the record?"
     ]
 
 

@@ -6,7 +6,8 @@ held-out documents of the data it scored are training documents of the run, or w
 it scored is one, counts membership in those indexes; GATE-EVAL-003's check overlap holds the
 stated numbers to these, computed from the indexes themselves, apart from the code that states
 them (a count of the held-out documents as training ones reported 20 of 20 in training, and
-nothing read the field).
+nothing read the field). `items_in_training` is the same for `stack evalmatrix`'s held-out
+items and its training pool, by id and by prompt text (GATE-FT-002's check overlap).
 """
 
 from __future__ import annotations
@@ -31,3 +32,19 @@ def heldout_in_training(data: np.ndarray, training: np.ndarray) -> dict[str, int
 def text_in_training(doc: int, training: np.ndarray) -> dict[str, bool]:
     """Whether the document of content id `doc` is a training document of `training`."""
     return {"text_is_training_document": bool(np.isin(doc, training_ids(training)))}
+
+
+def prompt_words(prompt: str) -> str:
+    """A prompt as two prompts are compared: its words, whatever the spacing between them."""
+    return " ".join(prompt.split())
+
+
+def items_in_training(items: list[tuple[str, str]], pool: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The held-out items, as (id, prompt), that are also training items of `pool`: by id, and
+    (under another id) by prompt text compared word for word (`prompt_words`), in the items' order.
+    GATE-FT-002's check overlap holds what `stack evalmatrix` states to this (a comparison without
+    the spacing normalised lost an item whose training twin had two spaces)."""
+    ids, prompts = {i for i, _ in pool}, {prompt_words(p) for _, p in pool}
+    by_id = [i for i, _ in items if i in ids]
+    by_text = [i for i, p in items if i not in ids and prompt_words(p) in prompts]
+    return {"by_id": by_id, "by_text": by_text}

@@ -8,12 +8,27 @@ and measured in pool order. The stack draws with `drawn_indices`; the gate draws
 (`drawn_ranks`) from the seed its record states and the number of eligible examples, and holds
 them to the ranks among the eligible of the examples measured, so a seed that slips between the
 command line and the draw is seen.
+
+What an example of a JSONL pool is, as text, is this module's too (`pool_records`, `example_text`):
+a {"text"} record its text, a {"prompt", "completion"} record the prompt then the completion, a chat
+record {"messages"} its messages as the chat template writes them (the caller's rendering, the one
+GATE-SFT-001 reads packed chat examples back against). GATE-FT-003's check tokens holds the text of
+the ids each example was measured on (its prefix and true continuation) to the start of that text:
+an example encoded without its prompt was cut from its completion alone, and every gate passed
+(round-11 R192).
 """
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# A chat record as text: (record, where) → its messages as the chat template writes them.
+ChatText = Callable[[dict[str, Any], str], str]
+# What a byte cut inside a character decodes to (U+FFFD): the end of a cut example's text.
+REPLACEMENT = "\ufffd"
 
 
 def eligible_indices(lengths: Sequence[int], length: int) -> list[int]:
@@ -33,3 +48,35 @@ def drawn_indices(lengths: Sequence[int], n: int, length: int, seed: int) -> lis
     up to `n` of those of at least `length` tokens (`drawn_ranks` among `eligible_indices`)."""
     eligible = eligible_indices(lengths, length)
     return [eligible[rank] for rank in drawn_ranks(len(eligible), n, seed)]
+
+
+def pool_records(data: bytes) -> list[Any]:
+    """A JSONL pool's records in pool order: every line that is not blank (split at LF, a leading
+    byte-order mark and each line's CR dropped), parsed as JSON; None for a line that is not JSON."""
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+    records: list[Any] = []
+    for line in (line.removesuffix("\r") for line in text.split("\n")):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append(None)
+    return records
+
+
+def example_text(record: Any, where: str, chat: ChatText) -> str | None:
+    """One pool record as text (module docstring): None for a record of none of the three shapes."""
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    if isinstance(record.get("prompt"), str) and isinstance(record.get("completion"), str):
+        return record["prompt"] + record["completion"]
+    return chat(record, where) if "messages" in record else None
+
+
+def starts_text(decoded: str, text: str | None) -> bool:
+    """Whether `decoded`, the text of an example's first ids, is where `text` starts: a character
+    the cut split (decoded as U+FFFD at the end) is left out."""
+    return text is not None and text.startswith(decoded.rstrip(REPLACEMENT))

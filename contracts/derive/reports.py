@@ -41,6 +41,7 @@ from contracts.leak_canaries import canary_rows
 from contracts.ledger import settle
 from contracts.likelihood import bits_per_byte_of, predicted_positions_sha256, utf8_bytes
 from contracts.onnx_weights import declared_opset, quantised_weight_types
+from contracts.overlap import items_in_training
 from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
 from contracts.selection import selected_by, trace_sites
@@ -378,6 +379,42 @@ def _few_shot_draws(inputs: Inputs, derived: Derivation, report: dict[str, Any])
     }
 
 
+# The revision of GATE-FT-002 that brought its check overlap (evalmatrix.json keeps the prompts).
+ITEM_OVERLAP_SINCE = 8
+
+
+def _item_overlap(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-FT-002's check overlap (rev 8) from evalmatrix.json's items and pool with their prompts:
+    the overlap the record and the file state is contracts.overlap.items_in_training of them,
+    judged by the same judge. A record of that revision whose file keeps no prompts is a problem,
+    never a skipped check."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-FT-002"), None)
+    pool = [e.get("id") if isinstance(e, dict) else None for e in report.get("pool") or []]
+    pairs = [(report.get("items"), report.get("prompts")), (pool, report.get("pool_prompts"))]
+    if not all(isinstance(ids, list) and isinstance(texts, list) for ids, texts in pairs):
+        if result is not None and result.revision >= ITEM_OVERLAP_SINCE:
+            derived.problems.append(
+                "evalmatrix.json keeps no prompts of its items and pool: no overlap to find"
+            )
+        return {}
+    found, held = ([{"id": i, "prompt": p} for i, p in zip(ids, texts, strict=False)] for ids, texts in pairs)
+    if any(len(ids) != len(texts) for ids, texts in pairs) or not all(
+        isinstance(e["id"], str) and isinstance(e["prompt"], str) for e in found + held
+    ):
+        derived.problems.append("evalmatrix.json: its prompts do not pair with the ids of its items or pool")
+        return {}
+    overlap = items_in_training(
+        [(e["id"], e["prompt"]) for e in found], [(e["id"], e["prompt"]) for e in held]
+    )
+    derived.put(("metrics", "overlap"), overlap)
+    if report.get("overlap") != overlap:
+        derived.problems.append(
+            f"evalmatrix.json states the overlap {_short(report.get('overlap'))}, but its items and pool "
+            f"give {_short(overlap)} (contracts.overlap)"
+        )
+    return {"overlap_stated": report.get("overlap"), "overlap_items": found, "overlap_pool": held}
+
+
 # The spec version from which evalmatrix.json keeps each item's greedy continuation (GATE-FT-002 rev 7).
 GREEDY_SINCE = "1.33.0"
 
@@ -442,7 +479,7 @@ def evalmatrix_record(inputs: Inputs) -> Derivation:
     else:
         derived.put(("metrics", "adapter_gain_bpb"), None)
     if judged_rows is not None:
-        drawn = _few_shot_draws(inputs, derived, report)
+        drawn = _few_shot_draws(inputs, derived, report) | _item_overlap(inputs, derived, report)
         judged(
             inputs, derived, "GATE-FT-002", {"rows": judged_rows, "few_shot": report.get("few_shot"), **drawn}
         )
@@ -751,7 +788,7 @@ def memorization_record(inputs: Inputs) -> Derivation:
                 "tuned_runs_recomputed": recomputed["fine-tuned"],
                 "base_runs_recomputed": recomputed["base"],
             }
-        measured |= _drawn_measured(inputs, derived, report)
+        measured |= _drawn_measured(inputs, derived, report) | _texts_measured(inputs)
         judged(inputs, derived, "GATE-FT-003", measured)
     derived.problems += _memorization_count_problems(inputs, report)
     examples, continuation = report.get("examples"), report.get("continuation")
@@ -791,6 +828,16 @@ def _drawn_measured(inputs: Inputs, derived: Derivation, report: dict[str, Any])
                 f"indices {_short(drawn)}"
             )
     return measured
+
+
+def _texts_measured(inputs: Inputs) -> dict[str, Any]:
+    """GATE-FT-003's check tokens (rev 5) where the record holds it: the texts of the ids measured and
+    of the records are the record's (memorization.json keeps no prefix, and the --examples file is
+    an input, not an artifact), judged again by the same judge so the verdict derived is the one
+    they give."""
+    result = next((g.measured for g in inputs.record.gates if g.id == "GATE-FT-003"), None)
+    keys = ("examples_decoded", "examples_rendered")
+    return {key: result[key] for key in keys} if isinstance(result, dict) and keys[0] in result else {}
 
 
 def _least_verbatim(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> Any:

@@ -177,6 +177,9 @@ def _score(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, Any
         "scores": {r.row.name: r.scores for r in matrix.rows},  # the raw results the rows are summed from
         "adapter_gain_bpb": gain,
         "overlap": overlap,
+        # the items' and the pool's prompts, beside their ids: the checker finds the overlap again
+        "prompts": [item.prompt for item in items],
+        "pool_prompts": [p.prompt for p in setup.pool],
         "few_shot": [d.measured() for d in matrix.draws],
         "pool": pool_measured(setup.pool),  # the pool drawn from: the checker draws every item again
         "retrieved": retrieved,

@@ -158,7 +158,13 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
     from contracts.errors import BadInput
     from contracts.evidence import DataRef
     from stack.cli.progress import count_progress
-    from stack.eval.memorization import check_drawn_examples, measure_recall
+    from stack.data.sft_template import load_template
+    from stack.eval.memorization import (
+        check_drawn_examples,
+        check_example_texts,
+        measure_recall,
+        rendered_examples,
+    )
     from stack.eval.tuned import load_tuned
     from stack.train.trained import load_trained
 
@@ -188,6 +194,10 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
         recall = measure_recall(
             tuned.model, base.model, chosen, args.prefix, continuation, args.batch_size, advance
         )
+    if args.examples is not None:  # each example's ids against its record's text (GATE-FT-003 check tokens)
+        template = load_template(args.template)
+        rendered = rendered_examples(args.examples, chosen, tuned.tokenizer, template)
+        check_example_texts(recall, rendered, tuned.tokenizer)
     evidence.record.metrics.update(_rates(recall))
     return {
         **_rates(recall),

@@ -31,9 +31,10 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from contracts.bm25 import bm25
+from contracts.bm25 import FolderPassage, bm25, folder_passages, passages_read
 from contracts.derive.reports import row_summary
 from contracts.errors import BadInput
 from contracts.few_shot import seeded_sample
@@ -123,6 +124,9 @@ class Matrix:
     # per item, the statute's BM25 scores (contracts.bm25) of the passages retrieved, in their order,
     # and the best of a passage left out (0: none), every passage rescored apart from the retriever
     rescored: dict[str, dict[str, Any]]
+    # the retriever's passages and the statute's walk of the stated folder (contracts.bm25
+    # .passages_read of each: passages per file and the list's sha256); empty without --docs
+    folder: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def row(self, name: str) -> RowResult:
         """The result of the row named `name` (A, B, C, D)."""
@@ -183,17 +187,22 @@ def retrieve(retriever: BM25, item: Item, passages: int) -> list[dict[str, Any]]
 
 
 def rescored(
-    statute: Callable[[str], list[float]], retriever: BM25, item: Item, retrieved: list[dict[str, Any]]
+    statute: Callable[[str], list[float]],
+    walked: list[FolderPassage],
+    item: Item,
+    retrieved: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Every passage of the folder scored again for `item`'s prompt by the statute (contracts.bm25),
-    apart from the retriever's index: the scores of those retrieved, in their order, and the best
-    of those left out (0 when none is). Retrieval took the best when none left out is better."""
+    """Every passage of the folder, as the statute walks it (contracts.bm25.folder_passages), scored
+    again for `item`'s prompt by the statute, apart from the retriever's index and its reader: the
+    scores of those retrieved, in their order (0 for one the walk does not find, source, number and
+    text), and the best of those left out (0 when none is). Retrieval took the best when none left
+    out is better."""
     scores = statute(item.prompt)
-    at = {(p.source, p.index): i for i, p in enumerate(retriever.passages)}
-    taken = [at[(p["source"], p["paragraph"])] for p in retrieved]
+    at = {passage: i for i, passage in enumerate(walked)}
+    taken = [at.get((p["source"], p["paragraph"], p["text"])) for p in retrieved]
     kept = set(taken)
     left = (s for i, s in enumerate(scores) if i not in kept)
-    return {"scores": [scores[i] for i in taken], "best_left": max(left, default=0.0)}
+    return {"scores": [0.0 if i is None else scores[i] for i in taken], "best_left": max(left, default=0.0)}
 
 
 def framed(before: list[str], prompt: str) -> str:
@@ -321,7 +330,9 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, config: 
     documented cut of the stated context (`stated_windows`), each item's NLL against the sum of its
     taped targets' NLL under its taped logits (`taped_nll`), each item's bytes against the UTF-8
     bytes of the text its taped targets decode to (`taped_bytes`), and each item's retrieved passages
-    against the best of those left, all scored by the statute (`rescored`); and every draw against the
+    against the best of those left, all scored by the statute over the passages its own walk of the
+    stated folder finds, and the retriever's passage list against that walk (`rescored`,
+    contracts.bm25.folder_passages); and every draw against the
     one contracts.few_shot draws again from the seed, the item and the pool (check draws); and each
     item's exact match, as its row scored it, against the exact match the record states it asked
     for and against contracts.exact_match of the greedy continuation it compared (check exact). The
@@ -359,6 +370,8 @@ def same_items_outcome(matrix: Matrix, items: list[Item], setup: Setup, config: 
         measured["retrieval"] = [
             {"item": item, "asked": config["passages"], **matrix.rescored[item]} for item in matrix.retrieved
         ]
+        measured["passages_read"] = matrix.folder["read"]
+        measured["passages_statute"] = matrix.folder["statute"]
     return measure("GATE-FT-002", measured, holds="every row scored the same items, none as its own example")
 
 
@@ -372,16 +385,20 @@ def score_matrix(
     """Every row of the setup over `items`; `advance(row)` after each item scored. `config` is the
     record's: the settings GATE-FT-002 holds what the setup did to, apart from the setup."""
     draws = {item.id: draw_examples(item, setup.pool, setup.shots, setup.seed) for item in items}
-    retrieved, rescores = {}, {}
+    retrieved, rescores, folder = {}, {}, {}
     if setup.retriever is not None:
         retrieved = {item.id: retrieve(setup.retriever, item, setup.passages) for item in items}
-        statute = bm25([p.text for p in setup.retriever.passages])
-        rescores = {item.id: rescored(statute, setup.retriever, item, retrieved[item.id]) for item in items}
+        # the folder the record states, walked by the statute apart from the retriever's reader
+        walked = folder_passages(Path(config["docs"])) if config["docs"] is not None else []
+        statute = bm25([text for _, _, text in walked])
+        rescores = {item.id: rescored(statute, walked, item, retrieved[item.id]) for item in items}
+        read = [(p.source, p.index, p.text) for p in setup.retriever.passages]
+        folder = {"read": passages_read(read), "statute": passages_read(walked)}
     results = []
     for row in rows_of(setup):
         contexts = row_contexts(row, items, draws, retrieved)
         results.append(score_row(row, model_of(setup, row), setup, contexts, partial(advance, row.name)))
-    return Matrix(results, list(draws.values()), retrieved, rescores)
+    return Matrix(results, list(draws.values()), retrieved, rescores, folder)
 
 
 def adapter_outcome(matrix: Matrix) -> Outcome:

@@ -21,26 +21,29 @@ Examples are whole documents from a prepared DATA_DIR's train split, or lines of
 template into the ids SFT trained on), drawn without replacement by a seeded generator
 (contracts.recall_draw). GATE-FT-003's check drawn draws again from the seed the record states and
 the lengths of the pool as read (`check_drawn_examples`): examples drawn with another seed than the
-one recorded describe another set than the record says.
+one recorded describe another set than the record says. Its check tokens holds the text of the ids
+each JSONL example was measured on to the start of its record's text as contracts.recall_draw
+writes it (`check_example_texts`): an example tokenized without its prompt is seen.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from contracts import recall_draw
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.recall_draw import drawn_indices, eligible_indices
 from contracts.verbatim import longest_common_run as statute_run
 from stack.data.line_ends import text_lines
-from stack.data.sft_template import ChatTemplate, example_turns, load_template, render
+from stack.data.sft_template import ChatTemplate, example_text, example_turns, load_template, render
 from stack.data.tokenizer import Tokenizer
 from stack.eval.texts import split_documents
 from stack.model.generate import generate_long
@@ -89,6 +92,8 @@ class Recall:
     models_measured: dict[str, str]
     # The ids of every continuation: "true" (each example's, after its prefix) and each row's, as drawn
     continuations: dict[str, list[list[int]]]
+    # Per example, the ids measured: the prefix the rows continued, then the true continuation
+    measured_ids: list[list[int]] = field(default_factory=list)
 
     def recomputed(self, row: str) -> list[int]:
         """Each example's run between `row`'s continuation and the true one, by contracts.verbatim."""
@@ -181,6 +186,40 @@ def drawn_outcome(drawn: Drawn, n: int, length: int, seed: int) -> Outcome:
 def check_drawn_examples(drawn: Drawn, n: int, length: int, seed: int) -> None:
     """Refuse a recall measured on other examples than the stated seed draws from the pool: the
     record would name a set it was not measured on."""
+
+
+def rendered_examples(
+    path: Path, examples: list[Example], tokenizer: Tokenizer, template: ChatTemplate
+) -> list[str | None]:
+    """Each example's record of the JSONL file `path` as text, read again and written by
+    contracts.recall_draw apart from `_tokens_of` (a chat record as the template writes its
+    messages, `example_text`); None for a pool index the file does not hold."""
+    records = recall_draw.pool_records(path.read_bytes())
+
+    def chat(record: dict[str, object], where: str) -> str:
+        return example_text(template, tokenizer, example_turns(record, "chat", where))[0]
+
+    return [
+        recall_draw.example_text(records[e.index], f"--examples {path} record {e.index}", chat)
+        if e.index < len(records)
+        else None
+        for e in examples
+    ]
+
+
+def texts_outcome(recall: Recall, rendered: list[str | None], tokenizer: Tokenizer) -> Outcome:
+    """GATE-FT-003's check tokens: the text of the ids each example was measured on (its prefix and
+    true continuation, as the rows were handed them) beside its record's text, cut to that length."""
+    decoded = [tokenizer.decode(ids) for ids in recall.measured_ids]
+    cut = [None if text is None else text[: len(d)] for text, d in zip(rendered, decoded, strict=True)]
+    measured = {"examples_decoded": decoded, "examples_rendered": cut}
+    return measure("GATE-FT-003", measured, holds="each example measured is the start of its record's text")
+
+
+@gate_require("GATE-FT-003", texts_outcome)
+def check_example_texts(recall: Recall, rendered: list[str | None], tokenizer: Tokenizer) -> None:
+    """Name a recall measured on other ids than its --examples records' text (a prompt left out):
+    its prefixes and true continuations would be cut from another text than the file holds."""
 
 
 def longest_common_run(generated: list[int], true: list[int]) -> int:
@@ -285,4 +324,5 @@ def measure_recall(
         runs[name] = [longest_common_run(g, t) for g, t in zip(kept[name], truth, strict=True)]
     check_greedy(tally, tuned.config.vocab, tuned.embed.weight.device)  # before any run is reported
     sources = [e.source for e in examples]
-    return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured, kept)
+    ids = tokens.tolist()
+    return Recall(sources, prefix, continuation, runs["fine-tuned"], runs["base"], given, measured, kept, ids)

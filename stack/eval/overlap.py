@@ -9,7 +9,8 @@ a held-out one. The evaluation commands say so in their output and their record:
   of `--split val --data DATA_DIR` that are training documents of the run (both by the content
   hash of the document index, stack.data.split), when the run's DATA_DIR is known. GATE-EVAL-003's
   check overlap holds what it states to the same counts derived from the document indexes by
-  contracts.overlap (`overlap_of`).
+  contracts.overlap (`overlap_of`); GATE-FT-002's check overlap holds evalmatrix's to
+  contracts.overlap.items_in_training of the items and the pool (`item_overlap`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def _prompt(text: str) -> str:
     return " ".join(text.split())
 
 
+def prompts_of(items: list[Item]) -> list[dict[str, str]]:
+    """Items as GATE-FT-002's check overlap reads them and evalmatrix.json keeps them: id and prompt."""
+    return [{"id": item.id, "prompt": item.prompt} for item in items]
+
+
+def item_overlap_outcome(items: list[Item], train: list[Item], stated: dict[str, list[str]]) -> Outcome:
+    """GATE-FT-002's check overlap: the overlap `stack evalmatrix` states beside the items and the
+    pool it was found in (ids and prompts), which the judge holds it to by contracts.overlap."""
+    measured = {"overlap_stated": stated, "overlap_items": prompts_of(items)}
+    measured["overlap_pool"] = prompts_of(train)
+    return measure("GATE-FT-002", measured, holds="the overlap stated is the items' and the pool's")
+
+
+@gate_ensure("GATE-FT-002", lambda items, train, result: item_overlap_outcome(items, train, result))
 def item_overlap(items: list[Item], train: list[Item]) -> dict[str, list[str]]:
     """The held-out items also in the training items: by id, and (under another id) by prompt text."""
     ids = {item.id for item in train}
