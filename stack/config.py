@@ -35,4 +35,9 @@ def parse_section(cls: type[S], name: str, data: dict[str, Any]) -> S:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         where = f"{name}.{where}" if where else name
+        if first["type"] == "missing":  # pydantic's "Field required" names no way to give it
+            raise BadInput(
+                f"config {where} is not set: give it with --set {where}=VALUE, in a --config FILE, or "
+                "with a --preset that sets it"
+            ) from None
         raise BadInput(f"config {where}: {first['msg']}") from None

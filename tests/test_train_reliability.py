@@ -853,3 +853,17 @@ def test_the_start_up_checks_allocate_by_their_probe_not_by_the_context() -> Non
 
     config = ModelConfig(vocab=64, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, ffn_hidden=32, ctx=10**12)
     check_architecture(GPT(config, seed=0))
+
+
+def test_a_required_key_left_out_names_how_to_give_it() -> None:
+    """Round-10 user audit K02: `stack sft` without train.steps said pydantic's "config train.steps:
+    Field required" and no way to give it; a required key left out now names --set, --config and
+    --preset."""
+    from stack.config import parse_section
+    from stack.train.config import TrainSection
+
+    with pytest.raises(BadInput) as caught:
+        parse_section(TrainSection, "train", {"task": "sft"})
+    line = str(caught.value)
+    assert "config train.steps is not set: give it with --set train.steps=VALUE" in line
+    assert "Field required" not in line
