@@ -210,6 +210,14 @@ def test_a_tuned_model_its_records_show_was_made_from_another_base_is_refused(
     err = capsys.readouterr().err
     assert f"{tuned} was not made from {b}" in err and len(err.strip().splitlines()) == 1
     assert main([*asked, "--base", str(a)]) in (0, 3)  # judged, whatever its verdict
+    # Round-10 user audit K01: A trains on after the tune; A's run is named with the step it was at.
+    assert train(["train", "--resume", str(a), "--set", "train.steps=4"]) == 0
+    capsys.readouterr()
+    assert main([*asked, "--base", str(a)]) == 2
+    err = capsys.readouterr().err
+    earlier = a / "checkpoints" / "step-0000002"
+    assert f"{tuned} was tuned from {a} as it was at step-0000002" in err and f"--base {earlier}" in err
+    assert main([*asked, "--base", str(earlier)]) in (0, 3)
 
 
 @pytest.mark.gate("GATE-FT-003")

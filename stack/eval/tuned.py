@@ -21,7 +21,7 @@ from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from stack.artifacts import identify
 from stack.model import adapters, lora
 from stack.train import checkpoint as ckpt
-from stack.train.lineage import parent
+from stack.train.lineage import WEIGHTS_FILE, parent
 from stack.train.trained import Trained, load_trained
 
 
@@ -55,6 +55,7 @@ def descent_problem(tuned: Path, base: Path) -> str | None:
     if parent(tuned, "tuned").checkpoint_sha256 == wanted:
         return None
     seen: set[Path] = set()
+    read: set[str] = set()
     pending = [tuned]
     while pending:
         here = pending.pop().resolve()
@@ -67,8 +68,28 @@ def descent_problem(tuned: Path, base: Path) -> str | None:
         parents = record.lineage.parents if record.lineage is not None else []
         if any(ref.checkpoint_sha256 == wanted for ref in parents):
             return None
+        read |= {ref.checkpoint_sha256 for ref in parents}
         pending += [Path(ref.path) for ref in parents if ref.path is not None]
+    earlier = _earlier_checkpoint(base, read)
+    if earlier is not None:
+        return (
+            f"{tuned} was tuned from {base} as it was at {earlier.name}, but {base} has trained on since "
+            f"(its newest checkpoint's weights are {wanted[:12]}): give --base {earlier}"
+        )
     return (
         f"{tuned} was not made from {base}: its records' lineage never reads that model's weights "
         f"({wanted[:12]}); give as the base the model it was tuned from"
     )
+
+
+def _earlier_checkpoint(base: Path, read: set[str]) -> Path | None:
+    """The checkpoint of run `base` whose weights the lineage read (`read`: their sha256), when the
+    run has trained on since the model was tuned from it and that checkpoint is still on disk."""
+    for checkpoint in sorted((Path(base) / ckpt.CKPT_DIR).glob("step-*"), reverse=True):
+        try:
+            sha = ckpt.read_manifest(checkpoint)["files"][WEIGHTS_FILE]["sha256"]
+        except (BadInput, OSError, KeyError, TypeError, ValueError):
+            continue
+        if sha in read:
+            return checkpoint
+    return None
