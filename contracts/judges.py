@@ -1960,6 +1960,29 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
 
 
+# What a gate comparing logits on a sample (GATE-EXPORT-001/002, GATE-HQQ-002) measures of it: the
+# windows it consumed and what their named source gives (contracts.agreement_sample.source_facts).
+SAMPLE_KEYS = ("sample_ids_sha256", "sample_windows", "source_ids_sha256", "source_windows")
+
+
+def _sample_problems(m: Measured) -> list[str]:
+    """Check sample: the windows compared on are, id for id and in number, those their source gives."""
+    if not has(m, *SAMPLE_KEYS):
+        return []
+    source = m.get("sample_source", "its source")
+    if count(m, "sample_windows") != count(m, "source_windows"):
+        return [
+            f"the comparison read {m['sample_windows']} window(s) of the sample, but {source} gives "
+            f"{m['source_windows']}: fewer positions compared than the source allows"
+        ]
+    if m.get("sample_ids_sha256") != m.get("source_ids_sha256"):
+        return [
+            f"the comparison read other ids (sha256 {str(m['sample_ids_sha256'])[:12]}) than {source} gives "
+            f"({str(m['source_ids_sha256'])[:12]}): the sample is not the text its record names"
+        ]
+    return []
+
+
 @judges(
     "GATE-EXPORT-001",
     checks={
@@ -1972,6 +1995,8 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
         "loaded": ("loaded_dtypes+", "stored_dtypes+"),
         # rev 4: the tokenizer transformers reads back is the model's own
         "tokenizer": ("tokenizer_keys", "tokenizer_differing"),
+        # rev 5: the windows compared on are what the sample's named source gives
+        "sample": SAMPLE_KEYS,
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
@@ -1984,6 +2009,7 @@ def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = (
         _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
     )
+    problems += _sample_problems(m)
     if has(m, "loaded_dtypes", "stored_dtypes"):
         loaded, stored = (
             sorted(map(str, items(m, "loaded_dtypes"))),
@@ -2057,10 +2083,13 @@ def _special_id_problems(m: Measured) -> list[str]:
         "weights": ("int8_weight_types+",),
         # rev 3: the saved fp32 graph's opset_import declares the opset the export was asked for
         "opset": ("opset", "opset_asked"),
+        # rev 4: the windows compared on are what the sample's named source gives
+        "sample": SAMPLE_KEYS,
     },
 )
 def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _int8_weight_problems(m) if has(m, "int8_weight_types") else []
+    problems += _sample_problems(m)
     if has(m, "opset", "opset_asked") and count(m, "opset") != count(m, "opset_asked"):
         problems.append(
             f"the saved graph declares ai.onnx opset {count(m, 'opset')}, but the export was asked for opset "
@@ -2327,6 +2356,8 @@ def _tuned_beats_logit_lens(m: Measured, t: Thresholds) -> list[str]:
         "objective": ("objective_steps+", "objective_losses+", "objective_recomputed+"),
         # rev 4: the comparison read as many held-out windows as the record's settings state
         "windows": ("heldout_windows_read", "heldout_windows_stated"),
+        # rev 5: a reading's --csv, parsed back, holds the rows contracts.lens_table derives
+        "table": ("table_rows_written", "table_rows_derived", "table_rows_differing"),
     },
 )
 def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
@@ -2337,14 +2368,29 @@ def _kl_is_defined(m: Measured, t: Thresholds) -> list[str]:
     (readings); a reading's entropy per layer and position against −Σ p log p of the
     log-probabilities it read (entropy); a reading's top-k probabilities against those
     log-probabilities (top); the loss the lens training backpropagated against its documented
-    objective (objective); and the held-out windows the comparison read, as many as the record's
-    --heldout-batches × --batch-size (windows)."""
+    objective (objective); the held-out windows the comparison read, as many as the record's
+    --heldout-batches × --batch-size (windows); and a reading's --csv as written, its rows those of
+    the reading (table)."""
     problems = _heldout_kl(m, t) if has(m, "layers", "recomputed_batches") else []
     problems += _heldout_windows(m) if has(m, "heldout_windows_read") else []
     problems += _reading_kl(m, t) if has(m, "reading_kl", "recomputed_reading_kl") else []
     problems += _reading_entropy(m, t) if has(m, "reading_entropy") else []
     problems += _reading_top(m, t) if has(m, "reading_top", "top_logprobs") else []
+    problems += _table_rows(m) if has(m, "table_rows_written") else []
     return problems + (_trained_objective(m, t) if has(m, "objective_losses") else [])
+
+
+def _table_rows(m: Measured) -> list[str]:
+    """Check table: the --csv written holds, row for row and cell for cell, the reading's rows."""
+    written, derived = count(m, "table_rows_written"), count(m, "table_rows_derived")
+    differing = count(m, "table_rows_differing")
+    if written == derived and differing == 0:
+        return []
+    return [
+        f"the --csv written holds {written} rows, {differing} of them (first: line "
+        f"{m.get('table_first_differing')}) not the rows the reading gives ({derived}, "
+        "contracts.lens_table): the table says something else than the JSON and the record"
+    ]
 
 
 def _kl_off(have: float, want: float, t: Thresholds) -> bool:
@@ -2875,10 +2921,12 @@ def _off_grid(m: Measured) -> list[str]:
         "compared": ("compared_sha256", "written_sha256"),
         # rev 3: the mean KL reported is KL(original ‖ quantised) as contracts.divergence takes it
         "recomputed": ("mean_kl_recomputed",),
+        # rev 4: the windows compared on are what the sample's named source gives
+        "sample": SAMPLE_KEYS,
     },
 )
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
-    problems = []
+    problems = _sample_problems(m)
     if has(m, "mean_kl_recomputed", "mean_kl_nats"):
         reported, again = number(m, "mean_kl_nats"), number(m, "mean_kl_recomputed")
         if not abs(reported - again) <= t["kl_rtol"] * abs(again):

@@ -12,7 +12,9 @@ The same committed checkpoint decides the built-in sample an export or a quantis
 logits on (stack.export.sample): the fixed text as the checkpoint's tokenizer encodes it, cut into
 windows of its context. A record whose `metrics.sample` says `builtin` states that sample's
 windows, tokens per window and ids' digest, and its gates compared windows × tokens positions:
-each is derived again from the checkpoint.
+each is derived again from the checkpoint by the contracts' rule (contracts.agreement_sample). A
+sample that names `data:DIR (heldout split)` is derived again from DIR's held-out split where DIR
+can be read here, and named unheld (a warning) where it cannot.
 
 And it decides the vocabulary every logit-comparing gate counts: a lens's, a patch's elements are
 positions × the model's vocabulary, each position a prompt token (`config.tokens`) or, for a lens
@@ -38,11 +40,13 @@ from typing import Any
 
 from argv_record import given, word_of
 
+from contracts.agreement_sample import BUILTIN_SOURCE, heldout_dir
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_summary
 from stack.export.hf_tokenizer import expected_special_ids
-from stack.export.sample import BUILTIN_SOURCE, resolve_sample
+from stack.export.sample import source_sample
 from stack.train.checkpoint import read_manifest, read_state, verify_files
 from stack.train.config import resolve
 from stack.train.trained import resolve_checkpoint
@@ -123,30 +127,49 @@ def committed_checkpoint_problems(record: EvidenceRecord, root: Path = REPO_ROOT
 
 # The gates that compare logits over every position of the sample an export or surgery read.
 SAMPLE_GATES = ("GATE-EXPORT-001", "GATE-HQQ-002")
+# The gates whose check sample states the windows consumed and what the named source gives.
+SAMPLE_CHECK_GATES = ("GATE-EXPORT-001", "GATE-EXPORT-002", "GATE-HQQ-002")
 
 
-def builtin_sample_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:
-    """Where the record compared logits on the built-in sample of a committed checkpoint it read:
-    the sample it states, and the positions its gates compared, against that sample rebuilt."""
-    metrics = record.metrics if isinstance(record.metrics, dict) else {}
-    stated = metrics.get("sample")
+def _gate_sample_problems(record: EvidenceRecord, derived: dict[str, Any], where: str) -> list[str]:
+    """Each check sample's stated windows and ids, consumed and of the source, against `derived`."""
+    problems = []
+    for g in record.gates:
+        measured = g.measured if isinstance(g.measured, dict) else {}
+        if g.id not in SAMPLE_CHECK_GATES:
+            continue
+        problems += [
+            f"gates[{g.id}].measured.{side}_{key} is {measured[f'{side}_{key}']!r}, but {where} "
+            f"gives {value!r}"
+            for key, value in derived.items()
+            for side in ("sample", "source")
+            if f"{side}_{key}" in measured and measured[f"{side}_{key}"] != value
+        ]
+    return problems
+
+
+def _builtin_sample_problems(record: EvidenceRecord, stated: dict[str, Any], root: Path) -> list[str]:
+    """The built-in sample of each committed checkpoint the record read, rebuilt by the contracts'
+    rule (contracts.agreement_sample.source_facts), against the sample and positions stated."""
     checked = next((g.measured for g in record.gates if g.id == "GATE-CKPT-002"), None)
     name = checked.get("checkpoint") if isinstance(checked, dict) else None
-    if not isinstance(stated, dict) or stated.get("source") != BUILTIN_SOURCE or not isinstance(name, str):
+    if not isinstance(name, str):
         return []
     problems = []
     for word, directory in _committed_reads(record, name, root):
         try:
             state = read_state(directory)
             tokenizer = tokenizer_from_state(state["tokenizer"])
-            sample = resolve_sample(tokenizer, int(state["config"]["model"]["ctx"]), None).describe()
+            sample = source_sample(BUILTIN_SOURCE, tokenizer, int(state["config"]["model"]["ctx"]))
         except (BadInput, KeyError, TypeError, ValueError):
             continue  # a checkpoint that does not read: GATE-CKPT-002's verification says why
+        where = f"the built-in sample of {word}"
         problems += [
-            f"metrics.sample.{key} is {stated.get(key)!r}, but the built-in sample of {word} has {value!r}"
+            f"metrics.sample.{key} is {stated.get(key)!r}, but {where} has {value!r}"
             for key, value in sample.items()
             if stated.get(key) != value
         ]
+        problems += _gate_sample_problems(record, sample, where)
         positions = sample["windows"] * sample["tokens_per_window"]
         problems += [
             f"gates[{g.id}].measured.positions is {g.measured.get('positions')!r}, but the built-in sample "
@@ -158,6 +181,43 @@ def builtin_sample_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> l
             and g.measured.get("positions") != positions
         ]
     return problems
+
+
+def _heldout_sample_findings(
+    record: EvidenceRecord, stated: dict[str, Any], data_dir: Path
+) -> tuple[list[str], list[str]]:
+    """A `data:DIR (heldout split)` sample rebuilt from DIR's held-out split by the contracts' rule,
+    encoded by DIR's tokenizer (the stack takes the split only where it is the checkpoint's), for
+    the stated window length (min(ctx, MAX_WINDOW), which gives the same cut as ctx itself): the
+    windows and ids stated against it. A DIR the checker cannot read leaves the sample unheld."""
+    source = str(stated.get("source"))
+    try:
+        length = int(stated["tokens_per_window"])
+        sample = source_sample(source, load_tokenizer(data_dir), length)
+    except (BadInput, KeyError, TypeError, ValueError, OSError) as exc:
+        return [], [f"metrics.sample is unheld: its source {source!r} cannot be read here ({exc})"]
+    where = f"the held-out split of {data_dir}"
+    problems = [
+        f"metrics.sample.{key} is {stated.get(key)!r}, but {where} gives {value!r}"
+        for key, value in sample.items()
+        if stated.get(key) != value
+    ]
+    return problems + _gate_sample_problems(record, sample, where), []
+
+
+def sample_findings(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple[list[str], list[str]]:
+    """Where the record compared logits on a sample: the sample it states, the positions its gates
+    compared and the windows its checks sample consumed, against the sample its named source gives
+    again (a committed checkpoint's built-in sample, or a DATA_DIR's held-out split); violations and
+    warnings (a data source this checker cannot read)."""
+    metrics = record.metrics if isinstance(record.metrics, dict) else {}
+    stated = metrics.get("sample")
+    if not isinstance(stated, dict) or not isinstance(stated.get("source"), str):
+        return [], []
+    if stated["source"] == BUILTIN_SOURCE:
+        return _builtin_sample_problems(record, stated, root), []
+    data_dir = heldout_dir(stated["source"])
+    return ([], []) if data_dir is None else _heldout_sample_findings(record, stated, data_dir)
 
 
 # The gates whose `elements` count logits over a run's positions, by the run kind (a lens fitted on

@@ -20,11 +20,11 @@ from typing import Any
 from argv_config import argv_problems
 from argv_record import argv_record_problems, given
 from checkpoint_reads import (
-    builtin_sample_problems,
     committed_checkpoint_problems,
     committed_source_problems,
     end_of_text_problems,
     read_checkpoint_problems,
+    sample_findings,
     vocabulary_problems,
 )
 from committed_models import committed_model_problems
@@ -487,7 +487,10 @@ def check_record_truth(
         findings.violations += argv_record_problems(record) + trace_token_problems(record, run_dir, root)
         findings.warnings += rebuild_warnings(record, run_dir)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
-    findings.violations += committed_checkpoint_problems(record, root) + builtin_sample_problems(record, root)
+    findings.violations += committed_checkpoint_problems(record, root)
+    sample_wrong, sample_unheld = sample_findings(record, root)
+    findings.violations += sample_wrong
+    findings.warnings += sample_unheld
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
     versions_wrong, versions_warned = version_findings(record, run_dir, root)

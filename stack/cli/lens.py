@@ -270,10 +270,21 @@ def run(args: argparse.Namespace) -> int:
     kind = "lens-train" if args.train else "lens"
     config: dict[str, Any] = {"checkpoint": str(args.path)}
 
+    loaded: list[Trained] = []
+
     def compute(ledger: Ledger) -> Result:
         trained = load_trained(checkpoint, torch_device(args.device))
+        loaded.append(trained)
         return _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
 
-    result, path = run_recorded(args, anchor, kind, config, compute, _data_read(args))
+    def check_written(result: Result, written: dict[str, str]) -> None:
+        """State each output's sha256 in the record; hold a reading's --csv to its reading."""
+        from stack.lens.report import check_table
+
+        config["outputs_sha256"] = written
+        if args.csv is not None and not args.train:
+            check_table(args.csv, result.payload(), loaded[0].tokenizer.text_of)
+
+    result, path = run_recorded(args, anchor, kind, config, compute, _data_read(args), check_written)
     print(f"verdict: {result.verdict}   evidence: {path}")
     return 0

@@ -56,7 +56,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Quantise the targets, write them in, then judge ties, changes and the held-out agreement."""
     import copy
 
-    from stack.export.sample import resolve_sample
+    from stack.export.sample import check_sample_agreement, resolve_sample
     from stack.model.lora import tensor_hashes
     from stack.model.targets import select
     from stack.surgery.agreement import check_compared, heldout_agreement
@@ -67,6 +67,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     model = trained.model
     original = copy.deepcopy(model)
     sample = resolve_sample(trained.tokenizer, model.config.ctx, args.sample_text, trained.checkpoint.path)
+    check_sample_agreement(sample, trained.tokenizer, model.config.ctx)  # the windows compared on below
     source = tensor_hashes(model)
     selection = select(model, [args.targets], args.layers)
     targets = list(selection.targets)

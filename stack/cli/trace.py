@@ -426,24 +426,32 @@ def _check_outputs(args: argparse.Namespace) -> None:
     ledger.check(args.evidence_dir)
 
 
-def write_outputs(args: argparse.Namespace, result: Result) -> None:
-    """Write --json and --csv, if asked for (shared with `stack lens`)."""
+def write_outputs(args: argparse.Namespace, result: Result) -> dict[str, str]:
+    """Write --json and --csv, if asked for (shared with `stack lens`); the sha256 of each file's
+    bytes as written, by its option."""
     import csv
+    import hashlib
     import io
     import json
 
     from contracts.evidence import atomic_write_bytes
     from stack.trace.report import plain
 
+    texts: dict[str, tuple[Path, str]] = {}
     if args.json is not None:
-        text = json.dumps(plain(result.payload()), indent=1, allow_nan=False) + "\n"
-        atomic_write_bytes(args.json, text.encode())
+        texts["--json"] = args.json, json.dumps(plain(result.payload()), indent=1, allow_nan=False) + "\n"
     if args.csv is not None:
         table = io.StringIO(newline="")
         writer = csv.DictWriter(table, fieldnames=list(result.csv[0]) if result.csv else [])
         writer.writeheader()
         writer.writerows(result.csv)
-        atomic_write_bytes(args.csv, table.getvalue().encode())
+        texts["--csv"] = args.csv, table.getvalue()
+    written = {}
+    for option, (path, text) in texts.items():
+        data = text.encode()
+        atomic_write_bytes(path, data)
+        written[option] = hashlib.sha256(data).hexdigest()
+    return written
 
 
 def run_recorded(
@@ -453,10 +461,12 @@ def run_recorded(
     config: dict[str, Any],
     compute: Callable[[Ledger], Result],
     data: DataRef | None = None,
+    written_check: Callable[[Result, dict[str, str]], None] | None = None,
 ) -> tuple[Result, Path]:
     """Run `compute` under a ledger, write the outputs asked for and the evidence record of `kind`
     (citing `data`, the prepared data it read, if any), and print the result's lines (shared with
-    `stack lens`). A gate that fires still leaves its record, naming the gate, before the violation
+    `stack lens`). `written_check` sees the result and the sha256 of each output written, under the
+    same ledger. A gate that fires still leaves its record, naming the gate, before the violation
     goes on to the CLI's exit 3."""
     from contracts.errors import GateViolation
     from contracts.gates import contract_mode
@@ -488,10 +498,12 @@ def run_recorded(
     with recording(ledger):
         try:
             result = compute(ledger)
+            written = write_outputs(args, result)
+            if written_check is not None:
+                written_check(result, written)
         except GateViolation as exc:
             recorded(None, str(exc))
             raise
-    write_outputs(args, result)
     path = recorded(result.payload(), None)
     print("\n".join(result.lines))
     return result, path

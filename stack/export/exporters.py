@@ -29,7 +29,7 @@ from stack.artifacts import EXPORT_RECORD, ONNX_MODEL, WEIGHTS_FILE
 from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer_record import tokenizer_summary
 from stack.export import deps, hf, hf_tokenizer, onnx_export, parity, runtimes, tokenizer_check
-from stack.export.sample import Sample, resolve_sample
+from stack.export.sample import Sample, check_sample_hf, check_sample_onnx, resolve_sample
 from stack.model.lora import has_lora
 from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
@@ -227,6 +227,8 @@ def export(request: ExportRequest) -> ExportResult:
         )
     model_config = trained.config.model
     sample = resolve_sample(trained.tokenizer, model_config.ctx, request.sample_text, trained.checkpoint.path)
+    check_sample = check_sample_hf if request.fmt == "hf" else check_sample_onnx
+    check_sample(sample, trained.tokenizer, model_config.ctx)  # the windows every parity below compares on
     reference = runtimes.stack_logits(trained.model, sample.windows)
     record = _record(request, trained, sample)
     with rundir.opened(request.out, WRITER, force=request.force) as opened:

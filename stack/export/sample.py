@@ -11,28 +11,38 @@ Where it comes from, first match wins:
    deterministic check.
 
 The ids are cut into at most `MAX_WINDOWS` consecutive windows of min(ctx, `MAX_WINDOW`)
-tokens; a text shorter than one window gives one shorter window.
+tokens; a text shorter than one window gives one shorter window. What a source decides (its split,
+how much of it is read, how it is cut) is contracts.agreement_sample's: the gates that compare on a
+sample hold the windows they consumed to it (check `sample`, `check_sample_*` below).
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from contracts.agreement_sample import (
+    BUILTIN_SOURCE,
+    HELDOUT_SPLIT,
+    MAX_WINDOW,
+    MAX_WINDOWS,
+    heldout_dir,
+    heldout_source,
+    ids_sha256,
+    source_facts,
+    text_budget,
+)
 from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_require, measure
 
 if TYPE_CHECKING:
     import torch
 
     from stack.data.tokenizer import Tokenizer
 
-MAX_WINDOWS = 8
-# What a sample of BUILTIN_TEXT is called in the records (tools/checkpoint_reads.py rebuilds it).
-BUILTIN_SOURCE = "builtin"
-# RoPE positions up to this length are covered; longer contexts are checked on their first part.
-MAX_WINDOW = 256
+FILE_PREFIX = "file:"
 
 BUILTIN_TEXT = """\
 The model reads a sequence of tokens and, at every position, scores each token of the
@@ -78,12 +88,11 @@ class Sample:
 
     def describe(self) -> dict[str, Any]:
         """What export.json records about the sample."""
-        ids = self.windows.numpy().astype("<i8").tobytes()
         return {
             "source": self.source,
             "windows": int(self.windows.shape[0]),
             "tokens_per_window": int(self.windows.shape[1]),
-            "ids_sha256": hashlib.sha256(ids).hexdigest(),
+            "ids_sha256": ids_sha256(self.windows.numpy()),
         }
 
 
@@ -121,7 +130,7 @@ def _training_data_text(checkpoint: Path, tokenizer: Tokenizer, max_bytes: int) 
     try:
         if data_dir is None or load_tokenizer(data_dir).identity != tokenizer.identity:
             return None
-        return split_text(data_dir, "heldout", max_bytes=max_bytes), f"data:{data_dir} (heldout split)"
+        return split_text(data_dir, HELDOUT_SPLIT, max_bytes=max_bytes), heldout_source(data_dir)
     except BadInput:
         return None
 
@@ -132,9 +141,67 @@ def resolve_sample(
     """The sample for a model of context `ctx`, by the order in the module docstring."""
     found = None
     if sample_file is not None:
-        found = read_sample_file(sample_file), f"file:{sample_file}"
+        found = read_sample_file(sample_file), f"{FILE_PREFIX}{sample_file}"
     elif checkpoint is not None:
-        # A token is at least one byte, and BPE tokens of real text average a few.
-        found = _training_data_text(checkpoint, tokenizer, max_bytes=8 * MAX_WINDOWS * min(ctx, MAX_WINDOW))
+        found = _training_data_text(checkpoint, tokenizer, max_bytes=text_budget(ctx))
     text, source = found if found is not None else (BUILTIN_TEXT, BUILTIN_SOURCE)
     return Sample(source, windows(tokenizer.encode(text), ctx))
+
+
+def named_text(source: str, ctx: int) -> str:
+    """The text a sample's `source` names, read again from the source itself: the fixed text, the
+    file, or the held-out split of the DATA_DIR (contracts.agreement_sample). BadInput when it
+    cannot be read (a DATA_DIR moved away, a file gone)."""
+    from stack.eval.texts import split_text
+
+    if source == BUILTIN_SOURCE:
+        return BUILTIN_TEXT
+    if source.startswith(FILE_PREFIX):
+        return read_sample_file(Path(source.removeprefix(FILE_PREFIX)))
+    data_dir = heldout_dir(source)
+    if data_dir is None:
+        raise BadInput(f"the sample source {source!r} names no text this stack reads")
+    return split_text(data_dir, HELDOUT_SPLIT, max_bytes=text_budget(ctx))
+
+
+def source_sample(source: str, tokenizer: Tokenizer, ctx: int) -> dict[str, Any]:
+    """What the named source gives as a sample for a model of context `ctx`: contracts'
+    source_facts of its text as `tokenizer` encodes it (the checker derives a record's with it)."""
+    return source_facts(tokenizer.encode(named_text(source, ctx)), ctx)
+
+
+def sample_measured(sample: Sample, tokenizer: Tokenizer, ctx: int) -> dict[str, Any]:
+    """The windows a gate compares on, as consumed, beside what their named source gives."""
+    consumed = sample.describe()
+    derived = source_sample(sample.source, tokenizer, ctx)
+    return {
+        "sample_source": sample.source,
+        **{f"sample_{key}": consumed[key] for key in derived},
+        **{f"source_{key}": value for key, value in derived.items()},
+    }
+
+
+def _sample_outcome(gate_id: str) -> Callable[..., Outcome]:
+    def outcome(sample: Sample, tokenizer: Tokenizer, ctx: int) -> Outcome:
+        return measure(
+            gate_id,
+            sample_measured(sample, tokenizer, ctx),
+            holds=f"the sample is what {sample.source} gives",
+        )
+
+    return outcome
+
+
+@gate_require("GATE-HQQ-002", _sample_outcome("GATE-HQQ-002"))
+def check_sample_agreement(sample: Sample, tokenizer: Tokenizer, ctx: int) -> None:
+    """GATE-HQQ-002's check sample: the held-out agreement compares on the windows its source gives."""
+
+
+@gate_require("GATE-EXPORT-001", _sample_outcome("GATE-EXPORT-001"))
+def check_sample_hf(sample: Sample, tokenizer: Tokenizer, ctx: int) -> None:
+    """GATE-EXPORT-001's check sample: the HF parity compares on the windows its source gives."""
+
+
+@gate_require("GATE-EXPORT-002", _sample_outcome("GATE-EXPORT-002"))
+def check_sample_onnx(sample: Sample, tokenizer: Tokenizer, ctx: int) -> None:
+    """GATE-EXPORT-002's check sample: the ONNX parity compares on the windows its source gives."""

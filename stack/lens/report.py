@@ -7,10 +7,13 @@ draw the layer × position heat map of KL (and the top-1 token in each cell) fro
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from stack.lens.readout import LayerReading
+from contracts.lens_table import table_cells, table_rows
+from stack.lens.readout import LayerReading, check_kl
 from stack.trace.modes import Result
 from stack.trace.report import num
 from stack.trace.sites import TRACE_SCHEMA_VERSION
@@ -100,3 +103,24 @@ def training_result(
     data = {"losses": {"first": losses[0], "last": losses[1]}, "warning": warning}
     verdict = "trained, worse than the logit lens at some layer" if warning else "trained"
     return Result("lens-train", verdict, False, lines, data, csv, per_layer)
+
+
+def table_measured(written: Path, reading: dict[str, Any], decode: Decode) -> dict[str, Any]:
+    """The --csv file as written, parsed back, beside the table contracts.lens_table derives from the
+    reading --json holds (GATE-LENS-006, check table): rows of each, and the rows that differ."""
+    with Path(written).open(newline="", encoding="utf-8") as table:
+        cells = list(csv.reader(table))
+    derived = table_cells(table_rows(reading, decode, TRACE_SCHEMA_VERSION))
+    differing = [i for i, (a, b) in enumerate(zip(cells, derived, strict=False)) if a != b]
+    return {
+        "table_rows_written": len(cells) - 1,
+        "table_rows_derived": len(derived) - 1,
+        "table_rows_differing": len(differing),
+        "table_first_differing": differing[0] if differing else None,  # 0 is the header
+    }
+
+
+def check_table(written: Path, reading: dict[str, Any], decode: Decode) -> None:
+    """GATE-LENS-006's check table: the --csv a reading wrote holds, cell for cell, the rows its
+    reading gives; the CSV is written from the same readings by other code, and nothing else reads it."""
+    check_kl(table_measured(written, reading, decode))
