@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Truncate the targets, write them into the model, and check that nothing else moved."""
+    from stack.cli.progress import amount_progress
     from stack.model.lora import tensor_hashes
     from stack.model.targets import select
     from stack.surgery.changes import check_changes, write_weights
@@ -79,7 +80,8 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     source = tensor_hashes(model)
     selection = select(model, [args.targets], args.layers)
     targets = list(selection.targets)
-    cuts = laser(targets, args.rho)
+    with amount_progress("stack laser: truncated", "matrices") as reached:
+        cuts = laser(targets, args.rho, reached)
     write_weights(model, targets, [cut.weight for cut in cuts])
     check_changes(model, targets, source, args.argv)
     rows = [

@@ -56,6 +56,7 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Quantise the targets, write them in, then judge ties, changes and the held-out agreement."""
     import copy
 
+    from stack.cli.progress import amount_progress
     from stack.export.sample import check_sample_agreement, resolve_sample
     from stack.model.lora import tensor_hashes
     from stack.model.targets import select
@@ -72,7 +73,8 @@ def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
     selection = select(model, [args.targets], args.layers)
     targets = list(selection.targets)
     settings = HalfQuadratic()
-    quantised = quantise(targets, args.bits, args.group_size, settings)
+    with amount_progress("stack quantize: quantised", "matrices") as reached:
+        quantised = quantise(targets, args.bits, args.group_size, settings, reached)
     write_weights(model, targets, [q.weight for q in quantised])
     check_grid(model, targets, quantised, args.bits, args.group_size)  # measured on what was written
     check_ties(model)

@@ -28,6 +28,7 @@ with one scale and one zero-point per group.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -200,11 +201,22 @@ def error_outcome(targets: list[Target], quantised: list[Quantised]) -> Outcome:
 
 @gate_ensure("GATE-HQQ-001", lambda targets, result: error_outcome(targets, result))
 @torch.no_grad()
-def quantise(targets: list[Target], bits: int, group: int | None, settings: HalfQuadratic) -> list[Quantised]:
+def quantise(
+    targets: list[Target],
+    bits: int,
+    group: int | None,
+    settings: HalfQuadratic,
+    reached: Callable[[int, int], None] = lambda _done, _total: None,
+) -> list[Quantised]:
     """Every target quantised by HQQ in groups of `group` weights (None: `auto_group` per matrix);
-    the model is not changed (`changes.write_weights` does)."""
+    the model is not changed (`changes.write_weights` does). `reached(done, total)` after each
+    matrix, for progress on long work."""
     sizes = group_sizes(targets, group)
-    return [hqq(t, bits, size, settings) for t, size in zip(targets, sizes, strict=True)]
+    done = []
+    for target, size in zip(targets, sizes, strict=True):
+        done.append(hqq(target, bits, size, settings))
+        reached(len(done), len(targets))
+    return done
 
 
 def grid_outcome(
