@@ -6,6 +6,10 @@ A member's noise ε(seed) is the standard normal vector of the run's parameter c
 generator, freshly seeded with the member's seed, draws (`noise_vector`); GATE-ES-002 states the
 smallest Euclidean norm, in float32, over the members of the step it judged (`noise_norm`).
 
+GATE-ES-006's check estimate holds the gradient estimate a step hands to Adam to
+ĝ = 1/(P·σ) · Σ_i w_i · sign_i · ε(seed_i) over the step's P members, w_i their shaped weights
+(`gradient_estimate`): each ε drawn in the weights' dtype, as the stack draws it, the sum in float64.
+
 GATE-ES-004's self-test estimates the gradient of the planted quadratic
 f(x) = −½ Σ_j h_j (x_j − x*_j)², h evenly spaced from 1 to 4 over `dimension` coordinates, x* a
 standard normal vector drawn by a CPU generator seeded with the run's seed and made a unit vector,
@@ -44,6 +48,18 @@ def noise_norm(seed: int, dim: int) -> float:
     return float(noise_vector(seed, dim, torch.float32).norm())
 
 
+def gradient_estimate(
+    seeds: list[int], signs: list[int], weights: list[float], sigma: float, dim: int, dtype: Any
+) -> Any:
+    """ĝ = 1/(P·σ) · Σ_i w_i · sign_i · ε(seed_i) in float64, each ε drawn in `dtype` (the weights')."""
+    import torch
+
+    total = torch.zeros(dim, dtype=torch.float64)
+    for seed, sign, weight in zip(seeds, signs, weights, strict=True):
+        total.add_(sign * noise_vector(seed, dim, dtype).to(torch.float64), alpha=weight)
+    return total / (len(seeds) * sigma)
+
+
 def planted_angle(seed: int, dimension: int, pairs: int, sigma: float) -> float:
     """The angle (degrees) of the self-test's estimate to the planted quadratic's true gradient."""
     import torch
@@ -60,10 +76,7 @@ def planted_angle(seed: int, dimension: int, pairs: int, sigma: float) -> float:
     ranks = torch.empty(len(fitness), dtype=torch.float64)
     ranks[order] = torch.arange(len(fitness), dtype=torch.float64)
     weights = ranks / (len(fitness) - 1) - 0.5
-    total = torch.zeros(dimension, dtype=torch.float64)
-    for vector, weight in zip(vectors, weights.tolist(), strict=True):
-        total.add_(vector, alpha=weight)
-    estimated = total / (len(vectors) * sigma)
+    estimated = gradient_estimate(seeds, signs, weights.tolist(), sigma, dimension, torch.float64)
     true = curvature * optimum
     cosine = float(estimated @ true / (estimated.norm() * true.norm()))
     return math.degrees(math.acos(max(-1.0, min(1.0, cosine)))) if math.isfinite(cosine) else math.nan

@@ -587,6 +587,16 @@ OWN_TOKENIZERS = ("byte", "bpe")
             "round_trip_rate",
             "input_bytes",
         ),
+        # rev 4: the units a BPE trained by prepare read are contracts.bpe_sample's draw
+        "sample": (
+            "sample_seed",
+            "sample_budget",
+            "sample_offered_units",
+            "sample_read_units",
+            "sample_sha256",
+            "sample_rule_units",
+            "sample_rule_sha256",
+        ),
     },
 )
 def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
@@ -595,6 +605,8 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     the bytes of one file (one tokenizer is saved in several formats). And the documents a prepare
     wrote decode to their text (`_round_trip_problems`)."""
     problems = _round_trip_problems(m, t["round_trip_bytes"]) if has(m, "round_trip_documents") else []
+    if has(m, "sample_sha256"):
+        problems += _sample_problems(m)
     if not has(m, "data_tokenizer_identity"):
         return problems
     keys = [f"{side}_{what}" for what in ("tokenizer_identity", "probe_sha256") for side in ("data", "model")]
@@ -615,6 +627,20 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
             f"the data's tokenizer has {data_vocab} ids, the model's embedding {model_vocab} rows"
         )
     return problems
+
+
+def _sample_problems(m: Measured) -> list[str]:
+    """The units the BPE read, in the order read (their digest), are those contracts.bpe_sample draws
+    from every unit offered under the run's seed and budget."""
+    if m["sample_sha256"] == m["sample_rule_sha256"]:
+        return []
+    return [
+        f"the BPE read {count(m, 'sample_read_units')} unit(s) of the {count(m, 'sample_offered_units')} "
+        f"offered (sample {str(m['sample_sha256'])[:12]}), but the sample --seed {count(m, 'sample_seed')} "
+        f"and --bpe-sample {count(m, 'sample_budget')} draw (contracts.bpe_sample) is "
+        f"{count(m, 'sample_rule_units')} unit(s) ({str(m['sample_rule_sha256'])[:12]}): a draw that "
+        "ignores the seed, keeps past the budget, or a trainer that reads them in another order"
+    ]
 
 
 def _round_trip_problems(m: Measured, budget: float) -> list[str]:

@@ -12,7 +12,7 @@ rule as a training step's against AdamW's (`update_problems`).
 
 from __future__ import annotations
 
-from contracts.judges import Measured, Thresholds, count, flag, judges, number
+from contracts.judges import Measured, Thresholds, count, flag, has, judges, number
 
 _CHECKS = {
     "schedule": ("applied_lr", "scheduled_lr"),
@@ -155,13 +155,33 @@ def update_problems(m: Measured, rtol: float, reference: str, recomputed: str) -
     ]
 
 
-@judges("GATE-ES-006", needs=("update_error", "update_worst", "updated_parameters", "optimizer_steps"))
+@judges(
+    "GATE-ES-006",
+    checks={
+        "update": _CHECKS["update"],
+        # rev 2: the ĝ handed to Adam is contracts.es_noise's 1/(P·σ) Σ w_i·sign_i·ε_i of the step
+        "estimate": ("estimate_error", "estimate_norm", "estimate_reference_norm"),
+    },
+)
 def _es_climbs(m: Measured, t: Thresholds) -> list[str]:
-    """The weights an ES step wrote, and Adam's moments, are Adam's ascent of the step's estimate ĝ."""
-    return update_problems(
-        m,
-        t["update_rtol"],
-        "Adam's ascent of the gradient estimate",
-        "recomputed in float64 from θ, ĝ and the moments before the step with the run's rate and "
-        "Adam's betas and eps: a step downhill, another optimizer, or weights written that are not θ",
+    """The weights an ES step wrote, and Adam's moments, are Adam's ascent of the step's estimate ĝ;
+    and that ĝ is the estimate the method defines of the step's members and shaped weights."""
+    problems = (
+        update_problems(
+            m,
+            t["update_rtol"],
+            "Adam's ascent of the gradient estimate",
+            "recomputed in float64 from θ, ĝ and the moments before the step with the run's rate and "
+            "Adam's betas and eps: a step downhill, another optimizer, or weights written that are not θ",
+        )
+        if has(m, "update_error")
+        else []
     )
+    if has(m, "estimate_error") and not (error := number(m, "estimate_error")) <= t["estimate_rtol"]:
+        problems.append(
+            f"the gradient estimate handed to Adam (|ĝ| {number(m, 'estimate_norm'):.6g}) is {error:.3g} of "
+            f"its own size from 1/(P·σ) Σ w_i·ε_i recomputed from the step's shaped weights and its "
+            f"members' noise (|ĝ| {number(m, 'estimate_reference_norm'):.6g}, contracts.es_noise; rtol "
+            f"{t['estimate_rtol']:g}): a factor such as 1/σ or 1/P lost, or other weights or noise summed"
+        )
+    return problems

@@ -16,7 +16,12 @@ chat-turns with the examples joined as TRL joins them):
 - GATE-DATA-014's check `inputs` (rev 4) judged the files read by the manifest's glob, and
   counted the files its sources list; its check `separated` (rev 5) measured the documents against
   the manifest's doc_sep, and was made wherever the manifest states one; its check `cut` (rev 5)
-  measured the pieces of text read without a separator against the manifest's doc_bytes.
+  measured the pieces of text read without a separator against the manifest's doc_bytes;
+- GATE-DATA-007's check `sample` (rev 4) measured the sample the manifest states (its tokenizer's
+  `sample_sha256`) under the manifest's seed and `reading.bpe_sample`, and a bpe trained by a
+  prepare of rev 4 or later made it (round-11 audit R196: a sample drawn without the seed). The
+  units offered are in no artifact, so the rule's digest the check compared with is not drawn again
+  here; the check itself re-draws it in the run.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ TOKENIZER_NAMES = {"byte": "byte", "bpe": "bpe"}
 HF_PREFIX = "hf:"
 # The revision of GATE-DATA-014 from which a prepare with --doc-sep makes its check `separated`.
 SEPARATED_SINCE_REVISION = 5
+# The revision of GATE-DATA-007 from which a prepare that trains a bpe makes its check `sample`.
+SAMPLE_SINCE_REVISION = 4
 
 
 def _table(value: Any) -> dict[str, Any] | None:
@@ -51,6 +58,7 @@ def prepare_options(inputs: Inputs, derived: Derivation, manifest: dict[str, Any
     derived.put(("config", "join"), (sft or {}).get("join"), since=OPTIONS_SINCE)
     derived.put(("config", "pack_len"), _asked_pack_len(sft), since=OPTIONS_SINCE)
     _gate_inputs(inputs, derived, manifest, reading)
+    _gate_sample(inputs, derived, manifest, reading)
     if "format" not in config:
         return  # a record of an older spec states none of them (tools/argv_record names their absence)
     derived.problems += _option_problems(config, manifest, sft, reading)
@@ -95,6 +103,29 @@ def _gate_inputs(
     derived.gate("GATE-DATA-014", {"glob": (reading or {}).get("glob")})
     if all(isinstance(n, int) for n in files):
         derived.gate("GATE-DATA-014", {"files_read": sum(files)})
+
+
+def _gate_sample(
+    inputs: Inputs, derived: Derivation, manifest: dict[str, Any], reading: dict[str, Any] | None
+) -> None:
+    """GATE-DATA-007's check `sample`: the sample it measured is the one the manifest states, drawn
+    under the manifest's seed and budget; a bpe this prepare trained at rev 4 or later made it."""
+    if "GATE-DATA-007" in inputs.stale:
+        return
+    gate = next((g for g in inputs.record.gates if g.id == "GATE-DATA-007"), None)
+    if gate is None or not isinstance(gate.measured, dict):
+        return
+    tokenizer = _table(manifest.get("tokenizer")) or {}
+    if "sample_sha256" in gate.measured:
+        stated = {"sample_sha256": tokenizer.get("sample_sha256"), "sample_seed": manifest.get("seed")}
+        derived.gate("GATE-DATA-007", {**stated, "sample_budget": (reading or {}).get("bpe_sample")})
+        return
+    config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+    if config.get("tokenizer") == "bpe" and gate.revision >= SAMPLE_SINCE_REVISION:
+        derived.problems.append(
+            f"manifest.json's bpe was trained by this prepare, but GATE-DATA-007 (rev {gate.revision}) holds "
+            "no check sample: the units it was trained on were never held to the seed's draw"
+        )
 
 
 def _option_problems(

@@ -12,6 +12,10 @@ the sample is all of it.
 Offered in any order, a unit is kept while every unit of smaller priority seen so far fits
 with it; once a unit had to go, no unit of its priority or above can ever come back (`cutoff`),
 so copies of one document (one priority) are kept or let go together.
+
+Every unit offered is noted by its content hash and length (`offered`, about 100 bytes a unit), so
+that GATE-DATA-007's check sample can draw the sample again by contracts.bpe_sample's rule and hold
+the units the trainer read to it (stack.data.sample_check).
 The samples of parts of a corpus therefore merge into the sample of the whole (`merge`): each
 part's sample holds every unit of the whole's that lies in the part, and its cutoff bounds the
 whole's.
@@ -24,10 +28,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-SALT = b"bpe-sample"
-# What a kept unit costs besides its text (heap entry, tuple, bytes header), so that a corpus
-# of many tiny records cannot blow the budget through overhead.
-UNIT_OVERHEAD = 128
+from contracts.bpe_sample import SALT, UNIT_OVERHEAD
 
 
 def priority(seed: int, sha: bytes) -> int:
@@ -46,12 +47,14 @@ class BpeSample:
     offered_bytes: int = 0
     kept_bytes: int = 0
     cutoff: int = 1 << 64  # the smallest priority ever let go: nothing at or above it is kept
+    offered: list[tuple[bytes, int]] = field(default_factory=list)  # (sha256, bytes) of every unit
     _heap: list[tuple[int, bytes]] = field(default_factory=list)
 
     def offer(self, text: bytes, sha: bytes) -> None:
         """Consider one unit (a document, or a piece of a long one) of valid UTF-8 with content hash `sha`."""
         self.offered_units += 1
         self.offered_bytes += len(text)
+        self.offered.append((sha, len(text)))
         self._keep(priority(self.seed, sha), text)
 
     def _keep(self, drawn: int, text: bytes) -> None:
@@ -75,6 +78,7 @@ class BpeSample:
         """Take in the sample of another part of the corpus, drawn with the same seed and budget."""
         self.offered_units += part.offered_units
         self.offered_bytes += part.offered_bytes
+        self.offered.extend(part.offered)
         self.cutoff = min(self.cutoff, part.cutoff)
         self._drop_from_cutoff()
         for drawn, text in part._heap:

@@ -87,6 +87,9 @@ class TokenizerEntry(Strict):
     # hf only: the files that name the model's special tokens, as they came, and config.json's
     # special ids (stack.data.hf_specials.HfSettings); None in a manifest written before they were kept.
     hf_settings: dict[str, Any] | None = None
+    # bpe trained by prepare only: the sample it read, as contracts.bpe_sample.sample_digest states it
+    # (GATE-DATA-007's check sample); left out of the manifest's bytes where None.
+    sample_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
     @field_validator("path")
     @classmethod
@@ -319,8 +322,8 @@ def manifest_bytes(manifest: Manifest) -> bytes:
 
     A manifest without supervised data leaves `sft` out, so its bytes (and every reader state
     tied to their sha256) are what they were before the field existed; so with `filters`,
-    `drop_log`, `normalised`, `accounting` and `reading` when they are empty, and with the supervised
-    entry's `first_dropped`."""
+    `drop_log`, `normalised`, `accounting` and `reading` when they are empty, with the supervised
+    entry's `first_dropped`, and with the tokenizer's `sample_sha256` where none is stated."""
     exclude: dict[str, Any] = {
         name: True
         for name in ("sft", "filters", "drop_log", "normalised", "accounting", "reading")
@@ -328,6 +331,8 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     }
     if manifest.sft is not None and not manifest.sft.first_dropped:
         exclude["sft"] = {"first_dropped": True}
+    if manifest.tokenizer.sample_sha256 is None:
+        exclude["tokenizer"] = {"sample_sha256": True}
     return (manifest.model_dump_json(indent=2, exclude=exclude or None) + "\n").encode()
 
 

@@ -104,6 +104,7 @@ from stack.data.prepare_tasks import (
 )
 from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.round_trips import RoundTrips, check_round_trips, decodes_to, sample_rate
+from stack.data.sample_check import Reading, check_sample, sample_measured
 from stack.data.shards import DTYPES, ShardWriter, dtype_for, naming
 from stack.data.tokenizer import BPE_MIN_VOCAB, ByteTokenizer, Tokenizer, train_bpe
 from stack.data.tokenizer_record import data_tokenizer_entry
@@ -466,8 +467,9 @@ def _encode_all(
         advance(task.item.path.stat().st_size)
 
 
-def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
-    """Survey the corpus (scripts, bpe's sample), train bpe, then write every document's tokens."""
+def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector, str | None]:
+    """Survey the corpus (scripts, bpe's sample), train bpe, then write every document's tokens; with
+    the digest of the sample bpe read (GATE-DATA-007's check sample), None for another tokenizer."""
     plan = replace(plan, sizes={item.path: item.path.stat().st_size for item in plan.files})
     bar, task = _progress(plan.progress, plan.input_bytes)
     tasks = _tasks(plan.files)
@@ -475,12 +477,16 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
         found = _survey(plan, tasks, fan, task)
         plan.filters.set_scripts(found.letters.held(plan.filters.settings.script))
         tok: Tokenizer
+        sample_sha256 = None
         if plan.pretrained is not None:
             tok = plan.pretrained
         elif plan.tokenizer == "bpe":
             assert found.sample is not None
             _note_sample(found.sample, plan)
-            tok = train_bpe(found.sample.texts(), plan.vocab_size)
+            reading = Reading(found.sample.texts())
+            tok = train_bpe(reading, plan.vocab_size)
+            check_sample(sample_measured(reading, found.sample, plan.seed, plan.bpe_sample))
+            sample_sha256 = reading.digest
         else:
             tok = ByteTokenizer()
         final_dtype = dtype_for(tok.vocab_size, plan.dtype)
@@ -491,7 +497,7 @@ def _tokenize(staging: Path, plan: _Plan) -> tuple[Tokenizer, str, _Collector]:
         except BaseException:
             collector.discard()
             raise
-    return tok, final_dtype, collector
+    return tok, final_dtype, collector, sample_sha256
 
 
 def _build(staging: Path, plan: _Plan) -> Manifest:
@@ -501,7 +507,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     scratch = staging / UNPACKED_DIR
     plan = replace(plan, files=readable_files(plan.files, scratch))
     _notes(plan.files, plan.layout)
-    tok, final_dtype, collector = _tokenize(staging, plan)
+    tok, final_dtype, collector, sample_sha256 = _tokenize(staging, plan)
     shutil.rmtree(scratch, ignore_errors=True)  # never published
     for note in collector.notes():
         log.warning(note)
@@ -536,7 +542,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     splitting.check_stored(collector.stored)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        tokenizer=data_tokenizer_entry(staging, tok),
+        tokenizer=data_tokenizer_entry(staging, tok, sample_sha256),
         dtype=final_dtype,
         seed=plan.seed,
         val_fraction=plan.val_fraction,

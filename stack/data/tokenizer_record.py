@@ -81,9 +81,12 @@ def write_tokenizer_file(directory: Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def data_tokenizer_entry(staging: Path, tokenizer: Tokenizer) -> TokenizerEntry:
+def data_tokenizer_entry(
+    staging: Path, tokenizer: Tokenizer, sample_sha256: str | None = None
+) -> TokenizerEntry:
     """The manifest's tokenizer entry of a DATA_DIR being built in `staging`, its file written there
-    (a bpe or hf tokenizer's own tokenizer.json; the byte tokenizer has none)."""
+    (a bpe or hf tokenizer's own tokenizer.json; the byte tokenizer has none); `sample_sha256` the
+    digest of the sample a bpe trained here read (contracts.bpe_sample.sample_digest)."""
     path = None
     if isinstance(tokenizer, BpeTokenizer | PretrainedTokenizer):
         path = TOKENIZER_FILE
@@ -97,4 +100,5 @@ def data_tokenizer_entry(staging: Path, tokenizer: Tokenizer) -> TokenizerEntry:
         path=path,
         eot_token=tokenizer.eot_token if isinstance(tokenizer, PretrainedTokenizer) else None,
         hf_settings=None if tokenizer.settings is None else tokenizer.settings.as_dict(),
+        sample_sha256=sample_sha256,
     )

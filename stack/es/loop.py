@@ -7,8 +7,8 @@ One step, as in OpenAI-ES (Salimans et al., 2017) with mirrored sampling and fit
 2. evaluate every member's fitness on the step's batch, building no graph (GATE-ES-001), at the
    member's own weights (GATE-ES-002), scoring what the fitness states (GATE-ES-005);
 3. replace the fitness values by centered ranks, which sum to zero (GATE-ES-003);
-4. ĝ = 1/(P·σ) Σ w_i ε_i, and Adam climbs it: θ ← θ + lr · m̂ / (√v̂ + eps), written into the
-   model (GATE-ES-006).
+4. ĝ = 1/(P·σ) Σ w_i ε_i (held to contracts.es_noise's, GATE-ES-006's check estimate), and Adam
+   climbs it: θ ← θ + lr · m̂ / (√v̂ + eps), written into the model (GATE-ES-006).
 
 Everything a step changes is in `EsState` (the step, the generator, the optimizer holding θ and
 its moments) plus the reader's position, and all of it is saved with each checkpoint, so a run
@@ -90,6 +90,7 @@ def es_step(
     write_flat(model, theta)
     state.step += 1
     measured = update.update_measured(before, gradient, flatten(model), state.optimizer, settings.lr)
+    measured |= update.estimate_measured(members, weights, settings.sigma, gradient)
     update.check_update(measured, state.step)
     report = (float(fitness.mean()), float(fitness.max()), float(gradient.norm()), evaluated[::2])
     return StepReport(state.step, *report)

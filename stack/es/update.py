@@ -8,6 +8,12 @@ and eps (stack.es.optimizer). The recomputation is the one GATE-TRAIN-008 holds 
 judge is its rule, within the same tolerance. An optimizer that subtracts its step, a loop that
 hands it −ĝ or never writes θ into the model, a second step or other betas all show here, while
 the fitness still moves and every other gate holds. It costs copies of θ and both moments per step.
+
+Check estimate holds the ĝ the step handed Adam to ĝ as contracts.es_noise defines it,
+1/(P·σ) · Σ w_i · sign_i · ε(seed_i), recomputed in float64 from the step's shaped weights and its
+members' seeds and signs at the σ the record states: an estimator that drops the 1/σ (or another
+factor) leaves Adam, nearly scale-invariant, taking almost the same steps, and the update check,
+which takes ĝ as handed, holds. It costs one more regeneration of every member's noise per step.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 import torch
 
+from contracts.es_noise import gradient_estimate
 from contracts.gates import Outcome, gate_require, measure
+from stack.es.noise import Member
 from stack.es.optimizer import BETAS, EPS, EsAdam
 from stack.train.stepping import MOMENTS, AdamWSettings, adam_errors, update_values
 
@@ -55,6 +63,21 @@ def update_measured(
     handed, after = (before.theta, gradient, *before.moments), (written, *(state[k] for k in MOMENTS))
     errors = adam_errors(handed, after, adam, before.steps + 1, ascent=True)
     return update_values(((f"θ {q}", e) for q, e in errors), 1, int(state["step"]) - before.steps)
+
+
+def estimate_measured(
+    members: list[Member], weights: torch.Tensor, sigma: float, applied: torch.Tensor
+) -> dict[str, Any]:
+    """GATE-ES-006's check estimate: the ĝ `applied` (handed to Adam) against contracts' ĝ of the
+    members and their shaped `weights` at the stated `sigma`, as ‖applied − ĝ‖ / ‖ĝ‖ in float64."""
+    seeds, signs = [m.seed for m in members], [m.sign for m in members]
+    reference = gradient_estimate(seeds, signs, weights.tolist(), sigma, applied.numel(), applied.dtype)
+    error = float((applied.detach().to(torch.float64) - reference).norm() / reference.norm())
+    return {
+        "estimate_error": error if math.isfinite(error) else str(error),  # JSON has no infinity
+        "estimate_norm": float(applied.detach().to(torch.float64).norm()),
+        "estimate_reference_norm": float(reference.norm()),
+    }
 
 
 def _outcome(measured: dict[str, Any], step: int) -> Outcome:
