@@ -606,7 +606,7 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     wrote decode to their text (`_round_trip_problems`)."""
     problems = _round_trip_problems(m, t["round_trip_bytes"]) if has(m, "round_trip_documents") else []
     if has(m, "sample_sha256"):
-        problems += _sample_problems(m)
+        problems += _bpe_sample_problems(m)
     if not has(m, "data_tokenizer_identity"):
         return problems
     keys = [f"{side}_{what}" for what in ("tokenizer_identity", "probe_sha256") for side in ("data", "model")]
@@ -629,7 +629,7 @@ def _same_tokenizer(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-def _sample_problems(m: Measured) -> list[str]:
+def _bpe_sample_problems(m: Measured) -> list[str]:
     """The units the BPE read, in the order read (their digest), are those contracts.bpe_sample draws
     from every unit offered under the run's seed and budget."""
     if m["sample_sha256"] == m["sample_rule_sha256"]:
