@@ -28,6 +28,8 @@ from contracts.judges import Measured, Thresholds, count, flag, has, judges, num
             "tokens_packed",
             "examples_misplaced",
         ),
+        # rev 9: a preference pair's mask, read back as text, is its prompt/completion boundary
+        "boundary": ("pairs_held", "pairs_off_boundary", "pairs_unjudged"),
     },
 )
 def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
@@ -58,7 +60,20 @@ def _examples_supervised(m: Measured, t: Thresholds) -> list[str]:
             "of their conversation, each with its role's text around it: a turn (a system prompt, an "
             "earlier user turn) is missing from, or other text is in, what the model is trained on"
         )
+    if has(m, "pairs_held", "pairs_off_boundary", "pairs_unjudged"):
+        problems += _boundary_problems(m)
     return problems
+
+
+def _boundary_problems(m: Measured) -> list[str]:
+    """GATE-SFT-001's check boundary: every preference pair, read at its mask, is a pair of the data."""
+    if not (off := count(m, "pairs_off_boundary")):
+        return []
+    return [
+        f"{off} preference pair(s) (first: window {m.get('first_off_boundary')}) are scored off their "
+        "prompt/completion boundary: read at the mask (contracts.pair_rows), the rows are no pair of the "
+        "data (a completion's first token left in the prompt, or the prompt's last one scored)"
+    ]
 
 
 def _unscorable_problems(m: Measured) -> list[str]:

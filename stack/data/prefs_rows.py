@@ -6,6 +6,9 @@ rejected sequence padded the same way. The mask (the label file's supervised bit
 completion tokens, end-of-text included, and nothing else: a row's prompt ends at its first
 supervised token and the row itself at its last, which is how the DPO objective rebuilds each
 row's bounds (stack.train.dpo_objective) and GATE-DPO-005 checks the scored mask against them.
+GATE-SFT-001's check boundary reads each pair back at its mask (contracts.pair_rows), at prepare
+and in every batch the DPO loss reads: a mask off the prompt/completion boundary gives back
+another text than any pair the data holds.
 Packed with windows of 2·L, every window of the DATA_DIR is exactly one pair, so the training
 reader's shuffled windows are shuffled pairs, and its resume is the reader's own.
 
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from contracts.errors import BadInput
+from contracts.pair_rows import PAIR_ROLES
 from stack.data.chat_render import ModelTemplate, model_prompt
 from stack.data.chat_shapes import UNRENDERABLE, UNRENDERABLE_FIX, LeftOut, explicit_pair
 from stack.data.sft_template import ChatTemplate, ExampleText, Rendered, encode_turn
@@ -36,8 +40,6 @@ from stack.data.tokenizer import Tokenizer
 
 PREFS_FORMAT = "prefs"
 ASSISTANT = "assistant"
-# The roles a pair's turns are hashed and filtered under (the prompt is the user's turn).
-PAIR_ROLES = ("user", "chosen", "rejected")
 
 
 @dataclass(frozen=True)

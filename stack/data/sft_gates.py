@@ -17,11 +17,14 @@ the prompt too, against a text written from its messages alone, never from the g
 the rendering used, so a turn the rendering dropped shows. The label files of the tables so
 judged are hashed into the manifest; every training run maps them only if they match, and checks
 each batch it serves against them (GATE-DATA-001, GATE-DATA-005): what the loss consumes is what
-was judged here.
+was judged here. Preference pairs have no assistant turns; their check (`check_boundary`) reads
+each pair back at its mask (contracts.pair_rows) against the pairs the data holds, at prepare and
+on every batch a DPO loss reads, so a mask off the prompt/completion boundary shows there.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +32,10 @@ import numpy as np
 
 from contracts.gates import Outcome, gate_require, measure
 from contracts.packing import greedy_packing
-from contracts.split import stored_example_key
+from contracts.pair_rows import pair_turns_at, pair_turns_at_mask, row_bounds
+from contracts.split import example_identity, stored_example_key
+from stack.data.split import index_row
+from stack.data.tokenizer import PretrainedTokenizer
 
 if TYPE_CHECKING:
     from stack.data.sft_template import ExampleText, TurnText
@@ -338,3 +344,85 @@ def check_rendering(
     tokens: np.ndarray, labels: np.ndarray, texts: Sequence[ExampleText], tokenizer: Tokenizer
 ) -> None:
     """Refuse tables in which an example's ids are not every message of its conversation."""
+
+
+def pair_windows(tokens: np.ndarray, labels: np.ndarray, pair_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pair windows of packed preference tables (every window of `pair_len` tokens, the token
+    the last one reads past left out), (windows, pair_len) each: what `boundary_outcome` reads."""
+    windows = (len(tokens) - 1) // pair_len
+    cut = windows * pair_len
+    shape = (windows, pair_len)
+    return np.asarray(tokens)[:cut].reshape(shape), np.asarray(labels)[:cut].reshape(shape)
+
+
+def written_text(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """`ids` as the text they were encoded from, each special's id (an end-of-text a chat-format
+    prompt wrote, stack.data.sft_template.encode_turn) as its text, which `decode` drops."""
+    special = {i: text for text, i in tokenizer.special_tokens.items()}
+    array = np.asarray(ids, dtype=np.int64)
+    pieces = np.split(array, np.flatnonzero(np.isin(array, list(special))))
+    return "".join(
+        special.get(int(piece[0]), "") + tokenizer.decode(piece[int(int(piece[0]) in special) :].tolist())
+        for piece in pieces
+        if piece.size
+    )
+
+
+def _held(turns: list[tuple[str, str]] | None, identities: set[int]) -> bool:
+    """Whether `turns` are a pair the data holds: its identity's key (the index's) in `identities`."""
+    return turns is not None and index_row(example_identity(turns), "train")[0] in identities
+
+
+def pair_verdict(rows: np.ndarray, scored: np.ndarray, identities: set[int], tokenizer: Tokenizer) -> str:
+    """One pair's two rows read at their masks (contracts.pair_rows.pair_turns_at_mask): `held` when
+    they give back a pair the data holds; else `off` (the mask is off the boundary) when the
+    tokenizer is the stack's own, which gives every text back, or when the rows cut one token
+    before or after the mask give back a pair the data holds; else `unjudged`: a Hugging Face
+    tokenizer may normalise (lower-case, mark spaces), and its decoding is then no pair's text."""
+    eot = tokenizer.eot_id
+    decode = functools.partial(written_text, tokenizer)
+    if _held(pair_turns_at_mask(list(rows), list(scored), eot, decode), identities):
+        return "held"
+    bounds = [row_bounds(marks, ids, eot) for ids, marks in zip(rows, scored, strict=True)]
+    known = [b for b in bounds if b is not None]
+    if len(known) < len(bounds) or not isinstance(tokenizer, PretrainedTokenizer):
+        return "off"
+    cuts = [[(first + shift, last) for first, last in known] for shift in (-1, 1)]
+    return (
+        "off"
+        if any(_held(pair_turns_at(list(rows), cut, decode), identities) for cut in cuts)
+        else "unjudged"
+    )
+
+
+def boundary_outcome(
+    windows: np.ndarray, labels: np.ndarray, identities: set[int], tokenizer: Tokenizer
+) -> Outcome:
+    """GATE-SFT-001's check boundary: every pair window (a row of `windows`, its chosen row then its
+    rejected row, `labels` its label-file values) read at its mask (`pair_verdict`), against the
+    pairs the DATA_DIR holds: the tables at prepare (`pair_windows`), each batch a DPO loss reads."""
+    windows, labels = np.asarray(windows), np.asarray(labels)
+    width = windows.shape[1] // 2
+    rows = windows[:, : 2 * width].reshape(-1, 2, width)
+    scored = supervised_of(labels[:, : 2 * width]).reshape(-1, 2, width)
+    verdicts = [pair_verdict(r, s, identities, tokenizer) for r, s in zip(rows, scored, strict=True)]
+    off = [i for i, verdict in enumerate(verdicts, start=1) if verdict == "off"]
+    measured = {
+        "pairs_held": verdicts.count("held"),
+        "pairs_off_boundary": len(off),
+        "pairs_unjudged": verdicts.count("unjudged"),
+        **({"first_off_boundary": off[0]} if off else {}),
+    }
+    return measure(
+        "GATE-SFT-001", measured, holds="each pair's mask scores its completions and their end-of-text"
+    )
+
+
+@gate_require(
+    "GATE-SFT-001",
+    lambda windows, labels, identities, tokenizer: boundary_outcome(windows, labels, identities, tokenizer),
+)
+def check_boundary(
+    windows: np.ndarray, labels: np.ndarray, identities: set[int], tokenizer: Tokenizer
+) -> None:
+    """Refuse preference pairs whose mask is off the prompt/completion boundary of their own text."""

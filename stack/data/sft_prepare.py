@@ -90,12 +90,14 @@ from stack.data.pretrained import given_tokenizer, writes_tokenizer_file
 from stack.data.record_input import holds_array
 from stack.data.round_trips import RoundTrips, book_examples, check_round_trips
 from stack.data.sft_gates import (
+    check_boundary,
     check_markers,
     check_packing,
     check_rendering,
     check_supervision,
     check_turns,
     example_verdicts,
+    pair_windows,
     stored_example_keys,
 )
 from stack.data.sft_template import (
@@ -134,11 +136,13 @@ class _Split:
     """The rendered examples of one split, in input order, each one's assistant turns as text
     (written from the template and the messages: what GATE-SFT-001 reads the packed turns against),
     and each one whole as text, from its messages alone (what GATE-SFT-001 reads every id of the
-    packed example against); neither for preference pairs, whose rows are not assistant turns."""
+    packed example against); neither for preference pairs, whose rows are not assistant turns. And
+    each one's key in the index (what GATE-SFT-001's check boundary finds a pair read at its mask among)."""
 
     examples: list[Rendered] = field(default_factory=list)
     texts: list[list[TurnText]] = field(default_factory=list)
     wholes: list[ExampleText] = field(default_factory=list)
+    keys: set[int] = field(default_factory=set)
 
 
 def most_pack_len(fmt: str, ctx: int) -> int:
@@ -430,6 +434,7 @@ def _render_all(
         splits[which].wholes.append(whole)
         assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
+        splits[which].keys.add(doc)
         shas.append(doc)
         heldout.append(held)
         turns_total += rendered.assistant_turns
@@ -531,6 +536,8 @@ def _write_split(
     if plan.fmt != PREFS_FORMAT:
         check_turns(tokens, labels, rendered.texts, tok)
     check_rendering(tokens, labels, rendered.wholes, tok)
+    if plan.fmt == PREFS_FORMAT:  # each pair's mask read back as its text, against the split's pairs
+        check_boundary(*pair_windows(tokens, labels, plan.pack_len), rendered.keys, tok)
     for key in stored_example_keys(tokens, labels, tok):
         stored.add(split, key)
     verdicts = example_verdicts(tokens, labels, rendered.wholes, tok)

@@ -10,7 +10,9 @@ The data is a DATA_DIR of `stack prepare --format prefs` (stack.data.prefs_rows)
 per pair, its chosen row then its rejected row, so the reader, its shuffle, the held-out batches
 and the resume are the loop's own. Each batch's rows are rebuilt from the label file's
 supervised bits (a row's prompt ends at its first scored token, the row at its last), masked by
-stack.tune.pairs.completion_mask, and judged by GATE-DPO-005 before they are scored.
+stack.tune.pairs.completion_mask, and judged by GATE-DPO-005 before they are scored; before that,
+GATE-SFT-001's check boundary reads each pair back at those bits (contracts.pair_rows) against the
+pairs of the DATA_DIR's index, so data a prepare wrote with a mask off the boundary is refused.
 
 What the task adds is the reference: loaded from `dpo.reference` at set-up, moved to the run's
 device, frozen and hashed (GATE-DPO-002 after the last step; the hash is kept in every
@@ -39,10 +41,12 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
+from stack.data import sft_gates
 from stack.data.manifest import load_manifest
 from stack.data.prefs_rows import PREFS_FORMAT
 from stack.data.sft_prepare import most_pack_len
 from stack.data.sft_reader import SftBatch, SftReader, pack_len_of, sft_entry, sft_heldout_batches
+from stack.data.split import read_index
 from stack.data.tokenizer import load_tokenizer
 from stack.model.consumed import EVAL, Consumed
 from stack.model.depth_router import causal_routing
@@ -52,6 +56,13 @@ from stack.train.objective import Forward, Objective, StepLoss
 from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune import dpo, frozen, pairs
+
+
+def pair_keys(data_dir: Path) -> set[int]:
+    """The keys of the pairs a DATA_DIR holds: its index's rows (stack.data.split.index_row of each
+    pair's identity), what GATE-SFT-001's check boundary finds each batch's pairs among."""
+    manifest = load_manifest(data_dir)
+    return {int(doc) for doc in read_index(data_dir / manifest.documents.path)["doc"]}
 
 
 def reference_model(path: Path, device: torch.device) -> Trained:
@@ -164,6 +175,8 @@ class Dpo(Objective):
                 "`stack prepare PREFS.jsonl --format prefs --out DATA_DIR`"
             )
         tokenizer = load_tokenizer(data_dir)
+        self.tokenizer = tokenizer
+        self.pair_keys = pair_keys(data_dir)
         self.pad_id = tokenizer.eot_id
         self.reference_path = resolve_checkpoint(Path(self.settings.reference))
         reference = reference_model(self.reference_path, device)
@@ -218,7 +231,14 @@ class Dpo(Objective):
         """The DPO loss of the pairs, from the log-probabilities `_logprobs` sums."""
         return dpo.dpo_terms(*self._logprobs(forward, rows), **self._loss_args())
 
+    def check_boundary(self, batch: SftBatch) -> None:
+        """GATE-SFT-001's check boundary on a batch the loss reads: each pair's rows, read at the label
+        file's supervised bits the loss scores by, give back a pair the DATA_DIR's index holds."""
+        tokens, labels = batch.tokens.cpu().numpy(), batch.labels.cpu().numpy()
+        sft_gates.check_boundary(tokens, labels, self.pair_keys, self.tokenizer)
+
     def loss(self, forward: Forward, model: torch.nn.Module, batch: SftBatch) -> StepLoss:
+        self.check_boundary(batch)
         rows = pair_rows(batch)
         dpo.check_scored_tokens(rows)  # GATE-DPO-005, on every batch before it is scored
         terms = self._terms(forward, rows)
@@ -284,6 +304,7 @@ class Dpo(Objective):
 
     def heldout_loss(self, model: torch.nn.Module, batch: SftBatch) -> torch.Tensor:
         """The held-out DPO loss: the same pairs' loss, scored as training scores them."""
+        self.check_boundary(batch)
         return self._terms(model, pair_rows(batch)).loss
 
     def check_heldout(self, model: torch.nn.Module, batch: SftBatch, loss: torch.Tensor, step: int) -> None:
