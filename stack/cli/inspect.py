@@ -109,9 +109,10 @@ def _print_tables(summary: dict[str, Any]) -> None:
     console.print(f"{summary['path']} step {summary['step']}, spec {summary['spec_version']}, checksums ok")
     implied = summary["parameters_implied"]
     said = f"{implied:,}" if isinstance(implied, int) else implied
-    console.print(
-        f"parameters: {summary['parameters']:,} (a tied embedding is stored once; its config implies {said})"
-    )
+    model = summary["config"].get("model") if isinstance(summary["config"], dict) else None
+    tied_model = isinstance(model, dict) and model.get("tie_embeddings")
+    tied = "; a tied embedding is stored once" if tied_model else ""
+    console.print(f"parameters: {summary['parameters']:,} (its config implies {said}{tied})")
     if summary["state_keys_missing"]:
         console.print(f"state.json lacks: {', '.join(summary['state_keys_missing'])}")
     table = Table("tensor", "shape", "dtype")

@@ -134,13 +134,13 @@ def _settle(
 def write_hf_files(directory: Path, trained: Trained) -> Path:
     """config.json, model.safetensors and the tokenizer files (with the model's chat template, when it
     has one) of `trained.model` as it computes now; returns the weights' path."""
-    from safetensors.torch import save_file
+    from stack.outputs.tensor_files import save_tensors
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(hf.config_json(trained.config.model, trained.tokenizer))
     hf_tokenizer.write_generation_config(directory, trained.tokenizer)
     weights = directory / MODEL_FILES["hf"]  # the name transformers looks for
-    save_file(hf.to_hf_tensors(trained.model), str(weights), metadata={"format": "pt"})
+    save_tensors(hf.to_hf_tensors(trained.model), weights, metadata={"format": "pt"})
     hf_tokenizer.write_tokenizer_files(
         directory, trained.tokenizer, trained.config.model.ctx, chat_template_of(trained.checkpoint.state)
     )

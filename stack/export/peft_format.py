@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from contracts.errors import BadInput
 from stack.artifacts import PEFT_CONFIG, PEFT_WEIGHTS
@@ -33,6 +33,7 @@ from stack.model import names
 from stack.model.adapters import settings_of
 from stack.model.gpt import GPT
 from stack.model.lora import ADAPTER_KEYS, adapter_state
+from stack.outputs.tensor_files import save_tensors
 
 MODEL_SITES = {m.site for m in names.MODEL}
 # Sites in the order a forward pass meets them within a block (the model's head last).
@@ -142,7 +143,7 @@ def write_peft(directory: Path, model: GPT, base: str | None) -> list[Path]:
     directory = Path(directory)
     config, weights = directory / CONFIG, directory / WEIGHTS
     config.write_text(json.dumps(peft_config(model, base), indent=1) + "\n", encoding="utf-8")
-    save_file(peft_tensors(model), str(weights), metadata={"format": "pt"})
+    save_tensors(peft_tensors(model), weights, metadata={"format": "pt"})
     return [config, weights]
 
 

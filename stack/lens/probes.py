@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from contracts.errors import BadInput
@@ -28,6 +28,7 @@ from stack.artifacts import LENS_FORMAT
 from stack.model.gpt import GPT
 from stack.model.layers import RMSNorm
 from stack.outputs.staging import file_beside
+from stack.outputs.tensor_files import save_tensors
 
 
 class TunedLens(nn.Module):
@@ -113,7 +114,7 @@ def save_lens(path: Path, lens: TunedLens, extra: dict[str, str]) -> None:
         "d_model": str(lens.probes[0].weight.shape[0]),
     }
     with file_beside(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_tensors(tensors, tmp, metadata=metadata)
 
 
 def lens_metadata(path: Path) -> dict[str, str] | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes, sha256_file
@@ -34,6 +34,7 @@ from stack.model.gpt import GPT
 from stack.model.lora import adapter_state, adapters, apply_lora
 from stack.outputs import rundir
 from stack.outputs.ownership import Earlier
+from stack.outputs.tensor_files import save_tensors
 
 WEIGHTS, MANIFEST = ADAPTER_WEIGHTS, ADAPTER_MANIFEST
 FORMAT = "gatestack-lora"
@@ -87,7 +88,7 @@ def save_adapter(
         Path(directory), rundir.Writer(writer, earlier=earlier_adapter), force=replace
     ) as opened:
         tensors = {key: t.to("cpu").contiguous() for key, t in adapter_state(model).items()}
-        save_file(tensors, str(opened.where / WEIGHTS))
+        save_tensors(tensors, opened.where / WEIGHTS)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model
 
 from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name, manifest_bytes
 from contracts.errors import BadInput
@@ -75,6 +75,7 @@ from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive, os_error_of
+from stack.outputs.tensor_files import save_tensors, save_weights
 from stack.train.metrics import METRICS_FILE, read_lines
 
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
@@ -381,9 +382,9 @@ def _stage(
 ) -> None:
     """Write every file of the checkpoint of `step` into `tmp`, each fsynced, the manifest last."""
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    save_weights(model, tmp / "model.safetensors")
     tensors, meta = optimizer_tensors(optimizer)
-    save_file(tensors, str(tmp / OPTIMIZER_FILE))
+    save_tensors(tensors, tmp / OPTIMIZER_FILE)
     full_state = {"format_version": FORMAT_VERSION, **state, "step": step, "optimizer": meta}
     (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1, sort_keys=True))
     tokenizer_file = write_tokenizer_file(tmp, full_state["tokenizer"])
