@@ -1,6 +1,8 @@
 """Parity of an export with the stack: the measurements, the verdicts, and the gate bindings.
 
-A measurement (`compare_logits`) is plain numbers; an outcome function turns it into a
+A measurement (`compare_logits`) is plain numbers, beside which `measure_logits` puts the same
+numbers as contracts.logits_parity computes them from the same two tensors (the parity gates'
+check tensors judge those, and hold the stated ones to them); an outcome function turns it into a
 verdict against the spec's threshold; a `certify_*` function binds that verdict to its gate, so
 an export that fails its check ends the command with exit 3 naming the gate. The command
 decides an artefact's name (verified or `.unverified`) from the same outcome function, so the
