@@ -17,11 +17,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from contracts.evidence import CheckpointRef, FileHash
+from contracts.evidence import CheckpointRef, FileHash, canonical_sha256
 
 FORMAT_VERSION = 1  # of a checkpoint's manifest.json and state.json
 # What a weights-only checkpoint (a release) holds: enough to rebuild the model and its tokenizer.
-WEIGHTS_FILES = ("model.safetensors", "state.json")
+STATE_FILE = "state.json"  # a checkpoint's step, config, tokenizer and the rest of its state
+WEIGHTS_FILES = ("model.safetensors", STATE_FILE)
+# The key of state.json under which a checkpoint carries its chat template's record (name, sha256, Jinja).
+CHAT_TEMPLATE_KEY = "chat_template"
+
+
+def chat_template_sha256(state: Mapping[str, Any]) -> str | None:
+    """The digest of the chat template record a checkpoint's state carries (canonical JSON, so its
+    name, sha256 and Jinja alike), or None when it carries none. GATE-LASER-003's check template
+    holds a surgery's written checkpoint to its source's by it: an audit's surgery dropped the
+    source's template, and every export of its output then shipped none, unsaid."""
+    record = state.get(CHAT_TEMPLATE_KEY)
+    return None if record is None else canonical_sha256(record)
 
 
 def manifest_bytes(step: int, files: Mapping[str, FileHash]) -> bytes:

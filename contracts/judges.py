@@ -2009,6 +2009,27 @@ def _sample_problems(m: Measured) -> list[str]:
     return []
 
 
+def tensors_within(m: Measured, prefix: str, atol: float, what: str) -> list[str]:
+    """Check tensors of the parity gates: the largest difference between the two logits tensors as
+    contracts.logits_parity computes it (`…max_abs_diff_tensors`, nan or inf for logits not finite or
+    of another shape) within `atol`, and the number the record states (`…max_abs_diff`) that one."""
+    diff = number(m, f"{prefix}max_abs_diff_tensors")
+    problems = [] if diff <= atol else [f"{what} logits differ by up to {diff:.3g} (atol {atol})"]
+    return problems + restated_from_tensors(m, f"{prefix}max_abs_diff", what)
+
+
+def restated_from_tensors(m: Measured, key: str, what: str) -> list[str]:
+    """The number the record states (`key`) against the one contracts.logits_parity computes from the
+    same two tensors (`key_tensors`): equal, nan for nan, since both read the same float64 values."""
+    stated, measured = number(m, key), number(m, f"{key}_tensors")
+    if stated == measured or (math.isnan(stated) and math.isnan(measured)):
+        return []
+    return [
+        f"{what} {key} is stated as {stated:.6g}, but the two logits tensors give {measured:.6g} "
+        "(contracts.logits_parity): the stated number is not the one its definition gives"
+    ]
+
+
 @judges(
     "GATE-EXPORT-001",
     checks={
@@ -2023,6 +2044,8 @@ def _sample_problems(m: Measured) -> list[str]:
         "tokenizer": ("tokenizer_keys", "tokenizer_differing"),
         # rev 5: the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
+        # rev 5: the largest difference recomputed from the two logits tensors (contracts.logits_parity)
+        "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
@@ -2032,10 +2055,11 @@ def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     (`architecture`), the dtypes a plain load gives the ones stored (`loaded`), and the tokenizer
     transformers reads from it, its special tokens, chat template and ids, the model's own
     (`tokenizer`)."""
-    problems = (
-        _logits_within(m, "", t["logits_atol"], "the Hugging Face export's") if has(m, "finite") else []
-    )
+    what = "the Hugging Face export's"
+    problems = _logits_within(m, "", t["logits_atol"], what) if has(m, "finite") else []
     problems += _sample_problems(m)
+    if has(m, "max_abs_diff_tensors"):
+        problems += tensors_within(m, "", t["logits_atol"], what)
     if has(m, "loaded_dtypes", "stored_dtypes"):
         loaded, stored = (
             sorted(map(str, items(m, "loaded_dtypes"))),
@@ -2111,6 +2135,9 @@ def _special_id_problems(m: Measured) -> list[str]:
         "opset": ("opset", "opset_asked"),
         # rev 4: the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
+        # rev 4: the numbers recomputed from the two logits tensors (contracts.logits_parity)
+        "tensors": ("fp32_max_abs_diff", "fp32_max_abs_diff_tensors"),
+        "int8_tensors": ("int8_argmax_agreement_tensors", "int8_max_abs_diff_tensors"),
     },
 )
 def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
@@ -2121,8 +2148,12 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
             f"the saved graph declares ai.onnx opset {count(m, 'opset')}, but the export was asked for opset "
             f"{count(m, 'opset_asked')}: a runtime that needs the asked opset's operators cannot load it"
         )
-    if has(m, "fp32_max_abs_diff"):
+    if has(m, "fp32_max_abs_diff") and has(m, "fp32_finite"):
         problems += _logits_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
+    if has(m, "fp32_max_abs_diff_tensors"):
+        problems += tensors_within(m, "fp32_", t["fp32_logits_atol"], "the fp32 graph's")
+    if has(m, "int8_argmax_agreement_tensors", "int8_max_abs_diff_tensors"):
+        problems += _int8_tensor_problems(m, t["int8_argmax_agreement"])
     if has(m, "int8_argmax_agreement"):
         agreement, finite = number(m, "int8_argmax_agreement"), flag(m, "int8_finite")
         if not (finite and agreement >= t["int8_argmax_agreement"]):
@@ -2130,6 +2161,23 @@ def _onnx_parity(m: Measured, t: Thresholds) -> list[str]:
                 f"the int8 graph keeps the next-token argmax at {agreement:.1%} of positions "
                 f"(at least {t['int8_argmax_agreement']:.0%}; finite: {finite})"
             )
+    return problems
+
+
+def _int8_tensor_problems(m: Measured, least: float) -> list[str]:
+    """Check int8_tensors: the int8 graph's logits finite and of the stack's shape, and its argmax
+    agreement as contracts.logits_parity computes them from the two tensors at least `least`; the
+    record's stated agreement and difference those."""
+    what = "the int8 graph's"
+    agreement, diff = number(m, "int8_argmax_agreement_tensors"), number(m, "int8_max_abs_diff_tensors")
+    problems = []
+    if not (math.isfinite(diff) and agreement >= least):
+        problems.append(
+            f"{what} logits, as the two tensors give them, keep the next-token argmax at {agreement:.1%} of "
+            f"positions (at least {least:.0%}; largest difference {diff:.3g})"
+        )
+    for key in ("int8_argmax_agreement", "int8_max_abs_diff"):
+        problems += restated_from_tensors(m, key, what) if has(m, key) else []
     return problems
 
 
@@ -2851,12 +2899,15 @@ def _error_is_discarded_norm(m: Measured, t: Thresholds) -> list[str]:
         "changed": ("targets+", "changed"),
         # rev 2: the targets are what the command line's --targets and --layers select
         "selection": ("targets+", "selected+"),
+        # rev 3: the written checkpoint carries the source checkpoint's chat template
+        "template": ("template_source", "template_written"),
     },
 )
 def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
     """Only the targets' tensors changed (`changed`), and the targets are exactly the tensors the
-    command line selects by contracts.selection's rule (`selection`)."""
-    targets = {str(name) for name in items(m, "targets")}
+    command line selects by contracts.selection's rule (`selection`), and the written checkpoint's chat
+    template its source's (`template`)."""
+    targets = {str(name) for name in items(m, "targets")} if has(m, "targets") else set()
     problems = []
     if has(m, "changed"):
         stray = sorted(str(name) for name in items(m, "changed") if name not in targets)
@@ -2870,7 +2921,27 @@ def _only_targets_change(m: Measured, t: Thresholds) -> list[str]:
                 f"(contracts.selection): left out {', '.join(left) or 'none'}; taken beyond them "
                 f"{', '.join(added) or 'none'} (a range read without its last block?)"
             )
+    if has(m, "template_source", "template_written"):
+        problems += _template_problems(m.get("template_source"), m.get("template_written"))
     return problems
+
+
+def _template_problems(source: Any, written: Any) -> list[str]:
+    """Check template: the digest of the chat template the written checkpoint carries
+    (contracts.checkpoints.chat_template_sha256) is its source checkpoint's, None for none."""
+    if not all(value is None or isinstance(value, str) for value in (source, written)):
+        raise Malformed("'template_source' and 'template_written' must be sha256 strings or null")
+    if source == written:
+        return []
+    if written is None:
+        return [
+            f"the surgery's checkpoint carries no chat template, but its source carries one (sha256 "
+            f"{source[:12]}): every export and chat rendering of it would fall back to another"
+        ]
+    return [
+        f"the surgery's checkpoint carries chat template {written[:12]}, but its source carries "
+        f"{'none' if source is None else source[:12]}: a surgery changes weights, not the template"
+    ]
 
 
 @judges(

@@ -16,6 +16,7 @@ from contracts.judges import (
     items,
     judges,
     number,
+    tensors_within,
 )
 from contracts.peft_config import field_problems
 
@@ -122,10 +123,14 @@ def _embedding_kept(m: Measured, t: Thresholds) -> list[str]:
         # rev 2: adapter_config.json as written, against the run's recorded [lora] section and the
         # modules its target_modules select (contracts.peft_config), against those the file adapts
         "config": ("config_written", "config_recorded", "modules_targeted", "modules_adapted"),
+        # rev 3: the largest difference recomputed from the two logits tensors (contracts.logits_parity)
+        "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
     },
 )
 def _peft_parity(m: Measured, t: Thresholds) -> list[str]:
     problems = _config_problems(m) if has(m, *CHECKS["GATE-LORA-007"]["config"]) else []
+    if has(m, *CHECKS["GATE-LORA-007"]["tensors"]):
+        problems += tensors_within(m, "", t["logits_atol"], "peft's")
     if not has(m, *CHECKS["GATE-LORA-007"][MAIN_CHECK]):
         return problems
     problems += _some_adapters(m)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from contracts.checkpoints import STATE_FILE  # a checkpoint's step, config, tokenizer and the rest
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE
 from contracts.model_card import CARD_FILE as MODEL_CARD  # `stack release`
@@ -45,7 +46,6 @@ LOCK_FILE = ".lock"  # the one writer's lock of a run directory or DATA_DIR (sta
 CHECKPOINTS_DIR = "checkpoints"  # a run's checkpoints, RUN_DIR/checkpoints/step-NNNNNNN
 CHECKPOINT_NAME = re.compile(r"step-\d{7}")  # `step-0000005-my-backup` is the user's, never ours
 CHECKPOINT_MANIFEST = "manifest.json"  # a checkpoint's sha256 per file (a DATA_DIR's has the same name)
-STATE_FILE = "state.json"  # a checkpoint's step, config, tokenizer and the rest of its state
 OPTIMIZER_FILE = "optimizer.safetensors"  # what a weights-only checkpoint (a release) lacks
 RUN_CONFIG = "config.toml"  # a run's resolved configuration
 IMPORT_RECORD = "import.json"  # `stack import-hf`

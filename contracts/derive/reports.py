@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from contracts import peft_config
-from contracts.checkpoints import manifest_sha256
+from contracts.checkpoints import STATE_FILE, chat_template_sha256, manifest_sha256
 from contracts.coherence import coherence_score
 from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, total
@@ -592,6 +592,7 @@ def surgery_record(inputs: Inputs) -> Derivation:
                         if not same(value := values.get(key), want)
                     ]
         derived.problems += _selection_problems(inputs, derived, gates)
+        derived.problems += _template_problems(inputs, derived, gates, report)
         settings = report.get("settings")
         if isinstance(settings, dict) and "group_size" in settings and "GATE-HQQ-001" in gates:
             # the size GATE-HQQ-001's check requested held the groups to is the settings' own,
@@ -634,6 +635,32 @@ def _selection_problems(inputs: Inputs, derived: Derivation, gates: dict[str, An
     return [
         f"surgery.json: gates.GATE-LASER-003.selected is {_short(values['selected'])}, but the command "
         f"line's --targets and --layers select {_short(want)} of its model"
+    ]
+
+
+def _template_problems(
+    inputs: Inputs, derived: Derivation, gates: dict[str, Any], report: dict[str, Any]
+) -> list[str]:
+    """GATE-LASER-003's check template (from rev 3): the digest of the chat template the surgery's
+    checkpoint carries is the one contracts.checkpoints.chat_template_sha256 gives of the state.json
+    the record cites under surgery.json's `checkpoint`; a checkpoint the record does not cite is named."""
+    values = gates.get("GATE-LASER-003")
+    if not (isinstance(values, dict) and "template_written" in values):
+        return []
+    state_file = f"{report.get('checkpoint')}/{STATE_FILE}"
+    state = inputs.artifacts.json(state_file) if isinstance(report.get("checkpoint"), str) else None
+    if not isinstance(state, dict):
+        return [
+            f"surgery.json: gates.GATE-LASER-003 states the written chat template's digest, but the record "
+            f"cites no checkpoint state {state_file!r} to read it in"
+        ]
+    want = chat_template_sha256(state)
+    derived.put(("gates", "GATE-LASER-003", "measured", "template_written"), want)
+    if values["template_written"] == want:
+        return []
+    return [
+        f"surgery.json: gates.GATE-LASER-003.template_written is {_short(values['template_written'])}, but "
+        f"{state_file} carries a chat template of digest {_short(want)}"
     ]
 
 
@@ -1136,6 +1163,7 @@ def export_record(inputs: Inputs) -> Derivation:
     if isinstance(parity, dict) and "max_abs_diff" in parity:
         values = {f"{prefix}max_abs_diff": parity["max_abs_diff"], f"{prefix}finite": parity.get("finite")}
         derived.gate(gate_id, {**values, "positions": parity.get("positions")})
+        derived.gate(gate_id, tensor_values(parity, prefix, "max_abs_diff"), optional=True)
         if "architecture_keys" in report:  # GATE-EXPORT-001 rev 3: the configuration read back
             read_back = {key: report.get(key) for key in ("architecture_keys", "architecture_differing")}
             derived.gate(gate_id, read_back, optional=True)
@@ -1150,6 +1178,9 @@ def export_record(inputs: Inputs) -> Derivation:
                 f"export.json: parity over {parity.get('positions')} positions, but its sample is {windows} "
                 f"windows of {width} tokens"
             )
+    int8 = (report.get("parity") or {}).get("model.int8.onnx")
+    if isinstance(int8, dict):  # GATE-EXPORT-002 rev 4 (check int8_tensors): what the int8 parity states
+        derived.gate(gate_id, tensor_values(int8, "int8_", "argmax_agreement", "max_abs_diff"), optional=True)
     if "int8_weight_types" in report:  # GATE-EXPORT-002 rev 2: the saved int8 graph's weights, read again
         derived.problems += _int8_weight_type_problems(inputs, derived, gate_id, report)
     if inputs.record.run.kind == "export-onnx":
@@ -1158,6 +1189,21 @@ def export_record(inputs: Inputs) -> Derivation:
         derived.put(("run", "argv"), report["argv"])
     export_provenance(inputs, derived, report, file)
     return derived
+
+
+def tensor_values(parity: dict[str, Any], prefix: str, *keys: str) -> dict[str, Any]:
+    """The parity gates' check tensors values one export.json parity entry states: each stated number
+    of `keys` and the one contracts.logits_parity computed from the two tensors (its `tensors`,
+    from GATE-EXPORT-001 rev 5 / -002 rev 4), as stack.export.parity.LogitsParity.tensor_values
+    handed them to the gate; none for an entry without them."""
+    tensors = parity.get("tensors")
+    if not (isinstance(tensors, dict) and all(key in tensors and key in parity for key in keys)):
+        return {}
+    return {
+        name: value
+        for key in keys
+        for name, value in ((f"{prefix}{key}", parity[key]), (f"{prefix}{key}_tensors", tensors[key]))
+    }
 
 
 def _opset_problems(inputs: Inputs, derived: Derivation, report: dict[str, Any]) -> list[str]:

@@ -30,10 +30,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from contracts.checkpoints import CHAT_TEMPLATE_KEY
 from contracts.errors import BadInput
 from stack.data.sft_template import TemplateFile
 
-STATE_KEY = "chat_template"
+STATE_KEY = CHAT_TEMPLATE_KEY  # state.json's key of the checkpoint's chat template (contracts.checkpoints)
 ASSISTANT = "assistant"
 IMPORTED = "imported"  # the name of an imported model's own template (stack.export.importer)
 

@@ -156,7 +156,7 @@ def _write_hf(
     tokenizer it reads back (kept in the record for `certify`)."""
     weights = write_hf_files(tmp, trained)  # renamed below if unchecked
     hf_model = runtimes.load_as_user(tmp)  # as a user loads it: no dtype asked for
-    check = parity.compare_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
+    check = parity.measure_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
     tokenizer = trained.tokenizer
     found = runtimes.hf_special_ids(tmp, hf_model)
     special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))
@@ -190,7 +190,7 @@ def _write_onnx(
     onnx_export.export_graph(trained.model, fp32, request.opset)
     record["opset"] = onnx_export.graph_opset(fp32)  # as the saved graph declares it
     record["opset_asked"] = request.opset
-    check = parity.compare_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
+    check = parity.measure_logits("model.onnx", reference, runtimes.onnx_logits(fp32, sample.windows))
     outcome = parity.fp32_outcome(check, opset_pair(record))
     _settle(fp32, check, outcome, record, parity.ONNX_GATE)
     checks = [(check, outcome)]
@@ -203,7 +203,7 @@ def _write_onnx(
     onnx_export.quantize_int8(tmp / "model.onnx", int8)
     record["int8_opset"] = onnx_export.graph_opset(int8)
     record["int8_weight_types"] = quantised_weight_types(int8)  # as the saved file stores them
-    check = parity.compare_logits("model.int8.onnx", reference, runtimes.onnx_logits(int8, sample.windows))
+    check = parity.measure_logits("model.int8.onnx", reference, runtimes.onnx_logits(int8, sample.windows))
     outcome = parity.int8_outcome(check, record["int8_weight_types"])
     _settle(int8, check, outcome, record, parity.ONNX_GATE)
     return [*checks, (check, outcome)]

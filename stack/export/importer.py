@@ -204,7 +204,7 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
     model.eval()
     sample = resolve_sample(tokenizer, config.model.ctx, sample_text)
     hf_model = runtimes.load_hf_model(hf_dir)
-    check = parity.compare_logits(
+    check = parity.measure_logits(
         str(hf_dir),
         runtimes.logits_of(hf_model, sample.windows),
         runtimes.stack_logits(model, sample.windows),

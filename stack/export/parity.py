@@ -1,6 +1,8 @@
 """Parity of an export with the stack: the measurements, the verdicts, and the gate bindings.
 
-A measurement (`compare_logits`) is plain numbers; an outcome function turns it into a
+A measurement (`compare_logits`) is plain numbers, beside which `measure_logits` puts the same
+numbers as contracts.logits_parity computes them from the same two tensors (the parity gates'
+check tensors judge those, and hold the stated ones to them); an outcome function turns it into a
 verdict against the spec's threshold; a `certify_*` function binds that verdict to its gate, so
 an export that fails its check ends the command with exit 3 naming the gate. The command
 decides an artefact's name (verified or `.unverified`) from the same outcome function, so the
@@ -10,13 +12,14 @@ name and the verdict cannot disagree, even with the contracts switched off.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from contracts.gates import Outcome, gate_require, measure
+from contracts.logits_parity import argmax_agreement, logits_sha256, max_abs_difference
 
 HF_GATE = "GATE-EXPORT-001"
 ONNX_GATE = "GATE-EXPORT-002"
@@ -38,13 +41,31 @@ class LogitsParity:
     finite: bool
     argmax_agreement: float  # fraction of positions whose most likely next token is the same
     positions: int
+    # the same two numbers as contracts.logits_parity computes them from the two tensors, and the
+    # tensors' digests (`measure_logits`, apart from `compare_logits`): what the gates' check tensors judge
+    tensors: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: a non-finite difference becomes the string "inf" or "nan", which JSON can hold."""
         data = asdict(self)
-        if not math.isfinite(self.max_abs_diff):
-            data["max_abs_diff"] = str(self.max_abs_diff)
+        data["max_abs_diff"] = _plain_number(self.max_abs_diff)
+        data["tensors"] = {key: _plain_number(value) for key, value in self.tensors.items()}
         return data
+
+    def tensor_values(self, prefix: str, *keys: str) -> dict[str, Any]:
+        """The check tensors' measured values: each stated number of `keys` (max_abs_diff,
+        argmax_agreement) beside its recomputation from the tensors (key `…_tensors`), `prefix`
+        naming the graph (fp32_, int8_); none when the tensors were not measured."""
+        values = {}
+        for key in keys if self.tensors else ():
+            values[f"{prefix}{key}"] = _plain_number(getattr(self, key))
+            values[f"{prefix}{key}_tensors"] = _plain_number(self.tensors[key])
+        return values
+
+
+def _plain_number(value: Any) -> Any:
+    """A non-finite float as the string JSON can hold ("inf", "nan"); anything else as it is."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tensor) -> LogitsParity:
@@ -56,6 +77,20 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
     diff = float((candidate.double() - reference.double()).abs().max()) if finite else float("nan")
     agreement = float((candidate.argmax(-1) == reference.argmax(-1)).double().mean())
     return LogitsParity(artefact, diff, finite, agreement, positions)
+
+
+def measure_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tensor) -> LogitsParity:
+    """`compare_logits`'s numbers, with the same two numbers computed from the same two tensors by
+    contracts.logits_parity (apart from the stack's comparison, so a bug in it cannot move both)
+    and the tensors' digests: what the parity gates' check tensors judge."""
+    check = compare_logits(artefact, reference, candidate)
+    tensors = {
+        "max_abs_diff": max_abs_difference(reference, candidate),
+        "argmax_agreement": argmax_agreement(reference, candidate),
+        "reference_sha256": logits_sha256(reference),
+        "candidate_sha256": logits_sha256(candidate),
+    }
+    return replace(check, tensors=tensors)
 
 
 @dataclass(frozen=True)
@@ -129,10 +164,6 @@ def dtypes_read_back(hf_model: torch.nn.Module, stored: list[str]) -> dict[str, 
     return {"loaded_dtypes": loaded, "stored_dtypes": stored}
 
 
-def _diff(parity: LogitsParity) -> float | str:
-    return parity.max_abs_diff if math.isfinite(parity.max_abs_diff) else str(parity.max_abs_diff)
-
-
 def hf_outcome(
     parity: LogitsParity,
     special: SpecialIds | None = None,
@@ -144,7 +175,12 @@ def hf_outcome(
     config.json the stack wrote, its architecture the model's (`architecture_read_back`) and the
     dtype it loads in the one its weights are stored in (`dtypes_read_back`); and its tokenizer as
     transformers reads it the model's own (stack.export.tokenizer_check.read_back)."""
-    measured = {"max_abs_diff": _diff(parity), "finite": parity.finite, "positions": parity.positions}
+    measured = {
+        "max_abs_diff": _plain_number(parity.max_abs_diff),
+        "finite": parity.finite,
+        "positions": parity.positions,
+    }
+    measured |= parity.tensor_values("", "max_abs_diff")
     if special is not None:
         measured |= special.as_dict()
     if architecture is not None:
@@ -159,10 +195,11 @@ def fp32_outcome(parity: LogitsParity, opset: dict[str, int]) -> Outcome:
     rev 3) `opset`: the default-domain opset the saved graph's opset_import declares (`opset`) and
     the one the export was asked for, the record's config.opset (`opset_asked`)."""
     measured = {
-        "fp32_max_abs_diff": _diff(parity),
+        "fp32_max_abs_diff": _plain_number(parity.max_abs_diff),
         "fp32_finite": parity.finite,
         "positions": parity.positions,
         **opset,
+        **parity.tensor_values("fp32_", "max_abs_diff"),
     }
     return measure(ONNX_GATE, measured, holds=f"ONNX Runtime's logits of {parity.artefact} match PyTorch's")
 
@@ -176,6 +213,7 @@ def int8_outcome(parity: LogitsParity, weight_types: dict[str, int]) -> Outcome:
         "int8_finite": parity.finite,
         "positions": parity.positions,
         "int8_weight_types": weight_types,
+        **parity.tensor_values("int8_", "argmax_agreement", "max_abs_diff"),
     }
     return measure(ONNX_GATE, measured, holds=f"the int8 graph {parity.artefact} keeps the next-token argmax")
 
@@ -188,12 +226,13 @@ def peft_outcome(
     adapter_config.json as written against the run's [lora] section (check config,
     stack.export.peft_exchange.written_config)."""
     measured = {
-        "max_abs_diff": _diff(parity),
+        "max_abs_diff": _plain_number(parity.max_abs_diff),
         "finite": parity.finite,
         "positions": parity.positions,
         "adapters": adapters,
         "not_loaded": not_loaded,
         **(config or {}),
+        **parity.tensor_values("", "max_abs_diff"),
     }
     return measure(PEFT_GATE, measured, holds=f"peft's logits of {parity.artefact} match the stack's")
 

@@ -150,7 +150,7 @@ def _compare(trained: Trained, base_dir: Path, adapter_dir: Path, sample_text: P
     sample = resolve_sample(trained.tokenizer, trained.config.model.ctx, sample_text, trained.checkpoint.path)
     reference = runtimes.stack_logits(trained.model, sample.windows)
     logits, not_loaded = runtimes.peft_logits(base_dir, adapter_dir, sample.windows)
-    check = parity.compare_logits(peft_format.WEIGHTS, reference, logits)
+    check = parity.measure_logits(peft_format.WEIGHTS, reference, logits)
     record = {"sample": sample.describe()}
     return Exchanged(adapter_dir, record, check, not_loaded, len(lora.adapters(trained.model)))
 

@@ -27,8 +27,10 @@ from typing import Any
 
 import torch
 
+from contracts.checkpoints import chat_template_sha256
 from contracts.errors import GateViolation
 from contracts.evidence import EVIDENCE_FILE, DataRef, RunStatus, canonical_sha256, sha256_file
+from contracts.gates import Outcome, gate_require, measure
 from contracts.spec import load_spec
 from stack.artifacts import SURGERY_RECORD
 from stack.data import chat_jinja
@@ -44,6 +46,8 @@ from stack.train.loop import build_optimizer
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 
 RECORD = SURGERY_RECORD
+# The gate that holds what a laser or quantize surgery wrote to its source (check template here).
+TEMPLATE_GATE = "GATE-LASER-003"
 
 
 def writer(kind: str) -> rundir.Writer:
@@ -91,6 +95,25 @@ def _save(tmp: Path, trained: Trained, model: GPT, provenance: dict[str, Any]) -
     return written
 
 
+def template_outcome(written: Path, source: Path) -> Outcome:
+    """GATE-LASER-003's check template: the chat template record the written checkpoint's state.json
+    carries against the source checkpoint's, each read from its file and digested by
+    contracts.checkpoints.chat_template_sha256 (None where a checkpoint carries none)."""
+    measured = {
+        "template_source": chat_template_sha256(ckpt.read_state(source)),
+        "template_written": chat_template_sha256(ckpt.read_state(written)),
+    }
+    return measure(
+        TEMPLATE_GATE, measured, holds="the surgery's checkpoint carries its source's chat template"
+    )
+
+
+@gate_require(TEMPLATE_GATE, lambda written, source: template_outcome(written, source))
+def check_template(written: Path, source: Path) -> None:
+    """Judge the checkpoint a surgery wrote: its chat template is its source checkpoint's, or both
+    carry none (a dropped template would be gone from every later export and chat rendering)."""
+
+
 def _finish(opened: rundir.RunDir, evidence: CommandEvidence, record: dict[str, Any]) -> None:
     """Write surgery.json (with every gate's per-matrix results, the raw values the record's gate
     results re-derive from) and the evidence record into the staging directory, commit it, file it."""
@@ -123,6 +146,9 @@ def perform(request: Request, operate: Callable[[Trained], Operated]) -> dict[st
                 operated = operate(trained)
             record["measured"] = evidence.record.metrics = operated.measured
             written = _save(tmp, trained, operated.model, {**source, "settings": request.settings})
+            if TEMPLATE_GATE in load_spec().required_gates(request.kind, evidence.record.config):
+                with evidence.judging():
+                    check_template(written, checkpoint)
             evidence.record.lineage = lineage({"source": checkpoint}, written / WEIGHTS_FILE)
             record.update(status="completed", checkpoint=written.relative_to(tmp).as_posix())
             evidence.settle(RunStatus.COMPLETED)
