@@ -6,6 +6,7 @@ and a person at a terminal sees the run move.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,6 +73,16 @@ def count_progress(label: str, total: int) -> Iterator[Callable[[str], None]]:
             print(f"{label}: {part}", file=sys.stderr, flush=True)
 
     yield plain
+
+
+# The plain line `amount_progress` writes off a terminal: `LABEL: DONE of TOTAL UNIT`.
+AMOUNT_LINE = re.compile(r"stack [a-z-]+: [a-z ]+: [\d,]+ of [\d,]+ [a-z ]+")
+
+
+def is_amount_line(line: str) -> bool:
+    """Whether a stderr line is one of `amount_progress`'s (a log reader, or a test of a command's
+    one-line refusal, tells the progress of the work done before it apart from the refusal)."""
+    return AMOUNT_LINE.fullmatch(line.strip()) is not None
 
 
 @contextmanager
