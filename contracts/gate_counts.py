@@ -30,3 +30,10 @@ def teacher_forwards_at_least(steps: int, grad_accum: int) -> int:
     teacher once per micro-step, `grad_accum` of them a step (held-out evaluations and probes add
     more)."""
     return steps * grad_accum
+
+
+def least_max_gap(first_id: int, last_id: int, windows: int) -> int:
+    """The smallest largest gap `windows` increasing window ids from `first_id` to `last_id` can leave:
+    their windows − 1 gaps add up to last_id − first_id, so the largest is at least the mean, rounded
+    up (GATE-DATA-005's max_gap; stack.data.heldout spreads the ids evenly)."""
+    return -(-(last_id - first_id) // (windows - 1))

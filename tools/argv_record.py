@@ -491,6 +491,23 @@ def _patch_cells_problems(config: dict[str, Any], options: dict[str, Any]) -> li
     ]
 
 
+def lens_position_problems(record: EvidenceRecord) -> list[str]:
+    """A lens reading's config.position (trace.json's, contracts/derive/reports.py) where its command
+    line gives no --position: the prompt's last, config.tokens − 1 (stack/cli/lens.py; round-11 ledger
+    audit Y99: the reading shown at another position, in trace.json and the config alike)."""
+    options = given(record.run.argv or [])
+    config = record.config if isinstance(record.config, dict) else {}
+    if options is None or options.get("command") != "lens" or options.get("train") or "position" in options:
+        return []
+    position, tokens = config.get("position"), config.get("tokens")
+    if "position" not in config or not isinstance(tokens, int) or position == tokens - 1:
+        return []
+    return [
+        f"config.position is {position!r}, but its command line gives no {_flag('lens', 'position')}: "
+        f"the read position is the last of its {tokens} tokens, {tokens - 1}"
+    ]
+
+
 def _command_lines(record: EvidenceRecord) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, places) of the start and of every resume the record lists."""
     lines = [(record.run.argv or [], record.run.places or {})]
@@ -638,6 +655,7 @@ def argv_record_problems(record: EvidenceRecord) -> list[str]:
         *command_line_problems(record),
         *option_problems(record),
         *trace_option_problems(record),
+        *lens_position_problems(record),
         *lineage_path_problems(record),
         *input_problems(record),
         *run_dir_problems(record),

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -46,16 +47,19 @@ from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.hf_export import dtypes_fit
 from contracts.model_shape import param_count
 from contracts.spec import Spec
+from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_identity import probe_sha256
 from stack.data.tokenizer_record import tokenizer_from_state
-from stack.export import hf
+from stack.export import hf, hf_tokenizer
+from stack.export.tokenizer_check import expected_reading
 from stack.lens.probes import model_sha256
 from stack.train.checkpoint import STATE_FILE, read_state
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune.frozen import weights_sha256
 
 WEIGHTS_FILE = "model.safetensors"
+CONFIG_IDS = "config.json "  # export.json's special_ids read from config.json (stack.export.runtimes)
 TOKENIZER_JSON = "tokenizer.json"  # the tokenizer in Hugging Face form, in a checkpoint and an export
 # What a model cannot be read for: a file that is missing or damaged, a state that is not one.
 UNREADABLE = (BadInput, OSError, KeyError, TypeError, ValueError)
@@ -102,6 +106,33 @@ class ReadModel:
     @cached_property
     def config_json(self) -> str:
         return hf.config_json(self.trained.config.model, self.trained.tokenizer)
+
+    @cached_property
+    def chat_template(self) -> str | None:
+        return chat_template_of(self.trained.checkpoint.state)
+
+    @cached_property
+    def tokenizer_files(self) -> dict[str, tuple[str, int]]:
+        """The sha256 and size of each tokenizer file but tokenizer.json (held by `tokenizer_json`) an
+        export writes of this model (stack.export.hf_tokenizer.write_tokenizer_files, at its context
+        and with its chat template, as stack.export.exporters does)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            hf_tokenizer.write_tokenizer_files(
+                out, self.trained.tokenizer, self.trained.config.model.ctx, self.chat_template
+            )
+            return {
+                f.name: (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_size)
+                for f in sorted(out.iterdir())
+                if f.name != TOKENIZER_JSON
+            }
+
+    @cached_property
+    def tokenizer_keys(self) -> int:
+        """GATE-EXPORT-001's tokenizer_keys: the settings of this model's tokenizer an export's reading
+        back holds (stack.export.tokenizer_check.expected_reading)."""
+        family = hf.family(self.trained.config.model)
+        return len(expected_reading(self.trained.tokenizer, self.chat_template, family))
 
 
 # Files' sha256 by (path, size, modification time), and models by their files' sha256.
@@ -358,6 +389,7 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
         )
     listed = (report.get("files") or {}).get(TOKENIZER_JSON)
     problems += _tokenizer_json_problems(f"{EXPORT_REPORT}: {TOKENIZER_JSON}", listed, model, "it exported")
+    problems += _tokenizer_files_problems(report, model, written)
     stated = report.get("architecture_keys")
     revision = spec.revision_at("GATE-EXPORT-001", record.spec.version) or 0
     keys = len(hf.model_config_from_hf(SimpleNamespace(**written)))
@@ -368,6 +400,36 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
             f"back {keys} setting(s) of the config.json of the committed model {_name(model)}"
         )
     return problems + _export_dtype_problems(report, model)
+
+
+def _tokenizer_files_problems(report: dict[str, Any], model: ReadModel, written: dict[str, Any]) -> list[str]:
+    """export.json's other tokenizer files (their bytes and sha256), its `tokenizer_keys` and the
+    special ids it read from config.json, against the files the committed model makes again
+    (ReadModel.tokenizer_files, tokenizer_keys; its config.json, `written`): round-11 ledger audit Y50,
+    Y91, Y92 (a file's size or digest restated), Y46 (the keys read back), Y49 (a pad id config.json
+    does not hold)."""
+    files = report.get("files") or {}
+    problems = [
+        f"{EXPORT_REPORT}: {name} is {listed.get('bytes')} bytes, sha256 {str(listed.get('sha256'))[:12]}, "
+        f"but the {name} of the committed model {_name(model)} is {size} bytes, sha256 {digest[:12]}"
+        for name, (digest, size) in model.tokenizer_files.items()
+        if isinstance(listed := files.get(name), dict)
+        if (listed.get("sha256"), listed.get("bytes")) != (digest, size)
+    ]
+    stated = report.get("tokenizer_keys")
+    if stated is not None and stated != model.tokenizer_keys:
+        problems.append(
+            f"{EXPORT_REPORT}: tokenizer_keys is {stated!r}, but the reading of the committed model "
+            f"{_name(model)}'s tokenizer holds {model.tokenizer_keys} setting(s)"
+        )
+    special = report.get("special_ids") if isinstance(report.get("special_ids"), dict) else {}
+    problems += [
+        f"{EXPORT_REPORT}: special_ids[{where!r}] is {value!r}, but the config.json of the committed model "
+        f"{_name(model)} holds {written.get(where.removeprefix(CONFIG_IDS))!r}"
+        for where, value in special.items()
+        if where.startswith(CONFIG_IDS) and value != written.get(where.removeprefix(CONFIG_IDS))
+    ]
+    return problems
 
 
 def _export_dtype_problems(report: dict[str, Any], model: ReadModel) -> list[str]:

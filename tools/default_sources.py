@@ -25,14 +25,15 @@ from __future__ import annotations
 import ast
 import functools
 import operator
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import PurePath
 from typing import Any
 
 import yaml
-from argv_record import LOOP_KINDS, NOT_STACK_KINDS, _command_lines, given
-from code_constants import NOT_LITERAL, _literal
+from argv_record import LOOP_KINDS, NOT_STACK_KINDS, TRACE_PATHS, _command_lines, given
+from code_constants import NOT_LITERAL, _literal, class_defaults
 
 from contracts.derive.prepare_options import READ_KEYS
 from contracts.evidence import REPO_ROOT, EvidenceRecord
@@ -72,7 +73,7 @@ RESOLVED: dict[str, dict[str, str]] = {
     "eval": {"data": "the run's own DATA_DIR when --data is not given (stack.train.lineage.trained_on)"},
     "export": {"opset": "the ONNX exporter's DEFAULT_OPSET, for --format onnx"},
     "lens": {
-        "position": "the prompt's last position (contracts/derive/reports.py)",
+        "position": "the prompt's last position (tools/argv_record.lens_position_problems)",
         "seq_len": "the model's context (stack.lens.train.sequence_length)",
     },
     "memorization": {"continuation": "the spec's min_verbatim_tokens"},
@@ -89,6 +90,12 @@ RESOLVED: dict[str, dict[str, str]] = {
     },
     "synth": {"template": "the built-in chat template, by path and digest"},
 }
+
+
+# The settings dataclass a command builds its run from (file, class), by record kind: a field of it that
+# no option declares and the command's call leaves out holds the class's own default (round-11 ledger
+# audit Y61: `stack lens --train` never sets LensTraining.nesterov, restated false stated and applied).
+SETTINGS_CLASSES = {"lens-train": ("stack/lens/train.py", "LensTraining")}
 
 
 def command_of(record: EvidenceRecord) -> str | None:
@@ -297,6 +304,10 @@ def default_problems(record: EvidenceRecord, read: Reader) -> list[str]:
         if key not in given_keys and key in defaults
         if not _held(command, key, recorded, defaults[key])
     ]
+    if record.run.kind in SETTINGS_CLASSES:
+        problems += _settings_problems(record.config, blob, defaults, SETTINGS_CLASSES[record.run.kind], read)
+    if command == "trace":
+        problems += _trace_path_problems(record.config, defaults, given_keys, path)
     for key, (option, file) in DEFAULT_FILES.get(command, {}).items():
         if option in given_keys or key not in record.config:
             continue
@@ -313,6 +324,67 @@ def default_problems(record: EvidenceRecord, read: Reader) -> list[str]:
             for where, value, stated in _set_values(declared, record.config[key], key)
             if not _same(stated, value)
         ]
+    return problems
+
+
+def _passed_keywords(source: bytes, name: str) -> set[str] | None:
+    """The keywords every call of `name` in a command's source passes; None where one passes `**`
+    (what it sets cannot be read) or none calls it."""
+    tree = _parsed(source)
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if tree is not None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+    ]
+    if not calls or any(k.arg is None for call in calls for k in call.keywords):
+        return None
+    return {k.arg for call in calls for k in call.keywords if k.arg is not None}
+
+
+def _settings_problems(
+    config: dict[str, Any], parser: bytes, defaults: dict[str, Any], settings: tuple[str, str], read: Reader
+) -> list[str]:
+    """Each config key naming a field of the command's settings class (SETTINGS_CLASSES) that no
+    option declares and no call in the command's source passes: the class's default at the commit."""
+    path, name = settings
+    blob = read(path)
+    declared = None if blob is None else class_defaults(blob, name)
+    passed = _passed_keywords(parser, name)
+    if declared is None or passed is None:
+        keys = [key for key in config if key not in defaults]
+        return [f"{path}'s {name} cannot be read at its commit: config keys {keys} are not held"]
+    return [
+        f"config.{key} is {config[key]!r}, but no option sets {name}.{key} ({path}): it is the default "
+        + ("the checker does not read" if declared[key] is NOT_LITERAL else f"{declared[key]!r}")
+        for key in config
+        if key in declared and key not in defaults and key not in passed
+        if declared[key] is NOT_LITERAL or not _same(config[key], declared[key])
+    ]
+
+
+def _trace_path_problems(
+    config: dict[str, Any], defaults: dict[str, Any], given_keys: set[str], path: str
+) -> list[str]:
+    """A trace's described paths (config.path_a, path_b: `LABEL (backend, dtype)`) where its command
+    line gives none of the options that choose a part: that part is the parser's default, the first
+    of the options (argv_record.TRACE_PATHS, in the order they decide) that declares one (round-11
+    ledger audit Y21: a sweep run in fp32 described as bf16). A default of None (--backend: the
+    checkpoint's own attention) is no parser's to decide and is not held here."""
+    problems = []
+    for field, choices in TRACE_PATHS.items():
+        found = re.search(r"\(([\w-]+), (\w+)\)$", str(config.get(field) or ""))
+        if config.get(field) is None:
+            continue  # a trace has a path B only where its line asks for one
+        for part, dests in enumerate(choices, start=1):
+            default = next((defaults.get(d) for d in dests if defaults.get(d) is not None), None)
+            if any(d in given_keys for d in dests) or default is None:
+                continue
+            if found is None or default is UNRESOLVED or default is AMBIGUOUS or found.group(part) != default:
+                problems.append(
+                    f"config.{field} is {config[field]!r}, but its command line leaves "
+                    f"--{dests[0].replace('_', '-')} to the default {default!r} that {path} declares"
+                )
     return problems
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from contracts.evidence import EvidenceRecord, Verdict, canonical_sha256, stamped_at
+from contracts.gate_counts import least_max_gap
 from contracts.ledger import RANK
 from contracts.spec import Spec
 
@@ -176,11 +177,31 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
     derivation = Derivation() if deriver is None else deriver(inputs)
     if kind not in LOOP_KINDS:  # a training run's id is its run directory's name, not a stamp
         derivation.problems += stamp_problems(inputs.record)
+    derivation.problems += spread_problems(inputs.record)
     if inputs.record.config_sha256 is not None or inputs.artifacts.has("config.toml"):
         config = derivation.fields.get(("config",), inputs.record.config)
         since = CONFIG_DIGEST_SINCE.get(kind)
         derivation.put(("config_sha256",), canonical_sha256(config), since=since)
     return derivation
+
+
+def spread_problems(record: EvidenceRecord) -> list[str]:
+    """GATE-DATA-005's max_gap, where the record states it, is no smaller than its held-out windows'
+    first and last ids allow (contracts.gate_counts.least_max_gap): a more even spread than n ids can
+    make over that span is a restated one (round-11 ledger audit Y107)."""
+    measured = next((g.measured for g in record.gates if g.id == "GATE-DATA-005"), None)
+    if not isinstance(measured, dict):
+        return []
+    first, last, gap, n = (measured.get(k) for k in ("first_id", "last_id", "max_gap", "heldout_windows"))
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (first, last, gap, n)) or n < 2:
+        return []
+    least = least_max_gap(first, last, n)
+    if gap >= least:
+        return []
+    return [
+        f"gates[GATE-DATA-005].measured.max_gap is {gap}, but {n} held-out window ids from {first} to "
+        f"{last} leave a gap of at least {least}"
+    ]
 
 
 def stamp_problems(record: EvidenceRecord) -> list[str]:

@@ -778,6 +778,12 @@ def _continuation_problems(report: dict[str, Any], recomputed: dict[str, list[in
     return problems
 
 
+# The sampler `stack memorization` continues every example with: greedy by construction (its GREEDY,
+# stack/eval/memorization.py; no option sets it), as GATE-FT-003's verbatim runs are defined, so the
+# settings GATE-TRAIN-005 states of its draws are these.
+GREEDY_SAMPLER = {"temperature": 0.0, "top_k": None, "top_p": None, "repetition_penalty": 1.0}
+
+
 @derives("memorization")
 def memorization_record(inputs: Inputs) -> Derivation:
     """GATE-FT-003 from the per-example verbatim runs, found again in the continuations kept where
@@ -824,6 +830,8 @@ def memorization_record(inputs: Inputs) -> Derivation:
         # under every revision of GATE-TRAIN-005 a memorization record holds
         draws = len(MEMORIZATION_ROWS) * len(examples) * continuation
         derived.put(("gates", "GATE-TRAIN-005", "measured", "draws"), draws, optional=True)
+    for key, value in GREEDY_SAMPLER.items():  # no option reaches the sampler (round-11 Y102, Y103)
+        derived.put(("gates", "GATE-TRAIN-005", "measured", key), value, optional=True)
     return derived
 
 
@@ -1572,6 +1580,13 @@ def trace_record(inputs: Inputs) -> Derivation:
             _identity_references(derived, results["GATE-TRACE-002"], sites)
         if mode in ("patch", "patch-sweep"):
             _patch_positions(derived, report, (inputs.record.config or {}).get("patch_positions"))
+            patched = [r.get("site") for r in report.get("per_layer") or [] if isinstance(r, dict)]
+            if patched:  # the sites its grid patched, one per_layer row each (round-11 audit Y24)
+                derived.put(("config", "patch_sites"), patched, optional=True)
+        if mode == "ablation":
+            derived.problems += [
+                f"trace.json: {p}" for p in logit_count_problems(report.get("logits"), config)
+            ]
         derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
             limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
@@ -1580,7 +1595,11 @@ def trace_record(inputs: Inputs) -> Derivation:
                 _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
             derived.problems += [f"trace.json: {p}" for p in lens_problems(report)]
+            derived.problems += [f"trace.json: {p}" for p in lens_mode_problems(mode, config)]
             readings = [r for r in report.get("readings") or [] if isinstance(r, dict)]
+            if "GATE-LENS-005" in wanted and len(readings) > 1:
+                at = ("gates", "GATE-LENS-005", "measured", "sites")
+                derived.put(at, lens_stream_sites(readings), optional=True)
             if "GATE-LENS-006" in wanted:  # the KLs, entropies and top tokens it held are the ones shown
                 for key, field in (
                     ("reading_kl", "kl"),
@@ -1854,6 +1873,8 @@ def _lens_train_measured(
     if "GATE-LENS-006" in wanted and isinstance(losses, dict) and whole(steps) and steps > 0:
         first_last = [losses.get("first"), losses.get("last")][: min(steps, 2)]
         derived.put(("gates", "GATE-LENS-006", "measured", "objective_losses"), first_last, optional=True)
+    if "GATE-LENS-006" in wanted and whole(steps) and steps > 0:  # the first step and the last (Y86)
+        derived.put(("gates", "GATE-LENS-006", "measured", "objective_steps"), sorted({1, steps}), True)
     if "GATE-LENS-002" in wanted and real(lr) and whole(steps) and steps > 0:
         derived.put(("gates", "GATE-LENS-002", "measured", "scheduled_lrs"), linear_decay(lr, steps), True)
     if "GATE-LENS-002" in wanted:  # the hyper-parameters its check held every step to are the config's
@@ -2002,6 +2023,48 @@ def anomaly_problems(
         problems.append(
             f"it names anomalies {named}, but GATE-TRACE-003's rule on its sites' statistics flags "
             f"{flagged} (each site's std against the median of the same site in the other layers)"
+        )
+    return problems
+
+
+def lens_mode_problems(mode: Any, config: dict[str, Any]) -> list[str]:
+    """`stack lens` reads with the tuned lens its --lens names and with the logit lens otherwise, and
+    says which in its mode (stack/cli/lens.py): a mode the config's lens (held to the command line by
+    tools/argv_record) contradicts is a reading restated as another (round-11 ledger audit Y11)."""
+    if "lens" not in config:
+        return []
+    wanted = "logit-lens" if config["lens"] is None else "tuned-lens"
+    if mode == wanted:
+        return []
+    return [f"its mode is {mode!r}, but config.lens is {config['lens']!r}: that reading is the {wanted}"]
+
+
+def lens_stream_sites(readings: list[dict[str, Any]]) -> list[Any]:
+    """GATE-LENS-005's sites, the residual stream a lens reading read: the site of every reading but
+    the last (the input of each block) and, in place of the last (the logits), the stream leaving the
+    last block, `layers.{n - 1}.output` of n blocks (stack.lens.residual.stream_sites; round-11 audit
+    Y100: a site dropped from the sites stated)."""
+    return [*(r.get("site") for r in readings[:-1]), f"layers.{len(readings) - 2}.output"]
+
+
+def logit_count_problems(logits: Any, config: dict[str, Any]) -> list[str]:
+    """The logits an ablation compared are its tokens × the vocabulary: trace.json's logits.elements is
+    the product of the shape it states, whose positions are the record's tokens (round-11 audit Y64:
+    the elements restated)."""
+    if not isinstance(logits, dict):
+        return []
+    shape, elements, tokens = logits.get("shape_a"), logits.get("elements"), config.get("tokens")
+    if not (isinstance(shape, list) and len(shape) >= 2 and all(whole(n) for n in shape)):
+        return [f"logits.shape_a is {shape!r}, no shape of (…, tokens, vocabulary) to count its elements by"]
+    problems = []
+    if logits.get("shape_b") not in (None, shape):
+        problems.append(f"logits.shape_b is {logits.get('shape_b')!r}, but shape_a {shape!r}")
+    if whole(tokens) and shape[-2] != tokens:
+        problems.append(f"logits.shape_a is {shape!r}, but config.tokens is {tokens}")
+    if elements != math.prod(shape):
+        problems.append(
+            f"logits.elements is {elements!r}, but its shape {shape!r} holds {math.prod(shape)} "
+            f"({shape[-2]} tokens × vocabulary {shape[-1]})"
         )
     return problems
 
