@@ -27,7 +27,7 @@ LoRA export and import, the options matrix), so such a record ran where that lit
 CUDA (round-10 ledger audit Y82, Y98, Y110: es, prepare and laser records restated as CUDA runs,
 consistently). The literal is read from the writer's source at the record's commit (WRITERS names
 the file of each kind), without running it; a writer that cannot be read there, or passes no one
-literal, is named, never passed in silence.
+literal, is named, never passed in silence (a dirty tree's record is warned of).
 """
 
 from __future__ import annotations
@@ -105,10 +105,10 @@ def env_problems(record: EvidenceRecord) -> list[str]:
 
 def writer_device_problems(record: EvidenceRecord, root: Path) -> list[str]:
     """env.device against the literal device the record's writer passes CommandEvidence at its
-    commit, and env.cuda against none (module docstring); a dirty tree may have run another writer,
-    so its record is not held."""
+    commit, and env.cuda against none (module docstring); a dirty tree may have run another writer
+    than its commit's, so what its record contradicts there is warned of (`record_checks`)."""
     paths = WRITERS.get(record.run.kind)
-    if paths is None or record.code.git_dirty:
+    if paths is None:
         return []
     read = commit_reader(root, record.code.git_sha, {})
     path, devices = next(
