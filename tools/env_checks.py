@@ -124,7 +124,7 @@ def writer_device_problems(record: EvidenceRecord, root: Path) -> list[str]:
     commit = record.code.git_sha[:12]
     said = f"{path} at its commit {commit} writes every {record.run.kind} record with device {device!r}"
     problems = [f"env.device is {record.env.device!r}, but {said}"] if record.env.device != device else []
-    if record.env.cuda is not None and torch.device(device).type == "cpu":
+    if record.env.cuda is not None and device.split(":")[0] == "cpu":
         problems.append(f"env.cuda is {record.env.cuda!r}, but {said}: it ran without CUDA")
     return problems
 
