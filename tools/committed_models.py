@@ -19,6 +19,10 @@ names for a role is committed, each such fact is derived here from the model, by
 * GATE-LENS-004's `model_sha256`, what a lens reads through (`stack.lens.probes.model_sha256`);
 * of the model a command read (and names as its checkpoint): the checkpoint's step and files, and
   `data.tokenizer_sha256`, its tokenizer's;
+* of the model an ES run started from (`stack es` writes its source's configuration, as
+  `load_trained` resolves it, to config.toml, and cites the source checkpoint by its manifest's
+  sha256): the run's config.toml, key for key, and `config.source.manifest_sha256` (round-10 ledger
+  audit Y01: config.toml's train.lr restated; Y07: the source's manifest digest restated);
 * a Hugging Face export's config.json (`stack.export.hf.config_json` of the checkpoint's model and
   tokenizer), by the sha256 export.json keeps of it, and `architecture_keys`, the settings GATE-
   EXPORT-001 counted as read back from it (`stack.export.hf.model_config_from_hf`'s, and from rev 4
@@ -34,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import tomllib
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +52,7 @@ from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.hf_export import dtypes_fit
 from contracts.model_shape import param_count
 from contracts.spec import Spec
+from stack.artifacts import RUN_CONFIG
 from stack.data.chat_jinja import chat_template_of
 from stack.data.tokenizer import Tokenizer
 from stack.data.tokenizer_identity import probe_sha256
@@ -54,13 +60,15 @@ from stack.data.tokenizer_record import tokenizer_from_state
 from stack.export import hf, hf_tokenizer
 from stack.export.tokenizer_check import expected_reading
 from stack.lens.probes import model_sha256
-from stack.train.checkpoint import STATE_FILE, read_state
+from stack.train.checkpoint import MANIFEST, STATE_FILE, read_state
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune.frozen import weights_sha256
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_IDS = "config.json "  # export.json's special_ids read from config.json (stack.export.runtimes)
 TOKENIZER_JSON = "tokenizer.json"  # the tokenizer in Hugging Face form, in a checkpoint and an export
+# A key one of two tables lacks (unequal to any value, None included).
+UNSET = object()
 # What a model cannot be read for: a file that is missing or damaged, a state that is not one.
 UNREADABLE = (BadInput, OSError, KeyError, TypeError, ValueError)
 
@@ -263,9 +271,49 @@ def committed_model_problems(
             problems += _written_tokenizer_problems(record, reader)
         if record.run.kind == "export-hf" and own is not None:
             problems += _export_config_problems(record, run_dir, own, spec)
+        if record.run.kind == "es" and "init" in models:
+            problems += _es_source_problems(record, run_dir, models["init"])
     except UNREADABLE as exc:
         problems.append(f"a committed model it read does not read: {exc}")
     return problems
+
+
+def _es_source_problems(record: EvidenceRecord, run_dir: Path, model: ReadModel) -> list[str]:
+    """An ES run's config.toml (where the record cites it) is its committed source's configuration as
+    `load_trained` resolves it (stack.es.rundir.start saves `trained.config`), every key; its
+    `config.source.manifest_sha256` is the sha256 of that checkpoint's manifest (module docstring)."""
+    problems = []
+    stated = _at(record.config, ("source", "manifest_sha256"))
+    manifest = file_sha256(model.checkpoint / MANIFEST)
+    if stated != manifest:
+        problems.append(
+            f"config.source.manifest_sha256 is {str(stated)[:12]}, but the manifest of the committed model "
+            f"{_name(model)} it started from hashes to {manifest[:12]}"
+        )
+    if RUN_CONFIG not in {a.path for a in record.artifacts}:
+        return problems
+    try:
+        written = tomllib.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return [*problems, f"{RUN_CONFIG} does not read as TOML ({exc}): it is not held to its source"]
+    wrote, saved = _leaves(written), _leaves(model.trained.config.as_dict())
+    problems += [
+        f"{RUN_CONFIG} holds {key} = {wrote.get(key, 'nothing')!r}, but the committed model {_name(model)} "
+        f"it started from has {saved.get(key, 'nothing')!r}: an ES run writes its source's configuration"
+        for key in sorted(wrote.keys() | saved.keys())
+        if wrote.get(key, UNSET) != saved.get(key, UNSET)
+    ]
+    return problems
+
+
+def _leaves(table: Any, where: str = "") -> dict[str, Any]:
+    """Every leaf of nested tables by its dotted key (an empty table is a leaf, so it is held too)."""
+    if not isinstance(table, dict) or (where and not table):
+        return {where: table}
+    leaves: dict[str, Any] = {}
+    for key, value in table.items():
+        leaves.update(_leaves(value, f"{where}.{key}" if where else str(key)))
+    return leaves
 
 
 def _gate_fact_problems(record: EvidenceRecord, models: dict[str, ReadModel]) -> list[str]:

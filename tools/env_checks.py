@@ -19,10 +19,20 @@ record's env: its torch is env.torch (round-9 audit X01: export.json's torch res
 build beside env.torch's CPU one), and the project's own version is the one pyproject.toml at the
 record's commit declares (X02: gatestack 0.1.0 restated as 0.3.0); a dirty tree's is warned of. A
 torch build labelled for a CUDA version (`+cu128`) has that CUDA, which env.cuda, where stated, is.
+
+A forger who restates env.torch, env.cuda and env.device together, and the versions a report lists
+with them, is still held to the writer: some commands make their record with a literal device
+(`CommandEvidence(KIND, argv, "cpu", ...)`: `stack es`, `stack prepare`, the surgeries, the exports,
+LoRA export and import, the options matrix), so such a record ran where that literal says, with no
+CUDA (round-10 ledger audit Y82, Y98, Y110: es, prepare and laser records restated as CUDA runs,
+consistently). The literal is read from the writer's source at the record's commit (WRITERS names
+the file of each kind), without running it; a writer that cannot be read there, or passes no one
+literal, is named, never passed in silence (a dirty tree's record is warned of).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import tomllib
@@ -30,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from spec_history import files_at
+from default_sources import UNRESOLVED, Reader, _parsed, resolved
+from spec_history import commit_reader, files_at
 
 from contracts.evidence import EvidenceRecord
 
@@ -44,6 +55,23 @@ CUDA_BUILD = re.compile(r"\+cu(\d+)(\d)$")
 PYPROJECT = "pyproject.toml"
 # The key of a report that lists the versions of the libraries the run used.
 VERSIONS = "versions"
+# The files that have made the record of each run kind whose writer passes CommandEvidence a literal
+# device (module docstring): run kind -> the writer's paths in the repository, now and before it
+# moved (the first that makes such a call at a record's commit is its writer).
+WRITERS = {
+    "es": ("stack/es/rundir.py",),
+    "prepare": ("stack/cli/prepare.py", "stack/data/prepare_record.py"),
+    "laser": ("stack/surgery/output.py",),
+    "quantize": ("stack/surgery/output.py",),
+    "export-hf": ("stack/cli/export.py",),
+    "export-onnx": ("stack/cli/export.py",),
+    "import-hf": ("stack/export/importer.py",),
+    "lora-export": ("stack/cli/lora.py",),
+    "lora-import": ("stack/cli/lora.py",),
+    "options-matrix": ("stack/cli/options_matrix.py",),
+}
+# The class whose construction opens a command's evidence record, and its device argument.
+EVIDENCE_CLASS, DEVICE_ARGUMENT, DEVICE_POSITION = "CommandEvidence", "device", 2
 
 
 def env_problems(record: EvidenceRecord) -> list[str]:
@@ -73,6 +101,59 @@ def env_problems(record: EvidenceRecord) -> list[str]:
         and g.measured[MEASURED_DEVICE] != "cpu"
     ]
     return problems
+
+
+def writer_device_problems(record: EvidenceRecord, root: Path) -> list[str]:
+    """env.device against the literal device the record's writer passes CommandEvidence at its
+    commit, and env.cuda against none (module docstring); a dirty tree may have run another writer
+    than its commit's, so what its record contradicts there is warned of (`record_checks`)."""
+    paths = WRITERS.get(record.run.kind)
+    if paths is None:
+        return []
+    read = commit_reader(root, record.code.git_sha, {})
+    path, devices = next(
+        ((path, found) for path in paths if (found := writer_devices(record.run.kind, read(path), read))),
+        (" or ".join(paths), None),
+    )
+    if devices is None or len(devices) != 1 or UNRESOLVED in devices:
+        return [
+            f"its writer {path} at its commit {record.code.git_sha[:12]} passes its record no one literal "
+            f"device: env.device is not held"
+        ]
+    (device,) = devices
+    commit = record.code.git_sha[:12]
+    said = f"{path} at its commit {commit} writes every {record.run.kind} record with device {device!r}"
+    problems = [f"env.device is {record.env.device!r}, but {said}"] if record.env.device != device else []
+    if record.env.cuda is not None and device.split(":")[0] == "cpu":
+        problems.append(f"env.cuda is {record.env.cuda!r}, but {said}: it ran without CUDA")
+    return problems
+
+
+def writer_devices(kind: str, source: bytes | None, read: Reader) -> set[Any] | None:
+    """The device each CommandEvidence call of a writer's `source` passes for run kind `kind` (a
+    call whose kind argument resolves to another kind is not one; an unresolvable kind, such as
+    `request.kind`, is); UNRESOLVED where a device is no literal; None where the source does not
+    parse or makes no such call."""
+    tree = _parsed(source) if source is not None else None
+    if tree is None:
+        return None
+    devices = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or _called(node.func) != EVIDENCE_CLASS or not node.args:
+            continue
+        made = resolved(node.args[0], tree, read)
+        if made is not UNRESOLVED and made != kind:
+            continue
+        given = [k.value for k in node.keywords if k.arg == DEVICE_ARGUMENT]
+        argument = node.args[DEVICE_POSITION] if len(node.args) > DEVICE_POSITION else next(iter(given), None)
+        device = resolved(argument, tree, read) if argument is not None else UNRESOLVED
+        devices.add(device if isinstance(device, str) else UNRESOLVED)
+    return devices or None
+
+
+def _called(func: ast.expr) -> str | None:
+    """The name a call's callee is spelled with (`CommandEvidence`, `evidence.CommandEvidence`)."""
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
 
 
 def measured_device_problems(record: EvidenceRecord) -> list[str]:

@@ -178,6 +178,7 @@ def derive(kind: str, inputs: Inputs) -> Derivation:
     if kind not in LOOP_KINDS:  # a training run's id is its run directory's name, not a stamp
         derivation.problems += stamp_problems(inputs.record)
     derivation.problems += spread_problems(inputs.record)
+    derivation.problems += shared_reference_problems(inputs.record)
     if inputs.record.config_sha256 is not None or inputs.artifacts.has("config.toml"):
         config = derivation.fields.get(("config",), inputs.record.config)
         since = CONFIG_DIGEST_SINCE.get(kind)
@@ -213,6 +214,34 @@ def stamp_problems(record: EvidenceRecord) -> list[str]:
     return [
         f"run.started is {started.isoformat()}, but its id {record.run.id} was stamped at "
         f"{stamp.isoformat()}: a run starts when its id is stamped"
+    ]
+
+
+# GATE-MODEL-003's forms compared with the packed-document reference are named "<mode> packed"; the
+# others (train, eval, cached) with the plain one (stack.model.checks.check_architecture).
+PACKED_FORM = " packed"
+
+
+def shared_reference_problems(record: EvidenceRecord) -> list[str]:
+    """GATE-MODEL-003 compares every form of a checked architecture with one float64 reference of
+    the same probe weights and tokens (the packed forms with one of the same tokens in documents),
+    so the forms of one reference state one ref_absmax, its largest magnitude: a form's scale, which
+    its tolerance grows with, is not the form's to state (round-10 ledger audit Y43: the cached
+    form's ref_absmax restated 4.336 → 5.0 beside train's and eval's 4.336)."""
+    result = next((g for g in record.gates if g.id == "GATE-MODEL-003"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    forms = measured.get("forms")
+    if measured.get("checked") is not True or not isinstance(forms, dict):
+        return []
+    scales: dict[bool, dict[str, Any]] = {}
+    for name, values in forms.items():
+        scale = values.get("ref_absmax") if isinstance(values, dict) else None
+        scales.setdefault(str(name).endswith(PACKED_FORM), {})[name] = scale
+    return [
+        f"gates[GATE-MODEL-003].measured.forms state ref_absmax {stated}, but those forms are compared "
+        "with one reference, whose largest magnitude is one number"
+        for stated in scales.values()
+        if len({repr(v) for v in stated.values()}) > 1
     ]
 
 

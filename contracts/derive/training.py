@@ -1780,13 +1780,36 @@ ES_SERVED_SINCE = "1.33.0"
 def _es_batches(inputs: Inputs, log: Log, derived: Derivation) -> None:
     """GATE-DATA-001's checks windows and stream in an ES run judge each step's batch as the step
     takes it, one batch a step: in a run that ended (its last step's line written), the counts of
-    batches served and taken it states are its log's last step, a resume's included (round-10 R156)."""
+    batches served and taken it states are its log's last step, a resume's included (round-10 R156),
+    and the last batch served is the plan's batch of that ordinal: epoch (last step − 1) // steps
+    per epoch, step_in_epoch the rest (stack.data.reader.served_outcome; round-10 ledger audit Y106,
+    a step_in_epoch of a batch the run never reached)."""
     if version_key(inputs.record.spec.version) < version_key(ES_SERVED_SINCE) or not log.steps:
         return
     if inputs.record.run.status not in ENDED or "GATE-DATA-001" in inputs.stale:
         return
     for key in ("served_batches", "taken_batches"):
         derived.put(("gates", "GATE-DATA-001", "measured", key), log.last_step, optional=True)
+    per_epoch = measured_of(inputs.record, "GATE-DATA-001").get("steps_per_epoch")
+    if whole(per_epoch) and per_epoch > 0 and log.last_step > 0:
+        epoch, index = divmod(log.last_step - 1, per_epoch)
+        derived.put(("gates", "GATE-DATA-001", "measured", "epoch"), epoch, optional=True)
+        derived.put(("gates", "GATE-DATA-001", "measured", "step_in_epoch"), index, optional=True)
+
+
+def _es_checkpoint(inputs: Inputs, log: Log, derived: Derivation) -> None:
+    """The checkpoint an ended ES run names is the one its loop saved last: the loop saves every
+    save_every steps and always after the last step it took (stack.es.loop, `due` or a stop), so it
+    is the checkpoint of its log's last step, GATE-CKPT-001's included (round-10 ledger audit Y02: a
+    checkpoint of step 25 named by a run of 3 steps)."""
+    if inputs.record.checkpoint is None or inputs.record.run.status not in ENDED or not log.steps:
+        return
+    name = checkpoint_name(log.last_step)
+    derived.put(("checkpoint", "name"), name)
+    derived.put(("checkpoint", "step"), log.last_step)
+    if "GATE-CKPT-001" not in inputs.stale:
+        derived.put(("gates", "GATE-CKPT-001", "measured", "checkpoint"), name, optional=True)
+        derived.put(("gates", "GATE-CKPT-001", "step"), log.last_step, optional=True)
 
 
 @derives("es")
@@ -1816,4 +1839,5 @@ def es_record(inputs: Inputs) -> Derivation:
     derived.put(("metrics", "steps"), reports, optional=not reports)
     _es_seeds(inputs, log, derived)
     _es_batches(inputs, log, derived)
+    _es_checkpoint(inputs, log, derived)
     return derived

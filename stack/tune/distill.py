@@ -37,6 +37,8 @@ from contracts.spec import load_spec
 # zero, where the gradient of the T²-scaled KL hardly depends on T.
 PROBE_SHAPE = (8, 32)
 PROBE_SEED = 0
+# GATE-KD-004's thresholds the probe is drawn at: its temperature and the scale of its logits.
+PROBE_THRESHOLDS = ("probe_temperature", "probe_logit_scale")
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,14 @@ def _soft_grad_norm(student: torch.Tensor, teacher: torch.Tensor, temperature: f
     return float(logits.grad.norm())
 
 
-def temperature_probe() -> dict[str, float]:
-    """The soft term's gradient norm at the spec's probe temperature over its norm at T = 1."""
-    spec = load_spec()
-    temperature = float(spec.threshold("GATE-KD-004", "probe_temperature"))
-    scale = float(spec.threshold("GATE-KD-004", "probe_logit_scale"))
+def temperature_probe(thresholds: dict[str, Any] | None = None) -> dict[str, float]:
+    """The soft term's gradient norm at the spec's probe temperature over its norm at T = 1.
+    `thresholds`: GATE-KD-004's probe_temperature and probe_logit_scale as a record judged under
+    them (the integrity checker re-runs the probe a record states); the spec's when None."""
+    if thresholds is None:
+        spec = load_spec()
+        thresholds = {name: spec.threshold("GATE-KD-004", name) for name in PROBE_THRESHOLDS}
+    temperature, scale = (float(thresholds[name]) for name in PROBE_THRESHOLDS)
     generator = torch.Generator().manual_seed(PROBE_SEED)
     student = scale * torch.randn(PROBE_SHAPE, generator=generator)
     teacher = student + scale * torch.randn(PROBE_SHAPE, generator=generator)
