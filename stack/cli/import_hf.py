@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Import, then say where the checkpoint is and what the parity check measured."""
+    from contracts.judges import hf_logits_tolerance
     from stack.cli.inputs import check_inputs
     from stack.export.importer import import_hf
 
@@ -58,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
     )
     record = result.record
     check, tokenizer = record["parity"], record["tokenizer"]
+    rounding = {"rounding_error": check["rounding"]} if check.get("rounding") is not None else {}
+    tolerance = hf_logits_tolerance(rounding, check["threshold"])
     print(
         f"wrote {result.checkpoint}: logits within {check['max_abs_diff']:.3g} of transformers' over "
-        f"{check['positions']} positions (threshold {check['threshold']['logits_atol']})"
+        f"{check['positions']} positions (tolerance {tolerance:.3g}: the larger of logits_atol and "
+        f"{check['threshold']['logits_rounding_factor']:g} × the stack's fp32 rounding "
+        f"{check.get('rounding') or 0:.3g})"
     )
     print(
         f"  {record['family']}, weights {'/'.join(record['weights']['source_dtypes'])} → float32, "

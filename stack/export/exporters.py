@@ -156,7 +156,10 @@ def _write_hf(
     tokenizer it reads back (kept in the record for `certify`)."""
     weights = write_hf_files(tmp, trained)  # renamed below if unchecked
     hf_model = runtimes.load_as_user(tmp)  # as a user loads it: no dtype asked for
-    check = parity.measure_logits(weights.name, reference, runtimes.logits_of(hf_model, sample.windows))
+    rounding = runtimes.stack_rounding(trained.model, sample.windows, reference)
+    check = parity.measure_logits(
+        weights.name, reference, runtimes.logits_of(hf_model, sample.windows), rounding
+    )
     tokenizer = trained.tokenizer
     found = runtimes.hf_special_ids(tmp, hf_model)
     special = parity.SpecialIds(found, tokenizer.eot_id, hf_tokenizer.expected_special_ids(tokenizer))

@@ -204,10 +204,12 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
     model.eval()
     sample = resolve_sample(tokenizer, config.model.ctx, sample_text)
     hf_model = runtimes.load_hf_model(hf_dir)
+    logits = runtimes.stack_logits(model, sample.windows)
     check = parity.measure_logits(
         str(hf_dir),
         runtimes.logits_of(hf_model, sample.windows),
-        runtimes.stack_logits(model, sample.windows),
+        logits,
+        runtimes.stack_rounding(model, sample.windows, logits),
     )
     jinja = hf_tokenizer.read_chat_template(hf_dir)
     special = None  # the stack's own tokenizer, restored from its record, ends and starts at its end of text

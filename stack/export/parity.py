@@ -44,6 +44,9 @@ class LogitsParity:
     # the same two numbers as contracts.logits_parity computes them from the two tensors, and the
     # tensors' digests (`measure_logits`, apart from `compare_logits`): what the gates' check tensors judge
     tensors: dict[str, Any] = field(default_factory=dict)
+    # the stack's own fp32 rounding on the windows (stack.export.runtimes.stack_rounding), which
+    # scales GATE-EXPORT-001's tolerance; None where the comparison does not measure it
+    rounding: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: a non-finite difference becomes the string "inf" or "nan", which JSON can hold."""
@@ -79,10 +82,13 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
     return LogitsParity(artefact, diff, finite, agreement, positions)
 
 
-def measure_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tensor) -> LogitsParity:
+def measure_logits(
+    artefact: str, reference: torch.Tensor, candidate: torch.Tensor, rounding: float | None = None
+) -> LogitsParity:
     """`compare_logits`'s numbers, with the same two numbers computed from the same two tensors by
     contracts.logits_parity (apart from the stack's comparison, so a bug in it cannot move both)
-    and the tensors' digests: what the parity gates' check tensors judge."""
+    and the tensors' digests: what the parity gates' check tensors judge; `rounding`, the stack's
+    own fp32 rounding on the windows, kept beside them."""
     check = compare_logits(artefact, reference, candidate)
     tensors = {
         "max_abs_diff": max_abs_difference(reference, candidate),
@@ -90,7 +96,7 @@ def measure_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
         "reference_sha256": logits_sha256(reference),
         "candidate_sha256": logits_sha256(candidate),
     }
-    return replace(check, tensors=tensors)
+    return replace(check, tensors=tensors, rounding=rounding)
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,8 @@ def hf_outcome(
         "positions": parity.positions,
     }
     measured |= parity.tensor_values("", "max_abs_diff")
+    if parity.rounding is not None:
+        measured["rounding_error"] = parity.rounding
     if special is not None:
         measured |= special.as_dict()
     if architecture is not None:

@@ -8,6 +8,7 @@ files on disk are right, not just the tensors in memory.
 from __future__ import annotations
 
 import contextlib
+import copy
 import struct
 import warnings
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
+from contracts.logits_parity import max_abs_difference
 from stack.export.onnx_export import INPUT, OUTPUT
 
 
@@ -142,6 +144,18 @@ def onnx_logits(graph: Path, windows: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def stack_rounding(model: torch.nn.Module, windows: torch.Tensor, logits: torch.Tensor) -> float:
+    """The rounding the stack's fp32 forward makes on `windows`: the largest difference of its
+    `logits` from the same model's in float64 (contracts.logits_parity.max_abs_difference). Two
+    correct fp32 implementations differ by about this much, which GATE-EXPORT-001's tolerance scales
+    with (contracts.judges.hf_logits_tolerance); the float64 copy costs twice the weights' memory
+    for the moment it is used."""
+    exact = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        logits64, _ = exact(windows)
+    return max_abs_difference(logits64, logits)
+
+
 def stack_logits(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
     """The stack model's own logits on `windows`: the reference every export is held to."""
     logits, _ = model(windows)
