@@ -643,17 +643,19 @@ def _template_problems(
 ) -> list[str]:
     """GATE-LASER-003's check template (from rev 3): the digest of the chat template the surgery's
     checkpoint carries is the one contracts.checkpoints.chat_template_sha256 gives of the state.json
-    the record cites under surgery.json's `checkpoint`; a checkpoint the record does not cite is named."""
+    the record cites under surgery.json's `checkpoint`. A record filed into a ledger
+    (`--evidence-dir`) cites surgery.json alone, not the run directory's checkpoint: there the
+    digest is the in-run gate's measurement, which nothing stored decides; a cited state that is not
+    a JSON object is named."""
     values = gates.get("GATE-LASER-003")
     if not (isinstance(values, dict) and "template_written" in values):
         return []
     state_file = f"{report.get('checkpoint')}/{STATE_FILE}"
-    state = inputs.artifacts.json(state_file) if isinstance(report.get("checkpoint"), str) else None
+    if not (isinstance(report.get("checkpoint"), str) and inputs.artifacts.has(state_file)):
+        return []
+    state = inputs.artifacts.json(state_file)
     if not isinstance(state, dict):
-        return [
-            f"surgery.json: gates.GATE-LASER-003 states the written chat template's digest, but the record "
-            f"cites no checkpoint state {state_file!r} to read it in"
-        ]
+        return [f"surgery.json: {state_file} is not a checkpoint state to read the chat template in"]
     want = chat_template_sha256(state)
     derived.put(("gates", "GATE-LASER-003", "measured", "template_written"), want)
     if values["template_written"] == want:
