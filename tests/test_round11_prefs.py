@@ -109,6 +109,7 @@ def test_a_row_mask_that_is_not_one_run_ending_on_the_end_of_text_has_no_bounds(
 
 
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=12)
+WIDTH = 128  # a row holds any pair of TEXT: a prompt and a completion of 12 four-byte characters, and its end
 
 
 @settings(max_examples=40, deadline=None)
@@ -120,12 +121,12 @@ def test_a_rendered_pair_reads_back_at_its_mask_and_a_late_mask_does_not(
     same rows with the mask one token late give back another text, which the check counts off."""
     tok = ByteTokenizer()
     turns = list(zip(PAIR_ROLES, (prompt, chosen, rejected), strict=True))
-    rendered = render_pair(pair_ids(tok, turns), 64, tok.eot_id)
+    rendered = render_pair(pair_ids(tok, turns), WIDTH, tok.eot_id)
     mask = rendered.mask.copy()
     if late:
-        for start in (len(tok.encode(prompt)), 64 + len(tok.encode(prompt))):
+        for start in (len(tok.encode(prompt)), WIDTH + len(tok.encode(prompt))):
             mask[start] = 0
-    rows, scored = rendered.ids.reshape(2, 64), mask.astype(bool).reshape(2, 64)
+    rows, scored = rendered.ids.reshape(2, WIDTH), mask.astype(bool).reshape(2, WIDTH)
     read = pair_turns_at_mask(list(rows), list(scored), tok.eot_id, tok.decode)
     assert (read == turns) != late
     labels = rendered.ids * 0 + 2 + mask  # example 1, its supervised bits

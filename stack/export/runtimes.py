@@ -157,6 +157,8 @@ def stack_rounding(model: torch.nn.Module, windows: torch.Tensor, logits: torch.
 
 
 def stack_logits(model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
-    """The stack model's own logits on `windows`: the reference every export is held to."""
-    logits, _ = model(windows)
+    """The stack model's own logits on `windows`: the reference every export is held to (no graph
+    kept: the logits are only compared)."""
+    with torch.no_grad():
+        logits, _ = model(windows)
     return logits.float()
