@@ -265,8 +265,10 @@ def test_a_prompt_past_the_context_is_continued_as_given(run: Path, tmp_path: Pa
 def _seeded_with_zero(real: Any) -> Any:
     """The audit's R23: the generator `stack sample` draws with seeded with 0, whatever --seed says."""
 
-    def planted(model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: Any, seed: int) -> Any:
-        return real(model, idx, tokens, sampler, generator.manual_seed(0), seed)
+    def planted(
+        model: Any, idx: torch.Tensor, tokens: int, sampler: Any, generator: Any, seed: int, on_token: Any
+    ) -> Any:
+        return real(model, idx, tokens, sampler, generator.manual_seed(0), seed, on_token)
 
     return planted
 

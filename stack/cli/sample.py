@@ -11,11 +11,17 @@ penalises the wrong way, cuts before it scales, keeps the wrong part of a long t
 another seed than the one given exits 3 instead of printing. `--record DIR` writes the record as
 DIR/metadata.json beside the result (DIR/sample.json); `--evidence-dir LEDGER` files it. Without
 either the gates still fire, and only the text is printed.
+
+A request longer than the default shows its progress on stderr while it draws, and a Ctrl-C or
+SIGTERM prints the text drawn so far (unjudged: the gates judge a whole generation) and says where it
+was cut short, exit 130 or 143 as every interrupted command (round-10 user audit K06).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +29,15 @@ from stack.cli import values
 from stack.cli.eval import add_record_options
 
 if TYPE_CHECKING:
+    import torch
+
     from stack.data.tokenizer import Tokenizer
     from stack.eval.evidence import CommandEvidence
 
 KIND = "sample"
 RESULT_FILE = "sample.json"
+# `--tokens` when none is given; a longer request shows its progress while it draws (`drawing`).
+DEFAULT_TOKENS = 200
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--prompt", type=values.utf8_text, default="", help="UTF-8 text to continue (default: empty)"
     )
-    parser.add_argument("--tokens", type=values.positive_int, default=200, help="tokens to generate")
+    parser.add_argument(
+        "--tokens", type=values.positive_int, default=DEFAULT_TOKENS, help="tokens to generate"
+    )
     parser.add_argument(
         "--temperature", type=values.temperature, default=0.8, help="0 is greedy; else at least 0.001"
     )
@@ -103,7 +115,8 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
         print(f"stack sample: note: {note}", file=sys.stderr)
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed)
+    with drawing(trained.tokenizer, args.prompt, args.tokens, args.ignore_eot) as on_token:
+        out = sample_checked(trained.model, idx, args.tokens, sampler, generator, args.seed, on_token)
     given = prompt_ids(trained.tokenizer, config["prompt"])
     check_prompt(given, out[0, : out.shape[1] - args.tokens].tolist())  # what the draws followed
     drawn = out[0, len(ids) :].tolist()
@@ -117,6 +130,55 @@ def _sample(args: argparse.Namespace, evidence: CommandEvidence) -> dict[str, An
     text = sample_text(trained.tokenizer, args.prompt, drawn, args.ignore_eot)
     record.metrics["text_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return {"text": text, "prompt_tokens": len(ids), "prompt_ids": ids, "drawn": drawn}
+
+
+@contextmanager
+def drawing(
+    tokenizer: Tokenizer, prompt: str, tokens: int, ignore_eot: bool
+) -> Iterator[Callable[[torch.Tensor], None]]:
+    """Yield the per-token callback of a generation of `tokens` draws (sample_checked's `on_token`):
+    it keeps every token drawn and, for a request longer than DEFAULT_TOKENS, shows the progress
+    (stack.cli.progress.amount_progress). A Ctrl-C or SIGTERM in the block prints the text drawn so
+    far and ends the command as `Interrupted`, naming how many of the tokens were drawn: a user who
+    stops a long generation keeps what it made (round-10 user audit K06)."""
+    import torch
+
+    from contracts.errors import Interrupted
+    from stack.cli.progress import amount_progress
+
+    kept: list[torch.Tensor] = []
+    progress: AbstractContextManager[Callable[[int, int], None]] = (
+        amount_progress("stack sample: drawn", "tokens")
+        if tokens > DEFAULT_TOKENS
+        else nullcontext(lambda _done, _total: None)
+    )
+    try:
+        with progress as reached:
+
+            def on_token(token: torch.Tensor) -> None:
+                kept.append(token)
+                reached(len(kept), tokens)
+
+            yield on_token
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as stack.cli raises it
+        drawn = torch.cat(kept, dim=1)[0].tolist() if kept else []
+        print(sample_text(tokenizer, prompt, drawn, ignore_eot), flush=True)
+        stopped = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        shown = len(shown_draws(tokenizer, drawn, ignore_eot))
+        raise Interrupted(stopped, cut_short(len(drawn), shown, tokens)) from exc
+
+
+def cut_short(drawn: int, shown: int, tokens: int) -> str:
+    """What an interrupted `stack sample` says beside the text it printed: how far the drawing got,
+    where the text it printed ends if the model ended it (`shown_draws`), and that GATE-TRAIN-005
+    (which replays a whole generation) did not judge it."""
+    ended = ""
+    if shown < drawn:
+        ended = f" (the model ended the text after {shown:,}; --ignore-eot shows the rest)"
+    return (
+        f"cut short at {drawn:,} of {tokens:,} tokens{ended}; the text drawn so far is printed, "
+        "unjudged by GATE-TRAIN-005 and unrecorded"
+    )
 
 
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:

@@ -7,6 +7,7 @@ the draw reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -110,8 +111,13 @@ def generate(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     generator: torch.Generator | None = None,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """idx (B, T) followed by max_new_tokens tokens sampled from `model`, using a KV cache."""
+    """idx (B, T) followed by max_new_tokens tokens sampled from `model`, using a KV cache.
+
+    `on_token` sees each drawn token (B, 1) as soon as it is drawn, and touches neither the draws
+    nor the generator: a long `stack sample` shows its progress by it and keeps what was drawn when
+    it is interrupted (round-10 user audit K06)."""
     _check_sampling(temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 0:
         raise BadInput(f"max_new_tokens {max_new_tokens} is negative")
@@ -137,6 +143,8 @@ def generate(
             generator=generator,
         )
         out = torch.cat((out, token), dim=1)
+        if on_token is not None:
+            on_token(token)
         if step + 1 < max_new_tokens:  # the last token needs no forward of its own
             logits, _ = model(token, cache=cache)
     return out
@@ -145,7 +153,8 @@ def generate(
 @torch.no_grad()
 def generate_long(model: Decoder, idx: torch.Tensor, max_new_tokens: int, **sampling: object) -> torch.Tensor:
     """Like `generate`, but past the model's context: once the window is full, its newest half
-    becomes the prompt of the next chunk, so the model never sees more than `ctx` tokens."""
+    becomes the prompt of the next chunk, so the model never sees more than `ctx` tokens. The
+    sampling options, `on_token` included, go to every chunk's `generate`."""
     ctx = model.config.ctx
     out, remaining = idx, max_new_tokens
     while remaining > 0:

@@ -44,7 +44,7 @@ freshly seeded with it holds (contracts.seeds.seeded_state_sha256): the `seeded`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -388,17 +388,24 @@ def check_prompt(expected: list[int], continued: list[int]) -> None:
 
 @torch.no_grad()
 def sample_checked(
-    model: GPT, idx: torch.Tensor, tokens: int, sampler: Sampler, generator: torch.Generator, seed: int
+    model: GPT,
+    idx: torch.Tensor,
+    tokens: int,
+    sampler: Sampler,
+    generator: torch.Generator,
+    seed: int,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """`idx` (B, T) and `tokens` tokens sampled after it by `generate_long` with `sampler`'s settings
     (`stack sample`'s generation, past the model's context too), held to GATE-TRAIN-005 before it is
     returned: every draw replayed from the logits it was made from after the context it had, those
     logits a plain forward's of their window, the generator's state before the first draw the one
     `seed` (the seed the record states) starts, and the spread probe (from `seed`) drawn by the
-    model's own `generate` with the same settings and replayed."""
+    model's own `generate` with the same settings and replayed. `on_token` sees each of the
+    generation's tokens as it is drawn (not the probe's), and changes nothing of what is drawn."""
     out = None
     with watching_draws(model, generator) as draws, counting_undrawn(draws, idx.shape[0] * tokens):
-        out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator)
+        out = generate_long(model, idx, tokens, **sampler.settings(), generator=generator, on_token=on_token)
     tally = DrawTally(sampler, seed)
     tally.add(draws, None if out is None else out[:, idx.shape[1] :], model, idx)
     spread = SpreadLogits(probe_width(model.config.vocab, sampler.top_k), idx.device, seed)
