@@ -486,8 +486,8 @@ def _full_at(step: int, real: Callable[..., None], *, rust: bool) -> Callable[..
     `step` (as the staging writer does on a tmpfs that fills): an OSError that names no file, as
     Python's write reports it, or safetensors' own error, whose text alone says it (`rust`)."""
 
-    def save(what: object, filename: str, *args: object, **kwargs: object) -> None:
-        if f"step-{step:07d}" not in filename:
+    def save(what: object, filename: str | Path, *args: object, **kwargs: object) -> None:
+        if f"step-{step:07d}" not in str(filename):
             return real(what, filename, *args, **kwargs)
         Path(filename).write_bytes(b"\0" * 4096)
         if rust:
@@ -520,7 +520,7 @@ def test_a_disk_full_at_the_first_checkpoint_names_it_cleans_up_and_says_how_to_
     """G04: the line named no file and said "run again", which was refused; the half-written staging
     directory stayed (what filled the disk) and metadata.json said `running`, while the refusal of
     the same command said it "says why". Its own advice is what works now."""
-    monkeypatch.setattr(ckpt, "save_model", _full_at(2, ckpt.save_model, rust=False))
+    monkeypatch.setattr(ckpt, "save_weights", _full_at(2, ckpt.save_weights, rust=False))
     run = tmp_path / "run"
     argv = smoke_args(data, run, "train.steps=4", "ckpt.every=2")
     assert train(argv) == 2
@@ -544,7 +544,7 @@ def test_a_disk_full_at_a_later_checkpoint_is_no_malformed_file_and_resume_conti
 ) -> None:
     """G05: safetensors' I/O error writing a checkpoint was called "a .safetensors file it read is
     malformed; restore it or re-create it". It is the disk, and --resume is the way on."""
-    monkeypatch.setattr(ckpt, "save_file", _full_at(4, ckpt.save_file, rust=True))
+    monkeypatch.setattr(ckpt, "save_tensors", _full_at(4, ckpt.save_tensors, rust=True))
     run = tmp_path / "run"
     assert train(smoke_args(data, run, "train.steps=6", "ckpt.every=2", "ckpt.keep_last=8")) == 2
     line = ending(capsys.readouterr().err)
@@ -565,7 +565,7 @@ def test_a_record_the_full_disk_will_not_take_is_said_not_the_error_of_writing_i
 ) -> None:
     """The record's own write failing too used to replace the error that stopped the run; the line
     says the write that stopped it, and that metadata.json still says `running`."""
-    monkeypatch.setattr(ckpt, "save_model", _full_at(2, ckpt.save_model, rust=False))
+    monkeypatch.setattr(ckpt, "save_weights", _full_at(2, ckpt.save_weights, rust=False))
     real = run_module.write_evidence
 
     def full_for_the_failure(run_dir: Path, record: EvidenceRecord) -> None:
