@@ -16,8 +16,9 @@ line as it was is caught here, without running anything:
   command must be a key of the config at all (a record that leaves out the value it used cannot
   be held to the line: round-8 audit R91, R99), given on the line or not;
 * every parent in the record's lineage lies at a place one of its command lines names;
-* a record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` and the word that
-  names the model it started from point (`--init-from`, a DPO policy, a distillation's `--student`),
+* a record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` (the last line's to
+  give one: a resume may name a moved DATA_DIR's new place) and the word that names the model it
+  started from point (`--init-from`, a DPO policy, a distillation's `--student`),
   and a training record's run id is the name of the run directory `--out` (or `--resume`) names.
 
 Options are read by the stack's own parser with every default left out, so only what the line
@@ -551,7 +552,7 @@ def input_problems(record: EvidenceRecord) -> list[str]:
     options = given(record.run.argv or [])
     if options is None or options.get("resume") is not None:
         return []  # an unreadable line is command_line_problems'
-    places, metrics = record.run.places or {}, record.metrics if isinstance(record.metrics, dict) else {}
+    metrics = record.metrics if isinstance(record.metrics, dict) else {}
     command = str(options.get("command"))
     stated = [
         (f"metrics.{field}", _dotted(metrics, field), _input_option(field, command)) for field in INPUT_FIELDS
@@ -560,16 +561,31 @@ def input_problems(record: EvidenceRecord) -> list[str]:
     for field, value, dest in stated:
         if not isinstance(value, str):
             continue
-        if dest is None or options.get(dest) is None:
+        which, named, places = _naming_line(record, options, dest)
+        if dest is None or named.get(dest) is None:
             problems.append(
                 f"its {field} is {value!r}, but its command line (`stack {command}`) names no such input"
             )
-        elif not same_place(value, str(options[dest]), places):
+        elif not same_place(value, str(named[dest]), places):
             problems.append(
-                f"its {field} is {value!r}, but its command line's {_flag(command, dest)} names "
-                f"{str(options[dest])!r}"
+                f"its {field} is {value!r}, but its {which}command line's {_flag(command, dest)} names "
+                f"{str(named[dest])!r}"
             )
     return problems
+
+
+def _naming_line(
+    record: EvidenceRecord, first: dict[str, Any], dest: str | None
+) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """Which command line names the input of option `dest`, its options and its places: for --data
+    the last line that gives one, since a resume given a moved DATA_DIR's new place (the same data:
+    the resume checks its manifest) records that place (round-10 user audit K07); otherwise the first."""
+    lines = [(given(argv) or {}, places) for argv, places in _command_lines(record)]
+    if dest == "data":
+        at = max((i for i, (named, _places) in enumerate(lines) if named.get("data") is not None), default=0)
+        if at > 0:
+            return f"resume {at}'s ", lines[at][0], lines[at][1]
+    return "", first, record.run.places or {}
 
 
 def _input_option(field: str, command: str) -> str | None:

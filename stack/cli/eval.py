@@ -206,20 +206,26 @@ def _warn_overlap(overlap: dict[str, Any]) -> None:
 
 
 def _run_data_dir(path: Path, checkpoint_path: Path) -> Path:
-    """The DATA_DIR the checkpoint's model learned from (stack.train.lineage.trained_on): its run's, or
-    for a surgery's, merge's or import's output the source's; held to what `--data` takes (the same
+    """The DATA_DIR the checkpoint's model learned from (stack.train.lineage.recorded_data_dir): its run's,
+    or for a surgery's, merge's or import's output the source's; refused in words that tell none
+    recorded from recorded but gone; held to what `--data` takes (the same
     entry of stack.cli.inputs), so an SFT or DPO run's examples are refused as they are by --data,
     not counted as documents by GATE-EVAL-003."""
     from contracts.errors import BadInput
     from stack.artifacts import Identity, Need
     from stack.cli.inputs import input_of
-    from stack.train.lineage import trained_on
+    from stack.train.lineage import recorded_data_dir
 
-    data_dir = trained_on(checkpoint_path)
+    data_dir = recorded_data_dir(checkpoint_path)
     if data_dir is None:
         raise BadInput(
-            f"no DATA_DIR is recorded for {checkpoint_path} or the model it was made from, or it no "
-            "longer exists; pass --data DATA_DIR (or --text FILE)"
+            f"no DATA_DIR is recorded for {checkpoint_path} or the model it was made from; "
+            "pass --data DATA_DIR (or --text FILE)"
+        )
+    if not data_dir.is_dir():
+        raise BadInput(
+            f"{checkpoint_path}'s model was trained on DATA_DIR {data_dir}, which is not there any more; "
+            "if it moved, pass its new place with --data DATA_DIR (or score a text with --text FILE)"
         )
 
     def refused(identity: Identity, need: Need) -> str:

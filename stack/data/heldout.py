@@ -15,6 +15,7 @@ train split, or labels taken one window off, is refused before the first step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,11 +44,15 @@ def heldout_batches(
     n_batches: int | None = None,
     *,
     exclude: list[str] | None = None,
+    knobs: Knobs | None = None,
 ) -> list[torch.Tensor]:
-    """N (batch_size, seq_len + 1) int64 batches of held-out windows, the same on every call."""
+    """N (batch_size, seq_len + 1) int64 batches of held-out windows, the same on every call; a
+    split too small for them is refused with advice in the words of `knobs` (default: the training
+    loop's keys, TRAINING_KNOBS)."""
     import torch
 
-    n = heldout_set_batches(n_batches, load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+    minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+    n = heldout_set_batches(n_batches, minimum)
     if n < 1 or batch_size < 1 or seq_len < 1:
         raise BadInput(f"n_batches={n}, batch_size={batch_size} and seq_len={seq_len} must be >= 1")
     data_dir = Path(data_dir)
@@ -61,14 +66,70 @@ def heldout_batches(
     need = n * batch_size
     if table.total < need:
         tokens = sum(s.entry.tokens for s in shards)
+        shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None)
         raise BadInput(
             f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
-            f"{n} batches of {batch_size} need {need}: prepare with a larger --val-fraction or more text, "
-            "or lower batch_size / seq_len"
+            f"{n} batches of {batch_size} need {need}: {shortfall.advice(knobs or TRAINING_KNOBS)}"
         )
     ids = spread_ids(table.total, need)
     tokens = torch.from_numpy(table.gather(ids).reshape(n, batch_size, seq_len + 1))
     return list(tokens.unbind(0))
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The names the command that asks for a held-out set sizes it by: its batch size, its number of
+    batches and its window length; `judged`: whether GATE-EVAL-001 judges the number of batches (the
+    training loop, where a smaller set than its minimum needs a waiver)."""
+
+    batch_size: str
+    batches: str
+    seq_len: str
+    judged: bool
+
+
+TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "train.seq_len", judged=True)
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A held-out split of `windows` windows too small for `batches` batches of `batch_size`, under
+    GATE-EVAL-001's `minimum` batches; `packed`: fine-tuning data, whose windows are its pack length."""
+
+    windows: int
+    batches: int
+    batch_size: int
+    minimum: int
+    packed: bool
+
+    def advice(self, knobs: Knobs) -> str:
+        """What can still move, and only that (round-10 user audit K08: "lower batch_size" kept being
+        advised at batch_size 1, by no key a user could find): more held-out windows from the data;
+        a smaller batch where it is above 1; fewer batches, naming GATE-EVAL-001's waiver where that
+        goes below the gate's minimum."""
+        if self.packed:
+            data = "prepare with a larger --val-fraction, more examples or a shorter --pack-len (the windows"
+            moves = [f"{data} are the DATA_DIR's pack length)"]
+        else:
+            moves = [f"prepare with a larger --val-fraction or more text, or lower {knobs.seq_len}"]
+        fits, most = self.windows // self.batches, self.windows // self.batch_size
+        if self.batch_size > 1 and fits:
+            moves.append(f"lower {knobs.batch_size} to {fits} or less")
+        if self.windows:
+            fewer = (
+                f"lower {knobs.batches} to {most} or less"
+                if most
+                else f"lower {knobs.batch_size} and {knobs.batches}"
+            )
+            if self.batch_size > 1:
+                fewer += f" ({self.windows} or less at {knobs.batch_size} 1)"
+            if knobs.judged and (most or self.windows) < self.minimum:
+                fewer += (
+                    f", below GATE-EVAL-001's minimum of {self.minimum} batches: accept so small a set "
+                    "with --waive GATE-EVAL-001 --reason TEXT"
+                )
+            moves.append(fewer)
+        return "; or ".join(moves)
 
 
 def spread_ids(total: int, need: int) -> np.ndarray:

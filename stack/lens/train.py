@@ -42,7 +42,7 @@ from contracts.divergence import mean_kl_per_layer
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.schedule import linear_decay, linear_decay_at
-from stack.data.heldout import check_heldout, heldout_batches
+from stack.data.heldout import Knobs, check_heldout, heldout_batches
 from stack.data.reader import TokenReader, check_served
 from stack.lens.defaults import (
     DEFAULT_CLIP_NORM,
@@ -65,6 +65,8 @@ from stack.trace.identity import exact_outcome
 from stack.train.stepping import applied_lr, applied_settings
 
 Progress = Callable[[int, dict[str, Any]], None]
+# The options of `stack lens --train` that size the comparison's held-out set (no gate judges its batches).
+LENS_KNOBS = Knobs("--batch-size", "--heldout-batches", "--seq-len", judged=False)
 
 
 @dataclass(frozen=True)
@@ -312,10 +314,9 @@ def comparison_set(model: GPT, data_dir: Path, settings: LensTraining) -> list[t
     evaluates (stack.data.heldout, windows spread over the split, the same on every call),
     checked against the held-out split's shards before either lens reads it (GATE-DATA-005)."""
     seq_len = sequence_length(settings.seq_len, model.config.ctx)
-    try:
-        batches = heldout_batches(data_dir, settings.batch_size, seq_len, settings.heldout_batches)
-    except BadInput as err:
-        raise BadInput(f"{err}; for the lens: lower --heldout-batches, --batch-size or --seq-len") from None
+    batches = heldout_batches(
+        data_dir, settings.batch_size, seq_len, settings.heldout_batches, knobs=LENS_KNOBS
+    )
     check_heldout(_reader(model, data_dir, "heldout", settings), batches)
     return batches
 

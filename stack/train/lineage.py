@@ -79,13 +79,21 @@ def run_lineage(init_from: Path | None, config: RunConfig) -> Lineage | None:
 
 
 def trained_on(checkpoint: Path) -> Path | None:
-    """The DATA_DIR the model at `checkpoint` learned from, as the records say, or None.
+    """The DATA_DIR the model at `checkpoint` learned from (`recorded_data_dir`) where it is still
+    there; None when none is recorded or the recorded one no longer exists."""
+    recorded = recorded_data_dir(checkpoint)
+    return recorded if recorded is not None and recorded.is_dir() else None
 
-    A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json). A
-    surgery's, merge's or import's checkpoint learned nothing itself: its state names the source
-    checkpoint it was made from (`imported_from.checkpoint`), and the source's DATA_DIR is the
-    answer, followed back as far as the chain goes. None when no DATA_DIR is recorded or the
-    recorded one no longer exists.
+
+def recorded_data_dir(checkpoint: Path) -> Path | None:
+    """The DATA_DIR the records say the model at `checkpoint` learned from, there or not; None when
+    none is recorded (a refusal tells the two apart: round-10 user audit K07).
+
+    A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json; a
+    resume given the moved DATA_DIR's new place with --data records that place). A surgery's,
+    merge's or import's checkpoint learned nothing itself: its state names the source checkpoint it
+    was made from (`imported_from.checkpoint`), and the source's DATA_DIR is the answer, followed
+    back as far as the chain goes.
     """
     seen: set[Path] = set()
     current: Path | None = Path(checkpoint).resolve()
@@ -98,7 +106,7 @@ def trained_on(checkpoint: Path) -> Path | None:
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 data_dir = None
             if isinstance(data_dir, str):
-                return Path(data_dir) if Path(data_dir).is_dir() else None
+                return Path(data_dir)
         try:
             source = ckpt.read_state(current).get("imported_from") or {}
         except BadInput:

@@ -101,7 +101,7 @@ from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed, check_logged, forward_loss
 from stack.train.dropout_reads import check_dropout, measure_dropout
-from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, check_heldout_size
+from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, judge_heldout_size
 from stack.train.guards import (
     check_clipped,
     check_counted,
@@ -414,7 +414,7 @@ class Trainer:
         # The set the recorded config asks for, by the rule apart from the reader (GATE-EVAL-002 asked).
         minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
         self.asked_batches = heldout_set_batches(config.eval.batches, minimum)
-        check_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
+        judge_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))

@@ -321,6 +321,10 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
         print(f"{WRITER.command}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
     _refuse_other_data(run_dir, state, data_dir, str(record.metrics.get("data_dir", "")))
+    # The same prepared data (its manifest checked): where it lies now is what eval, memorization,
+    # sft --tokenizer and the next resume read (round-10 user audit K07: a moved DATA_DIR's new place
+    # was checked and used, and forgotten).
+    record.metrics["data_dir"] = str(Path(data_dir).resolve())
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
     config = resolve(None, request.config_file, request.sets, vocab=tokenizer.vocab_size, base=saved)

@@ -1,0 +1,215 @@
+"""Round-10 user audit K07 and K08, through the real commands.
+
+K07: a run whose DATA_DIR moved was resumed with `--resume R --data NEWPLACE`, as the refusal
+advised; the resume checked the new place's manifest and trained on it, but R's record kept the old
+place, so `stack eval R --split val` refused ("no DATA_DIR is recorded ... or it no longer exists")
+and the next resume asked for --data again. The checked new place is now the record's `data_dir`
+(what stack.train.lineage reads), the checker holds it to the resume's --data, and eval tells "none
+recorded" from "recorded but gone".
+
+K08: on a small chat set, the held-out shortfall kept advising "lower batch_size" at batch_size 1,
+by keys no user could find, and never named eval.batches; lowering eval.batches then fired
+GATE-EVAL-001, whose line named neither the key nor the waiver. The advice is derived from what can
+still move (stack.data.heldout.Shortfall), and GATE-EVAL-001's line names the remedy.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from ledger_support import findings
+from train_support import evidence, prepared, smoke_args, smoke_start, train
+
+from contracts.errors import BadInput
+from stack.cli import main
+from stack.data.heldout import TRAINING_KNOBS, Shortfall, heldout_batches
+from stack.lens.train import LENS_KNOBS
+
+WAIVER = "--waive GATE-EVAL-001 --reason TEXT"
+
+
+def _last_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The last line of stderr: a refusal's or a fired gate's line, after any progress lines."""
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def moved_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(RUN_DIR, old DATA_DIR, new DATA_DIR): a run trained 2 steps, its DATA_DIR moved, resumed to
+    step 3 with `--data NEWPLACE` as the refusal advises."""
+    root = tmp_path_factory.mktemp("moved")
+    data, run = prepared(root), root / "run"
+    assert train(smoke_args(data, run, "train.steps=2", "eval.every=2", "ckpt.every=2")) == 0
+    moved = root / "moved"
+    shutil.move(str(data), str(moved))
+    assert train(["train", "--resume", str(run)]) == 2  # the place is gone: --data is asked for
+    assert train(["train", "--resume", str(run), "--data", str(moved), "--set", "train.steps=3"]) == 0
+    return run, data, moved
+
+
+def test_a_resume_given_the_moved_data_records_its_new_place(moved_run: tuple[Path, Path, Path]) -> None:
+    """K07: the record states the checked new place, and the checker holds it to the resume's --data."""
+    run, _old, moved = moved_run
+    assert evidence(run)["metrics"]["data_dir"] == str(moved.resolve())
+    assert findings(run) == []
+
+
+def test_eval_and_the_next_resume_follow_the_recorded_place(
+    moved_run: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """K07: `stack eval R --split val` scores the new place's held-out split, and a plain resume
+    continues without asking for --data again."""
+    run, _old, moved = moved_run
+    capsys.readouterr()
+    assert main(["eval", str(run), "--split", "val", "--max-bytes", "2000"]) == 0
+    assert json.loads(capsys.readouterr().out)["overlap"]["training_data"] == str(moved.resolve())
+    assert train(["train", "--resume", str(run), "--set", "train.steps=4"]) == 0
+
+
+def test_eval_tells_a_gone_data_dir_from_none_recorded(
+    moved_run: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """K07: where the recorded DATA_DIR is gone, eval names it and says to pass its new place; where
+    none is recorded, it says so (the two were one line)."""
+    run, _old, _moved = moved_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    record = json.loads((copy / "metadata.json").read_text())
+    gone = tmp_path / "gone"
+    record["metrics"]["data_dir"] = str(gone)
+    (copy / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
+    capsys.readouterr()
+    assert main(["eval", str(copy), "--split", "val"]) == 2
+    line = _last_line(capsys)
+    assert f"trained on DATA_DIR {gone}, which is not there any more" in line
+    assert "pass its new place with --data DATA_DIR" in line
+    del record["metrics"]["data_dir"]
+    (copy / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert main(["eval", str(copy), "--split", "val"]) == 2
+    line = _last_line(capsys)
+    assert "no DATA_DIR is recorded" in line and "no longer exists" not in line
+
+
+def test_the_checker_holds_a_resumed_data_dir_to_the_resume_s_data(
+    moved_run: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A record stating the old place where its resume named the new one is caught: the check reads
+    the last --data, it does not accept any place."""
+    run, old, _moved = moved_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    record = json.loads((copy / "metadata.json").read_text())
+    record["metrics"]["data_dir"] = str(old.resolve())
+    (copy / "metadata.json").write_text(json.dumps(record, indent=2) + "\n")
+    assert any(
+        "metrics.data_dir" in line and "resume 1's command line's --data" in line for line in findings(copy)
+    )
+
+
+@pytest.fixture(scope="module")
+def small_chat(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(chat DATA_DIR, start RUN_DIR): 60 short chat examples with a fifth held out, too few held-out
+    windows for GATE-EVAL-001's minimum number of batches even at batch size 1."""
+    root = tmp_path_factory.mktemp("chat")
+    start = smoke_start(prepared(root), root / "start")
+    chats = root / "chat.jsonl"
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{i}+{i}"},
+                {"role": "assistant", "content": f"{2 * i}"},
+            ]
+        }
+        for i in range(60)
+    ]
+    chats.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data = root / "c"
+    argv = ["prepare", str(chats), "--format", "chat", "--tokenizer", str(start), "--val-fraction", "0.2"]
+    assert main([*argv, "--out", str(data)]) == 0
+    return data, start
+
+
+def _sft(data: Path, start: Path, out: Path, *extra: str) -> int:
+    sets = ["--set", "train.device='cpu'", "--set", "train.steps=2", "--set", "eval.every=2"]
+    return main(
+        [
+            "sft",
+            "--data",
+            str(data),
+            "--init-from",
+            str(start),
+            "--out",
+            str(out),
+            "--preset",
+            "smoke",
+            *sets,
+            *extra,
+        ]
+    )
+
+
+def test_the_shortfall_at_batch_size_1_names_what_can_still_move(
+    small_chat: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """K08: at batch_size 1 the refusal does not advise a smaller batch; it names the data's knobs,
+    eval.batches (with the most that fit) and GATE-EVAL-001's waiver."""
+    data, start = small_chat
+    capsys.readouterr()
+    assert _sft(data, start, tmp_path / "s", "--set", "train.batch_size=1") == 2
+    line = _last_line(capsys)
+    assert "batches of 1 need" in line
+    assert "batch_size" not in line.split("need", 1)[1]
+    assert "--val-fraction" in line and "--pack-len" in line
+    assert "lower eval.batches to" in line and WAIVER in line
+
+
+def test_gate_eval_001_names_its_key_and_waiver_and_the_waiver_runs(
+    small_chat: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """K08: eval.batches below the minimum fires GATE-EVAL-001 (exit 3, as before), and its line now
+    names eval.batches and the waiver; the waiver it names lets the run complete."""
+    data, start = small_chat
+    capsys.readouterr()
+    few = ["--set", "train.batch_size=1", "--set", "eval.batches=2"]
+    assert _sft(data, start, tmp_path / "s", *few) == 3
+    line = _last_line(capsys)
+    assert "GATE-EVAL-001" in line and "set eval.batches to" in line and WAIVER in line
+    waived = ["--waive", "GATE-EVAL-001", "--reason", "a small chat set"]
+    assert _sft(data, start, tmp_path / "w", *few, *waived) == 0
+
+
+@given(
+    windows=st.integers(0, 200),
+    batches=st.integers(1, 40),
+    batch_size=st.integers(1, 16),
+    packed=st.booleans(),
+)
+def test_the_advice_names_only_moves_that_can_help(
+    windows: int, batches: int, batch_size: int, packed: bool
+) -> None:
+    """Property: a smaller batch is advised only above 1, and to a size whose batches fit; fewer
+    batches only to a number that fits; the waiver only when that number is below the minimum."""
+    if windows >= batches * batch_size:
+        return
+    advice = Shortfall(windows, batches, batch_size, 16, packed).advice(TRAINING_KNOBS)
+    if batch_size == 1:
+        assert "train.batch_size" not in advice
+    most = windows // batch_size
+    if most:
+        assert f"lower eval.batches to {most} or less" in advice
+        assert most * batch_size <= windows
+    assert (WAIVER in advice) == bool(windows and (most or windows) < 16)
+
+
+def test_the_lens_shortfall_names_the_lens_options(tmp_path: Path) -> None:
+    """The lens comparison sizes its held-out set by its own options, which no gate judges: its refusal
+    names those, never the training loop's keys or GATE-EVAL-001's waiver."""
+    with pytest.raises(BadInput) as refused:
+        heldout_batches(prepared(tmp_path), 4, 32, 100_000, knobs=LENS_KNOBS)
+    assert "lower --heldout-batches to" in str(refused.value) and "--seq-len" in str(refused.value)
+    assert "train." not in str(refused.value) and "GATE-EVAL-001" not in str(refused.value)
