@@ -18,8 +18,9 @@ digests must be the writer's:
   or import's `--out`): each lineage parent read there names the weights the writer made
   (tools/lineage.made_weights), and a record whose `checkpoint` is the one it read (an
   evaluation, a sample, a memorization, a surgery's source, ...) hashes those weights, names the
-  step the writer's checkpoint is at and (for a command that states the read model's tokenizer)
-  its tokenizer;
+  step the writer's checkpoint is at, states that checkpoint's name and every file of it by the
+  sha256 and size the writer stated (a completed one states the checkpoint it read at all) and (for
+  a command that states the read model's tokenizer) its tokenizer;
 - a tuned lens a lens training saved (`--save`): the `config.lens_sha256` of a reading of it
   (`--lens`);
 - the adapters a LoRA run wrote: a merge of them (`stack lora merge ADAPTER`) merged the modules
@@ -43,7 +44,7 @@ from checkpoint_reads import READ_KINDS, READ_TOKENIZER_KINDS, read_option
 from lineage import MAKING_KINDS, WEIGHTS_FILE, made_weights
 
 from contracts.checkpoint_layout import adapted_modules
-from contracts.evidence import EvidenceRecord, run_named
+from contracts.evidence import CheckpointRef, EvidenceRecord, RunStatus, run_named
 from contracts.model_shape import lora_touched
 
 # The option of `stack lora merge ADAPTER` that names the adapters it merges.
@@ -245,11 +246,19 @@ def _model_problems(record: EvidenceRecord, writer: EvidenceRecord, read: Read, 
             f"checkpoint.files.{WEIGHTS_FILE} is {hashed.sha256[:12]}, but the model it read at {where} is "
             f"{made[:12]}"
         )
-    step = writer.checkpoint.step if writer.run.kind in MAKING_KINDS and writer.checkpoint else None
+    made_checkpoint = writer.checkpoint if writer.run.kind in MAKING_KINDS else None
+    step = made_checkpoint.step if made_checkpoint is not None else None
+    if checkpoint is None and made_checkpoint is not None and _states_its_read(record):
+        problems.append(
+            f"it states no checkpoint, but it read the checkpoint {made_checkpoint.name} at {where}: a "
+            f"completed {record.run.kind} record names the checkpoint it read and its files"
+        )
     if checkpoint is not None and step is not None and checkpoint.step != step:
         problems.append(
             f"checkpoint.step is {checkpoint.step}, but the model it read at {where} is of step {step}"
         )
+    elif checkpoint is not None and made_checkpoint is not None:
+        problems += _checkpoint_files_problems(checkpoint, made_checkpoint, where)
     tokenizer = (
         writer.data.tokenizer_sha256 if writer.data is not None and writer.run.kind in MAKING_KINDS else None
     )
@@ -260,6 +269,36 @@ def _model_problems(record: EvidenceRecord, writer: EvidenceRecord, read: Read, 
             f"{tokenizer!r}"
         )
     return problems
+
+
+def _states_its_read(record: EvidenceRecord) -> bool:
+    """Whether `record` must state the checkpoint it read: a completed record of a kind whose
+    `checkpoint` is the one its command read (stack.eval.evidence.note_checkpoint)."""
+    return record.run.kind in READ_KINDS and record.run.status is RunStatus.COMPLETED
+
+
+def _checkpoint_files_problems(read: CheckpointRef, made: CheckpointRef, where: str) -> list[str]:
+    """The files of the checkpoint a record read where a record of the ledger wrote it (the same
+    checkpoint: its name and step) are the files the writer stated, each by its sha256 and size:
+    both records hashed the same bytes, so a file stated otherwise by either is a restatement
+    (round-10 ledger audit Y96: a fine-tune's state.json size restated, though the memorization
+    record that read that checkpoint states the size it wrote). The reader's problem names the writer."""
+    if read.name != made.name:
+        return [f"checkpoint.name is {read.name!r}, but the model it read at {where} is {made.name!r}"]
+    stated = {name: (ref.sha256, ref.bytes) for name, ref in read.files.items()}
+    wrote = {name: (ref.sha256, ref.bytes) for name, ref in made.files.items()}
+    problems = [
+        f"checkpoint.files lacks {name}, which the checkpoint it read at {where} holds"
+        if name not in stated
+        else f"checkpoint.files lists {name}, which the checkpoint it read at {where} does not hold"
+        for name in sorted(stated.keys() ^ wrote.keys())
+    ]
+    return problems + [
+        f"checkpoint.files.{name} is {stated[name][0][:12]} of {stated[name][1]} bytes, but the checkpoint "
+        f"it read at {where} states {wrote[name][0][:12]} of {wrote[name][1]} bytes"
+        for name in sorted(stated.keys() & wrote.keys())
+        if stated[name] != wrote[name]
+    ]
 
 
 def _parent_place(record: EvidenceRecord, path: str) -> tuple[str, ...] | None:
