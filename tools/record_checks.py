@@ -31,6 +31,7 @@ from committed_models import committed_model_problems
 from config_rebuild import rebuild_problems, rebuild_warnings
 from env_checks import env_problems, version_findings, writer_device_problems
 from es_sources import es_noise_problems
+from forward_replays import hqq_replay_findings
 from probe_replays import probe_problems
 from repeatability import repeatability_problems
 from spec_history import SpecHistory
@@ -495,6 +496,9 @@ def check_record_truth(
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
     findings.violations += probe_problems(record)
+    replay_wrong, replay_unheld = hqq_replay_findings(record, root)
+    findings.violations += replay_wrong
+    findings.warnings += replay_unheld
     written = writer_device_problems(record, root)  # a dirty tree's writer may not be its commit's
     (findings.warnings if record.code.git_dirty else findings.violations).extend(written)
     versions_wrong, versions_warned = version_findings(record, run_dir, root)

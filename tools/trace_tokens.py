@@ -19,6 +19,10 @@ stack's own code (once per process and checkpoint: tools/committed_models.read_m
   (`stack.cli.sample.prompt_ids`), and its text is the prompt followed by its drawn ids decoded
   (`stack.cli.sample.sample_text`).
 
+An ablation's greedy continuations are replayed on the named checkpoint, and so are its intact
+and ablated forwards: trace.json's logits comparison and effect numbers are held to them
+(tools/forward_replays.py says to what tolerance, and from which spec version).
+
 (An evaluation's token counts are derived with the rest of its scored text: tools/scored_text.py.)
 
 A checkpoint no longer where the record names it is not checked here (the token axis of the traced
@@ -39,7 +43,9 @@ import torch
 from argv_record import given
 from checkpoint_reads import in_repository
 from committed_models import UNREADABLE, ReadModel, read_model
+from forward_replays import ABLATION_REPLAY_SINCE, MISSING, REFUSED, replay_differences
 
+from contracts.derive.reports import version_key
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.selection import site_widths
@@ -49,6 +55,7 @@ from stack.data.tokenizer import Tokenizer
 from stack.model.gpt import GPT
 from stack.trace.ablation import greedy_sample
 from stack.trace.calibrate import TracePath
+from stack.trace.modes import ablation
 
 TOKEN_KINDS = frozenset({"trace", "patch", "lens", "sample"})
 TRACE_REPORT = "trace.json"
@@ -59,6 +66,9 @@ EMBED_MODES = ("single", "ablation")
 # The embed site's moments, derived again from the same float32 rows, agree to this relative
 # tolerance (an order of summation; another prompt moves them by far more).
 EMBED_RTOL = 1e-9
+# What an ablation's replay holds of trace.json: every key its two forwards alone decide (the
+# samples are held by their own replay, the kept traces' sites by their widths and the embed site).
+ABLATION_REPLAYED = ("logits", "mean_kl", "argmax_changed", "positions", "per_layer")
 
 
 def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
@@ -121,6 +131,7 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
         problems += _patch_token_problems(record, config, tokenizer)
     if report.get("mode") == "ablation":
         problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
+        problems += _ablation_replay_problems(record, config, report, read_model(checkpoint), ids)
     problems += _embed_problems(config, report, read_model(checkpoint), ids)
     problems += _site_shape_problems(report, read_model(checkpoint).state["config"]["model"], len(ids))
     return (
@@ -211,16 +222,21 @@ def _lens_width_problems(config: dict[str, Any], report: dict[str, Any], tokeniz
     ]
 
 
-@functools.lru_cache(maxsize=64)
-def _path_model(path_a: str, model: ReadModel) -> GPT:
-    """The committed model on the path config.path_a describes (`LABEL (backend, dtype)`,
-    stack.trace.calibrate.TracePath.describe), as `stack trace` ran it, built once per process for
-    each model (`read_model` gives one ReadModel per checkpoint content) and only read after;
-    BadInput where the description names none."""
+def _trace_path(path_a: str, model: ReadModel) -> TracePath:
+    """The committed model's path config.path_a describes (`LABEL (backend, dtype)`,
+    stack.trace.calibrate.TracePath.describe); BadInput where the description names none."""
     described = re.fullmatch(r".* \(([\w-]+), (\w+)\)", path_a)
     if described is None:
         raise BadInput(f"config.path_a {path_a!r} names no backend and dtype")
-    return TracePath(model.trained.model, described[1], described[2], "replay").model()
+    return TracePath(model.trained.model, described[1], described[2], "replay")
+
+
+@functools.lru_cache(maxsize=64)
+def _path_model(path_a: str, model: ReadModel) -> GPT:
+    """The committed model on the path config.path_a describes, as `stack trace` ran it, built once
+    per process for each model (`read_model` gives one ReadModel per checkpoint content) and only
+    read after."""
+    return _trace_path(path_a, model).model()
 
 
 def _embed_problems(
@@ -325,6 +341,38 @@ def _sample_replay_problems(
         f"checkpoint make {_short(text)}"
         for name, text in ((k, model.tokenizer.text_of(v)) for k, v in drawn.items())
         if samples.get(name) != text
+    ]
+
+
+@functools.lru_cache(maxsize=64)
+def _ablation(model: ReadModel, path_a: str, ids: tuple[int, ...], sites: tuple[str, ...]) -> dict[str, Any]:
+    """What `stack trace --ablate` reports of its intact and ablated forwards
+    (`stack.trace.modes.ablation`, the function that wrote trace.json, without a sample): the
+    ABLATION_REPLAYED keys of its payload, made once per process for each model, path, prompt and
+    ablation."""
+    idx = torch.tensor([list(ids)], dtype=torch.long)
+    payload = ablation(_trace_path(path_a, model), idx, sites, [], 0, model.tokenizer.text_of).payload()
+    return {key: payload[key] for key in ABLATION_REPLAYED}
+
+
+def _ablation_replay_problems(
+    record: EvidenceRecord, config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+) -> list[str]:
+    """An ablation's logits comparison and effect numbers in trace.json (from ABLATION_REPLAY_SINCE),
+    against the two forwards of its committed checkpoint made again (tools/forward_replays.py:
+    round-10 ledger audit Y65, Y80, logits.failing and logits.cosine restated)."""
+    if version_key(record.spec.version) < version_key(ABLATION_REPLAY_SINCE):
+        return []
+    path_a, sites = str(config.get("path_a")), tuple(config.get("ablate") or ())
+    try:
+        replayed = _ablation(model, path_a, tuple(ids), sites)
+    except REFUSED as exc:
+        return [f"{TRACE_REPORT}: its ablation of {list(sites)} cannot be replayed on {path_a}: {exc}"]
+    how = "(its checkpoint's intact and ablated forwards again, stack.trace.modes.ablation)"
+    return [
+        f"{TRACE_REPORT}: {problem} {how}"
+        for key, value in replayed.items()
+        for problem in replay_differences(report.get(key, MISSING), value, key)
     ]
 
 

@@ -52,8 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _operate(args: argparse.Namespace, trained: Trained) -> Operated:
-    """Quantise the targets, write them in, then judge ties, changes and the held-out agreement."""
+def operate(args: argparse.Namespace, trained: Trained) -> Operated:
+    """Quantise the targets, write them in, then judge ties, changes and the held-out agreement
+    (`args`: targets, layers, bits, group_size, sample_text and the argv that gave them). The
+    integrity check makes a committed model's quantisation again with it (tools/forward_replays.py)."""
     import copy
 
     from stack.cli.progress import amount_progress
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         "sample_text": None if args.sample_text is None else str(args.sample_text),
     }
     request = Request("quantize", args.path, args.out, args.force, args.argv, args.evidence_dir, settings)
-    record = perform(request, lambda trained: _operate(args, trained))
+    record = perform(request, lambda trained: operate(args, trained))
     measured = record["measured"]
     agreement = measured["agreement"]
     groups = sorted({row["group"] for row in measured["matrices"]})
