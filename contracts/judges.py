@@ -1019,12 +1019,22 @@ def _overfitting(m: Measured, t: Thresholds) -> list[str]:
 
 @judges(
     "GATE-TRAIN-001",
-    checks={"line": ("missing", "step"), "counted": ("served_tokens", "step_tokens")},
+    checks={
+        "line": ("missing", "step"),
+        "counted": ("served_tokens", "step_tokens"),
+        "tensorboard": (
+            "tensorboard_scalars",
+            "tensorboard_expected",
+            "tensorboard_mismatches",
+            "tensorboard_first",
+        ),
+    },
 )
 def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
-    """The line is complete and follows the step before it; and the tokens the run counts a step
-    (its throughput, tokens seen and the plan corpus adequacy judged) are those its batches served."""
-    problems = []
+    """The line is complete and follows the step before it; the tokens the run counts a step (its
+    throughput, tokens seen and the plan corpus adequacy judged) are those its batches served; and
+    the scalars TensorBoard shows of the run are those its lines give (contracts.curves)."""
+    problems = _curves_mirrored(m)
     if has(m, "missing", "step"):
         missing = items(m, "missing")
         step = count(m, "step")
@@ -1041,6 +1051,22 @@ def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
                 f"{counted / served if served else float('inf'):.3g}×"
             )
     return problems
+
+
+def _curves_mirrored(m: Measured) -> list[str]:
+    """Check tensorboard: no (tag, step) where the event files read back and metrics.jsonl disagree,
+    and as many points shown as the lines give."""
+    if not has(m, "tensorboard_mismatches"):
+        return []
+    wrong, read = count(m, "tensorboard_mismatches"), count(m, "tensorboard_scalars")
+    given = count(m, "tensorboard_expected")
+    if not wrong and read == given:
+        return []
+    return [
+        f"TensorBoard shows {read} scalar point(s) of the run and its metrics lines give {given}; {wrong} "
+        f"(tag, step) of them disagree: {m['tensorboard_first']}; the curves users read are not what "
+        "the run did"
+    ]
 
 
 @judges(

@@ -100,12 +100,21 @@ def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:
 SMOKE_OPTIONS = ("train.warmup_steps", "eval.early_stop")
 
 
+# Options that need an optional package (the tensorboard extra): a record of the tests' making
+# leaves them off, and the package's own tests show their checks required (tests/test_round12_tb.py).
+EXTRA_OPTIONS = ("train.tensorboard",)
+
+
 def each_required_check(kind: str, options: tuple[str, ...] | None = None) -> pytest.MarkDecorator:
     """A test parametrised by every (gate_id, check) spec/run_kinds.yaml asks a completed record of
-    `kind` to show, those of its options included: every option (None), or the ones named, which
-    the record the test makes runs with on."""
+    `kind` to show, those of its options included: every option but EXTRA_OPTIONS (None), or the
+    ones named, which the record the test makes runs with on."""
     entry = load_spec().run_kinds[kind]
-    chosen = [o for o in entry.options if options is None or o.option in options]
+    chosen = [
+        o
+        for o in entry.options
+        if (o.option not in EXTRA_OPTIONS if options is None else o.option in options)
+    ]
     tables = [entry.checks, *(option.checks for option in chosen)]
     cases = sorted({(g, c) for table in tables for g, names in table.items() for c in names})
     return pytest.mark.parametrize(("gate_id", "check"), cases, ids=[f"{g}-{c}" for g, c in cases])

@@ -807,6 +807,9 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             if _is_main():  # the last checkpoint reads back as written (GATE-CKPT-002)
                 ckpt.load_checkpoint(ckpt.step_dir(run_dir, trainer.state.step))
                 finish_lora(trainer.model, run_dir, config)  # [lora]: GATE-LORA-004, RUN_DIR/adapter
+            if trainer.board is not None:  # the curves read back are the metrics lines' (GATE-TRAIN-001)
+                _close_board(trainer, evidence)
+                tensorboard.check_mirrored(run_dir, trainer.state.step)
     except GateViolation as exc:
         evidence.refresh(trainer, RunStatus.HALTED, str(exc))
         evidence.file_in_ledger()

@@ -18,32 +18,37 @@ the end), the gate verdicts so far as the text `gates`, one table row per gate. 
 what an earlier process logged after the step it resumes from, as metrics.jsonl rolls those
 lines back. Needs the `tensorboard` package (`pip install 'gatestack[tensorboard]'`); a run that
 asks for it without the package is refused at set-up.
+
+Which line gives which scalar is contracts.curves' rule (`line_scalars`), the Board's and the
+judge's alike. When the run closes its Board, TensorBoard's own reader reads the event files back
+and every scalar it shows is held to the metrics line it mirrors, at the line's step and value
+(GATE-TRAIN-001 check tensorboard): the files are an output users read, and so held to what the run
+did.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from contracts import curves
 from contracts.errors import BadInput
 from contracts.evidence import GateResult
+from contracts.gates import Outcome, gate_require, measure
+from contracts.wording import first_few
+from stack.train.metrics import METRICS_FILE, read_lines
 
 INSTALL_HINT = "pip install 'gatestack[tensorboard]'"
-# The step line's fields that are no curve: counters and identities.
-NOT_CURVES = ("step", "epoch", "batch_sha256")
-EVAL_CURVES = ("heldout_loss", "heldout_stderr", "train_loss")
+MISMATCHES_SHOWN = 3  # mismatches the record names; the count says how many there are
 
 
 def require() -> None:
     """Refuse, before a run starts, `train.tensorboard = true` without the package that writes it."""
     if importlib.util.find_spec("tensorboard") is None:
         raise BadInput(f"train.tensorboard=true needs the tensorboard package: {INSTALL_HINT}")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class Board:
@@ -61,19 +66,12 @@ class Board:
         """Mirror one metrics.jsonl line (`stack.train.metrics.MetricsLog.write`)."""
         step = int(fields.get("step", self.step))
         self.step = step
-        if kind == "step":
-            for name, value in fields.items():
-                if name not in NOT_CURVES and _number(value):
-                    self.writer.add_scalar(f"train/{name}", value, step)
-        elif kind == "eval":
-            for name in EVAL_CURVES:
-                if _number(fields.get(name)):
-                    self.writer.add_scalar(f"eval/{name}", fields[name], step)
-        elif kind == "sample":
-            self.writer.add_scalar("sample/coherence", fields["score"], step)
+        for tag, value in curves.line_scalars(kind, fields):
+            self.writer.add_scalar(tag, value, step)
+        if kind == "sample":
             texts = [f"    {text}".replace("\n", "\n    ") for text in fields.get("texts", [])]
             self.writer.add_text("samples", "\n\n".join(texts), step)
-        else:
+        elif kind not in ("step", "eval"):
             detail = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "step")
             self.writer.add_text("events", f"{kind}: {detail}", step)
 
@@ -86,3 +84,44 @@ class Board:
     def close(self) -> None:
         """Flush every queued event to disk and close the file."""
         self.writer.close()
+
+
+def read_scalars(run_dir: Path) -> list[curves.Scalar]:
+    """Every scalar TensorBoard shows of the run's event files, as its own reader loads them (a
+    resume's purge applied), in the order written: (tag, step, value)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    said = logging.getLogger("tensorboard")
+    level = said.level
+    said.setLevel(logging.ERROR)  # a resume's purge is what the reader is for here, not news for stderr
+    try:
+        accumulator.Reload()
+    finally:
+        said.setLevel(level)
+    return [
+        (tag, event.step, event.value)
+        for tag in accumulator.Tags()["scalars"]
+        for event in accumulator.Scalars(tag)
+    ]
+
+
+def _mirrored(run_dir: Path, step: int) -> Outcome:
+    read = read_scalars(run_dir)
+    lines = read_lines(Path(run_dir) / METRICS_FILE)
+    wrong = curves.mismatches(read, lines)
+    measured = {
+        "tensorboard_scalars": len(curves.shown(read)),
+        "tensorboard_expected": len(curves.expected(lines)),
+        "tensorboard_mismatches": len(wrong),
+        "tensorboard_first": first_few(wrong, MISMATCHES_SHOWN, "; "),
+    }
+    return measure(
+        "GATE-TRAIN-001", measured, step=step, holds="the TensorBoard curves are the metrics lines'"
+    )
+
+
+@gate_require("GATE-TRAIN-001", _mirrored)
+def check_mirrored(run_dir: Path, step: int) -> None:
+    """Once the Board is closed: every scalar TensorBoard shows of the run is the metrics line's it
+    mirrors, and every line's number is shown (`step`: the run's last, where the verdict is stamped)."""
