@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: draw to memory only
 import matplotlib.pyplot as plt
+from site_cache import kept
 
 plt.rcParams["svg.hashsalt"] = "gatestack"  # the same data gives the same SVG, byte for byte
 # Text stays text: drawing every label as glyph paths took half the time of a site build's plots
@@ -56,6 +57,7 @@ def _finish(fig: Any, ax: Any, xlabel: str, ylabel: str, legend: bool) -> str:
     return _svg(fig, {"left": 0.95 / width, "right": 0.98, "top": 1 - 0.1 / height, "bottom": 0.55 / height})
 
 
+@kept
 def curves(runs: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     """name → SVG of loss with held-out loss ± s.e., learning rate, gradient norm, tokens/s and
     coherence, one colour per run: a run page passes one run (label ""), a comparison two."""
@@ -130,6 +132,7 @@ def heat_map(
     return _svg(fig)
 
 
+@kept
 def trace_heat_map(report: dict[str, Any]) -> str | None:
     """The std of every layer × site of a `stack trace` report (trace.json), anomalies outlined."""
     sites = [s for s in report.get("trace", {}).get("sites", []) if s.get("layer") is not None]
@@ -149,6 +152,7 @@ def trace_heat_map(report: dict[str, Any]) -> str | None:
     return heat_map([f"layer {i}" for i in layers], names, grid, flagged, "std")
 
 
+@kept
 def position_map(report: dict[str, Any]) -> str | None:
     """A layer × position grid of a `stack lens` reading (KL to the final distribution, nats) or
     of a `stack trace --patch-sweep` (recovered fraction: 0 the corrupted run, 1 the clean one),
@@ -175,6 +179,7 @@ def position_map(report: dict[str, Any]) -> str | None:
     return _svg(fig)
 
 
+@kept
 def lens_training_chart(report: dict[str, Any]) -> str | None:
     """Per layer, the held-out KL of the logit lens and of the trained tuned lens (GATE-LENS-003
     warns at a layer where the tuned lens is the worse), from a `stack lens --train` record."""

@@ -16,6 +16,7 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_for_filename
 from pygments.util import ClassNotFound
+from site_cache import kept
 from site_format import BANNER, code, link
 
 SOURCE_DIR = "source"
@@ -56,13 +57,19 @@ class SourceLinks:
 def source_page(root: Path, file: str) -> str:
     """One repository file as a page, each line `#L-<n>` so a link can land on it."""
     source = (root / file).read_text(encoding="utf-8", errors="replace")
+    body = highlighted(file, source)
+    return f"{FRONT_MATTER}{BANNER}# {file}\n\nAs of the build; line numbers are link targets.\n\n{body}\n"
+
+
+@kept
+def highlighted(file: str, source: str) -> str:
+    """`source` as HTML, coloured by the lexer its file name picks, a span per line."""
     try:
         lexer = get_lexer_for_filename(file, stripnl=False)
     except ClassNotFound:
         lexer = get_lexer_for_filename("plain.txt", stripnl=False)
     formatter = HtmlFormatter(linenos="inline", linespans="L", wrapcode=True, cssclass="highlight gs-source")
-    body = highlight(source, lexer, formatter)
-    return f"{FRONT_MATTER}{BANNER}# {file}\n\nAs of the build; line numbers are link targets.\n\n{body}\n"
+    return highlight(source, lexer, formatter)
 
 
 def line_of(root: Path, file: str, pattern: str) -> int:
