@@ -19,18 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from forward_replays import RATIO_RTOL, REPLAY_RTOL, hqq_replay_findings
+from forward_replays import hqq_replay_findings, replay_tolerances
 from ledger_support import LEDGER, Change, assert_found, findings, forger_finished, planted
 from test_integrity_derived import ABLATION_RUN, QUANTIZE_RUN
 
 from contracts.evidence import EvidenceRecord
+from contracts.spec import load_spec
+
+SPEC = load_spec()
+# GATE-INTEG-001's replay_rtol and replay_ratio_rtol, as the checker reads them.
+TOLERANCES_READ = replay_tolerances(SPEC)
 
 # An ablation of spec 1.29.0 whose forwards ran on one thread: its ratios to an intact logit are
-# 1.6e-4 of themselves from a replay on two, which RATIO_RTOL holds.
+# 1.6e-4 of themselves from a replay on two, which replay_ratio_rtol holds.
 OTHER_THREADS_RUN = "trace-20261125T174947"
 REPLAYED = "but the replay gives"
 # Just beyond and just inside the replay's relative tolerance, as factors of the filed value.
-BEYOND, INSIDE = 1 + 2 * REPLAY_RTOL, 1 + REPLAY_RTOL / 2
+BEYOND, INSIDE = 1 + 2 * TOLERANCES_READ.value, 1 + TOLERANCES_READ.value / 2
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -98,9 +103,9 @@ def test_an_ablations_failing_count_restated_is_caught_by_its_replay(tmp_path: P
         assert_found(findings(copy), f"trace.json: logits.failing is {stated}", f"{REPLAYED} {failing}")
 
 
-# A float of the logits block with the tolerance it is held to: the cosine to REPLAY_RTOL, the
-# largest ratio to an intact logit to RATIO_RTOL.
-TOLERANCES = [("cosine", REPLAY_RTOL), ("min_rtol", RATIO_RTOL)]
+# A float of the logits block with the tolerance it is held to: the cosine to replay_rtol, the
+# largest ratio to an intact logit to replay_ratio_rtol.
+TOLERANCES = [("cosine", TOLERANCES_READ.value), ("min_rtol", TOLERANCES_READ.ratio)]
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -148,6 +153,6 @@ def test_the_records_as_filed_pass_their_replays(tmp_path: Path, run: str) -> No
 def test_a_quantisation_of_a_source_outside_the_repository_is_named_not_passed() -> None:
     data = _json(LEDGER / QUANTIZE_RUN / "metadata.json")
     data["config"]["source"] = "/elsewhere/model"
-    wrong, unheld = hqq_replay_findings(EvidenceRecord.model_validate(data))
+    wrong, unheld = hqq_replay_findings(EvidenceRecord.model_validate(data), SPEC)
     assert wrong == []
     assert_found(unheld, "GATE-HQQ-002's KL is not replayed", "'/elsewhere/model' is no committed model")

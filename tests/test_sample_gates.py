@@ -363,12 +363,11 @@ def test_a_chat_prompt_is_sampled_on_its_special_tokens_ids(
     assert expected[0] == library.token_to_id("<|im_start|>")
     kept = json.loads((tmp_path / "r" / "sample.json").read_text())
     assert (kept["prompt_ids"], kept["prompt_tokens"]) == (expected, len(expected))
-    assert (
-        trace_token_problems(read_evidence(tmp_path / "r" / "metadata.json"), tmp_path / "r") == []
-    )  # the checker agrees
+    record = read_evidence(tmp_path / "r" / "metadata.json")
+    assert trace_token_problems(record, tmp_path / "r", load_spec()) == []  # the checker agrees
     kept["prompt_ids"] = [*expected[1:], expected[0]]
     (tmp_path / "r" / "sample.json").write_text(json.dumps(kept))
-    (problem,) = trace_token_problems(read_evidence(tmp_path / "r" / "metadata.json"), tmp_path / "r")
+    (problem,) = trace_token_problems(record, tmp_path / "r", load_spec())
     assert "prompt_ids" in problem
 
 
@@ -411,7 +410,7 @@ def test_the_text_stops_where_the_model_ended_the_document(
     assert f"the model ended the text (end-of-text) after {end} of 60 tokens" in note
     for record, ignored in ((stopped, False), (on, True)):
         assert read_evidence(record / "metadata.json").config["ignore_eot"] is ignored
-        assert trace_token_problems(read_evidence(record / "metadata.json"), record) == []
+        assert trace_token_problems(read_evidence(record / "metadata.json"), record, load_spec()) == []
 
 
 def _text_run_on(run: Path) -> Callable[[dict[str, Any], Path], None]:

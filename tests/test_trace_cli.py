@@ -444,4 +444,5 @@ def test_a_chat_prompt_is_traced_on_its_special_tokens_ids(tmp_path: Path) -> No
     expected = Backend.from_file(str(source / "tokenizer.json")).encode(prompt, add_special_tokens=False).ids
     record = read_evidence(tmp_path / "rec" / "metadata.json")
     assert record.config["tokens"] == len(expected)
-    assert trace_token_problems(record, tmp_path / "rec") == []  # the checker encodes it as trace did
+    # the checker encodes it as trace did
+    assert trace_token_problems(record, tmp_path / "rec", load_spec()) == []

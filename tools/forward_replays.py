@@ -10,7 +10,8 @@ model is committed, the checker makes those forwards again with the stack's own 
 ones that wrote the numbers (`stack.cli.quantize.operate` for the quantisation,
 `stack.trace.modes.ablation` for the ablation: tools/trace_tokens.py), and holds the record to
 them: integers, strings and flags equal, every float within a tolerance that a forward summed in
-another order stays inside (REPLAY_RTOL, RATIO_RTOL).
+another order stays inside (GATE-INTEG-001's replay_rtol, and replay_ratio_rtol for a ratio to an
+intact logit: the spec says why those numbers).
 
 The quantisations are held from HQQ_REPLAY_SINCE (each value of the agreement its gate's revision
 states), the ablations from ABLATION_REPLAY_SINCE (every value the replay gives): a record of
@@ -37,16 +38,12 @@ from committed_models import UNREADABLE, ReadModel, committed_directory, read_mo
 from contracts.derive.reports import PER_ITEM_SINCE, version_key
 from contracts.errors import GateViolation
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.spec import Spec
 from stack.cli.quantize import operate
 
-# A replayed float agrees with the record to REPLAY_RTOL of itself: a float32 logit summed in
-# another order (another thread count, another CPU's kernels) moves the summaries of an ablation by
-# up to 1.2e-5 of themselves (one thread against two, here), a quantisation's KL by 1.7e-6 (a 1.5.0
-# record against today's); a restatement is far larger (Y80's cosine moved by 8e-4). The ratios to
-# the intact logit (RATIO_KEYS: an ablation's rel_error and min_rtol) move by far more where an
-# intact logit nears zero (1.6e-4 of themselves, one thread against two), and agree to RATIO_RTOL.
-REPLAY_RTOL = 1e-4
-RATIO_KEYS, RATIO_RTOL = frozenset({"rel_error", "min_rtol"}), 1e-2
+INTEG_GATE = "GATE-INTEG-001"
+# The ratios to an intact logit, held to replay_ratio_rtol (an ablation's rel_error and min_rtol).
+RATIO_KEYS = frozenset({"rel_error", "min_rtol"})
 # The spec versions from which a record is held to its replay: a quantisation's from the version
 # whose surgery.json carries the per-gate results (contracts.derive.reports.PER_ITEM_SINCE), an
 # ablation's from the oldest the ledger keeps (1.28.0): no older form was checked against it.
@@ -62,24 +59,46 @@ REFUSED = (*UNREADABLE, GateViolation)
 MISSING = object()  # a key or item a stated table or list lacks
 
 
-def replay_differences(stated: Any, replayed: Any, where: str, rtol: float = REPLAY_RTOL) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """How far a replayed float may lie from the record's, as a fraction of itself: `value` for
+    any float, `ratio` under RATIO_KEYS (GATE-INTEG-001's replay_rtol and replay_ratio_rtol)."""
+
+    value: float
+    ratio: float
+
+
+def replay_tolerances(spec: Spec) -> Tolerances:
+    """The replay's tolerances, from the spec of the repository checked."""
+    value, ratio = (float(spec.threshold(INTEG_GATE, name)) for name in ("replay_rtol", "replay_ratio_rtol"))
+    return Tolerances(value, ratio)
+
+
+def replay_differences(
+    stated: Any, replayed: Any, where: str, tolerances: Tolerances, rtol: float | None = None
+) -> list[str]:
     """Each leaf of `replayed` (JSON-like: tables, lists, numbers, strings, None) that `stated`
     gives otherwise, named by its path under `where`: a float by more than `rtol` of itself
-    (RATIO_RTOL under a key of RATIO_KEYS), anything else unequal (a bool is not a number); a key or
-    item `stated` lacks differs."""
+    (tolerances.value, or tolerances.ratio under a key of RATIO_KEYS), anything else unequal (a
+    bool is not a number); a key or item `stated` lacks differs."""
+    rtol = tolerances.value if rtol is None else rtol
     if isinstance(replayed, dict) and isinstance(stated, dict):
         return [
             found
             for key, value in replayed.items()
             for found in replay_differences(
-                stated.get(key, MISSING), value, f"{where}.{key}", RATIO_RTOL if key in RATIO_KEYS else rtol
+                stated.get(key, MISSING),
+                value,
+                f"{where}.{key}",
+                tolerances,
+                tolerances.ratio if key in RATIO_KEYS else rtol,
             )
         ]
     if isinstance(replayed, list) and isinstance(stated, list) and len(stated) == len(replayed):
         return [
             found
             for i, (given, value) in enumerate(zip(stated, replayed, strict=True))
-            for found in replay_differences(given, value, f"{where}[{i}]", rtol)
+            for found in replay_differences(given, value, f"{where}[{i}]", tolerances, rtol)
         ]
     if _agrees(stated, replayed, rtol):
         return []
@@ -111,7 +130,9 @@ def _agreement(model: ReadModel, settings: tuple[Any, ...], argv: list[str]) -> 
     return _AGREEMENTS[key]
 
 
-def hqq_replay_findings(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple[list[str], list[str]]:
+def hqq_replay_findings(
+    record: EvidenceRecord, spec: Spec, root: Path = REPO_ROOT
+) -> tuple[list[str], list[str]]:
     """A quantisation's GATE-HQQ-002 values the forwards decide, and its metrics.agreement, against
     the quantisation of its committed source made again (module doc); violations and warnings."""
     measured = next((g.measured for g in record.gates if g.id == HQQ_GATE), None)
@@ -143,7 +164,10 @@ def hqq_replay_findings(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple
         if isinstance(stated, dict)
         # each value the record's revision states (mean_kl_recomputed came with GATE-HQQ-002 rev 3)
         for problem in replay_differences(
-            stated, {key: replayed["agreement"][key] for key in AGREEMENT_REPLAYED if key in stated}, where
+            stated,
+            {key: replayed["agreement"][key] for key in AGREEMENT_REPLAYED if key in stated},
+            where,
+            replay_tolerances(spec),
         )
     ]
     return [f"{problem} {how}" for problem in problems], []

@@ -486,7 +486,8 @@ def check_record_truth(
     check_derived(record, run_dir, spec, findings)
     if record.schema_version >= SCHEMA_VERSION:
         findings.violations += argv_problems(record, run_dir) + rebuild_problems(record, run_dir)
-        findings.violations += argv_record_problems(record) + trace_token_problems(record, run_dir, root)
+        findings.violations += argv_record_problems(record)
+        findings.violations += trace_token_problems(record, run_dir, spec, root)
         findings.warnings += rebuild_warnings(record, run_dir)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root)
@@ -496,7 +497,7 @@ def check_record_truth(
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
     findings.violations += probe_problems(record)
-    replay_wrong, replay_unheld = hqq_replay_findings(record, root)
+    replay_wrong, replay_unheld = hqq_replay_findings(record, spec, root)
     findings.violations += replay_wrong
     findings.warnings += replay_unheld
     written = writer_device_problems(record, root)  # a dirty tree's writer may not be its commit's

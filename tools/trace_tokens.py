@@ -43,13 +43,14 @@ import torch
 from argv_record import given
 from checkpoint_reads import in_repository
 from committed_models import UNREADABLE, ReadModel, read_model
-from forward_replays import ABLATION_REPLAY_SINCE, MISSING, REFUSED, replay_differences
+from forward_replays import ABLATION_REPLAY_SINCE, MISSING, REFUSED, replay_differences, replay_tolerances
 
 from contracts.derive.reports import version_key
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.selection import site_widths
 from contracts.site_statistics import EXACT, named, statistics
+from contracts.spec import Spec
 from stack.cli.sample import RESULT_FILE, prompt_ids, sample_text
 from stack.data.tokenizer import Tokenizer
 from stack.model.gpt import GPT
@@ -96,7 +97,9 @@ def _result(run_dir: Path, name: str) -> dict[str, Any] | None:
     return report if isinstance(report, dict) else None
 
 
-def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REPO_ROOT) -> list[str]:
+def trace_token_problems(
+    record: EvidenceRecord, run_dir: Path, spec: Spec, root: Path = REPO_ROOT
+) -> list[str]:
     """What a trace, patching, lens or sample record states of its text and tokens, against the
     named checkpoint's tokenizer (module doc)."""
     config = record.config if isinstance(record.config, dict) else {}
@@ -131,7 +134,7 @@ def trace_token_problems(record: EvidenceRecord, run_dir: Path, root: Path = REP
         problems += _patch_token_problems(record, config, tokenizer)
     if report.get("mode") == "ablation":
         problems += _sample_replay_problems(config, report, read_model(checkpoint), ids)
-        problems += _ablation_replay_problems(record, config, report, read_model(checkpoint), ids)
+        problems += _ablation_replay_problems(record, config, report, read_model(checkpoint), ids, spec)
     problems += _embed_problems(config, report, read_model(checkpoint), ids)
     problems += _site_shape_problems(report, read_model(checkpoint).state["config"]["model"], len(ids))
     return (
@@ -356,7 +359,12 @@ def _ablation(model: ReadModel, path_a: str, ids: tuple[int, ...], sites: tuple[
 
 
 def _ablation_replay_problems(
-    record: EvidenceRecord, config: dict[str, Any], report: dict[str, Any], model: ReadModel, ids: list[int]
+    record: EvidenceRecord,
+    config: dict[str, Any],
+    report: dict[str, Any],
+    model: ReadModel,
+    ids: list[int],
+    spec: Spec,
 ) -> list[str]:
     """An ablation's logits comparison and effect numbers in trace.json (from ABLATION_REPLAY_SINCE),
     against the two forwards of its committed checkpoint made again (tools/forward_replays.py:
@@ -369,10 +377,11 @@ def _ablation_replay_problems(
     except REFUSED as exc:
         return [f"{TRACE_REPORT}: its ablation of {list(sites)} cannot be replayed on {path_a}: {exc}"]
     how = "(its checkpoint's intact and ablated forwards again, stack.trace.modes.ablation)"
+    tolerances = replay_tolerances(spec)
     return [
         f"{TRACE_REPORT}: {problem} {how}"
         for key, value in replayed.items()
-        for problem in replay_differences(report.get(key, MISSING), value, key)
+        for problem in replay_differences(report.get(key, MISSING), value, key, tolerances)
     ]
 
 
