@@ -1552,10 +1552,10 @@ def trace_record(inputs: Inputs) -> Derivation:
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
         _options_derived(inputs, derived, report)
-        derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report)]
+        config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+        derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report, config)]
         if mode == "ablation":
             derived.problems += [f"trace.json: {p}" for p in ablation_site_problems(report)]
-        config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
             derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
             derived.gate("GATE-TRACE-003", _ablation_asked(report, config), optional=True)
@@ -1648,14 +1648,19 @@ def described_path(described: Any) -> dict[str, str] | None:
     return None if found is None else found.groupdict()
 
 
-def site_dtype_problems(report: dict[str, Any]) -> list[str]:
+def site_dtype_problems(report: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """Every site of a kept trace holds the dtype of the path it ran on (paths.A for a single trace
     or an ablation, paths.B for B's): a path described in another dtype than its forward ran in
-    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites."""
+    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites. A bisection's trace.json
+    describes no paths: there the record's config.path_a / path_b, the paths the command line asked
+    for, are the ones (round-12 R211: `--dtype-b bf16` run in fp16 went unchecked)."""
     paths = report.get("paths") if isinstance(report.get("paths"), dict) else {}
     problems = []
     for label in _kept_sites(report):
-        described = paths.get(TRACE_PATH.get(label, ""))
+        path_label = TRACE_PATH.get(label, "")
+        described = paths.get(path_label, config.get(f"path_{path_label.lower()}"))
+        if described is None and report.get("mode") == "bisect":
+            problems.append(f"the {label} trace's path is described neither in trace.json nor in the config")
         if described is None:
             continue
         path = described_path(described)

@@ -86,11 +86,19 @@ def single(
     stop_on_nonfinite: bool,
     dump: Path | None,
 ) -> Result:
-    """Trace one path; name the first anomaly (or, with stop_on_nonfinite, the first NaN/Inf producer)."""
+    """Trace one path; name the first anomaly (or, with stop_on_nonfinite, the first NaN/Inf producer).
+
+    A dump's calibration (the fp64 and the reference path's forwards) runs before the traced
+    forward, never after: each forward's GATE-TRACE-002 values settle into the record, the last
+    one's standing, and the record's statistics and identities must be those of the forward the
+    report shows (a calibration run after it left the naive path's numbers in the record, 22
+    GATE-INTEG-001 lines on a correct `--dump`: round-12 audit).
+    """
+    calibration = reference_error(path, idx) if dump is not None else None
     trace, _ = trace_forward(path.model(), idx, keep=dump is not None)
-    if dump is not None:
+    if dump is not None and calibration is not None:
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
-        write_dump(dump, trace, idx[0].tolist(), meta, reference_error(path, idx))
+        write_dump(dump, trace, idx[0].tolist(), meta, calibration)
     found = find_anomalies(trace, names)
     stats = site_stats(trace)
     check_anomalies(stats, names, found)  # GATE-TRACE-003: the rule again, on what was measured
