@@ -1686,6 +1686,8 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
         "ablated": ("ablate_asked+", "ablate_zeroed", "ablate_reported", "sample_asked", "continuations"),
         # rev 5: every compared site was judged at the tolerance --atol/--rtol ask for there
         "tolerance": ("atol_asked", "rtol_asked", "site_tolerances"),
+        # rev 6: each compared site's reported minimum tolerances, recomputed from the sites' values
+        "margins": ("margins_reported+", "margins_recomputed+"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1716,6 +1718,9 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     tolerance (a bisection): every compared site was judged at the atol and rtol
     contracts.trace_tolerance.asked_bounds gives from the command line's --atol/--rtol, and where no
     rule matches at fp64_error_multiple × the site's reference error and default_rtol.
+    margins (a bisection): each compared site's reported min_atol and min_rtol (min_atol also
+    decides the site) are exactly those contracts.trace_tolerance.tolerance_margins gives from the
+    two sites' values at the site's tolerance.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -1742,6 +1747,8 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
         problems += _ablation_unasked(m)
     if has(m, "atol_asked", "rtol_asked", "site_tolerances"):
         problems += _tolerances_unasked(m, t)
+    if has(m, "margins_reported", "margins_recomputed"):
+        problems += _margins_restated(m)
     if has(m, "samples_asked", "sample_ids"):
         asked, ids = count(m, "samples_asked"), m["sample_ids"]
         wrong = {k: n for k, n in ids.items() if n != asked} if isinstance(ids, Mapping) else ids
@@ -1768,6 +1775,28 @@ def _ablation_unasked(m: Measured) -> list[str]:
             f"--sample {sample} asks for {'two' if sample else 'no'} continuations; the report shows {shown}"
         )
     return problems
+
+
+def _margins_restated(m: Measured) -> list[str]:
+    """GATE-TRACE-003's check `margins`: each site's reported minimum tolerances against those
+    contracts.trace_tolerance.tolerance_margins gives from its values (both maxima of the same
+    float64 elements, so exactly)."""
+    reported, recomputed = m["margins_reported"], m["margins_recomputed"]
+    if not (isinstance(reported, Mapping) and isinstance(recomputed, Mapping)):
+        raise Malformed("'margins_reported' and 'margins_recomputed' must map each site to its margins")
+    wrong = [
+        f"{name} {key} {(reported.get(name) or {}).get(key)!r} (its values give {value!r})"
+        for name, margins in recomputed.items()
+        for key, value in (margins.items() if isinstance(margins, Mapping) else [])
+        if (reported.get(name) or {}).get(key) != value
+    ]
+    wrong += [f"{name} reported, never recomputed" for name in reported if name not in recomputed]
+    if not wrong:
+        return []
+    return [
+        f"the bisection reports minimum tolerances its sites' values do not give "
+        f"(contracts.trace_tolerance.tolerance_margins): {first_few(wrong, 4, '; ')}"
+    ]
 
 
 def _tolerances_unasked(m: Measured, t: Thresholds) -> list[str]:

@@ -8,12 +8,17 @@ trace's dtype held to the one asked for.
 * R211: `trace --dtype-b bf16` ran in fp16 and every check passed: the checker skipped its
   dtype check where trace.json (a bisection's) names no paths. It now reads the paths from the
   record's config there, and names the mutant's record.
+* R219: a bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
+  on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
+  (contracts.trace_tolerance.tolerance_margins) and halts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +27,7 @@ from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from stack.cli import main
-from stack.trace import calibrate
+from stack.trace import bisect, calibrate
 
 PROMPT = "the gate fired at layer one"
 
@@ -68,3 +73,40 @@ def test_a_bf16_path_run_in_fp16_is_named_by_the_checker(
 def test_a_bf16_path_run_in_bf16_holds(run: Path, tmp_path: Path) -> None:
     _trace(tmp_path, run, "--dtype-b", "bf16")
     assert findings(tmp_path / "rec") == []
+
+
+def _margins_over_atol(monkeypatch: pytest.MonkeyPatch, scale: float) -> None:
+    """R219: each site's min_atol off what its values give: 0 (the mutant's, over the elements
+    beyond atol: none at a calibrated atol) or short of it by a few ulp; 1.0 reports it unchanged."""
+    real = bisect.compare_site
+
+    def planted(*args: Any, **kwargs: Any) -> Any:
+        c = real(*args, **kwargs)
+        return dataclasses.replace(c, min_atol=c.min_atol * scale)
+
+    monkeypatch.setattr(bisect, "compare_site", planted)
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+@pytest.mark.parametrize("scale", [0.0, 1 - 2**-40], ids=["the-mutant-0", "one-ulp-short"])
+def test_a_min_atol_other_than_its_values_give_halts(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    scale: float,
+) -> None:
+    _margins_over_atol(monkeypatch, scale)
+    assert _trace(tmp_path, run, "--dtype-b", "bf16") == 3
+    err = capsys.readouterr().err
+    assert "GATE-TRACE-003" in err and "tolerance_margins" in err
+
+
+@pytest.mark.holds("GATE-TRACE-003")
+def test_the_margins_of_a_bisection_hold(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _margins_over_atol(monkeypatch, 1.0)
+    assert _trace(tmp_path, run, "--dtype-b", "bf16") == 0
+    record = read_evidence(tmp_path / "rec" / "metadata.json")
+    (result,) = [g for g in record.gates if g.id == "GATE-TRACE-003"]
+    assert result.measured["margins_reported"] == result.measured["margins_recomputed"]
+    assert any(m["min_atol"] > 0 for m in result.measured["margins_recomputed"].values())
