@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from ledger_support import assert_found, findings
+from ledger_support import assert_found, edited, findings
 from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
@@ -110,3 +110,16 @@ def test_the_margins_of_a_bisection_hold(run: Path, tmp_path: Path, monkeypatch:
     (result,) = [g for g in record.gates if g.id == "GATE-TRACE-003"]
     assert result.measured["margins_reported"] == result.measured["margins_recomputed"]
     assert any(m["min_atol"] > 0 for m in result.measured["margins_recomputed"].values())
+
+
+def test_margins_restated_in_the_record_are_named_by_the_checker(run: Path, tmp_path: Path) -> None:
+    """A record whose margins (reported and recomputed alike) say 0 while trace.json keeps the
+    comparison's numbers: the checker derives the reported ones from trace.json."""
+    assert _trace(tmp_path, run, "--dtype-b", "bf16") == 0
+
+    def zeroed(data: dict[str, Any], _: Path) -> None:
+        (gate,) = [g for g in data["gates"] if g["id"] == "GATE-TRACE-003"]
+        for key in ("margins_reported", "margins_recomputed"):
+            gate["measured"][key] = {n: {"min_atol": 0.0, "min_rtol": 0.0} for n in gate["measured"][key]}
+
+    assert_found(findings(edited(tmp_path / "rec", zeroed)), "GATE-TRACE-003", "margins_reported")

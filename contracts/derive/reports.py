@@ -1563,6 +1563,8 @@ def trace_record(inputs: Inputs) -> Derivation:
             asked = {"atol_asked": config.get("atol"), "rtol_asked": config.get("rtol")}
             tolerances = {"site_tolerances": judged_tolerances(report)}
             derived.gate("GATE-TRACE-003", asked | tolerances, optional=True)
+            if "margins_reported" in results["GATE-TRACE-003"] and "comparisons" in report:
+                derived.gate("GATE-TRACE-003", {"margins_reported": reported_margins(report)})
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
             recorded = _patch_recorded(report)
             derived.gate("GATE-PATCH-002", recorded, optional=True)
@@ -1646,6 +1648,18 @@ def described_path(described: Any) -> dict[str, str] | None:
     """The backend and dtype a described path names, None where it names none."""
     found = PATH_RE.search(described) if isinstance(described, str) else None
     return None if found is None else found.groupdict()
+
+
+def reported_margins(report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-TRACE-003's check margins held the minimum tolerances trace.json reports of each compared
+    site (the shadow bisection's under --shadow: it ran last, and the record keeps the last one's):
+    site → its min_atol and min_rtol, as strict JSON keeps them."""
+    rows = report.get("shadow") or report.get("comparisons") or []
+    return {
+        row.get("name"): {"min_atol": row.get("min_atol"), "min_rtol": row.get("min_rtol")}
+        for row in rows
+        if isinstance(row, dict)
+    }
 
 
 def site_dtype_problems(report: dict[str, Any], config: dict[str, Any]) -> list[str]:
