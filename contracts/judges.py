@@ -1943,6 +1943,8 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
         "statistics": ("stats_recorded+", "stats_recomputed+"),
         # rev 4: the sites each kept trace shows are those --layers and --sites select
         "selection": ("shown", "selected+"),
+        # rev 5: a --dump read back holds each traced site's elements at the format's positions
+        "dump": ("dump_sha256", "dump_sites", "dump_traced", "dump_unlike"),
     },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
@@ -1950,10 +1952,20 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     output within site_identity_rtol × its largest magnitude of that module on the traced sites
     it reads (`identity`): a hook on the wrong module, or two names swapped, fails there; and the
     statistics recorded of a sample of sites consistent with each other and with those recomputed
-    by their definitions from the tensors the sites observed (`statistics`)."""
+    by their definitions from the tensors the sites observed (`statistics`); a --dump read back
+    from its bytes holds every traced site, each at its elements at the positions the format keeps
+    (`dump`, contracts.dump_sample)."""
     problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
     if has(m, "shown", "selected"):
         problems += _selection_problems(m)
+    if has(m, "dump_sites", "dump_traced", "dump_unlike"):
+        unlike, sites, traced = items(m, "dump_unlike"), count(m, "dump_sites"), count(m, "dump_traced")
+        if unlike or sites != traced:
+            problems.append(
+                f"the dump written holds {sites} site(s) of the {traced} traced, and "
+                f"{len(unlike)} hold other elements than the traced site's at the positions the format "
+                f"keeps (contracts.dump_sample): {first_few([str(u) for u in unlike], 5)}"
+            )
     if has(m, "identities"):
         found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
         if found:

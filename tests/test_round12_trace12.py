@@ -11,11 +11,15 @@ trace's dtype held to the one asked for.
 * R219: a bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
   on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
   (contracts.trace_tolerance.tolerance_margins) and halts.
+* R216: a --dump that kept a large site's first elements instead of its evenly spaced ones:
+  GATE-TRACE-002 rev 5 check dump reads the dump back and holds each site to the traced tensor at
+  the format's positions (contracts.dump_sample), and halts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,7 @@ from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
 from stack.cli import main
-from stack.trace import bisect, calibrate
+from stack.trace import bisect, calibrate, dump
 
 PROMPT = "the gate fired at layer one"
 
@@ -123,3 +127,46 @@ def test_margins_restated_in_the_record_are_named_by_the_checker(run: Path, tmp_
             gate["measured"][key] = {n: {"min_atol": 0.0, "min_rtol": 0.0} for n in gate["measured"][key]}
 
     assert_found(findings(edited(tmp_path / "rec", zeroed)), "GATE-TRACE-003", "margins_reported")
+
+
+def _first_elements(monkeypatch: pytest.MonkeyPatch, shift: int) -> None:
+    """R216: a large site's dump keeps the elements `shift` places after the format's positions
+    (the mutant's: its first SAMPLE_LIMIT elements); shift 0 keeps the right ones."""
+    real = dump.sample_indices
+
+    def planted(numel: int, limit: int) -> torch.Tensor:
+        positions = real(numel, limit)
+        if numel <= limit:
+            return positions
+        return torch.arange(limit) if shift is None else (positions + shift).clamp(max=numel - 1)
+
+    monkeypatch.setattr(dump, "sample_indices", planted)
+
+
+@pytest.mark.gate("GATE-TRACE-002")
+@pytest.mark.parametrize("shift", [None, 1], ids=["the-mutant-first-elements", "one-position-on"])
+def test_a_dump_holding_other_elements_than_the_site_halts(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], shift: Any
+) -> None:
+    _first_elements(monkeypatch, shift)
+    long_prompt = "--prompt=" + PROMPT  # 27 tokens: the logits (27 × 257) exceed the sample limit
+    code = main(
+        ["trace", str(run), long_prompt, "--dump", str(tmp_path / "d.json"), "--out", str(tmp_path / "r")]
+    )
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "GATE-TRACE-002" in err and "logits" in err and "contracts.dump_sample" in err
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+def test_a_dump_read_back_holds_and_its_sha256_is_stated(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _first_elements(monkeypatch, 0)
+    long_prompt = "--prompt=" + PROMPT
+    out = tmp_path / "d.json"
+    assert main(["trace", str(run), long_prompt, "--dump", str(out), "--out", str(tmp_path / "r")]) == 0
+    record = read_evidence(tmp_path / "r" / "metadata.json")
+    (traced,) = [g.measured for g in record.gates if g.id == "GATE-TRACE-002"]
+    assert traced["dump_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert traced["dump_unlike"] == [] and traced["dump_sites"] == traced["dump_traced"]

@@ -33,7 +33,7 @@ from stack.trace.anomaly import (
 from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
 from stack.trace.calibrate import TracePath, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
-from stack.trace.dump import Dump, write_dump
+from stack.trace.dump import Dump, check_dump, write_dump
 from stack.trace.sites import TRACE_SCHEMA_VERSION
 from stack.trace.tracer import Trace, trace_forward
 
@@ -99,6 +99,7 @@ def single(
     if dump is not None and calibration is not None:
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
         write_dump(dump, trace, idx[0].tolist(), meta, calibration)
+        check_dump(dump, trace)  # GATE-TRACE-002, check dump: the file read back against the sites
     found = find_anomalies(trace, names)
     stats = site_stats(trace)
     check_anomalies(stats, names, found)  # GATE-TRACE-003: the rule again, on what was measured
