@@ -34,6 +34,7 @@ from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
+from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
 from contracts.wording import first_few
@@ -1945,6 +1946,8 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
         "selection": ("shown", "selected+"),
         # rev 5: a --dump read back holds each traced site's elements at the format's positions
         "dump": ("dump_sha256", "dump_sites", "dump_traced", "dump_unlike"),
+        # rev 5: every traced site holds the dtype its path's --dtype / --dtype-b names
+        "dtype": ("dtype_asked", "dtype_seen"),
     },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
@@ -1958,6 +1961,8 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
     if has(m, "shown", "selected"):
         problems += _selection_problems(m)
+    if has(m, "dtype_asked", "dtype_seen"):
+        problems += _dtype_problems(m)
     if has(m, "dump_sites", "dump_traced", "dump_unlike"):
         unlike, sites, traced = items(m, "dump_unlike"), count(m, "dump_sites"), count(m, "dump_traced")
         if unlike or sites != traced:
@@ -1985,6 +1990,23 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
         if n
     ]
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
+
+
+def _dtype_problems(m: Measured) -> list[str]:
+    """GATE-TRACE-002's check dtype: per traced path, the dtypes its sites' tensors held against the
+    one its --dtype / --dtype-b names (contracts.trace_paths.PATH_DTYPES)."""
+    asked, seen = m["dtype_asked"], m["dtype_seen"]
+    if not (isinstance(asked, Mapping) and isinstance(seen, Mapping)):
+        raise Malformed("'dtype_asked' and 'dtype_seen' must map each path to its dtype(s)")
+    problems = []
+    for label, name in asked.items():
+        want, held = PATH_DTYPES.get(str(name)), seen.get(label)
+        if want is None or held != [want]:
+            problems.append(
+                f"path {label} asked for {name} ({want or 'no dtype a trace runs in'}), but its sites' "
+                f"tensors held {held} (contracts.trace_paths)"
+            )
+    return problems
 
 
 def _selection_problems(m: Measured) -> list[str]:

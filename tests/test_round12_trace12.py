@@ -5,9 +5,10 @@ trace's dtype held to the one asked for.
   then the naive reference path) ran after the traced one, so the record's GATE-TRACE-002
   statistics and identities were the naive path's, not those trace.json shows. The calibration now
   runs first; a dump trace of a small model passes the checker.
-* R211: `trace --dtype-b bf16` ran in fp16 and every check passed: the checker skipped its
-  dtype check where trace.json (a bisection's) names no paths. It now reads the paths from the
-  record's config there, and names the mutant's record.
+* R211: `trace --dtype-b bf16` ran in fp16 and every check passed. GATE-TRACE-002 rev 5 check
+  dtype holds every path's sites to the dtype its name asks for (contracts.trace_paths) and halts;
+  the checker, which skipped its dtype check where trace.json (a bisection's) names no paths,
+  reads them from the record's config there.
 * R219: a bisection's min_atol taken over the elements beyond atol (0.0 at every site) and judged
   on: GATE-TRACE-003 rev 6 check margins recomputes each site's margins from its values
   (contracts.trace_tolerance.tolerance_margins) and halts.
@@ -30,6 +31,7 @@ from ledger_support import assert_found, edited, findings
 from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
+from contracts.judges import forced_off
 from stack.cli import main
 from stack.trace import bisect, calibrate, dump
 
@@ -66,16 +68,39 @@ def _bf16_as_fp16(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(calibrate.DTYPES, "bf16", torch.float16)
 
 
+@pytest.mark.gate("GATE-TRACE-002")
+@pytest.mark.parametrize("option", ["--dtype-b", "--dtype"])
+def test_a_bf16_path_run_in_fp16_halts(
+    run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+) -> None:
+    _bf16_as_fp16(monkeypatch)
+    assert _trace(tmp_path, run, option, "bf16") == 3
+    err = capsys.readouterr().err
+    assert "GATE-TRACE-002" in err and "asked for bf16 (bfloat16)" in err and "float16" in err
+
+
 def test_a_bf16_path_run_in_fp16_is_named_by_the_checker(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _bf16_as_fp16(monkeypatch)
-    _trace(tmp_path, run, "--dtype-b", "bf16")
-    assert_found(findings(tmp_path / "rec"), "B trace's sites hold float16", "bf16")
+    with forced_off("GATE-TRACE-002"):
+        _trace(tmp_path, run, "--dtype-b", "bf16")
+    found = findings(tmp_path / "rec")
+    assert_found(found, "B trace's sites hold float16", "bf16")
+    assert_found(found, "GATE-TRACE-002", "asked for bf16")
 
 
+@pytest.mark.holds("GATE-TRACE-002")
 def test_a_bf16_path_run_in_bf16_holds(run: Path, tmp_path: Path) -> None:
-    _trace(tmp_path, run, "--dtype-b", "bf16")
+    assert _trace(tmp_path, run, "--dtype-b", "bf16") == 0
+    record = read_evidence(tmp_path / "rec" / "metadata.json")
+    (traced,) = [g.measured for g in record.gates if g.id == "GATE-TRACE-002"]
+    assert traced["dtype_asked"] == {"A": "fp32", "B": "bf16"}
+    assert traced["dtype_seen"] == {"A": ["float32"], "B": ["bfloat16"]}
     assert findings(tmp_path / "rec") == []
 
 

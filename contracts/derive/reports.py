@@ -50,6 +50,7 @@ from contracts.site_statistics import inconsistencies, strict
 from contracts.spec import thresholds_digest
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
+from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import judged_tolerances
 from contracts.truncation import rank_kept
 from contracts.verbatim import longest_common_run
@@ -1635,8 +1636,6 @@ def _options_derived(inputs: Inputs, derived: Derivation, report: dict[str, Any]
         derived.put(("config", "foil"), metric.get("foil"))
 
 
-# The dtype a site of a path run in each of `stack trace --dtype`'s dtypes holds (stack.trace.calibrate).
-PATH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
 # The path each kept trace of a report ran on (paths.A, paths.B): a single trace and both sides of
 # an ablation are path A's.
 TRACE_PATH = {"trace": "A", "A": "A", "B": "B", "intact": "A", "ablated": "A"}

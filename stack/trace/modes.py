@@ -31,7 +31,7 @@ from stack.trace.anomaly import (
     std_multiple,
 )
 from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
-from stack.trace.calibrate import TracePath, combined, reference_error, run
+from stack.trace.calibrate import TracePath, check_dtypes, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
 from stack.trace.dump import Dump, check_dump, write_dump
 from stack.trace.sites import TRACE_SCHEMA_VERSION
@@ -96,6 +96,7 @@ def single(
     """
     calibration = reference_error(path, idx) if dump is not None else None
     trace, _ = trace_forward(path.model(), idx, keep=dump is not None)
+    check_dtypes({"A": (path, trace)})  # GATE-TRACE-002, check dtype
     if dump is not None and calibration is not None:
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
         write_dump(dump, trace, idx[0].tolist(), meta, calibration)
@@ -217,6 +218,7 @@ def two_paths(
 ) -> Result:
     """Bisect two in-process paths; with shadow, also feed B's blocks A's inputs."""
     trace_a, trace_b = run(a, idx), run(b, idx)
+    check_dtypes({"A": (a, trace_a), "B": (b, trace_b)})  # GATE-TRACE-002, check dtype
     check_comparable(trace_a, trace_b)  # before calibrating: the tolerances are per site of both
     errors: dict[tuple[int, str, bool], dict[str, float]] = {}
 
@@ -272,6 +274,7 @@ def ablation(
     """Trace with and without `sites` zeroed; optionally continue the prompt both ways."""
     model = path.model()
     intact, _ = trace_forward(model, idx, keep=True)
+    check_dtypes({"A": (path, intact)})  # GATE-TRACE-002, check dtype
     ablated, _ = trace_forward(model, idx, keep=True, ablate=sites)
     effect = ablation_effect(intact, ablated, sites)
     lines = [
