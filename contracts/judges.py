@@ -34,6 +34,7 @@ from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
 from contracts.trace_anomaly import anomalies, block_site
+from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
 from contracts.wording import first_few
@@ -1686,6 +1687,8 @@ def _data_parallel_matches(m: Measured, t: Thresholds) -> list[str]:
         "ablated": ("ablate_asked+", "ablate_zeroed", "ablate_reported", "sample_asked", "continuations"),
         # rev 5: every compared site was judged at the tolerance --atol/--rtol ask for there
         "tolerance": ("atol_asked", "rtol_asked", "site_tolerances"),
+        # rev 6: each compared site's reported minimum tolerances, recomputed from the sites' values
+        "margins": ("margins_reported+", "margins_recomputed+"),
         "falsifiers": ("falsifiers+",),
     },
 )
@@ -1716,6 +1719,9 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     tolerance (a bisection): every compared site was judged at the atol and rtol
     contracts.trace_tolerance.asked_bounds gives from the command line's --atol/--rtol, and where no
     rule matches at fp64_error_multiple × the site's reference error and default_rtol.
+    margins (a bisection): each compared site's reported min_atol and min_rtol (min_atol also
+    decides the site) are exactly those contracts.trace_tolerance.tolerance_margins gives from the
+    two sites' values at the site's tolerance.
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
@@ -1742,6 +1748,8 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
         problems += _ablation_unasked(m)
     if has(m, "atol_asked", "rtol_asked", "site_tolerances"):
         problems += _tolerances_unasked(m, t)
+    if has(m, "margins_reported", "margins_recomputed"):
+        problems += _margins_restated(m)
     if has(m, "samples_asked", "sample_ids"):
         asked, ids = count(m, "samples_asked"), m["sample_ids"]
         wrong = {k: n for k, n in ids.items() if n != asked} if isinstance(ids, Mapping) else ids
@@ -1768,6 +1776,28 @@ def _ablation_unasked(m: Measured) -> list[str]:
             f"--sample {sample} asks for {'two' if sample else 'no'} continuations; the report shows {shown}"
         )
     return problems
+
+
+def _margins_restated(m: Measured) -> list[str]:
+    """GATE-TRACE-003's check `margins`: each site's reported minimum tolerances against those
+    contracts.trace_tolerance.tolerance_margins gives from its values (both maxima of the same
+    float64 elements, so exactly)."""
+    reported, recomputed = m["margins_reported"], m["margins_recomputed"]
+    if not (isinstance(reported, Mapping) and isinstance(recomputed, Mapping)):
+        raise Malformed("'margins_reported' and 'margins_recomputed' must map each site to its margins")
+    wrong = [
+        f"{name} {key} {(reported.get(name) or {}).get(key)!r} (its values give {value!r})"
+        for name, margins in recomputed.items()
+        for key, value in (margins.items() if isinstance(margins, Mapping) else [])
+        if (reported.get(name) or {}).get(key) != value
+    ]
+    wrong += [f"{name} reported, never recomputed" for name in reported if name not in recomputed]
+    if not wrong:
+        return []
+    return [
+        f"the bisection reports minimum tolerances its sites' values do not give "
+        f"(contracts.trace_tolerance.tolerance_margins): {first_few(wrong, 4, '; ')}"
+    ]
 
 
 def _tolerances_unasked(m: Measured, t: Thresholds) -> list[str]:
@@ -1914,6 +1944,10 @@ def _diverges(m: Measured, t: Thresholds) -> list[str]:
         "statistics": ("stats_recorded+", "stats_recomputed+"),
         # rev 4: the sites each kept trace shows are those --layers and --sites select
         "selection": ("shown", "selected+"),
+        # rev 5: a --dump read back holds each traced site's elements at the format's positions
+        "dump": ("dump_sha256", "dump_sites", "dump_traced", "dump_unlike"),
+        # rev 5: every traced site holds the dtype its path's --dtype / --dtype-b names
+        "dtype": ("dtype_asked", "dtype_seen"),
     },
 )
 def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
@@ -1921,10 +1955,22 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
     output within site_identity_rtol × its largest magnitude of that module on the traced sites
     it reads (`identity`): a hook on the wrong module, or two names swapped, fails there; and the
     statistics recorded of a sample of sites consistent with each other and with those recomputed
-    by their definitions from the tensors the sites observed (`statistics`)."""
+    by their definitions from the tensors the sites observed (`statistics`); a --dump read back
+    from its bytes holds every traced site, each at its elements at the positions the format keeps
+    (`dump`, contracts.dump_sample)."""
     problems = _statistics_problems(m, t) if has(m, "stats_recorded", "stats_recomputed") else []
     if has(m, "shown", "selected"):
         problems += _selection_problems(m)
+    if has(m, "dtype_asked", "dtype_seen"):
+        problems += _dtype_problems(m)
+    if has(m, "dump_sites", "dump_traced", "dump_unlike"):
+        unlike, sites, traced = items(m, "dump_unlike"), count(m, "dump_sites"), count(m, "dump_traced")
+        if unlike or sites != traced:
+            problems.append(
+                f"the dump written holds {sites} site(s) of the {traced} traced, and "
+                f"{len(unlike)} hold other elements than the traced site's at the positions the format "
+                f"keeps (contracts.dump_sample): {first_few([str(u) for u in unlike], 5)}"
+            )
     if has(m, "identities"):
         found = _deviations(m["identities"], "site", 0.0, t["site_identity_rtol"])
         if found:
@@ -1944,6 +1990,23 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
         if n
     ]
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
+
+
+def _dtype_problems(m: Measured) -> list[str]:
+    """GATE-TRACE-002's check dtype: per traced path, the dtypes its sites' tensors held against the
+    one its --dtype / --dtype-b names (contracts.trace_paths.PATH_DTYPES)."""
+    asked, seen = m["dtype_asked"], m["dtype_seen"]
+    if not (isinstance(asked, Mapping) and isinstance(seen, Mapping)):
+        raise Malformed("'dtype_asked' and 'dtype_seen' must map each path to its dtype(s)")
+    problems = []
+    for label, name in asked.items():
+        want, held = PATH_DTYPES.get(str(name)), seen.get(label)
+        if want is None or held != [want]:
+            problems.append(
+                f"path {label} asked for {name} ({want or 'no dtype a trace runs in'}), but its sites' "
+                f"tensors held {held} (contracts.trace_paths)"
+            )
+    return problems
 
 
 def _selection_problems(m: Measured) -> list[str]:

@@ -50,6 +50,7 @@ from contracts.site_statistics import inconsistencies, strict
 from contracts.spec import thresholds_digest
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
+from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import judged_tolerances
 from contracts.truncation import rank_kept
 from contracts.verbatim import longest_common_run
@@ -1552,10 +1553,10 @@ def trace_record(inputs: Inputs) -> Derivation:
         wanted = {gate_id for gate_id in results if gate_id not in inputs.stale}
         mode = report.get("mode")
         _options_derived(inputs, derived, report)
-        derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report)]
+        config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
+        derived.problems += [f"trace.json: {p}" for p in site_dtype_problems(report, config)]
         if mode == "ablation":
             derived.problems += [f"trace.json: {p}" for p in ablation_site_problems(report)]
-        config = inputs.record.config if isinstance(inputs.record.config, dict) else {}
         if mode == "ablation" and "GATE-TRACE-003" in wanted:
             derived.gate("GATE-TRACE-003", _ablation_reported(report), optional=True)
             derived.gate("GATE-TRACE-003", _ablation_asked(report, config), optional=True)
@@ -1563,6 +1564,8 @@ def trace_record(inputs: Inputs) -> Derivation:
             asked = {"atol_asked": config.get("atol"), "rtol_asked": config.get("rtol")}
             tolerances = {"site_tolerances": judged_tolerances(report)}
             derived.gate("GATE-TRACE-003", asked | tolerances, optional=True)
+            if "margins_reported" in results["GATE-TRACE-003"] and "comparisons" in report:
+                derived.gate("GATE-TRACE-003", {"margins_reported": reported_margins(report)})
         if mode in ("patch", "patch-sweep") and "GATE-PATCH-002" in wanted:
             recorded = _patch_recorded(report)
             derived.gate("GATE-PATCH-002", recorded, optional=True)
@@ -1633,8 +1636,6 @@ def _options_derived(inputs: Inputs, derived: Derivation, report: dict[str, Any]
         derived.put(("config", "foil"), metric.get("foil"))
 
 
-# The dtype a site of a path run in each of `stack trace --dtype`'s dtypes holds (stack.trace.calibrate).
-PATH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "fp64": "float64"}
 # The path each kept trace of a report ran on (paths.A, paths.B): a single trace and both sides of
 # an ablation are path A's.
 TRACE_PATH = {"trace": "A", "A": "A", "B": "B", "intact": "A", "ablated": "A"}
@@ -1648,14 +1649,31 @@ def described_path(described: Any) -> dict[str, str] | None:
     return None if found is None else found.groupdict()
 
 
-def site_dtype_problems(report: dict[str, Any]) -> list[str]:
+def reported_margins(report: dict[str, Any]) -> dict[str, Any]:
+    """GATE-TRACE-003's check margins held the minimum tolerances trace.json reports of each compared
+    site (the shadow bisection's under --shadow: it ran last, and the record keeps the last one's):
+    site → its min_atol and min_rtol, as strict JSON keeps them."""
+    rows = report.get("shadow") or report.get("comparisons") or []
+    return {
+        row.get("name"): {"min_atol": row.get("min_atol"), "min_rtol": row.get("min_rtol")}
+        for row in rows
+        if isinstance(row, dict)
+    }
+
+
+def site_dtype_problems(report: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """Every site of a kept trace holds the dtype of the path it ran on (paths.A for a single trace
     or an ablation, paths.B for B's): a path described in another dtype than its forward ran in
-    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites."""
+    (round-8 R83: --dtype bf16 traced in fp32) contradicts its own sites. A bisection's trace.json
+    describes no paths: there the record's config.path_a / path_b, the paths the command line asked
+    for, are the ones (round-12 R211: `--dtype-b bf16` run in fp16 went unchecked)."""
     paths = report.get("paths") if isinstance(report.get("paths"), dict) else {}
     problems = []
     for label in _kept_sites(report):
-        described = paths.get(TRACE_PATH.get(label, ""))
+        path_label = TRACE_PATH.get(label, "")
+        described = paths.get(path_label, config.get(f"path_{path_label.lower()}"))
+        if described is None and report.get("mode") == "bisect":
+            problems.append(f"the {label} trace's path is described neither in trace.json nor in the config")
         if described is None:
             continue
         path = described_path(described)

@@ -16,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_ensure, measure
 from contracts.judges import judge
+from contracts.site_statistics import strict
+from contracts.trace_tolerance import tolerance_margins
 from stack.trace.compare import SiteComparison, TolerancePolicy, compare_site
 from stack.trace.sites import inputs_of, split
 from stack.trace.tracer import Trace
@@ -60,8 +63,24 @@ def check_comparable(a: Trace, b: Trace) -> None:
         raise BadInput("the paths' blocks have different sites (dense against experts, or other experts)")
 
 
+def margins_outcome(result: Bisection, a: Trace, b: Trace) -> Outcome:
+    """GATE-TRACE-003's check `margins`: each compared site's reported min_atol and min_rtol (the
+    first decides the site) against contracts.trace_tolerance.tolerance_margins of the two traces'
+    values there, at the tolerance the site was judged at."""
+    reported, recomputed = {}, {}
+    for c in result.comparisons:
+        reported[c.name] = strict({"min_atol": c.min_atol, "min_rtol": c.min_rtol})
+        again = tolerance_margins(a.values[c.name], b.values[c.name], c.tolerance.atol, c.tolerance.rtol)
+        recomputed[c.name] = strict(again)
+    measured = {"margins_reported": reported, "margins_recomputed": recomputed}
+    return measure("GATE-TRACE-003", measured, holds="every site's margins are its values'")
+
+
+@gate_ensure("GATE-TRACE-003", lambda result, a, b: margins_outcome(result, a, b))
 def bisect(a: Trace, b: Trace, policy: TolerancePolicy, names: list[str]) -> Bisection:
-    """Compare every selected site of A and B (values of both traces are needed)."""
+    """Compare every selected site of A and B (values of both traces are needed). Bound to
+    GATE-TRACE-003 (check margins): the minimum tolerances it reports, which decide each site, are
+    held to those the sites' values give, before anything is reported."""
     check_comparable(a, b)
     comparisons = [
         compare_site(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from contracts.errors import BadInput
+from contracts.gates import Outcome, gate_require, measure
 from stack.model.checks import runnable_paths
 from stack.model.gpt import GPT
 from stack.trace.tracer import Trace, trace_forward
@@ -59,6 +60,25 @@ class TracePath:
     def fp64(self) -> TracePath:
         """The same weights in float64 under naive attention."""
         return TracePath(self.weights, "naive", "fp64", self.label)
+
+
+def dtypes_outcome(traced: dict[str, tuple[TracePath, Trace]]) -> Outcome:
+    """GATE-TRACE-002's check dtype: per path (A, B), the dtype its name asks for and the dtypes the
+    tensors its forward's hooks saw held (the sites' recorded dtypes, measured on the tensors)."""
+    measured = {
+        "dtype_asked": {label: path.dtype for label, (path, _) in traced.items()},
+        "dtype_seen": {
+            label: sorted({site.dtype for site in trace.sites.values()})
+            for label, (_, trace) in traced.items()
+        },
+    }
+    return measure("GATE-TRACE-002", measured, holds="every path ran in the dtype asked for")
+
+
+@gate_require("GATE-TRACE-002", dtypes_outcome)
+def check_dtypes(traced: dict[str, tuple[TracePath, Trace]]) -> None:
+    """Bound to GATE-TRACE-002 (check dtype): a path whose sites held another dtype than its
+    --dtype / --dtype-b names halts the trace before its report is believed."""
 
 
 def run(path: TracePath, idx: torch.Tensor, feed: dict[str, torch.Tensor] | None = None) -> Trace:

@@ -20,15 +20,19 @@ the sample, and the report says so.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from contracts.dump_sample import kept_positions, stored_values
 from contracts.errors import BadInput
 from contracts.evidence import atomic_write_bytes
+from contracts.gates import Outcome, gate_require, measure
 from stack.artifacts import TRACE_DUMP_FORMAT
 from stack.trace.report import plain
 from stack.trace.sites import DENSE, TRACE_SCHEMA_VERSION, Layout
@@ -108,6 +112,41 @@ def write_dump(
     if trace.layout != DENSE:  # a dense dump reads as it always has
         payload["layout"] = trace.layout.as_json()
     atomic_write_bytes(Path(out), (json.dumps(payload, allow_nan=False) + "\n").encode())
+
+
+def _same(stored: list[float], kept: list[float]) -> bool:
+    """Element by element equal, NaN where NaN."""
+    return len(stored) == len(kept) and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(stored, kept, strict=True)
+    )
+
+
+def dump_outcome(out: Path, trace: Trace) -> Outcome:
+    """GATE-TRACE-002's check dump: the dump as written, read back from its bytes, against the
+    traced forward's tensors: each site's stored values are its elements at the positions the
+    format keeps (contracts.dump_sample), cast as the format stores them. States the file's sha256."""
+    raw = Path(out).read_bytes()
+    stored = {site.get("name"): site for site in json.loads(raw).get("sites") or []}
+    unlike = []
+    for name in trace.names:
+        site, flat = stored.get(name), trace.values[name].detach().reshape(-1).cpu()
+        wide = flat.dtype == torch.float64
+        kept = flat[kept_positions(flat.numel(), SAMPLE_LIMIT)].to(torch.float64 if wide else torch.float32)
+        if site is None or not _same(stored_values(site["values"], site["values_dtype"]), kept.tolist()):
+            unlike.append(name)
+    measured = {
+        "dump_sha256": hashlib.sha256(raw).hexdigest(),
+        "dump_sites": len(stored),
+        "dump_traced": len(trace.names),
+        "dump_unlike": unlike,
+    }
+    return measure("GATE-TRACE-002", measured, holds="the dump holds the traced sites' elements")
+
+
+@gate_require("GATE-TRACE-002", dump_outcome)
+def check_dump(out: Path, trace: Trace) -> None:
+    """Bound to GATE-TRACE-002 (check dump): a dump whose stored elements are not the traced
+    sites' halts the trace (exit 3) before its report is believed."""
 
 
 def _load(path: Path) -> dict[str, Any]:

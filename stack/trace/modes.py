@@ -31,9 +31,9 @@ from stack.trace.anomaly import (
     std_multiple,
 )
 from stack.trace.bisect import Bisection, bisect, check_comparable, nonfinite
-from stack.trace.calibrate import TracePath, combined, reference_error, run
+from stack.trace.calibrate import TracePath, check_dtypes, combined, reference_error, run
 from stack.trace.compare import TolerancePolicy, ToleranceRule
-from stack.trace.dump import Dump, write_dump
+from stack.trace.dump import Dump, check_dump, write_dump
 from stack.trace.sites import TRACE_SCHEMA_VERSION
 from stack.trace.tracer import Trace, trace_forward
 
@@ -86,11 +86,21 @@ def single(
     stop_on_nonfinite: bool,
     dump: Path | None,
 ) -> Result:
-    """Trace one path; name the first anomaly (or, with stop_on_nonfinite, the first NaN/Inf producer)."""
+    """Trace one path; name the first anomaly (or, with stop_on_nonfinite, the first NaN/Inf producer).
+
+    A dump's calibration (the fp64 and the reference path's forwards) runs before the traced
+    forward, never after: each forward's GATE-TRACE-002 values settle into the record, the last
+    one's standing, and the record's statistics and identities must be those of the forward the
+    report shows (a calibration run after it left the naive path's numbers in the record, 22
+    GATE-INTEG-001 lines on a correct `--dump`: round-12 audit).
+    """
+    calibration = reference_error(path, idx) if dump is not None else None
     trace, _ = trace_forward(path.model(), idx, keep=dump is not None)
-    if dump is not None:
+    check_dtypes({"A": (path, trace)})  # GATE-TRACE-002, check dtype
+    if dump is not None and calibration is not None:
         meta = {"label": path.label, "backend": path.backend, "dtype": path.dtype, "device": idx.device.type}
-        write_dump(dump, trace, idx[0].tolist(), meta, reference_error(path, idx))
+        write_dump(dump, trace, idx[0].tolist(), meta, calibration)
+        check_dump(dump, trace)  # GATE-TRACE-002, check dump: the file read back against the sites
     found = find_anomalies(trace, names)
     stats = site_stats(trace)
     check_anomalies(stats, names, found)  # GATE-TRACE-003: the rule again, on what was measured
@@ -208,6 +218,7 @@ def two_paths(
 ) -> Result:
     """Bisect two in-process paths; with shadow, also feed B's blocks A's inputs."""
     trace_a, trace_b = run(a, idx), run(b, idx)
+    check_dtypes({"A": (a, trace_a), "B": (b, trace_b)})  # GATE-TRACE-002, check dtype
     check_comparable(trace_a, trace_b)  # before calibrating: the tolerances are per site of both
     errors: dict[tuple[int, str, bool], dict[str, float]] = {}
 
@@ -263,6 +274,7 @@ def ablation(
     """Trace with and without `sites` zeroed; optionally continue the prompt both ways."""
     model = path.model()
     intact, _ = trace_forward(model, idx, keep=True)
+    check_dtypes({"A": (path, intact)})  # GATE-TRACE-002, check dtype
     ablated, _ = trace_forward(model, idx, keep=True, ablate=sites)
     effect = ablation_effect(intact, ablated, sites)
     lines = [
