@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.agreement_sample import requested_problem
 from contracts.curriculum import eligible_arms, static_shares
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.likelihood import bits_per_byte_of
@@ -3060,10 +3061,17 @@ def _off_grid(m: Measured) -> list[str]:
         "recomputed": ("mean_kl_recomputed",),
         # rev 4: the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
+        # rev 5: the reference side is the source's weights as read, and not the quantised side
+        "reference": ("reference_sha256", "source_sha256", "quantised_sha256"),
+        # rev 5: the sample compared on is the one the request asked for (contracts.agreement_sample)
+        "requested": ("sample_source", "requested_sample_text"),
     },
 )
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
-    problems = _sample_problems(m)
+    problems = _sample_problems(m) + _reference_problems(m)
+    if has(m, "sample_source", "requested_sample_text"):
+        wrong = requested_problem(str(m["sample_source"]), m["requested_sample_text"])
+        problems += [] if wrong is None else [f"{wrong}: the agreement is not measured on the text asked for"]
     if has(m, "mean_kl_recomputed", "mean_kl_nats"):
         reported, again = number(m, "mean_kl_nats"), number(m, "mean_kl_recomputed")
         if not abs(reported - again) <= t["kl_rtol"] * abs(again):
@@ -3079,6 +3087,27 @@ def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, "mean_kl_nats"):
         problems += _kl_bound(m, t)
+    return problems
+
+
+def _reference_problems(m: Measured) -> list[str]:
+    """GATE-HQQ-002's check reference: the model whose forward gave the reference logits has the
+    source's weights as read (digest of every tensor taken before quantising) and not the quantised
+    model's: a KL of a model with itself is 0 whatever the quantiser did."""
+    if not has(m, "reference_sha256", "source_sha256", "quantised_sha256"):
+        return []
+    reference, source = str(m["reference_sha256"]), str(m["source_sha256"])
+    problems = []
+    if reference != source:
+        problems.append(
+            f"the agreement's reference model has weights sha256 {reference[:12]}, not the source's as "
+            f"read ({source[:12]}): the KL is not taken against the original"
+        )
+    if reference == str(m["quantised_sha256"]):
+        problems.append(
+            f"the agreement's reference and quantised sides are one model (weights sha256 {reference[:12]}): "
+            "the KL of a model with itself"
+        )
     return problems
 
 
