@@ -2013,6 +2013,11 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
 
 
+# The dtype of the logits GATE-EXPORT-001's rounding is measured against (check exact): a float64
+# forward's, as torch names it.
+ROUNDING_REFERENCE_DTYPE = "torch.float64"
+
+
 # What a gate comparing logits on a sample (GATE-EXPORT-001/002, GATE-HQQ-002) measures of it: the
 # windows it consumed and what their named source gives (contracts.agreement_sample.source_facts).
 SAMPLE_KEYS = ("sample_ids_sha256", "sample_windows", "source_ids_sha256", "source_windows")
@@ -2075,6 +2080,8 @@ def restated_from_tensors(m: Measured, key: str, what: str) -> list[str]:
         "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
         # rev 5: the stack's own fp32 rounding on the sample, which scales the tolerance
         "rounding": ("rounding_error",),
+        # rev 6: the rounding was measured against logits a float64 forward gave
+        "exact": ("rounding_reference_dtype",),
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
@@ -2089,6 +2096,12 @@ def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     problems += _sample_problems(m)
     if has(m, "max_abs_diff_tensors"):
         problems += tensors_within(m, "", atol, what)
+    if has(m, "rounding_reference_dtype") and m["rounding_reference_dtype"] != ROUNDING_REFERENCE_DTYPE:
+        problems.append(
+            f"the stack's rounding was measured against {m['rounding_reference_dtype']} logits, not "
+            f"{ROUNDING_REFERENCE_DTYPE}: the fp32 forward measured against itself, a rounding of about 0 "
+            "that narrows the tolerance it scales"
+        )
     if has(m, "loaded_dtypes", "stored_dtypes"):
         loaded, stored = (
             sorted(map(str, items(m, "loaded_dtypes"))),

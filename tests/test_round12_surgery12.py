@@ -1,11 +1,12 @@
 """Round-12 mutants R204 and R215: a quantisation's held-out agreement is taken against the source
 as read, on the sample the request asked for (GATE-HQQ-002 rev 5, checks reference and requested).
 
-R204 compared the quantised model with itself (KL 0.0); R215 ignored `--sample-text FILE` while the
-record stated both the file and the default source. Each is planted here in this process, through
-the real `stack quantize`, and halts naming the gate; honest runs hold. The checker holds a record's
-stated sample source to its config's sample_text the same way, so an export (whose gates have no
-such check) planted with R215 is named by it.
+R204 compared the quantised model with itself (KL 0.0); R208 measured the export's rounding against
+a "float64" copy left in fp32 (GATE-EXPORT-001 rev 6, check exact); R215 ignored `--sample-text
+FILE` while the record stated both the file and the default source. Each is planted here in this
+process, through the real `stack quantize` or `stack export`, and halts naming the gate; honest
+runs hold. The checker holds a record's stated sample source to its config's sample_text the same
+way, so an export (whose gates have no such check) planted with R215 is named by it.
 """
 
 from __future__ import annotations
@@ -161,3 +162,32 @@ def test_requested_problem_holds_the_source_to_the_request(
     source: str, asked: str | None, refused: bool
 ) -> None:
     assert (requested_problem(source, asked) is not None) is refused
+
+
+def _rounding_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """R208: the "float64" copy of the model stays fp32, so the rounding is the forward against itself."""
+
+    def still_fp32(self: GPT) -> GPT:
+        return self
+
+    monkeypatch.setattr(GPT, "double", still_fp32)
+
+
+@pytest.mark.gate("GATE-EXPORT-001")
+def test_hf_export_whose_rounding_is_measured_in_fp32_halts(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _rounding_in_fp32(monkeypatch)
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 3
+    assert "GATE-EXPORT-001" in capsys.readouterr().err
+    assert "not torch.float64" in _gate(out, "GATE-EXPORT-001")["message"]
+
+
+@pytest.mark.holds("GATE-EXPORT-001")
+def test_hf_export_measures_its_rounding_against_float64(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 0
+    gate = _gate(out, "GATE-EXPORT-001")
+    assert gate["verdict"] == "PASS" and gate["rounding_reference_dtype"] == "torch.float64"
+    assert gate["rounding_error"] > 0.0
