@@ -26,12 +26,26 @@ MAX_WINDOW = 256
 # The split a `data:` source reads: held out, so an agreement is not measured on memorised text.
 HELDOUT_SPLIT = "heldout"
 BUILTIN_SOURCE = "builtin"
+# How a `--sample-text FILE` source is named in the records.
+FILE_PREFIX = "file:"
 _HELDOUT = re.compile(r"^data:(?P<dir>.+) \(heldout split\)$")
 
 
 def heldout_source(data_dir: Path) -> str:
     """What a sample of `data_dir`'s held-out split is called in the records."""
     return f"data:{data_dir} (heldout split)"
+
+
+def requested_problem(source: str, sample_text: str | None) -> str | None:
+    """Why a sample named `source` is not the one its request asked for, or None: a request naming
+    `--sample-text FILE` (`sample_text`, as the record's settings state it) is answered by
+    `file:FILE` alone, and a request naming none by the default (the held-out split or the
+    built-in text), never by a file (the round-12 audit's R215 ignored the file and said so)."""
+    if sample_text is not None and source != f"{FILE_PREFIX}{sample_text}":
+        return f"--sample-text {sample_text} was asked for, but the sample compared on is {source}"
+    if sample_text is None and source.startswith(FILE_PREFIX):
+        return f"no --sample-text was asked for, but the sample compared on is {source}"
+    return None
 
 
 def heldout_dir(source: str) -> Path | None:

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from contracts.agreement_sample import requested_problem
 from contracts.curriculum import eligible_arms, static_shares
 from contracts.es_seeds import member_seeds, run_seeds
 from contracts.likelihood import bits_per_byte_of
@@ -2075,6 +2076,11 @@ def _logits_within(m: Measured, prefix: str, atol: float, what: str) -> list[str
     return [f"{what} logits differ by up to {diff:.3g} (atol {atol}; finite: {finite})"]
 
 
+# The dtype of the logits GATE-EXPORT-001's rounding is measured against (check exact): a float64
+# forward's, as torch names it.
+ROUNDING_REFERENCE_DTYPE = "torch.float64"
+
+
 # What a gate comparing logits on a sample (GATE-EXPORT-001/002, GATE-HQQ-002) measures of it: the
 # windows it consumed and what their named source gives (contracts.agreement_sample.source_facts).
 SAMPLE_KEYS = ("sample_ids_sha256", "sample_windows", "source_ids_sha256", "source_windows")
@@ -2137,6 +2143,8 @@ def restated_from_tensors(m: Measured, key: str, what: str) -> list[str]:
         "tensors": ("max_abs_diff", "max_abs_diff_tensors"),
         # rev 5: the stack's own fp32 rounding on the sample, which scales the tolerance
         "rounding": ("rounding_error",),
+        # rev 6: the rounding was measured against logits a float64 forward gave
+        "exact": ("rounding_reference_dtype",),
     },
 )
 def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
@@ -2151,6 +2159,12 @@ def _hf_parity(m: Measured, t: Thresholds) -> list[str]:
     problems += _sample_problems(m)
     if has(m, "max_abs_diff_tensors"):
         problems += tensors_within(m, "", atol, what)
+    if has(m, "rounding_reference_dtype") and m["rounding_reference_dtype"] != ROUNDING_REFERENCE_DTYPE:
+        problems.append(
+            f"the stack's rounding was measured against {m['rounding_reference_dtype']} logits, not "
+            f"{ROUNDING_REFERENCE_DTYPE}: the fp32 forward measured against itself, a rounding of about 0 "
+            "that narrows the tolerance it scales"
+        )
     if has(m, "loaded_dtypes", "stored_dtypes"):
         loaded, stored = (
             sorted(map(str, items(m, "loaded_dtypes"))),
@@ -3123,10 +3137,17 @@ def _off_grid(m: Measured) -> list[str]:
         "recomputed": ("mean_kl_recomputed",),
         # rev 4: the windows compared on are what the sample's named source gives
         "sample": SAMPLE_KEYS,
+        # rev 5: the reference side is the source's weights as read, and not the quantised side
+        "reference": ("reference_sha256", "source_sha256", "quantised_sha256"),
+        # rev 5: the sample compared on is the one the request asked for (contracts.agreement_sample)
+        "requested": ("sample_source", "requested_sample_text"),
     },
 )
 def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
-    problems = _sample_problems(m)
+    problems = _sample_problems(m) + _reference_problems(m)
+    if has(m, "sample_source", "requested_sample_text"):
+        wrong = requested_problem(str(m["sample_source"]), m["requested_sample_text"])
+        problems += [] if wrong is None else [f"{wrong}: the agreement is not measured on the text asked for"]
     if has(m, "mean_kl_recomputed", "mean_kl_nats"):
         reported, again = number(m, "mean_kl_nats"), number(m, "mean_kl_recomputed")
         if not abs(reported - again) <= t["kl_rtol"] * abs(again):
@@ -3142,6 +3163,27 @@ def _quantised_predicts_alike(m: Measured, t: Thresholds) -> list[str]:
         )
     if has(m, "mean_kl_nats"):
         problems += _kl_bound(m, t)
+    return problems
+
+
+def _reference_problems(m: Measured) -> list[str]:
+    """GATE-HQQ-002's check reference: the model whose forward gave the reference logits has the
+    source's weights as read (digest of every tensor taken before quantising) and not the quantised
+    model's: a KL of a model with itself is 0 whatever the quantiser did."""
+    if not has(m, "reference_sha256", "source_sha256", "quantised_sha256"):
+        return []
+    reference, source = str(m["reference_sha256"]), str(m["source_sha256"])
+    problems = []
+    if reference != source:
+        problems.append(
+            f"the agreement's reference model has weights sha256 {reference[:12]}, not the source's as "
+            f"read ({source[:12]}): the KL is not taken against the original"
+        )
+    if reference == str(m["quantised_sha256"]):
+        problems.append(
+            f"the agreement's reference and quantised sides are one model (weights sha256 {reference[:12]}): "
+            "the KL of a model with itself"
+        )
     return problems
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from argv_record import given, word_of
 
-from contracts.agreement_sample import BUILTIN_SOURCE, heldout_dir
+from contracts.agreement_sample import BUILTIN_SOURCE, heldout_dir, requested_problem
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.tokenizer import load_tokenizer
@@ -214,10 +214,27 @@ def sample_findings(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple[lis
     stated = metrics.get("sample")
     if not isinstance(stated, dict) or not isinstance(stated.get("source"), str):
         return [], []
+    asked = _requested_problems(record, stated["source"])
     if stated["source"] == BUILTIN_SOURCE:
-        return _builtin_sample_problems(record, stated, root), []
+        return asked + _builtin_sample_problems(record, stated, root), []
     data_dir = heldout_dir(stated["source"])
-    return ([], []) if data_dir is None else _heldout_sample_findings(record, stated, data_dir)
+    found = ([], []) if data_dir is None else _heldout_sample_findings(record, stated, data_dir)
+    return asked + found[0], found[1]
+
+
+def _requested_problems(record: EvidenceRecord, source: str) -> list[str]:
+    """The sample's stated source against the one its request asked for: the record's
+    config.sample_text (--sample-text FILE, or null) by contracts.agreement_sample.requested_problem
+    (the round-12 audit's R215 ignored the file and stated both). A kind whose config takes no
+    sample_text asks for none; one that states it as other than a path or null is named."""
+    config = record.config if isinstance(record.config, dict) else {}
+    if "sample_text" not in config:
+        return []
+    asked = config["sample_text"]
+    if asked is not None and not isinstance(asked, str):
+        return [f"config.sample_text is {asked!r}: the sample's request cannot be read"]
+    wrong = requested_problem(source, asked)
+    return [] if wrong is None else [f"metrics.sample.source: {wrong}"]
 
 
 # The gates whose `elements` count logits over a run's positions, by the run kind (a lens fitted on

@@ -58,11 +58,12 @@ def operate(args: argparse.Namespace, trained: Trained) -> Operated:
     integrity check makes a committed model's quantisation again with it (tools/forward_replays.py)."""
     import copy
 
+    from contracts.evidence import canonical_sha256
     from stack.cli.progress import amount_progress
     from stack.export.sample import check_sample_agreement, resolve_sample
     from stack.model.lora import tensor_hashes
     from stack.model.targets import select
-    from stack.surgery.agreement import check_compared, heldout_agreement
+    from stack.surgery.agreement import check_compared, check_reference, heldout_agreement
     from stack.surgery.changes import check_changes, check_ties, write_weights
     from stack.surgery.hqq import HalfQuadratic, check_grid, quantise
     from stack.surgery.output import Operated
@@ -70,7 +71,8 @@ def operate(args: argparse.Namespace, trained: Trained) -> Operated:
     model = trained.model
     original = copy.deepcopy(model)
     sample = resolve_sample(trained.tokenizer, model.config.ctx, args.sample_text, trained.checkpoint.path)
-    check_sample_agreement(sample, trained.tokenizer, model.config.ctx)  # the windows compared on below
+    requested = None if args.sample_text is None else str(args.sample_text)  # as the settings state it
+    check_sample_agreement(sample, trained.tokenizer, model.config.ctx, requested)  # compared on below
     source = tensor_hashes(model)
     selection = select(model, [args.targets], args.layers)
     targets = list(selection.targets)
@@ -83,6 +85,7 @@ def operate(args: argparse.Namespace, trained: Trained) -> Operated:
     check_changes(model, targets, source, args.argv)
     agreement = heldout_agreement(original, model, sample.windows)
     check_compared(agreement["model_sha256"], model)  # the model `perform` writes
+    check_reference(agreement, canonical_sha256(source))  # the source's weights as read, before quantising
     measured = {
         "storage": "dequantised (fp32); the memory win needs a packed kernel",
         "optimiser": vars(settings),

@@ -47,6 +47,8 @@ class LogitsParity:
     # the stack's own fp32 rounding on the windows (stack.export.runtimes.stack_rounding), which
     # scales GATE-EXPORT-001's tolerance; None where the comparison does not measure it
     rounding: float | None = None
+    # the dtype of the logits the float64 forward `rounding` was measured against gave (check exact)
+    rounding_dtype: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe: a non-finite difference becomes the string "inf" or "nan", which JSON can hold."""
@@ -83,12 +85,16 @@ def compare_logits(artefact: str, reference: torch.Tensor, candidate: torch.Tens
 
 
 def measure_logits(
-    artefact: str, reference: torch.Tensor, candidate: torch.Tensor, rounding: float | None = None
+    artefact: str,
+    reference: torch.Tensor,
+    candidate: torch.Tensor,
+    rounding: tuple[float, str] | None = None,
 ) -> LogitsParity:
     """`compare_logits`'s numbers, with the same two numbers computed from the same two tensors by
     contracts.logits_parity (apart from the stack's comparison, so a bug in it cannot move both)
     and the tensors' digests: what the parity gates' check tensors judge; `rounding`, the stack's
-    own fp32 rounding on the windows, kept beside them."""
+    own fp32 rounding on the windows and the dtype of the logits it was measured against, kept
+    beside them."""
     check = compare_logits(artefact, reference, candidate)
     tensors = {
         "max_abs_diff": max_abs_difference(reference, candidate),
@@ -96,7 +102,9 @@ def measure_logits(
         "reference_sha256": logits_sha256(reference),
         "candidate_sha256": logits_sha256(candidate),
     }
-    return replace(check, tensors=tensors, rounding=rounding)
+    if rounding is None:
+        return replace(check, tensors=tensors)
+    return replace(check, tensors=tensors, rounding=rounding[0], rounding_dtype=rounding[1])
 
 
 @dataclass(frozen=True)
@@ -189,6 +197,8 @@ def hf_outcome(
     measured |= parity.tensor_values("", "max_abs_diff")
     if parity.rounding is not None:
         measured["rounding_error"] = parity.rounding
+    if parity.rounding_dtype is not None:
+        measured["rounding_reference_dtype"] = parity.rounding_dtype
     if special is not None:
         measured |= special.as_dict()
     if architecture is not None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.agreement_sample import (
     BUILTIN_SOURCE,
+    FILE_PREFIX,
     HELDOUT_SPLIT,
     MAX_WINDOW,
     MAX_WINDOWS,
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
     import torch
 
     from stack.data.tokenizer import Tokenizer
-
-FILE_PREFIX = "file:"
 
 BUILTIN_TEXT = """\
 The model reads a sequence of tokens and, at every position, scores each token of the
@@ -192,9 +191,20 @@ def _sample_outcome(gate_id: str) -> Callable[..., Outcome]:
     return outcome
 
 
-@gate_require("GATE-HQQ-002", _sample_outcome("GATE-HQQ-002"))
-def check_sample_agreement(sample: Sample, tokenizer: Tokenizer, ctx: int) -> None:
-    """GATE-HQQ-002's check sample: the held-out agreement compares on the windows its source gives."""
+def _agreement_sample_outcome(
+    sample: Sample, tokenizer: Tokenizer, ctx: int, requested: str | None
+) -> Outcome:
+    """GATE-HQQ-002's sample values, and the `--sample-text` the request named beside the source the
+    sample came from (check requested)."""
+    measured = {**sample_measured(sample, tokenizer, ctx), "requested_sample_text": requested}
+    return measure("GATE-HQQ-002", measured, holds=f"the sample is what {sample.source} gives, as requested")
+
+
+@gate_require("GATE-HQQ-002", _agreement_sample_outcome)
+def check_sample_agreement(sample: Sample, tokenizer: Tokenizer, ctx: int, requested: str | None) -> None:
+    """GATE-HQQ-002's checks sample and requested: the held-out agreement compares on the windows its
+    source gives, and that source is the one the request asked for (`requested`: the --sample-text
+    FILE as the record's settings state it, or None)."""
 
 
 @gate_require("GATE-EXPORT-001", _sample_outcome("GATE-EXPORT-001"))

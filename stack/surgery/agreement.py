@@ -35,8 +35,8 @@ def position_kl(original_logits: torch.Tensor, changed_logits: torch.Tensor) -> 
 @torch.no_grad()
 def heldout_agreement(original: GPT, changed: GPT, windows: torch.Tensor) -> dict[str, Any]:
     """Mean and largest KL(original ‖ changed) over every position of `windows` (batch, time), and
-    the sha256 of the changed model's weights as compared (`check_compared` holds it to what is
-    written)."""
+    the sha256 of the changed and the original model's weights as compared (`check_compared` holds
+    the one to what is written, `check_reference` the other to the source's weights as read)."""
     original_logits, changed_logits = original(windows)[0], changed(windows)[0]
     kl = position_kl(original_logits, changed_logits)
     return {
@@ -44,6 +44,8 @@ def heldout_agreement(original: GPT, changed: GPT, windows: torch.Tensor) -> dic
         "max_kl_nats": float(kl.max()),
         "positions": kl.numel(),
         "model_sha256": weights_sha256(changed),
+        # the weights of the model whose forward gave the reference logits (check reference)
+        "original_sha256": weights_sha256(original),
         # the same KL(original ‖ changed) by the contracts' kl_div, from the same logits (check recomputed)
         "mean_kl_recomputed": mean_kl(original_logits, changed_logits),
     }
@@ -58,3 +60,19 @@ def _compared_outcome(compared: str, written: GPT) -> Outcome:
 def check_compared(compared: str, written: GPT) -> None:
     """Refuse to write a model other than the one the agreement was measured on: measured before
     the weights changed, the KL is 0 whatever the quantiser did."""
+
+
+def _reference_outcome(agreement: dict[str, Any], source_sha256: str) -> Outcome:
+    measured = {
+        "reference_sha256": agreement["original_sha256"],
+        "source_sha256": source_sha256,
+        "quantised_sha256": agreement["model_sha256"],
+    }
+    return measure("GATE-HQQ-002", measured, holds="the agreement's reference is the source as read")
+
+
+@gate_require("GATE-HQQ-002", _reference_outcome)
+def check_reference(agreement: dict[str, Any], source_sha256: str) -> None:
+    """Refuse an agreement whose reference side is not the source's weights as read (`source_sha256`,
+    taken before quantising) or is the quantised model itself: the KL of a model with itself is 0
+    whatever the quantiser did (the round-12 audit's R204)."""
