@@ -18,7 +18,9 @@ from contracts.judges import (
     number,
     tensors_within,
 )
+from contracts.lora_scale import lora_scale
 from contracts.peft_config import field_problems
+from contracts.wording import first_few
 
 
 def _names(m: Measured, key: str) -> list[str]:
@@ -91,7 +93,14 @@ def _adapters_trained(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
-@judges("GATE-LORA-005", needs=("missing", "unexpected", "mismatched"))
+@judges(
+    "GATE-LORA-005",
+    checks={
+        MAIN_CHECK: ("missing", "unexpected", "mismatched"),
+        # rev 2: each wrapper's rank and scale against contracts.lora_scale of the stated settings
+        "scale": ("settings_stated", "wrapper_scales"),
+    },
+)
 def _strict_load(m: Measured, t: Thresholds) -> list[str]:
     problems = []
     for key, what in (
@@ -105,7 +114,28 @@ def _strict_load(m: Measured, t: Thresholds) -> list[str]:
     recorded, base = str(m.get("adapter_base_sha256")), str(m.get("base_sha256"))
     if recorded != base:
         problems.append(f"the adapter belongs to base {recorded[:12]}…, not to this base {base[:12]}…")
+    if "wrapper_scales" in m:
+        problems += _scale_problems(m)
     return problems
+
+
+def _scale_problems(m: Measured) -> list[str]:
+    """Wrappers whose rank or scale is not what the adapter's stated r, alpha and rslora give."""
+    stated = m.get("settings_stated")
+    scales = m.get("wrapper_scales")
+    if not isinstance(stated, dict) or not isinstance(scales, dict):
+        raise Malformed("settings_stated and wrapper_scales must be tables")
+    r, alpha, rslora = int(stated["r"]), float(stated["alpha"]), bool(stated["rslora"])
+    wanted = lora_scale(r, alpha, rslora)
+    wrong = sorted(name for name, (rank, scale) in scales.items() if int(rank) != r or float(scale) != wanted)
+    if not wrong:
+        return []
+    rank, scale = scales[wrong[0]]
+    return [
+        f"{len(wrong)} adapter wrapper(s) compute another function than the adapter states "
+        f"(r {r}, alpha {alpha:g}, rslora {rslora}: scale {wanted:.6g}); {first_few(wrong, 3)} run at "
+        f"rank {rank}, scale {float(scale):.6g}"
+    ]
 
 
 @judges("GATE-LORA-006", needs=("embed_changed",))

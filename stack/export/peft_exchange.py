@@ -269,7 +269,8 @@ def import_adapter(
     lora.apply_lora(model, targets, adapter.r, adapter.alpha, adapter.dropout, adapter.rslora)
     model.eval()
     # peft's file names no base, so the base is the one the user named: the load is judged strictly.
-    check_load(load_measured(model, adapter.tensors, base_sha256, base_sha256))  # GATE-LORA-005
+    stated = {"r": adapter.r, "alpha": adapter.alpha, "rslora": adapter.rslora}
+    check_load(load_measured(model, adapter.tensors, base_sha256, base_sha256, stated))  # GATE-LORA-005
     with torch.no_grad():
         for key, target in lora.adapter_state(model).items():
             target.copy_(adapter.tensors[key])

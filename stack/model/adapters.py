@@ -133,9 +133,11 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load_measured(
-    model: GPT, tensors: dict[str, torch.Tensor], recorded_base: str, base: str
+    model: GPT, tensors: dict[str, torch.Tensor], recorded_base: str, base: str, stated: dict[str, Any]
 ) -> dict[str, Any]:
-    """GATE-LORA-005's values: the file's tensors against the model's adapters, and the two bases."""
+    """GATE-LORA-005's values: the file's tensors against the model's adapters, the two bases, and
+    each wrapper's rank and the scale its forward multiplies by, beside the settings the adapter
+    states (`stated`: r, alpha, rslora, from its manifest or peft config)."""
     expected = {key: tuple(t.shape) for key, t in adapter_state(model).items()}
     given = {key: tuple(t.shape) for key, t in tensors.items()}
     return {
@@ -144,12 +146,19 @@ def load_measured(
         "mismatched": sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k]),
         "adapter_base_sha256": recorded_base,
         "base_sha256": base,
+        "settings_stated": {
+            "r": int(stated["r"]),
+            "alpha": float(stated["alpha"]),
+            "rslora": bool(stated["rslora"]),
+        },
+        "wrapper_scales": {name: [wrapper.r, wrapper.scale] for name, wrapper in adapters(model)},
     }
 
 
 @gate_require("GATE-LORA-005", lambda measured: measure("GATE-LORA-005", measured))
 def check_load(measured: dict[str, Any]) -> None:
-    """Judge an adapter load: every key matched both ways, every shape the same, the right base."""
+    """Judge an adapter load: every key matched both ways, every shape the same, the right base,
+    every wrapper at the rank and scale the adapter's settings give."""
 
 
 @torch.no_grad()
@@ -174,7 +183,7 @@ def load_adapter(model: GPT, directory: Path, base_sha256: str) -> dict[str, Any
             float(manifest["dropout"]),
             bool(manifest["rslora"]),
         )
-    check_load(load_measured(model, tensors, str(manifest["base_sha256"]), base_sha256))
+    check_load(load_measured(model, tensors, str(manifest["base_sha256"]), base_sha256, manifest))
     for key, target in adapter_state(model).items():
         target.copy_(tensors[key])
     return manifest
