@@ -29,6 +29,7 @@ from contracts.errors import BadInput
 from stack.cli import main
 from stack.data.heldout import TRAINING_KNOBS, Shortfall, heldout_batches
 from stack.lens.train import LENS_KNOBS
+from stack.train.config import resolve
 
 WAIVER = "--waive GATE-EVAL-001 --reason TEXT"
 
@@ -213,3 +214,14 @@ def test_the_lens_shortfall_names_the_lens_options(tmp_path: Path) -> None:
         heldout_batches(prepared(tmp_path), 4, 32, 100_000, knobs=LENS_KNOBS)
     assert "lower --heldout-batches to" in str(refused.value) and "--seq-len" in str(refused.value)
     assert "train." not in str(refused.value) and "GATE-EVAL-001" not in str(refused.value)
+
+
+@pytest.mark.parametrize("key", ["batch_size", "batches", "seq_len"])
+def test_each_key_the_training_advice_names_is_one_set_accepts(key: str) -> None:
+    """The advice names keys a user can pass to `--set` (round-12 user audit K28: it named
+    train.seq_len, which `--set` refused as unknown; a training window is model.ctx)."""
+    name = getattr(TRAINING_KNOBS, key)
+    value = 64 if key == "seq_len" else 2
+    config = resolve("smoke", None, [f"{name}={value}"], vocab=256)
+    section, field = name.split(".")
+    assert getattr(getattr(config, section), field) == value

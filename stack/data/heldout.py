@@ -88,7 +88,8 @@ class Knobs:
     judged: bool
 
 
-TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "train.seq_len", judged=True)
+# A training run's window is its model's context (train has no seq_len of its own: round-12 user audit K28).
+TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "model.ctx", judged=True)
 
 
 @dataclass(frozen=True)
