@@ -82,6 +82,30 @@ class Fields:
         return f"pass {option} NAME{path}{alone}"
 
 
+# The fields that mark a fine-tuning record (stack.data.chat_shapes), and the --format that reads it.
+FINE_TUNING_FIELDS = (
+    (frozenset({"chosen", "rejected"}), "prefs"),
+    (frozenset({"messages"}), "chat"),
+    (frozenset({"conversations"}), "chat"),
+    (frozenset({"prompt", "completion"}), "prompt-completion"),
+    (frozenset({"instruction", "output"}), "prompt-completion"),
+)
+
+
+def fine_tuning_hint(record: dict[str, Any]) -> str:
+    """The empty string when `record` looks like a document; else how to read it as the fine-tuning record its
+    fields make it (round-12 user audit K20: a chat file in a folder of documents was sent from
+    --text-field to --text-field, never to --format chat)."""
+    keys = set(record)
+    found = next((shape for fields, shape in FINE_TUNING_FIELDS if fields <= keys), None)
+    if found is None:
+        return ""
+    return (
+        f"; these are the fields of {found} records, which `stack prepare --format {found}` reads "
+        "(prepare it on its own, or give it as a source of its own)"
+    )
+
+
 def _json_kind(value: object) -> str:
     """What a parsed JSON value is, in JSON's words."""
     if isinstance(value, bool):
@@ -273,7 +297,7 @@ def _refuse_wrong_field(
     if missing and len(missing) == records:
         at, record = missing[0]
         names = ", ".join(sorted(record)) or "none"
-        remedy = fields.remedy()
+        remedy = fields.remedy() + fine_tuning_hint(record)
         raise BadInput(f"{item.given}{at} has no field {fields.text!r}; its fields are: {names}; {remedy}")
 
 
@@ -355,6 +379,7 @@ def _record_document(item: InputFile, at: str, parsed: tuple[dict[str, Any], boo
         raise BadInput(
             f"{where}: field {fields.text!r} holds {_json_kind(text)}, not a string; "
             "pass --text-field the field that holds the text (a nested one by its path, e.g. data.text)"
+            f"{fine_tuning_hint(record)}"
         )
     data, replaced = _text_bytes(text)
     raw = field_bytes(text, fields.text)
