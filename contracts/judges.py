@@ -1025,6 +1025,8 @@ def _overfitting(m: Measured, t: Thresholds) -> list[str]:
         "tensorboard": (
             "tensorboard_scalars",
             "tensorboard_expected",
+            "tensorboard_texts",
+            "tensorboard_texts_expected",
             "tensorboard_mismatches",
             "tensorboard_first",
         ),
@@ -1055,17 +1057,19 @@ def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
 
 def _curves_mirrored(m: Measured) -> list[str]:
     """Check tensorboard: no (tag, step) where the event files read back and metrics.jsonl disagree,
-    and as many points shown as the lines give."""
+    no `samples` or `events` text read back that no line gives nor one a line gives missing, and as
+    many points and texts shown as the lines give."""
     if not has(m, "tensorboard_mismatches"):
         return []
     wrong, read = count(m, "tensorboard_mismatches"), count(m, "tensorboard_scalars")
     given = count(m, "tensorboard_expected")
-    if not wrong and read == given:
+    texts, texts_given = count(m, "tensorboard_texts"), count(m, "tensorboard_texts_expected")
+    if not wrong and read == given and texts == texts_given:
         return []
     return [
-        f"TensorBoard shows {read} scalar point(s) of the run and its metrics lines give {given}; {wrong} "
-        f"(tag, step) of them disagree: {m['tensorboard_first']}; the curves users read are not what "
-        "the run did"
+        f"TensorBoard shows {read} scalar point(s) and {texts} text(s) of the run and its metrics lines "
+        f"give {given} and {texts_given}; {wrong} of them disagree: {m['tensorboard_first']}; the curves "
+        "and texts users read are not what the run did"
     ]
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from train_support import prepared, smoke_args, train
 
+from contracts import curves
 from contracts.record_fields import fields_missing, record_texts
 from contracts.text_marks import marked_text
 from stack.cli import main
@@ -22,6 +24,8 @@ from stack.data import chat_shapes, unpack
 from stack.data.accounting import Fields, fields_outcome
 from stack.data.corpus import InputFile
 from stack.data.manifest import load_manifest
+from stack.train import tensorboard
+from stack.train.metrics import METRICS_FILE, read_lines
 
 
 def _alpaca(tmp_path: Path, n: int = 12) -> Path:
@@ -234,3 +238,79 @@ def test_utf16_without_a_mark_is_still_skipped_as_such(
 )
 def test_marked_text_names_utf16_and_utf32_text_by_its_mark(head: bytes, encoding: str | None) -> None:
     assert marked_text(head) == encoding
+
+
+# -- R202, R203: TensorBoard's `samples` and `events` texts held to the metrics lines ------------------
+
+SETS = ("train.steps=4", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2", "train.tensorboard=true")
+_mirror = tensorboard.Board.line
+
+
+def _first_sample_only(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:
+    """R202's Board: the `samples` text keeps only the first of a sample line's texts."""
+    if kind == "sample":
+        fields = {**fields, "texts": fields.get("texts", [])[:1]}
+    _mirror(board, kind, fields)
+
+
+def _no_events(board: tensorboard.Board, kind: str, fields: dict[str, Any]) -> None:
+    """R203's Board: event lines no longer mirrored as the `events` text."""
+    if kind in ("step", "eval", "sample"):
+        _mirror(board, kind, fields)
+
+
+@pytest.fixture(scope="module")
+def tb_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("tensorboard")
+    return prepared(tmp_path_factory.mktemp("data12-tb"))
+
+
+def _tb_gate(run: Path) -> dict[str, Any]:
+    record = json.loads((run / "metadata.json").read_text())
+    return next(g for g in record["gates"] if g["id"] == "GATE-TRAIN-001")
+
+
+@pytest.mark.parametrize(
+    "board, shown",
+    [
+        pytest.param(_first_sample_only, "text samples at step", marks=pytest.mark.gate("GATE-TRAIN-001")),
+        pytest.param(_no_events, "text events at step", marks=pytest.mark.gate("GATE-TRAIN-001")),
+        pytest.param(_mirror, None, marks=pytest.mark.holds("GATE-TRAIN-001")),
+    ],
+)
+def test_r202_r203_a_board_that_loses_texts_halts_the_run(
+    tb_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    board: Any,
+    shown: str | None,
+) -> None:
+    monkeypatch.setattr(tensorboard.Board, "line", board)
+    run = tmp_path / "run"
+    code = train(smoke_args(tb_data, run, *SETS))
+    err = capsys.readouterr().err
+    measured = _tb_gate(run)["measured"]
+    lines = read_lines(run / METRICS_FILE)
+    assert measured["tensorboard_texts_expected"] == sum(curves.expected_texts(lines).values()) > 0
+    if shown is None:
+        assert code == 0 and measured["tensorboard_mismatches"] == 0, err
+        assert measured["tensorboard_texts"] == measured["tensorboard_texts_expected"]
+    else:
+        assert code == 3 and "GATE-TRAIN-001" in err and shown in err, err
+        assert measured["tensorboard_mismatches"] > 0
+
+
+def test_the_texts_the_rule_writes_match_their_lines_and_one_lost_does_not() -> None:
+    lines = [
+        {"type": "event", "kind": "schedule", "step": 0},
+        {"type": "step", "step": 1, "loss": 2.0},
+        {"type": "sample", "step": 1, "score": 0.5, "texts": ["a\nb", "c", "d"]},
+        {"type": "event", "kind": "checkpoint", "path": "step-0000001"},
+    ]
+    written = [(tag, step, text) for tag, step, text in curves.expected_texts(lines).elements()]
+    assert curves.text_mismatches(written, lines) == [] and len(written) == 3
+    assert ("samples", 1, "    a\n    b\n\n    c\n\n    d") in written
+    assert ("events", 1, "event: kind=checkpoint, path=step-0000001") in written
+    wrong = curves.text_mismatches(written[1:], lines)
+    assert len(wrong) == 1 and "is missing" in wrong[0]
