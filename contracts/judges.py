@@ -1392,10 +1392,17 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
         "weights": ("weights_compared", "weights_differing", "checkpoint"),
         # rev 3: the optimizer file read back after the save, against the optimizer's live state
         "optimizer": ("optimizer_compared", "optimizer_differing", "checkpoint"),
+        # rev 4: each weights file read back has the mode a file created under the umask gets
+        "modes": ("umask", "files_moded", "off_mode"),
     },
 )
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "umask", "files_moded", "off_mode") and (off := items(m, "off_mode")):
+        problems.append(
+            f"{len(off)} of the checkpoint's {count(m, 'files_moded')} weights file(s) are not the mode a "
+            f"file created under umask {m['umask']} gets (contracts.file_modes): {first_few(off)}"
+        )
     if has(m, "missing") and (missing := items(m, "missing")):
         problems.append(f"the checkpoint lacks {', '.join(map(str, missing))}")
     if has(m, "weights_compared", "weights_differing"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from train_support import prepared, smoke_args, train
 
 from contracts import curves
+from contracts.file_modes import created_mode, off_mode
 from contracts.record_fields import fields_missing, record_texts
 from contracts.text_marks import marked_text
 from stack.cli import main
@@ -24,6 +26,7 @@ from stack.data import chat_shapes, unpack
 from stack.data.accounting import Fields, fields_outcome
 from stack.data.corpus import InputFile
 from stack.data.manifest import load_manifest
+from stack.outputs import tensor_files
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, read_lines
 
@@ -314,3 +317,44 @@ def test_the_texts_the_rule_writes_match_their_lines_and_one_lost_does_not() -> 
     assert ("events", 1, "event: kind=checkpoint, path=step-0000001") in written
     wrong = curves.text_mismatches(written[1:], lines)
     assert len(wrong) == 1 and "is missing" in wrong[0]
+
+
+# -- R209: weights files written with the umask, not its complement --------------------------------
+
+
+def _r209_permissions(path: Path) -> None:
+    """R209's writer: the umask applied without its complement (mode 0022 under umask 022)."""
+    os.chmod(path, 0o666 & tensor_files.process_umask())
+
+
+@pytest.mark.parametrize(
+    "permissions, fires",
+    [
+        pytest.param(_r209_permissions, True, marks=pytest.mark.gate("GATE-CKPT-001")),
+        pytest.param(tensor_files.ordinary_permissions, False, marks=pytest.mark.holds("GATE-CKPT-001")),
+    ],
+)
+def test_r209_weights_written_unreadable_halt_the_run(
+    tb_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    permissions: Any,
+    fires: bool,
+) -> None:
+    monkeypatch.setattr(tensor_files, "ordinary_permissions", permissions)
+    old = os.umask(0o022)
+    try:
+        code = train(smoke_args(tb_data, tmp_path / "run", "train.steps=2", "ckpt.every=2"))
+    finally:
+        os.umask(old)
+    err = capsys.readouterr().err
+    assert code == (3 if fires else 0), err
+    assert ("GATE-CKPT-001" in err and "model.safetensors 0o22 (not 0o644)" in err) is fires, err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002, 0o000])
+def test_created_mode_clears_the_umask_and_off_mode_names_each_other_mode(umask: int) -> None:
+    wanted = created_mode(umask)
+    assert wanted == 0o666 & ~umask and off_mode({"a": wanted}, umask) == []
+    assert off_mode({"a": wanted ^ 0o400}, umask) == [f"a {wanted ^ 0o400:#o} (not {wanted:#o})"]
