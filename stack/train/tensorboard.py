@@ -43,6 +43,8 @@ from contracts.wording import first_few
 from stack.train.metrics import METRICS_FILE, read_lines
 
 INSTALL_HINT = "pip install 'gatestack[tensorboard]'"
+# The suffix torch's SummaryWriter gives the tag of a text it writes.
+TEXT_SUFFIX = "/text_summary"
 MISMATCHES_SHOWN = 3  # mismatches the record names; the count says how many there are
 
 
@@ -110,19 +112,27 @@ def read_scalars(run_dir: Path) -> list[curves.Scalar]:
 
 
 def read_texts(run_dir: Path) -> list[curves.Text]:
-    """Every text TensorBoard shows under the tags the lines give (`samples`, `events`), as its own
-    reader loads them: (tag, step, text), one per text written."""
+    """Every text the run's event files hold under the tags the lines give (`samples`, `events`), read
+    with TensorBoard's event file reader file by file in the order written, each process's restart
+    marker (a resume's purge step) dropping what earlier files logged at or past it, as the lines are
+    rolled back (TensorBoard's own accumulators purge scalars so but not texts): (tag, step, text),
+    one per text written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
     from tensorboard.util.tensor_util import make_ndarray
 
-    accumulator = _accumulator(run_dir)
-    shown = set(accumulator.Tags()["tensors"])
-    return [
-        (tag, event.step, value.decode("utf-8"))
-        for tag in curves.TEXT_TAGS
-        if f"{tag}/text_summary" in shown
-        for event in accumulator.Tensors(f"{tag}/text_summary")
-        for value in make_ndarray(event.tensor_proto).reshape(-1)
-    ]
+    texts: list[curves.Text] = []
+    for file in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(file)).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                texts = [text for text in texts if text[1] < event.step]
+            for value in event.summary.value:
+                tag = value.tag.removesuffix(TEXT_SUFFIX)
+                if value.tag.endswith(TEXT_SUFFIX) and tag in curves.TEXT_TAGS:
+                    texts += [
+                        (tag, event.step, v.decode("utf-8")) for v in make_ndarray(value.tensor).reshape(-1)
+                    ]
+    return texts
 
 
 def _mirrored(run_dir: Path, step: int) -> Outcome:
