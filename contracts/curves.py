@@ -1,4 +1,4 @@
-"""Which metrics.jsonl line gives which TensorBoard scalar, and the scalars read back held to the lines.
+"""Which metrics.jsonl line gives which TensorBoard scalar and text, and what is read back held to the lines.
 
 `train.tensorboard = true` mirrors every line the loop writes to metrics.jsonl into TensorBoard
 event files (stack.train.tensorboard.Board), promising curves "from the same host values the line
@@ -14,12 +14,20 @@ TensorBoard stores a scalar as float32: a value is compared at float32 (`float32
 What TensorBoard shows of a (tag, step) written more than once is the last write, after a resume's
 purge dropped what a dead process logged past the step resumed from; metrics.jsonl rolls those lines
 back likewise, so its last line per (tag, step) is the one compared.
+
+Texts likewise (`line_texts`, the Board's rule too): a sample line gives the text `samples`, its
+generated texts each indented and joined by a blank line; an event line (any line but a step, an
+evaluation or a sample) gives the text `events`, its type and its fields. Each is at the line's
+step (a line without one: the last step before it), and `text_mismatches` holds the texts read back
+to the lines', each written text once, both ways (round-12 mutants R202, R203: the `samples` text
+kept 1 of 3 texts, the `events` text was lost, and every gate passed).
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +36,11 @@ NOT_CURVES = ("type", "step", "epoch", "batch_sha256")
 EVAL_CURVES = ("heldout_loss", "heldout_stderr", "train_loss")
 
 Scalar = tuple[str, int, float]  # (tag, step, value) as TensorBoard shows it
+Text = tuple[str, int, str]  # (tag, step, text) as TensorBoard shows it
+# The text tags the lines give, and the fields of an event line that are not its detail.
+SAMPLES, EVENTS = "samples", "events"
+TEXT_TAGS = (SAMPLES, EVENTS)
+NOT_DETAIL = ("type", "step")
 
 
 def _number(value: Any) -> bool:
@@ -93,3 +106,41 @@ def mismatches(scalars: Iterable[Scalar], lines: Iterable[Mapping[str, Any]]) ->
         elif not _same(value, wanted):
             problems.append(f"{tag} at step {step} shows {value:.7g}, its line holds {wanted:.7g}")
     return problems
+
+
+def line_texts(kind: str, fields: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(tag, text) of every text a metrics line of type `kind` gives: a sample line its generated
+    texts as `samples` (each indented four spaces, joined by a blank line), an event line `events`
+    (its type, then each field but its step as name=value); a step or evaluation line none."""
+    if kind == "sample":
+        texts = fields.get("texts", [])
+        return [(SAMPLES, "\n\n".join(f"    {text}".replace("\n", "\n    ") for text in texts))]
+    if kind in ("step", "eval"):
+        return []
+    detail = ", ".join(f"{k}={v}" for k, v in fields.items() if k not in NOT_DETAIL)
+    return [(EVENTS, f"{kind}: {detail}")]
+
+
+def expected_texts(lines: Iterable[Mapping[str, Any]]) -> Counter[Text]:
+    """Every (tag, step, text) metrics.jsonl's lines give, each at its line's `step` (a line without
+    an integer one: the last step before it, 0 at first), counted."""
+    step, texts = 0, Counter[Text]()
+    for line in lines:
+        if isinstance(line.get("step"), int) and not isinstance(line.get("step"), bool):
+            step = line["step"]
+        for tag, text in line_texts(str(line.get("type")), line):
+            texts[(tag, step, text)] += 1
+    return texts
+
+
+def text_mismatches(texts: Iterable[Text], lines: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every text read back that no line gives and every line's text not read back (each written
+    text once), in step order. [] = the texts are the lines'."""
+    read, given = Counter(texts), expected_texts(lines)
+    extra = [(step, tag, text, "shows") for tag, step, text in (read - given).elements()]
+    lost = [(step, tag, text, "is missing") for tag, step, text in (given - read).elements()]
+    return [
+        f"text {tag} at step {step} {what} {text[:60]!r}"
+        + (", which no line gives" if what == "shows" else "")
+        for step, tag, text, what in sorted(extra + lost)
+    ]

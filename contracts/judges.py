@@ -1027,6 +1027,8 @@ def _overfitting(m: Measured, t: Thresholds) -> list[str]:
         "tensorboard": (
             "tensorboard_scalars",
             "tensorboard_expected",
+            "tensorboard_texts",
+            "tensorboard_texts_expected",
             "tensorboard_mismatches",
             "tensorboard_first",
         ),
@@ -1057,17 +1059,19 @@ def _metrics_line(m: Measured, t: Thresholds) -> list[str]:
 
 def _curves_mirrored(m: Measured) -> list[str]:
     """Check tensorboard: no (tag, step) where the event files read back and metrics.jsonl disagree,
-    and as many points shown as the lines give."""
+    no `samples` or `events` text read back that no line gives nor one a line gives missing, and as
+    many points and texts shown as the lines give."""
     if not has(m, "tensorboard_mismatches"):
         return []
     wrong, read = count(m, "tensorboard_mismatches"), count(m, "tensorboard_scalars")
     given = count(m, "tensorboard_expected")
-    if not wrong and read == given:
+    texts, texts_given = count(m, "tensorboard_texts"), count(m, "tensorboard_texts_expected")
+    if not wrong and read == given and texts == texts_given:
         return []
     return [
-        f"TensorBoard shows {read} scalar point(s) of the run and its metrics lines give {given}; {wrong} "
-        f"(tag, step) of them disagree: {m['tensorboard_first']}; the curves users read are not what "
-        "the run did"
+        f"TensorBoard shows {read} scalar point(s) and {texts} text(s) of the run and its metrics lines "
+        f"give {given} and {texts_given}; {wrong} of them disagree: {m['tensorboard_first']}; the curves "
+        "and texts users read are not what the run did"
     ]
 
 
@@ -1390,10 +1394,17 @@ def _resume_exact(m: Measured, t: Thresholds) -> list[str]:
         "weights": ("weights_compared", "weights_differing", "checkpoint"),
         # rev 3: the optimizer file read back after the save, against the optimizer's live state
         "optimizer": ("optimizer_compared", "optimizer_differing", "checkpoint"),
+        # rev 4: each weights file read back has the mode a file created under the umask gets
+        "modes": ("umask", "files_moded", "off_mode"),
     },
 )
 def _complete_checkpoint(m: Measured, t: Thresholds) -> list[str]:
     problems = []
+    if has(m, "umask", "files_moded", "off_mode") and (off := items(m, "off_mode")):
+        problems.append(
+            f"{len(off)} of the checkpoint's {count(m, 'files_moded')} weights file(s) are not the mode a "
+            f"file created under umask {m['umask']} gets (contracts.file_modes): {first_few(off)}"
+        )
     if has(m, "missing") and (missing := items(m, "missing")):
         problems.append(f"the checkpoint lacks {', '.join(map(str, missing))}")
     if has(m, "weights_compared", "weights_differing"):

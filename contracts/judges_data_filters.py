@@ -264,6 +264,10 @@ def _reasons(name: str, row: Measured, key: str) -> dict[str, int]:
         "separated": ("doc_sep", "separated_documents", "holding_separator"),
         # rev 5: no piece of a text file read without a separator is over --doc-bytes (contracts.doc_cut)
         "cut": ("doc_bytes", "cut_documents", "over_doc_bytes"),
+        # rev 6: every rendered fine-tuning example holds its record's text fields (contracts.record_fields)
+        "fields": ("field_examples", "record_fields", "fields_missing"),
+        # rev 6: no file was read as UTF-16 or UTF-32 text never made UTF-8 (contracts.text_marks)
+        "marks": ("marked_files", "marked_unconverted"),
     },
 )
 def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
@@ -271,7 +275,9 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     the drop log's lines counted again (a reason with no drop may be left out of either); every
     input byte is accounted for (`_bytes_problems`); no file was read that --glob leaves out
     (`_outside_glob`); no document read with --doc-sep holds the separator (`_holding_separator`);
-    and no piece of a text file read without one is over --doc-bytes (`_over_doc_bytes`)."""
+    no piece of a text file read without one is over --doc-bytes (`_over_doc_bytes`); and no rendered
+    fine-tuning example lost a text field of its record (`_fields_missing`); and no file was read as
+    UTF-16 or UTF-32 text never made UTF-8 (`_marked_unconverted`)."""
     problems = _bytes_problems(m["accounts"]) if has(m, "accounts") else []
     if has(m, "glob", "files_read", "outside_glob"):
         problems += _outside_glob(m)
@@ -279,6 +285,10 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
         problems += _holding_separator(m)
     if has(m, "doc_bytes", "cut_documents", "over_doc_bytes"):
         problems += _over_doc_bytes(m)
+    if has(m, "field_examples", "record_fields", "fields_missing"):
+        problems += _fields_missing(m)
+    if has(m, "marked_files", "marked_unconverted"):
+        problems += _marked_unconverted(m)
     if not has(m, "sources"):
         return problems
     for name, row in _sources(m).items():
@@ -322,6 +332,28 @@ def _holding_separator(m: Measured) -> list[str]:
     return [
         f"{len(holding)} of the {count(m, 'separated_documents')} document(s) read from text with --doc-sep "
         f"{m.get('doc_sep')!r} still hold the separator (it did not reach the reader?): {shown}"
+    ]
+
+
+def _fields_missing(m: Measured) -> list[str]:
+    """The text fields of fine-tuning records their rendered examples do not hold (none may be)."""
+    missing = items(m, "fields_missing")
+    if not missing:
+        return []
+    return [
+        f"{len(missing)} of the {count(m, 'record_fields')} text field(s) of {count(m, 'field_examples')} "
+        f"rendered example(s) are not in the example's text (lost by the shape reader?): {first_few(missing)}"
+    ]
+
+
+def _marked_unconverted(m: Measured) -> list[str]:
+    """The files read (or skipped as holding no text) in UTF-16 or UTF-32 with its mark (none may be)."""
+    marked = items(m, "marked_unconverted")
+    if not marked:
+        return []
+    return [
+        f"{len(marked)} of the {count(m, 'marked_files')} file(s) read are UTF-16 or UTF-32 text with its "
+        f"byte-order mark, never made UTF-8 (skipped as no text, or read as garbage): {first_few(marked)}"
     ]
 
 

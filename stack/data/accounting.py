@@ -1,5 +1,7 @@
 """Every byte of every input, accounted for: GATE-DATA-014's check `bytes`; and every file read is
-one the inputs and --glob admit: its check `inputs` (`FilesRead`).
+one the inputs and --glob admit: its check `inputs` (`FilesRead`); and every rendered fine-tuning
+example holds each text field of its record: its check `fields` (`Fields`); and no file is read as
+UTF-16 or UTF-32 text never made UTF-8: its check `marks` (`Marks`).
 
 Per source, the input read is held to what became of it: input = the bytes of the documents
 kept + those of the documents dropped, by reason + the framing the format removed, by kind. The
@@ -27,10 +29,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from contracts.corpus_inputs import glob_admits
 from contracts.gates import Outcome, gate_require, measure
+from contracts.record_fields import fields_missing
+from contracts.text_marks import HEAD_BYTES, marked_text
 
 # The input units, by how a format's input is measured.
 TEXT_FILES, TEXT_FIELDS, TURNS = "text_files", "text_fields", "turns"
@@ -198,3 +203,70 @@ def cut_outcome(cut: Cut) -> Outcome:
 def check_cut(cut: Cut) -> None:
     """Refuse a prepare that yielded a piece of a text file read without a separator longer than
     --doc-bytes allows (contracts.doc_cut)."""
+
+
+class Fields:
+    """The fine-tuning examples rendered, each held to its record's text fields as the contracts define
+    them apart from the shape reader (contracts.record_fields), and where a field its example lost was
+    read: GATE-DATA-014's check `fields` (rev 6; round-12 audit R223: an Alpaca record's `input` was
+    left out of the user turn, and 100 examples asked for a sum without the numbers)."""
+
+    def __init__(self) -> None:
+        self.examples = 0
+        self.fields = 0
+        self.missing: list[str] = []
+
+    def rendered(self, texts: list[tuple[str, str]], text: str, where: str) -> None:
+        """One example rendered as `text` from a record whose declared fields are `texts`."""
+        self.examples += 1
+        self.fields += len(texts)
+        self.missing += [f"{where}: {name}" for name in fields_missing(texts, text)]
+
+
+def fields_outcome(fields: Fields) -> Outcome:
+    """GATE-DATA-014's check `fields`: the examples and fields measured, and the fields an example lost."""
+    measured = {
+        "field_examples": fields.examples,
+        "record_fields": fields.fields,
+        "fields_missing": fields.missing,
+    }
+    return measure(
+        "GATE-DATA-014", measured, holds="every rendered example holds each text field of its record"
+    )
+
+
+@gate_require("GATE-DATA-014", lambda fields: fields_outcome(fields))
+def check_fields(fields: Fields) -> None:
+    """Refuse a fine-tuning prepare one of whose rendered examples lost a text field of its record."""
+
+
+class Marks:
+    """The input files whose reading ended, each judged on its first bytes as the reader read them (a
+    compressed file's decompressed copy) by contracts.text_marks, apart from the unpacking that should
+    have made UTF-16 or UTF-32 text UTF-8, and those still in such an encoding: GATE-DATA-014's check
+    `marks` (rev 6; round-12 audit R212: two gzip'd UTF-16 files skipped as holding no text "without a
+    byte-order mark", which they had)."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.marked: list[str] = []
+
+    def ended(self, name: str, path: Path) -> None:
+        """One file's reading ended: `path`, the bytes read under `name`, measured from its start."""
+        with open(path, "rb") as handle:
+            encoding = marked_text(handle.read(HEAD_BYTES))
+        self.files += 1
+        if encoding is not None:
+            self.marked.append(f"{name}: {encoding} text")
+
+
+def marks_outcome(marks: Marks) -> Outcome:
+    """GATE-DATA-014's check `marks`: the files measured and those read as text never made UTF-8."""
+    measured = {"marked_files": marks.files, "marked_unconverted": marks.marked}
+    return measure("GATE-DATA-014", measured, holds="every file read as text was read as UTF-8")
+
+
+@gate_require("GATE-DATA-014", lambda marks: marks_outcome(marks))
+def check_marks(marks: Marks) -> None:
+    """Refuse a prepare that read (or skipped as holding no text) a file of UTF-16 or UTF-32 text with
+    its byte-order mark, never made UTF-8."""

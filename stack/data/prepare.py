@@ -47,10 +47,12 @@ from stack.data.accounting import (
     Books,
     Cut,
     FilesRead,
+    Marks,
     Separated,
     check_accounts,
     check_cut,
     check_files_read,
+    check_marks,
     check_separated,
 )
 from stack.data.bpe_sample import BpeSample
@@ -176,6 +178,7 @@ class _Collector:
         self.files = FilesRead(plan.glob)  # every file read, against --glob (GATE-DATA-014's check inputs)
         self.separated = Separated(plan.layout.doc_sep)  # GATE-DATA-014's check separated
         self.cut = Cut(plan.layout.doc_bytes)  # GATE-DATA-014's check cut
+        self.marks = Marks()  # each file as read, not UTF-16 or UTF-32 text (GATE-DATA-014's check marks)
         self.stored = splitting.Stored()  # every document as written (GATE-DATA-005's check stored)
         # GATE-DATA-007: the share of documents held in memory, beside the held-out ones, whose ids
         # are decoded again, by the bytes of every file read
@@ -217,6 +220,7 @@ class _Collector:
             counts = self.stats[part.end.source]
             counts["files"] += 1
             self.files.ended(part.end.name, part.end.below)
+            self.marks.ended(part.end.label, part.end.path)
             self.separated.ended(part.separated, part.holding)
             self.cut.ended(part.cut, part.over)
             counts["invalid_utf8_files"] += part.invalid_utf8
@@ -516,6 +520,7 @@ def _build(staging: Path, plan: _Plan) -> Manifest:
     check_reports(plan.filters, written, recount(log_path))
     check_accounts(collector.books)
     check_files_read(collector.files)
+    check_marks(collector.marks)
     if plan.layout.doc_sep is not None:  # a check made only with --doc-sep (not in run_kinds' list)
         check_separated(collector.separated)
     if collector.cut.documents:  # made only where a text file was read without a separator

@@ -34,11 +34,20 @@ import numpy as np
 from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from contracts.packing import PAIR_ROWS
+from contracts.record_fields import FORMATS, record_texts
 from contracts.split import document_identity, example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
 from stack.data import split as splitting
-from stack.data.accounting import TURNS, Books, FilesRead, check_accounts, check_files_read
+from stack.data.accounting import (
+    TURNS,
+    Books,
+    Fields,
+    FilesRead,
+    check_accounts,
+    check_fields,
+    check_files_read,
+)
 from stack.data.chat_jinja import jinja_of
 from stack.data.chat_render import (
     ModelTemplate,
@@ -205,11 +214,14 @@ Renderer = ChatTemplate | ModelTemplate
 class _Example:
     """One record as read: its turns (a pair's prompt, chosen, rejected), which the filters judge and
     its identity is hashed from; where it was read; and, for a model's own template, its assistant
-    turns as that template writes them (stack.data.chat_render)."""
+    turns as that template writes them (stack.data.chat_render). And the record's text fields as the
+    contracts declare them apart from the shape reader (contracts.record_fields), which its rendered
+    text must hold (GATE-DATA-014's check `fields`); none for a preference pair."""
 
     turns: list[tuple[str, str]]
     where: str
     written: list[ModelTurn] | None = None
+    said: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _example(record: object, plan: SftPlan, renderer: Renderer, where: str) -> _Example:
@@ -288,6 +300,7 @@ def _read_examples(
             try:
                 examples.append(_example(record, plan, renderer, f"{given}{at}"))
                 examples[-1].where = where
+                examples[-1].said = record_texts(record, plan.fmt) if plan.fmt in FORMATS else []
             except LeftOut as out:
                 if out.rule != UNRENDERABLE:
                     dropped.add(out.rule, f"{where}: {out.reason}")
@@ -368,12 +381,14 @@ class Dropped:
     nothing to learn from as read (stack.data.chat_shapes.LeftOut: `unanswered`, `tie`,
     `diverged`); and, per rule, where its first one was read and why. `books` holds the bytes of
     the examples read, kept and dropped (stack.data.accounting), `files` the files read (GATE-DATA-014's
-    check inputs: each is an input itself, which no --glob narrows)."""
+    check inputs: each is an input itself, which no --glob narrows), `fields` each rendered example
+    held to its record's text fields (GATE-DATA-014's check fields)."""
 
     counts: Counter[str] = field(default_factory=Counter)
     longest: int = 0
     first: dict[str, str] = field(default_factory=dict)
     books: Books = field(default_factory=Books)
+    fields: Fields = field(default_factory=Fields)
     files: FilesRead = field(default_factory=lambda: FilesRead(None))
 
     def add(self, rule: str, why: str, length: int = 0) -> None:
@@ -391,7 +406,7 @@ def _render_all(
     examples: list[_Example], renderer: Renderer, tok: Tokenizer, plan: SftPlan, dropped: Dropped
 ) -> tuple[dict[Split, _Split], np.ndarray, int, int]:
     """Render, split and index every example; leave out (and count in `dropped`) the blank and the
-    too long."""
+    too long; hold each chat or prompt-completion example's text to its record's fields (`dropped.fields`)."""
     splits: dict[Split, _Split] = {"train": _Split(), "heldout": _Split()}
     shas, heldout = [], []
     assigned = splitting.Assigned(plan.seed, plan.val_fraction)  # GATE-DATA-005, example by example
@@ -431,6 +446,7 @@ def _render_all(
         if plan.fmt != PREFS_FORMAT:  # the turns as text: a joined prompt and completion are one turn
             texts, whole = _texts(example, renderer, tok, plan)
             splits[which].texts.append(texts)
+            dropped.fields.rendered(example.said, whole[0], where)
         splits[which].wholes.append(whole)
         assigned.add(example_identity(turns), which)  # the rule's split of the content, taken again
         doc, held = splitting.index_row(sha, which)
@@ -624,6 +640,8 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
     check_markers(turns, missing)
     check_accounts(dropped.books)
     check_files_read(dropped.files)
+    if plan.fmt in FORMATS:
+        check_fields(dropped.fields)
     if not splits["train"].examples:
         raise BadInput(f"all {len(kept)} example(s) landed in the held-out split; lower --val-fraction")
     dtype = dtype_for(tok.vocab_size)

@@ -15,11 +15,16 @@ import torch
 from safetensors.torch import save_file, save_model
 
 
-def ordinary_permissions(path: Path) -> None:
-    """Give `path` the mode a newly created file gets under the process's umask (0666 & ~umask)."""
+def process_umask() -> int:
+    """The process's umask (read by setting it and setting it back: the only way to read it)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    return umask
+
+
+def ordinary_permissions(path: Path) -> None:
+    """Give `path` the mode a newly created file gets under the process's umask (0666 & ~umask)."""
+    os.chmod(path, 0o666 & ~process_umask())
 
 
 def save_tensors(

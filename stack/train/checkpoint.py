@@ -46,6 +46,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import struct
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from safetensors.torch import load_file, load_model
 from contracts.checkpoints import FORMAT_VERSION, WEIGHTS_FILES, checkpoint_name, manifest_bytes
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, FileHash, atomic_write_bytes, sha256_file
+from contracts.file_modes import off_mode
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from stack.artifacts import (
     CHECKPOINT_MANIFEST,
@@ -75,11 +77,13 @@ from stack.data.tokenizer import TOKENIZER_FILE
 from stack.data.tokenizer_record import write_tokenizer_file
 from stack.model.lora import tensor_sha256
 from stack.outputs.staging import alive, os_error_of
-from stack.outputs.tensor_files import save_tensors, save_weights
+from stack.outputs.tensor_files import process_umask, save_tensors, save_weights
 from stack.train.metrics import METRICS_FILE, read_lines
 
 CKPT_DIR, MANIFEST = CHECKPOINTS_DIR, CHECKPOINT_MANIFEST  # the names the readers have always used
 FILES = ("model.safetensors", OPTIMIZER_FILE, STATE_FILE)
+# The files stack.outputs.tensor_files writes, held to their mode (GATE-CKPT-001 check modes).
+TENSOR_FILES = ("model.safetensors", OPTIMIZER_FILE)
 # What GATE-CKPT-001 requires state.json to hold.
 STATE_KEYS = (
     "format_version",
@@ -284,10 +288,22 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def _complete(result: Path) -> Outcome:
+    """GATE-CKPT-001's checks complete and modes (rev 4): every file and state key is there, and each
+    weights file, its mode read back with stat, has the mode of a file created under the process's
+    umask (contracts.file_modes; round-12 audit R209: weights written mode 0022)."""
     manifest = json.loads((result / MANIFEST).read_text())
     state = json.loads((result / STATE_FILE).read_text())
     missing = [f for f in FILES if f not in manifest["files"]] + [k for k in STATE_KEYS if k not in state]
-    return measure("GATE-CKPT-001", {"checkpoint": result.name, "missing": missing}, step=state.get("step"))
+    modes = {name: stat.S_IMODE((result / name).stat().st_mode) for name in TENSOR_FILES}
+    umask = process_umask()
+    measured = {
+        "checkpoint": result.name,
+        "missing": missing,
+        "umask": f"{umask:#o}",
+        "files_moded": len(modes),
+        "off_mode": off_mode(modes, umask),
+    }
+    return measure("GATE-CKPT-001", measured, step=state.get("step"))
 
 
 def saved_weights(path: Path) -> dict[str, torch.Tensor]:

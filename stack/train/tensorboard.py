@@ -19,9 +19,10 @@ what an earlier process logged after the step it resumes from, as metrics.jsonl 
 lines back. Needs the `tensorboard` package (`pip install 'gatestack[tensorboard]'`); a run that
 asks for it without the package is refused at set-up.
 
-Which line gives which scalar is contracts.curves' rule (`line_scalars`), the Board's and the
-judge's alike. When the run closes its Board, TensorBoard's own reader reads the event files back
-and every scalar it shows is held to the metrics line it mirrors, at the line's step and value
+Which line gives which scalar and text is contracts.curves' rule (`line_scalars`, `line_texts`),
+the Board's and the judge's alike. When the run closes its Board, TensorBoard's own reader reads the
+event files back and every scalar it shows is held to the metrics line it mirrors, at the line's step
+and value, and every `samples` and `events` text to the line that gives it, at its step, both ways
 (GATE-TRAIN-001 check tensorboard): the files are an output users read, and so held to what the run
 did.
 """
@@ -42,6 +43,8 @@ from contracts.wording import first_few
 from stack.train.metrics import METRICS_FILE, read_lines
 
 INSTALL_HINT = "pip install 'gatestack[tensorboard]'"
+# The suffix torch's SummaryWriter gives the tag of a text it writes.
+TEXT_SUFFIX = "/text_summary"
 MISMATCHES_SHOWN = 3  # mismatches the record names; the count says how many there are
 
 
@@ -68,12 +71,8 @@ class Board:
         self.step = step
         for tag, value in curves.line_scalars(kind, fields):
             self.writer.add_scalar(tag, value, step)
-        if kind == "sample":
-            texts = [f"    {text}".replace("\n", "\n    ") for text in fields.get("texts", [])]
-            self.writer.add_text("samples", "\n\n".join(texts), step)
-        elif kind not in ("step", "eval"):
-            detail = ", ".join(f"{k}={v}" for k, v in fields.items() if k != "step")
-            self.writer.add_text("events", f"{kind}: {detail}", step)
+        for tag, text in curves.line_texts(kind, fields):
+            self.writer.add_text(tag, text, step)
 
     def gates(self, results: Iterable[GateResult]) -> None:
         """The verdicts so far, as a Markdown table, at the latest step logged."""
@@ -86,12 +85,11 @@ class Board:
         self.writer.close()
 
 
-def read_scalars(run_dir: Path) -> list[curves.Scalar]:
-    """Every scalar TensorBoard shows of the run's event files, as its own reader loads them (a
-    resume's purge applied), in the order written: (tag, step, value)."""
+def _accumulator(run_dir: Path) -> Any:
+    """TensorBoard's own reader over the run's event files, loaded whole (a resume's purge applied)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     said = logging.getLogger("tensorboard")
     level = said.level
     said.setLevel(logging.ERROR)  # a resume's purge is what the reader is for here, not news for stderr
@@ -99,6 +97,13 @@ def read_scalars(run_dir: Path) -> list[curves.Scalar]:
         accumulator.Reload()
     finally:
         said.setLevel(level)
+    return accumulator
+
+
+def read_scalars(run_dir: Path) -> list[curves.Scalar]:
+    """Every scalar TensorBoard shows of the run's event files, as its own reader loads them (a
+    resume's purge applied), in the order written: (tag, step, value)."""
+    accumulator = _accumulator(run_dir)
     return [
         (tag, event.step, event.value)
         for tag in accumulator.Tags()["scalars"]
@@ -106,18 +111,44 @@ def read_scalars(run_dir: Path) -> list[curves.Scalar]:
     ]
 
 
+def read_texts(run_dir: Path) -> list[curves.Text]:
+    """Every text the run's event files hold under the tags the lines give (`samples`, `events`), read
+    with TensorBoard's event file reader file by file in the order written, each process's restart
+    marker (a resume's purge step) dropping what earlier files logged at or past it, as the lines are
+    rolled back (TensorBoard's own accumulators purge scalars so but not texts): (tag, step, text),
+    one per text written."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+    from tensorboard.util.tensor_util import make_ndarray
+
+    texts: list[curves.Text] = []
+    for file in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(file)).Load():
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                texts = [text for text in texts if text[1] < event.step]
+            for value in event.summary.value:
+                tag = value.tag.removesuffix(TEXT_SUFFIX)
+                if value.tag.endswith(TEXT_SUFFIX) and tag in curves.TEXT_TAGS:
+                    texts += [
+                        (tag, event.step, v.decode("utf-8")) for v in make_ndarray(value.tensor).reshape(-1)
+                    ]
+    return texts
+
+
 def _mirrored(run_dir: Path, step: int) -> Outcome:
-    read = read_scalars(run_dir)
+    read, texts = read_scalars(run_dir), read_texts(run_dir)
     lines = read_lines(Path(run_dir) / METRICS_FILE)
-    wrong = curves.mismatches(read, lines)
+    wrong = curves.mismatches(read, lines) + curves.text_mismatches(texts, lines)
     measured = {
         "tensorboard_scalars": len(curves.shown(read)),
         "tensorboard_expected": len(curves.expected(lines)),
+        "tensorboard_texts": len(texts),
+        "tensorboard_texts_expected": sum(curves.expected_texts(lines).values()),
         "tensorboard_mismatches": len(wrong),
         "tensorboard_first": first_few(wrong, MISMATCHES_SHOWN, "; "),
     }
     return measure(
-        "GATE-TRAIN-001", measured, step=step, holds="the TensorBoard curves are the metrics lines'"
+        "GATE-TRAIN-001", measured, step=step, holds="the TensorBoard curves and texts are the metrics lines'"
     )
 
 
