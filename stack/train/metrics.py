@@ -37,6 +37,14 @@ def _parsed(raw_lines: list[str]) -> list[dict[str, Any]]:
     return lines
 
 
+def split_at(lines: list[dict[str, Any]], step: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The lines a resume from `step` keeps, and those it rolls back (logged after it by a process
+    that died later); one rule for the roll-back, the resume's note and the Board's back-fill."""
+    keep = [ln for ln in lines if ln.get("step", 0) <= step]
+    later = [ln for ln in lines if ln.get("step", 0) > step]
+    return keep, later
+
+
 class LogTail:
     """The lines a metrics file gained since the last call, for a check that follows the log while
     the run writes it: reading it whole at every checkpoint costs its length each time, so a
@@ -84,9 +92,7 @@ class MetricsLog:
         self._handle = open(self.path if write else os.devnull, "a", encoding="utf-8")  # noqa: SIM115
 
     def _roll_back_after(self, step: int) -> None:
-        lines = read_lines(self.path)
-        keep = [ln for ln in lines if ln.get("step", 0) <= step]
-        later = [ln for ln in lines if ln.get("step", 0) > step]
+        keep, later = split_at(read_lines(self.path), step)
         if later:
             with open(Path(self.path).parent / ROLLED_BACK_FILE, "a", encoding="utf-8") as out:
                 out.writelines(json.dumps(ln) + "\n" for ln in later)

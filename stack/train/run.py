@@ -73,7 +73,7 @@ from stack.train.lineage import WEIGHTS_FILE, run_lineage
 from stack.train.loop import COMMAND, Trainer, pick_device
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.memory import check_fits
-from stack.train.metrics import METRICS_FILE
+from stack.train.metrics import METRICS_FILE, ROLLED_BACK_FILE, read_lines, split_at
 from stack.train.tasks import objective_for
 from stack.train.tokenizer_match import check_data_tokenizer
 from stack.train.trained import resolve_checkpoint
@@ -312,7 +312,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     record.waivers = list({w.gate: w for w in [*record.waivers, *request.waivers]}.values())
     ledger = Ledger(record.waivers)
     # Verdicts of the earlier part are re-judged under this spec, never re-stamped as they were.
-    rejudged = ledger.carry(record.gates)
+    rejudged = ledger.carry(tensorboard.unmeasured(record.gates))
     with recording(ledger):  # the checkpoint chosen is judged into the run's record (GATE-CKPT-002)
         path, notes = ckpt.resume_point(run_dir)
     adopted = ckpt.adoption_note(run_dir, path)  # the log and the disk agree before anything else
@@ -800,6 +800,8 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
             if plan.checkpoint is not None:
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
                 _record_resume_changes(plan.record, trainer)
+                if _is_main():
+                    print(f"{WRITER.command}: {_resume_note(run_dir, trainer.state.step)}", file=sys.stderr)
             if config.train.tensorboard and _is_main():  # from the step the run continues at
                 resumed = trainer.state.step if plan.checkpoint is not None else None
                 trainer.board = tensorboard.Board(run_dir, resumed)
@@ -892,6 +894,19 @@ def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
         trainer.board.gates(evidence.ledger.gate_results(expected=expected))
         trainer.board.close()
         trainer.board = None
+
+
+def _resume_note(run_dir: Path, step: int) -> str:
+    """The line a resume starts with: the step it continues from and, where a process that died
+    later logged past it, how many lines the log rolls back and where they go (round-12 user audit
+    K27: the steps redone were said nowhere)."""
+    _, later = split_at(read_lines(run_dir / METRICS_FILE), step)
+    note = f"resuming from {ckpt.step_dir(run_dir, step).name} (step {step})"
+    if not later:
+        return note
+    steps = [ln["step"] for ln in later if ln.get("type") == "step"]
+    redone = f", steps {steps[0]}-{steps[-1]} to be trained again" if steps else ""
+    return f"{note}; {len(later)} line(s) logged after it{redone} move to {ROLLED_BACK_FILE}"
 
 
 def _record_resume_changes(record: EvidenceRecord, trainer: Trainer) -> None:
