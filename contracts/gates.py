@@ -127,6 +127,12 @@ def violation(gate_id: str, outcome: Outcome) -> GateViolation:
     )
 
 
+def warning_line(gate_id: str, message: str) -> str:
+    """How a command says a warning gate's finding at its end: one indented line naming the gate, so
+    `stack prepare`'s filter warnings and a training run's WARN verdicts read alike."""
+    return f"  warning {gate_id}: {message}"
+
+
 def _condition(gate_id: str, check: Callable[..., Outcome], level: Level) -> Callable[..., bool]:
     @functools.wraps(check)  # icontract reads the argument names through __wrapped__
     def condition(**kwargs: Any) -> bool:

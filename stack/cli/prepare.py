@@ -574,12 +574,7 @@ def run(args: argparse.Namespace) -> int:
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
     if heldout.tokens == 0 and manifest.val_fraction > 0:
-        documents = sum(stats.documents for stats in manifest.sources.values())
-        print(
-            f"  warning: the held-out split is empty: none of the {documents:,} document(s) landed in it at "
-            f"--val-fraction {manifest.val_fraction}; `stack train` scores held-out text, so raise "
-            "--val-fraction or add documents"
-        )
+        print(_empty_heldout_line(sum(s.documents for s in manifest.sources.values()), manifest.val_fraction))
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
     if manifest.sft is not None and manifest.sft.dropped:
@@ -607,6 +602,23 @@ def run(args: argparse.Namespace) -> int:
         for line in _unrenderable_lines(reports):
             print(line)
     return 0
+
+
+def _empty_heldout_line(documents: int, val_fraction: float) -> str:
+    """The warning for a held-out split no document landed in, with the fix that can move it: a
+    document is never divided between the splits, so one document needs cutting into several
+    (--doc-bytes or --doc-sep), where a larger --val-fraction could at best take the only one from
+    train; several need a larger fraction or more of them."""
+    fix = (
+        "cut the text into documents with --doc-bytes SIZE (e.g. --doc-bytes 1K) or --doc-sep SEP, "
+        "or add documents (a larger --val-fraction cannot split one document)"
+        if documents == 1
+        else "raise --val-fraction or add documents"
+    )
+    return (
+        f"  warning: the held-out split is empty: none of the {documents:,} document(s) landed in it at "
+        f"--val-fraction {val_fraction}; `stack train` scores held-out text, so {fix}"
+    )
 
 
 def _template_line(args: argparse.Namespace, sft: SftEntry) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from stack.cli import values
 from stack.train.presets import PRESETS
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         from stack.train.launch import launch
 
-        return launch(args.nproc, args.argv)
+        code = launch(args.nproc, args.argv)
+        return _say_warnings(args.resume or args.out) if code == 0 else code
     if len(args.waive) != len(args.reason):
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
     if any(not reason.strip() for reason in args.reason):
@@ -117,4 +119,21 @@ def run(args: argparse.Namespace) -> int:
         argv=args.argv,
         init_from=args.init_from,
     )
-    return train(request, step_progress)
+    code = train(request, step_progress)
+    return _say_warnings(args.resume or args.out) if code == 0 else code
+
+
+def _say_warnings(run_dir: Path) -> int:
+    """One line per warning gate the finished run's record holds at WARN (GATE-DATA-004's few tokens
+    per parameter, say), as `stack prepare` says its own; rank 0 speaks for a data-parallel run.
+    The record is read back, so what is said is what the run's evidence states."""
+    import os
+
+    from contracts.evidence import EVIDENCE_FILE, Verdict, read_evidence
+    from contracts.gates import warning_line
+
+    if os.environ.get("RANK", "0") == "0":
+        for gate in read_evidence(run_dir / EVIDENCE_FILE).gates:
+            if gate.verdict is Verdict.WARN:
+                print(warning_line(gate.id, gate.message or ""))
+    return 0

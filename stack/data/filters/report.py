@@ -172,12 +172,13 @@ def lost_scripts(name: str, report: Mapping[str, Any]) -> list[str]:
 def drop_warnings(reports: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """GATE-DATA-015's warning for each source that lost too much, as its judge words it, with the fix;
     then each writing system a source lost every document of."""
+    from contracts.gates import warning_line
     from stack.data.filters.gates import share_outcome
 
     lines = []
     for name, report in sorted(reports.items()):
         outcome = share_outcome({name: report})
         if not outcome.ok:
-            lines.append(f"  warning GATE-DATA-015: {outcome.message}; {source_fix(name, report)}")
+            lines.append(f"{warning_line('GATE-DATA-015', outcome.message)}; {source_fix(name, report)}")
         lines += lost_scripts(name, report)
     return lines
