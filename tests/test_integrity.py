@@ -11,6 +11,7 @@ from scratch import bump_revision, commit_all, make_record, make_repo, passed
 
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
+from contracts.spec import load_spec_from
 
 # Ids the spec does not define, planted on purpose; the marker keeps the real check off them.
 UNKNOWN = "GATE-NOPE-001"  # integrity: planted
@@ -179,21 +180,27 @@ def test_duplicate_gate_id_is_reported(repo: tuple[Path, str]) -> None:
 def test_stale_revision_is_reported_stale(repo: tuple[Path, str]) -> None:
     root, sha = repo
     make_record(root, "run-a", sha, passed("GATE-INTEG-001"))
-    assert bump_revision(root, "GATE-INTEG-001") == 2
+    was = load_spec_from(root / "spec").gates["GATE-INTEG-001"].revision
+    assert bump_revision(root, "GATE-INTEG-001") == was + 1
     report = run_checks(root, [])
     assert report.violations == []
     assert any(
-        w.rule == "STALE" and "GATE-INTEG-001" in w.message and "rev 1" in w.message for w in report.warnings
+        w.rule == "STALE" and "GATE-INTEG-001" in w.message and f"rev {was}" in w.message
+        for w in report.warnings
     )
 
 
 @pytest.mark.gate("GATE-INTEG-001")
 def test_revision_bump_without_history_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo
+    was = load_spec_from(root / "spec").gates["GATE-INTEG-001"].revision
     integ = root / "spec/gates/integ.yaml"
-    integ.write_text(integ.read_text().replace("revision: 1", "revision: 2", 1))
+    text = integ.read_text()
+    gate = f"id: GATE-INTEG-001\n    revision: {was}\n"
+    assert gate in text
+    integ.write_text(text.replace(gate, f"id: GATE-INTEG-001\n    revision: {was + 1}\n"))
     found = messages(root)
-    assert len(found) == 1 and "GATE-INTEG-001 lists revisions [1]" in found[0]
+    assert len(found) == 1 and f"GATE-INTEG-001 lists revisions {list(range(1, was + 1))}" in found[0]
 
 
 @pytest.mark.gate("GATE-INTEG-001")

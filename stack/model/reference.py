@@ -16,15 +16,9 @@ j <= i and both belong to the same document, positions counting on across the wi
 adapter on a projection adds s·B·A·x to W·x + b, s = alpha / r (alpha / √r under rsLoRA), with
 s taken from the run's settings (`Adapters`), never from the adapter module.
 
-The options that change a block are written out as their papers define them, from their weights:
-experts (Mixtral: softmax of the router's logits, the top moe_top_k renormalised to sum to one,
-Σ w_k · expert_k(x), plus the shared expert where the config has one); differential attention
-(Diff Transformer: (1 − λ_init) · RMSNorm((A₁ − λ A₂) V) per head, λ = exp(λ_q1·λ_k1) −
-exp(λ_q2·λ_k2) + λ_init, λ_init = 0.8 − 0.6 · exp(−0.3 · depth)); depth routing (Raposo et al.:
-every mod_every-th block routes; a routed token leaves as x + w · (a + f), w = sigmoid(score),
-attending to routed keys and itself only, every other token leaves as x; `training` routes each
-sequence's top ⌊C·T⌋ scores, inference the tokens whose score exceeds the block's saved
-`route_threshold`, a learned weight the reference reads like any other).
+Options that change a block's function (experts, differential attention, depth routing) are not
+written out here: their own gates compare them with their papers (spec/gates/arch.yaml), and
+`not_spelled_out` names those a config turns on (none: one this module can judge).
 """
 
 from __future__ import annotations
@@ -34,7 +28,14 @@ from dataclasses import dataclass
 
 import torch
 
+from contracts.model_shape import options_on
 from stack.model.config import ModelConfig
+
+
+def not_spelled_out(config: ModelConfig) -> list[str]:
+    """The options of a model of `config` whose blocks this reference does not write out
+    (contracts.model_shape.OPTIONS, the integrity check's list too), in that order."""
+    return options_on(config.model_dump())
 
 
 @dataclass(frozen=True)
@@ -93,111 +94,34 @@ def _hidden(tokens: torch.Tensor, docs: torch.Tensor | None) -> torch.Tensor:
     return hidden | (docs[:, :, None] != docs[:, None, :])
 
 
-def _heads_out(
-    attn: torch.nn.Module,
-    x: torch.Tensor,
-    hidden: torch.Tensor,
-    config: ModelConfig,
-    adapters: Adapters | None,
-    names: tuple[str, str],
-) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(head_dim)) v per query head (B, H, T, D), q and k the projections `names`."""
-    (batch, length, _), heads, heads_kv = x.shape, config.n_heads, config.n_kv_heads
-    dim = config.head_dim
-
-    def split(y: torch.Tensor, n: int) -> torch.Tensor:
-        return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
-
-    q = _rotate(split(_linear(x, getattr(attn, names[0]), adapters), heads), config.rope_theta)
-    k = _rotate(split(_linear(x, getattr(attn, names[1]), adapters), heads_kv), config.rope_theta)
-    v = split(_linear(x, attn.v, adapters), heads_kv)
-    group = heads // heads_kv
-    out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)
-    for h in range(heads):
-        scores = q[:, h] @ k[:, h // group].transpose(-1, -2) / math.sqrt(dim)
-        out[:, h] = torch.softmax(scores.masked_fill(hidden, -math.inf), dim=-1) @ v[:, h // group]
-    return out
-
-
 def _attention(
     block: torch.nn.Module,
     x: torch.Tensor,
     hidden: torch.Tensor,
     config: ModelConfig,
     adapters: Adapters | None,
-    depth: int,
 ) -> torch.Tensor:
-    """The block's attention; under diff_attn the two maps' difference, normed per head."""
-    attn = block.attn
-    out = _heads_out(attn, x, hidden, config, adapters, ("q", "k"))
-    if config.diff_attn:
-        lambda_init = 0.8 - 0.6 * math.exp(-0.3 * depth)
-        lam = (
-            torch.exp((attn.lambda_q1.double() * attn.lambda_k1.double()).sum())
-            - torch.exp((attn.lambda_q2.double() * attn.lambda_k2.double()).sum())
-            + lambda_init
-        )
-        second = _heads_out(attn, x, hidden, config, adapters, ("q2", "k2"))
-        out = _rms(out - lam * second, attn.head_norm.weight, config.norm_eps) * (1.0 - lambda_init)
-    batch, heads, length, dim = out.shape
+    attn, (batch, length, _) = block.attn, x.shape
+    heads, heads_kv, dim = config.n_heads, config.n_kv_heads, config.head_dim
+
+    def split(y: torch.Tensor, n: int) -> torch.Tensor:
+        return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
+
+    q = _rotate(split(_linear(x, attn.q, adapters), heads), config.rope_theta)
+    k = _rotate(split(_linear(x, attn.k, adapters), heads_kv), config.rope_theta)
+    v = split(_linear(x, attn.v, adapters), heads_kv)
+    group = heads // heads_kv
+    out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)
+    for h in range(heads):
+        scores = q[:, h] @ k[:, h // group].transpose(-1, -2) / math.sqrt(dim)
+        out[:, h] = torch.softmax(scores.masked_fill(hidden, -math.inf), dim=-1) @ v[:, h // group]
     return _linear(out.permute(0, 2, 1, 3).reshape(batch, length, heads * dim), attn.o, adapters)
 
 
-def _swiglu(ffn: torch.nn.Module, x: torch.Tensor, adapters: Adapters | None) -> torch.Tensor:
+def _feed_forward(block: torch.nn.Module, x: torch.Tensor, adapters: Adapters | None) -> torch.Tensor:
+    ffn = block.ffn
     gate, up = _linear(x, ffn.gate, adapters), _linear(x, ffn.up, adapters)
     return _linear(gate * torch.sigmoid(gate) * up, ffn.down, adapters)
-
-
-def _feed_forward(
-    block: torch.nn.Module, x: torch.Tensor, config: ModelConfig, adapters: Adapters | None
-) -> torch.Tensor:
-    """The dense SwiGLU, or under moe_experts the renormalised top-k mixture of the experts."""
-    if not config.moe:
-        return _swiglu(block.ffn, x, adapters)
-    moe = block.moe
-    probs = torch.softmax(_linear(x, moe.router, adapters), dim=-1)
-    top_p, top_i = probs.topk(config.moe_top_k, dim=-1)
-    weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
-    out = sum(
-        weights[..., e, None] * _swiglu(getattr(moe, f"expert{e}"), x, adapters)
-        for e in range(config.moe_experts)
-    )
-    return out + _swiglu(moe.shared, x, adapters) if config.moe_shared_expert else out
-
-
-def _routed(
-    scores: torch.Tensor, block: torch.nn.Module, config: ModelConfig, training: bool
-) -> torch.Tensor:
-    """(B, T) bool, the tokens a depth-routed block computes: each sequence's top ⌊C·T⌋ `scores` in
-    training, else those whose score exceeds the block's route_threshold."""
-    if not training:
-        return scores > block.route_threshold.double()
-    k = math.floor(config.mod_capacity * scores.shape[1])
-    return torch.zeros_like(scores, dtype=torch.bool).scatter(1, scores.topk(k, dim=-1).indices, True)
-
-
-def _block(
-    block: torch.nn.Module,
-    x: torch.Tensor,
-    hidden: torch.Tensor,
-    config: ModelConfig,
-    adapters: Adapters | None,
-    depth: int,
-    training: bool,
-) -> torch.Tensor:
-    """x + a + f; a depth-routed block (every mod_every-th) x + sigmoid(score) · (a + f) at the
-    routed tokens, attending to routed keys and itself only, and x elsewhere."""
-    routes = config.mod_every > 0 and depth % config.mod_every == config.mod_every - 1
-    scores = _linear(x, block.router, adapters).squeeze(-1) if routes else None
-    routed = _routed(scores, block, config, training) if scores is not None else None
-    if routed is not None:
-        own = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
-        hidden = hidden | ~(routed[:, None, :] | own)
-    a = _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), hidden, config, adapters, depth)
-    f = _feed_forward(block, _rms(x + a, block.ffn_norm.weight, config.norm_eps), config, adapters)
-    if routed is None:
-        return x + a + f
-    return torch.where(routed[..., None], x + torch.sigmoid(scores)[..., None] * (a + f), x)
 
 
 @torch.no_grad()
@@ -206,18 +130,19 @@ def reference_logits(
     tokens: torch.Tensor,
     docs: torch.Tensor | None = None,
     adapters: Adapters | None = None,
-    training: bool = False,
 ) -> torch.Tensor:
     """The logits (B, T, vocab) in float64 that `model`'s weights give `tokens` (B, T) under the
     architecture its config names, computed without running any of its modules: with `docs` (B, T)
-    attention keeps to each token's document, with `adapters` each LoRA adapter the model
-    carries adds its term at the scale those settings name, and `training` routes depth-routed
-    blocks as a training forward does (top-k per sequence) rather than by their threshold."""
+    attention keeps to each token's document, and with `adapters` each LoRA adapter the model
+    carries adds its term at the scale those settings name."""
     config: ModelConfig = model.config
+    if skipped := not_spelled_out(config):
+        raise ValueError(f"the reference writes out dense blocks only; {', '.join(skipped)} must be off")
     hidden = _hidden(tokens, docs)
     x = model.embed.weight.double()[tokens]
-    for depth, block in enumerate(model.layers):
-        x = _block(block, x, hidden, config, adapters, depth, training)
+    for block in model.layers:
+        x = x + _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), hidden, config, adapters)
+        x = x + _feed_forward(block, _rms(x, block.ffn_norm.weight, config.norm_eps), adapters)
     x = _rms(x, model.final_norm.weight, config.norm_eps)
     if config.tie_embeddings:
         return x @ model.embed.weight.double().T
