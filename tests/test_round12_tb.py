@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,49 @@ def test_a_run_and_its_resume_keep_curves_that_are_the_lines(mirrored: Path, tmp
     assert train(["train", "--resume", str(run)]) == 0
     _held(run)
     assert len(list(run.glob("events.out.tfevents.*"))) == 2  # both processes' files were read
+
+
+def _dated(run: Path, ahead_s: float) -> str:
+    """Rename the run's one event file as if made `ahead_s` seconds from now, on a host whose name
+    sorts after any other, by a process's tenth writer (so a same-second name sorts after it too)."""
+    (old,) = run.glob(tensorboard.EVENT_FILES)
+    name = f"events.out.tfevents.{int(time.time() + ahead_s):010d}.zzzz.1.9"
+    old.rename(run / name)
+    return name
+
+
+@pytest.mark.holds("GATE-TRAIN-001")
+def test_a_resume_in_the_dead_process_s_second_still_shows_its_own_curves(
+    mirrored: Path, tmp_path: Path
+) -> None:
+    """The round-12 proofs' flake, planted: the dead process's file is named to sort after whatever a
+    resume made at once would be named (TensorBoard reads files in name order, so its stale steps 3-4
+    showed over the resume's). The resume waits until its own file sorts last, and holds."""
+    run = tmp_path / "run"
+    shutil.copytree(mirrored, run)
+    shutil.rmtree(ckpt.list_checkpoints(run)[-1])
+    old = _dated(run, 3)
+    assert train(["train", "--resume", str(run)]) == 0
+    _held(run)
+    assert sorted(path.name for path in run.glob(tensorboard.EVENT_FILES))[0] == old
+
+
+def test_a_resume_behind_an_event_file_from_the_future_is_refused_in_one_line(
+    mirrored: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event file dated well past this machine's clock (copied from a node whose clock runs ahead)
+    would sort after the resume's for as long as it is ahead: one line naming it and the ways out."""
+    run = tmp_path / "run"
+    shutil.copytree(mirrored, run)
+    shutil.rmtree(ckpt.list_checkpoints(run)[-1])
+    old = _dated(run, tensorboard.CLOCK_WAIT_S + 60)
+    capsys.readouterr()
+    assert train(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    line = err.splitlines()[-1]
+    assert old in line and "ahead of this machine's clock" in line and "train.tensorboard=false" in line, err
+    assert "Traceback" not in err
+    assert train(["train", "--resume", str(run), "--set", "train.tensorboard=false"]) == 0
 
 
 @pytest.mark.gate("GATE-INTEG-001")

@@ -729,6 +729,7 @@ def test_a_folder_of_the_users_files_is_not_offered_resume_and_a_run_is(
     assert train(smoke_args(data, run)) == 2
     assert f"or continue it with --resume {run}" in one_line(capsys.readouterr().err)
     assert train(["train", "--resume", str(run)]) == 0
+    assert "resuming from step-" in capsys.readouterr().err  # the resume says where it starts
     for path in ckpt.list_checkpoints(run):  # a run none of whose checkpoints a resume can take
         (path / "model.safetensors").write_bytes(b"damaged")
     assert train(smoke_args(data, run)) == 2

@@ -18,7 +18,8 @@ the end), the gate verdicts so far as the text `gates`, one table row per gate. 
 what an earlier process logged after the step it resumes from, as metrics.jsonl rolls those
 lines back, and first writes what the lines it keeps give that the event files there lack (all of
 them when TensorBoard is turned on at a resume, or its files were deleted), so the curves are whole
-from step 1. Needs the `tensorboard` package (`pip install 'gatestack[tensorboard]'`); a run that
+from step 1 (its own file named to sort after the earlier ones', as TensorBoard reads them in name
+order). Needs the `tensorboard` package (`pip install 'gatestack[tensorboard]'`); a run that
 asks for it without the package is refused at set-up.
 
 Which line gives which scalar and text is contracts.curves' rule (`line_scalars`, `line_texts`),
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -49,6 +51,11 @@ from stack.train.metrics import METRICS_FILE, read_lines, split_at
 INSTALL_HINT = "pip install 'gatestack[tensorboard]'"
 # The suffix torch's SummaryWriter gives the tag of a text it writes.
 TEXT_SUFFIX = "/text_summary"
+# Event files as TensorBoard names them: events.out.tfevents.<unix seconds>.<host>.<pid>.<counter>.
+EVENT_FILES = "events.out.tfevents.*"
+# How far ahead of this machine's clock an earlier process's event file may be dated for a resume to
+# wait it out rather than refuse (a crash and resume in the same second, a small skew between nodes).
+CLOCK_WAIT_S = 10.0
 MISMATCHES_SHOWN = 3  # mismatches the record names; the count says how many there are
 
 
@@ -67,6 +74,7 @@ class Board:
         # purge_step: events from a later step than the resumed checkpoint's are dropped on reading
         purge = None if resume_step is None else resume_step + 1
         lacking = ([], []) if resume_step is None else _lacking(run_dir, resume_step)
+        _after_every_file(Path(run_dir))
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
         self.step = resume_step or 0
         for tag, step, value in lacking[0]:
@@ -126,6 +134,32 @@ def _lacking(run_dir: Path, resume_step: int) -> tuple[list[curves.Scalar], list
     return scalars, list(texts.elements())
 
 
+def _after_every_file(run_dir: Path) -> None:
+    """Return once an event file made now is named after every one already in `run_dir`.
+
+    TensorBoard reads a run's event files in name order, and a resume's purge marker drops only what
+    the files before it logged: a resume whose file sorts first shows the dead process's curves over
+    its own. A name begins with the second it was made, then host, pid and a per-process counter, so
+    two made in the same second can sort either way ("...1234.9" after "...1234.10"), as can files
+    from nodes whose clocks differ (the round-12 proofs: a 4-step run and its resume in one second,
+    the stale tokens_per_s shown at steps 3-4). Waiting until the clock passes the latest file's
+    second makes the new name sort last; a file dated further ahead than CLOCK_WAIT_S is refused."""
+    named = (path.name.split(".") for path in run_dir.glob(EVENT_FILES))
+    seconds = {".".join(parts): int(parts[3]) for parts in named if parts[3].isdigit()}
+    if not seconds:
+        return
+    latest = max(seconds, key=seconds.__getitem__)
+    ahead = seconds[latest] + 1 - time.time()
+    if ahead > CLOCK_WAIT_S:
+        raise BadInput(
+            f"{run_dir / latest} is dated {ahead:.0f} s ahead of this machine's clock, and TensorBoard "
+            "reads event files in name order, so it would show the earlier process's curves over this "
+            "resume's: set the clock right, or resume with --set train.tensorboard=false"
+        )
+    if ahead > 0:
+        time.sleep(ahead)
+
+
 def _accumulator(run_dir: Path) -> Any:
     """TensorBoard's own reader over the run's event files, loaded whole (a resume's purge applied)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -163,7 +197,7 @@ def read_texts(run_dir: Path) -> list[curves.Text]:
     from tensorboard.util.tensor_util import make_ndarray
 
     texts: list[curves.Text] = []
-    for file in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+    for file in sorted(Path(run_dir).glob(EVENT_FILES)):
         for event in EventFileLoader(str(file)).Load():
             if event.HasField("session_log") and event.session_log.status == SessionLog.START:
                 texts = [text for text in texts if text[1] < event.step]
