@@ -56,9 +56,9 @@ HF_NAMES = {
 ADAPTER_TRAINED = 2
 ADAPTER_TENSORS = 3
 # The architecture options that add modules of their own (experts, differential attention, depth
-# routing), by the name GATE-MODEL-003 lists each under, with the [model] key that turns it on:
-# stack/model/reference.py does not write their blocks out, and no LoRA target list here names
-# their matrices.
+# routing), by the name GATE-MODEL-003 listed each under before rev 5 (when stack/model/reference.py
+# did not write their blocks out), with the [model] key that turns it on; no LoRA target list here
+# names their matrices.
 OPTIONS = {"moe": "moe_experts", "diff_attn": "diff_attn", "mod": "mod_every"}
 # GATE-LORA-001 compares an adapted model's logits with its base's on a probe of this many ids (the
 # context, where it is shorter), every logit of each (stack.model.lora_checks).

@@ -50,6 +50,7 @@ from contracts.checkpoint_layout import model_file_bytes, optimizer_file_bytes
 from contracts.derive.training import FLOAT32_U, kd_loss, kd_roundings, margin_slack
 from contracts.evidence import EVIDENCE_FILE
 from contracts.model_shape import lora_touched, model_file_tensors, trained_tensors
+from contracts.spec import load_spec
 from stack.cli import main
 from stack.model import GPT, ModelConfig
 from stack.model.lora import apply_lora
@@ -240,16 +241,33 @@ def init_edited(edit: Edit) -> Change:
 def test_an_initialisation_other_than_the_model_names_is_caught(
     tmp_path: Path, change: Change, fragment: str
 ) -> None:
-    assert_caught(planted(tmp_path, CURRENT_RUN, change), "gates[GATE-MODEL-003].measured.", fragment)
+    run = planted(tmp_path, CURRENT_RUN, _at_current_revision(change))
+    assert_caught(run, "gates[GATE-MODEL-003].measured.", fragment)
+
+
+def _at_current_revision(change: Change) -> Change:
+    """`change` on a record whose GATE-MODEL-003 is judged at the spec's revision, stating what that
+    revision measures of a model of experts (the reference writes them out: checked, none skipped);
+    CURRENT_RUN's is rev 4 until the records are refiled, and a gate of an older revision is stale."""
+
+    def changed(data: dict[str, Any], run_dir: Path) -> None:
+        result = gate(data, "GATE-MODEL-003")
+        result["revision"] = load_spec().gates["GATE-MODEL-003"].revision
+        result["measured"].update(checked=True, skipped_options=[])
+        change(data, run_dir)
+
+    return changed
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_a_reference_comparison_claimed_for_a_model_of_experts_is_caught(tmp_path: Path) -> None:
-    """The reference writes out dense blocks only: a mixture of experts is compared with itself."""
-    run = planted(tmp_path, CURRENT_RUN, measured("GATE-MODEL-003", checked=True, skipped_options=[]))
-    assert_caught(run, "gates[GATE-MODEL-003].measured.checked is true, but its artifacts derive false")
+def test_a_reference_comparison_denied_to_a_model_of_experts_is_caught(tmp_path: Path) -> None:
+    """Since GATE-MODEL-003 rev 5 the reference writes out experts: a record saying it skipped them
+    did not make the comparison its revision makes."""
+    skipped = measured("GATE-MODEL-003", checked=False, skipped_options=["moe"])
+    run = planted(tmp_path, CURRENT_RUN, _at_current_revision(skipped))
+    assert_caught(run, "gates[GATE-MODEL-003].measured.checked is false, but its artifacts derive true")
     assert_caught(
-        run, 'gates[GATE-MODEL-003].measured.skipped_options is [], but its artifacts derive ["moe"]'
+        run, 'gates[GATE-MODEL-003].measured.skipped_options is ["moe"], but its artifacts derive []'
     )
 
 

@@ -49,11 +49,12 @@ So each is derived again from the config the record cites, by the rule the stack
   and its `stepped_parameters` (those whose gradient was not all zeros) and `moved_parameters`
   (those of them the step changed) no more than those; GATE-LORA-001's `elements` are the probe's
   logits; GATE-MODEL-003's `checked` and `skipped_options` are whether the model has none of the
-  options the reference does not write out, and which; its `init` names every parameter of the
-  model with the std or value GPT names for it (contracts.model_init) and a drawn tensor's
-  elements, and its `parameters_named` every parameter of the model and its adapters with its
-  shape and whether it trains (contracts.model_parameters); and a LoRA run's
-  `lora_matrices.skipped` lists every matrix without an adapter, with the selection's reason;
+  options the reference did not write out before rev 5, and which (from rev 5 on: true, none);
+  its `init` names every parameter of the model with the std or value GPT names for it
+  (contracts.model_init) and a drawn tensor's elements, and its `parameters_named` every
+  parameter of the model and its adapters with its shape and whether it trains
+  (contracts.model_parameters); and a LoRA run's `lora_matrices.skipped` lists every matrix
+  without an adapter, with the selection's reason;
 * GATE-TRAIN-005's `draws` are the monitor's prompts times the tokens it samples after each
   (contracts.coherence.sample_length), and its `seed` the monitor's seed (contracts.seeds
   .monitor_seed) of train.seed and the step of the last sampling round the log shows, or of the
@@ -96,6 +97,9 @@ if TYPE_CHECKING:
 # The spec version from which the loop logs the policy's shares (`"event": "shares"` lines) and
 # the checker derives GATE-DATA-008's expected shares from them.
 SHARES_LOGGED = "1.14.0"
+# GATE-MODEL-003's revision from which stack/model/reference.py writes out every option's blocks
+# (experts, differential attention, depth routing): every model is compared with it.
+OPTIONS_WRITTEN_OUT_SINCE = 5
 
 
 def measured_of(record: EvidenceRecord, gate_id: str) -> dict[str, Any]:
@@ -303,12 +307,15 @@ def _tensor_counts(model: dict[str, Any], adapters: int | None, settler: Settler
 
 
 def _architecture(model: dict[str, Any], settler: Settler) -> None:
-    """GATE-MODEL-003: whether the reference wrote the model out (no option it does not, named in
-    `skipped_options`), and the initialisation named for each of the model's parameters (checked
-    on the model as built, before any adapter or checkpoint): std or value, and a drawn tensor's
-    elements; a parameter the model does not have is a problem."""
-    restate(settler, "GATE-MODEL-003", "checked", dense(model))
-    restate(settler, "GATE-MODEL-003", "skipped_options", options_on(model))
+    """GATE-MODEL-003: whether the reference wrote the model out (every model since rev 5; before
+    it, one without an option the reference did not write out, those named in `skipped_options`),
+    and the initialisation named for each of the model's parameters (checked on the model as
+    built, before any adapter or checkpoint): std or value, and a drawn tensor's elements; a
+    parameter the model does not have is a problem."""
+    gate = next((g for g in settler.inputs.record.gates if g.id == "GATE-MODEL-003"), None)
+    writes_out = gate is not None and gate.revision >= OPTIONS_WRITTEN_OUT_SINCE
+    restate(settler, "GATE-MODEL-003", "checked", writes_out or dense(model))
+    restate(settler, "GATE-MODEL-003", "skipped_options", [] if writes_out else options_on(model))
     init = measured_of(settler.inputs.record, "GATE-MODEL-003").get("init")
     if not isinstance(init, dict) or not settler.wanted("GATE-MODEL-003"):
         return

@@ -34,7 +34,7 @@ from stack.model.lora import has_lora
 from stack.outputs import ownership, rundir
 from stack.train import checkpoint as ckpt
 from stack.train.lineage import lineage
-from stack.train.trained import Trained, load_trained
+from stack.train.trained import Trained, load_measured
 
 if TYPE_CHECKING:
     import torch
@@ -221,7 +221,9 @@ def opset_pair(record: dict[str, Any]) -> dict[str, int]:
 def export(request: ExportRequest) -> ExportResult:
     """Export a checkpoint, check it, and leave DIR with export.json; gates are left to `certify`."""
     _validate(request)
-    trained = load_trained(request.checkpoint, attention="sdpa")  # the exportable path, whatever trained
+    # The exportable path, whatever trained; its forward held to the written-out architecture
+    # (GATE-MODEL-003): every parity below compares the files with this model's own forward.
+    trained = load_measured(request.checkpoint, attention="sdpa")
     if request.fmt == "hf" and has_lora(trained.model):
         raise BadInput(
             f"{trained.checkpoint.path} holds unmerged LoRA adapters, which a Hugging Face Llama has no "

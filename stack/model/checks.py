@@ -20,19 +20,22 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from contracts.gates import Outcome, gate_ensure, measure
+from contracts.spec import load_spec
 from stack.model.attention import DOCUMENT_PATHS, PATHS
+from stack.model.depth_router import depth_routed_blocks
 from stack.model.diff_attention import DiffAttention
 from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 from stack.model.layers import Attention, apply_rope, rope_angles
-from stack.model.reference import Adapters, not_spelled_out, reference_logits
+from stack.model.reference import Adapters, Routing, reference_logits
 
 PROBE_BATCH = 2
 PROBE_LEN = 40
@@ -252,19 +255,17 @@ class ArchitectureParity:
     `forms` maps each way the model is run ("train" and "eval" mode forwards; "train packed" and
     "eval packed", the same with random document ids, on an attention path with a document mask;
     and "cached": a prefill of the probe's first half, then one token at a time through the KV
-    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. `checked` is False for a model
-    with an option the reference does not write out (`skipped` names them), whose blocks their own
-    gates judge; its forms are then its causality and isolation (`_separation_forms`), the logits
-    that must not move against themselves.
+    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. Since rev 5 the reference
+    writes out every option (experts, differential attention, depth routing), so every model is
+    compared with it: the record states `checked` true and no `skipped_options` (older records
+    named the options they skipped).
     """
 
-    checked: bool
     forms: dict[str, dict[str, float]] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
 
     def outcome(self) -> Outcome:
         """The GATE-MODEL-003 verdict of this comparison."""
-        measured = {"checked": self.checked, "forms": self.forms, "skipped_options": list(self.skipped)}
+        measured = {"checked": True, "forms": self.forms, "skipped_options": []}
         holds = "the model computes the architecture its config names"
         return measure("GATE-MODEL-003", measured, holds=holds)
 
@@ -313,76 +314,37 @@ def _dropout_off(model: torch.nn.Module) -> Iterator[None]:
             module.p = rate
 
 
-def _logits_of(model: GPT, docs: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The logits `model` gives token ids, with `docs` as their document ids (None: unpacked)."""
+@contextmanager
+def _routers_heard(twin: GPT, atol: float) -> Iterator[Routing]:
+    """For the duration, what every router of `twin` outputs, call after call, gathered into a
+    `Routing` for the reference (stack.model.reference): each call's rows at the (B, T) positions
+    they belong to, a mixture inside a depth-routed block at the tokens that block routed (NaN at
+    the others), the calls laid end to end along T as the KV cache decodes them."""
+    calls: dict[str, list[torch.Tensor]] = {}
+    blocks = dict(depth_routed_blocks(twin))
 
-    def forward(tokens: torch.Tensor) -> torch.Tensor:
-        return model(tokens, docs=docs)[0]
+    def heard(name: str) -> Any:
+        def hook(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+            out = out.detach()
+            owner = blocks.get(name.removesuffix(".moe.router"))
+            if name.endswith(".moe.router") and owner is not None:
+                mask = owner.routed  # set by the block before its feed-forward runs
+                full = out.new_full((*mask.shape, out.shape[-1]), math.nan)
+                full[mask] = out
+                out = full
+            calls.setdefault(name, []).append(out.reshape(PROBE_BATCH, -1, out.shape[-1]))
 
-    return forward
+        return hook
 
-
-def _changed(
-    tokens: torch.Tensor, where: torch.Tensor, vocab: int, generator: torch.Generator
-) -> torch.Tensor:
-    """`tokens` with every id at the positions `where` marks replaced by another id."""
-    shift = torch.randint(1, vocab, tokens.shape, generator=generator).to(tokens.device)
-    return torch.where(where, (tokens + shift) % vocab, tokens)
-
-
-def _unmoved(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    tokens: torch.Tensor,
-    changed: torch.Tensor,
-    watched: torch.Tensor,
-    generator: torch.Generator,
-    vocab: int,
-) -> dict[str, float]:
-    """How far the logits at the `watched` positions move when the tokens at the `changed` ones are
-    replaced (0 where attention keeps them apart), against those logits' largest magnitude."""
-    before = forward(tokens)[watched]
-    after = forward(_changed(tokens, changed, vocab, generator))[watched]
-    return deviation(after, before)
-
-
-def _from(split: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, length) bool, True at each row's positions from its `split` on."""
-    return torch.arange(length, device=split.device)[None, :] >= split[:, None]
-
-
-def _inside_split(docs: torch.Tensor) -> torch.Tensor:
-    """Per row, the first position past the middle whose token shares a document with the one
-    before it (the middle if none does): a causal split that cuts through a document."""
-    length = docs.shape[1]
-    inside = torch.zeros_like(docs, dtype=torch.bool)
-    inside[:, 1:] = docs[:, 1:] == docs[:, :-1]
-    inside[:, : length // 2 + 1] = False
-    return torch.where(inside.any(1), inside.int().argmax(1), length // 2)
-
-
-def _separation_forms(
-    twin: GPT, tokens: torch.Tensor, docs: torch.Tensor | None, generator: torch.Generator
-) -> dict[str, dict[str, float]]:
-    """Causality and, given `docs`, isolation, measured without a reference, in each mode whose
-    routing keeps them (a depth-routed model picks its tokens across the window in training, by
-    design, so only its evaluation mode does): the logits before a split do not move when the
-    tokens from it on change (`<mode> causal`: the middle; `<mode> packed causal`: a position inside
-    a document, so a mask that lets a token see the next one of its document shows), and no later
-    document's logits move when the first document's tokens change (`<mode> packed isolated`)."""
-    config, (batch, length) = twin.config, tokens.shape
-    changes = {"causal": _from(torch.full((batch,), length // 2, device=tokens.device), length)}
-    if docs is not None:
-        changes |= {"packed causal": _from(_inside_split(docs), length), "packed isolated": docs == 0}
-    forms: dict[str, dict[str, float]] = {}
-    for mode in ("eval",) if config.mod else ("train", "eval"):
-        twin.train(mode == "train")
-        with _dropout_off(twin) if mode == "train" else nullcontext():
-            for name, changed in changes.items():
-                forward = _logits_of(twin, docs if name.startswith("packed") else None)
-                forms[f"{mode} {name}"] = _unmoved(
-                    forward, tokens, changed, ~changed, generator, config.vocab
-                )
-    return forms
+    routers = [(n, m) for n, m in twin.named_modules() if n.endswith("router")]
+    handles = [module.register_forward_hook(heard(name)) for name, module in routers]
+    routing = Routing({}, atol)
+    try:
+        yield routing
+    finally:
+        for handle in handles:
+            handle.remove()
+    routing.heard.update({name: torch.cat(outs, dim=1) for name, outs in calls.items()})
 
 
 @gate_ensure("GATE-MODEL-003", lambda result: result.outcome())
@@ -394,11 +356,12 @@ def check_architecture(model: GPT, *, adapters: Adapters | None = None, seed: in
     `adapters` are the run's LoRA settings, required when the model carries adapters: the twin's
     adapters get a non-zero B, and the reference adds their terms at the scale the settings name.
     Training-mode forms run with every dropout at p = 0 (nothing drawn, the function exact); the
-    evaluation forms keep the configured rates, which must draw nothing there. A model with an
-    option the reference does not write out is held to causality and, packed, to isolation
-    (`_separation_forms`) instead.
+    evaluation forms keep the configured rates, which must draw nothing there. Each form is
+    compared with the reference of its own mode: a depth-routed block routes each sequence's top-k
+    in training and by the threshold the training forms left on the twin in evaluation.
     """
     config = model.config
+    atol = load_spec().threshold("GATE-MODEL-003", "model_atol")  # a router's tie, as a logit's
     generator = torch.Generator().manual_seed(seed)
     twin = copy.deepcopy(model).float()
     draw_probe_weights(twin, generator)
@@ -409,19 +372,21 @@ def check_architecture(model: GPT, *, adapters: Adapters | None = None, seed: in
     tokens = torch.randint(config.vocab, (PROBE_BATCH, length), generator=generator).to(device)
     docs = packed_documents(PROBE_BATCH, length, generator).to(device)
     packs = config.attention in DOCUMENT_PATHS  # the Triton kernel has no document mask, nor packs
-    if skipped := not_spelled_out(config):
-        with _fp32_matmuls():
-            forms = _separation_forms(twin, tokens, docs if packs else None, generator)
-        return ArchitectureParity(False, forms, tuple(skipped))
-    reference = reference_logits(twin, tokens, adapters=adapters)
-    packed = reference_logits(twin, tokens, docs, adapters) if packs else None
+    windows = {"": None} | ({" packed": docs} if packs else {})
     forms = {}
     with _fp32_matmuls():
         for mode in ("train", "eval"):
-            twin.train(mode == "train")
-            with _dropout_off(twin) if mode == "train" else nullcontext():
-                forms[mode] = deviation(twin(tokens)[0], reference)
-                if packed is not None:
-                    forms[f"{mode} packed"] = deviation(twin(tokens, docs=docs)[0], packed)
-        forms["cached"] = deviation(_cached_logits(twin, tokens), reference)
-    return ArchitectureParity(True, forms)
+            training = mode == "train"
+            twin.train(training)
+            with _dropout_off(twin) if training else nullcontext():
+                for name, window_docs in windows.items():
+                    # The reference after the forward: a training forward sets a depth-routed
+                    # block's route_threshold, which the evaluation forms and their reference read.
+                    with _routers_heard(twin, atol) as routing:
+                        logits = twin(tokens, docs=window_docs)[0]
+                    reference = reference_logits(twin, tokens, window_docs, adapters, training, routing)
+                    forms[f"{mode}{name}"] = deviation(logits, reference)
+        with _routers_heard(twin, atol) as routing:
+            cached = _cached_logits(twin, tokens)
+        forms["cached"] = deviation(cached, reference_logits(twin, tokens, None, adapters, False, routing))
+    return ArchitectureParity(forms)

@@ -16,26 +16,37 @@ j <= i and both belong to the same document, positions counting on across the wi
 adapter on a projection adds s·B·A·x to W·x + b, s = alpha / r (alpha / √r under rsLoRA), with
 s taken from the run's settings (`Adapters`), never from the adapter module.
 
-Options that change a block's function (experts, differential attention, depth routing) are not
-written out here: their own gates compare them with their papers (spec/gates/arch.yaml), and
-`not_spelled_out` names those a config turns on (none: one this module can judge).
+The options that change a block are written out as their papers define them, from their weights:
+experts (Mixtral: softmax of the router's logits, the top moe_top_k renormalised to sum to one,
+Σ w_k · expert_k(x), plus the shared expert where the config has one); differential attention
+(Diff Transformer: (1 − λ_init) · RMSNorm((A₁ − λ A₂) V) per head, λ = exp(λ_q1·λ_k1) −
+exp(λ_q2·λ_k2) + λ_init, λ_init = 0.8 − 0.6 · exp(−0.3 · depth)); depth routing (Raposo et al.:
+every mod_every-th block routes; a routed token leaves as x + w · (a + f), w = sigmoid(score),
+attending to routed keys and itself only, every other token leaves as x; `training` routes each
+sequence's top ⌊C·T⌋ scores, inference the tokens whose score exceeds the block's saved
+`route_threshold`, a learned weight the reference reads like any other).
+
+Those two options choose discretely (an expert, a token to compute), and a choice whose float64
+router output lies within rounding of its boundary may fall either way in the model's float32: the
+fp32 module is not wrong to take the other side, and everything after the choice then differs by
+a whole term (round 12: a 4-expert top-1 mixture under depth routing, a top-⌊C·T⌋ split within
+fp32 rounding, drew a false difference of 3.06). So a check that ran the module can hand the
+reference what the module's routers output (`Routing`): a choice whose own margin (float64: the
+k-th router output less the (k+1)-th, or a score less the threshold) is within `Routing.atol` is
+settled as those outputs settle it by the same rule, and every other choice is the reference's own.
+Only the choice is borrowed; the weights it gives (the renormalised softmax, sigmoid(score)) are
+always the reference's, so a module that chooses, weights or routes wrongly anywhere but within
+`atol` of a boundary still differs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from contracts.model_shape import options_on
 from stack.model.config import ModelConfig
-
-
-def not_spelled_out(config: ModelConfig) -> list[str]:
-    """The options of a model of `config` whose blocks this reference does not write out
-    (contracts.model_shape.OPTIONS, the integrity check's list too), in that order."""
-    return options_on(config.model_dump())
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,29 @@ class Adapters:
     def scale(self) -> float:
         """s, from the settings alone."""
         return self.alpha / math.sqrt(self.r) if self.rslora else self.alpha / self.r
+
+
+@dataclass
+class Routing:
+    """What a forward's routers output, to settle the reference's near-tie choices as they did.
+
+    `heard` maps a router's module name (`layers.3.router` of a depth-routed block,
+    `layers.3.moe.router` of a mixture) to its outputs over the forward, (B, T, n) in the module's
+    dtype, NaN at a token the module did not run it on (a mixture inside a depth-routed block runs
+    on the routed tokens only); a choice whose float64 margin is below `atol` is taken from them
+    (module docstring), and `settled` counts the choices so taken."""
+
+    heard: dict[str, torch.Tensor]
+    atol: float
+    settled: int = field(default=0)
+
+    def near(self, margin: torch.Tensor) -> torch.Tensor | None:
+        """Where a choice's `margin` is within `atol` of its boundary, if anywhere; counted as settled."""
+        near = margin.abs() < self.atol
+        if not bool(near.any()):
+            return None
+        self.settled += int(near.sum())
+        return near
 
 
 def _rms(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
@@ -94,34 +128,153 @@ def _hidden(tokens: torch.Tensor, docs: torch.Tensor | None) -> torch.Tensor:
     return hidden | (docs[:, :, None] != docs[:, None, :])
 
 
-def _attention(
-    block: torch.nn.Module,
+def _heads_out(
+    attn: torch.nn.Module,
     x: torch.Tensor,
     hidden: torch.Tensor,
     config: ModelConfig,
     adapters: Adapters | None,
+    names: tuple[str, str],
 ) -> torch.Tensor:
-    attn, (batch, length, _) = block.attn, x.shape
-    heads, heads_kv, dim = config.n_heads, config.n_kv_heads, config.head_dim
+    """softmax(q kᵀ / sqrt(head_dim)) v per query head (B, H, T, D), q and k the projections `names`."""
+    (batch, length, _), heads, heads_kv = x.shape, config.n_heads, config.n_kv_heads
+    dim = config.head_dim
 
     def split(y: torch.Tensor, n: int) -> torch.Tensor:
         return y.reshape(batch, length, n, dim).permute(0, 2, 1, 3)
 
-    q = _rotate(split(_linear(x, attn.q, adapters), heads), config.rope_theta)
-    k = _rotate(split(_linear(x, attn.k, adapters), heads_kv), config.rope_theta)
+    q = _rotate(split(_linear(x, getattr(attn, names[0]), adapters), heads), config.rope_theta)
+    k = _rotate(split(_linear(x, getattr(attn, names[1]), adapters), heads_kv), config.rope_theta)
     v = split(_linear(x, attn.v, adapters), heads_kv)
     group = heads // heads_kv
     out = torch.empty(batch, heads, length, dim, dtype=torch.float64, device=x.device)
     for h in range(heads):
         scores = q[:, h] @ k[:, h // group].transpose(-1, -2) / math.sqrt(dim)
         out[:, h] = torch.softmax(scores.masked_fill(hidden, -math.inf), dim=-1) @ v[:, h // group]
+    return out
+
+
+def _attention(
+    block: torch.nn.Module,
+    x: torch.Tensor,
+    hidden: torch.Tensor,
+    config: ModelConfig,
+    adapters: Adapters | None,
+    depth: int,
+) -> torch.Tensor:
+    """The block's attention; under diff_attn the two maps' difference, normed per head."""
+    attn = block.attn
+    out = _heads_out(attn, x, hidden, config, adapters, ("q", "k"))
+    if config.diff_attn:
+        lambda_init = 0.8 - 0.6 * math.exp(-0.3 * depth)
+        lam = (
+            torch.exp((attn.lambda_q1.double() * attn.lambda_k1.double()).sum())
+            - torch.exp((attn.lambda_q2.double() * attn.lambda_k2.double()).sum())
+            + lambda_init
+        )
+        second = _heads_out(attn, x, hidden, config, adapters, ("q2", "k2"))
+        out = _rms(out - lam * second, attn.head_norm.weight, config.norm_eps) * (1.0 - lambda_init)
+    batch, heads, length, dim = out.shape
     return _linear(out.permute(0, 2, 1, 3).reshape(batch, length, heads * dim), attn.o, adapters)
 
 
-def _feed_forward(block: torch.nn.Module, x: torch.Tensor, adapters: Adapters | None) -> torch.Tensor:
-    ffn = block.ffn
+def _swiglu(ffn: torch.nn.Module, x: torch.Tensor, adapters: Adapters | None) -> torch.Tensor:
     gate, up = _linear(x, ffn.gate, adapters), _linear(x, ffn.up, adapters)
     return _linear(gate * torch.sigmoid(gate) * up, ffn.down, adapters)
+
+
+def _feed_forward(
+    block: torch.nn.Module,
+    x: torch.Tensor,
+    config: ModelConfig,
+    adapters: Adapters | None,
+    depth: int,
+    routing: Routing | None,
+) -> torch.Tensor:
+    """The dense SwiGLU, or under moe_experts the renormalised top-k mixture of the experts (a
+    near-tie of the k-th and (k+1)-th router logits settled by `routing`)."""
+    if not config.moe:
+        return _swiglu(block.ffn, x, adapters)
+    moe, k = block.moe, config.moe_top_k
+    logits = _linear(x, moe.router, adapters)
+    probs = torch.softmax(logits, dim=-1)
+    top_i = probs.topk(k, dim=-1).indices
+    heard = routing.heard.get(f"layers.{depth}.moe.router") if routing is not None else None
+    if routing is not None and heard is not None and k < config.moe_experts:
+        ranked = logits.sort(dim=-1, descending=True).values
+        # a token the module's block did not compute was not heard (NaN): nothing to settle there
+        margin = torch.where(heard.isfinite().all(-1), ranked[..., k - 1] - ranked[..., k], math.inf)
+        if (near := routing.near(margin)) is not None:
+            taken = heard.float().softmax(dim=-1).topk(k, dim=-1).indices  # the module's rule, its dtype
+            top_i = torch.where(near[..., None], taken, top_i)
+    top_p = probs.gather(-1, top_i)
+    weights = torch.zeros_like(probs).scatter(-1, top_i, top_p / top_p.sum(-1, keepdim=True))
+    out = sum(
+        weights[..., e, None] * _swiglu(getattr(moe, f"expert{e}"), x, adapters)
+        for e in range(config.moe_experts)
+    )
+    return out + _swiglu(moe.shared, x, adapters) if config.moe_shared_expert else out
+
+
+def _routed(
+    scores: torch.Tensor,
+    block: torch.nn.Module,
+    config: ModelConfig,
+    training: bool,
+    name: str,
+    routing: Routing | None,
+) -> torch.Tensor:
+    """(B, T) bool, the tokens a depth-routed block computes: each sequence's top ⌊C·T⌋ `scores` in
+    training, else those whose score exceeds the block's route_threshold; a sequence whose k-th and
+    (k+1)-th scores, or a token whose score and the threshold, are near-tied settled by `routing`."""
+    heard = routing.heard[name].squeeze(-1) if routing is not None and name in routing.heard else None
+    if not training:
+        threshold = block.route_threshold
+        routed = scores > threshold.double()
+        margin = scores - threshold.double()
+        near = routing.near(margin) if routing is not None and heard is not None else None
+        if heard is not None and near is not None:
+            routed = torch.where(near, heard > threshold.to(heard.dtype), routed)  # the module's rule
+        return routed
+    k = math.floor(config.mod_capacity * scores.shape[1])
+
+    def top(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(scores, dtype=torch.bool).scatter(1, values.topk(k, dim=-1).indices, True)
+
+    routed = top(scores)
+    if routing is not None and heard is not None and 0 < k < scores.shape[1]:
+        ranked = scores.sort(dim=-1, descending=True).values
+        if (near := routing.near(ranked[:, k - 1] - ranked[:, k])) is not None:
+            routed = torch.where(near[:, None], top(heard), routed)
+    return routed
+
+
+def _block(
+    block: torch.nn.Module,
+    x: torch.Tensor,
+    hidden: torch.Tensor,
+    config: ModelConfig,
+    adapters: Adapters | None,
+    depth: int,
+    training: bool,
+    routing: Routing | None,
+) -> torch.Tensor:
+    """x + a + f; a depth-routed block (every mod_every-th) x + sigmoid(score) · (a + f) at the
+    routed tokens, attending to routed keys and itself only, and x elsewhere."""
+    routes = config.mod_every > 0 and depth % config.mod_every == config.mod_every - 1
+    scores = _linear(x, block.router, adapters).squeeze(-1) if routes else None
+    name = f"layers.{depth}.router"
+    routed = _routed(scores, block, config, training, name, routing) if scores is not None else None
+    if routed is not None:
+        own = torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
+        hidden = hidden | ~(routed[:, None, :] | own)
+    a = _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), hidden, config, adapters, depth)
+    f = _feed_forward(
+        block, _rms(x + a, block.ffn_norm.weight, config.norm_eps), config, adapters, depth, routing
+    )
+    if routed is None:
+        return x + a + f
+    return torch.where(routed[..., None], x + torch.sigmoid(scores)[..., None] * (a + f), x)
 
 
 @torch.no_grad()
@@ -130,19 +283,20 @@ def reference_logits(
     tokens: torch.Tensor,
     docs: torch.Tensor | None = None,
     adapters: Adapters | None = None,
+    training: bool = False,
+    routing: Routing | None = None,
 ) -> torch.Tensor:
     """The logits (B, T, vocab) in float64 that `model`'s weights give `tokens` (B, T) under the
     architecture its config names, computed without running any of its modules: with `docs` (B, T)
-    attention keeps to each token's document, and with `adapters` each LoRA adapter the model
-    carries adds its term at the scale those settings name."""
+    attention keeps to each token's document, with `adapters` each LoRA adapter the model
+    carries adds its term at the scale those settings name, `training` routes depth-routed
+    blocks as a training forward does (top-k per sequence) rather than by their threshold, and
+    `routing` settles the near-tie choices of routers as a forward of the model settled them."""
     config: ModelConfig = model.config
-    if skipped := not_spelled_out(config):
-        raise ValueError(f"the reference writes out dense blocks only; {', '.join(skipped)} must be off")
     hidden = _hidden(tokens, docs)
     x = model.embed.weight.double()[tokens]
-    for block in model.layers:
-        x = x + _attention(block, _rms(x, block.attn_norm.weight, config.norm_eps), hidden, config, adapters)
-        x = x + _feed_forward(block, _rms(x, block.ffn_norm.weight, config.norm_eps), adapters)
+    for depth, block in enumerate(model.layers):
+        x = _block(block, x, hidden, config, adapters, depth, training, routing)
     x = _rms(x, model.final_norm.weight, config.norm_eps)
     if config.tie_embeddings:
         return x @ model.embed.weight.double().T

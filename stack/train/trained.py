@@ -137,12 +137,12 @@ def runnable_attention(config: RunConfig, device: str | torch.device, where: Pat
     return FALLBACK_ATTENTION
 
 
-def load_measured(path: Path, device: str | torch.device = "cpu") -> Trained:
+def load_measured(path: Path, device: str | torch.device = "cpu", attention: str | None = None) -> Trained:
     """`load_trained`, its model then held to the architecture its config names (GATE-MODEL-003's
     reference comparison, as a training run makes before step 1; about 65 ms on the demo model):
-    for a command whose record measures that model (an evaluation, a sample), which would otherwise
-    score whatever forward the modules compute."""
-    trained = load_trained(path, device)
+    for a command whose record measures that model (an evaluation, a sample, an export), which
+    would otherwise score or write out whatever forward the modules compute."""
+    trained = load_trained(path, device, attention)
     check_architecture(trained.model, adapters=adapter_settings(trained.config))
     return trained
 
