@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,16 @@ from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.prepare import prepare_corpus
 from stack.data.sft_prepare import prepare_sft
-from stack.data.tokenizer import BPE_MIN_VOCAB, BpeTokenizer, ByteTokenizer, load_tokenizer, train_bpe
+from stack.data.tokenizer import (
+    BPE_MIN_VOCAB,
+    BPE_TRAIN_RUN,
+    LONG_RUN,
+    BpeTokenizer,
+    ByteTokenizer,
+    load_tokenizer,
+    runs_cut,
+    train_bpe,
+)
 
 SAMPLE = [
     "def add(a, b):\n    return a + b\n",
@@ -61,6 +71,32 @@ def test_bpe_compresses_and_is_deterministic() -> None:
     text = SAMPLE[2]
     assert len(bpe().encode(text)) < len(ByteTokenizer().encode(text)) / 2
     assert train_bpe(SAMPLE * 5, 400).sha256 == bpe().sha256
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab \n\u00e9"), max_size=700), max_size=3))
+def test_the_trainer_gets_every_character_once_and_no_run_longer_than_its_bound(texts: list[str]) -> None:
+    """runs_cut: the pieces are the texts, in order; none holds a run (of non-space or of space)
+    longer than BPE_TRAIN_RUN; a text without such a run is given whole."""
+    pieces = list(runs_cut(texts))
+    assert "".join(pieces) == "".join(texts)
+    assert all(LONG_RUN.search(piece) is None or len(piece) == BPE_TRAIN_RUN for piece in pieces)
+    assert not any(re.search(rf"\S{{{BPE_TRAIN_RUN + 1}}}|\s{{{BPE_TRAIN_RUN + 1}}}", p) for p in pieces)
+    for text in texts:
+        if LONG_RUN.search(text) is None and text:
+            assert text in pieces
+
+
+def test_a_long_unbroken_line_trains_no_token_longer_than_the_bound() -> None:
+    """Round-12 user audit K30: one pre-token per unbroken run made the trainer's cost explode (a
+    300 KB line of ACGT: minutes, deaf to Ctrl-C; a 3 MB line of one letter: 13 minutes). Cut to
+    BPE_TRAIN_RUN, a line of one letter merges up to runs of that length and no further, and the
+    text still round-trips (uncut, the merges doubled 'a' to 16384 letters)."""
+    line = "a" * 20_000
+    tok = train_bpe(["some words first\n", line], 300)
+    longest = max(len(tok.decode([i])) for i in range(tok.vocab_size - 1))
+    assert longest == BPE_TRAIN_RUN
+    assert tok.decode(tok.encode(line)) == line
 
 
 def test_bpe_vocab_below_minimum_is_bad_input() -> None:

@@ -47,6 +47,14 @@ TOKENIZER_CONFIG = hf_specials.TOKENIZER_CONFIG  # a Hugging Face tokenizer's se
 TOKENIZER_NAMES = ("byte", "bpe")
 # 256 byte symbols, the EOT id, and at least one merge: anything smaller is not a BPE.
 BPE_MIN_VOCAB = 258
+# The longest run of characters without whitespace (or of whitespace) the BPE trainer is given
+# whole. Byte-level pre-tokenization makes each such run one pre-token, and the trainer's cost
+# grows much faster than a pre-token's length: a 300 KB line of random ACGT took minutes, deaf to
+# Ctrl-C inside the library, a 3 MB line of one letter 13 minutes (round-12 user audit K30); cut
+# into runs of this many characters they take under a second. A pre-token of natural text is far
+# shorter, so a corpus without such runs trains exactly as before.
+BPE_TRAIN_RUN = 256
+LONG_RUN = re.compile(rf"\S{{{BPE_TRAIN_RUN},}}|\s{{{BPE_TRAIN_RUN},}}")
 # Byte-level BPE cuts text into pre-tokens with GPT-2's pattern before it merges anything, and
 # no pre-token spans a printable ASCII character followed by a space or a newline: no branch of
 # the pattern carries a non-space character on into whitespace, and none looks behind, so the
@@ -446,8 +454,27 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> BpeTokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(texts, trainer=trainer)
+    backend.train_from_iterator(runs_cut(texts), trainer=trainer)
     return BpeTokenizer(backend)
+
+
+def runs_cut(texts: Iterable[str]) -> Iterator[str]:
+    """`texts` as the BPE trainer is given them: whole, but for each run of BPE_TRAIN_RUN or more
+    characters without whitespace (or of whitespace), given in pieces of at most BPE_TRAIN_RUN
+    characters, the text around it before and after it. The pieces hold every character once, in
+    order; only merges across a cut are not counted."""
+    for text in texts:
+        start = 0
+        for run in LONG_RUN.finditer(text):
+            if run.start() > start:
+                yield text[start : run.start()]
+            yield from (
+                text[i : min(i + BPE_TRAIN_RUN, run.end())]
+                for i in range(run.start(), run.end(), BPE_TRAIN_RUN)
+            )
+            start = run.end()
+        if start < len(text):
+            yield text[start:]
 
 
 def tokenizer_from_entry(data_dir: Path, entry: TokenizerEntry) -> Tokenizer:
