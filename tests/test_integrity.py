@@ -131,6 +131,29 @@ def test_a_gate_marked_on_a_parameter_is_read_as_a_falsifier(repo: tuple[Path, s
     assert any(f"falsifier cites unknown gate {GHOST_TEST}" in m for m in messages(root))
 
 
+# Where pytest finds a marked test: on a class's method, under a module-level `if`, and the whole
+# module by `pytestmark`. A mark on a function defined inside a test marks no test at all.
+PLACED_MARKS = {
+    "in-a-class": (
+        "class TestGhost:\n    @pytest.mark.gate('{gate}')\n    def test_x(self):\n        assert False\n"
+    ),
+    "under-an-if": "if True:\n\n    @pytest.mark.gate('{gate}')\n    def test_x():\n        assert False\n",
+    "module-wide": "pytestmark = pytest.mark.gate('{gate}')\n\n\ndef test_x():\n    assert False\n",
+    "inside-a-test": "def test_x():\n    @pytest.mark.gate('{gate}')\n    def helper():\n        pass\n",
+}
+
+
+@pytest.mark.gate("GATE-INTEG-002")
+@pytest.mark.parametrize("form", sorted(PLACED_MARKS))
+def test_a_gate_mark_is_read_where_pytest_collects_tests(repo: tuple[Path, str], form: str) -> None:
+    root, _ = repo
+    (root / "tests" / "test_ghost.py").write_text(
+        "import pytest\n\n" + PLACED_MARKS[form].format(gate=GHOST_TEST)
+    )
+    cited = any(f"falsifier cites unknown gate {GHOST_TEST}" in m for m in messages(root))
+    assert cited is (form != "inside-a-test")
+
+
 @pytest.mark.gate("GATE-INTEG-002")
 def test_active_gate_without_falsifier_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo

@@ -249,6 +249,21 @@ def _marked_ids(
     ]
 
 
+def _collected(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """The statements of a module's body where pytest finds tests and `pytestmark`: the module's own,
+    each class's in it (nested classes too), and those under a module-level `if`, `try` or `with`.
+    Not a test's body: a function defined inside a test is no test, so its marks mark nothing (and
+    walking every node of every test module made this a third of the whole integrity check)."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.ClassDef):
+            yield from _collected(node.body)
+        elif isinstance(node, ast.If | ast.With | ast.Try):
+            for block in ("body", "orelse", "finalbody", "handlers"):
+                for inner in getattr(node, block, []):
+                    yield from _collected(inner.body if isinstance(inner, ast.ExceptHandler) else [inner])
+
+
 def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, ast.AST]]:
     """(gate id, line of the mark, what it marks) for every `pytest.mark.gate(...)` (or another
     `mark`, `holds`) of a test module: on a test or class, on a parameter of its parametrisation, or
@@ -257,7 +272,7 @@ def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, as
     lists (tools/falsifier_sources.py)."""
     values = module_values(tree)
     found = []
-    for node in ast.walk(tree):
+    for node in _collected(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             marks = node.decorator_list
         elif isinstance(node, ast.Assign) and any(
