@@ -86,16 +86,44 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A checkpoint of each option (a random model: the check draws its own probe weights)."""
     root = tmp_path_factory.mktemp("options12")
     return {name: save_run(root / name, tiny_model(**options)) for name, options in
-            {"mod": MOD, "moe": MOE, "diff": DIFF}.items()}  # fmt: skip
+            {"mod": MOD, "moe": MOE, "diff": DIFF, "moe64": {**MOE, "ctx": 64}}.items()}  # fmt: skip
+
+
+# Four examples, 8 tokens of prefix and the 32 of continuation GATE-FT-003 counts (the "moe64" run's
+# context holds both).
+SHORT = ("--n", "4", "--prefix", "8", "--continuation", "32")
 
 
 def _argv(command: str, run: Path, out: Path) -> list[str]:
+    inputs = out.parent
+    if command == "memorization":  # the model as its own base: its recall of a few lines of this file
+        examples = str(_lines(inputs / "examples.jsonl"))
+        return [command, str(run), "--base", str(run), "--examples", examples, *SHORT, "--record", str(out)]
+    if command == "evalmatrix":
+        items, train = _items(inputs / "items.jsonl", 0), _items(inputs / "train.jsonl", 4)
+        return [command, str(run), "--items", str(items), "--train", str(train), "--record", str(out)]
     given = {
         "eval": ["--text", __file__, "--record", str(out)],
         "sample": ["--prompt", "gate ", "--tokens", "8", "--seed", "1", "--record", str(out)],
         "export": ["--format", "onnx", "--out", str(out)],
     }
     return [command, str(run), *given[command]]
+
+
+def _lines(path: Path) -> Path:
+    """Four examples: lines of this file of at least 48 characters."""
+    lines = [line for line in Path(__file__).read_text().splitlines() if len(line) >= 48][:4]
+    path.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
+    return path
+
+
+def _items(path: Path, start: int) -> Path:
+    """Four prompt-completion items cut from this file's long lines, from the `start`-th."""
+    lines = [line.strip() for line in Path(__file__).read_text().splitlines() if len(line.strip()) >= 40]
+    chosen = lines[start : start + 4]
+    items = [{"id": f"i{start + n}", "prompt": t[:24], "completion": t[24:40]} for n, t in enumerate(chosen)]
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
 
 
 def _gate_of(out: Path, command: str) -> dict[str, Any]:
@@ -113,6 +141,8 @@ CASES = [
     ("R207", "moe", "sample"),
     ("R220", "diff", "export"),
     ("R220", "diff", "eval"),
+    ("R207", "moe64", "memorization"),
+    ("R206", "mod", "evalmatrix"),
 ]
 
 
@@ -136,7 +166,15 @@ def test_an_option_computed_wrongly_at_inference_halts_the_command(
 @pytest.mark.holds(GATE)
 @pytest.mark.parametrize(
     ("option", "command"),
-    [("mod", "eval"), ("mod", "sample"), ("moe", "sample"), ("moe", "export"), ("diff", "export")],
+    [
+        ("mod", "eval"),
+        ("mod", "sample"),
+        ("moe", "sample"),
+        ("moe", "export"),
+        ("diff", "export"),
+        ("moe64", "memorization"),
+        ("mod", "evalmatrix"),
+    ],
 )
 def test_an_option_computed_as_written_out_is_checked_and_passes(
     runs: dict[str, Path], tmp_path: Path, option: str, command: str

@@ -122,11 +122,11 @@ def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, 
     from stack.eval.matrix import Setup
     from stack.eval.retrieval import BM25, read_passages
     from stack.eval.tuned import load_tuned
-    from stack.train.trained import load_trained
+    from stack.train.trained import load_measured
 
     items, pool = read_items(args.items, "--items"), read_items(args.train, "--train")
     retriever = None if args.docs is None else BM25(read_passages(args.docs))
-    base = load_trained(args.path, args.device)
+    base = load_measured(args.path, args.device)  # GATE-MODEL-003: the forward every row scores
     evidence.note_checkpoint(base.checkpoint.path)
     adapter = None
     if args.adapter is not None:

@@ -166,11 +166,11 @@ def _measure(args: argparse.Namespace, evidence: CommandEvidence, continuation: 
         rendered_examples,
     )
     from stack.eval.tuned import load_tuned
-    from stack.train.trained import load_trained
+    from stack.train.trained import load_measured
 
     tuned = load_tuned(args.path, args.base, args.device)
     evidence.note_checkpoint(tuned.checkpoint.path)
-    base = load_trained(args.base, args.device)
+    base = load_measured(args.base, args.device)  # held to its architecture, as the tuned model
     if base.tokenizer.identity != tuned.tokenizer.identity:
         raise BadInput(
             f"--base {args.base} has another tokenizer than {args.path}; give the model it was tuned from"

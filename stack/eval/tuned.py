@@ -20,20 +20,27 @@ from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from stack.artifacts import identify
 from stack.model import adapters, lora
+from stack.model.checks import check_architecture
+from stack.model.reference import Adapters
 from stack.train import checkpoint as ckpt
 from stack.train.lineage import WEIGHTS_FILE, parent
-from stack.train.trained import Trained, load_trained
+from stack.train.trained import Trained, load_measured, load_trained
 
 
 def load_tuned(path: Path, base: Path, device: str) -> Trained:
-    """The fine-tuned model at `path`; an adapter directory is loaded onto the model at `base`."""
+    """The fine-tuned model at `path`; an adapter directory is loaded onto the model at `base`.
+    Either is then held to the architecture its config names, an adapter's terms at the scale its
+    manifest states (GATE-MODEL-003, as `load_measured`): the commands that take it score its
+    forward, which a module computing an option wrongly would move unseen."""
     if identify(path).kind.name != "adapter":
         problem = descent_problem(Path(path), Path(base))
         if problem is not None:
             raise BadInput(problem)
-        return load_trained(path, device)
+        return load_measured(path, device)
     tuned = load_trained(base, "cpu")
-    adapters.load_adapter(tuned.model, Path(path), lora.base_sha256(tuned.model))
+    manifest = adapters.load_adapter(tuned.model, Path(path), lora.base_sha256(tuned.model))
+    stated = Adapters(int(manifest["r"]), float(manifest["alpha"]), bool(manifest["rslora"]))
+    check_architecture(tuned.model, adapters=stated)
     tuned.model.to(device).eval()
     return tuned
 
