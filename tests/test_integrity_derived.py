@@ -49,19 +49,19 @@ from contracts.spec import load_spec
 
 # Records of the current spec (tools/current_records.py, `make records`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261126T1528-spec-1.36.0"
-DPO_RUN = "dpo-20261126T1528-spec-1.36.0"
-DISTILL_RUN = "distill-moe4-20261126T1528-spec-1.36.0"
-EXPORT_RUN = "export-hf-20261126T152831"
-TRACE_RUN = "trace-20261126T152843"
-LASER_RUN = "laser-20261126T152847"
-QUANTIZE_RUN = "quantize-20261126T152853"
-MEMORIZATION_RUN = "memorization-20261126T152942"
-PATCH_RUN = "patch-20261126T153030"
-SAMPLE_RUN = "sample-20261126T152905"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "trace-20261126T153033"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "lens-20261126T153037"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "lens-train-20261126T153025"
+SFT_RUN = "sft-lora-20261126T1603-spec-1.36.0"
+DPO_RUN = "dpo-20261126T1603-spec-1.36.0"
+DISTILL_RUN = "distill-moe4-20261126T1603-spec-1.36.0"
+EXPORT_RUN = "export-hf-20261126T160358"
+TRACE_RUN = "trace-20261126T160404"
+LASER_RUN = "laser-20261126T160407"
+QUANTIZE_RUN = "quantize-20261126T160411"
+MEMORIZATION_RUN = "memorization-20261126T160426"
+PATCH_RUN = "patch-20261126T160444"
+SAMPLE_RUN = "sample-20261126T160415"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261126T160447"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261126T160449"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261126T160441"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------
