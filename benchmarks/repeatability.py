@@ -3,10 +3,14 @@
 
 Issue #39: on an H100 at 12 × 768, ctx 1024, two straight runs with the defaults differed from
 step 2, and the record said the deterministic setting was off when it was on. This runs, for
-eager and for compiled training (each mode's three runs side by side on the device):
+eager and for compiled training, each mode's three runs one after another:
 
     A  the straight run                     B  the same command again
-    C  the same command, stopped by SIGTERM once it logged step --stop-at, then `--resume`d
+    C  the same command, stopped by SIGTERM once it logged step --stop-at (it must end with the
+       stack's 143 for a run a signal stopped after saving), then `--resume`d
+
+Each run has the device to itself: three compiled `gpt2` runs side by side ran out of an H100's
+80 GB (evidence/runs/bench-repeat-20261126T180411); `--side-by-side` runs them at once anyway.
 
 and compares B and C with A: every number of every step and held-out line of metrics.jsonl
 (except its timings) and the sha256 of the final weights. A and C are filed as train records
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.derive.benchmarks import mismatched_runs
+from contracts.errors import interrupted_by
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
 from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
@@ -118,12 +123,23 @@ def differences(straight: Path, other: Path) -> list[str]:
     return found
 
 
+def leg_failures(codes: dict[str, int]) -> str:
+    """What went wrong with the legs' exit codes, or "" when each ended as it must: A, B and C's
+    resume with 0, C's first leg with SIGTERM's 143 (the stack's exit for a run a signal stopped
+    after saving, contracts.errors.Interrupted); a C that exited 0 was never stopped."""
+    wrong = [f"{leg} exited {code}" for leg, code in codes.items() if leg != "C" and code != 0]
+    if interrupted_by(codes["C"]) != "SIGTERM":
+        wrong.append(f"C exited {codes['C']}, not stopped by SIGTERM (143): lower --stop-at")
+    return "; ".join(wrong)
+
+
 def record_of(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "metadata.json").read_text())
 
 
 def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, Any]:
-    """A, B and C of one mode, side by side; then C's resume; then the comparison."""
+    """A, B and C of one mode, one after another (side by side with --side-by-side); then C's
+    resume; then the comparison."""
     mode = "compiled" if compiled else "eager"
     # The directory names are the runs' ids in the ledger: unique to this benchmark run.
     dirs = {name: work / f"{args.stamp}-{mode}-{name}" for name in "ABC"}
@@ -132,13 +148,16 @@ def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, 
     for name, run_dir in dirs.items():
         argv = train_argv(args.data, run_dir, args.preset, args.sets, compiled)
         procs[name] = launch(argv + (evidence if name == "A" else []), work / f"{mode}-{name}.log")
-    stop_at(procs["C"], dirs["C"], args.stop_at)
+        if name == "C":
+            stop_at(procs["C"], run_dir, args.stop_at)
+        if not args.side_by_side:
+            procs[name].wait()
     codes = {name: proc.wait() for name, proc in procs.items()}
     stopped_at = logged_steps(dirs["C"])
     resume = [sys.executable, "-m", "stack", "train", "--resume", str(dirs["C"]), *evidence]
     codes["C resumed"] = launch(resume, work / f"{mode}-C.log").wait()
-    if any(codes.values()):
-        return {"mode": mode, "exit_codes": codes, "error": f"a run failed: see {work}/{mode}-*.log"}
+    if failed := leg_failures(codes):
+        return {"mode": mode, "exit_codes": codes, "error": f"{failed}: see {work}/{mode}-*.log"}
     records = {name: record_of(run_dir) for name, run_dir in dirs.items()}
     return {
         "mode": mode,
@@ -170,6 +189,11 @@ def main() -> int:
     parser.add_argument("--work", type=Path, required=True, help="a new directory for the runs")
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs")
     parser.add_argument("--modes", default="eager,compiled", help="eager, compiled or both")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run A, B and C at once (faster; three gpt2 runs can outgrow an 80 GB GPU)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True)
     import torch

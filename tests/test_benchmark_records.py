@@ -16,6 +16,7 @@ from pathlib import Path
 from ledger_support import ROOT, findings
 from train_support import prepared
 
+from benchmarks.repeatability import leg_failures
 from contracts.evidence import EVIDENCE_FILE
 
 
@@ -69,3 +70,30 @@ def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_
     record["metrics"]["statistics_ns_per_element"] += 1 + abs(record["metrics"]["statistics_ns_per_element"])
     path.write_text(json.dumps(record), encoding="utf-8")
     assert any("statistics_ns_per_element" in line for line in findings(run))
+
+
+def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resume(tmp_path: Path) -> None:
+    """`benchmarks/repeatability.py` on the smoke preset, eager: C ends with SIGTERM's 143 (the
+    stack's exit for a run a signal stopped after saving, which the first H100 run of it counted as
+    a failure) and its resume with 0; B and C agree with A, so the record meets its goal and holds
+    under the check; a run that never got its SIGTERM is named as such."""
+    data, ledger, work = prepared(tmp_path), tmp_path / "ledger", tmp_path / "work"
+    command = [sys.executable, "benchmarks/repeatability.py", "--data", str(data), "--preset", "smoke"]
+    command += ["--set", "train.steps=8", "--stop-at", "3", "--modes", "eager"]
+    command += ["--work", str(work), "--ledger", str(ledger)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (bench,) = [
+        run for run in ledger.iterdir() if run.name.startswith("bench-repeat") and "-eager-" not in run.name
+    ]
+    metrics = json.loads((bench / EVIDENCE_FILE).read_text(encoding="utf-8"))["metrics"]
+    (eager,) = metrics["modes"]
+    assert eager["exit_codes"] == {"A": 0, "B": 0, "C": 143, "C resumed": 0}
+    assert 3 <= eager["stopped_at_step"] < eager["steps"] == 8
+    assert (
+        eager["B_differs"] == eager["C_differs"] == [] and metrics["mismatched_runs"] == 0 and metrics["met"]
+    )
+    assert findings(*ledger.iterdir()) == []
+
+    assert "C exited 0, not stopped by SIGTERM" in leg_failures({"A": 0, "B": 0, "C": 0, "C resumed": 0})
+    assert leg_failures({"A": 0, "B": 2, "C": 143, "C resumed": 0}) == "B exited 2"

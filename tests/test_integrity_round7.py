@@ -60,6 +60,7 @@ from stack.model.config import ModelConfig
 # Every option of the matrix shaped to the demo model's active parameters (a dirty tree, spec 1.6.0).
 OPTIONS_RUN = "bench-train-options-20261122T172734"
 SPEED_RUN = "bench-model-20261123T150413"  # benchmarks/model_speed.py on the CPU, a dirty tree
+GPU_SPEED_RUN = "bench-model-20261126T174453"  # the same on an H100 (SHAPES["cuda"]), a clean tree
 MERGE_RUN = "lora-merge-20261122T172047"  # `stack lora merge` of the adapters ADAPTER_RUN wrote
 ADAPTER_RUN = "sft-lora-20261122"
 OTHER_SHA = hashlib.sha256(b"another model").hexdigest()
@@ -286,15 +287,17 @@ def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_ca
     )
 
 
-def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path) -> None:
+@pytest.mark.parametrize("run", [SPEED_RUN, GPU_SPEED_RUN])
+def test_a_speed_benchmarks_model_restated_is_caught(tmp_path: Path, run: str) -> None:
     """V27: the timed model's n_kv_heads halved (a claim that grouped-query attention was timed);
-    config_for at the record's commit gives every head its own keys and values."""
-    heads = _record(SPEED_RUN)["metrics"]["config"]["n_kv_heads"]
+    config_for at the record's commit gives every head its own keys and values. The GPU record
+    (benchmark model_vs_reference_gpu) is read against SHAPES["cuda"], the key it ran with."""
+    heads = _record(run)["metrics"]["config"]["n_kv_heads"]
 
     def plant(data: dict[str, Any], _dir: Path) -> None:
         data["metrics"]["config"]["n_kv_heads"] = heads // 2
 
-    found = findings(planted(tmp_path, SPEED_RUN, forger_finished(plant)))
+    found = findings(planted(tmp_path, run, forger_finished(plant)))
     assert_found(found, f"metrics.config.n_kv_heads is {heads // 2}, but config_for(", f"gives {heads}")
 
 

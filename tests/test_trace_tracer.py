@@ -19,7 +19,7 @@ from trace_support import CONFIG, tiny_model, tokens
 from contracts.errors import BadInput, GateViolation
 from contracts.spec import load_spec
 from stack.kernels import host_stats
-from stack.trace import ablation, modes
+from stack.trace import ablation, modes, site_identity
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
 from stack.trace.calibrate import TracePath
@@ -223,6 +223,31 @@ def test_a_site_seen_off_its_module_just_beyond_site_identity_rtol_fires_and_jus
         trace, _ = trace_forward(model, tokens())
         found = _identities(trace)["layers.1.ffn_out"]
         assert found["max_abs_diff"] == pytest.approx(times * rtol * found["ref_absmax"], rel=0.01)
+
+
+SPECIALS = st.sampled_from([0.0, -0.0, 1e-30, 3.0e38, float("nan"), float("inf"), float("-inf")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-1e6, 1e6) | SPECIALS, st.floats(-1e6, 1e6) | SPECIALS), min_size=1, max_size=40
+    ),
+    st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+)
+def test_a_site_deviation_is_its_definition_in_float64(pairs: list[tuple[float, float]], dtype: Any) -> None:
+    """site_deviation's row, element by element in Python floats: the largest |traced − recomputed|
+    and |recomputed| over the places both are finite, and unmatched where finiteness differs."""
+    traced = torch.tensor([a for a, _ in pairs]).to(dtype)
+    recomputed = torch.tensor([b for _, b in pairs]).to(dtype)
+    both = [(float(a), float(b)) for a, b in zip(traced.tolist(), recomputed.tolist(), strict=True)]
+    finite = [(a, b) for a, b in both if math.isfinite(a) and math.isfinite(b)]
+    expected = [
+        max((abs(a - b) for a, b in finite), default=0.0),
+        max((abs(b) for _, b in finite), default=0.0),
+        float(any(math.isfinite(a) != math.isfinite(b) for a, b in both)),
+    ]
+    assert site_identity.site_deviation(traced, recomputed).tolist() == expected
 
 
 @pytest.mark.gate("GATE-TRACE-002")

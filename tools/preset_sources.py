@@ -225,8 +225,10 @@ def options_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> 
 
 SPEED_FILE = "benchmarks/model_speed.py"
 SPEED_SOURCES = (SPEED_FILE, DEFAULTS["model"][0])
-# The benchmark names benchmarks/model_speed.py gives its records: model_vs_reference_<device>.
+# The benchmark names benchmarks/model_speed.py gives its records: model_vs_reference_<gpu|cpu>,
+# and the SHAPES key (its --device) each suffix was measured with.
 SPEED_BENCHMARK = "model_vs_reference_"
+SPEED_DEVICES = {"gpu": "cuda", "cpu": "cpu"}
 
 
 def states_speed_model(record: EvidenceRecord) -> bool:
@@ -289,7 +291,8 @@ def speed_settings(source: bytes, device: str) -> tuple[dict[str, Any], Any] | N
 def speed_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
     """What benchmarks/model_speed.py's record states of the model it timed and its batch, against
     the source at its commit (`blobs`: each of SPEED_SOURCES's bytes; module docstring)."""
-    device = str(record.metrics["benchmark"]).removeprefix(SPEED_BENCHMARK)
+    suffix = str(record.metrics["benchmark"]).removeprefix(SPEED_BENCHMARK)
+    device = SPEED_DEVICES.get(suffix, suffix)
     found = speed_settings(blobs.get(SPEED_FILE) or b"", device)
     defaults = class_defaults(blobs.get(DEFAULTS["model"][0]) or b"", DEFAULTS["model"][1])
     if found is None or defaults is None:
