@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from contracts import filter_rules
@@ -309,64 +309,76 @@ def _drops_add_up(m: Measured, t: Thresholds) -> list[str]:
     return problems
 
 
+def _strays(m: Measured, key: str, total: str, what: Callable[[], str]) -> list[str]:
+    """One problem naming `m[key]`'s entries, of which none may be: how many of `m[total]`, what
+    they are (`what`, read only when there are some) and the first few."""
+    found = items(m, key)
+    return [f"{len(found)} of the {count(m, total)} {what()}: {first_few(found)}"] if found else []
+
+
 def _outside_glob(m: Measured) -> list[str]:
     """The files read below a directory input that the --glob `glob` does not admit (none may be)."""
-    glob, outside = m.get("glob"), items(m, "outside_glob")
+    glob = m.get("glob")
     if glob is not None and not isinstance(glob, str):
         raise Malformed(f"'glob' is {glob!r}, not a pattern or null")
-    if not outside:
-        return []
-    shown = first_few(outside)
-    return [
-        f"{len(outside)} of the {count(m, 'files_read')} file(s) read lie below an input but --glob "
-        f"{glob!r} does not admit them: {shown}"
-    ]
+    return _strays(
+        m,
+        "outside_glob",
+        "files_read",
+        lambda: f"file(s) read lie below an input but --glob {glob!r} does not admit them",
+    )
 
 
 def _holding_separator(m: Measured) -> list[str]:
     """The documents of text files read with --doc-sep that still hold the separator (none may)."""
-    holding = items(m, "holding_separator")
-    if not holding:
-        return []
-    shown = first_few(holding)
-    return [
-        f"{len(holding)} of the {count(m, 'separated_documents')} document(s) read from text with --doc-sep "
-        f"{m.get('doc_sep')!r} still hold the separator (it did not reach the reader?): {shown}"
-    ]
+    return _strays(
+        m,
+        "holding_separator",
+        "separated_documents",
+        lambda: (
+            f"document(s) read from text with --doc-sep {m.get('doc_sep')!r} still hold the separator "
+            "(it did not reach the reader?)"
+        ),
+    )
 
 
 def _fields_missing(m: Measured) -> list[str]:
     """The text fields of fine-tuning records their rendered examples do not hold (none may be)."""
-    missing = items(m, "fields_missing")
-    if not missing:
-        return []
-    return [
-        f"{len(missing)} of the {count(m, 'record_fields')} text field(s) of {count(m, 'field_examples')} "
-        f"rendered example(s) are not in the example's text (lost by the shape reader?): {first_few(missing)}"
-    ]
+    return _strays(
+        m,
+        "fields_missing",
+        "record_fields",
+        lambda: (
+            f"text field(s) of {count(m, 'field_examples')} rendered example(s) are not in the example's "
+            "text (lost by the shape reader?)"
+        ),
+    )
 
 
 def _marked_unconverted(m: Measured) -> list[str]:
     """The files read (or skipped as holding no text) in UTF-16 or UTF-32 with its mark (none may be)."""
-    marked = items(m, "marked_unconverted")
-    if not marked:
-        return []
-    return [
-        f"{len(marked)} of the {count(m, 'marked_files')} file(s) read are UTF-16 or UTF-32 text with its "
-        f"byte-order mark, never made UTF-8 (skipped as no text, or read as garbage): {first_few(marked)}"
-    ]
+    return _strays(
+        m,
+        "marked_unconverted",
+        "marked_files",
+        lambda: (
+            "file(s) read are UTF-16 or UTF-32 text with its byte-order mark, never made UTF-8 (skipped as "
+            "no text, or read as garbage)"
+        ),
+    )
 
 
 def _over_doc_bytes(m: Measured) -> list[str]:
     """The pieces of text files read without a separator longer than --doc-bytes allows (none may be)."""
-    over = items(m, "over_doc_bytes")
-    if not over:
-        return []
-    shown = first_few(over)
-    return [
-        f"{len(over)} of the {count(m, 'cut_documents')} piece(s) of text read without a separator are "
-        f"longer than --doc-bytes {m.get('doc_bytes')!r} allows (it did not reach the reader?): {shown}"
-    ]
+    return _strays(
+        m,
+        "over_doc_bytes",
+        "cut_documents",
+        lambda: (
+            f"piece(s) of text read without a separator are longer than --doc-bytes {m.get('doc_bytes')!r} "
+            "allows (it did not reach the reader?)"
+        ),
+    )
 
 
 def _named_counts(name: str, row: Mapping[str, Any], key: str) -> dict[str, int]:
