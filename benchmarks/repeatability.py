@@ -9,14 +9,15 @@ eager and for compiled training, each mode's three runs one after another:
     C  the same command, stopped by SIGTERM once it logged step --stop-at (it must end with the
        stack's 143 for a run a signal stopped after saving), then `--resume`d
 
+and compares B and C with A: every number of every step and held-out line of metrics.jsonl
+(except its timings) and the sha256 of the final weights, as the ledger files them. A, B and C are
+filed as train records (their `determinism.flags` and GATE-CKPT-003's run-time replay are what a
+reader checks, and tools/check_integrity.py derives each comparison again from them); this record
+holds the comparison and is judged by `repeatable_runs_gpu` (spec/benchmarks.yaml): the
+number of runs that differ from their straight run, at most 0.
+
 Each run has the device to itself: three compiled `gpt2` runs side by side ran out of an H100's
 80 GB (evidence/runs/bench-repeat-20261126T180411); `--side-by-side` runs them at once anyway.
-
-and compares B and C with A: every number of every step and held-out line of metrics.jsonl
-(except its timings) and the sha256 of the final weights. A and C are filed as train records
-(their `determinism.flags` and GATE-CKPT-003's run-time replay are what a reader checks); this
-record holds the comparison and is judged by `repeatable_runs_gpu` (spec/benchmarks.yaml): the
-number of runs that differ from their straight run, at most 0.
 
     python benchmarks/repeatability.py --data DATA_DIR --preset gpt2 --set train.grad_accum=1
 
@@ -27,7 +28,6 @@ The data must be a prepared DATA_DIR (the issue's: `stack prepare --default --to
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import signal
@@ -37,16 +37,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from contracts.derive.benchmarks import mismatched_runs
+from contracts.derive.benchmarks import mismatched_runs, run_differences
 from contracts.errors import interrupted_by
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id
+from contracts.release_rules import WEIGHTS_FILE
 from contracts.spec import load_spec
-from stack.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parent.parent
 GOAL = "repeatable_runs_gpu"
-# Keys of a metrics line that measure time, not what was computed.
-TIMINGS = ("tokens_per_s", "seconds")
 POLL_SECONDS = 0.2
 
 
@@ -91,36 +89,18 @@ def stop_at(proc: subprocess.Popen[bytes], run_dir: Path, step: int) -> None:
         proc.send_signal(signal.SIGTERM)
 
 
-def computed(run_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """(line type, step) → the line without its timings, for every step and held-out line (the
-    last one written, where a resumed run logs a step again)."""
-    lines: dict[tuple[str, int], dict[str, Any]] = {}
-    for text in (run_dir / "metrics.jsonl").read_text().splitlines():
-        line = json.loads(text)
-        if line.get("type") in ("step", "eval"):
-            kept = {k: v for k, v in line.items() if not any(t in k for t in TIMINGS)}
-            lines[(line["type"], line["step"])] = kept
-    return lines
+def filed(ledger: Path, run_id: str) -> tuple[str, str | None]:
+    """A run as the ledger files it: its metrics.jsonl and its last checkpoint's weights digest."""
+    record = json.loads((ledger / run_id / "metadata.json").read_text())
+    weights = ((record.get("checkpoint") or {}).get("files") or {}).get(WEIGHTS_FILE, {})
+    return (ledger / run_id / "metrics.jsonl").read_text(), weights.get("sha256")
 
 
-def weights_sha256(run_dir: Path) -> str:
-    final = ckpt.list_checkpoints(run_dir)[-1]
-    return hashlib.sha256((final / "model.safetensors").read_bytes()).hexdigest()
-
-
-def differences(straight: Path, other: Path) -> list[str]:
-    """Where `other` differs from `straight`: a line missing or a value unequal, or the weights."""
-    a, b = computed(straight), computed(other)
-    found = [f"{kind} {step}: missing" for kind, step in sorted(set(a) ^ set(b))]
-    for key in sorted(set(a) & set(b)):
-        found += [
-            f"{key[0]} {key[1]} {k}"
-            for k in sorted(set(a[key]) | set(b[key]))
-            if a[key].get(k) != b[key].get(k)
-        ]
-    if weights_sha256(straight) != weights_sha256(other):
-        found.append("final weights")
-    return found
+def differences(ledger: Path, straight: str, other: str) -> list[str]:
+    """Where the filed run `other` differs from the filed run `straight` (the checker derives the
+    same list again from the same files: contracts.derive.benchmarks.run_differences)."""
+    (a, a_weights), (b, b_weights) = filed(ledger, straight), filed(ledger, other)
+    return run_differences(a, b, a_weights, b_weights)
 
 
 def leg_failures(codes: dict[str, int]) -> str:
@@ -147,7 +127,7 @@ def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, 
     procs = {}
     for name, run_dir in dirs.items():
         argv = train_argv(args.data, run_dir, args.preset, args.sets, compiled)
-        procs[name] = launch(argv + (evidence if name == "A" else []), work / f"{mode}-{name}.log")
+        procs[name] = launch(argv + (evidence if name != "C" else []), work / f"{mode}-{name}.log")
         if name == "C":
             stop_at(procs["C"], run_dir, args.stop_at)
         if not args.side_by_side:
@@ -164,9 +144,9 @@ def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, 
         "exit_codes": codes,
         "stopped_at_step": stopped_at,
         "steps": logged_steps(dirs["A"]),
-        "runs": {name: records[name]["run"]["id"] for name in ("A", "C")},
-        "B_differs": differences(dirs["A"], dirs["B"]),
-        "C_differs": differences(dirs["A"], dirs["C"]),
+        "runs": {name: records[name]["run"]["id"] for name in "ABC"},
+        "B_differs": differences(args.ledger, dirs["A"].name, dirs["B"].name),
+        "C_differs": differences(args.ledger, dirs["A"].name, dirs["C"].name),
         "flags": {name: r["determinism"]["flags"] for name, r in records.items()},
         "replay": {name: r["metrics"].get("repeatability") for name, r in records.items()},
         "tokens_per_s_median": {

@@ -89,6 +89,7 @@ def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resu
     metrics = json.loads((bench / EVIDENCE_FILE).read_text(encoding="utf-8"))["metrics"]
     (eager,) = metrics["modes"]
     assert eager["exit_codes"] == {"A": 0, "B": 0, "C": 143, "C resumed": 0}
+    assert sorted(eager["runs"]) == ["A", "B", "C"]  # each filed: the checker derives both lists again
     assert 3 <= eager["stopped_at_step"] < eager["steps"] == 8
     assert (
         eager["B_differs"] == eager["C_differs"] == [] and metrics["mismatched_runs"] == 0 and metrics["met"]

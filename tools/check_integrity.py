@@ -81,6 +81,7 @@ from preset_sources import (
     states_speed_model,
 )
 from record_checks import check_record_truth, newer
+from repeat_runs import repeat_problems
 from scored_text import committed_text, scored_texts, text_problems
 from site_format import read_jsonl
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
@@ -1014,6 +1015,9 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
         *evaluated_problems(by_id),
         *place_link_problems(by_id),
         *cross_read_problems(by_id, root),
+        *repeat_problems(
+            by_id, lambda run_id: _cited_text(loaded[run_id], METRICS_LOG) if run_id in loaded else None
+        ),
     ]
 
 

@@ -21,6 +21,7 @@ holds it to these rules and to its own steps.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,42 @@ def mismatched_runs(modes: list[dict[str, Any]]) -> int:
     """How many of the repeated runs (B, and C resumed, per mode) differ from the straight run A:
     each lists what differs, and a run never compared counts as differing."""
     return sum(bool(mode.get(run, True)) for mode in modes for run in ("B_differs", "C_differs"))
+
+
+# Keys of a metrics line that measure time, not what was computed (their names hold one of these).
+TIMED_KEYS = ("tokens_per_s", "seconds")
+
+
+def computed_lines(metrics_text: str) -> dict[tuple[str, int], dict[str, Any]]:
+    """(line type, step) → the line without its timings, for every step and held-out line of a
+    metrics.jsonl (the last one written, where a resumed run logs a step again)."""
+    lines: dict[tuple[str, int], dict[str, Any]] = {}
+    for text in metrics_text.splitlines():
+        line = json.loads(text)
+        if line.get("type") in ("step", "eval"):
+            kept = {k: v for k, v in line.items() if not any(t in k for t in TIMED_KEYS)}
+            lines[(line["type"], line["step"])] = kept
+    return lines
+
+
+def run_differences(
+    straight: str, other: str, straight_weights: str | None, other_weights: str | None
+) -> list[str]:
+    """Where a repeated run differs from its straight run (benchmarks/repeatability.py): a step or
+    held-out line missing on one side, a value unequal, or the final weights' sha256 (each run's
+    metrics.jsonl text and the digest of its last checkpoint's weights, as the ledger files them).
+    The benchmark computes each run's list with this and the checker again from the filed runs."""
+    a, b = computed_lines(straight), computed_lines(other)
+    found = [f"{kind} {step}: missing" for kind, step in sorted(set(a) ^ set(b))]
+    for key in sorted(set(a) & set(b)):
+        found += [
+            f"{key[0]} {key[1]} {k}"
+            for k in sorted(set(a[key]) | set(b[key]))
+            if a[key].get(k) != b[key].get(k)
+        ]
+    if straight_weights is None or straight_weights != other_weights:
+        found.append("final weights")
+    return found
 
 
 def fastest(candidates: list[dict[str, Any]]) -> dict[str, Any]:
