@@ -97,20 +97,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device) -> dict:
-    """The GPU kernels of one eager bf16 forward and backward: launches, and the top ones by time."""
-    tokens = torch.randint(config.vocab, (batch, config.ctx + 1), device=device)
-    activities = [torch.profiler.ProfilerActivity.CUDA]
-    for _ in range(2):  # warm: the first call pays for handles and autotuning
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            model(tokens[:, :-1], tokens[:, 1:])[1].backward()
-    with torch.profiler.profile(activities=activities) as profiler:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+def cuda_kernels(run: Callable[[], object], device: torch.device) -> dict[str, Any]:
+    """The GPU kernels of one call of `run`: launches, GPU time and the top ones by time (two warm
+    calls first: the first pays for handles and autotuning)."""
+    for _ in range(2):
+        run()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        run()
         torch.cuda.synchronize(device)
     kernels = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
     kernels.sort(key=lambda e: e.self_device_time_total, reverse=True)
-    model.zero_grad(set_to_none=True)
     return {
         "launches": sum(e.count for e in kernels),
         "device_ms": round(sum(e.self_device_time_total for e in kernels) / 1e3, 3),
@@ -119,6 +115,19 @@ def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, devi
             for e in kernels[:TOP_KERNELS]
         ],
     }
+
+
+def kernel_profile(model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device) -> dict:
+    """The GPU kernels of one eager bf16 forward and backward."""
+    tokens = torch.randint(config.vocab, (batch, config.ctx + 1), device=device)
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(tokens[:, :-1], tokens[:, 1:])[1].backward()
+
+    found = cuda_kernels(step, device)
+    model.zero_grad(set_to_none=True)
+    return found
 
 
 def measure(device: torch.device, steps: int) -> dict[str, Any]:

@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 
+from model_speed import cuda_kernels  # noqa: E402
+
 from contracts.derive.benchmarks import ns_per_element, quotient  # noqa: E402
 from contracts.evidence import RunStatus, file_record, new_record, now, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
@@ -76,6 +78,17 @@ def one_read(model: GPT, idx: torch.Tensor) -> None:
     traced_with(model, idx, lambda tensor: row + tensor.sum())
 
 
+def unchecked(model: GPT, idx: torch.Tensor) -> None:
+    """`hooks_only` with no site recomputed (GATE-TRACE-002's check identity left out): what the
+    identities cost is the hooks-only time less this one's."""
+    real = tracer_module.identities
+    tracer_module.identities = lambda *_: {}
+    try:
+        hooks_only(model, idx)
+    finally:
+        tracer_module.identities = real
+
+
 @torch.no_grad()
 def measure(
     preset: str,
@@ -97,18 +110,20 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     model = GPT(config, seed=0).to(device).eval()
     length = tokens or config.ctx
     idx = torch.randint(vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
-    plain, traced, hooks, floor = [], [], [], []
+    plain, traced, hooks, floor, bare = [], [], [], [], []
     for _ in range(3):  # warm-up: allocator, kernels, caches
         model(idx)
         trace, _ = trace_forward(model, idx)
         hooks_only(model, idx)
         one_read(model, idx)
+        unchecked(model, idx)
     elements = int(sum(site.stats["count"] for site in trace.sites.values()))
     for _ in range(repeats):
         plain.append(_seconds(lambda: model(idx), device))
         traced.append(_seconds(lambda: trace_forward(model, idx), device))
         hooks.append(_seconds(lambda: hooks_only(model, idx), device))
         floor.append(_seconds(lambda: one_read(model, idx), device))
+        bare.append(_seconds(lambda: unchecked(model, idx), device))
     ratio = quotient(statistics.median(traced), statistics.median(plain))
     goal = load_spec().benchmark(GOAL)
     return {
@@ -137,6 +152,14 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         # the real statistics cost above this is what a faster statistics kernel could still save.
         "one_read_ms": round(1e3 * statistics.median(floor), 3),
         "one_read_ratio": round(quotient(statistics.median(floor), statistics.median(plain)), 4),
+        # The hooks without check identity's recomputed sites: the identities' share of the hooks.
+        "hooks_unchecked_ms": round(1e3 * statistics.median(bare), 3),
+        # On CUDA, the kernels of one traced forward by GPU time (benchmarks/model_speed.py).
+        **(
+            {"profile": cuda_kernels(lambda: trace_forward(model, idx), device)}
+            if device.type == "cuda"
+            else {}
+        ),
         "goal": goal.goal,
         "met": goal.met(ratio),
     }
