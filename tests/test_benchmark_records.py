@@ -72,6 +72,34 @@ def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_
     assert any("statistics_ns_per_element" in line for line in findings(run))
 
 
+def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
+    """`benchmarks/model_speed.py` on CPU (issue #40): the stack's GPT and the hand-written
+    reference at SHAPES["cpu"], eager and compiled, a few steps each. The ratio is judged against
+    `model_vs_reference_cpu` in the record, never here (a speed is evidence, not an assertion);
+    the record must hold under the check as written and fail once its ratio is edited."""
+    ledger = tmp_path / "ledger"
+    command = [sys.executable, "benchmarks/model_speed.py", "--steps", "2", "--ledger", str(ledger)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = ledger.iterdir()
+    assert findings(run) == []
+
+    path = run / EVIDENCE_FILE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    metrics = record["metrics"]
+    assert metrics["benchmark"] == "model_vs_reference_cpu" and metrics["batch"] == 8
+    assert sorted(metrics["rows"]) == [
+        "reference_compiled",
+        "reference_eager",
+        "stack_compiled",
+        "stack_eager",
+    ]
+    assert metrics["ratio"] == min(metrics["ratios"].values())
+    metrics["ratios"]["eager"] = round(metrics["ratios"]["eager"] + 0.01, 4)
+    path.write_text(json.dumps(record), encoding="utf-8")
+    assert any("ratios" in line for line in findings(run))
+
+
 def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resume(tmp_path: Path) -> None:
     """`benchmarks/repeatability.py` on the smoke preset, eager: C ends with SIGTERM's 143 (the
     stack's exit for a run a signal stopped after saving, which the first H100 run of it counted as
