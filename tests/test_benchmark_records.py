@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ledger_support import ROOT, findings
 from train_support import prepared
@@ -20,27 +21,26 @@ from benchmarks.repeatability import leg_failures
 from contracts.evidence import EVIDENCE_FILE
 
 
-def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
-    data, ledger = prepared(tmp_path), tmp_path / "ledger"
-    command = [
-        sys.executable,
-        "benchmarks/train_throughput.py",
-        "--preset",
-        "smoke",
-        "--steps",
-        "6",
-        "--data",
-        str(data),
-        "--ledger",
-        str(ledger),
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+def filed(command: list[str], ledger: Path) -> tuple[Path, dict[str, Any]]:
+    """Run a benchmark script (its arguments after `python`) to file one record in `ledger`; the
+    record must hold under the integrity check as written. Returns its directory and its record."""
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     (run,) = ledger.iterdir()
     assert findings(run) == []
+    return run, json.loads((run / EVIDENCE_FILE).read_text(encoding="utf-8"))
 
-    path = run / EVIDENCE_FILE
-    record = json.loads(path.read_text(encoding="utf-8"))
+
+def edited_findings(run: Path, record: dict[str, Any]) -> list[str]:
+    """The check's findings once `record`, edited, is written over the run's own."""
+    (run / EVIDENCE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    return findings(run)
+
+
+def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
+    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
     metrics = record["metrics"]
     assert metrics["benchmark"] == "train_overhead" and metrics["preset"] == "smoke"
     # One unit of the last digit past what 1 - stack / plain allows from the rounded tokens/s.
@@ -49,27 +49,18 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
     if round(tampered, 3) == round(tampered, 4):  # a last digit 0 reads as a coarser rounding, whose
         tampered += 0.0001  # half unit (5e-4) would cover the tamper: the test failed 1 run in 10
     metrics["overhead"] = tampered
-    path.write_text(json.dumps(record), encoding="utf-8")
-    assert any("metrics.overhead is" in line for line in findings(run))
+    assert any("metrics.overhead is" in line for line in edited_findings(run, record))
 
 
 def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
     """`--precision bf16` (issue #40's tracing goal) times both forwards under autocast and says so;
     its derived per-element cost must hold as written and fail once edited."""
     ledger = tmp_path / "ledger"
-    command = [sys.executable, "benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]
-    command += ["--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = ledger.iterdir()
-    assert findings(run) == []
-
-    path = run / EVIDENCE_FILE
-    record = json.loads(path.read_text(encoding="utf-8"))
+    command = ["benchmarks/trace_overhead.py", "--preset", "smoke", "--device", "cpu"]
+    run, record = filed([*command, "--precision", "bf16", "--repeats", "2", "--ledger", str(ledger)], ledger)
     assert record["metrics"]["precision"] == "bf16"
     record["metrics"]["statistics_ns_per_element"] += 1 + abs(record["metrics"]["statistics_ns_per_element"])
-    path.write_text(json.dumps(record), encoding="utf-8")
-    assert any("statistics_ns_per_element" in line for line in findings(run))
+    assert any("statistics_ns_per_element" in line for line in edited_findings(run, record))
 
 
 def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_holds(tmp_path: Path) -> None:
@@ -78,14 +69,7 @@ def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_h
     `model_vs_reference_cpu` in the record, never here (a speed is evidence, not an assertion);
     the record must hold under the check as written and fail once its ratio is edited."""
     ledger = tmp_path / "ledger"
-    command = [sys.executable, "benchmarks/model_speed.py", "--steps", "2", "--ledger", str(ledger)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (run,) = ledger.iterdir()
-    assert findings(run) == []
-
-    path = run / EVIDENCE_FILE
-    record = json.loads(path.read_text(encoding="utf-8"))
+    run, record = filed(["benchmarks/model_speed.py", "--steps", "2", "--ledger", str(ledger)], ledger)
     metrics = record["metrics"]
     assert metrics["benchmark"] == "model_vs_reference_cpu" and metrics["batch"] == 8
     assert sorted(metrics["rows"]) == [
@@ -96,8 +80,7 @@ def test_the_model_benchmark_times_both_models_at_its_cpu_shapes_and_its_ratio_h
     ]
     assert metrics["ratio"] == min(metrics["ratios"].values())
     metrics["ratios"]["eager"] = round(metrics["ratios"]["eager"] + 0.01, 4)
-    path.write_text(json.dumps(record), encoding="utf-8")
-    assert any("ratios" in line for line in findings(run))
+    assert any("ratios" in line for line in edited_findings(run, record))
 
 
 def test_the_repeatability_benchmark_compares_a_straight_run_a_repeat_and_a_resume(tmp_path: Path) -> None:
