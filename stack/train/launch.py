@@ -5,11 +5,13 @@ processes, each of which would print its refusal, and torchrun would then end wi
 traceback and exit 1 whatever the workers said. So the command is run by this module's entry
 point (`python -m stack.train.launch`), which starts torchrun's agent without its error report,
 and each worker that ends on a refusal hands its one line and exit code to the launcher through
-a file (`LAUNCH_DIR_ENV`) instead of printing it. The launcher prints each distinct line once
-and exits with the worst code the workers gave (a gate's 3 over bad input's 2 over an internal
-error's 1, whose line names its crash file, over an interrupt's 130 or 143: workers a signal
-stopped after their checkpoint); a worker that died without a word is an internal error naming
-torchrun's exit code.
+a file (`LAUNCH_DIR_ENV`) instead of printing it. The launcher exits with the worst code the
+workers gave (a gate's 3 over bad input's 2 over an internal error's 1, whose line names its crash
+file, over an interrupt's 130 or 143: workers a signal stopped after their checkpoint) and prints
+each distinct line of the workers that ended on their own account once. An interrupt's line is
+printed only when every worker was interrupted: once one worker refuses, torchrun SIGTERMs the
+others, and a sibling still setting up would otherwise add "interrupted by SIGTERM" to the refusal.
+A worker that died without a word is an internal error naming torchrun's exit code.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Where a worker under `launch` leaves the line it ended on (unset outside a launch).
 LAUNCH_DIR_ENV = "GATESTACK_LAUNCH_DIR"
@@ -56,9 +59,19 @@ def launch(nproc: int, argv: list[str]) -> int:
                 file=sys.stderr,
             )
         return code
-    for line in dict.fromkeys(entry["line"] for entry in ended):
+    lines, worst = verdict(ended)
+    for line in lines:
         print(line, file=sys.stderr)
-    return max((entry["code"] for entry in ended), key=lambda c: SEVERITY.get(c, 0))
+    return worst
+
+
+def verdict(ended: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """The distinct lines to print and the exit code for the workers' handed-over `ended` entries:
+    the worst code, and the lines of the workers that ended on their own account (a refusal, a gate,
+    a crash) or, when every worker was interrupted, the interrupts' lines."""
+    own = [entry for entry in ended if entry["code"] in SEVERITY] or ended
+    worst = max((entry["code"] for entry in ended), key=lambda c: SEVERITY.get(c, 0))
+    return list(dict.fromkeys(entry["line"] for entry in own)), worst
 
 
 def hand_over(line: str, code: int) -> bool:
