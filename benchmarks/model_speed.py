@@ -32,7 +32,7 @@ import torch
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # reference_gpt, beside this file
 from reference_gpt import ReferenceGPT
 
-from contracts.derive.benchmarks import quotient
+from contracts.derive.benchmarks import SPEED_BENCHMARKS, quotient
 from contracts.evidence import (
     RunStatus,
     file_record,
@@ -176,7 +176,7 @@ def main() -> int:
     torch.manual_seed(0)
     record = new_record("benchmark", run_id("bench-model"), sys.argv, device=name, cuda=torch.version.cuda)
     measured = measure(device, args.steps or STEPS[args.device])
-    goal = load_spec().benchmark(f"model_vs_reference_{'gpu' if args.device == 'cuda' else 'cpu'}")
+    goal = load_spec().benchmark(SPEED_BENCHMARKS[args.device])
     ratio = min(measured["ratios"].values())
     record.metrics = {
         "benchmark": goal.name,

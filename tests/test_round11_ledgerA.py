@@ -30,6 +30,8 @@ from test_integrity_derived import DISTILL_RUN, LASER_RUN, SAMPLE_RUN
 from test_integrity_round5 import PREPARE_RUN
 from test_integrity_round6 import ES_RUN
 
+from contracts.spec import load_spec
+
 OTHER_SHA = hashlib.sha256(b"another manifest").hexdigest()
 # A torch build for CUDA 12.8 and that CUDA: what a forger restates env.torch and env.cuda as.
 CUDA_BUILD, CUDA_VERSION = "2.13.0+cu128", "12.8"
@@ -147,7 +149,25 @@ def test_a_probe_decided_before_the_run_restated_is_caught(
     tmp_path: Path, gate_id: str, path: tuple[str | None, ...], probe: str
 ) -> None:
     copy = planted(tmp_path, DISTILL_RUN, _measured_scaled(gate_id, path, 1.2))
-    assert_found(findings(copy), f"gates[{gate_id}].measured.{path[0]} is", probe, "decided before the run")
+    assert_found(findings(copy), f"gates[{gate_id}].measured.{path[0]}", probe, "decided before the run")
+
+
+# How far a replayed float may lie from the record's, as a fraction of itself (GATE-INTEG-001).
+REPLAY_RTOL = float(load_spec().threshold("GATE-INTEG-001", "replay_rtol"))
+MIXTURE = ("mixtures", None, "ref_absmax")
+
+
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_probe_restated_just_beyond_the_replay_tolerance_is_caught(tmp_path: Path) -> None:
+    copy = planted(tmp_path, DISTILL_RUN, _measured_scaled("GATE-ARCH-003", MIXTURE, 1 + 2 * REPLAY_RTOL))
+    assert_found(findings(copy), "gates[GATE-ARCH-003].measured.mixtures", "decided before the run")
+
+
+def test_a_probe_another_cpu_rounds_otherwise_within_the_tolerance_passes(tmp_path: Path) -> None:
+    """The float64 probe's last bits are the CPU's kernels' (an AMD EPYC moved a mixture's deviation
+    by 3e-9 of itself): within replay_rtol the record is the probe's."""
+    copy = planted(tmp_path, DISTILL_RUN, _measured_scaled("GATE-ARCH-003", MIXTURE, 1 + REPLAY_RTOL / 2))
+    assert findings(copy) == []
 
 
 @pytest.mark.parametrize("run", [ES_RUN, PREPARE_RUN, LASER_RUN, SAMPLE_RUN, DISTILL_RUN])

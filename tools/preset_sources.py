@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from contracts.derive.benchmarks import SPEED_BENCHMARKS
 from contracts.evidence import EvidenceRecord
 from contracts.model_shape import active_params, param_count
 
@@ -225,10 +226,8 @@ def options_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> 
 
 SPEED_FILE = "benchmarks/model_speed.py"
 SPEED_SOURCES = (SPEED_FILE, DEFAULTS["model"][0])
-# The benchmark names benchmarks/model_speed.py gives its records: model_vs_reference_<gpu|cpu>,
-# and the SHAPES key (its --device) each suffix was measured with.
-SPEED_BENCHMARK = "model_vs_reference_"
-SPEED_DEVICES = {"gpu": "cuda", "cpu": "cpu"}
+# The SHAPES key (its --device) of each benchmark name benchmarks/model_speed.py gives its records.
+SPEED_DEVICES = {name: device for device, name in SPEED_BENCHMARKS.items()}
 
 
 def states_speed_model(record: EvidenceRecord) -> bool:
@@ -236,7 +235,7 @@ def states_speed_model(record: EvidenceRecord) -> bool:
     metrics = record.metrics
     return (
         record.run.kind == "benchmark"
-        and str(metrics.get("benchmark", "")).startswith(SPEED_BENCHMARK)
+        and metrics.get("benchmark") in SPEED_DEVICES
         and isinstance(metrics.get("config"), dict)
     )
 
@@ -291,8 +290,7 @@ def speed_settings(source: bytes, device: str) -> tuple[dict[str, Any], Any] | N
 def speed_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> list[str]:
     """What benchmarks/model_speed.py's record states of the model it timed and its batch, against
     the source at its commit (`blobs`: each of SPEED_SOURCES's bytes; module docstring)."""
-    suffix = str(record.metrics["benchmark"]).removeprefix(SPEED_BENCHMARK)
-    device = SPEED_DEVICES.get(suffix, suffix)
+    device = SPEED_DEVICES[record.metrics["benchmark"]]
     found = speed_settings(blobs.get(SPEED_FILE) or b"", device)
     defaults = class_defaults(blobs.get(DEFAULTS["model"][0]) or b"", DEFAULTS["model"][1])
     if found is None or defaults is None:

@@ -5,10 +5,13 @@ soft term's gradient at the probe temperature on logits drawn from a fixed seed
 (`stack.tune.distill.temperature_probe`), GATE-ARCH-003 a one-expert mixture against the dense
 feed-forward and each configured mixture against its written-out reference, drawn in float64 on the
 CPU from seed 0 (`stack.model.moe_checks.check_mixtures` of the config's model). Such a number is
-decided before the run starts, so the checker runs the same probe and holds the record to it
-(round-10 ledger audit Y59: KD-004's grad_ratio 0.981 restated as 1.0; Y93, Y94: ARCH-003's
-references' largest magnitudes restated, which the tolerance grows with). The probes are the
-stack's own functions: a probe is what the gate measured, not a rule the checker restates.
+decided before the run starts, so the checker runs the same probe and holds the record to it,
+a float within GATE-INTEG-001's replay_rtol of itself: another CPU's float64 kernels move the
+last bits (an AMD EPYC gives ARCH-003's mixture deviation 3e-9 of itself away from the machine
+that filed it), a restatement far more (round-10 ledger audit Y59: KD-004's grad_ratio 0.981
+restated as 1.0; Y93, Y94: ARCH-003's references' largest magnitudes restated, which the
+tolerance grows with). The probes are the stack's own functions: a probe is what the gate
+measured, not a rule the checker restates.
 
 A probe that changed since a record was written is not the record's: KD-004's is held from
 KD_PROBE_SINCE, the spec version its draws took today's form; ARCH-003's values are held where the
@@ -22,10 +25,12 @@ import functools
 import json
 from typing import Any
 
+from forward_replays import Tolerances, replay_differences, replay_tolerances
 from pydantic import ValidationError
 
 from contracts.derive.reports import version_key
 from contracts.evidence import EvidenceRecord
+from contracts.spec import Spec
 from stack.model.config import ModelConfig
 from stack.model.moe_checks import check_mixtures
 from stack.tune.distill import PROBE_THRESHOLDS, temperature_probe
@@ -34,8 +39,10 @@ from stack.tune.distill import PROBE_THRESHOLDS, temperature_probe
 KD_PROBE_SINCE = "1.7.0"
 
 
-def probe_problems(record: EvidenceRecord) -> list[str]:
-    """Each value a re-run probe gives that the record's gate states otherwise (module docstring)."""
+def probe_problems(record: EvidenceRecord, spec: Spec) -> list[str]:
+    """Each value a re-run probe gives that the record's gate states otherwise (module docstring;
+    `spec`: the repository's, whose replay tolerance holds)."""
+    tolerances = replay_tolerances(spec)
     measured = {g.id: (g.measured, g.threshold) for g in record.gates if isinstance(g.measured, dict)}
     problems = []
     kd = measured.get("GATE-KD-004")
@@ -43,7 +50,9 @@ def probe_problems(record: EvidenceRecord) -> list[str]:
         thresholds = kd[1] if isinstance(kd[1], dict) else {}
         if all(isinstance(thresholds.get(name), int | float) for name in PROBE_THRESHOLDS):
             probe = _kd_probe(tuple(float(thresholds[name]) for name in PROBE_THRESHOLDS))
-            problems += _unequal("GATE-KD-004", kd[0], probe, "stack.tune.distill.temperature_probe()")
+            problems += _unequal(
+                "GATE-KD-004", kd[0], probe, "stack.tune.distill.temperature_probe()", tolerances
+            )
     arch = measured.get("GATE-ARCH-003")
     model = record.config.get("model") if isinstance(record.config, dict) else None
     if arch is not None and "ref_absmax" in arch[0] and isinstance(model, dict):
@@ -51,9 +60,8 @@ def probe_problems(record: EvidenceRecord) -> list[str]:
             probe = _mixture_probe(json.dumps(model, sort_keys=True))
         except (ValidationError, TypeError, ValueError) as exc:
             return [*problems, f"config.model does not load ({exc}): GATE-ARCH-003's probe is not run again"]
-        problems += _unequal(
-            "GATE-ARCH-003", arch[0], probe, "stack.model.moe_checks.check_mixtures(config.model)"
-        )
+        how = "stack.model.moe_checks.check_mixtures(config.model)"
+        problems += _unequal("GATE-ARCH-003", arch[0], probe, how, tolerances)
     return problems
 
 
@@ -67,11 +75,14 @@ def _mixture_probe(model: str) -> dict[str, Any]:
     return check_mixtures(ModelConfig(**json.loads(model)), seed=0)
 
 
-def _unequal(gate: str, stated: dict[str, Any], probe: dict[str, Any], how: str) -> list[str]:
-    """Each key of the probe's result the gate states with another value."""
+def _unequal(
+    gate: str, stated: dict[str, Any], probe: dict[str, Any], how: str, tolerances: Tolerances
+) -> list[str]:
+    """Each value under a key of the probe's result the gate states otherwise (a float beyond the
+    replay's tolerance), with the probe named."""
     return [
-        f"gates[{gate}].measured.{key} is {stated[key]!r}, but {how} gives {value!r}: the probe is "
-        "decided before the run"
+        f"{found} ({how}): the probe is decided before the run"
         for key, value in probe.items()
-        if key in stated and stated[key] != value
+        if key in stated
+        for found in replay_differences(stated[key], value, f"gates[{gate}].measured.{key}", tolerances)
     ]

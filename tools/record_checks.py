@@ -496,7 +496,7 @@ def check_record_truth(
     findings.warnings += sample_unheld
     findings.violations += vocabulary_problems(record, root) + end_of_text_problems(record, root)
     findings.violations += read_checkpoint_problems(record, root) + env_problems(record)
-    findings.violations += probe_problems(record)
+    findings.violations += probe_problems(record, spec)
     replay_wrong, replay_unheld = hqq_replay_findings(record, spec, root)
     findings.violations += replay_wrong
     findings.warnings += replay_unheld

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from contracts.derive.benchmarks import run_differences
+from contracts.derive.benchmarks import REPEAT_BENCHMARK, REPEATED_RUNS, STRAIGHT_RUN, run_differences
 from contracts.evidence import EvidenceRecord
 from contracts.release_rules import WEIGHTS_FILE
-
-BENCHMARK = "repeatable_runs_gpu"
-STRAIGHT = "A"
-REPEATED = {"B": "B_differs", "C": "C_differs"}
 
 
 def _weights(record: EvidenceRecord) -> str | None:
@@ -42,7 +38,7 @@ def repeat_problems(
     problems = []
     for run_id, record in records.items():
         modes = record.metrics.get("modes") if record.run.kind == "benchmark" else None
-        if record.metrics.get("benchmark") != BENCHMARK or not isinstance(modes, list):
+        if record.metrics.get("benchmark") != REPEAT_BENCHMARK or not isinstance(modes, list):
             continue
         for mode in modes:
             problems += [(run_id, p) for p in _mode_problems(mode, records, metrics)]
@@ -53,7 +49,7 @@ def _mode_problems(
     mode: object, records: Mapping[str, EvidenceRecord], metrics: Callable[[str], str | None]
 ) -> list[str]:
     runs = mode.get("runs") if isinstance(mode, dict) else None
-    if not isinstance(runs, dict) or STRAIGHT not in runs:
+    if not isinstance(runs, dict) or STRAIGHT_RUN not in runs:
         return []  # a mode that compared nothing (a leg failed): mismatched_runs counts it
     name = mode.get("mode")
     filed = {leg: (records.get(str(ran)), metrics(str(ran))) for leg, ran in runs.items()}
@@ -62,9 +58,9 @@ def _mode_problems(
         return [
             f"mode {name!r} lists run(s) the ledger does not hold with their metrics: {', '.join(missing)}"
         ]
-    straight_record, straight_text = filed[STRAIGHT]
+    straight_record, straight_text = filed[STRAIGHT_RUN]
     problems = []
-    for leg, key in REPEATED.items():
+    for leg, key in REPEATED_RUNS.items():
         if leg not in filed:
             continue
         other_record, other_text = filed[leg]
@@ -77,7 +73,7 @@ def _mode_problems(
             continue
         if mode.get(key) != derived:
             problems.append(
-                f"mode {name!r}: {key} is {mode.get(key)!r}, but runs {runs[STRAIGHT]} and {runs[leg]} "
+                f"mode {name!r}: {key} is {mode.get(key)!r}, but runs {runs[STRAIGHT_RUN]} and {runs[leg]} "
                 f"as filed differ in {derived!r}"
             )
     return problems

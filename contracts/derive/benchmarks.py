@@ -87,10 +87,17 @@ def geometric_mean(*ratios: float) -> float:
     return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
 
 
+# benchmarks/repeatability.py's record: the benchmark's name, its straight run, and per repeated run
+# (B again, C stopped and resumed) the key of a mode that lists what it differs from A in.
+REPEAT_BENCHMARK = "repeatable_runs_gpu"
+STRAIGHT_RUN = "A"
+REPEATED_RUNS = {"B": "B_differs", "C": "C_differs"}
+
+
 def mismatched_runs(modes: list[dict[str, Any]]) -> int:
     """How many of the repeated runs (B, and C resumed, per mode) differ from the straight run A:
     each lists what differs, and a run never compared counts as differing."""
-    return sum(bool(mode.get(run, True)) for mode in modes for run in ("B_differs", "C_differs"))
+    return sum(bool(mode.get(key, True)) for mode in modes for key in REPEATED_RUNS.values())
 
 
 # Keys of a metrics line that measure time, not what was computed (their names hold one of these).
@@ -267,7 +274,11 @@ def _train(m: Metrics) -> Iterator[Identity]:
         )
 
 
-@identities("model_vs_reference_cpu", "model_vs_reference_gpu")
+# benchmarks/model_speed.py's record name by the device it measured on (its --device, its SHAPES key).
+SPEED_BENCHMARKS = {"cuda": "model_vs_reference_gpu", "cpu": "model_vs_reference_cpu"}
+
+
+@identities(*SPEED_BENCHMARKS.values())
 def _model(m: Metrics) -> Iterator[Identity]:
     rows, ratios = m.get("rows") or {}, m.get("ratios") or {}
     for mode, recorded in ratios.items():
