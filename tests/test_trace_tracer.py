@@ -469,20 +469,24 @@ def test_one_host_transfer_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
         model(idx)
     with _HostReads() as traced:
         on_cpu, _ = trace_forward(model, idx)
-    # On the host the C kernel reads nothing through torch: the stacked rows are the one transfer...
+    # On the host the C kernel reads nothing through torch: the stacked rows are the one transfer,
+    # beside each identity's finite check (a CPU scalar, free)...
     assert host_stats.engine().startswith("c (")
-    assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1})
-    # ...the torch ops read each site's finite check, a CPU scalar (free), and nothing else...
+    checked = len(on_cpu.identities)
+    assert traced.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": checked})
+    # ...the torch ops read each site's finite check too, and nothing else...
     monkeypatch.setattr(stats_module, "host_site_stats", lambda _x: None)
     with _HostReads() as by_ops:
         ops, _ = trace_forward(model, idx)
-    assert by_ops.counts - plain.counts == Counter({"cpu": 1, "tolist": 1, "__bool__": len(ops.sites)})
-    # ...and where that read would synchronise a device, it is not made.
+    reads = Counter({"cpu": 1, "tolist": 1, "__bool__": len(ops.sites) + checked})
+    assert by_ops.counts - plain.counts == reads
+    # ...and where those reads would synchronise a device, they are not made.
     monkeypatch.setattr(stats_module, "on_host", lambda _x: False)
+    monkeypatch.setattr(site_identity, "on_host", lambda _x: False)
     with _HostReads() as accelerator_like:
         elsewhere, _ = trace_forward(model, idx)
     assert accelerator_like.counts - plain.counts == Counter({"cpu": 1, "tolist": 1})
-    assert elsewhere.sites == ops.sites
+    assert elsewhere.sites == ops.sites and elsewhere.identities == on_cpu.identities
     for name, record in on_cpu.sites.items():  # the ops' std and mean are float32 sums: 1e-5 apart
         for statistic, value in record.stats.items():
             assert value == pytest.approx(ops.sites[name].stats[statistic], rel=1e-5, abs=1e-6), name
