@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""The GPU measurements of docs/gpu.md, run in one sitting under one deadline.
+
+A GPU is often lent for minutes rather than hours, and a measurement typed by hand after a
+machine has started spends the loan on typing. This runs the benchmarks docs/gpu.md lists as
+named steps, in the order given, each with whatever time is left before the deadline
+(`--seconds`): its output goes to OUT/logs/STEP.log and its records to OUT/ledger, from where
+they are copied into evidence/runs and checked (`tools/check_integrity.py`). A step that runs
+out of time is stopped (SIGTERM, then SIGKILL) and said so, and the steps after it are not
+started; one that fails is said so and the next one starts. The corpus the `gpt2` shape trains
+on (the embedded corpus as BPE, vocabulary 32,768) is prepared into OUT/data unless `--data`
+names one, and only when a step reads it.
+
+    python benchmarks/gpu_session.py --out /tmp/gpu --seconds 540 model repeat trace
+    python benchmarks/gpu_session.py --out /tmp/gpu --dry-run tput   # the commands, not run
+
+Every line it prints is also in OUT/session.log, so a session that was cut off still says
+how far it came.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+# The corpus of the `gpt2` shape: the embedded corpus, a 32,768-token BPE, 15 % held out.
+PREPARE = ["-m", "stack", "prepare", "--default", "--tokenizer", "bpe", "--vocab-size", "32768"]
+PREPARE += ["--val-fraction", "0.15"]
+GRACE_SECONDS = 10  # between SIGTERM and SIGKILL for a step out of time (a checkpoint may be saving)
+
+
+@dataclass(frozen=True)
+class Where:
+    """The session's folders: the corpus, the records, the runs the benchmarks make."""
+
+    data: Path
+    ledger: Path
+    work: Path
+
+
+@dataclass(frozen=True)
+class Step:
+    """One measurement: what it is for, whether it reads the corpus, and its command."""
+
+    what: str
+    reads_data: bool
+    argv: Callable[[Where], list[str]]
+
+
+STEPS: dict[str, Step] = {
+    "model": Step(
+        "the model against the hand-written GPT, eager and compiled (#40)",
+        False,
+        lambda w: [PY, "benchmarks/model_speed.py", "--device", "cuda", "--ledger", str(w.ledger)],
+    ),
+    "repeat": Step(
+        "two straight runs and a SIGTERM + --resume, eager then compiled (#39)",
+        True,
+        lambda w: [
+            *(PY, "benchmarks/repeatability.py", "--data", str(w.data), "--preset", "gpt2"),
+            *("--set", "train.grad_accum=1", "--set", "train.steps=30", "--stop-at", "16"),
+            *("--work", str(w.work / "repeat"), "--ledger", str(w.ledger)),
+        ],
+    ),
+    "tput": Step(
+        "stack train against a plain loop at gpt2, eager and compiled, and its MFU (#34)",
+        True,
+        lambda w: [
+            *(PY, "benchmarks/train_throughput.py", "--device", "cuda", "--preset", "gpt2", "--compile"),
+            *("--data", str(w.data), "--ledger", str(w.ledger)),
+        ],
+    ),
+    "trace": Step(
+        "tracing under bf16 at batch 8 x 1024, with the traced forward's kernels (#40)",
+        False,
+        lambda w: [
+            *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
+            *("--vocab", "32768", "--batch", "8", "--precision", "bf16", "--ledger", str(w.ledger)),
+        ],
+    ),
+    "gpu-check": Step(
+        "make gpu-check: kernels, bf16 training, the fp16 resume, compile, --nproc (#34)",
+        False,
+        lambda w: [PY, "tools/gpu_check.py", "--ledger", str(w.ledger)],
+    ),
+}
+
+
+class Session:
+    """The deadline, and the log every line is written to as well as printed."""
+
+    def __init__(self, out: Path, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.logs = out / "logs"
+        self.log = out / "session.log"
+
+    def left(self) -> float:
+        """Seconds before the deadline."""
+        return self.deadline - time.monotonic()
+
+    def say(self, line: str) -> None:
+        """Print `line` and keep it in session.log."""
+        print(f"gpu_session: {line}", flush=True)
+        with self.log.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    def run(self, name: str, argv: list[str]) -> str:
+        """Run one command until it ends or the deadline passes: "ok", "exit N" or "out of time"."""
+        began = time.monotonic()
+        with (self.logs / f"{name}.log").open("w", encoding="utf-8") as log:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                code = proc.wait(timeout=max(self.left(), 0.0))
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                self.say(f"{name}: out of time after {time.monotonic() - began:.0f} s, stopped")
+                return "out of time"
+        ended = "ok" if code == 0 else f"exit {code}"
+        self.say(f"{name}: {ended} in {time.monotonic() - began:.0f} s (log: {self.logs / name}.log)")
+        return ended
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the step's whole process group, SIGKILL if it has not ended in GRACE_SECONDS."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def plan(names: list[str], where: Where, prepare: bool) -> list[tuple[str, list[str]]]:
+    """(name, command) of each step asked for, the corpus's preparation first when one reads it
+    and none was given."""
+    commands = [(name, STEPS[name].argv(where)) for name in names]
+    if prepare and any(STEPS[name].reads_data for name in names):
+        commands.insert(0, ("prepare", [PY, *PREPARE, "--out", str(where.data)]))
+    return commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("steps", nargs="+", choices=sorted(STEPS), metavar="STEP", help=", ".join(STEPS))
+    parser.add_argument("--out", type=Path, required=True, help="a new folder for logs, ledger and runs")
+    parser.add_argument("--seconds", type=float, default=540.0, help="the deadline, from now (default 540)")
+    parser.add_argument("--data", type=Path, help="a prepared DATA_DIR (default: prepared into OUT/data)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    where = Where(args.data.resolve() if args.data else out / "data", out / "ledger", out / "work")
+    commands = plan(args.steps, where, prepare=args.data is None)
+    if args.dry_run:
+        for name, command in commands:
+            print(f"{name}: {' '.join(command)}")
+        return 0
+    if out.exists() and any(out.iterdir()):
+        print(f"gpu_session: error: --out {out} is not empty; name a new folder", file=sys.stderr)
+        return 2
+    for folder in (where.ledger, where.work, out / "logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+    session = Session(out, args.seconds)
+    ended: dict[str, str] = {}
+    for name, command in commands:
+        if session.left() <= 0:
+            session.say(f"{name}: not started, the deadline has passed")
+            ended[name] = "not started"
+            continue
+        session.say(f"{name}: started with {session.left():.0f} s left: {' '.join(command)}")
+        ended[name] = session.run(name, command)
+        if name == "prepare" and ended[name] != "ok":
+            session.say("the corpus was not prepared: the steps that read it cannot run")
+            break
+    session.say(f"records in {where.ledger}: copy them into evidence/runs and run tools/check_integrity.py")
+    return 0 if ended and all(e == "ok" for e in ended.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/gpu_session.py: the GPU measurements in one sitting, on a CPU machine.
+
+Without CUDA every benchmark refuses at once (exit 2), which is enough to see the session's own
+behaviour: a failed step is named and the next one runs; a step still running at the deadline is
+stopped and no later step starts; the corpus is prepared first only when a step reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu_session
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the steps would really run")
+
+
+def _log(out: Path) -> str:
+    return (out / "session.log").read_text(encoding="utf-8")
+
+
+@needs_no_gpu
+def test_a_failed_step_is_named_and_the_next_one_still_runs(tmp_path: Path) -> None:
+    out = tmp_path / "session"
+    assert gpu_session.main(["model", "gpu-check", "--out", str(out), "--seconds", "300"]) == 1
+    log = _log(out)
+    assert "model: exit 2" in log and "gpu-check: exit 2" in log
+    assert "needs a CUDA GPU" in (out / "logs" / "model.log").read_text(encoding="utf-8")
+
+
+@needs_no_gpu
+def test_a_step_at_the_deadline_is_stopped_and_no_later_step_starts(tmp_path: Path) -> None:
+    out = tmp_path / "session"
+    # No Python that imports torch is done within 0.2 s, so the first step meets the deadline.
+    assert gpu_session.main(["model", "trace", "--out", str(out), "--seconds", "0.2"]) == 1
+    log = _log(out)
+    assert "model: out of time" in log and "trace: not started" in log
+
+
+def test_the_corpus_is_prepared_first_only_when_a_step_reads_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert gpu_session.main(["trace", "repeat", "--out", "/tmp/unused", "--dry-run"]) == 0
+    names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["prepare", "trace", "repeat"]
+    assert gpu_session.main(["trace", "model", "--out", "/tmp/unused", "--dry-run"]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == ["trace", "model"]
+    given = ["repeat", "--out", "/tmp/unused", "--data", "/tmp/data", "--dry-run"]
+    assert gpu_session.main(given) == 0
+    assert "--data /tmp/data" in capsys.readouterr().out
+
+
+def test_a_used_out_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "kept.txt").write_text("the user's", encoding="utf-8")
+    assert gpu_session.main(["model", "--out", str(tmp_path)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "kept.txt").read_text(encoding="utf-8") == "the user's"
