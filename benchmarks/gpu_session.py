@@ -15,7 +15,8 @@ names one, and only when a step reads it.
     python benchmarks/gpu_session.py --out /tmp/gpu --dry-run tput   # the commands, not run
 
 Every line it prints is also in OUT/session.log, so a session that was cut off still says
-how far it came.
+how far it came. It exits 0 when every step ended ok, 1 when one failed, ran out of time or was
+not started, and 2 when --out is not a new folder.
 """
 
 from __future__ import annotations
@@ -165,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, command in commands:
             print(f"{name}: {' '.join(command)}")
         return 0
-    if out.exists() and any(out.iterdir()):
-        print(f"gpu_session: error: --out {out} is not empty; name a new folder", file=sys.stderr)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"gpu_session: error: --out {out} is not an empty folder; name a new one", file=sys.stderr)
         return 2
     for folder in (where.ledger, where.work, out / "logs"):
         folder.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,10 @@ def test_the_corpus_is_prepared_first_only_when_a_step_reads_it(capsys: pytest.C
     assert "--data /tmp/data" in capsys.readouterr().out
 
 
-def test_a_used_out_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "kept.txt").write_text("the user's", encoding="utf-8")
-    assert gpu_session.main(["model", "--out", str(tmp_path)]) == 2
-    assert "is not empty" in capsys.readouterr().err
-    assert (tmp_path / "kept.txt").read_text(encoding="utf-8") == "the user's"
+def test_a_used_out_folder_or_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kept = tmp_path / "kept.txt"
+    kept.write_text("the user's", encoding="utf-8")
+    for out in (tmp_path, kept):
+        assert gpu_session.main(["model", "--out", str(out)]) == 2
+        assert "is not an empty folder" in capsys.readouterr().err
+    assert kept.read_text(encoding="utf-8") == "the user's"
