@@ -163,6 +163,16 @@ def test_a_probe_restated_just_beyond_the_replay_tolerance_is_caught(tmp_path: P
     assert_found(findings(copy), "gates[GATE-ARCH-003].measured.mixtures", "decided before the run")
 
 
+@pytest.mark.gate("GATE-INTEG-001")
+def test_a_mixture_no_probe_checked_stated_beside_the_probed_ones_is_caught(tmp_path: Path) -> None:
+    def plant(data: dict[str, Any], _run_dir: Path) -> None:
+        mixtures = gate(data, "GATE-ARCH-003")["measured"]["mixtures"]
+        mixtures["8 experts, top 2"] = dict(next(iter(mixtures.values())))
+
+    copy = planted(tmp_path, DISTILL_RUN, forger_finished(plant))
+    assert_found(findings(copy), "mixtures.8 experts, top 2 is stated", "decided before the run")
+
+
 def test_a_probe_another_cpu_rounds_otherwise_within_the_tolerance_passes(tmp_path: Path) -> None:
     """The float64 probe's last bits are the CPU's kernels' (an AMD EPYC moved a mixture's deviation
     by 3e-9 of itself): within replay_rtol the record is the probe's."""

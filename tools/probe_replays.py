@@ -79,10 +79,25 @@ def _unequal(
     gate: str, stated: dict[str, Any], probe: dict[str, Any], how: str, tolerances: Tolerances
 ) -> list[str]:
     """Each value under a key of the probe's result the gate states otherwise (a float beyond the
-    replay's tolerance), with the probe named."""
-    return [
-        f"{found} ({how}): the probe is decided before the run"
-        for key, value in probe.items()
-        if key in stated
-        for found in replay_differences(stated[key], value, f"gates[{gate}].measured.{key}", tolerances)
-    ]
+    replay's tolerance), or states where the probe gives none, with the probe named."""
+    found = []
+    for key, value in probe.items():
+        if key in stated:
+            where = f"gates[{gate}].measured.{key}"
+            found += replay_differences(stated[key], value, where, tolerances)
+            found += _unprobed(stated[key], value, where)
+    return [f"{problem} ({how}): the probe is decided before the run" for problem in found]
+
+
+def _unprobed(stated: Any, probe: Any, where: str) -> list[str]:
+    """Each key a stated table holds that the probe's table at the same place lacks: a value no
+    probe gave (a mixture the run never checked, stated beside those it did)."""
+    if not isinstance(stated, dict) or not isinstance(probe, dict):
+        return []
+    found = []
+    for key, value in stated.items():
+        if key in probe:
+            found += _unprobed(value, probe[key], f"{where}.{key}")
+        else:
+            found.append(f"{where}.{key} is stated, but the probe gives no such value")
+    return found
