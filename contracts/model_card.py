@@ -9,8 +9,6 @@ rule of a release (contracts.release_rules).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, CheckpointRef, EvidenceRecord, GateResult, Verdict
 from contracts.registry import REGISTRY_FILE, ReleasedModel
 
@@ -70,10 +68,11 @@ def model_card(entry: ReleasedModel, record: EvidenceRecord, ref: CheckpointRef,
         "",
         "| file | sha256 | bytes |",
         "|---|---|---|",
-        *(f"| {Path(str(a.path)).name} | `{a.sha256}` | {a.bytes} |" for a in entry.artifacts),
+        *(f"| {a.name} | `{a.sha256}` | {a.bytes} |" for a in entry.artifacts),
         "",
         "## Using it",
         "",
+        *_download(entry, directory),
         "The directory is a weights-only checkpoint: every command that reads one accepts it as it is.",
         "Loading checks each file against manifest.json (GATE-CKPT-002), and the manifest against this",
         "release's registry entry. It holds no optimizer state, so it cannot be resumed; start a new",
@@ -88,6 +87,20 @@ def model_card(entry: ReleasedModel, record: EvidenceRecord, ref: CheckpointRef,
         "",
     ]
     return "\n".join(lines)
+
+
+def _download(entry: ReleasedModel, directory: str) -> list[str]:
+    """For each file kept elsewhere (a URL): where to fetch it, and where to put it."""
+    lines = []
+    for art in entry.artifacts:
+        if art.url is not None:
+            lines += [
+                f"{art.name} is not in the repository: download {art.url} into `{directory}/` (its",
+                ".gitignore keeps the copy out of git). Loading checks it against manifest.json like",
+                "any other file, and refuses to start without it.",
+                "",
+            ]
+    return lines
 
 
 def _accepted(entry: ReleasedModel) -> list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,6 +32,11 @@ class RegistryArtifact(Entry):
         if (self.path is None) == (self.url is None):
             raise ValueError("an artifact names exactly one of path or url")
         return self
+
+    @property
+    def name(self) -> str:
+        """The file's name: the last segment of its path, or of its URL's path."""
+        return PurePosixPath(self.path if self.path is not None else urlsplit(str(self.url)).path).name
 
 
 class EvidenceCitation(Entry):
@@ -64,6 +70,16 @@ class ReleasedModel(Entry):
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def directory(self) -> str:
+        """The release's directory, repository-relative: where its card, manifest and state lie,
+        and its weights too unless they are kept elsewhere (a URL)."""
+        return PurePosixPath(self.card).parent.as_posix()
+
+    def artifact(self, name: str) -> RegistryArtifact | None:
+        """The released file called `name` (model.safetensors, state.json), wherever it is kept."""
+        return next((a for a in self.artifacts if a.name == name), None)
 
 
 class Registry(Entry):

@@ -82,15 +82,22 @@ def _run_problems(
     return problems
 
 
-def _released_problems(record: EvidenceRecord, released: Sequence[tuple[str, str]]) -> list[str]:
-    """The released files must be the checkpoint the run hashed: the weights, and every other file
-    released under the name of one of its files (state.json) that file."""
+def _released_problems(record: EvidenceRecord, released: Sequence[tuple[str, str, int]]) -> list[str]:
+    """The released files must be the checkpoint the run hashed, by sha256 and size: the weights,
+    and every other file released under the name of one of its files (state.json) that file. A
+    file kept elsewhere (a URL) is held to the record by the hash and size its entry states."""
     hashed = record.checkpoint.files if record.checkpoint else {}
-    if not any(name == WEIGHTS_FILE for name, _ in released):
+    if not any(name == WEIGHTS_FILE for name, _, _ in released):
         return [f"the release has no {WEIGHTS_FILE} artifact"]
     if WEIGHTS_FILE not in hashed:
         return [f"records no checkpoint hash of {WEIGHTS_FILE} to trace the weights to"]
-    differ = sorted({name for name, sha in released if name in hashed and sha != hashed[name].sha256})
+    differ = sorted(
+        {
+            name
+            for name, sha, size in released
+            if name in hashed and (sha, size) != (hashed[name].sha256, hashed[name].bytes)
+        }
+    )
     return [
         f"the released {name} is not the checkpoint the run hashed"
         if name == WEIGHTS_FILE
@@ -130,12 +137,12 @@ def release_problems(
     spec: Spec,
     record: EvidenceRecord,
     stale: dict[str, str],
-    released: Sequence[tuple[str, str]],
+    released: Sequence[tuple[str, str, int]],
     registry_git_sha: str | None,
     accepted: Mapping[str, str] | None = None,
     released_under: str | None = None,
 ) -> list[str]:
-    """Why `record` cannot back a release of the files `released` ((file name, sha256) pairs: the
+    """Why `record` cannot back a release of the files `released` ((file name, sha256, bytes): the
     weights, and what is released beside them) at `registry_git_sha` (empty: it can).
 
     `stale` maps gate ids to why their verdict is stale (`stale_gates`); a release must rest on

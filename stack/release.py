@@ -6,6 +6,11 @@ those two files (a weights-only checkpoint: every reader accepts it, `--resume` 
 MODEL_CARD.md written from the record. Its registry entry is appended to the registry file,
 whose earlier text is kept byte for byte, and cites the filed record by content.
 
+Weights too large for a git repository (a `gpt2` model's are 540 MB) are kept elsewhere:
+with `--weights-url` the weights are not copied, the registry cites them by that URL with the
+record's sha256 and size, and a .gitignore keeps a copy downloaded into the directory (where the
+readers look for it) out of git.
+
 Nothing is written until every rule has been checked: the ledger record must be a filed copy of
 RUN_DIR's own record, the checkpoint it names must still hash as recorded, and the record must
 pass `contracts.release_rules.release_problems`, the same rules the integrity check applies to
@@ -38,7 +43,7 @@ from contracts.evidence import (
 )
 from contracts.model_card import CARD_FILE, model_card
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
-from contracts.release_rules import INTEG_EVIDENCE, breaks, release_problems, stale_gates
+from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
 from contracts.spec import SEMVER_RE, load_spec
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
@@ -60,6 +65,8 @@ class ReleaseRequest:
     registry: Path
     # Each waived blocking gate the release accepts, with why (--accept-waiver GATE --reason TEXT).
     accepted: dict[str, str] = field(default_factory=dict)
+    # Where the weights are kept when they are not copied into the repository (--weights-url).
+    weights_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class Release:
 
     directory: Path
     entry: ReleasedModel
+    source: Path  # the run's checkpoint the files were released from
 
 
 def repository_of(registry: Path) -> Path:
@@ -160,7 +168,7 @@ def refuse_unreleasable(record: EvidenceRecord, ref: CheckpointRef, accepted: di
     check, so the rules and the verdict are the checker's both.
     """
     spec = load_spec()
-    released = [(name, ref.files[name].sha256) for name in WEIGHTS_FILES]
+    released = [(name, ref.files[name].sha256, ref.files[name].bytes) for name in WEIGHTS_FILES]
     stale = stale_gates(record, spec)
     problems = release_problems(spec, record, stale, released, record.code.git_sha, accepted)
     if breaks(INTEG_EVIDENCE, len(problems)):
@@ -187,7 +195,11 @@ def release_entry(
         "git_sha": record.code.git_sha,
         "evidence": [{"run": record.run.id, "sha256": hashlib.sha256(raw).hexdigest()}],
         "artifacts": [
-            {"path": _relative(target / name, root), "sha256": files[name].sha256, "bytes": files[name].bytes}
+            {
+                **_location(request, root, target, name),
+                "sha256": files[name].sha256,
+                "bytes": files[name].bytes,
+            }
             for name in WEIGHTS_FILES
         ],
         "license": request.license,
@@ -203,6 +215,14 @@ def release_entry(
             f"the registry entry's {field} is invalid ({error['msg']}); a --name is lower-case letters, "
             "digits, '.', '_' and '-'"
         ) from None
+
+
+def _location(request: ReleaseRequest, root: Path, target: Path, name: str) -> dict[str, str]:
+    """Where the registry says the released file `name` is: its URL for weights kept elsewhere,
+    else its path in the repository."""
+    if name == WEIGHTS_FILE and request.weights_url is not None:
+        return {"url": request.weights_url}
+    return {"path": _relative(target / name, root)}
 
 
 def release_target(request: ReleaseRequest, root: Path) -> Path:
@@ -246,20 +266,25 @@ def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> b
     return new.encode("utf-8")
 
 
-def _copy(source: Path, staging: Path, ref: CheckpointRef) -> None:
-    """Copy the weights-only files into `staging`, each checked against the record's hash (so the
-    manifest the record gives, `released_manifest`, is the copies')."""
-    for name in WEIGHTS_FILES:
+def _copy(source: Path, staging: Path, ref: CheckpointRef, names: tuple[str, ...]) -> None:
+    """Copy the weights-only files `names` into `staging`, each checked against the record's hash
+    (so the manifest the record gives, `released_manifest`, is the copies')."""
+    for name in names:
         shutil.copyfile(source / name, staging / name)
         if sha256_file(staging / name) != ref.files[name].sha256:
             raise BadInput(f"the copy of {source / name} does not hash as the record says; check the disk")
 
 
-def publish(target: Path, source: Path, ref: CheckpointRef, card: str) -> None:
+def publish(target: Path, source: Path, ref: CheckpointRef, card: str, weights_kept_elsewhere: bool) -> None:
     """Assemble the release beside `target` (copies, manifest, card), then move it into place whole
-    (stack.outputs.rundir)."""
+    (stack.outputs.rundir). Weights kept elsewhere are not copied; a .gitignore names them, so a
+    copy downloaded beside the manifest leaves the tree clean."""
     with rundir.opened(target, WRITER, option="--models-dir") as opened:
-        _copy(source, opened.where, ref)
+        if weights_kept_elsewhere:
+            _copy(source, opened.where, ref, tuple(n for n in WEIGHTS_FILES if n != WEIGHTS_FILE))
+            atomic_write_bytes(opened.where / ".gitignore", f"/{WEIGHTS_FILE}\n".encode())
+        else:
+            _copy(source, opened.where, ref, WEIGHTS_FILES)
         atomic_write_bytes(opened.where / ckpt.MANIFEST, released_manifest(ref))
         atomic_write_bytes(opened.where / CARD_FILE, card.encode("utf-8"))
         opened.commit()
@@ -275,6 +300,6 @@ def release(request: ReleaseRequest) -> Release:
     entry = release_entry(request, root, target, record, ref, raw)
     registry_text = appended_registry(request.registry, read_registry(request.registry), entry)
     card = model_card(entry, record, ref, _relative(target, root))
-    publish(target, source, ref, card)
+    publish(target, source, ref, card, request.weights_url is not None)
     atomic_write_bytes(request.registry, registry_text)
-    return Release(target, entry)
+    return Release(target, entry, source)

@@ -265,9 +265,9 @@ def test_the_command_and_the_checker_apply_the_same_rules(repo: Path) -> None:
     record = read_evidence(repo / "evidence/runs/run" / EVIDENCE_FILE)
     dirty = record.model_copy(update={"code": record.code.model_copy(update={"git_dirty": True})})
     assert record.checkpoint is not None
-    weights = record.checkpoint.files["model.safetensors"].sha256
+    weights = record.checkpoint.files["model.safetensors"]
     spec = load_spec()
-    released = [("model.safetensors", weights)]
+    released = [("model.safetensors", weights.sha256, weights.bytes)]
     found = release_problems(spec, dirty, stale_gates(dirty, spec), released, record.code.git_sha)
     assert found == ["was made from a dirty tree"]
     entry = read_registry(repo / REGISTRY_FILE).models[-1]

@@ -90,7 +90,7 @@ from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
-from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
+from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
 from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec_from
 
@@ -525,6 +525,8 @@ class Checker:
             for art in model.artifacts:
                 if art.path is not None:
                     self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
+                else:
+                    self.check_kept_elsewhere(path, model, art)
             card = (self.root / model.card).resolve()
             if not card.is_relative_to(self.root) or not card.is_file():
                 self.fail(
@@ -558,6 +560,22 @@ class Checker:
                         self.check_card(model, loaded.record, card)
                     self.check_released_files(model, loaded.record)
 
+    def check_kept_elsewhere(self, path: Path, model: ReleasedModel, art: RegistryArtifact) -> None:
+        """A released file kept at a URL: its bytes are not here to hash, so the check says so (its
+        sha256 and size are held to the record's checkpoint by the release rules all the same), and
+        a copy that lies in the release's directory (downloaded there, git ignores it) is hashed."""
+        local = f"{model.directory}/{art.name}"
+        if (self.root / local).is_file():
+            self.check_file_ref(path, model.key, self.root, self.root, local, art.sha256, art.bytes)
+            return
+        self.warn(
+            INTEG_EVIDENCE,
+            path,
+            model.key,
+            f"keeps {art.name} at {art.url}, outside the repository: its sha256 and size are held to "
+            f"the record, its bytes are hashed only where a copy lies in {model.directory}/",
+        )
+
     def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path) -> None:
         """The model card is the one its record and registry entry give (contracts.model_card)."""
         if record.checkpoint is None:
@@ -583,10 +601,9 @@ class Checker:
         """The manifest.json beside the released weights is the one the record's checkpoint gives
         (contracts.checkpoints.released_manifest: `stack release` writes it so), and the record
         states what the state.json it released (its checkpoint's, `release_problems`) holds."""
-        paths = {a.path.rsplit("/", 1)[-1]: a.path for a in model.artifacts if a.path is not None}
-        if WEIGHTS_FILE not in paths or record.checkpoint is None:
+        if model.artifact(WEIGHTS_FILE) is None or record.checkpoint is None:
             return
-        manifest = self.root / paths[WEIGHTS_FILE].rsplit("/", 1)[0] / CHECKPOINT_MANIFEST
+        manifest = self.root / model.directory / CHECKPOINT_MANIFEST
         if not manifest.is_file() or manifest.read_bytes() != released_manifest(record.checkpoint):
             self.fail(
                 INTEG_EVIDENCE,
@@ -595,7 +612,8 @@ class Checker:
                 f"is not the manifest of its record's checkpoint (step {record.checkpoint.step}, "
                 f"{', '.join(WEIGHTS_FILES)} as hashed): write it with `stack release`, never by hand",
             )
-        state = self.root / paths[STATE_FILE] if STATE_FILE in paths else None
+        kept = model.artifact(STATE_FILE)
+        state = self.root / kept.path if kept is not None and kept.path is not None else None
         if state is not None and state.is_file():
             with contextlib.suppress(ValueError):
                 for problem in released_state_problems(record, json.loads(state.read_text(encoding="utf-8"))):
@@ -690,7 +708,7 @@ class Checker:
 
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
-        released = [(a.path.rsplit("/", 1)[-1], a.sha256) for a in model.artifacts if a.path is not None]
+        released = [(a.name, a.sha256, a.bytes) for a in model.artifacts]
         stale = self.stale.get(record.run.id, {})
         accepted = {w.gate: w.reason for w in model.accepted_waivers}
         return release_problems(
@@ -726,16 +744,13 @@ class Checker:
         release's step is its evidence record's checkpoint's, read from the ledger."""
         releases = []
         for model in registry.models:
-            weights = [
-                a for a in model.artifacts if a.path is not None and a.path.endswith("/" + WEIGHTS_FILE)
-            ]
-            if not weights:
+            weights = model.artifact(WEIGHTS_FILE)
+            if weights is None:
                 continue
             cited = [records.get(e.run) or self._ledger_record(e.run) for e in model.evidence]
             steps = [e.record.checkpoint.step for e in cited if e and e.record and e.record.checkpoint]
-            directory = str(weights[0].path).rsplit("/", 1)[0]
-            step = steps[0] if steps else None
-            releases.append(Release(model.key, directory, weights[0].sha256, step, model.withdrawn is None))
+            step, live = (steps[0] if steps else None), model.withdrawn is None
+            releases.append(Release(model.key, model.directory, weights.sha256, step, live))
         if records:
             for key, problem in rebadged_releases(releases):
                 self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, key, problem)

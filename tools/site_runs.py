@@ -124,9 +124,9 @@ def checkpoint_manifest(loaded: LoadedEvidence, ledger: Ledger) -> tuple[str, di
     candidates = [loaded.path.parent / "checkpoints" / record.checkpoint.name / MANIFEST_FILE]
     weights = record.checkpoint.files.get("model.safetensors")
     for model in ledger.registry.models:
-        for artifact in model.artifacts:
-            if weights and artifact.path and artifact.sha256 == weights.sha256:
-                candidates.append(ledger.root / Path(artifact.path).parent / MANIFEST_FILE)
+        released = model.artifact("model.safetensors")
+        if weights and released is not None and released.sha256 == weights.sha256:
+            candidates.append(ledger.root / model.directory / MANIFEST_FILE)
     for path in candidates:
         if path.is_file():
             try:

@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from stack.cli import values
+
+
+def weights_url(text: str) -> str:
+    """--weights-url: a URL with a scheme and a host whose path ends in the weights' file name
+    (the registry names a released file by its last segment), or a usage error saying so."""
+    from contracts.release_rules import WEIGHTS_FILE
+
+    parts = urlsplit(text)
+    if not (parts.scheme and parts.netloc and PurePosixPath(parts.path).name == WEIGHTS_FILE) or any(
+        c.isspace() for c in text
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not the URL of a {WEIGHTS_FILE}; give one such as "
+            f"https://huggingface.co/ORG/NAME/resolve/main/{WEIGHTS_FILE}"
+        )
+    return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=Path("evidence") / "registry.yaml",
         help="the registry to append to (default evidence/registry.yaml)",
+    )
+    parser.add_argument(
+        "--weights-url",
+        type=weights_url,
+        metavar="URL",
+        help="keep model.safetensors out of the repository: the registry cites it at URL (upload it "
+        "there) with the record's sha256 and size; for weights too large for git",
     )
     parser.add_argument(
         "--accept-waiver",
@@ -81,6 +105,7 @@ def _accepted(args: argparse.Namespace) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Release, then say where the model went and which entry the registry got."""
+    from contracts.release_rules import WEIGHTS_FILE
     from stack.cli.inputs import check_inputs
     from stack.release import ReleaseRequest, release
 
@@ -95,8 +120,15 @@ def run(args: argparse.Namespace) -> int:
             models_dir=args.models_dir,
             registry=args.registry,
             accepted=_accepted(args),
+            weights_url=args.weights_url,
         )
     )
     print(f"stack release: {done.entry.key} in {done.directory} (card {done.directory / 'MODEL_CARD.md'})")
     print(f"stack release: appended {done.entry.key} to {args.registry}, citing {done.entry.evidence[0].run}")
+    weights = done.entry.artifact(WEIGHTS_FILE)
+    if weights is not None and weights.url is not None:
+        print(
+            f"stack release: its weights stay out of the repository: upload {done.source / weights.name} "
+            f"to {weights.url} (sha256 {weights.sha256})"
+        )
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import torch
 
@@ -59,13 +59,12 @@ def _manifest_hashes(path: Path) -> dict[str, str] | None:
 def _registry_entry(root: Path, directory: str) -> ReleasedModel:
     """The entry of root's registry that released `directory` (repository-relative), or refuse."""
     registry = root / REGISTRY_FILE
-    weights = f"{directory}/{WEIGHTS_FILE}"
     for entry in read_registry(registry).models:
-        if any(a.path == weights for a in entry.artifacts):
+        if entry.directory == directory and entry.artifact(WEIGHTS_FILE) is not None:
             return entry
     raise BadInput(
-        f"{root / directory} is under evidence/models/ but no entry of {registry} lists {weights}; "
-        "release it with `stack release`, or load a copy kept outside evidence/models/"
+        f"{root / directory} is under evidence/models/ but no entry of {registry} releases its "
+        f"{WEIGHTS_FILE}; release it with `stack release`, or load a copy kept outside evidence/models/"
     )
 
 
@@ -82,15 +81,15 @@ def check_released(path: Path) -> None:
     directory = Path(path).resolve().relative_to(root).as_posix()
     entry = _registry_entry(root, directory)
     for art in entry.artifacts:
-        where = PurePosixPath(str(art.path))
-        if (
-            art.path is not None
-            and where.parent.as_posix() == directory
-            and hashes.get(where.name) != art.sha256
-        ):
+        if hashes.get(art.name) != art.sha256:
             raise BadInput(
-                f"{path}: {where.name} is not the file {entry.key} released (its sha256 differs from "
+                f"{path}: {art.name} is not the file {entry.key} released (its sha256 differs from "
                 f"the one in {root / REGISTRY_FILE}); restore the released file"
+            )
+        if art.url is not None and not (Path(path) / art.name).is_file():
+            raise BadInput(
+                f"{path}: {entry.key} keeps its {art.name} at {art.url}; download it into {path} "
+                f"(sha256 {art.sha256}, {art.bytes} bytes) and run again"
             )
     if entry.withdrawn is not None:
         print(f"stack: note: {entry.key} is withdrawn: {' '.join(entry.withdrawn.split())}", file=sys.stderr)
