@@ -88,6 +88,14 @@ STEPS: dict[str, Step] = {
             *("--vocab", "32768", "--batch", "8", "--precision", "bf16", "--ledger", str(w.ledger)),
         ],
     ),
+    "reference": Step(
+        "the reference run at base: every gate on until held-out loss flattens, eval, trace, export hf (#34)",
+        True,
+        lambda w: [
+            *(PY, "benchmarks/reference_run.py", "--data", str(w.data), "--work", str(w.work / "reference")),
+            *("--ledger", str(w.ledger)),
+        ],
+    ),
     "gpu-check": Step(
         "make gpu-check: kernels, bf16 training, the fp16 resume, compile, --nproc (#34)",
         False,
