@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from audit import load_evidence
 from check_integrity import Checker
+from release_support import head, release_argv
 from safetensors.torch import load_file, save_file
 from train_support import prepared, smoke_args, train
 
@@ -34,29 +34,6 @@ KEY = f"{NAME}@{VERSION}"
 RELEASED = f"evidence/models/{NAME}-{VERSION}"
 
 
-def head() -> str:
-    return subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def release_argv(root: Path, run_dir: Path, version: str = VERSION) -> list[str]:
-    return [
-        "release",
-        str(run_dir),
-        "--ledger-record",
-        str(root / "evidence/runs" / run_dir.name),
-        "--name",
-        NAME,
-        "--version",
-        version,
-        "--models-dir",
-        str(root / "evidence/models"),
-        "--registry",
-        str(root / REGISTRY_FILE),
-    ]
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch repository holding one run (filed in its ledger), the repository's registry, and
@@ -70,7 +47,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run_dir = root / "run"
         argv = [*smoke_args(prepared(root.parent), run_dir), "--evidence-dir", str(root / "evidence/runs")]
         assert train(argv) == 0
-    assert main(release_argv(root, run_dir)) == 0
+    assert main(release_argv(root, run_dir, NAME, VERSION)) == 0
     return root
 
 
@@ -202,10 +179,10 @@ def test_a_release_cannot_be_resumed(repo: Path, capsys: pytest.CaptureFixture[s
 
 def test_a_release_is_never_replaced(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (scratch / REGISTRY_FILE).read_bytes()
-    assert main(release_argv(scratch, scratch / "run")) == 2
+    assert main(release_argv(scratch, scratch / "run", NAME, VERSION)) == 2
     assert "already exists" in capsys.readouterr().err
     (scratch / "elsewhere").mkdir()
-    argv = release_argv(scratch, scratch / "run")
+    argv = release_argv(scratch, scratch / "run", NAME, VERSION)
     argv[argv.index("--models-dir") + 1] = str(scratch / "elsewhere")
     assert main(argv) == 2
     assert f"already lists {KEY}" in capsys.readouterr().err
@@ -254,7 +231,7 @@ def test_a_record_that_breaks_a_release_rule_is_refused_before_anything_is_writt
         tamper(record)
         path.write_text(json.dumps(record))
     before = (scratch / REGISTRY_FILE).read_bytes()
-    assert main(release_argv(scratch, scratch / "run", version="0.2.0")) == 2
+    assert main(release_argv(scratch, scratch / "run", NAME, "0.2.0")) == 2
     assert says in capsys.readouterr().err
     assert not (scratch / "evidence/models/tiny-0.2.0").exists()
     assert (scratch / REGISTRY_FILE).read_bytes() == before
@@ -279,7 +256,7 @@ def test_the_ledger_record_must_be_the_runs_own(scratch: Path, capsys: pytest.Ca
     record = json.loads(other.read_text())
     record["run"]["started"] = "2020-01-01T00:00:00Z"  # the same run id, but another run
     other.write_text(json.dumps(record))
-    assert main(release_argv(scratch, scratch / "run", version="0.2.0")) == 2
+    assert main(release_argv(scratch, scratch / "run", NAME, "0.2.0")) == 2
     assert "own run" in capsys.readouterr().err
     assert not (scratch / "evidence/models/tiny-0.2.0").exists()
 
@@ -391,7 +368,9 @@ def test_a_release_of_a_resumed_run_takes_its_newest_filed_leg(
 ) -> None:
     root = tmp_path / "repo"
     shutil.copytree(legs, root)
-    assert main(release_argv(root, root / "run")) == 0  # --ledger-record evidence/runs/run: leg 1
+    assert (
+        main(release_argv(root, root / "run", NAME, VERSION)) == 0
+    )  # --ledger-record evidence/runs/run: leg 1
     assert "releasing its newest filed leg run-leg3" in capsys.readouterr().err
     entry = read_registry(root / REGISTRY_FILE).models[-1]
     assert entry.evidence[0].run == "run-leg3"

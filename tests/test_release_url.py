@@ -17,13 +17,13 @@ import contextlib
 import io
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from audit import load_evidence
 from check_integrity import Checker
+from release_support import head, release_argv
 from train_support import prepared, smoke_args, train
 
 import contracts.evidence
@@ -39,44 +39,22 @@ URL = "https://huggingface.co/gatestack/big/resolve/main/model.safetensors"
 WEIGHTS = "model.safetensors"
 
 
-def release_argv(root: Path, run_dir: Path, url: str = URL) -> list[str]:
-    return [
-        "release",
-        str(run_dir),
-        "--ledger-record",
-        str(root / "evidence/runs" / run_dir.name),
-        "--name",
-        NAME,
-        "--version",
-        VERSION,
-        "--models-dir",
-        str(root / "evidence/models"),
-        "--registry",
-        str(root / REGISTRY_FILE),
-        "--weights-url",
-        url,
-    ]
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The scratch repository with the run released by URL, and what `stack release` printed."""
     root = tmp_path_factory.mktemp("release-url") / "repo"
     (root / "evidence").mkdir(parents=True)
     shutil.copy(REPO_ROOT / REGISTRY_FILE, root / REGISTRY_FILE)
-    sha = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            contracts.evidence, "collect_code", lambda _repo: CodeInfo(git_sha=sha, git_dirty=False)
+            contracts.evidence, "collect_code", lambda _repo: CodeInfo(git_sha=head(), git_dirty=False)
         )
         run_dir = root / "run"
         argv = [*smoke_args(prepared(root.parent), run_dir), "--evidence-dir", str(root / "evidence/runs")]
         assert train(argv) == 0
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(release_argv(root, run_dir)) == 0
+        assert main(release_argv(root, run_dir, NAME, VERSION, "--weights-url", URL)) == 0
     return root, printed.getvalue()
 
 
@@ -194,9 +172,7 @@ def test_a_downloaded_copy_that_is_not_the_released_file_is_caught(scratch: Path
 def test_a_weights_url_that_names_no_weights_file_is_refused_in_one_line(
     scratch: Path, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [*release_argv(scratch, scratch / "run", url)]
-    argv[argv.index("--version") + 1] = "0.2.0"
-    assert main(argv) == 2
+    assert main(release_argv(scratch, scratch / "run", NAME, "0.2.0", "--weights-url", url)) == 2
     err = capsys.readouterr().err
     assert "--weights-url" in err and "is not the URL of a model.safetensors" in err
     assert not (scratch / "evidence/models" / f"{NAME}-0.2.0").exists()
