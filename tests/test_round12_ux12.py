@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+from train_support import prepared
 
 from contracts.evidence import EVIDENCE_FILE, Verdict, read_evidence
 from stack.cli import main
@@ -17,15 +17,13 @@ def test_train_says_each_warning_gate_as_prepare_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """K23: a run's WARN verdicts (GATE-DATA-004's few tokens per parameter on a small corpus) were in
-    its record and never on the console; the end of the run now says each, in prepare's words."""
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    for page in DOCS.glob("*.md"):
-        shutil.copy(page, corpus)
-    assert main(["prepare", str(corpus), "--out", str(tmp_path / "D")]) == 0
+    its record and never on the console; the end of the run now says each, in prepare's words. The
+    corpus is the tests' generated one: the docs it was once made of came to hold a split whose
+    held-out part was empty, which `stack train` refuses."""
+    data = prepared(tmp_path)
     capsys.readouterr()
     run = tmp_path / "R"
-    argv = ["train", "--data", str(tmp_path / "D"), "--out", str(run), "--preset", "smoke"]
+    argv = ["train", "--data", str(data), "--out", str(run), "--preset", "smoke"]
     assert main([*argv, "--set", "train.steps=2"]) == 0
     out = capsys.readouterr().out.splitlines()
     warned = [g for g in read_evidence(run / EVIDENCE_FILE).gates if g.verdict is Verdict.WARN]
