@@ -202,7 +202,8 @@ def test_untampered_copy_passes(released: Released, repo: Path) -> None:
 @pytest.mark.gate("GATE-INTEG-001")
 def test_warn_flipped_to_pass_is_caught(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The command line's exit status and report, run in this process so that the proof by
-    mutation reaches its judge (test_untampered_copy_passes runs the script itself)."""
+    mutation reaches its judge (test_untampered_copy_passes runs the script itself); the record's
+    own truth is the check of that record alone (`--runs-only --run`)."""
 
     def flip(data: dict[str, Any]) -> None:
         adequacy = result(data, "GATE-DATA-004")
@@ -210,7 +211,8 @@ def test_warn_flipped_to_pass_is_caught(repo: Path, capsys: pytest.CaptureFixtur
         adequacy["verdict"], adequacy["message"] = "PASS", None
 
     tamper(repo, flip)
-    status, out = main(["--root", str(repo)]), capsys.readouterr().out
+    status = main(["--root", str(repo), "--runs-only", "--run", str(repo / LEDGER_DIR / RUN_ID)])
+    out = capsys.readouterr().out
     expected = f"{RECORD} [{RUN_ID}]: GATE-DATA-004: recorded PASS, but its measured values re-judge to WARN"
     assert status == 1 and expected in out, out
 

@@ -216,15 +216,15 @@ def resolved(node: ast.expr, tree: ast.Module, read: Reader, depth: int = MAX_NA
     return UNRESOLVED if module is None else resolved(ast.Name(origin[1]), module, read, depth - 1)
 
 
-def parser_defaults(source: bytes, read: Reader = lambda _path: None) -> dict[str, Any] | None:
-    """Each option an argparse parser in `source` declares, by destination, with the default it
-    declares (None where it declares none, as argparse gives it; a name resolved by `resolved`,
-    UNRESOLVED where it stands for no literal; a flag's left out); an option declared twice with
-    two defaults is left out. None where the source does not parse."""
+@functools.lru_cache(maxsize=256)
+def _declared(source: bytes) -> tuple[tuple[str, ast.expr | None], ...] | None:
+    """(destination, default expression or None) of each option, not a flag, that an argparse
+    parser in `source` declares, in order; None where it does not parse. Walked once per content:
+    every record of a command at one commit, and most commits, read the same parser."""
     tree = _parsed(source)
     if tree is None:
         return None
-    found: dict[str, Any] = {}
+    declared = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
@@ -235,9 +235,22 @@ def parser_defaults(source: bytes, read: Reader = lambda _path: None) -> dict[st
         if isinstance(action, ast.Constant) and action.value in FLAG_ACTIONS:
             continue
         dest = _dest(node)
-        if dest is None:
-            continue
-        default = resolved(keywords["default"], tree, read) if "default" in keywords else None
+        if dest is not None:
+            declared.append((dest, keywords.get("default")))
+    return tuple(declared)
+
+
+def parser_defaults(source: bytes, read: Reader = lambda _path: None) -> dict[str, Any] | None:
+    """Each option an argparse parser in `source` declares, by destination, with the default it
+    declares (None where it declares none, as argparse gives it; a name resolved by `resolved`,
+    UNRESOLVED where it stands for no literal; a flag's left out); an option declared twice with
+    two defaults is left out. None where the source does not parse."""
+    tree, declared = _parsed(source), _declared(source)
+    if tree is None or declared is None:
+        return None
+    found: dict[str, Any] = {}
+    for dest, expression in declared:
+        default = None if expression is None else resolved(expression, tree, read)
         if dest in found and found[dest] != default:
             found[dest] = AMBIGUOUS
         else:

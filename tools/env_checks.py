@@ -33,6 +33,7 @@ literal, is named, never passed in silence (a dirty tree's record is warned of).
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import tomllib
@@ -135,20 +136,34 @@ def writer_devices(kind: str, source: bytes | None, read: Reader) -> set[Any] | 
     `request.kind`, is); UNRESOLVED where a device is no literal; None where the source does not
     parse or makes no such call."""
     tree = _parsed(source) if source is not None else None
-    if tree is None:
+    calls = _evidence_calls(source) if source is not None else None
+    if tree is None or calls is None:
         return None
     devices = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or _called(node.func) != EVIDENCE_CLASS or not node.args:
-            continue
-        made = resolved(node.args[0], tree, read)
+    for kind_argument, argument in calls:
+        made = resolved(kind_argument, tree, read)
         if made is not UNRESOLVED and made != kind:
             continue
-        given = [k.value for k in node.keywords if k.arg == DEVICE_ARGUMENT]
-        argument = node.args[DEVICE_POSITION] if len(node.args) > DEVICE_POSITION else next(iter(given), None)
         device = resolved(argument, tree, read) if argument is not None else UNRESOLVED
         devices.add(device if isinstance(device, str) else UNRESOLVED)
     return devices or None
+
+
+@functools.lru_cache(maxsize=64)
+def _evidence_calls(source: bytes) -> tuple[tuple[ast.expr, ast.expr | None], ...] | None:
+    """(kind argument, device argument or None) of each CommandEvidence call in `source`; None where
+    it does not parse. Walked once per content: every record of a kind asks its writer's source."""
+    tree = _parsed(source)
+    if tree is None:
+        return None
+    calls = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or _called(node.func) != EVIDENCE_CLASS or not node.args:
+            continue
+        given = [k.value for k in node.keywords if k.arg == DEVICE_ARGUMENT]
+        argument = node.args[DEVICE_POSITION] if len(node.args) > DEVICE_POSITION else next(iter(given), None)
+        calls.append((node.args[0], argument))
+    return tuple(calls)
 
 
 def _called(func: ast.expr) -> str | None:

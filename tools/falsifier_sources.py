@@ -46,6 +46,7 @@ class TestFile:
 
     defined: frozenset[str]
     marks: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    _marked: dict[tuple[str, ...], dict[str, frozenset[str]]] = field(default_factory=dict, compare=False)
 
     def gates_of(self, test: str, kinds: tuple[str, ...]) -> frozenset[str]:
         """The gates marked `kinds` on `test` (`name` or `Class::name`), its class and its module."""
@@ -55,9 +56,12 @@ class TestFile:
         )
 
     def marked(self, kinds: tuple[str, ...]) -> dict[str, frozenset[str]]:
-        """Each test, class or the module (by its owner name) → the gates marked `kinds` on it."""
-        owners = {owner for kind in kinds for owner in self.marks.get(kind, {})}
-        return {owner: self.gates_of(owner, kinds) for owner in owners}
+        """Each test, class or the module (by its owner name) → the gates marked `kinds` on it;
+        worked out once per kinds (a module read once is asked by every record of its commits)."""
+        if kinds not in self._marked:
+            owners = {owner for kind in kinds for owner in self.marks.get(kind, {})}
+            self._marked[kinds] = {owner: self.gates_of(owner, kinds) for owner in owners}
+        return self._marked[kinds]
 
 
 def _qualified(tree: ast.Module) -> dict[int, str]:
@@ -161,13 +165,16 @@ def _unlisted(
 ) -> list[str]:
     """Each test marked (`kinds`) for a gate the record lists that it lists no outcome of."""
     problems = []
-    marked = {path: module.marked(kinds) for path, module in sorted(modules.items()) if module is not None}
+    owners_of: dict[str, list[tuple[str, str]]] = {}  # gate → (path, owner) of each mark naming it
+    for path, module in sorted(modules.items()):
+        if module is not None:
+            for owner, gates in sorted(module.marked(kinds).items()):
+                for gate_id in gates:
+                    owners_of.setdefault(gate_id, []).append((path, owner))
     for gate_id, node_ids in listed.items():
         seen = {_split(n) for n in node_ids}
-        for path, owners in marked.items():
-            for owner, gates in sorted(owners.items()):
-                if gate_id not in gates or _listed_under(owner, path, seen):
-                    continue
+        for path, owner in owners_of.get(gate_id, []):
+            if not _listed_under(owner, path, seen):
                 problems.append(
                     f"lists no outcome of {path}::{owner}, which its commit {sha} marks for {gate_id}"
                 )

@@ -231,9 +231,7 @@ def _release(ledger: Ledger) -> list[str]:
         f"**{text(model.name)} {text(model.version)}** · spec {text(model.spec_version)} · commit "
         f"{short_sha(model.git_sha)} · {text(model.license)} · [released models]({link(page, 'models.md')})\n"
     ]
-    weights = next(
-        (a for a in model.artifacts if (a.path or a.url or "").endswith("model.safetensors")), None
-    )
+    weights = model.artifact("model.safetensors")
     rows = []
     for citation in model.evidence:
         loaded = ledger.by_id.get(citation.run)

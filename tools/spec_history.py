@@ -16,8 +16,10 @@ older than.
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,20 +52,63 @@ def commit_reader(root: Path, sha: str, known: dict[tuple[str, str], bytes]) -> 
     return at
 
 
+# The objects git gave before. An object id is the hash of the object's bytes, so it can never
+# name other bytes, in this repository or in a copy of it; the ids asked for are those a listing
+# of the repository itself gave (`git ls-tree`, `git log`), so the object is there. A full commit
+# id with a path names one object for good too, but whether the commit is in a repository is part
+# of the answer, so such names are kept for the repository last asked only (a check of one
+# repository reads some 40 MB of them). A check reads the same few hundred files at many commits
+# (the records of one commit ask for the same ones), and the test suite checks copies of one
+# repository dozens of times. What git lacked is asked again.
+_BY_ID: dict[tuple[str, bytes], bytes] = {}  # (object id, kind) → the object's bytes
+
+
+@dataclass
+class _LastRepository:
+    """The repository `objects` was last asked of, and the (`commit:path`, kind) bytes it gave."""
+
+    root: str = ""
+    kept: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+
+
+_LAST = _LastRepository()
+_OBJECT_ID = re.compile(r"^[0-9a-f]{40}$")
+_AT_COMMIT = re.compile(r"^[0-9a-f]{40}:")
+
+
+def _kept(root: Path, name: str) -> dict[tuple[str, bytes], bytes] | None:
+    """Where `objects` keeps `name`'s bytes, or None for a name that can come to mean other bytes
+    (a branch, `HEAD`, a short id)."""
+    if _OBJECT_ID.match(name):
+        return _BY_ID
+    if not _AT_COMMIT.match(name):
+        return None
+    if _LAST.root != str(root):
+        _LAST.root, _LAST.kept = str(root), {}
+    return _LAST.kept
+
+
 def objects(root: Path, names: list[str], kind: bytes = b"blob") -> dict[str, bytes]:
     """The content of each git object named in `names` (an object id, or `commit:path`) that git has
-    as a `kind` object, in one `git cat-file --batch`."""
-    if not names:
-        return {}
+    as a `kind` object, in one `git cat-file --batch` for those not read before (`_CONTENT`)."""
+    found: dict[str, bytes] = {}
+    asked = []
+    for name in names:
+        kept = _kept(root, name)
+        if kept is not None and (name, kind) in kept:
+            found[name] = kept[(name, kind)]
+        else:
+            asked.append(name)
+    if not asked:
+        return found
     proc = subprocess.run(
         ["git", "-C", str(root), "cat-file", "--batch"],
-        input="".join(f"{name}\n" for name in names).encode(),
+        input="".join(f"{name}\n" for name in asked).encode(),
         capture_output=True,
         check=False,
     )
-    found: dict[str, bytes] = {}
     out, at = proc.stdout, 0
-    for name in names:
+    for name in asked:
         end = out.find(b"\n", at)
         if end < 0:
             break
@@ -77,6 +122,9 @@ def objects(root: Path, names: list[str], kind: bytes = b"blob") -> dict[str, by
         size = int(header[2])
         found[name] = out[at : at + size]
         at += size + 1
+        kept = _kept(root, name)
+        if kept is not None:
+            kept[(name, kind)] = found[name]
     return found
 
 
