@@ -90,7 +90,7 @@ def _kept(root: Path, name: str) -> dict[tuple[str, bytes], bytes] | None:
 
 def objects(root: Path, names: list[str], kind: bytes = b"blob") -> dict[str, bytes]:
     """The content of each git object named in `names` (an object id, or `commit:path`) that git has
-    as a `kind` object, in one `git cat-file --batch` for those not read before (`_CONTENT`)."""
+    as a `kind` object, in one `git cat-file --batch` for those not read before (kept where `_kept` says)."""
     found: dict[str, bytes] = {}
     asked = []
     for name in names:
