@@ -4,13 +4,18 @@ comparisons of runs, with verdicts as badges and measured values as readable row
 from __future__ import annotations
 
 import html
+import json
+import re
 from pathlib import Path
 
+import markdown
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from plots import lens_training_chart, position_map
 from render_site import GENERATED, main, render
 from scratch import git, make_record, make_repo, passed
-from site_format import number, tally, text, value_rows, verdict_badge
+from site_format import json_details, number, table, tally, text, value_rows, verdict_badge
 
 from contracts.judges import TEST_FAILED
 
@@ -80,6 +85,31 @@ def test_badges_carry_text_and_text_cannot_become_markup() -> None:
     hostile = text("a | b\n<script>*x*</script> [l](u) `c`")
     for markup in ("|", "<script", "*", "[", "`"):
         assert markup not in hostile
+
+
+# Text a record may hold (a sample, a message, a path), drawn mostly from what Markdown or HTML
+# would read as markup, so that a tag, an emphasis, a link or a cell break is met often.
+MARKUP_TEXT = st.text(alphabet=st.sampled_from("ab _*`[]()<>&|\\!#~\"'{}:/\n") | st.characters(), max_size=24)
+# JSON a record may hold: such text under such keys, nested.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | MARKUP_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(MARKUP_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(JSON_VALUES)
+@example({"_private_": "*x* `c` [l](u) <b>&amp; a | b \\"})
+def test_json_in_a_table_cell_reads_back_as_itself_and_stays_out_of_search(value: object) -> None:
+    """The <pre> of a verdict's JSON escapes only what is markup mid-line; whatever the record
+    holds, Python-Markdown (the site's own extensions) shows that JSON character for character."""
+    page = "\n".join(table(["value"], [[json_details(value)]]))
+    rendered = markdown.markdown(page, extensions=["tables", "pymdownx.superfences"])
+    found = re.findall(
+        r"<details class=\"gs-json\" data-search-exclude><summary>JSON</summary><pre>(.*?)</pre>", rendered
+    )
+    assert len(found) == 1 and "<" not in found[0], rendered  # no tag: the text is all there is
+    assert html.unescape(found[0]) == json.dumps(value, sort_keys=True, separators=(", ", ": "))
 
 
 def test_compare_writes_a_page_that_diffs_two_runs(

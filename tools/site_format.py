@@ -26,6 +26,10 @@ VERDICTS = ("FAIL", "WARN", "WAIVED", "NOT_RUN", "PASS")
 SHORT = {"PASS": "P", "WARN": "W", "FAIL": "F", "WAIVED": "V", "NOT_RUN": "N"}
 # Characters HTML or Markdown would read as markup, and the entity that shows each as itself.
 _ENTITIES = {c: f"&#{ord(c)};" for c in "&<>\"'\\`*_{}[]()#+!|~"}
+# The subset that is markup in the middle of a line, all that JSON in a <pre> can meet: a line's
+# opening characters (`#`, `+`) and the quotes and braces every JSON value is full of are left as
+# they are, which halves the entities a page of records gives Python-Markdown to match.
+_INLINE_ENTITIES = {c: e for c, e in _ENTITIES.items() if c in "&<>\\`*_[]|~"}
 
 # Units by the ending of a measured or threshold name. The names are the judges' own; a unit is
 # shown only where the name says it, never guessed from the value.
@@ -295,25 +299,40 @@ def value_rows(measured: Any, thresholds: Any) -> list[ValueRow]:
 INLINE_JSON_CHARS = 16_384
 
 
-def json_details(value: Any, label: str = "JSON", whole: str | None = None) -> str:
+def json_details(
+    value: Any, label: str = "JSON", whole: str | None = None, inline_chars: int = INLINE_JSON_CHARS
+) -> str:
     """The full value one click away, in a <details> block that fits in a table cell.
 
     `whole` is the link from the page to the record's own JSON (the site copies each record
-    beside its page); a value too long to inline is shown there instead.
+    beside its page); a value whose JSON is longer than `inline_chars` is shown there instead.
     """
     dumped = json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
-    if whole is not None and len(dumped) > INLINE_JSON_CHARS:
+    if whole is not None and len(dumped) > inline_chars:
         return f"<br>[{text(label)}: {number(len(dumped.encode()), 'B')}, in the record]({whole})"
-    return f'<details class="gs-json"><summary>{text(label)}</summary><pre>{text(dumped)}</pre></details>'
+    shown = "".join(_INLINE_ENTITIES.get(c, c) for c in dumped)  # json.dumps leaves no newline
+    # Kept out of the search index (Material's data-search-exclude): raw JSON is noise to a
+    # search, and it made the index 11 MB, all of which a reader's browser loads to search.
+    return (
+        f'<details class="gs-json" data-search-exclude><summary>{text(label)}</summary>'
+        f"<pre>{shown}</pre></details>"
+    )
 
 
-def values_cell(measured: Any, thresholds: Any, message: str | None = None, whole: str | None = None) -> str:
+def values_cell(
+    measured: Any,
+    thresholds: Any,
+    message: str | None = None,
+    whole: str | None = None,
+    inline_chars: int = INLINE_JSON_CHARS,
+) -> str:
     """A table cell with a verdict's message, its `name = value (limit)` rows and its JSON
-    (linked through `whole`, the record's own JSON, when too long to inline)."""
+    (linked through `whole`, the record's own JSON, when longer than `inline_chars`)."""
     parts = [f"<strong>{text(message)}</strong>"] if message else []
     parts += [str(row) for row in value_rows(measured, thresholds)] or ["nothing measured"]
     body = "<br>".join(parts)
-    return body + json_details({"measured": measured, "threshold": thresholds}, whole=whole)
+    verdict = {"measured": measured, "threshold": thresholds}
+    return body + json_details(verdict, whole=whole, inline_chars=inline_chars)
 
 
 def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:

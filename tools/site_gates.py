@@ -63,7 +63,11 @@ def proof_line(proof: MutationProof, page: str) -> str:
 
 
 def _history(row: CoverageRow, ledger: Ledger, page: str) -> list[str]:
-    """Every run's verdict on the gate, newest first, with the numbers that made it."""
+    """Every run's verdict on the gate, newest first, with the numbers that made it.
+
+    Each verdict's JSON is a link to its record, never inlined: the run's own page inlines it,
+    and a page listing a hundred runs' JSON weighed a megabyte and took a fifth of a site build.
+    """
     if not row.verdicts:
         return ["No evidence cites this gate yet."]
     rows = []
@@ -77,7 +81,7 @@ def _history(row: CoverageRow, ledger: Ledger, page: str) -> list[str]:
                 f"{run_link(page, verdict.run)}<br>"
                 f"{text(record.run.kind)}, {record.run.started:%Y-%m-%d %H:%M}",
                 verdict_badge(verdict.verdict, verdict.stale) + f"<br>rev {verdict.revision}",
-                values_cell(result.measured, result.threshold, result.message, whole),
+                values_cell(result.measured, result.threshold, result.message, whole, inline_chars=0),
             ]
         )
     return table(["run", "verdict", "measured (limit)"], rows)
