@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
 from functools import cached_property, lru_cache
@@ -378,11 +379,13 @@ def spec_files(spec_dir: Path) -> list[Path]:
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _read_yaml(path: Path) -> object:
+def _read_yaml(path: Path, files: Mapping[Path, bytes | None]) -> object:
+    """The YAML of spec file `path`, from `files` (its bytes as `load_spec_from` read them)."""
+    data = files[path]
+    if data is None:
+        raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)")
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
-    except FileNotFoundError:
-        raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)") from None
+        return yaml.load(data.decode("utf-8"), Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise BadInput(f"spec file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
 
@@ -401,10 +404,30 @@ def _validated(model: type[BaseModel], data: object, path: Path) -> BaseModel:
         raise BadInput(f"{path}: {where}: {first['msg']} ({exc.error_count()} error(s))") from None
 
 
+def _bytes(path: Path) -> bytes | None:
+    """A spec file's bytes, or None when it is missing (`_read_yaml` names it)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def load_spec_from(spec_dir: Path) -> Spec:
-    """Load and cross-check the spec in `spec_dir`; raises BadInput naming the file at fault."""
+    """Load and cross-check the spec in `spec_dir`; raises BadInput naming the file at fault.
+
+    The files are read on every call, and parsed once for each content they have: an integrity
+    check loads the spec of its repository for every run it is asked about, and parsing and
+    validating the YAML was most of a one-run check. The Spec is frozen, so sharing it is safe.
+    """
     spec_dir = Path(spec_dir)
-    header = _validated(SpecHeader, _read_yaml(spec_dir / "spec.yaml"), spec_dir / "spec.yaml")
+    return _parsed_spec(spec_dir, tuple((path, _bytes(path)) for path in spec_files(spec_dir)))
+
+
+@lru_cache(maxsize=16)
+def _parsed_spec(spec_dir: Path, contents: tuple[tuple[Path, bytes | None], ...]) -> Spec:
+    """The Spec the files `contents` (each spec file's path and bytes) make; `load_spec_from`."""
+    files = dict(contents)
+    header = _validated(SpecHeader, _read_yaml(spec_dir / "spec.yaml", files), spec_dir / "spec.yaml")
     if header.changelog[0].version != header.version:
         raise BadInput(
             f"{spec_dir / 'spec.yaml'}: version {header.version} has no changelog entry "
@@ -413,7 +436,7 @@ def load_spec_from(spec_dir: Path) -> Spec:
     gates: dict[str, Gate] = {}
     gate_files: dict[str, str] = {}
     for path in sorted((spec_dir / "gates").glob("*.yaml")):
-        parsed = _validated(GateFile, _read_yaml(path), path)
+        parsed = _validated(GateFile, _read_yaml(path, files), path)
         for gate in parsed.gates:
             if gate.id in gates:
                 raise BadInput(
@@ -421,11 +444,11 @@ def load_spec_from(spec_dir: Path) -> Spec:
                 )
             gates[gate.id] = gate
             gate_files[gate.id] = str(path.relative_to(spec_dir))
-    policy_data = {name: _read_yaml(spec_dir / file) for name, file in POLICY_FILES.items()}
+    policy_data = {name: _read_yaml(spec_dir / file, files) for name, file in POLICY_FILES.items()}
     bench_path = spec_dir / "benchmarks.yaml"
     bench = _validated(BenchmarkFile, policy_data["benchmarks"], bench_path)
     revisions_path = spec_dir / "revisions.yaml"
-    history = _validated(RevisionsFile, _read_yaml(revisions_path), revisions_path)
+    history = _validated(RevisionsFile, _read_yaml(revisions_path, files), revisions_path)
     revisions = history.revisions
     _check_revisions(revisions_path, header, gates, revisions)
     digests = {name: policy_digest(data) for name, data in policy_data.items()}
@@ -438,9 +461,10 @@ def load_spec_from(spec_dir: Path) -> Spec:
             if gate_id not in gates:
                 raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
     digest = hashlib.sha256()
-    for path in spec_files(spec_dir):
+    for path, data in contents:
+        assert data is not None, path  # every spec file was parsed above; a missing one was refused
         digest.update(path.relative_to(spec_dir).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(data + b"\0")
     return Spec(
         header=header,
         gates=gates,

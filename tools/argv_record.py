@@ -237,10 +237,17 @@ def given(argv: list[str]) -> dict[str, Any] | None:
 def word_of(argv: list[str], option: str) -> str | None:
     """How a command line spelled the path it gives `option` (`--opt VALUE`, `--opt=VALUE` or a
     positional): the key `run.places` resolves it under. None where the line gives no path there."""
-    value = (given(argv) or {}).get(option)
+    return _word_of(tuple(argv), option)
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_of(argv: tuple[str, ...], option: str) -> str | None:
+    """`word_of`, once per line and option: the lineage checks ask it of every record's every
+    path option, for each run a check joins to the ledger."""
+    value = (given(list(argv)) or {}).get(option)
     if not isinstance(value, PurePath):
         return None
-    words = [w.partition("=")[2] if w.startswith("-") else w for w in _words(argv)]
+    words = [w.partition("=")[2] if w.startswith("-") else w for w in _words(list(argv))]
     return next((w for w in words if w and PurePath(w) == value), str(value))
 
 

@@ -1038,14 +1038,17 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
 
 def _evidence_state(root: Path) -> tuple[tuple[str, int, int], ...]:
     """Every file below evidence/ with its modification time and size: what the committed ledger's
-    records and the files they cite are, as far as a cache of what was read from them can tell."""
-    return tuple(
-        sorted(
-            (str(path), status.st_mtime_ns, status.st_size)
-            for path in (root / "evidence").rglob("*")
-            if path.is_file() and not path.is_symlink() and (status := path.stat())
-        )
-    )
+    records and the files they cite are, as far as a cache of what was read from them can tell.
+    Walked with os.walk and one lstat a file (links neither followed nor listed): a runs-only check
+    takes this state every time, and pathlib's walk cost as much as the rest of a one-run check."""
+    state = []
+    for directory, _subdirs, names in os.walk(root / "evidence"):
+        for name in names:
+            path = os.path.join(directory, name)
+            status = os.lstat(path)
+            if stat.S_ISREG(status.st_mode):
+                state.append((path, status.st_mtime_ns, status.st_size))
+    return tuple(sorted(state))
 
 
 @functools.lru_cache(maxsize=4)

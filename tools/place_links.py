@@ -128,23 +128,28 @@ def _reads(record: EvidenceRecord) -> list[Read]:
     ]
 
 
-def _writer(read: Read, reader: EvidenceRecord, written: list[Written]) -> Written | None:
+def _writer(
+    read: Read, reader: EvidenceRecord, written: Mapping[tuple[str, ...], list[tuple[int, Written]]]
+) -> Written | None:
     """The last record of another run that wrote the place read (or a directory holding it) and
-    finished before `reader` started."""
+    finished before `reader` started; of two that finished at once, the one the ledger lists
+    first. `written` holds the writes by place, each with its position in the ledger, so only
+    the places that hold the one read (its own and its parents') are looked at."""
     before = [
-        w
-        for w in written
-        if read.place[: len(w.place)] == w.place
-        and run_named(w.record.run.id) != run_named(reader.run.id)
-        and w.finished <= reader.run.started
+        (w.finished, -position, w)
+        for depth in range(len(read.place) + 1)
+        for position, w in written.get(read.place[:depth], ())
+        if run_named(w.record.run.id) != run_named(reader.run.id) and w.finished <= reader.run.started
     ]
-    return max(before, key=lambda w: w.finished, default=None)
+    return max(before, key=lambda found: found[:2])[2] if before else None
 
 
 def place_link_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
     """(run id, problem) for each record whose digests of what it read at a place are not those of
     the record of the ledger that wrote that place (see the module docstring)."""
-    written = _written(records)
+    written: dict[tuple[str, ...], list[tuple[int, Written]]] = {}
+    for position, write in enumerate(_written(records)):
+        written.setdefault(write.place, []).append((position, write))
     problems = []
     for run_id, record in records.items():
         seen: set[tuple[str, str]] = set()
