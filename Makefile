@@ -47,11 +47,16 @@ lint: $(STAMP)
 # file's tests stay in one worker, so its module fixtures are built once.
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadfile
+# Bytecode is written (into the ignored __pycache__/ folders) even where the environment sets
+# PYTHONDONTWRITEBYTECODE: the suite starts some thousand Python processes (workers, `stack`
+# commands, checks), and without it each compiled the project's sources and rewrote the tests'
+# asserts again; collection alone took 23 s a worker instead of 11.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
 # --reprove: the falsifiers of every gate whose code changed since the latest falsify record run
 # again with the gate forced off (tests/gate_plugin.py); a gate that no longer turns red fails.
 pytest: $(STAMP) browser-deps
-	$(BIN)/python -m pytest $(XDIST) --reprove
+	$(PYTEST) $(XDIST) --reprove
 
 # The site's browser test drives Debian's Chromium; install it when missing and we may.
 browser-deps:
@@ -84,16 +89,16 @@ gpu-check: $(STAMP)
 ## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
 ## conformance record filed under evidence/runs/
 conformance: $(STAMP)
-	$(BIN)/python -m pytest tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs
+	$(PYTEST) tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs
 
 ## falsify: every gate's falsifiers with the gate on, then again with it forced off inside the
 ## pytest process; a falsify record filed under evidence/runs/ judges GATE-INTEG-002
 falsify: $(STAMP)
-	$(BIN)/python -m pytest tests $(XDIST) -m gate --falsify-ledger evidence/runs
+	$(PYTEST) tests $(XDIST) -m gate --falsify-ledger evidence/runs
 
 ## proofs: both records from one pytest session (what a commit that changes code files)
 proofs: $(STAMP)
-	$(BIN)/python -m pytest tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs \
+	$(PYTEST) tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs \
 	  --falsify-ledger evidence/runs
 
 ## records: after a spec version revises gates, file one record of each command under it (from a

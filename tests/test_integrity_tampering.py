@@ -674,7 +674,16 @@ def test_no_environment_variable_switches_a_gate_off_in_stack_train_or_the_check
     proc = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 3 and "GATE-TRAIN-002" in proc.stderr, proc.stderr
     tamper(repo, lambda data: data["metrics"].update(step=4))
-    checker = [sys.executable, str(CHECKER), "--root", str(repo)]
+    # The record's own truth is the check of that record alone (see record_violations).
+    checker = [
+        sys.executable,
+        str(CHECKER),
+        "--root",
+        str(repo),
+        "--runs-only",
+        "--run",
+        repo / LEDGER_DIR / RUN_ID,
+    ]
     proc = subprocess.run(checker, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and "metrics.step is 4" in proc.stdout, proc.stdout
 
