@@ -187,13 +187,14 @@ def stack_train(released: Released, out: Path, ledger: Path) -> subprocess.Compl
 
 
 @pytest.mark.holds("GATE-INTEG-001")
-def test_untampered_copy_passes(released: Released, repo: Path) -> None:
+def test_untampered_copy_passes(released: Released, repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole check of the copy, through the command line's own `main` in this process (the
+    script itself, as a separate process, is what test_no_environment_variable_… runs)."""
     record = read_evidence(repo / RECORD)
     assert (record.code.git_sha, record.code.git_dirty) == (released.sha, False)
-    proc = subprocess.run(
-        [sys.executable, str(CHECKER), "--root", str(repo)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout
+    status = main(["--root", str(repo)])
+    out = capsys.readouterr().out
+    assert status == 0 and "integrity: OK" in out, out
 
 
 # -- verdicts ----------------------------------------------------------------------------------
@@ -202,8 +203,8 @@ def test_untampered_copy_passes(released: Released, repo: Path) -> None:
 @pytest.mark.gate("GATE-INTEG-001")
 def test_warn_flipped_to_pass_is_caught(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The command line's exit status and report, run in this process so that the proof by
-    mutation reaches its judge (test_untampered_copy_passes runs the script itself); the record's
-    own truth is the check of that record alone (`--runs-only --run`)."""
+    mutation reaches its judge; the record's own truth is the check of that record alone
+    (`--runs-only --run`)."""
 
     def flip(data: dict[str, Any]) -> None:
         adequacy = result(data, "GATE-DATA-004")
