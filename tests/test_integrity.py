@@ -82,6 +82,20 @@ def test_unknown_gate_id_in_docs_is_reported(repo: tuple[Path, str]) -> None:
     assert not any("GATE-DATA-001" in m for m in found)
 
 
+def test_a_generated_site_page_is_not_read_as_the_repository(repo: tuple[Path, str]) -> None:
+    """docs/reference/ is the site render_site builds (git ignores it): a gate id only a page
+    there names is no citation, so the check judges the same tree whether or not, or while, the
+    site is built; the same id in a page of docs/ beside it is one."""
+    root, _ = repo
+    generated = root / "docs" / "reference" / "gates"
+    generated.mkdir(parents=True)
+    (generated / "page.md").write_text(f"Built from a record citing {UNKNOWN_IN_DOCS}.\n")
+    assert not any(UNKNOWN_IN_DOCS in m for m in messages(root))
+    (root / "docs" / "page.md").write_text(f"See {UNKNOWN_IN_DOCS}.\n")
+    found = [m for m in messages(root) if UNKNOWN_IN_DOCS in m]
+    assert found and all("docs/page.md" in m for m in found), found
+
+
 @pytest.mark.gate("GATE-INTEG-002")
 def test_orphan_binding_is_reported(repo: tuple[Path, str]) -> None:
     root, _ = repo

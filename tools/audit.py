@@ -27,6 +27,10 @@ CITING_DIRS = ("stack", "contracts", "tools", "tests", "benchmarks", "docs", "ev
 CITING_FILES = ("README.md", "mkdocs.yml", "Makefile")
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".jsonl", ".toml", ".txt", ".csv", ""}
 SKIP_DIRS = {"__pycache__", ".venv", "site", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+# The site's generated pages (tools/render_site.py writes them from spec/ and evidence/; git ignores
+# them). They are a build of the repository, not part of it: what they cite, the spec and the
+# ledger cite first, and a check must not depend on whether, or while, the site is being built.
+GENERATED = Path("docs") / "reference"
 BINDING_FUNCS = {gate_require.__name__, gate_ensure.__name__}
 # A line carrying this marker cites an unknown gate id on purpose (a planted-defect test).
 PLANTED_MARKER = "integrity: planted"
@@ -92,12 +96,12 @@ def _walk(root: Path, rel_dir: str, suffixes: set[str] | None = None) -> Iterato
     base = root / rel_dir
     if not base.is_dir():
         return
-    stack = [base]
+    stack, generated = [base], root / GENERATED
     while stack:
         current = stack.pop()
         for entry in sorted(current.iterdir()):
             if entry.is_dir():
-                if entry.name not in SKIP_DIRS:
+                if entry.name not in SKIP_DIRS and entry != generated:
                     stack.append(entry)
             elif suffixes is None or entry.suffix in suffixes:
                 yield entry

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import yaml
 from audit import (
+    GENERATED,
     RUNS_DIR,
     CoverageRow,
     LoadedEvidence,
@@ -816,7 +817,7 @@ class Checker:
         """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught)."""
         sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
         for source in sources:
-            if not source.is_file() or "reference" in source.relative_to(self.root).parts:
+            if not source.is_file() or source.is_relative_to(self.root / GENERATED):
                 continue
             text = source.read_text(encoding="utf-8")
             for lineno, line in enumerate(text.splitlines(), 1):

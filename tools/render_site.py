@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from audit import evidence_paths
+from audit import GENERATED, evidence_paths
 from site_accepts import PAGE as ACCEPTS_PAGE
 from site_accepts import accepts_page
 from site_compare import COMPARE_DIR, compare_index, compare_page, compare_path, compare_plots
@@ -53,8 +53,6 @@ from contracts.evidence import EVIDENCE_FILE
 from contracts.registry import Registry
 from contracts.schemas import json_schemas
 from contracts.spec import Spec
-
-GENERATED = Path("docs") / "reference"
 
 
 def _benchmarks_of(metrics: dict[str, object]) -> list[str]:
