@@ -386,6 +386,10 @@ def _read_yaml(path: Path, files: Mapping[Path, bytes | None]) -> object:
         raise BadInput(f"spec file missing: {path} (is GATESTACK_SPEC right?)")
     try:
         return yaml.load(data.decode("utf-8"), Loader=SAFE_LOADER)
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"spec file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise BadInput(f"spec file {path} is not valid YAML: {exc}".replace("\n", " ")) from None
 

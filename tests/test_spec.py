@@ -81,6 +81,14 @@ def test_invalid_yaml_is_one_line(spec_copy: Path) -> None:
     assert "\n" not in str(info.value)
 
 
+def test_a_spec_file_that_is_not_utf8_is_one_line_naming_it(spec_copy: Path) -> None:
+    path = spec_copy / "gates" / "eval.yaml"
+    path.write_bytes(path.read_bytes() + b"# \xff\n")
+    with pytest.raises(BadInput, match=r"eval\.yaml is not UTF-8 text .*byte \d+") as info:
+        load_spec_from(spec_copy)
+    assert "\n" not in str(info.value)
+
+
 @given(st.text(alphabet="GATEDAT-0123456789XYZ", max_size=20))
 def test_gate_id_pattern_accepts_only_the_documented_shape(candidate: str) -> None:
     parts = candidate.split("-")
