@@ -16,6 +16,8 @@ from plots import lens_training_chart, position_map
 from render_site import GENERATED, main, render
 from scratch import git, make_record, make_repo, passed
 from site_format import json_details, number, table, tally, text, value_rows, verdict_badge
+from site_raw import CLOSE, OPEN, lift, raw_html, restore
+from site_source import highlighted
 
 from contracts.judges import TEST_FAILED
 
@@ -110,6 +112,34 @@ def test_json_in_a_table_cell_reads_back_as_itself_and_stays_out_of_search(value
     )
     assert len(found) == 1 and "<" not in found[0], rendered  # no tag: the text is all there is
     assert html.unescape(found[0]) == json.dumps(value, sort_keys=True, separators=(", ", ": "))
+
+
+# The Markdown extensions of mkdocs.yml that touch a page's HTML blocks and tables.
+SITE_EXTENSIONS = ["tables", "toc", "pymdownx.superfences"]
+
+
+def _shown(page_html: str) -> str:
+    """HTML as a browser shows it here: the pass-through comments and the newlines between tags
+    (which the hook's restored blocks do not repeat) taken out."""
+    return re.sub(r">\s+<", "><", page_html.replace(OPEN, "").replace(CLOSE, "")).strip()
+
+
+@given(JSON_VALUES, st.text(alphabet=st.sampled_from("ab _*`[]<>&|\\#\n"), max_size=40), st.booleans())
+def test_a_block_the_hook_passes_through_comes_out_as_markdown_shows_it(
+    value: object, source: str, in_table: bool
+) -> None:
+    """tools/site_raw.py: a record's JSON (in a table cell or on its own line) and a highlighted
+    source file, lifted out before Markdown and put back after, give the page Markdown would give
+    with them left in, and each block comes out byte for byte as written (a tab too, which
+    Markdown would have expanded to spaces: so no tab is drawn for the comparison)."""
+    blocks = [json_details(value), highlighted("example.py", source)]
+    body = "\n".join(table(["value"], [[blocks[0]]])) if in_table else blocks[0]
+    page = f"# Values\n\n{body}\n\nBetween.\n\n{raw_html(blocks[1])}\n\nAfter.\n"
+    lifted, lifted_blocks = lift(page)
+    assert OPEN not in lifted and CLOSE not in lifted and len(lifted_blocks) == 2
+    hooked = restore(markdown.markdown(lifted, extensions=SITE_EXTENSIONS), lifted_blocks)
+    assert all(block.removeprefix(OPEN).removesuffix(CLOSE) in hooked for block in blocks)
+    assert _shown(hooked) == _shown(markdown.markdown(page, extensions=SITE_EXTENSIONS))
 
 
 def test_compare_writes_a_page_that_diffs_two_runs(

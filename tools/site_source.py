@@ -18,6 +18,7 @@ from pygments.lexers import get_lexer_for_filename
 from pygments.util import ClassNotFound
 from site_cache import kept
 from site_format import BANNER, code, link
+from site_raw import raw_html
 
 SOURCE_DIR = "source"
 # Source copies are for following links, not for the search box.
@@ -57,7 +58,7 @@ class SourceLinks:
 def source_page(root: Path, file: str) -> str:
     """One repository file as a page, each line `#L-<n>` so a link can land on it."""
     source = (root / file).read_text(encoding="utf-8", errors="replace")
-    body = highlighted(file, source)
+    body = raw_html(highlighted(file, source))
     return f"{FRONT_MATTER}{BANNER}# {file}\n\nAs of the build; line numbers are link targets.\n\n{body}\n"
 
 
