@@ -8,17 +8,13 @@ TORCH_SPEC ?= torch==2.13.0
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# pip would compile every module of every package to bytecode as it installs them (torch's and
-# transformers' thousands of files, most never imported here): 66 s of a fresh install on a
-# two-core machine against 37 s without. Python compiles what is imported when it is imported.
-PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 
 .PHONY: demo test lint pytest browser-deps integrity site bench gpu-check conformance falsify proofs records
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) $(TORCH_SPEC)
-	$(PIP_INSTALL) -e '.[dev,export,tensorboard]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tensorboard]'
 	touch $(STAMP)
 
 # Where `make demo` puts the prepared corpus and its runs (ignored by git).
@@ -57,8 +53,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile
 # Bytecode is written (into the ignored __pycache__/ folders) even where the environment sets
 # PYTHONDONTWRITEBYTECODE: the suite starts some thousand Python processes (workers, `stack`
 # commands, checks), and without it each compiled the project's sources and rewrote the tests'
-# asserts again; collection alone took 23 s a worker instead of 11. The modules of the installed
-# packages it imports (pip leaves them uncompiled, above) are compiled once, here, the same way.
+# asserts again; collection alone took 23 s a worker instead of 11.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
 # --reprove: the falsifiers of every gate whose code changed since the latest falsify record run
