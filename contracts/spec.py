@@ -409,11 +409,16 @@ def _validated(model: type[BaseModel], data: object, path: Path) -> BaseModel:
 
 
 def _bytes(path: Path) -> bytes | None:
-    """A spec file's bytes, or None when it is missing (`_read_yaml` names it)."""
+    """A spec file's bytes, or None when it is missing (`_read_yaml` names it); one that is there
+    but cannot be read (a directory, no permission) is refused here, naming it."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise BadInput(
+            f"spec file {path} cannot be read ({exc.strerror}); make it a readable YAML file"
+        ) from None
 
 
 def load_spec_from(spec_dir: Path) -> Spec:
@@ -439,7 +444,7 @@ def _parsed_spec(spec_dir: Path, contents: tuple[tuple[Path, bytes | None], ...]
         )
     gates: dict[str, Gate] = {}
     gate_files: dict[str, str] = {}
-    for path in sorted((spec_dir / "gates").glob("*.yaml")):
+    for path in (path for path in files if path.parent == spec_dir / "gates"):  # spec_files' order
         parsed = _validated(GateFile, _read_yaml(path, files), path)
         for gate in parsed.gates:
             if gate.id in gates:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,8 @@ from scratch import bump_revision, commit_all, make_record, make_repo, passed
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
 from contracts.spec import load_spec_from
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Ids the spec does not define, planted on purpose; the marker keeps the real check off them.
 UNKNOWN = "GATE-NOPE-001"  # integrity: planted
@@ -304,6 +310,21 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["--root", str(tmp_path)]) == 2
     assert "no spec/ directory" in capsys.readouterr().err
     assert main(["--root", str(Path(__file__).parent.parent), "--run", str(tmp_path)]) == 2
+
+
+def test_a_broken_spec_in_gatestack_spec_is_one_line_exit_2(tmp_path: Path) -> None:
+    """The stack's own checks, replaying a record, read the spec GATESTACK_SPEC names: a broken one
+    ended the check in a traceback from deep inside a replay. It is refused first, in one line."""
+    spec = tmp_path / "spec"
+    shutil.copytree(ROOT / "spec", spec)
+    (spec / "run_kinds.yaml").unlink()
+    run = min((ROOT / "evidence" / "runs").iterdir())
+    argv = [sys.executable, str(ROOT / "tools" / "check_integrity.py"), "--runs-only", "--run", str(run)]
+    proc = subprocess.run(
+        argv, env={**os.environ, "GATESTACK_SPEC": str(spec)}, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "run_kinds.yaml" in proc.stderr, proc.stderr
 
 
 @pytest.mark.holds("GATE-INTEG-001")

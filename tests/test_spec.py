@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,16 @@ def test_a_spec_file_that_is_not_utf8_is_one_line_naming_it(spec_copy: Path) -> 
     path = spec_copy / "gates" / "eval.yaml"
     path.write_bytes(path.read_bytes() + b"# \xff\n")
     with pytest.raises(BadInput, match=r"eval\.yaml is not UTF-8 text .*byte \d+") as info:
+        load_spec_from(spec_copy)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["run_kinds.yaml", "gates/eval.yaml"])
+def test_a_spec_file_that_cannot_be_read_is_one_line_naming_it(spec_copy: Path, name: str) -> None:
+    path = spec_copy / name
+    path.unlink()
+    path.mkdir()  # there, but no file: read_bytes raises IsADirectoryError
+    with pytest.raises(BadInput, match=rf"{re.escape(name)} cannot be read") as info:
         load_spec_from(spec_copy)
     assert "\n" not in str(info.value)
 

@@ -93,7 +93,7 @@ from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
-from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec_from
+from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
 
 INTEG_COVERAGE = "GATE-INTEG-002"
 # The gates whose judge decides over the count of their findings (each one's "check").
@@ -1190,6 +1190,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.runs_only and not args.run:
         print("check_integrity: --runs-only needs at least one --run RUN_DIR", file=sys.stderr)
+        return 2
+    try:  # the spec the stack's own checks read as they replay a record (GATESTACK_SPEC, if set)
+        load_spec()
+    except BadInput as exc:
+        print(f"check_integrity: {exc}", file=sys.stderr)
         return 2
     report = run_checks(args.root, args.run, runs_only=args.runs_only)
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
