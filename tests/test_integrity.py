@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from check_integrity import main, run_checks
+from audit import LoadedEvidence, load_evidence
+from check_integrity import Checker, main, run_checks
 from scratch import bump_revision, commit_all, make_record, make_repo, passed
 
 from contracts.evidence import sha256_file
@@ -24,6 +25,8 @@ UNKNOWN = "GATE-NOPE-001"  # integrity: planted
 UNKNOWN_IN_DOCS = "GATE-DATA-999"  # integrity: planted
 GHOST_BINDING = "GATE-GHOST-001"  # integrity: planted
 GHOST_TEST = "GATE-GHOST-002"  # integrity: planted
+# Two real runs a gate halted at their first step: the same schedule, no step line.
+HALTED_RUNS = ("det-off-true", "det-off-false")
 
 
 @pytest.fixture
@@ -325,6 +328,25 @@ def test_a_broken_spec_in_gatestack_spec_is_one_line_exit_2(tmp_path: Path) -> N
     )
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1 and "run_kinds.yaml" in proc.stderr, proc.stderr
+
+
+@pytest.mark.holds("GATE-INTEG-001")
+def test_two_runs_halted_before_any_step_line_are_not_taken_for_copies() -> None:
+    """Two H100 runs a gate halted at step 1 (train.deterministic off, one eager, one compiled) wrote
+    the same metrics log: their schedule alone, no throughput, nothing of either run's own. The
+    checker once called one a copy of the other. A copy under a new id that keeps the original's
+    start time, commit and kind is still one."""
+    records = [load_evidence(ROOT / "evidence" / "runs" / run / "metadata.json") for run in HALTED_RUNS]
+    assert len({sha256_file(r.path.parent / "metrics.jsonl") for r in records}) == 1
+    checker = Checker(ROOT, load_spec_from(ROOT / "spec"))
+    checker.check_duplicates(records)
+    assert checker.verdict() == []
+    original = records[0].record
+    assert original is not None
+    copy = original.model_copy(update={"run": original.run.model_copy(update={"id": "det-off-copy"})})
+    checker.check_duplicates([records[0], LoadedEvidence(records[0].path, copy, raw=b"")])
+    (finding,) = checker.verdict()
+    assert "start time, commit and kind" in finding.message and "a copy of another record" in finding.message
 
 
 @pytest.mark.holds("GATE-INTEG-001")

@@ -778,10 +778,12 @@ class Checker:
         """No record is a copy of another under a new id (a fabricated citation).
 
         A copy shows by the start time, commit and kind it shares with its original, or, when the
-        start time was moved too, by its metrics log: every real run logs its own wall-clock
-        throughput there, so two runs never write the same bytes, nor the same throughput at any
-        step (a copy with one value changed still shares the others; a resumed leg shares its
-        run's, and is no copy).
+        start time was moved too, by its metrics log: every real run that took a step logs its own
+        wall-clock throughput there, so two runs never write the same bytes, nor the same throughput
+        at any step (a copy with one value changed still shares the others; a resumed leg shares
+        its run's, and is no copy). A log with no throughput in it (a run a gate halted at its first
+        step writes only its schedule) holds nothing of one run's own: two runs with one schedule
+        write it alike, so it is not taken as a sign of copying.
         """
         seen: dict[tuple[str, ...], str] = {}
         by_id = {e.record.run.id: e.record for e in records if e.record is not None}
@@ -791,9 +793,11 @@ class Checker:
                 continue
             when = (record.run.started.isoformat(), str(record.code.git_sha), record.run.kind)
             keys = [("start time, commit and kind", *when)]
-            keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
             if any(a.path == METRICS_LOG for a in record.artifacts):
-                keys += [("wall-clock throughput", repr(v)) for v in _throughputs(loaded.path.parent)]
+                clocked = _throughputs(loaded.path.parent)
+                keys += [("wall-clock throughput", repr(v)) for v in clocked]
+                if clocked:
+                    keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
             copied = next(
                 (  # the resumed legs of one run share its start (tools/lineage.py), never a log
                     key

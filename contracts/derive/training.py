@@ -26,7 +26,7 @@ import json
 import math
 import tomllib
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,20 @@ SWITCHES_WHEN_DETERMINISTIC = {
     False: {"deterministic_algorithms": False, "warn_only": False},
 }
 NONDETERMINISTIC_SDPA = ("cudnn",)
+
+
+def deterministic_kernels(flags: Mapping[str, Any]) -> bool:
+    """Whether the switches `flags` states (as `determinism.flags` holds them) let only deterministic
+    kernels run: every switch `train.deterministic` sets for it as it sets it, no SDPA backend
+    without a deterministic backward, and cuBLAS's workspace fixed. The run reads this at its probes
+    (GATE-TRAIN-008's gradient tolerance follows it) and the checker from the record's flags."""
+    return (
+        all(flags.get(key) == value for key, value in SWITCHES_WHEN_DETERMINISTIC[True].items())
+        and not set(flags.get("sdpa_backends") or []) & set(NONDETERMINISTIC_SDPA)
+        and bool(flags.get("cublas_workspace_config"))
+    )
+
+
 # What each invocation's schedule event states of the settings its steps follow: the schedule's
 # own keys, and the clip (logged from spec 1.22.0 on; before, the config's is taken).
 INVOCATION_KEYS = (*SCHEDULE_KEYS, "clip_norm")
@@ -450,7 +464,11 @@ def _probed_gradient(log: Log, config: dict[str, Any], settler: Settler) -> None
     every step that evaluates: a multiple of eval.every, and train.steps), and the record keeps the
     last probe's values. Where the log's last step is one, its `logged_grad_norm` is the norm that
     step line logs (the loop hands the line's to the check), unless a loss scale may have had the
-    step skipped (fp16: a skipped step is not judged)."""
+    step skipped (fp16: a skipped step is not judged). Whether the probe let non-deterministic
+    kernels run is what the record's flags, read at the first step, say."""
+    flags = settler.inputs.record.determinism.flags
+    if "deterministic_algorithms" in flags:
+        restate(settler, "GATE-TRAIN-008", "deterministic_kernels", deterministic_kernels(flags))
     last = log.steps[-1] if log.steps else {}
     step, every = last.get("step"), config.get("eval", {}).get("every")
     if not (whole(step, every) and every > 0) or "loss_scale" in last:

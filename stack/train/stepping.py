@@ -18,7 +18,11 @@ Six facts about a step that no other gate looks at, each measured where its bug 
   the step's mean objective. The reference is taken from each micro-batch's own graph by a second
   backward pass (`torch.autograd.grad`, the graph kept for the loop's backward) of objective /
   grad_accum at the step's loss scale, before the loop's backward runs: the same kernels in the
-  same precision, so it equals the loop's gradient to rounding in fp32, bf16 and fp16 alike. The
+  same precision, so it equals the loop's gradient to rounding in fp32, bf16 and fp16 alike
+  while only deterministic kernels run. With train.deterministic off the two backward passes may
+  sum in different orders (cuDNN's attention backward does), so the probe records whether the
+  switches in force let such kernels run (`deterministic_kernels`) and the gate then holds the
+  gradient to a wider, stated tolerance. The
   loop's logged norm before the clip is held to the reference's (a loss scaled wrongly shows even
   where the clip hides it from the update), and each tensor's gradient at the optimizer to the
   reference's clipped by `train.clip_norm` (a clip before the loss scale is taken off, or over a
@@ -66,11 +70,13 @@ from typing import Any
 import torch
 import torch._functorch.config as functorch_config
 
+from contracts.derive.training import deterministic_kernels
 from contracts.gates import Outcome, gate_require, measure
 from contracts.schedule import scheduled
 from stack.model.config import ModelConfig
 from stack.model.gpt import GPT
 from stack.model.lora import state_sha256
+from stack.train.determinism import Switches
 from stack.train.distributed import World, local_shard, mean_across
 
 # Elements of one tensor compared in float64 at a time (32 MiB per float64 temporary).
@@ -262,7 +268,9 @@ class GradientReference:
         """The loop's logged norm before the clip, and each tensor's gradient now on the parameters
         (the one the optimizer is handed), against the reference and the reference clipped at
         `clip_norm` as clip_grad_norm_ clips. `applied_gradient_error` is the worst tensor's distance
-        from its clipped reference, in units of that clipped reference.
+        from its clipped reference, in units of that clipped reference; `deterministic_kernels`,
+        whether the switches torch has now let only deterministic kernels run (the tolerance
+        follows it).
 
         The reference is unscaled and averaged over replicas (as data parallelism averages the
         gradient) in place, and each tensor's is let go once compared: measuring consumes it."""
@@ -289,6 +297,7 @@ class GradientReference:
             "logged_grad_norm": _reported(logged_norm),
             "applied_gradient_error": _reported(worst),
             "applied_gradient_worst": where,
+            "deterministic_kernels": deterministic_kernels(Switches.now().as_flags()),
         }
 
 
