@@ -49,19 +49,19 @@ from contracts.spec import load_spec
 
 # Records of the current spec (tools/current_records.py, `make records`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261126T1603-spec-1.36.0"
-DPO_RUN = "dpo-20261126T1603-spec-1.36.0"
-DISTILL_RUN = "distill-moe4-20261126T1603-spec-1.36.0"
-EXPORT_RUN = "export-hf-20261126T160358"
-TRACE_RUN = "trace-20261126T160404"
-LASER_RUN = "laser-20261126T160407"
-QUANTIZE_RUN = "quantize-20261126T160411"
-MEMORIZATION_RUN = "memorization-20261126T160426"
-PATCH_RUN = "patch-20261126T160444"
-SAMPLE_RUN = "sample-20261126T160415"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "trace-20261126T160447"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "lens-20261126T160449"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "lens-train-20261126T160441"
+SFT_RUN = "sft-lora-20261127T0821-spec-1.37.0"
+DPO_RUN = "dpo-20261127T0821-spec-1.37.0"
+DISTILL_RUN = "distill-moe4-20261127T0821-spec-1.37.0"
+EXPORT_RUN = "export-hf-20261127T082126"
+TRACE_RUN = "trace-20261127T082132"
+LASER_RUN = "laser-20261127T082135"
+QUANTIZE_RUN = "quantize-20261127T082139"
+MEMORIZATION_RUN = "memorization-20261127T082152"
+PATCH_RUN = "patch-20261127T082206"
+SAMPLE_RUN = "sample-20261127T082143"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261127T082208"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261127T082210"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261127T082204"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------

@@ -406,6 +406,10 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
             measured("GATE-TRAIN-008", logged_grad_norm=0.5, reference_grad_norm=0.5),
             "gates[GATE-TRAIN-008].measured.logged_grad_norm is 0.5, but its artifacts derive",
         ),
+        (  # the wider gradient tolerance claimed by a run whose flags say only deterministic kernels ran
+            measured("GATE-TRAIN-008", deterministic_kernels=False),
+            "gates[GATE-TRAIN-008].measured.deterministic_kernels is false, but its artifacts derive true",
+        ),
         (
             measured("GATE-EVAL-001", set_batches=32, scored_batches=32, scorings=32, stated_scorings=32),
             "gates[GATE-EVAL-001].measured.set_batches is 32, but its artifacts derive 16",
@@ -437,6 +441,7 @@ def test_a_message_other_than_its_judge_says_is_caught(tmp_path: Path, record: s
     ],
     ids=[
         "logged-grad-norm",
+        "deterministic-kernels",
         "set-batches",
         "stated-windows",
         "compared-losses",
