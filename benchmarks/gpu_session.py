@@ -12,6 +12,7 @@ on (the embedded corpus as BPE, vocabulary 32,768) is prepared into OUT/data unl
 names one, and only when a step reads it.
 
     python benchmarks/gpu_session.py --out /tmp/gpu --seconds 540 model repeat trace
+    python benchmarks/gpu_session.py --out /tmp/gpu det-on det-off gpu-check   # determinism's price
     python benchmarks/gpu_session.py --out /tmp/gpu --dry-run tput   # the commands, not run
 
 Every line it prints is also in OUT/session.log, so a session that was cut off still says
@@ -57,6 +58,21 @@ class Step:
     argv: Callable[[Where], list[str]]
 
 
+def _determinism_run(where: Where, deterministic: bool) -> list[str]:
+    """`stack train` of the gpt2 preset, compiled, with `train.deterministic` as given and its record
+    filed: the pair's medians of tokens_per_s past the first steps are determinism's price
+    (docs/gpu.md), and the run with it off is judged by the tolerances such a run gets."""
+    setting = str(deterministic).lower()
+    sets = ["train.steps=60", "eval.every=60", "ckpt.every=60", "monitor.sample_every=60"]
+    sets += [f"train.deterministic={setting}", "train.compile=true"]
+    return [
+        *(PY, "-m", "stack", "train", "--data", str(where.data), "--preset", "gpt2"),
+        *("--out", str(where.work / f"gpt2-deterministic-{setting}")),
+        *(item for pair in (("--set", s) for s in sets) for item in pair),
+        *("--evidence-dir", str(where.ledger)),
+    ]
+
+
 STEPS: dict[str, Step] = {
     "model": Step(
         "the model against the hand-written GPT, eager and compiled (#40)",
@@ -87,6 +103,16 @@ STEPS: dict[str, Step] = {
             *(PY, "benchmarks/trace_overhead.py", "--device", "cuda", "--preset", "gpt2"),
             *("--vocab", "32768", "--batch", "8", "--precision", "bf16", "--ledger", str(w.ledger)),
         ],
+    ),
+    "det-on": Step(
+        "stack train at gpt2, compiled, 60 steps, train.deterministic on: the price's baseline (#34)",
+        True,
+        lambda w: _determinism_run(w, True),
+    ),
+    "det-off": Step(
+        "the same run with train.deterministic off: what determinism costs, and the wider tolerances (#34)",
+        True,
+        lambda w: _determinism_run(w, False),
     ),
     "reference": Step(
         "the reference run at base: every gate on until held-out loss flattens, eval, trace, export hf (#34)",

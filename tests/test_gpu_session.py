@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmarks import gpu_session
+from stack.train.config import resolve
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the steps would really run")
 
@@ -57,3 +58,23 @@ def test_a_used_out_folder_or_a_file_is_refused(tmp_path: Path, capsys: pytest.C
         assert gpu_session.main(["model", "--out", str(out)]) == 2
         assert "is not an empty folder" in capsys.readouterr().err
     assert kept.read_text(encoding="utf-8") == "the user's"
+
+
+def test_determinisms_price_is_two_filed_runs_that_differ_in_the_setting_alone(tmp_path: Path) -> None:
+    """`det-on` and `det-off` train the gpt2 preset compiled on the session's corpus and file their
+    records; their settings, as `stack train` resolves them, differ in train.deterministic only."""
+    where = gpu_session.Where(tmp_path / "data", tmp_path / "ledger", tmp_path / "work")
+    on, off = (gpu_session.STEPS[name] for name in ("det-on", "det-off"))
+    assert on.reads_data and off.reads_data
+    configs, outs = [], []
+    for step in (on, off):
+        argv = step.argv(where)
+        assert argv[argv.index("--data") + 1] == str(where.data)
+        assert argv[argv.index("--evidence-dir") + 1] == str(where.ledger)
+        outs.append(argv[argv.index("--out") + 1])
+        sets = [argv[i + 1] for i, word in enumerate(argv) if word == "--set"]
+        configs.append(resolve(argv[argv.index("--preset") + 1], None, sets, vocab=32768).model_dump())
+    assert configs[0]["train"].pop("deterministic") is True
+    assert configs[1]["train"].pop("deterministic") is False
+    assert configs[0] == configs[1] and configs[0]["train"]["compile"] is True
+    assert outs[0] != outs[1]  # two run directories, two records
