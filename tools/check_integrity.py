@@ -795,9 +795,9 @@ class Checker:
             keys = [("start time, commit and kind", *when)]
             if any(a.path == METRICS_LOG for a in record.artifacts):
                 clocked = _throughputs(loaded.path.parent)
-                keys += [("wall-clock throughput", repr(v)) for v in clocked]
                 if clocked:
                     keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
+                keys += [("wall-clock throughput", repr(v)) for v in clocked]
             copied = next(
                 (  # the resumed legs of one run share its start (tools/lineage.py), never a log
                     key

@@ -99,6 +99,11 @@ SWITCHES_WHEN_DETERMINISTIC = {
 NONDETERMINISTIC_SDPA = ("cudnn",)
 
 
+def unsafe_sdpa(flags: Mapping[str, Any]) -> list[str]:
+    """The SDPA backends `flags` holds enabled that have no deterministic backward."""
+    return sorted(set(flags.get("sdpa_backends") or []) & set(NONDETERMINISTIC_SDPA))
+
+
 def deterministic_kernels(flags: Mapping[str, Any]) -> bool:
     """Whether the switches `flags` states (as `determinism.flags` holds them) let only deterministic
     kernels run: every switch `train.deterministic` sets for it as it sets it, no SDPA backend
@@ -106,7 +111,7 @@ def deterministic_kernels(flags: Mapping[str, Any]) -> bool:
     (GATE-TRAIN-008's gradient tolerance follows it) and the checker from the record's flags."""
     return (
         all(flags.get(key) == value for key, value in SWITCHES_WHEN_DETERMINISTIC[True].items())
-        and not set(flags.get("sdpa_backends") or []) & set(NONDETERMINISTIC_SDPA)
+        and not unsafe_sdpa(flags)
         and bool(flags.get("cublas_workspace_config"))
     )
 
@@ -509,8 +514,7 @@ def _switches(inputs: Inputs, deterministic: Any, derived: Derivation) -> None:
         derived.put(("determinism", "flags", key), value)
     if not deterministic:
         return
-    unsafe = sorted(set(flags.get("sdpa_backends") or []) & set(NONDETERMINISTIC_SDPA))
-    if unsafe:
+    if unsafe := unsafe_sdpa(flags):
         derived.problems.append(
             f"determinism.flags.sdpa_backends holds {', '.join(unsafe)}, which has no deterministic "
             "backward, under train.deterministic"
