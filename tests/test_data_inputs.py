@@ -38,9 +38,12 @@ from stack.cli import main
 from stack.data import json_array
 from stack.data.corpus import InputFile, InputSpec, default_spec, discover
 from stack.data.filters.droplog import DROP_LOG_FILE
+from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
 from stack.data.unpack import readable
 from stack.eval.texts import split_text
+from stack.train.config import resolve
+from stack.train.presets import PRESETS
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,
@@ -735,6 +738,51 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
     code, out, err = prepare(capsys, str(corpus), "--out", str(tmp_path / "half"), "--val-fraction", "0.5")
     assert code == 0 and load_manifest(tmp_path / "half").totals["heldout"].tokens > 0, err
     assert "held-out split is empty" not in out
+
+
+def _refused_presets(data: Path) -> list[str]:
+    """The presets whose held-out set the training loop's own reader refuses to draw from `data`."""
+    refused = []
+    for name in PRESETS:
+        config = resolve(name, None, [], vocab=load_manifest(data).tokenizer.vocab_size)
+        try:
+            heldout_batches(data, config.train.batch_size, config.model.ctx, config.eval.batches)
+        except BadInput:
+            refused.append(name)
+    return refused
+
+
+def _short_presets_said(out: str) -> list[str] | None:
+    """The presets prepare's note names as too much for its held-out split; None without the note."""
+    found = re.search(r"too few for the evaluation of --preset ([\w, ]+), which `stack train` refuses", out)
+    return None if found is None else found.group(1).split(", ")
+
+
+def test_a_held_out_split_too_small_for_a_preset_is_named_at_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Documents are held out whole, so a split of a few short ones can hold far less of the text
+    than --val-fraction says of the documents, and `stack train --preset NAME` refused what prepare
+    had just called prepared. Prepare now names the presets whose held-out set does not fit: exactly
+    those the training loop's reader refuses. A split large enough for every preset gets no note."""
+    texts = [corpora.english_text(seed, 40) for seed in range(40)]
+    corpus = corpora.write_files(tmp_path / "few", texts)
+    code, out, err = prepare(
+        capsys, str(corpus), "--out", str(tmp_path / "few-data"), "--val-fraction", "0.2"
+    )
+    assert code == 0 and load_manifest(tmp_path / "few-data").totals["heldout"].tokens > 0, err
+    refused = _refused_presets(tmp_path / "few-data")
+    assert "gpt2" in refused and "smoke" not in refused  # the case is between the presets' needs
+    assert _short_presets_said(out) == refused, out
+    assert f"--verify --out {tmp_path / 'few-data'} --seq-len CTX --batch-size B" in out
+
+    texts = [corpora.english_text(seed, 400) for seed in range(60)]
+    corpus = corpora.write_files(tmp_path / "many", texts)
+    code, out, err = prepare(
+        capsys, str(corpus), "--out", str(tmp_path / "many-data"), "--val-fraction", "0.6"
+    )
+    assert code == 0, err
+    assert _refused_presets(tmp_path / "many-data") == [] and _short_presets_said(out) is None, out
 
 
 def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

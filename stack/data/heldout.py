@@ -26,8 +26,8 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
 from stack.data import mixture
-from stack.data.manifest import load_manifest
-from stack.data.shards import open_split
+from stack.data.manifest import Manifest, load_manifest
+from stack.data.shards import MappedShard, open_split
 from stack.data.split import read_index
 from stack.data.windows import WindowTable
 
@@ -51,21 +51,17 @@ def heldout_batches(
     loop's keys, TRAINING_KNOBS)."""
     import torch
 
-    minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+    minimum = min_heldout_batches()
     n = heldout_set_batches(n_batches, minimum)
     if n < 1 or batch_size < 1 or seq_len < 1:
         raise BadInput(f"n_batches={n}, batch_size={batch_size} and seq_len={seq_len} must be >= 1")
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
-    mixture.check_known("exclude", exclude or [], manifest.sources)
-    shards = [
-        s for s in open_split(data_dir, manifest, "heldout") if s.entry.source not in set(exclude or [])
-    ]
+    table = WindowTable(heldout_shards(data_dir, manifest, exclude), seq_len)
     read_index(data_dir / manifest.documents.path)
-    table = WindowTable(shards, seq_len)
-    need = n * batch_size
+    need = heldout_set_windows(batch_size, n_batches)
     if table.total < need:
-        tokens = sum(s.entry.tokens for s in shards)
+        tokens = sum(table.tokens_by_source.values())
         shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None)
         raise BadInput(
             f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
@@ -74,6 +70,24 @@ def heldout_batches(
     ids = spread_ids(table.total, need)
     tokens = torch.from_numpy(table.gather(ids).reshape(n, batch_size, seq_len + 1))
     return list(tokens.unbind(0))
+
+
+def min_heldout_batches() -> int:
+    """GATE-EVAL-001's minimum number of held-out batches: what a held-out set holds by default."""
+    return int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+
+
+def heldout_set_windows(batch_size: int, n_batches: int | None) -> int:
+    """The windows a held-out set of `n_batches` batches (None: the default) of `batch_size` draws."""
+    return heldout_set_batches(n_batches, min_heldout_batches()) * batch_size
+
+
+def heldout_shards(data_dir: Path, manifest: Manifest, exclude: list[str] | None = None) -> list[MappedShard]:
+    """The held-out split's verified shards, without the sources in `exclude`: what every held-out
+    set draws its windows from (`WindowTable(shards, seq_len)`)."""
+    mixture.check_known("exclude", exclude or [], manifest.sources)
+    left_out = set(exclude or [])
+    return [s for s in open_split(data_dir, manifest, "heldout") if s.entry.source not in left_out]
 
 
 @dataclass(frozen=True)
