@@ -40,6 +40,7 @@ from stack.data.corpus import InputFile, InputSpec, default_spec, discover
 from stack.data.filters.droplog import DROP_LOG_FILE
 from stack.data.heldout import heldout_batches
 from stack.data.manifest import load_manifest
+from stack.data.sft_reader import sft_heldout_batches
 from stack.data.unpack import readable
 from stack.eval.texts import split_text
 from stack.train.config import resolve
@@ -741,12 +742,18 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
 
 
 def _refused_presets(data: Path) -> list[str]:
-    """The presets whose held-out set the training loop's own reader refuses to draw from `data`."""
+    """The presets whose held-out set the training loop's own readers refuse to draw from `data`:
+    windows of the model's context, or of the pack length of fine-tuning data."""
+    manifest = load_manifest(data)
     refused = []
     for name in PRESETS:
-        config = resolve(name, None, [], vocab=load_manifest(data).tokenizer.vocab_size)
+        config = resolve(name, None, [], vocab=manifest.tokenizer.vocab_size)
+        size = (config.train.batch_size, config.eval.batches)
         try:
-            heldout_batches(data, config.train.batch_size, config.model.ctx, config.eval.batches)
+            if manifest.sft is None:
+                heldout_batches(data, size[0], config.model.ctx, size[1])
+            else:
+                sft_heldout_batches(data, size[0], manifest.sft.pack_len, size[1])
         except BadInput:
             refused.append(name)
     return refused
@@ -754,7 +761,7 @@ def _refused_presets(data: Path) -> list[str]:
 
 def _short_presets_said(out: str) -> list[str] | None:
     """The presets prepare's note names as too much for its held-out split; None without the note."""
-    found = re.search(r"too few for the evaluation of --preset ([\w, ]+), which `stack train` refuses", out)
+    found = re.search(r"too few for the evaluation of --preset ([\w, ]+), which `stack \w+` refuses", out)
     return None if found is None else found.group(1).split(", ")
 
 
@@ -783,6 +790,22 @@ def test_a_held_out_split_too_small_for_a_preset_is_named_at_prepare(
     )
     assert code == 0, err
     assert _refused_presets(tmp_path / "many-data") == [] and _short_presets_said(out) is None, out
+
+
+def test_a_held_out_split_of_examples_too_small_for_a_preset_is_named_at_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fine-tuning data is evaluated in windows of its pack length: prepare names the presets whose
+    held-out set of such windows does not fit, exactly those `stack sft`'s reader refuses."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(corpora.chat_records(0, 400, 0)) + "\n", encoding="utf-8")
+    argv = ["--format", "chat", "--pack-len", "600", "--val-fraction", "0.2", "--out", str(tmp_path / "d")]
+    code, out, err = prepare(capsys, str(chat), *argv)
+    assert code == 0, err
+    refused = _refused_presets(tmp_path / "d")
+    assert "tiny" in refused and "smoke" not in refused  # the case is between the presets' needs
+    assert _short_presets_said(out) == refused, out
+    assert "which `stack sft` refuses" in out and "--seq-len 600 --batch-size B" in out
 
 
 def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -575,7 +575,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if heldout.tokens == 0 and manifest.val_fraction > 0:
         print(_empty_heldout_line(sum(s.documents for s in manifest.sources.values()), manifest.val_fraction))
-    elif heldout.tokens and manifest.sft is None and (short := _presets_short_of_heldout(args.out, manifest)):
+    elif heldout.tokens and (short := _presets_short_of_heldout(args.out, manifest)):
         print(_short_heldout_line(args.out, manifest, short))
     if manifest.sft is not None:
         print(_template_line(args, manifest.sft))
@@ -624,8 +624,9 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
 
 
 def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
-    """The presets whose held-out set this DATA_DIR's held-out split cannot fill: `stack train
-    --preset NAME` refuses it before its first step, as it would say here."""
+    """The presets whose held-out set this DATA_DIR's held-out split cannot fill: `stack train`
+    (`sft`, `dpo`) `--preset NAME` refuses it before its first step, as it would say here. A run
+    reads windows of its model's context, or of the pack length fine-tuning data was packed for."""
     from stack.data.heldout import heldout_set_windows, heldout_shards
     from stack.data.windows import WindowTable
     from stack.train.config import resolve
@@ -635,7 +636,8 @@ def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
     short = []
     for name in PRESETS:
         config = resolve(name, None, [], vocab=manifest.tokenizer.vocab_size)
-        if WindowTable(shards, config.model.ctx).total < heldout_set_windows(
+        window = config.model.ctx if manifest.sft is None else manifest.sft.pack_len
+        if WindowTable(shards, window).total < heldout_set_windows(
             config.train.batch_size, config.eval.batches
         ):
             short.append(name)
@@ -643,16 +645,21 @@ def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
 
 
 def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str]) -> str:
-    """The note for a held-out split too small for some presets' evaluation. A document is held out
-    whole, so a split of a few short documents can hold far less of the text than --val-fraction
-    says of the documents; the fix and the way to check one setting are named."""
+    """The note for a held-out split too small for some presets' evaluation. A document (an example)
+    is held out whole, so a split of a few short ones can hold far less of the text than
+    --val-fraction says of them; the fix and the way to check one setting are named."""
     train, heldout = manifest.totals["train"].tokens, manifest.totals["heldout"].tokens
     share = heldout / (train + heldout)
+    if manifest.sft is None:
+        units, more, window, command = "documents", "text", "CTX", "train"
+    else:
+        units, more, window = "examples", "examples", manifest.sft.pack_len
+        command = "dpo" if manifest.sft.format == "prefs" else "sft"
     return (
         f"  note: the held-out split holds {heldout:,} tokens, {share:.2%} of the text (--val-fraction "
-        f"{manifest.val_fraction} is a share of whole documents): too few for the evaluation of --preset "
-        f"{', '.join(short)}, which `stack train` refuses; raise --val-fraction or add text, or check one "
-        f"setting with `stack prepare --verify --out {data_dir} --seq-len CTX --batch-size B`"
+        f"{manifest.val_fraction} is a share of whole {units}): too few for the evaluation of --preset "
+        f"{', '.join(short)}, which `stack {command}` refuses; raise --val-fraction or add {more}, or check "
+        f"one setting with `stack prepare --verify --out {data_dir} --seq-len {window} --batch-size B`"
     )
 
 
