@@ -31,7 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from record_checks import check_record_truth
 
-from contracts.errors import EXIT_BAD_INPUT, BadInput
+from contracts.errors import EXIT_BAD_INPUT, BadInput, GateViolation
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
@@ -44,6 +44,7 @@ from stack.data.sft_reader import sft_heldout_batches
 from stack.data.unpack import readable
 from stack.eval.texts import split_text
 from stack.train.config import resolve
+from stack.train.early_stop import judge_heldout_size
 from stack.train.presets import PRESETS
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
@@ -742,8 +743,9 @@ def test_a_prepare_whose_held_out_split_is_empty_says_so(
 
 
 def _refused_presets(data: Path) -> list[str]:
-    """The presets whose held-out set the training loop's own readers refuse to draw from `data`:
-    windows of the model's context, or of the pack length of fine-tuning data."""
+    """The presets whose held-out set the training loop refuses for `data`: its own readers draw it
+    (windows of the model's context, or of fine-tuning data's pack length) and its own check of
+    the set's size judges it (GATE-EVAL-001, by distinct windows)."""
     manifest = load_manifest(data)
     refused = []
     for name in PRESETS:
@@ -751,17 +753,20 @@ def _refused_presets(data: Path) -> list[str]:
         size = (config.train.batch_size, config.eval.batches)
         try:
             if manifest.sft is None:
-                heldout_batches(data, size[0], config.model.ctx, size[1])
+                drawn = heldout_batches(data, size[0], config.model.ctx, size[1])
             else:
-                sft_heldout_batches(data, size[0], manifest.sft.pack_len, size[1])
-        except BadInput:
+                drawn = [b.tokens for b in sft_heldout_batches(data, size[0], manifest.sft.pack_len, size[1])]
+            judge_heldout_size(drawn)
+        except (BadInput, GateViolation):
             refused.append(name)
     return refused
 
 
 def _short_presets_said(out: str) -> list[str] | None:
     """The presets prepare's note names as too much for its held-out split; None without the note."""
-    found = re.search(r"too few for the evaluation of --preset ([\w, ]+), which `stack \w+` refuses", out)
+    found = re.search(
+        r"too few distinct windows for the evaluation of --preset ([\w, ]+), which `stack \w+` refuses", out
+    )
     return None if found is None else found.group(1).split(", ")
 
 
@@ -806,6 +811,29 @@ def test_a_held_out_split_of_examples_too_small_for_a_preset_is_named_at_prepare
     assert "tiny" in refused and "smoke" not in refused  # the case is between the presets' needs
     assert _short_presets_said(out) == refused, out
     assert "which `stack sft` refuses" in out and "--seq-len 600 --batch-size B" in out
+
+
+def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sixty examples, each three times: a copy lands on its original's side, so the held-out split
+    holds 102 windows of 34 distinct ones. That is enough windows for smoke's 16 batches of 4,
+    and too few distinct ones for GATE-EVAL-001, which halts the run before its first step. The
+    note names smoke, and `--verify` refuses the setting as the run would while one of batch 1
+    (16 windows) passes."""
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("\n".join(corpora.chat_records(0, 60, 0) * 3) + "\n", encoding="utf-8")
+    data = tmp_path / "d"
+    argv = ["--format", "chat", "--pack-len", "600", "--val-fraction", "0.5", "--out", str(data)]
+    code, out, err = prepare(capsys, str(chat), *argv)
+    assert code == 0 and load_manifest(data).sft.examples["heldout"] == 102, err
+    refused = _refused_presets(data)
+    assert "smoke" in refused and _short_presets_said(out) == refused, out
+    code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "4")
+    assert code == EXIT_BAD_INPUT, err
+    assert "34 distinct windows in 16 batches of 4" in err and "[GATE-EVAL-001]" in err
+    code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "1")
+    assert code == 0, err
 
 
 def test_a_nested_field_is_named_by_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

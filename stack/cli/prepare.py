@@ -624,22 +624,23 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
 
 
 def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
-    """The presets whose held-out set this DATA_DIR's held-out split cannot fill: `stack train`
-    (`sft`, `dpo`) `--preset NAME` refuses it before its first step, as it would say here. A run
-    reads windows of its model's context, or of the pack length fine-tuning data was packed for."""
-    from stack.data.heldout import heldout_set_windows, heldout_shards
-    from stack.data.windows import WindowTable
+    """The presets whose held-out set `stack train` (`sft`, `dpo`) `--preset NAME` would refuse
+    before its first step: a split with too few windows for it, or a set GATE-EVAL-001 judges too
+    small by its distinct windows (duplicated documents repeat windows). The set is drawn as the
+    run draws it, in windows of the model's context or of fine-tuning data's pack length."""
+    from stack.data.heldout import heldout_set_outcome
     from stack.train.config import resolve
     from stack.train.presets import PRESETS
 
-    shards = heldout_shards(data_dir, manifest)
     short = []
     for name in PRESETS:
         config = resolve(name, None, [], vocab=manifest.tokenizer.vocab_size)
         window = config.model.ctx if manifest.sft is None else manifest.sft.pack_len
-        if WindowTable(shards, window).total < heldout_set_windows(
-            config.train.batch_size, config.eval.batches
-        ):
+        try:
+            fits = heldout_set_outcome(data_dir, config.train.batch_size, window, config.eval.batches).ok
+        except BadInput:
+            fits = False
+        if not fits:
             short.append(name)
     return short
 
@@ -657,9 +658,10 @@ def _short_heldout_line(data_dir: Path, manifest: Manifest, short: list[str]) ->
         command = "dpo" if manifest.sft.format == "prefs" else "sft"
     return (
         f"  note: the held-out split holds {heldout:,} tokens, {share:.2%} of the text (--val-fraction "
-        f"{manifest.val_fraction} is a share of whole {units}): too few for the evaluation of --preset "
-        f"{', '.join(short)}, which `stack {command}` refuses; raise --val-fraction or add {more}, or check "
-        f"one setting with `stack prepare --verify --out {data_dir} --seq-len {window} --batch-size B`"
+        f"{manifest.val_fraction} is a share of whole {units}): too few distinct windows for the "
+        f"evaluation of --preset {', '.join(short)}, which `stack {command}` refuses; raise --val-fraction "
+        f"or add {more}, or check one setting with `stack prepare --verify --out {data_dir} --seq-len "
+        f"{window} --batch-size B`"
     )
 
 

@@ -15,6 +15,7 @@ train split, or labels taken one window off, is refused before the first step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,8 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
 from stack.data import mixture
-from stack.data.manifest import Manifest, load_manifest
-from stack.data.shards import MappedShard, open_split
+from stack.data.manifest import load_manifest
+from stack.data.shards import open_split
 from stack.data.split import read_index
 from stack.data.windows import WindowTable
 
@@ -46,48 +47,69 @@ def heldout_batches(
     exclude: list[str] | None = None,
     knobs: Knobs | None = None,
 ) -> list[torch.Tensor]:
-    """N (batch_size, seq_len + 1) int64 batches of held-out windows, the same on every call; a
-    split too small for them is refused with advice in the words of `knobs` (default: the training
-    loop's keys, TRAINING_KNOBS)."""
+    """N (batch_size, seq_len + 1) int64 batches of held-out windows, the same on every call: the
+    batches of `heldout_windows`, as tensors."""
     import torch
 
-    minimum = min_heldout_batches()
+    windows = heldout_windows(data_dir, batch_size, seq_len, n_batches, exclude=exclude, knobs=knobs)
+    return list(torch.from_numpy(windows).unbind(0))
+
+
+def heldout_windows(
+    data_dir: Path | str,
+    batch_size: int,
+    seq_len: int,
+    n_batches: int | None = None,
+    *,
+    exclude: list[str] | None = None,
+    knobs: Knobs | None = None,
+) -> np.ndarray:
+    """The held-out set as an (N, batch_size, seq_len + 1) int64 array; a split too small for it is
+    refused with advice in the words of `knobs` (default: the training loop's keys, TRAINING_KNOBS).
+    Without torch, so that `stack prepare` can size its split against the presets."""
+    minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
     n = heldout_set_batches(n_batches, minimum)
     if n < 1 or batch_size < 1 or seq_len < 1:
         raise BadInput(f"n_batches={n}, batch_size={batch_size} and seq_len={seq_len} must be >= 1")
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
-    table = WindowTable(heldout_shards(data_dir, manifest, exclude), seq_len)
+    mixture.check_known("exclude", exclude or [], manifest.sources)
+    shards = [
+        s for s in open_split(data_dir, manifest, "heldout") if s.entry.source not in set(exclude or [])
+    ]
     read_index(data_dir / manifest.documents.path)
-    need = heldout_set_windows(batch_size, n_batches)
+    table = WindowTable(shards, seq_len)
+    need = n * batch_size
     if table.total < need:
-        tokens = sum(table.tokens_by_source.values())
+        tokens = sum(s.entry.tokens for s in shards)
         shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None)
         raise BadInput(
             f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
             f"{n} batches of {batch_size} need {need}: {shortfall.advice(knobs or TRAINING_KNOBS)}"
         )
     ids = spread_ids(table.total, need)
-    tokens = torch.from_numpy(table.gather(ids).reshape(n, batch_size, seq_len + 1))
-    return list(tokens.unbind(0))
+    return table.gather(ids).reshape(n, batch_size, seq_len + 1)
 
 
-def min_heldout_batches() -> int:
-    """GATE-EVAL-001's minimum number of held-out batches: what a held-out set holds by default."""
-    return int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+def heldout_set_outcome(
+    data_dir: Path | str, batch_size: int, seq_len: int, n_batches: int | None = None
+) -> Outcome:
+    """GATE-EVAL-001's outcome for the held-out set a run of these settings draws from DATA_DIR,
+    judged as the training loop judges it before its first step; a split too small to draw it
+    from is refused as `heldout_windows` refuses it. What `stack prepare` sizes its split by."""
+    drawn = heldout_windows(data_dir, batch_size, seq_len, n_batches)
+    return measure("GATE-EVAL-001", set_size_measured(list(drawn)))
 
 
-def heldout_set_windows(batch_size: int, n_batches: int | None) -> int:
-    """The windows a held-out set of `n_batches` batches (None: the default) of `batch_size` draws."""
-    return heldout_set_batches(n_batches, min_heldout_batches()) * batch_size
-
-
-def heldout_shards(data_dir: Path, manifest: Manifest, exclude: list[str] | None = None) -> list[MappedShard]:
-    """The held-out split's verified shards, without the sources in `exclude`: what every held-out
-    set draws its windows from (`WindowTable(shards, seq_len)`)."""
-    mixture.check_known("exclude", exclude or [], manifest.sources)
-    left_out = set(exclude or [])
-    return [s for s in open_split(data_dir, manifest, "heldout") if s.entry.source not in left_out]
+def set_size_measured(batches: Sequence[np.ndarray]) -> dict[str, int]:
+    """GATE-EVAL-001's measure of a held-out set as made: its batches, its distinct windows (two
+    batches repeated eight times are two; duplicated documents repeat windows) and its batch size."""
+    windows = {row.tobytes() for batch in batches for row in batch}
+    return {
+        "heldout_batches": len(batches),
+        "distinct_windows": len(windows),
+        "batch_size": int(batches[0].shape[0]) if len(batches) else 0,
+    }
 
 
 @dataclass(frozen=True)

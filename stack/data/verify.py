@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from stack.data.damage import Damaged
 from stack.data.manifest import SPLITS, Manifest, load_manifest
@@ -17,9 +18,10 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
     filters' drop counts against the drop log and the byte accounts (GATE-DATA-014).
 
     With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
-    built and the held-out split holds its minimum number of batches, so a long run does not
-    find out at its first evaluation that the data cannot feed it. Returns the manifest; the
-    first problem is raised exactly as the reader would raise it.
+    built and the held-out split holds its minimum number of batches, in distinct windows as
+    GATE-EVAL-001 counts them before a run's first step, so a long run does not find out at its
+    start that the data cannot feed it. Returns the manifest; the first problem is raised as the
+    reader would raise it, and a set the gate would halt on as bad input naming the gate.
     """
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
@@ -35,11 +37,17 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
         for split in SPLITS:
             check_split(data_dir, manifest, split)
     if seq_len is not None:
-        from stack.data.heldout import heldout_batches
+        from stack.data.heldout import heldout_set_outcome
         from stack.data.reader import TokenReader
 
         TokenReader(data_dir, batch_size=batch_size, seq_len=seq_len, seed=0)
-        heldout_batches(data_dir, batch_size, seq_len)
+        held = heldout_set_outcome(data_dir, batch_size, seq_len)
+        if not held.ok:
+            raise BadInput(
+                f"{held.message} [GATE-EVAL-001]: the held-out split repeats its windows (duplicated "
+                "documents or examples), and `stack train` would halt on the gate; hold out more "
+                "distinct text with a larger --val-fraction or more documents"
+            )
     return manifest
 
 

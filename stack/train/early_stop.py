@@ -18,16 +18,11 @@ from contracts.errors import GateViolation
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import same_number
 from contracts.spec import load_spec
+from stack.data.heldout import set_size_measured
 
 
 def _size_outcome(batches: list[torch.Tensor]) -> Outcome:
-    windows = {row.numpy().tobytes() for batch in batches for row in batch.cpu()}
-    measured = {
-        "heldout_batches": len(batches),
-        "distinct_windows": len(windows),
-        "batch_size": int(batches[0].shape[0]) if batches else 0,
-    }
-    return measure("GATE-EVAL-001", measured)
+    return measure("GATE-EVAL-001", set_size_measured([batch.cpu().numpy() for batch in batches]))
 
 
 @gate_require("GATE-EVAL-001", lambda batches: _size_outcome(batches))
