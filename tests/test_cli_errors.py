@@ -174,7 +174,13 @@ def test_text_beside_the_split_options_is_refused(
         ([], "stack: error: the following arguments are required: COMMAND"),
         (["nope"], "stack: error: argument COMMAND: invalid choice: 'nope'"),
         (["sample"], "stack sample: error: the following arguments are required: RUN_DIR|CKPT"),
-        (["gates", "--bogus\nsecond"], "stack: error: unrecognized arguments: --bogus\\nsecond"),
+        # An argument the command does not take is refused in the command's name, whose --help
+        # lists what it takes (argparse's own line named `stack` and pointed at `stack --help`).
+        (["gates", "--bogus\nsecond"], "stack gates: error: unrecognized arguments: --bogus\\nsecond"),
+        (
+            ["es", "RUN", "--set", "a=1"],
+            "stack es: error: unrecognized arguments: --set a=1; see `stack es --help`",
+        ),
         (["sample", "RUN", "--tokens"], "stack sample: error: argument --tokens: expected one argument"),
         (["gates", "--area=--"], "stack gates: error: argument --area: expected one argument"),
     ],

@@ -32,7 +32,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -106,6 +106,23 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """argparse's, but an argument the sub-command does not know is refused in that
+        sub-command's name, whose --help lists what it takes (argparse names `stack` alone)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._named(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _named(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The sub-command's parser the parsed arguments chose, or this one before any was."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None), self)
+        return self
 
     def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
         """Refuse `--opt=--` as a missing value: Python 3.11's argparse drops the '--' and hands
