@@ -819,6 +819,21 @@ def test_a_phase_that_starts_after_the_last_step_is_noted(
     assert "data.phases[0] (phase 1) starts after step 500, but train.steps is 2: it never applies" in err
 
 
+def test_a_run_that_ends_inside_its_warmup_says_it_never_reaches_its_learning_rate(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--set train.steps=50` on a preset whose warmup is 200 steps trained at a quarter of train.lr
+    and said nothing. A warmup one step longer than the run is noted with the rate its last step
+    logged; a warmup as long as the run reaches train.lr at its last step and is not."""
+    assert train(smoke_args(data, tmp_path / "long", "train.steps=2", "train.warmup_steps=3")) == 0
+    err = capsys.readouterr().err
+    last = step_lines(tmp_path / "long")[-1]["lr"]
+    assert "train.warmup_steps 3 is more than train.steps 2: the learning rate never reaches" in err, err
+    assert f"(it rises to {last:.3g} at the last step, 67% of it)" in err, err
+    assert train(smoke_args(data, tmp_path / "even", "train.steps=2", "train.warmup_steps=2")) == 0
+    assert "warmup_steps" not in capsys.readouterr().err
+
+
 # -- audit F07: a size that cannot fit is refused in one line before anything is allocated ---------
 
 

@@ -59,6 +59,7 @@ from contracts.evidence import run_id as evidence_run_id
 from contracts.gates import contract_mode, weakest_mode
 from contracts.ledger import Ledger, recording
 from contracts.model_shape import TRAINING_MODEL_KEYS
+from contracts.schedule import lr_at
 from contracts.spec import load_spec
 from stack.artifacts import RUN_CONFIG, require
 from stack.data.manifest import load_manifest
@@ -756,6 +757,23 @@ def _unreached_phases(config: RunConfig) -> list[str]:
     ]
 
 
+def _unfinished_warmup(config: RunConfig) -> list[str]:
+    """A note when the run ends before its learning-rate warmup does: train.lr is never reached
+    (a short run of a preset: `--set train.steps=50` on `small`, whose warmup is 200 steps, rises
+    to a quarter of it). A note and not a refusal, as for an unreached phase: a benchmark may mean
+    it, and a resume with a larger train.steps goes on from there."""
+    train = config.train
+    steps, warmup = train.steps, train.warmup_steps
+    if warmup <= steps:
+        return []
+    last = lr_at(steps, lr=train.lr, min_lr=train.min_lr, warmup_steps=warmup, total_steps=steps)
+    return [
+        f"train.warmup_steps {warmup} is more than train.steps {steps}: the learning rate never reaches "
+        f"train.lr {train.lr:g} (it rises to {last:.3g} at the last step, {last / train.lr:.0%} of it); "
+        "lower train.warmup_steps for a short run"
+    ]
+
+
 def _on_event(evidence: RunRecord, event: str, trainer: Trainer) -> None:
     """A wrap of the corpus is said on stderr; evaluations and checkpoints refresh the record."""
     if event != "wrap":
@@ -780,7 +798,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
                 "nondeterministic_loss_rtol",
                 file=sys.stderr,
             )
-        for note in _unreached_phases(config):
+        for note in _unreached_phases(config) + _unfinished_warmup(config):
             print(f"stack train: {note}", file=sys.stderr)
         if config.train.parallel == "fsdp" and _world_size() == 1:
             print(
