@@ -140,6 +140,9 @@ def edit_config(directory: Path, **changes: object) -> None:
         ("pickled-weights", "pickled .bin weights"),
         ("rope-scaling", "rope_type='linear'"),
         ("other-architecture", "model_type 'gpt2'"),
+        # The architecture is read first: a GPT-2 directory without its weights and tokenizer is
+        # refused for what it is, not sent to fetch files that could never be imported.
+        ("other-architecture-alone", "model_type 'gpt2'"),
         ("bias", "attention_bias or mlp_bias"),
         ("not-a-model-dir", "needs a Hugging Face model directory"),
     ],
@@ -157,6 +160,11 @@ def test_import_refuses_what_it_cannot_read(
         edit_config(source, rope_scaling={"rope_type": "linear", "factor": 2.0})
     elif breakage == "other-architecture":
         edit_config(source, model_type="gpt2")
+    elif breakage == "other-architecture-alone":
+        edit_config(source, model_type="gpt2")
+        for path in source.iterdir():
+            if path.name != "config.json":
+                path.unlink()
     elif breakage == "bias":
         edit_config(source, attention_bias=True)
     else:

@@ -87,8 +87,10 @@ def read_hf_weights(files: list[Path]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _run_config(hf_dir: Path, tokenizer: Tokenizer) -> RunConfig:
-    """The run configuration of config.json's model, refused when `tokenizer` has ids it lacks."""
+def _model_section(hf_dir: Path) -> dict[str, Any]:
+    """config.json's model as the stack's [model] section. Read first: a model the stack computes
+    otherwise (another architecture, an option it lacks) is refused before a user is sent to fetch
+    its weights or tokenizer files."""
     from transformers import AutoConfig
 
     with runtimes.quiet_transformers():
@@ -97,7 +99,11 @@ def _run_config(hf_dir: Path, tokenizer: Tokenizer) -> RunConfig:
         except (OSError, ValueError, TypeError) as exc:
             detail = " ".join(str(exc).split())[:300]
             raise BadInput(f"cannot read {hf_dir / 'config.json'}: {detail}") from None
-    model = hf.model_config_from_hf(config)
+    return hf.model_config_from_hf(config)
+
+
+def _run_config(hf_dir: Path, model: dict[str, Any], tokenizer: Tokenizer) -> RunConfig:
+    """The run configuration of config.json's `model`, refused when `tokenizer` has ids it lacks."""
     if tokenizer.vocab_size > model["vocab"]:
         raise BadInput(
             f"{hf_dir}: its tokenizer has {tokenizer.vocab_size} ids but config.json's vocab_size is "
@@ -186,11 +192,12 @@ def _checked(hf_dir: Path, out: Path, force: bool, sample_text: Path | None) -> 
     """Read the model, its config and tokenizer, and check its logits against transformers'."""
     if not (hf_dir / "config.json").is_file():
         raise BadInput(f"{hf_dir} is not a Hugging Face model directory (no config.json)")
-    files = weight_files(hf_dir)
     rundir.check(out, WRITER, force=force)
     deps.require("hf")
+    model_section = _model_section(hf_dir)
+    files = weight_files(hf_dir)
     tokenizer = hf_tokenizer.read_tokenizer(hf_dir)
-    config = _run_config(hf_dir, tokenizer)
+    config = _run_config(hf_dir, model_section, tokenizer)
     model = GPT(config.model)
     tensors = read_hf_weights(files)
     dtypes = source_dtypes(tensors)
