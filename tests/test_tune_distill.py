@@ -109,7 +109,8 @@ def test_a_dense_teacher_distils_into_an_moe_student_that_reloads_and_samples(
 ) -> None:
     out = tmp_path / "student"
     assert _distill(world, out, *STUDENT) == 0
-    assert "completed at step 3" in capsys.readouterr().out
+    # The run speaks as the command typed: it said `stack train: completed …`, a command never typed.
+    assert "stack distill: completed at step 3" in capsys.readouterr().out
     steps = [line for line in _metrics(out) if line["type"] == "step"]
     assert len(steps) == 3 and all({"loss", "kl", "nll", "moe_load_balance"} <= set(line) for line in steps)
     assert [line for line in _metrics(out) if line["type"] == "eval"]  # the loop's held-out evaluation

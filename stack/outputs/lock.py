@@ -163,6 +163,11 @@ def claim_under(path: Path, option: str, itself: bool = False) -> None:
         _SCOPES[-1].claimed[owner] = handle
 
 
+def running_command(default: str) -> str:
+    """The command whose block this is (`command_scope`: "stack sft"), or `default` outside one."""
+    return _SCOPES[-1].command if _SCOPES else default
+
+
 @contextmanager
 def command_scope(command: str) -> Iterator[None]:
     """The block of one command (`command` names it, "stack trace"): the locks `claim_under` takes

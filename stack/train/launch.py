@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from stack.outputs.lock import running_command
+
 # Where a worker under `launch` leaves the line it ended on (unset outside a launch).
 LAUNCH_DIR_ENV = "GATESTACK_LAUNCH_DIR"
 # Exit codes by how much they say: a gate that fired, then bad input, then an internal error, then
@@ -54,7 +56,8 @@ def launch(nproc: int, argv: list[str]) -> int:
     if not ended:
         if code:
             print(
-                f"stack train: internal error: torchrun ended with exit code {code} and no worker said why; "
+                f"{running_command('stack train')}: internal error: torchrun ended with exit code {code} and "
+                "no worker said why; "
                 "the workers' output is above",
                 file=sys.stderr,
             )

@@ -93,6 +93,7 @@ from stack.model.sampling_checks import (
     sample_watched,
 )
 from stack.model.structure import check_structure
+from stack.outputs.lock import running_command
 from stack.train import checkpoint as ckpt
 from stack.train import determinism, distributed, rng
 from stack.train.best_kept import BestWatch, check_best_kept
@@ -147,7 +148,13 @@ from stack.train.tensorboard import Board
 
 # Where a polish pivot keeps the mixture and policy state it replaced, inside the run directory.
 POLICY_ARCHIVE = "policy-archive"
-COMMAND = "stack train"  # how the run's notes on stderr begin, the loop's and stack.train.run's
+COMMAND = "stack train"  # the run directory's writer, and the speaker outside a command's block
+
+
+def speaker() -> str:
+    """How the run's lines on stderr and stdout begin: the command typed, so that a `stack sft`
+    run speaks as `stack sft` (it said `stack train`, a command its user never typed)."""
+    return running_command(COMMAND)
 
 
 def repeatable_cuda() -> None:
@@ -666,7 +673,7 @@ class Trainer:
         """Tell of each checkpoint set aside, on stderr and as a `set_aside` event of the log, and stop
         counting it as one the run wrote, kept as its best or resumed from."""
         for entry in aside:
-            print(f"{COMMAND}: {entry.line()}", file=sys.stderr)
+            print(f"{speaker()}: {entry.line()}", file=sys.stderr)
             self.metrics_log.write(
                 "event",
                 step=self.state.step,

@@ -71,7 +71,7 @@ from stack.train import checkpoint as ckpt
 from stack.train import determinism, tensorboard
 from stack.train.config import SECTIONS, RunConfig, changed_keys, read_toml, resolve, save_config
 from stack.train.lineage import WEIGHTS_FILE, run_lineage
-from stack.train.loop import COMMAND, Trainer, pick_device
+from stack.train.loop import COMMAND, Trainer, pick_device, speaker
 from stack.train.lora_setup import finish as finish_lora
 from stack.train.memory import check_fits
 from stack.train.metrics import METRICS_FILE, ROLLED_BACK_FILE, read_lines, split_at
@@ -319,7 +319,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     adopted = ckpt.adoption_note(run_dir, path)  # the log and the disk agree before anything else
     notes += [adopted] if adopted is not None else []
     for note in notes:
-        print(f"{WRITER.command}: {note}", file=sys.stderr)
+        print(f"{speaker()}: {note}", file=sys.stderr)
     state = ckpt.read_state(path, ckpt.ResumableState)
     _refuse_other_data(run_dir, state, data_dir, str(record.metrics.get("data_dir", "")))
     # The same prepared data (its manifest checked): where it lies now is what eval, memorization,
@@ -676,7 +676,7 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
     if source is not None:
         start = trainer.start_from(source)
         if start.said is not None and _is_main():
-            print(f"stack train: {start.said}", file=sys.stderr)
+            print(f"{speaker()}: {start.said}", file=sys.stderr)
         plan.record.metrics["init_from"] = {
             "path": str(source.path),
             "step": source.step,
@@ -732,14 +732,14 @@ def _file_refusal(plan: Plan, evidence_dir: Path | None, exc: GateViolation) -> 
         record.artifacts = [artifact(path, Path(scratch)) for path in (config, log)]
         summarise(record, Path(scratch))
         filed = ledger.file(evidence_dir, record, (config, log))
-    print(f"stack train: the refusal is filed at {filed}", file=sys.stderr)
+    print(f"{speaker()}: the refusal is filed at {filed}", file=sys.stderr)
 
 
 def _open_run_dir(run_dir: Path, config: RunConfig) -> None:
     """The first writes of a run that passed set-up: leftovers of dead writers go, config is saved."""
     note = ckpt.leftovers_note(run_dir)
     if note is not None:
-        print(f"{WRITER.command}: {note}", file=sys.stderr)
+        print(f"{speaker()}: {note}", file=sys.stderr)
     save_config(config, run_dir / CONFIG_FILE)
     (run_dir / METRICS_FILE).touch()
 
@@ -780,7 +780,7 @@ def _on_event(evidence: RunRecord, event: str, trainer: Trainer) -> None:
         evidence.refresh(trainer)
     elif evidence.main:
         print(
-            f"stack train: step {trainer.state.step}: the train split wrapped to epoch "
+            f"{speaker()}: step {trainer.state.step}: the train split wrapped to epoch "
             f"{trainer.reader.epoch} (data.wrap=true)",
             file=sys.stderr,
         )
@@ -793,16 +793,16 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
         _open_run_dir(run_dir, config)
         if not config.train.deterministic:
             print(
-                "stack train: train.deterministic=false: non-deterministic kernels may run; the run is not "
+                f"{speaker()}: train.deterministic=false: non-deterministic kernels may run; the run is not "
                 "claimed repeatable, and a replay of its steps is judged within GATE-CKPT-003's "
                 "nondeterministic_loss_rtol",
                 file=sys.stderr,
             )
         for note in _unreached_phases(config) + _unfinished_warmup(config):
-            print(f"stack train: {note}", file=sys.stderr)
+            print(f"{speaker()}: {note}", file=sys.stderr)
         if config.train.parallel == "fsdp" and _world_size() == 1:
             print(
-                "stack train: train.parallel='fsdp' shards over the processes of --nproc N; this run has "
+                f"{speaker()}: train.parallel='fsdp' shards over the processes of --nproc N; this run has "
                 "one process and trains unsharded",
                 file=sys.stderr,
             )
@@ -819,7 +819,7 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
                 trainer.restore(ckpt.load_checkpoint(plan.checkpoint))  # GATE-CKPT-002, recorded
                 _record_resume_changes(plan.record, trainer)
                 if _is_main():
-                    print(f"{WRITER.command}: {_resume_note(run_dir, trainer.state.step)}", file=sys.stderr)
+                    print(f"{speaker()}: {_resume_note(run_dir, trainer.state.step)}", file=sys.stderr)
             if config.train.tensorboard and _is_main():  # from the step the run continues at
                 resumed = trainer.state.step if plan.checkpoint is not None else None
                 trainer.board = tensorboard.Board(run_dir, resumed)
@@ -857,9 +857,9 @@ def _run(plan: Plan, trainer: Trainer, evidence_dir: Path | None, progress_facto
     if final is RunStatus.EXHAUSTED:
         raise _exhausted(run_dir, state.step)
     if _is_main() and final is not RunStatus.INTERRUPTED:
-        print(f"{COMMAND}: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
+        print(f"{speaker()}: {final.value} at step {state.step} ({state.stop_reason}); run in {run_dir}")
     if _is_main() and filed is not None:
-        print(f"{COMMAND}: evidence filed at {filed}")
+        print(f"{speaker()}: evidence filed at {filed}")
     if final is RunStatus.INTERRUPTED:  # not a completed run: exit 130 or 143, never 0 (contracts.errors)
         assert trainer.interrupted_by is not None, "only a signal interrupts the loop"
         raise Interrupted(
@@ -943,7 +943,7 @@ def _record_resume_changes(record: EvidenceRecord, trainer: Trainer) -> None:
                 f"group {c['group']} {c['key']} {c['was']} -> {c['now']}" for c in trainer.optimizer_changes
             )
             print(
-                f"{WRITER.command}: the restored optimizer steps with this resume's settings: {said}",
+                f"{speaker()}: the restored optimizer steps with this resume's settings: {said}",
                 file=sys.stderr,
             )
 
