@@ -114,7 +114,11 @@ def test_distributed_resume_continues_the_batches(data: Path, parallel: Path, tm
     run = tmp_path / "run"
     shutil.copytree(parallel, run)
     shutil.rmtree(ckpt.step_dir(run, 6))
-    run_train("--resume", run, "--nproc", "2")
+    proc = run_train("--resume", run, "--nproc", "2")
+    # Rank 0 speaks for the run, once: the launcher said its warnings again after it.
+    said = [line for line in proc.stdout.splitlines() if line.startswith(("  warning ", "stack train: "))]
+    assert any(line.startswith("  warning GATE-DATA-004") for line in said), proc.stdout
+    assert len(said) == len(set(said)), proc.stdout
     assert [ln["batch_sha256"] for ln in step_lines(run)] == [
         ln["batch_sha256"] for ln in step_lines(parallel)
     ]

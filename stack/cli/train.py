@@ -85,8 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         from stack.train.launch import launch
 
-        code = launch(args.nproc, args.argv)
-        return _say_warnings(args.resume or args.out) if code == 0 else code
+        return launch(args.nproc, args.argv)  # rank 0's own `stack train` says the warnings
     if len(args.waive) != len(args.reason):
         raise BadInput('every --waive GATE-ID needs its own --reason "..."')
     if any(not reason.strip() for reason in args.reason):
