@@ -119,6 +119,7 @@ def test_distributed_resume_continues_the_batches(data: Path, parallel: Path, tm
     said = [line for line in proc.stdout.splitlines() if line.startswith(("  warning ", "stack train: "))]
     assert any(line.startswith("  warning GATE-DATA-004") for line in said), proc.stdout
     assert len(said) == len(set(said)), proc.stdout
+    assert "OMP_NUM_THREADS" not in proc.stderr  # torchrun's banner: its default is set, not said
     assert [ln["batch_sha256"] for ln in step_lines(run)] == [
         ln["batch_sha256"] for ln in step_lines(parallel)
     ]

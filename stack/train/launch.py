@@ -29,6 +29,7 @@ from stack.outputs.lock import running_command
 
 # Where a worker under `launch` leaves the line it ended on (unset outside a launch).
 LAUNCH_DIR_ENV = "GATESTACK_LAUNCH_DIR"
+OMP_THREADS_ENV = "OMP_NUM_THREADS"
 # Exit codes by how much they say: a gate that fired, then bad input, then an internal error, then
 # an interrupt (any other code, 130 or 143).
 SEVERITY = {3: 3, 2: 2, 1: 1}
@@ -47,9 +48,10 @@ def launch(nproc: int, argv: list[str]) -> int:
             rest.append(arg)
     with tempfile.TemporaryDirectory(prefix="gatestack-launch-") as where:
         command = [sys.executable, "-m", __name__, "--standalone", f"--nproc-per-node={nproc}", "-m", "stack"]
-        code = subprocess.run(
-            [*command, *rest], env={**os.environ, LAUNCH_DIR_ENV: where}, check=False
-        ).returncode
+        # torchrun gives each worker one OpenMP thread unless OMP_NUM_THREADS says otherwise, and
+        # says so in a five-line banner on every launch: the same default, set here, goes unsaid.
+        env = {OMP_THREADS_ENV: "1", **os.environ, LAUNCH_DIR_ENV: where}
+        code = subprocess.run([*command, *rest], env=env, check=False).returncode
         ended = [
             json.loads(path.read_text(encoding="utf-8")) for path in sorted(Path(where).glob("rank-*.json"))
         ]
