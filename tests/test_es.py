@@ -196,6 +196,10 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "--resume" in capsys.readouterr().err
     assert main(["es", "--resume", str(out), "--steps", "2"]) == 2
     assert "at step 2 already" in capsys.readouterr().err
+    # Without --steps a resume keeps the run's own steps: the option's default (100) took their
+    # place, trained a finished 2-step run on to step 100, and its record contradicted its commands.
+    assert main(["es", "--resume", str(out)]) == 2
+    assert "at step 2 already and the run's steps are 2" in capsys.readouterr().err
     assert main(["es", "--resume", str(out), "--population", "8"]) == 2
     assert "drop --population" in capsys.readouterr().err
     assert main(["es", "--resume", str(world["source"]), "--steps", "9"]) == 2

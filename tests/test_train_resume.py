@@ -353,6 +353,25 @@ def test_a_resume_of_a_completed_run_from_an_older_checkpoint_is_refused_before_
     assert (run / "config.toml").read_bytes() == config and len(step_lines(run)) == 8
 
 
+@pytest.mark.parametrize("steps", [(), ("--set", "train.steps=7")], ids=["as-it-was", "below-its-step"])
+def test_a_resume_with_no_step_left_is_refused_before_anything_is_written(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: tuple[str, ...]
+) -> None:
+    """A finished run resumed again (a retried job) ran no step, appended to its log and wrote a
+    record the integrity check called false (an early-stopping verdict at no step; with train.steps
+    below its step, a log ending past it). It is refused, naming the way to train on, and the run
+    is as it was; one step more trains."""
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    before = {name: (run / name).read_bytes() for name in ("config.toml", "metadata.json", "metrics.jsonl")}
+    assert train(["train", "--resume", str(run), *steps]) == 2
+    err = capsys.readouterr().err
+    assert "it has reached step 8 and train.steps is" in err and "(--set train.steps=N with N above 8)" in err
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert train(["train", "--resume", str(run), "--set", "train.steps=9"]) == 0
+    assert [line["step"] for line in step_lines(run)] == list(range(1, 10))
+
+
 @pytest.mark.gate("GATE-CKPT-002")
 def test_an_evaluation_of_a_run_dir_that_reads_an_older_checkpoint_is_refused(
     straight: Path,

@@ -177,6 +177,13 @@ def test_a_resume_keeps_the_teacher_and_the_loss_and_may_move_the_device(
     assert len(err.strip().splitlines()) == 1 and "distill.temperature (4.0 -> 2.0)" in err
     assert main(["distill", "--resume", str(world["teacher"]), "--steps", "3"]) == 2  # not a distillation
     assert "not a distill run" in capsys.readouterr().err
+    # Without --steps a resume keeps the run's own train.steps (the option's default, 50, took its
+    # place); a finished run has no step left then, and is refused without a byte written.
+    before = (out / "metadata.json").read_bytes()
+    assert main(["distill", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "it has reached step 2 and train.steps is 2, so no step is left to train" in err, err
+    assert "(--steps N with N above 2)" in err and (out / "metadata.json").read_bytes() == before
     assert main(["distill", "--resume", str(out), "--steps", "3", "--device", "cpu"]) == 0
     resumed = read_evidence(out / "metadata.json").metrics["resumes"][-1]
     assert resumed["changed"] == ["train.device", "train.steps"]

@@ -52,8 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--steps",
         type=values.positive_int,
-        default=DEFAULTS.steps,
-        help=f"steps in all (default {DEFAULTS.steps})",
+        help=f"steps in all (default {DEFAULTS.steps}; a resume keeps the run's own)",
     )
     run = parser.add_argument_group("settings of a new run (a resumed run keeps its own)")
     run.add_argument(
@@ -126,4 +125,4 @@ def run_es(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> EsSettings:
     """The settings of a new run: each option given, else its default."""
     given = {name: getattr(args, name) for name in RUN_SETTINGS if getattr(args, name) is not None}
-    return EsSettings(steps=args.steps, **given)
+    return EsSettings(steps=DEFAULTS.steps if args.steps is None else args.steps, **given)

@@ -173,8 +173,9 @@ def start(source: Path, data: Path, out: Path, settings: EsSettings, invocation:
     return ended.written()
 
 
-def resume(out: Path, steps: int, data: Path | None, invocation: Invocation) -> Path:
-    """Continue the ES run in `out` from its newest valid checkpoint up to `steps` in all."""
+def resume(out: Path, steps: int | None, data: Path | None, invocation: Invocation) -> Path:
+    """Continue the ES run in `out` from its newest valid checkpoint up to `steps` in all (None:
+    the run's own)."""
     rundir.check(out, WRITER, resume=True, option="--resume")
     evidence = CommandEvidence(KIND, invocation.argv, "cpu", invocation.evidence_dir)
     with rundir.opened(out, WRITER, resume=True, option="--resume") as opened, _recorded(evidence, opened):
@@ -209,9 +210,11 @@ def _commit(opened: rundir.RunDir, resumed_from: int | None = None) -> None:
         print(f"{WRITER.command}: {line}", file=sys.stderr)
 
 
-def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job:
-    """The job an ES checkpoint describes, to run on to `steps`; a resume on other data than the
-    checkpoint's reader was reading is refused (stack.outputs.rundir.refuse_changes)."""
+def _restored(out: Path, trained: Trained, steps: int | None, data: Path | None) -> Job:
+    """The job an ES checkpoint describes, to run on to `steps` (None: its own, as `stack train
+    --resume` keeps a run's train.steps; the option's default once took their place, and a resume
+    trained a 2-step run on to step 100); a resume on other data than the checkpoint's reader was
+    reading is refused (stack.outputs.rundir.refuse_changes)."""
     checkpoint = trained.checkpoint
     es = checkpoint.state.get(ES_STATE)
     if not isinstance(es, dict):
@@ -219,9 +222,11 @@ def _restored(out: Path, trained: Trained, steps: int, data: Path | None) -> Job
             f"{checkpoint.path} was not written by `stack es`; "
             "a training run resumes with `stack train --resume`"
         )
+    steps = es["settings"]["steps"] if steps is None else steps
     if steps <= checkpoint.step:
         raise BadInput(
-            f"{checkpoint.path} is at step {checkpoint.step} already; give --steps above {checkpoint.step}"
+            f"{checkpoint.path} is at step {checkpoint.step} already and the run's steps are {steps}; "
+            f"give --steps above {checkpoint.step}"
         )
     with ckpt.restoring(checkpoint, ES_STATE):
         settings = replace(EsSettings(**es["settings"]), steps=steps).resolved(trained.model.config.ctx)

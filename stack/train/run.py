@@ -97,6 +97,8 @@ WRITER = rundir.Writer(
 )
 # The tasks whose runs a command of the same name writes and resumes (`stack sft`, ...).
 TASK_COMMANDS = ("sft", "dpo", "distill")
+# The commands whose loop options (stack.cli.tune_options) set train.steps by --steps, not --set.
+STEPS_OPTION_COMMANDS = ("dpo", "distill")
 # Keys a resume cannot change besides the model's (see `_shape_changes`).
 FIXED_ON_RESUME = ("train.batch_size", "train.grad_accum", "train.seed", "train.task", "eval.batches")
 # The record's status for each way `Trainer.run` returns.
@@ -332,6 +334,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     check_task_data(config, data_dir, request.command)
     _check_lora_start(config, "init_from" in record.metrics, request.command)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
+    _refuse_nothing_left(run_dir, state["step"], config.train.steps, request.command)
     check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING
     record.run.finished = None
@@ -351,6 +354,20 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     record.metrics["resumes"] = resumes
     _stamp(record, config, data_dir, tokenizer)
     return Plan(run_dir, data_dir, config, tokenizer, record, ledger, path)
+
+
+def _refuse_nothing_left(run_dir: Path, step: int, steps: int, command: str) -> None:
+    """Refuse a resume with no step left to take: from a checkpoint at or past train.steps (a
+    finished run resumed again, as a retried job does; a train.steps below where the run is). It
+    ran no step and wrote a record the integrity check calls false: a log that ends past
+    train.steps, and an early-stopping verdict at no step. The advice names `command`'s option."""
+    if steps > step:
+        return
+    option = "--steps N" if command in STEPS_OPTION_COMMANDS else "--set train.steps=N"
+    raise BadInput(
+        f"cannot resume {run_dir}: it has reached step {step} and train.steps is {steps}, so no step is "
+        f"left to train; to train on, raise it ({option} with N above {step})"
+    )
 
 
 def _refuse_other_data(run_dir: Path, state: dict[str, Any], data_dir: Path, recorded: str) -> None:
