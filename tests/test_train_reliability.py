@@ -344,7 +344,7 @@ def test_leftovers_of_dead_writers_are_swept_at_start(
         f".tmp-step-0000008-{os.getpid()}",
     ):
         shutil.copytree(base / "step-0000002", base / name)
-    assert train(["train", "--resume", str(run)]) == 0  # already at its last step: nothing to train
+    assert train(["train", "--resume", str(run), "--set", "train.steps=5"]) == 0
     swept = [line for line in capsys.readouterr().err.splitlines() if "dead processes" in line]
     assert swept == [
         f"stack train: removed what dead processes left in {base}: "
@@ -728,7 +728,9 @@ def test_a_folder_of_the_users_files_is_not_offered_resume_and_a_run_is(
     run = copy_of(finished, tmp_path)
     assert train(smoke_args(data, run)) == 2
     assert f"or continue it with --resume {run}" in one_line(capsys.readouterr().err)
-    assert train(["train", "--resume", str(run)]) == 0
+    assert train(["train", "--resume", str(run)]) == 0  # complete: told how to train on, left alone
+    assert "is complete at step 4 (train.steps=4): nothing to resume" in capsys.readouterr().err
+    assert train(["train", "--resume", str(run), "--set", "train.steps=5"]) == 0
     assert "resuming from step-" in capsys.readouterr().err  # the resume says where it starts
     for path in ckpt.list_checkpoints(run):  # a run none of whose checkpoints a resume can take
         (path / "model.safetensors").write_bytes(b"damaged")

@@ -353,20 +353,33 @@ def test_a_resume_of_a_completed_run_from_an_older_checkpoint_is_refused_before_
     assert (run / "config.toml").read_bytes() == config and len(step_lines(run)) == 8
 
 
-@pytest.mark.parametrize("steps", [(), ("--set", "train.steps=7")], ids=["as-it-was", "below-its-step"])
-def test_a_resume_with_no_step_left_is_refused_before_anything_is_written(
-    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: tuple[str, ...]
+@pytest.mark.parametrize(
+    ("steps", "code", "said"),
+    [
+        ((), 0, "is complete at step 8 (train.steps=8): nothing to resume"),
+        (("--set", "train.steps=7"), 2, "cannot resume"),
+    ],
+    ids=["as-it-was", "below-its-step"],
+)
+def test_a_resume_with_no_step_left_writes_nothing(
+    straight: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    steps: tuple[str, ...],
+    code: int,
+    said: str,
 ) -> None:
     """A finished run resumed again (a retried job) ran no step, appended to its log and wrote a
     record the integrity check called false (an early-stopping verdict at no step; with train.steps
-    below its step, a log ending past it). It is refused, naming the way to train on, and the run
-    is as it was; one step more trains."""
+    below its step, a log ending past it). Resumed as it was, it is told it is complete and left
+    alone (exit 0); asked for fewer steps than it took, it is refused. Both name the way to train
+    on, and one step more trains."""
     run = tmp_path / "run"
     shutil.copytree(straight, run)
     before = {name: (run / name).read_bytes() for name in ("config.toml", "metadata.json", "metrics.jsonl")}
-    assert train(["train", "--resume", str(run), *steps]) == 2
+    assert train(["train", "--resume", str(run), *steps]) == code
     err = capsys.readouterr().err
-    assert "it has reached step 8 and train.steps is" in err and "(--set train.steps=N with N above 8)" in err
+    assert said in err and "raise train.steps (--set train.steps=N with N above 8)" in err, err
     assert {name: (run / name).read_bytes() for name in before} == before
     assert train(["train", "--resume", str(run), "--set", "train.steps=9"]) == 0
     assert [line["step"] for line in step_lines(run)] == list(range(1, 10))

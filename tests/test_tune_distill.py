@@ -178,11 +178,11 @@ def test_a_resume_keeps_the_teacher_and_the_loss_and_may_move_the_device(
     assert main(["distill", "--resume", str(world["teacher"]), "--steps", "3"]) == 2  # not a distillation
     assert "not a distill run" in capsys.readouterr().err
     # Without --steps a resume keeps the run's own train.steps (the option's default, 50, took its
-    # place); a finished run has no step left then, and is refused without a byte written.
+    # place); a finished run has no step left then: it is told so, and nothing is written.
     before = (out / "metadata.json").read_bytes()
-    assert main(["distill", "--resume", str(out)]) == 2
+    assert main(["distill", "--resume", str(out)]) == 0
     err = capsys.readouterr().err
-    assert "it has reached step 2 and train.steps is 2, so no step is left to train" in err, err
+    assert "is complete at step 2 (train.steps=2): nothing to resume" in err, err
     assert "(--steps N with N above 2)" in err and (out / "metadata.json").read_bytes() == before
     assert main(["distill", "--resume", str(out), "--steps", "3", "--device", "cpu"]) == 0
     resumed = read_evidence(out / "metadata.json").metrics["resumes"][-1]

@@ -334,7 +334,7 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     check_task_data(config, data_dir, request.command)
     _check_lora_start(config, "init_from" in record.metrics, request.command)
     _refuse_changes(run_dir, path, _shape_changes(state, config))
-    _refuse_nothing_left(run_dir, state["step"], config.train.steps, request.command)
+    _nothing_left(run_dir, record, state["step"], config.train.steps, request.command)
     check_fits(config, pick_device(config.train.device))
     record.run.status = RunStatus.RUNNING
     record.run.finished = None
@@ -356,17 +356,28 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     return Plan(run_dir, data_dir, config, tokenizer, record, ledger, path)
 
 
-def _refuse_nothing_left(run_dir: Path, step: int, steps: int, command: str) -> None:
-    """Refuse a resume with no step left to take: from a checkpoint at or past train.steps (a
-    finished run resumed again, as a retried job does; a train.steps below where the run is). It
-    ran no step and wrote a record the integrity check calls false: a log that ends past
-    train.steps, and an early-stopping verdict at no step. The advice names `command`'s option."""
+class NothingLeft(Exception):
+    """A resume of a completed run at its own train.steps: there is nothing to do, and nothing is
+    written (a retried job that finished ends as it did, exit 0)."""
+
+
+def _nothing_left(run_dir: Path, record: EvidenceRecord, step: int, steps: int, command: str) -> None:
+    """Stop a resume with no step left to take, before anything is written: it ran no step and
+    left a record the integrity check called false (an early-stopping verdict at no step; with
+    train.steps below the run's step, a log ending past it). A completed run resumed as it was is
+    told so and left alone (`NothingLeft`); any other, from a checkpoint at or past train.steps,
+    is refused. Both name the way to train on, in `command`'s words."""
     if steps > step:
         return
     option = "--steps N" if command in STEPS_OPTION_COMMANDS else "--set train.steps=N"
+    to_train_on = f"to train on, raise train.steps ({option} with N above {step})"
+    if steps == step and record.run.status is RunStatus.COMPLETED:
+        raise NothingLeft(
+            f"{run_dir} is complete at step {step} (train.steps={steps}): nothing to resume; {to_train_on}"
+        )
     raise BadInput(
         f"cannot resume {run_dir}: it has reached step {step} and train.steps is {steps}, so no step is "
-        f"left to train; to train on, raise it ({option} with N above {step})"
+        f"left to train; {to_train_on}"
     )
 
 
@@ -638,7 +649,11 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
     option = "--resume" if resume else "--out"
     with rundir.opened(run_dir, WRITER, resume=resume, option=option, main=_is_main()) as opened:
         if request.resume is not None:
-            plan = _resume_plan(request, run_dir)
+            try:
+                plan = _resume_plan(request, run_dir)
+            except NothingLeft as done:
+                print(f"{speaker()}: {done}", file=sys.stderr)
+                return 0
             if leg is not None:
                 _as_leg(plan, leg)
         else:
