@@ -120,6 +120,8 @@ def test_distributed_resume_continues_the_batches(data: Path, parallel: Path, tm
     assert any(line.startswith("  warning GATE-DATA-004") for line in said), proc.stdout
     assert len(said) == len(set(said)), proc.stdout
     assert "OMP_NUM_THREADS" not in proc.stderr  # torchrun's banner: its default is set, not said
+    again = run_train("--resume", run, "--nproc", "2")  # complete now: told once, by rank 0
+    assert again.stderr.count("is complete at step 6 (train.steps=6): nothing to resume") == 1, again.stderr
     assert [ln["batch_sha256"] for ln in step_lines(run)] == [
         ln["batch_sha256"] for ln in step_lines(parallel)
     ]

@@ -31,7 +31,7 @@ def add_loop_options(parser: argparse.ArgumentParser, defaults: Any) -> argparse
         type=values.positive_int,
         action=values.NoteGiven,
         default=defaults.steps,
-        help=f"steps in all (default {defaults.steps})",
+        help=f"steps in all (default {defaults.steps}; a resume keeps the run's own)",
     )
     parser.add_argument(
         "--evidence-dir",

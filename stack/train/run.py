@@ -652,7 +652,8 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
             try:
                 plan = _resume_plan(request, run_dir)
             except NothingLeft as done:
-                print(f"{speaker()}: {done}", file=sys.stderr)
+                if _is_main():  # rank 0 speaks for a data-parallel run
+                    print(f"{speaker()}: {done}", file=sys.stderr)
                 return 0
             if leg is not None:
                 _as_leg(plan, leg)
