@@ -21,6 +21,7 @@ from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared
+from tree_snapshot import snapshot
 
 from contracts import es_seeds
 from contracts.errors import GateViolation
@@ -194,16 +195,32 @@ def test_bad_input_is_one_line_and_exit_2(
     assert _es(world, out) == 0
     assert _es(world, out) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["es", "--resume", str(out), "--steps", "2"]) == 2
-    assert "at step 2 already" in capsys.readouterr().err
-    # Without --steps a resume keeps the run's own steps: the option's default (100) took their
-    # place, trained a finished 2-step run on to step 100, and its record contradicted its commands.
-    assert main(["es", "--resume", str(out)]) == 2
-    assert "at step 2 already and the run's steps are 2" in capsys.readouterr().err
+    assert main(["es", "--resume", str(out), "--steps", "1"]) == 2
+    assert "it has reached step 2 and its steps are 1" in capsys.readouterr().err
     assert main(["es", "--resume", str(out), "--population", "8"]) == 2
     assert "drop --population" in capsys.readouterr().err
     assert main(["es", "--resume", str(world["source"]), "--steps", "9"]) == 2
     assert "needs an evolution-strategies run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps", [(), ("--steps", "2")], ids=["own-steps", "same-steps"])
+def test_a_completed_run_resumed_as_it_was_is_complete_and_left_alone(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: tuple[str, ...]
+) -> None:
+    """A retried job that finished: `stack train --resume` (and sft, dpo, distill) ends it with exit
+    0 and writes nothing; `stack es --resume` refused it with exit 2. It now ends the same way, OUT
+    and the ledger untouched, naming how to train on; one step more trains."""
+    out, ledger_dir = tmp_path / "out", tmp_path / "ledger"
+    assert _es(world, out) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    assert main(["es", "--resume", str(out), *steps, "--evidence-dir", str(ledger_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "is complete at step 2 (steps=2): nothing to resume" in err
+    assert "to train on, give --steps N with N above 2" in err
+    assert snapshot(out) == before and not ledger_dir.exists()
+    assert main(["es", "--resume", str(out), "--steps", "3"]) == 0
+    assert ckpt.latest_valid(out)[0].name == "step-0000003"
 
 
 # -- falsifiers --------------------------------------------------------------------------------

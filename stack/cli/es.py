@@ -5,17 +5,19 @@
 
 Each step draws ± pairs of Gaussian perturbations of all the weights, scores every member by its
 language-model loss on one batch, ranks them, and takes an Adam step along the estimated
-gradient. Exit 0: OUT written; 3: a gate fired (GATE-ES-001: no autograd graph; -002: ± pairs,
-each evaluated at its own side; -003: shaped weights sum to zero; -004: the estimator's self-test
-on a planted quadratic; -005: the fitness scored the batch's next tokens; -006: the step written is
-Adam's ascent of ĝ), the halted record in OUT; 2: bad input; 130 / 143: stopped by SIGINT /
-SIGTERM once the step under way was saved, the record `interrupted`, the line naming the resume.
+gradient. Exit 0: OUT written, or a completed run resumed as it was (nothing to do, nothing
+written); 3: a gate fired (GATE-ES-001: no autograd graph; -002: ± pairs, each evaluated at its
+own side; -003: shaped weights sum to zero; -004: the estimator's self-test on a planted
+quadratic; -005: the fitness scored the batch's next tokens; -006: the step written is Adam's
+ascent of ĝ), the halted record in OUT; 2: bad input; 130 / 143: stopped by SIGINT / SIGTERM once
+the step under way was saved, the record `interrupted`, the line naming the resume.
 See docs/surgery.md, "Evolution strategies".
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING
 
 from contracts.errors import BadInput
@@ -100,6 +102,7 @@ def run_es(args: argparse.Namespace) -> int:
     """Start or resume the run, print one line per step and where the checkpoint went."""
     from stack.cli.inputs import check_inputs
     from stack.es.rundir import Invocation, resume, start
+    from stack.outputs.rundir import NothingLeft
 
     invocation = Invocation(args.argv, args.evidence_dir, on_step=_print_step)
     if args.resume is not None:
@@ -112,7 +115,11 @@ def run_es(args: argparse.Namespace) -> int:
                 "(only --steps and --data may be given)"
             )
         check_inputs("es", args)
-        written = resume(args.resume, args.steps, args.data, invocation)
+        try:
+            written = resume(args.resume, args.steps, args.data, invocation)
+        except NothingLeft as done:
+            print(f"stack es: {done}", file=sys.stderr)
+            return 0
     else:
         if args.path is None or args.data is None or args.out is None:
             raise BadInput("a new ES run needs RUN_DIR|CKPT, --data DATA_DIR and --out OUT (or --resume OUT)")

@@ -34,18 +34,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from contracts.errors import BadInput, GateViolation, Interrupted
 from contracts.evidence import (
+    EVIDENCE_FILE,
     DataRef,
     EvidenceRecord,
     Lineage,
     RunStatus,
     canonical_sha256,
     places_named,
+    read_evidence,
     sha256_file,
 )
 from contracts.spec import load_spec
@@ -224,10 +226,7 @@ def _restored(out: Path, trained: Trained, steps: int | None, data: Path | None)
         )
     steps = es["settings"]["steps"] if steps is None else steps
     if steps <= checkpoint.step:
-        raise BadInput(
-            f"{checkpoint.path} is at step {checkpoint.step} already and the run's steps are {steps}; "
-            f"give --steps above {checkpoint.step}"
-        )
+        _nothing_left(out, checkpoint.step, steps)
     with ckpt.restoring(checkpoint, ES_STATE):
         settings = replace(EsSettings(**es["settings"]), steps=steps).resolved(trained.model.config.ctx)
         generator = _decode(es["generator"])
@@ -247,6 +246,30 @@ def _restored(out: Path, trained: Trained, steps: int | None, data: Path | None)
     state = EsState(checkpoint.step, generator, optimizer)
     commands = list(es.get("commands") or [])  # a checkpoint older than the list keeps none
     return Job(trained, reader, state, settings, data.resolve(), es["source"], checkpoint.step, commands)
+
+
+def _nothing_left(out: Path, step: int, steps: int) -> NoReturn:
+    """End a resume with no step left before anything is written, as `stack train --resume` does
+    (stack.train.run): a completed run resumed at its own steps is told so and left alone, exit 0
+    (a retried job; it was refused with exit 2, unlike every other resumable command); any other
+    resume from a checkpoint at or past its steps is refused."""
+    to_train_on = f"to train on, give --steps N with N above {step}"
+    if steps == step and _completed(out):
+        raise rundir.NothingLeft(
+            f"{out} is complete at step {step} (steps={steps}): nothing to resume; {to_train_on}"
+        )
+    raise BadInput(
+        f"cannot resume {out}: it has reached step {step} and its steps are {steps}, so no step is left "
+        f"to train; {to_train_on}"
+    )
+
+
+def _completed(out: Path) -> bool:
+    """Whether OUT's record says the run completed; one missing or unreadable says nothing of it."""
+    try:
+        return read_evidence(out / EVIDENCE_FILE).run.status is RunStatus.COMPLETED
+    except BadInput:
+        return False
 
 
 def _command(argv: list[str], from_step: int | None = None) -> dict[str, Any]:

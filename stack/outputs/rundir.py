@@ -211,6 +211,12 @@ def _aside(out: Path, writer: Writer, force: bool, option: str) -> Iterator[RunD
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+class NothingLeft(Exception):
+    """A resume of a completed run at its own steps: there is nothing to do, and nothing is written
+    (a retried job that finished ends as it did, exit 0). Every resumable command (train and its
+    fine-tuning tasks, es) ends such a resume the same way."""
+
+
 def run_id_of(directory: Path) -> str:
     """The run id a run directory's name gives its run: the one rule for such names, held by `stack
     train` and every command that trains through it (sft, dpo, distill).

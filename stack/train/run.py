@@ -356,23 +356,18 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     return Plan(run_dir, data_dir, config, tokenizer, record, ledger, path)
 
 
-class NothingLeft(Exception):
-    """A resume of a completed run at its own train.steps: there is nothing to do, and nothing is
-    written (a retried job that finished ends as it did, exit 0)."""
-
-
 def _nothing_left(run_dir: Path, record: EvidenceRecord, step: int, steps: int, command: str) -> None:
     """Stop a resume with no step left to take, before anything is written: it ran no step and
     left a record the integrity check called false (an early-stopping verdict at no step; with
     train.steps below the run's step, a log ending past it). A completed run resumed as it was is
-    told so and left alone (`NothingLeft`); any other, from a checkpoint at or past train.steps,
+    told so and left alone (`rundir.NothingLeft`); any other, from a checkpoint at or past train.steps,
     is refused. Both name the way to train on, in `command`'s words."""
     if steps > step:
         return
     option = "--steps N" if command in STEPS_OPTION_COMMANDS else "--set train.steps=N"
     to_train_on = f"to train on, raise train.steps ({option} with N above {step})"
     if steps == step and record.run.status is RunStatus.COMPLETED:
-        raise NothingLeft(
+        raise rundir.NothingLeft(
             f"{run_dir} is complete at step {step} (train.steps={steps}): nothing to resume; {to_train_on}"
         )
     raise BadInput(
@@ -651,7 +646,7 @@ def train(request: TrainRequest, progress_factory: Any) -> int:
         if request.resume is not None:
             try:
                 plan = _resume_plan(request, run_dir)
-            except NothingLeft as done:
+            except rundir.NothingLeft as done:
                 if _is_main():  # rank 0 speaks for a data-parallel run
                     print(f"{speaker()}: {done}", file=sys.stderr)
                 return 0
