@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.errors import BadInput
 from contracts.spec import SAFE_LOADER
@@ -84,6 +84,12 @@ class ReleasedModel(Entry):
 
 class Registry(Entry):
     models: list[ReleasedModel] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        """`models:` with nothing under it (a registry before its first release) lists none."""
+        return [] if value is None else value
 
 
 def read_registry(path: Path) -> Registry:

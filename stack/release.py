@@ -21,6 +21,7 @@ the checker accepts.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -76,19 +77,55 @@ class Release:
     directory: Path
     entry: ReleasedModel
     source: Path  # the run's checkpoint the files were released from
+    started_registry: bool = False  # the repository's first release, which started its registry
 
 
 def repository_of(registry: Path) -> Path:
-    """The repository a registry file belongs to: paths in the registry are relative to it."""
+    """The repository a registry file belongs to: paths in the registry are relative to it.
+
+    A repository with a ledger (evidence/runs/) and no registry yet is one whose first release
+    this is: its registry is started (`registry_text`). Without either, the command was most
+    likely run from somewhere else, and is refused."""
     registry = Path(registry).resolve()
     if registry.parts[-len(REGISTRY_FILE.parts) :] != REGISTRY_FILE.parts:
         raise BadInput(
             f"--registry {registry} is not <repository>/{REGISTRY_FILE.as_posix()}; pass the registry "
             "file of the repository the model is released into"
         )
-    if not registry.is_file():
-        raise BadInput(f"no registry at {registry}; run from the repository root or pass --registry")
-    return registry.parents[len(REGISTRY_FILE.parts) - 1]
+    root = registry.parents[len(REGISTRY_FILE.parts) - 1]
+    if not registry.is_file() and not (root / LEDGER_DIR).is_dir():
+        raise BadInput(
+            f"no registry at {registry} and no ledger at {root / LEDGER_DIR}; run from the repository "
+            "root or pass --registry (a repository's first release starts its registry once its ledger "
+            "holds the run's record: stack train ... --evidence-dir <repository>/evidence/runs)"
+        )
+    return root
+
+
+# What a registry started by a repository's first release opens with (`registry_text`).
+_NEW_REGISTRY = (
+    "# Released models, appended by `stack release`: each entry cites the ledger record that backs\n"
+    "# it (evidence/runs/<id>/) by id and by the sha256 of its metadata.json, and its weights by path\n"
+    "# (or URL) with sha256 and size. Entries are never deleted; one that no longer stands is\n"
+    "# withdrawn, with the reason.\n"
+    "models:\n"
+)
+# An empty flow-style list, which a block-style entry cannot follow: `models: []`.
+_EMPTY_FLOW_LIST = re.compile(r"^models:[ \t]*\[[ \t]*\][ \t]*(#.*)?$", re.MULTILINE)
+
+
+def registry_text(path: Path) -> tuple[Registry, str]:
+    """The registry at `path` and the text an entry is appended to. A registry not there yet (a
+    repository's first release, `repository_of`) starts empty under a header saying what it is;
+    an empty one written `models: []` is taken as `models:` (the one line changed), since a block
+    entry cannot follow a flow list and a user starting a registry writes it either way."""
+    if not Path(path).is_file():
+        return Registry(), _NEW_REGISTRY
+    registry = read_registry(path)
+    text = Path(path).read_text(encoding="utf-8")
+    if not registry.models and len(_EMPTY_FLOW_LIST.findall(text)) == 1:
+        text = _EMPTY_FLOW_LIST.sub("models:", text)
+    return registry, text
 
 
 def filed_record(run_dir: Path, ledger_record: Path, root: Path) -> tuple[EvidenceRecord, bytes]:
@@ -238,17 +275,18 @@ def release_target(request: ReleaseRequest, root: Path) -> Path:
     return target
 
 
-def appended_registry(path: Path, registry: Registry, entry: ReleasedModel) -> bytes:
-    """The registry file with `entry` appended after its last line; the earlier text is untouched.
+def appended_registry(path: Path, entry: ReleasedModel) -> bytes:
+    """The registry file with `entry` appended after its last line; the earlier text is untouched
+    (but for an empty `models: []`, `registry_text`).
 
     The result is parsed back before anything is written: it must read as the old models plus
     this one, which holds only when the models list is the file's last block.
     """
+    registry, text = registry_text(path)
     if any(model.key == entry.key for model in registry.models):
         raise BadInput(
             f"{path} already lists {entry.key}; a release is never replaced: choose a new --version"
         )
-    text = Path(path).read_text(encoding="utf-8")
     block = yaml.safe_dump(
         [entry.model_dump(mode="json", exclude_defaults=True)], sort_keys=False, allow_unicode=True, width=100
     )
@@ -298,8 +336,9 @@ def release(request: ReleaseRequest) -> Release:
     refuse_unreleasable(record, ref, request.accepted)
     target = release_target(request, root)
     entry = release_entry(request, root, target, record, ref, raw)
-    registry_text = appended_registry(request.registry, read_registry(request.registry), entry)
+    started = not Path(request.registry).is_file()
+    appended = appended_registry(request.registry, entry)
     card = model_card(entry, record, ref, _relative(target, root))
     publish(target, source, ref, card, request.weights_url is not None)
-    atomic_write_bytes(request.registry, registry_text)
-    return Release(target, entry, source)
+    atomic_write_bytes(request.registry, appended)
+    return Release(target, entry, source, started)

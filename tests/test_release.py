@@ -190,6 +190,42 @@ def test_a_release_is_never_replaced(scratch: Path, capsys: pytest.CaptureFixtur
     assert list((scratch / "elsewhere").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "registry",
+    [None, "models:\n", "# ours\nmodels: []\n"],
+    ids=["none-yet", "models-empty", "models-flow-empty"],
+)
+def test_a_repositorys_first_release_starts_its_registry(
+    scratch: Path, capsys: pytest.CaptureFixture[str], registry: str | None
+) -> None:
+    """A user's own repository, its run filed in its ledger, has no registry before its first
+    release, or an empty one: no registry was refused ("run from the repository root"), and an
+    empty `models: []` was refused as not block style. The release starts it (or fills it), and
+    the file reads back as this one entry."""
+    shutil.rmtree(scratch / RELEASED)
+    (scratch / REGISTRY_FILE).unlink()
+    if registry is not None:
+        (scratch / REGISTRY_FILE).write_text(registry, encoding="utf-8")
+    assert main(release_argv(scratch, scratch / "run", NAME, VERSION)) == 0
+    said = capsys.readouterr().out
+    assert ("started the repository's registry" in said) is (registry is None), said
+    assert [m.key for m in read_registry(scratch / REGISTRY_FILE).models] == [KEY]
+    assert (scratch / RELEASED / "model.safetensors").is_file()
+
+
+def test_a_release_with_neither_registry_nor_ledger_there_is_refused(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from somewhere that is no repository: nothing is started there, and the line says where
+    a repository's first release starts its registry."""
+    elsewhere = tmp_path / "elsewhere"
+    argv = release_argv(repo, repo / "run", NAME, "0.9.0")
+    argv[argv.index("--registry") + 1] = str(elsewhere / REGISTRY_FILE)
+    argv[argv.index("--models-dir") + 1] = str(elsewhere / "evidence/models")
+    assert main(argv) == 2
+    assert "no registry at" in capsys.readouterr().err and not elsewhere.exists()
+
+
 def make_dirty(record: dict) -> None:
     record["code"]["git_dirty"] = True
 

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--registry",
         type=Path,
         default=Path("evidence") / "registry.yaml",
-        help="the registry to append to (default evidence/registry.yaml)",
+        help="the registry to append to (default evidence/registry.yaml; a first release starts it)",
     )
     parser.add_argument(
         "--weights-url",
@@ -124,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     print(f"stack release: {done.entry.key} in {done.directory} (card {done.directory / 'MODEL_CARD.md'})")
-    print(f"stack release: appended {done.entry.key} to {args.registry}, citing {done.entry.evidence[0].run}")
+    key, cited = done.entry.key, f"citing {done.entry.evidence[0].run}"
+    if done.started_registry:
+        print(f"stack release: started the repository's registry, {args.registry}, with {key}, {cited}")
+    else:
+        print(f"stack release: appended {key} to {args.registry}, {cited}")
     weights = done.entry.artifact(WEIGHTS_FILE)
     if weights is not None and weights.url is not None:
         print(
