@@ -756,7 +756,7 @@ def _refused_presets(data: Path) -> list[str]:
                 drawn = heldout_batches(data, size[0], config.model.ctx, size[1])
             else:
                 drawn = [b.tokens for b in sft_heldout_batches(data, size[0], manifest.sft.pack_len, size[1])]
-            judge_heldout_size(drawn)
+            judge_heldout_size(drawn, lambda: None)
         except (BadInput, GateViolation):
             refused.append(name)
     return refused

@@ -27,7 +27,7 @@ from contracts.gates import Outcome, gate_require, measure
 from contracts.heldout import heldout_set_batches
 from contracts.spec import load_spec
 from stack.data import mixture
-from stack.data.manifest import load_manifest
+from stack.data.manifest import Manifest, load_manifest
 from stack.data.shards import open_split
 from stack.data.split import read_index
 from stack.data.windows import WindowTable
@@ -73,22 +73,67 @@ def heldout_windows(
         raise BadInput(f"n_batches={n}, batch_size={batch_size} and seq_len={seq_len} must be >= 1")
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
+    table, tokens = _heldout_table(data_dir, manifest, seq_len, exclude)
+    need = n * batch_size
+    if table.total < need:
+        knobs = knobs or TRAINING_KNOBS
+        # Sizes the gate judges are advised only where it would pass the set they draw; below its
+        # minimum of batches the set needs a waiver whatever it holds, and a lens's is not judged.
+        judged = knobs.judged and n >= minimum
+        fits = _smaller_batch(table, n, batch_size) if judged else table.total // n
+        most = _fewer_batches(table, batch_size, minimum) if knobs.judged else table.total // batch_size
+        shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None, fits, most)
+        raise BadInput(
+            f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
+            f"{n} batches of {batch_size} need {need}: {shortfall.advice(knobs)}"
+        )
+    return _drawn(table, n, batch_size)
+
+
+def _heldout_table(
+    data_dir: Path, manifest: Manifest, seq_len: int, exclude: list[str] | None
+) -> tuple[WindowTable, int]:
+    """The held-out split's windows of `seq_len` + 1 (of the sources not in `exclude`), and its tokens."""
     mixture.check_known("exclude", exclude or [], manifest.sources)
     shards = [
         s for s in open_split(data_dir, manifest, "heldout") if s.entry.source not in set(exclude or [])
     ]
     read_index(data_dir / manifest.documents.path)
-    table = WindowTable(shards, seq_len)
-    need = n * batch_size
-    if table.total < need:
-        tokens = sum(s.entry.tokens for s in shards)
-        shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None)
-        raise BadInput(
-            f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
-            f"{n} batches of {batch_size} need {need}: {shortfall.advice(knobs or TRAINING_KNOBS)}"
-        )
-    ids = spread_ids(table.total, need)
-    return table.gather(ids).reshape(n, batch_size, seq_len + 1)
+    return WindowTable(shards, seq_len), sum(s.entry.tokens for s in shards)
+
+
+def _drawn(table: WindowTable, n: int, batch_size: int) -> np.ndarray:
+    """The set of `n` batches of `batch_size` windows spread evenly over the table (`spread_ids`)."""
+    ids = spread_ids(table.total, n * batch_size)
+    return table.gather(ids).reshape(n, batch_size, table.seq_len + 1)
+
+
+def _passes(table: WindowTable, n: int, batch_size: int) -> bool:
+    """Whether GATE-EVAL-001 passes the set of `n` batches of `batch_size` the table gives, drawn
+    and counted as a run draws and counts it (a split that repeats windows may hold enough of them
+    and still fail: its duplicated documents or examples are one window each to the gate)."""
+    if n * batch_size > table.total:
+        return False
+    return measure("GATE-EVAL-001", set_size_measured(list(_drawn(table, n, batch_size)))).ok
+
+
+def _smaller_batch(table: WindowTable, n: int, batch_size: int) -> int:
+    """The largest batch size below `batch_size` whose set of `n` batches the gate passes, as it
+    passes every size below it (0: none). Judged on the set each would draw (round-13 walk: a split
+    of 41 windows, six of them repeats, was advised a batch size of 2 that the run then halted on)."""
+    fits = 0
+    while fits + 1 < batch_size and _passes(table, n, fits + 1):
+        fits += 1
+    return fits
+
+
+def _fewer_batches(table: WindowTable, batch_size: int, minimum: int) -> int:
+    """The most batches of `batch_size` the table holds, fewer still where the gate would not pass
+    the set they make; below the gate's `minimum` the set fails whatever it holds (a waiver helps)."""
+    most = table.total // batch_size
+    while most >= minimum and not _passes(table, most, batch_size):
+        most -= 1
+    return most
 
 
 def heldout_set_outcome(
@@ -99,6 +144,30 @@ def heldout_set_outcome(
     from is refused as `heldout_windows` refuses it. What `stack prepare` sizes its split by."""
     drawn = heldout_windows(data_dir, batch_size, seq_len, n_batches)
     return measure("GATE-EVAL-001", set_size_measured(list(drawn)))
+
+
+def repeated_windows_remedy(
+    data_dir: Path | str, batch_size: int, seq_len: int, n_batches: int | None = None
+) -> str | None:
+    """What to do when the held-out set a run drew from DATA_DIR has enough windows but too few
+    distinct ones, or None when the split, drawn the plain way, does not repeat them (then the run's
+    own reader repeated them: a fault of the stack, which no setting mends). The split repeats them
+    when it holds duplicated documents or examples (fine-tuning data keeps repeated examples)."""
+    minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+    n = heldout_set_batches(n_batches, minimum)
+    try:
+        table, _ = _heldout_table(Path(data_dir), load_manifest(Path(data_dir)), seq_len, None)
+    except BadInput:
+        return None
+    if n * batch_size > table.total or _passes(table, n, batch_size):
+        return None
+    fits = _smaller_batch(table, n, batch_size)
+    smaller = f"; or {lower_to(TRAINING_KNOBS.batch_size, fits)}" if fits else ""
+    return (
+        f"the held-out split of {data_dir} repeats its windows (duplicated documents or examples): hold "
+        f"out more distinct text with a larger --val-fraction or more documents{smaller}; or accept "
+        "a smaller held-out set with --waive GATE-EVAL-001 --reason TEXT"
+    )
 
 
 def set_size_measured(batches: Sequence[np.ndarray]) -> dict[str, int]:
@@ -138,6 +207,8 @@ class Shortfall:
     batch_size: int
     minimum: int
     packed: bool
+    fits: int  # the largest smaller batch size whose set the gate passes (`_smaller_batch`; 0: none)
+    most: int  # the most batches of batch_size that fit and pass above the minimum (`_fewer_batches`)
 
     def advice(self, knobs: Knobs) -> str:
         """What can still move, and only that (round-10 user audit K08: "lower batch_size" kept being
@@ -149,9 +220,9 @@ class Shortfall:
             moves = [f"{data} are the DATA_DIR's pack length)"]
         else:
             moves = [f"prepare with a larger --val-fraction or more text, or lower {knobs.seq_len}"]
-        fits, most = self.windows // self.batches, self.windows // self.batch_size
+        fits, most = self.fits, self.most
         if self.batch_size > 1 and fits:
-            moves.append(f"lower {knobs.batch_size} to {fits} or less")
+            moves.append(lower_to(knobs.batch_size, fits))
         if self.windows:
             fewer = (
                 f"lower {knobs.batches} to {most} or less"
@@ -167,6 +238,11 @@ class Shortfall:
                 )
             moves.append(fewer)
         return "; or ".join(moves)
+
+
+def lower_to(key: str, value: int) -> str:
+    """Advice to lower `key` to `value`, which every smaller positive value passes as well."""
+    return f"lower {key} to {value}" + (" or less" if value > 1 else "")
 
 
 def spread_ids(total: int, need: int) -> np.ndarray:

@@ -37,17 +37,14 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
         for split in SPLITS:
             check_split(data_dir, manifest, split)
     if seq_len is not None:
-        from stack.data.heldout import heldout_set_outcome
+        from stack.data.heldout import heldout_set_outcome, repeated_windows_remedy
         from stack.data.reader import TokenReader
 
         TokenReader(data_dir, batch_size=batch_size, seq_len=seq_len, seed=0)
         held = heldout_set_outcome(data_dir, batch_size, seq_len)
         if not held.ok:
-            raise BadInput(
-                f"{held.message} [GATE-EVAL-001]: the held-out split repeats its windows (duplicated "
-                "documents or examples), and `stack train` would halt on the gate; hold out more "
-                "distinct text with a larger --val-fraction or more documents"
-            )
+            remedy = repeated_windows_remedy(data_dir, batch_size, seq_len)
+            raise BadInput(f"{held.message} [GATE-EVAL-001], and a run would halt on the gate: {remedy}")
     return manifest
 
 

@@ -9,6 +9,7 @@ as an improvement only when it beats the best loss by more than its own standard
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,21 +31,29 @@ def check_heldout_size(batches: list[torch.Tensor]) -> None:
     """Refuse a held-out set smaller than `min_heldout_batches`, counted by distinct windows."""
 
 
-def judge_heldout_size(batches: list[torch.Tensor]) -> None:
-    """`check_heldout_size`, whose halt names the remedy where the set is short of batches: the key
+def judge_heldout_size(batches: list[torch.Tensor], repeats_remedy: Callable[[], str | None]) -> None:
+    """`check_heldout_size`, whose halt names the remedy: where the set is short of batches, the key
     that sets their number and GATE-EVAL-001's waiver (round-10 user audit K08: the line named
-    neither). The record keeps the judge's message, which the checker derives again from the
+    neither); where it has enough batches but too few distinct windows, `repeats_remedy`'s, which
+    says what to do when the held-out split itself repeats them (duplicated documents or examples)
+    and None when it does not (then the run's reader repeated them: the stack's fault, no
+    setting's). The record keeps the judge's message, which the checker derives again from the
     measured values; only the line the run halts with gains the remedy."""
     try:
         check_heldout_size(batches)
     except GateViolation as fired:
         minimum = (fired.threshold or {}).get("min_heldout_batches")
-        if minimum is None or (fired.measured or {}).get("heldout_batches", minimum) >= minimum:
-            raise  # enough batches, too few distinct windows: the stack's fault, no setting's
-        remedy = (
-            f"set eval.batches to {minimum} or more, or accept a smaller held-out set with "
-            "--waive GATE-EVAL-001 --reason TEXT"
-        )
+        if minimum is None:
+            raise
+        if (fired.measured or {}).get("heldout_batches", minimum) < minimum:
+            remedy: str | None = (
+                f"set eval.batches to {minimum} or more, or accept a smaller held-out set with "
+                "--waive GATE-EVAL-001 --reason TEXT"
+            )
+        else:
+            remedy = repeats_remedy()
+        if remedy is None:
+            raise
         message = f"{fired.message}; {remedy}"
         raise GateViolation(fired.gate_id, fired.revision, message, fired.measured, fired.threshold) from None
 

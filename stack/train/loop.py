@@ -49,7 +49,7 @@ from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import corpus_adequacy
 from stack.data.hashing import batch_sha256
-from stack.data.heldout import check_heldout
+from stack.data.heldout import check_heldout, repeated_windows_remedy
 from stack.data.policy import build_policy, check_paid, source_heldout, tallied_measured
 from stack.data.reader import check_fingerprint, check_served, planned_sha256
 from stack.data.tokenizer import Tokenizer
@@ -421,7 +421,10 @@ class Trainer:
         # The set the recorded config asks for, by the rule apart from the reader (GATE-EVAL-002 asked).
         minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
         self.asked_batches = heldout_set_batches(config.eval.batches, minimum)
-        judge_heldout_size([self.objective.tokens(batch) for batch in self.heldout])
+        judge_heldout_size(
+            [self.objective.tokens(batch) for batch in self.heldout],
+            lambda: repeated_windows_remedy(self.data_dir, train.batch_size, seq_len, config.eval.batches),
+        )
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
