@@ -411,11 +411,17 @@ def _shards_match(m: Measured, t: Thresholds) -> list[str]:
 
 @judges("GATE-DATA-004", needs=("repeats", "tokens_per_parameter"))
 def _adequacy(m: Measured, t: Thresholds) -> list[str]:
+    """Repeats for every run; tokens per parameter, Chinchilla's pretraining ratio, only for a run
+    that started from initialised weights (rev 2: `start_from` "checkpoint", a fine-tune, is not
+    held to it; a record without the key predates it and started from a seed)."""
     repeats, per_param = number(m, "repeats"), number(m, "tokens_per_parameter")
+    start = m.get("start_from", "seed")
+    if start not in ("seed", "checkpoint"):
+        raise Malformed(f"'start_from' is {start!r}, not 'seed' or 'checkpoint'")
     problems = []
     if not repeats <= t["max_repeats"]:
         problems.append(f"the data would be repeated {repeats:.3g} times (limit {t['max_repeats']})")
-    if not per_param >= t["min_tokens_per_parameter"]:
+    if start == "seed" and not per_param >= t["min_tokens_per_parameter"]:
         problems.append(
             f"{per_param:.3g} training tokens per parameter (at least {t['min_tokens_per_parameter']} wanted)"
         )

@@ -431,6 +431,24 @@ def test_tokens_per_parameter_edited_in_gate_and_summary_is_caught(tmp_path: Pat
 
 
 @pytest.mark.gate("GATE-INTEG-001")
+def test_a_pretraining_run_restated_as_started_from_a_checkpoint_is_caught(tmp_path: Path) -> None:
+    """GATE-DATA-004 rev 2 judges tokens per parameter only for a run from its seed: a pretraining
+    record's WARN turned PASS by stating a checkpoint start is caught, since its record names no
+    --init-from (`metrics.init_from`) for the start to have come from."""
+
+    def edit(data: dict[str, Any], _dir: Path) -> None:
+        adequacy = gate(data, "GATE-DATA-004")
+        assert adequacy["verdict"] == "WARN" and adequacy["measured"]["start_from"] == "seed"
+        adequacy.update(verdict="PASS", message=None)
+        adequacy["measured"]["start_from"] = "checkpoint"
+
+    run = planted(tmp_path, CURRENT_RUN, edit)
+    assert_caught(
+        run, 'gates[GATE-DATA-004].measured.start_from is "checkpoint", but its artifacts derive "seed"'
+    )
+
+
+@pytest.mark.gate("GATE-INTEG-001")
 @pytest.mark.parametrize("what", ["digest", "config"])
 def test_a_config_or_its_digest_that_the_config_file_contradicts_is_caught(tmp_path: Path, what: str) -> None:
     def edit(data: dict[str, Any], _dir: Path) -> None:

@@ -716,7 +716,10 @@ def _tokens(inputs: Inputs, config: dict[str, Any], last_step: int, derived: Der
     for key, value in adequacy.items():
         derived.put(("metrics", key), value)
     if "GATE-DATA-004" not in inputs.stale:
-        derived.gate("GATE-DATA-004", adequacy)
+        # rev 2: the start it is judged by, a checkpoint's weights for a run started (or resumed
+        # from a run started) with --init-from, as GATE-TRAIN-008's check start states it
+        start = "checkpoint" if inputs.record.metrics.get("init_from") else "seed"
+        derived.gate("GATE-DATA-004", {**adequacy, "start_from": start})
     return lambda step: step * per_step / max(unique, 1) if isinstance(step, int) else None
 
 

@@ -4,6 +4,11 @@ Two ratios the training loop records before it starts:
   repeats              = planned tokens / unique train tokens (how many passes over the data)
   tokens_per_parameter = planned tokens / parameters (Chinchilla's ~20 is the threshold)
 The gate is a warning: beyond either limit the ledger records WARN and training goes on.
+
+Chinchilla's ratio sizes pretraining: a run that started from a checkpoint's weights (a fine-tune,
+its start measured as GATE-TRAIN-008's check start measures it: `start_from` "checkpoint") is
+judged on repeats alone (rev 2). Every `stack sft` of a few thousand examples warned that its
+model was data-starved, a line a user learns to skip.
 """
 
 from __future__ import annotations
@@ -27,11 +32,16 @@ class CorpusAdequacy:
     tokens_per_parameter: float
     max_repeats: float
     min_tokens_per_parameter: float
+    start_from: str  # "seed": initialised weights; "checkpoint": a checkpoint's (a fine-tune)
 
     @property
-    def measured(self) -> dict[str, float]:
-        """The two ratios as GATE-DATA-004's judge reads them."""
-        return {"repeats": self.repeats, "tokens_per_parameter": self.tokens_per_parameter}
+    def measured(self) -> dict[str, float | str]:
+        """The two ratios and the run's start as GATE-DATA-004's judge reads them."""
+        return {
+            "repeats": self.repeats,
+            "tokens_per_parameter": self.tokens_per_parameter,
+            "start_from": self.start_from,
+        }
 
     @property
     def adequate(self) -> bool:
@@ -44,8 +54,11 @@ class CorpusAdequacy:
 
 
 @gate_ensure("GATE-DATA-004", lambda result: result.outcome())
-def corpus_adequacy(planned_tokens: int, unique_train_tokens: int, n_params: int) -> CorpusAdequacy:
-    """Both ratios for a planned run; recorded as PASS or WARN in the active ledger, never raised."""
+def corpus_adequacy(
+    planned_tokens: int, unique_train_tokens: int, n_params: int, *, start_from: str
+) -> CorpusAdequacy:
+    """Both ratios for a planned run that started from `start_from` ("seed" or "checkpoint");
+    recorded as PASS or WARN in the active ledger, never raised."""
     for name, value in (
         ("planned_tokens", planned_tokens),
         ("unique_train_tokens", unique_train_tokens),
@@ -62,4 +75,5 @@ def corpus_adequacy(planned_tokens: int, unique_train_tokens: int, n_params: int
         tokens_per_parameter=planned_tokens / n_params,
         max_repeats=float(spec.threshold("GATE-DATA-004", "max_repeats")),
         min_tokens_per_parameter=float(spec.threshold("GATE-DATA-004", "min_tokens_per_parameter")),
+        start_from=start_from,
     )

@@ -47,7 +47,7 @@ from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.seeds import monitor_seed
 from contracts.spec import load_spec
 from stack.data import chat_jinja
-from stack.data.adequacy import corpus_adequacy
+from stack.data.adequacy import CorpusAdequacy, corpus_adequacy
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import check_heldout, repeated_windows_remedy
 from stack.data.policy import build_policy, check_paid, source_heldout, tallied_measured
@@ -436,11 +436,7 @@ class Trainer:
         self.resumed_from: str | None = None
         self.interrupted_by: str | None = None  # the signal that stopped the loop (SIGINT, SIGTERM)
         self.board: Board | None = None  # train.tensorboard: opened by `stack train` with the run dir
-        self.adequacy = corpus_adequacy(
-            planned_tokens=train.steps * self.tokens_per_step,
-            unique_train_tokens=self.reader.unique_tokens,
-            n_params=self.model.num_params(),
-        )
+        self.adequacy: CorpusAdequacy | None = None  # judged once the start is known (`judge_adequacy`)
         # The mixture policy: caps, floors, phases, a bandit (docs/training.md); inactive by default.
         data, bandit = config.data, config.data.bandit_settings()
         self.policy = build_policy(
@@ -591,6 +587,18 @@ class Trainer:
         chat_jinja.check_template_change(self.chat_template, shipped, self.config.data.chat_template_change)
         self.chat_template = self.chat_template or shipped  # inherited
         return start
+
+    def judge_adequacy(self) -> CorpusAdequacy:
+        """GATE-DATA-004 on the planned run, once its weights are in place: a run whose weights a
+        checkpoint gave (`start_from`, or a resumed fine-tune the caller marks `fine_tuning`) is
+        judged on repeats alone, since Chinchilla's ratio sizes pretraining."""
+        self.adequacy = corpus_adequacy(
+            planned_tokens=self.config.train.steps * self.tokens_per_step,
+            unique_train_tokens=self.reader.unique_tokens,
+            n_params=self.model.num_params(),
+            start_from="checkpoint" if self.fine_tuning else "seed",
+        )
+        return self.adequacy
 
     def _plain_twins(self) -> tuple[GPT, torch.optim.Optimizer]:
         """An unsharded CPU model and optimizer of this run's shape (FSDP checkpoints go through them)."""

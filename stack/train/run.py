@@ -710,6 +710,9 @@ def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
             "step": source.step,
             **({"adapter": start.note} if start.note is not None else {}),
         }
+    elif "init_from" in plan.record.metrics:  # a resumed fine-tune: its start loaded a checkpoint's weights
+        trainer.fine_tuning = True
+    trainer.judge_adequacy()
     if trainer.lora is not None:  # which matrices carry adapters, and why the others do not
         plan.record.metrics["lora_matrices"] = selection = trainer.lora.as_record()
         if _is_main():
