@@ -71,7 +71,7 @@ def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
                      --batch-size 2 --device cpu --set eval.batches=2 --waive GATE-EVAL-001
                      --reason 'a dozen pairs: 4 held out, two batches'
         distill      distill {r} --data {w}/mix-data --out {run["distill-moe4"]} --preset tiny
-                     --set model.moe_experts=4 --set model.moe_balance_coef=0.1 --steps 60 --batch-size 8
+                     --set model.moe_experts=4 --set model.moe_balance_coef=0.5 --steps 60 --batch-size 8
                      --save-every 30 --device cpu
     """
     found: list[tuple[str, list[str]]] = []
