@@ -49,19 +49,19 @@ from contracts.spec import load_spec
 
 # Records of the current spec (tools/current_records.py, `make records`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261127T1211-spec-1.37.0"
-DPO_RUN = "dpo-20261127T1211-spec-1.37.0"
-DISTILL_RUN = "distill-moe4-20261127T1211-spec-1.37.0"
-EXPORT_RUN = "export-hf-20261127T121134"
-TRACE_RUN = "trace-20261127T121139"
-LASER_RUN = "laser-20261127T121141"
-QUANTIZE_RUN = "quantize-20261127T121144"
-MEMORIZATION_RUN = "memorization-20261127T121155"
-PATCH_RUN = "patch-20261127T121207"
-SAMPLE_RUN = "sample-20261127T121147"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "trace-20261127T121209"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "lens-20261127T121210"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "lens-train-20261127T121205"
+SFT_RUN = "sft-lora-20261127T1314-spec-1.38.0"
+DPO_RUN = "dpo-20261127T1314-spec-1.38.0"
+DISTILL_RUN = "distill-moe4-20261127T1314-spec-1.38.0"
+EXPORT_RUN = "export-hf-20261127T131441"
+TRACE_RUN = "trace-20261127T131446"
+LASER_RUN = "laser-20261127T131448"
+QUANTIZE_RUN = "quantize-20261127T131452"
+MEMORIZATION_RUN = "memorization-20261127T131504"
+PATCH_RUN = "patch-20261127T131517"
+SAMPLE_RUN = "sample-20261127T131455"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261127T131519"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261127T131521"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261127T131515"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------
