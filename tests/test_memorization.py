@@ -115,6 +115,27 @@ def test_a_continuation_too_short_to_count_is_refused(world: dict[str, Any], tmp
     assert not (tmp_path / "rec").exists()
 
 
+@pytest.mark.parametrize(("prefix", "longest"), [(16, 45), (8, 30)], ids=["prefix-can-shrink", "too-short"])
+def test_examples_too_short_for_the_prefix_and_continuation_name_what_can_move(
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], prefix: int, longest: int
+) -> None:
+    """No example long enough: the refusal advised a shorter --continuation, which is refused below
+    GATE-FT-003's min_verbatim_tokens (round-13 walk). It now names the longest example and the
+    sum that fits, or, where no prefix fits before the minimum continuation, longer examples; the
+    sum it names runs."""
+    examples = write_jsonl(tmp_path / "train.jsonl", [{"text": t[:longest]} for t in filler(N, longest)])
+    argv = ["memorization", str(world["tuned"]), "--base", str(world["base"]), "--examples", str(examples)]
+    assert main([*argv, "--prefix", str(prefix)]) == 2
+    err = capsys.readouterr().err
+    assert f"the longest has {longest}" in err, err
+    least = int(load_spec().threshold("GATE-FT-003", "min_verbatim_tokens"))
+    if longest > least:
+        assert f"--prefix + --continuation at most {longest}" in err and "shorter" not in err, err
+        assert main([*argv, "--prefix", str(longest - least), "--n", "2"]) == 0
+    else:
+        assert "give examples longer than the" in err and "--prefix +" not in err, err
+
+
 @pytest.mark.holds("GATE-FT-003")
 def test_examples_from_a_prepared_data_dir(world: dict[str, Any], tmp_path: Path) -> None:
     data = prepared(tmp_path)

@@ -41,6 +41,7 @@ from contracts import recall_draw
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.recall_draw import drawn_indices, eligible_indices
+from contracts.spec import load_spec
 from contracts.verbatim import longest_common_run as statute_run
 from stack.data.line_ends import text_lines
 from stack.data.sft_template import ChatTemplate, example_text, example_turns, load_template, render
@@ -103,13 +104,25 @@ class Recall:
         ]
 
 
+def short_examples(longest: int, length: int) -> str:
+    """Why no example can be measured, and what can still move: the continuation cannot be shorter
+    than GATE-FT-003's min_verbatim_tokens (`stack memorization` refuses it), so advising a shorter
+    one where it is at that minimum sent users to a second refusal (round-13 walk)."""
+    least = int(load_spec().threshold("GATE-FT-003", "min_verbatim_tokens"))
+    said = f"no training example has the {length} tokens a prefix and a continuation need"
+    said += f" (the longest has {longest})"
+    if longest <= least:
+        return f"{said}; give examples longer than the {least}-token continuation GATE-FT-003 measures"
+    return (
+        f"{said}; make --prefix + --continuation at most {longest} (the continuation at least "
+        f"GATE-FT-003's min_verbatim_tokens, {least}), or give longer examples"
+    )
+
+
 def choose(lengths: list[int], n: int, length: int, seed: int) -> list[int]:
     """Indices of up to n examples of at least `length` tokens, drawn without replacement, in order."""
     if not eligible_indices(lengths, length):
-        raise BadInput(
-            f"no training example has the {length} tokens a prefix and a continuation need; "
-            "lower --prefix or --continuation, or give longer examples"
-        )
+        raise BadInput(short_examples(max(lengths, default=0), length))
     return drawn_indices(lengths, n, length, seed)
 
 
