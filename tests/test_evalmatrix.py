@@ -96,7 +96,8 @@ def test_four_rows_score_the_same_items_and_the_adapter_wins(
     record = tmp_path / "rec"
     extra = ("--adapter", str(world["adapter"]), "--docs", str(world["docs"]), "--exact-match")
     assert main(_argv(world, record, *extra)) == 0
-    assert "evaluation matrix over 6 items" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "evaluation matrix over 6 items" in said.out
     verdicts, evidence = _record(record)
     assert verdicts == dict.fromkeys(load_spec().required_gates("evalmatrix", evidence["config"]), "PASS")
     assert "GATE-FT-001" in verdicts
@@ -108,6 +109,8 @@ def test_four_rows_score_the_same_items_and_the_adapter_wins(
         rows["B"]["bits_per_byte"] - rows["C"]["bits_per_byte"]
     )
     assert result["retrieved"]["h0"][0]["source"] == "notes.md"  # the passage that names h0's prompt
+    empty = [item for item, found in result["retrieved"].items() if not found]
+    assert (f"row D retrieved no passage for {len(empty)} of 6" in said.err) == bool(empty), said.err
     filed = read_evidence(record / "metadata.json")
     assert check_record_truth(filed, record, load_spec()).violations == []  # rows re-derive from the items
     section = "\n".join(finetune_section(filed))  # the site's run page
@@ -126,16 +129,21 @@ def test_a_pool_holding_every_item_never_shows_an_item_itself(world: dict[str, A
 
 
 def test_the_base_as_its_own_adapter_and_a_folder_that_matches_nothing_change_nothing(
-    world: dict[str, Any], tmp_path: Path
+    world: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A folder no prompt shares a word with: row D is row C again, which the table showed without
+    a word of why (round-13 walk); a note now names the items it retrieved nothing for."""
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "other.txt").write_text("zzz qqq\n")  # no word of any prompt: nothing is retrieved
     argv = _argv(world, tmp_path / "rec", "--adapter", str(world["base"]), "--docs", str(docs), "--json")
+    capsys.readouterr()
     assert main(argv) == 0
     rows = {row["row"]: row for row in _result(tmp_path / "rec")["rows"]}
     assert rows["C"]["bits_per_byte"] == rows["A"]["bits_per_byte"] == rows["D"]["bits_per_byte"]
     assert _result(tmp_path / "rec")["retrieved"] == {item["id"]: [] for item in world["items"]}
+    err = capsys.readouterr().err
+    assert "row D retrieved no passage for 6 of 6 item(s)" in err and "row D scores as row C does" in err, err
 
 
 def test_a_repeated_item_id_is_refused(world: dict[str, Any], tmp_path: Path) -> None:

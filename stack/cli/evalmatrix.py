@@ -111,7 +111,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(result)
     _report(evidence, kept)
+    _unretrieved_note(args, result)
     return 0
+
+
+def _unretrieved_note(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Say which items row D found no passage for: their row D is the row without retrieval again,
+    and a table whose row D equals row C (no prompt word in the folder) said nothing of why."""
+    import sys
+
+    empty = [item for item, found in result["retrieved"].items() if not found]
+    if args.docs is None or not empty:
+        return
+    same = "C" if args.adapter is not None else "A"
+    print(
+        f"stack evalmatrix: note: row D retrieved no passage for {len(empty)} of {len(result['items'])} "
+        f"item(s) (no passage of --docs {args.docs} scores above 0 for their prompts: {', '.join(empty[:5])}"
+        f"{' …' if len(empty) > 5 else ''}); for those, row D scores as row {same} does",
+        file=sys.stderr,
+    )
 
 
 def _setup(args: argparse.Namespace, evidence: CommandEvidence) -> tuple[Setup, list[Any]]:
