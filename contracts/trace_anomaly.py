@@ -7,6 +7,14 @@ layers, never its own: a layer that blew up would otherwise pull its own baselin
 site is an anomaly is GATE-TRACE-003's judge's to say from the ratio of its std to its baseline,
 or from NaN/Inf in it (its std is then not a number to compare).
 
+One site of one layer is no baseline (rev 7): layer 0's `attn_residual` (stack.trace.sites' name
+for x + attn_out, the stream between attention and FFN). Its stream is the embedding plus the
+first attention's write, which no block has yet written into whole; from layer 1 on the stream
+carries every earlier block's FFN write too. A trained model's embedding is a fraction of that (std
+0.13 against 1.13 in a two-layer `tiny` run), so as the only other layer it made every trained
+two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times. It is still judged
+against the later layers, as every site with a baseline is.
+
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
 an empty site is never judged and never part of another layer's baseline: a zero baseline would
@@ -31,6 +39,12 @@ from typing import Any
 SiteStats = Mapping[str, Mapping[str, Any]]
 
 _BLOCK_SITE = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+# (layer, site) of the stream no block has written into whole (module docstring): no baseline.
+EMBEDDING_STREAM = (0, "attn_residual")
+# GATE-TRACE-003's revision from which it is no baseline; a record judged earlier is derived again
+# by the rule it was judged under.
+EMBEDDING_STREAM_SINCE = 7
 
 
 @dataclass(frozen=True)
@@ -88,17 +102,24 @@ def _same_site(stats: SiteStats, site: str) -> list[tuple[int, Mapping[str, Any]
     return sorted(found, key=lambda pair: pair[0])
 
 
-def site_baselines(stats: SiteStats, names: Sequence[str]) -> list[SiteBaseline]:
+def site_baselines(
+    stats: SiteStats, names: Sequence[str], revision: int = EMBEDDING_STREAM_SINCE
+) -> list[SiteBaseline]:
     """Each non-empty block site among `names` that another layer has and saw something in, against
     its baseline, in the order of `names` (none for a one-layer model). The baseline is taken over
-    the other layers only, those of them whose std is finite (a NaN layer is no baseline)."""
+    the other layers only, those of them whose std is finite (a NaN layer is no baseline), and from
+    GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM)."""
     judged = []
     for name in names:
         where, held = block_site(name), stats.get(name)
         if where is None or held is None or not _seen(held):
             continue
         layer, site = where
-        others = [(j, other) for j, other in _same_site(stats, site) if j != layer and _seen(other)]
+        others = [
+            (j, other)
+            for j, other in _same_site(stats, site)
+            if j != layer and _seen(other) and _baseline(j, site, revision)
+        ]
         if not others:
             continue
         stds = {j: _number(other.get("std")) for j, other in others}
@@ -108,6 +129,11 @@ def site_baselines(stats: SiteStats, names: Sequence[str]) -> list[SiteBaseline]
         bad = _number(held.get("nan")) + _number(held.get("inf")) > 0 or not math.isfinite(std)
         judged.append(SiteBaseline(name, layer, site, std, baseline, used, _ratio(std, baseline), bad))
     return judged
+
+
+def _baseline(layer: int, site: str, revision: int) -> bool:
+    """Whether `site` of `layer` may stand in another layer's baseline under `revision`."""
+    return revision < EMBEDDING_STREAM_SINCE or (layer, site) != EMBEDDING_STREAM
 
 
 def anomalies(

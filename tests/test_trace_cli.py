@@ -18,10 +18,10 @@ from trace_support import save_run, tiny_model
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import read_evidence
 from contracts.spec import load_spec
-from contracts.trace_anomaly import SiteBaseline
+from contracts.trace_anomaly import SiteBaseline, site_baselines
 from stack.cli import main
 from stack.trace import modes
-from stack.trace.anomaly import is_anomaly, judged_sites
+from stack.trace.anomaly import is_anomaly, judged_sites, site_stats
 from stack.trace.sites import TRACE_SCHEMA_VERSION, layout_for
 from stack.trace.tracer import Trace, statistics_sample
 from tools.trace_tokens import trace_token_problems
@@ -31,8 +31,9 @@ PROMPT = "the gate fired at layer one"
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A run, a run with ffn.up of layer 1 edited, one whose layer 2 makes an Inf, and a two-layer
-    run whose layer 1 ffn.up is 30 times its trained size."""
+    """A run, a run with ffn.up of layer 1 edited, one whose layer 2 makes an Inf, a two-layer
+    run whose layer 1 ffn.up is 30 times its trained size, and a two-layer run whose FFNs both
+    write ten times more than they did (as a trained model's first FFN outweighs its embedding)."""
     root = tmp_path_factory.mktemp("runs")
     model = tiny_model()
     save_run(root / "good", model)
@@ -46,7 +47,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     with torch.no_grad():
         blown.layers[1].ffn.up.weight *= 30  # the audit's M33 model: two layers, one blown up
     save_run(root / "blown", blown)
-    return {name: root / name for name in ("good", "edited", "inf", "blown")}
+    heavy = tiny_model(n_layers=2)
+    with torch.no_grad():  # a trained two-layer model's shape: FFNs that write far more than the embedding
+        for layer in heavy.layers:
+            layer.ffn.down.weight *= 10
+    save_run(root / "ffn-heavy", heavy)
+    return {name: root / name for name in ("good", "edited", "inf", "blown", "ffn-heavy")}
 
 
 def trace(*argv: str | Path) -> int:
@@ -129,6 +135,35 @@ def test_a_baseline_that_takes_in_the_sites_own_layer_stops_the_trace(
     (result,) = [g for g in record.gates if g.id == "GATE-TRACE-003"]
     assert record.run.status.value == "halted" and result.verdict.value == "FAIL"
     assert "layers.1.ffn_up" in result.message
+
+
+def _embedding_stream_as_baseline(trace: Trace, names: list[str]) -> list[SiteBaseline]:
+    """Rev 6's rule planted: layer 0's attn_residual, the embedding's stream, stands in the baseline
+    of layer 1's attn_residual."""
+    return [site for site in site_baselines(site_stats(trace), names, revision=6) if is_anomaly(site)]
+
+
+@pytest.mark.gate("GATE-TRACE-003")
+def test_the_embedding_stream_is_no_baseline_for_a_stream_a_block_wrote_into(
+    runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every trained two-layer `tiny` model traced as an anomaly at layers.1.attn_residual (8.6 to
+    9.2 times layer 0's): layer 0's stream is the embedding plus one attention's write, and the
+    first FFN's write dwarfs it. Two FFNs both writing ten times more trace clean, layer 0's
+    attn_residual judged against layer 1's and kept out of its baseline; with it back in the
+    baseline the report names layers.1.attn_residual and the gate halts the trace."""
+    assert trace(runs["ffn-heavy"], "--prompt", PROMPT, "--out", tmp_path / "clean") == 0
+    assert "verdict: clean" in capsys.readouterr().out
+    report = json.loads((tmp_path / "clean" / "trace.json").read_text())
+    baselines = {b["name"]: b["baseline_layers"] for b in report["baselines"]}
+    assert baselines["layers.0.attn_residual"] == [1] and "layers.1.attn_residual" not in baselines
+    monkeypatch.setattr(modes, "find_anomalies", _embedding_stream_as_baseline)
+    assert trace(runs["ffn-heavy"], "--prompt", PROMPT, "--out", tmp_path / "planted") == 3
+    assert "gate fired: GATE-TRACE-003" in capsys.readouterr().err
+    (result,) = [
+        g for g in read_evidence(tmp_path / "planted" / "metadata.json").gates if g.id == "GATE-TRACE-003"
+    ]
+    assert result.verdict.value == "FAIL" and "layers.1.attn_residual" in result.message
 
 
 def _derived_problems(rec: Path) -> list[str]:

@@ -1595,7 +1595,9 @@ def trace_record(inputs: Inputs) -> Derivation:
         derived.problems += statistics_problems(report)
         if mode == "single" and isinstance(sites, list):
             limits = inputs.spec.gates["GATE-TRACE-003"].threshold_values
-            derived.problems += [f"trace.json: {p}" for p in single_trace_problems(report, sites, limits)]
+            revision = _judged_revision(inputs, "GATE-TRACE-003")
+            problems = single_trace_problems(report, sites, limits, revision)
+            derived.problems += [f"trace.json: {p}" for p in problems]
             if "GATE-TRACE-003" in wanted:
                 _anomalies_measured(derived, report, sites)
         elif mode in ("tuned-lens", "logit-lens"):
@@ -1946,18 +1948,26 @@ def _layer_of(name: Any) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() else None
 
 
+def _judged_revision(inputs: Inputs, gate_id: str) -> int:
+    """The revision of `gate_id` the record was judged under (the spec's own where it judged none):
+    a rule that changed is derived again as that revision had it."""
+    held = [g.revision for g in inputs.record.gates if g.id == gate_id]
+    return held[0] if held else inputs.spec.gates[gate_id].revision
+
+
 def single_trace_problems(
-    report: dict[str, Any], sites: list[Any], limits: Mapping[str, float | int]
+    report: dict[str, Any], sites: list[Any], limits: Mapping[str, float | int], revision: int
 ) -> list[str]:
     """A single-path trace's summary from its own sites (stack.trace.modes.single): the sites holding
     NaN/Inf are exactly its non-finite producers and carriers, in forward order; each layer's row
     restates its `layers.i.output` statistics, its non-finite sites and its anomalies; a non-finite
     site of a block is an anomaly (GATE-TRACE-003 names a site that is not finite); its anomalies
     and baselines are those GATE-TRACE-003's rule gives from its sites' statistics under `limits`
-    (`anomaly_problems`); the verdict is clean only without anomalies, and `first` is the first
-    anomaly (or producer)."""
+    (`anomaly_problems`, by the rule of GATE-TRACE-003 `revision`, the one the record was judged
+    under); the verdict is clean only without anomalies, and `first` is the first anomaly (or
+    producer)."""
     sites = [site for site in sites if isinstance(site, dict)]
-    problems = anomaly_problems(report, sites, limits)
+    problems = anomaly_problems(report, sites, limits, revision)
     held = [str(site.get("name")) for site in sites if _nonfinite(site)]
     listed = report.get("nonfinite") or {}
     named = [*(listed.get("producers") or []), *(listed.get("carriers") or [])]
@@ -2008,7 +2018,7 @@ def single_trace_problems(
 
 
 def anomaly_problems(
-    report: dict[str, Any], sites: list[dict[str, Any]], limits: Mapping[str, float | int]
+    report: dict[str, Any], sites: list[dict[str, Any]], limits: Mapping[str, float | int], revision: int
 ) -> list[str]:
     """GATE-TRACE-003's anomalies derived again from the report's own statistics: `site_stats`
     (what every baseline read: each block site of the trace; a report before spec 1.26.0 has none,
@@ -2027,7 +2037,7 @@ def anomaly_problems(
     ]
     if problems:
         return problems
-    judged = site_baselines(stats, [str(site.get("name")) for site in sites])
+    judged = site_baselines(stats, [str(site.get("name")) for site in sites], revision)
     listed = report.get("baselines")
     if isinstance(listed, list):
         given = [(str(b.get("name")), b.get("baseline_layers")) for b in listed if isinstance(b, dict)]
