@@ -415,8 +415,23 @@ def test_held_out_loss_rising_over_the_last_evals_under_a_pass_is_caught(tmp_pat
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_tokens_per_parameter_edited_in_gate_and_summary_is_caught(tmp_path: Path) -> None:
-    """The released record's WARN: tokens_seen / parameters in the same record still give 6.4."""
+@pytest.mark.parametrize(
+    ("run", "caught"),
+    [
+        (CURRENT_RUN, "gates[GATE-DATA-004].measured.tokens_per_parameter is 25.0, but its artifacts derive"),
+        # judged under rev 1 of the gate, stale from 1.38.0 on: its summary is derived all the same
+        (
+            "demo-reference-20261122-spec-1.2.0",
+            "metrics.tokens_per_parameter is 25.0, but its artifacts derive 6.37",
+        ),
+    ],
+    ids=["current", "released-stale"],
+)
+def test_tokens_per_parameter_edited_in_gate_and_summary_is_caught(
+    tmp_path: Path, run: str, caught: str
+) -> None:
+    """A WARN turned PASS: tokens_seen / parameters in the same record still give the few tokens per
+    parameter it had (6.4 for the released demo record)."""
 
     def edit(data: dict[str, Any], _dir: Path) -> None:
         adequacy = gate(data, "GATE-DATA-004")
@@ -424,10 +439,7 @@ def test_tokens_per_parameter_edited_in_gate_and_summary_is_caught(tmp_path: Pat
         adequacy.update(verdict="PASS", message=None)
         adequacy["measured"]["tokens_per_parameter"] = data["metrics"]["tokens_per_parameter"] = 25.0
 
-    run = planted(tmp_path, "demo-reference-20261122-spec-1.2.0", edit)
-    assert_caught(
-        run, "gates[GATE-DATA-004].measured.tokens_per_parameter is 25.0, but its artifacts derive 6.37"
-    )
+    assert_caught(planted(tmp_path, run, edit), caught)
 
 
 @pytest.mark.gate("GATE-INTEG-001")
