@@ -243,6 +243,11 @@ def test_a_resumed_sft_run_continues_bit_for_bit(
     whole = [{k: line[k] for k in keys} for line in step_lines(sft_run)]
     resumed = [{k: line[k] for k in keys} for line in step_lines(half)]
     assert resumed == whole
+    # the resumed leg started from the base's weights as the whole run did (GATE-DATA-004 rev 2:
+    # judged on repeats alone), and the checker derives that start from the record
+    (adequacy,) = [g for g in evidence(half)["gates"] if g["id"] == "GATE-DATA-004"]
+    assert adequacy["measured"]["start_from"] == "checkpoint" and adequacy["verdict"] == "PASS"
+    assert findings(half, world["base"]) == []
 
 
 @pytest.mark.parametrize(
