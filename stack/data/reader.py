@@ -303,7 +303,8 @@ class TokenReader:
         if longest <= self.seq_len:
             raise BadInput(
                 f"context longer than the corpus: a window is seq_len+1 = {self.seq_len + 1} tokens but the "
-                f"longest {split} shard of {self.data_dir} has {longest}; lower seq_len or prepare more text"
+                f"longest {split} shard of {self.data_dir} has {longest}; shorten the window (model.ctx of "
+                "a training run, --seq-len where a command takes one) or prepare more text"
             )
         # Every table a batch is gathered from, by name (`split_tables`); the tokens' also numbers
         # the windows and their sources.

@@ -687,7 +687,9 @@ def _as_leg(plan: Plan, leg: ledger.Leg) -> None:
 
 def _set_up(plan: Plan, init_from: Path | None) -> Trainer:
     """Build the trainer (its start-up gates judge the config) and load --init-from's weights, once
-    GATE-DATA-007 has found the data tokenized by that checkpoint's own tokenizer.
+    GATE-DATA-007 has found the data tokenized by that checkpoint's own tokenizer; then judge the
+    corpus's adequacy (GATE-DATA-004), which depends on whether the weights came from a checkpoint
+    (this start's, or for a resume, the run's first).
 
     Nothing here writes: the trainer's event and progress callbacks, which do, are attached by
     `_run` once the run directory is open.
