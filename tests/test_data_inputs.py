@@ -827,6 +827,8 @@ def test_a_held_out_split_of_repeated_examples_is_judged_by_its_distinct_windows
     argv = ["--format", "chat", "--pack-len", "600", "--val-fraction", "0.5", "--out", str(data)]
     code, out, err = prepare(capsys, str(chat), *argv)
     assert code == 0 and load_manifest(data).sft.examples["heldout"] == 102, err
+    # kept, and said so apart from the skips (it stood among them as "120 duplicate document(s)")
+    assert "; kept 120 example(s) that repeat an earlier one" in out, out
     refused = _refused_presets(data)
     assert "smoke" in refused and _short_presets_said(out) == refused, out
     code, _, err = prepare(capsys, "--verify", "--out", str(data), "--seq-len", "600", "--batch-size", "4")

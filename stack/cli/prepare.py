@@ -483,6 +483,12 @@ def _recorded(
     return manifest
 
 
+def _repeat_unit(manifest: Manifest) -> str:
+    """What a repeat is counted in: kept, not skipped (the count stood among the skips and read as
+    dropped; dedup is no default filter, and a fine-tuning set keeps repeated examples)."""
+    return "example(s)" if manifest.sft is not None else "document(s)"
+
+
 def _units(manifest: Manifest, split: str) -> str:
     """What a split holds, as the user counts it: a fine-tuning set's examples (its shards count
     packed streams, not examples: audit 8 H07), a corpus's documents."""
@@ -570,7 +576,7 @@ def run(args: argparse.Namespace) -> int:
         f"  skipped {skipped['binary_skipped']} binary and {skipped['empty_skipped']} empty file(s) or "
         f"record(s){f' and {missing} record(s) without the text field' if missing else ''}; "
         f"{skipped['invalid_utf8_files']} file(s) had invalid UTF-8 (replaced with U+FFFD); "
-        f"{manifest.duplicate_documents} duplicate document(s)\n"
+        f"kept {manifest.duplicate_documents} {_repeat_unit(manifest)} that repeat an earlier one\n"
         f"  manifest sha256 {manifest.sha256} ({time.perf_counter() - started:.1f} s)"
     )
     if heldout.tokens == 0 and manifest.val_fraction > 0:
