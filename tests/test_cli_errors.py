@@ -149,6 +149,16 @@ def test_no_cuda_here_is_refused_before_loading(capsys: pytest.CaptureFixture[st
     assert "this machine has no CUDA device; use cpu" in error_line(capsys)
 
 
+def test_a_cuda_line_parses_on_a_machine_without_that_device() -> None:
+    """The checker reads a GPU machine's records with stack's parser wherever it runs (the H100
+    reference run's eval and trace lines were refused here): only running asks for the device."""
+    from tools.argv_record import parsed
+
+    options = parsed(["stack", "eval", "RUN", "--split", "val", "--device", "cuda:7"])
+    assert isinstance(options, dict) and options["device"] == "cuda:7"
+    assert main(["eval", "RUN", "--split", "val", "--device", "cuda:7"]) == 2
+
+
 def test_the_edges_of_each_range_are_accepted(checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["sample", str(checkpoint), "--tokens", "3", "--temperature", "0", "--seed", str(values.SEED_MAX)]
     assert main([*argv, "--top-k", "1", "--top-p", "1", "--prompt", "gate"]) == 0

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import tomllib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from stack.cli import eval as eval_cli
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import bpb
-from stack.export import hf
+from stack.export import deps, hf
 
 Converter = Callable[[torch.nn.Module], dict[str, torch.Tensor]]
 CRLF_TEXT = "gate evidence model\r\ntoken loss batch\r\nnaïve café, π ≈ 3.14\r\n" * 4
@@ -331,3 +333,16 @@ def test_eval_of_a_compressed_text_scores_its_text(
         assert main(["eval", str(run), "--text", str(path)]) == 0
         scores.append(json.loads(capsys.readouterr().out))
     assert scores[1]["bytes"] == crlf_file.stat().st_size and scores[1]["loss"] == scores[0]["loss"]
+
+
+def test_an_export_states_the_version_of_the_code_that_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """export.json's versions.gatestack is pyproject.toml's version also where gatestack is not an
+    installed package (a checkout on PYTHONPATH): the H100 reference run's export said None there,
+    which the checker refuses against the commit's pyproject.toml."""
+
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(deps.metadata, "version", not_installed)
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert deps.versions()[project["project"]["name"]] == project["project"]["version"]

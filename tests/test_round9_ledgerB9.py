@@ -161,6 +161,35 @@ def test_a_round9_count_restated_is_derived_again(tmp_path: Path, audit: str, ru
     assert all(_at(restored, path) == value for path, value in due.items())
 
 
+# The H100 reference run's trace (spec 1.39.0): its q, k and v recomputed on CUDA rounded their
+# largest magnitude another way than the traced forward, by up to the identity's own max_abs_diff.
+GPU_TRACE_RUN = "trace-20261127T153158"
+
+
+@pytest.mark.parametrize(("apart", "caught"), [(1.0, False), (1.5, True)])
+def test_x70_a_reference_absmax_is_held_within_its_identity_difference(
+    tmp_path: Path, apart: float, caught: bool
+) -> None:
+    """X70 on a GPU's record: an identity's ref_absmax may differ from the traced site's absmax by at
+    most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
+    difference); at that bound it passes, half as far again past it is named."""
+    trace = json.loads((LEDGER / GPU_TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
+    traced = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.k")["stats"]["absmax"]
+    identity = _at(_record(GPU_TRACE_RUN), ("GATE-TRACE-002", "identities", "layers.0.k"))
+    assert 0 < abs(identity["ref_absmax"] - traced) <= identity["max_abs_diff"]
+
+    def plant(data: dict[str, Any], _dir: Path) -> None:
+        moved = traced + apart * identity["max_abs_diff"]
+        _set(data, ("GATE-TRACE-002", "identities", "layers.0.k", "ref_absmax"), moved)
+
+    found = findings(planted(tmp_path, GPU_TRACE_RUN, plant))
+    said = "gates[GATE-TRACE-002].measured.identities.layers.0.k.ref_absmax is"
+    if caught:
+        assert_found(found, said, f"derive {traced}")
+    else:
+        assert found == []
+
+
 def test_x49_patch_positions_restated_is_derived_from_trace_json(tmp_path: Path) -> None:
     """X49: a sweep's config.patch_positions 'every' restated as 'last'; trace.json patched every position."""
 
@@ -188,6 +217,7 @@ def test_x49_patch_positions_restated_is_derived_from_trace_json(tmp_path: Path)
             CURRENT_RUN,
             TRACE_RUN,
             PATCH_RUN,
+            GPU_TRACE_RUN,
         }
     ),
 )

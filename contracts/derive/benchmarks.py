@@ -191,9 +191,9 @@ class Identity:
 
     def problem(self) -> str | None:
         """A sentence when the recorded number lies outside what its measurements allow, else None."""
-        if not all(_number(a) for a in self.args):
+        if not all(finite_number(a) for a in self.args):
             return None  # a measurement the record lacks: nothing to derive
-        if not _number(self.recorded):
+        if not finite_number(self.recorded):
             return f"{self.field} is {self.recorded!r}, but its measurements give a number"
         try:
             low, high = bounds(self.formula, self.args)
@@ -207,7 +207,8 @@ class Identity:
         return f"{self.field} is {self.recorded}, but {name} of its measurements gives {shown}"
 
 
-def _number(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A finite int or float, never a bool (a JSON true is no measurement)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

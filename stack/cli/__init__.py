@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation, Interrupted
 from stack import __version__
+from stack.cli import values
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,10 +115,10 @@ class Parser(argparse.ArgumentParser):
         sub-command's name, whose --help lists what it takes (argparse names `stack` alone)."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            self._named(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+            self.named(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
 
-    def _named(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    def named(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
         """The sub-command's parser the parsed arguments chose, or this one before any was."""
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
@@ -132,7 +133,7 @@ class Parser(argparse.ArgumentParser):
         return super()._get_values(action, arg_strings)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The full parser, with every sub-command registered."""
     parser = Parser(prog="stack", description="Train small language models under acceptance gates.")
     parser.add_argument("--version", action="version", version=f"gatestack {__version__}")
@@ -186,8 +187,12 @@ def _command_name(argv: list[str]) -> str:
 
 def _dispatch(argv: list[str]) -> int:
     """Parse, then run the sub-command; argparse's own exits (--help, usage errors) are returned."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
+        absent = values.absent_device(getattr(args, "device", None))
+        if absent:  # the machine's question, after the line's (stack.cli.values.device)
+            parser.named(args).error(f"argument --device: {absent}")
     except SystemExit as exc:  # argparse has printed the help, the version or its one-line error
         return int(exc.code or 0)
     args.argv = ["stack", *argv]  # recorded in evidence

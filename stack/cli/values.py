@@ -128,20 +128,31 @@ def fraction(text: str) -> float:
 
 
 def device(text: str) -> str:
-    """`cpu`, `cuda` or `cuda:N`, and present on this machine: checked before a checkpoint is loaded."""
+    """`cpu`, `cuda` or `cuda:N`, as written. Whether this machine has it is `absent_device`'s
+    question, asked when the command runs: parsing a command line must not depend on the machine,
+    or the integrity checker could not read a GPU machine's records on one without a GPU."""
     name, colon, index = text.partition(":")
     if name == "cpu" and not colon:
         return text
     if name != "cuda" or (colon and not (index.isascii() and index.isdigit())):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device; use cpu, cuda or cuda:N")
+    return text
+
+
+def absent_device(name: object) -> str | None:
+    """Why this machine cannot run on the CUDA device `name`, or None: None for cpu, auto or no
+    --device at all. `stack.cli` asks before the command starts, so before a checkpoint is loaded."""
+    if not isinstance(name, str) or not name.startswith("cuda"):
+        return None
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine has no CUDA device; use cpu")
-    if colon and int(index) >= count:
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine has cuda:0 to cuda:{count - 1}")
-    return text
+        return f"{name!r}: this machine has no CUDA device; use cpu"
+    index = name.partition(":")[2]
+    if index and int(index) >= count:
+        return f"{name!r}: this machine has cuda:0 to cuda:{count - 1}"
+    return None
 
 
 def _not_utf8_at(text: str) -> int | None:

@@ -6,6 +6,7 @@ import importlib.util
 from importlib import metadata
 
 from contracts.errors import BadInput
+from stack import __version__
 
 INSTALL_HINT = "pip install 'gatestack[export]'"
 # What each format needs: transformers is the reference for HF, onnxscript is what torch's
@@ -16,8 +17,10 @@ NEEDS = {
     "onnx": ("onnx", "onnxscript", "onnxruntime"),
     "peft": ("transformers", "peft"),
 }
-# Recorded in export.json, so an export says which libraries checked it.
-RECORDED = ("torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime", "tokenizers", "gatestack")
+# Recorded in export.json, so an export says which libraries checked it: these from their installed
+# package metadata, and this project's own from the code that ran (`versions`).
+RECORDED = ("torch", "transformers", "peft", "onnx", "onnxscript", "onnxruntime", "tokenizers")
+PROJECT = "gatestack"
 
 
 def require(fmt: str) -> None:
@@ -28,11 +31,16 @@ def require(fmt: str) -> None:
 
 
 def versions() -> dict[str, str | None]:
-    """Installed versions of the libraries that took part, read from package metadata."""
+    """The versions of the libraries that took part, None for one not installed.
+
+    The project's own is `stack.__version__`, the version of the code that ran: package metadata
+    would say None for a checkout run through PYTHONPATH, as on the lent H100 of 2026-11-27, and
+    could name another installed copy than the one imported."""
     found: dict[str, str | None] = {}
     for name in RECORDED:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             found[name] = None
+    found[PROJECT] = __version__
     return found
