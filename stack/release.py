@@ -6,7 +6,7 @@ those two files (a weights-only checkpoint: every reader accepts it, `--resume` 
 MODEL_CARD.md written from the record. Its registry entry is appended to the registry file,
 whose earlier text is kept byte for byte, and cites the filed record by content.
 
-Weights too large for a git repository (a `gpt2` model's are 540 MB) are kept elsewhere:
+Weights too large for a git repository (a `gpt2` model's are 440 MB) are kept elsewhere:
 with `--weights-url` the weights are not copied, the registry cites them by that URL with the
 record's sha256 and size, and a .gitignore keeps a copy downloaded into the directory (where the
 readers look for it) out of git.

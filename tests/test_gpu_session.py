@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -78,3 +79,14 @@ def test_determinisms_price_is_two_filed_runs_that_differ_in_the_setting_alone(t
     assert configs[1]["train"].pop("deterministic") is False
     assert configs[0] == configs[1] and configs[0]["train"]["compile"] is True
     assert outs[0] != outs[1]  # two run directories, two records
+
+
+def test_the_corpus_is_the_stdlib_and_the_libraries_found_with_its_record_filed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The reference run's corpus: the stdlib and each scientific library this Python has, each its
+    own source, and the prepare record filed in the session's ledger beside the others."""
+    assert gpu_session.main(["repeat", "--out", "/tmp/unused", "--dry-run"]) == 0
+    prepare = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("prepare:"))
+    assert "--default --glob *.py" in prepare and f"numpy={Path(numpy.__file__).parent}" in prepare
+    assert "--evidence-dir /tmp/unused/ledger" in prepare
