@@ -28,7 +28,7 @@ LEDGER = ROOT / LEDGER_DIR
 Change = Callable[[dict[str, Any], Path], None]
 # A training record of the current spec (1.24.0): its gates are judged at today's revisions, so
 # what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261127T1328-spec-1.39.0"
+CURRENT_RUN = "mix-run-20261127T1551-spec-1.39.0"
 
 
 def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:

@@ -49,19 +49,19 @@ from contracts.spec import load_spec
 
 # Records of the current spec (tools/current_records.py, `make records`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).
-SFT_RUN = "sft-lora-20261127T1328-spec-1.39.0"
-DPO_RUN = "dpo-20261127T1328-spec-1.39.0"
-DISTILL_RUN = "distill-moe4-20261127T1328-spec-1.39.0"
-EXPORT_RUN = "export-hf-20261127T132855"
-TRACE_RUN = "trace-20261127T132907"
-LASER_RUN = "laser-20261127T132909"
-QUANTIZE_RUN = "quantize-20261127T132916"
-MEMORIZATION_RUN = "memorization-20261127T133014"
-PATCH_RUN = "patch-20261127T133101"
-SAMPLE_RUN = "sample-20261127T132925"  # `stack sample` of release 0.2.0 (its repository path)
-ABLATION_RUN = "trace-20261127T133105"  # `stack trace --ablate` of release 0.2.0
-LENS_RUN = "lens-20261127T133109"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
-LENS_TRAIN_RUN = "lens-train-20261127T133057"
+SFT_RUN = "sft-lora-20261127T1551-spec-1.39.0"
+DPO_RUN = "dpo-20261127T1551-spec-1.39.0"
+DISTILL_RUN = "distill-moe4-20261127T1551-spec-1.39.0"
+EXPORT_RUN = "export-hf-20261127T155131"
+TRACE_RUN = "trace-20261127T155136"
+LASER_RUN = "laser-20261127T155137"
+QUANTIZE_RUN = "quantize-20261127T155140"
+MEMORIZATION_RUN = "memorization-20261127T155151"
+PATCH_RUN = "patch-20261127T155204"
+SAMPLE_RUN = "sample-20261127T155143"  # `stack sample` of release 0.2.0 (its repository path)
+ABLATION_RUN = "trace-20261127T155206"  # `stack trace --ablate` of release 0.2.0
+LENS_RUN = "lens-20261127T155207"  # a tuned-lens reading of release 0.2.0, of the lens LENS_TRAIN_RUN saved
+LENS_TRAIN_RUN = "lens-train-20261127T155202"
 
 
 # -- the untampered ledger -----------------------------------------------------------------------

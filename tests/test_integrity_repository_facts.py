@@ -36,15 +36,15 @@ from contracts.ledger import settle
 from contracts.model_shape import lora_touched
 from contracts.spec import load_spec
 
-MEMORIZATION_RUN = "memorization-20261127T133014"  # GATE-FT-003 judged at min_verbatim_tokens 32
+MEMORIZATION_RUN = "memorization-20261127T155151"  # GATE-FT-003 judged at min_verbatim_tokens 32
 FALSIFY_RUN = "falsify-20261125T180901"  # made on a clean tree at its commit
 CONFORMANCE_RUN = "conformance-20261125T180901"
-SFT_RUN = "sft-lora-20261127T1328-spec-1.39.0"  # LoRA on q and v, batch 1: an epoch reads each example once
-FINETUNE_RUN = "finetune-20261127T1328-spec-1.39.0"  # every parameter trained
-LENS_TRAIN_RUN = "lens-train-20261127T133057"
-PREPARE_RUN = "prepare-20261127T132839"
+SFT_RUN = "sft-lora-20261127T1551-spec-1.39.0"  # LoRA on q and v, batch 1: an epoch reads each example once
+FINETUNE_RUN = "finetune-20261127T1551-spec-1.39.0"  # every parameter trained
+LENS_TRAIN_RUN = "lens-train-20261127T155202"
+PREPARE_RUN = "prepare-20261127T155123"
 BENCH_RUN = "bench-train-20261123T155206"  # the demo preset, which leaves attention at its default
-EXPORT_RUN = "export-hf-20261127T132855"
+EXPORT_RUN = "export-hf-20261127T155131"
 
 
 def _edit_json(run_dir: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> None:

@@ -29,8 +29,8 @@ from test_integrity_derived import DPO_RUN, MEMORIZATION_RUN
 from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
 
 EVAL_RUN = "eval-20261125T174951"  # `stack eval` of release 0.2.0 on a repository file, dirty tree
-SAMPLE_RUN = "sample-20261127T132925"  # `stack sample` of release 0.2.0 by its repository path
-ES_RUN = "es-20261127T133034"  # ES from release 0.2.0 on the data PREPARE_RUN made
+SAMPLE_RUN = "sample-20261127T155143"  # `stack sample` of release 0.2.0 by its repository path
+ES_RUN = "es-20261127T155155"  # ES from release 0.2.0 on the data PREPARE_RUN made
 OTHER_SHA = hashlib.sha256(b"a bpe tokenizer").hexdigest()
 
 

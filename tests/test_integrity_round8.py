@@ -283,7 +283,7 @@ def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> 
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 # `stack eval` of release 0.2.0 (by its repository path) on a committed file, a clean tree.
-EVAL_RUN = "eval-20261127T133111"
+EVAL_RUN = "eval-20261127T155209"
 FORGED = "f" * 64
 
 
