@@ -286,6 +286,11 @@ class Kind:
 
 TRAIN_ON_IT = "train one on it with `stack train --data {path} --out RUN_DIR`"
 IMPORT_IT = "import it with `stack import-hf {path} --out RUN_DIR`"
+# An adapter is no model by itself: merged onto its base it is one, and `stack lora inspect` shows it.
+MERGE_ADAPTER = (
+    "merge it onto its base with `stack lora merge {path} --base RUN_DIR --out OUT` "
+    "(`stack lora inspect {path}` shows the adapter itself)"
+)
 PREPARE_TEXT = "prepare pretraining text with `stack prepare INPUT --out DATA_DIR`"
 
 KINDS: tuple[Kind, ...] = (
@@ -466,8 +471,8 @@ KINDS: tuple[Kind, ...] = (
         "adapter",
         lambda look: look.has(ADAPTER_MANIFEST),
         {
-            "model": "merge it onto its base with `stack lora merge {path} --base RUN_DIR --out OUT`",
-            "model-merged": "merge it onto its base with `stack lora merge {path} --base RUN_DIR --out OUT`",
+            "model": MERGE_ADAPTER,
+            "model-merged": MERGE_ADAPTER,
         },
     ),
     Kind(

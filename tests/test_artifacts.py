@@ -318,6 +318,9 @@ def test_a_refusal_routes_from_what_was_given() -> None:
     data = artifacts.Identity(Path("d"), BY_NAME["data-pretrain"])
     assert "`stack import-hf llama --out RUN_DIR`" in artifacts.refusal(hf, NEEDS["model"], "`stack eval`")
     assert "`stack train --data d --out RUN_DIR`" in artifacts.refusal(data, NEEDS["model"], "`stack eval`")
+    adapter = artifacts.Identity(Path("a"), BY_NAME["adapter"])
+    said = artifacts.refusal(adapter, NEEDS["model"], "`stack inspect`")
+    assert "`stack lora merge a --base RUN_DIR --out OUT`" in said and "`stack lora inspect a`" in said
 
 
 # -- every output of every command follows the one set of rules (stack.outputs) ----------------------
