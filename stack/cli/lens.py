@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read each layer's residual stream through the model's final norm and unembedding.",
     )
     parser.add_argument("path", type=values.utf8_path, metavar="CKPT", help="run directory or checkpoint")
-    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda")
+    parser.add_argument("--device", type=values.device, default="cpu", help="cpu | cuda | cuda:N")
     read = parser.add_argument_group("reading a prompt")
     read.add_argument("--prompt", type=values.utf8_text, help="text to read (the checkpoint's tokenizer)")
     read.add_argument(
@@ -257,8 +257,10 @@ def _data_read(args: argparse.Namespace) -> DataRef | None:
 
 def run(args: argparse.Namespace) -> int:
     """Read or train, write the outputs asked for and the evidence record; 3 when a gate fired."""
+    import torch
+
     from stack.cli.inputs import check_inputs
-    from stack.cli.trace import run_recorded, torch_device
+    from stack.cli.trace import run_recorded
     from stack.trace.record import run_dir_of
     from stack.train.trained import load_trained, resolve_checkpoint
 
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     loaded: list[Trained] = []
 
     def compute(ledger: Ledger) -> Result:
-        trained = load_trained(checkpoint, torch_device(args.device))
+        trained = load_trained(checkpoint, torch.device(args.device))  # present: values.absent_device
         loaded.append(trained)
         return _train(args, trained, config, ledger) if args.train else _read(args, trained, config)
 

@@ -198,17 +198,6 @@ def _validate_patch(args: argparse.Namespace, b_path: bool) -> None:
         raise BadInput("--patch-position goes with --patch-site; a sweep covers every position")
 
 
-def torch_device(name: str) -> torch.device:
-    """The torch device of --device, refused when this machine has none (shared with `stack lens`)."""
-    import torch
-
-    from contracts.errors import BadInput
-
-    if name not in ("cpu", "cuda") or (name == "cuda" and not torch.cuda.is_available()):
-        raise BadInput(f"--device {name!r} is not available here; use cpu")
-    return torch.device(name)
-
-
 def _names(args: argparse.Namespace, n_layers: int, layout: Layout) -> list[str]:
     from stack.model.names import parse_layers
     from stack.trace.sites import select, site_names
@@ -229,7 +218,7 @@ def _from_checkpoint(args: argparse.Namespace, checkpoint: Path, config: dict[st
     from stack.trace.sites import layout_for
     from stack.train.trained import load_trained
 
-    device = torch_device(args.device)
+    device = torch.device(args.device)  # this machine has it: stack.cli asked (values.absent_device)
     # Loaded on a path that runs anywhere: every path of the trace is a copy switched to its own
     # backend (TracePath), checked here first with the option that names it.
     a = load_trained(checkpoint, device, attention="sdpa")
