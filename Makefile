@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check conformance falsify proofs records
+.PHONY: demo test lint pytest browser-deps integrity site bench gpu-check proofs fixtures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,8 +56,9 @@ XDIST := -n $(TEST_WORKERS) --dist loadfile
 # asserts again; collection alone took 23 s a worker instead of 11.
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest
 
-# --reprove: the falsifiers of every gate whose code changed since the latest falsify record run
-# again with the gate forced off (tests/gate_plugin.py); a gate that no longer turns red fails.
+# --reprove: the falsifiers of every gate whose code changed since evidence/proofs.lock run again
+# with the gate forced off (tests/gate_plugin.py); a gate that no longer turns red fails, and the
+# integrity check then refuses the lock until `make proofs` writes it for the code as it is.
 pytest: $(STAMP) browser-deps
 	$(PYTEST) $(XDIST) --reprove
 
@@ -89,20 +90,10 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(BIN)/python tools/gpu_check.py
 
-## conformance: the falsifier tests of every gate; test-kind gates get their verdict in a
-## conformance record filed under evidence/runs/
-conformance: $(STAMP)
-	$(PYTEST) tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs
-
-## falsify: every gate's falsifiers with the gate on, then again with it forced off inside the
-## pytest process; a falsify record filed under evidence/runs/ judges GATE-INTEG-002
-falsify: $(STAMP)
-	$(PYTEST) tests $(XDIST) -m gate --falsify-ledger evidence/runs
-
-## proofs: both records from one pytest session (what a commit that changes code files)
+## proofs: prove again, with each gate forced off, every gate whose code changed since
+## evidence/proofs.lock, and write their entries into the lock in place (PROVE_ALL=1: every gate)
 proofs: $(STAMP)
-	$(PYTEST) tests $(XDIST) -m "gate or holds" --conformance-ledger evidence/runs \
-	  --falsify-ledger evidence/runs
+	$(PYTEST) tests $(XDIST) --reprove --update-lock $(if $(PROVE_ALL),--prove-all)
 
 ## records: after a spec version revises gates, file one record of each command under it (from a
 ## clean tree; the checker's tests tamper with copies of these), in RECORDS_WORK's fresh directory

@@ -1,115 +1,133 @@
-"""The gate plugin's records, the GATE-INTEG-002 judge, the test-only switch and tools/mutation.py.
+"""The proof by mutation: the gate plugin (--reprove, --update-lock), the GATE-INTEG-002 judge, the
+test-only switch, and the proof lock the integrity check holds against the code (tools/mutation.py).
 
-The plugin runs in a separate pytest on a tiny test file of its own, so the records it writes
-come from tests whose outcomes are known: one falsifier that calls the stack's judge (red with
-its gate forced off) and one that does not (green either way).
+The plugin runs in a separate pytest on a tiny test file of its own, so the lock it writes comes
+from tests whose outcomes are known: one falsifier that calls the stack's judge (red with its gate
+forced off) and one that does not (green either way).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from audit import evidence_paths, load_evidence
-from mutation import falsify_findings, latest_falsify
-from record_checks import check_record_truth
-from scratch import file_falsify_record, git, make_repo
+from mutation import lock_findings
+from scratch import commit_all, make_repo, write_lock
 
-from contracts.evidence import (
-    RunStatus,
-    Verdict,
-    read_evidence,
-)
-from contracts.judges import TEST_FAILED, judge
+from contracts.judges import judge
+from contracts.proof_lock import LOCK_FILE, entry_problems, read_lock
 from contracts.spec import load_spec, load_spec_from
 
 TESTS = Path(__file__).resolve().parent
 PROVEN = "GATE-INTEG-002"
-DEPENDS = "test_tiny.py::test_depends_on_the_gate"
-INDEPENDENT = "test_tiny.py::test_independent_of_the_gate"
-TINY = """import pytest
+INI = "[pytest]\nmarkers =\n    gate(id): a falsifier of the named gate\n    holds(id): holds\n"
+# One process, or two xdist workers sharing the tests out one by one (`make test` runs xdist): the
+# lock and verdicts must not depend on which process ran which test.
+WORKERS, WORKER_IDS = [[], ["-n", "2", "--dist", "load"]], ["one process", "two xdist workers"]
+PROCESSES = pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
+REPROVE_TINY = """import pytest
 
 from contracts.judges import judge
 
 
 @pytest.mark.gate("GATE-TRAIN-003")
-def test_depends_on_the_gate():
-    assert judge("GATE-TRAIN-003", {{"loss": float("nan"), "grad_norm": 1.0}})
+def test_depends_on_its_gate():
+    assert judge("GATE-TRAIN-003", {"loss": float("nan"), "grad_norm": 1.0})
 
 
-@pytest.mark.gate("GATE-TRAIN-003")
-def test_independent_of_the_gate():
-    assert True
-
-
-@pytest.mark.gate(*{conformance!r})
-def test_every_conformance_gate():
+@pytest.mark.gate("GATE-TRAIN-004")
+def test_plants_nothing_the_gate_sees():
     assert True
 """
-INI = "[pytest]\nmarkers =\n    gate(id): a falsifier of the named gate\n"
-# One process, or two xdist workers sharing the tests out one by one (`make test` runs xdist): the
-# records and verdicts must not depend on which process ran which test.
-WORKERS, WORKER_IDS = [[], ["-n", "2", "--dist", "load"]], ["one process", "two xdist workers"]
-PROCESSES = pytest.mark.parametrize("workers", WORKERS, ids=WORKER_IDS)
 
 
-@pytest.fixture(scope="module", params=WORKERS, ids=WORKER_IDS)
-def tiny_run(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """One pytest over the tiny file writing both records; returns the process and its directory."""
-    root = tmp_path_factory.mktemp("tiny")
-    (root / "pytest.ini").write_text(INI)
-    (root / "test_tiny.py").write_text(TINY.format(conformance=load_spec().required_gates("conformance")))
+def reprove(
+    tmp_path: Path, tests: str, workers: list[str], *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`pytest --reprove` over `tests` (one test file's text) in a fresh directory, with `workers`
+    (pytest-xdist's options, or none) and any other `options` (--update-lock)."""
+    (tmp_path / "pytest.ini").write_text(INI)
+    (tmp_path / "tests").mkdir(exist_ok=True)
+    (tmp_path / "tests" / "test_tiny.py").write_text(tests)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
-    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q"]
-    argv += ["test_tiny.py", "--conformance-record", "conformance", "--falsify-record", "falsify"]
-    argv += request.param
-    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    return proc, root
+    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
+    return subprocess.run(
+        [*argv, *options, *workers, "tests"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-def test_falsify_record_tells_a_dependent_falsifier_from_one_that_is_not(
-    tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+@PROCESSES
+def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(
+    tmp_path: Path, workers: list[str]
 ) -> None:
-    proc, root = tiny_run
-    record = read_evidence(root / "falsify" / "metadata.json")
-    detail = record.metrics["gates"]["GATE-TRAIN-003"]
-    assert detail["falsifiers"] == {DEPENDS: "passed", INDEPENDENT: "passed"}
-    assert detail["red_with_gate_off"] == {DEPENDS: True, INDEPENDENT: False}
-    (result,) = record.gates
-    assert result.id == PROVEN
-    summary = result.measured["gates"]["GATE-TRAIN-003"]
-    assert summary == {"falsifiers": 2, "passed_on": True, "red_off": True, "stayed_green": 1}
-    # The other ACTIVE gates have no falsifier in this run, and one of GATE-TRAIN-003's does not
-    # depend on it: the gate fails and pytest exits 1.
-    assert result.verdict is Verdict.FAIL and "no falsifier test" in str(result.message)
-    message = str(result.message)
-    assert "stay green with the gate forced off: " in message and "GATE-TRAIN-003 (1 of 2)" in message
-    assert record.run.status is RunStatus.HALTED and record.code.git_sha is not None
+    """With no lock every gate counts as changed: GATE-TRAIN-003's falsifier turns red with its gate
+    off, GATE-TRAIN-004's does not, and that fails the session."""
+    proc = reprove(tmp_path, REPROVE_TINY, workers)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert record.metrics["counts"] == {"tests": 3, "passed": 3, "failed": 0, "skipped": 0}
-    assert check_record_truth(record, root / "falsify", load_spec()).violations == []
+    assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
+    assert "GATE-TRAIN-004: falsifier(s) stay green with the gate forced off" in proc.stdout
+    assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout
 
 
-def test_conformance_record_is_true_and_re_judges_equal(
-    tiny_run: tuple[subprocess.CompletedProcess[str], Path],
+@PROCESSES
+def test_reprove_fails_a_gate_with_one_falsifier_red_and_one_green(
+    tmp_path: Path, workers: list[str]
 ) -> None:
-    _, root = tiny_run
-    spec = load_spec()
-    record = read_evidence(root / "conformance" / "metadata.json")
-    assert record.run.kind == "conformance" and record.run.status is RunStatus.COMPLETED
-    assert record.code.git_sha is not None
-    assert sorted(g.id for g in record.gates) == sorted(spec.required_gates("conformance"))
-    assert all(g.verdict is Verdict.PASS for g in record.gates)
-    assert check_record_truth(record, root / "conformance", spec).violations == []
-    # A falsifier that failed under a PASS: re-judging catches it.
-    record.gates[0].measured["falsifiers"]["test_tiny.py::test_every_conformance_gate"] = TEST_FAILED
-    assert check_record_truth(record, root / "conformance", spec).violations != []
+    """One dependent falsifier does not excuse a second that plants nothing the gate sees, whichever
+    worker ran each of them."""
+    proc = reprove(tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"), workers)
+    assert proc.returncode == 1 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert (
+        "GATE-TRAIN-003: falsifier(s) stay green with the gate forced off, so they do not prove it: "
+        "tests/test_tiny.py::test_plants_nothing_the_gate_sees"
+    ) in proc.stdout
+    assert "0 changed gate(s) turn red with the gate forced off" in proc.stdout
+
+
+def changed_count(proc: subprocess.CompletedProcess[str]) -> int:
+    """How many ACTIVE gates a --reprove session found changed since the lock."""
+    found = re.search(r"(\d+) ACTIVE gate\(s\) changed", proc.stdout)
+    assert found, proc.stdout
+    return int(found.group(1))
+
+
+@PROCESSES
+def test_update_lock_writes_the_proven_gates_and_then_nothing_is_changed(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    """A session that proves its changed gates writes their entries; the next session finds no gate
+    changed and runs nothing off. A session whose proof fails leaves the lock as it was."""
+    only_red = REPROVE_TINY.split('@pytest.mark.gate("GATE-TRAIN-004")')[0]
+    proc = reprove(tmp_path, only_red, workers, "--update-lock")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lock = read_lock(tmp_path)
+    assert lock is not None and set(lock) == {"GATE-TRAIN-003"}
+    entry = lock["GATE-TRAIN-003"]
+    assert entry["falsifiers"] == {
+        "tests/test_tiny.py::test_depends_on_its_gate": {"on": "passed", "off": "failed"}
+    }
+    assert entry_problems(load_spec(), "GATE-TRAIN-003", entry) == []
+    again = reprove(tmp_path, only_red, workers, "--update-lock")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert changed_count(again) == changed_count(proc) - 1  # GATE-TRAIN-003 is proven for this code
+    assert read_lock(tmp_path) == lock
+    before = (tmp_path / LOCK_FILE).read_bytes()
+    failing = reprove(
+        tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"), workers, "--update-lock"
+    )
+    assert failing.returncode == 1 and "left as it was" in failing.stdout, failing.stdout
+    assert (tmp_path / LOCK_FILE).read_bytes() == before
 
 
 @pytest.mark.gate(PROVEN)
@@ -154,110 +172,65 @@ def test_no_environment_variable_switches_a_gate_off_outside_pytest() -> None:
     assert "test runner" in proc.stdout
 
 
-# -- tools/mutation.py: is the latest falsify record current? --------------------------------
+# -- tools/mutation.py: does the proof lock prove the code as it stands? -------------------------
 
 
 def findings(root: Path) -> list[str]:
     """What the integrity check would report of `root`'s proof by mutation."""
-    return falsify_findings(
-        root, load_spec_from(root / "spec"), [load_evidence(p) for p in evidence_paths(root)]
-    )
+    return lock_findings(root, load_spec_from(root / "spec"))
 
 
 @pytest.fixture
-def scratch(tmp_path: Path) -> tuple[Path, str]:
+def scratch(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     root.mkdir()
-    return root, make_repo(root, falsify=False)
+    make_repo(root, lock=False)
+    return root
 
 
-def test_no_falsify_record_is_a_finding(scratch: tuple[Path, str]) -> None:
-    root, _ = scratch
-    assert latest_falsify(root) is None
-    assert any("no falsify record" in f for f in findings(root))
+def test_no_lock_is_a_finding(scratch: Path) -> None:
+    assert any("there is no proof lock" in f for f in findings(scratch))
 
 
-def test_current_record_holds_until_a_proven_tree_changes(scratch: tuple[Path, str]) -> None:
-    root, sha = scratch
-    file_falsify_record(root, sha, "falsify-a")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "file the falsify record")
-    assert findings(root) == []
-    (root / "NOTES.md").write_text("outside the proven trees\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "notes")
-    assert findings(root) == []
-    (root / "tests" / "test_integ.py").write_text("def test_nothing():\n    assert True\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "a falsifier changed")
-    assert any("not current" in f for f in findings(root))
-
-
-def test_dirty_or_failing_latest_record_is_a_finding(scratch: tuple[Path, str]) -> None:
-    root, sha = scratch
-    file_falsify_record(root, sha, "falsify-a", dirty=True)
-    assert any("dirty tree" in f for f in findings(root))
-    file_falsify_record(root, sha, "falsify-b", proven=False)
-    latest = latest_falsify(root)
-    assert latest is not None and latest[1].run.id == "falsify-b"
-    assert any(f"{PROVEN} is FAIL" in f for f in findings(root))
-
-
-# -- --reprove: make test re-checks the proof of every gate whose code changed ------------------
-
-REPROVE_TINY = """import pytest
-
-from contracts.judges import judge
-
-
-@pytest.mark.gate("GATE-TRAIN-003")
-def test_depends_on_its_gate():
-    assert judge("GATE-TRAIN-003", {"loss": float("nan"), "grad_norm": 1.0})
-
-
-@pytest.mark.gate("GATE-TRAIN-004")
-def test_plants_nothing_the_gate_sees():
-    assert True
-"""
-
-
-def reprove(tmp_path: Path, tests: str, workers: list[str]) -> subprocess.CompletedProcess[str]:
-    """`pytest --reprove` over `tests` (one test file's text) in a fresh directory, with `workers`
-    (pytest-xdist's options, or none)."""
-    (tmp_path / "pytest.ini").write_text(INI)
-    (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_tiny.py").write_text(tests)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
-    argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
-    return subprocess.run(
-        [*argv, *workers, "tests"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+@pytest.mark.gate(PROVEN)
+def test_a_lock_holds_until_a_gates_code_changes(scratch: Path) -> None:
+    """A lock proves the code it was written for; a falsifier edited afterwards names its gate."""
+    write_lock(scratch)
+    commit_all(scratch, "the proof lock")
+    assert findings(scratch) == []
+    (scratch / "NOTES.md").write_text("outside the fingerprinted trees\n")
+    assert findings(scratch) == []
+    tests = scratch / "tests" / "test_integ.py"
+    tests.write_text(
+        tests.read_text().replace(
+            "def test_integ_001():\n    assert True", "def test_integ_001():\n    assert 1"
+        )
     )
+    found = findings(scratch)
+    assert any("GATE-INTEG-001 was proven for other code than today's" in f for f in found), found
 
 
-@PROCESSES
-def test_reprove_fails_a_changed_gate_whose_falsifiers_stay_green_with_it_off(
-    tmp_path: Path, workers: list[str]
-) -> None:
-    """With no falsify record every gate counts as changed: GATE-TRAIN-003's falsifier turns red with
-    its gate off, GATE-TRAIN-004's does not, and that fails the session."""
-    proc = reprove(tmp_path, REPROVE_TINY, workers)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "2 passed" in proc.stdout  # the tests themselves pass: only the proof fails
-    assert "GATE-TRAIN-004: falsifier(s) stay green with the gate forced off" in proc.stdout
-    assert "1 changed gate(s) turn red with the gate forced off" in proc.stdout
+@pytest.mark.gate(PROVEN)
+def test_a_lock_whose_falsifiers_stay_green_or_whose_tests_differ_is_a_finding(scratch: Path) -> None:
+    write_lock(scratch, proven=False)
+    assert any(
+        "GATE-INTEG-001" in f and "stay green with the gate forced off" in f for f in findings(scratch)
+    )
+    write_lock(scratch)
+    lock = json.loads((scratch / LOCK_FILE).read_text())
+    tests = lock["gates"]["GATE-INTEG-001"]["falsifiers"]
+    tests["tests/test_integ.py::test_gone"] = tests.pop("tests/test_integ.py::test_integ_001")
+    (scratch / LOCK_FILE).write_text(json.dumps(lock))
+    found = findings(scratch)
+    assert any(
+        "lists tests/test_integ.py::test_gone under GATE-INTEG-001, but there is no such test" in f
+        for f in found
+    )
+    assert any("lists no outcome of tests/test_integ.py::test_integ_001" in f for f in found), found
 
 
-@PROCESSES
-def test_reprove_fails_a_gate_with_one_falsifier_red_and_one_green(
-    tmp_path: Path, workers: list[str]
-) -> None:
-    """One dependent falsifier does not excuse a second that plants nothing the gate sees (spec
-    1.9.0), whichever worker ran each of them."""
-    proc = reprove(tmp_path, REPROVE_TINY.replace("GATE-TRAIN-004", "GATE-TRAIN-003"), workers)
-    assert proc.returncode == 1 and "2 passed" in proc.stdout, proc.stdout + proc.stderr
-    assert (
-        "GATE-TRAIN-003: falsifier(s) stay green with the gate forced off, so they do not prove it: "
-        "tests/test_tiny.py::test_plants_nothing_the_gate_sees"
-    ) in proc.stdout
-    assert "0 changed gate(s) turn red with the gate forced off" in proc.stdout
+def test_a_malformed_lock_is_a_finding_not_a_crash(scratch: Path) -> None:
+    for text in ("{", '{"schema": 1}', '{"schema": 1, "gates": {"GATE-INTEG-001": {"fingerprint": 3}}}'):
+        (scratch / LOCK_FILE).write_text(text)
+        (found,) = findings(scratch)
+        assert str(LOCK_FILE) in found and "make proofs" in found

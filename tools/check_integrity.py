@@ -55,7 +55,6 @@ from audit import (
 from code_constants import constant_problems, constant_sources
 from cross_reads import cross_read_problems
 from default_sources import default_problems, default_sources
-from falsifier_sources import LISTED_BY, TestFile, listing_problems, modules_at
 from lineage import (
     Release,
     evaluated_problems,
@@ -66,7 +65,7 @@ from lineage import (
     release_parent_problems,
     same_run,
 )
-from mutation import falsify_findings
+from mutation import lock_findings
 from place_links import place_link_problems
 from preset_sources import (
     OPTIONS_SOURCES,
@@ -83,6 +82,7 @@ from preset_sources import (
 )
 from record_checks import check_record_truth, newer
 from repeat_runs import repeat_problems
+from retirement import blob_bytes, covered, retired_blob, retirement_problems
 from scored_text import committed_text, scored_texts, text_problems
 from site_format import read_jsonl
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
@@ -91,8 +91,10 @@ from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
+from contracts.proof_lock import LOCK_FILE
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
+from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
 from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
 
 INTEG_COVERAGE = "GATE-INTEG-002"
@@ -164,6 +166,7 @@ class Checker:
         self._sha_cache: dict[str, str] = {}
         self.stale: dict[str, dict[str, str]] = {}  # run id → gate id → why it is stale
         self.history = SpecHistory(self.root)  # older policy files, for records that cite them
+        self.retired = Retirements()  # what has left the working tree, and the blobs that pin it
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         self.violations.append(Finding(rule, self._rel(file), record, message))
@@ -281,7 +284,6 @@ class Checker:
                     )
         self.check_spec_at_commits({sha: cited[sha] for sha in known})
         self.check_sources_at_commits({sha: cited[sha] for sha in known})
-        self.check_listed_tests({sha: cited[sha] for sha in known})
 
     def _commit_dates(self, shas: list[str]) -> dict[str, datetime]:
         """sha → when the commit was made (its committer date), in one `git show`."""
@@ -414,28 +416,6 @@ class Checker:
             for warning in warnings:
                 self.warn(STALE, file, record.run.id, warning)
 
-    def check_listed_tests(self, cited: dict[str, list[LoadedEvidence]]) -> None:
-        """The tests a falsify or conformance record lists are those of its commit, marked for the
-        gates it lists them under, and a completed one lists every test marked for them there
-        (tools/falsifier_sources.py); a record of a dirty tree is not held to its commit's tests."""
-        for sha, records in sorted(cited.items()):
-            modules: dict[str, TestFile | None] | None = None
-            for loaded in records:
-                record = loaded.record
-                if record is None or record.run.kind not in LISTED_BY:
-                    continue
-                if record.code.git_dirty:
-                    self.warn(
-                        INTEG_EVIDENCE,
-                        loaded.path,
-                        record.run.id,
-                        "made from a dirty tree: the tests it lists are not held to those of its commit",
-                    )
-                    continue
-                modules = dict(modules_at(self.root, sha)) if modules is None else modules
-                for problem in listing_problems(record, modules):
-                    self.fail(INTEG_EVIDENCE, loaded.path, record.run.id, problem)
-
     def _spec_digests(self, shas: list[str]) -> dict[str, str]:
         """The sha256 of spec/ at each commit, as `contracts.spec.load_spec_from` digests it: the
         files of `spec_files` the commit has (one made before a file existed hashes the rest), each
@@ -524,12 +504,16 @@ class Checker:
                     f"{model.git_sha[:12]}: a model is released under its commit's spec, or a later one",
                 )
             for art in model.artifacts:
-                if art.path is not None:
+                if art.path is not None and self.retired_file(model, art.path):
+                    self.check_retired_file(path, model, art)
+                elif art.path is not None:
                     self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
                 else:
                     self.check_kept_elsewhere(path, model, art)
             card = (self.root / model.card).resolve()
-            if not card.is_relative_to(self.root) or not card.is_file():
+            if self.retired_file(model, model.card):
+                card = None
+            elif not card.is_relative_to(self.root) or not card.is_file():
                 self.fail(
                     INTEG_EVIDENCE,
                     path,
@@ -560,6 +544,25 @@ class Checker:
                     if card is not None:
                         self.check_card(model, loaded.record, card)
                     self.check_released_files(model, loaded.record)
+
+    def retired_file(self, model: ReleasedModel, path: str) -> bool:
+        """Whether `path` is a file of a withdrawn release that has been retired from the tree."""
+        gone = not (self.root / path).exists()
+        return model.withdrawn is not None and gone and retired_blob(self.retired, path) is not None
+
+    def check_retired_file(self, path: Path, model: ReleasedModel, art: RegistryArtifact) -> None:
+        """A withdrawn release's file retired from the tree: the bytes git keeps for it are the ones
+        the registry hashed."""
+        blob = retired_blob(self.retired, str(art.path))
+        content = blob_bytes(self.root, blob) if blob is not None else None
+        if content is None or len(content) != art.bytes or hashlib.sha256(content).hexdigest() != art.sha256:
+            self.fail(
+                INTEG_EVIDENCE,
+                path,
+                model.key,
+                f"{art.path} is retired, but the blob its retirement names is not the file the registry "
+                "hashed",
+            )
 
     def check_kept_elsewhere(self, path: Path, model: ReleasedModel, art: RegistryArtifact) -> None:
         """A released file kept at a URL: its bytes are not here to hash, so the check says so (its
@@ -658,11 +661,12 @@ class Checker:
                         "evidence never change (only a withdrawal may be added)",
                     )
 
-    def check_ledger_history(self) -> None:
-        """The ledger is append-only: a file once committed under evidence/runs/ is never changed or
-        removed, in a later commit or in the working tree. A record is evidence of what a run did
-        when it was filed; an edit after the fact, however consistent with what it cites, is caught
-        here by git itself (a correction is a new run)."""
+    def check_ledger_history(self, retirements: Retirements) -> None:
+        """The ledger is append-only: a file once committed under evidence/runs/ is never changed, in
+        a later commit or in the working tree, and leaves only by retirement (a removal that an entry
+        of evidence/retired.yaml covers, with the blob id the file had). A record is evidence of what
+        a run did when it was filed; an edit after the fact, however consistent with what it cites,
+        is caught here by git itself (a correction is a new run)."""
         rel = RUNS_DIR.as_posix()
         git = ["git", "-C", str(self.root)]
         changed = subprocess.run(
@@ -671,8 +675,9 @@ class Checker:
                 "log",
                 "--diff-filter=MDT",
                 "--no-renames",
+                "--raw",
+                "--no-abbrev",
                 "--format=commit %H",
-                "--name-only",
                 "--",
                 rel,
             ],
@@ -684,28 +689,39 @@ class Checker:
         for line in changed.stdout.splitlines():
             if line.startswith("commit "):
                 sha = line.removeprefix("commit ")
-            elif line.strip():
-                self.fail(
-                    INTEG_EVIDENCE,
-                    self.root / line,
-                    "",
-                    f"was changed or removed in commit {sha[:12]} after it was committed: the ledger is "
-                    "append-only (a correction is a new run)",
-                )
+            elif line.startswith(":"):
+                self._judge_change(line, retirements, f"in commit {sha[:12]} after it was committed")
         edited = subprocess.run(
-            [*git, "diff", "HEAD", "--no-renames", "--diff-filter=MDT", "--name-only", "--", rel],
+            [*git, "diff", "HEAD", "--no-renames", "--raw", "--no-abbrev", "--diff-filter=MDT", "--", rel],
             capture_output=True,
             text=True,
             check=False,
         )
         for line in edited.stdout.splitlines():
-            self.fail(
-                INTEG_EVIDENCE,
-                self.root / line,
-                "",
-                "differs from the committed file, or is gone: the ledger is append-only (a correction is a "
-                "new run)",
-            )
+            if line.startswith(":"):
+                self._judge_change(line, retirements, "in the working tree")
+
+    def _judge_change(self, raw: str, retirements: Retirements, when: str) -> None:
+        """One line of git's --raw output for a committed ledger file: a violation unless it is a
+        removal that a retirement covers."""
+        meta, _, path = raw.partition("\t")
+        fields = meta.split()
+        status, old = fields[-1][:1], fields[2]
+        if status == "D" and covered(retirements, path, old):
+            return
+        what = "removed without a retirement entry" if status == "D" else "changed"
+        self.fail(
+            INTEG_EVIDENCE,
+            self.root / path,
+            "",
+            f"was {what} {when}: the ledger is append-only (a correction is a new run; a record leaves "
+            "only through tools/retire.py)",
+        )
+
+    def check_retirements(self, retirements: Retirements, registry: Registry | None) -> None:
+        """Each retirement entry holds against git and cites nothing live (tools/retirement.py)."""
+        for problem in retirement_problems(self.root, retirements, registry, prose_cited_runs(self.root)):
+            self.fail(INTEG_EVIDENCE, self.root / RETIRED_FILE, problem.where, problem.message)
 
     def _release_problems(self, model: ReleasedModel, record: EvidenceRecord) -> list[str]:
         """Why `record` cannot back the release `model` (empty when it can): `stack release`'s rules."""
@@ -819,26 +835,16 @@ class Checker:
 
     def check_prose_citations(self) -> None:
         """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught)."""
-        sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
-        for source in sources:
-            if not source.is_file() or source.is_relative_to(self.root / GENERATED):
-                continue
-            text = source.read_text(encoding="utf-8")
-            for lineno, line in enumerate(text.splitlines(), 1):
-                for match in CITED_EVIDENCE_RE.finditer(line):
-                    if line[match.end() : match.end() + 1] in ("<", "-"):
-                        continue  # a pattern such as evidence/runs/bench-trace-<time>, not a citation
-                    run_dir = self.root / RUNS_DIR / match.group(1)
-                    target = (
-                        run_dir / match.group(2).lstrip("/") if match.group(2) else run_dir / EVIDENCE_FILE
-                    )
-                    if not target.is_file():
-                        self.fail(
-                            INTEG_EVIDENCE,
-                            source,
-                            f"line {lineno}",
-                            f"cites {match.group(0)}, which does not exist in the ledger",
-                        )
+        for source, lineno, match in prose_citations(self.root):
+            run_dir = self.root / RUNS_DIR / match.group(1)
+            target = run_dir / match.group(2).lstrip("/") if match.group(2) else run_dir / EVIDENCE_FILE
+            if not target.is_file():
+                self.fail(
+                    INTEG_EVIDENCE,
+                    source,
+                    f"line {lineno}",
+                    f"cites {match.group(0)}, which does not exist in the ledger",
+                )
 
     def check_citations(self) -> None:
         """Every gate id cited in code, tests, docs, evidence or README is in the spec."""
@@ -875,6 +881,24 @@ class Checker:
                 )
             if gate.kind is GateKind.RUNTIME and not row.bindings:
                 self.fail(INTEG_COVERAGE, where, gate.id, "ACTIVE runtime gate has no contract binding")
+
+
+def prose_citations(root: Path) -> Iterator[tuple[Path, int, re.Match[str]]]:
+    """(file, line number, match) for every ledger path README.md and docs/ cite (a pattern such as
+    evidence/runs/bench-trace-<time> is no citation)."""
+    sources = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    for source in sources:
+        if not source.is_file() or source.is_relative_to(root / GENERATED):
+            continue
+        for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+            for match in CITED_EVIDENCE_RE.finditer(line):
+                if line[match.end() : match.end() + 1] not in ("<", "-"):
+                    yield source, lineno, match
+
+
+def prose_cited_runs(root: Path) -> set[str]:
+    """The run ids README.md and docs/ cite."""
+    return {match.group(1) for _, _, match in prose_citations(root)}
 
 
 def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
@@ -1058,26 +1082,34 @@ def _evidence_state(root: Path) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=4)
 def _committed(
-    root: Path, _state: tuple[tuple[str, int, int], ...]
+    root: Path, _state: tuple[tuple[str, int, int], ...], context: tuple[Path, ...]
 ) -> tuple[tuple[LoadedEvidence, ...], frozenset[tuple[str, str]]]:
-    """The committed ledger's records and what its lineage checks find of them joined to each other,
-    read once for each state of evidence/ (`_evidence_state`)."""
-    records = tuple(load_evidence(p) for p in evidence_paths(root))
+    """The committed ledger's records (and those of the `context` directories) and what its lineage
+    checks find of them joined to each other, read once for each state of evidence/
+    (`_evidence_state`)."""
+    paths = [*evidence_paths(root), *(d / EVIDENCE_FILE for d in context)]
+    records = tuple(load_evidence(p) for p in paths)
     return records, frozenset(lineage_found(list(records), root))
 
 
-def committed_ledger(root: Path) -> tuple[tuple[LoadedEvidence, ...], frozenset[tuple[str, str]]]:
+def committed_ledger(
+    root: Path, context: Sequence[Path] = ()
+) -> tuple[tuple[LoadedEvidence, ...], frozenset[tuple[str, str]]]:
     """The committed ledger a runs-only check joins its runs to, with its own lineage findings: a test
-    suite checks hundreds of runs against one repository, and reading and judging its 360 records
-    again for each took longer than the check of the run itself."""
-    return _committed(root.resolve(), _evidence_state(root))
+    suite checks hundreds of runs against one repository, and reading and judging its records again
+    for each took longer than the check of the run itself. `context` adds record directories kept
+    outside the ledger (the tests' fixtures) to what the runs are joined to."""
+    return _committed(root.resolve(), _evidence_state(root), tuple(Path(d).resolve() for d in context))
 
 
-def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> Report:
+def run_checks(
+    root: Path, extra_runs: list[Path], runs_only: bool = False, context: Sequence[Path] = ()
+) -> Report:
     """Every check over one repository and any extra run directories.
 
     `runs_only` checks just the extra runs (their schema, truth, artifacts and commit) against the
-    repository's spec: what a user's CI asks of its own runs, whatever the state of the ledger.
+    repository's spec: what a user's CI asks of its own runs, whatever the state of the ledger,
+    joined to the ledger and to the records of the `context` directories.
     """
     root = root.resolve()
     try:
@@ -1095,7 +1127,7 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
     checker.check_commits(ledger + extra)
     if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
-        checker.check_lineage(extra, *committed_ledger(root))
+        checker.check_lineage(extra, *committed_ledger(root, context))
     else:
         checker.check_lineage(ledger + extra)
     if runs_only:
@@ -1103,13 +1135,21 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
             checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)
         return Report(checker.verdict(), checker.warnings, [], len(extra))
     checker.check_ledger_dirs()
-    checker.check_ledger_history()
+    try:
+        retirements = read_retirements(root)
+    except BadInput as exc:
+        checker.fail(INTEG_EVIDENCE, root / RETIRED_FILE, "", str(exc))
+        retirements = Retirements()
+    checker.check_ledger_history(retirements)
     checker.check_duplicates(ledger)
     try:
         registry = read_registry(root / REGISTRY_FILE)
     except BadInput as exc:
         checker.fail(INTEG_EVIDENCE, root / REGISTRY_FILE, "", str(exc))
+        checker.check_retirements(retirements, None)
     else:
+        checker.retired = retirements
+        checker.check_retirements(retirements, registry)
         by_id = {e.record.run.id: e for e in ledger if e.record is not None}
         checker.check_registry(registry, by_id)
         checker.check_registry_history(registry)
@@ -1119,8 +1159,8 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
     rows = coverage(spec, bindings, falsifiers, ledger + extra)
     checker.check_coverage(rows, bindings, falsifiers)
-    for problem in falsify_findings(root, spec, ledger):
-        checker.fail(INTEG_COVERAGE, root / RUNS_DIR, "falsify", problem)
+    for problem in lock_findings(root, spec):
+        checker.fail(INTEG_COVERAGE, root / LOCK_FILE, "proof lock", problem)
     return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra))
 
 
@@ -1165,6 +1205,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
+        "--record",
+        metavar="RUN_ID",
+        help="check one record of the ledger by its id; a retired one is verified from git history",
+    )
+    parser.add_argument(
         "--replay",
         type=Path,
         metavar="RUN",
@@ -1182,6 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replay is not None:
         return replay_main(args)
+    if args.record is not None:
+        return record_main(args.root.resolve(), args.record)
     if not (args.root / "spec").is_dir():
         print(
             f"check_integrity: {args.root} has no spec/ directory; pass --root the repository",
@@ -1203,6 +1250,42 @@ def main(argv: list[str] | None = None) -> int:
     report = run_checks(args.root, args.run, runs_only=args.runs_only)
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
     return 1 if report.violations else 0
+
+
+def record_main(root: Path, run_id: str) -> int:
+    """--record: one record checked (joined to the ledger), or a retired one verified from history:
+    0 when it holds, 1 when it does not, 2 when the ledger never held it."""
+    run_dir = root / RUNS_DIR / run_id
+    if (run_dir / EVIDENCE_FILE).is_file():
+        report = run_checks(root, [run_dir], runs_only=True)
+        print(render_human(report))
+        return 1 if report.violations else 0
+    try:
+        retirements = read_retirements(root)
+        registry = read_registry(root / REGISTRY_FILE)
+    except BadInput as exc:
+        print(f"check_integrity: {exc}", file=sys.stderr)
+        return 2
+    path = f"{RUNS_DIR.as_posix()}/{run_id}"
+    entry = retirements.by_path().get(path)
+    if entry is None:
+        print(
+            f"check_integrity: {run_id} is neither in {RUNS_DIR} nor retired in {RETIRED_FILE}",
+            file=sys.stderr,
+        )
+        return 2
+    mine = Retirements(retired=[entry])
+    problems = [
+        p for p in retirement_problems(root, mine, registry, prose_cited_runs(root)) if p.where == path
+    ]
+    for problem in problems:
+        print(f"VIOLATION  {INTEG_EVIDENCE}  {RETIRED_FILE} [{run_id}]: {problem.message}")
+    print(
+        f"{run_id}: retired ({entry.reason}); its {len(entry.files)} file(s) are the blobs git holds at "
+        f"{entry.commit[:12]} (git show {entry.commit[:12]}:{path}/{EVIDENCE_FILE}); it passed the "
+        f"check under spec {entry.verified_under} when it was retired"
+    )
+    return 1 if problems else 0
 
 
 def replay_main(args: argparse.Namespace) -> int:

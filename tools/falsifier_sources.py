@@ -1,46 +1,39 @@
-"""What a falsify or a conformance record lists of the tests at its commit.
+"""What the proof lock lists of the tests in the working tree.
 
-A falsify record lists, per ACTIVE gate, the outcome of each test marked `gate(ID)` it ran, with
-the gate on and forced off (`metrics.gates`); a conformance record, per test-kind gate, each test
-marked `gate(ID)` or `holds(ID)` (its gates' `falsifiers`). The pytest plugin writes both from the
-tests of the record's commit (tests/gate_plugin.py), so the checker reads those tests again, from
-git at the commit (never this checkout's), and holds the record to them:
+The proof lock (evidence/proofs.lock, contracts/proof_lock.py) lists, per ACTIVE gate, the outcome
+of each test marked `gate(ID)` with the gate on and forced off, and for the gates the conformance
+kind judges each test marked `holds(ID)`. The pytest plugin writes it from the tests it ran
+(tests/gate_plugin.py), so the checker reads the test modules again, as syntax trees, and holds the
+lock to them:
 
 - every test it lists is there: its file, and in it the function or class method its node id names;
 - a listed test whose marks can be read where they are written (tools/audit.gate_marked: a literal
   mark on the test, its class or its module, or on a parameter of its parametrisation) is marked
   for the gate it is listed under;
-- a completed record lists, under each gate it lists, every test marked for that gate there.
+- it lists, under each gate it lists, every test marked for that gate.
 
 A mark a helper makes at run time (`pytest.param(..., marks=mark(gate_id))`) is not read: a test
-marked only so is held to exist. A record made from a dirty tree ran tests its commit may not
-hold; it is not held to them, and the checker says so.
+marked only so is held to exist.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit import SKIP_DIRS, gate_marked
-from spec_history import objects
-
-from contracts.evidence import EvidenceRecord, RunStatus
 
 TESTS_DIR = "tests"
 MODULE_MARK = "pytestmark"  # what a module-level mark marks: every test of the module
-# The marks each kind of record lists its tests by (tests/gate_plugin.py: GATE_MARK, HOLDS_MARK).
-LISTED_BY = {"falsify": ("gate",), "conformance": ("gate", "holds")}
 MARKS = ("gate", "holds")
 
 
 @dataclass(frozen=True)
 class TestFile:
-    """One test module as git holds it at a commit: the tests it defines (`name`, `Class::name`,
+    """One test module: the tests it defines (`name`, `Class::name`,
     classes too) and, by each kind of mark (gate, holds), the gates its readable marks name on each
     test, class and (`pytestmark`) the module."""
 
@@ -96,40 +89,17 @@ def read_test_file(text: str) -> TestFile | None:
     )
 
 
-def tests_at(root: Path, sha: str) -> dict[str, str]:
-    """Each test module of commit `sha` (a .py file under tests/) → its blob id."""
-    proc = subprocess.run(
-        ["git", "-C", str(root), "ls-tree", "-r", "-z", sha, "--", TESTS_DIR],
-        capture_output=True,
-        check=False,
-    )
-    found = {}
-    for entry in proc.stdout.decode("utf-8", "replace").split("\0"):
-        meta, _, path = entry.partition("\t")
-        parts = meta.split()
-        if (
-            len(parts) == 3
-            and parts[1] == "blob"
-            and path.endswith(".py")
-            and not SKIP_DIRS & set(path.split("/"))
-        ):
-            found[path] = parts[2]
-    return found
-
-
-def listed_tests(record: EvidenceRecord) -> dict[str, list[str]]:
-    """gate id → the node ids of the tests the record lists under it."""
-    if record.run.kind == "falsify":
-        detail = record.metrics.get("gates")
-        gates = detail.items() if isinstance(detail, dict) else []
-        return {
-            g: list(v.get("falsifiers") or {}) for g, v in gates if isinstance(v, dict) and isinstance(g, str)
-        }
-    return {
-        r.id: list((r.measured or {}).get("falsifiers") or {})
-        for r in record.gates
-        if isinstance(r.measured, dict)
-    }
+def modules_in(root: Path) -> Iterator[tuple[str, TestFile | None]]:
+    """Each test module of the working tree at `root` (a .py file under tests/), read."""
+    tests = root / TESTS_DIR
+    for path in sorted(tests.rglob("*.py")) if tests.is_dir() else []:
+        rel = path.relative_to(root).as_posix()
+        if SKIP_DIRS & set(rel.split("/")):
+            continue
+        try:
+            yield rel, read_test_file(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            yield rel, None
 
 
 def _split(node_id: str) -> tuple[str, str]:
@@ -138,30 +108,28 @@ def _split(node_id: str) -> tuple[str, str]:
     return path, test
 
 
-def listing_problems(record: EvidenceRecord, modules: dict[str, TestFile | None]) -> list[str]:
-    """Where the tests `record` lists contradict the test modules of its commit (`modules`: path →
+def listing_problems(
+    listed: dict[str, list[str]], modules: dict[str, TestFile | None], kinds: tuple[str, ...]
+) -> list[str]:
+    """Where the tests listed (gate id → node ids) contradict the test modules (`modules`: path →
     the module read, None where it does not parse); the module docstring's three rules."""
     problems = []
-    sha, kinds = str(record.code.git_sha)[:12], LISTED_BY[record.run.kind]
-    listed = listed_tests(record)
     for gate_id, node_ids in listed.items():
         for node_id in node_ids:
             path, test = _split(node_id)
             module = modules.get(path)
             if path not in modules or (module is not None and test not in module.defined):
-                problems.append(f"lists {node_id} under {gate_id}, but its commit {sha} has no such test")
+                problems.append(f"lists {node_id} under {gate_id}, but there is no such test")
             elif module is not None and (marked := module.gates_of(test, kinds)) and gate_id not in marked:
                 problems.append(
-                    f"lists {node_id} under {gate_id}, but at its commit {sha} that test is marked for "
+                    f"lists {node_id} under {gate_id}, but that test is marked for "
                     f"{', '.join(sorted(marked))} only"
                 )
-    if record.run.status is RunStatus.COMPLETED:
-        problems += _unlisted(listed, modules, kinds, sha)
-    return problems
+    return problems + _unlisted(listed, modules, kinds)
 
 
 def _unlisted(
-    listed: dict[str, list[str]], modules: dict[str, TestFile | None], kinds: tuple[str, ...], sha: str
+    listed: dict[str, list[str]], modules: dict[str, TestFile | None], kinds: tuple[str, ...]
 ) -> list[str]:
     """Each test marked (`kinds`) for a gate the record lists that it lists no outcome of."""
     problems = []
@@ -175,9 +143,7 @@ def _unlisted(
         seen = {_split(n) for n in node_ids}
         for path, owner in owners_of.get(gate_id, []):
             if not _listed_under(owner, path, seen):
-                problems.append(
-                    f"lists no outcome of {path}::{owner}, which its commit {sha} marks for {gate_id}"
-                )
+                problems.append(f"lists no outcome of {path}::{owner}, which is marked for {gate_id}")
     return problems
 
 
@@ -186,12 +152,3 @@ def _listed_under(owner: str, path: str, seen: set[tuple[str, str]]) -> bool:
     return any(
         p == path and (owner == MODULE_MARK or t == owner or t.startswith(f"{owner}::")) for p, t in seen
     )
-
-
-def modules_at(root: Path, sha: str) -> Iterator[tuple[str, TestFile | None]]:
-    """Each test module of commit `sha`, read (`read_test_file`)."""
-    files = tests_at(root, sha)
-    blobs = objects(root, sorted(set(files.values())))
-    for path, blob in files.items():
-        text = blobs.get(blob)
-        yield path, None if text is None else read_test_file(text.decode("utf-8", "replace"))

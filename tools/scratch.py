@@ -18,10 +18,9 @@ from typing import Any
 
 import yaml
 from audit import ROOT, RUNS_DIR
-from falsifier_sources import MODULE_MARK, modules_at
+from falsifier_sources import MODULE_MARK, TestFile, modules_in
 from fingerprints import gate_fingerprints
 
-from contracts.derive.proofs import falsify_summary, outcome_counts
 from contracts.evidence import (
     Artifact,
     CodeInfo,
@@ -36,8 +35,10 @@ from contracts.evidence import (
     spec_ref,
     write_evidence,
 )
-from contracts.judges import TEST_PASSED
+from contracts.judges import TEST_FAILED, TEST_PASSED
 from contracts.ledger import judged_result
+from contracts.proof_lock import CONFORMANCE_KIND, conformance_verdict, gate_entry
+from contracts.proof_lock import write_lock as write_lock_file
 from contracts.spec import (
     POLICY_FILES,
     GateStatus,
@@ -91,10 +92,10 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-def make_repo(root: Path, falsify: bool = True) -> str:
+def make_repo(root: Path, lock: bool = True) -> str:
     """A repository with this project's spec, falsifiers for the ACTIVE gates, an empty registry,
-    and (unless `falsify` is False) a current passing falsify record; returns the sha of the
-    commit that holds the code."""
+    and (unless `lock` is False) a proof lock that proves them; returns the sha of the commit
+    that holds the code."""
     shutil.copytree(ROOT / "spec", root / "spec")
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "test_integ.py").write_text(FALSIFIERS)
@@ -105,78 +106,65 @@ def make_repo(root: Path, falsify: bool = True) -> str:
         if path.name != "integ.yaml":
             path.write_text(path.read_text().replace("status: ACTIVE", "status: PROPOSED"))
     declare_run_kind(root, SYNTHETIC, "a scratch record of the integrity check's tests and benchmark")
+    if lock:
+        write_lock(root)
     git(root, "init", "-q", "-b", "main")
-    sha = commit_all(root, "scratch")
-    if falsify:
-        file_falsify_record(root, sha)
-        commit_all(root, "scratch: falsify record")
-    return sha
+    return commit_all(root, "scratch")
 
 
-def file_falsify_record(
-    root: Path,
-    sha: str,
-    run: str = "falsify-scratch",
-    proven: bool = True,
-    dirty: bool = False,
-    fingerprints: bool = True,
-) -> Path:
-    """The record `make falsify` would file for `root` at `sha`: every ACTIVE gate's falsifier
-    passed with the gate on and, when `proven`, failed with it off (GATE-INTEG-002 holds), with
-    the code fingerprints of `root`'s tree as it is, as a real record keeps them (unless told not)."""
+def write_lock(root: Path, proven: bool = True) -> Path:
+    """The proof lock `make proofs` would write for `root`'s working tree: every ACTIVE gate's
+    marked tests passed with the gate on and, when `proven`, failed with it off, under the code
+    fingerprints of the tree as it is."""
     spec = scratch_spec(root)
-    active = [gate_id for gate_id, gate in spec.gates.items() if gate.status is GateStatus.ACTIVE]
-    marked = falsifiers_at(root, sha)
-    detail = {}
-    for gate_id in active:
-        tests = marked.get(gate_id) or list(falsifier_measured(gate_id, TEST_PASSED)["falsifiers"])
-        detail[gate_id] = {
-            "falsifiers": dict.fromkeys(tests, TEST_PASSED),
-            "red_with_gate_off": dict.fromkeys(tests, proven),
-        }
-    run_dir = root / RUNS_DIR / run
-    run_dir.mkdir(parents=True)
-    summary = {"gates": falsify_summary(detail)}
-    record = EvidenceRecord(
-        run=RunInfo(id=run, kind="falsify", argv=["scratch"], started=now(), status=RunStatus.COMPLETED),
-        code=CodeInfo(git_sha=sha, git_dirty=dirty),
-        env=EnvInfo(python="3.11", platform="scratch", device="cpu"),
-        spec=spec_ref(spec),
-        contract_mode="full",
-        gates=[judged_result(spec, "GATE-INTEG-002", summary, waived=False)],
-        metrics={
-            "gates": detail,
-            "counts": outcome_counts(
-                TEST_PASSED for _ in {t for d in detail.values() for t in d["falsifiers"]}
-            ),
-            **({"fingerprints": gate_fingerprints(root)} if fingerprints else {}),
-        },
-    )
-    return write_evidence(run_dir, record)
+    fingerprints = gate_fingerprints(root)
+    modules = dict(modules_in(root))
+    conformance = spec.required_gates(CONFORMANCE_KIND)
+    gates = {}
+    for gate_id, gate in spec.gates.items():
+        if gate.status is not GateStatus.ACTIVE:
+            continue
+        tests = marked_tests(modules, gate_id, "gate") or list(
+            falsifier_measured(gate_id, TEST_PASSED)["falsifiers"]
+        )
+        off = TEST_FAILED if proven else TEST_PASSED
+        holds = (
+            dict.fromkeys(marked_tests(modules, gate_id, "holds"), TEST_PASSED)
+            if gate_id in conformance
+            else None
+        )
+        entry = gate_entry(
+            fingerprints.get(gate_id, ""), dict.fromkeys(tests, (TEST_PASSED, off)), holds, None
+        )
+        if gate_id in conformance:
+            entry["conformance"] = conformance_verdict(spec, gate_id, entry)
+        gates[gate_id] = entry
+    return write_lock_file(root, gates)
 
 
-def falsifiers_at(root: Path, sha: str) -> dict[str, list[str]]:
-    """gate id → the tests commit `sha` marks for it (a test, a class, or each test of a module
-    marked whole), as `make falsify` would list them and the checker reads them
-    (tools/falsifier_sources.py)."""
-    found: dict[str, list[str]] = {}
-    for path, module in sorted(modules_at(root, sha)):
+def marked_tests(modules: dict[str, TestFile | None], gate_id: str, mark: str) -> list[str]:
+    """The node ids of the tests marked `mark` for `gate_id` (a test, a class, or each test of a
+    module marked whole), as the plugin lists them and the checker reads them."""
+    found = []
+    for path, module in sorted(modules.items()):
         if module is None:
             continue
-        for owner, gates in sorted(module.marked(("gate",)).items()):
-            names = [owner] if owner != MODULE_MARK else sorted(n for n in module.defined if "::" not in n)
-            for gate_id in sorted(gates):
-                found.setdefault(gate_id, []).extend(f"{path}::{name}" for name in names)
+        for owner, gates in sorted(module.marked((mark,)).items()):
+            if gate_id in gates:
+                names = (
+                    [owner] if owner != MODULE_MARK else sorted(n for n in module.defined if "::" not in n)
+                )
+                found.extend(f"{path}::{name}" for name in names)
     return found
 
 
 def copy_repo(dst: Path) -> str:
     """A copy of this repository at `dst`: its git history, with today's working tree committed
-    on top, then a falsify record for it; returns the sha of HEAD.
+    on top, with a proof lock for it; returns the sha of HEAD.
 
     The history is cloned because records and the registry cite commits of it; the working tree
     is copied (not checked out) because it is what the checker reads now, uncommitted edits
-    included. A passing falsify record for the copy's commit is filed on top. The copy's own
+    included, and a lock that proves it is written. The copy's own
     stack/ and contracts/ make a run started inside it record the copy's
     commit, as a run of this repository records this one's.
     """
@@ -187,11 +175,10 @@ def copy_repo(dst: Path) -> str:
             shutil.copytree(source, dst / name, ignore=NOT_COPIED)
         elif source.is_file():
             shutil.copy2(source, dst / name)
-    sha = commit_all(dst, "scratch copy of the working tree")
-    # The copy's code is not the commit any real falsify record proved; a scratch one stands in,
-    # so the copy is clean whether or not this repository's own proof is current.
-    file_falsify_record(dst, sha)
-    return commit_all(dst, "scratch: falsify record")
+    # The copy's code may not be what this repository's lock proved (uncommitted edits); a scratch
+    # lock stands in, so the copy is clean whether or not this repository's own proof is current.
+    write_lock(dst)
+    return commit_all(dst, "scratch copy of the working tree")
 
 
 def falsifier_measured(gate_id: str, outcome: str) -> dict[str, Any]:

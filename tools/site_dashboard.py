@@ -209,7 +209,7 @@ def _attention(ledger: Ledger) -> list[str]:
             status = "" if active else f" ({text(row.gate.status.value)})"
             gate = f"[{row.gate.id}]({link(page, gate_path(row.gate.id))}){status}"
             items.append(f"{gate}: " + " · ".join(problems))
-    if ledger.proof.record is not None and not ledger.proof.current:
+    if ledger.proof.present and not ledger.proof.current:
         items.append(proof_line(ledger.proof, page))
     broken = [e for e in ledger.records if e.record is None]
     items += [f"{code(e.path.parent.name)} does not validate: {text(e.error)}" for e in broken]

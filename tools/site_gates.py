@@ -29,6 +29,8 @@ from site_ledger import Ledger, MutationProof, record_of
 from site_runs import run_link
 from site_source import SourceLinks, line_of
 
+from contracts.proof_lock import LOCK_FILE
+
 
 def gate_status_badge(status: str) -> str:
     """ACTIVE, PROPOSED or DEPRECATED as a badge."""
@@ -42,24 +44,26 @@ def proof_badge(proof: MutationProof, gate_id: str, short: bool = False) -> str:
     """
     state = proof.of(gate_id)
     if state is None:
-        return badge(
-            "?" if short else "not in proof", "p-none", "the latest falsify record does not cover this gate"
-        )
+        return badge("?" if short else "not in proof", "p-none", "the proof lock has no entry for this gate")
     if not state:
         return badge(
             "✘" if short else "not proven", "p-no", "its falsifiers stayed green with the gate forced off"
         )
-    stale = "" if proof.current else "*"
-    note = "" if proof.current else " (the proof is not current)"
+    stale = "*" if gate_id in proof.stale else ""
+    note = " (its code changed since it was proven)" if stale else ""
     return badge(("✔" if short else "proven") + stale, "p-yes", "red when forced off" + note)
 
 
 def proof_line(proof: MutationProof, page: str) -> str:
-    """One sentence on the falsify record behind the proof badges, and whether it still holds."""
-    if proof.record is None:
-        return "No falsify record yet: run `make falsify` on a clean tree."
-    state = "current" if proof.current else "**not current**: re-run `make falsify` (badges marked *)"
-    return f"Proof by mutation from {run_link(page, proof.record)} ({state})."
+    """One sentence on the proof lock behind the proof badges, and whether it still holds."""
+    if not proof.present:
+        return f"No proof lock yet: run `make proofs` to write {LOCK_FILE}."
+    state = (
+        "current"
+        if proof.current
+        else f"**not current** for {len(proof.stale)} gate(s): run `make proofs` (badges marked *)"
+    )
+    return f"Proof by mutation from the proof lock, `{LOCK_FILE}` ({state})."
 
 
 def _history(row: CoverageRow, ledger: Ledger, page: str) -> list[str]:
@@ -155,7 +159,7 @@ def gates_index(ledger: Ledger) -> str:
     )
     out.append(
         "*Has a falsifier* means a test plants the gate's bug; *proven* means that test fails when the "
-        f"gate is forced off (`make falsify`). {proof_line(ledger.proof, page)}\n"
+        f"gate is forced off (`make proofs`). {proof_line(ledger.proof, page)}\n"
     )
     table_rows = []
     for row in rows:

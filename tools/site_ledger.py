@@ -23,45 +23,45 @@ from audit import (
     scan_bindings,
     scan_falsifiers,
 )
-from mutation import is_current, latest_of
+from fingerprints import gate_fingerprints
 
+from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
+from contracts.proof_lock import entry_problems, read_lock
 from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
 from contracts.spec import Spec, load_spec_from
-
-FALSIFY_GATE = "GATE-INTEG-002"
 
 
 @dataclass(frozen=True)
 class MutationProof:
-    """What the latest falsify record proves: which gates turned red when forced off."""
+    """What the proof lock proves: which gates turned red when forced off, and for which code."""
 
-    record: str | None = None  # run id of the latest falsify record
-    current: bool = False  # made from a clean tree whose proven trees are HEAD's
-    proven: dict[str, bool] = field(default_factory=dict)  # gate id → red when off, green when on
+    present: bool = False  # the repository has a proof lock that reads
+    proven: dict[str, bool] = field(default_factory=dict)  # gate id → its judges accept its entry
+    stale: frozenset[str] = frozenset()  # gates whose code is not what their entry proved
+
+    @property
+    def current(self) -> bool:
+        """Whether every entry proves the gate's code as it stands."""
+        return not self.stale
 
     def of(self, gate_id: str) -> bool | None:
-        """True proven, False not proven, None when the record says nothing of the gate."""
+        """True proven, False not proven, None when the lock says nothing of the gate."""
         return self.proven.get(gate_id)
 
 
-def mutation_proof(root: Path, records: list[LoadedEvidence]) -> MutationProof:
-    """Read the latest falsify record's GATE-INTEG-002 measurement, and whether it is current."""
-    latest = latest_of(records)
-    if latest is None:
+def mutation_proof(root: Path, spec: Spec) -> MutationProof:
+    """Read the proof lock, and which of its entries the gates' code no longer matches."""
+    try:
+        lock = read_lock(root)
+    except BadInput:
+        lock = None
+    if lock is None:
         return MutationProof()
-    _, record = latest
-    result = next((g for g in record.gates if g.id == FALSIFY_GATE), None)
-    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
-    gates = measured.get("gates") if isinstance(measured.get("gates"), dict) else {}
-    proven = {
-        gate_id: bool(row.get("red_off") and row.get("passed_on") and not row.get("stayed_green"))
-        for gate_id, row in gates.items()
-        if isinstance(row, dict)
-    }
-    sha = record.code.git_sha
-    current = sha is not None and not record.code.git_dirty and is_current(root, sha)
-    return MutationProof(record.run.id, current, proven)
+    now = gate_fingerprints(root)
+    proven = {g: not entry_problems(spec, g, e) for g, e in lock.items() if g in spec.gates}
+    stale = frozenset(g for g, e in lock.items() if now.get(g) != e["fingerprint"])
+    return MutationProof(True, proven, stale)
 
 
 @dataclass
@@ -140,4 +140,4 @@ def load_ledger(root: Path, extra_runs: list[Path] | None = None) -> Ledger:
     records = [load_evidence(p) for p in paths]
     rows = coverage(spec, scan_bindings(root), scan_falsifiers(root), records)
     registry = read_registry(root / REGISTRY_FILE)
-    return Ledger(root, spec, records, rows, registry, mutation_proof(root, records))
+    return Ledger(root, spec, records, rows, registry, mutation_proof(root, spec))
