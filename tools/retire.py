@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from check_integrity import run_checks
-from retirement import entry_files, trees_at
+from retirement import trees_at
 
 from contracts.retirement import RETIRED_FILE, Retired, read_retirements, render_retirements
 from contracts.spec import load_spec_from
@@ -75,9 +75,12 @@ def retire(root: Path, paths: list[str], reason: str) -> int:
     retirements = read_retirements(root)
     old_text = (root / RETIRED_FILE).read_text(encoding="utf-8") if (root / RETIRED_FILE).is_file() else None
     for path in paths:
-        entry = Retired(path=path, commit=head, files={}, reason=reason, verified_under=version)
-        files = entry_files(entry, tree)
-        retirements.retired.append(entry.model_copy(update={"files": files}))
+        files = {
+            name.removeprefix(f"{path}/"): blob for name, blob in tree.items() if name.startswith(f"{path}/")
+        }
+        retirements.retired.append(
+            Retired(path=path, commit=head, files=files, reason=reason, verified_under=version)
+        )
     (root / RETIRED_FILE).write_text(render_retirements(retirements), encoding="utf-8")
     for path in paths:
         shutil.rmtree(root / path)
