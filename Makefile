@@ -95,8 +95,9 @@ gpu-check: $(STAMP)
 proofs: $(STAMP)
 	$(PYTEST) tests $(XDIST) --reprove --update-lock $(if $(PROVE_ALL),--prove-all)
 
-## records: after a spec version revises gates, file one record of each command under it (from a
-## clean tree; the checker's tests tamper with copies of these), in RECORDS_WORK's fresh directory
-RECORDS_WORK ?= /tmp/gatestack-records
-records: $(STAMP)
+## fixtures: when an edit changes what a record would say (a spec version that revises gates), make
+## the tests' current records again in place under tests/fixtures/records/current/ (from a clean
+## tree; the checker's tests tamper with copies of these), in RECORDS_WORK's fresh directory
+RECORDS_WORK ?= /tmp/gatestack-records-$(shell date -u +%Y%m%dT%H%M%S)
+fixtures: $(STAMP)
 	$(BIN)/python tools/current_records.py --work $(RECORDS_WORK)

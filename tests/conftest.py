@@ -39,7 +39,7 @@ TOOLS = Path(__file__).resolve().parent.parent / "tools"
 if str(TOOLS) not in sys.path:
     sys.path.insert(0, str(TOOLS))
 
-# The conformance and falsify evidence records (`make conformance`, `make falsify`).
+# The proof by mutation re-checked against evidence/proofs.lock (`make test`, `make proofs`).
 pytest_plugins = ["gate_plugin"]
 
 from site_build import BuiltSite, build_site_once  # noqa: E402  (after the environment above)

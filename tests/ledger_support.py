@@ -17,25 +17,28 @@ import pytest
 from check_integrity import run_checks
 
 from contracts.derive import Artifacts, Inputs, derive
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.judges import CHECKS, check_readers, judge
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-LEDGER = ROOT / LEDGER_DIR
+# The records the tests read (tests/fixtures/records/): the current set, one record of each command
+# under today's spec (`make fixtures` regenerates it in place, tools/current_records.py), and older
+# records kept for the checks that still judge records of their revisions.
+RECORDS = ROOT / "tests" / "fixtures" / "records"
 Change = Callable[[dict[str, Any], Path], None]
-# A training record of the current spec (1.24.0): its gates are judged at today's revisions, so
-# what their values restate of the log is derived (a record of an older revision is stale there).
-CURRENT_RUN = "mix-run-20261127T1551-spec-1.39.0"
+# A training record of the current spec: its gates are judged at today's revisions, so what their
+# values restate of the log is derived (a record of an older revision is stale there).
+CURRENT_RUN = "current/mix-run"
 
 
 def planted(tmp_path: Path, run: str, change: Change, rehash: bool = True) -> Path:
     """A copy of ledger record `run` with `change` applied to its JSON (and its directory), every
     cited artifact re-hashed as a forger would; returns the copy's directory."""
     target = tmp_path / run
-    shutil.copytree(LEDGER / run, target)
+    shutil.copytree(RECORDS / run, target)
     return edited(target, change, rehash)
 
 
@@ -64,10 +67,17 @@ def config_edited(old: str, new: str) -> Change:
     return change
 
 
+def fixture_dirs() -> list[Path]:
+    """Every record directory of the fixtures: what a checked run is joined to beside the ledger."""
+    return sorted(p.parent for p in RECORDS.rglob(EVIDENCE_FILE))
+
+
 def findings(*run_dirs: Path, root: Path = ROOT) -> list[str]:
     """What the integrity check of the repository at `root` reports of run directories checked
-    together (a run with the parents its lineage names), as printed lines."""
-    return [f.line() for f in run_checks(root, list(run_dirs), runs_only=True).violations]
+    together (a run with the parents its lineage names), joined to the ledger and the fixtures, as
+    printed lines."""
+    report = run_checks(root, list(run_dirs), runs_only=True, context=fixture_dirs())
+    return [f.line() for f in report.violations]
 
 
 def assert_found(found: list[str], *fragments: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from config_rebuild import CONFIG_CODE, REPO, rebuilt
-from ledger_support import CURRENT_RUN, LEDGER, assert_caught, config_edited, edited, findings, planted
+from ledger_support import CURRENT_RUN, RECORDS, assert_caught, config_edited, edited, findings, planted
 from prefs_support import prepared_pairs
 from pydantic import BaseModel
 from trace_support import save_run, tiny_model
@@ -61,7 +61,7 @@ def test_a_value_no_command_line_set_edited_in_the_config_is_caught(
 def test_the_current_record_is_rebuilt_and_agrees() -> None:
     """The record the falsifiers above edit is one the rebuild holds (its commit's configuration
     code is this checkout's), and untouched it agrees key for key."""
-    run = LEDGER / CURRENT_RUN
+    run = RECORDS / CURRENT_RUN
     config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
     built = rebuilt(read_evidence(run / EVIDENCE_FILE), config)
     assert built is not None and built.config == config and built.model_decided
@@ -105,7 +105,7 @@ def test_a_resume_whose_changes_are_understated_is_caught(resumed: Path, tmp_pat
 def test_a_record_of_other_configuration_code_is_not_rebuilt() -> None:
     """mix-run of spec 1.13.0 was made before the configuration code took its present text: this
     checkout's `resolve` would not be that run's, so the record is left to argv_config's `--set` check."""
-    run = LEDGER / "mix-run-20261124-spec-1.13.0"
+    run = RECORDS / "mix-run-20261124-spec-1.13.0"
     config = tomllib.loads((run / "config.toml").read_text(encoding="utf-8"))
     assert rebuilt(read_evidence(run / EVIDENCE_FILE), config) is None
 

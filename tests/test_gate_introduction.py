@@ -15,7 +15,7 @@ from contracts.evidence import REPO_ROOT, read_evidence
 from contracts.release_rules import release_problems
 from contracts.spec import load_spec
 
-RUNS = REPO_ROOT / "evidence" / "runs"
+RUNS = REPO_ROOT / "tests" / "fixtures" / "records"
 
 
 @pytest.mark.holds("GATE-INTEG-001")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from audit import LoadedEvidence, load_evidence
 from check_integrity import Checker, main, run_checks
-from scratch import bump_revision, commit_all, make_record, make_repo, passed
+from ledger_support import RECORDS
+from scratch import bump_revision, commit_all, make_record, make_repo, passed, write_lock
 
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
@@ -321,7 +322,7 @@ def test_a_broken_spec_in_gatestack_spec_is_one_line_exit_2(tmp_path: Path) -> N
     spec = tmp_path / "spec"
     shutil.copytree(ROOT / "spec", spec)
     (spec / "run_kinds.yaml").unlink()
-    run = min((ROOT / "evidence" / "runs").iterdir())
+    run = min(p for p in RECORDS.iterdir() if p.name != "current")
     argv = [sys.executable, str(ROOT / "tools" / "check_integrity.py"), "--runs-only", "--run", str(run)]
     proc = subprocess.run(
         argv, env={**os.environ, "GATESTACK_SPEC": str(spec)}, capture_output=True, text=True, check=False
@@ -336,7 +337,7 @@ def test_two_runs_halted_before_any_step_line_are_not_taken_for_copies() -> None
     the same metrics log: their schedule alone, no throughput, nothing of either run's own. The
     checker once called one a copy of the other. A copy under a new id that keeps the original's
     start time, commit and kind is still one."""
-    records = [load_evidence(ROOT / "evidence" / "runs" / run / "metadata.json") for run in HALTED_RUNS]
+    records = [load_evidence(RECORDS / run / "metadata.json") for run in HALTED_RUNS]
     assert len({sha256_file(r.path.parent / "metrics.jsonl") for r in records}) == 1
     checker = Checker(ROOT, load_spec_from(ROOT / "spec"))
     checker.check_duplicates(records)
@@ -367,4 +368,5 @@ def test_falsifier_named_by_a_module_constant_counts(repo: tuple[Path, str]) -> 
         '@pytest.mark.gate("GATE-INTEG-001")\ndef test_a():\n    assert True\n\n'
         "@pytest.mark.gate(GATE)\ndef test_b():\n    assert True\n"
     )
+    write_lock(root)  # the falsifiers changed, so they are proven again
     assert messages(root) == []

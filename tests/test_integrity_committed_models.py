@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, LEDGER, Change, findings, gate, planted, rederive
+from ledger_support import CURRENT_RUN, RECORDS, Change, findings, gate, planted, rederive
 from test_integrity_derived import (
     ABLATION_RUN,
     DISTILL_RUN,
@@ -44,7 +44,7 @@ ANOTHER_DIGEST = hashlib.sha256(b"another model").hexdigest()
 
 
 def _ledger(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / EVIDENCE_FILE).read_text(encoding="utf-8"))
 
 
 def _result(run_dir: Path, name: str, change: Any) -> None:
@@ -188,7 +188,7 @@ PLANTS = [
 def test_a_fact_of_the_model_or_record_it_read_restated_is_caught(
     tmp_path: Path, run: str, change: Change, beside: str | None, says: str
 ) -> None:
-    checked = [LEDGER / beside] if beside is not None else []
+    checked = [RECORDS / beside] if beside is not None else []
     found = findings(planted(tmp_path, run, forged(change)), *checked)
     assert any(says in line for line in found), "\n".join(found) or "(nothing found)"
 
@@ -196,7 +196,7 @@ def test_a_fact_of_the_model_or_record_it_read_restated_is_caught(
 @pytest.mark.holds("GATE-INTEG-001")
 @pytest.mark.parametrize(("run", "beside"), sorted({(p[1], p[3]) for p in PLANTS}, key=str))
 def test_the_records_as_filed_pass(tmp_path: Path, run: str, beside: str | None) -> None:
-    checked = [LEDGER / beside] if beside is not None else []
+    checked = [RECORDS / beside] if beside is not None else []
     assert findings(planted(tmp_path, run, lambda _data, _dir: None), *checked) == []
 
 
@@ -303,6 +303,6 @@ FACTS = [
 def test_each_fact_a_record_states_of_the_committed_model_it_read_is_derived_from_it(
     tmp_path: Path, run: str, change: Change, beside: str | None, says: str
 ) -> None:
-    checked = [LEDGER / beside] if beside is not None else []
+    checked = [RECORDS / beside] if beside is not None else []
     found = findings(planted(tmp_path, run, forged(change)), *checked)
     assert any(says in line for line in found), "\n".join(found) or "(nothing found)"

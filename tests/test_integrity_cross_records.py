@@ -23,7 +23,7 @@ import pytest
 import yaml
 from audit import load_evidence
 from check_integrity import Checker
-from ledger_support import LEDGER, Change, config_edited, edited, findings, gate, planted
+from ledger_support import RECORDS, Change, config_edited, edited, findings, gate, planted
 from records_support import Filed, filed_runs
 from train_support import prepared, smoke_args, train
 
@@ -374,7 +374,7 @@ def test_the_ledger_releases_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = Checker(REPO_ROOT, load_spec())
     registry = read_registry(REPO_ROOT / REGISTRY_FILE)
     records = {
-        p.name: load_evidence(p / EVIDENCE_FILE) for p in LEDGER.iterdir() if (p / EVIDENCE_FILE).is_file()
+        p.name: load_evidence(p / EVIDENCE_FILE) for p in RECORDS.iterdir() if (p / EVIDENCE_FILE).is_file()
     }
     checker.check_registry(registry, records)
     assert [f.line() for f in checker.violations] == []

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from ledger_support import LEDGER, assert_caught, findings, planted
+from ledger_support import RECORDS, assert_caught, findings, planted
 
 from contracts.derive.benchmarks import Identity, half_unit, quotient
 from contracts.evidence import EVIDENCE_FILE
@@ -141,7 +141,7 @@ def _written(value: float, digits: int) -> float:
 
 
 def _latest(kind: str) -> str:
-    return max(p.parent.name for p in LEDGER.glob(f"{kind}-*/{EVIDENCE_FILE}"))
+    return max(p.parent.name for p in RECORDS.glob(f"{kind}-*/{EVIDENCE_FILE}"))
 
 
 @pytest.mark.gate("GATE-INTEG-001")

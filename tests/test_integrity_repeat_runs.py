@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ledger_support import LEDGER, assert_found, findings, forger_finished, planted
+from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
 
 from contracts.derive.benchmarks import run_differences
 
@@ -63,8 +63,8 @@ def test_a_listed_run_the_ledger_does_not_hold_is_caught(tmp_path: Path) -> None
 def test_run_differences_ignores_timings_and_names_values_lines_and_weights() -> None:
     """The comparison the benchmark and the checker share: timings never count; a value, a line
     on one side only and the final weights do; a run without a weights digest is never equal."""
-    a = (LEDGER / EAGER_A / "metrics.jsonl").read_text(encoding="utf-8")
-    c = (LEDGER / EAGER_C / "metrics.jsonl").read_text(encoding="utf-8")
+    a = (RECORDS / EAGER_A / "metrics.jsonl").read_text(encoding="utf-8")
+    c = (RECORDS / EAGER_C / "metrics.jsonl").read_text(encoding="utf-8")
     assert run_differences(a, c, "w", "w") == []
     retimed = a.replace('"tokens_per_s": ', '"tokens_per_s": 1').replace('"seconds": ', '"seconds": 1')
     assert retimed != a and run_differences(a, retimed, "w", "w") == []

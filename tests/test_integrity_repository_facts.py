@@ -36,15 +36,13 @@ from contracts.ledger import settle
 from contracts.model_shape import lora_touched
 from contracts.spec import load_spec
 
-MEMORIZATION_RUN = "memorization-20261127T155151"  # GATE-FT-003 judged at min_verbatim_tokens 32
-FALSIFY_RUN = "falsify-20261125T180901"  # made on a clean tree at its commit
-CONFORMANCE_RUN = "conformance-20261125T180901"
-SFT_RUN = "sft-lora-20261127T1551-spec-1.39.0"  # LoRA on q and v, batch 1: an epoch reads each example once
-FINETUNE_RUN = "finetune-20261127T1551-spec-1.39.0"  # every parameter trained
-LENS_TRAIN_RUN = "lens-train-20261127T155202"
-PREPARE_RUN = "prepare-20261127T155123"
+MEMORIZATION_RUN = "current/memorization"  # GATE-FT-003 judged at min_verbatim_tokens 32
+SFT_RUN = "current/sft"  # LoRA on q and v, batch 1: an epoch reads each example once
+FINETUNE_RUN = "current/finetune"  # every parameter trained
+LENS_TRAIN_RUN = "current/lens-train"
+PREPARE_RUN = "current/prepare"
 BENCH_RUN = "bench-train-20261123T155206"  # the demo preset, which leaves attention at its default
-EXPORT_RUN = "export-hf-20261127T155131"
+EXPORT_RUN = "current/export"
 
 
 def _edit_json(run_dir: Path, name: str, edit: Callable[[dict[str, Any]], None]) -> None:
@@ -61,36 +59,12 @@ def _recounted_at_more_tokens(data: dict[str, Any], run_dir: Path) -> None:
     rederive(data, run_dir, rounds=4)
 
 
-def _falsifier_dropped(data: dict[str, Any], run_dir: Path) -> None:
-    detail = data["metrics"]["gates"]["GATE-ARCH-001"]
-    name = next(iter(detail["falsifiers"]))
-    del detail["falsifiers"][name], detail["red_with_gate_off"][name]
-    rederive(data, run_dir, rounds=4)
 
 
-def _falsifier_invented(data: dict[str, Any], run_dir: Path) -> None:
-    detail = data["metrics"]["gates"]["GATE-ARCH-002"]
-    fake = "tests/test_model_moe.py::test_falsifier_experts_share_one_router"
-    detail["falsifiers"][fake], detail["red_with_gate_off"][fake] = "passed", True
-    rederive(data, run_dir, rounds=4)
 
 
-def _falsifier_moved(data: dict[str, Any], run_dir: Path) -> None:
-    """A GATE-ARCH-001 falsifier listed (also) under GATE-ARCH-002, which it is not marked for."""
-    gates = data["metrics"]["gates"]
-    name = next(iter(gates["GATE-ARCH-001"]["falsifiers"]))
-    gates["GATE-ARCH-002"]["falsifiers"][name], gates["GATE-ARCH-002"]["red_with_gate_off"][name] = (
-        "passed",
-        True,
-    )
-    rederive(data, run_dir, rounds=4)
 
 
-def _conformance_invented(data: dict[str, Any], _run_dir: Path) -> None:
-    fake = "tests/test_trace_tracer.py::test_tracing_leaves_the_logits_bit_for_bit_under_compile"
-    gate(data, "GATE-TRACE-001")["measured"]["falsifiers"][fake] = "passed"
-    data["metrics"]["counts"]["tests"] += 1
-    data["metrics"]["counts"]["passed"] += 1
 
 
 def _replay_claimed(data: dict[str, Any], _run_dir: Path) -> None:
@@ -207,14 +181,6 @@ def _parity_threshold(data: dict[str, Any], run_dir: Path) -> None:
     ("run", "change", "says"),
     [
         (MEMORIZATION_RUN, _recounted_at_more_tokens, "but GATE-FT-003 counts an example reproduced from"),
-        (FALSIFY_RUN, _falsifier_dropped, "lists no outcome of tests/test_model_moe.py::"),
-        (
-            FALSIFY_RUN,
-            _falsifier_invented,
-            "test_falsifier_experts_share_one_router under GATE-ARCH-002, but",
-        ),
-        (FALSIFY_RUN, _falsifier_moved, "under GATE-ARCH-002, but at its commit"),
-        (CONFORMANCE_RUN, _conformance_invented, "under GATE-TRACE-001, but its commit"),
         (CURRENT_RUN, _replay_claimed, "config.toml plans no replay"),
         (CURRENT_RUN, _repeatable_flag, "yet the record states determinism.flags.repeatable true"),
         (SFT_RUN, _split_targets_raised, "steps of the first epoch, which read every train window once"),
@@ -233,10 +199,6 @@ def _parity_threshold(data: dict[str, Any], run_dir: Path) -> None:
     ],
     ids=[
         "U14-min-verbatim",
-        "U38-falsifier-dropped",
-        "U39-falsifier-invented",
-        "falsifier-under-another-gate",
-        "U41-conformance-invented",
         "U33-replay-claimed",
         "U33-repeatable-flag",
         "U28-split-targets",
@@ -263,8 +225,6 @@ def test_a_round6_tampering_is_caught(tmp_path: Path, run: str, change: Change, 
     "run",
     [
         MEMORIZATION_RUN,
-        FALSIFY_RUN,
-        CONFORMANCE_RUN,
         CURRENT_RUN,
         SFT_RUN,
         FINETUNE_RUN,

@@ -31,7 +31,7 @@ import pytest
 import torch
 from ledger_support import (
     CURRENT_RUN,
-    LEDGER,
+    RECORDS,
     Change,
     assert_caught,
     edited,
@@ -278,7 +278,7 @@ def file_bytes(name: str, size: int) -> Change:
 def file_size(name: str) -> int:
     """The size CURRENT_RUN's checkpoint file `name` has, as its config.toml's model decides it
     (every parameter trained)."""
-    model = json.loads((LEDGER / CURRENT_RUN / "metadata.json").read_text())["config"]["model"]
+    model = json.loads((RECORDS / CURRENT_RUN / "metadata.json").read_text())["config"]["model"]
     size = model_file_bytes(model) if name == "model.safetensors" else optimizer_file_bytes(model)
     assert size is not None
     return size
@@ -514,7 +514,7 @@ def test_log_lines_the_config_schedules_otherwise_are_caught(
     """CURRENT_RUN: 40 steps, ckpt.every = 10, one phase after step 20, under a bandit policy whose
     last shares came at step 21 or later (the epoch length holds from there, and no epoch ended
     before); its epochs are GATE-DATA-001's steps_per_epoch."""
-    record = json.loads((LEDGER / CURRENT_RUN / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    record = json.loads((RECORDS / CURRENT_RUN / EVIDENCE_FILE).read_text(encoding="utf-8"))
     steps_per_epoch = gate(record, "GATE-DATA-001")["measured"]["steps_per_epoch"]
     assert_caught(
         planted(tmp_path, CURRENT_RUN, logged(edit)), fragment.format(steps_per_epoch=steps_per_epoch)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import LEDGER, assert_caught, findings, gate, planted
+from ledger_support import RECORDS, assert_caught, findings, gate, planted
 
 from contracts.evidence import canonical_sha256
 
@@ -168,7 +168,7 @@ def test_a_manifest_shard_holding_more_tokens_than_its_bytes_is_caught(tmp_path:
 def test_heldout_windows_its_data_does_not_hold_are_caught(tmp_path: Path) -> None:
     """The held-out shards of 118 719 and 6 879 008 tokens hold 3 709 + 214 968 windows of 32
     targets; restated as 218 650, the record's spread still passes its own judge."""
-    record = json.loads((LEDGER / MIX_RUN / "metadata.json").read_text(encoding="utf-8"))
+    record = json.loads((RECORDS / MIX_RUN / "metadata.json").read_text(encoding="utf-8"))
     assert gate(record, "GATE-DATA-005")["measured"]["split_windows"] == 218_677
 
     def restated(data: dict[str, Any], _run_dir: Path) -> None:
@@ -176,7 +176,7 @@ def test_heldout_windows_its_data_does_not_hold_are_caught(tmp_path: Path) -> No
 
     run = planted(tmp_path, MIX_RUN, restated)
     says = ("split_windows is 218650, but the held-out shards of its data", "hold 218677 windows of 32")
-    assert any(all(f in line for f in says) for line in findings(run, LEDGER / PREPARE_RUN))
+    assert any(all(f in line for f in says) for line in findings(run, RECORDS / PREPARE_RUN))
     # checked alone, the run is joined to the committed ledger, whose prepare record decides it
     assert any(all(f in line for f in says) for line in findings(run))
 
@@ -240,7 +240,7 @@ def test_an_es_runs_quota_its_data_does_not_give_is_caught(tmp_path: Path) -> No
 
     run = planted(tmp_path, ES_RUN, raised)
     says = "gates[GATE-DATA-001].measured.quota_windows is 196579, but the quotas of the train windows"
-    assert any(says in line and "give 196577" in line for line in findings(run, LEDGER / ES_DATA))
+    assert any(says in line and "give 196577" in line for line in findings(run, RECORDS / ES_DATA))
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,7 @@ def test_a_policy_runs_quota_its_last_shares_do_not_give_is_caught(
 
     run = planted(tmp_path, MIX_RUN, shortened)
     says = "gates[GATE-DATA-001].measured.quota_windows is 783735, but the quotas of the train windows"
-    found = findings(run, LEDGER / PREPARE_RUN)
+    found = findings(run, RECORDS / PREPARE_RUN)
     assert any(says in line and "last shares" in line and "give 783736" in line for line in found) is caught
     assert caught or found == []
 
@@ -452,4 +452,4 @@ def test_a_distillation_naming_another_tokenizer_than_its_datas_is_caught(tmp_pa
     says = (
         f"gates[GATE-KD-001].measured.student_tokenizer_identity is '{other}', but the tokenizer of its data"
     )
-    assert any(says in line for line in findings(run, LEDGER / DISTILL_DATA))
+    assert any(says in line for line in findings(run, RECORDS / DISTILL_DATA))

@@ -21,11 +21,11 @@ from ledger_support import findings, gate, planted
 
 from contracts.evidence import canonical_sha256
 
-FINETUNE_RUN = "finetune-20261127T1551-spec-1.39.0"
-PREPARE_RUN = "prepare-20261127T155123"
-EXPORT_RUN = "export-hf-20261127T155131"  # read release 0.2.0 by its repository path
-LENS_RUN = "lens-20261127T155207"  # a tuned-lens reading of "def main():" on release 0.2.0
-PATCH_RUN = "patch-20261127T155204"  # a sweep of "import os" against "import re"
+FINETUNE_RUN = "current/finetune"
+PREPARE_RUN = "current/prepare"
+EXPORT_RUN = "current/export"  # read release 0.2.0 by its repository path
+LENS_RUN = "current/lens"  # a tuned-lens reading of "def main():" on release 0.2.0
+PATCH_RUN = "current/patch"  # a sweep of "import os" against "import re"
 
 
 def _plan_seed(data: dict[str, Any], _run_dir: Path) -> None:

@@ -24,18 +24,18 @@ from typing import Any
 
 import pytest
 from check_integrity import run_checks
-from ledger_support import CURRENT_RUN, LEDGER, ROOT, Change, assert_found, findings, gate, planted, rederive
+from ledger_support import CURRENT_RUN, RECORDS, ROOT, Change, assert_found, findings, gate, planted, rederive
 from test_integrity_derived import DPO_RUN, MEMORIZATION_RUN
 from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
 
 EVAL_RUN = "eval-20261125T174951"  # `stack eval` of release 0.2.0 on a repository file, dirty tree
-SAMPLE_RUN = "sample-20261127T155143"  # `stack sample` of release 0.2.0 by its repository path
-ES_RUN = "es-20261127T155155"  # ES from release 0.2.0 on the data PREPARE_RUN made
+SAMPLE_RUN = "current/sample"  # `stack sample` of release 0.2.0 by its repository path
+ES_RUN = "current/es"  # ES from release 0.2.0 on the data PREPARE_RUN made
 OTHER_SHA = hashlib.sha256(b"a bpe tokenizer").hexdigest()
 
 
 def ledger_record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def _seed_under_python_m_stack(data: dict[str, Any], run_dir: Path) -> None:
@@ -88,7 +88,7 @@ def test_data_read_where_a_prepare_record_wrote_it_is_held_to_its_manifest(tmp_p
     run_dir = planted(
         tmp_path, CURRENT_RUN, lambda data, _dir: data["data"].update(manifest_sha256=OTHER_SHA)
     )
-    found = findings(run_dir, LEDGER / PREPARE_RUN)
+    found = findings(run_dir, RECORDS / PREPARE_RUN)
     assert_found(found, f"data.manifest_sha256 is {OTHER_SHA!r}, but the data it read at", repr(made))
 
 
@@ -96,7 +96,7 @@ def test_a_checkpoint_read_where_a_run_wrote_it_is_held_to_that_runs_weights(tmp
     """U15: the memorization's measured checkpoint swapped for the DPO run's files."""
     other = ledger_record(DPO_RUN)["checkpoint"]["files"]
     run_dir = planted(tmp_path, MEMORIZATION_RUN, lambda data, _dir: data["checkpoint"].update(files=other))
-    found = findings(run_dir, LEDGER / FINETUNE_RUN)
+    found = findings(run_dir, RECORDS / FINETUNE_RUN)
     assert_found(found, "checkpoint.files.model.safetensors is", f"(written by {FINETUNE_RUN!r})")
 
 
@@ -232,4 +232,4 @@ def test_the_step_of_a_committed_model_read_restated_is_caught(tmp_path: Path) -
 )
 def test_the_records_as_filed_pass(tmp_path: Path, runs: tuple[str, ...]) -> None:
     copied = planted(tmp_path, runs[0], lambda _data, _dir: None)
-    assert findings(copied, *(LEDGER / run for run in runs[1:])) == []
+    assert findings(copied, *(RECORDS / run for run in runs[1:])) == []

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from ledger_support import (
     CURRENT_RUN,
-    LEDGER,
+    RECORDS,
     Change,
     assert_found,
     findings,
@@ -83,7 +83,7 @@ def _toml_replaced(run_dir: Path, old: str, new: str) -> None:
 def test_experts_restated_against_the_routed_counts_is_caught(tmp_path: Path) -> None:
     """V07c: model.moe_experts doubled on the command line and in config.toml; every evaluation line
     still routes each mixture layer to as many experts as the run had."""
-    routed = next(line["routed"] for line in log_lines(LEDGER / CURRENT_RUN) if "routed" in line)
+    routed = next(line["routed"] for line in log_lines(RECORDS / CURRENT_RUN) if "routed" in line)
     experts = len(next(iter(routed.values())))
 
     def plant(data: dict[str, Any], run_dir: Path) -> None:
@@ -109,7 +109,7 @@ def test_a_bandit_cap_restated_against_its_warmup_shares_is_caught(tmp_path: Pat
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def test_a_lens_top_k_restated_against_its_readings_is_caught(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def _export_report(run_dir: Path, change: Any) -> None:
 def test_an_export_stored_dtype_restated_against_its_file_size_is_caught(tmp_path: Path) -> None:
     """V19: export.json's stored dtypes restated as half-width ones; the model file it lists is the
     size of the committed model's parameters at full width."""
-    stored = json.loads((LEDGER / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
+    stored = json.loads((RECORDS / EXPORT_RUN / "export.json").read_text(encoding="utf-8"))
     assert stored["stored_dtypes"] == ["float32"]
     plant = forger_finished(
         lambda _data, run_dir: _export_report(run_dir, lambda r: r.update(stored_dtypes=["bfloat16"]))
@@ -241,7 +241,7 @@ def test_a_teacher_re_pointed_with_an_invented_frozen_digest_is_caught(tmp_path:
         measured = gate(data, "GATE-KD-002")["measured"]
         measured["sha256_before"] = measured["sha256_after"] = OTHER_SHA
 
-    found = findings(planted(tmp_path, DISTILL_RUN, forger_finished(plant)), LEDGER / MEMORIZATION_RUN)
+    found = findings(planted(tmp_path, DISTILL_RUN, forger_finished(plant)), RECORDS / MEMORIZATION_RUN)
     assert_found(
         found,
         f"gates[GATE-KD-002].measured.sha256_before is {OTHER_SHA[:12]}, but record '{MEMORIZATION_RUN}'",
@@ -281,7 +281,7 @@ def test_a_merges_modules_restated_against_the_run_that_wrote_its_adapters_is_ca
         invent(report["measured"])
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
-    found = findings(planted(tmp_path, MERGE_RUN, forger_finished(plant)), LEDGER / ADAPTER_RUN)
+    found = findings(planted(tmp_path, MERGE_RUN, forger_finished(plant)), RECORDS / ADAPTER_RUN)
     assert_found(
         found, f"metrics.modules is {modules + extra}, but the adapters it merged at", f"sit on {modules}"
     )

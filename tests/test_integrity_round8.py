@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import LEDGER, Change, assert_found, findings, forger_finished, gate, planted, rederive
+from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, gate, planted, rederive
 from test_data_prepare import run_cli, text_docs, write_docs
 from test_integrity_derived import (
     LASER_RUN,
@@ -62,7 +62,7 @@ from contracts.likelihood import predicted_positions_sha256
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_tune_memorization_draws_restated_are_caught(tmp_path: Path) -> None:
     def halve(data: dict[str, Any], _dir: Path) -> None:
         gate(data, "GATE-TRAIN-005")["measured"]["draws"] //= 2
 
-    report = json.loads((LEDGER / MEMORIZATION_RUN / "memorization.json").read_text(encoding="utf-8"))
+    report = json.loads((RECORDS / MEMORIZATION_RUN / "memorization.json").read_text(encoding="utf-8"))
     draws = 2 * len(report["examples"]) * report["continuation"]
     found = findings(planted(tmp_path, MEMORIZATION_RUN, halve))
     assert_found(found, f"gates[GATE-TRAIN-005].measured.draws is {draws // 2}", f"derive {draws}")
@@ -264,7 +264,7 @@ def _then(first: Change, second: Change) -> Change:
 def test_patch_foil_restated_without_a_foil_option_is_caught(tmp_path: Path) -> None:
     """W66: config.foil set to a token id where the command line gives no --foil and trace.json's
     metric scored log p of the target (foil null)."""
-    record = json.loads((LEDGER / PATCH_RUN / "metadata.json").read_text(encoding="utf-8"))
+    record = json.loads((RECORDS / PATCH_RUN / "metadata.json").read_text(encoding="utf-8"))
     assert record["config"]["foil"] is None and "--foil" not in record["run"]["argv"]
     found = findings(planted(tmp_path, PATCH_RUN, lambda data, _dir: data["config"].update(foil=101)))
     assert_found(found, "config.foil is 101", "its command line gives no --foil")
@@ -274,7 +274,7 @@ def test_patch_foil_restated_without_a_foil_option_is_caught(tmp_path: Path) -> 
 def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> None:
     """R93 seen from the ledger: a lens reading's config.position (from 1.32.0) is the position its
     readings were taken at, trace.json's."""
-    position = json.loads((LEDGER / LENS_RUN / "trace.json").read_text(encoding="utf-8"))["position"]
+    position = json.loads((RECORDS / LENS_RUN / "trace.json").read_text(encoding="utf-8"))["position"]
     found = findings(
         planted(tmp_path, LENS_RUN, lambda data, _dir: data["config"].update(position=position - 1))
     )
@@ -283,7 +283,7 @@ def test_lens_position_restated_against_trace_json_is_caught(tmp_path: Path) -> 
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 # `stack eval` of release 0.2.0 (by its repository path) on a committed file, a clean tree.
-EVAL_RUN = "eval-20261127T155209"
+EVAL_RUN = "current/eval"
 FORGED = "f" * 64
 
 
@@ -386,7 +386,7 @@ def _export_json(run_dir: Path, change: Any) -> None:
 def test_eval_seq_len_restated_is_caught(tmp_path: Path) -> None:
     """W08: eval has no --seq-len; its windows are the committed model's context."""
     ctx = json.loads(
-        (Path(__file__).parent.parent / "evidence/runs" / EVAL_RUN / "metadata.json").read_text()
+        (RECORDS / EVAL_RUN / "metadata.json").read_text()
     )["config"]["seq_len"]
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger_support import LEDGER, assert_found, findings, forger_finished, planted
+from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
 from test_integrity_derived import LENS_RUN
 
 
@@ -20,7 +20,7 @@ def _lens_unread(data: dict[str, Any], _run_dir: Path) -> None:
 
 
 def test_lens_given_on_the_line_and_held_as_none_is_caught(tmp_path: Path) -> None:
-    record = json.loads((LEDGER / LENS_RUN / "metadata.json").read_text(encoding="utf-8"))
+    record = json.loads((RECORDS / LENS_RUN / "metadata.json").read_text(encoding="utf-8"))
     assert "--lens" in record["run"]["argv"] and record["config"]["lens"] is not None
     found = findings(planted(tmp_path, LENS_RUN, forger_finished(_lens_unread)))
     assert_found(found, "config.lens is None, but its command line gives")

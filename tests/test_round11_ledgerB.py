@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import LEDGER, Change, assert_found, findings, forger_finished, gate, planted
+from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, gate, planted
 from test_integrity_derived import (
     ABLATION_RUN,
     EXPORT_RUN,
@@ -37,7 +37,7 @@ FORGED = "f" * 64
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def _json_edited(run_dir: Path, name: str, edit: Any) -> None:
@@ -126,7 +126,7 @@ def test_a_round11_plant_is_caught_after_the_forgers_finish(
 
 
 def _patch_sites(data: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    trace = json.loads((LEDGER / PATCH_RUN / "trace.json").read_text(encoding="utf-8"))
+    trace = json.loads((RECORDS / PATCH_RUN / "trace.json").read_text(encoding="utf-8"))
     return {("config", "patch_sites"): [row["site"] for row in trace["per_layer"]]}
 
 

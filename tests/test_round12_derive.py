@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ledger_support import LEDGER, assert_found, findings, forger_finished, planted
+from ledger_support import RECORDS, assert_found, findings, forger_finished, planted
 from test_integrity_derived import MEMORIZATION_RUN
 from test_integrity_round5 import FINETUNE_RUN
 
@@ -26,7 +26,7 @@ FORGED = "f" * 64
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def _bytes_restated(data: dict[str, Any], _run_dir: Path) -> None:
@@ -38,7 +38,7 @@ def _digest_restated(data: dict[str, Any], _run_dir: Path) -> None:
 
 
 def _copied(tmp_path: Path, run: str) -> Path:
-    return Path(shutil.copytree(LEDGER / run, tmp_path / run))
+    return Path(shutil.copytree(RECORDS / run, tmp_path / run))
 
 
 def test_the_memorization_record_read_the_fine_tunes_checkpoint() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from forward_replays import hqq_replay_findings, replay_tolerances
-from ledger_support import LEDGER, Change, assert_found, findings, forger_finished, planted
+from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, planted
 from test_integrity_derived import ABLATION_RUN, QUANTIZE_RUN
 
 from contracts.evidence import EvidenceRecord
@@ -97,7 +97,7 @@ def test_a_quantisations_max_kl_within_the_tolerance_holds(tmp_path: Path) -> No
 @pytest.mark.gate("GATE-INTEG-001")
 def test_an_ablations_failing_count_restated_is_caught_by_its_replay(tmp_path: Path) -> None:
     """Y65 (2827 as 1000), and one element fewer: a count has no tolerance."""
-    failing = _json(LEDGER / ABLATION_RUN / "trace.json")["logits"]["failing"]
+    failing = _json(RECORDS / ABLATION_RUN / "trace.json")["logits"]["failing"]
     for stated in (1000, failing - 1):
         copy = planted(tmp_path / str(stated), ABLATION_RUN, _logits("failing", lambda _v, s=stated: s))
         assert_found(findings(copy), f"trace.json: logits.failing is {stated}", f"{REPLAYED} {failing}")
@@ -151,7 +151,7 @@ def test_the_records_as_filed_pass_their_replays(tmp_path: Path, run: str) -> No
 
 
 def test_a_quantisation_of_a_source_outside_the_repository_is_named_not_passed() -> None:
-    data = _json(LEDGER / QUANTIZE_RUN / "metadata.json")
+    data = _json(RECORDS / QUANTIZE_RUN / "metadata.json")
     data["config"]["source"] = "/elsewhere/model"
     wrong, unheld = hqq_replay_findings(EvidenceRecord.model_validate(data), SPEC)
     assert wrong == []

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from default_sources import RESOLVED, UNRESOLVED, parser_defaults, resolved
-from ledger_support import LEDGER, ROOT, assert_found, findings, forger_finished, gate, planted
+from ledger_support import RECORDS, ROOT, assert_found, findings, forger_finished, gate, planted
 from record_checks import contradictions
 from test_integrity_derived import (
     LENS_TRAIN_RUN,
@@ -48,7 +48,7 @@ FAKE_DIGEST = hashlib.sha256(b"forged").hexdigest()
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def _edit_json(run_dir: Path, name: str, change: Any) -> None:

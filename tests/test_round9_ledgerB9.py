@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, LEDGER, Change, assert_found, findings, forger_finished, gate, planted
+from ledger_support import CURRENT_RUN, RECORDS, Change, assert_found, findings, forger_finished, gate, planted
 from test_integrity_derived import (
     DISTILL_RUN,
     DPO_RUN,
@@ -43,7 +43,7 @@ FORGED = "f" * 64
 
 
 def _record(run: str) -> dict[str, Any]:
-    return json.loads((LEDGER / run / "metadata.json").read_text(encoding="utf-8"))
+    return json.loads((RECORDS / run / "metadata.json").read_text(encoding="utf-8"))
 
 
 def _export_tokenizer(data: dict[str, Any], run_dir: Path) -> None:
@@ -108,7 +108,7 @@ def _warmup(data: dict[str, Any]) -> dict[tuple[str, ...], Any]:
 
 
 def _ref_absmax(_data: dict[str, Any]) -> dict[tuple[str, ...], Any]:
-    trace = json.loads((LEDGER / TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
+    trace = json.loads((RECORDS / TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
     site = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.q")
     return {("GATE-TRACE-002", "identities", "layers.0.q", "ref_absmax"): site["stats"]["absmax"]}
 
@@ -173,7 +173,7 @@ def test_x70_a_reference_absmax_is_held_within_its_identity_difference(
     """X70 on a GPU's record: an identity's ref_absmax may differ from the traced site's absmax by at
     most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
     difference); at that bound it passes, half as far again past it is named."""
-    trace = json.loads((LEDGER / GPU_TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
+    trace = json.loads((RECORDS / GPU_TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
     traced = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.k")["stats"]["absmax"]
     identity = _at(_record(GPU_TRACE_RUN), ("GATE-TRACE-002", "identities", "layers.0.k"))
     assert 0 < abs(identity["ref_absmax"] - traced) <= identity["max_abs_diff"]

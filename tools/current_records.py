@@ -1,24 +1,26 @@
-"""File the ledger's current records: one record of each command, made under today's spec.
+"""Regenerate the tests' current records in place: one record of each command, under today's spec.
 
-The checker's tests tamper with copies of committed records (tests/ledger_support.py,
-tests/test_integrity_*.py name them); a record judged under an older revision of a gate is stale
-and is no longer re-derived, so after a spec version revises gates the ledger needs records of
-the new version. This script makes them the way every earlier set was made, so the next set is
-made the same way: the demo release (evidence/models/stdlib-byte-demo-0.2.0) through each
-command that reads or writes a model, on a mixture of the default corpus and this repository's
-docs, from a clean tree (a record of a dirty tree names no commit anyone can check out).
+The checker's tests tamper with copies of these records (tests/ledger_support.py); a record judged
+under an older revision of a gate is stale and is no longer re-derived, so when an edit changes
+what a record would say (a spec version that revises gates, a change to what a command writes),
+the set is made again, the same way each time: the demo release (evidence/models/stdlib-byte-demo-
+0.2.0) through each command that reads or writes a model, on a mixture of the default corpus and
+this repository's docs, from a clean tree (a record of a dirty tree names no commit anyone can
+check out). They are fixtures of the tests, not ledger entries:
 
-    python tools/current_records.py --work /tmp/records
+    python tools/current_records.py --work /tmp/records      (make fixtures)
 
-Each command files its record into evidence/runs/ (--ledger for another), and the script prints
-each command's label beside the run id it filed, for the tests' constants. It stops at the first
-command that fails, with its output. It takes about five minutes on a two-core machine.
+files each command's record into a scratch ledger under --work, then replaces
+tests/fixtures/records/current/<command>/ with it; commit the result. It stops at the first command
+that fails, with its output, and replaces nothing then. It takes about five minutes on a two-core
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -28,6 +30,7 @@ from contracts.evidence import collect_code
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
+FIXTURES = ROOT / "tests" / "fixtures" / "records" / "current"
 # Run directories whose name is the run id (the training loop names a run after its directory).
 TRAINING_IDS = ("mix-run", "finetune", "sft-lora", "dpo", "distill-moe4")
 
@@ -96,9 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, required=True, help="an empty or new directory for data and runs"
     )
-    parser.add_argument(
-        "--ledger", type=Path, default=ROOT / "evidence" / "runs", help="where records are filed"
-    )
+    parser.add_argument("--into", type=Path, default=FIXTURES, help="where the records are put, by command")
     args = parser.parse_args(argv)
     if collect_code(ROOT).git_dirty:  # the stack's own rule: records filed since the commit are no dirt
         print(
@@ -111,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"current_records: {args.work} is not empty; give a new directory", file=sys.stderr)
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
-    filed: list[tuple[str, str]] = []  # (label, run id): what the tests' constants name
+    ledger = args.work / "ledger"  # a scratch ledger: these records are fixtures, not evidence
+    ledger.mkdir()
+    filed: list[tuple[str, str]] = []  # (label, run id): the fixture directory each record goes to
     for label, stack_argv in commands(args.work.resolve(), spec_version()):
         files = label not in ("sft-data", "dpo-pairs")  # the fine-tuning data is prepared, not filed
         cmd = [
@@ -119,18 +122,20 @@ def main(argv: list[str] | None = None) -> int:
             "-m",
             "stack",
             *stack_argv,
-            *(["--evidence-dir", str(args.ledger)] if files else []),
+            *(["--evidence-dir", str(ledger)] if files else []),
         ]
         print(f"current_records: {label}", flush=True)
-        before = {p.name for p in args.ledger.iterdir()}
+        before = {p.name for p in ledger.iterdir()}
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
             print(f"current_records: {label} exited {done.returncode}", file=sys.stderr)
             return 1
-        filed += [(label, name) for name in sorted({p.name for p in args.ledger.iterdir()} - before)]
+        filed += [(label, name) for name in sorted({p.name for p in ledger.iterdir()} - before)]
     for label, name in filed:
-        print(f"{label:<13} {name}")
+        shutil.rmtree(args.into / label, ignore_errors=True)
+        shutil.copytree(ledger / name, args.into / label)
+        print(f"{label:<13} {name} -> {(args.into / label).relative_to(ROOT)}")
     return 0
 
 

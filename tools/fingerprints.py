@@ -12,22 +12,18 @@ and turn red with it forced off. Which code that is, per gate:
 * its entry in spec/gates/*.yaml (thresholds, severity, status).
 
 `gate_fingerprints(root)` digests all four per gate from the files under `root`, reading source
-as syntax trees (nothing is imported or run), so the same function serves a checkout, a commit
-unpacked from git, and a scratch repository. `make falsify` stores the digests in its record;
-`make test` re-runs the falsifiers of every gate whose digest differs from the latest record's
-(tests/gate_plugin.py), and the integrity check refuses a falsify record whose digests are not
-those of the code it claims to have proven (tools/mutation.py).
+as syntax trees (nothing is imported or run), so the same function serves a checkout and a
+scratch repository. `make proofs` stores the digests in the proof lock (evidence/proofs.lock);
+`make test` re-runs the falsifiers of every gate whose digest differs from the lock's
+(tests/gate_plugin.py), and the integrity check refuses a lock whose digests are not those of the
+code as it stands (tools/mutation.py).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import json
-import subprocess
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,34 +196,3 @@ def _computed(root: Path) -> dict[str, str]:
         gate_id: hashlib.sha256("\n\x00".join(sorted(texts)).encode()).hexdigest()
         for gate_id, texts in sorted(parts.items())
     }
-
-
-def fingerprints_at(root: Path, sha: str) -> dict[str, str] | None:
-    """The fingerprints of commit `sha` of the repository at `root` (None when git cannot show it)."""
-    listed = subprocess.run(
-        ["git", "-C", str(root), "ls-tree", "--name-only", sha, "--", *FINGERPRINTED],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    present = listed.stdout.split()  # the trees this commit has (a scratch repository lacks some)
-    if listed.returncode != 0 or not present:
-        return None
-    proc = subprocess.run(
-        ["git", "-C", str(root), "archive", "--format=tar", sha, "--", *present],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return None
-    with tempfile.TemporaryDirectory(prefix="gatestack-fingerprints-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
-            archive.extractall(tmp, filter="data")
-        return gate_fingerprints(Path(tmp))
-
-
-def changed_gates(now: dict[str, str], then: dict[str, str] | None) -> set[str]:
-    """Gates whose fingerprint is not what it was (all of them when nothing is known of then)."""
-    if then is None:
-        return set(now)
-    return {gate_id for gate_id, digest in now.items() if then.get(gate_id) != digest}

@@ -37,7 +37,7 @@ from contracts.evidence import (
 )
 from contracts.judges import TEST_FAILED, TEST_PASSED
 from contracts.ledger import judged_result
-from contracts.proof_lock import CONFORMANCE_KIND, conformance_verdict, gate_entry
+from contracts.proof_lock import CONFORMANCE_KIND, LOCK_FILE, conformance_verdict, gate_entry
 from contracts.proof_lock import write_lock as write_lock_file
 from contracts.spec import (
     POLICY_FILES,
@@ -265,7 +265,8 @@ def _gate_file(root: Path, gate_id: str) -> tuple[Path, dict[str, Any], dict[str
 
 def edit_gate(root: Path, gate_id: str, revision: int | None = None, **thresholds: object) -> None:
     """Set one gate's revision and threshold values in place, and nothing else (no revision
-    history, no changelog): the edit an author makes by hand. Comments of the file are lost."""
+    history, no changelog, no proof): the edit an author makes by hand. Comments of the file are
+    lost."""
     path, data, gate = _gate_file(root, gate_id)
     if revision is not None:
         gate["revision"] = revision
@@ -277,7 +278,8 @@ def edit_gate(root: Path, gate_id: str, revision: int | None = None, **threshold
 def bump_revision(root: Path, gate_id: str, named: bool = True, **thresholds: float) -> int:
     """Raise `gate_id` to its next revision, with new threshold values if given, as the spec asks:
     the gate file, the new digest in spec/revisions.yaml and, when `named`, a changelog line
-    naming 'GATE-… rev N' under the spec's current version. Returns the new revision."""
+    naming 'GATE-… rev N' under the spec's current version; a repository with a proof lock has it
+    written again, as `make proofs` would. Returns the new revision."""
     _, _, gate = _gate_file(root, gate_id)
     revision = gate["revision"] + 1
     edit_gate(root, gate_id, revision, **thresholds)
@@ -297,6 +299,8 @@ def bump_revision(root: Path, gate_id: str, named: bool = True, **thresholds: fl
     if named:
         header["changelog"][0]["summary"] += f" {gate_id} rev {revision}."
         header_path.write_text(yaml.safe_dump(header, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    if (root / LOCK_FILE).is_file():
+        write_lock(root)
     return revision
 
 

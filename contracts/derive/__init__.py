@@ -343,7 +343,6 @@ def _short(value: Any, limit: int = 120) -> str:
 # The derivations register themselves on import.
 import contracts.derive.benchmarks  # noqa: E402
 import contracts.derive.gpu_check  # noqa: E402
-import contracts.derive.proofs  # noqa: E402
 import contracts.derive.reports  # noqa: E402
 import contracts.derive.training  # noqa: E402,F401
 from contracts.derive.training import LOOP_KINDS  # noqa: E402
