@@ -1183,11 +1183,12 @@ def run_checks(root: Path, extra_runs: list[Path], runs_only: bool = False) -> R
         loaded = load_evidence(run_dir / "metadata.json")
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
-    # The checks that join records read only those whose cited files all read.
+    with checker.guarded(RUNS_DIR, "", "commits"):
+        checker.check_commits(ledger + extra)
+    # The checks that read the files of several records together read only records whose cited
+    # files all read (each one that does not is already a violation of its record).
     joined = [e for e in ledger if e.record is None or e.record.run.id not in checker.unreadable]
     joined_extra = [e for e in extra if e.record is None or e.record.run.id not in checker.unreadable]
-    with checker.guarded(RUNS_DIR, "", "commits"):
-        checker.check_commits(joined + joined_extra)
     with checker.guarded(RUNS_DIR, "", "lineage"):
         if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
             checker.check_lineage(joined_extra, *committed_ledger(root))
