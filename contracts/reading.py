@@ -205,7 +205,7 @@ def read_safetensors(path: Path | str, within: Path | str | None = None) -> dict
 
 
 # How a file is read by the suffix of its name: each format's parser, and text for the files the
-# stack writes as text. A file of any other suffix is read for its size alone.
+# stack writes as text.
 TEXT_SUFFIXES = frozenset({".md", ".txt", ".csv", ".tsv", ".jinja", ".html", ".py", ".log"})
 READERS: dict[str, Callable[[Path, Path | None], Any]] = {
     ".json": read_json,
@@ -220,7 +220,12 @@ READERS: dict[str, Callable[[Path, Path | None], Any]] = {
 def read_as_named(path: Path | str, within: Path | str | None = None) -> None:
     """Read the file as the format its name says (READERS, TEXT_SUFFIXES), raising `Unreadable`
     where it is not: how the checker holds every file a record cites to its form before it derives
-    anything from it."""
+    anything from it. A file of any other suffix is only opened (a regular file inside `within`):
+    the checker hashes it as a stream and reads none of it into memory, so no size cap applies."""
     suffix = Path(path).suffix.lower()
-    reader = READERS.get(suffix) or (read_text if suffix in TEXT_SUFFIXES else read_bytes)
-    reader(path, within)
+    reader = READERS.get(suffix) or (read_text if suffix in TEXT_SUFFIXES else None)
+    if reader is not None:
+        reader(path, within)
+        return
+    with _opened(path, within):
+        pass
