@@ -181,6 +181,7 @@ class Checker:
         self.violations: list[Finding] = []
         self.warnings: list[Finding] = []
         self.failures: list[Finding] = []
+        self._found: set[Finding] = set()  # the violations, to name each once
         self.unreadable: set[str] = set()  # run ids of records a cited file of which does not read
         self.owners: dict[str, str] = {}  # a record's directory (resolved) → its run id
         self._sha_cache: dict[str, str] = {}
@@ -189,7 +190,8 @@ class Checker:
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
         finding = Finding(rule, self._rel(file), record, message)
-        if finding not in self.violations:  # a file two checks read is named once
+        if finding not in self._found:  # a file two checks read is named once
+            self._found.add(finding)
             self.violations.append(finding)
 
     @contextmanager
