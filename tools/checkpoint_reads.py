@@ -429,7 +429,8 @@ def committed_source_problems(record: EvidenceRecord, run_dir: Path, root: Path 
 
 
 def _json_of(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None where there is none to read."""
+    """The JSON object in `path`, or None where there is no such file or it holds no object (one
+    that does not read as JSON raises `Unreadable`, which the checker names)."""
     if not path.is_file():
         return None
     value = read_json(path)
