@@ -14,8 +14,6 @@ new field cannot pass unread); its check loaded holds the dtype a plain load giv
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,11 +55,9 @@ ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 HEADER_LENGTH_BYTES = 8
 
 
-def stored_dtypes(head: bytes) -> list[str]:
+def stored_dtypes(header: Mapping[str, Any]) -> list[str]:
     """The dtypes, sorted and each once, of the tensors a safetensors file stores, read from its
-    header (`head`: the file's first bytes, at least the 8-byte length and the JSON it gives)."""
-    (length,) = struct.unpack("<Q", head[:HEADER_LENGTH_BYTES])
-    header = json.loads(head[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + length])
+    header (contracts.reading.safetensors_header)."""
     names = {entry.get("dtype") for key, entry in header.items() if key != "__metadata__"}
     return sorted(SAFETENSORS_DTYPES.get(str(name), str(name)) for name in names)
 

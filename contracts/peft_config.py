@@ -12,13 +12,9 @@ by peft's own matching rule (`targeted`) to the modules the adapter file holds t
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-from contracts.hf_export import HEADER_LENGTH_BYTES
 
 # The fields of a LoRA adapter the stack writes whatever the run: peft's reading of the stack's adapters
 # (a plain causal LM, no bias trained, weights stored (out, in), no DoRA, nothing else saved).
@@ -88,9 +84,7 @@ def modules_of(keys: Iterable[str], prefix: str, suffixes: tuple[str, ...]) -> l
     return sorted(found)
 
 
-def header_keys(head: bytes) -> list[str]:
-    """The tensor keys a safetensors file stores, from its header (`head`: at least the 8-byte
-    length and the JSON it gives): how the checker reads a file's keys without loading it."""
-    (length,) = struct.unpack("<Q", head[:HEADER_LENGTH_BYTES])
-    header = json.loads(head[HEADER_LENGTH_BYTES : HEADER_LENGTH_BYTES + length])
+def header_keys(header: Mapping[str, Any]) -> list[str]:
+    """The tensor keys a safetensors file stores, from its header
+    (contracts.reading.safetensors_header): how the checker reads a file's keys without loading it."""
     return [key for key in header if key != "__metadata__"]

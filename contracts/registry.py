@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.errors import BadInput
+from contracts.reading import read_text
 from contracts.spec import SAFE_LOADER
 
 REGISTRY_FILE = Path("evidence") / "registry.yaml"
@@ -95,10 +96,11 @@ class Registry(Entry):
 def read_registry(path: Path) -> Registry:
     """Load and validate a registry file; problems are BadInput naming the file. Each caller gets
     its own copy, so none can change what another reads."""
+    if not Path(path).exists():
+        raise BadInput(f"no registry at {path}")
+    text = read_text(path)  # a file that does not read raises Unreadable, a BadInput naming it
     try:
-        return _parsed_registry(Path(path).read_text(encoding="utf-8")).model_copy(deep=True)
-    except FileNotFoundError:
-        raise BadInput(f"no registry at {path}") from None
+        return _parsed_registry(text).model_copy(deep=True)
     except (yaml.YAMLError, ValidationError) as exc:
         text = " ".join(str(exc).split())[:300]
         raise BadInput(f"{path} is not a valid registry: {text}") from None

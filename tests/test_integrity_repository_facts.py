@@ -59,14 +59,6 @@ def _recounted_at_more_tokens(data: dict[str, Any], run_dir: Path) -> None:
     rederive(data, run_dir, rounds=4)
 
 
-
-
-
-
-
-
-
-
 def _replay_claimed(data: dict[str, Any], _run_dir: Path) -> None:
     """A passing two-step replay, its price and the repeatable flag, on a CPU run that set no
     train.replay_steps."""

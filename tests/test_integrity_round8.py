@@ -385,9 +385,7 @@ def _export_json(run_dir: Path, change: Any) -> None:
 
 def test_eval_seq_len_restated_is_caught(tmp_path: Path) -> None:
     """W08: eval has no --seq-len; its windows are the committed model's context."""
-    ctx = json.loads(
-        (RECORDS / EVAL_RUN / "metadata.json").read_text()
-    )["config"]["seq_len"]
+    ctx = json.loads((RECORDS / EVAL_RUN / "metadata.json").read_text())["config"]["seq_len"]
 
     def restated(data: dict[str, Any], run_dir: Path) -> None:
         data["config"]["seq_len"] = 2 * ctx

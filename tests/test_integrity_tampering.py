@@ -215,7 +215,7 @@ def test_warn_flipped_to_pass_is_caught(repo: Path, capsys: pytest.CaptureFixtur
     status = main(["--root", str(repo), "--runs-only", "--run", str(repo / LEDGER_DIR / RUN_ID)])
     out = capsys.readouterr().out
     expected = f"{RECORD} [{RUN_ID}]: GATE-DATA-004: recorded PASS, but its measured values re-judge to WARN"
-    assert status == 1 and expected in out, out
+    assert status == 3 and expected in out, out
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -686,7 +686,7 @@ def test_no_environment_variable_switches_a_gate_off_in_stack_train_or_the_check
         repo / LEDGER_DIR / RUN_ID,
     ]
     proc = subprocess.run(checker, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 1 and "metrics.step is 4" in proc.stdout, proc.stdout
+    assert proc.returncode == 3 and "metrics.step is 4" in proc.stdout, proc.stdout
 
 
 # gate → (a line of contracts/judges.py, what it becomes): the first-loss judge emptied; a check's
@@ -744,7 +744,7 @@ def test_a_record_and_log_forged_together_are_caught_by_a_replay(
     assert [f.line() for f in run_checks(released.root, [run], runs_only=True).violations] == []
     status = main(["--replay", str(run), "--data", str(released.data), "--steps", "2"])
     out = capsys.readouterr()
-    assert status == 1, out.out + out.err
+    assert status == 3, out.out + out.err
     assert "step 1: loss is" in out.out and "GATE-TRAIN-004 measured a first loss" in out.out
 
 

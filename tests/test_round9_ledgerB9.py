@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, RECORDS, Change, assert_found, findings, forger_finished, gate, planted
+from ledger_support import (
+    CURRENT_RUN,
+    RECORDS,
+    Change,
+    assert_found,
+    findings,
+    forger_finished,
+    gate,
+    planted,
+)
 from test_integrity_derived import (
     DISTILL_RUN,
     DPO_RUN,

@@ -13,13 +13,13 @@ is not saved: `stack.train.run.saved_value`).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
+from contracts.reading import read_toml
 from stack.train.config import parse_sets
 from stack.train.run import saved_value
 
@@ -75,7 +75,7 @@ def argv_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
         wanted = asked(record)
     except BadInput as exc:
         return [f"run.argv holds a --set no command takes: {exc}"]
-    config = tomllib.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    config = read_toml(run_dir / CONFIG_FILE, run_dir)
     problems = []
     for key, want in sorted(wanted.items()):
         if want is UNKNOWN:

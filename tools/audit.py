@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` i
 
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, SCHEMA_VERSION, EvidenceRecord  # noqa: E402
 from contracts.gates import gate_ensure, gate_require  # noqa: E402
+from contracts.reading import Unreadable, read_bytes, read_text  # noqa: E402
 from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
 
 # Where gate ids may be cited, relative to the repository root.
@@ -130,9 +131,9 @@ def scan_citations(root: Path) -> dict[str, list[Location]]:
     found: dict[str, list[Location]] = {}
     for path in citing_files(root):
         try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
+            text = read_text(path)
+        except Unreadable:
+            continue  # a file that is not text cites no gate
         rel = path.relative_to(root).as_posix()
         for gate_id, lineno in _cited_in(text):
             found.setdefault(gate_id, []).append(Location(rel, lineno))
@@ -174,9 +175,10 @@ def _first_str_arg(call: ast.Call) -> str | None:
 
 
 def _source(path: Path) -> str | None:
+    """A source file's text, or None where it is not text (it binds and tests no gate)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
+        return read_text(path)
+    except Unreadable:
         return None
 
 
@@ -348,7 +350,10 @@ def evidence_paths(root: Path) -> list[Path]:
 
 def load_evidence(path: Path) -> LoadedEvidence:
     """Read and validate one evidence record, keeping the error instead of raising."""
-    raw = path.read_bytes()
+    try:
+        raw = read_bytes(path, path.parent)
+    except Unreadable as exc:
+        return LoadedEvidence(path, None, exc.problem)
     try:
         return LoadedEvidence(path, EvidenceRecord.model_validate_json(raw), raw=raw)
     except ValueError as exc:

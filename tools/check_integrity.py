@@ -4,19 +4,23 @@
     python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--runs-only] [--json]
     python tools/check_integrity.py --replay RUN --data DATA_DIR [--steps K] [--init-from CKPT]
 
-Exit 0 when clean, 1 when any violation is found (each names its file and record), 2 on bad
-usage. It checks truth, not only form: every verdict of every record is re-judged from the
-record's measured values by the gate's own judge, and every field the record's cited artifacts
-decide is derived again and compared (tools/record_checks.py, contracts/derive/); a completed run
-must have judged every gate, and every check, its run kind requires (spec/run_kinds.yaml, a
-policy under revision like every threshold); a release must rest on a record cited by content
-that passes every gate, made at the registry's commit from a clean tree, accept by name each
-blocking gate its run waived, and carry the model card its record gives; the registry keeps every
-entry it ever committed. `--replay` runs a training record's first steps again (tools/replay.py).
-Warnings (stale verdicts made under an older revision or schema, PROPOSED gates not yet covered)
-are reported but do not fail the check, unless a release rests on them. A derived model's record
-must name its parents, and each parent's record must be among those checked and vouch for the
-weights named (tools/lineage.py). GATE-INTEG-001 and GATE-INTEG-002 are the rules it enforces.
+Exit 0 when clean, 3 when any violation is found (each names its file and record: GATE-INTEG-001 or
+GATE-INTEG-002 fired), 2 on bad usage, 1 when the checker itself failed (an internal error, never a
+verdict: its traceback is saved and named). Every file is read as hostile (contracts/reading.py): a
+file that is not what its name says, too large, or a link out of its directory is a violation of the
+record that cites it, and the check goes on to the rest. It checks truth, not only form: every
+verdict of every record is re-judged from the record's measured values by the gate's own judge, and
+every field the record's cited artifacts decide is derived again and compared
+(tools/record_checks.py, contracts/derive/); a completed run must have judged every gate, and every
+check, its run kind requires (spec/run_kinds.yaml, a policy under revision like every threshold); a
+release must rest on a record cited by content that passes every gate, made at the registry's commit
+from a clean tree, accept by name each blocking gate its run waived, and carry the model card its
+record gives; the registry keeps every entry it ever committed. `--replay` runs a training record's
+first steps again (tools/replay.py). Warnings (stale verdicts made under an older revision or
+schema, PROPOSED gates not yet covered) are reported but do not fail the check, unless a release
+rests on them. A derived model's record must name its parents, and each parent's record must be
+among those checked and vouch for the weights named (tools/lineage.py). GATE-INTEG-001 and
+GATE-INTEG-002 are the rules it enforces.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -84,20 +90,24 @@ from record_checks import check_record_truth, newer
 from repeat_runs import repeat_problems
 from retirement import blob_bytes, covered, retired_blob, retirement_problems
 from scored_text import committed_text, scored_texts, text_problems
-from site_format import read_jsonl
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
-from contracts.errors import BadInput
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
 from contracts.proof_lock import LOCK_FILE
+from contracts.reading import Unreadable, read_as_named, read_bytes, read_json, read_jsonl, read_text
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
 from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
 from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
 
 INTEG_COVERAGE = "GATE-INTEG-002"
+# What a finding of the checker's own failure is named by: no gate's, for it is no verdict.
+CHECKER_FAILED = "CHECKER-FAILED"
+# The exit status of an internal error: the checker failed, and its report is no verdict.
+EXIT_INTERNAL = 1
 # The gates whose judge decides over the count of their findings (each one's "check").
 COUNTED = (INTEG_EVIDENCE, INTEG_COVERAGE)
 STALE = "STALE"
@@ -134,12 +144,21 @@ class Report:
     warnings: list[Finding]
     rows: list[CoverageRow]
     records: int
+    failures: list[Finding] = field(default_factory=list)  # where the checker itself failed
+
+    def exit_code(self) -> int:
+        """1 where the checker failed anywhere (what it did check is no full verdict), else 3 when
+        a gate fired, else 0."""
+        if self.failures:
+            return EXIT_INTERNAL
+        return EXIT_GATE if self.violations else EXIT_OK
 
     def to_json(self) -> dict[str, object]:
         return {
-            "ok": not self.violations,
+            "ok": not self.violations and not self.failures,
             "records": self.records,
             "violations": [asdict(f) for f in self.violations],
+            "failures": [asdict(f) for f in self.failures],
             "warnings": [asdict(f) for f in self.warnings],
             "coverage": [
                 {
@@ -163,13 +182,45 @@ class Checker:
         self.spec = spec
         self.violations: list[Finding] = []
         self.warnings: list[Finding] = []
+        self.failures: list[Finding] = []
+        self._found: set[Finding] = set()  # the violations, to name each once
+        self.unreadable: set[str] = set()  # run ids of records a cited file of which does not read
+        self.owners: dict[str, str] = {}  # a record's directory (resolved) → its run id
         self._sha_cache: dict[str, str] = {}
         self.stale: dict[str, dict[str, str]] = {}  # run id → gate id → why it is stale
         self.history = SpecHistory(self.root)  # older policy files, for records that cite them
         self.retired = Retirements()  # what has left the working tree, and the blobs that pin it
 
     def fail(self, rule: str, file: Path | str, record: str, message: str) -> None:
-        self.violations.append(Finding(rule, self._rel(file), record, message))
+        finding = Finding(rule, self._rel(file), record, message)
+        if finding not in self._found:  # a file two checks read is named once
+            self._found.add(finding)
+            self.violations.append(finding)
+
+    @contextmanager
+    def guarded(self, file: Path | str, record: str, step: str = "") -> Iterator[None]:
+        """Run one record's checks (`record`), or one `step` of the check over many, so that nothing
+        it meets ends the check: a file that does not read (`Unreadable`) is a GATE-INTEG-001
+        violation of the record that cites it (`record`, else the record whose directory holds the
+        file), and any other exception is the checker's own failure, its traceback saved and named,
+        a finding that is no verdict (CHECKER_FAILED)."""
+        try:
+            yield
+        except Unreadable as exc:
+            self.fail(INTEG_EVIDENCE, exc.path, record or self.owner(exc.path), exc.problem)
+        except Exception as exc:
+            where = f"its {step} check" if step else "this record"
+            saved = saved_traceback()
+            message = f"the checker failed on {where} ({type(exc).__name__}): traceback saved to {saved}"
+            self.failures.append(Finding(CHECKER_FAILED, self._rel(file), record, message))
+
+    def owner(self, path: Path) -> str:
+        """The run id of the record whose directory holds `path` ("" where none does)."""
+        for directory in (path, *path.parents):
+            with contextlib.suppress(OSError, ValueError):
+                if (found := self.owners.get(str(directory.resolve()))) is not None:
+                    return found
+        return ""
 
     def verdict(self) -> list[Finding]:
         """The violations that stand once each gate's judge has decided over them (`standing`)."""
@@ -179,11 +230,12 @@ class Checker:
         self.warnings.append(Finding(rule, self._rel(file), record, message))
 
     def _rel(self, file: Path | str) -> str:
+        """`file` relative to the repository, as a finding names it (escaped where it holds a NUL)."""
         path = Path(file)
         try:
             return path.resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
+        except (ValueError, OSError):
+            return str(path) if "\0" not in str(path) else ascii(str(path))
 
     def _sha256(self, path: str) -> str:
         if path not in self._sha_cache:
@@ -196,35 +248,68 @@ class Checker:
 
     def check_file_ref(
         self, file: Path, record: str, base: Path, within: Path, rel: str, sha256: str, size: int
-    ) -> None:
-        """A cited path: relative, inside `within`, present, with the right size and checksum."""
+    ) -> bool:
+        """A cited path: relative, inside `within`, present, with the right size and checksum.
+        Whether it is a file there, to be read."""
         if Path(rel).is_absolute() or rel.startswith("~"):
             self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} is absolute; cite it relative")
-            return
+            return False
+        if "\0" in rel:
+            self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} holds a NUL byte")
+            return False
         # os.path and one stat, not pathlib: this runs for every artifact of every record, and
         # pathlib's overhead alone was a tenth of a check over ten thousand records.
         target = os.path.realpath(os.path.join(base, rel))
         if not os.path.join(target, "").startswith(os.path.join(within, "")):
             self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} leaves {self._rel(within) or '.'}")
-            return
+            return False
         try:
             found = os.stat(target)
         except OSError:
             found = None
         if found is None or not stat.S_ISREG(found.st_mode):
             self.fail(INTEG_EVIDENCE, file, record, f"path {rel!r} does not exist")
-            return
+            return False
         if found.st_size != size:
             self.fail(INTEG_EVIDENCE, file, record, f"{rel}: {found.st_size} bytes, cited {size}")
         elif self._sha256(target) != sha256:
             self.fail(INTEG_EVIDENCE, file, record, f"{rel}: sha256 does not match the cited one")
+        return True
 
     def check_record(self, loaded: LoadedEvidence, within: Path, in_ledger: bool) -> None:
-        """Schema, run id, cited gates (and their revisions) and artifacts of one record."""
+        """Schema, run id, cited gates (and their revisions) and artifacts of one record, whatever
+        they hold (`guarded`)."""
         if loaded.record is None:
             self.fail(INTEG_EVIDENCE, loaded.path, "", f"does not validate: {loaded.error}")
             return
+        run_id = loaded.record.run.id
+        self.owners[str(loaded.path.parent.resolve())] = run_id
+        with self.guarded(loaded.path, run_id):
+            self._check_record(loaded, within, in_ledger)
+
+    def cited_unreadable(self, loaded: LoadedEvidence, within: Path) -> bool:
+        """Every file the record cites, resolved, sized and hashed (`check_file_ref`), and read as the
+        format its name says; whether one of them does not read (each such file a violation): the
+        record's truth is not derived from files that do not read."""
+        assert loaded.record is not None
+        run_id, found = loaded.record.run.id, False
+        for art in loaded.record.artifacts:
+            if not self.check_file_ref(
+                loaded.path, run_id, loaded.path.parent, within, art.path, art.sha256, art.bytes
+            ):
+                continue
+            try:
+                read_as_named(loaded.path.parent / art.path, within)
+            except Unreadable as exc:
+                self.fail(INTEG_EVIDENCE, exc.path, run_id, exc.problem)
+                found = True
+        if found:
+            self.unreadable.add(run_id)
+        return found
+
+    def _check_record(self, loaded: LoadedEvidence, within: Path, in_ledger: bool) -> None:
         record = loaded.record
+        assert record is not None
         run_id = record.run.id
         if in_ledger and loaded.path.parent.name != run_id:
             self.fail(
@@ -233,6 +318,8 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
+        if self.cited_unreadable(loaded, within):
+            return
         truth = check_record_truth(record, loaded.path.parent, self.spec, self.history, self.root)
         for problem in truth.violations:
             self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
@@ -244,10 +331,6 @@ class Checker:
         for warning in truth.warnings:
             self.warn(STALE, loaded.path, run_id, warning)
         self.stale[run_id] = truth.stale
-        for art in record.artifacts:
-            self.check_file_ref(
-                loaded.path, run_id, loaded.path.parent, within, art.path, art.sha256, art.bytes
-            )
 
     def check_commits(self, records: list[LoadedEvidence]) -> None:
         """Every cited git sha is a commit of this repository's history."""
@@ -477,77 +560,83 @@ class Checker:
         path = self.root / REGISTRY_FILE
         versions = {e.version for e in self.spec.header.changelog}
         for model in registry.models:
-            name = model.key
-            if model.spec_version not in versions:
-                self.fail(
-                    INTEG_EVIDENCE,
-                    path,
-                    name,
-                    f"spec_version {model.spec_version} is not in the spec's changelog",
-                )
-            if model.git_sha not in self._known_commits([model.git_sha]):
-                self.fail(
-                    INTEG_EVIDENCE,
-                    path,
-                    name,
-                    f"git sha {model.git_sha[:12]} is not in this repository's history",
-                )
-            then = version_in(
-                self._files_at([model.git_sha], ("spec.yaml",)).get((model.git_sha, "spec.yaml"))
+            with self.guarded(path, model.key):
+                self._check_released(model, records, versions)
+
+    def _check_released(
+        self, model: ReleasedModel, records: dict[str, LoadedEvidence], versions: set[str]
+    ) -> None:
+        """One entry of the registry (`check_registry`)."""
+        path, name = self.root / REGISTRY_FILE, model.key
+        if model.spec_version not in versions:
+            self.fail(
+                INTEG_EVIDENCE,
+                path,
+                name,
+                f"spec_version {model.spec_version} is not in the spec's changelog",
             )
-            if then is not None and newer(then, model.spec_version):
+        if model.git_sha not in self._known_commits([model.git_sha]):
+            self.fail(
+                INTEG_EVIDENCE,
+                path,
+                name,
+                f"git sha {model.git_sha[:12]} is not in this repository's history",
+            )
+        then = version_in(self._files_at([model.git_sha], ("spec.yaml",)).get((model.git_sha, "spec.yaml")))
+        if then is not None and newer(then, model.spec_version):
+            self.fail(
+                INTEG_EVIDENCE,
+                path,
+                name,
+                f"spec_version {model.spec_version} is older than the spec {then} of its commit "
+                f"{model.git_sha[:12]}: a model is released under its commit's spec, or a later one",
+            )
+        for art in model.artifacts:
+            if art.path is not None and self.retired_file(model, art.path):
+                self.check_retired_file(path, model, art)
+            elif art.path is not None:
+                self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
+            else:
+                self.check_kept_elsewhere(path, model, art)
+        card: str | None = None
+        try:
+            if not self.retired_file(model, model.card):
+                card = read_text(self.root / model.card, self.root)
+        except Unreadable as exc:
+            self.fail(
+                INTEG_EVIDENCE,
+                path,
+                name,
+                f"model card {model.card!r} does not resolve inside the repository, or does not read: "
+                f"{exc.problem}",
+            )
+        for cited in model.evidence:
+            loaded = records.get(cited.run)
+            if loaded is None or loaded.record is None:
                 self.fail(
                     INTEG_EVIDENCE,
                     path,
                     name,
-                    f"spec_version {model.spec_version} is older than the spec {then} of its commit "
-                    f"{model.git_sha[:12]}: a model is released under its commit's spec, or a later one",
+                    f"cites evidence run {cited.run!r}, which is not under {RUNS_DIR}",
                 )
-            for art in model.artifacts:
-                if art.path is not None and self.retired_file(model, art.path):
-                    self.check_retired_file(path, model, art)
-                elif art.path is not None:
-                    self.check_file_ref(path, name, self.root, self.root, art.path, art.sha256, art.bytes)
-                else:
-                    self.check_kept_elsewhere(path, model, art)
-            card = (self.root / model.card).resolve()
-            if self.retired_file(model, model.card):
-                card = None
-            elif not card.is_relative_to(self.root) or not card.is_file():
+                continue
+            if hashlib.sha256(loaded.raw).hexdigest() != cited.sha256:
                 self.fail(
                     INTEG_EVIDENCE,
                     path,
                     name,
-                    f"model card {model.card!r} does not resolve inside the repository",
+                    f"evidence run {cited.run!r}: its metadata.json does not match the cited sha256",
                 )
-                card = None
-            for cited in model.evidence:
-                loaded = records.get(cited.run)
-                if loaded is None or loaded.record is None:
-                    self.fail(
-                        INTEG_EVIDENCE,
-                        path,
-                        name,
-                        f"cites evidence run {cited.run!r}, which is not under {RUNS_DIR}",
-                    )
-                    continue
-                if hashlib.sha256(loaded.raw).hexdigest() != cited.sha256:
-                    self.fail(
-                        INTEG_EVIDENCE,
-                        path,
-                        name,
-                        f"evidence run {cited.run!r}: its metadata.json does not match the cited sha256",
-                    )
-                if model.withdrawn is None:
-                    for problem in self._release_problems(model, loaded.record):
-                        self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
-                    if card is not None:
-                        self.check_card(model, loaded.record, card)
-                    self.check_released_files(model, loaded.record)
+            if model.withdrawn is None:
+                for problem in self._release_problems(model, loaded.record):
+                    self.fail(INTEG_EVIDENCE, path, name, f"evidence run {cited.run!r}: {problem}")
+                if card is not None:
+                    self.check_card(model, loaded.record, self.root / model.card, card)
+                self.check_released_files(model, loaded.record)
 
     def retired_file(self, model: ReleasedModel, path: str) -> bool:
         """Whether `path` is a file of a withdrawn release that has been retired from the tree."""
-        gone = not (self.root / path).exists()
+        gone = not os.path.exists(self.root / path)
         return model.withdrawn is not None and gone and retired_blob(self.retired, path) is not None
 
     def check_retired_file(self, path: Path, model: ReleasedModel, art: RegistryArtifact) -> None:
@@ -580,12 +669,12 @@ class Checker:
             f"the record, its bytes are hashed only where a copy lies in {model.directory}/",
         )
 
-    def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path) -> None:
-        """The model card is the one its record and registry entry give (contracts.model_card)."""
+    def check_card(self, model: ReleasedModel, record: EvidenceRecord, card: Path, text: str) -> None:
+        """The model card (`text`, read from `card`) is the one its record and registry entry give
+        (contracts.model_card)."""
         if record.checkpoint is None:
             return  # the release rules already refuse a record that hashed no checkpoint
         expected = model_card(model, record, record.checkpoint, Path(model.card).parent.as_posix())
-        text = card.read_text(encoding="utf-8")
         if text != expected:
             have, want = text.splitlines(), expected.splitlines()
             line = next(
@@ -608,7 +697,7 @@ class Checker:
         if model.artifact(WEIGHTS_FILE) is None or record.checkpoint is None:
             return
         manifest = self.root / model.directory / CHECKPOINT_MANIFEST
-        if not manifest.is_file() or manifest.read_bytes() != released_manifest(record.checkpoint):
+        if not manifest.is_file() or read_bytes(manifest, self.root) != released_manifest(record.checkpoint):
             self.fail(
                 INTEG_EVIDENCE,
                 manifest,
@@ -619,9 +708,8 @@ class Checker:
         kept = model.artifact(STATE_FILE)
         state = self.root / kept.path if kept is not None and kept.path is not None else None
         if state is not None and state.is_file():
-            with contextlib.suppress(ValueError):
-                for problem in released_state_problems(record, json.loads(state.read_text(encoding="utf-8"))):
-                    self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, model.key, problem)
+            for problem in released_state_problems(record, read_json(state, self.root)):
+                self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, model.key, problem)
 
     def check_registry_history(self, registry: Registry) -> None:
         """Entries are never deleted or rewritten: every committed version of the registry is a prefix
@@ -890,7 +978,11 @@ def prose_citations(root: Path) -> Iterator[tuple[Path, int, re.Match[str]]]:
     for source in sources:
         if not source.is_file() or source.is_relative_to(root / GENERATED):
             continue
-        for lineno, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = read_text(source, root)
+        except Unreadable:
+            continue  # the repository's own prose; what is cited in it is what is checked
+        for lineno, line in enumerate(text.splitlines(), 1):
             for match in CITED_EVIDENCE_RE.finditer(line):
                 if line[match.end() : match.end() + 1] not in ("<", "-"):
                     yield source, lineno, match
@@ -907,9 +999,9 @@ def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
     if record is None or not any(a.path == name for a in record.artifacts):
         return None
     try:
-        return (loaded.path.parent / name).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+        return read_text(loaded.path.parent / name, loaded.path.parent)
+    except Unreadable:
+        return None  # the record's own check names a cited file that does not read
 
 
 def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
@@ -921,8 +1013,8 @@ def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
         if record is None or record.run.kind != "prepare":
             continue
         if any(a.path == PREPARED_MANIFEST for a in record.artifacts):
-            with contextlib.suppress(OSError, ValueError):
-                manifest = json.loads((loaded.path.parent / PREPARED_MANIFEST).read_text(encoding="utf-8"))
+            with contextlib.suppress(Unreadable):  # the record's own check names one that does not read
+                manifest = read_json(loaded.path.parent / PREPARED_MANIFEST, loaded.path.parent)
                 if isinstance(manifest, dict):
                     manifests[record.run.id] = manifest
     return manifests
@@ -931,9 +1023,8 @@ def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
 def _throughputs(run_dir: Path) -> list[float]:
     """The wall-clock throughputs a run's metrics log states (`tokens_per_s` of its step lines that
     are not whole numbers): measured by the clock, no two runs share one."""
-    rates = [
-        line.get("tokens_per_s") for line in read_jsonl(run_dir / METRICS_LOG) if line.get("type") == "step"
-    ]
+    lines = [line for line in read_jsonl(run_dir / METRICS_LOG, run_dir) if isinstance(line, dict)]
+    rates = [line.get("tokens_per_s") for line in lines if line.get("type") == "step"]
     return [rate for rate in rates if isinstance(rate, float) and not rate.is_integer()]
 
 
@@ -1125,43 +1216,61 @@ def run_checks(
         loaded = load_evidence(run_dir / "metadata.json")
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
-    checker.check_commits(ledger + extra)
-    if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
-        checker.check_lineage(extra, *committed_ledger(root, context))
-    else:
-        checker.check_lineage(ledger + extra)
+    with checker.guarded(RUNS_DIR, "", "commits"):
+        checker.check_commits(ledger + extra)
+    # The checks that read the files of several records together read only records whose cited
+    # files all read (each one that does not is already a violation of its record).
+    joined = [e for e in ledger if e.record is None or e.record.run.id not in checker.unreadable]
+    joined_extra = [e for e in extra if e.record is None or e.record.run.id not in checker.unreadable]
+    with checker.guarded(RUNS_DIR, "", "lineage"):
+        if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
+            checker.check_lineage(joined_extra, *committed_ledger(root, context))
+        else:
+            checker.check_lineage(joined + joined_extra)
     if runs_only:
-        with contextlib.suppress(BadInput):  # the registry's own form is the full check's to judge
-            checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, extra)
-        return Report(checker.verdict(), checker.warnings, [], len(extra))
-    checker.check_ledger_dirs()
-    try:
-        retirements = read_retirements(root)
-    except BadInput as exc:
-        checker.fail(INTEG_EVIDENCE, root / RETIRED_FILE, "", str(exc))
-        retirements = Retirements()
-    checker.check_ledger_history(retirements)
-    checker.check_duplicates(ledger)
-    try:
-        registry = read_registry(root / REGISTRY_FILE)
-    except BadInput as exc:
-        checker.fail(INTEG_EVIDENCE, root / REGISTRY_FILE, "", str(exc))
-        checker.check_retirements(retirements, None)
-    else:
-        checker.retired = retirements
-        checker.check_retirements(retirements, registry)
-        by_id = {e.record.run.id: e for e in ledger if e.record is not None}
-        checker.check_registry(registry, by_id)
-        checker.check_registry_history(registry)
-        checker.check_releases_named(registry, by_id, ledger + extra)
-    checker.check_citations()
-    checker.check_prose_citations()
+        with checker.guarded(REGISTRY_FILE, "", "releases"), contextlib.suppress(BadInput):
+            # the registry's own form is the full check's to judge
+            checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, joined_extra)
+        return Report(checker.verdict(), checker.warnings, [], len(extra), checker.failures)
+    with checker.guarded(RETIRED_FILE, "", "retirements"):
+        try:
+            checker.retired = read_retirements(root)
+        except BadInput as exc:
+            checker.fail(INTEG_EVIDENCE, root / RETIRED_FILE, "", str(exc))
+    with checker.guarded(RUNS_DIR, "", "ledger"):
+        checker.check_ledger_dirs()
+        checker.check_ledger_history(checker.retired)
+        checker.check_duplicates(joined)
+    with checker.guarded(REGISTRY_FILE, "", "registry"):
+        check_registry_file(checker, joined, joined + joined_extra)
+    with checker.guarded("docs", "", "citation"):
+        checker.check_citations()
+        checker.check_prose_citations()
     bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
     rows = coverage(spec, bindings, falsifiers, ledger + extra)
     checker.check_coverage(rows, bindings, falsifiers)
-    for problem in lock_findings(root, spec):
-        checker.fail(INTEG_COVERAGE, root / LOCK_FILE, "proof lock", problem)
-    return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra))
+    with checker.guarded(LOCK_FILE, "", "proof lock"):
+        for problem in lock_findings(root, spec):
+            checker.fail(INTEG_COVERAGE, root / LOCK_FILE, "proof lock", problem)
+    return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra), checker.failures)
+
+
+def check_registry_file(
+    checker: Checker, ledger: list[LoadedEvidence], checked: list[LoadedEvidence]
+) -> None:
+    """The registry, read, each release against the ledger's records and the registry's history, and
+    the retirements against both (tools/retirement.py)."""
+    try:
+        registry = read_registry(checker.root / REGISTRY_FILE)
+    except BadInput as exc:
+        checker.fail(INTEG_EVIDENCE, checker.root / REGISTRY_FILE, "", str(exc))
+        checker.check_retirements(checker.retired, None)
+        return
+    checker.check_retirements(checker.retired, registry)
+    by_id = {e.record.run.id: e for e in ledger if e.record is not None}
+    checker.check_registry(registry, by_id)
+    checker.check_registry_history(registry)
+    checker.check_releases_named(registry, by_id, checked)
 
 
 def render_human(report: Report) -> str:
@@ -1181,9 +1290,17 @@ def render_human(report: Report) -> str:
         lines.append(f"warning  {finding.line()}")
     for finding in report.violations:
         lines.append(f"VIOLATION  {finding.line()}")
-    lines.append(
-        "integrity: OK" if not report.violations else f"integrity: {len(report.violations)} violation(s)"
-    )
+    for finding in report.failures:
+        lines.append(f"FAILED  {finding.line()}")
+    if report.failures:
+        lines.append(
+            f"integrity: NO VERDICT: the checker failed {len(report.failures)} time(s) "
+            f"({len(report.violations)} violation(s) found besides)"
+        )
+    else:
+        lines.append(
+            "integrity: OK" if not report.violations else f"integrity: {len(report.violations)} violation(s)"
+        )
     return "\n".join(lines)
 
 
@@ -1234,22 +1351,39 @@ def main(argv: list[str] | None = None) -> int:
             f"check_integrity: {args.root} has no spec/ directory; pass --root the repository",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_BAD_INPUT
     for run_dir in args.run:
         if not (run_dir / "metadata.json").is_file():
             print(f"check_integrity: {run_dir} has no metadata.json; pass a run directory", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
     if args.runs_only and not args.run:
         print("check_integrity: --runs-only needs at least one --run RUN_DIR", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:  # the spec the stack's own checks read as they replay a record (GATESTACK_SPEC, if set)
         load_spec()
     except BadInput as exc:
         print(f"check_integrity: {exc}", file=sys.stderr)
-        return 2
-    report = run_checks(args.root, args.run, runs_only=args.runs_only)
+        return EXIT_BAD_INPUT
+    try:
+        report = run_checks(args.root, args.run, runs_only=args.runs_only)
+    except Exception as exc:
+        print(
+            f"check_integrity: internal error, no verdict ({type(exc).__name__}: {exc}); "
+            f"traceback saved to {saved_traceback()}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     print(json.dumps(report.to_json(), indent=2) if args.json else render_human(report))
-    return 1 if report.violations else 0
+    return report.exit_code()
+
+
+def saved_traceback() -> Path:
+    """The traceback of the exception being handled, written to a file of its own in the system's
+    temporary directory: a finding or an error line names it, and the report stays one line each."""
+    handle, name = tempfile.mkstemp(prefix="check_integrity-", suffix=".traceback.txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(traceback.format_exc())
+    return Path(name)
 
 
 def record_main(root: Path, run_id: str) -> int:
@@ -1289,7 +1423,7 @@ def record_main(root: Path, run_id: str) -> int:
 
 
 def replay_main(args: argparse.Namespace) -> int:
-    """--replay: 0 when the steps replay bit for bit, 1 when one differs, 2 on bad input.
+    """--replay: 0 when the steps replay bit for bit, 3 when one differs, 2 on bad input.
 
     A difference is a GATE-INTEG-001 finding (the record is not true to its run), decided by the
     gate's judge like every other.
@@ -1300,23 +1434,23 @@ def replay_main(args: argparse.Namespace) -> int:
         print(
             "check_integrity: --replay RUN needs --data DATA_DIR (and --steps of at least 1)", file=sys.stderr
         )
-        return 2
+        return EXIT_BAD_INPUT
     if not (args.replay / "metadata.json").is_file():
         print(
             f"check_integrity: {args.replay} has no metadata.json; pass a record's directory", file=sys.stderr
         )
-        return 2
+        return EXIT_BAD_INPUT
     try:
         result = replay(args.replay, args.data, args.steps, args.init_from)
     except BadInput as exc:
         print(f"check_integrity: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     differences = result.differences if breaks(INTEG_EVIDENCE, len(result.differences)) else []
     for difference in differences:
         print(f"REPLAY  {result.run}: {difference}")
     verdict = "bit for bit" if not differences else f"{len(differences)} difference(s)"
     print(f"replay: {result.steps} step(s) of {result.run}: {verdict}")
-    return 1 if differences else 0
+    return EXIT_GATE if differences else EXIT_OK
 
 
 if __name__ == "__main__":

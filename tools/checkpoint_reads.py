@@ -34,7 +34,6 @@ directory under evidence/ here whose name is the checkpoint the gate names.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ from argv_record import given, word_of
 from contracts.agreement_sample import BUILTIN_SOURCE, heldout_dir, requested_problem
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.reading import read_json
 from stack.data.tokenizer import load_tokenizer
 from stack.data.tokenizer_record import tokenizer_from_state, tokenizer_summary
 from stack.export.hf_tokenizer import expected_special_ids
@@ -429,9 +429,9 @@ def committed_source_problems(record: EvidenceRecord, run_dir: Path, root: Path 
 
 
 def _json_of(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`, or None where there is none to read."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The JSON object in `path`, or None where there is no such file or it holds no object (one
+    that does not read as JSON raises `Unreadable`, which the checker names)."""
+    if not path.is_file():
         return None
+    value = read_json(path)
     return value if isinstance(value, dict) else None

@@ -36,9 +36,7 @@ that does not load is a violation, not a check left out.
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
-import tomllib
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
@@ -51,6 +49,7 @@ from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.hf_export import dtypes_fit
 from contracts.model_shape import param_count
+from contracts.reading import read_bytes, read_json, read_toml
 from contracts.spec import Spec
 from stack.artifacts import RUN_CONFIG
 from stack.data.chat_jinja import chat_template_of
@@ -153,7 +152,7 @@ def file_sha256(path: Path) -> str:
     found = path.stat()
     key = (str(path.resolve()), found.st_size, found.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        _DIGESTS[key] = hashlib.sha256(read_bytes(path)).hexdigest()
     return _DIGESTS[key]
 
 
@@ -292,10 +291,7 @@ def _es_source_problems(record: EvidenceRecord, run_dir: Path, model: ReadModel)
         )
     if RUN_CONFIG not in {a.path for a in record.artifacts}:
         return problems
-    try:
-        written = tomllib.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return [*problems, f"{RUN_CONFIG} does not read as TOML ({exc}): it is not held to its source"]
+    written = read_toml(run_dir / RUN_CONFIG, run_dir)
     wrote, saved = _leaves(written), _leaves(model.trained.config.as_dict())
     problems += [
         f"{RUN_CONFIG} holds {key} = {wrote.get(key, 'nothing')!r}, but the committed model {_name(model)} "
@@ -422,10 +418,9 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
     """export.json's config.json (by its sha256) and `architecture_keys`, against the config.json the
     committed checkpoint makes and what the importer reads back of it."""
     path = run_dir / EXPORT_REPORT
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []  # the artifact checks name a result file that is missing or does not read
+    if not path.is_file():
+        return []  # the artifact checks name a result file that is missing
+    report = read_json(path, run_dir)
     written = model.hf_config
     problems = []
     file = ((report.get("files") or {}).get("config.json") or {}).get("sha256")

@@ -40,6 +40,7 @@ from argv_record import stack_words
 import stack
 from contracts.errors import BadInput
 from contracts.evidence import EvidenceRecord
+from contracts.reading import read_toml
 from stack.cli import build_parser, distill, dpo, sft
 from stack.cli.tune_options import resume_sets
 from stack.train.config import changed_keys, resolve
@@ -264,10 +265,7 @@ def rebuild_problems(record: EvidenceRecord, run_dir: Path) -> list[str]:
     path = run_dir / CONFIG_FILE
     if not any(a.path == CONFIG_FILE for a in record.artifacts) or not path.is_file():
         return []  # no config cited: nothing to rebuild
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError:
-        return []  # the derivation reports a config.toml that is not TOML
+    config = read_toml(path, run_dir)
     try:
         built = rebuilt(record, config)
     except BadInput as exc:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import json
 import re
 import tomllib
 from pathlib import Path
@@ -45,6 +44,7 @@ from default_sources import UNRESOLVED, Reader, _parsed, resolved
 from spec_history import commit_reader, files_at
 
 from contracts.evidence import EvidenceRecord
+from contracts.reading import read_json
 
 # The local version label of a CPU-only torch build.
 CPU_ONLY = "+cpu"
@@ -195,10 +195,7 @@ def _reports(record: EvidenceRecord, run_dir: Path) -> list[tuple[str, dict[str,
         path = run_dir / artifact.path
         if not artifact.path.endswith(".json") or not path.is_file():
             continue
-        try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # the artifact and derivation checks name an unreadable one
+        report = read_json(path, run_dir)
         if isinstance(report, dict) and isinstance(report.get(VERSIONS), dict):
             found.append((artifact.path, report[VERSIONS]))
     return found

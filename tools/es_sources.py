@@ -19,10 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
-
 from contracts.es_noise import noise_norm
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.reading import read_bytes, safetensors_header
 
 WEIGHTS = "model.safetensors"
 # A derived norm agrees with the record to this relative tolerance (float32 summation order).
@@ -47,10 +46,10 @@ def _source_parameters(record: EvidenceRecord, root: Path) -> int | None:
 @lru_cache(maxsize=16)
 def _parameters(path: str, digest: str) -> int | None:
     """The elements of every tensor the file stores, when it hashes to `digest`."""
-    if hashlib.sha256(Path(path).read_bytes()).hexdigest() != digest:
+    if hashlib.sha256(read_bytes(path)).hexdigest() != digest:
         return None
-    with safe_open(path, "pt") as weights:
-        return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118 (safe_open is no dict)
+    header = safetensors_header(path)
+    return sum(math.prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
 
 
 def es_noise_problems(record: EvidenceRecord, root: Path = REPO_ROOT) -> list[str]:

@@ -27,9 +27,9 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
 from audit import BINDING_FUNCS, _dotted, _walk, gate_marked, literal_strings, module_values
 
+from contracts.reading import Unreadable, read_text, read_yaml
 from contracts.spec import SAFE_LOADER
 
 # The trees whose files a fingerprint reads, relative to the repository root.
@@ -43,7 +43,7 @@ class Module:
 
     def __init__(self, path: Path, rel: str) -> None:
         self.rel = rel
-        self.text = path.read_text(encoding="utf-8")
+        self.text = read_text(path)
         self.lines = self.text.splitlines()
         self.tree = ast.parse(self.text, filename=rel)
         self.defs: dict[str, ast.AST] = {
@@ -103,11 +103,11 @@ def _modules(root: Path, rel_dir: str, mentions: str = "") -> Iterator[Module]:
     judge, binding or falsifier: parsing them would cost the most and find nothing)."""
     for path in _walk(root, rel_dir, {".py"}):
         try:
-            if mentions and mentions not in path.read_text(encoding="utf-8"):
+            if mentions and mentions not in read_text(path):
                 continue
             yield Module(path, path.relative_to(root).as_posix())
-        except (SyntaxError, UnicodeDecodeError):
-            continue
+        except (SyntaxError, Unreadable):
+            continue  # no Python the tests could run: it holds no judge, binding or falsifier
 
 
 def _string_args(call: ast.Call, values: dict[str, ast.expr]) -> list[str]:
@@ -156,7 +156,7 @@ def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
 def _statutes(root: Path, parts: dict[str, list[str]]) -> None:
     """Each gate's entry in spec/gates/*.yaml, in canonical form."""
     for path in sorted((root / "spec" / "gates").glob("*.yaml")):
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER) or {}
+        data = read_yaml(path, loader=SAFE_LOADER) or {}
         for gate in data.get("gates", []):
             if isinstance(gate, dict) and isinstance(gate.get("id"), str):
                 parts.setdefault(gate["id"], []).append(

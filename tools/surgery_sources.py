@@ -22,7 +22,6 @@ the quantiser wrote, and the checkpoint the record's run directory holds gives t
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterator
 from functools import lru_cache
@@ -30,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.quantisation import most_levels, rtn_baseline
+from contracts.reading import read_bytes, read_json, read_safetensors
 from contracts.truncation import rank_kept
 from stack.model.names import block_matrix
 
@@ -68,10 +67,10 @@ def source_weights(record: EvidenceRecord, report: dict[str, Any], root: Path) -
     path = (root / word / WEIGHTS).resolve()
     if not path.is_relative_to(root.resolve()) or not path.is_file():
         return None
-    if hashlib.sha256(path.read_bytes()).hexdigest() != stated:
+    if hashlib.sha256(read_bytes(path, root)).hexdigest() != stated:
         return None
     if stated not in _SOURCES:
-        _SOURCES[stated] = load_file(path)
+        _SOURCES[stated] = read_safetensors(path, root)
     return stated
 
 
@@ -162,7 +161,7 @@ def _grid_problems(rows: list[Any], run_dir: Path, report: dict[str, Any]) -> li
     path = run_dir / str(report.get("checkpoint")) / WEIGHTS
     if not path.is_file():
         return []  # a halted surgery wrote none; the artifact checks name a missing one
-    written = load_file(path)
+    written = read_safetensors(path, run_dir)
     problems = []
     for row in rows:
         weight, group = written.get(str(row.get("key"))), row.get("group")
@@ -186,10 +185,7 @@ def surgery_source_problems(record: EvidenceRecord, run_dir: Path, root: Path = 
     of the checkpoint it wrote and that checkpoint does not give."""
     if record.run.kind not in ("laser", "quantize") or not (run_dir / SURGERY_REPORT).is_file():
         return []
-    try:
-        report = json.loads((run_dir / SURGERY_REPORT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []  # the artifact checks report a file that does not read
+    report = read_json(run_dir / SURGERY_REPORT, run_dir)
     gates = report.get("gates") if isinstance(report, dict) else None
     if not isinstance(gates, dict):
         return []

@@ -33,7 +33,6 @@ named.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 from pathlib import Path
@@ -48,6 +47,7 @@ from forward_replays import ABLATION_REPLAY_SINCE, MISSING, REFUSED, replay_diff
 from contracts.derive.reports import version_key
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
+from contracts.reading import read_json
 from contracts.selection import site_widths
 from contracts.site_statistics import EXACT, named, statistics
 from contracts.spec import Spec
@@ -88,12 +88,11 @@ def _checkpoint(record: EvidenceRecord, root: Path) -> Path | None:
 
 
 def _result(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """A result file of the run directory as a table; None where it is missing or does not read
-    (the artifact checks name that)."""
-    try:
-        report = json.loads((run_dir / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """A result file of the run directory as a table; None where it is missing (the artifact checks
+    name that) or holds no table (one that does not read raises `Unreadable`)."""
+    if not (run_dir / name).is_file():
         return None
+    report = read_json(run_dir / name, run_dir)
     return report if isinstance(report, dict) else None
 
 

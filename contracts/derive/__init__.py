@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from contracts.evidence import EvidenceRecord, Verdict, canonical_sha256, stamped_at
 from contracts.gate_counts import least_max_gap
 from contracts.ledger import RANK
+from contracts.reading import read_text, safetensors_header
 from contracts.spec import Spec
 
 # A field of a record: ("metrics", "step"), ("gates", "GATE-TRAIN-004", "measured", "loss"),
@@ -50,7 +51,9 @@ class Artifacts:
     """The files a record cites, by their path relative to the record's directory.
 
     Only cited files that exist are readable (the checker has verified their hashes first); a
-    derivation asks for them by name and is told None when the record does not cite one.
+    derivation asks for them by name and is told None when the record does not cite one. Each is
+    read through contracts.reading: one that is not UTF-8 text, or too large, or a link out of the
+    record's directory raises `Unreadable`.
     """
 
     def __init__(self, directory: Path, cited: list[str]) -> None:
@@ -67,8 +70,12 @@ class Artifacts:
         if not self.has(name):
             return None
         if name not in self._text:
-            self._text[name] = (self.directory / name).read_text(encoding="utf-8")
+            self._text[name] = read_text(self.directory / name, self.directory)
         return self._text[name]
+
+    def safetensors_header(self, name: str) -> dict[str, Any]:
+        """The header of a safetensors file the record cites (contracts.reading.safetensors_header)."""
+        return safetensors_header(self.directory / name, self.directory)
 
     def json(self, name: str) -> Any:
         """The file parsed as JSON, or None when the record does not cite it (bad JSON raises ValueError)."""

@@ -33,7 +33,7 @@ from contracts.derive import Derivation, Inputs, derives, same
 from contracts.derive.benchmarks import Identity, finite_number, total
 from contracts.derive.prepare_options import OPTIONS_SINCE, prepare_options
 from contracts.evidence import EvidenceRecord, RunStatus, Verdict
-from contracts.hf_export import DTYPE_FIELDS, HEADER_LENGTH_BYTES
+from contracts.hf_export import DTYPE_FIELDS
 from contracts.hf_export import stored_dtypes as hf_stored_dtypes
 from contracts.judges import judge
 from contracts.judges_ft import reproduced
@@ -1276,9 +1276,7 @@ def _stored_dtype_problems(
     one a plain from_pretrained loads the weights in."""
     if not inputs.artifacts.has(file):
         return []
-    with (inputs.artifacts.directory / file).open("rb") as handle:
-        head = handle.read(HEADER_LENGTH_BYTES)
-        stored = hf_stored_dtypes(head + handle.read(int.from_bytes(head, "little")))
+    stored = hf_stored_dtypes(inputs.artifacts.safetensors_header(file))
     derived.put(("gates", gate_id, "measured", "stored_dtypes"), stored, optional=True)
     problems = (
         []
@@ -1401,9 +1399,7 @@ def _stored_keys(inputs: Inputs, file: str) -> list[str] | None:
     cites no such file."""
     if not inputs.artifacts.has(file):
         return None
-    with (inputs.artifacts.directory / file).open("rb") as handle:
-        head = handle.read(HEADER_LENGTH_BYTES)
-        return peft_config.header_keys(head + handle.read(int.from_bytes(head, "little")))
+    return peft_config.header_keys(inputs.artifacts.safetensors_header(file))
 
 
 @derives("lora-export")

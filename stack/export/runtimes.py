@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,13 +64,10 @@ def load_as_user(hf_dir: Path) -> torch.nn.Module:
 def stored_dtypes(weights: Path) -> list[str]:
     """The dtypes a safetensors file stores its tensors in, read from its header
     (contracts.hf_export.stored_dtypes)."""
-    from contracts.hf_export import HEADER_LENGTH_BYTES
     from contracts.hf_export import stored_dtypes as header_dtypes
+    from contracts.reading import safetensors_header
 
-    with weights.open("rb") as handle:
-        head = handle.read(HEADER_LENGTH_BYTES)
-        (length,) = struct.unpack("<Q", head)
-        return header_dtypes(head + handle.read(length))
+    return header_dtypes(safetensors_header(weights))
 
 
 @torch.no_grad()
