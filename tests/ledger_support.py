@@ -17,7 +17,7 @@ import pytest
 from check_integrity import run_checks
 
 from contracts.derive import Artifacts, Inputs, derive
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
+from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
 from contracts.judges import CHECKS, check_readers, judge
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_gates
@@ -80,9 +80,24 @@ def findings(*run_dirs: Path, root: Path = ROOT) -> list[str]:
     return [f.line() for f in report.violations]
 
 
+def as_run_ids(fragments: tuple[str, ...]) -> list[str]:
+    """Each fragment with the name of a fixture of the current set (`current/<command>`) replaced by
+    its record's run id, which is what the check's findings name."""
+    named = {
+        f"current/{p.name}": read_evidence(p / EVIDENCE_FILE).run.id for p in (RECORDS / "current").iterdir()
+    }
+    out = []
+    for fragment in fragments:
+        for name, run_id in named.items():
+            fragment = fragment.replace(name, run_id)
+        out.append(fragment)
+    return out
+
+
 def assert_found(found: list[str], *fragments: str) -> None:
     """Some line of `found` (the check's printed findings) names every fragment."""
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+    wanted = as_run_ids(fragments)
+    assert any(all(f in line for f in wanted) for line in found), "\n".join(found) or "(nothing found)"
 
 
 def forger_finished(plant: Change) -> Change:
@@ -97,8 +112,7 @@ def forger_finished(plant: Change) -> Change:
 
 
 def assert_caught(run_dir: Path, *fragments: str, root: Path = ROOT) -> None:
-    found = findings(run_dir, root=root)
-    assert any(all(f in line for f in fragments) for line in found), "\n".join(found) or "(nothing found)"
+    assert_found(findings(run_dir, root=root), *fragments)
 
 
 def gate(data: dict[str, Any], gate_id: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ledger_support import CURRENT_RUN, RECORDS, Change, findings, gate, planted, rederive
+from ledger_support import CURRENT_RUN, RECORDS, Change, assert_found, findings, gate, planted, rederive
 from test_integrity_derived import (
     ABLATION_RUN,
     DISTILL_RUN,
@@ -189,8 +189,7 @@ def test_a_fact_of_the_model_or_record_it_read_restated_is_caught(
     tmp_path: Path, run: str, change: Change, beside: str | None, says: str
 ) -> None:
     checked = [RECORDS / beside] if beside is not None else []
-    found = findings(planted(tmp_path, run, forged(change)), *checked)
-    assert any(says in line for line in found), "\n".join(found) or "(nothing found)"
+    assert_found(findings(planted(tmp_path, run, forged(change)), *checked), says)
 
 
 @pytest.mark.holds("GATE-INTEG-001")
@@ -304,5 +303,4 @@ def test_each_fact_a_record_states_of_the_committed_model_it_read_is_derived_fro
     tmp_path: Path, run: str, change: Change, beside: str | None, says: str
 ) -> None:
     checked = [RECORDS / beside] if beside is not None else []
-    found = findings(planted(tmp_path, run, forged(change)), *checked)
-    assert any(says in line for line in found), "\n".join(found) or "(nothing found)"
+    assert_found(findings(planted(tmp_path, run, forged(change)), *checked), says)

@@ -30,6 +30,7 @@ from train_support import prepared, smoke_args, train
 import contracts.evidence
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, CodeInfo, canonical_sha256, sha256_file
 from contracts.registry import REGISTRY_FILE, read_registry
+from contracts.retirement import read_retirements
 from contracts.spec import load_spec
 from stack.cli import main
 
@@ -372,6 +373,7 @@ def test_a_record_restating_the_released_tokenizer_otherwise_is_caught(
 def test_the_ledger_releases_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """The live release of the repository's registry passes the same audit (its manifest and state)."""
     checker = Checker(REPO_ROOT, load_spec())
+    checker.retired = read_retirements(REPO_ROOT)  # the withdrawn 0.1.0's files are retired
     registry = read_registry(REPO_ROOT / REGISTRY_FILE)
     records = {
         p.name: load_evidence(p / EVIDENCE_FILE) for p in RECORDS.iterdir() if (p / EVIDENCE_FILE).is_file()

@@ -24,7 +24,7 @@ import pytest
 from check_integrity import CHECKER_FAILED, Checker, main, run_checks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledger_support import CURRENT_RUN, LEDGER, ROOT, edited
+from ledger_support import CURRENT_RUN, RECORDS, ROOT, edited
 
 from contracts.evidence import EVIDENCE_FILE
 from contracts.reading import MAX_READ_BYTES
@@ -92,10 +92,10 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[Case]:
     base = tmp_path_factory.mktemp("hostile")
     found = []
     for run, names in LEDGER_CASES.items():
-        shutil.copytree(LEDGER / run, base / run)
+        shutil.copytree(RECORDS / run, base / run)
         found += [Case(base / run, name) for name in names]
     planted = base / "planted" / PLANTED_RUN
-    shutil.copytree(LEDGER / PLANTED_RUN, planted)
+    shutil.copytree(RECORDS / PLANTED_RUN, planted)
     cite(
         planted,
         {

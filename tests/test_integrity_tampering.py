@@ -28,6 +28,7 @@ import pytest
 import yaml
 from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
 from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check
+from retirement import blob_bytes, retired_blob
 from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, git
 from train_support import prepared, smoke_args
 
@@ -35,6 +36,7 @@ from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, EvidenceRecord, read_evidence, sha256_file
 from contracts.model_card import model_card
 from contracts.registry import read_registry
+from contracts.retirement import read_retirements
 from contracts.spec import load_spec_from
 
 RUN_ID = "scratch-release"
@@ -538,9 +540,9 @@ def test_a_filed_record_edited_where_nothing_it_cites_can_show_it_is_caught(
     tamper(repo, lambda data: data["env"].update(device="cuda", cuda="12.4"))
     if committed:
         commit_all(repo, "the run's environment restated")
-        assert_caught(repo, RECORD, "was changed or removed in commit", "the ledger is append-only")
+        assert_caught(repo, RECORD, "was changed in commit", "the ledger is append-only")
     else:
-        assert_caught(repo, RECORD, "differs from the committed file", "the ledger is append-only")
+        assert_caught(repo, RECORD, "was changed in the working tree", "the ledger is append-only")
 
 
 @pytest.mark.gate("GATE-INTEG-001")
@@ -586,9 +588,13 @@ def test_a_policy_bump_the_changelog_does_not_name_is_caught(repo: Path) -> None
 def test_a_withdrawn_release_whose_weights_are_swapped_is_caught(repo: Path) -> None:
     registry = yaml.safe_load((repo / REGISTRY).read_text(encoding="utf-8"))
     withdrawn = next(m for m in registry["models"] if m.get("withdrawn"))
-    weights = repo / withdrawn["artifacts"][0]["path"]
-    payload = bytearray(weights.read_bytes())
+    path = withdrawn["artifacts"][0]["path"]  # retired from the tree: git keeps its bytes
+    kept = blob_bytes(repo, retired_blob(read_retirements(repo), path) or "")
+    assert kept is not None
+    payload = bytearray(kept)
     payload[-1] ^= 0xFF
+    weights = repo / path
+    weights.parent.mkdir(parents=True, exist_ok=True)
     weights.write_bytes(bytes(payload))
     digest = sha256_file(weights)
 

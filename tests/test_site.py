@@ -53,9 +53,9 @@ def test_dashboard_counts_from_the_evidence_and_filters_by_kind_and_status(tmp_p
     render(tmp_path)
     out = tmp_path / GENERATED
     dashboard = shown(out / "index.md")
-    # run-a, run-b and the scratch falsify record; 3 verdicts: INTEG-001 twice, INTEG-002 once.
-    assert "**3 run(s)** (2 completed, 1 halted)" in dashboard
-    assert "**3 verdicts**" in dashboard and ">1 FAIL<" in dashboard and ">2 PASS<" in dashboard
+    # run-a and run-b; 2 verdicts: INTEG-001 twice.
+    assert "**2 run(s)** (1 completed, 1 halted)" in dashboard
+    assert "**2 verdicts**" in dashboard and ">1 FAIL<" in dashboard and ">1 PASS<" in dashboard
     assert "[INTEG-001](gates/GATE-INTEG-001.md)" in dashboard
     assert "(ledger/all--halted.md)" in dashboard and "(ledger/synthetic--all.md)" in dashboard
     halted = shown(out / "ledger" / "all--halted.md")

@@ -125,7 +125,7 @@ def listing_problems(
                     f"lists {node_id} under {gate_id}, but that test is marked for "
                     f"{', '.join(sorted(marked))} only"
                 )
-    return problems + _unlisted(listed, modules, kinds)
+    return list(dict.fromkeys(problems + _unlisted(listed, modules, kinds)))
 
 
 def _unlisted(
