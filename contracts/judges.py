@@ -1996,6 +1996,7 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
                 f"site(s) do not hold what their names say ({'; '.join(found)}, recomputed by the "
                 "module each name names from the traced sites it reads): a hook on the wrong module?"
             )
+        problems += _identity_sample_problems(m["identities"], t)
     if not has(m, "missing", "partial", "recorded_twice"):
         return problems
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
@@ -2008,6 +2009,26 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
         if n
     ]
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
+
+
+def _identity_sample_problems(identities: Any, t: Thresholds) -> list[str]:
+    """GATE-TRACE-002's check `identity` from rev 6: each identity that states its rows was checked
+    on at least min(rows, identity_sample_rows) of them (all of them under --verify); a sample
+    shrunk below that catches less than the revision states."""
+    if "identity_sample_rows" not in t or not isinstance(identities, Mapping):
+        return []
+    short = []
+    for name, values in sorted(identities.items()):
+        if isinstance(values, Mapping) and "rows" in values and "rows_checked" in values:
+            rows, checked = number(values, "rows"), number(values, "rows_checked")
+            if not checked >= min(rows, t["identity_sample_rows"]):
+                short.append(f"{name} ({checked:g} of {rows:g})")
+    if not short:
+        return []
+    return [
+        f"identities checked on fewer rows than min(rows, identity_sample_rows = "
+        f"{t['identity_sample_rows']:g}): {first_few(short, 4, '; ')}"
+    ]
 
 
 def _dtype_problems(m: Measured) -> list[str]:
