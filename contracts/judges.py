@@ -34,7 +34,7 @@ from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
 from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
-from contracts.trace_anomaly import anomalies, block_site
+from contracts.trace_anomaly import EMBEDDING_STREAM_SINCE, ROLES_SINCE, anomalies, block_site
 from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
@@ -1743,7 +1743,8 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
-        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t)
+        role = m.get("role")
+        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t, role)
     if has(m, "site_stats", "sites_judged", "anomalies_named"):
         problems += _anomalies_rederived(m, t)
     if has(m, "max_abs_error_over_rtol"):
@@ -1882,13 +1883,16 @@ def _ablation_counts_wrong(m: Measured) -> list[str]:
     return problems
 
 
-def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds) -> list[str]:
+def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds, role: Any = None) -> list[str]:
     """GATE-TRACE-003's check `site`: a site holding NaN/Inf, or whose std is beyond
-    anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`)."""
+    anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`); from rev 8 a site with a
+    role (contracts.trace_anomaly.ROLES: `role` names it) is held to its role's multiple instead,
+    `<role>_std_multiple`, calibrated on healthy models."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
-    if ratio > t["anomaly_std_multiple"]:
-        return [f"its std is {ratio:.3g}x the same site's median in the other layers"]
+    multiple = t.get(f"{role}_std_multiple", t["anomaly_std_multiple"]) if role else t["anomaly_std_multiple"]
+    if ratio > multiple:
+        return [f"its std is {ratio:.3g}x the same site's median in the other layers (beyond {multiple:g})"]
     return []
 
 
@@ -1904,7 +1908,8 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     derived = anomalies(
         stats,
         [str(n) for n in items(m, "sites_judged")],
-        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t)),
+        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t, b.role.name if b.role else None)),
+        ROLES_SINCE if "first_mlp_std_multiple" in t else EMBEDDING_STREAM_SINCE,
     )
     problems = []
     own = [str(a.get("name")) for a in named if _own_layer_in_baseline(a)]
