@@ -11,17 +11,20 @@ class on a batch with more rows than the sample, so that sampling is what is bei
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_support import tiny_model
+from trace_support import save_run, tiny_model
 
 from contracts.derive.reports import slice_problems
 from contracts.errors import GateViolation
+from contracts.evidence import read_evidence
 from contracts.spec import load_spec
+from stack.cli import main
 from stack.trace import stats as stats_module
 from stack.trace import tracer as tracer_module
 from stack.trace.site_identity import (
@@ -245,3 +248,19 @@ def test_the_sampled_deviations_are_each_pairs_site_deviation(pairs: list[Any], 
         alone = site_deviation(traced, recomputed).tolist()
         assert row[1:] == alone[1:]
         assert row[0] == pytest.approx(alone[0], rel=1e-6, nan_ok=True)
+
+
+@pytest.mark.holds("GATE-TRACE-002")
+@pytest.mark.parametrize(("verify", "checked"), [(False, SAMPLE), (True, 30)])
+def test_stack_trace_checks_the_sample_and_verify_every_row(
+    tmp_path: Path, verify: bool, checked: int
+) -> None:
+    """A 30-byte prompt (30 rows): `stack trace` checks 16 of them, `--verify` all 30; the record
+    says which."""
+    run = save_run(tmp_path / "run", tiny_model())
+    out = tmp_path / "rec"
+    argv = ["trace", str(run), "--prompt", "x" * 30, "--out", str(out), *(["--verify"] if verify else [])]
+    assert main(argv) == 0
+    (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-TRACE-002"]
+    q = result.measured["identities"]["layers.0.q"]
+    assert (q["rows"], q["rows_checked"]) == (30, checked)
