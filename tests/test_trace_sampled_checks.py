@@ -264,3 +264,19 @@ def test_stack_trace_checks_the_sample_and_verify_every_row(
     (result,) = [g for g in read_evidence(out / "metadata.json").gates if g.id == "GATE-TRACE-002"]
     q = result.measured["identities"]["layers.0.q"]
     assert (q["rows"], q["rows_checked"]) == (30, checked)
+
+
+@pytest.mark.parametrize(
+    ("checked", "fires"),
+    [
+        pytest.param(SAMPLE - 1, True, marks=pytest.mark.gate("GATE-TRACE-002")),
+        pytest.param(SAMPLE, False, marks=pytest.mark.holds("GATE-TRACE-002")),
+    ],
+)
+def test_an_identity_checked_on_fewer_rows_than_the_sample_fires(checked: int, fires: bool) -> None:
+    """A sample shrunk below identity_sample_rows catches less than the revision states."""
+    from contracts.judges import judge
+
+    identity = {"max_abs_diff": 0.0, "ref_absmax": 1.0, "rows": 100, "rows_checked": checked}
+    problems = judge("GATE-TRACE-002", {"identities": {"layers.0.q": identity}})
+    assert bool(problems) is fires
