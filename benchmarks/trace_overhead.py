@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """What tracing costs: traced ÷ untraced forward time of one model on one batch.
 
-Builds a random model of the `small` preset's shape (or `--preset NAME`), times the plain
-forward and `trace_forward` (statistics of every site, no values kept) alternately, and files
-the ratio of the medians as evidence under evidence/runs/bench-trace-<time>/. The goal is read
-from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
+Builds a random model of the `small` preset's shape (or `--preset NAME`, e.g. `gpt2` for GPT-2
+small's 12 × 768), times the plain forward and `trace_forward` (statistics of every site, no
+values kept) alternately, and files the ratio of the medians as evidence under
+evidence/runs/bench-trace-<time>/ (or `--ledger DIR`), one record per `--precision` (fp32 and
+bf16 autocast by default). Each record also says what GATE-TRACE-002's checks cost: the traced
+forward without them (`unchecked_ms`), their share of the traced time (`verification_share`),
+and the exhaustive check of `stack trace --verify` (`verified_ms`, `verified_ratio`). The goal is
+read from spec/benchmarks.yaml (`trace_overhead`); the benchmark reports whether it was met and
 never asserts.
 """
 
@@ -25,8 +29,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from model_speed import cuda_kernels  # noqa: E402
 
-from contracts.derive.benchmarks import ns_per_element, quotient  # noqa: E402
-from contracts.evidence import RunStatus, file_record, new_record, now, run_id  # noqa: E402
+from contracts.derive.benchmarks import ns_per_element, quotient, share  # noqa: E402
+from contracts.evidence import RunStatus, file_record, free_run_id, new_record, now  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.kernels.host_stats import engine  # noqa: E402
 from stack.model import GPT, ModelConfig  # noqa: E402
@@ -78,15 +82,27 @@ def one_read(model: GPT, idx: torch.Tensor) -> None:
     traced_with(model, idx, lambda tensor: row + tensor.sum())
 
 
-def unchecked(model: GPT, idx: torch.Tensor) -> None:
-    """`hooks_only` with no site recomputed (GATE-TRACE-002's check identity left out): what the
-    identities cost is the hooks-only time less this one's."""
-    real = tracer_module.identities
+def unchecked(model: GPT, idx: torch.Tensor, statistics: bool = False) -> None:
+    """A traced forward without GATE-TRACE-002's checks (no site recomputed, no statistics held to
+    their definitions): with `statistics` False, `hooks_only` without them (the identities' share
+    of the hooks); with True, the real statistics of every site, so that the traced time less this
+    one's is what the checks cost."""
+    real, sample = tracer_module.identities, tracer_module.statistics_sample
     tracer_module.identities = lambda *_: {}
+    tracer_module.statistics_sample = lambda *_: frozenset()
     try:
-        hooks_only(model, idx)
+        if statistics:
+            trace_forward.__wrapped__(model, idx)
+        else:
+            hooks_only(model, idx)
     finally:
-        tracer_module.identities = real
+        tracer_module.identities, tracer_module.statistics_sample = real, sample
+
+
+def verified(model: GPT, idx: torch.Tensor) -> None:
+    """A traced forward under `stack trace --verify`: every identity on every row, the statistics
+    of the sampled sites whole."""
+    trace_forward(model, idx, exhaustive=True)
 
 
 @torch.no_grad()
@@ -110,20 +126,26 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
     model = GPT(config, seed=0).to(device).eval()
     length = tokens or config.ctx
     idx = torch.randint(vocab, (batch, length), generator=torch.Generator().manual_seed(0)).to(device)
-    plain, traced, hooks, floor, bare = [], [], [], [], []
+    runs: dict[str, Callable[[], object]] = {
+        "plain": lambda: model(idx),
+        "traced": lambda: trace_forward(model, idx),
+        "hooks": lambda: hooks_only(model, idx),
+        "floor": lambda: one_read(model, idx),
+        "bare": lambda: unchecked(model, idx),
+        "unchecked": lambda: unchecked(model, idx, statistics=True),
+        "verified": lambda: verified(model, idx),
+    }
     for _ in range(3):  # warm-up: allocator, kernels, caches
-        model(idx)
-        trace, _ = trace_forward(model, idx)
-        hooks_only(model, idx)
-        one_read(model, idx)
-        unchecked(model, idx)
+        for run in runs.values():
+            run()
+    trace, _ = trace_forward(model, idx)
     elements = int(sum(site.stats["count"] for site in trace.sites.values()))
-    for _ in range(repeats):
-        plain.append(_seconds(lambda: model(idx), device))
-        traced.append(_seconds(lambda: trace_forward(model, idx), device))
-        hooks.append(_seconds(lambda: hooks_only(model, idx), device))
-        floor.append(_seconds(lambda: one_read(model, idx), device))
-        bare.append(_seconds(lambda: unchecked(model, idx), device))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):  # alternating, so that drift hits every variant alike
+        for name, run in runs.items():
+            times[name].append(_seconds(run, device))
+    plain, traced, hooks, floor, bare = (times[k] for k in ("plain", "traced", "hooks", "floor", "bare"))
+    ms = {name: round(1e3 * statistics.median(values), 3) for name, values in times.items()}
     ratio = quotient(statistics.median(traced), statistics.median(plain))
     goal = load_spec().benchmark(GOAL)
     return {
@@ -154,6 +176,12 @@ def _measure(preset: str, vocab: int, batch: int, tokens: int, repeats: int, dev
         "one_read_ratio": round(quotient(statistics.median(floor), statistics.median(plain)), 4),
         # The hooks without check identity's recomputed sites: the identities' share of the hooks.
         "hooks_unchecked_ms": round(1e3 * statistics.median(bare), 3),
+        # GATE-TRACE-002's checks on their samples: the traced forward without them, and their share
+        # of the traced time; and the exhaustive check (`stack trace --verify`) against the plain.
+        "unchecked_ms": ms["unchecked"],
+        "verification_share": round(share(ms["traced"], ms["unchecked"]), 4),
+        "verified_ms": ms["verified"],
+        "verified_ratio": round(quotient(ms["verified"], ms["plain"]), 4),
         # On CUDA, the kernels of one traced forward by GPU time (benchmarks/model_speed.py).
         **(
             {"profile": cuda_kernels(lambda: trace_forward(model, idx), device)}
@@ -174,21 +202,28 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: both forwards under autocast"
+        "--precision",
+        choices=("fp32", "bf16"),
+        nargs="+",
+        default=["fp32", "bf16"],
+        help="one record each; bf16: both forwards under autocast",
     )
     parser.add_argument("--ledger", type=Path, default=ROOT / "evidence/runs", help="where it is filed")
     args = parser.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    record = new_record("benchmark", run_id("bench-trace"), sys.argv, device=name, cuda=torch.version.cuda)
-    metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device, args.precision)
-    record.metrics = {"benchmark": GOAL, **metrics}
-    record.run.status, record.run.finished = RunStatus.COMPLETED, now()
-    path = file_record(args.ledger, record)
-    print(
-        f"{GOAL}: traced {metrics['traced_ms']} ms / untraced {metrics['untraced_ms']} ms "
-        f"= {metrics['ratio']} (goal ≤ {metrics['goal']}, met: {metrics['met']}) -> {path}"
-    )
+    for precision in args.precision:
+        rid = free_run_id("bench-trace", args.ledger)
+        record = new_record("benchmark", rid, sys.argv, device=name, cuda=torch.version.cuda)
+        metrics = measure(args.preset, args.vocab, args.batch, args.tokens, args.repeats, device, precision)
+        record.metrics = {"benchmark": GOAL, **metrics}
+        record.run.status, record.run.finished = RunStatus.COMPLETED, now()
+        path = file_record(args.ledger, record)
+        print(
+            f"{GOAL} ({precision}): traced {metrics['traced_ms']} ms / untraced {metrics['untraced_ms']} ms "
+            f"= {metrics['ratio']} (goal ≤ {metrics['goal']}, met: {metrics['met']}); checks "
+            f"{metrics['verification_share']:.1%} of it; --verify {metrics['verified_ratio']} -> {path}"
+        )
     return 0
 
 

@@ -34,7 +34,7 @@ from contracts.site_statistics import EXACT, STATISTICS, inconsistencies
 from contracts.site_statistics import real as real_statistic
 from contracts.spec import load_spec
 from contracts.split import share_tail
-from contracts.trace_anomaly import anomalies, block_site
+from contracts.trace_anomaly import EMBEDDING_STREAM_SINCE, ROLES_SINCE, anomalies, block_site
 from contracts.trace_paths import PATH_DTYPES
 from contracts.trace_tolerance import asked_bounds
 from contracts.truncation import rank_kept
@@ -1743,7 +1743,8 @@ def _site_named(m: Measured, t: Thresholds) -> list[str]:
     """
     problems = _falsifiers_pass(m, t) if has(m, "falsifiers") else []
     if has(m, "std_ratio", "nonfinite"):
-        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t)
+        role = m.get("role")
+        problems += _anomalous_site(number(m, "std_ratio"), flag(m, "nonfinite"), t, role)
     if has(m, "site_stats", "sites_judged", "anomalies_named"):
         problems += _anomalies_rederived(m, t)
     if has(m, "max_abs_error_over_rtol"):
@@ -1882,13 +1883,16 @@ def _ablation_counts_wrong(m: Measured) -> list[str]:
     return problems
 
 
-def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds) -> list[str]:
+def _anomalous_site(ratio: float, nonfinite: bool, t: Thresholds, role: Any = None) -> list[str]:
     """GATE-TRACE-003's check `site`: a site holding NaN/Inf, or whose std is beyond
-    anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`)."""
+    anomaly_std_multiple × its baseline, is an anomaly (see `_site_named`); from rev 8 a site with a
+    role (contracts.trace_anomaly.ROLES: `role` names it) is held to its role's multiple instead,
+    `<role>_std_multiple`, calibrated on healthy models."""
     if nonfinite:
         return ["the site holds NaN or Inf"]
-    if ratio > t["anomaly_std_multiple"]:
-        return [f"its std is {ratio:.3g}x the same site's median in the other layers"]
+    multiple = t.get(f"{role}_std_multiple", t["anomaly_std_multiple"]) if role else t["anomaly_std_multiple"]
+    if ratio > multiple:
+        return [f"its std is {ratio:.3g}x the same site's median in the other layers (beyond {multiple:g})"]
     return []
 
 
@@ -1904,7 +1908,8 @@ def _anomalies_rederived(m: Measured, t: Thresholds) -> list[str]:
     derived = anomalies(
         stats,
         [str(n) for n in items(m, "sites_judged")],
-        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t)),
+        lambda b: bool(_anomalous_site(b.ratio, b.nonfinite, t, b.role.name if b.role else None)),
+        ROLES_SINCE if "first_mlp_std_multiple" in t else EMBEDDING_STREAM_SINCE,
     )
     problems = []
     own = [str(a.get("name")) for a in named if _own_layer_in_baseline(a)]
@@ -1996,6 +2001,7 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
                 f"site(s) do not hold what their names say ({'; '.join(found)}, recomputed by the "
                 "module each name names from the traced sites it reads): a hook on the wrong module?"
             )
+        problems += _identity_sample_problems(m["identities"], t)
     if not has(m, "missing", "partial", "recorded_twice"):
         return problems
     gaps = {key: count(m, key) for key in ("missing", "partial", "recorded_twice")}
@@ -2008,6 +2014,26 @@ def _trace_complete(m: Measured, t: Thresholds) -> list[str]:
         if n
     ]
     return [f"the trace is incomplete ({'; '.join(parts)})", *problems]
+
+
+def _identity_sample_problems(identities: Any, t: Thresholds) -> list[str]:
+    """GATE-TRACE-002's check `identity` from rev 6: each identity that states its rows was checked
+    on at least min(rows, identity_sample_rows) of them (all of them under --verify); a sample
+    shrunk below that catches less than the revision states."""
+    if "identity_sample_rows" not in t or not isinstance(identities, Mapping):
+        return []
+    short = []
+    for name, values in sorted(identities.items()):
+        if isinstance(values, Mapping) and "rows" in values and "rows_checked" in values:
+            rows, checked = number(values, "rows"), number(values, "rows_checked")
+            if not checked >= min(rows, t["identity_sample_rows"]):
+                short.append(f"{name} ({checked:g} of {rows:g})")
+    if not short:
+        return []
+    return [
+        f"identities checked on fewer rows than min(rows, identity_sample_rows = "
+        f"{t['identity_sample_rows']:g}): {first_few(short, 4, '; ')}"
+    ]
 
 
 def _dtype_problems(m: Measured) -> list[str]:

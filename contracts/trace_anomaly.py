@@ -15,6 +15,18 @@ carries every earlier block's FFN write too. A trained model's embedding is a fr
 two-layer model's second `attn_residual` an anomaly at 8.6 to 9.2 times. It is still judged
 against the later layers, as every site with a baseline is.
 
+Some sites have a role of their own in a healthy model, and one k × median does not describe them
+(rev 8, `ROLES`): layer 0's feed-forward writes (its `ffn_swiglu`, `ffn_out`, a mixture's
+`moe_out`) work as part of the embedding in GPT-2-like models and are many times the later
+layers' (22.1 times at `ffn_out` in a healthy `demo`-shaped model after 100 steps, 13.2 in a
+healthy 110 M model after 120 steps, both exit 3 under one k = 8); the last block's output is
+what the head reads. Each role is judged against its own multiple, calibrated on healthy models of
+the family (spec: GATE-TRACE-003's `<role>_std_multiple`), and no site with a role stands in
+another layer's baseline (its scale is its role's, not the layers'). A site whose only other
+layers have roles has no baseline and is not judged; the report says so (`reasons`). A fault in
+layer 0's MLP before its write (an up or gate projection scaled) is still judged, at its own site,
+at anomaly_std_multiple.
+
 A site can be empty: an expert no token was routed to, or the feed-forward of a mixture-of-depths
 block that routed none, sees zero rows. Its std (0 by convention) says nothing about the layer, so
 an empty site is never judged and never part of another layer's baseline: a zero baseline would
@@ -45,6 +57,41 @@ EMBEDDING_STREAM = (0, "attn_residual")
 # GATE-TRACE-003's revision from which it is no baseline; a record judged earlier is derived again
 # by the rule it was judged under.
 EMBEDDING_STREAM_SINCE = 7
+# GATE-TRACE-003's revision from which the sites of ROLES are judged by their role's multiple.
+ROLES_SINCE = 8
+
+
+@dataclass(frozen=True)
+class Role:
+    """A site with a part of its own in a healthy model: judged at `threshold` × its baseline (a
+    GATE-TRACE-003 threshold), never in another layer's baseline."""
+
+    name: str
+    threshold: str
+    why: str
+
+
+FIRST_MLP = Role(
+    "first_mlp",
+    "first_mlp_std_multiple",
+    "layer 0's feed-forward write, part of the embedding in a healthy model",
+)
+LAST_OUTPUT = Role(
+    "last_output", "last_output_std_multiple", "the last block's output, what the final norm and head read"
+)
+ROLES = (FIRST_MLP, LAST_OUTPUT)
+FIRST_MLP_SITES = ("ffn_swiglu", "ffn_out", "moe_out")
+
+
+def role_of(layer: int, site: str, n_layers: int, revision: int = ROLES_SINCE) -> Role | None:
+    """The role of `site` of `layer` in a model of `n_layers` blocks under `revision`, if it has one."""
+    if revision < ROLES_SINCE or n_layers < 2:
+        return None
+    if layer == 0 and site in FIRST_MLP_SITES:
+        return FIRST_MLP
+    if layer == n_layers - 1 and site == "output":
+        return LAST_OUTPUT
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,11 +106,15 @@ class SiteBaseline:
     baseline_layers: tuple[int, ...]
     ratio: float
     nonfinite: bool
+    role: Role | None = None
 
     def measured(self) -> dict[str, Any]:
-        """What GATE-TRACE-003's check `site` reads; JSON has no infinity, the judge reads "inf" back."""
+        """What GATE-TRACE-003's check `site` reads; JSON has no infinity, the judge reads "inf" back.
+        A site with a role says which, and the judge takes that role's multiple."""
         ratio = self.ratio if math.isfinite(self.ratio) else str(self.ratio)
-        return {"std_ratio": ratio, "nonfinite": self.nonfinite}
+        return {"std_ratio": ratio, "nonfinite": self.nonfinite} | (
+            {"role": self.role.name} if self.role else {}
+        )
 
 
 def block_site(name: str) -> tuple[int, str] | None:
@@ -102,43 +153,65 @@ def _same_site(stats: SiteStats, site: str) -> list[tuple[int, Mapping[str, Any]
     return sorted(found, key=lambda pair: pair[0])
 
 
-def site_baselines(
-    stats: SiteStats, names: Sequence[str], revision: int = EMBEDDING_STREAM_SINCE
-) -> list[SiteBaseline]:
+def n_blocks(stats: SiteStats) -> int:
+    """The model's depth as its block sites show it: one past the deepest layer named."""
+    return 1 + max((where[0] for where in map(block_site, stats) if where is not None), default=-1)
+
+
+def site_baselines(stats: SiteStats, names: Sequence[str], revision: int = ROLES_SINCE) -> list[SiteBaseline]:
     """Each non-empty block site among `names` that another layer has and saw something in, against
     its baseline, in the order of `names` (none for a one-layer model). The baseline is taken over
-    the other layers only, those of them whose std is finite (a NaN layer is no baseline), and from
-    GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM)."""
-    judged = []
-    for name in names:
-        where, held = block_site(name), stats.get(name)
-        if where is None or held is None or not _seen(held):
-            continue
-        layer, site = where
-        others = [
-            (j, other)
-            for j, other in _same_site(stats, site)
-            if j != layer and _seen(other) and _baseline(j, site, revision)
-        ]
-        if not others:
-            continue
-        stds = {j: _number(other.get("std")) for j, other in others}
-        used = tuple(j for j, std in stds.items() if math.isfinite(std))
-        baseline = statistics.median(stds[j] for j in used) if used else math.nan
-        std = _number(held.get("std"))
-        bad = _number(held.get("nan")) + _number(held.get("inf")) > 0 or not math.isfinite(std)
-        judged.append(SiteBaseline(name, layer, site, std, baseline, used, _ratio(std, baseline), bad))
-    return judged
+    the other layers only, those of them whose std is finite (a NaN layer is no baseline), from
+    GATE-TRACE-003 `revision` 7 on never over the embedding's stream (EMBEDDING_STREAM), and from
+    revision 8 never over a site with a role (ROLES_SINCE), which is judged by its role's multiple."""
+    return [b for b in (_judged(stats, name, revision) for name in names) if isinstance(b, SiteBaseline)]
 
 
-def _baseline(layer: int, site: str, revision: int) -> bool:
+def not_judged(stats: SiteStats, names: Sequence[str], revision: int = ROLES_SINCE) -> dict[str, str]:
+    """Why each block site among `names` that is not judged is not, by name (the report's reasons)."""
+    return {name: why for name in names if isinstance(why := _judged(stats, name, revision), str)}
+
+
+def _judged(stats: SiteStats, name: str, revision: int) -> SiteBaseline | str | None:
+    """Site `name` against its baseline, or why it has none (None: not a block site of the trace)."""
+    where, held = block_site(name), stats.get(name)
+    if where is None or held is None:
+        return None
+    if not _seen(held):
+        return "empty: no element (no token routed to it)"
+    layer, site = where
+    depth = n_blocks(stats)
+    same = [(j, other) for j, other in _same_site(stats, site) if j != layer and _seen(other)]
+    others = [(j, other) for j, other in same if _baseline(j, site, depth, revision)]
+    if not others:
+        if not same:
+            return "no other layer has this site with elements in it"
+        return (
+            "no baseline: its other layers' sites have roles of their own (the embedding's stream, "
+            "layer 0's MLP write, the last block's output)"
+        )
+    stds = {j: _number(other.get("std")) for j, other in others}
+    used = tuple(j for j, std in stds.items() if math.isfinite(std))
+    baseline = statistics.median(stds[j] for j in used) if used else math.nan
+    std = _number(held.get("std"))
+    bad = _number(held.get("nan")) + _number(held.get("inf")) > 0 or not math.isfinite(std)
+    role = role_of(layer, site, depth, revision)
+    return SiteBaseline(name, layer, site, std, baseline, used, _ratio(std, baseline), bad, role)
+
+
+def _baseline(layer: int, site: str, n_layers: int, revision: int) -> bool:
     """Whether `site` of `layer` may stand in another layer's baseline under `revision`."""
-    return revision < EMBEDDING_STREAM_SINCE or (layer, site) != EMBEDDING_STREAM
+    if revision >= EMBEDDING_STREAM_SINCE and (layer, site) == EMBEDDING_STREAM:
+        return False
+    return role_of(layer, site, n_layers, revision) is None
 
 
 def anomalies(
-    stats: SiteStats, names: Sequence[str], anomalous: Callable[[SiteBaseline], bool]
+    stats: SiteStats,
+    names: Sequence[str],
+    anomalous: Callable[[SiteBaseline], bool],
+    revision: int = ROLES_SINCE,
 ) -> list[SiteBaseline]:
     """The anomalous sites among `names`, in their order; `anomalous` is GATE-TRACE-003's decision
     on one site (the judge's, at run time under the spec's thresholds, in a judge under its own)."""
-    return [b for b in site_baselines(stats, names) if anomalous(b)]
+    return [b for b in site_baselines(stats, names, revision) if anomalous(b)]

@@ -57,6 +57,11 @@ def ns_per_element(traced_ms: float, hooks_ms: float, elements: float) -> float:
     return 1e6 * (traced_ms - hooks_ms) / elements
 
 
+def share(whole_ms: float, without_ms: float) -> float:
+    """The share of a timed whole that one part takes: the whole less the whole without it, over it."""
+    return (whole_ms - without_ms) / whole_ms
+
+
 def total(*parts: float) -> float:
     """A sum of timed parts."""
     return math.fsum(parts)
@@ -257,6 +262,8 @@ def _trace(m: Metrics) -> Iterator[Identity]:
     yield from _of(
         m, "statistics_ns_per_element", ns_per_element, "traced_ms", "hooks_only_ms", "site_elements"
     )
+    yield from _of(m, "verification_share", share, "traced_ms", "unchecked_ms")
+    yield from _of(m, "verified_ratio", quotient, "verified_ms", "untraced_ms")
 
 
 @identities("train_overhead")

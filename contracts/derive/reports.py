@@ -46,7 +46,8 @@ from contracts.schedule import linear_decay
 from contracts.seeds import seeded_state_sha256
 from contracts.selection import selected_by, trace_sites
 from contracts.shard_layout import shard_bytes
-from contracts.site_statistics import inconsistencies, strict
+from contracts.site_statistics import STATISTICS, inconsistencies, strict
+from contracts.site_statistics import real as statistic_value
 from contracts.spec import thresholds_digest
 from contracts.split import share_measured
 from contracts.trace_anomaly import block_site, site_baselines
@@ -1743,7 +1744,10 @@ def _identity_references(derived: Derivation, measured: dict[str, Any], sites: l
     identity's own `max_abs_diff` of the absmax trace.json's stats hold of the traced site, since
     two tensors' largest magnitudes differ by at most their largest difference. On CPU the two are
     bit for bit the same and the bound is equality; on CUDA the recomputation may round another way
-    (the H100 reference run's q, k and v differed in their last float32 bit), within that bound."""
+    (the H100 reference run's q, k and v differed in their last float32 bit), within that bound.
+    An identity checked on a sample of its rows (GATE-TRACE-002 rev 6: `rows_checked` < `rows`) saw
+    the recomputation of those rows only, whose largest magnitude is at most the site's: there the
+    bound is one-sided, ref_absmax ≤ the site's absmax + max_abs_diff."""
     identities = measured.get("identities")
     absmax = {
         s["name"]: s["stats"]["absmax"]
@@ -1754,7 +1758,10 @@ def _identity_references(derived: Derivation, measured: dict[str, Any], sites: l
         if not (isinstance(identity, dict) and "ref_absmax" in identity and name in absmax):
             continue
         stated, traced, apart = identity["ref_absmax"], absmax[name], identity.get("max_abs_diff")
-        if all(finite_number(v) for v in (stated, traced, apart)) and abs(stated - traced) <= apart:
+        sampled = _sampled(identity.get("rows_checked"), identity.get("rows"))
+        if all(finite_number(v) for v in (stated, traced, apart)) and (
+            0 <= stated <= traced + apart if sampled else abs(stated - traced) <= apart
+        ):
             continue
         derived.put(("gates", "GATE-TRACE-002", "measured", "identities", name, "ref_absmax"), traced)
 
@@ -1801,18 +1808,51 @@ def _selection_derived(
         derived.put((*at, "sites"), len(kept["trace"]), optional=True)
 
 
+def _sampled(checked: Any, rows: Any) -> bool:
+    """Whether a check stated to have read `checked` of `rows` rows read fewer than all."""
+    return isinstance(checked, int) and isinstance(rows, int) and checked < rows
+
+
 def _statistics_recorded(derived: Derivation, measured: dict[str, Any], sites: list[Any]) -> None:
     """GATE-TRACE-002's check statistics judged the statistics trace.json holds of each site it
     sampled (from 1.30.0): its recorded ones are those of the same sites there. A sampled site that
-    --layers or --sites left out of the report (the `selected` sites say which) is not there."""
+    --layers or --sites left out of the report (the `selected` sites say which) is not there. From
+    rev 6 a site checked on a slice of its rows (`stats_rows`: [checked, rows], checked < rows) has
+    the slice's statistics recorded, which lie within the site's: min and max within the site's,
+    absmax and the counts at most its (`slice_problems`)."""
     sampled = measured.get("stats_recorded")
     if not isinstance(sampled, dict):
         return
     held = {site.get("name"): site.get("stats") for site in sites if isinstance(site, dict)}
     shown = measured.get("selected")
+    slices = measured.get("stats_rows") if isinstance(measured.get("stats_rows"), dict) else {}
     for name in (n for n in sampled if not isinstance(shown, list) or n in shown or n in held):
         at = ("gates", "GATE-TRACE-002", "measured", "stats_recorded", name)
-        derived.put(at, strict(held.get(name) or {}))
+        if _sampled(*(slices.get(name) or [None, None])):
+            derived.problems += [
+                f"gates[GATE-TRACE-002].measured.stats_recorded.{name}: {problem}"
+                for problem in slice_problems(sampled[name], held.get(name))
+            ]
+        else:
+            derived.put(at, strict(held.get(name) or {}))
+
+
+def slice_problems(part: Any, whole: Any) -> list[str]:
+    """What the statistics of a slice of a site say against the site's own: its min and max lie
+    within the site's, its absmax and its count, NaN, Inf and zero counts are at most the site's."""
+    if not (isinstance(part, dict) and isinstance(whole, dict)):
+        return ["the slice or its site has no statistics to hold it to"]
+    a = {key: statistic_value(part.get(key)) for key in STATISTICS}
+    b = {key: statistic_value(whole.get(key)) for key in STATISTICS}
+    if None in a.values() or None in b.values():
+        return ["its statistics or its site's are not numbers"]
+    low = {"min"}  # the one bound from below; a NaN (a site with NaN) bounds nothing
+    return [
+        f"the slice's {key} {a[key]!r} lies outside its site's ({b[key]!r})"
+        for key in ("min", "max", "absmax", "count", "nan", "inf", "zero")
+        if not (math.isnan(a[key]) or math.isnan(b[key]))
+        and not (a[key] >= b[key] if key in low else a[key] <= b[key])
+    ]
 
 
 def statistics_problems(report: dict[str, Any]) -> list[str]:

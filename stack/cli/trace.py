@@ -60,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend", choices=BACKENDS, help="attention backend of A (default: the checkpoint's)"
     )
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="fp32", help="dtype of A")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check GATE-TRACE-002's identities on every row and the statistics on whole sites "
+        "(default: on the spec's samples, a fraction of the cost)",
+    )
     show = parser.add_argument_group("what to show")
     show.add_argument("--layers", metavar="A-B", help="only these layers, e.g. 2-5 (inclusive)")
     show.add_argument("--sites", metavar="GLOB", help="only sites matching, e.g. 'ffn_*' or 'layers.3.*'")
@@ -498,6 +504,16 @@ def run_recorded(
     return result, path
 
 
+def _checked(args: argparse.Namespace, checkpoint: Path | None, config: dict[str, Any]) -> Result:
+    """The mode the options ask for, every traced forward of it exhaustively checked under --verify."""
+    from contextlib import nullcontext
+
+    from stack.trace.tracer import exhaustive_checks
+
+    with exhaustive_checks() if args.verify else nullcontext():
+        return _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
+
+
 def run(args: argparse.Namespace) -> int:
     """Trace, report, write the outputs asked for and the evidence record; 3 when something was found."""
     from contracts.errors import EXIT_GATE
@@ -521,9 +537,7 @@ def run(args: argparse.Namespace) -> int:
         anchor,
         kind,
         config,
-        lambda _ledger: (
-            _from_checkpoint(args, checkpoint, config) if checkpoint else _from_dumps(args, config)
-        ),
+        lambda _ledger: _checked(args, checkpoint, config),
     )
     where = f" at {result.first}" if result.first else ""
     print(f"verdict: {result.verdict}{where}   evidence: {path}")

@@ -1,4 +1,4 @@
-/* A trace site's statistics on the CPU in one pass over its float32 elements.
+/* A trace site's statistics on the CPU in one pass over its float32 or bfloat16 elements.
  *
  * Built and loaded by stack/kernels/host_stats.py, which says why it exists. The caller hands a
  * site as `rows` rows of `cols` contiguous floats, `stride` floats apart (a contiguous tensor is
@@ -13,6 +13,11 @@
  * never the cancellation of a raw sum of squares. Blocks merge by Chan's pairwise update, as in
  * the Triton kernel. l1 is the sum of |x| in float64, so a change of one ulp in one element
  * still moves it.
+ *
+ * A bfloat16 site is read in its own dtype: each block is widened into a float32 buffer the size
+ * of one block (a bfloat16 is the top half of the float32 of the same value), which stays in the
+ * cache, and summed from there exactly as a float32 site of the same values is. So a bf16
+ * activation is never copied whole to float32 before its statistics.
  *
  * Every number is a function of the elements' values and order alone: element i of a block
  * is summed in lane i % LANES whatever row it sits in (a block that straddles rows of a width
@@ -160,18 +165,39 @@ static Totals finish(const Lanes *a, int64_t len) {
     return t;
 }
 
-/* The totals of elements [first, end) in logical order, block by block. A block is spanned row
- * piece by row piece; every piece but the last must fill whole lane rounds, so with a width
- * that is not a multiple of LANES a block that straddles rows is copied into one buffer. */
-static Totals part_totals(Span span, const float *x, int64_t cols, int64_t stride, int64_t first, int64_t end) {
+/* len bfloat16s as the float32s of the same values, into dst. */
+static void widen(float *dst, const uint16_t *src, int64_t len) {
+    for (int64_t i = 0; i < len; i++) {
+        uint32_t bits = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &bits, sizeof bits);
+    }
+}
+
+/* The elements [first, first + len) of a bfloat16 site, row piece by row piece, as float32s. */
+static void gather_bf16(float *dst, const uint16_t *x, int64_t cols, int64_t stride, int64_t first, int64_t len) {
+    int64_t row = first / cols, col = first % cols;
+    for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
+        take = cols - col < len - done ? cols - col : len - done;
+        widen(dst + done, x + row * stride + col, take);
+    }
+}
+
+/* The totals of elements [first, end) in logical order, block by block. A float32 block is
+ * spanned row piece by row piece; every piece but the last must fill whole lane rounds, so with
+ * a width that is not a multiple of LANES a block that straddles rows is copied into one buffer.
+ * A bfloat16 block (`bf16`) is always widened into that buffer first. */
+static Totals part_totals(Span span, const void *data, int bf16, int64_t cols, int64_t stride, int64_t first,
+                          int64_t end) {
     float scratch[BLOCK];
+    const float *x = data;
     Totals t = EMPTY;
     for (; first < end; first += BLOCK) {
         int64_t len = end - first < BLOCK ? end - first : BLOCK, row = first / cols, col = first % cols;
-        const float *start = x + row * stride + col;
+        if (bf16) gather_bf16(scratch, data, cols, stride, first, len);
+        const float *start = bf16 ? scratch : x + row * stride + col;
         Lanes a = {.shift = *start, .zeros = 0};
         for (int k = 0; k < LANES; k++) a.low[k] = a.high[k] = *start;
-        if (col + len <= cols) {
+        if (bf16 || col + len <= cols) {
             span(start, len, &a);
         } else if (cols % LANES == 0) {
             for (int64_t done = 0, take; done < len; done += take, row++, col = 0) {
@@ -191,14 +217,14 @@ static Totals part_totals(Span span, const float *x, int64_t cols, int64_t strid
     return t;
 }
 
-static int stats(Span span, const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
+static int stats(Span span, const void *x, int bf16, int64_t rows, int64_t cols, int64_t stride, int threads,
                  double *out) {
     int64_t n = rows * cols, parts = (n + PART - 1) / PART;
     Totals *part = malloc((size_t)parts * sizeof *part);
     if (part == NULL) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && parts > 1)
     for (int64_t k = 0; k < parts; k++)
-        part[k] = part_totals(span, x, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
+        part[k] = part_totals(span, x, bf16, cols, stride, k * PART, n - k * PART < PART ? n : (k + 1) * PART);
     Totals t = EMPTY;
     for (int64_t k = 0; k < parts; k++) merge(&t, &part[k]);
     free(part);
@@ -216,12 +242,21 @@ static int stats(Span span, const float *x, int64_t rows, int64_t cols, int64_t 
 }
 
 int gs_site_stats_f32(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
-    return stats(chosen, x, rows, cols, stride, threads, out);
+    return stats(chosen, x, 0, rows, cols, stride, threads, out);
+}
+
+int gs_site_stats_bf16(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads, double *out) {
+    return stats(chosen, x, 1, rows, cols, stride, threads, out);
+}
+
+int gs_site_stats_bf16_portable(const uint16_t *x, int64_t rows, int64_t cols, int64_t stride, int threads,
+                                double *out) {
+    return stats(span_portable, x, 1, rows, cols, stride, threads, out);
 }
 
 int gs_site_stats_f32_portable(const float *x, int64_t rows, int64_t cols, int64_t stride, int threads,
                                double *out) {
-    return stats(span_portable, x, rows, cols, stride, threads, out);
+    return stats(span_portable, x, 0, rows, cols, stride, threads, out);
 }
 
 /* Which span gs_site_stats_f32 runs, and whether it was built with OpenMP: "avx512 openmp". */

@@ -92,7 +92,12 @@ def build(cc: str, flags: tuple[str, ...], directory: Path) -> Path:
 def load(path: Path) -> ctypes.CDLL:
     """The built library with its functions' signatures declared."""
     library = ctypes.CDLL(str(path))
-    for name in ("gs_site_stats_f32", "gs_site_stats_f32_portable"):
+    for name in (
+        "gs_site_stats_f32",
+        "gs_site_stats_f32_portable",
+        "gs_site_stats_bf16",
+        "gs_site_stats_bf16_portable",
+    ):
         function = getattr(library, name)
         function.argtypes, function.restype = _ARGS, ctypes.c_int
     library.gs_site_stats_build.argtypes, library.gs_site_stats_build.restype = [], ctypes.c_char_p
@@ -152,19 +157,24 @@ def host_site_stats(
 ) -> torch.Tensor | None:
     """float64 (9,) statistics of a non-empty CPU float32/bf16/fp16 tensor, or None where the
     torch ops must compute them (see the module docstring). `threads` defaults to torch's;
-    `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference."""
+    `portable` runs the kernel's non-AVX-512 path, which the tests hold to the same reference.
+    A float32 or bfloat16 site is read where it lies, in its own dtype; an fp16 one (rare on a
+    CPU) is widened to a float32 copy first."""
     if tensor.dtype == torch.float64 or tensor.device.type != "cpu":
         return None
     library = _library()
     if isinstance(library, str):
         return None
-    x = tensor if tensor.dtype == torch.float32 else tensor.detach().float()  # read in place: no detach
+    x = (
+        tensor if tensor.dtype in (torch.float32, torch.bfloat16) else tensor.detach().float()
+    )  # no detach: read in place
     layout = rows_of(x)
     if layout is None:
         x = x.contiguous()
         layout = 1, x.numel(), x.numel()
     out = torch.empty(STATS_LEN, dtype=torch.float64)
-    function = library.gs_site_stats_f32_portable if portable else library.gs_site_stats_f32
+    kind = "bf16" if x.dtype == torch.bfloat16 else "f32"
+    function = getattr(library, f"gs_site_stats_{kind}{'_portable' if portable else ''}")
     count = torch.get_num_threads() if threads is None else threads
     if function(x.data_ptr(), *layout, count, out.data_ptr()) != 0:
         return None  # a NaN or an Inf, which the torch path counts (or no memory for the parts)

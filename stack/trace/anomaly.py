@@ -1,8 +1,10 @@
 """Single-model anomaly mode: a layer whose site stands out from the same site in other layers.
 
 The rule is GATE-TRACE-003's, in contracts.trace_anomaly: a site's std against the median of the
-same site over the other layers (k = anomaly_std_multiple), a site holding NaN/Inf always an
-anomaly, an empty site (no token routed there) never judged and never a baseline. Reported in
+same site over the other layers (k = anomaly_std_multiple; a site with a role in a healthy model,
+layer 0's feed-forward write or the last block's output, at its role's calibrated multiple), a
+site holding NaN/Inf always an anomaly, an empty site (no token routed there) never judged and
+never a baseline. Reported in
 forward order, the first one is where things went wrong; the ones after it are the cascade.
 `empty_sites` names the empty ones for the report.
 
@@ -19,7 +21,14 @@ from typing import Any
 from contracts.gates import Outcome, gate_require, measure
 from contracts.judges import judge
 from contracts.spec import load_spec
-from contracts.trace_anomaly import SiteBaseline, SiteStats, block_site, site_baselines
+from contracts.trace_anomaly import (
+    FIRST_MLP,
+    LAST_OUTPUT,
+    SiteBaseline,
+    SiteStats,
+    block_site,
+    site_baselines,
+)
 from stack.trace.report import plain
 from stack.trace.tracer import Trace
 
@@ -30,6 +39,15 @@ BASELINE_STATS = ("count", "std", "nan", "inf")
 def std_multiple() -> float:
     """k: how many times the baseline a site's std may reach."""
     return float(load_spec().threshold("GATE-TRACE-003", "anomaly_std_multiple"))
+
+
+def role_multiples() -> dict[str, float]:
+    """Each role's multiple (contracts.trace_anomaly.Role.threshold), by role name."""
+    spec = load_spec()
+    return {
+        role.name: float(spec.threshold("GATE-TRACE-003", role.threshold))
+        for role in (FIRST_MLP, LAST_OUTPUT)
+    }
 
 
 def empty_sites(trace: Trace, names: list[str]) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from contracts.errors import BadInput
-from contracts.trace_anomaly import SiteBaseline
+from contracts.trace_anomaly import SiteBaseline, not_judged
 from stack.trace import report
 from stack.trace.ablation import ablation_effect, check_samples, greedy_sample
 from stack.trace.anomaly import (
@@ -27,6 +27,7 @@ from stack.trace.anomaly import (
     empty_sites,
     find_anomalies,
     judged_sites,
+    role_multiples,
     site_stats,
     std_multiple,
 )
@@ -75,6 +76,8 @@ def _anomaly_json(a: SiteBaseline) -> dict[str, Any]:
         "baseline_layers": list(a.baseline_layers),
         "ratio": a.ratio,
         "nonfinite": a.nonfinite,
+        # Why the site was compared as it was: its role and the multiple it answers to, if any.
+        **({"role": a.role.name, "why": a.role.why} if a.role else {}),
     }
 
 
@@ -119,6 +122,7 @@ def single(
         verdict = "anomaly" if found else "clean"
         first = found[0].name if found else None
         lines += report.anomalies(found, std_multiple(), trace.n_layers)
+        lines += report.roles(judged_sites(trace, names), role_multiples())
         lines += report.empty(empty)
         if bad.first is not None:
             lines.append("  NaN/Inf present: rerun with --stop-on-nonfinite to name the site that makes them")
@@ -141,6 +145,8 @@ def single(
         # derives the anomalies and the verdict from them again (contracts.trace_anomaly).
         "site_stats": stats,
         "baselines": [_anomaly_json(a) for a in judged_sites(trace, names)],
+        # Each block site that was not compared, and why (contracts.trace_anomaly.not_judged).
+        "not_judged": not_judged(stats, names),
         "empty": empty,
         "nonfinite": {"producers": bad.producers, "carriers": bad.carriers},
     }

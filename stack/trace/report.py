@@ -144,6 +144,16 @@ def empty(names: list[str]) -> list[str]:
     return _listing(f"{len(names)} empty site(s), no token routed there, left out of every baseline: ", names)
 
 
+def roles(judged: list[SiteBaseline], multiples: dict[str, float]) -> list[str]:
+    """The judged sites with a role of their own, each with why and the multiple it was held to."""
+    return [
+        f"  {b.name}: {b.role.why}, held to {multiples[b.role.name]:g} × its baseline "
+        f"(calibrated on healthy models): {_ratio(b)}"
+        for b in judged
+        if b.role is not None and not b.nonfinite
+    ]
+
+
 def anomalies(found: list[SiteBaseline], k: float, n_layers: int) -> list[str]:
     """The first anomaly and the cascade after it, with baselines and ratios."""
     if n_layers < 2:

@@ -28,9 +28,20 @@ mode (`feed`) a block reads the fed tensor, not the previous block's output, and
 read it too; an ablated site holds zeros by request, so its own identity is not asked (its
 readers see the zeros, as the forward did).
 
-Cost: one more call of each projection and norm at a trace's one forward, and a few reductions
-per site kept on the device and read back with the trace's statistics (no synchronisation per
-site); the tensors a block's identities read are kept (by reference) until the block's output.
+Cost: every module an identity names acts on its input row by row (a projection, a norm, the
+SwiGLU product, an expert, a router, the head: one token's row in, one row out), so the identity
+holds on every row alone, and by default each is checked on a deterministic sample of
+`identity_sample_rows` rows (GATE-TRACE-002): row ⌊i·n/s⌋ for i < s of the site's n rows, the
+reads' same rows through the module, compared with the traced rows. That is s/n of one more
+forward's projections and a few reductions over s rows per site, instead of a second forward and
+float64 copies of every activation, which cost a `small` trace on a CPU several times the forward.
+What the sample catches (GATE-TRACE-002's statement): a site that observes another tensor, or a
+module's output off by a scale (every row is off), for certain; a fault confined to a run of at
+least ⌈n/s⌉ consecutive rows (one sequence of a batch of at most s), for certain, since no gap
+between sampled rows is longer; a fault in one row at a place drawn at random, with probability
+s/n. `exhaustive=True` (`stack trace --verify`) checks every row, as the whole tensors. The
+reductions are kept on the device and read back with the trace's statistics (no synchronisation
+per site); the tensors a block's identities read are kept (by reference) until the block's output.
 """
 
 from __future__ import annotations
@@ -104,18 +115,32 @@ def identities(model: GPT, layout: Layout) -> dict[str, Identity]:
 
 # The row `site_deviation` keeps per site: max |traced − recomputed|, max |recomputed| (over the
 # elements finite on both sides), and 1 where NaN/Inf stand on one side only or the shapes differ.
-ROW = ("max_abs_diff", "ref_absmax", "unmatched")
+DEVIATION = ("max_abs_diff", "ref_absmax", "unmatched")
+
+
+def sampled_rows(rows: int, limit: int | None) -> torch.Tensor | None:
+    """The rows an identity checks of a site of `rows` rows: ⌊i·rows/limit⌋ for i < limit, evenly
+    spaced and the same for every trace of that shape; None (every row) when `limit` is None or
+    the site has no more rows than it."""
+    if limit is None or rows <= limit:
+        return None
+    return torch.arange(limit, dtype=torch.int64) * rows // limit
+
+
+def as_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` as (rows, width): one row per token (a view wherever the layout allows)."""
+    return tensor.reshape(-1, tensor.shape[-1]) if tensor.dim() else tensor.reshape(1, 1)
 
 
 def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tensor:
-    """The ROW of a traced site against its recomputation, in float64 on their device: NaN and Inf
+    """The DEVIATION of a traced site from its recomputation, in float64 on their device: NaN and Inf
     at the same places on both sides are no difference (a model that makes NaN makes it in both,
     and a trace of it stays readable); a site of another shape is unmatched."""
     device = traced.device
     if traced.shape != recomputed.shape:
         return torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=device)
     if traced.numel() == 0:  # an expert no token was routed to
-        return torch.zeros(len(ROW), dtype=torch.float64, device=device)
+        return torch.zeros(len(DEVIATION), dtype=torch.float64, device=device)
     # The difference is taken in float64 (recomputed is promoted inside the kernel, not copied),
     # while |recomputed| and its max are exact in its own dtype. A largest difference that is
     # finite proves every element finite on both sides (Inf or NaN on either side makes the
@@ -136,10 +161,47 @@ def site_deviation(traced: torch.Tensor, recomputed: torch.Tensor) -> torch.Tens
     return torch.stack([diff, scale, unmatched.double()])
 
 
-def as_measured(row: list[float]) -> dict[str, float | str]:
-    """GATE-TRACE-002's values of one site from its ROW read back: an unmatched site is "inf" away."""
+def sampled_deviations(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """(len(pairs), 3): each (traced, recomputed) pair's DEVIATION as `site_deviation` defines it,
+    for all pairs at once: the pairs are the sampled rows of a forward's sites, a few rows each, so
+    their elements are concatenated (bf16 widened to float32, exactly) and each pass runs once over
+    all of them, instead of a dozen small passes per site. The difference is taken in float32 here:
+    within a rounding of itself of the float64 one (where an identity holds the two sides are within
+    a factor 2 of each other and their difference is exact), far below site_identity_rtol. On the
+    host a largest difference that is finite proves every element finite, as in `site_deviation`."""
+    traced = torch.cat([t.reshape(-1) for t, _ in pairs]).float()
+    recomputed = torch.cat([r.reshape(-1) for _, r in pairs]).float()
+    lengths = [t.numel() for t, _ in pairs]
+    diff = torch.sub(traced, recomputed).abs_()
+    if on_host(traced) and (diff.numel() == 0 or bool(diff.max().isfinite())):
+        unmatched = torch.zeros(len(pairs), dtype=torch.float64)
+    else:
+        traced_finite, recomputed_finite = traced.isfinite(), recomputed.isfinite()
+        unmatched = _segment_max((traced_finite != recomputed_finite).float(), lengths)
+        stray = traced_finite.logical_and_(recomputed_finite).logical_not_()
+        diff.masked_fill_(stray, 0.0)
+        recomputed.masked_fill_(stray, 0.0)
+    scale = _segment_max(recomputed.abs_(), lengths)
+    return torch.stack([_segment_max(diff, lengths), scale, unmatched.to(scale)], dim=1)
+
+
+def _segment_max(values: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """float64 (len(lengths),): the largest of each run of `values` (0 for an empty run), NaN kept."""
+    return torch.stack(
+        [part.max() if part.numel() else part.new_zeros(()) for part in values.split(lengths)]
+    ).double()
+
+
+def as_measured(row: list[float], rows: int, checked: int) -> dict[str, float | str]:
+    """GATE-TRACE-002's values of one site from its DEVIATION read back, with its rows and the rows
+    checked: an unmatched site is "inf" away."""
     diff, scale, unmatched = row
-    return {"max_abs_diff": "inf" if unmatched else diff, "ref_absmax": scale}
+    return {
+        "max_abs_diff": "inf" if unmatched else diff,
+        "ref_absmax": scale,
+        "rows": rows,
+        "rows_checked": checked,
+    }
 
 
 def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[str, torch.Tensor]:
@@ -152,13 +214,22 @@ def fed_inputs(feed: Mapping[str, torch.Tensor] | None, n_layers: int) -> dict[s
 
 
 class SiteIdentities:
-    """The identities of one traced forward, measured on the device as its sites are shown (`visit`)."""
+    """The identities of one traced forward, measured on the device as its sites are shown (`visit`),
+    each on at most `sample_rows` rows of its site (None: every row, the exhaustive check)."""
 
     def __init__(
-        self, table: Mapping[str, Identity], fed: Mapping[str, torch.Tensor], ablated: frozenset[str]
+        self,
+        table: Mapping[str, Identity],
+        fed: Mapping[str, torch.Tensor],
+        ablated: frozenset[str],
+        sample_rows: int | None = None,
     ) -> None:
-        self.table, self.fed, self.ablated = table, fed, ablated
-        self.rows: dict[str, torch.Tensor] = {}
+        self.table, self.fed, self.ablated, self.sample_rows = table, fed, ablated, sample_rows
+        # Per checked site in forward order, its DEVIATION, or None while its sampled rows wait in
+        # `_pending` to be measured with the others' (`deviations`).
+        self.rows: dict[str, torch.Tensor | None] = {}
+        self.counted: list[tuple[int, int]] = []  # (rows, rows checked) of each of `rows`, in order
+        self._pending: list[tuple[str, torch.Tensor, torch.Tensor]] = []
         self._seen: dict[str, torch.Tensor] = {}
 
     def _read(self, name: str) -> torch.Tensor | None:
@@ -169,14 +240,54 @@ class SiteIdentities:
         return seen
 
     def visit(self, name: str, tensor: torch.Tensor) -> None:
-        """Site `name` as the forward handed it on: its identity's ROW, when it has one."""
+        """Site `name` as the forward handed it on: its identity's DEVIATION, when it has one."""
         self._seen[name] = tensor
         identity = self.table.get(name)
         if identity is not None and name not in self.ablated:
             reads = [self._read(read) for read in identity.reads]
             if any(read is None for read in reads):  # shown before what it is computed from
-                self.rows[name] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64, device=tensor.device)
+                self.rows[name] = self._counted(0, 0, _UNMATCHED.to(tensor.device))
             else:
-                self.rows[name] = site_deviation(tensor, identity.compute(*reads))
+                self.rows[name] = self._check(name, tensor, identity, reads)
         if name.endswith(".output"):  # the next block's input, the one site any later identity reads
             self._seen = {name: tensor}
+
+    def _check(
+        self, name: str, tensor: torch.Tensor, identity: Identity, reads: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The DEVIATION of one site from its module on the reads over every row, or (None) its
+        sampled rows and their recomputation set aside for `deviations`; the counts go to
+        `counted`. A site with another number of rows than its reads is unmatched: it observes
+        another tensor."""
+        rows = as_rows(reads[0]).shape[0]
+        chosen = sampled_rows(rows, self.sample_rows)
+        if chosen is None:
+            return self._counted(rows, rows, site_deviation(tensor, identity.compute(*reads)))
+        traced = as_rows(tensor)
+        if traced.shape[0] != rows:
+            return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
+        at = chosen.to(tensor.device)
+        recomputed = identity.compute(*(as_rows(read).index_select(0, at) for read in reads))
+        sampled = traced.index_select(0, at)  # a copy: a later in-place write cannot move it
+        if sampled.shape != recomputed.shape:
+            return self._counted(rows, 0, _UNMATCHED.to(tensor.device))
+        self._pending.append((name, sampled, recomputed))
+        return self._counted(rows, len(chosen), None)
+
+    def _counted(self, rows: int, checked: int, deviation: torch.Tensor | None) -> torch.Tensor | None:
+        self.counted.append((rows, checked))
+        return deviation
+
+    def deviations(self) -> dict[str, torch.Tensor]:
+        """Every checked site's DEVIATION, in forward order: the sampled ones measured together, in a
+        few reductions over all their rows instead of a dozen small ones per site."""
+        if self._pending:
+            measured = sampled_deviations([(traced, again) for _, traced, again in self._pending])
+            for (name, _, _), row in zip(self._pending, measured, strict=True):
+                self.rows[name] = row
+            self._pending = []
+        return {name: row for name, row in self.rows.items() if row is not None}
+
+
+# The DEVIATION of a site that cannot be set against its recomputation.
+_UNMATCHED = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)

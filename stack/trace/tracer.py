@@ -10,17 +10,26 @@ module's output, recomputed by that module from the traced sites it reads).
 
 `keep=True` also keeps a copy of every site's tensor, which bisection compares element by
 element; `ablate` zeroes the named sites as the forward goes; `feed` is shadow mode (see hooks).
-Whatever `keep` says, the forward keeps the tensors of a bounded sample of sites (of each kind,
-its site in the last block that has it, and the model's own sites: `statistics_sample`), whose
-statistics are computed again from them by their definitions (contracts.site_statistics): the
-fused kernels' numbers are held to those, and every site's statistics to each other, by
-GATE-TRACE-002's check statistics.
+
+What the checks of GATE-TRACE-002 cost is bounded, so that tracing stays cheap enough to run on
+every checkpoint. The identities are checked on `identity_sample_rows` rows of each site
+(stack.trace.site_identity says why a sample keeps their power). The statistics are held to
+their definitions on a bounded sample of sites (of each kind, its site in the last block that
+has it, and the model's own sites: `statistics_sample`), each on a slice of evenly spaced rows of
+at most `statistics_sample_elements` elements read where the site lies (its layout and dtype,
+so the fused kernel's path): the kernel's statistics of that slice against contracts.
+site_statistics' float64 definitions of the same slice, and every site's statistics to each
+other. A fused kernel that computes another quantity computes it on every slice. The exhaustive
+check (`exhaustive=True`, or inside `exhaustive_checks()`: `stack trace --verify`) checks every
+row of every identity and each sampled site whole, as its recorded statistics.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,9 +39,10 @@ from contracts import site_statistics
 from contracts.errors import BadInput
 from contracts.gates import Outcome, gate_ensure, gate_require, measure
 from contracts.selection import trace_sites
+from contracts.spec import load_spec
 from stack.model.gpt import GPT
 from stack.trace.hooks import SiteHooks
-from stack.trace.site_identity import ROW, SiteIdentities, as_measured, fed_inputs, identities
+from stack.trace.site_identity import DEVIATION, SiteIdentities, as_measured, as_rows, fed_inputs, identities
 from stack.trace.sites import (
     DENSE,
     STATS,
@@ -73,9 +83,12 @@ class Trace:
     # Per site that is a module's output, how far it is from that module on the sites it reads
     # (stack.trace.site_identity); measured by the traced forward, absent from a trace read back.
     identities: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Per site of `statistics_sample`, its statistics recomputed by their definitions from the
-    # tensor it observed (contracts.site_statistics); measured by the traced forward only.
+    # Per site of `statistics_sample`, the statistics the fused kernel gave of the rows checked (the
+    # site's own when every row was), those of their definitions (contracts.site_statistics), and
+    # (rows checked, rows); measured by the traced forward only.
+    sampled: dict[str, dict[str, float]] = field(default_factory=dict)
     recomputed: dict[str, dict[str, float]] = field(default_factory=dict)
+    sample_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     # The sites whose tensor the forward's hooks replaced with zeros (SiteHooks.replaced): where an
     # ablation acted, measured by the hooks, not by the list of sites it was handed.
     zeroed: tuple[str, ...] = ()
@@ -102,8 +115,9 @@ class Trace:
             measured["identities"] = self.identities
         if self.recomputed:
             strict = site_statistics.strict
-            measured["stats_recorded"] = {n: strict(self.sites[n].stats) for n in self.recomputed}
+            measured["stats_recorded"] = {n: strict(v) for n, v in self.sampled.items()}
             measured["stats_recomputed"] = {n: strict(v) for n, v in self.recomputed.items()}
+            measured["stats_rows"] = {n: list(v) for n, v in self.sample_rows.items()}
         return measure("GATE-TRACE-002", measured, holds="trace complete, every site what its name says")
 
 
@@ -145,18 +159,73 @@ def statistics_sample(n_layers: int, layout: Layout) -> frozenset[str]:
     return frozenset([*last.values(), *(name for name in names if split(name)[0] is None)])
 
 
+_EXHAUSTIVE: ContextVar[bool] = ContextVar("exhaustive", default=False)
+
+
+@contextmanager
+def exhaustive_checks() -> Iterator[None]:
+    """Every traced forward made inside holds GATE-TRACE-002's identities on every row and its
+    statistics on whole sites (`stack trace --verify`): a command's calibrations, paths and
+    ablations all trace through here, without a flag handed down each of them."""
+    token = _EXHAUSTIVE.set(True)
+    try:
+        yield
+    finally:
+        _EXHAUSTIVE.reset(token)
+
+
+@dataclass(frozen=True)
+class CheckBudget:
+    """How much of each site GATE-TRACE-002's checks read: None reads all of it."""
+
+    identity_rows: int | None
+    statistics_elements: int | None
+
+    @classmethod
+    def of(cls, exhaustive: bool) -> CheckBudget:
+        """The spec's sample sizes, or the exhaustive check."""
+        if exhaustive:
+            return cls(None, None)
+        spec = load_spec()
+        return cls(
+            int(spec.threshold("GATE-TRACE-002", "identity_sample_rows")),
+            int(spec.threshold("GATE-TRACE-002", "statistics_sample_elements")),
+        )
+
+
+def statistics_slice(tensor: torch.Tensor, elements: int | None) -> tuple[torch.Tensor, int, int]:
+    """The rows of `tensor` its statistics are checked on, a view in its own layout (every
+    ⌈n/k⌉-th of its n rows, k rows of at most `elements` elements in all, at least one), with
+    (rows checked, rows); the whole tensor when it fits or `elements` is None."""
+    rows = as_rows(tensor)
+    count = rows.shape[0]
+    fits = count if elements is None else max(1, elements // max(1, rows.shape[1]))
+    if fits >= count:
+        return tensor, count, count
+    step = -(-count // fits)
+    chosen = rows[::step]
+    return chosen, chosen.shape[0], count
+
+
 class _Recorder:
     """The visitor of one traced forward: statistics on device, values when asked to keep them."""
 
     def __init__(
-        self, keep: bool, ablate: frozenset[str], identities: SiteIdentities, sample: frozenset[str]
+        self,
+        keep: bool,
+        ablate: frozenset[str],
+        identities: SiteIdentities,
+        sample: frozenset[str],
+        statistics_elements: int | None,
     ) -> None:
         self.keep, self.ablate, self.identities, self.sample = keep, ablate, identities, sample
+        self.statistics_elements = statistics_elements
         self.order: list[str] = []
         self.rows: list[torch.Tensor] = []
         self.meta: dict[str, tuple[tuple[int, ...], str]] = {}
         self.values: dict[str, torch.Tensor] = {}
-        self.sampled: dict[str, torch.Tensor] = {}
+        # Per sampled site: the kernel's statistics of its slice, their definitions', (checked, rows).
+        self.sampled: dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
         self.duplicates: list[str] = []
 
     def __call__(self, name: str, tensor: torch.Tensor) -> torch.Tensor | None:
@@ -166,35 +235,45 @@ class _Recorder:
             self.duplicates.append(name)
             return replacement
         self.order.append(name)
-        self.rows.append(site_stats(seen))
+        row = site_stats(seen)
+        self.rows.append(row)
         self.meta[name] = (tuple(seen.shape), str(seen.dtype).removeprefix("torch."))
-        if self.keep or name in self.sample:
+        if self.keep:
             # A copy, so that a later in-place write into the same storage cannot change the record.
-            kept = seen.detach().clone()
-            if self.keep:
-                self.values[name] = kept
-            if name in self.sample:
-                self.sampled[name] = kept
+            self.values[name] = seen.detach().clone()
+        if name in self.sample:
+            self._sample(name, seen, row)
         self.identities.visit(name, seen)
         return replacement
 
+    def _sample(self, name: str, seen: torch.Tensor, row: torch.Tensor) -> None:
+        """A sampled site's statistics by the kernel and by their definitions, of the same rows,
+        taken now (on the device, nothing read back) before anything can write into them."""
+        chosen, checked, count = statistics_slice(seen, self.statistics_elements)
+        by_kernel = row if checked == count else site_stats(chosen)
+        self.sampled[name] = (by_kernel, site_statistics.statistics(chosen), (checked, count))
+
     def trace(self, n_layers: int, layout: Layout) -> Trace:
-        checked = list(self.identities.rows)
-        stats, rows = torch.stack(self.rows), list(self.identities.rows.values())
-        deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(ROW))
+        deviation_of = self.identities.deviations()
+        checked = list(deviation_of)
+        stats, rows = torch.stack(self.rows), list(deviation_of.values())
+        deviations = torch.stack(rows).to(stats.dtype) if rows else stats.new_zeros(0, len(DEVIATION))
         sampled = list(self.sampled)
-        again = [site_statistics.statistics(self.sampled[name]).to(stats.device) for name in sampled]
+        pairs = [torch.cat([kernel, again.to(stats.device)]) for kernel, again, _ in self.sampled.values()]
         # The one host transfer: every site's statistics, every identity's row, every sampled
-        # site's statistics by their definitions.
-        parts = [stats.flatten(), deviations.flatten(), *again]
-        flat = torch.cat(parts).cpu().tolist()
+        # site's statistics of its slice by the kernel and by their definitions.
+        flat = torch.cat([stats.flatten(), deviations.flatten(), *pairs]).cpu().tolist()
         width, cut = stats.shape[1], stats.numel()
         tail = cut + deviations.numel()
-        size = len(site_statistics.STATISTICS)
-        recomputed = {
-            name: site_statistics.named(flat[tail + i * size : tail + (i + 1) * size])
-            for i, name in enumerate(sampled)
-        }
+        size = width + len(site_statistics.STATISTICS)
+        by_kernel, recomputed, sample_rows = {}, {}, {}
+        for i, name in enumerate(sampled):
+            start = tail + i * size
+            rows_checked, count = self.sampled[name][2]
+            elements = math.prod(self.meta[name][0]) // max(1, count) * rows_checked
+            by_kernel[name] = as_dict(elements, flat[start : start + width])
+            recomputed[name] = site_statistics.named(flat[start + width : start + size])
+            sample_rows[name] = (rows_checked, count)
         sites = {}
         for i, name in enumerate(self.order):
             shape, dtype = self.meta[name]
@@ -202,8 +281,8 @@ class _Recorder:
                 name, shape, dtype, as_dict(math.prod(shape), flat[i * width : (i + 1) * width])
             )
         identities = {
-            name: as_measured(flat[cut + i * len(ROW) : cut + (i + 1) * len(ROW)])
-            for i, name in enumerate(checked)
+            name: as_measured(flat[cut + i * len(DEVIATION) : cut + (i + 1) * len(DEVIATION)], *counts)
+            for i, (name, counts) in enumerate(zip(checked, self.identities.counted, strict=True))
         }
         duplicates = tuple(self.duplicates)
         return Trace(
@@ -213,7 +292,9 @@ class _Recorder:
             duplicates=duplicates,
             layout=layout,
             identities=identities,
+            sampled=by_kernel,
             recomputed=recomputed,
+            sample_rows=sample_rows,
         )
 
 
@@ -248,13 +329,17 @@ def trace_forward(
     keep: bool = False,
     ablate: Sequence[str] = (),
     feed: Mapping[str, torch.Tensor] | None = None,
+    exhaustive: bool | None = None,
 ) -> tuple[Trace, torch.Tensor]:
-    """Run model(idx) once with every site recorded; returns the trace and the logits."""
+    """Run model(idx) once with every site recorded; returns the trace and the logits. GATE-TRACE-002's
+    checks read their samples, or everything with `exhaustive` (None: as `exhaustive_checks` says)."""
     layout = layout_for(model.config)
     ablated = check_ablation(ablate, len(model.layers), layout)
     fed = fed_inputs(feed, len(model.layers))
-    checked = SiteIdentities(identities(model, layout), fed, ablated)
-    recorder = _Recorder(keep, ablated, checked, statistics_sample(len(model.layers), layout))
+    budget = CheckBudget.of(_EXHAUSTIVE.get() if exhaustive is None else exhaustive)
+    checked = SiteIdentities(identities(model, layout), fed, ablated, budget.identity_rows)
+    sample = statistics_sample(len(model.layers), layout)
+    recorder = _Recorder(keep, ablated, checked, sample, budget.statistics_elements)
     with SiteHooks(model, recorder, feed) as hooks:
         logits, _ = model(idx)
     zeroed = tuple(dict.fromkeys(r.name for r in hooks.replaced if not bool(r.written.any())))
