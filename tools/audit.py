@@ -182,7 +182,11 @@ def _source(path: Path) -> str | None:
         return None
 
 
-def _parse(text: str) -> ast.Module | None:
+@functools.cache
+def parse_source(text: str) -> ast.Module | None:
+    """A module's syntax tree (None where it does not parse), parsed once per content: the coverage
+    scan, the fingerprints and the proof lock's test listing all read the same sources, and
+    parsing them was most of a check's time. Callers read the tree, never change it."""
     try:
         return ast.parse(text)
     except SyntaxError:
@@ -296,7 +300,7 @@ def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, as
 @functools.lru_cache(maxsize=TEXT_CACHE)
 def _gate_marks(text: str) -> tuple[tuple[str, int, str], ...]:
     """(gate id, line, test or `pytestmark`) of every gate mark in one test file."""
-    tree = _parse(text)
+    tree = parse_source(text)
     if tree is None:
         return ()
     return tuple((g, line, getattr(node, "name", "pytestmark")) for g, line, node in gate_marked(tree))
@@ -305,7 +309,9 @@ def _gate_marks(text: str) -> tuple[tuple[str, int, str], ...]:
 @functools.lru_cache(maxsize=TEXT_CACHE)
 def _binding_calls(text: str) -> tuple[tuple[str, int], ...]:
     """(gate id, line) of every `gate_require("ID", …)` / `gate_ensure("ID", …)` in one module."""
-    tree = _parse(text)
+    if not any(name in text for name in BINDING_FUNCS):
+        return ()  # most modules bind no gate: parsing them would find nothing
+    tree = parse_source(text)
     if tree is None:
         return ()
     return tuple(

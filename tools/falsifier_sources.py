@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit import SKIP_DIRS, gate_marked
+from audit import SKIP_DIRS, gate_marked, parse_source
 
 TESTS_DIR = "tests"
 MODULE_MARK = "pytestmark"  # what a module-level mark marks: every test of the module
@@ -74,9 +74,8 @@ def _qualified(tree: ast.Module) -> dict[int, str]:
 def read_test_file(text: str) -> TestFile | None:
     """A test module's tests and the gates each kind of mark of MARKS names on each; None where it
     does not parse. Parsed once per content: the modules of one commit are mostly another's."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
+    tree = parse_source(text)
+    if tree is None:
         return None
     names = _qualified(tree)
     marks: dict[str, dict[str, set[str]]] = {}

@@ -27,7 +27,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from audit import BINDING_FUNCS, _dotted, _walk, gate_marked, literal_strings, module_values
+from audit import BINDING_FUNCS, _dotted, _walk, gate_marked, literal_strings, module_values, parse_source
 
 from contracts.reading import Unreadable, read_text, read_yaml
 from contracts.spec import SAFE_LOADER
@@ -45,7 +45,10 @@ class Module:
         self.rel = rel
         self.text = read_text(path)
         self.lines = self.text.splitlines()
-        self.tree = ast.parse(self.text, filename=rel)
+        tree = parse_source(self.text)
+        if tree is None:
+            raise SyntaxError(f"{rel} does not parse")
+        self.tree = tree
         self.defs: dict[str, ast.AST] = {
             node.name: node
             for node in self.tree.body
