@@ -1562,12 +1562,24 @@ def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler:
     size = config.get("train", {}).get("batch_size")
     if not isinstance(size, int) or isinstance(size, bool):
         return
+    windows = _split_windows(inputs)
+    if isinstance(batches, int) and windows is not None and windows < batches * size:
+        size = 1  # a split smaller than the set asked for is evaluated whole, one window a batch
     derived.put(("gates", "GATE-EVAL-001", "measured", "batch_size"), size, optional=True)
     if isinstance(batches, int) and _real(distinct) and distinct > batches * size:
         derived.problems.append(
             f"gates[GATE-EVAL-001].measured.distinct_windows is {distinct}, more than the {batches} held-out "
             f"batches of {size} windows hold"
         )
+
+
+def _split_windows(inputs: Inputs) -> int | None:
+    """The held-out split's windows, as GATE-DATA-005's spread check measured them where it read
+    the split (None: not measured), which size a set the split cannot fill (contracts.heldout)."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-DATA-005"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    windows = measured.get("split_windows")
+    return windows if isinstance(windows, int) and not isinstance(windows, bool) else None
 
 
 @derives(*LOOP_KINDS)
@@ -1637,7 +1649,10 @@ def training_record(inputs: Inputs) -> Derivation:
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
     stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
     asked = heldout_set_batches(
-        config.get("eval", {}).get("batches"), limits["GATE-EVAL-001"]["min_heldout_batches"]
+        config.get("eval", {}).get("batches"),
+        limits["GATE-EVAL-001"]["min_heldout_batches"],
+        _split_windows(inputs),
+        config.get("train", {}).get("batch_size"),
     )
     derived.problems += _asked_problems(log, asked)
     since = _revision_of(inputs, "GATE-EVAL-002") >= ASKED_SINCE
