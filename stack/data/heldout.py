@@ -150,7 +150,9 @@ def repeated_windows_remedy(
         table, _ = _heldout_table(Path(data_dir), load_manifest(Path(data_dir)), seq_len, None)
     except BadInput:
         return None
-    if n * batch_size > table.total or _passes(table, n, batch_size):
+    whole = n * batch_size > table.total  # the run evaluates the split whole, one window a batch
+    drawn = _drawn(table, table.total, 1) if whole else _drawn(table, n, batch_size)
+    if measure("GATE-EVAL-001", set_size_measured(list(drawn))).ok:
         return None
     fits = _smaller_batch(table, n, batch_size)
     smaller = f"; or {lower_to(TRAINING_KNOBS.batch_size, fits)}" if fits else ""
