@@ -676,9 +676,9 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
 
 def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
     """The presets whose held-out set `stack train` (`sft`, `dpo`) `--preset NAME` would refuse
-    before its first step: a split with too few windows for it, or a set GATE-EVAL-001 judges too
-    small by its distinct windows (duplicated documents repeat windows). The set is drawn as the
-    run draws it, in windows of the model's context or of fine-tuning data's pack length."""
+    before its first step: a split of no window, or a set that repeats windows (duplicated documents
+    or examples), which GATE-EVAL-001 refuses. The set is drawn as the run draws it, in windows of
+    the model's context or of fine-tuning data's pack length, the whole split where it is smaller."""
     from stack.data.heldout import heldout_set_outcome
     from stack.train.config import resolve
     from stack.train.presets import PRESETS
