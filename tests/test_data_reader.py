@@ -23,13 +23,13 @@ from stack.data import mixture
 from stack.data import reader as reader_module
 from stack.data.hashing import batch_sha256
 from stack.data.heldout import heldout_batches, heldout_split_windows
-from stack.lens.train import LENS_KNOBS
 from stack.data.manifest import DataFile, load_manifest, write_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import CorpusExhausted, TokenReader
 from stack.data.shards import HEADER
 from stack.data.split import INDEX_DTYPE
 from stack.data.windows import WindowTable
+from stack.lens.train import LENS_KNOBS
 
 B, T = 4, 16
 

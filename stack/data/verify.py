@@ -20,8 +20,9 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
     With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
     built and the held-out set a run draws (the whole split, where it is smaller than the set) holds
     no window twice, as GATE-EVAL-001 judges it before a run's first step, so a long run does not
-    find out at its start that the data cannot feed it. Returns the manifest; the first problem is raised as the
-    reader would raise it, and a set the gate would halt on as bad input naming the gate.
+    find out at its start that the data cannot feed it. Returns the manifest; the first problem is
+    raised as the reader would raise it, and a set the gate would halt on as bad input naming the
+    gate.
     """
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)
