@@ -358,16 +358,15 @@ def _chosen_lines(args: argparse.Namespace, manifest: Manifest, context: int | N
         wanted = int(spec.threshold("GATE-EVAL-001", "wanted_heldout_examples"))
         cap = spec.threshold("GATE-EVAL-001", "max_val_fraction")
         held, total = manifest.sft.examples["heldout"], sum(manifest.sft.examples.values())
-        why = (
-            f"the {wanted} a held-out loss precise enough for early stopping needs"
-            if manifest.val_fraction < cap
-            else f"short of the {wanted} a held-out loss precise enough for early stopping needs: "
-            f"at most {cap} of the examples are held out (GATE-EVAL-001 max_val_fraction), and "
-            "`stack sft`/`dpo` will train with early stopping off if their loss is too noisy"
+        aim = f"the {wanted} held-out examples GATE-EVAL-001 aims at (wanted_heldout_examples)"
+        why = aim if manifest.val_fraction < cap else f"capped by max_val_fraction short of {aim}"
+        why += (
+            "; `stack sft` and `stack dpo` measure at each evaluation whether their loss is precise "
+            "enough for early stopping, and turn it off if not"
         )
         lines.append(
             f"stack prepare: note: --val-fraction {manifest.val_fraction:g} held out {held} of {total} "
-            f"examples, {why}"
+            f"examples: {why}"
         )
     return lines
 
