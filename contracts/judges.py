@@ -718,15 +718,19 @@ def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _set_problems(m: Measured, t: Thresholds) -> list[str]:
-    """Nothing to measure, or a window counted twice (a set padded with repeats looks more
-    precise than the text it holds): what the set check refuses. Its size is the noise check's."""
+    """Nothing to measure (fewer than two windows), or a window counted twice (a set padded with
+    repeats looks more precise than the text it holds): what the set check refuses. Its size is the
+    noise check's."""
     batches, distinct, size = (
         count(m, "heldout_batches"),
         count(m, "distinct_windows"),
         count(m, "batch_size"),
     )
-    if distinct < 1:
-        return ["the held-out set holds no window: nothing to measure a held-out loss on"]
+    if distinct < 2:  # one window has a loss but no spread: no standard error to judge it by
+        return [
+            f"the held-out set holds {distinct} window(s): nothing to measure a held-out loss and its "
+            "standard error on (that needs two)"
+        ]
     if size < 1:
         raise Malformed("batch_size must be at least 1")
     if distinct < batches * size:

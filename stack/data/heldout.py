@@ -199,7 +199,7 @@ TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "model.ctx", judged=T
 
 @dataclass(frozen=True)
 class Shortfall:
-    """A held-out split of `windows` windows too small for `batches` batches of `batch_size`, under
+    """A held-out split of `windows` windows too small for `batches` batches of `batch_size`;
     `packed`: fine-tuning data, whose windows are its pack length."""
 
     windows: int
