@@ -514,7 +514,8 @@ def _recorded(
         evidence.file()
         raise
     if manifest.sft is not None:  # the pack length and share the examples chose, where left unset
-        settings = {**settings, "pack_len": _row_pack_len(manifest), "val_fraction": manifest.val_fraction}
+        chosen = {"pack_len": _row_pack_len(manifest), "val_fraction": manifest.val_fraction}
+        settings = {**settings, **{key: chosen[key] for key in chosen if settings.get(key) is None}}
         record.config, record.config_sha256 = settings, canonical_sha256(settings)
     record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=manifest.tokenizer.sha256)
     record.metrics["filters"] = {name: report.model_dump() for name, report in manifest.filters.items()}
