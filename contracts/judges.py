@@ -697,13 +697,14 @@ def _round_trip_problems(m: Measured, budget: float) -> list[str]:
         ),
         "precision": ("precision", "logits_dtypes"),
         "mode": ("modes", "mismatched_modes"),
+        "noise": ("scored_losses", "heldout_stderr", "early_stop"),
     },
 )
 def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
-    """The set, as made, counted by its distinct windows (two batches repeated eight times are
-    two); and each evaluation, by what its forwards read: every batch of the set, each read as it
+    """The set, as made: something to measure, no window twice (two batches repeated eight times
+    are two); each evaluation, by what its forwards read: every batch of the set, each read as it
     states, as many distinct windows as the set states, in the compute dtype of train.precision,
-    with the model in evaluation mode."""
+    with the model in evaluation mode; and early stopping, judging only a loss precise enough."""
     problems = precision_problems(m, "the evaluation") if has(m, "precision", "logits_dtypes") else []
     if has(m, "modes", "mismatched_modes"):
         problems += mode_problems(m, "the evaluation's forwards", "evaluation mode (no dropout drawn)")
@@ -711,24 +712,52 @@ def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
         problems += _set_problems(m, t)
     if has(m, *CHECKS["GATE-EVAL-001"]["reads"]):
         problems += _read_problems(m)
+    if has(m, *CHECKS["GATE-EVAL-001"]["noise"]):
+        problems += _noise_problems(m, t)
     return problems
 
 
 def _set_problems(m: Measured, t: Thresholds) -> list[str]:
+    """Nothing to measure (fewer than two windows), or a window counted twice (a set padded with
+    repeats looks more precise than the text it holds): what the set check refuses. Its size is the
+    noise check's."""
     batches, distinct, size = (
         count(m, "heldout_batches"),
         count(m, "distinct_windows"),
         count(m, "batch_size"),
     )
-    minimum = t["min_heldout_batches"]
+    if distinct < 2:  # one window has a loss but no spread: no standard error to judge it by
+        return [
+            f"the held-out set holds {distinct} window(s): nothing to measure a held-out loss and its "
+            "standard error on (that needs two)"
+        ]
     if size < 1:
         raise Malformed("batch_size must be at least 1")
-    if batches >= minimum and distinct >= minimum * size:
-        return []
-    return [
-        f"the held-out set has {distinct} distinct windows in {batches} batches of {size}, fewer than "
-        f"{minimum} batches' worth: too few to judge early stopping on"
-    ]
+    if distinct < batches * size:
+        return [
+            f"the held-out set has {distinct} distinct windows in {batches} batches of {size}: it "
+            "repeats windows, whose losses would count twice in its standard error"
+        ]
+    return []
+
+
+def heldout_precise(scored_losses: int, heldout_stderr: float, min_improvement: float) -> bool:
+    """Whether a held-out loss from `scored_losses` per-batch losses, of standard error
+    `heldout_stderr`, can tell an improvement of `min_improvement` from noise: what decides
+    whether early stopping judges it (the loop) and whether a stop judged on it was noise (the gate)."""
+    return scored_losses >= 2 and math.isfinite(heldout_stderr) and heldout_stderr <= min_improvement
+
+
+def _noise_problems(m: Measured, t: Thresholds) -> list[str]:
+    scored, stderr, judged = count(m, "scored_losses"), number(m, "heldout_stderr"), flag(m, "early_stop")
+    if scored < 1:
+        return ["the evaluation scored no held-out batch: nothing was measured"]
+    if judged and not heldout_precise(scored, stderr, t["min_improvement"]):
+        return [
+            f"early stopping judged a held-out loss of standard error {stderr:.4g} over {scored} "
+            f"losses, above min_improvement {t['min_improvement']}: it would stop on noise"
+        ]
+    return []
 
 
 def _read_problems(m: Measured) -> list[str]:

@@ -139,17 +139,17 @@ def test_static_scan_finds_exactly_the_registered_bindings() -> None:
     assert gates_module.bindings_by_gate()[BLOCKING]
 
 
-SIZE = {"heldout_batches": 2, "distinct_windows": 8, "batch_size": 4}  # GATE-EVAL-001's size check, failing
+SIZE = {"heldout_batches": 2, "distinct_windows": 4, "batch_size": 4}  # GATE-EVAL-001's set check, failing
 
 
 def test_a_waived_gate_keeps_the_values_of_the_checks_it_makes_later() -> None:
-    """GATE-EVAL-001 waived at set-up for its size, then its precision check passing at the first
+    """GATE-EVAL-001 waived at set-up for its set, then its precision check passing at the first
     evaluation: the record holds both checks' values (a run of its kind must show them) and the
     verdict stays WAIVED, its step the set-up's."""
-    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a tiny held-out set on purpose")])
+    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a held-out set of repeated windows on purpose")])
     precision = {"precision": "fp32", "logits_dtypes": ["float32"], "scorings": 2}
     assert (
-        ledger.record_outcome("GATE-EVAL-001", Outcome(False, "too few held-out batches", SIZE))
+        ledger.record_outcome("GATE-EVAL-001", Outcome(False, "a held-out set that repeats windows", SIZE))
         is Verdict.WAIVED
     )
     assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", precision, step=5)) is Verdict.PASS
@@ -160,8 +160,8 @@ def test_a_waived_gate_keeps_the_values_of_the_checks_it_makes_later() -> None:
 def test_a_passing_check_never_replaces_the_numbers_that_made_a_gate_fire() -> None:
     """A later outcome that measures the failing check again and passes leaves its numbers as
     they were: only values of checks the worse outcome did not measure are added."""
-    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a tiny held-out set on purpose")])
-    ledger.record_outcome("GATE-EVAL-001", Outcome(False, "too few held-out batches", SIZE))
+    ledger = Ledger([Waiver(gate="GATE-EVAL-001", reason="a held-out set of repeated windows on purpose")])
+    ledger.record_outcome("GATE-EVAL-001", Outcome(False, "a held-out set that repeats windows", SIZE))
     bigger = {"heldout_batches": 16, "distinct_windows": 64, "batch_size": 4}
     assert ledger.record_outcome("GATE-EVAL-001", Outcome(True, "", bigger, step=3)) is Verdict.PASS
     assert ledger.results["GATE-EVAL-001"].measured == SIZE

@@ -22,13 +22,14 @@ from stack.artifacts import INDEX_FILE
 from stack.data import mixture
 from stack.data import reader as reader_module
 from stack.data.hashing import batch_sha256
-from stack.data.heldout import heldout_batches
+from stack.data.heldout import heldout_batches, heldout_split_windows
 from stack.data.manifest import DataFile, load_manifest, write_manifest
 from stack.data.prepare import prepare_corpus
 from stack.data.reader import CorpusExhausted, TokenReader
 from stack.data.shards import HEADER
 from stack.data.split import INDEX_DTYPE
 from stack.data.windows import WindowTable
+from stack.lens.train import LENS_KNOBS
 
 B, T = 4, 16
 
@@ -534,7 +535,19 @@ def test_heldout_too_small_or_too_few_is_bad_input(data: Path) -> None:
     with pytest.raises(BadInput, match="must be >= 1"):
         heldout_batches(data, 2, 8, n_batches=0)
     with pytest.raises(BadInput, match=r"held-out split .* need"):
-        heldout_batches(data, 64, 64)
+        heldout_batches(data, 64, 64, knobs=LENS_KNOBS)  # a lens's set is what it asks for, or refused
+    with pytest.raises(BadInput, match=r"held-out split .* need"):
+        heldout_batches(data, 1, 10**9)  # no window at all: nothing a run could measure
+
+
+def test_a_heldout_split_smaller_than_the_set_is_the_set_whole(data: Path) -> None:
+    """The training loop's set, where the split holds fewer windows than it asks for: every window
+    of the split once, one a batch."""
+    whole = heldout_batches(data, 64, 64)
+    windows = heldout_split_windows(data, 64)
+    assert 0 < windows < 64 * int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
+    assert len(whole) == windows and all(b.shape == (1, 65) for b in whole)
+    assert len({b.numpy().tobytes() for b in whole}) == windows
 
 
 @pytest.mark.parametrize(

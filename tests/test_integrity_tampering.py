@@ -262,8 +262,8 @@ def test_first_loss_contradicting_its_pass_is_caught(repo: Path) -> None:
 
 
 @pytest.mark.gate("GATE-INTEG-001")
-def test_heldout_batches_contradicting_their_pass_are_caught(repo: Path) -> None:
-    tamper(repo, lambda data: result(data, "GATE-EVAL-001")["measured"].update(heldout_batches=2))
+def test_heldout_windows_contradicting_their_pass_are_caught(repo: Path) -> None:
+    tamper(repo, lambda data: result(data, "GATE-EVAL-001")["measured"].update(distinct_windows=2))
     assert_record_caught(
         repo, RECORD, "GATE-EVAL-001: recorded PASS, but its measured values re-judge to FAIL"
     )

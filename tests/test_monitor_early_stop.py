@@ -1,4 +1,4 @@
-"""Early stopping waits for enough held-out data, enough patience and a significant improvement."""
+"""Early stopping waits for a precise enough held-out loss, enough patience and a significant improvement."""
 
 from __future__ import annotations
 
@@ -16,11 +16,17 @@ from contracts.errors import GateViolation
 from contracts.evidence import Verdict, Waiver
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
-from stack.train.early_stop import EarlyStopper, check_early_stop_config, check_heldout_size
+from stack.train.early_stop import (
+    EarlyStopper,
+    check_early_stop_config,
+    check_heldout_noise,
+    check_heldout_set,
+)
 
 SIZE = "GATE-EVAL-001"
 PATIENCE = "GATE-EVAL-002"
 MIN_BATCHES = load_spec().threshold(SIZE, "min_heldout_batches")
+MIN_IMPROVEMENT = load_spec().threshold(SIZE, "min_improvement")
 MIN_PATIENCE = load_spec().threshold(PATIENCE, "min_patience_evals")
 MIN_EPOCHS = load_spec().threshold(PATIENCE, "min_epochs")
 MULTIPLE = load_spec().threshold(PATIENCE, "improvement_stderr_multiple")
@@ -52,14 +58,63 @@ def test_one_loss_has_no_stderr() -> None:
         mean_and_stderr([2.0])
 
 
+# The seeds' run: two held-out batches, val_loss bouncing 9.78..9.92 while the signal was 0.06 an epoch.
+SEED_LOSSES = [9.78, 9.92]
+
+
 @pytest.mark.gate(SIZE)
-def test_a_tiny_heldout_set_is_refused() -> None:
-    """Plant the two-batch held-out set of the gate's origin."""
-    with pytest.raises(GateViolation) as info:
-        check_heldout_size(batches(2))
-    assert info.value.measured == {"heldout_batches": 2, "distinct_windows": 2 * BATCH, "batch_size": BATCH}
-    assert info.value.threshold["min_heldout_batches"] == MIN_BATCHES
-    check_heldout_size(batches(MIN_BATCHES))
+def test_early_stopping_on_the_seeds_two_batch_heldout_set_is_refused() -> None:
+    """Plant the gate's origin: early stopping judging a two-batch held-out loss whose standard error
+    (0.07) is as large as the signal it must find. Off, nothing is judged on it and the gate holds."""
+    with pytest.raises(GateViolation, match="stop on noise") as info:
+        check_heldout_noise(SEED_LOSSES, True, step=400)
+    assert info.value.measured["scored_losses"] == 2
+    assert info.value.measured["heldout_stderr"] == pytest.approx(0.07)
+    check_heldout_noise(SEED_LOSSES, False, step=400)
+
+
+@pytest.mark.gate(SIZE)
+@pytest.mark.parametrize(("factor", "fires"), [(1.01, True), (0.99, False)])
+def test_early_stopping_judges_a_loss_only_within_min_improvement(factor: float, fires: bool) -> None:
+    """Just beyond min_improvement the gate fires on a stopper that judges; just inside it holds."""
+    judged = losses(3.0, MIN_IMPROVEMENT * factor)
+    if fires:
+        with pytest.raises(GateViolation, match="min_improvement"):
+            check_heldout_noise(judged, True, step=1)
+    else:
+        check_heldout_noise(judged, True, step=1)
+
+
+@pytest.mark.gate(SIZE)
+def test_an_evaluation_that_scored_nothing_is_refused() -> None:
+    """Nothing measured at all is the one held-out set refused, early stopping on or off."""
+    for early_stop in (True, False):
+        with pytest.raises(GateViolation, match="nothing was measured"):
+            check_heldout_noise([], early_stop, step=1)
+
+
+@pytest.mark.parametrize(("factor", "judges"), [(1.01, False), (0.99, True)])
+def test_the_stopper_turns_itself_off_on_a_noisy_heldout_loss(factor: float, judges: bool) -> None:
+    """The stopper judges a loss only within min_improvement; the first noisy evaluation turns it
+    off for the run, saying why, and a precise one after does not turn it back on."""
+    stopper = EarlyStopper(patience=MIN_PATIENCE, min_epochs=MIN_EPOCHS)
+    assert stopper.judges(losses(3.0, MIN_IMPROVEMENT * factor)) is judges
+    assert (stopper.off is None) is judges
+    if not judges:
+        assert "min_improvement" in str(stopper.off)
+        assert stopper.judges(losses(3.0, MIN_IMPROVEMENT / 10)) is False
+        assert EarlyStopper(MIN_PATIENCE, MIN_EPOCHS).judges(SEED_LOSSES) is False
+
+
+@pytest.mark.gate(SIZE)
+def test_a_heldout_set_without_a_window_is_refused() -> None:
+    """Plant a set of no window, and one of a single window (a loss, but no spread to judge it by):
+    nothing to measure. Two windows are measured, however noisy: their precision is the noise check's."""
+    with pytest.raises(GateViolation, match="nothing to measure"):
+        check_heldout_set([torch.zeros((0, 9), dtype=torch.int64)])
+    with pytest.raises(GateViolation, match="nothing to measure"):
+        check_heldout_set([torch.arange(9).reshape(1, 9)])
+    check_heldout_set([torch.arange(9).reshape(1, 9), torch.arange(9, 18).reshape(1, 9)])
 
 
 @pytest.mark.gate(SIZE)
@@ -68,10 +123,11 @@ def test_a_heldout_set_padded_with_repeats_is_refused() -> None:
     repeated = batches(2) * (MIN_BATCHES // 2)
     assert len(repeated) >= MIN_BATCHES
     with pytest.raises(GateViolation, match="distinct windows"):
-        check_heldout_size(repeated)
+        check_heldout_set(repeated)
     one_short = batches(MIN_BATCHES - 1) + batches(1)  # the last batch repeats the first
     with pytest.raises(GateViolation, match="distinct windows"):
-        check_heldout_size(one_short)
+        check_heldout_set(one_short)
+    check_heldout_set(batches(MIN_BATCHES))
 
 
 @pytest.mark.gate(PATIENCE)

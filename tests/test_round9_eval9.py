@@ -29,8 +29,8 @@ from stack.cli.inputs import input_of
 DATA = Path(__file__).parent / "data"
 PROMPT_COMPLETION = DATA / "prompt_completion_small.jsonl"
 QUICK = ["train.device='cpu'", "train.batch_size=1", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]
-# A held-out set of a few dozen examples has fewer batches than GATE-EVAL-001 asks for.
-SMALL_HELDOUT = ["--set", "eval.batches=2", "--waive", "GATE-EVAL-001", "--reason", "a small held-out set"]
+# A held-out set of a few dozen examples, in two batches (early stopping off where it is too noisy).
+SMALL_HELDOUT = ["--set", "eval.batches=2"]
 
 
 NAMES = ("text", "base", "chat", "pc", "pairs", "sft", "sft-pc", "dpo", "laser")

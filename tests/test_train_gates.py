@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from ledger_support import assert_caught, edited
+from trace_support import save_run, tiny_model
 from train_support import (
     CrossEntropyScaled,
     autocast_of,
@@ -37,6 +38,7 @@ from stack.model.gpt import GPT
 from stack.model.kv_cache import KVCache
 from stack.train import checkpoint as ckpt
 from stack.train import loop
+from stack.train.early_stop import EarlyStopper
 from stack.train.guards import check_clipped, check_first_loss, check_stability
 from stack.train.loop import Trainer
 from stack.train.metrics import MetricsLog
@@ -334,10 +336,20 @@ def test_a_monitor_seed_of_no_round_the_log_shows_is_caught(data: Path, tmp_path
 
 
 @pytest.mark.gate("GATE-EVAL-001")
-def test_a_tiny_heldout_set_is_refused(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_early_stopping_on_a_noisy_two_batch_heldout_set_is_refused(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert train(smoke_args(data, tmp_path / "run", "eval.batches=4")) == 3
+    """The seeds' run: pretraining whose two held-out batches differ by more than the improvement
+    early stopping must find (a start of large random weights spreads their losses). It trains
+    with early stopping off and says so; planted, a stopper that judges it anyway halts the run."""
+    start = tmp_path / "start"
+    save_run(start, tiny_model(0, ctx=32))
+    argv = [*smoke_args(data, tmp_path / "off", "eval.batches=2"), "--init-from", str(start)]
+    assert train(argv) == 0
+    assert "early stopping is off" in capsys.readouterr().err
+    monkeypatch.setattr(EarlyStopper, "judges", lambda self, losses: True)
+    argv = [*smoke_args(data, tmp_path / "on", "eval.batches=2"), "--init-from", str(start)]
+    assert train(argv) == 3
     assert "GATE-EVAL-001" in capsys.readouterr().err
 
 

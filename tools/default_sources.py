@@ -80,7 +80,10 @@ RESOLVED: dict[str, dict[str, str]] = {
     "prepare": {
         "inputs": "--default's sources",
         "filters": "the --filter names, at commits whose config named them so",
-        "pack_len": "the default or the model's context, the manifest's sft.pack_len (prepare_options)",
+        "pack_len": "the examples' longest within the model's context, else 128: the manifest's sft.pack_len "
+        "(prepare_options)",
+        "val_fraction": "a corpus's DEFAULT_VAL_FRACTION, or the share fine-tuning data's examples aim at "
+        "(GATE-EVAL-001's wanted_heldout_examples): the manifest's, which reports.SPLIT_DRAW holds",
         "join": "concatenate for prompt-completion, the manifest's sft.join (prepare_options)",
         # none for a fine-tuning set, which never reads them (stack/cli/prepare.py `_read_config`)
         **dict.fromkeys(

@@ -57,7 +57,7 @@ from contracts.gate_counts import (
     teacher_forwards_at_least,
 )
 from contracts.heldout import heldout_set_batches
-from contracts.judges import judge
+from contracts.judges import heldout_precise, judge
 from contracts.ledger import settle
 from contracts.model_shape import lora_parameters, lora_touched, matrix_share, param_count
 from contracts.replay import REPLAY_GATE, replay_plan
@@ -69,6 +69,8 @@ CONFIG_FILE = "config.toml"
 LOOP_KINDS = ("train", "finetune", "sft", "dpo", "distill")
 # The revision of GATE-EVAL-002 that brought its check asked (`asked_batches`).
 ASKED_SINCE = 5
+# The revision of GATE-EVAL-001 from which early stopping judges only a precise held-out loss (noise).
+NOISE_SINCE = 6
 # The revision of GATE-TRAIN-007 that brought its check manifest (`stated_split_targets`).
 SPLIT_TARGETS_SINCE = 6
 # Fields every step line carries (GATE-TRAIN-001); later keys of a line are the loop's to add.
@@ -578,11 +580,39 @@ def _stated(inputs: Inputs, log: Log, config: dict[str, Any], derived: Derivatio
             )
 
 
+def _judged(
+    log: Log, early_stop: bool, min_improvement: float | None
+) -> tuple[list[tuple[dict[str, Any], int | None]], list[bool]]:
+    """GATE-EVAL-001's check noise at every evaluation whose line logs its losses, and whether
+    early stopping judged each evaluation, by the stopper's rule (stack.train.early_stop.EarlyStopper
+    .judges): on while the losses' standard error is within `min_improvement`, off for the rest of
+    the run from the first evaluation that is not. `min_improvement` None: a record judged before
+    the rule, whose early stopping judged every evaluation it was on for."""
+    outcomes: list[tuple[dict[str, Any], int | None]] = []
+    flags, off = [], not early_stop
+    for line in log.evals:
+        losses = line.get("heldout_losses")
+        if min_improvement is not None and isinstance(losses, list) and all(_real(x) for x in losses):
+            n = len(losses)
+            stderr = mean_and_stderr([float(x) for x in losses])[1] if n >= 2 else math.nan
+            off = off or not heldout_precise(n, stderr, min_improvement)
+            measured = {"scored_losses": n, "heldout_stderr": finite_or_text(stderr), "early_stop": not off}
+            outcomes.append((measured, line.get("step")))
+        flags.append(not off)
+    return outcomes, flags
+
+
 def _early_stopping(
-    log: Log, evaluation: dict[str, Any], multiple: float, epoch_of: Any, derived: Derivation
+    log: Log,
+    evaluation: dict[str, Any],
+    multiple: float,
+    epoch_of: Any,
+    derived: Derivation,
+    judged: list[bool],
 ) -> list[tuple[dict[str, Any], int | None]]:
     """GATE-EVAL-002's configuration and per-evaluation standard error, and the stops the log shows,
-    replayed by the stopper's rule (an improvement beats the best by `multiple` standard errors)."""
+    replayed by the stopper's rule (an improvement beats the best by `multiple` standard errors)
+    over the evaluations early stopping judged (`judged`, one flag a line, from `_judged`)."""
     if not evaluation.get("early_stop"):
         return []
     patience, min_epochs = evaluation.get("patience"), evaluation.get("min_epochs")
@@ -590,7 +620,9 @@ def _early_stopping(
         ({"patience": patience, "min_epochs": min_epochs}, None)
     ]
     best, without = None, 0
-    for line in log.evals:
+    for line, judging in zip(log.evals, judged, strict=True):
+        if not judging:
+            continue
         loss, stderr, step = line.get("heldout_loss"), line.get("heldout_stderr"), line.get("step")
         outcomes.append(({"heldout_stderr": finite_or_text(stderr)}, step))
         if not isinstance(loss, int | float) or not isinstance(stderr, int | float):
@@ -1562,12 +1594,24 @@ def _heldout_size(inputs: Inputs, batches: Any, config: dict[str, Any], settler:
     size = config.get("train", {}).get("batch_size")
     if not isinstance(size, int) or isinstance(size, bool):
         return
+    windows = _split_windows(inputs)
+    if isinstance(batches, int) and windows is not None and windows < batches * size:
+        size = 1  # a split smaller than the set asked for is evaluated whole, one window a batch
     derived.put(("gates", "GATE-EVAL-001", "measured", "batch_size"), size, optional=True)
     if isinstance(batches, int) and _real(distinct) and distinct > batches * size:
         derived.problems.append(
             f"gates[GATE-EVAL-001].measured.distinct_windows is {distinct}, more than the {batches} held-out "
             f"batches of {size} windows hold"
         )
+
+
+def _split_windows(inputs: Inputs) -> int | None:
+    """The held-out split's windows, as GATE-DATA-005's spread check measured them where it read
+    the split (None: not measured), which size a set the split cannot fill (contracts.heldout)."""
+    result = next((g for g in inputs.record.gates if g.id == "GATE-DATA-005"), None)
+    measured = result.measured if result is not None and isinstance(result.measured, dict) else {}
+    windows = measured.get("split_windows")
+    return windows if isinstance(windows, int) and not isinstance(windows, bool) else None
 
 
 @derives(*LOOP_KINDS)
@@ -1635,9 +1679,17 @@ def training_record(inputs: Inputs) -> Derivation:
     restated_settings(config, log, settler)
     epoch_of = _tokens(inputs, config, log.last_step, derived)
     multiple = float(limits["GATE-EVAL-002"]["improvement_stderr_multiple"])
-    stopping = _early_stopping(log, config.get("eval", {}), multiple, epoch_of, derived)
+    evaluation = config.get("eval", {})
+    noisy = _revision_of(inputs, "GATE-EVAL-001") >= NOISE_SINCE
+    limit = float(limits["GATE-EVAL-001"]["min_improvement"]) if noisy else None
+    noise, judged = _judged(log, bool(evaluation.get("early_stop")), limit)
+    settler.derive("GATE-EVAL-001", noise, exact=False)
+    stopping = _early_stopping(log, evaluation, multiple, epoch_of, derived, judged)
     asked = heldout_set_batches(
-        config.get("eval", {}).get("batches"), limits["GATE-EVAL-001"]["min_heldout_batches"]
+        config.get("eval", {}).get("batches"),
+        limits["GATE-EVAL-001"]["min_heldout_batches"],
+        _split_windows(inputs),
+        config.get("train", {}).get("batch_size"),
     )
     derived.problems += _asked_problems(log, asked)
     since = _revision_of(inputs, "GATE-EVAL-002") >= ASKED_SINCE

@@ -88,8 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--val-fraction",
         type=float,
-        default=DEFAULT_VAL_FRACTION,
-        help=f"share of documents held out, chosen by content hash (default {DEFAULT_VAL_FRACTION})",
+        help=f"share of documents held out, chosen by content hash (default {DEFAULT_VAL_FRACTION}; for "
+        "--format chat|prompt-completion|prefs the share that holds GATE-EVAL-001's "
+        "wanted_heldout_examples, at most its max_val_fraction)",
     )
     parser.add_argument(
         "--seed", type=values.seed, default=0, help="seed of the train/held-out draw (default 0)"
@@ -144,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="T",
         help="with --format chat|prompt-completion: tokens per packed window, at most the model's ctx; "
         "with --format prefs: tokens per sequence (a pair's window holds two), at most ctx + 1 "
-        "(default 128)",
+        "(default: with --tokenizer RUN, the shortest that admits every example the model reads; else 128)",
     )
     parser.add_argument(
         "--doc-sep",
@@ -249,7 +250,7 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
     check_inputs("prepare", args)
     waivers = _waivers(args)
     pack_len, context = _pack_len(args)
-    return _recorded(
+    manifest = _recorded(
         args.argv,
         args.evidence_dir,
         _record_config(args, waivers, pack_len),
@@ -273,6 +274,9 @@ def _prepare_sft(args: argparse.Namespace) -> Manifest:
             model_template=_model_template(args),
         ),
     )
+    for line in _chosen_lines(args, manifest, context):
+        print(line, file=sys.stderr)
+    return manifest
 
 
 def _model_template(args: argparse.Namespace) -> str | None:
@@ -310,7 +314,9 @@ def _admitting(args: argparse.Namespace, longest: int) -> str:
 
 def _pack_len(args: argparse.Namespace) -> tuple[int, int | None]:
     """--pack-len, checked before any work against the model the data is for (_data_model): longer
-    is refused; the default is cut to fit, and says so. With it, that model's context."""
+    is refused. Unset, it is None where that model is known: the examples then choose it, up to the
+    model's context (stack.data.sft_prepare.fitted_pack_len); else DEFAULT_PACK_LEN. With it, that
+    model's context."""
     from stack.data.sft_prepare import DEFAULT_PACK_LEN, most_pack_len
 
     model, ctx = _data_model(args)
@@ -322,14 +328,47 @@ def _pack_len(args: argparse.Namespace) -> tuple[int, int | None]:
             f"--pack-len {args.pack_len} is longer than {model} reads (context {ctx}: at most {most}); "
             f"give at most {most}"
         )
-    if args.pack_len is None and most < DEFAULT_PACK_LEN:
-        print(
-            f"stack prepare: note: --pack-len {most}, the most {model} reads (the default "
-            f"{DEFAULT_PACK_LEN} would not fit)",
-            file=sys.stderr,
+    return args.pack_len, ctx
+
+
+def _row_pack_len(manifest: Manifest) -> int:
+    """A fine-tuning DATA_DIR's --pack-len: its windows' length, a pair's row's for preference pairs."""
+    from contracts.packing import PAIR_ROWS
+    from stack.data.sft_prepare import PREFS_FORMAT
+
+    assert manifest.sft is not None
+    return manifest.sft.pack_len // (PAIR_ROWS if manifest.sft.format == PREFS_FORMAT else 1)
+
+
+def _chosen_lines(args: argparse.Namespace, manifest: Manifest, context: int | None) -> list[str]:
+    """What a fine-tuning prepare chose for the options left at their defaults, and why: the pack
+    length the examples needed within the model's context, and the held-out share the held-out
+    loss's estimate needs within its cap (GATE-EVAL-001's wanted_heldout_examples, max_val_fraction)."""
+    from contracts.spec import load_spec
+
+    assert manifest.sft is not None
+    lines = []
+    if args.pack_len is None and context is not None:
+        lines.append(
+            f"stack prepare: note: --pack-len {_row_pack_len(manifest)}, the shortest that admits "
+            f"every example {args.tokenizer} reads (its context is {context})"
         )
-        return most, ctx
-    return args.pack_len or DEFAULT_PACK_LEN, ctx
+    if args.val_fraction is None:
+        spec = load_spec()
+        wanted = int(spec.threshold("GATE-EVAL-001", "wanted_heldout_examples"))
+        cap = spec.threshold("GATE-EVAL-001", "max_val_fraction")
+        held, total = manifest.sft.examples["heldout"], sum(manifest.sft.examples.values())
+        aim = f"the {wanted} held-out examples GATE-EVAL-001 aims at (wanted_heldout_examples)"
+        why = aim if manifest.val_fraction < cap else f"capped by max_val_fraction short of {aim}"
+        why += (
+            "; `stack sft` and `stack dpo` measure at each evaluation whether their loss is precise "
+            "enough for early stopping, and turn it off if not"
+        )
+        lines.append(
+            f"stack prepare: note: --val-fraction {manifest.val_fraction:g} held out {held} of {total} "
+            f"examples: {why}"
+        )
+    return lines
 
 
 def add_filter_options(parser: argparse.ArgumentParser) -> None:
@@ -474,6 +513,10 @@ def _recorded(
     except GateViolation:
         evidence.file()
         raise
+    if manifest.sft is not None:  # the pack length and share the examples chose, where left unset
+        chosen = {"pack_len": _row_pack_len(manifest), "val_fraction": manifest.val_fraction}
+        settings = {**settings, **{key: chosen[key] for key in chosen if settings.get(key) is None}}
+        record.config, record.config_sha256 = settings, canonical_sha256(settings)
     record.data = DataRef(manifest_sha256=manifest.sha256, tokenizer_sha256=manifest.tokenizer.sha256)
     record.metrics["filters"] = {name: report.model_dump() for name, report in manifest.filters.items()}
     record.metrics["totals"] = {split: totals.model_dump() for split, totals in manifest.totals.items()}
@@ -500,6 +543,8 @@ def _units(manifest: Manifest, split: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Prepare (or verify) DATA_DIR and print what it holds."""
     started = time.perf_counter()
+    if args.val_fraction is None and args.format not in ("chat", "prompt-completion", "prefs"):
+        args.val_fraction = DEFAULT_VAL_FRACTION  # fine-tuning data's is chosen from its examples
     if args.verify:
         if args.inputs or args.default:
             raise BadInput("--verify checks an existing DATA_DIR; give it no INPUT and no --default")
@@ -631,9 +676,9 @@ def _empty_heldout_line(documents: int, val_fraction: float) -> str:
 
 def _presets_short_of_heldout(data_dir: Path, manifest: Manifest) -> list[str]:
     """The presets whose held-out set `stack train` (`sft`, `dpo`) `--preset NAME` would refuse
-    before its first step: a split with too few windows for it, or a set GATE-EVAL-001 judges too
-    small by its distinct windows (duplicated documents repeat windows). The set is drawn as the
-    run draws it, in windows of the model's context or of fine-tuning data's pack length."""
+    before its first step: a split of no window, or a set that repeats windows (duplicated documents
+    or examples), which GATE-EVAL-001 refuses. The set is drawn as the run draws it, in windows of
+    the model's context or of fine-tuning data's pack length, the whole split where it is smaller."""
     from stack.data.heldout import heldout_set_outcome
     from stack.train.config import resolve
     from stack.train.presets import PRESETS

@@ -4,8 +4,9 @@ The windows are spread evenly over the whole split (ids i * W // (N * B) for W w
 set covers every source and shard in proportion and needs no seed: every run, and every
 evaluation within a run, judges exactly the same tokens. N defaults to GATE-EVAL-001's
 `min_heldout_batches` (contracts.heldout, the rule GATE-EVAL-002's check asked holds a run to).
-A smaller N is handed out when asked for: judging whether it may be used is GATE-EVAL-001's
-binding in the training loop, where a user can waive it.
+A split of fewer windows than the set holds is handed out whole, one window a batch, to the
+training loop: whether its loss is precise enough for early stopping is GATE-EVAL-001's to judge
+at each evaluation, and a set that is not trains with early stopping off.
 
 What a run evaluates is checked against that choice (GATE-DATA-005, `check_heldout`): every
 table of every held-out batch (the tokens; a fine-tuning batch's labels) must be the held-out
@@ -64,9 +65,10 @@ def heldout_windows(
     exclude: list[str] | None = None,
     knobs: Knobs | None = None,
 ) -> np.ndarray:
-    """The held-out set as an (N, batch_size, seq_len + 1) int64 array; a split too small for it is
-    refused with advice in the words of `knobs` (default: the training loop's keys, TRAINING_KNOBS).
-    Without torch, so that `stack prepare` can size its split against the presets."""
+    """The held-out set as an (N, batch_size, seq_len + 1) int64 array. For the training loop
+    (`knobs` judged, the default) a split smaller than the set is the set, whole, as (W, 1,
+    seq_len + 1); for a lens, or a split with no window, it is refused with advice in the words of
+    `knobs`. Without torch, so that `stack prepare` can size its split against the presets."""
     minimum = int(load_spec().threshold("GATE-EVAL-001", "min_heldout_batches"))
     n = heldout_set_batches(n_batches, minimum)
     if n < 1 or batch_size < 1 or seq_len < 1:
@@ -75,14 +77,12 @@ def heldout_windows(
     manifest = load_manifest(data_dir)
     table, tokens = _heldout_table(data_dir, manifest, seq_len, exclude)
     need = n * batch_size
+    knobs = knobs or TRAINING_KNOBS
+    if table.total < need and knobs.judged and table.total:
+        return _drawn(table, table.total, 1)
     if table.total < need:
-        knobs = knobs or TRAINING_KNOBS
-        # Sizes the gate judges are advised only where it would pass the set they draw; below its
-        # minimum of batches the set needs a waiver whatever it holds, and a lens's is not judged.
-        judged = knobs.judged and n >= minimum
-        fits = _smaller_batch(table, n, batch_size) if judged else table.total // n
-        most = _fewer_batches(table, batch_size, minimum) if knobs.judged else table.total // batch_size
-        shortfall = Shortfall(table.total, n, batch_size, minimum, manifest.sft is not None, fits, most)
+        fits, most = table.total // n, table.total // batch_size
+        shortfall = Shortfall(table.total, n, batch_size, manifest.sft is not None, fits, most)
         raise BadInput(
             f"the held-out split of {data_dir} has {tokens} tokens, {table.total} windows of {seq_len + 1}; "
             f"{n} batches of {batch_size} need {need}: {shortfall.advice(knobs)}"
@@ -127,15 +127,6 @@ def _smaller_batch(table: WindowTable, n: int, batch_size: int) -> int:
     return fits
 
 
-def _fewer_batches(table: WindowTable, batch_size: int, minimum: int) -> int:
-    """The most batches of `batch_size` the table holds, fewer still where the gate would not pass
-    the set they make; below the gate's `minimum` the set fails whatever it holds (a waiver helps)."""
-    most = table.total // batch_size
-    while most >= minimum and not _passes(table, most, batch_size):
-        most -= 1
-    return most
-
-
 def heldout_set_outcome(
     data_dir: Path | str, batch_size: int, seq_len: int, n_batches: int | None = None
 ) -> Outcome:
@@ -159,7 +150,9 @@ def repeated_windows_remedy(
         table, _ = _heldout_table(Path(data_dir), load_manifest(Path(data_dir)), seq_len, None)
     except BadInput:
         return None
-    if n * batch_size > table.total or _passes(table, n, batch_size):
+    whole = n * batch_size > table.total  # the run evaluates the split whole, one window a batch
+    drawn = _drawn(table, table.total, 1) if whole else _drawn(table, n, batch_size)
+    if measure("GATE-EVAL-001", set_size_measured(list(drawn))).ok:
         return None
     fits = _smaller_batch(table, n, batch_size)
     smaller = f"; or {lower_to(TRAINING_KNOBS.batch_size, fits)}" if fits else ""
@@ -168,6 +161,13 @@ def repeated_windows_remedy(
         f"out more distinct text with a larger --val-fraction or more documents{smaller}; or accept "
         "a smaller held-out set with --waive GATE-EVAL-001 --reason TEXT"
     )
+
+
+def heldout_split_windows(data_dir: Path | str, seq_len: int) -> int:
+    """The held-out split's windows of `seq_len` + 1: with the batches a run asks for, what sizes its
+    set (contracts.heldout.heldout_set_batches)."""
+    data_dir = Path(data_dir)
+    return _heldout_table(data_dir, load_manifest(data_dir), seq_len, None)[0].total
 
 
 def set_size_measured(batches: Sequence[np.ndarray]) -> dict[str, int]:
@@ -184,8 +184,8 @@ def set_size_measured(batches: Sequence[np.ndarray]) -> dict[str, int]:
 @dataclass(frozen=True)
 class Knobs:
     """The names the command that asks for a held-out set sizes it by: its batch size, its number of
-    batches and its window length; `judged`: whether GATE-EVAL-001 judges the number of batches (the
-    training loop, where a smaller set than its minimum needs a waiver)."""
+    batches and its window length; `judged`: whether GATE-EVAL-001 judges the set (the training
+    loop, which evaluates a split smaller than the set whole)."""
 
     batch_size: str
     batches: str
@@ -199,22 +199,20 @@ TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "model.ctx", judged=T
 
 @dataclass(frozen=True)
 class Shortfall:
-    """A held-out split of `windows` windows too small for `batches` batches of `batch_size`, under
-    GATE-EVAL-001's `minimum` batches; `packed`: fine-tuning data, whose windows are its pack length."""
+    """A held-out split of `windows` windows too small for `batches` batches of `batch_size`;
+    `packed`: fine-tuning data, whose windows are its pack length."""
 
     windows: int
     batches: int
     batch_size: int
-    minimum: int
     packed: bool
-    fits: int  # the largest smaller batch size whose set the gate passes (`_smaller_batch`; 0: none)
-    most: int  # the most batches of batch_size that fit and pass above the minimum (`_fewer_batches`)
+    fits: int  # the largest batch size whose `batches` the split holds (0: none)
+    most: int  # the most batches of batch_size the split holds
 
     def advice(self, knobs: Knobs) -> str:
-        """What can still move, and only that (round-10 user audit K08: "lower batch_size" kept being
-        advised at batch_size 1, by no key a user could find): more held-out windows from the data;
-        a smaller batch where it is above 1; fewer batches, naming GATE-EVAL-001's waiver where that
-        goes below the gate's minimum."""
+        """What can still move, and only that ("lower batch_size" at batch_size 1 names no key a
+        user could turn): more held-out windows from the data; a smaller batch where it is above 1;
+        fewer batches."""
         if self.packed:
             data = "prepare with a larger --val-fraction, more examples or a shorter --pack-len (the windows"
             moves = [f"{data} are the DATA_DIR's pack length)"]
@@ -231,11 +229,6 @@ class Shortfall:
             )
             if self.batch_size > 1:
                 fewer += f" ({self.windows} or less at {knobs.batch_size} 1)"
-            if knobs.judged and (most or self.windows) < self.minimum:
-                fewer += (
-                    f", below GATE-EVAL-001's minimum of {self.minimum} batches: accept so small a set "
-                    "with --waive GATE-EVAL-001 --reason TEXT"
-                )
             moves.append(fewer)
         return "; or ".join(moves)
 

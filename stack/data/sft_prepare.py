@@ -26,7 +26,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from contracts.errors import BadInput
 from contracts.evidence import sha256_file
 from contracts.packing import PAIR_ROWS
 from contracts.record_fields import FORMATS, record_texts
+from contracts.spec import load_spec
 from contracts.split import document_identity, example_identity
 from stack.artifacts import INDEX_FILE
 from stack.data import json_array, ownership
@@ -427,13 +428,7 @@ def _render_all(
             dropped.books.document(plan.source, "empty", turns_bytes(turns))
             continue
         else:
-            if plan.join == "concatenate":  # (user, prompt), (assistant, completion), as TRL joins them
-                rendered = render_concatenated(tok, turns[0][1], turns[1][1], f"example {i + 1}")
-            elif example.written is not None:  # the model's own template (stack.data.chat_render)
-                rendered = render_model(example.written, tok)
-            else:
-                assert isinstance(renderer, ChatTemplate)
-                rendered = render(renderer, tok, turns, f"example {i + 1}")
+            rendered = _rendered(example, i, renderer, tok, plan)
             limit, length = plan.pack_len, len(rendered.ids)
         if rendered is None or length > limit:
             dropped.add("too_long", f"{where}: {length} tokens", length)
@@ -461,6 +456,62 @@ def _render_all(
     return splits, index, turns_total, missing_total
 
 
+def _rendered(example: _Example, i: int, renderer: Renderer, tok: Tokenizer, plan: SftPlan) -> Rendered:
+    """A chat or prompt-completion example's ids and mask: a prompt and completion joined as TRL
+    joins them, or rendered by the model's own template (stack.data.chat_render), or by the stack's."""
+    turns = example.turns
+    if plan.join == "concatenate":
+        return render_concatenated(tok, turns[0][1], turns[1][1], f"example {i + 1}")
+    if example.written is not None:
+        return render_model(example.written, tok)
+    assert isinstance(renderer, ChatTemplate)
+    return render(renderer, tok, turns, f"example {i + 1}")
+
+
+def _length(example: _Example, i: int, renderer: Renderer, tok: Tokenizer, plan: SftPlan) -> int | None:
+    """The tokens an example needs of a window (a pair: of each of its two rows), as `_render_all`
+    measures it; None for one it drops as empty whatever the length."""
+    if plan.fmt == PREFS_FORMAT:
+        pair = pair_ids(tok, example.turns)
+        return pair.length if pair.prompt else None
+    if _empty(plan.fmt, example.turns):
+        return None
+    return len(_rendered(example, i, renderer, tok, plan).ids)
+
+
+def fitted_pack_len(lengths: Sequence[int], most: int) -> int:
+    """The shortest pack length up to `most` (what the model reads) that admits every example the
+    model can read at all: the longest of them. An example longer than `most` is dropped at any
+    pack length; a fixed default below the model's context would drop more."""
+    return max(max((n for n in lengths if n <= most), default=most), 2)
+
+
+def aimed_val_fraction(examples: int) -> float:
+    """The held-out share of `examples` that holds GATE-EVAL-001's wanted_heldout_examples, at most
+    its max_val_fraction: the held-out loss's standard error narrows with every held-out example,
+    while every one held out is one fewer to train on."""
+    spec = load_spec()
+    wanted = spec.threshold("GATE-EVAL-001", "wanted_heldout_examples")
+    cap = spec.threshold("GATE-EVAL-001", "max_val_fraction")
+    return round(min(cap, wanted / max(examples, 1)), 4)
+
+
+def _settled(plan: SftPlan, kept: list[_Example], renderer: Renderer, tok: Tokenizer) -> SftPlan:
+    """`plan` with the defaults that depend on the examples chosen: the pack length that admits
+    them within the model's context (`fitted_pack_len`, when the data's model is known and no
+    --pack-len was given) and the held-out share the estimate needs (`aimed_val_fraction`, when no
+    --val-fraction was given)."""
+    pack_len, val_fraction = plan.pack_len, plan.val_fraction
+    if pack_len is None:
+        assert plan.context is not None
+        lengths = [_length(example, i, renderer, tok, plan) for i, example in enumerate(kept)]
+        fitted = fitted_pack_len([n for n in lengths if n is not None], most_pack_len(plan.fmt, plan.context))
+        pack_len = fitted * PAIR_ROWS if plan.fmt == PREFS_FORMAT else fitted
+    if val_fraction is None:
+        val_fraction = aimed_val_fraction(len(kept))
+    return replace(plan, pack_len=pack_len, val_fraction=val_fraction)
+
+
 def _texts(
     example: _Example, renderer: Renderer, tok: Tokenizer, plan: SftPlan
 ) -> tuple[list[TurnText], ExampleText]:
@@ -480,9 +531,10 @@ def _all_dropped(plan: SftPlan, read: int, blank: int, dropped: Dropped) -> BadI
     files = ", ".join(map(str, plan.files))
     if not read:
         return BadInput(f"no {plan.fmt} records in {files}: {blank} blank line(s) and no record")
-    width = plan.pack_len // 2 if plan.fmt == PREFS_FORMAT else plan.pack_len
     reasons = []
     if dropped.counts["too_long"]:
+        assert plan.pack_len is not None  # an example is too long only for a pack length chosen
+        width = plan.pack_len // 2 if plan.fmt == PREFS_FORMAT else plan.pack_len
         if plan.context is None:  # the model is yet to be made: its context is the user's to choose
             most = "the model's context + 1" if plan.fmt == PREFS_FORMAT else "the model's context"
             admits = f"--pack-len {dropped.longest} admits them, at most {most}"
@@ -516,11 +568,11 @@ class SftPlan:
     files: list[Path]
     fmt: str
     template: str | None
-    pack_len: int
+    pack_len: int | None  # None: fitted to the examples and the model's context (`_settled`)
     tokenizer: str | Tokenizer
     vocab_size: int | None
     seed: int
-    val_fraction: float
+    val_fraction: float | None  # None: the share the held-out estimate needs (`_settled`)
     source: str
     filters: FilterRunner
     join: str | None = None  # prompt-completion only: concatenate or chat-turns
@@ -634,6 +686,7 @@ def _build(staging: Path, plan: SftPlan) -> Manifest:
             raise BadInput(empty_corpus(len(plan.files), runner.as_dict()))
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
     tok = _tokenizer(plan.tokenizer, plan.vocab_size, [c for example in kept for _, c in example.turns])
+    plan = _settled(plan, kept, renderer, tok)
     splits, index, turns, missing = _render_all(kept, renderer, tok, plan, dropped)
     if not splits["train"].examples and not splits["heldout"].examples:
         raise _all_dropped(plan, read, counts["empty_skipped"], dropped)
@@ -722,10 +775,10 @@ def prepare_sft(
     fmt: str,
     template: str | None = None,
     join: str | None = None,
-    pack_len: int = DEFAULT_PACK_LEN,
+    pack_len: int | None = DEFAULT_PACK_LEN,
     tokenizer: str | Tokenizer = "byte",
     vocab_size: int | None = None,
-    val_fraction: float = 0.1,
+    val_fraction: float | None = 0.1,
     seed: int = 0,
     source: str = "sft",
     force: bool = False,
@@ -738,12 +791,16 @@ def prepare_sft(
     """Prepare supervised fine-tuning data from JSONL `inputs` into DATA_DIR `out` (module docstring);
     `context` is that of the model the data is for, when known, which bounds what a refusal offers;
     `model_template` that model's own chat template, which renders the examples unless `template`
-    names another (stack.data.chat_render)."""
+    names another (stack.data.chat_render). `pack_len` None (with `context`): the shortest that
+    admits every example the model reads; `val_fraction` None: the share the held-out loss's
+    estimate needs, within a cap (both `_settled`, once the examples are read)."""
     if fmt not in SFT_FORMATS:
         raise BadInput(f"--format {fmt!r} is not one of {', '.join(SFT_FORMATS)}")
     if not inputs:
         raise BadInput(f"--format {fmt} needs INPUT JSONL files")
-    if pack_len < 2:
+    if pack_len is None and context is None:
+        raise BadInput("a pack length fitted to the examples needs the context of the model they are for")
+    if pack_len is not None and pack_len < 2:
         raise BadInput(f"--pack-len {pack_len} must be at least 2 (a marker and an EOS)")
     if fmt == PROMPT_COMPLETION:
         join = join or JOINS[0]
@@ -753,9 +810,9 @@ def prepare_sft(
         raise BadInput(
             f"--join goes with --format {PROMPT_COMPLETION}; {fmt} records are rendered by --template"
         )
-    if fmt == PREFS_FORMAT:
+    if fmt == PREFS_FORMAT and pack_len is not None:
         pack_len *= PAIR_ROWS  # a window is a pair: two rows of --pack-len tokens (stack.data.prefs_rows)
-    if not 0.0 <= val_fraction < 1.0:
+    if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
         raise BadInput(f"--val-fraction {val_fraction} must be at least 0 and below 1, e.g. 0.1")
     check_source_name(source)
     runner = open_filters(filters, filter_settings, no_filter or {}, {source})

@@ -157,6 +157,7 @@ def sft_heldout_batches(
     check_split(data_dir, manifest, "heldout")
     tokens = heldout_batches(data_dir, batch_size, seq_len, n_batches=n_batches)
     table = WindowTable(open_labels(data_dir, manifest, "heldout"), seq_len)
-    ids = spread_ids(table.total, len(tokens) * batch_size)
-    labels = torch.from_numpy(table.gather(ids).reshape(len(tokens), batch_size, seq_len + 1))
+    size = int(tokens[0].shape[0])  # batch_size, or 1 for a split evaluated whole
+    ids = spread_ids(table.total, len(tokens) * size)
+    labels = torch.from_numpy(table.gather(ids).reshape(len(tokens), size, seq_len + 1))
     return [SftBatch(t, lab) for t, lab in zip(tokens, labels.unbind(0), strict=True)]

@@ -18,10 +18,11 @@ def verify_data_dir(data_dir: Path | str, batch_size: int = 1, seq_len: int | No
     filters' drop counts against the drop log and the byte accounts (GATE-DATA-014).
 
     With `seq_len`, also a pre-flight of training: a train reader of (batch_size, seq_len) can be
-    built and the held-out split holds its minimum number of batches, in distinct windows as
-    GATE-EVAL-001 counts them before a run's first step, so a long run does not find out at its
-    start that the data cannot feed it. Returns the manifest; the first problem is raised as the
-    reader would raise it, and a set the gate would halt on as bad input naming the gate.
+    built and the held-out set a run draws (the whole split, where it is smaller than the set) holds
+    no window twice, as GATE-EVAL-001 judges it before a run's first step, so a long run does not
+    find out at its start that the data cannot feed it. Returns the manifest; the first problem is
+    raised as the reader would raise it, and a set the gate would halt on as bad input naming the
+    gate.
     """
     data_dir = Path(data_dir)
     manifest = load_manifest(data_dir)

@@ -1,9 +1,11 @@
 """Early stopping that judges signal, not noise (GATE-EVAL-001, GATE-EVAL-002).
 
 A run stopped on one noisy evaluation loses everything it would have learnt after. Three guards
-stand between noise and a stop: the held-out set must be large enough to judge (EVAL-001), the
+stand between noise and a stop: the held-out loss must be precise enough to tell early stopping's
+minimum improvement from noise, or early stopping is off for the run (EVAL-001), the
 configuration must be patient in evaluations and in epochs (EVAL-002), and an evaluation counts
 as an improvement only when it beats the best loss by more than its own standard error (EVAL-002).
+A small held-out set is no refusal: the run trains, without early stopping, and says so.
 """
 
 from __future__ import annotations
@@ -17,45 +19,50 @@ import torch
 from contracts.derive.training import finite_or_text, improves, mean_and_stderr
 from contracts.errors import GateViolation
 from contracts.gates import Outcome, gate_require, measure
-from contracts.judges import same_number
+from contracts.judges import heldout_precise, same_number
 from contracts.spec import load_spec
 from stack.data.heldout import set_size_measured
 
 
-def _size_outcome(batches: list[torch.Tensor]) -> Outcome:
+def _set_outcome(batches: list[torch.Tensor]) -> Outcome:
     return measure("GATE-EVAL-001", set_size_measured([batch.cpu().numpy() for batch in batches]))
 
 
-@gate_require("GATE-EVAL-001", lambda batches: _size_outcome(batches))
-def check_heldout_size(batches: list[torch.Tensor]) -> None:
-    """Refuse a held-out set smaller than `min_heldout_batches`, counted by distinct windows."""
+@gate_require("GATE-EVAL-001", lambda batches: _set_outcome(batches))
+def check_heldout_set(batches: list[torch.Tensor]) -> None:
+    """Refuse a held-out set with no window, or one that holds a window twice."""
 
 
-def judge_heldout_size(batches: list[torch.Tensor], repeats_remedy: Callable[[], str | None]) -> None:
-    """`check_heldout_size`, whose halt names the remedy: where the set is short of batches, the key
-    that sets their number and GATE-EVAL-001's waiver (round-10 user audit K08: the line named
-    neither); where it has enough batches but too few distinct windows, `repeats_remedy`'s, which
-    says what to do when the held-out split itself repeats them (duplicated documents or examples)
-    and None when it does not (then the run's reader repeated them: the stack's fault, no
-    setting's). The record keeps the judge's message, which the checker derives again from the
-    measured values; only the line the run halts with gains the remedy."""
+def judge_heldout_set(batches: list[torch.Tensor], repeats_remedy: Callable[[], str | None]) -> None:
+    """`check_heldout_set`, whose halt names `repeats_remedy`'s remedy where the held-out split
+    itself repeats windows (duplicated documents or examples); None from it means the run's reader
+    repeated them, the stack's fault, which no setting mends. The record keeps the judge's message,
+    which the checker derives again from the measured values; only the line the run halts with
+    gains the remedy."""
     try:
-        check_heldout_size(batches)
+        check_heldout_set(batches)
     except GateViolation as fired:
-        minimum = (fired.threshold or {}).get("min_heldout_batches")
-        if minimum is None:
-            raise
-        if (fired.measured or {}).get("heldout_batches", minimum) < minimum:
-            remedy: str | None = (
-                f"set eval.batches to {minimum} or more, or accept a smaller held-out set with "
-                "--waive GATE-EVAL-001 --reason TEXT"
-            )
-        else:
-            remedy = repeats_remedy()
+        remedy = repeats_remedy() if (fired.measured or {}).get("distinct_windows") else None
         if remedy is None:
             raise
         message = f"{fired.message}; {remedy}"
         raise GateViolation(fired.gate_id, fired.revision, message, fired.measured, fired.threshold) from None
+
+
+def _noise_outcome(losses: list[float], early_stop: bool, step: int) -> Outcome:
+    stderr = mean_and_stderr(losses)[1] if len(losses) >= 2 else math.nan
+    measured = {
+        "scored_losses": len(losses),
+        "heldout_stderr": finite_or_text(stderr),
+        "early_stop": early_stop,
+    }
+    return measure("GATE-EVAL-001", measured, step=step, holds="early stopping judges only a precise loss")
+
+
+@gate_require("GATE-EVAL-001", _noise_outcome)
+def check_heldout_noise(losses: list[float], early_stop: bool, step: int) -> None:
+    """Every evaluation: early stopping (`early_stop`: whether it judges these per-batch `losses`)
+    judges only a held-out loss whose standard error is within GATE-EVAL-001's min_improvement."""
 
 
 def _config_outcome(patience: int, min_epochs: float) -> Outcome:
@@ -154,6 +161,27 @@ class EarlyStopper:
         self.evals_without_improvement = 0
         self.stop_reason: str | None = None
         self.judged: tuple[float, float] | None = None  # the last evaluation's mean and error, as judged
+        self.min_improvement = load_spec().threshold("GATE-EVAL-001", "min_improvement")
+        self.off: str | None = None  # why early stopping no longer judges this run (None: it does)
+
+    def judges(self, heldout_losses: list[float]) -> bool:
+        """Whether early stopping may judge these per-batch held-out losses: only while their
+        standard error is within GATE-EVAL-001's min_improvement. The first evaluation that is not
+        turns early stopping off for the run (`off` says why): a set that noisy once is that noisy
+        throughout, and a stop on it would be a stop on noise."""
+        if self.off is not None:
+            return False
+        n = len(heldout_losses)
+        stderr = mean_and_stderr(heldout_losses)[1] if n >= 2 else math.nan
+        if heldout_precise(n, stderr, self.min_improvement):
+            return True
+        self.judged = None
+        self.off = (
+            f"early stopping is off: the held-out loss's standard error is {stderr:.3g} over {n} "
+            f"held-out losses, above the {self.min_improvement} nats early stopping must tell from "
+            "noise (GATE-EVAL-001 min_improvement); hold out more examples or text to turn it on"
+        )
+        return False
 
     def observe(self, heldout_losses: list[float], epoch: float, step: int) -> bool:
         """Take one held-out evaluation's per-batch losses; True means stop now (`stop_reason` says why).
@@ -187,6 +215,7 @@ class EarlyStopper:
             "best_step": self.best_step,
             "evals_without_improvement": self.evals_without_improvement,
             "stop_reason": self.stop_reason,
+            "off": self.off,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -195,3 +224,4 @@ class EarlyStopper:
         self.best_step = state["best_step"]
         self.evals_without_improvement = int(state["evals_without_improvement"])
         self.stop_reason = state["stop_reason"]
+        self.off = state.get("off")  # absent from a checkpoint written before early stopping could turn off

@@ -1,7 +1,7 @@
 """GATE-EVAL-001 at the evaluation's forwards: what they read, against the held-out set.
 
-The held-out set is judged when the run makes it: its size in distinct windows (GATE-EVAL-001's
-`check_heldout_size`) and its windows against the held-out split's (GATE-DATA-005). An
+The held-out set is judged when the run makes it: its distinct windows (GATE-EVAL-001's
+`check_heldout_set`) and its windows against the held-out split's (GATE-DATA-005). An
 evaluation can still score something else than the set: a loop that indexes it wrongly scores
 two batches eight times while the list it was handed still counts sixteen. So every evaluation
 records what its forwards consumed (the tape of stack.model.consumed, as training's loss does)

@@ -49,7 +49,7 @@ from contracts.spec import load_spec
 from stack.data import chat_jinja
 from stack.data.adequacy import CorpusAdequacy, corpus_adequacy
 from stack.data.hashing import batch_sha256
-from stack.data.heldout import check_heldout, repeated_windows_remedy
+from stack.data.heldout import check_heldout, heldout_split_windows, repeated_windows_remedy
 from stack.data.policy import build_policy, check_paid, source_heldout, tallied_measured
 from stack.data.reader import check_fingerprint, check_served, planned_sha256
 from stack.data.tokenizer import Tokenizer
@@ -102,7 +102,13 @@ from stack.train.config import DataSection, RunConfig
 from stack.train.consumption import COUNTS as CONSUMED_COUNTS
 from stack.train.consumption import Tally, check_consumed, check_logged, forward_loss
 from stack.train.dropout_reads import check_dropout, measure_dropout
-from stack.train.early_stop import EarlyStopper, check_aggregated, check_early_stop_config, judge_heldout_size
+from stack.train.early_stop import (
+    EarlyStopper,
+    check_aggregated,
+    check_early_stop_config,
+    check_heldout_noise,
+    judge_heldout_set,
+)
 from stack.train.guards import (
     check_clipped,
     check_counted,
@@ -420,14 +426,16 @@ class Trainer:
         self.heldout = self.objective.heldout(self.data_dir, train.batch_size, seq_len, config.eval.batches)
         # The set the recorded config asks for, by the rule apart from the reader (GATE-EVAL-002 asked).
         minimum = load_spec().threshold("GATE-EVAL-001", "min_heldout_batches")
-        self.asked_batches = heldout_set_batches(config.eval.batches, minimum)
-        judge_heldout_size(
+        split = heldout_split_windows(self.data_dir, seq_len)
+        self.asked_batches = heldout_set_batches(config.eval.batches, minimum, split, train.batch_size)
+        judge_heldout_set(
             [self.objective.tokens(batch) for batch in self.heldout],
             lambda: repeated_windows_remedy(self.data_dir, train.batch_size, seq_len, config.eval.batches),
         )
         # The distinct windows the set's batches state: what every evaluation must read (GATE-EVAL-001).
         self.heldout_windows = len(window_digests(s for b in self.heldout for s in self.objective.stated(b)))
         self.state = TrainState(early_stop=EarlyStopper(config.eval.patience, config.eval.min_epochs))
+        self.early_stop_noted: str | None = None  # the note the terminal has had of early stopping off
         self.metrics: MetricsLog | None = None
         self.best_watch: BestWatch | None = None  # GATE-CKPT-002's best, from the log run() opens
         # The checkpoints the run's log records writing (name → its manifest's sha256), what a prune
@@ -994,8 +1002,14 @@ class Trainer:
         assert self.state.early_stop is not None
         stop = False
         epoch = self.state.tokens_seen / max(self.reader.unique_tokens, 1)
-        if self.config.eval.early_stop:
-            stop = self.state.early_stop.observe(values, epoch, step)
+        stopper = self.state.early_stop
+        judging = self.config.eval.early_stop and stopper.judges(values)
+        check_heldout_noise(values, judging, step)
+        if self.config.eval.early_stop and stopper.off is not None and stopper.off != self.early_stop_noted:
+            print(f"stack: note: {stopper.off}", file=sys.stderr)
+            self.early_stop_noted = stopper.off
+        if judging:
+            stop = stopper.observe(values, epoch, step)
         line = {
             "step": step,
             "heldout_loss": mean,
@@ -1005,13 +1019,14 @@ class Trainer:
             "train_loss": train_loss,
             "overfitting": overfit,
             "early_stop": stop,
+            "early_stop_off": stopper.off if self.config.eval.early_stop else None,
             "source_shares": self.policy.close_window(step),  # realised; GATE-DATA-008 judged them
         }
         if routed is not None:  # GATE-ARCH-002 and 012 judged these; the checker re-derives them from here
             line["routed"] = routed
         if self.source_heldout:
             line.update(self._pay_bandit(step))
-        judged = self.state.early_stop.judged if self.config.eval.early_stop else None
+        judged = stopper.judged if judging else None
         reported = (line["heldout_loss"], line["heldout_stderr"])
         made_by = made if self.objective.logs_forward_loss else None  # what each forward made
         check_aggregated(values, len(self.heldout), self.asked_batches, reported, judged, made_by, step)
