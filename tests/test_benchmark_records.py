@@ -52,6 +52,28 @@ def test_the_training_benchmark_files_a_record_its_own_numbers_hold(tmp_path: Pa
     assert any("metrics.overhead is" in line for line in edited_findings(run, record))
 
 
+def test_the_training_benchmark_derives_every_leg_ratio_and_peak_from_its_raw_steps(tmp_path: Path) -> None:
+    """Each loop's tokens/s is derived from the per-step seconds stored beside it, and each ratio,
+    price and the peak-memory ratio from the legs and peaks they compare: a step's seconds, a
+    price or a peak edited alone is a contradiction the check names."""
+    data, ledger = prepared(tmp_path), tmp_path / "ledger"
+    command = ["benchmarks/train_throughput.py", "--preset", "smoke", "--steps", "6"]
+    run, record = filed([*command, "--data", str(data), "--ledger", str(ledger)], ledger)
+    metrics = record["metrics"]
+    legs = {(leg["loop"], leg["deterministic"], leg["grad_accum"]) for leg in metrics["legs"]}
+    assert legs == {(loop, on, 1) for loop in ("plain", "stack") for on in (True, False)}
+    assert [row["grad_accum"] for row in metrics["memory"]] == [1]
+    edits = {
+        "metrics.legs[0].tokens_per_s": lambda m: m["legs"][0]["step_seconds"].__setitem__(-1, 1e3),
+        "metrics.determinism_prices[0].price": lambda m: m["determinism_prices"][0].__setitem__("price", 0.5),
+        "metrics.memory[0].ratio": lambda m: m["memory"][0].__setitem__("stack_peak_bytes", 1),
+    }
+    for field, edit in edits.items():
+        edited = json.loads(json.dumps(record))
+        edit(edited["metrics"])
+        assert any(f"{field} is" in line for line in edited_findings(run, edited)), field
+
+
 def test_the_trace_benchmark_under_bf16_files_a_record_its_own_numbers_hold(tmp_path: Path) -> None:
     """`--precision bf16` (issue #40's tracing goal) times both forwards under autocast and says so;
     its derived per-element cost must hold as written and fail once edited."""

@@ -39,7 +39,7 @@ from stack.model.consumed import Consumed, mode_of, record
 from stack.train import dpo_objective
 from stack.train.consumption import COUNTS, compare, targets_sha256
 from stack.train.distill_objective import Distill
-from stack.train.objective import Pretrain, StepLoss
+from stack.train.objective import Pretrain, StepLoss, probe_rows
 from stack.train.sft_objective import Sft
 from stack.tune import distill, dpo, pairs
 from stack.tune.distill import KdTerms
@@ -527,13 +527,15 @@ def test_a_cross_entropy_that_skips_one_target_after_the_tape_stops_at_the_probe
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """One target left out: the probe reads one fewer scored than the window states."""
+    """One target left out of each loss: the probe, which reads the batch a part at a time
+    (`probe_rows`), reads one fewer scored per part than the window states."""
     import stack.model.gpt as gpt
 
     monkeypatch.setattr(gpt.F, "cross_entropy", _drops_the_last_target(F.cross_entropy))
     out = tmp_path / "mutant"
     measured = _stopped_by(out, _pretrain(world, out), capsys.readouterr().err, "GATE-TRAIN-007")
-    assert measured["stated_targets"] - measured["targets"] == 1
+    rows = json.loads((out / "metadata.json").read_text())["config"]["train"]["batch_size"]
+    assert measured["stated_targets"] - measured["targets"] == -(-rows // probe_rows(rows))
 
 
 @given(
@@ -690,7 +692,7 @@ def _probe_smoothed(smoothing: float, vocab: int = 50) -> dict[str, Any]:
         )
 
     with recording(Ledger()) as ledger:
-        check_loss_gradient(loss, torch.nn.ModuleDict({"lm_head": head}), stated, step=1)
+        check_loss_gradient([loss], torch.nn.ModuleDict({"lm_head": head}), stated, step=1)
     return ledger.results["GATE-TRAIN-007"].measured
 
 

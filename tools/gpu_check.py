@@ -412,9 +412,9 @@ def check_bf16_training(data: Path, work: Path, device: str) -> Step:
     measured: dict[str, JsonValue] = {"exit": run.code, "violations": run.violations}
     summary = ""
     if run.problem is None and run.record is not None:
-        from benchmarks.train_throughput import median_rate
+        from benchmarks.train_throughput import logged_rate
 
-        rate = median_rate(run_dir)
+        rate = logged_rate(run_dir)
         loss = run.record.metrics.get("last_heldout_loss")
         utilisation = run_mfu(run.record, rate)
         timing = checkpoint_timing(run_dir)
@@ -539,7 +539,7 @@ def check_fp16_resume(data: Path, work: Path, device: str) -> Step:
 
 def check_compile(data: Path, work: Path, device: str) -> Step:
     """`stack train` eager and with torch.compile against a plain eager loop (the demo preset)."""
-    from benchmarks.train_throughput import median_rate, plain_loop, stack_argv, steady_sets
+    from benchmarks.train_throughput import logged_rate, plain_loop, stack_argv, steady_sets
 
     sets = steady_sets(THROUGHPUT_STEPS, device)
     plain = plain_loop(data, "demo", sets, THROUGHPUT_STEPS)
@@ -552,7 +552,7 @@ def check_compile(data: Path, work: Path, device: str) -> Step:
     problems = [f"{name}: {run.problem}" for name, run in runs.items() if run.problem is not None]
     if problems:
         return judged_step("compile", "", results, "; ".join(problems))
-    eager, compiled = median_rate(work / "eager"), median_rate(work / "compiled")
+    eager, compiled = logged_rate(work / "eager"), logged_rate(work / "compiled")
     lost, speedup = overhead(plain, eager), quotient(compiled, plain)
     record = runs["compiled"].record
     utilisation = None if record is None else run_mfu(record, compiled)

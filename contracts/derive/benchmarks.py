@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,23 @@ def quotient(numerator: float, denominator: float) -> float:
 def overhead(plain: float, gated: float) -> float:
     """The share of a plain loop's throughput that the gated loop loses (negative when faster)."""
     return 1 - gated / plain
+
+
+def median_rate(tokens_per_step: float, *step_seconds: float) -> float:
+    """Tokens/s of a training loop at its median step: the tokens one optimizer step takes over the
+    median of its steady steps' wall-clock seconds (the warm-up steps already left out). A median,
+    so a step that waited on the shared machine does not move it."""
+    return tokens_per_step / statistics.median(step_seconds)
+
+
+def utilisation(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: the FLOPs a second of training did over the device's peak."""
+    return tokens_per_s * flops_per_token / peak_flops
+
+
+def largest(*values: float) -> float:
+    """The largest of one or more measurements (a worst case over legs)."""
+    return max(values)
 
 
 def amdahl_limit(share: float) -> float:
@@ -266,8 +284,67 @@ def _trace(m: Metrics) -> Iterator[Identity]:
     yield from _of(m, "verified_ratio", quotient, "verified_ms", "untraced_ms")
 
 
+def leg_of(legs: list[dict[str, Any]], loop: str, deterministic: bool, grad_accum: int) -> dict[str, Any]:
+    """The training benchmark's leg of `loop` ("plain" or "stack") at one determinism setting and
+    accumulation (an empty one when the record has none)."""
+    wanted = {"loop": loop, "deterministic": deterministic, "grad_accum": grad_accum}
+    return next((leg for leg in legs if all(leg.get(k) == v for k, v in wanted.items())), {})
+
+
+def _train_legs(m: Metrics) -> Iterator[Identity]:
+    """benchmarks/train_throughput.py's legs: each loop's tokens/s from its per-step seconds, past
+    the warm-up, and its MFU; then stack ÷ plain at the same determinism setting, the determinism
+    price of each loop (on against off) and the peak-memory ratio, each from the legs it compares."""
+    legs = [leg for leg in m.get("legs") or [] if isinstance(leg, dict)]
+    warmup = m.get("warmup_steps")
+    for index, leg in enumerate(legs):
+        seconds = leg.get("step_seconds")
+        if isinstance(seconds, list) and isinstance(warmup, int) and len(seconds) > warmup:
+            args = _flat(leg.get("tokens_per_step"), seconds[warmup:])
+            yield Identity(f"metrics.legs[{index}].tokens_per_s", leg.get("tokens_per_s"), median_rate, args)
+        if leg.get("mfu") is not None:
+            args = (leg.get("tokens_per_s"), m.get("flops_per_token"), m.get("peak_flops"))
+            yield Identity(f"metrics.legs[{index}].mfu", leg["mfu"], utilisation, args)
+    for index, row in enumerate(r for r in m.get("vs_plain") or [] if isinstance(r, dict)):
+        at = (row.get("deterministic"), row.get("grad_accum"))
+        plain, stack = leg_of(legs, "plain", *at), leg_of(legs, "stack", *at)
+        rates = (plain.get("tokens_per_s"), stack.get("tokens_per_s"))
+        yield Identity(f"metrics.vs_plain[{index}].step_cost", row.get("step_cost"), overhead, rates)
+        ratio = row.get("stack_over_plain")
+        yield Identity(f"metrics.vs_plain[{index}].stack_over_plain", ratio, quotient, rates[::-1])
+    for index, row in enumerate(r for r in m.get("determinism_prices") or [] if isinstance(r, dict)):
+        loop, accum = row.get("loop"), row.get("grad_accum")
+        on, off = leg_of(legs, str(loop), True, accum), leg_of(legs, str(loop), False, accum)
+        rates = (off.get("tokens_per_s"), on.get("tokens_per_s"))
+        yield Identity(f"metrics.determinism_prices[{index}].price", row.get("price"), overhead, rates)
+    memory = [row for row in m.get("memory") or [] if isinstance(row, dict)]
+    for index, row in enumerate(memory):
+        peaks = (row.get("stack_peak_bytes"), row.get("plain_peak_bytes"))
+        yield Identity(f"metrics.memory[{index}].ratio", row.get("ratio"), quotient, peaks)
+    if memory:
+        ratios = tuple(row.get("ratio") for row in memory)
+        yield Identity("metrics.peak_memory_ratio", m.get("peak_memory_ratio"), largest, ratios)
+    # The headlines, at grad_accum 1: each loop's tokens/s at the preset's determinism setting (the
+    # per-step cost, `overhead`, is derived from them) and the stack's determinism price.
+    accum1 = leg_of(legs, "stack", True, 1), leg_of(legs, "stack", False, 1)
+    if "determinism_price" in m and all(accum1):
+        rates = (accum1[1].get("tokens_per_s"), accum1[0].get("tokens_per_s"))
+        yield Identity("metrics.determinism_price", m["determinism_price"], overhead, rates)
+    for loop in ("plain", "stack"):
+        leg = leg_of(legs, loop, m.get("deterministic"), 1)
+        if leg and f"{loop}_tokens_per_s" in m:
+            field = f"metrics.{loop}_tokens_per_s"
+            yield Identity(field, m[f"{loop}_tokens_per_s"], same, (leg.get("tokens_per_s"),))
+
+
+def same(value: float) -> float:
+    """A value stated twice in one record."""
+    return value
+
+
 @identities("train_overhead")
 def _train(m: Metrics) -> Iterator[Identity]:
+    yield from _train_legs(m)
     yield from _of(m, "overhead", overhead, "plain_tokens_per_s", "stack_tokens_per_s")
     yield from _of(m, "compiled_speedup", quotient, "compiled_tokens_per_s", "plain_tokens_per_s")
     yield from _of(m, "eager_ratio", quotient, "stack_tokens_per_s", "plain_tokens_per_s")

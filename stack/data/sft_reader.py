@@ -45,6 +45,10 @@ class SftBatch:
         """Both tensors on `device`."""
         return SftBatch(self.tokens.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
 
+    def __getitem__(self, rows: slice) -> SftBatch:
+        """The windows `rows` of the batch, as a batch (what a probe reads a part at a time)."""
+        return SftBatch(self.tokens[rows], self.labels[rows])
+
     @property
     def inputs(self) -> torch.Tensor:
         return self.tokens[:, :-1]

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +52,8 @@ from stack.model.consumed import TRAIN, Consumed, logits_dtypes, recording
 # Scored rows of logits whose gradient `cross_entropy_deviation` copies at a time.
 DEVIATION_ROWS = 1024
 # The device counts of a step, in the order `Tally.counts` holds them.
+# What check inference measures: the logits' and the loss's distance from the served forward's.
+INFERENCE_DEVIATIONS = ("inference_logits_deviation", "inference_loss_deviation")
 COUNTS = ("targets", "stated_targets", "mismatched_targets", "mismatched_inputs", "mismatched_docs")
 
 
@@ -294,14 +296,34 @@ def _cuda_devices(model: torch.nn.Module) -> list[torch.device]:
     return [device] if device.type == "cuda" else []
 
 
+# One part of a probed batch: its loss, and the scorings its rows state (`Objective.probe_parts`).
+Part = tuple[Callable[[], torch.Tensor], list[Consumed]]
+
+
+def joined(readings: Sequence[GradientReading]) -> GradientReading:
+    """The gradient readings of a batch's parts, in row order, as the whole batch's: each scoring's
+    targets with the parts' rows one after another, and the largest deviation of any part."""
+    count = max((len(r.targets) for r in readings), default=0)
+    targets = [torch.cat([r.targets[i] for r in readings if i < len(r.targets)]) for i in range(count)]
+    return GradientReading(targets, worst(r.deviation for r in readings))
+
+
+def worst(values: Iterable[float]) -> float:
+    """The largest of `values` (0 for none), NaN above every number: a part that measured NaN is
+    the worst part."""
+    return max(values, key=lambda v: (math.isnan(v), v), default=0.0)
+
+
 def check_loss_gradient(
-    loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed], step: int
+    losses: Sequence[Callable[[], torch.Tensor]], model: torch.nn.Module, stated: list[Consumed], step: int
 ) -> None:
     """GATE-TRAIN-007 at a probe of a cross-entropy task: what the loss's gradient shows it scored,
     and how, against what the batch states (`stated`), with `model` (whose `lm_head` gives the
-    logits) in the mode the run trains in."""
+    logits) in the mode the run trains in. `losses` are the losses of the batch's parts in row
+    order: each part's gradient is read on its own, so a probe holds one part's forward and
+    backward at a time, and the parts' readings are judged together, as the whole batch's."""
     with in_mode(model, training=True):
-        reading = consumed_by_gradient(loss_of, model.lm_head)
+        reading = joined([consumed_by_gradient(loss_of, model.lm_head) for loss_of in losses])
     check_consumed(measured_at_the_loss(reading, stated), step)
 
 
@@ -317,7 +339,7 @@ def mean_cross_entropy(logits: list[torch.Tensor], stated: list[Consumed]) -> fl
     return total / scored if scored else math.nan
 
 
-def inference_deviations(
+def part_deviations(
     loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed]
 ) -> dict[str, float]:
     """How far the function a cross-entropy loss trains is from the model's plain inference forward
@@ -337,14 +359,22 @@ def inference_deviations(
             plain = [model(statement.inputs, docs=statement.docs)[0] for statement in stated]
         kept = [scoring.logits for scoring in tape]
         if len(kept) != len(plain) or any(k is None for k in kept):
-            return {"inference_logits_deviation": math.inf, "inference_loss_deviation": math.inf}
+            return dict.fromkeys(INFERENCE_DEVIATIONS, math.inf)
         for read, served in zip(kept, plain, strict=True):
             logits_deviation = max(logits_deviation, relative_deviation(read, served))
         served_loss = mean_cross_entropy(plain, stated)
         loss_deviation = max(
             loss_deviation, relative_deviation(torch.tensor(loss), torch.tensor(served_loss))
         )
-    return {"inference_logits_deviation": logits_deviation, "inference_loss_deviation": loss_deviation}
+    return dict(zip(INFERENCE_DEVIATIONS, (logits_deviation, loss_deviation), strict=True))
+
+
+def inference_deviations(parts: Sequence[Part], model: torch.nn.Module) -> dict[str, float]:
+    """`part_deviations` of every part of a batch (`Part`: its loss and statement), the worst of
+    each: the parts' logits and losses are compared one part at a time, so a probe keeps the logits
+    of one part, not of the batch."""
+    measured = [part_deviations(loss_of, model, stated) for loss_of, stated in parts]
+    return {key: worst(m[key] for m in measured) for key in INFERENCE_DEVIATIONS}
 
 
 def _inference_outcome(measured: dict[str, float], step: int) -> Outcome:
@@ -359,14 +389,12 @@ def check_inference(measured: dict[str, float], step: int) -> None:
     evaluates, saves and serves."""
 
 
-def check_served(
-    loss_of: Callable[[], torch.Tensor], model: torch.nn.Module, stated: list[Consumed], step: int
-) -> None:
-    """GATE-TRAIN-007 at a probe of a cross-entropy task: the targets and the scoring its gradient
-    shows (`check_loss_gradient`), then the function it trains against the served one
-    (`check_inference`)."""
-    check_loss_gradient(loss_of, model, stated, step)
-    check_inference(inference_deviations(loss_of, model, stated), step)
+def check_served(parts: Sequence[Part], model: torch.nn.Module, stated: list[Consumed], step: int) -> None:
+    """GATE-TRAIN-007 at a probe of a cross-entropy task, over a batch read in `parts` (`stated`: the
+    whole batch's statement): the targets and the scoring its gradient shows
+    (`check_loss_gradient`), then the function it trains against the served one (`check_inference`)."""
+    check_loss_gradient([loss_of for loss_of, _ in parts], model, stated, step)
+    check_inference(inference_deviations(parts, model), step)
 
 
 def forward_loss(tape: list[Consumed]) -> torch.Tensor:

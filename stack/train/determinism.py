@@ -180,12 +180,6 @@ def kernels(deterministic: bool) -> Iterator[Alerts]:
         before.apply()
 
 
-def switch_on() -> None:
-    """The switches `train.deterministic=true` sets, for the rest of the process: what a plain
-    training loop calls to run like `stack train` (benchmarks/train_throughput.py)."""
-    Switches.now().wanted(True).apply()
-
-
 class Alerts:
     """The non-deterministic ops PyTorch reported during a run, counted per op.
 

@@ -163,18 +163,6 @@ def speaker() -> str:
     return running_command(COMMAND)
 
 
-def repeatable_cuda() -> None:
-    """The kernels `stack train` runs with by default (train.deterministic), for the rest of the
-    process: what a plain loop calls to run like it (benchmarks/train_throughput.py).
-
-    Measured on an H100 (docs/gpu.md): the embedding's backward accumulates with atomics, so two
-    identical steps gave different gradients unless deterministic algorithms are on; and warn-only
-    mode let SDPA's cuDNN backward run non-deterministically while the record said otherwise
-    (issue #39). stack.train.determinism says what is switched and why.
-    """
-    determinism.switch_on()
-
-
 def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     """`auto` is CUDA when present, else CPU; asking for CUDA without one is bad input."""
     if requested == "auto":

@@ -40,6 +40,7 @@ apply to it.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,10 +53,25 @@ from stack.data.heldout import heldout_batches
 from stack.data.reader import TokenReader
 from stack.model.consumed import Consumed, next_tokens
 from stack.train.config import RunConfig
-from stack.train.consumption import check_served
+from stack.train.consumption import Part, check_served
 
 DEFAULT_TASK = "pretrain"
 Forward = Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+# A probe reads a micro-batch in parts of a PROBE_PARTS-th of its rows, PROBE_MIN_ROWS at least.
+PROBE_PARTS = 4
+PROBE_MIN_ROWS = 2
+
+
+def probe_rows(rows: int) -> int:
+    """Rows of a micro-batch of `rows` that a probe reads at once: a quarter of them, and no fewer
+    than PROBE_MIN_ROWS (or all there are).
+
+    A probe computes in fp32 (a bf16 step holds half the bytes per activation), takes a backward,
+    and keeps both modes' logits beside the plain forward's: over the whole micro-batch its peak
+    was the run's, above any training step's. A quarter keeps it below the step's own. Two rows at
+    least, so a loss that mixes up the rows of its batch still shows in the part it is probed on.
+    """
+    return min(rows, max(PROBE_MIN_ROWS, -(-rows // PROBE_PARTS)))
 
 
 @dataclass
@@ -122,6 +138,19 @@ class Objective(ABC):
         it on the first step of every invocation and at every evaluation, with `model` in eval mode
         and gradients off."""
 
+    def probe_parts(self, model: torch.nn.Module, batch: Any) -> list[Part]:
+        """`batch` as the consecutive parts a probe reads one at a time (`probe_rows`), each as its
+        loss under `model` and what its rows state: every window is probed, and a probe holds one
+        part's forward and backward at once."""
+        rows = len(self.tokens(batch))
+        size = probe_rows(rows)
+        parts = [batch[start : start + size] for start in range(0, rows, size)]
+        return [(functools.partial(self._backprop, model, part), self.stated(part)) for part in parts]
+
+    def _backprop(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """The loss the loop back-propagates for `batch` under the plain `model`."""
+        return self.loss(model, model, batch).backprop
+
     def start(self, model: torch.nn.Module, heldout: list[Any]) -> None:  # noqa: B027 - optional hook
         """The task's start-up gates on the model it is about to train (none for pretraining)."""
 
@@ -178,4 +207,4 @@ class Pretrain(Objective):
         """GATE-TRAIN-007 measured at the loss, in training mode: the targets its gradient shows it
         scored, and how, against the window's next tokens; and in both modes, the logits it read and
         its value against the model's plain inference forward."""
-        check_served(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
+        check_served(self.probe_parts(model, batch), model, self.stated(batch), step)

@@ -211,7 +211,7 @@ class Sft(Objective):
         """GATE-TRAIN-007 at the loss (the supervised targets its gradient shows it scored, as a mean
         over them, and the logits it read and its value against the model's plain inference forward),
         then GATE-SFT-003 on the batch the loss just used, when a row of it packs a second example."""
-        check_served(lambda: self.loss(model, model, batch).backprop, model, self.stated(batch), step)
+        check_served(self.probe_parts(model, batch), model, self.stated(batch), step)
         measured = batch_isolation(lambda b: self.loss(model, model, b), model, batch, model.config.vocab)
         if measured["probe_positions"]:
             check_batch_isolation(measured, step)
