@@ -88,8 +88,8 @@ def as_run_ids(fragments: tuple[str, ...]) -> list[str]:
     }
     out = []
     for fragment in fragments:
-        for name, run_id in named.items():
-            fragment = fragment.replace(name, run_id)
+        for name in sorted(named, key=len, reverse=True):  # current/lens-train before current/lens
+            fragment = fragment.replace(name, named[name])
         out.append(fragment)
     return out
 
