@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-from contracts.derive.benchmarks import amdahl_limit, overhead, quotient  # noqa: E402
+from contracts.derive.benchmarks import amdahl_limit, overhead, quotient, steady_median  # noqa: E402
 from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id  # noqa: E402
 from contracts.spec import load_spec  # noqa: E402
 from stack.cli import main as stack  # noqa: E402
@@ -57,8 +56,9 @@ def steady_sets(steps: int, device: str) -> list[str]:
     ]
 
 
-def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> float:
-    """Median tokens/s of a hand-written loop with the run's model, optimizer, precision and device.
+def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: bool = False) -> list[float]:
+    """The steady-state tokens/s of each step (`steady`) of a hand-written loop with the run's model,
+    optimizer, precision and device.
 
     Like for like with `stack train`: the same preset (batch, accumulation, bf16 autocast where the
     preset trains in bf16), the deterministic kernels `train.deterministic` asks for (their cost
@@ -98,7 +98,13 @@ def plain_loop(data: Path, preset: str, sets: list[str], steps: int, compiled: b
         optimizer.zero_grad(set_to_none=True)
         float(loss.detach())  # the stack reads the loss once per step too
         rates.append(train.grad_accum * batch[:, 1:].numel() / (time.perf_counter() - start))
-    return statistics.median(rates[WARMUP:])
+    return steady(rates)
+
+
+def steady(rates: list[float]) -> list[float]:
+    """The rates of the steps past the warm-up, as the record keeps them (the checker takes their
+    median again: contracts.derive.benchmarks.steady_median)."""
+    return [round(rate, 1) for rate in rates[WARMUP:]]
 
 
 def data_vocab(data: Path) -> int:
@@ -154,19 +160,18 @@ def stack_argv(
     return argv
 
 
-def median_rate(run_dir: Path) -> float:
-    """Median tokens/s that `stack train` itself recorded in metrics.jsonl, past the warm-up steps."""
+def logged_rates(run_dir: Path) -> list[float]:
+    """The steady-state tokens/s that `stack train` itself logged for each step in metrics.jsonl."""
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rates = [ln["tokens_per_s"] for ln in lines if ln["type"] == "step"]
-    return statistics.median(rates[WARMUP:])
+    return steady([ln["tokens_per_s"] for ln in lines if ln["type"] == "step"])
 
 
 def stack_run(
     data: Path, out: Path, sets: list[str], steps: int, compile_model: bool, preset: str = "demo"
-) -> float:
-    """Median tokens/s of one in-process `stack train` run."""
+) -> list[float]:
+    """The steady-state tokens/s of each step of one in-process `stack train` run."""
     assert stack(stack_argv(data, out, preset, sets, steps, compile_model)) == 0
-    return median_rate(out)
+    return logged_rates(out)
 
 
 def active_params(config: ModelConfig) -> float:
@@ -212,7 +217,8 @@ def options_rows(data: Path, work: Path, sets: list[str], steps: int) -> list[di
             f"model.{k}={json.dumps(v)}" for k, v in {**option.model, "ffn_hidden": config.ffn_hidden}.items()
         ]
         # The option's name may hold '+', which a run directory's name may not.
-        rate = stack_run(data, work / option.name / "run", [*sets, *model_sets], steps, compile_model=False)
+        rates = stack_run(data, work / option.name / "run", [*sets, *model_sets], steps, compile_model=False)
+        rate = steady_median(*rates)
         rows.append(
             {
                 "option": option.name,
@@ -258,14 +264,19 @@ def main() -> int:
             data = Path(tmp) / "data"
             prepare_corpus([], data, default=True)
         preset = args.preset
-        plain = plain_loop(data, preset, sets, args.steps)
-        gated = stack_run(data, Path(tmp) / "eager", sets, args.steps, False, preset)
-        compiled = plain_compiled = bound = None
+        rates = {
+            "plain": plain_loop(data, preset, sets, args.steps),
+            "stack": stack_run(data, Path(tmp) / "eager", sets, args.steps, False, preset),
+        }
+        bound = None
         if args.compile:
-            plain_compiled = plain_loop(data, preset, sets, args.steps, compiled=True)
-            compiled = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True, preset)
+            rates["plain_compiled"] = plain_loop(data, preset, sets, args.steps, compiled=True)
+            rates["compiled"] = stack_run(data, Path(tmp) / "compiled", sets, args.steps, True, preset)
             bound = compile_bound(data, preset, sets, args.steps) if args.device == "cpu" else None
         config = resolve(preset, None, sets, vocab=data_vocab(data))
+    medians = {contender: steady_median(*timed) for contender, timed in rates.items()}
+    plain, gated = medians["plain"], medians["stack"]
+    compiled, plain_compiled = medians.get("compiled"), medians.get("plain_compiled")
     lost = overhead(plain, gated)
     goal = load_spec().benchmark("train_overhead")
     record.metrics = {
@@ -290,6 +301,7 @@ def main() -> int:
         "grad_accum": config.train.grad_accum,
         "precision": config.train.precision,
         "deterministic": config.train.deterministic,
+        **{f"{contender}_step_tokens_per_s": timed for contender, timed in rates.items()},
     }
     if args.device == "cuda" and compiled is not None and plain_compiled is not None:
         # The GPU goals: stack train against the plain loop, compiled, and its utilisation.

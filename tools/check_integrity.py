@@ -67,6 +67,7 @@ from lineage import (
     same_run,
 )
 from mutation import falsify_findings
+from one_run import Lines, canonical, copy_problems, twin_problems
 from place_links import place_link_problems
 from preset_sources import (
     OPTIONS_SOURCES,
@@ -88,6 +89,7 @@ from site_format import read_jsonl
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
+from contracts.derive.benchmarks import computed_lines
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
@@ -1038,7 +1040,32 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
         *repeat_problems(
             by_id, lambda run_id: _cited_text(loaded[run_id], METRICS_LOG) if run_id in loaded else None
         ),
+        *copy_problems(by_id, lambda run_id: _computed_log(loaded[run_id])),
+        *twin_problems(by_id, lambda run_id: _computed_log(loaded[run_id])),
     ]
+
+
+def _computed_log(loaded: LoadedEvidence) -> Lines | None:
+    """The computed lines of the metrics.jsonl a record cites (one_run.py), or None without one."""
+    record = loaded.record
+    if record is None or not any(a.path == METRICS_LOG for a in record.artifacts):
+        return None
+    path = loaded.path.parent / METRICS_LOG
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return _computed_file(str(path), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _computed_file(path: str, _mtime_ns: int, _size: int) -> Lines | None:
+    """One log's computed lines, read once for each state of the file: a runs-only check joins its
+    runs to every record of the committed ledger, whose logs do not change between checks."""
+    try:
+        return canonical(computed_lines(Path(path).read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None  # a log that is not JSON lines is its own record's finding
 
 
 def _evidence_state(root: Path) -> tuple[tuple[str, int, int], ...]:
