@@ -82,6 +82,7 @@ from preset_sources import (
     states_preset,
     states_speed_model,
 )
+from prose_figures import figure_problems
 from record_checks import check_record_truth, newer
 from repeat_runs import repeat_problems
 from scored_text import committed_text, scored_texts, text_problems
@@ -820,12 +821,15 @@ class Checker:
                 seen.setdefault(key, record.run.id)
 
     def check_prose_citations(self) -> None:
-        """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught)."""
+        """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught), and
+        every figure cited by a link into a record is the number it names there (tools/prose_figures.py)."""
         sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
         for source in sources:
             if not source.is_file() or source.is_relative_to(self.root / GENERATED):
                 continue
             text = source.read_text(encoding="utf-8")
+            for lineno, problem in figure_problems(text, self.root):
+                self.fail(INTEG_EVIDENCE, source, f"line {lineno}", problem)
             for lineno, line in enumerate(text.splitlines(), 1):
                 for match in CITED_EVIDENCE_RE.finditer(line):
                     if line[match.end() : match.end() + 1] in ("<", "-"):
