@@ -121,18 +121,27 @@ def leg_problems(
         if str(ran) in records and (text := metrics(str(ran))) is not None
     }
     problems = _distinct(runs, legs)
-    for leg, (record, text) in legs.items():
-        found = _setting(bench, mode, record) + _stops(leg, mode, record, text)
-        problems += [f"leg {leg} ({record.run.id}) {p}" for p in found]
-        for key, fact in LEG_FACTS.items():
-            stated = mode.get(key) if isinstance(mode.get(key), dict) else {}
-            if leg in stated and stated[leg] != (derived := fact(record, text)):
-                problems.append(
-                    f"{key}[{leg}] is {stated[leg]!r}, but its run's record and log give {derived!r}"
-                )
-    if STRAIGHT_RUN in legs and mode.get("steps") != (last := _last_step(legs[STRAIGHT_RUN][1])):
-        problems.append(f"steps is {mode.get('steps')!r}, but run {STRAIGHT_RUN} logged {last}")
+    try:
+        for leg, (record, text) in legs.items():
+            problems += _leg_facts(bench, mode, leg, record, text)
+        if STRAIGHT_RUN in legs and mode.get("steps") != (last := _last_step(legs[STRAIGHT_RUN][1])):
+            problems.append(f"steps is {mode.get('steps')!r}, but run {STRAIGHT_RUN} logged {last}")
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # a log that is not the stack's
+        problems.append(f"its legs' logs cannot be read as the stack writes them ({exc!r})")
     return [f"mode {mode.get('mode')!r}: {p}" for p in problems]
+
+
+def _leg_facts(
+    bench: EvidenceRecord, mode: dict[str, Any], leg: str, record: EvidenceRecord, text: str
+) -> list[str]:
+    """One leg held to the mode's setting and stop, and what the mode states of it to its own files."""
+    found = _setting(bench, mode, record) + _stops(leg, mode, record, text)
+    problems = [f"leg {leg} ({record.run.id}) {p}" for p in found]
+    for key, fact in LEG_FACTS.items():
+        stated = mode.get(key) if isinstance(mode.get(key), dict) else {}
+        if leg in stated and stated[leg] != (derived := fact(record, text)):
+            problems.append(f"{key}[{leg}] is {stated[leg]!r}, but its run's record and log give {derived!r}")
+    return problems
 
 
 def _distinct(runs: dict[str, Any], legs: dict[str, tuple[EvidenceRecord, str]]) -> list[str]:
