@@ -12,7 +12,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ledger_support import LEDGER, Change, edited
+from ledger_support import LEDGER, ROOT, Change, edited
+
+# Where real records are kept: the ledger, and the test fixtures records move to.
+PLACES = (LEDGER, ROOT / "tests" / "fixtures" / "records")
 
 # What each test needs, by role: the record the GPU session filed for it.
 REAL_RECORDS = {
@@ -30,13 +33,21 @@ REAL_RECORDS = {
 
 
 def real_record(role: str) -> Path:
-    """The directory of the real record filed for `role` (REAL_RECORDS)."""
-    return LEDGER / REAL_RECORDS[role]
+    """The directory of the real record filed for `role` (REAL_RECORDS), wherever it is kept."""
+    found = [place / REAL_RECORDS[role] for place in PLACES if (place / REAL_RECORDS[role]).is_dir()]
+    assert found, f"no real record {REAL_RECORDS[role]} in {', '.join(map(str, PLACES))}"
+    return found[0]
 
 
 def real_id(role: str) -> str:
     """The run id of the real record filed for `role`."""
     return REAL_RECORDS[role]
+
+
+def as_filed(tmp_path: Path, *roles: str) -> list[Path]:
+    """Copies of the real records for `roles`, unchanged: what a planted record is checked beside
+    (a repeatability record's legs, a copy's original), wherever the real ones are kept."""
+    return [copied(tmp_path / "as filed", role, lambda *_: None) for role in roles]
 
 
 def copied(tmp_path: Path, role: str, change: Change, as_id: str | None = None) -> Path:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmark_evidence_support import copied, real_id, real_record
+from benchmark_evidence_support import as_filed, copied, real_id, real_record
 from hypothesis import given
 from hypothesis import strategies as st
 from ledger_support import assert_found, findings, gate, log_lines, write_log
@@ -32,6 +32,11 @@ def _not_found(found: list[str], fragment: str) -> None:
 def _compiled(data: dict[str, Any]) -> dict[str, Any]:
     (mode,) = [m for m in data["metrics"]["modes"] if m["mode"] == "compiled"]
     return mode
+
+
+def _legs(tmp_path: Path) -> list[Path]:
+    """The repeatability record's legs as filed, checked beside it."""
+    return as_filed(tmp_path, "repeat_A", "repeat_B", "repeat_C")
 
 
 # -- MFU and speeds ------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def test_a_median_restated_against_its_per_step_rates_is_caught(tmp_path: Path) 
 
 
 def test_the_filed_repeatability_record_and_its_legs_agree(tmp_path: Path) -> None:
-    found = findings(copied(tmp_path, "repeat", lambda *_: None))
+    found = findings(copied(tmp_path, "repeat", lambda *_: None), *_legs(tmp_path))
     _not_found(found, "mode 'compiled'")
 
 
@@ -131,7 +136,7 @@ def test_a_b_leg_naming_run_a_is_caught(tmp_path: Path) -> None:
         for key in ("flags", "replay", "tokens_per_s_median"):
             mode[key]["B"] = mode[key]["A"]
 
-    found = findings(copied(tmp_path, "repeat", plant))
+    found = findings(copied(tmp_path, "repeat", plant), *_legs(tmp_path))
     assert_found(found, "mode 'compiled': legs A and B name one run", real_id("repeat_A"))
 
 
@@ -144,7 +149,9 @@ def test_a_c_leg_that_was_never_stopped_is_caught(tmp_path: Path) -> None:
         del data["metrics"]["resumes"]
 
     leg = copied(tmp_path / "legs", "repeat_C", straight)
-    found = findings(copied(tmp_path, "repeat", lambda *_: None), leg)
+    found = findings(
+        copied(tmp_path, "repeat", lambda *_: None), leg, *as_filed(tmp_path, "repeat_A", "repeat_B")
+    )
     assert_found(found, f"leg C ({real_id('repeat_C')}) logs its resume at step(s) []", "stopped at step 17")
 
 
@@ -152,7 +159,7 @@ def test_a_restated_stopped_at_step_is_caught(tmp_path: Path) -> None:
     def plant(data: dict[str, Any], _dir: Path) -> None:
         _compiled(data)["stopped_at_step"] = 12
 
-    found = findings(copied(tmp_path, "repeat", plant))
+    found = findings(copied(tmp_path, "repeat", plant), *_legs(tmp_path))
     assert_found(found, "logs its resume at step(s) [17], but the mode says it was stopped at step 12")
 
 
@@ -181,7 +188,7 @@ def test_restated_flags_replays_and_medians_are_caught(tmp_path: Path) -> None:
         mode["replay"]["C"]["seconds"] = 2.0
         mode["tokens_per_s_median"]["A"] *= 1.05
 
-    found = findings(copied(tmp_path, "repeat", plant))
+    found = findings(copied(tmp_path, "repeat", plant), *_legs(tmp_path))
     for key, leg in (("flags", "B"), ("replay", "C"), ("tokens_per_s_median", "A")):
         assert_found(found, f"mode 'compiled': {key}[{leg}] is", "but its run's record and log give")
 
@@ -202,7 +209,7 @@ def _jittered(data: dict[str, Any], run_dir: Path) -> None:
 
 def test_a_copied_run_with_its_throughputs_jittered_is_one_run(tmp_path: Path) -> None:
     copy = copied(tmp_path, "cpu_run", _jittered, as_id="mix-run-20261127T2359-copy")
-    found = findings(copy)
+    found = findings(*as_filed(tmp_path, "cpu_run"), copy)
     assert_found(
         found, "logs step lines (losses, batch hashes) of", real_id("cpu_run"), "one run filed under two ids"
     )
@@ -211,7 +218,7 @@ def test_a_copied_run_with_its_throughputs_jittered_is_one_run(tmp_path: Path) -
 def test_a_repeat_of_a_repeatable_run_is_no_copy_and_agrees(tmp_path: Path) -> None:
     """The benign side: a repeatable leg filed again under a new id is its configuration repeating."""
     copy = copied(tmp_path, "repeat_B", _jittered, as_id="bench-repeat-20261127T075408-compiled-D")
-    found = findings(copy)
+    found = findings(*_legs(tmp_path), copy)
     _not_found(found, "step lines (losses, batch hashes)")
     _not_found(found, "claims its run repeatable, but")
 
@@ -228,7 +235,7 @@ def test_a_repeatable_twin_whose_log_differs_is_named(tmp_path: Path) -> None:
         write_log(run_dir, lines)
 
     copy = copied(tmp_path, "repeat_B", plant, as_id="bench-repeat-20261127T075408-compiled-D")
-    found = findings(copy)
+    found = findings(*_legs(tmp_path), copy)
     assert_found(found, "claims its run repeatable, but", real_id("repeat_A"), "differs from it in step 20")
 
 
@@ -243,16 +250,24 @@ def test_bit_for_bit_beside_a_loss_difference_is_caught(tmp_path: Path) -> None:
         return plant
 
     found = findings(copied(tmp_path / "moved", "repeat_A", gap(1e-7)))
-    assert_found(found, "GATE-CKPT-003 says its replay was bit for bit", "1e-07, not 0")
-    _not_found(findings(copied(tmp_path / "zero", "repeat_A", gap(0.0))), "says its replay was bit for bit")
+    assert_found(found, "GATE-CKPT-003 held its replay bit for bit", "difference of 1e-07, but lists []")
+    _not_found(findings(copied(tmp_path / "zero", "repeat_A", gap(0.0))), "held its replay bit for bit")
 
 
-@given(gap=st.floats(min_value=0, max_value=1, allow_nan=False), exact=st.booleans())
-def test_a_bit_for_bit_replay_has_no_difference_and_any_other_may(gap: float, exact: bool) -> None:
-    """bit_for_bit ⇒ the largest loss difference is 0; without it any difference within the gate's
-    tolerance is the judge's to weigh, not a contradiction."""
+@given(
+    gap=st.floats(min_value=0, max_value=1, allow_nan=False),
+    exact=st.booleans(),
+    listed=st.sampled_from([[], ["step 18 loss"], ["step 18 grad_norm"], ["model"]]),
+)
+def test_a_bit_for_bit_replay_lists_a_loss_exactly_when_one_moved(
+    gap: float, exact: bool, listed: list[str]
+) -> None:
+    """Held bit for bit, a loss difference above 0 and a listed loss mismatch go together (a
+    failing replay states both, a passing one neither); not held so, a difference within the
+    gate's tolerance is the judge's to weigh, not a contradiction."""
     record = json.loads((real_record("repeat_A") / "metadata.json").read_text())
-    measured = gate(record, "GATE-CKPT-003")["measured"]
-    measured.update(bit_for_bit=exact, max_loss_rel_diff=gap)
+    gate(record, "GATE-CKPT-003")["measured"].update(
+        bit_for_bit=exact, max_loss_rel_diff=gap, replay_mismatched=listed
+    )
     problems = implied_problems(EvidenceRecord.model_validate(record))
-    assert bool(problems) == (exact and gap != 0)
+    assert bool(problems) == (exact and (gap != 0) != (listed == ["step 18 loss"]))

@@ -14,6 +14,7 @@ tokens/s beside it, and a tokens/s rounded to a whole number may move it by half
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,6 +24,9 @@ from contracts.evidence import EvidenceRecord
 from stack.model.config import ModelConfig
 from stack.train.flops import mfu, peak_flops
 
+# The training benchmark stores its model from 2026-11-23 on; a record from before states its MFU
+# on its word (one H100 record: bench-train-20261122T164456).
+MODEL_STORED_SINCE = datetime(2026, 11, 23, tzinfo=UTC)
 # benchmarks/train_throughput.py: each MFU field and the tokens/s it is of (`mfu` is the compiled
 # stack's, the one the GPU goal train_mfu_gpu judges).
 TRAIN_MFU = {
@@ -38,15 +42,18 @@ def mfu_problems(record: EvidenceRecord) -> list[str]:
     name = metrics.get("benchmark")
     if record.run.kind != "benchmark" or name not in (*SPEED_BENCHMARKS.values(), "train_overhead"):
         return []
+    pairs = list(_train_pairs(metrics) if name == "train_overhead" else _row_pairs(metrics))
     shape = metrics.get("model" if name == "train_overhead" else "config")
     if not isinstance(shape, dict):
-        return [f"a {name} record states MFU without the model configuration it measured"]
+        stated = any(recorded is not None for _, recorded, _ in pairs)
+        if stated and record.run.started >= MODEL_STORED_SINCE:
+            return [f"a {name} record states MFU without the model configuration it measured"]
+        return []
     try:
         config = ModelConfig(**shape)
     except (ValidationError, TypeError) as exc:
         return [f"its model configuration is not one the stack builds ({exc.__class__.__name__})"]
     device = str(record.env.device)
-    pairs = list(_train_pairs(metrics) if name == "train_overhead" else _row_pairs(metrics))
     if peak_flops(device) is None:
         return [
             f"{field} is {recorded!r}, but {device!r} has no known peak: its MFU is null"
