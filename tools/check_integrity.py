@@ -84,7 +84,7 @@ from preset_sources import (
 )
 from prose_figures import figure_problems
 from record_checks import check_record_truth, newer
-from repeat_runs import repeat_problems
+from repeat_runs import repeat_problems, repeated_legs
 from scored_text import committed_text, scored_texts, text_problems
 from site_format import read_jsonl
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
@@ -1044,7 +1044,7 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
         *repeat_problems(
             by_id, lambda run_id: _cited_text(loaded[run_id], METRICS_LOG) if run_id in loaded else None
         ),
-        *copy_problems(by_id, lambda run_id: _computed_log(loaded[run_id])),
+        *copy_problems(by_id, lambda run_id: _computed_log(loaded[run_id]), repeated_legs(by_id)),
         *twin_problems(by_id, lambda run_id: _computed_log(loaded[run_id])),
     ]
 

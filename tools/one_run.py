@@ -7,11 +7,12 @@ so records that share a step line are one run, whatever ids, start times and thr
 state (a copy with its throughputs jittered beats the duplicate check's wall-clock reading):
 
 - **copies**: records made at one commit that share a step line are one run filed twice, unless
-  they are legs of one run (a resume, tools/lineage.py's `same_run`) or both claim their run
-  repeatable (a repeatable configuration repeats: there, agreement is the claim, held below).
-  Records of one configuration made at different commits share lines legitimately: the ledger
-  files the same CPU run again at each spec version, and code that computes the same numbers
-  writes them again.
+  they are legs of one run (a resume, tools/lineage.py's `same_run`), legs of one mode of a
+  repeatability benchmark (which repeats one command, and whose legs are held distinct by
+  tools/repeat_runs.py), or both claim their run repeatable (a repeatable configuration repeats:
+  there, agreement is the claim, held below). Records of one configuration made at different
+  commits share lines legitimately: the ledger files the same CPU run again at each spec
+  version, and code that computes the same numbers writes them again.
 - **one configuration, one outcome**: a record that claims its run repeatable
   (`determinism.flags.repeatable`) makes a claim about every run of its configuration, code,
   data, seed and build. Each pair of such records must agree bit for bit wherever their logs
@@ -43,10 +44,11 @@ def canonical(lines: Mapping[tuple[str, int], dict]) -> dict[tuple[str, int], st
 
 
 def copy_problems(
-    records: Mapping[str, EvidenceRecord], logs: Callable[[str], Lines | None]
+    records: Mapping[str, EvidenceRecord], logs: Callable[[str], Lines | None], legs: Mapping[str, str]
 ) -> list[tuple[str, str]]:
     """(run id, problem) for each record that shares a step line with an earlier-listed record of
-    the same commit, neither a leg of its run nor both claiming repeatability."""
+    the same commit, neither a leg of its run, nor both claiming repeatability, nor both legs of
+    one repeatability benchmark's mode (`legs`: run id → the mode it is a leg of)."""
     seen: dict[str, str] = {}  # a step line (with its commit) → the first record that logged it
     problems = []
     for run_id, record in records.items():
@@ -61,7 +63,8 @@ def copy_problems(
         }
         for other in sorted(owners - {run_id}):
             twin = records[other]
-            if same_run(record, twin, records) or (_repeatable(record) and _repeatable(twin)):
+            repeats = run_id in legs and legs[run_id] == legs.get(other)
+            if repeats or same_run(record, twin, records) or (_repeatable(record) and _repeatable(twin)):
                 continue
             problems.append(
                 (

@@ -61,6 +61,22 @@ def repeat_problems(
     return problems
 
 
+def repeated_legs(records: Mapping[str, EvidenceRecord]) -> dict[str, str]:
+    """Each run a repeatability benchmark lists as a leg → the benchmark and mode it is a leg of.
+    Legs of one mode repeat one command, so they log the same step lines; that they are distinct
+    runs is held by `leg_problems` (ids, start times, the stop only C shows)."""
+    legs = {}
+    for run_id, record in records.items():
+        modes = record.metrics.get("modes") if record.run.kind == "benchmark" else None
+        if record.metrics.get("benchmark") != REPEAT_BENCHMARK or not isinstance(modes, list):
+            continue
+        for mode in modes:
+            runs = mode.get("runs") if isinstance(mode, dict) else None
+            for ran in (runs or {}).values() if isinstance(runs, dict) else ():
+                legs[str(ran)] = f"{run_id} {mode.get('mode')}"
+    return legs
+
+
 def _mode_problems(
     mode: object, records: Mapping[str, EvidenceRecord], metrics: Callable[[str], str | None]
 ) -> list[str]:
