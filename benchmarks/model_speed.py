@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ import torch
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # reference_gpt, beside this file
 from reference_gpt import ReferenceGPT
 
-from contracts.derive.benchmarks import SPEED_BENCHMARKS, quotient
+from contracts.derive.benchmarks import SPEED_BENCHMARKS, quotient, steady_median
 from contracts.evidence import (
     RunStatus,
     file_record,
@@ -65,7 +64,8 @@ def config_for(device: str) -> ModelConfig:
 def train_rate(
     model: torch.nn.Module, config: ModelConfig, batch: int, device: torch.device, steps: int, compiled: bool
 ) -> dict[str, Any]:
-    """Median tokens/s of `steps` AdamW steps (after WARMUP more), and the peak memory on CUDA."""
+    """Median tokens/s of `steps` AdamW steps (after WARMUP more), each step's rate, and the peak
+    memory on CUDA."""
     cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, fused=cuda, foreach=None if cuda else True)
     forward: Callable[..., Any] = torch.compile(model) if compiled else model
@@ -86,8 +86,10 @@ def train_rate(
         optimizer.zero_grad(set_to_none=True)
         synchronize(device)
         rates.append(batch * config.ctx / (time.perf_counter() - start))
+    steady = [round(rate, 1) for rate in rates[WARMUP:]]
     return {
-        "tokens_per_s": round(statistics.median(rates[WARMUP:])),
+        "tokens_per_s": round(steady_median(*steady)),
+        "step_tokens_per_s": steady,  # the checker takes the median again
         "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
     }
 

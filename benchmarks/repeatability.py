@@ -41,6 +41,7 @@ from contracts.derive.benchmarks import (
     REPEAT_BENCHMARK,
     REPEATED_RUNS,
     STRAIGHT_RUN,
+    logged_median_rate,
     mismatched_runs,
     run_differences,
 )
@@ -157,12 +158,7 @@ def run_mode(args: argparse.Namespace, work: Path, compiled: bool) -> dict[str, 
         "flags": {name: r["determinism"]["flags"] for name, r in records.items()},
         "replay": {name: r["metrics"].get("repeatability") for name, r in records.items()},
         "tokens_per_s_median": {
-            name: sorted(
-                json.loads(x)["tokens_per_s"]
-                for x in (d / "metrics.jsonl").read_text().splitlines()
-                if '"type": "step"' in x
-            )[logged_steps(d) // 2]
-            for name, d in dirs.items()
+            name: logged_median_rate((d / "metrics.jsonl").read_text()) for name, d in dirs.items()
         },
     }
 

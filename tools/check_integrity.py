@@ -72,6 +72,7 @@ from lineage import (
     same_run,
 )
 from mutation import lock_findings
+from one_run import Lines, canonical, copy_problems, twin_problems
 from place_links import place_link_problems
 from preset_sources import (
     OPTIONS_SOURCES,
@@ -86,13 +87,15 @@ from preset_sources import (
     states_preset,
     states_speed_model,
 )
+from prose_figures import figure_problems
 from record_checks import check_record_truth, newer
-from repeat_runs import repeat_problems
+from repeat_runs import repeat_problems, repeated_legs
 from retirement import blob_bytes, covered, retired_blob, retirement_problems
 from scored_text import committed_text, scored_texts, text_problems
 from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
 
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
+from contracts.derive.benchmarks import computed_lines
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
 from contracts.model_card import model_card
@@ -922,7 +925,19 @@ class Checker:
                 seen.setdefault(key, record.run.id)
 
     def check_prose_citations(self) -> None:
-        """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught)."""
+        """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught), and
+        every figure cited by a link into a record is the number it names there (tools/prose_figures.py)."""
+        sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
+        for source in sources:
+            if not source.is_file() or source.is_relative_to(self.root / GENERATED):
+                continue
+            try:
+                text = read_text(source, self.root)
+            except Unreadable as exc:
+                self.fail(INTEG_EVIDENCE, source, "", exc.problem)
+                continue
+            for lineno, problem in figure_problems(text, self.root):
+                self.fail(INTEG_EVIDENCE, source, f"line {lineno}", problem)
         for source, lineno, match in prose_citations(self.root):
             run_dir = self.root / RUNS_DIR / match.group(1)
             target = run_dir / match.group(2).lstrip("/") if match.group(2) else run_dir / EVIDENCE_FILE
@@ -1153,7 +1168,32 @@ def lineage_found(records: list[LoadedEvidence], root: Path) -> list[tuple[str, 
         *repeat_problems(
             by_id, lambda run_id: _cited_text(loaded[run_id], METRICS_LOG) if run_id in loaded else None
         ),
+        *copy_problems(by_id, lambda run_id: _computed_log(loaded[run_id]), repeated_legs(by_id)),
+        *twin_problems(by_id, lambda run_id: _computed_log(loaded[run_id])),
     ]
+
+
+def _computed_log(loaded: LoadedEvidence) -> Lines | None:
+    """The computed lines of the metrics.jsonl a record cites (one_run.py), or None without one."""
+    record = loaded.record
+    if record is None or not any(a.path == METRICS_LOG for a in record.artifacts):
+        return None
+    path = loaded.path.parent / METRICS_LOG
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return _computed_file(str(path), status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _computed_file(path: str, _mtime_ns: int, _size: int) -> Lines | None:
+    """One log's computed lines, read once for each state of the file: a runs-only check joins its
+    runs to every record of the committed ledger, whose logs do not change between checks."""
+    try:
+        return canonical(computed_lines(read_text(Path(path))))
+    except (Unreadable, ValueError, KeyError, TypeError):
+        return None  # a log that is not JSON lines is its own record's finding
 
 
 def _evidence_state(root: Path) -> tuple[tuple[str, int, int], ...]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from argv_config import argv_problems
 from argv_record import argv_record_problems, given
+from benchmark_mfu import mfu_problems
 from checkpoint_reads import (
     committed_checkpoint_problems,
     committed_source_problems,
@@ -42,6 +43,7 @@ from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
 from contracts.evidence import REPO_ROOT, SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
 from contracts.gates import Mode
+from contracts.implied_fields import implied_problems
 from contracts.judges import CHECKS, JUDGES, Malformed, bare, judge, present_checks
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_reason
@@ -491,6 +493,7 @@ def check_record_truth(
         findings.warnings += rebuild_warnings(record, run_dir)
     findings.violations += repeatability_problems(record) + surgery_source_problems(record, run_dir, root)
     findings.violations += committed_checkpoint_problems(record, root)
+    findings.violations += implied_problems(record) + mfu_problems(record)
     sample_wrong, sample_unheld = sample_findings(record, root)
     findings.violations += sample_wrong
     findings.warnings += sample_unheld

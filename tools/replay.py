@@ -34,6 +34,7 @@ from contracts.derive.training import METRICS_LOG
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence, sha256_file
 from contracts.ledger import Ledger, recording
+from contracts.replay import STATE_KEY
 
 # The kinds a replay can rebuild from the record, the data and (for a fine-tune) its start.
 REPLAYABLE = ("train", "finetune", "sft")
@@ -64,13 +65,17 @@ def _logged(run_dir: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def _differences(logged: list[dict[str, Any]], replayed: list[dict[str, Any]], kind: str) -> list[str]:
-    """Every key of paired lines that is not bit for bit, the wall clock aside; an unpaired line too."""
+    """Every key of paired lines that is not bit for bit, the wall clock aside; an unpaired line too.
+    The state digest is compared where the log holds one (a run logs it at its first steps, and
+    a log written before runs did holds none)."""
     differences = [
         f"{kind} {ours.get('step')}: {key} is {theirs.get(key)!r} in {METRICS_LOG}, "
         f"{ours.get(key)!r} replayed"
         for theirs, ours in zip(logged, replayed, strict=False)
         for key in sorted(set(theirs) | set(ours))
-        if key not in (*WALL_CLOCK, "type") and not _same(theirs.get(key), ours.get(key))
+        if key not in (*WALL_CLOCK, "type")
+        and (key != STATE_KEY or key in theirs)
+        and not _same(theirs.get(key), ours.get(key))
     ]
     if len(logged) != len(replayed):
         differences.append(

@@ -105,6 +105,25 @@ def prepare_ratio(text_bytes: float, seconds: Sequence[float], baselines: Sequen
     return rate_over_best(mib_per_s(text_bytes, *seconds), *baselines)
 
 
+def steady_median(*rates: float) -> float:
+    """A contender's tokens/s: the median of its steady-state steps' rates (the warm-up steps, which
+    pay for allocation and compilation, are not among them). The benchmarks keep those rates in
+    the record, so the checker takes the median again."""
+    return statistics.median(rates)
+
+
+def logged_median_rate(metrics_text: str) -> float:
+    """A repeatability leg's throughput: the upper median of the tokens/s its metrics.jsonl logs
+    for its steps (the benchmark reads the rates the run itself logged, so the checker reads them
+    again from the leg filed in the ledger)."""
+    rates = sorted(
+        line["tokens_per_s"]
+        for text in metrics_text.splitlines()
+        if (line := json.loads(text)).get("type") == "step"
+    )
+    return rates[len(rates) // 2]
+
+
 def geometric_mean(*ratios: float) -> float:
     """The mean of ratios that treats ×2 and ×½ alike: the attention benchmark's summary over shapes."""
     return math.exp(math.fsum(math.log(r) for r in ratios) / len(ratios))
@@ -266,6 +285,12 @@ def _of(metrics: Metrics, field: str, formula: Callable[..., float], *keys: str)
         yield Identity(f"metrics.{field}", metrics[field], formula, tuple(metrics.get(k) for k in keys))
 
 
+def _steps(where: str, recorded: Any, rates: Any) -> Iterator[Identity]:
+    """`recorded` tokens/s = steady_median of the per-step rates kept beside it, when it keeps them."""
+    if isinstance(rates, list) and rates:
+        yield Identity(where, recorded, steady_median, tuple(rates))
+
+
 @identities("reader_vs_memmap")
 def _reader(m: Metrics) -> Iterator[Identity]:
     yield from _of(m, "ratio", quotient, "tokens_per_s", "baseline_tokens_per_s")
@@ -342,6 +367,11 @@ def same(value: float) -> float:
     return value
 
 
+# benchmarks/train_throughput.py's contenders: each has `<name>_tokens_per_s`, the steady median of
+# the per-step rates it keeps as `<name>_step_tokens_per_s`.
+TRAIN_CONTENDERS = ("plain", "stack", "plain_compiled", "compiled")
+
+
 @identities("train_overhead")
 def _train(m: Metrics) -> Iterator[Identity]:
     yield from _train_legs(m)
@@ -349,6 +379,9 @@ def _train(m: Metrics) -> Iterator[Identity]:
     yield from _of(m, "compiled_speedup", quotient, "compiled_tokens_per_s", "plain_tokens_per_s")
     yield from _of(m, "eager_ratio", quotient, "stack_tokens_per_s", "plain_tokens_per_s")
     yield from _of(m, "ratio", quotient, "compiled_tokens_per_s", "plain_compiled_tokens_per_s")
+    for contender in TRAIN_CONTENDERS:
+        field = f"{contender}_tokens_per_s"
+        yield from _steps(f"metrics.{field}", m.get(field), m.get(f"{contender}_step_tokens_per_s"))
     bound = m.get("compile_bound")
     if isinstance(bound, dict) and "amdahl_limit" in bound:
         yield Identity(
@@ -366,6 +399,10 @@ SPEED_BENCHMARKS = {"cuda": "model_vs_reference_gpu", "cpu": "model_vs_reference
 @identities(*SPEED_BENCHMARKS.values())
 def _model(m: Metrics) -> Iterator[Identity]:
     rows, ratios = m.get("rows") or {}, m.get("ratios") or {}
+    for name, row in rows.items():
+        if isinstance(row, dict):
+            where = f"metrics.rows.{name}.tokens_per_s"
+            yield from _steps(where, row.get("tokens_per_s"), row.get("step_tokens_per_s"))
     for mode, recorded in ratios.items():
         stack, reference = rows.get(f"stack_{mode}") or {}, rows.get(f"reference_{mode}") or {}
         args = (stack.get("tokens_per_s"), reference.get("tokens_per_s"))

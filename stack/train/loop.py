@@ -42,7 +42,7 @@ from contracts.evidence import atomic_write_bytes, sha256_file
 from contracts.heldout import heldout_set_batches
 from contracts.judges import COMPUTE_DTYPES
 from contracts.plan import step_sha256
-from contracts.replay import replay_plan
+from contracts.replay import STATE_KEY, digests_state, replay_plan
 from contracts.schedule import SCHEDULE_KEYS, lr_at
 from contracts.seeds import monitor_seed
 from contracts.spec import load_spec
@@ -130,7 +130,7 @@ from stack.train.lora_setup import StartWeights, adapter_parameters, adapter_set
 from stack.train.lora_setup import attach as attach_lora
 from stack.train.metrics import MetricsLog
 from stack.train.overfit import OverfitDetector, check_compared
-from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state
+from stack.train.resume_check import Rehearsal, check_replay, check_restored, end_state, state_digest
 from stack.train.spikes import SpikeDetector
 from stack.train.stepping import (
     AdamWSettings,
@@ -351,6 +351,7 @@ class Trainer:
         self.alerts = determinism.Alerts()
         self.switches: determinism.Switches | None = None
         self.replay_steps = self._replay_plan()
+        self.replayed_until = 0  # the last step this invocation replays (`run` sets it)
         self.repeatability: dict[str, Any] | None = None  # what the replay compared and cost
         self.update_judged = False  # GATE-TRAIN-008 watches each invocation's first update it can judge
         self.logged_shares: dict[str, float] | None = None  # the policy's shares the log last said
@@ -865,6 +866,8 @@ class Trainer:
         self.state.step = step
         self.state.tokens_seen += line["tokens"]
         line["tokens_per_s"] = line["tokens"] / max(time.perf_counter() - started, 1e-9)
+        if digests_state(step, self.replayed_until, self.world.distributed):  # timed apart: not the step's
+            line[STATE_KEY] = state_digest(self.model, self.optimizer)
         for name, term in terms.items():  # logged apart from `loss`, which stays the cross-entropy
             line[f"moe_{name}"] = term["value"]
             line[f"moe_{name}_defined"] = term["defined"]  # GATE-ARCH-001 re-derives its check from here
@@ -1240,6 +1243,7 @@ class Trainer:
             with signals.installed(), self.alerts.watching():
                 self.switches = determinism.Switches.now()  # what the first step runs with
                 steps = self._replayable()
+                self.replayed_until = self.state.step + steps
                 rehearsal = self.rehearse(steps) if steps else None
                 taken: list[dict[str, Any]] = []
                 probed = False  # the first step of every invocation is probed, then every evaluation's

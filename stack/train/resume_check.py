@@ -95,6 +95,13 @@ def end_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[
     }
 
 
+def state_digest(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """One sha256 of the weights and the optimizer state a step left (contracts.replay.STATE_KEY):
+    logged on the step's line, so a replay compares what the step changed, not only what it printed."""
+    digests = end_state(model, optimizer)
+    return hashlib.sha256(f"{digests['model']}|{digests['optimizer']}".encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Rehearsal:
     """The first steps of an invocation as the rehearsal took them, before every state was put back:

@@ -1,0 +1,58 @@
+"""A figure in the README that cites a record is the number it names there (tools/prose_figures.py).
+
+The README's figures of the GPU benchmarks and of the price of determinism link to their records
+with the quantity they are (a field, the median of a logged key, a formula over both runs); the
+check reads each again. Edited figures, a unit that scales another way, and a field the record
+lacks are named; the README as written and a figure rounded as written stand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ledger_support import ROOT
+from prose_figures import figure_problems
+
+README = ROOT / "README.md"
+# The price of determinism as the README states it: 1 - on / off of the two runs' median tokens/s.
+PRICE = "[11 %](evidence/runs/gpt2-deterministic-true/metadata.json#overhead("
+
+
+def _readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def test_the_readme_figures_are_their_records_numbers() -> None:
+    text = _readme()
+    assert PRICE in text and text.count("](evidence/runs/") >= 12
+    assert figure_problems(text, ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("written", "edited"),
+    [
+        (PRICE, PRICE.replace("11 %", "9 %")),  # the price of determinism restated
+        ("[1.017×]", "[1.018×]"),  # one unit of the last digit past the ratio's rounding
+        ("[421 k]", "[422 k]"),
+        ("[33.0 %]", "[0.33 %]"),  # a share written as a percentage of another scale
+    ],
+)
+def test_an_edited_figure_is_named_with_what_its_record_gives(written: str, edited: str) -> None:
+    text = _readme()
+    assert written in text
+    (problem,) = figure_problems(text.replace(written, edited, 1), ROOT)
+    assert problem[1].startswith(f"says {edited.split(']')[0][1:]!r}, but evidence/runs/")
+
+
+def test_a_figure_rounded_as_written_stands_and_a_missing_field_is_named(tmp_path: Path) -> None:
+    """1.0475 written 1.048 and 1.05 (each within half a unit of its last digit); a field the
+    record does not have, and a record the ledger does not hold, are each their own finding."""
+    base = "evidence/runs/bench-train-20261127T075906/metadata.json#"
+    line = f"[1.048×]({base}metrics.eager_ratio) [1.05×]({base}metrics.eager_ratio)"
+    assert figure_problems(line, ROOT) == []
+    assert figure_problems(f"[1.04×]({base}metrics.eager_ratio)", ROOT) != []
+    (missing,) = figure_problems(f"[3 k]({base}metrics.no_such_field)", ROOT)
+    assert "its record has no field metrics.no_such_field" in missing[1]
+    (absent,) = figure_problems("[3 k](evidence/runs/no-such-run/metadata.json#metrics.x)", ROOT)
+    assert "the ledger holds no readable record no-such-run" in absent[1]
