@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_support import CURRENT_RUN, RECORDS, ROOT, edited
 
-from contracts.evidence import EVIDENCE_FILE
+from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.reading import MAX_READ_BYTES
 from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.spec import load_spec
@@ -37,13 +37,13 @@ INTEG = "GATE-INTEG-001"
 # surgery's JSON results.
 LEDGER_CASES = {
     CURRENT_RUN: ("config.toml", "metrics.jsonl"),
-    "sft-lora-20261127T1551-spec-1.39.0": ("config.toml",),
-    "eval-20261127T155209": ("eval.json",),
-    "prepare-20261127T155123": ("manifest.json",),
-    "laser-20261127T155137": ("surgery.json",),
+    "current/sft": ("config.toml",),
+    "current/eval": ("eval.json",),
+    "current/prepare": ("manifest.json",),
+    "current/laser": ("surgery.json",),
 }
 # A record the tests make cite files of the formats no ledger record cites (YAML, safetensors, text).
-PLANTED_RUN = "eval-20261127T155209"
+PLANTED_RUN = "current/eval"
 PLANTED = ("notes.yaml", "weights.safetensors", "notes.md")
 
 
@@ -56,7 +56,7 @@ class Case:
 
     @property
     def run_id(self) -> str:
-        return self.run_dir.name
+        return read_evidence(self.run_dir / EVIDENCE_FILE).run.id
 
 
 def safetensors_bytes(tensors: dict[str, list[float]]) -> bytes:
@@ -279,7 +279,7 @@ def test_a_crash_on_one_record_is_named_and_the_rest_checked(
     report = run_checks(ROOT, [crashing, other], runs_only=True)
     assert report.violations == [] and len(report.failures) == 1, report.failures
     failure = report.failures[0]
-    assert failure.rule == CHECKER_FAILED and failure.record == crashing.name
+    assert failure.rule == CHECKER_FAILED and failure.record == read_evidence(crashing / EVIDENCE_FILE).run.id
     saved = Path(failure.message.rsplit("traceback saved to ", 1)[1])
     assert "RuntimeError: a bug of the checker" in saved.read_text(encoding="utf-8")
     assert main(["--runs-only", "--run", str(crashing), "--run", str(other)]) == 1

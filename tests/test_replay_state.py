@@ -103,7 +103,7 @@ def test_a_nudged_run_whose_replay_compared_itself_is_caught_by_the_replay(
     # Step 1's printed numbers were computed before the nudge that followed its update: they
     # replay bit for bit, and only the state the step left differs.
     done = _replay(run, data, steps=1)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 3, done.stdout + done.stderr  # a gate fired: GATE-INTEG-001
     named = [line for line in done.stdout.splitlines() if line.startswith("REPLAY")]
     assert len(named) == 1 and f"step 1: {STATE_KEY} is" in named[0], done.stdout
     assert f"step 2: {STATE_KEY} is" in _replay(run, data).stdout
