@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from check_integrity import run_checks
 from mutation import lock_findings
 from scratch import commit_all, make_repo, write_lock
 
@@ -176,8 +177,13 @@ def test_no_environment_variable_switches_a_gate_off_outside_pytest() -> None:
 
 
 def findings(root: Path) -> list[str]:
-    """What the integrity check would report of `root`'s proof by mutation."""
+    """What the integrity check finds of `root`'s proof by mutation, before any judge decides."""
     return lock_findings(root, load_spec_from(root / "spec"))
+
+
+def verdicts(root: Path) -> list[str]:
+    """The violations of `root` that stand once GATE-INTEG-002's judge has decided over them."""
+    return [f.line() for f in run_checks(root, []).violations]
 
 
 @pytest.fixture
@@ -197,16 +203,16 @@ def test_a_lock_holds_until_a_gates_code_changes(scratch: Path) -> None:
     """A lock proves the code it was written for; a falsifier edited afterwards names its gate."""
     write_lock(scratch)
     commit_all(scratch, "the proof lock")
-    assert findings(scratch) == []
+    assert verdicts(scratch) == []
     (scratch / "NOTES.md").write_text("outside the fingerprinted trees\n")
-    assert findings(scratch) == []
+    assert verdicts(scratch) == []
     tests = scratch / "tests" / "test_integ.py"
     tests.write_text(
         tests.read_text().replace(
             "def test_integ_001():\n    assert True", "def test_integ_001():\n    assert 1"
         )
     )
-    found = findings(scratch)
+    found = verdicts(scratch)
     assert any("GATE-INTEG-001 was proven for other code than today's" in f for f in found), found
 
 

@@ -164,7 +164,6 @@ def _caught_at(row: int, rows: int, sample: int | None) -> bool:
     return diff > RTOL * scale
 
 
-@pytest.mark.gate("GATE-TRACE-002")
 @pytest.mark.parametrize("rows", [SAMPLE + 1, 3 * SAMPLE + 5, 200])
 def test_a_fault_in_one_row_is_caught_with_probability_s_over_n(rows: int) -> None:
     """Fault class 'one row' (probability s/n for a row drawn uniformly): the rows whose fault the
@@ -219,7 +218,6 @@ def test_a_slice_is_evenly_spaced_rows_in_the_sites_own_layout() -> None:
     assert statistics_slice(q, None)[1:] == (100, 100)
 
 
-@pytest.mark.gate("GATE-INTEG-001")
 def test_a_slices_statistics_outside_its_sites_are_named() -> None:
     site = {"count": 100, "min": -2.0, "max": 3.0, "absmax": 3.0, "nan": 0, "inf": 0, "zero": 1}
     site |= {"mean": 0.1, "std": 1.0, "l1_fp64": 80.0}
