@@ -718,8 +718,10 @@ def _heldout_size(m: Measured, t: Thresholds) -> list[str]:
 
 
 def _set_problems(m: Measured, t: Thresholds) -> list[str]:
-    """Nothing to measure (fewer than two windows), or a window counted twice (a set padded with
-    repeats looks more precise than the text it holds): what the set check refuses. Its size is the
+    """Nothing to measure (fewer than two windows), or a set padded with repeats (two batches read
+    eight times look more precise than the text they hold): what the set check refuses. A set must
+    hold as many distinct windows as its batches read, up to min_heldout_batches' worth: text
+    that repeats itself (a source's boilerplate) may repeat windows beyond that. Its size is the
     noise check's."""
     batches, distinct, size = (
         count(m, "heldout_batches"),
@@ -733,10 +735,12 @@ def _set_problems(m: Measured, t: Thresholds) -> list[str]:
         ]
     if size < 1:
         raise Malformed("batch_size must be at least 1")
-    if distinct < batches * size:
+    needed = min(batches, int(t["min_heldout_batches"])) * size
+    if distinct < needed:
         return [
-            f"the held-out set has {distinct} distinct windows in {batches} batches of {size}: it "
-            "repeats windows, whose losses would count twice in its standard error"
+            f"the held-out set has {distinct} distinct windows in {batches} batches of {size}, fewer "
+            f"than the {needed} its batches read: it repeats windows, whose losses would count twice "
+            "in its standard error"
         ]
     return []
 

@@ -131,10 +131,11 @@ def test_prepare_pack_len_is_checked_against_the_model_whose_tokenizer_it_takes(
         main([*prefs, "--pack-len", str(CTX + 1), "--out", str(tmp_path / "c")]) == 0
     )  # a row predicts one more
     capsys.readouterr()
-    assert main([*prefs, "--out", str(tmp_path / "d")]) == 0  # the default, 128, is cut to the model's
-    assert f"--pack-len {CTX + 1}, the most" in _err(capsys)
+    # The default fits the examples within the model's context: the shortest that admits them all.
+    assert main([*prefs, "--out", str(tmp_path / "d")]) == 0
+    assert "--pack-len 5, the shortest that admits every example" in _err(capsys)
     entry = load_manifest(tmp_path / "d").sft
-    assert entry is not None and entry.pack_len == 2 * (CTX + 1)
+    assert entry is not None and entry.pack_len == 2 * 5
 
 
 def test_prepare_offers_no_pack_len_beyond_the_model_its_data_is_for(

@@ -120,7 +120,7 @@ def test_records_filed_since_the_commit_leave_the_tree_clean(tmp_path: Path) -> 
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     head = git("rev-parse", "HEAD").strip()
-    for run_id in ("eval-20261125T000001", "current/mix-run"):
+    for run_id in ("eval-20261125T000001", "mix-run-20261127T1551-spec-1.39.0"):
         filed = tmp_path / LEDGER_DIR / run_id
         filed.mkdir()
         (filed / EVIDENCE_FILE).write_text("{}\n")

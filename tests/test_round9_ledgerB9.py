@@ -175,28 +175,17 @@ def test_a_round9_count_restated_is_derived_again(tmp_path: Path, audit: str, ru
 GPU_TRACE_RUN = "trace-20261127T153158"
 
 
-@pytest.mark.parametrize(("apart", "caught"), [(1.0, False), (1.5, True)])
-def test_x70_a_reference_absmax_is_held_within_its_identity_difference(
-    tmp_path: Path, apart: float, caught: bool
-) -> None:
-    """X70 on a GPU's record: an identity's ref_absmax may differ from the traced site's absmax by at
+def test_x70_the_gpu_records_reference_absmax_stands_as_filed(tmp_path: Path) -> None:
+    """X70 on a GPU's record: an identity's ref_absmax differs from the traced site's absmax, by at
     most its own max_abs_diff (two tensors' largest magnitudes differ by no more than their largest
-    difference); at that bound it passes, half as far again past it is named."""
+    difference), and the record stands. It was judged under GATE-TRACE-002 rev 5, so its identities
+    are no longer derived again (a stale verdict); the bound for today's sampled identities is held
+    by contracts/derive/reports.py on the current trace fixture."""
     trace = json.loads((RECORDS / GPU_TRACE_RUN / "trace.json").read_text(encoding="utf-8"))
     traced = next(s for s in trace["trace"]["sites"] if s["name"] == "layers.0.k")["stats"]["absmax"]
     identity = _at(_record(GPU_TRACE_RUN), ("GATE-TRACE-002", "identities", "layers.0.k"))
     assert 0 < abs(identity["ref_absmax"] - traced) <= identity["max_abs_diff"]
-
-    def plant(data: dict[str, Any], _dir: Path) -> None:
-        moved = traced + apart * identity["max_abs_diff"]
-        _set(data, ("GATE-TRACE-002", "identities", "layers.0.k", "ref_absmax"), moved)
-
-    found = findings(planted(tmp_path, GPU_TRACE_RUN, plant))
-    said = "gates[GATE-TRACE-002].measured.identities.layers.0.k.ref_absmax is"
-    if caught:
-        assert_found(found, said, f"derive {traced}")
-    else:
-        assert found == []
+    assert findings(planted(tmp_path, GPU_TRACE_RUN, lambda _data, _dir: None)) == []
 
 
 def test_x49_patch_positions_restated_is_derived_from_trace_json(tmp_path: Path) -> None:
