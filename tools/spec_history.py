@@ -158,6 +158,7 @@ class SpecHistory:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._by_digest: dict[str, dict[str, object]] = {}
+        self._unread: dict[str, list[bytes]] = {}  # each policy file's committed versions not yet parsed
         self._revisions: dict[str, dict[str, int]] = {}
 
     def revision_in_force(self, sha: str, name: str) -> int | None:
@@ -178,8 +179,13 @@ class SpecHistory:
         """The parsed content of policy `name` whose digest is `digest`, or None when no committed
         version of the file has it."""
         if name not in self._by_digest:
-            self._by_digest[name] = self._versions(name)
-        return self._by_digest[name].get(digest)
+            self._by_digest[name], self._unread[name] = {}, self._blobs(name)
+        found, unread = self._by_digest[name], self._unread[name]
+        while digest not in found and unread:  # newest first: records mostly cite recent versions
+            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
+                data = committed_yaml(unread.pop(0))
+                found.setdefault(policy_digest(data), data)
+        return found.get(digest)
 
     def run_kinds(self, digest: str) -> dict[str, RunKind] | None:
         """The run kinds of the run_kinds.yaml whose digest is `digest` (None: no such version)."""
@@ -191,15 +197,12 @@ class SpecHistory:
         except ValueError:
             return None
 
-    def _versions(self, name: str) -> dict[str, object]:
+    def _blobs(self, name: str) -> list[bytes]:
+        """Every committed version of policy file `name`, newest first, one per distinct content."""
         path = f"spec/{POLICY_FILES[name]}"
         log = subprocess.run(
             ["git", "-C", str(self.root), "log", "--format=%H", "--", path], capture_output=True, check=False
         )
         shas = log.stdout.decode().split()
-        versions: dict[str, object] = {}
-        for blob in files_at(self.root, [(sha, path) for sha in shas]).values():
-            with contextlib.suppress(yaml.YAMLError, UnicodeDecodeError):
-                data = committed_yaml(blob)
-                versions.setdefault(policy_digest(data), data)
-        return versions
+        found = files_at(self.root, [(sha, path) for sha in shas])
+        return list(dict.fromkeys(found[(sha, path)] for sha in shas if (sha, path) in found))
