@@ -101,12 +101,15 @@ def _defs(module: Module) -> Iterator[ast.AST]:
             yield from (n for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
 
 
-def _modules(root: Path, rel_dir: str, mentions: str = "") -> Iterator[Module]:
-    """The parsed Python files under `rel_dir` whose text mentions `mentions` (the others hold no
-    judge, binding or falsifier: parsing them would cost the most and find nothing)."""
+def _modules(root: Path, rel_dir: str, mentions: tuple[str, ...] = (), named: str = "") -> Iterator[Module]:
+    """The parsed Python files under `rel_dir` whose name starts with `named` and whose text mentions
+    one of `mentions` (the others hold no judge, binding or falsifier: parsing them would cost the
+    most and find nothing)."""
     for path in _walk(root, rel_dir, {".py"}):
+        if not path.name.startswith(named):
+            continue
         try:
-            if mentions and mentions not in read_text(path):
+            if mentions and not any(word in read_text(path) for word in mentions):
                 continue
             yield Module(path, path.relative_to(root).as_posix())
         except (SyntaxError, Unreadable):
@@ -120,7 +123,7 @@ def _string_args(call: ast.Call, values: dict[str, ast.expr]) -> list[str]:
 
 def _judges(root: Path, parts: dict[str, list[str]]) -> None:
     """Each judge with its declaration and the helpers it calls."""
-    modules = [m for m in _modules(root, "contracts", "judges") if Path(m.rel).name.startswith("judges")]
+    modules = list(_modules(root, "contracts", ("judges",), named="judges"))
     shared = {name: m for m in modules for name in m.defs}
     for module in modules:
         for node in module.defs.values():
@@ -134,7 +137,7 @@ def _judges(root: Path, parts: dict[str, list[str]]) -> None:
 def _bindings(root: Path, parts: dict[str, list[str]]) -> None:
     """Each function bound to a gate, with its decorators and the outcome function they call."""
     for rel_dir in ("stack", "contracts"):
-        for module in _modules(root, rel_dir, "gate_"):
+        for module in _modules(root, rel_dir, tuple(BINDING_FUNCS)):
             for node in _defs(module):
                 for decorator in getattr(node, "decorator_list", []):
                     if not isinstance(decorator, ast.Call):
@@ -150,7 +153,7 @@ def _falsifiers(root: Path, parts: dict[str, list[str]]) -> None:
     """Each falsifier test with the module-level helpers and tables it reads; a module's
     `pytestmark` whole. Which tests are falsifiers is read as the coverage check reads it
     (audit.gate_marked): a mark on one parameter counts."""
-    for module in _modules(root, "tests", f"mark.{GATE_MARK}"):
+    for module in _modules(root, "tests", (f"mark.{GATE_MARK}",)):
         for gate_id, _, node in gate_marked(module.tree):
             text = module.text if isinstance(node, ast.Assign) else module.closure(node)
             parts.setdefault(gate_id, []).append(f"falsifier {module.rel}\n{text}")
