@@ -138,3 +138,15 @@ def test_retire_refuses_an_uncommitted_record(repo: Path) -> None:
     (repo / "evidence/runs" / RUN / "metrics.jsonl").write_text('{"loss": 2.0}\n')
     assert retired(repo, RUN) == 2
     assert not (repo / RETIRED_FILE).exists()
+
+
+def test_retire_refuses_what_is_no_record_in_one_line(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory that is neither a ledger record nor a release's (evidence/models itself) is bad
+    input: one line, exit 2, nothing written."""
+    (repo / "evidence/models").mkdir(exist_ok=True)
+    (repo / "evidence/models/notes.txt").write_text("x\n")
+    commit_all(repo, "a file beside the releases")
+    assert retire_main(["--path", "evidence/models", "--reason", "r", "--root", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a directory under evidence/" in err, err
+    assert not (repo / RETIRED_FILE).exists() and (repo / "evidence/models/notes.txt").is_file()

@@ -26,7 +26,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.evidence import collect_code
+from contracts.errors import BadInput
+from contracts.evidence import EVIDENCE_FILE, collect_code, read_evidence
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
@@ -132,11 +133,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"current_records: {label} exited {done.returncode}", file=sys.stderr)
             return 1
         filed += [(label, name) for name in sorted({p.name for p in ledger.iterdir()} - before)]
+    foreign = [label for label, _ in filed if not _replaceable(args.into / label)]
+    if foreign:
+        print(
+            f"current_records: {args.into / foreign[0]} holds something other than a record this script "
+            f"made; move it away first (the new records are in {ledger})",
+            file=sys.stderr,
+        )
+        return 2
     for label, name in filed:
         shutil.rmtree(args.into / label, ignore_errors=True)
         shutil.copytree(ledger / name, args.into / label)
-        print(f"{label:<13} {name} -> {(args.into / label).relative_to(ROOT)}")
+        print(f"{label:<13} {name} -> {args.into / label}")
     return 0
+
+
+def _replaceable(target: Path) -> bool:
+    """Whether `target` may be replaced: absent, or a record directory (its metadata.json a record of
+    the command this script ran for it), which is what an earlier run of this script left there."""
+    if not target.exists():
+        return True
+    try:
+        read_evidence(target / EVIDENCE_FILE)
+    except (BadInput, OSError, ValueError):
+        return False
+    return target.is_dir()
 
 
 if __name__ == "__main__":

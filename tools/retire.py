@@ -22,8 +22,10 @@ import sys
 from pathlib import Path
 
 from check_integrity import run_checks
+from pydantic import ValidationError
 from retirement import trees_at
 
+from contracts.errors import BadInput
 from contracts.retirement import RETIRED_FILE, Retired, read_retirements, render_retirements
 from contracts.spec import load_spec_from
 
@@ -71,16 +73,20 @@ def retire(root: Path, paths: list[str], reason: str) -> int:
         return refuse(f"the check finds {len(broken)} problem(s) with them; first: {broken[0]}")
     head = _head(root)
     tree = trees_at(root, [head], ["evidence"])[head] or {}
-    version = load_spec_from(root / "spec").version
-    retirements = read_retirements(root)
+    try:
+        version = load_spec_from(root / "spec").version
+        retirements = read_retirements(root)
+        for path in paths:
+            files = {n.removeprefix(f"{path}/"): blob for n, blob in tree.items() if n.startswith(f"{path}/")}
+            retirements.retired.append(
+                Retired(path=path, commit=head, files=files, reason=reason, verified_under=version)
+            )
+    except BadInput as exc:
+        return refuse(str(exc))
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        return refuse(f"{problem}; name a record of {RUNS}/ or a withdrawn release's directory")
     old_text = (root / RETIRED_FILE).read_text(encoding="utf-8") if (root / RETIRED_FILE).is_file() else None
-    for path in paths:
-        files = {
-            name.removeprefix(f"{path}/"): blob for name, blob in tree.items() if name.startswith(f"{path}/")
-        }
-        retirements.retired.append(
-            Retired(path=path, commit=head, files=files, reason=reason, verified_under=version)
-        )
     (root / RETIRED_FILE).write_text(render_retirements(retirements), encoding="utf-8")
     for path in paths:
         shutil.rmtree(root / path)
