@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -297,9 +298,14 @@ def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, as
     return found
 
 
+GATE_MARK_TEXT = re.compile(r"\bmark[\s\\]*\.[\s\\]*gate\b")
+
+
 @functools.lru_cache(maxsize=TEXT_CACHE)
 def _gate_marks(text: str) -> tuple[tuple[str, int, str], ...]:
     """(gate id, line, test or `pytestmark`) of every gate mark in one test file."""
+    if not GATE_MARK_TEXT.search(text):
+        return ()  # a mark is a `mark.gate` attribute: a file without that text holds none to parse
     tree = parse_source(text)
     if tree is None:
         return ()

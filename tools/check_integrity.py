@@ -31,6 +31,7 @@ import functools
 import gc
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import stat
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -50,6 +52,7 @@ from audit import (
     RUNS_DIR,
     CoverageRow,
     LoadedEvidence,
+    Location,
     active,
     coverage,
     evidence_paths,
@@ -949,9 +952,10 @@ class Checker:
                     f"cites {match.group(0)}, which does not exist in the ledger",
                 )
 
-    def check_citations(self) -> None:
-        """Every gate id cited in code, tests, docs, evidence or README is in the spec."""
-        for gate_id, places in scan_citations(self.root).items():
+    def check_citations(self, citations: dict[str, list[Location]]) -> None:
+        """Every gate id cited in code, tests, docs, evidence or README (`citations`: gate id → each
+        mention) is in the spec."""
+        for gate_id, places in citations.items():
             if gate_id not in self.spec.gates:
                 for loc in places:
                     self.fail(INTEG_EVIDENCE, loc.file, f"line {loc.line}", f"cites unknown gate {gate_id}")
@@ -1248,30 +1252,71 @@ def run_checks(
     except BadInput as exc:
         return Report(standing([Finding(INTEG_EVIDENCE, "spec", "", str(exc))], None), [], [], 0)
     checker = Checker(root, spec)
-    ledger = [] if runs_only else [load_evidence(p) for p in evidence_paths(root)]
-    for loaded in ledger:  # a record's artifacts live in its own directory, never another run's
-        checker.check_record(loaded, loaded.path.parent.resolve(), in_ledger=True)
+    if runs_only:
+        return _check_runs(checker, extra_runs, context)
+    # The audit of the code (which gates are bound and falsified, and whether the proof lock proves
+    # today's code) reads only source files, none of the records: it runs in a second process on
+    # the second core while this one checks the records. `fork` starts it with this process's
+    # imports already made.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as audit:
+        scans = audit.submit(_code_scans, root)
+        lock = audit.submit(lock_findings, root, spec)
+        return _check_ledger(checker, extra_runs, scans, lock)
+
+
+Scans = tuple[dict[str, list[Location]], dict[str, list[Location]], dict[str, list[Location]]]
+
+
+def _code_scans(root: Path) -> Scans:
+    """gate id → where it is bound (stack/, contracts/), where a test falsifies it (tests/), and
+    where any file mentions it."""
+    return scan_bindings(root), scan_falsifiers(root), scan_citations(root)
+
+
+def _checked_runs(checker: Checker, extra_runs: list[Path]) -> list[LoadedEvidence]:
+    """Each extra run directory's record, checked against its own directory."""
     extra = []
     for run_dir in extra_runs:
         loaded = load_evidence(run_dir / "metadata.json")
         extra.append(loaded)
         checker.check_record(loaded, run_dir.resolve(), in_ledger=False)
+    return extra
+
+
+def _readable(checker: Checker, loaded: list[LoadedEvidence]) -> list[LoadedEvidence]:
+    """The records whose cited files all read: only these are read together with other records
+    (each one that does not is already a violation of its record)."""
+    return [e for e in loaded if e.record is None or e.record.run.id not in checker.unreadable]
+
+
+def _check_runs(checker: Checker, extra_runs: list[Path], context: Sequence[Path]) -> Report:
+    """The extra runs alone, joined to the committed ledger, whose own findings are the full
+    check's to report."""
+    extra = _checked_runs(checker, extra_runs)
+    with checker.guarded(RUNS_DIR, "", "commits"):
+        checker.check_commits(extra)
+    joined_extra = _readable(checker, extra)
+    with checker.guarded(RUNS_DIR, "", "lineage"):
+        checker.check_lineage(joined_extra, *committed_ledger(checker.root, context))
+    with checker.guarded(REGISTRY_FILE, "", "releases"), contextlib.suppress(BadInput):
+        # the registry's own form is the full check's to judge
+        checker.check_releases_named(read_registry(checker.root / REGISTRY_FILE), {}, joined_extra)
+    return Report(checker.verdict(), checker.warnings, [], len(extra), checker.failures)
+
+
+def _check_ledger(checker: Checker, extra_runs: list[Path], scans: Future, lock: Future) -> Report:
+    """The whole ledger and any extra runs, then the code audit's results (`scans`, `lock`) as the
+    second process hands them over."""
+    root = checker.root
+    ledger = [load_evidence(p) for p in evidence_paths(root)]
+    for loaded in ledger:  # a record's artifacts live in its own directory, never another run's
+        checker.check_record(loaded, loaded.path.parent.resolve(), in_ledger=True)
+    extra = _checked_runs(checker, extra_runs)
     with checker.guarded(RUNS_DIR, "", "commits"):
         checker.check_commits(ledger + extra)
-    # The checks that read the files of several records together read only records whose cited
-    # files all read (each one that does not is already a violation of its record).
-    joined = [e for e in ledger if e.record is None or e.record.run.id not in checker.unreadable]
-    joined_extra = [e for e in extra if e.record is None or e.record.run.id not in checker.unreadable]
+    joined, joined_extra = _readable(checker, ledger), _readable(checker, extra)
     with checker.guarded(RUNS_DIR, "", "lineage"):
-        if runs_only:  # joined to the committed ledger, whose own findings are the full check's to report
-            checker.check_lineage(joined_extra, *committed_ledger(root, context))
-        else:
-            checker.check_lineage(joined + joined_extra)
-    if runs_only:
-        with checker.guarded(REGISTRY_FILE, "", "releases"), contextlib.suppress(BadInput):
-            # the registry's own form is the full check's to judge
-            checker.check_releases_named(read_registry(root / REGISTRY_FILE), {}, joined_extra)
-        return Report(checker.verdict(), checker.warnings, [], len(extra), checker.failures)
+        checker.check_lineage(joined + joined_extra)
     with checker.guarded(RETIRED_FILE, "", "retirements"):
         try:
             checker.retired = read_retirements(root)
@@ -1283,14 +1328,14 @@ def run_checks(
         checker.check_duplicates(joined)
     with checker.guarded(REGISTRY_FILE, "", "registry"):
         check_registry_file(checker, joined, joined + joined_extra)
+    bindings, falsifiers, citations = scans.result()
     with checker.guarded("docs", "", "citation"):
-        checker.check_citations()
+        checker.check_citations(citations)
         checker.check_prose_citations()
-    bindings, falsifiers = scan_bindings(root), scan_falsifiers(root)
-    rows = coverage(spec, bindings, falsifiers, ledger + extra)
+    rows = coverage(checker.spec, bindings, falsifiers, ledger + extra)
     checker.check_coverage(rows, bindings, falsifiers)
     with checker.guarded(LOCK_FILE, "", "proof lock"):
-        for problem in lock_findings(root, spec):
+        for problem in lock.result():
             checker.fail(INTEG_COVERAGE, root / LOCK_FILE, "proof lock", problem)
     return Report(checker.verdict(), checker.warnings, rows, len(ledger) + len(extra), checker.failures)
 
