@@ -211,8 +211,40 @@ def test_a_copied_run_with_its_throughputs_jittered_is_one_run(tmp_path: Path) -
     copy = copied(tmp_path, "cpu_run", _jittered, as_id="mix-run-20261127T2359-copy")
     found = findings(*as_filed(tmp_path, "cpu_run"), copy)
     assert_found(
-        found, "logs step lines (losses, batch hashes) of", real_id("cpu_run"), "one run filed under two ids"
+        found,
+        "logs the step lines (losses, batch hashes) of",
+        real_id("cpu_run"),
+        "one run filed under two ids",
     )
+
+
+def _another_commit(data: dict[str, Any], run_dir: Path) -> None:
+    """A forger's copy that also states another commit (the one of an older record)."""
+    _jittered(data, run_dir)
+    older = json.loads((real_record("repeat") / "metadata.json").read_text(encoding="utf-8"))
+    data["code"]["git_sha"] = older["code"]["git_sha"]
+
+
+def test_a_copied_run_that_states_another_commit_is_one_run(tmp_path: Path) -> None:
+    copy = copied(tmp_path, "cpu_run", _another_commit, as_id="mix-run-20261127T2359-copy")
+    found = findings(*as_filed(tmp_path, "cpu_run"), copy)
+    assert_found(
+        found, "logs the step lines (losses, batch hashes) of", real_id("cpu_run"), "at another commit"
+    )
+
+
+def test_a_run_again_at_another_commit_that_parts_from_it_is_no_copy(tmp_path: Path) -> None:
+    """The benign side: code of another commit computes the same steps until a held-out loss parts them."""
+
+    def rerun(data: dict[str, Any], run_dir: Path) -> None:
+        _another_commit(data, run_dir)
+        lines = log_lines(run_dir)
+        last_eval = max(i for i, line in enumerate(lines) if line.get("type") == "eval")
+        lines[last_eval]["heldout_loss"] += 1e-7
+        write_log(run_dir, lines)
+
+    copy = copied(tmp_path, "cpu_run", rerun, as_id="mix-run-20261127T2359-rerun")
+    _not_found(findings(*as_filed(tmp_path, "cpu_run"), copy), "step lines (losses, batch hashes)")
 
 
 def test_a_repeat_of_a_repeatable_run_is_no_copy_and_agrees(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ state (a copy with its throughputs jittered beats the duplicate check's wall-clo
   they are legs of one run (a resume, tools/lineage.py's `same_run`), legs of one mode of a
   repeatability benchmark (which repeats one command, and whose legs are held distinct by
   tools/repeat_runs.py), or both claim their run repeatable (a repeatable configuration repeats:
-  there, agreement is the claim, held below). Records of one configuration made at different
-  commits share lines legitimately: the ledger files the same CPU run again at each spec
-  version, and code that computes the same numbers writes them again.
+  there, agreement is the claim, held below). Runs of one configuration made at different
+  commits share step lines legitimately (code that computes the same numbers writes them again)
+  until their held-out lines or a later step part them; records at different commits whose logs
+  agree line for line, every step and held-out line, are one run all the same, whatever commit
+  each states.
 - **one configuration, one outcome**: a record that claims its run repeatable
   (`determinism.flags.repeatable`) makes a claim about every run of its configuration, code,
   data, seed and build. Each pair of such records must agree bit for bit wherever their logs
@@ -50,6 +52,7 @@ def copy_problems(
     the same commit, neither a leg of its run, nor both claiming repeatability, nor both legs of
     one repeatability benchmark's mode (`legs`: run id → the mode it is a leg of)."""
     seen: dict[str, str] = {}  # a step line (with its commit) → the first record that logged it
+    whole: dict[str, str] = {}  # a whole log → the first record that logged it
     problems = []
     for run_id, record in records.items():
         lines = logs(run_id)
@@ -57,22 +60,28 @@ def copy_problems(
             continue
         commit = str(record.code.git_sha)
         owners = {
-            seen[key]
+            seen[key]: "at the same commit"
             for (kind, _), text in lines.items()
             if kind == "step" and (key := f"{commit} {text}") in seen
         }
-        for other in sorted(owners - {run_id}):
+        log = json.dumps(sorted(lines.items()))
+        if log in whole and whole[log] not in owners:
+            owners[whole[log]] = "line for line, every step and held-out line, at another commit"
+        for other, how in sorted(owners.items()):
             twin = records[other]
             repeats = run_id in legs and legs[run_id] == legs.get(other)
-            if repeats or same_run(record, twin, records) or (_repeatable(record) and _repeatable(twin)):
+            if other == run_id or repeats or same_run(record, twin, records):
+                continue
+            if _repeatable(record) and _repeatable(twin):
                 continue
             problems.append(
                 (
                     run_id,
-                    f"logs step lines (losses, batch hashes) of {other!r}, made at the same commit: "
-                    "one run filed under two ids, whatever their throughputs say",
+                    f"logs the step lines (losses, batch hashes) of {other!r} {how}: one run filed "
+                    "under two ids, whatever their commits and throughputs say",
                 )
             )
+        whole.setdefault(log, run_id)
         for (kind, _), text in lines.items():
             if kind == "step":
                 seen.setdefault(f"{commit} {text}", run_id)
