@@ -1,9 +1,11 @@
-"""A figure in the README that cites a record is the number it names there (tools/prose_figures.py).
+"""A figure in the README or the docs that cites a record is the number it names there
+(tools/prose_figures.py).
 
 The README's figures of the GPU benchmarks and of the price of determinism link to their records
 with the quantity they are (a field, the median of a logged key, a formula over both runs); the
 check reads each again. Edited figures, a unit that scales another way, and a field the record
-lacks are named; the README as written and a figure rounded as written stand.
+lacks are named; the README as written and a figure rounded as written stand. A page of the docs
+links to the copy of the record the site publishes, and is read the same way.
 """
 
 from __future__ import annotations
@@ -56,3 +58,36 @@ def test_a_figure_rounded_as_written_stands_and_a_missing_field_is_named(tmp_pat
     assert "its record has no field metrics.no_such_field" in missing[1]
     (absent,) = figure_problems("[3 k](evidence/runs/no-such-run/metadata.json#metrics.x)", ROOT)
     assert "the ledger holds no readable record no-such-run" in absent[1]
+
+
+GPU_PAGE = ROOT / "docs" / "gpu.md"
+
+
+def test_the_docs_figures_are_their_records_numbers() -> None:
+    text = GPU_PAGE.read_text(encoding="utf-8")
+    assert text.count("](reference/evidence/") >= 20
+    assert figure_problems(text, ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("written", "edited"),
+    [
+        ("**[11 %](reference/evidence/", "**[12 %](reference/evidence/"),  # the price of determinism
+        ("[15.1×](reference/evidence/", "[1.51×](reference/evidence/"),  # the trace's bf16 ratio
+        ("[222 k](reference/evidence/", "[232 k](reference/evidence/"),  # a median over a window of steps
+        ("[38.4 %](reference/evidence/", "[40.0 %](reference/evidence/"),  # an MFU
+    ],
+)
+def test_an_edited_figure_of_the_docs_is_named(written: str, edited: str) -> None:
+    text = GPU_PAGE.read_text(encoding="utf-8")
+    assert written in text
+    (problem,) = figure_problems(text.replace(written, edited, 1), ROOT)
+    assert problem[1].startswith(f"says {edited.split(']')[0].lstrip('*[')!r}, but evidence/runs/")
+
+
+def test_a_docs_link_one_folder_down_is_read_like_the_readme_s() -> None:
+    """A page under docs/concepts/ links with ../; the figure is read from the ledger's record."""
+    run = "bench-train-20261127T075906/metadata.json#metrics.eager_ratio"
+    assert figure_problems(f"[1.048×](../reference/evidence/{run})", ROOT) == []
+    (problem,) = figure_problems(f"[1.148×](../reference/evidence/{run})", ROOT)
+    assert "gives 1.0475" in problem[1]

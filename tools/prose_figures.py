@@ -1,4 +1,5 @@
-"""A figure in the README that cites a record is read from it: an edited figure is a violation.
+"""A figure in the README or the docs that cites a record is read from it: an edited figure is a
+violation.
 
 A figure is cited as a Markdown link to the record whose fragment says which of its numbers the
 figure is, so a reader clicks through to the evidence and the checker derives the number again:
@@ -9,15 +10,16 @@ figure is, so a reader clicks through to the evidence and the checker derives th
 
 A fragment is a quantity of the linked record: a field by its dotted path (a list's item by its
 index: `metrics.modes.0.steps`), or `median(KEY)`, the median of KEY over the step lines of the
-metrics.jsonl filed beside it. A figure derived from several quantities names one of the
-benchmarks' formulas (contracts/derive/benchmarks.py: `quotient`, `overhead`) over quantities,
-each of the linked record or of another (`RUN:QUANTITY`). The figure's unit scales it: `%` is a
-hundredth, `k` a thousand, `M` a million (`×` and a bare number are the value itself); and a
-figure written with d decimals stands for the value rounded to d decimals, so it must lie within
-half a unit of its last digit of the value.
+metrics.jsonl filed beside it (`median(KEY,18..29)`: over steps 18 to 29 only). A figure derived
+from several quantities names one of the benchmarks' formulas (contracts/derive/benchmarks.py:
+`quotient`, `overhead`) over quantities, each of the linked record or of another
+(`RUN:QUANTITY`). The figure's unit scales it: `%` is a hundredth, `k` a thousand, `M` a million
+(`×` and a bare number are the value itself); and a figure written with d decimals stands for the
+value rounded to d decimals, so it must lie within half a unit of its last digit of the value.
 
-Only the README carries these links: the docs site is built strict, and a link out of docs/ is
-an error there; its pages cite records by path (tools/check_integrity.py checks those resolve).
+The README links into the ledger itself. A page of the docs links to the copy of the record the
+site build publishes (`reference/evidence/RUN/metadata.json`, relative to the page: the strict
+build refuses a link out of docs/), and the figure is read from the ledger's record all the same.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR
 # The start of a figure cited by a link into the ledger: the figure and the run; its fragment
 # runs to the parenthesis that closes the link (`_fragment`).
 FIGURE_LINK_RE = re.compile(
-    r"\[(?P<figure>[^\]]+)\]\(evidence/runs/(?P<run>[A-Za-z0-9][A-Za-z0-9._-]*)/"
+    r"\[(?P<figure>[^\]]+)\]\((?:evidence/runs|(?:\.\./)*reference/evidence)/(?P<run>[A-Za-z0-9][A-Za-z0-9._-]*)/"
     + re.escape(EVIDENCE_FILE)
     + "#"
 )
@@ -44,7 +46,7 @@ FIGURE_LINK_RE = re.compile(
 FIGURE_RE = re.compile(r"^(?P<sign>[-−]?)(?P<number>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>%|k|M|×)?$")
 UNITS = {"%": 100.0, "k": 1e-3, "M": 1e-6, "×": 1.0, None: 1.0}
 FORMULAS: dict[str, Callable[..., float]] = {"quotient": quotient, "overhead": overhead}
-MEDIAN_RE = re.compile(r"^median\((?P<key>\w+)\)$")
+MEDIAN_RE = re.compile(r"^median\((?P<key>\w+)(?:,(?P<first>\d+)\.\.(?P<last>\d+))?\)$")
 FORMULA_RE = re.compile(r"^(?P<name>\w+)\((?P<args>.*)\)$")
 
 
@@ -101,7 +103,8 @@ def _quantity(fragment: str, run: str, root: Path) -> float:
             raise Unreadable(f"{formula['name']} of its quantities cannot be taken ({exc})") from exc
     median = MEDIAN_RE.match(fragment)
     if median is not None:
-        return _median(run, median["key"], root)
+        steps = range(int(median["first"]), int(median["last"]) + 1) if median["first"] else None
+        return _median(run, median["key"], root, steps)
     return _number(_field(_record(run, root), fragment), fragment)
 
 
@@ -143,16 +146,24 @@ def _field(data: Any, path: str) -> Any:
     return data
 
 
-def _median(run: str, key: str, root: Path) -> float:
-    """The median of `key` over the step lines of the run's filed metrics.jsonl."""
+def _median(run: str, key: str, root: Path, steps: range | None) -> float:
+    """The median of `key` over the step lines (those of `steps`, where given) of the run's filed
+    metrics.jsonl."""
     path = root / LEDGER_DIR / run / "metrics.jsonl"
     try:
         lines = [json.loads(raw) for raw in path.read_text(encoding="utf-8").splitlines() if raw.strip()]
     except (OSError, ValueError) as exc:
         raise Unreadable(f"{run} files no readable metrics.jsonl") from exc
-    values = [line[key] for line in lines if line.get("type") == "step" and key in line]
+    values = [
+        line[key]
+        for line in lines
+        if line.get("type") == "step" and key in line and (steps is None or line.get("step") in steps)
+    ]
     if not values:
-        raise Unreadable(f"{run}'s step lines log no {key}")
+        raise Unreadable(
+            f"{run}'s step lines log no {key}"
+            + (f" at steps {steps.start}..{steps.stop - 1}" if steps else "")
+        )
     return _number(statistics.median(values), f"median({key})")
 
 
