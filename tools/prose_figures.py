@@ -13,9 +13,10 @@ index: `metrics.modes.0.steps`), or `median(KEY)`, the median of KEY over the st
 metrics.jsonl filed beside it (`median(KEY,18..29)`: over steps 18 to 29 only). A figure derived
 from several quantities names one of the benchmarks' formulas (contracts/derive/benchmarks.py:
 `quotient`, `overhead`) over quantities, each of the linked record or of another
-(`RUN:QUANTITY`). The figure's unit scales it: `%` is a hundredth, `k` a thousand, `M` a million
-(`×` and a bare number are the value itself); and a figure written with d decimals stands for the
-value rounded to d decimals, so it must lie within half a unit of its last digit of the value.
+(`RUN:QUANTITY`). The figure's unit scales it: `%` is a hundredth, `k` a thousand, `M` a million,
+`G` a billion (`×` and a bare number are the value itself); and a figure written with d decimals
+stands for the value rounded to d decimals, so it must lie within half a unit of its last digit of
+the value.
 
 The README links into the ledger itself. A page of the docs links to the copy of the record the
 site build publishes (`reference/evidence/RUN/metadata.json`, relative to the page: the strict
@@ -43,8 +44,8 @@ FIGURE_LINK_RE = re.compile(
     + "#"
 )
 # A figure: a signed number, its separators and its unit.
-FIGURE_RE = re.compile(r"^(?P<sign>[-−]?)(?P<number>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>%|k|M|×)?$")
-UNITS = {"%": 100.0, "k": 1e-3, "M": 1e-6, "×": 1.0, None: 1.0}
+FIGURE_RE = re.compile(r"^(?P<sign>[-−]?)(?P<number>\d[\d,]*(?:\.\d+)?)\s*(?P<unit>%|k|M|G|×)?$")
+UNITS = {"%": 100.0, "k": 1e-3, "M": 1e-6, "G": 1e-9, "×": 1.0, None: 1.0}
 FORMULAS: dict[str, Callable[..., float]] = {"quotient": quotient, "overhead": overhead}
 MEDIAN_RE = re.compile(r"^median\((?P<key>\w+)(?:,(?P<first>\d+)\.\.(?P<last>\d+))?\)$")
 FORMULA_RE = re.compile(r"^(?P<name>\w+)\((?P<args>.*)\)$")
@@ -79,7 +80,7 @@ def _problem(figure: str, run: str, fragment: str, root: Path) -> str | None:
     cited = f"evidence/runs/{run}#{fragment}"
     written = FIGURE_RE.match(figure.strip())
     if written is None:
-        return f"cites {cited} for {figure!r}, which is not a figure (a number and its unit: %, k, M, ×)"
+        return f"cites {cited} for {figure!r}, which is not a figure (a number and its unit: %, k, M, G, ×)"
     try:
         value = _quantity(fragment, run, root)
     except Unreadable as exc:
