@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import ast
 import functools
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from tools/: make `contracts` importable
-    sys.path.insert(0, str(ROOT))
-
-from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, SCHEMA_VERSION, EvidenceRecord  # noqa: E402
-from contracts.gates import gate_ensure, gate_require  # noqa: E402
-from contracts.reading import Unreadable, read_bytes, read_text  # noqa: E402
-from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec  # noqa: E402
+from contracts.evidence import EVIDENCE_FILE, LEDGER_DIR, SCHEMA_VERSION, EvidenceRecord
+from contracts.gates import gate_ensure, gate_require
+from contracts.reading import Unreadable, read_bytes, read_text
+from contracts.spec import GATE_ID_IN_TEXT_RE, Gate, GateKind, GateStatus, Spec
 
 # Where gate ids may be cited, relative to the repository root.
 CITING_DIRS = ("stack", "contracts", "tools", "tests", "benchmarks", "docs", "evidence")
 CITING_FILES = ("README.md", "mkdocs.yml", "Makefile")
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".json", ".jsonl", ".toml", ".txt", ".csv", ""}
-SKIP_DIRS = {"__pycache__", ".venv", "site", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+SKIP_DIRS = {"__pycache__", ".venv", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 # The site's generated pages (tools/render_site.py writes them from spec/ and evidence/; git ignores
 # them). They are a build of the repository, not part of it: what they cite, the spec and the
 # ledger cite first, and a check must not depend on whether, or while, the site is being built.
@@ -278,8 +273,8 @@ def gate_marked(tree: ast.Module, mark: str = "gate") -> list[tuple[str, int, as
     """(gate id, line of the mark, what it marks) for every `pytest.mark.gate(...)` (or another
     `mark`, `holds`) of a test module: on a test or class, on a parameter of its parametrisation, or
     on the whole module (then what it marks is the `pytestmark` assignment). One reading for the
-    coverage check, the gates' fingerprints (tools/fingerprints.py) and the tests a falsify record
-    lists (tools/falsifier_sources.py)."""
+    coverage check, the gates' fingerprints (tools/integrity/proofs/fingerprints.py) and the tests a falsify
+    record lists (tools/integrity/proofs/falsifier_sources.py)."""
     values = module_values(tree)
     found = []
     for node in _collected(tree.body):

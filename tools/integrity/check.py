@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cross-check the spec, the registry, the evidence and the code against each other.
 
     python tools/check_integrity.py [--root DIR] [--run RUN_DIR ...] [--runs-only] [--json]
@@ -11,15 +10,15 @@ file that is not what its name says, too large, or a link out of its directory i
 record that cites it, and the check goes on to the rest. It checks truth, not only form: every
 verdict of every record is re-judged from the record's measured values by the gate's own judge, and
 every field the record's cited artifacts decide is derived again and compared
-(tools/record_checks.py, contracts/derive/); a completed run must have judged every gate, and every
+(tools/integrity/record_checks.py, contracts/derive/); a completed run must have judged every gate, and every
 check, its run kind requires (spec/run_kinds.yaml, a policy under revision like every threshold); a
 release must rest on a record cited by content that passes every gate, made at the registry's commit
 from a clean tree, accept by name each blocking gate its run waived, and carry the model card its
 record gives; the registry keeps every entry it ever committed. `--replay` runs a training record's
-first steps again (tools/replay.py). Warnings (stale verdicts made under an older revision or
+first steps again (tools/integrity/replay.py). Warnings (stale verdicts made under an older revision or
 schema, PROPOSED gates not yet covered) are reported but do not fail the check, unless a release
 rests on them. A derived model's record must name its parents, and each parent's record must be
-among those checked and vouch for the weights named (tools/lineage.py). GATE-INTEG-001 and
+among those checked and vouch for the weights named (tools/integrity/lineage.py). GATE-INTEG-001 and
 GATE-INTEG-002 are the rules it enforces.
 """
 
@@ -45,7 +44,19 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from audit import (
+
+from contracts.checkpoints import WEIGHTS_FILES, released_manifest
+from contracts.derive.benchmarks import computed_lines
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord
+from contracts.model_card import model_card
+from contracts.proof_lock import LOCK_FILE
+from contracts.reading import Unreadable, read_as_named, read_bytes, read_json, read_jsonl, read_text
+from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
+from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
+from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
+from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
+from tools.integrity.audit import (
     GENERATED,
     RUNS_DIR,
     CoverageRow,
@@ -58,10 +69,7 @@ from audit import (
     scan_citations,
     scan_falsifiers,
 )
-from code_constants import constant_problems, constant_sources
-from cross_reads import cross_read_problems
-from default_sources import default_problems, default_sources
-from lineage import (
+from tools.integrity.lineage import (
     Release,
     evaluated_problems,
     lineage_problems,
@@ -71,10 +79,18 @@ from lineage import (
     release_parent_problems,
     same_run,
 )
-from mutation import lock_findings
-from one_run import Lines, canonical, copy_problems, twin_problems
-from place_links import place_link_problems
-from preset_sources import (
+from tools.integrity.models.cross_reads import cross_read_problems
+from tools.integrity.models.scored_text import committed_text, scored_texts, text_problems
+from tools.integrity.one_run import Lines, canonical, copy_problems, twin_problems
+from tools.integrity.place_links import place_link_problems
+from tools.integrity.proofs.mutation import lock_findings
+from tools.integrity.prose_figures import figure_problems
+from tools.integrity.record_checks import check_record_truth, newer
+from tools.integrity.repeat_runs import repeat_problems, repeated_legs
+from tools.integrity.retirement import blob_bytes, covered, retired_blob, retirement_problems
+from tools.integrity.settings.code_constants import constant_problems, constant_sources
+from tools.integrity.settings.default_sources import default_problems, default_sources
+from tools.integrity.settings.preset_sources import (
     OPTIONS_SOURCES,
     PRESET_SOURCES,
     PRESETS_FILE,
@@ -87,24 +103,7 @@ from preset_sources import (
     states_preset,
     states_speed_model,
 )
-from prose_figures import figure_problems
-from record_checks import check_record_truth, newer
-from repeat_runs import repeat_problems, repeated_legs
-from retirement import blob_bytes, covered, retired_blob, retirement_problems
-from scored_text import committed_text, scored_texts, text_problems
-from spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
-
-from contracts.checkpoints import WEIGHTS_FILES, released_manifest
-from contracts.derive.benchmarks import computed_lines
-from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
-from contracts.evidence import EVIDENCE_FILE, EvidenceRecord
-from contracts.model_card import model_card
-from contracts.proof_lock import LOCK_FILE
-from contracts.reading import Unreadable, read_as_named, read_bytes, read_json, read_jsonl, read_text
-from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
-from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
-from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
-from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
+from tools.integrity.spec_history import SpecHistory, commit_reader, committed_yaml, files_at, tree_names
 
 INTEG_COVERAGE = "GATE-INTEG-002"
 # What a finding of the checker's own failure is named by: no gate's, for it is no verdict.
@@ -445,14 +444,14 @@ class Checker:
 
     def check_sources_at_commits(self, cited: dict[str, list[LoadedEvidence]]) -> None:
         """What a record states of a file of the repository, against the file at its commit
-        (`sources_cited`): a text it scored, dirty or clean (tools/scored_text.py: a dirty record's
-        where what it states proves the text the committed one, else a warning says it is not
+        (`sources_cited`): a text it scored, dirty or clean (tools/integrity/models/scored_text.py: a dirty
+        record's where what it states proves the text the committed one, else a warning says it is not
         derived), the model and train settings of a preset it measured, as the preset and its
         sections' defaults decide them, and likewise an options benchmark's parameter counts and a
         speed benchmark's timed model (dirty or clean, as its goals: a preset it names is the
-        committed one; tools/preset_sources.py); the config values a command line left to its
-        command's defaults, as the parser at the commit declares them (a dirty record's are warned
-        of; tools/default_sources.py)."""
+        committed one; tools/integrity/settings/preset_sources.py); the config values a command line left to
+        its command's defaults, as the parser at the commit declares them (a dirty record's are warned
+        of; tools/integrity/settings/default_sources.py)."""
         wanted = [
             (sha, path, loaded.path, loaded.record)
             for sha, records in cited.items()
@@ -810,7 +809,7 @@ class Checker:
         )
 
     def check_retirements(self, retirements: Retirements, registry: Registry | None) -> None:
-        """Each retirement entry holds against git and cites nothing live (tools/retirement.py)."""
+        """Each retirement entry holds against git and cites nothing live (tools/integrity/retirement.py)."""
         for problem in retirement_problems(self.root, retirements, registry, prose_cited_runs(self.root)):
             self.fail(INTEG_EVIDENCE, self.root / RETIRED_FILE, problem.where, problem.message)
 
@@ -831,8 +830,8 @@ class Checker:
     ) -> None:
         """Each derived model's parents are in the ledger and vouch for its weights, each run is held
         to what the records of its data and of the model it started from or scored say
-        (tools/lineage.py). `context` (a runs-only check: the committed ledger) holds the records the
-        checked ones are joined to without being judged themselves: what is reported is what the
+        (tools/integrity/lineage.py). `context` (a runs-only check: the committed ledger) holds the records
+        the checked ones are joined to without being judged themselves: what is reported is what the
         checked records add to the context's own findings (`known`: a run whose data a committed
         prepare made, a lens reading of the file a checked lens-train saved), never a silent skip of
         a record the run names."""
@@ -847,8 +846,8 @@ class Checker:
         self, registry: Registry, records: dict[str, LoadedEvidence], checked: list[LoadedEvidence]
     ) -> None:
         """The records `checked` against the registry: one naming a released model by its directory
-        names its weights and its checkpoint's step (tools/lineage.py); and, when the whole ledger is
-        checked (`records`, the ledger by run id), one model's weights back one live release. A
+        names its weights and its checkpoint's step (tools/integrity/lineage.py); and, when the whole ledger
+        is checked (`records`, the ledger by run id), one model's weights back one live release. A
         release's step is its evidence record's checkpoint's, read from the ledger."""
         releases = []
         for model in registry.models:
@@ -906,7 +905,7 @@ class Checker:
                     keys += [(METRICS_LOG, a.sha256) for a in record.artifacts if a.path == METRICS_LOG]
                 keys += [("wall-clock throughput", repr(v)) for v in clocked]
             copied = next(
-                (  # the resumed legs of one run share its start (tools/lineage.py), never a log
+                (  # the resumed legs of one run share its start (tools/integrity/lineage.py), never a log
                     key
                     for key in keys
                     if key in seen
@@ -926,7 +925,8 @@ class Checker:
 
     def check_prose_citations(self) -> None:
         """Every evidence path cited in README.md and docs/ resolves (a renamed report is caught), and
-        every figure cited by a link into a record is the number it names there (tools/prose_figures.py)."""
+        every figure cited by a link into a record is the number it names there
+        (tools/integrity/prose_figures.py)."""
         sources = [self.root / "README.md", *sorted((self.root / "docs").rglob("*.md"))]
         for source in sources:
             if not source.is_file() or source.is_relative_to(self.root / GENERATED):
@@ -1021,7 +1021,7 @@ def _cited_text(loaded: LoadedEvidence, name: str) -> str | None:
 
 def prepared_manifests(records: list[LoadedEvidence]) -> dict[str, dict]:
     """A prepare record's run id → the manifest.json it cites (its artifacts' hashes are checked with
-    the record), for the records that read its data (tools/lineage.py)."""
+    the record), for the records that read its data (tools/integrity/lineage.py)."""
     manifests = {}
     for loaded in records:
         record = loaded.record
@@ -1121,9 +1121,9 @@ def benchmark_goals(record: EvidenceRecord, goals: dict[object, dict]) -> dict[s
 
 def sources_cited(record: EvidenceRecord) -> list[str]:
     """The files of the repository a record states something of (a preset it measured and its
-    sections' defaults, tools/preset_sources.py; the parser of the command it ran, whose defaults
-    its config holds where its command line is silent, tools/default_sources.py; a text it scored,
-    tools/scored_text.py)."""
+    sections' defaults, tools/integrity/settings/preset_sources.py; the parser of the command it ran, whose
+    defaults its config holds where its command line is silent, tools/integrity/settings/default_sources.py; a
+    text it scored, tools/integrity/models/scored_text.py)."""
     cited = list(OPTIONS_SOURCES) if states_options(record) else []
     cited += [p for p in PRESET_SOURCES if p not in cited] if states_preset(record) else []
     cited += default_sources(record)
@@ -1299,7 +1299,7 @@ def check_registry_file(
     checker: Checker, ledger: list[LoadedEvidence], checked: list[LoadedEvidence]
 ) -> None:
     """The registry, read, each release against the ledger's records and the registry's history, and
-    the retirements against both (tools/retirement.py)."""
+    the retirements against both (tools/integrity/retirement.py)."""
     try:
         registry = read_registry(checker.root / REGISTRY_FILE)
     except BadInput as exc:
@@ -1349,7 +1349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root",
         type=Path,
-        default=Path(__file__).resolve().parent.parent,
+        default=REPO_ROOT,
         help="repository to check (default: this one)",
     )
     parser.add_argument(
@@ -1371,7 +1371,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="RUN",
         help="run a training record's first steps again from its config and --data, and compare them with "
-        "its log bit for bit (tools/replay.py)",
+        "its log bit for bit (tools/integrity/replay.py)",
     )
     parser.add_argument("--data", type=Path, metavar="DATA_DIR", help="with --replay: the data the run read")
     parser.add_argument("--steps", type=int, default=5, help="with --replay: how many steps (default 5)")
@@ -1468,7 +1468,7 @@ def replay_main(args: argparse.Namespace) -> int:
     A difference is a GATE-INTEG-001 finding (the record is not true to its run), decided by the
     gate's judge like every other.
     """
-    from replay import replay
+    from tools.integrity.replay import replay
 
     if args.data is None or args.steps < 1:
         print(
@@ -1491,7 +1491,3 @@ def replay_main(args: argparse.Namespace) -> int:
     verdict = "bit for bit" if not differences else f"{len(differences)} difference(s)"
     print(f"replay: {result.steps} step(s) of {result.run}: {verdict}")
     return EXIT_GATE if differences else EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,11 +3,11 @@ else.
 
 A torch wheel built for the CPU alone carries the local version `+cpu` (`2.13.0+cpu`) and has no CUDA
 (torch.version.cuda is None): a run under it ran on the CPU, whatever `env.device` and `env.cuda`
-claim, and every generator it drew with was a CPU one. Round-8 ledger audit W44: a fine-tune's env
-restated as a CUDA run (device cuda, cuda 12.4) beside its own env.torch 2.13.0+cpu and its
-GATE-TRAIN-005 generator_device cpu, and nothing held one to the other.
+claim, and every generator it drew with was a CPU one: a fine-tune's env restated as a CUDA run
+(device cuda, cuda 12.4) beside its own env.torch 2.13.0+cpu and its GATE-TRAIN-005
+generator_device cpu contradicts itself.
 
-A forger who restates the build too (`2.13.0+cu128`, cuda 12.8, device cuda: round-9 audit X61) is
+A forger who restates the build too (`2.13.0+cu128`, cuda 12.8, device cuda) is
 held to what the run measured: every generator a gate watched was made on the run's device (the
 training loop's, `stack sample`'s --device, the spread probe's on its prompt's:
 stack/model/sampling_checks.py), so the device type of each `generator_device` a gate measured is
@@ -15,19 +15,19 @@ env.device's.
 
 The libraries a report of the run lists under `versions` (export.json, import.json, an adapter's
 record: stack.export.deps.versions, package metadata read by the run's own process) are the
-record's env: its torch is env.torch (round-9 audit X01: export.json's torch restated as a CUDA
-build beside env.torch's CPU one), and the project's own version is the one pyproject.toml at the
-record's commit declares (X02: gatestack 0.1.0 restated as 0.3.0); a dirty tree's is warned of. A
+record's env: its torch is env.torch (not export.json's torch restated as a CUDA build beside
+env.torch's CPU one), and the project's own version is the one pyproject.toml at the record's
+commit declares (not gatestack 0.1.0 restated as 0.3.0); a dirty tree's is warned of. A
 torch build labelled for a CUDA version (`+cu128`) has that CUDA, which env.cuda, where stated, is.
 
 A forger who restates env.torch, env.cuda and env.device together, and the versions a report lists
 with them, is still held to the writer: some commands make their record with a literal device
 (`CommandEvidence(KIND, argv, "cpu", ...)`: `stack es`, `stack prepare`, the surgeries, the exports,
 LoRA export and import, the options matrix), so such a record ran where that literal says, with no
-CUDA (round-10 ledger audit Y82, Y98, Y110: es, prepare and laser records restated as CUDA runs,
-consistently). The literal is read from the writer's source at the record's commit (WRITERS names
-the file of each kind), without running it; a writer that cannot be read there, or passes no one
-literal, is named, never passed in silence (a dirty tree's record is warned of).
+CUDA (an es, prepare or laser record restated as a CUDA run, consistently, is caught here). The literal is
+read from the writer's source at the record's commit (WRITERS names the file of each kind), without running
+it; a writer that cannot be read there, or passes no one literal, is named, never passed in silence (a dirty
+tree's record is warned of).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from default_sources import UNRESOLVED, Reader, _parsed, resolved
-from spec_history import commit_reader, files_at
 
 from contracts.evidence import EvidenceRecord
 from contracts.reading import read_json
+from tools.integrity.settings.default_sources import UNRESOLVED, Reader, _parsed, resolved
+from tools.integrity.spec_history import commit_reader, files_at
 
 # The local version label of a CPU-only torch build.
 CPU_ONLY = "+cpu"

@@ -25,7 +25,7 @@ that read prepared data, what the prepare record of that data's manifest counted
 its shards, its examples); an evaluation, the context and the training data of the run that made
 the weights it scored.
 
-tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site_lineage.py
+tools/check_integrity.py files each problem as a GATE-INTEG-001 violation; tools/site/lineage.py
 draws the trees.
 """
 
@@ -187,7 +187,7 @@ def made_digest_problems(record: EvidenceRecord) -> list[str]:
     parent it read), so the made weights would otherwise go unnamed; a record whose checkpoint is
     the model its run made (a training or ES run's, MAKING_KINDS; or any checkpoint no parent's
     weights are) vouches for that checkpoint, and a digest beside it is one no command wrote
-    (round-9 ledger audit X74: an ES record given an invented model_sha256)."""
+    (an ES record given an invented model_sha256)."""
     if record.lineage is None or record.lineage.model_sha256 is None:
         return []
     hashed = record.checkpoint.files.get(WEIGHTS_FILE) if record.checkpoint is not None else None

@@ -7,9 +7,9 @@ so records that share a step line are one run, whatever ids, start times and thr
 state (a copy with its throughputs jittered beats the duplicate check's wall-clock reading):
 
 - **copies**: records made at one commit that share a step line are one run filed twice, unless
-  they are legs of one run (a resume, tools/lineage.py's `same_run`), legs of one mode of a
+  they are legs of one run (a resume, tools/integrity/lineage.py's `same_run`), legs of one mode of a
   repeatability benchmark (which repeats one command, and whose legs are held distinct by
-  tools/repeat_runs.py), or both claim their run repeatable (a repeatable configuration repeats:
+  tools/integrity/repeat_runs.py), or both claim their run repeatable (a repeatable configuration repeats:
   there, agreement is the claim, held below). Records of one configuration made at different
   commits share lines legitimately: the ledger files the same CPU run again at each spec
   version, and code that computes the same numbers writes them again.
@@ -27,10 +27,9 @@ import json
 from collections.abc import Callable, Mapping
 from itertools import combinations
 
-from lineage import same_run
-
 from contracts.evidence import EvidenceRecord
 from contracts.release_rules import WEIGHTS_FILE
+from tools.integrity.lineage import same_run
 
 # A log's computed lines: (line type, step) → the line without its timings, as canonical JSON.
 Lines = Mapping[tuple[str, int], str]

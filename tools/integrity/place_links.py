@@ -2,10 +2,10 @@
 
 A record names what it read by digest (`data.manifest_sha256`, a lineage parent's weights, the
 files of the checkpoint it read, a lens's sha256), and the cross-record checks keyed by digest
-(tools/lineage.py) hold it to the ledger's record that made those bytes. A digest that no record
+(tools/integrity/lineage.py) hold it to the ledger's record that made those bytes. A digest that no record
 of the ledger made matches nothing, and those checks went silent: a run's manifest restated as
 an unknown digest dropped every check against its prepare record, a memorization's checkpoint
-swapped for another run's passed (the round-6 ledger audit's U25 and U15).
+swapped for another run's passed.
 
 Here a record is also linked by place. Where the ledger holds a record whose command line wrote
 the directory (or file) that another record's command line read, and that finished before the
@@ -16,7 +16,7 @@ digests must be the writer's:
   that makes a model must state;
 - a model a run wrote (its `--out`, or `--resume` for a later leg; a surgery's, merge's, export's
   or import's `--out`): each lineage parent read there names the weights the writer made
-  (tools/lineage.made_weights), and a record whose `checkpoint` is the one it read (an
+  (tools/integrity/lineage.made_weights), and a record whose `checkpoint` is the one it read (an
   evaluation, a sample, a memorization, a surgery's source, ...) hashes those weights, names the
   step the writer's checkpoint is at, states that checkpoint's name and every file of it by the
   sha256 and size the writer stated (a completed one states the checkpoint it read at all) and (for
@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
 
-from argv_record import given, word_of
-from checkpoint_reads import READ_KINDS, READ_TOKENIZER_KINDS, read_option
-from lineage import MAKING_KINDS, WEIGHTS_FILE, made_weights
-
 from contracts.checkpoint_layout import adapted_modules
 from contracts.evidence import CheckpointRef, EvidenceRecord, RunStatus, run_named
 from contracts.model_shape import lora_touched
+from tools.integrity.lineage import MAKING_KINDS, WEIGHTS_FILE, made_weights
+from tools.integrity.models.checkpoint_reads import READ_KINDS, READ_TOKENIZER_KINDS, read_option
+from tools.integrity.settings.argv_record import given, word_of
 
 # The option of `stack lora merge ADAPTER` that names the adapters it merges.
 ADAPTER_OPTION = "path"
@@ -198,8 +197,8 @@ def _merged_problems(record: EvidenceRecord, writer: EvidenceRecord, where: str)
     """A merge of the adapters a LoRA run of the ledger wrote merged the modules its config puts
     them on (contracts.model_shape.lora_touched of its model and `lora.targets`, on the modules
     contracts.checkpoint_layout.adapted_modules names): `metrics.modules`, and the adapters its
-    parity and unmerge checks count (round-7 audit V32b: two modules of a layer the model lacks
-    invented)."""
+    parity and unmerge checks count (so two invented modules of a layer the model lacks are
+    caught)."""
     config = writer.config if isinstance(writer.config, dict) else {}
     model, lora = config.get("model"), config.get("lora")
     if not isinstance(model, dict) or not isinstance(lora, dict):
@@ -286,8 +285,8 @@ def _checkpoint_files_problems(read: CheckpointRef, made: CheckpointRef, where: 
     """The files of the checkpoint a record read where a record of the ledger wrote it (the same
     checkpoint: its name and step) are the files the writer stated, each by its sha256 and size:
     both records hashed the same bytes, so a file stated otherwise by either is a restatement
-    (round-10 ledger audit Y96: a fine-tune's state.json size restated, though the memorization
-    record that read that checkpoint states the size it wrote). The reader's problem names the writer."""
+    (a fine-tune's state.json size restated, though the memorization record that read that
+    checkpoint states the size it wrote). The reader's problem names the writer."""
     if read.name != made.name:
         return [f"checkpoint.name is {read.name!r}, but the model it read at {where} is {made.name!r}"]
     stated = {name: (ref.sha256, ref.bytes) for name, ref in read.files.items()}

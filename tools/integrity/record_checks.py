@@ -17,28 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from argv_config import argv_problems
-from argv_record import argv_record_problems, given
-from benchmark_mfu import mfu_problems
-from checkpoint_reads import (
-    committed_checkpoint_problems,
-    committed_source_problems,
-    end_of_text_problems,
-    read_checkpoint_problems,
-    sample_findings,
-    vocabulary_problems,
-)
-from committed_models import committed_model_problems
-from config_rebuild import rebuild_problems, rebuild_warnings
-from env_checks import env_problems, version_findings, writer_device_problems
-from es_sources import es_noise_problems
-from forward_replays import hqq_replay_findings
-from probe_replays import probe_problems
-from repeatability import repeatability_problems
-from spec_history import SpecHistory
-from surgery_sources import surgery_source_problems
-from trace_tokens import trace_token_problems
-
 from contracts.derive import DERIVERS, Artifacts, Inputs, derive, differences
 from contracts.derive.reports import version_key
 from contracts.evidence import REPO_ROOT, SCHEMA_VERSION, EvidenceRecord, RunStatus, Verdict
@@ -48,6 +26,27 @@ from contracts.judges import CHECKS, JUDGES, Malformed, bare, judge, present_che
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_reason
 from contracts.spec import RunKind, Spec, checks_required, gates_required
+from tools.integrity.benchmark_mfu import mfu_problems
+from tools.integrity.env_checks import env_problems, version_findings, writer_device_problems
+from tools.integrity.models.checkpoint_reads import (
+    committed_checkpoint_problems,
+    committed_source_problems,
+    end_of_text_problems,
+    read_checkpoint_problems,
+    sample_findings,
+    vocabulary_problems,
+)
+from tools.integrity.models.committed_models import committed_model_problems
+from tools.integrity.models.es_sources import es_noise_problems
+from tools.integrity.models.forward_replays import hqq_replay_findings
+from tools.integrity.models.probe_replays import probe_problems
+from tools.integrity.models.surgery_sources import surgery_source_problems
+from tools.integrity.models.trace_tokens import trace_token_problems
+from tools.integrity.repeatability import repeatability_problems
+from tools.integrity.settings.argv_config import argv_problems
+from tools.integrity.settings.argv_record import argv_record_problems, given
+from tools.integrity.settings.config_rebuild import rebuild_problems, rebuild_warnings
+from tools.integrity.spec_history import SpecHistory
 
 WAIVE_FLAG = "--waive"
 # The spec version from which records carry the policy digests that judged them.
@@ -237,8 +236,8 @@ def contradictions(gate_id: str, measured: Any, problems: list[str]) -> list[tup
     A warning gate's severity says how bad it is that a measure falls short of the spec's bound; a
     check that needs no bound compares the record with itself: a stated value against the one
     recomputed beside it, the examples measured against those the stated seed draws, the rows
-    generated against the models handed in (round-9 ledger audit X64: GATE-FT-003's
-    examples_eligible 2446 restated as 5000, its judge's `drawn` check saying the recall describes
+    generated against the models handed in (GATE-FT-003's examples_eligible 2446
+    restated as 5000, its judge's `drawn` check saying the recall describes
     another set, and the record passing as a WARN). Such a problem is not the run's weakness but
     the record's falsehood (or a run that did not do what it states), whatever the gate's severity.
     A check that reads a threshold, or that its judge cannot judge alone, is left to the verdict."""

@@ -27,19 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, collect_code, read_evidence
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, collect_code, read_evidence
 
-ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "evidence/models/stdlib-byte-demo-0.2.0"
-FIXTURES = ROOT / "tests" / "fixtures" / "records" / "current"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "records" / "current"
 # Run directories whose name is the run id (the training loop names a run after its directory).
 TRAINING_IDS = ("mix-run", "finetune", "sft-lora", "dpo", "distill-moe4")
 
 
 def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
     """(label, stack argv) of every record, in the order their inputs need."""
-    w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(ROOT / "docs"))
-    tests = shlex.quote(str(ROOT / "tests" / "data"))
+    w, r, docs = shlex.quote(str(work)), RELEASE, shlex.quote(str(REPO_ROOT / "docs"))
+    tests = shlex.quote(str(REPO_ROOT / "tests" / "data"))
     day = datetime.now(UTC).strftime("%Y%m%dT%H%M")  # two sets filed on one day get their own ids
     run = {name: f"{w}/{name}-{day}-spec-{version}" for name in TRAINING_IDS}
     lines = f"""
@@ -89,10 +88,9 @@ def commands(work: Path, version: str) -> list[tuple[str, list[str]]]:
 
 
 def spec_version() -> str:
-    sys.path.insert(0, str(ROOT))
     from contracts.spec import load_spec_from
 
-    return load_spec_from(ROOT / "spec").version
+    return load_spec_from(REPO_ROOT / "spec").version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--into", type=Path, default=FIXTURES, help="where the records are put, by command")
     args = parser.parse_args(argv)
-    if collect_code(ROOT).git_dirty:  # the stack's own rule: records filed since the commit are no dirt
+    if collect_code(REPO_ROOT).git_dirty:  # the stack's own rule: records filed since the commit are no dirt
         print(
             "current_records: the tree has uncommitted changes; commit them first (a record of a dirty "
             "tree names no commit)",
@@ -127,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(f"current_records: {label}", flush=True)
         before = {p.name for p in ledger.iterdir()}
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
             print(f"current_records: {label} exited {done.returncode}", file=sys.stderr)
@@ -158,7 +156,3 @@ def _replaceable(target: Path) -> bool:
     except (BadInput, OSError, ValueError):
         return False
     return target.is_dir()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

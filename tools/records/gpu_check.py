@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make gpu-check`: what a user with a CUDA GPU runs once, filed as one evidence record.
 
     python tools/gpu_check.py [--ledger DIR] [--repeats N]
@@ -53,17 +52,12 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # benchmarks/ is imported as a namespace package from the root
-    sys.path.insert(0, str(ROOT))
-
-from record_checks import check_record_truth  # noqa: E402
-
-from contracts.derive.benchmarks import overhead, quotient  # noqa: E402
-from contracts.derive.gpu_check import FAIL, KERNEL_GATE, PASS, SKIPPED, check_status  # noqa: E402
-from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK  # noqa: E402
-from contracts.evidence import (  # noqa: E402
+from contracts.derive.benchmarks import overhead, quotient
+from contracts.derive.gpu_check import FAIL, KERNEL_GATE, PASS, SKIPPED, check_status
+from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK
+from contracts.evidence import (
     LEDGER_DIR,
+    REPO_ROOT,
     EvidenceRecord,
     GateResult,
     JsonValue,
@@ -76,9 +70,10 @@ from contracts.evidence import (  # noqa: E402
     read_evidence,
     run_id,
 )
-from contracts.gates import Outcome, contract_mode  # noqa: E402
-from contracts.ledger import RANK, judged_result  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
+from contracts.gates import Outcome, contract_mode
+from contracts.ledger import RANK, judged_result
+from contracts.spec import load_spec
+from tools.integrity.record_checks import check_record_truth
 
 KIND = "gpu-check"
 NO_CUDA = "no CUDA device: gpu-check needs one; the CPU tests cover the kernel under TRITON_INTERPRET"
@@ -271,7 +266,7 @@ def stack_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """`python -m stack ARGS`, as a user runs it, in a fresh interpreter; output captured."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "stack", *map(str, args)]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
 
 
 def last_line(text: str) -> str:
@@ -729,7 +724,10 @@ def run_checks(work: Path, repeats: int, gpus: int) -> list[Step]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--ledger", type=Path, default=ROOT / LEDGER_DIR, help="file the record here (default evidence/runs)"
+        "--ledger",
+        type=Path,
+        default=REPO_ROOT / LEDGER_DIR,
+        help="file the record here (default evidence/runs)",
     )
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per attention shape")
     args = parser.parse_args(argv)
@@ -764,7 +762,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"-> {path}")
     print(record.run.stop_reason)
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

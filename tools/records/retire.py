@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Retire ledger records (or a withdrawn release's directory) from the working tree, with proof.
 
     python tools/retire.py RUN_ID [RUN_ID ...] --reason TEXT
@@ -21,15 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from check_integrity import run_checks
 from pydantic import ValidationError
-from retirement import trees_at
 
 from contracts.errors import BadInput
+from contracts.evidence import REPO_ROOT
 from contracts.retirement import RETIRED_FILE, Retired, read_retirements, render_retirements
 from contracts.spec import load_spec_from
+from tools.integrity.check import run_checks
+from tools.integrity.retirement import trees_at
 
-ROOT = Path(__file__).resolve().parent.parent
 RUNS = "evidence/runs"
 
 
@@ -111,13 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="*", metavar="RUN_ID", help=f"a record of {RUNS}/")
     parser.add_argument("--path", action="append", default=[], help="a withdrawn release's directory")
     parser.add_argument("--reason", required=True, help="why they leave the working tree")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the repository (default: this one)")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="the repository (default: this one)")
     args = parser.parse_args(argv)
     paths = [f"{RUNS}/{run}" for run in args.runs] + list(args.path)
     if not paths:
         return refuse("name at least one RUN_ID or --path")
     return retire(args.root.resolve(), paths, args.reason)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from audit import ROOT, RUNS_DIR
-from falsifier_sources import MODULE_MARK, TestFile, modules_in
-from fingerprints import gate_fingerprints
 
 from contracts.errors import BadInput
 from contracts.evidence import (
+    REPO_ROOT,
     Artifact,
     CodeInfo,
     EnvInfo,
@@ -50,6 +48,9 @@ from contracts.spec import (
     spec_files,
     thresholds_digest,
 )
+from tools.integrity.audit import RUNS_DIR
+from tools.integrity.proofs.falsifier_sources import MODULE_MARK, TestFile, modules_in
+from tools.integrity.proofs.fingerprints import gate_fingerprints
 
 FALSIFIERS = """import pytest
 
@@ -98,7 +99,7 @@ def make_repo(root: Path, lock: bool = True) -> str:
     """A repository with this project's spec, falsifiers for the ACTIVE gates, an empty registry,
     and (unless `lock` is False) a proof lock that proves them; returns the sha of the commit
     that holds the code."""
-    shutil.copytree(ROOT / "spec", root / "spec")
+    shutil.copytree(REPO_ROOT / "spec", root / "spec")
     (root / "tests").mkdir(parents=True)
     (root / "tests" / "test_integ.py").write_text(FALSIFIERS)
     (root / "evidence" / "runs").mkdir(parents=True)
@@ -170,9 +171,9 @@ def copy_repo(dst: Path) -> str:
     stack/ and contracts/ make a run started inside it record the copy's
     commit, as a run of this repository records this one's.
     """
-    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(dst)], check=True)
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(REPO_ROOT), str(dst)], check=True)
     for name in COPIED:
-        source = ROOT / name
+        source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, dst / name, ignore=NOT_COPIED)
         elif source.is_file():

@@ -8,10 +8,9 @@ includes the first table (between the section markers below) in its section of t
 
 from __future__ import annotations
 
-from site_format import BANNER, code, table, text
-
 from stack.artifacts import BY_NAME, KINDS, NEEDS
 from stack.cli.inputs import INPUTS
+from tools.site.formatting import BANNER, code, table, text
 
 PAGE = "accepts.md"
 SECTION = "accepts"  # the snippet section docs/reliability.md includes

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Look at a built page as a person would: headless Chromium at a given width, measured and photographed.
 
     python tools/site_browser.py PAGE.html WIDTH OUT.png [--height PX]
@@ -233,7 +232,3 @@ def main(argv: list[str] | None = None) -> int:
         found = browser.look(args.page.resolve().as_uri(), args.width, args.out, args.height)
     print(json.dumps({k: v for k, v in found.items() if k != "badges"}, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

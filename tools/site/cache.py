@@ -22,7 +22,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "site"
+from contracts.evidence import REPO_ROOT
+
+CACHE_DIR = REPO_ROOT / ".cache" / "site"
 # The libraries whose output the kept texts are: a new version may draw or highlight otherwise.
 LIBRARIES = ("matplotlib", "pygments")
 

@@ -4,7 +4,7 @@
 puts the answer on one screen: provenance (commit, spec, data and tokenizer hashes), the
 configuration keys that differ, the gates whose verdict changed, the summary metrics with their
 difference, and every curve of both runs on the same axes. Pairs come from
-tools/site_config.toml or from `render_site.py --compare RUN_A RUN_B`.
+tools/site/config.toml or from `render_site.py --compare RUN_A RUN_B`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from audit import LoadedEvidence
-from plots import curves
-from site_format import (
+from contracts.evidence import EvidenceRecord
+from tools.integrity.audit import LoadedEvidence
+from tools.site.formatting import (
     BANNER,
     badge,
     code,
@@ -30,10 +30,9 @@ from site_format import (
     unit_of,
     verdict_badge,
 )
-from site_ledger import Ledger, record_of
-from site_runs import PLOT_TITLES, metrics_lines, run_link, run_tally
-
-from contracts.evidence import EvidenceRecord
+from tools.site.ledger import Ledger, record_of
+from tools.site.plots import curves
+from tools.site.runs import PLOT_TITLES, metrics_lines, run_link, run_tally
 
 COMPARE_DIR = "compare"
 DIFFERS = badge("≠", "diff", "the two runs differ here")
@@ -189,7 +188,7 @@ def compare_index(pairs: list[tuple[str, str]]) -> str:
     """The comparison pages of this build, and how to add one."""
     out = [BANNER, "# Comparisons\n"]
     out.append(
-        "Pairs come from `tools/site_config.toml` (`compare`); "
+        "Pairs come from `tools/site/config.toml` (`compare`); "
         "`python tools/render_site.py --compare RUN_A RUN_B` adds one for a build.\n"
     )
     if not pairs:

@@ -13,8 +13,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from audit import LoadedEvidence
-from site_format import (
+from tools.integrity.audit import LoadedEvidence
+from tools.site.formatting import (
     BANNER,
     SHORT,
     badge,
@@ -29,9 +29,9 @@ from site_format import (
     text,
     verdict_badge,
 )
-from site_gates import proof_badge, proof_line
-from site_ledger import Ledger, record_of
-from site_runs import run_link, run_tally
+from tools.site.gates import proof_badge, proof_line
+from tools.site.ledger import Ledger, record_of
+from tools.site.runs import run_link, run_tally
 
 LEDGER_DIR = "ledger"
 # Newest runs shown as matrix columns: enough to see a trend, few enough to fit a phone's width.

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from site_format import code, number, table, text
-
 from contracts.evidence import EvidenceRecord
+from tools.site.formatting import code, number, table, text
 
 
 def _reasons(dropped: Mapping[str, Any]) -> str:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from site_format import code, number, scalar, table, text
-
 from contracts.evidence import EvidenceRecord
+from tools.site.formatting import code, number, scalar, table, text
 
 
 def _share(value: Any) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from audit import CoverageRow, GateVerdict
-from site_format import (
+from contracts.proof_lock import LOCK_FILE
+from tools.integrity.audit import CoverageRow, GateVerdict
+from tools.site.formatting import (
     BANNER,
     badge,
     code,
@@ -25,11 +26,9 @@ from site_format import (
     values_cell,
     verdict_badge,
 )
-from site_ledger import Ledger, MutationProof, record_of
-from site_runs import run_link
-from site_source import SourceLinks, line_of
-
-from contracts.proof_lock import LOCK_FILE
+from tools.site.ledger import Ledger, MutationProof, record_of
+from tools.site.runs import run_link
+from tools.site.source import SourceLinks, line_of
 
 
 def gate_status_badge(status: str) -> str:

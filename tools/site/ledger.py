@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from audit import (
+from contracts.errors import BadInput
+from contracts.evidence import EvidenceRecord
+from contracts.proof_lock import entry_problems, read_lock
+from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
+from contracts.spec import Spec, load_spec_from
+from tools.integrity.audit import (
     CoverageRow,
     GateVerdict,
     LoadedEvidence,
@@ -23,13 +28,7 @@ from audit import (
     scan_bindings,
     scan_falsifiers,
 )
-from fingerprints import gate_fingerprints
-
-from contracts.errors import BadInput
-from contracts.evidence import EvidenceRecord
-from contracts.proof_lock import entry_problems, read_lock
-from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
-from contracts.spec import Spec, load_spec_from
+from tools.integrity.proofs.fingerprints import gate_fingerprints
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
     pretrain → sft → dpo → LoRA → merge → export → import → ...
 
-Each family is a tree of records (tools/lineage.py: `families`): a root (a model trained from
+Each family is a tree of records (tools/integrity/lineage.py: `families`): a root (a model trained from
 scratch, or a parent whose record is not in the ledger) and the records made from it, each drawn
 under the parent it names first, with the parent's role (init, reference, teacher, source). The
 tree is drawn as an SVG (one box per record, its kind and run id) and listed below it with links
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from html import escape
 
-from lineage import Node, families, lineage_problems
-from site_format import BANNER, badge, code, text
-from site_ledger import Ledger, record_of
-from site_runs import run_link
+from tools.integrity.lineage import Node, families, lineage_problems
+from tools.site.formatting import BANNER, badge, code, text
+from tools.site.ledger import Ledger, record_of
+from tools.site.runs import run_link
 
 PAGE = "lineage.md"
 DIR = "lineage"

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-from site_format import BANNER, code, run_path, short_sha, table, text
-from site_ledger import Ledger, record_of
-
 from contracts.judges import Malformed
 from contracts.judges_options import CellVerdict, cell_verdicts, paths_of
 from contracts.judges_options import rows as matrix_rows
+from tools.site.formatting import BANNER, code, run_path, short_sha, table, text
+from tools.site.ledger import Ledger, record_of
 
 KIND = "options-matrix"
 GATE = "GATE-ARCH-013"

@@ -14,7 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: draw to memory only
 import matplotlib.pyplot as plt
-from site_cache import kept
+
+from tools.site.cache import kept
 
 plt.rcParams["svg.hashsalt"] = "gatestack"  # the same data gives the same SVG, byte for byte
 # Text stays text: drawing every label as glyph paths took half the time of a site build's plots

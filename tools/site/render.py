@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the site's generated pages from the spec and the evidence.
 
     python tools/render_site.py [--root DIR] [--run RUN_DIR]... [--compare RUN_A RUN_B]...
@@ -9,7 +8,7 @@ inline HTML, written by plain Python (this file and tools/site_*.py): mkdocs onl
 into HTML, so the site can change builders without changing what the pages say.
 
 RUN_A and RUN_B of --compare are run ids of the ledger (or of a --run directory) or run
-directories; each pair gets a comparison page beside those listed in tools/site_config.toml.
+directories; each pair gets a comparison page beside those listed in tools/site/config.toml.
 """
 
 from __future__ import annotations
@@ -20,13 +19,18 @@ import shutil
 import sys
 from pathlib import Path
 
-from audit import GENERATED, evidence_paths
-from site_accepts import PAGE as ACCEPTS_PAGE
-from site_accepts import accepts_page
-from site_compare import COMPARE_DIR, compare_index, compare_page, compare_path, compare_plots
-from site_config import load_site_config
-from site_dashboard import dashboard_pages
-from site_format import (
+from contracts.errors import BadInput
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT
+from contracts.registry import Registry
+from contracts.schemas import json_schemas
+from contracts.spec import Spec
+from tools.integrity.audit import GENERATED, evidence_paths
+from tools.site.accepts import PAGE as ACCEPTS_PAGE
+from tools.site.accepts import accepts_page
+from tools.site.compare import COMPARE_DIR, compare_index, compare_page, compare_path, compare_plots
+from tools.site.config import load_site_config
+from tools.site.dashboard import dashboard_pages
+from tools.site.formatting import (
     BANNER,
     badge,
     code,
@@ -40,19 +44,13 @@ from site_format import (
     unit_of,
     verdict_badge,
 )
-from site_gates import gate_page, gates_index
-from site_ledger import Ledger, load_ledger, record_of
-from site_lineage import lineage_pages
-from site_matrix import PAGE as MATRIX_PAGE
-from site_matrix import options_matrix_snippet
-from site_runs import checkpoint_manifest, evidence_index, run_link, run_page, run_plots
-from site_source import SourceLinks
-
-from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE
-from contracts.registry import Registry
-from contracts.schemas import json_schemas
-from contracts.spec import Spec
+from tools.site.gates import gate_page, gates_index
+from tools.site.ledger import Ledger, load_ledger, record_of
+from tools.site.lineage import lineage_pages
+from tools.site.matrix import PAGE as MATRIX_PAGE
+from tools.site.matrix import options_matrix_snippet
+from tools.site.runs import checkpoint_manifest, evidence_index, run_link, run_page, run_plots
+from tools.site.source import SourceLinks
 
 
 def _benchmarks_of(metrics: dict[str, object]) -> list[str]:
@@ -270,7 +268,7 @@ def generate(ledger: Ledger, repository_url: str, pairs: list[tuple[str, str]]) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--root", type=Path, default=REPO_ROOT)
     parser.add_argument("--run", type=Path, action="append", default=[], help="also show this run directory")
     parser.add_argument(
         "--compare",
@@ -297,7 +295,3 @@ def main(argv: list[str] | None = None) -> int:
     for page in compared:
         print(f"render_site: comparison {page.relative_to(args.root)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audit import LoadedEvidence
-from plots import lens_training_chart, position_map, trace_heat_map, training_curves
-from site_filters import drops_section
-from site_finetune import finetune_section
-from site_format import (
+from contracts.evidence import EvidenceRecord
+from tools.integrity.audit import LoadedEvidence
+from tools.site.filters import drops_section
+from tools.site.finetune import finetune_section
+from tools.site.formatting import (
     BANNER,
     code,
     gate_path,
@@ -36,9 +36,8 @@ from site_format import (
     values_cell,
     verdict_badge,
 )
-from site_ledger import Ledger, record_of
-
-from contracts.evidence import EvidenceRecord
+from tools.site.ledger import Ledger, record_of
+from tools.site.plots import lens_training_chart, position_map, trace_heat_map, training_curves
 
 PLOT_TITLES = {
     "loss": "Loss and held-out loss",

@@ -1,7 +1,7 @@
 """Links from the site to the code: a gate's bindings, its falsifiers, the YAML that defines it.
 
 A `file:line` in prose makes the reader go and find it; a link takes them there. With a
-repository URL configured (tools/site_config.toml) links point at the commit the site was built
+repository URL configured (tools/site/config.toml) links point at the commit the site was built
 from; without one, the site carries a highlighted copy of each cited file with an anchor per
 line, so a site built from a checkout, offline, still links every binding to its line.
 """
@@ -16,9 +16,10 @@ from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_for_filename
 from pygments.util import ClassNotFound
-from site_cache import kept
-from site_format import BANNER, code, link
-from site_raw import raw_html
+
+from tools.site.cache import kept
+from tools.site.formatting import BANNER, code, link
+from tools.site.raw import raw_html
 
 SOURCE_DIR = "source"
 # Source copies are for following links, not for the search box.

@@ -23,9 +23,9 @@ with each other (contracts.derive.reports.element_problems) but not with the mod
 
 It decides, too, what a command restates of the model it read (`committed_source_problems`): an
 evaluation's config.seq_len is the model's context (stack/cli/eval.py writes the loaded config's
-ctx; eval has no --seq-len: round-8 ledger audit W08), and an export.json's source
+ctx; eval has no --seq-len), and an export.json's source
 config digest and tokenizer summary are the checkpoint's config and tokenizer as
-stack.export.exporters._record writes them (W09, W12: their neighbours were held, they were not).
+stack.export.exporters._record writes them.
 
 The path must be a word of the command line that is relative, that `run.places` resolved to a
 place ending in that same path (the run started at the root of a checkout), and that names a
@@ -36,8 +36,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from argv_record import given, word_of
 
 from contracts.agreement_sample import BUILTIN_SOURCE, heldout_dir, requested_problem
 from contracts.errors import BadInput
@@ -50,6 +48,7 @@ from stack.export.sample import source_sample
 from stack.train.checkpoint import read_manifest, read_state, verify_files
 from stack.train.config import resolve
 from stack.train.trained import resolve_checkpoint
+from tools.integrity.settings.argv_record import given, word_of
 
 # Where the checked tree keeps what it commits of its models (released ones included).
 COMMITTED = "evidence"
@@ -225,7 +224,7 @@ def sample_findings(record: EvidenceRecord, root: Path = REPO_ROOT) -> tuple[lis
 def _requested_problems(record: EvidenceRecord, source: str) -> list[str]:
     """The sample's stated source against the one its request asked for: the record's
     config.sample_text (--sample-text FILE, or null) by contracts.agreement_sample.requested_problem
-    (the round-12 audit's R215 ignored the file and stated both). A kind whose config takes no
+    (a record that ignored the file and stated both is caught). A kind whose config takes no
     sample_text asks for none; one that states it as other than a path or null is named."""
     config = record.config if isinstance(record.config, dict) else {}
     if "sample_text" not in config:

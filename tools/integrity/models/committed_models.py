@@ -4,8 +4,8 @@ A command that reads a model by a path of the repository (a released model under
 whose files are committed and never change: `checkpoint_reads.in_repository`) states facts of that
 model besides its files, and they were compared only with each other: a memorization whose base
 row, and a distillation whose frozen teacher, were said to be another model's weights (given and
-measured, before and after alike) passed (the round-6 ledger audit's U13 and U30), as did an
-export's count of the settings read back from its config.json (U12). Where the model a record
+measured, before and after alike) passed, as did an export's count of the settings read back
+from its config.json. Where the model a record
 names for a role is committed, each such fact is derived here from the model, by the stack's code:
 
 * the digest of its weights as the frozen-model gates take it (`stack.tune.frozen.weights_sha256`):
@@ -13,16 +13,16 @@ names for a role is committed, each such fact is derived here from the model, by
   GATE-KD-002's `sha256_before` and `sha256_after` of a distillation's teacher, GATE-DPO-002's of a
   DPO reference;
 * its tokenizer and vocabulary where a gate states them: GATE-KD-001's teacher tokenizer values (its
-  vocabulary and context are held with the teacher's record, tools/cross_reads.py), GATE-DATA-007's
-  `model_*` values (the model the run put data in front of: the teacher, the reference, or the
+  vocabulary and context are held with the teacher's record, tools/integrity/models/cross_reads.py),
+  GATE-DATA-007's `model_*` values (the model the run put data in front of: the teacher, the reference, or the
   model a run started from);
 * GATE-LENS-004's `model_sha256`, what a lens reads through (`stack.lens.probes.model_sha256`);
 * of the model a command read (and names as its checkpoint): the checkpoint's step and files, and
   `data.tokenizer_sha256`, its tokenizer's;
 * of the model an ES run started from (`stack es` writes its source's configuration, as
   `load_trained` resolves it, to config.toml, and cites the source checkpoint by its manifest's
-  sha256): the run's config.toml, key for key, and `config.source.manifest_sha256` (round-10 ledger
-  audit Y01: config.toml's train.lr restated; Y07: the source's manifest digest restated);
+  sha256): the run's config.toml, key for key, and `config.source.manifest_sha256` (so neither
+  config.toml's train.lr nor the source's manifest digest can be restated);
 * a Hugging Face export's config.json (`stack.export.hf.config_json` of the checkpoint's model and
   tokenizer), by the sha256 export.json keeps of it, and `architecture_keys`, the settings GATE-
   EXPORT-001 counted as read back from it (`stack.export.hf.model_config_from_hf`'s, and from rev 4
@@ -43,8 +43,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from checkpoint_reads import COMMITTED, in_repository
-
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.hf_export import dtypes_fit
@@ -62,6 +60,7 @@ from stack.lens.probes import model_sha256
 from stack.train.checkpoint import MANIFEST, STATE_FILE, read_state
 from stack.train.trained import Trained, load_trained, resolve_checkpoint
 from stack.tune.frozen import weights_sha256
+from tools.integrity.models.checkpoint_reads import COMMITTED, in_repository
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_IDS = "config.json "  # export.json's special_ids read from config.json (stack.export.runtimes)
@@ -336,8 +335,8 @@ def _name(model: ReadModel) -> str:
 def _data_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[str]:
     """A training run from a committed model (its init, a distillation's teacher, a DPO reference:
     DATA_READER) reads its data with that model's tokenizer, which GATE-DATA-007 holds the data to:
-    `data.tokenizer_sha256` is that tokenizer's (round-7 audit V13: an SFT record restating another
-    tokenizer, whose data no prepare record made)."""
+    `data.tokenizer_sha256` is that tokenizer's (not another tokenizer restated by an SFT record,
+    whose data no prepare record made)."""
     stated = record.data.tokenizer_sha256 if record.data is not None else None
     if stated is None or stated == model.tokenizer.sha256:
         return []
@@ -349,8 +348,8 @@ def _data_tokenizer_problems(record: EvidenceRecord, model: ReadModel) -> list[s
 
 def _tokenizer_json_problems(where: str, listed: Any, model: ReadModel, how: str) -> list[str]:
     """A tokenizer.json a record lists (`listed`: its {sha256, bytes}) against the one `model`'s
-    tokenizer serialises to (`ReadModel.tokenizer_json`): round-9 ledger audit X03, X18, a restated
-    digest of a file written deterministically from a committed tokenizer."""
+    tokenizer serialises to (`ReadModel.tokenizer_json`): the file is written deterministically from a
+    committed tokenizer, so a restated digest is caught."""
     if not isinstance(listed, dict) or ("sha256" not in listed and "bytes" not in listed):
         return []
     digest, size = model.tokenizer_json
@@ -448,9 +447,8 @@ def _export_config_problems(record: EvidenceRecord, run_dir: Path, model: ReadMo
 def _tokenizer_files_problems(report: dict[str, Any], model: ReadModel, written: dict[str, Any]) -> list[str]:
     """export.json's other tokenizer files (their bytes and sha256), its `tokenizer_keys` and the
     special ids it read from config.json, against the files the committed model makes again
-    (ReadModel.tokenizer_files, tokenizer_keys; its config.json, `written`): round-11 ledger audit Y50,
-    Y91, Y92 (a file's size or digest restated), Y46 (the keys read back), Y49 (a pad id config.json
-    does not hold)."""
+    (ReadModel.tokenizer_files, tokenizer_keys; its config.json, `written`): a file's size or digest
+    restated, the keys read back restated, a pad id config.json does not hold."""
     files = report.get("files") or {}
     problems = [
         f"{EXPORT_REPORT}: {name} is {listed.get('bytes')} bytes, sha256 {str(listed.get('sha256'))[:12]}, "

@@ -3,12 +3,12 @@
 A record that read what another run made restates it, and the restatement was compared only with
 the record's own other fields: a distillation's teacher restated as another run's model (command
 line, places, config, lineage parent with that record's id and weights, GATE-KD-002's digests), a
-model whose context (32) is below the windows the student read (64), which the stack refuses
-(round-6 ledger audit U29); a lens reading's lens digest restated, though the ledger's lens-train
-record that saved the path it read says otherwise (U20). Here:
+model whose context (32) is below the windows the student read (64), which the stack refuses; a
+lens reading's lens digest restated, though the ledger's lens-train record that saved the path it
+read says otherwise. Here:
 
 * a distillation's teacher, where its lineage names the teacher's record (or the teacher is a
-  committed model, tools/committed_models.py), must be one the stack would have accepted: its
+  committed model, tools/integrity/models/committed_models.py), must be one the stack would have accepted: its
   context long enough for the windows the student read (`stack.train.distill_objective
   .distill_window`, the stack's own rule, over the student's config and the teacher's model);
   GATE-KD-001's `teacher_vocab` is that model's vocabulary;
@@ -26,11 +26,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from committed_models import UNREADABLE, committed_directory, read_model
-
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord, RunStatus
 from stack.train.distill_objective import distill_window
+from tools.integrity.models.committed_models import UNREADABLE, committed_directory, read_model
 
 TEACHER = "teacher"  # the role of a distillation's teacher among its lineage parents (stack.train.lineage)
 
@@ -175,7 +174,7 @@ def _frozen_read(record: EvidenceRecord) -> tuple[str, str, str] | None:
 
 def _frozen_digest_problems(records: Mapping[str, EvidenceRecord]) -> list[tuple[str, str]]:
     """Two records that read the same weights file (by its sha256) measured the same frozen digest
-    of it: the digest is a function of the weights (round-7 audit V15: a distillation's teacher
+    of it: the digest is a function of the weights (a distillation's teacher
     re-pointed to a fine-tune's checkpoint with an invented digest, which the ledger's memorization
     record of that checkpoint measured otherwise). Each record is named with the other."""
     read = {run_id: found for run_id, record in records.items() if (found := _frozen_read(record))}

@@ -6,9 +6,9 @@ seeds of that step (which the checker already derives from the run's seed, contr
 member's seed draws (contracts.es_noise), so where the model the run started from is in the
 repository (its lineage path, its weights hashing to the digest the lineage states) the norms
 follow from the seeds and the model's parameter count alone: the stored tensors of its
-model.safetensors, each once (a tied head is stored once, as the run's flat θ holds it). Round-8
-ledger audit W31: min_noise_norm 877.57 restated as 1200. A source outside the repository gives
-nothing to derive from, as for a surgery's (tools/surgery_sources.py).
+model.safetensors, each once (a tied head is stored once, as the run's flat θ holds it), so a
+min_noise_norm 877.57 restated as 1200 is caught. A source outside the repository gives
+nothing to derive from, as for a surgery's (tools/integrity/models/surgery_sources.py).
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@ Some records keep only summaries of tensors they never wrote: a quantisation's G
 mean and largest KL(original ‖ quantised) over the built-in sample, an ablation's trace.json the
 comparison of its intact and ablated logits (failing elements, cosine, SQNR, errors) and the effect
 numbers of the same two forwards. A forger who restated one of them in the record and its report
-alike (the round-10 ledger audit's Y35: HQQ-002's max_kl_nats 0.0487 as 0.01; Y65, Y80: an
-ablation's logits.failing and logits.cosine) left nothing the artifacts contradict. Where the
+alike (HQQ-002's max_kl_nats 0.0487 as 0.01; an ablation's logits.failing and logits.cosine)
+left nothing the artifacts contradict. Where the
 model is committed, the checker makes those forwards again with the stack's own functions, the
 ones that wrote the numbers (`stack.cli.quantize.operate` for the quantisation,
-`stack.trace.modes.ablation` for the ablation: tools/trace_tokens.py), and holds the record to
-them: integers, strings and flags equal, every float within a tolerance that a forward summed in
+`stack.trace.modes.ablation` for the ablation: tools/integrity/models/trace_tokens.py), and holds the record
+to them: integers, strings and flags equal, every float within a tolerance that a forward summed in
 another order stays inside (GATE-INTEG-001's replay_rtol, and replay_ratio_rtol for a ratio to an
 intact logit: the spec says why those numbers).
 
@@ -33,13 +33,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from committed_models import UNREADABLE, ReadModel, committed_directory, read_model
-
 from contracts.derive.reports import PER_ITEM_SINCE, version_key
 from contracts.errors import GateViolation
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from contracts.spec import Spec
 from stack.cli.quantize import operate
+from tools.integrity.models.committed_models import UNREADABLE, ReadModel, committed_directory, read_model
 
 INTEG_GATE = "GATE-INTEG-001"
 # The ratios to an intact logit, held to replay_ratio_rtol (an ablation's rel_error and min_rtol).

@@ -8,10 +8,9 @@ CPU from seed 0 (`stack.model.moe_checks.check_mixtures` of the config's model).
 decided before the run starts, so the checker runs the same probe and holds the record to it,
 a float within GATE-INTEG-001's replay_rtol of itself: another CPU's float64 kernels move the
 last bits (an AMD EPYC gives ARCH-003's mixture deviation 3e-9 of itself away from the machine
-that filed it), a restatement far more (round-10 ledger audit Y59: KD-004's grad_ratio 0.981
-restated as 1.0; Y93, Y94: ARCH-003's references' largest magnitudes restated, which the
-tolerance grows with). The probes are the stack's own functions: a probe is what the gate
-measured, not a rule the checker restates.
+that filed it), a restatement far more (KD-004's grad_ratio 0.981 restated as 1.0; ARCH-003's
+references' largest magnitudes restated, which the tolerance grows with). The probes are the stack's own
+functions: a probe is what the gate measured, not a rule the checker restates.
 
 A probe that changed since a record was written is not the record's: KD-004's is held from
 KD_PROBE_SINCE, the spec version its draws took today's form; ARCH-003's values are held where the
@@ -25,7 +24,6 @@ import functools
 import json
 from typing import Any
 
-from forward_replays import Tolerances, replay_differences, replay_tolerances
 from pydantic import ValidationError
 
 from contracts.derive.reports import version_key
@@ -34,6 +32,7 @@ from contracts.spec import Spec
 from stack.model.config import ModelConfig
 from stack.model.moe_checks import check_mixtures
 from stack.tune.distill import PROBE_THRESHOLDS, temperature_probe
+from tools.integrity.models.forward_replays import Tolerances, replay_differences, replay_tolerances
 
 # GATE-KD-004's probe draws as today from this spec version (1.6.0's records state another float path).
 KD_PROBE_SINCE = "1.7.0"

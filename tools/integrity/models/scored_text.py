@@ -6,8 +6,8 @@ checkpoint's tokenizer makes of it (every score divides by them). Where PATH is 
 repository, git holds it at the record's commit, and each of those numbers is a function of that
 blob (read as `stack eval` reads it, stack.data.unpack.readable) and, for the tokens, of the
 tokenizer of the committed checkpoint the command read (checkpoint_reads.committed_read). A
-forger who restated the counts together (7704 tokens as 6001, the bits per byte with them: the
-round-6 ledger audit's U09) or one digest of the two (U48) left them agreeing with each other, not
+forger who restated the counts together (7704 tokens as 6001, the bits per byte with them) or
+one digest of the two left them agreeing with each other, not
 with the file.
 
 A clean record scored the file of its commit. A record of a dirty tree may have scored an edited
@@ -26,15 +26,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 
-from argv_record import word_of
-from checkpoint_reads import committed_read
-
 from contracts.errors import BadInput
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.corpus import InputFile
 from stack.data.tokenizer_record import tokenizer_from_state
 from stack.data.unpack import readable
 from stack.train.checkpoint import read_state
+from tools.integrity.models.checkpoint_reads import committed_read
+from tools.integrity.settings.argv_record import word_of
 
 SCORED_GATE = "GATE-EVAL-003"
 

@@ -116,7 +116,7 @@ def _held(
 
 def _elements_problems(measured: dict[str, Any], digest: str) -> list[str]:
     """GATE-LASER-001's elements: the weights of the matrices it lists, counted in the source model
-    (each matrix's shape is the source's; round-8 ledger audit W05)."""
+    (each matrix's shape is the source's)."""
     keys = [_matrix_key(str(site)) for site in measured["matrices"]]
     if any(key not in _SOURCES[digest] for key in keys):
         return ["GATE-LASER-001 lists a matrix its source model does not hold"]

@@ -2,13 +2,13 @@
 
 What a command made of a text by a tokenizer is a function of the text and the tokenizer alone, and
 the tokenizer is the checkpoint's the command read. A record restates those tokens and texts, and a
-forger made them agree only with each other: a trace's token count with its config digest (the
-round-4 ledger audit's T30); a sample's text that its drawn ids do not decode to, its prompt
+forger made them agree only with each other: a trace's token count with its config digest; a
+sample's text that its drawn ids do not decode to, its prompt
 restated, its prompt's token count changed; a lens reading's top-1 label that its token id does not
-decode to (the round-6 audit's U01, U02, U04, U54). Here the checkpoint the command line names is
+decode to. Here the checkpoint the command line names is
 found (the word under this repository, where the run resolved it to the same path,
 `checkpoint_reads.in_repository`; else where the run resolved it), its tokenizer rebuilt by the
-stack's own code (once per process and checkpoint: tools/committed_models.read_model), and:
+stack's own code (once per process and checkpoint: tools/integrity/models/committed_models.read_model), and:
 
 * a trace's, a patching's or a lens reading's `config.tokens` is the count its prompt encodes to;
   the `tokens` trace.json keeps are each of those ids decoded on its own; a patching's target and
@@ -21,9 +21,10 @@ stack's own code (once per process and checkpoint: tools/committed_models.read_m
 
 An ablation's greedy continuations are replayed on the named checkpoint, and so are its intact
 and ablated forwards: trace.json's logits comparison and effect numbers are held to them
-(tools/forward_replays.py says to what tolerance, and from which spec version).
+(tools/integrity/models/forward_replays.py says to what tolerance, and from which spec version).
 
-(An evaluation's token counts are derived with the rest of its scored text: tools/scored_text.py.)
+(An evaluation's token counts are derived with the rest of its scored text:
+tools/integrity/models/scored_text.py.)
 
 A checkpoint no longer where the record names it is not checked here (the token axis of the traced
 sites still is, contracts.derive.reports.traced_tokens); one that is there and does not read is
@@ -39,10 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from argv_record import given
-from checkpoint_reads import in_repository
-from committed_models import UNREADABLE, ReadModel, read_model
-from forward_replays import ABLATION_REPLAY_SINCE, MISSING, REFUSED, replay_differences, replay_tolerances
 
 from contracts.derive.reports import version_key
 from contracts.errors import BadInput
@@ -57,6 +54,16 @@ from stack.model.gpt import GPT
 from stack.trace.ablation import greedy_sample
 from stack.trace.calibrate import TracePath
 from stack.trace.modes import ablation
+from tools.integrity.models.checkpoint_reads import in_repository
+from tools.integrity.models.committed_models import UNREADABLE, ReadModel, read_model
+from tools.integrity.models.forward_replays import (
+    ABLATION_REPLAY_SINCE,
+    MISSING,
+    REFUSED,
+    replay_differences,
+    replay_tolerances,
+)
+from tools.integrity.settings.argv_record import given
 
 TOKEN_KINDS = frozenset({"trace", "patch", "lens", "sample"})
 TRACE_REPORT = "trace.json"
@@ -200,7 +207,7 @@ def _patch_token_problems(record: EvidenceRecord, config: dict[str, Any], tokeni
 def _lens_width_problems(config: dict[str, Any], report: dict[str, Any], tokenizer: Tokenizer) -> list[str]:
     """A lens reading keeps, at every layer and position, the top config.top_k tokens of its logits
     (`stack.lens.readout.read`: k = min(top_k, the logits' width), and the logits are at least the
-    tokenizer's vocabulary wide): audit V04, a reading of 5 restated as top_k 10."""
+    tokenizer's vocabulary wide): a reading of 5 restated as top_k 10 is caught."""
     top_k = config.get("top_k")
     if report.get("mode") not in LENS_MODES or not isinstance(top_k, int) or isinstance(top_k, bool):
         return []
@@ -247,7 +254,7 @@ def _embed_problems(
     """The `embed` site a trace kept (a single trace's, each of an ablation's two) holds the
     committed model's embedding of the prompt's ids on config.path_a: its statistics are
     contracts.site_statistics' of that lookup, the exact ones equal and the moments within
-    EMBED_RTOL (round-7 audit V35: a single trace's prompt restated with as many tokens; an embedding
+    EMBED_RTOL (a single trace's prompt restated with as many tokens is caught; an embedding
     lookup, no forward)."""
     traces = [report.get("trace"), *(report.get("traces") or {}).values()]
     kept = [
@@ -283,8 +290,8 @@ def _embed_problems(
 
 def _site_shape_problems(report: dict[str, Any], model: dict[str, Any], tokens: int) -> list[str]:
     """Each kept site whose width the checkpoint's [model] table decides (contracts.selection.site_widths)
-    is (1, tokens, width) and counts that many elements (round-8 ledger audit W36: layers.0.k
-    restated 128 wide, a model without grouped-query attention)."""
+    is (1, tokens, width) and counts that many elements (not layers.0.k restated 128 wide in a
+    model without grouped-query attention)."""
     widths = site_widths(model)
     problems = []
     for trace in (report.get("trace"), *(report.get("traces") or {}).values()):
@@ -319,7 +326,7 @@ def _sample_replay_problems(
     """An ablation's greedy continuations (`--sample N`, trace.json's `samples`) replayed: the named
     checkpoint on the path config.path_a describes continues the prompt N tokens greedily, intact
     and with config.ablate zeroed (`stack.trace.ablation.greedy_sample`, as `stack trace` drew
-    them), and the texts are those ids decoded (audit V17: --sample 8 restated as 16). A few
+    them), and the texts are those ids decoded (not --sample 8 restated as 16). A few
     forwards of the committed model on the CPU."""
     sample, samples = config.get("sample"), report.get("samples")
     if not isinstance(sample, int) or isinstance(sample, bool) or not isinstance(samples, dict):
@@ -366,8 +373,8 @@ def _ablation_replay_problems(
     spec: Spec,
 ) -> list[str]:
     """An ablation's logits comparison and effect numbers in trace.json (from ABLATION_REPLAY_SINCE),
-    against the two forwards of its committed checkpoint made again (tools/forward_replays.py:
-    round-10 ledger audit Y65, Y80, logits.failing and logits.cosine restated)."""
+    against the two forwards of its committed checkpoint made again
+    (tools/integrity/models/forward_replays.py: logits.failing and logits.cosine restated are caught)."""
     if version_key(record.spec.version) < version_key(ABLATION_REPLAY_SINCE):
         return []
     path_a, sites = str(config.get("path_a")), tuple(config.get("ablate") or ())

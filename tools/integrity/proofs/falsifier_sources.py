@@ -7,7 +7,7 @@ kind judges each test marked `holds(ID)`. The pytest plugin writes it from the t
 lock to them:
 
 - every test it lists is there: its file, and in it the function or class method its node id names;
-- a listed test whose marks can be read where they are written (tools/audit.gate_marked: a literal
+- a listed test whose marks can be read where they are written (tools/integrity/audit.gate_marked: a literal
   mark on the test, its class or its module, or on a parameter of its parametrisation) is marked
   for the gate it is listed under;
 - it lists, under each gate it lists, every test marked for that gate.
@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit import SKIP_DIRS, gate_marked, parse_source
+from tools.integrity.audit import SKIP_DIRS, gate_marked, parse_source
 
 TESTS_DIR = "tests"
 MODULE_MARK = "pytestmark"  # what a module-level mark marks: every test of the module

@@ -16,7 +16,7 @@ as syntax trees (nothing is imported or run), so the same function serves a chec
 scratch repository. `make proofs` stores the digests in the proof lock (evidence/proofs.lock);
 `make test` re-runs the falsifiers of every gate whose digest differs from the lock's
 (tests/gate_plugin.py), and the integrity check refuses a lock whose digests are not those of the
-code as it stands (tools/mutation.py).
+code as it stands (tools/integrity/proofs/mutation.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from audit import BINDING_FUNCS, _dotted, _walk, gate_marked, literal_strings, module_values, parse_source
-
 from contracts.reading import Unreadable, read_text, read_yaml
 from contracts.spec import SAFE_LOADER
+from tools.integrity.audit import (
+    BINDING_FUNCS,
+    _dotted,
+    _walk,
+    gate_marked,
+    literal_strings,
+    module_values,
+    parse_source,
+)
 
 # The trees whose files a fingerprint reads, relative to the repository root.
 FINGERPRINTED = ("contracts", "stack", "tests", "spec/gates")

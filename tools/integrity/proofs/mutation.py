@@ -4,22 +4,21 @@
 again with it forced off, and writes each such gate's entry into evidence/proofs.lock in place
 (tests/gate_plugin.py, contracts/proof_lock.py). That proof holds for the code it ran and no other,
 so the check refuses a lock that does not prove today's code: a gate without an entry, an entry
-whose code fingerprint (tools/fingerprints.py) is not the gate's code as it stands, one whose
+whose code fingerprint (tools/integrity/proofs/fingerprints.py) is not the gate's code as it stands, one whose
 outcomes GATE-INTEG-002's judge (or a conformance gate's own judge) does not accept, or one whose
-tests are not those marked for the gate (tools/falsifier_sources.py). `tools/check_integrity.py`
-reports what `lock_findings` returns as GATE-INTEG-002 violations.
+tests are not those marked for the gate (tools/integrity/proofs/falsifier_sources.py).
+`tools/check_integrity.py` reports what `lock_findings` returns as GATE-INTEG-002 violations.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from falsifier_sources import listing_problems, modules_in
-from fingerprints import gate_fingerprints
-
 from contracts.errors import BadInput
 from contracts.proof_lock import CONFORMANCE_KIND, LOCK_FILE, lock_problems, read_lock
 from contracts.spec import Spec
+from tools.integrity.proofs.falsifier_sources import listing_problems, modules_in
+from tools.integrity.proofs.fingerprints import gate_fingerprints
 
 REPROVE = "run `make proofs` and commit evidence/proofs.lock"
 

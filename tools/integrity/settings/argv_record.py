@@ -14,7 +14,7 @@ line as it was is caught here, without running anything:
   record's config must hold that value there, a path naming the same place (training configs
   are resolved again whole by `config_rebuild`); and an option STATED_OPTIONS lists for the
   command must be a key of the config at all (a record that leaves out the value it used cannot
-  be held to the line: round-8 audit R91, R99), given on the line or not;
+  be held to the line), given on the line or not;
 * every parent in the record's lineage lies at a place one of its command lines names;
 * a record's `metrics.data_dir` and `metrics.init_from.path` are where `--data` (the last line's to
   give one: a resume may name a moved DATA_DIR's new place) and the word that names the model it
@@ -38,11 +38,10 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from contracts.derive.reports import version_key
-from contracts.evidence import EvidenceRecord, run_named
+from contracts.evidence import REPO_ROOT, EvidenceRecord, run_named
 from stack.cli import build_parser
 from stack.data.sft_template import TEMPLATES_DIR, template_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Each `stack` command with the run kinds of the records it writes (spec/run_kinds.yaml): `stack
 # train` from a model writes a finetune, and with `train.task` an sft, dpo or distill record; `stack
 # trace --patch` a patch; `stack lens --train` a lens-train; `stack lora ACTION` a lora-ACTION.
@@ -68,9 +67,9 @@ WRITTEN_BY: dict[str, frozenset[str]] = {
     "options-matrix": frozenset({"options-matrix"}),
 }
 # The run kinds other programs write (pytest, the benchmarks, tools/gpu_check.py, and the scratch
-# records tools/scratch.py declares for the checker's own tests and benchmark, tools/scratch.SYNTHETIC):
-# their command lines are not `stack`'s, and this module does not read them. Any other kind is
-# `stack`'s, and one WRITTEN_BY does not name is a violation (`command_line_problems`).
+# records tools/records/scratch.py declares for the checker's own tests and benchmark,
+# tools/records/scratch.SYNTHETIC): their command lines are not `stack`'s, and this module does not read them.
+# Any other kind is `stack`'s, and one WRITTEN_BY does not name is a violation (`command_line_problems`).
 NOT_STACK_KINDS = frozenset({"conformance", "falsify", "benchmark", "gpu-check", "synthetic"})
 # An interpreter that runs the stack as a module (`python -m stack ...`, `python3.12 -m stack`).
 PYTHON_RE = re.compile(r"python[0-9.]*")
@@ -79,10 +78,10 @@ PYTHON_RE = re.compile(r"python[0-9.]*")
 # hand them on as --init-from).
 START_OPTION = {"train": "init_from", "sft": "init_from", "dpo": "path", "distill": "student"}
 # The inputs a record's metrics restate that `input_problems` holds to the word naming each (a
-# memorization's base_checkpoint is its --base resolved: round-8 audit W14).
+# memorization's base_checkpoint is its --base resolved).
 INPUT_FIELDS = ("data_dir", "init_from.path", "base_checkpoint")
 # The kinds of the training loop: their config is rebuilt whole from the command lines
-# (tools/config_rebuild.py), not option by option.
+# (tools/integrity/settings/config_rebuild.py), not option by option.
 LOOP_KINDS = frozenset({"train", "finetune", "sft", "dpo", "distill"})
 # Options of the training commands that are not config values: what to run and where.
 NOT_CONFIG = frozenset({"command", "preset", "nproc"})
@@ -101,8 +100,8 @@ NAMED_MODELS = ("source", "checkpoint")
 # option's name, each from the spec version given on: the value the command used, which the
 # derivation of the record's kind holds to the artifact it decides (a prepare's manifest) and this
 # module to the command line. A command that records another option adds it here. From 1.33.0 a
-# prepare states every option that selects or shapes what enters its DATA_DIR (round-9 audit R129
-# --glob, R137 --join); what it does not state changes speed or where things go, never the data
+# prepare states every option that selects or shapes what enters its DATA_DIR (--glob and --join
+# among them); what it does not state changes speed or where things go, never the data
 # (--working-set, --workers, --force, --evidence-dir) or belongs to --verify, which files no record.
 STATED_OPTIONS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "prepare": (
@@ -303,8 +302,7 @@ def _holds(recorded: Any, value: Any, places: dict[str, str]) -> bool | None:
     """Whether a config value is what the command line gave, or None where the two are not of one
     kind (a command that turned a word into a token id restates nothing). A value the line gives
     that the config holds as None (none) was not used: a `stack lens --lens FILE` that read the
-    logit lens, an `import-hf --sample-text FILE` measured on the default text (round-9 audit R139,
-    R141)."""
+    logit lens, an `import-hf --sample-text FILE` measured on the default text."""
     if recorded is None:
         return value is None or value is False
     if isinstance(value, PurePath):
@@ -327,7 +325,7 @@ def _nested_problems(
     config: dict[str, Any], command: str, options: dict[str, Any], places: dict[str, str]
 ) -> list[str]:
     """Each option NESTED_OPTIONS places deeper in the command's config whose value there is not what
-    the line gives (round-9 audit: synth's settings and evalmatrix's models were held to nothing);
+    the line gives (synth's settings and evalmatrix's models among them);
     a config that does not hold the place at all is a problem too, never a skip."""
     placed = {dest: (path, lambda value: value) for dest, path in NESTED_OPTIONS.get(command, {}).items()}
     placed |= OPTION_PLACES.get(command, {})
@@ -402,7 +400,7 @@ TRACE_PATHS = {
 # Options of `stack trace` whose config value, a token id, is None where the line gives none.
 ABSENT_NONE = ("foil",)
 # The values a trace's gate checks take as its command line gives them (GATE-TRACE-003's checks
-# ablated and tolerance, GATE-PATCH-002's check asked: round-9 audit R111, R113, R131), each with
+# ablated and tolerance, GATE-PATCH-002's check asked), each with
 # the option(s) whose value it is and the value an option the line leaves out has.
 ASKED_VALUES: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {
     ("GATE-TRACE-003", "ablate_asked"): (("ablate",), []),
@@ -415,8 +413,8 @@ ASKED_VALUES: dict[tuple[str, str], tuple[tuple[str, ...], Any]] = {
 
 def trace_option_problems(record: EvidenceRecord) -> list[str]:
     """A trace's paths as config describes them against the --backend/--dtype (and -b) its command
-    line gives (round-8 R83: --dtype bf16 traced and described in fp32), and a token option the line
-    does not give that its config states (W66: a patch's foil)."""
+    line gives (--dtype bf16 traced but described in fp32), and a token option the line does not
+    give that its config states (a patch's foil)."""
     options = given(record.run.argv or [])
     config = record.config if isinstance(record.config, dict) else {}
     if options is None or options.get("command") != "trace":
@@ -471,8 +469,7 @@ def _asked_problems(record: EvidenceRecord, options: dict[str, Any]) -> list[str
 def _patch_cells_problems(config: dict[str, Any], options: dict[str, Any]) -> list[str]:
     """A patching's config.patch_sites and patch_positions against --patch-site, --patch-position
     (the last of config.tokens where none is given) and --patch-sweep: the cells it states it
-    patched are the ones the line asked for (round-9 R111: position 10 stated under
-    --patch-position 5)."""
+    patched are the ones the line asked for (not position 10 stated under --patch-position 5)."""
     if options.get("patch") is None:
         return []
     site, position, sweep = (options.get(k) for k in ("patch_site", "patch_position", "patch_sweep"))
@@ -501,8 +498,8 @@ def _patch_cells_problems(config: dict[str, Any], options: dict[str, Any]) -> li
 
 def lens_position_problems(record: EvidenceRecord) -> list[str]:
     """A lens reading's config.position (trace.json's, contracts/derive/reports.py) where its command
-    line gives no --position: the prompt's last, config.tokens − 1 (stack/cli/lens.py; round-11 ledger
-    audit Y99: the reading shown at another position, in trace.json and the config alike)."""
+    line gives no --position: the prompt's last, config.tokens − 1 (stack/cli/lens.py; not a reading
+    shown at another position, in trace.json and the config alike)."""
     options = given(record.run.argv or [])
     config = record.config if isinstance(record.config, dict) else {}
     if options is None or options.get("command") != "lens" or options.get("train") or "position" in options:
@@ -586,7 +583,7 @@ def _naming_line(
 ) -> tuple[str, dict[str, Any], dict[str, str]]:
     """Which command line names the input of option `dest`, its options and its places: for --data
     the last line that gives one, since a resume given a moved DATA_DIR's new place (the same data:
-    the resume checks its manifest) records that place (round-10 user audit K07); otherwise the first."""
+    the resume checks its manifest) records that place; otherwise the first."""
     lines = [(given(argv) or {}, places) for argv, places in _command_lines(record)]
     if dest == "data":
         at = max((i for i, (named, _places) in enumerate(lines) if named.get("data") is not None), default=0)

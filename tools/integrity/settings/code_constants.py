@@ -2,15 +2,15 @@
 the record's commit.
 
 Some values a record holds are set by no option: the code fixes them. `stack quantize` runs HQQ's
-optimiser with stack.surgery.hqq.HalfQuadratic's defaults (metrics.optimiser; round-8 audit W33:
-iters 20 restated as 50); GATE-TRAIN-005's spread probe draws PROBE_ROWS × PROBE_TOKENS tokens
-(stack.model.sampling_checks) in `stack sample`, `stack memorization` and `stack synth` (W28: 1024
-restated as 4096); and `stack es`'s parser declares no defaults (None), so a setting its command
+optimiser with stack.surgery.hqq.HalfQuadratic's defaults (metrics.optimiser; iters 20
+is not 50); GATE-TRAIN-005's spread probe draws PROBE_ROWS × PROBE_TOKENS tokens
+(stack.model.sampling_checks) in `stack sample`, `stack memorization` and `stack synth` (1024, not
+4096); and `stack es`'s parser declares no defaults (None), so a setting its command
 line leaves out is stack.es.settings.EsSettings' default, which the parser-default check of
-tools/default_sources.py cannot see (W17: batch_size 8 restated as 16; W60: workers 1 as 4). Each is
+tools/integrity/settings/default_sources.py cannot see (batch_size 8 restated as 16, workers 1 as 4). Each is
 read from the file at the record's commit, without running it (literal values only), as
-tools/default_sources.py reads a parser. A file the commit lacks or that does not parse is named,
-never passed in silence.
+tools/integrity/settings/default_sources.py reads a parser. A file the commit lacks or that does not parse is
+named, never passed in silence.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from argv_record import _command_lines, given
-
 from contracts.evidence import EvidenceRecord
+from tools.integrity.settings.argv_record import _command_lines, given
 
 SAMPLING = "stack/model/sampling_checks.py"
 HQQ = "stack/surgery/hqq.py"

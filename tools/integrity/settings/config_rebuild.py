@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from argv_record import stack_words
 
 import stack
 from contracts.errors import BadInput
@@ -44,6 +43,7 @@ from contracts.reading import read_toml
 from stack.cli import build_parser, distill, dpo, sft
 from stack.cli.tune_options import resume_sets
 from stack.train.config import changed_keys, resolve
+from tools.integrity.settings.argv_record import stack_words
 
 CONFIG_FILE = "config.toml"
 # The files whose text decides what any training command line resolves to: `stack train`'s

@@ -11,9 +11,9 @@ git: its `add_argument` calls in stack/cli/<command>.py, read from the source wi
 Every kind of default counts: a literal, a name the file binds to one or imports from another module
 of the repository (read at the same commit), and argparse's None where no default is given. So each
 config key the line does not set that names an option of that parser with one default must hold
-that default (round-7 audit V02: a sample's temperature 0.8 restated as 0.6 with no --temperature;
-V37: a memorization's seed; round-9 audit X08: a tuned lens's weight decay, whose default is
-DEFAULT_WEIGHT_DECAY; X40: a sample's top_k, None, restated as 40), unless the command fills the
+that default (a sample's temperature 0.8 restated as 0.6 with no --temperature; a memorization's
+seed; a tuned lens's weight decay, whose default is DEFAULT_WEIGHT_DECAY; a sample's top_k, None,
+restated as 40), unless the command fills the
 value in itself (RESOLVED). A default no literal decides is named, never passed. A record of a dirty
 tree may have run another parser than its commit's: what it contradicts there is a warning, not a
 violation. A record whose commit has no such file, or one that does not parse, is
@@ -32,13 +32,19 @@ from pathlib import PurePath
 from typing import Any
 
 import yaml
-from argv_record import LOOP_KINDS, NOT_STACK_KINDS, TRACE_PATHS, _command_lines, given
-from code_constants import NOT_LITERAL, _literal, class_defaults
 
 from contracts.derive.prepare_options import READ_KEYS
 from contracts.evidence import REPO_ROOT, EvidenceRecord
 from stack.data.filters.settings import DEFAULTS_FILE as FILTER_DEFAULTS
 from stack.es.settings import EsSettings
+from tools.integrity.settings.argv_record import (
+    LOOP_KINDS,
+    NOT_STACK_KINDS,
+    TRACE_PATHS,
+    _command_lines,
+    given,
+)
+from tools.integrity.settings.code_constants import NOT_LITERAL, _literal, class_defaults
 
 # Where `stack COMMAND`'s parser is declared: stack/cli/<command>.py (a dash made an underscore).
 CLI_DIR = "stack/cli"
@@ -47,7 +53,7 @@ FLAG_ACTIONS = frozenset({"store_true", "store_false", "store_const", "count", "
 # Config keys a command fills from a file of the repository when an option is left out: command →
 # {config key: (the option, the file)}. `stack prepare` without --filters records the built-in filter
 # settings (stack.data.filters.settings.load_settings(None): defaults.yaml validated, so every value
-# the file sets is the config's; round-7 audit V41: oversize.max_bytes restated).
+# the file sets is the config's: an oversize.max_bytes restated is caught).
 DEFAULT_FILES = {
     "prepare": {"filter_settings": ("filters", str(FILTER_DEFAULTS.relative_to(REPO_ROOT)))},
 }
@@ -65,15 +71,18 @@ Reader = Callable[[str], bytes | None]
 # settings the parser only names, as `stack es` does), by command: {destination: what resolves it,
 # and where the checker holds it}. Every other option a silent
 # command line leaves at None is recorded as None: argparse's None is the value the command read
-# (round-9 ledger audit X40: a sample's top_k null restated as 40 with no --top-k given).
+# (a sample's top_k null restated as 40 with no --top-k given is caught).
 RESOLVED: dict[str, dict[str, str]] = {
     "es": dict.fromkeys(
-        (f.name for f in fields(EsSettings)), "EsSettings' default (tools/code_constants.py)"
+        (f.name for f in fields(EsSettings)),
+        "EsSettings' default (tools/integrity/settings/code_constants.py)",
     ),
     "eval": {"data": "the run's own DATA_DIR when --data is not given (stack.train.lineage.trained_on)"},
     "export": {"opset": "the ONNX exporter's DEFAULT_OPSET, for --format onnx"},
     "lens": {
-        "position": "the prompt's last position (tools/argv_record.lens_position_problems)",
+        "position": (
+            "the prompt's last position (tools/integrity/settings/argv_record.lens_position_problems)"
+        ),
         "seq_len": "the model's context (stack.lens.train.sequence_length)",
     },
     "memorization": {"continuation": "the spec's min_verbatim_tokens"},
@@ -96,8 +105,8 @@ RESOLVED: dict[str, dict[str, str]] = {
 
 
 # The settings dataclass a command builds its run from (file, class), by record kind: a field of it that
-# no option declares and the command's call leaves out holds the class's own default (round-11 ledger
-# audit Y61: `stack lens --train` never sets LensTraining.nesterov, restated false stated and applied).
+# no option declares and the command's call leaves out holds the class's own default (`stack lens
+# --train` never sets LensTraining.nesterov, so a record stating it false is held to the default).
 SETTINGS_CLASSES = {"lens-train": ("stack/lens/train.py", "LensTraining")}
 
 
@@ -384,8 +393,8 @@ def _trace_path_problems(
 ) -> list[str]:
     """A trace's described paths (config.path_a, path_b: `LABEL (backend, dtype)`) where its command
     line gives none of the options that choose a part: that part is the parser's default, the first
-    of the options (argv_record.TRACE_PATHS, in the order they decide) that declares one (round-11
-    ledger audit Y21: a sweep run in fp32 described as bf16). A default of None (--backend: the
+    of the options (argv_record.TRACE_PATHS, in the order they decide) that declares one (a sweep
+    run in fp32 described as bf16 is caught). A default of None (--backend: the
     checkpoint's own attention) is no parser's to decide and is not held here."""
     problems = []
     for field, choices in TRACE_PATHS.items():

@@ -20,7 +20,7 @@ benchmarks/model_speed.py times one model per device and states it (`metrics.con
 dumped) with its batch (`metrics.batch`): the model is `config_for(device)`, a ModelConfig call
 whose keywords are the device's SHAPES entry (`**shape`), literals, or keys of that entry
 (`shape["n_heads"]`), over ModelConfig's defaults, and the batch BATCH[device], all read from the
-source at the commit (round-7 audit V27: n_kv_heads restated to claim grouped-query attention).
+source at the commit (an n_kv_heads restated to claim grouped-query attention is caught).
 """
 
 from __future__ import annotations
@@ -189,8 +189,8 @@ def options_problems(record: EvidenceRecord, blobs: dict[str, bytes | None]) -> 
     model its commit decides (`blobs`: each of OPTIONS_SOURCES's bytes): the preset's model over
     ModelConfig's defaults there, the option's settings in spec/options_matrix.yaml there and the
     row's ffn_hidden, counted by contracts.model_shape (param_count; active_params, the benchmark's
-    rule). The vocabulary is the one the dense row's parameters hold (round-7 audit V26: the moe
-    row's active parameters restated)."""
+    rule). The vocabulary is the one the dense row's parameters hold (so the moe row's active
+    parameters cannot be restated)."""
     name = record.metrics["preset"]
     presets = presets_in(blobs.get(PRESETS_FILE) or b"")
     defaults = class_defaults(blobs.get(DEFAULTS["model"][0]) or b"", DEFAULTS["model"][1])
