@@ -4,7 +4,7 @@
 puts the answer on one screen: provenance (commit, spec, data and tokenizer hashes), the
 configuration keys that differ, the gates whose verdict changed, the summary metrics with their
 difference, and every curve of both runs on the same axes. Pairs come from
-tools/site/config.toml or from `render_site.py --compare RUN_A RUN_B`.
+tools/site_config.toml or from `render_site.py --compare RUN_A RUN_B`.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def compare_index(pairs: list[tuple[str, str]]) -> str:
     """The comparison pages of this build, and how to add one."""
     out = [BANNER, "# Comparisons\n"]
     out.append(
-        "Pairs come from `tools/site/config.toml` (`compare`); "
+        "Pairs come from `tools/site_config.toml` (`compare`); "
         "`python tools/render_site.py --compare RUN_A RUN_B` adds one for a build.\n"
     )
     if not pairs:

@@ -1,4 +1,4 @@
-"""The site's own settings (tools/site/config.toml): where source links point, which runs to compare.
+"""The site's own settings (tools/site_config.toml): where source links point, which runs to compare.
 
 Kept out of mkdocs.yml on purpose: the generator reads it, not the site builder, so the pages
 stay the same whichever renderer turns them into HTML.
@@ -24,7 +24,7 @@ class SiteConfig:
 
 
 def load_site_config(root: Path) -> SiteConfig:
-    """Read `root`'s tools/site/config.toml; a missing file means the defaults.
+    """Read `root`'s tools/site_config.toml; a missing file means the defaults.
 
     A malformed file is bad input naming the file and the key, so a typo cannot quietly drop a
     comparison page.

@@ -8,7 +8,7 @@ inline HTML, written by plain Python (this file and tools/site_*.py): mkdocs onl
 into HTML, so the site can change builders without changing what the pages say.
 
 RUN_A and RUN_B of --compare are run ids of the ledger (or of a --run directory) or run
-directories; each pair gets a comparison page beside those listed in tools/site/config.toml.
+directories; each pair gets a comparison page beside those listed in tools/site_config.toml.
 """
 
 from __future__ import annotations

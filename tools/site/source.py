@@ -1,7 +1,7 @@
 """Links from the site to the code: a gate's bindings, its falsifiers, the YAML that defines it.
 
 A `file:line` in prose makes the reader go and find it; a link takes them there. With a
-repository URL configured (tools/site/config.toml) links point at the commit the site was built
+repository URL configured (tools/site_config.toml) links point at the commit the site was built
 from; without one, the site carries a highlighted copy of each cited file with an anchor per
 line, so a site built from a checkout, offline, still links every binding to its line.
 """
