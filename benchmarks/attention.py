@@ -27,14 +27,14 @@ import torch
 if not torch.cuda.is_available():  # the interpreter must be on before triton is first imported
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from contracts.derive.benchmarks import geometric_mean, quotient  # noqa: E402
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
-from contracts.gates import contract_mode  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
-from stack.model.attention import attention  # noqa: E402
+from contracts.derive.benchmarks import geometric_mean, quotient
+from contracts.evidence import file_completed, new_record, run_id
+from contracts.gates import contract_mode
+from contracts.spec import load_spec
+from stack.model.attention import attention
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = "attention_triton_vs_sdpa"
 LENGTHS = (512, 1024, 2048, 4096, 8192)

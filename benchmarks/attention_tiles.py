@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.attention import D_MODEL, TOKENS, _backward_through, _qkv, _time_ms
+from contracts.derive.benchmarks import fastest
+from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id
+from contracts.gates import contract_mode
+from stack.kernels import flash_attention as fa
 
-from benchmarks.attention import D_MODEL, TOKENS, _backward_through, _qkv, _time_ms  # noqa: E402
-from contracts.derive.benchmarks import fastest  # noqa: E402
-from contracts.evidence import RunStatus, file_record, ledger_slot, new_record, now, run_id  # noqa: E402
-from contracts.gates import contract_mode  # noqa: E402
-from stack.kernels import flash_attention as fa  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 KERNELS = ("fwd", "dkdv", "dq")
 # (BLOCK_M, BLOCK_N) pairs worth trying per kernel; each with 4 or 8 warps and 2 to 4 stages.

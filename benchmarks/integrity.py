@@ -15,14 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from contracts.evidence import file_completed, new_record, run_id
+from contracts.spec import load_spec
+from tools.integrity.check import run_checks
+from tools.records.scratch import make_record, make_repo, passed
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-from check_integrity import run_checks  # noqa: E402
-from scratch import make_record, make_repo, passed  # noqa: E402
-
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
 
 GOAL = "integrity_10k"
 

@@ -28,9 +28,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(1, str(Path(__file__).resolve().parent))  # reference_gpt, beside this file
-from reference_gpt import ReferenceGPT
-
+from benchmarks.reference_gpt import ReferenceGPT
 from contracts.derive.benchmarks import SPEED_BENCHMARKS, quotient, steady_median
 from contracts.evidence import (
     RunStatus,

@@ -47,13 +47,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from contracts.derive.benchmarks import mib_per_s, prepare_ratio, rate_over_best
+from contracts.evidence import file_completed, new_record, run_id
+from contracts.spec import load_spec
+from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, MiB, WorkingSet
 
-from contracts.derive.benchmarks import mib_per_s, prepare_ratio, rate_over_best  # noqa: E402
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
-from stack.data.working_set import DEFAULT_BPE_SAMPLE, DEFAULT_WORKING_SET, MiB, WorkingSet  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GOALS = ("prepare_peak_rss", "prepare_vs_encode_batch")
 SEPARATOR = "\n<|endoftext|>\n"

@@ -29,18 +29,17 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from contracts.derive.benchmarks import quotient
+from contracts.evidence import file_completed, new_record, run_id
+from contracts.gates import contract_mode
+from contracts.ledger import Ledger, recording
+from contracts.spec import load_spec
+from stack.data.manifest import load_manifest
+from stack.data.prepare import prepare_corpus
+from stack.data.reader import TokenReader
+from stack.data.shards import DTYPES, HEADER
 
-from contracts.derive.benchmarks import quotient  # noqa: E402
-from contracts.evidence import file_completed, new_record, run_id  # noqa: E402
-from contracts.gates import contract_mode  # noqa: E402
-from contracts.ledger import Ledger, recording  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
-from stack.data.manifest import load_manifest  # noqa: E402
-from stack.data.prepare import prepare_corpus  # noqa: E402
-from stack.data.reader import TokenReader  # noqa: E402
-from stack.data.shards import DTYPES, HEADER  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 GOAL = "reader_vs_memmap"
 BATCH, SEQ = 32, 1024

@@ -23,21 +23,18 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.model_speed import cuda_kernels
+from contracts.derive.benchmarks import ns_per_element, quotient, share
+from contracts.evidence import RunStatus, file_record, free_run_id, new_record, now
+from contracts.spec import load_spec
+from stack.kernels.host_stats import engine
+from stack.model import GPT, ModelConfig
+from stack.trace import tracer as tracer_module
+from stack.trace.sites import STATS
+from stack.trace.tracer import trace_forward
+from stack.train.presets import PRESETS
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-
-from model_speed import cuda_kernels  # noqa: E402
-
-from contracts.derive.benchmarks import ns_per_element, quotient, share  # noqa: E402
-from contracts.evidence import RunStatus, file_record, free_run_id, new_record, now  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
-from stack.kernels.host_stats import engine  # noqa: E402
-from stack.model import GPT, ModelConfig  # noqa: E402
-from stack.trace import tracer as tracer_module  # noqa: E402
-from stack.trace.sites import STATS  # noqa: E402
-from stack.trace.tracer import trace_forward  # noqa: E402
-from stack.train.presets import PRESETS  # noqa: E402
 
 GOAL = "trace_overhead"
 

@@ -30,8 +30,7 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-from contracts.derive.benchmarks import (  # noqa: E402
+from contracts.derive.benchmarks import (
     amdahl_limit,
     largest,
     leg_of,
@@ -40,20 +39,22 @@ from contracts.derive.benchmarks import (  # noqa: E402
     quotient,
     utilisation,
 )
-from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id  # noqa: E402
-from contracts.spec import load_spec  # noqa: E402
-from stack.cli import main as stack  # noqa: E402
-from stack.data.manifest import load_manifest  # noqa: E402
-from stack.data.prepare import prepare_corpus  # noqa: E402
-from stack.data.reader import TokenReader  # noqa: E402
-from stack.model.config import ModelConfig  # noqa: E402
-from stack.model.gpt import GPT  # noqa: E402
-from stack.options_matrix import Combination, load_matrix, unknown_settings  # noqa: E402
-from stack.train import determinism  # noqa: E402
-from stack.train.config import RunConfig, resolve  # noqa: E402
-from stack.train.flops import flops_per_token, peak_flops  # noqa: E402
-from stack.train.run import TrainRequest  # noqa: E402
-from stack.train.run import train as train_run  # noqa: E402
+from contracts.evidence import RunStatus, file_completed, file_record, new_record, now, run_id
+from contracts.spec import load_spec
+from stack.cli import main as stack
+from stack.data.manifest import load_manifest
+from stack.data.prepare import prepare_corpus
+from stack.data.reader import TokenReader
+from stack.model.config import ModelConfig
+from stack.model.gpt import GPT
+from stack.options_matrix import Combination, load_matrix, unknown_settings
+from stack.train import determinism
+from stack.train.config import RunConfig, resolve
+from stack.train.flops import flops_per_token, peak_flops
+from stack.train.run import TrainRequest
+from stack.train.run import train as train_run
+
+ROOT = Path(__file__).resolve().parent.parent
 
 WARMUP = 5
 FFN_MULTIPLE = 8  # an equal-active ffn_hidden is rounded to this

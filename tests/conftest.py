@@ -8,9 +8,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import sys
 import tempfile
-from pathlib import Path
 
 # One intra-op thread, here and in every subprocess a test starts: the tests' models are tiny, so
 # a second thread buys nothing, and on a loaded machine OpenMP's threads spin waiting for each
@@ -33,11 +31,6 @@ os.environ.setdefault("GATESTACK_CONTRACTS", "full")
 if "GATESTACK_CRASH_DIR" not in os.environ:
     os.environ["GATESTACK_CRASH_DIR"] = tempfile.mkdtemp(prefix="gatestack-test-crashes-")
     atexit.register(shutil.rmtree, os.environ["GATESTACK_CRASH_DIR"], ignore_errors=True)
-
-# tools/ holds scripts, not a package: make its modules importable for the auditors' tests.
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
-if str(TOOLS) not in sys.path:
-    sys.path.insert(0, str(TOOLS))
 
 # The proof by mutation re-checked against evidence/proofs.lock (`make test`, `make proofs`).
 pytest_plugins = ["gate_plugin"]

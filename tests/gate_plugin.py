@@ -31,8 +31,6 @@ from pathlib import Path
 import hypothesis
 import pytest
 from _pytest.runner import runtestprotocol
-from audit import scan_falsifiers
-from fingerprints import gate_fingerprints
 from hypothesis import Phase
 
 from contracts.errors import BadInput
@@ -47,6 +45,8 @@ from contracts.proof_lock import (
 )
 from contracts.proof_lock import conformance_verdict as judged_conformance
 from contracts.spec import GateStatus, load_spec
+from tools.integrity.audit import scan_falsifiers
+from tools.integrity.proofs.fingerprints import gate_fingerprints
 
 GATE_MARK = "gate"
 # A test that shows a gate holds on a clean path plants nothing, so it is no falsifier; it still

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from check_integrity import run_checks
-from lineage import families, vouched_weights
 from prefs_support import write_pairs
 from train_support import unjudged, write_corpus
 
@@ -25,6 +23,8 @@ from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, RunStat
 from stack.cli import main
 from stack.data.manifest import load_manifest
 from stack.export.hf_tokenizer import model_tokenizer
+from tools.integrity.check import run_checks
+from tools.integrity.lineage import families, vouched_weights
 
 DATA = Path(__file__).parent / "data"
 TOKENIZER_GATE = "GATE-DATA-007"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from check_integrity import run_checks
 
 from contracts.derive import Artifacts, Inputs, derive
 from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, read_evidence
@@ -22,6 +21,7 @@ from contracts.judges import CHECKS, check_readers, judge
 from contracts.ledger import judged_message, verdict_of
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
+from tools.integrity.check import run_checks
 
 ROOT = Path(__file__).resolve().parent.parent
 # The records the tests read (tests/fixtures/records/): the current set, one record of each command

@@ -301,7 +301,7 @@ def test_the_table_of_inputs_covers_every_path_argument_of_every_parser() -> Non
 
 def test_the_docs_table_is_the_definitions() -> None:
     """docs/reliability.md's table is rendered from INPUTS and KINDS: a row per input, a row per kind."""
-    from site_accepts import SECTION, accepts_page
+    from tools.site.accepts import SECTION, accepts_page
 
     page = accepts_page()
     inputs = page.split(f"[start:{SECTION}]")[1].split(f"[end:{SECTION}]")[0]

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from record_checks import check_record_truth
 from train_support import evidence, metric_lines, prepared, smoke_args, train
 from tree_snapshot import snapshot
 
@@ -25,6 +24,7 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train.best_kept import BestWatch
 from stack.train.metrics import read_lines
+from tools.integrity.record_checks import check_record_truth
 
 RISING = ("train.lr=1.0", "train.steps=4", "eval.every=2", "ckpt.every=2", "ckpt.keep_last=1")
 

@@ -16,7 +16,6 @@ import typing
 from pathlib import Path
 
 import pytest
-from config_rebuild import CONFIG_CODE, REPO, rebuilt
 from ledger_support import CURRENT_RUN, RECORDS, assert_caught, config_edited, edited, findings, planted
 from prefs_support import prepared_pairs
 from pydantic import BaseModel
@@ -29,6 +28,7 @@ from contracts.evidence import EVIDENCE_FILE, read_evidence
 from stack.cli import main
 from stack.train import presets, tune_settings
 from stack.train.config import RunConfig, resolve
+from tools.integrity.settings.config_rebuild import CONFIG_CODE, REPO, rebuilt
 
 CHAT = Path(__file__).parent / "data" / "chat_small.jsonl"
 

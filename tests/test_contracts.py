@@ -8,7 +8,6 @@ import pkgutil
 from pathlib import Path
 
 import pytest
-from audit import scan_bindings
 
 import stack
 from contracts import gates as gates_module
@@ -17,6 +16,7 @@ from contracts.evidence import Verdict, Waiver
 from contracts.gates import BINDINGS, Outcome, contract_mode, gate_ensure, gate_require, measure
 from contracts.ledger import Ledger, recording
 from contracts.spec import load_spec
+from tools.integrity.audit import scan_bindings
 
 ROOT = Path(__file__).resolve().parent.parent
 

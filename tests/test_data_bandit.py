@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from test_data_policy import mixed_corpus
 from train_support import evidence, smoke_args, step_lines, train, unjudged, verdicts
 
@@ -24,6 +23,7 @@ from stack.model.consumed import recording
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.heldout_reads import to_host, windows_sha256
+from tools.integrity.record_checks import check_record_truth
 
 MIXTURE = (
     "train.steps=12",

@@ -28,8 +28,6 @@ import yaml
 from corpora import five_words, loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from record_checks import check_record_truth
-from site_filters import drops_section
 
 from contracts import filter_rules
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, BadInput, GateViolation
@@ -73,6 +71,8 @@ from stack.data.sft_prepare import prepare_sft
 from stack.data.tokenizer import load_tokenizer
 from stack.data.working_set import DEFAULT_WORKING_SET, HELD_DOCUMENT_BYTES, MIN_WORKING_SET, WorkingSet
 from stack.eval.texts import split_documents, split_text
+from tools.integrity.record_checks import check_record_truth
+from tools.site.filters import drops_section
 
 SETTINGS = load_settings()
 LEAK = SETTINGS.leak

@@ -29,7 +29,6 @@ import yaml
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from record_checks import check_record_truth
 
 from contracts.errors import EXIT_BAD_INPUT, BadInput, GateViolation
 from contracts.evidence import read_evidence
@@ -46,6 +45,7 @@ from stack.eval.texts import split_text
 from stack.train.config import resolve
 from stack.train.early_stop import judge_heldout_set
 from stack.train.presets import PRESETS
+from tools.integrity.record_checks import check_record_truth
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {
     ".gz": gzip.compress,

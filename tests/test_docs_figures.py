@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from ledger_support import ROOT
-from prose_figures import figure_problems
+
+from tools.integrity.prose_figures import figure_problems
 
 README = ROOT / "README.md"
 # The price of determinism as the README states it: 1 - on / off of the two runs' median tokens/s.

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 from ledger_support import edited, findings, gate
-from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared
@@ -37,6 +36,7 @@ from stack.es.settings import EsSettings
 from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.trained import load_trained
+from tools.integrity.record_checks import check_record_truth
 
 
 @pytest.fixture(scope="module")

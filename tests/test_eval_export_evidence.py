@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from test_bpb import stride_one_past
 from train_support import prepared, smoke_args, train
 
@@ -29,6 +28,7 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import bpb
 from stack.export import deps, hf
+from tools.integrity.record_checks import check_record_truth
 
 Converter = Callable[[torch.nn.Module], dict[str, torch.Tensor]]
 CRLF_TEXT = "gate evidence model\r\ntoken loss batch\r\nnaïve café, π ≈ 3.14\r\n" * 4

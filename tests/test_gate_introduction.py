@@ -9,11 +9,11 @@ asked for it either; `stack release`, releasing under today's spec, is.
 from __future__ import annotations
 
 import pytest
-from record_checks import check_record_truth
 
 from contracts.evidence import REPO_ROOT, read_evidence
 from contracts.release_rules import release_problems
 from contracts.spec import load_spec
+from tools.integrity.record_checks import check_record_truth
 
 RUNS = REPO_ROOT / "tests" / "fixtures" / "records"
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from check_integrity import run_checks
-from mutation import lock_findings
-from scratch import commit_all, make_repo, write_lock
 
 from contracts.judges import judge
 from contracts.proof_lock import LOCK_FILE, entry_problems, read_lock
 from contracts.spec import load_spec, load_spec_from
+from tools.integrity.check import run_checks
+from tools.integrity.proofs.mutation import lock_findings
+from tools.records.scratch import commit_all, make_repo, write_lock
 
 TESTS = Path(__file__).resolve().parent
 PROVEN = "GATE-INTEG-002"
@@ -56,7 +56,7 @@ def reprove(
     (tmp_path / "tests").mkdir(exist_ok=True)
     (tmp_path / "tests" / "test_tiny.py").write_text(tests)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(TESTS.parent / "tools"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     argv = [sys.executable, "-m", "pytest", "-p", "gate_plugin", "-p", "no:cacheprovider", "-q", "--reprove"]
     return subprocess.run(
         [*argv, *options, *workers, "tests"],

@@ -13,16 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gpu_check
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors.torch import save_file
 
 from contracts.evidence import RunStatus, Verdict, new_record, read_evidence, run_id
 from contracts.ledger import judged_result
 from contracts.spec import load_spec
 from stack.kernels import flash_attention as fa
+from tools.integrity.record_checks import check_record_truth
+from tools.records import gpu_check
 
 ROOT = Path(__file__).resolve().parent.parent
 TAIL = {"batch": 1, "heads": 4, "heads_kv": 2, "n": 70, "dim": 16}  # GQA, one tile and a tail

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from torch import nn
 from trace_support import save_run, tiny_model
 
@@ -26,6 +25,7 @@ from stack.model.targets import Target, select_targets
 from stack.surgery import agreement, changes, hqq
 from stack.surgery.hqq import HalfQuadratic, quantise
 from stack.train.trained import load_trained
+from tools.integrity.record_checks import check_record_truth
 
 QUANTIZE = ["--targets", "ffn_*", "--group-size", "16"]
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import torch
 from hf_fixtures import VOCAB_PADDING, llama2_tokenizer, llama3_chat_tokenizer, llama_model, qwen2_model
-from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, smoke_args, train, unjudged, verdicts, write_corpus
 
@@ -34,6 +33,7 @@ from stack.model.gpt import GPT
 from stack.train import checkpoint as ckpt
 from stack.train.loop import build_optimizer
 from stack.train.trained import load_trained
+from tools.integrity.record_checks import check_record_truth
 
 EXPORT_GATE = "GATE-EXPORT-001"
 TOKENIZER_GATE = "GATE-DATA-007"

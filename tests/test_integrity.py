@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from audit import LoadedEvidence, load_evidence
-from check_integrity import Checker, main, run_checks
 from ledger_support import RECORDS
-from scratch import bump_revision, commit_all, make_record, make_repo, passed, write_lock
 
 from contracts.evidence import sha256_file
 from contracts.judges import TEST_FAILED
 from contracts.spec import load_spec_from
+from tools.integrity.audit import LoadedEvidence, load_evidence
+from tools.integrity.check import Checker, main, run_checks
+from tools.records.scratch import bump_revision, commit_all, make_record, make_repo, passed, write_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 

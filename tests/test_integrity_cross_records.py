@@ -21,8 +21,6 @@ from typing import Any
 
 import pytest
 import yaml
-from audit import load_evidence
-from check_integrity import Checker
 from ledger_support import RECORDS, Change, config_edited, edited, findings, gate, planted
 from records_support import Filed, filed_runs
 from train_support import prepared, smoke_args, train
@@ -33,6 +31,8 @@ from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.retirement import read_retirements
 from contracts.spec import load_spec
 from stack.cli import main
+from tools.integrity.audit import load_evidence
+from tools.integrity.check import Checker
 
 OTHER_SHA = "cd" * 32
 

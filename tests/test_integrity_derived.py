@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit import LoadedEvidence, evidence_paths
-from check_integrity import Checker, run_checks
 from ledger_support import (
     CURRENT_RUN,
     RECORDS,
@@ -46,6 +44,8 @@ from contracts.evidence import EVIDENCE_FILE, EvidenceRecord, RunStatus, canonic
 from contracts.judges import CHECKS, bare
 from contracts.release_rules import stale_gates
 from contracts.spec import load_spec
+from tools.integrity.audit import LoadedEvidence, evidence_paths
+from tools.integrity.check import Checker, run_checks
 
 # Records of the current spec (tools/current_records.py, `make fixtures`) whose gates the tests below
 # tamper with (older records are stale for a gate revised since, and a stale verdict is not re-derived).

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import check_integrity
 import pytest
-from check_integrity import CHECKER_FAILED, Checker, main, run_checks
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_support import CURRENT_RUN, RECORDS, ROOT, edited
@@ -30,6 +28,8 @@ from contracts.evidence import EVIDENCE_FILE, read_evidence
 from contracts.reading import MAX_READ_BYTES
 from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.spec import load_spec
+from tools.integrity import check as check_integrity
+from tools.integrity.check import CHECKER_FAILED, Checker, main, run_checks
 
 INTEG = "GATE-INTEG-001"
 # Ledger records of several kinds, each with the files of it a corruption is planted in: a training

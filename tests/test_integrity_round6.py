@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from check_integrity import run_checks
 from ledger_support import CURRENT_RUN, RECORDS, ROOT, Change, assert_found, findings, gate, planted, rederive
 from test_integrity_derived import DPO_RUN, MEMORIZATION_RUN
 from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
+
+from tools.integrity.check import run_checks
 
 EVAL_RUN = "eval-20261125T174951"  # `stack eval` of release 0.2.0 on a repository file, dirty tree
 SAMPLE_RUN = "current/sample"  # `stack sample` of release 0.2.0 by its repository path

@@ -26,10 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from check_integrity import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
 from ledger_support import SMOKE_OPTIONS, assert_check_required, each_required_check
-from retirement import blob_bytes, retired_blob
-from scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, git
 from train_support import prepared, smoke_args
 
 from contracts.derive import Artifacts, Inputs, derive
@@ -38,6 +35,9 @@ from contracts.model_card import model_card
 from contracts.registry import read_registry
 from contracts.retirement import read_retirements
 from contracts.spec import load_spec_from
+from tools.integrity.check import CITED_EVIDENCE_RE, WEIGHTS_FILE, main, run_checks
+from tools.integrity.retirement import blob_bytes, retired_blob
+from tools.records.scratch import bump_policy, bump_revision, commit_all, copy_repo, edit_gate, git
 
 RUN_ID = "scratch-release"
 RECORD = f"{LEDGER_DIR.as_posix()}/{RUN_ID}/{EVIDENCE_FILE}"

@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from check_integrity import run_checks
 from journey_support import Journey, JourneyChecks, assert_every_step_ran, walk
 
 from contracts.evidence import EVIDENCE_FILE, REPO_ROOT
 from stack.data.manifest import load_manifest
+from tools.integrity.check import run_checks
 
 INTEGRITY = "GATE-INTEG-001"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 from train_support import prepared, smoke_args, train
 
@@ -28,6 +27,7 @@ from stack.model.targets import select, select_targets
 from stack.surgery import laser as laser_module
 from stack.surgery.laser import laser
 from stack.train.trained import load_trained
+from tools.integrity.record_checks import check_record_truth
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from lineage import families, lineage_problems, vouched_weights
-from site_lineage import family_svg
 
 from contracts.evidence import (
     CheckpointRef,
@@ -21,6 +19,8 @@ from contracts.evidence import (
     RunStatus,
     new_record,
 )
+from tools.integrity.lineage import families, lineage_problems, vouched_weights
+from tools.site.lineage import family_svg
 
 SHA = {name: name[0] * 64 for name in ("aaa", "bbb", "ccc", "ddd", "eee")}
 

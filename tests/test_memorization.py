@@ -20,8 +20,6 @@ from ft_support import filler, own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
 from ledger_support import assert_caught, edited, rederive
-from record_checks import check_record_truth
-from site_finetune import finetune_section
 from train_support import prepared, smoke_args, train
 
 from contracts.derive.reports import memorization_summary
@@ -33,6 +31,8 @@ from stack.data.sft_template import load_template, render
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import memorization
 from stack.eval.memorization import jsonl_examples, longest_common_run
+from tools.integrity.record_checks import check_record_truth
+from tools.site.finetune import finetune_section
 
 PREFIX, CONTINUATION, N = 8, 32, 20
 

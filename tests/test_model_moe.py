@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from contracts.errors import BadInput, GateViolation
@@ -28,6 +27,7 @@ from stack.model.gpt import GPT, param_count_formula
 from stack.model.moe_checks import ReceivedTokens, check_expert_shares, check_mixtures, routed_counts
 from stack.train import loop
 from tests.train_support import prepared, smoke_args, smoke_trainer, step_lines, train, unjudged, verdicts
+from tools.integrity.record_checks import check_record_truth
 
 SHAPE = {
     "vocab": 53,

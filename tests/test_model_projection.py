@@ -9,23 +9,18 @@ and the whole model still computes what a hand-written GPT of the same weights c
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from benchmarks.reference_gpt import ReferenceGPT
 from stack.model import ModelConfig
 from stack.model.gpt import GPT
 from stack.model.layers import apply_rope, rope_angles
 from stack.model.lora import apply_lora
 from stack.model.projection import project
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from reference_gpt import ReferenceGPT
 
 CONFIG = ModelConfig(vocab=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=40, ctx=24)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, smoke_start, step_lines, train
 
@@ -31,6 +30,7 @@ from stack.model import GPT, ModelConfig
 from stack.train import checkpoint as ckpt
 from stack.train import loop
 from stack.train.lora_setup import StartWeights
+from tools.integrity.record_checks import check_record_truth
 
 
 @pytest.fixture(scope="module")

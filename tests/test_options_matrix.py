@@ -22,8 +22,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from render_site import GENERATED, render
-from scratch import make_repo
 from train_support import prepared
 
 from contracts import trace_anomaly
@@ -50,6 +48,8 @@ from stack.options_matrix import (
     trained_layers,
 )
 from stack.trace.hooks import SiteHooks
+from tools.records.scratch import make_repo
+from tools.site.render import GENERATED, render
 
 MATRIX = load_matrix()
 ALL = "moe+diff-attn+mod"

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from audit import load_evidence
-from check_integrity import Checker
 from release_support import head, release_argv
 from safetensors.torch import load_file, save_file
 from train_support import prepared, smoke_args, train
@@ -28,6 +26,8 @@ from contracts.release_rules import release_problems, stale_gates
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tools.integrity.audit import load_evidence
+from tools.integrity.check import Checker
 
 NAME, VERSION = "tiny", "0.1.0"
 KEY = f"{NAME}@{VERSION}"
@@ -356,7 +356,7 @@ def test_the_integrity_check_accepts_the_chain_of_legs(legs: Path, monkeypatch: 
 
 
 def test_a_leg_that_names_another_run_breaks_the_chain(legs: Path, tmp_path: Path) -> None:
-    from lineage import lineage_problems
+    from tools.integrity.lineage import lineage_problems
 
     records = {rid: _filed(legs, rid) for rid in ("run", "run-leg2", "run-leg3")}
     forged = records["run-leg2"].model_copy(deep=True)
@@ -374,7 +374,7 @@ def test_a_leg_that_names_another_run_breaks_the_chain(legs: Path, tmp_path: Pat
 def test_a_copy_posing_as_a_later_leg_is_still_a_copy(legs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Legs share their run's start, commit and kind, so the copy detector lets legs be; a copy of a
     leg filed as the next leg shares its metrics log (and its step), and is caught."""
-    from lineage import lineage_problems
+    from tools.integrity.lineage import lineage_problems
 
     root = legs
     runs = root / "evidence/runs"

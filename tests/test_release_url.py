@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from audit import load_evidence
-from check_integrity import Checker
 from release_support import head, release_argv
 from train_support import prepared, smoke_args, train
 
@@ -32,6 +30,8 @@ from contracts.registry import REGISTRY_FILE, read_registry
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tools.integrity.audit import load_evidence
+from tools.integrity.check import Checker
 
 NAME, VERSION = "big", "0.1.0"
 RELEASED = f"evidence/models/{NAME}-{VERSION}"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from check_integrity import main as check_main
-from check_integrity import run_checks
-from retire import main as retire_main
-from scratch import commit_all, git, make_record, make_repo, passed
 
 from contracts.registry import REGISTRY_FILE
 from contracts.retirement import RETIRED_FILE, read_retirements
+from tools.integrity.check import main as check_main
+from tools.integrity.check import run_checks
+from tools.records.retire import main as retire_main
+from tools.records.scratch import commit_all, git, make_record, make_repo, passed
 
 RUN = "run-a"
 

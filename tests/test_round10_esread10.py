@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from ledger_support import edited, findings, gate
-from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 from train_support import prepared
 
@@ -22,6 +21,7 @@ from contracts.evidence import read_evidence
 from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.reader import TokenReader
+from tools.integrity.record_checks import check_record_truth
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
 from ledger_support import assert_caught, edited, rederive
-from record_checks import check_record_truth
 
 from contracts.derive.reports import row_summary
 from contracts.evidence import read_evidence
@@ -27,6 +26,7 @@ from contracts.spec import load_spec
 from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import completion as completion_module
+from tools.integrity.record_checks import check_record_truth
 
 EOT = (ByteTokenizer().eot_id,)
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from test_export_support import make_checkpoint
 from train_support import prepared
 
@@ -31,6 +30,7 @@ from stack.eval.texts import split_text
 from stack.export import sample as sample_module
 from stack.lens import report as lens_report
 from stack.trace.modes import Result
+from tools.integrity.record_checks import check_record_truth
 
 QUANTIZE = ["--targets", "*ffn_up*", "--bits", "4"]
 

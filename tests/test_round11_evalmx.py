@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from ft_support import own_continuations, saved, write_jsonl
 from ledger_support import assert_caught, edited, rederive
-from record_checks import check_record_truth
 
 from contracts.evidence import read_evidence
 from contracts.judges import judge
@@ -29,6 +28,7 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import memorization, retrieval
 from stack.eval import overlap as overlap_module
+from tools.integrity.record_checks import check_record_truth
 
 EOT = (ByteTokenizer().eot_id,)
 PREFIX, CONTINUATION = 8, 32

@@ -25,7 +25,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ledger_support import edited, gate
-from record_checks import check_record_truth
 from test_export_support import make_checkpoint
 from test_peft_format import TARGETS, save_lora_run
 from trace_support import save_run, tiny_model
@@ -39,6 +38,7 @@ from stack.export import parity, runtimes
 from stack.export.importer import imported_template
 from stack.surgery import output
 from stack.train.config import LoraSection
+from tools.integrity.record_checks import check_record_truth
 
 EXPORT_HF, EXPORT_ONNX, PEFT, SURGERY = (
     "GATE-EXPORT-001",

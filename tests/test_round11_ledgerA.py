@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from env_checks import WRITERS, writer_devices
 from ledger_support import ROOT, Change, assert_found, findings, forger_finished, gate, log_lines, planted
-from spec_history import commit_reader
 from test_integrity_derived import DISTILL_RUN, LASER_RUN, SAMPLE_RUN
 from test_integrity_round5 import PREPARE_RUN
 from test_integrity_round6 import ES_RUN
 
 from contracts.spec import load_spec
+from tools.integrity.env_checks import WRITERS, writer_devices
+from tools.integrity.spec_history import commit_reader
 
 OTHER_SHA = hashlib.sha256(b"another manifest").hexdigest()
 # A torch build for CUDA 12.8 and that CUDA: what a forger restates env.torch and env.cuda as.

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from forward_replays import hqq_replay_findings, replay_tolerances
 from ledger_support import RECORDS, Change, assert_found, findings, forger_finished, planted
 from test_integrity_derived import ABLATION_RUN, QUANTIZE_RUN
 
 from contracts.evidence import EvidenceRecord
 from contracts.spec import load_spec
+from tools.integrity.models.forward_replays import hqq_replay_findings, replay_tolerances
 
 SPEC = load_spec()
 # GATE-INTEG-001's replay_rtol and replay_ratio_rtol, as the checker reads them.

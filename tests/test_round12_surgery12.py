@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from test_export_support import make_checkpoint
 
 from contracts.agreement_sample import FILE_PREFIX, requested_problem
@@ -28,6 +27,7 @@ from stack.export import exporters
 from stack.export import sample as sample_module
 from stack.model.gpt import GPT
 from stack.surgery import agreement as agreement_module
+from tools.integrity.record_checks import check_record_truth
 
 QUANTIZE = ["--targets", "*ffn_up*", "--bits", "4"]
 TEXT = "def moving_average(values, width):\n    return [sum(values[i : i + width]) / width]\n" * 40

@@ -21,7 +21,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ledger_support import assert_check_required
-from record_checks import check_record_truth
 from train_support import prepared, smoke_args, train
 
 from contracts import curves
@@ -30,6 +29,7 @@ from contracts.spec import load_spec
 from stack.train import checkpoint as ckpt
 from stack.train import tensorboard
 from stack.train.metrics import METRICS_FILE, read_lines
+from tools.integrity.record_checks import check_record_truth
 
 pytest.importorskip("tensorboard")
 

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from record_checks import check_record_truth
 from train_support import prepared, smoke_args, train, verdicts
 
 from contracts.errors import BadInput
@@ -33,6 +32,7 @@ from stack.model.gpt import GPT
 from stack.model.lora import apply_lora
 from stack.model.structure import held_parameters
 from stack.train import lora_setup
+from tools.integrity.record_checks import check_record_truth
 
 DATA = Path(__file__).parent / "data"
 STEPS = ["train.steps=2", "eval.every=2", "ckpt.every=2", "monitor.sample_every=2"]

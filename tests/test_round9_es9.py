@@ -19,10 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import check_integrity
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors.torch import load_file
 from trace_support import save_run, tiny_model
 from train_support import prepared
@@ -32,6 +30,8 @@ from contracts.spec import load_spec
 from stack.artifacts import identify
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tools.integrity import check as check_integrity
+from tools.integrity.record_checks import check_record_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 FAR = 100000  # a run's steps no test waits for: only a signal ends it

@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from default_sources import RESOLVED, UNRESOLVED, parser_defaults, resolved
 from ledger_support import RECORDS, ROOT, assert_found, findings, forger_finished, gate, planted
-from record_checks import contradictions
 from test_integrity_derived import (
     LENS_TRAIN_RUN,
     MEMORIZATION_RUN,
@@ -43,6 +41,8 @@ from test_integrity_round5 import EXPORT_RUN, FINETUNE_RUN, PREPARE_RUN
 from test_integrity_round6 import ES_RUN
 
 from contracts.judges import judge
+from tools.integrity.record_checks import contradictions
+from tools.integrity.settings.default_sources import RESOLVED, UNRESOLVED, parser_defaults, resolved
 
 FAKE_DIGEST = hashlib.sha256(b"forged").hexdigest()
 

@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argv_record import option_problems
 from ft_support import own_continuations, saved, write_jsonl
 from hypothesis import given
 from hypothesis import strategies as st
 from ledger_support import assert_caught, edited, gate, rederive
-from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
 from contracts.derive.reports import row_summary
@@ -36,6 +34,8 @@ from stack.cli import main
 from stack.data.tokenizer import ByteTokenizer
 from stack.eval import matrix as matrix_module
 from stack.tune import synth
+from tools.integrity.record_checks import check_record_truth
+from tools.integrity.settings.argv_record import option_problems
 
 # Loose filters, so that a random model's samples are kept; R126's lengths.
 SYNTH_OPTIONS = (

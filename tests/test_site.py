@@ -12,14 +12,14 @@ import markdown
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from plots import lens_training_chart, position_map
-from render_site import GENERATED, main, render
-from scratch import git, make_record, make_repo, passed
-from site_format import json_details, number, table, tally, text, value_rows, verdict_badge
-from site_raw import CLOSE, OPEN, lift, raw_html, restore
-from site_source import highlighted
 
 from contracts.judges import TEST_FAILED
+from tools.records.scratch import git, make_record, make_repo, passed
+from tools.site.formatting import json_details, number, table, tally, text, value_rows, verdict_badge
+from tools.site.plots import lens_training_chart, position_map
+from tools.site.raw import CLOSE, OPEN, lift, raw_html, restore
+from tools.site.render import GENERATED, main, render
+from tools.site.source import highlighted
 
 
 def shown(path: Path) -> str:

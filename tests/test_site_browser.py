@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from site_browser import Chromium, find_chromium
 from site_build import BuiltSite
+
+from tools.site.browser import Chromium, find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

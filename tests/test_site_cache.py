@@ -7,10 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import site_cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from site_source import highlighted
+
+from tools.site import cache as site_cache
+from tools.site.source import highlighted
 
 CALLS: list[str] = []
 

@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import check_integrity
 import pytest
 from train_support import step_lines, write_corpus
 
 from stack.cli import main
 from stack.train import checkpoint as ckpt
+from tools.integrity import check as check_integrity
 
 ROOT = Path(__file__).resolve().parent.parent
 LEGS_ENV = "GATESTACK_SMOKE_LEGS"

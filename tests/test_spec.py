@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scratch import bump_policy
 
 from contracts.errors import BadInput
 from contracts.spec import GATE_ID_RE, checks_required, default_spec_dir, load_spec, load_spec_from
+from tools.records.scratch import bump_policy
 
 
 @pytest.fixture

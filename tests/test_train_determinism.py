@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-from record_checks import check_record_truth
-from repeatability import repeatability_problems
 from train_support import CrossEntropyScaled, evidence, prepared, smoke_args, step_lines, train
 
 from contracts.evidence import read_evidence
@@ -26,6 +24,8 @@ from stack.model import gpt as gpt_module
 from stack.model.gpt import GPT
 from stack.train import determinism
 from stack.train.loop import Trainer
+from tools.integrity.record_checks import check_record_truth
+from tools.integrity.repeatability import repeatability_problems
 
 RTOL = load_spec().threshold("GATE-CKPT-003", "nondeterministic_loss_rtol")
 SHORT = ("train.steps=2", "train.warmup_steps=1")  # a smoke run of two steps: every cadence at step 2

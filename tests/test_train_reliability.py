@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, verdicts, write_corpus
@@ -36,6 +35,7 @@ from stack.data.reader import TokenReader
 from stack.outputs.lock import exclusive
 from stack.train import checkpoint as ckpt
 from stack.train import run as run_module
+from tools.integrity.record_checks import check_record_truth
 
 # A corpus that runs out after a few steps: 8 windows of 65 tokens per micro-batch, 8 per step.
 EXHAUSTING = ("train.batch_size=8", "model.ctx=64", "train.grad_accum=8", "train.steps=1000")

@@ -15,10 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import check_integrity
 import pytest
 import torch
-from record_checks import check_record_truth
 from safetensors.torch import load_file
 from train_support import evidence, prepared, smoke_args, step_lines, train, unjudged, verdicts
 
@@ -30,6 +28,8 @@ from stack.train import checkpoint as ckpt
 from stack.train import loop, rng
 from stack.train.coherence import CoherenceMonitor
 from stack.train.loop import Trainer, TrainState
+from tools.integrity import check as check_integrity
+from tools.integrity.record_checks import check_record_truth
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPARED = ("step", "epoch", "loss", "lr", "grad_norm", "batch_sha256")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from record_checks import check_record_truth
 from trace_support import save_run, tiny_model
 
 from contracts.evidence import read_evidence
@@ -24,6 +23,7 @@ from stack.data.manifest import load_manifest
 from stack.model.sampling_checks import DrawTally, Sampler
 from stack.tune import synth
 from stack.tune.settings import SynthSettings
+from tools.integrity.record_checks import check_record_truth
 
 # Loose filters, so that a random model's samples are kept and the file is not empty.
 LOOSE = ("--min-chars", "1", "--min-coherence", "0.001", "--max-instruction-tokens", "12")

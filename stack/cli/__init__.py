@@ -203,7 +203,7 @@ def _dispatch(argv: list[str]) -> int:
 
 
 # The commands whose work is what they make (a run, a DATA_DIR), not what they print: a reader that
-# goes away (`| head -1`, quitting `less`) ends only what they print (audit 8 H03).
+# goes away (`| head -1`, quitting `less`) ends only what they print.
 MAKES_WORK = frozenset({"train", "sft", "dpo", "distill", "es", "prepare"})
 
 

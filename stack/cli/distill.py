@@ -115,7 +115,7 @@ def run_distill(args: argparse.Namespace) -> int:
 def config_sets(args: argparse.Namespace, teacher: str, vocab: int | None) -> list[str]:
     """The `--set` assignments a new run's options make, the teacher given by its absolute path and
     a fresh student's vocabulary (the teacher's; None for a --student, which keeps its own) by
-    `vocab` (tools/config_rebuild.py resolves a record's command line through this too)."""
+    `vocab` (tools/integrity/settings/config_rebuild.py resolves a record's command line through this too)."""
     settings = DistillSettings(steps=args.steps, **given_settings(args, DistillSettings))
     settings.check()
     return [

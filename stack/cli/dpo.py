@@ -106,7 +106,7 @@ def run_dpo(args: argparse.Namespace) -> int:
 
 def config_sets(args: argparse.Namespace, reference: str) -> list[str]:
     """The `--set` assignments a new run's options make, the reference given by its absolute path
-    (tools/config_rebuild.py resolves a record's command line through this too)."""
+    (tools/integrity/settings/config_rebuild.py resolves a record's command line through this too)."""
     settings = DpoSettings(steps=args.steps, **given_settings(args, DpoSettings))
     settings.check()
     return [

@@ -429,13 +429,13 @@ def _record_config(
 ) -> dict[str, object]:
     """What the evidence record keeps of the request: inputs (as `name_text` writes a name that is not
     UTF-8, as the record's command line does), tokenizer, the resolved filter settings, the seed
-    and val_fraction handed to the split (every prepare path draws it with these two), and (spec
-    1.33.0) every other option that selects or shapes what enters DATA_DIR, by its option's name:
+    and val_fraction handed to the split (every prepare path draws it with these two), and
+    every other option that selects or shapes what enters DATA_DIR, by its option's name:
     a corpus's read settings (`_read_config`), a fine-tuning set's format, template, join and
     pack_len (`pack_len`: the one used, default or cut to the model's context), the tokenizer's
     vocab_size and the source of INPUTs without NAME=. An option the path does not use is None.
-    The checker holds each to the command line (tools/argv_record.STATED_OPTIONS) and to the
-    manifest the prepare wrote (contracts.derive.reports.prepare_record; round-9 audit R129, R137)."""
+    The checker holds each to the command line (tools/integrity/settings/argv_record.STATED_OPTIONS) and to
+    the manifest the prepare wrote (contracts.derive.reports.prepare_record)."""
     from stack.data.corpus import name_text
     from stack.data.filters.settings import load_settings
     from stack.data.sft_prepare import JOINS, PROMPT_COMPLETION, SFT_FORMATS
@@ -534,7 +534,7 @@ def _repeat_unit(manifest: Manifest) -> str:
 
 def _units(manifest: Manifest, split: str) -> str:
     """What a split holds, as the user counts it: a fine-tuning set's examples (its shards count
-    packed streams, not examples: audit 8 H07), a corpus's documents."""
+    packed streams, not examples), a corpus's documents."""
     if manifest.sft is not None:
         return f"{manifest.sft.examples[split]:,} examples"
     return f"{manifest.totals[split].documents:,} documents"

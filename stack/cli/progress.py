@@ -90,7 +90,7 @@ def amount_progress(label: str, unit: str) -> Iterator[Callable[[int, int], None
     """Yield `reached(done, total)` for work measured in units whose count the work learns as it
     starts (the windows of a text once it is tokenised): a live bar on a terminal, else a stderr line
     at each tenth of the way, so a long evaluation in a log shows that it moves and how far it has
-    to go (round-9 user audit J03: a 12 MB text was scored for 11 minutes without a word)."""
+    to go (a 12 MB text takes minutes to score, and a silent one looks hung)."""
     if sys.stderr.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def operate(args: argparse.Namespace, trained: Trained) -> Operated:
     """Quantise the targets, write them in, then judge ties, changes and the held-out agreement
     (`args`: targets, layers, bits, group_size, sample_text and the argv that gave them). The
-    integrity check makes a committed model's quantisation again with it (tools/forward_replays.py)."""
+    integrity check makes a committed model's quantisation again with it
+    (tools/integrity/models/forward_replays.py)."""
     import copy
 
     from contracts.evidence import canonical_sha256

@@ -14,7 +14,7 @@ either the gates still fire, and only the text is printed.
 
 A request longer than the default shows its progress on stderr while it draws, and a Ctrl-C or
 SIGTERM prints the text drawn so far (unjudged: the gates judge a whole generation) and says where it
-was cut short, exit 130 or 143 as every interrupted command (round-10 user audit K06).
+was cut short, exit 130 or 143 as every interrupted command.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def drawing(
     it keeps every token drawn and, for a request longer than DEFAULT_TOKENS, shows the progress
     (stack.cli.progress.amount_progress). A Ctrl-C or SIGTERM in the block prints the text drawn so
     far and ends the command as `Interrupted`, naming how many of the tokens were drawn: a user who
-    stops a long generation keeps what it made (round-10 user audit K06)."""
+    stops a long generation keeps what it made."""
     import torch
 
     from contracts.errors import Interrupted
@@ -184,7 +184,7 @@ def cut_short(drawn: int, shown: int, tokens: int) -> str:
 def prompt_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The ids `stack sample` continues: the prompt's, or the end-of-text id where it has none (an
     empty prompt starts where a document would). sample.json's `prompt_tokens` counts them, and the
-    checker holds it to them (tools/trace_tokens.py)."""
+    checker holds it to them (tools/integrity/models/trace_tokens.py)."""
     return tokenizer.encode_prompt(prompt) or [tokenizer.eot_id]
 
 
@@ -193,7 +193,7 @@ def shown_draws(tokenizer: Tokenizer, drawn: list[int], ignore_eot: bool) -> lis
     (transformers' generate stops at its end-of-sequence the same way), or all of them with
     --ignore-eot. Every draw is still made and kept in sample.json's `drawn`: GATE-TRAIN-005 replays
     the whole generation, and a tokenizer decodes the end-of-text to nothing, so a text run on past
-    it would show no sign of where the document ended (round-8 new-user audit H04)."""
+    it would show no sign of where the document ended."""
     if ignore_eot or tokenizer.eot_id not in drawn:
         return drawn
     return drawn[: drawn.index(tokenizer.eot_id)]
@@ -202,7 +202,7 @@ def shown_draws(tokenizer: Tokenizer, drawn: list[int], ignore_eot: bool) -> lis
 def sample_text(tokenizer: Tokenizer, prompt: str, drawn: list[int], ignore_eot: bool) -> str:
     """The text `stack sample` prints and keeps (sample.json's `text`): the prompt as given, then
     what the ids it shows of those drawn after it decode to (`shown_draws`). The checker derives a
-    record's text with this function (tools/trace_tokens.py)."""
+    record's text with this function (tools/integrity/models/trace_tokens.py)."""
     return prompt + tokenizer.text_of(shown_draws(tokenizer, drawn, ignore_eot))
 
 

@@ -120,7 +120,7 @@ def check_accounts(books: Books) -> None:
 class FilesRead:
     """The files whose reading the writer saw end, each judged as it ends by the --glob the prepare
     was handed (contracts.corpus_inputs, apart from the walk that found them): GATE-DATA-014's check
-    `inputs` (rev 4; round-9 audit R129: a .rst file read under --glob '*.py')."""
+    `inputs` (a .rst file read under --glob '*.py' is what it catches)."""
 
     def __init__(self, glob: str | None) -> None:
         self.glob = glob
@@ -148,8 +148,8 @@ def check_files_read(files: FilesRead) -> None:
 
 class Separated:
     """The documents of text files read with --doc-sep, as the writer sees each file's reading end,
-    and where those still holding the separator were read: GATE-DATA-014's check `separated` (rev 5;
-    round-10 audit R158: the separator never reached the reader, 60 documents were read as 1)."""
+    and where those still holding the separator were read: GATE-DATA-014's check `separated` (a
+    separator that never reaches the reader reads 60 documents as 1)."""
 
     def __init__(self, doc_sep: str | None) -> None:
         self.doc_sep = doc_sep
@@ -179,8 +179,8 @@ def check_separated(separated: Separated) -> None:
 
 class Cut:
     """The pieces of text files read without a separator, as the writer sees each file's reading end,
-    and where those longer than --doc-bytes allows were read: GATE-DATA-014's check `cut` (rev 5; the
-    class of round-10 audit R158 for --doc-bytes, round-9 R162: the cut never reaching the reader)."""
+    and where those longer than --doc-bytes allows were read: GATE-DATA-014's check `cut` (the same
+    failure for --doc-bytes: a cut that never reaches the reader)."""
 
     def __init__(self, doc_bytes: int) -> None:
         self.doc_bytes = doc_bytes
@@ -208,8 +208,8 @@ def check_cut(cut: Cut) -> None:
 class Fields:
     """The fine-tuning examples rendered, each held to its record's text fields as the contracts define
     them apart from the shape reader (contracts.record_fields), and where a field its example lost was
-    read: GATE-DATA-014's check `fields` (rev 6; round-12 audit R223: an Alpaca record's `input` was
-    left out of the user turn, and 100 examples asked for a sum without the numbers)."""
+    read: GATE-DATA-014's check `fields` (an Alpaca record's `input` left out of
+    the user turn makes 100 examples ask for a sum without the numbers)."""
 
     def __init__(self) -> None:
         self.examples = 0
@@ -244,8 +244,8 @@ class Marks:
     """The input files whose reading ended, each judged on its first bytes as the reader read them (a
     compressed file's decompressed copy) by contracts.text_marks, apart from the unpacking that should
     have made UTF-16 or UTF-32 text UTF-8, and those still in such an encoding: GATE-DATA-014's check
-    `marks` (rev 6; round-12 audit R212: two gzip'd UTF-16 files skipped as holding no text "without a
-    byte-order mark", which they had)."""
+    `marks` (two gzip'd UTF-16 files were once skipped as holding no text "without a byte-order
+    mark", which they had)."""
 
     def __init__(self) -> None:
         self.files = 0

@@ -7,8 +7,8 @@ The gate is a warning: beyond either limit the ledger records WARN and training 
 
 Chinchilla's ratio sizes pretraining: a run that started from a checkpoint's weights (a fine-tune,
 its start measured as GATE-TRAIN-008's check start measures it: `start_from` "checkpoint") is
-judged on repeats alone (rev 2). Every `stack sft` of a few thousand examples warned that its
-model was data-starved, a line a user learns to skip.
+judged on repeats alone: otherwise every `stack sft` of a few thousand examples would warn that
+its model was data-starved, a line a user learns to skip.
 """
 
 from __future__ import annotations

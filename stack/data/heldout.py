@@ -119,8 +119,8 @@ def _passes(table: WindowTable, n: int, batch_size: int) -> bool:
 
 def _smaller_batch(table: WindowTable, n: int, batch_size: int) -> int:
     """The largest batch size below `batch_size` whose set of `n` batches the gate passes, as it
-    passes every size below it (0: none). Judged on the set each would draw (round-13 walk: a split
-    of 41 windows, six of them repeats, was advised a batch size of 2 that the run then halted on)."""
+    passes every size below it (0: none). Judged on the set each would draw (a rule of thumb advised
+    a split of 41 windows, six of them repeats, a batch size of 2 that the run then halted on)."""
     fits = 0
     while fits + 1 < batch_size and _passes(table, n, fits + 1):
         fits += 1
@@ -193,7 +193,7 @@ class Knobs:
     judged: bool
 
 
-# A training run's window is its model's context (train has no seq_len of its own: round-12 user audit K28).
+# A training run's window is its model's context (train has no seq_len of its own).
 TRAINING_KNOBS = Knobs("train.batch_size", "eval.batches", "model.ctx", judged=True)
 
 

@@ -182,8 +182,8 @@ class ReadSettings(Strict):
     """How `stack prepare` found and read a corpus's files, as it was handed the options: the
     --format, --glob, --doc-sep, --doc-bytes, --text-field values (as `TextFields.given` writes
     them), --source-field, --shard-tokens and --bpe-sample the files were read and the shards
-    written with. The integrity check holds the record's config to them (round-9 audit R129: a
-    --glob that never reached the walk, which nothing stated)."""
+    written with. The integrity check holds the record's config to them (a --glob that never
+    reached the walk would otherwise be stated nowhere)."""
 
     format: str
     glob: str | None

@@ -328,7 +328,7 @@ def _judged(job: EncodeJob, task: Task, advance: Callable[[int], None]) -> Gener
     rechecked: Counter[str] = Counter()
     framing: list[Framing] = []  # said with the file's end, not one by one
     # GATE-DATA-014's check separated: each document of a text file read with --doc-sep, measured here
-    # on what the reader yielded, apart from the reader (round-10 audit R158)
+    # on what the reader yielded, apart from the reader
     doc_sep = job.layout.doc_sep
     separator = None if doc_sep is None or job.layout.format_of(task.item) != "text" else doc_sep.encode()
     separated, holding = 0, []

@@ -94,8 +94,8 @@ FINE_TUNING_FIELDS = (
 
 def fine_tuning_hint(record: dict[str, Any]) -> str:
     """The empty string when `record` looks like a document; else how to read it as the fine-tuning record its
-    fields make it (round-12 user audit K20: a chat file in a folder of documents was sent from
-    --text-field to --text-field, never to --format chat)."""
+    fields make it (a chat file in a folder of documents must be sent to --format chat, not from
+    --text-field to --text-field)."""
     keys = set(record)
     found = next((shape for fields, shape in FINE_TUNING_FIELDS if fields <= keys), None)
     if found is None:

@@ -4,7 +4,7 @@ Measured where the sample acts: the texts the trainer read, each hashed (sha256 
 as the trainer takes it, in the order taken (`Reading`). The rule's sample is drawn again by
 contracts.bpe_sample from every unit the survey offered (its content hash and length), the run's
 --seed and --bpe-sample budget, apart from the sampler's own priority (stack.data.bpe_sample): a
-sampler whose draw ignores the seed (audit R196), keeps too much or reads in another order trains
+sampler whose draw ignores the seed, keeps too much or reads in another order trains
 another BPE, and only this check sees it. The digest of the units read is what the manifest states
 of the sample (its tokenizer entry's `sample_sha256`).
 """

@@ -107,7 +107,7 @@ class Recall:
 def short_examples(longest: int, length: int) -> str:
     """Why no example can be measured, and what can still move: the continuation cannot be shorter
     than GATE-FT-003's min_verbatim_tokens (`stack memorization` refuses it), so advising a shorter
-    one where it is at that minimum sent users to a second refusal (round-13 walk)."""
+    one where it is at that minimum would send users to a second refusal."""
     least = int(load_spec().threshold("GATE-FT-003", "min_verbatim_tokens"))
     said = f"no training example has the {length} tokens a prefix and a continuation need"
     said += f" (the longest has {longest})"

@@ -34,8 +34,8 @@ def versions() -> dict[str, str | None]:
     """The versions of the libraries that took part, None for one not installed.
 
     The project's own is `stack.__version__`, the version of the code that ran: package metadata
-    would say None for a checkout run through PYTHONPATH, as on the lent H100 of 2026-11-27, and
-    could name another installed copy than the one imported."""
+    says None for a checkout run through PYTHONPATH, and could name another installed copy than
+    the one imported."""
     found: dict[str, str | None] = {}
     for name in RECORDED:
         try:

@@ -181,7 +181,8 @@ def _problems(hf: Any) -> list[str]:
 
 def config_json(config: ModelConfig, tokenizer: Tokenizer) -> str:
     """config.json as an export writes it (`hf_config`, a field a line): export.json keeps its
-    sha256, which the checker derives again from a committed checkpoint (tools/committed_models.py)."""
+    sha256, which the checker derives again from a committed checkpoint
+    (tools/integrity/models/committed_models.py)."""
     return json.dumps(hf_config(config, tokenizer), indent=1) + "\n"
 
 

@@ -209,8 +209,8 @@ def hf_outcome(
 
 
 def fp32_outcome(parity: LogitsParity, opset: dict[str, int]) -> Outcome:
-    """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's; and (check opset,
-    rev 3) `opset`: the default-domain opset the saved graph's opset_import declares (`opset`) and
+    """GATE-EXPORT-002, fp32 graph: its logits within fp32_logits_atol of PyTorch's; and its
+    check `opset`: the default-domain opset the saved graph's opset_import declares (`opset`) and
     the one the export was asked for, the record's config.opset (`opset_asked`)."""
     measured = {
         "fp32_max_abs_diff": _plain_number(parity.max_abs_diff),

@@ -255,10 +255,10 @@ class ArchitectureParity:
     `forms` maps each way the model is run ("train" and "eval" mode forwards; "train packed" and
     "eval packed", the same with random document ids, on an attention path with a document mask;
     and "cached": a prefill of the probe's first half, then one token at a time through the KV
-    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. Since rev 5 the reference
-    writes out every option (experts, differential attention, depth routing), so every model is
-    compared with it: the record states `checked` true and no `skipped_options` (older records
-    named the options they skipped).
+    cache, as generation runs it) to {"max_abs_diff", "ref_absmax"}. The reference writes out every
+    option (experts, differential attention, depth routing), so every model is compared with it:
+    the record states `checked` true and no `skipped_options` (records judged under an older
+    revision of the gate named the options they skipped).
     """
 
     forms: dict[str, dict[str, float]] = field(default_factory=dict)

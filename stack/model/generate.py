@@ -117,7 +117,7 @@ def generate(
 
     `on_token` sees each drawn token (B, 1) as soon as it is drawn, and touches neither the draws
     nor the generator: a long `stack sample` shows its progress by it and keeps what was drawn when
-    it is interrupted (round-10 user audit K06)."""
+    it is interrupted."""
     _check_sampling(temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 0:
         raise BadInput(f"max_new_tokens {max_new_tokens} is negative")

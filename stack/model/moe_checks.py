@@ -313,7 +313,7 @@ def check_mixtures(config: ModelConfig, *, seed: int = 0) -> dict[str, Any]:
     the choosing and the weighting act too (weights not renormalised, the wrong experts picked,
     the shared expert left out). The mixtures run in float64, so the router's choices are the
     reference's and only float rounding is left between them. The one-expert probe is drawn first
-    and run last: the configured mixtures are judged before it (GATE-ARCH-003 rev 3), so a module
+    and run last: the configured mixtures are judged before it (GATE-ARCH-003), so a module
     that ignores its configured top_k stops the run there rather than crash inside the probe.
     """
     generator = torch.Generator().manual_seed(seed)

@@ -29,8 +29,8 @@ sequence's top ⌊C·T⌋ scores, inference the tokens whose score exceeds the b
 Those two options choose discretely (an expert, a token to compute), and a choice whose float64
 router output lies within rounding of its boundary may fall either way in the model's float32: the
 fp32 module is not wrong to take the other side, and everything after the choice then differs by
-a whole term (round 12: a 4-expert top-1 mixture under depth routing, a top-⌊C·T⌋ split within
-fp32 rounding, drew a false difference of 3.06). So a check that ran the module can hand the
+a whole term (a 4-expert top-1 mixture under depth routing, a top-⌊C·T⌋ split within fp32
+rounding, drew a false difference of 3.06). So a check that ran the module can hand the
 reference what the module's routers output (`Routing`): a choice whose own margin (float64: the
 k-th router output less the (k+1)-th, or a score less the threshold) is within `Routing.atol` is
 settled as those outputs settle it by the same rule, and every other choice is the reference's own.

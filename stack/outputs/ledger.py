@@ -10,7 +10,7 @@ A training run filed more than once is filed once per leg: its first filing take
 and each resumed leg (`stack train --resume RUN --evidence-dir LEDGER`) a new id of its own,
 `<run-id>-leg2`, `<run-id>-leg3`, ... (`claim_leg`), whose record names the leg it continues as
 its `resumes` parent with the weights it resumed from (contracts.evidence.RESUMES). No record is
-ever replaced; tools/lineage.py checks the chain, and `stack release` of the run takes its newest
+ever replaced; tools/integrity/lineage.py checks the chain, and `stack release` of the run takes its newest
 filed leg (`newest_leg`).
 """
 

@@ -2,8 +2,8 @@
 
 safetensors writes its files readable by their owner alone (mode 0600), while the stack's JSON, TOML
 and tokenizer files are written as the user's umask allows (0644 under the usual 022): a colleague
-could read a shared run's or export's record but not its weights until someone ran chmod (round-10
-user audit). Every weights file the stack writes goes through here.
+could read a shared run's or export's record but not its weights until someone ran chmod. Every
+weights file the stack writes goes through here.
 """
 
 from __future__ import annotations

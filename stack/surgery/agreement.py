@@ -75,4 +75,4 @@ def _reference_outcome(agreement: dict[str, Any], source_sha256: str) -> Outcome
 def check_reference(agreement: dict[str, Any], source_sha256: str) -> None:
     """Refuse an agreement whose reference side is not the source's weights as read (`source_sha256`,
     taken before quantising) or is the quantised model itself: the KL of a model with itself is 0
-    whatever the quantiser did (the round-12 audit's R204)."""
+    whatever the quantiser did."""

@@ -90,7 +90,7 @@ def laser(
 ) -> list[Truncation]:
     """The rank-ρ truncation of every target; the model is not changed (`changes.write_weights` does).
     `reached(done, total)` after each matrix: an exact float64 SVD of a large model's 85 matrices
-    takes minutes on a CPU (round-10 user audit K05)."""
+    takes minutes on a CPU."""
     cuts = []
     for target in targets:
         weight, kept, discarded = truncate(target.weight, rho)

@@ -15,7 +15,7 @@ never more than the positions). Check `samples` holds each greedy continuation t
 --sample N asked for. Check `ablated` holds the sites the ablated forward's hooks overwrote with
 zeros (stack.trace.tracer.Trace.zeroed), and the sites the report names, to the command line's
 --ablate, and the continuations the report shows to its --sample: an ablation handed only the
-first of two --ablate sites zeroed one, said so, and every gate passed (round-9 audit R113).
+first of two --ablate sites would zero one, say so, and pass every gate.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ rtol = GATE-TRACE-003's default_rtol (0), with m = its fp64_error_multiple; `--a
 `GLOB=VALUE` or a bare VALUE for every site, replace them where they match (the last match wins).
 GATE-TRACE-003's check `tolerance` holds the tolerance every compared site of the report was judged
 at to the rule contracts.trace_tolerance states from the command line's --atol/--rtol words (a
-policy handed no rules judged every site at its calibrated tolerance while `--atol 0.05` was
-asked: round-9 audit R131).
+policy handed no rules would judge every site at its calibrated tolerance while `--atol 0.05` was
+asked).
 """
 
 from __future__ import annotations

@@ -94,8 +94,8 @@ def single(
     A dump's calibration (the fp64 and the reference path's forwards) runs before the traced
     forward, never after: each forward's GATE-TRACE-002 values settle into the record, the last
     one's standing, and the record's statistics and identities must be those of the forward the
-    report shows (a calibration run after it left the naive path's numbers in the record, 22
-    GATE-INTEG-001 lines on a correct `--dump`: round-12 audit).
+    report shows (a calibration run after it leaves the naive path's numbers in the record: 22
+    GATE-INTEG-001 lines on a correct `--dump`).
     """
     calibration = reference_error(path, idx) if dump is not None else None
     trace, _ = trace_forward(path.model(), idx, keep=dump is not None)

@@ -23,9 +23,9 @@ its replacement as what was computed, is named). The grid holds exactly every (s
 states, a sweep every position of the prompt (check `grid`), and every recorded recovered fraction,
 each cell's and the full patch's, is the contracts' formula over the recorded scores (check
 `recovery`). The grid's cells are those the command line asks for, by contracts.patching's rule
-from --patch-site, --patch-position and --patch-sweep as given (check `asked`): a run that patched
-at the last position where `--patch-position 5` asked stated position 10 and every gate passed
-(round-9 audit R111).
+from --patch-site, --patch-position and --patch-sweep as given (check `asked`): without it, a run
+that patched at the last position where `--patch-position 5` asked could state position 10 and
+pass every gate.
 """
 
 from __future__ import annotations

@@ -288,9 +288,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def _complete(result: Path) -> Outcome:
-    """GATE-CKPT-001's checks complete and modes (rev 4): every file and state key is there, and each
+    """GATE-CKPT-001's checks complete and modes: every file and state key is there, and each
     weights file, its mode read back with stat, has the mode of a file created under the process's
-    umask (contracts.file_modes; round-12 audit R209: weights written mode 0022)."""
+    umask (contracts.file_modes: weights written mode 0022 would not be)."""
     manifest = json.loads((result / MANIFEST).read_text())
     state = json.loads((result / STATE_FILE).read_text())
     missing = [f for f in FILES if f not in manifest["files"]] + [k for k in STATE_KEYS if k not in state]

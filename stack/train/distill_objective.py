@@ -73,7 +73,7 @@ def distill_window(seq_len: int | None, ctx: int, teacher_ctx: int) -> int:
     """The windows a distillation reads: `distill.seq_len` (default: the student's context `ctx`),
     at most the student's context and the teacher's, since the teacher scores every window the
     student reads; else refused. The checker asks it of a record's teacher too (a teacher restated
-    as a model the stack would have refused: tools/cross_reads.py)."""
+    as a model the stack would have refused: tools/integrity/models/cross_reads.py)."""
     window = seq_len or ctx
     if window > ctx:
         raise BadInput(

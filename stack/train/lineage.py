@@ -3,7 +3,7 @@
 Every command that makes a model out of another (fine-tuning, SFT, DPO, distillation, LoRA and
 its merge, laser, quantize, ES, export, import) names its parents in its record's `lineage`
 (contracts.evidence.Lineage) with one call to `lineage`: for each model it read, the id of the
-record that made it and the sha256 of the weights file it read. tools/lineage.py then checks the
+record that made it and the sha256 of the weights file it read. tools/integrity/lineage.py then checks the
 chain: the parent's record is in the ledger, and it vouches for those very weights.
 
 A parent is found from the directory it was read from:
@@ -87,7 +87,7 @@ def trained_on(checkpoint: Path) -> Path | None:
 
 def recorded_data_dir(checkpoint: Path) -> Path | None:
     """The DATA_DIR the records say the model at `checkpoint` learned from, there or not; None when
-    none is recorded (a refusal tells the two apart: round-10 user audit K07).
+    none is recorded (a refusal tells the two apart).
 
     A training or ES run records its DATA_DIR (`metrics.data_dir` of RUN_DIR/metadata.json; a
     resume given the moved DATA_DIR's new place with --data records that place). A surgery's,

@@ -831,7 +831,7 @@ class Trainer:
         if self.objective.logs_forward_loss:
             check_logged(line["loss"], forward_value, step)
         # An fp16 step whose gradient overflowed is skipped by the scaler, which lowers the scale:
-        # nothing of it reaches the weights, so it is judged after the step (GATE-TRAIN-003 rev 2).
+        # nothing of it reaches the weights, so it is judged after the step (GATE-TRAIN-003).
         scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else None
         skipped = overflowed(line["loss"], line["grad_norm"], scale)
         if not skipped:
@@ -935,7 +935,7 @@ class Trainer:
 
     def evaluates_after(self, step: int) -> bool:
         """Whether the loop probes and evaluates after `step` (every eval.every steps and the last):
-        the replay (tools/replay.py) follows the same schedule to compare the eval lines."""
+        the replay (tools/integrity/replay.py) follows the same schedule to compare the eval lines."""
         return step % self.config.eval.every == 0 or step == self.config.train.steps
 
     @torch.no_grad()

@@ -325,8 +325,8 @@ def _resume_plan(request: TrainRequest, run_dir: Path) -> Plan:
     state = ckpt.read_state(path, ckpt.ResumableState)
     _refuse_other_data(run_dir, state, data_dir, str(record.metrics.get("data_dir", "")))
     # The same prepared data (its manifest checked): where it lies now is what eval, memorization,
-    # sft --tokenizer and the next resume read (round-10 user audit K07: a moved DATA_DIR's new place
-    # was checked and used, and forgotten).
+    # sft --tokenizer and the next resume read (a moved DATA_DIR's new place is checked and used, and
+    # must not then be forgotten).
     record.metrics["data_dir"] = str(Path(data_dir).resolve())
     tokenizer = load_tokenizer(data_dir)
     _refuse_changes(run_dir, path, _data_changes(state, data_dir, tokenizer))
@@ -439,7 +439,7 @@ def saved_value(config: dict[str, Any], key: str) -> Any:
     default the key held, since a saved configuration leaves out an option at its default
     (stack.model.config's `_option`) and TOML has no null; None for a key of an optional section
     (lora, distill, dpo), or one without a default. A refusal names an old value by it, and the
-    integrity check holds a command line's `--set` to it (tools/argv_config.py)."""
+    integrity check holds a command line's `--set` to it (tools/integrity/settings/argv_config.py)."""
     section, name = key.split(".", 1)
     values = config.get(section)
     if isinstance(values, dict) and name in values:
@@ -582,7 +582,7 @@ class RunRecord:
     def _determinism(self, trainer: Trainer) -> None:
         """The switches in force at the first step, the non-deterministic ops PyTorch reported, the
         replay's price, and whether the run is repeatable: True only when its replay held bit for
-        bit (tools/repeatability.py refuses the claim without it), False when train.deterministic
+        bit (tools/integrity/repeatability.py refuses the claim without it), False when train.deterministic
         is off or a replay failed, None when nothing checked it."""
         flags, record = self.record.determinism.flags, self.record
         if trainer.switches is not None:
@@ -949,8 +949,8 @@ def _close_board(trainer: Trainer, evidence: RunRecord) -> None:
 
 def _resume_note(run_dir: Path, step: int) -> str:
     """The line a resume starts with: the step it continues from and, where a process that died
-    later logged past it, how many lines the log rolls back and where they go (round-12 user audit
-    K27: the steps redone were said nowhere)."""
+    later logged past it, how many lines the log rolls back and where they go (otherwise the steps
+    redone would be said nowhere)."""
     _, later = split_at(read_lines(run_dir / METRICS_FILE), step)
     note = f"resuming from {ckpt.step_dir(run_dir, step).name} (step {step})"
     if not later:

@@ -108,8 +108,8 @@ def unmeasured(results: list[GateResult]) -> list[GateResult]:
     The check reads the whole run's event files when a leg closes them, so an earlier leg's values
     are superseded: a leg with TensorBoard on measures the files again (completed at its start), and
     one with it off is not asked the check (spec/run_kinds.yaml's option rule). Carried, the values
-    outlived the option: a leg the check halted, resumed with train.tensorboard=false, said
-    "completed" over its record's FAIL (round-12 user audit K31)."""
+    would outlive the option: a leg the check halted, resumed with train.tensorboard=false, would
+    say "completed" over its record's FAIL."""
     keys = CHECKS["GATE-TRAIN-001"]["tensorboard"]
     return [
         r.model_copy(update={"measured": {k: v for k, v in r.measured.items() if k not in keys}})
@@ -122,8 +122,8 @@ def unmeasured(results: list[GateResult]) -> list[GateResult]:
 def _lacking(run_dir: Path, resume_step: int) -> tuple[list[curves.Scalar], list[curves.Text]]:
     """What metrics.jsonl's lines up to `resume_step` (those the resume keeps) give by contracts.curves'
     rule that the event files already there do not show, read back as the check reads them: the whole
-    of it when TensorBoard is turned on at a resume, or its files were deleted (round-12 user audit
-    K26: the run trained a leg, then its check found steps 1..N missing, on every later resume too).
+    of it when TensorBoard is turned on at a resume, or its files were deleted (else the run trains a
+    leg, then its check finds steps 1..N missing, on every later resume too).
     Only what is missing is written; a point the files show at another value stays, for the check."""
     kept, _ = split_at(read_lines(Path(run_dir) / METRICS_FILE), resume_step)
     shown = curves.shown(read_scalars(run_dir))
@@ -141,8 +141,8 @@ def _after_every_file(run_dir: Path) -> None:
     the files before it logged: a resume whose file sorts first shows the dead process's curves over
     its own. A name begins with the second it was made, then host, pid and a per-process counter, so
     two made in the same second can sort either way ("...1234.9" after "...1234.10"), as can files
-    from nodes whose clocks differ (the round-12 proofs: a 4-step run and its resume in one second,
-    the stale tokens_per_s shown at steps 3-4). Waiting until the clock passes the latest file's
+    from nodes whose clocks differ (a 4-step run and its resume in one second showed the stale
+    tokens_per_s at steps 3-4). Waiting until the clock passes the latest file's
     second makes the new name sort last; a file dated further ahead than CLOCK_WAIT_S is refused."""
     named = (path.name.split(".") for path in run_dir.glob(EVENT_FILES))
     seconds = {".".join(parts): int(parts[3]) for parts in named if parts[3].isdigit()}

@@ -1,7 +1,7 @@
 """Drop reports as people read them: one line per source, the reasons behind each drop, and the fix.
 
 The same rows go to `stack prepare`'s output and to the site's prepare-record page
-(tools/site_runs.py), so what a user saw at the terminal is what the site shows. When the
+(tools/site/runs.py), so what a user saw at the terminal is what the site shows. When the
 filters take most of a source (GATE-DATA-015) or all of the corpus, the message names the
 filter, the counts, the first document it dropped, and what to pass if the documents belong.
 """
