@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tensorboard]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tensorboard,signing]'
 	touch $(STAMP)
 
 # Where `make demo` puts the prepared corpus and its runs (ignored by git).
