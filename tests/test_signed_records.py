@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from check_integrity import main, run_checks
+from check_integrity import Checker, main, run_checks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from ledger_support import RECORDS, edited, fixture_dirs, forger_finished, log_lines, write_log
@@ -27,6 +27,7 @@ from scratch import bump_policy
 
 from contracts.errors import BadInput
 from contracts.evidence import EVIDENCE_FILE, CheckpointRef, FileHash, file_record, read_evidence, sha256_file
+from contracts.registry import RegistryArtifact, ReleasedModel
 from contracts.signing import (
     ATTESTATION_FILE,
     MODEL_BUNDLE,
@@ -325,3 +326,48 @@ def test_a_release_with_its_weights_swapped_fails_verification(
 
 def test_an_unsigned_release_has_no_bundle(tmp_path: Path) -> None:
     assert not (_released(tmp_path, None) / MODEL_BUNDLE).exists()
+
+
+def _cited(root: Path, release: Path, signature: RegistryArtifact | None) -> ReleasedModel:
+    """The registry entry of `release` (under `root`) as `stack release` writes it, citing `signature`."""
+    return ReleasedModel(
+        name="tiny",
+        version="0.1.0",
+        spec_version="1.44.0",
+        git_sha="0" * 40,
+        evidence=[{"run": "train-x", "sha256": "0" * 64}],
+        license="MIT",
+        card=(release / "MODEL_CARD.md").relative_to(root).as_posix(),
+        signature=signature,
+    )
+
+
+def _bundle_cited(root: Path, release: Path) -> RegistryArtifact:
+    bundle = release / MODEL_BUNDLE
+    return RegistryArtifact(
+        path=bundle.relative_to(root).as_posix(), sha256=sha256_file(bundle), bytes=bundle.stat().st_size
+    )
+
+
+def test_the_check_verifies_the_bundle_a_release_cites(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, pub = keys
+    release = _released(tmp_path, key)
+    checker = Checker(tmp_path, load_spec_from(ROOT / "spec"), trust=[pub])
+    checker.check_release_signature(_cited(tmp_path, release, _bundle_cited(tmp_path, release)))
+    assert checker.violations == [] and checker.warnings == []
+    (release / "MODEL_CARD.md").write_text("# tiny 0.1.0, now state of the art\n")
+    checker.check_release_signature(_cited(tmp_path, release, _bundle_cited(tmp_path, release)))
+    assert any("does not verify" in f.line() and "MODEL_CARD.md" in f.line() for f in checker.violations)
+
+
+def test_the_check_names_an_unsigned_release_and_a_bundle_not_as_cited(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    key, pub = keys
+    release = _released(tmp_path, key)
+    checker = Checker(tmp_path, load_spec_from(ROOT / "spec"), trust=[pub])
+    checker.check_release_signature(_cited(tmp_path, release, None))
+    assert [f.rule for f in checker.warnings] == ["UNSIGNED"] and checker.violations == []
+    cited = _bundle_cited(tmp_path, release).model_copy(update={"sha256": "0" * 64})
+    checker.check_release_signature(_cited(tmp_path, release, cited))
+    assert any("not the bundle it cites" in f.line() for f in checker.violations)
