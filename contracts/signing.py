@@ -20,6 +20,7 @@ envelope is read, so a machine that signs nothing runs without them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -56,9 +57,11 @@ def repository_of(path: Path) -> Path | None:
 def configured_key(*places: Path) -> Path | None:
     """The signing key GATESTACK_SIGNING_KEY names, resolved; None when none is configured.
 
-    Refused (BadInput) when it is not a file, or when it lies inside the repository of any of
+    Refused (BadInput) when it is not a file, when it lies inside the repository of any of
     `places` (the code's repository, the ledger the record is filed in): a key there is readable by
-    everyone who can read the records it would vouch for.
+    everyone who can read the records it would vouch for; and when it is no ECDSA key or the
+    signing libraries are missing. Commands ask before their work (stack.outputs.ledger.check), so
+    a key that cannot sign costs nothing.
     """
     named = os.environ.get(SIGNING_KEY_ENV, "").strip()
     if not named:
@@ -75,6 +78,9 @@ def configured_key(*places: Path) -> Path | None:
                 f"{SIGNING_KEY_ENV}={named} lies inside the repository {repo}; keep the signing key outside "
                 "it (a CI secret, a hardware key, or a file such as ~/.config/gatestack/signing-key.pem)"
             )
+    _crypto_signer(key)
+    if importlib.util.find_spec("in_toto_attestation") is None:  # the Statement's writer
+        raise BadInput(f"signing with {key} needs in_toto_attestation: {EXTRA_HINT}")
     return key
 
 

@@ -371,3 +371,15 @@ def test_the_check_names_an_unsigned_release_and_a_bundle_not_as_cited(
     cited = _bundle_cited(tmp_path, release).model_copy(update={"sha256": "0" * 64})
     checker.check_release_signature(_cited(tmp_path, release, cited))
     assert any("not the bundle it cites" in f.line() for f in checker.violations)
+
+
+def test_the_stack_runs_without_the_signing_libraries_until_it_signs() -> None:
+    """A machine that signs nothing (the GPU image) needs none of the signing extra: filing,
+    releasing and checking import it only to sign or to verify."""
+    code = (
+        "import sys, contracts.evidence, stack.outputs.ledger, stack.release; "
+        "loaded = {'securesystemslib', 'model_signing', 'in_toto_attestation'} & set(sys.modules); "
+        "assert not loaded, loaded"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
