@@ -19,15 +19,28 @@ from typing import Any
 
 import pytest
 import yaml
+from audit import load_evidence
 from check_integrity import Checker, main, run_checks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from ledger_support import RECORDS, edited, fixture_dirs, forger_finished, log_lines, write_log
+from release_support import head, release_argv
 from scratch import bump_policy
+from train_support import prepared, smoke_args, train
 
+import contracts.evidence
 from contracts.errors import BadInput
-from contracts.evidence import EVIDENCE_FILE, CheckpointRef, FileHash, file_record, read_evidence, sha256_file
-from contracts.registry import RegistryArtifact, ReleasedModel
+from contracts.evidence import (
+    EVIDENCE_FILE,
+    REPO_ROOT,
+    CheckpointRef,
+    CodeInfo,
+    FileHash,
+    file_record,
+    read_evidence,
+    sha256_file,
+)
+from contracts.registry import REGISTRY_FILE, RegistryArtifact, ReleasedModel, read_registry
 from contracts.signing import (
     ATTESTATION_FILE,
     MODEL_BUNDLE,
@@ -39,6 +52,7 @@ from contracts.signing import (
     unsigned_problem,
 )
 from contracts.spec import SigningPolicy, load_spec_from
+from stack.cli import main as stack_main
 from stack.release import publish
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -383,3 +397,44 @@ def test_the_stack_runs_without_the_signing_libraries_until_it_signs() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def signed_release(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> Path:
+    """A scratch repository (as tests/test_release.py makes one) whose run was trained, filed and
+    released with GATESTACK_SIGNING_KEY set: its record and its release are signed."""
+    key, _ = keys
+    root = tmp_path_factory.mktemp("signed-release") / "repo"
+    (root / "evidence").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / REGISTRY_FILE, root / REGISTRY_FILE)
+    clean = CodeInfo(git_sha=head(), git_dirty=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(contracts.evidence, "collect_code", lambda _repo: clean)
+        patch.setenv(SIGNING_KEY_ENV, str(key))
+        run_dir = root / "run"
+        argv = [*smoke_args(prepared(root.parent), run_dir), "--evidence-dir", str(root / "evidence/runs")]
+        assert train(argv) == 0
+        assert stack_main(release_argv(root, run_dir, "tiny", "0.1.0")) == 0
+    return root
+
+
+def test_a_signed_release_verifies_with_model_signing_and_the_check(
+    signed_release: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, pub = keys
+    root, released = signed_release, signed_release / "evidence/models/tiny-0.1.0"
+    entry = read_registry(root / REGISTRY_FILE).models[-1]
+    assert entry.signature is not None and entry.signature.path == "evidence/models/tiny-0.1.0/model.sig"
+    assert entry.signature.sha256 == sha256_file(released / MODEL_BUNDLE)
+    done = model_signing_verify(released, pub)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (root / "evidence/runs/run" / ATTESTATION_FILE).is_file()
+    checker = Checker(root, load_spec_from(ROOT / "spec"), trust=[pub])
+    history = Checker(REPO_ROOT, load_spec_from(ROOT / "spec"))
+    monkeypatch.setattr(checker, "_known_commits", history._known_commits)  # the scratch repo has no git
+    loaded = load_evidence(root / "evidence/runs/run" / EVIDENCE_FILE)
+    checker.check_record(loaded, root, in_ledger=True)
+    registry = read_registry(root / REGISTRY_FILE)
+    checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), {"run": loaded})
+    assert [f.line() for f in checker.violations] == []
+    assert not any(f.rule == "UNSIGNED" for f in checker.warnings)
