@@ -24,6 +24,7 @@ from check_integrity import Checker, main, run_checks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from ledger_support import RECORDS, edited, fixture_dirs, forger_finished, log_lines, write_log
+from record_checks import RecordFindings, check_policies
 from release_support import head, release_argv
 from scratch import bump_policy
 from train_support import prepared, smoke_args, train
@@ -438,3 +439,28 @@ def test_a_signed_release_verifies_with_model_signing_and_the_check(
     checker.check_registry(registry.model_copy(update={"models": registry.models[-1:]}), {"run": loaded})
     assert [f.line() for f in checker.violations] == []
     assert not any(f.rule == "UNSIGNED" for f in checker.warnings)
+
+
+def test_a_record_owes_the_signing_policy_from_the_spec_version_that_brought_it() -> None:
+    """A record of 1.43.0 was made before spec/signing.yaml and cites no digest of it; one naming a
+    spec version that has the policy and leaving its digest out is named."""
+    spec = load_spec_from(ROOT / "spec")
+    before = read_evidence(RECORDS / "current" / "eval" / EVIDENCE_FILE)
+    assert "signing" not in before.spec.policies and before.spec.version == "1.43.0"
+    found = RecordFindings()
+    check_policies(before, spec, found)
+    assert not any("signing" in v for v in found.violations), found.violations
+    since = spec.policy_revisions["signing"][0].spec_version
+    after = before.model_copy(update={"spec": before.spec.model_copy(update={"version": since})})
+    found = RecordFindings()
+    check_policies(after, spec, found)
+    assert "carries no digest of policy signing" in found.violations
+
+
+def test_check_integrity_exits_3_on_a_forged_signed_record(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    key, pub = keys
+    signed = copied(tmp_path, "current/eval", key)
+    argv = ["--runs-only", "--run", str(signed), "--trust-key", str(pub)]
+    assert main(argv) == 0
+    edited(signed, _argv_edited)
+    assert main(argv) == 3
