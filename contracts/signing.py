@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from contracts.errors import BadInput
+from contracts.reading import Unreadable, read_json
 from contracts.spec import ANY_KIND, RELEASE_KIND, SigningPolicy, TrustedKey
 
 if TYPE_CHECKING:
@@ -217,9 +218,11 @@ def signature_problems(record_dir: Path, record: EvidenceRecord, policy: Signing
     from contracts.evidence import sha256_file
 
     kind = record.run.kind
-    try:
-        envelope = Envelope.from_dict(json.loads((record_dir / ATTESTATION_FILE).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    try:  # read as every file the check reads: a regular file inside the record, capped, JSON
+        envelope = Envelope.from_dict(read_json(record_dir / ATTESTATION_FILE, record_dir))
+    except Unreadable as exc:
+        return [f"{ATTESTATION_FILE} {exc.problem}"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"{ATTESTATION_FILE} is not a DSSE envelope ({exc})"]
     keys = trusted_keys(policy, kind)
     if not keys:

@@ -464,3 +464,14 @@ def test_check_integrity_exits_3_on_a_forged_signed_record(tmp_path: Path, keys:
     assert main(argv) == 0
     edited(signed, _argv_edited)
     assert main(argv) == 3
+
+
+def test_an_envelope_that_is_no_file_of_the_record_is_named(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """The envelope is read as every file the check reads: a link out of the record is refused."""
+    _, pub = keys
+    record = copied(tmp_path, "current/eval", None)
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text("{}\n")
+    (record / ATTESTATION_FILE).symlink_to(outside)
+    violations, _ = report_of(record, pub)
+    assert any(ATTESTATION_FILE in line for line in violations), violations
