@@ -185,20 +185,23 @@ def requires_signature(policy: SigningPolicy, kind: str) -> bool:
     return kind in policy.required or ANY_KIND in policy.required
 
 
+# What an unsigned record, or an unsigned release, cannot prove (the warning the check gives).
+UNPROVABLE = {
+    "record": "nothing proves it is the record its run filed (a record and its files edited together "
+    "and re-hashed, its argv, its log rewritten consistently, cannot be told from the original)",
+    RELEASE_KIND: "nothing proves its files are the ones released (weights swapped with the hashes the "
+    "registry and its record cite cannot be told from the original)",
+}
+
+
 def unsigned_problem(policy: SigningPolicy, kind: str) -> tuple[str, bool]:
-    """What the check says of an unsigned record of `kind`, and whether it is a violation (the
-    policy requires a signature) or a warning naming what the record cannot prove."""
+    """What the check says of an unsigned record of `kind` (or release, RELEASE_KIND), and whether it
+    is a violation (the policy requires a signature) or a warning naming what it cannot prove."""
     if requires_signature(policy, kind):
-        return (
-            f"is unsigned, and spec/signing.yaml requires run kind {kind!r} to be signed by a trusted key",
-            True,
-        )
-    return (
-        "is unsigned: nothing proves it is the record its run filed (a record and its files edited "
-        "together and re-hashed, its argv, its log rewritten consistently, cannot be told from the "
-        "original); sign records with GATESTACK_SIGNING_KEY",
-        False,
-    )
+        what = "releases" if kind == RELEASE_KIND else f"run kind {kind!r}"
+        return f"is unsigned, and spec/signing.yaml requires {what} to be signed by a trusted key", True
+    limit = UNPROVABLE[RELEASE_KIND if kind == RELEASE_KIND else "record"]
+    return f"is unsigned: {limit}; sign with GATESTACK_SIGNING_KEY", False
 
 
 def signature_problems(record_dir: Path, record: EvidenceRecord, policy: SigningPolicy) -> list[str]:

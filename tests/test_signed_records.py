@@ -52,7 +52,7 @@ from contracts.signing import (
     trusting,
     unsigned_problem,
 )
-from contracts.spec import SigningPolicy, load_spec_from
+from contracts.spec import RELEASE_KIND, SigningPolicy, load_spec_from
 from stack.cli import main as stack_main
 from stack.release import publish
 
@@ -475,3 +475,9 @@ def test_an_envelope_that_is_no_file_of_the_record_is_named(tmp_path: Path, keys
     (record / ATTESTATION_FILE).symlink_to(outside)
     violations, _ = report_of(record, pub)
     assert any(ATTESTATION_FILE in line for line in violations), violations
+
+
+def test_an_unsigned_release_is_named_with_what_it_cannot_prove() -> None:
+    problem, required = unsigned_problem(SigningPolicy(), RELEASE_KIND)
+    assert not required and "nothing proves its files are the ones released" in problem
+    assert unsigned_problem(SigningPolicy(required=[RELEASE_KIND]), RELEASE_KIND)[1]
