@@ -23,6 +23,8 @@ from audit import load_evidence
 from check_integrity import Checker, main, run_checks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ledger_support import RECORDS, edited, fixture_dirs, forger_finished, log_lines, write_log
 from record_checks import RecordFindings, check_policies
 from release_support import head, release_argv
@@ -481,3 +483,30 @@ def test_an_unsigned_release_is_named_with_what_it_cannot_prove() -> None:
     problem, required = unsigned_problem(SigningPolicy(), RELEASE_KIND)
     assert not required and "nothing proves its files are the ones released" in problem
     assert unsigned_problem(SigningPolicy(required=[RELEASE_KIND]), RELEASE_KIND)[1]
+
+
+@pytest.fixture(scope="module")
+def signed_sample(tmp_path_factory: pytest.TempPathFactory, keys: tuple[Path, Path]) -> Path:
+    return copied(tmp_path_factory.mktemp("signed-sample"), "current/sample", keys[0])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_byte_of_a_signed_subject_changed_is_named(
+    data: st.DataObject,
+    signed_sample: Path,
+    keys: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Whatever byte of the record or its result is changed, to whatever value, the signature names
+    the file: a signed subject has no byte a forger may change."""
+    target = tmp_path_factory.mktemp("flip") / "sample"
+    shutil.copytree(signed_sample, target)
+    name = data.draw(st.sampled_from([EVIDENCE_FILE, "sample.json"]))
+    raw = bytearray((target / name).read_bytes())
+    at = data.draw(st.integers(0, len(raw) - 1))
+    raw[at] = (raw[at] + data.draw(st.integers(1, 255))) % 256
+    (target / name).write_bytes(bytes(raw))
+    record = read_evidence(signed_sample / EVIDENCE_FILE)  # the record as signed: the edit may not parse
+    problems = signature_problems(target, record, trusting(SigningPolicy(), [keys[1]]))
+    assert any(name in p and "no longer hashes" in p for p in problems), problems
