@@ -14,26 +14,39 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tensorboard]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,export,tensorboard,signing]'
 	touch $(STAMP)
 
 # Where `make demo` puts the prepared corpus and its runs (ignored by git).
 DEMO_DIR ?= runs
 DEMO_RUN := $(DEMO_DIR)/demo-$(shell date -u +%Y%m%dT%H%M%S)
 
+# The demo's signing key: outside the repository, as every signing key must be (a key inside it is
+# refused), made once with openssl as docs/concepts/integrity.md shows; KEY.pub is its public half.
+DEMO_KEY ?= $(HOME)/.config/gatestack/demo-signing-key.pem
+# The demo files its training record here, signed, beside the run directory.
+DEMO_LEDGER := $(DEMO_DIR)/ledger
+
 ## demo: the main job on the embedded default corpus (the running Python's standard library)
 demo: $(STAMP)
 	@test -f $(DEMO_DIR)/data/manifest.json || $(BIN)/stack prepare --default --out $(DEMO_DIR)/data
-	$(BIN)/stack train --data $(DEMO_DIR)/data --out $(DEMO_RUN) --preset demo
+	@test -f $(DEMO_KEY) || (mkdir -p $(dir $(DEMO_KEY)) && chmod 700 $(dir $(DEMO_KEY)) \
+		&& openssl ecparam -name prime256v1 -genkey -noout -out $(DEMO_KEY) \
+		&& openssl ec -in $(DEMO_KEY) -pubout -out $(DEMO_KEY).pub)
+	GATESTACK_SIGNING_KEY=$(DEMO_KEY) $(BIN)/stack train --data $(DEMO_DIR)/data --out $(DEMO_RUN) --preset demo \
+		--evidence-dir $(DEMO_LEDGER)
 	$(BIN)/stack sample $(DEMO_RUN) --prompt "def " --tokens 200 --seed 0
 	$(BIN)/stack eval $(DEMO_RUN) --split val --max-bytes 200000
 	$(BIN)/stack trace $(DEMO_RUN) --prompt "def main():"
 	$(BIN)/python tools/check_integrity.py --run $(DEMO_RUN)
+	$(BIN)/python tools/check_integrity.py --runs-only --run $(DEMO_LEDGER)/$(notdir $(DEMO_RUN)) \
+		--trust-key $(DEMO_KEY).pub
 	$(BIN)/python tools/render_site.py --run $(DEMO_RUN)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 	@echo
 	@echo "demo done. Look at:"
 	@echo "  run directory   $(DEMO_RUN)  (metadata.json, metrics.jsonl, checkpoints/)"
+	@echo "  signed record   $(DEMO_LEDGER)/$(notdir $(DEMO_RUN))/metadata.intoto.json  (verified with $(DEMO_KEY).pub)"
 	@echo "  the site        site/index.html, or '$(BIN)/mkdocs serve' then http://127.0.0.1:8000"
 
 ## test: lint, tests, integrity check, strict site build

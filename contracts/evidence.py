@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.errors import BadInput
+from contracts.signing import configured_key, sign_record
 from contracts.spec import GATE_ID_PATTERN, PolicyRef, Spec, load_spec
 
 # 2: gate results carry their thresholds' digest and message, records their checkpoint's hashes.
@@ -390,11 +391,15 @@ def ledger_slot(ledger_dir: Path, run_id: str) -> Path:
 
 
 def file_record(ledger_dir: Path, record: EvidenceRecord, files: tuple[Path, ...] = ()) -> Path:
-    """File `record` (and copies of `files`, listed as its artifacts) as LEDGER_DIR/<run-id>/.
+    """File `record` (and copies of `files`, listed as its artifacts) as LEDGER_DIR/<run-id>/, signed
+    when a signing key is configured (contracts.signing: every command files through here, so every
+    filed record is signed the same way).
 
     The directory is created exclusively, so two writers cannot both file the same run id, and
-    an existing record is never overwritten (see `ledger_slot`).
+    an existing record is never overwritten (see `ledger_slot`). A misconfigured key is refused
+    before anything is filed.
     """
+    key = configured_key(REPO_ROOT, ledger_dir)
     target = ledger_slot(ledger_dir, record.run.id)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -407,7 +412,10 @@ def file_record(ledger_dir: Path, record: EvidenceRecord, files: tuple[Path, ...
     for source in files:
         shutil.copy2(source, target / source.name)
         filed.artifacts.append(artifact(target / source.name, target))
-    return write_evidence(target, filed)
+    path = write_evidence(target, filed)
+    if key is not None:
+        sign_record(target, read_evidence(path), key)
+    return path
 
 
 def read_evidence(path: Path) -> EvidenceRecord:

@@ -65,6 +65,9 @@ class ReleasedModel(Entry):
     license: str
     card: str  # a repository-relative path to the model card
     accepted_waivers: list[AcceptedWaiver] = Field(default_factory=list)
+    # The model-signing bundle over the released directory's files (contracts.signing.sign_model),
+    # when the release was signed.
+    signature: RegistryArtifact | None = None
     # A release is never deleted; one that no longer stands is withdrawn, with the reason.
     withdrawn: str | None = Field(default=None, min_length=1)
 

@@ -227,6 +227,27 @@ class BenchmarkFile(Strict):
     benchmarks: list[BenchmarkGoal]
 
 
+# spec/signing.yaml's names, beside run kinds: released models (stack release), and every kind.
+RELEASE_KIND = "release"
+ANY_KIND = "*"
+
+
+class TrustedKey(Strict):
+    """A public key (PEM) the ledger trusts to sign what is of `kinds`: run kinds, "release" for
+    released models, or "*" for everything (contracts.signing)."""
+
+    name: str = Field(min_length=1)
+    public_key: str = Field(pattern=r"^-----BEGIN PUBLIC KEY-----")
+    kinds: list[str] = Field(min_length=1)
+
+
+class SigningPolicy(Strict):
+    """spec/signing.yaml: the keys trusted to sign, and the kinds whose records must be signed."""
+
+    trusted_keys: list[TrustedKey] = Field(default_factory=list)
+    required: list[str] = Field(default_factory=list)
+
+
 class Spec(Strict):
     """The whole statute, loaded and cross-checked."""
 
@@ -237,6 +258,7 @@ class Spec(Strict):
     revisions: dict[str, list[RevisionEntry]]
     policy_revisions: dict[str, list[PolicyEntry]]
     run_kinds: dict[str, RunKind]
+    signing: SigningPolicy = Field(default_factory=SigningPolicy)
     sha256: str
 
     @cached_property
@@ -353,6 +375,7 @@ POLICY_FILES = {
     "run_kinds": "run_kinds.yaml",
     "options_matrix": "options_matrix.yaml",
     "benchmarks": "benchmarks.yaml",
+    "signing": "signing.yaml",
 }
 
 
@@ -365,7 +388,14 @@ def policy_digest(data: object) -> str:
 
 # The files of the spec directory, besides gates/*.yaml, whose bytes make up the spec's sha256, in
 # the order they are hashed (tools/check_integrity.py digests spec/ at a record's commit the same way).
-SPEC_TOP_FILES = ("spec.yaml", "benchmarks.yaml", "revisions.yaml", "run_kinds.yaml", "options_matrix.yaml")
+SPEC_TOP_FILES = (
+    "spec.yaml",
+    "benchmarks.yaml",
+    "revisions.yaml",
+    "run_kinds.yaml",
+    "options_matrix.yaml",
+    "signing.yaml",
+)
 
 
 def spec_files(spec_dir: Path) -> list[Path]:
@@ -469,6 +499,7 @@ def _parsed_spec(spec_dir: Path, contents: tuple[tuple[Path, bytes | None], ...]
         for gate_id in [*kind.gates, *options, *kind.checks]:
             if gate_id not in gates:
                 raise BadInput(f"{kinds_path}: run kind {name!r} requires unknown gate {gate_id}")
+    signing = _signing_policy(spec_dir / POLICY_FILES["signing"], policy_data["signing"], kinds)
     digest = hashlib.sha256()
     for path, data in contents:
         assert data is not None, path  # every spec file was parsed above; a missing one was refused
@@ -482,8 +513,24 @@ def _parsed_spec(spec_dir: Path, contents: tuple[tuple[Path, bytes | None], ...]
         revisions=revisions,
         policy_revisions=history.policies,
         run_kinds=kinds,
+        signing=signing,
         sha256=digest.hexdigest(),
     )
+
+
+def _signing_policy(path: Path, data: object, kinds: Mapping[str, RunKind]) -> SigningPolicy:
+    """spec/signing.yaml, validated; every kind it names must be a run kind, "release" or "*", so a
+    misspelt kind cannot quietly leave records unsigned that the policy means to require."""
+    policy = _validated(SigningPolicy, data, path)
+    assert isinstance(policy, SigningPolicy)
+    named = [*policy.required, *(kind for key in policy.trusted_keys for kind in key.kinds)]
+    for kind in named:
+        if kind not in kinds and kind not in (ANY_KIND, RELEASE_KIND):
+            raise BadInput(
+                f"{path}: names {kind!r}, which is no run kind of spec/run_kinds.yaml, "
+                f"{RELEASE_KIND!r} or {ANY_KIND!r}"
+            )
+    return policy
 
 
 def _check_revisions(

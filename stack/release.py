@@ -35,6 +35,7 @@ from contracts.errors import BadInput
 from contracts.evidence import (
     EVIDENCE_FILE,
     LEDGER_DIR,
+    REPO_ROOT,
     CheckpointRef,
     EvidenceRecord,
     atomic_write_bytes,
@@ -43,8 +44,9 @@ from contracts.evidence import (
     sha256_file,
 )
 from contracts.model_card import CARD_FILE, model_card
-from contracts.registry import REGISTRY_FILE, Registry, ReleasedModel, read_registry
+from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems, stale_gates
+from contracts.signing import MODEL_BUNDLE, configured_key, sign_model
 from contracts.spec import SEMVER_RE, load_spec
 from stack.outputs import ledger, rundir
 from stack.train import checkpoint as ckpt
@@ -313,10 +315,14 @@ def _copy(source: Path, staging: Path, ref: CheckpointRef, names: tuple[str, ...
             raise BadInput(f"the copy of {source / name} does not hash as the record says; check the disk")
 
 
-def publish(target: Path, source: Path, ref: CheckpointRef, card: str, weights_kept_elsewhere: bool) -> None:
-    """Assemble the release beside `target` (copies, manifest, card), then move it into place whole
-    (stack.outputs.rundir). Weights kept elsewhere are not copied; a .gitignore names them, so a
-    copy downloaded beside the manifest leaves the tree clean."""
+def publish(
+    target: Path, source: Path, ref: CheckpointRef, card: str, weights_kept_elsewhere: bool, key: Path | None
+) -> Path | None:
+    """Assemble the release beside `target` (copies, manifest, card), sign it with `key` when one is
+    configured (contracts.signing.sign_model), then move it into place whole (stack.outputs.rundir).
+    Weights kept elsewhere are not copied; a .gitignore names them, so a copy downloaded beside the
+    manifest leaves the tree clean (the bundle then signs the manifest, which names their sha256).
+    Returns the bundle's path in `target`, or None for an unsigned release."""
     with rundir.opened(target, WRITER, option="--models-dir") as opened:
         if weights_kept_elsewhere:
             _copy(source, opened.where, ref, tuple(n for n in WEIGHTS_FILES if n != WEIGHTS_FILE))
@@ -325,12 +331,16 @@ def publish(target: Path, source: Path, ref: CheckpointRef, card: str, weights_k
             _copy(source, opened.where, ref, WEIGHTS_FILES)
         atomic_write_bytes(opened.where / ckpt.MANIFEST, released_manifest(ref))
         atomic_write_bytes(opened.where / CARD_FILE, card.encode("utf-8"))
+        if key is not None:
+            sign_model(opened.where, key)
         opened.commit()
+    return None if key is None else target / MODEL_BUNDLE
 
 
 def release(request: ReleaseRequest) -> Release:
     """Check everything, then write MODELS_DIR/NAME-VERSION and append the registry entry."""
     root = repository_of(request.registry)
+    key = configured_key(REPO_ROOT, root)
     record, raw = filed_record(request.run_dir, request.ledger_record, root)
     source, ref = source_checkpoint(request.run_dir, record)
     refuse_unreleasable(record, ref, request.accepted)
@@ -339,6 +349,12 @@ def release(request: ReleaseRequest) -> Release:
     started = not Path(request.registry).is_file()
     appended = appended_registry(request.registry, entry)
     card = model_card(entry, record, ref, _relative(target, root))
-    publish(target, source, ref, card, request.weights_url is not None)
+    bundle = publish(target, source, ref, card, request.weights_url is not None, key)
+    if bundle is not None:
+        cited = RegistryArtifact(
+            path=_relative(bundle, root), sha256=sha256_file(bundle), bytes=bundle.stat().st_size
+        )
+        entry = entry.model_copy(update={"signature": cited})
+        appended = appended_registry(request.registry, entry)
     atomic_write_bytes(request.registry, appended)
     return Release(target, entry, source, started)

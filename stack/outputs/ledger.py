@@ -23,6 +23,7 @@ from pathlib import Path
 from contracts.errors import BadInput
 from contracts.evidence import (
     EVIDENCE_FILE,
+    REPO_ROOT,
     EvidenceRecord,
     file_record,
     ledger_slot,
@@ -30,15 +31,18 @@ from contracts.evidence import (
     leg_of,
     read_evidence,
 )
+from contracts.signing import configured_key
 from stack.outputs.destination import check_directory
 
 OPTION = "--evidence-dir"
 
 
 def check(ledger_dir: Path | None, option: str = OPTION) -> None:
-    """Refuse, before any work, a ledger directory a record could not be filed into."""
+    """Refuse, before any work, a ledger directory a record could not be filed into, and a signing
+    key the filing would refuse (contracts.signing.configured_key: one inside the repository)."""
     if ledger_dir is not None:
         check_directory(ledger_dir, option, into=True)
+        configured_key(REPO_ROOT, ledger_dir)
 
 
 def claim(ledger_dir: Path, run_id: str, option: str = OPTION) -> Path:

@@ -50,14 +50,23 @@ import yaml
 from contracts.checkpoints import WEIGHTS_FILES, released_manifest
 from contracts.derive.benchmarks import computed_lines
 from contracts.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_OK, BadInput
-from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord
+from contracts.evidence import EVIDENCE_FILE, REPO_ROOT, EvidenceRecord, sha256_file
 from contracts.model_card import model_card
 from contracts.proof_lock import LOCK_FILE
 from contracts.reading import Unreadable, read_as_named, read_bytes, read_json, read_jsonl, read_text
 from contracts.registry import REGISTRY_FILE, Registry, RegistryArtifact, ReleasedModel, read_registry
 from contracts.release_rules import INTEG_EVIDENCE, WEIGHTS_FILE, breaks, release_problems
 from contracts.retirement import RETIRED_FILE, Retirements, read_retirements
-from contracts.spec import SAFE_LOADER, SPEC_TOP_FILES, GateKind, Spec, load_spec, load_spec_from
+from contracts.signing import ATTESTATION_FILE, model_problems, signature_problems, trusting, unsigned_problem
+from contracts.spec import (
+    RELEASE_KIND,
+    SAFE_LOADER,
+    SPEC_TOP_FILES,
+    GateKind,
+    Spec,
+    load_spec,
+    load_spec_from,
+)
 from tools.integrity.audit import (
     GENERATED,
     RUNS_DIR,
@@ -116,6 +125,7 @@ EXIT_INTERNAL = 1
 # The gates whose judge decides over the count of their findings (each one's "check").
 COUNTED = (INTEG_EVIDENCE, INTEG_COVERAGE)
 STALE = "STALE"
+UNSIGNED = "UNSIGNED"  # a record with no signature where spec/signing.yaml does not require one
 # A ledger path cited in prose: evidence/runs/<run id>[/file].
 CITED_EVIDENCE_RE = re.compile(r"evidence/runs/([A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])(/[\w./-]+)?")
 # The version line of spec/spec.yaml.
@@ -182,9 +192,10 @@ class Report:
 class Checker:
     """Collects findings while walking one repository."""
 
-    def __init__(self, root: Path, spec: Spec) -> None:
+    def __init__(self, root: Path, spec: Spec, trust: Sequence[Path] = ()) -> None:
         self.root = root.resolve()
         self.spec = spec
+        self.signing = trusting(spec.signing, trust)
         self.violations: list[Finding] = []
         self.warnings: list[Finding] = []
         self.failures: list[Finding] = []
@@ -323,6 +334,7 @@ class Checker:
                 run_id,
                 f"run id differs from its directory {loaded.path.parent.name!r}",
             )
+        self.check_signature(loaded)
         if self.cited_unreadable(loaded, within):
             return
         truth = check_record_truth(record, loaded.path.parent, self.spec, self.history, self.root)
@@ -336,6 +348,24 @@ class Checker:
         for warning in truth.warnings:
             self.warn(STALE, loaded.path, run_id, warning)
         self.stale[run_id] = truth.stale
+
+    def check_signature(self, loaded: LoadedEvidence) -> None:
+        """The record's envelope (contracts.signing) verified against the keys trusted for its run
+        kind, over the files there now; an unsigned record is a warning naming what it cannot prove,
+        or a violation where spec/signing.yaml requires its kind signed."""
+        record = loaded.record
+        assert record is not None
+        record_dir, run_id = loaded.path.parent, record.run.id
+        envelope = record_dir / ATTESTATION_FILE
+        if not envelope.exists():
+            problem, required = unsigned_problem(self.signing, record.run.kind)
+            if required:
+                self.fail(INTEG_EVIDENCE, loaded.path, run_id, problem)
+            else:
+                self.warn(UNSIGNED, loaded.path, run_id, problem)
+            return
+        for problem in signature_problems(record_dir, record, self.signing):
+            self.fail(INTEG_EVIDENCE, envelope, run_id, problem)
 
     def check_commits(self, records: list[LoadedEvidence]) -> None:
         """Every cited git sha is a commit of this repository's history."""
@@ -638,6 +668,7 @@ class Checker:
                 if card is not None:
                     self.check_card(model, loaded.record, self.root / model.card, card)
                 self.check_released_files(model, loaded.record)
+                self.check_release_signature(model)
 
     def retired_file(self, model: ReleasedModel, path: str) -> bool:
         """Whether `path` is a file of a withdrawn release that has been retired from the tree."""
@@ -715,6 +746,28 @@ class Checker:
         if state is not None and state.is_file():
             for problem in released_state_problems(record, read_json(state, self.root)):
                 self.fail(INTEG_EVIDENCE, self.root / REGISTRY_FILE, model.key, problem)
+
+    def check_release_signature(self, model: ReleasedModel) -> None:
+        """The model-signing bundle the release cites, as cited, verified by model-signing against the
+        keys trusted for releases over the released directory's files; an unsigned release is a
+        warning, or a violation where spec/signing.yaml requires releases signed."""
+        registry, cited = self.root / REGISTRY_FILE, model.signature
+        if cited is None or cited.path is None:
+            problem, required = unsigned_problem(self.signing, RELEASE_KIND)
+            if required:
+                self.fail(INTEG_EVIDENCE, registry, model.key, problem)
+            else:
+                self.warn(UNSIGNED, registry, model.key, problem)
+            return
+        bundle = self.root / cited.path
+        inside = bundle.resolve().is_relative_to(self.root / model.directory)
+        if not inside or not bundle.is_file() or sha256_file(bundle) != cited.sha256:
+            self.fail(
+                INTEG_EVIDENCE, registry, model.key, f"{cited.path} is missing or not the bundle it cites"
+            )
+            return
+        for problem in model_problems(self.root / model.directory, self.signing):
+            self.fail(INTEG_EVIDENCE, bundle, model.key, problem)
 
     def check_registry_history(self, registry: Registry) -> None:
         """Entries are never deleted or rewritten: every committed version of the registry is a prefix
@@ -1238,20 +1291,25 @@ def committed_ledger(
 
 
 def run_checks(
-    root: Path, extra_runs: list[Path], runs_only: bool = False, context: Sequence[Path] = ()
+    root: Path,
+    extra_runs: list[Path],
+    runs_only: bool = False,
+    context: Sequence[Path] = (),
+    trust: Sequence[Path] = (),
 ) -> Report:
     """Every check over one repository and any extra run directories.
 
     `runs_only` checks just the extra runs (their schema, truth, artifacts and commit) against the
     repository's spec: what a user's CI asks of its own runs, whatever the state of the ledger,
-    joined to the ledger and to the records of the `context` directories.
+    joined to the ledger and to the records of the `context` directories. `trust` names public key
+    files trusted for every kind beside spec/signing.yaml's (`trusting`).
     """
     root = root.resolve()
     try:
         spec = load_spec_from(root / "spec")
     except BadInput as exc:
         return Report(standing([Finding(INTEG_EVIDENCE, "spec", "", str(exc))], None), [], [], 0)
-    checker = Checker(root, spec)
+    checker = Checker(root, spec, trust)
     if runs_only:
         return _check_runs(checker, extra_runs, context)
     # The audit of the code (which gates are bound and falsified, and whether the proof lock proves
@@ -1405,6 +1463,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="check only the --run directories (their records' truth), not the repository's ledger",
     )
+    parser.add_argument(
+        "--trust-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUBLIC_KEY",
+        help="also trust this PEM public key (one you hold outside the repository) to have signed any "
+        "record or release, beside the keys spec/signing.yaml trusts",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--record",
@@ -1445,12 +1512,12 @@ def main(argv: list[str] | None = None) -> int:
         print("check_integrity: --runs-only needs at least one --run RUN_DIR", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:  # the spec the stack's own checks read as they replay a record (GATESTACK_SPEC, if set)
-        load_spec()
+        trusting(load_spec().signing, args.trust_key)  # and each --trust-key, refused here in one line
     except BadInput as exc:
         print(f"check_integrity: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        report = run_checks(args.root, args.run, runs_only=args.runs_only)
+        report = run_checks(args.root, args.run, runs_only=args.runs_only, trust=args.trust_key)
     except Exception as exc:
         print(
             f"check_integrity: internal error, no verdict ({type(exc).__name__}: {exc}); "
