@@ -19,16 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from audit import load_evidence
-from check_integrity import Checker, main, run_checks
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ledger_support import RECORDS, edited, fixture_dirs, forger_finished, log_lines, write_log
-from record_checks import RecordFindings, check_policies
 from release_support import head, release_argv
-from scratch import bump_policy
 from train_support import prepared, smoke_args, train
 
 import contracts.evidence
@@ -57,6 +53,10 @@ from contracts.signing import (
 from contracts.spec import RELEASE_KIND, SigningPolicy, load_spec_from
 from stack.cli import main as stack_main
 from stack.release import publish
+from tools.integrity.audit import load_evidence
+from tools.integrity.check import Checker, main, run_checks
+from tools.integrity.record_checks import RecordFindings, check_policies
+from tools.records.scratch import bump_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 Change = Callable[[dict[str, Any], Path], None]
